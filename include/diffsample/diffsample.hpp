@@ -1,0 +1,14 @@
+/// @file diffsample.hpp
+/// @brief Umbrella header of the C++ API.
+#pragma once
+
+#include <diffsample/error.hpp>
+#include <diffsample/execution.hpp>
+#include <diffsample/langevin.hpp>
+#include <diffsample/metrics.hpp>
+#include <diffsample/mixture.hpp>
+
+namespace diffsample {
+/// Library version string, "major.minor.patch".
+DIFFSAMPLE_API const char* version() noexcept;
+}  // namespace diffsample

@@ -1,0 +1,67 @@
+/// @file langevin.hpp
+/// @brief Fused Langevin-family samplers (ULA, MALA, tamed ULA) on a Gaussian mixture at any channel.
+#pragma once
+
+#include <diffsample/execution.hpp>
+#include <diffsample/export.hpp>
+#include <diffsample/mixture.hpp>
+
+#include <cstdint>
+
+namespace diffsample {
+
+/// The update rule (shared/math.md section 2).
+enum class langevin_method : int {
+  ula = 0,        ///< x <- x + gamma g(x) + sqrt(2 gamma) xi
+  mala = 1,       ///< ULA proposal, Metropolis-Hastings accept/reject (unbiased)
+  tamed_ula = 2,  ///< x <- x + gamma g / (1 + gamma |g|) + sqrt(2 gamma) xi (stable when the score explodes)
+};
+
+/// "ula", "mala" or "tamed_ula".
+DIFFSAMPLE_API const char* to_string(langevin_method m) noexcept;
+/// Parses the names of to_string(langevin_method); throws invalid_argument otherwise.
+DIFFSAMPLE_API langevin_method parse_langevin_method(const std::string& name);
+
+/// Settings of one Langevin run. Chain i of the call uses the Philox stream (seed, first_chain + i, first_step + k)
+/// at its k-th step, so a run split into batches (first_chain) or into consecutive calls (first_step) gives the
+/// same samples as one call.
+struct langevin_options {
+  langevin_method method = langevin_method::mala;
+  double step_size = 1e-2;        ///< gamma > 0
+  std::int64_t steps = 1000;      ///< number of steps, >= 0
+  channel target{};               ///< the chains target p_t at this channel (default: the prior)
+  std::uint64_t seed = 0;         ///< Philox key
+  std::uint64_t first_chain = 0;  ///< id of the call's first chain in the random stream
+  std::uint64_t first_step = 0;   ///< step index of the call's first step in the random stream (< 2^30)
+  std::int64_t record_every = 0;  ///< if > 0, write the state after every record_every-th step to trajectory
+};
+
+/// Optional outputs of a Langevin run (caller buffers, on the executor's side; nullptr to skip).
+struct langevin_outputs {
+  /// (steps / record_every) x n x d floats: the state after steps record_every, 2 record_every, ...
+  float* trajectory = nullptr;
+  /// n counts of accepted proposals in this call (MALA; ULA variants write the step count).
+  std::int64_t* accepted = nullptr;
+};
+
+/// What a run did.
+struct langevin_report {
+  executor ran = executor::automatic;  ///< executor that ran
+  bool register_path = false;          ///< true when d was in the compiled list and state stayed in registers
+};
+
+/// Bytes of device workspace a run needs (0 when d is in the register-path list). Pass a buffer of at least this
+/// size as @p workspace to langevin() to keep it allocation-free; otherwise it allocates stream-ordered
+/// (cudaMallocAsync) once per call, never per step.
+DIFFSAMPLE_API std::size_t langevin_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n,
+                                                    const langevin_options& options);
+
+/// Runs @p options.steps steps of every chain in one fused launch. @p x (n x d, row-major) holds the initial
+/// states and receives the final ones. Asynchronous on the CUDA executor (no host synchronisation).
+/// @throws invalid_argument for bad sizes, step sizes, pointers or channels (before anything is launched)
+DIFFSAMPLE_API langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t n,
+                                        const langevin_options& options, langevin_outputs outputs = {},
+                                        execution exec = {}, void* workspace = nullptr,
+                                        std::size_t workspace_bytes = 0);
+
+}  // namespace diffsample

@@ -1,0 +1,102 @@
+/// @file mixture.hpp
+/// @brief Gaussian mixtures with diagonal (or isotropic) components, evaluated exactly at any noise channel.
+///
+/// The channel is x_t = a x0 + s z with z ~ N(0, I): the prior p0 = sum_k w_k N(mu_k, diag(v_k)) becomes
+/// p_t = sum_k w_k N(a mu_k, diag(a^2 v_k + s^2)). Scores, denoisers E[x0 | x_t] and their Jacobian-vector products
+/// are closed-form, which is what makes every sampler of the library exactly testable.
+#pragma once
+
+#include <diffsample/execution.hpp>
+#include <diffsample/export.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace diffsample {
+
+/// The Gaussian channel x_t = a x0 + s z. a > 0 and s >= 0, both finite. The default (1, 0) is the prior itself.
+struct channel {
+  double a = 1.0;  ///< signal scale alpha(t)
+  double s = 0.0;  ///< noise scale beta(t)
+};
+
+/// What gaussian_mixture::evaluate computes for each point.
+enum class quantity : int {
+  log_density = 0,  ///< log p_t(x): one float per point
+  score = 1,        ///< grad log p_t(x): d floats per point
+  denoiser = 2,     ///< E[x0 | x_t = x] (Tweedie): d floats per point
+};
+
+namespace detail {
+struct mixture_storage;
+}
+
+/// An owning Gaussian mixture: host copies in FP64 and FP32, and a device copy when a GPU is present.
+///
+/// Construction validates every parameter and, when a GPU is present, copies the FP32 parameters to the device
+/// synchronously (cudaMemcpy). All evaluation calls are then asynchronous on the CUDA executor. The object is
+/// cheap to move and not copyable; kernels receive a non-owning view of it by value.
+class DIFFSAMPLE_API gaussian_mixture {
+ public:
+  /// @param dim        dimension d >= 1
+  /// @param weights    K positive finite weights (normalised internally; they need not sum to one)
+  /// @param means      K x d row-major component means
+  /// @param variances  K values (isotropic components, v_k = tau_k^2 in every coordinate) or K x d values
+  ///                   (diagonal components); every value positive and finite
+  /// @throws invalid_argument naming the bad argument and value; cuda_error if the device copy fails
+  gaussian_mixture(std::int64_t dim, std::vector<double> weights, std::vector<double> means,
+                   std::vector<double> variances);
+  ~gaussian_mixture();
+  gaussian_mixture(gaussian_mixture&&) noexcept;
+  gaussian_mixture& operator=(gaussian_mixture&&) noexcept;
+  gaussian_mixture(const gaussian_mixture&) = delete;
+  gaussian_mixture& operator=(const gaussian_mixture&) = delete;
+
+  std::int64_t components() const noexcept;  ///< K
+  std::int64_t dim() const noexcept;         ///< d
+  bool isotropic() const noexcept;           ///< true when variances were given as K values
+  const std::vector<double>& weights() const noexcept;    ///< normalised weights, K
+  const std::vector<double>& means() const noexcept;      ///< K x d
+  const std::vector<double>& variances() const noexcept;  ///< K (isotropic) or K x d
+
+  /// Evaluates @p what at n points x (n x d row-major) of the channel @p ch, in FP32 with a one-pass online
+  /// softmax over components. @p out holds n floats (log_density) or n x d floats (score, denoiser).
+  /// Buffers are device-accessible for the CUDA executor and host-accessible for the CPU one. Asynchronous on the
+  /// CUDA executor. @return the executor that ran.
+  executor evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+                    execution exec = {}) const;
+
+  /// Jacobian of the denoiser times v: (d E[x0|x_t=x] / dx) v, per point, with no d x d matrix formed.
+  /// x, v and out are n x d. Asynchronous on the CUDA executor. @return the executor that ran.
+  executor denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
+                        execution exec = {}) const;
+
+  /// FP64 reference of evaluate() on the host (synchronous, single-threaded per point, OpenMP over points).
+  void evaluate_fp64(quantity what, const double* x, std::int64_t n, channel ch, double* out) const;
+  /// FP64 reference of denoiser_jvp() on the host.
+  void denoiser_jvp_fp64(const double* x, const double* v, std::int64_t n, channel ch, double* out) const;
+
+  /// Exact samples of p_t: point i draws its component and noise from the Philox stream (seed, first_index + i, 0),
+  /// so samples do not depend on batch split or executor (up to the last bits of the normals).
+  /// @param out         n x d floats
+  /// @param labels      optional n int32 component indices (nullptr to skip)
+  /// @return the executor that ran. Asynchronous on the CUDA executor.
+  executor sample(float* out, std::int64_t n, channel ch, std::uint64_t seed, std::int32_t* labels = nullptr,
+                  std::uint64_t first_index = 0, execution exec = {}) const;
+
+  /// Internal storage (device and host arrays) for the library's launchers.
+  const detail::mixture_storage& storage() const noexcept { return *storage_; }
+
+ private:
+  std::unique_ptr<detail::mixture_storage> storage_;
+};
+
+/// A mixture whose K means lie on a g x g grid with the given spacing in the first two coordinates, repeated
+/// across higher coordinates (coordinate j uses the grid coordinate j mod 2), with isotropic variance @p variance
+/// and the given weights (K = g^2 entries; pass {} for equal weights). The 25-component benchmark mixture is
+/// grid_mixture(d, 5, spacing, variance, weights).
+DIFFSAMPLE_API gaussian_mixture grid_mixture(std::int64_t dim, int grid, double spacing, double variance,
+                                             std::vector<double> weights = {});
+
+}  // namespace diffsample

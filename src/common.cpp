@@ -1,0 +1,194 @@
+// Host-side plumbing shared by every entry point: executor selection, validation, errors, scratch memory.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <sstream>
+
+#include <cuda_runtime_api.h>
+#include <omp.h>
+
+#include "src/cuda_check.hpp"
+#include "src/validate.hpp"
+#include <diffsample/diffsample.hpp>
+
+namespace diffsample {
+
+const char* version() noexcept { return "0.1.0"; }
+
+const char* to_string(executor e) noexcept {
+  switch (e) {
+    case executor::automatic: return "automatic";
+    case executor::cuda: return "cuda";
+    case executor::cpu: return "cpu";
+  }
+  return "unknown";
+}
+
+executor parse_executor(const std::string& name) {
+  if (name == "auto" || name == "automatic") return executor::automatic;
+  if (name == "cuda" || name == "gpu") return executor::cuda;
+  if (name == "cpu") return executor::cpu;
+  throw invalid_argument("executor: unknown name '" + name + "' (expected auto, cuda or cpu)");
+}
+
+namespace {
+struct device_probe {
+  int count = 0;
+  std::string reason;
+};
+const device_probe& probe() {
+  static const device_probe result = [] {
+    device_probe p;
+    const cudaError_t status = cudaGetDeviceCount(&p.count);
+    if (status != cudaSuccess) {
+      p.count = 0;
+      p.reason = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+      (void)cudaGetLastError();
+    } else if (p.count == 0) {
+      p.reason = "cudaGetDeviceCount found no CUDA device";
+    }
+    return p;
+  }();
+  return result;
+}
+}  // namespace
+
+bool cuda_available() noexcept {
+  try {
+    return probe().count > 0;
+  } catch (...) {
+    return false;
+  }
+}
+
+std::string cuda_unavailable_reason() { return probe().reason; }
+
+int cpu_threads() noexcept { return omp_get_max_threads(); }
+
+namespace detail {
+
+void throw_cuda_error(cudaError_t status, const char* call, const char* file, int line) {
+  (void)cudaGetLastError();  // clear the error state so that later calls are not blamed for this one
+  std::ostringstream msg;
+  msg << "CUDA error " << cudaGetErrorName(status) << " (" << cudaGetErrorString(status) << ") in " << call
+      << " at " << file << ":" << line;
+  if (status == cudaErrorMemoryAllocation) throw out_of_memory(msg.str());
+  throw cuda_error(msg.str(), static_cast<int>(status));
+}
+
+memory_kind pointer_kind(const void* ptr) noexcept {
+  if (!cuda_available() || ptr == nullptr) return memory_kind::host;
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return memory_kind::host;
+  }
+  switch (attr.type) {
+    case cudaMemoryTypeDevice: return memory_kind::device;
+    case cudaMemoryTypeManaged: return memory_kind::managed;
+    default: return memory_kind::host;
+  }
+}
+
+executor resolve_executor(executor requested, const void* data) {
+  switch (requested) {
+    case executor::cpu: return executor::cpu;
+    case executor::cuda:
+      DIFFSAMPLE_EXPECTS(cuda_available(), "executor: cuda was requested but no GPU is usable ("
+                                               << cuda_unavailable_reason() << ")");
+      return executor::cuda;
+    case executor::automatic:
+      if (cuda_available() && pointer_kind(data) != memory_kind::host) return executor::cuda;
+      return executor::cpu;
+  }
+  DIFFSAMPLE_EXPECTS(false, "executor: invalid value " << static_cast<int>(requested));
+  return executor::cpu;
+}
+
+void check_buffer(const char* name, const void* ptr, std::int64_t count, std::size_t element_bytes, executor where) {
+  if (count <= 0) return;
+  DIFFSAMPLE_EXPECTS(ptr != nullptr, name << ": null pointer for " << count << " elements");
+  DIFFSAMPLE_EXPECTS(reinterpret_cast<std::uintptr_t>(ptr) % element_bytes == 0,
+                     name << ": pointer " << ptr << " is not aligned to " << element_bytes << " bytes");
+  const memory_kind kind = pointer_kind(ptr);
+  if (where == executor::cuda) {
+    DIFFSAMPLE_EXPECTS(kind != memory_kind::host,
+                       name << ": host pointer " << ptr << " passed to the CUDA executor (use device or managed memory,"
+                            << " or executor::cpu)");
+  } else {
+    DIFFSAMPLE_EXPECTS(kind != memory_kind::device,
+                       name << ": device pointer " << ptr << " passed to the CPU executor (use host or managed memory,"
+                            << " or executor::cuda)");
+  }
+}
+
+void check_count(const char* name, std::int64_t n, std::int64_t d) {
+  DIFFSAMPLE_EXPECTS(n >= 0, name << ": must be >= 0, got " << n);
+  DIFFSAMPLE_EXPECTS(d >= 1, name << ": dimension must be >= 1, got " << d);
+  DIFFSAMPLE_EXPECTS(n <= std::numeric_limits<std::int64_t>::max() / 8 / d,
+                     name << ": " << n << " x " << d << " elements overflow a 64-bit byte count");
+}
+
+void check_finite(const char* name, double value) {
+  DIFFSAMPLE_EXPECTS(std::isfinite(value), name << ": must be finite, got " << value);
+}
+
+void check_positive(const char* name, double value) {
+  DIFFSAMPLE_EXPECTS(std::isfinite(value) && value > 0, name << ": must be positive and finite, got " << value);
+}
+
+void check_channel(const char* name, channel ch, bool require_noise) {
+  DIFFSAMPLE_EXPECTS(std::isfinite(ch.a) && ch.a > 0, name << ".a: must be positive and finite, got " << ch.a);
+  DIFFSAMPLE_EXPECTS(std::isfinite(ch.s) && ch.s >= 0, name << ".s: must be >= 0 and finite, got " << ch.s);
+  if (require_noise) DIFFSAMPLE_EXPECTS(ch.s > 0, name << ".s: must be positive here, got " << ch.s);
+}
+
+void check_values(const char* name, const std::vector<double>& values, bool positive) {
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    DIFFSAMPLE_EXPECTS(std::isfinite(v), name << "[" << i << "]: must be finite, got " << v);
+    if (positive) DIFFSAMPLE_EXPECTS(v > 0, name << "[" << i << "]: must be positive, got " << v);
+  }
+}
+
+void check_allocation(const char* what, std::size_t bytes, executor where) {
+  if (where == executor::cuda) {
+    std::size_t free_bytes = 0, total_bytes = 0;
+    DIFFSAMPLE_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
+    if (bytes > free_bytes) {
+      std::ostringstream msg;
+      msg << what << ": needs " << bytes << " bytes of device memory but only " << free_bytes << " of "
+          << total_bytes << " are free";
+      throw out_of_memory(msg.str());
+    }
+  } else if (bytes > (std::size_t(1) << 46)) {
+    std::ostringstream msg;
+    msg << what << ": needs " << bytes << " bytes of host memory";
+    throw out_of_memory(msg.str());
+  }
+}
+
+scratch::scratch(std::size_t bytes, executor where, cudaStream_t stream) : where_(where), stream_(stream) {
+  if (bytes == 0) return;
+  check_allocation("workspace", bytes, where);
+  if (where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMallocAsync(&ptr_, bytes, stream));
+  } else {
+    try {
+      host_.resize(bytes);
+    } catch (const std::bad_alloc&) {
+      std::ostringstream msg;
+      msg << "workspace: could not allocate " << bytes << " bytes of host memory";
+      throw out_of_memory(msg.str());
+    }
+    ptr_ = host_.data();
+  }
+}
+
+scratch::~scratch() {
+  if (where_ == executor::cuda && ptr_ != nullptr) (void)cudaFreeAsync(ptr_, stream_);
+}
+
+}  // namespace detail
+}  // namespace diffsample

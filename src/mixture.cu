@@ -1,0 +1,270 @@
+// Gaussian mixtures: validation and storage, then the launchers of evaluate / denoiser_jvp / sample, each one
+// functor over points run by either executor.
+#include <cmath>
+#include <utility>
+
+#include "kernels/launch.cuh"
+#include "kernels/mixture.cuh"
+#include "kernels/rng.cuh"
+#include "src/cuda_check.hpp"
+#include "src/mixture_storage.hpp"
+#include "src/validate.hpp"
+#include <diffsample/error.hpp>
+#include <diffsample/mixture.hpp>
+
+namespace diffsample {
+namespace detail {
+
+mixture_storage::~mixture_storage() {
+  if (device != nullptr) (void)cudaFree(device);
+}
+
+kernels::mixture_view<float> mixture_storage::view(executor where) const {
+  if (where == executor::cuda) {
+    const float* base = device;
+    const std::int64_t K = components;
+    return {base, base + 2 * K + K * dim, base + 2 * K, int(components), int(dim), isotropic};
+  }
+  return {log_weights32.data(), means32.data(), variances32.data(), int(components), int(dim), isotropic};
+}
+
+const float* mixture_storage::cumulative_for(executor where) const {
+  return where == executor::cuda ? device + components : cumulative32.data();
+}
+
+}  // namespace detail
+
+namespace {
+
+using kernels::strided_vec;
+
+template <class T>
+strided_vec<T> row(T* base, std::int64_t i, int d) {
+  return {base + i * d, 1, d};
+}
+
+// --- kernels (functors over points) ---------------------------------------------------------------------------
+
+struct evaluate_functor {
+  kernels::mixture_view<float> mix;
+  const float* x;
+  float* out;
+  float a, s;
+  quantity what;
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = mix.dim;
+    const strided_vec<const float> xi{x + i * d, 1, d};
+    if (what == quantity::log_density) {
+      out[i] = kernels::mixture_log_density(mix, xi, a, s);
+    } else {
+      strided_vec<float> oi{out + i * d, 1, d};
+      if (what == quantity::score)
+        kernels::mixture_score(mix, xi, a, s, oi);
+      else
+        kernels::mixture_denoiser(mix, xi, a, s, oi);
+    }
+  }
+};
+
+struct jvp_functor {
+  kernels::mixture_view<float> mix;
+  const float* x;
+  const float* v;
+  float* out;
+  float a, s;
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = mix.dim;
+    const strided_vec<const float> xi{x + i * d, 1, d}, vi{v + i * d, 1, d};
+    strided_vec<float> oi{out + i * d, 1, d};
+    kernels::mixture_denoiser_jvp(mix, xi, vi, a, s, oi);
+  }
+};
+
+struct sample_functor {
+  kernels::mixture_view<float> mix;
+  const float* cumulative;
+  float* out;
+  std::int32_t* labels;
+  float a, s2;
+  std::uint64_t seed, first;
+  DS_HD void operator()(std::int64_t i) const {
+    kernels::philox rng(seed, first + static_cast<std::uint64_t>(i), 0);
+    const int k = kernels::pick_component(cumulative, mix.components, rng.uniform());
+    if (labels != nullptr) labels[i] = k;
+    float* o = out + i * mix.dim;
+    const auto& m = mix;
+    const float aa = a, ss2 = s2;
+    rng.normals(mix.dim, [&](int j, float z) {
+      o[j] = aa * m.mean(k, j) + kernels::ds_sqrt(aa * aa * m.variance(k, j) + ss2) * z;
+    });
+  }
+};
+
+}  // namespace
+
+// --- host API ---------------------------------------------------------------------------------------------------
+
+gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights, std::vector<double> means,
+                                   std::vector<double> variances)
+    : storage_(std::make_unique<detail::mixture_storage>()) {
+  const std::int64_t K = static_cast<std::int64_t>(weights.size());
+  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= (1 << 24), "dim: must be in [1, 2^24], got " << dim);
+  DIFFSAMPLE_EXPECTS(K >= 1 && K <= (1 << 24), "weights: need between 1 and 2^24 components, got " << K);
+  DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(means.size()) == K * dim,
+                     "means: expected K x d = " << K << " x " << dim << " = " << K * dim << " values, got "
+                                                << means.size());
+  const bool iso = static_cast<std::int64_t>(variances.size()) == K;
+  DIFFSAMPLE_EXPECTS(iso || static_cast<std::int64_t>(variances.size()) == K * dim,
+                     "variances: expected K = " << K << " (isotropic) or K x d = " << K * dim << " values, got "
+                                                << variances.size());
+  detail::check_values("weights", weights, true);
+  detail::check_values("means", means, false);
+  detail::check_values("variances", variances, true);
+  double total = 0;
+  for (double w : weights) total += w;
+  DIFFSAMPLE_EXPECTS(std::isfinite(total) && total > 0, "weights: sum must be positive and finite, got " << total);
+
+  auto& st = *storage_;
+  st.components = K;
+  st.dim = dim;
+  st.isotropic = iso;
+  st.weights = std::move(weights);
+  st.means = std::move(means);
+  st.variances = std::move(variances);
+  st.log_weights.resize(K);
+  st.cumulative.resize(K);
+  double running = 0;
+  for (std::int64_t k = 0; k < K; ++k) {
+    st.weights[k] /= total;
+    st.log_weights[k] = std::log(st.weights[k]);
+    running += st.weights[k];
+    st.cumulative[k] = running;
+  }
+  st.cumulative[K - 1] = 1.0;
+  st.log_weights32.assign(st.log_weights.begin(), st.log_weights.end());
+  st.cumulative32.assign(st.cumulative.begin(), st.cumulative.end());
+  st.means32.assign(st.means.begin(), st.means.end());
+  st.variances32.assign(st.variances.begin(), st.variances.end());
+
+  if (cuda_available()) {
+    const std::size_t count = 2 * K + st.means32.size() + st.variances32.size();
+    detail::check_allocation("gaussian_mixture", count * sizeof(float), executor::cuda);
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));
+    float* p = st.device;
+    for (const auto* v : {&st.log_weights32, &st.cumulative32, &st.means32, &st.variances32}) {
+      DIFFSAMPLE_CUDA_TRY(cudaMemcpy(p, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice));
+      p += v->size();
+    }
+  }
+}
+
+gaussian_mixture::~gaussian_mixture() = default;
+gaussian_mixture::gaussian_mixture(gaussian_mixture&&) noexcept = default;
+gaussian_mixture& gaussian_mixture::operator=(gaussian_mixture&&) noexcept = default;
+
+std::int64_t gaussian_mixture::components() const noexcept { return storage_->components; }
+std::int64_t gaussian_mixture::dim() const noexcept { return storage_->dim; }
+bool gaussian_mixture::isotropic() const noexcept { return storage_->isotropic; }
+const std::vector<double>& gaussian_mixture::weights() const noexcept { return storage_->weights; }
+const std::vector<double>& gaussian_mixture::means() const noexcept { return storage_->means; }
+const std::vector<double>& gaussian_mixture::variances() const noexcept { return storage_->variances; }
+
+executor gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+                                    execution exec) const {
+  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
+                     "what: invalid quantity " << static_cast<int>(what));
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  detail::check_channel("ch", ch);
+  const executor where = detail::resolve_executor(exec.kind, x);
+  detail::check_buffer("x", x, n * d, sizeof(float), where);
+  detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
+  kernels::for_each_index(where, n,
+                          evaluate_functor{storage_->view(where), x, out, float(ch.a), float(ch.s), what},
+                          exec.stream);
+  return where;
+}
+
+executor gaussian_mixture::denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
+                                        execution exec) const {
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  detail::check_channel("ch", ch);
+  const executor where = detail::resolve_executor(exec.kind, x);
+  detail::check_buffer("x", x, n * d, sizeof(float), where);
+  detail::check_buffer("v", v, n * d, sizeof(float), where);
+  detail::check_buffer("out", out, n * d, sizeof(float), where);
+  kernels::for_each_index(where, n, jvp_functor{storage_->view(where), x, v, out, float(ch.a), float(ch.s)},
+                          exec.stream);
+  return where;
+}
+
+void gaussian_mixture::evaluate_fp64(quantity what, const double* x, std::int64_t n, channel ch, double* out) const {
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  detail::check_channel("ch", ch);
+  DIFFSAMPLE_EXPECTS(n == 0 || (x != nullptr && out != nullptr), "x, out: null pointer");
+  const auto mix = storage_->view64();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const strided_vec<const double> xi{x + i * d, 1, int(d)};
+    strided_vec<double> oi{out + i * d, 1, int(d)};
+    if (what == quantity::log_density)
+      out[i] = kernels::mixture_log_density(mix, xi, ch.a, ch.s);
+    else if (what == quantity::score)
+      kernels::mixture_score(mix, xi, ch.a, ch.s, oi);
+    else
+      kernels::mixture_denoiser(mix, xi, ch.a, ch.s, oi);
+  }
+}
+
+void gaussian_mixture::denoiser_jvp_fp64(const double* x, const double* v, std::int64_t n, channel ch,
+                                         double* out) const {
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  detail::check_channel("ch", ch);
+  DIFFSAMPLE_EXPECTS(n == 0 || (x != nullptr && v != nullptr && out != nullptr), "x, v, out: null pointer");
+  const auto mix = storage_->view64();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const strided_vec<const double> xi{x + i * d, 1, int(d)}, vi{v + i * d, 1, int(d)};
+    strided_vec<double> oi{out + i * d, 1, int(d)};
+    kernels::mixture_denoiser_jvp(mix, xi, vi, ch.a, ch.s, oi);
+  }
+}
+
+executor gaussian_mixture::sample(float* out, std::int64_t n, channel ch, std::uint64_t seed, std::int32_t* labels,
+                                  std::uint64_t first_index, execution exec) const {
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  detail::check_channel("ch", ch);
+  const executor where = detail::resolve_executor(exec.kind, out);
+  detail::check_buffer("out", out, n * d, sizeof(float), where);
+  if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);
+  kernels::for_each_index(where, n,
+                          sample_functor{storage_->view(where), storage_->cumulative_for(where), out, labels,
+                                         float(ch.a), float(ch.s * ch.s), seed, first_index},
+                          exec.stream);
+  return where;
+}
+
+gaussian_mixture grid_mixture(std::int64_t dim, int grid, double spacing, double variance,
+                              std::vector<double> weights) {
+  DIFFSAMPLE_EXPECTS(grid >= 1 && grid <= 4096, "grid: must be in [1, 4096], got " << grid);
+  DIFFSAMPLE_EXPECTS(dim >= 1, "dim: must be >= 1, got " << dim);
+  detail::check_finite("spacing", spacing);
+  const std::int64_t K = std::int64_t(grid) * grid;
+  if (weights.empty()) weights.assign(K, 1.0);
+  DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(weights.size()) == K,
+                     "weights: grid " << grid << " needs " << K << " weights, got " << weights.size());
+  std::vector<double> means(K * dim);
+  const double centre = 0.5 * (grid - 1);
+  for (std::int64_t k = 0; k < K; ++k)
+    for (std::int64_t j = 0; j < dim; ++j) {
+      const std::int64_t g = (j % 2 == 0) ? k / grid : k % grid;
+      means[k * dim + j] = spacing * (double(g) - centre);
+    }
+  return gaussian_mixture(dim, std::move(weights), std::move(means), std::vector<double>(K, variance));
+}
+
+}  // namespace diffsample

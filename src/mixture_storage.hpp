@@ -1,0 +1,33 @@
+// Storage behind gaussian_mixture (internal): FP64 and FP32 host copies and one device allocation, with views
+// for the kernels of either executor.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/mixture.cuh"
+#include <diffsample/execution.hpp>
+
+namespace diffsample::detail {
+
+struct mixture_storage {
+  std::int64_t components = 0;
+  std::int64_t dim = 0;
+  bool isotropic = true;
+  std::vector<double> weights, means, variances;  // normalised weights
+  std::vector<double> log_weights, cumulative;    // FP64
+  std::vector<float> log_weights32, cumulative32, means32, variances32;
+  float* device = nullptr;  // log_weights | cumulative | means | variances, or nullptr without a GPU
+
+  ~mixture_storage();
+
+  kernels::mixture_view<double> view64() const {
+    return {log_weights.data(), means.data(), variances.data(), int(components), int(dim), isotropic};
+  }
+  /// FP32 view for the executor: device arrays for cuda, host arrays for cpu.
+  kernels::mixture_view<float> view(executor where) const;
+  /// FP32 cumulative weights (K) for the executor.
+  const float* cumulative_for(executor where) const;
+};
+
+}  // namespace diffsample::detail

@@ -1,0 +1,59 @@
+// Input validation shared by every entry point (internal). Each check throws invalid_argument (or
+// out_of_memory) whose message names the argument and the offending value; nothing is launched before all pass.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <diffsample/execution.hpp>
+#include <diffsample/mixture.hpp>
+
+namespace diffsample::detail {
+
+/// Where a pointer's memory lives, as far as the CUDA runtime knows (host when no GPU is present).
+enum class memory_kind { host, device, managed };
+memory_kind pointer_kind(const void* ptr) noexcept;
+
+/// Resolves `automatic` to cuda or cpu: CUDA when a GPU is present and `data` is device-accessible. Forcing cuda
+/// without a GPU is an error.
+executor resolve_executor(executor requested, const void* data);
+
+/// Checks a caller buffer of `count` elements of `element_bytes` each: non-null when count > 0, aligned to
+/// element_bytes, and accessible from the executor.
+void check_buffer(const char* name, const void* ptr, std::int64_t count, std::size_t element_bytes, executor where);
+
+/// Checks 0 <= n and that n * d elements fit in int64 and in a size_t byte count.
+void check_count(const char* name, std::int64_t n, std::int64_t d = 1);
+
+/// Checks a finite positive value (step sizes, variances).
+void check_positive(const char* name, double value);
+/// Checks a finite value.
+void check_finite(const char* name, double value);
+/// Checks a channel: a > 0 and s >= 0, both finite; s > 0 too when require_noise.
+void check_channel(const char* name, channel ch, bool require_noise = false);
+/// Checks that every entry is finite; positive too when `positive`.
+void check_values(const char* name, const std::vector<double>& values, bool positive);
+
+/// Throws out_of_memory when `bytes` exceed the free device memory (CUDA) or are absurd for the host.
+void check_allocation(const char* what, std::size_t bytes, executor where);
+
+/// "cpu" / "cuda" device-side memory: a stream-ordered buffer on CUDA (cudaMallocAsync/cudaFreeAsync, no host
+/// synchronisation), or a host vector on the CPU. Used once per call for workspace, never per step.
+class scratch {
+ public:
+  scratch(std::size_t bytes, executor where, cudaStream_t stream);
+  ~scratch();
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+  void* data() const noexcept { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+  executor where_;
+  cudaStream_t stream_;
+  std::vector<unsigned char> host_;
+};
+
+}  // namespace diffsample::detail

@@ -1,0 +1,63 @@
+// Test helpers: GPU detection with clean skips, device buffers, statistics with derived tolerances.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include <diffsample/diffsample.hpp>
+
+namespace diffsample::testing {
+
+/// Skips the current test (with the reason) when no GPU is usable.
+#define DIFFSAMPLE_REQUIRE_GPU()                                                                      \
+  do {                                                                                                \
+    if (!::diffsample::cuda_available())                                                              \
+      GTEST_SKIP() << "no CUDA device: " << ::diffsample::cuda_unavailable_reason();                  \
+  } while (0)
+
+/// A device buffer for GPU tests (synchronous copies; tests only).
+template <class T>
+struct device_buffer {
+  T* ptr = nullptr;
+  std::size_t n = 0;
+  explicit device_buffer(std::size_t count) : n(count) {
+    if (cudaMalloc(&ptr, count * sizeof(T) + 16) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
+  }
+  device_buffer(const std::vector<T>& host) : device_buffer(host.size()) { upload(host); }
+  ~device_buffer() { cudaFree(ptr); }
+  void upload(const std::vector<T>& host) {
+    if (cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess)
+      throw std::runtime_error("cudaMemcpy H2D failed");
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n);
+    if (cudaMemcpy(host.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess)
+      throw std::runtime_error("cudaMemcpy D2H failed");
+    return host;
+  }
+};
+
+inline double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / v.size(); }
+
+/// Sample variance (n - 1 denominator).
+inline double variance(const std::vector<double>& v) {
+  const double m = mean(v);
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return s / (v.size() - 1);
+}
+
+/// Coordinate j of an n x d float array as doubles.
+inline std::vector<double> column(const std::vector<float>& x, std::int64_t d, std::int64_t j) {
+  std::vector<double> c(x.size() / d);
+  for (std::size_t i = 0; i < c.size(); ++i) c[i] = x[i * d + j];
+  return c;
+}
+
+}  // namespace diffsample::testing
