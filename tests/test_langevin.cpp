@@ -1,0 +1,226 @@
+// Langevin family against exact answers: ULA's stationary variance on a Gaussian, MALA's invariance of the
+// mixture, tamed ULA's stability, and independence from batch split, step split and executor.
+#include <gtest/gtest.h>
+// Seen failing against wrong kernels: MALA without the proposal-density correction (MALA variance and mixture
+// tests), ULA noise sqrt(gamma) instead of sqrt(2 gamma) (ULA and MALA variance tests).
+
+#include <cmath>
+#include <vector>
+
+#include "reference/helpers.hpp"
+
+using namespace diffsample;
+namespace dt = diffsample::testing;
+
+namespace {
+
+/// Pooled variance of every coordinate of an n x d array around the known mean m.
+double pooled_variance(const std::vector<float>& x, double m) {
+  double s = 0;
+  for (float v : x) s += (v - m) * (v - m);
+  return s / x.size();
+}
+
+}  // namespace
+
+class LangevinGaussian : public ::testing::TestWithParam<int> {};  // parameter: dimension (register / workspace)
+
+TEST_P(LangevinGaussian, UlaStationaryVarianceIsExact) {
+  // Target N(m, tau^2 I). ULA's chain is the AR(1) x <- (1 - gamma/tau^2) x + sqrt(2 gamma) xi around m, whose
+  // stationary variance is tau^2 / (1 - gamma / (2 tau^2)) (shared/math.md section 2): 1.0526 here, 5% above the
+  // target. Chains start exactly at the target law; 300 steps shrink the initial error by 0.9^300 ~ 2e-14.
+  // n d = 2^16 d independent coordinates: the variance estimate has standard error sqrt(2/(n d)) sigma^2
+  // (~0.003 for d = 2); 5 standard errors separate the exact value from both 1.0 and any wrong drift or noise.
+  const int d = GetParam();
+  const double m = 1.5, tau2 = 1.0, gamma = 0.1;
+  const gaussian_mixture target(d, {1.0}, std::vector<double>(d, m), {tau2});
+  const std::int64_t n = 1 << 16;
+  std::vector<float> x(n * d);
+  target.sample(x.data(), n, {}, 1, nullptr, 0, {executor::cpu});
+  langevin_options o;
+  o.method = langevin_method::ula;
+  o.step_size = gamma;
+  o.steps = 300;
+  o.seed = 2;
+  const auto report = langevin(target, x.data(), n, o, {}, {executor::cpu});
+  EXPECT_EQ(report.ran, executor::cpu);
+  const double expected = tau2 / (1 - gamma / (2 * tau2));
+  const double se = expected * std::sqrt(2.0 / (double(n) * d));
+  EXPECT_NEAR(pooled_variance(x, m), expected, 5 * se);
+  std::vector<double> xd(x.begin(), x.end());
+  EXPECT_NEAR(dt::mean(xd), m, 5 * std::sqrt(expected / (double(n) * d)));
+}
+
+TEST_P(LangevinGaussian, MalaStationaryVarianceIsTheTarget) {
+  // Same setting, MALA: the Metropolis correction removes ULA's 5% bias, so the variance is tau^2 within
+  // 5 standard errors (and ULA's biased value lies ~17 standard errors away for d = 2).
+  const int d = GetParam();
+  const double m = -0.5, tau2 = 1.0, gamma = 0.1;
+  const gaussian_mixture target(d, {1.0}, std::vector<double>(d, m), {tau2});
+  const std::int64_t n = 1 << 16;
+  std::vector<float> x(n * d);
+  target.sample(x.data(), n, {}, 3, nullptr, 0, {executor::cpu});
+  langevin_options o;
+  o.method = langevin_method::mala;
+  o.step_size = gamma;
+  o.steps = 200;
+  o.seed = 4;
+  std::vector<std::int64_t> accepted(n);
+  langevin(target, x.data(), n, o, {nullptr, accepted.data()}, {executor::cpu});
+  EXPECT_NEAR(pooled_variance(x, m), tau2, 5 * tau2 * std::sqrt(2.0 / (double(n) * d)));
+  double rate = 0;
+  for (auto a : accepted) {
+    ASSERT_GE(a, 0);
+    ASSERT_LE(a, o.steps);
+    rate += double(a) / o.steps;
+  }
+  rate /= n;
+  EXPECT_GT(rate, 0.5);  // gamma = 0.1 on a unit Gaussian accepts most proposals
+  EXPECT_LT(rate, 1.0);  // but not all: the accept/reject step is live
+}
+
+INSTANTIATE_TEST_SUITE_P(Dims, LangevinGaussian, ::testing::Values(2, 3, 10));
+
+TEST(Langevin, MalaKeepsExactMixtureSamplesAtTheMixture) {
+  // Start from exact samples of a 2-D 25-component mixture whose modes overlap enough for MALA to move between
+  // them; after 100 steps the chains must still be distributed as the mixture. Yardsticks:
+  //  - per-coordinate mean and variance within 5 standard errors of the exact ones;
+  //  - sliced W1 to fresh exact samples within 1.5x the floor (two independent exact sets of the same size).
+  // With gamma = 0.15 against component variance 0.3, plain ULA inflates each component's variance by ~33%,
+  // which both checks catch.
+  const auto mix = grid_mixture(2, 5, 1.5, 0.3, {1, 2, 3, 4, 5, 5, 4, 3, 2, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 1, 3, 1, 3});
+  const std::int64_t n = 1 << 15;
+  std::vector<float> x(n * 2), fresh(n * 2), fresh2(n * 2);
+  mix.sample(x.data(), n, {}, 10, nullptr, 0, {executor::cpu});
+  mix.sample(fresh.data(), n, {}, 11, nullptr, 0, {executor::cpu});
+  mix.sample(fresh2.data(), n, {}, 12, nullptr, 0, {executor::cpu});
+  langevin_options o;
+  o.method = langevin_method::mala;
+  o.step_size = 0.15;
+  o.steps = 100;
+  o.seed = 13;
+  langevin(mix, x.data(), n, o, {}, {executor::cpu});
+  for (int j = 0; j < 2; ++j) {
+    double mean = 0, second = 0;
+    for (std::int64_t k = 0; k < mix.components(); ++k) {
+      const double mu = mix.means()[k * 2 + j], w = mix.weights()[k];
+      mean += w * mu;
+      second += w * (mu * mu + mix.variances()[k]);
+    }
+    const double var = second - mean * mean;
+    const auto c = dt::column(x, 2, j);
+    EXPECT_NEAR(dt::mean(c), mean, 5 * std::sqrt(var / n)) << "coordinate " << j;
+    EXPECT_NEAR(dt::variance(c), var, 5 * std::sqrt(3.0 / n) * var) << "coordinate " << j;
+  }
+  const double floor = sliced_wasserstein(fresh.data(), n, fresh2.data(), n, 2, 64, 99);
+  const double sw = sliced_wasserstein(x.data(), n, fresh.data(), n, 2, 64, 99);
+  EXPECT_LT(sw, 1.5 * floor) << "MALA SW " << sw << " vs exact-vs-exact floor " << floor;
+}
+
+TEST(Langevin, TamedUlaStaysFiniteWhereUlaExplodes) {
+  // A narrow Gaussian (variance 1e-4) seen from x = 1e3: the score is -1e7. ULA with gamma = 0.01 overshoots by
+  // a factor gamma / tau^2 = 100 every step and overflows; the tamed drift moves at most ~1 per step and stays
+  // finite, approaching the mode.
+  const gaussian_mixture narrow(2, {1.0}, {0.0, 0.0}, {1e-4});
+  const std::int64_t n = 256;
+  langevin_options o;
+  o.step_size = 0.01;
+  o.steps = 2000;
+  std::vector<float> tamed(n * 2, 1e3f), plain(n * 2, 1e3f);
+  o.method = langevin_method::tamed_ula;
+  langevin(narrow, tamed.data(), n, o, {}, {executor::cpu});
+  o.method = langevin_method::ula;
+  langevin(narrow, plain.data(), n, o, {}, {executor::cpu});
+  for (float v : tamed) {
+    ASSERT_TRUE(std::isfinite(v));
+    ASSERT_LT(std::abs(v), 1.0f);  // 2000 steps of size ~1 bring it from 1e3 to the noise level near 0
+  }
+  bool exploded = false;
+  for (float v : plain) exploded |= !std::isfinite(v) || std::abs(v) > 1e6f;
+  EXPECT_TRUE(exploded) << "plain ULA should diverge here, else this test checks nothing";
+}
+
+class LangevinSplit : public ::testing::TestWithParam<int> {};
+
+TEST_P(LangevinSplit, BatchAndStepSplitsGiveIdenticalSamples) {
+  // The random stream is keyed by (seed, chain, step): two batches (first_chain) or two consecutive calls
+  // (first_step) reproduce one call bit for bit on the same executor.
+  const int d = GetParam();
+  const auto mix = grid_mixture(d, 3, 2.0, 0.5);
+  const std::int64_t n = 300;
+  std::vector<float> init(n * d);
+  mix.sample(init.data(), n, {0.9, 0.5}, 1, nullptr, 0, {executor::cpu});
+  for (auto method : {langevin_method::ula, langevin_method::mala, langevin_method::tamed_ula}) {
+    langevin_options o;
+    o.method = method;
+    o.step_size = 0.05;
+    o.steps = 40;
+    o.seed = 77;
+    auto whole = init;
+    langevin(mix, whole.data(), n, o, {}, {executor::cpu});
+    auto parts = init;
+    langevin(mix, parts.data(), 100, o, {}, {executor::cpu});
+    auto o2 = o;
+    o2.first_chain = 100;
+    langevin(mix, parts.data() + 100 * d, n - 100, o2, {}, {executor::cpu});
+    EXPECT_EQ(whole, parts) << to_string(method) << ": batch split";
+    auto steps = init;
+    auto o3 = o;
+    o3.steps = 15;
+    langevin(mix, steps.data(), n, o3, {}, {executor::cpu});
+    o3.first_step = 15;
+    o3.steps = 25;
+    langevin(mix, steps.data(), n, o3, {}, {executor::cpu});
+    EXPECT_EQ(whole, steps) << to_string(method) << ": step split";
+    EXPECT_NE(whole, init) << to_string(method) << ": chains must move";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dims, LangevinSplit, ::testing::Values(2, 5));
+
+TEST(Langevin, TrajectoryRecordsEveryKthState) {
+  const auto mix = grid_mixture(2, 2, 2.0, 0.5);
+  const std::int64_t n = 50;
+  std::vector<float> x(n * 2), y;
+  mix.sample(x.data(), n, {}, 1, nullptr, 0, {executor::cpu});
+  y = x;
+  langevin_options o;
+  o.method = langevin_method::mala;
+  o.steps = 10;
+  o.record_every = 3;  // records after steps 3, 6, 9
+  std::vector<float> traj(3 * n * 2);
+  langevin(mix, x.data(), n, o, {traj.data(), nullptr}, {executor::cpu});
+  // The record after step 9 equals a 9-step run from the same start.
+  o.steps = 9;
+  o.record_every = 0;
+  langevin(mix, y.data(), n, o, {}, {executor::cpu});
+  EXPECT_EQ(std::vector<float>(traj.begin() + 2 * n * 2, traj.end()), y);
+}
+
+TEST(LangevinGpu, CudaMatchesCpuAndBatchSplit) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  for (int d : {2, 5}) {
+    const auto mix = grid_mixture(d, 5, 2.0, 0.5);
+    const std::int64_t n = 1 << 12;
+    std::vector<float> init(n * d);
+    mix.sample(init.data(), n, {}, 1, nullptr, 0, {executor::cpu});
+    langevin_options o;
+    o.method = langevin_method::ula;  // no accept/reject: last-bit differences cannot flip a decision
+    o.step_size = 0.01;
+    o.steps = 20;
+    auto cpu = init;
+    langevin(mix, cpu.data(), n, o, {}, {executor::cpu});
+    dt::device_buffer<float> gx(init);
+    EXPECT_EQ(langevin(mix, gx.ptr, n, o).ran, executor::cuda);
+    const auto gpu = gx.download();
+    // Normals differ in the last bits (__sincosf) and scores by float rounding: 20 steps of contraction keep
+    // differences at ~1e-5 of the state.
+    for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-3 * (1 + std::abs(cpu[i]))) << i;
+    dt::device_buffer<float> gparts(init);
+    langevin(mix, gparts.ptr, 1000, o);
+    auto o2 = o;
+    o2.first_chain = 1000;
+    langevin(mix, gparts.ptr + 1000 * d, n - 1000, o2);
+    EXPECT_EQ(gparts.download(), gpu);
+  }
+}

@@ -1,0 +1,263 @@
+// Gaussian-mixture scores, denoisers, Jacobian-vector products and exact samples against FP64 references and
+// finite differences of the FP64 log-density.
+// Seen failing against a wrong kernel: an online softmax that forgets to rescale its accumulator when the
+// running maximum grows (ScoreIsGradientOfLogDensity, DenoiserIsTweedieOfScore).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "reference/helpers.hpp"
+
+using namespace diffsample;
+namespace dt = diffsample::testing;
+
+namespace {
+
+struct mixture_case {
+  int K;
+  int d;
+  bool isotropic;
+  double spread;  // scale of the means
+  const char* name;
+};
+
+gaussian_mixture random_mixture(int K, int d, bool isotropic, double spread, unsigned seed, double tiny_weight = 0) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(0.2, 1.0), m(-spread, spread), v(0.3, 2.0);
+  std::vector<double> w(K), mu(std::size_t(K) * d), var(isotropic ? K : std::size_t(K) * d);
+  for (auto& x : w) x = u(gen);
+  if (tiny_weight > 0) w[0] = tiny_weight;
+  for (auto& x : mu) x = m(gen);
+  for (auto& x : var) x = v(gen);
+  return gaussian_mixture(d, w, mu, var);
+}
+
+std::vector<double> random_points(std::int64_t n, int d, double scale, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> z(0, scale);
+  std::vector<double> x(n * d);
+  for (auto& v : x) v = z(gen);
+  return x;
+}
+
+// FP32 results against FP64: |got - ref| <= rtol |ref| + logit_error * scale, scale = max |ref|.
+// rtol covers the per-component arithmetic (a few hundred float ulps). logit_error bounds how far float rounding
+// moves the logits: each is a sum of d terms of size up to q / d, so its rounding error is ~ eps sqrt(d) q, and a
+// near-tie between components turns a logit error e into an output error ~ e * scale.
+void expect_close(const std::vector<float>& got, const std::vector<double>& ref, double rtol, const char* what,
+                  double logit_error = 0) {
+  double scale = 0;
+  for (double r : ref) scale = std::max(scale, std::abs(r));
+  std::size_t bad = 0;
+  double worst = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << what << " entry " << i;
+    const double bound = rtol * (std::abs(ref[i]) + 1e-3 * scale) + logit_error * scale;
+    worst = std::max(worst, std::abs(got[i] - ref[i]) / bound);
+    if (std::abs(got[i] - ref[i]) > bound) ++bad;
+  }
+  EXPECT_EQ(bad, 0u) << what << ": worst error / bound = " << worst;
+}
+
+// eps_f32 sqrt(d) q_max for points within ~(spread + 1) of the means and variances >= 0.3 (random_mixture).
+double logit_error_bound(int d, double spread) {
+  const double q_max = d * 4 * (spread + 1) * (spread + 1) / 0.3;
+  return 6e-8 * std::sqrt(double(d)) * q_max;
+}
+
+}  // namespace
+
+class MixtureCases : public ::testing::TestWithParam<mixture_case> {};
+
+TEST_P(MixtureCases, Fp32MatchesFp64Reference) {
+  const auto c = GetParam();
+  const auto mix = random_mixture(c.K, c.d, c.isotropic, c.spread, 11);
+  const std::int64_t n = 64;
+  for (channel ch : {channel{1.0, 0.0}, channel{0.7, 0.7}, channel{0.05, 1.0}, channel{1.0, 1e-3}}) {
+    const auto x64 = random_points(n, c.d, c.spread + 1, 5);
+    std::vector<float> x(x64.begin(), x64.end());
+    for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
+      const std::size_t m = q == quantity::log_density ? n : n * c.d;
+      std::vector<double> ref(m);
+      std::vector<float> got(m);
+      mix.evaluate_fp64(q, x64.data(), n, ch, ref.data());
+      EXPECT_EQ(mix.evaluate(q, x.data(), n, ch, got.data(), {executor::cpu}), executor::cpu);
+      // Evaluate at the float-rounded points in FP64 so that only the arithmetic differs.
+      std::vector<double> xr(x.begin(), x.end());
+      mix.evaluate_fp64(q, xr.data(), n, ch, ref.data());
+      // Scores at s = 1e-3 are ~1/s^2 times position errors: float rounding of the logits dominates there.
+      const double rtol = ch.s < 0.01 && q == quantity::score ? 2e-2 : 2e-3;
+      expect_close(got, ref, rtol, c.name, logit_error_bound(c.d, c.spread));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Mixtures, MixtureCases,
+                         ::testing::Values(mixture_case{1, 3, true, 2.0, "K1_d3_iso"},
+                                           mixture_case{25, 2, true, 8.0, "K25_d2_iso"},
+                                           mixture_case{7, 10, false, 3.0, "K7_d10_diag"},
+                                           mixture_case{1024, 16, false, 4.0, "K1024_d16_diag"},
+                                           mixture_case{8, 1024, true, 1.0, "K8_d1024_iso"}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Mixture, ScoreIsGradientOfLogDensity) {
+  // Central differences of the FP64 log-density: error O(h^2 |f'''|) + O(eps |f| / h) ~ 1e-8 with h = 1e-5.
+  const int d = 5;
+  const auto mix = random_mixture(6, d, false, 2.0, 3);
+  const channel ch{0.8, 0.5};
+  auto x = random_points(8, d, 2.0, 9);
+  std::vector<double> score(x.size());
+  mix.evaluate_fp64(quantity::score, x.data(), 8, ch, score.data());
+  const double h = 1e-5;
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < d; ++j) {
+      auto xp = std::vector<double>(x.begin() + i * d, x.begin() + (i + 1) * d), xm = xp;
+      xp[j] += h;
+      xm[j] -= h;
+      double lp, lm;
+      mix.evaluate_fp64(quantity::log_density, xp.data(), 1, ch, &lp);
+      mix.evaluate_fp64(quantity::log_density, xm.data(), 1, ch, &lm);
+      EXPECT_NEAR(score[i * d + j], (lp - lm) / (2 * h), 1e-6) << "point " << i << " coordinate " << j;
+    }
+}
+
+TEST(Mixture, LogDensityOfOneComponentIsGaussian) {
+  const int d = 4;
+  const gaussian_mixture mix(d, {3.0}, {1, -2, 0.5, 0}, {0.5, 2, 1, 3});
+  const channel ch{0.6, 0.8};
+  const std::vector<double> x{0.3, -1, 2, 0.1};
+  double got;
+  mix.evaluate_fp64(quantity::log_density, x.data(), 1, ch, &got);
+  double ref = 0;
+  const double mu[4] = {1, -2, 0.5, 0}, v[4] = {0.5, 2, 1, 3};
+  for (int j = 0; j < d; ++j) {
+    const double c = ch.a * ch.a * v[j] + ch.s * ch.s, r = x[j] - ch.a * mu[j];
+    ref += -0.5 * r * r / c - 0.5 * std::log(2 * M_PI * c);
+  }
+  EXPECT_NEAR(got, ref, 1e-12);
+}
+
+TEST(Mixture, DenoiserIsTweedieOfScore) {
+  // Two independent formulas: E[x0|x] = sum r_k (s^2 mu_k + a v_k x)/c_k and (x + s^2 score)/a.
+  const int d = 3;
+  const auto mix = random_mixture(9, d, false, 3.0, 21);
+  const channel ch{0.9, 0.6};
+  const auto x = random_points(16, d, 3.0, 4);
+  std::vector<double> score(x.size()), den(x.size());
+  mix.evaluate_fp64(quantity::score, x.data(), 16, ch, score.data());
+  mix.evaluate_fp64(quantity::denoiser, x.data(), 16, ch, den.data());
+  for (std::size_t i = 0; i < x.size(); ++i)
+    EXPECT_NEAR(den[i], (x[i] + ch.s * ch.s * score[i]) / ch.a, 1e-10);
+}
+
+TEST(Mixture, DenoiserJvpMatchesFiniteDifferencesAndFp32) {
+  const int d = 6;
+  for (bool iso : {true, false}) {
+    const auto mix = random_mixture(5, d, iso, 2.0, 8);
+    for (channel ch : {channel{0.8, 0.6}, channel{0.2, 1.0}, channel{1.0, 0.05}}) {
+      const auto x = random_points(4, d, 2.0, 2), v = random_points(4, d, 1.0, 3);
+      std::vector<double> jvp(x.size());
+      mix.denoiser_jvp_fp64(x.data(), v.data(), 4, ch, jvp.data());
+      const double h = 1e-6;
+      for (int i = 0; i < 4; ++i) {
+        std::vector<double> xp(x.begin() + i * d, x.begin() + (i + 1) * d), xm = xp, dp(d), dm(d);
+        for (int j = 0; j < d; ++j) {
+          xp[j] += h * v[i * d + j];
+          xm[j] -= h * v[i * d + j];
+        }
+        mix.evaluate_fp64(quantity::denoiser, xp.data(), 1, ch, dp.data());
+        mix.evaluate_fp64(quantity::denoiser, xm.data(), 1, ch, dm.data());
+        for (int j = 0; j < d; ++j)
+          EXPECT_NEAR(jvp[i * d + j], (dp[j] - dm[j]) / (2 * h), 1e-5 * (1 + std::abs(jvp[i * d + j])))
+              << "iso " << iso << " s " << ch.s << " point " << i << " coordinate " << j;
+      }
+      std::vector<float> xf(x.begin(), x.end()), vf(v.begin(), v.end()), got(x.size());
+      mix.denoiser_jvp(xf.data(), vf.data(), 4, ch, got.data(), {executor::cpu});
+      std::vector<double> xr(xf.begin(), xf.end()), vr(vf.begin(), vf.end());
+      mix.denoiser_jvp_fp64(xr.data(), vr.data(), 4, ch, jvp.data());
+      expect_close(got, jvp, 5e-3, "jvp fp32");
+    }
+  }
+}
+
+TEST(Mixture, FarPointsAndTinyNoiseStayFinite) {
+  const int d = 8;
+  const auto mix = random_mixture(25, d, false, 8.0, 4, /*tiny_weight=*/1e-30);
+  for (double far : {1e3, 1e5, 1e7}) {
+    for (channel ch : {channel{1.0, 0.0}, channel{1.0, 1e-6}, channel{0.01, 1.0}}) {
+      std::vector<float> x(4 * d, float(far)), out(4 * d), logp(4);
+      for (int j = 0; j < d; ++j) x[d + j] = -float(far);
+      mix.evaluate(quantity::score, x.data(), 4, ch, out.data(), {executor::cpu});
+      for (float v : out) ASSERT_TRUE(std::isfinite(v)) << "score at |x| = " << far << ", s = " << ch.s;
+      mix.evaluate(quantity::denoiser, x.data(), 4, ch, out.data(), {executor::cpu});
+      for (float v : out) ASSERT_TRUE(std::isfinite(v)) << "denoiser at |x| = " << far;
+      mix.evaluate(quantity::log_density, x.data(), 4, ch, logp.data(), {executor::cpu});
+      for (float v : logp) ASSERT_TRUE(std::isfinite(v)) << "log-density at |x| = " << far;
+      // Far from every component the score points back: sign(score) = -sign(x) in every coordinate.
+      mix.evaluate(quantity::score, x.data(), 1, ch, out.data(), {executor::cpu});
+      for (int j = 0; j < d; ++j) EXPECT_LT(out[j], 0.f);
+    }
+  }
+}
+
+TEST(Mixture, ExactSamplesHaveMixtureMomentsAndWeights) {
+  // n = 2^17 samples of a 1-D three-component mixture at a channel: the sample mean has standard error
+  // sqrt(Var / n) and each component share sqrt(w (1 - w) / n); 5 standard errors each.
+  const gaussian_mixture mix(1, {0.2, 0.5, 0.3}, {-4, 0, 5}, {0.5, 1, 2});
+  const channel ch{0.8, 0.6};
+  const std::int64_t n = 1 << 17;
+  std::vector<float> x(n);
+  std::vector<std::int32_t> labels(n);
+  mix.sample(x.data(), n, ch, 17, labels.data(), 0, {executor::cpu});
+  double mean = 0, second = 0;
+  const double w[3] = {0.2, 0.5, 0.3}, mu[3] = {-4, 0, 5}, v[3] = {0.5, 1, 2};
+  for (int k = 0; k < 3; ++k) {
+    mean += w[k] * ch.a * mu[k];
+    second += w[k] * (ch.a * ch.a * (mu[k] * mu[k] + v[k]) + ch.s * ch.s);
+  }
+  const double var = second - mean * mean;
+  std::vector<double> xd(x.begin(), x.end());
+  EXPECT_NEAR(dt::mean(xd), mean, 5 * std::sqrt(var / n));
+  // Var of the sample variance ~ (mu4 - var^2)/n; bound mu4 by 3 var^2 * 3 for this mixture -> sqrt(8/n) var.
+  EXPECT_NEAR(dt::variance(xd), var, 5 * std::sqrt(8.0 / n) * var);
+  for (int k = 0; k < 3; ++k) {
+    const double share = std::count(labels.begin(), labels.end(), k) / double(n);
+    EXPECT_NEAR(share, w[k], 5 * std::sqrt(w[k] * (1 - w[k]) / n)) << "component " << k;
+  }
+}
+
+TEST(Mixture, SamplesDoNotDependOnBatchSplit) {
+  const auto mix = grid_mixture(3, 5, 4.0, 0.5);
+  const std::int64_t n = 1000;
+  std::vector<float> whole(n * 3), parts(n * 3);
+  mix.sample(whole.data(), n, {}, 5, nullptr, 0, {executor::cpu});
+  mix.sample(parts.data(), 400, {}, 5, nullptr, 0, {executor::cpu});
+  mix.sample(parts.data() + 400 * 3, n - 400, {}, 5, nullptr, 400, {executor::cpu});
+  EXPECT_EQ(whole, parts);
+}
+
+TEST(MixtureGpu, CudaMatchesCpu) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const int d = 10;
+  const auto mix = random_mixture(25, d, false, 4.0, 6);
+  const std::int64_t n = 4096;
+  const auto x64 = random_points(n, d, 4.0, 1);
+  std::vector<float> x(x64.begin(), x64.end()), cpu(n * d);
+  dt::device_buffer<float> dx(x), dout(n * d);
+  for (quantity q : {quantity::score, quantity::denoiser}) {
+    mix.evaluate(q, x.data(), n, {0.7, 0.5}, cpu.data(), {executor::cpu});
+    EXPECT_EQ(mix.evaluate(q, dx.ptr, n, {0.7, 0.5}, dout.ptr), executor::cuda);
+    const auto gpu = dout.download();
+    for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-4 * (1 + std::abs(cpu[i]))) << i;
+  }
+  // Exact samples: component labels come from uniform bits, identical on both executors.
+  std::vector<std::int32_t> lcpu(n);
+  dt::device_buffer<std::int32_t> lgpu(n);
+  mix.sample(cpu.data(), n, {}, 3, lcpu.data(), 0, {executor::cpu});
+  mix.sample(dout.ptr, n, {}, 3, lgpu.ptr);
+  EXPECT_EQ(lgpu.download(), lcpu);
+  const auto gpu = dout.download();
+  for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-4 * (1 + std::abs(cpu[i]))) << i;
+}
