@@ -1,8 +1,8 @@
 // Langevin family against exact answers: ULA's stationary variance on a Gaussian, MALA's invariance of the
 // mixture, tamed ULA's stability, and independence from batch split, step split and executor.
-#include <gtest/gtest.h>
 // Seen failing against wrong kernels: MALA without the proposal-density correction (MALA variance and mixture
 // tests), ULA noise sqrt(gamma) instead of sqrt(2 gamma) (ULA and MALA variance tests).
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
