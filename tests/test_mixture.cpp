@@ -1,9 +1,9 @@
 // Gaussian-mixture scores, denoisers, Jacobian-vector products and exact samples against FP64 references and
 // finite differences of the FP64 log-density.
-#include <gtest/gtest.h>
-
 // Seen failing against a wrong kernel: an online softmax that forgets to rescale its accumulator when the
 // running maximum grows (ScoreIsGradientOfLogDensity, DenoiserIsTweedieOfScore).
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <random>
 #include <vector>
