@@ -1,0 +1,143 @@
+// Every input is validated before launch with an error naming the argument and the bad value.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "reference/helpers.hpp"
+
+using namespace diffsample;
+namespace dt = diffsample::testing;
+
+namespace {
+
+const double not_a_number = std::numeric_limits<double>::quiet_NaN();
+const double infinity = std::numeric_limits<double>::infinity();
+
+/// Runs f, expects an exception of type E whose message contains every fragment.
+template <class E = invalid_argument, class F>
+void expect_error(F&& f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception; expected one mentioning " << *fragments.begin();
+  } catch (const E& e) {
+    for (const char* frag : fragments)
+      EXPECT_NE(std::string(e.what()).find(frag), std::string::npos) << "message: " << e.what() << "; wanted: " << frag;
+  }
+}
+
+gaussian_mixture small() { return gaussian_mixture(2, {1, 1}, {0, 0, 1, 1}, {1, 1}); }
+
+}  // namespace
+
+TEST(Validation, MixtureSizes) {
+  expect_error([] { gaussian_mixture(0, {1}, {}, {1}); }, {"dim", "0"});
+  expect_error([] { gaussian_mixture(2, {}, {}, {}); }, {"weights", "got 0"});
+  expect_error([] { gaussian_mixture(2, {1, 1}, {0, 0, 1}, {1, 1}); }, {"means", "4", "got 3"});
+  expect_error([] { gaussian_mixture(2, {1, 1}, {0, 0, 1, 1}, {1, 1, 1}); }, {"variances", "got 3"});
+}
+
+TEST(Validation, MixtureValues) {
+  expect_error([] { gaussian_mixture(1, {1, not_a_number}, {0, 1}, {1, 1}); }, {"weights[1]", "finite", "nan"});
+  expect_error([] { gaussian_mixture(1, {1, 0}, {0, 1}, {1, 1}); }, {"weights[1]", "positive", "0"});
+  expect_error([] { gaussian_mixture(1, {-1, 1}, {0, 1}, {1, 1}); }, {"weights[0]", "-1"});
+  expect_error([] { gaussian_mixture(1, {infinity, 1}, {0, 1}, {1, 1}); }, {"weights[0]", "inf"});
+  expect_error([] { gaussian_mixture(1, {1, 1}, {0, infinity}, {1, 1}); }, {"means[1]", "inf"});
+  expect_error([] { gaussian_mixture(1, {1, 1}, {0, 1}, {1, 0}); }, {"variances[1]", "positive"});
+  expect_error([] { gaussian_mixture(1, {1, 1}, {0, 1}, {-2, 1}); }, {"variances[0]", "-2"});
+  expect_error([] { gaussian_mixture(1, {1e308, 1e308}, {0, 1}, {1, 1}); }, {"weights", "sum", "inf"});
+}
+
+TEST(Validation, EvaluationArguments) {
+  const auto mix = small();
+  std::vector<float> x(8), out(8);
+  const execution cpu{executor::cpu};
+  expect_error([&] { mix.evaluate(quantity::score, x.data(), -1, {}, out.data(), cpu); }, {"n", "-1"});
+  expect_error([&] { mix.evaluate(quantity::score, nullptr, 4, {}, out.data(), cpu); }, {"x", "null"});
+  expect_error([&] { mix.evaluate(quantity::score, x.data(), 4, {}, nullptr, cpu); }, {"out", "null"});
+  expect_error([&] { mix.evaluate(quantity::score, x.data() , 2, {0.0, 1.0}, out.data(), cpu); }, {"ch.a", "0"});
+  expect_error([&] { mix.evaluate(quantity::score, x.data(), 2, {1.0, -0.5}, out.data(), cpu); }, {"ch.s", "-0.5"});
+  expect_error([&] { mix.evaluate(quantity::score, x.data(), 2, {not_a_number, 1.0}, out.data(), cpu); }, {"ch.a", "nan"});
+  expect_error([&] { mix.evaluate(static_cast<quantity>(7), x.data(), 2, {}, out.data(), cpu); }, {"what", "7"});
+  // A float buffer one byte off its alignment.
+  auto* misaligned = reinterpret_cast<float*>(reinterpret_cast<char*>(out.data()) + 1);
+  expect_error([&] { mix.evaluate(quantity::score, x.data(), 2, {}, misaligned, cpu); }, {"out", "aligned", "4"});
+  // n * d beyond a 64-bit byte count.
+  expect_error([&] { mix.evaluate(quantity::score, x.data(), std::int64_t(1) << 62, {}, out.data(), cpu); },
+               {"n", "overflow"});
+  // n = 0 is a valid no-op, even with null buffers.
+  EXPECT_NO_THROW(mix.evaluate(quantity::score, nullptr, 0, {}, nullptr, cpu));
+}
+
+TEST(Validation, LangevinOptions) {
+  const auto mix = small();
+  std::vector<float> x(8);
+  const execution cpu{executor::cpu};
+  auto run = [&](langevin_options o) { langevin(mix, x.data(), 4, o, {}, cpu); };
+  langevin_options o;
+  o.step_size = 0;
+  expect_error([&] { run(o); }, {"options.step_size", "positive", "0"});
+  o.step_size = not_a_number;
+  expect_error([&] { run(o); }, {"options.step_size", "nan"});
+  o = {};
+  o.steps = -3;
+  expect_error([&] { run(o); }, {"options.steps", "-3"});
+  o = {};
+  o.method = static_cast<langevin_method>(9);
+  expect_error([&] { run(o); }, {"options.method", "9"});
+  o = {};
+  o.target = {1.0, infinity};
+  expect_error([&] { run(o); }, {"options.target.s", "inf"});
+  o = {};
+  o.first_step = std::uint64_t(1) << 30;
+  expect_error([&] { run(o); }, {"options.first_step", "2^30"});
+  o = {};
+  o.record_every = 0;
+  std::vector<float> traj(8);
+  expect_error([&] { langevin(mix, x.data(), 4, o, {traj.data(), nullptr}, cpu); },
+               {"outputs.trajectory", "record_every"});
+  o = {};
+  expect_error([&] { langevin(mix, nullptr, 4, o, {}, cpu); }, {"x", "null"});
+  // Too small a caller workspace on the workspace path (d = 3 is not in the register list).
+  const gaussian_mixture mix3(3, {1}, {0, 0, 0}, {1});
+  std::vector<float> x3(12), ws(4);
+  expect_error([&] { langevin(mix3, x3.data(), 4, o, {}, cpu, ws.data(), ws.size() * sizeof(float)); },
+               {"workspace_bytes", "16", "192"});
+  EXPECT_EQ(langevin_workspace_bytes(mix3, 4, o), 192u);
+  EXPECT_EQ(langevin_workspace_bytes(mix, 4, o), 0u);
+}
+
+TEST(Validation, NamesAndExecutors) {
+  expect_error([] { parse_executor("tpu"); }, {"executor", "tpu"});
+  expect_error([] { parse_langevin_method("hmc"); }, {"method", "hmc"});
+  EXPECT_EQ(parse_langevin_method("tamed_ula"), langevin_method::tamed_ula);
+  EXPECT_EQ(parse_executor("cpu"), executor::cpu);
+  expect_error([] { sliced_wasserstein(nullptr, 1, nullptr, 1, 2, 0, 0); }, {"directions", "0"});
+  if (!cuda_available()) {
+    // Forcing the CUDA executor without a GPU is refused with the runtime's reason.
+    const auto mix = small();
+    std::vector<float> x(8), out(8);
+    expect_error([&] { mix.evaluate(quantity::score, x.data(), 4, {}, out.data(), {executor::cuda}); },
+                 {"executor", "no GPU"});
+    // And automatic falls back to the CPU.
+    EXPECT_EQ(mix.evaluate(quantity::score, x.data(), 4, {}, out.data()), executor::cpu);
+  }
+}
+
+TEST(ValidationGpu, PointersMustMatchTheExecutor) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const auto mix = small();
+  std::vector<float> host(8);
+  dt::device_buffer<float> dev(8);
+  expect_error([&] { mix.evaluate(quantity::score, host.data(), 4, {}, dev.ptr, {executor::cuda}); },
+               {"x", "host pointer", "CUDA executor"});
+  expect_error([&] { mix.evaluate(quantity::score, dev.ptr, 4, {}, host.data(), {executor::cpu}); },
+               {"x", "device pointer", "CPU executor"});
+  // Requests beyond device memory are refused before anything is launched.
+  const gaussian_mixture mix3(3, {1}, {0, 0, 0}, {1});
+  langevin_options o;
+  expect_error<out_of_memory>([&] { langevin(mix3, dev.ptr, std::int64_t(1) << 40, o); },
+                              {"workspace", "device memory"});
+}
