@@ -1,0 +1,105 @@
+// Throughput of the fused Langevin kernels (ULA, MALA) on the 25-component isotropic grid mixture at
+// d = 2, 10, 100: chain-steps per second, with FLOPs and bytes per chain-step counted below.
+//
+// FLOPs per score evaluation (K components, dimension d, isotropic): per (k, j) the centred difference and its
+// square (2 FMA = 4 FLOP) and the accumulation acc = acc * rescale + w * diff * inv_c (3 FLOP) -> 7 K d; per
+// component ~12 FLOP plus one exp (counted as 1 special-function op, not in the FLOP figure); final scaling d.
+//   ULA  chain-step: 1 score + update (2 FMA per coordinate) + normals (Box-Muller ~ 10 FLOP per pair)
+//   MALA chain-step: 1 score + proposal (2 FMA) + backward residual (3 FLOP per coordinate) + normals
+// Bytes: chain state stays in registers (d in the register list) or in coordinate-major workspace (other d):
+//   register path: 2 d 4 bytes per *call* (load and store the state), ~0 per step;
+//   workspace path: ULA reads and writes x and g per step (4 d 4 bytes), MALA also x' and g' (8 d 4 bytes).
+// Mixture parameters (K (d + 2) floats) are read by every chain but come from L1/L2, not DRAM.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include <diffsample/diffsample.hpp>
+
+namespace ds = diffsample;
+
+namespace {
+
+double flops_per_chain_step(ds::langevin_method m, std::int64_t K, std::int64_t d) {
+  const double score = 7.0 * K * d + 12.0 * K + d;
+  const double normals = 5.0 * d;
+  return m == ds::langevin_method::mala ? score + 2 * 2.0 * d + 3.0 * d + normals + 10 : score + 4.0 * d + normals;
+}
+
+double dram_bytes_per_chain_step(ds::langevin_method m, std::int64_t d, bool register_path, std::int64_t steps) {
+  if (register_path) return 2.0 * d * 4 / double(steps);
+  return (m == ds::langevin_method::mala ? 8.0 : 4.0) * d * 4;
+}
+
+void check(cudaError_t s, const char* what) {
+  if (s != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(s));
+    std::exit(1);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // usage: bench_langevin [chains] [steps] [executor]
+  const bool gpu = ds::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
+  const std::int64_t n = argc > 1 ? std::atoll(argv[1]) : (gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 14));
+  const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : (gpu ? 1000 : 20);
+  const ds::executor where = gpu ? ds::executor::cuda : ds::executor::cpu;
+  std::printf("# bench_langevin: executor %s, %lld chains, %lld steps, 25-component isotropic grid mixture\n",
+              ds::to_string(where), static_cast<long long>(n), static_cast<long long>(steps));
+  std::printf("%-6s %5s %14s %12s %14s %12s %10s\n", "method", "d", "chain-steps/s", "GFLOP/s", "FLOP/step",
+              "B/step", "path");
+  for (std::int64_t d : {2, 10, 100}) {
+    const auto mix = ds::grid_mixture(d, 5, 8.0, 1.0);
+    for (auto method : {ds::langevin_method::ula, ds::langevin_method::mala}) {
+      ds::langevin_options o;
+      o.method = method;
+      o.step_size = 0.05;
+      o.steps = steps;
+      std::vector<float> host(n * d);
+      double seconds = 0;
+      ds::langevin_report report;
+      if (gpu) {
+        float* x = nullptr;
+        void* ws = nullptr;
+        const std::size_t ws_bytes = ds::langevin_workspace_bytes(mix, n, o);
+        check(cudaMalloc(reinterpret_cast<void**>(&x), n * d * sizeof(float)), "cudaMalloc");
+        if (ws_bytes) check(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+        mix.sample(x, n, {}, 1, nullptr, 0, {where});
+        auto warm = o;
+        warm.steps = 2;
+        ds::langevin(mix, x, n, warm, {}, {where}, ws, ws_bytes);  // warm-up: module load, caches
+        cudaEvent_t t0, t1;
+        check(cudaEventCreate(&t0), "event");
+        check(cudaEventCreate(&t1), "event");
+        check(cudaEventRecord(t0), "record");
+        report = ds::langevin(mix, x, n, o, {}, {where}, ws, ws_bytes);
+        check(cudaEventRecord(t1), "record");
+        check(cudaEventSynchronize(t1), "sync");
+        float ms = 0;
+        check(cudaEventElapsedTime(&ms, t0, t1), "elapsed");
+        seconds = ms * 1e-3;
+        cudaFree(x);
+        if (ws) cudaFree(ws);
+        cudaEventDestroy(t0);
+        cudaEventDestroy(t1);
+      } else {
+        mix.sample(host.data(), n, {}, 1, nullptr, 0, {where});
+        const auto t0 = std::chrono::steady_clock::now();
+        report = ds::langevin(mix, host.data(), n, o, {}, {where});
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      const double rate = double(n) * steps / seconds;
+      const double flops = flops_per_chain_step(method, mix.components(), d);
+      std::printf("%-6s %5lld %14.4g %12.4g %14.0f %12.2f %10s\n", ds::to_string(method), static_cast<long long>(d),
+                  rate, rate * flops * 1e-9, flops, dram_bytes_per_chain_step(method, d, report.register_path, steps),
+                  report.register_path ? "registers" : "workspace");
+    }
+  }
+  return 0;
+}

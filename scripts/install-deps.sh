@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build and test libdiffsample: CMake, a C++ compiler, OpenMP,
+# GoogleTest, pkg-config. The CUDA toolkit (nvcc, cudart, cuRAND, cuBLAS, CCCL) must already be installed
+# (/usr/local/cuda); this script adds it to PATH for the caller's session if nvcc is not found.
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+[ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v nvcc >/dev/null 2>&1; then
+  if [ -x /usr/local/cuda/bin/nvcc ]; then
+    echo "install-deps: nvcc is at /usr/local/cuda/bin (add it to PATH)" >&2
+  else
+    echo "install-deps: the CUDA toolkit (nvcc) is required and was not found" >&2
+    exit 1
+  fi
+fi
