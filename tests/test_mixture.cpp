@@ -23,6 +23,9 @@ struct mixture_case {
   const char* name;
 };
 
+// Test names and failure messages show the case's name rather than its bytes.
+void PrintTo(const mixture_case& c, std::ostream* os) { *os << c.name; }
+
 gaussian_mixture random_mixture(int K, int d, bool isotropic, double spread, unsigned seed, double tiny_weight = 0) {
   std::mt19937_64 gen(seed);
   std::uniform_real_distribution<double> u(0.2, 1.0), m(-spread, spread), v(0.3, 2.0);
