@@ -95,6 +95,8 @@ DS_HD_INLINE T mixture_log_density(const mixture_view<P>& m, const X& x, T a, T 
 }
 
 /// score = grad log p_t(x) = sum_k r_k (a mu_k - x) / c_k; returns log p_t(x). score may not alias x.
+/// (Score and denoiser keep their own loops: a shared loop taking the per-term lambda measured ~35% slower on the
+/// CPU executor, the captured register vector no longer staying in registers.)
 template <class T, class P, class X, class G>
 DS_HD_INLINE T mixture_score(const mixture_view<P>& m, const X& x, T a, T s, G& score) {
   const int d = m.dim;
