@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <cuda_runtime_api.h>
 
 #include <diffsample/diffsample.hpp>
@@ -102,6 +104,59 @@ void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw ds::error(std::string(what) + ": " + cudaGetErrorString(status));
 }
 
+/// Progress on stderr for long runs: steps done, chain-steps per second and time left, redrawn in place. Silent
+/// when stderr is not a terminal or with --quiet.
+class progress {
+ public:
+  progress(std::int64_t total_steps, std::int64_t chains, bool quiet)
+      : total_(total_steps), chains_(chains), on_(!quiet && isatty(STDERR_FILENO)),
+        start_(std::chrono::steady_clock::now()) {}
+  void update(std::int64_t done) {
+    if (!on_) return;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double rate = elapsed > 0 ? double(done) * chains_ / elapsed : 0;
+    const double left = done > 0 ? elapsed * double(total_ - done) / double(done) : 0;
+    std::fprintf(stderr, "\r  step %lld/%lld  %.3g chain-steps/s  %.1f s left   ", static_cast<long long>(done),
+                 static_cast<long long>(total_), rate, left);
+    if (done == total_) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+
+ private:
+  std::int64_t total_, chains_;
+  bool on_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+/// Runs o.steps Langevin steps as ~20 consecutive calls (first_step advancing), which the (seed, chain, step)
+/// keying makes identical to one call, redrawing the progress line between them. Acceptance counts of the chunks
+/// are summed on the host into total_accepted (n entries). On CUDA each chunk is waited for.
+ds::langevin_report run_chunked(const ds::gaussian_mixture& target, float* x, std::int64_t n,
+                                const ds::langevin_options& o, ds::executor where, std::int64_t* accepted,
+                                std::vector<std::int64_t>& total_accepted, progress& bar) {
+  const std::int64_t chunk = std::max<std::int64_t>(1, (o.steps + 19) / 20);
+  ds::langevin_report report{where, false};
+  std::vector<std::int64_t> part_accepted(n);
+  total_accepted.assign(n, 0);
+  ds::langevin_options part = o;
+  std::int64_t done = 0;
+  do {
+    part.first_step = o.first_step + done;
+    part.steps = std::min(chunk, o.steps - done);
+    report = ds::langevin(target, x, n, part, {nullptr, accepted}, {where});
+    if (where == ds::executor::cuda)
+      check(cudaMemcpy(part_accepted.data(), accepted, n * sizeof(std::int64_t), cudaMemcpyDeviceToHost),
+            "cudaMemcpy");
+    else
+      std::copy(accepted, accepted + n, part_accepted.begin());
+    for (std::int64_t i = 0; i < n; ++i) total_accepted[i] += part_accepted[i];
+    done += part.steps;
+    bar.update(done);
+  } while (done < o.steps);
+  return report;
+}
+
+
 int run_info() {
   std::printf("diffsample %s\n", ds::version());
   std::printf("CPU executor: %d OpenMP threads\n", ds::cpu_threads());
@@ -149,8 +204,9 @@ int run_demo(const demo_settings& s) {
                 static_cast<long long>(s.steps));
 
   std::vector<float> samples(n * d);
-  std::vector<std::int64_t> accepted(n);
-  double seconds = 0;
+  std::vector<std::int64_t> accepted;
+  progress bar(s.steps, n, s.quiet);
+  const auto t0 = std::chrono::steady_clock::now();
   ds::langevin_report report;
   if (where == ds::executor::cuda) {
     float* x = nullptr;
@@ -158,28 +214,17 @@ int run_demo(const demo_settings& s) {
     check(cudaMalloc(reinterpret_cast<void**>(&x), n * d * sizeof(float)), "cudaMalloc");
     check(cudaMalloc(reinterpret_cast<void**>(&acc), n * sizeof(std::int64_t)), "cudaMalloc");
     start.sample(x, n, {}, s.seed + 1000, nullptr, 0, {where});
-    cudaEvent_t t0, t1;
-    check(cudaEventCreate(&t0), "cudaEventCreate");
-    check(cudaEventCreate(&t1), "cudaEventCreate");
-    check(cudaEventRecord(t0), "cudaEventRecord");
-    report = ds::langevin(target, x, n, o, {nullptr, acc}, {where});
-    check(cudaEventRecord(t1), "cudaEventRecord");
-    check(cudaEventSynchronize(t1), "cudaEventSynchronize");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, t0, t1), "cudaEventElapsedTime");
-    seconds = ms * 1e-3;
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    report = run_chunked(target, x, n, o, where, acc, accepted, bar);
     check(cudaMemcpy(samples.data(), x, n * d * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
-    check(cudaMemcpy(accepted.data(), acc, n * sizeof(std::int64_t), cudaMemcpyDeviceToHost), "cudaMemcpy");
     cudaFree(x);
     cudaFree(acc);
-    cudaEventDestroy(t0);
-    cudaEventDestroy(t1);
   } else {
+    std::vector<std::int64_t> acc(n);
     start.sample(samples.data(), n, {}, s.seed + 1000, nullptr, 0, {where});
-    const auto t0 = std::chrono::steady_clock::now();
-    report = ds::langevin(target, samples.data(), n, o, {nullptr, accepted.data()}, {where});
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    report = run_chunked(target, samples.data(), n, o, where, acc.data(), accepted, bar);
   }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // Accuracy: sliced W1 (64 directions) of up to 2^15 chains against as many exact samples, beside the floor of
   // two independent exact sets of that size.
