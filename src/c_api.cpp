@@ -17,6 +17,16 @@ struct ds_mixture {
   ds::gaussian_mixture mixture;
 };
 
+// The C enums are 32-bit and their values are the C++ ones, so that conversions are plain casts.
+static_assert(sizeof(ds_status) == 4 && sizeof(ds_executor) == 4 && sizeof(ds_quantity) == 4 &&
+              sizeof(ds_langevin_method) == 4);
+static_assert(int(ds::executor::automatic) == DS_EXECUTOR_AUTOMATIC && int(ds::executor::cuda) == DS_EXECUTOR_CUDA &&
+              int(ds::executor::cpu) == DS_EXECUTOR_CPU);
+static_assert(int(ds::quantity::log_density) == DS_LOG_DENSITY && int(ds::quantity::score) == DS_SCORE &&
+              int(ds::quantity::denoiser) == DS_DENOISER);
+static_assert(int(ds::langevin_method::ula) == DS_ULA && int(ds::langevin_method::mala) == DS_MALA &&
+              int(ds::langevin_method::tamed_ula) == DS_TAMED_ULA);
+
 namespace {
 
 thread_local std::string last_error;
@@ -74,8 +84,9 @@ std::vector<double> copy_array(const char* name, const double* p, std::int64_t c
   return count > 0 ? std::vector<double>(p, p + count) : std::vector<double>{};
 }
 
+// Enum values from C are switched on as ints: a caller may pass any 32-bit value.
 ds::executor to_cpp(ds_executor e) {
-  switch (e) {
+  switch (static_cast<int>(e)) {
     case DS_EXECUTOR_AUTOMATIC: return ds::executor::automatic;
     case DS_EXECUTOR_CUDA: return ds::executor::cuda;
     case DS_EXECUTOR_CPU: return ds::executor::cpu;
@@ -92,7 +103,7 @@ ds::channel to_cpp(ds_channel c) { return ds::channel{c.a, c.s}; }
 ds::langevin_options to_cpp(const ds_langevin_options* o) {
   if (o == nullptr) fail("options: null pointer (use ds_langevin_options_default())");
   ds::langevin_options r;
-  switch (o->method) {
+  switch (static_cast<int>(o->method)) {
     case DS_ULA: r.method = ds::langevin_method::ula; break;
     case DS_MALA: r.method = ds::langevin_method::mala; break;
     case DS_TAMED_ULA: r.method = ds::langevin_method::tamed_ula; break;
@@ -128,7 +139,7 @@ const char* ds_cuda_unavailable_reason(void) {
 const char* ds_last_error(void) { return last_error.c_str(); }
 
 const char* ds_status_name(ds_status status) {
-  switch (status) {
+  switch (static_cast<int>(status)) {
     case DS_SUCCESS: return "success";
     case DS_INVALID_ARGUMENT: return "invalid_argument";
     case DS_OUT_OF_MEMORY: return "out_of_memory";
@@ -139,7 +150,7 @@ const char* ds_status_name(ds_status status) {
 }
 
 const char* ds_executor_name(ds_executor executor) {
-  switch (executor) {
+  switch (static_cast<int>(executor)) {
     case DS_EXECUTOR_AUTOMATIC:
     case DS_EXECUTOR_CUDA:
     case DS_EXECUTOR_CPU: return ds::to_string(static_cast<ds::executor>(static_cast<int>(executor)));
@@ -193,7 +204,8 @@ ds_status ds_mixture_evaluate(const ds_mixture* mixture, ds_quantity what, const
                               float* out, ds_execution exec, ds_executor* ran) {
   return guard([&] {
     const auto& m = get(mixture);
-    if (what != DS_LOG_DENSITY && what != DS_SCORE && what != DS_DENOISER)
+    const int q = static_cast<int>(what);
+    if (q != DS_LOG_DENSITY && q != DS_SCORE && q != DS_DENOISER)
       fail("what: invalid quantity value " + std::to_string(static_cast<int>(what)));
     const ds::executor r =
         m.evaluate(static_cast<ds::quantity>(static_cast<int>(what)), x, n, to_cpp(ch), out, to_cpp(exec));
@@ -247,7 +259,6 @@ ds_status ds_langevin(const ds_mixture* mixture, float* x, int64_t n, const ds_l
   return guard([&] {
     const auto& m = get(mixture);
     const auto o = to_cpp(options);
-    static_assert(sizeof(int64_t) == sizeof(std::int64_t), "int64_t");
     ds::langevin_outputs outputs;
     outputs.trajectory = trajectory;
     outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);

@@ -34,28 +34,32 @@ typedef enum ds_status {
   DS_INVALID_ARGUMENT = 1, /**< an argument failed validation; nothing was launched */
   DS_OUT_OF_MEMORY = 2,    /**< the request needs more device (or host) memory than is free; nothing was launched */
   DS_CUDA_ERROR = 3,       /**< a CUDA runtime call or kernel launch failed */
-  DS_INTERNAL = 4          /**< any other failure (a bug in the library or an unexpected exception) */
+  DS_INTERNAL = 4,         /**< any other failure (a bug in the library or an unexpected exception) */
+  DS_STATUS_MAX_ENUM = 0x7FFFFFFF /**< not a status: keeps the enum 32-bit and every int value representable */
 } ds_status;
 
 /** Which executor runs a call (values match diffsample::executor). */
 typedef enum ds_executor {
   DS_EXECUTOR_AUTOMATIC = 0, /**< CUDA when a GPU is present and the sample buffer is device-accessible, else CPU */
   DS_EXECUTOR_CUDA = 1,      /**< fused CUDA kernels; buffers must be device-accessible */
-  DS_EXECUTOR_CPU = 2        /**< OpenMP over chains; buffers must be host-accessible */
+  DS_EXECUTOR_CPU = 2,       /**< OpenMP over chains; buffers must be host-accessible */
+  DS_EXECUTOR_MAX_ENUM = 0x7FFFFFFF /**< not an executor: keeps the enum 32-bit */
 } ds_executor;
 
 /** What ds_mixture_evaluate() computes per point (values match diffsample::quantity). */
 typedef enum ds_quantity {
   DS_LOG_DENSITY = 0, /**< log p_t(x): one float per point */
   DS_SCORE = 1,       /**< grad log p_t(x): d floats per point */
-  DS_DENOISER = 2     /**< E[x0 | x_t = x] (Tweedie): d floats per point */
+  DS_DENOISER = 2,    /**< E[x0 | x_t = x] (Tweedie): d floats per point */
+  DS_QUANTITY_MAX_ENUM = 0x7FFFFFFF /**< not a quantity: keeps the enum 32-bit */
 } ds_quantity;
 
 /** Langevin update rule (values match diffsample::langevin_method). */
 typedef enum ds_langevin_method {
   DS_ULA = 0,      /**< x <- x + gamma g(x) + sqrt(2 gamma) xi */
   DS_MALA = 1,     /**< ULA proposal with a Metropolis-Hastings accept/reject step */
-  DS_TAMED_ULA = 2 /**< x <- x + gamma g / (1 + gamma |g|) + sqrt(2 gamma) xi */
+  DS_TAMED_ULA = 2, /**< x <- x + gamma g / (1 + gamma |g|) + sqrt(2 gamma) xi */
+  DS_LANGEVIN_METHOD_MAX_ENUM = 0x7FFFFFFF /**< not a method: keeps the enum 32-bit */
 } ds_langevin_method;
 
 /** The Gaussian channel x_t = a x0 + s z (a > 0, s >= 0, both finite). {1, 0} is the prior itself. */
