@@ -1,0 +1,70 @@
+// NumPy .npy files for the program and tools: strict reading of float32/float64 arrays (1-D or 2-D, C order,
+// little-endian, format versions 1.0, 2.0 and 3.0) and atomic writing of float32 N x d matrices.
+//
+// Internal to the project (this header is not installed), but exported from the shared library so that the
+// diffsample program and the tests, which link it, can call it. Not part of the stable API.
+//
+// Every failure throws: diffsample::invalid_argument for a malformed or unsupported file or a bad argument,
+// diffsample::error for an operating-system failure (open, read, write, rename). Messages are one line that starts
+// with the file name: "samples.npy: truncated data: expected 800 bytes after the header, found 792".
+#pragma once
+
+#include <diffsample/export.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace diffsample::npy {
+
+/// Element type of a .npy file.
+enum class dtype : int {
+  float32 = 0,  ///< '<f4'
+  float64 = 1,  ///< '<f8'
+};
+
+/// A decoded array in C order. A 1-D array of n values has ndim 1, rows n and cols 1.
+template <class T>
+struct matrix {
+  int ndim = 2;           ///< 1 or 2, as stored in the file
+  std::int64_t rows = 0;  ///< first dimension
+  std::int64_t cols = 0;  ///< second dimension (1 for a 1-D array)
+  dtype stored = dtype::float32;  ///< element type in the file
+  std::vector<T> values;  ///< rows x cols values, row-major
+};
+
+/// What the header of a .npy image says, after validation against the image's size.
+struct header {
+  int major = 1;                     ///< format version: 1, 2 or 3 (minor is always 0)
+  dtype type = dtype::float32;       ///< element type
+  std::vector<std::int64_t> shape;   ///< one or two non-negative dimensions
+  std::size_t data_offset = 0;       ///< bytes before the data
+  std::int64_t count = 0;            ///< number of elements
+};
+
+/// Parses and validates the header of an in-memory .npy image of @p size bytes; @p name prefixes messages.
+/// Checks the magic, version, header dictionary (exactly 'descr', 'fortran_order' and 'shape'), dtype, order,
+/// rank, and that the data that follows is exactly count x itemsize bytes. Reads nothing past @p size.
+DIFFSAMPLE_API header parse_header(const void* bytes, std::size_t size, const std::string& name);
+
+/// Decodes an in-memory image as float32 (float64 data is rounded; values beyond float range are refused).
+DIFFSAMPLE_API matrix<float> decode_f32(const void* bytes, std::size_t size, const std::string& name);
+/// Decodes an in-memory image as float64 (float32 data converts exactly).
+DIFFSAMPLE_API matrix<double> decode_f64(const void* bytes, std::size_t size, const std::string& name);
+
+/// Reads a .npy file as float32. When @p cols >= 0, the array must be 2-D with that many columns
+/// ("shape mismatch" otherwise).
+DIFFSAMPLE_API matrix<float> read_f32(const std::string& path, std::int64_t cols = -1);
+/// Reads a .npy file as float64. When @p cols >= 0, the array must be 2-D with that many columns.
+DIFFSAMPLE_API matrix<double> read_f64(const std::string& path, std::int64_t cols = -1);
+
+/// Encodes a float32 rows x cols row-major matrix as a .npy image (format 1.0, or 2.0 when the header needs it).
+DIFFSAMPLE_API std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, std::int64_t cols);
+
+/// Writes a float32 rows x cols row-major matrix to @p path. The data goes to a temporary file in the same
+/// directory, which is synced and renamed over @p path at the end: on failure no partial file is left and an
+/// existing @p path is untouched. The new file has mode 0644.
+DIFFSAMPLE_API void write_f32(const std::string& path, const float* values, std::int64_t rows, std::int64_t cols);
+
+}  // namespace diffsample::npy

@@ -1,0 +1,280 @@
+// .npy reading and writing (src/npy.hpp): round trips, the byte layouts numpy.save produces (versions 1.0, 2.0,
+// 3.0), one test per class of malformed file asserting a one-line message that names the file and the problem,
+// atomic writes, and the inputs the fuzzer (scripts/fuzz.sh) once found interesting, kept under tests/data/fuzz/.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "src/npy.hpp"
+#include <diffsample/error.hpp>
+
+namespace npy = diffsample::npy;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A .npy image with the given version, header dictionary text (padded with spaces and a newline so that the data
+// is 64-byte aligned, as numpy does) and raw data bytes.
+std::vector<unsigned char> image(int major, const std::string& dict, const std::vector<unsigned char>& data,
+                                 bool pad = true) {
+  const std::size_t prefix = major == 1 ? 10 : 12;
+  std::string text = dict;
+  if (pad) {
+    const std::size_t total = (prefix + dict.size() + 1 + 63) / 64 * 64;
+    text.append(total - prefix - dict.size() - 1, ' ');
+    text += '\n';
+  }
+  std::vector<unsigned char> out = {0x93, 'N', 'U', 'M', 'P', 'Y', static_cast<unsigned char>(major), 0};
+  for (std::size_t i = 0; i < prefix - 8; ++i) out.push_back(static_cast<unsigned char>(text.size() >> (8 * i)));
+  out.insert(out.end(), text.begin(), text.end());
+  out.insert(out.end(), data.begin(), data.end());
+  return out;
+}
+
+template <class T>
+std::vector<unsigned char> bytes_of(const std::vector<T>& v) {
+  std::vector<unsigned char> out(v.size() * sizeof(T));
+  if (!v.empty()) std::memcpy(out.data(), v.data(), out.size());
+  return out;
+}
+
+std::string dict2(const char* descr, int rows, int cols) {
+  return "{'descr': '" + std::string(descr) + "', 'fortran_order': False, 'shape': (" + std::to_string(rows) +
+         ", " + std::to_string(cols) + "), }";
+}
+
+class NpyFiles : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("diffsample_test_npy_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string put(const std::string& name, const std::vector<unsigned char>& bytes) const {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    return path;
+  }
+
+  // Reading `bytes` (stored as `name`) as float32 must fail with invalid_argument, and the one-line message
+  // must start with the path and contain `problem`.
+  void expect_refused(const std::string& name, const std::vector<unsigned char>& bytes, const std::string& problem,
+                      std::int64_t cols = -1) const {
+    const std::string path = put(name, bytes);
+    try {
+      npy::read_f32(path, cols);
+      ADD_FAILURE() << name << ": accepted";
+    } catch (const diffsample::invalid_argument& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << msg;
+      EXPECT_NE(msg.find(problem), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+  }
+
+  std::vector<std::string> listing() const {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir_)) names.push_back(entry.path().filename().string());
+    return names;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(NpyFiles, RoundTripFloat32) {
+  const std::vector<float> values = {0.f, -1.5f, 3.25e-7f, 1e30f, -0.f, 7.f};
+  const std::string path = (dir_ / "x.npy").string();
+  npy::write_f32(path, values.data(), 3, 2);
+  const auto m = npy::read_f32(path, 2);
+  EXPECT_EQ(m.ndim, 2);
+  EXPECT_EQ(m.rows, 3);
+  EXPECT_EQ(m.cols, 2);
+  EXPECT_EQ(m.stored, npy::dtype::float32);
+  EXPECT_EQ(bytes_of(m.values), bytes_of(values));  // bit for bit, signed zero included
+  const auto d = npy::read_f64(path);
+  for (std::size_t i = 0; i < values.size(); ++i) EXPECT_EQ(d.values[i], double(values[i]));
+  // numpy's layout: version 1.0, data 64-byte aligned, header ending in a newline.
+  const auto h = npy::parse_header(npy::encode_f32(values.data(), 3, 2).data(), 128 + 24, "x");
+  EXPECT_EQ(h.major, 1);
+  EXPECT_EQ(h.data_offset, 128u);
+  EXPECT_EQ(listing(), std::vector<std::string>{"x.npy"});  // no temporary left behind
+}
+
+TEST_F(NpyFiles, RoundTripEmptyAndReplace) {
+  const std::string path = (dir_ / "e.npy").string();
+  npy::write_f32(path, nullptr, 0, 5);
+  auto m = npy::read_f32(path, 5);
+  EXPECT_EQ(m.rows, 0);
+  EXPECT_TRUE(m.values.empty());
+  const std::vector<float> one = {4.f};
+  npy::write_f32(path, one.data(), 1, 1);  // replaces the existing file
+  m = npy::read_f32(path, 1);
+  ASSERT_EQ(m.values.size(), 1u);
+  EXPECT_EQ(m.values[0], 4.f);
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+}
+
+TEST_F(NpyFiles, ReadsFloat64AndAllVersions) {
+  const std::vector<double> v = {1.0 / 3.0, -2.0, 1e300};
+  const auto f64 = image(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", bytes_of(v));
+  const auto m = npy::decode_f64(f64.data(), f64.size(), "v.npy");
+  EXPECT_EQ(m.ndim, 1);
+  EXPECT_EQ(m.rows, 3);
+  EXPECT_EQ(m.cols, 1);
+  EXPECT_EQ(m.stored, npy::dtype::float64);
+  EXPECT_EQ(m.values, v);
+
+  const std::vector<float> f = {1.f, 2.f, 3.f, 4.f};
+  for (int major : {1, 2, 3}) {
+    const auto img = image(major, dict2("<f4", 2, 2), bytes_of(f));
+    const auto g = npy::decode_f32(img.data(), img.size(), "v" + std::to_string(major));
+    EXPECT_EQ(g.values, f) << "version " << major;
+  }
+  // Spacing, quotes, key order and the trailing comma vary between writers; all of these are valid dicts.
+  for (const char* dict : {"{\"shape\":(2,2),\"fortran_order\":False,\"descr\":\"<f4\"}",
+                           "{ 'descr' : '<f4' , 'shape' : ( 2 , 2 , ) , 'fortran_order' : False }",
+                           "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 2L), }"}) {
+    const auto img = image(1, dict, bytes_of(f));
+    EXPECT_EQ(npy::decode_f32(img.data(), img.size(), "dict").values, f) << dict;
+  }
+  // The float64 -> float32 path rounds to nearest.
+  const auto third = image(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", bytes_of(std::vector<double>{1.0 / 3.0}));
+  EXPECT_EQ(npy::decode_f32(third.data(), third.size(), "third").values[0], 1.0f / 3.0f);
+}
+
+TEST_F(NpyFiles, RefusesBadMagic) {
+  expect_refused("empty.npy", {}, "bad magic");
+  expect_refused("text.npy", {'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd'}, "bad magic");
+  expect_refused("short.npy", {0x93, 'N', 'U'}, "truncated header");
+}
+
+TEST_F(NpyFiles, RefusesTruncatedHeader) {
+  auto img = image(1, dict2("<f4", 1, 1), bytes_of(std::vector<float>{1.f}));
+  expect_refused("prefix.npy", std::vector<unsigned char>(img.begin(), img.begin() + 9), "truncated header");
+  expect_refused("half.npy", std::vector<unsigned char>(img.begin(), img.begin() + 40), "truncated header");
+  expect_refused("v2prefix.npy", {0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 10, 0}, "truncated header");
+  expect_refused("unterminated.npy", image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1", {}, false),
+                 "malformed header");
+}
+
+TEST_F(NpyFiles, RefusesTruncatedOrTrailingData) {
+  const auto img = image(1, dict2("<f4", 2, 3), bytes_of(std::vector<float>(6, 1.f)));
+  expect_refused("cut.npy", std::vector<unsigned char>(img.begin(), img.end() - 1), "truncated data: expected 24");
+  auto longer = img;
+  longer.push_back(0);
+  expect_refused("long.npy", longer, "trailing data: 1 bytes");
+}
+
+TEST_F(NpyFiles, RefusesWrongDtype) {
+  const std::vector<unsigned char> data(8, 0);
+  expect_refused("i4.npy", image(1, dict2("<i4", 1, 2), data), "wrong dtype '<i4'");
+  expect_refused("be.npy", image(1, dict2(">f4", 1, 2), data), "big-endian");
+  expect_refused("f2.npy", image(1, dict2("<f2", 2, 2), data), "wrong dtype '<f2'");
+  expect_refused("struct.npy", image(1, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }", data),
+                 "malformed header");
+  const std::vector<double> huge = {1e300};
+  expect_refused("range.npy", image(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", bytes_of(huge)),
+                 "beyond float32 range");
+}
+
+TEST_F(NpyFiles, RefusesFortranOrderAndRank) {
+  const std::vector<unsigned char> data(16, 0);
+  expect_refused("f.npy", image(1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", data),
+                 "Fortran order");
+  expect_refused("3d.npy", image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 2), }", data),
+                 "3-d shape (1, 2, 2)");
+  expect_refused("0d.npy", image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (), }", {0, 0, 0, 0}),
+                 "0-d");
+}
+
+TEST_F(NpyFiles, RefusesShapeMismatch) {
+  const std::vector<unsigned char> data(24, 0);
+  expect_refused("cols.npy", image(1, dict2("<f4", 3, 2), data), "shape mismatch: expected (N, 3), got (3, 2)", 3);
+  expect_refused("1d.npy", image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }", data),
+                 "shape mismatch: expected (N, 6), got (6,)", 6);
+}
+
+TEST_F(NpyFiles, RefusesMalformedHeaders) {
+  const std::vector<unsigned char> data(4, 0);
+  expect_refused("version.npy", [&] {
+    auto img = image(1, dict2("<f4", 1, 1), data);
+    img[6] = 4;
+    return img;
+  }(), "unsupported format version 4.0");
+  expect_refused("missing.npy", image(1, "{'descr': '<f4', 'shape': (1, 1), }", data), "missing key 'fortran_order'");
+  expect_refused("extra.npy", image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,1), 'x': 1}", data),
+                 "unexpected key 'x'");
+  expect_refused("dup.npy", image(1, "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (1,)}", data),
+                 "duplicate key 'descr'");
+  expect_refused("neg.npy", image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", data),
+                 "non-negative integer");
+  expect_refused("big.npy", image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999), }",
+                                  data),
+                 "too large");
+  expect_refused("after.npy", image(1, dict2("<f4", 1, 1) + " junk", data), "unexpected text after the dictionary");
+}
+
+TEST_F(NpyFiles, MissingFileIsAnOsError) {
+  const std::string path = (dir_ / "absent.npy").string();
+  try {
+    npy::read_f32(path);
+    FAIL() << "read a missing file";
+  } catch (const diffsample::invalid_argument&) {
+    FAIL() << "a missing file is not a format error";
+  } catch (const diffsample::error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(path + ": cannot open", 0), 0u) << e.what();
+  }
+}
+
+TEST_F(NpyFiles, FailedWriteLeavesNothing) {
+  const std::vector<float> v = {1.f, 2.f};
+  // The target is a directory: the rename fails after the data was written; the temporary must be gone.
+  fs::create_directory(dir_ / "target.npy");
+  EXPECT_THROW(npy::write_f32((dir_ / "target.npy").string(), v.data(), 1, 2), diffsample::error);
+  EXPECT_EQ(listing(), std::vector<std::string>{"target.npy"});
+  // A missing directory: nothing can be created.
+  EXPECT_THROW(npy::write_f32((dir_ / "no" / "x.npy").string(), v.data(), 1, 2), diffsample::error);
+  // Bad arguments are refused before any file is touched.
+  EXPECT_THROW(npy::write_f32((dir_ / "y.npy").string(), nullptr, 1, 2), diffsample::invalid_argument);
+  EXPECT_THROW(npy::write_f32((dir_ / "y.npy").string(), v.data(), 1, 0), diffsample::invalid_argument);
+  EXPECT_THROW(npy::write_f32((dir_ / "y.npy").string(), v.data(), -1, 2), diffsample::invalid_argument);
+  EXPECT_EQ(listing(), std::vector<std::string>{"target.npy"});
+}
+
+// Inputs kept by scripts/fuzz.sh (crashes it found, then fixed, and interesting corpus entries): each must decode or
+// be refused with invalid_argument, never crash or throw anything else.
+TEST(NpyFuzzRegressions, KeptInputsDecodeOrAreRefused) {
+  const fs::path dir = fs::path(__FILE__).parent_path() / "data" / "fuzz";
+  ASSERT_TRUE(fs::is_directory(dir)) << dir;
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (!entry.is_regular_file() || entry.path().filename() == "README.md") continue;
+    ++files;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string name = entry.path().filename().string();
+    for (int as64 = 0; as64 < 2; ++as64) {
+      try {
+        if (as64) {
+          npy::decode_f64(bytes.data(), bytes.size(), name);
+        } else {
+          npy::decode_f32(bytes.data(), bytes.size(), name);
+        }
+      } catch (const diffsample::invalid_argument& e) {
+        EXPECT_EQ(std::string(e.what()).rfind(name + ": ", 0), 0u) << e.what();
+      }
+    }
+  }
+  EXPECT_GT(files, 0);
+}
+
+}  // namespace
