@@ -7,6 +7,7 @@
 #include <diffsample/langevin.hpp>
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
+#include <diffsample/particles.hpp>
 
 namespace diffsample {
 /// Library version string, "major.minor.patch".
