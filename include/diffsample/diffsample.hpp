@@ -8,6 +8,7 @@
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
 #include <diffsample/particles.hpp>
+#include <diffsample/posterior.hpp>
 
 namespace diffsample {
 /// Library version string, "major.minor.patch".
