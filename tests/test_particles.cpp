@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/particles.cuh"
 #include "reference/helpers.hpp"
 
 namespace ds = diffsample;
@@ -308,5 +309,67 @@ TEST(Particles, CudaAndCpuExecutorsPickTheSameAncestors) {
     std::vector<float> y(x.size());
     ds::gather_particles(x.data(), b, n, 3, ref.data(), y.data(), cpu());
     EXPECT_EQ(y_d.download(), y);
+  }
+}
+
+// The integer helpers that make resampling exact, against long-double and __int128 references.
+TEST(Particles, FixedPointHelpers) {
+  using namespace diffsample::kernels;
+  // fixed_exp: Taylor truncation < 1e-17 and a handful of roundings: within 4 ulp of exp on (-50, 0].
+  for (int i = 0; i < 100000; ++i) {
+    const double x = -50.0 * i / 100000;
+    const double ref = double(std::exp(static_cast<long double>(x)));
+    ASSERT_NEAR(fixed_exp(x), ref, 4 * std::numeric_limits<double>::epsilon() * ref) << x;
+  }
+  EXPECT_EQ(fixed_exp(0.0), 1.0);
+  EXPECT_EQ(fixed_exp(-51.0), 0.0);
+  EXPECT_EQ(fixed_exp(-INFINITY), 0.0);
+  EXPECT_EQ(fixed_point_bits(1), 62);
+  EXPECT_EQ(fixed_point_bits(2), 61);
+  EXPECT_EQ(fixed_point_bits(3), 60);
+  EXPECT_EQ(fixed_point_bits(std::int64_t(1) << 24), 38);
+  EXPECT_EQ(fixed_weight(2.f, 2.f, 40), std::uint64_t(1) << 40);
+  EXPECT_EQ(fixed_weight(nan_f, 2.f, 40), 0u);
+  EXPECT_EQ(fixed_weight(neg_inf, 2.f, 40), 0u);
+  // residual_copies = floor(N q / T) exactly, including where the double estimate is off.
+  std::mt19937_64 gen(1);
+  for (int i = 0; i < 100000; ++i) {
+    const std::uint64_t n = 1 + gen() % (std::uint64_t(1) << 24);
+    const std::uint64_t total = 1 + gen() % (n << fixed_point_bits(std::int64_t(n)));
+    const std::uint64_t q = gen() % (total + 1);
+    const auto ref = static_cast<std::uint64_t>((static_cast<unsigned __int128>(n) * q) / total);
+    ASSERT_EQ(residual_copies(n, q, total), ref) << n << " " << q << " " << total;
+  }
+  EXPECT_EQ(residual_copies(16777216, (std::uint64_t(1) << 62) - 1, std::uint64_t(1) << 62), 16777215u);
+  const u128 big = mul_wide(~std::uint64_t(0), ~std::uint64_t(0));
+  EXPECT_EQ(big.hi, ~std::uint64_t(0) - 1);
+  EXPECT_EQ(big.lo, 1u);
+  EXPECT_TRUE((u128{5, 1} < u128{0, 2}));
+  EXPECT_EQ((u128{~std::uint64_t(0), 0} + u128{1, 0}).hi, 1u);
+}
+
+// A million particles in one problem: systematic offspring counts are exactly floor or ceil of N w_i, residual
+// counts at least floor(N w_i) (deterministic properties, so no statistical tolerance; 1e-6 absorbs the fixed-point
+// truncation, at most N 2^-k = 2^-22 of a particle). Seen failing when systematic drew one uniform per particle.
+TEST(Particles, LargeProblemCountsAreExact) {
+  const std::int64_t n = std::int64_t(1) << 20;
+  const auto lw = random_log_weights(n, 11, -8.f, 0.f);
+  std::vector<double> nw(n);
+  long double total = 0;
+  for (std::int64_t i = 0; i < n; ++i) total += std::exp(static_cast<long double>(lw[i]));
+  for (std::int64_t i = 0; i < n; ++i) nw[i] = double(n * std::exp(static_cast<long double>(lw[i])) / total);
+  for (auto scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    const auto a = run(lw, 1, n, o);
+    std::vector<std::int64_t> counts(n, 0);
+    for (auto i : a) ++counts[i];
+    for (std::int64_t i = 0; i < n; ++i) {
+      ASSERT_GE(counts[i], std::floor(nw[i] - 1e-6)) << ds::to_string(scheme) << " " << i;
+      if (scheme == ds::resampling_scheme::systematic) {
+        ASSERT_LE(counts[i], std::ceil(nw[i] + 1e-6)) << i;
+      }
+    }
   }
 }
