@@ -177,6 +177,17 @@ std::vector<double> mixture_posterior::covariance() const {
 
 void mixture_posterior::sample(double* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels,
                                std::uint64_t first_index) const {
+  sample_into(out, n, seed, labels, first_index);
+}
+
+void mixture_posterior::sample(float* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels,
+                               std::uint64_t first_index) const {
+  sample_into(out, n, seed, labels, first_index);
+}
+
+template <class T>
+void mixture_posterior::sample_into(T* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels,
+                                    std::uint64_t first_index) const {
   detail::check_count("n", n, dim_);
   DIFFSAMPLE_EXPECTS(n == 0 || out != nullptr, "out: null pointer for " << n << " samples");
   DIFFSAMPLE_EXPECTS(first_index <= (std::uint64_t(1) << 62),
@@ -202,11 +213,11 @@ void mixture_posterior::sample(double* out, std::int64_t n, std::uint64_t seed, 
         z[j + 1] = g.y;
       }
       const double* L = factors_.data() + k * d * d;
-      double* x = out + i * d;
+      T* x = out + i * d;
       for (std::int64_t j = 0; j < d; ++j) {
         double s = means_[k * d + j];
         for (std::int64_t l = 0; l <= j; ++l) s += L[j * d + l] * z[l];
-        x[j] = s;
+        x[j] = static_cast<T>(s);
       }
       if (labels != nullptr) labels[i] = static_cast<std::int32_t>(k);
     }

@@ -373,3 +373,32 @@ TEST(Particles, LargeProblemCountsAreExact) {
     }
   }
 }
+
+TEST(Particles, CudaAndCpuAgreeOnALargeProblemWithInt64AndWeights) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const std::int64_t n = std::int64_t(1) << 20;
+  const auto lw = random_log_weights(n, 21, -30.f, 0.f);
+  ds::testing::device_buffer<float> lw_d(lw), w_d(n);
+  for (auto scheme : all_schemes) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 8;
+    std::vector<std::int64_t> ref(n);
+    std::vector<float> w(n);
+    ds::particle_outputs out;
+    out.ancestors64 = ref.data();
+    out.normalised_weights = w.data();
+    ds::resample(lw.data(), 1, n, o, out, cpu());
+    ds::testing::device_buffer<std::int64_t> a_d(n);
+    out.ancestors64 = a_d.ptr;
+    out.normalised_weights = w_d.ptr;
+    const std::size_t bytes = ds::resampling_workspace_bytes(1, n, scheme);
+    ds::testing::device_buffer<unsigned char> ws(bytes);
+    ds::resample(lw_d.ptr, 1, n, o, out, {ds::executor::cuda, nullptr}, ws.ptr, bytes);
+    EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
+    // Normalised weights use FP64 sums in different orders: agreement to float rounding.
+    const auto wg = w_d.download();
+    for (std::int64_t i = 0; i < n; i += 997) EXPECT_NEAR(wg[i], w[i], 1e-6f * w[i] + 1e-30f) << i;
+  }
+}

@@ -202,6 +202,9 @@ TEST(Posterior, SamplesAreKeyedByIndex) {
   post.sample(tail.data(), 10, 9, nullptr, 5);
   head.insert(head.end(), tail.begin(), tail.end());
   EXPECT_EQ(all, head);
+  std::vector<float> all_f(15 * 2);
+  post.sample(all_f.data(), 15, 9);
+  for (std::size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all_f[i], float(all[i]));
 }
 
 TEST(Posterior, InvalidArgumentsAreRejected) {

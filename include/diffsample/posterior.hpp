@@ -61,11 +61,16 @@ class DIFFSAMPLE_API mixture_posterior {
   /// @param labels  optional n host int32 component indices (nullptr to skip)
   void sample(double* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels = nullptr,
               std::uint64_t first_index = 0) const;
+  /// The same samples rounded to float (n x d_x host floats), e.g. for sliced_wasserstein() against a sampler.
+  void sample(float* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels = nullptr,
+              std::uint64_t first_index = 0) const;
 
  private:
   std::int64_t components_ = 0, dim_ = 0;
   std::vector<double> weights_, log_weights_, means_, covariances_;
   std::vector<double> factors_;  // K lower-triangular L_k with L_k L_k^T = S'_k, for sampling
+  template <class T>
+  void sample_into(T* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels, std::uint64_t first_index) const;
   double log_evidence_ = 0;
 };
 
