@@ -7,6 +7,8 @@
 #include <diffsample/langevin.hpp>
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
+#include <diffsample/particles.hpp>
+#include <diffsample/posterior.hpp>
 
 namespace diffsample {
 /// Library version string, "major.minor.patch".

@@ -1,0 +1,404 @@
+// Particle-system primitives: statistics against FP64 references, exact and deterministic resampling (same
+// ancestors for every thread count and executor), unbiased offspring counts for every scheme, failure handling.
+#include <gtest/gtest.h>
+
+#include <omp.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernels/particles.cuh"
+#include "reference/helpers.hpp"
+
+namespace ds = diffsample;
+
+namespace {
+
+const float neg_inf = -std::numeric_limits<float>::infinity();
+const float nan_f = std::numeric_limits<float>::quiet_NaN();
+
+const ds::resampling_scheme all_schemes[] = {ds::resampling_scheme::multinomial, ds::resampling_scheme::stratified,
+                                             ds::resampling_scheme::systematic,  ds::resampling_scheme::residual,
+                                             ds::resampling_scheme::metropolis,  ds::resampling_scheme::rejection};
+
+ds::execution cpu() { return {ds::executor::cpu, nullptr}; }
+
+struct fp64_stats {
+  double lse, ess;
+};
+
+// FP64 reference with long-double accumulation, skipping NaN and +inf like the library.
+fp64_stats reference_stats(const float* lw, int n) {
+  long double m = -INFINITY;
+  for (int i = 0; i < n; ++i)
+    if (!std::isnan(lw[i]) && lw[i] != INFINITY) m = std::max<long double>(m, lw[i]);
+  long double s = 0, s2 = 0;
+  for (int i = 0; i < n; ++i) {
+    if (std::isnan(lw[i]) || lw[i] == INFINITY) continue;
+    const long double w = std::exp(static_cast<long double>(lw[i]) - m);
+    s += w;
+    s2 += w * w;
+  }
+  return {double(m + std::log(s)), double(s * s / s2)};
+}
+
+std::vector<float> random_log_weights(std::int64_t count, unsigned seed, float lo, float hi) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> lw(count);
+  for (auto& l : lw) l = u(gen);
+  return lw;
+}
+
+std::vector<std::int32_t> run(const std::vector<float>& lw, std::int64_t b, std::int64_t n,
+                              const ds::resampling_options& o, std::vector<ds::particle_report>* reports = nullptr) {
+  std::vector<std::int32_t> a(b * n, -1);
+  std::vector<ds::particle_report> r(b);
+  ds::particle_outputs out;
+  out.ancestors = a.data();
+  out.reports = r.data();
+  EXPECT_EQ(ds::resample(lw.data(), b, n, o, out, cpu()), ds::executor::cpu);
+  if (reports) *reports = r;
+  return a;
+}
+
+}  // namespace
+
+TEST(Particles, StatisticsMatchFp64Reference) {
+  const int b = 3, n = 1000;
+  auto lw = random_log_weights(b * n, 1, -12.f, 4.f);
+  for (int i = 0; i < n; ++i) lw[2 * n + i] *= 1000.f;  // very uneven weights: ESS close to 1
+  std::vector<ds::particle_report> reports(b);
+  std::vector<float> w(b * n);
+  ds::particle_outputs out;
+  out.reports = reports.data();
+  out.normalised_weights = w.data();
+  ds::resample(lw.data(), b, n, {}, out, cpu());
+  for (int p = 0; p < b; ++p) {
+    const fp64_stats ref = reference_stats(lw.data() + p * n, n);
+    // FP64 sums of at most 1000 terms in [0, 1]: relative error below 1000 * 2^-53 ~ 1e-13.
+    EXPECT_NEAR(reports[p].log_sum_exp, ref.lse, 1e-12 * (1 + std::abs(ref.lse))) << p;
+    EXPECT_NEAR(reports[p].log_normaliser_increment, ref.lse - std::log(double(n)), 1e-12 * (1 + std::abs(ref.lse)));
+    EXPECT_NEAR(reports[p].ess, ref.ess, 1e-11 * ref.ess) << p;
+    EXPECT_EQ(reports[p].resampled, 0);  // no ancestors requested: statistics only
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += w[p * n + i];
+    EXPECT_NEAR(sum, 1.0, 1e-5);  // float outputs: n * 2^-24 rounding
+  }
+}
+
+TEST(Particles, HugeMagnitudeLogWeights) {
+  const std::vector<float> lw = {80.f, -1e30f, 79.5f, neg_inf, -1e30f, 80.f};
+  std::vector<ds::particle_report> r;
+  ds::resampling_options o;
+  o.ess_threshold = 2;
+  const auto a = run(lw, 1, 6, o, &r);
+  const double s = 2 + std::exp(-0.5), s2 = 2 + std::exp(-1.0);
+  EXPECT_NEAR(r[0].log_sum_exp, 80 + std::log(s), 1e-12 * 80);
+  EXPECT_NEAR(r[0].ess, s * s / s2, 1e-12);
+  EXPECT_EQ(r[0].failed, 0);
+  EXPECT_EQ(r[0].resampled, 1);
+  for (auto i : a) EXPECT_TRUE(i == 0 || i == 2 || i == 5) << i;
+}
+
+TEST(Particles, NanCountedAndAllZeroProblemFailed) {
+  const int n = 8;
+  std::vector<float> lw = {0.f, nan_f, 1.f, nan_f, INFINITY, 2.f, -1.f, 0.5f,                // 3 invalid
+                           neg_inf, nan_f, neg_inf, neg_inf, neg_inf, nan_f, neg_inf, neg_inf};  // all zero
+  ds::resampling_options o;
+  o.ess_threshold = 2;
+  for (auto scheme : all_schemes) {
+    o.scheme = scheme;
+    std::vector<ds::particle_report> r;
+    const auto a = run(lw, 2, n, o, &r);
+    EXPECT_EQ(r[0].nan_count, 3);
+    EXPECT_EQ(r[0].failed, 0);
+    EXPECT_EQ(r[0].resampled, 1);
+    for (int j = 0; j < n; ++j) EXPECT_TRUE(a[j] != 1 && a[j] != 3 && a[j] != 4) << ds::to_string(scheme);
+    EXPECT_EQ(r[1].nan_count, 2);
+    EXPECT_EQ(r[1].failed, 1);
+    EXPECT_EQ(r[1].resampled, 0);
+    EXPECT_EQ(r[1].ess, 0);
+    EXPECT_EQ(r[1].log_sum_exp, -INFINITY);
+    for (int j = 0; j < n; ++j) EXPECT_EQ(a[n + j], j) << "failed problem must keep identity ancestors";
+  }
+}
+
+TEST(Particles, SingleNonZeroWeightSelectsOnlyIt) {
+  const int n = 200;
+  for (float other : {neg_inf, -1e30f}) {
+    std::vector<float> lw(n, other);
+    lw[7] = -3.f;
+    ds::resampling_options o;
+    o.ess_threshold = 2;
+    // A Metropolis chain reaches the only non-zero weight once it proposes it: the chance that one of n chains
+    // never does in 35 n steps is n (1 - 1/n)^(35 n) < n e^-35 ~ 1e-13.
+    o.metropolis_steps = 35 * n;
+    for (auto scheme : all_schemes) {
+      o.scheme = scheme;
+      for (auto i : run(lw, 1, n, o)) ASSERT_EQ(i, 7) << ds::to_string(scheme) << " other " << other;
+    }
+  }
+}
+
+TEST(Particles, AdaptiveThreshold) {
+  const int n = 100;
+  std::vector<float> lw(2 * n, 0.f);  // problem 0: equal weights, ESS = N
+  for (int i = 0; i < n; ++i) lw[n + i] = -0.5f * i;  // problem 1: ESS ~ 4
+  ds::resampling_options o;
+  o.ess_threshold = 0.5;
+  std::vector<ds::particle_report> r;
+  const auto a = run(lw, 2, n, o, &r);
+  EXPECT_EQ(r[0].resampled, 0);
+  EXPECT_NEAR(r[0].ess, n, 1e-9);
+  EXPECT_EQ(r[1].resampled, 1);
+  for (int j = 0; j < n; ++j) EXPECT_EQ(a[j], j);
+}
+
+// Each problem of a batch draws from its own Philox streams, so B copies of one weight vector are B independent
+// resampling replicates in one call. For every scheme the offspring count O_i of particle i has E[O_i] = N w_i
+// (metropolis up to a bias of order (1 - mean w / max w)^steps, below 1e-60 here), and Var[O_i] <= max(N w_i, 1/4):
+// multinomial N w (1 - w); stratified, rejection, metropolis and residual are sums of independent indicators
+// (variance <= mean); systematic takes only floor(N w_i) and ceil(N w_i) (variance <= 1/4). The mean over B
+// replicates is then within 5 sqrt(max(N w_i, 1/4) / B) of N w_i except with probability < 1e-6 per check.
+// Seen failing against wrong kernels: rejection that accepts the starting particle without a test (every count
+// 1), metropolis accepting with probability min(1, q_a / q_prop), and stratified with v drawn in [0, T / N).
+TEST(Particles, OffspringCountsAreUnbiased) {
+  const int n = 16, replicates = 4000;
+  std::vector<double> w(n);
+  double total = 0;
+  for (int i = 0; i < n; ++i) total += w[i] = i + 1.0;
+  std::vector<float> lw(n * replicates);
+  for (int r = 0; r < replicates; ++r)
+    for (int i = 0; i < n; ++i) lw[r * n + i] = float(std::log(w[i]));
+  for (int i = 0; i < n; ++i) w[i] = double(float(std::exp(double(lw[i])))) / total;
+  for (auto scheme : all_schemes) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 12345;
+    o.metropolis_steps = 200;
+    const auto a = run(lw, replicates, n, o);
+    std::vector<double> counts(n, 0);
+    for (auto i : a) {
+      ASSERT_TRUE(i >= 0 && i < n);
+      counts[i] += 1;
+    }
+    for (int i = 0; i < n; ++i) {
+      const double mean = counts[i] / replicates, expected = n * w[i];
+      const double se = std::sqrt(std::max(expected, 0.25) / replicates);
+      EXPECT_NEAR(mean, expected, 5 * se) << ds::to_string(scheme) << " particle " << i;
+    }
+  }
+}
+
+TEST(Particles, SameAncestorsAcrossRunsThreadCountsAndIndexTypes) {
+  const int b = 5, n = 3000;
+  auto lw = random_log_weights(b * n, 7, -20.f, 3.f);
+  lw[11] = nan_f;
+  lw[n + 5] = neg_inf;
+  const int threads = omp_get_max_threads();
+  for (auto scheme : all_schemes) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 99;
+    o.step = 3;
+    omp_set_num_threads(1);
+    const auto one = run(lw, b, n, o);
+    omp_set_num_threads(2);
+    const auto two = run(lw, b, n, o);
+    const auto again = run(lw, b, n, o);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(one, two) << ds::to_string(scheme);
+    EXPECT_EQ(two, again) << ds::to_string(scheme);
+    std::vector<std::int64_t> a64(b * n);
+    ds::particle_outputs out;
+    out.ancestors64 = a64.data();
+    std::vector<char> ws(ds::resampling_workspace_bytes(b, n, scheme) + 16);
+    void* aligned = ws.data() + (16 - reinterpret_cast<std::uintptr_t>(ws.data()) % 16) % 16;
+    ds::resample(lw.data(), b, n, o, out, cpu(), aligned, ws.size() - 16);
+    EXPECT_TRUE(std::equal(one.begin(), one.end(), a64.begin())) << ds::to_string(scheme);
+    // A different step draws different ancestors (the stream is keyed by step).
+    o.step = 4;
+    EXPECT_NE(run(lw, b, n, o), one) << ds::to_string(scheme);
+  }
+}
+
+TEST(Particles, GatherByAncestor) {
+  const int b = 2, n = 3, d = 2;
+  std::vector<float> x(b * n * d);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i);
+  const std::vector<std::int32_t> a = {2, 2, 0, 1, 0, 1};
+  std::vector<float> y(x.size());
+  ds::gather_particles(x.data(), b, n, d, a.data(), y.data(), cpu());
+  const std::vector<float> expected = {4, 5, 4, 5, 0, 1, 8, 9, 6, 7, 8, 9};
+  EXPECT_EQ(y, expected);
+  const std::vector<std::int64_t> a64(a.begin(), a.end());
+  std::vector<float> y64(x.size());
+  ds::gather_particles(x.data(), b, n, d, a64.data(), y64.data(), cpu());
+  EXPECT_EQ(y64, expected);
+}
+
+TEST(Particles, InvalidArgumentsAreRejected) {
+  std::vector<float> lw(4, 0.f);
+  std::vector<std::int32_t> a(4);
+  std::vector<std::int64_t> a64(4);
+  ds::particle_outputs out;
+  out.ancestors = a.data();
+  ds::resampling_options o;
+  EXPECT_THROW(ds::resample(lw.data(), -1, 4, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(lw.data(), 1, (std::int64_t(1) << 24) + 1, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(lw.data(), 1, 0, o, out, cpu()), ds::invalid_argument);
+  o.ess_threshold = -1;
+  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu()), ds::invalid_argument);
+  o.ess_threshold = 0.5;
+  o.step = std::uint64_t(1) << 30;
+  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu()), ds::invalid_argument);
+  o.step = 0;
+  o.scheme = ds::resampling_scheme::metropolis;
+  o.metropolis_steps = 0;
+  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu()), ds::invalid_argument);
+  o = {};
+  out.ancestors64 = a64.data();
+  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu()), ds::invalid_argument);
+  out.ancestors64 = nullptr;
+  std::vector<unsigned char> ws(16);
+  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu(), ws.data(), ws.size()), ds::invalid_argument);
+  EXPECT_THROW(ds::parse_resampling_scheme("best"), ds::invalid_argument);
+  EXPECT_EQ(ds::parse_resampling_scheme("residual"), ds::resampling_scheme::residual);
+  EXPECT_THROW(ds::gather_particles(lw.data(), 1, 4, 1, a.data(), lw.data(), cpu()), ds::invalid_argument);
+}
+
+TEST(Particles, CudaAndCpuExecutorsPickTheSameAncestors) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const int b = 6, n = 5000;
+  auto lw = random_log_weights(b * n, 3, -15.f, 2.f);
+  lw[17] = nan_f;
+  for (int i = 0; i < n; ++i) lw[4 * n + i] = neg_inf;  // a failed problem
+  ds::testing::device_buffer<float> lw_d(lw);
+  for (auto scheme : all_schemes) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 5;
+    std::vector<ds::particle_report> cpu_reports;
+    const auto ref = run(lw, b, n, o, &cpu_reports);
+    ds::testing::device_buffer<std::int32_t> a_d(b * n);
+    ds::testing::device_buffer<ds::particle_report> r_d(b);
+    ds::particle_outputs out;
+    out.ancestors = a_d.ptr;
+    out.reports = r_d.ptr;
+    EXPECT_EQ(ds::resample(lw_d.ptr, b, n, o, out, {ds::executor::cuda, nullptr}), ds::executor::cuda);
+    EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
+    const auto r = r_d.download();
+    for (int p = 0; p < b; ++p) {
+      EXPECT_EQ(r[p].failed, cpu_reports[p].failed);
+      EXPECT_EQ(r[p].resampled, cpu_reports[p].resampled);
+      EXPECT_EQ(r[p].nan_count, cpu_reports[p].nan_count);
+      if (!r[p].failed) {
+        EXPECT_NEAR(r[p].ess, cpu_reports[p].ess, 1e-9 * cpu_reports[p].ess);
+      }
+    }
+    std::vector<float> x(b * n * 3);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i % 977);
+    ds::testing::device_buffer<float> x_d(x), y_d(x.size());
+    ds::gather_particles(x_d.ptr, b, n, 3, a_d.ptr, y_d.ptr, {ds::executor::cuda, nullptr});
+    std::vector<float> y(x.size());
+    ds::gather_particles(x.data(), b, n, 3, ref.data(), y.data(), cpu());
+    EXPECT_EQ(y_d.download(), y);
+  }
+}
+
+// The integer helpers that make resampling exact, against long-double and __int128 references.
+TEST(Particles, FixedPointHelpers) {
+  using namespace diffsample::kernels;
+  // fixed_exp: Taylor truncation < 1e-17 and a handful of roundings: within 4 ulp of exp on (-50, 0].
+  for (int i = 0; i < 100000; ++i) {
+    const double x = -50.0 * i / 100000;
+    const double ref = double(std::exp(static_cast<long double>(x)));
+    ASSERT_NEAR(fixed_exp(x), ref, 4 * std::numeric_limits<double>::epsilon() * ref) << x;
+  }
+  EXPECT_EQ(fixed_exp(0.0), 1.0);
+  EXPECT_EQ(fixed_exp(-51.0), 0.0);
+  EXPECT_EQ(fixed_exp(-INFINITY), 0.0);
+  EXPECT_EQ(fixed_point_bits(1), 62);
+  EXPECT_EQ(fixed_point_bits(2), 61);
+  EXPECT_EQ(fixed_point_bits(3), 60);
+  EXPECT_EQ(fixed_point_bits(std::int64_t(1) << 24), 38);
+  EXPECT_EQ(fixed_weight(2.f, 2.f, 40), std::uint64_t(1) << 40);
+  EXPECT_EQ(fixed_weight(nan_f, 2.f, 40), 0u);
+  EXPECT_EQ(fixed_weight(neg_inf, 2.f, 40), 0u);
+  // residual_copies = floor(N q / T) exactly, including where the double estimate is off.
+  std::mt19937_64 gen(1);
+  for (int i = 0; i < 100000; ++i) {
+    const std::uint64_t n = 1 + gen() % (std::uint64_t(1) << 24);
+    const std::uint64_t total = 1 + gen() % (n << fixed_point_bits(std::int64_t(n)));
+    const std::uint64_t q = gen() % (total + 1);
+    const auto ref = static_cast<std::uint64_t>((static_cast<unsigned __int128>(n) * q) / total);
+    ASSERT_EQ(residual_copies(n, q, total), ref) << n << " " << q << " " << total;
+  }
+  EXPECT_EQ(residual_copies(16777216, (std::uint64_t(1) << 62) - 1, std::uint64_t(1) << 62), 16777215u);
+  const u128 big = mul_wide(~std::uint64_t(0), ~std::uint64_t(0));
+  EXPECT_EQ(big.hi, ~std::uint64_t(0) - 1);
+  EXPECT_EQ(big.lo, 1u);
+  EXPECT_TRUE((u128{5, 1} < u128{0, 2}));
+  EXPECT_EQ((u128{~std::uint64_t(0), 0} + u128{1, 0}).hi, 1u);
+}
+
+// A million particles in one problem: systematic offspring counts are exactly floor or ceil of N w_i, residual
+// counts at least floor(N w_i) (deterministic properties, so no statistical tolerance; 1e-6 absorbs the fixed-point
+// truncation, at most N 2^-k = 2^-22 of a particle). Seen failing when systematic drew one uniform per particle.
+TEST(Particles, LargeProblemCountsAreExact) {
+  const std::int64_t n = std::int64_t(1) << 20;
+  const auto lw = random_log_weights(n, 11, -8.f, 0.f);
+  std::vector<double> nw(n);
+  long double total = 0;
+  for (std::int64_t i = 0; i < n; ++i) total += std::exp(static_cast<long double>(lw[i]));
+  for (std::int64_t i = 0; i < n; ++i) nw[i] = double(n * std::exp(static_cast<long double>(lw[i])) / total);
+  for (auto scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    const auto a = run(lw, 1, n, o);
+    std::vector<std::int64_t> counts(n, 0);
+    for (auto i : a) ++counts[i];
+    for (std::int64_t i = 0; i < n; ++i) {
+      ASSERT_GE(counts[i], std::floor(nw[i] - 1e-6)) << ds::to_string(scheme) << " " << i;
+      if (scheme == ds::resampling_scheme::systematic) {
+        ASSERT_LE(counts[i], std::ceil(nw[i] + 1e-6)) << i;
+      }
+    }
+  }
+}
+
+TEST(Particles, CudaAndCpuAgreeOnALargeProblemWithInt64AndWeights) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const std::int64_t n = std::int64_t(1) << 20;
+  const auto lw = random_log_weights(n, 21, -30.f, 0.f);
+  ds::testing::device_buffer<float> lw_d(lw), w_d(n);
+  for (auto scheme : all_schemes) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 8;
+    std::vector<std::int64_t> ref(n);
+    std::vector<float> w(n);
+    ds::particle_outputs out;
+    out.ancestors64 = ref.data();
+    out.normalised_weights = w.data();
+    ds::resample(lw.data(), 1, n, o, out, cpu());
+    ds::testing::device_buffer<std::int64_t> a_d(n);
+    out.ancestors64 = a_d.ptr;
+    out.normalised_weights = w_d.ptr;
+    const std::size_t bytes = ds::resampling_workspace_bytes(1, n, scheme);
+    ds::testing::device_buffer<unsigned char> ws(bytes);
+    ds::resample(lw_d.ptr, 1, n, o, out, {ds::executor::cuda, nullptr}, ws.ptr, bytes);
+    EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
+    // Normalised weights use FP64 sums in different orders: agreement to float rounding.
+    const auto wg = w_d.download();
+    for (std::int64_t i = 0; i < n; i += 997) EXPECT_NEAR(wg[i], w[i], 1e-6f * w[i] + 1e-30f) << i;
+  }
+}
