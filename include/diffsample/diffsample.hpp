@@ -2,11 +2,13 @@
 /// @brief Umbrella header of the C++ API.
 #pragma once
 
+#include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
 #include <diffsample/execution.hpp>
 #include <diffsample/langevin.hpp>
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
+#include <diffsample/schedule.hpp>
 
 namespace diffsample {
 /// Library version string, "major.minor.patch".

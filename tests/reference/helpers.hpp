@@ -27,7 +27,7 @@ struct device_buffer {
   T* ptr = nullptr;
   std::size_t n = 0;
   explicit device_buffer(std::size_t count) : n(count) {
-    if (cudaMalloc(&ptr, count * sizeof(T) + 16) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
+    if (cudaMalloc(reinterpret_cast<void**>(&ptr), count * sizeof(T) + 16) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
   }
   device_buffer(const std::vector<T>& host) : device_buffer(host.size()) { upload(host); }
   ~device_buffer() { cudaFree(ptr); }
