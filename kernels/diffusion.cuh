@@ -135,3 +135,62 @@ struct diffusion_workspace_functor {
 };
 
 }  // namespace diffsample::kernels
+
+namespace diffsample::kernels {
+
+/// One step of the stepwise (neural-model) path: the caller's model output for the whole batch is converted to a
+/// denoiser m = ux x + um output (per step, so score, eps, x0 or velocity outputs all work), then the step's
+/// update runs. The step index is read from device memory so that a captured CUDA graph replays correctly; a step
+/// past the end is a no-op.
+struct plan_step_functor {
+  const diffusion_step* table;
+  const float* convert;        // 2 per step: ux, um
+  const std::int64_t* counter;
+  std::int64_t steps;
+  float* x;                    // n x d
+  const float* model;          // n x d
+  int d;
+  bool final_jump;             // true: x <- m with the final entry, no noise
+  std::uint64_t seed, first_chain;
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t k = final_jump ? steps : *counter;
+    if (k > steps || (!final_jump && k == steps)) return;
+    const diffusion_step st = table[k];
+    const float ux = convert[2 * k], um = convert[2 * k + 1];
+    float* xi = x + i * d;
+    const float* mi = model + i * d;
+    if (final_jump) {
+      for (int j = 0; j < d; ++j) xi[j] = ux * xi[j] + um * mi[j];
+      return;
+    }
+    philox rng(seed, first_chain + static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+    if (st.cn != 0.f) {
+      rng.normals(d, [&](int j, float z) { xi[j] = st.cx * xi[j] + st.cm * (ux * xi[j] + um * mi[j]) + st.cn * z; });
+    } else {
+      for (int j = 0; j < d; ++j) xi[j] = st.cx * xi[j] + st.cm * (ux * xi[j] + um * mi[j]);
+    }
+  }
+};
+
+/// Draws the initial state x = scale z from step 0 of each chain's stream (as the fused samplers do).
+struct plan_initial_functor {
+  float* x;
+  int d;
+  float scale;
+  std::uint64_t seed, first_chain;
+  DS_HD void operator()(std::int64_t i) const {
+    philox rng(seed, first_chain + static_cast<std::uint64_t>(i), 0);
+    float* xi = x + i * d;
+    const float sc = scale;
+    rng.normals(d, [&](int j, float z) { xi[j] = sc * z; });
+  }
+};
+
+/// Advances (or resets) the device step counter, stream-ordered after the step that read it.
+struct plan_counter_functor {
+  std::int64_t* counter;
+  bool reset;
+  DS_HD void operator()(std::int64_t) const { *counter = reset ? 0 : *counter + 1; }
+};
+
+}  // namespace diffsample::kernels

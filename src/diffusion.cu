@@ -312,4 +312,171 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
   return report;
 }
 
+
+// --- stepwise plan ------------------------------------------------------------------------------------------------
+
+const char* to_string(model_output m) noexcept {
+  switch (m) {
+    case model_output::score: return "score";
+    case model_output::denoiser: return "denoiser";
+    case model_output::eps: return "eps";
+    case model_output::velocity: return "velocity";
+  }
+  return "unknown";
+}
+
+model_output parse_model_output(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(model_output::velocity); ++i)
+    if (name == to_string(static_cast<model_output>(i))) return static_cast<model_output>(i);
+  if (name == "x0") return model_output::denoiser;
+  throw invalid_argument("output: unknown model output '" + name + "' (expected score, denoiser, eps or velocity)");
+}
+
+namespace detail {
+
+struct plan_storage {
+  executor where = executor::cpu;
+  std::int64_t n = 0, d = 0, steps = 0;
+  bool final_jump = false, draw_initial = true;
+  float initial_scale = 1.f;
+  std::uint64_t seed = 0, first_chain = 0;
+  std::vector<diffusion_step> table;
+  std::vector<float> convert;  // ux, um per entry
+  std::vector<double> times;
+  std::int64_t host_counter = 0;
+  void* device = nullptr;  // table | convert | counter
+  const diffusion_step* table_ptr = nullptr;
+  const float* convert_ptr = nullptr;
+  std::int64_t* counter_ptr = nullptr;
+  ~plan_storage() {
+    if (device != nullptr) (void)cudaFree(device);
+  }
+};
+
+}  // namespace detail
+
+diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_options& o, model_output output,
+                               execution exec)
+    : storage_(std::make_unique<detail::plan_storage>()) {
+  detail::check_count("n", n, d);
+  DIFFSAMPLE_EXPECTS(d <= (1 << 24), "d: must be in [1, 2^24], got " << d);
+  DIFFSAMPLE_EXPECTS(o.sampler != diffusion_sampler::ode_heun && o.sampler != diffusion_sampler::sequential_measurements,
+                     "options.sampler: " << to_string(o.sampler)
+                                         << " evaluates the model away from x and is available only fused (diffusion())");
+  DIFFSAMPLE_EXPECTS(output >= model_output::score && output <= model_output::velocity,
+                     "output: invalid value " << static_cast<int>(output));
+  DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
+                     "options.steps: must be in [1, 2^24], got " << o.steps);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1, "options.eta: must be in [0, 1], got " << o.eta);
+  if (!uses_schedule(o.sampler)) {
+    detail::check_positive("options.sigma", o.sigma);
+    detail::check_positive("options.step_size", o.step_size);
+  }
+  DIFFSAMPLE_EXPECTS(output != model_output::velocity || uses_schedule(o.sampler),
+                     "output: velocity needs a schedule-based sampler, not " << to_string(o.sampler));
+  const table tb = build_table(o);
+  auto& st = *storage_;
+  st.where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
+                                              : detail::resolve_executor(exec.kind, nullptr);
+  st.n = n;
+  st.d = d;
+  st.steps = o.steps;
+  st.final_jump = tb.final_denoise;
+  st.draw_initial = o.draw_initial;
+  st.initial_scale = tb.initial_scale;
+  st.seed = o.seed;
+  st.first_chain = o.first_chain;
+  st.table = tb.steps;
+  std::vector<schedule_point> pts;
+  if (uses_schedule(o.sampler)) pts = o.schedule.points(o.steps);
+  for (std::int64_t k = 0; k <= o.steps; ++k) {
+    const diffusion_step& e = st.table[k];
+    st.times.push_back(pts.empty() ? 0.0 : pts[k].t);
+    double ux = 0, um = 1;
+    const double a = e.a, s = e.s;
+    if (output == model_output::score || output == model_output::eps) {
+      DIFFSAMPLE_EXPECTS(a > 0, "output: a " << to_string(output) << " model needs a > 0 to give x0, but a = 0 at step "
+                                             << k);
+      ux = 1 / a;
+      um = output == model_output::score ? s * s / a : -s / a;
+    } else if (output == model_output::velocity) {
+      const schedule_point& p = pts[k];
+      const double fx = p.s > 0 ? p.ds_dt / p.s : 0.0, fm = p.s > 0 ? p.da_dt - p.ds_dt * p.a / p.s : 0.0;
+      DIFFSAMPLE_EXPECTS(p.s > 0 && fm != 0 && std::isfinite(fm),
+                         "output: a velocity model does not determine x0 at t = " << p.t << " (step " << k << ")");
+      ux = -fx / fm;
+      um = 1 / fm;
+    }
+    st.convert.push_back(float(ux));
+    st.convert.push_back(float(um));
+  }
+  if (st.where == executor::cuda) {
+    const std::size_t table_b = (st.table.size() * sizeof(diffusion_step) + 255) / 256 * 256;
+    const std::size_t convert_b = (st.convert.size() * sizeof(float) + 255) / 256 * 256;
+    detail::check_allocation("diffusion_plan", table_b + convert_b + 256, st.where);
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, table_b + convert_b + 256));
+    auto* base = static_cast<unsigned char*>(st.device);
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpy(base, st.table.data(), st.table.size() * sizeof(diffusion_step),
+                                   cudaMemcpyHostToDevice));
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpy(base + table_b, st.convert.data(), st.convert.size() * sizeof(float),
+                                   cudaMemcpyHostToDevice));
+    DIFFSAMPLE_CUDA_TRY(cudaMemset(base + table_b + convert_b, 0, sizeof(std::int64_t)));
+    st.table_ptr = reinterpret_cast<const diffusion_step*>(base);
+    st.convert_ptr = reinterpret_cast<const float*>(base + table_b);
+    st.counter_ptr = reinterpret_cast<std::int64_t*>(base + table_b + convert_b);
+  } else {
+    st.table_ptr = st.table.data();
+    st.convert_ptr = st.convert.data();
+    st.counter_ptr = &st.host_counter;
+  }
+}
+
+diffusion_plan::~diffusion_plan() = default;
+diffusion_plan::diffusion_plan(diffusion_plan&&) noexcept = default;
+diffusion_plan& diffusion_plan::operator=(diffusion_plan&&) noexcept = default;
+
+std::int64_t diffusion_plan::steps() const noexcept { return storage_->steps; }
+executor diffusion_plan::where() const noexcept { return storage_->where; }
+bool diffusion_plan::needs_final_jump() const noexcept { return storage_->final_jump; }
+const std::int64_t* diffusion_plan::step_counter() const noexcept { return storage_->counter_ptr; }
+
+channel diffusion_plan::step_channel(std::int64_t k) const {
+  DIFFSAMPLE_EXPECTS(k >= 0 && k <= storage_->steps, "k: must be in [0, " << storage_->steps << "], got " << k);
+  return {storage_->table[k].a, storage_->table[k].s};
+}
+
+double diffusion_plan::step_time(std::int64_t k) const {
+  DIFFSAMPLE_EXPECTS(k >= 0 && k <= storage_->steps, "k: must be in [0, " << storage_->steps << "], got " << k);
+  return storage_->times[k];
+}
+
+void diffusion_plan::reset(float* x, cudaStream_t stream) {
+  const auto& st = *storage_;
+  DIFFSAMPLE_EXPECTS(x != nullptr || st.n == 0, "x: null pointer");
+  if (st.draw_initial)
+    kernels::for_each_index(st.where, st.n,
+                            kernels::plan_initial_functor{x, int(st.d), st.initial_scale, st.seed, st.first_chain},
+                            stream);
+  kernels::for_each_index(st.where, 1, kernels::plan_counter_functor{st.counter_ptr, true}, stream, 32);
+}
+
+void diffusion_plan::step(float* x, const float* model, cudaStream_t stream) {
+  const auto& st = *storage_;
+  DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
+  kernels::for_each_index(st.where, st.n,
+                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.counter_ptr, st.steps, x, model,
+                                                     int(st.d), false, st.seed, st.first_chain},
+                          stream);
+  kernels::for_each_index(st.where, 1, kernels::plan_counter_functor{st.counter_ptr, false}, stream, 32);
+}
+
+void diffusion_plan::finish(float* x, const float* model, cudaStream_t stream) {
+  const auto& st = *storage_;
+  DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
+  kernels::for_each_index(st.where, st.n,
+                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.counter_ptr, st.steps, x, model,
+                                                     int(st.d), true, st.seed, st.first_chain},
+                          stream);
+}
+
 }  // namespace diffsample

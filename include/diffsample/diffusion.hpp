@@ -10,6 +10,7 @@
 #include <diffsample/schedule.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace diffsample {
@@ -99,5 +100,70 @@ DIFFSAMPLE_API diffusion_report diffusion(const gaussian_mixture& mixture, float
                                           const diffusion_options& options, diffusion_outputs outputs = {},
                                           execution exec = {}, void* workspace = nullptr,
                                           std::size_t workspace_bytes = 0);
+
+
+/// What a neural model writes into the plan's model buffer at each step (declared once per plan).
+enum class model_output : int {
+  score = 0,     ///< grad log p_t(x)
+  denoiser = 1,  ///< x0 prediction E[x0 | x_t = x]
+  eps = 2,       ///< noise prediction (x - a x0) / s
+  velocity = 3,  ///< probability-flow velocity dx/dt = (s'/s) x + (a' - s' a / s) x0
+};
+
+/// "score", "denoiser", "eps" or "velocity".
+DIFFSAMPLE_API const char* to_string(model_output m) noexcept;
+/// Parses the names of to_string(model_output) (and "x0"); throws invalid_argument otherwise.
+DIFFSAMPLE_API model_output parse_model_output(const std::string& name);
+
+namespace detail {
+struct plan_storage;
+}
+
+/// Stepwise sampling with a caller's model (a neural network): the plan holds the coefficient table and a device
+/// step counter; per step the caller evaluates its model at the channel step_channel(k) on the current x for the
+/// whole batch, writes the output into a buffer, and step() applies the fused update. step() neither synchronises
+/// nor allocates, and the step index advances on the device, so a loop of (model, step) can be captured in a CUDA
+/// graph and replayed. Samplers: ddpm, ddim, reverse_sde, ode_euler, stochastic_localization and walk_jump
+/// (ode_heun and sequential_measurements evaluate the model at points other than x and are fused-only).
+/// With the mixture's denoiser as the model, the result equals diffusion() on the same options bit for bit on the
+/// CPU executor.
+class DIFFSAMPLE_API diffusion_plan {
+ public:
+  /// Validates the options, builds the table and allocates device memory once (cudaMalloc and a synchronous copy:
+  /// construction synchronises; nothing afterwards does).
+  /// @param n, d      batch size and dimension of x and of the model buffer (n x d floats each)
+  /// @param exec      executor::cuda or executor::cpu (automatic picks CUDA when a GPU is present)
+  /// @throws invalid_argument for bad sizes, unsupported samplers or invalid schedules
+  diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_options& options, model_output output,
+                 execution exec = {});
+  ~diffusion_plan();
+  diffusion_plan(diffusion_plan&&) noexcept;
+  diffusion_plan& operator=(diffusion_plan&&) noexcept;
+  diffusion_plan(const diffusion_plan&) = delete;
+  diffusion_plan& operator=(const diffusion_plan&) = delete;
+
+  std::int64_t steps() const noexcept;     ///< number of step() calls of one trajectory
+  executor where() const noexcept;         ///< executor the plan runs on
+  bool needs_final_jump() const noexcept;  ///< true when finish() must follow the last step (SL, walk-jump, option)
+  /// Channel at which the model must be evaluated before step k (k = steps() for finish()).
+  channel step_channel(std::int64_t k) const;
+  /// Time of step k in the schedule (walk_jump: 0).
+  double step_time(std::int64_t k) const;
+  /// Device (or, on the CPU executor, host) pointer to the current step index, for models captured in a graph.
+  const std::int64_t* step_counter() const noexcept;
+
+  /// Resets the step counter to 0 and, when options.draw_initial, draws x = s_0 z (n x d) as diffusion() does.
+  /// Asynchronous on the CUDA executor.
+  void reset(float* x, cudaStream_t stream = nullptr);
+  /// Applies the update of the current step to x given the model output at x (both n x d, on the plan's
+  /// executor) and advances the step counter. A call past the last step leaves x unchanged. Asynchronous; no
+  /// validation beyond null pointers, so that it can be captured.
+  void step(float* x, const float* model, cudaStream_t stream = nullptr);
+  /// The final jump x <- E[x0 | x] from the model output at step_channel(steps()). Asynchronous.
+  void finish(float* x, const float* model, cudaStream_t stream = nullptr);
+
+ private:
+  std::unique_ptr<detail::plan_storage> storage_;
+};
 
 }  // namespace diffsample
