@@ -202,14 +202,23 @@ void check_sampler_laws(std::int64_t d) {
 
 }  // namespace
 
+// Seen failing against deliberately wrong coefficients: DDPM noise 1.2 sqrt(betatilde) (vp_linear and VE cases);
+// DDPM x0 coefficient with a instead of a' (d = 2, SW ratio 1.58); DDIM eps term without the factor a (both DDIM
+// cases, shares off by up to 0.9); reverse-SDE noise variance g^2 h / 2 (OU reverse SDE and stochastic
+// localization); probability-flow velocity with s'/s in place of s' a / s (every ODE case); walk-jump and SMS drift
+// gamma / sigma instead of gamma / sigma^2; SMS accumulating half of each measurement.
 TEST(Diffusion, EverySamplerEndsAtTheMixtureInDimension2) { check_sampler_laws(2); }
 
+// Seen failing, in addition: SMS ignoring the earlier measurements in ybar_m (es = 0), and a reverse-SDE drift
+// with f = 0.9 a'/a (OU reverse SDE and stochastic localization), both of which d = 2 is too easy to expose.
 TEST(Diffusion, EverySamplerEndsAtTheMixtureInDimension32) { check_sampler_laws(32); }
 
+// Seen failing with the DDPM noise scaled by 1.2 (variances off at every record).
 TEST(Diffusion, TrajectoryFollowsTheExactNoisedMarginals) {
   // DDPM on vp_linear, recorded every 25 of 100 steps: the state after step k has the law p_t at the channel of
-  // grid point k. Per coordinate the mean has standard error sqrt(var / n) and the variance sqrt(2 / (n - 1)) var
-  // (Gaussian approximation; the mixture's kurtosis is below 3, so it overstates nothing); 5 standard errors each.
+  // grid point k. Per coordinate a sample mean has standard error sqrt(var / n) and a sample variance
+  // sqrt(2 / (n - 1)) var (the Gaussian value, an upper bound here: these bimodal coordinates have kurtosis <= 3);
+  // the difference of two independent estimates has sqrt(2) times that; 5 standard errors each.
   const gaussian_mixture mix = test_mixture(2);
   const std::int64_t n = 4000, d = 2;
   diffusion_options o;
@@ -294,6 +303,8 @@ double ode_error(diffusion_sampler sampler, std::int64_t steps) {
 }
 }  // namespace
 
+// Seen failing with Heun's corrector using the first point's s'/s (ratio 2.0: first order) and with a wrong
+// velocity coefficient (no convergence to the exact map).
 TEST(Diffusion, OdeSolversConvergeAtTheirOrder) {
   // Halving the step divides Euler's global error by 2 and Heun's by 4; the ranges allow for the constants'
   // variation at these step counts (FP32 rounding stays below 1e-5, far under the smallest error measured).
@@ -311,6 +322,7 @@ TEST(Diffusion, OdeSolversConvergeAtTheirOrder) {
   }
 }
 
+// Seen failing with the stream keyed by the call-local index i instead of first_chain + i.
 TEST(Diffusion, BatchSplitGivesIdenticalSamples) {
   // d = 2 runs in registers, d = 3 in workspace: both paths key the stream by chain id only.
   for (std::int64_t d : {2, 3}) {
@@ -509,6 +521,7 @@ std::vector<diffusion_options> plan_cases() {
 }
 }  // namespace
 
+// Seen failing with the plan keying its step noise by k instead of k + 1.
 TEST(DiffusionPlan, DenoiserOutputReproducesTheFusedSamplerExactly) {
   // Same table, same stream keys, same FP32 operations: the stepwise path must give the fused result bit for bit.
   for (std::int64_t d : {2, 3}) {
@@ -521,6 +534,7 @@ TEST(DiffusionPlan, DenoiserOutputReproducesTheFusedSamplerExactly) {
   }
 }
 
+// Seen failing with the score-to-x0 conversion using s / a instead of s^2 / a.
 TEST(DiffusionPlan, ScoreOutputMatchesTheFusedSampler) {
   // A score output is converted to x0 = (x + s^2 score) / a, which rounds differently from the direct denoiser:
   // chains agree to ~1e-4, except a rare chain tipped across the boundary between modes (at most 1%).
