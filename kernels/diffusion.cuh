@@ -38,8 +38,8 @@ struct diffusion_params {
   const diffusion_step* table;  // steps + 1 entries; entry `steps` is the final denoise when final_denoise
   std::int64_t steps;
   bool final_denoise;
-  bool draw_initial;            // x <- init_noise of entry 0 ... see initial_scale
-  float initial_scale;          // x = initial_scale z when draw_initial
+  bool draw_initial;            // true: x = initial_scale z from step 0 of the chain's stream; false: x is read
+  float initial_scale;
   std::uint64_t seed, first_chain;
   std::int64_t n;
   std::int64_t record_every;
