@@ -116,6 +116,16 @@ std::vector<law_case> law_cases(std::int64_t d) {
   o.steps = 200;
   cases.push_back({"ddpm vp_linear 200", o});
 
+  if (d == 2) {
+    // Ho et al.'s discrete DDPM: 1000 betas in [1e-4, 0.02], every step taken (the uniform grid hits the nodes).
+    std::vector<double> alpha_bar(1000);
+    double prod = 1;
+    for (int i = 0; i < 1000; ++i) alpha_bar[i] = prod *= 1 - (1e-4 + (0.02 - 1e-4) * i / 999.0);
+    o.schedule = noise_schedule::vp_table(alpha_bar);
+    o.steps = 1000;
+    cases.push_back({"ddpm vp_table (discrete DDPM) 1000", o});
+  }
+
   o.sampler = diffusion_sampler::ddim;
   o.schedule = noise_schedule::vp_cosine().with_grid(time_grid::uniform, 0.995, 0.0);
   o.steps = 100;
@@ -358,6 +368,20 @@ TEST(Diffusion, WorkspacePathEndsAtTheMixture) {
   expect_law(mix, x, exact(mix, n, {1, 0}, 1), exact(mix, n, {1, 0}, 2), 1.5, "ddpm workspace path");
 }
 
+TEST(Diffusion, CallerWorkspaceGivesTheSameSamples) {
+  const gaussian_mixture mix = test_mixture(3);  // not a register dimension: the state lives in the workspace
+  diffusion_options o;
+  o.steps = 20;
+  o.seed = 2;
+  const std::int64_t n = 100;
+  const std::size_t bytes = diffusion_workspace_bytes(mix, n, o);
+  EXPECT_GE(bytes, 4 * n * 3 * sizeof(float));
+  std::vector<float> ws(bytes / sizeof(float) + 1), x(n * 3);
+  diffusion(mix, x.data(), n, o, {}, cpu, ws.data(), bytes);
+  EXPECT_EQ(x, run(mix, n, o));
+  EXPECT_THROW(diffusion(mix, x.data(), n, o, {}, cpu, ws.data(), bytes - 4), invalid_argument);
+}
+
 TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
   const gaussian_mixture mix = test_mixture(2);
   std::vector<float> x(20);
@@ -597,7 +621,7 @@ TEST(DiffusionPlan, CapturedGraphReplaysTheStepLoop) {
   DIFFSAMPLE_REQUIRE_GPU();
   // The step index lives on the device, so a captured (model, step) loop replays with the right coefficients and
   // noise: the graph's result equals the same loop issued directly, bit for bit (same kernels, same inputs).
-  // Relaxed capture because the validation inside evaluate() queries pointer attributes, which stricter modes refuse.
+  // Relaxed capture because the validation inside evaluate() queries pointer attributes, which stricter modes may refuse.
   const gaussian_mixture mix = test_mixture(2);
   const std::int64_t n = 1000, d = 2;
   diffusion_options o;
