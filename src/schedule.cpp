@@ -176,9 +176,10 @@ void check_parameters(const noise_schedule& sc) {
         const double v = sc.alpha_bar[n];
         DIFFSAMPLE_EXPECTS(std::isfinite(v) && v > 0 && v <= 1,
                            "schedule.alpha_bar[" << n << "]: must be in (0, 1], got " << v);
-        DIFFSAMPLE_EXPECTS(v < previous || (n == 0 && v <= previous),
+        DIFFSAMPLE_EXPECTS(v < previous,
                            "schedule.alpha_bar[" << n << "]: " << v << " does not decrease from the previous value "
-                                                 << previous << " (alpha-bar must be strictly decreasing)");
+                                                 << previous << " (alpha-bar must be strictly decreasing from "
+                                                 << "alpha-bar(0) = 1)");
         previous = v;
       }
       break;
