@@ -2,6 +2,7 @@
 /// @brief Umbrella header of the C++ API.
 #pragma once
 
+#include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
 #include <diffsample/execution.hpp>
 #include <diffsample/langevin.hpp>
@@ -9,6 +10,7 @@
 #include <diffsample/mixture.hpp>
 #include <diffsample/particles.hpp>
 #include <diffsample/posterior.hpp>
+#include <diffsample/schedule.hpp>
 
 namespace diffsample {
 /// Library version string, "major.minor.patch".

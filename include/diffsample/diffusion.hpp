@@ -1,0 +1,169 @@
+/// @file diffusion.hpp
+/// @brief Fused reverse-diffusion samplers on a Gaussian mixture's exact denoiser: DDPM, DDIM, reverse SDE,
+/// probability-flow ODE (Euler, Heun), stochastic localization, walk-jump and sequential multi-measurement sampling.
+/// One launch runs every step of every chain, on the CUDA or the CPU executor.
+#pragma once
+
+#include <diffsample/execution.hpp>
+#include <diffsample/export.hpp>
+#include <diffsample/mixture.hpp>
+#include <diffsample/schedule.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace diffsample {
+
+/// The update rule (shared/math.md sections 3 and 4). The model quantity is always the denoiser
+/// m = E[x0 | x_t = x] at the step's channel (a, s); the score is (a m - x) / s^2 and eps = (x - a m) / s.
+enum class diffusion_sampler : int {
+  /// DDPM ancestral step from channel (a, s) to (a', s'): x' = c0 m + c1 x + sqrt(betatilde) xi, the posterior
+  /// q(x_t' | x_t, x0 = m) of the forward channel (for VP schedules exactly the coefficients of Ho et al.).
+  ddpm = 0,
+  /// DDIM with eta in [0, 1]: x' = a' m + sqrt(s'^2 - sigma^2) eps + sigma xi; eta = 0 is deterministic.
+  ddim = 1,
+  /// Euler-Maruyama on the reverse-time SDE of the schedule's forward SDE dx = f x dt + g dW (f = a'/a,
+  /// g^2 = d(s^2)/dt - 2 f s^2). On ornstein_uhlenbeck: y <- y + h (y + 2 score) + sqrt(2 h) xi.
+  reverse_sde = 2,
+  /// Euler on the probability-flow ODE dx/dt = (s'/s) x + (a' - s' a / s) m (the stochastic-interpolant velocity;
+  /// on ornstein_uhlenbeck it is dY/dtau = Y + score, on linear_interpolant the interpolant's backward ODE).
+  ode_euler = 3,
+  /// Heun (explicit trapezoid) on the same ODE; a step whose next channel has s = 0 falls back to Euler.
+  ode_heun = 4,
+  /// Stochastic localization (schedule stochastic_localization): Z <- Z + delta m(Z, t) + sqrt(delta) xi, and the
+  /// output m(Z_T, T).
+  stochastic_localization = 5,
+  /// Walk-jump: `steps` ULA steps on q_sigma = p0 * N(0, sigma^2 I) with step size gamma, then the jump
+  /// x = y + sigma^2 grad log q_sigma(y) = E[x0 | y]. The schedule is not used.
+  walk_jump = 6,
+  /// Sequential multi-measurement sampling (SMS): for m = 1..M, `steps` ULA steps on y_m | y_1..m-1 with
+  /// gradient (E[x0 | ybar_m] - y_m) / sigma^2 at noise sigma / sqrt(m), then the jump E[x0 | y_1..M].
+  sequential_measurements = 7,
+};
+
+/// "ddpm", "ddim", "reverse_sde", "ode_euler", "ode_heun", "stochastic_localization", "walk_jump" or
+/// "sequential_measurements".
+DIFFSAMPLE_API const char* to_string(diffusion_sampler s) noexcept;
+/// Parses the names of to_string(diffusion_sampler) (and "sms", "heun", "euler", "sl"); throws invalid_argument.
+DIFFSAMPLE_API diffusion_sampler parse_diffusion_sampler(const std::string& name);
+
+/// Settings of one run. Chain i uses the Philox stream (seed, first_chain + i, k): k = 0 for its initial noise and
+/// k = j + 1 for its j-th step, so a batch split by first_chain gives the same samples as one call.
+struct diffusion_options {
+  diffusion_sampler sampler = diffusion_sampler::ddpm;
+  noise_schedule schedule = noise_schedule::vp_linear();  ///< channel and time grid (diffusion samplers)
+  std::int64_t steps = 100;   ///< grid steps; Langevin steps (walk_jump) or Langevin steps per measurement (SMS)
+  double eta = 0.0;           ///< DDIM stochasticity, in [0, 1]
+  double sigma = 1.0;         ///< walk_jump and SMS: measurement noise sigma > 0
+  double step_size = 0.1;     ///< walk_jump and SMS: Langevin step gamma > 0
+  std::int64_t measurements = 4;  ///< SMS: number of measurements M >= 1
+  /// Diffusion samplers: after the last step, replace x by the denoiser at the last channel (always done by
+  /// stochastic_localization, walk_jump and SMS, whose output is that jump).
+  bool final_denoise = false;
+  /// true: the library draws the initial state x = s_0 z (s_0 the first channel's noise; sigma for walk_jump and
+  /// SMS) from the random stream and ignores x's contents; false: x holds the caller's initial state.
+  bool draw_initial = true;
+  std::uint64_t seed = 0;         ///< Philox key
+  std::uint64_t first_chain = 0;  ///< id of the call's first chain in the random stream
+  std::int64_t record_every = 0;  ///< if > 0, write the state after every record_every-th step to the trajectory
+};
+
+/// Optional outputs (caller buffers on the executor's side; nullptr to skip).
+struct diffusion_outputs {
+  /// (total_steps / record_every) x n x d floats: the state after steps record_every, 2 record_every, ...
+  /// (before the final denoise). total_steps = steps, or steps x measurements for SMS.
+  float* trajectory = nullptr;
+};
+
+/// What a run did.
+struct diffusion_report {
+  executor ran = executor::automatic;  ///< executor that ran
+  bool register_path = false;          ///< true when d was in the compiled list and state stayed in registers
+  std::int64_t total_steps = 0;        ///< steps run per chain (steps x measurements for SMS)
+};
+
+/// Bytes of device workspace a run needs: the coefficient table, plus 4 n d floats when d is not in the
+/// register-path list. Pass a buffer of at least this size to diffusion() to keep it allocation-free.
+/// @throws invalid_argument as diffusion() does for invalid options
+DIFFSAMPLE_API std::size_t diffusion_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n,
+                                                     const diffusion_options& options);
+
+/// Runs the whole trajectory of n chains in one fused launch. @p x (n x d, row-major) receives the samples (and
+/// holds the initial states when options.draw_initial is false). The per-step coefficients are computed on the
+/// host in FP64 and copied once per call (cudaMemcpyAsync on exec.stream) into the workspace. Asynchronous on the
+/// CUDA executor: no host synchronisation; without a caller workspace one stream-ordered allocation is made
+/// per call, never per step.
+/// @throws invalid_argument for bad sizes, pointers, schedules (non-monotone, a channel where a step divides by
+///         s = 0 or a = 0) or options, before anything is launched
+DIFFSAMPLE_API diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64_t n,
+                                          const diffusion_options& options, diffusion_outputs outputs = {},
+                                          execution exec = {}, void* workspace = nullptr,
+                                          std::size_t workspace_bytes = 0);
+
+
+/// What a neural model writes into the plan's model buffer at each step (declared once per plan).
+enum class model_output : int {
+  score = 0,     ///< grad log p_t(x)
+  denoiser = 1,  ///< x0 prediction E[x0 | x_t = x]
+  eps = 2,       ///< noise prediction (x - a x0) / s
+  velocity = 3,  ///< probability-flow velocity dx/dt = (s'/s) x + (a' - s' a / s) x0
+};
+
+/// "score", "denoiser", "eps" or "velocity".
+DIFFSAMPLE_API const char* to_string(model_output m) noexcept;
+/// Parses the names of to_string(model_output) (and "x0"); throws invalid_argument otherwise.
+DIFFSAMPLE_API model_output parse_model_output(const std::string& name);
+
+namespace detail {
+struct plan_storage;
+}
+
+/// Stepwise sampling with a caller's model (a neural network): the plan holds the coefficient table and a device
+/// step counter; per step the caller evaluates its model at the channel step_channel(k) on the current x for the
+/// whole batch, writes the output into a buffer, and step() applies the fused update. step() neither synchronises
+/// nor allocates, and the step index advances on the device, so a loop of (model, step) can be captured in a CUDA
+/// graph and replayed. Samplers: ddpm, ddim, reverse_sde, ode_euler, stochastic_localization and walk_jump
+/// (ode_heun and sequential_measurements evaluate the model at points other than x and are fused-only).
+/// With the mixture's denoiser as the model, the result equals diffusion() on the same options bit for bit on the
+/// CPU executor.
+class DIFFSAMPLE_API diffusion_plan {
+ public:
+  /// Validates the options, builds the table and allocates device memory once (cudaMalloc and a synchronous copy:
+  /// construction synchronises; nothing afterwards does).
+  /// @param n, d      batch size and dimension of x and of the model buffer (n x d floats each)
+  /// @param exec      executor::cuda or executor::cpu (automatic picks CUDA when a GPU is present)
+  /// @throws invalid_argument for bad sizes, unsupported samplers or invalid schedules
+  diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_options& options, model_output output,
+                 execution exec = {});
+  ~diffusion_plan();
+  diffusion_plan(diffusion_plan&&) noexcept;
+  diffusion_plan& operator=(diffusion_plan&&) noexcept;
+  diffusion_plan(const diffusion_plan&) = delete;
+  diffusion_plan& operator=(const diffusion_plan&) = delete;
+
+  std::int64_t steps() const noexcept;     ///< number of step() calls of one trajectory
+  executor where() const noexcept;         ///< executor the plan runs on
+  bool needs_final_jump() const noexcept;  ///< true when finish() must follow the last step (SL, walk-jump, option)
+  /// Channel at which the model must be evaluated before step k (k = steps() for finish()).
+  channel step_channel(std::int64_t k) const;
+  /// Time of step k in the schedule (walk_jump: 0).
+  double step_time(std::int64_t k) const;
+  /// Device (or, on the CPU executor, host) pointer to the current step index, for models captured in a graph.
+  const std::int64_t* step_counter() const noexcept;
+
+  /// Resets the step counter to 0 and, when options.draw_initial, draws x = s_0 z (n x d) as diffusion() does.
+  /// Asynchronous on the CUDA executor.
+  void reset(float* x, cudaStream_t stream = nullptr);
+  /// Applies the update of the current step to x given the model output at x (both n x d, on the plan's
+  /// executor) and advances the step counter. A call past the last step leaves x unchanged. Asynchronous; no
+  /// validation beyond null pointers, so that it can be captured.
+  void step(float* x, const float* model, cudaStream_t stream = nullptr);
+  /// The final jump x <- E[x0 | x] from the model output at step_channel(steps()). Asynchronous.
+  void finish(float* x, const float* model, cudaStream_t stream = nullptr);
+
+ private:
+  std::unique_ptr<detail::plan_storage> storage_;
+};
+
+}  // namespace diffsample

@@ -1,0 +1,482 @@
+// Reverse-diffusion launchers: the schedule and the sampler folded into a per-step coefficient table on the host
+// (FP64, shared/math.md sections 3 and 4), then one fused launch running every step of every chain (register path
+// for a short compile-time list of dimensions, workspace path otherwise).
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "kernels/diffusion.cuh"
+#include "kernels/launch.cuh"
+#include "src/cuda_check.hpp"
+#include "src/mixture_storage.hpp"
+#include "src/validate.hpp"
+#include <diffsample/diffusion.hpp>
+#include <diffsample/error.hpp>
+
+namespace diffsample {
+
+const char* to_string(diffusion_sampler s) noexcept {
+  switch (s) {
+    case diffusion_sampler::ddpm: return "ddpm";
+    case diffusion_sampler::ddim: return "ddim";
+    case diffusion_sampler::reverse_sde: return "reverse_sde";
+    case diffusion_sampler::ode_euler: return "ode_euler";
+    case diffusion_sampler::ode_heun: return "ode_heun";
+    case diffusion_sampler::stochastic_localization: return "stochastic_localization";
+    case diffusion_sampler::walk_jump: return "walk_jump";
+    case diffusion_sampler::sequential_measurements: return "sequential_measurements";
+  }
+  return "unknown";
+}
+
+diffusion_sampler parse_diffusion_sampler(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(diffusion_sampler::sequential_measurements); ++i)
+    if (name == to_string(static_cast<diffusion_sampler>(i))) return static_cast<diffusion_sampler>(i);
+  if (name == "euler") return diffusion_sampler::ode_euler;
+  if (name == "heun") return diffusion_sampler::ode_heun;
+  if (name == "sde") return diffusion_sampler::reverse_sde;
+  if (name == "sl") return diffusion_sampler::stochastic_localization;
+  if (name == "sms") return diffusion_sampler::sequential_measurements;
+  throw invalid_argument("sampler: unknown diffusion sampler '" + name +
+                         "' (expected ddpm, ddim, reverse_sde, ode_euler, ode_heun, stochastic_localization, "
+                         "walk_jump or sequential_measurements)");
+}
+
+namespace {
+
+using kernels::diffusion_step;
+
+bool uses_schedule(diffusion_sampler s) {
+  return s != diffusion_sampler::walk_jump && s != diffusion_sampler::sequential_measurements;
+}
+
+diffusion_step plain_step(double a, double s) {
+  diffusion_step st{};
+  st.a = float(a);
+  st.s = float(s);
+  st.ex = 1.f;
+  st.cx = 1.f;
+  return st;
+}
+
+// The table of one run: total steps entries, plus a final-denoise entry. Everything is derived in FP64 here.
+struct table {
+  std::vector<diffusion_step> steps;
+  bool final_denoise = false;
+  float initial_scale = 1.f;
+};
+
+table build_schedule_table(const diffusion_options& o) {
+  const std::vector<schedule_point> pts = o.schedule.points(o.steps);
+  const bool is_sl = o.sampler == diffusion_sampler::stochastic_localization;
+  DIFFSAMPLE_EXPECTS(!is_sl || o.schedule.kind == schedule_kind::stochastic_localization,
+                     "options.schedule: the stochastic_localization sampler needs the stochastic_localization "
+                     "schedule, got " << to_string(o.schedule.kind));
+  table tb;
+  tb.initial_scale = float(pts.front().s);
+  tb.final_denoise = o.final_denoise || is_sl;
+  for (std::int64_t k = 0; k < o.steps; ++k) {
+    const schedule_point& p = pts[k];
+    const schedule_point& q = pts[k + 1];
+    const double dt = q.t - p.t;
+    // Every update below divides by the noise scale of the point where the denoiser is evaluated.
+    DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k << "), where the "
+                                                                   << to_string(o.sampler) << " update divides by s");
+    diffusion_step st = plain_step(p.a, p.s);
+    const double s2 = p.s * p.s;
+    switch (o.sampler) {
+      case diffusion_sampler::ddpm:
+      case diffusion_sampler::ddim: {
+        DIFFSAMPLE_EXPECTS(q.a > 0, "options.schedule: a = 0 at t = " << q.t << " (step " << k + 1 << "), where the "
+                                                                      << to_string(o.sampler) << " update divides by a");
+        // Forward kernel from t' (q) to t (p): x_t = r x_t' + sqrt(v) z, r = a/a', v = s^2 - r^2 s'^2 (>= 0 as the
+        // SNR increases along the grid). The posterior q(x_t' | x_t, x0) has variance s'^2 v / s^2 and mean
+        // (a' v / s^2) x0 + (r s'^2 / s^2) x_t: for VP, c0 = sqrt(abar') beta / (1 - abar) and
+        // c1 = sqrt(alpha) (1 - abar') / (1 - abar) of math.md 4.
+        const double r = p.a / q.a;
+        const double v = std::max(0.0, s2 - r * r * q.s * q.s);
+        const double post_var = q.s * q.s * v / s2;
+        if (o.sampler == diffusion_sampler::ddpm) {
+          st.cx = float(r * q.s * q.s / s2);
+          st.cm = float(q.a * v / s2);
+          st.cn = float(std::sqrt(post_var));
+        } else {
+          const double sigma = o.eta * std::sqrt(post_var);
+          const double c = std::sqrt(std::max(0.0, q.s * q.s - sigma * sigma));
+          // x' = a' m + c eps + sigma xi with eps = (x - a m) / s.
+          st.cx = float(c / p.s);
+          st.cm = float(q.a - c * p.a / p.s);
+          st.cn = float(sigma);
+        }
+        break;
+      }
+      case diffusion_sampler::reverse_sde:
+      case diffusion_sampler::stochastic_localization: {
+        DIFFSAMPLE_EXPECTS(p.a > 0, "options.schedule: a = 0 at t = " << p.t << " (step " << k << "), where the "
+                                                                      << "reverse SDE's drift divides by a");
+        // Forward SDE dx = f x dt + g dW with f = a'/a, g^2 = d(s^2)/dt - 2 f s^2. Step dt (signed) with the
+        // reverse drift f x - g^2 score, score = (a m - x) / s^2, and noise variance -g^2 dt. On OU (f = -1,
+        // g^2 = 2, dt = -h) this is y + h (y + 2 score) + sqrt(2 h) xi; on stochastic localization (f = 1/t,
+        // g^2 = -1, dt = delta) the drift is delta (x / t + score) = delta m: Z + delta m + sqrt(delta) xi.
+        const double f = p.da_dt / p.a;
+        const double g2 = 2 * p.s * p.ds_dt - 2 * f * s2;
+        st.cx = float(1 + dt * f + dt * g2 / s2);
+        st.cm = float(-dt * g2 * p.a / s2);
+        st.cn = float(std::sqrt(std::max(0.0, -g2 * dt)));
+        break;
+      }
+      case diffusion_sampler::ode_euler:
+      case diffusion_sampler::ode_heun: {
+        // Velocity b(x, t) = (s'/s) x + (a' - s' a / s) m.
+        const double fx = p.ds_dt / p.s, fm = p.da_dt - p.ds_dt * p.a / p.s;
+        st.cx = float(1 + dt * fx);
+        st.cm = float(dt * fm);
+        if (o.sampler == diffusion_sampler::ode_heun && q.s > 0) {
+          const double fx2 = q.ds_dt / q.s, fm2 = q.da_dt - q.ds_dt * q.a / q.s;
+          st.flags |= kernels::step_heun;
+          st.a2 = float(q.a);
+          st.s2 = float(q.s);
+          st.hx1 = float(0.5 * dt * fx);
+          st.hm1 = float(0.5 * dt * fm);
+          st.hx2 = float(0.5 * dt * fx2);
+          st.hm2 = float(0.5 * dt * fm2);
+        }
+        break;
+      }
+      default: break;
+    }
+    tb.steps.push_back(st);
+  }
+  const schedule_point& last = pts.back();
+  tb.steps.push_back(plain_step(last.a, last.s));
+  return tb;
+}
+
+table build_langevin_table(const diffusion_options& o) {
+  const double sigma = o.sigma, gamma = o.step_size, s2 = sigma * sigma;
+  const std::int64_t M = o.sampler == diffusion_sampler::sequential_measurements ? o.measurements : 1;
+  table tb;
+  tb.initial_scale = float(sigma);
+  tb.final_denoise = true;
+  // ULA on y with gradient (m - y) / sigma^2, m the denoiser at the measurement's average:
+  // y <- (1 - gamma / sigma^2) y + (gamma / sigma^2) m + sqrt(2 gamma) xi.
+  for (std::int64_t mm = 1; mm <= M; ++mm) {
+    // ybar_m = (S + y_m) / m carries noise sigma / sqrt(m); (sigma^2/m) grad log q(ybar) = E[x0|ybar] - ybar.
+    diffusion_step st = plain_step(1.0, sigma / std::sqrt(double(mm)));
+    st.ex = float(1.0 / double(mm));
+    st.es = mm > 1 ? float(1.0 / double(mm)) : 0.f;
+    st.cx = float(1 - gamma / s2);
+    st.cm = float(gamma / s2);
+    st.cn = float(std::sqrt(2 * gamma));
+    for (std::int64_t l = 0; l < o.steps; ++l) {
+      diffusion_step e = st;
+      if (l + 1 == o.steps && mm < M) {
+        // The next measurement starts at the current average plus fresh measurement noise.
+        e.flags |= kernels::step_accumulate;
+        e.init_scale = float(1.0 / double(mm));
+        e.init_noise = float(sigma);
+      }
+      tb.steps.push_back(e);
+    }
+  }
+  diffusion_step final_entry = plain_step(1.0, sigma / std::sqrt(double(M)));
+  final_entry.ex = float(1.0 / double(M));
+  final_entry.es = M > 1 ? float(1.0 / double(M)) : 0.f;
+  tb.steps.push_back(final_entry);
+  return tb;
+}
+
+table build_table(const diffusion_options& o) {
+  return uses_schedule(o.sampler) ? build_schedule_table(o) : build_langevin_table(o);
+}
+
+std::int64_t total_steps(const diffusion_options& o) {
+  return o.sampler == diffusion_sampler::sequential_measurements ? o.steps * o.measurements : o.steps;
+}
+
+void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_options& o) {
+  detail::check_count("n", n, mixture.dim());
+  DIFFSAMPLE_EXPECTS(o.sampler >= diffusion_sampler::ddpm && o.sampler <= diffusion_sampler::sequential_measurements,
+                     "options.sampler: invalid value " << static_cast<int>(o.sampler));
+  DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
+                     "options.steps: must be in [1, 2^24], got " << o.steps);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1,
+                     "options.eta: must be in [0, 1], got " << o.eta);
+  DIFFSAMPLE_EXPECTS(o.record_every >= 0, "options.record_every: must be >= 0, got " << o.record_every);
+  DIFFSAMPLE_EXPECTS(o.first_chain <= (std::uint64_t(1) << 62),
+                     "options.first_chain: must be < 2^62, got " << o.first_chain);
+  if (!uses_schedule(o.sampler)) {
+    detail::check_positive("options.sigma", o.sigma);
+    detail::check_positive("options.step_size", o.step_size);
+    if (o.sampler == diffusion_sampler::sequential_measurements)
+      DIFFSAMPLE_EXPECTS(o.measurements >= 1 && o.measurements <= (std::int64_t(1) << 20),
+                         "options.measurements: must be in [1, 2^20], got " << o.measurements);
+    DIFFSAMPLE_EXPECTS(static_cast<std::uint64_t>(total_steps(o)) < kernels::philox_max_step,
+                       "options.steps x measurements = " << total_steps(o)
+                                                         << " exceeds the random stream's 2^30 steps");
+  }
+}
+
+// Dimensions whose chains keep their state in registers: each entry is two kernels (CUDA and CPU) to compile.
+bool is_register_dim(std::int64_t d) { return d == 2 || d == 8 || d == 16 || d == 32; }
+
+template <int D>
+void launch_register(executor where, const kernels::diffusion_params& p, float* x, cudaStream_t stream) {
+  kernels::for_each_index(where, p.n, kernels::diffusion_register_functor<D>{p, x}, stream, 128);
+}
+
+void dispatch_register(std::int64_t d, executor where, const kernels::diffusion_params& p, float* x,
+                       cudaStream_t stream) {
+  switch (d) {
+    case 2: return launch_register<2>(where, p, x, stream);
+    case 8: return launch_register<8>(where, p, x, stream);
+    case 16: return launch_register<16>(where, p, x, stream);
+    case 32: return launch_register<32>(where, p, x, stream);
+    default: DIFFSAMPLE_EXPECTS(false, "internal: dimension " << d << " is not in the register-path list");
+  }
+}
+
+std::size_t table_bytes(const diffusion_options& o) {
+  // 256-byte aligned so that the state workspace behind it stays aligned.
+  const std::size_t raw = static_cast<std::size_t>(total_steps(o) + 1) * sizeof(diffusion_step);
+  return (raw + 255) / 256 * 256;
+}
+
+std::size_t state_bytes(std::int64_t d, std::int64_t n) {
+  return is_register_dim(d) ? 0 : 4 * static_cast<std::size_t>(n) * static_cast<std::size_t>(d) * sizeof(float);
+}
+
+}  // namespace
+
+std::size_t diffusion_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n, const diffusion_options& o) {
+  validate(mixture, n, o);
+  (void)build_table(o);  // validates the schedule against the sampler
+  return table_bytes(o) + state_bytes(mixture.dim(), n);
+}
+
+diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64_t n, const diffusion_options& o,
+                           diffusion_outputs outputs, execution exec, void* workspace, std::size_t workspace_bytes) {
+  validate(mixture, n, o);
+  const table tb = build_table(o);
+  const std::int64_t d = mixture.dim();
+  const std::int64_t total = total_steps(o);
+  const executor where = detail::resolve_executor(exec.kind, x);
+  detail::check_buffer("x", x, n * d, sizeof(float), where);
+  const std::int64_t records = o.record_every > 0 ? total / o.record_every : 0;
+  if (outputs.trajectory != nullptr) {
+    DIFFSAMPLE_EXPECTS(o.record_every > 0, "outputs.trajectory: given but options.record_every is 0");
+    detail::check_count("trajectory records x n", records * n, d);
+    detail::check_buffer("outputs.trajectory", outputs.trajectory, records * n * d, sizeof(float), where);
+  }
+  diffusion_report report{where, is_register_dim(d), total};
+  if (n == 0) return report;
+
+  const std::size_t need = table_bytes(o) + state_bytes(d, n);
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  std::unique_ptr<detail::scratch> owned;
+  if (workspace != nullptr) {
+    DIFFSAMPLE_EXPECTS(workspace_bytes >= need,
+                       "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
+    detail::check_buffer("workspace", workspace, need / sizeof(float), 16, where);
+  } else {
+    owned = std::make_unique<detail::scratch>(need, where, exec.stream);
+    ws = static_cast<unsigned char*>(owned->data());
+  }
+  auto* table_dst = reinterpret_cast<diffusion_step*>(ws);
+  const std::size_t copy_bytes = tb.steps.size() * sizeof(diffusion_step);
+  if (where == executor::cuda) {
+    // From pageable memory the copy returns once the source is staged, so tb may go out of scope afterwards.
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(table_dst, tb.steps.data(), copy_bytes, cudaMemcpyHostToDevice, exec.stream));
+  } else {
+    std::memcpy(table_dst, tb.steps.data(), copy_bytes);
+  }
+  kernels::diffusion_params p{mixture.storage().view(where),
+                              table_dst,
+                              total,
+                              tb.final_denoise,
+                              o.draw_initial,
+                              tb.initial_scale,
+                              o.seed,
+                              o.first_chain,
+                              n,
+                              o.record_every > 0 ? o.record_every : 1,
+                              outputs.trajectory};
+  if (report.register_path) {
+    dispatch_register(d, where, p, x, exec.stream);
+    return report;
+  }
+  float* state = reinterpret_cast<float*>(ws + table_bytes(o));
+  kernels::for_each_index(where, n, kernels::diffusion_workspace_functor{p, x, state, where == executor::cuda},
+                          exec.stream);
+  return report;
+}
+
+
+// --- stepwise plan ------------------------------------------------------------------------------------------------
+
+const char* to_string(model_output m) noexcept {
+  switch (m) {
+    case model_output::score: return "score";
+    case model_output::denoiser: return "denoiser";
+    case model_output::eps: return "eps";
+    case model_output::velocity: return "velocity";
+  }
+  return "unknown";
+}
+
+model_output parse_model_output(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(model_output::velocity); ++i)
+    if (name == to_string(static_cast<model_output>(i))) return static_cast<model_output>(i);
+  if (name == "x0") return model_output::denoiser;
+  throw invalid_argument("output: unknown model output '" + name + "' (expected score, denoiser, eps or velocity)");
+}
+
+namespace detail {
+
+struct plan_storage {
+  executor where = executor::cpu;
+  std::int64_t n = 0, d = 0, steps = 0;
+  bool final_jump = false, draw_initial = true;
+  float initial_scale = 1.f;
+  std::uint64_t seed = 0, first_chain = 0;
+  std::vector<diffusion_step> table;
+  std::vector<float> convert;  // ux, um per entry
+  std::vector<double> times;
+  std::int64_t host_counter = 0;
+  void* device = nullptr;  // table | convert | counter
+  const diffusion_step* table_ptr = nullptr;
+  const float* convert_ptr = nullptr;
+  std::int64_t* counter_ptr = nullptr;
+  ~plan_storage() {
+    if (device != nullptr) (void)cudaFree(device);
+  }
+};
+
+}  // namespace detail
+
+diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_options& o, model_output output,
+                               execution exec)
+    : storage_(std::make_unique<detail::plan_storage>()) {
+  detail::check_count("n", n, d);
+  DIFFSAMPLE_EXPECTS(d <= (1 << 24), "d: must be in [1, 2^24], got " << d);
+  DIFFSAMPLE_EXPECTS(o.sampler != diffusion_sampler::ode_heun && o.sampler != diffusion_sampler::sequential_measurements,
+                     "options.sampler: " << to_string(o.sampler)
+                                         << " evaluates the model away from x and is available only fused (diffusion())");
+  DIFFSAMPLE_EXPECTS(output >= model_output::score && output <= model_output::velocity,
+                     "output: invalid value " << static_cast<int>(output));
+  DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
+                     "options.steps: must be in [1, 2^24], got " << o.steps);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1, "options.eta: must be in [0, 1], got " << o.eta);
+  if (!uses_schedule(o.sampler)) {
+    detail::check_positive("options.sigma", o.sigma);
+    detail::check_positive("options.step_size", o.step_size);
+  }
+  DIFFSAMPLE_EXPECTS(output != model_output::velocity || uses_schedule(o.sampler),
+                     "output: velocity needs a schedule-based sampler, not " << to_string(o.sampler));
+  const table tb = build_table(o);
+  auto& st = *storage_;
+  st.where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
+                                              : detail::resolve_executor(exec.kind, nullptr);
+  st.n = n;
+  st.d = d;
+  st.steps = o.steps;
+  st.final_jump = tb.final_denoise;
+  st.draw_initial = o.draw_initial;
+  st.initial_scale = tb.initial_scale;
+  st.seed = o.seed;
+  st.first_chain = o.first_chain;
+  st.table = tb.steps;
+  std::vector<schedule_point> pts;
+  if (uses_schedule(o.sampler)) pts = o.schedule.points(o.steps);
+  for (std::int64_t k = 0; k <= o.steps; ++k) {
+    const diffusion_step& e = st.table[k];
+    st.times.push_back(pts.empty() ? 0.0 : pts[k].t);
+    double ux = 0, um = 1;
+    const double a = e.a, s = e.s;
+    if (output == model_output::score || output == model_output::eps) {
+      DIFFSAMPLE_EXPECTS(a > 0, "output: a " << to_string(output) << " model needs a > 0 to give x0, but a = 0 at step "
+                                             << k);
+      ux = 1 / a;
+      um = output == model_output::score ? s * s / a : -s / a;
+    } else if (output == model_output::velocity) {
+      const schedule_point& p = pts[k];
+      const double fx = p.s > 0 ? p.ds_dt / p.s : 0.0, fm = p.s > 0 ? p.da_dt - p.ds_dt * p.a / p.s : 0.0;
+      DIFFSAMPLE_EXPECTS(p.s > 0 && fm != 0 && std::isfinite(fm),
+                         "output: a velocity model does not determine x0 at t = " << p.t << " (step " << k << ")");
+      ux = -fx / fm;
+      um = 1 / fm;
+    }
+    st.convert.push_back(float(ux));
+    st.convert.push_back(float(um));
+  }
+  if (st.where == executor::cuda) {
+    const std::size_t table_b = (st.table.size() * sizeof(diffusion_step) + 255) / 256 * 256;
+    const std::size_t convert_b = (st.convert.size() * sizeof(float) + 255) / 256 * 256;
+    detail::check_allocation("diffusion_plan", table_b + convert_b + 256, st.where);
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, table_b + convert_b + 256));
+    auto* base = static_cast<unsigned char*>(st.device);
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpy(base, st.table.data(), st.table.size() * sizeof(diffusion_step),
+                                   cudaMemcpyHostToDevice));
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpy(base + table_b, st.convert.data(), st.convert.size() * sizeof(float),
+                                   cudaMemcpyHostToDevice));
+    DIFFSAMPLE_CUDA_TRY(cudaMemset(base + table_b + convert_b, 0, sizeof(std::int64_t)));
+    st.table_ptr = reinterpret_cast<const diffusion_step*>(base);
+    st.convert_ptr = reinterpret_cast<const float*>(base + table_b);
+    st.counter_ptr = reinterpret_cast<std::int64_t*>(base + table_b + convert_b);
+  } else {
+    st.table_ptr = st.table.data();
+    st.convert_ptr = st.convert.data();
+    st.counter_ptr = &st.host_counter;
+  }
+}
+
+diffusion_plan::~diffusion_plan() = default;
+diffusion_plan::diffusion_plan(diffusion_plan&&) noexcept = default;
+diffusion_plan& diffusion_plan::operator=(diffusion_plan&&) noexcept = default;
+
+std::int64_t diffusion_plan::steps() const noexcept { return storage_->steps; }
+executor diffusion_plan::where() const noexcept { return storage_->where; }
+bool diffusion_plan::needs_final_jump() const noexcept { return storage_->final_jump; }
+const std::int64_t* diffusion_plan::step_counter() const noexcept { return storage_->counter_ptr; }
+
+channel diffusion_plan::step_channel(std::int64_t k) const {
+  DIFFSAMPLE_EXPECTS(k >= 0 && k <= storage_->steps, "k: must be in [0, " << storage_->steps << "], got " << k);
+  return {storage_->table[k].a, storage_->table[k].s};
+}
+
+double diffusion_plan::step_time(std::int64_t k) const {
+  DIFFSAMPLE_EXPECTS(k >= 0 && k <= storage_->steps, "k: must be in [0, " << storage_->steps << "], got " << k);
+  return storage_->times[k];
+}
+
+void diffusion_plan::reset(float* x, cudaStream_t stream) {
+  const auto& st = *storage_;
+  DIFFSAMPLE_EXPECTS(x != nullptr || st.n == 0, "x: null pointer");
+  if (st.draw_initial)
+    kernels::for_each_index(st.where, st.n,
+                            kernels::plan_initial_functor{x, int(st.d), st.initial_scale, st.seed, st.first_chain},
+                            stream);
+  kernels::for_each_index(st.where, 1, kernels::plan_counter_functor{st.counter_ptr, true}, stream, 32);
+}
+
+void diffusion_plan::step(float* x, const float* model, cudaStream_t stream) {
+  const auto& st = *storage_;
+  DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
+  kernels::for_each_index(st.where, st.n,
+                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.counter_ptr, st.steps, x, model,
+                                                     int(st.d), false, st.seed, st.first_chain},
+                          stream);
+  kernels::for_each_index(st.where, 1, kernels::plan_counter_functor{st.counter_ptr, false}, stream, 32);
+}
+
+void diffusion_plan::finish(float* x, const float* model, cudaStream_t stream) {
+  const auto& st = *storage_;
+  DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
+  kernels::for_each_index(st.where, st.n,
+                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.counter_ptr, st.steps, x, model,
+                                                     int(st.d), true, st.seed, st.first_chain},
+                          stream);
+}
+
+}  // namespace diffsample

@@ -1,0 +1,317 @@
+// Noise schedules: closed-form channels (a, s) and their time derivatives, time grids, and the validation that
+// every sampler relies on before it builds its coefficient table.
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "src/cuda_check.hpp"
+#include <diffsample/error.hpp>
+#include <diffsample/schedule.hpp>
+
+namespace diffsample {
+
+const char* to_string(schedule_kind k) noexcept {
+  switch (k) {
+    case schedule_kind::vp_linear: return "vp_linear";
+    case schedule_kind::vp_cosine: return "vp_cosine";
+    case schedule_kind::vp_table: return "vp_table";
+    case schedule_kind::variance_exploding: return "variance_exploding";
+    case schedule_kind::ornstein_uhlenbeck: return "ornstein_uhlenbeck";
+    case schedule_kind::linear_interpolant: return "linear_interpolant";
+    case schedule_kind::stochastic_localization: return "stochastic_localization";
+  }
+  return "unknown";
+}
+
+schedule_kind parse_schedule_kind(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(schedule_kind::stochastic_localization); ++i)
+    if (name == to_string(static_cast<schedule_kind>(i))) return static_cast<schedule_kind>(i);
+  if (name == "ddpm" || name == "vp") return schedule_kind::vp_linear;
+  if (name == "cosine") return schedule_kind::vp_cosine;
+  if (name == "ve") return schedule_kind::variance_exploding;
+  if (name == "ou") return schedule_kind::ornstein_uhlenbeck;
+  if (name == "interpolant" || name == "si") return schedule_kind::linear_interpolant;
+  if (name == "localization" || name == "sl") return schedule_kind::stochastic_localization;
+  throw invalid_argument("schedule: unknown kind '" + name +
+                         "' (expected vp_linear, vp_cosine, vp_table, variance_exploding, ornstein_uhlenbeck, "
+                         "linear_interpolant or stochastic_localization)");
+}
+
+const char* to_string(time_grid g) noexcept {
+  switch (g) {
+    case time_grid::uniform: return "uniform";
+    case time_grid::quadratic: return "quadratic";
+    case time_grid::geometric: return "geometric";
+    case time_grid::custom: return "custom";
+  }
+  return "unknown";
+}
+
+time_grid parse_time_grid(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(time_grid::custom); ++i)
+    if (name == to_string(static_cast<time_grid>(i))) return static_cast<time_grid>(i);
+  throw invalid_argument("grid: unknown time grid '" + name + "' (expected uniform, quadratic, geometric or custom)");
+}
+
+noise_schedule noise_schedule::vp_linear(double beta_min, double beta_max) {
+  noise_schedule s;
+  s.kind = schedule_kind::vp_linear;
+  s.beta_min = beta_min;
+  s.beta_max = beta_max;
+  return s;
+}
+
+noise_schedule noise_schedule::vp_cosine(double offset) {
+  noise_schedule s;
+  s.kind = schedule_kind::vp_cosine;
+  s.cosine_offset = offset;
+  return s;
+}
+
+noise_schedule noise_schedule::vp_table(std::vector<double> alpha_bar) {
+  noise_schedule s;
+  s.kind = schedule_kind::vp_table;
+  s.alpha_bar = std::move(alpha_bar);
+  return s;
+}
+
+noise_schedule noise_schedule::variance_exploding(double sigma_min, double sigma_max) {
+  noise_schedule s;
+  s.kind = schedule_kind::variance_exploding;
+  s.sigma_min = sigma_min;
+  s.sigma_max = sigma_max;
+  return s;
+}
+
+noise_schedule noise_schedule::ornstein_uhlenbeck(double horizon) {
+  noise_schedule s;
+  s.kind = schedule_kind::ornstein_uhlenbeck;
+  s.t_start = horizon;
+  s.t_end = 0;
+  return s;
+}
+
+noise_schedule noise_schedule::linear_interpolant() {
+  noise_schedule s;
+  s.kind = schedule_kind::linear_interpolant;
+  return s;
+}
+
+noise_schedule noise_schedule::stochastic_localization(double t_min, double t_max) {
+  noise_schedule s;
+  s.kind = schedule_kind::stochastic_localization;
+  s.grid = time_grid::geometric;
+  s.t_start = t_min;
+  s.t_end = t_max;
+  return s;
+}
+
+noise_schedule& noise_schedule::with_grid(time_grid g, double start, double end) {
+  grid = g;
+  t_start = start;
+  t_end = end;
+  return *this;
+}
+
+noise_schedule& noise_schedule::with_times(std::vector<double> custom_times) {
+  grid = time_grid::custom;
+  times = std::move(custom_times);
+  if (!times.empty()) {
+    t_start = times.front();
+    t_end = times.back();
+  }
+  return *this;
+}
+
+namespace {
+
+constexpr double half_pi = 1.5707963267948966192;
+
+// A VP point from log alpha-bar and its time derivative: a = sqrt(abar), s = sqrt(1 - abar).
+schedule_point vp_point(double t, double log_abar, double dlog_abar) {
+  schedule_point p;
+  p.t = t;
+  p.a = std::exp(0.5 * log_abar);
+  p.s = std::sqrt(-std::expm1(log_abar));  // expm1 keeps s accurate when alpha-bar is close to 1
+  p.da_dt = 0.5 * p.a * dlog_abar;
+  p.ds_dt = p.s > 0 ? -p.a * p.a * dlog_abar / (2 * p.s) : 0.0;
+  return p;
+}
+
+void check_domain(const noise_schedule& sc, double t) {
+  DIFFSAMPLE_EXPECTS(std::isfinite(t), "schedule: time must be finite, got " << t);
+  switch (sc.kind) {
+    case schedule_kind::vp_linear:
+    case schedule_kind::vp_cosine:
+    case schedule_kind::vp_table:
+    case schedule_kind::variance_exploding:
+    case schedule_kind::linear_interpolant:
+      DIFFSAMPLE_EXPECTS(t >= 0 && t <= 1, "schedule: time " << t << " is outside [0, 1] for " << to_string(sc.kind));
+      break;
+    case schedule_kind::ornstein_uhlenbeck:
+    case schedule_kind::stochastic_localization:
+      DIFFSAMPLE_EXPECTS(t >= 0, "schedule: time " << t << " is negative for " << to_string(sc.kind));
+      break;
+  }
+}
+
+void check_parameters(const noise_schedule& sc) {
+  switch (sc.kind) {
+    case schedule_kind::vp_linear:
+      DIFFSAMPLE_EXPECTS(std::isfinite(sc.beta_min) && sc.beta_min >= 0,
+                         "schedule.beta_min: must be >= 0 and finite, got " << sc.beta_min);
+      DIFFSAMPLE_EXPECTS(std::isfinite(sc.beta_max) && sc.beta_max >= 0,
+                         "schedule.beta_max: must be >= 0 and finite, got " << sc.beta_max);
+      DIFFSAMPLE_EXPECTS(sc.beta_min + sc.beta_max > 0,
+                         "schedule.beta_min, beta_max: both are 0, so no noise is ever added");
+      break;
+    case schedule_kind::vp_cosine:
+      DIFFSAMPLE_EXPECTS(std::isfinite(sc.cosine_offset) && sc.cosine_offset >= 0 && sc.cosine_offset < 1,
+                         "schedule.cosine_offset: must be in [0, 1), got " << sc.cosine_offset);
+      break;
+    case schedule_kind::vp_table: {
+      DIFFSAMPLE_EXPECTS(!sc.alpha_bar.empty(), "schedule.alpha_bar: empty table");
+      double previous = 1.0;
+      for (std::size_t n = 0; n < sc.alpha_bar.size(); ++n) {
+        const double v = sc.alpha_bar[n];
+        DIFFSAMPLE_EXPECTS(std::isfinite(v) && v > 0 && v <= 1,
+                           "schedule.alpha_bar[" << n << "]: must be in (0, 1], got " << v);
+        DIFFSAMPLE_EXPECTS(v < previous,
+                           "schedule.alpha_bar[" << n << "]: " << v << " does not decrease from the previous value "
+                                                 << previous << " (alpha-bar must be strictly decreasing from "
+                                                 << "alpha-bar(0) = 1)");
+        previous = v;
+      }
+      break;
+    }
+    case schedule_kind::variance_exploding:
+      DIFFSAMPLE_EXPECTS(std::isfinite(sc.sigma_min) && sc.sigma_min > 0,
+                         "schedule.sigma_min: must be positive and finite, got " << sc.sigma_min);
+      DIFFSAMPLE_EXPECTS(std::isfinite(sc.sigma_max) && sc.sigma_max > sc.sigma_min,
+                         "schedule.sigma_max: must be finite and above sigma_min = " << sc.sigma_min << ", got "
+                                                                                      << sc.sigma_max);
+      break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+schedule_point noise_schedule::at(double t) const {
+  check_domain(*this, t);
+  schedule_point p;
+  p.t = t;
+  switch (kind) {
+    case schedule_kind::vp_linear:
+      return vp_point(t, -(beta_min * t + 0.5 * (beta_max - beta_min) * t * t), -(beta_min + (beta_max - beta_min) * t));
+    case schedule_kind::vp_cosine: {
+      const double scale = half_pi / (1 + cosine_offset);
+      const double theta = (t + cosine_offset) * scale, theta0 = cosine_offset * scale;
+      p.a = std::cos(theta) / std::cos(theta0);
+      if (t == 1) p.a = 0;  // cos(pi/2) is 6e-17 in floating point; alpha-bar(1) = 0 exactly
+      p.da_dt = -std::sin(theta) * scale / std::cos(theta0);
+      p.s = std::sqrt(std::max(0.0, 1 - p.a * p.a));
+      p.ds_dt = p.s > 0 ? -p.a * p.da_dt / p.s : 0.0;
+      return p;
+    }
+    case schedule_kind::vp_table: {
+      // log alpha-bar is piecewise linear in t between the table's nodes n / N (node 0 is alpha-bar = 1).
+      const std::size_t N = alpha_bar.size();
+      const double u = t * double(N);
+      std::size_t n = static_cast<std::size_t>(std::floor(u));
+      if (n >= N) n = N - 1;
+      const double lo = n == 0 ? 0.0 : std::log(alpha_bar[n - 1]);
+      const double hi = std::log(alpha_bar[n]);
+      return vp_point(t, lo + (hi - lo) * (u - double(n)), (hi - lo) * double(N));
+    }
+    case schedule_kind::variance_exploding: {
+      const double rate = std::log(sigma_max / sigma_min);
+      p.a = 1;
+      p.s = sigma_min * std::exp(rate * t);
+      p.ds_dt = rate * p.s;
+      return p;
+    }
+    case schedule_kind::ornstein_uhlenbeck: {
+      p.a = std::exp(-t);
+      p.da_dt = -p.a;
+      p.s = std::sqrt(-std::expm1(-2 * t));
+      p.ds_dt = p.s > 0 ? p.a * p.a / p.s : 0.0;
+      return p;
+    }
+    case schedule_kind::linear_interpolant:
+      p.a = 1 - t;
+      p.s = t;
+      p.da_dt = -1;
+      p.ds_dt = 1;
+      return p;
+    case schedule_kind::stochastic_localization:
+      p.a = t;
+      p.s = std::sqrt(t);
+      p.da_dt = 1;
+      p.ds_dt = p.s > 0 ? 0.5 / p.s : 0.0;
+      return p;
+  }
+  DIFFSAMPLE_EXPECTS(false, "schedule.kind: invalid value " << static_cast<int>(kind));
+  return p;
+}
+
+std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
+  DIFFSAMPLE_EXPECTS(kind >= schedule_kind::vp_linear && kind <= schedule_kind::stochastic_localization,
+                     "schedule.kind: invalid value " << static_cast<int>(kind));
+  DIFFSAMPLE_EXPECTS(steps >= 1 && steps <= (std::int64_t(1) << 24),
+                     "steps: must be in [1, 2^24], got " << steps);
+  check_parameters(*this);
+  std::vector<double> t(static_cast<std::size_t>(steps) + 1);
+  const double N = double(steps);
+  switch (grid) {
+    case time_grid::uniform:
+      for (std::int64_t k = 0; k <= steps; ++k) t[k] = t_start + (t_end - t_start) * (double(k) / N);
+      break;
+    case time_grid::quadratic:
+      for (std::int64_t k = 0; k <= steps; ++k) {
+        const double u = 1 - double(k) / N;
+        t[k] = t_end + (t_start - t_end) * u * u;
+      }
+      break;
+    case time_grid::geometric:
+      DIFFSAMPLE_EXPECTS(t_start > 0 && t_end > 0 && std::isfinite(t_start) && std::isfinite(t_end),
+                         "schedule: a geometric grid needs positive finite ends, got t_start = "
+                             << t_start << ", t_end = " << t_end);
+      for (std::int64_t k = 0; k <= steps; ++k) t[k] = t_start * std::pow(t_end / t_start, double(k) / N);
+      break;
+    case time_grid::custom:
+      DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(times.size()) == steps + 1,
+                         "schedule.times: a custom grid of " << steps << " steps needs " << steps + 1
+                                                             << " times, got " << times.size());
+      t = times;
+      break;
+    default: DIFFSAMPLE_EXPECTS(false, "schedule.grid: invalid value " << static_cast<int>(grid));
+  }
+  t.front() = grid == time_grid::custom ? t.front() : t_start;  // exact ends despite rounding in the formulas
+  t.back() = grid == time_grid::custom ? t.back() : t_end;
+
+  std::vector<schedule_point> out(t.size());
+  const double direction = t.back() - t.front();
+  DIFFSAMPLE_EXPECTS(std::isfinite(direction) && direction != 0,
+                     "schedule: t_start = " << t.front() << " and t_end = " << t.back() << " must differ");
+  for (std::size_t k = 0; k < t.size(); ++k) {
+    if (k > 0)
+      DIFFSAMPLE_EXPECTS((t[k] - t[k - 1]) * direction > 0,
+                         "schedule.times[" << k << "]: " << t[k] << " after " << t[k - 1]
+                                           << " is not strictly monotone from t_start to t_end");
+    out[k] = at(t[k]);
+    const schedule_point& p = out[k];
+    DIFFSAMPLE_EXPECTS(std::isfinite(p.a) && std::isfinite(p.s) && p.a >= 0 && p.s >= 0 && p.a + p.s > 0,
+                       "schedule: invalid channel a = " << p.a << ", s = " << p.s << " at t = " << p.t);
+    // Signal-to-noise ratio a^2 / s^2 strictly increasing, compared without dividing: s_k a_{k+1} > s_{k+1} a_k.
+    if (k > 0)
+      DIFFSAMPLE_EXPECTS(out[k - 1].s * p.a > p.s * out[k - 1].a,
+                         "schedule: the signal-to-noise ratio does not increase from t = "
+                             << out[k - 1].t << " (a = " << out[k - 1].a << ", s = " << out[k - 1].s << ") to t = "
+                             << p.t << " (a = " << p.a << ", s = " << p.s
+                             << "); sampling must run from noise towards data");
+  }
+  return out;
+}
+
+}  // namespace diffsample

@@ -1,0 +1,664 @@
+// Reverse-diffusion samplers against exact references: every sampler ends at the right law on a well-separated
+// mixture, intermediate states follow the exact noised marginals, ODE solvers converge at their order, and results
+// do not depend on batch split or executor.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "reference/helpers.hpp"
+#include <diffsample/diffsample.hpp>
+
+using namespace diffsample;
+using diffsample::testing::column;
+
+namespace {
+
+constexpr execution cpu{executor::cpu, nullptr};
+
+// Four components 8 apart in every pair of coordinates (distance 8 sqrt(d / 2) between neighbours), unit variance,
+// unequal weights: modes never overlap, so a sample's component is its nearest mean without ambiguity.
+const std::vector<double> weights4 = {0.1, 0.2, 0.3, 0.4};
+gaussian_mixture test_mixture(std::int64_t d) { return grid_mixture(d, 2, 8.0, 1.0, weights4); }
+
+std::vector<float> run(const gaussian_mixture& mix, std::int64_t n, const diffusion_options& o) {
+  std::vector<float> x(n * mix.dim());
+  diffusion(mix, x.data(), n, o, {}, cpu);
+  return x;
+}
+
+std::vector<float> exact(const gaussian_mixture& mix, std::int64_t n, channel ch, std::uint64_t seed) {
+  std::vector<float> x(n * mix.dim());
+  mix.sample(x.data(), n, ch, seed, nullptr, 0, cpu);
+  return x;
+}
+
+// E[x0 | y] of exact samples y of the channel: the law of the jump outputs of SL, walk-jump and SMS.
+std::vector<float> exact_jump(const gaussian_mixture& mix, std::int64_t n, channel ch, std::uint64_t seed) {
+  std::vector<float> y = exact(mix, n, ch, seed), out(y.size());
+  mix.evaluate(quantity::denoiser, y.data(), n, ch, out.data(), cpu);
+  return out;
+}
+
+std::vector<double> shares(const gaussian_mixture& mix, const std::vector<float>& x) {
+  const std::int64_t d = mix.dim(), K = mix.components(), n = x.size() / d;
+  std::vector<double> count(K, 0.0);
+  for (std::int64_t i = 0; i < n; ++i) {
+    int best = 0;
+    double best_dist = INFINITY;
+    for (int k = 0; k < K; ++k) {
+      double dist = 0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double diff = x[i * d + j] - mix.means()[k * d + j];
+        dist += diff * diff;
+      }
+      if (dist < best_dist) best_dist = dist, best = k;
+    }
+    count[best] += 1;
+  }
+  for (double& c : count) c /= double(n);
+  return count;
+}
+
+constexpr int directions = 64;
+
+double sw(const std::vector<float>& a, const std::vector<float>& b, std::int64_t d) {
+  return sliced_wasserstein(a.data(), a.size() / d, b.data(), b.size() / d, d, directions, 12345, 1);
+}
+
+// Component shares: a share is a binomial proportion with standard error sqrt(w (1 - w) / n); 5 standard errors
+// keep the false-alarm rate below 1e-6 per component. Jump outputs (E[x0 | y] at a noise level where y does not
+// always decide the component) are compared with the shares of the exact jump law instead: a difference of two
+// independent proportions, standard error sqrt(2 w (1 - w) / n). The sliced Wasserstein distance to an exact
+// reference set is compared with the floor of two independent exact sets of the same size: an exact sampler sits
+// at about that floor (the two distances have the same law), so `factor` times the floor leaves room for the
+// fluctuation of the floor itself (a few percent at n = 4000) plus a small discretisation bias.
+void expect_law(const gaussian_mixture& mix, const std::vector<float>& got, const std::vector<float>& reference,
+                const std::vector<float>& reference2, double factor, const std::string& what,
+                bool shares_from_reference = false) {
+  const std::int64_t d = mix.dim(), n = got.size() / d;
+  const std::vector<double> s = shares(mix, got), ref_shares = shares(mix, reference);
+  for (std::size_t k = 0; k < s.size(); ++k) {
+    const double w = shares_from_reference ? ref_shares[k] : mix.weights()[k];
+    const double se = std::sqrt((shares_from_reference ? 2.0 : 1.0) * w * (1 - w) / double(n));
+    EXPECT_NEAR(s[k], w, 5 * se) << what << ": share of component " << k;
+  }
+  for (float v : got) ASSERT_TRUE(std::isfinite(v)) << what;
+  const double floor = sw(reference, reference2, d);
+  const double dist = sw(got, reference, d);
+  EXPECT_LE(dist, factor * floor) << what << ": SW1 " << dist << " vs exact-vs-exact floor " << floor << " (n = "
+                                  << n << ", d = " << d << ", " << directions << " directions)";
+  std::printf("  %-48s d=%3lld  SW1 %.4f  floor %.4f  ratio %.2f\n", what.c_str(), (long long)d, dist, floor,
+              dist / floor);
+}
+
+struct law_case {
+  std::string name;
+  diffusion_options options;
+  enum { prior, jump } reference = prior;
+  channel jump_channel{};
+  double factor = 1.5;
+};
+
+// Walk-jump and SMS need Langevin to cross between modes of q_sigma: sigma grows with the distance between
+// neighbouring means (8 sqrt(d / 2)) so that their separation is the same number of q_sigma standard deviations
+// in every dimension; gamma = 0.03 sigma^2 keeps ULA's variance inflation 1 / (1 - gamma / (2 (sigma^2 + 1)))
+// near 1.5%.
+std::vector<law_case> law_cases(std::int64_t d) {
+  std::vector<law_case> cases;
+  diffusion_options o;
+  o.seed = 7;
+
+  o.sampler = diffusion_sampler::ddpm;
+  o.schedule = noise_schedule::vp_linear();
+  o.steps = 200;
+  cases.push_back({"ddpm vp_linear 200", o});
+
+  if (d == 2) {
+    // Ho et al.'s discrete DDPM: 1000 betas in [1e-4, 0.02], every step taken (the uniform grid hits the nodes).
+    std::vector<double> alpha_bar(1000);
+    double prod = 1;
+    for (int i = 0; i < 1000; ++i) alpha_bar[i] = prod *= 1 - (1e-4 + (0.02 - 1e-4) * i / 999.0);
+    o.schedule = noise_schedule::vp_table(alpha_bar);
+    o.steps = 1000;
+    cases.push_back({"ddpm vp_table (discrete DDPM) 1000", o});
+  }
+
+  o.sampler = diffusion_sampler::ddim;
+  o.schedule = noise_schedule::vp_cosine().with_grid(time_grid::uniform, 0.995, 0.0);
+  o.steps = 100;
+  o.eta = 0.0;
+  cases.push_back({"ddim eta 0 vp_cosine 100", o});
+  o.eta = 1.0;
+  cases.push_back({"ddim eta 1 vp_cosine 100", o});
+  o.eta = 0.0;
+
+  o.sampler = diffusion_sampler::reverse_sde;
+  o.schedule = noise_schedule::ornstein_uhlenbeck(6.0).with_grid(time_grid::quadratic, 6.0, 0.0);
+  o.steps = 400;
+  cases.push_back({"reverse_sde ornstein_uhlenbeck 400", o});
+
+  o.sampler = diffusion_sampler::ode_euler;
+  o.schedule = noise_schedule::ornstein_uhlenbeck(6.0).with_grid(time_grid::quadratic, 6.0, 0.0);
+  o.steps = 200;
+  cases.push_back({"ode_euler ornstein_uhlenbeck 200", o});
+
+  o.sampler = diffusion_sampler::ode_heun;
+  o.schedule = noise_schedule::linear_interpolant().with_grid(time_grid::quadratic, 1.0, 0.0);
+  o.steps = 50;
+  cases.push_back({"ode_heun linear_interpolant 50", o});
+
+  o.sampler = diffusion_sampler::ode_euler;
+  o.schedule = noise_schedule::linear_interpolant().with_grid(time_grid::quadratic, 1.0, 0.0);
+  o.steps = 200;
+  cases.push_back({"ode_euler linear_interpolant 200", o});
+
+  o.sampler = diffusion_sampler::ddpm;
+  o.schedule = noise_schedule::variance_exploding(0.002, 80.0).with_grid(time_grid::uniform, 1.0, 0.0);
+  o.steps = 200;
+  o.final_denoise = true;
+  cases.push_back({"ddpm variance_exploding 200 + denoise", o});
+  o.final_denoise = false;
+
+  law_case sl;
+  sl.name = "stochastic_localization 300";
+  sl.options = o;
+  sl.options.sampler = diffusion_sampler::stochastic_localization;
+  // Modes separate at t |mu_k - mu_l|^2 ~ 1, t ~ 1e-3 in d = 32: start well before.
+  sl.options.schedule = noise_schedule::stochastic_localization(1e-5, 1e3);
+  sl.options.steps = 300;
+  sl.reference = law_case::jump;
+  sl.jump_channel = {1e3, std::sqrt(1e3)};
+  cases.push_back(sl);
+
+  law_case wj;
+  const double sigma = 3.0 * std::sqrt(double(d) / 2.0);
+  wj.name = "walk_jump";
+  wj.options = o;
+  wj.options.sampler = diffusion_sampler::walk_jump;
+  wj.options.sigma = sigma;
+  wj.options.step_size = 0.03 * sigma * sigma;
+  wj.options.steps = 800;
+  wj.reference = law_case::jump;
+  wj.jump_channel = {1.0, sigma};
+  cases.push_back(wj);
+
+  law_case sms = wj;
+  sms.name = "sequential_measurements M 4";
+  sms.options.sampler = diffusion_sampler::sequential_measurements;
+  sms.options.measurements = 4;
+  sms.options.steps = 300;
+  sms.jump_channel = {1.0, sigma / 2};
+  cases.push_back(sms);
+  return cases;
+}
+
+void check_sampler_laws(std::int64_t d) {
+  const gaussian_mixture mix = test_mixture(d);
+  const std::int64_t n = 4000;
+  const auto prior1 = exact(mix, n, {1.0, 0.0}, 101), prior2 = exact(mix, n, {1.0, 0.0}, 102);
+  for (const law_case& c : law_cases(d)) {
+    const std::vector<float> got = run(mix, n, c.options);
+    if (c.reference == law_case::prior) {
+      expect_law(mix, got, prior1, prior2, c.factor, c.name);
+    } else {
+      expect_law(mix, got, exact_jump(mix, n, c.jump_channel, 201), exact_jump(mix, n, c.jump_channel, 202),
+                 c.factor, c.name, true);
+    }
+  }
+}
+
+}  // namespace
+
+// Seen failing against deliberately wrong coefficients: DDPM noise 1.2 sqrt(betatilde) (vp_linear and VE cases);
+// DDPM x0 coefficient with a instead of a' (d = 2, SW ratio 1.58); DDIM eps term without the factor a (both DDIM
+// cases, shares off by up to 0.9); reverse-SDE noise variance g^2 h / 2 (OU reverse SDE and stochastic
+// localization); probability-flow velocity with s'/s in place of s' a / s (every ODE case); walk-jump and SMS drift
+// gamma / sigma instead of gamma / sigma^2; SMS accumulating half of each measurement.
+TEST(Diffusion, EverySamplerEndsAtTheMixtureInDimension2) { check_sampler_laws(2); }
+
+// Seen failing, in addition: SMS ignoring the earlier measurements in ybar_m (es = 0), and a reverse-SDE drift
+// with f = 0.9 a'/a (OU reverse SDE and stochastic localization), both of which d = 2 is too easy to expose.
+TEST(Diffusion, EverySamplerEndsAtTheMixtureInDimension32) { check_sampler_laws(32); }
+
+// Seen failing with the DDPM noise scaled by 1.2 (variances off at every record).
+TEST(Diffusion, TrajectoryFollowsTheExactNoisedMarginals) {
+  // DDPM on vp_linear, recorded every 25 of 100 steps: the state after step k has the law p_t at the channel of
+  // grid point k. Per coordinate a sample mean has standard error sqrt(var / n) and a sample variance
+  // sqrt(2 / (n - 1)) var (the Gaussian value, an upper bound here: these bimodal coordinates have kurtosis <= 3);
+  // the difference of two independent estimates has sqrt(2) times that; 5 standard errors each.
+  const gaussian_mixture mix = test_mixture(2);
+  const std::int64_t n = 4000, d = 2;
+  diffusion_options o;
+  o.sampler = diffusion_sampler::ddpm;
+  o.steps = 100;
+  o.record_every = 25;
+  o.seed = 3;
+  std::vector<float> x(n * d), traj(4 * n * d);
+  diffusion(mix, x.data(), n, o, {traj.data()}, cpu);
+  const auto pts = o.schedule.points(o.steps);
+  for (int r = 0; r < 3; ++r) {
+    const schedule_point& p = pts[(r + 1) * 25];
+    const channel ch{p.a, p.s};
+    const std::vector<float> got(traj.begin() + r * n * d, traj.begin() + (r + 1) * n * d);
+    const auto ref = exact(mix, n, ch, 301 + r), ref2 = exact(mix, n, ch, 401 + r);
+    for (int j = 0; j < d; ++j) {
+      const auto g = column(got, d, j), e = column(ref, d, j);
+      const double var = diffsample::testing::variance(e);
+      EXPECT_NEAR(diffsample::testing::mean(g), diffsample::testing::mean(e), 5 * std::sqrt(2 * var / n))
+          << "record " << r << " coordinate " << j;
+      EXPECT_NEAR(diffsample::testing::variance(g), var, 5 * std::sqrt(2.0 / (n - 1)) * var * std::sqrt(2.0))
+          << "record " << r << " coordinate " << j;
+    }
+    const double floor = sw(ref, ref2, d), dist = sw(got, ref, d);
+    EXPECT_LE(dist, 1.5 * floor) << "record " << r << " at t = " << p.t;
+  }
+  // The last record is the output itself.
+  EXPECT_TRUE(std::equal(x.begin(), x.end(), traj.begin() + 3 * n * d));
+}
+
+TEST(Diffusion, DeterministicSamplersRepeatExactly) {
+  const gaussian_mixture mix = test_mixture(2);
+  for (diffusion_sampler s : {diffusion_sampler::ddim, diffusion_sampler::ode_euler, diffusion_sampler::ode_heun}) {
+    diffusion_options o;
+    o.sampler = s;
+    o.steps = 30;
+    o.seed = 11;
+    const auto a = run(mix, 500, o), b = run(mix, 500, o);
+    EXPECT_EQ(a, b) << to_string(s);
+    // Deterministic: the initial state given explicitly is all that matters.
+    std::vector<float> init = a;
+    for (float& v : init) v = v * 0.5f + 0.25f;
+    std::vector<float> c = init, e = init;
+    o.draw_initial = false;
+    diffusion(mix, c.data(), 500, o, {}, cpu);
+    o.seed = 999;
+    diffusion(mix, e.data(), 500, o, {}, cpu);
+    EXPECT_EQ(c, e) << to_string(s) << ": a deterministic sampler depends on the seed";
+  }
+}
+
+namespace {
+// Single Gaussian prior N(mu, tau^2 I): p_t = N(a mu, (a^2 tau^2 + s^2) I) and the probability-flow map from time
+// t0 to t1 is affine, x1 = a1 mu + sqrt(c1 / c0) (x0 - a0 mu), c = a^2 tau^2 + s^2.
+double ode_error(diffusion_sampler sampler, std::int64_t steps) {
+  const double mu = 1.5, tau2 = 0.25;
+  const gaussian_mixture g(2, {1.0}, {mu, -mu}, {tau2});
+  const noise_schedule sc = noise_schedule::ornstein_uhlenbeck(2.0).with_grid(time_grid::uniform, 2.0, 0.05);
+  const schedule_point p0 = sc.at(2.0), p1 = sc.at(0.05);
+  const double c0 = p0.a * p0.a * tau2 + p0.s * p0.s, c1 = p1.a * p1.a * tau2 + p1.s * p1.s;
+  const std::int64_t n = 64;
+  std::vector<float> x(n * 2);
+  for (std::int64_t i = 0; i < n; ++i) {
+    x[2 * i] = float(-2.0 + 4.0 * i / (n - 1));
+    x[2 * i + 1] = float(1.0 - 2.0 * i / (n - 1));
+  }
+  const std::vector<float> start = x;
+  diffusion_options o;
+  o.sampler = sampler;
+  o.schedule = sc;
+  o.steps = steps;
+  o.draw_initial = false;
+  diffusion(g, x.data(), n, o, {}, cpu);
+  double worst = 0;
+  for (std::int64_t i = 0; i < n; ++i)
+    for (int j = 0; j < 2; ++j) {
+      const double m = j == 0 ? mu : -mu;
+      const double want = p1.a * m + std::sqrt(c1 / c0) * (start[2 * i + j] - p0.a * m);
+      worst = std::max(worst, std::abs(x[2 * i + j] - want));
+    }
+  return worst;
+}
+}  // namespace
+
+// Seen failing with Heun's corrector using the first point's s'/s (ratio 2.0: first order) and with a wrong
+// velocity coefficient (no convergence to the exact map).
+TEST(Diffusion, OdeSolversConvergeAtTheirOrder) {
+  // Halving the step divides Euler's global error by 2 and Heun's by 4; the ranges allow for the constants'
+  // variation at these step counts (FP32 rounding stays below 1e-5, far under the smallest error measured).
+  double prev_e = ode_error(diffusion_sampler::ode_euler, 10), prev_h = ode_error(diffusion_sampler::ode_heun, 5);
+  for (std::int64_t k = 1; k <= 3; ++k) {
+    const double e = ode_error(diffusion_sampler::ode_euler, 10 << k);
+    const double h = ode_error(diffusion_sampler::ode_heun, 5 << k);
+    std::printf("  steps x%d: euler %.3e (ratio %.2f), heun %.3e (ratio %.2f)\n", 1 << k, e, prev_e / e, h, prev_h / h);
+    EXPECT_GT(prev_e / e, 1.7) << "Euler, " << (10 << k) << " steps";
+    EXPECT_LT(prev_e / e, 2.3) << "Euler, " << (10 << k) << " steps";
+    EXPECT_GT(prev_h / h, 3.4) << "Heun, " << (5 << k) << " steps";
+    EXPECT_LT(prev_h / h, 4.6) << "Heun, " << (5 << k) << " steps";
+    prev_e = e;
+    prev_h = h;
+  }
+}
+
+// Seen failing with the stream keyed by the call-local index i instead of first_chain + i.
+TEST(Diffusion, BatchSplitGivesIdenticalSamples) {
+  // d = 2 runs in registers, d = 3 in workspace: both paths key the stream by chain id only.
+  for (std::int64_t d : {2, 3}) {
+    const gaussian_mixture mix = test_mixture(d);
+    for (diffusion_sampler s : {diffusion_sampler::ddpm, diffusion_sampler::sequential_measurements}) {
+      diffusion_options o;
+      o.sampler = s;
+      o.steps = 20;
+      o.seed = 5;
+      const std::int64_t n = 300, split = 123;
+      const auto whole = run(mix, n, o);
+      std::vector<float> parts(n * d);
+      diffusion(mix, parts.data(), split, o, {}, cpu);
+      o.first_chain = split;
+      diffusion(mix, parts.data() + split * d, n - split, o, {}, cpu);
+      EXPECT_EQ(whole, parts) << to_string(s) << " d = " << d;
+    }
+  }
+}
+
+TEST(Diffusion, WorkspacePathEndsAtTheMixture) {
+  const gaussian_mixture mix = test_mixture(5);
+  const std::int64_t n = 4000;
+  diffusion_options o;
+  o.sampler = diffusion_sampler::ddpm;
+  o.steps = 200;
+  o.seed = 8;
+  diffusion_report rep;
+  std::vector<float> x(n * 5);
+  rep = diffusion(mix, x.data(), n, o, {}, cpu);
+  EXPECT_FALSE(rep.register_path);
+  EXPECT_EQ(rep.ran, executor::cpu);
+  expect_law(mix, x, exact(mix, n, {1, 0}, 1), exact(mix, n, {1, 0}, 2), 1.5, "ddpm workspace path");
+}
+
+TEST(Diffusion, CallerWorkspaceGivesTheSameSamples) {
+  const gaussian_mixture mix = test_mixture(3);  // not a register dimension: the state lives in the workspace
+  diffusion_options o;
+  o.steps = 20;
+  o.seed = 2;
+  const std::int64_t n = 100;
+  const std::size_t bytes = diffusion_workspace_bytes(mix, n, o);
+  EXPECT_GE(bytes, 4 * n * 3 * sizeof(float));
+  std::vector<float> ws(bytes / sizeof(float) + 1), x(n * 3);
+  diffusion(mix, x.data(), n, o, {}, cpu, ws.data(), bytes);
+  EXPECT_EQ(x, run(mix, n, o));
+  EXPECT_THROW(diffusion(mix, x.data(), n, o, {}, cpu, ws.data(), bytes - 4), invalid_argument);
+}
+
+TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
+  const gaussian_mixture mix = test_mixture(2);
+  std::vector<float> x(20);
+  auto message = [&](const diffusion_options& o) -> std::string {
+    try {
+      diffusion(mix, x.data(), 10, o, {}, cpu);
+    } catch (const invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  diffusion_options o;
+  o.schedule = noise_schedule::vp_linear().with_times({1.0, 0.5, 0.7, 0.0});
+  o.steps = 3;
+  EXPECT_NE(message(o).find("strictly monotone"), std::string::npos) << message(o);
+  o.schedule = noise_schedule::vp_linear().with_times({1.0, 0.5, 0.0});
+  EXPECT_NE(message(o).find("needs 4 times"), std::string::npos) << message(o);
+  o.schedule = noise_schedule::vp_linear().with_grid(time_grid::uniform, 0.0, 1.0);
+  EXPECT_NE(message(o).find("signal-to-noise"), std::string::npos) << message(o);
+  o.schedule = noise_schedule::vp_table({0.9, 0.95, 0.5});
+  EXPECT_NE(message(o).find("alpha_bar[1]"), std::string::npos) << message(o);
+  o.schedule = noise_schedule::vp_table({0.9, 1.5});
+  EXPECT_NE(message(o).find("(0, 1]"), std::string::npos) << message(o);
+  o.schedule = noise_schedule::vp_cosine();  // a = 0 at t = 1: the reverse SDE's drift divides by a
+  o.sampler = diffusion_sampler::reverse_sde;
+  EXPECT_NE(message(o).find("divides by a"), std::string::npos) << message(o);
+  o.sampler = diffusion_sampler::ddim;
+  EXPECT_EQ(message(o), "");  // DDIM never divides by a at the noisy end
+  o.eta = 1.5;
+  EXPECT_NE(message(o).find("options.eta"), std::string::npos) << message(o);
+  o = diffusion_options{};
+  o.sampler = diffusion_sampler::stochastic_localization;
+  EXPECT_NE(message(o).find("stochastic_localization schedule"), std::string::npos) << message(o);
+  o.sampler = diffusion_sampler::walk_jump;
+  o.sigma = -1;
+  EXPECT_NE(message(o).find("options.sigma"), std::string::npos) << message(o);
+  o = diffusion_options{};
+  o.record_every = 10;
+  EXPECT_NE(std::string(message(o)), "x");  // no trajectory buffer: recording is simply skipped
+  o.steps = 0;
+  EXPECT_NE(message(o).find("options.steps"), std::string::npos) << message(o);
+}
+
+TEST(Diffusion, NamesRoundTrip) {
+  for (int i = 0; i <= static_cast<int>(diffusion_sampler::sequential_measurements); ++i) {
+    const auto s = static_cast<diffusion_sampler>(i);
+    EXPECT_EQ(parse_diffusion_sampler(to_string(s)), s);
+  }
+  for (int i = 0; i <= static_cast<int>(schedule_kind::stochastic_localization); ++i) {
+    const auto k = static_cast<schedule_kind>(i);
+    EXPECT_EQ(parse_schedule_kind(to_string(k)), k);
+  }
+  for (int i = 0; i <= static_cast<int>(time_grid::custom); ++i) {
+    const auto g = static_cast<time_grid>(i);
+    EXPECT_EQ(parse_time_grid(to_string(g)), g);
+  }
+  EXPECT_THROW(parse_diffusion_sampler("dpm"), invalid_argument);
+  EXPECT_THROW(parse_schedule_kind("edm"), invalid_argument);
+}
+
+TEST(Diffusion, SchedulesMatchTheirClosedForms) {
+  // DDPM's discrete alpha-bar for beta in [1e-4, 0.02] over 1000 steps against the continuous vp_linear default.
+  double log_abar = 0;
+  for (int i = 1; i <= 1000; ++i) log_abar += std::log(1 - (1e-4 + (0.02 - 1e-4) * (i - 1) / 999.0));
+  EXPECT_NEAR(noise_schedule::vp_linear().at(1.0).a, std::exp(0.5 * log_abar), 2e-3);
+  const auto ou = noise_schedule::ornstein_uhlenbeck().at(0.7);
+  EXPECT_NEAR(ou.a, std::exp(-0.7), 1e-15);
+  EXPECT_NEAR(ou.s, std::sqrt(1 - std::exp(-1.4)), 1e-15);
+  // Derivatives against central differences.
+  for (const noise_schedule& sc :
+       {noise_schedule::vp_linear(), noise_schedule::vp_cosine(), noise_schedule::variance_exploding(),
+        noise_schedule::ornstein_uhlenbeck(), noise_schedule::linear_interpolant(),
+        noise_schedule::stochastic_localization()}) {
+    const double t = 0.4, h = 1e-6;
+    const auto p = sc.at(t), lo = sc.at(t - h), hi = sc.at(t + h);
+    EXPECT_NEAR(p.da_dt, (hi.a - lo.a) / (2 * h), 1e-6 * (1 + std::abs(p.da_dt))) << to_string(sc.kind);
+    EXPECT_NEAR(p.ds_dt, (hi.s - lo.s) / (2 * h), 1e-6 * (1 + std::abs(p.ds_dt))) << to_string(sc.kind);
+  }
+  // A table schedule reproduces its nodes.
+  const auto tab = noise_schedule::vp_table({0.9, 0.5, 0.1});
+  EXPECT_NEAR(tab.at(2.0 / 3.0).a, std::sqrt(0.5), 1e-12);
+  EXPECT_NEAR(tab.at(1.0).s, std::sqrt(0.9), 1e-12);
+}
+
+TEST(Diffusion, CpuAndGpuAgree) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  // The executors draw the same uniform bits; normals differ only in their last bits (__sincosf), so chains agree
+  // to ~1e-4 except the rare chain that a last-bit difference tips across a decision boundary between modes.
+  for (std::int64_t d : {2, 5}) {
+    const gaussian_mixture mix = test_mixture(d);
+    for (diffusion_sampler s : {diffusion_sampler::ddpm, diffusion_sampler::ode_heun,
+                                diffusion_sampler::sequential_measurements}) {
+      diffusion_options o;
+      o.sampler = s;
+      o.steps = 50;
+      o.seed = 21;
+      o.record_every = 25;
+      const std::int64_t n = 2000, records = (s == diffusion_sampler::sequential_measurements ? 200 : 50) / 25;
+      const auto host = run(mix, n, o);
+      diffsample::testing::device_buffer<float> dx(n * d), dtraj(records * n * d);
+      const auto rep = diffusion(mix, dx.ptr, n, o, {dtraj.ptr}, {executor::cuda, nullptr});
+      EXPECT_EQ(rep.ran, executor::cuda);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const auto dev = dx.download();
+      std::int64_t far = 0;
+      for (std::int64_t i = 0; i < n; ++i) {
+        double diff = 0;
+        for (std::int64_t j = 0; j < d; ++j) diff = std::max(diff, double(std::abs(host[i * d + j] - dev[i * d + j])));
+        far += diff > 1e-2;
+      }
+      EXPECT_LE(far, n / 100) << to_string(s) << " d = " << d << ": chains differing by more than 1e-2";
+    }
+  }
+}
+
+namespace {
+// Runs a plan on the CPU with the mixture as the "network": model output at the plan's channel for each step.
+std::vector<float> run_plan(const gaussian_mixture& mix, std::int64_t n, const diffusion_options& o, model_output out) {
+  const std::int64_t d = mix.dim();
+  diffusion_plan plan(n, d, o, out, cpu);
+  std::vector<float> x(n * d), model(n * d);
+  plan.reset(x.data());
+  const quantity q = out == model_output::denoiser ? quantity::denoiser : quantity::score;
+  for (std::int64_t k = 0; k < plan.steps(); ++k) {
+    EXPECT_EQ(*plan.step_counter(), k);
+    mix.evaluate(q, x.data(), n, plan.step_channel(k), model.data(), cpu);
+    plan.step(x.data(), model.data());
+  }
+  if (plan.needs_final_jump()) {
+    mix.evaluate(q, x.data(), n, plan.step_channel(plan.steps()), model.data(), cpu);
+    plan.finish(x.data(), model.data());
+  }
+  return x;
+}
+
+std::vector<diffusion_options> plan_cases() {
+  std::vector<diffusion_options> cases;
+  diffusion_options o;
+  o.seed = 17;
+  o.steps = 20;
+  o.sampler = diffusion_sampler::ddpm;
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::ddim;
+  o.eta = 0.5;
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::reverse_sde;
+  o.schedule = noise_schedule::ornstein_uhlenbeck(4.0);
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::ode_euler;
+  // gaussian_mixture::evaluate refuses a = 0, the interpolant's t = 1: start just after it.
+  o.schedule = noise_schedule::linear_interpolant().with_grid(time_grid::uniform, 0.98, 0.0);
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::stochastic_localization;
+  o.schedule = noise_schedule::stochastic_localization(1e-3, 1e2);
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::walk_jump;
+  o.sigma = 2.0;
+  o.step_size = 0.1;
+  cases.push_back(o);
+  return cases;
+}
+}  // namespace
+
+// Seen failing with the plan keying its step noise by k instead of k + 1.
+TEST(DiffusionPlan, DenoiserOutputReproducesTheFusedSamplerExactly) {
+  // Same table, same stream keys, same FP32 operations: the stepwise path must give the fused result bit for bit.
+  for (std::int64_t d : {2, 3}) {
+    const gaussian_mixture mix = test_mixture(d);
+    for (const diffusion_options& o : plan_cases()) {
+      const auto fused = run(mix, 200, o);
+      const auto stepped = run_plan(mix, 200, o, model_output::denoiser);
+      EXPECT_EQ(fused, stepped) << to_string(o.sampler) << " d = " << d;
+    }
+  }
+}
+
+// Seen failing with the score-to-x0 conversion using s / a instead of s^2 / a.
+TEST(DiffusionPlan, ScoreOutputMatchesTheFusedSampler) {
+  // A score output is converted to x0 = (x + s^2 score) / a, which rounds differently from the direct denoiser:
+  // chains agree to ~1e-4, except a rare chain tipped across the boundary between modes (at most 1%).
+  const gaussian_mixture mix = test_mixture(2);
+  for (const diffusion_options& o : plan_cases()) {
+    if (o.sampler == diffusion_sampler::stochastic_localization) continue;  // a = t: handled, but x0 from the
+    const std::int64_t n = 500;                                              // score is ill-conditioned at t = 1e-3
+    const auto fused = run(mix, n, o);
+    const auto stepped = run_plan(mix, n, o, model_output::score);
+    std::int64_t far = 0;
+    for (std::int64_t i = 0; i < n; ++i)
+      far += std::max(std::abs(fused[2 * i] - stepped[2 * i]), std::abs(fused[2 * i + 1] - stepped[2 * i + 1])) > 1e-2;
+    EXPECT_LE(far, n / 100) << to_string(o.sampler);
+  }
+}
+
+TEST(DiffusionPlan, RejectsFusedOnlySamplersAndStopsAfterTheLastStep) {
+  diffusion_options o;
+  o.sampler = diffusion_sampler::ode_heun;
+  EXPECT_THROW(diffusion_plan(10, 2, o, model_output::denoiser, cpu), invalid_argument);
+  o.sampler = diffusion_sampler::walk_jump;
+  EXPECT_THROW(diffusion_plan(10, 2, o, model_output::velocity, cpu), invalid_argument);
+  o.sampler = diffusion_sampler::ddpm;
+  o.schedule = noise_schedule::vp_cosine();  // a = 0 at t = 1: a score does not give x0 there
+  EXPECT_THROW(diffusion_plan(10, 2, o, model_output::score, cpu), invalid_argument);
+  o = diffusion_options{};
+  o.steps = 3;
+  diffusion_plan plan(4, 2, o, model_output::denoiser, cpu);
+  std::vector<float> x(8), m(8, 0.f);
+  plan.reset(x.data());
+  for (int k = 0; k < 3; ++k) plan.step(x.data(), m.data());
+  const auto done = x;
+  plan.step(x.data(), m.data());
+  EXPECT_EQ(x, done);
+}
+
+TEST(DiffusionPlan, GpuPlanMatchesCpuPlan) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const gaussian_mixture mix = test_mixture(2);
+  const std::int64_t n = 1000, d = 2;
+  diffusion_options o;
+  o.steps = 30;
+  o.seed = 4;
+  const auto host = run_plan(mix, n, o, model_output::denoiser);
+  diffusion_plan plan(n, d, o, model_output::denoiser, {executor::cuda, nullptr});
+  diffsample::testing::device_buffer<float> x(n * d), model(n * d);
+  plan.reset(x.ptr);
+  for (std::int64_t k = 0; k < plan.steps(); ++k) {
+    mix.evaluate(quantity::denoiser, x.ptr, n, plan.step_channel(k), model.ptr, {executor::cuda, nullptr});
+    plan.step(x.ptr, model.ptr);
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const auto dev = x.download();
+  std::int64_t far = 0;
+  for (std::int64_t i = 0; i < n * d; ++i) far += std::abs(host[i] - dev[i]) > 1e-2;
+  EXPECT_LE(far, n / 100);
+}
+
+TEST(DiffusionPlan, CapturedGraphReplaysTheStepLoop) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  // The step index lives on the device, so a captured (model, step) loop replays with the right coefficients and
+  // noise: the graph's result equals the same loop issued directly, bit for bit (same kernels, same inputs).
+  // Relaxed capture because the validation inside evaluate() queries pointer attributes, which stricter modes may refuse.
+  const gaussian_mixture mix = test_mixture(2);
+  const std::int64_t n = 1000, d = 2;
+  diffusion_options o;
+  o.steps = 20;
+  o.seed = 9;
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  const execution gpu{executor::cuda, stream};
+  diffusion_plan plan(n, d, o, model_output::denoiser, gpu);
+  diffsample::testing::device_buffer<float> x(n * d), model(n * d);
+  auto loop = [&] {
+    for (std::int64_t k = 0; k < plan.steps(); ++k) {
+      mix.evaluate(quantity::denoiser, x.ptr, n, plan.step_channel(k), model.ptr, gpu);
+      plan.step(x.ptr, model.ptr, stream);
+    }
+  };
+  plan.reset(x.ptr, stream);
+  loop();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const auto direct = x.download();
+
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  loop();
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int replay = 0; replay < 2; ++replay) {
+    plan.reset(x.ptr, stream);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(x.download(), direct) << "replay " << replay;
+    std::int64_t counter = -1;
+    ASSERT_EQ(cudaMemcpy(&counter, plan.step_counter(), sizeof counter, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(counter, plan.steps());
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
