@@ -414,3 +414,58 @@ TEST(Particles, CudaAndCpuAgreeOnALargeProblemWithInt64AndWeights) {
     for (std::int64_t i = 0; i < n; i += 997) EXPECT_NEAR(wg[i], w[i], 1e-6f * w[i] + 1e-30f) << i;
   }
 }
+
+// Problems longer than the CPU executor's chunk (2^16 particles) are scanned chunk by chunk and stitched with
+// integer offsets: ancestors must not depend on the thread count, and offspring must match the weights exactly
+// (systematic: floor or ceil of N w_i) across chunk boundaries.
+// Seen failing when the residual weights' chunk offsets were not applied.
+TEST(Particles, MultiChunkProblemsAreStitchedExactly) {
+  const std::int64_t b = 2, n = (std::int64_t(1) << 17) + 123;
+  const auto lw = random_log_weights(b * n, 5, -6.f, 0.f);
+  const int threads = omp_get_max_threads();
+  for (auto scheme : {ds::resampling_scheme::multinomial, ds::resampling_scheme::systematic,
+                      ds::resampling_scheme::residual}) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 17;
+    std::vector<ds::particle_report> r;
+    omp_set_num_threads(1);
+    const auto one = run(lw, b, n, o, &r);
+    omp_set_num_threads(2);
+    const auto two = run(lw, b, n, o);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(one, two) << ds::to_string(scheme);
+    for (std::int64_t p = 0; p < b; ++p) {
+      const fp64_stats ref = reference_stats(lw.data() + p * n, int(n));
+      // FP64 sums of 1.3e5 terms: relative error below 1e5 * 2^-53 ~ 1e-11.
+      EXPECT_NEAR(r[p].ess, ref.ess, 1e-10 * ref.ess);
+      EXPECT_NEAR(r[p].log_sum_exp, ref.lse, 1e-10);
+      long double total = 0;
+      for (std::int64_t i = 0; i < n; ++i) total += std::exp(static_cast<long double>(lw[p * n + i]));
+      std::vector<std::int64_t> counts(n, 0);
+      for (std::int64_t j = 0; j < n; ++j) ++counts[one[p * n + j]];
+      // Offspring landing in each chunk: a sum of counts with mean N W_c and variance at most the multinomial
+      // N W_c (1 - W_c) (the residual and systematic counts vary less), so within 6 standard errors.
+      for (std::int64_t lo = 0; lo < n; lo += std::int64_t(1) << 16) {
+        const std::int64_t hi = std::min(n, lo + (std::int64_t(1) << 16));
+        long double mass = 0;
+        std::int64_t landed = 0;
+        for (std::int64_t i = lo; i < hi; ++i) {
+          mass += std::exp(static_cast<long double>(lw[p * n + i]));
+          landed += counts[i];
+        }
+        const double wc = double(mass / total);
+        EXPECT_NEAR(double(landed), n * wc, 6 * std::sqrt(n * wc * (1 - wc))) << ds::to_string(scheme) << " " << lo;
+      }
+      if (scheme == ds::resampling_scheme::multinomial) continue;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double nw = double(n * std::exp(static_cast<long double>(lw[p * n + i])) / total);
+        ASSERT_GE(counts[i], std::floor(nw - 1e-6)) << ds::to_string(scheme) << " " << i;
+        if (scheme == ds::resampling_scheme::systematic) {
+          ASSERT_LE(counts[i], std::ceil(nw + 1e-6)) << i;
+        }
+      }
+    }
+  }
+}
