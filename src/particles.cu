@@ -60,8 +60,23 @@ void check_sizes(std::int64_t problems, std::int64_t particles) {
 
 std::size_t align16(std::size_t bytes) { return (bytes + 15) / 16 * 16; }
 
+// The CPU statistics pass splits every problem into chunks of this fixed size (never a function of the thread
+// count), so its FP64 report sums are combined in the same order whatever the number of threads.
+constexpr std::int64_t cpu_chunk = std::int64_t(1) << 16;
+
+/// Partial results of one chunk of one problem (CPU executor).
+struct chunk_sums {
+  float max;
+  std::int64_t nan_count;
+  std::uint64_t total, copies, total_offset, copies_offset;
+  u128 sum_q2, rest, rest_offset;
+  double sum_w, sum_w2;
+};
+
+std::int64_t chunks_per_problem(std::int64_t particles) { return (particles + cpu_chunk - 1) / cpu_chunk; }
+
 struct workspace_layout {
-  std::size_t states = 0, units = 0, residual = 0, total = 0;
+  std::size_t states = 0, units = 0, residual = 0, chunks = 0, total = 0;
 };
 
 workspace_layout layout(std::int64_t problems, std::int64_t particles, resampling_scheme scheme) {
@@ -70,7 +85,8 @@ workspace_layout layout(std::int64_t problems, std::int64_t particles, resamplin
   if (count == 0) return w;
   w.units = align16(static_cast<std::size_t>(problems) * sizeof(problem_state));
   w.residual = w.units + align16(count * sizeof(std::uint64_t));
-  w.total = w.residual + (scheme == resampling_scheme::residual ? count * sizeof(u128) : 0);
+  w.chunks = w.residual + align16(scheme == resampling_scheme::residual ? count * sizeof(u128) : 0);
+  w.total = w.chunks + static_cast<std::size_t>(problems * chunks_per_problem(particles)) * sizeof(chunk_sums);
   return w;
 }
 
@@ -122,30 +138,52 @@ DS_HD void finish_problem(const pass_params& p, std::int64_t b, float max, std::
 }
 
 // --- CPU statistics pass -----------------------------------------------------------------------------------------
+// Every phase runs over all chunks of all problems in parallel; chunk results are combined per problem in chunk
+// order. The integer prefix sums are exact whatever the split; the FP64 sums depend only on the fixed chunk size.
 
-void statistics_pass_cpu(const pass_params& p, std::int64_t problems) {
+void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums* chunks) {
   const std::int64_t n = p.n;
+  const std::int64_t per = chunks_per_problem(n);
+  const std::int64_t count = problems * per;
+  const bool prefix = uses_prefix(p.scheme);
+
+  // 1. Largest valid log-weight and invalid count of each chunk.
 #pragma omp parallel for schedule(dynamic, 1)
-  for (std::int64_t b = 0; b < problems; ++b) {
+  for (std::int64_t ci = 0; ci < count; ++ci) {
+    const std::int64_t b = ci / per, lo = (ci % per) * cpu_chunk, hi = std::min(n, lo + cpu_chunk);
     const float* lw = p.log_weights + b * n;
     float max = -INFINITY;
     std::int64_t nan_count = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t i = lo; i < hi; ++i) {
       if (kernels::invalid_log_weight(lw[i]))
         ++nan_count;
       else if (lw[i] > max)
         max = lw[i];
     }
+    chunks[ci].max = max;
+    chunks[ci].nan_count = nan_count;
+  }
+  // The problem's max (exact, order-free) goes into chunk 0 of the problem.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t b = 0; b < problems; ++b)
+    for (std::int64_t k = 1; k < per; ++k) chunks[b * per].max = std::max(chunks[b * per].max, chunks[b * per + k].max);
+
+  // 2. Fixed-point weights, their chunk-local inclusive prefix sums, and the chunk's sums.
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t ci = 0; ci < count; ++ci) {
+    const std::int64_t b = ci / per, lo = (ci % per) * cpu_chunk, hi = std::min(n, lo + cpu_chunk);
+    const float* lw = p.log_weights + b * n;
+    const float max = chunks[b * per].max;
     std::uint64_t total = 0;
     u128 sum_q2;
     double sum_w = 0, sum_w2 = 0;
-    std::uint64_t* units = p.units + b * n;
     if (max > -INFINITY) {
-      for (std::int64_t i = 0; i < n; ++i) {
+      std::uint64_t* units = p.units + b * n;
+      for (std::int64_t i = lo; i < hi; ++i) {
         const std::uint64_t q = kernels::fixed_weight(lw[i], max, p.bits);
         total += q;
         sum_q2 = sum_q2 + kernels::mul_wide(q, q);
-        units[i] = uses_prefix(p.scheme) ? total : q;
+        units[i] = prefix ? total : q;
         if (!kernels::invalid_log_weight(lw[i])) {
           const double w = std::exp(double(lw[i]) - double(max));
           sum_w += w;
@@ -153,23 +191,86 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems) {
         }
       }
     }
+    chunks[ci].total = total;
+    chunks[ci].sum_q2 = sum_q2;
+    chunks[ci].sum_w = sum_w;
+    chunks[ci].sum_w2 = sum_w2;
+  }
+
+  // 3. Per problem: chunk offsets, totals, the resampling decision and the report.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t b = 0; b < problems; ++b) {
+    chunk_sums* c = chunks + b * per;
+    std::int64_t nan_count = 0;
+    std::uint64_t total = 0;
+    u128 sum_q2;
+    double sum_w = 0, sum_w2 = 0;
+    for (std::int64_t k = 0; k < per; ++k) {
+      c[k].total_offset = total;
+      nan_count += c[k].nan_count;
+      total += c[k].total;
+      sum_q2 = sum_q2 + c[k].sum_q2;
+      sum_w += c[k].sum_w;
+      sum_w2 += c[k].sum_w2;
+    }
     problem_state st{};
-    finish_problem(p, b, max, nan_count, total, sum_q2, sum_w, sum_w2, st);
-    if (p.scheme == resampling_scheme::residual && st.resample) {
+    finish_problem(p, b, c[0].max, nan_count, total, sum_q2, sum_w, sum_w2, st);
+    p.states[b] = st;
+  }
+
+  // 4. Chunk offsets into the prefix sums; residual copies and residual weights, chunk-locally.
+  const bool residual = p.scheme == resampling_scheme::residual;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t ci = 0; ci < count; ++ci) {
+    const std::int64_t b = ci / per, lo = (ci % per) * cpu_chunk, hi = std::min(n, lo + cpu_chunk);
+    const problem_state& st = p.states[b];
+    if (!st.resample) continue;
+    std::uint64_t* units = p.units + b * n;
+    if (prefix) {
+      const std::uint64_t offset = chunks[ci].total_offset;
+      for (std::int64_t i = lo; i < hi; ++i) units[i] += offset;
+    } else if (residual) {
+      const float* lw = p.log_weights + b * n;
       std::uint64_t copies = 0;
       u128 rest;
-      for (std::int64_t i = 0; i < n; ++i) {
-        const std::uint64_t q = kernels::fixed_weight(lw[i], max, p.bits);
-        const std::uint64_t c = kernels::residual_copies(std::uint64_t(n), q, total);
+      for (std::int64_t i = lo; i < hi; ++i) {
+        const std::uint64_t q = kernels::fixed_weight(lw[i], st.max, p.bits);
+        const std::uint64_t c = kernels::residual_copies(std::uint64_t(n), q, st.total);
         copies += c;
         units[i] = copies;
         // N q - c T < T fits in 64 bits: the low words of the 128-bit difference.
-        rest = rest + u128{kernels::mul_wide(std::uint64_t(n), q).lo - c * total, 0};
+        rest = rest + u128{kernels::mul_wide(std::uint64_t(n), q).lo - c * st.total, 0};
         p.residual[b * n + i] = rest;
       }
-      st.copies = copies;
+      chunks[ci].copies = copies;
+      chunks[ci].rest = rest;
     }
-    p.states[b] = st;
+  }
+  if (!residual) return;
+
+  // 5. Residual: per-problem chunk offsets, then applied.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t b = 0; b < problems; ++b) {
+    if (!p.states[b].resample) continue;
+    chunk_sums* c = chunks + b * per;
+    std::uint64_t copies = 0;
+    u128 rest;
+    for (std::int64_t k = 0; k < per; ++k) {
+      c[k].copies_offset = copies;
+      c[k].rest_offset = rest;
+      copies += c[k].copies;
+      rest = rest + c[k].rest;
+    }
+    p.states[b].copies = copies;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t ci = 0; ci < count; ++ci) {
+    const std::int64_t b = ci / per, lo = (ci % per) * cpu_chunk, hi = std::min(n, lo + cpu_chunk);
+    if (!p.states[b].resample || ci % per == 0) continue;
+    for (std::int64_t i = lo; i < hi; ++i) {
+      p.units[b * n + i] += chunks[ci].copies_offset;
+      p.residual[b * n + i] = p.residual[b * n + i] + chunks[ci].rest_offset;
+    }
   }
 }
 
@@ -401,7 +502,7 @@ executor resample(const float* log_weights, std::int64_t problems, std::int64_t 
     statistics_pass_kernel<<<grid, pass_block, 0, exec.stream>>>(p, problems);
     DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
   } else {
-    statistics_pass_cpu(p, problems);
+    statistics_pass_cpu(p, problems, reinterpret_cast<chunk_sums*>(ws + w.chunks));
   }
   if (out.ancestors64 != nullptr)
     select_ancestors(where, p, o, count, out.ancestors64, out.normalised_weights, exec.stream);

@@ -66,6 +66,7 @@ std::vector<std::int32_t> run(const std::vector<float>& lw, std::int64_t b, std:
 
 }  // namespace
 
+// Seen failing with ESS computed as sum w / sum w^2, and with the log-sum-exp missing its max shift.
 TEST(Particles, StatisticsMatchFp64Reference) {
   const int b = 3, n = 1000;
   auto lw = random_log_weights(b * n, 1, -12.f, 4.f);
@@ -103,12 +104,19 @@ TEST(Particles, HugeMagnitudeLogWeights) {
   for (auto i : a) EXPECT_TRUE(i == 0 || i == 2 || i == 5) << i;
 }
 
+// Seen failing when +inf was not treated as invalid, and (by hanging in the rejection sampler) when a failed
+// problem was resampled; the systematic pre-check below now stops the test before any hang.
 TEST(Particles, NanCountedAndAllZeroProblemFailed) {
   const int n = 8;
   std::vector<float> lw = {0.f, nan_f, 1.f, nan_f, INFINITY, 2.f, -1.f, 0.5f,                // 3 invalid
                            neg_inf, nan_f, neg_inf, neg_inf, neg_inf, nan_f, neg_inf, neg_inf};  // all zero
   ds::resampling_options o;
   o.ess_threshold = 2;
+  {
+    std::vector<ds::particle_report> r;
+    run(lw, 2, n, o, &r);
+    ASSERT_EQ(r[1].resampled, 0) << "a failed problem must not be resampled";
+  }
   for (auto scheme : all_schemes) {
     o.scheme = scheme;
     std::vector<ds::particle_report> r;
@@ -194,6 +202,7 @@ TEST(Particles, OffspringCountsAreUnbiased) {
   }
 }
 
+// Seen failing with a multinomial stream keyed by particle + OpenMP thread number.
 TEST(Particles, SameAncestorsAcrossRunsThreadCountsAndIndexTypes) {
   const int b = 5, n = 3000;
   auto lw = random_log_weights(b * n, 7, -20.f, 3.f);
@@ -227,6 +236,7 @@ TEST(Particles, SameAncestorsAcrossRunsThreadCountsAndIndexTypes) {
   }
 }
 
+// Seen failing with a gather that ignored the ancestors.
 TEST(Particles, GatherByAncestor) {
   const int b = 2, n = 3, d = 2;
   std::vector<float> x(b * n * d);
@@ -313,6 +323,8 @@ TEST(Particles, CudaAndCpuExecutorsPickTheSameAncestors) {
 }
 
 // The integer helpers that make resampling exact, against long-double and __int128 references.
+// Seen failing with a degree-12 series in fixed_exp, without the downward correction of residual_copies, and with
+// fixed-point weights rounded up by one unit.
 TEST(Particles, FixedPointHelpers) {
   using namespace diffsample::kernels;
   // fixed_exp: Taylor truncation < 1e-17 and a handful of roundings: within 4 ulp of exp on (-50, 0].
@@ -400,5 +412,60 @@ TEST(Particles, CudaAndCpuAgreeOnALargeProblemWithInt64AndWeights) {
     // Normalised weights use FP64 sums in different orders: agreement to float rounding.
     const auto wg = w_d.download();
     for (std::int64_t i = 0; i < n; i += 997) EXPECT_NEAR(wg[i], w[i], 1e-6f * w[i] + 1e-30f) << i;
+  }
+}
+
+// Problems longer than the CPU executor's chunk (2^16 particles) are scanned chunk by chunk and stitched with
+// integer offsets: ancestors must not depend on the thread count, and offspring must match the weights exactly
+// (systematic: floor or ceil of N w_i) across chunk boundaries.
+// Seen failing when the residual weights' chunk offsets were not applied.
+TEST(Particles, MultiChunkProblemsAreStitchedExactly) {
+  const std::int64_t b = 2, n = (std::int64_t(1) << 17) + 123;
+  const auto lw = random_log_weights(b * n, 5, -6.f, 0.f);
+  const int threads = omp_get_max_threads();
+  for (auto scheme : {ds::resampling_scheme::multinomial, ds::resampling_scheme::systematic,
+                      ds::resampling_scheme::residual}) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 17;
+    std::vector<ds::particle_report> r;
+    omp_set_num_threads(1);
+    const auto one = run(lw, b, n, o, &r);
+    omp_set_num_threads(2);
+    const auto two = run(lw, b, n, o);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(one, two) << ds::to_string(scheme);
+    for (std::int64_t p = 0; p < b; ++p) {
+      const fp64_stats ref = reference_stats(lw.data() + p * n, int(n));
+      // FP64 sums of 1.3e5 terms: relative error below 1e5 * 2^-53 ~ 1e-11.
+      EXPECT_NEAR(r[p].ess, ref.ess, 1e-10 * ref.ess);
+      EXPECT_NEAR(r[p].log_sum_exp, ref.lse, 1e-10);
+      long double total = 0;
+      for (std::int64_t i = 0; i < n; ++i) total += std::exp(static_cast<long double>(lw[p * n + i]));
+      std::vector<std::int64_t> counts(n, 0);
+      for (std::int64_t j = 0; j < n; ++j) ++counts[one[p * n + j]];
+      // Offspring landing in each chunk: a sum of counts with mean N W_c and variance at most the multinomial
+      // N W_c (1 - W_c) (the residual and systematic counts vary less), so within 6 standard errors.
+      for (std::int64_t lo = 0; lo < n; lo += std::int64_t(1) << 16) {
+        const std::int64_t hi = std::min(n, lo + (std::int64_t(1) << 16));
+        long double mass = 0;
+        std::int64_t landed = 0;
+        for (std::int64_t i = lo; i < hi; ++i) {
+          mass += std::exp(static_cast<long double>(lw[p * n + i]));
+          landed += counts[i];
+        }
+        const double wc = double(mass / total);
+        EXPECT_NEAR(double(landed), n * wc, 6 * std::sqrt(n * wc * (1 - wc))) << ds::to_string(scheme) << " " << lo;
+      }
+      if (scheme == ds::resampling_scheme::multinomial) continue;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double nw = double(n * std::exp(static_cast<long double>(lw[p * n + i])) / total);
+        ASSERT_GE(counts[i], std::floor(nw - 1e-6)) << ds::to_string(scheme) << " " << i;
+        if (scheme == ds::resampling_scheme::systematic) {
+          ASSERT_LE(counts[i], std::ceil(nw + 1e-6)) << i;
+        }
+      }
+    }
   }
 }

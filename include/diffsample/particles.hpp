@@ -24,7 +24,8 @@ enum class resampling_scheme : int {
   systematic = 2,   ///< one uniform shared by the N strata of a problem
   residual = 3,     ///< floor(N w_i) copies of particle i, multinomial on the residual weights
   metropolis = 4,   ///< collective-free Metropolis chains (Murray, Lee and Jacob 2016), biased for finite steps
-  rejection = 5,    ///< collective-free rejection sampler (Murray, Lee and Jacob 2016), unbiased
+  rejection = 5,    ///< collective-free rejection sampler (Murray, Lee and Jacob 2016), unbiased; costs
+                    ///< max w / mean w proposals per particle on average (up to N for a degenerate problem)
 };
 
 /// "multinomial", "stratified", "systematic", "residual", "metropolis" or "rejection".
