@@ -219,7 +219,8 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_o
 }
 
 // Dimensions whose chains keep their state in registers: each entry is two kernels (CUDA and CPU) to compile.
-bool is_register_dim(std::int64_t d) { return d == 2 || d == 8 || d == 16 || d == 32; }
+// 10 is a benchmark size (bench_diffusion: d = 2, 10, 100).
+bool is_register_dim(std::int64_t d) { return d == 2 || d == 8 || d == 10 || d == 16 || d == 32; }
 
 template <int D>
 void launch_register(executor where, const kernels::diffusion_params& p, float* x, cudaStream_t stream) {
@@ -231,6 +232,7 @@ void dispatch_register(std::int64_t d, executor where, const kernels::diffusion_
   switch (d) {
     case 2: return launch_register<2>(where, p, x, stream);
     case 8: return launch_register<8>(where, p, x, stream);
+    case 10: return launch_register<10>(where, p, x, stream);
     case 16: return launch_register<16>(where, p, x, stream);
     case 32: return launch_register<32>(where, p, x, stream);
     default: DIFFSAMPLE_EXPECTS(false, "internal: dimension " << d << " is not in the register-path list");
