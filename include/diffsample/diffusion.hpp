@@ -51,7 +51,7 @@ DIFFSAMPLE_API diffusion_sampler parse_diffusion_sampler(const std::string& name
 /// Settings of one run. Chain i uses the Philox stream (seed, first_chain + i, k): k = 0 for its initial noise and
 /// k = j + 1 for its j-th step, so a batch split by first_chain gives the same samples as one call.
 struct diffusion_options {
-  diffusion_sampler sampler = diffusion_sampler::ddpm;
+  diffusion_sampler sampler = diffusion_sampler::ddpm;  ///< update rule
   noise_schedule schedule = noise_schedule::vp_linear();  ///< channel and time grid (diffusion samplers)
   std::int64_t steps = 100;   ///< grid steps; Langevin steps (walk_jump) or Langevin steps per measurement (SMS)
   double eta = 0.0;           ///< DDIM stochasticity, in [0, 1]
@@ -137,7 +137,9 @@ class DIFFSAMPLE_API diffusion_plan {
   diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_options& options, model_output output,
                  execution exec = {});
   ~diffusion_plan();
+  /// Moves the plan and its device buffers; the moved-from plan may only be destroyed or assigned.
   diffusion_plan(diffusion_plan&&) noexcept;
+  /// Moves the plan and its device buffers; the moved-from plan may only be destroyed or assigned.
   diffusion_plan& operator=(diffusion_plan&&) noexcept;
   diffusion_plan(const diffusion_plan&) = delete;
   diffusion_plan& operator=(const diffusion_plan&) = delete;

@@ -30,6 +30,8 @@ class DIFFSAMPLE_API out_of_memory : public error {
 /// A CUDA runtime call or kernel launch failed; the message carries the CUDA error name, file and line.
 class DIFFSAMPLE_API cuda_error : public error {
  public:
+  /// @param what message (CUDA error name, call, file and line)
+  /// @param code the cudaError_t value
   cuda_error(const std::string& what, int code) : error(what), code_(code) {}
   /// The cudaError_t value, as an int so that this header needs no CUDA include.
   int code() const noexcept { return code_; }

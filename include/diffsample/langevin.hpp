@@ -26,7 +26,7 @@ DIFFSAMPLE_API langevin_method parse_langevin_method(const std::string& name);
 /// at its k-th step, so a run split into batches (first_chain) or into consecutive calls (first_step) gives the
 /// same samples as one call.
 struct langevin_options {
-  langevin_method method = langevin_method::mala;
+  langevin_method method = langevin_method::mala;  ///< update rule
   double step_size = 1e-2;        ///< gamma > 0
   std::int64_t steps = 1000;      ///< number of steps, >= 0
   channel target{};               ///< the chains target p_t at this channel (default: the prior)

@@ -48,7 +48,9 @@ class DIFFSAMPLE_API gaussian_mixture {
   gaussian_mixture(std::int64_t dim, std::vector<double> weights, std::vector<double> means,
                    std::vector<double> variances);
   ~gaussian_mixture();
+  /// Moves the storage; the moved-from object may only be destroyed or assigned.
   gaussian_mixture(gaussian_mixture&&) noexcept;
+  /// Moves the storage; the moved-from object may only be destroyed or assigned.
   gaussian_mixture& operator=(gaussian_mixture&&) noexcept;
   gaussian_mixture(const gaussian_mixture&) = delete;
   gaussian_mixture& operator=(const gaussian_mixture&) = delete;

@@ -54,14 +54,14 @@ struct schedule_point {
 /// A schedule and its time grid. Build one with the factory functions, then adjust the grid with with_grid() or
 /// with_times(). Plain data: copy it freely; points() validates it.
 struct DIFFSAMPLE_API noise_schedule {
-  schedule_kind kind = schedule_kind::vp_linear;
+  schedule_kind kind = schedule_kind::vp_linear;  ///< channel family
   double beta_min = 0.1;             ///< vp_linear: beta(0) (the continuous-time VP SDE of Song et al.)
   double beta_max = 20.0;            ///< vp_linear: beta(1)
   double cosine_offset = 0.008;      ///< vp_cosine: theta(t) = (t + offset) / (1 + offset) * pi / 2
   std::vector<double> alpha_bar;     ///< vp_table: alpha-bar at t = n / N for n = 1..N (alpha-bar(0) = 1)
   double sigma_min = 0.01;           ///< variance_exploding: s(0)
   double sigma_max = 50.0;           ///< variance_exploding: s(1)
-  time_grid grid = time_grid::uniform;
+  time_grid grid = time_grid::uniform;  ///< how the sampling times are spread
   double t_start = 1.0;              ///< first (noisiest) time of the grid
   double t_end = 0.0;                ///< last (cleanest) time of the grid
   std::vector<double> times;         ///< time_grid::custom: steps + 1 times in sampling order
