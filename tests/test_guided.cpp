@@ -132,21 +132,50 @@ std::vector<double> recovered_weights(const ds::mixture_posterior& post, const f
       for (std::int64_t i = 0; i < d; ++i) inv[k * d * d + i * d + c] = e[i];
     }
   }
-  std::vector<double> sum(K, 0.0), logit(K), diff(d);
-  for (std::int64_t i = 0; i < n; ++i) {
-    double mx = -INFINITY;
-    for (std::int64_t k = 0; k < K; ++k) {
-      for (std::int64_t j = 0; j < d; ++j) diff[j] = x[i * d + j] - post.means()[k * d + j];
-      double q = 0;
-      for (std::int64_t a = 0; a < d; ++a)
-        for (std::int64_t b = 0; b < d; ++b) q += diff[a] * inv[k * d * d + a * d + b] * diff[b];
-      logit[k] = post.log_weights()[k] - 0.5 * q - 0.5 * logdet[k];
-      mx = std::max(mx, logit[k]);
+  // With equal component covariances (unit prior covariances) the quadratic form splits into x^T P x, shared by
+  // every component, and terms linear in x: K d work per sample instead of K d^2.
+  bool shared = true;
+  for (std::int64_t k = 1; k < K && shared; ++k)
+    for (std::int64_t e = 0; e < d * d && shared; ++e)
+      shared = post.covariances()[k * d * d + e] == post.covariances()[e];
+  std::vector<double> pm(K * d, 0.0), mpm(K, 0.0);  // P_k m_k and m_k^T P_k m_k
+  for (std::int64_t k = 0; k < K; ++k)
+    for (std::int64_t a = 0; a < d; ++a) {
+      for (std::int64_t b = 0; b < d; ++b) pm[k * d + a] += inv[k * d * d + a * d + b] * post.means()[k * d + b];
+      mpm[k] += post.means()[k * d + a] * pm[k * d + a];
     }
-    double total = 0;
-    for (std::int64_t k = 0; k < K; ++k) total += std::exp(logit[k] - mx);
-    for (std::int64_t k = 0; k < K; ++k) sum[k] += std::exp(logit[k] - mx) / total;
+  std::vector<double> sum(K, 0.0), logit(K);
+#pragma omp parallel
+  {
+    std::vector<double> local(K, 0.0), lg(K);
+#pragma omp for
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * d;
+      double mx = -INFINITY, shared_q = 0;
+      if (shared)
+        for (std::int64_t a = 0; a < d; ++a)
+          for (std::int64_t b = 0; b < d; ++b) shared_q += xi[a] * inv[a * d + b] * xi[b];
+      for (std::int64_t k = 0; k < K; ++k) {
+        double q = 0;
+        if (shared) {
+          q = shared_q + mpm[k];
+        } else {
+          for (std::int64_t a = 0; a < d; ++a)
+            for (std::int64_t b = 0; b < d; ++b) q += xi[a] * inv[k * d * d + a * d + b] * xi[b];
+          q += mpm[k];
+        }
+        for (std::int64_t a = 0; a < d; ++a) q -= 2 * pm[k * d + a] * xi[a];
+        lg[k] = post.log_weights()[k] - 0.5 * q - 0.5 * logdet[k];
+        mx = std::max(mx, lg[k]);
+      }
+      double total = 0;
+      for (std::int64_t k = 0; k < K; ++k) total += std::exp(lg[k] - mx);
+      for (std::int64_t k = 0; k < K; ++k) local[k] += std::exp(lg[k] - mx) / total;
+    }
+#pragma omp critical
+    for (std::int64_t k = 0; k < K; ++k) sum[k] += local[k];
   }
+  (void)logit;
   for (auto& s : sum) s /= double(n);
   return sum;
 }
@@ -196,9 +225,9 @@ TEST(Guided, LogNormaliserConvergesToExactEvidence) {
 // Seen to fail with the mutation mean left at mu (the Kalman shift dropped: component 2 recovered at 0 against
 // 0.51) and with the division by g_{k+1} removed from the weights (misfit 0.058 against 0.746; its sliced distance
 // even fell to 3.9x the floor, which is why the misfit is checked).
-TEST(Guided, SmcReachesExactPosteriorD10) {
-  const std::int64_t R = 8, N = 2048, d = 10, steps = 500;
-  const benchmark_problem p = make_problem(10, 1);
+void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
+  const std::int64_t R = 8, N = 2048, steps = 500;
+  const benchmark_problem p = make_problem(d, seed);
   const ds::mixture_posterior post(p.prior, p.observation);
   const smc_result r = run(p, replicate(p.observation, R), options(ds::guided_sampler::smc, N, steps, 21));
   const std::int64_t K = post.components();
@@ -237,11 +266,17 @@ TEST(Guided, SmcReachesExactPosteriorD10) {
   EXPECT_NEAR(ds::testing::mean(smc_misfit), ds::testing::mean(exact_misfit), 4 * se_misfit);
   const double sw = ds::sliced_wasserstein(r.samples.data(), R * N, exact_a.data(), R * N, d, 128, 5);
   const double floor = ds::sliced_wasserstein(exact_b.data(), R * N, exact_a.data(), R * N, d, 128, 5);
-  std::printf("d = 10, %lld x %lld particles, %lld steps: SW1 %.4f, floor %.4f (%.2fx); max weight error %.4f\n",
-              static_cast<long long>(R), static_cast<long long>(N), static_cast<long long>(steps), sw, floor,
+  std::printf("d = %lld, %lld x %lld particles, %lld steps: SW1 %.4f, floor %.4f (%.2fx); max weight error %.4f\n",
+              static_cast<long long>(d), static_cast<long long>(R), static_cast<long long>(N), static_cast<long long>(steps), sw, floor,
               sw / floor, worst);
-  EXPECT_LE(sw, 8 * floor);
+  EXPECT_LE(sw, sw_bound * floor);
 }
+
+TEST(Guided, SmcReachesExactPosteriorD10) { check_posterior(10, 1, 8.0); }
+
+// The same checks at d_x = 100 (seed 002's larger case): measured sliced-W1 at 3.6x the floor (max weight error
+// 0.048), bound 5x.
+TEST(Guided, SmcReachesExactPosteriorD100) { check_posterior(100, 4, 5.0); }
 
 // The baselines are biased: asserted only that they run, stay finite, land near the posterior mean (each
 // coordinate of the sample mean within 5 posterior standard deviations of the posterior mean: loose, since DPS
