@@ -274,7 +274,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   if (workspace != nullptr) {
     DIFFSAMPLE_EXPECTS(workspace_bytes >= l.total,
                        "workspace_bytes: " << workspace_bytes << " given, " << l.total << " needed");
-    detail::check_buffer("workspace", workspace, static_cast<std::int64_t>(l.total / 256), 256, where);
+    detail::check_buffer("workspace", workspace, static_cast<std::int64_t>(l.total / 16), 16, where);
   } else {
     detail::check_allocation("guided workspace", l.total, where);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
