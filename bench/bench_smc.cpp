@@ -1,0 +1,149 @@
+// Throughput of the guided SMC (Monte Carlo guided diffusion) on the 25-component grid mixture with d_y = 1 at
+// d = 10 and 100 (particle-steps per second), and of resampling alone at N = 2^20 and 2^24 (particles per second).
+//
+// Per particle-step the SMC runs one denoiser (K components: ~7 K d + 12 K FLOP, as bench_langevin's score), the
+// residuals A x and A mu (4 d_y d FLOP), the mutation (d + d_y normals, 2 d_y d + d_y^2 FLOP) and, when the ESS
+// falls below N / 2, a resampling and a gather. Bytes per particle-step through DRAM (the state is in row-major
+// workspace): weighting reads x and writes mu (8 d), mutation reads mu and writes x (8 d), the log-weight is read
+// and written twice (16); a resampling step adds the gather (8 d) and the resampling's own traffic below.
+// Resampling bytes per particle, counted as the minimum: log-weight in (4) and ancestor out (4), plus the
+// fixed-point weight and its prefix sum (int64, written once and read once each: 32); workspace_bytes / N is printed
+// beside it as the scratch actually touched.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include <diffsample/diffsample.hpp>
+#include <diffsample/guided.hpp>
+#include <diffsample/particles.hpp>
+
+namespace ds = diffsample;
+
+namespace {
+
+void check(cudaError_t s, const char* what) {
+  if (s != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(s));
+    std::exit(1);
+  }
+}
+
+// A buffer on the executor's side.
+template <class T>
+struct buffer {
+  T* ptr = nullptr;
+  bool device;
+  std::vector<T> host;
+  buffer(std::size_t n, bool on_device) : device(on_device) {
+    if (device) {
+      check(cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)), "cudaMalloc");
+    } else {
+      host.resize(n);
+      ptr = host.data();
+    }
+  }
+  ~buffer() {
+    if (device) cudaFree(ptr);
+  }
+};
+
+// Seconds of f(), with CUDA events on the GPU (after one warm-up call) and a steady clock on the CPU.
+template <class F>
+double timed(bool gpu, F&& f) {
+  f();
+  if (gpu) {
+    cudaEvent_t a, b;
+    check(cudaEventCreate(&a), "event");
+    check(cudaEventCreate(&b), "event");
+    check(cudaEventRecord(a), "record");
+    f();
+    check(cudaEventRecord(b), "record");
+    check(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return ms / 1e3;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // usage: bench_smc [particles] [steps] [executor]
+  const bool gpu = ds::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
+  const std::int64_t n_arg = argc > 1 ? std::atoll(argv[1]) : 0;
+  const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : (gpu ? 100 : 10);
+  const ds::executor where = gpu ? ds::executor::cuda : ds::executor::cpu;
+  const ds::execution exec{where, nullptr};
+  std::printf("# bench_smc: executor %s, %lld steps, 25-component grid mixture, d_y = 1, one problem\n",
+              ds::to_string(where), static_cast<long long>(steps));
+  std::printf("%-10s %5s %10s %16s %12s %10s\n", "what", "d", "N", "particle-steps/s", "GFLOP/s", "B/step");
+  for (std::int64_t d : {10, 100}) {
+    const std::int64_t N = n_arg > 0 ? n_arg : (gpu ? (d == 10 ? (1 << 20) : (1 << 18)) : (1 << 12));
+    const auto prior = ds::grid_mixture(d, 5, 8.0, 1.0);
+    std::mt19937_64 gen(1);
+    std::normal_distribution<double> z;
+    ds::guided_problems pr;
+    pr.A.resize(d);
+    for (auto& a : pr.A) a = z(gen);
+    pr.y = {3.0};
+    pr.sigma_y = {1.0};
+    ds::guided_options o;
+    o.steps = steps;
+    o.particles = N;
+    o.final_resample = false;
+    buffer<double> log_z(1, gpu);
+    ds::guided_outputs out;
+    out.log_normaliser = log_z.ptr;
+    const std::size_t ws_bytes = ds::guided_workspace_bytes(prior, pr, o);
+    buffer<unsigned char> ws(ws_bytes, gpu);
+    const double seconds = timed(gpu, [&] { ds::guided_sample(prior, pr, o, out, exec, ws.ptr, ws_bytes); });
+    const double K = 25;
+    const double flop = 7 * K * d + 12 * K + 4.0 * d + 2.0 * d + 1 + 5.0 * (d + 1);
+    const double bytes = 16.0 * d + 16;
+    const double rate = double(N) * steps / seconds;
+    std::printf("%-10s %5lld %10lld %16.3e %12.2f %10.0f\n", "guided", static_cast<long long>(d),
+                static_cast<long long>(N), rate, rate * flop / 1e9, bytes);
+  }
+  std::printf("%-10s %5s %10s %16s %12s %10s %12s\n", "what", "", "N", "particles/s", "GB/s (min)", "B/part",
+              "ws B/part");
+  for (int log2n : {20, 24}) {
+    const std::int64_t N = std::int64_t(1) << log2n;
+    if (!gpu && log2n > 20) {
+      std::printf("%-10s %5s %10lld %16s (GPU only)\n", "resample", "", static_cast<long long>(N), "-");
+      continue;
+    }
+    std::vector<float> lw_host(N);
+    std::mt19937 gen(2);
+    std::uniform_real_distribution<float> u(-5.f, 0.f);
+    for (auto& v : lw_host) v = u(gen);
+    buffer<float> lw(N, gpu);
+    buffer<std::int32_t> anc(N, gpu);
+    buffer<ds::particle_report> rep(1, gpu);
+    if (gpu)
+      check(cudaMemcpy(lw.ptr, lw_host.data(), N * sizeof(float), cudaMemcpyHostToDevice), "copy");
+    else
+      lw.host = lw_host, lw.ptr = lw.host.data();
+    ds::resampling_options ro;
+    ro.ess_threshold = 2.0;  // always resample
+    const std::size_t ws_bytes = ds::resampling_workspace_bytes(1, N, ro.scheme);
+    buffer<unsigned char> ws(ws_bytes, gpu);
+    ds::particle_outputs po;
+    po.ancestors = anc.ptr;
+    po.reports = rep.ptr;
+    const double seconds = timed(gpu, [&] { ds::resample(lw.ptr, 1, N, ro, po, exec, ws.ptr, ws_bytes); });
+    const double bytes = 4 + 4 + 32;
+    std::printf("%-10s %5s %10lld %16.3e %12.2f %10.0f %12.1f\n", "resample", "", static_cast<long long>(N),
+                double(N) / seconds, double(N) * bytes / seconds / 1e9, bytes, double(ws_bytes) / double(N));
+  }
+  return 0;
+}

@@ -1,0 +1,104 @@
+/// @file guided.hpp
+/// @brief Posterior sampling for linear inverse problems y = A x + sigma_y z with a Gaussian-mixture prior by
+/// guided reverse diffusion: Monte Carlo guided diffusion (a fully adapted particle filter on the DDPM backward
+/// kernel, consistent as the number of particles grows, with a log-evidence estimate), and the DPS and Pi-GDM
+/// baselines. B independent problems of N particles each run in one launch sequence (docs/guided.md).
+#pragma once
+
+#include <diffsample/execution.hpp>
+#include <diffsample/export.hpp>
+#include <diffsample/mixture.hpp>
+#include <diffsample/particles.hpp>
+#include <diffsample/schedule.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace diffsample {
+
+/// The posterior samplers (shared/math.md section 5).
+enum class guided_sampler : int {
+  /// Monte Carlo guided diffusion: potentials g_k(x) = N(a_k y; A x, sigma_{y,k}^2 I) on the DDPM backward kernel
+  /// N(mu(x_{k+1}), sig^2 I); weights N(a_k y; A mu, sigma_{y,k}^2 I + sig^2 A A^T) / g_{k+1}, adaptive resampling,
+  /// exact Gaussian mutation from g_k(x) N(x; mu, sig^2 I). Targets the exact posterior as N grows.
+  smc = 0,
+  /// Diffusion posterior sampling (Chung et al.): the DDPM mean shifted by guidance_scale times the likelihood score
+  /// J A^T (y - A m) / sigma_y^2 (J the denoiser Jacobian, per particle). Biased; a cheap baseline.
+  dps = 1,
+  /// Pseudo-inverse guided diffusion (Song et al.): as dps with the likelihood N(y; A m, r_k^2 A A^T + sigma_y^2 I),
+  /// r_k^2 = s_k^2 / (a_k^2 + s_k^2) (= 1 - alpha-bar_k on VP schedules). Biased; a cheap baseline.
+  pigdm = 2,
+};
+
+/// "smc", "dps" or "pigdm".
+DIFFSAMPLE_API const char* to_string(guided_sampler s) noexcept;
+/// Parses the names of to_string(guided_sampler); throws invalid_argument otherwise.
+DIFFSAMPLE_API guided_sampler parse_guided_sampler(const std::string& name);
+
+/// B linear observations y_b = A_b x + sigma_{y,b} z of the same prior (host data, FP64; the sampler folds them
+/// into per-step tables on the host and copies those once per call).
+struct guided_problems {
+  std::int64_t problems = 1;     ///< B >= 1
+  std::int64_t d_y = 1;          ///< observation dimension, 1 <= d_y <= 1024
+  std::vector<double> A;         ///< d_y x d_x (shared by every problem) or B x d_y x d_x, row-major, finite
+  std::vector<double> y;         ///< B x d_y observations, finite
+  std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each finite and > 0
+};
+
+/// Settings of one run.
+struct guided_options {
+  guided_sampler sampler = guided_sampler::smc;
+  /// Channel and time grid, sampled with DDPM steps between consecutive grid points (any schedule whose signal
+  /// scale a stays positive: VP schedules are the intended use). The last grid point may have s = 0.
+  noise_schedule schedule = noise_schedule::vp_linear();
+  std::int64_t steps = 100;       ///< transitions, 1..2^24
+  std::int64_t particles = 1024;  ///< N per problem, 1..2^24
+  /// SMC: the intermediate potentials' variance is sigma_{y,k}^2 = a_k^2 sigma_y^2 + s_k^2 c: the variance of
+  /// a_k y - A x_k when x_k = a_k x_0 + s_k z and A A^T = c I. c = potential_spread when > 0; when 0 (default),
+  /// c = trace(A A^T) / d_y per problem (the mean squared row norm of A).
+  double potential_spread = 0.0;
+  /// SMC resampling: scheme and ESS threshold (resampling.seed and resampling.step are set by the sampler).
+  resampling_options resampling = {};
+  /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).
+  bool final_resample = true;
+  double guidance_scale = 1.0;  ///< dps and pigdm: multiplier of the guidance term, finite and >= 0
+  std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
+};
+
+/// Caller buffers (device-accessible on the CUDA executor, host-accessible on the CPU one); nullptr to skip.
+struct guided_outputs {
+  float* particles = nullptr;        ///< B x N x d_x final particles (weighted by log_weights for smc)
+  float* log_weights = nullptr;      ///< B x N final log-weights, unnormalised (smc; zeros after a resampling)
+  float* samples = nullptr;          ///< B x N x d_x equally weighted samples: smc after the final resample
+                                     ///< (needs final_resample), dps/pigdm their particles
+  double* log_normaliser = nullptr;  ///< B estimates of log p(y_b) (smc)
+  float* ess_trace = nullptr;        ///< B x (steps + 1): ESS at the start and after each transition (smc)
+  std::int32_t* resample_count = nullptr;  ///< B: resamplings per problem, final resample excluded (smc)
+};
+
+/// What a run did.
+struct guided_report {
+  executor ran = executor::automatic;
+  std::int64_t launches = 0;  ///< kernel launches (or CPU loops) issued
+};
+
+/// Bytes of workspace guided_sample() needs (state buffers, the per-step tables and the resampling workspace).
+/// @throws invalid_argument as guided_sample() does
+DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                                  const guided_options& options);
+
+/// Runs a guided sampler on every problem. The tables are built on the host in FP64 (O(steps B d_y^3 +
+/// steps B d_y^2 d_x)) and copied once (cudaMemcpyAsync on exec.stream); then each SMC transition issues a fixed
+/// handful of launches (weighting, resample(), bookkeeping, gather_particles(), mutation) with no allocation and
+/// no host synchronisation; dps and pigdm run fused in one launch. Without a caller workspace one stream-ordered
+/// allocation is made per call. Asynchronous on the CUDA executor.
+/// @throws invalid_argument for inconsistent sizes, non-finite values, non-positive sigma_y, an invalid schedule
+///         or options, before anything is launched
+DIFFSAMPLE_API guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& problems,
+                                           const guided_options& options, guided_outputs outputs,
+                                           execution exec = {}, void* workspace = nullptr,
+                                           std::size_t workspace_bytes = 0);
+
+}  // namespace diffsample

@@ -1,0 +1,272 @@
+// Posterior sampling for y = A x + sigma_y z on a mixture prior (shared/math.md section 5): the per-particle math of
+// the Monte Carlo guided diffusion particle filter (weighting and exact Gaussian mutation) and of the DPS and
+// Pi-GDM baselines, shared by both executors.
+//
+// Layout: B problems x N particles, particle i = b N + j. States are row-major (i, coordinate) so that the library's
+// gather_particles() moves them. Everything that depends only on the schedule and on (A, sigma_y) is folded on the
+// host in FP64: per transition the backward-kernel coefficients, per (transition, problem) the inverse of the
+// d_y x d_y matrix S = sigma_{y,k}^2 I + sig^2 A A^T (the predictive covariance, which is also the innovation
+// covariance of the mutation), per (grid point, problem) 1 / sigma_{y,k}^2. The constant parts of the Gaussian
+// log-densities (log-determinants) shift every particle of a problem equally: they never touch the float weights
+// and are added to the log-normaliser on the host, in FP64.
+#pragma once
+
+#include "kernels/config.cuh"
+#include "kernels/mixture.cuh"
+#include "kernels/particles.cuh"
+#include "kernels/rng.cuh"
+
+namespace diffsample::kernels {
+
+/// One transition of the backward chain, from grid point k (channel a, s) to k + 1 (channel a_next, s_next):
+/// x' ~ N(c0 m(x) + c1 x, sig^2 I), m the denoiser at (a, s).
+struct guided_step {
+  float a, s;            // channel of x (the denoiser's)
+  float a_next;          // signal scale of the next point: the potential there compares a_next y with A x'
+  float c0, c1, sig;     // backward kernel
+  float guidance;        // DPS / Pi-GDM: c0 s^2 / a, the factor turning a likelihood score into a mean shift
+};
+
+struct guided_params {
+  mixture_view<float> mix;
+  const guided_step* steps;    // `steps` transitions
+  const float* inv_var;        // (steps + 1) x B: 1 / sigma_{y,k}^2 at every grid point (SMC potentials)
+  const float* noise_std;      // (steps + 1) x B: sigma_{y,k} (SMC mutation)
+  const float* precision;      // steps x B x d_y x d_y: S^-1 per transition and problem
+  const float* A;              // d_y x d_x (shared) or B x d_y x d_x
+  std::int64_t A_stride;       // 0 when shared, d_y d_x otherwise
+  const float* y;              // B x d_y
+  std::int64_t problems, particles;
+  int d, d_y;
+  std::uint64_t seed;
+  float initial_scale;
+};
+
+/// r = scale * y_b - A_b x for one particle (d_y values).
+template <class X, class R>
+DS_HD_INLINE void guided_residual(const guided_params& p, std::int64_t b, float scale, const X& x, R& r) {
+  const float* A = p.A + b * p.A_stride;
+  const float* y = p.y + b * p.d_y;
+  for (int o = 0; o < p.d_y; ++o) {
+    float acc = scale * y[o];
+    for (int j = 0; j < p.d; ++j) acc -= A[static_cast<std::int64_t>(o) * p.d + j] * x[j];
+    r[o] = acc;
+  }
+}
+
+/// Initial particles x = s_0 z (stream step 0) and their weight log g_0(x) (without its constant).
+struct guided_init_functor {
+  guided_params p;
+  float* x;    // B N x d
+  float* lw;   // B N
+  float* r;    // B N x d_y scratch
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / p.particles;
+    strided_vec<float> xi{x + i * p.d, 1, p.d}, ri{r + i * p.d_y, 1, p.d_y};
+    philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+    const float scale = p.initial_scale;
+    rng.normals(p.d, [&](int j, float z) { xi[j] = scale * z; });
+    guided_residual(p, b, p.steps[0].a, xi, ri);
+    float q = 0;
+    for (int o = 0; o < p.d_y; ++o) q += ri[o] * ri[o];
+    lw[i] = -0.5f * q * p.inv_var[b];
+  }
+};
+
+/// Weighting of transition k: mu = c0 m(x) + c1 x, and
+///   lw += log N(a_next y; A mu, S) - log g_k(x)   (constants omitted),
+/// the fully adapted weight (predictive of the next potential over the current one).
+struct guided_weight_functor {
+  guided_params p;
+  std::int64_t k;
+  const float* x;  // B N x d
+  float* mu;       // B N x d
+  float* lw;       // B N
+  float* r;        // B N x d_y scratch
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / p.particles;
+    const guided_step st = p.steps[k];
+    strided_vec<float> xi{const_cast<float*>(x) + i * p.d, 1, p.d}, mi{mu + i * p.d, 1, p.d},
+        ri{r + i * p.d_y, 1, p.d_y};
+    // Current potential g_k(x).
+    guided_residual(p, b, st.a, xi, ri);
+    float q_now = 0;
+    for (int o = 0; o < p.d_y; ++o) q_now += ri[o] * ri[o];
+    q_now *= p.inv_var[k * p.problems + b];
+    mixture_denoiser(p.mix, xi, st.a, st.s, mi);
+    for (int j = 0; j < p.d; ++j) mi[j] = st.c0 * mi[j] + st.c1 * xi[j];
+    guided_residual(p, b, st.a_next, mi, ri);
+    const float* P = p.precision + (k * p.problems + b) * p.d_y * p.d_y;
+    float q_next = 0;
+    for (int o = 0; o < p.d_y; ++o) {
+      float row = 0;
+      for (int c = 0; c < p.d_y; ++c) row += P[o * p.d_y + c] * ri[c];
+      q_next += ri[o] * row;
+    }
+    lw[i] += -0.5f * q_next + 0.5f * q_now;
+  }
+};
+
+/// Mutation of transition k from the (resampled) kernel means mu: an exact draw of
+/// N(x; mu, sig^2 I) g_{k+1}(x) / Z by the perturbation (Matheron) form of the Kalman update:
+///   x' = mu + sig z,  t = a_next y - A x' - sigma_{y,k+1} z_y,  x = x' + sig^2 A^T S^-1 t,
+/// which has mean mu + sig^2 A^T S^-1 (a_next y - A mu) and covariance sig^2 I - sig^4 A^T S^-1 A, the Woodbury form
+/// of (I / sig^2 + A^T A / sigma_{y,k+1}^2)^-1. Costs O(d d_y + d_y^2) per particle. Stream step k + 1.
+struct guided_mutate_functor {
+  guided_params p;
+  std::int64_t k;
+  const float* mu;  // B N x d
+  float* x;         // B N x d
+  float* r;         // B N x d_y scratch
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / p.particles;
+    const guided_step st = p.steps[k];
+    const float sig = st.sig;
+    const float noise = p.noise_std[(k + 1) * p.problems + b];
+    strided_vec<float> xi{x + i * p.d, 1, p.d};
+    const float* mi = mu + i * p.d;
+    philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+    float* zy = r + i * p.d_y;  // the d_y observation normals, overwritten by t below
+    rng.normals(p.d + p.d_y, [&](int j, float z) {
+      if (j < p.d)
+        xi[j] = mi[j] + sig * z;
+      else
+        zy[j - p.d] = z;
+    });
+    if (sig == 0.f) return;  // a deterministic kernel: x = mu exactly
+    const float* A = p.A + b * p.A_stride;
+    const float* y = p.y + b * p.d_y;
+    // t = a_next y - A x' - noise z_y, in place over z_y.
+    for (int o = 0; o < p.d_y; ++o) {
+      float acc = st.a_next * y[o] - noise * zy[o];
+      for (int j = 0; j < p.d; ++j) acc -= A[static_cast<std::int64_t>(o) * p.d + j] * xi[j];
+      zy[o] = acc;
+    }
+    const float* P = p.precision + (k * p.problems + b) * p.d_y * p.d_y;
+    const float sig2 = sig * sig;
+    for (int j = 0; j < p.d; ++j) {
+      float acc = 0;
+      for (int o = 0; o < p.d_y; ++o) {
+        float u = 0;
+        for (int c = 0; c < p.d_y; ++c) u += P[o * p.d_y + c] * zy[c];
+        acc += A[static_cast<std::int64_t>(o) * p.d + j] * u;
+      }
+      xi[j] += sig2 * acc;
+    }
+  }
+};
+
+/// Per-problem bookkeeping after the resampling of step `column`: log-normaliser increment against the previous
+/// normalisation, ESS trace and resampling count. A failed problem (every weight zero) gets log Z = -inf.
+struct guided_bookkeeping_functor {
+  const particle_report* reports;
+  double* log_normaliser;  // B
+  double* previous_lse;    // B: logsumexp of the carried weights (log N right after a resampling)
+  float* ess_trace;        // B x (steps + 1), or nullptr
+  std::int32_t* resample_count;  // B, or nullptr
+  std::int64_t columns, column;
+  double log_n;
+  DS_HD void operator()(std::int64_t b) const {
+    const particle_report rep = reports[b];
+    if (rep.failed) {
+      log_normaliser[b] = -INFINITY;
+    } else {
+      log_normaliser[b] += rep.log_sum_exp - previous_lse[b];
+    }
+    previous_lse[b] = rep.resampled ? log_n : rep.log_sum_exp;
+    if (ess_trace != nullptr) ess_trace[b * columns + column] = float(rep.ess);
+    if (resample_count != nullptr && rep.resampled) resample_count[b] += 1;
+  }
+};
+
+/// After a resampling the offspring carry equal weights.
+struct guided_reset_weights_functor {
+  const particle_report* reports;
+  float* lw;
+  std::int64_t particles;
+  DS_HD void operator()(std::int64_t i) const {
+    if (reports[i / particles].resampled) lw[i] = 0.f;
+  }
+};
+
+/// DPS and Pi-GDM: a DDPM trajectory per particle whose kernel mean is shifted by
+///   guidance_scale * (c0 s^2 / a) * J A^T P (y - A m),   J = d m / d x (symmetric, so J^T = J),
+/// P = I / sigma_y^2 (DPS) or (r_k^2 A A^T + sigma_y^2 I)^-1 (Pi-GDM), from the precision table. The factor
+/// c0 s^2 / a is how a score term enters the DDPM mean (m = (x + s^2 score) / a).
+struct guided_baseline_functor {
+  guided_params p;
+  std::int64_t steps;
+  float scale;
+  float* x;        // B N x d (output)
+  float* work;     // B N x 3 d scratch (m, v, J v)
+  float* r;        // B N x d_y scratch
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / p.particles;
+    const int d = p.d;
+    strided_vec<float> xi{x + i * d, 1, d}, mi{work + i * 3 * d, 1, d}, vi{work + i * 3 * d + d, 1, d},
+        ji{work + i * 3 * d + 2 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+    {
+      philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      const float s0 = p.initial_scale;
+      rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
+    }
+    const float* A = p.A + b * p.A_stride;
+    for (std::int64_t k = 0; k < steps; ++k) {
+      const guided_step st = p.steps[k];
+      mixture_denoiser(p.mix, xi, st.a, st.s, mi);
+      guided_residual(p, b, 1.f, mi, ri);
+      const float* P = p.precision + (k * p.problems + b) * p.d_y * p.d_y;
+      for (int j = 0; j < d; ++j) vi[j] = 0.f;
+      for (int o = 0; o < p.d_y; ++o) {
+        float u = 0;
+        for (int c = 0; c < p.d_y; ++c) u += P[o * p.d_y + c] * ri[c];
+        for (int j = 0; j < d; ++j) vi[j] += A[static_cast<std::int64_t>(o) * d + j] * u;
+      }
+      mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ji);
+      const float shift = scale * st.guidance;
+      philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+      if (st.sig != 0.f) {
+        rng.normals(d, [&](int j, float z) {
+          xi[j] = st.c0 * mi[j] + st.c1 * xi[j] + shift * ji[j] + st.sig * z;
+        });
+      } else {
+        for (int j = 0; j < d; ++j) xi[j] = st.c0 * mi[j] + st.c1 * xi[j] + shift * ji[j];
+      }
+    }
+  }
+};
+
+/// Copies n floats (final outputs).
+struct guided_copy_functor {
+  const float* from;
+  float* to;
+  DS_HD void operator()(std::int64_t i) const { to[i] = from[i]; }
+};
+
+/// Starts the per-problem accumulators.
+struct guided_problem_init_functor {
+  double* log_normaliser;
+  double* previous_lse;
+  std::int32_t* counts;
+  double log_n;
+  DS_HD void operator()(std::int64_t b) const {
+    log_normaliser[b] = 0.0;
+    previous_lse[b] = log_n;  // the initial weights are all one
+    counts[b] = 0;
+  }
+};
+
+/// Adds the host's FP64 constants to the log-normaliser estimates and copies the per-problem results out.
+struct guided_finish_functor {
+  const double* log_normaliser;
+  const double* constants;
+  const std::int32_t* counts;
+  double* log_normaliser_out;        // B, or nullptr
+  std::int32_t* resample_count_out;  // B, or nullptr
+  DS_HD void operator()(std::int64_t b) const {
+    if (log_normaliser_out != nullptr) log_normaliser_out[b] = log_normaliser[b] + constants[b];
+    if (resample_count_out != nullptr) resample_count_out[b] = counts[b];
+  }
+};
+
+}  // namespace diffsample::kernels

@@ -1,0 +1,391 @@
+// Guided posterior samplers: the schedule, the observations and the potentials folded into per-step tables on the
+// host (FP64, shared/math.md section 5), copied once; then per SMC transition a fixed sequence of launches
+// (weighting, resample(), bookkeeping, gather_particles(), mutation) over B problems x N particles, or one fused
+// launch for the DPS and Pi-GDM baselines.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "kernels/guided.cuh"
+#include "kernels/launch.cuh"
+#include "src/cuda_check.hpp"
+#include "src/mixture_storage.hpp"
+#include "src/validate.hpp"
+#include <diffsample/error.hpp>
+#include <diffsample/guided.hpp>
+
+namespace diffsample {
+
+const char* to_string(guided_sampler s) noexcept {
+  switch (s) {
+    case guided_sampler::smc: return "smc";
+    case guided_sampler::dps: return "dps";
+    case guided_sampler::pigdm: return "pigdm";
+  }
+  return "unknown";
+}
+
+guided_sampler parse_guided_sampler(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(guided_sampler::pigdm); ++i)
+    if (name == to_string(static_cast<guided_sampler>(i))) return static_cast<guided_sampler>(i);
+  throw invalid_argument("sampler: unknown guided sampler '" + name + "' (expected smc, dps or pigdm)");
+}
+
+namespace {
+
+using kernels::guided_step;
+
+constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
+
+// Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky).
+double invert_spd(std::vector<double>& m, int n, const char* what) {
+  std::vector<double> L(static_cast<std::size_t>(n) * n, 0.0);
+  double logdet = 0, largest = 0;
+  for (int i = 0; i < n; ++i) largest = std::max(largest, m[i * n + i]);
+  for (int j = 0; j < n; ++j) {
+    double diag = m[j * n + j];
+    for (int k = 0; k < j; ++k) diag -= L[j * n + k] * L[j * n + k];
+    DIFFSAMPLE_EXPECTS(diag > 1e-13 * largest && std::isfinite(diag),
+                       what << ": matrix not numerically positive definite (pivot " << diag << " at row " << j << ")");
+    const double l = std::sqrt(diag);
+    L[j * n + j] = l;
+    logdet += 2 * std::log(l);
+    for (int i = j + 1; i < n; ++i) {
+      double v = m[i * n + j];
+      for (int k = 0; k < j; ++k) v -= L[i * n + k] * L[j * n + k];
+      L[i * n + j] = v / l;
+    }
+  }
+  // Columns of the inverse by forward and back substitution.
+  std::vector<double> e(n), z(n);
+  for (int c = 0; c < n; ++c) {
+    for (int i = 0; i < n; ++i) {
+      double v = i == c ? 1.0 : 0.0;
+      for (int k = 0; k < i; ++k) v -= L[i * n + k] * z[k];
+      z[i] = v / L[i * n + i];
+    }
+    for (int i = n - 1; i >= 0; --i) {
+      double v = z[i];
+      for (int k = i + 1; k < n; ++k) v -= L[k * n + i] * e[k];
+      e[i] = v / L[i * n + i];
+    }
+    for (int i = 0; i < n; ++i) m[i * n + c] = e[i];
+  }
+  return logdet;
+}
+
+struct layout {
+  std::size_t steps, inv_var, noise_std, precision, A, y, constants, table_end;  // table part (copied from host)
+  std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, total;
+  std::size_t resampling_bytes;
+};
+
+layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
+  const std::size_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;
+  const std::size_t a_count = pr.A.size();
+  layout l{};
+  std::size_t at = 0;
+  auto put = [&](std::size_t bytes) {
+    const std::size_t here = at;
+    at += align_up(bytes);
+    return here;
+  };
+  l.steps = put(K * sizeof(guided_step));
+  l.inv_var = put((K + 1) * B * sizeof(float));
+  l.noise_std = put((K + 1) * B * sizeof(float));
+  l.precision = put(K * B * dy * dy * sizeof(float));
+  l.A = put(a_count * sizeof(float));
+  l.y = put(B * dy * sizeof(float));
+  l.constants = put(B * sizeof(double));
+  l.table_end = at;
+  const bool smc = o.sampler == guided_sampler::smc;
+  l.x = put(B * N * d * sizeof(float));
+  l.mu = put((smc ? 1 : 3) * B * N * d * sizeof(float));  // the baselines' m, v, J v
+  l.mu2 = put(smc ? B * N * d * sizeof(float) : 0);
+  l.lw = put(smc ? B * N * sizeof(float) : 0);
+  l.r = put(B * N * dy * sizeof(float));
+  l.ancestors = put(smc ? B * N * sizeof(std::int32_t) : 0);
+  l.reports = put(smc ? B * sizeof(particle_report) : 0);
+  l.log_z = put(smc ? B * sizeof(double) : 0);
+  l.previous_lse = put(smc ? B * sizeof(double) : 0);
+  l.counts = put(smc ? B * sizeof(std::int32_t) : 0);
+  l.resampling_bytes = smc ? resampling_workspace_bytes(pr.problems, o.particles, o.resampling.scheme) : 0;
+  l.resampling = put(l.resampling_bytes);
+  l.total = at;
+  return l;
+}
+
+void validate(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
+  const std::int64_t d = prior.dim();
+  DIFFSAMPLE_EXPECTS(o.sampler >= guided_sampler::smc && o.sampler <= guided_sampler::pigdm,
+                     "options.sampler: invalid value " << static_cast<int>(o.sampler));
+  DIFFSAMPLE_EXPECTS(pr.problems >= 1 && pr.problems <= (std::int64_t(1) << 24),
+                     "problems.problems: must be in [1, 2^24], got " << pr.problems);
+  DIFFSAMPLE_EXPECTS(pr.d_y >= 1 && pr.d_y <= 1024, "problems.d_y: must be in [1, 1024], got " << pr.d_y);
+  DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
+                     "options.steps: must be in [1, 2^24], got " << o.steps);
+  DIFFSAMPLE_EXPECTS(o.particles >= 1 && o.particles <= (std::int64_t(1) << 24),
+                     "options.particles: must be in [1, 2^24], got " << o.particles);
+  detail::check_count("options.particles", pr.problems * o.particles, d * 3 + pr.d_y);
+  const std::size_t one = static_cast<std::size_t>(pr.d_y * d);
+  DIFFSAMPLE_EXPECTS(pr.A.size() == one || pr.A.size() == one * pr.problems,
+                     "problems.A: expected d_y x d_x = " << one << " or B x d_y x d_x = " << one * pr.problems
+                                                         << " values, got " << pr.A.size());
+  DIFFSAMPLE_EXPECTS(pr.y.size() == static_cast<std::size_t>(pr.problems * pr.d_y),
+                     "problems.y: expected B x d_y = " << pr.problems * pr.d_y << " values, got " << pr.y.size());
+  DIFFSAMPLE_EXPECTS(pr.sigma_y.size() == 1 || pr.sigma_y.size() == static_cast<std::size_t>(pr.problems),
+                     "problems.sigma_y: expected 1 or B = " << pr.problems << " values, got " << pr.sigma_y.size());
+  detail::check_values("problems.A", pr.A, false);
+  detail::check_values("problems.y", pr.y, false);
+  detail::check_values("problems.sigma_y", pr.sigma_y, true);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
+                     "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
+                     "options.guidance_scale: must be finite and >= 0, got " << o.guidance_scale);
+  DIFFSAMPLE_EXPECTS(o.resampling.ess_threshold >= 0 && !std::isnan(o.resampling.ess_threshold),
+                     "options.resampling.ess_threshold: must be >= 0, got " << o.resampling.ess_threshold);
+}
+
+// The host tables, laid out exactly as their device copy.
+std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const guided_problems& pr,
+                                        const guided_options& o, const layout& l, float* initial_scale) {
+  const std::int64_t B = pr.problems, d = prior.dim(), dy = pr.d_y, K = o.steps;
+  const std::vector<schedule_point> pts = o.schedule.points(K);
+  *initial_scale = float(pts.front().s);
+  std::vector<unsigned char> blob(l.table_end, 0);
+  auto* steps = reinterpret_cast<guided_step*>(blob.data() + l.steps);
+  auto* inv_var = reinterpret_cast<float*>(blob.data() + l.inv_var);
+  auto* noise_std = reinterpret_cast<float*>(blob.data() + l.noise_std);
+  auto* precision = reinterpret_cast<float*>(blob.data() + l.precision);
+  auto* A32 = reinterpret_cast<float*>(blob.data() + l.A);
+  auto* y32 = reinterpret_cast<float*>(blob.data() + l.y);
+  auto* constants = reinterpret_cast<double*>(blob.data() + l.constants);
+  for (std::size_t i = 0; i < pr.A.size(); ++i) A32[i] = float(pr.A[i]);
+  for (std::size_t i = 0; i < pr.y.size(); ++i) y32[i] = float(pr.y[i]);
+
+  std::vector<double> sig2(K);
+  for (std::int64_t k = 0; k < K; ++k) {
+    const schedule_point &p = pts[k], &q = pts[k + 1];
+    DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
+                                                                  << "), where a DDPM step divides by s^2");
+    DIFFSAMPLE_EXPECTS(p.a > 0 && q.a > 0, "options.schedule: a = 0 at t = " << (p.a > 0 ? q.t : p.t)
+                                                                             << ": the potentials need a > 0");
+    // Posterior q(x' | x, x0 = m) of the forward channel from (a', s') to (a, s): x = (a / a') x' + sqrt(v) z.
+    const double ratio = p.a / q.a;
+    const double v = std::max(0.0, p.s * p.s - ratio * ratio * q.s * q.s);
+    guided_step st{};
+    st.a = float(p.a);
+    st.s = float(p.s);
+    st.a_next = float(q.a);
+    st.c0 = float(q.a * v / (p.s * p.s));
+    st.c1 = float(ratio * q.s * q.s / (p.s * p.s));
+    sig2[k] = q.s * q.s * v / (p.s * p.s);
+    st.sig = float(std::sqrt(sig2[k]));
+    st.guidance = float(q.a * v / p.a);
+    steps[k] = st;
+  }
+
+  const std::int64_t a_stride = pr.A.size() == static_cast<std::size_t>(dy * d) ? 0 : dy * d;
+  const double log_two_pi = std::log(2 * 3.14159265358979323846);
+  std::vector<double> AAt(dy * dy), S(dy * dy), var(K + 1);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const double* A = pr.A.data() + b * a_stride;
+    const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
+    for (std::int64_t i = 0; i < dy; ++i)
+      for (std::int64_t j = 0; j < dy; ++j) {
+        double acc = 0;
+        for (std::int64_t c = 0; c < d; ++c) acc += A[i * d + c] * A[j * d + c];
+        AAt[i * dy + j] = acc;
+      }
+    double trace = 0;
+    for (std::int64_t i = 0; i < dy; ++i) trace += AAt[i * dy + i];
+    const double spread = o.potential_spread > 0 ? o.potential_spread : trace / double(dy);
+    for (std::int64_t k = 0; k <= K; ++k) {
+      var[k] = pts[k].a * pts[k].a * sy * sy + pts[k].s * pts[k].s * spread;
+      inv_var[k * B + b] = float(1.0 / var[k]);
+      noise_std[k * B + b] = float(std::sqrt(var[k]));
+    }
+    double constant = -0.5 * double(dy) * (log_two_pi + std::log(var[0]));
+    for (std::int64_t k = 0; k < K; ++k) {
+      const schedule_point& p = pts[k];
+      for (std::int64_t i = 0; i < dy; ++i)
+        for (std::int64_t j = 0; j < dy; ++j) {
+          const double diag = i == j ? 1.0 : 0.0;
+          switch (o.sampler) {
+            case guided_sampler::smc: S[i * dy + j] = var[k + 1] * diag + sig2[k] * AAt[i * dy + j]; break;
+            case guided_sampler::dps: S[i * dy + j] = sy * sy * diag; break;
+            case guided_sampler::pigdm: {
+              const double r2 = p.s * p.s / (p.a * p.a + p.s * p.s);
+              S[i * dy + j] = r2 * AAt[i * dy + j] + sy * sy * diag;
+              break;
+            }
+          }
+        }
+      const double logdet = invert_spd(S, int(dy), "problems: the predictive covariance S");
+      float* P = precision + (k * B + b) * dy * dy;
+      for (std::int64_t i = 0; i < dy * dy; ++i) P[i] = float(S[i]);
+      // log N(.; ., S) over log g_k: -1/2 log det S - d_y/2 log 2 pi + d_y/2 log(2 pi var_k).
+      constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k]);
+    }
+    constants[b] = constant;
+  }
+  return blob;
+}
+
+}  // namespace
+
+std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                   const guided_options& options) {
+  validate(prior, problems, options);
+  (void)options.schedule.points(options.steps);
+  return make_layout(prior, problems, options).total;
+}
+
+guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
+                            guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
+  validate(prior, pr, o);
+  const std::int64_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;
+  const std::int64_t BN = B * N;
+  const bool smc = o.sampler == guided_sampler::smc;
+  const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
+                      : out.samples != nullptr ? static_cast<const void*>(out.samples)
+                      : out.log_normaliser != nullptr ? static_cast<const void*>(out.log_normaliser)
+                                                      : static_cast<const void*>(out.log_weights);
+  const executor where = detail::resolve_executor(exec.kind, probe);
+  if (out.particles != nullptr) detail::check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), where);
+  if (out.samples != nullptr) detail::check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), where);
+  if (smc) {
+    if (out.log_weights != nullptr) detail::check_buffer("outputs.log_weights", out.log_weights, BN, sizeof(float), where);
+    if (out.log_normaliser != nullptr) detail::check_buffer("outputs.log_normaliser", out.log_normaliser, B, sizeof(double), where);
+    if (out.ess_trace != nullptr) detail::check_buffer("outputs.ess_trace", out.ess_trace, B * (K + 1), sizeof(float), where);
+    if (out.resample_count != nullptr) detail::check_buffer("outputs.resample_count", out.resample_count, B, sizeof(std::int32_t), where);
+    DIFFSAMPLE_EXPECTS(out.samples == nullptr || o.final_resample,
+                       "outputs.samples: given but options.final_resample is false");
+  }
+  const layout l = make_layout(prior, pr, o);
+  float initial_scale = 1.f;
+  const std::vector<unsigned char> blob = build_tables(prior, pr, o, l, &initial_scale);
+
+  std::unique_ptr<detail::scratch> owned;
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  if (workspace != nullptr) {
+    DIFFSAMPLE_EXPECTS(workspace_bytes >= l.total,
+                       "workspace_bytes: " << workspace_bytes << " given, " << l.total << " needed");
+    detail::check_buffer("workspace", workspace, static_cast<std::int64_t>(l.total / 16), 16, where);
+  } else {
+    detail::check_allocation("guided workspace", l.total, where);
+    owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
+    ws = static_cast<unsigned char*>(owned->data());
+  }
+  if (where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, exec.stream));
+  } else {
+    std::memcpy(ws, blob.data(), blob.size());
+  }
+
+  kernels::guided_params p{};
+  p.mix = prior.storage().view(where);
+  p.steps = reinterpret_cast<const guided_step*>(ws + l.steps);
+  p.inv_var = reinterpret_cast<const float*>(ws + l.inv_var);
+  p.noise_std = reinterpret_cast<const float*>(ws + l.noise_std);
+  p.precision = reinterpret_cast<const float*>(ws + l.precision);
+  p.A = reinterpret_cast<const float*>(ws + l.A);
+  p.A_stride = pr.A.size() == static_cast<std::size_t>(dy * d) ? 0 : dy * d;
+  p.y = reinterpret_cast<const float*>(ws + l.y);
+  p.problems = B;
+  p.particles = N;
+  p.d = int(d);
+  p.d_y = int(dy);
+  p.seed = o.seed;
+  p.initial_scale = initial_scale;
+
+  float* x = reinterpret_cast<float*>(ws + l.x);
+  float* mu = reinterpret_cast<float*>(ws + l.mu);
+  float* r = reinterpret_cast<float*>(ws + l.r);
+  const execution on{where, exec.stream};
+  const cudaStream_t stream = exec.stream;
+  guided_report report;
+  report.ran = where;
+
+  if (!smc) {
+    kernels::for_each_index(where, BN,
+                            kernels::guided_baseline_functor{p, K, float(o.guidance_scale), x, mu, r}, stream, 128);
+    ++report.launches;
+    for (float* dst : {out.particles, out.samples}) {
+      if (dst == nullptr) continue;
+      kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{x, dst}, stream);
+      ++report.launches;
+    }
+    return report;
+  }
+
+  float* mu2 = reinterpret_cast<float*>(ws + l.mu2);
+  float* lw = reinterpret_cast<float*>(ws + l.lw);
+  auto* ancestors = reinterpret_cast<std::int32_t*>(ws + l.ancestors);
+  auto* reports = reinterpret_cast<particle_report*>(ws + l.reports);
+  auto* log_z = reinterpret_cast<double*>(ws + l.log_z);
+  auto* previous_lse = reinterpret_cast<double*>(ws + l.previous_lse);
+  auto* counts = reinterpret_cast<std::int32_t*>(ws + l.counts);
+  void* resampling_ws = ws + l.resampling;
+  const double log_n = std::log(double(N));
+
+  resampling_options ro = o.resampling;
+  ro.seed = o.seed ^ 0x9E3779B97F4A7C15ull;  // a stream apart from the mutations'
+  particle_outputs po;
+  po.ancestors = ancestors;
+  po.reports = reports;
+
+  kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
+  kernels::for_each_index(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream, 128);
+  report.launches += 2;
+
+  // Resampling at column c of the ESS trace, then every buffer in `carry` follows its ancestors.
+  auto resample_step = [&](std::int64_t column, float*& carried, float*& spare) {
+    ro.step = static_cast<std::uint64_t>(column);
+    resample(lw, B, N, ro, po, on, resampling_ws, l.resampling_bytes);
+    kernels::for_each_index(where, B,
+                            kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                K + 1, column, log_n},
+                            stream);
+    kernels::for_each_index(where, BN, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
+    gather_particles(carried, B, N, d, ancestors, spare, on);
+    std::swap(carried, spare);
+    report.launches += 4;
+  };
+
+  resample_step(0, x, mu2);
+  for (std::int64_t k = 0; k < K; ++k) {
+    kernels::for_each_index(where, BN, kernels::guided_weight_functor{p, k, x, mu, lw, r}, stream, 128);
+    resample_step(k + 1, mu, mu2);
+    kernels::for_each_index(where, BN, kernels::guided_mutate_functor{p, k, mu, x, r}, stream, 128);
+    report.launches += 2;
+  }
+
+  if (out.particles != nullptr) {
+    kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{x, out.particles}, stream);
+    ++report.launches;
+  }
+  if (out.log_weights != nullptr) {
+    kernels::for_each_index(where, BN, kernels::guided_copy_functor{lw, out.log_weights}, stream);
+    ++report.launches;
+  }
+  if (out.samples != nullptr) {
+    resampling_options last = ro;
+    last.ess_threshold = 2.0;  // every problem with a positive weight
+    last.step = static_cast<std::uint64_t>(K + 1);
+    resample(lw, B, N, last, po, on, resampling_ws, l.resampling_bytes);
+    gather_particles(x, B, N, d, ancestors, out.samples, on);
+    report.launches += 2;
+  }
+  const double* constants = reinterpret_cast<const double*>(ws + l.constants);
+  kernels::for_each_index(
+      where, B, kernels::guided_finish_functor{log_z, constants, counts, out.log_normaliser, out.resample_count},
+      stream);
+  ++report.launches;
+  return report;
+}
+
+}  // namespace diffsample

@@ -1,0 +1,417 @@
+// Guided posterior samplers against the exact posterior of a mixture prior (mixture_posterior): the SMC
+// log-normaliser against log p(y), SMC samples against exact posterior samples (sliced Wasserstein beside the
+// exact-vs-exact floor, posterior component weights), and the DPS / Pi-GDM baselines as loose, biased references.
+// Problems are built like seed 002's 25-component benchmark: means on the 5 x 5 grid of spacing 8 repeated across
+// coordinates, unit covariances, random weights, a random A with d_y = 1 and sigma_y uniform in [0.5, 1.5].
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <diffsample/guided.hpp>
+#include <diffsample/metrics.hpp>
+#include <diffsample/posterior.hpp>
+
+#include "reference/helpers.hpp"
+
+namespace ds = diffsample;
+
+namespace {
+
+ds::execution cpu() { return {ds::executor::cpu, nullptr}; }
+
+struct benchmark_problem {
+  ds::gaussian_mixture prior;
+  ds::linear_observation observation;
+};
+
+// Seed 002's mixture and a random observation: weights uniform in [0.1, 1] (normalised by the library), A with
+// N(0, 1) entries, sigma_y uniform in [0.5, 1.5], y = A x0 + sigma_y z with x0 drawn from the prior.
+benchmark_problem make_problem(std::int64_t d, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(0.1, 1.0), us(0.5, 1.5);
+  std::normal_distribution<double> z;
+  std::vector<double> w(25);
+  for (auto& v : w) v = u(gen);
+  benchmark_problem p{ds::grid_mixture(d, 5, 8.0, 1.0, w), {}};
+  auto& o = p.observation;
+  o.d_y = 1;
+  o.d_x = d;
+  o.A.resize(d);
+  for (auto& a : o.A) a = z(gen);
+  o.sigma_y = us(gen);
+  // x0 from the prior: a component by its weight, then unit noise.
+  std::discrete_distribution<int> pick(w.begin(), w.end());
+  const int k = pick(gen);
+  const auto& means = p.prior.means();
+  double y = 0;
+  for (std::int64_t j = 0; j < d; ++j) y += o.A[j] * (means[k * d + j] + z(gen));
+  o.y = {y + o.sigma_y * z(gen)};
+  return p;
+}
+
+ds::guided_problems replicate(const ds::linear_observation& o, std::int64_t copies) {
+  ds::guided_problems g;
+  g.problems = copies;
+  g.d_y = o.d_y;
+  g.A = o.A;  // shared
+  g.sigma_y = {o.sigma_y};
+  for (std::int64_t b = 0; b < copies; ++b) g.y.insert(g.y.end(), o.y.begin(), o.y.end());
+  return g;
+}
+
+ds::guided_options options(ds::guided_sampler s, std::int64_t particles, std::int64_t steps, std::uint64_t seed) {
+  ds::guided_options o;
+  o.sampler = s;
+  o.particles = particles;
+  o.steps = steps;
+  o.seed = seed;
+  return o;
+}
+
+struct smc_result {
+  std::vector<float> samples, ess;
+  std::vector<double> log_z;
+  std::vector<std::int32_t> resamplings;
+};
+
+smc_result run(const benchmark_problem& p, const ds::guided_problems& g, const ds::guided_options& o) {
+  const std::int64_t B = g.problems, N = o.particles, d = p.prior.dim();
+  smc_result r;
+  r.samples.assign(B * N * d, NAN);
+  r.log_z.assign(B, NAN);
+  r.ess.assign(B * (o.steps + 1), NAN);
+  r.resamplings.assign(B, -1);
+  ds::guided_outputs out;
+  out.samples = r.samples.data();
+  if (o.sampler == ds::guided_sampler::smc) {
+    out.log_normaliser = r.log_z.data();
+    out.ess_trace = r.ess.data();
+    out.resample_count = r.resamplings.data();
+  }
+  EXPECT_EQ(ds::guided_sample(p.prior, g, o, out, cpu()).ran, ds::executor::cpu);
+  return r;
+}
+
+// Posterior component weights recovered from samples: the average responsibility of each exact posterior
+// component (soft assignment), FP64.
+std::vector<double> recovered_weights(const ds::mixture_posterior& post, const float* x, std::int64_t n) {
+  const std::int64_t K = post.components(), d = post.dim();
+  // Inverse covariances and log-determinants by Cholesky (d is small here).
+  std::vector<double> inv(K * d * d), logdet(K);
+  for (std::int64_t k = 0; k < K; ++k) {
+    std::vector<double> L(d * d, 0.0);
+    const double* S = post.covariances().data() + k * d * d;
+    for (std::int64_t j = 0; j < d; ++j) {
+      double v = S[j * d + j];
+      for (std::int64_t m = 0; m < j; ++m) v -= L[j * d + m] * L[j * d + m];
+      L[j * d + j] = std::sqrt(v);
+      logdet[k] += 2 * std::log(L[j * d + j]);
+      for (std::int64_t i = j + 1; i < d; ++i) {
+        double u = S[i * d + j];
+        for (std::int64_t m = 0; m < j; ++m) u -= L[i * d + m] * L[j * d + m];
+        L[i * d + j] = u / L[j * d + j];
+      }
+    }
+    // inv = L^-T L^-1 column by column.
+    for (std::int64_t c = 0; c < d; ++c) {
+      std::vector<double> z(d), e(d);
+      for (std::int64_t i = 0; i < d; ++i) {
+        double v = i == c ? 1.0 : 0.0;
+        for (std::int64_t m = 0; m < i; ++m) v -= L[i * d + m] * z[m];
+        z[i] = v / L[i * d + i];
+      }
+      for (std::int64_t i = d - 1; i >= 0; --i) {
+        double v = z[i];
+        for (std::int64_t m = i + 1; m < d; ++m) v -= L[m * d + i] * e[m];
+        e[i] = v / L[i * d + i];
+      }
+      for (std::int64_t i = 0; i < d; ++i) inv[k * d * d + i * d + c] = e[i];
+    }
+  }
+  // With equal component covariances (unit prior covariances) the quadratic form splits into x^T P x, shared by
+  // every component, and terms linear in x: K d work per sample instead of K d^2.
+  bool shared = true;
+  for (std::int64_t k = 1; k < K && shared; ++k)
+    for (std::int64_t e = 0; e < d * d && shared; ++e)
+      shared = post.covariances()[k * d * d + e] == post.covariances()[e];
+  std::vector<double> pm(K * d, 0.0), mpm(K, 0.0);  // P_k m_k and m_k^T P_k m_k
+  for (std::int64_t k = 0; k < K; ++k)
+    for (std::int64_t a = 0; a < d; ++a) {
+      for (std::int64_t b = 0; b < d; ++b) pm[k * d + a] += inv[k * d * d + a * d + b] * post.means()[k * d + b];
+      mpm[k] += post.means()[k * d + a] * pm[k * d + a];
+    }
+  std::vector<double> sum(K, 0.0), logit(K);
+#pragma omp parallel
+  {
+    std::vector<double> local(K, 0.0), lg(K);
+#pragma omp for
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * d;
+      double mx = -INFINITY, shared_q = 0;
+      if (shared)
+        for (std::int64_t a = 0; a < d; ++a)
+          for (std::int64_t b = 0; b < d; ++b) shared_q += xi[a] * inv[a * d + b] * xi[b];
+      for (std::int64_t k = 0; k < K; ++k) {
+        double q = 0;
+        if (shared) {
+          q = shared_q + mpm[k];
+        } else {
+          for (std::int64_t a = 0; a < d; ++a)
+            for (std::int64_t b = 0; b < d; ++b) q += xi[a] * inv[k * d * d + a * d + b] * xi[b];
+          q += mpm[k];
+        }
+        for (std::int64_t a = 0; a < d; ++a) q -= 2 * pm[k * d + a] * xi[a];
+        lg[k] = post.log_weights()[k] - 0.5 * q - 0.5 * logdet[k];
+        mx = std::max(mx, lg[k]);
+      }
+      double total = 0;
+      for (std::int64_t k = 0; k < K; ++k) total += std::exp(lg[k] - mx);
+      for (std::int64_t k = 0; k < K; ++k) local[k] += std::exp(lg[k] - mx) / total;
+    }
+#pragma omp critical
+    for (std::int64_t k = 0; k < K; ++k) sum[k] += local[k];
+  }
+  (void)logit;
+  for (auto& s : sum) s /= double(n);
+  return sum;
+}
+
+}  // namespace
+
+// The SMC estimate Z-hat of p(y) is unbiased for the model's evidence; log Z-hat has a bias of about -var/2 and a
+// spread that shrinks like 1/sqrt(N). B = 8 replicas of one problem run as 8 problems of one call (independent
+// particle streams), so their spread estimates the standard error of the mean of log Z-hat:
+// se = sd / sqrt(8). Asserted: |mean - log p(y)| <= 4 se + 0.25 at N = 4096 (0.25 covers the DDPM discretisation
+// of the model's prior with 200 steps: measured mean error -0.18 with se 0.06, while the variance-induced bias of
+// log Z-hat is only about -var/2 = -0.014), and the error at N = 4096 below the error at
+// N = 64. Seen to fail with the weight's division by g_{k+1} removed (mean log Z-hat -27.2 against -4.73) and with
+// the mutation's Kalman shift dropped (log Z-hat off by hundreds of nats).
+TEST(Guided, LogNormaliserConvergesToExactEvidence) {
+  const benchmark_problem p = make_problem(10, 7);
+  const ds::mixture_posterior post(p.prior, p.observation);
+  const double exact = post.log_evidence();
+  const std::int64_t B = 8;
+  double err[2], se[2];
+  const std::int64_t sizes[2] = {64, 4096};
+  for (int t = 0; t < 2; ++t) {
+    const smc_result r = run(p, replicate(p.observation, B), options(ds::guided_sampler::smc, sizes[t], 200, 11 + t));
+    std::vector<double> lz(r.log_z.begin(), r.log_z.end());
+    for (double v : lz) ASSERT_TRUE(std::isfinite(v));
+    err[t] = std::abs(ds::testing::mean(lz) - exact);
+    se[t] = std::sqrt(ds::testing::variance(lz) / double(B));
+    std::printf("N = %lld: mean log Z-hat %.4f, exact log p(y) %.4f, |error| %.4f, se %.4f, resamplings %d\n",
+                static_cast<long long>(sizes[t]), ds::testing::mean(lz), exact, err[t], se[t], r.resamplings[0]);
+  }
+  EXPECT_LE(err[1], 4 * se[1] + 0.25);
+  EXPECT_LT(err[1], err[0] + 2 * se[0]);
+}
+
+// SMC samples against the exact posterior at d_x = 10. A particle filter's samples are correlated (shared ancestors),
+// so the tolerances come from R = 8 independent replicas of the problem run as 8 problems of one call:
+// - posterior component weights: each replica's weights are recovered by average responsibility under the exact
+//   posterior; the spread of the 8 replicas gives the standard error of their mean, se_k = sd_k / sqrt(8).
+//   Asserted |mean_k - w'_k| <= 4 se_k + 0.02 for every component (0.02: the DDPM discretisation at 500 steps,
+//   whose unconditional samples sit at sliced-W1 0.13 from the prior at 1000 steps vs 0.29 at 100, measured).
+// - sliced Wasserstein-1 (128 directions) of the pooled 8 x 2048 samples to 16384 exact samples, beside the floor of
+//   two exact sets of that size: asserted sw <= 8 floor. The floor of iid samples is not reachable by a particle
+//   system of this size: the replicas' component-weight errors (a few 0.01, within the bound above) move mass
+//   between modes 8 sqrt(d) apart, which alone gives sliced-W1 of about 0.2; measured 7.0x (8.3x at 400 steps).
+// - the fit along A, E[(y - A x)^2 | y]: per-replica means for SMC (se from their spread) against all exact samples
+//   (se from their variance), within 4 combined se. The sliced distance hardly sees this one direction.
+// Seen to fail with the mutation mean left at mu (the Kalman shift dropped: component 2 recovered at 0 against
+// 0.51) and with the division by g_{k+1} removed from the weights (misfit 0.058 against 0.746; its sliced distance
+// even fell to 3.9x the floor, which is why the misfit is checked).
+void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
+  const std::int64_t R = 8, N = 2048, steps = 500;
+  const benchmark_problem p = make_problem(d, seed);
+  const ds::mixture_posterior post(p.prior, p.observation);
+  const smc_result r = run(p, replicate(p.observation, R), options(ds::guided_sampler::smc, N, steps, 21));
+  const std::int64_t K = post.components();
+  std::vector<std::vector<double>> per(K);
+  for (std::int64_t b = 0; b < R; ++b) {
+    const std::vector<double> w = recovered_weights(post, r.samples.data() + b * N * d, N);
+    for (std::int64_t k = 0; k < K; ++k) per[k].push_back(w[k]);
+  }
+  double worst = 0;
+  for (std::int64_t k = 0; k < K; ++k) {
+    const double m = ds::testing::mean(per[k]), se = std::sqrt(ds::testing::variance(per[k]) / double(R));
+    const double excess = std::abs(m - post.weights()[k]) - (4 * se + 0.02);
+    worst = std::max(worst, std::abs(m - post.weights()[k]));
+    EXPECT_LE(excess, 0.0) << "component " << k << ": smc " << m << " +- " << se << ", exact " << post.weights()[k];
+  }
+  std::vector<float> exact_a(R * N * d), exact_b(R * N * d);
+  post.sample(exact_a.data(), R * N, 100);
+  post.sample(exact_b.data(), R * N, 200);
+  // Fit to the observation along A: E[(y - A x)^2 | y], per replica for SMC, over all exact samples.
+  auto misfit = [&](const float* x, std::int64_t n) {
+    std::vector<double> v(n);
+    for (std::int64_t i = 0; i < n; ++i) {
+      double ax = 0;
+      for (std::int64_t j = 0; j < d; ++j) ax += p.observation.A[j] * x[i * d + j];
+      v[i] = (p.observation.y[0] - ax) * (p.observation.y[0] - ax);
+    }
+    return v;
+  };
+  std::vector<double> smc_misfit;
+  for (std::int64_t b = 0; b < R; ++b) smc_misfit.push_back(ds::testing::mean(misfit(r.samples.data() + b * N * d, N)));
+  const std::vector<double> exact_misfit = misfit(exact_a.data(), R * N);
+  const double se_misfit = std::sqrt(ds::testing::variance(smc_misfit) / double(R) +
+                                     ds::testing::variance(exact_misfit) / double(R * N));
+  std::printf("E[(y - A x)^2 | y]: smc %.4f, exact %.4f, se %.4f\n", ds::testing::mean(smc_misfit),
+              ds::testing::mean(exact_misfit), se_misfit);
+  EXPECT_NEAR(ds::testing::mean(smc_misfit), ds::testing::mean(exact_misfit), 4 * se_misfit);
+  const double sw = ds::sliced_wasserstein(r.samples.data(), R * N, exact_a.data(), R * N, d, 128, 5);
+  const double floor = ds::sliced_wasserstein(exact_b.data(), R * N, exact_a.data(), R * N, d, 128, 5);
+  std::printf("d = %lld, %lld x %lld particles, %lld steps: SW1 %.4f, floor %.4f (%.2fx); max weight error %.4f\n",
+              static_cast<long long>(d), static_cast<long long>(R), static_cast<long long>(N), static_cast<long long>(steps), sw, floor,
+              sw / floor, worst);
+  EXPECT_LE(sw, sw_bound * floor);
+}
+
+TEST(Guided, SmcReachesExactPosteriorD10) { check_posterior(10, 1, 8.0); }
+
+// The same checks at d_x = 100 (seed 002's larger case): measured sliced-W1 at 3.6x the floor (max weight error
+// 0.048), bound 5x. Seen to fail with the mutation's Kalman shift dropped (93x the floor, weight error 0.73) and with
+// the division by g_{k+1} removed (misfit 0.14 against 0.97; its sliced distance fell to 1.1x the floor and its weight
+// error to 0.007: without the division the filter targets a sharper likelihood along A, which the component weights
+// of these problems barely feel, and its weights vary less; only the misfit exposes it).
+TEST(Guided, SmcReachesExactPosteriorD100) { check_posterior(100, 4, 5.0); }
+
+// The baselines are biased: asserted only that they run, stay finite, land near the posterior mean (each
+// coordinate of the sample mean within 5 posterior standard deviations of the posterior mean: loose, since DPS
+// and Pi-GDM are known to miss modes), and are no closer to the posterior than SMC (sliced Wasserstein at least
+// 0.9 times SMC's, the 0.9 allowing for sampling noise). Seen to fail with the guidance sign flipped (mean offsets of
+// 817 sd for dps and 11.7 sd for pigdm).
+TEST(Guided, BaselinesRunAndAreNoBetterThanSmc) {
+  const benchmark_problem p = make_problem(10, 3);
+  const ds::mixture_posterior post(p.prior, p.observation);
+  const std::int64_t N = 2048, d = 10;
+  std::vector<float> exact(N * d);
+  post.sample(exact.data(), N, 300);
+  const smc_result s = run(p, replicate(p.observation, 1), options(ds::guided_sampler::smc, N, 100, 31));
+  const double sw_smc = ds::sliced_wasserstein(s.samples.data(), N, exact.data(), N, d, 128, 5);
+  const std::vector<double> mean = post.mean(), cov = post.covariance();
+  for (ds::guided_sampler b : {ds::guided_sampler::dps, ds::guided_sampler::pigdm}) {
+    const smc_result r = run(p, replicate(p.observation, 1), options(b, N, 100, 41));
+    for (float v : r.samples) ASSERT_TRUE(std::isfinite(v)) << ds::to_string(b);
+    const double sw = ds::sliced_wasserstein(r.samples.data(), N, exact.data(), N, d, 128, 5);
+    double worst = 0;
+    for (std::int64_t j = 0; j < d; ++j) {
+      const double m = ds::testing::mean(ds::testing::column(r.samples, d, j));
+      worst = std::max(worst, std::abs(m - mean[j]) / std::sqrt(cov[j * d + j]));
+    }
+    std::printf("%s: SW1 %.4f (smc %.4f); worst mean offset %.2f posterior sd\n", ds::to_string(b), sw, sw_smc,
+                worst);
+    EXPECT_LE(worst, 5.0) << ds::to_string(b);
+    EXPECT_GE(sw, 0.9 * sw_smc) << ds::to_string(b);
+  }
+}
+
+// d_x = 100 at full size: slow on two cores, so it runs on the GPU only (skips without one).
+TEST(Guided, GpuSmcReachesExactPosteriorD100) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const benchmark_problem p = make_problem(100, 4);
+  const ds::mixture_posterior post(p.prior, p.observation);
+  const std::int64_t N = 16384, d = 100;
+  const ds::guided_problems g = replicate(p.observation, 1);
+  ds::guided_options o = options(ds::guided_sampler::smc, N, 200, 51);
+  ds::testing::device_buffer<float> samples(N * d);
+  ds::testing::device_buffer<double> log_z(1);
+  ds::guided_outputs out;
+  out.samples = samples.ptr;
+  out.log_normaliser = log_z.ptr;
+  ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
+  const std::vector<float> x = samples.download();
+  std::vector<float> exact_a(N * d), exact_b(N * d);
+  post.sample(exact_a.data(), N, 400);
+  post.sample(exact_b.data(), N, 401);
+  const double sw = ds::sliced_wasserstein(x.data(), N, exact_a.data(), N, d, 128, 5);
+  const double floor = ds::sliced_wasserstein(exact_b.data(), N, exact_a.data(), N, d, 128, 5);
+  std::printf("d = 100: SW1 smc %.4f, floor %.4f; log Z-hat %.4f, exact %.4f\n", sw, floor, log_z.download()[0],
+              post.log_evidence());
+  EXPECT_LE(sw, 2 * floor);
+  EXPECT_NEAR(log_z.download()[0], post.log_evidence(), 0.5);
+}
+
+TEST(Guided, RejectsInvalidInput) {
+  const benchmark_problem p = make_problem(2, 5);
+  ds::guided_problems g = replicate(p.observation, 2);
+  ds::guided_options o = options(ds::guided_sampler::smc, 8, 4, 0);
+  std::vector<float> x(2 * 8 * 2);
+  ds::guided_outputs out;
+  out.particles = x.data();
+  EXPECT_NO_THROW(ds::guided_sample(p.prior, g, o, out, cpu()));
+  auto bad = g;
+  bad.A.push_back(1.0);
+  EXPECT_THROW(ds::guided_sample(p.prior, bad, o, out, cpu()), ds::invalid_argument);
+  bad = g;
+  bad.sigma_y = {0.0};
+  EXPECT_THROW(ds::guided_sample(p.prior, bad, o, out, cpu()), ds::invalid_argument);
+  bad = g;
+  bad.y.pop_back();
+  EXPECT_THROW(ds::guided_sample(p.prior, bad, o, out, cpu()), ds::invalid_argument);
+  auto bo = o;
+  bo.particles = 0;
+  EXPECT_THROW(ds::guided_sample(p.prior, g, bo, out, cpu()), ds::invalid_argument);
+  EXPECT_EQ(ds::parse_guided_sampler("pigdm"), ds::guided_sampler::pigdm);
+  EXPECT_THROW(ds::parse_guided_sampler("ddrm"), ds::invalid_argument);
+}
+
+// A caller's workspace of guided_workspace_bytes() gives the same results, bit for bit, as the call's own scratch
+// (CPU executor: keyed random streams and exact resampling make the run a function of the inputs). Per-problem A
+// and sigma_y are used here. Seen to fail with the table copy skipped for a caller's
+// workspace (the tables read as zeros).
+TEST(Guided, CallerWorkspaceMatchesOwnScratch) {
+  const benchmark_problem p = make_problem(3, 6);
+  ds::guided_problems g = replicate(p.observation, 2);
+  g.A.insert(g.A.end(), p.observation.A.begin(), p.observation.A.end());
+  g.A.back() += 0.5;
+  g.sigma_y = {p.observation.sigma_y, 2 * p.observation.sigma_y};
+  const ds::guided_options o = options(ds::guided_sampler::smc, 64, 20, 9);
+  std::vector<float> x1(2 * 64 * 3), x2(x1.size()), lw1(2 * 64), lw2(lw1.size());
+  std::vector<double> z1(2), z2(2);
+  ds::guided_outputs a, b;
+  a.particles = x1.data();
+  a.log_weights = lw1.data();
+  a.log_normaliser = z1.data();
+  b.particles = x2.data();
+  b.log_weights = lw2.data();
+  b.log_normaliser = z2.data();
+  ds::guided_sample(p.prior, g, o, a, cpu());
+  const std::size_t bytes = ds::guided_workspace_bytes(p.prior, g, o);
+  std::vector<double> ws(bytes / sizeof(double) + 1);
+  ds::guided_sample(p.prior, g, o, b, cpu(), ws.data(), bytes);
+  EXPECT_EQ(x1, x2);
+  EXPECT_EQ(lw1, lw2);
+  EXPECT_EQ(z1, z2);
+  EXPECT_NE(z1[0], z1[1]);
+  EXPECT_THROW(ds::guided_sample(p.prior, g, o, b, cpu(), ws.data(), bytes - 8), ds::invalid_argument);
+}
+
+// The CUDA executor runs the same functors; its normals may differ from the CPU's in the last bits, which can flip
+// a resampling decision and let trajectories part, so the executors are compared statistically: 8 replicas each,
+// mean log Z-hat within 4 combined standard errors, and every estimate finite.
+TEST(Guided, GpuAndCpuAgreeOnLogNormaliser) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const benchmark_problem p = make_problem(10, 8);
+  const ds::guided_problems g = replicate(p.observation, 8);
+  const ds::guided_options o = options(ds::guided_sampler::smc, 1024, 100, 61);
+  std::vector<double> cpu_z(8);
+  ds::guided_outputs out;
+  out.log_normaliser = cpu_z.data();
+  ds::guided_sample(p.prior, g, o, out, cpu());
+  ds::testing::device_buffer<double> z(8);
+  ds::testing::device_buffer<float> samples(8 * 1024 * 10);
+  out.log_normaliser = z.ptr;
+  out.samples = samples.ptr;
+  ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
+  const std::vector<double> gpu_z = z.download();
+  for (double v : gpu_z) ASSERT_TRUE(std::isfinite(v));
+  for (float v : samples.download()) ASSERT_TRUE(std::isfinite(v));
+  const double se = std::sqrt((ds::testing::variance(cpu_z) + ds::testing::variance(gpu_z)) / 8.0);
+  EXPECT_NEAR(ds::testing::mean(gpu_z), ds::testing::mean(cpu_z), 4 * se + 1e-3);
+}
