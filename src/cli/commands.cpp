@@ -429,7 +429,7 @@ share_result component_shares(const ds::gaussian_mixture& p, const float* x, std
 /// 1- and 2-standard-deviation ellipses of each component of a mixture (red), over a square frame.
 std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_ref, const float* x, std::int64_t n,
                      std::int64_t d, const ds::gaussian_mixture* mixture, const char* x_label, const char* ref_label) {
-  const int size = 640, pad = 48;
+  const int size = 640, pad = 64;
   const std::int64_t shown = 3000;
   const int cy = d >= 2 ? 1 : 0;
   double lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+
 #include <diffsample/error.hpp>
 #include <diffsample/mixture.hpp>
 
@@ -157,7 +159,7 @@ class reader {
       if (size > 1000) bad("prior.grid.size", "at most 1000, got " + std::to_string(size));
       const double spacing = g.contains("spacing") ? number(g["spacing"], "prior.grid.spacing") : 2.0;
       const double variance = g.contains("variance") ? number(g["variance"], "prior.grid.variance") : 0.25;
-      std::vector<double> w;
+      std::vector<double> w(std::size_t(size * size), 1.0);  // equal weights unless given
       if (p.contains("weights")) w = vector(p["weights"], "prior.weights", size * size);
       prior_spec s = grid_prior(dim, int(size), spacing, variance, w);
       s.description = std::to_string(size * size) + "-component grid mixture";
@@ -268,6 +270,8 @@ prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double varianc
 }
 
 problem read_problem(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw input_error(path + ": cannot open: it is a folder");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw input_error(path + ": cannot open: " + std::strerror(errno));
   std::ostringstream text;
@@ -278,6 +282,8 @@ problem read_problem(const std::string& path) {
     doc = json::parse(text.str());
   } catch (const json::parse_error& e) {
     throw input_error(path + ": malformed JSON: " + e.what());
+  } catch (const json::exception& e) {  // e.g. a number beyond double range
+    throw input_error(path + ": a number is not finite (beyond double range): " + e.what());
   }
   reader r(path);
   r.only_keys(doc, "", {"prior", "sampler", "observation", "comment"});
