@@ -307,6 +307,11 @@ TEST_F(Cli, SizesBeyondMemory) {
                  "GiB");
 }
 
+TEST_F(Cli, CudaExecutorWithoutAGpu) {
+  if (ds::cuda_available()) GTEST_SKIP() << "a GPU is present";
+  expect_failure(run("sample --executor cuda --chains 64 --out " + path("out.npy")), "no GPU is available");
+}
+
 TEST_F(Cli, ConflictingOptions) {
   expect_failure(run("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/grid2d_ddpm.json --dim 3 --out " + path("out.npy")),
                  "conflict");
