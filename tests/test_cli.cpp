@@ -109,6 +109,14 @@ TEST_F(Cli, EverySubcommandHasHelp) {
   EXPECT_EQ(run("info").rc, 0);
 }
 
+TEST_F(Cli, WithoutASubcommandTheDemoRuns) {
+  const result r = run("--executor cpu --chains 512 --steps 10");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("diffsample demo: mala on a 2-D, 25-component Gaussian mixture", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("acceptance rate"), std::string::npos);
+  EXPECT_TRUE(r.err.empty()) << r.err;  // no progress line when stderr is not a terminal
+}
+
 TEST_F(Cli, EverySamplerRunsOnTheBuiltInPrior) {
   for (const char* s : {"ula", "mala", "tamed_ula", "ddpm", "ddim", "reverse_sde", "ode_euler", "ode_heun",
                         "stochastic_localization", "walk_jump", "sequential_measurements"}) {
@@ -219,6 +227,10 @@ TEST_F(Cli, SolveReportsTheExactPosterior) {
   std::vector<float> expected(2000 * 10);
   post.sample(expected.data(), 2000, 11);  // the file's seed
   EXPECT_EQ(ds::npy::read_f32(path("x.npy"), 10).values, expected);
+  // The plot shows the posterior components as rotated ellipses.
+  ASSERT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --quiet --samples 500 --plot " +
+                path("p.svg")).rc, 0);
+  EXPECT_NE(slurp(path("p.svg")).find("<ellipse"), std::string::npos);
 }
 
 TEST_F(Cli, BenchPrintsTheTable) {

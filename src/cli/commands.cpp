@@ -427,8 +427,40 @@ share_result component_shares(const ds::gaussian_mixture& p, const float* x, std
 
 /// An SVG scatter plot of the first two coordinates: reference points (grey), samples (blue), and optionally the
 /// 1- and 2-standard-deviation ellipses of each component of a mixture (red), over a square frame.
+/// A component's 2-D marginal in the plotted coordinates: mean and covariance [[xx, xy], [xy, yy]].
+struct component_2d {
+  double x, y, xx, xy, yy;
+};
+
+/// The 2-D marginals of a mixture's components (coordinates 0 and 1, or 0 and 0 in one dimension).
+std::vector<component_2d> marginals(const ds::gaussian_mixture& m) {
+  const std::int64_t d = m.dim(), cy = d >= 2 ? 1 : 0;
+  const auto& mu = m.means();
+  const auto& v = m.variances();
+  std::vector<component_2d> c;
+  for (std::int64_t k = 0; k < m.components(); ++k) {
+    const double v0 = m.isotropic() ? v[k] : v[k * d], v1 = m.isotropic() ? v[k] : v[k * d + cy];
+    c.push_back({mu[k * d], mu[k * d + cy], v0, d >= 2 ? 0.0 : v0, v1});
+  }
+  return c;
+}
+
+/// The 2-D marginals of the posterior components whose weight is at least 1e-3.
+std::vector<component_2d> marginals(const ds::mixture_posterior& p) {
+  const std::int64_t d = p.dim(), cy = d >= 2 ? 1 : 0;
+  std::vector<component_2d> c;
+  for (std::int64_t k = 0; k < p.components(); ++k) {
+    if (p.weights()[k] < 1e-3) continue;
+    const double* S = p.covariances().data() + k * d * d;
+    const double* m = p.means().data() + k * d;
+    c.push_back({m[0], m[cy], S[0], S[cy], S[cy * d + cy]});
+  }
+  return c;
+}
+
 std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_ref, const float* x, std::int64_t n,
-                     std::int64_t d, const ds::gaussian_mixture* mixture, const char* x_label, const char* ref_label) {
+                     std::int64_t d, const std::vector<component_2d>& components, const char* x_label,
+                     const char* ref_label) {
   const int size = 640, pad = 64;
   const std::int64_t shown = 3000;
   const int cy = d >= 2 ? 1 : 0;
@@ -469,15 +501,20 @@ std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_
   };
   if (ref) dots(ref, n_ref, "#9a9a9a");
   dots(x, n, "#1f5fbf");
-  if (mixture) {
-    const auto& mu = mixture->means();
-    const auto& v = mixture->variances();
+  if (!components.empty()) {
+    // The 1- and 2-standard-deviation ellipses of each component's 2-D marginal (principal axes of its covariance;
+    // the angle is negated because the SVG y axis points down).
     s << "<g fill=\"none\" stroke=\"#c0392b\" stroke-width=\"1\">\n";
-    for (std::int64_t k = 0; k < std::min<std::int64_t>(mixture->components(), 400); ++k) {
-      const double v0 = mixture->isotropic() ? v[k] : v[k * d], v1 = mixture->isotropic() ? v[k] : v[k * d + cy];
+    for (std::size_t k = 0; k < std::min<std::size_t>(components.size(), 400); ++k) {
+      const component_2d& c = components[k];
+      const double mid = 0.5 * (c.xx + c.yy), half_diff = 0.5 * (c.xx - c.yy);
+      const double root = std::sqrt(half_diff * half_diff + c.xy * c.xy);
+      const double l1 = std::max(mid + root, 0.0), l2 = std::max(mid - root, 0.0);
+      const double angle = -0.5 * std::atan2(2 * c.xy, c.xx - c.yy) * 180.0 / M_PI;
       for (int r = 1; r <= 2; ++r)
-        s << "<ellipse cx=\"" << px(mu[k * d]) << "\" cy=\"" << py(mu[k * d + cy]) << "\" rx=\""
-          << r * std::sqrt(v0) * scale << "\" ry=\"" << r * std::sqrt(v1) * scale << "\"/>\n";
+        s << "<ellipse cx=\"" << px(c.x) << "\" cy=\"" << py(c.y) << "\" rx=\"" << r * std::sqrt(l1) * scale
+          << "\" ry=\"" << r * std::sqrt(l2) * scale << "\" transform=\"rotate(" << angle << ' ' << px(c.x) << ' '
+          << py(c.y) << ")\"/>\n";
     }
     s << "</g>\n";
   }
@@ -499,7 +536,7 @@ std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_
   if (ref)
     s << "<circle cx=\"" << pad + 220 << "\" cy=\"" << ly - 4 << "\" r=\"4\" fill=\"#9a9a9a\"/><text x=\"" << pad + 228
       << "\" y=\"" << ly << "\">" << ref_label << "</text>\n";
-  if (mixture)
+  if (!components.empty())
     s << "<ellipse cx=\"" << pad + 400 << "\" cy=\"" << ly - 4 << "\" rx=\"6\" ry=\"4\" fill=\"none\" stroke=\"#c0392b\"/>"
       << "<text x=\"" << pad + 410 << "\" y=\"" << ly << "\">components: 1 and 2 sd</text>\n";
   s << "</svg>\n";
@@ -654,7 +691,7 @@ int run_sample(int argc, char** argv, int first) {
   if (o.has("--plot"))
     write_atomic(o.get("--plot"),
                  svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description, exact_a.data(), m,
-                          r.samples.data(), n, d, &target, (s.sampler + " samples").c_str(), "exact samples"));
+                          r.samples.data(), n, d, marginals(target), (s.sampler + " samples").c_str(), "exact samples"));
   if (o.has("--report")) {
     json j;
     j["command"] = "sample";
@@ -814,7 +851,7 @@ int run_solve(int argc, char** argv, int first) {
   if (o.has("--out")) npy::write_f32(o.get("--out"), x.data(), n, d);
   if (o.has("--plot"))
     write_atomic(o.get("--plot"), svg_plot("exact posterior (reference): " + std::to_string(n) + " samples", nullptr,
-                                           0, x.data(), n, d, nullptr, "exact posterior samples", ""));
+                                           0, x.data(), n, d, marginals(post), "exact posterior samples", ""));
   if (o.has("--report")) {
     json j;
     j["command"] = "solve";
