@@ -1,22 +1,20 @@
 // The diffsample program, run as a user would: subcommands, problem files, outputs, and one test per class of bad
 // input (each must give one line on stderr naming the problem, a non-zero exit, and no output file).
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <diffsample/diffsample.hpp>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <dirent.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <diffsample/diffsample.hpp>
 
 #include "src/npy.hpp"
 
@@ -61,8 +59,8 @@ class Cli : public ::testing::Test {
 
   /// Runs the program with @p args (a shell-quoted string) on the CPU executor.
   result run(const std::string& args) const {
-    const std::string cmd = std::string("'") + DIFFSAMPLE_CLI_PATH + "' " + args + " >'" + path("stdout") + "' 2>'" +
-                            path("stderr") + "'";
+    const std::string cmd =
+        std::string("'") + DIFFSAMPLE_CLI_PATH + "' " + args + " >'" + path("stdout") + "' 2>'" + path("stderr") + "'";
     const int status = std::system(cmd.c_str());
     result r;
     r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
@@ -146,8 +144,8 @@ TEST_F(Cli, SamplerOptionsReachTheLibrary) {
 }
 
 TEST_F(Cli, WritesSamplesReportAndPlot) {
-  const result r = run("sample --sampler ddpm --dim 3 --seed 5 --out " + path("x.npy") + " --report " +
-                       path("r.json") + " --plot " + path("p.svg") + " --executor cpu --chains 1000 --steps 50");
+  const result r = run("sample --sampler ddpm --dim 3 --seed 5 --out " + path("x.npy") + " --report " + path("r.json") +
+                       " --plot " + path("p.svg") + " --executor cpu --chains 1000 --steps 50");
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto x = ds::npy::read_f32(path("x.npy"), 3);
   EXPECT_EQ(x.rows, 1000);
@@ -167,8 +165,10 @@ TEST_F(Cli, WritesSamplesReportAndPlot) {
   EXPECT_NE(svg.find("</svg>"), std::string::npos);
   EXPECT_GT(std::count(svg.begin(), svg.end(), '\n'), 1000);  // the points are there
   // The same seed gives the same samples.
-  ASSERT_EQ(run("sample --sampler ddpm --dim 3 --seed 5 --out " + path("y.npy") +
-                " --executor cpu --chains 1000 --steps 50").rc, 0);
+  ASSERT_EQ(
+      run("sample --sampler ddpm --dim 3 --seed 5 --out " + path("y.npy") + " --executor cpu --chains 1000 --steps 50")
+          .rc,
+      0);
   EXPECT_EQ(ds::npy::read_f32(path("y.npy"), 3).values, x.values);
 }
 
@@ -191,8 +191,8 @@ TEST_F(Cli, ExamplesRun) {
     const result r = run(std::string("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/") + e + kQuick);
     EXPECT_EQ(r.rc, 0) << e << ": " << r.err;
   }
-  const result r = run("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/mixture_from_npy.json --report " +
-                       path("r.json") + kQuick);
+  const result r =
+      run("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/mixture_from_npy.json --report " + path("r.json") + kQuick);
   ASSERT_EQ(r.rc, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
   EXPECT_EQ(j["prior"]["dim"], 3);
@@ -229,7 +229,9 @@ TEST_F(Cli, SolveReportsTheExactPosterior) {
   EXPECT_EQ(ds::npy::read_f32(path("x.npy"), 10).values, expected);
   // The plot shows the posterior components as rotated ellipses.
   ASSERT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --quiet --samples 500 --plot " +
-                path("p.svg")).rc, 0);
+                path("p.svg"))
+                .rc,
+            0);
   EXPECT_NE(slurp(path("p.svg")).find("<ellipse"), std::string::npos);
 }
 
@@ -281,6 +283,10 @@ TEST_F(Cli, NonFiniteValues) {
   write("neg.json", "{\"prior\": {\"means\": [[0, 0]], \"variances\": [-1]}}");
   expect_failure(run("sample --problem " + path("neg.json") + " --out " + path("out.npy")), "must be > 0");
   expect_failure(run("sample --step-size nan --out " + path("out.npy")), "--step-size");
+  write("grid.json", "{\"prior\": {\"grid\": {\"dim\": 2, \"variance\": 0}}}");
+  const result r = run("sample --problem " + path("grid.json") + " --out " + path("out.npy"));
+  expect_failure(r, "prior.grid.variance: must be > 0");
+  EXPECT_EQ(r.rc, 1);
 }
 
 TEST_F(Cli, MissingOrUnreadableFiles) {

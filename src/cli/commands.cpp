@@ -1,6 +1,11 @@
 // The sample, bench and solve subcommands of the diffsample program.
 #include "cli/commands.hpp"
 
+#include <cuda_runtime_api.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -9,19 +14,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <diffsample/diffsample.hpp>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cuda_runtime_api.h>
-#include <nlohmann/json.hpp>
-
-#include <diffsample/diffsample.hpp>
 
 #include "cli/problem.hpp"
 #include "npy.hpp"
@@ -107,8 +105,8 @@ struct options {
   const std::string& get(const std::string& f) const { return values.at(f); }
 };
 
-options parse_options(int argc, char** argv, int first, const char* usage,
-                      const std::vector<std::string>& with_value, const std::vector<std::string>& switches) {
+options parse_options(int argc, char** argv, int first, const char* usage, const std::vector<std::string>& with_value,
+                      const std::vector<std::string>& switches) {
   options o;
   for (int i = first; i < argc; ++i) {
     const std::string a = argv[i];
@@ -265,16 +263,28 @@ ds::noise_schedule make_schedule(const run_settings& s, ds::diffusion_sampler sa
     name = sampler == ds::diffusion_sampler::stochastic_localization ? "stochastic_localization" : "vp_linear";
   ds::noise_schedule sched;
   switch (ds::parse_schedule_kind(name)) {
-    case ds::schedule_kind::vp_linear: sched = ds::noise_schedule::vp_linear(); break;
-    case ds::schedule_kind::vp_cosine: sched = ds::noise_schedule::vp_cosine(); break;
+    case ds::schedule_kind::vp_linear:
+      sched = ds::noise_schedule::vp_linear();
+      break;
+    case ds::schedule_kind::vp_cosine:
+      sched = ds::noise_schedule::vp_cosine();
+      break;
     case ds::schedule_kind::vp_table:
       if (s.alpha_bar.empty()) throw input_error("schedule vp_table needs sampler.alpha_bar in a problem file");
       sched = ds::noise_schedule::vp_table(s.alpha_bar);
       break;
-    case ds::schedule_kind::variance_exploding: sched = ds::noise_schedule::variance_exploding(); break;
-    case ds::schedule_kind::ornstein_uhlenbeck: sched = ds::noise_schedule::ornstein_uhlenbeck(); break;
-    case ds::schedule_kind::linear_interpolant: sched = ds::noise_schedule::linear_interpolant(); break;
-    case ds::schedule_kind::stochastic_localization: sched = ds::noise_schedule::stochastic_localization(); break;
+    case ds::schedule_kind::variance_exploding:
+      sched = ds::noise_schedule::variance_exploding();
+      break;
+    case ds::schedule_kind::ornstein_uhlenbeck:
+      sched = ds::noise_schedule::ornstein_uhlenbeck();
+      break;
+    case ds::schedule_kind::linear_interpolant:
+      sched = ds::noise_schedule::linear_interpolant();
+      break;
+    case ds::schedule_kind::stochastic_localization:
+      sched = ds::noise_schedule::stochastic_localization();
+      break;
   }
   if (!s.time_grid.empty() || s.t_start || s.t_end) {
     const ds::time_grid g = s.time_grid.empty() ? sched.grid : ds::parse_time_grid(s.time_grid);
@@ -537,7 +547,8 @@ std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_
     s << "<circle cx=\"" << pad + 220 << "\" cy=\"" << ly - 4 << "\" r=\"4\" fill=\"#9a9a9a\"/><text x=\"" << pad + 228
       << "\" y=\"" << ly << "\">" << ref_label << "</text>\n";
   if (!components.empty())
-    s << "<ellipse cx=\"" << pad + 400 << "\" cy=\"" << ly - 4 << "\" rx=\"6\" ry=\"4\" fill=\"none\" stroke=\"#c0392b\"/>"
+    s << "<ellipse cx=\"" << pad + 400 << "\" cy=\"" << ly - 4
+      << "\" rx=\"6\" ry=\"4\" fill=\"none\" stroke=\"#c0392b\"/>"
       << "<text x=\"" << pad + 410 << "\" y=\"" << ly << "\">components: 1 and 2 sd</text>\n";
   s << "</svg>\n";
   return s.str();
@@ -563,12 +574,12 @@ json prior_json(const prior_spec& p, const std::string& source) {
 }  // namespace
 
 int run_sample(int argc, char** argv, int first) {
-  const options o = parse_options(
-      argc, argv, first, sample_usage,
-      {"--problem", "--dim", "--grid", "--spacing", "--variance", "--sampler", "--steps", "--chains", "--schedule",
-       "--time-grid", "--t-start", "--t-end", "--eta", "--sigma", "--step-size", "--measurements", "--seed",
-       "--executor", "--out", "--report", "--plot"},
-      {"--final-denoise", "--quiet"});
+  const options o =
+      parse_options(argc, argv, first, sample_usage,
+                    {"--problem",   "--dim",          "--grid",      "--spacing",  "--variance", "--sampler", "--steps",
+                     "--chains",    "--schedule",     "--time-grid", "--t-start",  "--t-end",    "--eta",     "--sigma",
+                     "--step-size", "--measurements", "--seed",      "--executor", "--out",      "--report",  "--plot"},
+                    {"--final-denoise", "--quiet"});
   const bool quiet = o.has("--quiet");
 
   // Prior and settings: the problem file, then the command line over it.
@@ -689,9 +700,9 @@ int run_sample(int argc, char** argv, int first) {
   // Outputs last, each written atomically.
   if (o.has("--out")) npy::write_f32(o.get("--out"), r.samples.data(), n, d);
   if (o.has("--plot"))
-    write_atomic(o.get("--plot"),
-                 svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description, exact_a.data(), m,
-                          r.samples.data(), n, d, marginals(target), (s.sampler + " samples").c_str(), "exact samples"));
+    write_atomic(o.get("--plot"), svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description,
+                                           exact_a.data(), m, r.samples.data(), n, d, marginals(target),
+                                           (s.sampler + " samples").c_str(), "exact samples"));
   if (o.has("--report")) {
     json j;
     j["command"] = "sample";
@@ -850,8 +861,8 @@ int run_solve(int argc, char** argv, int first) {
   }
   if (o.has("--out")) npy::write_f32(o.get("--out"), x.data(), n, d);
   if (o.has("--plot"))
-    write_atomic(o.get("--plot"), svg_plot("exact posterior (reference): " + std::to_string(n) + " samples", nullptr,
-                                           0, x.data(), n, d, marginals(post), "exact posterior samples", ""));
+    write_atomic(o.get("--plot"), svg_plot("exact posterior (reference): " + std::to_string(n) + " samples", nullptr, 0,
+                                           x.data(), n, d, marginals(post), "exact posterior samples", ""));
   if (o.has("--report")) {
     json j;
     j["command"] = "solve";

@@ -1,19 +1,17 @@
 // Parsing of problem files (schema in docs/cli.md).
 #include "cli/problem.hpp"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <set>
-#include <sstream>
-
-#include <nlohmann/json.hpp>
-
-#include <sys/stat.h>
-
 #include <diffsample/error.hpp>
 #include <diffsample/mixture.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #include "npy.hpp"
 
@@ -113,7 +111,8 @@ class reader {
           a.values.push_back(number(v[i][j], row + "[" + std::to_string(j) + "]"));
       }
     } else {
-      for (std::size_t i = 0; i < v.size(); ++i) a.values.push_back(number(v[i], field + "[" + std::to_string(i) + "]"));
+      for (std::size_t i = 0; i < v.size(); ++i)
+        a.values.push_back(number(v[i], field + "[" + std::to_string(i) + "]"));
     }
     return a;
   }
@@ -130,7 +129,8 @@ class reader {
     if (a.ndim == 2 && a.rows != 1 && a.cols != 1) bad(field, "expected a 1-D array, got shape " + shape(a));
     if (count == 0) bad(field, "empty array");
     if (n >= 0 && count != n)
-      bad(field, "expected " + std::to_string(n) + " values, got " + std::to_string(count) + " (shape " + shape(a) + ")");
+      bad(field,
+          "expected " + std::to_string(n) + " values, got " + std::to_string(count) + " (shape " + shape(a) + ")");
     return std::move(a.values);
   }
 
@@ -139,10 +139,8 @@ class reader {
     array a = values(v, field);
     if (a.ndim != 2) bad(field, "expected a 2-D array (a list of rows), got shape " + shape(a));
     if (a.rows == 0 || a.cols == 0) bad(field, "empty array (shape " + shape(a) + ")");
-    if (rows >= 0 && a.rows != rows)
-      bad(field, "expected " + std::to_string(rows) + " rows, got shape " + shape(a));
-    if (cols >= 0 && a.cols != cols)
-      bad(field, "expected " + std::to_string(cols) + " columns, got shape " + shape(a));
+    if (rows >= 0 && a.rows != rows) bad(field, "expected " + std::to_string(rows) + " rows, got shape " + shape(a));
+    if (cols >= 0 && a.cols != cols) bad(field, "expected " + std::to_string(cols) + " columns, got shape " + shape(a));
     return a;
   }
 
@@ -159,6 +157,11 @@ class reader {
       if (size > 1000) bad("prior.grid.size", "at most 1000, got " + std::to_string(size));
       const double spacing = g.contains("spacing") ? number(g["spacing"], "prior.grid.spacing") : 2.0;
       const double variance = g.contains("variance") ? number(g["variance"], "prior.grid.variance") : 0.25;
+      if (spacing < 0) bad("prior.grid.spacing", "must be >= 0, got " + fmt(spacing));
+      if (!(variance > 0)) bad("prior.grid.variance", "must be > 0, got " + fmt(variance));
+      if (dim > (std::int64_t(1) << 28) / (size * size))
+        bad("prior.grid", std::to_string(size * size) + " components x dimension " + std::to_string(dim) +
+                              " is too large (at most 2^28 mean values)");
       std::vector<double> w(std::size_t(size * size), 1.0);  // equal weights unless given
       if (p.contains("weights")) w = vector(p["weights"], "prior.weights", size * size);
       prior_spec s = grid_prior(dim, int(size), spacing, variance, w);
@@ -177,18 +180,21 @@ class reader {
     if (vec) {
       if (std::int64_t(var.values.size()) != K)
         bad("prior.variances", "expected " + std::to_string(K) + " values (one per component) or a " +
-                                   std::to_string(K) + " x " + std::to_string(s.dim) + " array, got shape " + shape(var));
+                                   std::to_string(K) + " x " + std::to_string(s.dim) + " array, got shape " +
+                                   shape(var));
     } else if (var.rows != K || var.cols != s.dim) {
       bad("prior.variances", "expected shape (" + std::to_string(K) + ",) or (" + std::to_string(K) + ", " +
                                  std::to_string(s.dim) + "), got " + shape(var));
     }
     s.variances = var.values;
     for (std::size_t i = 0; i < s.variances.size(); ++i)
-      if (!(s.variances[i] > 0)) bad("prior.variances", "value " + std::to_string(i) + " is " + fmt(s.variances[i]) + " (must be > 0)");
+      if (!(s.variances[i] > 0))
+        bad("prior.variances", "value " + std::to_string(i) + " is " + fmt(s.variances[i]) + " (must be > 0)");
     s.weights = p.contains("weights") ? vector(p["weights"], "prior.weights", K) : std::vector<double>(K, 1.0);
     double total = 0;
     for (std::size_t i = 0; i < s.weights.size(); ++i) {
-      if (!(s.weights[i] > 0)) bad("prior.weights", "value " + std::to_string(i) + " is " + fmt(s.weights[i]) + " (must be > 0)");
+      if (!(s.weights[i] > 0))
+        bad("prior.weights", "value " + std::to_string(i) + " is " + fmt(s.weights[i]) + " (must be > 0)");
       total += s.weights[i];
     }
     if (!std::isfinite(total)) bad("prior.weights", "the sum is not finite");
@@ -251,10 +257,12 @@ void require_finite(const std::vector<double>& values, const std::string& what) 
 prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights) {
   if (dim < 1) throw usage_error("--dim: expected an integer >= 1, got " + std::to_string(dim));
   if (grid < 1 || grid > 1000) throw usage_error("--grid: expected 1..1000, got " + std::to_string(grid));
-  if (!(spacing >= 0) || !std::isfinite(spacing)) throw usage_error("--spacing: expected a finite number >= 0, got " + fmt(spacing));
-  if (!(variance > 0) || !std::isfinite(variance)) throw usage_error("--variance: expected a finite number > 0, got " + fmt(variance));
+  if (!(spacing >= 0) || !std::isfinite(spacing))
+    throw usage_error("--spacing: expected a finite number >= 0, got " + fmt(spacing));
+  if (!(variance > 0) || !std::isfinite(variance))
+    throw usage_error("--variance: expected a finite number > 0, got " + fmt(variance));
   const std::int64_t K = std::int64_t(grid) * grid;
-  if (std::int64_t(1) * K * dim > (std::int64_t(1) << 28))
+  if (dim > (std::int64_t(1) << 28) / K)
     throw usage_error("grid prior: " + std::to_string(K) + " components x dimension " + std::to_string(dim) +
                       " is too large (at most 2^28 mean values)");
   if (weights.empty() && grid == 5)

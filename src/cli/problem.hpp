@@ -8,12 +8,11 @@
 #pragma once
 
 #include <cstdint>
+#include <diffsample/posterior.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <diffsample/posterior.hpp>
 
 namespace diffsample::cli {
 
@@ -44,10 +43,10 @@ prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double varianc
 
 /// Sampler settings; an unset field keeps the program's default (and a command-line option overrides the file).
 struct sampler_spec {
-  std::optional<std::string> name;         ///< ula, mala, tamed_ula, ddpm, ddim, ...
-  std::optional<std::string> schedule;     ///< schedule_kind name
-  std::optional<std::string> time_grid;    ///< time_grid name
-  std::optional<double> t_start, t_end;    ///< grid ends (default: the schedule's)
+  std::optional<std::string> name;               ///< ula, mala, tamed_ula, ddpm, ddim, ...
+  std::optional<std::string> schedule;           ///< schedule_kind name
+  std::optional<std::string> time_grid;          ///< time_grid name
+  std::optional<double> t_start, t_end;          ///< grid ends (default: the schedule's)
   std::optional<std::vector<double>> alpha_bar;  ///< vp_table's alpha-bar_1..N
   std::optional<std::int64_t> steps, chains, measurements;
   std::optional<double> eta, sigma, step_size;
