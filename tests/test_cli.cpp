@@ -265,11 +265,12 @@ TEST_F(Cli, WrongShapes) {
   write("a.json",
         "{\"prior\": {\"grid\": {\"dim\": 3}}, \"observation\": {\"A\": [[1, 0]], \"sigma_y\": 1, \"y\": [0]}}");
   expect_failure(run("solve --problem " + path("a.json") + " --out " + path("out.npy")), "observation.A");
-  // A .npy of the wrong rank for the means.
+  // Means must be 2-D: a flat list is refused; a (3, 1) .npy file is three 1-D components.
+  write("flat.json", "{\"prior\": {\"means\": [0, 1], \"variances\": [1, 1]}}");
+  expect_failure(run("sample --problem " + path("flat.json") + " --out " + path("out.npy")), "expected a 2-D array");
   const float v[3] = {0, 1, 2};
   ds::npy::write_f32(path("m.npy"), v, 3, 1);
   write("m1.json", "{\"prior\": {\"means\": \"m.npy\", \"variances\": [1, 1, 1]}}");
-  // (3, 1) is a valid 3 x 1 matrix: three 1-D components. A 1-D file is not.
   EXPECT_EQ(run("sample --problem " + path("m1.json") + kQuick).rc, 0);
 }
 
