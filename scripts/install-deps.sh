@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test libdiffsample: CMake, a C++ compiler, OpenMP,
-# GoogleTest, pkg-config. The CUDA toolkit (nvcc, cudart, cuRAND, cuBLAS, CCCL) must already be installed
-# (/usr/local/cuda); this script adds it to PATH for the caller's session if nvcc is not found.
+# GoogleTest, pkg-config, nlohmann-json (problem files of the diffsample program). The CUDA toolkit (nvcc, cudart,
+# cuRAND, cuBLAS, CCCL) must already be installed (/usr/local/cuda); this script adds it to PATH for the caller's
+# session if nvcc is not found.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,7 @@ command -v make >/dev/null 2>&1 || need+=(make)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v doxygen >/dev/null 2>&1 || need+=(doxygen)
 [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
+[ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}" >&2
   SUDO=""

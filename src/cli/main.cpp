@@ -15,13 +15,20 @@
 
 #include <diffsample/diffsample.hpp>
 
+#include "cli/commands.hpp"
+#include "cli/problem.hpp"
+
 namespace ds = diffsample;
 
 namespace {
 
 const char* usage =
     "usage: diffsample [demo] [options]      run the Langevin demo (default)\n"
+    "       diffsample sample [options]      sample a mixture prior with any sampler, scored against exact samples\n"
+    "       diffsample solve --problem FILE  exact posterior of a problem file and exact posterior samples\n"
+    "       diffsample bench [options]       throughput table of ULA, MALA, DDPM, DDIM and ODE-Heun\n"
     "       diffsample info                  describe the machine: executor, GPU, driver and runtime\n"
+    "       diffsample COMMAND --help        the options of a subcommand\n"
     "\n"
     "demo options:\n"
     "  --executor auto|cuda|cpu   where to run (default auto: the GPU when one is present)\n"
@@ -253,12 +260,24 @@ int run_demo(const demo_settings& s) {
 int main(int argc, char** argv) {
   try {
     if (argc >= 2 && std::strcmp(argv[1], "info") == 0) return run_info();
+    if (argc >= 2 && std::strcmp(argv[1], "sample") == 0) return ds::cli::run_sample(argc, argv, 2);
+    if (argc >= 2 && std::strcmp(argv[1], "bench") == 0) return ds::cli::run_bench(argc, argv, 2);
+    if (argc >= 2 && std::strcmp(argv[1], "solve") == 0) return ds::cli::run_solve(argc, argv, 2);
     if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
       std::fputs(usage, stdout);
       return 0;
     }
     const int first = (argc >= 2 && std::strcmp(argv[1], "demo") == 0) ? 2 : 1;
     return run_demo(parse_demo(argc, argv, first));
+  } catch (const ds::cli::usage_error& e) {
+    std::fprintf(stderr, "diffsample: %s\n", e.what());
+    return 2;
+  } catch (const ds::cli::input_error& e) {
+    std::fprintf(stderr, "diffsample: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "diffsample: out of host memory (try fewer chains or samples)\n");
+    return 1;
   } catch (const ds::error& e) {
     std::fprintf(stderr, "diffsample: %s\n", e.what());
     return 1;

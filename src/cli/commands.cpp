@@ -1,0 +1,886 @@
+// The sample, bench and solve subcommands of the diffsample program.
+#include "cli/commands.hpp"
+
+#include <cuda_runtime_api.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <diffsample/diffsample.hpp>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/problem.hpp"
+#include "npy.hpp"
+
+namespace diffsample::cli {
+
+namespace {
+
+namespace ds = diffsample;
+using json = nlohmann::ordered_json;
+
+const char* sample_usage =
+    "usage: diffsample sample [options]\n"
+    "Samples a Gaussian-mixture prior with any sampler of the library and scores the samples against exact ones.\n"
+    "\n"
+    "prior (built-in grid mixture unless --problem gives one):\n"
+    "  --problem FILE.json     problem file: prior and sampler settings (docs/cli.md); options override it\n"
+    "  --dim D                 dimension of the grid mixture (default 2)\n"
+    "  --grid G                G x G grid of means (default 5: 25 components, the demo's weights)\n"
+    "  --spacing S             distance between neighbouring means (default 2)\n"
+    "  --variance V            isotropic component variance (default 0.25)\n"
+    "sampler:\n"
+    "  --sampler NAME          ula, mala, tamed_ula (Langevin from N(mean, var) of the prior); ddpm, ddim,\n"
+    "                          reverse_sde, ode_euler, ode_heun, stochastic_localization, walk_jump,\n"
+    "                          sequential_measurements (default mala)\n"
+    "  --steps N               steps (default 1000 for Langevin, 100 otherwise; per measurement for SMS)\n"
+    "  --chains N              chains (default 2^20 on a GPU, 16384 on the CPU)\n"
+    "  --schedule NAME         vp_linear, vp_cosine, vp_table (file only), variance_exploding,\n"
+    "                          ornstein_uhlenbeck, linear_interpolant, stochastic_localization\n"
+    "                          (default vp_linear; stochastic_localization for that sampler)\n"
+    "  --time-grid NAME        uniform, quadratic, geometric (default: the schedule's)\n"
+    "  --t-start T, --t-end T  ends of the time grid (default: the schedule's)\n"
+    "  --eta E                 DDIM stochasticity in [0, 1] (default 0)\n"
+    "  --sigma S               walk_jump and SMS measurement noise (default 1)\n"
+    "  --step-size G           Langevin, walk_jump and SMS step size (default 0.03 Langevin, 0.1 otherwise)\n"
+    "  --measurements M        SMS measurements (default 4)\n"
+    "  --final-denoise         diffusion samplers: output the denoiser at the last channel\n"
+    "  --seed S                random seed (default 1)\n"
+    "  --executor auto|cuda|cpu  where to run (default auto)\n"
+    "output:\n"
+    "  --out FILE.npy          write the samples (float32, N x d)\n"
+    "  --report FILE.json      write the JSON report (settings, executor, timings, accuracy)\n"
+    "  --plot FILE.svg         write an SVG of the first two coordinates over exact samples\n"
+    "  --quiet                 print nothing on success\n"
+    "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
+
+const char* bench_usage =
+    "usage: diffsample bench [options]\n"
+    "Throughput (chain-steps/s) of ULA, MALA, DDPM, DDIM and ODE-Heun on the 25-component grid mixture at\n"
+    "d = 2, 10 and 100, after one warm-up call each.\n"
+    "  --chains N              chains per run (default 2^20 on a GPU, 4096 on the CPU)\n"
+    "  --steps N               steps per run (default 100 on a GPU, 20 on the CPU)\n"
+    "  --dims LIST             comma-separated dimensions (default 2,10,100)\n"
+    "  --seed S                random seed (default 1)\n"
+    "  --executor auto|cuda|cpu  where to run (default auto)\n"
+    "  --report FILE.json      also write the table as JSON\n"
+    "Exit status: 0 success, 1 failed run, 2 bad command line.\n";
+
+const char* solve_usage =
+    "usage: diffsample solve --problem FILE.json [options]\n"
+    "Posterior of a problem file's prior under its observation y = A x + sigma_y z. For now this reports the\n"
+    "exact posterior (component weights, log evidence, mean) and draws exact posterior samples: the reference\n"
+    "that posterior samplers are scored against.\n"
+    "  --problem FILE.json     problem file with 'prior' and 'observation' (docs/cli.md)\n"
+    "  --samples N             exact posterior samples to draw (default 16384)\n"
+    "  --seed S                random seed (default 1)\n"
+    "  --out FILE.npy          write the exact posterior samples (float32, N x d)\n"
+    "  --report FILE.json      write the JSON report\n"
+    "  --plot FILE.svg         write an SVG of the first two coordinates of the exact posterior samples\n"
+    "  --quiet                 print nothing on success\n"
+    "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
+
+std::string fmt(double v, int digits = 6) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*g", digits, v);
+  return b;
+}
+
+/// Command-line options as flag -> value ("" for switches), with the order kept for error messages.
+struct options {
+  std::map<std::string, std::string> values;
+  bool has(const std::string& f) const { return values.count(f) != 0; }
+  const std::string& get(const std::string& f) const { return values.at(f); }
+};
+
+options parse_options(int argc, char** argv, int first, const char* usage, const std::vector<std::string>& with_value,
+                      const std::vector<std::string>& switches) {
+  options o;
+  for (int i = first; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
+      o.values[a] = "";
+    } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
+      if (i + 1 >= argc) throw usage_error(a + ": missing value");
+      if (o.has(a)) throw usage_error(a + ": given twice");
+      o.values[a] = argv[++i];
+    } else {
+      throw usage_error("unknown option '" + a + "' (see diffsample " + std::string(argv[first - 1]) + " --help)");
+    }
+  }
+  return o;
+}
+
+std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), &end, 0);
+  if (errno != 0 || end == text.c_str() || *end != '\0' || v < min_value)
+    throw usage_error(flag + ": expected an integer >= " + std::to_string(min_value) + ", got '" + text + "'");
+  return v;
+}
+
+double to_double(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || !std::isfinite(v))
+    throw usage_error(flag + ": expected a finite number, got '" + text + "'");
+  return v;
+}
+
+/// Refuses an output path whose folder does not exist or is not writable, before any work is done, and two
+/// outputs naming the same file.
+void check_outputs(const options& o, const std::vector<std::string>& flags) {
+  std::map<std::string, std::string> seen;
+  for (const auto& f : flags) {
+    if (!o.has(f)) continue;
+    const std::string& path = o.get(f);
+    if (path.empty()) throw usage_error(f + ": empty file name");
+    if (seen.count(path)) throw usage_error(f + " and " + seen[path] + " name the same file '" + path + "'");
+    seen[path] = f;
+    const auto slash = path.find_last_of('/');
+    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    struct stat st {};
+    if (stat(dir.c_str(), &st) != 0)
+      throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
+    if (!S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: '" + dir + "' is not a folder");
+    if (access(dir.c_str(), W_OK) != 0)
+      throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
+    if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: it is a folder");
+  }
+}
+
+/// Writes text to path atomically: a temporary file in the same folder, synced and renamed over path. On failure
+/// neither a partial file nor the temporary is left, and an existing file is untouched.
+void write_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp.XXXXXX";
+  std::vector<char> name(tmp.begin(), tmp.end());
+  name.push_back('\0');
+  const int fd = mkstemp(name.data());
+  if (fd < 0) throw ds::error(path + ": cannot open: " + std::strerror(errno));
+  tmp = name.data();
+  const char* p = text.data();
+  std::size_t left = text.size();
+  bool ok = true;
+  int err = 0;
+  while (ok && left > 0) {
+    const ssize_t w = ::write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      ok = false;
+      err = errno;
+      break;
+    }
+    p += w;
+    left -= std::size_t(w);
+  }
+  if (ok && fchmod(fd, 0644) != 0) ok = false, err = errno;
+  if (ok && fsync(fd) != 0) ok = false, err = errno;
+  if (::close(fd) != 0 && ok) ok = false, err = errno;
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    throw ds::error(path + ": write failed: " + std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    ::unlink(tmp.c_str());
+    throw ds::error(path + ": cannot rename the temporary file over it: " + std::strerror(err));
+  }
+}
+
+/// Refuses n x d float buffers (times @p copies) that do not fit in the machine's memory, before allocating.
+void check_memory(std::int64_t n, std::int64_t d, int copies, const std::string& what) {
+  const long double bytes = (long double)n * (long double)d * 4.0L * copies;
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  const long double total = pages > 0 && page > 0 ? (long double)pages * page : 0;
+  if (bytes > 9.0e18L || (total > 0 && bytes > total * 0.8L))
+    throw input_error(what + ": " + std::to_string(n) + " x " + std::to_string(d) + " samples need " +
+                      fmt(double(bytes / 1073741824.0L), 4) + " GiB of host memory, more than this machine's " +
+                      fmt(double(total / 1073741824.0L), 4) + " GiB allows");
+}
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw ds::error(std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+/// A device buffer freed on scope exit.
+template <class T>
+struct device_buffer {
+  T* p = nullptr;
+  explicit device_buffer(std::int64_t count) {
+    check(cudaMalloc(reinterpret_cast<void**>(&p), std::max<std::int64_t>(count, 1) * sizeof(T)), "cudaMalloc");
+  }
+  ~device_buffer() { cudaFree(p); }
+  device_buffer(const device_buffer&) = delete;
+  device_buffer& operator=(const device_buffer&) = delete;
+};
+
+ds::executor resolve(ds::executor e) {
+  if (e == ds::executor::automatic) return ds::cuda_available() ? ds::executor::cuda : ds::executor::cpu;
+  if (e == ds::executor::cuda && !ds::cuda_available())
+    throw input_error("--executor cuda: no GPU is available (" + ds::cuda_unavailable_reason() + ")");
+  return e;
+}
+
+std::string executor_text(ds::executor e) {
+  return e == ds::executor::cpu ? "cpu (" + std::to_string(ds::cpu_threads()) + " threads)" : ds::to_string(e);
+}
+
+bool is_langevin(const std::string& name) { return name == "ula" || name == "mala" || name == "tamed_ula"; }
+
+/// Everything a sampler run needs, after merging defaults, the problem file and the command line.
+struct run_settings {
+  std::string sampler = "mala";
+  ds::executor exec = ds::executor::automatic;
+  std::int64_t chains = -1, steps = -1, measurements = 4;
+  double eta = 0, sigma = 1, step_size = -1;
+  std::string schedule, time_grid;
+  std::optional<double> t_start, t_end;
+  std::vector<double> alpha_bar;
+  bool final_denoise = false;
+  std::uint64_t seed = 1;
+};
+
+ds::noise_schedule make_schedule(const run_settings& s, ds::diffusion_sampler sampler) {
+  std::string name = s.schedule;
+  if (name.empty())
+    name = sampler == ds::diffusion_sampler::stochastic_localization ? "stochastic_localization" : "vp_linear";
+  ds::noise_schedule sched;
+  switch (ds::parse_schedule_kind(name)) {
+    case ds::schedule_kind::vp_linear:
+      sched = ds::noise_schedule::vp_linear();
+      break;
+    case ds::schedule_kind::vp_cosine:
+      sched = ds::noise_schedule::vp_cosine();
+      break;
+    case ds::schedule_kind::vp_table:
+      if (s.alpha_bar.empty()) throw input_error("schedule vp_table needs sampler.alpha_bar in a problem file");
+      sched = ds::noise_schedule::vp_table(s.alpha_bar);
+      break;
+    case ds::schedule_kind::variance_exploding:
+      sched = ds::noise_schedule::variance_exploding();
+      break;
+    case ds::schedule_kind::ornstein_uhlenbeck:
+      sched = ds::noise_schedule::ornstein_uhlenbeck();
+      break;
+    case ds::schedule_kind::linear_interpolant:
+      sched = ds::noise_schedule::linear_interpolant();
+      break;
+    case ds::schedule_kind::stochastic_localization:
+      sched = ds::noise_schedule::stochastic_localization();
+      break;
+  }
+  if (!s.time_grid.empty() || s.t_start || s.t_end) {
+    const ds::time_grid g = s.time_grid.empty() ? sched.grid : ds::parse_time_grid(s.time_grid);
+    if (g == ds::time_grid::custom) throw usage_error("time grid 'custom' is not available from the program");
+    sched.with_grid(g, s.t_start.value_or(sched.t_start), s.t_end.value_or(sched.t_end));
+  }
+  return sched;
+}
+
+/// Result of one sampler run: samples on the host and timings.
+struct run_result {
+  std::vector<float> samples;
+  ds::executor ran = ds::executor::cpu;
+  double seconds = 0;
+  double acceptance = -1;  // MALA only
+  std::int64_t total_steps = 0;
+};
+
+/// Runs the sampler of @p s on @p target with n chains; Langevin chains start from N(mean, var I) of the prior.
+run_result run_sampler(const ds::gaussian_mixture& target, const run_settings& s, std::int64_t n) {
+  const std::int64_t d = target.dim();
+  const ds::executor where = resolve(s.exec);
+  run_result r;
+  r.samples.resize(std::size_t(n * d));
+  if (is_langevin(s.sampler)) {
+    // A broad start: the prior's mean, and its largest per-coordinate variance in every coordinate.
+    std::vector<double> mean(d, 0.0), second(d, 0.0);
+    const auto& w = target.weights();
+    const auto& mu = target.means();
+    const auto& v = target.variances();
+    for (std::int64_t k = 0; k < target.components(); ++k)
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double vk = target.isotropic() ? v[k] : v[k * d + j];
+        mean[j] += w[k] * mu[k * d + j];
+        second[j] += w[k] * (vk + mu[k * d + j] * mu[k * d + j]);
+      }
+    double var = 0;
+    for (std::int64_t j = 0; j < d; ++j) var = std::max(var, second[j] - mean[j] * mean[j]);
+    const ds::gaussian_mixture start(d, {1.0}, mean, {std::max(var, 1e-12)});
+    ds::langevin_options o;
+    o.method = ds::parse_langevin_method(s.sampler);
+    o.step_size = s.step_size > 0 ? s.step_size : 0.03;
+    o.steps = s.steps >= 0 ? s.steps : 1000;
+    o.seed = s.seed;
+    r.total_steps = o.steps;
+    std::vector<std::int64_t> accepted(n);
+    if (where == ds::executor::cuda) {
+      device_buffer<float> x(n * d);
+      device_buffer<std::int64_t> acc(n);
+      start.sample(x.p, n, {}, s.seed + 1000, nullptr, 0, {where});
+      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      const auto t0 = std::chrono::steady_clock::now();
+      r.ran = ds::langevin(target, x.p, n, o, {nullptr, acc.p}, {where}).ran;
+      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      check(cudaMemcpy(r.samples.data(), x.p, n * d * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+      check(cudaMemcpy(accepted.data(), acc.p, n * sizeof(std::int64_t), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    } else {
+      start.sample(r.samples.data(), n, {}, s.seed + 1000, nullptr, 0, {where});
+      const auto t0 = std::chrono::steady_clock::now();
+      r.ran = ds::langevin(target, r.samples.data(), n, o, {nullptr, accepted.data()}, {where}).ran;
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    if (o.method == ds::langevin_method::mala) {
+      double a = 0;
+      for (auto c : accepted) a += double(c);
+      r.acceptance = o.steps > 0 ? a / (double(n) * double(o.steps)) : 0;
+    }
+    return r;
+  }
+  ds::diffusion_options o;
+  o.sampler = ds::parse_diffusion_sampler(s.sampler);
+  o.schedule = make_schedule(s, o.sampler);
+  o.steps = s.steps >= 0 ? s.steps : 100;
+  o.eta = s.eta;
+  o.sigma = s.sigma;
+  o.step_size = s.step_size > 0 ? s.step_size : 0.1;
+  o.measurements = s.measurements;
+  o.final_denoise = s.final_denoise;
+  o.seed = s.seed;
+  if (where == ds::executor::cuda) {
+    device_buffer<float> x(n * d);
+    const auto t0 = std::chrono::steady_clock::now();
+    const ds::diffusion_report rep = ds::diffusion(target, x.p, n, o, {}, {where});
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.ran = rep.ran;
+    r.total_steps = rep.total_steps;
+    check(cudaMemcpy(r.samples.data(), x.p, n * d * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  } else {
+    const auto t0 = std::chrono::steady_clock::now();
+    const ds::diffusion_report rep = ds::diffusion(target, r.samples.data(), n, o, {}, {where});
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.ran = rep.ran;
+    r.total_steps = rep.total_steps;
+  }
+  return r;
+}
+
+/// Component shares: each sample goes to the component of largest responsibility (log w_k + log N(x; mu_k, v_k));
+/// the error of component k is |share_k - w_k| in standard errors sqrt(w_k (1 - w_k) / m). Returns the maximum.
+struct share_result {
+  double max_z = 0;
+  std::int64_t worst = 0;
+  std::vector<double> shares;
+};
+
+share_result component_shares(const ds::gaussian_mixture& p, const float* x, std::int64_t m) {
+  const std::int64_t K = p.components(), d = p.dim();
+  const auto& w = p.weights();
+  const auto& mu = p.means();
+  const auto& v = p.variances();
+  std::vector<double> logw(K), logdet(K, 0.0);
+  for (std::int64_t k = 0; k < K; ++k) {
+    logw[k] = std::log(w[k]);
+    for (std::int64_t j = 0; j < d; ++j) logdet[k] += std::log(p.isotropic() ? v[k] : v[k * d + j]);
+  }
+  std::vector<std::int64_t> counts(K, 0);
+#pragma omp parallel
+  {
+    std::vector<std::int64_t> local(K, 0);
+#pragma omp for
+    for (std::int64_t i = 0; i < m; ++i) {
+      std::int64_t best = 0;
+      double best_score = -INFINITY;
+      for (std::int64_t k = 0; k < K; ++k) {
+        double q = 0;
+        for (std::int64_t j = 0; j < d; ++j) {
+          const double diff = double(x[i * d + j]) - mu[k * d + j];
+          q += diff * diff / (p.isotropic() ? v[k] : v[k * d + j]);
+        }
+        const double score = logw[k] - 0.5 * (q + logdet[k]);
+        if (score > best_score) best_score = score, best = k;
+      }
+      ++local[best];
+    }
+#pragma omp critical
+    for (std::int64_t k = 0; k < K; ++k) counts[k] += local[k];
+  }
+  share_result r;
+  r.shares.resize(K);
+  for (std::int64_t k = 0; k < K; ++k) {
+    r.shares[k] = double(counts[k]) / double(m);
+    const double se = std::sqrt(std::max(w[k] * (1 - w[k]), 1e-300) / double(m));
+    const double z = std::fabs(r.shares[k] - w[k]) / se;
+    if (k == 0 || z > r.max_z) r.max_z = z, r.worst = k;
+  }
+  return r;
+}
+
+/// An SVG scatter plot of the first two coordinates: reference points (grey), samples (blue), and optionally the
+/// 1- and 2-standard-deviation ellipses of each component of a mixture (red), over a square frame.
+/// A component's 2-D marginal in the plotted coordinates: mean and covariance [[xx, xy], [xy, yy]].
+struct component_2d {
+  double x, y, xx, xy, yy;
+};
+
+/// The 2-D marginals of a mixture's components (coordinates 0 and 1, or 0 and 0 in one dimension).
+std::vector<component_2d> marginals(const ds::gaussian_mixture& m) {
+  const std::int64_t d = m.dim(), cy = d >= 2 ? 1 : 0;
+  const auto& mu = m.means();
+  const auto& v = m.variances();
+  std::vector<component_2d> c;
+  for (std::int64_t k = 0; k < m.components(); ++k) {
+    const double v0 = m.isotropic() ? v[k] : v[k * d], v1 = m.isotropic() ? v[k] : v[k * d + cy];
+    c.push_back({mu[k * d], mu[k * d + cy], v0, d >= 2 ? 0.0 : v0, v1});
+  }
+  return c;
+}
+
+/// The 2-D marginals of the posterior components whose weight is at least 1e-3.
+std::vector<component_2d> marginals(const ds::mixture_posterior& p) {
+  const std::int64_t d = p.dim(), cy = d >= 2 ? 1 : 0;
+  std::vector<component_2d> c;
+  for (std::int64_t k = 0; k < p.components(); ++k) {
+    if (p.weights()[k] < 1e-3) continue;
+    const double* S = p.covariances().data() + k * d * d;
+    const double* m = p.means().data() + k * d;
+    c.push_back({m[0], m[cy], S[0], S[cy], S[cy * d + cy]});
+  }
+  return c;
+}
+
+std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_ref, const float* x, std::int64_t n,
+                     std::int64_t d, const std::vector<component_2d>& components, const char* x_label,
+                     const char* ref_label) {
+  const int size = 640, pad = 64;
+  const std::int64_t shown = 3000;
+  const int cy = d >= 2 ? 1 : 0;
+  double lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;
+  auto extend = [&](const float* p, std::int64_t count) {
+    for (std::int64_t i = 0; i < std::min(count, shown); ++i) {
+      const double a = p[i * d], b = p[i * d + cy];
+      if (!std::isfinite(a) || !std::isfinite(b)) continue;
+      lo0 = std::min(lo0, a), hi0 = std::max(hi0, a), lo1 = std::min(lo1, b), hi1 = std::max(hi1, b);
+    }
+  };
+  extend(ref ? ref : x, ref ? n_ref : n);  // the frame follows the reference so that outliers do not shrink it
+  if (!std::isfinite(lo0)) lo0 = lo1 = -1, hi0 = hi1 = 1;
+  const double c0 = 0.5 * (lo0 + hi0), c1 = 0.5 * (lo1 + hi1);
+  const double half = 0.55 * std::max({hi0 - lo0, hi1 - lo1, 1e-6});
+  const double scale = (size - 2 * pad) / (2 * half);
+  auto px = [&](double a) { return pad + (a - (c0 - half)) * scale; };
+  auto py = [&](double b) { return size - pad - (b - (c1 - half)) * scale; };
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(1);
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << size << "\" height=\"" << size + 24
+    << "\" viewBox=\"0 0 " << size << ' ' << size + 24 << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    << "<text x=\"" << size / 2 << "\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">" << title << "</text>\n"
+    << "<rect x=\"" << pad << "\" y=\"" << pad << "\" width=\"" << size - 2 * pad << "\" height=\"" << size - 2 * pad
+    << "\" fill=\"none\" stroke=\"black\"/>\n"
+    << "<clipPath id=\"frame\"><rect x=\"" << pad << "\" y=\"" << pad << "\" width=\"" << size - 2 * pad
+    << "\" height=\"" << size - 2 * pad << "\"/></clipPath>\n<g clip-path=\"url(#frame)\">\n";
+  auto dots = [&](const float* p, std::int64_t count, const char* colour) {
+    s << "<g fill=\"" << colour << "\" fill-opacity=\"0.45\">\n";
+    for (std::int64_t i = 0; i < std::min(count, shown); ++i) {
+      const double a = p[i * d], b = p[i * d + cy];
+      if (!std::isfinite(a) || !std::isfinite(b)) continue;
+      s << "<circle cx=\"" << px(a) << "\" cy=\"" << py(b) << "\" r=\"1.6\"/>\n";
+    }
+    s << "</g>\n";
+  };
+  if (ref) dots(ref, n_ref, "#9a9a9a");
+  dots(x, n, "#1f5fbf");
+  if (!components.empty()) {
+    // The 1- and 2-standard-deviation ellipses of each component's 2-D marginal (principal axes of its covariance;
+    // the angle is negated because the SVG y axis points down).
+    s << "<g fill=\"none\" stroke=\"#c0392b\" stroke-width=\"1\">\n";
+    for (std::size_t k = 0; k < std::min<std::size_t>(components.size(), 400); ++k) {
+      const component_2d& c = components[k];
+      const double mid = 0.5 * (c.xx + c.yy), half_diff = 0.5 * (c.xx - c.yy);
+      const double root = std::sqrt(half_diff * half_diff + c.xy * c.xy);
+      const double l1 = std::max(mid + root, 0.0), l2 = std::max(mid - root, 0.0);
+      const double angle = -0.5 * std::atan2(2 * c.xy, c.xx - c.yy) * 180.0 / M_PI;
+      for (int r = 1; r <= 2; ++r)
+        s << "<ellipse cx=\"" << px(c.x) << "\" cy=\"" << py(c.y) << "\" rx=\"" << r * std::sqrt(l1) * scale
+          << "\" ry=\"" << r * std::sqrt(l2) * scale << "\" transform=\"rotate(" << angle << ' ' << px(c.x) << ' '
+          << py(c.y) << ")\"/>\n";
+    }
+    s << "</g>\n";
+  }
+  s << "</g>\n";
+  s.precision(3);
+  // Axis ticks: the frame's ends and centre.
+  for (double t : {c0 - half, c0, c0 + half})
+    s << "<text x=\"" << px(t) << "\" y=\"" << size - pad + 16 << "\" text-anchor=\"middle\">" << fmt(t, 3)
+      << "</text>\n";
+  for (double t : {c1 - half, c1, c1 + half})
+    s << "<text x=\"" << pad - 4 << "\" y=\"" << py(t) + 4 << "\" text-anchor=\"end\">" << fmt(t, 3) << "</text>\n";
+  s << "<text x=\"" << size / 2 << "\" y=\"" << size - 12 << "\" text-anchor=\"middle\">x[0]</text>\n"
+    << "<text x=\"14\" y=\"" << size / 2 << "\" transform=\"rotate(-90 14 " << size / 2
+    << ")\" text-anchor=\"middle\">x[" << cy << "]</text>\n";
+  // Legend.
+  int ly = size + 10;
+  s << "<circle cx=\"" << pad << "\" cy=\"" << ly - 4 << "\" r=\"4\" fill=\"#1f5fbf\"/><text x=\"" << pad + 8
+    << "\" y=\"" << ly << "\">" << x_label << "</text>\n";
+  if (ref)
+    s << "<circle cx=\"" << pad + 220 << "\" cy=\"" << ly - 4 << "\" r=\"4\" fill=\"#9a9a9a\"/><text x=\"" << pad + 228
+      << "\" y=\"" << ly << "\">" << ref_label << "</text>\n";
+  if (!components.empty())
+    s << "<ellipse cx=\"" << pad + 400 << "\" cy=\"" << ly - 4
+      << "\" rx=\"6\" ry=\"4\" fill=\"none\" stroke=\"#c0392b\"/>"
+      << "<text x=\"" << pad + 410 << "\" y=\"" << ly << "\">components: 1 and 2 sd</text>\n";
+  s << "</svg>\n";
+  return s.str();
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return b;
+}
+
+json prior_json(const prior_spec& p, const std::string& source) {
+  json j;
+  j["source"] = source;
+  j["description"] = p.description;
+  j["dim"] = p.dim;
+  j["components"] = p.weights.size();
+  j["isotropic"] = p.variances.size() == p.weights.size();
+  return j;
+}
+
+}  // namespace
+
+int run_sample(int argc, char** argv, int first) {
+  const options o =
+      parse_options(argc, argv, first, sample_usage,
+                    {"--problem",   "--dim",          "--grid",      "--spacing",  "--variance", "--sampler", "--steps",
+                     "--chains",    "--schedule",     "--time-grid", "--t-start",  "--t-end",    "--eta",     "--sigma",
+                     "--step-size", "--measurements", "--seed",      "--executor", "--out",      "--report",  "--plot"},
+                    {"--final-denoise", "--quiet"});
+  const bool quiet = o.has("--quiet");
+
+  // Prior and settings: the problem file, then the command line over it.
+  problem file;
+  if (o.has("--problem")) file = read_problem(o.get("--problem"));
+  const bool grid_flags = o.has("--dim") || o.has("--grid") || o.has("--spacing") || o.has("--variance");
+  if (file.prior && grid_flags)
+    throw usage_error("--dim/--grid/--spacing/--variance conflict with the prior of " + file.path +
+                      " (the built-in grid prior is used only without one)");
+  prior_spec prior;
+  std::string source = "built-in";
+  if (file.prior) {
+    prior = *file.prior;
+    source = file.path;
+  } else {
+    const std::int64_t dim = o.has("--dim") ? to_int("--dim", o.get("--dim"), 1) : 2;
+    const std::int64_t g = o.has("--grid") ? to_int("--grid", o.get("--grid"), 1) : 5;
+    if (g > 1000) throw usage_error("--grid: at most 1000, got " + std::to_string(g));
+    prior = grid_prior(dim, int(g), o.has("--spacing") ? to_double("--spacing", o.get("--spacing")) : 2.0,
+                       o.has("--variance") ? to_double("--variance", o.get("--variance")) : 0.25);
+  }
+
+  run_settings s;
+  const sampler_spec& f = file.sampler;
+  if (f.name) s.sampler = *f.name;
+  if (o.has("--sampler")) s.sampler = o.get("--sampler");
+  if (!is_langevin(s.sampler)) {
+    try {
+      s.sampler = ds::to_string(ds::parse_diffusion_sampler(s.sampler));
+    } catch (const ds::invalid_argument&) {
+      throw usage_error("sampler '" + s.sampler +
+                        "' is unknown (expected ula, mala, tamed_ula, ddpm, ddim, reverse_sde, ode_euler, ode_heun, "
+                        "stochastic_localization, walk_jump or sequential_measurements)");
+    }
+  }
+  const bool langevin = is_langevin(s.sampler);
+  const bool jump = s.sampler == "walk_jump" || s.sampler == "sequential_measurements";
+  // Options that the chosen sampler does not use are refused rather than silently ignored.
+  auto refuse = [&](const char* flag, bool unused) {
+    if (unused && o.has(flag)) throw usage_error(std::string(flag) + " does not apply to the sampler " + s.sampler);
+  };
+  for (const char* flag : {"--schedule", "--time-grid", "--t-start", "--t-end", "--final-denoise"})
+    refuse(flag, langevin || jump);
+  refuse("--eta", s.sampler != "ddim");
+  refuse("--sigma", !jump);
+  refuse("--measurements", s.sampler != "sequential_measurements");
+  refuse("--step-size", !langevin && !jump);
+
+  s.exec = ds::parse_executor(o.has("--executor") ? o.get("--executor") : f.executor.value_or("auto"));
+  if (f.steps) s.steps = *f.steps;
+  if (o.has("--steps")) s.steps = to_int("--steps", o.get("--steps"), 0);
+  if (f.chains) s.chains = *f.chains;
+  if (o.has("--chains")) s.chains = to_int("--chains", o.get("--chains"), 1);
+  if (f.measurements) s.measurements = *f.measurements;
+  if (o.has("--measurements")) s.measurements = to_int("--measurements", o.get("--measurements"), 1);
+  if (f.eta) s.eta = *f.eta;
+  if (o.has("--eta")) s.eta = to_double("--eta", o.get("--eta"));
+  if (f.sigma) s.sigma = *f.sigma;
+  if (o.has("--sigma")) s.sigma = to_double("--sigma", o.get("--sigma"));
+  if (f.step_size) s.step_size = *f.step_size;
+  if (o.has("--step-size")) s.step_size = to_double("--step-size", o.get("--step-size"));
+  if (o.has("--step-size") && !(s.step_size > 0)) throw usage_error("--step-size: must be > 0");
+  if (f.schedule) s.schedule = *f.schedule;
+  if (o.has("--schedule")) s.schedule = o.get("--schedule");
+  if (f.time_grid) s.time_grid = *f.time_grid;
+  if (o.has("--time-grid")) s.time_grid = o.get("--time-grid");
+  s.t_start = f.t_start;
+  s.t_end = f.t_end;
+  if (o.has("--t-start")) s.t_start = to_double("--t-start", o.get("--t-start"));
+  if (o.has("--t-end")) s.t_end = to_double("--t-end", o.get("--t-end"));
+  if (f.alpha_bar) s.alpha_bar = *f.alpha_bar;
+  s.final_denoise = f.final_denoise.value_or(false) || o.has("--final-denoise");
+  if (f.seed) s.seed = *f.seed;
+  if (o.has("--seed")) s.seed = std::uint64_t(to_int("--seed", o.get("--seed"), 0));
+
+  check_outputs(o, {"--out", "--report", "--plot"});
+  const ds::executor where = resolve(s.exec);
+  const std::int64_t n = s.chains > 0 ? s.chains : (where == ds::executor::cuda ? (std::int64_t(1) << 20) : 16384);
+  const std::int64_t d = prior.dim;
+  check_memory(n, d, 1, "--chains");
+
+  const ds::gaussian_mixture target(d, prior.weights, prior.means, prior.variances);
+  if (!quiet)
+    std::printf("diffsample sample: %s on a %lld-D, %s (%s), %lld chains\n", s.sampler.c_str(),
+                static_cast<long long>(d), prior.description.c_str(), source.c_str(), static_cast<long long>(n));
+  std::fflush(stdout);
+  const run_result r = run_sampler(target, s, n);
+
+  // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
+  const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
+  std::vector<float> exact_a(std::size_t(m * d)), exact_b(std::size_t(m * d));
+  target.sample(exact_a.data(), m, {}, s.seed + 2000, nullptr, 0, {ds::executor::cpu});
+  target.sample(exact_b.data(), m, {}, s.seed + 3000, nullptr, 0, {ds::executor::cpu});
+  std::int64_t non_finite = 0;
+  for (float v : r.samples) non_finite += !std::isfinite(v);
+  double sw = NAN;
+  if (non_finite == 0) sw = ds::sliced_wasserstein(r.samples.data(), m, exact_a.data(), m, d, 64, s.seed);
+  const double floor = ds::sliced_wasserstein(exact_b.data(), m, exact_a.data(), m, d, 64, s.seed);
+  const share_result shares = component_shares(target, r.samples.data(), m);
+  const share_result shares_exact = component_shares(target, exact_b.data(), m);
+  const double rate = r.seconds > 0 ? double(n) * double(r.total_steps) / r.seconds : 0.0;
+
+  if (!quiet) {
+    std::printf("executor: %s\n", executor_text(r.ran).c_str());
+    std::printf("throughput: %.4g chain-steps/s (%lld steps, %.3f s)\n", rate, static_cast<long long>(r.total_steps),
+                r.seconds);
+    if (r.acceptance >= 0) std::printf("acceptance rate: %.3f\n", r.acceptance);
+    if (non_finite > 0)
+      std::printf("non-finite values in the samples: %lld (the sampler diverged; try a smaller step)\n",
+                  static_cast<long long>(non_finite));
+    else
+      std::printf("sliced W1 to exact samples: %.4f (exact-vs-exact floor %.4f; %lld samples, 64 directions)\n", sw,
+                  floor, static_cast<long long>(m));
+    std::printf("component shares: max error %.2f standard errors (component %lld; exact samples: %.2f)\n",
+                shares.max_z, static_cast<long long>(shares.worst), shares_exact.max_z);
+  }
+
+  // Outputs last, each written atomically.
+  if (o.has("--out")) npy::write_f32(o.get("--out"), r.samples.data(), n, d);
+  if (o.has("--plot"))
+    write_atomic(o.get("--plot"), svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description,
+                                           exact_a.data(), m, r.samples.data(), n, d, marginals(target),
+                                           (s.sampler + " samples").c_str(), "exact samples"));
+  if (o.has("--report")) {
+    json j;
+    j["command"] = "sample";
+    j["version"] = ds::version();
+    j["date"] = utc_now();
+    j["prior"] = prior_json(prior, source);
+    json st;
+    st["sampler"] = s.sampler;
+    st["chains"] = n;
+    st["steps"] = r.total_steps;
+    if (langevin) {
+      st["step_size"] = s.step_size > 0 ? s.step_size : 0.03;
+    } else if (jump) {
+      st["sigma"] = s.sigma;
+      st["step_size"] = s.step_size > 0 ? s.step_size : 0.1;
+      if (s.sampler == "sequential_measurements") st["measurements"] = s.measurements;
+    } else {
+      const ds::noise_schedule sched = make_schedule(s, ds::parse_diffusion_sampler(s.sampler));
+      st["schedule"] = ds::to_string(sched.kind);
+      st["time_grid"] = ds::to_string(sched.grid);
+      st["t_start"] = sched.t_start;
+      st["t_end"] = sched.t_end;
+      if (s.sampler == "ddim") st["eta"] = s.eta;
+      st["final_denoise"] = s.final_denoise;
+    }
+    j["settings"] = st;
+    j["seed"] = s.seed;
+    j["executor"] = ds::to_string(r.ran);
+    if (r.ran == ds::executor::cpu) j["cpu_threads"] = ds::cpu_threads();
+    j["timings"] = {{"seconds", r.seconds}, {"chain_steps_per_second", rate}};
+    json acc;
+    acc["samples_compared"] = m;
+    acc["non_finite_values"] = non_finite;
+    acc["sliced_w1"] = non_finite == 0 ? json(sw) : json(nullptr);
+    acc["sliced_w1_floor"] = floor;
+    acc["directions"] = 64;
+    acc["component_share_max_error_se"] = shares.max_z;
+    acc["component_share_worst_component"] = shares.worst;
+    acc["component_share_max_error_se_exact"] = shares_exact.max_z;
+    if (r.acceptance >= 0) acc["acceptance_rate"] = r.acceptance;
+    j["accuracy"] = acc;
+    if (o.has("--out")) j["samples_file"] = o.get("--out");
+    write_atomic(o.get("--report"), j.dump(2) + "\n");
+  }
+  return 0;
+}
+
+int run_bench(int argc, char** argv, int first) {
+  const options o = parse_options(argc, argv, first, bench_usage,
+                                  {"--chains", "--steps", "--dims", "--seed", "--executor", "--report"}, {});
+  check_outputs(o, {"--report"});
+  const ds::executor where = resolve(ds::parse_executor(o.has("--executor") ? o.get("--executor") : "auto"));
+  const bool gpu = where == ds::executor::cuda;
+  const std::int64_t n = o.has("--chains") ? to_int("--chains", o.get("--chains"), 1) : (gpu ? 1 << 20 : 4096);
+  const std::int64_t steps = o.has("--steps") ? to_int("--steps", o.get("--steps"), 1) : (gpu ? 100 : 20);
+  const std::uint64_t seed = o.has("--seed") ? std::uint64_t(to_int("--seed", o.get("--seed"), 0)) : 1;
+  std::vector<std::int64_t> dims;
+  {
+    const std::string list = o.has("--dims") ? o.get("--dims") : "2,10,100";
+    std::stringstream ss(list);
+    std::string item;
+    while (std::getline(ss, item, ',')) dims.push_back(to_int("--dims", item, 1));
+    if (dims.empty()) throw usage_error("--dims: expected a comma-separated list of dimensions");
+  }
+  for (auto d : dims) check_memory(n, d, 2, "--chains");
+
+  std::printf("diffsample bench: 25-component grid mixture, %lld chains x %lld steps, executor %s\n",
+              static_cast<long long>(n), static_cast<long long>(steps), executor_text(where).c_str());
+  const std::vector<std::string> samplers{"ula", "mala", "ddpm", "ddim", "ode_heun"};
+  std::printf("%6s", "d");
+  for (const auto& name : samplers) std::printf(" %12s", name.c_str());
+  std::printf("   (chain-steps/s)\n");
+  std::fflush(stdout);
+  json rows = json::array();
+  for (const auto d : dims) {
+    const prior_spec p = grid_prior(d, 5, 2.0, 0.25);
+    const ds::gaussian_mixture target(d, p.weights, p.means, p.variances);
+    std::printf("%6lld", static_cast<long long>(d));
+    json row;
+    row["dim"] = d;
+    for (const auto& name : samplers) {
+      run_settings s;
+      s.sampler = name;
+      s.exec = where;
+      s.seed = seed;
+      s.steps = 1;
+      run_sampler(target, s, std::min<std::int64_t>(n, 4096));  // warm-up
+      s.steps = steps;
+      const run_result r = run_sampler(target, s, n);
+      const double rate = r.seconds > 0 ? double(n) * double(r.total_steps) / r.seconds : 0.0;
+      std::printf(" %12.4g", rate);
+      std::fflush(stdout);
+      row[name] = rate;
+    }
+    std::printf("\n");
+    rows.push_back(row);
+  }
+  if (o.has("--report")) {
+    json j;
+    j["command"] = "bench";
+    j["version"] = ds::version();
+    j["date"] = utc_now();
+    j["executor"] = ds::to_string(where);
+    if (!gpu) j["cpu_threads"] = ds::cpu_threads();
+    j["chains"] = n;
+    j["steps"] = steps;
+    j["seed"] = seed;
+    j["unit"] = "chain-steps per second";
+    j["rows"] = rows;
+    write_atomic(o.get("--report"), j.dump(2) + "\n");
+  }
+  return 0;
+}
+
+int run_solve(int argc, char** argv, int first) {
+  const options o = parse_options(argc, argv, first, solve_usage,
+                                  {"--problem", "--samples", "--seed", "--out", "--report", "--plot"}, {"--quiet"});
+  const bool quiet = o.has("--quiet");
+  if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
+  const problem file = read_problem(o.get("--problem"));
+  if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
+  if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");
+  const std::int64_t n = o.has("--samples") ? to_int("--samples", o.get("--samples"), 1) : 16384;
+  const std::uint64_t seed =
+      o.has("--seed") ? std::uint64_t(to_int("--seed", o.get("--seed"), 0)) : file.sampler.seed.value_or(1);
+  check_outputs(o, {"--out", "--report", "--plot"});
+  const prior_spec& prior = *file.prior;
+  const ds::linear_observation& obs = *file.observation;
+  const std::int64_t d = prior.dim;
+  check_memory(n, d, 3, "--samples");
+
+  const ds::gaussian_mixture mixture(d, prior.weights, prior.means, prior.variances);
+  const ds::mixture_posterior post(mixture, obs);
+  std::vector<float> x(std::size_t(n * d));
+  post.sample(x.data(), n, seed);
+  const std::vector<double> mean = post.mean();
+
+  std::vector<std::int64_t> order(post.components());
+  for (std::int64_t k = 0; k < post.components(); ++k) order[k] = k;
+  std::sort(order.begin(), order.end(), [&](auto a, auto b) { return post.weights()[a] > post.weights()[b]; });
+  const std::int64_t top = std::min<std::int64_t>(post.components(), 5);
+  if (!quiet) {
+    std::printf("diffsample solve: exact posterior of a %lld-D, %s under y = A x + %g z (d_y = %lld)\n",
+                static_cast<long long>(d), prior.description.c_str(), obs.sigma_y, static_cast<long long>(obs.d_y));
+    std::printf("log evidence log p(y): %.6f\n", post.log_evidence());
+    std::printf("largest posterior weights:");
+    for (std::int64_t i = 0; i < top; ++i)
+      std::printf(" w[%lld] = %.4g%s", static_cast<long long>(order[i]), post.weights()[order[i]],
+                  i + 1 < top ? "," : "");
+    std::printf("\nposterior mean:");
+    for (std::int64_t j = 0; j < std::min<std::int64_t>(d, 6); ++j) std::printf(" %.4f", mean[j]);
+    std::printf("%s\n", d > 6 ? " ..." : "");
+    std::printf("exact posterior samples: %lld (seed %llu)%s\n", static_cast<long long>(n),
+                static_cast<unsigned long long>(seed), o.has("--out") ? (" -> " + o.get("--out")).c_str() : "");
+    std::printf("(exact reference: no posterior sampler has run)\n");
+  }
+  if (o.has("--out")) npy::write_f32(o.get("--out"), x.data(), n, d);
+  if (o.has("--plot"))
+    write_atomic(o.get("--plot"), svg_plot("exact posterior (reference): " + std::to_string(n) + " samples", nullptr, 0,
+                                           x.data(), n, d, marginals(post), "exact posterior samples", ""));
+  if (o.has("--report")) {
+    json j;
+    j["command"] = "solve";
+    j["method"] = "exact";
+    j["note"] = "exact posterior reference (mixture_posterior); no posterior sampler ran";
+    j["version"] = ds::version();
+    j["date"] = utc_now();
+    j["prior"] = prior_json(prior, file.path);
+    j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}};
+    j["seed"] = seed;
+    j["samples"] = n;
+    j["log_evidence"] = post.log_evidence();
+    j["posterior_weights"] = post.weights();
+    j["posterior_mean"] = mean;
+    if (o.has("--out")) j["samples_file"] = o.get("--out");
+    write_atomic(o.get("--report"), j.dump(2) + "\n");
+  }
+  return 0;
+}
+
+}  // namespace diffsample::cli

@@ -1,0 +1,309 @@
+// Parsing of problem files (schema in docs/cli.md).
+#include "cli/problem.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <diffsample/error.hpp>
+#include <diffsample/mixture.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "npy.hpp"
+
+namespace diffsample::cli {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string fmt(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+/// An array as read: values row-major, with its rank and shape.
+struct array {
+  int ndim = 1;
+  std::int64_t rows = 0, cols = 1;
+  std::vector<double> values;
+};
+
+class reader {
+ public:
+  explicit reader(std::string path) : path_(std::move(path)) {
+    const auto slash = path_.find_last_of('/');
+    folder_ = slash == std::string::npos ? std::string() : path_.substr(0, slash + 1);
+  }
+
+  [[noreturn]] void bad(const std::string& field, const std::string& message) const {
+    throw input_error(path_ + ": " + field + ": " + message);
+  }
+
+  void only_keys(const json& object, const std::string& field, std::set<std::string> allowed) const {
+    if (!object.is_object()) bad(field, std::string("expected an object, got ") + object.type_name());
+    for (auto it = object.begin(); it != object.end(); ++it)
+      if (!allowed.count(it.key())) {
+        std::string list;
+        for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+        bad(field.empty() ? it.key() : field + "." + it.key(), "unknown key (expected one of: " + list + ")");
+      }
+  }
+
+  double number(const json& v, const std::string& field) const {
+    if (!v.is_number()) bad(field, std::string("expected a number, got ") + v.type_name());
+    const double x = v.get<double>();
+    if (!std::isfinite(x)) bad(field, "value " + fmt(x) + " is not finite");
+    return x;
+  }
+
+  std::int64_t integer(const json& v, const std::string& field, std::int64_t min_value) const {
+    if (!v.is_number_integer()) bad(field, std::string("expected an integer, got ") + v.dump());
+    if (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(INT64_MAX)) bad(field, "value too large");
+    const std::int64_t x = v.get<std::int64_t>();
+    if (x < min_value) bad(field, "expected an integer >= " + std::to_string(min_value) + ", got " + v.dump());
+    return x;
+  }
+
+  std::string string(const json& v, const std::string& field) const {
+    if (!v.is_string()) bad(field, std::string("expected a string, got ") + v.type_name());
+    return v.get<std::string>();
+  }
+
+  /// A number, a list of numbers, a list of lists of numbers of equal length, or a path to a .npy file.
+  array values(const json& v, const std::string& field) const {
+    array a;
+    if (v.is_string()) {
+      std::string file = v.get<std::string>();
+      if (file.empty()) bad(field, "empty file name");
+      if (file[0] != '/') file = folder_ + file;
+      npy::matrix<double> m;
+      try {
+        m = npy::read_f64(file);
+      } catch (const diffsample::error& e) {
+        bad(field, e.what());
+      }
+      a.ndim = m.ndim;
+      a.rows = m.rows;
+      a.cols = m.cols;
+      a.values = std::move(m.values);
+      for (std::size_t i = 0; i < a.values.size(); ++i)
+        if (!std::isfinite(a.values[i]))
+          bad(field, file + ": element " + std::to_string(i) + " is " + fmt(a.values[i]) + " (not finite)");
+      return a;
+    }
+    if (!v.is_array()) bad(field, std::string("expected an array or a .npy file name, got ") + v.type_name());
+    a.rows = std::int64_t(v.size());
+    if (!v.empty() && v[0].is_array()) {
+      a.ndim = 2;
+      a.cols = std::int64_t(v[0].size());
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        const std::string row = field + "[" + std::to_string(i) + "]";
+        if (!v[i].is_array()) bad(row, std::string("expected a list (all rows are lists), got ") + v[i].type_name());
+        if (std::int64_t(v[i].size()) != a.cols)
+          bad(row, "ragged array: " + std::to_string(v[i].size()) + " values, row 0 has " + std::to_string(a.cols));
+        for (std::size_t j = 0; j < v[i].size(); ++j)
+          a.values.push_back(number(v[i][j], row + "[" + std::to_string(j) + "]"));
+      }
+    } else {
+      for (std::size_t i = 0; i < v.size(); ++i)
+        a.values.push_back(number(v[i], field + "[" + std::to_string(i) + "]"));
+    }
+    return a;
+  }
+
+  static std::string shape(const array& a) {
+    return a.ndim == 1 ? "(" + std::to_string(a.rows) + ",)"
+                       : "(" + std::to_string(a.rows) + ", " + std::to_string(a.cols) + ")";
+  }
+
+  /// A 1-D array (or an (n, 1) / (1, n) 2-D one) of n values; n = -1 accepts any length >= 1.
+  std::vector<double> vector(const json& v, const std::string& field, std::int64_t n) const {
+    array a = values(v, field);
+    const std::int64_t count = std::int64_t(a.values.size());
+    if (a.ndim == 2 && a.rows != 1 && a.cols != 1) bad(field, "expected a 1-D array, got shape " + shape(a));
+    if (count == 0) bad(field, "empty array");
+    if (n >= 0 && count != n)
+      bad(field,
+          "expected " + std::to_string(n) + " values, got " + std::to_string(count) + " (shape " + shape(a) + ")");
+    return std::move(a.values);
+  }
+
+  /// A 2-D array of rows x cols (-1: any).
+  array matrix(const json& v, const std::string& field, std::int64_t rows, std::int64_t cols) const {
+    array a = values(v, field);
+    if (a.ndim != 2) bad(field, "expected a 2-D array (a list of rows), got shape " + shape(a));
+    if (a.rows == 0 || a.cols == 0) bad(field, "empty array (shape " + shape(a) + ")");
+    if (rows >= 0 && a.rows != rows) bad(field, "expected " + std::to_string(rows) + " rows, got shape " + shape(a));
+    if (cols >= 0 && a.cols != cols) bad(field, "expected " + std::to_string(cols) + " columns, got shape " + shape(a));
+    return a;
+  }
+
+  prior_spec prior(const json& p) const {
+    only_keys(p, "prior", {"weights", "means", "variances", "grid"});
+    if (p.contains("grid")) {
+      if (p.contains("means") || p.contains("variances"))
+        bad("prior", "give either 'grid' or 'means' and 'variances', not both");
+      const json& g = p["grid"];
+      only_keys(g, "prior.grid", {"dim", "size", "spacing", "variance"});
+      if (!g.contains("dim")) bad("prior.grid.dim", "missing (the dimension d)");
+      const std::int64_t dim = integer(g["dim"], "prior.grid.dim", 1);
+      const std::int64_t size = g.contains("size") ? integer(g["size"], "prior.grid.size", 1) : 5;
+      if (size > 1000) bad("prior.grid.size", "at most 1000, got " + std::to_string(size));
+      const double spacing = g.contains("spacing") ? number(g["spacing"], "prior.grid.spacing") : 2.0;
+      const double variance = g.contains("variance") ? number(g["variance"], "prior.grid.variance") : 0.25;
+      if (spacing < 0) bad("prior.grid.spacing", "must be >= 0, got " + fmt(spacing));
+      if (!(variance > 0)) bad("prior.grid.variance", "must be > 0, got " + fmt(variance));
+      if (dim > (std::int64_t(1) << 28) / (size * size))
+        bad("prior.grid", std::to_string(size * size) + " components x dimension " + std::to_string(dim) +
+                              " is too large (at most 2^28 mean values)");
+      std::vector<double> w(std::size_t(size * size), 1.0);  // equal weights unless given
+      if (p.contains("weights")) w = vector(p["weights"], "prior.weights", size * size);
+      prior_spec s = grid_prior(dim, int(size), spacing, variance, w);
+      s.description = std::to_string(size * size) + "-component grid mixture";
+      return s;
+    }
+    if (!p.contains("means")) bad("prior.means", "missing (or give 'grid')");
+    if (!p.contains("variances")) bad("prior.variances", "missing");
+    prior_spec s;
+    const array means = matrix(p["means"], "prior.means", -1, -1);
+    const std::int64_t K = means.rows;
+    s.dim = means.cols;
+    s.means = means.values;
+    const array var = values(p["variances"], "prior.variances");
+    const bool vec = var.ndim == 1 || (var.ndim == 2 && var.cols == 1 && s.dim != 1);
+    if (vec) {
+      if (std::int64_t(var.values.size()) != K)
+        bad("prior.variances", "expected " + std::to_string(K) + " values (one per component) or a " +
+                                   std::to_string(K) + " x " + std::to_string(s.dim) + " array, got shape " +
+                                   shape(var));
+    } else if (var.rows != K || var.cols != s.dim) {
+      bad("prior.variances", "expected shape (" + std::to_string(K) + ",) or (" + std::to_string(K) + ", " +
+                                 std::to_string(s.dim) + "), got " + shape(var));
+    }
+    s.variances = var.values;
+    for (std::size_t i = 0; i < s.variances.size(); ++i)
+      if (!(s.variances[i] > 0))
+        bad("prior.variances", "value " + std::to_string(i) + " is " + fmt(s.variances[i]) + " (must be > 0)");
+    s.weights = p.contains("weights") ? vector(p["weights"], "prior.weights", K) : std::vector<double>(K, 1.0);
+    double total = 0;
+    for (std::size_t i = 0; i < s.weights.size(); ++i) {
+      if (!(s.weights[i] > 0))
+        bad("prior.weights", "value " + std::to_string(i) + " is " + fmt(s.weights[i]) + " (must be > 0)");
+      total += s.weights[i];
+    }
+    if (!std::isfinite(total)) bad("prior.weights", "the sum is not finite");
+    s.description = std::to_string(K) + "-component mixture";
+    return s;
+  }
+
+  sampler_spec sampler(const json& j) const {
+    only_keys(j, "sampler",
+              {"name", "schedule", "time_grid", "t_start", "t_end", "alpha_bar", "steps", "chains", "measurements",
+               "eta", "sigma", "step_size", "seed", "executor", "final_denoise"});
+    sampler_spec s;
+    if (j.contains("name")) s.name = string(j["name"], "sampler.name");
+    if (j.contains("schedule")) s.schedule = string(j["schedule"], "sampler.schedule");
+    if (j.contains("time_grid")) s.time_grid = string(j["time_grid"], "sampler.time_grid");
+    if (j.contains("t_start")) s.t_start = number(j["t_start"], "sampler.t_start");
+    if (j.contains("t_end")) s.t_end = number(j["t_end"], "sampler.t_end");
+    if (j.contains("alpha_bar")) s.alpha_bar = vector(j["alpha_bar"], "sampler.alpha_bar", -1);
+    if (j.contains("steps")) s.steps = integer(j["steps"], "sampler.steps", 0);
+    if (j.contains("chains")) s.chains = integer(j["chains"], "sampler.chains", 1);
+    if (j.contains("measurements")) s.measurements = integer(j["measurements"], "sampler.measurements", 1);
+    if (j.contains("eta")) s.eta = number(j["eta"], "sampler.eta");
+    if (j.contains("sigma")) s.sigma = number(j["sigma"], "sampler.sigma");
+    if (j.contains("step_size")) s.step_size = number(j["step_size"], "sampler.step_size");
+    if (j.contains("seed")) s.seed = std::uint64_t(integer(j["seed"], "sampler.seed", 0));
+    if (j.contains("executor")) s.executor = string(j["executor"], "sampler.executor");
+    if (j.contains("final_denoise")) {
+      if (!j["final_denoise"].is_boolean()) bad("sampler.final_denoise", "expected true or false");
+      s.final_denoise = j["final_denoise"].get<bool>();
+    }
+    return s;
+  }
+
+  linear_observation observation(const json& o, std::int64_t d_x) const {
+    only_keys(o, "observation", {"A", "sigma_y", "y"});
+    for (const char* key : {"A", "sigma_y", "y"})
+      if (!o.contains(key)) bad(std::string("observation.") + key, "missing");
+    linear_observation obs;
+    const array A = matrix(o["A"], "observation.A", -1, d_x);
+    obs.d_y = A.rows;
+    obs.d_x = A.cols;
+    obs.A = A.values;
+    obs.sigma_y = number(o["sigma_y"], "observation.sigma_y");
+    if (obs.sigma_y < 0) bad("observation.sigma_y", "must be >= 0, got " + fmt(obs.sigma_y));
+    obs.y = vector(o["y"], "observation.y", obs.d_y);
+    return obs;
+  }
+
+ private:
+  std::string path_, folder_;
+};
+
+}  // namespace
+
+void require_finite(const std::vector<double>& values, const std::string& what) {
+  for (std::size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i])) throw input_error(what + ": value " + std::to_string(i) + " is " + fmt(values[i]));
+}
+
+prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights) {
+  if (dim < 1) throw usage_error("--dim: expected an integer >= 1, got " + std::to_string(dim));
+  if (grid < 1 || grid > 1000) throw usage_error("--grid: expected 1..1000, got " + std::to_string(grid));
+  if (!(spacing >= 0) || !std::isfinite(spacing))
+    throw usage_error("--spacing: expected a finite number >= 0, got " + fmt(spacing));
+  if (!(variance > 0) || !std::isfinite(variance))
+    throw usage_error("--variance: expected a finite number > 0, got " + fmt(variance));
+  const std::int64_t K = std::int64_t(grid) * grid;
+  if (dim > (std::int64_t(1) << 28) / K)
+    throw usage_error("grid prior: " + std::to_string(K) + " components x dimension " + std::to_string(dim) +
+                      " is too large (at most 2^28 mean values)");
+  if (weights.empty() && grid == 5)
+    weights = {1, 2, 3, 4, 5, 5, 4, 3, 2, 1, 2, 2, 2, 2, 2, 1, 3, 5, 3, 1, 4, 1, 4, 1, 4};  // the demo's weights
+  const gaussian_mixture m = grid_mixture(dim, grid, spacing, variance, weights);
+  prior_spec s;
+  s.dim = dim;
+  s.weights = m.weights();
+  s.means = m.means();
+  s.variances = m.variances();
+  s.description = std::to_string(K) + "-component grid mixture";
+  return s;
+}
+
+problem read_problem(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw input_error(path + ": cannot open: it is a folder");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw input_error(path + ": cannot open: " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw input_error(path + ": read failed");
+  json doc;
+  try {
+    doc = json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    throw input_error(path + ": malformed JSON: " + e.what());
+  } catch (const json::exception& e) {  // e.g. a number beyond double range
+    throw input_error(path + ": a number is not finite (beyond double range): " + e.what());
+  }
+  reader r(path);
+  r.only_keys(doc, "", {"prior", "sampler", "observation", "comment"});
+  problem p;
+  p.path = path;
+  if (doc.contains("prior")) p.prior = r.prior(doc["prior"]);
+  if (doc.contains("sampler")) p.sampler = r.sampler(doc["sampler"]);
+  if (doc.contains("observation")) {
+    if (!p.prior) r.bad("observation", "needs a prior in the same file");
+    p.observation = r.observation(doc["observation"], p.prior->dim);
+  }
+  return p;
+}
+
+}  // namespace diffsample::cli

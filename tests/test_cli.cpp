@@ -1,0 +1,352 @@
+// The diffsample program, run as a user would: subcommands, problem files, outputs, and one test per class of bad
+// input (each must give one line on stderr naming the problem, a non-zero exit, and no output file).
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <diffsample/diffsample.hpp>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "src/npy.hpp"
+
+#ifdef DIFFSAMPLE_CLI_PATH
+#include <nlohmann/json.hpp>
+
+namespace {
+
+namespace ds = diffsample;
+
+struct result {
+  int rc = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char name[] = "/tmp/diffsample_cli_test.XXXXXX";
+    ASSERT_NE(mkdtemp(name), nullptr);
+    dir_ = name;
+  }
+  void TearDown() override { std::system(("rm -rf '" + dir_ + "'").c_str()); }
+
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+  void write(const std::string& name, const std::string& text) const {
+    std::ofstream(path(name), std::ios::binary) << text;
+  }
+
+  /// Runs the program with @p args (a shell-quoted string) on the CPU executor.
+  result run(const std::string& args) const {
+    const std::string cmd =
+        std::string("'") + DIFFSAMPLE_CLI_PATH + "' " + args + " >'" + path("stdout") + "' 2>'" + path("stderr") + "'";
+    const int status = std::system(cmd.c_str());
+    result r;
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    r.out = slurp(path("stdout"));
+    r.err = slurp(path("stderr"));
+    return r;
+  }
+
+  /// Files in the test folder other than the captured streams.
+  std::vector<std::string> files() const {
+    std::vector<std::string> names;
+    DIR* d = opendir(dir_.c_str());
+    while (dirent* e = readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != ".." && n != "stdout" && n != "stderr") names.push_back(n);
+    }
+    closedir(d);
+    return names;
+  }
+
+  /// A failure as required: non-zero exit, exactly one line on stderr starting "diffsample: " and containing
+  /// @p needle, and no file named @p output left behind.
+  void expect_failure(const result& r, const std::string& needle, const std::string& output = "out.npy") {
+    EXPECT_NE(r.rc, 0);
+    EXPECT_EQ(r.err.rfind("diffsample: ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.err;
+    EXPECT_FALSE(exists(path(output))) << output << " was written";
+    for (const auto& f : files()) EXPECT_EQ(f.find(".tmp."), std::string::npos) << "temporary file left: " << f;
+  }
+
+  std::string dir_;
+};
+
+const char* kQuick = " --executor cpu --chains 512 --steps 20";
+
+TEST_F(Cli, EverySubcommandHasHelp) {
+  for (const char* cmd : {"--help", "sample --help", "bench --help", "solve --help", "demo --help"}) {
+    const result r = run(cmd);
+    EXPECT_EQ(r.rc, 0) << cmd;
+    EXPECT_NE(r.out.find("usage: diffsample"), std::string::npos) << cmd;
+  }
+  EXPECT_NE(run("sample --help").out.find("--sampler NAME"), std::string::npos);
+  EXPECT_EQ(run("info").rc, 0);
+}
+
+TEST_F(Cli, WithoutASubcommandTheDemoRuns) {
+  const result r = run("--executor cpu --chains 512 --steps 10");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("diffsample demo: mala on a 2-D, 25-component Gaussian mixture", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("acceptance rate"), std::string::npos);
+  EXPECT_TRUE(r.err.empty()) << r.err;  // no progress line when stderr is not a terminal
+}
+
+TEST_F(Cli, EverySamplerRunsOnTheBuiltInPrior) {
+  for (const char* s : {"ula", "mala", "tamed_ula", "ddpm", "ddim", "reverse_sde", "ode_euler", "ode_heun",
+                        "stochastic_localization", "walk_jump", "sequential_measurements"}) {
+    const result r = run(std::string("sample --sampler ") + s + kQuick);
+    EXPECT_EQ(r.rc, 0) << s << ": " << r.err;
+    EXPECT_NE(r.out.find("executor: cpu"), std::string::npos) << s;
+    EXPECT_NE(r.out.find("sliced W1 to exact samples"), std::string::npos) << s << ": " << r.out;
+    EXPECT_NE(r.out.find("component shares: max error"), std::string::npos) << s;
+  }
+}
+
+TEST_F(Cli, SamplerOptionsReachTheLibrary) {
+  // DDIM with eta on a cosine schedule and a quadratic grid, SMS with its options: run, and the report records them.
+  result r = run("sample --sampler ddim --eta 0.5 --schedule vp_cosine --time-grid quadratic --report " +
+                 path("r.json") + kQuick);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["settings"]["schedule"], "vp_cosine");
+  EXPECT_EQ(j["settings"]["time_grid"], "quadratic");
+  EXPECT_EQ(j["settings"]["eta"], 0.5);
+  r = run("sample --sampler sms --sigma 0.5 --step-size 0.05 --measurements 3 --report " + path("s.json") + kQuick);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  j = nlohmann::json::parse(slurp(path("s.json")));
+  EXPECT_EQ(j["settings"]["sampler"], "sequential_measurements");
+  EXPECT_EQ(j["settings"]["measurements"], 3);
+  EXPECT_EQ(j["settings"]["steps"], 60);  // 20 steps per measurement
+}
+
+TEST_F(Cli, WritesSamplesReportAndPlot) {
+  const result r = run("sample --sampler ddpm --dim 3 --seed 5 --out " + path("x.npy") + " --report " + path("r.json") +
+                       " --plot " + path("p.svg") + " --executor cpu --chains 1000 --steps 50");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto x = ds::npy::read_f32(path("x.npy"), 3);
+  EXPECT_EQ(x.rows, 1000);
+  for (float v : x.values) ASSERT_TRUE(std::isfinite(v));
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["command"], "sample");
+  EXPECT_EQ(j["seed"], 5);
+  EXPECT_EQ(j["executor"], "cpu");
+  EXPECT_EQ(j["settings"]["chains"], 1000);
+  EXPECT_EQ(j["prior"]["dim"], 3);
+  EXPECT_GT(j["timings"]["chain_steps_per_second"].get<double>(), 0);
+  EXPECT_GT(j["accuracy"]["sliced_w1"].get<double>(), 0);
+  EXPECT_GT(j["accuracy"]["sliced_w1_floor"].get<double>(), 0);
+  EXPECT_GE(j["accuracy"]["component_share_max_error_se"].get<double>(), 0);
+  const std::string svg = slurp(path("p.svg"));
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_GT(std::count(svg.begin(), svg.end(), '\n'), 1000);  // the points are there
+  // The same seed gives the same samples.
+  ASSERT_EQ(
+      run("sample --sampler ddpm --dim 3 --seed 5 --out " + path("y.npy") + " --executor cpu --chains 1000 --steps 50")
+          .rc,
+      0);
+  EXPECT_EQ(ds::npy::read_f32(path("y.npy"), 3).values, x.values);
+}
+
+TEST_F(Cli, DdpmIsScoredNearTheFloorAndAWrongSamplerIsNot) {
+  // 200 DDPM steps sample the grid mixture well: sliced W1 within 2x the exact-vs-exact floor. Walk-jump with a
+  // large sigma and few steps is visibly off (its jump blurs the modes): the metric can fail.
+  result r = run("sample --sampler ddpm --executor cpu --chains 8192 --steps 200 --report " + path("a.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(slurp(path("a.json")));
+  EXPECT_LT(j["accuracy"]["sliced_w1"].get<double>(), 2 * j["accuracy"]["sliced_w1_floor"].get<double>());
+  r = run("sample --sampler walk_jump --sigma 2 --executor cpu --chains 8192 --steps 20 --report " + path("b.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  j = nlohmann::json::parse(slurp(path("b.json")));
+  EXPECT_GT(j["accuracy"]["sliced_w1"].get<double>(), 3 * j["accuracy"]["sliced_w1_floor"].get<double>());
+  EXPECT_GT(j["accuracy"]["component_share_max_error_se"].get<double>(), 5);
+}
+
+TEST_F(Cli, ExamplesRun) {
+  for (const char* e : {"grid2d_ddpm.json", "mixture_from_npy.json", "posterior_d10.json"}) {
+    const result r = run(std::string("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/") + e + kQuick);
+    EXPECT_EQ(r.rc, 0) << e << ": " << r.err;
+  }
+  const result r =
+      run("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/mixture_from_npy.json --report " + path("r.json") + kQuick);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["prior"]["dim"], 3);
+  EXPECT_EQ(j["prior"]["components"], 4);
+  EXPECT_EQ(j["prior"]["isotropic"], false);
+  EXPECT_EQ(j["settings"]["sampler"], "ode_heun");
+}
+
+TEST_F(Cli, SolveReportsTheExactPosterior) {
+  const result r = run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --samples 2000 --out " +
+                       path("x.npy") + " --report " + path("r.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("exact reference"), std::string::npos);
+  // The same problem built here through the C++ API.
+  const ds::gaussian_mixture prior = ds::grid_mixture(10, 5, 2.0, 0.25, std::vector<double>(25, 1.0));
+  ds::linear_observation obs;
+  obs.d_y = 3;
+  obs.d_x = 10;
+  obs.A.assign(30, 0.0);
+  obs.A[0] = 1;
+  obs.A[11] = 1;
+  for (int j = 0; j < 10; ++j) obs.A[20 + j] = 0.2;
+  obs.sigma_y = 0.5;
+  obs.y = {1.5, -2.0, 0.4};
+  const ds::mixture_posterior post(prior, obs);
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["method"], "exact");
+  EXPECT_NEAR(j["log_evidence"].get<double>(), post.log_evidence(), 1e-9);
+  const auto w = j["posterior_weights"].get<std::vector<double>>();
+  ASSERT_EQ(w.size(), 25u);
+  for (int k = 0; k < 25; ++k) EXPECT_NEAR(w[k], post.weights()[k], 1e-12);
+  std::vector<float> expected(2000 * 10);
+  post.sample(expected.data(), 2000, 11);  // the file's seed
+  EXPECT_EQ(ds::npy::read_f32(path("x.npy"), 10).values, expected);
+  // The plot shows the posterior components as rotated ellipses.
+  ASSERT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --quiet --samples 500 --plot " +
+                path("p.svg"))
+                .rc,
+            0);
+  EXPECT_NE(slurp(path("p.svg")).find("<ellipse"), std::string::npos);
+}
+
+TEST_F(Cli, BenchPrintsTheTable) {
+  const result r = run("bench --executor cpu --chains 256 --steps 2 --dims 2,10 --report " + path("b.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  for (const char* s : {"ula", "mala", "ddpm", "ddim", "ode_heun"}) EXPECT_NE(r.out.find(s), std::string::npos);
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("b.json")));
+  ASSERT_EQ(j["rows"].size(), 2u);
+  EXPECT_GT(j["rows"][1]["ode_heun"].get<double>(), 0);
+}
+
+// --- bad input, one class per test -------------------------------------------------------------------------
+
+TEST_F(Cli, MalformedJson) {
+  write("p.json", "{\"prior\": {\"grid\": {\"dim\": 2}");
+  expect_failure(run("sample --problem " + path("p.json") + " --out " + path("out.npy")), "malformed JSON");
+  write("q.json", "{\"prior\": {\"grid\": {\"dim\": 2}}, \"sampler\": {\"nmae\": \"ddpm\"}}");
+  expect_failure(run("sample --problem " + path("q.json") + " --out " + path("out.npy")), "sampler.nmae: unknown key");
+  write("r.json", "{\"prior\": {\"grid\": {\"dim\": \"two\"}}}");
+  expect_failure(run("sample --problem " + path("r.json") + " --out " + path("out.npy")), "prior.grid.dim");
+}
+
+TEST_F(Cli, WrongShapes) {
+  write("ragged.json", "{\"prior\": {\"means\": [[0, 0], [1]], \"variances\": [1, 1]}}");
+  expect_failure(run("sample --problem " + path("ragged.json") + " --out " + path("out.npy")), "ragged");
+  write("var.json", "{\"prior\": {\"means\": [[0, 0], [1, 1]], \"variances\": [1, 1, 1]}}");
+  expect_failure(run("sample --problem " + path("var.json") + " --out " + path("out.npy")), "prior.variances");
+  write("w.json", "{\"prior\": {\"means\": [[0, 0], [1, 1]], \"variances\": [1, 1], \"weights\": [1]}}");
+  expect_failure(run("sample --problem " + path("w.json") + " --out " + path("out.npy")), "prior.weights");
+  write("a.json",
+        "{\"prior\": {\"grid\": {\"dim\": 3}}, \"observation\": {\"A\": [[1, 0]], \"sigma_y\": 1, \"y\": [0]}}");
+  expect_failure(run("solve --problem " + path("a.json") + " --out " + path("out.npy")), "observation.A");
+  // Means must be 2-D: a flat list is refused; a (3, 1) .npy file is three 1-D components.
+  write("flat.json", "{\"prior\": {\"means\": [0, 1], \"variances\": [1, 1]}}");
+  expect_failure(run("sample --problem " + path("flat.json") + " --out " + path("out.npy")), "expected a 2-D array");
+  const float v[3] = {0, 1, 2};
+  ds::npy::write_f32(path("m.npy"), v, 3, 1);
+  write("m1.json", "{\"prior\": {\"means\": \"m.npy\", \"variances\": [1, 1, 1]}}");
+  EXPECT_EQ(run("sample --problem " + path("m1.json") + kQuick).rc, 0);
+}
+
+TEST_F(Cli, NonFiniteValues) {
+  write("inf.json", "{\"prior\": {\"means\": [[0, 1e999]], \"variances\": [1]}}");
+  expect_failure(run("sample --problem " + path("inf.json") + " --out " + path("out.npy")), "not finite");
+  const float v[4] = {0, 1, NAN, 2};
+  ds::npy::write_f32(path("nan.npy"), v, 2, 2);
+  write("nan.json", "{\"prior\": {\"means\": \"nan.npy\", \"variances\": [1, 1]}}");
+  expect_failure(run("sample --problem " + path("nan.json") + " --out " + path("out.npy")), "not finite");
+  write("neg.json", "{\"prior\": {\"means\": [[0, 0]], \"variances\": [-1]}}");
+  expect_failure(run("sample --problem " + path("neg.json") + " --out " + path("out.npy")), "must be > 0");
+  expect_failure(run("sample --step-size nan --out " + path("out.npy")), "--step-size");
+  write("grid.json", "{\"prior\": {\"grid\": {\"dim\": 2, \"variance\": 0}}}");
+  const result r = run("sample --problem " + path("grid.json") + " --out " + path("out.npy"));
+  expect_failure(r, "prior.grid.variance: must be > 0");
+  EXPECT_EQ(r.rc, 1);
+}
+
+TEST_F(Cli, MissingOrUnreadableFiles) {
+  expect_failure(run("sample --problem " + path("none.json") + " --out " + path("out.npy")), "cannot open");
+  write("p.json", "{\"prior\": {\"means\": \"missing.npy\", \"variances\": [1]}}");
+  expect_failure(run("sample --problem " + path("p.json") + " --out " + path("out.npy")), "missing.npy");
+  mkdir(path("folder.json").c_str(), 0755);
+  expect_failure(run("sample --problem " + path("folder.json") + " --out " + path("out.npy")), "folder.json");
+  expect_failure(run("solve --out " + path("out.npy")), "--problem");
+}
+
+TEST_F(Cli, TruncatedNpy) {
+  const float v[6] = {0, 1, 2, 3, 4, 5};
+  const auto image = ds::npy::encode_f32(v, 3, 2);
+  write("t.npy", std::string(image.begin(), image.end() - 3));
+  write("p.json", "{\"prior\": {\"means\": \"t.npy\", \"variances\": [1, 1, 1]}}");
+  expect_failure(run("sample --problem " + path("p.json") + " --out " + path("out.npy")), "truncated data");
+}
+
+TEST_F(Cli, UnwritableOutput) {
+  expect_failure(run("sample --out " + path("no/such/folder/x.npy") + kQuick), "cannot write", "no");
+  mkdir(path("d").c_str(), 0755);
+  expect_failure(run("sample --report " + path("d") + kQuick), "it is a folder", "out.npy");
+  // An existing output survives a failed run untouched.
+  write("out.npy", "old");
+  const result r = run("sample --sampler ddpm --schedule nope --out " + path("out.npy") + kQuick);
+  EXPECT_NE(r.rc, 0);
+  EXPECT_EQ(slurp(path("out.npy")), "old");
+}
+
+TEST_F(Cli, SizesBeyondMemory) {
+  expect_failure(run("sample --executor cpu --chains 1000000000000000 --out " + path("out.npy")), "GiB");
+  expect_failure(run("sample --executor cpu --dim 1000000000 --out " + path("out.npy")), "too large");
+  expect_failure(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --samples 100000000000000 --out " +
+                     path("out.npy")),
+                 "GiB");
+}
+
+TEST_F(Cli, CudaExecutorWithoutAGpu) {
+  if (ds::cuda_available()) GTEST_SKIP() << "a GPU is present";
+  expect_failure(run("sample --executor cuda --chains 64 --out " + path("out.npy")), "no GPU is available");
+}
+
+TEST_F(Cli, ConflictingOptions) {
+  expect_failure(run("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/grid2d_ddpm.json --dim 3 --out " + path("out.npy")),
+                 "conflict");
+  expect_failure(run("sample --sampler mala --eta 0.5 --out " + path("out.npy")), "does not apply");
+  expect_failure(run("sample --sampler ula --schedule vp_linear --out " + path("out.npy")), "does not apply");
+  expect_failure(run("sample --out " + path("x.npy") + " --report " + path("x.npy")), "same file", "x.npy");
+  expect_failure(run("sample --steps 5 --steps 6 --out " + path("out.npy")), "given twice");
+  const result r = run("sample --steps 5 --out " + path("out.npy") + " --what");
+  expect_failure(r, "unknown option '--what'");
+  EXPECT_EQ(r.rc, 2);  // command-line errors exit 2, input errors 1
+  expect_failure(run("sample --sampler nuts --out " + path("out.npy")), "sampler 'nuts' is unknown");
+  expect_failure(run("sample --sampler ddpm --time-grid geometric --out " + path("out.npy") + kQuick), "geometric");
+}
+
+}  // namespace
+
+#else
+TEST(Cli, NotBuilt) { GTEST_SKIP() << "the diffsample program is not built (DIFFSAMPLE_BUILD_CLI=OFF)"; }
+#endif
