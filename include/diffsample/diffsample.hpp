@@ -4,6 +4,7 @@
 
 #include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
+#include <diffsample/guided.hpp>
 #include <diffsample/execution.hpp>
 #include <diffsample/langevin.hpp>
 #include <diffsample/metrics.hpp>
