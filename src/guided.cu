@@ -143,6 +143,8 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
   detail::check_values("problems.sigma_y", pr.sigma_y, true);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1,
+                     "options.eta: must be in [0, 1], got " << o.eta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
                      "options.guidance_scale: must be finite and >= 0, got " << o.guidance_scale);
   DIFFSAMPLE_EXPECTS(o.resampling.ess_threshold >= 0 && !std::isnan(o.resampling.ess_threshold),
@@ -180,11 +182,19 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     st.a = float(p.a);
     st.s = float(p.s);
     st.a_next = float(q.a);
-    st.c0 = float(q.a * v / (p.s * p.s));
-    st.c1 = float(ratio * q.s * q.s / (p.s * p.s));
+    double c0 = q.a * v / (p.s * p.s), c1 = ratio * q.s * q.s / (p.s * p.s);
     sig2[k] = q.s * q.s * v / (p.s * p.s);
+    if (o.ddim) {
+      // x' = a' m + sqrt(s'^2 - sig^2) (x - a m) / s + sig xi.
+      sig2[k] *= o.eta * o.eta;
+      const double keep = std::sqrt(std::max(0.0, q.s * q.s - sig2[k])) / p.s;
+      c0 = q.a - keep * p.a;
+      c1 = keep;
+    }
+    st.c0 = float(c0);
+    st.c1 = float(c1);
     st.sig = float(std::sqrt(sig2[k]));
-    st.guidance = float(q.a * v / p.a);
+    st.guidance = float(c0 * p.s * p.s / p.a);
     steps[k] = st;
   }
 

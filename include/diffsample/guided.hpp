@@ -54,6 +54,12 @@ struct guided_options {
   /// scale a stays positive: VP schedules are the intended use). The last grid point may have s = 0.
   noise_schedule schedule = noise_schedule::vp_linear();
   std::int64_t steps = 100;       ///< transitions, 1..2^24
+  /// Backward kernel: false for DDPM, true for DDIM with stochasticity eta, whose kernel
+  /// N(a' m + sqrt(s'^2 - sig^2) eps, sig^2 I), eps = (x - a m) / s, sig = eta sqrt(s'^2 v / s^2), is again of the
+  /// form N(c0 m + c1 x, sig^2 I) (eta = 1 is DDPM on VP schedules). eta = 0 makes the SMC mutation deterministic,
+  /// so resampled copies never separate: a valid but degenerate filter.
+  bool ddim = false;
+  double eta = 1.0;  ///< DDIM stochasticity in [0, 1]
   std::int64_t particles = 1024;  ///< N per problem, 1..2^24
   /// SMC: the intermediate potentials' variance is sigma_{y,k}^2 = a_k^2 sigma_y^2 + s_k^2 c: the variance of
   /// a_k y - A x_k when x_k = a_k x_0 + s_k z and A A^T = c I. c = potential_spread when > 0; when 0 (default),
