@@ -1,4 +1,4 @@
-// One reverse-diffusion trajectory per chain (shared/math.md sections 3 and 4), every step from a precomputed
+// One reverse-diffusion trajectory per chain (formulas in the README), every step from a precomputed
 // coefficient table, generic over where the chain's vectors live (registers or strided workspace).
 //
 // Every sampler of the library is, per step, linear in the state x, the denoiser m = E[x0 | point] and fresh noise:

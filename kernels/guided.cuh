@@ -1,4 +1,4 @@
-// Posterior sampling for y = A x + sigma_y z on a mixture prior (shared/math.md section 5): the per-particle math of
+// Posterior sampling for y = A x + sigma_y z on a mixture prior (formulas in the README): the per-particle math of
 // the Monte Carlo guided diffusion particle filter (weighting and exact Gaussian mutation) and of the DPS and
 // Pi-GDM baselines, shared by both executors.
 //

@@ -1,4 +1,4 @@
-// One Langevin chain run for many steps (shared/math.md section 2), generic over where its vectors live:
+// One Langevin chain run for many steps (formulas in the README), generic over where its vectors live:
 // registers (reg_vec, compile-time d) or strided workspace (run-time d). Both executors run this same code.
 #pragma once
 

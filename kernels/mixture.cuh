@@ -1,4 +1,4 @@
-// Gaussian-mixture math at a channel x_t = a x0 + s z (shared/math.md section 1), one point per call, shared by
+// Gaussian-mixture math at a channel x_t = a x0 + s z (formulas in the README), one point per call, shared by
 // both executors and by the FP64 reference (T = double, P = double).
 //
 // Every quantity is a softmax-weighted sum over components. The softmax is computed in one pass with a running

@@ -1,5 +1,5 @@
 // Reverse-diffusion launchers: the schedule and the sampler folded into a per-step coefficient table on the host
-// (FP64, shared/math.md sections 3 and 4), then one fused launch running every step of every chain (register path
+// (FP64, the formulas in the README), then one fused launch running every step of every chain (register path
 // for a short compile-time list of dimensions, workspace path otherwise).
 #include <cmath>
 #include <cstring>

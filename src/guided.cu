@@ -1,5 +1,5 @@
 // Guided posterior samplers: the schedule, the observations and the potentials folded into per-step tables on the
-// host (FP64, shared/math.md section 5), copied once; then per SMC transition a fixed sequence of launches
+// host (FP64, the formulas in the README), copied once; then per SMC transition a fixed sequence of launches
 // (weighting, resample(), bookkeeping, gather_particles(), mutation) over B problems x N particles, or one fused
 // launch for the DPS and Pi-GDM baselines.
 #include <algorithm>

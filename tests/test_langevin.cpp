@@ -27,7 +27,7 @@ class LangevinGaussian : public ::testing::TestWithParam<int> {};  // parameter:
 
 TEST_P(LangevinGaussian, UlaStationaryVarianceIsExact) {
   // Target N(m, tau^2 I). ULA's chain is the AR(1) x <- (1 - gamma/tau^2) x + sqrt(2 gamma) xi around m, whose
-  // stationary variance is tau^2 / (1 - gamma / (2 tau^2)) (shared/math.md section 2): 1.0526 here, 5% above the
+  // stationary variance is tau^2 / (1 - gamma / (2 tau^2)) (formulas in the README): 1.0526 here, 5% above the
   // target. Chains start exactly at the target law; 300 steps shrink the initial error by 0.9^300 ~ 2e-14.
   // n d = 2^16 d independent coordinates: the variance estimate has standard error sqrt(2/(n d)) sigma^2
   // (~0.003 for d = 2); 5 standard errors separate the exact value from both 1.0 and any wrong drift or noise.

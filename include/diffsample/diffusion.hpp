@@ -15,7 +15,7 @@
 
 namespace diffsample {
 
-/// The update rule (shared/math.md sections 3 and 4). The model quantity is always the denoiser
+/// The update rule (formulas in the README). The model quantity is always the denoiser
 /// m = E[x0 | x_t = x] at the step's channel (a, s); the score is (a m - x) / s^2 and eps = (x - a m) / s.
 enum class diffusion_sampler : int {
   /// DDPM ancestral step from channel (a, s) to (a', s'): x' = c0 m + c1 x + sqrt(betatilde) xi, the posterior

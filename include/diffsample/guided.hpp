@@ -2,7 +2,7 @@
 /// @brief Posterior sampling for linear inverse problems y = A x + sigma_y z with a Gaussian-mixture prior by
 /// guided reverse diffusion: Monte Carlo guided diffusion (a fully adapted particle filter on the DDPM backward
 /// kernel, consistent as the number of particles grows, with a log-evidence estimate), and the DPS and Pi-GDM
-/// baselines. B independent problems of N particles each run in one launch sequence (docs/guided.md).
+/// baselines. B independent problems of N particles each run in one launch sequence (README: "Guided posterior sampling").
 #pragma once
 
 #include <diffsample/execution.hpp>
@@ -18,7 +18,7 @@
 
 namespace diffsample {
 
-/// The posterior samplers (shared/math.md section 5).
+/// The posterior samplers (formulas in the README).
 enum class guided_sampler : int {
   /// Monte Carlo guided diffusion: potentials g_k(x) = N(a_k y; A x, sigma_{y,k}^2 I) on the DDPM backward kernel
   /// N(mu(x_{k+1}), sig^2 I); weights N(a_k y; A mu, sigma_{y,k}^2 I + sig^2 A A^T) / g_{k+1}, adaptive resampling,
@@ -49,7 +49,7 @@ struct guided_problems {
 
 /// Settings of one run.
 struct guided_options {
-  guided_sampler sampler = guided_sampler::smc;
+  guided_sampler sampler = guided_sampler::smc;  ///< posterior sampler
   /// Channel and time grid, sampled with DDPM steps between consecutive grid points (any schedule whose signal
   /// scale a stays positive: VP schedules are the intended use). The last grid point may have s = 0.
   noise_schedule schedule = noise_schedule::vp_linear();
@@ -86,7 +86,7 @@ struct guided_outputs {
 
 /// What a run did.
 struct guided_report {
-  executor ran = executor::automatic;
+  executor ran = executor::automatic;  ///< executor that ran
   std::int64_t launches = 0;  ///< kernel launches (or CPU loops) issued
 };
 

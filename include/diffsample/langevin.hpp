@@ -10,7 +10,7 @@
 
 namespace diffsample {
 
-/// The update rule (shared/math.md section 2).
+/// The update rule (formulas in the README).
 enum class langevin_method : int {
   ula = 0,        ///< x <- x + gamma g(x) + sqrt(2 gamma) xi
   mala = 1,       ///< ULA proposal, Metropolis-Hastings accept/reject (unbiased)

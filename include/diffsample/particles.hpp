@@ -4,7 +4,7 @@
 ///
 /// A batch holds B problems of N particles each; log-weights are B x N floats, one row per problem. Every
 /// resampling scheme works on fixed-point integer weights and integer prefix sums, so the same inputs give the
-/// same ancestors on every run, for every thread count and on both executors (docs/smc.md has the construction).
+/// same ancestors on every run, for every thread count and on both executors (README: "Why the ancestors are exact and deterministic").
 #pragma once
 
 #include <diffsample/execution.hpp>

@@ -2,7 +2,7 @@
 /// @brief The exact posterior of a Gaussian-mixture prior under a linear-Gaussian observation y = A x + sigma_y z.
 ///
 /// With prior sum_k w_k N(mu_k, Sigma_k) (Sigma_k diagonal) the posterior is again a mixture,
-/// p(x | y) = sum_k w'_k N(m'_k, S'_k), with full covariances S'_k (shared/math.md section 5). Everything is
+/// p(x | y) = sum_k w'_k N(m'_k, S'_k), with full covariances S'_k (formulas in the README). Everything is
 /// computed once, in FP64 on the host, in the covariance (Kalman) form, which also covers sigma_y = 0 when
 /// A Sigma_k A^T is non-singular. This is the reference that posterior samplers are scored against.
 #pragma once

@@ -11,7 +11,7 @@
 
 namespace diffsample {
 
-/// The families of channels (shared/math.md section 1).
+/// The families of channels (formulas in the README).
 enum class schedule_kind : int {
   vp_linear = 0,                ///< variance preserving, beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1]
   vp_cosine = 1,                ///< variance preserving, alpha-bar(t) = cos^2(theta(t)) / cos^2(theta(0)), t in [0, 1]

@@ -1,4 +1,4 @@
-// Parsing of problem files (schema in docs/cli.md).
+// Parsing of problem files (schema in README ("The diffsample program")).
 #include "cli/problem.hpp"
 
 #include <sys/stat.h>
