@@ -19,6 +19,8 @@
 
 #include <diffsample/diffsample.hpp>
 
+#include "bench_common.hpp"
+
 namespace ds = diffsample;
 
 namespace {
@@ -29,12 +31,6 @@ double flops_per_chain_step(ds::diffusion_sampler s, std::int64_t K, std::int64_
   return (s == ds::diffusion_sampler::ode_heun ? 2 : 1) * denoiser + update;
 }
 
-void check(cudaError_t s, const char* what) {
-  if (s != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(s));
-    std::exit(1);
-  }
-}
 
 }  // namespace
 
@@ -58,28 +54,13 @@ int main(int argc, char** argv) {
       double seconds = 0;
       ds::diffusion_report report;
       if (gpu) {
-        float* x = nullptr;
-        void* ws = nullptr;
         const std::size_t ws_bytes = ds::diffusion_workspace_bytes(mix, n, o);
-        check(cudaMalloc(reinterpret_cast<void**>(&x), n * d * sizeof(float)), "cudaMalloc");
-        if (ws_bytes) check(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+        bench::device_memory xs(n * d * sizeof(float)), ws(ws_bytes);
+        float* x = static_cast<float*>(xs.p);
         auto warm = o;
         warm.steps = 2;
-        ds::diffusion(mix, x, n, warm, {}, {where}, ws, ws_bytes);  // warm-up: module load, caches
-        cudaEvent_t t0, t1;
-        check(cudaEventCreate(&t0), "event");
-        check(cudaEventCreate(&t1), "event");
-        check(cudaEventRecord(t0), "record");
-        report = ds::diffusion(mix, x, n, o, {}, {where}, ws, ws_bytes);
-        check(cudaEventRecord(t1), "record");
-        check(cudaEventSynchronize(t1), "sync");
-        float ms = 0;
-        check(cudaEventElapsedTime(&ms, t0, t1), "elapsed");
-        seconds = ms * 1e-3;
-        cudaFree(x);
-        if (ws) cudaFree(ws);
-        cudaEventDestroy(t0);
-        cudaEventDestroy(t1);
+        seconds = bench::time_on_gpu([&] { ds::diffusion(mix, x, n, warm, {}, {where}, ws.p, ws_bytes); },
+                                     [&] { report = ds::diffusion(mix, x, n, o, {}, {where}, ws.p, ws_bytes); });
       } else {
         std::vector<float> host(n * d);
         const auto t0 = std::chrono::steady_clock::now();

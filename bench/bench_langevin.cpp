@@ -20,6 +20,8 @@
 
 #include <diffsample/diffsample.hpp>
 
+#include "bench_common.hpp"
+
 namespace ds = diffsample;
 
 namespace {
@@ -35,12 +37,6 @@ double dram_bytes_per_chain_step(ds::langevin_method m, std::int64_t d, bool reg
   return (m == ds::langevin_method::mala ? 8.0 : 4.0) * d * 4;
 }
 
-void check(cudaError_t s, const char* what) {
-  if (s != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(s));
-    std::exit(1);
-  }
-}
 
 }  // namespace
 
@@ -65,29 +61,14 @@ int main(int argc, char** argv) {
       double seconds = 0;
       ds::langevin_report report;
       if (gpu) {
-        float* x = nullptr;
-        void* ws = nullptr;
         const std::size_t ws_bytes = ds::langevin_workspace_bytes(mix, n, o);
-        check(cudaMalloc(reinterpret_cast<void**>(&x), n * d * sizeof(float)), "cudaMalloc");
-        if (ws_bytes) check(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+        bench::device_memory xs(n * d * sizeof(float)), ws(ws_bytes);
+        float* x = static_cast<float*>(xs.p);
         mix.sample(x, n, {}, 1, nullptr, 0, {where});
         auto warm = o;
         warm.steps = 2;
-        ds::langevin(mix, x, n, warm, {}, {where}, ws, ws_bytes);  // warm-up: module load, caches
-        cudaEvent_t t0, t1;
-        check(cudaEventCreate(&t0), "event");
-        check(cudaEventCreate(&t1), "event");
-        check(cudaEventRecord(t0), "record");
-        report = ds::langevin(mix, x, n, o, {}, {where}, ws, ws_bytes);
-        check(cudaEventRecord(t1), "record");
-        check(cudaEventSynchronize(t1), "sync");
-        float ms = 0;
-        check(cudaEventElapsedTime(&ms, t0, t1), "elapsed");
-        seconds = ms * 1e-3;
-        cudaFree(x);
-        if (ws) cudaFree(ws);
-        cudaEventDestroy(t0);
-        cudaEventDestroy(t1);
+        seconds = bench::time_on_gpu([&] { ds::langevin(mix, x, n, warm, {}, {where}, ws.p, ws_bytes); },
+                                     [&] { report = ds::langevin(mix, x, n, o, {}, {where}, ws.p, ws_bytes); });
       } else {
         mix.sample(host.data(), n, {}, 1, nullptr, 0, {where});
         const auto t0 = std::chrono::steady_clock::now();

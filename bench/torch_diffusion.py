@@ -9,29 +9,10 @@ import sys
 
 import torch
 
-
-def grid_means(d, grid=5, spacing=8.0):
-    k = torch.arange(grid * grid)
-    rows, cols = (k // grid).double(), (k % grid).double()
-    centre = 0.5 * (grid - 1)
-    means = torch.empty(grid * grid, d, dtype=torch.float64)
-    for j in range(d):
-        means[:, j] = spacing * ((rows if j % 2 == 0 else cols) - centre)
-    return means.float()
+from torch_common import grid_means, denoiser, vp_linear_channel as channel
 
 
-def channel(t, beta_min=0.1, beta_max=20.0):
-    log_abar = -(beta_min * t + 0.5 * (beta_max - beta_min) * t * t)
-    a = math.exp(0.5 * log_abar)
-    return a, math.sqrt(max(1.0 - a * a, 0.0))
 
-
-def denoiser(x, means, log_w, a, s):
-    # isotropic unit-variance components: c = a^2 + s^2, m_k = (s^2 mu_k + a x) / c
-    c = a * a + s * s
-    diff = x.unsqueeze(1) - a * means.unsqueeze(0)
-    r = torch.softmax(log_w - 0.5 * (diff * diff).sum(-1) / c, dim=1)
-    return (s * s * (r @ means) + a * x) / c
 
 
 def run_loop(x, means, log_w, sampler, steps):

@@ -9,15 +9,8 @@ import time
 
 import torch
 
+from torch_common import grid_means
 
-def grid_means(d, grid=5, spacing=8.0):
-    k = torch.arange(grid * grid)
-    rows, cols = (k // grid).double(), (k % grid).double()
-    centre = 0.5 * (grid - 1)
-    means = torch.empty(grid * grid, d, dtype=torch.float64)
-    for j in range(d):
-        means[:, j] = spacing * ((rows if j % 2 == 0 else cols) - centre)
-    return means.float()
 
 
 def score(x, means, log_w, var):

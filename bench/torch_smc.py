@@ -11,15 +11,8 @@ import sys
 
 import torch
 
+from torch_common import grid_means, denoiser
 
-def grid_means(d, grid=5, spacing=8.0):
-    k = torch.arange(grid * grid)
-    rows, cols = (k // grid).double(), (k % grid).double()
-    centre = 0.5 * (grid - 1)
-    means = torch.empty(grid * grid, d, dtype=torch.float64)
-    for j in range(d):
-        means[:, j] = spacing * ((rows if j % 2 == 0 else cols) - centre)
-    return means.float()
 
 
 def vp_linear_points(steps, beta_min=0.1, beta_max=20.0):
@@ -27,13 +20,6 @@ def vp_linear_points(steps, beta_min=0.1, beta_max=20.0):
     abar = torch.exp(-(beta_min * t + 0.5 * (beta_max - beta_min) * t * t))
     return abar.sqrt(), (1 - abar).clamp_min(0).sqrt()
 
-
-def denoiser(x, means, log_w, a, s):
-    # Unit-variance components: c = a^2 + s^2, E[x0 | x] = sum_k r_k (s^2 mu_k + a x) / c.
-    c = a * a + s * s
-    diff = x.unsqueeze(1) - a * means.unsqueeze(0)  # (n, K, d)
-    r = torch.softmax(log_w - 0.5 * (diff * diff).sum(-1) / c, dim=1)
-    return (s * s * (r @ means) + a * x) / c
 
 
 def guided_smc(x, means, log_w, A, y, sigma_y, steps):
