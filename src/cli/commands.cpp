@@ -36,7 +36,7 @@ const char* sample_usage =
     "Samples a Gaussian-mixture prior with any sampler of the library and scores the samples against exact ones.\n"
     "\n"
     "prior (built-in grid mixture unless --problem gives one):\n"
-    "  --problem FILE.json     problem file: prior and sampler settings (README ("The diffsample program")); options override it\n"
+    "  --problem FILE.json     problem file: prior and sampler settings (schema in README); options override it\n"
     "  --dim D                 dimension of the grid mixture (default 2)\n"
     "  --grid G                G x G grid of means (default 5: 25 components, the demo's weights)\n"
     "  --spacing S             distance between neighbouring means (default 2)\n"

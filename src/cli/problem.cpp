@@ -1,4 +1,4 @@
-// Parsing of problem files (schema in README ("The diffsample program")).
+// Parsing of problem files (schema in the README, section "Problem files").
 #include "cli/problem.hpp"
 
 #include <sys/stat.h>

@@ -1,7 +1,7 @@
 // Problem files of the diffsample program: a JSON document describing a Gaussian-mixture prior, sampler settings
 // and (for posterior problems) a linear-Gaussian observation. Arrays are given inline or as paths to .npy files
 // (float32 or float64, C order), relative paths resolving against the JSON file's folder. The schema is in
-// README ("The diffsample program").
+// the README, section "Problem files".
 //
 // Every problem throws cli::input_error with a one-line message that starts with the file name and names the
 // field: "problem.json: prior.means: expected 25 rows, got 24".
