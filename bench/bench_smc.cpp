@@ -22,16 +22,13 @@
 #include <diffsample/guided.hpp>
 #include <diffsample/particles.hpp>
 
+#include "bench_common.hpp"
+
 namespace ds = diffsample;
 
 namespace {
 
-void check(cudaError_t s, const char* what) {
-  if (s != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(s));
-    std::exit(1);
-  }
-}
+using bench::check;
 
 // A buffer on the executor's side.
 template <class T>
@@ -55,21 +52,8 @@ struct buffer {
 // Seconds of f(), with CUDA events on the GPU (after one warm-up call) and a steady clock on the CPU.
 template <class F>
 double timed(bool gpu, F&& f) {
+  if (gpu) return bench::time_on_gpu(f, f);
   f();
-  if (gpu) {
-    cudaEvent_t a, b;
-    check(cudaEventCreate(&a), "event");
-    check(cudaEventCreate(&b), "event");
-    check(cudaEventRecord(a), "record");
-    f();
-    check(cudaEventRecord(b), "record");
-    check(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    return ms / 1e3;
-  }
   const auto t0 = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
