@@ -10,6 +10,7 @@
 // second denoiser evaluation at the next channel.
 #pragma once
 
+#include "kernels/chain_runner.cuh"
 #include "kernels/config.cuh"
 #include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
@@ -97,40 +98,14 @@ DS_HD_INLINE void diffusion_chain(const diffusion_params& p, std::int64_t i, V& 
   }
 }
 
-/// Chain state in registers for a compile-time dimension D.
-template <int D>
-struct diffusion_register_functor {
+/// The diffusion chain body for the runners of kernels/chain_runner.cuh (scratch: m, the Heun point, the SMS sum).
+/// The initial state is read from x unless the library draws it.
+struct diffusion_chain_body {
   diffusion_params p;
-  float* x;  // n x D, row-major
-  DS_HD void operator()(std::int64_t i) const {
-    reg_vec<float, D> xs{}, m{}, pt{}, sum{};
-    float* row = x + i * D;
-    if (!p.draw_initial)
-      for (int j = 0; j < D; ++j) xs[j] = row[j];
-    diffusion_chain(p, i, xs, m, pt, sum);
-    for (int j = 0; j < D; ++j) row[j] = xs[j];
-  }
-};
-
-/// Chain state in workspace for any d: four vectors of d floats per chain, coordinate-major on CUDA (coalesced),
-/// chain-major on the CPU (as langevin_workspace_functor).
-struct diffusion_workspace_functor {
-  diffusion_params p;
-  float* x;  // n x d, row-major
-  float* workspace;
-  bool coordinate_major;
-  DS_HD void operator()(std::int64_t i) const {
-    const int d = p.mix.dim;
-    const std::int64_t stride = coordinate_major ? p.n : 1;
-    const std::int64_t base = coordinate_major ? i : i * d;
-    const std::int64_t block = static_cast<std::int64_t>(d) * p.n;
-    strided_vec<float> xs{workspace + base, stride, d}, m{workspace + block + base, stride, d},
-        pt{workspace + 2 * block + base, stride, d}, sum{workspace + 3 * block + base, stride, d};
-    float* row = x + i * d;
-    if (!p.draw_initial)
-      for (int j = 0; j < d; ++j) xs[j] = row[j];
-    diffusion_chain(p, i, xs, m, pt, sum);
-    for (int j = 0; j < d; ++j) row[j] = xs[j];
+  DS_HD_INLINE bool loads_state() const { return !p.draw_initial; }
+  template <class V>
+  DS_HD_INLINE void operator()(std::int64_t i, V& x, V& m, V& pt, V& sum) const {
+    diffusion_chain(p, i, x, m, pt, sum);
   }
 };
 

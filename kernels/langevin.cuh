@@ -2,6 +2,7 @@
 // registers (reg_vec, compile-time d) or strided workspace (run-time d). Both executors run this same code.
 #pragma once
 
+#include "kernels/chain_runner.cuh"
 #include "kernels/config.cuh"
 #include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
@@ -72,38 +73,13 @@ DS_HD_INLINE void langevin_chain(const langevin_params& p, std::int64_t i, V& x,
   if (p.accepted != nullptr) p.accepted[i] = accepted;
 }
 
-/// Chain state in registers for a compile-time dimension D.
-template <int D>
-struct langevin_register_functor {
+/// The Langevin chain body for the runners of kernels/chain_runner.cuh (scratch: g, x', g').
+struct langevin_chain_body {
   langevin_params p;
-  float* x;  // n x D, row-major
-  DS_HD void operator()(std::int64_t i) const {
-    reg_vec<float, D> xs{}, g{}, xp{}, gp{};
-    float* row = x + i * D;
-    for (int j = 0; j < D; ++j) xs[j] = row[j];
-    langevin_chain(p, i, xs, g, xp, gp);
-    for (int j = 0; j < D; ++j) row[j] = xs[j];
-  }
-};
-
-/// Chain state in workspace for any d: four vectors of d floats per chain, element j of chain i at
-/// workspace[v * d * n + base(i) + j * stride], coordinate-major on CUDA (coalesced), chain-major on the CPU.
-struct langevin_workspace_functor {
-  langevin_params p;
-  float* x;  // n x d, row-major
-  float* workspace;
-  bool coordinate_major;
-  DS_HD void operator()(std::int64_t i) const {
-    const int d = p.mix.dim;
-    const std::int64_t stride = coordinate_major ? p.n : 1;
-    const std::int64_t base = coordinate_major ? i : i * d;
-    const std::int64_t block = static_cast<std::int64_t>(d) * p.n;
-    strided_vec<float> xs{workspace + base, stride, d}, g{workspace + block + base, stride, d},
-        xp{workspace + 2 * block + base, stride, d}, gp{workspace + 3 * block + base, stride, d};
-    float* row = x + i * d;
-    for (int j = 0; j < d; ++j) xs[j] = row[j];
-    langevin_chain(p, i, xs, g, xp, gp);
-    for (int j = 0; j < d; ++j) row[j] = xs[j];
+  DS_HD_INLINE bool loads_state() const { return true; }
+  template <class V>
+  DS_HD_INLINE void operator()(std::int64_t i, V& x, V& g, V& xp, V& gp) const {
+    langevin_chain(p, i, x, g, xp, gp);
   }
 };
 

@@ -224,7 +224,8 @@ bool is_register_dim(std::int64_t d) { return d == 2 || d == 8 || d == 10 || d =
 
 template <int D>
 void launch_register(executor where, const kernels::diffusion_params& p, float* x, cudaStream_t stream) {
-  kernels::for_each_index(where, p.n, kernels::diffusion_register_functor<D>{p, x}, stream, 128);
+  using functor = kernels::register_chain_functor<D, kernels::diffusion_chain_body>;
+  kernels::for_each_index(where, p.n, functor{{p}, x}, stream, 128);
 }
 
 void dispatch_register(std::int64_t d, executor where, const kernels::diffusion_params& p, float* x,
@@ -309,7 +310,8 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
     return report;
   }
   float* state = reinterpret_cast<float*>(ws + table_bytes(o));
-  kernels::for_each_index(where, n, kernels::diffusion_workspace_functor{p, x, state, where == executor::cuda},
+  kernels::for_each_index(where, n, kernels::workspace_chain_functor<kernels::diffusion_chain_body>{
+                              {p}, x, state, n, int(d), where == executor::cuda},
                           exec.stream);
   return report;
 }

@@ -41,7 +41,8 @@ bool is_register_dim(std::int64_t d) {
 template <int D>
 void launch_register(executor where, const kernels::langevin_params& p, float* x, cudaStream_t stream) {
   // Register-heavy chains: smaller blocks leave the compiler room and keep occupancy up.
-  kernels::for_each_index(where, p.n, kernels::langevin_register_functor<D>{p, x}, stream, 128);
+  using functor = kernels::register_chain_functor<D, kernels::langevin_chain_body>;
+  kernels::for_each_index(where, p.n, functor{{p}, x}, stream, 128);
 }
 
 void dispatch_register(std::int64_t d, executor where, const kernels::langevin_params& p, float* x,
@@ -127,7 +128,8 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t
     owned = std::make_unique<detail::scratch>(need, where, exec.stream);
     ws = static_cast<float*>(owned->data());
   }
-  kernels::for_each_index(where, n, kernels::langevin_workspace_functor{p, x, ws, where == executor::cuda},
+  kernels::for_each_index(where, n, kernels::workspace_chain_functor<kernels::langevin_chain_body>{
+                              {p}, x, ws, n, int(d), where == executor::cuda},
                           exec.stream);
   return report;
 }
