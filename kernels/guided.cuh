@@ -9,6 +9,10 @@
 // covariance of the mutation), per (grid point, problem) 1 / sigma_{y,k}^2. The constant parts of the Gaussian
 // log-densities (log-determinants) shift every particle of a problem equally: they never touch the float weights
 // and are added to the log-normaliser on the host, in FP64.
+//
+// Operators: dense rows of A (d_y x d_x floats per operator), or masks (observed coordinate indices and gains, d_y
+// each). With masks A A^T is diagonal, so every S above is diagonal and its table holds only the diagonal of S^-1:
+// a particle's observation work is then O(d_y) instead of O(d_y d_x + d_y^2).
 #pragma once
 
 #include "kernels/config.cuh"
@@ -32,9 +36,10 @@ struct guided_params {
   const guided_step* steps;    // `steps` transitions
   const float* inv_var;        // (steps + 1) x B: 1 / sigma_{y,k}^2 at every grid point (SMC potentials)
   const float* noise_std;      // (steps + 1) x B: sigma_{y,k} (SMC mutation)
-  const float* precision;      // steps x B x d_y x d_y: S^-1 per transition and problem
-  const float* A;              // d_y x d_x (shared) or B x d_y x d_x
-  std::int64_t A_stride;       // 0 when shared, d_y d_x otherwise
+  const float* precision;      // steps x B x d_y x d_y: S^-1 per transition and problem (masks: the diagonal only)
+  const float* A;              // d_y x d_x (shared) or B x d_y x d_x; masks: d_y gains (shared) or B x d_y
+  const std::int32_t* mask;    // masks: d_y observed coordinates (shared) or B x d_y; nullptr for dense A
+  std::int64_t A_stride;       // 0 when shared, else the values per problem (d_y d_x dense, d_y mask)
   const float* y;              // B x d_y
   std::int64_t problems, particles;
   int d, d_y;
@@ -42,16 +47,50 @@ struct guided_params {
   float initial_scale;
 };
 
-/// r = scale * y_b - A_b x for one particle (d_y values).
-template <class X, class R>
-DS_HD_INLINE void guided_residual(const guided_params& p, std::int64_t b, float scale, const X& x, R& r) {
+/// r = scale * y_b - A_b x - noise * z for one particle (d_y values); z is read only when noise != 0.
+template <class X, class R, class Z = const float*>
+DS_HD_INLINE void guided_residual(const guided_params& p, std::int64_t b, float scale, const X& x, R& r,
+                                  float noise = 0.f, Z z = nullptr) {
   const float* A = p.A + b * p.A_stride;
   const float* y = p.y + b * p.d_y;
+  if (p.mask != nullptr) {
+    const std::int32_t* index = p.mask + b * p.A_stride;
+    for (int o = 0; o < p.d_y; ++o)
+      r[o] = scale * y[o] - (noise != 0.f ? noise * z[o] : 0.f) - A[o] * x[index[o]];
+    return;
+  }
   for (int o = 0; o < p.d_y; ++o) {
-    float acc = scale * y[o];
+    float acc = scale * y[o] - (noise != 0.f ? noise * z[o] : 0.f);
     for (int j = 0; j < p.d; ++j) acc -= A[static_cast<std::int64_t>(o) * p.d + j] * x[j];
     r[o] = acc;
   }
+}
+
+/// The S^-1 table of transition k and problem b (d_y x d_y, or its diagonal for masks).
+DS_HD_INLINE const float* guided_precision(const guided_params& p, std::int64_t k, std::int64_t b) {
+  const std::int64_t size = p.mask != nullptr ? p.d_y : static_cast<std::int64_t>(p.d_y) * p.d_y;
+  return p.precision + (k * p.problems + b) * size;
+}
+
+/// Row o of S^-1 t.
+template <class T>
+DS_HD_INLINE float guided_precision_row(const guided_params& p, const float* P, int o, const T& t) {
+  if (p.mask != nullptr) return P[o] * t[o];
+  float u = 0;
+  for (int c = 0; c < p.d_y; ++c) u += P[o * p.d_y + c] * t[c];
+  return u;
+}
+
+/// x += value * (row o of A_b), i.e. the o-th term of A^T u.
+template <class X>
+DS_HD_INLINE void guided_add_row(const guided_params& p, std::int64_t b, int o, float value, X& x) {
+  const float* A = p.A + b * p.A_stride;
+  if (p.mask != nullptr) {
+    x[p.mask[b * p.A_stride + o]] += value * A[o];
+    return;
+  }
+  const float* row = A + static_cast<std::int64_t>(o) * p.d;
+  for (int j = 0; j < p.d; ++j) x[j] += value * row[j];
 }
 
 /// Initial particles x = s_0 z (stream step 0) and their weight log g_0(x) (without its constant).
@@ -96,13 +135,9 @@ struct guided_weight_functor {
     mixture_denoiser(p.mix, xi, st.a, st.s, mi);
     for (int j = 0; j < p.d; ++j) mi[j] = st.c0 * mi[j] + st.c1 * xi[j];
     guided_residual(p, b, st.a_next, mi, ri);
-    const float* P = p.precision + (k * p.problems + b) * p.d_y * p.d_y;
+    const float* P = guided_precision(p, k, b);
     float q_next = 0;
-    for (int o = 0; o < p.d_y; ++o) {
-      float row = 0;
-      for (int c = 0; c < p.d_y; ++c) row += P[o * p.d_y + c] * ri[c];
-      q_next += ri[o] * row;
-    }
+    for (int o = 0; o < p.d_y; ++o) q_next += ri[o] * guided_precision_row(p, P, o, ri);
     lw[i] += -0.5f * q_next + 0.5f * q_now;
   }
 };
@@ -111,13 +146,14 @@ struct guided_weight_functor {
 /// N(x; mu, sig^2 I) g_{k+1}(x) / Z by the perturbation (Matheron) form of the Kalman update:
 ///   x' = mu + sig z,  t = a_next y - A x' - sigma_{y,k+1} z_y,  x = x' + sig^2 A^T S^-1 t,
 /// which has mean mu + sig^2 A^T S^-1 (a_next y - A mu) and covariance sig^2 I - sig^4 A^T S^-1 A, the Woodbury form
-/// of (I / sig^2 + A^T A / sigma_{y,k+1}^2)^-1. Costs O(d d_y + d_y^2) per particle. Stream step k + 1.
+/// of (I / sig^2 + A^T A / sigma_{y,k+1}^2)^-1. Costs O(d d_y + d_y^2) per particle (O(d + d_y) with masks).
+/// Stream step k + 1.
 struct guided_mutate_functor {
   guided_params p;
   std::int64_t k;
   const float* mu;  // B N x d
   float* x;         // B N x d
-  float* r;         // B N x d_y scratch
+  float* r;         // B N x 2 d_y scratch: the observation normals z_y, then t
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     const guided_step st = p.steps[k];
@@ -126,7 +162,8 @@ struct guided_mutate_functor {
     strided_vec<float> xi{x + i * p.d, 1, p.d};
     const float* mi = mu + i * p.d;
     philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
-    float* zy = r + i * p.d_y;  // the d_y observation normals, overwritten by t below
+    float* zy = r + i * 2 * p.d_y;  // the d_y observation normals
+    float* t = zy + p.d_y;
     rng.normals(p.d + p.d_y, [&](int j, float z) {
       if (j < p.d)
         xi[j] = mi[j] + sig * z;
@@ -134,25 +171,11 @@ struct guided_mutate_functor {
         zy[j - p.d] = z;
     });
     if (sig == 0.f) return;  // a deterministic kernel: x = mu exactly
-    const float* A = p.A + b * p.A_stride;
-    const float* y = p.y + b * p.d_y;
-    // t = a_next y - A x' - noise z_y, in place over z_y.
-    for (int o = 0; o < p.d_y; ++o) {
-      float acc = st.a_next * y[o] - noise * zy[o];
-      for (int j = 0; j < p.d; ++j) acc -= A[static_cast<std::int64_t>(o) * p.d + j] * xi[j];
-      zy[o] = acc;
-    }
-    const float* P = p.precision + (k * p.problems + b) * p.d_y * p.d_y;
+    // t = a_next y - A x' - noise z_y, then x = x' + sig^2 A^T S^-1 t, one row of A at a time.
+    guided_residual(p, b, st.a_next, xi, t, noise, zy);
+    const float* P = guided_precision(p, k, b);
     const float sig2 = sig * sig;
-    for (int j = 0; j < p.d; ++j) {
-      float acc = 0;
-      for (int o = 0; o < p.d_y; ++o) {
-        float u = 0;
-        for (int c = 0; c < p.d_y; ++c) u += P[o * p.d_y + c] * zy[c];
-        acc += A[static_cast<std::int64_t>(o) * p.d + j] * u;
-      }
-      xi[j] += sig2 * acc;
-    }
+    for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, sig2 * guided_precision_row(p, P, o, t), xi);
   }
 };
 
@@ -210,18 +233,13 @@ struct guided_baseline_functor {
       const float s0 = p.initial_scale;
       rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
     }
-    const float* A = p.A + b * p.A_stride;
     for (std::int64_t k = 0; k < steps; ++k) {
       const guided_step st = p.steps[k];
       mixture_denoiser(p.mix, xi, st.a, st.s, mi);
       guided_residual(p, b, 1.f, mi, ri);
-      const float* P = p.precision + (k * p.problems + b) * p.d_y * p.d_y;
+      const float* P = guided_precision(p, k, b);
       for (int j = 0; j < d; ++j) vi[j] = 0.f;
-      for (int o = 0; o < p.d_y; ++o) {
-        float u = 0;
-        for (int c = 0; c < p.d_y; ++c) u += P[o * p.d_y + c] * ri[c];
-        for (int j = 0; j < d; ++j) vi[j] += A[static_cast<std::int64_t>(o) * d + j] * u;
-      }
+      for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, ri), vi);
       mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ji);
       const float shift = scale * st.guidance;
       philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);

@@ -77,15 +77,34 @@ double invert_spd(std::vector<double>& m, int n, const char* what) {
   return logdet;
 }
 
+// How the problems' operators reach the kernels: `count` operators (1 shared or B), as masks or dense rows.
+struct operator_shape {
+  bool mask = false;
+  std::int64_t count = 1;
+};
+
+operator_shape shape_of(const guided_problems& pr, std::int64_t d) {
+  operator_shape sh;
+  if (pr.operators.empty()) {
+    sh.count = pr.A.size() == static_cast<std::size_t>(pr.d_y * d) ? 1 : pr.problems;
+    return sh;
+  }
+  sh.count = static_cast<std::int64_t>(pr.operators.size());
+  sh.mask = std::all_of(pr.operators.begin(), pr.operators.end(),
+                        [](const observation_operator& op) { return op.kind() == observation_kind::mask; });
+  return sh;
+}
+
 struct layout {
-  std::size_t steps, inv_var, noise_std, precision, A, y, constants, table_end;  // table part (copied from host)
+  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, table_end;  // table part (from host)
   std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, total;
   std::size_t resampling_bytes;
 };
 
 layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
   const std::size_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;
-  const std::size_t a_count = pr.A.size();
+  const operator_shape sh = shape_of(pr, prior.dim());
+  const std::size_t a_count = sh.count * dy * (sh.mask ? 1 : d);
   layout l{};
   std::size_t at = 0;
   auto put = [&](std::size_t bytes) {
@@ -96,8 +115,9 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
   l.steps = put(K * sizeof(guided_step));
   l.inv_var = put((K + 1) * B * sizeof(float));
   l.noise_std = put((K + 1) * B * sizeof(float));
-  l.precision = put(K * B * dy * dy * sizeof(float));
+  l.precision = put(K * B * dy * (sh.mask ? 1 : dy) * sizeof(float));
   l.A = put(a_count * sizeof(float));
+  l.mask = put(sh.mask ? sh.count * dy * sizeof(std::int32_t) : 0);
   l.y = put(B * dy * sizeof(float));
   l.constants = put(B * sizeof(double));
   l.table_end = at;
@@ -106,7 +126,7 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
   l.mu = put((smc ? 1 : 3) * B * N * d * sizeof(float));  // the baselines' m, v, J v
   l.mu2 = put(smc ? B * N * d * sizeof(float) : 0);
   l.lw = put(smc ? B * N * sizeof(float) : 0);
-  l.r = put(B * N * dy * sizeof(float));
+  l.r = put((smc ? 2 : 1) * B * N * dy * sizeof(float));
   l.ancestors = put(smc ? B * N * sizeof(std::int32_t) : 0);
   l.reports = put(smc ? B * sizeof(particle_report) : 0);
   l.log_z = put(smc ? B * sizeof(double) : 0);
@@ -129,16 +149,31 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
                      "options.steps: must be in [1, 2^24], got " << o.steps);
   DIFFSAMPLE_EXPECTS(o.particles >= 1 && o.particles <= (std::int64_t(1) << 24),
                      "options.particles: must be in [1, 2^24], got " << o.particles);
-  detail::check_count("options.particles", pr.problems * o.particles, d * 3 + pr.d_y);
+  detail::check_count("options.particles", pr.problems * o.particles, d * 3 + 2 * pr.d_y);
   const std::size_t one = static_cast<std::size_t>(pr.d_y * d);
-  DIFFSAMPLE_EXPECTS(pr.A.size() == one || pr.A.size() == one * pr.problems,
-                     "problems.A: expected d_y x d_x = " << one << " or B x d_y x d_x = " << one * pr.problems
-                                                         << " values, got " << pr.A.size());
+  if (pr.operators.empty()) {
+    DIFFSAMPLE_EXPECTS(pr.A.size() == one || pr.A.size() == one * pr.problems,
+                       "problems.A: expected d_y x d_x = " << one << " or B x d_y x d_x = " << one * pr.problems
+                                                           << " values, got " << pr.A.size());
+  } else {
+    DIFFSAMPLE_EXPECTS(pr.A.empty(), "problems.A: give either A or operators, not both (A has "
+                                         << pr.A.size() << " values, operators " << pr.operators.size() << ")");
+    DIFFSAMPLE_EXPECTS(pr.operators.size() == 1 || pr.operators.size() == static_cast<std::size_t>(pr.problems),
+                       "problems.operators: expected 1 or B = " << pr.problems << " operators, got "
+                                                                << pr.operators.size());
+    for (std::size_t i = 0; i < pr.operators.size(); ++i) {
+      const observation_operator& op = pr.operators[i];
+      DIFFSAMPLE_EXPECTS(!op.empty(), "problems.operators[" << i << "]: empty operator");
+      DIFFSAMPLE_EXPECTS(op.d_y() == pr.d_y && op.d_x() == d, "problems.operators[" << i << "]: " << op.d_y() << " x "
+                                                                << op.d_x() << ", expected d_y x d_x = " << pr.d_y
+                                                                << " x " << d);
+    }
+  }
   DIFFSAMPLE_EXPECTS(pr.y.size() == static_cast<std::size_t>(pr.problems * pr.d_y),
                      "problems.y: expected B x d_y = " << pr.problems * pr.d_y << " values, got " << pr.y.size());
   DIFFSAMPLE_EXPECTS(pr.sigma_y.size() == 1 || pr.sigma_y.size() == static_cast<std::size_t>(pr.problems),
                      "problems.sigma_y: expected 1 or B = " << pr.problems << " values, got " << pr.sigma_y.size());
-  detail::check_values("problems.A", pr.A, false);
+  if (pr.operators.empty()) detail::check_values("problems.A", pr.A, false);
   detail::check_values("problems.y", pr.y, false);
   detail::check_values("problems.sigma_y", pr.sigma_y, true);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
@@ -163,9 +198,38 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
   auto* noise_std = reinterpret_cast<float*>(blob.data() + l.noise_std);
   auto* precision = reinterpret_cast<float*>(blob.data() + l.precision);
   auto* A32 = reinterpret_cast<float*>(blob.data() + l.A);
+  auto* mask32 = reinterpret_cast<std::int32_t*>(blob.data() + l.mask);
   auto* y32 = reinterpret_cast<float*>(blob.data() + l.y);
   auto* constants = reinterpret_cast<double*>(blob.data() + l.constants);
-  for (std::size_t i = 0; i < pr.A.size(); ++i) A32[i] = float(pr.A[i]);
+  const operator_shape sh = shape_of(pr, d);
+  // The operators as the kernels read them, and A A^T of each (FP64).
+  std::vector<double> gram(static_cast<std::size_t>(sh.count * dy * dy));
+  for (std::int64_t c = 0; c < sh.count; ++c) {
+    double* G = gram.data() + c * dy * dy;
+    if (pr.operators.empty()) {
+      const double* A = pr.A.data() + c * dy * d;
+      for (std::int64_t i = 0; i < dy * d; ++i) A32[c * dy * d + i] = float(A[i]);
+      for (std::int64_t i = 0; i < dy; ++i)
+        for (std::int64_t j = 0; j <= i; ++j) {
+          double acc = 0;
+          for (std::int64_t e = 0; e < d; ++e) acc += A[i * d + e] * A[j * d + e];
+          G[i * dy + j] = G[j * dy + i] = acc;
+        }
+      continue;
+    }
+    const observation_operator& op = pr.operators[c];
+    if (sh.mask) {
+      for (std::int64_t i = 0; i < dy; ++i) {
+        A32[c * dy + i] = float(op.diagonal()[i]);
+        mask32[c * dy + i] = static_cast<std::int32_t>(op.indices()[i]);
+      }
+    } else {
+      const std::vector<double> A = op.matrix();
+      for (std::int64_t i = 0; i < dy * d; ++i) A32[c * dy * d + i] = float(A[i]);
+    }
+    const std::vector<double> g = op.gram();
+    std::copy(g.begin(), g.end(), G);
+  }
   for (std::size_t i = 0; i < pr.y.size(); ++i) y32[i] = float(pr.y[i]);
 
   std::vector<double> sig2(K);
@@ -198,18 +262,11 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     steps[k] = st;
   }
 
-  const std::int64_t a_stride = pr.A.size() == static_cast<std::size_t>(dy * d) ? 0 : dy * d;
   const double log_two_pi = std::log(2 * 3.14159265358979323846);
-  std::vector<double> AAt(dy * dy), S(dy * dy), var(K + 1);
+  std::vector<double> S(dy * dy), var(K + 1);
   for (std::int64_t b = 0; b < B; ++b) {
-    const double* A = pr.A.data() + b * a_stride;
+    const double* AAt = gram.data() + (sh.count == 1 ? 0 : b) * dy * dy;
     const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
-    for (std::int64_t i = 0; i < dy; ++i)
-      for (std::int64_t j = 0; j < dy; ++j) {
-        double acc = 0;
-        for (std::int64_t c = 0; c < d; ++c) acc += A[i * d + c] * A[j * d + c];
-        AAt[i * dy + j] = acc;
-      }
     double trace = 0;
     for (std::int64_t i = 0; i < dy; ++i) trace += AAt[i * dy + i];
     const double spread = o.potential_spread > 0 ? o.potential_spread : trace / double(dy);
@@ -221,6 +278,25 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     double constant = -0.5 * double(dy) * (log_two_pi + std::log(var[0]));
     for (std::int64_t k = 0; k < K; ++k) {
       const schedule_point& p = pts[k];
+      if (sh.mask) {  // A A^T and so S are diagonal: store 1 / S_ii
+        float* P = precision + (k * B + b) * dy;
+        double logdet = 0;
+        for (std::int64_t i = 0; i < dy; ++i) {
+          const double g2 = AAt[i * dy + i];
+          double v = 0;
+          switch (o.sampler) {
+            case guided_sampler::smc: v = var[k + 1] + sig2[k] * g2; break;
+            case guided_sampler::dps: v = sy * sy; break;
+            case guided_sampler::pigdm: v = p.s * p.s / (p.a * p.a + p.s * p.s) * g2 + sy * sy; break;
+          }
+          DIFFSAMPLE_EXPECTS(v > 0 && std::isfinite(v), "problems: the predictive covariance S has diagonal entry "
+                                                            << v << " at row " << i);
+          P[i] = float(1.0 / v);
+          logdet += std::log(v);
+        }
+        constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k]);
+        continue;
+      }
       for (std::int64_t i = 0; i < dy; ++i)
         for (std::int64_t j = 0; j < dy; ++j) {
           const double diag = i == j ? 1.0 : 0.0;
@@ -302,8 +378,10 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   p.inv_var = reinterpret_cast<const float*>(ws + l.inv_var);
   p.noise_std = reinterpret_cast<const float*>(ws + l.noise_std);
   p.precision = reinterpret_cast<const float*>(ws + l.precision);
+  const operator_shape sh = shape_of(pr, d);
   p.A = reinterpret_cast<const float*>(ws + l.A);
-  p.A_stride = pr.A.size() == static_cast<std::size_t>(dy * d) ? 0 : dy * d;
+  p.mask = sh.mask ? reinterpret_cast<const std::int32_t*>(ws + l.mask) : nullptr;
+  p.A_stride = sh.count == 1 ? 0 : dy * (sh.mask ? 1 : d);
   p.y = reinterpret_cast<const float*>(ws + l.y);
   p.problems = B;
   p.particles = N;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
@@ -86,6 +87,27 @@ void validate(const gaussian_mixture& prior, const linear_observation& obs) {
 }
 
 }  // namespace
+
+namespace {
+linear_observation from_operator(const gaussian_mixture& prior, const observation_operator& A, double sigma_y,
+                                 std::vector<double> y) {
+  DIFFSAMPLE_EXPECTS(!A.empty(), "observation: the operator is empty (build it with observation_operator::dense, "
+                                 "mask or svd)");
+  DIFFSAMPLE_EXPECTS(A.d_x() == prior.dim(),
+                     "observation: the operator's d_x " << A.d_x() << " is not the prior's dimension " << prior.dim());
+  linear_observation obs;
+  obs.d_y = A.d_y();
+  obs.d_x = A.d_x();
+  obs.A = A.matrix();
+  obs.sigma_y = sigma_y;
+  obs.y = std::move(y);
+  return obs;
+}
+}  // namespace
+
+mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const observation_operator& A, double sigma_y,
+                                     std::vector<double> y)
+    : mixture_posterior(prior, from_operator(prior, A, sigma_y, std::move(y))) {}
 
 mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear_observation& obs) {
   validate(prior, obs);

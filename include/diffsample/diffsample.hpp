@@ -9,6 +9,7 @@
 #include <diffsample/langevin.hpp>
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
+#include <diffsample/observation.hpp>
 #include <diffsample/particles.hpp>
 #include <diffsample/posterior.hpp>
 #include <diffsample/schedule.hpp>

@@ -8,6 +8,7 @@
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
 #include <diffsample/mixture.hpp>
+#include <diffsample/observation.hpp>
 #include <diffsample/particles.hpp>
 #include <diffsample/schedule.hpp>
 
@@ -43,6 +44,10 @@ struct guided_problems {
   std::int64_t problems = 1;     ///< B >= 1
   std::int64_t d_y = 1;          ///< observation dimension, 1 <= d_y <= 1024
   std::vector<double> A;         ///< d_y x d_x (shared by every problem) or B x d_y x d_x, row-major, finite
+  /// Instead of A (leave A empty then): one operator shared by every problem or B of them, each d_y x d_x, of any
+  /// observation_kind. When every operator is a mask the samplers apply them as a gather and a scatter, O(d_y) per
+  /// particle instead of O(d_y d_x); dense and SVD operators run as dense matrices.
+  std::vector<observation_operator> operators;
   std::vector<double> y;         ///< B x d_y observations, finite
   std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each finite and > 0
 };

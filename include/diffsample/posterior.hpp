@@ -9,6 +9,7 @@
 
 #include <diffsample/export.hpp>
 #include <diffsample/mixture.hpp>
+#include <diffsample/observation.hpp>
 
 #include <cstdint>
 #include <vector>
@@ -34,6 +35,12 @@ class DIFFSAMPLE_API mixture_posterior {
   ///         at or below 1e-13 times its largest diagonal entry, e.g. sigma_y = 0 with A not of full row rank);
   ///         the message names the argument and value
   mixture_posterior(const gaussian_mixture& prior, const linear_observation& observation);
+  /// The posterior under y = A x + sigma_y z for an observation_operator of any kind (used through its dense
+  /// matrix(), so the host cost is the dense one above).
+  /// @throws invalid_argument as the constructor above, and for an empty operator or one whose d_x is not the
+  ///         prior's dimension
+  mixture_posterior(const gaussian_mixture& prior, const observation_operator& A, double sigma_y,
+                    std::vector<double> y);
 
   std::int64_t components() const noexcept { return components_; }  ///< K
   std::int64_t dim() const noexcept { return dim_; }                 ///< d_x
