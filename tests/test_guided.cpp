@@ -214,17 +214,70 @@ TEST(Guided, LogNormaliserConvergesToExactEvidence) {
 // so the tolerances come from R = 8 independent replicas of the problem run as 8 problems of one call:
 // - posterior component weights: each replica's weights are recovered by average responsibility under the exact
 //   posterior; the spread of the 8 replicas gives the standard error of their mean, se_k = sd_k / sqrt(8).
-//   Asserted |mean_k - w'_k| <= 4 se_k + 0.02 for every component (0.02: the DDPM discretisation at 500 steps,
-//   whose unconditional samples sit at sliced-W1 0.13 from the prior at 1000 steps vs 0.29 at 100, measured).
-// - sliced Wasserstein-1 (128 directions) of the pooled 8 x 2048 samples to 16384 exact samples, beside the floor of
-//   two exact sets of that size: asserted sw <= 8 floor. The floor of iid samples is not reachable by a particle
-//   system of this size: the replicas' component-weight errors (a few 0.01, within the bound above) move mass
-//   between modes 8 sqrt(d) apart, which alone gives sliced-W1 of about 0.2; measured 7.0x (8.3x at 400 steps).
+//   Asserted |mean_k - w'_k| <= 5 se_k + 0.02 for every component. 5 se: Student's t with 7 degrees of freedom
+//   exceeds 5 with probability 0.0016, and only a handful of components carry weight, so a correct sampler fails
+//   this under 1% of the time; 0.02: the DDPM discretisation at 500 steps, whose unconditional samples sit at
+//   sliced-W1 0.13 from the prior at 1000 steps vs 0.29 at 100, measured.
+// - the shapes and places of the components: sliced Wasserstein-1 (128 directions) of the pooled 8 x 2048 samples to
+//   as many exact samples drawn with SMC's own pooled component weights (exact_with_counts), asserted within
+//   sw_bound times the exact-vs-exact floor. The plain sliced distance to exact samples is printed but not
+//   asserted: at this size it is dominated by the weight errors above, which move mass between modes 8 sqrt(d)
+//   apart; over SMC seeds 21..26 it ranged from 6.8x to 35x the floor while the within-component distance stayed at
+//   0.78x to 1.18x (max weight errors 0.036 to 0.115, each within its 5 se bound).
 // - the fit along A, E[(y - A x)^2 | y]: per-replica means for SMC (se from their spread) against all exact samples
 //   (se from their variance), within 4 combined se. The sliced distance hardly sees this one direction.
 // Seen to fail with the mutation mean left at mu (the Kalman shift dropped: component 2 recovered at 0 against
-// 0.51) and with the division by g_{k+1} removed from the weights (misfit 0.058 against 0.746; its sliced distance
-// even fell to 3.9x the floor, which is why the misfit is checked).
+// 0.51), with the division by g_{k+1} removed from the weights (misfit 0.058 against 0.746), and with the mutation
+// noise scaled by 1.3 (within-component distance 4.97x the floor, misfit 0.55 against 0.75).
+// Exact posterior samples with prescribed component counts: counts[k] draws from N(m'_k, S'_k) (FP64 Cholesky of
+// the exact covariance, normals from one mt19937 stream), so the set has the exact components and weights counts/n.
+std::vector<float> exact_with_counts(const ds::mixture_posterior& post, const std::vector<std::int64_t>& counts,
+                                     unsigned seed) {
+  const std::int64_t K = post.components(), d = post.dim();
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal;
+  std::vector<float> out;
+  std::vector<double> L(d * d), z(d);
+  for (std::int64_t k = 0; k < K; ++k) {
+    const double* S = post.covariances().data() + k * d * d;
+    std::fill(L.begin(), L.end(), 0.0);
+    for (std::int64_t j = 0; j < d; ++j) {
+      double v = S[j * d + j];
+      for (std::int64_t m = 0; m < j; ++m) v -= L[j * d + m] * L[j * d + m];
+      L[j * d + j] = std::sqrt(std::max(v, 0.0));
+      for (std::int64_t i = j + 1; i < d; ++i) {
+        double u = S[i * d + j];
+        for (std::int64_t m = 0; m < j; ++m) u -= L[i * d + m] * L[j * d + m];
+        L[i * d + j] = L[j * d + j] > 0 ? u / L[j * d + j] : 0.0;
+      }
+    }
+    for (std::int64_t n = 0; n < counts[k]; ++n) {
+      for (auto& v : z) v = normal(gen);
+      for (std::int64_t i = 0; i < d; ++i) {
+        double x = post.means()[k * d + i];
+        for (std::int64_t m = 0; m <= i; ++m) x += L[i * d + m] * z[m];
+        out.push_back(float(x));
+      }
+    }
+  }
+  return out;
+}
+
+// Component counts summing to n in the proportions w (largest remainders).
+std::vector<std::int64_t> counts_for(const std::vector<double>& w, std::int64_t n) {
+  std::vector<std::int64_t> c(w.size());
+  std::vector<std::pair<double, std::size_t>> rest;
+  std::int64_t used = 0;
+  for (std::size_t k = 0; k < w.size(); ++k) {
+    c[k] = static_cast<std::int64_t>(std::floor(w[k] * double(n)));
+    used += c[k];
+    rest.push_back({w[k] * double(n) - double(c[k]), k});
+  }
+  std::sort(rest.rbegin(), rest.rend());
+  for (std::int64_t i = 0; i < n - used; ++i) c[rest[static_cast<std::size_t>(i) % rest.size()].second] += 1;
+  return c;
+}
+
 void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
   const std::int64_t R = 8, N = 2048, steps = 500;
   const benchmark_problem p = make_problem(d, seed);
@@ -237,9 +290,11 @@ void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
     for (std::int64_t k = 0; k < K; ++k) per[k].push_back(w[k]);
   }
   double worst = 0;
+  std::vector<double> pooled(K);
   for (std::int64_t k = 0; k < K; ++k) {
     const double m = ds::testing::mean(per[k]), se = std::sqrt(ds::testing::variance(per[k]) / double(R));
-    const double excess = std::abs(m - post.weights()[k]) - (4 * se + 0.02);
+    pooled[k] = m;
+    const double excess = std::abs(m - post.weights()[k]) - (5 * se + 0.02);
     worst = std::max(worst, std::abs(m - post.weights()[k]));
     EXPECT_LE(excess, 0.0) << "component " << k << ": smc " << m << " +- " << se << ", exact " << post.weights()[k];
   }
@@ -269,17 +324,22 @@ void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
   std::printf("d = %lld, %lld x %lld particles, %lld steps: SW1 %.4f, floor %.4f (%.2fx); max weight error %.4f\n",
               static_cast<long long>(d), static_cast<long long>(R), static_cast<long long>(N), static_cast<long long>(steps), sw, floor,
               sw / floor, worst);
-  EXPECT_LE(sw, sw_bound * floor);
+  // Within the components: the same samples against exact ones whose component counts follow SMC's own pooled
+  // weights, so that only the shapes and places of the components are compared.
+  const std::vector<float> exact_c = exact_with_counts(post, counts_for(pooled, R * N), 300 + seed);
+  const double sw_within = ds::sliced_wasserstein(r.samples.data(), R * N, exact_c.data(), R * N, d, 128, 5);
+  std::printf("within components: SW1 %.4f (%.2fx the floor)\n", sw_within, sw_within / floor);
+  EXPECT_LE(sw_within, sw_bound * floor);
 }
 
-TEST(Guided, SmcReachesExactPosteriorD10) { check_posterior(10, 1, 8.0); }
+TEST(Guided, SmcReachesExactPosteriorD10) { check_posterior(10, 1, 2.0); }
 
-// The same checks at d_x = 100 (seed 002's larger case): measured sliced-W1 at 3.6x the floor (max weight error
-// 0.048), bound 5x. Seen to fail with the mutation's Kalman shift dropped (93x the floor, weight error 0.73) and with
-// the division by g_{k+1} removed (misfit 0.14 against 0.97; its sliced distance fell to 1.1x the floor and its weight
-// error to 0.007: without the division the filter targets a sharper likelihood along A, which the component weights
-// of these problems barely feel, and its weights vary less; only the misfit exposes it).
-TEST(Guided, SmcReachesExactPosteriorD100) { check_posterior(100, 4, 5.0); }
+// The same checks at d_x = 100 (seed 002's larger case): measured within-component sliced-W1 at 0.60x the floor
+// (plain sliced-W1 3.5x, max weight error 0.037), bound 2x. Seen to fail with the mutation's Kalman shift dropped
+// (plain distance 93x the floor, weight error 0.73) and with the division by g_{k+1} removed (misfit 0.14 against
+// 0.97; without the division the filter targets a sharper likelihood along A, which the component weights of these
+// problems barely feel; only the misfit exposes it).
+TEST(Guided, SmcReachesExactPosteriorD100) { check_posterior(100, 4, 2.0); }
 
 // The baselines are biased: asserted only that they run, stay finite, land near the posterior mean (each
 // coordinate of the sample mean within 5 posterior standard deviations of the posterior mean: loose, since DPS
