@@ -821,6 +821,11 @@ int run_bench(int argc, char** argv, int first) {
   return 0;
 }
 
+/// "dense", "mask" or "svd": how the problem file gave A.
+const char* operator_kind(const problem& file) {
+  return file.observation_op ? ds::to_string(file.observation_op->kind()) : "dense";
+}
+
 /// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
 /// exact posterior.
 int run_guided(const options& o, const problem& file, const ds::gaussian_mixture& mixture,
@@ -834,7 +839,10 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   ds::guided_problems problems;
   problems.problems = 1;
   problems.d_y = obs.d_y;
-  problems.A = obs.A;
+  if (file.observation_op && file.observation_op->kind() != ds::observation_kind::dense)
+    problems.operators = {*file.observation_op};  // masks run as a gather/scatter
+  else
+    problems.A = obs.A;
   problems.y = obs.y;
   problems.sigma_y = {obs.sigma_y};
   ds::guided_options g;
@@ -890,9 +898,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   if (g.sampler == ds::guided_sampler::smc) ess_min = *std::min_element(ess.begin(), ess.end());
 
   if (!quiet) {
-    std::printf("diffsample solve: %s on a %lld-D %s under y = A x + %g z (d_y = %lld)\n", method.c_str(),
+    std::printf("diffsample solve: %s on a %lld-D %s under y = A x + %g z (d_y = %lld, %s A)\n", method.c_str(),
                 static_cast<long long>(d), file.prior->description.c_str(), obs.sigma_y,
-                static_cast<long long>(obs.d_y));
+                static_cast<long long>(obs.d_y), operator_kind(file));
     std::printf("executor: %s\n", executor_text(where).c_str());
     std::printf("particles x steps: %lld x %lld in %.3f s (%.4g particle-steps/s)\n", static_cast<long long>(n),
                 static_cast<long long>(g.steps), seconds, seconds > 0 ? double(n) * g.steps / seconds : 0.0);
@@ -916,7 +924,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     j["date"] = utc_now();
     j["executor"] = ds::to_string(where);
     j["prior"] = prior_json(*file.prior, file.path);
-    j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}};
+    j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
     j["seed"] = seed;
     j["particles"] = n;
     j["steps"] = g.steps;
@@ -980,8 +988,9 @@ int run_solve(int argc, char** argv, int first) {
   std::sort(order.begin(), order.end(), [&](auto a, auto b) { return post.weights()[a] > post.weights()[b]; });
   const std::int64_t top = std::min<std::int64_t>(post.components(), 5);
   if (!quiet) {
-    std::printf("diffsample solve: exact posterior of a %lld-D, %s under y = A x + %g z (d_y = %lld)\n",
-                static_cast<long long>(d), prior.description.c_str(), obs.sigma_y, static_cast<long long>(obs.d_y));
+    std::printf("diffsample solve: exact posterior of a %lld-D, %s under y = A x + %g z (d_y = %lld, %s A)\n",
+                static_cast<long long>(d), prior.description.c_str(), obs.sigma_y, static_cast<long long>(obs.d_y),
+                operator_kind(file));
     std::printf("log evidence log p(y): %.6f\n", post.log_evidence());
     std::printf("largest posterior weights:");
     for (std::int64_t i = 0; i < top; ++i)
@@ -1006,7 +1015,7 @@ int run_solve(int argc, char** argv, int first) {
     j["version"] = ds::version();
     j["date"] = utc_now();
     j["prior"] = prior_json(prior, file.path);
-    j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}};
+    j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
     j["seed"] = seed;
     j["samples"] = n;
     j["log_evidence"] = post.log_evidence();

@@ -228,15 +228,51 @@ class reader {
     return s;
   }
 
-  linear_observation observation(const json& o, std::int64_t d_x) const {
-    only_keys(o, "observation", {"A", "sigma_y", "y"});
-    for (const char* key : {"A", "sigma_y", "y"})
+  /// The observation: exactly one of "A" (dense d_y x d_x), "mask" (observed coordinate indices, with optional
+  /// "diagonal" gains) or "svd" ({"U": d_y x r, "S": r, "V": d_x x r}); plus "sigma_y" and "y".
+  linear_observation observation(const json& o, std::int64_t d_x, observation_operator* op) const {
+    only_keys(o, "observation", {"A", "mask", "diagonal", "svd", "sigma_y", "y"});
+    const int forms = int(o.contains("A")) + int(o.contains("mask")) + int(o.contains("svd"));
+    if (forms != 1) bad("observation", "give exactly one of 'A', 'mask' or 'svd' (the operator), got " +
+                                           std::to_string(forms));
+    for (const char* key : {"sigma_y", "y"})
       if (!o.contains(key)) bad(std::string("observation.") + key, "missing");
+    if (o.contains("diagonal") && !o.contains("mask")) bad("observation.diagonal", "only goes with 'mask'");
+    try {
+      if (o.contains("A")) {
+        const array A = matrix(o["A"], "observation.A", -1, d_x);
+        *op = observation_operator::dense(A.rows, A.cols, A.values);
+      } else if (o.contains("mask")) {
+        const std::vector<double> raw = vector(o["mask"], "observation.mask", -1);
+        std::vector<std::int64_t> indices(raw.size());
+        for (std::size_t i = 0; i < raw.size(); ++i) {
+          if (raw[i] != std::floor(raw[i]) || raw[i] < 0 || raw[i] >= double(d_x))
+            bad("observation.mask", "value " + std::to_string(i) + " is " + fmt(raw[i]) +
+                                        ", not a coordinate index in [0, " + std::to_string(d_x) + ")");
+          indices[i] = std::int64_t(raw[i]);
+        }
+        std::vector<double> gains;
+        if (o.contains("diagonal"))
+          gains = vector(o["diagonal"], "observation.diagonal", std::int64_t(indices.size()));
+        *op = observation_operator::mask(d_x, indices, gains);
+      } else {
+        const json& f = o["svd"];
+        only_keys(f, "observation.svd", {"U", "S", "V"});
+        for (const char* key : {"U", "S", "V"})
+          if (!f.contains(key)) bad(std::string("observation.svd.") + key, "missing");
+        const std::vector<double> S = vector(f["S"], "observation.svd.S", -1);
+        const std::int64_t r = std::int64_t(S.size());
+        const array U = matrix(f["U"], "observation.svd.U", -1, r);
+        const array V = matrix(f["V"], "observation.svd.V", d_x, r);
+        *op = observation_operator::svd(U.rows, d_x, U.values, S, V.values);
+      }
+    } catch (const diffsample::invalid_argument& e) {
+      throw input_error(path_ + ": " + e.what());
+    }
     linear_observation obs;
-    const array A = matrix(o["A"], "observation.A", -1, d_x);
-    obs.d_y = A.rows;
-    obs.d_x = A.cols;
-    obs.A = A.values;
+    obs.d_y = op->d_y();
+    obs.d_x = op->d_x();
+    obs.A = op->matrix();
     obs.sigma_y = number(o["sigma_y"], "observation.sigma_y");
     if (obs.sigma_y < 0) bad("observation.sigma_y", "must be >= 0, got " + fmt(obs.sigma_y));
     obs.y = vector(o["y"], "observation.y", obs.d_y);
@@ -301,7 +337,9 @@ problem read_problem(const std::string& path) {
   if (doc.contains("sampler")) p.sampler = r.sampler(doc["sampler"]);
   if (doc.contains("observation")) {
     if (!p.prior) r.bad("observation", "needs a prior in the same file");
-    p.observation = r.observation(doc["observation"], p.prior->dim);
+    observation_operator op;
+    p.observation = r.observation(doc["observation"], p.prior->dim, &op);
+    p.observation_op = std::move(op);
   }
   return p;
 }

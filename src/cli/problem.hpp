@@ -60,7 +60,8 @@ struct problem {
   std::string path;  ///< the JSON file
   std::optional<prior_spec> prior;
   sampler_spec sampler;
-  std::optional<linear_observation> observation;  ///< d_x equals the prior's dimension
+  std::optional<linear_observation> observation;  ///< d_x equals the prior's dimension; A is the dense matrix
+  std::optional<observation_operator> observation_op;  ///< the same operator in its own form (dense, mask or svd)
 };
 
 /// Reads and validates a problem file. Throws input_error for unreadable files, malformed JSON, unknown keys,
