@@ -96,90 +96,6 @@ smc_result run(const benchmark_problem& p, const ds::guided_problems& g, const d
   return r;
 }
 
-// Posterior component weights recovered from samples: the average responsibility of each exact posterior
-// component (soft assignment), FP64.
-std::vector<double> recovered_weights(const ds::mixture_posterior& post, const float* x, std::int64_t n) {
-  const std::int64_t K = post.components(), d = post.dim();
-  // Inverse covariances and log-determinants by Cholesky (d is small here).
-  std::vector<double> inv(K * d * d), logdet(K);
-  for (std::int64_t k = 0; k < K; ++k) {
-    std::vector<double> L(d * d, 0.0);
-    const double* S = post.covariances().data() + k * d * d;
-    for (std::int64_t j = 0; j < d; ++j) {
-      double v = S[j * d + j];
-      for (std::int64_t m = 0; m < j; ++m) v -= L[j * d + m] * L[j * d + m];
-      L[j * d + j] = std::sqrt(v);
-      logdet[k] += 2 * std::log(L[j * d + j]);
-      for (std::int64_t i = j + 1; i < d; ++i) {
-        double u = S[i * d + j];
-        for (std::int64_t m = 0; m < j; ++m) u -= L[i * d + m] * L[j * d + m];
-        L[i * d + j] = u / L[j * d + j];
-      }
-    }
-    // inv = L^-T L^-1 column by column.
-    for (std::int64_t c = 0; c < d; ++c) {
-      std::vector<double> z(d), e(d);
-      for (std::int64_t i = 0; i < d; ++i) {
-        double v = i == c ? 1.0 : 0.0;
-        for (std::int64_t m = 0; m < i; ++m) v -= L[i * d + m] * z[m];
-        z[i] = v / L[i * d + i];
-      }
-      for (std::int64_t i = d - 1; i >= 0; --i) {
-        double v = z[i];
-        for (std::int64_t m = i + 1; m < d; ++m) v -= L[m * d + i] * e[m];
-        e[i] = v / L[i * d + i];
-      }
-      for (std::int64_t i = 0; i < d; ++i) inv[k * d * d + i * d + c] = e[i];
-    }
-  }
-  // With equal component covariances (unit prior covariances) the quadratic form splits into x^T P x, shared by
-  // every component, and terms linear in x: K d work per sample instead of K d^2.
-  bool shared = true;
-  for (std::int64_t k = 1; k < K && shared; ++k)
-    for (std::int64_t e = 0; e < d * d && shared; ++e)
-      shared = post.covariances()[k * d * d + e] == post.covariances()[e];
-  std::vector<double> pm(K * d, 0.0), mpm(K, 0.0);  // P_k m_k and m_k^T P_k m_k
-  for (std::int64_t k = 0; k < K; ++k)
-    for (std::int64_t a = 0; a < d; ++a) {
-      for (std::int64_t b = 0; b < d; ++b) pm[k * d + a] += inv[k * d * d + a * d + b] * post.means()[k * d + b];
-      mpm[k] += post.means()[k * d + a] * pm[k * d + a];
-    }
-  std::vector<double> sum(K, 0.0), logit(K);
-#pragma omp parallel
-  {
-    std::vector<double> local(K, 0.0), lg(K);
-#pragma omp for
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float* xi = x + i * d;
-      double mx = -INFINITY, shared_q = 0;
-      if (shared)
-        for (std::int64_t a = 0; a < d; ++a)
-          for (std::int64_t b = 0; b < d; ++b) shared_q += xi[a] * inv[a * d + b] * xi[b];
-      for (std::int64_t k = 0; k < K; ++k) {
-        double q = 0;
-        if (shared) {
-          q = shared_q + mpm[k];
-        } else {
-          for (std::int64_t a = 0; a < d; ++a)
-            for (std::int64_t b = 0; b < d; ++b) q += xi[a] * inv[k * d * d + a * d + b] * xi[b];
-          q += mpm[k];
-        }
-        for (std::int64_t a = 0; a < d; ++a) q -= 2 * pm[k * d + a] * xi[a];
-        lg[k] = post.log_weights()[k] - 0.5 * q - 0.5 * logdet[k];
-        mx = std::max(mx, lg[k]);
-      }
-      double total = 0;
-      for (std::int64_t k = 0; k < K; ++k) total += std::exp(lg[k] - mx);
-      for (std::int64_t k = 0; k < K; ++k) local[k] += std::exp(lg[k] - mx) / total;
-    }
-#pragma omp critical
-    for (std::int64_t k = 0; k < K; ++k) sum[k] += local[k];
-  }
-  (void)logit;
-  for (auto& s : sum) s /= double(n);
-  return sum;
-}
-
 }  // namespace
 
 // The SMC estimate Z-hat of p(y) is unbiased for the model's evidence; log Z-hat has a bias of about -var/2 and a
@@ -212,8 +128,9 @@ TEST(Guided, LogNormaliserConvergesToExactEvidence) {
 
 // SMC samples against the exact posterior at d_x = 10. A particle filter's samples are correlated (shared ancestors),
 // so the tolerances come from R = 8 independent replicas of the problem run as 8 problems of one call:
-// - posterior component weights: each replica's weights are recovered by average responsibility under the exact
-//   posterior; the spread of the 8 replicas gives the standard error of their mean, se_k = sd_k / sqrt(8).
+// - posterior component weights: each replica's weights are recovered by ds::component_weights (the average
+//   responsibility under the exact posterior); the spread of the 8 replicas gives the standard error of their
+//   mean, se_k = sd_k / sqrt(8).
 //   Asserted |mean_k - w'_k| <= 4 se_k + 0.02 for every component (0.02: the DDPM discretisation at 500 steps,
 //   whose unconditional samples sit at sliced-W1 0.13 from the prior at 1000 steps vs 0.29 at 100, measured).
 // - sliced Wasserstein-1 (128 directions) of the pooled 8 x 2048 samples to 16384 exact samples, beside the floor of
@@ -233,7 +150,7 @@ void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
   const std::int64_t K = post.components();
   std::vector<std::vector<double>> per(K);
   for (std::int64_t b = 0; b < R; ++b) {
-    const std::vector<double> w = recovered_weights(post, r.samples.data() + b * N * d, N);
+    const std::vector<double> w = ds::component_weights(post, r.samples.data() + b * N * d, N);
     for (std::int64_t k = 0; k < K; ++k) per[k].push_back(w[k]);
   }
   double worst = 0;
