@@ -47,8 +47,9 @@ DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, 
 /// Rounding moves each projected atom by at most 2^-24 of its value, and the 1-D W_p (and their mean, or root mean
 /// square for p = 2) is 1-Lipschitz in such moves, so on the CPU executor the result differs from the host
 /// function's by at most 2^-23 max_i ||x_i|| (over both sets) plus FP64 rounding. On the CUDA executor the normals
-/// of the directions may differ in their last bits (the device's __sincosf), adding up to about
-/// 1e-5 max_i ||x_i|| more.
+/// z of a direction may differ from the host's in their last bits (the device's __sincosf; at most 1e-5 each), which
+/// moves the direction by at most 2e-5 sqrt(d) / ||z|| and adds twice that times max_i ||x_i|| (a few 1e-5
+/// max_i ||x_i|| for d >= 8; far less in practice).
 ///
 /// Work: one pass per chunk of directions (projections, a per-direction sort: CUB's segmented sort on CUDA,
 /// std::sort on the CPU; then one thread per direction merges its two sorted sets). Memory: without a workspace,
