@@ -1,41 +1,36 @@
-// Sliced Wasserstein distance on the host: random unit directions from the Philox stream, exact 1-D W_p between
-// the sorted projections (empirical distributions of possibly different sizes).
+// Host metrics: the sliced Wasserstein reference (random unit directions from the Philox stream, exact 1-D W_p
+// between the sorted FP64 projections of possibly different sizes) and component weights recovered from samples
+// (average posterior responsibilities, FP64).
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "kernels/metrics.cuh"
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
 #include "src/validate.hpp"
 #include <diffsample/metrics.hpp>
+#include <diffsample/mixture.hpp>
+#include <diffsample/posterior.hpp>
 
 namespace diffsample {
 
 namespace {
 
-// Exact W_p^p between two sorted samples with uniform weights 1/na and 1/nb: walk the merged quantile grid.
-// Masses are counted in integer units of 1/(na nb) (each atom of a holds nb units, each of b holds na), so the
-// walk has no rounding drift.
-double wasserstein_1d_pow(const std::vector<double>& a, const std::vector<double>& b, int p) {
-  const std::int64_t na = static_cast<std::int64_t>(a.size()), nb = static_cast<std::int64_t>(b.size());
-  std::int64_t i = 0, j = 0, left_a = nb, left_b = na;
-  double total = 0;
-  while (i < na && j < nb) {
-    const std::int64_t m = std::min(left_a, left_b);
-    const double gap = std::abs(a[i] - b[j]);
-    total += double(m) * (p == 1 ? gap : gap * gap);
-    left_a -= m;
-    left_b -= m;
-    if (left_a == 0) { ++i; left_a = nb; }
-    if (left_b == 0) { ++j; left_b = na; }
-  }
-  return total / (double(na) * double(nb));
+// Throws naming the first non-finite value of an n x d host array.
+void check_samples_finite(const char* name, const float* x, std::int64_t n, std::int64_t d) {
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < d; ++j)
+      DIFFSAMPLE_EXPECTS(std::isfinite(x[i * d + j]),
+                         name << "[" << i << "][" << j << "]: sample values must be finite, got " << x[i * d + j]);
 }
 
 }  // namespace
 
 double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d,
                           int directions, std::uint64_t seed, int p) {
+  DIFFSAMPLE_EXPECTS(d >= 1, "d: must be >= 1, got " << d);
+  DIFFSAMPLE_EXPECTS(d <= 0x7fffffff, "d: must be < 2^31, got " << d);
   DIFFSAMPLE_EXPECTS(n_a >= 1, "n_a: must be >= 1, got " << n_a);
   DIFFSAMPLE_EXPECTS(n_b >= 1, "n_b: must be >= 1, got " << n_b);
   detail::check_count("n_a", n_a, d);
@@ -46,6 +41,8 @@ double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std:
   DIFFSAMPLE_EXPECTS(detail::pointer_kind(a) != detail::memory_kind::device &&
                          detail::pointer_kind(b) != detail::memory_kind::device,
                      "a, b: sliced_wasserstein reads host memory; got a device pointer");
+  check_samples_finite("a", a, n_a, d);
+  check_samples_finite("b", b, n_b, d);
   double sum = 0;
   std::vector<double> u(d), pa(n_a), pb(n_b);
   for (int t = 0; t < directions; ++t) {
@@ -68,10 +65,175 @@ double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std:
     };
     project(a, n_a, pa);
     project(b, n_b, pb);
-    sum += wasserstein_1d_pow(pa, pb, p);
+    sum += kernels::wasserstein_1d_pow(pa.data(), n_a, pb.data(), n_b, p);
   }
   const double mean = sum / directions;
   return p == 1 ? mean : std::sqrt(mean);
+}
+
+namespace {
+
+void check_weight_samples(const float* x, std::int64_t n, std::int64_t d) {
+  DIFFSAMPLE_EXPECTS(n >= 1, "n: must be >= 1, got " << n);
+  detail::check_count("n", n, d);
+  DIFFSAMPLE_EXPECTS(x != nullptr, "x: null pointer for " << n << " samples");
+  DIFFSAMPLE_EXPECTS(detail::pointer_kind(x) != detail::memory_kind::device,
+                     "x: component_weights reads host memory; got a device pointer");
+  check_samples_finite("x", x, n, d);
+}
+
+// Average over the n samples of softmax_k(logits(x_i)). `logits(xi, out, work)` writes K log-weights of sample xi,
+// with `work` a per-thread buffer of `work_size` doubles. Samples are cut into at most 256 blocks whose size depends
+// on n only; each block is summed in sample order and the blocks in block order, whatever the thread count.
+template <class Logits>
+std::vector<double> average_responsibility(std::int64_t K, std::int64_t d, const float* x, std::int64_t n,
+                                           std::size_t work_size, const Logits& logits) {
+  const std::int64_t block = std::max<std::int64_t>(1024, (n + 255) / 256);
+  const std::int64_t blocks = (n + block - 1) / block;
+  std::vector<double> partial(static_cast<std::size_t>(blocks * K), 0.0);
+#pragma omp parallel
+  {
+    std::vector<double> lg(K), work(work_size);
+#pragma omp for schedule(dynamic)
+    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+      double* acc = partial.data() + blk * K;
+      const std::int64_t end = std::min(n, (blk + 1) * block);
+      for (std::int64_t i = blk * block; i < end; ++i) {
+        logits(x + i * d, lg.data(), work.data());
+        double mx = -INFINITY;
+        for (std::int64_t k = 0; k < K; ++k) mx = std::max(mx, lg[k]);
+        double total = 0;
+        for (std::int64_t k = 0; k < K; ++k) total += (lg[k] = std::exp(lg[k] - mx));
+        for (std::int64_t k = 0; k < K; ++k) acc[k] += lg[k] / total;
+      }
+    }
+  }
+  std::vector<double> sum(K, 0.0);
+  for (std::int64_t blk = 0; blk < blocks; ++blk)
+    for (std::int64_t k = 0; k < K; ++k) sum[k] += partial[blk * K + k];
+  for (auto& s : sum) s /= double(n);
+  return sum;
+}
+
+// Lower Cholesky factor of the d x d matrix S (row-major) into L; false when a pivot is at or below 1e-13 times the
+// largest diagonal entry (not numerically positive definite).
+bool cholesky(const double* S, std::int64_t d, double* L) {
+  double largest = 0;
+  for (std::int64_t j = 0; j < d; ++j) largest = std::max(largest, S[j * d + j]);
+  std::fill(L, L + d * d, 0.0);
+  for (std::int64_t j = 0; j < d; ++j) {
+    double v = S[j * d + j];
+    for (std::int64_t m = 0; m < j; ++m) v -= L[j * d + m] * L[j * d + m];
+    if (!(v > 1e-13 * largest)) return false;
+    L[j * d + j] = std::sqrt(v);
+    for (std::int64_t i = j + 1; i < d; ++i) {
+      double u = S[i * d + j];
+      for (std::int64_t m = 0; m < j; ++m) u -= L[i * d + m] * L[j * d + m];
+      L[i * d + j] = u / L[j * d + j];
+    }
+  }
+  return true;
+}
+
+// z = L^-1 v by forward substitution (z may not alias v).
+template <class T>
+void forward_solve(const double* L, std::int64_t d, const T* v, double* z) {
+  for (std::int64_t i = 0; i < d; ++i) {
+    double s = v[i];
+    for (std::int64_t m = 0; m < i; ++m) s -= L[i * d + m] * z[m];
+    z[i] = s / L[i * d + i];
+  }
+}
+
+}  // namespace
+
+std::vector<double> component_weights(const mixture_posterior& reference, const float* x, std::int64_t n) {
+  const std::int64_t K = reference.components(), d = reference.dim();
+  check_weight_samples(x, n, d);
+  const auto& S = reference.covariances();
+  const auto& m = reference.means();
+  const auto& logw = reference.log_weights();
+  // Components with the same covariance (e.g. unit prior covariances under one observation) share one factor L:
+  // then the sample is whitened once, z = L^-1 x, and q_k = |z - L^-1 m_k|^2 costs K d per sample instead of K d^2.
+  bool shared = true;
+  for (std::int64_t k = 1; k < K && shared; ++k)
+    shared = std::equal(S.begin() + k * d * d, S.begin() + (k + 1) * d * d, S.begin());
+  const std::int64_t factors = shared ? 1 : K;
+  std::vector<double> L(factors * d * d), half_logdet(K, 0.0);
+  for (std::int64_t f = 0; f < factors; ++f) {
+    DIFFSAMPLE_EXPECTS(cholesky(S.data() + f * d * d, d, L.data() + f * d * d),
+                       "reference: posterior covariance of component "
+                           << f << " is not numerically positive definite (a degenerate posterior, e.g. sigma_y = 0);"
+                           << " responsibilities need densities");
+    double h = 0;
+    for (std::int64_t j = 0; j < d; ++j) h += std::log(L[f * d * d + j * d + j]);
+    for (std::int64_t k = shared ? 0 : f; k < (shared ? K : f + 1); ++k) half_logdet[k] = h;
+  }
+  if (shared) {
+    std::vector<double> c(K * d);  // L^-1 m_k
+    for (std::int64_t k = 0; k < K; ++k) forward_solve(L.data(), d, m.data() + k * d, c.data() + k * d);
+    return average_responsibility(K, d, x, n, std::size_t(d), [&](const float* xi, double* lg, double* z) {
+      forward_solve(L.data(), d, xi, z);
+      for (std::int64_t k = 0; k < K; ++k) {
+        double q = 0;
+        for (std::int64_t j = 0; j < d; ++j) {
+          const double r = z[j] - c[k * d + j];
+          q += r * r;
+        }
+        lg[k] = logw[k] - 0.5 * q - half_logdet[k];
+      }
+    });
+  }
+  return average_responsibility(K, d, x, n, std::size_t(2 * d), [&](const float* xi, double* lg, double* work) {
+    double* diff = work;
+    double* z = work + d;
+    for (std::int64_t k = 0; k < K; ++k) {
+      for (std::int64_t j = 0; j < d; ++j) diff[j] = double(xi[j]) - m[k * d + j];
+      forward_solve(L.data() + k * d * d, d, diff, z);
+      double q = 0;
+      for (std::int64_t j = 0; j < d; ++j) q += z[j] * z[j];
+      lg[k] = logw[k] - 0.5 * q - half_logdet[k];
+    }
+  });
+}
+
+std::vector<double> component_weights(const gaussian_mixture& reference, const float* x, std::int64_t n) {
+  const std::int64_t K = reference.components(), d = reference.dim();
+  check_weight_samples(x, n, d);
+  const bool iso = reference.isotropic();
+  const auto& mu = reference.means();
+  const auto& v = reference.variances();
+  std::vector<double> logw(K), half_logdet(K, 0.0);
+  for (std::int64_t k = 0; k < K; ++k) {
+    logw[k] = std::log(reference.weights()[k]);
+    for (std::int64_t j = 0; j < d; ++j) half_logdet[k] += 0.5 * std::log(iso ? v[k] : v[k * d + j]);
+  }
+  return average_responsibility(K, d, x, n, 0, [&](const float* xi, double* lg, double*) {
+    for (std::int64_t k = 0; k < K; ++k) {
+      double q = 0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double r = double(xi[j]) - mu[k * d + j];
+        q += r * r / (iso ? v[k] : v[k * d + j]);
+      }
+      lg[k] = logw[k] - 0.5 * q - half_logdet[k];
+    }
+  });
+}
+
+namespace {
+double max_error(const std::vector<double>& recovered, const std::vector<double>& weights) {
+  double worst = 0;
+  for (std::size_t k = 0; k < weights.size(); ++k) worst = std::max(worst, std::abs(recovered[k] - weights[k]));
+  return worst;
+}
+}  // namespace
+
+double component_weight_error(const mixture_posterior& reference, const float* x, std::int64_t n) {
+  return max_error(component_weights(reference, x, n), reference.weights());
+}
+
+double component_weight_error(const gaussian_mixture& reference, const float* x, std::int64_t n) {
+  return max_error(component_weights(reference, x, n), reference.weights());
 }
 
 }  // namespace diffsample

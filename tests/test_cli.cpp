@@ -122,7 +122,7 @@ TEST_F(Cli, EverySamplerRunsOnTheBuiltInPrior) {
     EXPECT_EQ(r.rc, 0) << s << ": " << r.err;
     EXPECT_NE(r.out.find("executor: cpu"), std::string::npos) << s;
     EXPECT_NE(r.out.find("sliced W1 to exact samples"), std::string::npos) << s << ": " << r.out;
-    EXPECT_NE(r.out.find("component shares: max error"), std::string::npos) << s;
+    EXPECT_NE(r.out.find("component shares (average responsibility): max error"), std::string::npos) << s;
   }
 }
 

@@ -96,90 +96,6 @@ smc_result run(const benchmark_problem& p, const ds::guided_problems& g, const d
   return r;
 }
 
-// Posterior component weights recovered from samples: the average responsibility of each exact posterior
-// component (soft assignment), FP64.
-std::vector<double> recovered_weights(const ds::mixture_posterior& post, const float* x, std::int64_t n) {
-  const std::int64_t K = post.components(), d = post.dim();
-  // Inverse covariances and log-determinants by Cholesky (d is small here).
-  std::vector<double> inv(K * d * d), logdet(K);
-  for (std::int64_t k = 0; k < K; ++k) {
-    std::vector<double> L(d * d, 0.0);
-    const double* S = post.covariances().data() + k * d * d;
-    for (std::int64_t j = 0; j < d; ++j) {
-      double v = S[j * d + j];
-      for (std::int64_t m = 0; m < j; ++m) v -= L[j * d + m] * L[j * d + m];
-      L[j * d + j] = std::sqrt(v);
-      logdet[k] += 2 * std::log(L[j * d + j]);
-      for (std::int64_t i = j + 1; i < d; ++i) {
-        double u = S[i * d + j];
-        for (std::int64_t m = 0; m < j; ++m) u -= L[i * d + m] * L[j * d + m];
-        L[i * d + j] = u / L[j * d + j];
-      }
-    }
-    // inv = L^-T L^-1 column by column.
-    for (std::int64_t c = 0; c < d; ++c) {
-      std::vector<double> z(d), e(d);
-      for (std::int64_t i = 0; i < d; ++i) {
-        double v = i == c ? 1.0 : 0.0;
-        for (std::int64_t m = 0; m < i; ++m) v -= L[i * d + m] * z[m];
-        z[i] = v / L[i * d + i];
-      }
-      for (std::int64_t i = d - 1; i >= 0; --i) {
-        double v = z[i];
-        for (std::int64_t m = i + 1; m < d; ++m) v -= L[m * d + i] * e[m];
-        e[i] = v / L[i * d + i];
-      }
-      for (std::int64_t i = 0; i < d; ++i) inv[k * d * d + i * d + c] = e[i];
-    }
-  }
-  // With equal component covariances (unit prior covariances) the quadratic form splits into x^T P x, shared by
-  // every component, and terms linear in x: K d work per sample instead of K d^2.
-  bool shared = true;
-  for (std::int64_t k = 1; k < K && shared; ++k)
-    for (std::int64_t e = 0; e < d * d && shared; ++e)
-      shared = post.covariances()[k * d * d + e] == post.covariances()[e];
-  std::vector<double> pm(K * d, 0.0), mpm(K, 0.0);  // P_k m_k and m_k^T P_k m_k
-  for (std::int64_t k = 0; k < K; ++k)
-    for (std::int64_t a = 0; a < d; ++a) {
-      for (std::int64_t b = 0; b < d; ++b) pm[k * d + a] += inv[k * d * d + a * d + b] * post.means()[k * d + b];
-      mpm[k] += post.means()[k * d + a] * pm[k * d + a];
-    }
-  std::vector<double> sum(K, 0.0), logit(K);
-#pragma omp parallel
-  {
-    std::vector<double> local(K, 0.0), lg(K);
-#pragma omp for
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float* xi = x + i * d;
-      double mx = -INFINITY, shared_q = 0;
-      if (shared)
-        for (std::int64_t a = 0; a < d; ++a)
-          for (std::int64_t b = 0; b < d; ++b) shared_q += xi[a] * inv[a * d + b] * xi[b];
-      for (std::int64_t k = 0; k < K; ++k) {
-        double q = 0;
-        if (shared) {
-          q = shared_q + mpm[k];
-        } else {
-          for (std::int64_t a = 0; a < d; ++a)
-            for (std::int64_t b = 0; b < d; ++b) q += xi[a] * inv[k * d * d + a * d + b] * xi[b];
-          q += mpm[k];
-        }
-        for (std::int64_t a = 0; a < d; ++a) q -= 2 * pm[k * d + a] * xi[a];
-        lg[k] = post.log_weights()[k] - 0.5 * q - 0.5 * logdet[k];
-        mx = std::max(mx, lg[k]);
-      }
-      double total = 0;
-      for (std::int64_t k = 0; k < K; ++k) total += std::exp(lg[k] - mx);
-      for (std::int64_t k = 0; k < K; ++k) local[k] += std::exp(lg[k] - mx) / total;
-    }
-#pragma omp critical
-    for (std::int64_t k = 0; k < K; ++k) sum[k] += local[k];
-  }
-  (void)logit;
-  for (auto& s : sum) s /= double(n);
-  return sum;
-}
-
 }  // namespace
 
 // The SMC estimate Z-hat of p(y) is unbiased for the model's evidence; log Z-hat has a bias of about -var/2 and a
@@ -210,25 +126,6 @@ TEST(Guided, LogNormaliserConvergesToExactEvidence) {
   EXPECT_LT(err[1], err[0] + 2 * se[0]);
 }
 
-// SMC samples against the exact posterior at d_x = 10. A particle filter's samples are correlated (shared ancestors),
-// so the tolerances come from R = 8 independent replicas of the problem run as 8 problems of one call:
-// - posterior component weights: each replica's weights are recovered by average responsibility under the exact
-//   posterior; the spread of the 8 replicas gives the standard error of their mean, se_k = sd_k / sqrt(8).
-//   Asserted |mean_k - w'_k| <= 5 se_k + 0.02 for every component. 5 se: Student's t with 7 degrees of freedom
-//   exceeds 5 with probability 0.0016, and only a handful of components carry weight, so a correct sampler fails
-//   this under 1% of the time; 0.02: the DDPM discretisation at 500 steps, whose unconditional samples sit at
-//   sliced-W1 0.13 from the prior at 1000 steps vs 0.29 at 100, measured.
-// - the shapes and places of the components: sliced Wasserstein-1 (128 directions) of the pooled 8 x 2048 samples to
-//   as many exact samples drawn with SMC's own pooled component weights (exact_with_counts), asserted within
-//   sw_bound times the exact-vs-exact floor. The plain sliced distance to exact samples is printed but not
-//   asserted: at this size it is dominated by the weight errors above, which move mass between modes 8 sqrt(d)
-//   apart; over SMC seeds 21..26 it ranged from 6.8x to 35x the floor while the within-component distance stayed at
-//   0.78x to 1.18x (max weight errors 0.036 to 0.115, each within its 5 se bound).
-// - the fit along A, E[(y - A x)^2 | y]: per-replica means for SMC (se from their spread) against all exact samples
-//   (se from their variance), within 4 combined se. The sliced distance hardly sees this one direction.
-// Seen to fail with the mutation mean left at mu (the Kalman shift dropped: component 2 recovered at 0 against
-// 0.51), with the division by g_{k+1} removed from the weights (misfit 0.058 against 0.746), and with the mutation
-// noise scaled by 1.3 (within-component distance 4.97x the floor, misfit 0.55 against 0.75).
 // Exact posterior samples with prescribed component counts: counts[k] draws from N(m'_k, S'_k) (FP64 Cholesky of
 // the exact covariance, normals from one mt19937 stream), so the set has the exact components and weights counts/n.
 std::vector<float> exact_with_counts(const ds::mixture_posterior& post, const std::vector<std::int64_t>& counts,
@@ -278,6 +175,26 @@ std::vector<std::int64_t> counts_for(const std::vector<double>& w, std::int64_t 
   return c;
 }
 
+// SMC samples against the exact posterior at d_x = 10. A particle filter's samples are correlated (shared ancestors),
+// so the tolerances come from R = 8 independent replicas of the problem run as 8 problems of one call:
+// - posterior component weights: each replica's weights are recovered by ds::component_weights (the average
+//   responsibility under the exact posterior); the spread of the 8 replicas gives the standard error of their
+//   mean, se_k = sd_k / sqrt(8).
+//   Asserted |mean_k - w'_k| <= 5 se_k + 0.02 for every component. 5 se: Student's t with 7 degrees of freedom
+//   exceeds 5 with probability 0.0016, and only a handful of components carry weight, so a correct sampler fails
+//   this under 1% of the time; 0.02: the DDPM discretisation at 500 steps, whose unconditional samples sit at
+//   sliced-W1 0.13 from the prior at 1000 steps vs 0.29 at 100, measured.
+// - the shapes and places of the components: sliced Wasserstein-1 (128 directions) of the pooled 8 x 2048 samples to
+//   as many exact samples drawn with SMC's own pooled component weights (exact_with_counts), asserted within
+//   sw_bound times the exact-vs-exact floor. The plain sliced distance to exact samples is printed but not
+//   asserted: at this size it is dominated by the weight errors above, which move mass between modes 8 sqrt(d)
+//   apart; over SMC seeds 21..26 it ranged from 6.8x to 35x the floor while the within-component distance stayed at
+//   0.78x to 1.18x (max weight errors 0.036 to 0.115, each within its 5 se bound).
+// - the fit along A, E[(y - A x)^2 | y]: per-replica means for SMC (se from their spread) against all exact samples
+//   (se from their variance), within 4 combined se. The sliced distance hardly sees this one direction.
+// Seen to fail with the mutation mean left at mu (the Kalman shift dropped: component 2 recovered at 0 against
+// 0.51), with the division by g_{k+1} removed from the weights (misfit 0.058 against 0.746), and with the mutation
+// noise scaled by 1.3 (within-component distance 4.97x the floor, misfit 0.55 against 0.75).
 void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
   const std::int64_t R = 8, N = 2048, steps = 500;
   const benchmark_problem p = make_problem(d, seed);
@@ -286,7 +203,7 @@ void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
   const std::int64_t K = post.components();
   std::vector<std::vector<double>> per(K);
   for (std::int64_t b = 0; b < R; ++b) {
-    const std::vector<double> w = recovered_weights(post, r.samples.data() + b * N * d, N);
+    const std::vector<double> w = ds::component_weights(post, r.samples.data() + b * N * d, N);
     for (std::int64_t k = 0; k < K; ++k) per[k].push_back(w[k]);
   }
   double worst = 0;

@@ -1,0 +1,199 @@
+// Sliced Wasserstein distance on either executor: directions, projections and the per-direction 1-D W_p are the
+// functors of kernels/metrics.cuh; only the per-direction sort differs (CUB's segmented sort on the GPU, std::sort
+// on the CPU). Directions are processed in chunks sized to a memory budget, and reduced in direction order.
+#include <algorithm>
+#include <limits>
+#include <memory>
+
+#include <cub/device/device_segmented_sort.cuh>
+
+#include "kernels/launch.cuh"
+#include "kernels/metrics.cuh"
+#include "src/cuda_check.hpp"
+#include "src/validate.hpp"
+#include <diffsample/metrics.hpp>
+
+namespace diffsample {
+
+namespace {
+
+constexpr std::size_t align_bytes = 256;
+constexpr std::size_t too_large = std::numeric_limits<std::size_t>::max();
+
+std::size_t round_up(std::size_t x) { return (x + align_bytes - 1) / align_bytes * align_bytes; }
+
+// Workspace of one pass over `chunk` directions, regions aligned to 256 bytes from an aligned base (the total
+// includes the slack to align an arbitrary base). Returns too_large when the sizes overflow.
+struct layout {
+  std::size_t u = 0, offsets = 0, values = 0, sums = 0, keys0 = 0, keys1 = 0, temp = 0, temp_bytes = 0, total = 0;
+};
+
+layout make_layout(std::int64_t na, std::int64_t nb, std::int64_t d, std::int64_t chunk, executor where) {
+  layout l;
+  const std::int64_t items_limit = std::numeric_limits<std::int64_t>::max() / 16;
+  if (chunk > items_limit / (na + nb) || chunk > items_limit / d) {
+    l.total = too_large;
+    return l;
+  }
+  const std::int64_t items = chunk * (na + nb);
+  std::size_t at = 0;
+  auto take = [&](std::size_t bytes) {
+    const std::size_t start = at;
+    at = round_up(at + bytes);
+    return start;
+  };
+  l.u = take(std::size_t(chunk * d) * sizeof(double));
+  l.offsets = take(std::size_t(2 * chunk + 1) * sizeof(std::int64_t));
+  l.values = take(std::size_t(chunk) * sizeof(double));
+  l.sums = take(2 * sizeof(double));  // running sum, result slot of the synchronous call
+  l.keys0 = take(std::size_t(items) * sizeof(float));
+  if (where == executor::cuda) {
+    l.keys1 = take(std::size_t(items) * sizeof(float));
+    cub::DoubleBuffer<float> keys(nullptr, nullptr);
+    const std::int64_t* no_offsets = nullptr;
+    DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(nullptr, l.temp_bytes, keys, items, 2 * chunk,
+                                                           no_offsets, no_offsets + 1));
+    l.temp = take(l.temp_bytes);
+  }
+  l.total = at + align_bytes;
+  return l;
+}
+
+void validate(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d, int directions,
+              int p) {
+  DIFFSAMPLE_EXPECTS(d >= 1, "d: must be >= 1, got " << d);
+  DIFFSAMPLE_EXPECTS(d <= std::numeric_limits<int>::max(), "d: must be < 2^31, got " << d);
+  DIFFSAMPLE_EXPECTS(n_a >= 1, "n_a: must be >= 1, got " << n_a);
+  DIFFSAMPLE_EXPECTS(n_b >= 1, "n_b: must be >= 1, got " << n_b);
+  detail::check_count("n_a", n_a, d);
+  detail::check_count("n_b", n_b, d);
+  DIFFSAMPLE_EXPECTS(directions >= 1, "directions: must be >= 1, got " << directions);
+  DIFFSAMPLE_EXPECTS(p == 1 || p == 2, "p: must be 1 or 2, got " << p);
+  (void)a;
+  (void)b;
+}
+
+executor resolve_for_query(executor where) {
+  if (where == executor::automatic) return cuda_available() ? executor::cuda : executor::cpu;
+  return detail::resolve_executor(where, nullptr);
+}
+
+// The largest chunk of directions whose layout fits `budget` bytes (0 when not even one direction fits).
+std::int64_t chunk_for(std::int64_t na, std::int64_t nb, std::int64_t d, int directions, std::size_t budget,
+                       executor where) {
+  std::int64_t lo = 0, hi = directions;
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo + 1) / 2;
+    if (make_layout(na, nb, d, mid, where).total <= budget)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+// The whole computation; `result` receives the value (device-accessible on CUDA). With result == nullptr the
+// value goes to the workspace's result slot, whose address is returned through `slot`.
+void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d, int directions,
+         std::uint64_t seed, int p, double* result, executor where, cudaStream_t stream, void* workspace,
+         std::size_t workspace_bytes, std::unique_ptr<detail::scratch>& owned, double** slot) {
+  std::int64_t chunk = 0;
+  unsigned char* base = nullptr;
+  if (workspace != nullptr) {
+    chunk = chunk_for(n_a, n_b, d, directions, workspace_bytes, where);
+    DIFFSAMPLE_EXPECTS(chunk >= 1, "workspace_bytes: " << workspace_bytes << " given, at least "
+                                                       << make_layout(n_a, n_b, d, 1, where).total
+                                                       << " needed (one direction per pass)");
+    detail::check_buffer("workspace", workspace, 1, 1, where);
+    base = static_cast<unsigned char*>(workspace);
+  } else {
+    chunk = std::max<std::int64_t>(1, chunk_for(n_a, n_b, d, directions, sliced_wasserstein_scratch_limit, where));
+    owned = std::make_unique<detail::scratch>(make_layout(n_a, n_b, d, chunk, where).total, where, stream);
+    base = static_cast<unsigned char*>(owned->data());
+  }
+  const layout l = make_layout(n_a, n_b, d, chunk, where);
+  base += (align_bytes - reinterpret_cast<std::uintptr_t>(base) % align_bytes) % align_bytes;
+  double* u = reinterpret_cast<double*>(base + l.u);
+  std::int64_t* offsets = reinterpret_cast<std::int64_t*>(base + l.offsets);
+  double* values = reinterpret_cast<double*>(base + l.values);
+  double* sums = reinterpret_cast<double*>(base + l.sums);
+  float* keys0 = reinterpret_cast<float*>(base + l.keys0);
+  if (result == nullptr) result = sums + 1;
+  if (slot != nullptr) *slot = result;
+
+  kernels::for_each_index(where, 2 * chunk + 1, kernels::segment_offsets_functor{offsets, n_a, n_b}, stream);
+  for (std::int64_t first = 0; first < directions; first += chunk) {
+    const std::int64_t count = std::min<std::int64_t>(chunk, directions - first);
+    const std::int64_t items = count * (n_a + n_b);
+    kernels::for_each_index(where, count, kernels::direction_functor{u, seed, first, int(d)}, stream);
+    kernels::for_each_index(where, items, kernels::projection_functor{a, b, u, keys0, n_a, n_b, int(d)}, stream);
+    const float* sorted = keys0;
+    if (where == executor::cuda) {
+      cub::DoubleBuffer<float> keys(keys0, reinterpret_cast<float*>(base + l.keys1));
+      std::size_t temp_bytes = l.temp_bytes;
+      DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(base + l.temp, temp_bytes, keys, items, 2 * count,
+                                                             offsets, offsets + 1, stream));
+      sorted = keys.Current();
+    } else {
+#pragma omp parallel for schedule(dynamic)
+      for (std::int64_t s = 0; s < 2 * count; ++s) std::sort(keys0 + offsets[s], keys0 + offsets[s + 1]);
+    }
+    kernels::for_each_index(where, count, kernels::wasserstein_direction_functor{sorted, keys0, values, n_a, n_b, p},
+                            stream);
+    kernels::for_each_index(where, 1,
+                            kernels::accumulate_functor{values, sums, result, count, directions, p, first == 0,
+                                                        first + count == directions},
+                            stream);
+  }
+}
+
+}  // namespace
+
+std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, std::int64_t n_b, std::int64_t d,
+                                               int directions_per_pass, executor where) {
+  validate(nullptr, n_a, nullptr, n_b, d, directions_per_pass, 1);
+  const layout l = make_layout(n_a, n_b, d, directions_per_pass, resolve_for_query(where));
+  DIFFSAMPLE_EXPECTS(l.total != too_large, "directions_per_pass: " << directions_per_pass << " x (n_a + n_b) = "
+                                                                   << directions_per_pass << " x " << n_a + n_b
+                                                                   << " projections overflow a byte count");
+  return l.total;
+}
+
+executor sliced_wasserstein_async(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b,
+                                  std::int64_t d, int directions, std::uint64_t seed, int p, double* result,
+                                  execution exec, void* workspace, std::size_t workspace_bytes) {
+  validate(a, n_a, b, n_b, d, directions, p);
+  const executor where = detail::resolve_executor(exec.kind, a);
+  detail::check_buffer("a", a, n_a * d, sizeof(float), where);
+  detail::check_buffer("b", b, n_b * d, sizeof(float), where);
+  DIFFSAMPLE_EXPECTS(result != nullptr, "result: null pointer");
+  detail::check_buffer("result", result, 1, sizeof(double), where);
+  std::unique_ptr<detail::scratch> owned;
+  run(a, n_a, b, n_b, d, directions, seed, p, result, where, exec.stream, workspace, workspace_bytes, owned,
+      nullptr);
+  return where;
+}
+
+double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d,
+                          int directions, std::uint64_t seed, int p, execution exec, void* workspace,
+                          std::size_t workspace_bytes) {
+  validate(a, n_a, b, n_b, d, directions, p);
+  const executor where = detail::resolve_executor(exec.kind, a);
+  detail::check_buffer("a", a, n_a * d, sizeof(float), where);
+  detail::check_buffer("b", b, n_b * d, sizeof(float), where);
+  std::unique_ptr<detail::scratch> owned;
+  double* slot = nullptr;
+  run(a, n_a, b, n_b, d, directions, seed, p, nullptr, where, exec.stream, workspace, workspace_bytes, owned, &slot);
+  double value = 0;
+  if (where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(&value, slot, sizeof(double), cudaMemcpyDeviceToHost, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
+  } else {
+    value = *slot;
+  }
+  DIFFSAMPLE_EXPECTS(!std::isnan(value), "a, b: a sample holds a non-finite value (or a projection exceeds the "
+                                         "float range); the sliced distance is undefined");
+  return value;
+}
+
+}  // namespace diffsample
