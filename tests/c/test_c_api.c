@@ -180,7 +180,7 @@ static void test_langevin(void) {
   const double w[1] = {1.0};
   const double var[1] = {2.0};
   const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
-  ds_langevin_options o = ds_langevin_options_default();
+  ds_langevin_options o;
   ds_langevin_report report;
   ds_mixture* m = NULL;
   float* x = (float*)malloc(sizeof(float) * n * 2);
@@ -189,6 +189,8 @@ static void test_langevin(void) {
   double second = 0;
   int i;
 
+  CHECK_OK(ds_langevin_options_init(&o, sizeof o));
+  CHECK(o.struct_size == sizeof o);
   CHECK(o.method == DS_MALA && o.step_size == 1e-2 && o.steps == 1000 && o.target.a == 1.0 && o.target.s == 0.0);
   CHECK(o.record_every == 0 && o.seed == 0 && o.first_chain == 0 && o.first_step == 0);
   CHECK_OK(ds_mixture_create(2, 1, w, zero, var, 1, &m));
