@@ -118,8 +118,8 @@ ds_status guard(F&& body) noexcept {
   }
 }
 
-const ds::gaussian_mixture& get(const ds_mixture* m) {
-  if (m == nullptr) fail("mixture: null handle");
+const ds::gaussian_mixture& get(const ds_mixture* m, const char* name = "mixture") {
+  if (m == nullptr) fail(std::string(name) + ": null handle");
   return m->mixture;
 }
 
@@ -818,7 +818,7 @@ ds_status ds_guided_outputs_init(ds_guided_outputs* outputs, size_t struct_size)
 ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_guided_problems* problems,
                                     const ds_guided_options* options, size_t* bytes) {
   return guard([&] {
-    const auto& m = get(prior);
+    const auto& m = get(prior, "prior");
     const auto g = to_cpp(problems);
     const auto o = to_cpp(options);
     require_out("bytes", bytes);
@@ -830,7 +830,7 @@ ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* pr
                            const ds_guided_options* options, const ds_guided_outputs* outputs, ds_execution exec,
                            void* workspace, size_t workspace_bytes, ds_guided_report* report) {
   return guard([&] {
-    const auto& m = get(prior);
+    const auto& m = get(prior, "prior");
     const auto g = to_cpp(problems);
     const auto o = to_cpp(options);
     const auto out = to_cpp(outputs);
@@ -845,7 +845,7 @@ ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* pr
 ds_status ds_posterior_create(const ds_mixture* prior, int64_t d_y, const double* A, double sigma_y, const double* y,
                               ds_posterior** out) {
   return guard([&] {
-    const auto& m = get(prior);
+    const auto& m = get(prior, "prior");
     require_out("out", out);
     if (d_y < 1 || d_y > (std::int64_t{1} << 24)) fail("d_y: must be in [1, 2^24], got " + std::to_string(d_y));
     ds::linear_observation obs;
