@@ -7,6 +7,19 @@
  * crosses this interface. Handles are opaque pointers owned by the caller and released with their destroy function.
  * Buffers follow the C++ API's rules: row-major float32, device (or managed) memory for the CUDA executor, host (or
  * managed) memory for the CPU executor; calls on the CUDA executor are asynchronous on the given stream.
+ *
+ * Versioned structs. Every struct the caller fills in and passes by pointer (the `*_options` structs,
+ * ::ds_schedule, ::ds_guided_problems, ::ds_guided_outputs) starts with `size_t struct_size`. Initialise it with the
+ * struct's init function, passing `sizeof` of the struct as the caller's header declares it, e.g.
+ * `ds_langevin_options o; ds_langevin_options_init(&o, sizeof o);`, then change fields. The init function writes the
+ * defaults and sets struct_size. Every call that reads such a struct checks struct_size first: a struct_size that
+ * is not the size of a layout this library knows (a caller built against another version of this header, or a
+ * struct never initialised) fails with DS_INVALID_ARGUMENT and a message naming the struct, the size it got and the
+ * size it expects, before anything else is read. New fields are only ever appended, after the last byte of the
+ * previous layout, so that a library can keep accepting an older, smaller layout and give its missing fields their
+ * defaults. Structs the library writes (the reports, ::ds_diffusion_plan_info, ::ds_particle_report) and
+ * ::ds_channel, ::ds_execution and ::ds_schedule_point carry no size: their layout is fixed, and a change to one is
+ * a new struct with new functions.
  */
 #ifndef DIFFSAMPLE_DIFFSAMPLE_H
 #define DIFFSAMPLE_DIFFSAMPLE_H
@@ -80,8 +93,9 @@ typedef struct ds_execution {
 /** Opaque Gaussian mixture with diagonal or isotropic components (diffsample::gaussian_mixture). */
 typedef struct ds_mixture ds_mixture;
 
-/** Settings of one Langevin run; initialise with ds_langevin_options_default() before changing fields. */
+/** Settings of one Langevin run; initialise with ds_langevin_options_init() before changing fields. */
 typedef struct ds_langevin_options {
+  size_t struct_size;        /**< sizeof(ds_langevin_options), set by ds_langevin_options_init() */
   ds_langevin_method method; /**< update rule (default DS_MALA) */
   double step_size;          /**< gamma > 0 (default 1e-2) */
   int64_t steps;             /**< number of steps, >= 0 (default 1000) */
@@ -97,6 +111,213 @@ typedef struct ds_langevin_report {
   ds_executor ran;   /**< executor that ran */
   int register_path; /**< nonzero when d was in the compiled list and chain state stayed in registers */
 } ds_langevin_report;
+
+/** Channel family of a noise schedule (values match diffsample::schedule_kind). */
+typedef enum ds_schedule_kind {
+  DS_SCHEDULE_VP_LINEAR = 0,               /**< variance preserving, linear beta(t), t in [0, 1] */
+  DS_SCHEDULE_VP_COSINE = 1,               /**< variance preserving, cosine alpha-bar(t), t in [0, 1] */
+  DS_SCHEDULE_VP_TABLE = 2,                /**< variance preserving, the caller's alpha-bar at t = n / N */
+  DS_SCHEDULE_VARIANCE_EXPLODING = 3,      /**< a = 1, s = sigma_min (sigma_max / sigma_min)^t, t in [0, 1] */
+  DS_SCHEDULE_ORNSTEIN_UHLENBECK = 4,      /**< a = exp(-t), s = sqrt(1 - exp(-2t)), t >= 0 */
+  DS_SCHEDULE_LINEAR_INTERPOLANT = 5,      /**< a = 1 - t, s = t, t in [0, 1] */
+  DS_SCHEDULE_STOCHASTIC_LOCALIZATION = 6, /**< a = t, s = sqrt(t), t >= 0 */
+  DS_SCHEDULE_KIND_MAX_ENUM = 0x7FFFFFFF   /**< not a kind: keeps the enum 32-bit */
+} ds_schedule_kind;
+
+/** How the steps + 1 sampling times are spread (values match diffsample::time_grid). */
+typedef enum ds_time_grid {
+  DS_TIME_GRID_UNIFORM = 0,   /**< t_k = t_start + (t_end - t_start) k / N */
+  DS_TIME_GRID_QUADRATIC = 1, /**< dense near t_end, the clean end */
+  DS_TIME_GRID_GEOMETRIC = 2, /**< t_k = t_start (t_end / t_start)^(k / N): both ends positive */
+  DS_TIME_GRID_CUSTOM = 3,    /**< the caller's times (ds_schedule::times), steps + 1 values in sampling order */
+  DS_TIME_GRID_MAX_ENUM = 0x7FFFFFFF /**< not a grid: keeps the enum 32-bit */
+} ds_time_grid;
+
+/**
+ * A noise schedule and its time grid (diffsample::noise_schedule): initialise with ds_schedule_init(), which fills
+ * in the parameters and the grid of the kind's factory with its default arguments, then change fields. Only the
+ * fields of the chosen kind are read. The arrays are borrowed for the duration of each call that reads the schedule.
+ */
+typedef struct ds_schedule {
+  size_t struct_size;      /**< sizeof(ds_schedule), set by ds_schedule_init() */
+  ds_schedule_kind kind;   /**< channel family */
+  double beta_min;         /**< vp_linear: beta(0) (default 0.1) */
+  double beta_max;         /**< vp_linear: beta(1) (default 20) */
+  double cosine_offset;    /**< vp_cosine: offset of theta(t) (default 0.008) */
+  const double* alpha_bar; /**< vp_table: alpha-bar at t = n / N for n = 1..N, host memory (default NULL) */
+  int64_t alpha_bar_count; /**< vp_table: N, the number of entries of alpha_bar (default 0) */
+  double sigma_min;        /**< variance_exploding: s(0) (default 0.01) */
+  double sigma_max;        /**< variance_exploding: s(1) (default 50) */
+  ds_time_grid grid;       /**< how the sampling times are spread (default: the kind's) */
+  double t_start;          /**< first (noisiest) time of the grid; ornstein_uhlenbeck: the horizon (default 5) */
+  double t_end;            /**< last (cleanest) time of the grid (defaults of t_start, t_end: the kind's factory) */
+  const double* times;     /**< DS_TIME_GRID_CUSTOM: steps + 1 times in sampling order, host memory (default NULL) */
+  int64_t times_count;     /**< number of entries of times (default 0) */
+} ds_schedule;
+
+/** One point of a schedule's grid: the channel and its time derivatives (diffsample::schedule_point). */
+typedef struct ds_schedule_point {
+  double t;     /**< time */
+  double a;     /**< signal scale alpha(t) */
+  double s;     /**< noise scale beta(t) */
+  double da_dt; /**< d alpha / dt */
+  double ds_dt; /**< d beta / dt (0 where s = 0) */
+} ds_schedule_point;
+
+/** Reverse-diffusion update rule (values match diffsample::diffusion_sampler; formulas in the README). */
+typedef enum ds_diffusion_sampler {
+  DS_DIFFUSION_DDPM = 0,                    /**< DDPM ancestral step */
+  DS_DIFFUSION_DDIM = 1,                    /**< DDIM with stochasticity eta */
+  DS_DIFFUSION_REVERSE_SDE = 2,             /**< Euler-Maruyama on the reverse-time SDE */
+  DS_DIFFUSION_ODE_EULER = 3,               /**< Euler on the probability-flow ODE */
+  DS_DIFFUSION_ODE_HEUN = 4,                /**< Heun on the probability-flow ODE (fused only) */
+  DS_DIFFUSION_STOCHASTIC_LOCALIZATION = 5, /**< stochastic localization (schedule stochastic_localization) */
+  DS_DIFFUSION_WALK_JUMP = 6,               /**< ULA on the smoothed density, then the jump E[x0 | y] */
+  DS_DIFFUSION_SEQUENTIAL_MEASUREMENTS = 7, /**< sequential multi-measurement sampling (fused only) */
+  DS_DIFFUSION_SAMPLER_MAX_ENUM = 0x7FFFFFFF /**< not a sampler: keeps the enum 32-bit */
+} ds_diffusion_sampler;
+
+/** What a caller's model writes into the model buffer of a ::ds_diffusion_plan (values match diffsample::model_output). */
+typedef enum ds_model_output {
+  DS_MODEL_SCORE = 0,    /**< grad log p_t(x) */
+  DS_MODEL_DENOISER = 1, /**< x0 prediction E[x0 | x_t = x] */
+  DS_MODEL_EPS = 2,      /**< noise prediction (x - a x0) / s */
+  DS_MODEL_VELOCITY = 3, /**< probability-flow velocity dx/dt */
+  DS_MODEL_OUTPUT_MAX_ENUM = 0x7FFFFFFF /**< not an output: keeps the enum 32-bit */
+} ds_model_output;
+
+/**
+ * Settings of one reverse-diffusion run (diffsample::diffusion_options); initialise with ds_diffusion_options_init()
+ * before changing fields. Chain i uses the Philox stream (seed, first_chain + i, k).
+ */
+typedef struct ds_diffusion_options {
+  size_t struct_size;           /**< sizeof(ds_diffusion_options), set by ds_diffusion_options_init() */
+  ds_diffusion_sampler sampler; /**< update rule (default DS_DIFFUSION_DDPM) */
+  ds_schedule schedule;         /**< channel and time grid (default vp_linear, uniform from 1 to 0) */
+  int64_t steps;                /**< grid steps; Langevin steps for walk_jump, per measurement for SMS (default 100) */
+  double eta;                   /**< DDIM stochasticity in [0, 1] (default 0) */
+  double sigma;                 /**< walk_jump and SMS: measurement noise sigma > 0 (default 1) */
+  double step_size;             /**< walk_jump and SMS: Langevin step gamma > 0 (default 0.1) */
+  int64_t measurements;         /**< SMS: number of measurements M >= 1 (default 4) */
+  int final_denoise;            /**< nonzero: replace x by the denoiser at the last channel (default 0) */
+  int draw_initial;             /**< nonzero: draw the initial state, ignoring x's contents (default 1) */
+  uint64_t seed;                /**< Philox key (default 0) */
+  uint64_t first_chain;         /**< id of the call's first chain in the random stream (default 0) */
+  int64_t record_every;         /**< if > 0, record the state after every record_every-th step (default 0) */
+} ds_diffusion_options;
+
+/** What a reverse-diffusion run did. */
+typedef struct ds_diffusion_report {
+  ds_executor ran;     /**< executor that ran */
+  int register_path;   /**< nonzero when d was in the compiled list and chain state stayed in registers */
+  int64_t total_steps; /**< steps run per chain (steps x measurements for SMS) */
+} ds_diffusion_report;
+
+/** Opaque stepwise sampler for a caller's model (diffsample::diffusion_plan). */
+typedef struct ds_diffusion_plan ds_diffusion_plan;
+
+/** What a ::ds_diffusion_plan was built for, from ds_diffusion_plan_get_info(). */
+typedef struct ds_diffusion_plan_info {
+  int64_t steps;                /**< number of ds_diffusion_plan_step() calls of one trajectory */
+  int64_t n;                    /**< batch size: x and the model buffer hold n x dim floats */
+  int64_t dim;                  /**< dimension d */
+  ds_executor where;            /**< executor the plan runs on (never DS_EXECUTOR_AUTOMATIC) */
+  ds_model_output model_output; /**< what the model buffer must hold at each step */
+  int needs_final_jump;         /**< nonzero when ds_diffusion_plan_finish() must follow the last step */
+} ds_diffusion_plan_info;
+
+/** Resampling scheme (values match diffsample::resampling_scheme). */
+typedef enum ds_resampling_scheme {
+  DS_RESAMPLING_MULTINOMIAL = 0, /**< N independent draws from the weights */
+  DS_RESAMPLING_STRATIFIED = 1,  /**< one uniform draw in each of the N strata */
+  DS_RESAMPLING_SYSTEMATIC = 2,  /**< one uniform shared by the N strata of a problem */
+  DS_RESAMPLING_RESIDUAL = 3,    /**< floor(N w_i) copies, multinomial on the residuals */
+  DS_RESAMPLING_METROPOLIS = 4,  /**< collective-free Metropolis chains (biased for finite steps) */
+  DS_RESAMPLING_REJECTION = 5,   /**< collective-free rejection sampler (unbiased) */
+  DS_RESAMPLING_SCHEME_MAX_ENUM = 0x7FFFFFFF /**< not a scheme: keeps the enum 32-bit */
+} ds_resampling_scheme;
+
+/** How and when to resample (diffsample::resampling_options); initialise with ds_resampling_options_init(). */
+typedef struct ds_resampling_options {
+  size_t struct_size;          /**< sizeof(ds_resampling_options), set by ds_resampling_options_init() */
+  ds_resampling_scheme scheme; /**< the scheme (default DS_RESAMPLING_SYSTEMATIC) */
+  double ess_threshold;        /**< resample a problem when its ESS < ess_threshold N; 0 never (default 0.5) */
+  uint64_t seed;               /**< Philox seed; particle j of problem b draws from (seed, b N + j, step) (default 0) */
+  uint64_t step;               /**< step of the Philox stream, below 2^30: the SMC iteration index (default 0) */
+  int metropolis_steps;        /**< Metropolis iterations per particle (scheme metropolis only), >= 1 (default 64) */
+} ds_resampling_options;
+
+/** Per-problem result of ds_resample(); the same layout as diffsample::particle_report. */
+typedef struct ds_particle_report {
+  double ess;                      /**< (sum w)^2 / sum w^2 in FP64 (0 when failed), in [1, N] */
+  double log_normaliser_increment; /**< logsumexp(log w) - log N (-inf when failed) */
+  double log_sum_exp;              /**< logsumexp(log w), max-shifted (-inf when failed) */
+  int64_t nan_count;               /**< log-weights that were NaN or +inf, treated as -inf */
+  int32_t failed;                  /**< 1 when every weight is zero */
+  int32_t resampled;               /**< 1 when the ancestors of this problem were resampled, 0 when identity */
+} ds_particle_report;
+
+/** Guided posterior sampler (values match diffsample::guided_sampler; formulas in the README). */
+typedef enum ds_guided_sampler {
+  DS_GUIDED_SMC = 0,   /**< Monte Carlo guided diffusion: a particle filter with a log-evidence estimate */
+  DS_GUIDED_DPS = 1,   /**< diffusion posterior sampling (biased baseline) */
+  DS_GUIDED_PIGDM = 2, /**< pseudo-inverse guided diffusion (biased baseline) */
+  DS_GUIDED_SAMPLER_MAX_ENUM = 0x7FFFFFFF /**< not a sampler: keeps the enum 32-bit */
+} ds_guided_sampler;
+
+/**
+ * B linear observations y_b = A_b x + sigma_{y,b} z of one prior with a dense A (diffsample::guided_problems); host
+ * arrays, read during the call only. Initialise with ds_guided_problems_init().
+ */
+typedef struct ds_guided_problems {
+  size_t struct_size;    /**< sizeof(ds_guided_problems), set by ds_guided_problems_init() */
+  int64_t problems;      /**< B >= 1 (default 1) */
+  int64_t d_y;           /**< observation dimension, 1 <= d_y <= 1024 (default 1) */
+  const double* A;       /**< d_y x d_x (shared) or B x d_y x d_x, row-major (default NULL) */
+  int64_t A_count;       /**< entries of A: d_y d_x or B d_y d_x (default 0) */
+  const double* y;       /**< B x d_y observations (default NULL) */
+  const double* sigma_y; /**< 1 value (shared) or B values, each > 0 (default NULL) */
+  int64_t sigma_y_count; /**< entries of sigma_y: 1 or B (default 0) */
+} ds_guided_problems;
+
+/** Settings of one guided run (diffsample::guided_options); initialise with ds_guided_options_init(). */
+typedef struct ds_guided_options {
+  size_t struct_size;        /**< sizeof(ds_guided_options), set by ds_guided_options_init() */
+  ds_guided_sampler sampler; /**< posterior sampler (default DS_GUIDED_SMC) */
+  ds_schedule schedule;      /**< channel and time grid (default vp_linear) */
+  int64_t steps;             /**< transitions, 1..2^24 (default 100) */
+  int ddim;                  /**< nonzero: DDIM backward kernel with stochasticity eta instead of DDPM (default 0) */
+  double eta;                /**< DDIM stochasticity in [0, 1] (default 1) */
+  int64_t particles;         /**< N per problem, 1..2^24 (default 1024) */
+  double potential_spread;   /**< SMC: c of the intermediate potentials; 0 uses trace(A A^T) / d_y (default 0) */
+  ds_resampling_options resampling; /**< SMC: scheme and ESS threshold; its seed and step are set by the sampler */
+  int final_resample;        /**< SMC: nonzero draws equally weighted samples after the last step (default 1) */
+  double guidance_scale;     /**< dps and pigdm: multiplier of the guidance term, >= 0 (default 1) */
+  uint64_t seed;             /**< Philox key (default 0) */
+} ds_guided_options;
+
+/**
+ * Output buffers of ds_guided_sample() (diffsample::guided_outputs): device-accessible on the CUDA executor,
+ * host-accessible on the CPU one; NULL to skip. Initialise with ds_guided_outputs_init() (all NULL).
+ */
+typedef struct ds_guided_outputs {
+  size_t struct_size;       /**< sizeof(ds_guided_outputs), set by ds_guided_outputs_init() */
+  float* particles;         /**< B x N x d_x final particles (weighted by log_weights for smc) */
+  float* log_weights;       /**< B x N final unnormalised log-weights (smc) */
+  float* samples;           /**< B x N x d_x equally weighted samples (smc with final_resample; dps, pigdm) */
+  double* log_normaliser;   /**< B estimates of log p(y_b) (smc) */
+  float* ess_trace;         /**< B x (steps + 1): ESS at the start and after each transition (smc) */
+  int32_t* resample_count;  /**< B resamplings per problem, final resample excluded (smc) */
+} ds_guided_outputs;
+
+/** What a guided run did. */
+typedef struct ds_guided_report {
+  ds_executor ran;  /**< executor that ran */
+  int64_t launches; /**< kernel launches (or CPU loops) issued */
+} ds_guided_report;
+
+/** Opaque exact posterior mixture of a mixture prior under a dense linear-Gaussian observation. */
+typedef struct ds_posterior ds_posterior;
 
 /* --- library ---------------------------------------------------------------------------------------------- */
 
@@ -193,8 +414,14 @@ DS_API ds_status ds_mixture_sample(const ds_mixture* mixture, float* out, int64_
 
 /* --- Langevin --------------------------------------------------------------------------------------------- */
 
-/** The default options: MALA, step size 1e-2, 1000 steps, the prior, seed 0, no recording. */
-DS_API ds_langevin_options ds_langevin_options_default(void);
+/**
+ * Writes the default options (MALA, step size 1e-2, 1000 steps, the prior, seed 0, no recording) and sets
+ * options->struct_size.
+ * @param options      the struct to initialise
+ * @param struct_size  sizeof(ds_langevin_options) as the caller's header declares it
+ * @return DS_INVALID_ARGUMENT for a null pointer or a struct_size of no known layout (nothing written then)
+ */
+DS_API ds_status ds_langevin_options_init(ds_langevin_options* options, size_t struct_size);
 
 /**
  * Bytes of device workspace a ds_langevin() call with these arguments needs (0 when d is in the register list).
@@ -214,6 +441,307 @@ DS_API ds_status ds_langevin_workspace_bytes(const ds_mixture* mixture, int64_t 
 DS_API ds_status ds_langevin(const ds_mixture* mixture, float* x, int64_t n, const ds_langevin_options* options,
                              float* trajectory, int64_t* accepted, ds_execution exec, void* workspace,
                              size_t workspace_bytes, ds_langevin_report* report);
+
+/* --- names ------------------------------------------------------------------------------------------------ */
+
+/** "ula", "mala" or "tamed_ula" (or "unknown"). Static storage. */
+DS_API const char* ds_langevin_method_name(ds_langevin_method method);
+/** Parses the names of ds_langevin_method_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_langevin_method(const char* name, ds_langevin_method* out);
+/** "vp_linear", "vp_cosine", "vp_table", "variance_exploding", "ornstein_uhlenbeck", "linear_interpolant" or
+ * "stochastic_localization" (or "unknown"). Static storage. */
+DS_API const char* ds_schedule_kind_name(ds_schedule_kind kind);
+/** Parses the names of ds_schedule_kind_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_schedule_kind(const char* name, ds_schedule_kind* out);
+/** "uniform", "quadratic", "geometric" or "custom" (or "unknown"). Static storage. */
+DS_API const char* ds_time_grid_name(ds_time_grid grid);
+/** Parses the names of ds_time_grid_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_time_grid(const char* name, ds_time_grid* out);
+/** "ddpm", "ddim", "reverse_sde", "ode_euler", "ode_heun", "stochastic_localization", "walk_jump" or
+ * "sequential_measurements" (or "unknown"). Static storage. */
+DS_API const char* ds_diffusion_sampler_name(ds_diffusion_sampler sampler);
+/** Parses the names of ds_diffusion_sampler_name() (and "sms", "heun", "euler", "sl") into @p out.
+ * @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_diffusion_sampler(const char* name, ds_diffusion_sampler* out);
+/** "score", "denoiser", "eps" or "velocity" (or "unknown"). Static storage. */
+DS_API const char* ds_model_output_name(ds_model_output output);
+/** Parses the names of ds_model_output_name() (and "x0") into @p out.
+ * @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_model_output(const char* name, ds_model_output* out);
+/** "multinomial", "stratified", "systematic", "residual", "metropolis" or "rejection" (or "unknown"). Static
+ * storage. */
+DS_API const char* ds_resampling_scheme_name(ds_resampling_scheme scheme);
+/** Parses the names of ds_resampling_scheme_name() into @p out.
+ * @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_resampling_scheme(const char* name, ds_resampling_scheme* out);
+/** "smc", "dps" or "pigdm" (or "unknown"). Static storage. */
+DS_API const char* ds_guided_sampler_name(ds_guided_sampler sampler);
+/** Parses the names of ds_guided_sampler_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_guided_sampler(const char* name, ds_guided_sampler* out);
+
+/* --- noise schedules -------------------------------------------------------------------------------------- */
+
+/**
+ * Writes the schedule of @p kind with the C++ factory's default arguments (vp_linear(0.1, 20), vp_cosine(0.008),
+ * vp_table with no table yet, variance_exploding(0.01, 50), ornstein_uhlenbeck(5), linear_interpolant(),
+ * stochastic_localization(1e-3, 1e3)) and its default grid, and sets schedule->struct_size.
+ * @param schedule     the struct to initialise
+ * @param struct_size  sizeof(ds_schedule) as the caller's header declares it
+ * @param kind         channel family
+ * @return DS_INVALID_ARGUMENT for a null pointer, a struct_size of no known layout or an unknown kind
+ */
+DS_API ds_status ds_schedule_init(ds_schedule* schedule, size_t struct_size, ds_schedule_kind kind);
+
+/**
+ * Validates a schedule and writes the steps + 1 points of its grid in sampling order (host memory, synchronous).
+ * @param steps  number of steps N >= 1 (for DS_TIME_GRID_CUSTOM, times_count - 1)
+ * @param out    steps + 1 points
+ * @return DS_INVALID_ARGUMENT naming the field and the bad value for an invalid schedule
+ */
+DS_API ds_status ds_schedule_points(const ds_schedule* schedule, int64_t steps, ds_schedule_point* out);
+
+/* --- reverse diffusion ------------------------------------------------------------------------------------ */
+
+/**
+ * Writes the default options (DDPM on vp_linear, 100 steps, eta 0, sigma 1, step size 0.1, 4 measurements, no final
+ * denoise, initial state drawn, seed 0, no recording) and sets options->struct_size and options->schedule.struct_size.
+ * @param options      the struct to initialise
+ * @param struct_size  sizeof(ds_diffusion_options) as the caller's header declares it
+ * @return DS_INVALID_ARGUMENT for a null pointer or a struct_size of no known layout
+ */
+DS_API ds_status ds_diffusion_options_init(ds_diffusion_options* options, size_t struct_size);
+
+/**
+ * Bytes of device workspace a ds_diffusion_sample() call with these arguments needs (the coefficient table, plus
+ * 4 n d floats when d is not in the register-path list).
+ * @param bytes  receives the size
+ */
+DS_API ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t n,
+                                              const ds_diffusion_options* options, size_t* bytes);
+
+/**
+ * Runs the whole trajectory of n chains of options->sampler on the mixture's exact denoiser in one fused launch
+ * (diffsample::diffusion). @p x (n x d) receives the samples, and holds the initial states when
+ * options->draw_initial is 0. The per-step coefficients are computed on the host in FP64 and copied once per call.
+ * Asynchronous on the CUDA executor (no host synchronisation).
+ * @param trajectory       (total_steps / record_every) x n x d floats when options->record_every > 0, else NULL
+ * @param exec             executor and stream
+ * @param workspace        ds_diffusion_workspace_bytes() bytes on the executor's side, or NULL to allocate
+ *                         stream-ordered once per call
+ * @param workspace_bytes  size of @p workspace
+ * @param report           receives what the run did (may be NULL)
+ */
+DS_API ds_status ds_diffusion_sample(const ds_mixture* mixture, float* x, int64_t n,
+                                     const ds_diffusion_options* options, float* trajectory, ds_execution exec,
+                                     void* workspace, size_t workspace_bytes, ds_diffusion_report* report);
+
+/**
+ * Creates a stepwise plan for a caller's model (diffsample::diffusion_plan): per step k the caller evaluates its
+ * model at the channel of ds_diffusion_plan_step_channel(k) on the current x for the whole batch, writes the
+ * declared @p output into a buffer and calls ds_diffusion_plan_step(). Samplers: ddpm, ddim, reverse_sde,
+ * ode_euler, stochastic_localization, walk_jump (ode_heun and sequential_measurements are fused only). With the
+ * mixture's denoiser as the model the result equals ds_diffusion_sample() bit for bit on the CPU executor.
+ * Creation validates, builds the coefficient table and allocates device memory once (cudaMalloc and a synchronous
+ * copy: it synchronises; nothing afterwards does).
+ * @param n, dim  batch size and dimension of x and of the model buffer (n x dim floats each)
+ * @param output  what the model writes
+ * @param exec    DS_EXECUTOR_CUDA or DS_EXECUTOR_CPU (automatic picks CUDA when a GPU is present)
+ * @param out     receives the new handle (release with ds_diffusion_plan_destroy())
+ */
+DS_API ds_status ds_diffusion_plan_create(int64_t n, int64_t dim, const ds_diffusion_options* options,
+                                          ds_model_output output, ds_execution exec, ds_diffusion_plan** out);
+
+/** Releases a plan and its device buffers (synchronous). NULL is ignored. */
+DS_API void ds_diffusion_plan_destroy(ds_diffusion_plan* plan);
+
+/** Reports the step count, sizes, executor, model output and whether a final jump is needed. */
+DS_API ds_status ds_diffusion_plan_get_info(const ds_diffusion_plan* plan, ds_diffusion_plan_info* info);
+
+/**
+ * The channel (a, s) at which the model must be evaluated before step k, and the step's time (walk_jump: 0).
+ * @param k        0 <= k <= steps; k = steps is the channel of ds_diffusion_plan_finish()
+ * @param channel  receives (a, s) (may be NULL)
+ * @param t        receives the time (may be NULL)
+ */
+DS_API ds_status ds_diffusion_plan_step_channel(const ds_diffusion_plan* plan, int64_t k, ds_channel* channel,
+                                                double* t);
+
+/**
+ * Device (host, on the CPU executor) pointer to the plan's current step index, for models captured in a CUDA
+ * graph; valid until the plan is destroyed.
+ * @param counter  receives the pointer
+ */
+DS_API ds_status ds_diffusion_plan_step_counter(const ds_diffusion_plan* plan, const int64_t** counter);
+
+/**
+ * Resets the step counter to 0 and, when the options drew the initial state, writes x = s_0 z (n x d, on the plan's
+ * executor) as ds_diffusion_sample() does. Asynchronous on @p stream (CUDA executor).
+ */
+DS_API ds_status ds_diffusion_plan_reset(ds_diffusion_plan* plan, float* x, struct CUstream_st* stream);
+
+/**
+ * Applies the update of the current step to x given the model output at x (both n x d, device memory on the CUDA
+ * executor, host memory on the CPU one) and advances the step counter; past the last step x is left unchanged.
+ * Asynchronous on @p stream, no allocation, no validation beyond null pointers, so that it can be captured in a
+ * CUDA graph.
+ */
+DS_API ds_status ds_diffusion_plan_step(ds_diffusion_plan* plan, float* x, const float* model,
+                                        struct CUstream_st* stream);
+
+/**
+ * The final jump x <- E[x0 | x] from the model output at ds_diffusion_plan_step_channel(steps), when
+ * ds_diffusion_plan_info::needs_final_jump. Asynchronous on @p stream.
+ */
+DS_API ds_status ds_diffusion_plan_finish(ds_diffusion_plan* plan, float* x, const float* model,
+                                          struct CUstream_st* stream);
+
+/* --- SMC primitives --------------------------------------------------------------------------------------- */
+
+/**
+ * Writes the default resampling options (systematic, ESS threshold 0.5, seed 0, step 0, 64 Metropolis steps) and
+ * sets options->struct_size.
+ * @param options      the struct to initialise
+ * @param struct_size  sizeof(ds_resampling_options) as the caller's header declares it
+ */
+DS_API ds_status ds_resampling_options_init(ds_resampling_options* options, size_t struct_size);
+
+/**
+ * Bytes of workspace ds_resample() needs for B problems of N particles with @p scheme (0 when B N = 0).
+ * @param bytes  receives the size
+ */
+DS_API ds_status ds_resampling_workspace_bytes(int64_t problems, int64_t particles, ds_resampling_scheme scheme,
+                                               size_t* bytes);
+
+/**
+ * Per-problem statistics and exact, deterministic resampling of the problems whose ESS falls below the threshold
+ * (diffsample::resample): the same inputs give the same ancestors on every run, thread count and executor. NaN and
+ * +inf log-weights count as -inf; a problem whose weights are all zero is reported failed and keeps the identity.
+ * Every buffer is device-accessible on the CUDA executor and host-accessible on the CPU one; the output pointers
+ * are optional (without ancestors nothing is resampled). Asynchronous on the CUDA executor (reports are written to
+ * device memory then).
+ * @param log_weights         B x N floats
+ * @param problems            B >= 0
+ * @param particles           N, 1 <= N <= 2^24 (0 only when B = 0)
+ * @param ancestors           B x N ancestor indices within each problem (0..N-1), or NULL
+ * @param normalised_weights  B x N weights w_i / sum w (0 for a failed problem), or NULL
+ * @param reports             B reports, or NULL
+ * @param workspace           ds_resampling_workspace_bytes() bytes, or NULL to allocate stream-ordered
+ * @param workspace_bytes     size of @p workspace
+ * @param ran                 receives the executor that ran (may be NULL)
+ */
+DS_API ds_status ds_resample(const float* log_weights, int64_t problems, int64_t particles,
+                             const ds_resampling_options* options, int32_t* ancestors, float* normalised_weights,
+                             ds_particle_report* reports, ds_execution exec, void* workspace, size_t workspace_bytes,
+                             ds_executor* ran);
+
+/**
+ * Gathers particle states by ancestor: out[b, j, :] = states[b, ancestors[b, j], :] for B x N particles of
+ * dimension d. @p states and @p out must not overlap. Asynchronous on the CUDA executor.
+ * @param states     B x N x d floats
+ * @param ancestors  B x N indices in 0..N-1
+ * @param out        B x N x d floats
+ * @param ran        receives the executor that ran (may be NULL)
+ */
+DS_API ds_status ds_gather_particles(const float* states, int64_t problems, int64_t particles, int64_t dim,
+                                     const int32_t* ancestors, float* out, ds_execution exec, ds_executor* ran);
+
+/* --- guided posterior sampling ---------------------------------------------------------------------------- */
+
+/**
+ * Writes the defaults (B = 1, d_y = 1, every array NULL with count 0) and sets problems->struct_size.
+ * @param problems     the struct to initialise
+ * @param struct_size  sizeof(ds_guided_problems) as the caller's header declares it
+ */
+DS_API ds_status ds_guided_problems_init(ds_guided_problems* problems, size_t struct_size);
+
+/**
+ * Writes the default options (smc on vp_linear, 100 DDPM steps, 1024 particles, systematic resampling at ESS
+ * 0.5 N, final resample, guidance scale 1, seed 0) and sets the struct_size of the struct and of its nested
+ * schedule and resampling options.
+ * @param options      the struct to initialise
+ * @param struct_size  sizeof(ds_guided_options) as the caller's header declares it
+ */
+DS_API ds_status ds_guided_options_init(ds_guided_options* options, size_t struct_size);
+
+/**
+ * Sets every output pointer to NULL and sets outputs->struct_size.
+ * @param outputs      the struct to initialise
+ * @param struct_size  sizeof(ds_guided_outputs) as the caller's header declares it
+ */
+DS_API ds_status ds_guided_outputs_init(ds_guided_outputs* outputs, size_t struct_size);
+
+/**
+ * Bytes of workspace ds_guided_sample() needs (state buffers, per-step tables, resampling workspace).
+ * @param bytes  receives the size
+ */
+DS_API ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_guided_problems* problems,
+                                           const ds_guided_options* options, size_t* bytes);
+
+/**
+ * Runs a guided posterior sampler on every problem (diffsample::guided_sample). The tables are built on the host in
+ * FP64 and copied once; each SMC transition then issues a fixed handful of launches with no allocation and no host
+ * synchronisation; dps and pigdm run fused. Asynchronous on the CUDA executor.
+ * @param prior            the mixture prior, of dimension d_x
+ * @param problems         observations (host arrays)
+ * @param outputs          caller buffers on the executor's side
+ * @param workspace        ds_guided_workspace_bytes() bytes, or NULL to allocate stream-ordered once per call
+ * @param workspace_bytes  size of @p workspace
+ * @param report           receives what the run did (may be NULL)
+ */
+DS_API ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* problems,
+                                  const ds_guided_options* options, const ds_guided_outputs* outputs,
+                                  ds_execution exec, void* workspace, size_t workspace_bytes,
+                                  ds_guided_report* report);
+
+/**
+ * Creates the exact posterior mixture of @p prior given y = A x + sigma_y z (diffsample::mixture_posterior):
+ * synchronous host work in FP64, nothing launched. Arrays are host memory, copied.
+ * @param prior    the mixture prior, of dimension d_x
+ * @param d_y      observation dimension >= 1
+ * @param A        d_y x d_x row-major
+ * @param sigma_y  noise scale, finite and >= 0 (0 needs A Sigma_k A^T non-singular)
+ * @param y        d_y observed values
+ * @param out      receives the new handle (release with ds_posterior_destroy())
+ */
+DS_API ds_status ds_posterior_create(const ds_mixture* prior, int64_t d_y, const double* A, double sigma_y,
+                                     const double* y, ds_posterior** out);
+
+/** Releases an exact posterior. NULL is ignored. */
+DS_API void ds_posterior_destroy(ds_posterior* posterior);
+
+/** Reports the number of components K and the dimension d_x; either output pointer may be NULL. */
+DS_API ds_status ds_posterior_shape(const ds_posterior* posterior, int64_t* components, int64_t* dim);
+
+/** log p(y) = log sum_k w_k N(y; A mu_k, A Sigma_k A^T + sigma_y^2 I). @param out receives the value */
+DS_API ds_status ds_posterior_log_evidence(const ds_posterior* posterior, double* out);
+
+/**
+ * Copies the posterior components out (host memory); every output pointer may be NULL.
+ * @param weights      K normalised weights w'_k
+ * @param log_weights  K values log w'_k (finite even when w'_k underflows)
+ * @param means        K x d_x component means
+ * @param covariances  K x d_x x d_x component covariances
+ */
+DS_API ds_status ds_posterior_components(const ds_posterior* posterior, double* weights, double* log_weights,
+                                         double* means, double* covariances);
+
+/**
+ * Mean (d_x values) and covariance (d_x x d_x) of the whole posterior mixture (host memory); either may be NULL.
+ */
+DS_API ds_status ds_posterior_moments(const ds_posterior* posterior, double* mean, double* covariance);
+
+/**
+ * Exact posterior samples (host memory, synchronous, OpenMP over samples): sample i draws from the Philox stream
+ * (seed, first_index + i, 0), so results do not depend on how a set of samples is split into calls.
+ * @param out     n x d_x host floats
+ * @param labels  n host component indices, or NULL
+ */
+DS_API ds_status ds_posterior_sample(const ds_posterior* posterior, float* out, int64_t n, uint64_t seed,
+                                     int32_t* labels, uint64_t first_index);
+
+/** ds_posterior_sample() in FP64. @param out n x d_x host doubles @param labels n indices, or NULL */
+DS_API ds_status ds_posterior_sample_double(const ds_posterior* posterior, double* out, int64_t n, uint64_t seed,
+                                            int32_t* labels, uint64_t first_index);
 
 /* --- metrics ---------------------------------------------------------------------------------------------- */
 

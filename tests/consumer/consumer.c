@@ -10,7 +10,7 @@ int main(void) {
   const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
   const ds_channel prior = {1.0, 0.0};
   ds_mixture* target = NULL;
-  ds_langevin_options options = ds_langevin_options_default();
+  ds_langevin_options options;
   ds_langevin_report report;
   static float x[n * 2], exact[n * 2];
   double sw = 0;
@@ -21,6 +21,7 @@ int main(void) {
     fprintf(stderr, "consumer.c: %s\n", ds_last_error());
     return 1;
   }
+  if (ds_langevin_options_init(&options, sizeof options) != DS_SUCCESS) return 1;
   options.steps = 10;
   options.step_size = 0.03;
   if (ds_langevin(target, x, n, &options, NULL, NULL, cpu, NULL, 0, &report) != DS_SUCCESS ||
