@@ -388,7 +388,7 @@ ds_guided_problems default_problems() {
   return p;
 }
 
-ds::guided_problems to_cpp(const ds_guided_problems* p) {
+ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t dim) {
   const ds_guided_problems g = read_struct("problems", p, default_problems());
   // B and d_y size the copy of y, so they are checked here (guided_sample() checks the rest).
   if (g.problems < 1 || g.problems > (std::int64_t{1} << 40))
@@ -398,6 +398,21 @@ ds::guided_problems to_cpp(const ds_guided_problems* p) {
   r.problems = g.problems;
   r.d_y = g.d_y;
   r.A = copy_array("problems.A", g.A, g.A_count);
+  if (g.mask != nullptr || g.mask_count != 0) {
+    if (g.A != nullptr) fail("problems.mask: give either A or mask, not both");
+    if (g.mask_count != g.d_y && g.mask_count != g.problems * g.d_y)
+      fail("problems.mask_count: expected d_y = " + std::to_string(g.d_y) + " or B x d_y = " +
+           std::to_string(g.problems * g.d_y) + ", got " + std::to_string(g.mask_count));
+    if (g.mask == nullptr) fail("problems.mask: null pointer for " + std::to_string(g.mask_count) + " indices");
+    const std::vector<double> gains = copy_array("problems.mask_gains", g.mask_gains, g.mask_gains ? g.mask_count : 0);
+    const std::int64_t d_x = dim;
+    for (std::int64_t c = 0; c < g.mask_count / g.d_y; ++c) {
+      std::vector<std::int64_t> rows(g.mask + c * g.d_y, g.mask + (c + 1) * g.d_y);
+      std::vector<double> row_gains;
+      if (!gains.empty()) row_gains.assign(gains.begin() + c * g.d_y, gains.begin() + (c + 1) * g.d_y);
+      r.operators.push_back(ds::observation_operator::mask(d_x, std::move(rows), std::move(row_gains)));
+    }
+  }
   r.y = copy_array("problems.y", g.y, g.problems * g.d_y);
   r.sigma_y = copy_array("problems.sigma_y", g.sigma_y, g.sigma_y_count);
   return r;
@@ -819,7 +834,7 @@ ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_guided_pro
                                     const ds_guided_options* options, size_t* bytes) {
   return guard([&] {
     const auto& m = get(prior, "prior");
-    const auto g = to_cpp(problems);
+    const auto g = to_cpp(problems, m.dim());
     const auto o = to_cpp(options);
     require_out("bytes", bytes);
     *bytes = ds::guided_workspace_bytes(m, g, o);
@@ -831,7 +846,7 @@ ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* pr
                            void* workspace, size_t workspace_bytes, ds_guided_report* report) {
   return guard([&] {
     const auto& m = get(prior, "prior");
-    const auto g = to_cpp(problems);
+    const auto g = to_cpp(problems, m.dim());
     const auto o = to_cpp(options);
     const auto out = to_cpp(outputs);
     const ds::guided_report r = ds::guided_sample(m, g, o, out, to_cpp(exec), workspace, workspace_bytes);
@@ -855,6 +870,19 @@ ds_status ds_posterior_create(const ds_mixture* prior, int64_t d_y, const double
     obs.sigma_y = sigma_y;
     obs.y = copy_array("y", y, d_y);
     *out = new ds_posterior{ds::mixture_posterior(m, obs)};
+  });
+}
+
+ds_status ds_posterior_create_masked(const ds_mixture* prior, int64_t d_y, const int64_t* mask, const double* gains,
+                                     double sigma_y, const double* y, ds_posterior** out) {
+  return guard([&] {
+    const auto& m = get(prior, "prior");
+    require_out("out", out);
+    if (d_y < 1 || d_y > m.dim()) fail("d_y: must be in [1, d_x = " + std::to_string(m.dim()) + "], got " + std::to_string(d_y));
+    if (mask == nullptr) fail("mask: null pointer for " + std::to_string(d_y) + " indices");
+    std::vector<std::int64_t> indices(mask, mask + d_y);
+    const auto op = ds::observation_operator::mask(m.dim(), std::move(indices), copy_array("gains", gains, gains ? d_y : 0));
+    *out = new ds_posterior{ds::mixture_posterior(m, op, sigma_y, copy_array("y", y, d_y))};
   });
 }
 

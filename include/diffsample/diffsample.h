@@ -278,6 +278,12 @@ typedef struct ds_guided_problems {
   const double* y;       /**< B x d_y observations (default NULL) */
   const double* sigma_y; /**< 1 value (shared) or B values, each > 0 (default NULL) */
   int64_t sigma_y_count; /**< entries of sigma_y: 1 or B (default 0) */
+  /** Instead of A (leave A NULL then): mask (inpainting) operators, observed value i of a problem being
+   *  gains[i] x[mask[i]]. d_y coordinate indices shared by every problem, or B x d_y (one row per problem), each
+   *  in [0, d_x) and distinct within a row. Run as a gather/scatter with diagonal tables (default NULL). */
+  const int64_t* mask;
+  int64_t mask_count;      /**< entries of mask: d_y or B d_y (default 0) */
+  const double* mask_gains; /**< mask_count gains, or NULL for all ones (default NULL) */
 } ds_guided_problems;
 
 /** Settings of one guided run (diffsample::guided_options); initialise with ds_guided_options_init(). */
@@ -705,6 +711,14 @@ DS_API ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_probl
  */
 DS_API ds_status ds_posterior_create(const ds_mixture* prior, int64_t d_y, const double* A, double sigma_y,
                                      const double* y, ds_posterior** out);
+
+/**
+ * Computes the exact posterior under a mask (inpainting) operator: observed value i is gains[i] x[mask[i]] plus
+ * noise, for d_y distinct coordinates mask[0..d_y-1] in [0, d_x). @p gains may be NULL (all ones). Otherwise as
+ * ds_posterior_create().
+ */
+DS_API ds_status ds_posterior_create_masked(const ds_mixture* prior, int64_t d_y, const int64_t* mask,
+                                            const double* gains, double sigma_y, const double* y, ds_posterior** out);
 
 /** Releases an exact posterior. NULL is ignored. */
 DS_API void ds_posterior_destroy(ds_posterior* posterior);
