@@ -19,7 +19,10 @@
 #include "src/npy.hpp"
 
 #ifdef DIFFSAMPLE_CLI_PATH
+#include <filesystem>
 #include <nlohmann/json.hpp>
+
+#include "src/cli/problem.hpp"
 
 namespace {
 
@@ -369,6 +372,36 @@ TEST_F(Cli, ConflictingOptions) {
   EXPECT_EQ(r.rc, 2);  // command-line errors exit 2, input errors 1
   expect_failure(run("sample --sampler nuts --out " + path("out.npy")), "sampler 'nuts' is unknown");
   expect_failure(run("sample --sampler ddpm --time-grid geometric --out " + path("out.npy") + kQuick), "geometric");
+}
+
+// Inputs kept by scripts/fuzz.sh problem (crashes it found, then fixed) and hand-written hostile files: each must
+// parse, or be refused with input_error on one line that starts with the file name, never crash or throw anything
+// else. A parsed prior is accepted by the library.
+TEST(CliFuzzRegressions, KeptProblemFilesParseOrAreRefused) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(__FILE__).parent_path() / "data" / "fuzz-problem";
+  ASSERT_TRUE(fs::is_directory(dir)) << dir;
+  int files = 0, refused = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (!entry.is_regular_file() || entry.path().filename() == "README.md") continue;
+    ++files;
+    const std::string name = entry.path().filename().string();
+    const std::string text = slurp(entry.path().string());
+    try {
+      const ds::cli::problem p = ds::cli::parse_problem(text, name, /*read_files=*/false);
+      if (p.prior) {
+        const ds::gaussian_mixture m(p.prior->dim, p.prior->weights, p.prior->means, p.prior->variances);
+        EXPECT_EQ(m.dim(), p.prior->dim) << name;
+      }
+    } catch (const ds::cli::input_error& e) {
+      ++refused;
+      const std::string message = e.what();
+      EXPECT_EQ(message.rfind(name + ": ", 0), 0u) << message;
+      EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+  }
+  EXPECT_GT(files, 0);
+  EXPECT_GT(refused, 0);
 }
 
 }  // namespace
