@@ -1,7 +1,9 @@
 // The diffsample program, run as a user would: subcommands, problem files, outputs, and one test per class of bad
 // input (each must give one line on stderr naming the problem, a non-zero exit, and no output file).
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,6 +72,47 @@ class Cli : public ::testing::Test {
     r.out = slurp(path("stdout"));
     r.err = slurp(path("stderr"));
     return r;
+  }
+
+  /// Runs the program as run() does but with stderr on a pseudo-terminal (posix_openpt, no extra library), and
+  /// returns what it wrote there in r.err. False where no pseudo-terminal can be opened.
+  bool run_on_terminal(const std::string& args, result& r) const {
+    const int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0) return false;
+    if (grantpt(master) != 0 || unlockpt(master) != 0 || ptsname(master) == nullptr) {
+      close(master);
+      return false;
+    }
+    const std::string terminal = ptsname(master);
+    const int keep = open(terminal.c_str(), O_RDWR | O_NOCTTY);  // held open so that reads never see EIO
+    const std::string cmd = std::string("'") + DIFFSAMPLE_CLI_PATH + "' " + args + " >'" + path("stdout") + "' 2>'" +
+                            terminal + "'";
+    const pid_t pid = fork();
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    int status = 0;
+    bool exited = false;
+    r.err.clear();
+    while (true) {
+      pollfd p{master, POLLIN, 0};
+      if (poll(&p, 1, exited ? 0 : 100) > 0 && (p.revents & POLLIN)) {
+        char buffer[4096];
+        const ssize_t got = read(master, buffer, sizeof buffer);
+        if (got > 0) {
+          r.err.append(buffer, std::size_t(got));
+          continue;
+        }
+      }
+      if (exited) break;
+      exited = waitpid(pid, &status, WNOHANG) == pid;
+    }
+    close(keep);
+    close(master);
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    r.out = slurp(path("stdout"));
+    return true;
   }
 
   /// Files in the test folder other than the captured streams.
@@ -262,6 +305,66 @@ TEST_F(Cli, SolveWithGuidedSmcIsScoredAgainstTheExactPosterior) {
   // Options that do not apply are refused.
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler exact --steps 10").rc, 2);
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler mala").rc, 2);
+}
+
+TEST_F(Cli, SampleInChunksGivesTheSameSamples) {
+  // The progress line runs the chains in chunks (first_chain set per chunk); DIFFSAMPLE_CHUNKS forces chunking
+  // here, where stderr is a file. Every chain keeps its Philox stream (seed, chain, step): the files are identical.
+  for (const char* sampler : {"mala", "ddpm", "sms"}) {
+    const std::string args = std::string("sample --sampler ") + sampler + " --dim 3 --seed 4 --executor cpu --chains 1001 --steps 30";
+    ASSERT_EQ(run(args + " --out " + path("one.npy")).rc, 0) << sampler;
+    setenv("DIFFSAMPLE_CHUNKS", "7", 1);
+    const result r = run(args + " --out " + path("chunked.npy") + " --report " + path("r.json"));
+    unsetenv("DIFFSAMPLE_CHUNKS");
+    ASSERT_EQ(r.rc, 0) << sampler << ": " << r.err;
+    EXPECT_TRUE(r.err.empty()) << r.err;  // no progress line: stderr is not a terminal
+    EXPECT_EQ(slurp(path("chunked.npy")), slurp(path("one.npy"))) << sampler;
+    if (std::string(sampler) == "mala") {  // acceptance counts are gathered from every chunk
+      const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+      EXPECT_GT(j["accuracy"]["acceptance_rate"].get<double>(), 0.3);
+    }
+  }
+  setenv("DIFFSAMPLE_CHUNKS", "0", 1);
+  const result bad = run("sample --executor cpu --chains 64 --steps 2");
+  unsetenv("DIFFSAMPLE_CHUNKS");
+  EXPECT_EQ(bad.rc, 2);
+  EXPECT_NE(bad.err.find("DIFFSAMPLE_CHUNKS"), std::string::npos) << bad.err;
+}
+
+TEST_F(Cli, ProgressOnlyOnATerminalAndNeverWithQuiet) {
+  // stderr a file: no progress line, and --quiet prints nothing at all.
+  const std::string sample = "sample --sampler ddpm --executor cpu --chains 2000 --steps 20";
+  const std::string solve = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu "
+                            "--particles 512 --steps 10";
+  result r = run(sample);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  r = run(solve);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  for (const std::string& args : {sample, solve}) {
+    r = run(args + " --quiet");
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
+  // stderr a terminal: sample draws chains done, chains/s and time left; solve the elapsed time; --quiet nothing.
+  if (!run_on_terminal(sample, r)) GTEST_SKIP() << "no pseudo-terminal available";
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("\r  chains 2000/2000  "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("chains/s"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("s left"), std::string::npos) << r.err;
+  EXPECT_GT(std::count(r.err.begin(), r.err.end(), '\r'), 10) << r.err;  // redrawn after each of 20 chunks
+  EXPECT_NE(r.out.find("sliced W1"), std::string::npos);                  // results stay on stdout
+  ASSERT_TRUE(run_on_terminal(solve, r));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("smc: 512 particles x 10 steps, "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" s in all"), std::string::npos) << r.err;
+  for (const std::string& args : {sample, solve}) {
+    ASSERT_TRUE(run_on_terminal(args + " --quiet", r));
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
 }
 
 TEST_F(Cli, BenchPrintsTheTable) {
