@@ -18,7 +18,8 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 bool progress_wanted(bool quiet) { return !quiet && isatty(STDERR_FILENO); }
 
 progress::progress(std::int64_t total, std::string unit, double per_unit, std::string rate_unit, bool quiet)
-    : total_(total), unit_(std::move(unit)), rate_unit_(std::move(rate_unit)), per_unit_(per_unit), on_(progress_wanted(quiet)), start_(std::chrono::steady_clock::now()) {}
+    : total_(total), unit_(std::move(unit)), rate_unit_(std::move(rate_unit)), per_unit_(per_unit),
+      on_(progress_wanted(quiet)), start_(std::chrono::steady_clock::now()) {}
 
 void progress::update(std::int64_t done) {
   if (!on_) return;
