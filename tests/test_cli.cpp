@@ -311,7 +311,8 @@ TEST_F(Cli, SampleInChunksGivesTheSameSamples) {
   // The progress line runs the chains in chunks (first_chain set per chunk); DIFFSAMPLE_CHUNKS forces chunking
   // here, where stderr is a file. Every chain keeps its Philox stream (seed, chain, step): the files are identical.
   for (const char* sampler : {"mala", "ddpm", "sms"}) {
-    const std::string args = std::string("sample --sampler ") + sampler + " --dim 3 --seed 4 --executor cpu --chains 1001 --steps 30";
+    const std::string args =
+        std::string("sample --sampler ") + sampler + " --dim 3 --seed 4 --executor cpu --chains 1001 --steps 30";
     ASSERT_EQ(run(args + " --out " + path("one.npy")).rc, 0) << sampler;
     setenv("DIFFSAMPLE_CHUNKS", "7", 1);
     const result r = run(args + " --out " + path("chunked.npy") + " --report " + path("r.json"));
@@ -365,6 +366,60 @@ TEST_F(Cli, ProgressOnlyOnATerminalAndNeverWithQuiet) {
     ASSERT_EQ(r.rc, 0) << r.err;
     EXPECT_TRUE(r.err.empty()) << r.err;
   }
+}
+
+std::size_t occurrences(const std::string& text, const std::string& what) {
+  std::size_t count = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+TEST_F(Cli, SolveDrawsTheEssTrace) {
+  // --ess-plot: ESS / N against the step, one polyline per problem (the program runs one) with steps + 1 points,
+  // all inside the plot, and the resampling threshold as a dashed line.
+  const std::string problem = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu ";
+  const result r = run(problem + "--particles 1024 --steps 40 --quiet --ess-plot " + path("ess.svg") + " --report " +
+                       path("r.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::string svg = slurp(path("ess.svg"));
+  EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
+  EXPECT_EQ(occurrences(svg, "<svg"), 1u);
+  EXPECT_EQ(occurrences(svg, "</svg>"), 1u);
+  EXPECT_EQ(svg.substr(svg.size() - 7), "</svg>\n");
+  EXPECT_EQ(occurrences(svg, "<text"), occurrences(svg, "</text>"));
+  EXPECT_EQ(occurrences(svg, "<g"), occurrences(svg, "</g>"));
+  EXPECT_EQ(occurrences(svg, "<polyline"), 1u);
+  EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos);  // the threshold
+  EXPECT_NE(svg.find("resampling threshold 0.5"), std::string::npos);
+  EXPECT_NE(svg.find(">step</text>"), std::string::npos);
+  EXPECT_NE(svg.find("ESS / N (N = 1024)"), std::string::npos);
+  // The points: one per ESS value, x increasing across the plot, y inside it (top 40, bottom 328).
+  const auto at = svg.find("points=\"") + 8;
+  std::istringstream points(svg.substr(at, svg.find('"', at) - at));
+  std::vector<std::pair<double, double>> xy;
+  std::string pair;
+  while (points >> pair)
+    xy.emplace_back(std::stod(pair.substr(0, pair.find(','))), std::stod(pair.substr(pair.find(',') + 1)));
+  ASSERT_EQ(xy.size(), 41u);
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  const auto ess = j["ess_trace"].get<std::vector<double>>();
+  for (std::size_t k = 0; k < xy.size(); ++k) {
+    EXPECT_GE(xy[k].second, 40 - 1e-9);
+    EXPECT_LE(xy[k].second, 328 + 1e-9);
+    EXPECT_NEAR(xy[k].second, 40 + (1 - ess[k] / 1024) * 288, 0.06);  // ESS / N on y, drawn to 0.1 px
+    if (k > 0) {
+      EXPECT_GT(xy[k].first, xy[k - 1].first);
+    }
+  }
+  // Only SMC has an ESS; an unwritable path is refused before the run and leaves nothing; a failed run leaves an
+  // existing file untouched.
+  expect_failure(run(problem + "--sampler dps --ess-plot " + path("out.npy")), "--ess-plot");
+  expect_failure(run(problem + "--ess-plot " + path("no/such/ess.svg")), "cannot write", "no");
+  mkdir(path("d.svg").c_str(), 0755);
+  expect_failure(run(problem + "--ess-plot " + path("d.svg")), "it is a folder", "out.npy");
+  write("old.svg", "old");
+  expect_failure(run(problem + "--particles 0 --ess-plot " + path("old.svg")), "--particles", "out.npy");
+  EXPECT_EQ(slurp(path("old.svg")), "old");
 }
 
 TEST_F(Cli, BenchPrintsTheTable) {
