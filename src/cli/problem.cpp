@@ -69,7 +69,7 @@ class reader {
       if (!allowed.count(it.key())) {
         std::string list;
         for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-        const std::string key = "'" + printable(it.key()) + "'";
+        const std::string key = printable(it.key());
         bad(field.empty() ? key : field + "." + key, "unknown key (expected one of: " + list + ")");
       }
   }
