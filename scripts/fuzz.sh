@@ -1,41 +1,94 @@
 #!/usr/bin/env bash
-# Fuzzes the .npy reader with libFuzzer and AddressSanitizer (clang). Usage: scripts/fuzz.sh [seconds] (default 60).
-# Starts from a seed corpus of valid and near-valid files written below, plus tests/data/fuzz/. Inputs that crash
-# are written to tests/data/fuzz/ (crash-*), where test_npy replays every file as a regression test: fix the
-# reader, then commit the input.
+# Fuzzes the program's input readers with libFuzzer, AddressSanitizer and UBSan (clang).
+#
+#   scripts/fuzz.sh [seconds] [target...]      targets: npy, problem (default: both); seconds per target (60)
+#
+#   npy      fuzz/fuzz_npy.cpp: the .npy reader (src/npy.cpp), from numpy-style seeds written below plus
+#            tests/data/fuzz/. Crashing inputs are written to tests/data/fuzz/ (crash-*), replayed by test_npy.
+#   problem  fuzz/fuzz_problem.cpp: the JSON problem-file reader (parse_problem in src/cli/problem.cpp), from
+#            examples/*.json plus tests/data/fuzz-problem/. Crashing inputs are written to tests/data/fuzz-problem/,
+#            replayed by test_cli. It links libdiffsample.so: from $DIFFSAMPLE_LIB_DIR if set, else build/ if it
+#            holds one, else the library alone is built with CMake under $FUZZ_WORK/lib (a few minutes, once).
+#
+# A crash stops the run of that target: fix the reader, then commit the input next to the others.
+# Environment: CXX_FUZZ (clang++), FUZZ_WORK (build-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${1:-60}
-CXX_FUZZ=${CXX_FUZZ:-$(command -v clang++ || command -v clang++-14)}
+seconds=60
+targets=()
+for a in "$@"; do
+  case "$a" in
+    ''|*[!0-9]*) case "$a" in
+                   npy|problem) targets+=("$a") ;;
+                   *) echo "usage: scripts/fuzz.sh [seconds] [npy] [problem]" >&2; exit 2 ;;
+                 esac ;;
+    *) seconds=$a ;;
+  esac
+done
+[ ${#targets[@]} -gt 0 ] || targets=(npy problem)
+CXX_FUZZ=${CXX_FUZZ:-$(command -v clang++ || command -v clang++-14 || true)}
+if [ -z "$CXX_FUZZ" ]; then
+  echo "fuzz.sh: clang++ not found (apt-get install clang)" >&2
+  exit 1
+fi
 work=${FUZZ_WORK:-build-fuzz}
-mkdir -p "$work/corpus" tests/data/fuzz
+flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 
-"$CXX_FUZZ" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -I include -I . fuzz/fuzz_npy.cpp src/npy.cpp -o "$work/fuzz_npy"
+fuzz_npy() {
+  mkdir -p "$work/corpus" tests/data/fuzz
+  "$CXX_FUZZ" "${flags[@]}" -I include -I . fuzz/fuzz_npy.cpp src/npy.cpp -o "$work/fuzz_npy"
 
-# Seeds: numpy-style headers for each version, dtype and rank (data 64-byte aligned, as numpy.save writes them).
-seed() {  # seed NAME MAJOR DICT DATA-BYTES
-  local name=$1 major=$2 dict=$3 nbytes=$4 prefix=10
-  [ "$major" = 1 ] || prefix=12
-  local total=$(( (prefix + ${#dict} + 1 + 63) / 64 * 64 ))
-  local len=$(( total - prefix ))
-  {
-    printf '\x93NUMPY'
-    printf "\\x$(printf %02x "$major")\\x00"
-    printf "\\x$(printf %02x $((len & 255)))\\x$(printf %02x $((len >> 8)))"
-    [ "$prefix" = 12 ] && printf '\x00\x00'
-    printf '%s' "$dict"
-    printf '%*s\n' $((len - ${#dict} - 1)) ''
-    head -c "$nbytes" /dev/urandom
-  } >"$work/corpus/$name"
+  # Seeds: numpy-style headers for each version, dtype and rank (data 64-byte aligned, as numpy.save writes them).
+  seed() {  # seed NAME MAJOR DICT DATA-BYTES
+    local name=$1 major=$2 dict=$3 nbytes=$4 prefix=10
+    [ "$major" = 1 ] || prefix=12
+    local total=$(( (prefix + ${#dict} + 1 + 63) / 64 * 64 ))
+    local len=$(( total - prefix ))
+    {
+      printf '\x93NUMPY'
+      printf "\\x$(printf %02x "$major")\\x00"
+      printf "\\x$(printf %02x $((len & 255)))\\x$(printf %02x $((len >> 8)))"
+      [ "$prefix" = 12 ] && printf '\x00\x00'
+      printf '%s' "$dict"
+      printf '%*s\n' $((len - ${#dict} - 1)) ''
+      head -c "$nbytes" /dev/urandom
+    } >"$work/corpus/$name"
+  }
+  seed f4_2d_v1 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }" 24
+  seed f8_1d_v1 1 "{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }" 32
+  seed f4_2d_v2 2 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }" 16
+  seed f8_2d_v3 3 "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3), }" 24
+  seed fortran 1 "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }" 16
+  seed empty 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 5), }" 0
+
+  "$work/fuzz_npy" -max_total_time="$seconds" -max_len=4096 -artifact_prefix=tests/data/fuzz/ \
+    "$work/corpus" tests/data/fuzz
+  echo "fuzz_npy: no crash in ${seconds} s (corpus: $work/corpus)"
 }
-seed f4_2d_v1 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }" 24
-seed f8_1d_v1 1 "{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }" 32
-seed f4_2d_v2 2 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }" 16
-seed f8_2d_v3 3 "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3), }" 24
-seed fortran 1 "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }" 16
-seed empty 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 5), }" 0
 
-"$work/fuzz_npy" -max_total_time="$seconds" -max_len=4096 -artifact_prefix=tests/data/fuzz/ \
-  "$work/corpus" tests/data/fuzz
-echo "fuzz_npy: no crash in ${seconds} s (corpus: $work/corpus)"
+fuzz_problem() {
+  local lib=${DIFFSAMPLE_LIB_DIR:-}
+  if [ -z "$lib" ]; then
+    if [ -e build/libdiffsample.so ]; then
+      lib=build
+    else
+      lib=$work/lib
+      cmake -S . -B "$lib" -DCMAKE_BUILD_TYPE=Release -DDIFFSAMPLE_BUILD_TESTS=OFF -DDIFFSAMPLE_BUILD_BENCH=OFF \
+        -DDIFFSAMPLE_BUILD_CLI=OFF >/dev/null
+      cmake --build "$lib" --target diffsample -j "$(nproc)"
+    fi
+  fi
+  lib=$(cd "$lib" && pwd)
+  mkdir -p "$work/corpus-problem" tests/data/fuzz-problem
+  "$CXX_FUZZ" "${flags[@]}" -I include -I src -I . fuzz/fuzz_problem.cpp src/cli/problem.cpp \
+    -L "$lib" -ldiffsample -Wl,-rpath,"$lib" -o "$work/fuzz_problem"
+  cp examples/*.json "$work/corpus-problem/"
+  # The reader refuses 256 MiB and more in one array it builds (a grid prior of 2^24 doubles is 128 MiB).
+  "$work/fuzz_problem" -max_total_time="$seconds" -max_len=8192 -malloc_limit_mb=512 \
+    -dict=fuzz/problem.dict -artifact_prefix=tests/data/fuzz-problem/ "$work/corpus-problem" tests/data/fuzz-problem
+  echo "fuzz_problem: no crash in ${seconds} s (corpus: $work/corpus-problem)"
+}
+
+for t in "${targets[@]}"; do
+  "fuzz_$t"
+done

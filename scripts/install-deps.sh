@@ -3,6 +3,8 @@
 # GoogleTest, pkg-config, nlohmann-json (problem files of the diffsample program). The CUDA toolkit (nvcc, cudart,
 # cuRAND, cuBLAS, CCCL) must already be installed (/usr/local/cuda); this script adds it to PATH for the caller's
 # session if nvcc is not found.
+# Optional, not installed here (CI does not fuzz): clang (apt-get install clang) for scripts/fuzz.sh, and
+# librsvg2-bin (rsvg-convert) to view the program's SVG plots as PNG.
 set -euo pipefail
 
 need=()

@@ -1,7 +1,9 @@
 // The diffsample program, run as a user would: subcommands, problem files, outputs, and one test per class of bad
 // input (each must give one line on stderr naming the problem, a non-zero exit, and no output file).
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,7 +21,10 @@
 #include "src/npy.hpp"
 
 #ifdef DIFFSAMPLE_CLI_PATH
+#include <filesystem>
 #include <nlohmann/json.hpp>
+
+#include "src/cli/problem.hpp"
 
 namespace {
 
@@ -67,6 +72,47 @@ class Cli : public ::testing::Test {
     r.out = slurp(path("stdout"));
     r.err = slurp(path("stderr"));
     return r;
+  }
+
+  /// Runs the program as run() does but with stderr on a pseudo-terminal (posix_openpt, no extra library), and
+  /// returns what it wrote there in r.err. False where no pseudo-terminal can be opened.
+  bool run_on_terminal(const std::string& args, result& r) const {
+    const int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0) return false;
+    if (grantpt(master) != 0 || unlockpt(master) != 0 || ptsname(master) == nullptr) {
+      close(master);
+      return false;
+    }
+    const std::string terminal = ptsname(master);
+    const int keep = open(terminal.c_str(), O_RDWR | O_NOCTTY);  // held open so that reads never see EIO
+    const std::string cmd = std::string("'") + DIFFSAMPLE_CLI_PATH + "' " + args + " >'" + path("stdout") + "' 2>'" +
+                            terminal + "'";
+    const pid_t pid = fork();
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    int status = 0;
+    bool exited = false;
+    r.err.clear();
+    while (true) {
+      pollfd p{master, POLLIN, 0};
+      if (poll(&p, 1, exited ? 0 : 100) > 0 && (p.revents & POLLIN)) {
+        char buffer[4096];
+        const ssize_t got = read(master, buffer, sizeof buffer);
+        if (got > 0) {
+          r.err.append(buffer, std::size_t(got));
+          continue;
+        }
+      }
+      if (exited) break;
+      exited = waitpid(pid, &status, WNOHANG) == pid;
+    }
+    close(keep);
+    close(master);
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    r.out = slurp(path("stdout"));
+    return true;
   }
 
   /// Files in the test folder other than the captured streams.
@@ -299,6 +345,121 @@ TEST_F(Cli, SolveWithMaskAndSvdOperators) {
   }
 }
 
+TEST_F(Cli, SampleInChunksGivesTheSameSamples) {
+  // The progress line runs the chains in chunks (first_chain set per chunk); DIFFSAMPLE_CHUNKS forces chunking
+  // here, where stderr is a file. Every chain keeps its Philox stream (seed, chain, step): the files are identical.
+  for (const char* sampler : {"mala", "ddpm", "sms"}) {
+    const std::string args =
+        std::string("sample --sampler ") + sampler + " --dim 3 --seed 4 --executor cpu --chains 1001 --steps 30";
+    ASSERT_EQ(run(args + " --out " + path("one.npy")).rc, 0) << sampler;
+    setenv("DIFFSAMPLE_CHUNKS", "7", 1);
+    const result r = run(args + " --out " + path("chunked.npy") + " --report " + path("r.json"));
+    unsetenv("DIFFSAMPLE_CHUNKS");
+    ASSERT_EQ(r.rc, 0) << sampler << ": " << r.err;
+    EXPECT_TRUE(r.err.empty()) << r.err;  // no progress line: stderr is not a terminal
+    EXPECT_EQ(slurp(path("chunked.npy")), slurp(path("one.npy"))) << sampler;
+    if (std::string(sampler) == "mala") {  // acceptance counts are gathered from every chunk
+      const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+      EXPECT_GT(j["accuracy"]["acceptance_rate"].get<double>(), 0.3);
+    }
+  }
+  setenv("DIFFSAMPLE_CHUNKS", "0", 1);
+  const result bad = run("sample --executor cpu --chains 64 --steps 2");
+  unsetenv("DIFFSAMPLE_CHUNKS");
+  EXPECT_EQ(bad.rc, 2);
+  EXPECT_NE(bad.err.find("DIFFSAMPLE_CHUNKS"), std::string::npos) << bad.err;
+}
+
+TEST_F(Cli, ProgressOnlyOnATerminalAndNeverWithQuiet) {
+  // stderr a file: no progress line, and --quiet prints nothing at all.
+  const std::string sample = "sample --sampler ddpm --executor cpu --chains 2000 --steps 20";
+  const std::string solve = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu "
+                            "--particles 512 --steps 10";
+  result r = run(sample);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  r = run(solve);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  for (const std::string& args : {sample, solve}) {
+    r = run(args + " --quiet");
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
+  // stderr a terminal: sample draws chains done, chains/s and time left; solve the elapsed time; --quiet nothing.
+  if (!run_on_terminal(sample, r)) GTEST_SKIP() << "no pseudo-terminal available";
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("\r  chains 2000/2000  "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("chains/s"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("s left"), std::string::npos) << r.err;
+  EXPECT_GT(std::count(r.err.begin(), r.err.end(), '\r'), 10) << r.err;  // redrawn after each of 20 chunks
+  EXPECT_NE(r.out.find("sliced W1"), std::string::npos);                  // results stay on stdout
+  ASSERT_TRUE(run_on_terminal(solve, r));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("smc: 512 particles x 10 steps, "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" s in all"), std::string::npos) << r.err;
+  for (const std::string& args : {sample, solve}) {
+    ASSERT_TRUE(run_on_terminal(args + " --quiet", r));
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
+}
+
+std::size_t occurrences(const std::string& text, const std::string& what) {
+  std::size_t count = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+TEST_F(Cli, SolveDrawsTheEssTrace) {
+  // --ess-plot: ESS / N against the step, one polyline per problem (the program runs one) with steps + 1 points,
+  // all inside the plot, and the resampling threshold as a dashed line.
+  const std::string problem = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu ";
+  const result r = run(problem + "--particles 1024 --steps 40 --quiet --ess-plot " + path("ess.svg") + " --report " +
+                       path("r.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::string svg = slurp(path("ess.svg"));
+  EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
+  EXPECT_EQ(occurrences(svg, "<svg"), 1u);
+  EXPECT_EQ(occurrences(svg, "</svg>"), 1u);
+  EXPECT_EQ(svg.substr(svg.size() - 7), "</svg>\n");
+  EXPECT_EQ(occurrences(svg, "<text"), occurrences(svg, "</text>"));
+  EXPECT_EQ(occurrences(svg, "<g"), occurrences(svg, "</g>"));
+  EXPECT_EQ(occurrences(svg, "<polyline"), 1u);
+  EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos);  // the threshold
+  EXPECT_NE(svg.find("resampling threshold 0.5"), std::string::npos);
+  EXPECT_NE(svg.find(">step</text>"), std::string::npos);
+  EXPECT_NE(svg.find("ESS / N (N = 1024)"), std::string::npos);
+  // The points: one per ESS value, x increasing across the plot, y inside it (top 40, bottom 328).
+  const auto at = svg.find("points=\"") + 8;
+  std::istringstream points(svg.substr(at, svg.find('"', at) - at));
+  std::vector<std::pair<double, double>> xy;
+  std::string pair;
+  while (points >> pair)
+    xy.emplace_back(std::stod(pair.substr(0, pair.find(','))), std::stod(pair.substr(pair.find(',') + 1)));
+  ASSERT_EQ(xy.size(), 41u);
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  const auto ess = j["ess_trace"].get<std::vector<double>>();
+  for (std::size_t k = 0; k < xy.size(); ++k) {
+    EXPECT_GE(xy[k].second, 40 - 1e-9);
+    EXPECT_LE(xy[k].second, 328 + 1e-9);
+    EXPECT_NEAR(xy[k].second, 40 + (1 - ess[k] / 1024) * 288, 0.06);  // ESS / N on y, drawn to 0.1 px
+    if (k > 0) {
+      EXPECT_GT(xy[k].first, xy[k - 1].first);
+    }
+  }
+  // Only SMC has an ESS; an unwritable path is refused before the run and leaves nothing; a failed run leaves an
+  // existing file untouched.
+  expect_failure(run(problem + "--sampler dps --ess-plot " + path("out.npy")), "--ess-plot");
+  expect_failure(run(problem + "--ess-plot " + path("no/such/ess.svg")), "cannot write", "no");
+  mkdir(path("d.svg").c_str(), 0755);
+  expect_failure(run(problem + "--ess-plot " + path("d.svg")), "it is a folder", "out.npy");
+  write("old.svg", "old");
+  expect_failure(run(problem + "--particles 0 --ess-plot " + path("old.svg")), "--particles", "out.npy");
+  EXPECT_EQ(slurp(path("old.svg")), "old");
+}
+
 TEST_F(Cli, BenchPrintsTheTable) {
   const result r = run("bench --executor cpu --chains 256 --steps 2 --dims 2,10 --report " + path("b.json"));
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -407,6 +568,36 @@ TEST_F(Cli, ConflictingOptions) {
   EXPECT_EQ(r.rc, 2);  // command-line errors exit 2, input errors 1
   expect_failure(run("sample --sampler nuts --out " + path("out.npy")), "sampler 'nuts' is unknown");
   expect_failure(run("sample --sampler ddpm --time-grid geometric --out " + path("out.npy") + kQuick), "geometric");
+}
+
+// Inputs kept by scripts/fuzz.sh problem (crashes it found, then fixed) and hand-written hostile files: each must
+// parse, or be refused with input_error on one line that starts with the file name, never crash or throw anything
+// else. A parsed prior is accepted by the library.
+TEST(CliFuzzRegressions, KeptProblemFilesParseOrAreRefused) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(__FILE__).parent_path() / "data" / "fuzz-problem";
+  ASSERT_TRUE(fs::is_directory(dir)) << dir;
+  int files = 0, refused = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (!entry.is_regular_file() || entry.path().filename() == "README.md") continue;
+    ++files;
+    const std::string name = entry.path().filename().string();
+    const std::string text = slurp(entry.path().string());
+    try {
+      const ds::cli::problem p = ds::cli::parse_problem(text, name, /*read_files=*/false);
+      if (p.prior) {
+        const ds::gaussian_mixture m(p.prior->dim, p.prior->weights, p.prior->means, p.prior->variances);
+        EXPECT_EQ(m.dim(), p.prior->dim) << name;
+      }
+    } catch (const ds::cli::input_error& e) {
+      ++refused;
+      const std::string message = e.what();
+      EXPECT_EQ(message.rfind(name + ": ", 0), 0u) << message;
+      EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+  }
+  EXPECT_GT(files, 0);
+  EXPECT_GT(refused, 0);
 }
 
 }  // namespace

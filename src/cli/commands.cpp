@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cli/problem.hpp"
+#include "cli/progress.hpp"
 #include "npy.hpp"
 
 namespace diffsample::cli {
@@ -63,7 +64,9 @@ const char* sample_usage =
     "  --out FILE.npy          write the samples (float32, N x d)\n"
     "  --report FILE.json      write the JSON report (settings, executor, timings, accuracy)\n"
     "  --plot FILE.svg         write an SVG of the first two coordinates over exact samples\n"
-    "  --quiet                 print nothing on success\n"
+    "  --quiet                 print nothing on success (and no progress line)\n"
+    "A progress line (chains done, chains/s, time left) is drawn on stderr when it is a terminal; the chains then\n"
+    "run in 20 chunks (DIFFSAMPLE_CHUNKS=K sets K), which changes no sample.\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
 
 const char* bench_usage =
@@ -93,7 +96,10 @@ const char* solve_usage =
     "  --out FILE.npy          write the samples (float32, N x d)\n"
     "  --report FILE.json      write the JSON report\n"
     "  --plot FILE.svg         write an SVG of the first two coordinates over exact posterior samples\n"
-    "  --quiet                 print nothing on success\n"
+    "  --ess-plot FILE.svg     smc: write an SVG of ESS / N against the step (resamplings show as jumps back to 1;\n"
+    "                          the resampling threshold dashed)\n"
+    "  --quiet                 print nothing on success (and no progress line)\n"
+    "A progress line (elapsed time: the run is one library call) is drawn on stderr when it is a terminal.\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
 
 std::string fmt(double v, int digits = 6) {
@@ -307,8 +313,26 @@ struct run_result {
   std::int64_t total_steps = 0;
 };
 
+/// Calls body(first, count) for @p chunks consecutive slices of n chains (sizes differing by at most one), then
+/// redraws @p bar (may be null) with the chains done.
+template <class Body>
+void for_each_chunk(std::int64_t n, std::int64_t chunks, progress* bar, Body body) {
+  chunks = std::max<std::int64_t>(1, std::min(chunks, n));
+  std::int64_t first = 0;
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::int64_t count = n / chunks + (c < n % chunks ? 1 : 0);
+    body(first, count);
+    first += count;
+    if (bar) bar->update(first);
+  }
+}
+
 /// Runs the sampler of @p s on @p target with n chains; Langevin chains start from N(mean, var I) of the prior.
-run_result run_sampler(const ds::gaussian_mixture& target, const run_settings& s, std::int64_t n) {
+/// With @p chunks > 1 the chains run as that many consecutive calls over slices of the chains (first_chain set to
+/// each slice's first chain), redrawing @p bar between calls: every chain draws from the Philox stream
+/// (seed, chain, step) whichever call runs it, so the samples are bit-identical to one call.
+run_result run_sampler(const ds::gaussian_mixture& target, const run_settings& s, std::int64_t n,
+                       std::int64_t chunks = 1, progress* bar = nullptr) {
   const std::int64_t d = target.dim();
   const ds::executor where = resolve(s.exec);
   run_result r;
@@ -341,15 +365,25 @@ run_result run_sampler(const ds::gaussian_mixture& target, const run_settings& s
       start.sample(x.p, n, {}, s.seed + 1000, nullptr, 0, {where});
       check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
       const auto t0 = std::chrono::steady_clock::now();
-      r.ran = ds::langevin(target, x.p, n, o, {nullptr, acc.p}, {where}).ran;
-      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      for_each_chunk(n, chunks, bar, [&](std::int64_t first, std::int64_t count) {
+        ds::langevin_options part = o;
+        part.first_chain = std::uint64_t(first);
+        r.ran = ds::langevin(target, x.p + first * d, count, part, {nullptr, acc.p + first}, {where}).ran;
+        check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      });
       r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       check(cudaMemcpy(r.samples.data(), x.p, n * d * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
       check(cudaMemcpy(accepted.data(), acc.p, n * sizeof(std::int64_t), cudaMemcpyDeviceToHost), "cudaMemcpy");
     } else {
       start.sample(r.samples.data(), n, {}, s.seed + 1000, nullptr, 0, {where});
       const auto t0 = std::chrono::steady_clock::now();
-      r.ran = ds::langevin(target, r.samples.data(), n, o, {nullptr, accepted.data()}, {where}).ran;
+      for_each_chunk(n, chunks, bar, [&](std::int64_t first, std::int64_t count) {
+        ds::langevin_options part = o;
+        part.first_chain = std::uint64_t(first);
+        r.ran = ds::langevin(target, r.samples.data() + first * d, count, part, {nullptr, accepted.data() + first},
+                             {where})
+                    .ran;
+      });
       r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     if (o.method == ds::langevin_method::mala) {
@@ -372,18 +406,26 @@ run_result run_sampler(const ds::gaussian_mixture& target, const run_settings& s
   if (where == ds::executor::cuda) {
     device_buffer<float> x(n * d);
     const auto t0 = std::chrono::steady_clock::now();
-    const ds::diffusion_report rep = ds::diffusion(target, x.p, n, o, {}, {where});
-    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    for_each_chunk(n, chunks, bar, [&](std::int64_t first, std::int64_t count) {
+      ds::diffusion_options part = o;
+      part.first_chain = std::uint64_t(first);
+      const ds::diffusion_report rep = ds::diffusion(target, x.p + first * d, count, part, {}, {where});
+      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      r.ran = rep.ran;
+      r.total_steps = rep.total_steps;
+    });
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    r.ran = rep.ran;
-    r.total_steps = rep.total_steps;
     check(cudaMemcpy(r.samples.data(), x.p, n * d * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
   } else {
     const auto t0 = std::chrono::steady_clock::now();
-    const ds::diffusion_report rep = ds::diffusion(target, r.samples.data(), n, o, {}, {where});
+    for_each_chunk(n, chunks, bar, [&](std::int64_t first, std::int64_t count) {
+      ds::diffusion_options part = o;
+      part.first_chain = std::uint64_t(first);
+      const ds::diffusion_report rep = ds::diffusion(target, r.samples.data() + first * d, count, part, {}, {where});
+      r.ran = rep.ran;
+      r.total_steps = rep.total_steps;
+    });
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    r.ran = rep.ran;
-    r.total_steps = rep.total_steps;
   }
   return r;
 }
@@ -441,6 +483,18 @@ std::vector<component_2d> marginals(const ds::mixture_posterior& p) {
     c.push_back({m[0], m[cy], S[0], S[cy], S[cy * d + cy]});
   }
   return c;
+}
+
+/// Round tick values in [lo, hi]: multiples of 1, 2 or 5 times a power of ten, 4 to 10 of them.
+std::vector<double> round_ticks(double lo, double hi) {
+  std::vector<double> ticks;
+  if (!(hi > lo) || !std::isfinite(lo) || !std::isfinite(hi)) return ticks;
+  const double raw = (hi - lo) / 5, power = std::pow(10.0, std::floor(std::log10(raw)));
+  const double step = raw / power < 1.5 ? power : raw / power < 3.5 ? 2 * power : raw / power < 7.5 ? 5 * power
+                                                                                                     : 10 * power;
+  for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * step; t += step)
+    ticks.push_back(std::fabs(t) < 1e-9 * step ? 0.0 : t);
+  return ticks;
 }
 
 std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_ref, const float* x, std::int64_t n,
@@ -505,12 +559,16 @@ std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_
   }
   s << "</g>\n";
   s.precision(3);
-  // Axis ticks: the frame's ends and centre.
-  for (double t : {c0 - half, c0, c0 + half})
-    s << "<text x=\"" << px(t) << "\" y=\"" << size - pad + 16 << "\" text-anchor=\"middle\">" << fmt(t, 3)
-      << "</text>\n";
-  for (double t : {c1 - half, c1, c1 + half})
-    s << "<text x=\"" << pad - 4 << "\" y=\"" << py(t) + 4 << "\" text-anchor=\"end\">" << fmt(t, 3) << "</text>\n";
+  // Axis ticks at round values (1, 2 or 5 times a power of ten) inside the frame.
+  s.precision(1);
+  for (double t : round_ticks(c0 - half, c0 + half))
+    s << "<line x1=\"" << px(t) << "\" y1=\"" << size - pad << "\" x2=\"" << px(t) << "\" y2=\"" << size - pad + 5
+      << "\" stroke=\"black\"/><text x=\"" << px(t) << "\" y=\"" << size - pad + 18 << "\" text-anchor=\"middle\">"
+      << fmt(t, 4) << "</text>\n";
+  for (double t : round_ticks(c1 - half, c1 + half))
+    s << "<line x1=\"" << pad - 5 << "\" y1=\"" << py(t) << "\" x2=\"" << pad << "\" y2=\"" << py(t)
+      << "\" stroke=\"black\"/><text x=\"" << pad - 8 << "\" y=\"" << py(t) + 4 << "\" text-anchor=\"end\">"
+      << fmt(t, 4) << "</text>\n";
   s << "<text x=\"" << size / 2 << "\" y=\"" << size - 12 << "\" text-anchor=\"middle\">x[0]</text>\n"
     << "<text x=\"14\" y=\"" << size / 2 << "\" transform=\"rotate(-90 14 " << size / 2
     << ")\" text-anchor=\"middle\">x[" << cy << "]</text>\n";
@@ -525,6 +583,94 @@ std::string svg_plot(const std::string& title, const float* ref, std::int64_t n_
     s << "<ellipse cx=\"" << pad + 400 << "\" cy=\"" << ly - 4
       << "\" rx=\"6\" ry=\"4\" fill=\"none\" stroke=\"#c0392b\"/>"
       << "<text x=\"" << pad + 410 << "\" y=\"" << ly << "\">components: 1 and 2 sd</text>\n";
+  s << "</svg>\n";
+  return s.str();
+}
+
+/// An SVG line plot of SMC effective sample sizes: ESS / N against the step, one polyline per problem (the first 8
+/// of a B x (steps + 1) trace), with the resampling threshold dashed. A resampling shows as a jump back up to 1.
+/// Traces longer than twice the plot's width keep the lowest and highest value of each pixel column.
+std::string svg_ess_plot(const std::string& title, const std::vector<float>& trace, std::int64_t problems,
+                         std::int64_t steps, std::int64_t particles, double threshold) {
+  const int width = 640, height = 400, left = 64, right = 24, top = 40, bottom = 72;
+  const int plot_w = width - left - right, plot_h = height - top - bottom;
+  const std::int64_t shown = std::min<std::int64_t>(problems, 8);
+  const char* colours[8] = {"#1f5fbf", "#c0392b", "#27ae60", "#8e44ad", "#d68910", "#17a589", "#7f8c8d", "#2c3e50"};
+  auto px = [&](double step) { return left + (steps > 0 ? step / double(steps) : 0.0) * plot_w; };
+  auto py = [&](double r) { return top + (1 - std::clamp(r, 0.0, 1.0)) * plot_h; };
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(1);
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height << "\" viewBox=\"0 0 "
+    << width << ' ' << height << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    << "<text x=\"" << width / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" << title << "</text>\n";
+  // Grid and ticks: ESS / N at 0, 0.25, ..., 1; steps at fifths of the run.
+  s << "<g stroke=\"#e3e3e3\">\n";
+  for (int i = 0; i <= 4; ++i)
+    s << "<line x1=\"" << left << "\" y1=\"" << py(i / 4.0) << "\" x2=\"" << left + plot_w << "\" y2=\"" << py(i / 4.0)
+      << "\"/>\n";
+  s << "</g>\n";
+  for (int i = 0; i <= 4; ++i)
+    s << "<text x=\"" << left - 6 << "\" y=\"" << py(i / 4.0) + 4 << "\" text-anchor=\"end\">" << fmt(i / 4.0, 3)
+      << "</text>\n";
+  for (int i = 0; i <= 5; ++i) {
+    const std::int64_t step = steps * i / 5;
+    s << "<line x1=\"" << px(double(step)) << "\" y1=\"" << top + plot_h << "\" x2=\"" << px(double(step)) << "\" y2=\""
+      << top + plot_h + 5 << "\" stroke=\"black\"/>\n"
+      << "<text x=\"" << px(double(step)) << "\" y=\"" << top + plot_h + 18 << "\" text-anchor=\"middle\">" << step
+      << "</text>\n";
+  }
+  s << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << plot_w << "\" height=\"" << plot_h
+    << "\" fill=\"none\" stroke=\"black\"/>\n"
+    << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << top + plot_h + 36 << "\" text-anchor=\"middle\">step</text>\n"
+    << "<text x=\"16\" y=\"" << top + plot_h / 2 << "\" transform=\"rotate(-90 16 " << top + plot_h / 2
+    << ")\" text-anchor=\"middle\">ESS / N (N = " << particles << ")</text>\n";
+  // The resampling threshold.
+  if (threshold > 0 && threshold <= 1)
+    s << "<line x1=\"" << left << "\" y1=\"" << py(threshold) << "\" x2=\"" << left + plot_w << "\" y2=\""
+      << py(threshold) << "\" stroke=\"black\" stroke-width=\"1\" stroke-dasharray=\"6 4\"/>\n";
+  // One polyline per problem.
+  const std::int64_t points = steps + 1;
+  for (std::int64_t b = 0; b < shown; ++b) {
+    const float* e = trace.data() + b * points;
+    s << "<polyline fill=\"none\" stroke=\"" << colours[b] << "\" stroke-width=\"1.5\" stroke-linejoin=\"round\" "
+      << "points=\"";
+    auto point = [&](std::int64_t k) { s << px(double(k)) << ',' << py(double(e[k]) / double(particles)) << ' '; };
+    if (points <= 2 * plot_w) {
+      for (std::int64_t k = 0; k < points; ++k) point(k);
+    } else {
+      for (int c = 0; c < plot_w; ++c) {
+        const std::int64_t lo = points * c / plot_w, hi = points * (c + 1) / plot_w;
+        std::int64_t kmin = lo, kmax = lo;
+        for (std::int64_t k = lo; k < hi; ++k) {
+          if (e[k] < e[kmin]) kmin = k;
+          if (e[k] > e[kmax]) kmax = k;
+        }
+        point(std::min(kmin, kmax));
+        if (kmin != kmax) point(std::max(kmin, kmax));
+      }
+    }
+    s << "\"/>\n";
+  }
+  // Legend, below the axis label.
+  const int ly = height - 14;
+  int lx = left;
+  for (std::int64_t b = 0; b < shown; ++b) {
+    const std::string name = problems == 1 ? "ESS / N" : "problem " + std::to_string(b + 1);
+    s << "<line x1=\"" << lx << "\" y1=\"" << ly - 4 << "\" x2=\"" << lx + 18 << "\" y2=\"" << ly - 4 << "\" stroke=\""
+      << colours[b] << "\" stroke-width=\"2\"/><text x=\"" << lx + 22 << "\" y=\"" << ly << "\">" << name
+      << "</text>\n";
+    lx += 40 + 7 * int(name.size());
+  }
+  if (problems > shown) {
+    s << "<text x=\"" << lx << "\" y=\"" << ly << "\">(first " << shown << " of " << problems << ")</text>\n";
+    lx += 110;
+  }
+  if (threshold > 0 && threshold <= 1)
+    s << "<line x1=\"" << lx << "\" y1=\"" << ly - 4 << "\" x2=\"" << lx + 24 << "\" y2=\"" << ly - 4
+      << "\" stroke=\"black\" stroke-dasharray=\"6 4\"/><text x=\"" << lx + 28 << "\" y=\"" << ly
+      << "\">resampling threshold " << fmt(threshold, 3) << " (below it the particles are resampled)</text>\n";
   s << "</svg>\n";
   return s.str();
 }
@@ -641,7 +787,12 @@ int run_sample(int argc, char** argv, int first) {
     std::printf("diffsample sample: %s on a %lld-D, %s (%s), %lld chains\n", s.sampler.c_str(),
                 static_cast<long long>(d), prior.description.c_str(), source.c_str(), static_cast<long long>(n));
   std::fflush(stdout);
-  const run_result r = run_sampler(target, s, n);
+  // Progress: when the line is drawn (stderr a terminal, no --quiet) the chains run in 20 chunks, redrawing it
+  // between them; DIFFSAMPLE_CHUNKS=K forces K chunks (the tests compare the samples with and without chunking).
+  progress bar(n, "chains", 1.0, "chains/s", quiet);
+  std::int64_t chunks = bar.on() ? 20 : 1;
+  if (const char* forced = std::getenv("DIFFSAMPLE_CHUNKS")) chunks = to_int("DIFFSAMPLE_CHUNKS", forced, 1);
+  const run_result r = run_sampler(target, s, n, chunks, &bar);
 
   // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
   const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
@@ -830,6 +981,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   double log_z = 0;
   std::int32_t resamplings = 0;
   const auto t0 = std::chrono::steady_clock::now();
+  // One problem runs as one library call that cannot be split (SMC resamples across all particles at every step), so
+  // the progress line is indeterminate: the elapsed time, redrawn while the call runs.
+  ticker line(method + ": " + std::to_string(n) + " particles x " + std::to_string(g.steps) + " steps", quiet);
   if (where == ds::executor::cuda) {
     device_buffer<float> dx(n * d), dess(g.steps + 1);
     device_buffer<double> dz(1);
@@ -859,6 +1013,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     ds::guided_sample(mixture, problems, g, out, {where});
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  line.finish();
 
   // Accuracy: sliced W1 (64 directions) against as many exact posterior samples, beside the floor of two
   // independent exact sets of that size.
@@ -888,8 +1043,14 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   if (o.has("--out")) npy::write_f32(o.get("--out"), x.data(), n, d);
   if (o.has("--plot"))
     write_atomic(o.get("--plot"), svg_plot(method + ": " + std::to_string(n) + " particles over exact posterior samples",
-                                           ref.data(), m, x.data(), n, d, marginals(post), method.c_str(),
+                                           ref.data(), m, x.data(), n, d, marginals(post),
+                                           (method + " samples").c_str(),
                                            "exact posterior samples"));
+  if (o.has("--ess-plot"))
+    write_atomic(o.get("--ess-plot"),
+                 svg_ess_plot(method + ": effective sample size of " + std::to_string(n) + " particles, " +
+                                  std::to_string(resamplings) + " resamplings in " + std::to_string(g.steps) + " steps",
+                              ess, problems.problems, g.steps, n, g.resampling.ess_threshold));
   if (o.has("--report")) {
     json j;
     j["command"] = "solve";
@@ -920,7 +1081,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
 int run_solve(int argc, char** argv, int first) {
   const options o = parse_options(argc, argv, first, solve_usage,
                                   {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
-                                   "--out", "--report", "--plot"},
+                                   "--out", "--report", "--plot", "--ess-plot"},
                                   {"--quiet"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
@@ -931,6 +1092,8 @@ int run_solve(int argc, char** argv, int first) {
     throw usage_error("--sampler: unknown posterior sampler '" + method + "' (expected smc, dps, pigdm or exact)");
   if (method == "exact" && (o.has("--steps") || o.has("--executor")))
     throw usage_error("solve: --steps and --executor apply to the guided samplers, not to --sampler exact");
+  if (method != "smc" && o.has("--ess-plot"))
+    throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
   const problem file = read_problem(o.get("--problem"));
   if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
   if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");
@@ -944,7 +1107,7 @@ int run_solve(int argc, char** argv, int first) {
                                                                  : 4096;
   const std::uint64_t seed =
       o.has("--seed") ? std::uint64_t(to_int("--seed", o.get("--seed"), 0)) : file.sampler.seed.value_or(1);
-  check_outputs(o, {"--out", "--report", "--plot"});
+  check_outputs(o, {"--out", "--report", "--plot", "--ess-plot"});
   const prior_spec& prior = *file.prior;
   const ds::linear_observation& obs = *file.observation;
   const std::int64_t d = prior.dim;

@@ -9,14 +9,13 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include <cuda_runtime_api.h>
 
 #include <diffsample/diffsample.hpp>
 
 #include "cli/commands.hpp"
 #include "cli/problem.hpp"
+#include "cli/progress.hpp"
 
 namespace ds = diffsample;
 
@@ -111,36 +110,12 @@ void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw ds::error(std::string(what) + ": " + cudaGetErrorString(status));
 }
 
-/// Progress on stderr for long runs: steps done, chain-steps per second and time left, redrawn in place. Silent
-/// when stderr is not a terminal or with --quiet.
-class progress {
- public:
-  progress(std::int64_t total_steps, std::int64_t chains, bool quiet)
-      : total_(total_steps), chains_(chains), on_(!quiet && isatty(STDERR_FILENO)),
-        start_(std::chrono::steady_clock::now()) {}
-  void update(std::int64_t done) {
-    if (!on_) return;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const double rate = elapsed > 0 ? double(done) * chains_ / elapsed : 0;
-    const double left = done > 0 ? elapsed * double(total_ - done) / double(done) : 0;
-    std::fprintf(stderr, "\r  step %lld/%lld  %.3g chain-steps/s  %.1f s left   ", static_cast<long long>(done),
-                 static_cast<long long>(total_), rate, left);
-    if (done == total_) std::fputc('\n', stderr);
-    std::fflush(stderr);
-  }
-
- private:
-  std::int64_t total_, chains_;
-  bool on_;
-  std::chrono::steady_clock::time_point start_;
-};
-
 /// Runs o.steps Langevin steps as ~20 consecutive calls (first_step advancing), which the (seed, chain, step)
 /// keying makes identical to one call, redrawing the progress line between them. Acceptance counts of the chunks
 /// are summed on the host into total_accepted (n entries). On CUDA each chunk is waited for.
 ds::langevin_report run_chunked(const ds::gaussian_mixture& target, float* x, std::int64_t n,
                                 const ds::langevin_options& o, ds::executor where, std::int64_t* accepted,
-                                std::vector<std::int64_t>& total_accepted, progress& bar) {
+                                std::vector<std::int64_t>& total_accepted, ds::cli::progress& bar) {
   const std::int64_t chunk = std::max<std::int64_t>(1, (o.steps + 19) / 20);
   ds::langevin_report report{where, false};
   std::vector<std::int64_t> part_accepted(n);
@@ -212,7 +187,7 @@ int run_demo(const demo_settings& s) {
 
   std::vector<float> samples(n * d);
   std::vector<std::int64_t> accepted;
-  progress bar(s.steps, n, s.quiet);
+  ds::cli::progress bar(s.steps, "step", double(n), "chain-steps/s", s.quiet);
   const auto t0 = std::chrono::steady_clock::now();
   ds::langevin_report report;
   if (where == ds::executor::cuda) {

@@ -27,6 +27,24 @@ std::string fmt(double v) {
   return s.str();
 }
 
+/// Text from the file (a key, a file name) as it may appear in a one-line message: control characters escaped as
+/// \xNN, and at most @p limit characters.
+std::string printable(const std::string& text, std::size_t limit = 64) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (out.size() >= limit) return out + "...";
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", c);
+      out += b;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
 /// An array as read: values row-major, with its rank and shape.
 struct array {
   int ndim = 1;
@@ -36,13 +54,13 @@ struct array {
 
 class reader {
  public:
-  explicit reader(std::string path) : path_(std::move(path)) {
+  reader(std::string path, bool read_files) : path_(std::move(path)), read_files_(read_files) {
     const auto slash = path_.find_last_of('/');
     folder_ = slash == std::string::npos ? std::string() : path_.substr(0, slash + 1);
   }
 
   [[noreturn]] void bad(const std::string& field, const std::string& message) const {
-    throw input_error(path_ + ": " + field + ": " + message);
+    throw input_error(path_ + ": " + (field.empty() ? "" : field + ": ") + message);
   }
 
   void only_keys(const json& object, const std::string& field, std::set<std::string> allowed) const {
@@ -51,7 +69,8 @@ class reader {
       if (!allowed.count(it.key())) {
         std::string list;
         for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-        bad(field.empty() ? it.key() : field + "." + it.key(), "unknown key (expected one of: " + list + ")");
+        const std::string key = printable(it.key());
+        bad(field.empty() ? key : field + "." + key, "unknown key (expected one of: " + list + ")");
       }
   }
 
@@ -63,7 +82,8 @@ class reader {
   }
 
   std::int64_t integer(const json& v, const std::string& field, std::int64_t min_value) const {
-    if (!v.is_number_integer()) bad(field, std::string("expected an integer, got ") + v.dump());
+    if (!v.is_number_integer())
+      bad(field, "expected an integer, got " + (v.is_number() ? v.dump() : std::string(v.type_name())));
     if (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(INT64_MAX)) bad(field, "value too large");
     const std::int64_t x = v.get<std::int64_t>();
     if (x < min_value) bad(field, "expected an integer >= " + std::to_string(min_value) + ", got " + v.dump());
@@ -72,7 +92,9 @@ class reader {
 
   std::string string(const json& v, const std::string& field) const {
     if (!v.is_string()) bad(field, std::string("expected a string, got ") + v.type_name());
-    return v.get<std::string>();
+    const std::string text = v.get<std::string>();
+    if (printable(text) != text) bad(field, "expected a name, got '" + printable(text) + "'");
+    return text;
   }
 
   /// A number, a list of numbers, a list of lists of numbers of equal length, or a path to a .npy file.
@@ -81,12 +103,13 @@ class reader {
     if (v.is_string()) {
       std::string file = v.get<std::string>();
       if (file.empty()) bad(field, "empty file name");
+      if (!read_files_) bad(field, "a .npy file name ('" + printable(file) + "') is not accepted here");
       if (file[0] != '/') file = folder_ + file;
       npy::matrix<double> m;
       try {
         m = npy::read_f64(file);
       } catch (const diffsample::error& e) {
-        bad(field, e.what());
+        bad(field, printable(e.what(), 4096));
       }
       a.ndim = m.ndim;
       a.rows = m.rows;
@@ -94,7 +117,7 @@ class reader {
       a.values = std::move(m.values);
       for (std::size_t i = 0; i < a.values.size(); ++i)
         if (!std::isfinite(a.values[i]))
-          bad(field, file + ": element " + std::to_string(i) + " is " + fmt(a.values[i]) + " (not finite)");
+          bad(field, printable(file) + ": element " + std::to_string(i) + " is " + fmt(a.values[i]) + " (not finite)");
       return a;
     }
     if (!v.is_array()) bad(field, std::string("expected an array or a .npy file name, got ") + v.type_name());
@@ -144,6 +167,18 @@ class reader {
     return a;
   }
 
+  /// K positive weights with a finite sum.
+  std::vector<double> weights(const json& v, std::int64_t K) const {
+    std::vector<double> w = vector(v, "prior.weights", K);
+    double total = 0;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      if (!(w[i] > 0)) bad("prior.weights", "value " + std::to_string(i) + " is " + fmt(w[i]) + " (must be > 0)");
+      total += w[i];
+    }
+    if (!std::isfinite(total)) bad("prior.weights", "the sum is not finite");
+    return w;
+  }
+
   prior_spec prior(const json& p) const {
     only_keys(p, "prior", {"weights", "means", "variances", "grid"});
     if (p.contains("grid")) {
@@ -159,12 +194,17 @@ class reader {
       const double variance = g.contains("variance") ? number(g["variance"], "prior.grid.variance") : 0.25;
       if (spacing < 0) bad("prior.grid.spacing", "must be >= 0, got " + fmt(spacing));
       if (!(variance > 0)) bad("prior.grid.variance", "must be > 0, got " + fmt(variance));
-      if (dim > (std::int64_t(1) << 28) / (size * size))
+      if (dim > max_grid_values / (size * size))
         bad("prior.grid", std::to_string(size * size) + " components x dimension " + std::to_string(dim) +
-                              " is too large (at most 2^28 mean values)");
+                              " is too large (at most 2^24 mean values)");
       std::vector<double> w(std::size_t(size * size), 1.0);  // equal weights unless given
-      if (p.contains("weights")) w = vector(p["weights"], "prior.weights", size * size);
-      prior_spec s = grid_prior(dim, int(size), spacing, variance, w);
+      if (p.contains("weights")) w = weights(p["weights"], size * size);
+      prior_spec s;
+      try {
+        s = grid_prior(dim, int(size), spacing, variance, w);
+      } catch (const std::exception& e) {  // usage_error or the library's invalid_argument
+        bad("prior.grid", e.what());
+      }
       s.description = std::to_string(size * size) + "-component grid mixture";
       return s;
     }
@@ -190,14 +230,7 @@ class reader {
     for (std::size_t i = 0; i < s.variances.size(); ++i)
       if (!(s.variances[i] > 0))
         bad("prior.variances", "value " + std::to_string(i) + " is " + fmt(s.variances[i]) + " (must be > 0)");
-    s.weights = p.contains("weights") ? vector(p["weights"], "prior.weights", K) : std::vector<double>(K, 1.0);
-    double total = 0;
-    for (std::size_t i = 0; i < s.weights.size(); ++i) {
-      if (!(s.weights[i] > 0))
-        bad("prior.weights", "value " + std::to_string(i) + " is " + fmt(s.weights[i]) + " (must be > 0)");
-      total += s.weights[i];
-    }
-    if (!std::isfinite(total)) bad("prior.weights", "the sum is not finite");
+    s.weights = p.contains("weights") ? weights(p["weights"], K) : std::vector<double>(K, 1.0);
     s.description = std::to_string(K) + "-component mixture";
     return s;
   }
@@ -281,6 +314,7 @@ class reader {
 
  private:
   std::string path_, folder_;
+  bool read_files_ = true;
 };
 
 }  // namespace
@@ -298,9 +332,9 @@ prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double varianc
   if (!(variance > 0) || !std::isfinite(variance))
     throw usage_error("--variance: expected a finite number > 0, got " + fmt(variance));
   const std::int64_t K = std::int64_t(grid) * grid;
-  if (dim > (std::int64_t(1) << 28) / K)
+  if (dim > max_grid_values / K)
     throw usage_error("grid prior: " + std::to_string(K) + " components x dimension " + std::to_string(dim) +
-                      " is too large (at most 2^28 mean values)");
+                      " is too large (at most 2^24 mean values)");
   if (weights.empty() && grid == 5)
     weights = {1, 2, 3, 4, 5, 5, 4, 3, 2, 1, 2, 2, 2, 2, 2, 1, 3, 5, 3, 1, 4, 1, 4, 1, 4};  // the demo's weights
   const gaussian_mixture m = grid_mixture(dim, grid, spacing, variance, weights);
@@ -321,15 +355,19 @@ problem read_problem(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) throw input_error(path + ": read failed");
+  return parse_problem(text.str(), path);
+}
+
+problem parse_problem(std::string_view json_text, const std::string& path, bool read_files) {
   json doc;
   try {
-    doc = json::parse(text.str());
+    doc = json::parse(json_text);
   } catch (const json::parse_error& e) {
-    throw input_error(path + ": malformed JSON: " + e.what());
+    throw input_error(path + ": malformed JSON: " + printable(e.what(), 4096));
   } catch (const json::exception& e) {  // e.g. a number beyond double range
-    throw input_error(path + ": a number is not finite (beyond double range): " + e.what());
+    throw input_error(path + ": a number is not finite (beyond double range): " + printable(e.what(), 4096));
   }
-  reader r(path);
+  reader r(path, read_files);
   r.only_keys(doc, "", {"prior", "sampler", "observation", "comment"});
   problem p;
   p.path = path;

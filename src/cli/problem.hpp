@@ -12,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace diffsample::cli {
@@ -67,6 +68,15 @@ struct problem {
 /// Reads and validates a problem file. Throws input_error for unreadable files, malformed JSON, unknown keys,
 /// wrong types or shapes, non-finite values and bad .npy files.
 problem read_problem(const std::string& path);
+
+/// Parses and validates the text of a problem file that @p path names (in messages, and as the folder against which
+/// relative .npy file names resolve). With @p read_files false a .npy file name is refused instead of read (the
+/// fuzzer's mode: no file is opened). Throws input_error as read_problem() does.
+problem parse_problem(std::string_view json_text, const std::string& path, bool read_files = true);
+
+/// Most mean values (components x dimension) of a grid prior, from the command line or a problem file: 2^24
+/// (128 MiB as doubles), so that a few bytes of JSON cannot ask for gigabytes.
+constexpr std::int64_t max_grid_values = std::int64_t(1) << 24;
 
 /// Throws input_error if @p values has a NaN or infinite entry: "<what>: value 3 is nan".
 void require_finite(const std::vector<double>& values, const std::string& what);
