@@ -12,6 +12,7 @@
 #include "kernels/guided.cuh"
 #include "kernels/launch.cuh"
 #include "src/cuda_check.hpp"
+#include "src/linalg.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
@@ -99,6 +100,7 @@ struct layout {
   std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, table_end;  // table part (from host)
   std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, total;
   std::size_t resampling_bytes;
+  operator_shape operators;  // how A reaches the kernels
 };
 
 layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
@@ -106,6 +108,7 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
   const operator_shape sh = shape_of(pr, prior.dim());
   const std::size_t a_count = sh.count * dy * (sh.mask ? 1 : d);
   layout l{};
+  l.operators = sh;
   std::size_t at = 0;
   auto put = [&](std::size_t bytes) {
     const std::size_t here = at;
@@ -201,7 +204,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
   auto* mask32 = reinterpret_cast<std::int32_t*>(blob.data() + l.mask);
   auto* y32 = reinterpret_cast<float*>(blob.data() + l.y);
   auto* constants = reinterpret_cast<double*>(blob.data() + l.constants);
-  const operator_shape sh = shape_of(pr, d);
+  const operator_shape& sh = l.operators;
   // The operators as the kernels read them, and A A^T of each (FP64).
   std::vector<double> gram(static_cast<std::size_t>(sh.count * dy * dy));
   for (std::int64_t c = 0; c < sh.count; ++c) {
@@ -209,12 +212,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     if (pr.operators.empty()) {
       const double* A = pr.A.data() + c * dy * d;
       for (std::int64_t i = 0; i < dy * d; ++i) A32[c * dy * d + i] = float(A[i]);
-      for (std::int64_t i = 0; i < dy; ++i)
-        for (std::int64_t j = 0; j <= i; ++j) {
-          double acc = 0;
-          for (std::int64_t e = 0; e < d; ++e) acc += A[i * d + e] * A[j * d + e];
-          G[i * dy + j] = G[j * dy + i] = acc;
-        }
+      detail::gram(A, dy, d, G);
       continue;
     }
     const observation_operator& op = pr.operators[c];
@@ -378,7 +376,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   p.inv_var = reinterpret_cast<const float*>(ws + l.inv_var);
   p.noise_std = reinterpret_cast<const float*>(ws + l.noise_std);
   p.precision = reinterpret_cast<const float*>(ws + l.precision);
-  const operator_shape sh = shape_of(pr, d);
+  const operator_shape& sh = l.operators;
   p.A = reinterpret_cast<const float*>(ws + l.A);
   p.mask = sh.mask ? reinterpret_cast<const std::int32_t*>(ws + l.mask) : nullptr;
   p.A_stride = sh.count == 1 ? 0 : dy * (sh.mask ? 1 : d);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "src/cuda_check.hpp"
+#include "src/linalg.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/observation.hpp>
@@ -141,12 +142,7 @@ std::vector<double> observation_operator::gram() const {
   std::vector<double> G(static_cast<std::size_t>(d_y_ * d_y_), 0.0);
   switch (kind_) {
     case observation_kind::dense:
-      for (std::int64_t i = 0; i < d_y_; ++i)
-        for (std::int64_t l = 0; l <= i; ++l) {
-          double s = 0;
-          for (std::int64_t j = 0; j < d_x_; ++j) s += A_[i * d_x_ + j] * A_[l * d_x_ + j];
-          G[i * d_y_ + l] = G[l * d_y_ + i] = s;
-        }
+      detail::gram(A_.data(), d_y_, d_x_, G.data());
       break;
     case observation_kind::mask:  // distinct indices: the rows are orthogonal
       for (std::int64_t i = 0; i < d_y_; ++i) G[i * d_y_ + i] = diagonal_[i] * diagonal_[i];

@@ -7,6 +7,7 @@
 
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
+#include "src/linalg.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/posterior.hpp>
@@ -15,28 +16,6 @@ namespace diffsample {
 namespace {
 
 constexpr double log_two_pi = 1.8378770664093454835606594728112;
-
-/// In-place lower Cholesky factor of an n x n symmetric matrix (row-major; the upper triangle is zeroed).
-/// Strict: returns false when a pivot is not above 1e-13 times the largest diagonal entry, since rounding leaves
-/// pivots of that order (not exactly zero) in an exactly singular matrix.
-bool cholesky(std::vector<double>& m, std::int64_t n) {
-  double scale = 0;
-  for (std::int64_t j = 0; j < n; ++j) scale = std::max(scale, std::abs(m[j * n + j]));
-  for (std::int64_t j = 0; j < n; ++j) {
-    double pivot = m[j * n + j];
-    for (std::int64_t k = 0; k < j; ++k) pivot -= m[j * n + k] * m[j * n + k];
-    if (!(pivot > 1e-13 * scale) || !std::isfinite(pivot)) return false;
-    const double l = std::sqrt(pivot);
-    m[j * n + j] = l;
-    for (std::int64_t i = j + 1; i < n; ++i) {
-      double s = m[i * n + j];
-      for (std::int64_t k = 0; k < j; ++k) s -= m[i * n + k] * m[j * n + k];
-      m[i * n + j] = s / l;
-    }
-    for (std::int64_t i = 0; i < j; ++i) m[i * n + j] = 0;
-  }
-  return true;
-}
 
 /// Cholesky factor of a positive semi-definite matrix: a pivot below a relative tolerance (rounding of an exactly
 /// singular posterior, e.g. sigma_y = 0) zeroes its column, so the factor spans only the non-degenerate directions.
@@ -139,7 +118,7 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
       for (std::int64_t j = 0; j < d; ++j) s -= obs.A[i * d + j] * mu[j];
       r[i] = s;
     }
-    DIFFSAMPLE_EXPECTS(cholesky(c, m), "observation: A Sigma_k A^T + sigma_y^2 I is not positive definite for "
+    DIFFSAMPLE_EXPECTS(detail::cholesky(c.data(), m), "observation: A Sigma_k A^T + sigma_y^2 I is not positive definite for "
                                        "component k = " << k << " (sigma_y = " << obs.sigma_y
                                                          << "; sigma_y = 0 needs A of full row rank)");
     // With C = L L^T: W = L^-1 A Sigma_k and e = L^-1 r give S' = Sigma - W^T W, m' = mu + W^T e and
