@@ -8,6 +8,7 @@
 #include "kernels/metrics.cuh"
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
+#include "src/linalg.hpp"
 #include "src/validate.hpp"
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
@@ -27,8 +28,7 @@ void check_samples_finite(const char* name, const float* x, std::int64_t n, std:
 
 }  // namespace
 
-double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d,
-                          int directions, std::uint64_t seed, int p) {
+void detail::check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, int directions, int p) {
   DIFFSAMPLE_EXPECTS(d >= 1, "d: must be >= 1, got " << d);
   DIFFSAMPLE_EXPECTS(d <= 0x7fffffff, "d: must be < 2^31, got " << d);
   DIFFSAMPLE_EXPECTS(n_a >= 1, "n_a: must be >= 1, got " << n_a);
@@ -37,6 +37,11 @@ double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std:
   detail::check_count("n_b", n_b, d);
   DIFFSAMPLE_EXPECTS(directions >= 1, "directions: must be >= 1, got " << directions);
   DIFFSAMPLE_EXPECTS(p == 1 || p == 2, "p: must be 1 or 2, got " << p);
+}
+
+double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d,
+                          int directions, std::uint64_t seed, int p) {
+  detail::check_sliced_wasserstein(n_a, n_b, d, directions, p);
   DIFFSAMPLE_EXPECTS(a != nullptr && b != nullptr, "a, b: null pointer");
   DIFFSAMPLE_EXPECTS(detail::pointer_kind(a) != detail::memory_kind::device &&
                          detail::pointer_kind(b) != detail::memory_kind::device,
@@ -46,14 +51,7 @@ double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std:
   double sum = 0;
   std::vector<double> u(d), pa(n_a), pb(n_b);
   for (int t = 0; t < directions; ++t) {
-    kernels::philox rng(seed, static_cast<std::uint64_t>(t), 0);
-    double norm = 0;
-    rng.normals(int(d), [&](int j, float z) {
-      u[j] = z;
-      norm += double(z) * z;
-    });
-    norm = std::sqrt(norm);
-    for (auto& v : u) v /= norm;
+    kernels::direction_functor{u.data(), seed, t, int(d)}(0);
     auto project = [&](const float* x, std::int64_t n, std::vector<double>& out) {
 #pragma omp parallel for schedule(static)
       for (std::int64_t i = 0; i < n; ++i) {
@@ -115,26 +113,6 @@ std::vector<double> average_responsibility(std::int64_t K, std::int64_t d, const
   return sum;
 }
 
-// Lower Cholesky factor of the d x d matrix S (row-major) into L; false when a pivot is at or below 1e-13 times the
-// largest diagonal entry (not numerically positive definite).
-bool cholesky(const double* S, std::int64_t d, double* L) {
-  double largest = 0;
-  for (std::int64_t j = 0; j < d; ++j) largest = std::max(largest, S[j * d + j]);
-  std::fill(L, L + d * d, 0.0);
-  for (std::int64_t j = 0; j < d; ++j) {
-    double v = S[j * d + j];
-    for (std::int64_t m = 0; m < j; ++m) v -= L[j * d + m] * L[j * d + m];
-    if (!(v > 1e-13 * largest)) return false;
-    L[j * d + j] = std::sqrt(v);
-    for (std::int64_t i = j + 1; i < d; ++i) {
-      double u = S[i * d + j];
-      for (std::int64_t m = 0; m < j; ++m) u -= L[i * d + m] * L[j * d + m];
-      L[i * d + j] = u / L[j * d + j];
-    }
-  }
-  return true;
-}
-
 // z = L^-1 v by forward substitution (z may not alias v).
 template <class T>
 void forward_solve(const double* L, std::int64_t d, const T* v, double* z) {
@@ -161,7 +139,8 @@ std::vector<double> component_weights(const mixture_posterior& reference, const 
   const std::int64_t factors = shared ? 1 : K;
   std::vector<double> L(factors * d * d), half_logdet(K, 0.0);
   for (std::int64_t f = 0; f < factors; ++f) {
-    DIFFSAMPLE_EXPECTS(cholesky(S.data() + f * d * d, d, L.data() + f * d * d),
+    std::copy(S.begin() + f * d * d, S.begin() + (f + 1) * d * d, L.begin() + f * d * d);
+    DIFFSAMPLE_EXPECTS(detail::cholesky(L.data() + f * d * d, d),
                        "reference: posterior covariance of component "
                            << f << " is not numerically positive definite (a degenerate posterior, e.g. sigma_y = 0);"
                            << " responsibilities need densities");

@@ -59,20 +59,6 @@ layout make_layout(std::int64_t na, std::int64_t nb, std::int64_t d, std::int64_
   return l;
 }
 
-void validate(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d, int directions,
-              int p) {
-  DIFFSAMPLE_EXPECTS(d >= 1, "d: must be >= 1, got " << d);
-  DIFFSAMPLE_EXPECTS(d <= std::numeric_limits<int>::max(), "d: must be < 2^31, got " << d);
-  DIFFSAMPLE_EXPECTS(n_a >= 1, "n_a: must be >= 1, got " << n_a);
-  DIFFSAMPLE_EXPECTS(n_b >= 1, "n_b: must be >= 1, got " << n_b);
-  detail::check_count("n_a", n_a, d);
-  detail::check_count("n_b", n_b, d);
-  DIFFSAMPLE_EXPECTS(directions >= 1, "directions: must be >= 1, got " << directions);
-  DIFFSAMPLE_EXPECTS(p == 1 || p == 2, "p: must be 1 or 2, got " << p);
-  (void)a;
-  (void)b;
-}
-
 executor resolve_for_query(executor where) {
   if (where == executor::automatic) return cuda_available() ? executor::cuda : executor::cpu;
   return detail::resolve_executor(where, nullptr);
@@ -151,7 +137,7 @@ void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std
 
 std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, std::int64_t n_b, std::int64_t d,
                                                int directions_per_pass, executor where) {
-  validate(nullptr, n_a, nullptr, n_b, d, directions_per_pass, 1);
+  detail::check_sliced_wasserstein(n_a, n_b, d, directions_per_pass, 1);
   const layout l = make_layout(n_a, n_b, d, directions_per_pass, resolve_for_query(where));
   DIFFSAMPLE_EXPECTS(l.total != too_large, "directions_per_pass: " << directions_per_pass << " x (n_a + n_b) = "
                                                                    << directions_per_pass << " x " << n_a + n_b
@@ -162,7 +148,7 @@ std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, std::int64_t n_
 executor sliced_wasserstein_async(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b,
                                   std::int64_t d, int directions, std::uint64_t seed, int p, double* result,
                                   execution exec, void* workspace, std::size_t workspace_bytes) {
-  validate(a, n_a, b, n_b, d, directions, p);
+  detail::check_sliced_wasserstein(n_a, n_b, d, directions, p);
   const executor where = detail::resolve_executor(exec.kind, a);
   detail::check_buffer("a", a, n_a * d, sizeof(float), where);
   detail::check_buffer("b", b, n_b * d, sizeof(float), where);
@@ -177,7 +163,7 @@ executor sliced_wasserstein_async(const float* a, std::int64_t n_a, const float*
 double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d,
                           int directions, std::uint64_t seed, int p, execution exec, void* workspace,
                           std::size_t workspace_bytes) {
-  validate(a, n_a, b, n_b, d, directions, p);
+  detail::check_sliced_wasserstein(n_a, n_b, d, directions, p);
   const executor where = detail::resolve_executor(exec.kind, a);
   detail::check_buffer("a", a, n_a * d, sizeof(float), where);
   detail::check_buffer("b", b, n_b * d, sizeof(float), where);
