@@ -1,12 +1,34 @@
-// Helpers shared by the benchmark programs: CUDA error checks and event timing of one launch after a warm-up.
+// Helpers shared by the benchmark programs: the chain benchmarks' command line, CUDA error checks and event timing
+// of one launch after a warm-up.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include <cuda_runtime_api.h>
 
+#include <diffsample/diffsample.hpp>
+
 namespace bench {
+
+/// The command line of the chain benchmarks, `[chains] [steps] [cpu]`: the GPU when one is present unless the third
+/// argument is `cpu`; defaults 2^20 chains x 1000 steps on a GPU, 2^14 x 20 on the CPU.
+struct chain_args {
+  bool gpu;
+  std::int64_t chains, steps;
+  diffsample::executor where;
+};
+
+inline chain_args parse_chain_args(int argc, char** argv) {
+  chain_args a{};
+  a.gpu = diffsample::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
+  a.chains = argc > 1 ? std::atoll(argv[1]) : (a.gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 14));
+  a.steps = argc > 2 ? std::atoll(argv[2]) : (a.gpu ? 1000 : 20);
+  a.where = a.gpu ? diffsample::executor::cuda : diffsample::executor::cpu;
+  return a;
+}
 
 inline void check(cudaError_t s, const char* what) {
   if (s != cudaSuccess) {

@@ -42,10 +42,10 @@ double dram_bytes_per_chain_step(ds::langevin_method m, std::int64_t d, bool reg
 
 int main(int argc, char** argv) {
   // usage: bench_langevin [chains] [steps] [executor]
-  const bool gpu = ds::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
-  const std::int64_t n = argc > 1 ? std::atoll(argv[1]) : (gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 14));
-  const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : (gpu ? 1000 : 20);
-  const ds::executor where = gpu ? ds::executor::cuda : ds::executor::cpu;
+  const bench::chain_args args = bench::parse_chain_args(argc, argv);
+  const bool gpu = args.gpu;
+  const std::int64_t n = args.chains, steps = args.steps;
+  const ds::executor where = args.where;
   std::printf("# bench_langevin: executor %s, %lld chains, %lld steps, 25-component isotropic grid mixture\n",
               ds::to_string(where), static_cast<long long>(n), static_cast<long long>(steps));
   std::printf("%-6s %5s %14s %12s %14s %12s %10s\n", "method", "d", "chain-steps/s", "GFLOP/s", "FLOP/step",
