@@ -34,6 +34,11 @@ struct philox {
   DS_HD_INLINE philox(std::uint64_t seed, std::uint64_t id, std::uint64_t step) {
     curand_init(seed, id, step << philox_step_shift, &state);
   }
+  /// The same stream, started `outputs` 32-bit outputs in (a multiple of 4 keeps whole Philox blocks aligned, so
+  /// that block b of a stream can be drawn without drawing blocks 0 .. b-1 first).
+  DS_HD_INLINE philox(std::uint64_t seed, std::uint64_t id, std::uint64_t step, std::uint64_t outputs) {
+    curand_init(seed, id, (step << philox_step_shift) + outputs, &state);
+  }
   DS_HD_INLINE unsigned int bits() { return curand(&state); }
   DS_HD_INLINE uint4 bits4() { return curand4(&state); }
   /// Uniform in (0, 1].

@@ -943,6 +943,24 @@ ds_status ds_posterior_sample_double(const ds_posterior* posterior, double* out,
   });
 }
 
+ds_status ds_posterior_sample_on(const ds_posterior* posterior, float* out, int64_t n, uint64_t seed,
+                                 int32_t* labels, uint64_t first_index, ds_execution exec, ds_executor* ran) {
+  return guard([&] {
+    const ds::executor r =
+        get(posterior).sample(out, n, seed, to_cpp(exec), reinterpret_cast<std::int32_t*>(labels), first_index);
+    if (ran) *ran = to_c(r);
+  });
+}
+
+ds_status ds_posterior_sample_double_on(const ds_posterior* posterior, double* out, int64_t n, uint64_t seed,
+                                        int32_t* labels, uint64_t first_index, ds_execution exec, ds_executor* ran) {
+  return guard([&] {
+    const ds::executor r =
+        get(posterior).sample(out, n, seed, to_cpp(exec), reinterpret_cast<std::int32_t*>(labels), first_index);
+    if (ran) *ran = to_c(r);
+  });
+}
+
 ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d, int directions,
                                 uint64_t seed, int p, double* out) {
   return guard([&] {

@@ -1,13 +1,13 @@
 // Exact posterior of a diagonal Gaussian-mixture prior under y = A x + sigma_y z: closed-form component weights,
-// means and full covariances in FP64 (Kalman form), and an exact host sampler keyed by Philox counters.
+// means and full covariances in FP64 (Kalman form). The sampler is in src/posterior_sample.cu.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
 
-#include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
 #include "src/linalg.hpp"
+#include "src/posterior_tables.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/posterior.hpp>
@@ -97,7 +97,7 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
   log_weights_.assign(K, 0);
   means_.assign(K * d, 0);
   covariances_.assign(K * d * d, 0);
-  factors_.assign(K * d * d, 0);
+  std::vector<double> factors(K * d * d, 0.0);
   const double s2 = obs.sigma_y * obs.sigma_y;
 
   std::vector<double> log_joint(K);
@@ -144,7 +144,7 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
       }
     }
     const std::vector<double> L = psd_factor(std::vector<double>(cov, cov + d * d), d);
-    std::copy(L.begin(), L.end(), factors_.begin() + k * d * d);
+    std::copy(L.begin(), L.end(), factors.begin() + k * d * d);
   }
   const double top = *std::max_element(log_joint.begin(), log_joint.end());
   double sum = 0;
@@ -154,6 +154,7 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
     log_weights_[k] = log_joint[k] - log_evidence_;
     weights_[k] = std::exp(log_weights_[k]);
   }
+  tables_ = detail::make_posterior_tables(K, d, weights_, means_, factors);
 }
 
 std::vector<double> mixture_posterior::mean() const {
@@ -174,55 +175,6 @@ std::vector<double> mixture_posterior::covariance() const {
         out[i * d + j] += weights_[k] * (covariances_[(k * d + i) * d + j] +
                                          (means_[k * d + i] - m[i]) * (means_[k * d + j] - m[j]));
   return out;
-}
-
-void mixture_posterior::sample(double* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels,
-                               std::uint64_t first_index) const {
-  sample_into(out, n, seed, labels, first_index);
-}
-
-void mixture_posterior::sample(float* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels,
-                               std::uint64_t first_index) const {
-  sample_into(out, n, seed, labels, first_index);
-}
-
-template <class T>
-void mixture_posterior::sample_into(T* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels,
-                                    std::uint64_t first_index) const {
-  detail::check_count("n", n, dim_);
-  DIFFSAMPLE_EXPECTS(n == 0 || out != nullptr, "out: null pointer for " << n << " samples");
-  DIFFSAMPLE_EXPECTS(first_index <= (std::uint64_t(1) << 62),
-                     "first_index: must be <= 2^62, got " << first_index);
-  const std::int64_t d = dim_, K = components_;
-  std::vector<double> cumulative(K);
-  double acc = 0;
-  for (std::int64_t k = 0; k < K; ++k) cumulative[k] = acc += weights_[k];
-#pragma omp parallel
-  {
-    std::vector<double> z(d + 1);
-#pragma omp for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) {
-      kernels::philox rng(seed, first_index + static_cast<std::uint64_t>(i), 0);
-      // A 53-bit uniform in (0, 1] (a float uniform would misplace components lighter than 2^-24), against the
-      // cumulative weights scaled by their FP64 total rather than assuming it is exactly 1.
-      const double u = curand_uniform2_double(&rng.state).x * cumulative[K - 1];
-      std::int64_t k = 0;
-      while (k + 1 < K && cumulative[k] < u) ++k;
-      for (std::int64_t j = 0; j < d; j += 2) {
-        const double2 g = curand_normal2_double(&rng.state);
-        z[j] = g.x;
-        z[j + 1] = g.y;
-      }
-      const double* L = factors_.data() + k * d * d;
-      T* x = out + i * d;
-      for (std::int64_t j = 0; j < d; ++j) {
-        double s = means_[k * d + j];
-        for (std::int64_t l = 0; l <= j; ++l) s += L[j * d + l] * z[l];
-        x[j] = static_cast<T>(s);
-      }
-      if (labels != nullptr) labels[i] = static_cast<std::int32_t>(k);
-    }
-  }
 }
 
 }  // namespace diffsample

@@ -249,7 +249,7 @@ TEST_F(Cli, ExamplesRun) {
 
 TEST_F(Cli, SolveReportsTheExactPosterior) {
   const result r = run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler exact --samples 2000 "
-                       "--out " + path("x.npy") + " --report " + path("r.json"));
+                       "--executor cpu --out " + path("x.npy") + " --report " + path("r.json"));
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("exact reference"), std::string::npos);
   // The same problem built here through the C++ API.
@@ -273,6 +273,16 @@ TEST_F(Cli, SolveReportsTheExactPosterior) {
   std::vector<float> expected(2000 * 10);
   post.sample(expected.data(), 2000, 11);  // the file's seed
   EXPECT_EQ(ds::npy::read_f32(path("x.npy"), 10).values, expected);
+  // The default executor (CUDA when a GPU is present) gives the same samples up to FP64 rounding, and the report
+  // names the executor that ran.
+  ASSERT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler exact --quiet --samples 2000 "
+                "--out " + path("c.npy") + " --report " + path("c.json"))
+                .rc,
+            0);
+  const std::vector<float> again = ds::npy::read_f32(path("c.npy"), 10).values;
+  ASSERT_EQ(again.size(), expected.size());
+  for (std::size_t e = 0; e < again.size(); ++e) ASSERT_NEAR(again[e], expected[e], 2e-7 * (1 + std::abs(expected[e])));
+  EXPECT_EQ(nlohmann::json::parse(slurp(path("c.json")))["executor"], ds::cuda_available() ? "cuda" : "cpu");
   // The plot shows the posterior components as rotated ellipses.
   ASSERT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler exact --quiet --samples 500 "
                 "--plot " +

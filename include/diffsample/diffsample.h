@@ -757,6 +757,22 @@ DS_API ds_status ds_posterior_sample(const ds_posterior* posterior, float* out, 
 DS_API ds_status ds_posterior_sample_double(const ds_posterior* posterior, double* out, int64_t n, uint64_t seed,
                                             int32_t* labels, uint64_t first_index);
 
+/**
+ * ds_posterior_sample() on either executor: `out` and `labels` device-accessible for DS_EXECUTOR_CUDA (FP64 on the
+ * device; the same samples up to rounding), host-accessible for DS_EXECUTOR_CPU. Asynchronous on the CUDA executor.
+ * @param out     n x d_x floats
+ * @param labels  n component indices, or NULL
+ * @param ran     receives the executor that ran (may be NULL)
+ */
+DS_API ds_status ds_posterior_sample_on(const ds_posterior* posterior, float* out, int64_t n, uint64_t seed,
+                                        int32_t* labels, uint64_t first_index, ds_execution exec, ds_executor* ran);
+
+/** ds_posterior_sample_on() in FP64. @param out n x d_x doubles @param labels n indices, or NULL
+ *  @param ran receives the executor that ran (may be NULL) */
+DS_API ds_status ds_posterior_sample_double_on(const ds_posterior* posterior, double* out, int64_t n,
+                                               uint64_t seed, int32_t* labels, uint64_t first_index,
+                                               ds_execution exec, ds_executor* ran);
+
 /* --- metrics ---------------------------------------------------------------------------------------------- */
 
 /**

@@ -7,14 +7,20 @@
 /// A Sigma_k A^T is non-singular. This is the reference that posterior samplers are scored against.
 #pragma once
 
+#include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
 #include <diffsample/mixture.hpp>
 #include <diffsample/observation.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace diffsample {
+
+namespace detail {
+struct posterior_tables;
+}
 
 /// A linear observation y = A x + sigma_y z, z ~ N(0, I_{d_y}).
 struct linear_observation {
@@ -27,7 +33,9 @@ struct linear_observation {
 
 /// The exact posterior mixture of a gaussian_mixture prior given a linear_observation (host, FP64).
 ///
-/// Construction is synchronous host work of O(K (d_x^3 + d_y^3 + d_y d_x^2)); it launches nothing.
+/// Construction is synchronous host work of O(K (d_x^3 + d_y^3 + d_y d_x^2)). When a GPU is present it also copies
+/// the sampling tables (K (d_x^2 + d_x + 1) doubles) to the device with a synchronous cudaMemcpy, as
+/// gaussian_mixture does; copies of the object share that device copy.
 class DIFFSAMPLE_API mixture_posterior {
  public:
   /// @throws invalid_argument when sizes disagree, a value is not finite, sigma_y < 0, or
@@ -61,9 +69,11 @@ class DIFFSAMPLE_API mixture_posterior {
   /// Covariance of the whole posterior mixture, d_x x d_x row-major.
   std::vector<double> covariance() const;
 
-  /// Exact posterior samples on the host (synchronous, OpenMP over samples). Sample i draws its component and
-  /// normals from the Philox stream (seed, first_index + i, 0), so results do not depend on how a set of samples
-  /// is split into calls or on the thread count.
+  /// Exact posterior samples on the host (synchronous; the CPU executor, OpenMP over samples). Sample i draws its
+  /// component and normals from the Philox stream (seed, first_index + i, 0): block 0 gives a 53-bit uniform that
+  /// picks the component against the cumulative weights, block p >= 1 gives the normals z_{2p-2}, z_{2p-1}, and
+  /// x = m'_k + L_k z with L_k the Cholesky factor of S'_k. Results do not depend on how a set of samples is split
+  /// into calls, on the thread count, or (up to rounding of the FP64 arithmetic) on the executor.
   /// @param out     n x d_x host doubles
   /// @param labels  optional n host int32 component indices (nullptr to skip)
   void sample(double* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels = nullptr,
@@ -71,13 +81,28 @@ class DIFFSAMPLE_API mixture_posterior {
   /// The same samples rounded to float (n x d_x host floats), e.g. for sliced_wasserstein() against a sampler.
   void sample(float* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels = nullptr,
               std::uint64_t first_index = 0) const;
+  /// The same samples on either executor: `out` and `labels` device-accessible for CUDA (computed in FP64 on the
+  /// device from the copy made at construction), host-accessible for the CPU. Asynchronous on the CUDA executor;
+  /// the call's scratch (at most 32 MiB, stream-ordered) bounds how many samples run per launch, never which
+  /// values they get.
+  /// @return the executor that ran
+  /// @throws invalid_argument for a negative n, an n x d_x that overflows, first_index > 2^62, or a buffer the
+  ///         executor cannot reach; out_of_memory when the scratch cannot be allocated
+  executor sample(float* out, std::int64_t n, std::uint64_t seed, execution exec, std::int32_t* labels = nullptr,
+                  std::uint64_t first_index = 0) const;
+  /// FP64 output on either executor (n x d_x doubles); otherwise as the float overload above.
+  executor sample(double* out, std::int64_t n, std::uint64_t seed, execution exec, std::int32_t* labels = nullptr,
+                  std::uint64_t first_index = 0) const;
 
  private:
   std::int64_t components_ = 0, dim_ = 0;
   std::vector<double> weights_, log_weights_, means_, covariances_;
-  std::vector<double> factors_;  // K lower-triangular L_k with L_k L_k^T = S'_k, for sampling
+  // Cumulative weights, means and the Cholesky factors of S'_k for sampling, on the host and the device; shared
+  // (immutable) between copies of this object.
+  std::shared_ptr<const detail::posterior_tables> tables_;
   template <class T>
-  void sample_into(T* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels, std::uint64_t first_index) const;
+  executor sample_on(T* out, std::int64_t n, std::uint64_t seed, execution exec, std::int32_t* labels,
+                     std::uint64_t first_index) const;
   double log_evidence_ = 0;
 };
 

@@ -91,7 +91,7 @@ const char* solve_usage =
     "  --particles N           particles (samples) per problem (default 4096 on the CPU, 65536 on a GPU)\n"
     "  --steps N               diffusion steps of the guided samplers (default 100)\n"
     "  --samples N             alias of --particles (the exact sampler's sample count)\n"
-    "  --executor auto|cuda|cpu  where the guided samplers run (default auto)\n"
+    "  --executor auto|cuda|cpu  where the sampler runs, the exact one included (default auto)\n"
     "  --seed S                random seed (default 1)\n"
     "  --out FILE.npy          write the samples (float32, N x d)\n"
     "  --report FILE.json      write the JSON report\n"
@@ -1090,16 +1090,14 @@ int run_solve(int argc, char** argv, int first) {
   const std::string method = o.has("--sampler") ? o.get("--sampler") : "smc";
   if (method != "exact" && method != "smc" && method != "dps" && method != "pigdm")
     throw usage_error("--sampler: unknown posterior sampler '" + method + "' (expected smc, dps, pigdm or exact)");
-  if (method == "exact" && (o.has("--steps") || o.has("--executor")))
-    throw usage_error("solve: --steps and --executor apply to the guided samplers, not to --sampler exact");
+  if (method == "exact" && o.has("--steps"))
+    throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))
     throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
   const problem file = read_problem(o.get("--problem"));
   if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
   if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");
-  const ds::executor where =
-      method == "exact" ? ds::executor::cpu
-                        : resolve(ds::parse_executor(o.has("--executor") ? o.get("--executor") : "auto"));
+  const ds::executor where = resolve(ds::parse_executor(o.has("--executor") ? o.get("--executor") : "auto"));
   const char* count_flag = o.has("--particles") ? "--particles" : "--samples";
   const std::int64_t n = o.has(count_flag) ? to_int(count_flag, o.get(count_flag), 1)
                          : method == "exact"                     ? 16384
@@ -1117,7 +1115,13 @@ int run_solve(int argc, char** argv, int first) {
   const ds::mixture_posterior post(mixture, obs);
   if (method != "exact") return run_guided(o, file, mixture, post, method, where, n, seed, quiet);
   std::vector<float> x(std::size_t(n * d));
-  post.sample(x.data(), n, seed);
+  if (where == ds::executor::cuda) {
+    device_buffer<float> dx(n * d);
+    post.sample(dx.p, n, seed, ds::execution{where});
+    check(cudaMemcpy(x.data(), dx.p, std::size_t(n * d) * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  } else {
+    post.sample(x.data(), n, seed);
+  }
   const std::vector<double> mean = post.mean();
 
   std::vector<std::int64_t> order(post.components());
@@ -1136,8 +1140,9 @@ int run_solve(int argc, char** argv, int first) {
     std::printf("\nposterior mean:");
     for (std::int64_t j = 0; j < std::min<std::int64_t>(d, 6); ++j) std::printf(" %.4f", mean[j]);
     std::printf("%s\n", d > 6 ? " ..." : "");
-    std::printf("exact posterior samples: %lld (seed %llu)%s\n", static_cast<long long>(n),
-                static_cast<unsigned long long>(seed), o.has("--out") ? (" -> " + o.get("--out")).c_str() : "");
+    std::printf("exact posterior samples: %lld (seed %llu, %s executor)%s\n", static_cast<long long>(n),
+                static_cast<unsigned long long>(seed), ds::to_string(where),
+                o.has("--out") ? (" -> " + o.get("--out")).c_str() : "");
     std::printf("(the exact reference itself: --sampler smc, dps or pigdm runs a posterior sampler)\n");
   }
   if (o.has("--out")) npy::write_f32(o.get("--out"), x.data(), n, d);
@@ -1155,6 +1160,7 @@ int run_solve(int argc, char** argv, int first) {
     j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
     j["seed"] = seed;
     j["samples"] = n;
+    j["executor"] = ds::to_string(where);
     j["log_evidence"] = post.log_evidence();
     j["posterior_weights"] = post.weights();
     j["posterior_mean"] = mean;

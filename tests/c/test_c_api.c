@@ -733,6 +733,24 @@ static void test_guided(void) {
     CHECK_OK(ds_posterior_sample_double(post, one, 1, 5, &label, 0));
     CHECK(label >= 0 && label < 3 && isfinite(one[0]) && isfinite(one[1]));
   }
+  {
+    /* The executor entry points on the CPU: the same samples as the host call, bit for bit. */
+    const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+    double host[4], on[4];
+    int32_t host_labels[2] = {-1, -1}, on_labels[2] = {-2, -2};
+    float onf[4];
+    ds_executor ran = DS_EXECUTOR_AUTOMATIC;
+    CHECK_OK(ds_posterior_sample_double(post, host, 2, 6, host_labels, 3));
+    CHECK_OK(ds_posterior_sample_double_on(post, on, 2, 6, on_labels, 3, cpu, &ran));
+    CHECK(ran == DS_EXECUTOR_CPU);
+    CHECK(memcmp(host, on, sizeof host) == 0 && host_labels[0] == on_labels[0] && host_labels[1] == on_labels[1]);
+    CHECK_OK(ds_posterior_sample_on(post, onf, 2, 6, NULL, 3, cpu, NULL));
+    for (i = 0; i < 4; ++i) CHECK(onf[i] == (float)host[i]);
+    if (!ds_cuda_available()) {
+      const ds_execution gpu = {DS_EXECUTOR_CUDA, NULL};
+      EXPECT_ERROR(ds_posterior_sample_on(post, onf, 2, 6, NULL, 3, gpu, NULL), DS_INVALID_ARGUMENT, "executor");
+    }
+  }
 
   /* SMC: log Z-hat of B = 16 replicas of the problem, run as 16 problems of one call (independent particle
    * streams); their spread gives the standard error of their mean, se = sd / sqrt(16). Asserted as in the C++ test
