@@ -1,7 +1,8 @@
 // Particle-system launchers: a per-problem statistics pass (max, NaN count, fixed-point weights and their integer
 // prefix sums, FP64 report sums), then one functor per particle that draws its ancestor (kernels/particles.cuh).
-// The statistics pass is a plain loop per problem on the CPU and one CUDA block per problem on the GPU (CUB block
-// primitives); the integer scans make both produce identical prefix sums.
+// The statistics pass splits long problems into fixed chunks: OpenMP loops over chunks on the CPU; on the GPU one
+// CUDA block per problem when a problem is one chunk, else one block per chunk and one per problem to stitch
+// (CUB block primitives). The integer scans make both executors produce identical prefix sums.
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -60,11 +61,15 @@ void check_sizes(std::int64_t problems, std::int64_t particles) {
 
 std::size_t align16(std::size_t bytes) { return (bytes + 15) / 16 * 16; }
 
-// The CPU statistics pass splits every problem into chunks of this fixed size (never a function of the thread
-// count), so its FP64 report sums are combined in the same order whatever the number of threads.
-constexpr std::int64_t cpu_chunk = std::int64_t(1) << 16;
+// Problems longer than this are split into chunks of this fixed size (never a function of the thread count or the
+// grid), scanned chunk-locally and stitched with integer offsets: OpenMP threads over chunks on the CPU, one CUDA
+// block per chunk on the GPU. The CPU's FP64 report sums are thereby combined in the same order whatever the number
+// of threads; the integer prefix sums are identical on both executors whatever the split.
+constexpr std::int64_t chunk_size = std::int64_t(1) << 16;
+static_assert(((std::int64_t(1) << 24) + chunk_size - 1) / chunk_size <= pass_block,
+              "the per-problem passes over chunks give one thread to each chunk");
 
-/// Partial results of one chunk of one problem (CPU executor).
+/// Partial results of one chunk of one problem.
 struct chunk_sums {
   float max;
   std::int64_t nan_count;
@@ -73,7 +78,7 @@ struct chunk_sums {
   double sum_w, sum_w2;
 };
 
-std::int64_t chunks_per_problem(std::int64_t particles) { return (particles + cpu_chunk - 1) / cpu_chunk; }
+std::int64_t chunks_per_problem(std::int64_t particles) { return (particles + chunk_size - 1) / chunk_size; }
 
 struct workspace_layout {
   std::size_t states = 0, units = 0, residual = 0, chunks = 0, total = 0;
@@ -137,6 +142,34 @@ DS_HD void finish_problem(const pass_params& p, std::int64_t b, float max, std::
   }
 }
 
+/// Prefix schemes: adds the chunk's offset (the sum of the fixed-point weights of earlier chunks of its problem) to
+/// particle g's chunk-local inclusive prefix. One call per particle, on either executor.
+struct add_prefix_offsets_functor {
+  const problem_state* states;
+  const chunk_sums* chunks;
+  std::uint64_t* units;
+  std::int64_t n, per;
+  DS_HD void operator()(std::int64_t g) const {
+    const std::int64_t b = g / n, c = (g - b * n) / chunk_size;
+    if (c > 0 && states[b].resample) units[g] += chunks[b * per + c].total_offset;
+  }
+};
+
+/// Residual: adds the chunk's offsets to particle g's chunk-local prefixes of copies and of residual weights.
+struct add_residual_offsets_functor {
+  const problem_state* states;
+  const chunk_sums* chunks;
+  std::uint64_t* units;
+  u128* residual;
+  std::int64_t n, per;
+  DS_HD void operator()(std::int64_t g) const {
+    const std::int64_t b = g / n, c = (g - b * n) / chunk_size;
+    if (c == 0 || !states[b].resample) return;
+    units[g] += chunks[b * per + c].copies_offset;
+    residual[g] = residual[g] + chunks[b * per + c].rest_offset;
+  }
+};
+
 // --- CPU statistics pass -----------------------------------------------------------------------------------------
 // Every phase runs over all chunks of all problems in parallel; chunk results are combined per problem in chunk
 // order. The integer prefix sums are exact whatever the split; the FP64 sums depend only on the fixed chunk size.
@@ -150,7 +183,7 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
   // 1. Largest valid log-weight and invalid count of each chunk.
 #pragma omp parallel for schedule(dynamic, 1)
   for (std::int64_t ci = 0; ci < count; ++ci) {
-    const std::int64_t b = ci / per, lo = (ci % per) * cpu_chunk, hi = std::min(n, lo + cpu_chunk);
+    const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
     const float* lw = p.log_weights + b * n;
     float max = -INFINITY;
     std::int64_t nan_count = 0;
@@ -171,7 +204,7 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
   // 2. Fixed-point weights, their chunk-local inclusive prefix sums, and the chunk's sums.
 #pragma omp parallel for schedule(dynamic, 1)
   for (std::int64_t ci = 0; ci < count; ++ci) {
-    const std::int64_t b = ci / per, lo = (ci % per) * cpu_chunk, hi = std::min(n, lo + cpu_chunk);
+    const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
     const float* lw = p.log_weights + b * n;
     const float max = chunks[b * per].max;
     std::uint64_t total = 0;
@@ -222,14 +255,11 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
   const bool residual = p.scheme == resampling_scheme::residual;
 #pragma omp parallel for schedule(dynamic, 1)
   for (std::int64_t ci = 0; ci < count; ++ci) {
-    const std::int64_t b = ci / per, lo = (ci % per) * cpu_chunk, hi = std::min(n, lo + cpu_chunk);
+    const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
     const problem_state& st = p.states[b];
     if (!st.resample) continue;
     std::uint64_t* units = p.units + b * n;
-    if (prefix) {
-      const std::uint64_t offset = chunks[ci].total_offset;
-      for (std::int64_t i = lo; i < hi; ++i) units[i] += offset;
-    } else if (residual) {
+    if (residual) {
       const float* lw = p.log_weights + b * n;
       std::uint64_t copies = 0;
       u128 rest;
@@ -246,6 +276,9 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
       chunks[ci].rest = rest;
     }
   }
+  if (prefix && per > 1)
+    kernels::for_each_index(executor::cpu, problems * n,
+                            add_prefix_offsets_functor{p.states, chunks, p.units, n, per}, nullptr);
   if (!residual) return;
 
   // 5. Residual: per-problem chunk offsets, then applied.
@@ -263,18 +296,14 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
     }
     p.states[b].copies = copies;
   }
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::int64_t ci = 0; ci < count; ++ci) {
-    const std::int64_t b = ci / per, lo = (ci % per) * cpu_chunk, hi = std::min(n, lo + cpu_chunk);
-    if (!p.states[b].resample || ci % per == 0) continue;
-    for (std::int64_t i = lo; i < hi; ++i) {
-      p.units[b * n + i] += chunks[ci].copies_offset;
-      p.residual[b * n + i] = p.residual[b * n + i] + chunks[ci].rest_offset;
-    }
-  }
+  if (per > 1)
+    kernels::for_each_index(executor::cpu, problems * n,
+                            add_residual_offsets_functor{p.states, chunks, p.units, p.residual, n, per}, nullptr);
 }
 
-// --- CUDA statistics pass: one block per problem -----------------------------------------------------------------
+// --- CUDA statistics pass ----------------------------------------------------------------------------------------
+// Block routines over a range [lo, hi) of one problem, shared by the one-block-per-problem kernel (problems of at
+// most one chunk) and the per-chunk kernels of longer problems. Results of block reductions are valid in thread 0.
 
 struct max_op {
   __device__ float operator()(float a, float b) const { return b > a ? b : a; }
@@ -293,117 +322,301 @@ struct running_prefix {
   }
 };
 
-static __global__ void __launch_bounds__(pass_block) statistics_pass_kernel(pass_params p, std::int64_t problems) {
-  using reduce_f = cub::BlockReduce<float, pass_block>;
-  using reduce_i = cub::BlockReduce<std::int64_t, pass_block>;
-  using reduce_u = cub::BlockReduce<std::uint64_t, pass_block>;
-  using reduce_d = cub::BlockReduce<double, pass_block>;
-  using reduce_q = cub::BlockReduce<u128, pass_block>;
-  using scan_u = cub::BlockScan<std::uint64_t, pass_block>;
-  using scan_q = cub::BlockScan<u128, pass_block>;
-  __shared__ union {
-    typename reduce_f::TempStorage f;
-    typename reduce_i::TempStorage i;
-    typename reduce_u::TempStorage u;
-    typename reduce_d::TempStorage d;
-    typename reduce_q::TempStorage q;
-    typename scan_u::TempStorage su;
-    typename scan_q::TempStorage sq;
-  } temp;
-  __shared__ float shared_max;
-  __shared__ std::uint64_t shared_total;
-  __shared__ problem_state shared_state;
+using reduce_f = cub::BlockReduce<float, pass_block>;
+using reduce_i = cub::BlockReduce<std::int64_t, pass_block>;
+using reduce_u = cub::BlockReduce<std::uint64_t, pass_block>;
+using reduce_d = cub::BlockReduce<double, pass_block>;
+using reduce_q = cub::BlockReduce<u128, pass_block>;
+using scan_u = cub::BlockScan<std::uint64_t, pass_block>;
+using scan_q = cub::BlockScan<u128, pass_block>;
+union pass_temp {
+  typename reduce_f::TempStorage f;
+  typename reduce_i::TempStorage i;
+  typename reduce_u::TempStorage u;
+  typename reduce_d::TempStorage d;
+  typename reduce_q::TempStorage q;
+  typename scan_u::TempStorage su;
+  typename scan_q::TempStorage sq;
+};
 
+struct range_max {
+  float max;
+  std::int64_t nan_count;
+};
+
+/// Largest valid log-weight and invalid count of lw[lo, hi).
+__device__ range_max block_max(pass_temp& temp, const float* lw, std::int64_t lo, std::int64_t hi) {
+  float max = -INFINITY;
+  std::int64_t nan_count = 0;
+  for (std::int64_t i = lo + threadIdx.x; i < hi; i += pass_block) {
+    const float l = lw[i];
+    if (kernels::invalid_log_weight(l))
+      ++nan_count;
+    else
+      max = l > max ? l : max;
+  }
+  max = reduce_f(temp.f).Reduce(max, max_op{});
+  __syncthreads();
+  nan_count = reduce_i(temp.i).Sum(nan_count);
+  __syncthreads();
+  return {max, nan_count};
+}
+
+struct range_weights {
+  std::uint64_t total;
+  u128 sum_q2;
+  double sum_w, sum_w2;
+};
+
+/// Fixed-point weights of lw[lo, hi) against the problem's max (the same in every thread): units[i] receives the
+/// inclusive prefix sum from lo (prefix schemes) or the weight itself; the sums are returned.
+__device__ range_weights block_weights(pass_temp& temp, const pass_params& p, const float* lw, std::uint64_t* units,
+                                       std::int64_t lo, std::int64_t hi, float max) {
+  std::uint64_t total = 0;
+  u128 sum_q2;
+  double sum_w = 0, sum_w2 = 0;
+  if (max > -INFINITY) {
+    running_prefix<std::uint64_t> prefix{0};
+    const bool scan = uses_prefix(p.scheme);
+    for (std::int64_t base = lo; base < hi; base += pass_block) {
+      const std::int64_t i = base + threadIdx.x;
+      const float l = i < hi ? lw[i] : -INFINITY;
+      const std::uint64_t q = kernels::fixed_weight(l, max, p.bits);
+      total += q;
+      sum_q2 = sum_q2 + kernels::mul_wide(q, q);
+      if (!kernels::invalid_log_weight(l) && l > -INFINITY) {
+        const double w = exp(double(l) - double(max));
+        sum_w += w;
+        sum_w2 += w * w;
+      }
+      if (scan) {
+        std::uint64_t c;
+        scan_u(temp.su).InclusiveSum(q, c, prefix);
+        __syncthreads();
+        if (i < hi) units[i] = c;
+      } else if (i < hi) {
+        units[i] = q;
+      }
+    }
+  }
+  total = reduce_u(temp.u).Sum(total);
+  __syncthreads();
+  sum_q2 = reduce_q(temp.q).Reduce(sum_q2, add_u128_op{});
+  __syncthreads();
+  sum_w = reduce_d(temp.d).Sum(sum_w);
+  __syncthreads();
+  sum_w2 = reduce_d(temp.d).Sum(sum_w2);
+  __syncthreads();
+  return {total, sum_q2, sum_w, sum_w2};
+}
+
+struct range_residual {
+  std::uint64_t copies;
+  u128 rest;
+};
+
+/// Residual resampling over [lo, hi): copies floor(N q_i / T) and residual weights N q_i - copies_i T, with their
+/// inclusive prefix sums from lo in units[i] and residual[i]; the range totals are returned.
+__device__ range_residual block_residual(pass_temp& temp, const pass_params& p, const float* lw, std::uint64_t* units,
+                                         u128* residual, std::int64_t lo, std::int64_t hi, float max,
+                                         std::uint64_t total) {
+  running_prefix<std::uint64_t> copies_prefix{0};
+  running_prefix<u128> rest_prefix{u128{}};
+  for (std::int64_t base = lo; base < hi; base += pass_block) {
+    const std::int64_t i = base + threadIdx.x;
+    const std::uint64_t q = i < hi ? kernels::fixed_weight(lw[i], max, p.bits) : 0;
+    const std::uint64_t c = kernels::residual_copies(std::uint64_t(p.n), q, total);
+    const u128 r{kernels::mul_wide(std::uint64_t(p.n), q).lo - c * total, 0};
+    std::uint64_t copies;
+    scan_u(temp.su).InclusiveSum(c, copies, copies_prefix);
+    __syncthreads();
+    u128 rest;
+    scan_q(temp.sq).InclusiveScan(r, rest, add_u128_op{}, rest_prefix);
+    __syncthreads();
+    if (i < hi) {
+      units[i] = copies;
+      residual[i] = rest;
+    }
+  }
+  // Warp 0 runs the prefix callbacks, so its lanes hold the running totals after the last tile.
+  return {copies_prefix.total, rest_prefix.total};
+}
+
+/// Problems of at most one chunk: the whole pass in one block per problem.
+static __global__ void __launch_bounds__(pass_block) statistics_pass_kernel(pass_params p, std::int64_t problems) {
+  __shared__ pass_temp temp;
+  __shared__ float shared_max;
+  __shared__ problem_state shared_state;
   const std::int64_t n = p.n;
   const int tid = threadIdx.x;
   for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
     const float* lw = p.log_weights + b * n;
     std::uint64_t* units = p.units + b * n;
-
-    float max = -INFINITY;
-    std::int64_t nan_count = 0;
-    for (std::int64_t i = tid; i < n; i += pass_block) {
-      const float l = lw[i];
-      if (kernels::invalid_log_weight(l))
-        ++nan_count;
-      else
-        max = l > max ? l : max;
-    }
-    max = reduce_f(temp.f).Reduce(max, max_op{});
-    if (tid == 0) shared_max = max;
+    const range_max m = block_max(temp, lw, 0, n);
+    if (tid == 0) shared_max = m.max;
     __syncthreads();
-    nan_count = reduce_i(temp.i).Sum(nan_count);
-    __syncthreads();
-    max = shared_max;
-
-    std::uint64_t total = 0;
-    u128 sum_q2;
-    double sum_w = 0, sum_w2 = 0;
-    if (max > -INFINITY) {
-      running_prefix<std::uint64_t> prefix{0};
-      const bool scan = uses_prefix(p.scheme);
-      for (std::int64_t base = 0; base < n; base += pass_block) {
-        const std::int64_t i = base + tid;
-        const float l = i < n ? lw[i] : -INFINITY;
-        const std::uint64_t q = kernels::fixed_weight(l, max, p.bits);
-        total += q;
-        sum_q2 = sum_q2 + kernels::mul_wide(q, q);
-        if (!kernels::invalid_log_weight(l) && l > -INFINITY) {
-          const double w = exp(double(l) - double(max));
-          sum_w += w;
-          sum_w2 += w * w;
-        }
-        if (scan) {
-          std::uint64_t c;
-          scan_u(temp.su).InclusiveSum(q, c, prefix);
-          __syncthreads();
-          if (i < n) units[i] = c;
-        } else if (i < n) {
-          units[i] = q;
-        }
-      }
-    }
-    total = reduce_u(temp.u).Sum(total);
-    __syncthreads();
-    sum_q2 = reduce_q(temp.q).Reduce(sum_q2, add_u128_op{});
-    __syncthreads();
-    sum_w = reduce_d(temp.d).Sum(sum_w);
-    __syncthreads();
-    sum_w2 = reduce_d(temp.d).Sum(sum_w2);
+    const float max = shared_max;
+    const range_weights w = block_weights(temp, p, lw, units, 0, n, max);
     if (tid == 0) {
       problem_state st{};
-      finish_problem(p, b, max, nan_count, total, sum_q2, sum_w, sum_w2, st);
+      finish_problem(p, b, max, m.nan_count, w.total, w.sum_q2, w.sum_w, w.sum_w2, st);
       shared_state = st;
-      shared_total = total;
     }
     __syncthreads();
-
     if (p.scheme == resampling_scheme::residual && shared_state.resample) {
-      total = shared_total;
-      running_prefix<std::uint64_t> copies_prefix{0};
-      running_prefix<u128> rest_prefix{u128{}};
-      for (std::int64_t base = 0; base < n; base += pass_block) {
-        const std::int64_t i = base + tid;
-        const std::uint64_t q = i < n ? kernels::fixed_weight(lw[i], max, p.bits) : 0;
-        const std::uint64_t c = kernels::residual_copies(std::uint64_t(n), q, total);
-        const u128 r{kernels::mul_wide(std::uint64_t(n), q).lo - c * total, 0};
-        std::uint64_t copies;
-        scan_u(temp.su).InclusiveSum(c, copies, copies_prefix);
-        __syncthreads();
-        u128 rest;
-        scan_q(temp.sq).InclusiveScan(r, rest, add_u128_op{}, rest_prefix);
-        __syncthreads();
-        if (i < n) {
-          units[i] = copies;
-          p.residual[b * n + i] = rest;
-        }
-      }
-      // Warp 0 runs the prefix callback, so its lanes hold the running total after the last tile.
-      if (tid == 0) shared_state.copies = copies_prefix.total;
+      const range_residual r = block_residual(temp, p, lw, units, p.residual + b * n, 0, n, max, shared_state.total);
+      if (tid == 0) shared_state.copies = r.copies;
       __syncthreads();
     }
     if (tid == 0) p.states[b] = shared_state;
     __syncthreads();
+  }
+}
+
+// Longer problems: the phases of the CPU pass, with one block per chunk for the passes over particles and one block
+// per problem (a thread per chunk) for the passes over chunks.
+
+struct chunk_range {
+  std::int64_t b, lo, hi;
+};
+__device__ chunk_range chunk_of(std::int64_t ci, std::int64_t per, std::int64_t n) {
+  const std::int64_t b = ci / per, lo = (ci - b * per) * chunk_size;
+  return {b, lo, lo + chunk_size < n ? lo + chunk_size : n};
+}
+
+static __global__ void __launch_bounds__(pass_block) chunk_max_kernel(pass_params p, chunk_sums* chunks,
+                                                                      std::int64_t count, std::int64_t per) {
+  __shared__ pass_temp temp;
+  for (std::int64_t ci = blockIdx.x; ci < count; ci += gridDim.x) {
+    const chunk_range c = chunk_of(ci, per, p.n);
+    const range_max m = block_max(temp, p.log_weights + c.b * p.n, c.lo, c.hi);
+    if (threadIdx.x == 0) {
+      chunks[ci].max = m.max;
+      chunks[ci].nan_count = m.nan_count;
+    }
+  }
+}
+
+/// The problem's max into its chunk 0, as on the CPU.
+static __global__ void __launch_bounds__(pass_block) problem_max_kernel(chunk_sums* chunks, std::int64_t problems,
+                                                                        std::int64_t per) {
+  __shared__ pass_temp temp;
+  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
+    const float m = threadIdx.x < per ? chunks[b * per + threadIdx.x].max : -INFINITY;
+    const float max = reduce_f(temp.f).Reduce(m, max_op{});
+    if (threadIdx.x == 0) chunks[b * per].max = max;
+    __syncthreads();
+  }
+}
+
+static __global__ void __launch_bounds__(pass_block) chunk_weights_kernel(pass_params p, chunk_sums* chunks,
+                                                                          std::int64_t count, std::int64_t per) {
+  __shared__ pass_temp temp;
+  for (std::int64_t ci = blockIdx.x; ci < count; ci += gridDim.x) {
+    const chunk_range c = chunk_of(ci, per, p.n);
+    const float max = chunks[c.b * per].max;
+    const range_weights w =
+        block_weights(temp, p, p.log_weights + c.b * p.n, p.units + c.b * p.n, c.lo, c.hi, max);
+    if (threadIdx.x == 0) {
+      chunks[ci].total = w.total;
+      chunks[ci].sum_q2 = w.sum_q2;
+      chunks[ci].sum_w = w.sum_w;
+      chunks[ci].sum_w2 = w.sum_w2;
+    }
+  }
+}
+
+/// Per problem: the chunks' prefix offsets, the totals, the resampling decision and the report.
+static __global__ void __launch_bounds__(pass_block) problem_finish_kernel(pass_params p, chunk_sums* chunks,
+                                                                           std::int64_t problems, std::int64_t per) {
+  __shared__ pass_temp temp;
+  const int t = threadIdx.x;
+  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
+    chunk_sums* c = chunks + b * per;
+    const bool mine = t < per;
+    std::uint64_t offset, total;
+    scan_u(temp.su).ExclusiveSum(mine ? c[t].total : 0, offset, total);
+    __syncthreads();
+    if (mine) c[t].total_offset = offset;
+    const std::int64_t nan_count = reduce_i(temp.i).Sum(mine ? c[t].nan_count : 0);
+    __syncthreads();
+    const u128 sum_q2 = reduce_q(temp.q).Reduce(mine ? c[t].sum_q2 : u128{}, add_u128_op{});
+    __syncthreads();
+    const double sum_w = reduce_d(temp.d).Sum(mine ? c[t].sum_w : 0.0);
+    __syncthreads();
+    const double sum_w2 = reduce_d(temp.d).Sum(mine ? c[t].sum_w2 : 0.0);
+    if (t == 0) {
+      problem_state st{};
+      finish_problem(p, b, c[0].max, nan_count, total, sum_q2, sum_w, sum_w2, st);
+      p.states[b] = st;
+    }
+    __syncthreads();
+  }
+}
+
+static __global__ void __launch_bounds__(pass_block) chunk_residual_kernel(pass_params p, chunk_sums* chunks,
+                                                                           std::int64_t count, std::int64_t per) {
+  __shared__ pass_temp temp;
+  for (std::int64_t ci = blockIdx.x; ci < count; ci += gridDim.x) {
+    const chunk_range c = chunk_of(ci, per, p.n);
+    const problem_state st = p.states[c.b];
+    if (!st.resample) continue;  // the same in every thread of the block
+    const range_residual r = block_residual(temp, p, p.log_weights + c.b * p.n, p.units + c.b * p.n,
+                                            p.residual + c.b * p.n, c.lo, c.hi, st.max, st.total);
+    if (threadIdx.x == 0) {
+      chunks[ci].copies = r.copies;
+      chunks[ci].rest = r.rest;
+    }
+  }
+}
+
+/// Residual, per problem: the chunks' offsets into both prefix sums, and the problem's total of copies.
+static __global__ void __launch_bounds__(pass_block) problem_residual_kernel(pass_params p, chunk_sums* chunks,
+                                                                             std::int64_t problems, std::int64_t per) {
+  __shared__ pass_temp temp;
+  const int t = threadIdx.x;
+  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
+    if (!p.states[b].resample) continue;
+    chunk_sums* c = chunks + b * per;
+    const bool mine = t < per;
+    std::uint64_t copies_offset, copies;
+    scan_u(temp.su).ExclusiveSum(mine ? c[t].copies : 0, copies_offset, copies);
+    __syncthreads();
+    u128 rest_offset, rest;
+    scan_q(temp.sq).ExclusiveScan(mine ? c[t].rest : u128{}, rest_offset, u128{}, add_u128_op{}, rest);
+    __syncthreads();
+    if (mine) {
+      c[t].copies_offset = copies_offset;
+      c[t].rest_offset = rest_offset;
+    }
+    if (t == 0) p.states[b].copies = copies;
+  }
+}
+
+/// The statistics pass on the CUDA executor: one kernel for problems of one chunk, the chunked phases otherwise.
+void statistics_pass_cuda(const pass_params& p, std::int64_t problems, chunk_sums* chunks, cudaStream_t stream) {
+  const auto grid = [](std::int64_t blocks) { return static_cast<unsigned>(std::min<std::int64_t>(blocks, 65535 * 32)); };
+  const std::int64_t per = chunks_per_problem(p.n);
+  if (per == 1) {
+    statistics_pass_kernel<<<grid(problems), pass_block, 0, stream>>>(p, problems);
+    DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+    return;
+  }
+  const std::int64_t count = problems * per;
+  chunk_max_kernel<<<grid(count), pass_block, 0, stream>>>(p, chunks, count, per);
+  problem_max_kernel<<<grid(problems), pass_block, 0, stream>>>(chunks, problems, per);
+  chunk_weights_kernel<<<grid(count), pass_block, 0, stream>>>(p, chunks, count, per);
+  problem_finish_kernel<<<grid(problems), pass_block, 0, stream>>>(p, chunks, problems, per);
+  DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+  if (uses_prefix(p.scheme)) {
+    kernels::for_each_index(executor::cuda, problems * p.n,
+                            add_prefix_offsets_functor{p.states, chunks, p.units, p.n, per}, stream);
+  } else if (p.scheme == resampling_scheme::residual) {
+    chunk_residual_kernel<<<grid(count), pass_block, 0, stream>>>(p, chunks, count, per);
+    problem_residual_kernel<<<grid(problems), pass_block, 0, stream>>>(p, chunks, problems, per);
+    DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+    kernels::for_each_index(executor::cuda, problems * p.n,
+                            add_residual_offsets_functor{p.states, chunks, p.units, p.residual, p.n, per}, stream);
   }
 }
 
@@ -497,13 +710,11 @@ executor resample(const float* log_weights, std::int64_t problems, std::int64_t 
                 reinterpret_cast<std::uint64_t*>(ws + w.units),
                 o.scheme == resampling_scheme::residual ? reinterpret_cast<u128*>(ws + w.residual) : nullptr,
                 out.reports};
-  if (where == executor::cuda) {
-    const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(problems, 65535 * 32));
-    statistics_pass_kernel<<<grid, pass_block, 0, exec.stream>>>(p, problems);
-    DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
-  } else {
-    statistics_pass_cpu(p, problems, reinterpret_cast<chunk_sums*>(ws + w.chunks));
-  }
+  chunk_sums* chunks = reinterpret_cast<chunk_sums*>(ws + w.chunks);
+  if (where == executor::cuda)
+    statistics_pass_cuda(p, problems, chunks, exec.stream);
+  else
+    statistics_pass_cpu(p, problems, chunks);
   if (out.ancestors64 != nullptr)
     select_ancestors(where, p, o, count, out.ancestors64, out.normalised_weights, exec.stream);
   else

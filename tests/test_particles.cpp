@@ -415,6 +415,59 @@ TEST(Particles, CudaAndCpuAgreeOnALargeProblemWithInt64AndWeights) {
   }
 }
 
+// The GPU's chunked statistics pass (problems longer than 2^16 particles: one block per chunk, one per problem to
+// stitch) against the CPU executor: 3 problems of 2^17 + 123 particles (a partial last chunk; problem 1 has NaNs,
+// problem 2 fails), every scheme, ancestors and decisions identical, reports equal to FP64 rounding; then one
+// problem of 2^24 particles (256 chunks, one per thread of the stitching block).
+TEST(Particles, CudaChunkedPassMatchesCpu) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const std::int64_t b = 3, n = (std::int64_t(1) << 17) + 123;
+  auto lw = random_log_weights(b * n, 9, -20.f, 0.f);
+  for (std::int64_t i = 0; i < n; i += 1000) lw[n + i] = nan_f;
+  for (std::int64_t i = 0; i < n; ++i) lw[2 * n + i] = neg_inf;
+  ds::testing::device_buffer<float> lw_d(lw);
+  for (auto scheme : all_schemes) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 23;
+    std::vector<ds::particle_report> cpu_reports;
+    const auto ref = run(lw, b, n, o, &cpu_reports);
+    ds::testing::device_buffer<std::int32_t> a_d(b * n);
+    ds::testing::device_buffer<ds::particle_report> r_d(b);
+    ds::particle_outputs out;
+    out.ancestors = a_d.ptr;
+    out.reports = r_d.ptr;
+    EXPECT_EQ(ds::resample(lw_d.ptr, b, n, o, out, {ds::executor::cuda, nullptr}), ds::executor::cuda);
+    EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
+    const auto r = r_d.download();
+    for (std::int64_t p = 0; p < b; ++p) {
+      EXPECT_EQ(r[p].failed, cpu_reports[p].failed) << p;
+      EXPECT_EQ(r[p].resampled, cpu_reports[p].resampled) << p;
+      EXPECT_EQ(r[p].nan_count, cpu_reports[p].nan_count) << p;
+      if (!r[p].failed) {
+        EXPECT_NEAR(r[p].ess, cpu_reports[p].ess, 1e-9 * cpu_reports[p].ess) << p;
+        EXPECT_NEAR(r[p].log_sum_exp, cpu_reports[p].log_sum_exp, 1e-9) << p;
+      }
+    }
+  }
+  const std::int64_t big = std::int64_t(1) << 24;
+  const auto lw_big = random_log_weights(big, 10, -5.f, 0.f);
+  ds::testing::device_buffer<float> big_d(lw_big);
+  for (auto scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
+    ds::resampling_options o;
+    o.scheme = scheme;
+    o.ess_threshold = 2;
+    o.seed = 29;
+    const auto ref = run(lw_big, 1, big, o);
+    ds::testing::device_buffer<std::int32_t> a_d(big);
+    ds::particle_outputs out;
+    out.ancestors = a_d.ptr;
+    ds::resample(big_d.ptr, 1, big, o, out, {ds::executor::cuda, nullptr});
+    EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
+  }
+}
+
 // Problems longer than the CPU executor's chunk (2^16 particles) are scanned chunk by chunk and stitched with
 // integer offsets: ancestors must not depend on the thread count, and offspring must match the weights exactly
 // (systematic: floor or ceil of N w_i) across chunk boundaries.
