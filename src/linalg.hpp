@@ -1,24 +1,38 @@
-// Small dense FP64 linear algebra on the host (internal), shared by the exact posterior, the observation operators,
-// the guided samplers' tables and the metrics.
+// Small dense FP64 linear algebra (internal), shared by the exact posterior, the observation operators, the guided
+// samplers' tables and the metrics. Host and device callable, so that the exact posterior's per-component functor
+// runs the same code on both executors.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/config.cuh"
+
 namespace diffsample::detail {
+
+/// False for NaN and +-inf (spelled with comparisons only, the same on both compilers).
+DS_HD_INLINE bool finite(double x) { return x <= 1.7976931348623157e308 && x >= -1.7976931348623157e308; }
+
+/// Largest |m_jj| of an n x n row-major matrix.
+DS_HD_INLINE double diagonal_scale(const double* m, std::int64_t n) {
+  double scale = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const double a = m[j * n + j] < 0 ? -m[j * n + j] : m[j * n + j];
+    scale = a > scale ? a : scale;
+  }
+  return scale;
+}
 
 /// In-place lower Cholesky factor of an n x n symmetric matrix (row-major; the upper triangle is zeroed).
 /// Strict: returns false when a pivot is not above 1e-13 times the largest diagonal entry, since rounding leaves
 /// pivots of that order (not exactly zero) in an exactly singular matrix.
-inline bool cholesky(double* m, std::int64_t n) {
-  double scale = 0;
-  for (std::int64_t j = 0; j < n; ++j) scale = std::max(scale, std::abs(m[j * n + j]));
+DS_HD_INLINE bool cholesky(double* m, std::int64_t n) {
+  const double scale = diagonal_scale(m, n);
   for (std::int64_t j = 0; j < n; ++j) {
     double pivot = m[j * n + j];
     for (std::int64_t k = 0; k < j; ++k) pivot -= m[j * n + k] * m[j * n + k];
-    if (!(pivot > 1e-13 * scale) || !std::isfinite(pivot)) return false;
-    const double l = std::sqrt(pivot);
+    if (!(pivot > 1e-13 * scale) || !finite(pivot)) return false;
+    const double l = sqrt(pivot);
     m[j * n + j] = l;
     for (std::int64_t i = j + 1; i < n; ++i) {
       double s = m[i * n + j];
@@ -30,8 +44,38 @@ inline bool cholesky(double* m, std::int64_t n) {
   return true;
 }
 
+/// In-place Cholesky factor of a positive semi-definite matrix: a pivot below 1e-13 times the largest diagonal
+/// entry (rounding of an exactly singular matrix, e.g. a posterior with sigma_y = 0) zeroes its column, so the
+/// factor spans only the non-degenerate directions.
+DS_HD_INLINE void psd_factor(double* m, std::int64_t n) {
+  const double tolerance = 1e-13 * diagonal_scale(m, n);
+  for (std::int64_t j = 0; j < n; ++j) {
+    double pivot = m[j * n + j];
+    for (std::int64_t k = 0; k < j; ++k) pivot -= m[j * n + k] * m[j * n + k];
+    const bool degenerate = !(pivot > tolerance);
+    const double l = degenerate ? 0.0 : sqrt(pivot);
+    m[j * n + j] = l;
+    for (std::int64_t i = j + 1; i < n; ++i) {
+      double s = m[i * n + j];
+      for (std::int64_t k = 0; k < j; ++k) s -= m[i * n + k] * m[j * n + k];
+      m[i * n + j] = degenerate ? 0.0 : s / l;
+    }
+    for (std::int64_t i = 0; i < j; ++i) m[i * n + j] = 0;
+  }
+}
+
+/// Solves L x = b in place (L lower triangular, n x n), for b with `columns` columns stored row-major (n x columns).
+DS_HD_INLINE void forward_substitute(const double* L, std::int64_t n, double* b, std::int64_t columns) {
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t c = 0; c < columns; ++c) {
+      double s = b[i * columns + c];
+      for (std::int64_t k = 0; k < i; ++k) s -= L[i * n + k] * b[k * columns + c];
+      b[i * columns + c] = s / L[i * n + i];
+    }
+}
+
 /// G = A A^T (m x m, row-major) for a row-major m x n matrix A; the lower triangle is computed and mirrored.
-inline void gram(const double* A, std::int64_t m, std::int64_t n, double* G) {
+DS_HD_INLINE void gram(const double* A, std::int64_t m, std::int64_t n, double* G) {
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t l = 0; l <= i; ++l) {
       double s = 0;

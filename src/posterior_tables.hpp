@@ -1,10 +1,13 @@
-// What the exact posterior sampler reads (internal): FP64 tables on the host and, when a GPU is present, one device
-// copy made at construction.
+// The exact posterior's executor code (internal): the per-component closed form, and the sampler's FP64 tables on the
+// host and, when a GPU is present, one device copy made at construction.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
+
+#include <diffsample/execution.hpp>
+#include <diffsample/posterior.hpp>
 
 namespace diffsample::detail {
 
@@ -32,5 +35,17 @@ std::shared_ptr<const posterior_tables> make_posterior_tables(std::int64_t compo
                                                               const std::vector<double>& weights,
                                                               const std::vector<double>& means,
                                                               const std::vector<double>& factors);
+
+/// Per-component closed form of the posterior: log(w_k N(y; A mu_k, C_k)) (K), means m'_k (K x d), covariances S'_k
+/// and their factors L_k (K x d x d each).
+struct posterior_components_out {
+  std::vector<double> log_joint, means, covariances, factors;
+};
+
+/// Computes every component on `where` (cpu or cuda, one functor call per component; synchronous: on CUDA the
+/// inputs go up, the results come back and `stream` is synchronised). Returns the first component whose
+/// A Sigma_k A^T + sigma_y^2 I is not numerically positive definite, or -1. Inputs must be validated.
+std::int64_t posterior_components(const gaussian_mixture& prior, const linear_observation& obs, executor where,
+                                  cudaStream_t stream, posterior_components_out& out);
 
 }  // namespace diffsample::detail

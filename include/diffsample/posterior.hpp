@@ -3,8 +3,8 @@
 ///
 /// With prior sum_k w_k N(mu_k, Sigma_k) (Sigma_k diagonal) the posterior is again a mixture,
 /// p(x | y) = sum_k w'_k N(m'_k, S'_k), with full covariances S'_k (formulas in the README). Everything is
-/// computed once, in FP64 on the host, in the covariance (Kalman) form, which also covers sigma_y = 0 when
-/// A Sigma_k A^T is non-singular. This is the reference that posterior samplers are scored against.
+/// computed once in FP64 (per component, on either executor), in the covariance (Kalman) form, which also covers
+/// sigma_y = 0 when A Sigma_k A^T is non-singular. This is the reference that posterior samplers are scored against.
 #pragma once
 
 #include <diffsample/execution.hpp>
@@ -43,6 +43,13 @@ class DIFFSAMPLE_API mixture_posterior {
   ///         at or below 1e-13 times its largest diagonal entry, e.g. sigma_y = 0 with A not of full row rank);
   ///         the message names the argument and value
   mixture_posterior(const gaussian_mixture& prior, const linear_observation& observation);
+  /// The same posterior computed on a chosen executor: one functor call per component (its closed form and the
+  /// Cholesky factor of S'_k, serial FP64) on the CUDA executor (one thread per component) or the CPU one (OpenMP
+  /// over components; what the constructor above runs). The results always land in host vectors, so on CUDA this
+  /// uploads the inputs, runs on exec.stream and synchronises it. `automatic` picks the CPU (the inputs are host
+  /// vectors). Components agree across executors up to FP64 rounding; the CPU result does not depend on threads.
+  /// @throws invalid_argument as above, or when cuda is requested without a GPU
+  mixture_posterior(const gaussian_mixture& prior, const linear_observation& observation, execution exec);
   /// The posterior under y = A x + sigma_y z for an observation_operator of any kind (used through its dense
   /// matrix(), so the host cost is the dense one above).
   /// @throws invalid_argument as the constructor above, and for an empty operator or one whose d_x is not the

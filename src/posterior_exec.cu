@@ -1,12 +1,15 @@
-// Exact samples of a mixture posterior on either executor: one functor draws each sample's component and its
-// normals (every Philox block of a sample's stream is addressed directly, so all pairs run in parallel), a second
-// forms x = m'_k + L_k z per coordinate. Samples go through a bounded scratch in chunks.
+// The exact posterior on either executor: one functor per component computes its closed form (log joint weight,
+// mean, covariance and the covariance's factor), and the sampler's two functors draw each sample's component and
+// normals (every Philox block of a sample's stream is addressed directly, so all pairs run in parallel), then form
+// x = m'_k + L_k z per coordinate. Samples go through a bounded scratch in chunks.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/launch.cuh"
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
+#include "src/linalg.hpp"
 #include "src/posterior_tables.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
@@ -42,6 +45,149 @@ std::shared_ptr<const posterior_tables> make_posterior_tables(std::int64_t compo
     DIFFSAMPLE_CUDA_TRY(cudaMemcpy(t->device, t->host.data(), bytes, cudaMemcpyHostToDevice));
   }
   return t;
+}
+
+}  // namespace detail
+
+namespace {
+
+constexpr double log_two_pi = 1.8378770664093454835606594728112;
+
+/// Component k of the posterior, in the covariance (Kalman) form. With C = A Sigma_k A^T + sigma_y^2 I = L L^T,
+/// W = L^-1 A Sigma_k and e = L^-1 (y - A mu_k): S' = Sigma_k - W^T W, m' = mu_k + W^T e and
+/// log N(y; A mu_k, C) = -(m log 2 pi + |e|^2) / 2 - sum log L_ii. Serial FP64 per component.
+struct component_functor {
+  const double* prior_means;        // K x d
+  const double* prior_variances;    // K (isotropic) or K x d
+  const double* log_prior_weights;  // K
+  bool isotropic;
+  const double* A;  // m x d
+  const double* y;  // m
+  double s2;
+  std::int64_t m, d;
+  double* work;          // K x (m d + m m + m)
+  double* log_joint;     // K
+  double* means;         // K x d
+  double* covariances;   // K x d x d
+  double* factors;       // K x d x d
+  std::int32_t* singular;  // K: 1 when C is not numerically positive definite
+  DS_HD void operator()(std::int64_t k) const {
+    double* a_sigma = work + k * (m * d + m * m + m);
+    double* c = a_sigma + m * d;
+    double* r = c + m * m;
+    const double* mu = prior_means + k * d;
+    const double* v = isotropic ? prior_variances + k : prior_variances + k * d;
+    const std::int64_t v_stride = isotropic ? 0 : 1;
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < d; ++j) a_sigma[i * d + j] = A[i * d + j] * v[j * v_stride];
+    for (std::int64_t i = 0; i < m; ++i) {
+      for (std::int64_t l = 0; l <= i; ++l) {
+        double s = 0;
+        for (std::int64_t j = 0; j < d; ++j) s += a_sigma[i * d + j] * A[l * d + j];
+        c[i * m + l] = c[l * m + i] = s + (i == l ? s2 : 0.0);
+      }
+      double s = y[i];
+      for (std::int64_t j = 0; j < d; ++j) s -= A[i * d + j] * mu[j];
+      r[i] = s;
+    }
+    singular[k] = detail::cholesky(c, m) ? 0 : 1;
+    if (singular[k]) return;
+    detail::forward_substitute(c, m, a_sigma, d);
+    detail::forward_substitute(c, m, r, 1);
+    double log_det_half = 0, quad = 0;
+    for (std::int64_t i = 0; i < m; ++i) {
+      log_det_half += log(c[i * m + i]);
+      quad += r[i] * r[i];
+    }
+    log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * log_two_pi + quad) - log_det_half;
+    double* mean = means + k * d;
+    double* cov = covariances + k * d * d;
+    double* L = factors + k * d * d;
+    for (std::int64_t j = 0; j < d; ++j) {
+      double s = mu[j];
+      for (std::int64_t i = 0; i < m; ++i) s += a_sigma[i * d + j] * r[i];
+      mean[j] = s;
+      for (std::int64_t l = 0; l <= j; ++l) {
+        double t = (j == l ? v[j * v_stride] : 0.0);
+        for (std::int64_t i = 0; i < m; ++i) t -= a_sigma[i * d + j] * a_sigma[i * d + l];
+        cov[j * d + l] = cov[l * d + j] = t;
+        L[j * d + l] = L[l * d + j] = t;
+      }
+    }
+    detail::psd_factor(L, d);
+  }
+};
+
+}  // namespace
+
+namespace detail {
+
+std::int64_t posterior_components(const gaussian_mixture& prior, const linear_observation& obs, executor where,
+                                  cudaStream_t stream, posterior_components_out& out) {
+  const std::int64_t K = prior.components(), d = prior.dim(), m = obs.d_y;
+  std::vector<double> log_w(K);
+  for (std::int64_t k = 0; k < K; ++k) log_w[k] = std::log(prior.weights()[k]);
+  out.log_joint.assign(K, 0.0);
+  out.means.assign(K * d, 0.0);
+  out.covariances.assign(K * d * d, 0.0);
+  out.factors.assign(K * d * d, 0.0);
+  std::vector<std::int32_t> singular(K, 0);
+  const std::size_t work = std::size_t(K) * std::size_t(m * d + m * m + m);
+  const double s2 = obs.sigma_y * obs.sigma_y;
+  const std::vector<double>& pm = prior.means();
+  const std::vector<double>& pv = prior.variances();
+
+  if (where == executor::cpu) {
+    std::vector<double> w(work);
+    kernels::for_each_index(executor::cpu, K,
+                            component_functor{pm.data(), pv.data(), log_w.data(), prior.isotropic(), obs.A.data(),
+                                              obs.y.data(), s2, m, d, w.data(), out.log_joint.data(),
+                                              out.means.data(), out.covariances.data(), out.factors.data(),
+                                              singular.data()},
+                            nullptr);
+  } else {
+    // One stream-ordered allocation: inputs, per-component work, outputs, flags.
+    const std::vector<const std::vector<double>*> inputs = {&pm, &pv, &log_w, &obs.A, &obs.y};
+    std::size_t doubles = work + out.log_joint.size() + out.means.size() + out.covariances.size() + out.factors.size();
+    for (const auto* v : inputs) doubles += v->size();
+    scratch buffer(doubles * sizeof(double) + std::size_t(K) * sizeof(std::int32_t), where, stream);
+    double* next = static_cast<double*>(buffer.data());
+    const auto upload = [&](const std::vector<double>& v) {
+      double* p = next;
+      DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(p, v.data(), v.size() * sizeof(double), cudaMemcpyHostToDevice, stream));
+      next += v.size();
+      return p;
+    };
+    const double* d_pm = upload(pm);
+    const double* d_pv = upload(pv);
+    const double* d_lw = upload(log_w);
+    const double* d_A = upload(obs.A);
+    const double* d_y = upload(obs.y);
+    double* d_work = next;
+    next += work;
+    double* d_lj = next;
+    double* d_means = d_lj + K;
+    double* d_cov = d_means + K * d;
+    double* d_factors = d_cov + K * d * d;
+    std::int32_t* d_singular = reinterpret_cast<std::int32_t*>(d_factors + K * d * d);
+    kernels::for_each_index(executor::cuda, K,
+                            component_functor{d_pm, d_pv, d_lw, prior.isotropic(), d_A, d_y, s2, m, d, d_work, d_lj,
+                                              d_means, d_cov, d_factors, d_singular},
+                            stream, 32);
+    const auto download = [&](std::vector<double>& v, const double* p) {
+      DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(v.data(), p, v.size() * sizeof(double), cudaMemcpyDeviceToHost, stream));
+    };
+    download(out.log_joint, d_lj);
+    download(out.means, d_means);
+    download(out.covariances, d_cov);
+    download(out.factors, d_factors);
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(singular.data(), d_singular, K * sizeof(std::int32_t),
+                                        cudaMemcpyDeviceToHost, stream));
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
+  }
+  for (std::int64_t k = 0; k < K; ++k)
+    if (singular[k]) return k;
+  return -1;
 }
 
 }  // namespace detail
