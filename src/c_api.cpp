@@ -886,6 +886,21 @@ ds_status ds_posterior_create_masked(const ds_mixture* prior, int64_t d_y, const
   });
 }
 
+ds_status ds_posterior_create_svd(const ds_mixture* prior, int64_t d_y, int64_t rank, const double* U, const double* S,
+                                  const double* V, double sigma_y, const double* y, ds_posterior** out) {
+  return guard([&] {
+    const auto& m = get(prior, "prior");
+    require_out("out", out);
+    if (d_y < 1 || d_y > (std::int64_t(1) << 20)) fail("d_y: must be in [1, 2^20], got " + std::to_string(d_y));
+    if (rank < 1 || rank > std::min<std::int64_t>(d_y, m.dim()))
+      fail("rank: must be in [1, min(d_y, d_x) = " + std::to_string(std::min<std::int64_t>(d_y, m.dim())) +
+           "], got " + std::to_string(rank));
+    const auto op = ds::observation_operator::svd(d_y, m.dim(), copy_array("U", U, d_y * rank),
+                                                  copy_array("S", S, rank), copy_array("V", V, m.dim() * rank));
+    *out = new ds_posterior{ds::mixture_posterior(m, op, sigma_y, copy_array("y", y, d_y))};
+  });
+}
+
 void ds_posterior_destroy(ds_posterior* posterior) { delete posterior; }
 
 ds_status ds_posterior_shape(const ds_posterior* posterior, int64_t* components, int64_t* dim) {

@@ -720,6 +720,15 @@ DS_API ds_status ds_posterior_create(const ds_mixture* prior, int64_t d_y, const
 DS_API ds_status ds_posterior_create_masked(const ds_mixture* prior, int64_t d_y, const int64_t* mask,
                                             const double* gains, double sigma_y, const double* y, ds_posterior** out);
 
+/**
+ * Computes the exact posterior under an operator given by its thin SVD, A = U diag(S) V^T of rank r
+ * (diffsample::observation_operator::svd): U is d_y x r and V is d_x x r, row-major, with orthonormal columns (to
+ * 1e-6), S holds r finite values >= 0, 1 <= r <= min(d_y, d_x). Otherwise as ds_posterior_create(); the posterior is computed through the dense A.
+ */
+DS_API ds_status ds_posterior_create_svd(const ds_mixture* prior, int64_t d_y, int64_t rank, const double* U,
+                                         const double* S, const double* V, double sigma_y, const double* y,
+                                         ds_posterior** out);
+
 /** Releases an exact posterior. NULL is ignored. */
 DS_API void ds_posterior_destroy(ds_posterior* posterior);
 

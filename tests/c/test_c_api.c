@@ -932,6 +932,29 @@ static void test_guided_mask(void) {
     EXPECT_ERROR(ds_posterior_create_masked(prior, 1, outside, NULL, sigma_y, &y1, &post), DS_INVALID_ARGUMENT,
                  "outside");
   }
+  {
+    /* The same operator as its SVD, A = (1) (2) (0, 1)^T: the same posterior as the dense matrix, to rounding;
+     * then a V without orthonormal columns and a rank above min(d_y, d_x) are refused. */
+    const double U[1] = {1.0}, S[1] = {2.0}, V[2] = {0.0, 1.0}, V_bad[2] = {0.0, 1.5};
+    ds_posterior* post_svd = NULL;
+    double from_svd = 0, w_svd[3], w_dense[3], m_svd[6], m_dense[6];
+    CHECK_OK(ds_posterior_create_svd(prior, 1, 1, U, S, V, sigma_y, &y1, &post_svd));
+    if (post_svd != NULL) {
+      CHECK_OK(ds_posterior_log_evidence(post_svd, &from_svd));
+      CHECK(near(from_svd, dense, 1e-12));
+      CHECK_OK(ds_posterior_components(post_svd, w_svd, NULL, m_svd, NULL));
+      CHECK_OK(ds_posterior_components(post_dense, w_dense, NULL, m_dense, NULL));
+      for (b = 0; b < 3; ++b) CHECK(near(w_svd[b], w_dense[b], 1e-12));
+      for (b = 0; b < 6; ++b) CHECK(near(m_svd[b], m_dense[b], 1e-12));
+    }
+    ds_posterior_destroy(post_svd);
+    post_svd = NULL;
+    EXPECT_ERROR(ds_posterior_create_svd(prior, 1, 1, U, S, V_bad, sigma_y, &y1, &post_svd), DS_INVALID_ARGUMENT,
+                 "orthonormal");
+    EXPECT_ERROR(ds_posterior_create_svd(prior, 1, 2, U, S, V, sigma_y, &y1, &post_svd), DS_INVALID_ARGUMENT, "rank");
+    EXPECT_ERROR(ds_posterior_create_svd(prior, 1, 1, NULL, S, V, sigma_y, &y1, &post_svd), DS_INVALID_ARGUMENT, "U");
+    CHECK(post_svd == NULL);
+  }
   ds_posterior_destroy(post);
   ds_posterior_destroy(post_dense);
   ds_mixture_destroy(prior);
