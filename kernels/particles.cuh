@@ -27,6 +27,13 @@ DS_HD_INLINE u128 operator+(u128 a, u128 b) {
   return r;
 }
 DS_HD_INLINE bool operator<(u128 a, u128 b) { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo); }
+/// a - b for b <= a.
+DS_HD_INLINE u128 operator-(u128 a, u128 b) {
+  u128 r;
+  r.lo = a.lo - b.lo;
+  r.hi = a.hi - b.hi - (a.lo < b.lo ? 1u : 0u);
+  return r;
+}
 
 DS_HD_INLINE std::uint64_t mul_hi(std::uint64_t a, std::uint64_t b) {
 #if defined(__CUDA_ARCH__)
@@ -115,6 +122,19 @@ struct problem_state {
   int resample;          ///< 1 when this problem's ancestors are drawn
 };
 
+/// Problems longer than this are split into chunks of this fixed size (never a function of the thread count or the
+/// grid), scanned chunk-locally: prefix sums stay chunk-local, and selection searches the chunk totals first.
+constexpr std::int64_t chunk_size = std::int64_t(1) << 16;
+
+/// Partial results of one chunk of one problem (workspace), and its offsets into the problem's prefix sums.
+struct chunk_sums {
+  float max;
+  std::int64_t nan_count;
+  std::uint64_t total, copies, total_offset, copies_offset;
+  u128 sum_q2, rest, rest_offset;
+  double sum_w, sum_w2;
+};
+
 /// First index i in [0, n) with c[i] > u, for a nondecreasing c with c[n - 1] > u.
 template <class T>
 DS_HD_INLINE std::int64_t upper_bound(const T* c, std::int64_t n, T u) {
@@ -131,13 +151,20 @@ DS_HD_INLINE std::int64_t upper_bound(const T* c, std::int64_t n, T u) {
 
 /// Draws the ancestor of particle j of problem b; writes ancestors and normalised weights. One call per particle,
 /// no communication between particles beyond the read-only prefix sums of the statistics pass.
+///
+/// Prefix sums are chunk-local when a problem spans several chunks: a search for the first particle whose
+/// problem-wide prefix exceeds x first finds the chunk (binary search over the chunk ends, offset + chunk total),
+/// then searches inside it for x minus the chunk's offset. That is the same particle as a search over problem-wide
+/// prefix sums, without a pass that adds the offsets to every particle.
 template <class Index>
 struct select_ancestor_functor {
   const float* log_weights;
   const problem_state* states;
-  const std::uint64_t* units;  // per particle: inclusive prefix of q (multinomial, stratified, systematic),
-                               // of residual copies (residual), or q itself (metropolis, rejection)
-  const u128* residual;        // residual: inclusive prefix of the residual weights N q_i - copies_i T
+  const std::uint64_t* units;  // per particle: chunk-local inclusive prefix of q (multinomial, stratified,
+                               // systematic), of residual copies (residual), or q itself (metropolis, rejection)
+  const u128* residual;        // residual: chunk-local inclusive prefix of the residual weights N q_i - copies_i T
+  const chunk_sums* chunks;    // per problem and chunk (read only when a problem spans several chunks)
+  std::int64_t per;            // chunks per problem
   std::int64_t n;
   int bits;
   resampling_scheme scheme;
@@ -145,6 +172,40 @@ struct select_ancestor_functor {
   std::uint64_t seed, step;
   Index* ancestors;
   float* normalised_weights;
+
+  /// The chunk of problem b holding the first problem-wide prefix above x: the first c with end(c) > x.
+  template <class T, class End>
+  DS_HD std::int64_t find_chunk(const chunk_sums* c, T x, End end) const {
+    std::int64_t lo = 0, hi = per - 1;
+    while (lo < hi) {
+      const std::int64_t mid = lo + (hi - lo) / 2;
+      if (x < end(c[mid]))
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    return lo;
+  }
+  /// First particle of problem b whose problem-wide prefix of units exceeds x (of copies for residual).
+  DS_HD std::int64_t search_units(std::int64_t b, std::uint64_t x, bool copies) const {
+    const std::uint64_t* u = units + b * n;
+    if (per == 1) return upper_bound(u, n, x);
+    const chunk_sums* c = chunks + b * per;
+    const std::int64_t k =
+        copies ? find_chunk(c, x, [](const chunk_sums& s) { return s.copies_offset + s.copies; })
+               : find_chunk(c, x, [](const chunk_sums& s) { return s.total_offset + s.total; });
+    const std::int64_t first = k * chunk_size, len = n - first < chunk_size ? n - first : chunk_size;
+    return first + upper_bound(u + first, len, x - (copies ? c[k].copies_offset : c[k].total_offset));
+  }
+  /// First particle of problem b whose problem-wide prefix of residual weights exceeds x.
+  DS_HD std::int64_t search_residual(std::int64_t b, u128 x) const {
+    const u128* r = residual + b * n;
+    if (per == 1) return upper_bound(r, n, x);
+    const chunk_sums* c = chunks + b * per;
+    const std::int64_t k = find_chunk(c, x, [](const chunk_sums& s) { return s.rest_offset + s.rest; });
+    const std::int64_t first = k * chunk_size, len = n - first < chunk_size ? n - first : chunk_size;
+    return first + upper_bound(r + first, len, x - c[k].rest_offset);
+  }
 
   DS_HD void operator()(std::int64_t g) const {
     const std::int64_t b = g / n;
@@ -168,7 +229,7 @@ struct select_ancestor_functor {
     switch (scheme) {
       case resampling_scheme::multinomial: {
         philox rng(seed, g, step);
-        a = upper_bound(u, n, uniform_below(rng, T));
+        a = search_units(b, uniform_below(rng, T), false);
         break;
       }
       case resampling_scheme::stratified:
@@ -179,19 +240,19 @@ struct select_ancestor_functor {
         const std::uint64_t v = uniform_below(rng, T);
         const std::uint64_t uj = std::uint64_t(j);
         const std::uint64_t x = uj * (T / N) + (uj * (T % N) + v) / N;
-        a = upper_bound(u, n, x);
+        a = search_units(b, x, false);
         break;
       }
       case resampling_scheme::residual: {
         const std::uint64_t copies = st.copies;
         if (std::uint64_t(j) < copies) {
-          a = upper_bound(u, n, std::uint64_t(j));
+          a = search_units(b, std::uint64_t(j), true);
         } else {
           // Uniform on [0, R T), R = N - copies, drawn as slot s in [0, R) and offset o in [0, T).
           philox rng(seed, g, step);
           const std::uint64_t s = uniform_below(rng, N - copies);
           const std::uint64_t o = uniform_below(rng, T);
-          a = upper_bound(residual + b * n, n, mul_wide(s, T) + u128{o, 0});
+          a = search_residual(b, mul_wide(s, T) + u128{o, 0});
         }
         break;
       }

@@ -61,22 +61,13 @@ void check_sizes(std::int64_t problems, std::int64_t particles) {
 
 std::size_t align16(std::size_t bytes) { return (bytes + 15) / 16 * 16; }
 
-// Problems longer than this are split into chunks of this fixed size (never a function of the thread count or the
-// grid), scanned chunk-locally and stitched with integer offsets: OpenMP threads over chunks on the CPU, one CUDA
-// block per chunk on the GPU. The CPU's FP64 report sums are thereby combined in the same order whatever the number
-// of threads; the integer prefix sums are identical on both executors whatever the split.
-constexpr std::int64_t chunk_size = std::int64_t(1) << 16;
+// Problems longer than kernels::chunk_size are split into fixed chunks, scanned chunk-locally: OpenMP threads over
+// chunks on the CPU, one CUDA block per chunk on the GPU. The CPU's FP64 report sums are thereby combined in the same
+// order whatever the number of threads; the integer prefix sums are identical on both executors whatever the split.
+using kernels::chunk_size;
+using kernels::chunk_sums;
 static_assert(((std::int64_t(1) << 24) + chunk_size - 1) / chunk_size <= pass_block,
               "the per-problem passes over chunks give one thread to each chunk");
-
-/// Partial results of one chunk of one problem.
-struct chunk_sums {
-  float max;
-  std::int64_t nan_count;
-  std::uint64_t total, copies, total_offset, copies_offset;
-  u128 sum_q2, rest, rest_offset;
-  double sum_w, sum_w2;
-};
 
 std::int64_t chunks_per_problem(std::int64_t particles) { return (particles + chunk_size - 1) / chunk_size; }
 
@@ -141,34 +132,6 @@ DS_HD void finish_problem(const pass_params& p, std::int64_t b, float max, std::
     p.reports[b] = r;
   }
 }
-
-/// Prefix schemes: adds the chunk's offset (the sum of the fixed-point weights of earlier chunks of its problem) to
-/// particle g's chunk-local inclusive prefix. One call per particle, on either executor.
-struct add_prefix_offsets_functor {
-  const problem_state* states;
-  const chunk_sums* chunks;
-  std::uint64_t* units;
-  std::int64_t n, per;
-  DS_HD void operator()(std::int64_t g) const {
-    const std::int64_t b = g / n, c = (g - b * n) / chunk_size;
-    if (c > 0 && states[b].resample) units[g] += chunks[b * per + c].total_offset;
-  }
-};
-
-/// Residual: adds the chunk's offsets to particle g's chunk-local prefixes of copies and of residual weights.
-struct add_residual_offsets_functor {
-  const problem_state* states;
-  const chunk_sums* chunks;
-  std::uint64_t* units;
-  u128* residual;
-  std::int64_t n, per;
-  DS_HD void operator()(std::int64_t g) const {
-    const std::int64_t b = g / n, c = (g - b * n) / chunk_size;
-    if (c == 0 || !states[b].resample) return;
-    units[g] += chunks[b * per + c].copies_offset;
-    residual[g] = residual[g] + chunks[b * per + c].rest_offset;
-  }
-};
 
 // --- CPU statistics pass -----------------------------------------------------------------------------------------
 // Every phase runs over all chunks of all problems in parallel; chunk results are combined per problem in chunk
@@ -251,15 +214,15 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
     p.states[b] = st;
   }
 
-  // 4. Chunk offsets into the prefix sums; residual copies and residual weights, chunk-locally.
-  const bool residual = p.scheme == resampling_scheme::residual;
+  // 4. Residual: copies and residual weights with their chunk-local prefix sums.
+  if (p.scheme != resampling_scheme::residual) return;
 #pragma omp parallel for schedule(dynamic, 1)
   for (std::int64_t ci = 0; ci < count; ++ci) {
     const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
     const problem_state& st = p.states[b];
     if (!st.resample) continue;
     std::uint64_t* units = p.units + b * n;
-    if (residual) {
+    {
       const float* lw = p.log_weights + b * n;
       std::uint64_t copies = 0;
       u128 rest;
@@ -276,12 +239,8 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
       chunks[ci].rest = rest;
     }
   }
-  if (prefix && per > 1)
-    kernels::for_each_index(executor::cpu, problems * n,
-                            add_prefix_offsets_functor{p.states, chunks, p.units, n, per}, nullptr);
-  if (!residual) return;
 
-  // 5. Residual: per-problem chunk offsets, then applied.
+  // 5. Residual: per-problem chunk offsets and the total of copies.
 #pragma omp parallel for schedule(static)
   for (std::int64_t b = 0; b < problems; ++b) {
     if (!p.states[b].resample) continue;
@@ -296,9 +255,6 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
     }
     p.states[b].copies = copies;
   }
-  if (per > 1)
-    kernels::for_each_index(executor::cpu, problems * n,
-                            add_residual_offsets_functor{p.states, chunks, p.units, p.residual, n, per}, nullptr);
 }
 
 // --- CUDA statistics pass ----------------------------------------------------------------------------------------
@@ -607,17 +563,11 @@ void statistics_pass_cuda(const pass_params& p, std::int64_t problems, chunk_sum
   problem_max_kernel<<<grid(problems), pass_block, 0, stream>>>(chunks, problems, per);
   chunk_weights_kernel<<<grid(count), pass_block, 0, stream>>>(p, chunks, count, per);
   problem_finish_kernel<<<grid(problems), pass_block, 0, stream>>>(p, chunks, problems, per);
-  DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
-  if (uses_prefix(p.scheme)) {
-    kernels::for_each_index(executor::cuda, problems * p.n,
-                            add_prefix_offsets_functor{p.states, chunks, p.units, p.n, per}, stream);
-  } else if (p.scheme == resampling_scheme::residual) {
+  if (p.scheme == resampling_scheme::residual) {
     chunk_residual_kernel<<<grid(count), pass_block, 0, stream>>>(p, chunks, count, per);
     problem_residual_kernel<<<grid(problems), pass_block, 0, stream>>>(p, chunks, problems, per);
-    DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
-    kernels::for_each_index(executor::cuda, problems * p.n,
-                            add_residual_offsets_functor{p.states, chunks, p.units, p.residual, p.n, per}, stream);
   }
+  DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
 }
 
 template <class Index>
@@ -626,11 +576,11 @@ void check_ancestors_pointer(const char* name, const Index* a, std::int64_t coun
 }
 
 template <class Index>
-void select_ancestors(executor where, const pass_params& p, const resampling_options& o, std::int64_t count,
-                      Index* ancestors, float* normalised_weights, cudaStream_t stream) {
-  kernels::select_ancestor_functor<Index> f{p.log_weights, p.states,          p.units,  p.residual, p.n,
-                                            p.bits,        o.scheme,          o.metropolis_steps,   o.seed,
-                                            o.step,        ancestors,         normalised_weights};
+void select_ancestors(executor where, const pass_params& p, const chunk_sums* chunks, const resampling_options& o,
+                      std::int64_t count, Index* ancestors, float* normalised_weights, cudaStream_t stream) {
+  kernels::select_ancestor_functor<Index> f{p.log_weights,      p.states, p.units, p.residual, chunks,
+                                            chunks_per_problem(p.n), p.n,    p.bits,  o.scheme,   o.metropolis_steps,
+                                            o.seed,             o.step,   ancestors, normalised_weights};
   kernels::for_each_index(where, count, f, stream);
 }
 
@@ -716,9 +666,9 @@ executor resample(const float* log_weights, std::int64_t problems, std::int64_t 
   else
     statistics_pass_cpu(p, problems, chunks);
   if (out.ancestors64 != nullptr)
-    select_ancestors(where, p, o, count, out.ancestors64, out.normalised_weights, exec.stream);
+    select_ancestors(where, p, chunks, o, count, out.ancestors64, out.normalised_weights, exec.stream);
   else
-    select_ancestors(where, p, o, count, out.ancestors, out.normalised_weights, exec.stream);
+    select_ancestors(where, p, chunks, o, count, out.ancestors, out.normalised_weights, exec.stream);
   return where;
 }
 
