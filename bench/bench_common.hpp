@@ -37,6 +37,17 @@ inline void check(cudaError_t s, const char* what) {
   }
 }
 
+/// The current device's peak DRAM bandwidth in GB/s, from its memory clock and bus width (2 transfers per clock),
+/// or 0 when the runtime does not report them.
+inline double peak_dram_gbs() {
+  int device = 0, clock_khz = 0, bus_bits = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess)
+    return 0;
+  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+}
+
 /// A device allocation of `bytes` (none when 0), freed on scope exit.
 struct device_memory {
   void* p = nullptr;
