@@ -41,40 +41,18 @@ using kernels::guided_step;
 
 constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
-// Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky).
+// Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky, then the inverse's
+// columns by forward and back substitution).
 double invert_spd(std::vector<double>& m, int n, const char* what) {
-  std::vector<double> L(static_cast<std::size_t>(n) * n, 0.0);
-  double logdet = 0, largest = 0;
-  for (int i = 0; i < n; ++i) largest = std::max(largest, m[i * n + i]);
-  for (int j = 0; j < n; ++j) {
-    double diag = m[j * n + j];
-    for (int k = 0; k < j; ++k) diag -= L[j * n + k] * L[j * n + k];
-    DIFFSAMPLE_EXPECTS(diag > 1e-13 * largest && std::isfinite(diag),
-                       what << ": matrix not numerically positive definite (pivot " << diag << " at row " << j << ")");
-    const double l = std::sqrt(diag);
-    L[j * n + j] = l;
-    logdet += 2 * std::log(l);
-    for (int i = j + 1; i < n; ++i) {
-      double v = m[i * n + j];
-      for (int k = 0; k < j; ++k) v -= L[i * n + k] * L[j * n + k];
-      L[i * n + j] = v / l;
-    }
-  }
-  // Columns of the inverse by forward and back substitution.
-  std::vector<double> e(n), z(n);
-  for (int c = 0; c < n; ++c) {
-    for (int i = 0; i < n; ++i) {
-      double v = i == c ? 1.0 : 0.0;
-      for (int k = 0; k < i; ++k) v -= L[i * n + k] * z[k];
-      z[i] = v / L[i * n + i];
-    }
-    for (int i = n - 1; i >= 0; --i) {
-      double v = z[i];
-      for (int k = i + 1; k < n; ++k) v -= L[k * n + i] * e[k];
-      e[i] = v / L[i * n + i];
-    }
-    for (int i = 0; i < n; ++i) m[i * n + c] = e[i];
-  }
+  std::vector<double> L = m;
+  const std::int64_t row = detail::cholesky_failure(L.data(), n);
+  DIFFSAMPLE_EXPECTS(row < 0, what << ": matrix not numerically positive definite (pivot at row " << row << ")");
+  double logdet = 0;
+  for (int i = 0; i < n; ++i) logdet += 2 * std::log(L[i * n + i]);
+  std::fill(m.begin(), m.end(), 0.0);
+  for (int i = 0; i < n; ++i) m[i * n + i] = 1.0;
+  detail::forward_substitute(L.data(), n, m.data(), n);
+  detail::back_substitute_transposed(L.data(), n, m.data(), n);
   return logdet;
 }
 

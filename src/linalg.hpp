@@ -24,14 +24,14 @@ DS_HD_INLINE double diagonal_scale(const double* m, std::int64_t n) {
 }
 
 /// In-place lower Cholesky factor of an n x n symmetric matrix (row-major; the upper triangle is zeroed).
-/// Strict: returns false when a pivot is not above 1e-13 times the largest diagonal entry, since rounding leaves
-/// pivots of that order (not exactly zero) in an exactly singular matrix.
-DS_HD_INLINE bool cholesky(double* m, std::int64_t n) {
+/// Strict: fails when a pivot is not above 1e-13 times the largest diagonal entry, since rounding leaves pivots of
+/// that order (not exactly zero) in an exactly singular matrix. Returns the failing row, or -1 on success.
+DS_HD_INLINE std::int64_t cholesky_failure(double* m, std::int64_t n) {
   const double scale = diagonal_scale(m, n);
   for (std::int64_t j = 0; j < n; ++j) {
     double pivot = m[j * n + j];
     for (std::int64_t k = 0; k < j; ++k) pivot -= m[j * n + k] * m[j * n + k];
-    if (!(pivot > 1e-13 * scale) || !finite(pivot)) return false;
+    if (!(pivot > 1e-13 * scale) || !finite(pivot)) return j;
     const double l = sqrt(pivot);
     m[j * n + j] = l;
     for (std::int64_t i = j + 1; i < n; ++i) {
@@ -41,8 +41,11 @@ DS_HD_INLINE bool cholesky(double* m, std::int64_t n) {
     }
     for (std::int64_t i = 0; i < j; ++i) m[i * n + j] = 0;
   }
-  return true;
+  return -1;
 }
+
+/// cholesky_failure() as a yes/no: true when the factor exists.
+DS_HD_INLINE bool cholesky(double* m, std::int64_t n) { return cholesky_failure(m, n) < 0; }
 
 /// In-place Cholesky factor of a positive semi-definite matrix: a pivot below 1e-13 times the largest diagonal
 /// entry (rounding of an exactly singular matrix, e.g. a posterior with sigma_y = 0) zeroes its column, so the
@@ -70,6 +73,16 @@ DS_HD_INLINE void forward_substitute(const double* L, std::int64_t n, double* b,
     for (std::int64_t c = 0; c < columns; ++c) {
       double s = b[i * columns + c];
       for (std::int64_t k = 0; k < i; ++k) s -= L[i * n + k] * b[k * columns + c];
+      b[i * columns + c] = s / L[i * n + i];
+    }
+}
+
+/// Solves L^T x = b in place (L lower triangular, n x n), for b with `columns` columns stored row-major.
+DS_HD_INLINE void back_substitute_transposed(const double* L, std::int64_t n, double* b, std::int64_t columns) {
+  for (std::int64_t i = n - 1; i >= 0; --i)
+    for (std::int64_t c = 0; c < columns; ++c) {
+      double s = b[i * columns + c];
+      for (std::int64_t k = i + 1; k < n; ++k) s -= L[k * n + i] * b[k * columns + c];
       b[i * columns + c] = s / L[i * n + i];
     }
 }
