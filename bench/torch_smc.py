@@ -24,7 +24,8 @@ def vp_linear_points(steps, beta_min=0.1, beta_max=20.0):
 
 def guided_smc(x, means, log_w, A, y, sigma_y, steps):
     a_pts, s_pts = vp_linear_points(steps)
-    spread = float((A * A).sum())
+    a_norm2 = float((A * A).sum())
+    spread = 4.0 * a_norm2  # the library's default potential spread: default_potential_scale x trace(A A^T) / d_y
     n = x.shape[0]
     var = [float(a_pts[k] ** 2 * sigma_y ** 2 + s_pts[k] ** 2 * spread) for k in range(steps + 1)]
     lw = -0.5 * (a_pts[0].item() * y - x @ A) ** 2 / var[0]
@@ -33,7 +34,7 @@ def guided_smc(x, means, log_w, A, y, sigma_y, steps):
         ratio = a / a2
         v = max(0.0, s * s - ratio * ratio * s2 * s2)
         c0, c1, sig2 = a2 * v / (s * s), ratio * s2 * s2 / (s * s), s2 * s2 * v / (s * s)
-        S = var[k + 1] + sig2 * spread
+        S = var[k + 1] + sig2 * a_norm2
         g_now = -0.5 * (a * y - x @ A) ** 2 / var[k]
         mu = c0 * denoiser(x, means, log_w, a, s) + c1 * x
         lw = lw - 0.5 * (a2 * y - mu @ A) ** 2 / S - g_now

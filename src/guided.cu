@@ -245,7 +245,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
     double trace = 0;
     for (std::int64_t i = 0; i < dy; ++i) trace += AAt[i * dy + i];
-    const double spread = o.potential_spread > 0 ? o.potential_spread : trace / double(dy);
+    const double spread = o.potential_spread > 0 ? o.potential_spread : default_potential_scale * trace / double(dy);
     for (std::int64_t k = 0; k <= K; ++k) {
       var[k] = pts[k].a * pts[k].a * sy * sy + pts[k].s * pts[k].s * spread;
       inv_var[k * B + b] = float(1.0 / var[k]);

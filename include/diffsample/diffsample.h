@@ -295,7 +295,7 @@ typedef struct ds_guided_options {
   int ddim;                  /**< nonzero: DDIM backward kernel with stochasticity eta instead of DDPM (default 0) */
   double eta;                /**< DDIM stochasticity in [0, 1] (default 1) */
   int64_t particles;         /**< N per problem, 1..2^24 (default 1024) */
-  double potential_spread;   /**< SMC: c of the intermediate potentials; 0 uses trace(A A^T) / d_y (default 0) */
+  double potential_spread;   /**< SMC: c of the intermediate potentials; 0 uses 4 trace(A A^T) / d_y (default 0) */
   ds_resampling_options resampling; /**< SMC: scheme and ESS threshold; its seed and step are set by the sampler */
   int final_resample;        /**< SMC: nonzero draws equally weighted samples after the last step (default 1) */
   double guidance_scale;     /**< dps and pigdm: multiplier of the guidance term, >= 0 (default 1) */

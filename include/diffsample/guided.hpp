@@ -52,6 +52,10 @@ struct guided_problems {
   std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each finite and > 0
 };
 
+/// The default spread of the SMC's intermediate potentials, as a multiple of trace(A A^T) / d_y (see
+/// guided_options::potential_spread).
+constexpr double default_potential_scale = 4.0;
+
 /// Settings of one run.
 struct guided_options {
   guided_sampler sampler = guided_sampler::smc;  ///< posterior sampler
@@ -66,9 +70,11 @@ struct guided_options {
   bool ddim = false;
   double eta = 1.0;  ///< DDIM stochasticity in [0, 1]
   std::int64_t particles = 1024;  ///< N per problem, 1..2^24
-  /// SMC: the intermediate potentials' variance is sigma_{y,k}^2 = a_k^2 sigma_y^2 + s_k^2 c: the variance of
-  /// a_k y - A x_k when x_k = a_k x_0 + s_k z and A A^T = c I. c = potential_spread when > 0; when 0 (default),
-  /// c = trace(A A^T) / d_y per problem (the mean squared row norm of A).
+  /// SMC: the intermediate potentials' variance is sigma_{y,k}^2 = a_k^2 sigma_y^2 + s_k^2 c. With
+  /// c = trace(A A^T) / d_y it would be the variance of a_k y - A x_k given x_0 (when A A^T = c I); flatter
+  /// potentials, which leave room for the uncertainty of x_0 given x_k, give far smaller errors in the posterior's
+  /// mode proportions (README: "Default sigma_{y,k}"). c = potential_spread when > 0; when 0 (default),
+  /// c = default_potential_scale x trace(A A^T) / d_y per problem.
   double potential_spread = 0.0;
   /// SMC resampling: scheme and ESS threshold (resampling.seed and resampling.step are set by the sampler).
   resampling_options resampling = {};
