@@ -78,16 +78,36 @@ struct smc_result {
   std::vector<std::int32_t> resamplings;
 };
 
-smc_result run(const benchmark_problem& p, const ds::guided_problems& g, const ds::guided_options& o) {
+smc_result run(const benchmark_problem& p, const ds::guided_problems& g, const ds::guided_options& o,
+               ds::executor where = ds::executor::cpu) {
   const std::int64_t B = g.problems, N = o.particles, d = p.prior.dim();
   smc_result r;
   r.samples.assign(B * N * d, NAN);
   r.log_z.assign(B, NAN);
   r.ess.assign(B * (o.steps + 1), NAN);
   r.resamplings.assign(B, -1);
+  const bool smc = o.sampler == ds::guided_sampler::smc;
+  if (where == ds::executor::cuda) {
+    ds::testing::device_buffer<float> samples(r.samples), ess(r.ess);
+    ds::testing::device_buffer<double> log_z(r.log_z);
+    ds::testing::device_buffer<std::int32_t> resamplings(r.resamplings);
+    ds::guided_outputs out;
+    out.samples = samples.ptr;
+    if (smc) {
+      out.log_normaliser = log_z.ptr;
+      out.ess_trace = ess.ptr;
+      out.resample_count = resamplings.ptr;
+    }
+    EXPECT_EQ(ds::guided_sample(p.prior, g, o, out, {where, nullptr}).ran, where);
+    r.samples = samples.download();
+    r.log_z = log_z.download();
+    r.ess = ess.download();
+    r.resamplings = resamplings.download();
+    return r;
+  }
   ds::guided_outputs out;
   out.samples = r.samples.data();
-  if (o.sampler == ds::guided_sampler::smc) {
+  if (smc) {
     out.log_normaliser = r.log_z.data();
     out.ess_trace = r.ess.data();
     out.resample_count = r.resamplings.data();
@@ -199,11 +219,12 @@ std::vector<std::int64_t> counts_for(const std::vector<double>& w, std::int64_t 
 // against 0.75, max weight error 0.075), with the division by the current potential removed from the weights
 // (misfit 0.064 against 0.746), and with the mutation noise scaled by 1.3 (within-component distance 5.0x the
 // floor).
-void check_posterior(std::int64_t d, unsigned seed, double sw_bound) {
-  const std::int64_t R = 8, N = 2048, steps = 500;
+void check_posterior(std::int64_t d, unsigned seed, double sw_bound, ds::executor where = ds::executor::cpu,
+                     std::int64_t N = 2048) {
+  const std::int64_t R = 8, steps = 500;
   const benchmark_problem p = make_problem(d, seed);
   const ds::mixture_posterior post(p.prior, p.observation);
-  const smc_result r = run(p, replicate(p.observation, R), options(ds::guided_sampler::smc, N, steps, 21));
+  const smc_result r = run(p, replicate(p.observation, R), options(ds::guided_sampler::smc, N, steps, 21), where);
   const std::int64_t K = post.components();
   std::vector<std::vector<double>> per(K);
   for (std::int64_t b = 0; b < R; ++b) {
@@ -293,30 +314,13 @@ TEST(Guided, BaselinesRunAndAreNoBetterThanSmc) {
   }
 }
 
-// d_x = 100 at full size: slow on two cores, so it runs on the GPU only (skips without one).
+// The posterior checks of SmcReachesExactPosteriorD100 on the CUDA executor with four times the particles
+// (8 replicas of 8192, 500 steps): the same kernels in FP32, the same derived tolerances, which shrink with N. The
+// plain sliced distance is printed, not asserted, as in the CPU tests: one replica of 16384 particles at 200 steps
+// (CPU executor, default potentials) gave 2.3x-3.0x the floor over 4 seeds.
 TEST(Guided, GpuSmcReachesExactPosteriorD100) {
   DIFFSAMPLE_REQUIRE_GPU();
-  const benchmark_problem p = make_problem(100, 4);
-  const ds::mixture_posterior post(p.prior, p.observation);
-  const std::int64_t N = 16384, d = 100;
-  const ds::guided_problems g = replicate(p.observation, 1);
-  ds::guided_options o = options(ds::guided_sampler::smc, N, 200, 51);
-  ds::testing::device_buffer<float> samples(N * d);
-  ds::testing::device_buffer<double> log_z(1);
-  ds::guided_outputs out;
-  out.samples = samples.ptr;
-  out.log_normaliser = log_z.ptr;
-  ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
-  const std::vector<float> x = samples.download();
-  std::vector<float> exact_a(N * d), exact_b(N * d);
-  post.sample(exact_a.data(), N, 400);
-  post.sample(exact_b.data(), N, 401);
-  const double sw = ds::sliced_wasserstein(x.data(), N, exact_a.data(), N, d, 128, 5);
-  const double floor = ds::sliced_wasserstein(exact_b.data(), N, exact_a.data(), N, d, 128, 5);
-  std::printf("d = 100: SW1 smc %.4f, floor %.4f; log Z-hat %.4f, exact %.4f\n", sw, floor, log_z.download()[0],
-              post.log_evidence());
-  EXPECT_LE(sw, 2 * floor);
-  EXPECT_NEAR(log_z.download()[0], post.log_evidence(), 0.5);
+  check_posterior(100, 4, 2.0, ds::executor::cuda, 8192);
 }
 
 TEST(Guided, RejectsInvalidInput) {
@@ -401,8 +405,8 @@ TEST(Guided, GpuAndCpuAgreeOnLogNormaliser) {
 // DDIM kernels. With eta = 1 the DDIM kernel is the DDPM kernel on a VP schedule (same c0, c1, sig up to FP64
 // rounding), so the whole filter must agree to float rounding. With eta = 0.5 the filter targets the posterior of
 // the DDIM chain's prior: its log Z-hat over 8 replicas at N = 2048 must lie within 4 se + 0.1 of log p(y) (the
-// allowance as in LogNormaliserConvergesToExactEvidence). Measured -4.713 +- 0.032 against -4.731. Seen to fail with c1 = keep * a in
-// place of keep (log Z-hat -118 against -4.73, and eta = 1 no longer matching DDPM).
+// allowance as in LogNormaliserConvergesToExactEvidence). Measured -4.713 +- 0.032 against -4.731. Seen to fail
+// with c1 = keep * a in place of keep (log Z-hat -118 against -4.73, and eta = 1 no longer matching DDPM).
 TEST(Guided, DdimKernels) {
   const benchmark_problem p = make_problem(10, 7);
   const ds::mixture_posterior post(p.prior, p.observation);
