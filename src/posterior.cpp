@@ -3,11 +3,9 @@
 // functor and the sampler (both executors) in src/posterior_exec.cu.
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <utility>
 
 #include "src/cuda_check.hpp"
-#include "src/linalg.hpp"
 #include "src/posterior_tables.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>

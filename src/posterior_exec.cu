@@ -4,7 +4,6 @@
 // x = m'_k + L_k z per coordinate. Samples go through a bounded scratch in chunks.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "kernels/launch.cuh"
 #include "kernels/rng.cuh"
