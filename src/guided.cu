@@ -74,6 +74,63 @@ operator_shape shape_of(const guided_problems& pr, std::int64_t d) {
   return sh;
 }
 
+// SVD operators of a common rank r < d_y observe nothing outside the span of U. In the basis (U, U_perp) the
+// observation splits into U^T y = diag(S) V^T x + sigma_y U^T z and U_perp^T y = sigma_y U_perp^T z, which does not
+// depend on x, so every sampler runs on the r-dimensional problem (U^T y, diag(S) V^T): the same posterior, the
+// same DPS and Pi-GDM guidance (A'^T (y' - A' m) = A^T (y - A m), and A m stays in the span of U). SMC's
+// log-normaliser gains log N(U_perp^T y; 0, sigma_y^2 I) = -(d_y - r)/2 log(2 pi sigma_y^2)
+// - |y - U U^T y|^2 / (2 sigma_y^2). The default potential spread keeps dividing trace(A A^T) by the original d_y.
+struct svd_reduction {
+  bool active = false;
+  guided_problems problems;          // the r-dimensional problems
+  std::vector<double> log_constant;  // B: the log-normaliser's part outside the span of U
+  std::int64_t spread_rows = 0;      // the original d_y
+};
+
+svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
+  svd_reduction out;
+  if (pr.operators.empty()) return out;
+  const std::int64_t dy = pr.d_y, rank = static_cast<std::int64_t>(pr.operators[0].diagonal().size());
+  for (const observation_operator& op : pr.operators)
+    if (op.kind() != observation_kind::svd || static_cast<std::int64_t>(op.diagonal().size()) != rank) return out;
+  if (rank >= dy) return out;
+  out.active = true;
+  out.spread_rows = dy;
+  guided_problems& r = out.problems;
+  r.problems = pr.problems;
+  r.d_y = rank;
+  r.sigma_y = pr.sigma_y;
+  for (const observation_operator& op : pr.operators) {
+    const std::vector<double>& S = op.diagonal();
+    const std::vector<double>& V = op.V();
+    for (std::int64_t i = 0; i < rank; ++i)
+      for (std::int64_t j = 0; j < d; ++j) r.A.push_back(S[i] * V[j * rank + i]);
+  }
+  const double log_two_pi = std::log(2 * 3.14159265358979323846);
+  r.y.resize(pr.problems * rank);
+  out.log_constant.resize(pr.problems);
+  for (std::int64_t b = 0; b < pr.problems; ++b) {
+    const std::vector<double>& U = pr.operators[pr.operators.size() == 1 ? 0 : b].U();
+    const double* y = pr.y.data() + b * dy;
+    double* yr = r.y.data() + b * rank;
+    for (std::int64_t i = 0; i < rank; ++i) {
+      double s = 0;
+      for (std::int64_t o = 0; o < dy; ++o) s += U[o * rank + i] * y[o];
+      yr[i] = s;
+    }
+    double outside = 0;  // |y - U U^T y|^2
+    for (std::int64_t o = 0; o < dy; ++o) {
+      double s = y[o];
+      for (std::int64_t i = 0; i < rank; ++i) s -= U[o * rank + i] * yr[i];
+      outside += s * s;
+    }
+    const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
+    out.log_constant[b] =
+        -0.5 * double(dy - rank) * (log_two_pi + 2 * std::log(sy)) - outside / (2 * sy * sy);
+  }
+  return out;
+}
+
 struct layout {
   std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, table_end;  // table part (from host)
   std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, total;
@@ -169,7 +226,8 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
 
 // The host tables, laid out exactly as their device copy.
 std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const guided_problems& pr,
-                                        const guided_options& o, const layout& l, float* initial_scale) {
+                                        const guided_options& o, const layout& l, float* initial_scale,
+                                        const svd_reduction& reduced) {
   const std::int64_t B = pr.problems, d = prior.dim(), dy = pr.d_y, K = o.steps;
   const std::vector<schedule_point> pts = o.schedule.points(K);
   *initial_scale = float(pts.front().s);
@@ -245,7 +303,8 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
     double trace = 0;
     for (std::int64_t i = 0; i < dy; ++i) trace += AAt[i * dy + i];
-    const double spread = o.potential_spread > 0 ? o.potential_spread : default_potential_scale * trace / double(dy);
+    const double rows = double(reduced.active ? reduced.spread_rows : dy);
+    const double spread = o.potential_spread > 0 ? o.potential_spread : default_potential_scale * trace / rows;
     for (std::int64_t k = 0; k <= K; ++k) {
       var[k] = pts[k].a * pts[k].a * sy * sy + pts[k].s * pts[k].s * spread;
       inv_var[k * B + b] = float(1.0 / var[k]);
@@ -292,7 +351,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
       // log N(.; ., S) over log g_k: -1/2 log det S - d_y/2 log 2 pi + d_y/2 log(2 pi var_k).
       constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k]);
     }
-    constants[b] = constant;
+    constants[b] = constant + (reduced.active ? reduced.log_constant[b] : 0.0);
   }
   return blob;
 }
@@ -303,12 +362,15 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
                                    const guided_options& options) {
   validate(prior, problems, options);
   (void)options.schedule.points(options.steps);
-  return make_layout(prior, problems, options).total;
+  const svd_reduction reduced = reduce_svd(problems, prior.dim());
+  return make_layout(prior, reduced.active ? reduced.problems : problems, options).total;
 }
 
-guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
+guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& given, const guided_options& o,
                             guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
-  validate(prior, pr, o);
+  validate(prior, given, o);
+  const svd_reduction reduced = reduce_svd(given, prior.dim());
+  const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;
   const std::int64_t BN = B * N;
   const bool smc = o.sampler == guided_sampler::smc;
@@ -329,7 +391,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   }
   const layout l = make_layout(prior, pr, o);
   float initial_scale = 1.f;
-  const std::vector<unsigned char> blob = build_tables(prior, pr, o, l, &initial_scale);
+  const std::vector<unsigned char> blob = build_tables(prior, pr, o, l, &initial_scale, reduced);
 
   std::unique_ptr<detail::scratch> owned;
   unsigned char* ws = static_cast<unsigned char*>(workspace);

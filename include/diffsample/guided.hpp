@@ -46,7 +46,9 @@ struct guided_problems {
   std::vector<double> A;         ///< d_y x d_x (shared by every problem) or B x d_y x d_x, row-major, finite
   /// Instead of A (leave A empty then): one operator shared by every problem or B of them, each d_y x d_x, of any
   /// observation_kind. When every operator is a mask the samplers apply them as a gather and a scatter, O(d_y) per
-  /// particle instead of O(d_y d_x); dense and SVD operators run as dense matrices.
+  /// particle instead of O(d_y d_x). When every operator is an SVD of one rank r < d_y they run on the projected
+  /// r-dimensional problem (U^T y, diag(S) V^T), which has the same posterior and guidance, and add the part of
+  /// log p(y) outside the span of U to the log-normaliser. Other operators run as dense matrices.
   std::vector<observation_operator> operators;
   std::vector<double> y;         ///< B x d_y observations, finite
   std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each finite and > 0
