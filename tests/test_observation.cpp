@@ -208,8 +208,8 @@ run_result run(const problem& p, std::int64_t B, std::int64_t N, std::int64_t st
 
 // Guided SMC with an operator against the exact posterior under it, from R = 8 replicas run as 8 problems of one
 // call (independent particle streams, so their spread gives standard errors):
-// - log Z-hat: |mean - log p(y)| <= 4 se + 0.25 (se = sd / sqrt(R); 0.25 covers the DDPM discretisation of the
-//   prior at 200 steps, as in test_guided's evidence test);
+// - log Z-hat: |mean - log p(y)| <= 4 se + 0.1 (se = sd / sqrt(R); 0.1 covers the DDPM discretisation of the
+//   prior at 200 steps, as in test_guided's evidence test; measured errors 0.01 to 0.13 with se 0.06 to 0.1);
 // - the posterior mean of each observed and unobserved coordinate: per-replica sample means against the exact
 //   posterior mean(), within 4 se + 0.1 (se from the replicas' spread; 0.1 for the same discretisation, about 1% of
 //   the grid spacing 8).
@@ -224,7 +224,7 @@ void check_operator(const problem& p, const char* name) {
   for (double v : r.log_z) ASSERT_TRUE(std::isfinite(v)) << name;
   const double m = ds::testing::mean(r.log_z), se = std::sqrt(ds::testing::variance(r.log_z) / double(R));
   std::printf("%s: mean log Z-hat %.4f +- %.4f, exact %.4f\n", name, m, se, post.log_evidence());
-  EXPECT_LE(std::abs(m - post.log_evidence()), 4 * se + 0.25) << name;
+  EXPECT_LE(std::abs(m - post.log_evidence()), 4 * se + 0.1) << name;
   const std::vector<double> exact_mean = post.mean();
   double worst = 0;
   for (std::int64_t j = 0; j < d; ++j) {
