@@ -149,6 +149,27 @@ DS_HD_INLINE std::int64_t upper_bound(const T* c, std::int64_t n, T u) {
   return lo;
 }
 
+/// A chunk's offset into, and share of, the problem-wide prefix sums: of the fixed-point weights, of the residual
+/// copies, of the residual weights.
+struct weights_part {
+  DS_HD void operator()(const chunk_sums& c, std::uint64_t& offset, std::uint64_t& total) const {
+    offset = c.total_offset;
+    total = c.total;
+  }
+};
+struct copies_part {
+  DS_HD void operator()(const chunk_sums& c, std::uint64_t& offset, std::uint64_t& total) const {
+    offset = c.copies_offset;
+    total = c.copies;
+  }
+};
+struct rest_part {
+  DS_HD void operator()(const chunk_sums& c, u128& offset, u128& total) const {
+    offset = c.rest_offset;
+    total = c.rest;
+  }
+};
+
 /// Draws the ancestor of particle j of problem b; writes ancestors and normalised weights. One call per particle,
 /// no communication between particles beyond the read-only prefix sums of the statistics pass.
 ///
@@ -173,38 +194,27 @@ struct select_ancestor_functor {
   Index* ancestors;
   float* normalised_weights;
 
-  /// The chunk of problem b holding the first problem-wide prefix above x: the first c with end(c) > x.
-  template <class T, class End>
-  DS_HD std::int64_t find_chunk(const chunk_sums* c, T x, End end) const {
+  /// First particle of problem b whose problem-wide prefix exceeds x, for the chunk-local prefix sums `prefix`
+  /// (B x N). part(chunk, offset, total) gives a chunk's offset into the problem-wide sum and its own total: the
+  /// chunk is the first whose end, offset + total, exceeds x, and the particle is found inside it at x - offset.
+  template <class T, class Part>
+  DS_HD std::int64_t search(const T* prefix, std::int64_t b, T x, Part part) const {
+    const T* p = prefix + b * n;
+    if (per == 1) return upper_bound(p, n, x);
+    const chunk_sums* c = chunks + b * per;
+    T offset, total;
     std::int64_t lo = 0, hi = per - 1;
     while (lo < hi) {
       const std::int64_t mid = lo + (hi - lo) / 2;
-      if (x < end(c[mid]))
+      part(c[mid], offset, total);
+      if (x < offset + total)
         hi = mid;
       else
         lo = mid + 1;
     }
-    return lo;
-  }
-  /// First particle of problem b whose problem-wide prefix of units exceeds x (of copies for residual).
-  DS_HD std::int64_t search_units(std::int64_t b, std::uint64_t x, bool copies) const {
-    const std::uint64_t* u = units + b * n;
-    if (per == 1) return upper_bound(u, n, x);
-    const chunk_sums* c = chunks + b * per;
-    const std::int64_t k =
-        copies ? find_chunk(c, x, [](const chunk_sums& s) { return s.copies_offset + s.copies; })
-               : find_chunk(c, x, [](const chunk_sums& s) { return s.total_offset + s.total; });
-    const std::int64_t first = k * chunk_size, len = n - first < chunk_size ? n - first : chunk_size;
-    return first + upper_bound(u + first, len, x - (copies ? c[k].copies_offset : c[k].total_offset));
-  }
-  /// First particle of problem b whose problem-wide prefix of residual weights exceeds x.
-  DS_HD std::int64_t search_residual(std::int64_t b, u128 x) const {
-    const u128* r = residual + b * n;
-    if (per == 1) return upper_bound(r, n, x);
-    const chunk_sums* c = chunks + b * per;
-    const std::int64_t k = find_chunk(c, x, [](const chunk_sums& s) { return s.rest_offset + s.rest; });
-    const std::int64_t first = k * chunk_size, len = n - first < chunk_size ? n - first : chunk_size;
-    return first + upper_bound(r + first, len, x - c[k].rest_offset);
+    part(c[lo], offset, total);
+    const std::int64_t first = lo * chunk_size, len = n - first < chunk_size ? n - first : chunk_size;
+    return first + upper_bound(p + first, len, x - offset);
   }
 
   DS_HD void operator()(std::int64_t g) const {
@@ -229,7 +239,7 @@ struct select_ancestor_functor {
     switch (scheme) {
       case resampling_scheme::multinomial: {
         philox rng(seed, g, step);
-        a = search_units(b, uniform_below(rng, T), false);
+        a = search(units, b, uniform_below(rng, T), weights_part{});
         break;
       }
       case resampling_scheme::stratified:
@@ -240,19 +250,19 @@ struct select_ancestor_functor {
         const std::uint64_t v = uniform_below(rng, T);
         const std::uint64_t uj = std::uint64_t(j);
         const std::uint64_t x = uj * (T / N) + (uj * (T % N) + v) / N;
-        a = search_units(b, x, false);
+        a = search(units, b, x, weights_part{});
         break;
       }
       case resampling_scheme::residual: {
         const std::uint64_t copies = st.copies;
         if (std::uint64_t(j) < copies) {
-          a = search_units(b, std::uint64_t(j), true);
+          a = search(units, b, std::uint64_t(j), copies_part{});
         } else {
           // Uniform on [0, R T), R = N - copies, drawn as slot s in [0, R) and offset o in [0, T).
           philox rng(seed, g, step);
           const std::uint64_t s = uniform_below(rng, N - copies);
           const std::uint64_t o = uniform_below(rng, T);
-          a = search_residual(b, mul_wide(s, T) + u128{o, 0});
+          a = search(residual, b, mul_wide(s, T) + u128{o, 0}, rest_part{});
         }
         break;
       }

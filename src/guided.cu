@@ -106,7 +106,7 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
     for (std::int64_t i = 0; i < rank; ++i)
       for (std::int64_t j = 0; j < d; ++j) r.A.push_back(S[i] * V[j * rank + i]);
   }
-  const double log_two_pi = std::log(2 * 3.14159265358979323846);
+  const double log_two_pi = kernels::log_two_pi<double>();
   r.y.resize(pr.problems * rank);
   out.log_constant.resize(pr.problems);
   for (std::int64_t b = 0; b < pr.problems; ++b) {
@@ -296,7 +296,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     steps[k] = st;
   }
 
-  const double log_two_pi = std::log(2 * 3.14159265358979323846);
+  const double log_two_pi = kernels::log_two_pi<double>();
   std::vector<double> S(dy * dy), var(K + 1);
   for (std::int64_t b = 0; b < B; ++b) {
     const double* AAt = gram.data() + (sh.count == 1 ? 0 : b) * dy * dy;

@@ -222,22 +222,20 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
     const problem_state& st = p.states[b];
     if (!st.resample) continue;
     std::uint64_t* units = p.units + b * n;
-    {
-      const float* lw = p.log_weights + b * n;
-      std::uint64_t copies = 0;
-      u128 rest;
-      for (std::int64_t i = lo; i < hi; ++i) {
-        const std::uint64_t q = kernels::fixed_weight(lw[i], st.max, p.bits);
-        const std::uint64_t c = kernels::residual_copies(std::uint64_t(n), q, st.total);
-        copies += c;
-        units[i] = copies;
-        // N q - c T < T fits in 64 bits: the low words of the 128-bit difference.
-        rest = rest + u128{kernels::mul_wide(std::uint64_t(n), q).lo - c * st.total, 0};
-        p.residual[b * n + i] = rest;
-      }
-      chunks[ci].copies = copies;
-      chunks[ci].rest = rest;
+    const float* lw = p.log_weights + b * n;
+    std::uint64_t copies = 0;
+    u128 rest;
+    for (std::int64_t i = lo; i < hi; ++i) {
+      const std::uint64_t q = kernels::fixed_weight(lw[i], st.max, p.bits);
+      const std::uint64_t c = kernels::residual_copies(std::uint64_t(n), q, st.total);
+      copies += c;
+      units[i] = copies;
+      // N q - c T < T fits in 64 bits: the low words of the 128-bit difference.
+      rest = rest + u128{kernels::mul_wide(std::uint64_t(n), q).lo - c * st.total, 0};
+      p.residual[b * n + i] = rest;
     }
+    chunks[ci].copies = copies;
+    chunks[ci].rest = rest;
   }
 
   // 5. Residual: per-problem chunk offsets and the total of copies.

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "kernels/launch.cuh"
+#include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
 #include "src/linalg.hpp"
@@ -49,8 +50,6 @@ std::shared_ptr<const posterior_tables> make_posterior_tables(std::int64_t compo
 }  // namespace detail
 
 namespace {
-
-constexpr double log_two_pi = 1.8378770664093454835606594728112;
 
 /// Component k of the posterior, in the covariance (Kalman) form. With C = A Sigma_k A^T + sigma_y^2 I = L L^T,
 /// W = L^-1 A Sigma_k and e = L^-1 (y - A mu_k): S' = Sigma_k - W^T W, m' = mu_k + W^T e and
@@ -98,7 +97,7 @@ struct component_functor {
       log_det_half += log(c[i * m + i]);
       quad += r[i] * r[i];
     }
-    log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * log_two_pi + quad) - log_det_half;
+    log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * kernels::log_two_pi<double>() + quad) - log_det_half;
     double* mean = means + k * d;
     double* cov = covariances + k * d * d;
     double* L = factors + k * d * d;
@@ -146,9 +145,9 @@ std::int64_t posterior_components(const gaussian_mixture& prior, const linear_ob
                             nullptr);
   } else {
     // One stream-ordered allocation: inputs, per-component work, outputs, flags.
-    const std::vector<const std::vector<double>*> inputs = {&pm, &pv, &log_w, &obs.A, &obs.y};
-    std::size_t doubles = work + out.log_joint.size() + out.means.size() + out.covariances.size() + out.factors.size();
-    for (const auto* v : inputs) doubles += v->size();
+    const std::size_t inputs = pm.size() + pv.size() + log_w.size() + obs.A.size() + obs.y.size();
+    const std::size_t outputs = out.log_joint.size() + out.means.size() + out.covariances.size() + out.factors.size();
+    const std::size_t doubles = inputs + work + outputs;
     scratch buffer(doubles * sizeof(double) + std::size_t(K) * sizeof(std::int32_t), where, stream);
     double* next = static_cast<double*>(buffer.data());
     const auto upload = [&](const std::vector<double>& v) {

@@ -65,6 +65,34 @@ std::vector<std::int32_t> run(const std::vector<float>& lw, std::int64_t b, std:
   return a;
 }
 
+/// Resamples B x N log-weights (host `lw`, device copy `lw_d`) on the CUDA executor into `ancestors` and checks it
+/// against the CPU executor: identical ancestors, decisions and invalid counts, ESS and log-sum-exp equal up to the
+/// FP64 rounding of sums taken in different orders. Returns the CPU's ancestors.
+std::vector<std::int32_t> expect_cuda_matches_cpu(const std::vector<float>& lw,
+                                                  const ds::testing::device_buffer<float>& lw_d, std::int64_t b,
+                                                  std::int64_t n, const ds::resampling_options& o,
+                                                  ds::testing::device_buffer<std::int32_t>& ancestors) {
+  std::vector<ds::particle_report> cpu_reports;
+  const auto ref = run(lw, b, n, o, &cpu_reports);
+  ds::testing::device_buffer<ds::particle_report> r_d(b);
+  ds::particle_outputs out;
+  out.ancestors = ancestors.ptr;
+  out.reports = r_d.ptr;
+  EXPECT_EQ(ds::resample(lw_d.ptr, b, n, o, out, {ds::executor::cuda, nullptr}), ds::executor::cuda);
+  EXPECT_EQ(ancestors.download(), ref) << ds::to_string(o.scheme);
+  const auto r = r_d.download();
+  for (std::int64_t p = 0; p < b; ++p) {
+    EXPECT_EQ(r[p].failed, cpu_reports[p].failed) << p;
+    EXPECT_EQ(r[p].resampled, cpu_reports[p].resampled) << p;
+    EXPECT_EQ(r[p].nan_count, cpu_reports[p].nan_count) << p;
+    if (!r[p].failed) {
+      EXPECT_NEAR(r[p].ess, cpu_reports[p].ess, 1e-9 * cpu_reports[p].ess) << p;
+      EXPECT_NEAR(r[p].log_sum_exp, cpu_reports[p].log_sum_exp, 1e-9) << p;
+    }
+  }
+  return ref;
+}
+
 }  // namespace
 
 // Seen failing with ESS computed as sum w / sum w^2, and with the log-sum-exp missing its max shift.
@@ -295,24 +323,8 @@ TEST(Particles, CudaAndCpuExecutorsPickTheSameAncestors) {
     o.scheme = scheme;
     o.ess_threshold = 2;
     o.seed = 5;
-    std::vector<ds::particle_report> cpu_reports;
-    const auto ref = run(lw, b, n, o, &cpu_reports);
     ds::testing::device_buffer<std::int32_t> a_d(b * n);
-    ds::testing::device_buffer<ds::particle_report> r_d(b);
-    ds::particle_outputs out;
-    out.ancestors = a_d.ptr;
-    out.reports = r_d.ptr;
-    EXPECT_EQ(ds::resample(lw_d.ptr, b, n, o, out, {ds::executor::cuda, nullptr}), ds::executor::cuda);
-    EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
-    const auto r = r_d.download();
-    for (int p = 0; p < b; ++p) {
-      EXPECT_EQ(r[p].failed, cpu_reports[p].failed);
-      EXPECT_EQ(r[p].resampled, cpu_reports[p].resampled);
-      EXPECT_EQ(r[p].nan_count, cpu_reports[p].nan_count);
-      if (!r[p].failed) {
-        EXPECT_NEAR(r[p].ess, cpu_reports[p].ess, 1e-9 * cpu_reports[p].ess);
-      }
-    }
+    const auto ref = expect_cuda_matches_cpu(lw, lw_d, b, n, o, a_d);
     std::vector<float> x(b * n * 3);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i % 977);
     ds::testing::device_buffer<float> x_d(x), y_d(x.size());
@@ -489,25 +501,8 @@ TEST(Particles, CudaChunkedPassMatchesCpu) {
     o.scheme = scheme;
     o.ess_threshold = 2;
     o.seed = 23;
-    std::vector<ds::particle_report> cpu_reports;
-    const auto ref = run(lw, b, n, o, &cpu_reports);
     ds::testing::device_buffer<std::int32_t> a_d(b * n);
-    ds::testing::device_buffer<ds::particle_report> r_d(b);
-    ds::particle_outputs out;
-    out.ancestors = a_d.ptr;
-    out.reports = r_d.ptr;
-    EXPECT_EQ(ds::resample(lw_d.ptr, b, n, o, out, {ds::executor::cuda, nullptr}), ds::executor::cuda);
-    EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
-    const auto r = r_d.download();
-    for (std::int64_t p = 0; p < b; ++p) {
-      EXPECT_EQ(r[p].failed, cpu_reports[p].failed) << p;
-      EXPECT_EQ(r[p].resampled, cpu_reports[p].resampled) << p;
-      EXPECT_EQ(r[p].nan_count, cpu_reports[p].nan_count) << p;
-      if (!r[p].failed) {
-        EXPECT_NEAR(r[p].ess, cpu_reports[p].ess, 1e-9 * cpu_reports[p].ess) << p;
-        EXPECT_NEAR(r[p].log_sum_exp, cpu_reports[p].log_sum_exp, 1e-9) << p;
-      }
-    }
+    expect_cuda_matches_cpu(lw, lw_d, b, n, o, a_d);
   }
   if (std::getenv("DIFFSAMPLE_SANITIZER_RUN") != nullptr) return;  // minutes under compute-sanitizer; ctest runs it
   const std::int64_t big = std::int64_t(1) << 24;
@@ -518,12 +513,8 @@ TEST(Particles, CudaChunkedPassMatchesCpu) {
     o.scheme = scheme;
     o.ess_threshold = 2;
     o.seed = 29;
-    const auto ref = run(lw_big, 1, big, o);
     ds::testing::device_buffer<std::int32_t> a_d(big);
-    ds::particle_outputs out;
-    out.ancestors = a_d.ptr;
-    ds::resample(big_d.ptr, 1, big, o, out, {ds::executor::cuda, nullptr});
-    EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
+    expect_cuda_matches_cpu(lw_big, big_d, 1, big, o, a_d);
   }
 }
 

@@ -31,11 +31,11 @@ struct linear_observation {
   std::vector<double> y;  ///< d_y observed values, finite
 };
 
-/// The exact posterior mixture of a gaussian_mixture prior given a linear_observation (host, FP64).
+/// The exact posterior mixture of a gaussian_mixture prior given a linear_observation (FP64, results in host vectors).
 ///
-/// Construction is synchronous host work of O(K (d_x^3 + d_y^3 + d_y d_x^2)). When a GPU is present it also copies
-/// the sampling tables (K (d_x^2 + d_x + 1) doubles) to the device with a synchronous cudaMemcpy, as
-/// gaussian_mixture does; copies of the object share that device copy.
+/// Construction is synchronous work of O(K (d_x^3 + d_y^3 + d_y d_x^2)), on the CPU executor unless an execution
+/// names CUDA. When a GPU is present it also copies the sampling tables (K (d_x^2 + d_x + 1) doubles) to the device
+/// with a synchronous cudaMemcpy, as gaussian_mixture does; copies of the object share that device copy.
 class DIFFSAMPLE_API mixture_posterior {
  public:
   /// @throws invalid_argument when sizes disagree, a value is not finite, sigma_y < 0, or
