@@ -21,19 +21,22 @@ inline unsigned grid_size(std::int64_t n, int block = default_block) {
   return static_cast<unsigned>(std::min<std::int64_t>(blocks, 0x7fffffff));
 }
 
-template <class F>
-static __global__ void for_each_index_kernel(std::int64_t n, F f) {
+// The block size is a template parameter so that it appears in the kernel's name (bench/static_record.md reads it
+// from there) and bounds the compiler's register allocation.
+template <int Block, class F>
+static __global__ void __launch_bounds__(Block) for_each_index_kernel(std::int64_t n, F f) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(blockDim.x) * gridDim.x)
     f(i);
 }
 
-/// Runs f(i) for i in [0, n) on the chosen executor (cuda or cpu; never automatic here). Asynchronous on CUDA.
-template <class F>
-void for_each_index(executor where, std::int64_t n, const F& f, cudaStream_t stream, int block = default_block) {
+/// Runs f(i) for i in [0, n) on the chosen executor (cuda or cpu; never automatic here), Block threads per CUDA
+/// block. Asynchronous on CUDA.
+template <int Block = default_block, class F>
+void for_each_index(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
   if (n <= 0) return;
   if (where == executor::cuda) {
-    for_each_index_kernel<<<grid_size(n, block), block, 0, stream>>>(n, f);
+    for_each_index_kernel<Block><<<grid_size(n, Block), Block, 0, stream>>>(n, f);
     DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
   } else {
 #pragma omp parallel for schedule(static)

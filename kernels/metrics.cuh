@@ -91,9 +91,28 @@ struct segment_offsets_functor {
   DS_HD void operator()(std::int64_t s) const { offsets[s] = (s / 2) * (na + nb) + (s % 2) * na; }
 };
 
+/// Part of the exact W_p^p of two sorted samples with uniform weights carried by atom j of the larger one, in units
+/// of 1/(ns nl): the same integer quantile grid as wasserstein_1d_pow (atom i of the smaller sample, ns atoms, holds
+/// mass [i nl, (i + 1) nl), atom j of the larger one, nl >= ns atoms, holds [j ns, (j + 1) ns)). As ns <= nl, atom j
+/// meets at most two atoms of the smaller sample, so every atom's part is O(1) work and the atoms can be summed in
+/// parallel. W_p^p = (sum over j of the parts) / (ns nl).
+template <class T>
+DS_HD_INLINE double wasserstein_atom_pow(const T* smaller, std::int64_t ns, const T* larger, std::int64_t nl, int p,
+                                         std::int64_t j) {
+  const std::int64_t lo = j * ns, hi = lo + ns;
+  double part = 0;
+  for (std::int64_t i = lo / nl; i < ns && i * nl < hi; ++i) {
+    const std::int64_t from = i * nl > lo ? i * nl : lo, to = (i + 1) * nl < hi ? (i + 1) * nl : hi;
+    const double gap = fabs(double(smaller[i]) - double(larger[j]));
+    part += double(to - from) * (p == 1 ? gap : gap * gap);
+  }
+  return part;
+}
+
 /// W_p^p of direction c of a chunk from its two sorted segments; NaN when a segment holds a non-finite projection.
 /// A segment of one element is read from the unsorted keys (a sort has nothing to do there, and a double-buffered
-/// sort need not copy it to its output buffer).
+/// sort need not copy it to its output buffer). The CPU executor runs operator() (one direction per call); the CUDA
+/// executor sums the atoms' parts of one direction in parallel (src/sliced_wasserstein.cu) with the same pieces.
 struct wasserstein_direction_functor {
   const float* sorted;
   const float* unsorted;
@@ -101,15 +120,35 @@ struct wasserstein_direction_functor {
   std::int64_t na, nb;
   int p;
 
-  DS_HD void operator()(std::int64_t c) const {
+  /// The smaller and the larger sorted sample of direction c; false when either holds a non-finite projection.
+  DS_HD_INLINE bool samples(std::int64_t c, const float*& smaller, std::int64_t& ns, const float*& larger,
+                            std::int64_t& nl) const {
     const std::int64_t at = c * (na + nb);
     const float* sa = (na == 1 ? unsorted : sorted) + at;
     const float* sb = (nb == 1 ? unsorted : sorted) + at + na;
-    if (sa[na - 1] == INFINITY || sb[nb - 1] == INFINITY) {
+    const bool a_smaller = na <= nb;
+    smaller = a_smaller ? sa : sb;
+    larger = a_smaller ? sb : sa;
+    ns = a_smaller ? na : nb;
+    nl = a_smaller ? nb : na;
+    return sa[na - 1] != INFINITY && sb[nb - 1] != INFINITY;
+  }
+  DS_HD_INLINE double part(const float* smaller, std::int64_t ns, const float* larger, std::int64_t nl,
+                           std::int64_t j) const {
+    return wasserstein_atom_pow(smaller, ns, larger, nl, p, j);
+  }
+  DS_HD_INLINE double finish(double sum) const { return sum / (double(na) * double(nb)); }
+
+  DS_HD void operator()(std::int64_t c) const {
+    const float *smaller, *larger;
+    std::int64_t ns, nl;
+    if (!samples(c, smaller, ns, larger, nl)) {
       values[c] = NAN;
       return;
     }
-    values[c] = wasserstein_1d_pow(sa, na, sb, nb, p);
+    double sum = 0;
+    for (std::int64_t j = 0; j < nl; ++j) sum += part(smaller, ns, larger, nl, j);
+    values[c] = finish(sum);
   }
 };
 

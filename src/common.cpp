@@ -169,6 +169,11 @@ void check_allocation(const char* what, std::size_t bytes, executor where) {
   }
 }
 
+void upload_and_wait(void* device, const void* host, std::size_t bytes, cudaStream_t stream) {
+  DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream));
+  DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
+}
+
 scratch::scratch(std::size_t bytes, executor where, cudaStream_t stream) : where_(where), stream_(stream) {
   if (bytes == 0) return;
   check_allocation("workspace", bytes, where);

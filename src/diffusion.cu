@@ -8,6 +8,7 @@
 
 #include "kernels/diffusion.cuh"
 #include "kernels/launch.cuh"
+#include "kernels/plan.cuh"
 #include "src/cuda_check.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/validate.hpp"
@@ -225,7 +226,7 @@ bool is_register_dim(std::int64_t d) { return d == 2 || d == 8 || d == 10 || d =
 template <int D>
 void launch_register(executor where, const kernels::diffusion_params& p, float* x, cudaStream_t stream) {
   using functor = kernels::register_chain_functor<D, kernels::diffusion_chain_body>;
-  kernels::for_each_index(where, p.n, functor{{p}, x}, stream, 128);
+  kernels::for_each_index<128>(where, p.n, functor{{p}, x}, stream);
 }
 
 void dispatch_register(std::int64_t d, executor where, const kernels::diffusion_params& p, float* x,
@@ -347,11 +348,11 @@ struct plan_storage {
   std::vector<diffusion_step> table;
   std::vector<float> convert;  // ux, um per entry
   std::vector<double> times;
-  std::int64_t host_counter = 0;
-  void* device = nullptr;  // table | convert | counter
+  kernels::plan_state host_state{};
+  void* device = nullptr;  // table | convert | state
   const diffusion_step* table_ptr = nullptr;
   const float* convert_ptr = nullptr;
-  std::int64_t* counter_ptr = nullptr;
+  kernels::plan_state* state_ptr = nullptr;
   ~plan_storage() {
     if (device != nullptr) (void)cudaFree(device);
   }
@@ -372,6 +373,8 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
   DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
                      "options.steps: must be in [1, 2^24], got " << o.steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1, "options.eta: must be in [0, 1], got " << o.eta);
+  DIFFSAMPLE_EXPECTS(o.first_chain <= (std::uint64_t(1) << 62),
+                     "options.first_chain: must be < 2^62, got " << o.first_chain);
   if (!uses_schedule(o.sampler)) {
     detail::check_positive("options.sigma", o.sigma);
     detail::check_positive("options.step_size", o.step_size);
@@ -414,24 +417,31 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
     st.convert.push_back(float(ux));
     st.convert.push_back(float(um));
   }
+  const kernels::plan_state initial{0, o.first_chain, 0};
   if (st.where == executor::cuda) {
     const std::size_t table_b = (st.table.size() * sizeof(diffusion_step) + 255) / 256 * 256;
     const std::size_t convert_b = (st.convert.size() * sizeof(float) + 255) / 256 * 256;
-    detail::check_allocation("diffusion_plan", table_b + convert_b + 256, st.where);
-    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, table_b + convert_b + 256));
+    const std::size_t state_b = sizeof(kernels::plan_state);
+    detail::check_allocation("diffusion_plan", table_b + convert_b + state_b, st.where);
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, table_b + convert_b + state_b));
     auto* base = static_cast<unsigned char*>(st.device);
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpy(base, st.table.data(), st.table.size() * sizeof(diffusion_step),
-                                   cudaMemcpyHostToDevice));
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpy(base + table_b, st.convert.data(), st.convert.size() * sizeof(float),
-                                   cudaMemcpyHostToDevice));
-    DIFFSAMPLE_CUDA_TRY(cudaMemset(base + table_b + convert_b, 0, sizeof(std::int64_t)));
+    // Copies on the caller's stream, then that stream is synchronised: the plan is usable on any stream afterwards,
+    // and the host vectors (pageable) may change.
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base, st.table.data(), st.table.size() * sizeof(diffusion_step),
+                                        cudaMemcpyHostToDevice, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base + table_b, st.convert.data(), st.convert.size() * sizeof(float),
+                                        cudaMemcpyHostToDevice, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base + table_b + convert_b, &initial, state_b, cudaMemcpyHostToDevice,
+                                        exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
     st.table_ptr = reinterpret_cast<const diffusion_step*>(base);
     st.convert_ptr = reinterpret_cast<const float*>(base + table_b);
-    st.counter_ptr = reinterpret_cast<std::int64_t*>(base + table_b + convert_b);
+    st.state_ptr = reinterpret_cast<kernels::plan_state*>(base + table_b + convert_b);
   } else {
+    st.host_state = initial;
     st.table_ptr = st.table.data();
     st.convert_ptr = st.convert.data();
-    st.counter_ptr = &st.host_counter;
+    st.state_ptr = &st.host_state;
   }
 }
 
@@ -442,7 +452,7 @@ diffusion_plan& diffusion_plan::operator=(diffusion_plan&&) noexcept = default;
 std::int64_t diffusion_plan::steps() const noexcept { return storage_->steps; }
 executor diffusion_plan::where() const noexcept { return storage_->where; }
 bool diffusion_plan::needs_final_jump() const noexcept { return storage_->final_jump; }
-const std::int64_t* diffusion_plan::step_counter() const noexcept { return storage_->counter_ptr; }
+const std::int64_t* diffusion_plan::step_counter() const noexcept { return &storage_->state_ptr->step; }
 
 channel diffusion_plan::step_channel(std::int64_t k) const {
   DIFFSAMPLE_EXPECTS(k >= 0 && k <= storage_->steps, "k: must be in [0, " << storage_->steps << "], got " << k);
@@ -456,30 +466,34 @@ double diffusion_plan::step_time(std::int64_t k) const {
 
 void diffusion_plan::reset(float* x, cudaStream_t stream) {
   const auto& st = *storage_;
-  DIFFSAMPLE_EXPECTS(x != nullptr || st.n == 0, "x: null pointer");
+  DIFFSAMPLE_EXPECTS(x != nullptr || st.n == 0 || !st.draw_initial, "x: null pointer");
+  kernels::for_each_index<32>(st.where, 1,
+                              kernels::plan_reset_functor{st.state_ptr, st.first_chain, std::uint64_t(st.n)}, stream);
+  const std::int64_t blocks = kernels::philox_blocks(int(st.d));
   if (st.draw_initial)
-    kernels::for_each_index(st.where, st.n,
-                            kernels::plan_initial_functor{x, int(st.d), st.initial_scale, st.seed, st.first_chain},
+    kernels::for_each_index(st.where, st.n * blocks,
+                            kernels::plan_initial_functor{x, st.state_ptr, int(st.d), blocks, st.initial_scale, st.seed},
                             stream);
-  kernels::for_each_index(st.where, 1, kernels::plan_counter_functor{st.counter_ptr, true}, stream, 32);
 }
 
 void diffusion_plan::step(float* x, const float* model, cudaStream_t stream) {
   const auto& st = *storage_;
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
-  kernels::for_each_index(st.where, st.n,
-                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.counter_ptr, st.steps, x, model,
-                                                     int(st.d), false, st.seed, st.first_chain},
+  const std::int64_t blocks = kernels::philox_blocks(int(st.d));
+  kernels::for_each_index(st.where, st.n * blocks,
+                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
+                                                     int(st.d), blocks, false, st.seed},
                           stream);
-  kernels::for_each_index(st.where, 1, kernels::plan_counter_functor{st.counter_ptr, false}, stream, 32);
+  kernels::for_each_index<32>(st.where, 1, kernels::plan_advance_functor{st.state_ptr}, stream);
 }
 
 void diffusion_plan::finish(float* x, const float* model, cudaStream_t stream) {
   const auto& st = *storage_;
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
-  kernels::for_each_index(st.where, st.n,
-                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.counter_ptr, st.steps, x, model,
-                                                     int(st.d), true, st.seed, st.first_chain},
+  const std::int64_t blocks = kernels::philox_blocks(int(st.d));
+  kernels::for_each_index(st.where, st.n * blocks,
+                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
+                                                     int(st.d), blocks, true, st.seed},
                           stream);
 }
 

@@ -437,8 +437,8 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   report.ran = where;
 
   if (!smc) {
-    kernels::for_each_index(where, BN,
-                            kernels::guided_baseline_functor{p, K, float(o.guidance_scale), x, mu, r}, stream, 128);
+    kernels::for_each_index<128>(where, BN,
+                                 kernels::guided_baseline_functor{p, K, float(o.guidance_scale), x, mu, r}, stream);
     ++report.launches;
     for (float* dst : {out.particles, out.samples}) {
       if (dst == nullptr) continue;
@@ -465,7 +465,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   po.reports = reports;
 
   kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
-  kernels::for_each_index(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream, 128);
+  kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream);
   report.launches += 2;
 
   // Resampling at column c of the ESS trace, then every buffer in `carry` follows its ancestors.
@@ -484,9 +484,9 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
 
   resample_step(0, x, mu2);
   for (std::int64_t k = 0; k < K; ++k) {
-    kernels::for_each_index(where, BN, kernels::guided_weight_functor{p, k, x, mu, lw, r}, stream, 128);
+    kernels::for_each_index<128>(where, BN, kernels::guided_weight_functor{p, k, x, mu, lw, r}, stream);
     resample_step(k + 1, mu, mu2);
-    kernels::for_each_index(where, BN, kernels::guided_mutate_functor{p, k, mu, x, r}, stream, 128);
+    kernels::for_each_index<128>(where, BN, kernels::guided_mutate_functor{p, k, mu, x, r}, stream);
     report.launches += 2;
   }
 

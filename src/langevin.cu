@@ -42,7 +42,7 @@ template <int D>
 void launch_register(executor where, const kernels::langevin_params& p, float* x, cudaStream_t stream) {
   // Register-heavy chains: smaller blocks leave the compiler room and keep occupancy up.
   using functor = kernels::register_chain_functor<D, kernels::langevin_chain_body>;
-  kernels::for_each_index(where, p.n, functor{{p}, x}, stream, 128);
+  kernels::for_each_index<128>(where, p.n, functor{{p}, x}, stream);
 }
 
 void dispatch_register(std::int64_t d, executor where, const kernels::langevin_params& p, float* x,

@@ -151,10 +151,13 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
     detail::check_allocation("gaussian_mixture", count * sizeof(float), executor::cuda);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));
     float* p = st.device;
+    // On the legacy default stream, then synchronised: the tables have landed for kernels on any stream.
     for (const auto* v : {&st.log_weights32, &st.cumulative32, &st.means32, &st.variances32}) {
-      DIFFSAMPLE_CUDA_TRY(cudaMemcpy(p, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice));
+      DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(p, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice,
+                                          cudaStreamLegacy));
       p += v->size();
     }
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(cudaStreamLegacy));
   }
 }
 

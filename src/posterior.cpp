@@ -81,7 +81,8 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
     log_weights_[k] = c.log_joint[k] - log_evidence_;
     weights_[k] = std::exp(log_weights_[k]);
   }
-  tables_ = detail::make_posterior_tables(K, d, weights_, means_, c.factors);
+  tables_ = detail::make_posterior_tables(K, d, weights_, means_, c.factors,
+                                          exec.stream != nullptr ? exec.stream : cudaStreamLegacy);
 }
 
 std::vector<double> mixture_posterior::mean() const {

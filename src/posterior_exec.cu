@@ -25,7 +25,8 @@ posterior_tables::~posterior_tables() {
 std::shared_ptr<const posterior_tables> make_posterior_tables(std::int64_t components, std::int64_t dim,
                                                               const std::vector<double>& weights,
                                                               const std::vector<double>& means,
-                                                              const std::vector<double>& factors) {
+                                                              const std::vector<double>& factors,
+                                                              cudaStream_t stream) {
   auto t = std::make_shared<posterior_tables>();
   const std::int64_t K = components, d = dim;
   t->components = K;
@@ -42,7 +43,7 @@ std::shared_ptr<const posterior_tables> make_posterior_tables(std::int64_t compo
     const std::size_t bytes = t->host.size() * sizeof(double);
     check_allocation("mixture_posterior", bytes, executor::cuda);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&t->device, bytes));
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpy(t->device, t->host.data(), bytes, cudaMemcpyHostToDevice));
+    upload_and_wait(t->device, t->host.data(), bytes, stream);
   }
   return t;
 }
@@ -168,10 +169,10 @@ std::int64_t posterior_components(const gaussian_mixture& prior, const linear_ob
     double* d_cov = d_means + K * d;
     double* d_factors = d_cov + K * d * d;
     std::int32_t* d_singular = reinterpret_cast<std::int32_t*>(d_factors + K * d * d);
-    kernels::for_each_index(executor::cuda, K,
-                            component_functor{d_pm, d_pv, d_lw, prior.isotropic(), d_A, d_y, s2, m, d, d_work, d_lj,
-                                              d_means, d_cov, d_factors, d_singular},
-                            stream, 32);
+    kernels::for_each_index<32>(executor::cuda, K,
+                                component_functor{d_pm, d_pv, d_lw, prior.isotropic(), d_A, d_y, s2, m, d, d_work,
+                                                  d_lj, d_means, d_cov, d_factors, d_singular},
+                                stream);
     const auto download = [&](std::vector<double>& v, const double* p) {
       DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(v.data(), p, v.size() * sizeof(double), cudaMemcpyDeviceToHost, stream));
     };

@@ -29,12 +29,13 @@ struct posterior_tables {
 };
 
 /// Builds the tables from normalised weights, means and lower-triangular factors L_k (K x d x d, row-major), and
-/// copies them to the device (synchronous cudaMemcpy) when a GPU is present.
+/// copies them to the device on `stream` and synchronises it when a GPU is present.
 /// @throws out_of_memory or cuda_error when the device copy fails
 std::shared_ptr<const posterior_tables> make_posterior_tables(std::int64_t components, std::int64_t dim,
                                                               const std::vector<double>& weights,
                                                               const std::vector<double>& means,
-                                                              const std::vector<double>& factors);
+                                                              const std::vector<double>& factors,
+                                                              cudaStream_t stream);
 
 /// Per-component closed form of the posterior: log(w_k N(y; A mu_k, C_k)) (K), means m'_k (K x d), covariances S'_k
 /// and their factors L_k (K x d x d each).

@@ -1,11 +1,18 @@
 // Sliced Wasserstein distance on either executor: directions, projections and the per-direction 1-D W_p are the
-// functors of kernels/metrics.cuh; only the per-direction sort differs (CUB's segmented sort on the GPU, std::sort
-// on the CPU). Directions are processed in chunks sized to a memory budget, and reduced in direction order.
+// functors of kernels/metrics.cuh; the per-direction sort differs (CUB's segmented radix sort on the GPU, std::sort
+// on the CPU), and the GPU sums a direction's 1-D distance with one block per direction. Directions are processed in
+// chunks sized to a memory budget, and reduced in direction order.
+//
+// Asynchronous on the GPU: segment offsets are computed on the device and CUB's DeviceSegmentedRadixSort launches
+// one block per segment without reading anything back (DeviceSegmentedSort, by contrast, copies its segment-group
+// sizes to the host and synchronises the stream in every call), so the whole call can be captured in a CUDA graph.
 #include <algorithm>
 #include <limits>
 #include <memory>
 
-#include <cub/device/device_segmented_sort.cuh>
+#include <climits>
+
+#include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "kernels/launch.cuh"
 #include "kernels/metrics.cuh"
@@ -30,8 +37,10 @@ struct layout {
 
 layout make_layout(std::int64_t na, std::int64_t nb, std::int64_t d, std::int64_t chunk, executor where) {
   layout l;
-  const std::int64_t items_limit = std::numeric_limits<std::int64_t>::max() / 16;
-  if (chunk > items_limit / (na + nb) || chunk > items_limit / d) {
+  // CUB's segmented radix sort counts items and segments in int.
+  const std::int64_t items_limit =
+      where == executor::cuda ? std::int64_t(INT_MAX) : std::numeric_limits<std::int64_t>::max() / 16;
+  if (chunk > items_limit / (na + nb) || chunk > items_limit / d || 2 * chunk > items_limit) {
     l.total = too_large;
     return l;
   }
@@ -51,12 +60,35 @@ layout make_layout(std::int64_t na, std::int64_t nb, std::int64_t d, std::int64_
     l.keys1 = take(std::size_t(items) * sizeof(float));
     cub::DoubleBuffer<float> keys(nullptr, nullptr);
     const std::int64_t* no_offsets = nullptr;
-    DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(nullptr, l.temp_bytes, keys, items, 2 * chunk,
-                                                           no_offsets, no_offsets + 1));
+    DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(nullptr, l.temp_bytes, keys, int(items),
+                                                                int(2 * chunk), no_offsets, no_offsets + 1));
     l.temp = take(l.temp_bytes);
   }
   l.total = at + align_bytes;
   return l;
+}
+
+// One block per direction: thread t adds the parts of atoms t, t + block, ... of the larger sample in order, then a
+// fixed-shape tree in shared memory adds the block's partial sums, so the value does not depend on timing.
+constexpr int distance_block = 256;
+
+static __global__ void __launch_bounds__(distance_block)
+    wasserstein_direction_kernel(kernels::wasserstein_direction_functor f) {
+  __shared__ double partial[distance_block];
+  const std::int64_t c = blockIdx.x;
+  const float *smaller, *larger;
+  std::int64_t ns, nl;
+  const bool finite = f.samples(c, smaller, ns, larger, nl);
+  double sum = 0;
+  if (finite)
+    for (std::int64_t j = threadIdx.x; j < nl; j += distance_block) sum += f.part(smaller, ns, larger, nl, j);
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int width = distance_block / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) f.values[c] = finite ? f.finish(partial[0]) : NAN;
 }
 
 executor resolve_for_query(executor where) {
@@ -83,6 +115,9 @@ std::int64_t chunk_for(std::int64_t na, std::int64_t nb, std::int64_t d, int dir
 void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d, int directions,
          std::uint64_t seed, int p, double* result, executor where, cudaStream_t stream, void* workspace,
          std::size_t workspace_bytes, std::unique_ptr<detail::scratch>& owned, double** slot) {
+  DIFFSAMPLE_EXPECTS(where != executor::cuda || n_a + n_b <= INT_MAX,
+                     "n_a + n_b: must be < 2^31 on the CUDA executor (CUB's segmented sort counts in int), got "
+                         << n_a + n_b);
   std::int64_t chunk = 0;
   unsigned char* base = nullptr;
   if (workspace != nullptr) {
@@ -113,19 +148,23 @@ void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std
     const std::int64_t items = count * (n_a + n_b);
     kernels::for_each_index(where, count, kernels::direction_functor{u, seed, first, int(d)}, stream);
     kernels::for_each_index(where, items, kernels::projection_functor{a, b, u, keys0, n_a, n_b, int(d)}, stream);
-    const float* sorted = keys0;
     if (where == executor::cuda) {
       cub::DoubleBuffer<float> keys(keys0, reinterpret_cast<float*>(base + l.keys1));
+      const std::int64_t* const_offsets = offsets;  // the type the size query instantiated
       std::size_t temp_bytes = l.temp_bytes;
-      DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(base + l.temp, temp_bytes, keys, items, 2 * count,
-                                                             offsets, offsets + 1, stream));
-      sorted = keys.Current();
+      DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(base + l.temp, temp_bytes, keys, int(items),
+                                                                  int(2 * count), const_offsets, const_offsets + 1, 0,
+                                                                  int(sizeof(float) * 8), stream));
+      wasserstein_direction_kernel<<<unsigned(count), distance_block, 0, stream>>>(
+          kernels::wasserstein_direction_functor{keys.Current(), keys0, values, n_a, n_b, p});
+      DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
     } else {
 #pragma omp parallel for schedule(dynamic)
       for (std::int64_t s = 0; s < 2 * count; ++s) std::sort(keys0 + offsets[s], keys0 + offsets[s + 1]);
+      const kernels::wasserstein_direction_functor distance{keys0, keys0, values, n_a, n_b, p};
+#pragma omp parallel for schedule(dynamic)
+      for (std::int64_t c = 0; c < count; ++c) distance(c);
     }
-    kernels::for_each_index(where, count, kernels::wasserstein_direction_functor{sorted, keys0, values, n_a, n_b, p},
-                            stream);
     kernels::for_each_index(where, 1,
                             kernels::accumulate_functor{values, sums, result, count, directions, p, first == 0,
                                                         first + count == directions},

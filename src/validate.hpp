@@ -40,6 +40,10 @@ void check_values(const char* name, const std::vector<double>& values, bool posi
 /// (defined in src/metrics.cpp; both executors' entry points share it).
 void check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, int directions, int p);
 
+/// Copies `bytes` of host memory to the device on `stream` and synchronises that stream, so that kernels on any
+/// stream see the data once this returns (a plain cudaMemcpy from pageable memory may return before its DMA lands).
+void upload_and_wait(void* device, const void* host, std::size_t bytes, cudaStream_t stream);
+
 /// Throws out_of_memory when `bytes` exceed the free device memory (CUDA) or are absurd for the host.
 void check_allocation(const char* what, std::size_t bytes, executor where);
 

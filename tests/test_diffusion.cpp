@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "reference/helpers.hpp"
@@ -498,23 +499,28 @@ TEST(Diffusion, CpuAndGpuAgree) {
 }
 
 namespace {
-// Runs a plan on the CPU with the mixture as the "network": model output at the plan's channel for each step.
-std::vector<float> run_plan(const gaussian_mixture& mix, std::int64_t n, const diffusion_options& o, model_output out) {
+// Runs `trajectories` trajectories of a plan on the CPU with the mixture as the "network" (model output at the
+// plan's channel for each step), each from its own reset(); returns them one after the other.
+std::vector<float> run_plan(const gaussian_mixture& mix, std::int64_t n, const diffusion_options& o, model_output out,
+                            int trajectories = 1) {
   const std::int64_t d = mix.dim();
   diffusion_plan plan(n, d, o, out, cpu);
-  std::vector<float> x(n * d), model(n * d);
-  plan.reset(x.data());
+  std::vector<float> x(n * d), model(n * d), all;
   const quantity q = out == model_output::denoiser ? quantity::denoiser : quantity::score;
-  for (std::int64_t k = 0; k < plan.steps(); ++k) {
-    EXPECT_EQ(*plan.step_counter(), k);
-    mix.evaluate(q, x.data(), n, plan.step_channel(k), model.data(), cpu);
-    plan.step(x.data(), model.data());
+  for (int t = 0; t < trajectories; ++t) {
+    plan.reset(x.data());
+    for (std::int64_t k = 0; k < plan.steps(); ++k) {
+      EXPECT_EQ(*plan.step_counter(), k);
+      mix.evaluate(q, x.data(), n, plan.step_channel(k), model.data(), cpu);
+      plan.step(x.data(), model.data());
+    }
+    if (plan.needs_final_jump()) {
+      mix.evaluate(q, x.data(), n, plan.step_channel(plan.steps()), model.data(), cpu);
+      plan.finish(x.data(), model.data());
+    }
+    all.insert(all.end(), x.begin(), x.end());
   }
-  if (plan.needs_final_jump()) {
-    mix.evaluate(q, x.data(), n, plan.step_channel(plan.steps()), model.data(), cpu);
-    plan.finish(x.data(), model.data());
-  }
-  return x;
+  return all;
 }
 
 std::vector<diffusion_options> plan_cases() {
@@ -545,6 +551,45 @@ std::vector<diffusion_options> plan_cases() {
 }
 }  // namespace
 
+// The register path at every dimension of its list (2, 8, 10, 16, 32) and the workspace path (d = 3), with a
+// trajectory output, for a stochastic and a deterministic sampler: as in CpuAndGpuAgree, at most 1% of chains may
+// end (or be recorded) more than 1e-2 apart.
+TEST(Diffusion, GpuRegisterPathAtEveryListedDimension) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  for (std::int64_t d : {2, 3, 8, 10, 16, 32}) {
+    const gaussian_mixture mix = test_mixture(d);
+    for (diffusion_sampler s : {diffusion_sampler::ddpm, diffusion_sampler::ddim}) {
+      diffusion_options o;
+      o.sampler = s;
+      o.eta = 0.0;
+      o.steps = 40;
+      o.seed = 23;
+      o.record_every = 20;
+      const std::int64_t n = 1000, records = 2;
+      std::vector<float> host(n * d), host_traj(records * n * d);
+      diffusion(mix, host.data(), n, o, {host_traj.data()}, cpu);
+      diffsample::testing::device_buffer<float> dx(n * d), dtraj(records * n * d);
+      const auto rep = diffusion(mix, dx.ptr, n, o, {dtraj.ptr}, {executor::cuda, nullptr});
+      EXPECT_EQ(rep.ran, executor::cuda);
+      EXPECT_EQ(rep.register_path, d != 3);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const auto dev = dx.download(), traj = dtraj.download();
+      for (const auto& [a, b, rows] : {std::tuple<const std::vector<float>*, const std::vector<float>*, std::int64_t>{
+                                           &host, &dev, n},
+                                       std::tuple<const std::vector<float>*, const std::vector<float>*, std::int64_t>{
+                                           &host_traj, &traj, records * n}}) {
+        std::int64_t far = 0;
+        for (std::int64_t i = 0; i < rows; ++i) {
+          double diff = 0;
+          for (std::int64_t j = 0; j < d; ++j) diff = std::max(diff, double(std::abs((*a)[i * d + j] - (*b)[i * d + j])));
+          far += diff > 1e-2;
+        }
+        EXPECT_LE(far, rows / 100) << to_string(s) << " d = " << d;
+      }
+    }
+  }
+}
+
 // Seen failing with the plan keying its step noise by k instead of k + 1.
 TEST(DiffusionPlan, DenoiserOutputReproducesTheFusedSamplerExactly) {
   // Same table, same stream keys, same FP32 operations: the stepwise path must give the fused result bit for bit.
@@ -553,6 +598,23 @@ TEST(DiffusionPlan, DenoiserOutputReproducesTheFusedSamplerExactly) {
     for (const diffusion_options& o : plan_cases()) {
       const auto fused = run(mix, 200, o);
       const auto stepped = run_plan(mix, 200, o, model_output::denoiser);
+      EXPECT_EQ(fused, stepped) << to_string(o.sampler) << " d = " << d;
+    }
+  }
+}
+
+// Seen failing with reset() leaving the random key where it was (every trajectory drew the same noise).
+TEST(DiffusionPlan, EachResetDrawsFreshNoiseAndNTrajectoriesEqualOneFusedRunOverNnChains) {
+  // Trajectory t keys row i by chain first_chain + t n + i (read and advanced in the plan's device-side state), so
+  // N trajectories equal one diffusion() over N n chains bit for bit. d = 3 and 6 leave a partial Philox block.
+  const std::int64_t n = 40;
+  const int trajectories = 3;
+  for (std::int64_t d : {3, 6}) {
+    const gaussian_mixture mix = test_mixture(d);
+    for (diffusion_options o : plan_cases()) {
+      o.first_chain = 11;
+      const auto fused = run(mix, trajectories * n, o);
+      const auto stepped = run_plan(mix, n, o, model_output::denoiser, trajectories);
       EXPECT_EQ(fused, stepped) << to_string(o.sampler) << " d = " << d;
     }
   }
@@ -597,67 +659,86 @@ TEST(DiffusionPlan, RejectsFusedOnlySamplersAndStopsAfterTheLastStep) {
 
 TEST(DiffusionPlan, GpuPlanMatchesCpuPlan) {
   DIFFSAMPLE_REQUIRE_GPU();
-  const gaussian_mixture mix = test_mixture(2);
-  const std::int64_t n = 1000, d = 2;
-  diffusion_options o;
-  o.steps = 30;
-  o.seed = 4;
-  const auto host = run_plan(mix, n, o, model_output::denoiser);
-  diffusion_plan plan(n, d, o, model_output::denoiser, {executor::cuda, nullptr});
-  diffsample::testing::device_buffer<float> x(n * d), model(n * d);
-  plan.reset(x.ptr);
-  for (std::int64_t k = 0; k < plan.steps(); ++k) {
-    mix.evaluate(quantity::denoiser, x.ptr, n, plan.step_channel(k), model.ptr, {executor::cuda, nullptr});
-    plan.step(x.ptr, model.ptr);
+  // d = 2 (one partial Philox block per row) and an image-sized batch, n = 64 rows of d = 12,288 (3,072 blocks per
+  // row, one thread each). Normals may differ from the CPU's in the last bits (__sincosf), so elements are
+  // compared to 1e-2 and at most 1% may differ more (a chain tipped across a mode boundary).
+  for (const auto& [n, d, steps] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1000, 2, 30},
+                                    std::tuple<std::int64_t, std::int64_t, std::int64_t>{64, 12288, 10}}) {
+    const gaussian_mixture mix = test_mixture(d);
+    diffusion_options o;
+    o.steps = steps;
+    o.seed = 4;
+    const auto host = run_plan(mix, n, o, model_output::denoiser);
+    diffusion_plan plan(n, d, o, model_output::denoiser, {executor::cuda, nullptr});
+    diffsample::testing::device_buffer<float> x(n * d), model(n * d);
+    plan.reset(x.ptr);
+    for (std::int64_t k = 0; k < plan.steps(); ++k) {
+      mix.evaluate(quantity::denoiser, x.ptr, n, plan.step_channel(k), model.ptr, {executor::cuda, nullptr});
+      plan.step(x.ptr, model.ptr);
+    }
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto dev = x.download();
+    std::int64_t far = 0;
+    for (std::int64_t i = 0; i < n * d; ++i) far += std::abs(host[i] - dev[i]) > 1e-2;
+    EXPECT_LE(far, n * d / 100) << "n = " << n << ", d = " << d;
   }
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const auto dev = x.download();
-  std::int64_t far = 0;
-  for (std::int64_t i = 0; i < n * d; ++i) far += std::abs(host[i] - dev[i]) > 1e-2;
-  EXPECT_LE(far, n / 100);
 }
 
-TEST(DiffusionPlan, CapturedGraphReplaysTheStepLoop) {
+TEST(DiffusionPlan, CapturedGraphDrawsFreshNoiseOnEveryReplay) {
   DIFFSAMPLE_REQUIRE_GPU();
-  // The step index lives on the device, so a captured (model, step) loop replays with the right coefficients and
-  // noise: the graph's result equals the same loop issued directly, bit for bit (same kernels, same inputs).
-  // Relaxed capture because the validation inside evaluate() queries pointer attributes, which stricter modes may refuse.
-  const gaussian_mixture mix = test_mixture(2);
-  const std::int64_t n = 1000, d = 2;
+  // The step index and the random key live on the device and reset() advances the key there, so a captured
+  // (reset, model, step, ...) trajectory replayed N times equals N uncaptured trajectories of a plan with the same
+  // options bit for bit (same kernels, same inputs), and every replay draws fresh noise. Relaxed capture because
+  // the validation inside evaluate() queries pointer attributes, which stricter modes may refuse.
+  const gaussian_mixture mix = test_mixture(6);
+  const std::int64_t n = 1000, d = 6;
+  const int replays = 3;
   diffusion_options o;
   o.steps = 20;
   o.seed = 9;
+  o.first_chain = 5;
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   const execution gpu{executor::cuda, stream};
-  diffusion_plan plan(n, d, o, model_output::denoiser, gpu);
+  diffusion_plan direct_plan(n, d, o, model_output::denoiser, gpu), captured_plan(n, d, o, model_output::denoiser, gpu);
   diffsample::testing::device_buffer<float> x(n * d), model(n * d);
-  auto loop = [&] {
+  auto trajectory = [&](diffusion_plan& plan) {
+    plan.reset(x.ptr, stream);
     for (std::int64_t k = 0; k < plan.steps(); ++k) {
       mix.evaluate(quantity::denoiser, x.ptr, n, plan.step_channel(k), model.ptr, gpu);
       plan.step(x.ptr, model.ptr, stream);
     }
   };
-  plan.reset(x.ptr, stream);
-  loop();
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  const auto direct = x.download();
+  std::vector<std::vector<float>> direct;
+  for (int t = 0; t < replays; ++t) {
+    trajectory(direct_plan);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    direct.push_back(x.download());
+  }
+  EXPECT_NE(direct[0], direct[1]);
 
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
-  loop();
+  trajectory(captured_plan);
   ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  for (int replay = 0; replay < 2; ++replay) {
-    plan.reset(x.ptr, stream);
+  std::vector<float> replayed;
+  for (int t = 0; t < replays; ++t) {
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    EXPECT_EQ(x.download(), direct) << "replay " << replay;
+    const auto result = x.download();
+    EXPECT_EQ(result, direct[t]) << "replay " << t;
+    replayed.insert(replayed.end(), result.begin(), result.end());
     std::int64_t counter = -1;
-    ASSERT_EQ(cudaMemcpy(&counter, plan.step_counter(), sizeof counter, cudaMemcpyDeviceToHost), cudaSuccess);
-    EXPECT_EQ(counter, plan.steps());
+    ASSERT_EQ(cudaMemcpy(&counter, captured_plan.step_counter(), sizeof counter, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(counter, captured_plan.steps());
   }
+  // The same trajectories on the CPU executor, to rounding (normals may differ in the last bits on the device).
+  const auto host = run_plan(mix, n, o, model_output::denoiser, replays);
+  std::int64_t far = 0;
+  for (std::size_t i = 0; i < host.size(); ++i) far += std::abs(host[i] - replayed[i]) > 1e-2;
+  EXPECT_LE(far, std::int64_t(host.size()) / 100);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);

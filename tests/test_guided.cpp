@@ -453,3 +453,30 @@ TEST(Guided, PerProblemObservations) {
     EXPECT_LE(std::abs(m - exact), 4 * se + 0.1) << "group " << group;
   }
 }
+
+// DPS and Pi-GDM on the CUDA executor against the CPU one (same functors; no resampling, so each particle's
+// trajectory is continuous in its noise): normals differ in the last bits, so at most 1% of the coordinates may
+// differ by more than 1e-2 relative, and every output must be finite.
+TEST(Guided, GpuDpsAndPigdmMatchTheCpu) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const benchmark_problem p = make_problem(10, 9);
+  const ds::guided_problems g = replicate(p.observation, 2);
+  for (ds::guided_sampler s : {ds::guided_sampler::dps, ds::guided_sampler::pigdm}) {
+    const ds::guided_options o = options(s, 512, 50, 17);
+    const std::int64_t count = 2 * 512 * 10;
+    std::vector<float> host(count, NAN);
+    ds::guided_outputs out;
+    out.samples = host.data();
+    ds::guided_sample(p.prior, g, o, out, cpu());
+    ds::testing::device_buffer<float> dev(count);
+    out.samples = dev.ptr;
+    ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
+    const std::vector<float> got = dev.download();
+    std::int64_t far = 0;
+    for (std::int64_t i = 0; i < count; ++i) {
+      ASSERT_TRUE(std::isfinite(got[i])) << ds::to_string(s) << " " << i;
+      far += std::abs(got[i] - host[i]) > 1e-2 * (1 + std::abs(host[i]));
+    }
+    EXPECT_LE(far, count / 100) << ds::to_string(s);
+  }
+}

@@ -4,7 +4,9 @@
 // tests), ULA noise sqrt(gamma) instead of sqrt(2 gamma) (ULA and MALA variance tests).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "reference/helpers.hpp"
@@ -222,5 +224,58 @@ TEST(LangevinGpu, CudaMatchesCpuAndBatchSplit) {
     o2.first_chain = 1000;
     langevin(mix, gparts.ptr + 1000 * d, n - 1000, o2);
     EXPECT_EQ(gparts.download(), gpu);
+  }
+}
+
+// Every dimension of the register list (1, 2, 4, 8, 10, 16, 32) and one workspace dimension (5), each method, with
+// trajectory and acceptance outputs, on both executors from the same start. ULA and tamed ULA are continuous in the
+// noise, so states agree to ~1e-5 (last-bit normals, FP32 scores) and 1e-3 relative is asserted; their acceptance
+// output is the step count. MALA's accept/reject can flip where a last-bit difference meets the threshold: at most
+// 1% of chains may end more than 1e-2 apart, and the total acceptance counts must agree within 1% (a flipped
+// decision changes a chain's count by at most the number of steps after it).
+TEST(LangevinGpu, EveryRegisterDimensionEveryMethodAndTheOutputs) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  for (int d : {1, 2, 4, 5, 8, 10, 16, 32}) {
+    const auto mix = grid_mixture(d, 3, 2.0, 0.5);
+    const std::int64_t n = 2048, steps = 12, every = 4, records = steps / every;
+    std::vector<float> init(n * d);
+    mix.sample(init.data(), n, {}, 2, nullptr, 0, {executor::cpu});
+    for (langevin_method m : {langevin_method::ula, langevin_method::mala, langevin_method::tamed_ula}) {
+      langevin_options o;
+      o.method = m;
+      o.step_size = 0.01;
+      o.steps = steps;
+      o.record_every = every;
+      auto cpu = init;
+      std::vector<float> cpu_traj(records * n * d);
+      std::vector<std::int64_t> cpu_acc(n);
+      langevin(mix, cpu.data(), n, o, {cpu_traj.data(), cpu_acc.data()}, {executor::cpu});
+      dt::device_buffer<float> gx(init), gtraj(records * n * d);
+      dt::device_buffer<std::int64_t> gacc(n);
+      const auto report = langevin(mix, gx.ptr, n, o, {gtraj.ptr, gacc.ptr});
+      EXPECT_EQ(report.ran, executor::cuda);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const auto gpu = gx.download(), traj = gtraj.download();
+      const auto acc = gacc.download();
+      const std::string what = "d = " + std::to_string(d) + ", method " + std::to_string(int(m));
+      if (m != langevin_method::mala) {
+        for (std::int64_t i = 0; i < n * d; ++i)
+          ASSERT_NEAR(gpu[i], cpu[i], 1e-3 * (1 + std::abs(cpu[i]))) << what << ", " << i;
+        for (std::int64_t i = 0; i < records * n * d; ++i)
+          ASSERT_NEAR(traj[i], cpu_traj[i], 1e-3 * (1 + std::abs(cpu_traj[i]))) << what << ", record " << i;
+        for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(acc[i], steps) << what;
+      } else {
+        std::int64_t far = 0, total_cpu = 0, total_gpu = 0;
+        for (std::int64_t i = 0; i < n; ++i) {
+          double diff = 0;
+          for (int j = 0; j < d; ++j) diff = std::max(diff, double(std::abs(gpu[i * d + j] - cpu[i * d + j])));
+          far += diff > 1e-2;
+          total_cpu += cpu_acc[i];
+          total_gpu += acc[i];
+        }
+        EXPECT_LE(far, n / 100) << what;
+        EXPECT_NEAR(double(total_gpu), double(total_cpu), 0.01 * double(total_cpu) + 1) << what;
+      }
+    }
   }
 }

@@ -231,6 +231,63 @@ TEST(SlicedWassersteinGpu, CudaExecutorMatchesHost) {
                 ds::sliced_wasserstein(one_a.data(), 1, line_b.data(), 300, 1, 3, 1, p), 1e-6);
 }
 
+// Hand-computed values. a = {0, 1}, b = {0, 1, 2} on a line (d = 1, so every direction is +-1 and the distance is
+// the 1-D one): the quantile functions differ by 1 on [1/3, 1/2) and [2/3, 1) and agree elsewhere, so W1 = 1/2 and
+// W2 = sqrt(1/2). Unequal sizes exercise the integer quantile grid (atoms of b meet two atoms of a), swapped sizes
+// the other branch, and a = {3} against b a single-atom segment. Seen failing with each overlapping atom counted
+// with its whole mass instead of the overlap (W1 = 0.6667).
+TEST(SlicedWasserstein, PinnedValuesOnTheCpuExecutor) {
+  const std::vector<float> a = {1.f, 0.f}, b = {2.f, 0.f, 1.f}, c = {3.f};
+  for (int p = 1; p <= 2; ++p) {
+    const double w = p == 1 ? 0.5 : std::sqrt(0.5);
+    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(a.data(), 2, b.data(), 3, 1, 5, 3, p, cpu()), w) << "p = " << p;
+    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(b.data(), 3, a.data(), 2, 1, 5, 3, p, cpu()), w) << "p = " << p;
+    // {3} against {0, 1, 2}: W1 = (3 + 2 + 1) / 3 = 2, W2^2 = (9 + 4 + 1) / 3.
+    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(c.data(), 1, b.data(), 3, 1, 2, 3, p, cpu()),
+                     p == 1 ? 2.0 : std::sqrt(14.0 / 3.0)) << "p = " << p;
+  }
+}
+
+// The asynchronous call issues no host synchronisation and no host read-back, so it can be captured in a CUDA graph
+// (a caller workspace keeps allocation out of the graph; relaxed mode because argument validation queries pointer
+// attributes). Replays recompute the same value bit for bit, equal to the uncaptured call, and the graph follows
+// new sample values written into the same buffers.
+TEST(SlicedWassersteinGpu, AsyncCallCapturedInAGraph) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const std::int64_t na = 3000, nb = 2000, d = 8;
+  const int L = 32;
+  const std::vector<float> a = normals(na, d, 30), b = normals(nb, d, 31, {}, 2.0), b2 = normals(nb, d, 32, {}, 3.0);
+  dt::device_buffer<float> da(a), db(b);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  const ds::execution gpu{ds::executor::cuda, stream};
+  const std::size_t bytes = ds::sliced_wasserstein_workspace_bytes(na, nb, d, 8, ds::executor::cuda);
+  dt::device_buffer<unsigned char> ws(bytes);
+  dt::device_buffer<double> result(1);
+  for (int p = 1; p <= 2; ++p) {
+    db.upload(b);
+    const double direct = ds::sliced_wasserstein(da.ptr, na, db.ptr, nb, d, L, 4, p, gpu, ws.ptr, bytes);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+    ds::sliced_wasserstein_async(da.ptr, na, db.ptr, nb, d, L, 4, p, result.ptr, gpu, ws.ptr, bytes);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int replay = 0; replay < 2; ++replay) {
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      EXPECT_EQ(result.download()[0], direct) << "p = " << p << ", replay " << replay;
+    }
+    db.upload(b2);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(result.download()[0], ds::sliced_wasserstein(da.ptr, na, db.ptr, nb, d, L, 4, p, gpu, ws.ptr, bytes));
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  cudaStreamDestroy(stream);
+}
+
 TEST(SlicedWasserstein, Validation) {
   const std::vector<float> a = normals(10, 2, 1), b = normals(12, 2, 2);
   auto exec = [&](const float* pa, std::int64_t na, const float* pb, std::int64_t nb, std::int64_t d, int dirs,

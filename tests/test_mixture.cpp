@@ -255,6 +255,19 @@ TEST(MixtureGpu, CudaMatchesCpu) {
     const auto gpu = dout.download();
     for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-4 * (1 + std::abs(cpu[i]))) << i;
   }
+  // Denoiser Jacobian-vector products, isotropic and diagonal mixtures, same FP32 functor on both executors: they
+  // differ by FP32 rounding only (exp, division and contraction order), so 1e-4 relative as above.
+  const auto v64 = random_points(n, d, 1.0, 2);
+  std::vector<float> v(v64.begin(), v64.end());
+  dt::device_buffer<float> dv(v);
+  for (bool iso : {true, false}) {
+    const auto m2 = random_mixture(25, d, iso, 4.0, 7);
+    m2.denoiser_jvp(x.data(), v.data(), n, {0.7, 0.5}, cpu.data(), {executor::cpu});
+    EXPECT_EQ(m2.denoiser_jvp(dx.ptr, dv.ptr, n, {0.7, 0.5}, dout.ptr), executor::cuda);
+    const auto gpu = dout.download();
+    for (std::int64_t i = 0; i < n * d; ++i)
+      ASSERT_NEAR(gpu[i], cpu[i], 1e-4 * (1 + std::abs(cpu[i]))) << "jvp, isotropic " << iso << ", " << i;
+  }
   // Exact samples: component labels come from uniform bits, identical on both executors.
   std::vector<std::int32_t> lcpu(n);
   dt::device_buffer<std::int32_t> lgpu(n);

@@ -119,18 +119,27 @@ namespace detail {
 struct plan_storage;
 }
 
-/// Stepwise sampling with a caller's model (a neural network): the plan holds the coefficient table and a device
-/// step counter; per step the caller evaluates its model at the channel step_channel(k) on the current x for the
-/// whole batch, writes the output into a buffer, and step() applies the fused update. step() neither synchronises
-/// nor allocates, and the step index advances on the device, so a loop of (model, step) can be captured in a CUDA
-/// graph and replayed. Samplers: ddpm, ddim, reverse_sde, ode_euler, stochastic_localization and walk_jump
-/// (ode_heun and sequential_measurements evaluate the model at points other than x and are fused-only).
-/// With the mixture's denoiser as the model, the result equals diffusion() on the same options bit for bit on the
-/// CPU executor.
+/// Stepwise sampling with a caller's model (a neural network): the plan holds the coefficient table and, in device
+/// memory, the step index and the random-stream key of the current trajectory; per step the caller evaluates its
+/// model at the channel step_channel(k) on the current x for the whole batch, writes the output into a buffer, and
+/// step() applies the fused update. step() neither synchronises nor allocates, and everything that changes between
+/// steps or trajectories is read and advanced on the device, so a loop of (model, step), with or without reset(),
+/// can be captured in a CUDA graph and replayed.
+/// Samplers: ddpm, ddim, reverse_sde, ode_euler, stochastic_localization and walk_jump (ode_heun and
+/// sequential_measurements evaluate the model away from x and are fused-only).
+///
+/// Randomness: trajectory t (the one begun by the (t+1)-th reset(), t = 0, 1, ...) draws row i's noise from the
+/// Philox stream of chain options.first_chain + t n + i, as diffusion() does for that chain. So N trajectories of
+/// a plan (N replays of a captured graph that contains reset(), or N resets around a replayed step loop) draw fresh
+/// noise each time and equal, bit for bit on the CPU executor with the mixture's denoiser as the model, one
+/// diffusion() call over N n chains from options.first_chain. Before the first reset() the key is that of t = 0.
+/// Work is one thread per four coordinates of a row (one Philox block), so a small batch of large images fills the
+/// GPU.
 class DIFFSAMPLE_API diffusion_plan {
  public:
-  /// Validates the options, builds the table and allocates device memory once (cudaMalloc and a synchronous copy:
-  /// construction synchronises; nothing afterwards does).
+  /// Validates the options, builds the table and allocates device memory once: cudaMalloc, copies on exec.stream,
+  /// then cudaStreamSynchronize(exec.stream), so the plan is ready for any stream when the constructor returns;
+  /// nothing afterwards synchronises.
   /// @param n, d      batch size and dimension of x and of the model buffer (n x d floats each)
   /// @param exec      executor::cuda or executor::cpu (automatic picks CUDA when a GPU is present)
   /// @throws invalid_argument for bad sizes, unsupported samplers or invalid schedules
@@ -154,8 +163,9 @@ class DIFFSAMPLE_API diffusion_plan {
   /// Device (or, on the CPU executor, host) pointer to the current step index, for models captured in a graph.
   const std::int64_t* step_counter() const noexcept;
 
-  /// Resets the step counter to 0 and, when options.draw_initial, draws x = s_0 z (n x d) as diffusion() does.
-  /// Asynchronous on the CUDA executor.
+  /// Starts the next trajectory: the step counter goes to 0 and the random key to that trajectory's chains (see
+  /// the class comment), both on the device; when options.draw_initial, draws x = s_0 z (n x d) as diffusion()
+  /// does. Asynchronous on the CUDA executor; capturable.
   void reset(float* x, cudaStream_t stream = nullptr);
   /// Applies the update of the current step to x given the model output at x (both n x d, on the plan's
   /// executor) and advances the step counter. A call past the last step leaves x unchanged. Asynchronous; no

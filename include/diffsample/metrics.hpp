@@ -51,10 +51,13 @@ DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, 
 /// moves the direction by at most 2e-5 sqrt(d) / ||z|| and adds twice that times max_i ||x_i|| (a few 1e-5
 /// max_i ||x_i|| for d >= 8; far less in practice).
 ///
-/// Work: one pass per chunk of directions (projections, a per-direction sort: CUB's segmented sort on CUDA,
-/// std::sort on the CPU; then one thread per direction merges its two sorted sets). Memory: without a workspace,
-/// one stream-ordered allocation of at most sliced_wasserstein_scratch_limit bytes (or the size for one direction
-/// when that is larger); with a workspace, as many directions per pass as fit in it.
+/// Work: one pass per chunk of directions (projections, a per-direction sort: CUB's segmented radix sort on CUDA,
+/// std::sort on the CPU; then each direction's exact 1-D distance, summed over the atoms of the larger set: by one
+/// CUDA block per direction on the GPU, in a fixed order so the value does not depend on timing). On the CUDA
+/// executor nothing is read back and nothing synchronises the host, so with a caller workspace the call can be
+/// captured in a CUDA graph (stream capture, relaxed mode); n_a + n_b must be below 2^31 there.
+/// Memory: without a workspace, one stream-ordered allocation of at most sliced_wasserstein_scratch_limit bytes (or
+/// the size for one direction when that is larger); with a workspace, as many directions per pass as fit in it.
 ///
 /// A non-finite value in the samples (or a projection beyond the float range) makes @p result NaN; samples are not
 /// scanned beforehand, as that would need a synchronising reduction.

@@ -44,6 +44,9 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// @param means      K x d row-major component means
   /// @param variances  K values (isotropic components, v_k = tau_k^2 in every coordinate) or K x d values
   ///                   (diagonal components); every value positive and finite
+  /// When a GPU is present the FP32 parameter tables are copied to the device on the legacy default stream and that
+  /// stream is synchronised: construction synchronises, and the tables are in place for kernels on any stream
+  /// (non-blocking ones included) when the constructor returns.
   /// @throws invalid_argument naming the bad argument and value; cuda_error if the device copy fails
   gaussian_mixture(std::int64_t dim, std::vector<double> weights, std::vector<double> means,
                    std::vector<double> variances);

@@ -35,7 +35,9 @@ struct linear_observation {
 ///
 /// Construction is synchronous work of O(K (d_x^3 + d_y^3 + d_y d_x^2)), on the CPU executor unless an execution
 /// names CUDA. When a GPU is present it also copies the sampling tables (K (d_x^2 + d_x + 1) doubles) to the device
-/// with a synchronous cudaMemcpy, as gaussian_mixture does; copies of the object share that device copy.
+/// on exec.stream (the legacy default stream for the constructors without an execution) and synchronises that
+/// stream, so the tables are in place for kernels on any stream when the constructor returns; copies of the object
+/// share that device copy.
 class DIFFSAMPLE_API mixture_posterior {
  public:
   /// @throws invalid_argument when sizes disagree, a value is not finite, sigma_y < 0, or
