@@ -2,6 +2,7 @@
 /// @brief Umbrella header of the C++ API.
 #pragma once
 
+#include <diffsample/binary.hpp>
 #include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
 #include <diffsample/guided.hpp>

@@ -1,0 +1,283 @@
+// Binary data on {-1,1}^d (formulas in the README, section "Binary data"): a mixture of product Bernoulli priors
+// seen through the binary-flip channel y = x o eps, P(eps_j = +-1) = sigmoid(+-2 alpha), and the discrete samplers
+// that run on it. One source for both executors and for the FP64 reference (T = double, P = double).
+//
+// With theta_kj = atanh(2 p_kj - 1) / 1 = 0.5 log(p_kj / (1 - p_kj)) (so p_kj = sigmoid(2 theta_kj)), one factor of
+// the smoothed density is p e^{alpha y} + (1 - p) e^{-alpha y} = cosh(theta + alpha y) / cosh(theta), hence
+//   log q(y) = logsumexp_k [ log w_k + sum_j (logcosh(theta_kj + alpha y_j) - logcosh(theta_kj)) ] - d log(2 cosh alpha),
+//   grad log q(y) = alpha sum_k r_k(y) tanh(theta_k + alpha y),   E[x | y] = sum_k r_k(y) tanh(theta_k + alpha y),
+// exact as a pmf on {-1,1}^d and smooth on all of R^d. Every term logcosh(theta + alpha y) - logcosh(theta) is
+// bounded by alpha |y|, so logits stay accurate in FP32 at any d. Several measurements y_1..y_m of one x enter only
+// through their sum u = y_1 + ... + y_m: the same formulas at the point u (the "offset" of the samplers below).
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+
+#include "kernels/config.cuh"
+#include "kernels/mixture.cuh"
+#include "kernels/rng.cuh"
+
+namespace diffsample::kernels {
+
+/// Non-owning view of a Bernoulli mixture, taken by value by kernels.
+template <class P>
+struct bernoulli_view {
+  const P* log_weights;    // K, normalised
+  const P* theta;          // K x d, 0.5 log(p / (1 - p)), clamped to +-max_theta
+  const P* logcosh_theta;  // K x d
+  int components;
+  int dim;
+  DS_HD_INLINE std::int64_t at(int k, int j) const { return static_cast<std::int64_t>(k) * dim + j; }
+};
+
+/// |theta| kept: p = 0 or 1 act as p = sigmoid(-+40), 4e-18 away, below FP64 resolution of p itself.
+constexpr double max_theta = 20.0;
+
+template <class T>
+DS_HD_INLINE T ds_log1p(T x);
+template <>
+DS_HD_INLINE float ds_log1p(float x) {
+  return log1pf(x);
+}
+template <>
+DS_HD_INLINE double ds_log1p(double x) {
+  return log1p(x);
+}
+
+/// log cosh z and tanh z from one exponential: e = exp(-2|z|), logcosh = |z| + log1p(e) - log 2.
+template <class T>
+DS_HD_INLINE void logcosh_tanh(T z, T& logcosh, T& tanh_z) {
+  const T a = z < T(0) ? -z : z;
+  const T e = ds_exp(T(-2) * a);
+  logcosh = a + ds_log1p(e) - T(0.69314718055994530942);
+  const T t = (T(1) - e) / (T(1) + e);
+  tanh_z = z < T(0) ? -t : t;
+}
+template <class T>
+DS_HD_INLINE T logcosh(T z) {
+  const T a = z < T(0) ? -z : z;
+  return a + ds_log1p(ds_exp(T(-2) * a)) - T(0.69314718055994530942);
+}
+
+/// log sigmoid(x) = -log(1 + e^{-x}), stable for either sign.
+template <class T>
+DS_HD_INLINE T log_sigmoid(T x) {
+  return x < T(0) ? x - ds_log1p(ds_exp(x)) : -ds_log1p(ds_exp(-x));
+}
+template <class T>
+DS_HD_INLINE T sigmoid(T x) {
+  return x < T(0) ? ds_exp(x) / (T(1) + ds_exp(x)) : T(1) / (T(1) + ds_exp(-x));
+}
+
+/// The point u + y of a multiple-measurement stage (u: sum of the earlier measurements), read coordinate-wise.
+template <class U, class Y>
+struct sum_point {
+  const U& u;
+  const Y& y;
+  DS_HD_INLINE auto operator[](int j) const -> decltype(u[j] + y[j]) { return u[j] + y[j]; }
+};
+
+/// log q(y) + d log(2 cosh alpha) normalisation: the exact log pmf on {-1,1}^d (any real y accepted).
+template <class T, class P, class Y>
+DS_HD_INLINE T bernoulli_log_density(const bernoulli_view<P>& m, const Y& y, T alpha) {
+  online_softmax<T> sm;
+  T rescale, weight;
+  for (int k = 0; k < m.components; ++k) {
+    T l = T(m.log_weights[k]);
+    for (int j = 0; j < m.dim; ++j)
+      l += logcosh(T(m.theta[m.at(k, j)]) + alpha * T(y[j])) - T(m.logcosh_theta[m.at(k, j)]);
+    sm.push(l, rescale, weight);
+  }
+  return sm.log_sum() - T(m.dim) * (logcosh(alpha) + T(0.69314718055994530942));
+}
+
+/// out = sum_k r_k(y) tanh(theta_k + alpha y) = E[x | y] (the score is alpha times it); returns log q(y) (normalised
+/// as bernoulli_log_density). out may not alias y.
+template <class T, class P, class Y, class G>
+DS_HD_INLINE T bernoulli_posterior_mean(const bernoulli_view<P>& m, const Y& y, T alpha, G& out) {
+  const int d = m.dim;
+  online_softmax<T> sm;
+  for (int j = 0; j < d; ++j) out[j] = 0;
+  // Two passes per component: the logit first (its softmax weight decides how earlier sums rescale), then the
+  // tanh terms; recomputing the exponential costs less than storing K x d of them.
+  for (int k = 0; k < m.components; ++k) {
+    T l = T(m.log_weights[k]);
+    for (int j = 0; j < d; ++j)
+      l += logcosh(T(m.theta[m.at(k, j)]) + alpha * T(y[j])) - T(m.logcosh_theta[m.at(k, j)]);
+    T rescale, weight;
+    sm.push(l, rescale, weight);
+    for (int j = 0; j < d; ++j) {
+      const T z = T(m.theta[m.at(k, j)]) + alpha * T(y[j]);
+      const T a = z < T(0) ? -z : z;
+      const T e = ds_exp(T(-2) * a);
+      const T t = (T(1) - e) / (T(1) + e);
+      out[j] = out[j] * rescale + weight * (z < T(0) ? -t : t);
+    }
+  }
+  const T inv_sum = T(1) / sm.sum;
+  for (int j = 0; j < d; ++j) out[j] *= inv_sum;
+  return sm.log_sum() - T(d) * (logcosh(alpha) + T(0.69314718055994530942));
+}
+
+/// Settings of a discrete chain (one-stage discrete Langevin, its Metropolis-adjusted form, or the two-stage
+/// proximal sampler) on the target q(u + y) in y, u the sum of earlier measurements (absent: u = 0).
+struct discrete_params {
+  bernoulli_view<float> mix;
+  float alpha;
+  float eta;
+  int method;  // 0 one-stage, 1 Metropolis-adjusted one-stage, 2 two-stage
+  std::int64_t steps;
+  std::uint64_t seed, first_chain, first_step;
+  std::int64_t* accepted;  // n, or nullptr
+};
+
+/// A zero vector of d coordinates (the offset of a single measurement).
+struct zero_vec {
+  DS_HD_INLINE float operator[](int) const { return 0.f; }
+};
+
+/// Runs p.steps steps of chain `chain` on the state y (entries +-1); s, yp, sp are scratch of the same size; u is the
+/// offset. Step k draws from the Philox stream (seed, chain, first_step + k + step_base). Returns accepted moves.
+///
+/// One-stage: y'_j flips with probability sigmoid(-(s_j(y) y_j + 2 / eta)), i.e. P(y'_j = +1) =
+/// sigmoid(2 (s_j / 2 + y_j / eta)), coordinates independent. Metropolis: the same proposal accepted with
+/// min(1, q(y') t(y | y') / (q(y) t(y' | y))), t the product of the per-coordinate flip probabilities.
+/// Two-stage: z_j = y_j flipped with probability sigmoid(-2 / eta), then P(y_j = +1 | z) = sigmoid(2 (s_j(z) + z_j / eta)).
+template <class V, class U>
+DS_HD_INLINE std::int64_t discrete_chain(const discrete_params& p, std::uint64_t chain, std::uint64_t step_base,
+                                         const U& u, V& y, V& s, V& yp, V& sp) {
+  const int d = y.size();
+  const float alpha = p.alpha, two_over_eta = 2.f / p.eta;
+  std::int64_t accepted = 0;
+  float logq = 0.f;
+  if (p.method != 2) logq = bernoulli_posterior_mean(p.mix, sum_point<U, V>{u, y}, alpha, s);  // s = E[x|.] here
+  for (std::int64_t k = 0; k < p.steps; ++k) {
+    philox rng(p.seed, chain, p.first_step + step_base + static_cast<std::uint64_t>(k));
+    if (p.method == 0) {
+      for (int j = 0; j < d; ++j) {
+        const float a = alpha * s[j] * y[j] + two_over_eta;
+        if (rng.uniform() < sigmoid(-a)) y[j] = -y[j];
+      }
+      logq = bernoulli_posterior_mean(p.mix, sum_point<U, V>{u, y}, alpha, s);
+      ++accepted;
+    } else if (p.method == 1) {
+      float forward = 0.f;
+      for (int j = 0; j < d; ++j) {
+        const float a = alpha * s[j] * y[j] + two_over_eta;
+        const bool flip = rng.uniform() < sigmoid(-a);
+        yp[j] = flip ? -y[j] : y[j];
+        forward += log_sigmoid(flip ? -a : a);
+      }
+      const float logq_new = bernoulli_posterior_mean(p.mix, sum_point<U, V>{u, yp}, alpha, sp);
+      float backward = 0.f;
+      for (int j = 0; j < d; ++j) {
+        const float a = alpha * sp[j] * yp[j] + two_over_eta;
+        backward += log_sigmoid(yp[j] != y[j] ? -a : a);
+      }
+      const float log_accept = (logq_new - logq) + backward - forward;
+      if (ds_log(rng.uniform()) < log_accept) {  // false for NaN: a non-finite proposal is rejected
+        swap_vec(y, yp);
+        swap_vec(s, sp);
+        logq = logq_new;
+        ++accepted;
+      }
+    } else {
+      const float flip_z = sigmoid(-two_over_eta);
+      for (int j = 0; j < d; ++j)
+        if (rng.uniform() < flip_z) y[j] = -y[j];  // y now holds z
+      bernoulli_posterior_mean(p.mix, sum_point<U, V>{u, y}, alpha, s);
+      for (int j = 0; j < d; ++j) {
+        const float plus = sigmoid(2.f * (alpha * s[j] + y[j] / p.eta));
+        y[j] = rng.uniform() <= plus ? 1.f : -1.f;
+      }
+      ++accepted;
+    }
+  }
+  return accepted;
+}
+
+/// Uniform start on {-1,1}^d from the reserved stream (seed, chain, philox_max_step - 1).
+template <class V>
+DS_HD_INLINE void uniform_start(std::uint64_t seed, std::uint64_t chain, V& y) {
+  philox rng(seed, chain, philox_max_step - 1);
+  for (int j = 0; j < y.size(); j += 32) {
+    const unsigned int b = rng.bits();
+    for (int i = 0; i < 32 && j + i < y.size(); ++i) y[j + i] = (b >> i) & 1u ? 1.f : -1.f;
+  }
+}
+
+/// The discrete Langevin chain body: state from x (signs) or a uniform start, then p.steps steps.
+struct discrete_langevin_body {
+  discrete_params p;
+  bool start_uniform;
+  template <class V>
+  DS_HD_INLINE void operator()(std::int64_t i, V& y, V& s, V& yp, V& sp) const {
+    const std::uint64_t chain = p.first_chain + static_cast<std::uint64_t>(i);
+    if (start_uniform) uniform_start(p.seed, chain, y);
+    const std::int64_t acc = discrete_chain(p, chain, 0, zero_vec{}, y, s, yp, sp);
+    if (p.accepted != nullptr) p.accepted[i] = acc;
+  }
+};
+
+/// Discrete walk-jump with m measurements: a uniform start; for each measurement, p.steps steps on q(u + y) with u
+/// the sum of the earlier ones (the next measurement starts from the last); then the jump E[x | y_1..m] (or its
+/// sign, +1 where it is 0) at the sum u of all of them. Measurement r's step k uses the stream step r * steps + k.
+struct discrete_walk_jump_body {
+  discrete_params p;
+  std::int64_t measurements;
+  bool mean;
+  float* noisy;  // n x d: the sum of the measurements, or nullptr
+  template <class V>
+  DS_HD_INLINE void operator()(std::int64_t i, V& y, V& s, V& yp, V& sp, V& u) const {
+    const std::uint64_t chain = p.first_chain + static_cast<std::uint64_t>(i);
+    const int d = y.size();
+    uniform_start(p.seed, chain, y);
+    for (int j = 0; j < d; ++j) u[j] = 0.f;
+    std::int64_t acc = 0;
+    for (std::int64_t r = 0; r < measurements; ++r) {
+      acc += discrete_chain(p, chain, static_cast<std::uint64_t>(r * p.steps), u, y, s, yp, sp);
+      for (int j = 0; j < d; ++j) u[j] += y[j];
+    }
+    if (p.accepted != nullptr) p.accepted[i] = acc;
+    if (noisy != nullptr)
+      for (int j = 0; j < d; ++j) noisy[i * d + j] = u[j];
+    bernoulli_posterior_mean(p.mix, u, p.alpha, s);
+    for (int j = 0; j < d; ++j) y[j] = mean ? s[j] : (s[j] >= 0.f ? 1.f : -1.f);
+  }
+};
+
+/// Runs a discrete chain body over workspace: 4 vectors of d floats per chain (5 for walk-jump, whose last one holds
+/// the sum of the measurements), laid out as in kernels/chain_runner.cuh (coordinate-major on CUDA, chain-major on
+/// the CPU); x (n x d) in and out.
+template <class Body>
+struct binary_chain_functor {
+  Body body;
+  float* x;
+  float* workspace;
+  std::int64_t n;
+  int d;
+  bool coordinate_major;
+  bool loads_state;
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t stride = coordinate_major ? n : 1;
+    const std::int64_t base = coordinate_major ? i : i * d;
+    const std::int64_t block = static_cast<std::int64_t>(d) * n;
+    constexpr int vectors = std::is_same<Body, discrete_walk_jump_body>::value ? 5 : 4;
+    strided_vec<float> v[5];
+    for (int c = 0; c < 5; ++c) v[c] = {workspace + (c < vectors ? c : 0) * block + base, stride, d};
+    float* row = x + i * d;
+    if (loads_state)
+      for (int j = 0; j < d; ++j) v[0][j] = row[j] > 0.f ? 1.f : -1.f;
+    call(i, v);
+    for (int j = 0; j < d; ++j) row[j] = v[0][j];
+  }
+  DS_HD_INLINE void call(std::int64_t i, strided_vec<float>* v) const {
+    if constexpr (std::is_same<Body, discrete_walk_jump_body>::value)
+      body(i, v[0], v[1], v[2], v[3], v[4]);
+    else
+      body(i, v[0], v[1], v[2], v[3]);
+  }
+};
+
+}  // namespace diffsample::kernels

@@ -1,0 +1,356 @@
+// Binary data: the Bernoulli mixture's storage and validation, its evaluate / sample launchers, then the discrete
+// samplers' launchers (one fused launch running every step of every chain, on either executor).
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "kernels/binary.cuh"
+#include "kernels/launch.cuh"
+#include "kernels/rng.cuh"
+#include "src/cuda_check.hpp"
+#include "src/validate.hpp"
+#include <diffsample/binary.hpp>
+#include <diffsample/error.hpp>
+
+namespace diffsample {
+namespace detail {
+
+/// Storage behind bernoulli_mixture: FP64 and FP32 host arrays and one device allocation.
+struct bernoulli_storage {
+  std::int64_t components = 0, dim = 0;
+  std::vector<double> weights, probabilities;           // normalised weights; K x d
+  std::vector<double> log_weights, theta, logcosh_theta;  // FP64 parameters of the kernels
+  std::vector<float> log_weights32, cumulative32, theta32, logcosh_theta32, probabilities32;
+  float* device = nullptr;  // log_weights | cumulative | theta | logcosh_theta | probabilities
+
+  ~bernoulli_storage() {
+    if (device != nullptr) (void)cudaFree(device);
+  }
+  kernels::bernoulli_view<double> view64() const {
+    return {log_weights.data(), theta.data(), logcosh_theta.data(), int(components), int(dim)};
+  }
+  kernels::bernoulli_view<float> view(executor where) const {
+    if (where == executor::cuda) {
+      const std::int64_t K = components, Kd = components * dim;
+      return {device, device + 2 * K, device + 2 * K + Kd, int(components), int(dim)};
+    }
+    return {log_weights32.data(), theta32.data(), logcosh_theta32.data(), int(components), int(dim)};
+  }
+  const float* cumulative(executor where) const {
+    return where == executor::cuda ? device + components : cumulative32.data();
+  }
+  const float* probs(executor where) const {
+    return where == executor::cuda ? device + 2 * components + 2 * components * dim : probabilities32.data();
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+using kernels::strided_vec;
+
+// --- kernels (functors over points) ---------------------------------------------------------------------------
+
+struct binary_evaluate_functor {
+  kernels::bernoulli_view<float> mix;
+  const float* y;
+  float* out;
+  float alpha;
+  quantity what;
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = mix.dim;
+    const strided_vec<const float> yi{y + i * d, 1, d};
+    if (what == quantity::log_density) {
+      out[i] = kernels::bernoulli_log_density(mix, yi, alpha);
+    } else {
+      strided_vec<float> oi{out + i * d, 1, d};
+      kernels::bernoulli_posterior_mean(mix, yi, alpha, oi);
+      if (what == quantity::score)
+        for (int j = 0; j < d; ++j) oi[j] *= alpha;
+    }
+  }
+};
+
+struct binary_sample_functor {
+  const float* cumulative;
+  const float* probabilities;  // K x d
+  int components, dim;
+  float* out;
+  std::int32_t* labels;
+  float flip;  // sigmoid(-2 alpha)
+  std::uint64_t seed, first;
+  DS_HD void operator()(std::int64_t i) const {
+    kernels::philox rng(seed, first + static_cast<std::uint64_t>(i), 0);
+    const int k = kernels::pick_component(cumulative, components, rng.uniform());
+    if (labels != nullptr) labels[i] = k;
+    for (int j = 0; j < dim; ++j) {
+      const float p = probabilities[static_cast<std::int64_t>(k) * dim + j];
+      const float plus = p * (1.f - flip) + (1.f - p) * flip;  // P(y_j = +1)
+      out[i * dim + j] = rng.uniform() <= plus ? 1.f : -1.f;
+    }
+  }
+};
+
+void check_alpha(const char* name, double alpha) {
+  DIFFSAMPLE_EXPECTS(std::isfinite(alpha) && alpha > 0, name << ": must be positive and finite, got " << alpha);
+}
+
+}  // namespace
+
+// --- host API: the mixture ------------------------------------------------------------------------------------
+
+bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weights, std::vector<double> probabilities)
+    : storage_(std::make_unique<detail::bernoulli_storage>()) {
+  const std::int64_t K = static_cast<std::int64_t>(weights.size());
+  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= (1 << 24), "dim: must be in [1, 2^24], got " << dim);
+  DIFFSAMPLE_EXPECTS(K >= 1 && K <= (1 << 24), "weights: need between 1 and 2^24 components, got " << K);
+  DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(probabilities.size()) == K * dim,
+                     "probabilities: expected K x d = " << K << " x " << dim << " = " << K * dim << " values, got "
+                                                        << probabilities.size());
+  detail::check_values("weights", weights, true);
+  for (std::size_t i = 0; i < probabilities.size(); ++i)
+    DIFFSAMPLE_EXPECTS(probabilities[i] >= 0 && probabilities[i] <= 1,
+                       "probabilities: value " << i << " is " << probabilities[i] << " (must be in [0, 1])");
+  double total = 0;
+  for (double w : weights) total += w;
+  DIFFSAMPLE_EXPECTS(std::isfinite(total) && total > 0, "weights: sum must be positive and finite, got " << total);
+
+  auto& st = *storage_;
+  st.components = K;
+  st.dim = dim;
+  st.weights = std::move(weights);
+  st.probabilities = std::move(probabilities);
+  st.log_weights.resize(K);
+  st.cumulative32.resize(K);
+  double running = 0;
+  for (std::int64_t k = 0; k < K; ++k) {
+    st.weights[k] /= total;
+    st.log_weights[k] = std::log(st.weights[k]);
+    running += st.weights[k];
+    st.cumulative32[k] = float(running);
+  }
+  st.cumulative32[K - 1] = 1.f;
+  st.theta.resize(K * dim);
+  st.logcosh_theta.resize(K * dim);
+  for (std::int64_t i = 0; i < K * dim; ++i) {
+    const double p = st.probabilities[i];
+    double t = 0.5 * (std::log(p) - std::log1p(-p));  // +-inf at p = 1 or 0
+    t = std::fmax(-kernels::max_theta, std::fmin(kernels::max_theta, t));
+    st.theta[i] = t;
+    st.logcosh_theta[i] = kernels::logcosh(t);
+  }
+  st.log_weights32.assign(st.log_weights.begin(), st.log_weights.end());
+  st.theta32.assign(st.theta.begin(), st.theta.end());
+  st.logcosh_theta32.assign(st.logcosh_theta.begin(), st.logcosh_theta.end());
+  st.probabilities32.assign(st.probabilities.begin(), st.probabilities.end());
+
+  if (cuda_available()) {
+    const std::size_t count = 2 * K + 3 * K * dim;
+    detail::check_allocation("bernoulli_mixture", count * sizeof(float), executor::cuda);
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));
+    float* p = st.device;
+    for (const auto* v : {&st.log_weights32, &st.cumulative32, &st.theta32, &st.logcosh_theta32, &st.probabilities32}) {
+      DIFFSAMPLE_CUDA_TRY(cudaMemcpy(p, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice));
+      p += v->size();
+    }
+  }
+}
+
+bernoulli_mixture::~bernoulli_mixture() = default;
+bernoulli_mixture::bernoulli_mixture(bernoulli_mixture&&) noexcept = default;
+bernoulli_mixture& bernoulli_mixture::operator=(bernoulli_mixture&&) noexcept = default;
+
+std::int64_t bernoulli_mixture::components() const noexcept { return storage_->components; }
+std::int64_t bernoulli_mixture::dim() const noexcept { return storage_->dim; }
+const std::vector<double>& bernoulli_mixture::weights() const noexcept { return storage_->weights; }
+const std::vector<double>& bernoulli_mixture::probabilities() const noexcept { return storage_->probabilities; }
+
+executor bernoulli_mixture::evaluate(quantity what, const float* y, std::int64_t n, double alpha, float* out,
+                                     execution exec) const {
+  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
+                     "what: invalid quantity " << static_cast<int>(what));
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  check_alpha("alpha", alpha);
+  const executor where = detail::resolve_executor(exec.kind, y);
+  detail::check_buffer("y", y, n * d, sizeof(float), where);
+  detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
+  kernels::for_each_index(where, n, binary_evaluate_functor{storage_->view(where), y, out, float(alpha), what},
+                          exec.stream);
+  return where;
+}
+
+void bernoulli_mixture::evaluate_fp64(quantity what, const double* y, std::int64_t n, double alpha,
+                                      double* out) const {
+  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
+                     "what: invalid quantity " << static_cast<int>(what));
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  check_alpha("alpha", alpha);
+  DIFFSAMPLE_EXPECTS(n == 0 || (y != nullptr && out != nullptr), "y, out: null pointer");
+  const auto mix = storage_->view64();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const strided_vec<const double> yi{y + i * d, 1, int(d)};
+    strided_vec<double> oi{out + i * d, 1, int(d)};
+    if (what == quantity::log_density) {
+      out[i] = kernels::bernoulli_log_density(mix, yi, alpha);
+    } else {
+      kernels::bernoulli_posterior_mean(mix, yi, alpha, oi);
+      if (what == quantity::score)
+        for (int j = 0; j < int(d); ++j) oi[j] *= alpha;
+    }
+  }
+}
+
+executor bernoulli_mixture::sample(float* out, std::int64_t n, double alpha, std::uint64_t seed, std::int32_t* labels,
+                                   std::uint64_t first_index, execution exec) const {
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  DIFFSAMPLE_EXPECTS(alpha > 0 && !std::isnan(alpha), "alpha: must be positive (or +infinity), got " << alpha);
+  const executor where = detail::resolve_executor(exec.kind, out);
+  detail::check_buffer("out", out, n * d, sizeof(float), where);
+  if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);
+  const double flip = std::isinf(alpha) ? 0.0 : 1.0 / (1.0 + std::exp(2.0 * alpha));
+  kernels::for_each_index(where, n,
+                          binary_sample_functor{storage_->cumulative(where), storage_->probs(where), int(components()),
+                                                int(d), out, labels, float(flip), seed, first_index},
+                          exec.stream);
+  return where;
+}
+
+// --- host API: the discrete samplers --------------------------------------------------------------------------
+
+const char* to_string(discrete_method m) noexcept {
+  switch (m) {
+    case discrete_method::one_stage: return "one_stage";
+    case discrete_method::metropolis: return "metropolis";
+    case discrete_method::two_stage: return "two_stage";
+  }
+  return "unknown";
+}
+
+discrete_method parse_discrete_method(const std::string& name) {
+  if (name == "one_stage") return discrete_method::one_stage;
+  if (name == "metropolis" || name == "mh") return discrete_method::metropolis;
+  if (name == "two_stage") return discrete_method::two_stage;
+  throw invalid_argument("method: unknown discrete method '" + name +
+                         "' (expected one_stage, metropolis or two_stage)");
+}
+
+namespace {
+
+constexpr std::uint64_t max_stream_steps = kernels::philox_max_step - 1;  // the last step keys the uniform start
+
+void check_discrete(const char* method_name, discrete_method method, double alpha, double eta, std::int64_t steps,
+                    std::uint64_t first_chain) {
+  DIFFSAMPLE_EXPECTS(method == discrete_method::one_stage || method == discrete_method::metropolis ||
+                         method == discrete_method::two_stage,
+                     method_name << ": invalid value " << static_cast<int>(method));
+  check_alpha("options.alpha", alpha);
+  detail::check_positive("options.eta", eta);
+  DIFFSAMPLE_EXPECTS(steps >= 0, "options.steps: must be >= 0, got " << steps);
+  DIFFSAMPLE_EXPECTS(first_chain <= (std::uint64_t(1) << 62), "options.first_chain: must be < 2^62, got " << first_chain);
+}
+
+void check_langevin(const bernoulli_mixture& prior, std::int64_t n, const discrete_langevin_options& o) {
+  detail::check_count("n", n, prior.dim());
+  check_discrete("options.method", o.method, o.alpha, o.eta, o.steps, o.first_chain);
+  DIFFSAMPLE_EXPECTS(o.first_step <= max_stream_steps && std::uint64_t(o.steps) <= max_stream_steps - o.first_step,
+                     "options.first_step: first_step + steps = " << o.first_step << " + " << o.steps
+                                                                 << " exceeds the random stream's 2^30 - 1 steps");
+}
+
+void check_walk_jump(const bernoulli_mixture& prior, std::int64_t n, const discrete_walk_jump_options& o) {
+  detail::check_count("n", n, prior.dim());
+  check_discrete("options.method", o.method, o.alpha, o.eta, o.steps, o.first_chain);
+  DIFFSAMPLE_EXPECTS(o.measurements >= 1, "options.measurements: must be >= 1, got " << o.measurements);
+  DIFFSAMPLE_EXPECTS(o.steps == 0 || o.measurements <= std::int64_t(max_stream_steps) / o.steps,
+                     "options.measurements: measurements x steps = " << o.measurements << " x " << o.steps
+                                                                     << " exceeds the random stream's 2^30 - 1 steps");
+}
+
+kernels::discrete_params params(const bernoulli_mixture& prior, executor where, discrete_method method, double alpha,
+                                double eta, std::int64_t steps, std::uint64_t seed, std::uint64_t first_chain,
+                                std::uint64_t first_step, std::int64_t* accepted) {
+  return {prior.storage().view(where), float(alpha), float(eta), static_cast<int>(method), steps, seed, first_chain,
+          first_step, accepted};
+}
+
+/// The caller's workspace (checked) or one allocated for this call.
+float* workspace_for(std::size_t need, void* workspace, std::size_t workspace_bytes, executor where,
+                     cudaStream_t stream, std::unique_ptr<detail::scratch>& owned) {
+  if (workspace != nullptr) {
+    DIFFSAMPLE_EXPECTS(workspace_bytes >= need, "workspace_bytes: " << workspace_bytes << " given, " << need
+                                                                     << " needed");
+    detail::check_buffer("workspace", workspace, std::int64_t(need / sizeof(float)), sizeof(float), where);
+    return static_cast<float*>(workspace);
+  }
+  owned = std::make_unique<detail::scratch>(need, where, stream);
+  return static_cast<float*>(owned->data());
+}
+
+}  // namespace
+
+std::size_t discrete_langevin_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
+                                              const discrete_langevin_options& options) {
+  check_langevin(prior, n, options);
+  return 4 * static_cast<std::size_t>(n) * static_cast<std::size_t>(prior.dim()) * sizeof(float);
+}
+
+discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std::int64_t n,
+                                  const discrete_langevin_options& o, std::int64_t* accepted, execution exec,
+                                  void* workspace, std::size_t workspace_bytes) {
+  check_langevin(prior, n, o);
+  const std::int64_t d = prior.dim();
+  const executor where = detail::resolve_executor(exec.kind, y);
+  detail::check_buffer("y", y, n * d, sizeof(float), where);
+  if (accepted != nullptr) detail::check_buffer("accepted", accepted, n, sizeof(std::int64_t), where);
+  discrete_report report{where};
+  if (n == 0) return report;
+  std::unique_ptr<detail::scratch> owned;
+  float* ws = workspace_for(discrete_langevin_workspace_bytes(prior, n, o), workspace, workspace_bytes, where,
+                            exec.stream, owned);
+  const kernels::discrete_langevin_body body{
+      params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, o.first_step, accepted),
+      o.start_uniform};
+  kernels::for_each_index(where, n,
+                          kernels::binary_chain_functor<kernels::discrete_langevin_body>{
+                              body, y, ws, n, int(d), where == executor::cuda, !o.start_uniform},
+                          exec.stream);
+  return report;
+}
+
+std::size_t discrete_walk_jump_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
+                                               const discrete_walk_jump_options& options) {
+  check_walk_jump(prior, n, options);
+  return 5 * static_cast<std::size_t>(n) * static_cast<std::size_t>(prior.dim()) * sizeof(float);
+}
+
+discrete_report discrete_walk_jump(const bernoulli_mixture& prior, float* x, std::int64_t n,
+                                   const discrete_walk_jump_options& o, discrete_walk_jump_outputs outputs,
+                                   execution exec, void* workspace, std::size_t workspace_bytes) {
+  check_walk_jump(prior, n, o);
+  const std::int64_t d = prior.dim();
+  const executor where = detail::resolve_executor(exec.kind, x);
+  detail::check_buffer("x", x, n * d, sizeof(float), where);
+  if (outputs.noisy != nullptr) detail::check_buffer("outputs.noisy", outputs.noisy, n * d, sizeof(float), where);
+  if (outputs.accepted != nullptr)
+    detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
+  discrete_report report{where};
+  if (n == 0) return report;
+  std::unique_ptr<detail::scratch> owned;
+  float* ws = workspace_for(discrete_walk_jump_workspace_bytes(prior, n, o), workspace, workspace_bytes, where,
+                            exec.stream, owned);
+  const kernels::discrete_walk_jump_body body{
+      params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, 0, outputs.accepted),
+      o.measurements, o.mean, outputs.noisy};
+  kernels::for_each_index(where, n,
+                          kernels::binary_chain_functor<kernels::discrete_walk_jump_body>{
+                              body, x, ws, n, int(d), where == executor::cuda, false},
+                          exec.stream);
+  return report;
+}
+
+}  // namespace diffsample

@@ -1,0 +1,614 @@
+// Binary data on {-1,1}^d against exact answers by enumeration (d <= 8): the Bernoulli mixture's log pmf, score and
+// denoiser (also against finite differences and the multiple-measurement posterior); exact samples; the
+// Metropolis-adjusted discrete Langevin chain's law against the exact pmf; the unadjusted chains' laws against the
+// exact stationary laws of their kernels, and those laws' bias against eta and alpha; the walk-jump's jump law
+// against the exact law of sign(E[x | y_1..m]); bit-identical results across chain and step splits.
+//
+// Every total-variation tolerance is tv_allowance(pmf, N): the expected TV of N iid samples from the pmf
+// (E|phat_s - p_s| <= sqrt(p_s (1 - p_s) / N) summed over states, halved) plus McDiarmid's deviation
+// sqrt(log(1e6) / (2 N)) (TV changes by at most 1/N when one sample changes), so a correct sampler fails with
+// probability below 1e-6 (fixed seeds make each outcome deterministic anyway).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "reference/helpers.hpp"
+
+using namespace diffsample;
+
+namespace {
+
+struct problem_params {
+  int d;
+  std::vector<double> weights, probabilities;
+};
+
+problem_params random_problem(int d, int K, unsigned seed) {
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<double> w(0.5, 1.5), p(0.1, 0.9);
+  problem_params r{d, {}, {}};
+  for (int k = 0; k < K; ++k) r.weights.push_back(w(g));
+  for (int i = 0; i < K * d; ++i) r.probabilities.push_back(p(g));
+  return r;
+}
+
+/// State s of {-1,1}^d: coordinate j is +1 when bit j of s is set.
+std::vector<double> state(int s, int d) {
+  std::vector<double> y(d);
+  for (int j = 0; j < d; ++j) y[j] = (s >> j) & 1 ? 1.0 : -1.0;
+  return y;
+}
+int index_of(const float* y, int d) {
+  int s = 0;
+  for (int j = 0; j < d; ++j) s |= (y[j] > 0 ? 1 : 0) << j;
+  return s;
+}
+
+/// Prior pmf p(x) by enumeration.
+double prior_pmf(const problem_params& q, const std::vector<double>& x) {
+  double total = 0, wsum = 0;
+  for (double w : q.weights) wsum += w;
+  for (std::size_t k = 0; k < q.weights.size(); ++k) {
+    double prod = q.weights[k] / wsum;
+    for (int j = 0; j < q.d; ++j) {
+      const double p = q.probabilities[k * q.d + j];
+      prod *= x[j] > 0 ? p : 1 - p;
+    }
+    total += prod;
+  }
+  return total;
+}
+
+/// Brute force over all x: q(y) = sum_x p(x) prod_j e^{alpha x_j y_j} / (2 cosh alpha), and the posterior mean
+/// E[x | y] with weights p(x) e^{alpha x . y} (any real y).
+void brute_force(const problem_params& q, const std::vector<double>& y, double alpha, double& pmf,
+                 std::vector<double>& mean) {
+  const int d = q.d;
+  pmf = 0;
+  mean.assign(d, 0.0);
+  for (int s = 0; s < (1 << d); ++s) {
+    const auto x = state(s, d);
+    double dot = 0;
+    for (int j = 0; j < d; ++j) dot += x[j] * y[j];
+    const double w = prior_pmf(q, x) * std::exp(alpha * dot) / std::pow(2 * std::cosh(alpha), d);
+    pmf += w;
+    for (int j = 0; j < d; ++j) mean[j] += w * x[j];
+  }
+  for (int j = 0; j < d; ++j) mean[j] /= pmf;
+}
+
+/// The exact pmf of q on {-1,1}^d from the library's FP64 log density.
+std::vector<double> exact_pmf(const bernoulli_mixture& m, double alpha) {
+  const int d = int(m.dim());
+  std::vector<double> ys, lq(1 << d);
+  for (int s = 0; s < (1 << d); ++s)
+    for (double v : state(s, d)) ys.push_back(v);
+  m.evaluate_fp64(quantity::log_density, ys.data(), 1 << d, alpha, lq.data());
+  for (double& v : lq) v = std::exp(v);
+  return lq;
+}
+
+std::vector<double> histogram(const std::vector<float>& y, int d) {
+  const std::int64_t n = std::int64_t(y.size()) / d;
+  std::vector<double> h(1 << d, 0.0);
+  for (std::int64_t i = 0; i < n; ++i) h[index_of(&y[i * d], d)] += 1.0 / double(n);
+  return h;
+}
+
+double tv(const std::vector<double>& a, const std::vector<double>& b) {
+  double t = 0;
+  for (std::size_t s = 0; s < a.size(); ++s) t += std::fabs(a[s] - b[s]);
+  return 0.5 * t;
+}
+
+double tv_allowance(const std::vector<double>& pmf, std::int64_t n) {
+  double e = 0;
+  for (double p : pmf) e += std::sqrt(p * (1 - p) / double(n));
+  return 0.5 * e + std::sqrt(std::log(1e6) / (2.0 * double(n)));
+}
+
+/// Stationary law of a transition matrix T (row-stochastic, S x S) by solving pi (T - I) = 0, sum pi = 1 (Gaussian
+/// elimination with partial pivoting in FP64).
+std::vector<double> stationary(const std::vector<double>& T, int S) {
+  std::vector<double> A(S * (S + 1), 0.0);  // rows: equations, last column: right-hand side
+  for (int i = 0; i < S; ++i)
+    for (int j = 0; j < S; ++j) A[i * (S + 1) + j] = T[j * S + i] - (i == j ? 1.0 : 0.0);
+  for (int j = 0; j < S; ++j) A[(S - 1) * (S + 1) + j] = 1.0;
+  A[(S - 1) * (S + 1) + S] = 1.0;
+  for (int c = 0; c < S; ++c) {
+    int piv = c;
+    for (int r = c + 1; r < S; ++r)
+      if (std::fabs(A[r * (S + 1) + c]) > std::fabs(A[piv * (S + 1) + c])) piv = r;
+    for (int j = 0; j <= S; ++j) std::swap(A[c * (S + 1) + j], A[piv * (S + 1) + j]);
+    for (int r = 0; r < S; ++r) {
+      if (r == c) continue;
+      const double f = A[r * (S + 1) + c] / A[c * (S + 1) + c];
+      for (int j = c; j <= S; ++j) A[r * (S + 1) + j] -= f * A[c * (S + 1) + j];
+    }
+  }
+  std::vector<double> pi(S);
+  for (int i = 0; i < S; ++i) pi[i] = A[i * (S + 1) + S] / A[i * (S + 1) + i];
+  return pi;
+}
+
+double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+/// The transition matrix of an unadjusted discrete chain (one_stage or two_stage) on {-1,1}^d, built from the
+/// library's FP64 score at every state and the README's formulas.
+std::vector<double> kernel_matrix(const bernoulli_mixture& m, double alpha, double eta, discrete_method method) {
+  const int d = int(m.dim()), S = 1 << d;
+  std::vector<double> ys, score(S * d);
+  for (int s = 0; s < S; ++s)
+    for (double v : state(s, d)) ys.push_back(v);
+  m.evaluate_fp64(quantity::score, ys.data(), S, alpha, score.data());
+  // Y(s' | z): independent coordinates with P(y'_j = +1) = sigmoid(c * score_j(z) + 2 z_j / eta), c = 1 (one-stage)
+  // or 2 (two-stage's y | z).
+  auto product = [&](double c) {
+    std::vector<double> P(S * S);
+    for (int s = 0; s < S; ++s)
+      for (int t = 0; t < S; ++t) {
+        double pr = 1;
+        for (int j = 0; j < d; ++j) {
+          const double plus = sig(c * score[s * d + j] + 2 * ys[s * d + j] / eta);
+          pr *= (t >> j) & 1 ? plus : 1 - plus;
+        }
+        P[s * S + t] = pr;
+      }
+    return P;
+  };
+  if (method == discrete_method::one_stage) return product(1.0);
+  const std::vector<double> Y = product(2.0);
+  std::vector<double> T(S * S, 0.0);
+  const double f = sig(-2 / eta);
+  for (int s = 0; s < S; ++s)
+    for (int z = 0; z < S; ++z) {
+      const int flips = __builtin_popcount(unsigned(s ^ z));
+      const double pz = std::pow(f, flips) * std::pow(1 - f, d - flips);
+      for (int t = 0; t < S; ++t) T[s * S + t] += pz * Y[z * S + t];
+    }
+  return T;
+}
+
+/// The Metropolis-adjusted one-stage kernel: the one-stage proposal T accepted with min(1, q(t) T(t, s) / (q(s) T(s, t))).
+std::vector<double> metropolis_matrix(const std::vector<double>& T, const std::vector<double>& q, int S) {
+  std::vector<double> M(S * S, 0.0);
+  for (int s = 0; s < S; ++s) {
+    double stay = 1;
+    for (int t = 0; t < S; ++t) {
+      if (t == s) continue;
+      M[s * S + t] = T[s * S + t] * std::min(1.0, q[t] * T[t * S + s] / (q[s] * T[s * S + t]));
+      stay -= M[s * S + t];
+    }
+    M[s * S + s] = stay;
+  }
+  return M;
+}
+
+/// The exact law after `steps` steps of the kernel T from the uniform start.
+std::vector<double> law_after(const std::vector<double>& T, int S, int steps) {
+  std::vector<double> law(S, 1.0 / S), next(S);
+  for (int k = 0; k < steps; ++k) {
+    std::fill(next.begin(), next.end(), 0.0);
+    for (int s = 0; s < S; ++s)
+      for (int t = 0; t < S; ++t) next[t] += law[s] * T[s * S + t];
+    law.swap(next);
+  }
+  return law;
+}
+
+}  // namespace
+
+// --- the prior ------------------------------------------------------------------------------------------------
+
+TEST(BernoulliMixture, LogDensityIsTheExactPmfAndDenoiserThePosteriorMean) {
+  // Every state of {-1,1}^6 and 16 real points, two flip strengths: FP64 to 1e-12 (relative) of the enumeration,
+  // FP32 (CPU executor) to 2e-5 absolute (log densities ~ -4, so ~30 ulp), denoisers likewise; the score is alpha
+  // times the denoiser; the pmf sums to one.
+  const auto q = random_problem(6, 3, 1);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  std::mt19937_64 g(2);
+  std::normal_distribution<double> normal;
+  for (double alpha : {0.3, 1.2}) {
+    std::vector<std::vector<double>> points;
+    for (int s = 0; s < 64; ++s) points.push_back(state(s, q.d));
+    for (int i = 0; i < 16; ++i) {
+      std::vector<double> y(q.d);
+      for (double& v : y) v = 1.5 * normal(g);
+      points.push_back(y);
+    }
+    const int n = int(points.size());
+    std::vector<double> y64;
+    for (const auto& p : points) y64.insert(y64.end(), p.begin(), p.end());
+    std::vector<float> y32(y64.begin(), y64.end());
+    std::vector<double> lq(n), den(n * q.d), sc(n * q.d);
+    std::vector<float> lq32(n), den32(n * q.d), sc32(n * q.d);
+    m.evaluate_fp64(quantity::log_density, y64.data(), n, alpha, lq.data());
+    m.evaluate_fp64(quantity::denoiser, y64.data(), n, alpha, den.data());
+    m.evaluate_fp64(quantity::score, y64.data(), n, alpha, sc.data());
+    m.evaluate(quantity::log_density, y32.data(), n, alpha, lq32.data(), {executor::cpu});
+    m.evaluate(quantity::denoiser, y32.data(), n, alpha, den32.data(), {executor::cpu});
+    m.evaluate(quantity::score, y32.data(), n, alpha, sc32.data(), {executor::cpu});
+    double total = 0;
+    for (int i = 0; i < n; ++i) {
+      double pmf;
+      std::vector<double> mean;
+      brute_force(q, points[i], alpha, pmf, mean);
+      if (i < 64) total += std::exp(lq[i]);
+      EXPECT_NEAR(lq[i], std::log(pmf), 1e-12 * std::fabs(std::log(pmf))) << "point " << i;
+      EXPECT_NEAR(lq32[i], std::log(pmf), 2e-5) << "point " << i;
+      for (int j = 0; j < q.d; ++j) {
+        EXPECT_NEAR(den[i * q.d + j], mean[j], 1e-12) << "point " << i << " coordinate " << j;
+        EXPECT_NEAR(sc[i * q.d + j], alpha * mean[j], 1e-12);
+        EXPECT_NEAR(den32[i * q.d + j], mean[j], 2e-6);
+        EXPECT_NEAR(sc32[i * q.d + j], alpha * mean[j], 2e-6 * alpha);
+      }
+    }
+    EXPECT_NEAR(total, 1.0, 1e-12);
+  }
+}
+
+TEST(BernoulliMixture, ScoreMatchesFiniteDifferences) {
+  // Central differences of the FP64 log density, h = 1e-5: truncation error h^2 |f'''| / 6 < 1e-10 (|f'''| <= a few
+  // alpha^3) plus rounding 1e-16 |f| / h ~ 1e-10; tolerance 1e-8.
+  const auto q = random_problem(8, 4, 3);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  std::mt19937_64 g(4);
+  std::normal_distribution<double> normal;
+  const double alpha = 0.8, h = 1e-5;
+  for (int i = 0; i < 20; ++i) {
+    std::vector<double> y(q.d), score(q.d);
+    for (double& v : y) v = 2 * normal(g);
+    m.evaluate_fp64(quantity::score, y.data(), 1, alpha, score.data());
+    for (int j = 0; j < q.d; ++j) {
+      auto yp = y, ym = y;
+      yp[j] += h;
+      ym[j] -= h;
+      double lp, lm;
+      m.evaluate_fp64(quantity::log_density, yp.data(), 1, alpha, &lp);
+      m.evaluate_fp64(quantity::log_density, ym.data(), 1, alpha, &lm);
+      EXPECT_NEAR(score[j], (lp - lm) / (2 * h), 1e-8) << "point " << i << " coordinate " << j;
+    }
+  }
+}
+
+TEST(BernoulliMixture, MultipleMeasurementsEnterThroughTheirSum) {
+  // E[x | y_1, y_2] by enumeration of x for every pair of states of {-1,1}^4 equals the denoiser at u = y_1 + y_2.
+  const auto q = random_problem(4, 3, 5);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const double alpha = 0.7;
+  for (int a = 0; a < 16; ++a)
+    for (int b = 0; b < 16; ++b) {
+      const auto y1 = state(a, q.d), y2 = state(b, q.d);
+      std::vector<double> mean(q.d, 0.0), u(q.d), den(q.d);
+      double total = 0;
+      for (int s = 0; s < 16; ++s) {
+        const auto x = state(s, q.d);
+        double dot = 0;
+        for (int j = 0; j < q.d; ++j) dot += x[j] * (y1[j] + y2[j]);
+        const double w = prior_pmf(q, x) * std::exp(alpha * dot);
+        total += w;
+        for (int j = 0; j < q.d; ++j) mean[j] += w * x[j];
+      }
+      for (int j = 0; j < q.d; ++j) u[j] = y1[j] + y2[j];
+      m.evaluate_fp64(quantity::denoiser, u.data(), 1, alpha, den.data());
+      for (int j = 0; j < q.d; ++j) EXPECT_NEAR(den[j], mean[j] / total, 1e-12);
+    }
+}
+
+TEST(BernoulliMixture, ExactSamplesFollowThePmf) {
+  // 2^15 exact samples of q (alpha = 0.9) and of the prior (alpha = infinity) on {-1,1}^6 against the exact pmfs.
+  const auto q = random_problem(6, 3, 6);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const std::int64_t n = 1 << 15;
+  std::vector<float> y(n * q.d);
+  m.sample(y.data(), n, 0.9, 7, nullptr, 0, {executor::cpu});
+  const auto pmf = exact_pmf(m, 0.9);
+  EXPECT_LT(tv(histogram(y, q.d), pmf), tv_allowance(pmf, n));
+  m.sample(y.data(), n, INFINITY, 8, nullptr, 0, {executor::cpu});
+  std::vector<double> prior(64);
+  for (int s = 0; s < 64; ++s) prior[s] = prior_pmf(q, state(s, q.d));
+  EXPECT_LT(tv(histogram(y, q.d), prior), tv_allowance(prior, n));
+}
+
+TEST(BernoulliMixture, RejectsBadParameters) {
+  EXPECT_THROW(bernoulli_mixture(2, {1.0}, {0.5}), invalid_argument);             // K x d = 2 values needed
+  EXPECT_THROW(bernoulli_mixture(2, {1.0}, {0.5, 1.5}), invalid_argument);        // p > 1
+  EXPECT_THROW(bernoulli_mixture(2, {-1.0}, {0.5, 0.5}), invalid_argument);       // negative weight
+  EXPECT_THROW(bernoulli_mixture(2, {1.0}, {0.5, std::nan("")}), invalid_argument);
+  EXPECT_NO_THROW(bernoulli_mixture(2, {1.0}, {0.0, 1.0}));  // deterministic coordinates are allowed
+  const bernoulli_mixture m(2, {1.0}, {0.2, 0.7});
+  std::vector<float> y(4, 1.f), out(4);
+  EXPECT_THROW(m.evaluate(quantity::score, y.data(), 2, 0.0, out.data(), {executor::cpu}), invalid_argument);
+  EXPECT_THROW(m.evaluate(quantity::score, y.data(), 2, INFINITY, out.data(), {executor::cpu}), invalid_argument);
+  discrete_langevin_options o;
+  o.eta = -1;
+  EXPECT_THROW(discrete_langevin(m, y.data(), 2, o, nullptr, {executor::cpu}), invalid_argument);
+  o.eta = 1;
+  o.first_step = (1u << 30) - 10;
+  o.steps = 20;
+  EXPECT_THROW(discrete_langevin(m, y.data(), 2, o, nullptr, {executor::cpu}), invalid_argument);
+  discrete_walk_jump_options w;
+  w.measurements = 0;
+  EXPECT_THROW(discrete_walk_jump(m, y.data(), 2, w, {}, {executor::cpu}), invalid_argument);
+  EXPECT_THROW(parse_discrete_method("gibbs"), invalid_argument);
+}
+
+TEST(BernoulliMixture, DeterministicCoordinatesStayFinite) {
+  // p = 0 and 1 (natural parameters clamped at +-20): the log density stays finite and the denoiser is +-1 there.
+  const bernoulli_mixture m(2, {1.0, 1.0}, {0.0, 0.5, 1.0, 0.5});
+  std::vector<double> y{1, -1}, den(2), lq(1);
+  m.evaluate_fp64(quantity::log_density, y.data(), 1, 2.0, lq.data());
+  m.evaluate_fp64(quantity::denoiser, y.data(), 1, 2.0, den.data());
+  EXPECT_TRUE(std::isfinite(lq[0]));
+  EXPECT_LE(std::fabs(den[0]), 1.0);
+  EXPECT_NEAR(den[1], (std::tanh(-2.0) + std::tanh(-2.0)) / 2, 1e-12);  // both components: tanh(0 - alpha)
+}
+
+// --- discrete Langevin ----------------------------------------------------------------------------------------
+
+namespace {
+
+std::vector<float> run_chains(const bernoulli_mixture& m, std::int64_t n, discrete_method method, double alpha,
+                              double eta, std::int64_t steps, std::uint64_t seed) {
+  std::vector<float> y(n * m.dim());
+  discrete_langevin_options o;
+  o.method = method;
+  o.alpha = alpha;
+  o.eta = eta;
+  o.steps = steps;
+  o.seed = seed;
+  o.start_uniform = true;
+  discrete_langevin(m, y.data(), n, o, nullptr, {executor::cpu});
+  return y;
+}
+
+}  // namespace
+
+TEST(DiscreteLangevin, MetropolisChainsFollowTheExactPmf) {
+  // 2^15 independent chains x 80 steps from a uniform start on {-1,1}^6 (alpha = 1, eta = 1.5). The exact kernel
+  // matrix (README formulas, library score) has q as its stationary law (to 1e-12) and, after 80 steps from the
+  // uniform start, a law within 1e-3 TV of q (both checked here), so the chains' empirical law must be within the
+  // allowance (~0.035) of q. Power: the one-stage chain without the correction, same settings, lies at TV ~0.13
+  // from q, which this bound rejects (checked below).
+  const auto q = random_problem(6, 3, 11);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const std::int64_t n = 1 << 15;
+  const double alpha = 1.0, eta = 1.5;
+  const int steps = 80;
+  const auto pmf = exact_pmf(m, alpha);
+  const auto M = metropolis_matrix(kernel_matrix(m, alpha, eta, discrete_method::one_stage), pmf, 64);
+  EXPECT_LT(tv(stationary(M, 64), pmf), 1e-12);
+  EXPECT_LT(tv(law_after(M, 64, steps), pmf), 1e-3);
+  const double allowance = tv_allowance(pmf, n);
+  const double mh = tv(histogram(run_chains(m, n, discrete_method::metropolis, alpha, eta, steps, 12), q.d), pmf);
+  const double unadjusted =
+      tv(histogram(run_chains(m, n, discrete_method::one_stage, alpha, eta, steps, 12), q.d), pmf);
+  std::printf("[ metropolis ] TV to q %.4f, allowance %.4f (one-stage, same settings: %.4f)\n", mh, allowance,
+              unadjusted);
+  EXPECT_LT(mh, allowance);
+  EXPECT_GT(unadjusted, allowance);
+}
+
+TEST(DiscreteLangevin, UnadjustedChainsFollowTheirKernelsStationaryLaws) {
+  // The one-stage and two-stage chains (alpha = 1, eta = 1.5, 80 steps) against the exact stationary law pi_eta of
+  // the kernel the README gives (transition matrix over the 64 states from the library's FP64 score; its law after
+  // 80 steps from the uniform start is within 1e-3 of pi_eta, checked): TV below the allowance, while TV(pi_eta, q)
+  // is well above it, so the test tells the kernel from the target.
+  const auto q = random_problem(6, 3, 11);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const std::int64_t n = 1 << 15;
+  const double alpha = 1.0, eta = 1.5;
+  const int steps = 80;
+  const auto pmf = exact_pmf(m, alpha);
+  for (auto method : {discrete_method::one_stage, discrete_method::two_stage}) {
+    const auto T = kernel_matrix(m, alpha, eta, method);
+    const auto pi = stationary(T, 64);
+    EXPECT_LT(tv(law_after(T, 64, steps), pi), 1e-3);
+    const double allowance = tv_allowance(pi, n);
+    const double got = tv(histogram(run_chains(m, n, method, alpha, eta, steps, 13), q.d), pi);
+    std::printf("[ %s ] TV to the kernel's stationary law %.4f, allowance %.4f; TV(pi_eta, q) = %.4f\n",
+                to_string(method), got, allowance, tv(pi, pmf));
+    EXPECT_LT(got, allowance) << to_string(method);
+    EXPECT_GT(tv(pi, pmf), 2 * allowance) << to_string(method);
+  }
+}
+
+TEST(DiscreteLangevin, BiasAgainstEtaAndAlpha) {
+  // Exact bias TV(pi_eta, q) of the unadjusted chains' stationary laws on {-1,1}^6 (no sampling error). The
+  // one-stage bias shrinks as eta does, to a floor set by the curvature of log q along each coordinate (the
+  // derivative at y_j and at -y_j stands in for the difference log q(y) - log q(y with y_j flipped)); the
+  // two-stage bias barely moves with eta. Both shrink fast with alpha, the high-noise regime where sampling is easy.
+  const auto q = random_problem(6, 3, 11);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const double etas[] = {4, 2, 1, 0.5, 0.25};
+  std::printf("  alpha    eta   one_stage   two_stage   (exact TV of the stationary law to q)\n");
+  std::vector<double> at_eta1;
+  for (double alpha : {1.0, 0.5, 0.25}) {
+    const auto pmf = exact_pmf(m, alpha);
+    double previous = 1;
+    for (double eta : etas) {
+      const double b1 = tv(stationary(kernel_matrix(m, alpha, eta, discrete_method::one_stage), 64), pmf);
+      const double b2 = tv(stationary(kernel_matrix(m, alpha, eta, discrete_method::two_stage), 64), pmf);
+      std::printf("  %5.2f  %5.2f   %9.5f   %9.5f\n", alpha, eta, b1, b2);
+      EXPECT_LT(b1, previous) << "one-stage bias must shrink with eta (alpha " << alpha << ", eta " << eta << ")";
+      previous = b1;
+      if (eta == 1) at_eta1.push_back(std::max(b1, b2));
+    }
+  }
+  EXPECT_LT(at_eta1[1], 0.5 * at_eta1[0]);
+  EXPECT_LT(at_eta1[2], 0.5 * at_eta1[1]);
+}
+
+TEST(DiscreteLangevin, BitIdenticalAcrossChainAndStepSplits) {
+  // One call of 64 chains x 40 steps equals two calls split by chains (first_chain) and two calls split by steps
+  // (first_step), bit for bit, for every method; accepted counts add up.
+  const auto q = random_problem(5, 2, 14);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const std::int64_t n = 64, d = q.d;
+  for (auto method : {discrete_method::one_stage, discrete_method::metropolis, discrete_method::two_stage}) {
+    discrete_langevin_options o;
+    o.method = method;
+    o.alpha = 0.8;
+    o.eta = 1.5;
+    o.steps = 40;
+    o.seed = 15;
+    o.start_uniform = true;
+    std::vector<float> one(n * d), chains(n * d), steps(n * d);
+    std::vector<std::int64_t> acc(n), acc_a(n), acc_b(n);
+    discrete_langevin(m, one.data(), n, o, acc.data(), {executor::cpu});
+    auto part = o;
+    part.first_chain = 0;
+    discrete_langevin(m, chains.data(), 24, part, nullptr, {executor::cpu});
+    part.first_chain = 24;
+    discrete_langevin(m, chains.data() + 24 * d, n - 24, part, nullptr, {executor::cpu});
+    part = o;
+    part.steps = 15;
+    discrete_langevin(m, steps.data(), n, part, acc_a.data(), {executor::cpu});
+    part.start_uniform = false;
+    part.first_step = 15;
+    part.steps = 25;
+    discrete_langevin(m, steps.data(), n, part, acc_b.data(), {executor::cpu});
+    EXPECT_EQ(one, chains) << to_string(method);
+    EXPECT_EQ(one, steps) << to_string(method);
+    for (std::int64_t i = 0; i < n; ++i) EXPECT_EQ(acc[i], acc_a[i] + acc_b[i]);
+    for (float v : one) EXPECT_TRUE(v == 1.f || v == -1.f);
+  }
+}
+
+// --- discrete walk-jump ---------------------------------------------------------------------------------------
+
+namespace {
+
+/// Exact law of sign(E[x | u]) (ties to +1) where u = y_1 + ... + y_m, y_i = x o eps_i: u_j = x_j c_j with c_j the
+/// sum of m independent +-1 flips, so u's law is sum_k w_k prod_j P_k(u_j), enumerated over {-m, -m+2, .., m}^d.
+std::vector<double> jump_law(const bernoulli_mixture& m, const problem_params& q, double alpha, int measurements) {
+  const int d = q.d, levels = measurements + 1;
+  std::vector<double> flip_sum(levels);  // P(c = m - 2 i): i flips to -1
+  const double f = sig(-2 * alpha);
+  for (int i = 0; i < levels; ++i)
+    flip_sum[i] = std::tgamma(measurements + 1.0) / (std::tgamma(i + 1.0) * std::tgamma(measurements - i + 1.0)) *
+                  std::pow(f, i) * std::pow(1 - f, measurements - i);
+  std::vector<double> law(1 << d, 0.0);
+  double wsum = 0;
+  for (double w : q.weights) wsum += w;
+  int total = 1;
+  for (int j = 0; j < d; ++j) total *= levels;
+  std::vector<double> u(d), den(d);
+  for (int code = 0; code < total; ++code) {
+    int c = code;
+    std::vector<int> level(d);
+    for (int j = 0; j < d; ++j) level[j] = c % levels, c /= levels;
+    for (int j = 0; j < d; ++j) u[j] = measurements - 2.0 * level[j];
+    double pu = 0;
+    for (std::size_t k = 0; k < q.weights.size(); ++k) {
+      double prod = q.weights[k] / wsum;
+      for (int j = 0; j < d; ++j) {
+        // u_j = x_j c_j: x_j = +1 with c_j = u_j, or x_j = -1 with c_j = -u_j (level index (m - c) / 2).
+        const double p = q.probabilities[k * d + j];
+        const int i_plus = level[j], i_minus = measurements - level[j];
+        prod *= p * flip_sum[i_plus] + (1 - p) * flip_sum[i_minus];
+      }
+      pu += prod;
+    }
+    m.evaluate_fp64(quantity::denoiser, u.data(), 1, alpha, den.data());
+    int s = 0;
+    for (int j = 0; j < d; ++j) s |= (den[j] >= 0 ? 1 : 0) << j;
+    law[s] += pu;
+  }
+  return law;
+}
+
+}  // namespace
+
+TEST(DiscreteWalkJump, JumpLawIsExact) {
+  // Metropolis walk (alpha = 0.8, eta = 1.5, 80 steps per measurement) then the jump sign(E[x | y_1..m]), for
+  // m = 1 and 3 measurements, 2^15 chains on {-1,1}^6: the jumps' law against the exact law of sign(E[x | u]) under
+  // the measurements' joint law (enumerated through u's law). Power: the same check with the m = 1 law in place of
+  // the m = 3 one fails (printed).
+  const auto q = random_problem(6, 3, 21);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const std::int64_t n = 1 << 15;
+  const double alpha = 0.8;
+  std::vector<double> law1;
+  for (int measurements : {1, 3}) {
+    discrete_walk_jump_options o;
+    o.alpha = alpha;
+    o.eta = 1.5;
+    o.steps = 80;
+    o.measurements = measurements;
+    o.seed = 22;
+    std::vector<float> x(n * q.d);
+    discrete_walk_jump(m, x.data(), n, o, {}, {executor::cpu});
+    const auto law = jump_law(m, q, alpha, measurements);
+    if (measurements == 1) law1 = law;
+    const double got = tv(histogram(x, q.d), law), allowance = tv_allowance(law, n);
+    std::printf("[ walk-jump m = %d ] TV to the exact jump law %.4f, allowance %.4f (to the m = 1 law: %.4f)\n",
+                measurements, got, allowance, tv(histogram(x, q.d), law1));
+    EXPECT_LT(got, allowance) << measurements << " measurements";
+    if (measurements == 3) {
+      EXPECT_GT(tv(histogram(x, q.d), law1), allowance);
+    }
+  }
+}
+
+TEST(DiscreteWalkJump, MeanOutputIsTheDenoiserOfTheMeasurementSum) {
+  // With mean = true the output is E[x | y_1..m] at the returned sum of measurements (FP32 evaluate, same inputs:
+  // equal to rounding), the sum has entries in {-m, .., m} of m's parity, and the sign output is its sign.
+  const auto q = random_problem(7, 3, 23);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const std::int64_t n = 200, d = q.d;
+  discrete_walk_jump_options o;
+  o.alpha = 0.6;
+  o.steps = 20;
+  o.measurements = 4;
+  o.mean = true;
+  o.seed = 24;
+  std::vector<float> x(n * d), u(n * d), den(n * d), sign(n * d);
+  discrete_walk_jump(m, x.data(), n, o, {u.data(), nullptr}, {executor::cpu});
+  m.evaluate(quantity::denoiser, u.data(), n, o.alpha, den.data(), {executor::cpu});
+  o.mean = false;
+  discrete_walk_jump(m, sign.data(), n, o, {}, {executor::cpu});
+  for (std::int64_t i = 0; i < n * d; ++i) {
+    EXPECT_NEAR(x[i], den[i], 1e-6);
+    EXPECT_EQ(sign[i], x[i] >= 0 ? 1.f : -1.f);
+    EXPECT_TRUE(std::fabs(u[i]) <= 4 && std::fmod(std::fabs(u[i]), 2.f) == 0.f) << u[i];
+  }
+}
+
+// --- GPU ------------------------------------------------------------------------------------------------------
+
+TEST(BinaryGpu, MatchesTheCpuExecutor) {
+  // The same functors on the CUDA executor: chain states and jumps bit-identical to the CPU (uniform draws are
+  // identical; flips compare a uniform with a sigmoid computed by the same FP32 code, so a rare 1-ulp difference in
+  // expf could flip one coordinate: at most 1 in 10^4 entries may differ); evaluate to 1e-5.
+  DIFFSAMPLE_REQUIRE_GPU();
+  const auto q = random_problem(64, 5, 31);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const std::int64_t n = 4096, d = q.d;
+  for (auto method : {discrete_method::one_stage, discrete_method::metropolis, discrete_method::two_stage}) {
+    discrete_walk_jump_options o;
+    o.method = method;
+    o.alpha = 0.7;
+    o.steps = 30;
+    o.measurements = 2;
+    o.seed = 32;
+    std::vector<float> cpu(n * d);
+    discrete_walk_jump(m, cpu.data(), n, o, {}, {executor::cpu});
+    diffsample::testing::device_buffer<float> dx(n * d);
+    discrete_walk_jump(m, dx.ptr, n, o, {}, {executor::cuda});
+    const auto gpu = dx.download();
+    std::int64_t differ = 0;
+    for (std::int64_t i = 0; i < n * d; ++i) differ += cpu[i] != gpu[i];
+    EXPECT_LE(differ, n * d / 10000) << to_string(method);
+  }
+  std::vector<float> y(n * d), out_cpu(n * d);
+  m.sample(y.data(), n, 0.7, 33, nullptr, 0, {executor::cpu});
+  m.evaluate(quantity::score, y.data(), n, 0.7, out_cpu.data(), {executor::cpu});
+  diffsample::testing::device_buffer<float> dy(y), dout(n * d);
+  m.evaluate(quantity::score, dy.ptr, n, 0.7, dout.ptr, {executor::cuda});
+  const auto out_gpu = dout.download();
+  for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(out_gpu[i], out_cpu[i], 1e-5);
+}
