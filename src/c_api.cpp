@@ -985,3 +985,154 @@ ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int
 }
 
 }  // extern "C"
+
+// --- binary data -------------------------------------------------------------------------------------------------
+
+struct ds_bernoulli_mixture {
+  ds::bernoulli_mixture mixture;
+};
+
+static_assert(sizeof(ds_discrete_method) == 4 && int(ds::discrete_method::one_stage) == DS_DISCRETE_ONE_STAGE &&
+              int(ds::discrete_method::metropolis) == DS_DISCRETE_METROPOLIS &&
+              int(ds::discrete_method::two_stage) == DS_DISCRETE_TWO_STAGE);
+
+namespace {
+
+template <>
+struct layout<ds_discrete_options> {
+  static constexpr const char* name = "ds_discrete_options";
+  static constexpr std::size_t known_sizes[] = {sizeof(ds_discrete_options)};
+};
+
+const ds::bernoulli_mixture& get(const ds_bernoulli_mixture* m) {
+  if (m == nullptr) fail("mixture: null handle");
+  return m->mixture;
+}
+
+ds_discrete_options discrete_defaults() {
+  const ds::discrete_walk_jump_options w;
+  ds_discrete_options o{};
+  o.struct_size = sizeof o;
+  o.method = static_cast<ds_discrete_method>(static_cast<int>(w.method));
+  o.alpha = w.alpha;
+  o.eta = w.eta;
+  o.steps = w.steps;
+  o.measurements = w.measurements;
+  return o;
+}
+
+ds_discrete_options read_discrete(const ds_discrete_options* p) {
+  ds_discrete_options o = read_struct("options", p, discrete_defaults());
+  enum_to_cpp<ds::discrete_method>("options.method", o.method, 3);
+  return o;
+}
+
+ds::discrete_langevin_options to_langevin(const ds_discrete_options& o) {
+  ds::discrete_langevin_options r;
+  r.method = static_cast<ds::discrete_method>(static_cast<int>(o.method));
+  r.alpha = o.alpha;
+  r.eta = o.eta;
+  r.steps = o.steps;
+  r.seed = o.seed;
+  r.first_chain = o.first_chain;
+  r.first_step = o.first_step;
+  r.start_uniform = o.start_uniform != 0;
+  return r;
+}
+
+ds::discrete_walk_jump_options to_walk_jump(const ds_discrete_options& o) {
+  if (o.first_step != 0)
+    fail("options.first_step: walk-jump runs each chain whole in one call, got " + std::to_string(o.first_step));
+  ds::discrete_walk_jump_options r;
+  r.method = static_cast<ds::discrete_method>(static_cast<int>(o.method));
+  r.alpha = o.alpha;
+  r.eta = o.eta;
+  r.steps = o.steps;
+  r.measurements = o.measurements;
+  r.mean = o.mean != 0;
+  r.seed = o.seed;
+  r.first_chain = o.first_chain;
+  return r;
+}
+
+}  // namespace
+
+ds_status ds_bernoulli_mixture_create(int64_t dim, int64_t components, const double* weights,
+                                      const double* probabilities, ds_bernoulli_mixture** out) {
+  return guard([&] {
+    require_out("out", out);
+    if (components < 1) fail("components: must be >= 1, got " + std::to_string(components));
+    if (dim < 1) fail("dim: must be >= 1, got " + std::to_string(dim));
+    if (components > (std::int64_t(1) << 24) || dim > (std::int64_t(1) << 24))
+      fail("components x dim: " + std::to_string(components) + " x " + std::to_string(dim) + " is too large");
+    auto w = copy_array("weights", weights, components);
+    auto p = copy_array("probabilities", probabilities, components * dim);
+    *out = new ds_bernoulli_mixture{ds::bernoulli_mixture(dim, std::move(w), std::move(p))};
+  });
+}
+
+void ds_bernoulli_mixture_destroy(ds_bernoulli_mixture* mixture) { delete mixture; }
+
+ds_status ds_bernoulli_mixture_evaluate(const ds_bernoulli_mixture* mixture, ds_quantity what, const float* y,
+                                        int64_t n, double alpha, float* out, ds_execution exec, ds_executor* ran) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto q = enum_to_cpp<ds::quantity>("what", what, 3);
+    const ds::executor r = m.evaluate(q, y, n, alpha, out, to_cpp(exec));
+    if (ran) *ran = to_c(r);
+  });
+}
+
+ds_status ds_bernoulli_mixture_sample(const ds_bernoulli_mixture* mixture, float* out, int64_t n, double alpha,
+                                      uint64_t seed, int32_t* labels, uint64_t first_index, ds_execution exec,
+                                      ds_executor* ran) {
+  return guard([&] {
+    const ds::executor r = get(mixture).sample(out, n, alpha, seed, labels, first_index, to_cpp(exec));
+    if (ran) *ran = to_c(r);
+  });
+}
+
+ds_status ds_discrete_options_init(ds_discrete_options* options, size_t struct_size) {
+  return guard([&] { init_struct(options, struct_size, discrete_defaults()); });
+}
+
+ds_status ds_discrete_workspace_bytes(const ds_bernoulli_mixture* mixture, int64_t n, const ds_discrete_options* options,
+                                      int walk_jump, size_t* bytes) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = read_discrete(options);
+    require_out("bytes", bytes);
+    *bytes = walk_jump ? ds::discrete_walk_jump_workspace_bytes(m, n, to_walk_jump(o))
+                       : ds::discrete_langevin_workspace_bytes(m, n, to_langevin(o));
+  });
+}
+
+ds_status ds_discrete_langevin(const ds_bernoulli_mixture* mixture, float* y, int64_t n,
+                               const ds_discrete_options* options, int64_t* accepted, ds_execution exec,
+                               void* workspace, size_t workspace_bytes, ds_executor* ran) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = read_discrete(options);
+    const auto r = ds::discrete_langevin(m, y, n, to_langevin(o), reinterpret_cast<std::int64_t*>(accepted),
+                                         to_cpp(exec), workspace, workspace_bytes);
+    if (ran) *ran = to_c(r.ran);
+  });
+}
+
+ds_status ds_discrete_walk_jump(const ds_bernoulli_mixture* mixture, float* x, int64_t n,
+                                const ds_discrete_options* options, float* noisy, int64_t* accepted,
+                                ds_execution exec, void* workspace, size_t workspace_bytes, ds_executor* ran) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = read_discrete(options);
+    ds::discrete_walk_jump_outputs outputs;
+    outputs.noisy = noisy;
+    outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);
+    const auto r = ds::discrete_walk_jump(m, x, n, to_walk_jump(o), outputs, to_cpp(exec), workspace, workspace_bytes);
+    if (ran) *ran = to_c(r.ran);
+  });
+}
+
+const char* ds_discrete_method_name(ds_discrete_method method) {
+  return enum_name<ds_discrete_method, ds::discrete_method>(method, 3);
+}

@@ -793,6 +793,105 @@ DS_API ds_status ds_posterior_sample_double_on(const ds_posterior* posterior, do
 DS_API ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
                                        int directions, uint64_t seed, int p, double* out);
 
+/* --- binary data ----------------------------------------------------------------------------------------- */
+
+/** Opaque mixture of product Bernoulli distributions on {-1,1}^d (diffsample::bernoulli_mixture). */
+typedef struct ds_bernoulli_mixture ds_bernoulli_mixture;
+
+/** Update rule of the discrete chains (values match diffsample::discrete_method). */
+typedef enum ds_discrete_method {
+  DS_DISCRETE_ONE_STAGE = 0,  /**< one-stage discrete Langevin (unadjusted) */
+  DS_DISCRETE_METROPOLIS = 1, /**< one-stage proposal with the Metropolis-Hastings correction (exact law q) */
+  DS_DISCRETE_TWO_STAGE = 2,  /**< two-stage (proximal) discrete Langevin (unadjusted) */
+  DS_DISCRETE_METHOD_MAX_ENUM = 0x7FFFFFFF /**< not a method: keeps the enum 32-bit */
+} ds_discrete_method;
+
+/** Settings of ds_discrete_langevin() and ds_discrete_walk_jump(); initialise with ds_discrete_options_init(). */
+typedef struct ds_discrete_options {
+  size_t struct_size;        /**< sizeof(ds_discrete_options), set by ds_discrete_options_init() */
+  ds_discrete_method method; /**< update rule (default DS_DISCRETE_METROPOLIS) */
+  double alpha;              /**< flip strength, > 0 (default 1) */
+  double eta;                /**< step, > 0 (default 1) */
+  int64_t steps;             /**< steps (per measurement for walk-jump), >= 0 (default 100) */
+  int64_t measurements;      /**< walk-jump: measurements of one x, >= 1 (default 1) */
+  int mean;                  /**< walk-jump: nonzero to output E[x | y_1..m] instead of its sign (default 0) */
+  int start_uniform;         /**< discrete Langevin: nonzero to start uniformly instead of from y (default 0) */
+  uint64_t seed;             /**< Philox key (default 0) */
+  uint64_t first_chain;      /**< id of the call's first chain in the random stream (default 0) */
+  uint64_t first_step;       /**< discrete Langevin: stream step of the call's first step (default 0) */
+} ds_discrete_options;
+
+/**
+ * Creates a Bernoulli mixture of K components on {-1,1}^d from host arrays (copied; copied to the device
+ * synchronously when a GPU is present).
+ * @param weights        K positive finite weights (normalised internally)
+ * @param probabilities  K x d row-major values P(x_j = +1 | component k), each in [0, 1]
+ * @param out            receives the new handle (release with ds_bernoulli_mixture_destroy())
+ */
+DS_API ds_status ds_bernoulli_mixture_create(int64_t dim, int64_t components, const double* weights,
+                                             const double* probabilities, ds_bernoulli_mixture** out);
+
+/** Releases a Bernoulli mixture (synchronous: frees its device copy). NULL is ignored. */
+DS_API void ds_bernoulli_mixture_destroy(ds_bernoulli_mixture* mixture);
+
+/**
+ * Evaluates @p what for the noisy law q at flip strength @p alpha > 0 at n points y (n x d, any real values):
+ * DS_LOG_DENSITY (n floats; the exact log pmf on {-1,1}^d), DS_SCORE (grad log q) or DS_DENOISER (E[x | y] =
+ * score / alpha), n x d floats. Asynchronous on the CUDA executor.
+ * @param ran  receives the executor that ran (may be NULL)
+ */
+DS_API ds_status ds_bernoulli_mixture_evaluate(const ds_bernoulli_mixture* mixture, ds_quantity what, const float* y,
+                                               int64_t n, double alpha, float* out, ds_execution exec,
+                                               ds_executor* ran);
+
+/**
+ * Exact samples of the noisy variable (entries +-1 as floats; @p alpha = INFINITY for the prior itself): point i
+ * draws from the Philox stream (seed, first_index + i, 0). Asynchronous on the CUDA executor.
+ * @param labels  n component indices, or NULL
+ * @param ran     receives the executor that ran (may be NULL)
+ */
+DS_API ds_status ds_bernoulli_mixture_sample(const ds_bernoulli_mixture* mixture, float* out, int64_t n, double alpha,
+                                             uint64_t seed, int32_t* labels, uint64_t first_index, ds_execution exec,
+                                             ds_executor* ran);
+
+/**
+ * Writes the default options (metropolis, alpha 1, eta 1, 100 steps, 1 measurement, seed 0) and sets struct_size.
+ * @return DS_INVALID_ARGUMENT for a null pointer or a struct_size of no known layout (nothing written then)
+ */
+DS_API ds_status ds_discrete_options_init(ds_discrete_options* options, size_t struct_size);
+
+/**
+ * Bytes of workspace a ds_discrete_langevin() (@p walk_jump 0) or ds_discrete_walk_jump() (nonzero) call needs.
+ */
+DS_API ds_status ds_discrete_workspace_bytes(const ds_bernoulli_mixture* mixture, int64_t n,
+                                             const ds_discrete_options* options, int walk_jump, size_t* bytes);
+
+/**
+ * Discrete Langevin on q: options->steps steps of n chains in one fused launch; @p y (n x d) holds the start (an
+ * entry > 0 is +1) unless options->start_uniform, and receives the final states. Asynchronous on the CUDA executor.
+ * @param accepted         n accepted-move counts, or NULL
+ * @param workspace        ds_discrete_workspace_bytes() bytes, or NULL to allocate for the call
+ * @param ran              receives the executor that ran (may be NULL)
+ */
+DS_API ds_status ds_discrete_langevin(const ds_bernoulli_mixture* mixture, float* y, int64_t n,
+                                      const ds_discrete_options* options, int64_t* accepted, ds_execution exec,
+                                      void* workspace, size_t workspace_bytes, ds_executor* ran);
+
+/**
+ * Discrete walk-jump: per measurement, options->steps steps of the discrete chain on the measurement given the earlier
+ * ones, then the jump sign(E[x | y_1..m]) (or E[x | y_1..m] with options->mean) written to @p x (n x d).
+ * Asynchronous on the CUDA executor.
+ * @param noisy     n x d: the sum of the measurements, or NULL
+ * @param accepted  n accepted-move counts, or NULL
+ * @param ran       receives the executor that ran (may be NULL)
+ */
+DS_API ds_status ds_discrete_walk_jump(const ds_bernoulli_mixture* mixture, float* x, int64_t n,
+                                       const ds_discrete_options* options, float* noisy, int64_t* accepted,
+                                       ds_execution exec, void* workspace, size_t workspace_bytes, ds_executor* ran);
+
+/** "one_stage", "metropolis" or "two_stage" (or "unknown"). Static storage. */
+DS_API const char* ds_discrete_method_name(ds_discrete_method method);
+
 #ifdef __cplusplus
 }
 #endif

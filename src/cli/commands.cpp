@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/binary.hpp"
 #include "cli/problem.hpp"
 #include "cli/progress.hpp"
 #include "npy.hpp"
@@ -45,7 +46,8 @@ const char* sample_usage =
     "sampler:\n"
     "  --sampler NAME          ula, mala, tamed_ula (Langevin from N(mean, var) of the prior); ddpm, ddim,\n"
     "                          reverse_sde, ode_euler, ode_heun, stochastic_localization, walk_jump,\n"
-    "                          sequential_measurements (default mala)\n"
+    "                          sequential_measurements (default mala); discrete_langevin, discrete_walk_jump for\n"
+    "                          a Bernoulli-mixture prior (options: diffsample sample --sampler discrete_langevin -h)\n"
     "  --steps N               steps (default 1000 for Langevin, 100 otherwise; per measurement for SMS)\n"
     "  --chains N              chains (default 2^20 on a GPU, 16384 on the CPU)\n"
     "  --schedule NAME         vp_linear, vp_cosine, vp_table (file only), variance_exploding,\n"
@@ -695,6 +697,7 @@ json prior_json(const prior_spec& p, const std::string& source) {
 }  // namespace
 
 int run_sample(int argc, char** argv, int first) {
+  if (wants_binary_sample(argc, argv, first)) return run_sample_binary(argc, argv, first);
   const options o =
       parse_options(argc, argv, first, sample_usage,
                     {"--problem",   "--dim",          "--grid",      "--spacing",  "--variance", "--sampler", "--steps",

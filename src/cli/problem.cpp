@@ -235,10 +235,27 @@ class reader {
     return s;
   }
 
+  /// A Bernoulli-mixture prior: "probabilities" (K x d, each in [0, 1]) and optional "weights" (K).
+  binary_prior_spec binary_prior(const json& p) const {
+    only_keys(p, "prior", {"weights", "probabilities"});
+    binary_prior_spec s;
+    const array probs = matrix(p["probabilities"], "prior.probabilities", -1, -1);
+    const std::int64_t K = probs.rows;
+    s.dim = probs.cols;
+    s.probabilities = probs.values;
+    for (std::size_t i = 0; i < s.probabilities.size(); ++i)
+      if (!(s.probabilities[i] >= 0 && s.probabilities[i] <= 1))
+        bad("prior.probabilities", "value " + std::to_string(i) + " is " + fmt(s.probabilities[i]) +
+                                       " (must be in [0, 1])");
+    s.weights = p.contains("weights") ? weights(p["weights"], K) : std::vector<double>(K, 1.0);
+    s.description = std::to_string(K) + "-component Bernoulli mixture";
+    return s;
+  }
+
   sampler_spec sampler(const json& j) const {
     only_keys(j, "sampler",
               {"name", "schedule", "time_grid", "t_start", "t_end", "alpha_bar", "steps", "chains", "measurements",
-               "eta", "sigma", "step_size", "seed", "executor", "final_denoise"});
+               "eta", "sigma", "step_size", "seed", "executor", "final_denoise", "alpha", "method"});
     sampler_spec s;
     if (j.contains("name")) s.name = string(j["name"], "sampler.name");
     if (j.contains("schedule")) s.schedule = string(j["schedule"], "sampler.schedule");
@@ -254,6 +271,8 @@ class reader {
     if (j.contains("step_size")) s.step_size = number(j["step_size"], "sampler.step_size");
     if (j.contains("seed")) s.seed = std::uint64_t(integer(j["seed"], "sampler.seed", 0));
     if (j.contains("executor")) s.executor = string(j["executor"], "sampler.executor");
+    if (j.contains("alpha")) s.alpha = number(j["alpha"], "sampler.alpha");
+    if (j.contains("method")) s.method = string(j["method"], "sampler.method");
     if (j.contains("final_denoise")) {
       if (!j["final_denoise"].is_boolean()) bad("sampler.final_denoise", "expected true or false");
       s.final_denoise = j["final_denoise"].get<bool>();
@@ -371,9 +390,13 @@ problem parse_problem(std::string_view json_text, const std::string& path, bool 
   r.only_keys(doc, "", {"prior", "sampler", "observation", "comment"});
   problem p;
   p.path = path;
-  if (doc.contains("prior")) p.prior = r.prior(doc["prior"]);
+  if (doc.contains("prior") && doc["prior"].is_object() && doc["prior"].contains("probabilities"))
+    p.binary_prior = r.binary_prior(doc["prior"]);
+  else if (doc.contains("prior"))
+    p.prior = r.prior(doc["prior"]);
   if (doc.contains("sampler")) p.sampler = r.sampler(doc["sampler"]);
   if (doc.contains("observation")) {
+    if (p.binary_prior) r.bad("observation", "applies to Gaussian-mixture priors, not to a Bernoulli-mixture prior");
     if (!p.prior) r.bad("observation", "needs a prior in the same file");
     observation_operator op;
     p.observation = r.observation(doc["observation"], p.prior->dim, &op);

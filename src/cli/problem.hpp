@@ -38,6 +38,15 @@ struct prior_spec {
   std::string description;        ///< e.g. "25-component grid mixture" or "mixture from problem.json"
 };
 
+/// A mixture of product Bernoulli distributions on {-1,1}^d: a prior given with "probabilities" (shapes and ranges
+/// validated; the library validates the rest).
+struct binary_prior_spec {
+  std::int64_t dim = 0;
+  std::vector<double> weights;        ///< K
+  std::vector<double> probabilities;  ///< K x dim, P(x_j = +1 | component)
+  std::string description;            ///< e.g. "20-component Bernoulli mixture"
+};
+
 /// The built-in prior: grid_mixture(dim, grid, spacing, variance, weights) with the demo's weights for a 5 x 5 grid
 /// and equal weights otherwise.
 prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights = {});
@@ -54,12 +63,15 @@ struct sampler_spec {
   std::optional<std::uint64_t> seed;
   std::optional<std::string> executor;
   std::optional<bool> final_denoise;
+  std::optional<double> alpha;          ///< discrete samplers: flip strength
+  std::optional<std::string> method;    ///< discrete samplers: one_stage, metropolis, two_stage
 };
 
 /// A parsed problem file.
 struct problem {
   std::string path;  ///< the JSON file
   std::optional<prior_spec> prior;
+  std::optional<binary_prior_spec> binary_prior;  ///< a Bernoulli-mixture prior (then `prior` is empty)
   sampler_spec sampler;
   std::optional<linear_observation> observation;  ///< d_x equals the prior's dimension; A is the dense matrix
   std::optional<observation_operator> observation_op;  ///< the same operator in its own form (dense, mask or svd)

@@ -960,6 +960,80 @@ static void test_guided_mask(void) {
   ds_mixture_destroy(prior);
 }
 
+static void test_binary(void) {
+  /* Bernoulli mixture on {-1,1}^3: the pmf of q sums to one over the 8 states, the score is alpha times the
+     denoiser; Metropolis discrete Langevin chains' coordinate means match the exact E[y_j] = tanh(alpha) sum_k
+     w_k (2 p_kj - 1) within 5 standard errors (|y_j| = 1, so se <= 1 / sqrt(n)); walk-jump outputs +-1 (or E[x | y]
+     in [-1, 1]); bad arguments are named. */
+  const double w[2] = {0.3, 0.7}, p[6] = {0.9, 0.2, 0.5, 0.1, 0.7, 0.6};
+  const double alpha = 0.8;
+  ds_bernoulli_mixture* m = NULL;
+  ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  ds_executor ran = DS_EXECUTOR_AUTOMATIC;
+  float states[24], logq[8], score[24], den[24];
+  double total = 0;
+  int s, j, i;
+  CHECK_OK(ds_bernoulli_mixture_create(3, 2, w, p, &m));
+  for (s = 0; s < 8; ++s)
+    for (j = 0; j < 3; ++j) states[s * 3 + j] = (s >> j) & 1 ? 1.f : -1.f;
+  CHECK_OK(ds_bernoulli_mixture_evaluate(m, DS_LOG_DENSITY, states, 8, alpha, logq, cpu, &ran));
+  CHECK(ran == DS_EXECUTOR_CPU);
+  CHECK_OK(ds_bernoulli_mixture_evaluate(m, DS_SCORE, states, 8, alpha, score, cpu, NULL));
+  CHECK_OK(ds_bernoulli_mixture_evaluate(m, DS_DENOISER, states, 8, alpha, den, cpu, NULL));
+  for (s = 0; s < 8; ++s) total += exp(logq[s]);
+  CHECK(near(total, 1.0, 1e-5));
+  for (i = 0; i < 24; ++i) CHECK(near(score[i], alpha * den[i], 1e-6));
+  {
+    enum { n = 4096 };
+    static float y[n * 3], x[n * 3], u[n * 3];
+    static int64_t accepted[n];
+    ds_discrete_options o;
+    size_t bytes = 0;
+    CHECK_OK(ds_discrete_options_init(&o, sizeof o));
+    CHECK(o.struct_size == sizeof o && o.method == DS_DISCRETE_METROPOLIS && o.alpha == 1.0 && o.eta == 1.0);
+    CHECK(o.steps == 100 && o.measurements == 1 && o.mean == 0 && o.start_uniform == 0 && o.seed == 0);
+    o.alpha = alpha;
+    o.steps = 60;
+    o.start_uniform = 1;
+    o.seed = 5;
+    CHECK_OK(ds_discrete_workspace_bytes(m, n, &o, 0, &bytes));
+    CHECK(bytes == 4 * n * 3 * sizeof(float));
+    CHECK_OK(ds_discrete_langevin(m, y, n, &o, accepted, cpu, NULL, 0, &ran));
+    CHECK(ran == DS_EXECUTOR_CPU);
+    for (i = 0; i < n; ++i) CHECK(accepted[i] >= 0 && accepted[i] <= o.steps);
+    for (j = 0; j < 3; ++j) {
+      double mean = 0, exact = 0;
+      for (i = 0; i < n; ++i) mean += y[i * 3 + j] / n;
+      for (s = 0; s < 2; ++s) exact += w[s] * (2 * p[s * 3 + j] - 1) * tanh(alpha);
+      CHECK(fabs(mean - exact) < 5.0 / sqrt((double)n));
+    }
+    o.measurements = 2;
+    o.mean = 1;
+    CHECK_OK(ds_discrete_walk_jump(m, x, n, &o, u, NULL, cpu, NULL, 0, &ran));
+    for (i = 0; i < n * 3; ++i) CHECK(x[i] >= -1.f && x[i] <= 1.f && fabs(u[i]) <= 2.f);
+    o.mean = 0;
+    CHECK_OK(ds_discrete_walk_jump(m, x, n, &o, NULL, NULL, cpu, NULL, 0, NULL));
+    for (i = 0; i < n * 3; ++i) CHECK(x[i] == 1.f || x[i] == -1.f);
+    o.alpha = 0;
+    EXPECT_ERROR(ds_discrete_langevin(m, y, n, &o, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "alpha");
+    o.alpha = 1;
+    o.method = (ds_discrete_method)7;
+    EXPECT_ERROR(ds_discrete_walk_jump(m, x, n, &o, NULL, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "method");
+    o.struct_size = 3;
+    EXPECT_ERROR(ds_discrete_langevin(m, y, n, &o, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "struct_size");
+    EXPECT_ERROR(ds_discrete_langevin(NULL, y, n, &o, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "mixture");
+  }
+  {
+    const double bad[6] = {0.9, 0.2, 1.5, 0.1, 0.7, 0.6};
+    ds_bernoulli_mixture* b = NULL;
+    EXPECT_ERROR(ds_bernoulli_mixture_create(3, 2, w, bad, &b), DS_INVALID_ARGUMENT, "probabilities");
+    CHECK(b == NULL);
+  }
+  CHECK(strcmp(ds_discrete_method_name(DS_DISCRETE_TWO_STAGE), "two_stage") == 0);
+  CHECK(strcmp(ds_discrete_method_name((ds_discrete_method)9), "unknown") == 0);
+  ds_bernoulli_mixture_destroy(m);
+}
+
 int main(void) {
   test_library();
   test_gaussian();
@@ -973,6 +1047,7 @@ int main(void) {
   test_resample();
   test_guided();
   test_guided_mask();
+  test_binary();
   if (failures) {
     fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);
     return 1;

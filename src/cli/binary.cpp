@@ -1,0 +1,516 @@
+// `diffsample sample` on binary data: a Bernoulli-mixture prior from a problem file, the discrete samplers
+// (discrete_langevin on the noisy law q, discrete_walk_jump for the prior), outputs in {-1,1} as int8 or float32
+// .npy, accuracy against exact samples, and the picture of a chain of noisy states and their jumps.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <diffsample/diffsample.hpp>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "cli/binary.hpp"
+#include "cli/problem.hpp"
+#include "npy.hpp"
+
+namespace diffsample::cli {
+
+namespace {
+
+namespace ds = diffsample;
+using json = nlohmann::ordered_json;
+
+const char* binary_usage =
+    "usage: diffsample sample --problem FILE.json --sampler discrete_langevin|discrete_walk_jump [options]\n"
+    "Samples binary data on {-1,1}^d: the problem file's prior is a mixture of product Bernoulli distributions\n"
+    "(prior.probabilities K x d, prior.weights K). discrete_langevin samples the noisy law q of y = x o eps,\n"
+    "P(eps_j = -1) = sigmoid(-2 alpha); discrete_walk_jump samples it (per measurement) and jumps to sign(E[x | y]).\n"
+    "  --problem FILE.json     problem file with a Bernoulli-mixture prior (schema in README)\n"
+    "  --sampler NAME          discrete_langevin or discrete_walk_jump (default discrete_walk_jump)\n"
+    "  --method NAME           one_stage, metropolis or two_stage (default metropolis)\n"
+    "  --alpha A               flip strength (default 1)\n"
+    "  --eta E                 step of the discrete chains (default 1)\n"
+    "  --steps N               steps (per measurement for walk-jump; default 100)\n"
+    "  --measurements M        walk-jump measurements of one x (default 1)\n"
+    "  --mean                  walk-jump: output E[x | y_1..m] instead of its sign (float32 only)\n"
+    "  --chains N              chains (default 2^20 on a GPU, 16384 on the CPU)\n"
+    "  --seed S                random seed (default 1)\n"
+    "  --executor auto|cuda|cpu  where to run (default auto)\n"
+    "  --out FILE.npy          write the samples (N x d)\n"
+    "  --dtype int8|float32    element type of --out (default float32; int8 holds -1 and 1)\n"
+    "  --report FILE.json      write the JSON report (settings, executor, timings, accuracy)\n"
+    "  --plot FILE.svg         the first chains' noisy states (top) and their jumps sign(E[x | y]) (bottom) along\n"
+    "                          the walk, as image grids (d = w x w pixels, else rows of ceil(sqrt(d)))\n"
+    "  --quiet                 print nothing on success\n"
+    "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
+
+std::string fmt(double v, int digits = 6) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*g", digits, v);
+  return b;
+}
+
+std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), &end, 0);
+  if (errno != 0 || end == text.c_str() || *end != '\0' || v < min_value)
+    throw usage_error(flag + ": expected an integer >= " + std::to_string(min_value) + ", got '" + text + "'");
+  return v;
+}
+
+double to_double(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || !std::isfinite(v))
+    throw usage_error(flag + ": expected a finite number, got '" + text + "'");
+  return v;
+}
+
+/// Writes bytes to path through a temporary file in the same folder, synced and renamed over it.
+void write_file(const std::string& path, const void* data, std::size_t size) {
+  std::string tmp = path + ".tmp.XXXXXX";
+  std::vector<char> name(tmp.begin(), tmp.end());
+  name.push_back('\0');
+  const int fd = mkstemp(name.data());
+  if (fd < 0) throw ds::error(path + ": cannot open: " + std::strerror(errno));
+  tmp = name.data();
+  const char* p = static_cast<const char*>(data);
+  std::size_t left = size;
+  int err = 0;
+  while (left > 0) {
+    const ssize_t w = ::write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      err = errno ? errno : EIO;
+      break;
+    }
+    p += w;
+    left -= std::size_t(w);
+  }
+  if (err == 0 && fchmod(fd, 0644) != 0) err = errno;
+  if (err == 0 && fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    throw ds::error(path + ": write failed: " + std::strerror(err));
+  }
+}
+
+/// A .npy image of an int8 rows x cols matrix (format 1.0).
+std::vector<unsigned char> encode_i1(const std::vector<float>& values, std::int64_t rows, std::int64_t cols) {
+  std::string header = "{'descr': '|i1', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
+                       std::to_string(cols) + "), }";
+  const std::size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header.push_back('\n');
+  std::vector<unsigned char> out = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
+  out.push_back(static_cast<unsigned char>(header.size() & 0xff));
+  out.push_back(static_cast<unsigned char>(header.size() >> 8));
+  out.insert(out.end(), header.begin(), header.end());
+  for (float v : values) out.push_back(static_cast<unsigned char>(static_cast<signed char>(v > 0 ? 1 : -1)));
+  return out;
+}
+
+ds::executor resolve(ds::executor e) {
+  if (e == ds::executor::automatic) return ds::cuda_available() ? ds::executor::cuda : ds::executor::cpu;
+  if (e == ds::executor::cuda && !ds::cuda_available())
+    throw input_error("--executor cuda: no GPU is available (" + ds::cuda_unavailable_reason() + ")");
+  return e;
+}
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw ds::error(std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+/// A buffer on the executor's side: device memory for cuda, host memory for the cpu.
+struct side_buffer {
+  ds::executor where;
+  std::vector<unsigned char> host;
+  void* device = nullptr;
+  side_buffer(ds::executor w, std::size_t bytes) : where(w) {
+    if (where == ds::executor::cuda)
+      check(cudaMalloc(&device, std::max<std::size_t>(bytes, 1)), "cudaMalloc");
+    else
+      host.resize(std::max<std::size_t>(bytes, 1));
+  }
+  ~side_buffer() {
+    if (device) cudaFree(device);
+  }
+  side_buffer(const side_buffer&) = delete;
+  side_buffer& operator=(const side_buffer&) = delete;
+  template <class T>
+  T* as() {
+    return static_cast<T*>(where == ds::executor::cuda ? device : static_cast<void*>(host.data()));
+  }
+  template <class T>
+  std::vector<T> download(std::size_t count) {
+    std::vector<T> out(count);
+    if (where == ds::executor::cuda)
+      check(cudaMemcpy(out.data(), device, count * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    else
+      std::memcpy(out.data(), host.data(), count * sizeof(T));
+    return out;
+  }
+};
+
+/// Exact reference draws of what the sampler targets: y ~ q (discrete_langevin) or the jump sign(E[x | u]) of the
+/// sum u of m exact measurements of one x (discrete_walk_jump, E[x | u] with --mean).
+std::vector<float> exact_reference(const ds::bernoulli_mixture& prior, bool walk_jump, double alpha,
+                                   std::int64_t measurements, bool mean, std::int64_t n, std::uint64_t seed) {
+  const std::int64_t d = prior.dim();
+  std::vector<float> out(std::size_t(n * d));
+  if (!walk_jump) {
+    prior.sample(out.data(), n, alpha, seed, nullptr, 0, {ds::executor::cpu});
+    return out;
+  }
+  std::vector<float> x(out.size()), u(out.size(), 0.f);
+  prior.sample(x.data(), n, INFINITY, seed, nullptr, 0, {ds::executor::cpu});
+  std::mt19937_64 g(seed);
+  std::bernoulli_distribution flip(1.0 / (1.0 + std::exp(2.0 * alpha)));
+  for (std::int64_t r = 0; r < measurements; ++r)
+    for (std::size_t i = 0; i < x.size(); ++i) u[i] += flip(g) ? -x[i] : x[i];
+  prior.evaluate(ds::quantity::denoiser, u.data(), n, alpha, out.data(), {ds::executor::cpu});
+  if (!mean)
+    for (float& v : out) v = v >= 0.f ? 1.f : -1.f;
+  return out;
+}
+
+/// Total variation between the empirical laws of two n x d sets of points in {-1,1}^d (d <= 20).
+double empirical_tv(const std::vector<float>& a, const std::vector<float>& b, std::int64_t d) {
+  std::map<std::uint64_t, double> h;
+  auto add = [&](const std::vector<float>& x, double w) {
+    const std::int64_t n = std::int64_t(x.size()) / d;
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::uint64_t key = 0;
+      for (std::int64_t j = 0; j < d; ++j) key |= std::uint64_t(x[i * d + j] > 0) << j;
+      h[key] += w / double(n);
+    }
+  };
+  add(a, 1.0);
+  add(b, -1.0);
+  double t = 0;
+  for (const auto& kv : h) t += std::fabs(kv.second);
+  return 0.5 * t;
+}
+
+/// Largest |mean_j(a) - mean_j(b)| in standard errors of the difference.
+double max_mean_z(const std::vector<float>& a, const std::vector<float>& b, std::int64_t d) {
+  const std::int64_t n = std::int64_t(a.size()) / d;
+  double worst = 0;
+  for (std::int64_t j = 0; j < d; ++j) {
+    double ma = 0, mb = 0, va = 0, vb = 0;
+    for (std::int64_t i = 0; i < n; ++i) ma += a[i * d + j], mb += b[i * d + j];
+    ma /= double(n), mb /= double(n);
+    for (std::int64_t i = 0; i < n; ++i)
+      va += (a[i * d + j] - ma) * (a[i * d + j] - ma), vb += (b[i * d + j] - mb) * (b[i * d + j] - mb);
+    const double se = std::sqrt((va + vb) / (double(n) * double(n - 1 > 0 ? n - 1 : 1)));
+    if (se > 0) worst = std::max(worst, std::fabs(ma - mb) / se);
+  }
+  return worst;
+}
+
+/// An SVG of two image grids: rows are chains, columns snapshots along the walk; the top grid shows the noisy
+/// states y (black = +1), the bottom one their jumps sign(E[x | y]) (or E[x | y] as grey levels).
+std::string svg_chains(const std::string& title, const std::vector<std::vector<float>>& noisy,
+                       const std::vector<std::vector<float>>& jumps, std::int64_t rows, std::int64_t d,
+                       const std::vector<std::int64_t>& steps) {
+  const std::int64_t cols_px = std::int64_t(std::ceil(std::sqrt(double(d))));
+  const std::int64_t rows_px = (d + cols_px - 1) / cols_px;
+  const int cell = std::max(2, int(48 / cols_px)), gap = 6, left = 70, top = 40;
+  const std::int64_t snaps = std::int64_t(noisy.size());
+  const std::int64_t tile_w = cols_px * cell, tile_h = rows_px * cell;
+  const std::int64_t grid_h = rows * (tile_h + gap);
+  const std::int64_t width = left + snaps * (tile_w + gap) + 20, height = top + 2 * grid_h + 90;
+  std::ostringstream s;
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height << "\" viewBox=\"0 0 "
+    << width << ' ' << height << "\" font-family=\"sans-serif\" font-size=\"12\" shape-rendering=\"crispEdges\">\n"
+    << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    << "<text x=\"" << width / 2 << "\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">" << title << "</text>\n";
+  auto grid = [&](const std::vector<std::vector<float>>& frames, std::int64_t y0, const char* label) {
+    s << "<text x=\"8\" y=\"" << y0 + grid_h / 2 << "\" transform=\"rotate(-90 14 " << y0 + grid_h / 2
+      << ")\" text-anchor=\"middle\">" << label << "</text>\n";
+    for (std::int64_t c = 0; c < snaps; ++c)
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t x0 = left + c * (tile_w + gap), yy = y0 + r * (tile_h + gap);
+        s << "<rect x=\"" << x0 - 1 << "\" y=\"" << yy - 1 << "\" width=\"" << tile_w + 2 << "\" height=\"" << tile_h + 2
+          << "\" fill=\"none\" stroke=\"#bbbbbb\"/>\n";
+        for (std::int64_t j = 0; j < d; ++j) {
+          const double v = frames[c][r * d + j];
+          const int level = int(std::lround(255 * (1 - std::clamp((v + 1) / 2, 0.0, 1.0))));  // +1 black
+          if (level == 255) continue;
+          s << "<rect x=\"" << x0 + (j % cols_px) * cell << "\" y=\"" << yy + (j / cols_px) * cell << "\" width=\""
+            << cell << "\" height=\"" << cell << "\" fill=\"rgb(" << level << ',' << level << ',' << level
+            << ")\"/>\n";
+        }
+      }
+  };
+  grid(noisy, top, "noisy states y");
+  grid(jumps, top + grid_h + 40, "jumps");
+  for (std::int64_t c = 0; c < snaps; ++c)
+    s << "<text x=\"" << left + c * (tile_w + gap) + tile_w / 2 << "\" y=\"" << top + grid_h + 22
+      << "\" text-anchor=\"middle\">" << steps[c] << "</text>\n";
+  s << "<text x=\"" << left << "\" y=\"" << height - 16 << "\">columns: step of the walk; rows: chains; black = +1"
+    << "</text>\n</svg>\n";
+  return s.str();
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return b;
+}
+
+}  // namespace
+
+bool is_binary_sampler(const std::string& name) {
+  return name == "discrete_langevin" || name == "discrete_walk_jump";
+}
+
+bool wants_binary_sample(int argc, char** argv, int first) {
+  for (int i = first; i + 1 < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--sampler" && is_binary_sampler(argv[i + 1])) return true;
+    if (a == "--problem") {
+      try {
+        if (read_problem(argv[i + 1]).binary_prior) return true;
+      } catch (const std::exception&) {
+        return false;  // the ordinary path reports the problem file's error
+      }
+    }
+  }
+  return false;
+}
+
+int run_sample_binary(int argc, char** argv, int first) {
+  const std::vector<std::string> with_value{"--problem", "--sampler", "--method",   "--alpha",    "--eta",
+                                            "--steps",   "--measurements", "--chains", "--seed", "--executor",
+                                            "--out",     "--dtype",   "--report",   "--plot"};
+  const std::vector<std::string> switches{"--mean", "--quiet"};
+  std::map<std::string, std::string> o;
+  for (int i = first; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(binary_usage, stdout);
+      return 0;
+    }
+    if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
+      o[a] = "";
+    } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
+      if (i + 1 >= argc) throw usage_error(a + ": missing value");
+      if (o.count(a)) throw usage_error(a + ": given twice");
+      o[a] = argv[++i];
+    } else {
+      throw usage_error("unknown option '" + a + "' for a discrete sampler (see diffsample sample --sampler " +
+                        "discrete_walk_jump --help)");
+    }
+  }
+  auto has = [&](const char* f) { return o.count(f) != 0; };
+  const bool quiet = has("--quiet");
+  if (!has("--problem")) throw usage_error("the discrete samplers need --problem FILE.json with a Bernoulli-mixture prior");
+  const problem file = read_problem(o["--problem"]);
+  if (!file.binary_prior)
+    throw input_error(file.path + ": prior: the discrete samplers need a Bernoulli-mixture prior (prior.probabilities)");
+  const binary_prior_spec& spec = *file.binary_prior;
+  const sampler_spec& f = file.sampler;
+
+  std::string sampler = has("--sampler") ? o["--sampler"] : f.name.value_or("discrete_walk_jump");
+  if (!is_binary_sampler(sampler))
+    throw usage_error("sampler '" + sampler + "' does not sample a Bernoulli-mixture prior (expected " +
+                      "discrete_langevin or discrete_walk_jump)");
+  const bool walk_jump = sampler == "discrete_walk_jump";
+  std::string method_name = has("--method") ? o["--method"] : f.method.value_or("metropolis");
+  ds::discrete_method method;
+  try {
+    method = ds::parse_discrete_method(method_name);
+  } catch (const ds::invalid_argument&) {
+    throw usage_error("--method: unknown '" + method_name + "' (expected one_stage, metropolis or two_stage)");
+  }
+  const double alpha = has("--alpha") ? to_double("--alpha", o["--alpha"]) : f.alpha.value_or(1.0);
+  const double eta = has("--eta") ? to_double("--eta", o["--eta"]) : f.eta.value_or(1.0);
+  if (!(alpha > 0)) throw usage_error("--alpha: must be > 0, got " + fmt(alpha));
+  if (!(eta > 0)) throw usage_error("--eta: must be > 0, got " + fmt(eta));
+  const std::int64_t steps = has("--steps") ? to_int("--steps", o["--steps"], 0) : f.steps.value_or(100);
+  const std::int64_t measurements =
+      has("--measurements") ? to_int("--measurements", o["--measurements"], 1) : f.measurements.value_or(1);
+  if (!walk_jump && (has("--measurements") || has("--mean")))
+    throw usage_error(std::string(has("--mean") ? "--mean" : "--measurements") + " applies to discrete_walk_jump only");
+  const bool mean = has("--mean");
+  const std::string dtype = has("--dtype") ? o["--dtype"] : "float32";
+  if (dtype != "float32" && dtype != "int8") throw usage_error("--dtype: expected int8 or float32, got '" + dtype + "'");
+  if (dtype == "int8" && mean) throw usage_error("--dtype int8 cannot hold E[x | y] (--mean): use float32");
+  if (has("--dtype") && !has("--out")) throw usage_error("--dtype needs --out");
+  const std::uint64_t seed = has("--seed") ? std::uint64_t(to_int("--seed", o["--seed"], 0)) : f.seed.value_or(1);
+  const ds::executor where =
+      resolve(ds::parse_executor(has("--executor") ? o["--executor"] : f.executor.value_or("auto")));
+  const std::int64_t n = has("--chains") ? to_int("--chains", o["--chains"], 1)
+                                         : f.chains.value_or(where == ds::executor::cuda ? (1 << 20) : 16384);
+  const std::int64_t d = spec.dim;
+  for (const char* flag : {"--out", "--report", "--plot"})
+    if (has(flag) && o[flag].empty()) throw usage_error(std::string(flag) + ": empty file name");
+  {
+    const long double bytes = (long double)n * d * 4.0L * 7;
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages > 0 && page > 0 && bytes > 0.8L * pages * (long double)page)
+      throw input_error("--chains: " + std::to_string(n) + " chains of dimension " + std::to_string(d) +
+                        " need more memory than this machine has");
+  }
+
+  const ds::bernoulli_mixture prior(d, spec.weights, spec.probabilities);
+  if (!quiet)
+    std::printf("diffsample sample: %s (%s) on a %lld-D %s (%s), %lld chains\n", sampler.c_str(),
+                ds::to_string(method), static_cast<long long>(d), spec.description.c_str(), file.path.c_str(),
+                static_cast<long long>(n));
+  std::fflush(stdout);
+
+  // The run: one library call.
+  side_buffer x(where, std::size_t(n * d) * sizeof(float)), acc(where, std::size_t(n) * sizeof(std::int64_t));
+  const auto t0 = std::chrono::steady_clock::now();
+  ds::discrete_report rep;
+  if (walk_jump) {
+    ds::discrete_walk_jump_options w;
+    w.method = method;
+    w.alpha = alpha;
+    w.eta = eta;
+    w.steps = steps;
+    w.measurements = measurements;
+    w.mean = mean;
+    w.seed = seed;
+    rep = ds::discrete_walk_jump(prior, x.as<float>(), n, w, {nullptr, acc.as<std::int64_t>()}, {where});
+  } else {
+    ds::discrete_langevin_options l;
+    l.method = method;
+    l.alpha = alpha;
+    l.eta = eta;
+    l.steps = steps;
+    l.seed = seed;
+    l.start_uniform = true;
+    rep = ds::discrete_langevin(prior, x.as<float>(), n, l, acc.as<std::int64_t>(), {where});
+  }
+  if (where == ds::executor::cuda) check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::vector<float> samples = x.download<float>(std::size_t(n * d));
+  const std::vector<std::int64_t> accepted = acc.download<std::int64_t>(std::size_t(n));
+  const std::int64_t total_steps = walk_jump ? steps * measurements : steps;
+  double acceptance = 0;
+  for (auto a : accepted) acceptance += double(a);
+  acceptance = total_steps > 0 ? acceptance / (double(n) * double(total_steps)) : 0.0;
+  const double rate = seconds > 0 ? double(n) * double(total_steps) / seconds : 0.0;
+
+  // Accuracy on up to 2^15 samples against exact reference draws of the same law, beside two reference sets' floor.
+  const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
+  const auto ref_a = exact_reference(prior, walk_jump, alpha, measurements, mean, m, seed + 2000);
+  const auto ref_b = exact_reference(prior, walk_jump, alpha, measurements, mean, m, seed + 3000);
+  const std::vector<float> head(samples.begin(), samples.begin() + m * d);
+  const double z = max_mean_z(head, ref_a, d), z_floor = max_mean_z(ref_b, ref_a, d);
+  const bool with_tv = d <= 20 && !mean;
+  const double tv = with_tv ? empirical_tv(head, ref_a, d) : NAN;
+  const double tv_floor = with_tv ? empirical_tv(ref_b, ref_a, d) : NAN;
+
+  if (!quiet) {
+    std::printf("executor: %s\n", ds::to_string(rep.ran));
+    std::printf("throughput: %.4g chain-steps/s (%lld steps, %.3f s)\n", rate, static_cast<long long>(total_steps),
+                seconds);
+    if (method == ds::discrete_method::metropolis) std::printf("acceptance rate: %.3f\n", acceptance);
+    std::printf("coordinate means against exact %s: max error %.2f standard errors (exact-vs-exact %.2f; %lld "
+                "samples)\n",
+                walk_jump ? "walk-jump draws" : "samples of q", z, z_floor, static_cast<long long>(m));
+    if (with_tv)
+      std::printf("total variation of the empirical laws: %.4f (exact-vs-exact floor %.4f)\n", tv, tv_floor);
+  }
+
+  if (has("--out")) {
+    if (dtype == "int8") {
+      const auto bytes = encode_i1(samples, n, d);
+      write_file(o["--out"], bytes.data(), bytes.size());
+    } else {
+      npy::write_f32(o["--out"], samples.data(), n, d);
+    }
+  }
+  if (has("--plot")) {
+    // The first chains of the run (same seed, same chain ids: identical walks), advanced in consecutive calls
+    // (first_step), with the jump of each snapshot.
+    const std::int64_t rows = std::min<std::int64_t>(n, 6), snaps = 12;
+    const std::int64_t every = std::max<std::int64_t>(1, steps / (snaps - 1));
+    std::vector<float> y(std::size_t(rows * d)), den(y.size());
+    std::vector<std::vector<float>> noisy, jumps;
+    std::vector<std::int64_t> at;
+    ds::discrete_langevin_options l;
+    l.method = method;
+    l.alpha = alpha;
+    l.eta = eta;
+    l.seed = seed;
+    l.start_uniform = true;
+    l.steps = 0;
+    for (std::int64_t c = 0; c < snaps; ++c) {
+      ds::discrete_langevin(prior, y.data(), rows, l, nullptr, {ds::executor::cpu});
+      prior.evaluate(ds::quantity::denoiser, y.data(), rows, alpha, den.data(), {ds::executor::cpu});
+      if (!mean)
+        for (float& v : den) v = v >= 0.f ? 1.f : -1.f;
+      noisy.push_back(y);
+      jumps.push_back(den);
+      at.push_back(std::int64_t(l.first_step + l.steps));
+      l.first_step += std::uint64_t(l.steps);
+      l.start_uniform = false;
+      l.steps = every;
+    }
+    const std::string title = std::string("discrete walk (") + ds::to_string(method) + ", alpha " + fmt(alpha, 3) +
+                              ", eta " + fmt(eta, 3) + ") and its jumps, " + spec.description;
+    const std::string svg = svg_chains(title, noisy, jumps, rows, d, at);
+    write_file(o["--plot"], svg.data(), svg.size());
+  }
+  if (has("--report")) {
+    json j;
+    j["command"] = "sample";
+    j["version"] = ds::version();
+    j["date"] = utc_now();
+    j["prior"] = {{"source", file.path},
+                  {"description", spec.description},
+                  {"dim", d},
+                  {"components", spec.weights.size()},
+                  {"kind", "bernoulli_mixture"}};
+    json st;
+    st["sampler"] = sampler;
+    st["method"] = ds::to_string(method);
+    st["alpha"] = alpha;
+    st["eta"] = eta;
+    st["chains"] = n;
+    st["steps"] = steps;
+    if (walk_jump) st["measurements"] = measurements, st["mean"] = mean;
+    j["settings"] = st;
+    j["seed"] = seed;
+    j["executor"] = ds::to_string(rep.ran);
+    if (rep.ran == ds::executor::cpu) j["cpu_threads"] = ds::cpu_threads();
+    j["timings"] = {{"seconds", seconds}, {"chain_steps_per_second", rate}};
+    json a;
+    a["samples_compared"] = m;
+    a["coordinate_mean_max_error_se"] = z;
+    a["coordinate_mean_max_error_se_exact"] = z_floor;
+    a["total_variation"] = with_tv ? json(tv) : json(nullptr);
+    a["total_variation_floor"] = with_tv ? json(tv_floor) : json(nullptr);
+    a["acceptance_rate"] = acceptance;
+    j["accuracy"] = a;
+    if (has("--out")) j["samples_file"] = o["--out"], j["samples_dtype"] = dtype;
+    const std::string text = j.dump(2) + "\n";
+    write_file(o["--report"], text.data(), text.size());
+  }
+  return 0;
+}
+
+}  // namespace diffsample::cli
