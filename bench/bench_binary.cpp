@@ -1,0 +1,106 @@
+// Throughput of the discrete samplers on a 20-component Bernoulli mixture at d = 64 (8 x 8 images) and d = 784
+// (28 x 28): chain-steps per second of discrete Langevin (one-stage, Metropolis-adjusted, two-stage) and of
+// discrete walk-jump (Metropolis walk, one measurement, jump included), each timed after a warm-up call.
+//
+// Work per chain-step: one evaluation of the score and log q at the new state, i.e. K d terms each costing one
+// exp (shared by logcosh and tanh), one log1p, one division and ~10 FLOP, plus d uniforms and d sigmoids for the
+// flips (2 d for two-stage); the Metropolis step adds d log-sigmoids each way. The state and three scratch vectors
+// (four for walk-jump) live in workspace: ~4 d floats read and written per step per chain.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include <diffsample/diffsample.hpp>
+
+#include "bench_common.hpp"
+
+namespace ds = diffsample;
+
+namespace {
+
+ds::bernoulli_mixture random_prior(std::int64_t d, int K) {
+  std::mt19937_64 g(7);
+  std::uniform_real_distribution<double> p(0.02, 0.98);
+  std::vector<double> w(K, 1.0), probs(K * d);
+  for (auto& v : probs) v = p(g);
+  return ds::bernoulli_mixture(d, w, probs);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // usage: bench_binary [chains] [steps] [cpu]; defaults 2^20 x 100 on a GPU, 2^12 x 10 on the CPU
+  const bool gpu = ds::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
+  const std::int64_t n = argc > 1 ? std::atoll(argv[1]) : (gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 12));
+  const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : (gpu ? 100 : 10);
+  const ds::executor where = gpu ? ds::executor::cuda : ds::executor::cpu;
+  const int K = 20;
+  std::printf("# bench_binary: executor %s (%d CPU threads), %lld chains x %lld steps, %d-component Bernoulli mixture\n",
+              ds::to_string(where), ds::cpu_threads(), static_cast<long long>(n), static_cast<long long>(steps), K);
+  std::printf("%-22s %5s %14s %16s\n", "sampler", "d", "chain-steps/s", "score terms/s");
+  for (std::int64_t d : {64, 784}) {
+    const auto prior = random_prior(d, K);
+    std::vector<float> host(n * d);
+    float* x = host.data();
+    bench::device_memory dev(gpu ? n * d * sizeof(float) : 0);
+    if (gpu) x = static_cast<float*>(dev.p);
+    struct row {
+      const char* name;
+      bool walk_jump;
+      ds::discrete_method method;
+    };
+    for (const row r : {row{"langevin one_stage", false, ds::discrete_method::one_stage},
+                        row{"langevin metropolis", false, ds::discrete_method::metropolis},
+                        row{"langevin two_stage", false, ds::discrete_method::two_stage},
+                        row{"walk_jump metropolis", true, ds::discrete_method::metropolis}}) {
+      auto run = [&](std::int64_t s) {
+        if (r.walk_jump) {
+          ds::discrete_walk_jump_options o;
+          o.method = r.method;
+          o.alpha = 1.0;
+          o.steps = s;
+          o.seed = 1;
+          ds::discrete_walk_jump(prior, x, n, o, {}, {where});
+        } else {
+          ds::discrete_langevin_options o;
+          o.method = r.method;
+          o.alpha = 1.0;
+          o.steps = s;
+          o.seed = 1;
+          o.start_uniform = true;
+          ds::discrete_langevin(prior, x, n, o, nullptr, {where});
+        }
+        if (gpu) bench::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      };
+      run(1);  // warm-up (first touch of the workspace, thread pool start)
+      double seconds;
+      if (gpu) {
+        cudaEvent_t a, b;
+        bench::check(cudaEventCreate(&a), "cudaEventCreate");
+        bench::check(cudaEventCreate(&b), "cudaEventCreate");
+        bench::check(cudaEventRecord(a), "cudaEventRecord");
+        run(steps);
+        bench::check(cudaEventRecord(b), "cudaEventRecord");
+        bench::check(cudaEventSynchronize(b), "cudaEventSynchronize");
+        float ms = 0;
+        bench::check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+        seconds = ms / 1e3;
+        cudaEventDestroy(a);
+        cudaEventDestroy(b);
+      } else {
+        const auto t0 = std::chrono::steady_clock::now();
+        run(steps);
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      const double rate = double(n) * double(steps) / seconds;
+      std::printf("%-22s %5lld %14.4g %16.4g\n", r.name, static_cast<long long>(d), rate, rate * K * d);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
