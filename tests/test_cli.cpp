@@ -580,6 +580,51 @@ TEST_F(Cli, ConflictingOptions) {
   expect_failure(run("sample --sampler ddpm --time-grid geometric --out " + path("out.npy") + kQuick), "geometric");
 }
 
+TEST_F(Cli, BinaryPriorsSampleWithTheDiscreteSamplers) {
+  // The binary path: an inline Bernoulli prior with int8 output (a '|i1' .npy of -1 and 1), the report and the
+  // picture; the digits example's walk-jump with two measurements and --mean (float32 in [-1, 1]); errors named.
+  const std::string d8 = DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json", digits = DIFFSAMPLE_EXAMPLES_DIR "/digits_bernoulli.json";
+  result r = run("sample --problem " + d8 + " --executor cpu --chains 300 --steps 20 --out " + path("out.npy") +
+                 " --dtype int8 --report " + path("r.json") + " --plot " + path("p.svg"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::string npy = slurp(path("out.npy"));
+  ASSERT_GT(npy.size(), 300u * 8u);
+  EXPECT_NE(npy.find("'descr': '|i1'"), std::string::npos);
+  EXPECT_NE(npy.find("'shape': (300, 8)"), std::string::npos);
+  for (std::size_t i = npy.size() - 300 * 8; i < npy.size(); ++i)
+    EXPECT_TRUE(npy[i] == char(1) || npy[i] == char(-1)) << int(npy[i]);
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["prior"]["kind"], "bernoulli_mixture");
+  EXPECT_EQ(j["settings"]["sampler"], "discrete_langevin");
+  EXPECT_EQ(j["settings"]["method"], "two_stage");
+  EXPECT_TRUE(j["accuracy"]["total_variation"].is_number());
+  const std::string svg = slurp(path("p.svg"));
+  EXPECT_NE(svg.find("jumps"), std::string::npos);
+  r = run("sample --problem " + digits + " --executor cpu --chains 64 --steps 5 --measurements 2 --mean --out " +
+          path("m.npy"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const ds::npy::matrix<float> m = ds::npy::read_f32(path("m.npy"));
+  EXPECT_EQ(m.rows, 64);
+  EXPECT_EQ(m.cols, 64);
+  for (float v : m.values) EXPECT_TRUE(v >= -1.f && v <= 1.f) << v;
+  expect_failure(run("sample --problem " + d8 + " --sampler discrete_walk_jump --mean --dtype int8 --out " +
+                     path("out2.npy")), "--dtype int8", "out2.npy");
+  expect_failure(run("sample --problem " + d8 + " --alpha 0 --out " + path("out2.npy")), "--alpha", "out2.npy");
+  expect_failure(run("sample --problem " + d8 + " --method gibbs --out " + path("out2.npy")), "--method", "out2.npy");
+  expect_failure(run("sample --problem " + d8 + " --measurements 2 --out " + path("out2.npy")), "--measurements",
+                 "out2.npy");
+  write("bad.json", "{\"prior\": {\"probabilities\": [[0.5, 1.5]]}}");
+  expect_failure(run("sample --problem " + path("bad.json") + " --out " + path("out2.npy")), "prior.probabilities",
+                 "out2.npy");
+  write("obs.json", "{\"prior\": {\"probabilities\": [[0.5, 0.5]]}, \"observation\": {\"A\": [[1, 0]], "
+                    "\"sigma_y\": 1, \"y\": [0]}}");
+  expect_failure(run("sample --problem " + path("obs.json") + " --out " + path("out2.npy")), "observation",
+                 "out2.npy");
+  expect_failure(run("sample --sampler discrete_langevin --out " + path("out2.npy")), "--problem", "out2.npy");
+  expect_failure(run("sample --problem " + d8 + " --out " + path("out2.npy") + " --plot " + path("no/p.svg")),
+                 "cannot write", "out2.npy");
+}
+
 // Inputs kept by scripts/fuzz.sh problem (crashes it found, then fixed) and hand-written hostile files: each must
 // parse, or be refused with input_error on one line that starts with the file name, never crash or throw anything
 // else. A parsed prior is accepted by the library.
@@ -598,6 +643,10 @@ TEST(CliFuzzRegressions, KeptProblemFilesParseOrAreRefused) {
       if (p.prior) {
         const ds::gaussian_mixture m(p.prior->dim, p.prior->weights, p.prior->means, p.prior->variances);
         EXPECT_EQ(m.dim(), p.prior->dim) << name;
+      }
+      if (p.binary_prior) {
+        const ds::bernoulli_mixture m(p.binary_prior->dim, p.binary_prior->weights, p.binary_prior->probabilities);
+        EXPECT_EQ(m.dim(), p.binary_prior->dim) << name;
       }
     } catch (const ds::cli::input_error& e) {
       ++refused;

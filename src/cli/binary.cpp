@@ -127,6 +127,28 @@ std::vector<unsigned char> encode_i1(const std::vector<float>& values, std::int6
   return out;
 }
 
+/// Refuses, before any work, an output whose folder is missing or not writable, a folder as output, and two outputs
+/// naming one file.
+void check_output_paths(const std::map<std::string, std::string>& o) {
+  std::map<std::string, std::string> seen;
+  for (const char* flag : {"--out", "--report", "--plot"}) {
+    const auto it = o.find(flag);
+    if (it == o.end()) continue;
+    const std::string& path = it->second;
+    if (path.empty()) throw usage_error(std::string(flag) + ": empty file name");
+    if (seen.count(path)) throw usage_error(std::string(flag) + " and " + seen[path] + " name the same file '" + path + "'");
+    seen[path] = flag;
+    const auto slash = path.find_last_of('/');
+    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    struct stat st {};
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      throw input_error(path + ": cannot write: folder '" + dir + "' does not exist");
+    if (access(dir.c_str(), W_OK) != 0)
+      throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
+    if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: it is a folder");
+  }
+}
+
 ds::executor resolve(ds::executor e) {
   if (e == ds::executor::automatic) return ds::cuda_available() ? ds::executor::cuda : ds::executor::cpu;
   if (e == ds::executor::cuda && !ds::cuda_available())
@@ -362,8 +384,7 @@ int run_sample_binary(int argc, char** argv, int first) {
   const std::int64_t n = has("--chains") ? to_int("--chains", o["--chains"], 1)
                                          : f.chains.value_or(where == ds::executor::cuda ? (1 << 20) : 16384);
   const std::int64_t d = spec.dim;
-  for (const char* flag : {"--out", "--report", "--plot"})
-    if (has(flag) && o[flag].empty()) throw usage_error(std::string(flag) + ": empty file name");
+  check_output_paths(o);
   {
     const long double bytes = (long double)n * d * 4.0L * 7;
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
