@@ -45,13 +45,24 @@ DS_HD_INLINE double ds_log1p(double x) {
   return log1p(x);
 }
 
+/// a / b: the device's fast division for FP32 (2 ulp, no slow-path call whose spills would cost more than the
+/// division), plain IEEE division on the host and in FP64.
+DS_HD_INLINE float ds_quotient(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdividef(a, b);
+#else
+  return a / b;
+#endif
+}
+DS_HD_INLINE double ds_quotient(double a, double b) { return a / b; }
+
 /// log cosh z and tanh z from one exponential: e = exp(-2|z|), logcosh = |z| + log1p(e) - log 2.
 template <class T>
 DS_HD_INLINE void logcosh_tanh(T z, T& logcosh, T& tanh_z) {
   const T a = z < T(0) ? -z : z;
   const T e = ds_exp(T(-2) * a);
   logcosh = a + ds_log1p(e) - T(0.69314718055994530942);
-  const T t = (T(1) - e) / (T(1) + e);
+  const T t = ds_quotient(T(1) - e, T(1) + e);
   tanh_z = z < T(0) ? -t : t;
 }
 template <class T>
@@ -67,7 +78,7 @@ DS_HD_INLINE T log_sigmoid(T x) {
 }
 template <class T>
 DS_HD_INLINE T sigmoid(T x) {
-  return x < T(0) ? ds_exp(x) / (T(1) + ds_exp(x)) : T(1) / (T(1) + ds_exp(-x));
+  return x < T(0) ? ds_quotient(ds_exp(x), T(1) + ds_exp(x)) : ds_quotient(T(1), T(1) + ds_exp(-x));
 }
 
 /// The point u + y of a multiple-measurement stage (u: sum of the earlier measurements), read coordinate-wise.
@@ -111,13 +122,65 @@ DS_HD_INLINE T bernoulli_posterior_mean(const bernoulli_view<P>& m, const Y& y, 
       const T z = T(m.theta[m.at(k, j)]) + alpha * T(y[j]);
       const T a = z < T(0) ? -z : z;
       const T e = ds_exp(T(-2) * a);
-      const T t = (T(1) - e) / (T(1) + e);
+      const T t = ds_quotient(T(1) - e, T(1) + e);
       out[j] = out[j] * rescale + weight * (z < T(0) ? -t : t);
     }
   }
-  const T inv_sum = T(1) / sm.sum;
+  const T inv_sum = ds_quotient(T(1), sm.sum);
   for (int j = 0; j < d; ++j) out[j] *= inv_sum;
   return sm.log_sum() - T(d) * (logcosh(alpha) + T(0.69314718055994530942));
+}
+
+/// One entry of a lattice table: the logit term and the posterior-mean term of one (component, coordinate) at the
+/// point alpha * level.
+struct lattice_term {
+  float logcosh_difference;  // logcosh(theta + alpha level) - logcosh(theta)
+  float tanh;                // tanh(theta + alpha level)
+};
+
+/// The chains only visit integer points (states +-1; sums of m measurements in [-m, m]), where every term of the
+/// score is one of K d (2 L + 1) values: entry ((k d + j) (2 L + 1) + level + L), computed once per call in FP64
+/// and stored in FP32, replaces two exponentials, a log1p and a division per term and step.
+struct lattice_table {
+  const lattice_term* values;  // nullptr: evaluate the formulas directly
+  int max_level;               // L
+};
+
+/// Fills the lattice table for flip strength alpha: one entry per index (run over K d (2 L + 1) indices).
+struct lattice_table_functor {
+  bernoulli_view<float> mix;
+  double alpha;
+  int max_level;
+  lattice_term* out;
+  DS_HD void operator()(std::int64_t i) const {
+    const int levels = 2 * max_level + 1;
+    const std::int64_t kj = i / levels;
+    const int level = int(i % levels) - max_level;
+    const double theta = double(mix.theta[kj]);
+    double lc, t;
+    logcosh_tanh(theta + alpha * level, lc, t);
+    out[i] = {float(lc - logcosh(theta)), float(t)};
+  }
+};
+
+/// bernoulli_posterior_mean at an integer point y (|y_j| <= L) through the lattice table; log_norm = d log(2 cosh alpha).
+template <class Y, class G>
+DS_HD_INLINE float lattice_posterior_mean(const bernoulli_view<float>& m, const lattice_table& table, const Y& y,
+                                          float log_norm, G& out) {
+  const int d = m.dim, levels = 2 * table.max_level + 1;
+  online_softmax<float> sm;
+  for (int j = 0; j < d; ++j) out[j] = 0;
+  for (int k = 0; k < m.components; ++k) {
+    const lattice_term* row = table.values + static_cast<std::int64_t>(k) * d * levels + table.max_level;
+    float l = m.log_weights[k];
+    for (int j = 0; j < d; ++j) l += row[j * levels + int(y[j])].logcosh_difference;
+    float rescale, weight;
+    sm.push(l, rescale, weight);
+    for (int j = 0; j < d; ++j) out[j] = out[j] * rescale + weight * row[j * levels + int(y[j])].tanh;
+  }
+  const float inv_sum = ds_quotient(1.f, sm.sum);
+  for (int j = 0; j < d; ++j) out[j] *= inv_sum;
+  return sm.log_sum() - log_norm;
 }
 
 /// Settings of a discrete chain (one-stage discrete Langevin, its Metropolis-adjusted form, or the two-stage
@@ -130,7 +193,16 @@ struct discrete_params {
   std::int64_t steps;
   std::uint64_t seed, first_chain, first_step;
   std::int64_t* accepted;  // n, or nullptr
+  lattice_table table;     // values nullptr: direct formulas
+  float log_norm;          // d log(2 cosh alpha)
 };
+
+/// E[x | point] into out, returning log q(point): through the lattice table when the call built one.
+template <class Y, class G>
+DS_HD_INLINE float posterior_mean_at(const discrete_params& p, const Y& y, G& out) {
+  if (p.table.values != nullptr) return lattice_posterior_mean(p.mix, p.table, y, p.log_norm, out);
+  return bernoulli_posterior_mean(p.mix, y, p.alpha, out);
+}
 
 /// A zero vector of d coordinates (the offset of a single measurement).
 struct zero_vec {
@@ -148,10 +220,10 @@ template <class V, class U>
 DS_HD_INLINE std::int64_t discrete_chain(const discrete_params& p, std::uint64_t chain, std::uint64_t step_base,
                                          const U& u, V& y, V& s, V& yp, V& sp) {
   const int d = y.size();
-  const float alpha = p.alpha, two_over_eta = 2.f / p.eta;
+  const float alpha = p.alpha, two_over_eta = ds_quotient(2.f, p.eta);
   std::int64_t accepted = 0;
   float logq = 0.f;
-  if (p.method != 2) logq = bernoulli_posterior_mean(p.mix, sum_point<U, V>{u, y}, alpha, s);  // s = E[x|.] here
+  if (p.method != 2) logq = posterior_mean_at(p, sum_point<U, V>{u, y}, s);  // s = E[x|.] here
   for (std::int64_t k = 0; k < p.steps; ++k) {
     philox rng(p.seed, chain, p.first_step + step_base + static_cast<std::uint64_t>(k));
     if (p.method == 0) {
@@ -159,7 +231,7 @@ DS_HD_INLINE std::int64_t discrete_chain(const discrete_params& p, std::uint64_t
         const float a = alpha * s[j] * y[j] + two_over_eta;
         if (rng.uniform() < sigmoid(-a)) y[j] = -y[j];
       }
-      logq = bernoulli_posterior_mean(p.mix, sum_point<U, V>{u, y}, alpha, s);
+      logq = posterior_mean_at(p, sum_point<U, V>{u, y}, s);
       ++accepted;
     } else if (p.method == 1) {
       float forward = 0.f;
@@ -169,7 +241,7 @@ DS_HD_INLINE std::int64_t discrete_chain(const discrete_params& p, std::uint64_t
         yp[j] = flip ? -y[j] : y[j];
         forward += log_sigmoid(flip ? -a : a);
       }
-      const float logq_new = bernoulli_posterior_mean(p.mix, sum_point<U, V>{u, yp}, alpha, sp);
+      const float logq_new = posterior_mean_at(p, sum_point<U, V>{u, yp}, sp);
       float backward = 0.f;
       for (int j = 0; j < d; ++j) {
         const float a = alpha * sp[j] * yp[j] + two_over_eta;
@@ -186,9 +258,9 @@ DS_HD_INLINE std::int64_t discrete_chain(const discrete_params& p, std::uint64_t
       const float flip_z = sigmoid(-two_over_eta);
       for (int j = 0; j < d; ++j)
         if (rng.uniform() < flip_z) y[j] = -y[j];  // y now holds z
-      bernoulli_posterior_mean(p.mix, sum_point<U, V>{u, y}, alpha, s);
+      posterior_mean_at(p, sum_point<U, V>{u, y}, s);
       for (int j = 0; j < d; ++j) {
-        const float plus = sigmoid(2.f * (alpha * s[j] + y[j] / p.eta));
+        const float plus = sigmoid(2.f * (alpha * s[j] + 0.5f * two_over_eta * y[j]));
         y[j] = rng.uniform() <= plus ? 1.f : -1.f;
       }
       ++accepted;
@@ -242,7 +314,7 @@ struct discrete_walk_jump_body {
     if (p.accepted != nullptr) p.accepted[i] = acc;
     if (noisy != nullptr)
       for (int j = 0; j < d; ++j) noisy[i * d + j] = u[j];
-    bernoulli_posterior_mean(p.mix, u, p.alpha, s);
+    posterior_mean_at(p, u, s);
     for (int j = 0; j < d; ++j) y[j] = mean ? s[j] : (s[j] >= 0.f ? 1.f : -1.f);
   }
 };
@@ -263,20 +335,19 @@ struct binary_chain_functor {
     const std::int64_t stride = coordinate_major ? n : 1;
     const std::int64_t base = coordinate_major ? i : i * d;
     const std::int64_t block = static_cast<std::int64_t>(d) * n;
-    constexpr int vectors = std::is_same<Body, discrete_walk_jump_body>::value ? 5 : 4;
-    strided_vec<float> v[5];
-    for (int c = 0; c < 5; ++c) v[c] = {workspace + (c < vectors ? c : 0) * block + base, stride, d};
+    // Named vectors, no array of them: an array indexed through the swaps would live in local memory.
+    strided_vec<float> y{workspace + base, stride, d}, s{workspace + block + base, stride, d},
+        yp{workspace + 2 * block + base, stride, d}, sp{workspace + 3 * block + base, stride, d};
     float* row = x + i * d;
     if (loads_state)
-      for (int j = 0; j < d; ++j) v[0][j] = row[j] > 0.f ? 1.f : -1.f;
-    call(i, v);
-    for (int j = 0; j < d; ++j) row[j] = v[0][j];
-  }
-  DS_HD_INLINE void call(std::int64_t i, strided_vec<float>* v) const {
-    if constexpr (std::is_same<Body, discrete_walk_jump_body>::value)
-      body(i, v[0], v[1], v[2], v[3], v[4]);
-    else
-      body(i, v[0], v[1], v[2], v[3]);
+      for (int j = 0; j < d; ++j) y[j] = row[j] > 0.f ? 1.f : -1.f;
+    if constexpr (std::is_same<Body, discrete_walk_jump_body>::value) {
+      strided_vec<float> u{workspace + 4 * block + base, stride, d};
+      body(i, y, s, yp, sp, u);
+    } else {
+      body(i, y, s, yp, sp);
+    }
+    for (int j = 0; j < d; ++j) row[j] = y[j];
   }
 };
 

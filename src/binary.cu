@@ -150,8 +150,9 @@ bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weigh
     detail::check_allocation("bernoulli_mixture", count * sizeof(float), executor::cuda);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));
     float* p = st.device;
+    // Copied on the legacy default stream and waited for: the tables are in place for kernels on any stream.
     for (const auto* v : {&st.log_weights32, &st.cumulative32, &st.theta32, &st.logcosh_theta32, &st.probabilities32}) {
-      DIFFSAMPLE_CUDA_TRY(cudaMemcpy(p, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice));
+      detail::upload_and_wait(p, v->data(), v->size() * sizeof(float), cudaStreamLegacy);
       p += v->size();
     }
   }
@@ -274,8 +275,32 @@ void check_walk_jump(const bernoulli_mixture& prior, std::int64_t n, const discr
 kernels::discrete_params params(const bernoulli_mixture& prior, executor where, discrete_method method, double alpha,
                                 double eta, std::int64_t steps, std::uint64_t seed, std::uint64_t first_chain,
                                 std::uint64_t first_step, std::int64_t* accepted) {
+  const double log_norm = double(prior.dim()) * (kernels::logcosh(alpha) + 0.69314718055994530942);
   return {prior.storage().view(where), float(alpha), float(eta), static_cast<int>(method), steps, seed, first_chain,
-          first_step, accepted};
+          first_step, accepted, {nullptr, 0}, float(log_norm)};
+}
+
+/// Entries of the lattice table for points with |level| <= max_level, or 0 when it would exceed 2^24 entries
+/// (128 MiB; the chains then evaluate the formulas directly).
+std::int64_t table_entries(const bernoulli_mixture& prior, std::int64_t max_level) {
+  const std::int64_t levels = 2 * max_level + 1, kd = prior.components() * prior.dim();
+  return kd <= (std::int64_t(1) << 24) / levels ? kd * levels : 0;
+}
+
+/// Vector workspace (vectors x n x d floats) followed by the lattice table.
+std::size_t discrete_bytes(const bernoulli_mixture& prior, std::int64_t n, int vectors, std::int64_t max_level) {
+  return std::size_t(vectors) * static_cast<std::size_t>(n) * static_cast<std::size_t>(prior.dim()) * sizeof(float) +
+         static_cast<std::size_t>(table_entries(prior, max_level)) * sizeof(kernels::lattice_term);
+}
+
+/// Builds the lattice table for p after the n x d x vectors floats of ws (asynchronous on CUDA) and points p at it.
+void build_table(kernels::discrete_params& p, const bernoulli_mixture& prior, float* ws, std::int64_t n, int vectors,
+                 std::int64_t max_level, double alpha, executor where, cudaStream_t stream) {
+  const std::int64_t entries = table_entries(prior, max_level);
+  if (entries == 0) return;
+  auto* table = reinterpret_cast<kernels::lattice_term*>(ws + std::int64_t(vectors) * n * prior.dim());
+  kernels::for_each_index(where, entries, kernels::lattice_table_functor{p.mix, alpha, int(max_level), table}, stream);
+  p.table = {table, int(max_level)};
 }
 
 /// The caller's workspace (checked) or one allocated for this call.
@@ -296,7 +321,7 @@ float* workspace_for(std::size_t need, void* workspace, std::size_t workspace_by
 std::size_t discrete_langevin_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
                                               const discrete_langevin_options& options) {
   check_langevin(prior, n, options);
-  return 4 * static_cast<std::size_t>(n) * static_cast<std::size_t>(prior.dim()) * sizeof(float);
+  return discrete_bytes(prior, n, 4, 1);
 }
 
 discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std::int64_t n,
@@ -312,9 +337,10 @@ discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std:
   std::unique_ptr<detail::scratch> owned;
   float* ws = workspace_for(discrete_langevin_workspace_bytes(prior, n, o), workspace, workspace_bytes, where,
                             exec.stream, owned);
-  const kernels::discrete_langevin_body body{
+  kernels::discrete_langevin_body body{
       params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, o.first_step, accepted),
       o.start_uniform};
+  build_table(body.p, prior, ws, n, 4, 1, o.alpha, where, exec.stream);
   kernels::for_each_index(where, n,
                           kernels::binary_chain_functor<kernels::discrete_langevin_body>{
                               body, y, ws, n, int(d), where == executor::cuda, !o.start_uniform},
@@ -325,7 +351,7 @@ discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std:
 std::size_t discrete_walk_jump_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
                                                const discrete_walk_jump_options& options) {
   check_walk_jump(prior, n, options);
-  return 5 * static_cast<std::size_t>(n) * static_cast<std::size_t>(prior.dim()) * sizeof(float);
+  return discrete_bytes(prior, n, 5, options.measurements);
 }
 
 discrete_report discrete_walk_jump(const bernoulli_mixture& prior, float* x, std::int64_t n,
@@ -343,9 +369,10 @@ discrete_report discrete_walk_jump(const bernoulli_mixture& prior, float* x, std
   std::unique_ptr<detail::scratch> owned;
   float* ws = workspace_for(discrete_walk_jump_workspace_bytes(prior, n, o), workspace, workspace_bytes, where,
                             exec.stream, owned);
-  const kernels::discrete_walk_jump_body body{
+  kernels::discrete_walk_jump_body body{
       params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, 0, outputs.accepted),
       o.measurements, o.mean, outputs.noisy};
+  build_table(body.p, prior, ws, n, 5, o.measurements, o.alpha, where, exec.stream);
   kernels::for_each_index(where, n,
                           kernels::binary_chain_functor<kernels::discrete_walk_jump_body>{
                               body, x, ws, n, int(d), where == executor::cuda, false},

@@ -581,9 +581,11 @@ TEST(DiscreteWalkJump, MeanOutputIsTheDenoiserOfTheMeasurementSum) {
 // --- GPU ------------------------------------------------------------------------------------------------------
 
 TEST(BinaryGpu, MatchesTheCpuExecutor) {
-  // The same functors on the CUDA executor: chain states and jumps bit-identical to the CPU (uniform draws are
-  // identical; flips compare a uniform with a sigmoid computed by the same FP32 code, so a rare 1-ulp difference in
-  // expf could flip one coordinate: at most 1 in 10^4 entries may differ); evaluate to 1e-5.
+  // The same functors on the CUDA executor. Uniform draws are identical, but the flip probabilities come from FP32
+  // exponentials and divisions whose device versions may differ from the host's in the last bits, so a chain can
+  // take one different decision and from there a different path: at most 2% of the chains may differ at all, and the
+  // coordinate means of the two runs agree within 5 standard errors of a difference of means (sqrt(2 / n) for +-1
+  // entries). evaluate() to 1e-5.
   DIFFSAMPLE_REQUIRE_GPU();
   const auto q = random_problem(64, 5, 31);
   const bernoulli_mixture m(q.d, q.weights, q.probabilities);
@@ -600,9 +602,18 @@ TEST(BinaryGpu, MatchesTheCpuExecutor) {
     diffsample::testing::device_buffer<float> dx(n * d);
     discrete_walk_jump(m, dx.ptr, n, o, {}, {executor::cuda});
     const auto gpu = dx.download();
-    std::int64_t differ = 0;
-    for (std::int64_t i = 0; i < n * d; ++i) differ += cpu[i] != gpu[i];
-    EXPECT_LE(differ, n * d / 10000) << to_string(method);
+    std::int64_t chains_differing = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      bool same = true;
+      for (std::int64_t j = 0; j < d; ++j) same = same && cpu[i * d + j] == gpu[i * d + j];
+      chains_differing += !same;
+    }
+    EXPECT_LE(chains_differing, n / 50) << to_string(method);
+    for (std::int64_t j = 0; j < d; ++j) {
+      double mc = 0, mg = 0;
+      for (std::int64_t i = 0; i < n; ++i) mc += cpu[i * d + j], mg += gpu[i * d + j];
+      EXPECT_NEAR(mc / n, mg / n, 5 * std::sqrt(2.0 / n)) << to_string(method) << " coordinate " << j;
+    }
   }
   std::vector<float> y(n * d), out_cpu(n * d);
   m.sample(y.data(), n, 0.7, 33, nullptr, 0, {executor::cpu});

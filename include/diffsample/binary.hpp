@@ -26,7 +26,8 @@ struct bernoulli_storage;
 }
 
 /// An owning mixture of product Bernoulli distributions on {-1,1}^d: host copies in FP64 and FP32, and a device copy
-/// when a GPU is present. Construction validates every parameter and copies to the device synchronously; the
+/// when a GPU is present. Construction validates every parameter and copies to the device on the legacy default
+/// stream, synchronising it (the tables are in place for kernels on any stream when it returns); the
 /// evaluation and sampling calls are then asynchronous on the CUDA executor. Movable, not copyable.
 class DIFFSAMPLE_API bernoulli_mixture {
  public:
@@ -114,7 +115,8 @@ struct discrete_report {
   executor ran = executor::automatic;  ///< executor that ran
 };
 
-/// Bytes of workspace discrete_langevin() needs: 4 n d floats (device memory on the CUDA executor).
+/// Bytes of workspace discrete_langevin() needs: 4 n d floats (device memory on the CUDA executor) and a table of
+/// the score's terms at the lattice points, K d 3 pairs of floats (left out when over 2^24 entries).
 DIFFSAMPLE_API std::size_t discrete_langevin_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
                                                              const discrete_langevin_options& options);
 
@@ -149,7 +151,8 @@ struct discrete_walk_jump_outputs {
   std::int64_t* accepted = nullptr;  ///< n: accepted moves over all measurements
 };
 
-/// Bytes of workspace discrete_walk_jump() needs: 5 n d floats.
+/// Bytes of workspace discrete_walk_jump() needs: 5 n d floats and a table of K d (2 m + 1) pairs of floats (m the
+/// number of measurements; left out when over 2^24 entries).
 DIFFSAMPLE_API std::size_t discrete_walk_jump_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
                                                               const discrete_walk_jump_options& options);
 

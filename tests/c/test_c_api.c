@@ -997,7 +997,7 @@ static void test_binary(void) {
     o.start_uniform = 1;
     o.seed = 5;
     CHECK_OK(ds_discrete_workspace_bytes(m, n, &o, 0, &bytes));
-    CHECK(bytes == 4 * n * 3 * sizeof(float));
+    CHECK(bytes == 4 * n * 3 * sizeof(float) + 2 * 3 * 3 * 2 * sizeof(float)); /* chains, then K d 3 table pairs */
     CHECK_OK(ds_discrete_langevin(m, y, n, &o, accepted, cpu, NULL, 0, &ran));
     CHECK(ran == DS_EXECUTOR_CPU);
     for (i = 0; i < n; ++i) CHECK(accepted[i] >= 0 && accepted[i] <= o.steps);
