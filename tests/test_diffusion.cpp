@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "reference/documented_stream.hpp"
 #include "reference/helpers.hpp"
 #include <diffsample/diffsample.hpp>
 
@@ -742,4 +743,211 @@ TEST(DiffusionPlan, CapturedGraphDrawsFreshNoiseOnEveryReplay) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// --- the coefficients and random numbers of single steps --------------------------------------------------------
+
+namespace {
+
+// A DDPM-style discrete schedule abar_1 > ... > abar_N (abar_0 = 1), run on its own nodes t = n / N.
+const std::vector<double> abar_table = {0.97, 0.88, 0.74, 0.56, 0.38, 0.22, 0.11, 0.05};
+
+double abar_at(std::size_t n) { return n == 0 ? 1.0 : abar_table[n - 1]; }
+
+// One step from node n to n - 1 of abar_table, in the notation of DDPM (Ho et al.) and DDIM (Song et al.) with
+// t = n, t' = n - 1: x' = cx x + cm xhat0 + cn xi.
+struct step_coefficients {
+  double cx, cm, cn;
+};
+
+step_coefficients ddpm_closed_form(std::size_t n) {
+  const double ab = abar_at(n), abp = abar_at(n - 1), beta = 1 - ab / abp;
+  return {std::sqrt(1 - beta) * (1 - abp) / (1 - ab), std::sqrt(abp) * beta / (1 - ab),
+          std::sqrt((1 - abp) * beta / (1 - ab))};
+}
+
+step_coefficients ddim_closed_form(std::size_t n, double eta) {
+  const double ab = abar_at(n), abp = abar_at(n - 1);
+  const double sigma = eta * std::sqrt((1 - abp) / (1 - ab) * (1 - ab / abp));
+  // eps = (x - sqrt(ab) xhat0) / sqrt(1 - ab); x' = sqrt(abp) xhat0 + sqrt(1 - abp - sigma^2) eps + sigma xi.
+  const double ce = std::sqrt(std::max(0.0, 1 - abp - sigma * sigma)) / std::sqrt(1 - ab);
+  return {ce, std::sqrt(abp) - ce * std::sqrt(ab), sigma};
+}
+
+}  // namespace
+
+// DDIM with eta = 1 is DDPM: sigma^2 is the posterior variance, and sqrt(s'^2 - sigma^2) / s and
+// a' - sqrt(s'^2 - sigma^2) a / s reduce to DDPM's c1 and c0. The library folds both into the same FP32
+// coefficients and runs the same update on the same stream, so the samples agree bit for bit.
+TEST(Diffusion, DdimWithEtaOneIsDdpmBitForBit) {
+  for (std::int64_t d : {2, 3}) {
+    const gaussian_mixture mix = test_mixture(d);
+    for (const noise_schedule& sc : {noise_schedule::vp_linear(), noise_schedule::vp_table(abar_table)}) {
+      diffusion_options o;
+      o.schedule = sc;
+      o.steps = sc.kind == schedule_kind::vp_table ? std::int64_t(abar_table.size()) : 50;
+      o.seed = 8;
+      o.sampler = diffusion_sampler::ddpm;
+      const auto ddpm = run(mix, 300, o);
+      o.sampler = diffusion_sampler::ddim;
+      o.eta = 1.0;
+      const auto ddim = run(mix, 300, o);
+      EXPECT_EQ(ddpm, ddim) << "d = " << d << ", " << to_string(sc.kind);
+    }
+  }
+}
+
+// The step table of DDPM and of DDIM at eta in {0, 0.5, 1}, read through the stepwise plan: at step k, three chains
+// hold (x, model) = (1, 0), (0, 1) and (0, 0), so that their next states are cx + cn z, cm + cn z and cn z, with z
+// the documented stream (seed, first_chain + i, k + 1). Each is compared with the closed forms of math.md 4 at the
+// first, a middle and the last step. Tolerance: the coefficients are FP32 roundings of FP64 values (6e-8
+// relative) and host normals agree with the generator to 1e-5 (test_rng), so 2e-5 (1 + |want|).
+TEST(DiffusionPlan, DdpmAndDdimCoefficientsMatchTheirClosedForms) {
+  const std::int64_t N = abar_table.size(), d = 4, n = 3;
+  struct probe {
+    diffusion_sampler sampler;
+    double eta;
+  };
+  for (const probe pr : {probe{diffusion_sampler::ddpm, 0.0}, probe{diffusion_sampler::ddim, 0.0},
+                         probe{diffusion_sampler::ddim, 0.5}, probe{diffusion_sampler::ddim, 1.0}}) {
+    diffusion_options o;
+    o.sampler = pr.sampler;
+    o.eta = pr.eta;
+    o.schedule = noise_schedule::vp_table(abar_table);
+    o.steps = N;
+    o.seed = 41;
+    o.first_chain = 6;
+    o.draw_initial = false;
+    for (std::int64_t k : {std::int64_t(0), N / 2, N - 1}) {
+      diffusion_plan plan(n, d, o, model_output::denoiser, cpu);
+      std::vector<float> x(n * d, 0.f), model(n * d, 0.f);
+      plan.reset(x.data());
+      for (std::int64_t j = 0; j < k; ++j) plan.step(x.data(), model.data());
+      ASSERT_EQ(*plan.step_counter(), k);
+      // The plan's channel at step k is node N - k of the table.
+      const std::size_t node = std::size_t(N - k);
+      EXPECT_NEAR(plan.step_channel(k).a, std::sqrt(abar_at(node)), 1e-6);
+      EXPECT_NEAR(plan.step_channel(k).s, std::sqrt(1 - abar_at(node)), 1e-6);
+      std::fill(x.begin(), x.end(), 0.f);
+      std::fill(model.begin(), model.end(), 0.f);
+      std::fill(x.begin(), x.begin() + d, 1.f);
+      std::fill(model.begin() + d, model.begin() + 2 * d, 1.f);
+      plan.step(x.data(), model.data());
+      const step_coefficients c =
+          pr.sampler == diffusion_sampler::ddpm ? ddpm_closed_form(node) : ddim_closed_form(node, pr.eta);
+      for (std::int64_t i = 0; i < n; ++i) {
+        const auto z = diffsample::testing::documented_normals(o.seed, o.first_chain + i, std::uint64_t(k) + 1, int(d));
+        const double base = i == 0 ? c.cx : i == 1 ? c.cm : 0.0;
+        for (std::int64_t j = 0; j < d; ++j) {
+          const double want = base + c.cn * z[j];
+          EXPECT_NEAR(x[i * d + j], want, 2e-5 * (1 + std::abs(want)))
+              << to_string(pr.sampler) << " eta " << pr.eta << " step " << k << " probe " << i << " coordinate " << j;
+        }
+      }
+    }
+  }
+}
+
+// The first draws of every sampler. With a single Gaussian prior N(mu, tau^2 I) the denoiser is closed-form,
+// m(x) = (s^2 mu + a tau^2 x) / (a^2 tau^2 + s^2), so the state after the first step is known exactly from the
+// documented stream: x0 = s_0 z0 (or sigma z0) with z0 from step 0 of (seed, first_chain + i), then the sampler's
+// update of math.md 3-4 with z1 from step 1. Tolerance as above, on values of size ~5.
+TEST(Diffusion, FirstStepOfEverySamplerUsesTheDocumentedStream) {
+  const double tau2 = 0.6;
+  for (std::int64_t d : {2, 3}) {
+    std::vector<double> mu(d);
+    for (std::int64_t j = 0; j < d; ++j) mu[j] = 1.0 - 0.75 * j;
+    const gaussian_mixture prior(d, {1.0}, mu, {tau2});
+    const std::int64_t n = 4;
+    auto denoise = [&](double x, std::int64_t j, double a, double s) {
+      return (s * s * mu[j] + a * tau2 * x) / (a * a * tau2 + s * s);
+    };
+    for (diffusion_sampler sampler :
+         {diffusion_sampler::ddpm, diffusion_sampler::ddim, diffusion_sampler::reverse_sde, diffusion_sampler::ode_euler,
+          diffusion_sampler::stochastic_localization, diffusion_sampler::walk_jump,
+          diffusion_sampler::sequential_measurements}) {
+      diffusion_options o;
+      o.sampler = sampler;
+      o.seed = 123;
+      o.first_chain = 9;
+      o.record_every = 1;
+      o.eta = 0.5;
+      o.sigma = 2.0;
+      o.step_size = 0.1;
+      o.measurements = 2;
+      o.steps = 5;
+      // The first step's channel (a0, s0) and the update x1 = f(x0, m(x0, a0, s0)) + cn z1, in closed form.
+      double a0 = 1, s0 = 1, cx = 0, cm = 0, cn = 0;
+      switch (sampler) {
+        case diffusion_sampler::ddpm:
+        case diffusion_sampler::ddim: {
+          o.schedule = noise_schedule::vp_table(abar_table);
+          o.steps = abar_table.size();
+          const std::size_t node = abar_table.size();
+          a0 = std::sqrt(abar_at(node));
+          s0 = std::sqrt(1 - abar_at(node));
+          const step_coefficients c = sampler == diffusion_sampler::ddpm ? ddpm_closed_form(node)
+                                                                          : ddim_closed_form(node, o.eta);
+          cx = c.cx, cm = c.cm, cn = c.cn;
+          break;
+        }
+        case diffusion_sampler::reverse_sde: {
+          // OU: y1 = y0 + h (y0 + 2 score) + sqrt(2 h) z1, score = (a m - y) / s^2, at t = T.
+          const double T = 2.0, h = T / o.steps;
+          o.schedule = noise_schedule::ornstein_uhlenbeck(T);
+          a0 = std::exp(-T);
+          s0 = std::sqrt(1 - std::exp(-2 * T));
+          cx = 1 + h - 2 * h / (s0 * s0);
+          cm = 2 * h * a0 / (s0 * s0);
+          cn = std::sqrt(2 * h);
+          break;
+        }
+        case diffusion_sampler::ode_euler: {
+          // Linear interpolant a = 1 - t, s = t: velocity (x - m) / t, Euler step dt = -t0 / steps.
+          const double t0 = 0.9, dt = -t0 / o.steps;
+          o.schedule = noise_schedule::linear_interpolant().with_grid(time_grid::uniform, t0, 0.0);
+          a0 = 1 - t0;
+          s0 = t0;
+          cx = 1 + dt / t0;
+          cm = -dt / t0;
+          break;
+        }
+        case diffusion_sampler::stochastic_localization: {
+          // a = t, s = sqrt(t) on a geometric grid: Z1 = Z0 + delta m + sqrt(delta) z1.
+          const double t0 = 1e-2, t1 = t0 * std::pow(1e2 / t0, 1.0 / o.steps), delta = t1 - t0;
+          o.schedule = noise_schedule::stochastic_localization(t0, 1e2);
+          a0 = t0;
+          s0 = std::sqrt(t0);
+          cx = 1;
+          cm = delta;
+          cn = std::sqrt(delta);
+          break;
+        }
+        default: {
+          // Walk-jump and the first measurement of SMS: ULA on q_sigma from y0 = sigma z0,
+          // y1 = (1 - gamma / sigma^2) y0 + (gamma / sigma^2) m(y0) + sqrt(2 gamma) z1 at the channel (1, sigma).
+          a0 = 1;
+          s0 = o.sigma;
+          cx = 1 - o.step_size / (o.sigma * o.sigma);
+          cm = o.step_size / (o.sigma * o.sigma);
+          cn = std::sqrt(2 * o.step_size);
+        }
+      }
+      std::vector<float> x(n * d);
+      const std::int64_t total = sampler == diffusion_sampler::sequential_measurements ? o.steps * o.measurements
+                                                                                         : o.steps;
+      std::vector<float> traj(total * n * d);
+      diffusion(prior, x.data(), n, o, {traj.data()}, cpu);
+      for (std::int64_t i = 0; i < n; ++i) {
+        const auto z0 = diffsample::testing::documented_normals(o.seed, o.first_chain + i, 0, int(d));
+        const auto z1 = diffsample::testing::documented_normals(o.seed, o.first_chain + i, 1, int(d));
+        for (std::int64_t j = 0; j < d; ++j) {
+          const double x0 = s0 * z0[j];
+          const double want = cx * x0 + cm * denoise(x0, j, a0, s0) + cn * z1[j];
+          EXPECT_NEAR(traj[i * d + j], want, 2e-5 * (1 + std::abs(want)))
+              << to_string(sampler) << " d = " << d << " chain " << i << " coordinate " << j;
+        }
+      }
+    }
+  }
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "reference/documented_stream.hpp"
 #include "reference/helpers.hpp"
 
 using namespace diffsample;
@@ -120,9 +121,19 @@ TEST(Langevin, MalaKeepsExactMixtureSamplesAtTheMixture) {
 }
 
 TEST(Langevin, TamedUlaStaysFiniteWhereUlaExplodes) {
-  // A narrow Gaussian (variance 1e-4) seen from x = 1e3: the score is -1e7. ULA with gamma = 0.01 overshoots by
-  // a factor gamma / tau^2 = 100 every step and overflows; the tamed drift moves at most ~1 per step and stays
-  // finite, approaching the mode.
+  // A narrow Gaussian N(0, tau^2 I), tau^2 = 1e-4, d = 2, seen from x = (1e3, 1e3): the score is -x / tau^2.
+  // ULA with gamma = 0.01 multiplies x by 1 - gamma / tau^2 = -99 every step and overflows.
+  // Tamed ULA is radial: x <- x (1 - c / (1 + c r)) + sqrt(2 gamma) xi with c = gamma / tau^2 = 100, r = |x|, so
+  // the norm after the drift is f(r) = r |1 - c / (1 + c r)|:
+  //  - for r >= 1.8 the drift shortens x by c r / (1 + c r) >= 0.9945 and the noise lengthens it by at most
+  //    sqrt(2 gamma) |xi| = 0.1414 |xi| (mean 1.2533, variance 2 - pi/2 = 0.43): from r = 1414 the norm after k
+  //    steps is at most 1414 - 0.9945 k + 0.1414 sum |xi|, which at k = 1900 is -139 with standard deviation 4,
+  //    so every chain is below 1.8 before step 1900 of 2000;
+  //  - on [0, 1.8] f is at most 0.81 (the overshoot maximum at c r = 9: f = 9 * 90 / 10 / c), so a chain
+  //    inside 1.8 stays inside: 0.81 + sqrt(2 gamma) |xi| <= 1.8 unless |xi| > 7, which has probability
+  //    exp(-49 / 2) ~ 2e-11 per step (|xi|^2 is chi-square with 2 degrees of freedom), < 1e-5 over all steps.
+  // So every final state has |x| <= 0.81 + sqrt(2 gamma) max_i |xi_i| over the 256 chains' last draws, and
+  // P(max |xi| > 6) <= 256 exp(-18) < 4e-6: the bound is 0.81 + 0.1414 * 6 = 1.66.
   const gaussian_mixture narrow(2, {1.0}, {0.0, 0.0}, {1e-4});
   const std::int64_t n = 256;
   langevin_options o;
@@ -133,13 +144,59 @@ TEST(Langevin, TamedUlaStaysFiniteWhereUlaExplodes) {
   langevin(narrow, tamed.data(), n, o, {}, {executor::cpu});
   o.method = langevin_method::ula;
   langevin(narrow, plain.data(), n, o, {}, {executor::cpu});
-  for (float v : tamed) {
-    ASSERT_TRUE(std::isfinite(v));
-    ASSERT_LT(std::abs(v), 1.0f);  // 2000 steps of size ~1 bring it from 1e3 to the noise level near 0
+  const double bound = 0.81 + std::sqrt(2 * o.step_size) * 6;
+  for (std::int64_t i = 0; i < n; ++i) {
+    ASSERT_TRUE(std::isfinite(tamed[2 * i]) && std::isfinite(tamed[2 * i + 1])) << "chain " << i;
+    EXPECT_LE(std::hypot(tamed[2 * i], tamed[2 * i + 1]), bound) << "chain " << i;
   }
   bool exploded = false;
   for (float v : plain) exploded |= !std::isfinite(v) || std::abs(v) > 1e6f;
   EXPECT_TRUE(exploded) << "plain ULA should diverge here, else this test checks nothing";
+}
+
+// The random numbers a step uses. From a point where the score is exactly zero (the mean of a single Gaussian at
+// the channel a = 1), one ULA or tamed-ULA step is x + sqrt(2 gamma) z and a MALA step proposes the same point, with
+// z the first d normals of the documented stream (seed, chain, step) (tests/reference/documented_stream.hpp).
+// Chains and steps start at different offsets so that a stream keyed (seed, step, chain) or by the call-local
+// chain index cannot pass. Host normals agree with the generator to 1e-5 (test_rng), so the tolerance is 1e-5 on
+// |z| <~ 5 scaled by sqrt(2 gamma) < 1, plus float rounding of x.
+TEST(Langevin, OneStepFromZeroScoreAddsTheDocumentedNoise) {
+  for (int d : {2, 3, 10}) {
+    std::vector<double> mean(d);
+    for (int j = 0; j < d; ++j) mean[j] = 0.5 * j - 1.0;
+    const gaussian_mixture target(d, {1.0}, mean, {0.7});
+    const std::int64_t n = 6;
+    for (auto method : {langevin_method::ula, langevin_method::tamed_ula, langevin_method::mala}) {
+      langevin_options o;
+      o.method = method;
+      o.step_size = 0.02;
+      o.steps = 1;
+      o.seed = 2024;
+      o.first_chain = 11;
+      o.first_step = 5;
+      std::vector<float> x(n * d);
+      for (std::int64_t i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j) x[i * d + j] = float(mean[j]);
+      const auto start = x;
+      std::vector<std::int64_t> accepted(n, -1);
+      langevin(target, x.data(), n, o, {nullptr, accepted.data()}, {executor::cpu});
+      const float noise = std::sqrt(2.f * float(o.step_size));
+      int moved = 0;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const auto z = dt::documented_normals(o.seed, o.first_chain + i, o.first_step, d);
+        // MALA may reject the proposal (then x stays put and the count is 0); ULA variants always move.
+        const bool move = method != langevin_method::mala || accepted[i] == 1;
+        if (method != langevin_method::mala) EXPECT_EQ(accepted[i], 1);
+        moved += move;
+        for (int j = 0; j < d; ++j) {
+          const float want = move ? start[i * d + j] + noise * z[j] : start[i * d + j];
+          EXPECT_NEAR(x[i * d + j], want, 1e-5 * (1 + std::abs(want)))
+              << to_string(method) << " d " << d << " chain " << i << " coordinate " << j;
+        }
+      }
+      EXPECT_GT(moved, 0) << to_string(method) << ": no chain moved, the draw was not checked";
+    }
+  }
 }
 
 class LangevinSplit : public ::testing::TestWithParam<int> {};

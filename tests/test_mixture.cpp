@@ -105,25 +105,31 @@ INSTANTIATE_TEST_SUITE_P(Mixtures, MixtureCases,
                                            mixture_case{8, 1024, true, 1.0, "K8_d1024_iso"}),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// Both variance forms (isotropic: one variance per component; diagonal: one per coordinate), at channels with
+// a != 1 so that a and a^2 in c = a^2 v + s^2 differ.
 TEST(Mixture, ScoreIsGradientOfLogDensity) {
   // Central differences of the FP64 log-density: error O(h^2 |f'''|) + O(eps |f| / h) ~ 1e-8 with h = 1e-5.
   const int d = 5;
-  const auto mix = random_mixture(6, d, false, 2.0, 3);
-  const channel ch{0.8, 0.5};
-  auto x = random_points(8, d, 2.0, 9);
-  std::vector<double> score(x.size());
-  mix.evaluate_fp64(quantity::score, x.data(), 8, ch, score.data());
-  const double h = 1e-5;
-  for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < d; ++j) {
-      auto xp = std::vector<double>(x.begin() + i * d, x.begin() + (i + 1) * d), xm = xp;
-      xp[j] += h;
-      xm[j] -= h;
-      double lp, lm;
-      mix.evaluate_fp64(quantity::log_density, xp.data(), 1, ch, &lp);
-      mix.evaluate_fp64(quantity::log_density, xm.data(), 1, ch, &lm);
-      EXPECT_NEAR(score[i * d + j], (lp - lm) / (2 * h), 1e-6) << "point " << i << " coordinate " << j;
+  for (bool iso : {false, true}) {
+    const auto mix = random_mixture(6, d, iso, 2.0, 3);
+    for (channel ch : {channel{0.8, 0.5}, channel{0.4, 0.3}, channel{1.7, 0.9}}) {
+      auto x = random_points(8, d, 2.0, 9);
+      std::vector<double> score(x.size());
+      mix.evaluate_fp64(quantity::score, x.data(), 8, ch, score.data());
+      const double h = 1e-5;
+      for (int i = 0; i < 8; ++i)
+        for (int j = 0; j < d; ++j) {
+          auto xp = std::vector<double>(x.begin() + i * d, x.begin() + (i + 1) * d), xm = xp;
+          xp[j] += h;
+          xm[j] -= h;
+          double lp, lm;
+          mix.evaluate_fp64(quantity::log_density, xp.data(), 1, ch, &lp);
+          mix.evaluate_fp64(quantity::log_density, xm.data(), 1, ch, &lm);
+          EXPECT_NEAR(score[i * d + j], (lp - lm) / (2 * h), 1e-6 * (1 + std::abs(score[i * d + j])))
+              << "iso " << iso << " a " << ch.a << " point " << i << " coordinate " << j;
+        }
     }
+  }
 }
 
 TEST(Mixture, LogDensityOfOneComponentIsGaussian) {
@@ -143,16 +149,73 @@ TEST(Mixture, LogDensityOfOneComponentIsGaussian) {
 }
 
 TEST(Mixture, DenoiserIsTweedieOfScore) {
-  // Two independent formulas: E[x0|x] = sum r_k (s^2 mu_k + a v_k x)/c_k and (x + s^2 score)/a.
+  // Two independent formulas: E[x0|x] = sum r_k (s^2 mu_k + a v_k x)/c_k and (x + s^2 score)/a, on both variance
+  // forms and at channels with a != 1.
   const int d = 3;
-  const auto mix = random_mixture(9, d, false, 3.0, 21);
-  const channel ch{0.9, 0.6};
-  const auto x = random_points(16, d, 3.0, 4);
-  std::vector<double> score(x.size()), den(x.size());
-  mix.evaluate_fp64(quantity::score, x.data(), 16, ch, score.data());
-  mix.evaluate_fp64(quantity::denoiser, x.data(), 16, ch, den.data());
-  for (std::size_t i = 0; i < x.size(); ++i)
-    EXPECT_NEAR(den[i], (x[i] + ch.s * ch.s * score[i]) / ch.a, 1e-10);
+  for (bool iso : {false, true}) {
+    const auto mix = random_mixture(9, d, iso, 3.0, 21);
+    for (channel ch : {channel{0.9, 0.6}, channel{0.3, 0.4}, channel{2.5, 1.2}}) {
+      const auto x = random_points(16, d, 3.0, 4);
+      std::vector<double> score(x.size()), den(x.size());
+      mix.evaluate_fp64(quantity::score, x.data(), 16, ch, score.data());
+      mix.evaluate_fp64(quantity::denoiser, x.data(), 16, ch, den.data());
+      for (std::size_t i = 0; i < x.size(); ++i)
+        EXPECT_NEAR(den[i], (x[i] + ch.s * ch.s * score[i]) / ch.a, 1e-10 * (1 + std::abs(den[i])))
+            << "iso " << iso << " a " << ch.a << " entry " << i;
+    }
+  }
+}
+
+// A mixture with isotropic components is the same distribution as the one with each variance repeated in every
+// coordinate. The two storage forms take different code paths (one c_k per component against one per coordinate)
+// and must agree on every quantity at every channel: in FP64 to rounding, and each form's FP32 against the other's
+// FP64 within the float bounds of expect_close. Channels with a far from 1 separate a^2 v from a v and from v.
+TEST(Mixture, IsotropicAndDiagonalFormsAgree) {
+  const int K = 7, d = 4;
+  std::mt19937_64 gen(31);
+  std::uniform_real_distribution<double> u(0.2, 1.0), mu(-2.0, 2.0), var(0.3, 2.0);
+  std::vector<double> w(K), means(K * d), tau2(K), diag(K * d);
+  for (auto& x : w) x = u(gen);
+  for (auto& x : means) x = mu(gen);
+  for (int k = 0; k < K; ++k) {
+    tau2[k] = var(gen);
+    for (int j = 0; j < d; ++j) diag[k * d + j] = tau2[k];
+  }
+  const gaussian_mixture iso(d, w, means, tau2), dia(d, w, means, diag);
+  ASSERT_TRUE(iso.isotropic());
+  ASSERT_FALSE(dia.isotropic());
+  const std::int64_t n = 32;
+  const auto x64 = random_points(n, d, 3.0, 13), v64 = random_points(n, d, 1.0, 14);
+  const std::vector<float> x(x64.begin(), x64.end()), v(v64.begin(), v64.end());
+  const std::vector<double> xr(x.begin(), x.end()), vr(v.begin(), v.end());
+  for (channel ch : {channel{0.5, 0.8}, channel{0.25, 0.3}, channel{2.0, 0.5}, channel{0.9, 1e-2}}) {
+    for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
+      const std::size_t m = q == quantity::log_density ? n : n * d;
+      std::vector<double> ri(m), rd(m);
+      iso.evaluate_fp64(q, xr.data(), n, ch, ri.data());
+      dia.evaluate_fp64(q, xr.data(), n, ch, rd.data());
+      for (std::size_t i = 0; i < m; ++i)
+        ASSERT_NEAR(ri[i], rd[i], 1e-9 * (1 + std::abs(rd[i])))
+            << "fp64 quantity " << int(q) << " a " << ch.a << " s " << ch.s << " entry " << i;
+      std::vector<float> gi(m), gd(m);
+      iso.evaluate(q, x.data(), n, ch, gi.data(), {executor::cpu});
+      dia.evaluate(q, x.data(), n, ch, gd.data(), {executor::cpu});
+      // Scores at s = 1e-2 are ~1/s^2 times position errors (as in Fp32MatchesFp64Reference).
+      const double rtol = ch.s < 0.05 && q == quantity::score ? 2e-2 : 2e-3;
+      expect_close(gi, rd, rtol, "isotropic fp32 vs diagonal fp64", logit_error_bound(d, 2.0));
+      expect_close(gd, ri, rtol, "diagonal fp32 vs isotropic fp64", logit_error_bound(d, 2.0));
+    }
+    std::vector<double> ji(n * d), jd(n * d);
+    iso.denoiser_jvp_fp64(xr.data(), vr.data(), n, ch, ji.data());
+    dia.denoiser_jvp_fp64(xr.data(), vr.data(), n, ch, jd.data());
+    for (std::int64_t i = 0; i < n * d; ++i)
+      ASSERT_NEAR(ji[i], jd[i], 1e-9 * (1 + std::abs(jd[i]))) << "fp64 jvp a " << ch.a << " s " << ch.s << " entry " << i;
+    std::vector<float> gi(n * d), gd(n * d);
+    iso.denoiser_jvp(x.data(), v.data(), n, ch, gi.data(), {executor::cpu});
+    dia.denoiser_jvp(x.data(), v.data(), n, ch, gd.data(), {executor::cpu});
+    expect_close(gi, jd, 5e-3, "isotropic fp32 jvp vs diagonal fp64", logit_error_bound(d, 2.0));
+    expect_close(gd, ji, 5e-3, "diagonal fp32 jvp vs isotropic fp64", logit_error_bound(d, 2.0));
+  }
 }
 
 TEST(Mixture, DenoiserJvpMatchesFiniteDifferencesAndFp32) {

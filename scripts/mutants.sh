@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# Mutation check of the test suite: puts small, plausible bugs into a scratch copy of the tree one at a time,
+# rebuilds the library and the test binaries that cover each bug, runs them, and reports whether the suite caught it.
+# Not part of the default CI run (each mutant costs a partial rebuild); see README, "Testing".
+#
+#   scripts/mutants.sh [--list] [--jobs N] [--timeout S] [--scratch DIR] [--no-baseline] [NAME ...]
+#
+#   --list         check every mutant's pattern against the current tree and print them; build nothing
+#   --jobs N       build parallelism (default 2)
+#   --timeout S    time limit per test binary run, in seconds (default 600); a run that exceeds it counts as caught
+#   --scratch DIR  scratch copy of the tree and its build directory (default build-mutants/ in the repository,
+#                  git-ignored; kept between runs so that rebuilds stay incremental)
+#   --no-baseline  skip the unmutated run of the selected test binaries (only when it is known to pass)
+#   NAME ...       run only these mutants (default: all)
+#
+# Each mutant is a literal search/replace that must match exactly once in its file. A pattern that matches zero
+# times or several times is reported as STALE (the code moved: update the mutant to the same kind of bug at the
+# new location) and makes the script exit non-zero; it is never counted as caught or survived. The working tree is
+# never modified: the scratch copy is refreshed from it (tracked and untracked, non-ignored files) before the run.
+# Builds use ccache when it is installed (export CCACHE_DIR/CCACHE_BASEDIR as for the main build to share hits).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+scratch="$root/build-mutants"
+jobs=2
+limit=600
+baseline=1
+list_only=0
+selected=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --list) list_only=1 ;;
+    --jobs) jobs=$2; shift ;;
+    --timeout) limit=$2; shift ;;
+    --scratch) scratch=$2; shift ;;
+    --no-baseline) baseline=0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -*) echo "mutants.sh: unknown option $1" >&2; exit 2 ;;
+    *) selected+=("$1") ;;
+  esac
+  shift
+done
+
+# --- the mutants --------------------------------------------------------------------------------------------------
+# mutant NAME AREA FILE TESTS SEARCH REPLACE [equivalent]
+#   TESTS: space-separated test binaries, each optionally binary:gtest_filter.
+#   equivalent: the change cannot be observed (reported, not scored).
+names=() areas=() files=() tests=() searches=() replaces=() kinds=()
+mutant() {
+  names+=("$1"); areas+=("$2"); files+=("$3"); tests+=("$4"); searches+=("$5"); replaces+=("$6")
+  kinds+=("${7:-}")
+}
+
+guided_tests='test_guided:-*D100*'
+
+# Mixture math (kernels/mixture.cuh)
+mutant mixture-iso-score-variance mixture kernels/mixture.cuh test_mixture \
+  'const T iso_inv_c = m.isotropic ? T(1) / (a * a * T(m.variances[k]) + s2) : T(0);' \
+  'const T iso_inv_c = m.isotropic ? T(1) / (a * T(m.variances[k]) + s2) : T(0);'
+mutant mixture-logit-no-log-det mixture kernels/mixture.cuh test_mixture \
+  'return T(m.log_weights[k]) - T(0.5) * (q + log_c + T(d) * log_two_pi<T>());' \
+  'return T(m.log_weights[k]) - T(0.5) * (q + T(d) * log_two_pi<T>());'
+mutant mixture-softmax-no-rescale mixture kernels/mixture.cuh test_mixture \
+  'score[j] = score[j] * rescale + weight * (a * T(m.mean(k, j)) - T(x[j])) * inv_c;' \
+  'score[j] = score[j] + weight * (a * T(m.mean(k, j)) - T(x[j])) * inv_c;'
+mutant mixture-denoiser-drops-a mixture kernels/mixture.cuh test_mixture \
+  'const T mk = (s2 * T(m.mean(k, j)) + a * v * T(x[j])) / (a * a * v + s2);' \
+  'const T mk = (s2 * T(m.mean(k, j)) + v * T(x[j])) / (a * a * v + s2);'
+mutant mixture-jvp-uncentred mixture kernels/mixture.cuh test_mixture \
+  'const T centred = (s2 / a) * (dv - alpha);' \
+  'const T centred = (s2 / a) * dv;'
+
+# Langevin (kernels/langevin.cuh)
+mutant ula-noise-sqrt-gamma langevin kernels/langevin.cuh test_langevin \
+  'const float noise = ds_sqrt(2.f * gamma);' \
+  'const float noise = ds_sqrt(gamma);'
+mutant mala-no-proposal-correction langevin kernels/langevin.cuh test_langevin \
+  'const float log_alpha = (logp_new - logp) - backward / (4.f * gamma) + 0.5f * forward;' \
+  'const float log_alpha = (logp_new - logp);'
+mutant tamed-ula-squared-norm langevin kernels/langevin.cuh test_langevin \
+  'drift = gamma / (1.f + gamma * ds_sqrt(norm2));' \
+  'drift = gamma / (1.f + gamma * norm2);'
+mutant mala-accept-at-equality langevin kernels/langevin.cuh test_langevin \
+  'if (ds_log(u) < log_alpha) {' \
+  'if (ds_log(u) <= log_alpha) {' equivalent
+
+# Diffusion step tables (src/diffusion.cu)
+mutant ddim-sigma-variance diffusion src/diffusion.cu test_diffusion \
+  'const double sigma = o.eta * std::sqrt(post_var);' \
+  'const double sigma = o.eta * post_var;'
+mutant ddpm-noise-one-percent diffusion src/diffusion.cu test_diffusion \
+  'st.cn = float(std::sqrt(post_var));' \
+  'st.cn = float(1.01 * std::sqrt(post_var));'
+mutant ddpm-x0-coefficient-a diffusion src/diffusion.cu test_diffusion \
+  'st.cm = float(q.a * v / s2);' \
+  'st.cm = float(p.a * v / s2);'
+mutant reverse-sde-half-noise diffusion src/diffusion.cu test_diffusion \
+  'st.cn = float(std::sqrt(std::max(0.0, -g2 * dt)));' \
+  'st.cn = float(std::sqrt(std::max(0.0, -g2 * dt / 2)));'
+mutant ode-velocity-drops-a diffusion src/diffusion.cu test_diffusion \
+  'const double fx = p.ds_dt / p.s, fm = p.da_dt - p.ds_dt * p.a / p.s;' \
+  'const double fx = p.ds_dt / p.s, fm = p.da_dt - p.ds_dt / p.s;'
+mutant walk-jump-drift-sigma diffusion src/diffusion.cu test_diffusion \
+  'st.cm = float(gamma / s2);' \
+  'st.cm = float(gamma / sigma);'
+
+# Resampling (kernels/particles.cuh, src/particles.cu)
+mutant systematic-per-particle-draw resampling kernels/particles.cuh test_particles \
+  'philox rng(seed, scheme == resampling_scheme::systematic ? b * n : g, step);' \
+  'philox rng(seed, g, step);'
+mutant residual-slot-range resampling kernels/particles.cuh test_particles \
+  'const std::uint64_t s = uniform_below(rng, N - copies);' \
+  'const std::uint64_t s = uniform_below(rng, N);'
+mutant metropolis-accept-at-equality resampling kernels/particles.cuh test_particles \
+  'if (qa == 0 || uniform_below(rng, qa) < qp) {' \
+  'if (qa == 0 || uniform_below(rng, qa) <= qp) {'
+mutant ess-without-square resampling src/particles.cu test_particles \
+  'r.ess = sum_w * sum_w / sum_w2;' \
+  'r.ess = sum_w / sum_w2;'
+
+# Guided SMC weights (kernels/guided.cuh)
+mutant guided-weight-keeps-potential guided kernels/guided.cuh "$guided_tests" \
+  'lw[i] += -0.5f * q_next + 0.5f * q_now;' \
+  'lw[i] += -0.5f * q_next;'
+mutant guided-normaliser-after-resampling guided kernels/guided.cuh "$guided_tests" \
+  'previous_lse[b] = rep.resampled ? log_n : rep.log_sum_exp;' \
+  'previous_lse[b] = rep.log_sum_exp;'
+
+# Exact posterior (src/posterior_exec.cu)
+mutant posterior-weight-no-log-det posterior src/posterior_exec.cu test_posterior \
+  'log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * kernels::log_two_pi<double>() + quad) - log_det_half;' \
+  'log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * kernels::log_two_pi<double>() + quad);'
+mutant posterior-noise-sigma-not-variance posterior src/posterior_exec.cu test_posterior \
+  'c[i * m + l] = c[l * m + i] = s + (i == l ? s2 : 0.0);' \
+  'c[i * m + l] = c[l * m + i] = s + (i == l ? std::sqrt(s2) : 0.0);'
+
+# Random-stream keys
+mutant langevin-key-step-chain rng-keys kernels/langevin.cuh test_langevin \
+  'philox rng(p.seed, chain, p.first_step + static_cast<std::uint64_t>(k));' \
+  'philox rng(p.seed, p.first_step + static_cast<std::uint64_t>(k), chain);'
+mutant diffusion-step-key-k rng-keys kernels/diffusion.cuh test_diffusion \
+  'philox rng(p.seed, chain, static_cast<std::uint64_t>(k) + 1);' \
+  'philox rng(p.seed, chain, static_cast<std::uint64_t>(k));'
+mutant mixture-sample-local-index rng-keys src/mixture.cu test_mixture \
+  'philox rng(seed, first + static_cast<std::uint64_t>(i), 0);' \
+  'philox rng(seed, static_cast<std::uint64_t>(i), 0);'
+mutant posterior-sample-local-index rng-keys src/posterior_exec.cu test_posterior \
+  'kernels::philox rng(seed, first + static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));' \
+  'kernels::philox rng(seed, static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));'
+
+# --- machinery ----------------------------------------------------------------------------------------------------
+count() {  # occurrences of the literal $2 in file $1
+  SEARCH="$2" perl -0777 -ne '$n = () = /\Q$ENV{SEARCH}\E/g; print $n' "$1"
+}
+apply() {  # replace the single literal occurrence
+  SEARCH="$2" REPLACE="$3" perl -0777 -i -pe 's/\Q$ENV{SEARCH}\E/$ENV{REPLACE}/' "$1"
+}
+
+wanted() {
+  [ ${#selected[@]} -eq 0 ] && return 0
+  local s
+  for s in "${selected[@]}"; do [ "$s" = "$1" ] && return 0; done
+  return 1
+}
+for s in "${selected[@]}"; do
+  found=0
+  for n in "${names[@]}"; do [ "$n" = "$s" ] && found=1; done
+  [ $found = 1 ] || { echo "mutants.sh: no mutant named $s" >&2; exit 2; }
+done
+
+# Refresh the scratch tree from the working tree: copy what differs, drop what is gone. Unchanged files keep their
+# timestamps, so the scratch build stays incremental.
+tree="$scratch/tree"
+mkdir -p "$tree"
+if [ $list_only = 0 ]; then
+  (cd "$root" && git ls-files -co --exclude-standard) | grep -v '^build' >"$scratch/files.new"
+  while IFS= read -r f; do
+    [ -f "$root/$f" ] || continue
+    if ! cmp -s "$root/$f" "$tree/$f"; then
+      mkdir -p "$(dirname "$tree/$f")"
+      cp "$root/$f" "$tree/$f"
+    fi
+  done <"$scratch/files.new"
+  if [ -f "$scratch/files" ]; then
+    comm -23 <(sort "$scratch/files") <(sort "$scratch/files.new") | while IFS= read -r f; do rm -f "$tree/$f"; done
+  fi
+  mv "$scratch/files.new" "$scratch/files"
+  src="$tree"
+else
+  src="$root"
+fi
+
+# Patterns first: every stale mutant is named before anything is built.
+stale=0
+for i in "${!names[@]}"; do
+  wanted "${names[$i]}" || continue
+  c=$(count "$src/${files[$i]}" "${searches[$i]}")
+  if [ "$c" != 1 ]; then
+    echo "STALE: ${names[$i]}: pattern matches $c times in ${files[$i]} (the code moved: update the mutant)" >&2
+    stale=$((stale + 1))
+  elif [ $list_only = 1 ]; then
+    printf '%-38s %-10s %-26s %s%s\n' "${names[$i]}" "${areas[$i]}" "${files[$i]}" "${tests[$i]}" \
+      "${kinds[$i]:+ (equivalent)}"
+  fi
+done
+if [ $list_only = 1 ]; then
+  echo "${#names[@]} mutants, $stale stale"
+  [ $stale = 0 ]
+  exit
+fi
+
+source "$root/scripts/env.sh"
+launcher=()
+if command -v ccache >/dev/null 2>&1; then
+  launcher=(-DCMAKE_CUDA_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+fi
+build="$tree/build"
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  (cd "$tree" && cmake --preset default "${launcher[@]}" >"$scratch/configure.log" 2>&1) ||
+    { echo "mutants.sh: configure failed, see $scratch/configure.log" >&2; exit 1; }
+fi
+
+binaries() {  # test binaries of mutant $1
+  local t
+  for t in ${tests[$1]}; do echo "${t%%:*}"; done
+}
+run_tests() {  # runs the tests of mutant $1; returns 0 when all pass, writes the log to $2
+  local t bin filter rc=0
+  : >"$2"
+  for t in ${tests[$1]}; do
+    bin=${t%%:*}
+    filter='*'
+    [ "$t" != "$bin" ] && filter=${t#*:}
+    echo "== $bin --gtest_filter=$filter" >>"$2"
+    if ! timeout "$limit" "$build/tests/$bin" --gtest_filter="$filter" --gtest_brief=1 >>"$2" 2>&1; then
+      rc=1
+    fi
+  done
+  return $rc
+}
+build_targets() {  # the library and the given test binaries
+  cmake --build "$build" -j "$jobs" --target diffsample "$@" >>"$scratch/build.log" 2>&1
+}
+
+if [ $baseline = 1 ]; then
+  all=()
+  for i in "${!names[@]}"; do
+    wanted "${names[$i]}" || continue
+    for t in ${tests[$i]}; do all+=("$t"); done
+  done
+  mapfile -t uniq < <(printf '%s\n' "${all[@]}" | sort -u)
+  echo "baseline: building and running ${uniq[*]} on the unmutated tree"
+  : >"$scratch/build.log"
+  mapfile -t bins < <(for t in "${uniq[@]}"; do echo "${t%%:*}"; done | sort -u)
+  build_targets "${bins[@]}" || { echo "mutants.sh: the unmutated tree does not build, see $scratch/build.log" >&2; exit 1; }
+  names+=(baseline); tests+=("${uniq[*]}")
+  if ! run_tests $((${#names[@]} - 1)) "$scratch/baseline.log"; then
+    echo "mutants.sh: the unmutated tree fails its tests, see $scratch/baseline.log; nothing to measure" >&2
+    exit 1
+  fi
+  unset 'names[-1]' 'tests[-1]'
+fi
+
+caught=0 survived=0 equivalent_survived=0 failed_builds=0 scored=0
+survivors=()
+mkdir -p "$scratch/logs"
+printf '%-38s %-10s %s\n' mutant area result
+for i in "${!names[@]}"; do
+  wanted "${names[$i]}" || continue
+  f="$tree/${files[$i]}"
+  [ "$(count "$f" "${searches[$i]}")" = 1 ] || continue  # stale: reported above
+  cp "$f" "$scratch/original"
+  apply "$f" "${searches[$i]}" "${replaces[$i]}"
+  log="$scratch/logs/${names[$i]}.log"
+  start=$SECONDS
+  mapfile -t bins < <(binaries "$i" | sort -u)
+  if ! build_targets "${bins[@]}"; then
+    result="BUILD FAILED (invalid mutant; see $scratch/build.log)"
+    failed_builds=$((failed_builds + 1))
+  elif run_tests "$i" "$log"; then
+    if [ -n "${kinds[$i]}" ]; then
+      result="survived (equivalent)"
+      equivalent_survived=$((equivalent_survived + 1))
+    else
+      result="SURVIVED"
+      survived=$((survived + 1)); scored=$((scored + 1)); survivors+=("${names[$i]}")
+    fi
+  else
+    first=$(grep -m1 -E '^\[  FAILED  \]|Failure|timeout' "$log" || true)
+    if [ -n "${kinds[$i]}" ]; then
+      result="caught, but marked equivalent: revise the mark (${first})"
+    else
+      result="caught (${first:-non-zero exit})"
+    fi
+    caught=$((caught + 1)); scored=$((scored + 1))
+  fi
+  cp "$scratch/original" "$f"  # restore (content only: the next build recompiles it, from ccache)
+  printf '%-38s %-10s %s [%ds]\n' "${names[$i]}" "${areas[$i]}" "$result" $((SECONDS - start))
+done
+# Leave the scratch build matching the tree, so that the next run starts incremental.
+mapfile -t bins < <(for i in "${!names[@]}"; do wanted "${names[$i]}" && binaries "$i"; done | sort -u)
+build_targets "${bins[@]}" || true
+
+echo
+echo "score: $caught caught of $scored scored mutants" \
+  "(${equivalent_survived} equivalent survived, ${failed_builds} failed to build, ${stale} stale)"
+[ ${#survivors[@]} -gt 0 ] && echo "survived: ${survivors[*]}"
+[ $stale = 0 ] && [ $survived = 0 ] && [ $failed_builds = 0 ]
