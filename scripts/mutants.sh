@@ -111,9 +111,9 @@ mutant systematic-per-particle-draw resampling kernels/particles.cuh test_partic
 mutant residual-slot-range resampling kernels/particles.cuh test_particles \
   'const std::uint64_t s = uniform_below(rng, N - copies);' \
   'const std::uint64_t s = uniform_below(rng, N);'
-mutant metropolis-accept-at-equality resampling kernels/particles.cuh test_particles \
-  'if (qa == 0 || uniform_below(rng, qa) < qp) {' \
-  'if (qa == 0 || uniform_below(rng, qa) <= qp) {'
+mutant metropolis-proposal-skips-last resampling kernels/particles.cuh test_particles \
+  'const std::int64_t prop = static_cast<std::int64_t>(uniform_below(rng, N));' \
+  'const std::int64_t prop = static_cast<std::int64_t>(uniform_below(rng, N - 1));'
 mutant ess-without-square resampling src/particles.cu test_particles \
   'r.ess = sum_w * sum_w / sum_w2;' \
   'r.ess = sum_w / sum_w2;'
@@ -141,6 +141,9 @@ mutant langevin-key-step-chain rng-keys kernels/langevin.cuh test_langevin \
 mutant diffusion-step-key-k rng-keys kernels/diffusion.cuh test_diffusion \
   'philox rng(p.seed, chain, static_cast<std::uint64_t>(k) + 1);' \
   'philox rng(p.seed, chain, static_cast<std::uint64_t>(k));'
+mutant diffusion-initial-draw-key rng-keys kernels/diffusion.cuh test_diffusion \
+  'philox rng(p.seed, chain, 0);' \
+  'philox rng(p.seed, chain, 1);'
 mutant mixture-sample-local-index rng-keys src/mixture.cu test_mixture \
   'philox rng(seed, first + static_cast<std::uint64_t>(i), 0);' \
   'philox rng(seed, static_cast<std::uint64_t>(i), 0);'
