@@ -152,8 +152,12 @@ mutant posterior-sample-local-index rng-keys src/posterior_exec.cu test_posterio
   'kernels::philox rng(seed, static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));'
 
 # --- machinery ----------------------------------------------------------------------------------------------------
-count() {  # occurrences of the literal $2 in file $1
-  SEARCH="$2" perl -0777 -ne '$n = () = /\Q$ENV{SEARCH}\E/g; print $n' "$1"
+count() {  # occurrences of the literal $2 in file $1 (0 when the file is gone)
+  if [ -f "$1" ]; then
+    SEARCH="$2" perl -0777 -ne '$n = () = /\Q$ENV{SEARCH}\E/g; print $n' "$1"
+  else
+    echo 0
+  fi
 }
 apply() {  # replace the single literal occurrence
   SEARCH="$2" REPLACE="$3" perl -0777 -i -pe 's/\Q$ENV{SEARCH}\E/$ENV{REPLACE}/' "$1"
