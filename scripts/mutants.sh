@@ -3,7 +3,7 @@
 # rebuilds the library and the test binaries that cover each bug, runs them, and reports whether the suite caught it.
 # Not part of the default CI run (each mutant costs a partial rebuild); see README, "Testing".
 #
-#   scripts/mutants.sh [--list] [--jobs N] [--timeout S] [--scratch DIR] [--no-baseline] [NAME ...]
+#   scripts/mutants.sh [--list] [--jobs N] [--timeout S] [--scratch DIR] [--no-baseline] [--all-tests] [NAME ...]
 #
 #   --list         check every mutant's pattern against the current tree and print them; build nothing
 #   --jobs N       build parallelism (default 2)
@@ -11,6 +11,7 @@
 #   --scratch DIR  scratch copy of the tree and its build directory (default build-mutants/ in the repository,
 #                  git-ignored; kept between runs so that rebuilds stay incremental)
 #   --no-baseline  skip the unmutated run of the selected test binaries (only when it is known to pass)
+#   --all-tests    run every test of a mutant's binaries (default: stop at the first failure, which decides)
 #   NAME ...       run only these mutants (default: all)
 #
 # Each mutant is a literal search/replace that must match exactly once in its file. A pattern that matches zero
@@ -26,6 +27,7 @@ jobs=2
 limit=600
 baseline=1
 list_only=0
+fail_fast=--gtest_fail_fast
 selected=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,7 +36,8 @@ while [ $# -gt 0 ]; do
     --timeout) limit=$2; shift ;;
     --scratch) scratch=$2; shift ;;
     --no-baseline) baseline=0 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --all-tests) fail_fast= ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "mutants.sh: unknown option $1" >&2; exit 2 ;;
     *) selected+=("$1") ;;
   esac
@@ -134,6 +137,17 @@ mutant posterior-noise-sigma-not-variance posterior src/posterior_exec.cu test_p
   'c[i * m + l] = c[l * m + i] = s + (i == l ? s2 : 0.0);' \
   'c[i * m + l] = c[l * m + i] = s + (i == l ? std::sqrt(s2) : 0.0);'
 
+# Binary data: discrete Langevin samplers (kernels/binary.cuh)
+mutant discrete-step-one-over-eta binary kernels/binary.cuh test_binary \
+  'const float alpha = p.alpha, two_over_eta = ds_quotient(2.f, p.eta);' \
+  'const float alpha = p.alpha, two_over_eta = ds_quotient(1.f, p.eta);'
+mutant discrete-metropolis-no-proposal-correction binary kernels/binary.cuh test_binary \
+  'const float log_accept = (logq_new - logq) + backward - forward;' \
+  'const float log_accept = (logq_new - logq);'
+mutant discrete-two-stage-half-logit binary kernels/binary.cuh test_binary \
+  'const float plus = sigmoid(2.f * (alpha * s[j] + 0.5f * two_over_eta * y[j]));' \
+  'const float plus = sigmoid(alpha * s[j] + 0.5f * two_over_eta * y[j]);'
+
 # Random-stream keys
 mutant langevin-key-step-chain rng-keys kernels/langevin.cuh test_langevin \
   'philox rng(p.seed, chain, p.first_step + static_cast<std::uint64_t>(k));' \
@@ -206,7 +220,7 @@ for i in "${!names[@]}"; do
     echo "STALE: ${names[$i]}: pattern matches $c times in ${files[$i]} (the code moved: update the mutant)" >&2
     stale=$((stale + 1))
   elif [ $list_only = 1 ]; then
-    printf '%-38s %-10s %-26s %s%s\n' "${names[$i]}" "${areas[$i]}" "${files[$i]}" "${tests[$i]}" \
+    printf '%-44s %-10s %-26s %s%s\n' "${names[$i]}" "${areas[$i]}" "${files[$i]}" "${tests[$i]}" \
       "${kinds[$i]:+ (equivalent)}"
   fi
 done
@@ -225,13 +239,17 @@ build="$tree/build"
 if [ ! -f "$build/CMakeCache.txt" ]; then
   (cd "$tree" && cmake --preset default "${launcher[@]}" >"$scratch/configure.log" 2>&1) ||
     { echo "mutants.sh: configure failed, see $scratch/configure.log" >&2; exit 1; }
+else
+  # New source or test files since the last run become targets only after a configure.
+  cmake "$build" >"$scratch/configure.log" 2>&1 ||
+    { echo "mutants.sh: configure failed, see $scratch/configure.log" >&2; exit 1; }
 fi
 
 binaries() {  # test binaries of mutant $1
   local t
   for t in ${tests[$1]}; do echo "${t%%:*}"; done
 }
-run_tests() {  # runs the tests of mutant $1; returns 0 when all pass, writes the log to $2
+run_tests() {  # runs the tests of mutant $1; returns 0 when all pass, writes the log to $2; $3: extra flags
   local t bin filter rc=0
   : >"$2"
   for t in ${tests[$1]}; do
@@ -239,8 +257,9 @@ run_tests() {  # runs the tests of mutant $1; returns 0 when all pass, writes th
     filter='*'
     [ "$t" != "$bin" ] && filter=${t#*:}
     echo "== $bin --gtest_filter=$filter" >>"$2"
-    if ! timeout "$limit" "$build/tests/$bin" --gtest_filter="$filter" --gtest_brief=1 >>"$2" 2>&1; then
+    if ! timeout "$limit" "$build/tests/$bin" --gtest_filter="$filter" --gtest_brief=1 ${3:-} >>"$2" 2>&1; then
       rc=1
+      [ -n "${3:-}" ] && break  # fail-fast: one failure decides
     fi
   done
   return $rc
@@ -271,7 +290,7 @@ fi
 caught=0 survived=0 equivalent_survived=0 failed_builds=0 scored=0
 survivors=()
 mkdir -p "$scratch/logs"
-printf '%-38s %-10s %s\n' mutant area result
+printf '%-44s %-10s %s\n' mutant area result
 for i in "${!names[@]}"; do
   wanted "${names[$i]}" || continue
   f="$tree/${files[$i]}"
@@ -284,7 +303,7 @@ for i in "${!names[@]}"; do
   if ! build_targets "${bins[@]}"; then
     result="BUILD FAILED (invalid mutant; see $scratch/build.log)"
     failed_builds=$((failed_builds + 1))
-  elif run_tests "$i" "$log"; then
+  elif run_tests "$i" "$log" "$fail_fast"; then
     if [ -n "${kinds[$i]}" ]; then
       result="survived (equivalent)"
       equivalent_survived=$((equivalent_survived + 1))
@@ -302,7 +321,7 @@ for i in "${!names[@]}"; do
     caught=$((caught + 1)); scored=$((scored + 1))
   fi
   cp "$scratch/original" "$f"  # restore (content only: the next build recompiles it, from ccache)
-  printf '%-38s %-10s %s [%ds]\n' "${names[$i]}" "${areas[$i]}" "$result" $((SECONDS - start))
+  printf '%-44s %-10s %s [%ds]\n' "${names[$i]}" "${areas[$i]}" "$result" $((SECONDS - start))
 done
 # Leave the scratch build matching the tree, so that the next run starts incremental.
 mapfile -t bins < <(for i in "${!names[@]}"; do wanted "${names[$i]}" && binaries "$i"; done | sort -u)
