@@ -1,5 +1,6 @@
-// The two executors of one functor: a grid-stride CUDA kernel and an OpenMP loop over the same indices.
-// Included only from .cu files of src/ (compiled by nvcc with -fopenmp for the host side).
+// The device half of the library's one launch pattern: a grid-stride CUDA kernel over [0, n) that runs a functor,
+// its grid size, and a launch that returns the launch's error. src/launch.hpp picks the executor (this kernel, or an
+// OpenMP loop over the same functor) and turns errors into exceptions.
 #pragma once
 
 #include <algorithm>
@@ -8,14 +9,13 @@
 #include <cuda_runtime.h>
 
 #include "kernels/config.cuh"
-#include "src/cuda_check.hpp"
-#include <diffsample/execution.hpp>
 
 namespace diffsample::kernels {
 
 constexpr int default_block = 256;
 
-/// Blocks for n threads of block size `block`, capped at the grid limit (grid-stride loops cover the rest).
+/// Blocks for n threads of block size `block`, capped at the grid limit (grid-stride loops cover the rest). The one
+/// grid-size helper of the library: kernels with one block per item pass n = items x block.
 inline unsigned grid_size(std::int64_t n, int block = default_block) {
   const std::int64_t blocks = (n + block - 1) / block;
   return static_cast<unsigned>(std::min<std::int64_t>(blocks, 0x7fffffff));
@@ -30,18 +30,11 @@ static __global__ void __launch_bounds__(Block) for_each_index_kernel(std::int64
     f(i);
 }
 
-/// Runs f(i) for i in [0, n) on the chosen executor (cuda or cpu; never automatic here), Block threads per CUDA
-/// block. Asynchronous on CUDA.
-template <int Block = default_block, class F>
-void for_each_index(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
-  if (n <= 0) return;
-  if (where == executor::cuda) {
-    for_each_index_kernel<Block><<<grid_size(n, Block), Block, 0, stream>>>(n, f);
-    DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
-  } else {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) f(i);
-  }
+/// Launches f(i) for i in [0, n) on `stream` (n > 0), Block threads per block; returns the launch's error.
+template <int Block, class F>
+cudaError_t launch_for_each_index(std::int64_t n, const F& f, cudaStream_t stream) {
+  for_each_index_kernel<Block><<<grid_size(n, Block), Block, 0, stream>>>(n, f);
+  return cudaPeekAtLastError();
 }
 
 }  // namespace diffsample::kernels

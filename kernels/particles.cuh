@@ -126,6 +126,10 @@ struct problem_state {
 /// grid), scanned chunk-locally: prefix sums stay chunk-local, and selection searches the chunk totals first.
 constexpr std::int64_t chunk_size = std::int64_t(1) << 16;
 
+/// Bound on the rejection scheme's loop: acceptance tests per particle before its exact fallback (one pass over
+/// the problem's weights). With mean weight / max weight = rho the fallback runs with probability (1 - rho)^63.
+constexpr int rejection_trials = 64;
+
 /// Partial results of one chunk of one problem (workspace), and its offsets into the problem's prefix sums.
 struct chunk_sums {
   float max;
@@ -281,10 +285,25 @@ struct select_ancestor_functor {
         break;
       }
       case resampling_scheme::rejection: {
-        // The largest fixed-point weight is exactly 2^bits (exp(0) = 1), the rejection envelope.
+        // The largest fixed-point weight is exactly 2^bits (exp(0) = 1), the rejection envelope. The loop is bounded:
+        // after rejection_trials rejections the ancestor is drawn exactly from q / T by one pass over the problem's
+        // weights. Conditional on stopping at any trial after the first, an accepted candidate has law q / T too, so
+        // the fallback leaves every particle's law, and hence the unbiased offspring counts, as they were; it only
+        // caps the work at rejection_trials draws plus, with probability (1 - T / (N 2^bits))^(rejection_trials - 1)
+        // or less, one pass of N weights.
         philox rng(seed, g, step);
         const std::uint64_t envelope = std::uint64_t(1) << bits;
-        while (!(uniform_below(rng, envelope) < u[a])) a = static_cast<std::int64_t>(uniform_below(rng, N));
+        int trials = 1;
+        while (!(uniform_below(rng, envelope) < u[a])) {
+          if (trials++ == rejection_trials) {
+            const std::uint64_t x = uniform_below(rng, T);
+            std::uint64_t below = 0;
+            a = 0;
+            while (a + 1 < n && below + u[a] <= x) below += u[a++];
+            break;
+          }
+          a = static_cast<std::int64_t>(uniform_below(rng, N));
+        }
         break;
       }
     }

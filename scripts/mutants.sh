@@ -87,16 +87,16 @@ mutant mala-accept-at-equality langevin kernels/langevin.cuh test_langevin \
   'if (ds_log(u) < log_alpha) {' \
   'if (ds_log(u) <= log_alpha) {' equivalent
 
-# Diffusion step tables (src/diffusion.cu)
-mutant ddim-sigma-variance diffusion src/diffusion.cu test_diffusion \
-  'const double sigma = o.eta * std::sqrt(post_var);' \
-  'const double sigma = o.eta * post_var;'
-mutant ddpm-noise-one-percent diffusion src/diffusion.cu test_diffusion \
-  'st.cn = float(std::sqrt(post_var));' \
-  'st.cn = float(1.01 * std::sqrt(post_var));'
-mutant ddpm-x0-coefficient-a diffusion src/diffusion.cu test_diffusion \
-  'st.cm = float(q.a * v / s2);' \
-  'st.cm = float(p.a * v / s2);'
+# Diffusion step tables (src/diffusion.cu; the DDPM/DDIM backward kernel in kernels/backward.cuh)
+mutant ddim-sigma-variance diffusion kernels/backward.cuh test_diffusion \
+  'k.sigma = eta * sqrt(posterior_variance);' \
+  'k.sigma = eta * posterior_variance;'
+mutant ddpm-noise-one-percent diffusion kernels/backward.cuh test_diffusion \
+  'k.sigma = sqrt(posterior_variance);' \
+  'k.sigma = 1.01 * sqrt(posterior_variance);'
+mutant ddpm-x0-coefficient-a diffusion kernels/backward.cuh test_diffusion \
+  'k.cm = a_next * v / s2;' \
+  'k.cm = a * v / s2;'
 mutant reverse-sde-half-noise diffusion src/diffusion.cu test_diffusion \
   'st.cn = float(std::sqrt(std::max(0.0, -g2 * dt)));' \
   'st.cn = float(std::sqrt(std::max(0.0, -g2 * dt / 2)));'
@@ -121,6 +121,18 @@ mutant ess-without-square resampling src/particles.cu test_particles \
   'r.ess = sum_w * sum_w / sum_w2;' \
   'r.ess = sum_w / sum_w2;'
 
+mutant rejection-fallback-first-particle resampling kernels/particles.cuh test_particles:*Rejection* \
+  'while (a + 1 < n && below + u[a] <= x) below += u[a++];' \
+  'while (false) below += u[a++];'
+
+# Stepwise plan (kernels/plan.cuh) and sliced Wasserstein (kernels/metrics.cuh)
+mutant plan-reset-keeps-key rng-keys kernels/plan.cuh test_diffusion:DiffusionPlan.* \
+  'state->chain_base = first_chain + state->trajectory * n;' \
+  'state->chain_base = first_chain;'
+mutant wasserstein-atom-whole-mass metrics kernels/metrics.cuh test_metrics:SlicedWasserstein.* \
+  'part += double(to - from) * (p == 1 ? gap : gap * gap);' \
+  'part += double(ns) * (p == 1 ? gap : gap * gap);'
+
 # Guided SMC weights (kernels/guided.cuh)
 mutant guided-weight-keeps-potential guided kernels/guided.cuh "$guided_tests" \
   'lw[i] += -0.5f * q_next + 0.5f * q_now;' \
@@ -129,13 +141,13 @@ mutant guided-normaliser-after-resampling guided kernels/guided.cuh "$guided_tes
   'previous_lse[b] = rep.resampled ? log_n : rep.log_sum_exp;' \
   'previous_lse[b] = rep.log_sum_exp;'
 
-# Exact posterior (src/posterior_exec.cu)
-mutant posterior-weight-no-log-det posterior src/posterior_exec.cu test_posterior \
-  'log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * kernels::log_two_pi<double>() + quad) - log_det_half;' \
-  'log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * kernels::log_two_pi<double>() + quad);'
-mutant posterior-noise-sigma-not-variance posterior src/posterior_exec.cu test_posterior \
+# Exact posterior (the per-component functor in kernels/posterior.cuh)
+mutant posterior-weight-no-log-det posterior kernels/posterior.cuh test_posterior \
+  'log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * log_two_pi<double>() + quad) - log_det_half;' \
+  'log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * log_two_pi<double>() + quad);'
+mutant posterior-noise-sigma-not-variance posterior kernels/posterior.cuh test_posterior \
   'c[i * m + l] = c[l * m + i] = s + (i == l ? s2 : 0.0);' \
-  'c[i * m + l] = c[l * m + i] = s + (i == l ? std::sqrt(s2) : 0.0);'
+  'c[i * m + l] = c[l * m + i] = s + (i == l ? sqrt(s2) : 0.0);'
 
 # Binary data: discrete Langevin samplers (kernels/binary.cuh)
 mutant discrete-step-one-over-eta binary kernels/binary.cuh test_binary \

@@ -5,9 +5,9 @@
 #include <utility>
 
 #include "kernels/binary.cuh"
-#include "kernels/launch.cuh"
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
+#include "src/launch.hpp"
 #include "src/validate.hpp"
 #include <diffsample/binary.hpp>
 #include <diffsample/error.hpp>

@@ -6,10 +6,11 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/backward.cuh"
 #include "kernels/diffusion.cuh"
-#include "kernels/launch.cuh"
 #include "kernels/plan.cuh"
 #include "src/cuda_check.hpp"
+#include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/validate.hpp"
 #include <diffsample/diffusion.hpp>
@@ -91,25 +92,12 @@ table build_schedule_table(const diffusion_options& o) {
       case diffusion_sampler::ddim: {
         DIFFSAMPLE_EXPECTS(q.a > 0, "options.schedule: a = 0 at t = " << q.t << " (step " << k + 1 << "), where the "
                                                                       << to_string(o.sampler) << " update divides by a");
-        // Forward kernel from t' (q) to t (p): x_t = r x_t' + sqrt(v) z, r = a/a', v = s^2 - r^2 s'^2 (>= 0 as the
-        // SNR increases along the grid). The posterior q(x_t' | x_t, x0) has variance s'^2 v / s^2 and mean
-        // (a' v / s^2) x0 + (r s'^2 / s^2) x_t: for VP, c0 = sqrt(abar') beta / (1 - abar) and
-        // c1 = sqrt(alpha) (1 - abar') / (1 - abar) of math.md 4.
-        const double r = p.a / q.a;
-        const double v = std::max(0.0, s2 - r * r * q.s * q.s);
-        const double post_var = q.s * q.s * v / s2;
-        if (o.sampler == diffusion_sampler::ddpm) {
-          st.cx = float(r * q.s * q.s / s2);
-          st.cm = float(q.a * v / s2);
-          st.cn = float(std::sqrt(post_var));
-        } else {
-          const double sigma = o.eta * std::sqrt(post_var);
-          const double c = std::sqrt(std::max(0.0, q.s * q.s - sigma * sigma));
-          // x' = a' m + c eps + sigma xi with eps = (x - a m) / s.
-          st.cx = float(c / p.s);
-          st.cm = float(q.a - c * p.a / p.s);
-          st.cn = float(sigma);
-        }
+        // From t (p) to t' (q): kernels/backward.cuh, shared with the guided samplers.
+        const kernels::backward_coefficients bk =
+            kernels::ddpm_ddim_kernel(p.a, p.s, q.a, q.s, o.sampler == diffusion_sampler::ddim, o.eta);
+        st.cx = float(bk.cx);
+        st.cm = float(bk.cm);
+        st.cn = float(bk.sigma);
         break;
       }
       case diffusion_sampler::reverse_sde:

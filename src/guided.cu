@@ -9,11 +9,13 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/backward.cuh"
 #include "kernels/guided.cuh"
-#include "kernels/launch.cuh"
+#include "kernels/linalg.cuh"
 #include "src/cuda_check.hpp"
-#include "src/linalg.hpp"
+#include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/particles_detail.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/guided.hpp>
@@ -45,14 +47,14 @@ constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 // columns by forward and back substitution).
 double invert_spd(std::vector<double>& m, int n, const char* what) {
   std::vector<double> L = m;
-  const std::int64_t row = detail::cholesky_failure(L.data(), n);
+  const std::int64_t row = kernels::cholesky_failure(L.data(), n);
   DIFFSAMPLE_EXPECTS(row < 0, what << ": matrix not numerically positive definite (pivot at row " << row << ")");
   double logdet = 0;
   for (int i = 0; i < n; ++i) logdet += 2 * std::log(L[i * n + i]);
   std::fill(m.begin(), m.end(), 0.0);
   for (int i = 0; i < n; ++i) m[i * n + i] = 1.0;
-  detail::forward_substitute(L.data(), n, m.data(), n);
-  detail::back_substitute_transposed(L.data(), n, m.data(), n);
+  kernels::forward_substitute(L.data(), n, m.data(), n);
+  kernels::back_substitute_transposed(L.data(), n, m.data(), n);
   return logdet;
 }
 
@@ -220,8 +222,14 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
                      "options.eta: must be in [0, 1], got " << o.eta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
                      "options.guidance_scale: must be finite and >= 0, got " << o.guidance_scale);
-  DIFFSAMPLE_EXPECTS(o.resampling.ess_threshold >= 0 && !std::isnan(o.resampling.ess_threshold),
-                     "options.resampling.ess_threshold: must be >= 0, got " << o.resampling.ess_threshold);
+  // Everything resample() would check per transition is checked here once (the run calls the unchecked layer).
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.resampling.ess_threshold) && o.resampling.ess_threshold >= 0,
+                     "options.resampling.ess_threshold: must be finite and >= 0, got " << o.resampling.ess_threshold);
+  DIFFSAMPLE_EXPECTS(o.resampling.scheme >= resampling_scheme::multinomial &&
+                         o.resampling.scheme <= resampling_scheme::rejection,
+                     "options.resampling.scheme: invalid value " << static_cast<int>(o.resampling.scheme));
+  DIFFSAMPLE_EXPECTS(o.resampling.scheme != resampling_scheme::metropolis || o.resampling.metropolis_steps >= 1,
+                     "options.resampling.metropolis_steps: must be >= 1, got " << o.resampling.metropolis_steps);
 }
 
 // The host tables, laid out exactly as their device copy.
@@ -248,7 +256,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     if (pr.operators.empty()) {
       const double* A = pr.A.data() + c * dy * d;
       for (std::int64_t i = 0; i < dy * d; ++i) A32[c * dy * d + i] = float(A[i]);
-      detail::gram(A, dy, d, G);
+      kernels::gram(A, dy, d, G);
       continue;
     }
     const observation_operator& op = pr.operators[c];
@@ -273,25 +281,17 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
                                                                   << "), where a DDPM step divides by s^2");
     DIFFSAMPLE_EXPECTS(p.a > 0 && q.a > 0, "options.schedule: a = 0 at t = " << (p.a > 0 ? q.t : p.t)
                                                                              << ": the potentials need a > 0");
-    // Posterior q(x' | x, x0 = m) of the forward channel from (a', s') to (a, s): x = (a / a') x' + sqrt(v) z.
-    const double ratio = p.a / q.a;
-    const double v = std::max(0.0, p.s * p.s - ratio * ratio * q.s * q.s);
+    // The backward kernel N(c0 m + c1 x, sig^2 I) of kernels/backward.cuh, shared with the diffusion samplers.
+    const kernels::backward_coefficients bk = kernels::ddpm_ddim_kernel(p.a, p.s, q.a, q.s, o.ddim, o.eta);
     guided_step st{};
     st.a = float(p.a);
     st.s = float(p.s);
     st.a_next = float(q.a);
-    double c0 = q.a * v / (p.s * p.s), c1 = ratio * q.s * q.s / (p.s * p.s);
-    sig2[k] = q.s * q.s * v / (p.s * p.s);
-    if (o.ddim) {
-      // x' = a' m + sqrt(s'^2 - sig^2) (x - a m) / s + sig xi.
-      sig2[k] *= o.eta * o.eta;
-      const double keep = std::sqrt(std::max(0.0, q.s * q.s - sig2[k])) / p.s;
-      c0 = q.a - keep * p.a;
-      c1 = keep;
-    }
-    st.c0 = float(c0);
-    st.c1 = float(c1);
-    st.sig = float(std::sqrt(sig2[k]));
+    const double c0 = bk.cm;
+    sig2[k] = bk.variance;
+    st.c0 = float(bk.cm);
+    st.c1 = float(bk.cx);
+    st.sig = float(bk.sigma);
     st.guidance = float(c0 * p.s * p.s / p.a);
     steps[k] = st;
   }
@@ -431,7 +431,6 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   float* x = reinterpret_cast<float*>(ws + l.x);
   float* mu = reinterpret_cast<float*>(ws + l.mu);
   float* r = reinterpret_cast<float*>(ws + l.r);
-  const execution on{where, exec.stream};
   const cudaStream_t stream = exec.stream;
   guided_report report;
   report.ran = where;
@@ -471,13 +470,13 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   // Resampling at column c of the ESS trace, then every buffer in `carry` follows its ancestors.
   auto resample_step = [&](std::int64_t column, float*& carried, float*& spare) {
     ro.step = static_cast<std::uint64_t>(column);
-    resample(lw, B, N, ro, po, on, resampling_ws, l.resampling_bytes);
+    detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
     kernels::for_each_index(where, B,
                             kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                 K + 1, column, log_n},
                             stream);
     kernels::for_each_index(where, BN, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
-    gather_particles(carried, B, N, d, ancestors, spare, on);
+    detail::gather_unchecked(carried, B, N, d, ancestors, spare, where, stream);
     std::swap(carried, spare);
     report.launches += 4;
   };
@@ -502,8 +501,8 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     resampling_options last = ro;
     last.ess_threshold = 2.0;  // every problem with a positive weight
     last.step = static_cast<std::uint64_t>(K + 1);
-    resample(lw, B, N, last, po, on, resampling_ws, l.resampling_bytes);
-    gather_particles(x, B, N, d, ancestors, out.samples, on);
+    detail::resample_unchecked(lw, B, N, last, po, where, stream, resampling_ws);
+    detail::gather_unchecked(x, B, N, d, ancestors, out.samples, where, stream);
     report.launches += 2;
   }
   const double* constants = reinterpret_cast<const double*>(ws + l.constants);

@@ -1,8 +1,8 @@
 // Langevin launchers: validation, then one fused launch running every step of every chain (register path for a
 // short compile-time list of dimensions, workspace path otherwise).
 #include "kernels/langevin.cuh"
-#include "kernels/launch.cuh"
 #include "src/cuda_check.hpp"
+#include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>

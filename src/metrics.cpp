@@ -5,10 +5,10 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/linalg.cuh"
 #include "kernels/metrics.cuh"
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
-#include "src/linalg.hpp"
 #include "src/validate.hpp"
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
@@ -140,7 +140,7 @@ std::vector<double> component_weights(const mixture_posterior& reference, const 
   std::vector<double> L(factors * d * d), half_logdet(K, 0.0);
   for (std::int64_t f = 0; f < factors; ++f) {
     std::copy(S.begin() + f * d * d, S.begin() + (f + 1) * d * d, L.begin() + f * d * d);
-    DIFFSAMPLE_EXPECTS(detail::cholesky(L.data() + f * d * d, d),
+    DIFFSAMPLE_EXPECTS(kernels::cholesky(L.data() + f * d * d, d),
                        "reference: posterior covariance of component "
                            << f << " is not numerically positive definite (a degenerate posterior, e.g. sigma_y = 0);"
                            << " responsibilities need densities");

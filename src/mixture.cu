@@ -3,10 +3,10 @@
 #include <cmath>
 #include <utility>
 
-#include "kernels/launch.cuh"
 #include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
+#include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>

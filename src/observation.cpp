@@ -4,8 +4,8 @@
 #include <cmath>
 #include <utility>
 
+#include "kernels/linalg.cuh"
 #include "src/cuda_check.hpp"
-#include "src/linalg.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/observation.hpp>
@@ -142,7 +142,7 @@ std::vector<double> observation_operator::gram() const {
   std::vector<double> G(static_cast<std::size_t>(d_y_ * d_y_), 0.0);
   switch (kind_) {
     case observation_kind::dense:
-      detail::gram(A_.data(), d_y_, d_x_, G.data());
+      kernels::gram(A_.data(), d_y_, d_x_, G.data());
       break;
     case observation_kind::mask:  // distinct indices: the rows are orthogonal
       for (std::int64_t i = 0; i < d_y_; ++i) G[i * d_y_ + i] = diagonal_[i] * diagonal_[i];

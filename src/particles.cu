@@ -10,9 +10,10 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
-#include "kernels/launch.cuh"
 #include "kernels/particles.cuh"
 #include "src/cuda_check.hpp"
+#include "src/launch.hpp"
+#include "src/particles_detail.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/particles.hpp>
@@ -549,7 +550,8 @@ static __global__ void __launch_bounds__(pass_block) problem_residual_kernel(pas
 
 /// The statistics pass on the CUDA executor: one kernel for problems of one chunk, the chunked phases otherwise.
 void statistics_pass_cuda(const pass_params& p, std::int64_t problems, chunk_sums* chunks, cudaStream_t stream) {
-  const auto grid = [](std::int64_t blocks) { return static_cast<unsigned>(std::min<std::int64_t>(blocks, 65535 * 32)); };
+  // One block per problem or chunk (the kernels stride over the rest), sized by the library's one grid helper.
+  const auto grid = [](std::int64_t blocks) { return kernels::grid_size(blocks * pass_block, pass_block); };
   const std::int64_t per = chunks_per_problem(p.n);
   if (per == 1) {
     statistics_pass_kernel<<<grid(problems), pass_block, 0, stream>>>(p, problems);
@@ -639,15 +641,25 @@ executor resample(const float* log_weights, std::int64_t problems, std::int64_t 
 
   const workspace_layout w = layout(problems, particles, o.scheme);
   std::unique_ptr<detail::scratch> owned;
-  unsigned char* ws = static_cast<unsigned char*>(workspace);
   if (workspace != nullptr) {
     DIFFSAMPLE_EXPECTS(workspace_bytes >= w.total,
                        "workspace_bytes: " << workspace_bytes << " given, " << w.total << " needed");
     detail::check_buffer("workspace", workspace, static_cast<std::int64_t>(w.total / 16), 16, where);
   } else {
     owned = std::make_unique<detail::scratch>(w.total, where, exec.stream);
-    ws = static_cast<unsigned char*>(owned->data());
+    workspace = owned->data();
   }
+  detail::resample_unchecked(log_weights, problems, particles, o, out, where, exec.stream, workspace);
+  return where;
+}
+
+void detail::resample_unchecked(const float* log_weights, std::int64_t problems, std::int64_t particles,
+                                const resampling_options& o, const particle_outputs& out, executor where,
+                                cudaStream_t stream, void* workspace) {
+  const std::int64_t count = problems * particles;
+  if (count == 0) return;
+  const workspace_layout w = layout(problems, particles, o.scheme);
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
   pass_params p{log_weights,
                 particles,
                 kernels::fixed_point_bits(particles),
@@ -660,14 +672,18 @@ executor resample(const float* log_weights, std::int64_t problems, std::int64_t 
                 out.reports};
   chunk_sums* chunks = reinterpret_cast<chunk_sums*>(ws + w.chunks);
   if (where == executor::cuda)
-    statistics_pass_cuda(p, problems, chunks, exec.stream);
+    statistics_pass_cuda(p, problems, chunks, stream);
   else
     statistics_pass_cpu(p, problems, chunks);
   if (out.ancestors64 != nullptr)
-    select_ancestors(where, p, chunks, o, count, out.ancestors64, out.normalised_weights, exec.stream);
+    select_ancestors(where, p, chunks, o, count, out.ancestors64, out.normalised_weights, stream);
   else
-    select_ancestors(where, p, chunks, o, count, out.ancestors, out.normalised_weights, exec.stream);
-  return where;
+    select_ancestors(where, p, chunks, o, count, out.ancestors, out.normalised_weights, stream);
+}
+
+void detail::gather_unchecked(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,
+                              const std::int32_t* ancestors, float* out, executor where, cudaStream_t stream) {
+  gather(states, problems, particles, dim, ancestors, out, where, stream);
 }
 
 executor gather_particles(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,

@@ -5,11 +5,12 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/launch.cuh"
+#include "kernels/linalg.cuh"
 #include "kernels/mixture.cuh"
+#include "kernels/posterior.cuh"
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
-#include "src/linalg.hpp"
+#include "src/launch.hpp"
 #include "src/posterior_tables.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
@@ -50,75 +51,6 @@ std::shared_ptr<const posterior_tables> make_posterior_tables(std::int64_t compo
 
 }  // namespace detail
 
-namespace {
-
-/// Component k of the posterior, in the covariance (Kalman) form. With C = A Sigma_k A^T + sigma_y^2 I = L L^T,
-/// W = L^-1 A Sigma_k and e = L^-1 (y - A mu_k): S' = Sigma_k - W^T W, m' = mu_k + W^T e and
-/// log N(y; A mu_k, C) = -(m log 2 pi + |e|^2) / 2 - sum log L_ii. Serial FP64 per component.
-struct component_functor {
-  const double* prior_means;        // K x d
-  const double* prior_variances;    // K (isotropic) or K x d
-  const double* log_prior_weights;  // K
-  bool isotropic;
-  const double* A;  // m x d
-  const double* y;  // m
-  double s2;
-  std::int64_t m, d;
-  double* work;          // K x (m d + m m + m)
-  double* log_joint;     // K
-  double* means;         // K x d
-  double* covariances;   // K x d x d
-  double* factors;       // K x d x d
-  std::int32_t* singular;  // K: 1 when C is not numerically positive definite
-  DS_HD void operator()(std::int64_t k) const {
-    double* a_sigma = work + k * (m * d + m * m + m);
-    double* c = a_sigma + m * d;
-    double* r = c + m * m;
-    const double* mu = prior_means + k * d;
-    const double* v = isotropic ? prior_variances + k : prior_variances + k * d;
-    const std::int64_t v_stride = isotropic ? 0 : 1;
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = 0; j < d; ++j) a_sigma[i * d + j] = A[i * d + j] * v[j * v_stride];
-    for (std::int64_t i = 0; i < m; ++i) {
-      for (std::int64_t l = 0; l <= i; ++l) {
-        double s = 0;
-        for (std::int64_t j = 0; j < d; ++j) s += a_sigma[i * d + j] * A[l * d + j];
-        c[i * m + l] = c[l * m + i] = s + (i == l ? s2 : 0.0);
-      }
-      double s = y[i];
-      for (std::int64_t j = 0; j < d; ++j) s -= A[i * d + j] * mu[j];
-      r[i] = s;
-    }
-    singular[k] = detail::cholesky(c, m) ? 0 : 1;
-    if (singular[k]) return;
-    detail::forward_substitute(c, m, a_sigma, d);
-    detail::forward_substitute(c, m, r, 1);
-    double log_det_half = 0, quad = 0;
-    for (std::int64_t i = 0; i < m; ++i) {
-      log_det_half += log(c[i * m + i]);
-      quad += r[i] * r[i];
-    }
-    log_joint[k] = log_prior_weights[k] - 0.5 * (double(m) * kernels::log_two_pi<double>() + quad) - log_det_half;
-    double* mean = means + k * d;
-    double* cov = covariances + k * d * d;
-    double* L = factors + k * d * d;
-    for (std::int64_t j = 0; j < d; ++j) {
-      double s = mu[j];
-      for (std::int64_t i = 0; i < m; ++i) s += a_sigma[i * d + j] * r[i];
-      mean[j] = s;
-      for (std::int64_t l = 0; l <= j; ++l) {
-        double t = (j == l ? v[j * v_stride] : 0.0);
-        for (std::int64_t i = 0; i < m; ++i) t -= a_sigma[i * d + j] * a_sigma[i * d + l];
-        cov[j * d + l] = cov[l * d + j] = t;
-        L[j * d + l] = L[l * d + j] = t;
-      }
-    }
-    detail::psd_factor(L, d);
-  }
-};
-
-}  // namespace
-
 namespace detail {
 
 std::int64_t posterior_components(const gaussian_mixture& prior, const linear_observation& obs, executor where,
@@ -139,10 +71,11 @@ std::int64_t posterior_components(const gaussian_mixture& prior, const linear_ob
   if (where == executor::cpu) {
     std::vector<double> w(work);
     kernels::for_each_index(executor::cpu, K,
-                            component_functor{pm.data(), pv.data(), log_w.data(), prior.isotropic(), obs.A.data(),
-                                              obs.y.data(), s2, m, d, w.data(), out.log_joint.data(),
-                                              out.means.data(), out.covariances.data(), out.factors.data(),
-                                              singular.data()},
+                            kernels::posterior_component_functor{pm.data(), pv.data(), log_w.data(), prior.isotropic(),
+                                                                 obs.A.data(), obs.y.data(), s2, m, d, w.data(),
+                                                                 out.log_joint.data(), out.means.data(),
+                                                                 out.covariances.data(), out.factors.data(),
+                                                                 singular.data()},
                             nullptr);
   } else {
     // One stream-ordered allocation: inputs, per-component work, outputs, flags.
@@ -170,8 +103,9 @@ std::int64_t posterior_components(const gaussian_mixture& prior, const linear_ob
     double* d_factors = d_cov + K * d * d;
     std::int32_t* d_singular = reinterpret_cast<std::int32_t*>(d_factors + K * d * d);
     kernels::for_each_index<32>(executor::cuda, K,
-                                component_functor{d_pm, d_pv, d_lw, prior.isotropic(), d_A, d_y, s2, m, d, d_work,
-                                                  d_lj, d_means, d_cov, d_factors, d_singular},
+                                kernels::posterior_component_functor{d_pm, d_pv, d_lw, prior.isotropic(), d_A, d_y, s2,
+                                                                     m, d, d_work, d_lj, d_means, d_cov, d_factors,
+                                                                     d_singular},
                                 stream);
     const auto download = [&](std::vector<double>& v, const double* p) {
       DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(v.data(), p, v.size() * sizeof(double), cudaMemcpyDeviceToHost, stream));

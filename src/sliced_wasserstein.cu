@@ -14,9 +14,9 @@
 
 #include <cub/device/device_segmented_radix_sort.cuh>
 
-#include "kernels/launch.cuh"
 #include "kernels/metrics.cuh"
 #include "src/cuda_check.hpp"
+#include "src/launch.hpp"
 #include "src/validate.hpp"
 #include <diffsample/metrics.hpp>
 

@@ -231,6 +231,35 @@ TEST(Particles, OffspringCountsAreUnbiased) {
   }
 }
 
+// The rejection scheme's loop is bounded (64 tests, then one exact pass over the weights). Here mean w / max w is
+// (1 + 255e-3) / 256 = 0.0049, so about 73% of the particles reach the fallback: the offspring counts must stay
+// unbiased, within 5 standard errors over 2000 replicates as in OffspringCountsAreUnbiased (Var[O_i] <= N w_i for
+// these sums of independent indicators). Seen failing with a fallback that keeps the last uniform proposal
+// (particle 0's mean count 55.0 against 204).
+TEST(Particles, BoundedRejectionKeepsOffspringCountsUnbiased) {
+  const int n = 256, replicates = 2000;
+  std::vector<float> lw(n * replicates);
+  for (int r = 0; r < replicates; ++r)
+    for (int i = 0; i < n; ++i) lw[r * n + i] = i == 0 ? 0.f : float(std::log(1e-3));
+  double total = 0;
+  std::vector<double> w(n);
+  for (int i = 0; i < n; ++i) total += w[i] = std::exp(double(lw[i]));
+  ds::resampling_options o;
+  o.scheme = ds::resampling_scheme::rejection;
+  o.ess_threshold = 2;
+  o.seed = 7;
+  const auto a = run(lw, replicates, n, o);
+  std::vector<double> counts(n, 0);
+  for (auto i : a) {
+    ASSERT_TRUE(i >= 0 && i < n);
+    counts[i] += 1;
+  }
+  for (int i : {0, 1, 128, 255}) {
+    const double mean = counts[i] / replicates, expected = n * w[i] / total;
+    EXPECT_NEAR(mean, expected, 5 * std::sqrt(std::max(expected, 0.25) / replicates)) << "particle " << i;
+  }
+}
+
 // Seen failing with a multinomial stream keyed by particle + OpenMP thread number.
 TEST(Particles, SameAncestorsAcrossRunsThreadCountsAndIndexTypes) {
   const int b = 5, n = 3000;

@@ -25,7 +25,8 @@ enum class resampling_scheme : int {
   residual = 3,     ///< floor(N w_i) copies of particle i, multinomial on the residual weights
   metropolis = 4,   ///< collective-free Metropolis chains (Murray, Lee and Jacob 2016), biased for finite steps
   rejection = 5,    ///< collective-free rejection sampler (Murray, Lee and Jacob 2016), unbiased; costs
-                    ///< max w / mean w proposals per particle on average (up to N for a degenerate problem)
+                    ///< max w / mean w proposals per particle on average, at most 64, after which the particle's
+                    ///< ancestor is drawn exactly by one pass over its problem's N weights (same law)
 };
 
 /// "multinomial", "stratified", "systematic", "residual", "metropolis" or "rejection".

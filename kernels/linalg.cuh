@@ -1,4 +1,4 @@
-// Small dense FP64 linear algebra (internal), shared by the exact posterior, the observation operators, the guided
+// Small dense FP64 linear algebra, shared by the exact posterior, the observation operators, the guided
 // samplers' tables and the metrics. Host and device callable, so that the exact posterior's per-component functor
 // runs the same code on both executors.
 #pragma once
@@ -8,7 +8,7 @@
 
 #include "kernels/config.cuh"
 
-namespace diffsample::detail {
+namespace diffsample::kernels {
 
 /// False for NaN and +-inf (spelled with comparisons only, the same on both compilers).
 DS_HD_INLINE bool finite(double x) { return x <= 1.7976931348623157e308 && x >= -1.7976931348623157e308; }
@@ -97,4 +97,4 @@ DS_HD_INLINE void gram(const double* A, std::int64_t m, std::int64_t n, double* 
     }
 }
 
-}  // namespace diffsample::detail
+}  // namespace diffsample::kernels
