@@ -416,6 +416,71 @@ TEST(DiscreteLangevin, UnadjustedChainsFollowTheirKernelsStationaryLaws) {
   }
 }
 
+TEST(DiscreteLangevin, OneStepFromAFixedStateFollowsTheKernelRow) {
+  // One step of 2^15 chains from the same state s0 on {-1,1}^6 (alpha = 1, eta = 1.5): the empirical law of the next
+  // state against row s0 of the exact kernel (README formulas, library FP64 score; the Metropolis row accepts the
+  // one-stage proposal with min(1, q(t) T(t, s0) / (q(s0) T(s0, t)))), within tv_allowance. A single step is not
+  // washed out by mixing, so the flip probabilities themselves are pinned: power, checked below, against the row of
+  // the same kernel at 2 eta (every 2 / eta logit halved) and against the row with every logit halved (two-stage).
+  const auto q = random_problem(6, 3, 11);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const int S = 64;
+  const std::int64_t n = 1 << 15;
+  const double alpha = 1.0, eta = 1.5;
+  const auto pmf = exact_pmf(m, alpha);
+  auto row = [&](const std::vector<double>& T, int s) { return std::vector<double>(T.begin() + s * S, T.begin() + (s + 1) * S); };
+  for (auto method : {discrete_method::one_stage, discrete_method::metropolis, discrete_method::two_stage}) {
+    const auto kernel = [&](double e) {
+      const auto T = kernel_matrix(m, alpha, e, method == discrete_method::metropolis ? discrete_method::one_stage : method);
+      return method == discrete_method::metropolis ? metropolis_matrix(T, pmf, S) : T;
+    };
+    const auto T = kernel(eta), T2 = kernel(2 * eta);
+    for (int s0 : {0b101100, 0b010011, 0b111111}) {
+      const auto want = row(T, s0);
+      const double allowance = tv_allowance(want, n);
+      std::vector<float> y(n * q.d);
+      const auto start = state(s0, q.d);
+      for (std::int64_t i = 0; i < n; ++i)
+        for (int j = 0; j < q.d; ++j) y[i * q.d + j] = float(start[j]);
+      discrete_langevin_options o;
+      o.method = method;
+      o.alpha = alpha;
+      o.eta = eta;
+      o.steps = 1;
+      o.seed = 21;
+      o.first_step = 7;
+      discrete_langevin(m, y.data(), n, o, nullptr, {executor::cpu});
+      const double got = tv(histogram(y, q.d), want);
+      EXPECT_LT(got, allowance) << to_string(method) << " from state " << s0;
+      // Power: the kernel at 2 eta is far from this one at every start used.
+      EXPECT_GT(tv(row(T2, s0), want), 2 * allowance) << to_string(method) << " from state " << s0;
+    }
+  }
+  // Power for the two-stage y | z logit: halving it (sigmoid(score + z / eta) for sigmoid(2 score + 2 z / eta))
+  // moves the row by more than twice the allowance too.
+  std::vector<double> ys, score(S * q.d);
+  for (int s = 0; s < S; ++s)
+    for (double v : state(s, q.d)) ys.push_back(v);
+  m.evaluate_fp64(quantity::score, ys.data(), S, alpha, score.data());
+  const auto T = kernel_matrix(m, alpha, eta, discrete_method::two_stage);
+  const double f = sig(-2 / eta);
+  const int s0 = 0b101100;
+  std::vector<double> halved(S, 0.0);
+  for (int z = 0; z < S; ++z) {
+    const int flips = __builtin_popcount(unsigned(s0 ^ z));
+    const double pz = std::pow(f, flips) * std::pow(1 - f, q.d - flips);
+    for (int t = 0; t < S; ++t) {
+      double pr = 1;
+      for (int j = 0; j < q.d; ++j) {
+        const double plus = sig(score[z * q.d + j] + ys[z * q.d + j] / eta);
+        pr *= (t >> j) & 1 ? plus : 1 - plus;
+      }
+      halved[t] += pz * pr;
+    }
+  }
+  EXPECT_GT(tv(halved, row(T, s0)), 2 * tv_allowance(row(T, s0), n));
+}
+
 TEST(DiscreteLangevin, BiasAgainstEtaAndAlpha) {
   // Exact bias TV(pi_eta, q) of the unadjusted chains' stationary laws on {-1,1}^6 (no sampling error). The
   // one-stage bias shrinks as eta does, to a floor set by the curvature of log q along each coordinate (the
