@@ -1,13 +1,43 @@
 // Where a chain's working vectors live, written once for every per-chain sampler: registers for a compile-time
 // dimension D, or workspace for any d. A chain body is a functor with
-//   bool loads_state() const               whether x holds the chain's initial state
-//   void operator()(i, x, v1, v2, v3) const  runs chain i on its state x and three scratch vectors of the same kind
-// and both runners below run it, on either executor.
+//   bool loads_state() const                  whether x holds the chain's initial state
+//   void operator()(lane, x, v1, v2, v3) const  runs the chain(s) of `lane` on state x and three scratch vectors
+// and both runners below run it, on either executor, with one chain per lane (scalar_lane). The CPU executor's
+// SIMD runners (src/cpu/) run the same bodies over packs of chains.
 #pragma once
 
 #include "kernels/config.cuh"
+#include "kernels/rng.cuh"
 
 namespace diffsample::kernels {
+
+/// One chain in one thread, lane type float. The SIMD lanes of the CPU executor provide the same members over
+/// packs of chains.
+struct scalar_lane {
+  using value = float;
+  std::int64_t i;  // chain index in this call
+  /// The random stream of this chain at `step`: (seed, first_chain + i, step).
+  DS_HD_INLINE philox_stream rng(std::uint64_t seed, std::uint64_t first_chain, std::uint64_t step) const {
+    return {seed, first_chain + static_cast<std::uint64_t>(i), step};
+  }
+  /// Accepted-step counter.
+  struct counter {
+    std::int64_t c = 0;
+    DS_HD_INLINE void add(bool accepted) { c += accepted ? 1 : 0; }
+    DS_HD_INLINE void add_all() { ++c; }
+  };
+  DS_HD_INLINE void store_count(std::int64_t* out, const counter& c) const { out[i] = c.c; }
+  /// Element j of this chain's row of an n x d row-major array, and its store.
+  DS_HD_INLINE float get(const float* rows, int d, int j) const { return rows[i * d + j]; }
+  DS_HD_INLINE void put(float* rows, int d, int j, float v) const { rows[i * d + j] = v; }
+  /// Writes x to row (r, i) of an r x n x d record array.
+  template <class V>
+  DS_HD_INLINE void store_row(float* records, std::int64_t r, std::int64_t n, const V& x) const {
+    const int d = x.size();
+    float* out = records + (r * n + i) * d;
+    for (int j = 0; j < d; ++j) out[j] = x[j];
+  }
+};
 
 /// Chain state in registers; x is n x D, row-major.
 template <int D, class Chain>
@@ -19,7 +49,7 @@ struct register_chain_functor {
     float* row = x + i * D;
     if (chain.loads_state())
       for (int j = 0; j < D; ++j) xs[j] = row[j];
-    chain(i, xs, v1, v2, v3);
+    chain(scalar_lane{i}, xs, v1, v2, v3);
     for (int j = 0; j < D; ++j) row[j] = xs[j];
   }
 };
@@ -43,7 +73,7 @@ struct workspace_chain_functor {
     float* row = x + i * d;
     if (chain.loads_state())
       for (int j = 0; j < d; ++j) xs[j] = row[j];
-    chain(i, xs, v1, v2, v3);
+    chain(scalar_lane{i}, xs, v1, v2, v3);
     for (int j = 0; j < d; ++j) row[j] = xs[j];
   }
 };

@@ -35,7 +35,7 @@ struct diffusion_step {
 };
 
 struct diffusion_params {
-  mixture_view<float> mix;
+  mixture_channels mix;         // the mixture and its constants at every step's channels (diffusion_channels)
   const diffusion_step* table;  // steps + 1 entries; entry `steps` is the final denoise when final_denoise
   std::int64_t steps;
   bool final_denoise;
@@ -47,54 +47,70 @@ struct diffusion_params {
   float* trajectory;            // (steps / record_every) x n x d, or nullptr
 };
 
-/// Runs the whole trajectory of chain i whose state is in x; m, p, sum are scratch vectors of the same size.
-/// Random stream: the initial draw uses step 0 of (seed, chain), table step k uses step k + 1.
-template <class V>
-DS_HD_INLINE void diffusion_chain(const diffusion_params& p, std::int64_t i, V& x, V& m, V& pt, V& sum) {
-  const int d = x.size();
-  const std::uint64_t chain = p.first_chain + static_cast<std::uint64_t>(i);
-  if (p.draw_initial) {
-    philox rng(p.seed, chain, 0);
-    const float scale = p.initial_scale;
-    rng.normals(d, [&](int j, float z) { x[j] = scale * z; });
+/// The channels of a diffusion run for channel_table_functor: 2 per table entry, (a, s) and Heun's (a2, s2).
+struct diffusion_channels {
+  const diffusion_step* table;
+  DS_HD_INLINE bool operator()(std::int64_t c, float& a, float& s) const {
+    const diffusion_step& st = table[c / 2];
+    if (c % 2 == 0) {
+      a = st.a;
+      s = st.s;
+      return true;
+    }
+    a = st.a2;
+    s = st.s2;
+    return (st.flags & step_heun) != 0;
   }
-  for (int j = 0; j < d; ++j) sum[j] = 0.f;
+};
+
+/// Runs the whole trajectory of the chain(s) of `lane` whose state is in x; m, pt, sum are scratch vectors.
+/// Random stream: the initial draw uses step 0 of (seed, chain), table step k uses step k + 1.
+template <class L, class V>
+DS_HD_INLINE void diffusion_chain(const diffusion_params& p, const L& lane, V& x, V& m, V& pt, V& sum) {
+  using T = typename L::value;
+  const int d = x.size();
+  if (p.draw_initial) {
+    auto rng = lane.rng(p.seed, p.first_chain, 0);
+    const T scale = T(p.initial_scale);
+    rng.normals(d, [&](int j, T z) { x[j] = scale * z; });  // as plan_initial_functor
+  }
+  for (int j = 0; j < d; ++j) sum[j] = T(0);
   for (std::int64_t k = 0; k < p.steps; ++k) {
     const diffusion_step st = p.table[k];
-    philox rng(p.seed, chain, static_cast<std::uint64_t>(k) + 1);
+    const channel_view ch = p.mix.at(2 * k, st.a, st.s);
+    auto rng = lane.rng(p.seed, p.first_chain, static_cast<std::uint64_t>(k) + 1);
     if (st.es != 0.f) {
-      for (int j = 0; j < d; ++j) pt[j] = st.ex * x[j] + st.es * sum[j];
-      mixture_denoiser(p.mix, pt, st.a, st.s, m);
+      for (int j = 0; j < d; ++j) pt[j] = T(st.ex) * x[j] + T(st.es) * sum[j];
+      channel_denoiser<T>(ch, pt, m);
     } else {
-      mixture_denoiser(p.mix, x, st.a, st.s, m);
+      channel_denoiser<T>(ch, x, m);
     }
     if (st.flags & step_heun) {
       // Predictor in pt, the denoiser there in sum (Heun never runs with SMS, whose sum it would overwrite).
-      for (int j = 0; j < d; ++j) pt[j] = st.cx * x[j] + st.cm * m[j];
-      mixture_denoiser(p.mix, pt, st.a2, st.s2, sum);
+      for (int j = 0; j < d; ++j) pt[j] = T(st.cx) * x[j] + T(st.cm) * m[j];
+      channel_denoiser<T>(p.mix.at(2 * k + 1, st.a2, st.s2), pt, sum);
       for (int j = 0; j < d; ++j)
-        x[j] = x[j] + st.hx1 * x[j] + st.hm1 * m[j] + st.hx2 * pt[j] + st.hm2 * sum[j];
-      for (int j = 0; j < d; ++j) sum[j] = 0.f;
+        x[j] = x[j] + T(st.hx1) * x[j] + T(st.hm1) * m[j] + T(st.hx2) * pt[j] + T(st.hm2) * sum[j];
+      for (int j = 0; j < d; ++j) sum[j] = T(0);
     } else if (st.cn != 0.f) {
-      rng.normals(d, [&](int j, float z) { x[j] = st.cx * x[j] + st.cm * m[j] + st.cn * z; });
+      // The same operations as plan_step_functor, so that a plan fed the denoiser reproduces this bit for bit.
+      rng.normals(d, [&](int j, T z) { x[j] = ds_fma(T(st.cn), z, ds_fma(T(st.cm), m[j], T(st.cx) * x[j])); });
     } else {
-      for (int j = 0; j < d; ++j) x[j] = st.cx * x[j] + st.cm * m[j];
+      for (int j = 0; j < d; ++j) x[j] = ds_fma(T(st.cm), m[j], T(st.cx) * x[j]);
     }
     if (st.flags & step_accumulate) {
-      rng.normals(d, [&](int j, float z) {
-        sum[j] += x[j];
-        x[j] = st.init_scale * sum[j] + st.init_noise * z;
+      rng.normals(d, [&](int j, T z) {
+        sum[j] = sum[j] + x[j];
+        x[j] = T(st.init_scale) * sum[j] + T(st.init_noise) * z;
       });
     }
-    if (p.trajectory != nullptr && (k + 1) % p.record_every == 0) {
-      float* out = p.trajectory + (((k + 1) / p.record_every - 1) * p.n + i) * d;
-      for (int j = 0; j < d; ++j) out[j] = x[j];
-    }
+    if (p.trajectory != nullptr && (k + 1) % p.record_every == 0)
+      lane.store_row(p.trajectory, (k + 1) / p.record_every - 1, p.n, x);
   }
   if (p.final_denoise) {
     const diffusion_step st = p.table[p.steps];
-    for (int j = 0; j < d; ++j) pt[j] = st.ex * x[j] + st.es * sum[j];
-    mixture_denoiser(p.mix, pt, st.a, st.s, x);
+    for (int j = 0; j < d; ++j) pt[j] = T(st.ex) * x[j] + T(st.es) * sum[j];
+    channel_denoiser<T>(p.mix.at(2 * p.steps, st.a, st.s), pt, x);
   }
 }
 
@@ -103,9 +119,9 @@ DS_HD_INLINE void diffusion_chain(const diffusion_params& p, std::int64_t i, V& 
 struct diffusion_chain_body {
   diffusion_params p;
   DS_HD_INLINE bool loads_state() const { return !p.draw_initial; }
-  template <class V>
-  DS_HD_INLINE void operator()(std::int64_t i, V& x, V& m, V& pt, V& sum) const {
-    diffusion_chain(p, i, x, m, pt, sum);
+  template <class L, class V>
+  DS_HD_INLINE void operator()(const L& lane, V& x, V& m, V& pt, V& sum) const {
+    diffusion_chain(p, lane, x, m, pt, sum);
   }
 };
 

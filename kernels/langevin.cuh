@@ -1,5 +1,6 @@
-// One Langevin chain run for many steps (formulas in the README), generic over where its vectors live:
-// registers (reg_vec, compile-time d) or strided workspace (run-time d). Both executors run this same code.
+// One Langevin chain run for many steps (formulas in the README), generic over where its vectors live
+// (registers: reg_vec, compile-time d; or strided workspace: run-time d) and over its lanes: one chain (CUDA, the
+// scalar CPU path) or a pack of chains in SIMD lanes (the CPU executor, src/cpu/). Both executors run this code.
 #pragma once
 
 #include "kernels/chain_runner.cuh"
@@ -10,7 +11,7 @@
 namespace diffsample::kernels {
 
 struct langevin_params {
-  mixture_view<float> mix;
+  mixture_channels mix;   // the mixture and its constants at the target channel (channel 0)
   float a, s;             // target channel
   float gamma;            // step size
   int method;             // 0 ula, 1 mala, 2 tamed ula
@@ -22,64 +23,73 @@ struct langevin_params {
   std::int64_t* accepted; // n, or nullptr
 };
 
-/// Runs params.steps steps of chain i whose state is in x; g, xp, gp are scratch vectors of the same size.
-template <class V>
-DS_HD_INLINE void langevin_chain(const langevin_params& p, std::int64_t i, V& x, V& g, V& xp, V& gp) {
+/// The channels of a Langevin call for channel_table_functor: one, the target.
+struct langevin_channel {
+  float a, s;
+  DS_HD_INLINE bool operator()(std::int64_t, float& ca, float& cs) const {
+    ca = a;
+    cs = s;
+    return true;
+  }
+};
+
+/// Runs params.steps steps of the chain(s) in `lane` whose state is in x; g, xp, gp are scratch vectors.
+template <class L, class V>
+DS_HD_INLINE void langevin_chain(const langevin_params& p, const L& lane, V& x, V& g, V& xp, V& gp) {
+  using T = typename L::value;
   const int d = x.size();
   const float gamma = p.gamma;
   const float noise = ds_sqrt(2.f * gamma);
-  const std::uint64_t chain = p.first_chain + static_cast<std::uint64_t>(i);
-  float logp = mixture_score(p.mix, x, p.a, p.s, g);
-  std::int64_t accepted = 0;
+  const channel_view ch = p.mix.at(0, p.a, p.s);
+  T logp = channel_score<T>(ch, x, g);
+  typename L::counter accepted;
   for (std::int64_t k = 0; k < p.steps; ++k) {
-    philox rng(p.seed, chain, p.first_step + static_cast<std::uint64_t>(k));
+    auto rng = lane.rng(p.seed, p.first_chain, p.first_step + static_cast<std::uint64_t>(k));
     if (p.method == 1) {
       // MALA: x' = x + gamma g(x) + sqrt(2 gamma) xi; log q(x'|x) = -|xi|^2 / 2 + const.
-      float forward = 0.f;
-      rng.normals(d, [&](int j, float z) {
-        xp[j] = x[j] + gamma * g[j] + noise * z;
-        forward += z * z;
+      T forward = T(0);
+      rng.normals(d, [&](int j, T z) {
+        xp[j] = x[j] + T(gamma) * g[j] + T(noise) * z;
+        forward = forward + z * z;
       });
-      const float logp_new = mixture_score(p.mix, xp, p.a, p.s, gp);
-      float backward = 0.f;  // |x - x' - gamma g(x')|^2 / (4 gamma)
+      const T logp_new = channel_score<T>(ch, xp, gp);
+      T backward = T(0);  // |x - x' - gamma g(x')|^2 / (4 gamma)
       for (int j = 0; j < d; ++j) {
-        const float r = x[j] - xp[j] - gamma * gp[j];
-        backward += r * r;
+        const T r = x[j] - xp[j] - T(gamma) * gp[j];
+        backward = backward + r * r;
       }
-      const float log_alpha = (logp_new - logp) - backward / (4.f * gamma) + 0.5f * forward;
-      const float u = rng.uniform();
-      if (ds_log(u) < log_alpha) {  // false for NaN log_alpha: a non-finite proposal is rejected
-        swap_vec(x, xp);
-        swap_vec(g, gp);
-        logp = logp_new;
-        ++accepted;
+      const T log_alpha = (logp_new - logp) - backward * T(1.f / (4.f * gamma)) + T(0.5f) * forward;
+      const auto accept = ds_log(rng.uniform()) < log_alpha;  // false for NaN: a non-finite proposal is rejected
+      for (int j = 0; j < d; ++j) {
+        x[j] = ds_select(accept, xp[j], x[j]);
+        g[j] = ds_select(accept, gp[j], g[j]);
       }
+      logp = ds_select(accept, logp_new, logp);
+      accepted.add(accept);
     } else {
-      float drift = gamma;
+      T drift = T(gamma);
       if (p.method == 2) {  // tamed: gamma g / (1 + gamma |g|)
-        float norm2 = 0.f;
-        for (int j = 0; j < d; ++j) norm2 += g[j] * g[j];
-        drift = gamma / (1.f + gamma * ds_sqrt(norm2));
+        T norm2 = T(0);
+        for (int j = 0; j < d; ++j) norm2 = norm2 + g[j] * g[j];
+        drift = T(gamma) / (T(1) + T(gamma) * ds_sqrt(norm2));
       }
-      rng.normals(d, [&](int j, float z) { x[j] = x[j] + drift * g[j] + noise * z; });
-      logp = mixture_score(p.mix, x, p.a, p.s, g);
-      ++accepted;
+      rng.normals(d, [&](int j, T z) { x[j] = x[j] + drift * g[j] + T(noise) * z; });
+      logp = channel_score<T>(ch, x, g);
+      accepted.add_all();
     }
-    if (p.trajectory != nullptr && (k + 1) % p.record_every == 0) {
-      float* out = p.trajectory + (((k + 1) / p.record_every - 1) * p.n + i) * d;
-      for (int j = 0; j < d; ++j) out[j] = x[j];
-    }
+    if (p.trajectory != nullptr && (k + 1) % p.record_every == 0)
+      lane.store_row(p.trajectory, (k + 1) / p.record_every - 1, p.n, x);
   }
-  if (p.accepted != nullptr) p.accepted[i] = accepted;
+  if (p.accepted != nullptr) lane.store_count(p.accepted, accepted);
 }
 
 /// The Langevin chain body for the runners of kernels/chain_runner.cuh (scratch: g, x', g').
 struct langevin_chain_body {
   langevin_params p;
   DS_HD_INLINE bool loads_state() const { return true; }
-  template <class V>
-  DS_HD_INLINE void operator()(std::int64_t i, V& x, V& g, V& xp, V& gp) const {
-    langevin_chain(p, i, x, g, xp, gp);
+  template <class L, class V>
+  DS_HD_INLINE void operator()(const L& lane, V& x, V& g, V& xp, V& gp) const {
+    langevin_chain(p, lane, x, g, xp, gp);
   }
 };
 

@@ -64,6 +64,11 @@ DS_HD_INLINE T component_logit(const mixture_view<P>& m, int k, const X& x, T a,
   return T(m.log_weights[k]) - T(0.5) * (q + log_c + T(d) * log_two_pi<T>());
 }
 
+/// exp(x) for the softmax weights, x <= 0: 0 below FLT_MIN's exponent (e^-87.3), so that far components never reach
+/// the C library's slow underflow path (and the CUDA and CPU executors agree there exactly).
+DS_HD_INLINE float softmax_exp(float x) { return x < -87.f ? 0.f : ds_exp(x); }
+DS_HD_INLINE double softmax_exp(double x) { return ds_exp(x); }
+
 /// Running (max, sum) of an online softmax. push() returns the factor that rescales earlier accumulators and the
 /// weight of the new term, both relative to the current maximum.
 template <class T>
@@ -72,13 +77,13 @@ struct online_softmax {
   T sum = 0;
   DS_HD_INLINE void push(T logit, T& rescale, T& weight) {
     if (logit > max) {
-      rescale = ds_exp(max - logit);  // exp(-inf) = 0 on the first push
+      rescale = softmax_exp(max - logit);  // exp(-inf) = 0 on the first push
       sum *= rescale;
       max = logit;
       weight = T(1);
     } else {
       rescale = T(1);
-      weight = ds_exp(logit - max);
+      weight = softmax_exp(logit - max);
     }
     sum += weight;
   }
@@ -170,6 +175,266 @@ DS_HD_INLINE void mixture_denoiser_jvp(const mixture_view<P>& m, const X& x, con
       out[j] += r * (a * T(m.variance(k, j)) * inv_c * T(v[j]) + centred * (a * T(m.mean(k, j)) - T(x[j])) * inv_c);
     }
   }
+}
+
+// --- a mixture at a fixed channel: the per-chain math of the fused samplers ------------------------------------
+
+/// Constants of component k at one channel (a, s), c_kj = a^2 v_kj + s^2, computed once per call (per step and
+/// channel for the diffusion samplers) rather than per chain, step and component.
+struct component_constants {
+  float log_norm;    // log w_k - 1/2 sum_j log(2 pi c_kj)
+  float inv_c;       // 1 / c_k (isotropic; diagonal components keep 1 / c_kj in the inv_c table)
+  float mean_scale;  // s^2 / c_k (isotropic): the denoiser is sum_k r_k (mean_scale mu_k + x_scale x)
+  float x_scale;     // a v_k / c_k (isotropic)
+};
+
+/// One channel of a mixture as the per-chain functions read it: parameters and the constants above.
+struct channel_view {
+  const float* means;                // K x d
+  const float* variances;            // K x d for diagonal components, else unused
+  const component_constants* comp;   // K
+  const float* inv_c;                // K x d for diagonal components, else unused
+  float a, s2;
+  int components;
+  bool isotropic;
+};
+
+/// The constants of a mixture at a set of channels (one for Langevin; two per step for the diffusion samplers),
+/// laid out channel-major: comp[c K + k], inv_c[(c K + k) d + j].
+struct mixture_channels {
+  mixture_view<float> mix;
+  component_constants* comp;
+  float* inv_c;  // nullptr for isotropic mixtures
+  DS_HD_INLINE channel_view at(std::int64_t c, float a, float s) const {
+    const std::int64_t K = mix.components;
+    return {mix.means, mix.variances, comp + c * K,
+            mix.isotropic ? nullptr : inv_c + c * K * mix.dim, a, s * s, mix.components, mix.isotropic};
+  }
+  /// Floats of table space for `channels` channels (component_constants counted as 4 floats).
+  static std::int64_t table_floats(const mixture_view<float>& m, std::int64_t channels) {
+    return channels * m.components * (4 + (m.isotropic ? 0 : std::int64_t(m.dim)));
+  }
+};
+
+/// Fills the constants of one (channel, component) pair, in FP64. Channels is a functor
+/// `bool operator()(std::int64_t c, float& a, float& s) const` naming each channel's (a, s); false skips an unused
+/// channel. Runs over channels x K indices on either executor, so the table never crosses the bus.
+template <class Channels>
+struct channel_table_functor {
+  mixture_channels t;
+  Channels channels;
+  DS_HD void operator()(std::int64_t e) const {
+    const int K = t.mix.components, d = t.mix.dim;
+    const std::int64_t c = e / K;
+    const int k = static_cast<int>(e - c * K);
+    float a, s;
+    if (!channels(c, a, s)) return;
+    const double a2 = double(a) * a, s2 = double(s) * s;
+    component_constants cc{};
+    double log_c = 0;
+    if (t.mix.isotropic) {
+      const double v = t.mix.variances[k], cv = a2 * v + s2;
+      cc.inv_c = float(1.0 / cv);
+      cc.mean_scale = float(s2 / cv);
+      cc.x_scale = float(double(a) * v / cv);
+      log_c = d * log(cv);
+    } else {
+      float* ic = t.inv_c + (c * K + k) * d;
+      for (int j = 0; j < d; ++j) {
+        const double cv = a2 * double(t.mix.variance(k, j)) + s2;
+        ic[j] = float(1.0 / cv);
+        log_c += log(cv);
+      }
+    }
+    cc.log_norm = float(double(t.mix.log_weights[k]) - 0.5 * (log_c + d * log_two_pi<double>()));
+    t.comp[c * K + k] = cc;
+  }
+};
+
+#if defined(__CUDA_ARCH__)
+#define DS_UNROLL _Pragma("unroll")
+#else
+#define DS_UNROLL
+#endif
+
+/// Components are taken `channel_chunk` at a time: the chunk's logits are independent of each other (j outer, the
+/// chunk's components inner: x_j is read once per chunk, and the chunk gives that many independent accumulation
+/// chains), its weights are exp(logit - running max) with no dependency between them, and the running sums are
+/// rescaled once per chunk (two-pass softmax inside a chunk, online across chunks).
+constexpr int channel_chunk = 8;
+
+/// The part of the score / denoiser shared by both: for the chunk of components k0 .. k0 + chunk - 1 (those >= K
+/// get weight 0), computes the weights w relative to the updated running maximum and returns the factor that
+/// rescales earlier sums (exactly 1 when the maximum did not move). Logits use the centred form (x - a mu)^2 / c.
+template <class T, class X>
+DS_HD_INLINE T channel_chunk_weights(const channel_view& c, int k0, const X& x, T& run_max, T& run_sum,
+                                     T (&w)[channel_chunk]) {
+  const int d = x.size();
+  const float* mu[channel_chunk];
+  T q[channel_chunk];
+  DS_UNROLL
+  for (int kk = 0; kk < channel_chunk; ++kk) {
+    const int k = k0 + kk < c.components ? k0 + kk : c.components - 1;
+    mu[kk] = c.means + static_cast<std::int64_t>(k) * d;
+    q[kk] = T(0);
+  }
+  if (c.isotropic) {
+    DS_UNROLL
+    for (int j = 0; j < d; ++j) {
+      const T xj = x[j];
+      DS_UNROLL
+      for (int kk = 0; kk < channel_chunk; ++kk) {
+        const T diff = T(c.a * mu[kk][j]) - xj;
+        q[kk] = ds_fma(diff, diff, q[kk]);
+      }
+    }
+  } else {
+    const float* ic[channel_chunk];
+    DS_UNROLL
+    for (int kk = 0; kk < channel_chunk; ++kk) ic[kk] = c.inv_c + (mu[kk] - c.means);
+    DS_UNROLL
+    for (int j = 0; j < d; ++j) {
+      const T xj = x[j];
+      DS_UNROLL
+      for (int kk = 0; kk < channel_chunk; ++kk) {
+        const T diff = T(c.a * mu[kk][j]) - xj;
+        q[kk] = ds_fma(diff * diff, T(ic[kk][j]), q[kk]);
+      }
+    }
+  }
+  T chunk_max = T(-INFINITY);
+  DS_UNROLL
+  for (int kk = 0; kk < channel_chunk; ++kk) {
+    const int k = k0 + kk < c.components ? k0 + kk : c.components - 1;
+    const component_constants cc = c.comp[k];
+    T qk = c.isotropic ? q[kk] * T(cc.inv_c) : q[kk];
+    qk = ds_min(qk, T(max_mahalanobis<float>()));  // NaN (from non-finite x) maps to the finite cap as well
+    // A component past the end gets -inf: weight exp(-inf) = 0.
+    w[kk] = k0 + kk < c.components ? T(cc.log_norm) - T(0.5f) * qk : T(-INFINITY);
+    chunk_max = ds_max(chunk_max, w[kk]);
+  }
+  const T new_max = ds_max(run_max, chunk_max);
+  const T rescale = softmax_exp(run_max - new_max);  // exp(-inf) = 0 on the first chunk; exactly 1 if unmoved
+  T sum = T(0);
+  DS_UNROLL
+  for (int kk = 0; kk < channel_chunk; ++kk) {
+    w[kk] = softmax_exp(w[kk] - new_max);
+    sum = sum + w[kk];
+  }
+  run_sum = ds_fma(run_sum, rescale, sum);
+  run_max = new_max;
+  return rescale;
+}
+
+/// score = sum_k r_k (a mu_k - x) / c_k at the channel; returns log p(x). score may not alias x.
+template <class T, class X, class G>
+DS_HD_INLINE T channel_score(const channel_view& c, const X& x, G& score) {
+  const int d = x.size();
+  T run_max = T(-INFINITY), run_sum = T(0);
+  for (int j = 0; j < d; ++j) score[j] = T(0);
+  for (int k0 = 0; k0 < c.components; k0 += channel_chunk) {
+    T w[channel_chunk];
+    const T rescale = channel_chunk_weights(c, k0, x, run_max, run_sum, w);
+    const bool moved = !ds_none(rescale != T(1));  // x 1 is exact: skipping it changes no lane
+    const float* mu[channel_chunk];
+    DS_UNROLL
+    for (int kk = 0; kk < channel_chunk; ++kk) {
+      const int k = k0 + kk < c.components ? k0 + kk : c.components - 1;
+      mu[kk] = c.means + static_cast<std::int64_t>(k) * d;
+      if (c.isotropic) w[kk] = w[kk] * T(c.comp[k].inv_c);  // weight / c_k
+    }
+    if (c.isotropic) {
+      DS_UNROLL
+      for (int j = 0; j < d; ++j) {
+        const T xj = x[j];
+        T acc = moved ? score[j] * rescale : score[j];
+        DS_UNROLL
+        for (int kk = 0; kk < channel_chunk; ++kk) acc = ds_fma(w[kk], T(c.a * mu[kk][j]) - xj, acc);
+        score[j] = acc;
+      }
+    } else {
+      const float* ic[channel_chunk];
+      DS_UNROLL
+      for (int kk = 0; kk < channel_chunk; ++kk) ic[kk] = c.inv_c + (mu[kk] - c.means);
+      DS_UNROLL
+      for (int j = 0; j < d; ++j) {
+        const T xj = x[j];
+        T acc = moved ? score[j] * rescale : score[j];
+        DS_UNROLL
+        for (int kk = 0; kk < channel_chunk; ++kk)
+          acc = ds_fma(w[kk] * T(ic[kk][j]), T(c.a * mu[kk][j]) - xj, acc);
+        score[j] = acc;
+      }
+    }
+  }
+  const T inv_sum = T(1) / run_sum;
+  for (int j = 0; j < d; ++j) score[j] = score[j] * inv_sum;
+  return run_max + ds_log(run_sum);
+}
+
+/// denoiser = E[x0 | x_t = x] = sum_k r_k (s^2 mu_k + a v_k x) / c_k at the channel; returns log p(x). out may not
+/// alias x.
+template <class T, class X, class G>
+DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
+  const int d = x.size();
+  T run_max = T(-INFINITY), run_sum = T(0);
+  T x_part = T(0);  // isotropic: sum_k r_k a v_k / c_k, the coefficient of x
+  for (int j = 0; j < d; ++j) out[j] = T(0);
+  for (int k0 = 0; k0 < c.components; k0 += channel_chunk) {
+    T w[channel_chunk];
+    const T rescale = channel_chunk_weights(c, k0, x, run_max, run_sum, w);
+    const bool moved = !ds_none(rescale != T(1));
+    const float* mu[channel_chunk];
+    DS_UNROLL
+    for (int kk = 0; kk < channel_chunk; ++kk) {
+      const int k = k0 + kk < c.components ? k0 + kk : c.components - 1;
+      mu[kk] = c.means + static_cast<std::int64_t>(k) * d;
+    }
+    if (c.isotropic) {
+      T xs = moved ? x_part * rescale : x_part;
+      DS_UNROLL
+      for (int kk = 0; kk < channel_chunk; ++kk) {
+        const int k = k0 + kk < c.components ? k0 + kk : c.components - 1;
+        const component_constants cc = c.comp[k];
+        xs = ds_fma(w[kk], T(cc.x_scale), xs);
+        w[kk] = w[kk] * T(cc.mean_scale);
+      }
+      x_part = xs;
+      DS_UNROLL
+      for (int j = 0; j < d; ++j) {
+        T acc = moved ? out[j] * rescale : out[j];
+        DS_UNROLL
+        for (int kk = 0; kk < channel_chunk; ++kk) acc = ds_fma(w[kk], T(mu[kk][j]), acc);
+        out[j] = acc;
+      }
+    } else {
+      const float *ic[channel_chunk], *v[channel_chunk];
+      DS_UNROLL
+      for (int kk = 0; kk < channel_chunk; ++kk) {
+        ic[kk] = c.inv_c + (mu[kk] - c.means);
+        v[kk] = c.variances + (mu[kk] - c.means);
+      }
+      DS_UNROLL
+      for (int j = 0; j < d; ++j) {
+        const T xj = x[j];
+        T acc = moved ? out[j] * rescale : out[j];
+        DS_UNROLL
+        for (int kk = 0; kk < channel_chunk; ++kk) {
+          const T mk = (T(c.s2 * mu[kk][j]) + T(c.a * v[kk][j]) * xj) * T(ic[kk][j]);
+          acc = ds_fma(w[kk], mk, acc);
+        }
+        out[j] = acc;
+      }
+    }
+  }
+  const T inv_sum = T(1) / run_sum;
+  if (c.isotropic) {
+    const T xs = x_part * inv_sum;
+    for (int j = 0; j < d; ++j) out[j] = ds_fma(out[j], inv_sum, xs * x[j]);
+  } else {
+    for (int j = 0; j < d; ++j) out[j] = out[j] * inv_sum;
+  }
+  return run_max + ds_log(run_sum);
 }
 
 /// Component of an exact sample: the first k with u <= cumulative weight k (the last one if rounding leaves u above).

@@ -58,4 +58,56 @@ struct philox {
   }
 };
 
+/// The same stream as `philox` (bit for bit: tests/test_rng), computing each Philox block only when it is drawn.
+/// cuRAND's state computes a block at initialisation, again when the subsequence and the offset are set, and the
+/// next one after each curand4(): three blocks for a step that needs one at d <= 4. Chain bodies draw from this.
+struct philox_stream {
+  uint4 counter;  // (block lo, block hi + step, id lo, id hi), the next block to draw
+  uint2 key;
+  uint4 block;
+  int used;  // outputs of `block` already returned; 4 = none left
+
+  DS_HD_INLINE philox_stream(std::uint64_t seed, std::uint64_t id, std::uint64_t step) {
+    counter = make_uint4(0u, static_cast<unsigned>(step), static_cast<unsigned>(id), static_cast<unsigned>(id >> 32));
+    key = make_uint2(static_cast<unsigned>(seed), static_cast<unsigned>(seed >> 32));
+    used = 4;
+  }
+  DS_HD_INLINE uint4 next_block() {
+    const uint4 b = curand_Philox4x32_10(counter, key);
+    ++counter.x;  // at most 2^32 blocks per step are ever drawn (steps are 2^32 blocks apart)
+    return b;
+  }
+  DS_HD_INLINE unsigned bits() {
+    if (used == 4) {
+      block = next_block();
+      used = 0;
+    }
+    const unsigned r = used == 0 ? block.x : used == 1 ? block.y : used == 2 ? block.z : block.w;
+    ++used;
+    return r;
+  }
+  /// Uniform in (0, 1], as curand_uniform.
+  DS_HD_INLINE float uniform() { return _curand_uniform(bits()); }
+  /// Calls f(j, z_j) for j in [0, d) with the standard normals of curand_normal4 (Box-Muller, one block per four
+  /// normals), starting at a block boundary.
+  template <class F>
+  DS_HD_INLINE void normals(int d, F&& f) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int j = 0; j < d; j += 4) {
+      const uint4 b = next_block();
+      const float2 z0 = _curand_box_muller(b.x, b.y);
+      f(j, z0.x);
+      if (j + 1 < d) f(j + 1, z0.y);
+      if (j + 2 < d) {
+        const float2 z1 = _curand_box_muller(b.z, b.w);
+        f(j + 2, z1.x);
+        if (j + 3 < d) f(j + 3, z1.y);
+      }
+    }
+    used = 4;
+  }
+};
+
 }  // namespace diffsample::kernels

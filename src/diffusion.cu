@@ -9,6 +9,7 @@
 #include "kernels/backward.cuh"
 #include "kernels/diffusion.cuh"
 #include "kernels/plan.cuh"
+#include "src/cpu/chains.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
@@ -207,27 +208,7 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_o
   }
 }
 
-// Dimensions whose chains keep their state in registers: each entry is two kernels (CUDA and CPU) to compile.
-// 10 is a benchmark size (bench_diffusion: d = 2, 10, 100).
-bool is_register_dim(std::int64_t d) { return d == 2 || d == 8 || d == 10 || d == 16 || d == 32; }
-
-template <int D>
-void launch_register(executor where, const kernels::diffusion_params& p, float* x, cudaStream_t stream) {
-  using functor = kernels::register_chain_functor<D, kernels::diffusion_chain_body>;
-  kernels::for_each_index<128>(where, p.n, functor{{p}, x}, stream);
-}
-
-void dispatch_register(std::int64_t d, executor where, const kernels::diffusion_params& p, float* x,
-                       cudaStream_t stream) {
-  switch (d) {
-    case 2: return launch_register<2>(where, p, x, stream);
-    case 8: return launch_register<8>(where, p, x, stream);
-    case 10: return launch_register<10>(where, p, x, stream);
-    case 16: return launch_register<16>(where, p, x, stream);
-    case 32: return launch_register<32>(where, p, x, stream);
-    default: DIFFSAMPLE_EXPECTS(false, "internal: dimension " << d << " is not in the register-path list");
-  }
-}
+using kernels::is_register_dim;
 
 std::size_t table_bytes(const diffusion_options& o) {
   // 256-byte aligned so that the state workspace behind it stays aligned.
@@ -235,8 +216,15 @@ std::size_t table_bytes(const diffusion_options& o) {
   return (raw + 255) / 256 * 256;
 }
 
+// The mixture's constants at every table entry's channels (two per entry: the step's and Heun's next one).
+std::size_t channel_bytes(const gaussian_mixture& mixture, const diffusion_options& o) {
+  const std::int64_t floats = kernels::mixture_channels::table_floats(mixture.storage().view(executor::cpu),
+                                                                      2 * (total_steps(o) + 1));
+  return (static_cast<std::size_t>(floats) * sizeof(float) + 255) / 256 * 256;
+}
+
 std::size_t state_bytes(std::int64_t d, std::int64_t n) {
-  return is_register_dim(d) ? 0 : 4 * static_cast<std::size_t>(n) * static_cast<std::size_t>(d) * sizeof(float);
+  return is_register_dim(d) ? 0 : static_cast<std::size_t>(cpu::state_floats(n, d)) * sizeof(float);
 }
 
 }  // namespace
@@ -244,7 +232,7 @@ std::size_t state_bytes(std::int64_t d, std::int64_t n) {
 std::size_t diffusion_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n, const diffusion_options& o) {
   validate(mixture, n, o);
   (void)build_table(o);  // validates the schedule against the sampler
-  return table_bytes(o) + state_bytes(mixture.dim(), n);
+  return table_bytes(o) + channel_bytes(mixture, o) + state_bytes(mixture.dim(), n);
 }
 
 diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64_t n, const diffusion_options& o,
@@ -264,7 +252,7 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
   diffusion_report report{where, is_register_dim(d), total};
   if (n == 0) return report;
 
-  const std::size_t need = table_bytes(o) + state_bytes(d, n);
+  const std::size_t need = table_bytes(o) + channel_bytes(mixture, o) + state_bytes(d, n);
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   std::unique_ptr<detail::scratch> owned;
   if (workspace != nullptr) {
@@ -283,7 +271,15 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
   } else {
     std::memcpy(table_dst, tb.steps.data(), copy_bytes);
   }
-  kernels::diffusion_params p{mixture.storage().view(where),
+  // The constants of every step's channels, computed once per call on the executor that runs the chains.
+  const kernels::mixture_view<float> view = mixture.storage().view(where);
+  auto* channel_dst = reinterpret_cast<float*>(ws + table_bytes(o));
+  const kernels::mixture_channels channels{view, reinterpret_cast<kernels::component_constants*>(channel_dst),
+                                           channel_dst + 4 * view.components * 2 * (total + 1)};
+  kernels::for_each_index(where, 2 * (total + 1) * view.components,
+                          kernels::channel_table_functor<kernels::diffusion_channels>{channels, {table_dst}},
+                          exec.stream);
+  kernels::diffusion_params p{channels,
                               table_dst,
                               total,
                               tb.final_denoise,
@@ -294,11 +290,19 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
                               n,
                               o.record_every > 0 ? o.record_every : 1,
                               outputs.trajectory};
-  if (report.register_path) {
-    dispatch_register(d, where, p, x, exec.stream);
+  float* state = reinterpret_cast<float*>(ws + table_bytes(o) + channel_bytes(mixture, o));
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    cpu::run_diffusion(target, p, x, d, report.register_path ? nullptr : state);
     return report;
   }
-  float* state = reinterpret_cast<float*>(ws + table_bytes(o));
+  if (report.register_path) {
+    kernels::dispatch_register_dim(d, [&](auto dim) {
+      using functor = kernels::register_chain_functor<decltype(dim)::value, kernels::diffusion_chain_body>;
+      kernels::for_each_index<128>(where, n, functor{{p}, x}, exec.stream);
+    });
+    return report;
+  }
   kernels::for_each_index(where, n, kernels::workspace_chain_functor<kernels::diffusion_chain_body>{
                               {p}, x, state, n, int(d), where == executor::cuda},
                           exec.stream);
@@ -458,20 +462,25 @@ void diffusion_plan::reset(float* x, cudaStream_t stream) {
   kernels::for_each_index<32>(st.where, 1,
                               kernels::plan_reset_functor{st.state_ptr, st.first_chain, std::uint64_t(st.n)}, stream);
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
-  if (st.draw_initial)
-    kernels::for_each_index(st.where, st.n * blocks,
-                            kernels::plan_initial_functor{x, st.state_ptr, int(st.d), blocks, st.initial_scale, st.seed},
-                            stream);
+  const kernels::plan_initial_functor initial{x, st.state_ptr, int(st.d), blocks, st.initial_scale, st.seed};
+  const cpu::simd_target target = st.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (st.draw_initial && target != cpu::simd_target::scalar)
+    cpu::run_plan_initial(target, initial, st.n);  // as the fused samplers draw it on this target
+  else if (st.draw_initial)
+    kernels::for_each_index(st.where, st.n * blocks, initial, stream);
 }
 
 void diffusion_plan::step(float* x, const float* model, cudaStream_t stream) {
   const auto& st = *storage_;
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
-  kernels::for_each_index(st.where, st.n * blocks,
-                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
-                                                     int(st.d), blocks, false, st.seed},
-                          stream);
+  const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
+                                     int(st.d), blocks, false, st.seed};
+  const cpu::simd_target target = st.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar)
+    cpu::run_plan_step(target, f, st.n);  // the fused samplers' operations on this target
+  else
+    kernels::for_each_index(st.where, st.n * blocks, f, stream);
   kernels::for_each_index<32>(st.where, 1, kernels::plan_advance_functor{st.state_ptr}, stream);
 }
 
@@ -479,10 +488,13 @@ void diffusion_plan::finish(float* x, const float* model, cudaStream_t stream) {
   const auto& st = *storage_;
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
-  kernels::for_each_index(st.where, st.n * blocks,
-                          kernels::plan_step_functor{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
-                                                     int(st.d), blocks, true, st.seed},
-                          stream);
+  const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
+                                     int(st.d), blocks, true, st.seed};
+  const cpu::simd_target target = st.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar)
+    cpu::run_plan_step(target, f, st.n);
+  else
+    kernels::for_each_index(st.where, st.n * blocks, f, stream);
 }
 
 }  // namespace diffsample

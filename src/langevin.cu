@@ -1,6 +1,7 @@
 // Langevin launchers: validation, then one fused launch running every step of every chain (register path for a
 // short compile-time list of dimensions, workspace path otherwise).
 #include "kernels/langevin.cuh"
+#include "src/cpu/chains.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
@@ -28,35 +29,13 @@ langevin_method parse_langevin_method(const std::string& name) {
 
 namespace {
 
-// The dimensions whose chains keep their state in registers. Short on purpose: each entry is two kernels
-// (CUDA and CPU) to compile.
-constexpr int register_dims[] = {1, 2, 4, 8, 10, 16, 32};
+using kernels::is_register_dim;
 
-bool is_register_dim(std::int64_t d) {
-  for (int r : register_dims)
-    if (r == d) return true;
-  return false;
-}
-
-template <int D>
-void launch_register(executor where, const kernels::langevin_params& p, float* x, cudaStream_t stream) {
-  // Register-heavy chains: smaller blocks leave the compiler room and keep occupancy up.
-  using functor = kernels::register_chain_functor<D, kernels::langevin_chain_body>;
-  kernels::for_each_index<128>(where, p.n, functor{{p}, x}, stream);
-}
-
-void dispatch_register(std::int64_t d, executor where, const kernels::langevin_params& p, float* x,
-                       cudaStream_t stream) {
-  switch (d) {
-    case 1: return launch_register<1>(where, p, x, stream);
-    case 2: return launch_register<2>(where, p, x, stream);
-    case 4: return launch_register<4>(where, p, x, stream);
-    case 8: return launch_register<8>(where, p, x, stream);
-    case 10: return launch_register<10>(where, p, x, stream);
-    case 16: return launch_register<16>(where, p, x, stream);
-    case 32: return launch_register<32>(where, p, x, stream);
-    default: DIFFSAMPLE_EXPECTS(false, "internal: dimension " << d << " is not in the register-path list");
-  }
+// Per-call table of the mixture's constants at the target channel (kernels::mixture_channels), 256-byte aligned so
+// that the state workspace behind it stays aligned.
+std::size_t table_bytes(const gaussian_mixture& mixture) {
+  const std::int64_t floats = kernels::mixture_channels::table_floats(mixture.storage().view(executor::cpu), 1);
+  return (static_cast<std::size_t>(floats) * sizeof(float) + 255) / 256 * 256;
 }
 
 void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_options& o) {
@@ -79,8 +58,9 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_op
 
 std::size_t langevin_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n, const langevin_options& options) {
   validate(mixture, n, options);
-  if (is_register_dim(mixture.dim())) return 0;
-  return 4 * static_cast<std::size_t>(n) * static_cast<std::size_t>(mixture.dim()) * sizeof(float);
+  const std::size_t state =
+      is_register_dim(mixture.dim()) ? 0 : static_cast<std::size_t>(cpu::state_floats(n, mixture.dim())) * sizeof(float);
+  return table_bytes(mixture) + state;
 }
 
 langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t n, const langevin_options& o,
@@ -100,7 +80,26 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t
 
   langevin_report report{where, is_register_dim(d)};
   if (n == 0) return report;
-  kernels::langevin_params p{mixture.storage().view(where),
+  const std::size_t need = langevin_workspace_bytes(mixture, n, o);
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  std::unique_ptr<detail::scratch> owned;
+  if (workspace != nullptr) {
+    DIFFSAMPLE_EXPECTS(workspace_bytes >= need,
+                       "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
+    detail::check_buffer("workspace", workspace, need / sizeof(float), 16, where);
+  } else {
+    owned = std::make_unique<detail::scratch>(need, where, exec.stream);
+    ws = static_cast<unsigned char*>(owned->data());
+  }
+  // The constants of the target channel, computed once per call on the executor that runs the chains.
+  const kernels::mixture_view<float> view = mixture.storage().view(where);
+  const kernels::mixture_channels channels{view, reinterpret_cast<kernels::component_constants*>(ws),
+                                           reinterpret_cast<float*>(ws) + 4 * view.components};
+  kernels::for_each_index(where, view.components,
+                          kernels::channel_table_functor<kernels::langevin_channel>{
+                              channels, {float(o.target.a), float(o.target.s)}},
+                          exec.stream);
+  kernels::langevin_params p{channels,
                              float(o.target.a),
                              float(o.target.s),
                              float(o.step_size),
@@ -113,23 +112,22 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t
                              o.record_every > 0 ? o.record_every : 1,
                              outputs.trajectory,
                              outputs.accepted};
-  if (report.register_path) {
-    dispatch_register(d, where, p, x, exec.stream);
+  float* state = reinterpret_cast<float*>(ws + table_bytes(mixture));
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    cpu::run_langevin(target, p, x, d, report.register_path ? nullptr : state);
     return report;
   }
-  const std::size_t need = langevin_workspace_bytes(mixture, n, o);
-  float* ws = static_cast<float*>(workspace);
-  std::unique_ptr<detail::scratch> owned;
-  if (workspace != nullptr) {
-    DIFFSAMPLE_EXPECTS(workspace_bytes >= need,
-                       "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
-    detail::check_buffer("workspace", workspace, need / sizeof(float), sizeof(float), where);
-  } else {
-    owned = std::make_unique<detail::scratch>(need, where, exec.stream);
-    ws = static_cast<float*>(owned->data());
+  if (report.register_path) {
+    kernels::dispatch_register_dim(d, [&](auto dim) {
+      // Register-heavy chains: smaller blocks leave the compiler room and keep occupancy up.
+      using functor = kernels::register_chain_functor<decltype(dim)::value, kernels::langevin_chain_body>;
+      kernels::for_each_index<128>(where, n, functor{{p}, x}, exec.stream);
+    });
+    return report;
   }
   kernels::for_each_index(where, n, kernels::workspace_chain_functor<kernels::langevin_chain_body>{
-                              {p}, x, ws, n, int(d), where == executor::cuda},
+                              {p}, x, state, n, int(d), where == executor::cuda},
                           exec.stream);
   return report;
 }

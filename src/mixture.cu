@@ -2,9 +2,11 @@
 // functor over points run by either executor.
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
+#include "src/cpu/chains.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
@@ -182,6 +184,38 @@ executor gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t 
   const executor where = detail::resolve_executor(exec.kind, x);
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
+  if (where == executor::cpu && n > 0) {
+    // The CPU executor evaluates with the fused samplers' own functions (constants of the channel computed once,
+    // the same SIMD target), so that a stepwise plan fed these outputs reproduces a fused run bit for bit.
+    const kernels::mixture_view<float> view = storage_->view(where);
+    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
+    const kernels::mixture_channels channels{view, reinterpret_cast<kernels::component_constants*>(table.data()),
+                                             table.data() + 4 * view.components};
+    const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
+    for (std::int64_t k = 0; k < view.components; ++k) fill(k);
+    const kernels::channel_view c = channels.at(0, float(ch.a), float(ch.s));
+    const cpu::simd_target target = cpu::chain_target();
+    if (target != cpu::simd_target::scalar) {
+      cpu::run_evaluate(target, c, static_cast<int>(what), x, n, d, out);
+    } else {
+#pragma omp parallel
+      {
+        std::vector<float> scratch(what == quantity::log_density ? d : 0);  // the score beside log p
+#pragma omp for schedule(static)
+        for (std::int64_t i = 0; i < n; ++i) {
+          const strided_vec<const float> xi{x + i * d, 1, int(d)};
+          strided_vec<float> oi{what == quantity::log_density ? scratch.data() : out + i * d, 1, int(d)};
+          if (what == quantity::denoiser) {
+            kernels::channel_denoiser<float>(c, xi, oi);
+          } else {
+            const float log_p = kernels::channel_score<float>(c, xi, oi);
+            if (what == quantity::log_density) out[i] = log_p;
+          }
+        }
+      }
+    }
+    return where;
+  }
   kernels::for_each_index(where, n,
                           evaluate_functor{storage_->view(where), x, out, float(ch.a), float(ch.s), what},
                           exec.stream);

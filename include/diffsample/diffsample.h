@@ -430,7 +430,8 @@ DS_API ds_status ds_mixture_sample(const ds_mixture* mixture, float* out, int64_
 DS_API ds_status ds_langevin_options_init(ds_langevin_options* options, size_t struct_size);
 
 /**
- * Bytes of device workspace a ds_langevin() call with these arguments needs (0 when d is in the register list).
+ * Bytes of workspace a ds_langevin() call with these arguments needs (the mixture's constants at the target
+ * channel, plus about 4 n d floats when d is not in the register list).
  */
 DS_API ds_status ds_langevin_workspace_bytes(const ds_mixture* mixture, int64_t n, const ds_langevin_options* options,
                                              size_t* bytes);
@@ -518,8 +519,8 @@ DS_API ds_status ds_schedule_points(const ds_schedule* schedule, int64_t steps, 
 DS_API ds_status ds_diffusion_options_init(ds_diffusion_options* options, size_t struct_size);
 
 /**
- * Bytes of device workspace a ds_diffusion_sample() call with these arguments needs (the coefficient table, plus
- * 4 n d floats when d is not in the register-path list).
+ * Bytes of workspace a ds_diffusion_sample() call with these arguments needs (the coefficient table, the
+ * mixture's constants at every step's channels, plus about 4 n d floats when d is not in the register-path list).
  * @param bytes  receives the size
  */
 DS_API ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t n,

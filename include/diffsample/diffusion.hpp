@@ -83,8 +83,8 @@ struct diffusion_report {
   std::int64_t total_steps = 0;        ///< steps run per chain (steps x measurements for SMS)
 };
 
-/// Bytes of device workspace a run needs: the coefficient table, plus 4 n d floats when d is not in the
-/// register-path list. Pass a buffer of at least this size to diffusion() to keep it allocation-free.
+/// Bytes of workspace a run needs: the coefficient table, the mixture's constants at every step's channels, plus
+/// about 4 n d floats when d is not in the register-path list. Pass a buffer of at least this size to diffusion() to keep it allocation-free.
 /// @throws invalid_argument as diffusion() does for invalid options
 DIFFSAMPLE_API std::size_t diffusion_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n,
                                                      const diffusion_options& options);

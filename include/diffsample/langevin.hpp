@@ -50,7 +50,9 @@ struct langevin_report {
   bool register_path = false;          ///< true when d was in the compiled list and state stayed in registers
 };
 
-/// Bytes of device workspace a run needs (0 when d is in the register-path list). Pass a buffer of at least this
+/// Bytes of workspace a run needs (on the executor that runs it): the mixture's constants at the target channel
+/// (K x 4 floats, plus K x d for diagonal components), plus the chains' state (4 d floats per chain) when d is not in
+/// the register-path list. Pass a buffer of at least this
 /// size as @p workspace to langevin() to keep it allocation-free; otherwise it allocates stream-ordered
 /// (cudaMallocAsync) once per call, never per step.
 DIFFSAMPLE_API std::size_t langevin_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n,

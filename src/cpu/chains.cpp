@@ -1,0 +1,207 @@
+// The SIMD chain runners of one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp): the chain bodies of
+// kernels/ over packs of `lanes` chains, state in stack arrays for the register dimensions (reg_vec of packs) or in
+// pack-major workspace otherwise. Compiled once per target by CMakeLists.txt.
+#include "src/cpu/simd.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include <omp.h>
+
+#include "src/cpu/chains.hpp"
+
+namespace diffsample::cpu::DS_SIMD_NS {
+namespace {
+
+using kernels::reg_vec;
+
+/// Chains i0 .. i0 + lanes - 1 of a call, `valid` of them real (the last pack of a call may be partial; its other
+/// lanes run throw-away chains and are never stored).
+struct pack_lane {
+  using value = fpack;
+  std::int64_t i0;
+  int valid;
+  philox_pack rng(std::uint64_t seed, std::uint64_t first_chain, std::uint64_t step) const {
+    return {seed, first_chain + static_cast<std::uint64_t>(i0), step};
+  }
+  struct counter {
+    vi c = vi{};
+    void add(mpack accepted) { c -= accepted.m; }
+    void add_all() { c += 1; }
+  };
+  void store_count(std::int64_t* out, const counter& c) const {
+    for (int l = 0; l < valid; ++l) out[i0 + l] = c.c[l];
+  }
+  fpack get(const float* rows, int d, int j) const {
+    fpack v(0.f);
+    for (int l = 0; l < valid; ++l) v.v[l] = rows[(i0 + l) * d + j];
+    return v;
+  }
+  void put(float* rows, int d, int j, fpack v) const {
+    for (int l = 0; l < valid; ++l) rows[(i0 + l) * d + j] = v.v[l];
+  }
+  template <class V>
+  void store_row(float* records, std::int64_t r, std::int64_t n, const V& x) const {
+    const int d = x.size();
+    for (int l = 0; l < valid; ++l) {
+      float* out = records + (r * n + i0 + l) * d;
+      for (int j = 0; j < d; ++j) out[j] = x[j].v[l];
+    }
+  }
+};
+
+/// A run-time-length vector of packs in workspace.
+struct pack_span {
+  fpack* p;
+  int d;
+  fpack& operator[](int j) const { return p[j]; }
+  int size() const { return d; }
+};
+
+/// Runs f(pack) for every pack of n chains: packs claimed dynamically in small chunks, so that a thread the OS
+/// deschedules does not hold the others at the join.
+template <class F>
+void for_each_pack(std::int64_t n, const F& f) {
+  const std::int64_t packs = (n + lanes - 1) / lanes;
+  const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(packs)));
+  const std::int64_t chunk = std::max<std::int64_t>(1, packs / (std::int64_t(threads) * 16));
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
+  for (std::int64_t p = 0; p < packs; ++p) f(p);
+}
+
+template <class V>
+void load(V& xs, const float* x, std::int64_t i0, int valid, int d) {
+  for (int j = 0; j < d; ++j) xs[j] = fpack(0.f);
+  for (int l = 0; l < valid; ++l)
+    for (int j = 0; j < d; ++j) xs[j].v[l] = x[(i0 + l) * d + j];
+}
+template <class V>
+void store(const V& xs, float* x, std::int64_t i0, int valid, int d) {
+  for (int l = 0; l < valid; ++l)
+    for (int j = 0; j < d; ++j) x[(i0 + l) * d + j] = xs[j].v[l];
+}
+
+template <class Body>
+void run(const Body& body, float* x, std::int64_t n, std::int64_t d, float* state) {
+  const bool handled = kernels::dispatch_register_dim(d, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    for_each_pack(n, [&](std::int64_t p) {
+      const std::int64_t i0 = p * lanes;
+      const int valid = static_cast<int>(std::min<std::int64_t>(lanes, n - i0));
+      reg_vec<fpack, D> xs{}, v1{}, v2{}, v3{};
+      if (body.loads_state()) load(xs, x, i0, valid, D);
+      body(pack_lane{i0, valid}, xs, v1, v2, v3);
+      store(xs, x, i0, valid, D);
+    });
+  });
+  if (handled) return;
+  const int di = static_cast<int>(d);
+  // Caller workspace is only float-aligned: start at the first pack boundary (state_floats leaves room).
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(state), align = sizeof(fpack);
+  fpack* const packs = reinterpret_cast<fpack*>((a + align - 1) / align * align);
+  for_each_pack(n, [&](std::int64_t p) {
+    const std::int64_t i0 = p * lanes;
+    const int valid = static_cast<int>(std::min<std::int64_t>(lanes, n - i0));
+    fpack* base = packs + p * 4 * d;
+    pack_span xs{base, di}, v1{base + d, di}, v2{base + 2 * d, di}, v3{base + 3 * d, di};
+    if (body.loads_state()) load(xs, x, i0, valid, di);
+    body(pack_lane{i0, valid}, xs, v1, v2, v3);
+    store(xs, x, i0, valid, di);
+  });
+}
+
+/// Per-thread workspace of `count` packs for run-time dimensions (kept between calls: no allocation per call once
+/// a thread has seen the dimension).
+fpack* thread_packs(std::int64_t count) {
+  static thread_local std::vector<fpack> buffer;
+  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
+/// One evaluation of the channel functions on a pack of points.
+template <class V>
+void evaluate_pack(const kernels::channel_view& c, int what, const float* x, float* out, std::int64_t i0, int valid,
+                   int d, V& xs, V& os) {
+  load(xs, x, i0, valid, d);
+  const fpack log_p = what == 2 ? kernels::channel_denoiser<fpack>(c, xs, os) : kernels::channel_score<fpack>(c, xs, os);
+  if (what == 0) {
+    for (int l = 0; l < valid; ++l) out[i0 + l] = log_p.v[l];
+  } else {
+    store(os, out, i0, valid, d);
+  }
+}
+
+}  // namespace
+
+void run_evaluate(const kernels::channel_view& c, int what, const float* x, std::int64_t n, std::int64_t d,
+                  float* out) {
+  const bool handled = kernels::dispatch_register_dim(d, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    for_each_pack(n, [&](std::int64_t p) {
+      const std::int64_t i0 = p * lanes;
+      reg_vec<fpack, D> xs{}, os{};
+      evaluate_pack(c, what, x, out, i0, static_cast<int>(std::min<std::int64_t>(lanes, n - i0)), D, xs, os);
+    });
+  });
+  if (handled) return;
+  const int di = static_cast<int>(d);
+  for_each_pack(n, [&](std::int64_t p) {
+    const std::int64_t i0 = p * lanes;
+    fpack* base = thread_packs(2 * d);
+    pack_span xs{base, di}, os{base + d, di};
+    evaluate_pack(c, what, x, out, i0, static_cast<int>(std::min<std::int64_t>(lanes, n - i0)), di, xs, os);
+  });
+}
+
+// The plan's step and initial draw (kernels/plan.cuh) over packs of rows, with the operations of diffusion_chain
+// on this target (the functors' own per-element arithmetic, but in the fused samplers' order and rounding:
+// m = ux x + um model, x <- cn z + (cm m + cx x)), so that a plan fed the denoiser reproduces the fused run.
+void run_plan_step(const kernels::plan_step_functor& f, std::int64_t n) {
+  const std::int64_t k = f.final_jump ? f.steps : f.state->step;
+  if (k > f.steps || (!f.final_jump && k == f.steps)) return;
+  const kernels::diffusion_step st = f.table[k];
+  const fpack ux(f.convert[2 * k]), um(f.convert[2 * k + 1]), cx(st.cx), cm(st.cm), cn(st.cn);
+  const int d = f.d;
+  const std::uint64_t chain_base = f.state->chain_base;
+  for_each_pack(n, [&](std::int64_t p) {
+    const std::int64_t i0 = p * lanes;
+    const pack_lane lane{i0, static_cast<int>(std::min<std::int64_t>(lanes, n - i0))};
+    if (f.final_jump) {
+      for (int j = 0; j < d; ++j) lane.put(f.x, d, j, ds_fma(ux, lane.get(f.x, d, j), um * lane.get(f.model, d, j)));
+      return;
+    }
+    if (st.cn != 0.f) {
+      auto rng = lane.rng(f.seed, chain_base, static_cast<std::uint64_t>(k) + 1);
+      rng.normals(d, [&](int j, fpack z) {
+        const fpack xj = lane.get(f.x, d, j), m = ds_fma(ux, xj, um * lane.get(f.model, d, j));
+        lane.put(f.x, d, j, ds_fma(cn, z, ds_fma(cm, m, cx * xj)));
+      });
+    } else {
+      for (int j = 0; j < d; ++j) {
+        const fpack xj = lane.get(f.x, d, j), m = ds_fma(ux, xj, um * lane.get(f.model, d, j));
+        lane.put(f.x, d, j, ds_fma(cm, m, cx * xj));
+      }
+    }
+  });
+}
+
+void run_plan_initial(const kernels::plan_initial_functor& f, std::int64_t n) {
+  const std::uint64_t chain_base = f.state->chain_base;
+  const fpack scale(f.scale);
+  for_each_pack(n, [&](std::int64_t p) {
+    const std::int64_t i0 = p * lanes;
+    const pack_lane lane{i0, static_cast<int>(std::min<std::int64_t>(lanes, n - i0))};
+    auto rng = lane.rng(f.seed, chain_base, 0);
+    rng.normals(f.d, [&](int j, fpack z) { lane.put(f.x, f.d, j, scale * z); });  // as diffusion_chain's draw
+  });
+}
+
+void run_langevin(const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {
+  run(kernels::langevin_chain_body{p}, x, p.n, d, state);
+}
+
+void run_diffusion(const kernels::diffusion_params& p, float* x, std::int64_t d, float* state) {
+  run(kernels::diffusion_chain_body{p}, x, p.n, d, state);
+}
+
+}  // namespace diffsample::cpu::DS_SIMD_NS

@@ -1,0 +1,85 @@
+// Run-time choice of the CPU executor's SIMD target (src/cpu/chains.hpp).
+#include <cstdlib>
+#include <cstring>
+
+#include "src/cpu/chains.hpp"
+
+namespace diffsample::cpu {
+namespace {
+
+simd_target widest_supported() {
+#if !defined(DIFFSAMPLE_NO_SIMD)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return simd_target::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return simd_target::avx2;
+  return simd_target::sse2;
+#else
+  return simd_target::scalar;
+#endif
+}
+
+}  // namespace
+
+const char* to_string(simd_target t) {
+  switch (t) {
+    case simd_target::scalar: return "scalar";
+    case simd_target::sse2: return "sse2";
+    case simd_target::avx2: return "avx2";
+    case simd_target::avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+simd_target chain_target() {
+  static const simd_target widest = widest_supported();
+  const char* env = std::getenv("DIFFSAMPLE_CPU_TARGET");
+  if (env == nullptr) return widest;
+  for (simd_target t : {simd_target::scalar, simd_target::sse2, simd_target::avx2, simd_target::avx512})
+    if (std::strcmp(env, to_string(t)) == 0) return static_cast<int>(t) <= static_cast<int>(widest) ? t : widest;
+  return widest;
+}
+
+#if defined(DIFFSAMPLE_NO_SIMD)
+// No SIMD runners on this architecture: chain_target() is always scalar and these are never called.
+void run_langevin(simd_target, const kernels::langevin_params&, float*, std::int64_t, float*) {}
+void run_diffusion(simd_target, const kernels::diffusion_params&, float*, std::int64_t, float*) {}
+void run_evaluate(simd_target, const kernels::channel_view&, int, const float*, std::int64_t, std::int64_t, float*) {}
+void run_plan_step(simd_target, const kernels::plan_step_functor&, std::int64_t) {}
+void run_plan_initial(simd_target, const kernels::plan_initial_functor&, std::int64_t) {}
+#else
+#define DIFFSAMPLE_DISPATCH_(CALL)                  \
+  switch (t) {                                      \
+    case simd_target::avx512: return simd_avx512::CALL; \
+    case simd_target::avx2: return simd_avx2::CALL; \
+    default: return simd_sse2::CALL;                \
+  }
+
+void run_evaluate(simd_target t, const kernels::channel_view& c, int what, const float* x, std::int64_t n,
+                  std::int64_t d, float* out) {
+  DIFFSAMPLE_DISPATCH_(run_evaluate(c, what, x, n, d, out))
+}
+void run_plan_step(simd_target t, const kernels::plan_step_functor& f, std::int64_t n) {
+  DIFFSAMPLE_DISPATCH_(run_plan_step(f, n))
+}
+void run_plan_initial(simd_target t, const kernels::plan_initial_functor& f, std::int64_t n) {
+  DIFFSAMPLE_DISPATCH_(run_plan_initial(f, n))
+}
+
+void run_langevin(simd_target t, const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {
+  switch (t) {
+    case simd_target::avx512: return simd_avx512::run_langevin(p, x, d, state);
+    case simd_target::avx2: return simd_avx2::run_langevin(p, x, d, state);
+    default: return simd_sse2::run_langevin(p, x, d, state);
+  }
+}
+
+void run_diffusion(simd_target t, const kernels::diffusion_params& p, float* x, std::int64_t d, float* state) {
+  switch (t) {
+    case simd_target::avx512: return simd_avx512::run_diffusion(p, x, d, state);
+    case simd_target::avx2: return simd_avx2::run_diffusion(p, x, d, state);
+    default: return simd_sse2::run_diffusion(p, x, d, state);
+  }
+}
+#endif
+
+}  // namespace diffsample::cpu
