@@ -78,14 +78,14 @@ mutant ula-noise-sqrt-gamma langevin kernels/langevin.cuh test_langevin \
   'const float noise = ds_sqrt(2.f * gamma);' \
   'const float noise = ds_sqrt(gamma);'
 mutant mala-no-proposal-correction langevin kernels/langevin.cuh test_langevin \
-  'const float log_alpha = (logp_new - logp) - backward / (4.f * gamma) + 0.5f * forward;' \
-  'const float log_alpha = (logp_new - logp);'
+  'const T log_alpha = (logp_new - logp) - backward * T(1.f / (4.f * gamma)) + T(0.5f) * forward;' \
+  'const T log_alpha = (logp_new - logp);'
 mutant tamed-ula-squared-norm langevin kernels/langevin.cuh test_langevin \
-  'drift = gamma / (1.f + gamma * ds_sqrt(norm2));' \
-  'drift = gamma / (1.f + gamma * norm2);'
+  'drift = T(gamma) / (T(1) + T(gamma) * ds_sqrt(norm2));' \
+  'drift = T(gamma) / (T(1) + T(gamma) * norm2);'
 mutant mala-accept-at-equality langevin kernels/langevin.cuh test_langevin \
-  'if (ds_log(u) < log_alpha) {' \
-  'if (ds_log(u) <= log_alpha) {' equivalent
+  'const auto accept = ds_log(rng.uniform()) < log_alpha;' \
+  'const auto accept = ds_log(rng.uniform()) <= log_alpha;' equivalent
 
 # Diffusion step tables (src/diffusion.cu; the DDPM/DDIM backward kernel in kernels/backward.cuh)
 mutant ddim-sigma-variance diffusion kernels/backward.cuh test_diffusion \
@@ -162,14 +162,14 @@ mutant discrete-two-stage-half-logit binary kernels/binary.cuh test_binary \
 
 # Random-stream keys
 mutant langevin-key-step-chain rng-keys kernels/langevin.cuh test_langevin \
-  'philox rng(p.seed, chain, p.first_step + static_cast<std::uint64_t>(k));' \
-  'philox rng(p.seed, p.first_step + static_cast<std::uint64_t>(k), chain);'
+  'auto rng = lane.rng(p.seed, p.first_chain, p.first_step + static_cast<std::uint64_t>(k));' \
+  'auto rng = lane.rng(p.seed, p.first_step + static_cast<std::uint64_t>(k), p.first_chain);'
 mutant diffusion-step-key-k rng-keys kernels/diffusion.cuh test_diffusion \
-  'philox rng(p.seed, chain, static_cast<std::uint64_t>(k) + 1);' \
-  'philox rng(p.seed, chain, static_cast<std::uint64_t>(k));'
+  'auto rng = lane.rng(p.seed, p.first_chain, static_cast<std::uint64_t>(k) + 1);' \
+  'auto rng = lane.rng(p.seed, p.first_chain, static_cast<std::uint64_t>(k));'
 mutant diffusion-initial-draw-key rng-keys kernels/diffusion.cuh test_diffusion \
-  'philox rng(p.seed, chain, 0);' \
-  'philox rng(p.seed, chain, 1);'
+  'auto rng = lane.rng(p.seed, p.first_chain, 0);' \
+  'auto rng = lane.rng(p.seed, p.first_chain, 1);'
 mutant mixture-sample-local-index rng-keys src/mixture.cu test_mixture \
   'philox rng(seed, first + static_cast<std::uint64_t>(i), 0);' \
   'philox rng(seed, static_cast<std::uint64_t>(i), 0);'
