@@ -134,14 +134,24 @@ std::vector<double> copy_array(const char* name, const double* p, std::int64_t c
   return count > 0 ? std::vector<double>(p, p + count) : std::vector<double>{};
 }
 
+// An enum value from C as an int, copied from its bytes: a caller may store any 32-bit value in the field, and a
+// load of an out-of-range value through the C++ enum type is undefined (UBSan's -fsanitize=enum flags it).
+template <class C>
+int enum_int(const C& value) noexcept {
+  static_assert(sizeof(C) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &value, sizeof v);
+  return v;
+}
+
 // Enum values from C are switched on as ints: a caller may pass any 32-bit value.
-ds::executor to_cpp(ds_executor e) {
-  switch (static_cast<int>(e)) {
+ds::executor to_cpp(const ds_executor& e) {
+  switch (enum_int(e)) {
     case DS_EXECUTOR_AUTOMATIC: return ds::executor::automatic;
     case DS_EXECUTOR_CUDA: return ds::executor::cuda;
     case DS_EXECUTOR_CPU: return ds::executor::cpu;
   }
-  fail("exec.kind: invalid executor value " + std::to_string(static_cast<int>(e)));
+  fail("exec.kind: invalid executor value " + std::to_string(enum_int(e)));
 }
 
 ds_executor to_c(ds::executor e) { return static_cast<ds_executor>(static_cast<int>(e)); }
@@ -206,15 +216,15 @@ T read_struct(const std::string& what, const T* p, const T& defaults) {
 // --- enums -------------------------------------------------------------------------------------------------------
 // Values from C are range-checked as ints (a caller may pass any 32-bit value), then cast: the values match.
 template <class Cpp, class C>
-Cpp enum_to_cpp(const std::string& what, C value, int count) {
-  const int v = static_cast<int>(value);
+Cpp enum_to_cpp(const std::string& what, const C& value, int count) {
+  const int v = enum_int(value);
   if (v < 0 || v >= count) fail(what + ": invalid value " + std::to_string(v));
   return static_cast<Cpp>(v);
 }
 
 template <class C, class Cpp>
-const char* enum_name(C value, int count) noexcept {
-  const int v = static_cast<int>(value);
+const char* enum_name(const C& value, int count) noexcept {
+  const int v = enum_int(value);
   if (v < 0 || v >= count) return "unknown";
   return ds::to_string(static_cast<Cpp>(v));
 }
@@ -474,7 +484,7 @@ const char* ds_cuda_unavailable_reason(void) {
 const char* ds_last_error(void) { return last_error.c_str(); }
 
 const char* ds_status_name(ds_status status) {
-  switch (static_cast<int>(status)) {
+  switch (enum_int(status)) {
     case DS_SUCCESS: return "success";
     case DS_INVALID_ARGUMENT: return "invalid_argument";
     case DS_OUT_OF_MEMORY: return "out_of_memory";
@@ -485,10 +495,10 @@ const char* ds_status_name(ds_status status) {
 }
 
 const char* ds_executor_name(ds_executor executor) {
-  switch (static_cast<int>(executor)) {
+  switch (enum_int(executor)) {
     case DS_EXECUTOR_AUTOMATIC:
     case DS_EXECUTOR_CUDA:
-    case DS_EXECUTOR_CPU: return ds::to_string(static_cast<ds::executor>(static_cast<int>(executor)));
+    case DS_EXECUTOR_CPU: return ds::to_string(static_cast<ds::executor>(enum_int(executor)));
   }
   return "unknown";
 }
@@ -509,6 +519,10 @@ ds_status ds_mixture_create(int64_t dim, int64_t components, const double* weigh
     if (dim < 1) fail("dim: must be >= 1, got " + std::to_string(dim));
     if (components > (std::int64_t{1} << 24) || dim > (std::int64_t{1} << 24))
       fail("components x dim: " + std::to_string(components) + " x " + std::to_string(dim) + " is too large");
+    // The count is checked before anything is read: a short array must not be read past its end.
+    if (variances_count != components && variances_count != components * dim)
+      fail("variances_count: expected K = " + std::to_string(components) + " (isotropic) or K x d = " +
+           std::to_string(components * dim) + " (diagonal), got " + std::to_string(variances_count));
     auto w = copy_array("weights", weights, components);
     auto mu = copy_array("means", means, components * dim);
     auto v = copy_array("variances", variances, variances_count);
@@ -539,11 +553,10 @@ ds_status ds_mixture_evaluate(const ds_mixture* mixture, ds_quantity what, const
                               float* out, ds_execution exec, ds_executor* ran) {
   return guard([&] {
     const auto& m = get(mixture);
-    const int q = static_cast<int>(what);
+    const int q = enum_int(what);
     if (q != DS_LOG_DENSITY && q != DS_SCORE && q != DS_DENOISER)
-      fail("what: invalid quantity value " + std::to_string(static_cast<int>(what)));
-    const ds::executor r =
-        m.evaluate(static_cast<ds::quantity>(static_cast<int>(what)), x, n, to_cpp(ch), out, to_cpp(exec));
+      fail("what: invalid quantity value " + std::to_string(q));
+    const ds::executor r = m.evaluate(static_cast<ds::quantity>(q), x, n, to_cpp(ch), out, to_cpp(exec));
     if (ran) *ran = to_c(r);
   });
 }
@@ -584,6 +597,9 @@ ds_status ds_langevin(const ds_mixture* mixture, float* x, int64_t n, const ds_l
   return guard([&] {
     const auto& m = get(mixture);
     const auto o = to_cpp(options);
+    if (o.record_every > 0 && trajectory == nullptr)
+      fail("trajectory: null, but options.record_every is " + std::to_string(o.record_every) +
+           " (give a buffer, or set record_every to 0)");
     ds::langevin_outputs outputs;
     outputs.trajectory = trajectory;
     outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);
@@ -689,6 +705,9 @@ ds_status ds_diffusion_sample(const ds_mixture* mixture, float* x, int64_t n, co
   return guard([&] {
     const auto& m = get(mixture);
     const auto o = to_cpp(options);
+    if (o.record_every > 0 && trajectory == nullptr)
+      fail("trajectory: null, but options.record_every is " + std::to_string(o.record_every) +
+           " (give a buffer, or set record_every to 0)");
     ds::diffusion_outputs outputs;
     outputs.trajectory = trajectory;
     const ds::diffusion_report r = ds::diffusion(m, x, n, o, outputs, to_cpp(exec), workspace, workspace_bytes);

@@ -152,6 +152,14 @@ void check_values(const char* name, const std::vector<double>& values, bool posi
   }
 }
 
+void check_range(const char* name, const std::vector<double>& values, double lo, double hi, const char* why) {
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    DIFFSAMPLE_EXPECTS(v >= lo && v <= hi,
+                       name << "[" << i << "]: " << v << " is outside [" << lo << ", " << hi << "] (" << why << ")");
+  }
+}
+
 void check_allocation(const char* what, std::size_t bytes, executor where) {
   if (where == executor::cuda) {
     std::size_t free_bytes = 0, total_bytes = 0;

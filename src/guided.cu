@@ -215,6 +215,9 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
                      "problems.sigma_y: expected 1 or B = " << pr.problems << " values, got " << pr.sigma_y.size());
   if (pr.operators.empty()) detail::check_values("problems.A", pr.A, false);
   detail::check_values("problems.y", pr.y, false);
+  detail::check_range("problems.y", pr.y, -max_abs_value, max_abs_value, "the FP32 samplers square residuals");
+  if (pr.operators.empty())
+    detail::check_range("problems.A", pr.A, -max_abs_value, max_abs_value, "the FP32 samplers square A x");
   detail::check_values("problems.sigma_y", pr.sigma_y, true);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);

@@ -122,6 +122,10 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
   detail::check_values("weights", weights, true);
   detail::check_values("means", means, false);
   detail::check_values("variances", variances, true);
+  detail::check_range("means", means, -max_abs_value, max_abs_value,
+                      "the FP32 kernels square coordinate differences");
+  detail::check_range("variances", variances, min_variance, max_variance,
+                      "a variance and its inverse must be normal FP32 numbers");
   double total = 0;
   for (double w : weights) total += w;
   DIFFSAMPLE_EXPECTS(std::isfinite(total) && total > 0, "weights: sum must be positive and finite, got " << total);

@@ -30,6 +30,10 @@ void validate(const gaussian_mixture& prior, const linear_observation& obs) {
                      "observation.sigma_y: must be finite and >= 0, got " << obs.sigma_y);
   detail::check_values("observation.A", obs.A, false);
   detail::check_values("observation.y", obs.y, false);
+  detail::check_range("observation.A", obs.A, -max_abs_value, max_abs_value, "the FP32 samplers square A x");
+  detail::check_range("observation.y", obs.y, -max_abs_value, max_abs_value, "the FP32 samplers square residuals");
+  DIFFSAMPLE_EXPECTS(obs.sigma_y <= max_abs_value,
+                     "observation.sigma_y: " << obs.sigma_y << " is above " << max_abs_value);
 }
 
 }  // namespace
@@ -75,6 +79,10 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
   double sum = 0;
   for (std::int64_t k = 0; k < K; ++k) sum += std::exp(c.log_joint[k] - top);
   log_evidence_ = top + std::log(sum);
+  DIFFSAMPLE_EXPECTS(std::isfinite(log_evidence_),
+                     "observation: log p(y) is " << log_evidence_
+                                                 << ": y is too far from the prior's predictions for sigma_y = "
+                                                 << obs.sigma_y << " (the weights underflow in FP64)");
   weights_.assign(K, 0);
   log_weights_.assign(K, 0);
   for (std::int64_t k = 0; k < K; ++k) {

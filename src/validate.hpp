@@ -36,6 +36,10 @@ void check_channel(const char* name, channel ch, bool require_noise = false);
 /// Checks that every entry is finite; positive too when `positive`.
 void check_values(const char* name, const std::vector<double>& values, bool positive);
 
+/// Checks that every entry lies in [lo, hi] (NaN fails); the message names the entry, its value and the range,
+/// and @p why says what the range protects.
+void check_range(const char* name, const std::vector<double>& values, double lo, double hi, const char* why);
+
 /// Checks the sizes and settings of a sliced Wasserstein call: n_a, n_b, d, directions >= 1, d < 2^31, p in {1, 2}
 /// (defined in src/metrics.cpp; both executors' entry points share it).
 void check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, int directions, int p);

@@ -15,6 +15,15 @@
 
 namespace diffsample {
 
+/// Largest magnitude of a mean, an observation value or an operator entry that the library accepts (10^18): the
+/// FP32 kernels square differences of such values, and (2 x 10^18)^2 = 4 x 10^36 stays below FLT_MAX (3.4 x 10^38).
+constexpr double max_abs_value = 1e18;
+/// Smallest variance a mixture component accepts (10^-36): a standard deviation of at least 10^-18, so that the
+/// variance and its inverse are normal FP32 numbers (FLT_MIN is 1.2 x 10^-38).
+constexpr double min_variance = 1e-36;
+/// Largest variance a mixture component accepts (10^36): a standard deviation of at most max_abs_value.
+constexpr double max_variance = 1e36;
+
 /// The Gaussian channel x_t = a x0 + s z. a > 0 and s >= 0, both finite. The default (1, 0) is the prior itself.
 struct channel {
   double a = 1.0;  ///< signal scale alpha(t)

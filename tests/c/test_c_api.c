@@ -1034,8 +1034,56 @@ static void test_binary(void) {
   ds_bernoulli_mixture_destroy(m);
 }
 
+/* Values are checked where they enter, against what the FP32 kernels represent (means within 1e18, variances in
+ * [1e-36, 1e36], observations within 1e18), counts before any array is read, and a recording request without a
+ * buffer is refused. */
+static void test_entry_validation(void) {
+  const double w[2] = {1.0, 1.0};
+  const double mu[4] = {0, 0, 1, 1};
+  const double mu_huge[4] = {0, 1e300, 1, 1};
+  const double var[2] = {1.0, 0.5};
+  const double var_tiny[2] = {1.0, 1e-300};
+  const double var_huge[2] = {1e300, 1.0};
+  const double A[2] = {1.0, 0.0};
+  const double y_huge[1] = {1e300};
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  float x[4 * 2] = {0};
+  float out[4 * 2];
+  ds_mixture* m = NULL;
+  ds_posterior* post = NULL;
+  ds_langevin_options lo;
+  ds_diffusion_options dopt;
+  const ds_channel prior = {1.0, 0.0};
+  EXPECT_ERROR(ds_mixture_create(2, 2, w, mu_huge, var, 2, &m), DS_INVALID_ARGUMENT, "means[1]");
+  EXPECT_ERROR(ds_mixture_create(2, 2, w, mu, var_tiny, 2, &m), DS_INVALID_ARGUMENT, "variances[1]");
+  EXPECT_ERROR(ds_mixture_create(2, 2, w, mu, var_huge, 2, &m), DS_INVALID_ARGUMENT, "variances[0]");
+  /* A count that is neither K nor K x d is refused before the array is read (var has 2 values, not 10^6). */
+  EXPECT_ERROR(ds_mixture_create(2, 2, w, mu, var, 1000000, &m), DS_INVALID_ARGUMENT, "variances_count");
+  EXPECT_ERROR(ds_mixture_create(2, 2, w, mu, var, 3, &m), DS_INVALID_ARGUMENT, "variances_count");
+  CHECK(m == NULL);
+  CHECK_OK(ds_mixture_create(2, 2, w, mu, var, 2, &m));
+  EXPECT_ERROR(ds_posterior_create(m, 1, A, 0.5, y_huge, &post), DS_INVALID_ARGUMENT, "observation.y");
+  CHECK(post == NULL);
+  /* An out-of-range enum is rejected as an integer (no load of the C++ enum type: clean under UBSan). */
+  EXPECT_ERROR(ds_mixture_evaluate(m, (ds_quantity)7, x, 4, prior, out, cpu, NULL), DS_INVALID_ARGUMENT, "what");
+  CHECK(strcmp(ds_status_name((ds_status)99), "unknown") == 0);
+  /* record_every > 0 with no trajectory buffer asks for a recording that would go nowhere. */
+  CHECK_OK(ds_langevin_options_init(&lo, sizeof lo));
+  lo.steps = 4;
+  lo.record_every = 2;
+  EXPECT_ERROR(ds_langevin(m, x, 4, &lo, NULL, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "trajectory");
+  lo.method = (ds_langevin_method)12345;
+  EXPECT_ERROR(ds_langevin(m, x, 4, &lo, NULL, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "options.method");
+  CHECK_OK(ds_diffusion_options_init(&dopt, sizeof dopt));
+  dopt.steps = 4;
+  dopt.record_every = 2;
+  EXPECT_ERROR(ds_diffusion_sample(m, x, 4, &dopt, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "trajectory");
+  ds_mixture_destroy(m);
+}
+
 int main(void) {
   test_library();
+  test_entry_validation();
   test_gaussian();
   test_create_errors();
   test_langevin();
