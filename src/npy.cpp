@@ -183,14 +183,39 @@ matrix<T> decode(const void* bytes, std::size_t size, const std::string& name) {
 }
 
 std::vector<unsigned char> slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) os_error(path, "cannot open", errno);
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0) os_error(path, "cannot determine size", errno);
-  in.seekg(0, std::ios::beg);
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) os_error(path, "read failed", errno);
+  // Regular files only: a folder, a device (/dev/zero) or a fifo has no size to trust and could be read forever.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) os_error(path, "cannot open", errno);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    os_error(path, "cannot determine size", err);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    bad(path, S_ISDIR(st.st_mode) ? "cannot read: it is a folder, not a .npy file"
+                                  : "cannot read: not a regular file (a device, fifo or socket)");
+  }
+  // At most max_count float64 values and a header: larger files are refused before anything is allocated.
+  const std::uint64_t limit = std::uint64_t(max_count) * 8u + 65536u + 12u;
+  if (std::uint64_t(st.st_size) > limit) {
+    ::close(fd);
+    bad(path, "file of " + std::to_string(st.st_size) + " bytes is too large (at most 2^56 values)");
+  }
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t k = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      const int err = k < 0 ? errno : EIO;
+      ::close(fd);
+      os_error(path, k < 0 ? "read failed" : "read failed: the file shrank while being read", err);
+    }
+    done += static_cast<std::size_t>(k);
+  }
+  ::close(fd);
   return bytes;
 }
 
@@ -321,14 +346,11 @@ matrix<double> read_f64(const std::string& path, std::int64_t cols) {
   return m;
 }
 
-std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, std::int64_t cols) {
+std::vector<unsigned char> encode_header_f32(std::int64_t rows, std::int64_t cols) {
   if (rows < 0) throw invalid_argument("rows: must be >= 0, got " + std::to_string(rows));
   if (cols < 1) throw invalid_argument("cols: must be >= 1, got " + std::to_string(cols));
   if (rows > max_count / cols)
     throw invalid_argument("rows x cols: " + std::to_string(rows) + " x " + std::to_string(cols) + " is too large");
-  const std::int64_t count = rows * cols;
-  if (count > 0 && values == nullptr) throw invalid_argument("values: null pointer for " + std::to_string(count) + " values");
-
   std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
                      std::to_string(cols) + "), }";
   // Pad with spaces so that the data starts at a multiple of 64 bytes, and end the header with a newline.
@@ -345,12 +367,20 @@ std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, st
   dict += '\n';
 
   std::vector<unsigned char> out;
-  out.reserve(total + static_cast<std::size_t>(count) * 4);
+  out.reserve(total);
   out.insert(out.end(), magic, magic + 6);
   out.push_back(prefix == 10 ? 1 : 2);
   out.push_back(0);
   for (std::size_t i = 0; i < prefix - 8; ++i) out.push_back(static_cast<unsigned char>(header_len >> (8 * i)));
   out.insert(out.end(), dict.begin(), dict.end());
+  return out;
+}
+
+std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, std::int64_t cols) {
+  std::vector<unsigned char> out = encode_header_f32(rows, cols);
+  const std::int64_t count = rows * cols;
+  if (count > 0 && values == nullptr) throw invalid_argument("values: null pointer for " + std::to_string(count) + " values");
+  out.reserve(out.size() + static_cast<std::size_t>(count) * 4);
   const auto* data = reinterpret_cast<const unsigned char*>(values);
   if (count > 0) out.insert(out.end(), data, data + count * 4);
   return out;

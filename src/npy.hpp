@@ -59,6 +59,10 @@ DIFFSAMPLE_API matrix<float> read_f32(const std::string& path, std::int64_t cols
 /// Reads a .npy file as float64. When @p cols >= 0, the array must be 2-D with that many columns.
 DIFFSAMPLE_API matrix<double> read_f64(const std::string& path, std::int64_t cols = -1);
 
+/// The header of a float32 rows x cols C-order .npy image (magic, version, padded dictionary): the bytes that
+/// encode_f32() puts before the data.
+DIFFSAMPLE_API std::vector<unsigned char> encode_header_f32(std::int64_t rows, std::int64_t cols);
+
 /// Encodes a float32 rows x cols row-major matrix as a .npy image (format 1.0, or 2.0 when the header needs it).
 DIFFSAMPLE_API std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, std::int64_t cols);
 

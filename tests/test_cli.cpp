@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -623,6 +625,281 @@ TEST_F(Cli, BinaryPriorsSampleWithTheDiscreteSamplers) {
   expect_failure(run("sample --sampler discrete_langevin --out " + path("out2.npy")), "--problem", "out2.npy");
   expect_failure(run("sample --problem " + d8 + " --out " + path("out2.npy") + " --plot " + path("no/p.svg")),
                  "cannot write", "out2.npy");
+}
+
+// --- outputs: identity, regular files, all or none, signals, standard output --------------------------------
+
+std::string copy_example(const std::string& name, const std::string& to) {
+  const std::string text = slurp(std::string(DIFFSAMPLE_EXAMPLES_DIR) + "/" + name);
+  std::ofstream(to, std::ios::binary) << text;
+  return text;
+}
+
+// An output never replaces an input (the problem file, its .npy files) or another output, whatever the spelling:
+// ./x, a symbolic link and a hard link name the same file. Input files are left byte for byte.
+TEST_F(Cli, OutputsNeverNameAnInputOrEachOther) {
+  const std::string p = path("p.json");
+  const std::string text = copy_example("posterior_d10.json", p);
+  auto refused = [&](const std::string& args, const std::string& needle, int rc) {
+    const result r = run(args);
+    EXPECT_EQ(r.rc, rc) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << ": " << r.err;
+    EXPECT_EQ(slurp(p), text) << args;
+    for (const auto& f : files()) EXPECT_EQ(f.find(".tmp."), std::string::npos) << f;
+  };
+  refused("sample --problem " + p + " --report " + p + kQuick, "is the input problem file", 1);
+  refused("solve --problem " + p + " --particles 64 --steps 5 --executor cpu --out " + p, "is the input", 1);
+  refused("solve --problem " + p + " --sampler exact --plot " + dir_ + "/./p.json", "is the input", 1);
+  symlink(p.c_str(), path("link.json").c_str());
+  refused("solve --problem " + p + " --sampler exact --report " + path("link.json"), "is the input", 1);
+  // A .npy array of the problem.
+  for (const char* f : {"mixture_from_npy.json", "mixture_means.npy", "mixture_variances.npy", "mixture_weights.npy"})
+    copy_example(f, path(f));
+  const std::string means = slurp(path("mixture_means.npy"));
+  const result r = run("sample --problem " + path("mixture_from_npy.json") + " --out " + path("mixture_means.npy") +
+                       " --chains 64 --steps 5 --executor cpu");
+  EXPECT_EQ(r.rc, 1) << r.err;
+  EXPECT_NE(r.err.find("is the input array file"), std::string::npos) << r.err;
+  EXPECT_EQ(slurp(path("mixture_means.npy")), means);
+  // Two outputs naming one file: by spelling, through ./, through a hard link.
+  refused("sample --out " + path("a.npy") + " --report " + dir_ + "/./a.npy" + kQuick, "name the same file", 2);
+  write("b.npy", "old");
+  ASSERT_EQ(link(path("b.npy").c_str(), path("c.npy").c_str()), 0);
+  refused("sample --out " + path("b.npy") + " --plot " + path("c.npy") + kQuick, "name the same file", 2);
+  EXPECT_EQ(slurp(path("b.npy")), "old");
+}
+
+// An existing target that is not a regular file is refused before the run: a device (not replaced by a regular
+// file, even as root), a folder, a fifo (no hang).
+TEST_F(Cli, NonRegularTargetsAreRefused) {
+  const result r = run("sample --out /dev/null" + std::string(kQuick));
+  EXPECT_EQ(r.rc, 1) << r.err;
+  EXPECT_NE(r.err.find("/dev/null: cannot write: it is a character device"), std::string::npos) << r.err;
+  struct stat st {};
+  ASSERT_EQ(stat("/dev/null", &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  ASSERT_EQ(mkfifo(path("f.npy").c_str(), 0644), 0);
+  const result f = run("sample --out " + path("f.npy") + kQuick);
+  EXPECT_EQ(f.rc, 1) << f.err;
+  EXPECT_NE(f.err.find("it is a fifo"), std::string::npos) << f.err;
+  mkdir(path("d.svg").c_str(), 0755);
+  const result d = run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler exact --plot " +
+                       path("d.svg"));
+  EXPECT_EQ(d.rc, 1) << d.err;
+  EXPECT_NE(d.err.find("it is a folder"), std::string::npos) << d.err;
+}
+
+// All outputs or none: with a file-size limit (ulimit -f, SIGXFSZ ignored so that the write fails with EFBIG) that
+// the small --out fits and the plot does not, the run fails and neither the --out nor the --report that existed
+// before is replaced, and no temporary is left.
+TEST_F(Cli, AFailedOutputLeavesEveryOutputUntouched) {
+  write("out.npy", "old samples");
+  write("r.json", "old report");
+  const std::string cmd = "trap '' XFSZ; ulimit -f 64; '" + std::string(DIFFSAMPLE_CLI_PATH) +
+                          "' sample --executor cpu --chains 512 --steps 20 --out '" + path("out.npy") +
+                          "' --plot '" + path("p.svg") + "' --report '" + path("r.json") + "' >'" +
+                          path("stdout") + "' 2>'" + path("stderr") + "'";
+  const int status = std::system(("sh -c \"" + cmd + "\"").c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string err = slurp(path("stderr"));
+  EXPECT_NE(err.find("p.svg: write failed"), std::string::npos) << err;
+  EXPECT_EQ(slurp(path("out.npy")), "old samples");
+  EXPECT_EQ(slurp(path("r.json")), "old report");
+  EXPECT_FALSE(exists(path("p.svg")));
+  for (const auto& f : files()) EXPECT_EQ(f.find(".tmp."), std::string::npos) << "temporary file left: " << f;
+}
+
+// SIGTERM and SIGINT while the outputs are written remove the temporaries: the test watches the folder with
+// inotify and signals the program the moment its temporary appears (a 64 MiB --out: 2^21 chains x 8 coordinates,
+// zero Langevin steps, takes far longer to write and sync than the signal to arrive). The program dies of the
+// signal, leaving no temporary and no output.
+TEST_F(Cli, SignalsRemoveTemporaries) {
+  for (int sig : {SIGTERM, SIGINT}) {
+    const int watch = inotify_init1(IN_CLOEXEC);
+    ASSERT_GE(watch, 0);
+    ASSERT_GE(inotify_add_watch(watch, dir_.c_str(), IN_CREATE), 0);
+    const std::string out = path("big.npy");
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const int null = open("/dev/null", O_WRONLY);
+      dup2(null, 1);
+      dup2(null, 2);
+      signal(SIGINT, SIG_DFL);
+      execl(DIFFSAMPLE_CLI_PATH, DIFFSAMPLE_CLI_PATH, "sample", "--sampler", "ula", "--steps", "0", "--chains",
+            "2097152", "--dim", "8", "--executor", "cpu", "--quiet", "--out", out.c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    bool signalled = false;
+    char buffer[4096] __attribute__((aligned(8)));
+    while (!signalled) {
+      pollfd p{watch, POLLIN, 0};
+      if (poll(&p, 1, 60000) <= 0) break;
+      const ssize_t got = read(watch, buffer, sizeof buffer);
+      for (ssize_t at = 0; at < got;) {
+        const auto* e = reinterpret_cast<const inotify_event*>(buffer + at);
+        if (e->len > 0 && std::string(e->name).find(".tmp.") != std::string::npos) {
+          kill(pid, sig);
+          signalled = true;
+        }
+        at += ssize_t(sizeof(inotify_event) + e->len);
+      }
+    }
+    close(watch);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(signalled) << "no temporary appeared";
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << "status " << status;
+    EXPECT_FALSE(exists(out));
+    for (const auto& f : files()) EXPECT_EQ(f.find(".tmp."), std::string::npos) << "temporary file left: " << f;
+  }
+}
+
+// Results that do not reach standard output are a failed run, in every subcommand: a full device (/dev/full) and
+// a closed descriptor give status 1 and a message; a sample run then writes no output file.
+TEST_F(Cli, StandardOutputErrorsFailTheRun) {
+  const std::string prog = std::string("'") + DIFFSAMPLE_CLI_PATH + "' ";
+  const std::vector<std::string> commands = {
+      "--help",
+      "info",
+      "sample --help",
+      "demo --executor cpu --chains 64 --steps 5",
+      "sample --executor cpu --chains 64 --steps 5 --out '" + path("out.npy") + "'",
+      "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --particles 64 --steps 5",
+      "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler exact",
+      "bench --executor cpu --chains 64 --steps 2 --dims 2"};
+  for (const std::string& c : commands)
+    for (const std::string& redirect : {std::string(">/dev/full"), std::string(">&-")}) {
+      const int status = std::system((prog + c + " " + redirect + " 2>'" + path("stderr") + "'").c_str());
+      const std::string err = slurp(path("stderr"));
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << c << " " << redirect << ": " << err;
+      EXPECT_NE(err.find("diffsample: standard output"), std::string::npos) << c << " " << redirect << ": " << err;
+      EXPECT_FALSE(exists(path("out.npy"))) << c;
+    }
+  // Nothing to print is no error: --quiet with a closed stdout succeeds.
+  const int quiet = std::system((prog + "sample --executor cpu --chains 64 --steps 5 --quiet >&-").c_str());
+  EXPECT_TRUE(WIFEXITED(quiet) && WEXITSTATUS(quiet) == 0);
+}
+
+// A problem file must be a regular file of at most 64 MiB: /dev/zero, a fifo and a huge (sparse) file are refused at
+// once instead of being read until memory runs out.
+TEST_F(Cli, ProblemFilesMustBeSmallRegularFiles) {
+  expect_failure(run("sample --problem /dev/zero --out " + path("out.npy")), "not a regular file");
+  ASSERT_EQ(mkfifo(path("fifo.json").c_str(), 0644), 0);
+  expect_failure(run("solve --problem " + path("fifo.json") + " --out " + path("out.npy")), "not a regular file");
+  const int fd = open(path("huge.json").c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, (off_t(64) << 20) + 1), 0);
+  close(fd);
+  expect_failure(run("sample --problem " + path("huge.json") + " --out " + path("out.npy")), "at most 64 MiB");
+  // A .npy name that is a folder is named as such (not "out of host memory").
+  mkdir(path("m.npy").c_str(), 0755);
+  write("p.json", "{\"prior\": {\"means\": \"m.npy\", \"variances\": [1]}}");
+  const result r = run("sample --problem " + path("p.json") + " --out " + path("out.npy"));
+  expect_failure(r, "prior.means");
+  EXPECT_NE(r.err.find("it is a folder"), std::string::npos) << r.err;
+}
+
+// --- values validated where they enter, with the file and field named ---------------------------------------
+
+/// A float64 .npy image of @p values (rows x cols): the float32 header with its dtype changed.
+std::string npy_f64(const std::vector<double>& values, std::int64_t rows, std::int64_t cols) {
+  const auto header = ds::npy::encode_header_f32(rows, cols);
+  std::string text(header.begin(), header.end());
+  text.replace(text.find("<f4"), 3, "<f8");
+  text.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(double));
+  return text;
+}
+
+TEST_F(Cli, ValuesBeyondFp32AreRefusedWithTheirField) {
+  auto refused = [&](const std::string& json, const std::string& command, const std::string& needle) {
+    write("p.json", json);
+    const bool solve = command.rfind("solve", 0) == 0;
+    const result r = run(command + " --problem " + path("p.json") + " --out " + path("out.npy") +
+                         (solve ? std::string(" --executor cpu") : std::string(kQuick)));
+    expect_failure(r, needle);
+    EXPECT_EQ(r.rc, 1) << r.err;
+    EXPECT_EQ(r.err.find("options."), std::string::npos) << r.err;
+  };
+  const std::string prior = "\"prior\": {\"means\": [[0, 0], [2, 2]], \"variances\": [1, 1]}";
+  refused("{" + prior + ", \"sampler\": {\"name\": \"mala\", \"step_size\": -0.1}}", "sample",
+          "p.json: sampler.step_size: must be > 0");
+  refused("{" + prior + ", \"sampler\": {\"name\": \"walk_jump\", \"step_size\": 0}}", "sample",
+          "p.json: sampler.step_size: must be > 0");
+  refused("{" + prior + ", \"sampler\": {\"name\": \"ddim\", \"eta\": 2}}", "sample", "p.json: sampler.eta");
+  refused("{" + prior + ", \"sampler\": {\"name\": \"walk_jump\", \"sigma\": -1}}", "sample", "p.json: sampler.sigma");
+  refused("{" + prior + ", \"sampler\": {\"name\": \"nuts\"}}", "sample", "p.json: sampler.name: unknown sampler");
+  refused("{" + prior + ", \"sampler\": {\"schedule\": \"nope\"}}", "sample", "p.json: sampler.schedule");
+  refused("{" + prior + ", \"sampler\": {\"name\": \"ddpm\", \"t_start\": 2}}", "sample", "p.json: sampler");
+  refused("{\"prior\": {\"means\": [[0, 1e300]], \"variances\": [1]}}", "sample", "p.json: prior.means: value 1");
+  refused("{\"prior\": {\"means\": [[0, 0]], \"variances\": [1e-300]}}", "sample", "p.json: prior.variances");
+  refused("{\"prior\": {\"means\": [[0, 0]], \"variances\": [1e300]}}", "sample", "p.json: prior.variances");
+  write("m.npy", npy_f64({0.0, 1e300}, 1, 2));
+  refused("{\"prior\": {\"means\": \"m.npy\", \"variances\": [1]}}", "sample", "prior.means: " + path("m.npy"));
+  refused("{" + prior + ", \"observation\": {\"A\": [[1, 0]], \"sigma_y\": 0.5, \"y\": [1e160]}}",
+          "solve --sampler exact", "p.json: observation.y: value 0 is 1e+160");
+  refused("{" + prior + ", \"observation\": {\"A\": [[1e300, 0]], \"sigma_y\": 0.5, \"y\": [1]}}",
+          "solve --sampler exact", "p.json: observation");
+  // The same kinds of values on the command line are a bad command line.
+  const result v = run("sample --variance 1e-300 --out " + path("out.npy") + kQuick);
+  expect_failure(v, "--variance");
+  EXPECT_EQ(v.rc, 2);
+}
+
+// README's table: a bad command line exits 2, bad input 1, and the messages name the option or the file's field.
+TEST_F(Cli, ExitStatusFollowsTheTable) {
+  auto status = [&](const std::string& args, int rc, const std::string& needle) {
+    const result r = run(args);
+    EXPECT_EQ(r.rc, rc) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  };
+  status("sample --executor bogus --out " + path("out.npy"), 2, "--executor: ");
+  status("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor bogus", 2, "--executor: ");
+  status("bench --executor bogus", 2, "--executor: ");
+  status("sample --sampler ddpm --schedule bogus" + std::string(kQuick), 2, "--schedule: ");
+  status("sample --sampler ddpm --time-grid bogus" + std::string(kQuick), 2, "--time-grid: ");
+  status("demo --method bogus", 2, "--method: ");
+  status("demo --executor bogus", 2, "--executor: ");
+  status("demo --chains 64 --chains 64", 2, "given twice");
+  status("sample --quiet --quiet" + std::string(kQuick), 2, "given twice");
+  status("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --steps 1000000000000", 2, "2^24");
+  status("sample --sampler ddpm --steps 1000000000000", 2, "2^24");
+  status("sample --sampler ddim --eta 2" + std::string(kQuick), 2, "--eta");
+  // The demo has the limits of `sample`, refused at once, with no overflow of chains x dim.
+  status("demo --dim 10000000 --chains 64 --steps 2", 2, "at most 2^24 mean values");
+  status("demo --chains 4611686018427387904 --dim 4", 1, "GiB");
+  write("gpu.json", "{\"prior\": {\"grid\": {\"dim\": 2}}, \"sampler\": {\"executor\": \"tpu\"}}");
+  status("sample --problem " + path("gpu.json") + " --chains 64 --steps 5", 1,
+         "gpu.json: sampler.executor: unknown name 'tpu'");
+  if (!ds::cuda_available()) {
+    write("gpu.json", "{\"prior\": {\"grid\": {\"dim\": 2}}, \"sampler\": {\"executor\": \"gpu\"}}");
+    status("sample --problem " + path("gpu.json") + " --chains 64 --steps 5", 1,
+           "gpu.json: sampler.executor: 'gpu': no GPU is available");
+  }
+}
+
+// A diverged guided run is reported as `sample` reports one: the non-finite values counted, the distance null, the
+// outputs written, and the sampler and step named. DPS on the d = 10 example with sigma_y = 0.02 diverges.
+TEST_F(Cli, DivergedSolveIsReportedWithItsStep) {
+  std::string text = slurp(DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json");
+  const auto at = text.find("\"sigma_y\"");
+  ASSERT_NE(at, std::string::npos);
+  const auto end = text.find_first_of(",}", at);
+  text.replace(at, end - at, "\"sigma_y\": 0.02");
+  write("p.json", text);
+  const result r = run("solve --problem " + path("p.json") + " --sampler dps --executor cpu --particles 256 --steps 50 "
+                       "--out " + path("out.npy") + " --report " + path("r.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("dps diverged at step "), std::string::npos) << r.out;
+  const auto report = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_TRUE(report["sliced_w1"]["value"].is_null());
+  EXPECT_GT(report["non_finite_values"].get<std::int64_t>(), 0);
+  const std::int64_t step = report["diverged_at_step"].get<std::int64_t>();
+  EXPECT_GE(step, 1);
+  EXPECT_LE(step, 50);
+  EXPECT_EQ(ds::npy::read_f32(path("out.npy")).rows, 256);
 }
 
 // Inputs kept by scripts/fuzz.sh problem (crashes it found, then fixed) and hand-written hostile files: each must

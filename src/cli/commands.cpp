@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cli/binary.hpp"
+#include "cli/output.hpp"
 #include "cli/problem.hpp"
 #include "cli/progress.hpp"
 #include "npy.hpp"
@@ -122,11 +123,9 @@ options parse_options(int argc, char** argv, int first, const char* usage, const
   options o;
   for (int i = first; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::fputs(usage, stdout);
-      std::exit(0);
-    }
+    if (a == "--help" || a == "-h") print_and_exit(usage);
     if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
+      if (o.has(a)) throw usage_error(a + ": given twice");
       o.values[a] = "";
     } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
       if (i + 1 >= argc) throw usage_error(a + ": missing value");
@@ -148,6 +147,13 @@ std::int64_t to_int(const std::string& flag, const std::string& text, std::int64
   return v;
 }
 
+/// --steps: an integer in [min_value, 2^24] (the library's limit on steps).
+std::int64_t to_steps(const std::string& text, std::int64_t min_value) {
+  const std::int64_t v = to_int("--steps", text, min_value);
+  if (v > max_steps) throw usage_error("--steps: at most 2^24 (16777216), got " + text);
+  return v;
+}
+
 double to_double(const std::string& flag, const std::string& text) {
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
@@ -156,76 +162,40 @@ double to_double(const std::string& flag, const std::string& text) {
   return v;
 }
 
-/// Refuses an output path whose folder does not exist or is not writable, before any work is done, and two
-/// outputs naming the same file.
-void check_outputs(const options& o, const std::vector<std::string>& flags) {
-  std::map<std::string, std::string> seen;
-  for (const auto& f : flags) {
-    if (!o.has(f)) continue;
-    const std::string& path = o.get(f);
-    if (path.empty()) throw usage_error(f + ": empty file name");
-    if (seen.count(path)) throw usage_error(f + " and " + seen[path] + " name the same file '" + path + "'");
-    seen[path] = f;
-    const auto slash = path.find_last_of('/');
-    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-    struct stat st {};
-    if (stat(dir.c_str(), &st) != 0)
-      throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
-    if (!S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: '" + dir + "' is not a folder");
-    if (access(dir.c_str(), W_OK) != 0)
-      throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
-    if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: it is a folder");
+/// Parses a name given on the command line with the library's parser: an unknown name is a bad command line.
+template <class Parse>
+auto parse_flag(const std::string& flag, const std::string& text, Parse parse) {
+  try {
+    return parse(text);
+  } catch (const ds::invalid_argument& e) {
+    const std::string m = e.what();  // the library's "executor: unknown name ..." without its own field name
+    const auto colon = m.find(": ");
+    throw usage_error(flag + ": " + (colon == std::string::npos ? m : m.substr(colon + 2)));
   }
 }
 
-/// Writes text to path atomically: a temporary file in the same folder, synced and renamed over path. On failure
-/// neither a partial file nor the temporary is left, and an existing file is untouched.
-void write_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp.XXXXXX";
-  std::vector<char> name(tmp.begin(), tmp.end());
-  name.push_back('\0');
-  const int fd = mkstemp(name.data());
-  if (fd < 0) throw ds::error(path + ": cannot open: " + std::strerror(errno));
-  tmp = name.data();
-  const char* p = text.data();
-  std::size_t left = text.size();
-  bool ok = true;
-  int err = 0;
-  while (ok && left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      ok = false;
-      err = errno;
-      break;
-    }
-    p += w;
-    left -= std::size_t(w);
-  }
-  if (ok && fchmod(fd, 0644) != 0) ok = false, err = errno;
-  if (ok && fsync(fd) != 0) ok = false, err = errno;
-  if (::close(fd) != 0 && ok) ok = false, err = errno;
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    throw ds::error(path + ": write failed: " + std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    ::unlink(tmp.c_str());
-    throw ds::error(path + ": cannot rename the temporary file over it: " + std::strerror(err));
-  }
+/// Checks the outputs named by @p flags before any work: none may name an input file of @p file or another output
+/// (by file identity), their folders must be writable, and an existing target must be a regular file.
+void check_outputs(output_set& out, const options& o, const std::vector<std::string>& flags,
+                   const problem* file = nullptr) {
+  if (file)
+    for (std::size_t i = 0; i < file->files.size(); ++i)
+      out.add_input(file->files[i], i == 0 ? "problem file " + file->files[i] : "array file " + file->files[i]);
+  for (const auto& f : flags)
+    if (o.has(f)) out.add_output(f, o.get(f));
 }
 
-/// Refuses n x d float buffers (times @p copies) that do not fit in the machine's memory, before allocating.
-void check_memory(std::int64_t n, std::int64_t d, int copies, const std::string& what) {
-  const long double bytes = (long double)n * (long double)d * 4.0L * copies;
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  const long double total = pages > 0 && page > 0 ? (long double)pages * page : 0;
-  if (bytes > 9.0e18L || (total > 0 && bytes > total * 0.8L))
-    throw input_error(what + ": " + std::to_string(n) + " x " + std::to_string(d) + " samples need " +
-                      fmt(double(bytes / 1073741824.0L), 4) + " GiB of host memory, more than this machine's " +
-                      fmt(double(total / 1073741824.0L), 4) + " GiB allows");
+/// Stages a float32 n x d .npy image for the output of @p flag (header and data written straight from @p x).
+void stage_npy(output_set& out, const std::string& flag, const float* x, std::int64_t n, std::int64_t d) {
+  const std::vector<unsigned char> header = npy::encode_header_f32(n, d);
+  out.stage(flag, {{header.data(), header.size()}, {x, std::size_t(n * d) * sizeof(float)}});
 }
+
+/// Stages @p text for the output of @p flag.
+void stage_text(output_set& out, const std::string& flag, const std::string& text) {
+  out.stage(flag, {{text.data(), text.size()}});
+}
+
 
 void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw ds::error(std::string(what) + ": " + cudaGetErrorString(status));
@@ -243,11 +213,20 @@ struct device_buffer {
   device_buffer& operator=(const device_buffer&) = delete;
 };
 
-ds::executor resolve(ds::executor e) {
+/// The executor that runs: automatic resolved, cuda refused without a GPU. @p source names where the setting came
+/// from in the message ("--executor cuda", or the problem file's field).
+ds::executor resolve(ds::executor e, const std::string& source = "--executor cuda") {
   if (e == ds::executor::automatic) return ds::cuda_available() ? ds::executor::cuda : ds::executor::cpu;
   if (e == ds::executor::cuda && !ds::cuda_available())
-    throw input_error("--executor cuda: no GPU is available (" + ds::cuda_unavailable_reason() + ")");
+    throw input_error(source + ": no GPU is available (" + ds::cuda_unavailable_reason() + ")");
   return e;
+}
+
+/// Where an executor setting came from: the command line, else the problem file's sampler.executor.
+std::string executor_source(const options& o, const problem& file) {
+  if (o.has("--executor")) return "--executor " + o.get("--executor");
+  if (file.sampler.executor) return file.path + ": sampler.executor: '" + *file.sampler.executor + "'";
+  return "--executor auto";
 }
 
 std::string executor_text(ds::executor e) {
@@ -696,6 +675,16 @@ json prior_json(const prior_spec& p, const std::string& source) {
 
 }  // namespace
 
+void check_memory(std::int64_t n, std::int64_t d, int copies, const std::string& what) {
+  const long double bytes = (long double)n * (long double)d * 4.0L * copies;
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  const long double total = pages > 0 && page > 0 ? (long double)pages * page : 0;
+  if (bytes > 9.0e18L || (total > 0 && bytes > total * 0.8L))
+    throw input_error(what + ": " + std::to_string(n) + " x " + std::to_string(d) + " samples need " +
+                      fmt(double(bytes / 1073741824.0L), 4) + " GiB of host memory, more than this machine's " +
+                      fmt(double(total / 1073741824.0L), 4) + " GiB allows");
+}
+
 int run_sample(int argc, char** argv, int first) {
   if (wants_binary_sample(argc, argv, first)) return run_sample_binary(argc, argv, first);
   const options o =
@@ -752,40 +741,64 @@ int run_sample(int argc, char** argv, int first) {
   refuse("--measurements", s.sampler != "sequential_measurements");
   refuse("--step-size", !langevin && !jump);
 
-  s.exec = ds::parse_executor(o.has("--executor") ? o.get("--executor") : f.executor.value_or("auto"));
+  s.exec = o.has("--executor") ? parse_flag("--executor", o.get("--executor"), ds::parse_executor)
+                               : ds::parse_executor(f.executor.value_or("auto"));  // checked by the reader
   if (f.steps) s.steps = *f.steps;
-  if (o.has("--steps")) s.steps = to_int("--steps", o.get("--steps"), 0);
+  if (o.has("--steps")) s.steps = to_steps(o.get("--steps"), 0);
   if (f.chains) s.chains = *f.chains;
   if (o.has("--chains")) s.chains = to_int("--chains", o.get("--chains"), 1);
   if (f.measurements) s.measurements = *f.measurements;
   if (o.has("--measurements")) s.measurements = to_int("--measurements", o.get("--measurements"), 1);
+  if (o.has("--measurements") && s.measurements > (std::int64_t(1) << 20))
+    throw usage_error("--measurements: at most 2^20, got " + o.get("--measurements"));
   if (f.eta) s.eta = *f.eta;
   if (o.has("--eta")) s.eta = to_double("--eta", o.get("--eta"));
+  if (o.has("--eta") && !(s.eta >= 0 && s.eta <= 1)) throw usage_error("--eta: must be in [0, 1], got " + o.get("--eta"));
   if (f.sigma) s.sigma = *f.sigma;
   if (o.has("--sigma")) s.sigma = to_double("--sigma", o.get("--sigma"));
+  if (o.has("--sigma") && !(s.sigma > 0)) throw usage_error("--sigma: must be > 0, got " + o.get("--sigma"));
   if (f.step_size) s.step_size = *f.step_size;
   if (o.has("--step-size")) s.step_size = to_double("--step-size", o.get("--step-size"));
   if (o.has("--step-size") && !(s.step_size > 0)) throw usage_error("--step-size: must be > 0");
   if (f.schedule) s.schedule = *f.schedule;
   if (o.has("--schedule")) s.schedule = o.get("--schedule");
+  if (o.has("--schedule")) parse_flag("--schedule", s.schedule, ds::parse_schedule_kind);
   if (f.time_grid) s.time_grid = *f.time_grid;
   if (o.has("--time-grid")) s.time_grid = o.get("--time-grid");
+  if (o.has("--time-grid") && parse_flag("--time-grid", s.time_grid, ds::parse_time_grid) == ds::time_grid::custom)
+    throw usage_error("--time-grid: 'custom' is not available from the program (uniform, quadratic or geometric)");
   s.t_start = f.t_start;
   s.t_end = f.t_end;
   if (o.has("--t-start")) s.t_start = to_double("--t-start", o.get("--t-start"));
   if (o.has("--t-end")) s.t_end = to_double("--t-end", o.get("--t-end"));
+  for (const char* flag : {"--t-start", "--t-end"})
+    if (o.has(flag) && to_double(flag, o.get(flag)) < 0) throw usage_error(std::string(flag) + ": must be >= 0, got " + o.get(flag));
   if (f.alpha_bar) s.alpha_bar = *f.alpha_bar;
   s.final_denoise = f.final_denoise.value_or(false) || o.has("--final-denoise");
   if (f.seed) s.seed = *f.seed;
   if (o.has("--seed")) s.seed = std::uint64_t(to_int("--seed", o.get("--seed"), 0));
 
-  check_outputs(o, {"--out", "--report", "--plot"});
-  const ds::executor where = resolve(s.exec);
+  output_set outputs;
+  check_outputs(outputs, o, {"--out", "--report", "--plot"}, &file);
+  const ds::executor where = resolve(s.exec, executor_source(o, file));
+  s.exec = where;
   const std::int64_t n = s.chains > 0 ? s.chains : (where == ds::executor::cuda ? (std::int64_t(1) << 20) : 16384);
   const std::int64_t d = prior.dim;
   check_memory(n, d, 1, "--chains");
 
   const ds::gaussian_mixture target(d, prior.weights, prior.means, prior.variances);
+  // The schedule from the merged settings, built before the run: a setting the library refuses is reported with
+  // where it came from (the problem file's sampler section, exit status 1, or the command line, 2).
+  if (!langevin && !jump) {
+    try {
+      make_schedule(s, ds::parse_diffusion_sampler(s.sampler)).points(std::max<std::int64_t>(s.steps, 1));
+    } catch (const ds::invalid_argument& e) {
+      const bool from_flags =
+          o.has("--schedule") || o.has("--time-grid") || o.has("--t-start") || o.has("--t-end");
+      if (from_flags) throw usage_error(std::string("--schedule/--time-grid/--t-start/--t-end: ") + e.what());
+      throw input_error(file.path + ": sampler: " + e.what());
+    }
+  }
   if (!quiet)
     std::printf("diffsample sample: %s on a %lld-D, %s (%s), %lld chains\n", s.sampler.c_str(),
                 static_cast<long long>(d), prior.description.c_str(), source.c_str(), static_cast<long long>(n));
@@ -829,10 +842,12 @@ int run_sample(int argc, char** argv, int first) {
                   shares.max_z, static_cast<long long>(shares.worst), shares_exact.max_z);
   }
 
-  // Outputs last, each written atomically.
-  if (o.has("--out")) npy::write_f32(o.get("--out"), r.samples.data(), n, d);
+  // Outputs last, all or none: standard output must have taken the results, then every output is written to a
+  // temporary file and only then are they renamed over their targets.
+  check_stdout();
+  if (o.has("--out")) stage_npy(outputs, "--out", r.samples.data(), n, d);
   if (o.has("--plot"))
-    write_atomic(o.get("--plot"), svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description,
+    stage_text(outputs, "--plot", svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description,
                                            exact_a.data(), m, r.samples.data(), n, d, marginals(target),
                                            (s.sampler + " samples").c_str(), "exact samples"));
   if (o.has("--report")) {
@@ -877,19 +892,22 @@ int run_sample(int argc, char** argv, int first) {
     if (r.acceptance >= 0) acc["acceptance_rate"] = r.acceptance;
     j["accuracy"] = acc;
     if (o.has("--out")) j["samples_file"] = o.get("--out");
-    write_atomic(o.get("--report"), j.dump(2) + "\n");
+    stage_text(outputs, "--report", j.dump(2) + "\n");
   }
+  outputs.commit();
   return 0;
 }
 
 int run_bench(int argc, char** argv, int first) {
   const options o = parse_options(argc, argv, first, bench_usage,
                                   {"--chains", "--steps", "--dims", "--seed", "--executor", "--report"}, {});
-  check_outputs(o, {"--report"});
-  const ds::executor where = resolve(ds::parse_executor(o.has("--executor") ? o.get("--executor") : "auto"));
+  output_set outputs;
+  check_outputs(outputs, o, {"--report"});
+  const ds::executor where =
+      resolve(parse_flag("--executor", o.has("--executor") ? o.get("--executor") : "auto", ds::parse_executor));
   const bool gpu = where == ds::executor::cuda;
   const std::int64_t n = o.has("--chains") ? to_int("--chains", o.get("--chains"), 1) : (gpu ? 1 << 20 : 4096);
-  const std::int64_t steps = o.has("--steps") ? to_int("--steps", o.get("--steps"), 1) : (gpu ? 100 : 20);
+  const std::int64_t steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : (gpu ? 100 : 20);
   const std::uint64_t seed = o.has("--seed") ? std::uint64_t(to_int("--seed", o.get("--seed"), 0)) : 1;
   std::vector<std::int64_t> dims;
   {
@@ -944,7 +962,9 @@ int run_bench(int argc, char** argv, int first) {
     j["seed"] = seed;
     j["unit"] = "chain-steps per second";
     j["rows"] = rows;
-    write_atomic(o.get("--report"), j.dump(2) + "\n");
+    check_stdout();
+    stage_text(outputs, "--report", j.dump(2) + "\n");
+    outputs.commit();
   }
   return 0;
 }
@@ -954,11 +974,60 @@ const char* operator_kind(const problem& file) {
   return file.observation_op ? ds::to_string(file.observation_op->kind()) : "dense";
 }
 
+std::int64_t count_non_finite(const std::vector<float>& x) {
+  std::int64_t bad = 0;
+  for (float v : x) bad += !std::isfinite(v);
+  return bad;
+}
+
+/// Runs the guided sampler of @p g for its first @p k steps only (the same grid points, as a custom grid of k + 1
+/// times; every step draws from the Philox stream (seed, particle, step), so these steps are those of the full run)
+/// and returns the non-finite values among the particles.
+std::int64_t non_finite_after(const ds::gaussian_mixture& mixture, const ds::guided_problems& problems,
+                              const ds::guided_options& g, const std::vector<ds::schedule_point>& points,
+                              std::int64_t k, ds::executor where) {
+  ds::guided_options h = g;
+  h.steps = k;
+  std::vector<double> times(std::size_t(k + 1));
+  for (std::int64_t i = 0; i <= k; ++i) times[std::size_t(i)] = points[std::size_t(i)].t;
+  h.schedule.with_times(times);
+  const std::int64_t count = g.particles * mixture.dim();
+  std::vector<float> x(static_cast<std::size_t>(count));
+  ds::guided_outputs out;
+  if (where == ds::executor::cuda) {
+    device_buffer<float> dx(count);
+    out.particles = dx.p;
+    ds::guided_sample(mixture, problems, h, out, {where});
+    check(cudaMemcpy(x.data(), dx.p, x.size() * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  } else {
+    out.particles = x.data();
+    ds::guided_sample(mixture, problems, h, out, {where});
+  }
+  return count_non_finite(x);
+}
+
+/// The first step after which the sampler's particles hold a non-finite value, found by bisection over runs of the
+/// first k steps (a value that is not finite stays so: every step maps it to inf or NaN). @p g diverged.
+std::int64_t divergence_step(const ds::gaussian_mixture& mixture, const ds::guided_problems& problems,
+                             const ds::guided_options& g, ds::executor where) {
+  const std::vector<ds::schedule_point> points = g.schedule.points(g.steps);
+  std::int64_t lo = 1, hi = g.steps;
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (non_finite_after(mixture, problems, g, points, mid, where) > 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
 /// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
-/// exact posterior.
+/// exact posterior. Samples that are not finite (a diverged run) are counted, the step at which the sampler
+/// diverged is found and printed, the distance is not computed (null in the report), and the outputs are written.
 int run_guided(const options& o, const problem& file, const ds::gaussian_mixture& mixture,
                const ds::mixture_posterior& post, const std::string& method, ds::executor where, std::int64_t n,
-               std::uint64_t seed, bool quiet) {
+               std::uint64_t seed, bool quiet, output_set& outputs) {
   const ds::linear_observation& obs = *file.observation;
   const std::int64_t d = mixture.dim();
   if (!(obs.sigma_y > 0))
@@ -975,7 +1044,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   problems.sigma_y = {obs.sigma_y};
   ds::guided_options g;
   g.sampler = ds::parse_guided_sampler(method);
-  g.steps = o.has("--steps") ? to_int("--steps", o.get("--steps"), 1) : 100;
+  g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : 100;
   g.particles = n;
   g.seed = seed;
   check_memory(n, d, 6, "--particles");
@@ -1024,7 +1093,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   std::vector<float> ref(std::size_t(m * d)), ref2(std::size_t(m * d));
   post.sample(ref.data(), m, seed + 1000);
   post.sample(ref2.data(), m, seed + 2000);
-  const double sw = ds::sliced_wasserstein(x.data(), m, ref.data(), m, d, 64, seed);
+  const std::int64_t non_finite = count_non_finite(x);
+  const std::int64_t diverged_at = non_finite > 0 ? divergence_step(mixture, problems, g, where) : 0;
+  const double sw = non_finite == 0 ? ds::sliced_wasserstein(x.data(), m, ref.data(), m, d, 64, seed) : NAN;
   const double floor = ds::sliced_wasserstein(ref2.data(), m, ref.data(), m, d, 64, seed);
   float ess_min = 0;
   if (g.sampler == ds::guided_sampler::smc) ess_min = *std::min_element(ess.begin(), ess.end());
@@ -1040,17 +1111,24 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
       std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
     }
-    std::printf("sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, 64 directions)\n",
-                sw, floor, static_cast<long long>(m));
+    if (non_finite > 0)
+      std::printf("%s diverged at step %lld of %lld: %lld non-finite values in the samples (its guidance is unstable for this sigma_y; smc is not)\n",
+                  method.c_str(), static_cast<long long>(diverged_at), static_cast<long long>(g.steps),
+                  static_cast<long long>(non_finite));
+    else
+      std::printf(
+          "sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, 64 directions)\n", sw,
+          floor, static_cast<long long>(m));
   }
-  if (o.has("--out")) npy::write_f32(o.get("--out"), x.data(), n, d);
+  check_stdout();
+  if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);
   if (o.has("--plot"))
-    write_atomic(o.get("--plot"), svg_plot(method + ": " + std::to_string(n) + " particles over exact posterior samples",
+    stage_text(outputs, "--plot", svg_plot(method + ": " + std::to_string(n) + " particles over exact posterior samples",
                                            ref.data(), m, x.data(), n, d, marginals(post),
                                            (method + " samples").c_str(),
                                            "exact posterior samples"));
   if (o.has("--ess-plot"))
-    write_atomic(o.get("--ess-plot"),
+    stage_text(outputs, "--ess-plot",
                  svg_ess_plot(method + ": effective sample size of " + std::to_string(n) + " particles, " +
                                   std::to_string(resamplings) + " resamplings in " + std::to_string(g.steps) + " steps",
                               ess, problems.problems, g.steps, n, g.resampling.ess_threshold));
@@ -1068,16 +1146,22 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     j["steps"] = g.steps;
     j["seconds"] = seconds;
     j["particle_steps_per_second"] = seconds > 0 ? double(n) * g.steps / seconds : 0.0;
-    j["sliced_w1"] = {{"value", sw}, {"floor", floor}, {"samples", m}, {"directions", 64}};
+    j["non_finite_values"] = non_finite;
+    j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
+    j["sliced_w1"] = {{"value", non_finite == 0 ? json(sw) : json(nullptr)},
+                      {"floor", floor},
+                      {"samples", m},
+                      {"directions", 64}};
     j["log_evidence_exact"] = post.log_evidence();
     if (g.sampler == ds::guided_sampler::smc) {
-      j["log_evidence_estimate"] = log_z;
+      j["log_evidence_estimate"] = std::isfinite(log_z) ? json(log_z) : json(nullptr);
       j["ess_trace"] = ess;
       j["resamplings"] = resamplings;
     }
     if (o.has("--out")) j["samples_file"] = o.get("--out");
-    write_atomic(o.get("--report"), j.dump(2) + "\n");
+    stage_text(outputs, "--report", j.dump(2) + "\n");
   }
+  outputs.commit();
   return 0;
 }
 
@@ -1100,7 +1184,11 @@ int run_solve(int argc, char** argv, int first) {
   const problem file = read_problem(o.get("--problem"));
   if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
   if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");
-  const ds::executor where = resolve(ds::parse_executor(o.has("--executor") ? o.get("--executor") : "auto"));
+  if (o.has("--steps")) to_steps(o.get("--steps"), 1);
+  const ds::executor where =
+      resolve(o.has("--executor") ? parse_flag("--executor", o.get("--executor"), ds::parse_executor)
+                                  : ds::parse_executor(file.sampler.executor.value_or("auto")),
+              executor_source(o, file));
   const char* count_flag = o.has("--particles") ? "--particles" : "--samples";
   const std::int64_t n = o.has(count_flag) ? to_int(count_flag, o.get(count_flag), 1)
                          : method == "exact"                     ? 16384
@@ -1108,7 +1196,8 @@ int run_solve(int argc, char** argv, int first) {
                                                                  : 4096;
   const std::uint64_t seed =
       o.has("--seed") ? std::uint64_t(to_int("--seed", o.get("--seed"), 0)) : file.sampler.seed.value_or(1);
-  check_outputs(o, {"--out", "--report", "--plot", "--ess-plot"});
+  output_set outputs;
+  check_outputs(outputs, o, {"--out", "--report", "--plot", "--ess-plot"}, &file);
   const prior_spec& prior = *file.prior;
   const ds::linear_observation& obs = *file.observation;
   const std::int64_t d = prior.dim;
@@ -1116,7 +1205,7 @@ int run_solve(int argc, char** argv, int first) {
 
   const ds::gaussian_mixture mixture(d, prior.weights, prior.means, prior.variances);
   const ds::mixture_posterior post(mixture, obs);
-  if (method != "exact") return run_guided(o, file, mixture, post, method, where, n, seed, quiet);
+  if (method != "exact") return run_guided(o, file, mixture, post, method, where, n, seed, quiet, outputs);
   std::vector<float> x(std::size_t(n * d));
   if (where == ds::executor::cuda) {
     device_buffer<float> dx(n * d);
@@ -1148,9 +1237,10 @@ int run_solve(int argc, char** argv, int first) {
                 o.has("--out") ? (" -> " + o.get("--out")).c_str() : "");
     std::printf("(the exact reference itself: --sampler smc, dps or pigdm runs a posterior sampler)\n");
   }
-  if (o.has("--out")) npy::write_f32(o.get("--out"), x.data(), n, d);
+  check_stdout();
+  if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);
   if (o.has("--plot"))
-    write_atomic(o.get("--plot"), svg_plot("exact posterior (reference): " + std::to_string(n) + " samples", nullptr, 0,
+    stage_text(outputs, "--plot", svg_plot("exact posterior (reference): " + std::to_string(n) + " samples", nullptr, 0,
                                            x.data(), n, d, marginals(post), "exact posterior samples", ""));
   if (o.has("--report")) {
     json j;
@@ -1168,8 +1258,9 @@ int run_solve(int argc, char** argv, int first) {
     j["posterior_weights"] = post.weights();
     j["posterior_mean"] = mean;
     if (o.has("--out")) j["samples_file"] = o.get("--out");
-    write_atomic(o.get("--report"), j.dump(2) + "\n");
+    stage_text(outputs, "--report", j.dump(2) + "\n");
   }
+  outputs.commit();
   return 0;
 }
 

@@ -1,7 +1,9 @@
 // The diffsample command-line program. With no arguments it runs the embedded demo: MALA on a 2-D,
 // 25-component Gaussian mixture, reporting the executor, throughput and accuracy against exact samples.
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <diffsample/diffsample.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/output.hpp"
 #include "cli/problem.hpp"
 #include "cli/progress.hpp"
 
@@ -24,7 +27,8 @@ namespace {
 const char* usage =
     "usage: diffsample [demo] [options]      run the Langevin demo (default)\n"
     "       diffsample sample [options]      sample a mixture prior with any sampler, scored against exact samples\n"
-    "       diffsample solve --problem FILE  exact posterior of a problem file and exact posterior samples\n"
+    "       diffsample solve --problem FILE  posterior sampling (smc, dps, pigdm) for a problem file's prior and\n"
+    "                                        observation, scored against the exact posterior (or --sampler exact)\n"
     "       diffsample bench [options]       throughput table of ULA, MALA, DDPM, DDIM and ODE-Heun\n"
     "       diffsample info                  describe the machine: executor, GPU, driver and runtime\n"
     "       diffsample COMMAND --help        the options of a subcommand\n"
@@ -72,27 +76,45 @@ double parse_double(const std::string& flag, const char* text) {
   return v;
 }
 
+/// A name on the command line through the library's parser: an unknown name is a bad command line (status 2).
+template <class Parse>
+auto parse_name(const std::string& flag, const char* text, Parse parse) {
+  try {
+    return parse(std::string(text));
+  } catch (const ds::invalid_argument& e) {
+    const std::string m = e.what();  // the library's "method: unknown ..." without its own field name
+    const auto colon = m.find(": ");
+    fail(flag + ": " + (colon == std::string::npos ? m : m.substr(colon + 2)));
+  }
+}
+
 demo_settings parse_demo(int argc, char** argv, int first) {
   demo_settings s;
+  std::vector<std::string> seen;
   for (int i = first; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> const char* {
       if (i + 1 >= argc) fail(a + ": missing value");
       return argv[++i];
     };
+    if (a.size() > 2 && a.compare(0, 2, "--") == 0 && a != "--help") {
+      if (std::find(seen.begin(), seen.end(), a) != seen.end()) fail(a + ": given twice");
+      seen.push_back(a);
+    }
     if (a == "--help" || a == "-h") {
-      std::fputs(usage, stdout);
-      std::exit(0);
+      ds::cli::print_and_exit(usage);
     } else if (a == "--executor") {
-      s.exec = ds::parse_executor(value());
+      s.exec = parse_name(a, value(), ds::parse_executor);
     } else if (a == "--method") {
-      s.method = ds::parse_langevin_method(value());
+      s.method = parse_name(a, value(), ds::parse_langevin_method);
     } else if (a == "--chains") {
       s.chains = parse_int(a, value(), 1);
     } else if (a == "--steps") {
       s.steps = parse_int(a, value(), 0);
+      if (s.steps > ds::cli::max_steps) fail("--steps: at most 2^24 (16777216), got " + std::to_string(s.steps));
     } else if (a == "--step-size") {
       s.step_size = parse_double(a, value());
+      if (!(s.step_size > 0) || !std::isfinite(s.step_size)) fail("--step-size: must be a finite number > 0");
     } else if (a == "--dim") {
       s.dim = parse_int(a, value(), 1);
     } else if (a == "--seed") {
@@ -165,10 +187,18 @@ int run_info() {
 }
 
 int run_demo(const demo_settings& s) {
+  if (s.exec == ds::executor::cuda && !ds::cuda_available())
+    throw ds::cli::input_error("--executor cuda: no GPU is available (" + ds::cuda_unavailable_reason() + ")");
   const bool gpu = s.exec == ds::executor::cuda || (s.exec == ds::executor::automatic && ds::cuda_available());
   const ds::executor where = gpu ? ds::executor::cuda : ds::executor::cpu;
   const std::int64_t n = s.chains > 0 ? s.chains : (gpu ? (std::int64_t(1) << 20) : 16384);
   const std::int64_t d = s.dim;
+  // The limits of `sample`: at most 2^24 mean values (25 x d) and n x d samples that fit in memory, checked in
+  // floating point before any product of n and d is formed.
+  if (d > ds::cli::max_grid_values / 25)
+    throw ds::cli::usage_error("--dim: 25 components x dimension " + std::to_string(d) +
+                               " is too large (at most 2^24 mean values)");
+  ds::cli::check_memory(n, d, 3, "--chains");
   // 25 components on a 5 x 5 grid with spacing 2 and variance 0.25: separated modes that MALA can still cross.
   const std::vector<double> weights{1, 2, 3, 4, 5, 5, 4, 3, 2, 1, 2, 2, 2, 2, 2, 1, 3, 5, 3, 1, 4, 1, 4, 1, 4};
   const ds::gaussian_mixture target = ds::grid_mixture(d, 5, 2.0, 0.25, weights);
@@ -230,20 +260,25 @@ int run_demo(const demo_settings& s) {
   return 0;
 }
 
+int run(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "info") == 0) return run_info();
+  if (argc >= 2 && std::strcmp(argv[1], "sample") == 0) return ds::cli::run_sample(argc, argv, 2);
+  if (argc >= 2 && std::strcmp(argv[1], "bench") == 0) return ds::cli::run_bench(argc, argv, 2);
+  if (argc >= 2 && std::strcmp(argv[1], "solve") == 0) return ds::cli::run_solve(argc, argv, 2);
+  if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0))
+    ds::cli::print_and_exit(usage);
+  const int first = (argc >= 2 && std::strcmp(argv[1], "demo") == 0) ? 2 : 1;
+  return run_demo(parse_demo(argc, argv, first));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  ds::cli::guard_stdout();
   try {
-    if (argc >= 2 && std::strcmp(argv[1], "info") == 0) return run_info();
-    if (argc >= 2 && std::strcmp(argv[1], "sample") == 0) return ds::cli::run_sample(argc, argv, 2);
-    if (argc >= 2 && std::strcmp(argv[1], "bench") == 0) return ds::cli::run_bench(argc, argv, 2);
-    if (argc >= 2 && std::strcmp(argv[1], "solve") == 0) return ds::cli::run_solve(argc, argv, 2);
-    if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
-      std::fputs(usage, stdout);
-      return 0;
-    }
-    const int first = (argc >= 2 && std::strcmp(argv[1], "demo") == 0) ? 2 : 1;
-    return run_demo(parse_demo(argc, argv, first));
+    const int status = run(argc, argv);
+    ds::cli::check_stdout();  // every subcommand: results that did not reach stdout are a failed run
+    return status;
   } catch (const ds::cli::usage_error& e) {
     std::fprintf(stderr, "diffsample: %s\n", e.what());
     return 2;

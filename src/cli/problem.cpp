@@ -3,11 +3,18 @@
 
 #include <sys/stat.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
+#include <diffsample/execution.hpp>
+#include <diffsample/langevin.hpp>
 #include <diffsample/mixture.hpp>
+#include <diffsample/schedule.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -50,6 +57,7 @@ struct array {
   int ndim = 1;
   std::int64_t rows = 0, cols = 1;
   std::vector<double> values;
+  std::string file;  ///< the .npy file it came from, if any
 };
 
 class reader {
@@ -105,6 +113,7 @@ class reader {
       if (file.empty()) bad(field, "empty file name");
       if (!read_files_) bad(field, "a .npy file name ('" + printable(file) + "') is not accepted here");
       if (file[0] != '/') file = folder_ + file;
+      files_.push_back(file);
       npy::matrix<double> m;
       try {
         m = npy::read_f64(file);
@@ -118,6 +127,7 @@ class reader {
       for (std::size_t i = 0; i < a.values.size(); ++i)
         if (!std::isfinite(a.values[i]))
           bad(field, printable(file) + ": element " + std::to_string(i) + " is " + fmt(a.values[i]) + " (not finite)");
+      a.file = printable(file);
       return a;
     }
     if (!v.is_array()) bad(field, std::string("expected an array or a .npy file name, got ") + v.type_name());
@@ -140,14 +150,26 @@ class reader {
     return a;
   }
 
+  /// Refuses a value outside [lo, hi] (what the FP32 kernels can represent), naming the field, the element and
+  /// the .npy file it came from.
+  void in_range(const std::vector<double>& values, const std::string& field, const std::string& file, double lo,
+                double hi, const char* why) const {
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (!(values[i] >= lo && values[i] <= hi))
+        bad(field, (file.empty() ? "" : file + ": ") + "value " + std::to_string(i) + " is " + fmt(values[i]) +
+                       ", outside [" + fmt(lo) + ", " + fmt(hi) + "] (" + why + ")");
+  }
+
   static std::string shape(const array& a) {
     return a.ndim == 1 ? "(" + std::to_string(a.rows) + ",)"
                        : "(" + std::to_string(a.rows) + ", " + std::to_string(a.cols) + ")";
   }
 
   /// A 1-D array (or an (n, 1) / (1, n) 2-D one) of n values; n = -1 accepts any length >= 1.
-  std::vector<double> vector(const json& v, const std::string& field, std::int64_t n) const {
+  std::vector<double> vector(const json& v, const std::string& field, std::int64_t n,
+                             std::string* file = nullptr) const {
     array a = values(v, field);
+    if (file) *file = a.file;
     const std::int64_t count = std::int64_t(a.values.size());
     if (a.ndim == 2 && a.rows != 1 && a.cols != 1) bad(field, "expected a 1-D array, got shape " + shape(a));
     if (count == 0) bad(field, "empty array");
@@ -194,6 +216,11 @@ class reader {
       const double variance = g.contains("variance") ? number(g["variance"], "prior.grid.variance") : 0.25;
       if (spacing < 0) bad("prior.grid.spacing", "must be >= 0, got " + fmt(spacing));
       if (!(variance > 0)) bad("prior.grid.variance", "must be > 0, got " + fmt(variance));
+      in_range({variance}, "prior.grid.variance", "", min_variance, max_variance,
+               "a variance and its inverse must be normal FP32 numbers");
+      if (spacing * double(size - 1) > max_abs_value)
+        bad("prior.grid.spacing", fmt(spacing) + " x " + std::to_string(size - 1) + " puts means beyond " +
+                                      fmt(max_abs_value) + " (the FP32 kernels square coordinate differences)");
       if (dim > max_grid_values / (size * size))
         bad("prior.grid", std::to_string(size * size) + " components x dimension " + std::to_string(dim) +
                               " is too large (at most 2^24 mean values)");
@@ -215,6 +242,8 @@ class reader {
     const std::int64_t K = means.rows;
     s.dim = means.cols;
     s.means = means.values;
+    in_range(s.means, "prior.means", means.file, -max_abs_value, max_abs_value,
+             "the FP32 kernels square coordinate differences");
     const array var = values(p["variances"], "prior.variances");
     const bool vec = var.ndim == 1 || (var.ndim == 2 && var.cols == 1 && s.dim != 1);
     if (vec) {
@@ -230,6 +259,8 @@ class reader {
     for (std::size_t i = 0; i < s.variances.size(); ++i)
       if (!(s.variances[i] > 0))
         bad("prior.variances", "value " + std::to_string(i) + " is " + fmt(s.variances[i]) + " (must be > 0)");
+    in_range(s.variances, "prior.variances", var.file, min_variance, max_variance,
+             "a variance and its inverse must be normal FP32 numbers");
     s.weights = p.contains("weights") ? weights(p["weights"], K) : std::vector<double>(K, 1.0);
     s.description = std::to_string(K) + "-component mixture";
     return s;
@@ -257,20 +288,59 @@ class reader {
               {"name", "schedule", "time_grid", "t_start", "t_end", "alpha_bar", "steps", "chains", "measurements",
                "eta", "sigma", "step_size", "seed", "executor", "final_denoise", "alpha", "method"});
     sampler_spec s;
-    if (j.contains("name")) s.name = string(j["name"], "sampler.name");
-    if (j.contains("schedule")) s.schedule = string(j["schedule"], "sampler.schedule");
-    if (j.contains("time_grid")) s.time_grid = string(j["time_grid"], "sampler.time_grid");
+    // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
+    auto name = [&](const char* key, auto parse) {
+      const std::string field = std::string("sampler.") + key;
+      const std::string text = string(j[key], field);
+      try {
+        parse(text);
+      } catch (const diffsample::invalid_argument& e) {
+        const std::string m = e.what();  // without the library's own field name ("executor: unknown name ...")
+        const auto colon = m.find(": ");
+        bad(field, printable(colon == std::string::npos ? m : m.substr(colon + 2), 4096));
+      }
+      return text;
+    };
+    if (j.contains("name"))
+      s.name = name("name", [&](const std::string& t) {
+        if (t == "ula" || t == "mala" || t == "tamed_ula") return;
+        try {
+          diffsample::parse_diffusion_sampler(t);
+        } catch (const diffsample::invalid_argument&) {
+          bad("sampler.name", "unknown sampler '" + printable(t) +
+                                  "' (expected ula, mala, tamed_ula, ddpm, ddim, reverse_sde, ode_euler, ode_heun, "
+                                  "stochastic_localization, walk_jump or sequential_measurements)");
+        }
+      });
+    if (j.contains("schedule"))
+      s.schedule = name("schedule", [](const std::string& t) { diffsample::parse_schedule_kind(t); });
+    if (j.contains("time_grid"))
+      s.time_grid = name("time_grid", [&](const std::string& t) {
+        if (diffsample::parse_time_grid(t) == time_grid::custom)
+          bad("sampler.time_grid", "'custom' is not available from a problem file (give uniform, quadratic or geometric)");
+      });
+    if (j.contains("executor"))
+      s.executor = name("executor", [](const std::string& t) { diffsample::parse_executor(t); });
     if (j.contains("t_start")) s.t_start = number(j["t_start"], "sampler.t_start");
     if (j.contains("t_end")) s.t_end = number(j["t_end"], "sampler.t_end");
+    for (const char* key : {"t_start", "t_end"})
+      if (j.contains(key) && number(j[key], std::string("sampler.") + key) < 0)
+        bad(std::string("sampler.") + key, "must be >= 0, got " + j[key].dump());
     if (j.contains("alpha_bar")) s.alpha_bar = vector(j["alpha_bar"], "sampler.alpha_bar", -1);
     if (j.contains("steps")) s.steps = integer(j["steps"], "sampler.steps", 0);
+    if (s.steps && *s.steps > max_steps)
+      bad("sampler.steps", "at most 2^24 (16777216), got " + std::to_string(*s.steps));
     if (j.contains("chains")) s.chains = integer(j["chains"], "sampler.chains", 1);
     if (j.contains("measurements")) s.measurements = integer(j["measurements"], "sampler.measurements", 1);
+    if (s.measurements && *s.measurements > (std::int64_t(1) << 20))
+      bad("sampler.measurements", "at most 2^20, got " + std::to_string(*s.measurements));
     if (j.contains("eta")) s.eta = number(j["eta"], "sampler.eta");
+    if (s.eta && !(*s.eta >= 0 && *s.eta <= 1)) bad("sampler.eta", "must be in [0, 1], got " + fmt(*s.eta));
     if (j.contains("sigma")) s.sigma = number(j["sigma"], "sampler.sigma");
+    if (s.sigma && !(*s.sigma > 0)) bad("sampler.sigma", "must be > 0, got " + fmt(*s.sigma));
     if (j.contains("step_size")) s.step_size = number(j["step_size"], "sampler.step_size");
+    if (s.step_size && !(*s.step_size > 0)) bad("sampler.step_size", "must be > 0, got " + fmt(*s.step_size));
     if (j.contains("seed")) s.seed = std::uint64_t(integer(j["seed"], "sampler.seed", 0));
-    if (j.contains("executor")) s.executor = string(j["executor"], "sampler.executor");
     if (j.contains("alpha")) s.alpha = number(j["alpha"], "sampler.alpha");
     if (j.contains("method")) s.method = string(j["method"], "sampler.method");
     if (j.contains("final_denoise")) {
@@ -325,11 +395,19 @@ class reader {
     obs.d_y = op->d_y();
     obs.d_x = op->d_x();
     obs.A = op->matrix();
+    in_range(obs.A, "observation", "", -max_abs_value, max_abs_value,
+             "entries of the operator A; the FP32 samplers square A x");
     obs.sigma_y = number(o["sigma_y"], "observation.sigma_y");
     if (obs.sigma_y < 0) bad("observation.sigma_y", "must be >= 0, got " + fmt(obs.sigma_y));
-    obs.y = vector(o["y"], "observation.y", obs.d_y);
+    in_range({obs.sigma_y}, "observation.sigma_y", "", 0, max_abs_value, "the FP32 samplers square it");
+    std::string y_file;
+    obs.y = vector(o["y"], "observation.y", obs.d_y, &y_file);
+    in_range(obs.y, "observation.y", y_file, -max_abs_value, max_abs_value,
+             "the FP32 samplers square residuals y - A x");
     return obs;
   }
+
+  mutable std::vector<std::string> files_;  ///< the .npy files read (recorded by the const readers)
 
  private:
   std::string path_, folder_;
@@ -348,8 +426,12 @@ prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double varianc
   if (grid < 1 || grid > 1000) throw usage_error("--grid: expected 1..1000, got " + std::to_string(grid));
   if (!(spacing >= 0) || !std::isfinite(spacing))
     throw usage_error("--spacing: expected a finite number >= 0, got " + fmt(spacing));
-  if (!(variance > 0) || !std::isfinite(variance))
-    throw usage_error("--variance: expected a finite number > 0, got " + fmt(variance));
+  if (!(variance >= min_variance && variance <= max_variance))
+    throw usage_error("--variance: expected a number in [" + fmt(min_variance) + ", " + fmt(max_variance) +
+                      "] (a variance and its inverse must be normal FP32 numbers), got " + fmt(variance));
+  if (spacing * double(grid - 1) > max_abs_value)
+    throw usage_error("--spacing: " + fmt(spacing) + " x " + std::to_string(grid - 1) + " puts means beyond " +
+                      fmt(max_abs_value) + " (the FP32 kernels square coordinate differences)");
   const std::int64_t K = std::int64_t(grid) * grid;
   if (dim > max_grid_values / K)
     throw usage_error("grid prior: " + std::to_string(K) + " components x dimension " + std::to_string(dim) +
@@ -367,14 +449,41 @@ prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double varianc
 }
 
 problem read_problem(const std::string& path) {
+  // A regular file of at most max_problem_bytes: a device (/dev/zero), a fifo or a huge file is refused before
+  // anything is read.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw input_error(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
-  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw input_error(path + ": cannot open: it is a folder");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw input_error(path + ": cannot open: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw input_error(path + ": read failed");
-  return parse_problem(text.str(), path);
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw input_error(path + ": cannot open: " + std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw input_error(path + ": cannot open: " +
+                      (S_ISDIR(st.st_mode) ? std::string("it is a folder")
+                                           : std::string("not a regular file (a device, fifo or socket)")));
+  }
+  if (st.st_size > max_problem_bytes) {
+    ::close(fd);
+    throw input_error(path + ": " + std::to_string(st.st_size) +
+                      " bytes is too large for a problem file (at most 64 MiB; give large arrays as .npy files)");
+  }
+  std::string text(std::size_t(st.st_size), '\0');
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t k = ::read(fd, text.data() + done, text.size() - done);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      const int err = k < 0 ? errno : EIO;
+      ::close(fd);
+      throw input_error(path + ": read failed: " + std::strerror(err));
+    }
+    done += std::size_t(k);
+  }
+  ::close(fd);
+  return parse_problem(text, path);
 }
 
 problem parse_problem(std::string_view json_text, const std::string& path, bool read_files) {
@@ -390,6 +499,7 @@ problem parse_problem(std::string_view json_text, const std::string& path, bool 
   r.only_keys(doc, "", {"prior", "sampler", "observation", "comment"});
   problem p;
   p.path = path;
+  p.files.push_back(path);
   if (doc.contains("prior") && doc["prior"].is_object() && doc["prior"].contains("probabilities"))
     p.binary_prior = r.binary_prior(doc["prior"]);
   else if (doc.contains("prior"))
@@ -402,6 +512,7 @@ problem parse_problem(std::string_view json_text, const std::string& path, bool 
     p.observation = r.observation(doc["observation"], p.prior->dim, &op);
     p.observation_op = std::move(op);
   }
+  p.files.insert(p.files.end(), r.files_.begin(), r.files_.end());
   return p;
 }
 

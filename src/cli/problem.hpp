@@ -75,6 +75,7 @@ struct problem {
   sampler_spec sampler;
   std::optional<linear_observation> observation;  ///< d_x equals the prior's dimension; A is the dense matrix
   std::optional<observation_operator> observation_op;  ///< the same operator in its own form (dense, mask or svd)
+  std::vector<std::string> files;  ///< every file read: the problem file, then its .npy files (no output may be one)
 };
 
 /// Reads and validates a problem file. Throws input_error for unreadable files, malformed JSON, unknown keys,
@@ -89,6 +90,12 @@ problem parse_problem(std::string_view json_text, const std::string& path, bool 
 /// Most mean values (components x dimension) of a grid prior, from the command line or a problem file: 2^24
 /// (128 MiB as doubles), so that a few bytes of JSON cannot ask for gigabytes.
 constexpr std::int64_t max_grid_values = std::int64_t(1) << 24;
+
+/// Largest problem file read (64 MiB): arrays beyond that belong in .npy files.
+constexpr std::int64_t max_problem_bytes = std::int64_t(64) << 20;
+
+/// Most steps of a sampler run, from the command line or a problem file: 2^24, the library's limit.
+constexpr std::int64_t max_steps = std::int64_t(1) << 24;
 
 /// Throws input_error if @p values has a NaN or infinite entry: "<what>: value 3 is nan".
 void require_finite(const std::vector<double>& values, const std::string& what);

@@ -1,0 +1,240 @@
+// Output files and standard output of the diffsample program (see output.hpp).
+#include "cli/output.hpp"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <diffsample/error.hpp>
+
+#include "cli/problem.hpp"
+
+namespace diffsample::cli {
+
+namespace {
+
+// Temporaries the signal handler removes. A slot's name is written while its flag is 0 and signals are blocked;
+// the handler reads only slots whose flag is 1, and calls only unlink, signal and raise (async-signal-safe).
+constexpr int max_temporaries = 16;
+char temporary_names[max_temporaries][PATH_MAX];
+volatile sig_atomic_t temporary_used[max_temporaries];
+const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+bool handlers_installed = false;
+bool stdout_was_closed = false;
+
+extern "C" void remove_temporaries_and_die(int sig) {
+  for (int i = 0; i < max_temporaries; ++i)
+    if (temporary_used[i]) ::unlink(temporary_names[i]);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+void install_handlers() {
+  if (handlers_installed) return;
+  struct sigaction sa {};
+  sa.sa_handler = remove_temporaries_and_die;
+  sigemptyset(&sa.sa_mask);
+  for (int s : cleanup_signals) sigaddset(&sa.sa_mask, s);
+  for (int s : cleanup_signals) {
+    struct sigaction old {};
+    // A signal the caller's shell ignores (nohup, a background job's SIGINT) stays ignored.
+    if (sigaction(s, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+    sigaction(s, &sa, nullptr);
+  }
+  handlers_installed = true;
+}
+
+/// Blocks the cleanup signals for its lifetime.
+struct signals_blocked {
+  sigset_t old;
+  signals_blocked() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : cleanup_signals) sigaddset(&set, s);
+    sigprocmask(SIG_BLOCK, &set, &old);
+  }
+  ~signals_blocked() { sigprocmask(SIG_SETMASK, &old, nullptr); }
+};
+
+std::string folder_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
+const char* kind_of(mode_t m) {
+  if (S_ISDIR(m)) return "a folder";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISFIFO(m)) return "a fifo";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+
+void unlink_slot(int slot) {
+  if (slot < 0) return;
+  signals_blocked guard;
+  ::unlink(temporary_names[slot]);
+  temporary_used[slot] = 0;
+}
+
+}  // namespace
+
+bool file_identity::operator==(const file_identity& o) const {
+  if (exists != o.exists) return false;
+  return exists ? device == o.device && inode == o.inode : canonical == o.canonical;
+}
+
+file_identity identify(const std::string& path) {
+  file_identity id;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    id.exists = true;
+    id.device = st.st_dev;
+    id.inode = st.st_ino;
+  }
+  const std::string dir = folder_of(path);
+  char resolved[PATH_MAX];
+  if (::realpath(dir.c_str(), resolved) == nullptr)
+    throw input_error(path + ": cannot resolve folder '" + dir + "': " + std::strerror(errno));
+  const auto slash = path.find_last_of('/');
+  id.canonical = std::string(resolved) + "/" + (slash == std::string::npos ? path : path.substr(slash + 1));
+  return id;
+}
+
+output_set::~output_set() {
+  for (auto& e : outputs_) unlink_slot(e.slot);
+}
+
+void output_set::add_input(const std::string& path, const std::string& what) {
+  file_identity id;
+  try {
+    id = identify(path);
+  } catch (const input_error&) {
+    return;  // an input that cannot be resolved was not read, so no output can be it
+  }
+  inputs_.emplace_back(what, id);
+}
+
+void output_set::add_output(const std::string& flag, const std::string& path) {
+  if (path.empty()) throw usage_error(flag + ": empty file name");
+  const std::string dir = folder_of(path);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0)
+    throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: '" + dir + "' is not a folder");
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw input_error(path + ": cannot write: it is " + kind_of(st.st_mode) +
+                      " (outputs replace regular files only)");
+  entry e;
+  e.flag = flag;
+  e.path = path;
+  e.id = identify(path);
+  for (const auto& [what, id] : inputs_)
+    if (id == e.id) throw input_error(flag + " " + path + ": is the input " + what + " (an output never replaces an input)");
+  for (const auto& other : outputs_)
+    if (other.id == e.id)
+      throw usage_error(flag + " and " + other.flag + " name the same file ('" + path + "', '" + other.path + "')");
+  outputs_.push_back(std::move(e));
+}
+
+output_set::entry& output_set::find(const std::string& flag) {
+  for (auto& e : outputs_)
+    if (e.flag == flag) return e;
+  throw diffsample::error(flag + ": not a checked output");
+}
+
+void output_set::stage(const std::string& flag, const std::vector<std::pair<const void*, std::size_t>>& parts) {
+  entry& e = find(flag);
+  install_handlers();
+  const std::string pattern = e.path + ".tmp.XXXXXX";
+  if (pattern.size() >= PATH_MAX) throw diffsample::error(e.path + ": cannot open: file name too long");
+  int fd = -1;
+  {
+    signals_blocked guard;  // the temporary exists only once it is registered
+    int slot = -1;
+    for (int i = 0; i < max_temporaries && slot < 0; ++i)
+      if (!temporary_used[i]) slot = i;
+    if (slot < 0) throw diffsample::error(e.path + ": too many outputs");
+    std::memcpy(temporary_names[slot], pattern.c_str(), pattern.size() + 1);
+    fd = ::mkstemp(temporary_names[slot]);
+    if (fd < 0) throw diffsample::error(e.path + ": cannot open a temporary file: " + std::strerror(errno));
+    temporary_used[slot] = 1;
+    e.slot = slot;
+    e.temporary = temporary_names[slot];
+  }
+  int err = 0;
+  for (const auto& [data, size] : parts) {
+    const char* p = static_cast<const char*>(data);
+    std::size_t left = size;
+    while (err == 0 && left > 0) {
+      const ssize_t w = ::write(fd, p, left);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        err = w < 0 ? errno : EIO;
+        break;
+      }
+      p += w;
+      left -= std::size_t(w);
+    }
+  }
+  if (err == 0 && ::fchmod(fd, 0644) != 0) err = errno;
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0) {
+    unlink_slot(e.slot);
+    e.slot = -1;
+    e.temporary.clear();
+    throw diffsample::error(e.path + ": write failed: " + std::strerror(err));
+  }
+}
+
+void output_set::commit() {
+  for (auto& e : outputs_) {
+    if (e.slot < 0) continue;
+    if (::rename(e.temporary.c_str(), e.path.c_str()) != 0)
+      throw diffsample::error(e.path + ": cannot rename the temporary file over it: " + std::strerror(errno));
+    signals_blocked guard;
+    temporary_used[e.slot] = 0;
+    e.slot = -1;
+  }
+}
+
+void check_stdout() {
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return;
+  const int err = errno;
+  std::clearerr(stdout);
+  if (stdout_was_closed) throw input_error("standard output is closed: the results could not be printed");
+  throw input_error(std::string("standard output: write failed: ") + std::strerror(err));
+}
+
+void guard_stdout() {
+  if (::fcntl(1, F_GETFD) != -1 || errno != EBADF) return;
+  stdout_was_closed = true;
+  int fd = ::open("/dev/full", O_WRONLY);
+  if (fd < 0) fd = ::open("/dev/null", O_WRONLY);
+  if (fd >= 0 && fd != 1) {
+    ::dup2(fd, 1);
+    ::close(fd);
+  }
+}
+
+void print_and_exit(const char* text) {
+  std::fputs(text, stdout);
+  try {
+    check_stdout();
+  } catch (const input_error& e) {
+    std::fprintf(stderr, "diffsample: %s\n", e.what());
+    std::exit(1);
+  }
+  std::exit(0);
+}
+
+}  // namespace diffsample::cli
