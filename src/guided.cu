@@ -41,6 +41,60 @@ namespace {
 
 using kernels::guided_step;
 
+/// A pseudo-random permutation of [0, n) keyed by a 64-bit key: a four-round Feistel network on the smallest even
+/// number of bits covering n (fewer than 4n values), cycle-walked back into [0, n) (a bijection of [0, n): the walk
+/// from i < n follows i's cycle of the network to the next value below n; under 4 rounds expected). The round
+/// function is the splitmix64 finaliser of (key, round, half).
+struct index_permutation {
+  std::uint64_t key = 0, n = 1;
+  int half = 1;  // bits per half
+
+  index_permutation(std::uint64_t k, std::uint64_t count) : key(k), n(count) {
+    while ((std::uint64_t(1) << (2 * half)) < count) ++half;
+  }
+  static DS_HD std::uint64_t mix(std::uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  DS_HD std::uint64_t network(std::uint64_t v) const {
+    const std::uint64_t mask = (std::uint64_t(1) << half) - 1;
+    std::uint64_t left = v >> half, right = v & mask;
+    for (std::uint64_t r = 0; r < 4; ++r) {
+      const std::uint64_t next = left ^ (mix(key + 0x9E3779B97F4A7C15ull * (r + 1) + right) & mask);
+      left = right;
+      right = next;
+    }
+    return (left << half) | right;
+  }
+  DS_HD std::uint64_t operator()(std::uint64_t i) const {
+    do i = network(i);
+    while (i >= n);
+    return i;
+  }
+};
+
+/// The final gather of SMC samples in an exchangeable order: row i of problem b is the particle
+/// ancestors[b, perm_b(i)]. Systematic and other ordered schemes return ancestors in increasing order, so without
+/// the permutation consecutive rows would come from the same few parents (blocks of rows unrepresentative of the
+/// whole); with it every block of rows is a uniformly random subset of the equally weighted samples.
+struct permuted_gather_functor {
+  const float* x;                  // B N x d
+  const std::int32_t* ancestors;   // B N
+  float* out;                      // B N x d
+  std::int64_t particles, d;
+  std::uint64_t key;
+  index_permutation perm;
+  DS_HD void operator()(std::int64_t e) const {
+    const std::int64_t row = e / d, j = e - row * d;
+    const std::int64_t b = row / particles, i = row - b * particles;
+    index_permutation pb = perm;
+    pb.key = key + 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(b);
+    const std::int64_t slot = b * particles + static_cast<std::int64_t>(pb(static_cast<std::uint64_t>(i)));
+    out[e] = x[(b * particles + ancestors[slot]) * d + j];
+  }
+};
+
 constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 // Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky, then the inverse's
@@ -505,7 +559,11 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     last.ess_threshold = 2.0;  // every problem with a positive weight
     last.step = static_cast<std::uint64_t>(K + 1);
     detail::resample_unchecked(lw, B, N, last, po, where, stream, resampling_ws);
-    detail::gather_unchecked(x, B, N, d, ancestors, out.samples, where, stream);
+    const std::uint64_t key = o.seed ^ 0x5851F42D4C957F2Dull;  // the samples' order: a stream of its own
+    kernels::for_each_index(where, BN * d,
+                            permuted_gather_functor{x, ancestors, out.samples, N, d, key,
+                                                    index_permutation(key, static_cast<std::uint64_t>(N))},
+                            stream);
     report.launches += 2;
   }
   const double* constants = reinterpret_cast<const double*>(ws + l.constants);

@@ -91,7 +91,9 @@ struct guided_outputs {
   float* particles = nullptr;        ///< B x N x d_x final particles (weighted by log_weights for smc)
   float* log_weights = nullptr;      ///< B x N final log-weights, unnormalised (smc; zeros after a resampling)
   float* samples = nullptr;          ///< B x N x d_x equally weighted samples: smc after the final resample
-                                     ///< (needs final_resample), dps/pigdm their particles
+                                     ///< (needs final_resample), dps/pigdm their particles. smc's rows come in
+                                     ///< an order permuted by a permutation keyed by the seed (the same on both
+                                     ///< executors), so that any block of rows is a random subset of the samples
   double* log_normaliser = nullptr;  ///< B estimates of log p(y_b) (smc)
   float* ess_trace = nullptr;        ///< B x (steps + 1): ESS at the start and after each transition (smc)
   std::int32_t* resample_count = nullptr;  ///< B: resamplings per problem, final resample excluded (smc)
