@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the program's input readers with libFuzzer, AddressSanitizer and UBSan (clang).
 #
-#   scripts/fuzz.sh [seconds] [target...]      targets: npy, problem (default: both); seconds per target (60)
+#   scripts/fuzz.sh [seconds] [target...]      targets: npy, problem, c_api (default: all); seconds per target (60)
 #
 #   npy      fuzz/fuzz_npy.cpp: the .npy reader (src/npy.cpp), from numpy-style seeds written below plus
 #            tests/data/fuzz/. Crashing inputs are written to tests/data/fuzz/ (crash-*), replayed by test_npy.
@@ -9,6 +9,9 @@
 #            examples/*.json plus tests/data/fuzz-problem/. Crashing inputs are written to tests/data/fuzz-problem/,
 #            replayed by test_cli. It links libdiffsample.so: from $DIFFSAMPLE_LIB_DIR if set, else build/ if it
 #            holds one, else the library alone is built with CMake under $FUZZ_WORK/lib (a few minutes, once).
+#   c_api    fuzz/fuzz_c_api.cpp: the C API's create and sample entry points (src/c_api.cpp compiled into the
+#            harness with the sanitizers, over libdiffsample.so found as for problem), from tests/data/fuzz-c-api/.
+#            Crashing inputs are written there, replayed by ctest's test_c_api_fuzz_replay.
 #
 # A crash stops the run of that target: fix the reader, then commit the input next to the others.
 # Environment: CXX_FUZZ (clang++), FUZZ_WORK (build-fuzz).
@@ -19,13 +22,13 @@ targets=()
 for a in "$@"; do
   case "$a" in
     ''|*[!0-9]*) case "$a" in
-                   npy|problem) targets+=("$a") ;;
-                   *) echo "usage: scripts/fuzz.sh [seconds] [npy] [problem]" >&2; exit 2 ;;
+                   npy|problem|c_api) targets+=("$a") ;;
+                   *) echo "usage: scripts/fuzz.sh [seconds] [npy] [problem] [c_api]" >&2; exit 2 ;;
                  esac ;;
     *) seconds=$a ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(npy problem)
+[ ${#targets[@]} -gt 0 ] || targets=(npy problem c_api)
 CXX_FUZZ=${CXX_FUZZ:-$(command -v clang++ || command -v clang++-14 || true)}
 if [ -z "$CXX_FUZZ" ]; then
   echo "fuzz.sh: clang++ not found (apt-get install clang)" >&2
@@ -66,7 +69,7 @@ fuzz_npy() {
   echo "fuzz_npy: no crash in ${seconds} s (corpus: $work/corpus)"
 }
 
-fuzz_problem() {
+library_dir() {
   local lib=${DIFFSAMPLE_LIB_DIR:-}
   if [ -z "$lib" ]; then
     if [ -e build/libdiffsample.so ]; then
@@ -75,10 +78,15 @@ fuzz_problem() {
       lib=$work/lib
       cmake -S . -B "$lib" -DCMAKE_BUILD_TYPE=Release -DDIFFSAMPLE_BUILD_TESTS=OFF -DDIFFSAMPLE_BUILD_BENCH=OFF \
         -DDIFFSAMPLE_BUILD_CLI=OFF >/dev/null
-      cmake --build "$lib" --target diffsample -j "$(nproc)"
+      cmake --build "$lib" --target diffsample -j "$(nproc)" >&2
     fi
   fi
-  lib=$(cd "$lib" && pwd)
+  (cd "$lib" && pwd)
+}
+
+fuzz_problem() {
+  local lib
+  lib=$(library_dir)
   mkdir -p "$work/corpus-problem" tests/data/fuzz-problem
   "$CXX_FUZZ" "${flags[@]}" -I include -I src -I . fuzz/fuzz_problem.cpp src/cli/problem.cpp \
     -L "$lib" -ldiffsample -Wl,-rpath,"$lib" -o "$work/fuzz_problem"
@@ -87,6 +95,17 @@ fuzz_problem() {
   "$work/fuzz_problem" -max_total_time="$seconds" -max_len=8192 -malloc_limit_mb=512 \
     -dict=fuzz/problem.dict -artifact_prefix=tests/data/fuzz-problem/ "$work/corpus-problem" tests/data/fuzz-problem
   echo "fuzz_problem: no crash in ${seconds} s (corpus: $work/corpus-problem)"
+}
+
+fuzz_c_api() {
+  local lib
+  lib=$(library_dir)
+  mkdir -p "$work/corpus-c-api" tests/data/fuzz-c-api
+  "$CXX_FUZZ" "${flags[@]}" -I include -I . fuzz/fuzz_c_api.cpp src/c_api.cpp \
+    -L "$lib" -ldiffsample -Wl,-rpath,"$lib" -o "$work/fuzz_c_api"
+  "$work/fuzz_c_api" -max_total_time="$seconds" -max_len=512 -malloc_limit_mb=512 -timeout=20 \
+    -artifact_prefix=tests/data/fuzz-c-api/ "$work/corpus-c-api" tests/data/fuzz-c-api
+  echo "fuzz_c_api: no crash in ${seconds} s (corpus: $work/corpus-c-api)"
 }
 
 for t in "${targets[@]}"; do
