@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -672,11 +673,16 @@ TEST_F(Cli, OutputsNeverNameAnInputOrEachOther) {
 // An existing target that is not a regular file is refused before the run: a device (not replaced by a regular
 // file, even as root), a folder, a fifo (no hang).
 TEST_F(Cli, NonRegularTargetsAreRefused) {
-  const result r = run("sample --out /dev/null" + std::string(kQuick));
+  // As root the device is a null device node made in the test folder (mknod), so that a program that wrongly
+  // replaced its target would not destroy the machine's /dev/null; otherwise /dev/null, which a non-root program
+  // cannot replace.
+  std::string device = "/dev/null";
+  if (geteuid() == 0 && mknod(path("null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) device = path("null");
+  const result r = run("sample --out " + device + kQuick);
   EXPECT_EQ(r.rc, 1) << r.err;
-  EXPECT_NE(r.err.find("/dev/null: cannot write: it is a character device"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(device + ": cannot write: it is a character device"), std::string::npos) << r.err;
   struct stat st {};
-  ASSERT_EQ(stat("/dev/null", &st), 0);
+  ASSERT_EQ(stat(device.c_str(), &st), 0);
   EXPECT_TRUE(S_ISCHR(st.st_mode));
   ASSERT_EQ(mkfifo(path("f.npy").c_str(), 0644), 0);
   const result f = run("sample --out " + path("f.npy") + kQuick);
@@ -711,7 +717,7 @@ TEST_F(Cli, AFailedOutputLeavesEveryOutputUntouched) {
 }
 
 // SIGTERM and SIGINT while the outputs are written remove the temporaries: the test watches the folder with
-// inotify and signals the program the moment its temporary appears (a 64 MiB --out: 2^21 chains x 8 coordinates,
+// inotify and signals the program the moment its temporary appears (a 32 MiB --out: 2^20 chains x 8 coordinates,
 // zero Langevin steps, takes far longer to write and sync than the signal to arrive). The program dies of the
 // signal, leaving no temporary and no output.
 TEST_F(Cli, SignalsRemoveTemporaries) {
@@ -728,7 +734,7 @@ TEST_F(Cli, SignalsRemoveTemporaries) {
       dup2(null, 2);
       signal(SIGINT, SIG_DFL);
       execl(DIFFSAMPLE_CLI_PATH, DIFFSAMPLE_CLI_PATH, "sample", "--sampler", "ula", "--steps", "0", "--chains",
-            "2097152", "--dim", "8", "--executor", "cpu", "--quiet", "--out", out.c_str(), (char*)nullptr);
+            "1048576", "--dim", "8", "--executor", "cpu", "--quiet", "--out", out.c_str(), (char*)nullptr);
       _exit(127);
     }
     bool signalled = false;

@@ -143,3 +143,40 @@ TEST(ValidationGpu, PointersMustMatchTheExecutor) {
   expect_error<out_of_memory>([&] { langevin(mix3, dev.ptr, std::int64_t(1) << 40, o); },
                               {"workspace", "device memory"});
 }
+
+// Values the FP32 kernels cannot represent are refused where they enter: means beyond 1e18, variances outside
+// [1e-36, 1e36] (a variance of 1e-300 rounds to 0 in FP32 and once gave -inf scores), observations beyond 1e18
+// (y = 1e160 once gave log p(y) = -nan), and a posterior whose log-evidence is not finite.
+TEST(Validation, ValuesBeyondFp32) {
+  expect_error([] { gaussian_mixture(1, {1, 1}, {0, 1e300}, {1, 1}); }, {"means[1]", "1e+300", "FP32"});
+  expect_error([] { gaussian_mixture(1, {1, 1}, {0, -2e18}, {1, 1}); }, {"means[1]", "-2e+18"});
+  expect_error([] { gaussian_mixture(1, {1, 1}, {0, 1}, {1, 1e-300}); }, {"variances[1]", "1e-300"});
+  expect_error([] { gaussian_mixture(1, {1, 1}, {0, 1}, {1e37, 1}); }, {"variances[0]", "1e+37"});
+  const gaussian_mixture ok(1, {1, 1}, {0, 1e18}, {1e-36, 1e36});  // the limits themselves are accepted
+  EXPECT_EQ(ok.components(), 2);
+  const auto mix = small();
+  linear_observation obs;
+  obs.d_y = 1;
+  obs.d_x = 2;
+  obs.A = {1, 0};
+  obs.sigma_y = 0.5;
+  obs.y = {1e160};
+  expect_error([&] { mixture_posterior(mix, obs); }, {"observation.y[0]", "1e+160"});
+  obs.y = {1e17};
+  obs.A = {1e-300, 0};
+  obs.sigma_y = 1e-150;  // y^2 / (A Sigma A^T + sigma_y^2) = 1e34 / 1e-300 overflows FP64: no finite evidence
+  expect_error([&] { mixture_posterior(mix, obs); }, {"log p(y)"});
+  guided_problems g;
+  g.problems = 1;
+  g.d_y = 1;
+  g.A = {1, 0};
+  g.sigma_y = {0.5};
+  g.y = {-1e300};
+  std::vector<float> out(2 * 16);
+  guided_options o;
+  o.particles = 16;
+  o.steps = 2;
+  guided_outputs outputs;
+  outputs.samples = out.data();
+  expect_error([&] { guided_sample(mix, g, o, outputs, {executor::cpu}); }, {"problems.y[0]", "-1e+300"});
+}

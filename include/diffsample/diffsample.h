@@ -366,9 +366,12 @@ DS_API ds_status ds_parse_executor(const char* name, ds_executor* out);
  * @param dim             d >= 1
  * @param components      K >= 1
  * @param weights         K positive finite weights (normalised internally)
- * @param means           K x d row-major component means
- * @param variances       variances_count values, every one positive and finite
- * @param variances_count K (isotropic components) or K x d (diagonal components)
+ * @param means           K x d row-major component means, each within [-1e18, 1e18] (the FP32 kernels square
+ *                        coordinate differences)
+ * @param variances       variances_count values, each in [1e-36, 1e36] (a variance and its inverse are normal FP32
+ *                        numbers)
+ * @param variances_count K (isotropic components) or K x d (diagonal components); checked before @p variances is
+ *                        read
  * @param out             receives the new handle (release with ds_mixture_destroy())
  */
 DS_API ds_status ds_mixture_create(int64_t dim, int64_t components, const double* weights, const double* means,
@@ -440,6 +443,7 @@ DS_API ds_status ds_langevin_workspace_bytes(const ds_mixture* mixture, int64_t 
  * Runs options->steps Langevin steps of every chain in one fused launch. @p x (n x d) holds the initial states and
  * receives the final ones. Asynchronous on the CUDA executor.
  * @param trajectory       (steps / record_every) x n x d floats when options->record_every > 0, else NULL
+ *                         (NULL with record_every > 0 is refused)
  * @param accepted         n accepted-proposal counts (MALA; ULA variants write the step count), or NULL
  * @param workspace        ds_langevin_workspace_bytes() bytes of device memory, or NULL to allocate stream-ordered
  * @param workspace_bytes  size of @p workspace
@@ -532,6 +536,7 @@ DS_API ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t
  * options->draw_initial is 0. The per-step coefficients are computed on the host in FP64 and copied once per call.
  * Asynchronous on the CUDA executor (no host synchronisation).
  * @param trajectory       (total_steps / record_every) x n x d floats when options->record_every > 0, else NULL
+ *                         (NULL with record_every > 0 is refused)
  * @param exec             executor and stream
  * @param workspace        ds_diffusion_workspace_bytes() bytes on the executor's side, or NULL to allocate
  *                         stream-ordered once per call
