@@ -303,13 +303,15 @@ class reader {
     };
     if (j.contains("name"))
       s.name = name("name", [&](const std::string& t) {
-        if (t == "ula" || t == "mala" || t == "tamed_ula") return;
+        if (t == "ula" || t == "mala" || t == "tamed_ula" || t == "discrete_langevin" || t == "discrete_walk_jump")
+          return;
         try {
           diffsample::parse_diffusion_sampler(t);
         } catch (const diffsample::invalid_argument&) {
           bad("sampler.name", "unknown sampler '" + printable(t) +
                                   "' (expected ula, mala, tamed_ula, ddpm, ddim, reverse_sde, ode_euler, ode_heun, "
-                                  "stochastic_localization, walk_jump or sequential_measurements)");
+                                  "stochastic_localization, walk_jump, sequential_measurements, discrete_langevin or "
+                                  "discrete_walk_jump)");
         }
       });
     if (j.contains("schedule"))
@@ -335,7 +337,10 @@ class reader {
     if (s.measurements && *s.measurements > (std::int64_t(1) << 20))
       bad("sampler.measurements", "at most 2^20, got " + std::to_string(*s.measurements));
     if (j.contains("eta")) s.eta = number(j["eta"], "sampler.eta");
-    if (s.eta && !(*s.eta >= 0 && *s.eta <= 1)) bad("sampler.eta", "must be in [0, 1], got " + fmt(*s.eta));
+    // DDIM's eta is in [0, 1]; the discrete samplers' eta (their step) is any positive number.
+    const bool discrete = s.name && (*s.name == "discrete_langevin" || *s.name == "discrete_walk_jump");
+    if (s.eta && !(*s.eta >= 0 && (discrete || *s.eta <= 1)))
+      bad("sampler.eta", std::string("must be in ") + (discrete ? "(0, inf)" : "[0, 1]") + ", got " + fmt(*s.eta));
     if (j.contains("sigma")) s.sigma = number(j["sigma"], "sampler.sigma");
     if (s.sigma && !(*s.sigma > 0)) bad("sampler.sigma", "must be > 0, got " + fmt(*s.sigma));
     if (j.contains("step_size")) s.step_size = number(j["step_size"], "sampler.step_size");
