@@ -662,6 +662,13 @@ TEST_F(Cli, OutputsNeverNameAnInputOrEachOther) {
   EXPECT_EQ(r.rc, 1) << r.err;
   EXPECT_NE(r.err.find("is the input array file"), std::string::npos) << r.err;
   EXPECT_EQ(slurp(path("mixture_means.npy")), means);
+  // The binary-data path of `sample` checks its outputs the same way.
+  const std::string b = path("b.json");
+  const std::string btext = copy_example("binary_d8.json", b);
+  const result rb = run("sample --problem " + b + " --executor cpu --chains 64 --steps 5 --report " + b);
+  EXPECT_EQ(rb.rc, 1) << rb.err;
+  EXPECT_NE(rb.err.find("is the input problem file"), std::string::npos) << rb.err;
+  EXPECT_EQ(slurp(b), btext);
   // Two outputs naming one file: by spelling, through ./, through a hard link.
   refused("sample --out " + path("a.npy") + " --report " + dir_ + "/./a.npy" + kQuick, "name the same file", 2);
   write("b.npy", "old");

@@ -24,6 +24,8 @@
 #include <cuda_runtime_api.h>
 
 #include "cli/binary.hpp"
+
+#include "cli/output.hpp"
 #include "cli/problem.hpp"
 #include "npy.hpp"
 
@@ -81,37 +83,6 @@ double to_double(const std::string& flag, const std::string& text) {
   return v;
 }
 
-/// Writes bytes to path through a temporary file in the same folder, synced and renamed over it.
-void write_file(const std::string& path, const void* data, std::size_t size) {
-  std::string tmp = path + ".tmp.XXXXXX";
-  std::vector<char> name(tmp.begin(), tmp.end());
-  name.push_back('\0');
-  const int fd = mkstemp(name.data());
-  if (fd < 0) throw ds::error(path + ": cannot open: " + std::strerror(errno));
-  tmp = name.data();
-  const char* p = static_cast<const char*>(data);
-  std::size_t left = size;
-  int err = 0;
-  while (left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      err = errno ? errno : EIO;
-      break;
-    }
-    p += w;
-    left -= std::size_t(w);
-  }
-  if (err == 0 && fchmod(fd, 0644) != 0) err = errno;
-  if (err == 0 && fsync(fd) != 0) err = errno;
-  if (::close(fd) != 0 && err == 0) err = errno;
-  if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
-  if (err != 0) {
-    ::unlink(tmp.c_str());
-    throw ds::error(path + ": write failed: " + std::strerror(err));
-  }
-}
-
 /// A .npy image of an int8 rows x cols matrix (format 1.0).
 std::vector<unsigned char> encode_i1(const std::vector<float>& values, std::int64_t rows, std::int64_t cols) {
   std::string header = "{'descr': '|i1', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
@@ -125,28 +96,6 @@ std::vector<unsigned char> encode_i1(const std::vector<float>& values, std::int6
   out.insert(out.end(), header.begin(), header.end());
   for (float v : values) out.push_back(static_cast<unsigned char>(static_cast<signed char>(v > 0 ? 1 : -1)));
   return out;
-}
-
-/// Refuses, before any work, an output whose folder is missing or not writable, a folder as output, and two outputs
-/// naming one file.
-void check_output_paths(const std::map<std::string, std::string>& o) {
-  std::map<std::string, std::string> seen;
-  for (const char* flag : {"--out", "--report", "--plot"}) {
-    const auto it = o.find(flag);
-    if (it == o.end()) continue;
-    const std::string& path = it->second;
-    if (path.empty()) throw usage_error(std::string(flag) + ": empty file name");
-    if (seen.count(path)) throw usage_error(std::string(flag) + " and " + seen[path] + " name the same file '" + path + "'");
-    seen[path] = flag;
-    const auto slash = path.find_last_of('/');
-    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-    struct stat st {};
-    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-      throw input_error(path + ": cannot write: folder '" + dir + "' does not exist");
-    if (access(dir.c_str(), W_OK) != 0)
-      throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
-    if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: it is a folder");
-  }
 }
 
 ds::executor resolve(ds::executor e) {
@@ -328,10 +277,7 @@ int run_sample_binary(int argc, char** argv, int first) {
   std::map<std::string, std::string> o;
   for (int i = first; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::fputs(binary_usage, stdout);
-      return 0;
-    }
+    if (a == "--help" || a == "-h") print_and_exit(binary_usage);
     if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
       o[a] = "";
     } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
@@ -379,12 +325,23 @@ int run_sample_binary(int argc, char** argv, int first) {
   if (dtype == "int8" && mean) throw usage_error("--dtype int8 cannot hold E[x | y] (--mean): use float32");
   if (has("--dtype") && !has("--out")) throw usage_error("--dtype needs --out");
   const std::uint64_t seed = has("--seed") ? std::uint64_t(to_int("--seed", o["--seed"], 0)) : f.seed.value_or(1);
-  const ds::executor where =
-      resolve(ds::parse_executor(has("--executor") ? o["--executor"] : f.executor.value_or("auto")));
+  ds::executor requested = ds::executor::automatic;
+  try {
+    requested = ds::parse_executor(has("--executor") ? o["--executor"] : f.executor.value_or("auto"));
+  } catch (const ds::invalid_argument&) {  // the file's value is checked by the reader
+    throw usage_error("--executor: unknown name '" + o["--executor"] + "' (expected auto, cuda or cpu)");
+  }
+  const ds::executor where = resolve(requested);
   const std::int64_t n = has("--chains") ? to_int("--chains", o["--chains"], 1)
                                          : f.chains.value_or(where == ds::executor::cuda ? (1 << 20) : 16384);
   const std::int64_t d = spec.dim;
-  check_output_paths(o);
+  // Outputs: checked before any work (by file identity: never an input or each other, regular files only), then
+  // written all or none after the run (output.hpp).
+  output_set outputs;
+  for (std::size_t i = 0; i < file.files.size(); ++i)
+    outputs.add_input(file.files[i], (i == 0 ? "problem file " : "array file ") + file.files[i]);
+  for (const char* flag : {"--out", "--report", "--plot"})
+    if (has(flag)) outputs.add_output(flag, o[flag]);
   {
     const long double bytes = (long double)n * d * 4.0L * 7;
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -456,12 +413,14 @@ int run_sample_binary(int argc, char** argv, int first) {
       std::printf("total variation of the empirical laws: %.4f (exact-vs-exact floor %.4f)\n", tv, tv_floor);
   }
 
+  check_stdout();
   if (has("--out")) {
     if (dtype == "int8") {
       const auto bytes = encode_i1(samples, n, d);
-      write_file(o["--out"], bytes.data(), bytes.size());
+      outputs.stage("--out", {{bytes.data(), bytes.size()}});
     } else {
-      npy::write_f32(o["--out"], samples.data(), n, d);
+      const auto header = npy::encode_header_f32(n, d);
+      outputs.stage("--out", {{header.data(), header.size()}, {samples.data(), samples.size() * sizeof(float)}});
     }
   }
   if (has("--plot")) {
@@ -494,7 +453,7 @@ int run_sample_binary(int argc, char** argv, int first) {
     const std::string title = std::string("discrete walk (") + ds::to_string(method) + ", alpha " + fmt(alpha, 3) +
                               ", eta " + fmt(eta, 3) + ") and its jumps, " + spec.description;
     const std::string svg = svg_chains(title, noisy, jumps, rows, d, at);
-    write_file(o["--plot"], svg.data(), svg.size());
+    outputs.stage("--plot", {{svg.data(), svg.size()}});
   }
   if (has("--report")) {
     json j;
@@ -529,8 +488,9 @@ int run_sample_binary(int argc, char** argv, int first) {
     j["accuracy"] = a;
     if (has("--out")) j["samples_file"] = o["--out"], j["samples_dtype"] = dtype;
     const std::string text = j.dump(2) + "\n";
-    write_file(o["--report"], text.data(), text.size());
+    outputs.stage("--report", {{text.data(), text.size()}});
   }
+  outputs.commit();
   return 0;
 }
 
