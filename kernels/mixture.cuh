@@ -194,6 +194,7 @@ struct channel_view {
   const float* variances;            // K x d for diagonal components, else unused
   const component_constants* comp;   // K
   const float* inv_c;                // K x d for diagonal components, else unused
+  const float* scaled_means;         // K x d: a mu, the same float product as computed inline; or nullptr
   float a, s2;
   int components;
   bool isotropic;
@@ -204,15 +205,37 @@ struct channel_view {
 struct mixture_channels {
   mixture_view<float> mix;
   component_constants* comp;
-  float* inv_c;  // nullptr for isotropic mixtures
+  float* inv_c;         // nullptr for isotropic mixtures
+  float* scaled_means;  // a mu per channel, or nullptr (the CPU executor's SIMD loops read it as a broadcast operand)
   DS_HD_INLINE channel_view at(std::int64_t c, float a, float s) const {
-    const std::int64_t K = mix.components;
-    return {mix.means, mix.variances, comp + c * K,
-            mix.isotropic ? nullptr : inv_c + c * K * mix.dim, a, s * s, mix.components, mix.isotropic};
+    const std::int64_t K = mix.components, Kd = K * mix.dim;
+    return {mix.means,
+            mix.variances,
+            comp + c * K,
+            mix.isotropic ? nullptr : inv_c + c * Kd,
+            scaled_means == nullptr ? nullptr : scaled_means + c * Kd,
+            a,
+            s * s,
+            mix.components,
+            mix.isotropic};
+  }
+  /// Whether a table of `channels` channels carries the scaled means: always for one channel, otherwise while they
+  /// stay within 2^24 floats.
+  static bool with_scaled_means(const mixture_view<float>& m, std::int64_t channels) {
+    return channels == 1 || channels * m.components * std::int64_t(m.dim) <= (std::int64_t(1) << 24);
   }
   /// Floats of table space for `channels` channels (component_constants counted as 4 floats).
   static std::int64_t table_floats(const mixture_view<float>& m, std::int64_t channels) {
-    return channels * m.components * (4 + (m.isotropic ? 0 : std::int64_t(m.dim)));
+    const std::int64_t d = m.dim;
+    return channels * m.components * (4 + (m.isotropic ? 0 : d) + (with_scaled_means(m, channels) ? d : 0));
+  }
+  /// The table laid out in `table` (table_floats(m, channels) floats).
+  static mixture_channels in(const mixture_view<float>& m, std::int64_t channels, float* table) {
+    const std::int64_t Kd = channels * m.components * std::int64_t(m.dim);
+    float* after = table + 4 * channels * m.components;
+    float* inv_c = m.isotropic ? nullptr : after;
+    float* scaled = with_scaled_means(m, channels) ? after + (m.isotropic ? 0 : Kd) : nullptr;
+    return {m, reinterpret_cast<component_constants*>(table), inv_c, scaled};
   }
 };
 
@@ -248,6 +271,10 @@ struct channel_table_functor {
     }
     cc.log_norm = float(double(t.mix.log_weights[k]) - 0.5 * (log_c + d * log_two_pi<double>()));
     t.comp[c * K + k] = cc;
+    if (t.scaled_means != nullptr) {
+      float* sm = t.scaled_means + (c * K + k) * d;
+      for (int j = 0; j < d; ++j) sm[j] = a * t.mix.mean(k, j);  // the float product the loops form inline
+    }
   }
 };
 
@@ -257,18 +284,48 @@ struct channel_table_functor {
 #define DS_UNROLL
 #endif
 
+/// Whether the loops read a mu from the table: on the host (the SIMD loops take it as a broadcast memory operand
+/// instead of a scalar multiply and a broadcast); the device forms a mu inline (one FMA from a register).
+DS_HD_INLINE bool scaled_means_present(const channel_view& c) {
+#if defined(__CUDA_ARCH__)
+  (void)c;
+  return false;
+#else
+  return c.scaled_means != nullptr;
+#endif
+}
+
 /// Components are taken `channel_chunk` at a time: the chunk's logits are independent of each other (j outer, the
 /// chunk's components inner: x_j is read once per chunk, and the chunk gives that many independent accumulation
 /// chains), its weights are exp(logit - running max) with no dependency between them, and the running sums are
 /// rescaled once per chunk (two-pass softmax inside a chunk, online across chunks).
+/// 8 on the host (more independent chains for the SIMD pipelines), 4 on the device, where the register path keeps
+/// D-float vectors live beside the chunk's accumulators (D = 32 spills with 8).
+#if defined(__CUDA_ARCH__)
+constexpr int channel_chunk = 4;
+#else
 constexpr int channel_chunk = 8;
+#endif
+
+/// The chunk for a state vector type: 2 for 32-float register vectors on the device (four of them are live in MALA,
+/// 128 registers, and a chunk of 4 spills there), channel_chunk otherwise.
+template <class X>
+struct chunk_for {
+  static constexpr int value = channel_chunk;
+};
+#if defined(__CUDA_ARCH__)
+template <class T, int D>
+struct chunk_for<reg_vec<T, D>> {
+  static constexpr int value = D >= 32 ? 2 : channel_chunk;
+};
+#endif
 
 /// The part of the score / denoiser shared by both: for the chunk of components k0 .. k0 + chunk - 1 (those >= K
 /// get weight 0), computes the weights w relative to the updated running maximum and returns the factor that
 /// rescales earlier sums (exactly 1 when the maximum did not move). Logits use the centred form (x - a mu)^2 / c.
-template <class T, class X>
-DS_HD_INLINE T channel_chunk_weights(const channel_view& c, int k0, const X& x, T& run_max, T& run_sum,
-                                     T (&w)[channel_chunk]) {
+template <int C, class T, class X>
+DS_HD_INLINE T channel_chunk_weights(const channel_view& c, int k0, const X& x, T& run_max, T& run_sum, T (&w)[C]) {
+  constexpr int channel_chunk = C;
   const int d = x.size();
   const float* mu[channel_chunk];
   T q[channel_chunk];
@@ -278,7 +335,20 @@ DS_HD_INLINE T channel_chunk_weights(const channel_view& c, int k0, const X& x, 
     mu[kk] = c.means + static_cast<std::int64_t>(k) * d;
     q[kk] = T(0);
   }
-  if (c.isotropic) {
+  if (c.isotropic && scaled_means_present(c)) {
+    const float* am[channel_chunk];
+    DS_UNROLL
+    for (int kk = 0; kk < channel_chunk; ++kk) am[kk] = c.scaled_means + (mu[kk] - c.means);
+    DS_UNROLL
+    for (int j = 0; j < d; ++j) {
+      const T xj = x[j];
+      DS_UNROLL
+      for (int kk = 0; kk < channel_chunk; ++kk) {
+        const T diff = T(am[kk][j]) - xj;
+        q[kk] = ds_fma(diff, diff, q[kk]);
+      }
+    }
+  } else if (c.isotropic) {
     DS_UNROLL
     for (int j = 0; j < d; ++j) {
       const T xj = x[j];
@@ -332,9 +402,10 @@ DS_HD_INLINE T channel_score(const channel_view& c, const X& x, G& score) {
   const int d = x.size();
   T run_max = T(-INFINITY), run_sum = T(0);
   for (int j = 0; j < d; ++j) score[j] = T(0);
+  constexpr int channel_chunk = chunk_for<X>::value;
   for (int k0 = 0; k0 < c.components; k0 += channel_chunk) {
     T w[channel_chunk];
-    const T rescale = channel_chunk_weights(c, k0, x, run_max, run_sum, w);
+    const T rescale = channel_chunk_weights<channel_chunk>(c, k0, x, run_max, run_sum, w);
     const bool moved = !ds_none(rescale != T(1));  // x 1 is exact: skipping it changes no lane
     const float* mu[channel_chunk];
     DS_UNROLL
@@ -343,7 +414,19 @@ DS_HD_INLINE T channel_score(const channel_view& c, const X& x, G& score) {
       mu[kk] = c.means + static_cast<std::int64_t>(k) * d;
       if (c.isotropic) w[kk] = w[kk] * T(c.comp[k].inv_c);  // weight / c_k
     }
-    if (c.isotropic) {
+    if (c.isotropic && scaled_means_present(c)) {
+      const float* am[channel_chunk];
+      DS_UNROLL
+      for (int kk = 0; kk < channel_chunk; ++kk) am[kk] = c.scaled_means + (mu[kk] - c.means);
+      DS_UNROLL
+      for (int j = 0; j < d; ++j) {
+        const T xj = x[j];
+        T acc = moved ? score[j] * rescale : score[j];
+        DS_UNROLL
+        for (int kk = 0; kk < channel_chunk; ++kk) acc = ds_fma(w[kk], T(am[kk][j]) - xj, acc);
+        score[j] = acc;
+      }
+    } else if (c.isotropic) {
       DS_UNROLL
       for (int j = 0; j < d; ++j) {
         const T xj = x[j];
@@ -380,9 +463,10 @@ DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
   T run_max = T(-INFINITY), run_sum = T(0);
   T x_part = T(0);  // isotropic: sum_k r_k a v_k / c_k, the coefficient of x
   for (int j = 0; j < d; ++j) out[j] = T(0);
+  constexpr int channel_chunk = chunk_for<X>::value;
   for (int k0 = 0; k0 < c.components; k0 += channel_chunk) {
     T w[channel_chunk];
-    const T rescale = channel_chunk_weights(c, k0, x, run_max, run_sum, w);
+    const T rescale = channel_chunk_weights<channel_chunk>(c, k0, x, run_max, run_sum, w);
     const bool moved = !ds_none(rescale != T(1));
     const float* mu[channel_chunk];
     DS_UNROLL

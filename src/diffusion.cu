@@ -274,8 +274,7 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
   // The constants of every step's channels, computed once per call on the executor that runs the chains.
   const kernels::mixture_view<float> view = mixture.storage().view(where);
   auto* channel_dst = reinterpret_cast<float*>(ws + table_bytes(o));
-  const kernels::mixture_channels channels{view, reinterpret_cast<kernels::component_constants*>(channel_dst),
-                                           channel_dst + 4 * view.components * 2 * (total + 1)};
+  const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 2 * (total + 1), channel_dst);
   kernels::for_each_index(where, 2 * (total + 1) * view.components,
                           kernels::channel_table_functor<kernels::diffusion_channels>{channels, {table_dst}},
                           exec.stream);

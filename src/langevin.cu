@@ -93,8 +93,7 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t
   }
   // The constants of the target channel, computed once per call on the executor that runs the chains.
   const kernels::mixture_view<float> view = mixture.storage().view(where);
-  const kernels::mixture_channels channels{view, reinterpret_cast<kernels::component_constants*>(ws),
-                                           reinterpret_cast<float*>(ws) + 4 * view.components};
+  const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, reinterpret_cast<float*>(ws));
   kernels::for_each_index(where, view.components,
                           kernels::channel_table_functor<kernels::langevin_channel>{
                               channels, {float(o.target.a), float(o.target.s)}},

@@ -1,5 +1,5 @@
-// The two executors of one functor: the grid-stride CUDA kernel of kernels/launch.cuh and an OpenMP loop over the
-// same indices. Included only from .cu files of src/ (compiled by nvcc with -fopenmp for the host side).
+// The two executors of one functor: the grid-stride CUDA kernel of kernels/launch.cuh and a loop over the same
+// indices on the CPU executor's thread pool (src/cpu/pool.hpp). Included only from .cu files of src/.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/launch.cuh"
+#include "src/cpu/pool.hpp"
 #include "src/cuda_check.hpp"
 #include <diffsample/execution.hpp>
 
@@ -20,8 +21,7 @@ void for_each_index(executor where, std::int64_t n, const F& f, cudaStream_t str
   if (where == executor::cuda) {
     DIFFSAMPLE_CUDA_TRY(launch_for_each_index<Block>(n, f, stream));
   } else {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) f(i);
+    cpu::parallel_for_each(n, f);  // passive waiting, chunks claimed dynamically (src/cpu/pool.hpp)
   }
 }
 

@@ -193,8 +193,7 @@ executor gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t 
     // the same SIMD target), so that a stepwise plan fed these outputs reproduces a fused run bit for bit.
     const kernels::mixture_view<float> view = storage_->view(where);
     std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
-    const kernels::mixture_channels channels{view, reinterpret_cast<kernels::component_constants*>(table.data()),
-                                             table.data() + 4 * view.components};
+    const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
     const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
     for (std::int64_t k = 0; k < view.components; ++k) fill(k);
     const kernels::channel_view c = channels.at(0, float(ch.a), float(ch.s));

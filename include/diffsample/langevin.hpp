@@ -51,7 +51,7 @@ struct langevin_report {
 };
 
 /// Bytes of workspace a run needs (on the executor that runs it): the mixture's constants at the target channel
-/// (K x 4 floats, plus K x d for diagonal components), plus the chains' state (4 d floats per chain) when d is not in
+/// (K x (4 + d) floats, plus K x d for diagonal components), plus the chains' state (4 d floats per chain) when d is not in
 /// the register-path list. Pass a buffer of at least this
 /// size as @p workspace to langevin() to keep it allocation-free; otherwise it allocates stream-ordered
 /// (cudaMallocAsync) once per call, never per step.

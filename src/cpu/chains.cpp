@@ -6,9 +6,8 @@
 #include <algorithm>
 #include <vector>
 
-#include <omp.h>
-
 #include "src/cpu/chains.hpp"
+#include "src/cpu/pool.hpp"
 
 namespace diffsample::cpu::DS_SIMD_NS {
 namespace {
@@ -58,15 +57,19 @@ struct pack_span {
   int size() const { return d; }
 };
 
-/// Runs f(pack) for every pack of n chains: packs claimed dynamically in small chunks, so that a thread the OS
-/// deschedules does not hold the others at the join.
+/// Runs f(pack) for every pack of n chains on the executor's pool (one fork and join per call): packs claimed
+/// dynamically in chunks of about 1/16 of a thread's share, so that a thread the OS deschedules holds at most one
+/// chunk.
 template <class F>
 void for_each_pack(std::int64_t n, const F& f) {
   const std::int64_t packs = (n + lanes - 1) / lanes;
-  const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(packs)));
-  const std::int64_t chunk = std::max<std::int64_t>(1, packs / (std::int64_t(threads) * 16));
-#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
-  for (std::int64_t p = 0; p < packs; ++p) f(p);
+  const std::int64_t chunk = std::max<std::int64_t>(1, packs / (std::int64_t(max_threads()) * 16));
+  parallel_for(
+      packs, chunk,
+      [](void* c, std::int64_t b, std::int64_t e) {
+        for (std::int64_t p = b; p < e; ++p) (*static_cast<const F*>(c))(p);
+      },
+      const_cast<void*>(static_cast<const void*>(&f)));
 }
 
 template <class V>

@@ -53,7 +53,7 @@ struct mpack {
 struct fpack {
   vf v;
   fpack() = default;
-  fpack(float s) : v(vf{} + s) {}  // broadcast (T(gamma), T(0) in the chain bodies)
+  fpack(float s) : v(s - vf{}) {}  // broadcast (T(gamma), T(0) in the chain bodies); s - 0 is s, -0 included
   explicit fpack(vf x) : v(x) {}
   float operator[](int l) const { return v[l]; }
 };

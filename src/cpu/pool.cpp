@@ -1,0 +1,139 @@
+// The CPU executor's thread pool (src/cpu/pool.hpp).
+//
+// A call publishes a job (shared with the threads that pick it up), works on it itself, and returns as soon as every
+// chunk has finished: a pool thread that wakes late finds no chunk left and drops its reference, so it never holds
+// the caller. Idle pool threads sleep on a condition variable (no spinning between calls).
+#include "src/cpu/pool.hpp"
+
+#include <omp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DS_PAUSE() _mm_pause()
+#else
+#define DS_PAUSE() ((void)0)
+#endif
+
+namespace diffsample::cpu {
+namespace {
+
+struct job {
+  void (*body)(void*, std::int64_t, std::int64_t);
+  void* context;
+  std::int64_t n, chunk;
+  int helpers;                          // pool threads asked to take part
+  std::atomic<std::int64_t> next{0};    // first index not yet claimed
+  std::atomic<std::int64_t> remaining;  // chunks not yet finished
+};
+
+class pool {
+ public:
+  ~pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      ++generation_;
+    }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  bool try_run(std::int64_t n, std::int64_t chunk, void (*body)(void*, std::int64_t, std::int64_t), void* context,
+               int helpers) {
+    bool expected = false;
+    if (!busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) return false;
+    auto j = std::make_shared<job>();
+    j->body = body;
+    j->context = context;
+    j->n = n;
+    j->chunk = chunk;
+    j->helpers = helpers;
+    j->remaining.store((n + chunk - 1) / chunk, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      while (static_cast<int>(threads_.size()) < helpers) {
+        const int index = static_cast<int>(threads_.size());
+        threads_.emplace_back([this, index, seen = generation_] { loop(index, seen); });
+      }
+      current_ = j;
+      ++generation_;
+    }
+    wake_.notify_all();
+    work(*j);
+    // Every chunk claimed: wait for those still running elsewhere, spinning briefly, then sleeping.
+    for (int spin = 0; spin < 4000 && j->remaining.load(std::memory_order_acquire) != 0; ++spin) DS_PAUSE();
+    if (j->remaining.load(std::memory_order_acquire) != 0) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [&] { return j->remaining.load(std::memory_order_acquire) == 0; });
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      current_.reset();
+    }
+    busy_.store(false, std::memory_order_release);
+    return true;
+  }
+
+ private:
+  void work(job& j) {
+    for (;;) {
+      const std::int64_t b = j.next.fetch_add(j.chunk, std::memory_order_relaxed);
+      if (b >= j.n) return;
+      j.body(j.context, b, b + j.chunk < j.n ? b + j.chunk : j.n);
+      if (j.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_all();
+      }
+    }
+  }
+
+  void loop(int index, std::uint64_t seen) {
+    for (;;) {
+      std::shared_ptr<job> j;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (stop_) return;
+        j = current_;
+      }
+      if (j && index < j->helpers) work(*j);
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::atomic<bool> busy_{false};
+  std::shared_ptr<job> current_;
+  std::vector<std::thread> threads_;
+};
+
+pool& the_pool() {
+  static pool p;
+  return p;
+}
+
+}  // namespace
+
+int max_threads() { return omp_get_max_threads(); }
+
+void parallel_for(std::int64_t n, std::int64_t chunk, void (*body)(void*, std::int64_t, std::int64_t),
+                  void* context) {
+  if (n <= 0) return;
+  if (chunk < 1) chunk = 1;
+  const std::int64_t chunks = (n + chunk - 1) / chunk;
+  const int threads = max_threads();
+  const int helpers = static_cast<int>(chunks - 1 < threads - 1 ? chunks - 1 : threads - 1);
+  if (helpers <= 0 || !the_pool().try_run(n, chunk, body, context, helpers)) body(context, 0, n);
+}
+
+}  // namespace diffsample::cpu
