@@ -481,26 +481,85 @@ TEST(DiscreteLangevin, OneStepFromAFixedStateFollowsTheKernelRow) {
   EXPECT_GT(tv(halved, row(T, s0)), 2 * tv_allowance(row(T, s0), n));
 }
 
+/// The eta -> 0 limit of an unadjusted kernel, as a transition matrix with the same stationary law. For small eta
+/// both chains move by rare single flips (the one-stage flips y_j with probability ~ e^{-2/eta} e^{-a}, the two-stage
+/// proposes z = y with z_j flipped with probability ~ e^{-4/eta} and keeps it, or draws y'_j != z_j = y_j with
+/// probability ~ e^{-4/eta} e^{-2a}; a = y_j s_j(y)), so in time units of these probabilities they become jump
+/// processes with flip rates e^{-a} (one-stage) and 1 + e^{-2a} (two-stage). Returned uniformised: I + Q / lambda.
+std::vector<double> small_eta_limit(const bernoulli_mixture& m, double alpha, discrete_method method) {
+  const int d = int(m.dim()), S = 1 << d;
+  std::vector<double> ys, score(S * d);
+  for (int s = 0; s < S; ++s)
+    for (double v : state(s, d)) ys.push_back(v);
+  m.evaluate_fp64(quantity::score, ys.data(), S, alpha, score.data());
+  std::vector<double> T(S * S, 0.0);
+  double lambda = 0;
+  for (int s = 0; s < S; ++s) {
+    double out = 0;
+    for (int j = 0; j < d; ++j) {
+      const double a = ys[s * d + j] * score[s * d + j];
+      const double rate = method == discrete_method::one_stage ? std::exp(-a) : 1 + std::exp(-2 * a);
+      T[s * S + (s ^ (1 << j))] = rate;
+      out += rate;
+    }
+    lambda = std::max(lambda, 2 * out);
+  }
+  for (int s = 0; s < S; ++s) {
+    double stay = 1;
+    for (int t = 0; t < S; ++t)
+      if (t != s) stay -= (T[s * S + t] /= lambda);
+    T[s * S + s] = stay;
+  }
+  return T;
+}
+
 TEST(DiscreteLangevin, BiasAgainstEtaAndAlpha) {
-  // Exact bias TV(pi_eta, q) of the unadjusted chains' stationary laws on {-1,1}^6 (no sampling error). The
-  // one-stage bias shrinks as eta does, to a floor set by the curvature of log q along each coordinate (the
-  // derivative at y_j and at -y_j stands in for the difference log q(y) - log q(y with y_j flipped)); the
-  // two-stage bias barely moves with eta. Both shrink fast with alpha, the high-noise regime where sampling is easy.
+  // Exact bias TV(pi_eta, q) of the unadjusted chains' stationary laws on {-1,1}^6 (no sampling error), against the
+  // theory (README, "Discrete samplers"): as eta -> 0 each pi_eta tends to the stationary law pi_0 of its small-eta
+  // jump process (small_eta_limit), which is not q: detailed balance with q needs the flip rates' ratio
+  // r(y -> y^j) / r(y^j -> y) = q(y^j) / q(y) = e^{-D}, D = log q(y) - log q(y^j), and the limits give e^{-(a + b)}
+  // (one-stage: the trapezoid rule for D) and (1 + e^{-2a}) / (1 + e^{2b}) (two-stage), a = y_j s_j(y),
+  // b = y_j s_j(y^j). So the bias does not vanish with eta; it levels off at TV(pi_0, q), which vanishes only with
+  // alpha (D - (a + b) = O(alpha^3), and (1 + e^{-2a}) / (1 + e^{2b}) = e^{-(a + b) + (a - b) tanh((a + b) / 2) + ..}).
+  // Asserted: TV(pi_eta, pi_0) shrinks strictly with eta and is below 2% of the floor at eta = 0.25; the one-stage
+  // bias falls with eta; the floors are positive and shrink at least 4-fold each time alpha halves.
   const auto q = random_problem(6, 3, 11);
   const bernoulli_mixture m(q.d, q.weights, q.probabilities);
   const double etas[] = {4, 2, 1, 0.5, 0.25};
-  std::printf("  alpha    eta   one_stage   two_stage   (exact TV of the stationary law to q)\n");
+  const discrete_method methods[] = {discrete_method::one_stage, discrete_method::two_stage};
+  std::printf("  alpha    eta   one_stage  (to pi_0)   two_stage  (to pi_0)   exact TV of the stationary law to q "
+              "and to the eta -> 0 limit pi_0\n");
   std::vector<double> at_eta1;
+  double previous_floor[2] = {1, 1};
   for (double alpha : {1.0, 0.5, 0.25}) {
     const auto pmf = exact_pmf(m, alpha);
-    double previous = 1;
+    std::vector<double> limit[2], floor(2);
+    for (int i = 0; i < 2; ++i) {
+      limit[i] = stationary(small_eta_limit(m, alpha, methods[i]), 64);
+      floor[i] = tv(limit[i], pmf);
+    }
+    std::printf("  %5.2f   -> 0   %9.5f              %9.5f\n", alpha, floor[0], floor[1]);
+    double previous = 1, previous_gap[2] = {1, 1};
     for (double eta : etas) {
-      const double b1 = tv(stationary(kernel_matrix(m, alpha, eta, discrete_method::one_stage), 64), pmf);
-      const double b2 = tv(stationary(kernel_matrix(m, alpha, eta, discrete_method::two_stage), 64), pmf);
-      std::printf("  %5.2f  %5.2f   %9.5f   %9.5f\n", alpha, eta, b1, b2);
-      EXPECT_LT(b1, previous) << "one-stage bias must shrink with eta (alpha " << alpha << ", eta " << eta << ")";
-      previous = b1;
-      if (eta == 1) at_eta1.push_back(std::max(b1, b2));
+      double bias[2], gap[2];
+      for (int i = 0; i < 2; ++i) {
+        const auto pi = stationary(kernel_matrix(m, alpha, eta, methods[i]), 64);
+        bias[i] = tv(pi, pmf);
+        gap[i] = tv(pi, limit[i]);
+        EXPECT_LT(gap[i], previous_gap[i]) << to_string(methods[i]) << ": pi_eta must approach pi_0 (alpha " << alpha
+                                           << ", eta " << eta << ")";
+        previous_gap[i] = gap[i];
+      }
+      std::printf("  %5.2f  %5.2f   %9.5f  %9.2e   %9.5f  %9.2e\n", alpha, eta, bias[0], gap[0], bias[1], gap[1]);
+      EXPECT_LT(bias[0], previous) << "one-stage bias must shrink with eta (alpha " << alpha << ", eta " << eta << ")";
+      previous = bias[0];
+      if (eta == 1) at_eta1.push_back(std::max(bias[0], bias[1]));
+    }
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_LT(previous_gap[i], 0.02 * floor[i]) << to_string(methods[i]) << " at eta 0.25, alpha " << alpha;
+      EXPECT_GT(floor[i], 1e-4) << to_string(methods[i]) << ": the limit is not q (alpha " << alpha << ")";
+      EXPECT_LT(floor[i], 0.25 * previous_floor[i]) << to_string(methods[i]) << ": floor must fall with alpha";
+      previous_floor[i] = floor[i];
     }
   }
   EXPECT_LT(at_eta1[1], 0.5 * at_eta1[0]);

@@ -79,13 +79,15 @@ class DIFFSAMPLE_API bernoulli_mixture {
 /// The update of a discrete chain on q (formulas in the README, section "Binary data").
 enum class discrete_method : int {
   /// One-stage discrete Langevin: P(y'_j = +1) = sigmoid(2 (s_j(y) / 2 + y_j / eta)), coordinates independent,
-  /// s = grad log q. Biased for eta > 0 (the bias depends on eta and on how far log q is from linear).
+  /// s = grad log q. Biased: as eta -> 0 the bias levels off at a floor (the flip rates' ratio uses the trapezoid
+  /// rule for log q(y) - log q(y with y_j flipped)) that vanishes only with alpha.
   one_stage = 0,
   /// The one-stage proposal with a Metropolis-Hastings correction that uses the proposal's own probabilities in both
   /// directions: its invariant law is q exactly.
   metropolis = 1,
   /// Two-stage (proximal): z_j = y_j flipped with probability sigmoid(-2 / eta), then
-  /// P(y_j = +1 | z) = sigmoid(2 (s_j(z) + z_j / eta)), q(y | z) linearised around z. Biased like one_stage.
+  /// P(y_j = +1 | z) = sigmoid(2 (s_j(z) + z_j / eta)), q(y | z) linearised around z. Biased, with a floor as
+  /// eta -> 0 like one_stage's (README, "Discrete samplers").
   two_stage = 2,
 };
 
