@@ -161,6 +161,9 @@ KNOWN_SPILLS = {
     "guided_baseline_functor":
         "DPS/Pi-GDM baseline: its SASS keeps the 64-bit problem index in local memory across the calls to the "
         "division slow paths",
+    "binary_evaluate_functor":
+        "binary-data evaluate (log q, score, denoiser at caller's points; not a chain kernel): 16/20 bytes since the "
+        "launcher split, cause not yet analysed in the SASS",
 }
 
 
