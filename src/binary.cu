@@ -112,25 +112,14 @@ bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weigh
   for (std::size_t i = 0; i < probabilities.size(); ++i)
     DIFFSAMPLE_EXPECTS(probabilities[i] >= 0 && probabilities[i] <= 1,
                        "probabilities: value " << i << " is " << probabilities[i] << " (must be in [0, 1])");
-  double total = 0;
-  for (double w : weights) total += w;
-  DIFFSAMPLE_EXPECTS(std::isfinite(total) && total > 0, "weights: sum must be positive and finite, got " << total);
-
   auto& st = *storage_;
+  std::vector<double> cumulative;
+  detail::normalise_weights(weights, st.log_weights, cumulative);
+  st.cumulative32.assign(cumulative.begin(), cumulative.end());  // float(running sum); the last is exactly 1
   st.components = K;
   st.dim = dim;
   st.weights = std::move(weights);
   st.probabilities = std::move(probabilities);
-  st.log_weights.resize(K);
-  st.cumulative32.resize(K);
-  double running = 0;
-  for (std::int64_t k = 0; k < K; ++k) {
-    st.weights[k] /= total;
-    st.log_weights[k] = std::log(st.weights[k]);
-    running += st.weights[k];
-    st.cumulative32[k] = float(running);
-  }
-  st.cumulative32[K - 1] = 1.f;
   st.theta.resize(K * dim);
   st.logcosh_theta.resize(K * dim);
   for (std::int64_t i = 0; i < K * dim; ++i) {

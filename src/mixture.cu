@@ -126,27 +126,14 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
                       "the FP32 kernels square coordinate differences");
   detail::check_range("variances", variances, min_variance, max_variance,
                       "a variance and its inverse must be normal FP32 numbers");
-  double total = 0;
-  for (double w : weights) total += w;
-  DIFFSAMPLE_EXPECTS(std::isfinite(total) && total > 0, "weights: sum must be positive and finite, got " << total);
-
   auto& st = *storage_;
+  detail::normalise_weights(weights, st.log_weights, st.cumulative);
   st.components = K;
   st.dim = dim;
   st.isotropic = iso;
   st.weights = std::move(weights);
   st.means = std::move(means);
   st.variances = std::move(variances);
-  st.log_weights.resize(K);
-  st.cumulative.resize(K);
-  double running = 0;
-  for (std::int64_t k = 0; k < K; ++k) {
-    st.weights[k] /= total;
-    st.log_weights[k] = std::log(st.weights[k]);
-    running += st.weights[k];
-    st.cumulative[k] = running;
-  }
-  st.cumulative[K - 1] = 1.0;
   st.log_weights32.assign(st.log_weights.begin(), st.log_weights.end());
   st.cumulative32.assign(st.cumulative.begin(), st.cumulative.end());
   st.means32.assign(st.means.begin(), st.means.end());

@@ -2,11 +2,13 @@
 // out_of_memory) whose message names the argument and the offending value; nothing is launched before all pass.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "src/cuda_check.hpp"
 #include <diffsample/execution.hpp>
 #include <diffsample/mixture.hpp>
 
@@ -67,5 +69,25 @@ class scratch {
   cudaStream_t stream_;
   std::vector<unsigned char> host_;
 };
+
+/// Normalises mixture weights in place (already checked finite and >= 0) and fills their logs and running sums,
+/// the last sum set to exactly 1 so that a uniform draw always finds a component.
+inline void normalise_weights(std::vector<double>& weights, std::vector<double>& log_weights,
+                              std::vector<double>& cumulative) {
+  double total = 0;
+  for (double w : weights) total += w;
+  DIFFSAMPLE_EXPECTS(std::isfinite(total) && total > 0, "weights: sum must be positive and finite, got " << total);
+  const std::size_t K = weights.size();
+  log_weights.resize(K);
+  cumulative.resize(K);
+  double running = 0;
+  for (std::size_t k = 0; k < K; ++k) {
+    weights[k] /= total;
+    log_weights[k] = std::log(weights[k]);
+    running += weights[k];
+    cumulative[k] = running;
+  }
+  cumulative[K - 1] = 1.0;
+}
 
 }  // namespace diffsample::detail
