@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test libdiffsample: CMake, a C++ compiler, OpenMP,
 # GoogleTest, pkg-config, nlohmann-json (problem files of the diffsample program), Python 3 (the static performance
-# record's check, scripts/static_record.py). The CUDA toolkit (nvcc, cudart, cuRAND, cuBLAS, CCCL) must already be
+# record's check, scripts/static_record.py) with NumPy (bench/posterior_table.py). The CUDA toolkit (nvcc, cudart, cuRAND, cuBLAS, CCCL) must already be
 # installed (/usr/local/cuda); this script adds it to PATH for the caller's session if nvcc is not found.
 # Optional, not installed here (CI does not fuzz): clang (apt-get install clang) for scripts/fuzz.sh, and
 # librsvg2-bin (rsvg-convert) to view the program's SVG plots as PNG.
@@ -14,6 +14,7 @@ command -v make >/dev/null 2>&1 || need+=(make)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v doxygen >/dev/null 2>&1 || need+=(doxygen)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
 [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
 [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
 if [ ${#need[@]} -gt 0 ]; then

@@ -320,6 +320,28 @@ TEST_F(Cli, SolveWithGuidedSmcIsScoredAgainstTheExactPosterior) {
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler mala").rc, 2);
 }
 
+// solve's SMC settings reach the library: --potential-scale 4 is the default spread (same samples, bit for bit),
+// another scale, scheme, threshold, grid or DDIM eta changes the samples; bad values and non-SMC samplers are refused.
+TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
+  const std::string base = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
+                           "/posterior_d10.json --sampler smc --executor cpu --particles 256 --steps 20 --seed 5 "
+                           "--quiet --out ";
+  ASSERT_EQ(run(base + path("default.npy")).rc, 0);
+  ASSERT_EQ(run(base + path("four.npy") + " --potential-scale 4").rc, 0);
+  EXPECT_EQ(slurp(path("four.npy")), slurp(path("default.npy")));
+  for (const char* flag : {"--potential-scale 1", "--resampling multinomial", "--ess-threshold 2",
+                           "--time-grid quadratic", "--ddim-eta 0.5"}) {
+    ASSERT_EQ(run(base + path("other.npy") + " " + flag).rc, 0) << flag;
+    EXPECT_NE(slurp(path("other.npy")), slurp(path("default.npy"))) << flag;
+  }
+  for (const char* flag : {"--potential-scale 0", "--resampling sorted", "--ess-threshold -1",
+                           "--time-grid geometric", "--ddim-eta 1.5", "--potential-scale x"})
+    EXPECT_EQ(run(base + path("bad.npy") + " " + flag).rc, 2) << flag;
+  EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler dps --potential-scale 2")
+                .rc,
+            2);
+}
+
 // Mask and SVD operators in problem files: the exact posterior through the file equals the one built here through
 // the C++ API (so the file's operator reached the library intact), and SMC runs on both.
 TEST_F(Cli, SolveWithMaskAndSvdOperators) {

@@ -101,6 +101,12 @@ const char* solve_usage =
     "  --plot FILE.svg         write an SVG of the first two coordinates over exact posterior samples\n"
     "  --ess-plot FILE.svg     smc: write an SVG of ESS / N against the step (resamplings show as jumps back to 1;\n"
     "                          the resampling threshold dashed)\n"
+    "SMC settings (defaults: the library's guided_options):\n"
+    "  --potential-scale X     intermediate potentials' spread c = X trace(A A^T) / d_y (default 4)\n"
+    "  --resampling NAME       systematic (default), stratified, residual, multinomial, metropolis, rejection\n"
+    "  --ess-threshold T       resample when ESS < T N (default 0.5)\n"
+    "  --time-grid NAME        vp_linear grid from t = 1 to 0: uniform (default) or quadratic\n"
+    "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
     "  --quiet                 print nothing on success (and no progress line)\n"
     "A progress line (elapsed time: the run is one library call) is drawn on stderr when it is a terminal.\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
@@ -1047,6 +1053,31 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : 100;
   g.particles = n;
   g.seed = seed;
+  if (o.has("--potential-scale")) {
+    const double scale = to_double("--potential-scale", o.get("--potential-scale"));
+    if (!(scale > 0)) throw usage_error("--potential-scale: must be > 0, got " + o.get("--potential-scale"));
+    double trace = 0;
+    for (double a : obs.A) trace += a * a;
+    g.potential_spread = scale * trace / double(obs.d_y);
+  }
+  if (o.has("--resampling"))
+    g.resampling.scheme = parse_flag("--resampling", o.get("--resampling"), ds::parse_resampling_scheme);
+  if (o.has("--ess-threshold")) {
+    g.resampling.ess_threshold = to_double("--ess-threshold", o.get("--ess-threshold"));
+    if (!(g.resampling.ess_threshold >= 0))
+      throw usage_error("--ess-threshold: must be >= 0, got " + o.get("--ess-threshold"));
+  }
+  if (o.has("--time-grid")) {
+    const ds::time_grid grid = parse_flag("--time-grid", o.get("--time-grid"), ds::parse_time_grid);
+    if (grid != ds::time_grid::uniform && grid != ds::time_grid::quadratic)
+      throw usage_error("--time-grid: uniform or quadratic (the grid ends at t = 0), got " + o.get("--time-grid"));
+    g.schedule.with_grid(grid, g.schedule.t_start, g.schedule.t_end);
+  }
+  if (o.has("--ddim-eta")) {
+    g.ddim = true;
+    g.eta = to_double("--ddim-eta", o.get("--ddim-eta"));
+    if (!(g.eta >= 0 && g.eta <= 1)) throw usage_error("--ddim-eta: must be in [0, 1], got " + o.get("--ddim-eta"));
+  }
   check_memory(n, d, 6, "--particles");
 
   std::vector<float> x(std::size_t(n * d)), ess(std::size_t(g.steps + 1));
@@ -1168,7 +1199,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
 int run_solve(int argc, char** argv, int first) {
   const options o = parse_options(argc, argv, first, solve_usage,
                                   {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
-                                   "--out", "--report", "--plot", "--ess-plot"},
+                                   "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
+                                   "--ess-threshold", "--time-grid", "--ddim-eta"},
                                   {"--quiet"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
@@ -1181,6 +1213,8 @@ int run_solve(int argc, char** argv, int first) {
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))
     throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
+  for (const char* f : {"--potential-scale", "--resampling", "--ess-threshold", "--time-grid", "--ddim-eta"})
+    if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
   const problem file = read_problem(o.get("--problem"));
   if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
   if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");

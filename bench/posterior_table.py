@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Posterior samplers on the 25-component mixture benchmark of seed 002 (MCGDiff's Gaussian-mixture experiment),
+scored as its results table scores them: sliced W1 (100 directions) of the samples to as many exact posterior
+samples, median / mean +- std over instances, and the error of the mode weights, beside the exact-vs-exact floor and
+the published rows.
+
+Instances (as the published experiment builds them): the prior is the 25-component grid mixture with means
+(8i, 8j, 8i, 8j, ...), (i, j) in {-2..2}^2, unit covariances and weights w = z^2 / sum z^2 with z ~ N(0, I_25);
+A = U diag(s) V^T with U, V the singular vectors of a d_y x d_x matrix of N(0, 1) entries and s sorted uniform [0, 1)
+values (largest first); sigma_y = u max(s), u ~ U[0, 1); y = A x0 + sigma_y z with x0 drawn from the prior.
+
+Every posterior sampler the program offers (`diffsample solve --help`, checked by running each name once on a small
+problem) runs on the CPU executor, --particles particles (the samples) and --steps steps, through a problem file.
+Scores, all computed here in NumPy against the closed-form posterior (the reference; its component weights are
+checked against the program's `solve --sampler exact` report):
+
+- SW: sliced W1, 100 random directions, samples against as many independent exact posterior samples;
+- dw: total variation between the samples' mode shares (each sample assigned to its most probable component,
+  p(k | x, y) = p(k | x) for this model) and the exact posterior weights;
+- SW within: the same distance to exact samples drawn with the sampler's own mode shares (so what is left is the
+  error inside the modes); "prop." is the median over instances of 1 - SW_within / SW, the share of the distance
+  due to the mode proportions;
+- floor: the same scores for a second set of exact posterior samples (exact-vs-exact).
+
+usage: python3 bench/posterior_table.py [--build build] [--instances 20] [--dx 10,100] [--dy 1]
+           [--samplers smc,dps,...] [--particles 2000] [--steps 100] [--seed 0] [--default-settings]
+           [--variant LABEL="SOLVE ARGS" ...] [--seeds K --instance I] [--per-instance] [--threads 1]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+# Seed 002, Table 1 (d_y = 1): SW median, SW mean, SW std, dw mean, dw std.
+PUBLISHED = {
+    10: [("MCGDiff", 2.25, 2.69, 2.07, 0.32, 0.20), ("DPS", 3.12, 5.64, 8.45, 0.20, 0.12),
+         ("DDRM", 2.66, 3.06, 1.90, 0.36, 0.16), ("DCPS50", 1.95, 2.70, 2.28, 0.17, 0.25),
+         ("DCPS500", 1.26, 2.59, 2.83, 0.13, 0.30)],
+    100: [("MCGDiff", 2.72, 3.13, 1.76, 0.42, 0.19), ("DPS", 4.29, 4.93, 4.85, 0.35, 0.25),
+          ("DDRM", 5.97, 6.26, 2.33, 0.52, 0.19), ("DCPS50", 4.40, 4.72, 2.18, 0.44, 0.16),
+          ("DCPS500", 2.81, 3.22, 2.21, 0.32, 0.18)],
+}
+# Names tried beside the words of the help text; only those the program accepts are used.
+KNOWN = ["smc", "dps", "pigdm", "tmpd", "ddrm", "dcps", "diffpir", "skrock"]
+
+
+def grid_means(d):
+    """The 25 means (8i, 8j, 8i, 8j, ...), in the program's grid order (spacing 8, size 5)."""
+    mu = np.zeros((25, d))
+    for k in range(25):
+        for j in range(d):
+            g = k // 5 if j % 2 == 0 else k % 5
+            mu[k, j] = 8.0 * (g - 2)
+    return mu
+
+
+class Instance:
+    """One inverse problem and its closed-form posterior (unit component covariances)."""
+
+    def __init__(self, rng, d_x, d_y):
+        self.d_x, self.d_y = d_x, d_y
+        self.mu = grid_means(d_x)
+        z = rng.standard_normal(25)
+        self.w = z * z / np.sum(z * z)
+        u, _, vt = np.linalg.svd(rng.standard_normal((d_y, d_x)), full_matrices=True)
+        s = np.sort(rng.uniform(size=d_y))[::-1]
+        self.A = u @ np.diag(s) @ vt[:d_y, :]
+        self.sigma_y = float(rng.uniform() * s.max())
+        k = rng.choice(25, p=self.w)
+        x0 = self.mu[k] + rng.standard_normal(d_x)
+        self.y = self.A @ x0 + self.sigma_y * rng.standard_normal(d_y)
+        # Posterior: component k is N(m_k, C), C = (I + A^T A / s^2)^-1, m_k = C (mu_k + A^T y / s^2); its weight is
+        # w_k N(y; A mu_k, s^2 I + A A^T).
+        s2 = self.sigma_y ** 2
+        self.C = np.linalg.inv(np.eye(d_x) + self.A.T @ self.A / s2)
+        self.C = 0.5 * (self.C + self.C.T)
+        self.L = np.linalg.cholesky(self.C)
+        self.m = (self.mu + (self.A.T @ self.y / s2)[None, :]) @ self.C.T
+        S = s2 * np.eye(d_y) + self.A @ self.A.T
+        r = self.y[None, :] - self.mu @ self.A.T
+        lw = np.log(self.w) - 0.5 * np.einsum("ki,ij,kj->k", r, np.linalg.inv(S), r)
+        lw -= lw.max()
+        self.post_w = np.exp(lw) / np.exp(lw).sum()
+
+    def problem_json(self):
+        return {"prior": {"grid": {"dim": self.d_x, "size": 5, "spacing": 8.0, "variance": 1.0},
+                          "weights": [float(v) for v in self.w]},
+                "observation": {"A": [[float(v) for v in row] for row in self.A], "sigma_y": self.sigma_y,
+                                "y": [float(v) for v in self.y]}}
+
+    def sample_counts(self, counts, rng):
+        """Exact posterior samples with counts[k] from component k."""
+        ks = np.repeat(np.arange(25), counts)
+        return self.m[ks] + rng.standard_normal((len(ks), self.d_x)) @ self.L.T
+
+    def sample(self, n, rng):
+        return self.sample_counts(rng.multinomial(n, self.post_w), rng)
+
+    def shares(self, x):
+        """Mode shares: each sample to its most probable component (p(k | x, y) = p(k | x) here)."""
+        score = np.log(self.w)[None, :] - 0.5 * (
+            np.sum(x * x, 1)[:, None] - 2 * x @ self.mu.T + np.sum(self.mu * self.mu, 1)[None, :])
+        return np.bincount(np.argmax(score, 1), minlength=25)
+
+
+def sliced_w1(a, b, directions, rng):
+    """Mean over random unit directions of the 1-D W1 between the projections (equal sizes)."""
+    th = rng.standard_normal((a.shape[1], directions))
+    th /= np.linalg.norm(th, axis=0, keepdims=True)
+    pa, pb = np.sort(a @ th, axis=0), np.sort(b @ th, axis=0)
+    return float(np.mean(np.abs(pa - pb)))
+
+
+def tv(counts, w):
+    return 0.5 * float(np.sum(np.abs(counts / counts.sum() - w)))
+
+
+ENV = dict(os.environ)
+
+
+def run(cmd):
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def discover(prog, tmp):
+    """Samplers `solve` offers: the words of its --sampler help entry and the KNOWN names, each run once on a small
+    problem; those that run (exit 0) are kept. With --dps-step in the help, dps runs once per step form."""
+    help_text = run([prog, "solve", "--help"]).stdout
+    m = re.search(r"--sampler\s+NAME(.*?)(?=\n\s+--)", help_text, re.S)
+    words = re.findall(r"\b[a-z][a-z0-9_]*\b", m.group(1)) if m else []
+    cand = []
+    for w in KNOWN + words:
+        if w not in cand and w != "exact":
+            cand.append(w)
+    rng = np.random.default_rng(1)
+    inst = Instance(rng, 4, 1)
+    path = os.path.join(tmp, "probe.json")
+    with open(path, "w") as f:
+        json.dump(inst.problem_json(), f)
+    found = []
+    for w in cand:
+        r = run([prog, "solve", "--problem", path, "--sampler", w, "--particles", "16", "--steps", "4",
+                 "--executor", "cpu", "--quiet"])
+        if r.returncode == 0:
+            found.append(w)
+    out = []
+    forms = re.search(r"--dps-step\s+([a-z|_]+)", help_text)
+    for w in found:
+        if w == "dps" and forms:
+            out += ["dps:" + f for f in forms.group(1).split("|")]
+        else:
+            out.append(w)
+    return out
+
+
+def solve_args(label, variants):
+    if label.startswith("smc["):
+        return ["--sampler", "smc"] + dict(v.split("=", 1) for v in variants)[label[4:-1]].split()
+    name, _, form = label.partition(":")
+    args = ["--sampler", name]
+    if form:
+        args += ["--dps-step", form]
+    return args
+
+
+def stats(v):
+    v = np.asarray(v, float)
+    return np.median(v), v.mean(), v.std(ddof=1) if len(v) > 1 else 0.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--instances", type=int, default=20)
+    ap.add_argument("--dx", default="10,100")
+    ap.add_argument("--dy", default="1", help="comma-separated d_y values (seed 002: 1; second table: 2,4)")
+    ap.add_argument("--samplers", default="", help="comma-separated (default: every sampler solve offers)")
+    ap.add_argument("--particles", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0, help="instances' seed (the samplers use seed + 1 + i)")
+    ap.add_argument("--default-settings", action="store_true",
+                    help="run solve with its default particles and steps (scores at the sample count it returns)")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="LABEL=ARGS: one more row, smc[LABEL], run with these extra solve arguments (repeatable), "
+                         "on the same instances and seeds as the others")
+    ap.add_argument("--seeds", type=int, default=1, help="sampler seeds per instance (run-to-run spread)")
+    ap.add_argument("--instance", type=int, default=-1, help="only this instance index (with --seeds)")
+    ap.add_argument("--per-instance", action="store_true", help="print every instance's scores")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU executor threads per run (OMP_NUM_THREADS; default 1: the runs are many and small, and "
+                         "on a busy machine a second thread mostly waits; results do not depend on it)")
+    args = ap.parse_args()
+    ENV["OMP_NUM_THREADS"] = str(args.threads)
+    prog = os.path.join(args.build, "diffsample")
+    if not os.access(prog, os.X_OK):
+        sys.exit(f"posterior_table: {prog} not found (build the diffsample_cli target)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        samplers = args.samplers.split(",") if args.samplers else discover(prog, tmp)
+        samplers += ["smc[" + v.partition("=")[0] + "]" for v in args.variant]
+        print(f"samplers: {', '.join(samplers)}; particles {'default' if args.default_settings else args.particles}, "
+              f"steps {'default' if args.default_settings else args.steps}, CPU executor, instances' seed {args.seed}"
+              + "".join(f"; smc[{v.partition('=')[0]}]: {v.partition('=')[2]}" for v in args.variant))
+        for d_y in [int(v) for v in args.dy.split(",")]:
+            for d_x in [int(v) for v in args.dx.split(",")]:
+                table(args, prog, tmp, samplers, d_x, d_y)
+
+
+def table(args, prog, tmp, samplers, d_x, d_y):
+    rng = np.random.default_rng([args.seed, d_x, d_y])
+    instances = [Instance(rng, d_x, d_y) for _ in range(args.instances)]
+    idx = range(len(instances)) if args.instance < 0 else [args.instance]
+    rows = {name: {"sw": [], "dw": [], "within": [], "diverged": 0} for name in ["exact (floor)"] + samplers}
+    worst = {}
+    for i in idx:
+        inst = instances[i]
+        path = os.path.join(tmp, f"p{d_x}_{d_y}_{i}.json")
+        with open(path, "w") as f:
+            json.dump(inst.problem_json(), f)
+        # The program's exact posterior weights against the closed form here.
+        rep = os.path.join(tmp, "exact.json")
+        r = run([prog, "solve", "--problem", path, "--sampler", "exact", "--samples", "16", "--executor", "cpu",
+                 "--quiet", "--report", rep])
+        if r.returncode != 0:
+            sys.exit(f"solve --sampler exact failed on instance {i}: {r.stderr}")
+        with open(rep) as f:
+            lib_w = np.array(json.load(f)["posterior_weights"])
+        if np.max(np.abs(lib_w - inst.post_w)) > 1e-6:
+            sys.exit(f"instance {i}: posterior weights differ from the program's by {np.max(np.abs(lib_w - inst.post_w))}")
+        for s in range(args.seeds):
+            seed = args.seed + 1 + i + 1000 * s
+            srng = np.random.default_rng([seed, d_x, d_y, 7])
+            for name in ["exact (floor)"] + samplers:
+                if name == "exact (floor)":
+                    x = inst.sample(args.particles if not args.default_settings else 4096, srng)
+                else:
+                    out = os.path.join(tmp, "x.npy")
+                    cmd = [prog, "solve", "--problem", path, *solve_args(name, args.variant), "--executor", "cpu",
+                           "--seed", str(seed), "--quiet", "--out", out]
+                    if not args.default_settings:
+                        cmd += ["--particles", str(args.particles), "--steps", str(args.steps)]
+                    r = run(cmd)
+                    if r.returncode != 0:
+                        sys.exit(f"{' '.join(cmd)} failed: {r.stderr}")
+                    x = np.load(out).astype(np.float64)
+                if not np.all(np.isfinite(x)):
+                    rows[name]["diverged"] += 1
+                    continue
+                ref = inst.sample(len(x), srng)
+                counts = inst.shares(x)
+                sw = sliced_w1(x, ref, 100, srng)
+                dw = tv(counts, inst.post_w)
+                within = sliced_w1(x, inst.sample_counts(counts, srng), 100, srng)
+                rows[name]["sw"].append(sw)
+                rows[name]["dw"].append(dw)
+                rows[name]["within"].append(within)
+                if args.per_instance or args.seeds > 1:
+                    print(f"  d_x {d_x} d_y {d_y} instance {i} seed {seed} {name}: SW {sw:.3f} dw {dw:.4f} "
+                          f"within {within:.3f} (sigma_y {inst.sigma_y:.3f})")
+                if name == "smc" and dw > worst.get("dw", -1):
+                    worst = {"dw": dw, "instance": i}
+    n = len(idx) * args.seeds
+    print(f"\nd_x = {d_x}, d_y = {d_y}: {len(idx)} instances x {args.seeds} seeds")
+    print(f"| sampler | SW median / mean +- std | dw mean +- std | SW within (median) | prop. | diverged |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        if not r["sw"]:
+            print(f"| {name} | - | - | - | - | {r['diverged']}/{n} |")
+            continue
+        med, mean, sd = stats(r["sw"])
+        _, dmean, dsd = stats(r["dw"])
+        wmed = np.median(r["within"])
+        prop = np.median(1 - np.asarray(r["within"]) / np.asarray(r["sw"]))
+        print(f"| {name} | {med:.3f} / {mean:.3f} +- {sd:.3f} | {dmean:.4f} +- {dsd:.4f} | {wmed:.3f} | "
+              f"{prop:.2f} | {r['diverged']}/{n} |")
+    if d_y == 1 and d_x in PUBLISHED:
+        for p in PUBLISHED[d_x]:
+            print(f"| {p[0]} (seed 002) | {p[1]:.2f} / {p[2]:.2f} +- {p[3]:.2f} | {p[4]:.2f} +- {p[5]:.2f} | | | |")
+    fl = rows["exact (floor)"]
+    if "smc" in rows and rows["smc"]["sw"] and fl["sw"]:
+        print(f"smc / floor: SW median {np.median(rows['smc']['sw']) / np.median(fl['sw']):.2f}x, "
+              f"dw mean {np.mean(rows['smc']['dw']) / np.mean(fl['dw']):.2f}x; "
+              f"worst smc dw {worst.get('dw', 0):.4f} on instance {worst.get('instance', -1)}")
+
+
+if __name__ == "__main__":
+    main()
