@@ -121,12 +121,13 @@ struct guided_weight_functor {
   const float* x;  // B N x d
   float* mu;       // B N x d
   float* lw;       // B N
-  float* r;        // B N x d_y scratch
+  float* r;        // B N x 2 d_y scratch, the first d_y of particle i's 2 d_y (the mutation's scratch), so that a
+                   // pass may weight one particle while another thread mutates another
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     const guided_step st = p.steps[k];
     strided_vec<float> xi{const_cast<float*>(x) + i * p.d, 1, p.d}, mi{mu + i * p.d, 1, p.d},
-        ri{r + i * p.d_y, 1, p.d_y};
+        ri{r + i * 2 * p.d_y, 1, p.d_y};
     // Current potential g_k(x).
     guided_residual(p, b, st.a, xi, ri);
     float q_now = 0;
@@ -147,20 +148,26 @@ struct guided_weight_functor {
 ///   x' = mu + sig z,  t = a_next y - A x' - sigma_{y,k+1} z_y,  x = x' + sig^2 A^T S^-1 t,
 /// which has mean mu + sig^2 A^T S^-1 (a_next y - A mu) and covariance sig^2 I - sig^4 A^T S^-1 A, the Woodbury form
 /// of (I / sig^2 + A^T A / sigma_{y,k+1}^2)^-1. Costs O(d d_y + d_y^2) per particle (O(d + d_y) with masks).
-/// Stream step k + 1.
+/// Stream step k + 1. The resampling is folded in: particle i starts from the mean of its ancestor (row
+/// b N + ancestors[i] of mu, which is not copied first), and its carried log-weight is reset to 0 when its problem
+/// was resampled; one pass over the particles instead of three (weights reset, gather, mutation).
 struct guided_mutate_functor {
   guided_params p;
   std::int64_t k;
-  const float* mu;  // B N x d
-  float* x;         // B N x d
-  float* r;         // B N x 2 d_y scratch: the observation normals z_y, then t
+  const float* mu;                     // B N x d, in pre-resampling order
+  const std::int32_t* ancestors;       // B N, indices within the problem
+  const particle_report* reports;      // B: reports[b].resampled resets the problem's log-weights
+  float* lw;                           // B N carried log-weights
+  float* x;                            // B N x d
+  float* r;                            // B N x 2 d_y scratch: the observation normals z_y, then t
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     const guided_step st = p.steps[k];
     const float sig = st.sig;
     const float noise = p.noise_std[(k + 1) * p.problems + b];
+    if (reports[b].resampled) lw[i] = 0.f;
     strided_vec<float> xi{x + i * p.d, 1, p.d};
-    const float* mi = mu + i * p.d;
+    const float* mi = mu + (b * p.particles + static_cast<std::int64_t>(ancestors[i])) * p.d;
     philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
     float* zy = r + i * 2 * p.d_y;  // the d_y observation normals
     float* t = zy + p.d_y;

@@ -180,8 +180,7 @@ void bernoulli_mixture::evaluate_fp64(quantity what, const double* y, std::int64
   check_alpha("alpha", alpha);
   DIFFSAMPLE_EXPECTS(n == 0 || (y != nullptr && out != nullptr), "y, out: null pointer");
   const auto mix = storage_->view64();
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) {
+  cpu::parallel_for_each(n, [&](std::int64_t i) {
     const strided_vec<const double> yi{y + i * d, 1, int(d)};
     strided_vec<double> oi{out + i * d, 1, int(d)};
     if (what == quantity::log_density) {
@@ -191,7 +190,7 @@ void bernoulli_mixture::evaluate_fp64(quantity what, const double* y, std::int64
       if (what == quantity::score)
         for (int j = 0; j < int(d); ++j) oi[j] *= alpha;
     }
-  }
+  });
 }
 
 executor bernoulli_mixture::sample(float* out, std::int64_t n, double alpha, std::uint64_t seed, std::int32_t* labels,

@@ -539,11 +539,44 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   };
 
   resample_step(0, x, mu2);
-  for (std::int64_t k = 0; k < K; ++k) {
+  if (where == executor::cpu) {
+    // The same functors in fewer passes: one fork/join of the thread pool per transition (the statistics pass of a
+    // problem of at most 2^16 particles runs on the calling thread). Pass k selects each particle's ancestor,
+    // mutates it and weights it for transition k + 1; the kernel means alternate between mu and mu2, as the
+    // mutation of particle i reads the mean of its ancestor while the weighting writes particle i's own.
+    // Bit-identical to the launch sequence below: every value comes from the same function of the same inputs.
+    kernels::for_each_index(where, BN, kernels::guided_weight_functor{p, 0, x, mu, lw, r}, stream);
+    for (std::int64_t k = 0; k < K; ++k) {
+      ro.step = static_cast<std::uint64_t>(k + 1);
+      const auto select = detail::resample_statistics_cpu(lw, B, N, ro, po, resampling_ws);
+      kernels::for_each_index(where, B,
+                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                  K + 1, k + 1, log_n},
+                              stream);
+      const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
+      const kernels::guided_weight_functor weight{p, k + 1, x, mu2, lw, r};
+      const bool last = k + 1 == K;
+      cpu::parallel_for_each(BN, [&](std::int64_t i) {
+        select(i);
+        mutate(i);
+        if (!last) weight(i);
+      });
+      std::swap(mu, mu2);
+      report.launches += 3;
+    }
+  }
+  for (std::int64_t k = 0; where == executor::cuda && k < K; ++k) {
     kernels::for_each_index<128>(where, BN, kernels::guided_weight_functor{p, k, x, mu, lw, r}, stream);
-    resample_step(k + 1, mu, mu2);
-    kernels::for_each_index<128>(where, BN, kernels::guided_mutate_functor{p, k, mu, x, r}, stream);
-    report.launches += 2;
+    // Resampling decision and ancestors; the mutation reads each ancestor's mean and resets the weights itself.
+    ro.step = static_cast<std::uint64_t>(k + 1);
+    detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
+    kernels::for_each_index(where, B,
+                            kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                K + 1, k + 1, log_n},
+                            stream);
+    kernels::for_each_index<128>(where, BN,
+                                 kernels::guided_mutate_functor{p, k, mu, ancestors, reports, lw, x, r}, stream);
+    report.launches += 4;
   }
 
   if (out.particles != nullptr) {

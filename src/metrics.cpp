@@ -8,6 +8,7 @@
 #include "kernels/linalg.cuh"
 #include "kernels/metrics.cuh"
 #include "kernels/rng.cuh"
+#include "src/cpu/pool.hpp"
 #include "src/cuda_check.hpp"
 #include "src/validate.hpp"
 #include <diffsample/metrics.hpp>
@@ -48,23 +49,31 @@ double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std:
                      "a, b: sliced_wasserstein reads host memory; got a device pointer");
   check_samples_finite("a", a, n_a, d);
   check_samples_finite("b", b, n_b, d);
+  // Directions run in parallel (one fork/join per call, each direction's projections and sorts on one thread); the
+  // per-direction values are summed in direction order, so the result does not depend on the thread count.
+  std::vector<double> value(static_cast<std::size_t>(directions));
+  cpu::parallel_for_range(
+      directions,
+      [&](std::int64_t first, std::int64_t last) {
+        std::vector<double> u(d), pa(n_a), pb(n_b);
+        auto project = [&](const float* x, std::int64_t n, std::vector<double>& out) {
+          for (std::int64_t i = 0; i < n; ++i) {
+            double s = 0;
+            for (std::int64_t j = 0; j < d; ++j) s += u[j] * x[i * d + j];
+            out[i] = s;
+          }
+          std::sort(out.begin(), out.end());
+        };
+        for (std::int64_t t = first; t < last; ++t) {
+          kernels::direction_functor{u.data(), seed, t, int(d)}(0);
+          project(a, n_a, pa);
+          project(b, n_b, pb);
+          value[t] = kernels::wasserstein_1d_pow(pa.data(), n_a, pb.data(), n_b, p);
+        }
+      },
+      1);
   double sum = 0;
-  std::vector<double> u(d), pa(n_a), pb(n_b);
-  for (int t = 0; t < directions; ++t) {
-    kernels::direction_functor{u.data(), seed, t, int(d)}(0);
-    auto project = [&](const float* x, std::int64_t n, std::vector<double>& out) {
-#pragma omp parallel for schedule(static)
-      for (std::int64_t i = 0; i < n; ++i) {
-        double s = 0;
-        for (std::int64_t j = 0; j < d; ++j) s += u[j] * x[i * d + j];
-        out[i] = s;
-      }
-      std::sort(out.begin(), out.end());
-    };
-    project(a, n_a, pa);
-    project(b, n_b, pb);
-    sum += kernels::wasserstein_1d_pow(pa.data(), n_a, pb.data(), n_b, p);
-  }
+  for (const double v : value) sum += v;
   const double mean = sum / directions;
   return p == 1 ? mean : std::sqrt(mean);
 }
@@ -89,11 +98,9 @@ std::vector<double> average_responsibility(std::int64_t K, std::int64_t d, const
   const std::int64_t block = std::max<std::int64_t>(1024, (n + 255) / 256);
   const std::int64_t blocks = (n + block - 1) / block;
   std::vector<double> partial(static_cast<std::size_t>(blocks * K), 0.0);
-#pragma omp parallel
-  {
+  cpu::parallel_for_range(blocks, [&](std::int64_t first_block, std::int64_t last_block) {
     std::vector<double> lg(K), work(work_size);
-#pragma omp for schedule(dynamic)
-    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    for (std::int64_t blk = first_block; blk < last_block; ++blk) {
       double* acc = partial.data() + blk * K;
       const std::int64_t end = std::min(n, (blk + 1) * block);
       for (std::int64_t i = blk * block; i < end; ++i) {
@@ -105,7 +112,7 @@ std::vector<double> average_responsibility(std::int64_t K, std::int64_t d, const
         for (std::int64_t k = 0; k < K; ++k) acc[k] += lg[k] / total;
       }
     }
-  }
+  }, 1);
   std::vector<double> sum(K, 0.0);
   for (std::int64_t blk = 0; blk < blocks; ++blk)
     for (std::int64_t k = 0; k < K; ++k) sum[k] += partial[blk * K + k];

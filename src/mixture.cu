@@ -188,11 +188,9 @@ executor gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t 
     if (target != cpu::simd_target::scalar) {
       cpu::run_evaluate(target, c, static_cast<int>(what), x, n, d, out);
     } else {
-#pragma omp parallel
-      {
+      cpu::parallel_for_range(n, [&](std::int64_t first, std::int64_t last) {
         std::vector<float> scratch(what == quantity::log_density ? d : 0);  // the score beside log p
-#pragma omp for schedule(static)
-        for (std::int64_t i = 0; i < n; ++i) {
+        for (std::int64_t i = first; i < last; ++i) {
           const strided_vec<const float> xi{x + i * d, 1, int(d)};
           strided_vec<float> oi{what == quantity::log_density ? scratch.data() : out + i * d, 1, int(d)};
           if (what == quantity::denoiser) {
@@ -202,7 +200,7 @@ executor gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t 
             if (what == quantity::log_density) out[i] = log_p;
           }
         }
-      }
+      });
     }
     return where;
   }
@@ -232,8 +230,7 @@ void gaussian_mixture::evaluate_fp64(quantity what, const double* x, std::int64_
   detail::check_channel("ch", ch);
   DIFFSAMPLE_EXPECTS(n == 0 || (x != nullptr && out != nullptr), "x, out: null pointer");
   const auto mix = storage_->view64();
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) {
+  cpu::parallel_for_each(n, [&](std::int64_t i) {
     const strided_vec<const double> xi{x + i * d, 1, int(d)};
     strided_vec<double> oi{out + i * d, 1, int(d)};
     if (what == quantity::log_density)
@@ -242,7 +239,7 @@ void gaussian_mixture::evaluate_fp64(quantity what, const double* x, std::int64_
       kernels::mixture_score(mix, xi, ch.a, ch.s, oi);
     else
       kernels::mixture_denoiser(mix, xi, ch.a, ch.s, oi);
-  }
+  });
 }
 
 void gaussian_mixture::denoiser_jvp_fp64(const double* x, const double* v, std::int64_t n, channel ch,
@@ -252,12 +249,11 @@ void gaussian_mixture::denoiser_jvp_fp64(const double* x, const double* v, std::
   detail::check_channel("ch", ch);
   DIFFSAMPLE_EXPECTS(n == 0 || (x != nullptr && v != nullptr && out != nullptr), "x, v, out: null pointer");
   const auto mix = storage_->view64();
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) {
+  cpu::parallel_for_each(n, [&](std::int64_t i) {
     const strided_vec<const double> xi{x + i * d, 1, int(d)}, vi{v + i * d, 1, int(d)};
     strided_vec<double> oi{out + i * d, 1, int(d)};
     kernels::mixture_denoiser_jvp(mix, xi, vi, ch.a, ch.s, oi);
-  }
+  });
 }
 
 executor gaussian_mixture::sample(float* out, std::int64_t n, channel ch, std::uint64_t seed, std::int32_t* labels,

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <utility>
 
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
@@ -145,8 +146,7 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
   const bool prefix = uses_prefix(p.scheme);
 
   // 1. Largest valid log-weight and invalid count of each chunk.
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::int64_t ci = 0; ci < count; ++ci) {
+  cpu::parallel_for_each(count, [&](std::int64_t ci) {
     const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
     const float* lw = p.log_weights + b * n;
     float max = -INFINITY;
@@ -159,15 +159,14 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
     }
     chunks[ci].max = max;
     chunks[ci].nan_count = nan_count;
-  }
+  }, 1);
   // The problem's max (exact, order-free) goes into chunk 0 of the problem.
-#pragma omp parallel for schedule(static)
-  for (std::int64_t b = 0; b < problems; ++b)
+  cpu::parallel_for_each(problems, [&](std::int64_t b) {
     for (std::int64_t k = 1; k < per; ++k) chunks[b * per].max = std::max(chunks[b * per].max, chunks[b * per + k].max);
+  });
 
   // 2. Fixed-point weights, their chunk-local inclusive prefix sums, and the chunk's sums.
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::int64_t ci = 0; ci < count; ++ci) {
+  cpu::parallel_for_each(count, [&](std::int64_t ci) {
     const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
     const float* lw = p.log_weights + b * n;
     const float max = chunks[b * per].max;
@@ -192,11 +191,10 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
     chunks[ci].sum_q2 = sum_q2;
     chunks[ci].sum_w = sum_w;
     chunks[ci].sum_w2 = sum_w2;
-  }
+  }, 1);
 
   // 3. Per problem: chunk offsets, totals, the resampling decision and the report.
-#pragma omp parallel for schedule(static)
-  for (std::int64_t b = 0; b < problems; ++b) {
+  cpu::parallel_for_each(problems, [&](std::int64_t b) {
     chunk_sums* c = chunks + b * per;
     std::int64_t nan_count = 0;
     std::uint64_t total = 0;
@@ -213,15 +211,14 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
     problem_state st{};
     finish_problem(p, b, c[0].max, nan_count, total, sum_q2, sum_w, sum_w2, st);
     p.states[b] = st;
-  }
+  });
 
   // 4. Residual: copies and residual weights with their chunk-local prefix sums.
   if (p.scheme != resampling_scheme::residual) return;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::int64_t ci = 0; ci < count; ++ci) {
+  cpu::parallel_for_each(count, [&](std::int64_t ci) {
     const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
     const problem_state& st = p.states[b];
-    if (!st.resample) continue;
+    if (!st.resample) return;
     std::uint64_t* units = p.units + b * n;
     const float* lw = p.log_weights + b * n;
     std::uint64_t copies = 0;
@@ -237,12 +234,11 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
     }
     chunks[ci].copies = copies;
     chunks[ci].rest = rest;
-  }
+  }, 1);
 
   // 5. Residual: per-problem chunk offsets and the total of copies.
-#pragma omp parallel for schedule(static)
-  for (std::int64_t b = 0; b < problems; ++b) {
-    if (!p.states[b].resample) continue;
+  cpu::parallel_for_each(problems, [&](std::int64_t b) {
+    if (!p.states[b].resample) return;
     chunk_sums* c = chunks + b * per;
     std::uint64_t copies = 0;
     u128 rest;
@@ -253,7 +249,7 @@ void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums
       rest = rest + c[k].rest;
     }
     p.states[b].copies = copies;
-  }
+  });
 }
 
 // --- CUDA statistics pass ----------------------------------------------------------------------------------------
@@ -515,7 +511,7 @@ static __global__ void __launch_bounds__(pass_block) chunk_residual_kernel(pass_
   for (std::int64_t ci = blockIdx.x; ci < count; ci += gridDim.x) {
     const chunk_range c = chunk_of(ci, per, p.n);
     const problem_state st = p.states[c.b];
-    if (!st.resample) continue;  // the same in every thread of the block
+    if (!st.resample) return;  // the same in every thread of the block
     const range_residual r = block_residual(temp, p, p.log_weights + c.b * p.n, p.units + c.b * p.n,
                                             p.residual + c.b * p.n, c.lo, c.hi, st.max, st.total);
     if (threadIdx.x == 0) {
@@ -531,7 +527,7 @@ static __global__ void __launch_bounds__(pass_block) problem_residual_kernel(pas
   __shared__ pass_temp temp;
   const int t = threadIdx.x;
   for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
-    if (!p.states[b].resample) continue;
+    if (!p.states[b].resample) return;
     chunk_sums* c = chunks + b * per;
     const bool mine = t < per;
     std::uint64_t copies_offset, copies;
@@ -653,11 +649,13 @@ executor resample(const float* log_weights, std::int64_t problems, std::int64_t 
   return where;
 }
 
-void detail::resample_unchecked(const float* log_weights, std::int64_t problems, std::int64_t particles,
-                                const resampling_options& o, const particle_outputs& out, executor where,
-                                cudaStream_t stream, void* workspace) {
-  const std::int64_t count = problems * particles;
-  if (count == 0) return;
+namespace {
+
+// The statistics pass of resample_unchecked; returns its parameters and the chunk sums the selection reads.
+std::pair<pass_params, chunk_sums*> statistics_unchecked(const float* log_weights, std::int64_t problems,
+                                                         std::int64_t particles, const resampling_options& o,
+                                                         const particle_outputs& out, executor where,
+                                                         cudaStream_t stream, void* workspace) {
   const workspace_layout w = layout(problems, particles, o.scheme);
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   pass_params p{log_weights,
@@ -675,6 +673,26 @@ void detail::resample_unchecked(const float* log_weights, std::int64_t problems,
     statistics_pass_cuda(p, problems, chunks, stream);
   else
     statistics_pass_cpu(p, problems, chunks);
+  return {p, chunks};
+}
+
+}  // namespace
+
+kernels::select_ancestor_functor<std::int32_t> detail::resample_statistics_cpu(
+    const float* log_weights, std::int64_t problems, std::int64_t particles, const resampling_options& o,
+    const particle_outputs& out, void* workspace) {
+  const auto [p, chunks] = statistics_unchecked(log_weights, problems, particles, o, out, executor::cpu, nullptr,
+                                                workspace);
+  return {p.log_weights, p.states, p.units,  p.residual, chunks, chunks_per_problem(p.n), p.n, p.bits,
+          o.scheme,      o.metropolis_steps, o.seed,  o.step,     out.ancestors,          out.normalised_weights};
+}
+
+void detail::resample_unchecked(const float* log_weights, std::int64_t problems, std::int64_t particles,
+                                const resampling_options& o, const particle_outputs& out, executor where,
+                                cudaStream_t stream, void* workspace) {
+  const std::int64_t count = problems * particles;
+  if (count == 0) return;
+  const auto [p, chunks] = statistics_unchecked(log_weights, problems, particles, o, out, where, stream, workspace);
   if (out.ancestors64 != nullptr)
     select_ancestors(where, p, chunks, o, count, out.ancestors64, out.normalised_weights, stream);
   else

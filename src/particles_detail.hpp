@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "kernels/particles.cuh"
 #include <diffsample/execution.hpp>
 #include <diffsample/particles.hpp>
 
@@ -14,6 +15,16 @@ namespace diffsample::detail {
 void resample_unchecked(const float* log_weights, std::int64_t problems, std::int64_t particles,
                         const resampling_options& options, const particle_outputs& out, executor where,
                         cudaStream_t stream, void* workspace);
+
+/// The statistics pass of resample_unchecked() on the CPU executor alone (int32 ancestors): returns the selection,
+/// which writes ancestors[g] (and normalised_weights[g]) when called with g, so that a sampler can select each
+/// particle's ancestor inside its own per-particle pass instead of a separate one. The selection reads the
+/// log-weights of index g only, and the workspace's integer weights, which the caller must leave untouched until
+/// every index has been selected.
+kernels::select_ancestor_functor<std::int32_t> resample_statistics_cpu(const float* log_weights,
+                                                                       std::int64_t problems, std::int64_t particles,
+                                                                       const resampling_options& options,
+                                                                       const particle_outputs& out, void* workspace);
 
 /// gather_particles() on `where` without validation (out must not alias states).
 void gather_unchecked(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,

@@ -159,11 +159,10 @@ void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std
           kernels::wasserstein_direction_functor{keys.Current(), keys0, values, n_a, n_b, p});
       DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
     } else {
-#pragma omp parallel for schedule(dynamic)
-      for (std::int64_t s = 0; s < 2 * count; ++s) std::sort(keys0 + offsets[s], keys0 + offsets[s + 1]);
+      cpu::parallel_for_each(
+          2 * count, [&](std::int64_t s) { std::sort(keys0 + offsets[s], keys0 + offsets[s + 1]); }, 1);
       const kernels::wasserstein_direction_functor distance{keys0, keys0, values, n_a, n_b, p};
-#pragma omp parallel for schedule(dynamic)
-      for (std::int64_t c = 0; c < count; ++c) distance(c);
+      cpu::parallel_for_each(count, [&](std::int64_t c) { distance(c); }, 1);
     }
     kernels::for_each_index(where, 1,
                             kernels::accumulate_functor{values, sums, result, count, directions, p, first == 0,

@@ -112,7 +112,7 @@ DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior,
 
 /// Runs a guided sampler on every problem. The tables are built on the host in FP64 (O(steps B d_y^3 +
 /// steps B d_y^2 d_x)) and copied once (cudaMemcpyAsync on exec.stream); then each SMC transition issues a fixed
-/// handful of launches (weighting, resample(), bookkeeping, gather_particles(), mutation) with no allocation and
+/// handful of launches (weighting, resample(), bookkeeping, mutation from the ancestors' means) with no allocation and
 /// no host synchronisation; dps and pigdm run fused in one launch. Without a caller workspace one stream-ordered
 /// allocation is made per call. Asynchronous on the CUDA executor.
 /// @throws invalid_argument for inconsistent sizes, non-finite values, non-positive sigma_y, an invalid schedule

@@ -68,7 +68,7 @@ class pool {
     wake_.notify_all();
     work(*j);
     // Every chunk claimed: wait for those still running elsewhere, spinning briefly, then sleeping.
-    for (int spin = 0; spin < 4000 && j->remaining.load(std::memory_order_acquire) != 0; ++spin) DS_PAUSE();
+    for (int spin = 0; spin < 500 && j->remaining.load(std::memory_order_acquire) != 0; ++spin) DS_PAUSE();
     if (j->remaining.load(std::memory_order_acquire) != 0) {
       std::unique_lock<std::mutex> lock(mutex_);
       done_.wait(lock, [&] { return j->remaining.load(std::memory_order_acquire) == 0; });

@@ -16,20 +16,33 @@ int max_threads();
 void parallel_for(std::int64_t n, std::int64_t chunk, void (*body)(void*, std::int64_t, std::int64_t),
                   void* context);
 
-/// parallel_for over a callable f(i), with chunks sized for about 8 per thread.
+/// Chunk size that gives about 8 chunks per thread over n indices (at least 1).
+inline std::int64_t default_chunk(std::int64_t n) {
+  const std::int64_t c = n / (static_cast<std::int64_t>(max_threads()) * 8);
+  return c < 1 ? 1 : c;
+}
+
+/// parallel_for over a callable f(begin, end) on chunks of `chunk` indices (default_chunk(n) when chunk <= 0).
+/// Per-chunk scratch belongs inside f.
 template <class F>
-void parallel_for_each(std::int64_t n, const F& f) {
+void parallel_for_range(std::int64_t n, const F& f, std::int64_t chunk = 0) {
   if (n <= 0) return;
-  const std::int64_t threads = max_threads();
-  std::int64_t chunk = n / (threads * 8);
-  if (chunk < 1) chunk = 1;
   parallel_for(
-      n, chunk,
-      [](void* c, std::int64_t b, std::int64_t e) {
-        const F& fn = *static_cast<const F*>(c);
-        for (std::int64_t i = b; i < e; ++i) fn(i);
-      },
+      n, chunk > 0 ? chunk : default_chunk(n),
+      [](void* c, std::int64_t b, std::int64_t e) { (*static_cast<const F*>(c))(b, e); },
       const_cast<void*>(static_cast<const void*>(&f)));
+}
+
+/// parallel_for over a callable f(i) on chunks of `chunk` indices (default_chunk(n) when chunk <= 0): chunk 1
+/// balances loops whose iterations differ widely in cost.
+template <class F>
+void parallel_for_each(std::int64_t n, const F& f, std::int64_t chunk = 0) {
+  parallel_for_range(
+      n,
+      [&f](std::int64_t b, std::int64_t e) {
+        for (std::int64_t i = b; i < e; ++i) f(i);
+      },
+      chunk);
 }
 
 }  // namespace diffsample::cpu
