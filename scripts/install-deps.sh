@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test libdiffsample: CMake, a C++ compiler, OpenMP,
 # GoogleTest, pkg-config, nlohmann-json (problem files of the diffsample program), Python 3 (the static performance
-# record's check, scripts/static_record.py) with NumPy (bench/posterior_table.py). The CUDA toolkit (nvcc, cudart, cuRAND, cuBLAS, CCCL) must already be
+# record's check, scripts/static_record.py) with NumPy (bench/posterior_table.py), and Debian's single-threaded
+# OpenBLAS (libopenblas-serial-dev: the CPU gemm path of large mixtures; the library parallelises over its own thread
+# pool and calls the BLAS from each thread, so the BLAS must start no threads of its own). The CUDA toolkit (nvcc,
+# cudart, cuRAND, cuBLAS, CCCL) must already be
 # installed (/usr/local/cuda); this script adds it to PATH for the caller's session if nvcc is not found.
 # Optional, not installed here (CI does not fuzz): clang (apt-get install clang) for scripts/fuzz.sh, and
 # librsvg2-bin (rsvg-convert) to view the program's SVG plots as PNG.
@@ -17,6 +20,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
 [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
 [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
+dpkg -s libopenblas-serial-dev >/dev/null 2>&1 || need+=(libopenblas-serial-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}" >&2
   SUDO=""

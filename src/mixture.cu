@@ -165,8 +165,8 @@ const std::vector<double>& gaussian_mixture::weights() const noexcept { return s
 const std::vector<double>& gaussian_mixture::means() const noexcept { return storage_->means; }
 const std::vector<double>& gaussian_mixture::variances() const noexcept { return storage_->variances; }
 
-executor gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
-                                    execution exec) const {
+executor gaussian_mixture::evaluate_direct(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+                                           execution exec) const {
   DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
                      "what: invalid quantity " << static_cast<int>(what));
   const std::int64_t d = dim();

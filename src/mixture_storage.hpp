@@ -3,12 +3,16 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/mixture.cuh"
 #include <diffsample/execution.hpp>
 
 namespace diffsample::detail {
+
+struct gemm_tables;
 
 struct mixture_storage {
   std::int64_t components = 0;
@@ -18,6 +22,11 @@ struct mixture_storage {
   std::vector<double> log_weights, cumulative;    // FP64
   std::vector<float> log_weights32, cumulative32, means32, variances32;
   float* device = nullptr;  // log_weights | cumulative | means | variances, or nullptr without a GPU
+
+  // The gemm path's tables (src/mixture_gemm.hpp), built on first use under gemm_mutex.
+  mutable std::shared_ptr<gemm_tables> gemm;
+  mutable std::mutex gemm_mutex;
+  mutable bool gemm_device_ready = false;
 
   ~mixture_storage();
 

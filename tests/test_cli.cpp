@@ -534,6 +534,26 @@ TEST_F(Cli, WrongShapes) {
   EXPECT_EQ(run("sample --problem " + path("m1.json") + kQuick).rc, 0);
 }
 
+// The empirical prior form: "points" (inline or .npy) and "variance", one equal-weight component per point.
+TEST_F(Cli, EmpiricalPriorFromPoints) {
+  const float pts[6] = {0, 0, 1, 2, -3, 4};
+  ds::npy::write_f32(path("pts.npy"), pts, 3, 2);
+  write("emp.json", "{\"prior\": {\"points\": \"pts.npy\", \"variance\": 0.01}}");
+  const result r = run("sample --problem " + path("emp.json") + " --report " + path("emp.report.json") + kQuick);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("emp.report.json")));
+  EXPECT_EQ(j["prior"]["components"], 3);
+  EXPECT_EQ(j["prior"]["dim"], 2);
+  EXPECT_EQ(j["prior"]["isotropic"], true);
+  EXPECT_EQ(j["prior"]["description"], "3-point empirical prior");
+  write("emp_w.json", "{\"prior\": {\"points\": [[0, 1]], \"variance\": 0.1, \"weights\": [1]}}");
+  expect_failure(run("sample --problem " + path("emp_w.json") + " --out " + path("out.npy")), "'points' and 'variance' alone");
+  write("emp_v.json", "{\"prior\": {\"points\": [[0, 1]]}}");
+  expect_failure(run("sample --problem " + path("emp_v.json") + " --out " + path("out.npy")), "prior.variance: missing");
+  write("emp_0.json", "{\"prior\": {\"points\": [[0, 1]], \"variance\": 0}}");
+  expect_failure(run("sample --problem " + path("emp_0.json") + " --out " + path("out.npy")), "prior.variance: must be > 0");
+}
+
 TEST_F(Cli, NonFiniteValues) {
   write("inf.json", "{\"prior\": {\"means\": [[0, 1e999]], \"variances\": [1]}}");
   expect_failure(run("sample --problem " + path("inf.json") + " --out " + path("out.npy")), "not finite");

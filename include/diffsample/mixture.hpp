@@ -9,8 +9,10 @@
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace diffsample {
@@ -36,6 +38,61 @@ enum class quantity : int {
   score = 1,        ///< grad log p_t(x): d floats per point
   denoiser = 2,     ///< E[x0 | x_t = x] (Tweedie): d floats per point
 };
+
+/// How evaluate() forms the softmax over the K components of a mixture.
+enum class mixture_path : int {
+  /// The library's choice: gemm when the mixture is isotropic, the executor has a matrix-product library (a BLAS
+  /// found at build time on the CPU, cuBLAS on the GPU) and the size passes the measured crossover
+  /// (gemm_crossover()), otherwise direct.
+  automatic = 0,
+  /// Per point and component: centred logits (x - a mu_k)^2 / c_k and an online softmax, the fused samplers' own
+  /// functions. Any mixture.
+  direct = 1,
+  /// Logits from the products x . mu_k of a matrix product (BLAS sgemm on the CPU, cuBLAS on the GPU) with the
+  /// norms precomputed, recentred on the mean of the means, corrected where cancellation could lose accuracy, and
+  /// the responsibility-weighted sum of the means as a second product; components in chunks, so memory stays
+  /// bounded for any K. Isotropic mixtures only. Error bound in the README ("Large mixtures: the GEMM path").
+  gemm = 2,
+};
+
+/// "automatic", "direct" or "gemm".
+DIFFSAMPLE_API const char* to_string(mixture_path p) noexcept;
+/// Parses "auto"/"automatic", "direct" or "gemm"; throws invalid_argument otherwise.
+DIFFSAMPLE_API mixture_path parse_mixture_path(const std::string& name);
+
+/// Settings of gaussian_mixture::evaluate() beyond the executor.
+struct evaluate_options {
+  mixture_path path = mixture_path::automatic;  ///< which path; automatic follows gemm_crossover()
+  /// CUDA gemm path only: let cuBLAS round the operands of the logits' product to TF32 (10-bit mantissa, unit
+  /// roundoff 2^-11 instead of 2^-24). The error bound and the correction use that unit roundoff, so results keep
+  /// the stated accuracy but more components are recomputed exactly. Ignored on the CPU.
+  bool allow_tf32 = false;
+  /// Components per chunk of the gemm path (0: 512). Results do not depend on it beyond rounding.
+  std::int64_t component_chunk = 0;
+  /// Points per block of the gemm path (0: 128 on the CPU; on the CUDA executor points per pass, 0: 8192). Memory
+  /// of a call is about point_block x (2 d + component_chunk) floats per thread (CPU) or per pass (CUDA).
+  std::int64_t point_block = 0;
+};
+
+/// What an evaluate() call did.
+struct evaluate_report {
+  executor ran = executor::automatic;         ///< executor that ran
+  mixture_path path = mixture_path::automatic;  ///< path that ran (direct or gemm)
+};
+
+/// The size rule of mixture_path::automatic: gemm when d >= min_dim and K x d >= min_kd (and the mixture is
+/// isotropic with a matrix-product library present). Measured with bench_mixture_gemm (README).
+struct gemm_crossover_rule {
+  std::int64_t min_dim;  ///< smallest dimension d
+  std::int64_t min_kd;   ///< smallest K x d
+};
+/// The crossover of the executor (cpu or cuda).
+DIFFSAMPLE_API gemm_crossover_rule gemm_crossover(executor where) noexcept;
+/// True when the CPU executor's gemm path runs on a BLAS found at build time (false: on the library's own loops,
+/// correct but slower, and automatic never picks it).
+DIFFSAMPLE_API bool cpu_blas_available() noexcept;
+/// Name of the CPU BLAS ("OpenBLAS 0.3.21 ... SINGLE_THREADED", or "none").
+DIFFSAMPLE_API std::string cpu_blas_name();
 
 namespace detail {
 struct mixture_storage;
@@ -81,6 +138,36 @@ class DIFFSAMPLE_API gaussian_mixture {
   executor evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
                     execution exec = {}) const;
 
+  /// evaluate() with a choice of path (mixture_path) and a report of what ran. On the CUDA executor the gemm path
+  /// needs evaluate_workspace_bytes() of device workspace: pass it to keep the call free of allocation, or nullptr
+  /// for one stream-ordered allocation per call. Asynchronous on the CUDA executor (no host synchronisation), except
+  /// that the first gemm-path call of a mixture on the CUDA executor prepares its tables and cuBLAS handle
+  /// (allocates and synchronises; prepare_gemm() does this ahead).
+  /// @throws invalid_argument as evaluate() does, and when gemm is forced on a diagonal mixture or the workspace
+  ///         is too small
+  evaluate_report evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+                           const evaluate_options& options, execution exec = {}, void* workspace = nullptr,
+                           std::size_t workspace_bytes = 0) const;
+
+  /// Bytes of device workspace evaluate(..., options, exec, workspace) needs for n points (0 on the CPU executor
+  /// and on the direct path).
+  std::size_t evaluate_workspace_bytes(quantity what, std::int64_t n, const evaluate_options& options = {},
+                                       execution exec = {}) const;
+
+  /// The path evaluate() runs for n points on executor @p where under options.path (never automatic).
+  mixture_path chosen_path(quantity what, std::int64_t n, executor where, const evaluate_options& options = {}) const;
+
+  /// Builds the gemm path's tables (recentred means, norms) for the executor ahead of the first gemm-path call; on
+  /// the CUDA executor also the cuBLAS handle. Allocates and synchronises; thread-safe; idempotent.
+  void prepare_gemm(executor where) const;
+
+  /// The empirical distribution of n points in dimension d smoothed by an isotropic Gaussian of variance
+  /// @p variance: a mixture of n equal-weight components N(point_i, variance I). Its score at any channel is the
+  /// exact score of the smoothed data, the "optimal denoiser" of a diffusion model trained to zero loss.
+  /// @param points  n x d row-major host array
+  /// @throws invalid_argument naming the bad argument and value
+  static gaussian_mixture empirical(const double* points, std::int64_t n, std::int64_t dim, double variance);
+
   /// Jacobian of the denoiser times v: (d E[x0|x_t=x] / dx) v, per point, with no d x d matrix formed.
   /// x, v and out are n x d. Asynchronous on the CUDA executor. @return the executor that ran.
   executor denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
@@ -104,6 +191,10 @@ class DIFFSAMPLE_API gaussian_mixture {
 
  private:
   std::unique_ptr<detail::mixture_storage> storage_;
+  // The direct path of evaluate() (per point, per component).
+  executor evaluate_direct(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+                           execution exec) const;
+
 };
 
 /// A mixture whose K means lie on a g x g grid with the given spacing in the first two coordinates, repeated

@@ -202,7 +202,29 @@ class reader {
   }
 
   prior_spec prior(const json& p) const {
-    only_keys(p, "prior", {"weights", "means", "variances", "grid"});
+    only_keys(p, "prior", {"weights", "means", "variances", "grid", "points", "variance"});
+    if (p.contains("points") || p.contains("variance")) {
+      // An empirical prior: one equal-weight component N(point_i, variance I) per row of "points".
+      if (p.contains("means") || p.contains("variances") || p.contains("grid") || p.contains("weights"))
+        bad("prior", "give 'points' and 'variance' alone (an empirical prior has one equal-weight component per "
+                     "point)");
+      if (!p.contains("points")) bad("prior.points", "missing (the n x d data points of the empirical prior)");
+      if (!p.contains("variance")) bad("prior.variance", "missing (the variance of every point's component)");
+      const array points = matrix(p["points"], "prior.points", -1, -1);
+      const double variance = number(p["variance"], "prior.variance");
+      if (!(variance > 0)) bad("prior.variance", "must be > 0, got " + fmt(variance));
+      in_range({variance}, "prior.variance", "", min_variance, max_variance,
+               "a variance and its inverse must be normal FP32 numbers");
+      in_range(points.values, "prior.points", points.file, -max_abs_value, max_abs_value,
+               "the FP32 kernels square coordinate differences");
+      prior_spec s;
+      s.dim = points.cols;
+      s.means = points.values;
+      s.variances.assign(std::size_t(points.rows), variance);
+      s.weights.assign(std::size_t(points.rows), 1.0);
+      s.description = std::to_string(points.rows) + "-point empirical prior";
+      return s;
+    }
     if (p.contains("grid")) {
       if (p.contains("means") || p.contains("variances"))
         bad("prior", "give either 'grid' or 'means' and 'variances', not both");

@@ -1,0 +1,411 @@
+// The gemm path of gaussian_mixture::evaluate: the host API (path choice, options, empirical mixtures) and the CPU
+// executor, which runs the two matrix products of each block of points and chunk of components through a BLAS
+// (sgemm) when one was found at build time, or through the library's own loops otherwise, and the per-point work of
+// kernels/mixture_gemm.cuh around them, on the CPU thread pool.
+//
+// BLAS threading: the pool's threads call sgemm concurrently on disjoint blocks, each call single-threaded, so the
+// CPU executor uses cpu_threads() threads in all and the BLAS starts none of its own. Debian's serial OpenBLAS
+// (libopenblas0-serial, built with locking so that concurrent callers are safe) is what scripts/install-deps.sh
+// installs; when a threaded OpenBLAS is selected at run time instead, the library sets its thread count to 1 once.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/mixture_gemm.cuh"
+#include "src/cpu/pool.hpp"
+#include "src/mixture_gemm.hpp"
+#include "src/mixture_storage.hpp"
+#include "src/validate.hpp"
+#include <diffsample/error.hpp>
+#include <diffsample/mixture.hpp>
+
+#if defined(DIFFSAMPLE_HAVE_BLAS)
+extern "C" {
+// The reference BLAS interface (column-major), as every BLAS exports it.
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc);
+#if defined(DIFFSAMPLE_HAVE_OPENBLAS)
+int openblas_get_parallel(void);
+void openblas_set_num_threads(int);
+char* openblas_get_config(void);
+#endif
+}
+#endif
+
+namespace diffsample {
+
+const char* to_string(mixture_path p) noexcept {
+  switch (p) {
+    case mixture_path::automatic: return "automatic";
+    case mixture_path::direct: return "direct";
+    case mixture_path::gemm: return "gemm";
+  }
+  return "unknown";
+}
+
+mixture_path parse_mixture_path(const std::string& name) {
+  if (name == "auto" || name == "automatic") return mixture_path::automatic;
+  if (name == "direct") return mixture_path::direct;
+  if (name == "gemm") return mixture_path::gemm;
+  throw invalid_argument("path: unknown name '" + name + "' (expected auto, direct or gemm)");
+}
+
+gemm_crossover_rule gemm_crossover(executor where) noexcept {
+  // Measured by `bench_mixture_gemm crossover` (README, "Large mixtures: the GEMM path") on the CPU executor: the
+  // direct path packs points into SIMD lanes and is hard to beat below d = 128; from d = 128 and K x d = 2^17 the
+  // gemm path is ahead, and far ahead once the means no longer fit in cache.
+  if (where == executor::cuda) return {128, 1 << 17};  // not measured (no GPU here): the CPU rule
+  return {128, 1 << 17};
+}
+
+bool cpu_blas_available() noexcept {
+#if defined(DIFFSAMPLE_HAVE_BLAS)
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string cpu_blas_name() {
+#if defined(DIFFSAMPLE_HAVE_OPENBLAS)
+  std::string s = openblas_get_config();
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+#elif defined(DIFFSAMPLE_HAVE_BLAS)
+  return "BLAS (sgemm_)";
+#else
+  return "none";
+#endif
+}
+
+namespace detail {
+
+namespace {
+
+void configure_blas_threads() {
+#if defined(DIFFSAMPLE_HAVE_OPENBLAS)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (openblas_get_parallel() != 0) openblas_set_num_threads(1);  // the pool parallelises; the BLAS must not
+  });
+#endif
+}
+
+// G (rows x cols, row-major) = X (rows x d) M^T, M cols x d row-major.
+void product_logits(int rows, int cols, int d, const float* X, const float* M, float* G) {
+#if defined(DIFFSAMPLE_HAVE_BLAS)
+  const char ta = 'T', tb = 'N';
+  const float one = 1.f, zero = 0.f;
+  sgemm_(&ta, &tb, &cols, &rows, &d, &one, M, &d, X, &d, &zero, G, &cols);
+#else
+  for (int i = 0; i < rows; ++i)
+    for (int k = 0; k < cols; ++k) {
+      const float* x = X + std::int64_t(i) * d;
+      const float* m = M + std::int64_t(k) * d;
+      float acc = 0.f;
+      for (int j = 0; j < d; ++j) acc += x[j] * m[j];
+      G[std::int64_t(i) * cols + k] = acc;
+    }
+#endif
+}
+
+// A (rows x d, row-major) += W (rows x cols) M, M cols x d row-major.
+void product_means(int rows, int cols, int d, const float* W, const float* M, float* A) {
+#if defined(DIFFSAMPLE_HAVE_BLAS)
+  const char ta = 'N', tb = 'N';
+  const float one = 1.f;
+  sgemm_(&ta, &tb, &d, &rows, &cols, &one, M, &d, W, &cols, &one, A, &d);
+#else
+  for (int i = 0; i < rows; ++i) {
+    float* a = A + std::int64_t(i) * d;
+    for (int k = 0; k < cols; ++k) {
+      const float w = W[std::int64_t(i) * cols + k];
+      if (w == 0.f) continue;
+      const float* m = M + std::int64_t(k) * d;
+      for (int j = 0; j < d; ++j) a[j] += w * m[j];
+    }
+  }
+#endif
+}
+
+constexpr std::int64_t cpu_default_block = 128;
+constexpr std::int64_t default_chunk = 512;
+// Tasks per call the CPU executor aims at (blocks of points x splits of the components). A constant, not the thread
+// count, so that results do not depend on the number of threads.
+constexpr std::int64_t cpu_target_tasks = 16;
+
+struct cpu_call {
+  const gemm_tables* t;
+  const kernels::gemm_component* comp;
+  const float* x;
+  float* out;
+  std::int64_t n, K, d, block, chunk, blocks, splits, per_split;
+  float a, s2, gamma;
+  int what;
+  std::vector<kernels::gemm_point_state>* part_state;  // splits x n, when splits > 1
+  std::vector<float>* part_acc;                        // splits x n x d, when splits > 1 and what != 0
+};
+
+// x' = x - a m for `rows` points; |x'| and |x'|^2 (accumulated in FP64).
+void centre_rows(const cpu_call& c, std::int64_t first, std::int64_t rows, float* xc, float* xn, float* xx) {
+  const std::int64_t d = c.d;
+  const float* m = c.t->centre32.data();
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xi = c.x + (first + r) * d;
+    float* o = xc + r * d;
+    double q = 0;
+    for (std::int64_t j = 0; j < d; ++j) {
+      o[j] = xi[j] - c.a * m[j];
+      q += double(o[j]) * o[j];
+    }
+    xx[r] = float(q);
+    xn[r] = float(std::sqrt(q));
+  }
+}
+
+void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
+  const cpu_call& c = *static_cast<const cpu_call*>(context);
+  thread_local std::vector<float> xc, G, acc, xn, xx;
+  thread_local std::vector<kernels::gemm_point_state> st;
+  const std::int64_t d = c.d;
+  for (std::int64_t task = begin; task < end; ++task) {
+    const std::int64_t b = task / c.splits, sp = task % c.splits;
+    const std::int64_t first = b * c.block, rows = std::min(c.block, c.n - first);
+    xc.resize(std::size_t(rows * d));
+    xn.resize(std::size_t(rows));
+    xx.resize(std::size_t(rows));
+    G.resize(std::size_t(rows * c.chunk));
+    st.assign(std::size_t(rows), kernels::gemm_point_state{-INFINITY, 0.f, 0.f, 0.f});
+    const bool with_acc = c.what != 0;
+    if (with_acc) acc.assign(std::size_t(rows * d), 0.f);
+    centre_rows(c, first, rows, xc.data(), xn.data(), xx.data());
+    const std::int64_t k_begin = sp * c.per_split, k_end = std::min(c.K, k_begin + c.per_split);
+    const float* means = c.t->means32.data();
+    for (std::int64_t k0 = k_begin; k0 < k_end; k0 += c.chunk) {
+      const int count = int(std::min(c.chunk, k_end - k0));
+      product_logits(int(rows), count, int(d), xc.data(), means + k0 * d, G.data());
+      for (std::int64_t r = 0; r < rows; ++r)
+        kernels::gemm_chunk_row(G.data() + r * count, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r], means,
+                                int(d), c.a, c.gamma, st[r], with_acc ? acc.data() + r * d : nullptr);
+      if (with_acc) product_means(int(rows), count, int(d), G.data(), means + k0 * d, acc.data());
+    }
+    if (c.splits == 1) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t i = first + r;
+        kernels::gemm_finish_row(c.what, st[r], with_acc ? acc.data() + r * d : nullptr, xc.data() + r * d,
+                                 c.x + i * d, c.t->centre32.data(), int(d), c.a, c.s2,
+                                 c.what == 0 ? c.out + i : c.out + i * d);
+      }
+    } else {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t i = first + r;
+        (*c.part_state)[std::size_t(sp * c.n + i)] = st[r];
+        if (with_acc) std::memcpy(c.part_acc->data() + (sp * c.n + i) * d, acc.data() + r * d, sizeof(float) * d);
+      }
+    }
+  }
+}
+
+// Splits > 1: merges each point's partial states in split order (a fixed order: deterministic) and finishes it.
+void cpu_merge(void* context, std::int64_t begin, std::int64_t end) {
+  const cpu_call& c = *static_cast<const cpu_call*>(context);
+  const std::int64_t d = c.d;
+  thread_local std::vector<float> xc, acc;
+  xc.resize(std::size_t(d));
+  acc.resize(std::size_t(d));
+  for (std::int64_t i = begin; i < end; ++i) {
+    kernels::gemm_point_state s{-INFINITY, 0.f, 0.f, 0.f};
+    const bool with_acc = c.what != 0;
+    if (with_acc) std::fill(acc.begin(), acc.end(), 0.f);
+    for (std::int64_t sp = 0; sp < c.splits; ++sp)
+      kernels::gemm_merge(s, with_acc ? acc.data() : nullptr, (*c.part_state)[std::size_t(sp * c.n + i)],
+                          with_acc ? c.part_acc->data() + (sp * c.n + i) * d : nullptr, int(d));
+    float xn, xx;
+    centre_rows(c, i, 1, xc.data(), &xn, &xx);
+    kernels::gemm_finish_row(c.what, s, with_acc ? acc.data() : nullptr, xc.data(), c.x + i * d,
+                             c.t->centre32.data(), int(d), c.a, c.s2, c.what == 0 ? c.out + i : c.out + i * d);
+  }
+}
+
+void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, quantity what, const float* x,
+                       std::int64_t n, channel ch, float* out, const evaluate_options& o) {
+  configure_blas_threads();
+  const std::int64_t K = st.components, d = st.dim;
+  std::vector<kernels::gemm_component> comp(static_cast<std::size_t>(K));
+  const kernels::gemm_component_functor fill{st.log_weights32.data(), st.variances32.data(), t.norms2.data(),
+                                             comp.data(), int(d), ch.a, ch.s};
+  for (std::int64_t k = 0; k < K; ++k) fill(k);
+  cpu_call c{};
+  c.t = &t;
+  c.comp = comp.data();
+  c.x = x;
+  c.out = out;
+  c.n = n;
+  c.K = K;
+  c.d = d;
+  c.block = o.point_block > 0 ? o.point_block : cpu_default_block;
+  c.chunk = gemm_chunk(o, K);
+  c.blocks = (n + c.block - 1) / c.block;
+  const std::int64_t chunks = (K + c.chunk - 1) / c.chunk;
+  c.splits = std::min(chunks, std::max<std::int64_t>(1, (cpu_target_tasks + c.blocks - 1) / c.blocks));
+  c.per_split = (chunks + c.splits - 1) / c.splits * c.chunk;
+  c.splits = (K + c.per_split - 1) / c.per_split;  // no empty split
+  c.a = float(ch.a);
+  c.s2 = float(ch.s * ch.s);
+  const double u = std::ldexp(1.0, -24);
+  c.gamma = float(double(d) * u / (1 - double(d) * u));
+  c.what = what == quantity::log_density ? 0 : what == quantity::score ? 1 : 2;
+  std::vector<kernels::gemm_point_state> part_state;
+  std::vector<float> part_acc;
+  if (c.splits > 1) {
+    part_state.resize(std::size_t(c.splits * n));
+    if (c.what != 0) part_acc.resize(std::size_t(c.splits * n * d));
+  }
+  c.part_state = &part_state;
+  c.part_acc = &part_acc;
+  cpu::parallel_for(c.blocks * c.splits, 1, cpu_task, &c);
+  if (c.splits > 1) cpu::parallel_for(n, std::max<std::int64_t>(1, n / 64), cpu_merge, &c);
+}
+
+}  // namespace
+
+gemm_tables::~gemm_tables() { gemm_release_device(*this); }
+
+const gemm_tables& gemm_tables_for(const mixture_storage& st, executor where) {
+  std::lock_guard<std::mutex> lock(st.gemm_mutex);
+  if (!st.gemm) {
+    auto t = std::make_shared<gemm_tables>();
+    const std::int64_t K = st.components, d = st.dim;
+    t->centre.assign(std::size_t(d), 0.0);
+    for (std::int64_t k = 0; k < K; ++k)
+      for (std::int64_t j = 0; j < d; ++j) t->centre[j] += st.means[k * d + j];
+    for (double& v : t->centre) v /= double(K);
+    t->centre32.assign(t->centre.begin(), t->centre.end());
+    t->means32.resize(std::size_t(K * d));
+    t->norms2.assign(std::size_t(K), 0.0);
+    for (std::int64_t k = 0; k < K; ++k) {
+      double q = 0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        // The centred mean is rounded once; its norm is that of the rounded value, so that bias and product agree.
+        const float m = float(st.means[k * d + j] - t->centre[j]);
+        t->means32[k * d + j] = m;
+        q += double(m) * m;
+      }
+      t->norms2[k] = q;
+    }
+    st.gemm = std::move(t);
+  }
+  if (where == executor::cuda && !st.gemm_device_ready) {
+    gemm_prepare_device(st, *st.gemm);
+    st.gemm_device_ready = true;
+  }
+  return *st.gemm;
+}
+
+std::int64_t gemm_chunk(const evaluate_options& o, std::int64_t K) {
+  const std::int64_t c = o.component_chunk > 0 ? o.component_chunk : default_chunk;
+  return std::min(c, K);
+}
+
+mixture_path choose_path(const mixture_storage& st, quantity, std::int64_t, executor where,
+                         const evaluate_options& o) {
+  if (o.path == mixture_path::direct) return mixture_path::direct;
+  if (o.path == mixture_path::gemm) {
+    DIFFSAMPLE_EXPECTS(st.isotropic, "options.path: gemm needs an isotropic mixture (variances given as K values); "
+                                     "this one has diagonal variances");
+    return mixture_path::gemm;
+  }
+  DIFFSAMPLE_EXPECTS(o.path == mixture_path::automatic,
+                     "options.path: invalid value " << static_cast<int>(o.path));
+  if (!st.isotropic) return mixture_path::direct;
+  if (where == executor::cpu && !cpu_blas_available()) return mixture_path::direct;
+  const gemm_crossover_rule rule = gemm_crossover(where);
+  return st.dim >= rule.min_dim && st.components * st.dim >= rule.min_kd ? mixture_path::gemm : mixture_path::direct;
+}
+
+evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const float* x, std::int64_t n, channel ch,
+                              float* out, const evaluate_options& o, executor where, cudaStream_t stream,
+                              void* workspace, std::size_t workspace_bytes) {
+  DIFFSAMPLE_EXPECTS(o.component_chunk >= 0 && o.component_chunk <= (1 << 20),
+                     "options.component_chunk: must be in [0, 2^20], got " << o.component_chunk);
+  DIFFSAMPLE_EXPECTS(o.point_block >= 0 && o.point_block <= (1 << 20),
+                     "options.point_block: must be in [0, 2^20], got " << o.point_block);
+  if (n == 0) return {where, mixture_path::gemm};
+  const gemm_tables& t = gemm_tables_for(st, where);
+  if (where == executor::cuda) {
+    gemm_evaluate_cuda(st, t, what, x, n, ch, out, o, stream, workspace, workspace_bytes);
+  } else {
+    gemm_evaluate_cpu(st, t, what, x, n, ch, out, o);
+  }
+  return {where, mixture_path::gemm};
+}
+
+}  // namespace detail
+
+// --- gaussian_mixture members of the path choice -----------------------------------------------------------------
+
+executor gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+                                    execution exec) const {
+  return evaluate(what, x, n, ch, out, evaluate_options{}, exec).ran;
+}
+
+evaluate_report gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+                                           const evaluate_options& options, execution exec, void* workspace,
+                                           std::size_t workspace_bytes) const {
+  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
+                     "what: invalid quantity " << static_cast<int>(what));
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  detail::check_channel("ch", ch);
+  const executor where = detail::resolve_executor(exec.kind, x);
+  detail::check_buffer("x", x, n * d, sizeof(float), where);
+  detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
+  const mixture_path path = detail::choose_path(*storage_, what, n, where, options);
+  if (path == mixture_path::direct) return {evaluate_direct(what, x, n, ch, out, {where, exec.stream}), path};
+  return detail::gemm_evaluate(*storage_, what, x, n, ch, out, options, where, exec.stream, workspace,
+                               workspace_bytes);
+}
+
+std::size_t gaussian_mixture::evaluate_workspace_bytes(quantity what, std::int64_t n, const evaluate_options& options,
+                                                       execution exec) const {
+  detail::check_count("n", n, dim());
+  const executor where = exec.kind == executor::automatic
+                             ? (cuda_available() ? executor::cuda : executor::cpu)
+                             : detail::resolve_executor(exec.kind, nullptr);
+  if (where != executor::cuda) return 0;
+  if (detail::choose_path(*storage_, what, n, where, options) != mixture_path::gemm) return 0;
+  return detail::gemm_cuda_workspace_bytes(what, n, components(), dim(), options);
+}
+
+mixture_path gaussian_mixture::chosen_path(quantity what, std::int64_t n, executor where,
+                                           const evaluate_options& options) const {
+  DIFFSAMPLE_EXPECTS(where == executor::cpu || where == executor::cuda,
+                     "where: expected cpu or cuda, got " << to_string(where));
+  return detail::choose_path(*storage_, what, n, where, options);
+}
+
+void gaussian_mixture::prepare_gemm(executor where) const {
+  DIFFSAMPLE_EXPECTS(where == executor::cpu || where == executor::cuda,
+                     "where: expected cpu or cuda, got " << to_string(where));
+  DIFFSAMPLE_EXPECTS(where == executor::cpu || cuda_available(),
+                     "where: cuda requested but no GPU is present (" << cuda_unavailable_reason() << ")");
+  (void)detail::gemm_tables_for(*storage_, where);
+}
+
+gaussian_mixture gaussian_mixture::empirical(const double* points, std::int64_t n, std::int64_t dim,
+                                             double variance) {
+  DIFFSAMPLE_EXPECTS(n >= 1 && n <= (1 << 24), "n: need between 1 and 2^24 points, got " << n);
+  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= (1 << 24), "dim: must be in [1, 2^24], got " << dim);
+  DIFFSAMPLE_EXPECTS(points != nullptr, "points: null pointer");
+  DIFFSAMPLE_EXPECTS(std::isfinite(variance) && variance >= min_variance && variance <= max_variance,
+                     "variance: must be in [" << min_variance << ", " << max_variance << "], got " << variance);
+  std::vector<double> means(points, points + n * dim);
+  return gaussian_mixture(dim, std::vector<double>(std::size_t(n), 1.0), std::move(means),
+                          std::vector<double>(std::size_t(n), variance));
+}
+
+}  // namespace diffsample

@@ -1,0 +1,215 @@
+// The gemm path of gaussian_mixture::evaluate on the CUDA executor: cuBLAS sgemm for the two products of each pass
+// of points and chunk of components, and the per-point functors of kernels/mixture_gemm.cuh around them, all on the
+// caller's stream. Workspace comes from the caller (size from gemm_cuda_workspace_bytes) or from one stream-ordered
+// allocation per call; cuBLAS gets its own workspace from the same buffer, so it allocates nothing per call.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "kernels/mixture_gemm.cuh"
+#include "src/launch.hpp"
+#include "src/mixture_gemm.hpp"
+#include "src/mixture_storage.hpp"
+#include "src/validate.hpp"
+#include <diffsample/error.hpp>
+
+namespace diffsample::detail {
+
+namespace {
+
+#define DIFFSAMPLE_CUBLAS_TRY(call)                                                                 \
+  do {                                                                                              \
+    const cublasStatus_t status_ = (call);                                                          \
+    if (status_ != CUBLAS_STATUS_SUCCESS)                                                           \
+      throw ::diffsample::cuda_error(std::string("cuBLAS error ") + cublasGetStatusString(status_) + \
+                                         " in " #call,                                              \
+                                     static_cast<int>(status_));                                    \
+  } while (0)
+
+constexpr std::size_t align_bytes = 256;
+constexpr std::size_t cublas_workspace_bytes = std::size_t(4) << 20;
+constexpr std::int64_t cuda_default_pass = 8192;
+
+std::size_t round_up(std::size_t b) { return (b + align_bytes - 1) / align_bytes * align_bytes; }
+
+struct layout {
+  std::size_t comp, xc, g, acc, state, norms, cublas, total;
+};
+
+layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::int64_t d, std::int64_t chunk) {
+  layout l{};
+  std::size_t at = 0;
+  const auto take = [&](std::size_t bytes) {
+    const std::size_t here = at;
+    at += round_up(bytes);
+    return here;
+  };
+  l.comp = take(sizeof(kernels::gemm_component) * std::size_t(K));
+  l.xc = take(sizeof(float) * std::size_t(pass * d));
+  l.g = take(sizeof(float) * std::size_t(pass * chunk));
+  l.acc = take(what == quantity::log_density ? 0 : sizeof(float) * std::size_t(pass * d));
+  l.state = take(sizeof(kernels::gemm_point_state) * std::size_t(pass));
+  l.norms = take(sizeof(float) * 2 * std::size_t(pass));
+  l.cublas = take(cublas_workspace_bytes);
+  l.total = at;
+  return l;
+}
+
+// x' = x - a m for the pass's points, |x'| and |x'|^2, the running state emptied and the accumulator zeroed.
+struct centre_functor {
+  const float* x;
+  const float* centre;
+  float* xc;
+  float* xn;  // pass: |x'| then |x'|^2
+  kernels::gemm_point_state* st;
+  float* acc;
+  std::int64_t first;
+  int d;
+  float a;
+  DS_HD void operator()(std::int64_t r) const {
+    const float* xi = x + (first + r) * d;
+    float* o = xc + r * d;
+    double q = 0;
+    for (int j = 0; j < d; ++j) {
+      o[j] = xi[j] - a * centre[j];
+      q += double(o[j]) * o[j];
+    }
+    xn[2 * r] = float(sqrt(q));
+    xn[2 * r + 1] = float(q);
+    st[r] = kernels::gemm_point_state{-INFINITY, 0.f, 0.f, 0.f};
+    if (acc != nullptr)
+      for (int j = 0; j < d; ++j) acc[r * d + j] = 0.f;
+  }
+};
+
+struct chunk_functor {
+  float* g;
+  const kernels::gemm_component* comp;
+  const float* xc;
+  const float* xn;
+  const float* means;
+  kernels::gemm_point_state* st;
+  float* acc;
+  int count, k0, d;
+  float a, gamma;
+  DS_HD void operator()(std::int64_t r) const {
+    kernels::gemm_chunk_row(g + r * count, count, k0, comp, xc + r * d, xn[2 * r], xn[2 * r + 1], means, d, a, gamma,
+                            st[r], acc == nullptr ? nullptr : acc + r * d);
+  }
+};
+
+struct finish_functor {
+  const kernels::gemm_point_state* st;
+  const float* acc;
+  const float* xc;
+  const float* x;
+  const float* centre;
+  float* out;
+  std::int64_t first;
+  int what, d;
+  float a, s2;
+  DS_HD void operator()(std::int64_t r) const {
+    const std::int64_t i = first + r;
+    kernels::gemm_finish_row(what, st[r], acc == nullptr ? nullptr : acc + r * d, xc + r * d, x + i * d, centre, d,
+                             a, s2, what == 0 ? out + i : out + i * d);
+  }
+};
+
+}  // namespace
+
+void gemm_prepare_device(const mixture_storage& st, gemm_tables& t) {
+  const std::int64_t K = st.components, d = st.dim;
+  const std::size_t bytes = sizeof(float) * std::size_t(K * d + d) + sizeof(double) * std::size_t(K);
+  check_allocation("gemm tables", bytes, executor::cuda);
+  DIFFSAMPLE_CUDA_TRY(cudaMalloc(&t.device_means, sizeof(float) * std::size_t(K * d)));
+  DIFFSAMPLE_CUDA_TRY(cudaMalloc(&t.device_centre, sizeof(float) * std::size_t(d)));
+  DIFFSAMPLE_CUDA_TRY(cudaMalloc(&t.device_norms2, sizeof(double) * std::size_t(K)));
+  upload_and_wait(t.device_means, t.means32.data(), sizeof(float) * std::size_t(K * d), cudaStreamLegacy);
+  upload_and_wait(t.device_centre, t.centre32.data(), sizeof(float) * std::size_t(d), cudaStreamLegacy);
+  upload_and_wait(t.device_norms2, t.norms2.data(), sizeof(double) * std::size_t(K), cudaStreamLegacy);
+  cublasHandle_t handle = nullptr;
+  DIFFSAMPLE_CUBLAS_TRY(cublasCreate(&handle));
+  t.cublas = handle;
+}
+
+void gemm_release_device(gemm_tables& t) noexcept {
+  if (t.cublas != nullptr) (void)cublasDestroy(static_cast<cublasHandle_t>(t.cublas));
+  if (t.device_means != nullptr) (void)cudaFree(t.device_means);
+  if (t.device_centre != nullptr) (void)cudaFree(t.device_centre);
+  if (t.device_norms2 != nullptr) (void)cudaFree(t.device_norms2);
+  t.cublas = nullptr;
+  t.device_means = t.device_centre = nullptr;
+  t.device_norms2 = nullptr;
+}
+
+std::int64_t gemm_cuda_pass_points(std::int64_t n, const evaluate_options& o) {
+  const std::int64_t p = o.point_block > 0 ? o.point_block : cuda_default_pass;
+  return std::max<std::int64_t>(1, std::min(n, p));
+}
+
+std::size_t gemm_cuda_workspace_bytes(quantity what, std::int64_t n, std::int64_t K, std::int64_t d,
+                                      const evaluate_options& o) {
+  return workspace_layout(what, gemm_cuda_pass_points(n, o), K, d, gemm_chunk(o, K)).total;
+}
+
+void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantity what, const float* x,
+                        std::int64_t n, channel ch, float* out, const evaluate_options& o, cudaStream_t stream,
+                        void* workspace, std::size_t workspace_bytes) {
+  const std::int64_t K = st.components, d = st.dim;
+  const std::int64_t pass = gemm_cuda_pass_points(n, o), chunk = gemm_chunk(o, K);
+  const layout l = workspace_layout(what, pass, K, d, chunk);
+  DIFFSAMPLE_EXPECTS(workspace == nullptr || workspace_bytes >= l.total,
+                     "workspace_bytes: the gemm path needs " << l.total << " bytes, got " << workspace_bytes);
+  if (workspace != nullptr) check_buffer("workspace", workspace, std::int64_t(l.total), 1, executor::cuda);
+  scratch own(workspace == nullptr ? l.total : 0, executor::cuda, stream);
+  char* base = static_cast<char*>(workspace != nullptr ? workspace : own.data());
+  auto* comp = reinterpret_cast<kernels::gemm_component*>(base + l.comp);
+  auto* xc = reinterpret_cast<float*>(base + l.xc);
+  auto* g = reinterpret_cast<float*>(base + l.g);
+  auto* acc = what == quantity::log_density ? nullptr : reinterpret_cast<float*>(base + l.acc);
+  auto* state = reinterpret_cast<kernels::gemm_point_state*>(base + l.state);
+  auto* xn = reinterpret_cast<float*>(base + l.norms);
+  const kernels::mixture_view<float> view = st.view(executor::cuda);
+  const float a = float(ch.a), s2 = float(ch.s * ch.s);
+  const double u = 5.9604644775390625e-08;
+  const float gamma = float(double(d) * u / (1 - double(d) * u) + (o.allow_tf32 ? 2.0 * 0.00048828125 : 0.0));
+  const int what_code = what == quantity::log_density ? 0 : what == quantity::score ? 1 : 2;
+
+  kernels::for_each_index(executor::cuda, K,
+                          kernels::gemm_component_functor{view.log_weights, view.variances, t.device_norms2, comp,
+                                                           int(d), ch.a, ch.s},
+                          stream);
+  // The handle's stream, workspace and math mode are set for this call's launches; calls on other threads wait.
+  std::lock_guard<std::mutex> lock(st.gemm_mutex);
+  auto handle = static_cast<cublasHandle_t>(t.cublas);
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetStream(handle, stream));
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetWorkspace(handle, base + l.cublas, cublas_workspace_bytes));
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetMathMode(handle, o.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  const float one = 1.f, zero = 0.f;
+  for (std::int64_t first = 0; first < n; first += pass) {
+    const int rows = int(std::min(pass, n - first));
+    kernels::for_each_index(executor::cuda, rows, centre_functor{x, t.device_centre, xc, xn, state, acc, first, int(d), a},
+                            stream);
+    for (std::int64_t k0 = 0; k0 < K; k0 += chunk) {
+      const int count = int(std::min(chunk, K - k0));
+      const float* m = t.device_means + k0 * d;
+      DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), xc,
+                                        int(d), &zero, g, count));
+      kernels::for_each_index(executor::cuda, rows,
+                              chunk_functor{g, comp, xc, xn, t.device_means, state, acc, count, int(k0), int(d), a,
+                                            gamma},
+                              stream);
+      if (acc != nullptr)
+        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d), g,
+                                          count, &one, acc, int(d)));
+    }
+    kernels::for_each_index(executor::cuda, rows,
+                            finish_functor{state, acc, xc, x, t.device_centre, out, first, what_code, int(d), a, s2},
+                            stream);
+  }
+}
+
+}  // namespace diffsample::detail

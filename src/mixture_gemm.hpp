@@ -1,0 +1,61 @@
+// The gemm path of gaussian_mixture::evaluate (internal): tables built once per mixture and executor, and the
+// CUDA executor's entry points (src/mixture_gemm.cu); the CPU executor and the host API are in src/mixture_gemm.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/mixture_gemm.cuh"
+#include <diffsample/mixture.hpp>
+
+namespace diffsample::detail {
+
+struct mixture_storage;
+
+/// Recentred means and their norms, host side (built on first use) and device side (built on first CUDA use).
+struct gemm_tables {
+  std::vector<double> centre;      // d: the mean of the means
+  std::vector<float> centre32;     // d
+  std::vector<float> means32;      // K x d: mu_k - centre, rounded once from FP64
+  std::vector<double> norms2;      // K: |mu_k - centre|^2 in FP64
+  float* device_means = nullptr;   // K x d
+  float* device_centre = nullptr;  // d
+  double* device_norms2 = nullptr; // K
+  void* cublas = nullptr;          // cublasHandle_t
+  ~gemm_tables();
+};
+
+/// The tables of a mixture, host part always, device part too when where == cuda (thread-safe, built once).
+const gemm_tables& gemm_tables_for(const mixture_storage& st, executor where);
+
+/// Device part of the tables and the cuBLAS handle (src/mixture_gemm.cu).
+void gemm_prepare_device(const mixture_storage& st, gemm_tables& t);
+void gemm_release_device(gemm_tables& t) noexcept;
+
+/// Points per CUDA pass and components per chunk for the options.
+std::int64_t gemm_cuda_pass_points(std::int64_t n, const evaluate_options& o);
+std::int64_t gemm_chunk(const evaluate_options& o, std::int64_t K);
+
+/// Bytes of device workspace of the CUDA gemm path.
+std::size_t gemm_cuda_workspace_bytes(quantity what, std::int64_t n, std::int64_t K, std::int64_t d,
+                                      const evaluate_options& o);
+
+/// The CUDA gemm path: enqueues everything on `stream`; workspace holds gemm_cuda_workspace_bytes().
+void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantity what, const float* x,
+                        std::int64_t n, channel ch, float* out, const evaluate_options& o, cudaStream_t stream,
+                        void* workspace, std::size_t workspace_bytes);
+
+/// Which path evaluate() runs (never automatic).
+mixture_path choose_path(const mixture_storage& st, quantity what, std::int64_t n, executor where,
+                         const evaluate_options& o);
+
+/// The whole gemm-path evaluate, after validation of the common arguments (x, out, n, channel, executor).
+evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const float* x, std::int64_t n, channel ch,
+                              float* out, const evaluate_options& o, executor where, cudaStream_t stream,
+                              void* workspace, std::size_t workspace_bytes);
+
+}  // namespace diffsample::detail

@@ -1,0 +1,330 @@
+// The gemm path of gaussian_mixture::evaluate (large isotropic mixtures): log-density, score and denoiser against the
+// FP64 reference at K in {1, 1024, 65536} and d in {2, 64, 3072} (K = 65536 with d = 3072 left out: 3 GB of means),
+// near the data, far from it and as s -> 0; invariance under chunking; the path choice; empirical mixtures.
+//
+// Tolerance: the centred form's accuracy is the reference. Over each batch of points, the gemm path's worst error
+// against FP64 must stay within 4 x the FP32 direct path's worst error plus a rounding floor of the output itself
+// (u = 2^-24: 4 u (|log p| + d) for the log-density; 16 u (|x'| + a max |mu'|) / c_min for the score, the size of
+// the two terms a sum W mu' and x' sum W it subtracts; 16 u (max |mu| + max |x|) for the denoiser). The worst error
+// over a batch is a stable statistic (a maximum over the same points for both paths); the floor is a few ulps.
+// Seen failing against a wrong kernel: with the correction switched off (gemm_correct_factor = 1e30) the s -> 0 and
+// s = 0.3 near-data log-densities fail (d = 64: 2.4e-3 against 1.3e-4 allowed; d = 3072: 0.063 against 0.0096).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include <diffsample/diffsample.hpp>
+
+using namespace diffsample;
+
+namespace {
+
+constexpr double unit_roundoff = 5.9604644775390625e-08;
+
+struct data_case {
+  int K;
+  int d;
+  const char* name;
+};
+void PrintTo(const data_case& c, std::ostream* os) { *os << c.name; }
+
+// K means around an offset of 3 per coordinate (the recentring must remove it), spread 1 per coordinate, isotropic
+// variances in [0.5, 1.5] x base_variance, unequal weights.
+gaussian_mixture data_mixture(int K, int d, double base_variance, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> z(0, 1);
+  std::uniform_real_distribution<double> u(0.5, 1.5);
+  std::vector<double> w(K), mu(std::size_t(K) * d), v(K);
+  for (auto& x : w) x = u(gen);
+  for (auto& x : mu) x = 3.0 + z(gen);
+  for (auto& x : v) x = base_variance * u(gen);
+  return gaussian_mixture(d, std::move(w), std::move(mu), std::move(v));
+}
+
+// n points: near ones are exact samples of p_t (a mu_k + sqrt(a^2 v_k + s^2) z); far ones are 30 data scales away.
+std::vector<float> points(const gaussian_mixture& m, int n, channel ch, bool far, unsigned seed) {
+  std::vector<float> x(std::size_t(n) * m.dim());
+  if (!far) {
+    m.sample(x.data(), n, ch, seed, nullptr, 0, {executor::cpu});
+    return x;
+  }
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> z(0, 1);
+  for (auto& v : x) v = float(ch.a * 3.0 + 30.0 * z(gen));
+  return x;
+}
+
+void check_quantity(const gaussian_mixture& m, quantity what, const std::vector<float>& x, int n, channel ch,
+                    const char* label) {
+  const int d = int(m.dim()), K = int(m.components());
+  const std::size_t width = what == quantity::log_density ? 1 : std::size_t(d);
+  std::vector<double> x64(x.begin(), x.end()), ref(n * width);
+  m.evaluate_fp64(what, x64.data(), n, ch, ref.data());
+  std::vector<float> got(n * width), direct(n * width);
+  evaluate_options gemm_opt;
+  gemm_opt.path = mixture_path::gemm;
+  const evaluate_report r = m.evaluate(what, x.data(), n, ch, got.data(), gemm_opt, {executor::cpu});
+  ASSERT_EQ(r.path, mixture_path::gemm);
+  ASSERT_EQ(r.ran, executor::cpu);
+  evaluate_options direct_opt;
+  direct_opt.path = mixture_path::direct;
+  ASSERT_EQ(m.evaluate(what, x.data(), n, ch, direct.data(), direct_opt, {executor::cpu}).path, mixture_path::direct);
+
+  // Centre and spread of the means as the gemm path sees them.
+  std::vector<double> centre(d, 0.0);
+  for (int k = 0; k < K; ++k)
+    for (int j = 0; j < d; ++j) centre[j] += m.means()[std::size_t(k) * d + j] / K;
+  double max_mu = 0, min_c = INFINITY;
+  for (int k = 0; k < K; ++k) {
+    double q = 0;
+    for (int j = 0; j < d; ++j) {
+      const double e = m.means()[std::size_t(k) * d + j] - centre[j];
+      q += e * e;
+    }
+    max_mu = std::max(max_mu, std::sqrt(q));
+    min_c = std::min(min_c, ch.a * ch.a * m.variances()[k] + ch.s * ch.s);
+  }
+  double max_x = 0, max_mean = 0;
+  for (double v : x64) max_x = std::max(max_x, std::abs(v));
+  for (double v : m.means()) max_mean = std::max(max_mean, std::abs(v));
+  double worst_gemm = 0, worst_direct = 0, floor = 0;
+  for (int i = 0; i < n; ++i) {
+    double xn = 0;
+    for (int j = 0; j < d; ++j) {
+      const double e = x64[std::size_t(i) * d + j] - ch.a * centre[j];
+      xn += e * e;
+    }
+    xn = std::sqrt(xn);
+    for (std::size_t j = 0; j < width; ++j) {
+      const std::size_t e = i * width + j;
+      ASSERT_TRUE(std::isfinite(got[e])) << label << " point " << i << " entry " << j;
+      // Rounding floor of the output itself: a few ulps of the magnitudes it is assembled from.
+      if (what == quantity::log_density)
+        floor = std::max(floor, 4 * unit_roundoff * (std::abs(ref[e]) + d));
+      else if (what == quantity::score)
+        floor = std::max(floor, 16 * unit_roundoff * (xn + ch.a * max_mu) / min_c);
+      else
+        floor = std::max(floor, 16 * unit_roundoff * (max_mean + max_x));
+      worst_gemm = std::max(worst_gemm, std::abs(got[e] - ref[e]));
+      worst_direct = std::max(worst_direct, std::abs(direct[e] - ref[e]));
+    }
+  }
+  const double allowed = 4 * worst_direct + floor;
+  std::printf("  %-28s worst |err| gemm %.3g direct %.3g, allowed %.3g\n", label, worst_gemm, worst_direct, allowed);
+  EXPECT_LE(worst_gemm, allowed) << label;
+}
+
+class GemmAgainstFp64 : public ::testing::TestWithParam<data_case> {};
+
+TEST_P(GemmAgainstFp64, NearFarAndSmallNoise) {
+  const data_case c = GetParam();
+  // Few points at the large sizes: the FP64 reference costs K d per point and quantity.
+  const double work = double(c.K) * c.d;
+  const int n = work > 1e7 ? 3 : work > 1e5 ? 8 : 40;
+  const gaussian_mixture m = data_mixture(c.K, c.d, 1e-2, 11u + c.K + c.d);
+  struct setting {
+    channel ch;
+    bool far;
+    const char* name;
+  };
+  const setting settings[] = {{{1.0, 1.0}, false, "a=1 s=1 near"},
+                              {{0.8, 0.3}, false, "a=0.8 s=0.3 near"},
+                              {{1.0, 1e-3}, false, "a=1 s=1e-3 near"},
+                              {{0.9, 1e-4}, false, "a=0.9 s=1e-4 near"},
+                              {{1.0, 0.5}, true, "a=1 s=0.5 far"},
+                              {{1.0, 1e-3}, true, "a=1 s=1e-3 far"}};
+  for (const setting& s : settings) {
+    const std::vector<float> x = points(m, n, s.ch, s.far, 99);
+    for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
+      const std::string label = std::string(s.name) + (q == quantity::log_density ? " log p"
+                                                       : q == quantity::score    ? " score"
+                                                                                 : " denoiser");
+      check_quantity(m, q, x, n, s.ch, label.c_str());
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, GemmAgainstFp64,
+                         ::testing::Values(data_case{1, 2, "K1_d2"}, data_case{1, 64, "K1_d64"},
+                                           data_case{1, 3072, "K1_d3072"}, data_case{1024, 2, "K1024_d2"},
+                                           data_case{1024, 64, "K1024_d64"}, data_case{1024, 3072, "K1024_d3072"},
+                                           data_case{65536, 2, "K65536_d2"}, data_case{65536, 64, "K65536_d64"}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// Chunks of components and blocks of points change only the order of sums: results agree to rounding.
+// Bound: each output is a ratio of sums over <= K terms, regrouped; relative change <= ~2 K u per sum in the worst
+// case, and the logits are the same per component (the same product entries up to the BLAS's blocking, <= gamma_d
+// |x'| |mu'| / c, which the correction caps near the data). 1e-4 relative to the output's scale allows both.
+TEST(GemmPath, ChunkingInvariance) {
+  const int K = 3000, d = 48, n = 300;
+  const gaussian_mixture m = data_mixture(K, d, 0.05, 5);
+  const channel ch{0.9, 0.2};
+  const std::vector<float> x = points(m, n, ch, false, 3);
+  for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
+    const std::size_t width = q == quantity::log_density ? 1 : d;
+    std::vector<float> base(n * width), other(n * width);
+    evaluate_options o;
+    o.path = mixture_path::gemm;
+    m.evaluate(q, x.data(), n, ch, base.data(), o, {executor::cpu});
+    double scale = 0;
+    for (float v : base) scale = std::max(scale, double(std::abs(v)));
+    for (std::int64_t chunk : {1, 7, 100, 512, 3000}) {
+      for (std::int64_t block : {1, 13, 128, 300}) {
+        o.component_chunk = chunk;
+        o.point_block = block;
+        m.evaluate(q, x.data(), n, ch, other.data(), o, {executor::cpu});
+        for (std::size_t e = 0; e < base.size(); ++e)
+          ASSERT_NEAR(other[e], base[e], 1e-4 * scale)
+              << "quantity " << int(q) << " chunk " << chunk << " block " << block << " entry " << e;
+      }
+    }
+  }
+}
+
+// One point against many components splits the components across tasks (partial states merged): same result as
+// a single block within the same rounding bound.
+TEST(GemmPath, SplitComponentsMerge) {
+  const int K = 20000, d = 40;
+  const gaussian_mixture m = data_mixture(K, d, 0.02, 8);
+  const channel ch{1.0, 0.1};
+  const std::vector<float> x = points(m, 5, ch, false, 4);
+  std::vector<double> x64(x.begin(), x.end()), ref(5 * d);
+  m.evaluate_fp64(quantity::score, x64.data(), 5, ch, ref.data());
+  for (int n : {1, 5}) {
+    std::vector<float> got(std::size_t(n) * d);
+    evaluate_options o;
+    o.path = mixture_path::gemm;
+    m.evaluate(quantity::score, x.data(), n, ch, got.data(), o, {executor::cpu});
+    double scale = 0;
+    for (int e = 0; e < n * d; ++e) scale = std::max(scale, std::abs(ref[e]));
+    for (int e = 0; e < n * d; ++e) ASSERT_NEAR(got[e], ref[e], 1e-4 * scale) << "n " << n << " entry " << e;
+  }
+}
+
+TEST(GemmPath, PathChoice) {
+  // Small and low-dimensional: direct. Large isotropic: gemm when a BLAS is present. Diagonal: always direct.
+  const gaussian_mixture small = grid_mixture(2, 5, 2.0, 0.25);
+  EXPECT_EQ(small.chosen_path(quantity::score, 100, executor::cpu), mixture_path::direct);
+  const gaussian_mixture large = data_mixture(1024, 256, 0.1, 1);
+  const gemm_crossover_rule rule = gemm_crossover(executor::cpu);
+  ASSERT_LE(rule.min_dim, 256);
+  ASSERT_LE(rule.min_kd, 1024 * 256);
+  EXPECT_EQ(large.chosen_path(quantity::score, 100, executor::cpu),
+            cpu_blas_available() ? mixture_path::gemm : mixture_path::direct);
+  std::vector<double> var(std::size_t(200) * 64, 0.5), mu(std::size_t(200) * 64, 0.0), w(200, 1.0);
+  const gaussian_mixture diagonal(64, w, mu, var);
+  EXPECT_EQ(diagonal.chosen_path(quantity::score, 100, executor::cpu), mixture_path::direct);
+  evaluate_options forced;
+  forced.path = mixture_path::gemm;
+  EXPECT_THROW(diagonal.chosen_path(quantity::score, 1, executor::cpu, forced), invalid_argument);
+  EXPECT_EQ(small.chosen_path(quantity::score, 1, executor::cpu, forced), mixture_path::gemm);
+  forced.path = mixture_path::direct;
+  EXPECT_EQ(large.chosen_path(quantity::score, 1, executor::cpu, forced), mixture_path::direct);
+  forced.path = static_cast<mixture_path>(9);
+  EXPECT_THROW(large.chosen_path(quantity::score, 1, executor::cpu, forced), invalid_argument);
+
+  // The plain evaluate() follows the automatic choice: bit for bit the explicit call of the chosen path.
+  const channel ch{1.0, 0.3};
+  const std::vector<float> x = points(large, 7, ch, false, 2);
+  std::vector<float> plain(7 * 256), explicit_path(7 * 256);
+  large.evaluate(quantity::score, x.data(), 7, ch, plain.data(), {executor::cpu});
+  evaluate_options o;
+  o.path = large.chosen_path(quantity::score, 7, executor::cpu);
+  const evaluate_report r = large.evaluate(quantity::score, x.data(), 7, ch, explicit_path.data(), o, {executor::cpu});
+  EXPECT_EQ(r.path, o.path);
+  EXPECT_EQ(0, std::memcmp(plain.data(), explicit_path.data(), plain.size() * sizeof(float)));
+  evaluate_options a;
+  EXPECT_EQ(large.evaluate(quantity::score, x.data(), 7, ch, plain.data(), a, {executor::cpu}).path, o.path);
+  EXPECT_EQ(large.evaluate_workspace_bytes(quantity::score, 7, a, {executor::cpu}), 0u);
+  EXPECT_STREQ(to_string(mixture_path::gemm), "gemm");
+  EXPECT_EQ(parse_mixture_path("direct"), mixture_path::direct);
+  EXPECT_THROW(parse_mixture_path("fast"), invalid_argument);
+  o.path = mixture_path::gemm;
+  o.component_chunk = -1;
+  EXPECT_THROW(large.evaluate(quantity::score, x.data(), 7, ch, plain.data(), o, {executor::cpu}), invalid_argument);
+}
+
+TEST(Empirical, EqualWeightsAndValidation) {
+  const std::vector<double> pts = {0, 0, 1, 2, -3, 4};
+  const gaussian_mixture m = gaussian_mixture::empirical(pts.data(), 3, 2, 0.01);
+  EXPECT_EQ(m.components(), 3);
+  EXPECT_EQ(m.dim(), 2);
+  EXPECT_TRUE(m.isotropic());
+  for (double w : m.weights()) EXPECT_DOUBLE_EQ(w, 1.0 / 3);
+  EXPECT_EQ(m.means(), pts);
+  for (double v : m.variances()) EXPECT_EQ(v, 0.01);
+  EXPECT_THROW(gaussian_mixture::empirical(pts.data(), 0, 2, 0.01), invalid_argument);
+  EXPECT_THROW(gaussian_mixture::empirical(pts.data(), 3, 2, 0.0), invalid_argument);
+  EXPECT_THROW(gaussian_mixture::empirical(nullptr, 3, 2, 0.01), invalid_argument);
+  const std::vector<double> bad = {0, NAN};
+  EXPECT_THROW(gaussian_mixture::empirical(bad.data(), 1, 2, 0.01), invalid_argument);
+  // At small noise the denoiser of a point next to a data point returns that data point.
+  const std::vector<float> x = {1.001f, 1.999f};
+  std::vector<float> out(2);
+  evaluate_options o;
+  o.path = mixture_path::gemm;
+  m.evaluate(quantity::denoiser, x.data(), 1, {1.0, 1e-2}, out.data(), o, {executor::cpu});
+  EXPECT_NEAR(out[0], 1.0, 2e-3);
+  EXPECT_NEAR(out[1], 2.0, 2e-3);
+}
+
+// The CUDA gemm path against the CPU gemm path (the same functors around cuBLAS instead of the BLAS).
+TEST(GemmPathGpu, MatchesCpu) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    (void)cudaGetLastError();
+    GTEST_SKIP() << "no CUDA device (" << cuda_unavailable_reason() << ")";
+  }
+  const int K = 5000, d = 96, n = 700;
+  const gaussian_mixture m = data_mixture(K, d, 0.02, 21);
+  for (const channel ch : {channel{1.0, 0.5}, channel{1.0, 1e-3}}) {
+    const std::vector<float> x = points(m, n, ch, false, 6);
+    for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
+      for (bool tf32 : {false, true}) {
+        const std::size_t width = q == quantity::log_density ? 1 : d;
+        std::vector<float> cpu(n * width), gpu(n * width);
+        evaluate_options o;
+        o.path = mixture_path::gemm;
+        o.allow_tf32 = tf32;
+        o.point_block = 256;  // three passes
+        m.evaluate(q, x.data(), n, ch, cpu.data(), o, {executor::cpu});
+        float *dx = nullptr, *dout = nullptr;
+        void* ws = nullptr;
+        const std::size_t bytes = m.evaluate_workspace_bytes(q, n, o, {executor::cuda});
+        ASSERT_GT(bytes, 0u);
+        ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dx), x.size() * sizeof(float)), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dout), gpu.size() * sizeof(float)), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&ws, bytes), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+        cudaStream_t stream;
+        ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+        m.prepare_gemm(executor::cuda);
+        const evaluate_report r = m.evaluate(q, dx, n, ch, dout, o, {executor::cuda, stream}, ws, bytes);
+        EXPECT_EQ(r.ran, executor::cuda);
+        EXPECT_EQ(r.path, mixture_path::gemm);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(gpu.data(), dout, gpu.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+        double scale = 0;
+        for (float v : cpu) scale = std::max(scale, double(std::abs(v)));
+        // FP32: both paths satisfy the same bound, so they agree to 1e-4 of the scale; TF32 operands (2^-11) move
+        // logits by up to 2^-10 |x'| |mu'| / c before correction: 1e-2 of the scale.
+        const double tol = (tf32 ? 1e-2 : 1e-4) * scale;
+        for (std::size_t e = 0; e < cpu.size(); ++e)
+          ASSERT_NEAR(gpu[e], cpu[e], tol) << "quantity " << int(q) << " tf32 " << tf32 << " entry " << e;
+        cudaStreamDestroy(stream);
+        cudaFree(dx);
+        cudaFree(dout);
+        cudaFree(ws);
+      }
+    }
+  }
+}
+
+}  // namespace
