@@ -39,6 +39,10 @@
 namespace diffsample::cpu::DS_SIMD_NS {
 
 constexpr int lanes = DS_SIMD_LANES;
+
+/// Forced inlining for the vector math: a call would make every live vector register caller-saved (the SysV ABI
+/// preserves none), so an out-of-line exp in the softmax spills and reloads the chunk's weights around each call.
+#define DS_SIMD_INLINE inline __attribute__((always_inline))
 typedef float vf __attribute__((vector_size(lanes * 4)));
 typedef std::int32_t vi __attribute__((vector_size(lanes * 4)));
 typedef std::uint32_t vu __attribute__((vector_size(lanes * 4)));
@@ -91,7 +95,7 @@ inline bool ds_none(mpack m) { return _mm512_test_epi32_mask(__m512i(m.m), __m51
 #endif
 
 /// Round to nearest integer (ties to even) as float and as int, |x| < 2^22.
-inline void round_split(vf x, vf& n, vi& ni) {
+DS_SIMD_INLINE void round_split(vf x, vf& n, vi& ni) {
   const vf magic = vf{} + 12582912.f;  // 1.5 * 2^23
   const vf t = x + magic;
   n = t - magic;
@@ -99,7 +103,7 @@ inline void round_split(vf x, vf& n, vi& ni) {
 }
 
 /// e^x.
-inline fpack ds_exp(fpack xp) {
+DS_SIMD_INLINE fpack ds_exp(fpack xp) {
   vf x = xp.v;
   const vi nan = x != x;
   const vi under = x < -87.33654f;
@@ -125,10 +129,10 @@ inline fpack ds_exp(fpack xp) {
   out = nan ? xp.v : out;
   return fpack(out);
 }
-inline fpack softmax_exp(fpack x) { return ds_exp(x); }
+DS_SIMD_INLINE fpack softmax_exp(fpack x) { return ds_exp(x); }
 
 /// Natural logarithm: -inf at 0, NaN below 0 and for NaN, inf at inf.
-inline fpack ds_log(fpack xp) {
+DS_SIMD_INLINE fpack ds_log(fpack xp) {
   vf x = xp.v;
   const vi tiny = x < 1.17549435e-38f;  // subnormal (or <= 0): scale up by 2^23
   x = tiny ? x * 8388608.f : x;
@@ -164,7 +168,7 @@ inline fpack ds_log(fpack xp) {
 }
 
 /// sin and cos of v, |v| < 2^20 (the samplers call it on [0, 2 pi]).
-inline void ds_sincos(fpack vp, fpack& s, fpack& c) {
+DS_SIMD_INLINE void ds_sincos(fpack vp, fpack& s, fpack& c) {
   vf n;
   vi q;
   round_split(vp.v * 0.636619772367581343f, n, q);
@@ -189,7 +193,7 @@ inline void ds_sincos(fpack vp, fpack& s, fpack& c) {
 }
 
 /// 32 x 32 -> 64-bit products of every lane: low and high halves.
-inline void mulhilo(std::uint32_t m, vu a, vu& lo, vu& hi) {
+DS_SIMD_INLINE void mulhilo(std::uint32_t m, vu a, vu& lo, vu& hi) {
   const vu64 p = __builtin_convertvector(a, vu64) * std::uint64_t(m);
   lo = __builtin_convertvector(p, vu);
   hi = __builtin_convertvector(p >> 32, vu);
@@ -211,7 +215,7 @@ struct philox_pack {
     cy = vu{} + static_cast<std::uint32_t>(step);
   }
   /// The next Philox4x32-10 block of every lane (as curand_Philox4x32_10).
-  void next_block(vu& x, vu& y, vu& z, vu& w) {
+  DS_SIMD_INLINE void next_block(vu& x, vu& y, vu& z, vu& w) {
     vu a = cx, b = cy, c = cz, e = cw;
     std::uint32_t k0 = kx, k1 = ky;
     for (int round = 0; round < 10; ++round) {
@@ -242,7 +246,7 @@ struct philox_pack {
     return to_uniform(x);
   }
   /// Box-Muller as cuRAND's _curand_box_muller: (sin v, cos v) sqrt(-2 log u).
-  static void box_muller(vu x, vu y, fpack& z0, fpack& z1) {
+  DS_SIMD_INLINE static void box_muller(vu x, vu y, fpack& z0, fpack& z1) {
     const fpack u = to_uniform(x);
     const fpack v = ds_fma(fpack(__builtin_convertvector(y, vf)), 2.3283064e-10f * 6.2831855f,
                            2.3283064e-10f * 6.2831855f / 2.f);
