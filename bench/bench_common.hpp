@@ -6,6 +6,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
+
+#include <time.h>
 
 #include <cuda_runtime_api.h>
 
@@ -13,12 +16,22 @@
 
 namespace bench {
 
-/// The command line of the chain benchmarks, `[chains] [steps] [cpu]`: the GPU when one is present unless the third
-/// argument is `cpu`; defaults 2^20 chains x 1000 steps on a GPU, 2^14 x 20 on the CPU.
+/// CPU time of the whole process (all threads) in seconds: chain-steps per CPU-second is the per-core rate, which
+/// other processes on a shared machine disturb far less than the wall-clock rate.
+inline double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+/// The command line of the chain benchmarks, `[chains] [steps] [cpu] [d,d,...]`: the GPU when one is present
+/// unless the third argument is `cpu` (any other word, e.g. `auto`, keeps the default); defaults 2^20 chains x 1000 steps on a GPU, 2^14 x 20 on the CPU; the
+/// dimensions 2, 10, 100 unless the fourth argument lists others (comma-separated).
 struct chain_args {
   bool gpu;
   std::int64_t chains, steps;
   diffsample::executor where;
+  std::vector<std::int64_t> dims;
 };
 
 inline chain_args parse_chain_args(int argc, char** argv) {
@@ -27,6 +40,20 @@ inline chain_args parse_chain_args(int argc, char** argv) {
   a.chains = argc > 1 ? std::atoll(argv[1]) : (a.gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 14));
   a.steps = argc > 2 ? std::atoll(argv[2]) : (a.gpu ? 1000 : 20);
   a.where = a.gpu ? diffsample::executor::cuda : diffsample::executor::cpu;
+  if (argc > 4) {
+    for (const char* p = argv[4]; *p != '\0';) {
+      char* end = nullptr;
+      const long long d = std::strtoll(p, &end, 10);
+      if (end == p || d < 1) {
+        std::fprintf(stderr, "dimensions: expected a comma-separated list of positive integers, got '%s'\n", argv[4]);
+        std::exit(2);
+      }
+      a.dims.push_back(d);
+      p = *end == ',' ? end + 1 : end;
+    }
+  } else {
+    a.dims = {2, 10, 100};
+  }
   return a;
 }
 

@@ -36,7 +36,7 @@ double flops_per_chain_step(ds::diffusion_sampler s, std::int64_t K, std::int64_
 }  // namespace
 
 int main(int argc, char** argv) {
-  // usage: bench_diffusion [chains] [steps] [cpu]
+  // usage: bench_diffusion [chains] [steps] [cpu] [d,d,...]
   const bench::chain_args args = bench::parse_chain_args(argc, argv);
   const bool gpu = args.gpu;
   const std::int64_t n = args.chains, steps = args.steps;
@@ -49,16 +49,16 @@ int main(int argc, char** argv) {
     peak = bench::measure_cpu_fp32_peak(&isa);
     std::printf("# measured FP32 peak: %.1f GFLOP/s (%s, %d threads)\n", peak * 1e-9, isa, omp_get_max_threads());
   }
-  std::printf("%-9s %5s %14s %12s %14s %12s %10s %6s\n", "sampler", "d", "chain-steps/s", "GFLOP/s", "FLOP/step",
-              "B/step", "path", "%peak");
-  for (std::int64_t d : {2, 10, 100}) {
+  std::printf("%-9s %5s %14s %12s %14s %12s %10s %6s %11s\n", "sampler", "d", "chain-steps/s", "GFLOP/s", "FLOP/step",
+              "B/step", "path", "%peak", "per CPU-s");
+  for (std::int64_t d : args.dims) {
     const auto mix = ds::grid_mixture(d, 5, 8.0, 1.0);
     for (auto sampler : {ds::diffusion_sampler::ddpm, ds::diffusion_sampler::ddim, ds::diffusion_sampler::ode_heun}) {
       ds::diffusion_options o;
       o.sampler = sampler;
       o.steps = steps;
       o.seed = 1;
-      double seconds = 0;
+      double seconds = 0, cpu_seconds = 0;
       ds::diffusion_report report;
       if (gpu) {
         const std::size_t ws_bytes = ds::diffusion_workspace_bytes(mix, n, o);
@@ -75,16 +75,19 @@ int main(int argc, char** argv) {
         auto warm = o;
         warm.steps = 2;
         ds::diffusion(mix, host.data(), n, warm, {}, {where}, ws.data(), ws.size());
+        const double cpu0 = bench::process_cpu_seconds();
         const auto t0 = std::chrono::steady_clock::now();
         report = ds::diffusion(mix, host.data(), n, o, {}, {where}, ws.data(), ws.size());
         seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        cpu_seconds = bench::process_cpu_seconds() - cpu0;
       }
       const double rate = double(n) * steps / seconds;
       const double flops = flops_per_chain_step(sampler, mix.components(), d);
       const double bytes = report.register_path ? 2.0 * d * 4 / double(steps) : 4.0 * d * 4;
-      std::printf("%-9s %5lld %14.4g %12.4g %14.0f %12.2f %10s %6.1f\n", ds::to_string(sampler),
+      std::printf("%-9s %5lld %14.4g %12.4g %14.0f %12.2f %10s %6.1f %11.4g\n", ds::to_string(sampler),
                   static_cast<long long>(d), rate, rate * flops * 1e-9, flops, bytes,
-                  report.register_path ? "registers" : "workspace", peak > 0 ? 100 * rate * flops / peak : 0.0);
+                  report.register_path ? "registers" : "workspace", peak > 0 ? 100 * rate * flops / peak : 0.0,
+                  cpu_seconds > 0 ? double(n) * steps / cpu_seconds : 0.0);
     }
   }
   return 0;

@@ -42,7 +42,7 @@ double dram_bytes_per_chain_step(ds::langevin_method m, std::int64_t d, bool reg
 }  // namespace
 
 int main(int argc, char** argv) {
-  // usage: bench_langevin [chains] [steps] [executor]
+  // usage: bench_langevin [chains] [steps] [cpu] [d,d,...]
   const bench::chain_args args = bench::parse_chain_args(argc, argv);
   const bool gpu = args.gpu;
   const std::int64_t n = args.chains, steps = args.steps;
@@ -55,9 +55,9 @@ int main(int argc, char** argv) {
     peak = bench::measure_cpu_fp32_peak(&isa);
     std::printf("# measured FP32 peak: %.1f GFLOP/s (%s, %d threads)\n", peak * 1e-9, isa, omp_get_max_threads());
   }
-  std::printf("%-6s %5s %14s %12s %14s %12s %10s %6s\n", "method", "d", "chain-steps/s", "GFLOP/s", "FLOP/step",
-              "B/step", "path", "%peak");
-  for (std::int64_t d : {2, 10, 100}) {
+  std::printf("%-6s %5s %14s %12s %14s %12s %10s %6s %11s\n", "method", "d", "chain-steps/s", "GFLOP/s", "FLOP/step",
+              "B/step", "path", "%peak", "per CPU-s");
+  for (std::int64_t d : args.dims) {
     const auto mix = ds::grid_mixture(d, 5, 8.0, 1.0);
     for (auto method : {ds::langevin_method::ula, ds::langevin_method::mala}) {
       ds::langevin_options o;
@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
       o.step_size = 0.05;
       o.steps = steps;
       std::vector<float> host(n * d);
-      double seconds = 0;
+      double seconds = 0, cpu_seconds = 0;
       ds::langevin_report report;
       if (gpu) {
         const std::size_t ws_bytes = ds::langevin_workspace_bytes(mix, n, o);
@@ -84,16 +84,19 @@ int main(int argc, char** argv) {
         auto warm = o;
         warm.steps = 2;
         ds::langevin(mix, host.data(), n, warm, {}, {where}, ws.data(), ws.size());
+        const double cpu0 = bench::process_cpu_seconds();
         const auto t0 = std::chrono::steady_clock::now();
         report = ds::langevin(mix, host.data(), n, o, {}, {where}, ws.data(), ws.size());
         seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        cpu_seconds = bench::process_cpu_seconds() - cpu0;
       }
       const double rate = double(n) * steps / seconds;
       const double flops = flops_per_chain_step(method, mix.components(), d);
-      std::printf("%-6s %5lld %14.4g %12.4g %14.0f %12.2f %10s %6.1f\n", ds::to_string(method),
+      std::printf("%-6s %5lld %14.4g %12.4g %14.0f %12.2f %10s %6.1f %11.4g\n", ds::to_string(method),
                   static_cast<long long>(d), rate, rate * flops * 1e-9, flops,
                   dram_bytes_per_chain_step(method, d, report.register_path, steps),
-                  report.register_path ? "registers" : "workspace", peak > 0 ? 100 * rate * flops / peak : 0.0);
+                  report.register_path ? "registers" : "workspace", peak > 0 ? 100 * rate * flops / peak : 0.0,
+                  cpu_seconds > 0 ? double(n) * steps / cpu_seconds : 0.0);
     }
   }
   return 0;
