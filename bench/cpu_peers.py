@@ -189,7 +189,7 @@ def numpy_chunk(kind, x, means, steps, rng):
             scp, lpp = np_score_logp(xp, means)
             back = ((x - xp - g * scp) ** 2).sum(1) / (4 * g)
             log_alpha = lpp - lp - back + 0.5 * (z * z).sum(1)
-            acc = np.log(rng.random(x.shape[0], dtype=f32)) < log_alpha
+            acc = np.log(f32(1) - rng.random(x.shape[0], dtype=f32)) < log_alpha  # u in (0, 1]
             x = np.where(acc[:, None], xp, x)
             sc = np.where(acc[:, None], scp, sc)
             lp = np.where(acc, lpp, lp)
