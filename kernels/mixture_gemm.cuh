@@ -42,6 +42,21 @@ struct gemm_point_state {
   float max, sum, inv_c_sum, x_sum;
 };
 
+/// The denoiser JVP's first-pass sum: sum_k w_k dv_k, dv_k = delta_k . v, delta_k = (a mu_k - x) / c_k (so that
+/// alpha = score . v = dv_sum / sum); and the point's x' . v.
+struct gemm_jvp_state {
+  float dv_sum, xv;
+};
+
+/// JVP operands of one point for gemm_chunk_row's first pass: h = the chunk's mu'_k . v (a product V M'^T), v the
+/// point's direction, acc2 unused there, st its sums.
+struct gemm_jvp_row {
+  float* h;
+  const float* v;
+  float* acc2;
+  gemm_jvp_state* st;
+};
+
 constexpr float gemm_window_nats = 20.f;      // weights below e^-20 of the maximum are not corrected
 constexpr float gemm_correct_factor = 4.f;    // correct when the bound exceeds 4 x the centred form's bound
 constexpr float gemm_correct_floor = 9.5367431640625e-07f;  // ... plus 2^-20 nats
@@ -70,14 +85,14 @@ struct gemm_component_functor {
   }
 };
 
-/// One point's work on a chunk of `count` components starting at k0, given row = G_i (count floats): computes the
-/// logits, corrects those the bound flags (centred form from xc_i and the centred means), updates the running
-/// state, rescales the accumulator row acc_i (d floats, nullptr for log_density) when the maximum moves, and
-/// overwrites row with W_ik = exp(l_k - max) / c_k for the second product.
+/// The logits of one point for a chunk of `count` components starting at k0, from row = G_i (count floats,
+/// overwritten with the logits): the expanded form, then the correction (centred form from xc_i and the centred
+/// means) of those the bound flags against the running maximum run_max. Returns the new maximum. With h (JVP), h
+/// holds mu'_k . v on entry and (a mu'_k - x') . v on exit (centred form where the logit was corrected).
 /// xc: x' of the point (d floats); xn = |x'|; xx = |x'|^2; means: centred means K x d; gamma: gamma_d + 2 u_in.
-DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_component* comp, const float* xc, float xn,
-                                 float xx, const float* means, int d, float a, float gamma, gemm_point_state& st,
-                                 float* acc) {
+DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_component* comp, const float* xc, float xn,
+                               float xx, const float* means, int d, float a, float gamma, float run_max, float* h,
+                               const float* v, float xv) {
   const float u = 5.9604644775390625e-08f;  // 2^-24
   const float gamma_d = float(d) * u / (1.f - float(d) * u);
   float chunk_max = -INFINITY, e_max = 0.f;
@@ -89,8 +104,9 @@ DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_compo
     row[kk] = l;
     chunk_max = l > chunk_max ? l : chunk_max;
     e_max = e > e_max ? e : e_max;
+    if (h != nullptr) h[kk] = a * h[kk] - xv;  // (a mu'_k - x') . v, expanded
   }
-  float top = st.max > chunk_max ? st.max : chunk_max;
+  float top = run_max > chunk_max ? run_max : chunk_max;
   const float threshold = top - (gemm_window_nats + 2.f * e_max);
   // Correction: recompute, in the centred form, the logits that could carry weight and whose expanded form may have
   // lost more than a few times the centred form's own accuracy.
@@ -104,19 +120,32 @@ DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_compo
     const float centred_bound = 0.5f * gamma_d * (q_est > 0.f ? q_est : 0.f);
     if (!(e > gemm_correct_factor * centred_bound + gemm_correct_floor)) continue;
     const float* mu = means + std::int64_t(k0 + kk) * d;
-    float q = 0.f;
+    float q = 0.f, hv = 0.f;
     for (int j = 0; j < d; ++j) {
       const float diff = xc[j] - a * mu[j];
       q += diff * diff;
+      if (h != nullptr) hv += diff * v[j];
     }
+    if (h != nullptr) h[kk] = -hv;  // (a mu'_k - x') . v in the centred form as well
     q *= g.inv_c;
     q = q < max_mahalanobis<float>() ? q : max_mahalanobis<float>();
     const float exact = g.log_norm - 0.5f * q;
     row[kk] = exact;
     top = exact > top ? exact : top;
   }
+  return top;
+}
+
+/// One point's work on a chunk: the logits (gemm_logits), the running state updated, the accumulator row acc_i (d
+/// floats, nullptr for log_density or the JVP's first pass) rescaled when the maximum moves, and row overwritten with
+/// W_ik = exp(l_k - max) / c_k for the second product. With jvp.h (the JVP's first pass), also sum_k w_k dv_k.
+DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_component* comp, const float* xc, float xn,
+                                 float xx, const float* means, int d, float a, float gamma, gemm_point_state& st,
+                                 float* acc, gemm_jvp_row jvp = {nullptr, nullptr, nullptr, nullptr}) {
+  const float top = gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, st.max, jvp.h, jvp.v,
+                                jvp.h != nullptr ? jvp.st->xv : 0.f);
   const float rescale = softmax_exp(st.max - top);  // 0 on the first chunk, exactly 1 if the maximum did not move
-  float sum = 0.f, inv_c_sum = 0.f, x_sum = 0.f;
+  float sum = 0.f, inv_c_sum = 0.f, x_sum = 0.f, dv_sum = 0.f;
   for (int kk = 0; kk < count; ++kk) {
     const gemm_component g = comp[k0 + kk];
     const float w = softmax_exp(row[kk] - top);
@@ -124,13 +153,35 @@ DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_compo
     inv_c_sum += w * g.inv_c;
     x_sum += w * g.x_scale;
     row[kk] = w * g.inv_c;
+    if (jvp.h != nullptr) dv_sum += w * jvp.h[kk] * g.inv_c;  // w_k delta_k . v
   }
   if (rescale != 1.f && acc != nullptr)
     for (int j = 0; j < d; ++j) acc[j] *= rescale;
+  if (jvp.h != nullptr) jvp.st->dv_sum = jvp.st->dv_sum * rescale + dv_sum;
   st.sum = st.sum * rescale + sum;
   st.inv_c_sum = st.inv_c_sum * rescale + inv_c_sum;
   st.x_sum = st.x_sum * rescale + x_sum;
   st.max = top;
+}
+
+/// The JVP's second pass over a chunk, with the point's final maximum and alpha = score . v known: the same logits
+/// again, and h overwritten with B_k = w_k (dv_k - alpha) / c_k (w_k = exp(l_k - max)) for the product
+/// sum_k B_k mu'_k; returns sum_k B_k. Centring dv_k on alpha before summing keeps the terms small where one
+/// component dominates (dv_k -> alpha), instead of subtracting two large sums.
+DS_HD_INLINE float gemm_jvp_second_row(float* row, float* h, const float* v, float xv, int count, int k0,
+                                       const gemm_component* comp, const float* xc, float xn, float xx,
+                                       const float* means, int d, float a, float gamma, float final_max,
+                                       float alpha) {
+  (void)gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, final_max, h, v, xv);
+  float b_sum = 0.f;
+  for (int kk = 0; kk < count; ++kk) {
+    const gemm_component g = comp[k0 + kk];
+    const float w = softmax_exp(row[kk] - final_max);
+    const float b = w * (h[kk] * g.inv_c - alpha) * g.inv_c;
+    h[kk] = b;
+    b_sum += b;
+  }
+  return b_sum;
 }
 
 /// Merges state b (with accumulator acc_b) into state a (acc_a); either may be empty (max = -inf).
@@ -162,6 +213,15 @@ DS_HD_INLINE void gemm_finish_row(int what, const gemm_point_state& st, const fl
   } else {
     for (int j = 0; j < d; ++j) out[j] = (s2 * (acc[j] + centre[j] * st.inv_c_sum) + x[j] * st.x_sum) * inv_sum;
   }
+}
+
+/// The denoiser JVP of a point: J v = [v sum_k w_k a v_k / c_k + (s^2 / a) (a acc2 - x' b_sum)] / sum, acc2 =
+/// sum_k B_k mu'_k, the gemm form of sum_k r_k [(a v_k / c_k) v + (s^2 / a) delta_k (delta_k . v - alpha)].
+DS_HD_INLINE void gemm_finish_jvp_row(const gemm_point_state& st, float b_sum, const float* acc2, const float* xc,
+                                      const float* v, int d, float a, float s2, float* out) {
+  const float inv_sum = 1.f / st.sum;
+  const float f = s2 / a;
+  for (int j = 0; j < d; ++j) out[j] = (v[j] * st.x_sum + f * (a * acc2[j] - xc[j] * b_sum)) * inv_sum;
 }
 
 }  // namespace diffsample::kernels

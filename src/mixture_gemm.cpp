@@ -145,7 +145,8 @@ struct cpu_call {
   float* out;
   std::int64_t n, K, d, block, chunk, blocks, splits, per_split;
   float a, s2, gamma;
-  int what;
+  int what;                                            // 0 log-density, 1 score, 2 denoiser, 3 denoiser JVP
+  const float* v;                                      // JVP: the directions, n x d
   std::vector<kernels::gemm_point_state>* part_state;  // splits x n, when splits > 1
   std::vector<float>* part_acc;                        // splits x n x d, when splits > 1 and what != 0
 };
@@ -169,8 +170,9 @@ void centre_rows(const cpu_call& c, std::int64_t first, std::int64_t rows, float
 
 void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
   const cpu_call& c = *static_cast<const cpu_call*>(context);
-  thread_local std::vector<float> xc, G, acc, xn, xx;
+  thread_local std::vector<float> xc, G, acc, xn, xx, H, acc2, xx2;
   thread_local std::vector<kernels::gemm_point_state> st;
+  thread_local std::vector<kernels::gemm_jvp_state> js;
   const std::int64_t d = c.d;
   for (std::int64_t task = begin; task < end; ++task) {
     const std::int64_t b = task / c.splits, sp = task % c.splits;
@@ -180,11 +182,51 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
     xx.resize(std::size_t(rows));
     G.resize(std::size_t(rows * c.chunk));
     st.assign(std::size_t(rows), kernels::gemm_point_state{-INFINITY, 0.f, 0.f, 0.f});
-    const bool with_acc = c.what != 0;
+    const bool with_acc = c.what == 1 || c.what == 2;
     if (with_acc) acc.assign(std::size_t(rows * d), 0.f);
     centre_rows(c, first, rows, xc.data(), xn.data(), xx.data());
+    const bool jvp = c.what == 3;
     const std::int64_t k_begin = sp * c.per_split, k_end = std::min(c.K, k_begin + c.per_split);
     const float* means = c.t->means32.data();
+    if (jvp) {
+      // Two passes over the components: softmax statistics and alpha = score . v, then sum_k B_k mu'_k.
+      H.resize(std::size_t(rows * c.chunk));
+      acc2.assign(std::size_t(rows * d), 0.f);
+      js.assign(std::size_t(rows), kernels::gemm_jvp_state{0.f, 0.f});
+      std::vector<float>& bsum = xx2;
+      bsum.assign(std::size_t(rows), 0.f);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        double q = 0;
+        for (std::int64_t j = 0; j < d; ++j) q += double(xc[r * d + j]) * c.v[(first + r) * d + j];
+        js[r].xv = float(q);
+      }
+      for (std::int64_t k0 = k_begin; k0 < k_end; k0 += c.chunk) {
+        const int count = int(std::min(c.chunk, k_end - k0));
+        product_logits(int(rows), count, int(d), xc.data(), means + k0 * d, G.data());
+        product_logits(int(rows), count, int(d), c.v + first * d, means + k0 * d, H.data());
+        for (std::int64_t r = 0; r < rows; ++r)
+          kernels::gemm_chunk_row(G.data() + r * count, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r],
+                                  means, int(d), c.a, c.gamma, st[r], nullptr,
+                                  {H.data() + r * count, c.v + (first + r) * d, nullptr, &js[r]});
+      }
+      for (std::int64_t k0 = k_begin; k0 < k_end; k0 += c.chunk) {
+        const int count = int(std::min(c.chunk, k_end - k0));
+        product_logits(int(rows), count, int(d), xc.data(), means + k0 * d, G.data());
+        product_logits(int(rows), count, int(d), c.v + first * d, means + k0 * d, H.data());
+        for (std::int64_t r = 0; r < rows; ++r)
+          bsum[r] += kernels::gemm_jvp_second_row(G.data() + r * count, H.data() + r * count, c.v + (first + r) * d,
+                                                  js[r].xv, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r],
+                                                  means, int(d), c.a, c.gamma, st[r].max,
+                                                  js[r].dv_sum / st[r].sum);
+        product_means(int(rows), count, int(d), H.data(), means + k0 * d, acc2.data());
+      }
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t i = first + r;
+        kernels::gemm_finish_jvp_row(st[r], bsum[r], acc2.data() + r * d, xc.data() + r * d, c.v + i * d, int(d),
+                                     c.a, c.s2, c.out + i * d);
+      }
+      continue;
+    }
     for (std::int64_t k0 = k_begin; k0 < k_end; k0 += c.chunk) {
       const int count = int(std::min(c.chunk, k_end - k0));
       product_logits(int(rows), count, int(d), xc.data(), means + k0 * d, G.data());
@@ -231,7 +273,7 @@ void cpu_merge(void* context, std::int64_t begin, std::int64_t end) {
   }
 }
 
-void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, quantity what, const float* x,
+void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, int what, const float* x, const float* v,
                        std::int64_t n, channel ch, float* out, const evaluate_options& o) {
   configure_blas_threads();
   const std::int64_t K = st.components, d = st.dim;
@@ -254,11 +296,16 @@ void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, quantity
   c.splits = std::min(chunks, std::max<std::int64_t>(1, (cpu_target_tasks + c.blocks - 1) / c.blocks));
   c.per_split = (chunks + c.splits - 1) / c.splits * c.chunk;
   c.splits = (K + c.per_split - 1) / c.per_split;  // no empty split
+  if (what == 3) {  // the JVP keeps every block's components in one task (no partial states to merge)
+    c.splits = 1;
+    c.per_split = K;
+  }
   c.a = float(ch.a);
   c.s2 = float(ch.s * ch.s);
   const double u = std::ldexp(1.0, -24);
   c.gamma = float(double(d) * u / (1 - double(d) * u));
-  c.what = what == quantity::log_density ? 0 : what == quantity::score ? 1 : 2;
+  c.what = what;
+  c.v = v;
   std::vector<kernels::gemm_point_state> part_state;
   std::vector<float> part_acc;
   if (c.splits > 1) {
@@ -339,9 +386,20 @@ evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const fl
   if (where == executor::cuda) {
     gemm_evaluate_cuda(st, t, what, x, n, ch, out, o, stream, workspace, workspace_bytes);
   } else {
-    gemm_evaluate_cpu(st, t, what, x, n, ch, out, o);
+    gemm_evaluate_cpu(st, t, what == quantity::log_density ? 0 : what == quantity::score ? 1 : 2, x, nullptr, n, ch,
+                      out, o);
   }
   return {where, mixture_path::gemm};
+}
+
+evaluate_report gemm_denoiser_jvp(const mixture_storage& st, const float* x, const float* v, std::int64_t n,
+                                  channel ch, float* out, const evaluate_options& o) {
+  DIFFSAMPLE_EXPECTS(o.component_chunk >= 0 && o.component_chunk <= (1 << 20),
+                     "options.component_chunk: must be in [0, 2^20], got " << o.component_chunk);
+  DIFFSAMPLE_EXPECTS(o.point_block >= 0 && o.point_block <= (1 << 20),
+                     "options.point_block: must be in [0, 2^20], got " << o.point_block);
+  if (n > 0) gemm_evaluate_cpu(st, gemm_tables_for(st, executor::cpu), 3, x, v, n, ch, out, o);
+  return {executor::cpu, mixture_path::gemm};
 }
 
 }  // namespace detail
@@ -379,6 +437,25 @@ std::size_t gaussian_mixture::evaluate_workspace_bytes(quantity what, std::int64
   if (where != executor::cuda) return 0;
   if (detail::choose_path(*storage_, what, n, where, options) != mixture_path::gemm) return 0;
   return detail::gemm_cuda_workspace_bytes(what, n, components(), dim(), options);
+}
+
+evaluate_report gaussian_mixture::denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
+                                               const evaluate_options& options, execution exec) const {
+  const std::int64_t d = dim();
+  detail::check_count("n", n, d);
+  detail::check_channel("ch", ch);
+  const executor where = detail::resolve_executor(exec.kind, x);
+  detail::check_buffer("x", x, n * d, sizeof(float), where);
+  detail::check_buffer("v", v, n * d, sizeof(float), where);
+  detail::check_buffer("out", out, n * d, sizeof(float), where);
+  mixture_path path = detail::choose_path(*storage_, quantity::denoiser, n, where, options);
+  if (where == executor::cuda) {
+    DIFFSAMPLE_EXPECTS(options.path != mixture_path::gemm,
+                       "options.path: the denoiser JVP has no gemm path on the CUDA executor yet");
+    path = mixture_path::direct;
+  }
+  if (path == mixture_path::direct) return {denoiser_jvp(x, v, n, ch, out, {where, exec.stream}), path};
+  return detail::gemm_denoiser_jvp(*storage_, x, v, n, ch, out, options);
 }
 
 mixture_path gaussian_mixture::chosen_path(quantity what, std::int64_t n, executor where,

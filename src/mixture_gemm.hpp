@@ -58,4 +58,8 @@ evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const fl
                               float* out, const evaluate_options& o, executor where, cudaStream_t stream,
                               void* workspace, std::size_t workspace_bytes);
 
+/// The denoiser JVP on the gemm path (CPU executor), after validation.
+evaluate_report gemm_denoiser_jvp(const mixture_storage& st, const float* x, const float* v, std::int64_t n,
+                                  channel ch, float* out, const evaluate_options& o);
+
 }  // namespace diffsample::detail

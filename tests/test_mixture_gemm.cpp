@@ -9,6 +9,7 @@
 // over a batch is a stable statistic (a maximum over the same points for both paths); the floor is a few ulps.
 // Seen failing against a wrong kernel: with the correction switched off (gemm_correct_factor = 1e30) the s -> 0 and
 // s = 0.3 near-data log-densities fail (d = 64: 2.4e-3 against 1.3e-4 allowed; d = 3072: 0.063 against 0.0096).
+// The JVP test fails with the second pass's alpha set to 0 (errors 35 against 3.2e-4 allowed at K = 1, d = 64).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -157,6 +158,67 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GemmAgainstFp64,
                                            data_case{1024, 64, "K1024_d64"}, data_case{1024, 3072, "K1024_d3072"},
                                            data_case{65536, 2, "K65536_d2"}, data_case{65536, 64, "K65536_d64"}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// The denoiser JVP on the gemm path (CPU) against FP64, near and far, as s -> 0; same criterion as above, with the
+// rounding floor 16 u (|v| x_sum + (s^2 / a) |dv| (|x'| + a max |mu'|) / c) for the output (the terms the JVP's
+// gemm form subtracts), bounded here by 16 u max|v| (max a v_k / c_k + (s^2 / a) (|x'| + a max|mu'|)^2 / c_min^2).
+TEST(GemmPath, DenoiserJvpAgainstFp64) {
+  for (const data_case c : {data_case{1, 64, "K1_d64"}, data_case{1024, 64, "K1024_d64"},
+                            data_case{2048, 512, "K2048_d512"}}) {
+    const int n = 12, d = c.d, K = c.K;
+    const gaussian_mixture m = data_mixture(K, d, 1e-2, 31u + K);
+    std::vector<double> centre(d, 0.0);
+    for (int k = 0; k < K; ++k)
+      for (int j = 0; j < d; ++j) centre[j] += m.means()[std::size_t(k) * d + j] / K;
+    double max_mu = 0;
+    for (int k = 0; k < K; ++k) {
+      double q = 0;
+      for (int j = 0; j < d; ++j) q += std::pow(m.means()[std::size_t(k) * d + j] - centre[j], 2);
+      max_mu = std::max(max_mu, std::sqrt(q));
+    }
+    for (const channel ch : {channel{1.0, 1.0}, channel{0.8, 0.3}, channel{1.0, 1e-3}}) {
+      for (bool far : {false, true}) {
+        const std::vector<float> x = points(m, n, ch, far, 17);
+        std::vector<float> v(x.size());
+        std::mt19937_64 gen(5);
+        std::normal_distribution<double> z(0, 1);
+        for (auto& e : v) e = float(z(gen));
+        std::vector<double> x64(x.begin(), x.end()), v64(v.begin(), v.end()), ref(x.size());
+        m.denoiser_jvp_fp64(x64.data(), v64.data(), n, ch, ref.data());
+        std::vector<float> got(x.size()), direct(x.size());
+        evaluate_options o;
+        o.path = mixture_path::gemm;
+        const evaluate_report r = m.denoiser_jvp(x.data(), v.data(), n, ch, got.data(), o, {executor::cpu});
+        ASSERT_EQ(r.path, mixture_path::gemm);
+        m.denoiser_jvp(x.data(), v.data(), n, ch, direct.data(), {executor::cpu});
+        double min_c = INFINITY, max_xs = 0, max_v = 0, max_xn = 0;
+        for (int k = 0; k < K; ++k) {
+          const double cc = ch.a * ch.a * m.variances()[k] + ch.s * ch.s;
+          min_c = std::min(min_c, cc);
+          max_xs = std::max(max_xs, ch.a * m.variances()[k] / cc);
+        }
+        for (float e : v) max_v = std::max(max_v, double(std::abs(e)));
+        for (int i = 0; i < n; ++i) {
+          double q = 0;
+          for (int j = 0; j < d; ++j) q += std::pow(x64[std::size_t(i) * d + j] - ch.a * centre[j], 2);
+          max_xn = std::max(max_xn, std::sqrt(q));
+        }
+        const double span = (max_xn + ch.a * max_mu) / min_c;
+        const double floor = 16 * unit_roundoff * max_v * (max_xs + ch.s * ch.s / ch.a * span * span);
+        double worst_gemm = 0, worst_direct = 0;
+        for (std::size_t e = 0; e < ref.size(); ++e) {
+          ASSERT_TRUE(std::isfinite(got[e])) << c.name << " entry " << e;
+          worst_gemm = std::max(worst_gemm, std::abs(got[e] - ref[e]));
+          worst_direct = std::max(worst_direct, std::abs(direct[e] - ref[e]));
+        }
+        const double allowed = 4 * worst_direct + floor;
+        std::printf("  %-10s a=%g s=%g %-4s JVP worst |err| gemm %.3g direct %.3g, allowed %.3g\n", c.name, ch.a,
+                    ch.s, far ? "far" : "near", worst_gemm, worst_direct, allowed);
+        EXPECT_LE(worst_gemm, allowed) << c.name << " a=" << ch.a << " s=" << ch.s << (far ? " far" : " near");
+      }
+    }
+  }
+}
 
 // Chunks of components and blocks of points change only the order of sums: results agree to rounding.
 // Bound: each output is a ratio of sums over <= K terms, regrouped; relative change <= ~2 K u per sum in the worst

@@ -175,6 +175,13 @@ class DIFFSAMPLE_API gaussian_mixture {
 
   /// FP64 reference of evaluate() on the host (synchronous, single-threaded per point, OpenMP over points).
   void evaluate_fp64(quantity what, const double* x, std::int64_t n, channel ch, double* out) const;
+  /// denoiser_jvp() with a choice of path and a report of what ran. The gemm path (CPU executor only; the CUDA
+  /// executor runs the direct path, and forcing gemm there is an invalid_argument) forms mu_k . v as a third
+  /// product and sum_k r_k dv_k mu_k / c_k as a fourth, with the same recentring and correction as evaluate().
+  /// The plain denoiser_jvp() always runs the direct path.
+  evaluate_report denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
+                               const evaluate_options& options, execution exec = {}) const;
+
   /// FP64 reference of denoiser_jvp() on the host.
   void denoiser_jvp_fp64(const double* x, const double* v, std::int64_t n, channel ch, double* out) const;
 

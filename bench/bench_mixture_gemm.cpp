@@ -1,0 +1,160 @@
+// The gemm path of a large isotropic mixture's score against the direct path, and against the BLAS's own sgemm on
+// the same shapes, on the CPU executor. Rounds alternate between the contenders so that machine load hits all alike;
+// figures are the median over rounds, and ratios are taken within a round.
+//
+// Cases: K = 1024 x d = 256 and K = 50,000 x d = 3,072 (a slice of points), an empirical-style mixture (means
+// around an offset, equal variances). Work of the gemm path per point: 4 K d flops (two products; 2 K d for
+// log-density). "BLAS sgemm" runs the two products of the path alone (blocks of 128 points x 512 components, one
+// block per thread at a time, all threads busy), which is the ceiling the path can reach on this BLAS.
+// With `crossover` as first argument it prints the direct / gemm ratio over a grid of K and d instead (the
+// measurement behind gemm_crossover()).
+//
+// Usage: bench_mixture_gemm [rounds=3] | bench_mixture_gemm crossover
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <diffsample/diffsample.hpp>
+
+#if defined(BENCH_HAVE_BLAS)
+extern "C" void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                       const int*, const float*, const int*, const float*, float*, const int*);
+#endif
+
+using namespace diffsample;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+gaussian_mixture make_mixture(int K, int d, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> z(0, 1);
+  std::vector<double> mu(std::size_t(K) * d);
+  for (auto& v : mu) v = 0.5 + z(gen);
+  return gaussian_mixture(d, std::vector<double>(K, 1.0), std::move(mu), std::vector<double>(K, 0.05));
+}
+
+double seconds_of(const std::function<void()>& f) {
+  const auto t0 = clock_type::now();
+  f();
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// The path's two products alone: every thread runs its share of blocks (128 points x chunk of 512 components).
+double blas_seconds(int n, int K, int d) {
+#if defined(BENCH_HAVE_BLAS)
+  const int threads = cpu_threads(), block = 128, chunk = std::min(512, K);
+  std::vector<float> means(std::size_t(K) * d, 0.01f);
+  const int blocks = (n + block - 1) / block;
+  return seconds_of([&] {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        std::vector<float> x(std::size_t(block) * d, 0.5f), g(std::size_t(block) * chunk), acc(std::size_t(block) * d);
+        const float one = 1.f, zero = 0.f;
+        for (int b = t; b < blocks; b += threads) {
+          const int rows = std::min(block, n - b * block);
+          for (int k0 = 0; k0 < K; k0 += chunk) {
+            const int count = std::min(chunk, K - k0);
+            const float* m = means.data() + std::size_t(k0) * d;
+            sgemm_("T", "N", &count, &rows, &d, &one, m, &d, x.data(), &d, &zero, g.data(), &count);
+            sgemm_("N", "N", &d, &rows, &count, &one, m, &d, g.data(), &count, &one, acc.data(), &d);
+          }
+        }
+      });
+    for (auto& th : pool) th.join();
+  });
+#else
+  (void)n, (void)K, (void)d;
+  return NAN;
+#endif
+}
+
+void run_case(int K, int d, int n_gemm, int n_direct, int rounds) {
+  const gaussian_mixture m = make_mixture(K, d, 7);
+  const channel ch{0.9, 0.4};
+  std::vector<float> x(std::size_t(n_gemm) * d), out(x.size());
+  m.sample(x.data(), n_gemm, ch, 3, nullptr, 0, {executor::cpu});
+  evaluate_options direct, gemm;
+  direct.path = mixture_path::direct;
+  gemm.path = mixture_path::gemm;
+  const auto eval = [&](const evaluate_options& o, int n) {
+    return seconds_of([&] { m.evaluate(quantity::score, x.data(), n, ch, out.data(), o, {executor::cpu}); });
+  };
+  eval(gemm, std::min(n_gemm, 64));  // warm-up: tables, pool, BLAS buffers
+  eval(direct, 1);
+  std::vector<double> pd, pg, pb, ratio;
+  for (int r = 0; r < rounds; ++r) {
+    const double td = eval(direct, n_direct) / n_direct;
+    const double tg = eval(gemm, n_gemm) / n_gemm;
+    const double tb = blas_seconds(n_gemm, K, d) / n_gemm;
+    pd.push_back(1 / td);
+    pg.push_back(1 / tg);
+    pb.push_back(1 / tb);
+    ratio.push_back(td / tg);
+  }
+  const double flops = 4.0 * K * d;
+  std::printf("K = %d, d = %d (%d points gemm, %d direct, %d rounds, %d threads)\n", K, d, n_gemm, n_direct, rounds,
+              cpu_threads());
+  std::printf("  direct path : %10.1f points/s  (%6.2f GFLOP/s of the 4 K d count)\n", median(pd),
+              median(pd) * flops / 1e9);
+  std::printf("  gemm path   : %10.1f points/s  (%6.2f GFLOP/s)\n", median(pg), median(pg) * flops / 1e9);
+  std::printf("  BLAS sgemm  : %10.1f points/s  (%6.2f GFLOP/s: the two products alone)\n", median(pb),
+              median(pb) * flops / 1e9);
+  std::printf("  gemm / direct: %.1fx (median of per-round ratios); gemm reaches %.0f%% of the BLAS's own sgemm\n",
+              median(ratio), 100 * median(pg) / median(pb));
+}
+
+void crossover() {
+  std::printf("direct / gemm time ratio for the score (>1: gemm faster), 512 points, CPU executor\n%8s", "K \\ d");
+  const int dims[] = {8, 16, 32, 64, 128, 256};
+  for (int d : dims) std::printf("%8d", d);
+  std::printf("\n");
+  for (int K : {16, 64, 256, 1024, 4096}) {
+    std::printf("%8d", K);
+    for (int d : dims) {
+      const gaussian_mixture m = make_mixture(K, d, 1);
+      const int n = 512;
+      std::vector<float> x(std::size_t(n) * d), out(x.size());
+      m.sample(x.data(), n, {1.0, 0.5}, 1, nullptr, 0, {executor::cpu});
+      evaluate_options direct, gemm;
+      direct.path = mixture_path::direct;
+      gemm.path = mixture_path::gemm;
+      std::vector<double> r;
+      for (int round = 0; round < 3; ++round) {
+        const double td = seconds_of([&] { m.evaluate(quantity::score, x.data(), n, {1.0, 0.5}, out.data(), direct, {executor::cpu}); });
+        const double tg = seconds_of([&] { m.evaluate(quantity::score, x.data(), n, {1.0, 0.5}, out.data(), gemm, {executor::cpu}); });
+        r.push_back(td / tg);
+      }
+      std::printf("%8.2f", median(r));
+      std::fflush(stdout);
+    }
+    std::printf("\n");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "crossover") {
+    crossover();
+    return 0;
+  }
+  const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
+  std::printf("CPU BLAS: %s\n", cpu_blas_name().c_str());
+  run_case(1024, 256, 4096, 512, rounds);
+  run_case(50000, 3072, 256, 4, rounds);
+  return 0;
+}
