@@ -85,6 +85,13 @@ struct gemm_component_functor {
   }
 };
 
+/// Maxima over a chunk of components of 1 / c_k, |mu'_k| and |log_norm_k|: with them one bound on every e_k of the
+/// chunk replaces a per-component evaluation in the first pass (the window only widens: each candidate is still
+/// tested with its own e_k).
+struct gemm_chunk_bound {
+  float inv_c, norm, log_norm;
+};
+
 /// The logits of one point for a chunk of `count` components starting at k0, from row = G_i (count floats,
 /// overwritten with the logits): the expanded form, then the correction (centred form from xc_i and the centred
 /// means) of those the bound flags against the running maximum run_max. Returns the new maximum. With h (JVP), h
@@ -92,19 +99,32 @@ struct gemm_component_functor {
 /// xc: x' of the point (d floats); xn = |x'|; xx = |x'|^2; means: centred means K x d; gamma: gamma_d + 2 u_in.
 DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_component* comp, const float* xc, float xn,
                                float xx, const float* means, int d, float a, float gamma, float run_max, float* h,
-                               const float* v, float xv) {
+                               const float* v, float xv, const gemm_chunk_bound* cb = nullptr) {
   const float u = 5.9604644775390625e-08f;  // 2^-24
   const float gamma_d = float(d) * u / (1.f - float(d) * u);
   float chunk_max = -INFINITY, e_max = 0.f;
-  for (int kk = 0; kk < count; ++kk) {
-    const gemm_component g = comp[k0 + kk];
-    const float l = (g.bias - g.half_inv_c * xx) + g.cross * row[kk];
-    const float span = xn + a * g.norm;
-    const float e = g.inv_c * (a * gamma * xn * g.norm + 2.f * u * span * span) + 2.f * u * fabsf(g.log_norm);
-    row[kk] = l;
-    chunk_max = l > chunk_max ? l : chunk_max;
-    e_max = e > e_max ? e : e_max;
-    if (h != nullptr) h[kk] = a * h[kk] - xv;  // (a mu'_k - x') . v, expanded
+  if (cb != nullptr) {
+    const float span = xn + a * cb->norm;
+    e_max = cb->inv_c * (a * gamma * xn * cb->norm + 2.f * u * span * span) + 2.f * u * cb->log_norm;
+    for (int kk = 0; kk < count; ++kk) {
+      const gemm_component g = comp[k0 + kk];
+      const float l = (g.bias - g.half_inv_c * xx) + g.cross * row[kk];
+      row[kk] = l;
+      chunk_max = l > chunk_max ? l : chunk_max;
+    }
+    if (h != nullptr)
+      for (int kk = 0; kk < count; ++kk) h[kk] = a * h[kk] - xv;  // (a mu'_k - x') . v, expanded
+  } else {
+    for (int kk = 0; kk < count; ++kk) {
+      const gemm_component g = comp[k0 + kk];
+      const float l = (g.bias - g.half_inv_c * xx) + g.cross * row[kk];
+      const float span = xn + a * g.norm;
+      const float e = g.inv_c * (a * gamma * xn * g.norm + 2.f * u * span * span) + 2.f * u * fabsf(g.log_norm);
+      row[kk] = l;
+      chunk_max = l > chunk_max ? l : chunk_max;
+      e_max = e > e_max ? e : e_max;
+      if (h != nullptr) h[kk] = a * h[kk] - xv;  // (a mu'_k - x') . v, expanded
+    }
   }
   float top = run_max > chunk_max ? run_max : chunk_max;
   const float threshold = top - (gemm_window_nats + 2.f * e_max);
@@ -141,9 +161,10 @@ DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_compone
 /// W_ik = exp(l_k - max) / c_k for the second product. With jvp.h (the JVP's first pass), also sum_k w_k dv_k.
 DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_component* comp, const float* xc, float xn,
                                  float xx, const float* means, int d, float a, float gamma, gemm_point_state& st,
-                                 float* acc, gemm_jvp_row jvp = {nullptr, nullptr, nullptr, nullptr}) {
+                                 float* acc, gemm_jvp_row jvp = {nullptr, nullptr, nullptr, nullptr},
+                                 const gemm_chunk_bound* cb = nullptr) {
   const float top = gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, st.max, jvp.h, jvp.v,
-                                jvp.h != nullptr ? jvp.st->xv : 0.f);
+                                jvp.h != nullptr ? jvp.st->xv : 0.f, cb);
   const float rescale = softmax_exp(st.max - top);  // 0 on the first chunk, exactly 1 if the maximum did not move
   float sum = 0.f, inv_c_sum = 0.f, x_sum = 0.f, dv_sum = 0.f;
   for (int kk = 0; kk < count; ++kk) {
@@ -171,8 +192,8 @@ DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_compo
 DS_HD_INLINE float gemm_jvp_second_row(float* row, float* h, const float* v, float xv, int count, int k0,
                                        const gemm_component* comp, const float* xc, float xn, float xx,
                                        const float* means, int d, float a, float gamma, float final_max,
-                                       float alpha) {
-  (void)gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, final_max, h, v, xv);
+                                       float alpha, const gemm_chunk_bound* cb = nullptr) {
+  (void)gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, final_max, h, v, xv, cb);
   float b_sum = 0.f;
   for (int kk = 0; kk < count; ++kk) {
     const gemm_component g = comp[k0 + kk];

@@ -142,6 +142,7 @@ constexpr std::int64_t cpu_target_tasks = 16;
 struct cpu_call {
   const gemm_tables* t;
   const kernels::gemm_component* comp;
+  const kernels::gemm_chunk_bound* bounds;  // per chunk of `chunk` components (chunk starts are multiples of it)
   const float* x;
   float* out;
   std::int64_t n, K, d, block, chunk, blocks, splits, per_split;
@@ -208,7 +209,8 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
         for (std::int64_t r = 0; r < rows; ++r)
           kernels::gemm_chunk_row(G.data() + r * count, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r],
                                   means, int(d), c.a, c.gamma, st[r], nullptr,
-                                  {H.data() + r * count, c.v + (first + r) * d, nullptr, &js[r]});
+                                  {H.data() + r * count, c.v + (first + r) * d, nullptr, &js[r]},
+                                  c.bounds + k0 / c.chunk);
       }
       for (std::int64_t k0 = k_begin; k0 < k_end; k0 += c.chunk) {
         const int count = int(std::min(c.chunk, k_end - k0));
@@ -218,7 +220,7 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
           bsum[r] += kernels::gemm_jvp_second_row(G.data() + r * count, H.data() + r * count, c.v + (first + r) * d,
                                                   js[r].xv, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r],
                                                   means, int(d), c.a, c.gamma, st[r].max,
-                                                  js[r].dv_sum / st[r].sum);
+                                                  js[r].dv_sum / st[r].sum, c.bounds + k0 / c.chunk);
         product_means(int(rows), count, int(d), H.data(), means + k0 * d, acc2.data());
       }
       for (std::int64_t r = 0; r < rows; ++r) {
@@ -233,7 +235,8 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
       product_logits(int(rows), count, int(d), xc.data(), means + k0 * d, G.data());
       for (std::int64_t r = 0; r < rows; ++r)
         kernels::gemm_chunk_row(G.data() + r * count, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r], means,
-                                int(d), c.a, c.gamma, st[r], with_acc ? acc.data() + r * d : nullptr);
+                                int(d), c.a, c.gamma, st[r], with_acc ? acc.data() + r * d : nullptr,
+                                {nullptr, nullptr, nullptr, nullptr}, c.bounds + k0 / c.chunk);
       if (with_acc) product_means(int(rows), count, int(d), G.data(), means + k0 * d, acc.data());
     }
     if (c.splits == 1) {
@@ -285,6 +288,15 @@ void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, int what
   cpu_call c{};
   c.t = &t;
   c.comp = comp.data();
+  const std::int64_t chunk = gemm_chunk(o, K);
+  std::vector<kernels::gemm_chunk_bound> bounds(std::size_t((K + chunk - 1) / chunk), {0.f, 0.f, 0.f});
+  for (std::int64_t k = 0; k < K; ++k) {
+    kernels::gemm_chunk_bound& b = bounds[std::size_t(k / chunk)];
+    b.inv_c = std::max(b.inv_c, comp[k].inv_c);
+    b.norm = std::max(b.norm, comp[k].norm);
+    b.log_norm = std::max(b.log_norm, std::abs(comp[k].log_norm));
+  }
+  c.bounds = bounds.data();
   c.x = x;
   c.out = out;
   c.n = n;
