@@ -223,6 +223,9 @@ struct guided_reset_weights_functor {
 ///   guidance_scale * (c0 s^2 / a) * J A^T P (y - A m),   J = d m / d x (symmetric, so J^T = J),
 /// P = I / sigma_y^2 (DPS) or (r_k^2 A A^T + sigma_y^2 I)^-1 (Pi-GDM), from the precision table. The factor
 /// c0 s^2 / a is how a score term enters the DDPM mean (m = (x + s^2 score) / a).
+/// DPS's normalised step (as published) instead adds guidance_scale * J A^T (y - A m) / |y - A m| to the draw,
+/// = -guidance_scale grad_x |y - A m(x)|; |y - A m|^2 includes the problem's norm_offset (the part of y outside
+/// the span of a reduced SVD operator; 0 otherwise), and a zero residual adds nothing.
 struct guided_baseline_functor {
   guided_params p;
   std::int64_t steps;
@@ -230,6 +233,8 @@ struct guided_baseline_functor {
   float* x;        // B N x d (output)
   float* work;     // B N x 3 d scratch (m, v, J v)
   float* r;        // B N x d_y scratch
+  bool normalised = false;             // DPS's normalised step
+  const float* norm_offset = nullptr;  // B: added to |y - A m|^2 (normalised step)
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     const int d = p.d;
@@ -244,11 +249,18 @@ struct guided_baseline_functor {
       const guided_step st = p.steps[k];
       mixture_denoiser(p.mix, xi, st.a, st.s, mi);
       guided_residual(p, b, 1.f, mi, ri);
-      const float* P = guided_precision(p, k, b);
       for (int j = 0; j < d; ++j) vi[j] = 0.f;
-      for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, ri), vi);
+      float shift = scale * st.guidance;
+      if (normalised) {
+        float norm2 = norm_offset[b];
+        for (int o = 0; o < p.d_y; ++o) norm2 += ri[o] * ri[o];
+        shift = norm2 > 0.f ? scale / ds_sqrt(norm2) : 0.f;
+        for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, ri[o], vi);
+      } else {
+        const float* P = guided_precision(p, k, b);
+        for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, ri), vi);
+      }
       mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ji);
-      const float shift = scale * st.guidance;
       philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
       if (st.sig != 0.f) {
         rng.normals(d, [&](int j, float z) {

@@ -1,7 +1,7 @@
 // Guided posterior samplers: the schedule, the observations and the potentials folded into per-step tables on the
 // host (FP64, the formulas in the README), copied once; then per SMC transition a fixed sequence of launches
 // (weighting, resample(), bookkeeping, gather_particles(), mutation) over B problems x N particles, or one fused
-// launch for the DPS and Pi-GDM baselines.
+// launch for the DPS and Pi-GDM baselines, DiffPIR and SKRock (src/guided_diffpir.cu, src/guided_skrock.cu).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,6 +13,7 @@
 #include "kernels/guided.cuh"
 #include "kernels/linalg.cuh"
 #include "src/cuda_check.hpp"
+#include "src/guided_samplers.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/particles_detail.hpp"
@@ -27,14 +28,32 @@ const char* to_string(guided_sampler s) noexcept {
     case guided_sampler::smc: return "smc";
     case guided_sampler::dps: return "dps";
     case guided_sampler::pigdm: return "pigdm";
+    case guided_sampler::diffpir: return "diffpir";
+    case guided_sampler::skrock: return "skrock";
   }
   return "unknown";
 }
 
 guided_sampler parse_guided_sampler(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(guided_sampler::pigdm); ++i)
-    if (name == to_string(static_cast<guided_sampler>(i))) return static_cast<guided_sampler>(i);
-  throw invalid_argument("sampler: unknown guided sampler '" + name + "' (expected smc, dps or pigdm)");
+  for (guided_sampler s : {guided_sampler::smc, guided_sampler::dps, guided_sampler::pigdm, guided_sampler::diffpir,
+                           guided_sampler::skrock})
+    if (name == to_string(s)) return s;
+  throw invalid_argument("sampler: unknown guided sampler '" + name +
+                         "' (expected smc, dps, pigdm, diffpir or skrock)");
+}
+
+const char* to_string(dps_step_form f) noexcept {
+  switch (f) {
+    case dps_step_form::likelihood: return "likelihood";
+    case dps_step_form::normalised: return "normalised";
+  }
+  return "unknown";
+}
+
+dps_step_form parse_dps_step_form(const std::string& name) {
+  if (name == "likelihood") return dps_step_form::likelihood;
+  if (name == "normalised") return dps_step_form::normalised;
+  throw invalid_argument("dps_step: unknown DPS step '" + name + "' (expected likelihood or normalised)");
 }
 
 namespace {
@@ -140,6 +159,7 @@ struct svd_reduction {
   bool active = false;
   guided_problems problems;          // the r-dimensional problems
   std::vector<double> log_constant;  // B: the log-normaliser's part outside the span of U
+  std::vector<double> outside;       // B: |y - U U^T y|^2 (the normalised DPS step's residual norm includes it)
   std::int64_t spread_rows = 0;      // the original d_y
 };
 
@@ -165,6 +185,7 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
   const double log_two_pi = kernels::log_two_pi<double>();
   r.y.resize(pr.problems * rank);
   out.log_constant.resize(pr.problems);
+  out.outside.resize(pr.problems);
   for (std::int64_t b = 0; b < pr.problems; ++b) {
     const std::vector<double>& U = pr.operators[pr.operators.size() == 1 ? 0 : b].U();
     const double* y = pr.y.data() + b * dy;
@@ -181,6 +202,7 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
       outside += s * s;
     }
     const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
+    out.outside[b] = outside;
     out.log_constant[b] =
         -0.5 * double(dy - rank) * (log_two_pi + 2 * std::log(sy)) - outside / (2 * sy * sy);
   }
@@ -188,7 +210,7 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
 }
 
 struct layout {
-  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, table_end;  // table part (from host)
+  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, table_end;  // table part (from host)
   std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, total;
   std::size_t resampling_bytes;
   operator_shape operators;  // how A reaches the kernels
@@ -206,14 +228,20 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
     at += align_up(bytes);
     return here;
   };
-  l.steps = put(K * sizeof(guided_step));
-  l.inv_var = put((K + 1) * B * sizeof(float));
-  l.noise_std = put((K + 1) * B * sizeof(float));
-  l.precision = put(K * B * dy * (sh.mask ? 1 : dy) * sizeof(float));
+  // SKRock iterates on the posterior itself: no diffusion grid, no per-step tables.
+  const bool grid = o.sampler != guided_sampler::skrock;
+  l.steps = put(grid ? K * sizeof(guided_step) : 0);
+  l.inv_var = put(grid ? (K + 1) * B * sizeof(float) : 0);
+  l.noise_std = put(grid ? (K + 1) * B * sizeof(float) : 0);
+  l.precision = put(grid ? K * B * dy * (sh.mask ? 1 : dy) * sizeof(float) : 0);
   l.A = put(a_count * sizeof(float));
   l.mask = put(sh.mask ? sh.count * dy * sizeof(std::int32_t) : 0);
   l.y = put(B * dy * sizeof(float));
   l.constants = put(B * sizeof(double));
+  // Per-sampler tables: dps, B residual-norm offsets; skrock, B steps, B 1 / sigma_y^2 and 3 s coefficients.
+  l.extra = put(o.sampler == guided_sampler::dps      ? B * sizeof(float)
+                : o.sampler == guided_sampler::skrock ? (2 * B + 3 * static_cast<std::size_t>(o.skrock_stages)) * sizeof(float)
+                                                      : 0);
   l.table_end = at;
   const bool smc = o.sampler == guided_sampler::smc;
   l.x = put(B * N * d * sizeof(float));
@@ -234,7 +262,7 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
 
 void validate(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
   const std::int64_t d = prior.dim();
-  DIFFSAMPLE_EXPECTS(o.sampler >= guided_sampler::smc && o.sampler <= guided_sampler::pigdm,
+  DIFFSAMPLE_EXPECTS(o.sampler >= guided_sampler::smc && o.sampler <= guided_sampler::skrock,
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
   DIFFSAMPLE_EXPECTS(pr.problems >= 1 && pr.problems <= (std::int64_t(1) << 24),
                      "problems.problems: must be in [1, 2^24], got " << pr.problems);
@@ -279,6 +307,23 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
                      "options.eta: must be in [0, 1], got " << o.eta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
                      "options.guidance_scale: must be finite and >= 0, got " << o.guidance_scale);
+  DIFFSAMPLE_EXPECTS(o.dps_step == dps_step_form::likelihood || o.dps_step == dps_step_form::normalised,
+                     "options.dps_step: invalid value " << static_cast<int>(o.dps_step));
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.diffpir_zeta) && o.diffpir_zeta >= 0 && o.diffpir_zeta <= 1,
+                     "options.diffpir_zeta: must be in [0, 1], got " << o.diffpir_zeta);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.diffpir_lambda) && o.diffpir_lambda > 0 && o.diffpir_lambda <= 1e12,
+                     "options.diffpir_lambda: must be finite, > 0 and <= 1e12, got " << o.diffpir_lambda);
+  DIFFSAMPLE_EXPECTS(o.skrock_stages >= 2 && o.skrock_stages <= 200,
+                     "options.skrock_stages: must be in [2, 200], got " << o.skrock_stages);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.skrock_eta) && o.skrock_eta > 0 && o.skrock_eta <= 1,
+                     "options.skrock_eta: must be in (0, 1], got " << o.skrock_eta);
+  if (o.skrock_stages >= 2 && o.skrock_stages <= 200 && o.skrock_eta > 0 && o.skrock_eta <= 1)
+    DIFFSAMPLE_EXPECTS(detail::skrock_stability_bound(int(o.skrock_stages), o.skrock_eta) > 0,
+                       "options.skrock_stages: " << o.skrock_stages << " stages with options.skrock_eta = "
+                                                 << o.skrock_eta << " leave no stable step (l_s <= 0)");
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.skrock_step_fraction) && o.skrock_step_fraction > 0 &&
+                         o.skrock_step_fraction <= 1,
+                     "options.skrock_step_fraction: must be in (0, 1], got " << o.skrock_step_fraction);
   // Everything resample() would check per transition is checked here once (the run calls the unchecked layer).
   DIFFSAMPLE_EXPECTS(std::isfinite(o.resampling.ess_threshold) && o.resampling.ess_threshold >= 0,
                      "options.resampling.ess_threshold: must be finite and >= 0, got " << o.resampling.ess_threshold);
@@ -330,6 +375,30 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     std::copy(g.begin(), g.end(), G);
   }
   for (std::size_t i = 0; i < pr.y.size(); ++i) y32[i] = float(pr.y[i]);
+  auto* extra = reinterpret_cast<float*>(blob.data() + l.extra);
+  if (o.sampler == guided_sampler::skrock) {
+    // Steps h_b = fraction l_s / L_b with L_b = max_k 1 / min_j v_kj + lambda_max(A_b A_b^T) / sigma_{y,b}^2, an
+    // upper bound on the Hessian of -log p(x | y) (the mixture's Hessian is the responsibility-weighted precisions
+    // minus a covariance, so at most the largest precision).
+    double prior_curvature = 0;
+    for (double v : prior.variances()) prior_curvature = std::max(prior_curvature, 1.0 / v);
+    std::vector<double> lambda(static_cast<std::size_t>(sh.count));
+    for (std::int64_t c = 0; c < sh.count; ++c) lambda[c] = detail::largest_eigenvalue(gram.data() + c * dy * dy, dy);
+    const int stages = int(o.skrock_stages);
+    const double bound = detail::skrock_stability_bound(stages, o.skrock_eta);
+    for (std::int64_t b = 0; b < B; ++b) {
+      const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
+      const double L = prior_curvature + lambda[sh.count == 1 ? 0 : b] / (sy * sy);
+      extra[b] = float(o.skrock_step_fraction * bound / L);
+      extra[B + b] = float(1.0 / (sy * sy));
+    }
+    const std::vector<double> c = detail::skrock_coefficients(stages, o.skrock_eta);
+    for (std::size_t i = 0; i < c.size(); ++i) extra[2 * B + i] = float(c[i]);
+    *initial_scale = 1.f;
+    return blob;
+  }
+  if (o.sampler == guided_sampler::dps)
+    for (std::int64_t b = 0; b < B; ++b) extra[b] = reduced.active ? float(reduced.outside[b]) : 0.f;
 
   std::vector<double> sig2(K);
   for (std::int64_t k = 0; k < K; ++k) {
@@ -350,6 +419,13 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     st.c1 = float(bk.cx);
     st.sig = float(bk.sigma);
     st.guidance = float(c0 * p.s * p.s / p.a);
+    if (o.sampler == guided_sampler::diffpir) {
+      // x' = a' x0 + s' (sqrt(1 - zeta) (x - a x0) / s + sqrt(zeta) z) = c0 x0 + c1 x + sig z.
+      const double c1 = q.s * std::sqrt(1.0 - o.diffpir_zeta) / p.s;
+      st.c1 = float(c1);
+      st.c0 = float(q.a - c1 * p.a);
+      st.sig = float(q.s * std::sqrt(o.diffpir_zeta));
+    }
     steps[k] = st;
   }
 
@@ -380,6 +456,8 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
             case guided_sampler::smc: v = var[k + 1] + sig2[k] * g2; break;
             case guided_sampler::dps: v = sy * sy; break;
             case guided_sampler::pigdm: v = p.s * p.s / (p.a * p.a + p.s * p.s) * g2 + sy * sy; break;
+            case guided_sampler::diffpir: v = g2 + o.diffpir_lambda * sy * sy * p.a * p.a / (p.s * p.s); break;
+            case guided_sampler::skrock: break;  // no grid tables (returned above)
           }
           DIFFSAMPLE_EXPECTS(v > 0 && std::isfinite(v), "problems: the predictive covariance S has diagonal entry "
                                                             << v << " at row " << i);
@@ -400,6 +478,10 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
               S[i * dy + j] = r2 * AAt[i * dy + j] + sy * sy * diag;
               break;
             }
+            case guided_sampler::diffpir:  // A A^T + rho_k I, rho_k = lambda sigma_y^2 a^2 / s^2
+              S[i * dy + j] = AAt[i * dy + j] + o.diffpir_lambda * sy * sy * p.a * p.a / (p.s * p.s) * diag;
+              break;
+            case guided_sampler::skrock: break;  // no grid tables (returned above)
           }
         }
       const double logdet = invert_spd(S, int(dy), "problems: the predictive covariance S");
@@ -493,8 +575,20 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   report.ran = where;
 
   if (!smc) {
-    kernels::for_each_index<128>(where, BN,
-                                 kernels::guided_baseline_functor{p, K, float(o.guidance_scale), x, mu, r}, stream);
+    const float* extra = reinterpret_cast<const float*>(ws + l.extra);
+    if (o.sampler == guided_sampler::diffpir) {
+      detail::launch_diffpir(where, BN, p, K, x, mu, r, stream);
+    } else if (o.sampler == guided_sampler::skrock) {
+      const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
+      detail::launch_skrock(where, BN, p, q, K, x, mu, r, stream);
+    } else {
+      kernels::for_each_index<128>(where, BN,
+                                   kernels::guided_baseline_functor{p, K, float(o.guidance_scale), x, mu, r,
+                                                                    o.sampler == guided_sampler::dps &&
+                                                                        o.dps_step == dps_step_form::normalised,
+                                                                    extra},
+                                   stream);
+    }
     ++report.launches;
     for (float* dst : {out.particles, out.samples}) {
       if (dst == nullptr) continue;

@@ -2,7 +2,8 @@
 /// @brief Posterior sampling for linear inverse problems y = A x + sigma_y z with a Gaussian-mixture prior by
 /// guided reverse diffusion: Monte Carlo guided diffusion (a fully adapted particle filter on the DDPM backward
 /// kernel, consistent as the number of particles grows, with a log-evidence estimate), and the DPS and Pi-GDM
-/// baselines. B independent problems of N particles each run in one launch sequence (README: "Guided posterior sampling").
+/// baselines, DiffPIR (plug-and-play diffusion with a proximal data step) and SKRock (stabilised Runge-Kutta-Chebyshev
+/// Langevin on the posterior). B independent problems of N particles each run in one launch sequence (README: "Guided posterior sampling").
 #pragma once
 
 #include <diffsample/execution.hpp>
@@ -31,12 +32,36 @@ enum class guided_sampler : int {
   /// Pseudo-inverse guided diffusion (Song et al.): as dps with the likelihood N(y; A m, r_k^2 A A^T + sigma_y^2 I),
   /// r_k^2 = s_k^2 / (a_k^2 + s_k^2) (= 1 - alpha-bar_k on VP schedules). Biased; a cheap baseline.
   pigdm = 2,
+  /// DiffPIR (Zhu et al. 2023): at each step the denoiser m, the proximal data step
+  /// x0 = argmin_z |y - A z|^2 + rho_k |z - m|^2 = m + A^T (A A^T + rho_k I)^-1 (y - A m), rho_k = lambda sigma_y^2
+  /// a_k^2 / s_k^2, then x' = a' x0 + s' (sqrt(1 - zeta) (x - a x0) / s + sqrt(zeta) z). Biased; a baseline.
+  diffpir = 3,
+  /// SKRock (Pereyra, Vargas Mieles, Zygalakis 2020): `steps` iterations of the s-stage stabilised Runge-Kutta-Chebyshev
+  /// Langevin scheme on p(x | y), drift grad log p(x) + A^T (y - A x) / sigma_y^2 (the prior's own score, channel
+  /// (1, 0)), step skrock_step_fraction times the stability bound of the drift. Chains start from exact prior draws.
+  /// Targets the posterior up to an O(step) bias, when the chains mix between its modes.
+  skrock = 4,
 };
 
-/// "smc", "dps" or "pigdm".
+/// "smc", "dps", "pigdm", "diffpir" or "skrock".
 DIFFSAMPLE_API const char* to_string(guided_sampler s) noexcept;
 /// Parses the names of to_string(guided_sampler); throws invalid_argument otherwise.
 DIFFSAMPLE_API guided_sampler parse_guided_sampler(const std::string& name);
+
+/// The guidance step of guided_sampler::dps (README: "DPS step").
+enum class dps_step_form : int {
+  /// The likelihood score: the DDPM mean shifted by guidance_scale (c0 s^2 / a) J A^T (y - A m) / sigma_y^2. Diverges
+  /// when sigma_y is small against the step (the shift grows like 1 / sigma_y^2).
+  likelihood = 0,
+  /// As published (Chung et al. 2022): the draw shifted by zeta J A^T (y - A m) / |y - A m| = -zeta grad_x |y - A m(x)|,
+  /// zeta = guidance_scale; its size does not depend on sigma_y.
+  normalised = 1,
+};
+
+/// "likelihood" or "normalised".
+DIFFSAMPLE_API const char* to_string(dps_step_form f) noexcept;
+/// Parses the names of to_string(dps_step_form); throws invalid_argument otherwise.
+DIFFSAMPLE_API dps_step_form parse_dps_step_form(const std::string& name);
 
 /// B linear observations y_b = A_b x + sigma_{y,b} z of the same prior (host data, FP64; the sampler folds them
 /// into per-step tables on the host and copies those once per call).
@@ -82,7 +107,19 @@ struct guided_options {
   resampling_options resampling = {};
   /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).
   bool final_resample = true;
-  double guidance_scale = 1.0;  ///< dps and pigdm: multiplier of the guidance term, finite and >= 0
+  double guidance_scale = 1.0;  ///< dps and pigdm: multiplier of the guidance term (zeta of the normalised DPS
+                                ///< step), finite and >= 0
+  dps_step_form dps_step = dps_step_form::likelihood;  ///< dps: the guidance step's form
+  double diffpir_zeta = 0.1;     ///< diffpir: share of fresh noise in the re-noising, in [0, 1]
+  double diffpir_lambda = 7.0;   ///< diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2, finite and > 0
+  std::int64_t skrock_stages = 10;     ///< skrock: stages s per iteration, 2..200 (s drift evaluations each)
+  double skrock_eta = 0.05;            ///< skrock: damping eta, in (0, 1]
+  /// skrock: step h = fraction x l_s / L, l_s = (s - 1/2)^2 (2 - 4 eta / 3) - 3/2 the stability bound of the
+  /// s-stage scheme on a drift of Lipschitz constant L = max_k 1 / v_k,min + lambda_max(A^T A) / sigma_y^2 (per
+  /// problem); in (0, 1]. Stable is not accurate: the stationary law's bias grows with h L (on a Gaussian, the
+  /// variance along the stiffest direction is 0.997, 0.98, 0.69 and 0.50 of the exact one at fractions 0.001,
+  /// 0.005, 0.02 and 0.5 with s = 10, eta = 0.05), hence the default h L = 0.86 for s = 10 (README: "SKRock").
+  double skrock_step_fraction = 0.005;
   std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
 };
 
@@ -91,7 +128,7 @@ struct guided_outputs {
   float* particles = nullptr;        ///< B x N x d_x final particles (weighted by log_weights for smc)
   float* log_weights = nullptr;      ///< B x N final log-weights, unnormalised (smc; zeros after a resampling)
   float* samples = nullptr;          ///< B x N x d_x equally weighted samples: smc after the final resample
-                                     ///< (needs final_resample), dps/pigdm their particles. smc's rows come in
+                                     ///< (needs final_resample), the other samplers their particles. smc's rows come in
                                      ///< an order permuted by a permutation keyed by the seed (the same on both
                                      ///< executors), so that any block of rows is a random subset of the samples
   double* log_normaliser = nullptr;  ///< B estimates of log p(y_b) (smc)
@@ -113,7 +150,8 @@ DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior,
 /// Runs a guided sampler on every problem. The tables are built on the host in FP64 (O(steps B d_y^3 +
 /// steps B d_y^2 d_x)) and copied once (cudaMemcpyAsync on exec.stream); then each SMC transition issues a fixed
 /// handful of launches (weighting, resample(), bookkeeping, mutation from the ancestors' means) with no allocation and
-/// no host synchronisation; dps and pigdm run fused in one launch. Without a caller workspace one stream-ordered
+/// no host synchronisation; dps, pigdm, diffpir and skrock run fused in one launch (skrock: no diffusion grid; its
+/// `steps` are iterations of s stages each, the schedule unused). Without a caller workspace one stream-ordered
 /// allocation is made per call. Asynchronous on the CUDA executor.
 /// @throws invalid_argument for inconsistent sizes, non-finite values, non-positive sigma_y, an invalid schedule
 ///         or options, before anything is launched

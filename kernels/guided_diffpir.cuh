@@ -1,0 +1,56 @@
+// DiffPIR (Zhu et al. 2023, plug-and-play diffusion) on the guided samplers' tables (kernels/guided.cuh): per
+// particle and step the denoiser, the closed-form proximal data step of the linear Gaussian likelihood, and the
+// re-noising. Formulas in the README ("DiffPIR"); shared by both executors.
+//
+// Step k goes from grid point k (channel a, s) to k + 1 (a', s'). The host folds into the tables:
+// - the precision table of step k and problem b: (A A^T + rho_k I)^-1, rho_k = lambda sigma_y^2 a^2 / s^2 (masks:
+//   its diagonal), so that the proximal step is x0 = m + A^T (A A^T + rho_k I)^-1 (y - A m), the Woodbury form of
+//   (A^T A + rho_k I)^-1 (A^T y + rho_k m);
+// - the re-noising x' = a' x0 + s' (sqrt(1 - zeta) eps + sqrt(zeta) z), eps = (x - a x0) / s, written as
+//   x' = c0 x0 + c1 x + sig z with c1 = s' sqrt(1 - zeta) / s, c0 = a' - c1 a, sig = s' sqrt(zeta), in the step's
+//   c0, c1 and sig fields (the DDPM kernel's fields, which DiffPIR does not use).
+#pragma once
+
+#include "kernels/guided.cuh"
+
+namespace diffsample::kernels {
+
+/// One DiffPIR step of particle i from x (in place): m = m(x) at (a, s), x0 = m + A^T P (y - A m), x' = c0 x0 +
+/// c1 x + sig z with z from the stream (seed, i, k + 1).
+template <class X, class M, class R>
+DS_HD_INLINE void diffpir_step(const guided_params& p, std::int64_t i, std::int64_t k, X& x, M& m, R& r) {
+  const std::int64_t b = i / p.particles;
+  const guided_step st = p.steps[k];
+  mixture_denoiser(p.mix, x, st.a, st.s, m);
+  guided_residual(p, b, 1.f, m, r);
+  const float* P = guided_precision(p, k, b);
+  // x0 = m + A^T P r, one row of A at a time (r stays as it is while m moves).
+  for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, r), m);
+  philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+  if (st.sig != 0.f) {
+    rng.normals(p.d, [&](int j, float z) { x[j] = st.c0 * m[j] + st.c1 * x[j] + st.sig * z; });
+  } else {
+    for (int j = 0; j < p.d; ++j) x[j] = st.c0 * m[j] + st.c1 * x[j];
+  }
+}
+
+/// A whole DiffPIR trajectory per particle: x = s_0 z (stream step 0), then `steps` steps of diffpir_step.
+struct guided_diffpir_functor {
+  guided_params p;
+  std::int64_t steps;
+  float* x;     // B N x d (output)
+  float* work;  // B N x 3 d scratch (m)
+  float* r;     // B N x d_y scratch
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = p.d;
+    strided_vec<float> xi{x + i * d, 1, d}, mi{work + i * 3 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+    {
+      philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      const float s0 = p.initial_scale;
+      rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
+    }
+    for (std::int64_t k = 0; k < steps; ++k) diffpir_step(p, i, k, xi, mi, ri);
+  }
+};
+
+}  // namespace diffsample::kernels

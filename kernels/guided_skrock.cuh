@@ -1,0 +1,103 @@
+// SKRock (Pereyra, Vargas Mieles, Zygalakis 2020: the s-stage stochastic orthogonal Runge-Kutta-Chebyshev method,
+// SK-ROCK) on the posterior p(x | y) of a mixture prior under y = A x + sigma_y z: the per-particle math, shared by
+// both executors. Formulas in the README ("SKRock").
+//
+// Drift b(x) = grad log p(x | y) = score(x) + A^T (y - A x) / sigma_y^2, score the prior's own score (the mixture at
+// channel (1, 0), as the Langevin samplers use it). One iteration from X_0 = x with xi ~ N(0, I) (stream (seed,
+// particle, n + 1)), c = sqrt(2 h):
+//   X_1 = X_0 + mu_1 h b(X_0 + nu_1 c xi) + kappa_1 c xi,
+//   X_j = mu_j h b(X_{j-1}) + nu_j X_{j-1} + kappa_j X_{j-2},   j = 2..s,
+// and x <- X_s. The Chebyshev coefficients (mu_j, nu_j, kappa_j) depend only on s and the damping eta and the step
+// h only on the problem: the host computes them in FP64 (src/guided_skrock.cu).
+#pragma once
+
+#include "kernels/guided.cuh"
+
+namespace diffsample::kernels {
+
+/// SKRock's tables (device-side copies of the host's FP64 values, rounded to float).
+struct skrock_params {
+  const float* step;           // B: h per problem
+  const float* inv_noise_var;  // B: 1 / sigma_y^2 per problem
+  const float* coefficients;   // stages x 3: mu_j, nu_j, kappa_j (j = 1..s)
+  int stages;
+};
+
+/// g = b(x) = score(x) + A_b^T (y_b - A_b x) / sigma_y^2 (r: d_y scratch).
+template <class X, class G, class R>
+DS_HD_INLINE void skrock_drift(const guided_params& p, const skrock_params& q, std::int64_t b, const X& x, G& g,
+                               R& r) {
+  mixture_score(p.mix, x, 1.f, 0.f, g);
+  guided_residual(p, b, 1.f, x, r);
+  const float w = q.inv_noise_var[b];
+  for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, w * r[o], g);
+}
+
+/// Iteration n of particle i (stream step n + 1), x in place; cur, old and g are d-vectors of scratch.
+template <class X, class V, class R>
+DS_HD_INLINE void skrock_iteration(const guided_params& p, const skrock_params& q, std::int64_t i, std::int64_t n,
+                                   X& x, V& cur, V& old, V& g, R& r) {
+  const std::int64_t b = i / p.particles;
+  const int d = p.d;
+  const float h = q.step[b];
+  const float c = ds_sqrt(2.f * h);
+  const float mu1 = q.coefficients[0], nu1 = q.coefficients[1], kappa1 = q.coefficients[2];
+  const std::uint64_t key = static_cast<std::uint64_t>(i), step = static_cast<std::uint64_t>(n) + 1;
+  {
+    philox rng(p.seed, key, step);
+    rng.normals(d, [&](int j, float z) { cur[j] = x[j] + nu1 * c * z; });
+  }
+  skrock_drift(p, q, b, cur, g, r);
+  {
+    philox rng(p.seed, key, step);  // the same xi again
+    rng.normals(d, [&](int j, float z) {
+      old[j] = x[j];
+      cur[j] = x[j] + mu1 * h * g[j] + kappa1 * c * z;
+    });
+  }
+  for (int s = 1; s < q.stages; ++s) {
+    const float mu = q.coefficients[3 * s], nu = q.coefficients[3 * s + 1], kappa = q.coefficients[3 * s + 2];
+    skrock_drift(p, q, b, cur, g, r);
+    for (int j = 0; j < d; ++j) old[j] = mu * h * g[j] + nu * cur[j] + kappa * old[j];
+    swap_vec(cur, old);
+  }
+  for (int j = 0; j < d; ++j) x[j] = cur[j];
+}
+
+/// An exact draw from the prior: component k by its weight (one uniform), then mean_k + sqrt(v_k) z.
+template <class X>
+DS_HD_INLINE void prior_draw(const mixture_view<float>& m, philox& rng, X& x) {
+  const float u = rng.uniform();
+  float cumulative = 0.f;
+  int k = m.components - 1;
+  for (int c = 0; c < m.components - 1; ++c) {
+    cumulative += ds_exp(m.log_weights[c]);
+    if (u <= cumulative) {
+      k = c;
+      break;
+    }
+  }
+  rng.normals(m.dim, [&](int j, float z) { x[j] = m.mean(k, j) + ds_sqrt(m.variance(k, j)) * z; });
+}
+
+/// A whole SKRock chain per particle: an exact prior draw (stream step 0), then `iterations` iterations.
+struct guided_skrock_functor {
+  guided_params p;
+  skrock_params q;
+  std::int64_t iterations;
+  float* x;     // B N x d (output)
+  float* work;  // B N x 3 d scratch (cur, old, g)
+  float* r;     // B N x d_y scratch
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = p.d;
+    strided_vec<float> xi{x + i * d, 1, d}, cur{work + i * 3 * d, 1, d}, old{work + i * 3 * d + d, 1, d},
+        g{work + i * 3 * d + 2 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+    {
+      philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      prior_draw(p.mix, rng, xi);
+    }
+    for (std::int64_t n = 0; n < iterations; ++n) skrock_iteration(p, q, i, n, xi, cur, old, g, ri);
+  }
+};
+
+}  // namespace diffsample::kernels

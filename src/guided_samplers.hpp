@@ -1,0 +1,36 @@
+// The guided samplers that run as one fused launch per call beside the SMC filter of src/guided.cu, each in its own
+// translation unit: DiffPIR (src/guided_diffpir.cu) and SKRock (src/guided_skrock.cu). src/guided.cu validates the
+// options, builds the tables and calls these. Included only from .cu files of src/.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "kernels/guided.cuh"
+#include "kernels/guided_skrock.cuh"
+#include <diffsample/execution.hpp>
+
+namespace diffsample::detail {
+
+/// Runs guided_diffpir_functor over the B N particles (one launch).
+void launch_diffpir(executor where, std::int64_t particles_total, const kernels::guided_params& p,
+                    std::int64_t steps, float* x, float* work, float* r, cudaStream_t stream);
+
+/// Runs guided_skrock_functor over the B N particles (one launch).
+void launch_skrock(executor where, std::int64_t particles_total, const kernels::guided_params& p,
+                   const kernels::skrock_params& q, std::int64_t iterations, float* x, float* work, float* r,
+                   cudaStream_t stream);
+
+/// SK-ROCK's coefficients for s stages and damping eta, FP64: 3 s values (mu_j, nu_j, kappa_j), j = 1..s.
+std::vector<double> skrock_coefficients(int stages, double eta);
+
+/// The stability bound l_s = (s - 1/2)^2 (2 - 4 eta / 3) - 3/2 of the s-stage scheme (in units of 1 / L).
+double skrock_stability_bound(int stages, double eta);
+
+/// The largest eigenvalue of a symmetric positive semi-definite n x n matrix (FP64 power iteration to a relative
+/// change below 1e-12, at most 2000 iterations, from the all-ones vector plus a small ramp).
+double largest_eigenvalue(const double* m, std::int64_t n);
+
+}  // namespace diffsample::detail

@@ -1,0 +1,680 @@
+// DiffPIR, SKRock and DPS's published (normalised) step against FP64 hand computations of one step, against the
+// exact posterior of a mixture prior (mixture_posterior), for bit-identity across thread counts and batch splits,
+// and for finiteness where the likelihood form of DPS diverges. DiffPIR and DPS are biased baselines: their distance
+// to the exact posterior is printed (README, "Scores against the exact posterior"), not asserted.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <diffsample/guided.hpp>
+#include <diffsample/metrics.hpp>
+#include <diffsample/posterior.hpp>
+
+#include "kernels/rng.cuh"
+#include "reference/helpers.hpp"
+
+namespace ds = diffsample;
+
+namespace {
+
+ds::execution cpu() { return {ds::executor::cpu, nullptr}; }
+
+struct problem {
+  ds::gaussian_mixture prior;
+  ds::linear_observation observation;
+};
+
+ds::guided_problems as_problems(const ds::linear_observation& o) {
+  ds::guided_problems g;
+  g.problems = 1;
+  g.d_y = o.d_y;
+  g.A = o.A;
+  g.y = o.y;
+  g.sigma_y = {o.sigma_y};
+  return g;
+}
+
+ds::guided_options options(ds::guided_sampler s, std::int64_t particles, std::int64_t steps, std::uint64_t seed) {
+  ds::guided_options o;
+  o.sampler = s;
+  o.particles = particles;
+  o.steps = steps;
+  o.seed = seed;
+  return o;
+}
+
+std::vector<float> run(const ds::gaussian_mixture& prior, const ds::guided_problems& g, const ds::guided_options& o,
+                       ds::executor where = ds::executor::cpu) {
+  const std::int64_t count = g.problems * o.particles * prior.dim();
+  std::vector<float> x(static_cast<std::size_t>(count), NAN);
+  ds::guided_outputs out;
+  if (where == ds::executor::cuda) {
+    ds::testing::device_buffer<float> dx(x);
+    out.samples = dx.ptr;
+    EXPECT_EQ(ds::guided_sample(prior, g, o, out, {where, nullptr}).ran, where);
+    return dx.download();
+  }
+  out.samples = x.data();
+  EXPECT_EQ(ds::guided_sample(prior, g, o, out, cpu()).ran, where);
+  return x;
+}
+
+std::int64_t non_finite(const std::vector<float>& x) {
+  std::int64_t n = 0;
+  for (float v : x) n += !std::isfinite(v);
+  return n;
+}
+
+// --- FP64 references of the formulas (isotropic mixtures) --------------------------------------------------------
+
+struct mixture64 {
+  std::vector<double> w, mu, v;  // K, K x d, K
+  int K, d;
+  explicit mixture64(const ds::gaussian_mixture& m)
+      : w(m.weights()), mu(m.means()), v(m.variances()), K(int(m.weights().size())), d(int(m.dim())) {}
+
+  // Responsibilities of the components at x under the channel (a, s): N(x; a mu_k, (a^2 v_k + s^2) I).
+  std::vector<double> responsibilities(const std::vector<double>& x, double a, double s) const {
+    std::vector<double> lg(K);
+    double top = -INFINITY;
+    for (int k = 0; k < K; ++k) {
+      const double c = a * a * v[k] + s * s;
+      double q = 0;
+      for (int j = 0; j < d; ++j) q += (x[j] - a * mu[k * d + j]) * (x[j] - a * mu[k * d + j]);
+      lg[k] = std::log(w[k]) - 0.5 * d * std::log(c) - 0.5 * q / c;
+      top = std::max(top, lg[k]);
+    }
+    double sum = 0;
+    for (double& l : lg) sum += (l = std::exp(l - top));
+    for (double& l : lg) l /= sum;
+    return lg;
+  }
+  // m_k = E[x0 | x, k] = (s^2 mu_k + a v_k x) / (a^2 v_k + s^2).
+  double component_mean(int k, int j, const std::vector<double>& x, double a, double s) const {
+    return (s * s * mu[k * d + j] + a * v[k] * x[j]) / (a * a * v[k] + s * s);
+  }
+  std::vector<double> denoiser(const std::vector<double>& x, double a, double s) const {
+    const std::vector<double> r = responsibilities(x, a, s);
+    std::vector<double> m(d, 0.0);
+    for (int k = 0; k < K; ++k)
+      for (int j = 0; j < d; ++j) m[j] += r[k] * component_mean(k, j, x, a, s);
+    return m;
+  }
+  // J u = (a / s^2) Cov(x0 | x) u, Cov = sum_k r_k (tau_k^2 I + m_k m_k^T) - m m^T, tau_k^2 = v_k s^2 / (a^2 v_k + s^2).
+  std::vector<double> jvp(const std::vector<double>& x, const std::vector<double>& u, double a, double s) const {
+    const std::vector<double> r = responsibilities(x, a, s), m = denoiser(x, a, s);
+    std::vector<double> out(d, 0.0);
+    double mu_dot = 0;
+    for (int j = 0; j < d; ++j) mu_dot += m[j] * u[j];
+    for (int k = 0; k < K; ++k) {
+      const double tau2 = v[k] * s * s / (a * a * v[k] + s * s);
+      double dot = 0;
+      for (int j = 0; j < d; ++j) dot += component_mean(k, j, x, a, s) * u[j];
+      for (int j = 0; j < d; ++j) out[j] += r[k] * (tau2 * u[j] + component_mean(k, j, x, a, s) * dot);
+    }
+    for (int j = 0; j < d; ++j) out[j] = (a / (s * s)) * (out[j] - m[j] * mu_dot);
+    return out;
+  }
+  // grad log p(x) of the prior itself.
+  std::vector<double> score(const std::vector<double>& x) const {
+    const std::vector<double> r = responsibilities(x, 1.0, 0.0);
+    std::vector<double> g(d, 0.0);
+    for (int k = 0; k < K; ++k)
+      for (int j = 0; j < d; ++j) g[j] += r[k] * (mu[k * d + j] - x[j]) / v[k];
+    return g;
+  }
+};
+
+std::vector<double> normals(std::uint64_t seed, std::uint64_t id, std::uint64_t step, int d) {
+  std::vector<double> z(d);
+  ds::kernels::philox rng(seed, id, step);
+  rng.normals(d, [&](int j, float v) { z[j] = v; });
+  return z;
+}
+
+// A small problem for the one-step references: 3 isotropic components in d = 3, a dense 2 x 3 A.
+problem small_problem(double sigma_y) {
+  problem p{ds::gaussian_mixture(3, {0.2, 0.5, 0.3}, {-1.0, 0.5, 0.0, 1.5, -0.5, 1.0, 0.0, 2.0, -1.0}, {0.5, 1.0, 0.8}),
+            {}};
+  p.observation.d_x = 3;
+  p.observation.d_y = 2;
+  p.observation.A = {1.0, 0.5, -0.3, 0.2, -1.0, 0.7};
+  p.observation.sigma_y = sigma_y;
+  p.observation.y = {0.8, -1.1};
+  return p;
+}
+
+std::vector<double> residual(const ds::linear_observation& o, const std::vector<double>& x) {
+  std::vector<double> r(o.d_y);
+  for (std::int64_t i = 0; i < o.d_y; ++i) {
+    r[i] = o.y[i];
+    for (std::int64_t j = 0; j < o.d_x; ++j) r[i] -= o.A[i * o.d_x + j] * x[j];
+  }
+  return r;
+}
+
+std::vector<double> adjoint(const ds::linear_observation& o, const std::vector<double>& r) {
+  std::vector<double> v(o.d_x, 0.0);
+  for (std::int64_t i = 0; i < o.d_y; ++i)
+    for (std::int64_t j = 0; j < o.d_x; ++j) v[j] += o.A[i * o.d_x + j] * r[i];
+  return v;
+}
+
+// The FP32 output of one step against its FP64 reference: |got - want| <= 1e-4 (1 + |want|) per coordinate. The
+// step is a handful of FP32 operations on O(1) values (relative rounding ~1e-7 each); 1e-4 leaves room for the
+// exp and division of the softmax while still failing any wrong coefficient (all of which are O(1) changes).
+void expect_close(const std::vector<float>& got, const std::vector<std::vector<double>>& want, const char* what) {
+  const int d = int(want[0].size());
+  for (std::size_t i = 0; i < want.size(); ++i)
+    for (int j = 0; j < d; ++j)
+      EXPECT_NEAR(got[i * d + j], want[i][j], 1e-4 * (1 + std::abs(want[i][j]))) << what << " particle " << i << " coordinate " << j;
+}
+
+}  // namespace
+
+// One DiffPIR step (a grid of two times) against the formula in FP64 with the same Philox normals:
+// x = s_0 z_0, m = m(x), rho = lambda sigma_y^2 a^2 / s^2, x0 = (A^T A + rho I)^-1 (A^T y + rho m) (solved here in the
+// d_x-dimensional normal equations, not in the library's d_y-dimensional Woodbury form), x' = a' x0 + s' (sqrt(1 -
+// zeta) (x - a x0) / s + sqrt(zeta) z_1). Seen to fail with rho's sigma_y^2 dropped (errors of 0.02 to 0.3).
+TEST(GuidedPnp, DiffpirStepMatchesFp64Formula) {
+  const problem p = small_problem(0.4);
+  const mixture64 m(p.prior);
+  ds::guided_options o = options(ds::guided_sampler::diffpir, 8, 1, 5);
+  o.diffpir_zeta = 0.3;
+  o.diffpir_lambda = 2.5;
+  o.schedule.with_times({0.6, 0.45});
+  const std::vector<ds::schedule_point> pts = o.schedule.points(1);
+  const double a = pts[0].a, s = pts[0].s, a1 = pts[1].a, s1 = pts[1].s, sy = p.observation.sigma_y;
+  const std::vector<float> got = run(p.prior, as_problems(p.observation), o);
+  std::vector<std::vector<double>> want;
+  for (std::uint64_t i = 0; i < 8; ++i) {
+    std::vector<double> x = normals(5, i, 0, 3), z = normals(5, i, 1, 3);
+    for (double& v : x) v *= s;
+    const std::vector<double> mean = m.denoiser(x, a, s);
+    const double rho = o.diffpir_lambda * sy * sy * a * a / (s * s);
+    // Normal equations (A^T A + rho I) x0 = A^T y + rho m, 3 x 3, by Gaussian elimination.
+    double M[3][4];
+    const std::vector<double> aty = adjoint(p.observation, p.observation.y);
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 3; ++c) {
+        double v = r == c ? rho : 0.0;
+        for (int k = 0; k < 2; ++k) v += p.observation.A[k * 3 + r] * p.observation.A[k * 3 + c];
+        M[r][c] = v;
+      }
+      M[r][3] = aty[r] + rho * mean[r];
+    }
+    for (int c = 0; c < 3; ++c)
+      for (int r = c + 1; r < 3; ++r) {
+        const double f = M[r][c] / M[c][c];
+        for (int k = c; k < 4; ++k) M[r][k] -= f * M[c][k];
+      }
+    std::vector<double> x0(3);
+    for (int r = 2; r >= 0; --r) {
+      double v = M[r][3];
+      for (int c = r + 1; c < 3; ++c) v -= M[r][c] * x0[c];
+      x0[r] = v / M[r][r];
+    }
+    std::vector<double> next(3);
+    for (int j = 0; j < 3; ++j)
+      next[j] = a1 * x0[j] + s1 * (std::sqrt(1 - o.diffpir_zeta) * (x[j] - a * x0[j]) / s +
+                                   std::sqrt(o.diffpir_zeta) * z[j]);
+    want.push_back(next);
+  }
+  expect_close(got, want, "diffpir");
+}
+
+// One DPS step in the published form against FP64: x = s_0 z_0, m = m(x), r = y - A m, the DDPM draw
+// c_m m + c_x x + sig z_1 (c_x = rho s'^2 / s^2, c_m = a' v / s^2, sig^2 = s'^2 v / s^2, rho = a / a',
+// v = s^2 - rho^2 s'^2) plus zeta J A^T r / |r|, J = (a / s^2) Cov(x0 | x) computed from the mixture's posterior
+// moments. Seen to fail with the normalisation by |r| dropped.
+TEST(GuidedPnp, NormalisedDpsStepMatchesFp64Formula) {
+  const problem p = small_problem(0.3);
+  const mixture64 m(p.prior);
+  ds::guided_options o = options(ds::guided_sampler::dps, 8, 1, 7);
+  o.dps_step = ds::dps_step_form::normalised;
+  o.guidance_scale = 0.7;
+  o.schedule.with_times({0.5, 0.4});
+  const std::vector<ds::schedule_point> pts = o.schedule.points(1);
+  const double a = pts[0].a, s = pts[0].s, a1 = pts[1].a, s1 = pts[1].s;
+  const double rho = a / a1, v = s * s - rho * rho * s1 * s1;
+  const double cx = rho * s1 * s1 / (s * s), cm = a1 * v / (s * s), sig = std::sqrt(s1 * s1 * v / (s * s));
+  const std::vector<float> got = run(p.prior, as_problems(p.observation), o);
+  std::vector<std::vector<double>> want;
+  for (std::uint64_t i = 0; i < 8; ++i) {
+    std::vector<double> x = normals(7, i, 0, 3), z = normals(7, i, 1, 3);
+    for (double& t : x) t *= s;
+    const std::vector<double> mean = m.denoiser(x, a, s);
+    const std::vector<double> r = residual(p.observation, mean);
+    const double norm = std::sqrt(r[0] * r[0] + r[1] * r[1]);
+    const std::vector<double> jv = m.jvp(x, adjoint(p.observation, r), a, s);
+    std::vector<double> next(3);
+    for (int j = 0; j < 3; ++j) next[j] = cm * mean[j] + cx * x[j] + sig * z[j] + o.guidance_scale * jv[j] / norm;
+    want.push_back(next);
+  }
+  expect_close(got, want, "dps normalised");
+}
+
+// One SKRock iteration against FP64 with the coefficients from the closed forms T_s(w) = cosh(s arccosh w),
+// T_s'(w) = s sinh(s arccosh w) / sqrt(w^2 - 1) (the library uses the three-term recurrences): w0 = 1 + eta / s^2,
+// w1 = T_s(w0) / T_s'(w0); X_1 = X_0 + mu_1 h b(X_0 + nu_1 c xi) + kappa_1 c xi, X_j = mu_j h b(X_{j-1}) +
+// nu_j X_{j-1} + kappa_j X_{j-2}; h = fraction ((s - 1/2)^2 (2 - 4 eta / 3) - 3/2) / (max 1/v_k + lambda_max(A^T A) /
+// sigma_y^2); b = prior score + A^T (y - A x) / sigma_y^2; X_0 an exact prior draw with the kernel's uniform and
+// normals. The tolerance is 1e-3 relative: s = 5 stages chain five drift evaluations in FP32 at steps h |b| of
+// order 1. Seen to fail with kappa_1 replaced by nu_1 and with the likelihood gradient's 1 / sigma_y^2 dropped.
+TEST(GuidedPnp, SkrockIterationMatchesFp64Formula) {
+  const problem p = small_problem(0.6);
+  const mixture64 m(p.prior);
+  const int stages = 5;
+  ds::guided_options o = options(ds::guided_sampler::skrock, 8, 1, 9);
+  o.skrock_stages = stages;
+  o.skrock_eta = 0.1;
+  o.skrock_step_fraction = 0.3;
+  const std::vector<float> got = run(p.prior, as_problems(p.observation), o);
+  const double eta = o.skrock_eta, w0 = 1 + eta / (stages * stages);
+  auto T = [](int s, double w) { return std::cosh(s * std::acosh(w)); };
+  const double w1 = T(stages, w0) / (stages * std::sinh(stages * std::acosh(w0)) / std::sqrt(w0 * w0 - 1));
+  const double mu1 = w1 / w0, nu1 = stages * w1 / 2, kappa1 = stages * w1 / w0;
+  // lambda_max(A A^T) of the 2 x 2 Gram matrix.
+  double g[3] = {0, 0, 0};
+  for (int j = 0; j < 3; ++j) {
+    g[0] += p.observation.A[j] * p.observation.A[j];
+    g[1] += p.observation.A[j] * p.observation.A[3 + j];
+    g[2] += p.observation.A[3 + j] * p.observation.A[3 + j];
+  }
+  const double lmax = 0.5 * (g[0] + g[2] + std::sqrt((g[0] - g[2]) * (g[0] - g[2]) + 4 * g[1] * g[1]));
+  const double sy2 = p.observation.sigma_y * p.observation.sigma_y;
+  const double L = 1 / 0.5 + lmax / sy2;
+  const double h = o.skrock_step_fraction * ((stages - 0.5) * (stages - 0.5) * (2 - 4 * eta / 3) - 1.5) / L;
+  const double c = std::sqrt(2 * h);
+  auto drift = [&](const std::vector<double>& x) {
+    std::vector<double> b = m.score(x);
+    const std::vector<double> r = residual(p.observation, x), at = adjoint(p.observation, r);
+    for (int j = 0; j < 3; ++j) b[j] += at[j] / sy2;
+    return b;
+  };
+  std::vector<std::vector<double>> want;
+  for (std::uint64_t i = 0; i < 8; ++i) {
+    // The prior draw: one uniform picks the component by the cumulative weights, then the normals.
+    ds::kernels::philox rng(9, i, 0);
+    const float u = rng.uniform();
+    int k = 0;
+    double cumulative = m.w[0];
+    while (k < 2 && u > cumulative) cumulative += m.w[++k];
+    std::vector<double> x(3);
+    rng.normals(3, [&](int j, float zj) { x[j] = m.mu[k * 3 + j] + std::sqrt(m.v[k]) * zj; });
+    const std::vector<double> xi = normals(9, i, 1, 3);
+    std::vector<double> point(3), old = x, cur(3);
+    for (int j = 0; j < 3; ++j) point[j] = x[j] + nu1 * c * xi[j];
+    const std::vector<double> b1 = drift(point);
+    for (int j = 0; j < 3; ++j) cur[j] = x[j] + mu1 * h * b1[j] + kappa1 * c * xi[j];
+    for (int st = 2; st <= stages; ++st) {
+      const double ratio = T(st - 1, w0) / T(st, w0);
+      const double mu = 2 * w1 * ratio, nu = 2 * w0 * ratio, kappa = -T(st - 2, w0) / T(st, w0);
+      const std::vector<double> b = drift(cur);
+      std::vector<double> next(3);
+      for (int j = 0; j < 3; ++j) next[j] = mu * h * b[j] + nu * cur[j] + kappa * old[j];
+      old = cur;
+      cur = next;
+    }
+    want.push_back(cur);
+  }
+  const int d = 3;
+  for (std::size_t i = 0; i < want.size(); ++i)
+    for (int j = 0; j < d; ++j)
+      EXPECT_NEAR(got[i * d + j], want[i][j], 1e-3 * (1 + std::abs(want[i][j]))) << "particle " << i << " coordinate " << j;
+}
+
+// Results are a function of (inputs, seed): the same bits with 1 or 2 CPU threads, and problem 0 of a batch of 2 (a
+// different second observation) equals the same problem run alone (its particles' streams are keyed by b N + j).
+TEST(GuidedPnp, BitIdenticalAcrossThreadsAndBatchSplits) {
+  const problem p = small_problem(0.5);
+  ds::guided_problems two = as_problems(p.observation);
+  two.problems = 2;
+  two.y = {0.8, -1.1, -0.4, 2.0};
+  for (ds::guided_sampler s : {ds::guided_sampler::diffpir, ds::guided_sampler::skrock, ds::guided_sampler::dps}) {
+    ds::guided_options o = options(s, 64, 20, 3);
+    o.dps_step = ds::dps_step_form::normalised;
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const std::vector<float> one_thread = run(p.prior, two, o);
+    omp_set_num_threads(2);
+    const std::vector<float> two_threads = run(p.prior, two, o);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(one_thread, two_threads) << ds::to_string(s);
+    const std::vector<float> alone = run(p.prior, as_problems(p.observation), o);
+    EXPECT_TRUE(std::equal(alone.begin(), alone.end(), two_threads.begin())) << ds::to_string(s);
+    EXPECT_EQ(non_finite(two_threads), 0) << ds::to_string(s);
+  }
+}
+
+namespace {
+
+// The d_x = 10 problem of examples/posterior_d10.json (the 25-component grid mixture, spacing 2, variance 0.25,
+// equal weights; 3 measurements) with its sigma_y replaced.
+problem example_d10(double sigma_y) {
+  problem p{ds::grid_mixture(10, 5, 2.0, 0.25), {}};
+  auto& o = p.observation;
+  o.d_x = 10;
+  o.d_y = 3;
+  o.A.assign(30, 0.0);
+  o.A[0] = 1;
+  o.A[11] = 1;
+  for (int j = 0; j < 10; ++j) o.A[20 + j] = 0.2;
+  o.sigma_y = sigma_y;
+  o.y = {1.5, -2.0, 0.4};
+  return p;
+}
+
+}  // namespace
+
+// With small sigma_y the likelihood form of DPS (a mean shift growing like 1 / sigma_y^2) diverges, the published
+// normalised form (a shift of size zeta whatever sigma_y) must not: at sigma_y = 0.04 and 0.02 on the d = 10 example
+// the likelihood form leaves non-finite values (asserted, so that this test keeps showing the contrast) and the
+// normalised form none.
+TEST(GuidedPnp, NormalisedDpsStaysFiniteWhereTheLikelihoodFormDiverges) {
+  for (double sigma_y : {0.04, 0.02}) {
+    const problem p = example_d10(sigma_y);
+    ds::guided_options o = options(ds::guided_sampler::dps, 256, 100, 11);
+    const std::int64_t bad_likelihood = non_finite(run(p.prior, as_problems(p.observation), o));
+    o.dps_step = ds::dps_step_form::normalised;
+    const std::vector<float> x = run(p.prior, as_problems(p.observation), o);
+    std::printf("sigma_y = %.2f: non-finite values, likelihood form %lld, normalised form %lld of %zu\n", sigma_y,
+                static_cast<long long>(bad_likelihood), static_cast<long long>(non_finite(x)), x.size());
+    EXPECT_GT(bad_likelihood, 0) << "sigma_y " << sigma_y;
+    EXPECT_EQ(non_finite(x), 0) << "sigma_y " << sigma_y;
+  }
+}
+
+namespace {
+
+// Two overlapping unit-variance components at (-1.5, 0) and (1.5, 0), weights 0.3 and 0.7, observed through
+// A = [0.5, 1] with sigma_y = 0.7, y = 1.2: a two-mode posterior whose modes a Langevin chain crosses easily, so that
+// SKRock's stationary law, not its mixing, is what the checks see.
+problem overlapping_modes() {
+  problem p{ds::gaussian_mixture(2, {0.3, 0.7}, {-1.5, 0.0, 1.5, 0.0}, {1.0, 1.0}), {}};
+  p.observation.d_x = 2;
+  p.observation.d_y = 1;
+  p.observation.A = {0.5, 1.0};
+  p.observation.sigma_y = 0.7;
+  p.observation.y = {1.2};
+  return p;
+}
+
+struct scores {
+  double weight_error = 0, weight_bound = 0, sw = 0, sw_within = 0, floor = 0, misfit = 0, misfit_exact = 0,
+         misfit_se = 0;
+};
+
+// Exact posterior samples with prescribed component counts (FP64 Cholesky of each component's covariance).
+std::vector<float> exact_with_counts(const ds::mixture_posterior& post, const std::vector<double>& w, std::int64_t n,
+                                     unsigned seed) {
+  const std::int64_t K = post.components(), d = post.dim();
+  std::vector<std::int64_t> counts(K);
+  std::int64_t used = 0;
+  for (std::int64_t k = 0; k < K; ++k) used += counts[k] = static_cast<std::int64_t>(std::floor(w[k] * double(n)));
+  for (std::int64_t i = 0; used < n; ++i, ++used) counts[i % K] += 1;
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal;
+  std::vector<float> out;
+  std::vector<double> L(d * d), z(d);
+  for (std::int64_t k = 0; k < K; ++k) {
+    const double* S = post.covariances().data() + k * d * d;
+    std::fill(L.begin(), L.end(), 0.0);
+    for (std::int64_t j = 0; j < d; ++j) {
+      double v = S[j * d + j];
+      for (std::int64_t q = 0; q < j; ++q) v -= L[j * d + q] * L[j * d + q];
+      L[j * d + j] = std::sqrt(std::max(v, 0.0));
+      for (std::int64_t i = j + 1; i < d; ++i) {
+        double u = S[i * d + j];
+        for (std::int64_t q = 0; q < j; ++q) u -= L[i * d + q] * L[j * d + q];
+        L[i * d + j] = L[j * d + j] > 0 ? u / L[j * d + j] : 0.0;
+      }
+    }
+    for (std::int64_t c = 0; c < counts[k]; ++c) {
+      for (auto& v : z) v = normal(gen);
+      for (std::int64_t i = 0; i < d; ++i) {
+        double x = post.means()[k * d + i];
+        for (std::int64_t q = 0; q <= i; ++q) x += L[i * d + q] * z[q];
+        out.push_back(float(x));
+      }
+    }
+  }
+  return out;
+}
+
+// Scores of n independent samples x against the exact posterior: the largest component-weight error and its bound
+// max_k 5 sqrt(w_k (1 - w_k) / n) (each recovered weight is a mean of n independent responsibilities in [0, 1],
+// whose variance is at most w_k (1 - w_k)); sliced W1 (128 directions) to n exact samples, beside the floor of two
+// exact sets of n; the within-component distance (to exact samples carrying x's own recovered weights); and the fit
+// E[|y - A x|^2 | y] with its combined standard error.
+scores score(const problem& p, const std::vector<float>& x, std::int64_t n, unsigned seed) {
+  const ds::mixture_posterior post(p.prior, p.observation);
+  const std::int64_t d = p.prior.dim(), K = post.components();
+  scores s;
+  const std::vector<double> w = ds::component_weights(post, x.data(), n);
+  for (std::int64_t k = 0; k < K; ++k) {
+    const double wk = post.weights()[k];
+    s.weight_error = std::max(s.weight_error, std::abs(w[k] - wk));
+    s.weight_bound = std::max(s.weight_bound, 5 * std::sqrt(wk * (1 - wk) / double(n)));
+  }
+  std::vector<float> a(n * d), b(n * d);
+  post.sample(a.data(), n, seed + 1);
+  post.sample(b.data(), n, seed + 2);
+  s.sw = ds::sliced_wasserstein(x.data(), n, a.data(), n, d, 128, 5);
+  s.floor = ds::sliced_wasserstein(b.data(), n, a.data(), n, d, 128, 5);
+  const std::vector<float> c = exact_with_counts(post, w, n, seed + 3);
+  s.sw_within = ds::sliced_wasserstein(x.data(), n, c.data(), n, d, 128, 5);
+  auto fit = [&](const std::vector<float>& v) {
+    std::vector<double> f(n);
+    for (std::int64_t i = 0; i < n; ++i) {
+      double q = 0;
+      for (std::int64_t o = 0; o < p.observation.d_y; ++o) {
+        double r = p.observation.y[o];
+        for (std::int64_t j = 0; j < d; ++j) r -= p.observation.A[o * d + j] * v[i * d + j];
+        q += r * r;
+      }
+      f[i] = q;
+    }
+    return f;
+  };
+  const std::vector<double> fx = fit(x), fa = fit(a);
+  s.misfit = ds::testing::mean(fx);
+  s.misfit_exact = ds::testing::mean(fa);
+  s.misfit_se = std::sqrt((ds::testing::variance(fx) + ds::testing::variance(fa)) / double(n));
+  return s;
+}
+
+void print(const char* what, const scores& s) {
+  std::printf("%s: max weight error %.4f (5 se %.4f); SW1 %.4f, within components %.4f, floor %.4f (%.2fx, %.2fx); "
+              "E|y - A x|^2 %.4f vs exact %.4f (se %.4f)\n",
+              what, s.weight_error, s.weight_bound, s.sw, s.sw_within, s.floor, s.sw / s.floor, s.sw_within / s.floor,
+              s.misfit, s.misfit_exact, s.misfit_se);
+}
+
+}  // namespace
+
+// SKRock at a small step reaches the exact posterior: N = 4096 independent chains (one sample each, no shared
+// ancestry), 400 iterations of s = 10 stages at 0.1% of the stability bound (h = 0.049, h L = 0.17: the stationary
+// variance of a Gaussian along the stiffest direction is 0.997 of the exact one, a bias far below the tolerances;
+// 400 h = 19.5 of drift time, far past the mixing time of this two-mode posterior). Asserted with tolerances from the
+// sample size: every component weight within 5 sqrt(w (1 - w) / N); the fit along A within 4 combined standard
+// errors; the within-component sliced W1 within 2x the exact-vs-exact floor at N (as the SMC tests). At fractions
+// 0.005 (the default) and 0.02 the bias is printed, not asserted (at 0.02 the fit is 0.29 against 0.40: the
+// variance along A shrinks as the analysis of a Gaussian predicts, 0.69). Seen to fail with the likelihood
+// gradient's 1 / sigma_y^2 dropped from the drift and with the stage-1 noise kappa_1 c xi scaled by 1.3 (figures
+// in the commit message).
+TEST(GuidedPnp, SkrockAtASmallStepReachesTheExactPosterior) {
+  const problem p = overlapping_modes();
+  const std::int64_t N = 4096;
+  ds::guided_options o = options(ds::guided_sampler::skrock, N, 400, 21);
+  o.skrock_step_fraction = 0.001;
+  const scores s = score(p, run(p.prior, as_problems(p.observation), o), N, 100);
+  print("skrock fraction 0.001", s);
+  EXPECT_LE(s.weight_error, s.weight_bound);
+  EXPECT_NEAR(s.misfit, s.misfit_exact, 4 * s.misfit_se);
+  EXPECT_LE(s.sw_within, 2 * s.floor);
+  for (double fraction : {0.005, 0.02}) {
+    o.skrock_step_fraction = fraction;
+    o.steps = 100;
+    const std::string what = "skrock fraction " + std::to_string(fraction);
+    print(what.c_str(), score(p, run(p.prior, as_problems(p.observation), o), N, 200));
+  }
+}
+
+// The biased baselines scored against the exact posterior on a seed-002-style instance (the 25-component grid
+// mixture of spacing 8 at d = 10, unit variances, random weights, one random measurement): printed for the README,
+// asserted only finite. SKRock at the default step is printed too (a chain started at a prior draw cannot cross
+// between modes 8 apart, so its component weights stay those of the prior draw's basin).
+TEST(GuidedPnp, BaselinesScoredAgainstTheExactPosterior) {
+  const std::int64_t d = 10, N = 2048;
+  std::mt19937_64 gen(3);
+  std::uniform_real_distribution<double> u(0.1, 1.0), us(0.5, 1.5);
+  std::normal_distribution<double> z;
+  std::vector<double> w(25);
+  for (auto& v : w) v = u(gen);
+  problem p{ds::grid_mixture(d, 5, 8.0, 1.0, w), {}};
+  p.observation.d_x = d;
+  p.observation.d_y = 1;
+  p.observation.A.resize(d);
+  for (auto& a : p.observation.A) a = z(gen);
+  p.observation.sigma_y = us(gen);
+  std::discrete_distribution<int> pick(w.begin(), w.end());
+  const int k = pick(gen);
+  double y = 0;
+  for (std::int64_t j = 0; j < d; ++j) y += p.observation.A[j] * (p.prior.means()[k * d + j] + z(gen));
+  p.observation.y = {y + p.observation.sigma_y * z(gen)};
+  struct row {
+    const char* name;
+    ds::guided_sampler s;
+    ds::dps_step_form form;
+  };
+  for (const row& r : {row{"diffpir", ds::guided_sampler::diffpir, ds::dps_step_form::likelihood},
+                       row{"dps likelihood", ds::guided_sampler::dps, ds::dps_step_form::likelihood},
+                       row{"dps normalised", ds::guided_sampler::dps, ds::dps_step_form::normalised},
+                       row{"skrock", ds::guided_sampler::skrock, ds::dps_step_form::likelihood}}) {
+    ds::guided_options o = options(r.s, N, 100, 41);
+    o.dps_step = r.form;
+    const std::vector<float> x = run(p.prior, as_problems(p.observation), o);
+    ASSERT_EQ(non_finite(x), 0) << r.name;
+    print(r.name, score(p, x, N, 300));
+  }
+}
+
+TEST(GuidedPnp, RejectsInvalidOptions) {
+  const problem p = small_problem(0.5);
+  const ds::guided_problems g = as_problems(p.observation);
+  std::vector<float> x(8 * 3);
+  ds::guided_outputs out;
+  out.samples = x.data();
+  auto expect_refused = [&](ds::guided_options o, const char* field) {
+    try {
+      ds::guided_sample(p.prior, g, o, out, cpu());
+      ADD_FAILURE() << field << " accepted";
+    } catch (const ds::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+  };
+  const ds::guided_options base = options(ds::guided_sampler::skrock, 8, 2, 1);
+  EXPECT_NO_THROW(ds::guided_sample(p.prior, g, base, out, cpu()));
+  ds::guided_options o = base;
+  o.skrock_stages = 1;
+  expect_refused(o, "options.skrock_stages");
+  o = base;
+  o.skrock_stages = 201;
+  expect_refused(o, "options.skrock_stages");
+  o = base;
+  o.skrock_eta = 0;
+  expect_refused(o, "options.skrock_eta");
+  o = base;
+  o.skrock_step_fraction = 1.5;
+  expect_refused(o, "options.skrock_step_fraction");
+  o = base;
+  o.skrock_step_fraction = NAN;
+  expect_refused(o, "options.skrock_step_fraction");
+  o = base;
+  o.diffpir_zeta = 1.01;
+  expect_refused(o, "options.diffpir_zeta");
+  o = base;
+  o.diffpir_lambda = 0;
+  expect_refused(o, "options.diffpir_lambda");
+  o = base;
+  o.dps_step = static_cast<ds::dps_step_form>(7);
+  expect_refused(o, "options.dps_step");
+  o = base;
+  o.sampler = static_cast<ds::guided_sampler>(9);
+  expect_refused(o, "options.sampler");
+  EXPECT_EQ(ds::parse_guided_sampler("diffpir"), ds::guided_sampler::diffpir);
+  EXPECT_EQ(ds::parse_guided_sampler("skrock"), ds::guided_sampler::skrock);
+  EXPECT_EQ(ds::parse_dps_step_form("normalised"), ds::dps_step_form::normalised);
+  EXPECT_THROW(ds::parse_dps_step_form("normalized"), ds::invalid_argument);
+}
+
+// The CUDA executor runs the same functors: DiffPIR, SKRock and the normalised DPS step on the GPU against the CPU.
+// Normals differ in the last bits, and no step resamples, so each trajectory stays close: at most 1% of the
+// coordinates may differ by more than 1e-2 relative, and every output must be finite.
+TEST(GuidedPnp, GpuMatchesTheCpu) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const problem p = example_d10(0.5);
+  for (ds::guided_sampler s : {ds::guided_sampler::diffpir, ds::guided_sampler::skrock, ds::guided_sampler::dps}) {
+    ds::guided_options o = options(s, 512, 50, 17);
+    o.dps_step = ds::dps_step_form::normalised;
+    const std::vector<float> host = run(p.prior, as_problems(p.observation), o);
+    const std::vector<float> got = run(p.prior, as_problems(p.observation), o, ds::executor::cuda);
+    std::int64_t far = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(got[i])) << ds::to_string(s) << " " << i;
+      far += std::abs(got[i] - host[i]) > 1e-2 * (1 + std::abs(host[i]));
+    }
+    EXPECT_LE(far, static_cast<std::int64_t>(got.size()) / 100) << ds::to_string(s);
+  }
+}
+
+// DiffPIR's re-noising x' = a' x0 + s' (sqrt(1 - zeta) eps + sqrt(zeta) z) is DDIM's kernel with sigma^2 =
+// zeta s'^2. With an uninformative observation (sigma_y = 1e3, so that rho_k = lambda sigma_y^2 a^2 / s^2 makes the
+// proximal step a shift below 1e-6) DiffPIR is that DDIM sampler with the denoiser in place of x0, which approaches
+// the prior as the steps shrink when zeta = 0 (DDIM's deterministic sampler) and stays close for a small zeta; a fixed
+// zeta does not vanish with the step, so zeta = 1 is biased at any number of steps (measured: 8.3x the floor,
+// weight error 0.055, printed in the README's DiffPIR section). Checked on the 25-component grid mixture at d = 2
+// (spacing 4, unit variances, random weights), N = 4096, 500 steps, zeta = 0 and 0.1 (the default): every component
+// weight of the prior within 5 sqrt(w (1 - w) / N) + 0.02 (the discretisation allowance of the SMC tests at 500
+// steps) and sliced W1 to exact prior samples within 2x the exact-vs-exact floor. Seen to fail with c1 = s' / s
+// (the sqrt(1 - zeta) dropped) and with c0 = a' (the - c1 a dropped): figures in the commit message.
+TEST(GuidedPnp, DiffpirWithAnUninformativeObservationSamplesThePrior) {
+  std::mt19937_64 gen(5);
+  std::uniform_real_distribution<double> u(0.1, 1.0);
+  std::vector<double> w(25);
+  for (auto& v : w) v = u(gen);
+  const ds::gaussian_mixture prior = ds::grid_mixture(2, 5, 4.0, 1.0, w);
+  ds::linear_observation o;
+  o.d_x = 2;
+  o.d_y = 1;
+  o.A = {1.0, 0.0};
+  o.sigma_y = 1e3;
+  o.y = {0.0};
+  const std::int64_t N = 4096;
+  std::vector<float> exact_a(N * 2), exact_b(N * 2);
+  prior.sample(exact_a.data(), N, ds::channel{}, 1, nullptr, 0, cpu());
+  prior.sample(exact_b.data(), N, ds::channel{}, 2, nullptr, 0, cpu());
+  const double floor = ds::sliced_wasserstein(exact_a.data(), N, exact_b.data(), N, 2, 128, 5);
+  for (double zeta : {0.0, 0.1}) {
+    ds::guided_options opt = options(ds::guided_sampler::diffpir, N, 500, 13);
+    opt.diffpir_zeta = zeta;
+    const std::vector<float> x = run(prior, as_problems(o), opt);
+    const std::vector<double> got = ds::component_weights(prior, x.data(), N);
+    double worst = 0, excess = -1;
+    for (std::size_t k = 0; k < w.size(); ++k) {
+      const double wk = prior.weights()[k];
+      worst = std::max(worst, std::abs(got[k] - wk));
+      excess = std::max(excess, std::abs(got[k] - wk) - (5 * std::sqrt(wk * (1 - wk) / double(N)) + 0.02));
+    }
+    const double sw = ds::sliced_wasserstein(x.data(), N, exact_a.data(), N, 2, 128, 5);
+    std::printf("zeta %.1f: max weight error %.4f, SW1 %.4f (floor %.4f, %.2fx)\n", zeta, worst, sw, floor, sw / floor);
+    EXPECT_LE(excess, 0.0) << "zeta " << zeta;
+    EXPECT_LE(sw, 2 * floor) << "zeta " << zeta;
+  }
+}
