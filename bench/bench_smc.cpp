@@ -1,5 +1,5 @@
-// Throughput of the guided SMC (Monte Carlo guided diffusion) on the 25-component grid mixture with d_y = 1 at
-// d = 10 and 100 (particle-steps per second), of the exact posterior's sampler on the same problem (samples per
+// Throughput of the guided SMC (Monte Carlo guided diffusion), DiffPIR and SKRock on the 25-component grid mixture
+// with d_y = 1 at d = 10 and 100 (particle-steps per second; SKRock's steps are its iterations), of the exact posterior's sampler on the same problem (samples per
 // second; its rows reuse the columns), and of resampling alone at N = 2^20 and 2^24 (particles per second).
 //
 // Per particle-step the SMC runs one denoiser (K components: ~7 K d + 12 K FLOP, as bench_langevin's score), the
@@ -98,6 +98,34 @@ int main(int argc, char** argv) {
     const double rate = double(N) * steps / seconds;
     std::printf("%-10s %5lld %10lld %16.3e %12.2f %10.0f\n", "guided", static_cast<long long>(d),
                 static_cast<long long>(N), rate, rate * flop / 1e9, bytes);
+
+    // DiffPIR and SKRock on the same problem, interleaved with the SMC run above (one fused launch each). DiffPIR per
+    // particle-step: the denoiser, A m and A^T u (4 d_y d), the re-noising (3 d and d normals). SKRock per iteration
+    // (a "step" here) of s = 10 stages: s drift evaluations (the prior's score, 7 K d + 12 K, plus A x and A^T r,
+    // 4 d_y d) and 5 d per stage; its rate is also given per drift evaluation. Bytes: the state's row-major
+    // workspace, x and m (DiffPIR) or X_{j-1}, X_{j-2} and the drift (SKRock) read and written per step.
+    for (ds::guided_sampler sampler : {ds::guided_sampler::diffpir, ds::guided_sampler::skrock}) {
+      ds::guided_options b = o;
+      b.sampler = sampler;
+      buffer<float> samples(std::size_t(N * d), gpu);
+      ds::guided_outputs bout;
+      bout.samples = samples.ptr;
+      const std::size_t b_bytes = ds::guided_workspace_bytes(prior, pr, b);
+      buffer<unsigned char> bws(b_bytes, gpu);
+      const double t = timed(gpu, [&] { ds::guided_sample(prior, pr, b, bout, exec, bws.ptr, b_bytes); });
+      const double r = double(N) * steps / t;
+      const bool skrock = sampler == ds::guided_sampler::skrock;
+      const double stages = double(b.skrock_stages);
+      const double f = skrock ? stages * (7 * K * d + 12 * K + 4.0 * d + 5.0 * d) + 5.0 * d
+                              : 7 * K * d + 12 * K + 4.0 * d + 3.0 * d + 5.0 * d;
+      const double by = skrock ? stages * 24.0 * d : 16.0 * d;
+      std::printf("%-10s %5lld %10lld %16.3e %12.2f %10.0f\n", ds::to_string(sampler), static_cast<long long>(d),
+                  static_cast<long long>(N), r, r * f / 1e9, by);
+      if (skrock)
+        std::printf("%-10s %5lld %10lld %16.3e   (drift evaluations/s, %lld per iteration)\n", "skrock/eval",
+                    static_cast<long long>(d), static_cast<long long>(N), r * stages,
+                    static_cast<long long>(b.skrock_stages));
+    }
 
     // The exact posterior's sampler on the same problem: per sample d (d + 1) / 2 FP64 multiply-adds (2 FLOP each),
     // d / 2 Box-Muller pairs (not counted) and d floats out; the rate column is samples per second.

@@ -66,7 +66,11 @@ static_assert(int(ds::resampling_scheme::multinomial) == DS_RESAMPLING_MULTINOMI
               int(ds::resampling_scheme::metropolis) == DS_RESAMPLING_METROPOLIS &&
               int(ds::resampling_scheme::rejection) == DS_RESAMPLING_REJECTION);
 static_assert(int(ds::guided_sampler::smc) == DS_GUIDED_SMC && int(ds::guided_sampler::dps) == DS_GUIDED_DPS &&
-              int(ds::guided_sampler::pigdm) == DS_GUIDED_PIGDM);
+              int(ds::guided_sampler::pigdm) == DS_GUIDED_PIGDM &&
+              int(ds::guided_sampler::diffpir) == DS_GUIDED_DIFFPIR &&
+              int(ds::guided_sampler::skrock) == DS_GUIDED_SKROCK);
+static_assert(int(ds::dps_step_form::likelihood) == DS_DPS_STEP_LIKELIHOOD &&
+              int(ds::dps_step_form::normalised) == DS_DPS_STEP_NORMALISED && sizeof(ds_dps_step) == 4);
 // ds_resample() hands the caller's report array to the C++ call (it may be device memory): the layouts must agree.
 static_assert(sizeof(ds_particle_report) == sizeof(ds::particle_report) &&
               offsetof(ds_particle_report, ess) == offsetof(ds::particle_report, ess) &&
@@ -178,9 +182,15 @@ DS_LAYOUT(ds_schedule);
 DS_LAYOUT(ds_diffusion_options);
 DS_LAYOUT(ds_resampling_options);
 DS_LAYOUT(ds_guided_problems);
-DS_LAYOUT(ds_guided_options);
 DS_LAYOUT(ds_guided_outputs);
 #undef DS_LAYOUT
+// ds_guided_options: the first layout ended with seed; the second appends dps_step and the diffpir and skrock
+// settings.
+template <>
+struct layout<ds_guided_options> {
+  static constexpr const char* name = "ds_guided_options";
+  static constexpr std::size_t known_sizes[] = {offsetof(ds_guided_options, dps_step), sizeof(ds_guided_options)};
+};
 
 template <class T>
 void check_size(const std::string& what, std::size_t struct_size) {
@@ -369,13 +379,19 @@ ds_guided_options to_c(const ds::guided_options& d) {
   o.final_resample = d.final_resample ? 1 : 0;
   o.guidance_scale = d.guidance_scale;
   o.seed = d.seed;
+  o.dps_step = static_cast<ds_dps_step>(static_cast<int>(d.dps_step));
+  o.diffpir_zeta = d.diffpir_zeta;
+  o.diffpir_lambda = d.diffpir_lambda;
+  o.skrock_stages = d.skrock_stages;
+  o.skrock_eta = d.skrock_eta;
+  o.skrock_step_fraction = d.skrock_step_fraction;
   return o;
 }
 
 ds::guided_options to_cpp(const ds_guided_options* p) {
   const ds_guided_options o = read_struct("options", p, to_c(ds::guided_options{}));
   ds::guided_options r;
-  r.sampler = enum_to_cpp<ds::guided_sampler>("options.sampler", o.sampler, 3);
+  r.sampler = enum_to_cpp<ds::guided_sampler>("options.sampler", o.sampler, 5);
   r.schedule = to_cpp("options.schedule", o.schedule);
   r.steps = o.steps;
   r.ddim = o.ddim != 0;
@@ -386,6 +402,12 @@ ds::guided_options to_cpp(const ds_guided_options* p) {
   r.final_resample = o.final_resample != 0;
   r.guidance_scale = o.guidance_scale;
   r.seed = o.seed;
+  r.dps_step = enum_to_cpp<ds::dps_step_form>("options.dps_step", o.dps_step, 2);
+  r.diffpir_zeta = o.diffpir_zeta;
+  r.diffpir_lambda = o.diffpir_lambda;
+  r.skrock_stages = o.skrock_stages;
+  r.skrock_eta = o.skrock_eta;
+  r.skrock_step_fraction = o.skrock_step_fraction;
   return r;
 }
 
@@ -648,10 +670,14 @@ ds_status ds_parse_resampling_scheme(const char* name, ds_resampling_scheme* out
   return parse_enum(name, out, [](const std::string& n) { return ds::parse_resampling_scheme(n); });
 }
 const char* ds_guided_sampler_name(ds_guided_sampler sampler) {
-  return enum_name<ds_guided_sampler, ds::guided_sampler>(sampler, 3);
+  return enum_name<ds_guided_sampler, ds::guided_sampler>(sampler, 5);
 }
 ds_status ds_parse_guided_sampler(const char* name, ds_guided_sampler* out) {
   return parse_enum(name, out, [](const std::string& n) { return ds::parse_guided_sampler(n); });
+}
+const char* ds_dps_step_name(ds_dps_step step) { return enum_name<ds_dps_step, ds::dps_step_form>(step, 2); }
+ds_status ds_parse_dps_step(const char* name, ds_dps_step* out) {
+  return parse_enum(name, out, [](const std::string& n) { return ds::parse_dps_step_form(n); });
 }
 
 // --- noise schedules ---------------------------------------------------------------------------------------------

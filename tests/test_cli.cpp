@@ -235,6 +235,47 @@ TEST_F(Cli, DdpmIsScoredNearTheFloorAndAWrongSamplerIsNot) {
   EXPECT_GT(j["accuracy"]["component_share_max_error_se"].get<double>(), 5);
 }
 
+// The posterior samplers' settings reach the library from the command line and from the problem file's sampler
+// section (the report echoes them), the command line wins, and a setting for another sampler or out of range is
+// refused (exit 2 on the command line, 1 with the field in a file). At sigma_y = 0.02 the normalised DPS step stays
+// finite where the likelihood step diverges (reported with the step).
+TEST_F(Cli, PosteriorSamplerSettings) {
+  const std::string d10 = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --particles 256 "
+                          "--steps 10 --quiet --report " + path("r.json");
+  ASSERT_EQ(run(d10 + " --sampler diffpir --diffpir-zeta 0.3 --diffpir-lambda 2").rc, 0);
+  nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["method"], "diffpir");
+  EXPECT_EQ(j["diffpir_zeta"], 0.3);
+  EXPECT_EQ(j["diffpir_lambda"], 2.0);
+  ASSERT_EQ(run(d10 + " --sampler skrock --skrock-stages 4 --skrock-eta 0.1 --skrock-step-fraction 0.01").rc, 0);
+  j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["skrock_stages"], 4);
+  EXPECT_EQ(j["skrock_eta"], 0.1);
+  EXPECT_EQ(j["skrock_step_fraction"], 0.01);
+  EXPECT_EQ(run(d10 + " --sampler dps --skrock-eta 0.1").rc, 2);
+  EXPECT_EQ(run(d10 + " --sampler diffpir --diffpir-zeta 1.5").rc, 2);
+  EXPECT_EQ(run(d10 + " --sampler skrock --skrock-stages 1").rc, 2);
+  EXPECT_EQ(run(d10 + " --sampler dps --dps-step normalized").rc, 2);
+  EXPECT_EQ(run(d10 + " --sampler exact --dps-step normalised").rc, 2);
+  // The small-noise example: its file selects the normalised step (zeta 0.5); --dps-step likelihood overrides it.
+  const std::string small = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10_small_noise.json --executor cpu "
+                            "--particles 256 --quiet --sampler dps --report " + path("s.json");
+  ASSERT_EQ(run(small).rc, 0);
+  j = nlohmann::json::parse(slurp(path("s.json")));
+  EXPECT_EQ(j["dps_step"], "normalised");
+  EXPECT_EQ(j["guidance_scale"], 0.5);
+  EXPECT_EQ(j["non_finite_values"], 0);
+  ASSERT_EQ(run(small + " --dps-step likelihood").rc, 0);
+  j = nlohmann::json::parse(slurp(path("s.json")));
+  EXPECT_EQ(j["dps_step"], "likelihood");
+  EXPECT_GT(j["non_finite_values"].get<std::int64_t>(), 0);
+  EXPECT_FALSE(j["diverged_at_step"].is_null());
+  std::ofstream(path("bad.json")) << R"({"prior": {"grid": {"dim": 2}}, "observation": {"A": [[1, 0]],
+    "sigma_y": 0.5, "y": [1]}, "sampler": {"skrock_eta": 2}})";
+  expect_failure(run("solve --problem " + path("bad.json") + " --sampler skrock --out " + path("out.npy")),
+                 "sampler.skrock_eta");
+}
+
 TEST_F(Cli, ExamplesRun) {
   for (const char* e : {"grid2d_ddpm.json", "mixture_from_npy.json", "posterior_d10.json"}) {
     const result r = run(std::string("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/") + e + kQuick);

@@ -262,8 +262,17 @@ typedef enum ds_guided_sampler {
   DS_GUIDED_SMC = 0,   /**< Monte Carlo guided diffusion: a particle filter with a log-evidence estimate */
   DS_GUIDED_DPS = 1,   /**< diffusion posterior sampling (biased baseline) */
   DS_GUIDED_PIGDM = 2, /**< pseudo-inverse guided diffusion (biased baseline) */
+  DS_GUIDED_DIFFPIR = 3, /**< DiffPIR: plug-and-play diffusion with a proximal data step (biased baseline) */
+  DS_GUIDED_SKROCK = 4,  /**< SKRock: stabilised Runge-Kutta-Chebyshev Langevin on the posterior */
   DS_GUIDED_SAMPLER_MAX_ENUM = 0x7FFFFFFF /**< not a sampler: keeps the enum 32-bit */
 } ds_guided_sampler;
+
+/** The guidance step of DS_GUIDED_DPS (values match diffsample::dps_step_form). */
+typedef enum ds_dps_step {
+  DS_DPS_STEP_LIKELIHOOD = 0, /**< the likelihood score J A^T (y - A m) / sigma_y^2 in the DDPM mean */
+  DS_DPS_STEP_NORMALISED = 1, /**< as published: zeta J A^T (y - A m) / |y - A m|, zeta = guidance_scale */
+  DS_DPS_STEP_MAX_ENUM = 0x7FFFFFFF /**< not a step: keeps the enum 32-bit */
+} ds_dps_step;
 
 /**
  * B linear observations y_b = A_b x + sigma_{y,b} z of one prior with a dense A (diffsample::guided_problems); host
@@ -300,6 +309,13 @@ typedef struct ds_guided_options {
   int final_resample;        /**< SMC: nonzero draws equally weighted samples after the last step (default 1) */
   double guidance_scale;     /**< dps and pigdm: multiplier of the guidance term, >= 0 (default 1) */
   uint64_t seed;             /**< Philox key (default 0) */
+  /* Appended in the second layout (a caller of the first layout gets the defaults below). */
+  ds_dps_step dps_step;      /**< dps: guidance step (default DS_DPS_STEP_LIKELIHOOD) */
+  double diffpir_zeta;       /**< diffpir: share of fresh noise in the re-noising, in [0, 1] (default 0.1) */
+  double diffpir_lambda;     /**< diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2, > 0 (default 7) */
+  int64_t skrock_stages;     /**< skrock: stages per iteration, 2..200 (default 10) */
+  double skrock_eta;         /**< skrock: damping, in (0, 1] (default 0.05) */
+  double skrock_step_fraction; /**< skrock: step as a fraction of the stability bound, in (0, 1] (default 0.005) */
 } ds_guided_options;
 
 /**
@@ -485,10 +501,14 @@ DS_API const char* ds_resampling_scheme_name(ds_resampling_scheme scheme);
 /** Parses the names of ds_resampling_scheme_name() into @p out.
  * @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_resampling_scheme(const char* name, ds_resampling_scheme* out);
-/** "smc", "dps" or "pigdm" (or "unknown"). Static storage. */
+/** "smc", "dps", "pigdm", "diffpir" or "skrock" (or "unknown"). Static storage. */
 DS_API const char* ds_guided_sampler_name(ds_guided_sampler sampler);
 /** Parses the names of ds_guided_sampler_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_guided_sampler(const char* name, ds_guided_sampler* out);
+/** "likelihood" or "normalised" (or "unknown"). Static storage. */
+DS_API const char* ds_dps_step_name(ds_dps_step step);
+/** Parses the names of ds_dps_step_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_dps_step(const char* name, ds_dps_step* out);
 
 /* --- noise schedules -------------------------------------------------------------------------------------- */
 

@@ -89,10 +89,20 @@ const char* solve_usage =
     "Posterior sampling for a problem file's prior under its observation y = A x + sigma_y z, scored against the\n"
     "exact posterior (sliced W1 beside the exact-vs-exact floor, log p(y) estimate beside the exact value).\n"
     "  --problem FILE.json     problem file with 'prior' and 'observation' (docs in README)\n"
-    "  --sampler NAME          smc (Monte Carlo guided diffusion, default), dps, pigdm, or exact (the exact\n"
-    "                          posterior's own samples: the reference itself)\n"
+    "  --sampler NAME          smc (Monte Carlo guided diffusion, default), dps, pigdm, diffpir, skrock, or exact\n"
+    "                          (the exact posterior's own samples: the reference itself)\n"
     "  --particles N           particles (samples) per problem (default 4096 on the CPU, 65536 on a GPU)\n"
-    "  --steps N               diffusion steps of the guided samplers (default 100)\n"
+    "  --steps N               diffusion steps of the guided samplers, skrock's iterations (default 100)\n"
+    "  --dps-step FORM         dps: likelihood (default: the likelihood score) or normalised (as published:\n"
+    "                          zeta J A^T (y - A m) / |y - A m|)\n"
+    "  --guidance-scale G      dps and pigdm: guidance multiplier, the normalised step's zeta (default 1)\n"
+    "  --diffpir-zeta Z        diffpir: share of fresh noise in the re-noising, in [0, 1] (default 0.1)\n"
+    "  --diffpir-lambda L      diffpir: rho_k = L sigma_y^2 a_k^2 / s_k^2 of the proximal step (default 7)\n"
+    "  --skrock-stages S       skrock: stages per iteration, 2..200 (default 10)\n"
+    "  --skrock-eta E          skrock: damping, in (0, 1] (default 0.05)\n"
+    "  --skrock-step-fraction F  skrock: step as a fraction of the stability bound, in (0, 1] (default 0.005)\n"
+    "  (each of these may also be given in the problem file's sampler section, with '_' for '-'; the command line\n"
+    "   wins)\n"
     "  --samples N             alias of --particles (the exact sampler's sample count)\n"
     "  --executor auto|cuda|cpu  where the sampler runs, the exact one included (default auto)\n"
     "  --seed S                random seed (default 1)\n"
@@ -1028,6 +1038,54 @@ std::int64_t divergence_step(const ds::gaussian_mixture& mixture, const ds::guid
   return lo;
 }
 
+/// The flags of the posterior samplers' settings, the sampler that reads each, and its problem-file field.
+struct posterior_flag {
+  const char* flag;
+  const char* field;
+  const char* samplers;  // the --sampler values it applies to, space separated
+};
+const posterior_flag posterior_flags[] = {
+    {"--dps-step", "dps_step", "dps"},
+    {"--guidance-scale", "guidance_scale", "dps pigdm"},
+    {"--diffpir-zeta", "diffpir_zeta", "diffpir"},
+    {"--diffpir-lambda", "diffpir_lambda", "diffpir"},
+    {"--skrock-stages", "skrock_stages", "skrock"},
+    {"--skrock-eta", "skrock_eta", "skrock"},
+    {"--skrock-step-fraction", "skrock_step_fraction", "skrock"},
+};
+
+/// A number from the command line in [lo, hi] (lo excluded when lo_open), else a usage error naming the flag.
+double flag_number(const options& o, const char* flag, double lo, bool lo_open, double hi) {
+  const std::string& text = o.get(flag);
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || !(lo_open ? v > lo : v >= lo) ||
+      !(v <= hi))
+    throw usage_error(std::string(flag) + ": expected a number in " + (lo_open ? "(" : "[") + fmt(lo) + ", " +
+                      fmt(hi) + "], got '" + text + "'");
+  return v;
+}
+
+/// The posterior samplers' settings: the problem file's sampler section, then the command line over it.
+void apply_posterior_settings(const options& o, const sampler_spec& file, ds::guided_options& g) {
+  if (file.dps_step) g.dps_step = ds::parse_dps_step_form(*file.dps_step);
+  if (file.guidance_scale) g.guidance_scale = *file.guidance_scale;
+  if (file.diffpir_zeta) g.diffpir_zeta = *file.diffpir_zeta;
+  if (file.diffpir_lambda) g.diffpir_lambda = *file.diffpir_lambda;
+  if (file.skrock_stages) g.skrock_stages = *file.skrock_stages;
+  if (file.skrock_eta) g.skrock_eta = *file.skrock_eta;
+  if (file.skrock_step_fraction) g.skrock_step_fraction = *file.skrock_step_fraction;
+  if (o.has("--dps-step")) g.dps_step = parse_flag("--dps-step", o.get("--dps-step"), ds::parse_dps_step_form);
+  if (o.has("--guidance-scale")) g.guidance_scale = flag_number(o, "--guidance-scale", 0, false, 1e30);
+  if (o.has("--diffpir-zeta")) g.diffpir_zeta = flag_number(o, "--diffpir-zeta", 0, false, 1);
+  if (o.has("--diffpir-lambda")) g.diffpir_lambda = flag_number(o, "--diffpir-lambda", 0, true, 1e12);
+  if (o.has("--skrock-stages")) g.skrock_stages = to_int("--skrock-stages", o.get("--skrock-stages"), 2);
+  if (g.skrock_stages > 200)
+    throw usage_error("--skrock-stages: at most 200, got " + std::to_string(g.skrock_stages));
+  if (o.has("--skrock-eta")) g.skrock_eta = flag_number(o, "--skrock-eta", 0, true, 1);
+  if (o.has("--skrock-step-fraction")) g.skrock_step_fraction = flag_number(o, "--skrock-step-fraction", 0, true, 1);
+}
+
 /// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
 /// exact posterior. Samples that are not finite (a diverged run) are counted, the step at which the sampler
 /// diverged is found and printed, the distance is not computed (null in the report), and the outputs are written.
@@ -1051,6 +1109,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   ds::guided_options g;
   g.sampler = ds::parse_guided_sampler(method);
   g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : 100;
+  apply_posterior_settings(o, file.sampler, g);
   g.particles = n;
   g.seed = seed;
   if (o.has("--potential-scale")) {
@@ -1177,6 +1236,19 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     j["steps"] = g.steps;
     j["seconds"] = seconds;
     j["particle_steps_per_second"] = seconds > 0 ? double(n) * g.steps / seconds : 0.0;
+    if (g.sampler == ds::guided_sampler::dps) {
+      j["dps_step"] = ds::to_string(g.dps_step);
+      j["guidance_scale"] = g.guidance_scale;
+    } else if (g.sampler == ds::guided_sampler::pigdm) {
+      j["guidance_scale"] = g.guidance_scale;
+    } else if (g.sampler == ds::guided_sampler::diffpir) {
+      j["diffpir_zeta"] = g.diffpir_zeta;
+      j["diffpir_lambda"] = g.diffpir_lambda;
+    } else if (g.sampler == ds::guided_sampler::skrock) {
+      j["skrock_stages"] = g.skrock_stages;
+      j["skrock_eta"] = g.skrock_eta;
+      j["skrock_step_fraction"] = g.skrock_step_fraction;
+    }
     j["non_finite_values"] = non_finite;
     j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
     j["sliced_w1"] = {{"value", non_finite == 0 ? json(sw) : json(nullptr)},
@@ -1200,15 +1272,22 @@ int run_solve(int argc, char** argv, int first) {
   const options o = parse_options(argc, argv, first, solve_usage,
                                   {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
                                    "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
-                                   "--ess-threshold", "--time-grid", "--ddim-eta"},
+                                   "--ess-threshold", "--time-grid", "--ddim-eta", "--dps-step", "--guidance-scale",
+                                   "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages", "--skrock-eta",
+                                   "--skrock-step-fraction"},
                                   {"--quiet"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
   if (o.has("--samples") && o.has("--particles"))
     throw usage_error("solve: --samples and --particles are the same setting; give one");
   const std::string method = o.has("--sampler") ? o.get("--sampler") : "smc";
-  if (method != "exact" && method != "smc" && method != "dps" && method != "pigdm")
-    throw usage_error("--sampler: unknown posterior sampler '" + method + "' (expected smc, dps, pigdm or exact)");
+  if (method != "exact" && method != "smc" && method != "dps" && method != "pigdm" && method != "diffpir" &&
+      method != "skrock")
+    throw usage_error("--sampler: unknown posterior sampler '" + method +
+                      "' (expected smc, dps, pigdm, diffpir, skrock or exact)");
+  for (const posterior_flag& f : posterior_flags)
+    if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
+      throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
   if (method == "exact" && o.has("--steps"))
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))
@@ -1269,7 +1348,7 @@ int run_solve(int argc, char** argv, int first) {
     std::printf("exact posterior samples: %lld (seed %llu, %s executor)%s\n", static_cast<long long>(n),
                 static_cast<unsigned long long>(seed), ds::to_string(where),
                 o.has("--out") ? (" -> " + o.get("--out")).c_str() : "");
-    std::printf("(the exact reference itself: --sampler smc, dps or pigdm runs a posterior sampler)\n");
+    std::printf("(the exact reference itself: --sampler smc, dps, pigdm, diffpir or skrock runs a posterior sampler)\n");
   }
   check_stdout();
   if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);

@@ -12,6 +12,7 @@
 #include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
 #include <diffsample/execution.hpp>
+#include <diffsample/guided.hpp>
 #include <diffsample/langevin.hpp>
 #include <diffsample/mixture.hpp>
 #include <diffsample/schedule.hpp>
@@ -308,7 +309,9 @@ class reader {
   sampler_spec sampler(const json& j) const {
     only_keys(j, "sampler",
               {"name", "schedule", "time_grid", "t_start", "t_end", "alpha_bar", "steps", "chains", "measurements",
-               "eta", "sigma", "step_size", "seed", "executor", "final_denoise", "alpha", "method"});
+               "eta", "sigma", "step_size", "seed", "executor", "final_denoise", "alpha", "method", "dps_step",
+               "guidance_scale", "diffpir_zeta", "diffpir_lambda", "skrock_stages", "skrock_eta",
+               "skrock_step_fraction"});
     sampler_spec s;
     // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
     auto name = [&](const char* key, auto parse) {
@@ -370,6 +373,25 @@ class reader {
     if (j.contains("seed")) s.seed = std::uint64_t(integer(j["seed"], "sampler.seed", 0));
     if (j.contains("alpha")) s.alpha = number(j["alpha"], "sampler.alpha");
     if (j.contains("method")) s.method = string(j["method"], "sampler.method");
+    if (j.contains("dps_step"))
+      s.dps_step = name("dps_step", [](const std::string& t) { diffsample::parse_dps_step_form(t); });
+    // The posterior samplers' settings, with the ranges guided_sample() accepts.
+    auto in_range = [&](const char* key, double lo, bool lo_open, double hi) {
+      const std::string field = std::string("sampler.") + key;
+      const double v = number(j[key], field);
+      if (!((lo_open ? v > lo : v >= lo) && v <= hi))
+        bad(field, std::string("must be in ") + (lo_open ? "(" : "[") + fmt(lo) + ", " + fmt(hi) + "], got " + fmt(v));
+      return v;
+    };
+    if (j.contains("guidance_scale")) s.guidance_scale = in_range("guidance_scale", 0, false, 1e30);
+    if (j.contains("diffpir_zeta")) s.diffpir_zeta = in_range("diffpir_zeta", 0, false, 1);
+    if (j.contains("diffpir_lambda")) s.diffpir_lambda = in_range("diffpir_lambda", 0, true, 1e12);
+    if (j.contains("skrock_eta")) s.skrock_eta = in_range("skrock_eta", 0, true, 1);
+    if (j.contains("skrock_step_fraction")) s.skrock_step_fraction = in_range("skrock_step_fraction", 0, true, 1);
+    if (j.contains("skrock_stages")) {
+      s.skrock_stages = integer(j["skrock_stages"], "sampler.skrock_stages", 2);
+      if (*s.skrock_stages > 200) bad("sampler.skrock_stages", "at most 200, got " + std::to_string(*s.skrock_stages));
+    }
     if (j.contains("final_denoise")) {
       if (!j["final_denoise"].is_boolean()) bad("sampler.final_denoise", "expected true or false");
       s.final_denoise = j["final_denoise"].get<bool>();

@@ -65,6 +65,10 @@ struct sampler_spec {
   std::optional<bool> final_denoise;
   std::optional<double> alpha;          ///< discrete samplers: flip strength
   std::optional<std::string> method;    ///< discrete samplers: one_stage, metropolis, two_stage
+  // Posterior samplers of solve (guided_options' fields of the same names).
+  std::optional<std::string> dps_step;  ///< dps: likelihood or normalised
+  std::optional<double> guidance_scale, diffpir_zeta, diffpir_lambda, skrock_eta, skrock_step_fraction;
+  std::optional<std::int64_t> skrock_stages;
 };
 
 /// A parsed problem file.

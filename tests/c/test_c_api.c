@@ -324,15 +324,22 @@ static void test_names(void) {
     CHECK_OK(ds_parse_resampling_scheme(ds_resampling_scheme_name((ds_resampling_scheme)i), &rs));
     CHECK((int)rs == i);
   }
-  for (i = 0; i < 3; ++i) {
+  for (i = 0; i < 5; ++i) {
     CHECK_OK(ds_parse_guided_sampler(ds_guided_sampler_name((ds_guided_sampler)i), &gs));
     CHECK((int)gs == i);
+  }
+  {
+    ds_dps_step step = DS_DPS_STEP_LIKELIHOOD;
+    CHECK_OK(ds_parse_dps_step("normalised", &step));
+    CHECK(step == DS_DPS_STEP_NORMALISED && strcmp(ds_dps_step_name(DS_DPS_STEP_LIKELIHOOD), "likelihood") == 0);
+    CHECK(strcmp(ds_dps_step_name((ds_dps_step)2), "unknown") == 0);
+    EXPECT_ERROR(ds_parse_dps_step("normalized", &step), DS_INVALID_ARGUMENT, "normalized");
   }
   CHECK(strcmp(ds_schedule_kind_name(DS_SCHEDULE_ORNSTEIN_UHLENBECK), "ornstein_uhlenbeck") == 0);
   CHECK(strcmp(ds_resampling_scheme_name((ds_resampling_scheme)6), "unknown") == 0);
   CHECK(strcmp(ds_guided_sampler_name((ds_guided_sampler)-1), "unknown") == 0);
   EXPECT_ERROR(ds_parse_guided_sampler("mcmc", &gs), DS_INVALID_ARGUMENT, "mcmc");
-  CHECK(gs == DS_GUIDED_PIGDM);
+  CHECK(gs == DS_GUIDED_SKROCK);
   EXPECT_ERROR(ds_parse_resampling_scheme(NULL, &rs), DS_INVALID_ARGUMENT, "name");
   EXPECT_ERROR(ds_parse_time_grid("uniform", NULL), DS_INVALID_ARGUMENT, "out");
 }
@@ -811,9 +818,39 @@ static void test_guided(void) {
     CHECK_OK(ds_guided_outputs_init(&only, sizeof only));
     only.samples = samples;
     go.particles = 256;
-    for (i = DS_GUIDED_DPS; i <= DS_GUIDED_PIGDM; ++i) {
+    for (i = DS_GUIDED_DPS; i <= DS_GUIDED_SKROCK; ++i) {
       go.sampler = (ds_guided_sampler)i;
       CHECK_OK(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, &report));
+      for (j = 0; j < B * 256 * d; ++j) CHECK(isfinite(samples[j]));
+    }
+    /* The second layout's settings: the published DPS step, and refused values naming their field. */
+    CHECK(go.dps_step == DS_DPS_STEP_LIKELIHOOD && go.diffpir_zeta == 0.1 && go.diffpir_lambda == 7.0 &&
+          go.skrock_stages == 10 && go.skrock_eta == 0.05 && go.skrock_step_fraction == 0.005);
+    go.sampler = DS_GUIDED_DPS;
+    go.dps_step = DS_DPS_STEP_NORMALISED;
+    CHECK_OK(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, &report));
+    for (j = 0; j < B * 256 * d; ++j) CHECK(isfinite(samples[j]));
+    go.dps_step = (ds_dps_step)2;
+    EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "options.dps_step");
+    go.dps_step = DS_DPS_STEP_LIKELIHOOD;
+    go.sampler = DS_GUIDED_SKROCK;
+    go.skrock_stages = 1;
+    EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "options.skrock_stages");
+    go.skrock_stages = 10;
+    go.sampler = DS_GUIDED_DIFFPIR;
+    go.diffpir_zeta = 2.0;
+    EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "options.diffpir_zeta");
+    go.diffpir_zeta = 0.1;
+    /* A caller of the first layout (ending with seed) is accepted and gets the second layout's defaults. */
+    {
+      ds_guided_options first;
+      CHECK_OK(ds_guided_options_init(&first, offsetof(ds_guided_options, dps_step)));
+      first.sampler = DS_GUIDED_SKROCK;
+      first.particles = 256;
+      first.steps = 5;
+      CHECK_OK(ds_guided_sample(prior, &gp, &first, &only, cpu, NULL, 0, &report));
       for (j = 0; j < B * 256 * d; ++j) CHECK(isfinite(samples[j]));
     }
     go.sampler = DS_GUIDED_SMC;
@@ -839,7 +876,7 @@ static void test_guided(void) {
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
                "options.resampling.struct_size");
   go.resampling.struct_size = sizeof go.resampling;
-  go.sampler = (ds_guided_sampler)3;
+  go.sampler = (ds_guided_sampler)5;
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "options.sampler");
   go.sampler = DS_GUIDED_SMC;
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "outputs");
