@@ -186,6 +186,116 @@ struct guided_mutate_functor {
   }
 };
 
+/// Largest d_y of the moment-projected SMC potentials (a d_y x d_y Cholesky per particle in local memory).
+constexpr int moment_potential_max_dy = 8;
+
+/// Moment-projected SMC (guided_potentials::moment) at grid point k < steps, for particle x:
+///   log g_k(x) = log N(y; A m(x), sigma_y^2 I + A Cov(x0 | x) A^T),  Cov(x0 | x) v = (s^2 / a) J v,
+/// m the denoiser and J its Jacobian at the channel (a, s) of point k (d_y Jacobian-vector products with the rows
+/// of A; the d_y x d_y matrix is symmetrised). Then
+///   lw  = log g_0(x)                                     (k = 0: x ~ N(0, s_0^2 I))
+///   lw += log g_k(x) - log ghat_k(x)                     (k > 0: x was drawn from the Gaussian-twisted kernel)
+///   mu  = c0 m + c1 x,  lz = log Z_k(x) - log g_k(x)     (applied after the resampling of point k)
+/// with ghat_k(x) = N(a_k y; A x, sigma_{y,k}^2 I) the linear potential that steers the exact Gaussian mutation and
+/// Z_k(x) = N(a_{k+1} y; A mu, S_k) its predictive (quadratic parts only; their constants are added on the host).
+/// The weights multiply to p(y | x_0) over the proposal (the last point has s = 0, where g = ghat = the likelihood).
+struct guided_moment_functor {
+  guided_params p;
+  std::int64_t k;
+  const float* sigma2_b;  // B values of sigma_y^2
+  const float* x;         // B N x d
+  float* mu;              // B N x d
+  float* lw;              // B N
+  float* lz;              // B N
+  float* work;            // B N x 2 d scratch
+  float* r;               // B N x 2 d_y scratch (the first d_y of each particle's slot)
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / p.particles;
+    const guided_step st = p.steps[k];
+    const int d = p.d, dy = p.d_y;
+    strided_vec<float> xi{const_cast<float*>(x) + i * d, 1, d}, mi{mu + i * d, 1, d}, vi{work + i * 2 * d, 1, d},
+        ui{work + i * 2 * d + d, 1, d}, ri{r + i * 2 * dy, 1, dy};
+    float q_hat = 0;
+    if (k > 0) {
+      guided_residual(p, b, st.a, xi, ri);
+      for (int o = 0; o < dy; ++o) q_hat += ri[o] * ri[o];
+      q_hat *= p.inv_var[k * p.problems + b];
+    }
+    mixture_denoiser(p.mix, xi, st.a, st.s, mi);
+    // M = A Cov A^T = (s^2 / a) A J A^T, one JVP per row of A.
+    float M[moment_potential_max_dy * moment_potential_max_dy];
+    const float cov_scale = st.s * st.s / st.a;
+    for (int o = 0; o < dy; ++o) {
+      for (int j = 0; j < d; ++j) vi[j] = 0.f;
+      guided_add_row(p, b, o, 1.f, vi);
+      mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ui);
+      // Row o of A J A^T: (A u)_c for every row c.
+      for (int c = 0; c < dy; ++c) {
+        for (int j = 0; j < d; ++j) vi[j] = 0.f;
+        guided_add_row(p, b, c, 1.f, vi);
+        float acc = 0;
+        for (int j = 0; j < d; ++j) acc += vi[j] * ui[j];
+        M[o * dy + c] = cov_scale * acc;
+      }
+    }
+    const float s2y = sigma2_b[b];
+    for (int o = 0; o < dy; ++o)
+      for (int c = 0; c <= o; ++c) {
+        const float v = 0.5f * (M[o * dy + c] + M[c * dy + o]) + (o == c ? s2y : 0.f);
+        M[o * dy + c] = v;
+      }
+    // Cholesky in place (lower triangle); a pivot below sigma_y^2 / 2 (rounding of a tiny Cov) is floored there.
+    float logdet = 0;
+    for (int o = 0; o < dy; ++o) {
+      for (int c = 0; c <= o; ++c) {
+        float acc = M[o * dy + c];
+        for (int e = 0; e < c; ++e) acc -= M[o * dy + e] * M[c * dy + e];
+        if (c == o) {
+          const float pivot = acc > 0.5f * s2y ? acc : 0.5f * s2y;
+          M[o * dy + o] = ds_sqrt(pivot);
+          logdet += ds_log(pivot);
+        } else {
+          M[o * dy + c] = acc / M[c * dy + c];
+        }
+      }
+    }
+    // r = y - A m; q = |L^-1 r|^2.
+    guided_residual(p, b, 1.f, mi, ri);
+    float q = 0;
+    for (int o = 0; o < dy; ++o) {
+      float acc = ri[o];
+      for (int e = 0; e < o; ++e) acc -= M[o * dy + e] * ri[e];
+      acc /= M[o * dy + o];
+      ri[o] = acc;  // forward substitution in place
+      q += acc * acc;
+    }
+    const float log_g = -0.5f * (q + logdet + float(dy) * log_two_pi<float>());
+    if (k == 0)
+      lw[i] = log_g;
+    else
+      lw[i] += log_g + 0.5f * q_hat;
+    // Kernel mean and the predictive of the next linear potential.
+    for (int j = 0; j < d; ++j) mi[j] = st.c0 * mi[j] + st.c1 * xi[j];
+    guided_residual(p, b, st.a_next, mi, ri);
+    const float* P = guided_precision(p, k, b);
+    float q_next = 0;
+    for (int o = 0; o < dy; ++o) q_next += ri[o] * guided_precision_row(p, P, o, ri);
+    lz[i] = -0.5f * q_next - log_g;
+  }
+};
+
+/// lw += lz of the particle's ancestor (the moment-projected SMC's pending weight, after the resampling).
+struct guided_add_weight_functor {
+  const float* lz;                 // B N, in pre-resampling order
+  const std::int32_t* ancestors;   // B N, indices within the problem
+  float* lw;                       // B N
+  std::int64_t particles;
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / particles;
+    lw[i] += lz[b * particles + ancestors[i]];
+  }
+};
+
 /// Per-problem bookkeeping after the resampling of step `column`: log-normaliser increment against the previous
 /// normalisation, ESS trace and resampling count. A failed problem (every weight zero) gets log Z = -inf.
 struct guided_bookkeeping_functor {

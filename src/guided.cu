@@ -56,6 +56,20 @@ dps_step_form parse_dps_step_form(const std::string& name) {
   throw invalid_argument("dps_step: unknown DPS step '" + name + "' (expected likelihood or normalised)");
 }
 
+const char* to_string(guided_potentials s) noexcept {
+  switch (s) {
+    case guided_potentials::linear: return "linear";
+    case guided_potentials::moment: return "moment";
+  }
+  return "unknown";
+}
+
+guided_potentials parse_guided_potentials(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(guided_potentials::moment); ++i)
+    if (name == to_string(static_cast<guided_potentials>(i))) return static_cast<guided_potentials>(i);
+  throw invalid_argument("potentials: unknown SMC potentials '" + name + "' (expected linear or moment)");
+}
+
 namespace {
 
 using kernels::guided_step;
@@ -210,8 +224,8 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
 }
 
 struct layout {
-  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, table_end;  // table part (from host)
-  std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, total;
+  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, sigma2, table_end;  // from the host
+  std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, total;
   std::size_t resampling_bytes;
   operator_shape operators;  // how A reaches the kernels
 };
@@ -242,8 +256,10 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
   l.extra = put(o.sampler == guided_sampler::dps      ? B * sizeof(float)
                 : o.sampler == guided_sampler::skrock ? (2 * B + 3 * static_cast<std::size_t>(o.skrock_stages)) * sizeof(float)
                                                       : 0);
+  l.sigma2 = put(B * sizeof(float));
   l.table_end = at;
   const bool smc = o.sampler == guided_sampler::smc;
+  const bool moment = smc && o.potentials == guided_potentials::moment;
   l.x = put(B * N * d * sizeof(float));
   l.mu = put((smc ? 1 : 3) * B * N * d * sizeof(float));  // the baselines' m, v, J v
   l.mu2 = put(smc ? B * N * d * sizeof(float) : 0);
@@ -256,6 +272,8 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
   l.counts = put(smc ? B * sizeof(std::int32_t) : 0);
   l.resampling_bytes = smc ? resampling_workspace_bytes(pr.problems, o.particles, o.resampling.scheme) : 0;
   l.resampling = put(l.resampling_bytes);
+  l.lz = put(moment ? B * N * sizeof(float) : 0);
+  l.work = put(moment ? 2 * B * N * d * sizeof(float) : 0);
   l.total = at;
   return l;
 }
@@ -303,6 +321,11 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
   detail::check_values("problems.sigma_y", pr.sigma_y, true);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
+  DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment,
+                     "options.potentials: invalid value " << static_cast<int>(o.potentials));
+  DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || pr.d_y <= kernels::moment_potential_max_dy,
+                     "options.potentials: moment potentials need d_y <= " << kernels::moment_potential_max_dy
+                                                                         << ", got d_y = " << pr.d_y);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1,
                      "options.eta: must be in [0, 1], got " << o.eta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
@@ -350,6 +373,11 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
   auto* mask32 = reinterpret_cast<std::int32_t*>(blob.data() + l.mask);
   auto* y32 = reinterpret_cast<float*>(blob.data() + l.y);
   auto* constants = reinterpret_cast<double*>(blob.data() + l.constants);
+  auto* sigma2 = reinterpret_cast<float*>(blob.data() + l.sigma2);
+  const bool moment = o.sampler == guided_sampler::smc && o.potentials == guided_potentials::moment;
+  DIFFSAMPLE_EXPECTS(!moment || pts.back().s == 0.0,
+                     "options.potentials: moment potentials need a grid ending at s = 0 (the likelihood), got s = "
+                         << pts.back().s);
   const operator_shape& sh = l.operators;
   // The operators as the kernels read them, and A A^T of each (FP64).
   std::vector<double> gram(static_cast<std::size_t>(sh.count * dy * dy));
@@ -443,7 +471,12 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
       inv_var[k * B + b] = float(1.0 / var[k]);
       noise_std[k * B + b] = float(std::sqrt(var[k]));
     }
-    double constant = -0.5 * double(dy) * (log_two_pi + std::log(var[0]));
+    sigma2[b] = float(sy * sy);
+    // Linear potentials: log g_0's constant, then per step the predictive's over g_k's. Moment potentials (computed
+    // whole per particle): per step the predictive's constant over that of the next linear potential, except the
+    // last, which the likelihood at s = 0 replaces (the kernels add nothing there): hence its term is taken back.
+    double constant = -0.5 * double(dy) * (log_two_pi + std::log(var[moment ? K : 0]));
+    const int shift = moment ? 1 : 0;
     for (std::int64_t k = 0; k < K; ++k) {
       const schedule_point& p = pts[k];
       if (sh.mask) {  // A A^T and so S are diagonal: store 1 / S_ii
@@ -464,7 +497,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
           P[i] = float(1.0 / v);
           logdet += std::log(v);
         }
-        constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k]);
+        constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
         continue;
       }
       for (std::int64_t i = 0; i < dy; ++i)
@@ -488,7 +521,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
       float* P = precision + (k * B + b) * dy * dy;
       for (std::int64_t i = 0; i < dy * dy; ++i) P[i] = float(S[i]);
       // log N(.; ., S) over log g_k: -1/2 log det S - d_y/2 log 2 pi + d_y/2 log(2 pi var_k).
-      constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k]);
+      constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
     }
     constants[b] = constant + (reduced.active ? reduced.log_constant[b] : 0.0);
   }
@@ -632,6 +665,29 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     report.launches += 4;
   };
 
+  if (o.potentials == guided_potentials::moment) {
+    // Point k: weight by g_k (and take back the linear potential that steered the mutation into x), resample, mutate
+    // from the ancestors' means (the mutation resets the weights of a resampled problem), then add the ancestors'
+    // pending log Z_k - log g_k.
+    float* lz = reinterpret_cast<float*>(ws + l.lz);
+    float* work = reinterpret_cast<float*>(ws + l.work);
+    const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
+    for (std::int64_t k = 0; k < K; ++k) {
+      kernels::for_each_index<128>(where, BN, kernels::guided_moment_functor{p, k, sigma2, x, mu, lw, lz, work, r},
+                                   stream);
+      ro.step = static_cast<std::uint64_t>(k);
+      detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
+      kernels::for_each_index(where, B,
+                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                  K + 1, k, log_n},
+                              stream);
+      kernels::for_each_index<128>(where, BN,
+                                   kernels::guided_mutate_functor{p, k, mu, ancestors, reports, lw, x, r}, stream);
+      kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
+      report.launches += 5;
+    }
+    resample_step(K, x, mu2);
+  } else {
   resample_step(0, x, mu2);
   if (where == executor::cpu) {
     // The same functors in fewer passes: one fork/join of the thread pool per transition (the statistics pass of a
@@ -671,6 +727,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     kernels::for_each_index<128>(where, BN,
                                  kernels::guided_mutate_functor{p, k, mu, ancestors, reports, lw, x, r}, stream);
     report.launches += 4;
+  }
   }
 
   if (out.particles != nullptr) {

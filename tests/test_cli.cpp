@@ -362,7 +362,7 @@ TEST_F(Cli, SolveWithGuidedSmcIsScoredAgainstTheExactPosterior) {
 }
 
 // solve's SMC settings reach the library: --potential-scale 4 is the default spread (same samples, bit for bit),
-// another scale, scheme, threshold, grid or DDIM eta changes the samples; bad values and non-SMC samplers are refused.
+// another scale, scheme, threshold, grid, DDIM eta or the moment potentials change the samples; bad values and non-SMC samplers are refused.
 TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
   const std::string base = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
                            "/posterior_d10.json --sampler smc --executor cpu --particles 256 --steps 20 --seed 5 "
@@ -371,12 +371,12 @@ TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
   ASSERT_EQ(run(base + path("four.npy") + " --potential-scale 4").rc, 0);
   EXPECT_EQ(slurp(path("four.npy")), slurp(path("default.npy")));
   for (const char* flag : {"--potential-scale 1", "--resampling multinomial", "--ess-threshold 2",
-                           "--time-grid quadratic", "--ddim-eta 0.5"}) {
+                           "--time-grid quadratic", "--ddim-eta 0.5", "--potentials moment"}) {
     ASSERT_EQ(run(base + path("other.npy") + " " + flag).rc, 0) << flag;
     EXPECT_NE(slurp(path("other.npy")), slurp(path("default.npy"))) << flag;
   }
   for (const char* flag : {"--potential-scale 0", "--resampling sorted", "--ess-threshold -1",
-                           "--time-grid geometric", "--ddim-eta 1.5", "--potential-scale x"})
+                           "--time-grid geometric", "--ddim-eta 1.5", "--potential-scale x", "--potentials exact"})
     EXPECT_EQ(run(base + path("bad.npy") + " " + flag).rc, 2) << flag;
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler dps --potential-scale 2")
                 .rc,

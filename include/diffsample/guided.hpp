@@ -79,6 +79,23 @@ struct guided_problems {
   std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each finite and > 0
 };
 
+/// The intermediate potentials of guided_sampler::smc (README: "Moment-projected potentials").
+enum class guided_potentials : int {
+  /// g_k(x) = N(a_k y; A x, sigma_{y,k}^2 I) with sigma_{y,k}^2 = a_k^2 sigma_y^2 + s_k^2 c (guided_options::
+  /// potential_spread): weights by their exact predictive, exact Gaussian mutation.
+  linear = 0,
+  /// g_k(x) = N(y; A m(x), sigma_y^2 I + A Cov(x0 | x) A^T), m the denoiser and Cov(x0 | x) = (s^2 / a) J from d_y
+  /// Jacobian-vector products per particle (what a neural prior gives: no closed form of the prior is used); the
+  /// mutation stays the exact Gaussian one of the linear potentials, and the weights correct for it. Needs
+  /// d_y <= 8 and a grid ending at s = 0. About (1 + d_y) denoiser evaluations per particle and step.
+  moment = 1,
+};
+
+/// "linear" or "moment".
+DIFFSAMPLE_API const char* to_string(guided_potentials s) noexcept;
+/// Parses the names of to_string(guided_potentials); throws invalid_argument otherwise.
+DIFFSAMPLE_API guided_potentials parse_guided_potentials(const std::string& name);
+
 /// The default spread of the SMC's intermediate potentials, as a multiple of trace(A A^T) / d_y (see
 /// guided_options::potential_spread).
 constexpr double default_potential_scale = 4.0;
@@ -103,6 +120,8 @@ struct guided_options {
   /// mode proportions (README: "Default sigma_{y,k}"). c = potential_spread when > 0; when 0 (default),
   /// c = default_potential_scale x trace(A A^T) / d_y per problem.
   double potential_spread = 0.0;
+  /// SMC: the intermediate potentials that steer the resampling (the mutation always uses the linear ones).
+  guided_potentials potentials = guided_potentials::linear;
   /// SMC resampling: scheme and ESS threshold (resampling.seed and resampling.step are set by the sampler).
   resampling_options resampling = {};
   /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).

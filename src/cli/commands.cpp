@@ -117,6 +117,8 @@ const char* solve_usage =
     "  --ess-threshold T       resample when ESS < T N (default 0.5)\n"
     "  --time-grid NAME        vp_linear grid from t = 1 to 0: uniform (default) or quadratic\n"
     "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
+    "  --potentials NAME       linear (default) or moment: N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the\n"
+    "                          denoiser and its Jacobian (d_y <= 8)\n"
     "  --quiet                 print nothing on success (and no progress line)\n"
     "A progress line (elapsed time: the run is one library call) is drawn on stderr when it is a terminal.\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
@@ -1137,6 +1139,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     g.eta = to_double("--ddim-eta", o.get("--ddim-eta"));
     if (!(g.eta >= 0 && g.eta <= 1)) throw usage_error("--ddim-eta: must be in [0, 1], got " + o.get("--ddim-eta"));
   }
+  if (o.has("--potentials"))
+    g.potentials = parse_flag("--potentials", o.get("--potentials"), ds::parse_guided_potentials);
   check_memory(n, d, 6, "--particles");
 
   std::vector<float> x(std::size_t(n * d)), ess(std::size_t(g.steps + 1));
@@ -1272,9 +1276,9 @@ int run_solve(int argc, char** argv, int first) {
   const options o = parse_options(argc, argv, first, solve_usage,
                                   {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
                                    "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
-                                   "--ess-threshold", "--time-grid", "--ddim-eta", "--dps-step", "--guidance-scale",
-                                   "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages", "--skrock-eta",
-                                   "--skrock-step-fraction"},
+                                   "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials", "--dps-step",
+                                   "--guidance-scale", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
+                                   "--skrock-eta", "--skrock-step-fraction"},
                                   {"--quiet"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
@@ -1292,7 +1296,8 @@ int run_solve(int argc, char** argv, int first) {
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))
     throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
-  for (const char* f : {"--potential-scale", "--resampling", "--ess-threshold", "--time-grid", "--ddim-eta"})
+  for (const char* f :
+       {"--potential-scale", "--resampling", "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials"})
     if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
   const problem file = read_problem(o.get("--problem"));
   if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
