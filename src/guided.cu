@@ -14,6 +14,7 @@
 #include "kernels/linalg.cuh"
 #include "src/cuda_check.hpp"
 #include "src/guided_samplers.hpp"
+#include "src/guided_tables.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/particles_detail.hpp"
@@ -23,6 +24,13 @@
 
 namespace diffsample {
 
+namespace {
+constexpr guided_sampler known_guided_samplers[] = {guided_sampler::smc,     guided_sampler::dps,
+                                                    guided_sampler::pigdm,   guided_sampler::diffpir,
+                                                    guided_sampler::skrock,  guided_sampler::tmpd,
+                                                    guided_sampler::ddrm};
+}  // namespace
+
 const char* to_string(guided_sampler s) noexcept {
   switch (s) {
     case guided_sampler::smc: return "smc";
@@ -30,16 +38,17 @@ const char* to_string(guided_sampler s) noexcept {
     case guided_sampler::pigdm: return "pigdm";
     case guided_sampler::diffpir: return "diffpir";
     case guided_sampler::skrock: return "skrock";
+    case guided_sampler::tmpd: return "tmpd";
+    case guided_sampler::ddrm: return "ddrm";
   }
   return "unknown";
 }
 
 guided_sampler parse_guided_sampler(const std::string& name) {
-  for (guided_sampler s : {guided_sampler::smc, guided_sampler::dps, guided_sampler::pigdm, guided_sampler::diffpir,
-                           guided_sampler::skrock})
+  for (guided_sampler s : known_guided_samplers)
     if (name == to_string(s)) return s;
   throw invalid_argument("sampler: unknown guided sampler '" + name +
-                         "' (expected smc, dps, pigdm, diffpir or skrock)");
+                         "' (expected smc, dps, pigdm, diffpir, skrock, tmpd or ddrm)");
 }
 
 const char* to_string(dps_step_form f) noexcept {
@@ -280,7 +289,8 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
 
 void validate(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
   const std::int64_t d = prior.dim();
-  DIFFSAMPLE_EXPECTS(o.sampler >= guided_sampler::smc && o.sampler <= guided_sampler::skrock,
+  DIFFSAMPLE_EXPECTS(std::find(std::begin(known_guided_samplers), std::end(known_guided_samplers), o.sampler) !=
+                         std::end(known_guided_samplers),
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
   DIFFSAMPLE_EXPECTS(pr.problems >= 1 && pr.problems <= (std::int64_t(1) << 24),
                      "problems.problems: must be in [1, 2^24], got " << pr.problems);
@@ -355,6 +365,10 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
                      "options.resampling.scheme: invalid value " << static_cast<int>(o.resampling.scheme));
   DIFFSAMPLE_EXPECTS(o.resampling.scheme != resampling_scheme::metropolis || o.resampling.metropolis_steps >= 1,
                      "options.resampling.metropolis_steps: must be >= 1, got " << o.resampling.metropolis_steps);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.ddrm_eta) && o.ddrm_eta >= 0 && o.ddrm_eta <= 1,
+                     "options.ddrm_eta: must be in [0, 1], got " << o.ddrm_eta);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.ddrm_eta_b) && o.ddrm_eta_b >= 0 && o.ddrm_eta_b <= 1,
+                     "options.ddrm_eta_b: must be in [0, 1], got " << o.ddrm_eta_b);
 }
 
 // The host tables, laid out exactly as their device copy.
@@ -491,6 +505,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
             case guided_sampler::pigdm: v = p.s * p.s / (p.a * p.a + p.s * p.s) * g2 + sy * sy; break;
             case guided_sampler::diffpir: v = g2 + o.diffpir_lambda * sy * sy * p.a * p.a / (p.s * p.s); break;
             case guided_sampler::skrock: break;  // no grid tables (returned above)
+            default: break;  // the samplers of src/guided_tables.hpp build their own tables
           }
           DIFFSAMPLE_EXPECTS(v > 0 && std::isfinite(v), "problems: the predictive covariance S has diagonal entry "
                                                             << v << " at row " << i);
@@ -515,6 +530,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
               S[i * dy + j] = AAt[i * dy + j] + o.diffpir_lambda * sy * sy * p.a * p.a / (p.s * p.s) * diag;
               break;
             case guided_sampler::skrock: break;  // no grid tables (returned above)
+            default: break;
           }
         }
       const double logdet = invert_spd(S, int(dy), "problems: the predictive covariance S");
@@ -534,6 +550,11 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
                                    const guided_options& options) {
   validate(prior, problems, options);
   (void)options.schedule.points(options.steps);
+  switch (options.sampler) {
+    case guided_sampler::tmpd: return detail::tmpd_workspace_bytes(prior, problems, options);
+    case guided_sampler::ddrm: return detail::ddrm_workspace_bytes(prior, problems, options);
+    default: break;
+  }
   const svd_reduction reduced = reduce_svd(problems, prior.dim());
   return make_layout(prior, reduced.active ? reduced.problems : problems, options).total;
 }
@@ -541,6 +562,11 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
 guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& given, const guided_options& o,
                             guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
   validate(prior, given, o);
+  switch (o.sampler) {
+    case guided_sampler::tmpd: return detail::tmpd_sample(prior, given, o, out, exec, workspace, workspace_bytes);
+    case guided_sampler::ddrm: return detail::ddrm_sample(prior, given, o, out, exec, workspace, workspace_bytes);
+    default: break;
+  }
   const svd_reduction reduced = reduce_svd(given, prior.dim());
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;

@@ -264,6 +264,8 @@ typedef enum ds_guided_sampler {
   DS_GUIDED_PIGDM = 2, /**< pseudo-inverse guided diffusion (biased baseline) */
   DS_GUIDED_DIFFPIR = 3, /**< DiffPIR: plug-and-play diffusion with a proximal data step (biased baseline) */
   DS_GUIDED_SKROCK = 4,  /**< SKRock: stabilised Runge-Kutta-Chebyshev Langevin on the posterior */
+  DS_GUIDED_TMPD = 5,  /**< Tweedie moment projected diffusion (biased baseline) */
+  DS_GUIDED_DDRM = 6,  /**< denoising diffusion restoration on the SVD of A (biased baseline) */
   DS_GUIDED_SAMPLER_MAX_ENUM = 0x7FFFFFFF /**< not a sampler: keeps the enum 32-bit */
 } ds_guided_sampler;
 
@@ -307,7 +309,7 @@ typedef struct ds_guided_options {
   double potential_spread;   /**< SMC: c of the intermediate potentials; 0 uses 4 trace(A A^T) / d_y (default 0) */
   ds_resampling_options resampling; /**< SMC: scheme and ESS threshold; its seed and step are set by the sampler */
   int final_resample;        /**< SMC: nonzero draws equally weighted samples after the last step (default 1) */
-  double guidance_scale;     /**< dps and pigdm: multiplier of the guidance term, >= 0 (default 1) */
+  double guidance_scale;     /**< dps, pigdm and tmpd: multiplier of the guidance term, >= 0 (default 1) */
   uint64_t seed;             /**< Philox key (default 0) */
   /* Appended in the second layout (a caller of the first layout gets the defaults below). */
   ds_dps_step dps_step;      /**< dps: guidance step (default DS_DPS_STEP_LIKELIHOOD) */
@@ -316,6 +318,9 @@ typedef struct ds_guided_options {
   int64_t skrock_stages;     /**< skrock: stages per iteration, 2..200 (default 10) */
   double skrock_eta;         /**< skrock: damping, in (0, 1] (default 0.05) */
   double skrock_step_fraction; /**< skrock: step as a fraction of the stability bound, in (0, 1] (default 0.005) */
+  /* Appended in the third layout (a caller of an earlier one keeps their defaults). */
+  double ddrm_eta;           /**< ddrm: eta in [0, 1] (default 0.85) */
+  double ddrm_eta_b;         /**< ddrm: eta_b in [0, 1] (default 1) */
 } ds_guided_options;
 
 /**
@@ -326,7 +331,7 @@ typedef struct ds_guided_outputs {
   size_t struct_size;       /**< sizeof(ds_guided_outputs), set by ds_guided_outputs_init() */
   float* particles;         /**< B x N x d_x final particles (weighted by log_weights for smc) */
   float* log_weights;       /**< B x N final unnormalised log-weights (smc) */
-  float* samples;           /**< B x N x d_x equally weighted samples (smc with final_resample; dps, pigdm) */
+  float* samples;           /**< B x N x d_x equally weighted samples (smc with final_resample; the others) */
   double* log_normaliser;   /**< B estimates of log p(y_b) (smc) */
   float* ess_trace;         /**< B x (steps + 1): ESS at the start and after each transition (smc) */
   int32_t* resample_count;  /**< B resamplings per problem, final resample excluded (smc) */
@@ -501,7 +506,7 @@ DS_API const char* ds_resampling_scheme_name(ds_resampling_scheme scheme);
 /** Parses the names of ds_resampling_scheme_name() into @p out.
  * @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_resampling_scheme(const char* name, ds_resampling_scheme* out);
-/** "smc", "dps", "pigdm", "diffpir" or "skrock" (or "unknown"). Static storage. */
+/** "smc", "dps", "pigdm", "diffpir", "skrock", "tmpd" or "ddrm" (or "unknown"). Static storage. */
 DS_API const char* ds_guided_sampler_name(ds_guided_sampler sampler);
 /** Parses the names of ds_guided_sampler_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_guided_sampler(const char* name, ds_guided_sampler* out);

@@ -41,9 +41,19 @@ enum class guided_sampler : int {
   /// (1, 0)), step skrock_step_fraction times the stability bound of the drift. Chains start from exact prior draws.
   /// Targets the posterior up to an O(step) bias, when the chains mix between its modes.
   skrock = 4,
+  /// Tweedie moment projected diffusion (Boys et al.): the likelihood approximated by
+  /// N(y; A m, A C A^T + sigma_y^2 I) with C = Cov(x0 | x_k) = (s^2 / a) J from d_y Jacobian-vector products per
+  /// particle (symmetrised), its score J A^T (A C A^T + sigma_y^2 I)^-1 (y - A m) added to the DDPM / DDIM mean as
+  /// for dps. Biased (a Gaussian projection of p(x0 | x_k)); O(d_y) denoiser JVPs and a d_y x d_y Cholesky per
+  /// particle and step.
+  tmpd = 5,
+  /// Denoising diffusion restoration models (Kawar et al.) on the SVD A = U diag(S) V^T (an SVD operator as given,
+  /// any other operator factored once on the host): in the spectral coordinates V^T x / a each observed component is
+  /// pulled to S^-1 U^T y by ddrm_eta and ddrm_eta_b, the others follow DDIM with stochasticity ddrm_eta. Biased.
+  ddrm = 6,
 };
 
-/// "smc", "dps", "pigdm", "diffpir" or "skrock".
+/// "smc", "dps", "pigdm", "diffpir", "skrock", "tmpd" or "ddrm".
 DIFFSAMPLE_API const char* to_string(guided_sampler s) noexcept;
 /// Parses the names of to_string(guided_sampler); throws invalid_argument otherwise.
 DIFFSAMPLE_API guided_sampler parse_guided_sampler(const std::string& name);
@@ -126,7 +136,7 @@ struct guided_options {
   resampling_options resampling = {};
   /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).
   bool final_resample = true;
-  double guidance_scale = 1.0;  ///< dps and pigdm: multiplier of the guidance term (zeta of the normalised DPS
+  double guidance_scale = 1.0;  ///< dps, pigdm and tmpd: multiplier of the guidance term (zeta of the normalised DPS
                                 ///< step), finite and >= 0
   dps_step_form dps_step = dps_step_form::likelihood;  ///< dps: the guidance step's form
   double diffpir_zeta = 0.1;     ///< diffpir: share of fresh noise in the re-noising, in [0, 1]
@@ -139,6 +149,12 @@ struct guided_options {
   /// variance along the stiffest direction is 0.997, 0.98, 0.69 and 0.50 of the exact one at fractions 0.001,
   /// 0.005, 0.02 and 0.5 with s = 10, eta = 0.05), hence the default h L = 0.86 for s = 10 (README: "SKRock").
   double skrock_step_fraction = 0.005;
+  /// ddrm: stochasticity eta of the unobserved components and of those observed with less noise than the current
+  /// level, in [0, 1] (0.85, the published default).
+  double ddrm_eta = 0.85;
+  /// ddrm: eta_b, the weight of S^-1 U^T y in the components observed with more noise than the current level, in
+  /// [0, 1] (1, the published default).
+  double ddrm_eta_b = 1.0;
   std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
 };
 

@@ -89,18 +89,20 @@ const char* solve_usage =
     "Posterior sampling for a problem file's prior under its observation y = A x + sigma_y z, scored against the\n"
     "exact posterior (sliced W1 beside the exact-vs-exact floor, log p(y) estimate beside the exact value).\n"
     "  --problem FILE.json     problem file with 'prior' and 'observation' (docs in README)\n"
-    "  --sampler NAME          smc (Monte Carlo guided diffusion, default), dps, pigdm, diffpir, skrock, or exact\n"
-    "                          (the exact posterior's own samples: the reference itself)\n"
+    "  --sampler NAME          smc (Monte Carlo guided diffusion, default), dps, pigdm, diffpir, skrock, tmpd, ddrm,\n"
+    "                          or exact (the exact posterior's own samples: the reference itself)\n"
     "  --particles N           particles (samples) per problem (default 4096 on the CPU, 65536 on a GPU)\n"
     "  --steps N               diffusion steps of the guided samplers, skrock's iterations (default 100)\n"
     "  --dps-step likelihood|normalised  dps: the likelihood score (default) or the step as published,\n"
     "                          zeta J A^T (y - A m) / |y - A m|\n"
-    "  --guidance-scale G      dps and pigdm: guidance multiplier, the normalised step's zeta (default 1)\n"
+    "  --guidance-scale G      dps, pigdm and tmpd: guidance multiplier, the normalised step's zeta (default 1)\n"
     "  --diffpir-zeta Z        diffpir: share of fresh noise in the re-noising, in [0, 1] (default 0.1)\n"
     "  --diffpir-lambda L      diffpir: rho_k = L sigma_y^2 a_k^2 / s_k^2 of the proximal step (default 7)\n"
     "  --skrock-stages S       skrock: stages per iteration, 2..200 (default 10)\n"
     "  --skrock-eta E          skrock: damping, in (0, 1] (default 0.05)\n"
     "  --skrock-step-fraction F  skrock: step as a fraction of the stability bound, in (0, 1] (default 0.005)\n"
+    "  --ddrm-eta E            ddrm: eta in [0, 1] (default 0.85)\n"
+    "  --ddrm-eta-b E          ddrm: eta_b in [0, 1] (default 1)\n"
     "  (each of these may also be given in the problem file's sampler section, with '_' for '-'; the command line\n"
     "   wins)\n"
     "  --samples N             alias of --particles (the exact sampler's sample count)\n"
@@ -1048,12 +1050,14 @@ struct posterior_flag {
 };
 const posterior_flag posterior_flags[] = {
     {"--dps-step", "dps_step", "dps"},
-    {"--guidance-scale", "guidance_scale", "dps pigdm"},
+    {"--guidance-scale", "guidance_scale", "dps pigdm tmpd"},
     {"--diffpir-zeta", "diffpir_zeta", "diffpir"},
     {"--diffpir-lambda", "diffpir_lambda", "diffpir"},
     {"--skrock-stages", "skrock_stages", "skrock"},
     {"--skrock-eta", "skrock_eta", "skrock"},
     {"--skrock-step-fraction", "skrock_step_fraction", "skrock"},
+    {"--ddrm-eta", "ddrm_eta", "ddrm"},
+    {"--ddrm-eta-b", "ddrm_eta_b", "ddrm"},
 };
 
 /// A number from the command line in [lo, hi] (lo excluded when lo_open), else a usage error naming the flag.
@@ -1077,6 +1081,8 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (file.skrock_stages) g.skrock_stages = *file.skrock_stages;
   if (file.skrock_eta) g.skrock_eta = *file.skrock_eta;
   if (file.skrock_step_fraction) g.skrock_step_fraction = *file.skrock_step_fraction;
+  if (file.ddrm_eta) g.ddrm_eta = *file.ddrm_eta;
+  if (file.ddrm_eta_b) g.ddrm_eta_b = *file.ddrm_eta_b;
   if (o.has("--dps-step")) g.dps_step = parse_flag("--dps-step", o.get("--dps-step"), ds::parse_dps_step_form);
   if (o.has("--guidance-scale")) g.guidance_scale = flag_number(o, "--guidance-scale", 0, false, 1e30);
   if (o.has("--diffpir-zeta")) g.diffpir_zeta = flag_number(o, "--diffpir-zeta", 0, false, 1);
@@ -1086,6 +1092,8 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
     throw usage_error("--skrock-stages: at most 200, got " + std::to_string(g.skrock_stages));
   if (o.has("--skrock-eta")) g.skrock_eta = flag_number(o, "--skrock-eta", 0, true, 1);
   if (o.has("--skrock-step-fraction")) g.skrock_step_fraction = flag_number(o, "--skrock-step-fraction", 0, true, 1);
+  if (o.has("--ddrm-eta")) g.ddrm_eta = flag_number(o, "--ddrm-eta", 0, false, 1);
+  if (o.has("--ddrm-eta-b")) g.ddrm_eta_b = flag_number(o, "--ddrm-eta-b", 0, false, 1);
 }
 
 /// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
@@ -1243,7 +1251,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     if (g.sampler == ds::guided_sampler::dps) {
       j["dps_step"] = ds::to_string(g.dps_step);
       j["guidance_scale"] = g.guidance_scale;
-    } else if (g.sampler == ds::guided_sampler::pigdm) {
+    } else if (g.sampler == ds::guided_sampler::pigdm || g.sampler == ds::guided_sampler::tmpd) {
       j["guidance_scale"] = g.guidance_scale;
     } else if (g.sampler == ds::guided_sampler::diffpir) {
       j["diffpir_zeta"] = g.diffpir_zeta;
@@ -1252,6 +1260,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       j["skrock_stages"] = g.skrock_stages;
       j["skrock_eta"] = g.skrock_eta;
       j["skrock_step_fraction"] = g.skrock_step_fraction;
+    } else if (g.sampler == ds::guided_sampler::ddrm) {
+      j["ddrm_eta"] = g.ddrm_eta;
+      j["ddrm_eta_b"] = g.ddrm_eta_b;
     }
     j["non_finite_values"] = non_finite;
     j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
@@ -1278,7 +1289,7 @@ int run_solve(int argc, char** argv, int first) {
                                    "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
                                    "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials", "--dps-step",
                                    "--guidance-scale", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
-                                   "--skrock-eta", "--skrock-step-fraction"},
+                                   "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b"},
                                   {"--quiet"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
@@ -1286,9 +1297,9 @@ int run_solve(int argc, char** argv, int first) {
     throw usage_error("solve: --samples and --particles are the same setting; give one");
   const std::string method = o.has("--sampler") ? o.get("--sampler") : "smc";
   if (method != "exact" && method != "smc" && method != "dps" && method != "pigdm" && method != "diffpir" &&
-      method != "skrock")
+      method != "skrock" && method != "tmpd" && method != "ddrm")
     throw usage_error("--sampler: unknown posterior sampler '" + method +
-                      "' (expected smc, dps, pigdm, diffpir, skrock or exact)");
+                      "' (expected smc, dps, pigdm, diffpir, skrock, tmpd, ddrm or exact)");
   for (const posterior_flag& f : posterior_flags)
     if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
       throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
@@ -1353,7 +1364,7 @@ int run_solve(int argc, char** argv, int first) {
     std::printf("exact posterior samples: %lld (seed %llu, %s executor)%s\n", static_cast<long long>(n),
                 static_cast<unsigned long long>(seed), ds::to_string(where),
                 o.has("--out") ? (" -> " + o.get("--out")).c_str() : "");
-    std::printf("(the exact reference itself: --sampler smc, dps, pigdm, diffpir or skrock runs a posterior sampler)\n");
+    std::printf("(the exact reference itself: --sampler smc, dps, pigdm, diffpir, skrock, tmpd or ddrm runs a posterior sampler)\n");
   }
   check_stdout();
   if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);

@@ -311,7 +311,7 @@ class reader {
               {"name", "schedule", "time_grid", "t_start", "t_end", "alpha_bar", "steps", "chains", "measurements",
                "eta", "sigma", "step_size", "seed", "executor", "final_denoise", "alpha", "method", "dps_step",
                "guidance_scale", "diffpir_zeta", "diffpir_lambda", "skrock_stages", "skrock_eta",
-               "skrock_step_fraction"});
+               "skrock_step_fraction", "ddrm_eta", "ddrm_eta_b"});
     sampler_spec s;
     // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
     auto name = [&](const char* key, auto parse) {
@@ -387,6 +387,8 @@ class reader {
     if (j.contains("diffpir_zeta")) s.diffpir_zeta = in_range("diffpir_zeta", 0, false, 1);
     if (j.contains("diffpir_lambda")) s.diffpir_lambda = in_range("diffpir_lambda", 0, true, 1e12);
     if (j.contains("skrock_eta")) s.skrock_eta = in_range("skrock_eta", 0, true, 1);
+    if (j.contains("ddrm_eta")) s.ddrm_eta = in_range("ddrm_eta", 0, false, 1);
+    if (j.contains("ddrm_eta_b")) s.ddrm_eta_b = in_range("ddrm_eta_b", 0, false, 1);
     if (j.contains("skrock_step_fraction")) s.skrock_step_fraction = in_range("skrock_step_fraction", 0, true, 1);
     if (j.contains("skrock_stages")) {
       s.skrock_stages = integer(j["skrock_stages"], "sampler.skrock_stages", 2);

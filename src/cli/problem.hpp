@@ -69,6 +69,7 @@ struct sampler_spec {
   std::optional<std::string> dps_step;  ///< dps: likelihood or normalised
   std::optional<double> guidance_scale, diffpir_zeta, diffpir_lambda, skrock_eta, skrock_step_fraction;
   std::optional<std::int64_t> skrock_stages;
+  std::optional<double> ddrm_eta, ddrm_eta_b;  ///< ddrm: eta and eta_b, each in [0, 1]
 };
 
 /// A parsed problem file.

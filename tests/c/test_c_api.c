@@ -4,6 +4,7 @@
 #include <diffsample/diffsample.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +266,8 @@ static void test_struct_size(void) {
     ds_guided_outputs gout;
     EXPECT_ERROR(ds_guided_problems_init(&gp, 4), DS_INVALID_ARGUMENT, "struct_size");
     EXPECT_ERROR(ds_guided_options_init(&go, sizeof go / 2), DS_INVALID_ARGUMENT, "struct_size");
+    /* The second layout of ds_guided_options (before ddrm_eta) is still accepted. */
+    CHECK_OK(ds_guided_options_init(&go, offsetof(ds_guided_options, ddrm_eta)));
     EXPECT_ERROR(ds_guided_outputs_init(&gout, sizeof gout + 1), DS_INVALID_ARGUMENT, "struct_size");
   }
 
@@ -324,7 +327,7 @@ static void test_names(void) {
     CHECK_OK(ds_parse_resampling_scheme(ds_resampling_scheme_name((ds_resampling_scheme)i), &rs));
     CHECK((int)rs == i);
   }
-  for (i = 0; i < 5; ++i) {
+  for (i = 0; i < 7; ++i) {
     CHECK_OK(ds_parse_guided_sampler(ds_guided_sampler_name((ds_guided_sampler)i), &gs));
     CHECK((int)gs == i);
   }
@@ -335,11 +338,13 @@ static void test_names(void) {
     CHECK(strcmp(ds_dps_step_name((ds_dps_step)2), "unknown") == 0);
     EXPECT_ERROR(ds_parse_dps_step("normalized", &step), DS_INVALID_ARGUMENT, "normalized");
   }
+  CHECK(strcmp(ds_guided_sampler_name(DS_GUIDED_TMPD), "tmpd") == 0);
+  CHECK(strcmp(ds_guided_sampler_name(DS_GUIDED_DDRM), "ddrm") == 0);
   CHECK(strcmp(ds_schedule_kind_name(DS_SCHEDULE_ORNSTEIN_UHLENBECK), "ornstein_uhlenbeck") == 0);
   CHECK(strcmp(ds_resampling_scheme_name((ds_resampling_scheme)6), "unknown") == 0);
   CHECK(strcmp(ds_guided_sampler_name((ds_guided_sampler)-1), "unknown") == 0);
   EXPECT_ERROR(ds_parse_guided_sampler("mcmc", &gs), DS_INVALID_ARGUMENT, "mcmc");
-  CHECK(gs == DS_GUIDED_SKROCK);
+  CHECK(gs == DS_GUIDED_DDRM);
   EXPECT_ERROR(ds_parse_resampling_scheme(NULL, &rs), DS_INVALID_ARGUMENT, "name");
   EXPECT_ERROR(ds_parse_time_grid("uniform", NULL), DS_INVALID_ARGUMENT, "out");
 }
@@ -818,7 +823,7 @@ static void test_guided(void) {
     CHECK_OK(ds_guided_outputs_init(&only, sizeof only));
     only.samples = samples;
     go.particles = 256;
-    for (i = DS_GUIDED_DPS; i <= DS_GUIDED_SKROCK; ++i) {
+    for (i = DS_GUIDED_DPS; i <= DS_GUIDED_DDRM; ++i) {
       go.sampler = (ds_guided_sampler)i;
       CHECK_OK(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, &report));
       for (j = 0; j < B * 256 * d; ++j) CHECK(isfinite(samples[j]));
@@ -853,6 +858,12 @@ static void test_guided(void) {
       CHECK_OK(ds_guided_sample(prior, &gp, &first, &only, cpu, NULL, 0, &report));
       for (j = 0; j < B * 256 * d; ++j) CHECK(isfinite(samples[j]));
     }
+    go.ddrm_eta = 1.5;
+    go.sampler = DS_GUIDED_DDRM;
+    EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "ddrm_eta");
+    go.ddrm_eta = 0.85;
+    go.sampler = (ds_guided_sampler)7;
+    EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "sampler");
     go.sampler = DS_GUIDED_SMC;
   }
 
@@ -876,7 +887,7 @@ static void test_guided(void) {
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
                "options.resampling.struct_size");
   go.resampling.struct_size = sizeof go.resampling;
-  go.sampler = (ds_guided_sampler)5;
+  go.sampler = (ds_guided_sampler)7;
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "options.sampler");
   go.sampler = DS_GUIDED_SMC;
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "outputs");

@@ -1,0 +1,187 @@
+// Denoising diffusion restoration models (Kawar et al. 2022) for y = A x + sigma_y z on a mixture prior: the
+// per-particle math shared by both executors.
+//
+// With A = U diag(S) V^T (rank r, V: d x r) the observation reads ybar = S^-1 U^T y = V^T x + (sigma_y / S) z in the
+// spectral coordinates V^T x. DDRM runs in the variance-exploding scaling xt = x / a, whose noise level at a grid
+// point is sigma = s / a, and updates each spectral component of xt by how its observation noise n_i = sigma_y / S_i
+// compares with the next level sigma' (the published efficient_generalized_steps):
+//   unobserved (S_i = 0, and the complement of V): xbar0 + sigma' sqrt(1 - eta^2) eps + eta sigma' xi (DDIM);
+//   sigma' <  n_i: xbar0 + sigma' sqrt(1 - eta^2) (ybar_i - xbar0_i) / n_i + eta sigma' xi_i;
+//   sigma' >= n_i: (1 - eta_b) xbar0_i + eta_b ybar_i + sqrt(sigma'^2 - n_i^2 eta_b^2) xi_i,
+// with xbar0 = V^T m (m the denoiser) and eps = (x - a m) / s. The complement of V is never formed: the full-space
+// DDIM update is made first and its projection on V replaced, xt' = u + V (v - V^T u), which needs only V; the
+// observed components' noise is V^T xi, independent of the complement's part of xi. Then x' = a' xt'.
+#pragma once
+
+#include "kernels/config.cuh"
+#include "kernels/guided.cuh"
+#include "kernels/mixture.cuh"
+#include "kernels/rng.cuh"
+
+namespace diffsample::kernels {
+
+/// One DDRM transition: channel (a, s) of x, signal scale a_next and VE noise level sigma_next = s_next / a_next of
+/// the next point.
+struct ddrm_step {
+  float a, s, a_next, sigma_next;
+  float inv_s;  // 1 / s, from the host (no division in the step)
+};
+
+/// The channels of the steps, for the mixture's per-channel constant table (channel_table_functor): channel k is
+/// step k's (a, s).
+struct ddrm_channels {
+  const ddrm_step* steps;
+  DS_HD_INLINE bool operator()(std::int64_t c, float& a, float& s) const {
+    a = steps[c].a;
+    s = steps[c].s;
+    return true;
+  }
+};
+
+struct ddrm_params {
+  mixture_channels channels;  // the mixture's constants at every step's channel (no division in the step)
+  const ddrm_step* steps;
+  const float* V;           // d x r per operator (row-major), 1 shared or B
+  std::int64_t V_stride;    // 0 when shared, else d r
+  const float* ybar;        // B x r: S^-1 U^T y (0 where S_i = 0)
+  const float* noise;       // B x r: n_i = sigma_y / S_i, or a negative value where S_i = 0 (unobserved)
+  const float* inv_noise;   // B x r: 1 / n_i (0 where unobserved)
+  std::int64_t problems, particles;
+  int d, r;
+  float eta, eta_b;
+  float keep;               // sqrt(1 - eta^2)
+  float sigma_start;        // s_0 / a_0
+  float a_start;            // a_0
+  std::uint64_t seed;
+};
+
+/// sqrt(max(v, 0)). On the device as v * rsqrt(v) (MUFU, relative error ~2^-22), which avoids the IEEE square
+/// root's slow-path call (and the register spills around it) inside the step; the device already differs from the
+/// host in the last bits of its normals.
+DS_HD_INLINE float ddrm_sqrt(float v) {
+#ifdef __CUDA_ARCH__
+  return v > 0.f ? v * rsqrtf(v) : 0.f;
+#else
+  return v > 0.f ? sqrtf(v) : 0.f;
+#endif
+}
+
+/// out = V^T v (r values) for problem b.
+template <class Vec>
+DS_HD_INLINE void ddrm_project(const ddrm_params& p, std::int64_t b, const Vec& v, float* out) {
+  const float* V = p.V + b * p.V_stride;
+  for (int i = 0; i < p.r; ++i) out[i] = 0.f;
+  for (int j = 0; j < p.d; ++j) {
+    const float vj = v[j];
+    const float* row = V + static_cast<std::int64_t>(j) * p.r;
+    for (int i = 0; i < p.r; ++i) out[i] += row[i] * vj;
+  }
+}
+
+/// u += V c (c: r values) for problem b.
+template <class Vec>
+DS_HD_INLINE void ddrm_lift(const ddrm_params& p, std::int64_t b, const float* c, Vec& u) {
+  const float* V = p.V + b * p.V_stride;
+  for (int j = 0; j < p.d; ++j) {
+    const float* row = V + static_cast<std::int64_t>(j) * p.r;
+    float acc = 0.f;
+    for (int i = 0; i < p.r; ++i) acc += row[i] * c[i];
+    u[j] += acc;
+  }
+}
+
+/// Scratch of one particle: m (d), xi (d), then three r-vectors.
+struct ddrm_scratch {
+  float* m;
+  float* xi;
+  float* proj_u;   // r: V^T u
+  float* proj_xi;  // r: V^T xi
+  float* proj_m;   // r: V^T m, then the new spectral values minus V^T u
+};
+
+/// The initial state at the first grid point (VE level sigma_T = s_0 / a_0): xt = sigma_T xi, then every observed
+/// component with n_i < sigma_T is set to ybar_i + sqrt(sigma_T^2 - n_i^2) (V^T xi)_i (the published p(x_T | y));
+/// x = a_0 xt. Stream step 0.
+template <class X>
+DS_HD_INLINE void ddrm_init(const ddrm_params& p, std::int64_t i, std::int64_t b, X& x, const ddrm_scratch& w) {
+  const float sT = p.sigma_start;
+  philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+  rng.normals(p.d, [&](int j, float z) {
+    w.xi[j] = z;
+    x[j] = sT * z;
+  });
+  ddrm_project(p, b, w.xi, w.proj_xi);
+  const float* ybar = p.ybar + b * p.r;
+  const float* noise = p.noise + b * p.r;
+  for (int c = 0; c < p.r; ++c) {
+    const float n = noise[c];
+    const float keep = sT * w.proj_xi[c];  // the current spectral value
+    float target = keep;
+    if (n >= 0.f && n < sT) target = ybar[c] + ddrm_sqrt(sT * sT - n * n) * w.proj_xi[c];
+    w.proj_m[c] = target - keep;
+  }
+  ddrm_lift(p, b, w.proj_m, x);
+  for (int j = 0; j < p.d; ++j) x[j] *= p.a_start;
+}
+
+/// One DDRM transition of one particle in place (stream step k + 1); x is a strided_vec (its size is d).
+template <class X>
+DS_HD_INLINE void ddrm_transition(const ddrm_params& p, std::int64_t i, std::int64_t b, std::int64_t k, X& x,
+                                  const ddrm_scratch& w) {
+  const ddrm_step st = p.steps[k];
+  const int d = p.d;
+  strided_vec<float> m{w.m, 1, d};
+  channel_denoiser<float>(p.channels.at(k, st.a, st.s), x, m);
+  const float sn = st.sigma_next;
+  const float keep = p.keep;
+  const float spread = p.eta * sn;  // std of the fresh noise
+  philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+  // u = m + sigma' sqrt(1 - eta^2) eps + eta sigma' xi (the VE-scaled DDIM update), in x.
+  const float inv_s = st.inv_s;
+  rng.normals(d, [&](int j, float z) {
+    w.xi[j] = z;
+    const float eps = (x[j] - st.a * m[j]) * inv_s;
+    x[j] = m[j] + sn * keep * eps + spread * z;
+  });
+  ddrm_project(p, b, x, w.proj_u);
+  ddrm_project(p, b, w.xi, w.proj_xi);
+  ddrm_project(p, b, m, w.proj_m);
+  const float* ybar = p.ybar + b * p.r;
+  const float* noise = p.noise + b * p.r;
+  const float* inv_noise = p.inv_noise + b * p.r;
+  for (int c = 0; c < p.r; ++c) {
+    const float n = noise[c];
+    float v = w.proj_u[c];  // unobserved: the DDIM update as it is
+    if (n >= 0.f) {
+      const float x0 = w.proj_m[c];
+      if (sn < n) {
+        v = x0 + sn * keep * (ybar[c] - x0) * inv_noise[c] + spread * w.proj_xi[c];
+      } else {
+        v = (1.f - p.eta_b) * x0 + p.eta_b * ybar[c] +
+            ddrm_sqrt(sn * sn - n * n * p.eta_b * p.eta_b) * w.proj_xi[c];
+      }
+    }
+    w.proj_m[c] = v - w.proj_u[c];
+  }
+  ddrm_lift(p, b, w.proj_m, x);
+  for (int j = 0; j < d; ++j) x[j] *= st.a_next;
+}
+
+/// A whole DDRM trajectory per particle (B N particles).
+struct guided_ddrm_functor {
+  ddrm_params p;
+  std::int64_t steps;
+  float* x;     // B N x d (output)
+  float* work;  // B N x (2 d + 3 r)
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t per = 2 * static_cast<std::int64_t>(p.d) + 3 * static_cast<std::int64_t>(p.r);
+    float* w0 = work + i * per;
+    ddrm_scratch w{w0, w0 + p.d, w0 + 2 * p.d, w0 + 2 * p.d + p.r, w0 + 2 * p.d + 2 * p.r};
+    strided_vec<float> xi{x + i * p.d, 1, p.d};
+    const std::int64_t b = i / p.particles;
+    ddrm_init(p, i, b, xi, w);
+    for (std::int64_t k = 0; k < steps; ++k) ddrm_transition(p, i, b, k, xi, w);
+  }
+};
+
+}  // namespace diffsample::kernels

@@ -1,0 +1,187 @@
+// The guided samplers that run outside src/guided.cu's SMC pipeline (TMPD, DDRM), each in its own file
+// (src/guided_tmpd.cu, src/guided_ddrm.cu), dispatched from guided_sample(), and the host
+// tables they share: the backward kernels of the time grid, the operators as the kernels read them (dense rows or
+// masks), the observations and the noise levels, laid out in one blob copied to the executor once per call.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "kernels/backward.cuh"
+#include "kernels/guided.cuh"
+#include "src/cuda_check.hpp"
+#include "src/launch.hpp"
+#include "src/mixture_storage.hpp"
+#include "src/validate.hpp"
+#include <diffsample/error.hpp>
+#include <diffsample/guided.hpp>
+
+namespace diffsample::detail {
+
+// Entry points, called by guided_workspace_bytes() and guided_sample() after their common validation.
+std::size_t tmpd_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                 const guided_options& options);
+guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& problems,
+                          const guided_options& options, guided_outputs outputs, execution exec, void* workspace,
+                          std::size_t workspace_bytes);
+std::size_t ddrm_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                 const guided_options& options);
+guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& problems,
+                          const guided_options& options, guided_outputs outputs, execution exec, void* workspace,
+                          std::size_t workspace_bytes);
+
+/// A workspace laid out by successive put() calls (256-byte aligned), the first part filled on the host.
+struct blob_layout {
+  std::size_t at = 0;
+  std::size_t put(std::size_t bytes) {
+    const std::size_t here = at;
+    at += (bytes + 255) / 256 * 256;
+    return here;
+  }
+};
+
+/// The tables every sampler of this family reads: per transition the backward kernel (guided_step), the operators
+/// (dense rows as floats, or masks), y as floats. Offsets into the blob.
+struct linear_tables {
+  std::size_t steps = 0, A = 0, mask = 0, y = 0;
+  bool masks = false;
+  std::int64_t operators = 1;  // 1 shared or B
+  float initial_scale = 1.f;
+  std::vector<schedule_point> points;
+};
+
+/// Lays out and fills the shared tables at the front of @p blob (grown as needed) and checks the schedule (s > 0
+/// at every point a step starts from, a > 0 everywhere).
+inline linear_tables put_linear_tables(const gaussian_mixture& prior, const guided_problems& pr,
+                                       const guided_options& o, blob_layout& layout,
+                                       std::vector<unsigned char>* blob) {
+  const std::int64_t d = prior.dim(), dy = pr.d_y, K = o.steps, B = pr.problems;
+  linear_tables t;
+  t.points = o.schedule.points(K);
+  t.masks = !pr.operators.empty() &&
+            std::all_of(pr.operators.begin(), pr.operators.end(),
+                        [](const observation_operator& op) { return op.kind() == observation_kind::mask; });
+  t.operators = pr.operators.empty() ? (pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : B)
+                                     : static_cast<std::int64_t>(pr.operators.size());
+  const std::int64_t per = dy * (t.masks ? 1 : d);
+  t.steps = layout.put(K * sizeof(kernels::guided_step));
+  t.A = layout.put(t.operators * per * sizeof(float));
+  t.mask = layout.put(t.masks ? t.operators * dy * sizeof(std::int32_t) : 0);
+  t.y = layout.put(B * dy * sizeof(float));
+  if (blob == nullptr) return t;
+  blob->resize(std::max(blob->size(), layout.at));
+  unsigned char* base = blob->data();
+  auto* steps = reinterpret_cast<kernels::guided_step*>(base + t.steps);
+  const std::vector<schedule_point>& pts = t.points;
+  for (std::int64_t k = 0; k < K; ++k) {
+    const schedule_point &p = pts[k], &q = pts[k + 1];
+    DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
+                                                                  << "), where a DDPM step divides by s^2");
+    DIFFSAMPLE_EXPECTS(p.a > 0 && q.a > 0, "options.schedule: a = 0 at t = " << (p.a > 0 ? q.t : p.t)
+                                                                             << ": the samplers need a > 0");
+    const kernels::backward_coefficients bk = kernels::ddpm_ddim_kernel(p.a, p.s, q.a, q.s, o.ddim, o.eta);
+    kernels::guided_step st{};
+    st.a = float(p.a);
+    st.s = float(p.s);
+    st.a_next = float(q.a);
+    st.c0 = float(bk.cm);
+    st.c1 = float(bk.cx);
+    st.sig = float(bk.sigma);
+    st.guidance = float(bk.cm * p.s * p.s / p.a);
+    steps[k] = st;
+  }
+  auto* A32 = reinterpret_cast<float*>(base + t.A);
+  auto* mask32 = reinterpret_cast<std::int32_t*>(base + t.mask);
+  for (std::int64_t c = 0; c < t.operators; ++c) {
+    if (pr.operators.empty()) {
+      for (std::int64_t i = 0; i < dy * d; ++i) A32[c * dy * d + i] = float(pr.A[c * dy * d + i]);
+    } else if (t.masks) {
+      const observation_operator& op = pr.operators[c];
+      for (std::int64_t i = 0; i < dy; ++i) {
+        A32[c * dy + i] = float(op.diagonal()[i]);
+        mask32[c * dy + i] = static_cast<std::int32_t>(op.indices()[i]);
+      }
+    } else {
+      const std::vector<double> A = pr.operators[c].matrix();
+      for (std::int64_t i = 0; i < dy * d; ++i) A32[c * dy * d + i] = float(A[i]);
+    }
+  }
+  auto* y32 = reinterpret_cast<float*>(base + t.y);
+  for (std::size_t i = 0; i < pr.y.size(); ++i) y32[i] = float(pr.y[i]);
+  t.initial_scale = float(pts.front().s);
+  return t;
+}
+
+/// guided_params over the tables in the executor's copy of the blob at @p ws.
+inline kernels::guided_params linear_params(const gaussian_mixture& prior, const guided_problems& pr,
+                                            const guided_options& o, const linear_tables& t, executor where,
+                                            const unsigned char* ws) {
+  kernels::guided_params p{};
+  p.mix = prior.storage().view(where);
+  p.steps = reinterpret_cast<const kernels::guided_step*>(ws + t.steps);
+  p.A = reinterpret_cast<const float*>(ws + t.A);
+  p.mask = t.masks ? reinterpret_cast<const std::int32_t*>(ws + t.mask) : nullptr;
+  p.A_stride = t.operators == 1 ? 0 : pr.d_y * (t.masks ? 1 : prior.dim());
+  p.y = reinterpret_cast<const float*>(ws + t.y);
+  p.problems = pr.problems;
+  p.particles = o.particles;
+  p.d = int(prior.dim());
+  p.d_y = int(pr.d_y);
+  p.seed = o.seed;
+  p.initial_scale = t.initial_scale;
+  return p;
+}
+
+/// Where the run happens and its workspace: the caller's (checked) or one owned allocation; the host blob copied in
+/// (cudaMemcpyAsync on the stream for the CUDA executor).
+struct run_space {
+  executor where = executor::cpu;
+  unsigned char* ws = nullptr;
+  std::unique_ptr<scratch> owned;
+};
+
+inline const void* output_probe(const guided_outputs& out) {
+  return out.particles != nullptr ? static_cast<const void*>(out.particles) : static_cast<const void*>(out.samples);
+}
+
+inline void prepare_run(run_space& rs, const guided_problems& pr, const guided_options& o, std::int64_t d,
+                        const guided_outputs& out, execution exec, void* workspace, std::size_t workspace_bytes,
+                        std::size_t total, const std::vector<unsigned char>& blob) {
+  rs.where = resolve_executor(exec.kind, output_probe(out));
+  const std::int64_t BN = pr.problems * o.particles;
+  if (out.particles != nullptr) check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), rs.where);
+  if (out.samples != nullptr) check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), rs.where);
+  if (workspace != nullptr) {
+    DIFFSAMPLE_EXPECTS(workspace_bytes >= total,
+                       "workspace_bytes: " << workspace_bytes << " given, " << total << " needed");
+    check_buffer("workspace", workspace, static_cast<std::int64_t>(total / 16), 16, rs.where);
+    rs.ws = static_cast<unsigned char*>(workspace);
+  } else {
+    check_allocation("guided workspace", total, rs.where);
+    rs.owned = std::make_unique<scratch>(total, rs.where, exec.stream);
+    rs.ws = static_cast<unsigned char*>(rs.owned->data());
+  }
+  if (rs.where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(rs.ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, exec.stream));
+  } else {
+    std::memcpy(rs.ws, blob.data(), blob.size());
+  }
+}
+
+/// Copies the final particles to the requested outputs; returns the launches issued.
+inline std::int64_t copy_outputs(const float* x, std::int64_t n, const guided_outputs& out, executor where,
+                                 cudaStream_t stream) {
+  std::int64_t launches = 0;
+  for (float* dst : {out.particles, out.samples}) {
+    if (dst == nullptr) continue;
+    kernels::for_each_index(where, n, kernels::guided_copy_functor{x, dst}, stream);
+    ++launches;
+  }
+  return launches;
+}
+
+}  // namespace diffsample::detail
