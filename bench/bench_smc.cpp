@@ -1,6 +1,6 @@
 // Throughput of the guided SMC (Monte Carlo guided diffusion), DiffPIR and SKRock on the 25-component grid mixture
 // with d_y = 1 at d = 10 and 100 (particle-steps per second; SKRock's steps are its iterations), of the exact posterior's sampler on the same problem (samples per
-// second; its rows reuse the columns), of TMPD and DDRM on the same problem (particle-steps per second), and of resampling alone at N = 2^20 and 2^24 (particles per second).
+// second; its rows reuse the columns), of TMPD, DDRM and DCPS on the same problem (particle-steps per second), and of resampling alone at N = 2^20 and 2^24 (particles per second).
 //
 // Per particle-step the SMC runs one denoiser (K components: ~7 K d + 12 K FLOP, as bench_langevin's score), the
 // residuals A x and A mu (4 d_y d FLOP), the mutation (d + d_y normals, 2 d_y d + d_y^2 FLOP) and, when the ESS
@@ -126,10 +126,12 @@ int main(int argc, char** argv) {
                     static_cast<long long>(d), static_cast<long long>(N), r * stages,
                     static_cast<long long>(b.skrock_stages));
     }
-    // The other posterior samplers on the same problem, in the same run (particle-steps per second only): TMPD
-    // (a denoiser, d_y JVPs and a d_y x d_y Cholesky per particle-step) and DDRM (a denoiser and three
-    // projections on the rank-r SVD).
-    for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::ddrm}) {
+    // The other posterior samplers on the same problem, in the same run (particle-steps per second only, a step
+    // being one grid transition; DCPS's Langevin steps count as extra work inside its transitions): TMPD (a
+    // denoiser, d_y JVPs and a d_y x d_y Cholesky per particle-step), DDRM (a denoiser and three projections on the
+    // rank-r SVD) and DCPS with its defaults (a denoiser plus two denoiser-and-JVP pairs per transition, and
+    // L M = 200 tamed ULA steps of a denoiser and a JVP each per trajectory).
+    for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::ddrm, ds::guided_sampler::dcps}) {
       ds::guided_options so = o;
       so.sampler = s;
       buffer<float> samples(std::size_t(N * d), gpu);

@@ -69,7 +69,7 @@ static_assert(int(ds::guided_sampler::smc) == DS_GUIDED_SMC && int(ds::guided_sa
               int(ds::guided_sampler::pigdm) == DS_GUIDED_PIGDM &&
               int(ds::guided_sampler::diffpir) == DS_GUIDED_DIFFPIR &&
               int(ds::guided_sampler::skrock) == DS_GUIDED_SKROCK && int(ds::guided_sampler::tmpd) == DS_GUIDED_TMPD &&
-              int(ds::guided_sampler::ddrm) == DS_GUIDED_DDRM);
+              int(ds::guided_sampler::ddrm) == DS_GUIDED_DDRM && int(ds::guided_sampler::dcps) == DS_GUIDED_DCPS);
 static_assert(int(ds::dps_step_form::likelihood) == DS_DPS_STEP_LIKELIHOOD &&
               int(ds::dps_step_form::normalised) == DS_DPS_STEP_NORMALISED && sizeof(ds_dps_step) == 4);
 // ds_resample() hands the caller's report array to the C++ call (it may be device memory): the layouts must agree.
@@ -186,7 +186,7 @@ DS_LAYOUT(ds_guided_problems);
 DS_LAYOUT(ds_guided_outputs);
 #undef DS_LAYOUT
 // ds_guided_options: the first layout ended with seed; the second appends dps_step and the diffpir and skrock
-// settings; the third the ddrm settings.
+// settings; the third the ddrm and dcps settings.
 template <>
 struct layout<ds_guided_options> {
   static constexpr const char* name = "ds_guided_options";
@@ -389,13 +389,18 @@ ds_guided_options to_c(const ds::guided_options& d) {
   o.skrock_step_fraction = d.skrock_step_fraction;
   o.ddrm_eta = d.ddrm_eta;
   o.ddrm_eta_b = d.ddrm_eta_b;
+  o.dcps_blocks = d.dcps_blocks;
+  o.dcps_langevin_steps = d.dcps_langevin_steps;
+  o.dcps_langevin_step = d.dcps_langevin_step;
+  o.dcps_gradient_steps = d.dcps_gradient_steps;
+  o.dcps_learning_rate = d.dcps_learning_rate;
   return o;
 }
 
 ds::guided_options to_cpp(const ds_guided_options* p) {
   const ds_guided_options o = read_struct("options", p, to_c(ds::guided_options{}));
   ds::guided_options r;
-  r.sampler = enum_to_cpp<ds::guided_sampler>("options.sampler", o.sampler, 7);
+  r.sampler = enum_to_cpp<ds::guided_sampler>("options.sampler", o.sampler, 8);
   r.schedule = to_cpp("options.schedule", o.schedule);
   r.steps = o.steps;
   r.ddim = o.ddim != 0;
@@ -414,6 +419,11 @@ ds::guided_options to_cpp(const ds_guided_options* p) {
   r.skrock_step_fraction = o.skrock_step_fraction;
   r.ddrm_eta = o.ddrm_eta;
   r.ddrm_eta_b = o.ddrm_eta_b;
+  r.dcps_blocks = o.dcps_blocks;
+  r.dcps_langevin_steps = o.dcps_langevin_steps;
+  r.dcps_langevin_step = o.dcps_langevin_step;
+  r.dcps_gradient_steps = o.dcps_gradient_steps;
+  r.dcps_learning_rate = o.dcps_learning_rate;
   return r;
 }
 
@@ -676,7 +686,7 @@ ds_status ds_parse_resampling_scheme(const char* name, ds_resampling_scheme* out
   return parse_enum(name, out, [](const std::string& n) { return ds::parse_resampling_scheme(n); });
 }
 const char* ds_guided_sampler_name(ds_guided_sampler sampler) {
-  return enum_name<ds_guided_sampler, ds::guided_sampler>(sampler, 7);
+  return enum_name<ds_guided_sampler, ds::guided_sampler>(sampler, 8);
 }
 ds_status ds_parse_guided_sampler(const char* name, ds_guided_sampler* out) {
   return parse_enum(name, out, [](const std::string& n) { return ds::parse_guided_sampler(n); });

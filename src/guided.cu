@@ -28,7 +28,7 @@ namespace {
 constexpr guided_sampler known_guided_samplers[] = {guided_sampler::smc,     guided_sampler::dps,
                                                     guided_sampler::pigdm,   guided_sampler::diffpir,
                                                     guided_sampler::skrock,  guided_sampler::tmpd,
-                                                    guided_sampler::ddrm};
+                                                    guided_sampler::ddrm,    guided_sampler::dcps};
 }  // namespace
 
 const char* to_string(guided_sampler s) noexcept {
@@ -40,6 +40,7 @@ const char* to_string(guided_sampler s) noexcept {
     case guided_sampler::skrock: return "skrock";
     case guided_sampler::tmpd: return "tmpd";
     case guided_sampler::ddrm: return "ddrm";
+    case guided_sampler::dcps: return "dcps";
   }
   return "unknown";
 }
@@ -48,7 +49,7 @@ guided_sampler parse_guided_sampler(const std::string& name) {
   for (guided_sampler s : known_guided_samplers)
     if (name == to_string(s)) return s;
   throw invalid_argument("sampler: unknown guided sampler '" + name +
-                         "' (expected smc, dps, pigdm, diffpir, skrock, tmpd or ddrm)");
+                         "' (expected smc, dps, pigdm, diffpir, skrock, tmpd, ddrm or dcps)");
 }
 
 const char* to_string(dps_step_form f) noexcept {
@@ -369,6 +370,17 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
                      "options.ddrm_eta: must be in [0, 1], got " << o.ddrm_eta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.ddrm_eta_b) && o.ddrm_eta_b >= 0 && o.ddrm_eta_b <= 1,
                      "options.ddrm_eta_b: must be in [0, 1], got " << o.ddrm_eta_b);
+  // dcps_blocks is bounded by the steps only when DCPS runs (its default, 4, may exceed another sampler's steps).
+  DIFFSAMPLE_EXPECTS(o.dcps_blocks >= 1 && (o.sampler != guided_sampler::dcps || o.dcps_blocks <= o.steps),
+                     "options.dcps_blocks: must be in [1, steps = " << o.steps << "], got " << o.dcps_blocks);
+  DIFFSAMPLE_EXPECTS(o.dcps_langevin_steps >= 0 && o.dcps_langevin_steps <= (std::int64_t(1) << 20),
+                     "options.dcps_langevin_steps: must be in [0, 2^20], got " << o.dcps_langevin_steps);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.dcps_langevin_step) && o.dcps_langevin_step > 0,
+                     "options.dcps_langevin_step: must be finite and > 0, got " << o.dcps_langevin_step);
+  DIFFSAMPLE_EXPECTS(o.dcps_gradient_steps >= 0 && o.dcps_gradient_steps <= 64,
+                     "options.dcps_gradient_steps: must be in [0, 64], got " << o.dcps_gradient_steps);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.dcps_learning_rate) && o.dcps_learning_rate >= 0,
+                     "options.dcps_learning_rate: must be finite and >= 0, got " << o.dcps_learning_rate);
 }
 
 // The host tables, laid out exactly as their device copy.
@@ -553,6 +565,7 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
   switch (options.sampler) {
     case guided_sampler::tmpd: return detail::tmpd_workspace_bytes(prior, problems, options);
     case guided_sampler::ddrm: return detail::ddrm_workspace_bytes(prior, problems, options);
+    case guided_sampler::dcps: return detail::dcps_workspace_bytes(prior, problems, options);
     default: break;
   }
   const svd_reduction reduced = reduce_svd(problems, prior.dim());
@@ -565,6 +578,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   switch (o.sampler) {
     case guided_sampler::tmpd: return detail::tmpd_sample(prior, given, o, out, exec, workspace, workspace_bytes);
     case guided_sampler::ddrm: return detail::ddrm_sample(prior, given, o, out, exec, workspace, workspace_bytes);
+    case guided_sampler::dcps: return detail::dcps_sample(prior, given, o, out, exec, workspace, workspace_bytes);
     default: break;
   }
   const svd_reduction reduced = reduce_svd(given, prior.dim());

@@ -1,5 +1,5 @@
-// The guided samplers that run outside src/guided.cu's SMC pipeline (TMPD, DDRM), each in its own file
-// (src/guided_tmpd.cu, src/guided_ddrm.cu), dispatched from guided_sample(), and the host
+// The guided samplers that run outside src/guided.cu's SMC pipeline (TMPD, DDRM, DCPS), each in its own file
+// (src/guided_tmpd.cu, src/guided_ddrm.cu, src/guided_dcps.cu), dispatched from guided_sample(), and the host
 // tables they share: the backward kernels of the time grid, the operators as the kernels read them (dense rows or
 // masks), the observations and the noise levels, laid out in one blob copied to the executor once per call.
 #pragma once
@@ -31,6 +31,11 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
 std::size_t ddrm_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& options);
 guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& problems,
+                          const guided_options& options, guided_outputs outputs, execution exec, void* workspace,
+                          std::size_t workspace_bytes);
+std::size_t dcps_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                 const guided_options& options);
+guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& problems,
                           const guided_options& options, guided_outputs outputs, execution exec, void* workspace,
                           std::size_t workspace_bytes);
 

@@ -266,6 +266,7 @@ typedef enum ds_guided_sampler {
   DS_GUIDED_SKROCK = 4,  /**< SKRock: stabilised Runge-Kutta-Chebyshev Langevin on the posterior */
   DS_GUIDED_TMPD = 5,  /**< Tweedie moment projected diffusion (biased baseline) */
   DS_GUIDED_DDRM = 6,  /**< denoising diffusion restoration on the SVD of A (biased baseline) */
+  DS_GUIDED_DCPS = 7,  /**< divide-and-conquer posterior sampling (tamed ULA and variational kernels per block) */
   DS_GUIDED_SAMPLER_MAX_ENUM = 0x7FFFFFFF /**< not a sampler: keeps the enum 32-bit */
 } ds_guided_sampler;
 
@@ -318,9 +319,14 @@ typedef struct ds_guided_options {
   int64_t skrock_stages;     /**< skrock: stages per iteration, 2..200 (default 10) */
   double skrock_eta;         /**< skrock: damping, in (0, 1] (default 0.05) */
   double skrock_step_fraction; /**< skrock: step as a fraction of the stability bound, in (0, 1] (default 0.005) */
-  /* Appended in the third layout (a caller of an earlier one keeps their defaults). */
+  /* Appended in the third layout (a caller of an earlier one keeps their defaults): ddrm and dcps. */
   double ddrm_eta;           /**< ddrm: eta in [0, 1] (default 0.85) */
   double ddrm_eta_b;         /**< ddrm: eta_b in [0, 1] (default 1) */
+  int64_t dcps_blocks;          /**< dcps: blocks L of the time grid, 1..steps (default 4) */
+  int64_t dcps_langevin_steps;  /**< dcps: tamed ULA steps M per block, 0..2^20 (default 50) */
+  double dcps_langevin_step;    /**< dcps: Langevin step gamma > 0 (default 1e-3) */
+  int64_t dcps_gradient_steps;  /**< dcps: normalised gradient steps per variational fit, 0..64 (default 2) */
+  double dcps_learning_rate;    /**< dcps: gradient step length in units of the kernel's scale, >= 0 (default 0.1) */
 } ds_guided_options;
 
 /**
@@ -506,7 +512,7 @@ DS_API const char* ds_resampling_scheme_name(ds_resampling_scheme scheme);
 /** Parses the names of ds_resampling_scheme_name() into @p out.
  * @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_resampling_scheme(const char* name, ds_resampling_scheme* out);
-/** "smc", "dps", "pigdm", "diffpir", "skrock", "tmpd" or "ddrm" (or "unknown"). Static storage. */
+/** "smc", "dps", "pigdm", "diffpir", "skrock", "tmpd", "ddrm" or "dcps" (or "unknown"). Static storage. */
 DS_API const char* ds_guided_sampler_name(ds_guided_sampler sampler);
 /** Parses the names of ds_guided_sampler_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_guided_sampler(const char* name, ds_guided_sampler* out);

@@ -51,9 +51,14 @@ enum class guided_sampler : int {
   /// any other operator factored once on the host): in the spectral coordinates V^T x / a each observed component is
   /// pulled to S^-1 U^T y by ddrm_eta and ddrm_eta_b, the others follow DDIM with stochasticity ddrm_eta. Biased.
   ddrm = 6,
+  /// Divide-and-conquer posterior sampling (Janati et al., seed 002): dcps_blocks blocks of the time grid, each
+  /// starting with dcps_langevin_steps tamed ULA steps on the block's intermediate posterior, then the block's
+  /// steps drawn from mean-field Gaussian fits of the backward kernels twisted by the block's potential (README:
+  /// "DCPS").
+  dcps = 7,
 };
 
-/// "smc", "dps", "pigdm", "diffpir", "skrock", "tmpd" or "ddrm".
+/// "smc", "dps", "pigdm", "diffpir", "skrock", "tmpd", "ddrm" or "dcps".
 DIFFSAMPLE_API const char* to_string(guided_sampler s) noexcept;
 /// Parses the names of to_string(guided_sampler); throws invalid_argument otherwise.
 DIFFSAMPLE_API guided_sampler parse_guided_sampler(const std::string& name);
@@ -155,6 +160,19 @@ struct guided_options {
   /// ddrm: eta_b, the weight of S^-1 U^T y in the components observed with more noise than the current level, in
   /// [0, 1] (1, the published default).
   double ddrm_eta_b = 1.0;
+  /// dcps: blocks L of the time grid (block l spans grid steps l (steps / L) .. (l + 1) (steps / L), the last
+  /// block up to steps), 1..steps.
+  std::int64_t dcps_blocks = 4;
+  /// dcps: tamed unadjusted Langevin steps M at the start of each block, 0..2^20.
+  std::int64_t dcps_langevin_steps = 50;
+  /// dcps: Langevin step gamma, finite and > 0 (1e-3, the published default).
+  double dcps_langevin_step = 1e-3;
+  /// dcps: normalised stochastic gradient steps of each variational fit, 0..64 (2, the published default).
+  std::int64_t dcps_gradient_steps = 2;
+  /// dcps: length of each normalised gradient step as a multiple rho of the kernel's scale: the mean moves by
+  /// rho sig sqrt(d), the log standard deviations by rho sqrt(d) (sig the unconditional kernel's standard
+  /// deviation); finite and >= 0.
+  double dcps_learning_rate = 0.1;
   std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
 };
 

@@ -90,7 +90,7 @@ const char* solve_usage =
     "exact posterior (sliced W1 beside the exact-vs-exact floor, log p(y) estimate beside the exact value).\n"
     "  --problem FILE.json     problem file with 'prior' and 'observation' (docs in README)\n"
     "  --sampler NAME          smc (Monte Carlo guided diffusion, default), dps, pigdm, diffpir, skrock, tmpd, ddrm,\n"
-    "                          or exact (the exact posterior's own samples: the reference itself)\n"
+    "                          dcps, or exact (the exact posterior's own samples: the reference itself)\n"
     "  --particles N           particles (samples) per problem (default 4096 on the CPU, 65536 on a GPU)\n"
     "  --steps N               diffusion steps of the guided samplers, skrock's iterations (default 100)\n"
     "  --dps-step likelihood|normalised  dps: the likelihood score (default) or the step as published,\n"
@@ -103,6 +103,9 @@ const char* solve_usage =
     "  --skrock-step-fraction F  skrock: step as a fraction of the stability bound, in (0, 1] (default 0.005)\n"
     "  --ddrm-eta E            ddrm: eta in [0, 1] (default 0.85)\n"
     "  --ddrm-eta-b E          ddrm: eta_b in [0, 1] (default 1)\n"
+    "  --dcps-blocks L         dcps: blocks of the time grid, 1..steps (default 4)\n"
+    "  --dcps-langevin-steps M dcps: tamed ULA steps per block, 0..2^20 (default 50)\n"
+    "  --dcps-langevin-step G  dcps: Langevin step, > 0 (default 1e-3)\n"
     "  (each of these may also be given in the problem file's sampler section, with '_' for '-'; the command line\n"
     "   wins)\n"
     "  --samples N             alias of --particles (the exact sampler's sample count)\n"
@@ -1058,6 +1061,9 @@ const posterior_flag posterior_flags[] = {
     {"--skrock-step-fraction", "skrock_step_fraction", "skrock"},
     {"--ddrm-eta", "ddrm_eta", "ddrm"},
     {"--ddrm-eta-b", "ddrm_eta_b", "ddrm"},
+    {"--dcps-blocks", "dcps_blocks", "dcps"},
+    {"--dcps-langevin-steps", "dcps_langevin_steps", "dcps"},
+    {"--dcps-langevin-step", "dcps_langevin_step", "dcps"},
 };
 
 /// A number from the command line in [lo, hi] (lo excluded when lo_open), else a usage error naming the flag.
@@ -1083,6 +1089,9 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (file.skrock_step_fraction) g.skrock_step_fraction = *file.skrock_step_fraction;
   if (file.ddrm_eta) g.ddrm_eta = *file.ddrm_eta;
   if (file.ddrm_eta_b) g.ddrm_eta_b = *file.ddrm_eta_b;
+  if (file.dcps_blocks) g.dcps_blocks = *file.dcps_blocks;
+  if (file.dcps_langevin_steps) g.dcps_langevin_steps = *file.dcps_langevin_steps;
+  if (file.dcps_langevin_step) g.dcps_langevin_step = *file.dcps_langevin_step;
   if (o.has("--dps-step")) g.dps_step = parse_flag("--dps-step", o.get("--dps-step"), ds::parse_dps_step_form);
   if (o.has("--guidance-scale")) g.guidance_scale = flag_number(o, "--guidance-scale", 0, false, 1e30);
   if (o.has("--diffpir-zeta")) g.diffpir_zeta = flag_number(o, "--diffpir-zeta", 0, false, 1);
@@ -1094,6 +1103,15 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (o.has("--skrock-step-fraction")) g.skrock_step_fraction = flag_number(o, "--skrock-step-fraction", 0, true, 1);
   if (o.has("--ddrm-eta")) g.ddrm_eta = flag_number(o, "--ddrm-eta", 0, false, 1);
   if (o.has("--ddrm-eta-b")) g.ddrm_eta_b = flag_number(o, "--ddrm-eta-b", 0, false, 1);
+  if (o.has("--dcps-blocks")) g.dcps_blocks = to_int("--dcps-blocks", o.get("--dcps-blocks"), 1);
+  if (g.sampler == ds::guided_sampler::dcps && g.dcps_blocks > g.steps)
+    throw usage_error("--dcps-blocks: at most --steps = " + std::to_string(g.steps) + ", got " +
+                      std::to_string(g.dcps_blocks));
+  if (o.has("--dcps-langevin-steps"))
+    g.dcps_langevin_steps = to_int("--dcps-langevin-steps", o.get("--dcps-langevin-steps"), 0);
+  if (g.dcps_langevin_steps > (std::int64_t(1) << 20))
+    throw usage_error("--dcps-langevin-steps: at most 2^20, got " + std::to_string(g.dcps_langevin_steps));
+  if (o.has("--dcps-langevin-step")) g.dcps_langevin_step = flag_number(o, "--dcps-langevin-step", 0, true, 1e30);
 }
 
 /// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
@@ -1263,6 +1281,10 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     } else if (g.sampler == ds::guided_sampler::ddrm) {
       j["ddrm_eta"] = g.ddrm_eta;
       j["ddrm_eta_b"] = g.ddrm_eta_b;
+    } else if (g.sampler == ds::guided_sampler::dcps) {
+      j["dcps_blocks"] = g.dcps_blocks;
+      j["dcps_langevin_steps"] = g.dcps_langevin_steps;
+      j["dcps_langevin_step"] = g.dcps_langevin_step;
     }
     j["non_finite_values"] = non_finite;
     j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
@@ -1289,7 +1311,8 @@ int run_solve(int argc, char** argv, int first) {
                                    "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
                                    "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials", "--dps-step",
                                    "--guidance-scale", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
-                                   "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b"},
+                                   "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b",
+                                   "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step"},
                                   {"--quiet"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
@@ -1297,9 +1320,10 @@ int run_solve(int argc, char** argv, int first) {
     throw usage_error("solve: --samples and --particles are the same setting; give one");
   const std::string method = o.has("--sampler") ? o.get("--sampler") : "smc";
   if (method != "exact" && method != "smc" && method != "dps" && method != "pigdm" && method != "diffpir" &&
-      method != "skrock" && method != "tmpd" && method != "ddrm")
+      method != "skrock" && method != "tmpd" && method != "ddrm" &&
+      method != "dcps")
     throw usage_error("--sampler: unknown posterior sampler '" + method +
-                      "' (expected smc, dps, pigdm, diffpir, skrock, tmpd, ddrm or exact)");
+                      "' (expected smc, dps, pigdm, diffpir, skrock, tmpd, ddrm, dcps or exact)");
   for (const posterior_flag& f : posterior_flags)
     if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
       throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
@@ -1364,7 +1388,7 @@ int run_solve(int argc, char** argv, int first) {
     std::printf("exact posterior samples: %lld (seed %llu, %s executor)%s\n", static_cast<long long>(n),
                 static_cast<unsigned long long>(seed), ds::to_string(where),
                 o.has("--out") ? (" -> " + o.get("--out")).c_str() : "");
-    std::printf("(the exact reference itself: --sampler smc, dps, pigdm, diffpir, skrock, tmpd or ddrm runs a posterior sampler)\n");
+    std::printf("(the exact reference itself: --sampler smc, dps, pigdm, diffpir, skrock, tmpd, ddrm or dcps runs a posterior sampler)\n");
   }
   check_stdout();
   if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);

@@ -28,7 +28,7 @@ const char* usage =
     "usage: diffsample [demo] [options]      run the Langevin demo (default)\n"
     "       diffsample sample [options]      sample a mixture prior with any sampler, scored against exact samples\n"
     "       diffsample solve --problem FILE  posterior sampling (smc, dps, pigdm, diffpir, skrock, tmpd,\n"
-    "                                        ddrm) for a problem file's prior and observation, scored against the\n"
+    "                                        ddrm, dcps) for a problem file's prior and observation, scored against the\n"
     "                                        exact posterior (or --sampler exact)\n"
     "       diffsample bench [options]       throughput table of ULA, MALA, DDPM, DDIM and ODE-Heun\n"
     "       diffsample info                  describe the machine: executor, GPU, driver and runtime\n"

@@ -311,7 +311,8 @@ class reader {
               {"name", "schedule", "time_grid", "t_start", "t_end", "alpha_bar", "steps", "chains", "measurements",
                "eta", "sigma", "step_size", "seed", "executor", "final_denoise", "alpha", "method", "dps_step",
                "guidance_scale", "diffpir_zeta", "diffpir_lambda", "skrock_stages", "skrock_eta",
-               "skrock_step_fraction", "ddrm_eta", "ddrm_eta_b"});
+               "skrock_step_fraction", "ddrm_eta", "ddrm_eta_b", "dcps_blocks",
+               "dcps_langevin_steps", "dcps_langevin_step"});
     sampler_spec s;
     // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
     auto name = [&](const char* key, auto parse) {
@@ -389,6 +390,13 @@ class reader {
     if (j.contains("skrock_eta")) s.skrock_eta = in_range("skrock_eta", 0, true, 1);
     if (j.contains("ddrm_eta")) s.ddrm_eta = in_range("ddrm_eta", 0, false, 1);
     if (j.contains("ddrm_eta_b")) s.ddrm_eta_b = in_range("ddrm_eta_b", 0, false, 1);
+    if (j.contains("dcps_langevin_step")) s.dcps_langevin_step = in_range("dcps_langevin_step", 0, true, 1e30);
+    if (j.contains("dcps_blocks")) s.dcps_blocks = integer(j["dcps_blocks"], "sampler.dcps_blocks", 1);
+    if (j.contains("dcps_langevin_steps")) {
+      s.dcps_langevin_steps = integer(j["dcps_langevin_steps"], "sampler.dcps_langevin_steps", 0);
+      if (*s.dcps_langevin_steps > (std::int64_t(1) << 20))
+        bad("sampler.dcps_langevin_steps", "at most 2^20, got " + std::to_string(*s.dcps_langevin_steps));
+    }
     if (j.contains("skrock_step_fraction")) s.skrock_step_fraction = in_range("skrock_step_fraction", 0, true, 1);
     if (j.contains("skrock_stages")) {
       s.skrock_stages = integer(j["skrock_stages"], "sampler.skrock_stages", 2);

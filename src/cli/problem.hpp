@@ -70,6 +70,8 @@ struct sampler_spec {
   std::optional<double> guidance_scale, diffpir_zeta, diffpir_lambda, skrock_eta, skrock_step_fraction;
   std::optional<std::int64_t> skrock_stages;
   std::optional<double> ddrm_eta, ddrm_eta_b;  ///< ddrm: eta and eta_b, each in [0, 1]
+  std::optional<std::int64_t> dcps_blocks, dcps_langevin_steps;  ///< dcps: L and M
+  std::optional<double> dcps_langevin_step;                       ///< dcps: gamma > 0
 };
 
 /// A parsed problem file.

@@ -327,7 +327,7 @@ static void test_names(void) {
     CHECK_OK(ds_parse_resampling_scheme(ds_resampling_scheme_name((ds_resampling_scheme)i), &rs));
     CHECK((int)rs == i);
   }
-  for (i = 0; i < 7; ++i) {
+  for (i = 0; i < 8; ++i) {
     CHECK_OK(ds_parse_guided_sampler(ds_guided_sampler_name((ds_guided_sampler)i), &gs));
     CHECK((int)gs == i);
   }
@@ -340,11 +340,12 @@ static void test_names(void) {
   }
   CHECK(strcmp(ds_guided_sampler_name(DS_GUIDED_TMPD), "tmpd") == 0);
   CHECK(strcmp(ds_guided_sampler_name(DS_GUIDED_DDRM), "ddrm") == 0);
+  CHECK(strcmp(ds_guided_sampler_name(DS_GUIDED_DCPS), "dcps") == 0);
   CHECK(strcmp(ds_schedule_kind_name(DS_SCHEDULE_ORNSTEIN_UHLENBECK), "ornstein_uhlenbeck") == 0);
   CHECK(strcmp(ds_resampling_scheme_name((ds_resampling_scheme)6), "unknown") == 0);
   CHECK(strcmp(ds_guided_sampler_name((ds_guided_sampler)-1), "unknown") == 0);
   EXPECT_ERROR(ds_parse_guided_sampler("mcmc", &gs), DS_INVALID_ARGUMENT, "mcmc");
-  CHECK(gs == DS_GUIDED_DDRM);
+  CHECK(gs == DS_GUIDED_DCPS);
   EXPECT_ERROR(ds_parse_resampling_scheme(NULL, &rs), DS_INVALID_ARGUMENT, "name");
   EXPECT_ERROR(ds_parse_time_grid("uniform", NULL), DS_INVALID_ARGUMENT, "out");
 }
@@ -823,7 +824,8 @@ static void test_guided(void) {
     CHECK_OK(ds_guided_outputs_init(&only, sizeof only));
     only.samples = samples;
     go.particles = 256;
-    for (i = DS_GUIDED_DPS; i <= DS_GUIDED_DDRM; ++i) {
+    go.dcps_langevin_steps = 5;
+    for (i = DS_GUIDED_DPS; i <= DS_GUIDED_DCPS; ++i) {
       go.sampler = (ds_guided_sampler)i;
       CHECK_OK(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, &report));
       for (j = 0; j < B * 256 * d; ++j) CHECK(isfinite(samples[j]));
@@ -862,7 +864,11 @@ static void test_guided(void) {
     go.sampler = DS_GUIDED_DDRM;
     EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "ddrm_eta");
     go.ddrm_eta = 0.85;
-    go.sampler = (ds_guided_sampler)7;
+    go.sampler = DS_GUIDED_DCPS;
+    go.dcps_blocks = go.steps + 1;
+    EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "dcps_blocks");
+    go.dcps_blocks = 4;
+    go.sampler = (ds_guided_sampler)8;
     EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "sampler");
     go.sampler = DS_GUIDED_SMC;
   }
@@ -887,7 +893,7 @@ static void test_guided(void) {
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
                "options.resampling.struct_size");
   go.resampling.struct_size = sizeof go.resampling;
-  go.sampler = (ds_guided_sampler)7;
+  go.sampler = (ds_guided_sampler)8;
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "options.sampler");
   go.sampler = DS_GUIDED_SMC;
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "outputs");

@@ -1,0 +1,200 @@
+// Divide-and-conquer posterior sampling (seed 002; Janati, Moufad, Durmus, Moulines, Olsson) for y = A x + sigma_y z
+// on a mixture prior: the per-particle math shared by both executors. Each particle runs the whole trajectory in one
+// launch (DCPS never weights or resamples, so particles never interact).
+//
+// The time grid (noisiest point 0, cleanest K) is cut into L blocks [U, T] (U the noisier end). Block l targets the
+// intermediate posterior at its clean end, g_T(x_T) p_T(x_T) with g_T(x) = N(a_T y; A x, sigma_y^2 I) (the
+// published choice of the potentials' variance: sigma_y at every block). Its backward function at a point j of the
+// block is approximated, with the DPS choice p0|j = delta at the denoiser (the published choice), by
+//   beta_j(x) = N(a_T y; A mu_j(x), v_j A A^T + sigma_y^2 I),  mu_j(x) = cx_j x + cm_j m_j(x),
+// (cx_j, cm_j, v_j) the DDPM bridge q(x_T | x_0, x_j) (kernels/backward.cuh from j to T; v_j = 0 at j = T), whose
+// gradient is grad log beta_j(x) = cx_j u + cm_j J u, u = A^T P_j (a_T y - A mu_j(x)), P_j the inverse covariance
+// (tabled per point and problem on the host) and J the denoiser's Jacobian (one JVP). A block:
+// 1. M tamed ULA steps at U on p_U(x) beta_U(x): x += gamma G / (1 + gamma |G|) + sqrt(2 gamma) xi, G the prior score
+//    (a m - x) / s^2 plus grad log beta_U (seed 002's "Tamed ULA steps");
+// 2. each step j -> j + 1 of the block from a mean-field Gaussian fit r = N(mu, diag(e^{2 l})) of the twisted kernel
+//    beta_{j+1}(x') p(x' | x_j), started at the unconditional kernel N(mu_p, sig^2 I) and moved by G normalised
+//    stochastic gradient steps on KL(r || twisted kernel) (one reparametrised draw q = mu + e^l eps per step, as
+//    published):
+//      grad_mu = -grad log beta(q) + (mu - mu_p) / sig^2,  grad_l = -grad log beta(q) e^l eps + e^{2 l} / sig^2 - 1,
+//    each step of length lr_mu = rho sig sqrt(d) and lr_l = rho sqrt(d) along the normalised gradient; then
+//    x_{j+1} = mu + e^l z. A kernel with sig = 0 (a grid ending at s = 0) is a point mass: x_{j+1} = mu_p.
+#pragma once
+
+#include "kernels/config.cuh"
+#include "kernels/guided.cuh"
+#include "kernels/mixture.cuh"
+#include "kernels/rng.cuh"
+
+namespace diffsample::kernels {
+
+/// The approximate backward function at one point: the point's channel (a, s) for the denoiser, the bridge
+/// mean coefficients to the block's clean end, the signal scale there, and which precision table row it reads.
+struct dcps_potential {
+  float a, s;       // channel of the point
+  float cx, cm;     // bridge mean mu = cx x + cm m(x)
+  float a_target;   // a_T: the potential compares a_T y with A mu
+};
+
+/// One transition j -> j + 1: the unconditional kernel and the potential at j + 1.
+struct dcps_step {
+  float a, s;        // channel of x_j
+  float c0, c1, sig; // p(x_{j+1} | x_j) = N(c0 m + c1 x, sig^2 I)
+  dcps_potential next;
+};
+
+/// One block: the grid index range of its steps and its Langevin potential at U.
+struct dcps_block {
+  std::int64_t first_step, last_step;  // steps first .. last - 1
+  dcps_potential start;
+};
+
+struct dcps_params {
+  guided_params g;             // mixture, operators, y, sizes, seed (its steps/precision fields are unused)
+  const dcps_step* steps;      // K
+  const dcps_block* blocks;    // L
+  const float* step_precision;   // K x B x d_y x d_y: P of each step's potential
+  const float* block_precision;  // L x B x d_y x d_y: P of each block's Langevin potential
+  std::int64_t blocks_count, steps_count;
+  std::int64_t langevin_steps, gradient_steps;
+  float gamma;       // Langevin step
+  float rho;         // learning rate as a multiple of the kernel's scale
+  float initial_scale;
+};
+
+/// Scratch of one particle: 6 vectors of d and 2 of d_y.
+struct dcps_scratch {
+  float *m, *u, *ju, *grad, *mu, *l, *eps, *gl;
+  float *r, *t;
+};
+
+/// grad log beta(q) for problem b into w.grad (uses w.m, w.u, w.ju, w.r, w.t); also leaves the denoiser m(q) in w.m.
+template <class Q>
+DS_HD_INLINE void dcps_potential_grad(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
+                                      const float* P, const Q& q, const dcps_scratch& w) {
+  const int d = p.g.d, dy = p.g.d_y;
+  strided_vec<float> m{w.m, 1, d}, u{w.u, 1, d}, ju{w.ju, 1, d}, grad{w.grad, 1, d}, r{w.r, 1, dy};
+  mixture_denoiser(p.g.mix, q, pot.a, pot.s, m);
+  for (int j = 0; j < d; ++j) grad[j] = pot.cx * q[j] + pot.cm * m[j];  // mu, held in grad for the residual
+  guided_residual(p.g, b, pot.a_target, grad, r);
+  for (int o = 0; o < dy; ++o) {
+    float acc = 0.f;
+    for (int c = 0; c < dy; ++c) acc += P[o * dy + c] * r[c];
+    w.t[o] = acc;
+  }
+  for (int j = 0; j < d; ++j) u[j] = 0.f;
+  for (int o = 0; o < dy; ++o) guided_add_row(p.g, b, o, w.t[o], u);
+  if (pot.cm != 0.f) {
+    mixture_denoiser_jvp(p.g.mix, q, u, pot.a, pot.s, ju);
+    for (int j = 0; j < d; ++j) grad[j] = pot.cx * u[j] + pot.cm * ju[j];
+  } else {
+    for (int j = 0; j < d; ++j) grad[j] = pot.cx * u[j];
+  }
+}
+
+/// Stream steps of one particle: 0 the initial draw; then for transition j the G draws eps and the final draw at
+/// 1 + j (G + 1) + g; the Langevin noise of block l, step t at 1 + K (G + 1) + l M + t.
+DS_HD_INLINE std::uint64_t dcps_counter_step(const dcps_params& p, std::int64_t j, std::int64_t g) {
+  return 1 + static_cast<std::uint64_t>(j) * static_cast<std::uint64_t>(p.gradient_steps + 1) +
+         static_cast<std::uint64_t>(g);
+}
+DS_HD_INLINE std::uint64_t dcps_counter_langevin(const dcps_params& p, std::int64_t l, std::int64_t t) {
+  return 1 + static_cast<std::uint64_t>(p.steps_count) * static_cast<std::uint64_t>(p.gradient_steps + 1) +
+         static_cast<std::uint64_t>(l) * static_cast<std::uint64_t>(p.langevin_steps) + static_cast<std::uint64_t>(t);
+}
+
+/// One tamed ULA step of block l at its start point (stream dcps_counter_langevin(l, t)).
+template <class X>
+DS_HD_INLINE void dcps_langevin_step(const dcps_params& p, std::int64_t i, std::int64_t b, std::int64_t l,
+                                     std::int64_t t, X& x, const dcps_scratch& w) {
+  const int d = p.g.d, dy = p.g.d_y;
+  const dcps_potential pot = p.blocks[l].start;
+  const float* P = p.block_precision + (l * p.g.problems + b) * dy * dy;
+  dcps_potential_grad(p, b, pot, P, x, w);
+  // G = prior score (a m - x) / s^2 + grad log beta.
+  const float inv_s2 = 1.f / (pot.s * pot.s);
+  float norm2 = 0.f;
+  for (int j = 0; j < d; ++j) {
+    const float gj = (pot.a * w.m[j] - x[j]) * inv_s2 + w.grad[j];
+    w.grad[j] = gj;
+    norm2 += gj * gj;
+  }
+  const float step = p.gamma / (1.f + p.gamma * ds_sqrt(norm2));
+  const float noise = ds_sqrt(2.f * p.gamma);
+  philox rng(p.g.seed, static_cast<std::uint64_t>(i), dcps_counter_langevin(p, l, t));
+  rng.normals(d, [&](int j, float z) { x[j] = x[j] + step * w.grad[j] + noise * z; });
+}
+
+/// Transition j -> j + 1 of one particle in place: the variational fit of the twisted kernel, then a draw from it.
+template <class X>
+DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int64_t b, std::int64_t j, X& x,
+                                  const dcps_scratch& w) {
+  const int d = p.g.d, dy = p.g.d_y;
+  const dcps_step st = p.steps[j];
+  strided_vec<float> m{w.m, 1, d}, mu{w.mu, 1, d}, l{w.l, 1, d};
+  mixture_denoiser(p.g.mix, x, st.a, st.s, m);
+  for (int c = 0; c < d; ++c) mu[c] = st.c0 * m[c] + st.c1 * x[c];  // mu_p, kept in x below once x is free
+  if (st.sig == 0.f) {
+    for (int c = 0; c < d; ++c) x[c] = mu[c];
+    return;
+  }
+  for (int c = 0; c < d; ++c) x[c] = mu[c];  // x now holds mu_p for the KL's prior term
+  const float log_sig = ds_log(st.sig), inv_sig2 = 1.f / (st.sig * st.sig);
+  for (int c = 0; c < d; ++c) l[c] = log_sig;
+  const float root_d = ds_sqrt(float(d));
+  const float lr_mu = p.rho * st.sig * root_d, lr_l = p.rho * root_d;
+  const float* P = p.step_precision + (j * p.g.problems + b) * dy * dy;
+  strided_vec<float> q{w.gl, 1, d};  // q, then the gradient in l
+  for (std::int64_t g = 0; g < p.gradient_steps; ++g) {
+    philox rng(p.g.seed, static_cast<std::uint64_t>(i), dcps_counter_step(p, j, g));
+    rng.normals(d, [&](int c, float z) {
+      w.eps[c] = z;
+      q[c] = mu[c] + ds_exp(l[c]) * z;
+    });
+    dcps_potential_grad(p, b, st.next, P, q, w);
+    float n_mu = 0.f, n_l = 0.f;
+    for (int c = 0; c < d; ++c) {
+      const float sd = ds_exp(l[c]);
+      const float gm = -w.grad[c] + (mu[c] - x[c]) * inv_sig2;
+      const float gv = -w.grad[c] * sd * w.eps[c] + sd * sd * inv_sig2 - 1.f;
+      w.u[c] = gm;
+      q[c] = gv;
+      n_mu += gm * gm;
+      n_l += gv * gv;
+    }
+    const float s_mu = lr_mu / (1e-30f + ds_sqrt(n_mu)), s_l = lr_l / (1e-30f + ds_sqrt(n_l));
+    for (int c = 0; c < d; ++c) {
+      mu[c] -= s_mu * w.u[c];
+      l[c] -= s_l * q[c];
+    }
+  }
+  philox rng(p.g.seed, static_cast<std::uint64_t>(i), dcps_counter_step(p, j, p.gradient_steps));
+  rng.normals(d, [&](int c, float z) { x[c] = mu[c] + ds_exp(l[c]) * z; });
+}
+
+/// A whole DCPS trajectory per particle (B N particles): x = s_0 z (stream step 0), then every block.
+struct guided_dcps_functor {
+  dcps_params p;
+  float* x;     // B N x d (output)
+  float* work;  // B N x (8 d + 2 d_y)
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = p.g.d, dy = p.g.d_y;
+    const std::int64_t per = 8 * static_cast<std::int64_t>(d) + 2 * static_cast<std::int64_t>(dy);
+    float* w0 = work + i * per;
+    const dcps_scratch w{w0,         w0 + d,     w0 + 2 * d, w0 + 3 * d,         w0 + 4 * d,
+                         w0 + 5 * d, w0 + 6 * d, w0 + 7 * d, w0 + 8 * d, w0 + 8 * d + dy};
+    strided_vec<float> xi{x + i * d, 1, d};
+    const std::int64_t b = i / p.g.particles;
+    {
+      philox rng(p.g.seed, static_cast<std::uint64_t>(i), 0);
+      const float s0 = p.initial_scale;
+      rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
+    }
+    for (std::int64_t l = 0; l < p.blocks_count; ++l) {
+      for (std::int64_t t = 0; t < p.langevin_steps; ++t) dcps_langevin_step(p, i, b, l, t, xi, w);
+      for (std::int64_t j = p.blocks[l].first_step; j < p.blocks[l].last_step; ++j) dcps_transition(p, i, b, j, xi, w);
+    }
+  }
+};
+
+}  // namespace diffsample::kernels
