@@ -158,9 +158,9 @@ def third_party(short):
 KNOWN_SPILLS = {
     "workspace_chain_functor<diffusion_chain_body>":
         "diffusion workspace path, cause not yet analysed in the SASS",
-    "guided_baseline_functor":
-        "DPS/Pi-GDM baseline: its SASS keeps the 64-bit problem index in local memory across the calls to the "
-        "division slow paths",
+    "guided_moment_functor":
+        "SMC with moment-projected potentials: the d_y x d_y covariance (at most 8 x 8) is a dynamically indexed "
+        "local array; 12/8 bytes spilled beside it, cause not yet analysed in the SASS",
     "binary_evaluate_functor":
         "binary-data evaluate (log q, score, denoiser at caller's points; not a chain kernel): 16/20 bytes since the "
         "launcher split, cause not yet analysed in the SASS",

@@ -6,6 +6,8 @@
 #include "src/cpu/pool.hpp"
 
 #include <omp.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -58,9 +60,18 @@ class pool {
     j->remaining.store((n + chunk - 1) / chunk, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      while (static_cast<int>(threads_.size()) < helpers) {
-        const int index = static_cast<int>(threads_.size());
-        threads_.emplace_back([this, index, seen = generation_] { loop(index, seen); });
+      if (static_cast<int>(threads_.size()) < helpers) {
+        // The pool's threads are born with every signal blocked (they inherit the mask of the thread that creates
+        // them), so that signals sent to the process go to the application's own threads, which may be blocking
+        // them for a reason (the program blocks its cleanup signals while it registers a temporary file).
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        while (static_cast<int>(threads_.size()) < helpers) {
+          const int index = static_cast<int>(threads_.size());
+          threads_.emplace_back([this, index, seen = generation_] { loop(index, seen); });
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
       }
       current_ = j;
       ++generation_;

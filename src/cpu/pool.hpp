@@ -10,6 +10,8 @@ namespace diffsample::cpu {
 /// Threads a loop may use: omp_get_max_threads(), so OMP_NUM_THREADS and omp_set_num_threads keep their meaning.
 int max_threads();
 
+/// The pool's threads block every signal, so that signals sent to the process reach the application's threads.
+///
 /// Runs body(context, begin, end) over [0, n) in chunks of `chunk` indices claimed dynamically by the calling thread
 /// and up to max_threads() - 1 pool threads; returns when every index has run. A call made while the pool is busy
 /// (from another thread, or nested inside a body) runs serially on its caller.
