@@ -167,14 +167,9 @@ const std::vector<double>& gaussian_mixture::variances() const noexcept { return
 
 executor gaussian_mixture::evaluate_direct(quantity what, const float* x, std::int64_t n, channel ch, float* out,
                                            execution exec) const {
-  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
-                     "what: invalid quantity " << static_cast<int>(what));
+  // Called by evaluate() after its checks, with exec.kind resolved.
   const std::int64_t d = dim();
-  detail::check_count("n", n, d);
-  detail::check_channel("ch", ch);
-  const executor where = detail::resolve_executor(exec.kind, x);
-  detail::check_buffer("x", x, n * d, sizeof(float), where);
-  detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
+  const executor where = exec.kind;
   if (where == executor::cpu && n > 0) {
     // The CPU executor evaluates with the fused samplers' own functions (constants of the channel computed once,
     // the same SIMD target), so that a stepwise plan fed these outputs reproduces a fused run bit for bit.

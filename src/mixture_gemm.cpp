@@ -3,10 +3,10 @@
 // (sgemm) when one was found at build time, or through the library's own loops otherwise, and the per-point work of
 // kernels/mixture_gemm.cuh around them, on the CPU thread pool.
 //
-// BLAS threading: the pool's threads call sgemm concurrently on disjoint blocks, each call single-threaded, so the
-// CPU executor uses cpu_threads() threads in all and the BLAS starts none of its own. Debian's serial OpenBLAS
-// (libopenblas0-serial, built with locking so that concurrent callers are safe) is what scripts/install-deps.sh
-// installs; when a threaded OpenBLAS is selected at run time instead, the library sets its thread count to 1 once.
+// BLAS threading: the pool's threads call sgemm on disjoint blocks, one call at a time (a lock: Debian's serial
+// OpenBLAS, libopenblas0-serial, which scripts/install-deps.sh installs, gave wrong values under concurrent calls),
+// each call single-threaded, so the CPU executor uses cpu_threads() threads in all and the BLAS starts none of its
+// own; when a threaded OpenBLAS is selected at run time instead, the library sets its thread count to 1 once.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -87,6 +87,17 @@ namespace detail {
 
 namespace {
 
+#if defined(DIFFSAMPLE_HAVE_BLAS)
+// Every sgemm call goes through this lock: Debian's serial OpenBLAS (libopenblas0-serial) is not safe for
+// concurrent calls from several threads (GemmPath.ChunkingInvariance gave wrong values in 2 runs of 6 with the
+// pool's two threads calling it at once; 10 of 10 right with the calls serialised). The per-point work around the
+// products still runs on every thread of the pool.
+std::mutex& blas_mutex() {
+  static std::mutex m;
+  return m;
+}
+#endif
+
 void configure_blas_threads() {
 #if defined(DIFFSAMPLE_HAVE_OPENBLAS)
   static std::once_flag once;
@@ -101,6 +112,7 @@ void product_logits(int rows, int cols, int d, const float* X, const float* M, f
 #if defined(DIFFSAMPLE_HAVE_BLAS)
   const char ta = 'T', tb = 'N';
   const float one = 1.f, zero = 0.f;
+  const std::lock_guard<std::mutex> lock(blas_mutex());
   sgemm_(&ta, &tb, &cols, &rows, &d, &one, M, &d, X, &d, &zero, G, &cols);
 #else
   for (int i = 0; i < rows; ++i)
@@ -119,6 +131,7 @@ void product_means(int rows, int cols, int d, const float* W, const float* M, fl
 #if defined(DIFFSAMPLE_HAVE_BLAS)
   const char ta = 'N', tb = 'N';
   const float one = 1.f;
+  const std::lock_guard<std::mutex> lock(blas_mutex());
   sgemm_(&ta, &tb, &d, &rows, &cols, &one, M, &d, W, &cols, &one, A, &d);
 #else
   for (int i = 0; i < rows; ++i) {

@@ -16,9 +16,13 @@
 #include <diffsample/metrics.hpp>
 #include <diffsample/posterior.hpp>
 
+#include "reference/guided_helpers.hpp"
 #include "reference/helpers.hpp"
 
 namespace ds = diffsample;
+using ds::testing::exact_with_counts;
+using ds::testing::options;
+using ds::testing::replicate;
 
 namespace {
 
@@ -52,25 +56,6 @@ benchmark_problem make_problem(std::int64_t d, unsigned seed) {
   for (std::int64_t j = 0; j < d; ++j) y += o.A[j] * (means[k * d + j] + z(gen));
   o.y = {y + o.sigma_y * z(gen)};
   return p;
-}
-
-ds::guided_problems replicate(const ds::linear_observation& o, std::int64_t copies) {
-  ds::guided_problems g;
-  g.problems = copies;
-  g.d_y = o.d_y;
-  g.A = o.A;  // shared
-  g.sigma_y = {o.sigma_y};
-  for (std::int64_t b = 0; b < copies; ++b) g.y.insert(g.y.end(), o.y.begin(), o.y.end());
-  return g;
-}
-
-ds::guided_options options(ds::guided_sampler s, std::int64_t particles, std::int64_t steps, std::uint64_t seed) {
-  ds::guided_options o;
-  o.sampler = s;
-  o.particles = particles;
-  o.steps = steps;
-  o.seed = seed;
-  return o;
 }
 
 struct smc_result {
@@ -165,40 +150,6 @@ TEST(Guided, MomentPotentialsLogNormaliser) {
   std::printf("moment potentials, N = 1024, 100 steps: mean log Z-hat %.4f, exact %.4f, |error| %.4f, se %.4f, "
               "resamplings %d\n", ds::testing::mean(lz), exact, err, se, r.resamplings[0]);
   EXPECT_LE(err, 4 * se + 0.1);
-}
-
-// Exact posterior samples with prescribed component counts: counts[k] draws from N(m'_k, S'_k) (FP64 Cholesky of
-// the exact covariance, normals from one mt19937 stream), so the set has the exact components and weights counts/n.
-std::vector<float> exact_with_counts(const ds::mixture_posterior& post, const std::vector<std::int64_t>& counts,
-                                     unsigned seed) {
-  const std::int64_t K = post.components(), d = post.dim();
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<double> normal;
-  std::vector<float> out;
-  std::vector<double> L(d * d), z(d);
-  for (std::int64_t k = 0; k < K; ++k) {
-    const double* S = post.covariances().data() + k * d * d;
-    std::fill(L.begin(), L.end(), 0.0);
-    for (std::int64_t j = 0; j < d; ++j) {
-      double v = S[j * d + j];
-      for (std::int64_t m = 0; m < j; ++m) v -= L[j * d + m] * L[j * d + m];
-      L[j * d + j] = std::sqrt(std::max(v, 0.0));
-      for (std::int64_t i = j + 1; i < d; ++i) {
-        double u = S[i * d + j];
-        for (std::int64_t m = 0; m < j; ++m) u -= L[i * d + m] * L[j * d + m];
-        L[i * d + j] = L[j * d + j] > 0 ? u / L[j * d + j] : 0.0;
-      }
-    }
-    for (std::int64_t n = 0; n < counts[k]; ++n) {
-      for (auto& v : z) v = normal(gen);
-      for (std::int64_t i = 0; i < d; ++i) {
-        double x = post.means()[k * d + i];
-        for (std::int64_t m = 0; m <= i; ++m) x += L[i * d + m] * z[m];
-        out.push_back(float(x));
-      }
-    }
-  }
-  return out;
 }
 
 // Component counts summing to n in the proportions w (largest remainders).

@@ -16,9 +16,13 @@
 #include <diffsample/posterior.hpp>
 
 #include "kernels/rng.cuh"
+#include "reference/guided_helpers.hpp"
 #include "reference/helpers.hpp"
 
 namespace ds = diffsample;
+using ds::testing::exact_with_counts;
+using ds::testing::options;
+using ds::testing::replicate;
 
 namespace {
 
@@ -29,24 +33,7 @@ struct problem {
   ds::linear_observation observation;
 };
 
-ds::guided_problems as_problems(const ds::linear_observation& o) {
-  ds::guided_problems g;
-  g.problems = 1;
-  g.d_y = o.d_y;
-  g.A = o.A;
-  g.y = o.y;
-  g.sigma_y = {o.sigma_y};
-  return g;
-}
-
-ds::guided_options options(ds::guided_sampler s, std::int64_t particles, std::int64_t steps, std::uint64_t seed) {
-  ds::guided_options o;
-  o.sampler = s;
-  o.particles = particles;
-  o.steps = steps;
-  o.seed = seed;
-  return o;
-}
+ds::guided_problems as_problems(const ds::linear_observation& o) { return ds::testing::replicate(o, 1); }
 
 std::vector<float> run(const ds::gaussian_mixture& prior, const ds::guided_problems& g, const ds::guided_options& o,
                        ds::executor where = ds::executor::cpu) {
@@ -413,38 +400,12 @@ struct scores {
 // Exact posterior samples with prescribed component counts (FP64 Cholesky of each component's covariance).
 std::vector<float> exact_with_counts(const ds::mixture_posterior& post, const std::vector<double>& w, std::int64_t n,
                                      unsigned seed) {
-  const std::int64_t K = post.components(), d = post.dim();
+  const std::int64_t K = post.components();
   std::vector<std::int64_t> counts(K);
   std::int64_t used = 0;
   for (std::int64_t k = 0; k < K; ++k) used += counts[k] = static_cast<std::int64_t>(std::floor(w[k] * double(n)));
   for (std::int64_t i = 0; used < n; ++i, ++used) counts[i % K] += 1;
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<double> normal;
-  std::vector<float> out;
-  std::vector<double> L(d * d), z(d);
-  for (std::int64_t k = 0; k < K; ++k) {
-    const double* S = post.covariances().data() + k * d * d;
-    std::fill(L.begin(), L.end(), 0.0);
-    for (std::int64_t j = 0; j < d; ++j) {
-      double v = S[j * d + j];
-      for (std::int64_t q = 0; q < j; ++q) v -= L[j * d + q] * L[j * d + q];
-      L[j * d + j] = std::sqrt(std::max(v, 0.0));
-      for (std::int64_t i = j + 1; i < d; ++i) {
-        double u = S[i * d + j];
-        for (std::int64_t q = 0; q < j; ++q) u -= L[i * d + q] * L[j * d + q];
-        L[i * d + j] = L[j * d + j] > 0 ? u / L[j * d + j] : 0.0;
-      }
-    }
-    for (std::int64_t c = 0; c < counts[k]; ++c) {
-      for (auto& v : z) v = normal(gen);
-      for (std::int64_t i = 0; i < d; ++i) {
-        double x = post.means()[k * d + i];
-        for (std::int64_t q = 0; q <= i; ++q) x += L[i * d + q] * z[q];
-        out.push_back(float(x));
-      }
-    }
-  }
-  return out;
+  return ds::testing::exact_with_counts(post, counts, seed);
 }
 
 // Scores of n independent samples x against the exact posterior: the largest component-weight error and its bound

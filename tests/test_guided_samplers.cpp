@@ -21,9 +21,13 @@
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/guided_tmpd.cuh"
 #include "kernels/rng.cuh"
+#include "reference/guided_helpers.hpp"
 #include "reference/helpers.hpp"
 
 namespace ds = diffsample;
+using ds::testing::exact_with_counts;
+using ds::testing::options;
+using ds::testing::replicate;
 namespace kn = diffsample::kernels;
 
 namespace {
@@ -123,25 +127,6 @@ benchmark_problem make_problem(std::int64_t d, std::int64_t dy, unsigned seed) {
     o.y[i] += o.sigma_y * z(gen);
   }
   return p;
-}
-
-ds::guided_problems replicate(const ds::linear_observation& o, std::int64_t copies) {
-  ds::guided_problems g;
-  g.problems = copies;
-  g.d_y = o.d_y;
-  g.A = o.A;
-  g.sigma_y = {o.sigma_y};
-  for (std::int64_t b = 0; b < copies; ++b) g.y.insert(g.y.end(), o.y.begin(), o.y.end());
-  return g;
-}
-
-ds::guided_options options(ds::guided_sampler s, std::int64_t particles, std::int64_t steps, std::uint64_t seed) {
-  ds::guided_options o;
-  o.sampler = s;
-  o.particles = particles;
-  o.steps = steps;
-  o.seed = seed;
-  return o;
 }
 
 std::vector<float> run(const ds::gaussian_mixture& prior, const ds::guided_problems& g, const ds::guided_options& o,
