@@ -294,14 +294,8 @@ void build_table(kernels::discrete_params& p, const bernoulli_mixture& prior, fl
 /// The caller's workspace (checked) or one allocated for this call.
 float* workspace_for(std::size_t need, void* workspace, std::size_t workspace_bytes, executor where,
                      cudaStream_t stream, std::unique_ptr<detail::scratch>& owned) {
-  if (workspace != nullptr) {
-    DIFFSAMPLE_EXPECTS(workspace_bytes >= need, "workspace_bytes: " << workspace_bytes << " given, " << need
-                                                                     << " needed");
-    detail::check_buffer("workspace", workspace, std::int64_t(need / sizeof(float)), sizeof(float), where);
-    return static_cast<float*>(workspace);
-  }
-  owned = std::make_unique<detail::scratch>(need, where, stream);
-  return static_cast<float*>(owned->data());
+  return reinterpret_cast<float*>(
+      detail::workspace_or_scratch(need, workspace, workspace_bytes, sizeof(float), where, stream, owned));
 }
 
 }  // namespace

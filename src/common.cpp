@@ -182,6 +182,18 @@ void upload_and_wait(void* device, const void* host, std::size_t bytes, cudaStre
   DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
 }
 
+unsigned char* workspace_or_scratch(std::size_t need, void* workspace, std::size_t workspace_bytes, std::size_t align,
+                                    executor where, cudaStream_t stream, std::unique_ptr<scratch>& owned) {
+  if (workspace != nullptr) {
+    DIFFSAMPLE_EXPECTS(workspace_bytes >= need,
+                       "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
+    check_buffer("workspace", workspace, static_cast<std::int64_t>((need + align - 1) / align), align, where);
+    return static_cast<unsigned char*>(workspace);
+  }
+  owned = std::make_unique<scratch>(need, where, stream);
+  return static_cast<unsigned char*>(owned->data());
+}
+
 scratch::scratch(std::size_t bytes, executor where, cudaStream_t stream) : where_(where), stream_(stream) {
   if (bytes == 0) return;
   check_allocation("workspace", bytes, where);

@@ -253,16 +253,8 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
   if (n == 0) return report;
 
   const std::size_t need = table_bytes(o) + channel_bytes(mixture, o) + state_bytes(d, n);
-  unsigned char* ws = static_cast<unsigned char*>(workspace);
   std::unique_ptr<detail::scratch> owned;
-  if (workspace != nullptr) {
-    DIFFSAMPLE_EXPECTS(workspace_bytes >= need,
-                       "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
-    detail::check_buffer("workspace", workspace, need / sizeof(float), 16, where);
-  } else {
-    owned = std::make_unique<detail::scratch>(need, where, exec.stream);
-    ws = static_cast<unsigned char*>(owned->data());
-  }
+  unsigned char* ws = detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   auto* table_dst = reinterpret_cast<diffusion_step*>(ws);
   const std::size_t copy_bytes = tb.steps.size() * sizeof(diffusion_step);
   if (where == executor::cuda) {

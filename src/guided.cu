@@ -606,16 +606,8 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   const std::vector<unsigned char> blob = build_tables(prior, pr, o, l, &initial_scale, reduced);
 
   std::unique_ptr<detail::scratch> owned;
-  unsigned char* ws = static_cast<unsigned char*>(workspace);
-  if (workspace != nullptr) {
-    DIFFSAMPLE_EXPECTS(workspace_bytes >= l.total,
-                       "workspace_bytes: " << workspace_bytes << " given, " << l.total << " needed");
-    detail::check_buffer("workspace", workspace, static_cast<std::int64_t>(l.total / 16), 16, where);
-  } else {
-    detail::check_allocation("guided workspace", l.total, where);
-    owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
-    ws = static_cast<unsigned char*>(owned->data());
-  }
+  if (workspace == nullptr) detail::check_allocation("guided workspace", l.total, where);
+  unsigned char* ws = detail::workspace_or_scratch(l.total, workspace, workspace_bytes, 16, where, exec.stream, owned);
   if (where == executor::cuda) {
     DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, exec.stream));
   } else {

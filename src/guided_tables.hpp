@@ -160,16 +160,8 @@ inline void prepare_run(run_space& rs, const guided_problems& pr, const guided_o
   const std::int64_t BN = pr.problems * o.particles;
   if (out.particles != nullptr) check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), rs.where);
   if (out.samples != nullptr) check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), rs.where);
-  if (workspace != nullptr) {
-    DIFFSAMPLE_EXPECTS(workspace_bytes >= total,
-                       "workspace_bytes: " << workspace_bytes << " given, " << total << " needed");
-    check_buffer("workspace", workspace, static_cast<std::int64_t>(total / 16), 16, rs.where);
-    rs.ws = static_cast<unsigned char*>(workspace);
-  } else {
-    check_allocation("guided workspace", total, rs.where);
-    rs.owned = std::make_unique<scratch>(total, rs.where, exec.stream);
-    rs.ws = static_cast<unsigned char*>(rs.owned->data());
-  }
+  if (workspace == nullptr) check_allocation("guided workspace", total, rs.where);
+  rs.ws = workspace_or_scratch(total, workspace, workspace_bytes, 16, rs.where, exec.stream, rs.owned);
   if (rs.where == executor::cuda) {
     DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(rs.ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, exec.stream));
   } else {

@@ -81,16 +81,8 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t
   langevin_report report{where, is_register_dim(d)};
   if (n == 0) return report;
   const std::size_t need = langevin_workspace_bytes(mixture, n, o);
-  unsigned char* ws = static_cast<unsigned char*>(workspace);
   std::unique_ptr<detail::scratch> owned;
-  if (workspace != nullptr) {
-    DIFFSAMPLE_EXPECTS(workspace_bytes >= need,
-                       "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
-    detail::check_buffer("workspace", workspace, need / sizeof(float), 16, where);
-  } else {
-    owned = std::make_unique<detail::scratch>(need, where, exec.stream);
-    ws = static_cast<unsigned char*>(owned->data());
-  }
+  unsigned char* ws = detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   // The constants of the target channel, computed once per call on the executor that runs the chains.
   const kernels::mixture_view<float> view = mixture.storage().view(where);
   const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, reinterpret_cast<float*>(ws));

@@ -637,14 +637,7 @@ executor resample(const float* log_weights, std::int64_t problems, std::int64_t 
 
   const workspace_layout w = layout(problems, particles, o.scheme);
   std::unique_ptr<detail::scratch> owned;
-  if (workspace != nullptr) {
-    DIFFSAMPLE_EXPECTS(workspace_bytes >= w.total,
-                       "workspace_bytes: " << workspace_bytes << " given, " << w.total << " needed");
-    detail::check_buffer("workspace", workspace, static_cast<std::int64_t>(w.total / 16), 16, where);
-  } else {
-    owned = std::make_unique<detail::scratch>(w.total, where, exec.stream);
-    workspace = owned->data();
-  }
+  workspace = detail::workspace_or_scratch(w.total, workspace, workspace_bytes, 16, where, exec.stream, owned);
   detail::resample_unchecked(log_weights, problems, particles, o, out, where, exec.stream, workspace);
   return where;
 }

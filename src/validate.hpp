@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "src/cuda_check.hpp"
@@ -69,6 +70,11 @@ class scratch {
   cudaStream_t stream_;
   std::vector<unsigned char> host_;
 };
+
+/// The workspace of one call: the caller's (checked to hold `need` bytes on `where`, aligned to `align` bytes) when
+/// given, otherwise a scratch buffer of `need` bytes owned by `owned` for the call.
+unsigned char* workspace_or_scratch(std::size_t need, void* workspace, std::size_t workspace_bytes, std::size_t align,
+                                    executor where, cudaStream_t stream, std::unique_ptr<scratch>& owned);
 
 /// Normalises mixture weights in place (already checked finite and >= 0) and fills their logs and running sums,
 /// the last sum set to exactly 1 so that a uniform draw always finds a component.
