@@ -1,5 +1,5 @@
 // libFuzzer harness of the C API's create and sample entry points (scripts/fuzz.sh builds and runs it, with
-// src/c_api.cpp compiled into the harness under AddressSanitizer and UBSan, over libdiffsample.so). The input is read
+// src/c_api/*.cpp compiled into the harness under AddressSanitizer and UBSan, over libdiffsample.so). The input is read
 // as a stream of choices: sizes, counts (right or wrong), raw enum values, and the doubles of every array, which the
 // harness allocates with exactly the length it passes (so that a read past a caller's array is caught by ASan's
 // memcpy interceptor). Every call must return a known status, with a message on failure and none on success; a

@@ -9,7 +9,7 @@
 #            examples/*.json plus tests/data/fuzz-problem/. Crashing inputs are written to tests/data/fuzz-problem/,
 #            replayed by test_cli. It links libdiffsample.so: from $DIFFSAMPLE_LIB_DIR if set, else build/ if it
 #            holds one, else the library alone is built with CMake under $FUZZ_WORK/lib (a few minutes, once).
-#   c_api    fuzz/fuzz_c_api.cpp: the C API's create and sample entry points (src/c_api.cpp compiled into the
+#   c_api    fuzz/fuzz_c_api.cpp: the C API's create and sample entry points (src/c_api/*.cpp compiled into the
 #            harness with the sanitizers, over libdiffsample.so found as for problem), from tests/data/fuzz-c-api/.
 #            Crashing inputs are written there, replayed by ctest's test_c_api_fuzz_replay.
 #
@@ -101,7 +101,7 @@ fuzz_c_api() {
   local lib
   lib=$(library_dir)
   mkdir -p "$work/corpus-c-api" tests/data/fuzz-c-api
-  "$CXX_FUZZ" "${flags[@]}" -I include -I . fuzz/fuzz_c_api.cpp src/c_api.cpp \
+  "$CXX_FUZZ" "${flags[@]}" -I include -I . fuzz/fuzz_c_api.cpp src/c_api/*.cpp \
     -L "$lib" -ldiffsample -Wl,-rpath,"$lib" -o "$work/fuzz_c_api"
   "$work/fuzz_c_api" -max_total_time="$seconds" -max_len=512 -malloc_limit_mb=512 -timeout=20 \
     -artifact_prefix=tests/data/fuzz-c-api/ "$work/corpus-c-api" tests/data/fuzz-c-api

@@ -6,6 +6,7 @@
 
 #include "kernels/binary.cuh"
 #include "kernels/rng.cuh"
+#include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/validate.hpp"
@@ -103,8 +104,8 @@ void check_alpha(const char* name, double alpha) {
 bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weights, std::vector<double> probabilities)
     : storage_(std::make_unique<detail::bernoulli_storage>()) {
   const std::int64_t K = static_cast<std::int64_t>(weights.size());
-  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= (1 << 24), "dim: must be in [1, 2^24], got " << dim);
-  DIFFSAMPLE_EXPECTS(K >= 1 && K <= (1 << 24), "weights: need between 1 and 2^24 components, got " << K);
+  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= limits::max_dim, "dim: must be in [1, 2^24], got " << dim);
+  DIFFSAMPLE_EXPECTS(K >= 1 && K <= limits::max_components, "weights: need between 1 and 2^24 components, got " << K);
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(probabilities.size()) == K * dim,
                      "probabilities: expected K x d = " << K << " x " << dim << " = " << K * dim << " values, got "
                                                         << probabilities.size());
@@ -210,23 +211,6 @@ executor bernoulli_mixture::sample(float* out, std::int64_t n, double alpha, std
 }
 
 // --- host API: the discrete samplers --------------------------------------------------------------------------
-
-const char* to_string(discrete_method m) noexcept {
-  switch (m) {
-    case discrete_method::one_stage: return "one_stage";
-    case discrete_method::metropolis: return "metropolis";
-    case discrete_method::two_stage: return "two_stage";
-  }
-  return "unknown";
-}
-
-discrete_method parse_discrete_method(const std::string& name) {
-  if (name == "one_stage") return discrete_method::one_stage;
-  if (name == "metropolis" || name == "mh") return discrete_method::metropolis;
-  if (name == "two_stage") return discrete_method::two_stage;
-  throw invalid_argument("method: unknown discrete method '" + name +
-                         "' (expected one_stage, metropolis or two_stage)");
-}
 
 namespace {
 

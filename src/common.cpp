@@ -16,22 +16,6 @@ namespace diffsample {
 
 const char* version() noexcept { return "0.1.0"; }
 
-const char* to_string(executor e) noexcept {
-  switch (e) {
-    case executor::automatic: return "automatic";
-    case executor::cuda: return "cuda";
-    case executor::cpu: return "cpu";
-  }
-  return "unknown";
-}
-
-executor parse_executor(const std::string& name) {
-  if (name == "auto" || name == "automatic") return executor::automatic;
-  if (name == "cuda" || name == "gpu") return executor::cuda;
-  if (name == "cpu") return executor::cpu;
-  throw invalid_argument("executor: unknown name '" + name + "' (expected auto, cuda or cpu)");
-}
-
 namespace {
 struct device_probe {
   int count = 0;

@@ -19,33 +19,6 @@
 
 namespace diffsample {
 
-const char* to_string(diffusion_sampler s) noexcept {
-  switch (s) {
-    case diffusion_sampler::ddpm: return "ddpm";
-    case diffusion_sampler::ddim: return "ddim";
-    case diffusion_sampler::reverse_sde: return "reverse_sde";
-    case diffusion_sampler::ode_euler: return "ode_euler";
-    case diffusion_sampler::ode_heun: return "ode_heun";
-    case diffusion_sampler::stochastic_localization: return "stochastic_localization";
-    case diffusion_sampler::walk_jump: return "walk_jump";
-    case diffusion_sampler::sequential_measurements: return "sequential_measurements";
-  }
-  return "unknown";
-}
-
-diffusion_sampler parse_diffusion_sampler(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(diffusion_sampler::sequential_measurements); ++i)
-    if (name == to_string(static_cast<diffusion_sampler>(i))) return static_cast<diffusion_sampler>(i);
-  if (name == "euler") return diffusion_sampler::ode_euler;
-  if (name == "heun") return diffusion_sampler::ode_heun;
-  if (name == "sde") return diffusion_sampler::reverse_sde;
-  if (name == "sl") return diffusion_sampler::stochastic_localization;
-  if (name == "sms") return diffusion_sampler::sequential_measurements;
-  throw invalid_argument("sampler: unknown diffusion sampler '" + name +
-                         "' (expected ddpm, ddim, reverse_sde, ode_euler, ode_heun, stochastic_localization, "
-                         "walk_jump or sequential_measurements)");
-}
-
 namespace {
 
 using kernels::diffusion_step;
@@ -300,25 +273,7 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
   return report;
 }
 
-
 // --- stepwise plan ------------------------------------------------------------------------------------------------
-
-const char* to_string(model_output m) noexcept {
-  switch (m) {
-    case model_output::score: return "score";
-    case model_output::denoiser: return "denoiser";
-    case model_output::eps: return "eps";
-    case model_output::velocity: return "velocity";
-  }
-  return "unknown";
-}
-
-model_output parse_model_output(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(model_output::velocity); ++i)
-    if (name == to_string(static_cast<model_output>(i))) return static_cast<model_output>(i);
-  if (name == "x0") return model_output::denoiser;
-  throw invalid_argument("output: unknown model output '" + name + "' (expected score, denoiser, eps or velocity)");
-}
 
 namespace detail {
 

@@ -12,6 +12,7 @@
 #include "kernels/backward.cuh"
 #include "kernels/guided.cuh"
 #include "kernels/linalg.cuh"
+#include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/guided_tables.hpp"
@@ -30,55 +31,6 @@ constexpr guided_sampler known_guided_samplers[] = {guided_sampler::smc,     gui
                                                     guided_sampler::skrock,  guided_sampler::tmpd,
                                                     guided_sampler::ddrm,    guided_sampler::dcps};
 }  // namespace
-
-const char* to_string(guided_sampler s) noexcept {
-  switch (s) {
-    case guided_sampler::smc: return "smc";
-    case guided_sampler::dps: return "dps";
-    case guided_sampler::pigdm: return "pigdm";
-    case guided_sampler::diffpir: return "diffpir";
-    case guided_sampler::skrock: return "skrock";
-    case guided_sampler::tmpd: return "tmpd";
-    case guided_sampler::ddrm: return "ddrm";
-    case guided_sampler::dcps: return "dcps";
-  }
-  return "unknown";
-}
-
-guided_sampler parse_guided_sampler(const std::string& name) {
-  for (guided_sampler s : known_guided_samplers)
-    if (name == to_string(s)) return s;
-  throw invalid_argument("sampler: unknown guided sampler '" + name +
-                         "' (expected smc, dps, pigdm, diffpir, skrock, tmpd, ddrm or dcps)");
-}
-
-const char* to_string(dps_step_form f) noexcept {
-  switch (f) {
-    case dps_step_form::likelihood: return "likelihood";
-    case dps_step_form::normalised: return "normalised";
-  }
-  return "unknown";
-}
-
-dps_step_form parse_dps_step_form(const std::string& name) {
-  if (name == "likelihood") return dps_step_form::likelihood;
-  if (name == "normalised") return dps_step_form::normalised;
-  throw invalid_argument("dps_step: unknown DPS step '" + name + "' (expected likelihood or normalised)");
-}
-
-const char* to_string(guided_potentials s) noexcept {
-  switch (s) {
-    case guided_potentials::linear: return "linear";
-    case guided_potentials::moment: return "moment";
-  }
-  return "unknown";
-}
-
-guided_potentials parse_guided_potentials(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(guided_potentials::moment); ++i)
-    if (name == to_string(static_cast<guided_potentials>(i))) return static_cast<guided_potentials>(i);
-  throw invalid_argument("potentials: unknown SMC potentials '" + name + "' (expected linear or moment)");
-}
 
 namespace {
 
@@ -293,9 +245,9 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
   DIFFSAMPLE_EXPECTS(std::find(std::begin(known_guided_samplers), std::end(known_guided_samplers), o.sampler) !=
                          std::end(known_guided_samplers),
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
-  DIFFSAMPLE_EXPECTS(pr.problems >= 1 && pr.problems <= (std::int64_t(1) << 24),
+  DIFFSAMPLE_EXPECTS(pr.problems >= 1 && pr.problems <= limits::max_guided_problems,
                      "problems.problems: must be in [1, 2^24], got " << pr.problems);
-  DIFFSAMPLE_EXPECTS(pr.d_y >= 1 && pr.d_y <= 1024, "problems.d_y: must be in [1, 1024], got " << pr.d_y);
+  DIFFSAMPLE_EXPECTS(pr.d_y >= 1 && pr.d_y <= limits::max_guided_d_y, "problems.d_y: must be in [1, 1024], got " << pr.d_y);
   DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
                      "options.steps: must be in [1, 2^24], got " << o.steps);
   DIFFSAMPLE_EXPECTS(o.particles >= 1 && o.particles <= (std::int64_t(1) << 24),

@@ -11,22 +11,6 @@
 
 namespace diffsample {
 
-const char* to_string(langevin_method m) noexcept {
-  switch (m) {
-    case langevin_method::ula: return "ula";
-    case langevin_method::mala: return "mala";
-    case langevin_method::tamed_ula: return "tamed_ula";
-  }
-  return "unknown";
-}
-
-langevin_method parse_langevin_method(const std::string& name) {
-  if (name == "ula") return langevin_method::ula;
-  if (name == "mala") return langevin_method::mala;
-  if (name == "tamed_ula" || name == "tamed") return langevin_method::tamed_ula;
-  throw invalid_argument("method: unknown Langevin method '" + name + "' (expected ula, mala or tamed_ula)");
-}
-
 namespace {
 
 using kernels::is_register_dim;

@@ -7,6 +7,7 @@
 #include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
 #include "src/cpu/chains.hpp"
+#include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
@@ -110,8 +111,8 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
                                    std::vector<double> variances)
     : storage_(std::make_unique<detail::mixture_storage>()) {
   const std::int64_t K = static_cast<std::int64_t>(weights.size());
-  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= (1 << 24), "dim: must be in [1, 2^24], got " << dim);
-  DIFFSAMPLE_EXPECTS(K >= 1 && K <= (1 << 24), "weights: need between 1 and 2^24 components, got " << K);
+  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= limits::max_dim, "dim: must be in [1, 2^24], got " << dim);
+  DIFFSAMPLE_EXPECTS(K >= 1 && K <= limits::max_components, "weights: need between 1 and 2^24 components, got " << K);
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(means.size()) == K * dim,
                      "means: expected K x d = " << K << " x " << dim << " = " << K * dim << " values, got "
                                                 << means.size());

@@ -38,22 +38,6 @@ char* openblas_get_config(void);
 
 namespace diffsample {
 
-const char* to_string(mixture_path p) noexcept {
-  switch (p) {
-    case mixture_path::automatic: return "automatic";
-    case mixture_path::direct: return "direct";
-    case mixture_path::gemm: return "gemm";
-  }
-  return "unknown";
-}
-
-mixture_path parse_mixture_path(const std::string& name) {
-  if (name == "auto" || name == "automatic") return mixture_path::automatic;
-  if (name == "direct") return mixture_path::direct;
-  if (name == "gemm") return mixture_path::gemm;
-  throw invalid_argument("path: unknown name '" + name + "' (expected auto, direct or gemm)");
-}
-
 gemm_crossover_rule gemm_crossover(executor where) noexcept {
   // Measured by `bench_mixture_gemm crossover` (README, "Large mixtures: the GEMM path") on the CPU executor, twice:
   // the direct path packs points into SIMD lanes and stays ahead up to d = 128 (ratios 0.03 to 0.9 at K <= 4096);

@@ -12,15 +12,6 @@
 
 namespace diffsample {
 
-const char* to_string(observation_kind kind) noexcept {
-  switch (kind) {
-    case observation_kind::dense: return "dense";
-    case observation_kind::mask: return "mask";
-    case observation_kind::svd: return "svd";
-  }
-  return "unknown";
-}
-
 namespace {
 
 // Bound on stored values (d_y d_x for dense, and the factors of an SVD): 2^28 doubles = 2 GiB of host memory.

@@ -21,25 +21,6 @@
 
 namespace diffsample {
 
-const char* to_string(resampling_scheme s) noexcept {
-  switch (s) {
-    case resampling_scheme::multinomial: return "multinomial";
-    case resampling_scheme::stratified: return "stratified";
-    case resampling_scheme::systematic: return "systematic";
-    case resampling_scheme::residual: return "residual";
-    case resampling_scheme::metropolis: return "metropolis";
-    case resampling_scheme::rejection: return "rejection";
-  }
-  return "unknown";
-}
-
-resampling_scheme parse_resampling_scheme(const std::string& name) {
-  for (int s = 0; s <= static_cast<int>(resampling_scheme::rejection); ++s)
-    if (name == to_string(static_cast<resampling_scheme>(s))) return static_cast<resampling_scheme>(s);
-  throw invalid_argument("scheme: unknown resampling scheme '" + name +
-                         "' (expected multinomial, stratified, systematic, residual, metropolis or rejection)");
-}
-
 namespace {
 
 using kernels::problem_state;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <utility>
 
+#include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/posterior_tables.hpp"
 #include "src/validate.hpp"
@@ -18,10 +19,10 @@ void validate(const gaussian_mixture& prior, const linear_observation& obs) {
   DIFFSAMPLE_EXPECTS(obs.d_y >= 1, "observation.d_y: must be >= 1, got " << obs.d_y);
   DIFFSAMPLE_EXPECTS(obs.d_x == prior.dim(),
                      "observation.d_x: must equal the prior's dimension " << prior.dim() << ", got " << obs.d_x);
-  DIFFSAMPLE_EXPECTS(obs.d_y <= (std::int64_t(1) << 20) / std::max<std::int64_t>(obs.d_x, 1),
+  DIFFSAMPLE_EXPECTS(obs.d_y <= limits::max_posterior_values / std::max<std::int64_t>(obs.d_x, 1),
                      "observation.d_y: d_y x d_x = " << obs.d_y << " x " << obs.d_x << " is too large for the host");
-  DIFFSAMPLE_EXPECTS(obs.d_y <= 4096, "observation.d_y: at most 4096 (each component factors a d_y x d_y matrix), got "
-                                          << obs.d_y);
+  DIFFSAMPLE_EXPECTS(obs.d_y <= limits::max_posterior_d_y,
+                     "observation.d_y: at most 4096 (each component factors a d_y x d_y matrix), got " << obs.d_y);
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(obs.A.size()) == obs.d_y * obs.d_x,
                      "observation.A: expected d_y x d_x = " << obs.d_y * obs.d_x << " values, got " << obs.A.size());
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(obs.y.size()) == obs.d_y,

@@ -10,49 +10,6 @@
 
 namespace diffsample {
 
-const char* to_string(schedule_kind k) noexcept {
-  switch (k) {
-    case schedule_kind::vp_linear: return "vp_linear";
-    case schedule_kind::vp_cosine: return "vp_cosine";
-    case schedule_kind::vp_table: return "vp_table";
-    case schedule_kind::variance_exploding: return "variance_exploding";
-    case schedule_kind::ornstein_uhlenbeck: return "ornstein_uhlenbeck";
-    case schedule_kind::linear_interpolant: return "linear_interpolant";
-    case schedule_kind::stochastic_localization: return "stochastic_localization";
-  }
-  return "unknown";
-}
-
-schedule_kind parse_schedule_kind(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(schedule_kind::stochastic_localization); ++i)
-    if (name == to_string(static_cast<schedule_kind>(i))) return static_cast<schedule_kind>(i);
-  if (name == "ddpm" || name == "vp") return schedule_kind::vp_linear;
-  if (name == "cosine") return schedule_kind::vp_cosine;
-  if (name == "ve") return schedule_kind::variance_exploding;
-  if (name == "ou") return schedule_kind::ornstein_uhlenbeck;
-  if (name == "interpolant" || name == "si") return schedule_kind::linear_interpolant;
-  if (name == "localization" || name == "sl") return schedule_kind::stochastic_localization;
-  throw invalid_argument("schedule: unknown kind '" + name +
-                         "' (expected vp_linear, vp_cosine, vp_table, variance_exploding, ornstein_uhlenbeck, "
-                         "linear_interpolant or stochastic_localization)");
-}
-
-const char* to_string(time_grid g) noexcept {
-  switch (g) {
-    case time_grid::uniform: return "uniform";
-    case time_grid::quadratic: return "quadratic";
-    case time_grid::geometric: return "geometric";
-    case time_grid::custom: return "custom";
-  }
-  return "unknown";
-}
-
-time_grid parse_time_grid(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(time_grid::custom); ++i)
-    if (name == to_string(static_cast<time_grid>(i))) return static_cast<time_grid>(i);
-  throw invalid_argument("grid: unknown time grid '" + name + "' (expected uniform, quadratic, geometric or custom)");
-}
-
 noise_schedule noise_schedule::vp_linear(double beta_min, double beta_max) {
   noise_schedule s;
   s.kind = schedule_kind::vp_linear;

@@ -1,0 +1,132 @@
+// The C ABI of binary data: Bernoulli mixtures (evaluation and exact sampling) and the discrete samplers on them
+// (discrete Langevin and discrete walk-jump).
+#include "src/c_api/common.hpp"
+
+#include <utility>
+
+using namespace diffsample::c_api;
+
+struct ds_bernoulli_mixture {
+  ds::bernoulli_mixture mixture;
+};
+
+namespace {
+
+const ds::bernoulli_mixture& get(const ds_bernoulli_mixture* m) {
+  return diffsample::c_api::get<const ds_bernoulli_mixture>(m, "mixture").mixture;
+}
+
+ds_discrete_options discrete_defaults() {
+  const ds::discrete_walk_jump_options from;
+  auto to = zero_struct<ds_discrete_options>();
+  to.method = to_c_enum<ds_discrete_method>(from.method);
+  to.alpha = from.alpha;
+  to.eta = from.eta;
+  to.steps = from.steps;
+  to.measurements = from.measurements;
+  return to;
+}
+
+ds_discrete_options read_discrete(const ds_discrete_options* p) {
+  ds_discrete_options o = read_struct("options", p, discrete_defaults());
+  enum_to_cpp<ds::discrete_method>("options.method", o.method);
+  return o;
+}
+
+// The fields both discrete samplers take.
+#define DS_DISCRETE_FIELDS(X) X(alpha) X(eta) X(steps) X(seed) X(first_chain)
+
+ds::discrete_langevin_options to_langevin(const ds_discrete_options& from) {
+  ds::discrete_langevin_options to;
+  DS_DISCRETE_FIELDS(DS_COPY)
+  DS_COPY_FLAG(start_uniform)
+  to.method = static_cast<ds::discrete_method>(static_cast<int>(from.method));
+  to.first_step = from.first_step;
+  return to;
+}
+
+ds::discrete_walk_jump_options to_walk_jump(const ds_discrete_options& from) {
+  if (from.first_step != 0)
+    fail("options.first_step: walk-jump runs each chain whole in one call, got " + std::to_string(from.first_step));
+  ds::discrete_walk_jump_options to;
+  DS_DISCRETE_FIELDS(DS_COPY)
+  DS_COPY_FLAG(mean)
+  to.method = static_cast<ds::discrete_method>(static_cast<int>(from.method));
+  to.measurements = from.measurements;
+  return to;
+}
+
+}  // namespace
+
+extern "C" {
+
+ds_status ds_bernoulli_mixture_create(int64_t dim, int64_t components, const double* weights,
+                                      const double* probabilities, ds_bernoulli_mixture** out) {
+  return guard([&] {
+    require_out("out", out);
+    check_mixture_shape(components, dim);
+    auto w = copy_array("weights", weights, components);
+    auto p = copy_array("probabilities", probabilities, components * dim);
+    *out = new ds_bernoulli_mixture{ds::bernoulli_mixture(dim, std::move(w), std::move(p))};
+  });
+}
+
+void ds_bernoulli_mixture_destroy(ds_bernoulli_mixture* mixture) { delete mixture; }
+
+ds_status ds_bernoulli_mixture_evaluate(const ds_bernoulli_mixture* mixture, ds_quantity what, const float* y,
+                                        int64_t n, double alpha, float* out, ds_execution exec, ds_executor* ran) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto q = enum_to_cpp<ds::quantity>("what", what);
+    set_ran(ran, m.evaluate(q, y, n, alpha, out, to_cpp(exec)));
+  });
+}
+
+ds_status ds_bernoulli_mixture_sample(const ds_bernoulli_mixture* mixture, float* out, int64_t n, double alpha,
+                                      uint64_t seed, int32_t* labels, uint64_t first_index, ds_execution exec,
+                                      ds_executor* ran) {
+  return guard([&] { set_ran(ran, get(mixture).sample(out, n, alpha, seed, labels, first_index, to_cpp(exec))); });
+}
+
+ds_status ds_discrete_options_init(ds_discrete_options* options, size_t struct_size) {
+  return guard([&] { init_struct(options, struct_size, discrete_defaults()); });
+}
+
+ds_status ds_discrete_workspace_bytes(const ds_bernoulli_mixture* mixture, int64_t n, const ds_discrete_options* options,
+                                      int walk_jump, size_t* bytes) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = read_discrete(options);
+    require_out("bytes", bytes);
+    *bytes = walk_jump ? ds::discrete_walk_jump_workspace_bytes(m, n, to_walk_jump(o))
+                       : ds::discrete_langevin_workspace_bytes(m, n, to_langevin(o));
+  });
+}
+
+ds_status ds_discrete_langevin(const ds_bernoulli_mixture* mixture, float* y, int64_t n,
+                               const ds_discrete_options* options, int64_t* accepted, ds_execution exec,
+                               void* workspace, size_t workspace_bytes, ds_executor* ran) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = read_discrete(options);
+    const auto r = ds::discrete_langevin(m, y, n, to_langevin(o), reinterpret_cast<std::int64_t*>(accepted),
+                                         to_cpp(exec), workspace, workspace_bytes);
+    set_ran(ran, r.ran);
+  });
+}
+
+ds_status ds_discrete_walk_jump(const ds_bernoulli_mixture* mixture, float* x, int64_t n,
+                                const ds_discrete_options* options, float* noisy, int64_t* accepted,
+                                ds_execution exec, void* workspace, size_t workspace_bytes, ds_executor* ran) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = read_discrete(options);
+    ds::discrete_walk_jump_outputs outputs;
+    outputs.noisy = noisy;
+    outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);
+    const auto r = ds::discrete_walk_jump(m, x, n, to_walk_jump(o), outputs, to_cpp(exec), workspace, workspace_bytes);
+    set_ran(ran, r.ran);
+  });
+}
+
+}  // extern "C"

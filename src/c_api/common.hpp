@@ -1,0 +1,265 @@
+// The shared layer of the C ABI (include/diffsample/diffsample.h), used by every file of src/c_api/ (one per domain):
+// guard(), which turns each exception into a status code and a per-thread message so that none crosses the ABI;
+// the versioned-struct layer (struct_size checks, init and read); enum conversion, range checks and names from the
+// one list of values in src/enum_tables.hpp; the handles shared between domains; and the size limits of
+// src/limits.hpp, the same as the C++ entry points'.
+#pragma once
+
+#include <diffsample/diffsample.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "src/enum_tables.hpp"
+#include "src/limits.hpp"
+#include <diffsample/diffsample.hpp>
+
+namespace ds = diffsample;
+
+struct ds_mixture {
+  ds::gaussian_mixture mixture;
+};
+
+// --- enums -------------------------------------------------------------------------------------------------------
+// The C enums are 32-bit and their values are the C++ ones (every value of every list in src/enum_tables.hpp), so
+// that conversions are plain casts once a value is range-checked.
+static_assert(sizeof(ds_status) == 4);
+#define DS_C_VALUE_(T, v, c) static_assert(int(ds::T::v) == int(c), #c " must equal diffsample::" #T "::" #v);
+#define DS_C_ENUM_(T, C, LIST) \
+  static_assert(sizeof(C) == 4, #C " must be 32-bit");  \
+  LIST(DS_C_VALUE_)
+DIFFSAMPLE_C_ENUMS(DS_C_ENUM_)
+#undef DS_C_ENUM_
+#undef DS_C_VALUE_
+
+namespace diffsample::c_api {
+
+/// The message of the calling thread's last failed call (ds_last_error()).
+inline thread_local std::string last_error;
+
+/// Thrown inside an entry point for a bad argument detected at the C boundary.
+[[noreturn]] inline void fail(const std::string& message) { throw invalid_argument(message); }
+
+/// Runs an entry point's body: DS_SUCCESS, or the status of the exception it threw with last_error set.
+template <class F>
+ds_status guard(F&& body) noexcept {
+  try {
+    body();
+    last_error.clear();
+    return DS_SUCCESS;
+  } catch (const invalid_argument& e) {
+    last_error = e.what();
+    return DS_INVALID_ARGUMENT;
+  } catch (const out_of_memory& e) {
+    last_error = e.what();
+    return DS_OUT_OF_MEMORY;
+  } catch (const cuda_error& e) {
+    last_error = e.what();
+    return DS_CUDA_ERROR;
+  } catch (const std::bad_alloc&) {
+    last_error = "host allocation failed (std::bad_alloc)";
+    return DS_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    try {
+      last_error = std::string("internal error: ") + e.what();
+    } catch (...) {
+    }
+    return DS_INTERNAL;
+  } catch (...) {
+    try {
+      last_error = "internal error: unknown exception";
+    } catch (...) {
+    }
+    return DS_INTERNAL;
+  }
+}
+
+/// The object behind a handle; a null handle fails naming the argument.
+template <class Handle>
+auto& get(Handle* h, const char* name) {
+  if (h == nullptr) fail(std::string(name) + ": null handle");
+  return *h;
+}
+inline const gaussian_mixture& get(const ds_mixture* m, const char* name = "mixture") {
+  return get<const ds_mixture>(m, name).mixture;
+}
+
+template <class T>
+void require_out(const char* name, T* p) {
+  if (p == nullptr) fail(std::string(name) + ": null output pointer");
+}
+
+/// `count` values from a caller's array (null only when count is 0).
+inline std::vector<double> copy_array(const std::string& name, const double* p, std::int64_t count) {
+  if (count < 0) fail(name + ": negative count " + std::to_string(count));
+  if (count > 0 && p == nullptr) fail(name + ": null pointer for " + std::to_string(count) + " values");
+  return count > 0 ? std::vector<double>(p, p + count) : std::vector<double>{};
+}
+
+/// Checks the shape of a mixture before any of its arrays is read (the C++ constructor checks the rest).
+inline void check_mixture_shape(std::int64_t components, std::int64_t dim) {
+  if (components < 1) fail("components: must be >= 1, got " + std::to_string(components));
+  if (dim < 1) fail("dim: must be >= 1, got " + std::to_string(dim));
+  if (components > limits::max_components || dim > limits::max_dim)
+    fail("components x dim: " + std::to_string(components) + " x " + std::to_string(dim) + " is too large");
+}
+
+/// A trajectory buffer is needed whenever options.record_every asks for one.
+inline void check_trajectory(std::int64_t record_every, const float* trajectory) {
+  if (record_every > 0 && trajectory == nullptr)
+    fail("trajectory: null, but options.record_every is " + std::to_string(record_every) +
+         " (give a buffer, or set record_every to 0)");
+}
+
+// An enum value from C as an int, copied from its bytes: a caller may store any 32-bit value in the field, and a
+// load of an out-of-range value through the C++ enum type is undefined (UBSan's -fsanitize=enum flags it).
+template <class C>
+int enum_int(const C& value) noexcept {
+  static_assert(sizeof(C) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &value, sizeof v);
+  return v;
+}
+
+/// A C enum value as the C++ value, range-checked as an int against the C++ enum's list.
+template <class Cpp, class C>
+Cpp enum_to_cpp(const std::string& what, const C& value) {
+  const int v = enum_int(value);
+  if (v < 0 || v >= detail::enum_table<Cpp>::count) fail(what + ": invalid value " + std::to_string(v));
+  return static_cast<Cpp>(v);
+}
+
+/// A C++ enum value as the C value.
+template <class C, class Cpp>
+C to_c_enum(Cpp value) noexcept {
+  return static_cast<C>(static_cast<int>(value));
+}
+
+/// The name of a C enum value ("unknown" outside the list).
+template <class Cpp, class C>
+const char* c_enum_name(const C& value) noexcept {
+  const int v = enum_int(value);
+  if (v < 0 || v >= detail::enum_table<Cpp>::count) return "unknown";
+  return detail::enum_name(static_cast<Cpp>(v));
+}
+
+/// A name parsed by the C++ parser into a C enum.
+template <class C, class Parse>
+ds_status parse_enum(const char* name, C* out, Parse parse) {
+  return guard([&] {
+    if (name == nullptr) fail("name: null pointer");
+    require_out("out", out);
+    *out = to_c_enum<C>(parse(std::string(name)));
+  });
+}
+
+inline executor to_cpp(const ds_executor& e) { return enum_to_cpp<executor>("exec.kind", e); }
+inline ds_executor to_c(executor e) { return to_c_enum<ds_executor>(e); }
+inline execution to_cpp(ds_execution e) { return execution{to_cpp(e.kind), e.stream}; }
+inline channel to_cpp(ds_channel c) { return channel{c.a, c.s}; }
+
+/// Runs f(), then writes its value to *out (a null out fails after f's own checks: for a pure query).
+template <class T, class F>
+ds_status write_out(const char* name, T* out, F f) {
+  return guard([&] {
+    const T value = f();
+    require_out(name, out);
+    *out = value;
+  });
+}
+
+/// Components and dimension of the mixture or posterior that object() returns, each written when asked for.
+template <class Object>
+ds_status write_shape(Object object, std::int64_t* components, std::int64_t* dim) {
+  return guard([&] {
+    const auto& m = object();
+    if (components) *components = m.components();
+    if (dim) *dim = m.dim();
+  });
+}
+
+/// Writes the executor that ran, when the caller asked for it.
+inline void set_ran(ds_executor* ran, executor r) {
+  if (ran) *ran = to_c(r);
+}
+
+// --- versioned structs ---------------------------------------------------------------------------------------
+// A caller's struct_size must be the size of a layout this library knows. A later version of a struct appends
+// fields after the last byte of the previous layout and adds the previous size to known_sizes; read_struct() copies
+// the caller's bytes over the defaults, so that the new fields of an older caller keep their defaults.
+template <class T>
+struct layout;
+#define DS_LAYOUT(T, ...)                                                   \
+  template <>                                                               \
+  struct layout<T> {                                                        \
+    static constexpr const char* name = #T;                                 \
+    static constexpr std::size_t known_sizes[] = {__VA_ARGS__ sizeof(T)};   \
+  };
+DS_LAYOUT(ds_langevin_options)
+DS_LAYOUT(ds_schedule)
+DS_LAYOUT(ds_diffusion_options)
+DS_LAYOUT(ds_resampling_options)
+DS_LAYOUT(ds_guided_problems)
+DS_LAYOUT(ds_guided_outputs)
+DS_LAYOUT(ds_discrete_options)
+// ds_guided_options: the first layout ended with seed; the second appends dps_step and the diffpir and skrock
+// settings; the third the ddrm and dcps settings.
+DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta), )
+#undef DS_LAYOUT
+
+template <class T>
+void check_size(const std::string& what, std::size_t struct_size) {
+  for (std::size_t known : layout<T>::known_sizes)
+    if (struct_size == known) return;
+  fail(what + ".struct_size: " + std::to_string(struct_size) + " is not the size of a " + layout<T>::name +
+       " layout this library knows (expected " + std::to_string(sizeof(T)) +
+       "): initialise the struct with its init function and sizeof, from a header of the same version as the library");
+}
+
+/// Writes the defaults into the first struct_size bytes of *p (the caller's layout) and sets struct_size.
+template <class T>
+void init_struct(T* p, std::size_t struct_size, const T& defaults) {
+  if (p == nullptr) fail(std::string(layout<T>::name) + ": null pointer");
+  check_size<T>(layout<T>::name, struct_size);
+  T value = defaults;
+  value.struct_size = struct_size;
+  std::memcpy(static_cast<void*>(p), &value, struct_size);
+}
+
+/// The caller's struct as this library's layout: the caller's bytes over the defaults.
+template <class T>
+T read_struct(const std::string& what, const T* p, const T& defaults) {
+  if (p == nullptr) fail(what + ": null pointer (initialise it with " + layout<T>::name + "'s init function)");
+  std::size_t struct_size = 0;
+  std::memcpy(&struct_size, static_cast<const void*>(p), sizeof struct_size);
+  check_size<T>(what, struct_size);
+  T value = defaults;
+  std::memcpy(static_cast<void*>(&value), static_cast<const void*>(p), struct_size);
+  return value;
+}
+
+/// A struct of the C ABI with every field zero but struct_size.
+template <class T>
+T zero_struct() noexcept {
+  T value{};
+  value.struct_size = sizeof value;
+  return value;
+}
+
+// Field lists copy the fields that have one type on both sides with DS_COPY (`to.f = from.f`); flags (int in C,
+// bool in C++) with DS_COPY_FLAG, both directions.
+#define DS_COPY(f) to.f = from.f;
+#define DS_COPY_FLAG(f) to.f = (from.f != 0);
+
+// --- conversions shared between domains (src/c_api/diffusion.cpp, particles.cpp) --------------------------------
+ds_schedule to_c(const noise_schedule& from);
+noise_schedule to_cpp(const std::string& what, const ds_schedule& from);
+ds_resampling_options to_c(const resampling_options& from);
+resampling_options to_cpp(const std::string& what, const ds_resampling_options& from);
+
+}  // namespace diffsample::c_api

@@ -1,0 +1,195 @@
+// The C ABI of noise schedules and reverse diffusion: the whole-run sampler and the stepwise plan driven by the
+// caller's model.
+#include "src/c_api/common.hpp"
+
+using namespace diffsample::c_api;
+
+struct ds_diffusion_plan {
+  ds::diffusion_plan plan;
+  std::int64_t n, dim;
+  ds_model_output output;
+};
+
+// --- schedules ---------------------------------------------------------------------------------------------------
+namespace diffsample::c_api {
+
+#define DS_SCHEDULE_FIELDS(X) X(beta_min) X(beta_max) X(cosine_offset) X(sigma_min) X(sigma_max) X(t_start) X(t_end)
+
+ds_schedule to_c(const noise_schedule& from) {
+  auto to = zero_struct<ds_schedule>();  // the factories' defaults hold no arrays: alpha_bar and times stay null
+  DS_SCHEDULE_FIELDS(DS_COPY)
+  to.kind = to_c_enum<ds_schedule_kind>(from.kind);
+  to.grid = to_c_enum<ds_time_grid>(from.grid);
+  return to;
+}
+
+noise_schedule to_cpp(const std::string& what, const ds_schedule& from) {
+  check_size<ds_schedule>(what, from.struct_size);
+  noise_schedule to;
+  DS_SCHEDULE_FIELDS(DS_COPY)
+  to.kind = enum_to_cpp<schedule_kind>(what + ".kind", from.kind);
+  to.grid = enum_to_cpp<time_grid>(what + ".grid", from.grid);
+  to.alpha_bar = copy_array(what + ".alpha_bar", from.alpha_bar, from.alpha_bar_count);
+  to.times = copy_array(what + ".times", from.times, from.times_count);
+  return to;
+}
+
+}  // namespace diffsample::c_api
+
+namespace {
+
+// --- reverse diffusion -------------------------------------------------------------------------------------------
+#define DS_DIFFUSION_FIELDS(X) X(steps) X(eta) X(sigma) X(step_size) X(measurements) X(seed) X(first_chain) X(record_every)
+#define DS_DIFFUSION_FLAGS(X) X(final_denoise) X(draw_initial)
+
+ds_diffusion_options to_c(const ds::diffusion_options& from) {
+  auto to = zero_struct<ds_diffusion_options>();
+  DS_DIFFUSION_FIELDS(DS_COPY)
+  DS_DIFFUSION_FLAGS(DS_COPY_FLAG)
+  to.sampler = to_c_enum<ds_diffusion_sampler>(from.sampler);
+  to.schedule = diffsample::c_api::to_c(from.schedule);
+  return to;
+}
+
+ds::diffusion_options to_cpp(const ds_diffusion_options* p) {
+  const ds_diffusion_options from = read_struct("options", p, to_c(ds::diffusion_options{}));
+  ds::diffusion_options to;
+  DS_DIFFUSION_FIELDS(DS_COPY)
+  DS_DIFFUSION_FLAGS(DS_COPY_FLAG)
+  to.sampler = enum_to_cpp<ds::diffusion_sampler>("options.sampler", from.sampler);
+  to.schedule = diffsample::c_api::to_cpp("options.schedule", from.schedule);
+  return to;
+}
+
+// A plan call that takes the state and the model's output, both required.
+template <class Call>
+ds_status plan_call(ds_diffusion_plan* plan, float* x, const float* model, Call call) {
+  return guard([&] {
+    auto& p = get(plan, "plan");
+    if (x == nullptr) fail("x: null pointer");
+    if (model == nullptr) fail("model: null pointer");
+    call(p.plan, x, model);
+  });
+}
+
+}  // namespace
+
+extern "C" {
+
+ds_status ds_schedule_init(ds_schedule* schedule, size_t struct_size, ds_schedule_kind kind) {
+  return guard([&] {
+    ds::noise_schedule d;
+    switch (enum_to_cpp<ds::schedule_kind>("kind", kind)) {
+      case ds::schedule_kind::vp_linear: d = ds::noise_schedule::vp_linear(); break;
+      case ds::schedule_kind::vp_cosine: d = ds::noise_schedule::vp_cosine(); break;
+      case ds::schedule_kind::vp_table: d = ds::noise_schedule::vp_table({}); break;
+      case ds::schedule_kind::variance_exploding: d = ds::noise_schedule::variance_exploding(); break;
+      case ds::schedule_kind::ornstein_uhlenbeck: d = ds::noise_schedule::ornstein_uhlenbeck(); break;
+      case ds::schedule_kind::linear_interpolant: d = ds::noise_schedule::linear_interpolant(); break;
+      case ds::schedule_kind::stochastic_localization: d = ds::noise_schedule::stochastic_localization(); break;
+    }
+    init_struct(schedule, struct_size, to_c(d));
+  });
+}
+
+ds_status ds_schedule_points(const ds_schedule* schedule, int64_t steps, ds_schedule_point* out) {
+  return guard([&] {
+    if (schedule == nullptr) fail("schedule: null pointer (initialise it with ds_schedule_init())");
+    const ds::noise_schedule s = to_cpp("schedule", *schedule);
+    require_out("out", out);
+    const std::vector<ds::schedule_point> points = s.points(steps);
+    for (std::size_t i = 0; i < points.size(); ++i)
+      out[i] = ds_schedule_point{points[i].t, points[i].a, points[i].s, points[i].da_dt, points[i].ds_dt};
+  });
+}
+
+ds_status ds_diffusion_options_init(ds_diffusion_options* options, size_t struct_size) {
+  return guard([&] { init_struct(options, struct_size, to_c(ds::diffusion_options{})); });
+}
+
+ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t n, const ds_diffusion_options* options,
+                                       size_t* bytes) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = to_cpp(options);
+    require_out("bytes", bytes);
+    *bytes = ds::diffusion_workspace_bytes(m, n, o);
+  });
+}
+
+ds_status ds_diffusion_sample(const ds_mixture* mixture, float* x, int64_t n, const ds_diffusion_options* options,
+                              float* trajectory, ds_execution exec, void* workspace, size_t workspace_bytes,
+                              ds_diffusion_report* report) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = to_cpp(options);
+    check_trajectory(o.record_every, trajectory);
+    ds::diffusion_outputs outputs;
+    outputs.trajectory = trajectory;
+    const ds::diffusion_report r = ds::diffusion(m, x, n, o, outputs, to_cpp(exec), workspace, workspace_bytes);
+    if (report) *report = ds_diffusion_report{to_c(r.ran), r.register_path ? 1 : 0, r.total_steps};
+  });
+}
+
+ds_status ds_diffusion_plan_create(int64_t n, int64_t dim, const ds_diffusion_options* options, ds_model_output output,
+                                   ds_execution exec, ds_diffusion_plan** out) {
+  return guard([&] {
+    require_out("out", out);
+    const auto o = to_cpp(options);
+    const auto model = enum_to_cpp<ds::model_output>("output", output);
+    *out = new ds_diffusion_plan{ds::diffusion_plan(n, dim, o, model, to_cpp(exec)), n, dim, output};
+  });
+}
+
+void ds_diffusion_plan_destroy(ds_diffusion_plan* plan) { delete plan; }
+
+ds_status ds_diffusion_plan_get_info(const ds_diffusion_plan* plan, ds_diffusion_plan_info* info) {
+  return guard([&] {
+    const auto& p = get(plan, "plan");
+    require_out("info", info);
+    info->steps = p.plan.steps();
+    info->n = p.n;
+    info->dim = p.dim;
+    info->where = to_c(p.plan.where());
+    info->model_output = p.output;
+    info->needs_final_jump = p.plan.needs_final_jump() ? 1 : 0;
+  });
+}
+
+ds_status ds_diffusion_plan_step_channel(const ds_diffusion_plan* plan, int64_t k, ds_channel* channel, double* t) {
+  return guard([&] {
+    const auto& p = get(plan, "plan");
+    if (k < 0 || k > p.plan.steps())
+      fail("k: must be in [0, " + std::to_string(p.plan.steps()) + "], got " + std::to_string(k));
+    const ds::channel ch = p.plan.step_channel(k);
+    const double time = p.plan.step_time(k);
+    if (channel) *channel = ds_channel{ch.a, ch.s};
+    if (t) *t = time;
+  });
+}
+
+ds_status ds_diffusion_plan_step_counter(const ds_diffusion_plan* plan, const int64_t** counter) {
+  return guard([&] {
+    const auto& p = get(plan, "plan");
+    require_out("counter", counter);
+    *counter = reinterpret_cast<const int64_t*>(p.plan.step_counter());
+  });
+}
+
+ds_status ds_diffusion_plan_reset(ds_diffusion_plan* plan, float* x, struct CUstream_st* stream) {
+  return guard([&] {
+    auto& p = get(plan, "plan");
+    if (x == nullptr) fail("x: null pointer");
+    p.plan.reset(x, stream);
+  });
+}
+
+ds_status ds_diffusion_plan_step(ds_diffusion_plan* plan, float* x, const float* model, struct CUstream_st* stream) {
+  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.step(s, m, stream); });
+}
+
+ds_status ds_diffusion_plan_finish(ds_diffusion_plan* plan, float* x, const float* model, struct CUstream_st* stream) {
+  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.finish(s, m, stream); });
+}
+
+}  // extern "C"

@@ -1,0 +1,127 @@
+// The C ABI of guided posterior sampling for linear inverse problems (SMC, DPS, PiGDM, DiffPIR, SKROCK, TMPD, DDRM,
+// DCPS) under a Gaussian-mixture prior.
+#include "src/c_api/common.hpp"
+
+#include <utility>
+
+using namespace diffsample::c_api;
+
+namespace {
+
+#define DS_GUIDED_FIELDS(X)                                                                                     \
+  X(steps) X(eta) X(particles) X(potential_spread) X(guidance_scale) X(seed) X(diffpir_zeta) X(diffpir_lambda) \
+  X(skrock_stages) X(skrock_eta) X(skrock_step_fraction) X(ddrm_eta) X(ddrm_eta_b) X(dcps_blocks)             \
+  X(dcps_langevin_steps) X(dcps_langevin_step) X(dcps_gradient_steps) X(dcps_learning_rate)
+#define DS_GUIDED_FLAGS(X) X(ddim) X(final_resample)
+
+ds_guided_options to_c(const ds::guided_options& from) {
+  auto to = zero_struct<ds_guided_options>();
+  DS_GUIDED_FIELDS(DS_COPY)
+  DS_GUIDED_FLAGS(DS_COPY_FLAG)
+  to.sampler = to_c_enum<ds_guided_sampler>(from.sampler);
+  to.dps_step = to_c_enum<ds_dps_step>(from.dps_step);
+  to.schedule = diffsample::c_api::to_c(from.schedule);
+  to.resampling = diffsample::c_api::to_c(from.resampling);
+  return to;
+}
+
+ds::guided_options to_cpp(const ds_guided_options* p) {
+  const ds_guided_options from = read_struct("options", p, to_c(ds::guided_options{}));
+  ds::guided_options to;
+  DS_GUIDED_FIELDS(DS_COPY)
+  DS_GUIDED_FLAGS(DS_COPY_FLAG)
+  to.sampler = enum_to_cpp<ds::guided_sampler>("options.sampler", from.sampler);
+  to.dps_step = enum_to_cpp<ds::dps_step_form>("options.dps_step", from.dps_step);
+  to.schedule = diffsample::c_api::to_cpp("options.schedule", from.schedule);
+  to.resampling = diffsample::c_api::to_cpp("options.resampling", from.resampling);
+  return to;
+}
+
+ds_guided_problems default_problems() {
+  const ds::guided_problems d;
+  auto p = zero_struct<ds_guided_problems>();
+  p.problems = d.problems;
+  p.d_y = d.d_y;
+  return p;
+}
+
+ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x) {
+  const ds_guided_problems g = read_struct("problems", p, default_problems());
+  // B and d_y size the copy of y, so they are checked here, against the C++ limits (guided_sample() checks the rest).
+  if (g.problems < 1 || g.problems > ds::limits::max_guided_problems)
+    fail("problems.problems: must be in [1, 2^24], got " + std::to_string(g.problems));
+  if (g.d_y < 1 || g.d_y > ds::limits::max_guided_d_y)
+    fail("problems.d_y: must be in [1, 1024], got " + std::to_string(g.d_y));
+  ds::guided_problems r;
+  r.problems = g.problems;
+  r.d_y = g.d_y;
+  r.A = copy_array("problems.A", g.A, g.A_count);
+  if (g.mask != nullptr || g.mask_count != 0) {
+    if (g.A != nullptr) fail("problems.mask: give either A or mask, not both");
+    if (g.mask_count != g.d_y && g.mask_count != g.problems * g.d_y)
+      fail("problems.mask_count: expected d_y = " + std::to_string(g.d_y) + " or B x d_y = " +
+           std::to_string(g.problems * g.d_y) + ", got " + std::to_string(g.mask_count));
+    if (g.mask == nullptr) fail("problems.mask: null pointer for " + std::to_string(g.mask_count) + " indices");
+    const std::vector<double> gains = copy_array("problems.mask_gains", g.mask_gains, g.mask_gains ? g.mask_count : 0);
+    for (std::int64_t c = 0; c < g.mask_count / g.d_y; ++c) {
+      std::vector<std::int64_t> rows(g.mask + c * g.d_y, g.mask + (c + 1) * g.d_y);
+      std::vector<double> row_gains;
+      if (!gains.empty()) row_gains.assign(gains.begin() + c * g.d_y, gains.begin() + (c + 1) * g.d_y);
+      r.operators.push_back(ds::observation_operator::mask(d_x, std::move(rows), std::move(row_gains)));
+    }
+  }
+  r.y = copy_array("problems.y", g.y, g.problems * g.d_y);
+  r.sigma_y = copy_array("problems.sigma_y", g.sigma_y, g.sigma_y_count);
+  return r;
+}
+
+#define DS_GUIDED_OUTPUTS(X) X(particles) X(log_weights) X(samples) X(log_normaliser) X(ess_trace) X(resample_count)
+
+ds::guided_outputs to_cpp(const ds_guided_outputs* p) {
+  const ds_guided_outputs from = read_struct("outputs", p, zero_struct<ds_guided_outputs>());
+  ds::guided_outputs to;
+  DS_GUIDED_OUTPUTS(DS_COPY)
+  return to;
+}
+
+}  // namespace
+
+extern "C" {
+
+ds_status ds_guided_problems_init(ds_guided_problems* problems, size_t struct_size) {
+  return guard([&] { init_struct(problems, struct_size, default_problems()); });
+}
+
+ds_status ds_guided_options_init(ds_guided_options* options, size_t struct_size) {
+  return guard([&] { init_struct(options, struct_size, to_c(ds::guided_options{})); });
+}
+
+ds_status ds_guided_outputs_init(ds_guided_outputs* outputs, size_t struct_size) {
+  return guard([&] { init_struct(outputs, struct_size, ds_guided_outputs{}); });
+}
+
+ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_guided_problems* problems,
+                                    const ds_guided_options* options, size_t* bytes) {
+  return guard([&] {
+    const auto& m = get(prior, "prior");
+    const auto g = to_cpp(problems, m.dim());
+    const auto o = to_cpp(options);
+    require_out("bytes", bytes);
+    *bytes = ds::guided_workspace_bytes(m, g, o);
+  });
+}
+
+ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* problems,
+                           const ds_guided_options* options, const ds_guided_outputs* outputs, ds_execution exec,
+                           void* workspace, size_t workspace_bytes, ds_guided_report* report) {
+  return guard([&] {
+    const auto& m = get(prior, "prior");
+    const auto g = to_cpp(problems, m.dim());
+    const auto o = to_cpp(options);
+    const auto out = to_cpp(outputs);
+    const ds::guided_report r = ds::guided_sample(m, g, o, out, to_cpp(exec), workspace, workspace_bytes);
+    if (report) *report = ds_guided_report{to_c(r.ran), r.launches};
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,60 @@
+// The C ABI of Langevin chains (ULA, MALA, tamed ULA) on a Gaussian mixture.
+#include "src/c_api/common.hpp"
+
+using namespace diffsample::c_api;
+
+namespace {
+
+#define DS_LANGEVIN_FIELDS(X) X(step_size) X(steps) X(seed) X(first_chain) X(first_step) X(record_every)
+
+ds_langevin_options to_c(const ds::langevin_options& from) {
+  auto to = zero_struct<ds_langevin_options>();
+  DS_LANGEVIN_FIELDS(DS_COPY)
+  to.method = to_c_enum<ds_langevin_method>(from.method);
+  to.target = ds_channel{from.target.a, from.target.s};
+  return to;
+}
+
+ds::langevin_options to_cpp(const ds_langevin_options* p) {
+  const ds_langevin_options from = read_struct("options", p, to_c(ds::langevin_options{}));
+  ds::langevin_options to;
+  DS_LANGEVIN_FIELDS(DS_COPY)
+  to.method = enum_to_cpp<ds::langevin_method>("options.method", from.method);
+  to.target = diffsample::c_api::to_cpp(from.target);
+  return to;
+}
+
+}  // namespace
+
+extern "C" {
+
+ds_status ds_langevin_options_init(ds_langevin_options* options, size_t struct_size) {
+  return guard([&] { init_struct(options, struct_size, to_c(ds::langevin_options{})); });
+}
+
+ds_status ds_langevin_workspace_bytes(const ds_mixture* mixture, int64_t n, const ds_langevin_options* options,
+                                      size_t* bytes) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = to_cpp(options);
+    require_out("bytes", bytes);
+    *bytes = ds::langevin_workspace_bytes(m, n, o);
+  });
+}
+
+ds_status ds_langevin(const ds_mixture* mixture, float* x, int64_t n, const ds_langevin_options* options,
+                      float* trajectory, int64_t* accepted, ds_execution exec, void* workspace, size_t workspace_bytes,
+                      ds_langevin_report* report) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = to_cpp(options);
+    check_trajectory(o.record_every, trajectory);
+    ds::langevin_outputs outputs;
+    outputs.trajectory = trajectory;
+    outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);
+    const ds::langevin_report r = ds::langevin(m, x, n, o, outputs, to_cpp(exec), workspace, workspace_bytes);
+    if (report) *report = ds_langevin_report{to_c(r.ran), r.register_path ? 1 : 0};
+  });
+}
+
+}  // extern "C"
