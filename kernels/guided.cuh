@@ -45,7 +45,18 @@ struct guided_params {
   int d, d_y;
   std::uint64_t seed;
   float initial_scale;
+  /// A shard of a larger run (src/guided_shard.hpp): this launch holds particles [stream_first, stream_first +
+  /// particles) of each problem's stream_particles, so particle i = b particles + j draws from the Philox stream of
+  /// particle b stream_particles + stream_first + j. 0 (the default): the launch holds every particle, stream i.
+  std::int64_t stream_particles = 0, stream_first = 0;
 };
+
+/// The Philox stream id of particle i of the launch (see guided_params::stream_particles).
+DS_HD_INLINE std::uint64_t guided_stream(const guided_params& p, std::int64_t i) {
+  if (p.stream_particles == 0) return static_cast<std::uint64_t>(i);
+  const std::int64_t b = i / p.particles;
+  return static_cast<std::uint64_t>(b * p.stream_particles + p.stream_first + (i - b * p.particles));
+}
 
 /// r = scale * y_b - A_b x - noise * z for one particle (d_y values); z is read only when noise != 0.
 template <class X, class R, class Z = const float*>
@@ -102,7 +113,7 @@ struct guided_init_functor {
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     strided_vec<float> xi{x + i * p.d, 1, p.d}, ri{r + i * p.d_y, 1, p.d_y};
-    philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+    philox rng(p.seed, guided_stream(p, i), 0);
     const float scale = p.initial_scale;
     rng.normals(p.d, [&](int j, float z) { xi[j] = scale * z; });
     guided_residual(p, b, p.steps[0].a, xi, ri);
@@ -168,7 +179,7 @@ struct guided_mutate_functor {
     if (reports[b].resampled) lw[i] = 0.f;
     strided_vec<float> xi{x + i * p.d, 1, p.d};
     const float* mi = mu + (b * p.particles + static_cast<std::int64_t>(ancestors[i])) * p.d;
-    philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+    philox rng(p.seed, guided_stream(p, i), static_cast<std::uint64_t>(k) + 1);
     float* zy = r + i * 2 * p.d_y;  // the d_y observation normals
     float* t = zy + p.d_y;
     rng.normals(p.d + p.d_y, [&](int j, float z) {

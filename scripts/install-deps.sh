@@ -21,6 +21,8 @@ python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
 [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
 [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
 dpkg -s libopenblas-serial-dev >/dev/null 2>&1 || need+=(libopenblas-serial-dev)
+dpkg -s libopenmpi-dev >/dev/null 2>&1 || need+=(libopenmpi-dev)
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}" >&2
   SUDO=""

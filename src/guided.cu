@@ -15,6 +15,7 @@
 #include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/guided_samplers.hpp"
+#include "src/guided_shard.hpp"
 #include "src/guided_tables.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
@@ -741,5 +742,152 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   ++report.launches;
   return report;
 }
+
+namespace detail {
+
+guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& given, const guided_options& o,
+                               guided_outputs out, execution exec, guided_shard& shard) {
+  // Everything that can fail runs before agree(), so that a failure on one shard throws on all of them.
+  std::exception_ptr failure;
+  const std::int64_t first = shard.first(), local = shard.local(), N = o.particles;
+  svd_reduction reduced;
+  layout l{};
+  std::vector<unsigned char> blob;
+  float initial_scale = 1.f;
+  std::unique_ptr<detail::scratch> owned;
+  std::vector<std::int64_t> order;
+  try {
+    validate(prior, given, o);
+    DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
+                       "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
+    DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear,
+                       "options.potentials: a distributed run supports linear potentials only, got "
+                           << to_string(o.potentials));
+    DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
+                       "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
+    const executor where = detail::resolve_executor(exec.kind, nullptr);
+    DIFFSAMPLE_EXPECTS(where == executor::cpu, "exec.kind: a distributed guided SMC run needs the CPU executor, got "
+                                                   << to_string(where));
+    const std::int64_t B = given.problems, d = prior.dim(), BL = B * local;
+    if (out.particles != nullptr) detail::check_buffer("outputs.particles", out.particles, BL * d, sizeof(float), where);
+    if (out.samples != nullptr) detail::check_buffer("outputs.samples", out.samples, BL * d, sizeof(float), where);
+    if (out.log_weights != nullptr) detail::check_buffer("outputs.log_weights", out.log_weights, BL, sizeof(float), where);
+    if (out.log_normaliser != nullptr) detail::check_buffer("outputs.log_normaliser", out.log_normaliser, B, sizeof(double), where);
+    if (out.ess_trace != nullptr) detail::check_buffer("outputs.ess_trace", out.ess_trace, B * (o.steps + 1), sizeof(float), where);
+    if (out.resample_count != nullptr) detail::check_buffer("outputs.resample_count", out.resample_count, B, sizeof(std::int32_t), where);
+    DIFFSAMPLE_EXPECTS(out.samples == nullptr || o.final_resample,
+                       "outputs.samples: given but options.final_resample is false");
+    reduced = reduce_svd(given, prior.dim());
+    const guided_problems& pr = reduced.active ? reduced.problems : given;
+    guided_options lo = o;
+    lo.particles = std::max<std::int64_t>(local, 1);  // the shard's buffers
+    l = make_layout(prior, pr, lo);
+    blob = build_tables(prior, pr, o, l, &initial_scale, reduced);
+    detail::check_allocation("guided workspace", l.total, where);
+    owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
+    if (out.samples != nullptr) {
+      // Row first + i of problem b of guided_sample()'s samples is slot perm_b(first + i) of the final resampling.
+      const std::uint64_t key = o.seed ^ 0x5851F42D4C957F2Dull;
+      order.resize(static_cast<std::size_t>(BL));
+      for (std::int64_t b = 0; b < B; ++b) {
+        index_permutation pb(key, static_cast<std::uint64_t>(N));
+        pb.key = key + 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(b);
+        for (std::int64_t i = 0; i < local; ++i)
+          order[b * local + i] = static_cast<std::int64_t>(pb(static_cast<std::uint64_t>(first + i)));
+      }
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  shard.agree(failure);
+
+  const executor where = executor::cpu;
+  const guided_problems& pr = reduced.active ? reduced.problems : given;
+  const std::int64_t B = pr.problems, d = prior.dim(), dy = pr.d_y, K = o.steps, BL = B * local;
+  unsigned char* ws = static_cast<unsigned char*>(owned->data());
+  std::memcpy(ws, blob.data(), blob.size());
+  kernels::guided_params p{};
+  p.mix = prior.storage().view(where);
+  p.steps = reinterpret_cast<const guided_step*>(ws + l.steps);
+  p.inv_var = reinterpret_cast<const float*>(ws + l.inv_var);
+  p.noise_std = reinterpret_cast<const float*>(ws + l.noise_std);
+  p.precision = reinterpret_cast<const float*>(ws + l.precision);
+  const operator_shape& sh = l.operators;
+  p.A = reinterpret_cast<const float*>(ws + l.A);
+  p.mask = sh.mask ? reinterpret_cast<const std::int32_t*>(ws + l.mask) : nullptr;
+  p.A_stride = sh.count == 1 ? 0 : dy * (sh.mask ? 1 : d);
+  p.y = reinterpret_cast<const float*>(ws + l.y);
+  p.problems = B;
+  p.particles = std::max<std::int64_t>(local, 1);
+  p.d = int(d);
+  p.d_y = int(dy);
+  p.seed = o.seed;
+  p.initial_scale = initial_scale;
+  p.stream_particles = N;
+  p.stream_first = first;
+
+  float* x = reinterpret_cast<float*>(ws + l.x);
+  float* mu = reinterpret_cast<float*>(ws + l.mu);
+  float* mu2 = reinterpret_cast<float*>(ws + l.mu2);
+  float* r = reinterpret_cast<float*>(ws + l.r);
+  float* lw = reinterpret_cast<float*>(ws + l.lw);
+  auto* ancestors = reinterpret_cast<std::int32_t*>(ws + l.ancestors);
+  auto* reports = reinterpret_cast<particle_report*>(ws + l.reports);
+  auto* log_z = reinterpret_cast<double*>(ws + l.log_z);
+  auto* previous_lse = reinterpret_cast<double*>(ws + l.previous_lse);
+  auto* counts = reinterpret_cast<std::int32_t*>(ws + l.counts);
+  const double log_n = std::log(double(N));
+  const cudaStream_t stream = exec.stream;
+  const std::size_t row = static_cast<std::size_t>(d) * sizeof(float);
+  guided_report report;
+  report.ran = where;
+
+  // The rows arrive in slot order, so every slot's ancestor is its own row of the exchanged buffer.
+  for (std::int64_t i = 0; i < BL; ++i) ancestors[i] = static_cast<std::int32_t>(i % local);
+  resampling_options ro = o.resampling;
+  ro.seed = o.seed ^ 0x9E3779B97F4A7C15ull;  // as guided_sample()
+
+  kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
+  kernels::for_each_index(where, BL, kernels::guided_init_functor{p, x, lw, r}, stream);
+  ro.step = 0;
+  shard.resample(lw, B, ro, reports, x, row, mu2);
+  std::swap(x, mu2);
+  kernels::for_each_index(where, B,
+                          kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                              K + 1, 0, log_n},
+                          stream);
+  kernels::for_each_index(where, BL, kernels::guided_reset_weights_functor{reports, lw, p.particles}, stream);
+  report.launches += 5;
+  for (std::int64_t k = 0; k < K; ++k) {
+    kernels::for_each_index(where, BL, kernels::guided_weight_functor{p, k, x, mu, lw, r}, stream);
+    ro.step = static_cast<std::uint64_t>(k + 1);
+    shard.resample(lw, B, ro, reports, mu, row, mu2);
+    kernels::for_each_index(where, B,
+                            kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                K + 1, k + 1, log_n},
+                            stream);
+    kernels::for_each_index(where, BL, kernels::guided_mutate_functor{p, k, mu2, ancestors, reports, lw, x, r},
+                            stream);
+    report.launches += 4;
+  }
+  if (out.particles != nullptr) std::memcpy(out.particles, x, static_cast<std::size_t>(BL) * row);
+  if (out.log_weights != nullptr) std::memcpy(out.log_weights, lw, static_cast<std::size_t>(BL) * sizeof(float));
+  if (out.samples != nullptr) {
+    resampling_options last = ro;
+    last.ess_threshold = 2.0;  // every problem with a positive weight
+    last.step = static_cast<std::uint64_t>(K + 1);
+    shard.resample(lw, B, last, reports, x, row, mu2);
+    shard.fetch(mu2, B, row, order.data(), out.samples);
+    report.launches += 2;
+  }
+  const double* constants = reinterpret_cast<const double*>(ws + l.constants);
+  kernels::for_each_index(
+      where, B, kernels::guided_finish_functor{log_z, constants, counts, out.log_normaliser, out.resample_count},
+      stream);
+  ++report.launches;
+  return report;
+}
+
+}  // namespace detail
 
 }  // namespace diffsample

@@ -1,0 +1,115 @@
+// Scaling of distributed guided SMC (libdiffsample_mpi, global resampling) on the CPU executor:
+//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats]
+// Prints, per run, particle-steps per second (B N K over the slowest rank's wall time), each rank's share of time
+// inside MPI, the bytes each rank sent per resampling, and the communication-volume model beside them:
+//
+//   rows that cross the boundary between ranks k-1 and k at one resampling, for exchangeable particles:
+//     E|D_k| = sqrt(2 / pi) sqrt(N (s - 1) f (1 - f)),  f = k / P,  s = N / ESS (the weight skew),
+//   because the slots fed by the particles left of the boundary are [0, N C) with C the weight fraction held there,
+//   C - f having variance (s - 1) f (1 - f) / N for weights of relative variance s - 1 (systematic resampling keeps
+//   the ancestors in slot order, so only these rows move). Bytes per rank per resampling:
+//     (4 d / P) sum_k E|D_k|  +  (P - 1) B 52  (the maximum and invalid count, 12 bytes, and the ranks' integer and
+//                                               FP64 sums, 40 bytes, per problem)
+//   and at most 4 d N (P - 1) / P from one rank when all the weight sits on one rank's particles (the worst skew).
+// The model is evaluated with the ESS the run recorded before each resampling, and printed beside the measured bytes.
+#include <mpi.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include <diffsample/diffsample.hpp>
+#include <diffsample/mpi.hpp>
+
+namespace ds = diffsample;
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  const std::int64_t N = argc > 1 ? std::atoll(argv[1]) : 65536;
+  const std::int64_t d = argc > 2 ? std::atoll(argv[2]) : 8;
+  const std::int64_t K = argc > 3 ? std::atoll(argv[3]) : 20;
+  const int repeats = argc > 4 ? std::atoi(argv[4]) : 3;
+
+  // A 25-component grid prior; one observation of the first coordinate, at a point between modes, so that the
+  // weights are uneven (s = N / ESS above one).
+  const ds::gaussian_mixture prior = ds::grid_mixture(d, 5, 4.0, 0.5);
+  ds::guided_problems pr;
+  pr.problems = 1;
+  pr.d_y = 1;
+  pr.A.assign(static_cast<std::size_t>(d), 0.0);
+  pr.A[0] = 1.0;
+  pr.y = {1.0};
+  pr.sigma_y = {0.5};
+  ds::guided_options o;
+  o.particles = N;
+  o.steps = K;
+  o.seed = 1;
+  o.resampling.ess_threshold = 2.0;  // every transition resamples: one exchange per transition
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  std::vector<float> particles(static_cast<std::size_t>(s.count * d) + 1);
+  std::vector<float> ess(static_cast<std::size_t>(K + 1));
+  std::vector<std::int32_t> count(1);
+  ds::guided_outputs out{};
+  out.particles = particles.data();
+  out.ess_trace = ess.data();
+  out.resample_count = count.data();
+
+  // Latency of one small collective on this machine (the resampling issues three per transition).
+  double latency = 0;
+  {
+    float v = 1.f;
+    MPI_Barrier(MPI_COMM_WORLD);
+    const double t0 = MPI_Wtime();
+    for (int i = 0; i < 1000; ++i) MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
+    latency = (MPI_Wtime() - t0) / 1000;
+  }
+  if (rank == 0)
+    std::printf("bench_mpi: P = %d, N = %lld, d = %lld, K = %lld, B = 1, CPU executor, %d threads per rank; "
+                "MPI_Allreduce latency %.2f us\n",
+                ranks, static_cast<long long>(N), static_cast<long long>(d), static_cast<long long>(K),
+                ds::cpu_threads(), latency * 1e6);
+  for (int rep = 0; rep < repeats + 1; ++rep) {  // the first run warms up
+    MPI_Barrier(MPI_COMM_WORLD);
+    const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out);
+    double mine[4] = {res.seconds, res.comm.seconds, double(res.comm.bytes_sent), double(res.comm.exchanges)};
+    std::vector<double> all(4 * static_cast<std::size_t>(ranks));
+    MPI_Gather(mine, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (rank != 0 || rep == 0) continue;
+    double slowest = 0, share_max = 0, bytes = 0;
+    for (int r = 0; r < ranks; ++r) {
+      slowest = std::max(slowest, all[4 * r]);
+      share_max = std::max(share_max, all[4 * r + 1] / all[4 * r]);
+      bytes += all[4 * r + 2];
+    }
+    // Resamplings: the initial one (equal weights: no row moves) and one per transition.
+    const int resamplings = count[0];
+    double model_rows = 0;
+    int seen = 0;
+    for (std::int64_t c = 1; c <= K; ++c) {
+      if (!(ess[c] < o.resampling.ess_threshold * double(N))) continue;
+      ++seen;
+      const double skew = double(N) / ess[c];
+      for (int k = 1; k < ranks; ++k) {
+        const double f = double(k) / ranks;
+        model_rows += std::sqrt(2.0 / M_PI) * std::sqrt(double(N) * std::max(0.0, skew - 1.0) * f * (1 - f));
+      }
+    }
+    const double per = std::max(1, resamplings);
+    // Every transition (and the initial resampling) runs the two statistics collectives whether or not it resamples.
+    const double collective_bytes = double(ranks - 1) * 52.0 * double(K + 1) / per;
+    const double model = 4.0 * d * model_rows / ranks / std::max(1, seen) + collective_bytes;
+    double mean_skew = 0;
+    for (std::int64_t c = 1; c <= K; ++c) mean_skew += double(N) / ess[c] / double(K);
+    std::printf("  %.3f s, %.3g particle-steps/s, MPI share (slowest rank) %.1f%%, %d resamplings, mean s = N/ESS "
+                "%.2f; bytes per rank per resampling: measured %.0f, model %.0f (worst skew %.0f)\n",
+                slowest, double(N) * double(K) / slowest, 100 * share_max, resamplings, mean_skew,
+                bytes / ranks / per, model, 4.0 * d * double(N) * (ranks - 1) / ranks);
+  }
+  MPI_Finalize();
+  return 0;
+}

@@ -1,0 +1,64 @@
+/**
+ * @file diffsample_mpi.h
+ * @brief C ABI of libdiffsample_mpi (distributed runs over MPI; the C++ API is diffsample/mpi.hpp).
+ *
+ * Every function is collective over its communicator: every rank calls it with the same arguments except its own
+ * buffers. Each returns the same ::ds_status on every rank: when any rank's arguments are invalid, every rank gets
+ * that rank's status and ds_mpi_last_error() the same message ("rank r of P: ..."), and no rank is left waiting in a
+ * collective. Link with -ldiffsample_mpi -ldiffsample and the MPI library.
+ */
+#ifndef DIFFSAMPLE_DIFFSAMPLE_MPI_H
+#define DIFFSAMPLE_DIFFSAMPLE_MPI_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include <diffsample/diffsample.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The message of the last failed ds_mpi_* call on this thread (the same on every rank), or "" after a success. */
+DS_API const char* ds_mpi_last_error(void);
+
+/**
+ * The rows [*first, *first + *count) of n held by the calling rank of @p comm: the first n mod P ranks hold
+ * ceil(n / P) rows, the others floor(n / P), in rank order (diffsample::mpi::shard_of). Not collective.
+ */
+DS_API ds_status ds_mpi_shard(int64_t n, MPI_Comm comm, int64_t* first, int64_t* count);
+
+/**
+ * ds_langevin() on this rank's chains of n (ds_mpi_shard()): @p x holds the rank's count x d rows, and the rank's
+ * chains draw from the streams of chains options->first_chain + first + i, so the union of the ranks' rows is a
+ * single-process ds_langevin() of n chains bit for bit (CPU executor). trajectory, accepted and report as in
+ * ds_langevin(), for this rank's rows. @p accepted_total (may be NULL) receives the accepted proposals summed over
+ * the ranks when every rank passed an @p accepted buffer, else -1.
+ */
+DS_API ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
+                                 const ds_langevin_options* options, float* trajectory, int64_t* accepted,
+                                 ds_execution exec, ds_langevin_report* report, int64_t* accepted_total);
+
+/**
+ * ds_diffusion_sample() on this rank's chains of n, as ds_mpi_langevin(): the union of the ranks' rows equals a
+ * single-process run bit for bit (CPU executor).
+ */
+DS_API ds_status ds_mpi_diffusion_sample(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
+                                         const ds_diffusion_options* options, float* trajectory, ds_execution exec,
+                                         ds_diffusion_report* report);
+
+/**
+ * Exact global resampling of B problems of N particles spread over the ranks as ds_mpi_shard(N) (host memory): the
+ * rank's B x count log-weights in, the global ancestor index (0..N-1) of each of its B x count slots out, equal to
+ * ds_resample()'s bit for bit whatever the number of ranks (diffsample::mpi::resample). Schemes multinomial,
+ * stratified and systematic. @p ancestors, @p normalised_weights (B x count) and @p reports (B, global) may be NULL.
+ */
+DS_API ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t problems, int64_t particles,
+                                 const ds_resampling_options* options, int64_t* ancestors, float* normalised_weights,
+                                 ds_particle_report* reports);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DIFFSAMPLE_DIFFSAMPLE_MPI_H */

@@ -1,0 +1,149 @@
+/// @file mpi.hpp
+/// @brief Distributed runs over MPI (libdiffsample_mpi, CMake target diffsample::mpi, found by
+/// `find_package(diffsample COMPONENTS mpi)`): chains sharded over the ranks of a communicator, and guided SMC whose
+/// particles are spread over the ranks with a global, exact resampling. Every function here is collective over its
+/// communicator: every rank calls it with the same arguments except its own buffers.
+///
+/// Results do not depend on the number of ranks P: chain i of a sharded run, and particle j of a distributed SMC
+/// run, draw from the Philox streams they draw from in a single-process run, and the resampling picks the same
+/// ancestors from the same integer fixed-point weights (README: "Distributed runs").
+#pragma once
+
+#include <mpi.h>
+
+#include <diffsample/diffusion.hpp>
+#include <diffsample/export.hpp>
+#include <diffsample/guided.hpp>
+#include <diffsample/langevin.hpp>
+#include <diffsample/particles.hpp>
+
+#include <cstdint>
+#include <exception>
+#include <vector>
+
+namespace diffsample::mpi {
+
+/// The rows [first, first + count) of a set held by one rank.
+struct shard {
+  std::int64_t first = 0;  ///< first row held
+  std::int64_t count = 0;  ///< rows held (0 when n < P for the last ranks)
+};
+
+/// The block of rank @p rank of @p ranks when n rows are split as evenly as possible: the first n mod P ranks hold
+/// ceil(n / P) rows, the others floor(n / P), in rank order.
+/// @throws invalid_argument for n < 0, ranks < 1 or rank outside [0, ranks)
+DIFFSAMPLE_API shard shard_of(std::int64_t n, int rank, int ranks);
+
+/// shard_of() for the calling rank of @p comm.
+DIFFSAMPLE_API shard shard_of(std::int64_t n, MPI_Comm comm);
+
+/// Time and bytes this rank spent in MPI during a call (bytes to and from other ranks, collectives included).
+struct comm_stats {
+  double seconds = 0;              ///< wall time inside MPI calls
+  std::int64_t bytes_sent = 0;     ///< bytes this rank sent to other ranks
+  std::int64_t bytes_received = 0; ///< bytes this rank received from other ranks
+  std::int64_t exchanges = 0;      ///< all-to-all particle exchanges
+};
+
+/// Collective error agreement: each rank passes the exception its own checks threw (nullptr when they passed).
+/// When any rank failed, every rank throws the same exception: the class (invalid_argument, out_of_memory,
+/// cuda_error, or error) and message of the lowest-numbered failing rank, prefixed by "rank r of P: ". Otherwise
+/// returns on every rank. One MPI_Allreduce, plus two broadcasts on failure.
+DIFFSAMPLE_API void agree(MPI_Comm comm, std::exception_ptr error);
+
+/// The execution of this rank for @p kind: on the CUDA executor (or automatic with a GPU present) it selects the
+/// device (local rank on the node) mod (devices on the node) with cudaSetDevice, so that the ranks of one node
+/// share its GPUs round-robin; the CPU executor is returned as is.
+DIFFSAMPLE_API execution rank_execution(MPI_Comm comm, executor kind = executor::automatic);
+
+/// What a sharded chain run did.
+struct chain_report {
+  shard rows;                   ///< the chains this rank ran
+  executor ran = executor::automatic;  ///< this rank's executor
+  std::int64_t chains = 0;      ///< chains over all ranks
+  std::int64_t accepted = -1;   ///< Langevin: accepted proposals over all ranks and steps (-1 when not counted)
+  double acceptance_rate = -1;  ///< accepted / (chains x steps) (-1 when not counted)
+  double seconds = 0;           ///< this rank's time in the sampler
+  comm_stats comm;              ///< this rank's communication
+};
+
+/// langevin() on chains [first, first + count) = shard_of(n, comm) of n: @p x holds this rank's count x d rows and
+/// chain first + i runs on the stream of chain options.first_chain + first + i, so the union of the ranks' rows is a
+/// single-process langevin() of n chains bit for bit (CPU executor). outputs.trajectory and outputs.accepted are
+/// this rank's rows. The accepted proposals are summed over the ranks (counted in a host buffer of this call when
+/// outputs.accepted is nullptr and the rank runs on the CPU; read back from outputs.accepted otherwise).
+/// Validation is collective: an invalid argument on any rank throws the same error on every rank.
+DIFFSAMPLE_API chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n,
+                                     const langevin_options& options, langevin_outputs outputs = {},
+                                     execution exec = {});
+
+/// diffusion() on chains shard_of(n, comm) of n, as langevin() above: chain first + i uses the stream of chain
+/// options.first_chain + first + i, so the union of the ranks' rows equals a single-process run bit for bit (CPU
+/// executor). Collective validation.
+DIFFSAMPLE_API chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n,
+                                      const diffusion_options& options, diffusion_outputs outputs = {},
+                                      execution exec = {});
+
+/// Per-coordinate mean and variance (divisor n) of n rows spread over the ranks (host floats, @p count rows of d on
+/// this rank), in FP64: per-rank sums added in rank order, so the result is the same on every rank.
+struct moments {
+  std::vector<double> mean;      ///< d values
+  std::vector<double> variance;  ///< d values
+  std::int64_t n = 0;            ///< rows over all ranks
+};
+/// Collective; see moments. @throws invalid_argument (on every rank) for d < 1, count < 0 or a null pointer.
+DIFFSAMPLE_API moments row_moments(MPI_Comm comm, const float* x, std::int64_t count, std::int64_t d);
+
+/// Gathers the ranks' rows (host floats, @p count rows of @p width on this rank) on @p root in rank order
+/// (MPI_Gatherv); returns them there and an empty vector elsewhere. Collective.
+DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, const float* x, std::int64_t count, std::int64_t width,
+                                              int root = 0);
+
+/// Per-problem statistics and exact global resampling of B problems of N particles spread over the ranks as
+/// shard_of(N, comm): @p log_weights holds this rank's B x count log-weights (host, CPU executor). Every rank
+/// computes its particles' fixed-point weights against the global maximum, the ranks' integer totals are gathered
+/// (their exclusive prefix is each rank's offset in the global integer prefix), and each slot's ancestor is found by
+/// the same integer search as resample() does, so that outputs.ancestors64 (B x count: the global index, 0..N-1, of
+/// the ancestor of each slot held here) equals resample()'s ancestors of those slots bit for bit, whatever P.
+/// Schemes: multinomial, stratified and systematic (residual, metropolis and rejection are rejected). Reports hold
+/// the global statistics (ess, log_sum_exp: FP64 sums added per rank then in rank order, so within rounding of
+/// resample()'s; the decision uses the integer fixed-point ESS and is exact). outputs.ancestors (int32) and
+/// outputs.normalised_weights (B x count) are supported too.
+/// @throws invalid_argument on every rank for an invalid argument on any rank
+DIFFSAMPLE_API comm_stats resample(MPI_Comm comm, const float* log_weights, std::int64_t problems,
+                                   std::int64_t particles, const resampling_options& options,
+                                   particle_outputs outputs);
+
+/// How guided_sample() spreads a filter over the ranks.
+enum class smc_mode : int {
+  /// One filter of N particles: particles shard_of(N, comm) on each rank, global resampling (resample() above),
+  /// the ancestors' rows moved with MPI_Alltoallv. Particles, samples, ESS and log Z are those of a single-process
+  /// guided_sample() (particles and samples bit for bit on the CPU executor, whatever P).
+  global = 0,
+  /// Independent filters (islands): rank r runs guided_sample() with its count of the N particles and the seed
+  /// options.seed + r (rank 0 keeps options.seed); log Z is the particle-weighted mean of the islands' Z_r, in log
+  /// space (unbiased for Z); samples are the union of the islands' equally weighted samples. Biased against one
+  /// filter of N: each island carries the O(1 / (N / P)) bias of a filter of N / P particles, and the union weighs
+  /// the islands equally instead of by Z_r (README: "Island mode").
+  islands = 1,
+};
+
+/// What a distributed guided run did.
+struct guided_result {
+  shard particles;            ///< the particles of each problem this rank holds
+  guided_report local;        ///< this rank's guided_report
+  double seconds = 0;         ///< this rank's wall time in the call
+  comm_stats comm;            ///< this rank's communication
+};
+
+/// Guided SMC (guided_sampler::smc, linear potentials, CPU executor on every rank) over the ranks of @p comm.
+/// Buffers as guided_sample()'s, for this rank's particles: outputs.particles and outputs.samples hold B x count x
+/// d_x rows (rows [first, first + count) of each problem of the single-process outputs), outputs.log_weights
+/// B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
+/// combined, the ESS trace and count this rank's island's). Validation is collective.
+DIFFSAMPLE_API guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior,
+                                           const guided_problems& problems, const guided_options& options,
+                                           guided_outputs outputs, smc_mode mode = smc_mode::global,
+                                           execution exec = {});
+
+}  // namespace diffsample::mpi

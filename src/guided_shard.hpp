@@ -1,0 +1,50 @@
+// One shard of a guided SMC run whose particles are split over several processes (internal; the distributed
+// library libdiffsample_mpi implements the shard over MPI, src/mpi/). The shard holds particles
+// [first, first + local) of every problem's N; guided_smc_shard() runs the same functors, on the same Philox streams
+// (kernels::guided_params::stream_particles), as guided_sample() does on all N, and leaves every step that needs the
+// other shards' particles (the resampling statistics and decision, the movement of the ancestors' rows, the final
+// permuted gather) to the shard. With a shard that resamples exactly as resample() does, the particles are those of
+// guided_sample() bit for bit on the CPU executor.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+
+#include <diffsample/export.hpp>
+#include <diffsample/guided.hpp>
+#include <diffsample/particles.hpp>
+
+namespace diffsample::detail {
+
+class guided_shard {
+ public:
+  virtual ~guided_shard() = default;
+  /// First particle of each problem held here.
+  virtual std::int64_t first() const = 0;
+  /// Particles of each problem held here (may be 0).
+  virtual std::int64_t local() const = 0;
+  /// Collective, once, after every shard's validation and set-up: when any shard's @p error is set, every shard
+  /// throws the same error (that of the lowest-numbered failing shard); otherwise returns.
+  virtual void agree(std::exception_ptr error) = 0;
+  /// Collective resampling of B problems from the local log-weights (B x local): @p reports (B) receive the
+  /// statistics and decision over all N particles, as resample() computes them; @p out (B x local rows of
+  /// @p row_bytes) receives, for each slot held here, the row (from @p rows, B x local, pre-resampling order, on
+  /// whichever shard holds it) of the slot's ancestor; a problem that is not resampled keeps its own rows.
+  virtual void resample(const float* log_weights, std::int64_t problems, const resampling_options& options,
+                        particle_report* reports, const void* rows, std::size_t row_bytes, void* out) = 0;
+  /// Collective: out[b local + i] = the row of particle index[b local + i] (0..N-1 within problem b, on whichever
+  /// shard holds it) of @p rows (B x local rows of @p row_bytes).
+  virtual void fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,
+                     void* out) = 0;
+};
+
+/// guided_sample() on one shard: guided_sampler::smc with linear potentials, on the CPU executor. Validates
+/// everything, then calls shard.agree() (so that an invalid argument on any shard throws on every shard before any
+/// other collective), then runs the filter. Outputs hold the shard's particles: particles, log_weights (B x local
+/// rows), samples (rows [first, first + local) of each problem of guided_sample()'s permuted samples);
+/// log_normaliser, ess_trace and resample_count are global (the same on every shard).
+DIFFSAMPLE_API guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& problems,
+                                              const guided_options& options, guided_outputs outputs,
+                                              execution exec, guided_shard& shard);
+
+}  // namespace diffsample::detail

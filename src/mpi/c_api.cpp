@@ -1,0 +1,187 @@
+// C ABI of libdiffsample_mpi (include/diffsample/diffsample_mpi.h): each call runs the core C ABI (or the C++ API)
+// on this rank's share, then agrees on the status over the communicator, so that every rank returns the status and
+// message of the lowest failing rank.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include <diffsample/diffsample_mpi.h>
+#include <diffsample/error.hpp>
+#include <diffsample/mpi.hpp>
+
+namespace {
+
+thread_local std::string last_error;
+
+int rank_of(MPI_Comm comm) {
+  int r = 0;
+  MPI_Comm_rank(comm, &r);
+  return r;
+}
+int size_of(MPI_Comm comm) {
+  int s = 1;
+  MPI_Comm_size(comm, &s);
+  return s;
+}
+
+// Collective: every rank returns the status and message of the lowest rank whose status is not DS_SUCCESS.
+ds_status agree(MPI_Comm comm, ds_status status, std::string message) {
+  const int rank = rank_of(comm), ranks = size_of(comm);
+  int mine = status != DS_SUCCESS ? rank : ranks, lowest = ranks;
+  MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm);
+  if (lowest == ranks) {
+    last_error.clear();
+    return DS_SUCCESS;
+  }
+  long long header[2] = {static_cast<long long>(status), static_cast<long long>(message.size())};
+  MPI_Bcast(header, 2, MPI_LONG_LONG, lowest, comm);
+  message.resize(static_cast<std::size_t>(header[1]));
+  if (header[1] > 0) MPI_Bcast(message.data(), int(header[1]), MPI_CHAR, lowest, comm);
+  last_error = "rank " + std::to_string(lowest) + " of " + std::to_string(ranks) + ": " + message;
+  return static_cast<ds_status>(header[0]);
+}
+
+ds_status status_of(std::exception_ptr e, std::string& message) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const diffsample::invalid_argument& x) {
+    message = x.what();
+    return DS_INVALID_ARGUMENT;
+  } catch (const diffsample::out_of_memory& x) {
+    message = x.what();
+    return DS_OUT_OF_MEMORY;
+  } catch (const diffsample::cuda_error& x) {
+    message = x.what();
+    return DS_CUDA_ERROR;
+  } catch (const std::exception& x) {
+    message = x.what();
+  } catch (...) {
+    message = "unknown exception";
+  }
+  return DS_INTERNAL;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* ds_mpi_last_error(void) { return last_error.c_str(); }
+
+ds_status ds_mpi_shard(int64_t n, MPI_Comm comm, int64_t* first, int64_t* count) {
+  if (first == nullptr || count == nullptr) {
+    last_error = "first, count: null pointer";
+    return DS_INVALID_ARGUMENT;
+  }
+  try {
+    const diffsample::mpi::shard s = diffsample::mpi::shard_of(n, comm);
+    *first = s.first;
+    *count = s.count;
+  } catch (...) {
+    return status_of(std::current_exception(), last_error);
+  }
+  last_error.clear();
+  return DS_SUCCESS;
+}
+
+ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
+                          const ds_langevin_options* options, float* trajectory, int64_t* accepted,
+                          ds_execution exec, ds_langevin_report* report, int64_t* accepted_total) {
+  ds_status status = DS_SUCCESS;
+  std::string message;
+  ds_langevin_report rep{};
+  int64_t first = 0, count = 0;
+  if (options == nullptr) {
+    status = DS_INVALID_ARGUMENT;
+    message = "options: null pointer";
+  } else if (n < 0) {
+    status = DS_INVALID_ARGUMENT;
+    message = "n: must be >= 0, got " + std::to_string(n);
+  } else {
+    ds_mpi_shard(n, comm, &first, &count);
+    ds_langevin_options o = *options;
+    o.first_chain = options->first_chain + static_cast<uint64_t>(first);
+    status = ds_langevin(mixture, x, count, &o, trajectory, accepted, exec, nullptr, 0, &rep);
+    if (status != DS_SUCCESS) message = ds_last_error();
+  }
+  status = agree(comm, status, message);
+  if (status != DS_SUCCESS) return status;
+  if (report != nullptr) *report = rep;
+  // Accepted proposals over the ranks, when every rank counted them.
+  long long mine[2] = {0, accepted != nullptr ? 1 : 0}, all[2] = {0, 0};
+  if (accepted != nullptr && count > 0) {
+    std::vector<int64_t> host(static_cast<std::size_t>(count));
+    if (rep.ran == DS_EXECUTOR_CUDA) {
+      cudaMemcpy(host.data(), accepted, host.size() * sizeof(int64_t), cudaMemcpyDefault);
+    } else {
+      std::memcpy(host.data(), accepted, host.size() * sizeof(int64_t));
+    }
+    for (int64_t a : host) mine[0] += a;
+  }
+  MPI_Allreduce(mine, all, 2, MPI_LONG_LONG, MPI_SUM, comm);
+  if (accepted_total != nullptr) *accepted_total = all[1] == size_of(comm) ? all[0] : -1;
+  return DS_SUCCESS;
+}
+
+ds_status ds_mpi_diffusion_sample(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
+                                  const ds_diffusion_options* options, float* trajectory, ds_execution exec,
+                                  ds_diffusion_report* report) {
+  ds_status status = DS_SUCCESS;
+  std::string message;
+  ds_diffusion_report rep{};
+  if (options == nullptr) {
+    status = DS_INVALID_ARGUMENT;
+    message = "options: null pointer";
+  } else if (n < 0) {
+    status = DS_INVALID_ARGUMENT;
+    message = "n: must be >= 0, got " + std::to_string(n);
+  } else {
+    int64_t first = 0, count = 0;
+    ds_mpi_shard(n, comm, &first, &count);
+    ds_diffusion_options o = *options;
+    o.first_chain = options->first_chain + static_cast<uint64_t>(first);
+    status = ds_diffusion_sample(mixture, x, count, &o, trajectory, exec, nullptr, 0, &rep);
+    if (status != DS_SUCCESS) message = ds_last_error();
+  }
+  status = agree(comm, status, message);
+  if (status == DS_SUCCESS && report != nullptr) *report = rep;
+  return status;
+}
+
+ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t problems, int64_t particles,
+                          const ds_resampling_options* options, int64_t* ancestors, float* normalised_weights,
+                          ds_particle_report* reports) {
+  if (options == nullptr) return agree(comm, DS_INVALID_ARGUMENT, "options: null pointer");
+  if (agree(comm, DS_SUCCESS, "") != DS_SUCCESS) return DS_INVALID_ARGUMENT;  // every rank passed options
+  diffsample::resampling_options o;
+  o.scheme = static_cast<diffsample::resampling_scheme>(options->scheme);
+  o.ess_threshold = options->ess_threshold;
+  o.seed = options->seed;
+  o.step = options->step;
+  o.metropolis_steps = options->metropolis_steps;
+  diffsample::particle_outputs out;
+  out.ancestors64 = ancestors;
+  out.normalised_weights = normalised_weights;
+  static_assert(sizeof(ds_particle_report) == sizeof(diffsample::particle_report), "report layouts differ");
+  std::vector<diffsample::particle_report> reps(problems > 0 ? static_cast<std::size_t>(problems) : 0);
+  out.reports = reps.data();
+  try {
+    diffsample::mpi::resample(comm, log_weights, problems, particles, o, out);  // collective validation inside
+  } catch (...) {
+    return status_of(std::current_exception(), last_error);  // the same class and message on every rank
+  }
+  if (reports != nullptr)
+    for (std::size_t b = 0; b < reps.size(); ++b) {
+      reports[b].ess = reps[b].ess;
+      reports[b].log_normaliser_increment = reps[b].log_normaliser_increment;
+      reports[b].log_sum_exp = reps[b].log_sum_exp;
+      reports[b].nan_count = reps[b].nan_count;
+      reports[b].failed = reps[b].failed;
+      reports[b].resampled = reps[b].resampled;
+    }
+  last_error.clear();
+  return DS_SUCCESS;
+}
+
+}  // extern "C"

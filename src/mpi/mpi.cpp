@@ -1,0 +1,394 @@
+// Distributed runs over MPI: shards of chains, collective error agreement, reduced metrics, and the guided SMC
+// shard (src/guided_shard.hpp) whose resampling is src/mpi/resampler.cpp.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "src/cuda_check.hpp"
+#include "src/guided_shard.hpp"
+#include "src/mpi/resampler.hpp"
+#include <diffsample/error.hpp>
+#include <diffsample/mpi.hpp>
+
+namespace diffsample::mpi {
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int rank_of(MPI_Comm comm) {
+  int r = 0;
+  MPI_Comm_rank(comm, &r);
+  return r;
+}
+int size_of(MPI_Comm comm) {
+  int s = 1;
+  MPI_Comm_size(comm, &s);
+  return s;
+}
+
+// Runs f, then agrees: every rank throws when any rank's f threw.
+template <class F>
+void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
+  std::exception_ptr failure;
+  try {
+    f();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  detail::timed clock(stats);
+  agree(comm, failure);
+}
+
+}  // namespace
+
+shard shard_of(std::int64_t n, int rank, int ranks) {
+  DIFFSAMPLE_EXPECTS(n >= 0, "n: must be >= 0, got " << n);
+  DIFFSAMPLE_EXPECTS(ranks >= 1, "ranks: must be >= 1, got " << ranks);
+  DIFFSAMPLE_EXPECTS(rank >= 0 && rank < ranks, "rank: must be in [0, " << ranks << "), got " << rank);
+  const std::int64_t q = n / ranks, rem = n % ranks;
+  shard s;
+  s.first = rank < rem ? rank * (q + 1) : rem * (q + 1) + (rank - rem) * q;
+  s.count = q + (rank < rem ? 1 : 0);
+  return s;
+}
+
+shard shard_of(std::int64_t n, MPI_Comm comm) { return shard_of(n, rank_of(comm), size_of(comm)); }
+
+void agree(MPI_Comm comm, std::exception_ptr error) {
+  const int rank = rank_of(comm), ranks = size_of(comm);
+  int mine = error ? rank : ranks, lowest = ranks;
+  MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm);
+  if (lowest == ranks) return;
+  // kind: 0 invalid_argument, 1 out_of_memory, 2 cuda_error, 3 any other error
+  long long header[3] = {3, 0, 0};  // kind, cuda code, message length
+  std::string message;
+  if (rank == lowest) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const invalid_argument& e) {
+      header[0] = 0;
+      message = e.what();
+    } catch (const out_of_memory& e) {
+      header[0] = 1;
+      message = e.what();
+    } catch (const cuda_error& e) {
+      header[0] = 2;
+      header[1] = e.code();
+      message = e.what();
+    } catch (const std::exception& e) {
+      message = e.what();
+    } catch (...) {
+      message = "unknown exception";
+    }
+    header[2] = static_cast<long long>(message.size());
+  }
+  MPI_Bcast(header, 3, MPI_LONG_LONG, lowest, comm);
+  message.resize(static_cast<std::size_t>(header[2]));
+  if (header[2] > 0) MPI_Bcast(message.data(), int(header[2]), MPI_CHAR, lowest, comm);
+  std::ostringstream what;
+  what << "rank " << lowest << " of " << ranks << ": " << message;
+  switch (header[0]) {
+    case 0: throw invalid_argument(what.str());
+    case 1: throw out_of_memory(what.str());
+    case 2: throw cuda_error(what.str(), int(header[1]));
+    default: throw diffsample::error(what.str());
+  }
+}
+
+execution rank_execution(MPI_Comm comm, executor kind) {
+  execution exec;
+  exec.kind = kind;
+  if (kind == executor::cpu || (kind == executor::automatic && !cuda_available())) return exec;
+  MPI_Comm node;
+  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  const int local = rank_of(node);
+  MPI_Comm_free(&node);
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
+    const cudaError_t status = cudaSetDevice(local % devices);
+    DIFFSAMPLE_EXPECTS(status == cudaSuccess, "rank_execution: cudaSetDevice(" << local % devices << ") failed: "
+                                                                                << cudaGetErrorString(status));
+  }
+  return exec;
+}
+
+chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n,
+                      const langevin_options& options, langevin_outputs outputs, execution exec) {
+  chain_report rep;
+  std::vector<std::int64_t> counted;
+  collectively(comm, rep.comm, [&] {
+    rep.rows = shard_of(n, comm);
+    rep.chains = n;
+    langevin_options o = options;
+    o.first_chain = options.first_chain + static_cast<std::uint64_t>(rep.rows.first);
+    DIFFSAMPLE_EXPECTS(o.first_chain >= options.first_chain, "options.first_chain: " << options.first_chain
+                                                                 << " + " << rep.rows.first << " overflows");
+    const bool host = exec.kind == executor::cpu || (exec.kind == executor::automatic && !cuda_available());
+    if (outputs.accepted == nullptr && host) {
+      counted.assign(static_cast<std::size_t>(rep.rows.count), 0);
+      outputs.accepted = counted.data();
+    }
+    const double t0 = now();
+    rep.ran = diffsample::langevin(mixture, x, rep.rows.count, o, outputs, exec).ran;
+    if (outputs.accepted != nullptr && rep.rows.count > 0) {
+      if (rep.ran == executor::cuda) {
+        counted.resize(static_cast<std::size_t>(rep.rows.count));
+        const cudaError_t status =
+            cudaMemcpyAsync(counted.data(), outputs.accepted, counted.size() * sizeof(std::int64_t),
+                            cudaMemcpyDefault, exec.stream);
+        DIFFSAMPLE_EXPECTS(status == cudaSuccess && cudaStreamSynchronize(exec.stream) == cudaSuccess,
+                           "outputs.accepted: read back failed (" << cudaGetErrorString(status) << ")");
+      } else if (counted.empty()) {
+        counted.assign(outputs.accepted, outputs.accepted + rep.rows.count);
+      }
+    }
+    if (rep.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
+    rep.seconds = now() - t0;
+  });
+  // Accepted proposals over all ranks, when every rank counted them.
+  long long mine[2] = {0, outputs.accepted != nullptr ? 1 : 0};
+  for (std::int64_t a : counted) mine[0] += a;
+  long long all[2] = {0, 0};
+  {
+    detail::timed clock(rep.comm);
+    MPI_Allreduce(mine, all, 2, MPI_LONG_LONG, MPI_SUM, comm);
+  }
+  if (all[1] == size_of(comm)) {
+    rep.accepted = all[0];
+    const double proposals = double(n) * double(options.steps);
+    rep.acceptance_rate = proposals > 0 ? double(all[0]) / proposals : 0.0;
+  }
+  return rep;
+}
+
+chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n,
+                       const diffusion_options& options, diffusion_outputs outputs, execution exec) {
+  chain_report rep;
+  collectively(comm, rep.comm, [&] {
+    rep.rows = shard_of(n, comm);
+    rep.chains = n;
+    diffusion_options o = options;
+    o.first_chain = options.first_chain + static_cast<std::uint64_t>(rep.rows.first);
+    DIFFSAMPLE_EXPECTS(o.first_chain >= options.first_chain, "options.first_chain: " << options.first_chain
+                                                                 << " + " << rep.rows.first << " overflows");
+    const double t0 = now();
+    rep.ran = diffsample::diffusion(mixture, x, rep.rows.count, o, outputs, exec).ran;
+    if (rep.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
+    rep.seconds = now() - t0;
+  });
+  return rep;
+}
+
+moments row_moments(MPI_Comm comm, const float* x, std::int64_t count, std::int64_t d) {
+  comm_stats unused;
+  collectively(comm, unused, [&] {
+    DIFFSAMPLE_EXPECTS(d >= 1, "d: must be >= 1, got " << d);
+    DIFFSAMPLE_EXPECTS(count >= 0, "count: must be >= 0, got " << count);
+    DIFFSAMPLE_EXPECTS(count == 0 || x != nullptr, "x: null pointer for " << count << " rows");
+  });
+  // Per rank: count, sum and sum of squares about the rank's own first row (shifted sums keep the variance exact
+  // when the mean is far from zero), gathered and combined in rank order.
+  const int ranks = size_of(comm);
+  const std::size_t width = static_cast<std::size_t>(1 + 2 * d);
+  std::vector<double> mine(width, 0.0), all(width * ranks);
+  mine[0] = double(count);
+  for (std::int64_t i = 0; i < count; ++i)
+    for (std::int64_t j = 0; j < d; ++j) {
+      const double v = x[i * d + j];
+      mine[1 + j] += v;
+      mine[1 + d + j] += v * v;
+    }
+  MPI_Allgather(mine.data(), int(width), MPI_DOUBLE, all.data(), int(width), MPI_DOUBLE, comm);
+  moments m;
+  m.mean.assign(static_cast<std::size_t>(d), 0.0);
+  m.variance.assign(static_cast<std::size_t>(d), 0.0);
+  double total = 0;
+  std::vector<double> sum(static_cast<std::size_t>(d), 0.0), sum2(static_cast<std::size_t>(d), 0.0);
+  for (int r = 0; r < ranks; ++r) {
+    total += all[r * width];
+    for (std::int64_t j = 0; j < d; ++j) {
+      sum[j] += all[r * width + 1 + j];
+      sum2[j] += all[r * width + 1 + d + j];
+    }
+  }
+  m.n = static_cast<std::int64_t>(total);
+  if (total > 0)
+    for (std::int64_t j = 0; j < d; ++j) {
+      m.mean[j] = sum[j] / total;
+      m.variance[j] = std::max(0.0, sum2[j] / total - m.mean[j] * m.mean[j]);
+    }
+  return m;
+}
+
+std::vector<float> gather_rows(MPI_Comm comm, const float* x, std::int64_t count, std::int64_t width, int root) {
+  const int rank = rank_of(comm), ranks = size_of(comm);
+  comm_stats unused;
+  collectively(comm, unused, [&] {
+    DIFFSAMPLE_EXPECTS(width >= 1, "width: must be >= 1, got " << width);
+    DIFFSAMPLE_EXPECTS(count >= 0 && count * width < (std::int64_t(1) << 31),
+                       "count: " << count << " rows of " << width << " floats exceed MPI_Gatherv's int counts");
+    DIFFSAMPLE_EXPECTS(count == 0 || x != nullptr, "x: null pointer for " << count << " rows");
+    DIFFSAMPLE_EXPECTS(root >= 0 && root < ranks, "root: must be in [0, " << ranks << "), got " << root);
+  });
+  const int mine = static_cast<int>(count * width);
+  std::vector<int> counts(static_cast<std::size_t>(ranks)), displs(static_cast<std::size_t>(ranks));
+  MPI_Gather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm);
+  std::vector<float> out;
+  if (rank == root) {
+    std::int64_t at = 0;
+    for (int r = 0; r < ranks; ++r) {
+      displs[r] = static_cast<int>(at);
+      at += counts[r];
+    }
+    DIFFSAMPLE_EXPECTS(at < (std::int64_t(1) << 31), "gather_rows: " << at << " floats exceed int displacements");
+    out.resize(static_cast<std::size_t>(at));
+  }
+  MPI_Gatherv(x, mine, MPI_FLOAT, out.data(), counts.data(), displs.data(), MPI_FLOAT, root, comm);
+  return out;
+}
+
+comm_stats resample(MPI_Comm comm, const float* log_weights, std::int64_t problems, std::int64_t particles,
+                    const resampling_options& options, particle_outputs outputs) {
+  comm_stats stats;
+  std::unique_ptr<detail::resampler> rs;
+  collectively(comm, stats, [&] {
+    DIFFSAMPLE_EXPECTS(particles >= 1, "particles: must be >= 1, got " << particles);
+    rs = std::make_unique<detail::resampler>(comm, particles, stats);
+    rs->check(problems, options);
+    DIFFSAMPLE_EXPECTS(outputs.ancestors == nullptr || outputs.ancestors64 == nullptr,
+                       "outputs: give ancestors or ancestors64, not both");
+    const std::int64_t count = problems * rs->local();
+    DIFFSAMPLE_EXPECTS(count == 0 || log_weights != nullptr, "log_weights: null pointer for " << count << " values");
+  });
+  const std::int64_t B = problems, L = rs->local(), count = B * L;
+  // Every rank exchanges the rows' global indices (whether or not it asked for ancestors), so that the collectives
+  // match whatever each rank passed.
+  std::vector<std::int64_t> own(static_cast<std::size_t>(count)), picked(static_cast<std::size_t>(count));
+  for (std::int64_t s = 0; s < count; ++s) own[s] = rs->first() + s % L;
+  rs->run(log_weights, B, options, outputs.reports, own.data(), sizeof(std::int64_t), picked.data(),
+          outputs.normalised_weights);
+  for (std::int64_t s = 0; s < count; ++s) {
+    if (outputs.ancestors64 != nullptr) outputs.ancestors64[s] = picked[s];
+    if (outputs.ancestors != nullptr) outputs.ancestors[s] = static_cast<std::int32_t>(picked[s]);
+  }
+  return stats;
+}
+
+namespace {
+
+// The guided SMC shard over MPI.
+class mpi_shard final : public diffsample::detail::guided_shard {
+ public:
+  mpi_shard(MPI_Comm comm, std::int64_t particles, comm_stats& stats) : comm_(comm), rs_(comm, particles, stats),
+                                                                         stats_(stats) {}
+  std::int64_t first() const override { return rs_.first(); }
+  std::int64_t local() const override { return rs_.local(); }
+  void agree(std::exception_ptr error) override {
+    if (!error) error = own_;
+    detail::timed clock(stats_);
+    mpi::agree(comm_, error);
+  }
+  void resample(const float* lw, std::int64_t problems, const resampling_options& o, particle_report* reports,
+                const void* rows, std::size_t row_bytes, void* out) override {
+    rs_.run(lw, problems, o, reports, rows, row_bytes, out);
+  }
+  void fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,
+             void* out) override {
+    rs_.fetch(rows, problems, row_bytes, index, out);
+  }
+  /// A failure of this rank's own checks, reported at agree().
+  void fail(std::exception_ptr e) { own_ = e; }
+  detail::resampler& resampler() { return rs_; }
+
+ private:
+  MPI_Comm comm_;
+  detail::resampler rs_;
+  comm_stats& stats_;
+  std::exception_ptr own_;
+};
+
+}  // namespace
+
+guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, const guided_problems& problems,
+                            const guided_options& options, guided_outputs outputs, smc_mode mode, execution exec) {
+  guided_result res;
+  const double t0 = now();
+  const int rank = rank_of(comm);
+  if (mode == smc_mode::islands) {
+    collectively(comm, res.comm, [&] {
+      res.particles = shard_of(options.particles, comm);
+      DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc,
+                         "options.sampler: island mode runs smc only, got " << to_string(options.sampler));
+      DIFFSAMPLE_EXPECTS(res.particles.count >= 1, "options.particles: island mode needs at least one particle per "
+                                                   "rank, got " << options.particles << " over " << size_of(comm)
+                                                                << " ranks");
+      guided_options o = options;
+      o.particles = res.particles.count;
+      o.seed = options.seed + static_cast<std::uint64_t>(rank);
+      res.local = diffsample::guided_sample(prior, problems, o, outputs, exec);
+    });
+    // log Z = log sum_r (n_r / N) Z_r per problem, from every rank's estimate (read back from the executor).
+    const std::int64_t B = problems.problems;
+    std::vector<double> mine(static_cast<std::size_t>(B), 0.0), all(static_cast<std::size_t>(B) * size_of(comm));
+    if (outputs.log_normaliser != nullptr) {
+      if (res.local.ran == executor::cuda) {
+        cudaMemcpy(mine.data(), outputs.log_normaliser, B * sizeof(double), cudaMemcpyDefault);
+      } else {
+        std::copy(outputs.log_normaliser, outputs.log_normaliser + B, mine.begin());
+      }
+      for (double& v : mine) v += std::log(double(res.particles.count) / double(options.particles));
+      {
+        detail::timed clock(res.comm);
+        MPI_Allgather(mine.data(), int(B), MPI_DOUBLE, all.data(), int(B), MPI_DOUBLE, comm);
+      }
+      for (std::int64_t b = 0; b < B; ++b) {
+        double m = -INFINITY;
+        for (int r = 0; r < size_of(comm); ++r) m = std::max(m, all[r * B + b]);
+        double s = 0;
+        for (int r = 0; r < size_of(comm) && m > -INFINITY; ++r) s += std::exp(all[r * B + b] - m);
+        mine[b] = m > -INFINITY ? m + std::log(s) : -INFINITY;
+      }
+      if (res.local.ran == executor::cuda) {
+        cudaMemcpy(outputs.log_normaliser, mine.data(), B * sizeof(double), cudaMemcpyDefault);
+      } else {
+        std::copy(mine.begin(), mine.end(), outputs.log_normaliser);
+      }
+    }
+    res.seconds = now() - t0;
+    return res;
+  }
+  DIFFSAMPLE_EXPECTS(mode == smc_mode::global, "mode: invalid value " << static_cast<int>(mode));
+  std::unique_ptr<mpi_shard> sh;
+  std::exception_ptr early;
+  try {
+    DIFFSAMPLE_EXPECTS(options.particles >= 1 && options.particles <= (std::int64_t(1) << 24),
+                       "options.particles: must be in [1, 2^24], got " << options.particles);
+  } catch (...) {
+    early = std::current_exception();
+  }
+  {
+    detail::timed clock(res.comm);
+    agree(comm, early);
+  }
+  sh = std::make_unique<mpi_shard>(comm, options.particles, res.comm);
+  try {
+    sh->resampler().check(problems.problems, options.resampling);
+  } catch (...) {
+    sh->fail(std::current_exception());
+  }
+  res.particles = shard{sh->first(), sh->local()};
+  res.local = diffsample::detail::guided_smc_shard(prior, problems, options, outputs, exec, *sh);
+  res.seconds = now() - t0;
+  return res;
+}
+
+}  // namespace diffsample::mpi

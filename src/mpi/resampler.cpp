@@ -1,0 +1,374 @@
+// Global, exact resampling over MPI. Every rank holds particles [first, first + local) of each problem (the block
+// split of shard_of()) and computes, as resample() does on all N:
+//   1. the problem's largest valid log-weight and invalid count (MPI_Allreduce, max and sum);
+//   2. its particles' fixed-point weights q_i = floor(2^k exp(l_i - max)), k = 62 - ceil(log2 N), and their
+//      rank-local inclusive prefix; the ranks' integer totals (with sum q^2 and the FP64 report sums) are gathered
+//      (MPI_Allgather), so every rank knows each rank's offset in the global integer prefix (the exclusive scan of
+//      the totals) and the global total T, hence the same fixed-point ESS and resampling decision;
+//   3. for a resampled problem, the key x_j in [0, T) of every slot j from the shared Philox uniforms (the formulas
+//      of kernels::select_ancestor_functor): a slot's ancestor is the first particle whose global prefix exceeds
+//      x_j, i.e. the first rank whose prefix end exceeds x_j, then the rank-local search at x_j minus its offset.
+//      The rank that holds the ancestor finds the slots its particles feed (for stratified and systematic, whose
+//      keys grow with j, a contiguous range found by bisection on j; for multinomial by scanning the N shared
+//      uniforms) and sends the rows; the slot's owner knows from x_j which rank sends it, so one MPI_Alltoallv moves
+//      every row, in slot order, with no index exchanged.
+#include "src/mpi/resampler.hpp"
+
+#include "src/cuda_check.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <diffsample/error.hpp>
+
+namespace diffsample::mpi::detail {
+
+using kernels::u128;
+
+namespace {
+
+// Per rank and problem: what step 2 gathers.
+struct rank_sums {
+  std::uint64_t total, q2_lo, q2_hi;
+  double sum_w, sum_w2;
+};
+
+bool prefix_scheme(resampling_scheme s) {
+  return s == resampling_scheme::multinomial || s == resampling_scheme::stratified ||
+         s == resampling_scheme::systematic;
+}
+
+// The key of slot j of problem b in [0, T): exactly the x that select_ancestor_functor searches for.
+struct slot_keys {
+  resampling_scheme scheme;
+  std::uint64_t seed, step, total, n, systematic_v;
+  std::int64_t b;
+
+  slot_keys(const resampling_options& o, std::int64_t problem, std::int64_t particles, std::uint64_t t)
+      : scheme(o.scheme), seed(o.seed), step(o.step), total(t), n(std::uint64_t(particles)), systematic_v(0),
+        b(problem) {
+    if (scheme == resampling_scheme::systematic) {
+      kernels::philox rng(seed, static_cast<std::uint64_t>(b * particles), step);
+      systematic_v = kernels::uniform_below(rng, total);
+    }
+  }
+  std::uint64_t operator()(std::int64_t j) const {
+    const std::uint64_t g = static_cast<std::uint64_t>(b) * n + std::uint64_t(j);
+    if (scheme == resampling_scheme::multinomial) {
+      kernels::philox rng(seed, g, step);
+      return kernels::uniform_below(rng, total);
+    }
+    std::uint64_t v = systematic_v;
+    if (scheme == resampling_scheme::stratified) {
+      kernels::philox rng(seed, g, step);
+      v = kernels::uniform_below(rng, total);
+    }
+    const std::uint64_t uj = std::uint64_t(j);
+    return uj * (total / n) + (uj * (total % n) + v) / n;
+  }
+  /// Slots whose key is below x (keys grow with j: stratified and systematic).
+  std::int64_t count_below(std::uint64_t x) const {
+    std::int64_t lo = 0, hi = static_cast<std::int64_t>(n);
+    while (lo < hi) {
+      const std::int64_t mid = lo + (hi - lo) / 2;
+      if ((*this)(mid) < x)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    return lo;
+  }
+};
+
+void displacements(const std::vector<int>& counts, std::vector<int>& displs) {
+  displs.resize(counts.size());
+  int at = 0;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    displs[r] = at;
+    at += counts[r];
+  }
+}
+
+}  // namespace
+
+resampler::resampler(MPI_Comm comm, std::int64_t particles, comm_stats& stats) : comm_(comm), n_(particles), stats_(stats) {
+  MPI_Comm_rank(comm, &rank_);
+  MPI_Comm_size(comm, &ranks_);
+  first_ = first_of(rank_);
+  local_ = first_of(rank_ + 1) - first_;
+}
+
+resampler::~resampler() {
+  if (type_ != MPI_DATATYPE_NULL) MPI_Type_free(&type_);
+}
+
+std::int64_t resampler::first_of(std::int64_t r) const {
+  const std::int64_t q = n_ / ranks_, rem = n_ % ranks_;
+  return r < rem ? r * (q + 1) : rem * (q + 1) + (r - rem) * q;
+}
+
+std::int64_t resampler::owner(std::int64_t j) const {
+  const std::int64_t q = n_ / ranks_, rem = n_ % ranks_, big = rem * (q + 1);
+  return j < big ? j / (q + 1) : rem + (j - big) / q;
+}
+
+void resampler::check(std::int64_t problems, const resampling_options& o) const {
+  DIFFSAMPLE_EXPECTS(prefix_scheme(o.scheme), "options.resampling.scheme: a distributed resampling supports "
+                                                  "multinomial, stratified and systematic, got "
+                                                      << to_string(o.scheme));
+  DIFFSAMPLE_EXPECTS(n_ >= 1 && n_ <= (std::int64_t(1) << 24), "particles: must be in [1, 2^24], got " << n_);
+  DIFFSAMPLE_EXPECTS(problems >= 1 && problems * n_ < (std::int64_t(1) << 31),
+                     "problems x particles: must be in [1, 2^31) for the MPI exchange's int counts, got "
+                         << problems << " x " << n_);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.ess_threshold) && o.ess_threshold >= 0,
+                     "options.ess_threshold: must be finite and >= 0, got " << o.ess_threshold);
+  DIFFSAMPLE_EXPECTS(o.step < (std::uint64_t(1) << 30), "options.step: must be below 2^30, got " << o.step);
+}
+
+MPI_Datatype resampler::row_type(std::size_t row_bytes) {
+  if (type_ != MPI_DATATYPE_NULL && type_bytes_ == row_bytes) return type_;
+  if (type_ != MPI_DATATYPE_NULL) MPI_Type_free(&type_);
+  MPI_Type_contiguous(static_cast<int>(row_bytes), MPI_BYTE, &type_);
+  MPI_Type_commit(&type_);
+  type_bytes_ = row_bytes;
+  return type_;
+}
+
+void resampler::alltoallv(const void* send, const std::vector<int>& sc, void* recv, const std::vector<int>& rc,
+                          std::size_t row_bytes) {
+  std::vector<int>& sd = send_displs_;
+  std::vector<int>& rd = recv_displs_;
+  displacements(sc, sd);
+  displacements(rc, rd);
+  const MPI_Datatype t = row_type(row_bytes);
+  {
+    timed clock(stats_);
+    MPI_Alltoallv(send, sc.data(), sd.data(), t, recv, rc.data(), rd.data(), t, comm_);
+  }
+  for (int r = 0; r < ranks_; ++r) {
+    if (r == rank_) continue;
+    stats_.bytes_sent += std::int64_t(sc[r]) * std::int64_t(row_bytes);
+    stats_.bytes_received += std::int64_t(rc[r]) * std::int64_t(row_bytes);
+  }
+  ++stats_.exchanges;
+}
+
+void resampler::run(const float* log_weights, std::int64_t problems, const resampling_options& o,
+                    particle_report* reports, const void* rows, std::size_t row_bytes, void* out, float* normalised) {
+  const std::int64_t B = problems, L = local_, N = n_, P = ranks_;
+  const int bits = kernels::fixed_point_bits(N);
+  const std::int64_t other = P - 1;  // the payload of each collective reaches P - 1 other ranks
+
+  // 1. The problems' largest valid log-weight and invalid count.
+  std::vector<float> max(static_cast<std::size_t>(B), -INFINITY);
+  std::vector<std::int64_t> nans(static_cast<std::size_t>(B), 0);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const float* lw = log_weights + b * L;
+    for (std::int64_t i = 0; i < L; ++i) {
+      if (kernels::invalid_log_weight(lw[i]))
+        ++nans[b];
+      else if (lw[i] > max[b])
+        max[b] = lw[i];
+    }
+  }
+  {
+    timed clock(stats_);
+    MPI_Allreduce(MPI_IN_PLACE, max.data(), int(B), MPI_FLOAT, MPI_MAX, comm_);
+    MPI_Allreduce(MPI_IN_PLACE, nans.data(), int(B), MPI_INT64_T, MPI_SUM, comm_);
+  }
+  stats_.bytes_sent += other * B * 12;
+  stats_.bytes_received += other * B * 12;
+
+  // 2. Fixed-point weights, rank-local inclusive prefix, the ranks' sums.
+  units_.resize(static_cast<std::size_t>(B * L));
+  std::vector<rank_sums> mine(static_cast<std::size_t>(B)), all(static_cast<std::size_t>(B * P));
+  for (std::int64_t b = 0; b < B; ++b) {
+    const float* lw = log_weights + b * L;
+    std::uint64_t total = 0;
+    u128 q2;
+    double sum_w = 0, sum_w2 = 0;
+    if (max[b] > -INFINITY) {
+      for (std::int64_t i = 0; i < L; ++i) {
+        const std::uint64_t q = kernels::fixed_weight(lw[i], max[b], bits);
+        total += q;
+        q2 = q2 + kernels::mul_wide(q, q);
+        units_[b * L + i] = total;
+        if (!kernels::invalid_log_weight(lw[i])) {
+          const double w = std::exp(double(lw[i]) - double(max[b]));
+          sum_w += w;
+          sum_w2 += w * w;
+        }
+      }
+    } else {
+      std::fill(units_.begin() + b * L, units_.begin() + (b + 1) * L, 0);
+    }
+    mine[b] = rank_sums{total, q2.lo, q2.hi, sum_w, sum_w2};
+  }
+  {
+    timed clock(stats_);
+    MPI_Allgather(mine.data(), int(B * sizeof(rank_sums)), MPI_BYTE, all.data(), int(B * sizeof(rank_sums)),
+                  MPI_BYTE, comm_);
+  }
+  stats_.bytes_sent += other * B * std::int64_t(sizeof(rank_sums));
+  stats_.bytes_received += other * B * std::int64_t(sizeof(rank_sums));
+
+  // 3. Global totals, offsets, decisions and reports (the same on every rank).
+  ends_.resize(static_cast<std::size_t>(B * P));
+  states_.resize(static_cast<std::size_t>(B));
+  bool any = false;
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::uint64_t total = 0;
+    u128 q2;
+    double sum_w = 0, sum_w2 = 0;
+    for (std::int64_t r = 0; r < P; ++r) {
+      const rank_sums& s = all[r * B + b];
+      total += s.total;
+      q2 = q2 + u128{s.q2_lo, s.q2_hi};
+      sum_w += s.sum_w;
+      sum_w2 += s.sum_w2;
+      ends_[b * P + r] = total;
+    }
+    kernels::problem_state st{};
+    st.total = total;
+    st.max = max[b];
+    st.sum_w = sum_w;
+    const bool failed = total == 0;
+    const double fixed_ess = failed ? 0.0 : double(total) * double(total) / kernels::to_double(q2);
+    st.resample = !failed && fixed_ess < o.ess_threshold * double(N);
+    states_[b] = st;
+    any = any || st.resample;
+    if (reports != nullptr) {
+      particle_report rep;
+      rep.nan_count = nans[b];
+      rep.failed = failed;
+      rep.resampled = st.resample;
+      if (failed) {
+        rep.ess = 0;
+        rep.log_sum_exp = -INFINITY;
+        rep.log_normaliser_increment = -INFINITY;
+      } else {
+        rep.ess = sum_w * sum_w / sum_w2;
+        rep.log_sum_exp = double(max[b]) + std::log(sum_w);
+        rep.log_normaliser_increment = rep.log_sum_exp - std::log(double(N));
+      }
+      reports[b] = rep;
+    }
+    if (normalised != nullptr) {
+      const float* lw = log_weights + b * L;
+      for (std::int64_t i = 0; i < L; ++i)
+        normalised[b * L + i] = (total == 0 || kernels::invalid_log_weight(lw[i]))
+                                    ? 0.f
+                                    : float(std::exp(double(lw[i]) - double(max[b])) / sum_w);
+    }
+  }
+  const auto* in = static_cast<const unsigned char*>(rows);
+  auto* dst = static_cast<unsigned char*>(out);
+  if (!any) {  // every rank knows: no exchange
+    if (B * L > 0) std::memcpy(dst, in, static_cast<std::size_t>(B * L) * row_bytes);
+    return;
+  }
+
+  // 4. The slots this rank's particles feed (sender side) and the rank that feeds each slot held here.
+  send_counts_.assign(static_cast<std::size_t>(P), 0);
+  recv_counts_.assign(static_cast<std::size_t>(P), 0);
+  picks_.clear();
+  pick_dest_.clear();
+  source_.assign(static_cast<std::size_t>(B * L), -1);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const kernels::problem_state& st = states_[b];
+    if (!st.resample) continue;
+    const slot_keys key(o, b, N, st.total);
+    const std::uint64_t* e = ends_.data() + b * P;
+    const std::uint64_t lo = rank_ == 0 ? 0 : e[rank_ - 1], hi = e[rank_];
+    const std::uint64_t* u = units_.data() + b * L;
+    auto pick = [&](std::int64_t j, std::uint64_t x) {
+      const std::int64_t a = kernels::upper_bound(u, L, x - lo);
+      const int dest = static_cast<int>(owner(j));
+      picks_.push_back(b * L + a);
+      pick_dest_.push_back(dest);
+      ++send_counts_[dest];
+    };
+    if (hi > lo) {
+      if (o.scheme == resampling_scheme::multinomial) {
+        for (std::int64_t j = 0; j < N; ++j) {
+          const std::uint64_t x = key(j);
+          if (x >= lo && x < hi) pick(j, x);
+        }
+      } else {
+        const std::int64_t j_end = key.count_below(hi);
+        for (std::int64_t j = key.count_below(lo); j < j_end; ++j) pick(j, key(j));
+      }
+    }
+    for (std::int64_t i = 0; i < L; ++i) {
+      const std::uint64_t x = key(first_ + i);
+      const int src = static_cast<int>(kernels::upper_bound(e, P, x));
+      source_[b * L + i] = src;
+      ++recv_counts_[src];
+    }
+  }
+  std::int64_t sends = 0, receives = 0;
+  for (std::int64_t r = 0; r < P; ++r) {
+    sends += send_counts_[r];
+    receives += recv_counts_[r];
+  }
+  send_.resize(static_cast<std::size_t>(sends) * row_bytes);
+  recv_.resize(static_cast<std::size_t>(receives) * row_bytes);
+  displacements(send_counts_, cursor_);
+  for (std::size_t k = 0; k < picks_.size(); ++k)
+    std::memcpy(send_.data() + static_cast<std::size_t>(cursor_[pick_dest_[k]]++) * row_bytes,
+                in + static_cast<std::size_t>(picks_[k]) * row_bytes, row_bytes);
+  alltoallv(send_.data(), send_counts_, recv_.data(), recv_counts_, row_bytes);
+  displacements(recv_counts_, cursor_);
+  for (std::int64_t s = 0; s < B * L; ++s) {
+    const int src = source_[s];
+    const unsigned char* from = src < 0 ? in + static_cast<std::size_t>(s) * row_bytes
+                                        : recv_.data() + static_cast<std::size_t>(cursor_[src]++) * row_bytes;
+    std::memcpy(dst + static_cast<std::size_t>(s) * row_bytes, from, row_bytes);
+  }
+}
+
+void resampler::fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,
+                      void* out) {
+  const std::int64_t B = problems, L = local_, P = ranks_;
+  send_counts_.assign(static_cast<std::size_t>(P), 0);
+  for (std::int64_t s = 0; s < B * L; ++s) ++send_counts_[owner(index[s])];
+  recv_counts_.assign(static_cast<std::size_t>(P), 0);
+  {
+    timed clock(stats_);
+    MPI_Alltoall(send_counts_.data(), 1, MPI_INT, recv_counts_.data(), 1, MPI_INT, comm_);
+  }
+  stats_.bytes_sent += (P - 1) * 4;
+  stats_.bytes_received += (P - 1) * 4;
+  // Requests: the row, within the holder's B x local buffer, of every row wanted here.
+  std::int64_t wanted = 0, served = 0;
+  for (std::int64_t r = 0; r < P; ++r) {
+    wanted += send_counts_[r];
+    served += recv_counts_[r];
+  }
+  std::vector<std::int64_t> requests(static_cast<std::size_t>(wanted)), incoming(static_cast<std::size_t>(served));
+  displacements(send_counts_, cursor_);
+  for (std::int64_t s = 0; s < B * L; ++s) {
+    const std::int64_t j = index[s], r = owner(j);
+    const std::int64_t b = s / L, holder_local = first_of(r + 1) - first_of(r);
+    requests[static_cast<std::size_t>(cursor_[r]++)] = b * holder_local + (j - first_of(r));
+  }
+  alltoallv(requests.data(), send_counts_, incoming.data(), recv_counts_, sizeof(std::int64_t));
+  const auto* in = static_cast<const unsigned char*>(rows);
+  send_.resize(static_cast<std::size_t>(served) * row_bytes);
+  recv_.resize(static_cast<std::size_t>(wanted) * row_bytes);
+  for (std::int64_t k = 0; k < served; ++k)
+    std::memcpy(send_.data() + static_cast<std::size_t>(k) * row_bytes,
+                in + static_cast<std::size_t>(incoming[k]) * row_bytes, row_bytes);
+  const std::vector<int> replies = recv_counts_, answers = send_counts_;
+  alltoallv(send_.data(), replies, recv_.data(), answers, row_bytes);
+  displacements(answers, cursor_);
+  auto* dst = static_cast<unsigned char*>(out);
+  for (std::int64_t s = 0; s < B * L; ++s) {
+    const std::int64_t r = owner(index[s]);
+    std::memcpy(dst + static_cast<std::size_t>(s) * row_bytes,
+                recv_.data() + static_cast<std::size_t>(cursor_[r]++) * row_bytes, row_bytes);
+  }
+}
+
+}  // namespace diffsample::mpi::detail

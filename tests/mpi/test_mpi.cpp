@@ -1,0 +1,406 @@
+// Distributed runs (libdiffsample_mpi) against single-process runs of the same calls, on the CPU executor. Run under
+// mpirun with 1, 2 and 3 ranks (tests/CMakeLists.txt): each rank runs the single-process reference itself and checks
+// its own rows bit for bit. Sizes are chosen so that 2 and 3 ranks split them unevenly. Every check that precedes a
+// collective is non-fatal (EXPECT), so that a failing rank still joins the collectives and nobody hangs.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <diffsample/diffsample.hpp>
+#include <diffsample/mpi.hpp>
+
+namespace ds = diffsample;
+
+namespace {
+
+int rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int ranks() {
+  int s = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &s);
+  return s;
+}
+
+ds::execution cpu() {
+  ds::execution e;
+  e.kind = ds::executor::cpu;
+  return e;
+}
+
+// Bitwise equality of n floats (NaN patterns included).
+bool same_bits(const float* a, const float* b, std::int64_t n) {
+  return n == 0 || std::memcmp(a, b, static_cast<std::size_t>(n) * sizeof(float)) == 0;
+}
+
+ds::gaussian_mixture prior2() { return ds::gaussian_mixture(2, {0.3, 0.7}, {-2.0, 0.0, 2.0, 1.0}, {0.25, 0.5}); }
+
+// Ends every test with a barrier, which would hang (and time out) if one rank had left its collectives.
+class Mpi : public ::testing::Test {
+ protected:
+  void TearDown() override { MPI_Barrier(MPI_COMM_WORLD); }
+};
+
+TEST_F(Mpi, ShardsCoverEveryRowOnceInRankOrder) {
+  for (std::int64_t n : {0, 1, 2, 5, 7, 37, 1000})
+    for (int p = 1; p <= 5; ++p) {
+      std::int64_t next = 0, smallest = n, largest = 0;
+      for (int r = 0; r < p; ++r) {
+        const ds::mpi::shard s = ds::mpi::shard_of(n, r, p);
+        EXPECT_EQ(s.first, next) << "n " << n << " p " << p << " r " << r;
+        next += s.count;
+        smallest = std::min(smallest, s.count);
+        largest = std::max(largest, s.count);
+      }
+      EXPECT_EQ(next, n);
+      EXPECT_LE(largest - smallest, 1);
+    }
+  EXPECT_THROW(ds::mpi::shard_of(-1, 0, 1), ds::invalid_argument);
+  EXPECT_THROW(ds::mpi::shard_of(4, 2, 2), ds::invalid_argument);
+}
+
+TEST_F(Mpi, LangevinShardsEqualOneProcessBitForBit) {
+  const ds::gaussian_mixture mix = prior2();
+  const std::int64_t n = 37, d = 2;
+  std::mt19937 gen(11);
+  std::normal_distribution<float> normal;
+  std::vector<float> start(n * d);
+  for (float& v : start) v = normal(gen);
+  ds::langevin_options o;
+  o.method = ds::langevin_method::mala;
+  o.step_size = 0.05;
+  o.steps = 40;
+  o.seed = 3;
+  o.first_chain = 5;
+  std::vector<float> whole = start;
+  std::vector<std::int64_t> accepted(n);
+  ds::langevin_outputs wo;
+  wo.accepted = accepted.data();
+  ds::langevin(mix, whole.data(), n, o, wo, cpu());
+
+  const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
+  std::vector<float> mine(start.begin() + s.first * d, start.begin() + (s.first + s.count) * d);
+  const ds::mpi::chain_report rep = ds::mpi::langevin(MPI_COMM_WORLD, mix, mine.data(), n, o, {}, cpu());
+  EXPECT_EQ(rep.rows.first, s.first);
+  EXPECT_EQ(rep.rows.count, s.count);
+  EXPECT_TRUE(same_bits(mine.data(), whole.data() + s.first * d, s.count * d)) << "rank " << rank();
+  std::int64_t total = 0;
+  for (std::int64_t a : accepted) total += a;
+  EXPECT_EQ(rep.accepted, total);
+  EXPECT_DOUBLE_EQ(rep.acceptance_rate, double(total) / double(n * o.steps));
+  const std::vector<float> gathered = ds::mpi::gather_rows(MPI_COMM_WORLD, mine.data(), s.count, d);
+  if (rank() == 0) {
+    ASSERT_EQ(gathered.size(), whole.size());
+    EXPECT_TRUE(same_bits(gathered.data(), whole.data(), n * d));
+  } else {
+    EXPECT_TRUE(gathered.empty());
+  }
+}
+
+TEST_F(Mpi, EveryDiffusionSamplerShardsBitForBit) {
+  const ds::gaussian_mixture mix = prior2();
+  const std::int64_t n = 29, d = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
+  for (int k = 0; k <= static_cast<int>(ds::diffusion_sampler::sequential_measurements); ++k) {
+    ds::diffusion_options o;
+    o.sampler = static_cast<ds::diffusion_sampler>(k);
+    o.steps = 12;
+    o.seed = 7 + k;
+    o.first_chain = 100;
+    o.eta = 0.5;
+    if (o.sampler == ds::diffusion_sampler::stochastic_localization)
+      o.schedule = ds::noise_schedule::stochastic_localization();
+    std::vector<float> whole(n * d);
+    ds::diffusion(mix, whole.data(), n, o, {}, cpu());
+    std::vector<float> mine(s.count * d + 1);
+    ds::mpi::diffusion(MPI_COMM_WORLD, mix, mine.data(), n, o, {}, cpu());
+    EXPECT_TRUE(same_bits(mine.data(), whole.data() + s.first * d, s.count * d))
+        << ds::to_string(o.sampler) << " on rank " << rank();
+    // Moments reduced over the ranks against the one-process rows (FP64 sums in another order).
+    const ds::mpi::moments m = ds::mpi::row_moments(MPI_COMM_WORLD, mine.data(), s.count, d);
+    EXPECT_EQ(m.n, n);
+    for (std::int64_t j = 0; j < d; ++j) {
+      double sum = 0, sum2 = 0;
+      for (std::int64_t i = 0; i < n; ++i) {
+        sum += whole[i * d + j];
+        sum2 += double(whole[i * d + j]) * whole[i * d + j];
+      }
+      const double mean = sum / n;
+      EXPECT_NEAR(m.mean[j], mean, 1e-12 * (1 + std::abs(mean)));
+      EXPECT_NEAR(m.variance[j], sum2 / n - mean * mean, 1e-10 * (1 + sum2 / n));
+    }
+  }
+}
+
+// Log-weights of B problems of N particles, rows drawn from one generator (the same on every rank).
+std::vector<float> log_weights(std::int64_t B, std::int64_t N, unsigned seed, float spread) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.f, spread);
+  std::vector<float> lw(B * N);
+  for (float& v : lw) v = normal(gen);
+  return lw;
+}
+
+std::vector<float> rows_of(const std::vector<float>& all, std::int64_t B, std::int64_t N, std::int64_t width,
+                           ds::mpi::shard s) {
+  std::vector<float> out;
+  for (std::int64_t b = 0; b < B; ++b)
+    out.insert(out.end(), all.begin() + (b * N + s.first) * width, all.begin() + (b * N + s.first + s.count) * width);
+  return out;
+}
+
+void expect_resampling_matches(const std::vector<float>& lw, std::int64_t B, std::int64_t N, ds::resampling_scheme scheme,
+                               double threshold, const char* what) {
+  ds::resampling_options o;
+  o.scheme = scheme;
+  o.ess_threshold = threshold;
+  o.seed = 42;
+  o.step = 9;
+  std::vector<std::int64_t> whole(B * N);
+  std::vector<ds::particle_report> whole_reports(B);
+  ds::particle_outputs wo;
+  wo.ancestors64 = whole.data();
+  wo.reports = whole_reports.data();
+  ds::resample(lw.data(), B, N, o, wo, cpu());
+
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  const std::vector<float> mine = rows_of(lw, B, N, 1, s);
+  std::vector<std::int64_t> anc(B * s.count + 1, -1);
+  std::vector<ds::particle_report> reports(B);
+  ds::particle_outputs po;
+  po.ancestors64 = anc.data();
+  po.reports = reports.data();
+  ds::mpi::resample(MPI_COMM_WORLD, mine.data(), B, N, o, po);
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t i = 0; i < s.count; ++i)
+      EXPECT_EQ(anc[b * s.count + i], whole[b * N + s.first + i])
+          << what << " " << ds::to_string(scheme) << " problem " << b << " slot " << s.first + i << " rank " << rank();
+    EXPECT_EQ(reports[b].resampled, whole_reports[b].resampled) << what;
+    EXPECT_EQ(reports[b].failed, whole_reports[b].failed) << what;
+    EXPECT_EQ(reports[b].nan_count, whole_reports[b].nan_count) << what;
+    // FP64 report sums: per rank, then in rank order (N <= 2^16 here: one chunk in resample()).
+    EXPECT_NEAR(reports[b].ess, whole_reports[b].ess, 1e-12 * whole_reports[b].ess) << what;
+    if (!whole_reports[b].failed) {
+      EXPECT_NEAR(reports[b].log_sum_exp, whole_reports[b].log_sum_exp,
+                  1e-12 * (1 + std::abs(whole_reports[b].log_sum_exp)))
+          << what;
+    }
+  }
+}
+
+TEST_F(Mpi, GlobalResamplingPicksTheOneProcessAncestors) {
+  for (ds::resampling_scheme scheme :
+       {ds::resampling_scheme::multinomial, ds::resampling_scheme::stratified, ds::resampling_scheme::systematic}) {
+    expect_resampling_matches(log_weights(3, 1001, 5, 2.f), 3, 1001, scheme, 2.0, "spread 2");
+    expect_resampling_matches(log_weights(2, 7, 6, 1.f), 2, 7, scheme, 2.0, "N = 7");
+    expect_resampling_matches(log_weights(1, 2, 8, 1.f), 1, 2, scheme, 2.0, "N = 2 (a rank without particles at P = 3)");
+    expect_resampling_matches(log_weights(2, 500, 9, 0.1f), 2, 500, scheme, 0.5, "below the threshold: identity");
+    // NaN, +inf and -inf log-weights count as zero weights; a problem of zero weights fails.
+    std::vector<float> odd = log_weights(2, 64, 10, 1.f);
+    odd[3] = NAN;
+    odd[40] = INFINITY;
+    odd[41] = -INFINITY;
+    for (std::int64_t i = 64; i < 128; ++i) odd[i] = -INFINITY;
+    expect_resampling_matches(odd, 2, 64, scheme, 2.0, "invalid weights and a failed problem");
+  }
+}
+
+TEST_F(Mpi, ARankWhoseParticlesAllDieReceivesEveryRow) {
+  // Every particle of the last half has weight zero: with 2 or 3 ranks the last rank keeps no particle of its own
+  // and receives every row it holds after the resampling.
+  const std::int64_t B = 1, N = 60;
+  std::vector<float> lw = log_weights(B, N, 12, 1.f);
+  for (std::int64_t j = N / 2; j < N; ++j) lw[j] = -INFINITY;
+  for (ds::resampling_scheme scheme :
+       {ds::resampling_scheme::multinomial, ds::resampling_scheme::stratified, ds::resampling_scheme::systematic})
+    expect_resampling_matches(lw, B, N, scheme, 2.0, "dead last half");
+  // The rows follow: each slot's row is its ancestor's (rows carry their own global index).
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  ds::resampling_options o;
+  o.ess_threshold = 2.0;
+  std::vector<std::int64_t> anc(s.count + 1);
+  ds::particle_outputs po;
+  po.ancestors64 = anc.data();
+  const std::vector<float> mine = rows_of(lw, B, N, 1, s);
+  ds::mpi::resample(MPI_COMM_WORLD, mine.data(), B, N, o, po);
+  const ds::mpi::shard last = ds::mpi::shard_of(N, ranks() - 1, ranks());
+  for (std::int64_t i = 0; i < s.count; ++i) {
+    EXPECT_LT(anc[i], N / 2);
+    if (ranks() > 1) {
+      EXPECT_LT(anc[i], last.first);
+    }
+  }
+}
+
+ds::guided_problems problems2() {
+  ds::guided_problems pr;
+  pr.problems = 2;
+  pr.d_y = 1;
+  pr.A = {1.0, 0.5};
+  pr.y = {0.7, -1.5};
+  pr.sigma_y = {0.3};
+  return pr;
+}
+
+TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, N = 50, d = 2, K = 12;
+  for (ds::resampling_scheme scheme :
+       {ds::resampling_scheme::systematic, ds::resampling_scheme::stratified, ds::resampling_scheme::multinomial}) {
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = K;
+    o.seed = 21;
+    o.resampling.scheme = scheme;
+    o.resampling.ess_threshold = 0.7;
+    std::vector<float> particles(B * N * d), samples(B * N * d), lw(B * N), ess(B * (K + 1));
+    std::vector<double> logz(B);
+    std::vector<std::int32_t> count(B);
+    ds::guided_outputs out{particles.data(), lw.data(), samples.data(), logz.data(), ess.data(), count.data()};
+    ds::guided_sample(prior, pr, o, out, cpu());
+
+    const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+    std::vector<float> mp(B * s.count * d + 1), ms(B * s.count * d + 1), mlw(B * s.count + 1), mess(B * (K + 1));
+    std::vector<double> mlogz(B);
+    std::vector<std::int32_t> mcount(B);
+    ds::guided_outputs mo{mp.data(), mlw.data(), ms.data(), mlogz.data(), mess.data(), mcount.data()};
+    const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, mo);
+    EXPECT_EQ(res.particles.first, s.first);
+    const char* name = ds::to_string(scheme);
+    EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << name << " rank " << rank();
+    EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d)) << name << " rank " << rank();
+    EXPECT_TRUE(same_bits(mlw.data(), rows_of(lw, B, N, 1, s).data(), B * s.count)) << name << " rank " << rank();
+    for (std::int64_t b = 0; b < B; ++b) {
+      EXPECT_EQ(mcount[b], count[b]) << name;
+      EXPECT_GT(count[b], 0) << name << ": the test must resample";
+      EXPECT_NEAR(mlogz[b], logz[b], 1e-9 * (1 + std::abs(logz[b]))) << name;
+    }
+    for (std::int64_t c = 0; c < B * (K + 1); ++c) EXPECT_NEAR(mess[c], ess[c], 1e-5f * ess[c]) << name;
+    if (ranks() > 1 && s.count > 0) {
+      EXPECT_GT(res.comm.exchanges, 0);
+    }
+  }
+}
+
+TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, N = 40, d = 2;
+  ds::guided_options o;
+  o.particles = N;
+  o.steps = 8;
+  o.seed = 33;
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  std::vector<float> samples(B * s.count * d);
+  std::vector<double> logz(B);
+  ds::guided_outputs out{};
+  out.samples = samples.data();
+  out.log_normaliser = logz.data();
+  ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out, ds::mpi::smc_mode::islands, cpu());
+  // Reference: every island run here, then log sum_r (n_r / N) Z_r.
+  std::vector<double> expected(B, 0.0);
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::vector<double> terms;
+    for (int r = 0; r < ranks(); ++r) {
+      ds::guided_options io = o;
+      const ds::mpi::shard is = ds::mpi::shard_of(N, r, ranks());
+      io.particles = is.count;
+      io.seed = o.seed + r;
+      std::vector<double> z(B);
+      ds::guided_outputs iout{};
+      iout.log_normaliser = z.data();
+      ds::guided_sample(prior, pr, io, iout, cpu());
+      terms.push_back(z[b] + std::log(double(is.count) / double(N)));
+    }
+    const double m = *std::max_element(terms.begin(), terms.end());
+    double sum = 0;
+    for (double t : terms) sum += std::exp(t - m);
+    expected[b] = m + std::log(sum);
+    EXPECT_NEAR(logz[b], expected[b], 1e-12 * (1 + std::abs(expected[b])));
+  }
+}
+
+// Every rank must throw the error of the lowest failing rank, with the same message, and return to the collectives.
+template <class F>
+void expect_same_error_everywhere(F&& call, const char* needle) {
+  std::string message;
+  try {
+    call();
+    ADD_FAILURE() << "no exception on rank " << rank();
+  } catch (const ds::invalid_argument& e) {
+    message = e.what();
+  }
+  const std::string prefix = "rank " + std::to_string(ranks() - 1) + " of " + std::to_string(ranks()) + ": ";
+  EXPECT_EQ(message.rfind(prefix, 0), 0u) << message;
+  EXPECT_NE(message.find(needle), std::string::npos) << message;
+  // The same message on every rank: compare with rank 0's.
+  int length = static_cast<int>(message.size());
+  MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::string root(static_cast<std::size_t>(length), ' ');
+  if (rank() == 0) root = message;
+  MPI_Bcast(root.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD);
+  EXPECT_EQ(message, root);
+}
+
+TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
+  const bool last = rank() == ranks() - 1;
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t N = 30;
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  std::vector<float> rows(2 * s.count * 2 + 2);
+  {
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = last ? 0 : 5;
+    ds::guided_outputs out{};
+    out.particles = rows.data();
+    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out); }, "options.steps");
+  }
+  {
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = 5;
+    o.resampling.scheme = last ? ds::resampling_scheme::residual : ds::resampling_scheme::systematic;
+    ds::guided_outputs out{};
+    out.particles = rows.data();
+    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out); },
+                                 "options.resampling.scheme");
+  }
+  {
+    ds::langevin_options o;
+    o.step_size = last ? -1.0 : 0.1;
+    o.steps = 3;
+    std::vector<float> x(2 * 10, 0.f);
+    expect_same_error_everywhere([&] { ds::mpi::langevin(MPI_COMM_WORLD, prior, x.data(), 10, o, {}, cpu()); },
+                                 "step_size");
+  }
+  {
+    ds::resampling_options o;
+    o.scheme = last ? ds::resampling_scheme::metropolis : ds::resampling_scheme::multinomial;
+    const std::vector<float> lw(s.count + 1, 0.f);
+    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, lw.data(), 1, N, o, {}); }, "scheme");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  const int status = RUN_ALL_TESTS();
+  // Every rank's verdict: a failure on any rank fails every rank's exit status.
+  int worst = status;
+  MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return worst;
+}

@@ -1,0 +1,103 @@
+/* The C ABI of libdiffsample_mpi from a C99 program under mpirun: sharded Langevin and diffusion rows against a
+ * single-process run of all chains (bit for bit, each rank checking its own rows), the global resampling against
+ * ds_resample(), and an invalid argument on the last rank returning the same status and message on every rank. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <diffsample/diffsample_mpi.h>
+
+static int failures = 0;
+#define CHECK(cond, what)                                                   \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      fprintf(stderr, "test_mpi_c: rank %d: %s failed\n", rank, (what));   \
+      ++failures;                                                           \
+    }                                                                       \
+  } while (0)
+
+int main(int argc, char** argv) {
+  int rank = 0, ranks = 1;
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  const double weights[2] = {0.4, 0.6}, means[4] = {-1.0, 0.5, 1.5, -0.5}, variances[2] = {0.3, 0.2};
+  ds_mixture* mix = NULL;
+  CHECK(ds_mixture_create(2, 2, weights, means, variances, 2, &mix) == DS_SUCCESS, "ds_mixture_create");
+  ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  const int64_t n = 23, d = 2;
+  int64_t first = -1, count = -1;
+  CHECK(ds_mpi_shard(n, MPI_COMM_WORLD, &first, &count) == DS_SUCCESS, "ds_mpi_shard");
+
+  /* Langevin: this rank's rows against the same rows of one process's run. */
+  ds_langevin_options lo;
+  ds_langevin_options_init(&lo, sizeof lo);
+  lo.steps = 30;
+  lo.seed = 9;
+  lo.first_chain = 4;
+  float* whole = calloc((size_t)(n * d), sizeof(float));
+  float* mine = calloc((size_t)(count * d + 1), sizeof(float));
+  int64_t* accepted = calloc((size_t)n, sizeof(int64_t));
+  int64_t* mine_accepted = calloc((size_t)(count + 1), sizeof(int64_t));
+  CHECK(ds_langevin(mix, whole, n, &lo, NULL, accepted, cpu, NULL, 0, NULL) == DS_SUCCESS, "ds_langevin");
+  int64_t total = -2;
+  CHECK(ds_mpi_langevin(MPI_COMM_WORLD, mix, mine, n, &lo, NULL, mine_accepted, cpu, NULL, &total) == DS_SUCCESS,
+        "ds_mpi_langevin");
+  CHECK(memcmp(mine, whole + first * d, (size_t)(count * d) * sizeof(float)) == 0, "Langevin rows bit for bit");
+  int64_t expected = 0;
+  for (int64_t i = 0; i < n; ++i) expected += accepted[i];
+  CHECK(total == expected, "accepted proposals summed over the ranks");
+
+  /* Diffusion (DDPM). */
+  ds_diffusion_options dopt;
+  ds_diffusion_options_init(&dopt, sizeof dopt);
+  dopt.steps = 15;
+  dopt.seed = 2;
+  CHECK(ds_diffusion_sample(mix, whole, n, &dopt, NULL, cpu, NULL, 0, NULL) == DS_SUCCESS, "ds_diffusion_sample");
+  CHECK(ds_mpi_diffusion_sample(MPI_COMM_WORLD, mix, mine, n, &dopt, NULL, cpu, NULL) == DS_SUCCESS,
+        "ds_mpi_diffusion_sample");
+  CHECK(memcmp(mine, whole + first * d, (size_t)(count * d) * sizeof(float)) == 0, "diffusion rows bit for bit");
+
+  /* Global resampling against ds_resample(). */
+  const int64_t N = 101;
+  float* lw = calloc((size_t)N, sizeof(float));
+  for (int64_t j = 0; j < N; ++j) lw[j] = (float)(2.0 * sin(0.37 * (double)j));
+  ds_resampling_options ro;
+  ds_resampling_options_init(&ro, sizeof ro);
+  ro.ess_threshold = 2.0;
+  ro.seed = 5;
+  int32_t* all_ancestors = calloc((size_t)N, sizeof(int32_t));
+  CHECK(ds_resample(lw, 1, N, &ro, all_ancestors, NULL, NULL, cpu, NULL, 0, NULL) == DS_SUCCESS, "ds_resample");
+  int64_t pf = 0, pc = 0;
+  ds_mpi_shard(N, MPI_COMM_WORLD, &pf, &pc);
+  int64_t* ancestors = calloc((size_t)(pc + 1), sizeof(int64_t));
+  ds_particle_report report;
+  CHECK(ds_mpi_resample(MPI_COMM_WORLD, lw + pf, 1, N, &ro, ancestors, NULL, &report) == DS_SUCCESS,
+        "ds_mpi_resample");
+  for (int64_t i = 0; i < pc; ++i) CHECK(ancestors[i] == all_ancestors[pf + i], "ancestors bit for bit");
+  CHECK(report.resampled == 1, "the problem was resampled");
+
+  /* An invalid step size on the last rank only: every rank returns DS_INVALID_ARGUMENT with the same message. */
+  if (rank == ranks - 1) lo.step_size = -1.0;
+  const ds_status status = ds_mpi_langevin(MPI_COMM_WORLD, mix, mine, n, &lo, NULL, NULL, cpu, NULL, NULL);
+  CHECK(status == DS_INVALID_ARGUMENT, "the invalid argument's status on every rank");
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "rank %d of %d: ", ranks - 1, ranks);
+  CHECK(strncmp(ds_mpi_last_error(), prefix, strlen(prefix)) == 0, "the failing rank named in the message");
+  CHECK(strstr(ds_mpi_last_error(), "step_size") != NULL, "the argument named in the message");
+
+  free(whole);
+  free(mine);
+  free(accepted);
+  free(mine_accepted);
+  free(lw);
+  free(all_ancestors);
+  free(ancestors);
+  ds_mixture_destroy(mix);
+  int worst = 0;
+  MPI_Allreduce(&failures, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (rank == 0) printf("test_mpi_c: %s on %d ranks\n", worst == 0 ? "ok" : "FAILED", ranks);
+  MPI_Finalize();
+  return worst == 0 ? 0 : 1;
+}
