@@ -291,6 +291,36 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
   }
 }
 
+TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
+  // N = 2: at P = 3 the last rank holds no particle and still takes part in every exchange.
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, N = 2, d = 2, K = 6;
+  ds::guided_options o;
+  o.particles = N;
+  o.steps = K;
+  o.seed = 4;
+  o.resampling.ess_threshold = 2.0;
+  std::vector<float> particles(B * N * d), samples(B * N * d);
+  std::vector<std::int32_t> count(B);
+  ds::guided_outputs out{};
+  out.particles = particles.data();
+  out.samples = samples.data();
+  out.resample_count = count.data();
+  ds::guided_sample(prior, pr, o, out, cpu());
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  std::vector<float> mp(B * s.count * d + 1), ms(B * s.count * d + 1);
+  std::vector<std::int32_t> mcount(B);
+  ds::guided_outputs mo{};
+  mo.particles = mp.data();
+  mo.samples = ms.data();
+  mo.resample_count = mcount.data();
+  ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, mo);
+  EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << "rank " << rank();
+  EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d)) << "rank " << rank();
+  for (std::int64_t b = 0; b < B; ++b) EXPECT_EQ(mcount[b], count[b]);
+}
+
 TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
