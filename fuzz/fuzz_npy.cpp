@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "src/npy.hpp"
+#include "src/cli/npy.hpp"
 #include <diffsample/error.hpp>
 
 namespace npy = diffsample::npy;

@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [seconds] [target...]      targets: npy, problem, c_api (default: all); seconds per target (60)
 #
-#   npy      fuzz/fuzz_npy.cpp: the .npy reader (src/npy.cpp), from numpy-style seeds written below plus
+#   npy      fuzz/fuzz_npy.cpp: the .npy reader (src/cli/npy.cpp), from numpy-style seeds written below plus
 #            tests/data/fuzz/. Crashing inputs are written to tests/data/fuzz/ (crash-*), replayed by test_npy.
 #   problem  fuzz/fuzz_problem.cpp: the JSON problem-file reader (parse_problem in src/cli/problem.cpp), from
 #            examples/*.json plus tests/data/fuzz-problem/. Crashing inputs are written to tests/data/fuzz-problem/,
@@ -39,7 +39,7 @@ flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 
 fuzz_npy() {
   mkdir -p "$work/corpus" tests/data/fuzz
-  "$CXX_FUZZ" "${flags[@]}" -I include -I . fuzz/fuzz_npy.cpp src/npy.cpp -o "$work/fuzz_npy"
+  "$CXX_FUZZ" "${flags[@]}" -I include -I . fuzz/fuzz_npy.cpp src/cli/npy.cpp -o "$work/fuzz_npy"
 
   # Seeds: numpy-style headers for each version, dtype and rank (data 64-byte aligned, as numpy.save writes them).
   seed() {  # seed NAME MAJOR DICT DATA-BYTES
@@ -88,7 +88,7 @@ fuzz_problem() {
   local lib
   lib=$(library_dir)
   mkdir -p "$work/corpus-problem" tests/data/fuzz-problem
-  "$CXX_FUZZ" "${flags[@]}" -I include -I src -I . fuzz/fuzz_problem.cpp src/cli/problem.cpp \
+  "$CXX_FUZZ" "${flags[@]}" -I include -I src -I . fuzz/fuzz_problem.cpp src/cli/problem.cpp src/cli/npy.cpp \
     -L "$lib" -ldiffsample -Wl,-rpath,"$lib" -o "$work/fuzz_problem"
   cp examples/*.json "$work/corpus-problem/"
   # The reader refuses 256 MiB and more in one array it builds (a grid prior of 2^24 doubles is 128 MiB).

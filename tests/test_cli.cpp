@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "src/npy.hpp"
+#include "src/cli/npy.hpp"
 
 #ifdef DIFFSAMPLE_CLI_PATH
 #include <filesystem>

@@ -12,7 +12,7 @@
 
 #include <unistd.h>
 
-#include "src/npy.hpp"
+#include "src/cli/npy.hpp"
 #include <diffsample/error.hpp>
 
 namespace npy = diffsample::npy;

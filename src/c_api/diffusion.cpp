@@ -1,6 +1,7 @@
 // The C ABI of noise schedules and reverse diffusion: the whole-run sampler and the stepwise plan driven by the
 // caller's model.
 #include "src/c_api/common.hpp"
+#include "src/schedule_defaults.hpp"
 
 using namespace diffsample::c_api;
 
@@ -78,16 +79,7 @@ extern "C" {
 
 ds_status ds_schedule_init(ds_schedule* schedule, size_t struct_size, ds_schedule_kind kind) {
   return guard([&] {
-    ds::noise_schedule d;
-    switch (enum_to_cpp<ds::schedule_kind>("kind", kind)) {
-      case ds::schedule_kind::vp_linear: d = ds::noise_schedule::vp_linear(); break;
-      case ds::schedule_kind::vp_cosine: d = ds::noise_schedule::vp_cosine(); break;
-      case ds::schedule_kind::vp_table: d = ds::noise_schedule::vp_table({}); break;
-      case ds::schedule_kind::variance_exploding: d = ds::noise_schedule::variance_exploding(); break;
-      case ds::schedule_kind::ornstein_uhlenbeck: d = ds::noise_schedule::ornstein_uhlenbeck(); break;
-      case ds::schedule_kind::linear_interpolant: d = ds::noise_schedule::linear_interpolant(); break;
-      case ds::schedule_kind::stochastic_localization: d = ds::noise_schedule::stochastic_localization(); break;
-    }
+    const ds::noise_schedule d = ds::detail::default_schedule(enum_to_cpp<ds::schedule_kind>("kind", kind));
     init_struct(schedule, struct_size, to_c(d));
   });
 }

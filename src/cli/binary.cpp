@@ -23,11 +23,14 @@
 
 #include <cuda_runtime_api.h>
 
+#include "cli/args.hpp"
 #include "cli/binary.hpp"
+#include "cli/io.hpp"
+#include "cli/runner.hpp"
 
 #include "cli/output.hpp"
 #include "cli/problem.hpp"
-#include "npy.hpp"
+#include "cli/npy.hpp"
 
 namespace diffsample::cli {
 
@@ -60,29 +63,6 @@ const char* binary_usage =
     "  --quiet                 print nothing on success\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
 
-std::string fmt(double v, int digits = 6) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.*g", digits, v);
-  return b;
-}
-
-std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value) {
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(text.c_str(), &end, 0);
-  if (errno != 0 || end == text.c_str() || *end != '\0' || v < min_value)
-    throw usage_error(flag + ": expected an integer >= " + std::to_string(min_value) + ", got '" + text + "'");
-  return v;
-}
-
-double to_double(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (end == text.c_str() || *end != '\0' || !std::isfinite(v))
-    throw usage_error(flag + ": expected a finite number, got '" + text + "'");
-  return v;
-}
-
 /// A .npy image of an int8 rows x cols matrix (format 1.0).
 std::vector<unsigned char> encode_i1(const std::vector<float>& values, std::int64_t rows, std::int64_t cols) {
   std::string header = "{'descr': '|i1', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
@@ -97,48 +77,6 @@ std::vector<unsigned char> encode_i1(const std::vector<float>& values, std::int6
   for (float v : values) out.push_back(static_cast<unsigned char>(static_cast<signed char>(v > 0 ? 1 : -1)));
   return out;
 }
-
-ds::executor resolve(ds::executor e) {
-  if (e == ds::executor::automatic) return ds::cuda_available() ? ds::executor::cuda : ds::executor::cpu;
-  if (e == ds::executor::cuda && !ds::cuda_available())
-    throw input_error("--executor cuda: no GPU is available (" + ds::cuda_unavailable_reason() + ")");
-  return e;
-}
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw ds::error(std::string(what) + ": " + cudaGetErrorString(status));
-}
-
-/// A buffer on the executor's side: device memory for cuda, host memory for the cpu.
-struct side_buffer {
-  ds::executor where;
-  std::vector<unsigned char> host;
-  void* device = nullptr;
-  side_buffer(ds::executor w, std::size_t bytes) : where(w) {
-    if (where == ds::executor::cuda)
-      check(cudaMalloc(&device, std::max<std::size_t>(bytes, 1)), "cudaMalloc");
-    else
-      host.resize(std::max<std::size_t>(bytes, 1));
-  }
-  ~side_buffer() {
-    if (device) cudaFree(device);
-  }
-  side_buffer(const side_buffer&) = delete;
-  side_buffer& operator=(const side_buffer&) = delete;
-  template <class T>
-  T* as() {
-    return static_cast<T*>(where == ds::executor::cuda ? device : static_cast<void*>(host.data()));
-  }
-  template <class T>
-  std::vector<T> download(std::size_t count) {
-    std::vector<T> out(count);
-    if (where == ds::executor::cuda)
-      check(cudaMemcpy(out.data(), device, count * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
-    else
-      std::memcpy(out.data(), host.data(), count * sizeof(T));
-    return out;
-  }
-};
 
 /// Exact reference draws of what the sampler targets: y ~ q (discrete_langevin) or the jump sign(E[x | u]) of the
 /// sum u of m exact measurements of one x (discrete_walk_jump, E[x | u] with --mean).
@@ -239,13 +177,6 @@ std::string svg_chains(const std::string& title, const std::vector<std::vector<f
   s << "<text x=\"" << left << "\" y=\"" << height - 16 << "\">columns: step of the walk; rows: chains; black = +1"
     << "</text>\n</svg>\n";
   return s.str();
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char b[32];
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return b;
 }
 
 }  // namespace
@@ -358,7 +289,8 @@ int run_sample_binary(int argc, char** argv, int first) {
   std::fflush(stdout);
 
   // The run: one library call.
-  side_buffer x(where, std::size_t(n * d) * sizeof(float)), acc(where, std::size_t(n) * sizeof(std::int64_t));
+  exec_buffer<float> x(where, n * d);
+  exec_buffer<std::int64_t> acc(where, n);
   const auto t0 = std::chrono::steady_clock::now();
   ds::discrete_report rep;
   if (walk_jump) {
@@ -370,7 +302,7 @@ int run_sample_binary(int argc, char** argv, int first) {
     w.measurements = measurements;
     w.mean = mean;
     w.seed = seed;
-    rep = ds::discrete_walk_jump(prior, x.as<float>(), n, w, {nullptr, acc.as<std::int64_t>()}, {where});
+    rep = ds::discrete_walk_jump(prior, x.data(), n, w, {nullptr, acc.data()}, {where});
   } else {
     ds::discrete_langevin_options l;
     l.method = method;
@@ -379,12 +311,12 @@ int run_sample_binary(int argc, char** argv, int first) {
     l.steps = steps;
     l.seed = seed;
     l.start_uniform = true;
-    rep = ds::discrete_langevin(prior, x.as<float>(), n, l, acc.as<std::int64_t>(), {where});
+    rep = ds::discrete_langevin(prior, x.data(), n, l, acc.data(), {where});
   }
-  if (where == ds::executor::cuda) check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  wait(where);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const std::vector<float> samples = x.download<float>(std::size_t(n * d));
-  const std::vector<std::int64_t> accepted = acc.download<std::int64_t>(std::size_t(n));
+  const std::vector<float>& samples = x.to_host();
+  const std::vector<std::int64_t>& accepted = acc.to_host();
   const std::int64_t total_steps = walk_jump ? steps * measurements : steps;
   double acceptance = 0;
   for (auto a : accepted) acceptance += double(a);

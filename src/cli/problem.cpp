@@ -21,7 +21,7 @@
 #include <set>
 #include <sstream>
 
-#include "npy.hpp"
+#include "cli/npy.hpp"
 
 namespace diffsample::cli {
 

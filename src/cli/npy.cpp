@@ -1,7 +1,7 @@
 // NumPy .npy reading and writing (see npy.hpp). The header is a Python dict literal; it is parsed by a small
 // strict recursive-descent reader that accepts what numpy.save writes (and harmless variations in spacing, quotes
 // and key order) and refuses everything else with a one-line message naming the file.
-#include "src/npy.hpp"
+#include "src/cli/npy.hpp"
 
 #include <diffsample/error.hpp>
 

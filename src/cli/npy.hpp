@@ -1,15 +1,13 @@
-// NumPy .npy files for the program and tools: strict reading of float32/float64 arrays (1-D or 2-D, C order,
+// NumPy .npy files for the diffsample program: strict reading of float32/float64 arrays (1-D or 2-D, C order,
 // little-endian, format versions 1.0, 2.0 and 3.0) and atomic writing of float32 N x d matrices.
 //
-// Internal to the project (this header is not installed), but exported from the shared library so that the
-// diffsample program and the tests, which link it, can call it. Not part of the stable API.
+// Part of the program, not of the library: built as the static library diffsample_npy, which the program, its
+// tests and the fuzzers link (not installed, not exported from libdiffsample.so).
 //
 // Every failure throws: diffsample::invalid_argument for a malformed or unsupported file or a bad argument,
 // diffsample::error for an operating-system failure (open, read, write, rename). Messages are one line that starts
 // with the file name: "samples.npy: truncated data: expected 800 bytes after the header, found 792".
 #pragma once
-
-#include <diffsample/export.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -46,29 +44,29 @@ struct header {
 /// Parses and validates the header of an in-memory .npy image of @p size bytes; @p name prefixes messages.
 /// Checks the magic, version, header dictionary (exactly 'descr', 'fortran_order' and 'shape'), dtype, order,
 /// rank, and that the data that follows is exactly count x itemsize bytes. Reads nothing past @p size.
-DIFFSAMPLE_API header parse_header(const void* bytes, std::size_t size, const std::string& name);
+header parse_header(const void* bytes, std::size_t size, const std::string& name);
 
 /// Decodes an in-memory image as float32 (float64 data is rounded; values beyond float range are refused).
-DIFFSAMPLE_API matrix<float> decode_f32(const void* bytes, std::size_t size, const std::string& name);
+matrix<float> decode_f32(const void* bytes, std::size_t size, const std::string& name);
 /// Decodes an in-memory image as float64 (float32 data converts exactly).
-DIFFSAMPLE_API matrix<double> decode_f64(const void* bytes, std::size_t size, const std::string& name);
+matrix<double> decode_f64(const void* bytes, std::size_t size, const std::string& name);
 
 /// Reads a .npy file as float32. When @p cols >= 0, the array must be 2-D with that many columns
 /// ("shape mismatch" otherwise).
-DIFFSAMPLE_API matrix<float> read_f32(const std::string& path, std::int64_t cols = -1);
+matrix<float> read_f32(const std::string& path, std::int64_t cols = -1);
 /// Reads a .npy file as float64. When @p cols >= 0, the array must be 2-D with that many columns.
-DIFFSAMPLE_API matrix<double> read_f64(const std::string& path, std::int64_t cols = -1);
+matrix<double> read_f64(const std::string& path, std::int64_t cols = -1);
 
 /// The header of a float32 rows x cols C-order .npy image (magic, version, padded dictionary): the bytes that
 /// encode_f32() puts before the data.
-DIFFSAMPLE_API std::vector<unsigned char> encode_header_f32(std::int64_t rows, std::int64_t cols);
+std::vector<unsigned char> encode_header_f32(std::int64_t rows, std::int64_t cols);
 
 /// Encodes a float32 rows x cols row-major matrix as a .npy image (format 1.0, or 2.0 when the header needs it).
-DIFFSAMPLE_API std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, std::int64_t cols);
+std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, std::int64_t cols);
 
 /// Writes a float32 rows x cols row-major matrix to @p path. The data goes to a temporary file in the same
 /// directory, which is synced and renamed over @p path at the end: on failure no partial file is left and an
 /// existing @p path is untouched. The new file has mode 0644.
-DIFFSAMPLE_API void write_f32(const std::string& path, const float* values, std::int64_t rows, std::int64_t cols);
+void write_f32(const std::string& path, const float* values, std::int64_t rows, std::int64_t cols);
 
 }  // namespace diffsample::npy

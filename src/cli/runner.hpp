@@ -1,0 +1,97 @@
+// The sampler runner of the diffsample program: one body for both executors (buffers where the executor reads
+// them, exec_buffer), the executor choice, and the runs of `sample` and `bench` (Langevin and reverse diffusion on a
+// Gaussian mixture) in chunks of chains. A run is a slice of chains (run_settings::first_chain), so that a
+// distributed run can hand each process its own slice and gather the samples.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <diffsample/diffsample.hpp>
+
+#include "cli/args.hpp"
+#include "cli/problem.hpp"
+#include "cli/progress.hpp"
+
+namespace diffsample::cli {
+
+/// The executor that runs: automatic resolved, cuda refused without a GPU. @p source names where the setting came
+/// from in the message ("--executor cuda", or the problem file's field).
+executor resolve(executor e, const std::string& source = "--executor cuda");
+
+/// Where an executor setting came from: the command line, else the problem file's sampler.executor.
+std::string executor_source(const options& o, const problem& file);
+
+/// "cpu (N threads)" or "cuda".
+std::string executor_text(executor e);
+
+/// Waits for the executor's work (the CUDA device; nothing on the CPU).
+void wait(executor where);
+
+/// Refuses n x d float buffers (times @p copies) that do not fit in the machine's memory, before allocating
+/// (input_error naming @p what; computed in long double, so no product overflows).
+void check_memory(std::int64_t n, std::int64_t d, int copies, const std::string& what);
+
+/// @p count values of T where the executor reads and writes them: device memory on CUDA (freed on scope exit),
+/// host memory on the CPU. to_host() copies them back (synchronising) and returns the host copy.
+template <class T>
+class exec_buffer {
+ public:
+  exec_buffer(executor where, std::int64_t count);
+  ~exec_buffer();
+  exec_buffer(const exec_buffer&) = delete;
+  exec_buffer& operator=(const exec_buffer&) = delete;
+  T* data() noexcept { return device_ ? device_ : host_.data(); }
+  std::vector<T>& to_host();
+
+ private:
+  std::vector<T> host_;
+  T* device_ = nullptr;
+};
+
+extern template class exec_buffer<float>;
+extern template class exec_buffer<double>;
+extern template class exec_buffer<std::int32_t>;
+extern template class exec_buffer<std::int64_t>;
+
+/// True for the Langevin samplers' names: ula, mala, tamed_ula.
+bool is_langevin(const std::string& name);
+
+/// Everything a sampler run needs, after merging defaults, the problem file and the command line.
+struct run_settings {
+  std::string sampler = "mala";
+  executor exec = executor::automatic;
+  std::int64_t chains = -1, steps = -1, measurements = 4;
+  double eta = 0, sigma = 1, step_size = -1;
+  std::string schedule, time_grid;
+  std::optional<double> t_start, t_end;
+  std::vector<double> alpha_bar;
+  bool final_denoise = false;
+  std::uint64_t seed = 1;
+  std::uint64_t first_chain = 0;  ///< id of the run's first chain in the random stream (a slice of a larger run)
+};
+
+/// The noise schedule of a diffusion run: the named kind (default vp_linear, stochastic_localization for that
+/// sampler) with the settings' time grid.
+noise_schedule make_schedule(const run_settings& s, diffusion_sampler sampler);
+
+/// Result of one sampler run: samples on the host and timings.
+struct run_result {
+  std::vector<float> samples;
+  executor ran = executor::cpu;
+  double seconds = 0;
+  double acceptance = -1;  ///< MALA only
+  std::int64_t total_steps = 0;
+};
+
+/// Runs the sampler of @p s on @p target with n chains (ids first_chain ... first_chain + n - 1); Langevin chains
+/// start from N(mean, var I) of the prior. With @p chunks > 1 the chains run as that many consecutive calls over
+/// slices of the chains, redrawing @p bar between calls: every chain draws from the Philox stream
+/// (seed, chain, step) whichever call runs it, so the samples are bit-identical to one call.
+run_result run_sampler(const gaussian_mixture& target, const run_settings& s, std::int64_t n,
+                       std::int64_t chunks = 1, progress* bar = nullptr);
+
+}  // namespace diffsample::cli

@@ -1,0 +1,308 @@
+// `diffsample sample`: a Gaussian-mixture prior (the built-in grid or a problem file's) sampled with any sampler
+// of the library, scored against exact samples; and the demo, which is `sample` with the demo's defaults and
+// options. Bernoulli-mixture priors go to cli/binary.cpp.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include <diffsample/diffsample.hpp>
+
+#include "cli/args.hpp"
+#include "cli/binary.hpp"
+#include "cli/commands.hpp"
+#include "cli/io.hpp"
+#include "cli/plot.hpp"
+#include "cli/runner.hpp"
+#include "cli/score.hpp"
+
+namespace diffsample::cli {
+namespace {
+
+const char* sample_usage =
+    "usage: diffsample sample [options]\n"
+    "Samples a Gaussian-mixture prior with any sampler of the library and scores the samples against exact ones.\n"
+    "\n"
+    "prior (built-in grid mixture unless --problem gives one):\n"
+    "  --problem FILE.json     problem file: prior and sampler settings (schema in README); options override it\n"
+    "  --dim D                 dimension of the grid mixture (default 2)\n"
+    "  --grid G                G x G grid of means (default 5: 25 components, the demo's weights)\n"
+    "  --spacing S             distance between neighbouring means (default 2)\n"
+    "  --variance V            isotropic component variance (default 0.25)\n"
+    "sampler:\n"
+    "  --sampler NAME          ula, mala, tamed_ula (Langevin from N(mean, var) of the prior); ddpm, ddim,\n"
+    "                          reverse_sde, ode_euler, ode_heun, stochastic_localization, walk_jump,\n"
+    "                          sequential_measurements (default mala); discrete_langevin, discrete_walk_jump for\n"
+    "                          a Bernoulli-mixture prior (options: diffsample sample --sampler discrete_langevin -h)\n"
+    "  --steps N               steps (default 1000 for Langevin, 100 otherwise; per measurement for SMS)\n"
+    "  --chains N              chains (default 2^20 on a GPU, 16384 on the CPU)\n"
+    "  --schedule NAME         vp_linear, vp_cosine, vp_table (file only), variance_exploding,\n"
+    "                          ornstein_uhlenbeck, linear_interpolant, stochastic_localization\n"
+    "                          (default vp_linear; stochastic_localization for that sampler)\n"
+    "  --time-grid NAME        uniform, quadratic, geometric (default: the schedule's)\n"
+    "  --t-start T, --t-end T  ends of the time grid (default: the schedule's)\n"
+    "  --eta E                 DDIM stochasticity in [0, 1] (default 0)\n"
+    "  --sigma S               walk_jump and SMS measurement noise (default 1)\n"
+    "  --step-size G           Langevin, walk_jump and SMS step size (default 0.03 Langevin, 0.1 otherwise)\n"
+    "  --measurements M        SMS measurements (default 4)\n"
+    "  --final-denoise         diffusion samplers: output the denoiser at the last channel\n"
+    "  --seed S                random seed (default 1)\n"
+    "  --executor auto|cuda|cpu  where to run (default auto)\n"
+    "output:\n"
+    "  --out FILE.npy          write the samples (float32, N x d)\n"
+    "  --report FILE.json      write the JSON report (settings, executor, timings, accuracy)\n"
+    "  --plot FILE.svg         write an SVG of the first two coordinates over exact samples\n"
+    "  --quiet                 print nothing on success (and no progress line)\n"
+    "A progress line (chains done, chains/s, time left) is drawn on stderr when it is a terminal; the chains then\n"
+    "run in 20 chunks (DIFFSAMPLE_CHUNKS=K sets K), which changes no sample.\n"
+    "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
+
+const char* demo_usage =
+    "usage: diffsample [demo] [options]\n"
+    "The demo: `diffsample sample` with MALA on the built-in 2-D, 25-component grid mixture, reporting the\n"
+    "executor, throughput and accuracy against exact samples.\n"
+    "  --executor auto|cuda|cpu   where to run (default auto: the GPU when one is present)\n"
+    "  --method ula|mala|tamed_ula  Langevin update (default mala; sample's --sampler)\n"
+    "  --chains N                 number of chains (default 2^20 on a GPU, 16384 on the CPU)\n"
+    "  --steps N                  steps per chain (default 1000)\n"
+    "  --step-size G              Langevin step size gamma (default 0.03)\n"
+    "  --dim D                    dimension of the grid mixture (default 2)\n"
+    "  --seed S                   random seed (default 1)\n"
+    "  --quiet                    print nothing on success (and no progress line)\n"
+    "  --help                     this text\n"
+    "Every other setting is sample's default (diffsample sample --help).\n";
+
+/// `sample` on a Gaussian-mixture prior, from parsed options; @p command is "sample" or "demo" (the header line, and
+/// the demo's description of its prior).
+int sample_main(const options& o, const char* command) {
+  const bool quiet = o.has("--quiet");
+
+  // Prior and settings: the problem file, then the command line over it.
+  problem file;
+  if (o.has("--problem")) file = read_problem(o.get("--problem"));
+  const bool grid_flags = o.has("--dim") || o.has("--grid") || o.has("--spacing") || o.has("--variance");
+  if (file.prior && grid_flags)
+    throw usage_error("--dim/--grid/--spacing/--variance conflict with the prior of " + file.path +
+                      " (the built-in grid prior is used only without one)");
+  prior_spec prior;
+  std::string source = "built-in";
+  if (file.prior) {
+    prior = *file.prior;
+    source = file.path;
+  } else {
+    const std::int64_t dim = o.has("--dim") ? to_int("--dim", o.get("--dim"), 1) : 2;
+    const std::int64_t g = o.has("--grid") ? to_int("--grid", o.get("--grid"), 1) : 5;
+    if (g > 1000) throw usage_error("--grid: at most 1000, got " + std::to_string(g));
+    prior = grid_prior(dim, int(g), o.has("--spacing") ? to_double("--spacing", o.get("--spacing")) : 2.0,
+                       o.has("--variance") ? to_double("--variance", o.get("--variance")) : 0.25);
+    if (std::string(command) == "demo") prior.description = std::to_string(g * g) + "-component Gaussian mixture";
+  }
+
+  run_settings s;
+  const sampler_spec& f = file.sampler;
+  if (f.name) s.sampler = *f.name;
+  if (o.has("--sampler")) s.sampler = o.get("--sampler");
+  if (!is_langevin(s.sampler)) {
+    try {
+      s.sampler = to_string(parse_diffusion_sampler(s.sampler));
+    } catch (const invalid_argument&) {
+      throw usage_error("sampler '" + s.sampler +
+                        "' is unknown (expected ula, mala, tamed_ula, ddpm, ddim, reverse_sde, ode_euler, ode_heun, "
+                        "stochastic_localization, walk_jump or sequential_measurements)");
+    }
+  }
+  const bool langevin = is_langevin(s.sampler);
+  const bool jump = s.sampler == "walk_jump" || s.sampler == "sequential_measurements";
+  // Options that the chosen sampler does not use are refused rather than silently ignored.
+  auto refuse = [&](const char* flag, bool unused) {
+    if (unused && o.has(flag)) throw usage_error(std::string(flag) + " does not apply to the sampler " + s.sampler);
+  };
+  for (const char* flag : {"--schedule", "--time-grid", "--t-start", "--t-end", "--final-denoise"})
+    refuse(flag, langevin || jump);
+  refuse("--eta", s.sampler != "ddim");
+  refuse("--sigma", !jump);
+  refuse("--measurements", s.sampler != "sequential_measurements");
+  refuse("--step-size", !langevin && !jump);
+
+  s.exec = o.has("--executor") ? parse_flag("--executor", o.get("--executor"), parse_executor)
+                               : parse_executor(f.executor.value_or("auto"));  // checked by the reader
+  if (f.steps) s.steps = *f.steps;
+  if (o.has("--steps")) s.steps = to_steps(o.get("--steps"), 0);
+  if (f.chains) s.chains = *f.chains;
+  if (o.has("--chains")) s.chains = to_int("--chains", o.get("--chains"), 1);
+  if (f.measurements) s.measurements = *f.measurements;
+  if (o.has("--measurements")) s.measurements = to_int("--measurements", o.get("--measurements"), 1);
+  if (o.has("--measurements") && s.measurements > (std::int64_t(1) << 20))
+    throw usage_error("--measurements: at most 2^20, got " + o.get("--measurements"));
+  if (f.eta) s.eta = *f.eta;
+  if (o.has("--eta")) s.eta = to_double("--eta", o.get("--eta"));
+  if (o.has("--eta") && !(s.eta >= 0 && s.eta <= 1)) throw usage_error("--eta: must be in [0, 1], got " + o.get("--eta"));
+  if (f.sigma) s.sigma = *f.sigma;
+  if (o.has("--sigma")) s.sigma = to_double("--sigma", o.get("--sigma"));
+  if (o.has("--sigma") && !(s.sigma > 0)) throw usage_error("--sigma: must be > 0, got " + o.get("--sigma"));
+  if (f.step_size) s.step_size = *f.step_size;
+  if (o.has("--step-size")) s.step_size = to_double("--step-size", o.get("--step-size"));
+  if (o.has("--step-size") && !(s.step_size > 0)) throw usage_error("--step-size: must be > 0");
+  if (f.schedule) s.schedule = *f.schedule;
+  if (o.has("--schedule")) s.schedule = o.get("--schedule");
+  if (o.has("--schedule")) parse_flag("--schedule", s.schedule, parse_schedule_kind);
+  if (f.time_grid) s.time_grid = *f.time_grid;
+  if (o.has("--time-grid")) s.time_grid = o.get("--time-grid");
+  if (o.has("--time-grid") && parse_flag("--time-grid", s.time_grid, parse_time_grid) == time_grid::custom)
+    throw usage_error("--time-grid: 'custom' is not available from the program (uniform, quadratic or geometric)");
+  s.t_start = f.t_start;
+  s.t_end = f.t_end;
+  if (o.has("--t-start")) s.t_start = to_double("--t-start", o.get("--t-start"));
+  if (o.has("--t-end")) s.t_end = to_double("--t-end", o.get("--t-end"));
+  for (const char* flag : {"--t-start", "--t-end"})
+    if (o.has(flag) && to_double(flag, o.get(flag)) < 0) throw usage_error(std::string(flag) + ": must be >= 0, got " + o.get(flag));
+  if (f.alpha_bar) s.alpha_bar = *f.alpha_bar;
+  s.final_denoise = f.final_denoise.value_or(false) || o.has("--final-denoise");
+  if (f.seed) s.seed = *f.seed;
+  if (o.has("--seed")) s.seed = std::uint64_t(to_int("--seed", o.get("--seed"), 0));
+
+  output_set outputs;
+  check_outputs(outputs, o, {"--out", "--report", "--plot"}, &file);
+  const executor where = resolve(s.exec, executor_source(o, file));
+  s.exec = where;
+  const std::int64_t n = s.chains > 0 ? s.chains : (where == executor::cuda ? (std::int64_t(1) << 20) : 16384);
+  const std::int64_t d = prior.dim;
+  check_memory(n, d, 1, "--chains");
+
+  const gaussian_mixture target(d, prior.weights, prior.means, prior.variances);
+  // The schedule from the merged settings, built before the run: a setting the library refuses is reported with
+  // where it came from (the problem file's sampler section, exit status 1, or the command line, 2).
+  if (!langevin && !jump) {
+    try {
+      make_schedule(s, parse_diffusion_sampler(s.sampler)).points(std::max<std::int64_t>(s.steps, 1));
+    } catch (const invalid_argument& e) {
+      const bool from_flags =
+          o.has("--schedule") || o.has("--time-grid") || o.has("--t-start") || o.has("--t-end");
+      if (from_flags) throw usage_error(std::string("--schedule/--time-grid/--t-start/--t-end: ") + e.what());
+      throw input_error(file.path + ": sampler: " + e.what());
+    }
+  }
+  if (!quiet)
+    std::printf("diffsample %s: %s on a %lld-D, %s (%s), %lld chains\n", command, s.sampler.c_str(),
+                static_cast<long long>(d), prior.description.c_str(), source.c_str(), static_cast<long long>(n));
+  std::fflush(stdout);
+  // Progress: when the line is drawn (stderr a terminal, no --quiet) the chains run in 20 chunks, redrawing it
+  // between them; DIFFSAMPLE_CHUNKS=K forces K chunks (the tests compare the samples with and without chunking).
+  progress bar(n, "chains", 1.0, "chains/s", quiet);
+  std::int64_t chunks = bar.on() ? 20 : 1;
+  if (const char* forced = std::getenv("DIFFSAMPLE_CHUNKS")) chunks = to_int("DIFFSAMPLE_CHUNKS", forced, 1);
+  const run_result r = run_sampler(target, s, n, chunks, &bar);
+
+  // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
+  const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
+  std::vector<float> exact_a(std::size_t(m * d)), exact_b(std::size_t(m * d));
+  target.sample(exact_a.data(), m, {}, s.seed + 2000, nullptr, 0, {executor::cpu});
+  target.sample(exact_b.data(), m, {}, s.seed + 3000, nullptr, 0, {executor::cpu});
+  std::int64_t non_finite = 0;
+  for (float v : r.samples) non_finite += !std::isfinite(v);
+  double sw = NAN;
+  if (non_finite == 0) sw = sliced_wasserstein(r.samples.data(), m, exact_a.data(), m, d, 64, s.seed);
+  const double floor = sliced_wasserstein(exact_b.data(), m, exact_a.data(), m, d, 64, s.seed);
+  share_result shares;  // of non-finite samples: not computed, reported as null
+  if (non_finite == 0) shares = component_shares(target, r.samples.data(), m);
+  const share_result shares_exact = component_shares(target, exact_b.data(), m);
+  const double rate = r.seconds > 0 ? double(n) * double(r.total_steps) / r.seconds : 0.0;
+
+  if (!quiet) {
+    std::printf("executor: %s\n", executor_text(r.ran).c_str());
+    std::printf("throughput: %.4g chain-steps/s (%lld steps, %.3f s)\n", rate, static_cast<long long>(r.total_steps),
+                r.seconds);
+    if (r.acceptance >= 0) std::printf("acceptance rate: %.3f\n", r.acceptance);
+    if (non_finite > 0)
+      std::printf("non-finite values in the samples: %lld (the sampler diverged; try a smaller step)\n",
+                  static_cast<long long>(non_finite));
+    else
+      std::printf("sliced W1 to exact samples: %.4f (exact-vs-exact floor %.4f; %lld samples, 64 directions)\n", sw,
+                  floor, static_cast<long long>(m));
+    if (non_finite == 0)
+      std::printf("component shares (average responsibility): max error %.2f standard errors (component %lld; "
+                  "exact samples: %.2f)\n",
+                  shares.max_z, static_cast<long long>(shares.worst), shares_exact.max_z);
+  }
+
+  // Outputs last, all or none: standard output must have taken the results, then every output is written to a
+  // temporary file and only then are they renamed over their targets.
+  check_stdout();
+  if (o.has("--out")) stage_npy(outputs, "--out", r.samples.data(), n, d);
+  if (o.has("--plot"))
+    stage_text(outputs, "--plot", svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description,
+                                           exact_a.data(), m, r.samples.data(), n, d, marginals(target),
+                                           (s.sampler + " samples").c_str(), "exact samples"));
+  if (o.has("--report")) {
+    json j;
+    j["command"] = command;
+    j["version"] = version();
+    j["date"] = utc_now();
+    j["prior"] = prior_json(prior, source);
+    json st;
+    st["sampler"] = s.sampler;
+    st["chains"] = n;
+    st["steps"] = r.total_steps;
+    if (langevin) {
+      st["step_size"] = s.step_size > 0 ? s.step_size : 0.03;
+    } else if (jump) {
+      st["sigma"] = s.sigma;
+      st["step_size"] = s.step_size > 0 ? s.step_size : 0.1;
+      if (s.sampler == "sequential_measurements") st["measurements"] = s.measurements;
+    } else {
+      const noise_schedule sched = make_schedule(s, parse_diffusion_sampler(s.sampler));
+      st["schedule"] = to_string(sched.kind);
+      st["time_grid"] = to_string(sched.grid);
+      st["t_start"] = sched.t_start;
+      st["t_end"] = sched.t_end;
+      if (s.sampler == "ddim") st["eta"] = s.eta;
+      st["final_denoise"] = s.final_denoise;
+    }
+    j["settings"] = st;
+    j["seed"] = s.seed;
+    j["executor"] = to_string(r.ran);
+    if (r.ran == executor::cpu) j["cpu_threads"] = cpu_threads();
+    j["timings"] = {{"seconds", r.seconds}, {"chain_steps_per_second", rate}};
+    json acc;
+    acc["samples_compared"] = m;
+    acc["non_finite_values"] = non_finite;
+    acc["sliced_w1"] = non_finite == 0 ? json(sw) : json(nullptr);
+    acc["sliced_w1_floor"] = floor;
+    acc["directions"] = 64;
+    acc["component_share_max_error_se"] = non_finite == 0 ? json(shares.max_z) : json(nullptr);
+    acc["component_share_worst_component"] = non_finite == 0 ? json(shares.worst) : json(nullptr);
+    acc["component_share_max_error_se_exact"] = shares_exact.max_z;
+    if (r.acceptance >= 0) acc["acceptance_rate"] = r.acceptance;
+    j["accuracy"] = acc;
+    if (o.has("--out")) j["samples_file"] = o.get("--out");
+    stage_text(outputs, "--report", j.dump(2) + "\n");
+  }
+  outputs.commit();
+  return 0;
+}
+
+}  // namespace
+
+int run_sample(int argc, char** argv, int first) {
+  if (wants_binary_sample(argc, argv, first)) return run_sample_binary(argc, argv, first);
+  const options o =
+      parse_options(argc, argv, first, sample_usage,
+                    {"--problem",   "--dim",          "--grid",      "--spacing",  "--variance", "--sampler", "--steps",
+                     "--chains",    "--schedule",     "--time-grid", "--t-start",  "--t-end",    "--eta",     "--sigma",
+                     "--step-size", "--measurements", "--seed",      "--executor", "--out",      "--report",  "--plot"},
+                    {"--final-denoise", "--quiet"});
+  return sample_main(o, "sample");
+}
+
+int run_demo(int argc, char** argv, int first) {
+  options o = parse_options(argc, argv, first, demo_usage,
+                            {"--executor", "--method", "--chains", "--steps", "--step-size", "--dim", "--seed"},
+                            {"--quiet"}, "demo");
+  // --method is sample's --sampler, restricted to the Langevin updates.
+  if (o.has("--method")) {
+    o.values["--sampler"] = to_string(parse_flag("--method", o.get("--method"), parse_langevin_method));
+    o.values.erase("--method");
+  }
+  return sample_main(o, "demo");
+}
+
+}  // namespace diffsample::cli

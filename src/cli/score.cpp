@@ -1,0 +1,40 @@
+// Scoring of the program's samples against exact references, and the reports' shared fields (score.hpp).
+#include "cli/score.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include <diffsample/metrics.hpp>
+
+namespace diffsample::cli {
+
+share_result component_shares(const gaussian_mixture& p, const float* x, std::int64_t m) {
+  const std::int64_t K = p.components();
+  const auto& w = p.weights();
+  share_result r;
+  r.shares = component_weights(p, x, m);
+  for (std::int64_t k = 0; k < K; ++k) {
+    const double se = std::sqrt(std::max(w[k] * (1 - w[k]), 1e-300) / double(m));
+    const double z = std::fabs(r.shares[k] - w[k]) / se;
+    if (k == 0 || z > r.max_z) r.max_z = z, r.worst = k;
+  }
+  return r;
+}
+
+std::int64_t count_non_finite(const std::vector<float>& x) {
+  std::int64_t bad = 0;
+  for (float v : x) bad += !std::isfinite(v);
+  return bad;
+}
+
+json prior_json(const prior_spec& p, const std::string& source) {
+  json j;
+  j["source"] = source;
+  j["description"] = p.description;
+  j["dim"] = p.dim;
+  j["components"] = p.weights.size();
+  j["isotropic"] = p.variances.size() == p.weights.size();
+  return j;
+}
+
+}  // namespace diffsample::cli

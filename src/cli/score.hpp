@@ -1,0 +1,36 @@
+// Scoring of the program's samples against exact references, and the fields the JSON reports share.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <diffsample/mixture.hpp>
+
+#include "cli/problem.hpp"
+
+namespace diffsample::cli {
+
+using json = nlohmann::ordered_json;
+
+/// Component shares: the library's recovered component weights (component_weights, the average posterior
+/// responsibility of each component over the samples); the error of component k is |share_k - w_k| in standard
+/// errors sqrt(w_k (1 - w_k) / m), which bounds the standard error of an average responsibility.
+struct share_result {
+  double max_z = 0;        ///< the largest error, in standard errors
+  std::int64_t worst = 0;  ///< its component
+  std::vector<double> shares;
+};
+
+/// The component shares of m samples @p x of the mixture @p p.
+share_result component_shares(const gaussian_mixture& p, const float* x, std::int64_t m);
+
+/// The values of @p x that are NaN or infinite.
+std::int64_t count_non_finite(const std::vector<float>& x);
+
+/// The report's "prior" object: source, description, dim, components, isotropic.
+json prior_json(const prior_spec& p, const std::string& source);
+
+}  // namespace diffsample::cli

@@ -1,0 +1,457 @@
+// `diffsample solve`: the exact posterior of a problem file's prior under its linear-Gaussian observation, and
+// posterior sampling with the guided samplers (smc, dps, pigdm, diffpir, skrock, tmpd, ddrm, dcps) scored against it.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include <diffsample/diffsample.hpp>
+
+#include "cli/args.hpp"
+#include "cli/commands.hpp"
+#include "cli/io.hpp"
+#include "cli/plot.hpp"
+#include "cli/runner.hpp"
+#include "cli/score.hpp"
+
+namespace diffsample::cli {
+namespace {
+
+namespace ds = diffsample;
+
+const char* solve_usage =
+    "usage: diffsample solve --problem FILE.json [options]\n"
+    "Posterior sampling for a problem file's prior under its observation y = A x + sigma_y z, scored against the\n"
+    "exact posterior (sliced W1 beside the exact-vs-exact floor, log p(y) estimate beside the exact value).\n"
+    "  --problem FILE.json     problem file with 'prior' and 'observation' (docs in README)\n"
+    "  --sampler NAME          smc (Monte Carlo guided diffusion, default), dps, pigdm, diffpir, skrock, tmpd, ddrm,\n"
+    "                          dcps, or exact (the exact posterior's own samples: the reference itself)\n"
+    "  --particles N           particles (samples) per problem (default 4096 on the CPU, 65536 on a GPU)\n"
+    "  --steps N               diffusion steps of the guided samplers, skrock's iterations (default 100)\n"
+    "  --dps-step likelihood|normalised  dps: the likelihood score (default) or the step as published,\n"
+    "                          zeta J A^T (y - A m) / |y - A m|\n"
+    "  --guidance-scale G      dps, pigdm and tmpd: guidance multiplier, the normalised step's zeta (default 1)\n"
+    "  --diffpir-zeta Z        diffpir: share of fresh noise in the re-noising, in [0, 1] (default 0.1)\n"
+    "  --diffpir-lambda L      diffpir: rho_k = L sigma_y^2 a_k^2 / s_k^2 of the proximal step (default 7)\n"
+    "  --skrock-stages S       skrock: stages per iteration, 2..200 (default 10)\n"
+    "  --skrock-eta E          skrock: damping, in (0, 1] (default 0.05)\n"
+    "  --skrock-step-fraction F  skrock: step as a fraction of the stability bound, in (0, 1] (default 0.005)\n"
+    "  --ddrm-eta E            ddrm: eta in [0, 1] (default 0.85)\n"
+    "  --ddrm-eta-b E          ddrm: eta_b in [0, 1] (default 1)\n"
+    "  --dcps-blocks L         dcps: blocks of the time grid, 1..steps (default 4)\n"
+    "  --dcps-langevin-steps M dcps: tamed ULA steps per block, 0..2^20 (default 50)\n"
+    "  --dcps-langevin-step G  dcps: Langevin step, > 0 (default 1e-3)\n"
+    "  (each of these may also be given in the problem file's sampler section, with '_' for '-'; the command line\n"
+    "   wins)\n"
+    "  --samples N             alias of --particles (the exact sampler's sample count)\n"
+    "  --executor auto|cuda|cpu  where the sampler runs, the exact one included (default auto)\n"
+    "  --seed S                random seed (default 1)\n"
+    "  --out FILE.npy          write the samples (float32, N x d)\n"
+    "  --report FILE.json      write the JSON report\n"
+    "  --plot FILE.svg         write an SVG of the first two coordinates over exact posterior samples\n"
+    "  --ess-plot FILE.svg     smc: write an SVG of ESS / N against the step (resamplings show as jumps back to 1;\n"
+    "                          the resampling threshold dashed)\n"
+    "SMC settings (defaults: the library's guided_options):\n"
+    "  --potential-scale X     intermediate potentials' spread c = X trace(A A^T) / d_y (default 4)\n"
+    "  --resampling NAME       systematic (default), stratified, residual, multinomial, metropolis, rejection\n"
+    "  --ess-threshold T       resample when ESS < T N (default 0.5)\n"
+    "  --time-grid NAME        vp_linear grid from t = 1 to 0: uniform (default) or quadratic\n"
+    "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
+    "  --potentials NAME       linear (default) or moment: N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the\n"
+    "                          denoiser and its Jacobian (d_y <= 8)\n"
+    "  --quiet                 print nothing on success (and no progress line)\n"
+    "A progress line (elapsed time: the run is one library call) is drawn on stderr when it is a terminal.\n"
+    "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
+
+/// "dense", "mask" or "svd": how the problem file gave A.
+const char* operator_kind(const problem& file) {
+  return file.observation_op ? ds::to_string(file.observation_op->kind()) : "dense";
+}
+
+/// Runs the guided sampler of @p g for its first @p k steps only (the same grid points, as a custom grid of k + 1
+/// times; every step draws from the Philox stream (seed, particle, step), so these steps are those of the full run)
+/// and returns the non-finite values among the particles.
+std::int64_t non_finite_after(const ds::gaussian_mixture& mixture, const ds::guided_problems& problems,
+                              const ds::guided_options& g, const std::vector<ds::schedule_point>& points,
+                              std::int64_t k, ds::executor where) {
+  ds::guided_options h = g;
+  h.steps = k;
+  std::vector<double> times(std::size_t(k + 1));
+  for (std::int64_t i = 0; i <= k; ++i) times[std::size_t(i)] = points[std::size_t(i)].t;
+  h.schedule.with_times(times);
+  exec_buffer<float> x(where, g.particles * mixture.dim());
+  ds::guided_outputs out;
+  out.particles = x.data();
+  ds::guided_sample(mixture, problems, h, out, {where});
+  return count_non_finite(x.to_host());
+}
+
+/// The first step after which the sampler's particles hold a non-finite value, found by bisection over runs of the
+/// first k steps (a value that is not finite stays so: every step maps it to inf or NaN). @p g diverged.
+std::int64_t divergence_step(const ds::gaussian_mixture& mixture, const ds::guided_problems& problems,
+                             const ds::guided_options& g, ds::executor where) {
+  const std::vector<ds::schedule_point> points = g.schedule.points(g.steps);
+  std::int64_t lo = 1, hi = g.steps;
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (non_finite_after(mixture, problems, g, points, mid, where) > 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+/// The flags of the posterior samplers' settings, the sampler that reads each, and its problem-file field.
+struct posterior_flag {
+  const char* flag;
+  const char* field;
+  const char* samplers;  // the --sampler values it applies to, space separated
+};
+const posterior_flag posterior_flags[] = {
+    {"--dps-step", "dps_step", "dps"},
+    {"--guidance-scale", "guidance_scale", "dps pigdm tmpd"},
+    {"--diffpir-zeta", "diffpir_zeta", "diffpir"},
+    {"--diffpir-lambda", "diffpir_lambda", "diffpir"},
+    {"--skrock-stages", "skrock_stages", "skrock"},
+    {"--skrock-eta", "skrock_eta", "skrock"},
+    {"--skrock-step-fraction", "skrock_step_fraction", "skrock"},
+    {"--ddrm-eta", "ddrm_eta", "ddrm"},
+    {"--ddrm-eta-b", "ddrm_eta_b", "ddrm"},
+    {"--dcps-blocks", "dcps_blocks", "dcps"},
+    {"--dcps-langevin-steps", "dcps_langevin_steps", "dcps"},
+    {"--dcps-langevin-step", "dcps_langevin_step", "dcps"},
+};
+
+/// The posterior samplers' settings: the problem file's sampler section, then the command line over it.
+void apply_posterior_settings(const options& o, const sampler_spec& file, ds::guided_options& g) {
+  if (file.dps_step) g.dps_step = ds::parse_dps_step_form(*file.dps_step);
+  if (file.guidance_scale) g.guidance_scale = *file.guidance_scale;
+  if (file.diffpir_zeta) g.diffpir_zeta = *file.diffpir_zeta;
+  if (file.diffpir_lambda) g.diffpir_lambda = *file.diffpir_lambda;
+  if (file.skrock_stages) g.skrock_stages = *file.skrock_stages;
+  if (file.skrock_eta) g.skrock_eta = *file.skrock_eta;
+  if (file.skrock_step_fraction) g.skrock_step_fraction = *file.skrock_step_fraction;
+  if (file.ddrm_eta) g.ddrm_eta = *file.ddrm_eta;
+  if (file.ddrm_eta_b) g.ddrm_eta_b = *file.ddrm_eta_b;
+  if (file.dcps_blocks) g.dcps_blocks = *file.dcps_blocks;
+  if (file.dcps_langevin_steps) g.dcps_langevin_steps = *file.dcps_langevin_steps;
+  if (file.dcps_langevin_step) g.dcps_langevin_step = *file.dcps_langevin_step;
+  if (o.has("--dps-step")) g.dps_step = parse_flag("--dps-step", o.get("--dps-step"), ds::parse_dps_step_form);
+  if (o.has("--guidance-scale")) g.guidance_scale = flag_number(o, "--guidance-scale", 0, false, 1e30);
+  if (o.has("--diffpir-zeta")) g.diffpir_zeta = flag_number(o, "--diffpir-zeta", 0, false, 1);
+  if (o.has("--diffpir-lambda")) g.diffpir_lambda = flag_number(o, "--diffpir-lambda", 0, true, 1e12);
+  if (o.has("--skrock-stages")) g.skrock_stages = to_int("--skrock-stages", o.get("--skrock-stages"), 2);
+  if (g.skrock_stages > 200)
+    throw usage_error("--skrock-stages: at most 200, got " + std::to_string(g.skrock_stages));
+  if (o.has("--skrock-eta")) g.skrock_eta = flag_number(o, "--skrock-eta", 0, true, 1);
+  if (o.has("--skrock-step-fraction")) g.skrock_step_fraction = flag_number(o, "--skrock-step-fraction", 0, true, 1);
+  if (o.has("--ddrm-eta")) g.ddrm_eta = flag_number(o, "--ddrm-eta", 0, false, 1);
+  if (o.has("--ddrm-eta-b")) g.ddrm_eta_b = flag_number(o, "--ddrm-eta-b", 0, false, 1);
+  if (o.has("--dcps-blocks")) g.dcps_blocks = to_int("--dcps-blocks", o.get("--dcps-blocks"), 1);
+  if (g.sampler == ds::guided_sampler::dcps && g.dcps_blocks > g.steps)
+    throw usage_error("--dcps-blocks: at most --steps = " + std::to_string(g.steps) + ", got " +
+                      std::to_string(g.dcps_blocks));
+  if (o.has("--dcps-langevin-steps"))
+    g.dcps_langevin_steps = to_int("--dcps-langevin-steps", o.get("--dcps-langevin-steps"), 0);
+  if (g.dcps_langevin_steps > (std::int64_t(1) << 20))
+    throw usage_error("--dcps-langevin-steps: at most 2^20, got " + std::to_string(g.dcps_langevin_steps));
+  if (o.has("--dcps-langevin-step")) g.dcps_langevin_step = flag_number(o, "--dcps-langevin-step", 0, true, 1e30);
+}
+
+/// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
+/// exact posterior. Samples that are not finite (a diverged run) are counted, the step at which the sampler
+/// diverged is found and printed, the distance is not computed (null in the report), and the outputs are written.
+int run_guided(const options& o, const problem& file, const ds::gaussian_mixture& mixture,
+               const ds::mixture_posterior& post, const std::string& method, ds::executor where, std::int64_t n,
+               std::uint64_t seed, bool quiet, output_set& outputs) {
+  const ds::linear_observation& obs = *file.observation;
+  const std::int64_t d = mixture.dim();
+  if (!(obs.sigma_y > 0))
+    throw input_error(file.path + ": observation.sigma_y: the guided samplers need sigma_y > 0, got " +
+                      fmt(obs.sigma_y) + " (use --sampler exact for the noiseless posterior)");
+  ds::guided_problems problems;
+  problems.problems = 1;
+  problems.d_y = obs.d_y;
+  if (file.observation_op && file.observation_op->kind() != ds::observation_kind::dense)
+    problems.operators = {*file.observation_op};  // masks run as a gather/scatter
+  else
+    problems.A = obs.A;
+  problems.y = obs.y;
+  problems.sigma_y = {obs.sigma_y};
+  ds::guided_options g;
+  g.sampler = ds::parse_guided_sampler(method);
+  g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : 100;
+  apply_posterior_settings(o, file.sampler, g);
+  g.particles = n;
+  g.seed = seed;
+  if (o.has("--potential-scale")) {
+    const double scale = to_double("--potential-scale", o.get("--potential-scale"));
+    if (!(scale > 0)) throw usage_error("--potential-scale: must be > 0, got " + o.get("--potential-scale"));
+    double trace = 0;
+    for (double a : obs.A) trace += a * a;
+    g.potential_spread = scale * trace / double(obs.d_y);
+  }
+  if (o.has("--resampling"))
+    g.resampling.scheme = parse_flag("--resampling", o.get("--resampling"), ds::parse_resampling_scheme);
+  if (o.has("--ess-threshold")) {
+    g.resampling.ess_threshold = to_double("--ess-threshold", o.get("--ess-threshold"));
+    if (!(g.resampling.ess_threshold >= 0))
+      throw usage_error("--ess-threshold: must be >= 0, got " + o.get("--ess-threshold"));
+  }
+  if (o.has("--time-grid")) {
+    const ds::time_grid grid = parse_flag("--time-grid", o.get("--time-grid"), ds::parse_time_grid);
+    if (grid != ds::time_grid::uniform && grid != ds::time_grid::quadratic)
+      throw usage_error("--time-grid: uniform or quadratic (the grid ends at t = 0), got " + o.get("--time-grid"));
+    g.schedule.with_grid(grid, g.schedule.t_start, g.schedule.t_end);
+  }
+  if (o.has("--ddim-eta")) {
+    g.ddim = true;
+    g.eta = to_double("--ddim-eta", o.get("--ddim-eta"));
+    if (!(g.eta >= 0 && g.eta <= 1)) throw usage_error("--ddim-eta: must be in [0, 1], got " + o.get("--ddim-eta"));
+  }
+  if (o.has("--potentials"))
+    g.potentials = parse_flag("--potentials", o.get("--potentials"), ds::parse_guided_potentials);
+  check_memory(n, d, 6, "--particles");
+
+  std::vector<float> x(std::size_t(n * d)), ess(std::size_t(g.steps + 1));
+  double log_z = 0;
+  std::int32_t resamplings = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  // One problem runs as one library call that cannot be split (SMC resamples across all particles at every step), so
+  // the progress line is indeterminate: the elapsed time, redrawn while the call runs.
+  ticker line(method + ": " + std::to_string(n) + " particles x " + std::to_string(g.steps) + " steps", quiet);
+  {
+    exec_buffer<float> dx(where, n * d), dess(where, g.steps + 1);
+    exec_buffer<double> dz(where, 1);
+    exec_buffer<std::int32_t> dr(where, 1);
+    ds::guided_outputs out;
+    out.samples = dx.data();
+    if (g.sampler == ds::guided_sampler::smc) {
+      out.log_normaliser = dz.data();
+      out.ess_trace = dess.data();
+      out.resample_count = dr.data();
+    }
+    ds::guided_sample(mixture, problems, g, out, {where});
+    x = std::move(dx.to_host());
+    if (g.sampler == ds::guided_sampler::smc) {
+      ess = std::move(dess.to_host());
+      log_z = dz.to_host()[0];
+      resamplings = dr.to_host()[0];
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  line.finish();
+
+  // Accuracy: sliced W1 (64 directions) against as many exact posterior samples, beside the floor of two
+  // independent exact sets of that size.
+  const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
+  std::vector<float> ref(std::size_t(m * d)), ref2(std::size_t(m * d));
+  post.sample(ref.data(), m, seed + 1000);
+  post.sample(ref2.data(), m, seed + 2000);
+  const std::int64_t non_finite = count_non_finite(x);
+  const std::int64_t diverged_at = non_finite > 0 ? divergence_step(mixture, problems, g, where) : 0;
+  const double sw = non_finite == 0 ? ds::sliced_wasserstein(x.data(), m, ref.data(), m, d, 64, seed) : NAN;
+  const double floor = ds::sliced_wasserstein(ref2.data(), m, ref.data(), m, d, 64, seed);
+  float ess_min = 0;
+  if (g.sampler == ds::guided_sampler::smc) ess_min = *std::min_element(ess.begin(), ess.end());
+
+  if (!quiet) {
+    std::printf("diffsample solve: %s on a %lld-D %s under y = A x + %g z (d_y = %lld, %s A)\n", method.c_str(),
+                static_cast<long long>(d), file.prior->description.c_str(), obs.sigma_y,
+                static_cast<long long>(obs.d_y), operator_kind(file));
+    std::printf("executor: %s\n", executor_text(where).c_str());
+    std::printf("particles x steps: %lld x %lld in %.3f s (%.4g particle-steps/s)\n", static_cast<long long>(n),
+                static_cast<long long>(g.steps), seconds, seconds > 0 ? double(n) * g.steps / seconds : 0.0);
+    if (g.sampler == ds::guided_sampler::smc) {
+      std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
+      std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
+    }
+    if (non_finite > 0)
+      std::printf("%s diverged at step %lld of %lld: %lld non-finite values in the samples (its guidance is unstable for this sigma_y; smc is not)\n",
+                  method.c_str(), static_cast<long long>(diverged_at), static_cast<long long>(g.steps),
+                  static_cast<long long>(non_finite));
+    else
+      std::printf(
+          "sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, 64 directions)\n", sw,
+          floor, static_cast<long long>(m));
+  }
+  check_stdout();
+  if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);
+  if (o.has("--plot"))
+    stage_text(outputs, "--plot", svg_plot(method + ": " + std::to_string(n) + " particles over exact posterior samples",
+                                           ref.data(), m, x.data(), n, d, marginals(post),
+                                           (method + " samples").c_str(),
+                                           "exact posterior samples"));
+  if (o.has("--ess-plot"))
+    stage_text(outputs, "--ess-plot",
+                 svg_ess_plot(method + ": effective sample size of " + std::to_string(n) + " particles, " +
+                                  std::to_string(resamplings) + " resamplings in " + std::to_string(g.steps) + " steps",
+                              ess, problems.problems, g.steps, n, g.resampling.ess_threshold));
+  if (o.has("--report")) {
+    json j;
+    j["command"] = "solve";
+    j["method"] = method;
+    j["version"] = ds::version();
+    j["date"] = utc_now();
+    j["executor"] = ds::to_string(where);
+    j["prior"] = prior_json(*file.prior, file.path);
+    j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
+    j["seed"] = seed;
+    j["particles"] = n;
+    j["steps"] = g.steps;
+    j["seconds"] = seconds;
+    j["particle_steps_per_second"] = seconds > 0 ? double(n) * g.steps / seconds : 0.0;
+    if (g.sampler == ds::guided_sampler::dps) {
+      j["dps_step"] = ds::to_string(g.dps_step);
+      j["guidance_scale"] = g.guidance_scale;
+    } else if (g.sampler == ds::guided_sampler::pigdm || g.sampler == ds::guided_sampler::tmpd) {
+      j["guidance_scale"] = g.guidance_scale;
+    } else if (g.sampler == ds::guided_sampler::diffpir) {
+      j["diffpir_zeta"] = g.diffpir_zeta;
+      j["diffpir_lambda"] = g.diffpir_lambda;
+    } else if (g.sampler == ds::guided_sampler::skrock) {
+      j["skrock_stages"] = g.skrock_stages;
+      j["skrock_eta"] = g.skrock_eta;
+      j["skrock_step_fraction"] = g.skrock_step_fraction;
+    } else if (g.sampler == ds::guided_sampler::ddrm) {
+      j["ddrm_eta"] = g.ddrm_eta;
+      j["ddrm_eta_b"] = g.ddrm_eta_b;
+    } else if (g.sampler == ds::guided_sampler::dcps) {
+      j["dcps_blocks"] = g.dcps_blocks;
+      j["dcps_langevin_steps"] = g.dcps_langevin_steps;
+      j["dcps_langevin_step"] = g.dcps_langevin_step;
+    }
+    j["non_finite_values"] = non_finite;
+    j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
+    j["sliced_w1"] = {{"value", non_finite == 0 ? json(sw) : json(nullptr)},
+                      {"floor", floor},
+                      {"samples", m},
+                      {"directions", 64}};
+    j["log_evidence_exact"] = post.log_evidence();
+    if (g.sampler == ds::guided_sampler::smc) {
+      j["log_evidence_estimate"] = std::isfinite(log_z) ? json(log_z) : json(nullptr);
+      j["ess_trace"] = ess;
+      j["resamplings"] = resamplings;
+    }
+    if (o.has("--out")) j["samples_file"] = o.get("--out");
+    stage_text(outputs, "--report", j.dump(2) + "\n");
+  }
+  outputs.commit();
+  return 0;
+}
+
+}  // namespace
+
+int run_solve(int argc, char** argv, int first) {
+  const options o = parse_options(argc, argv, first, solve_usage,
+                                  {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
+                                   "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
+                                   "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials", "--dps-step",
+                                   "--guidance-scale", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
+                                   "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b",
+                                   "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step"},
+                                  {"--quiet"});
+  const bool quiet = o.has("--quiet");
+  if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
+  if (o.has("--samples") && o.has("--particles"))
+    throw usage_error("solve: --samples and --particles are the same setting; give one");
+  const std::string method = o.has("--sampler") ? o.get("--sampler") : "smc";
+  if (method != "exact" && method != "smc" && method != "dps" && method != "pigdm" && method != "diffpir" &&
+      method != "skrock" && method != "tmpd" && method != "ddrm" &&
+      method != "dcps")
+    throw usage_error("--sampler: unknown posterior sampler '" + method +
+                      "' (expected smc, dps, pigdm, diffpir, skrock, tmpd, ddrm, dcps or exact)");
+  for (const posterior_flag& f : posterior_flags)
+    if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
+      throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
+  if (method == "exact" && o.has("--steps"))
+    throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
+  if (method != "smc" && o.has("--ess-plot"))
+    throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
+  for (const char* f :
+       {"--potential-scale", "--resampling", "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials"})
+    if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
+  const problem file = read_problem(o.get("--problem"));
+  if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
+  if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");
+  if (o.has("--steps")) to_steps(o.get("--steps"), 1);
+  const ds::executor where =
+      resolve(o.has("--executor") ? parse_flag("--executor", o.get("--executor"), ds::parse_executor)
+                                  : ds::parse_executor(file.sampler.executor.value_or("auto")),
+              executor_source(o, file));
+  const char* count_flag = o.has("--particles") ? "--particles" : "--samples";
+  const std::int64_t n = o.has(count_flag) ? to_int(count_flag, o.get(count_flag), 1)
+                         : method == "exact"                     ? 16384
+                         : where == ds::executor::cuda           ? 65536
+                                                                 : 4096;
+  const std::uint64_t seed =
+      o.has("--seed") ? std::uint64_t(to_int("--seed", o.get("--seed"), 0)) : file.sampler.seed.value_or(1);
+  output_set outputs;
+  check_outputs(outputs, o, {"--out", "--report", "--plot", "--ess-plot"}, &file);
+  const prior_spec& prior = *file.prior;
+  const ds::linear_observation& obs = *file.observation;
+  const std::int64_t d = prior.dim;
+  check_memory(n, d, 3, "--samples");
+
+  const ds::gaussian_mixture mixture(d, prior.weights, prior.means, prior.variances);
+  const ds::mixture_posterior post(mixture, obs);
+  if (method != "exact") return run_guided(o, file, mixture, post, method, where, n, seed, quiet, outputs);
+  exec_buffer<float> samples(where, n * d);
+  if (where == ds::executor::cuda)
+    post.sample(samples.data(), n, seed, ds::execution{where});
+  else
+    post.sample(samples.data(), n, seed);  // the host call, as before the executor form existed
+  const std::vector<float>& x = samples.to_host();
+  const std::vector<double> mean = post.mean();
+
+  std::vector<std::int64_t> order(post.components());
+  for (std::int64_t k = 0; k < post.components(); ++k) order[k] = k;
+  std::sort(order.begin(), order.end(), [&](auto a, auto b) { return post.weights()[a] > post.weights()[b]; });
+  const std::int64_t top = std::min<std::int64_t>(post.components(), 5);
+  if (!quiet) {
+    std::printf("diffsample solve: exact posterior of a %lld-D, %s under y = A x + %g z (d_y = %lld, %s A)\n",
+                static_cast<long long>(d), prior.description.c_str(), obs.sigma_y, static_cast<long long>(obs.d_y),
+                operator_kind(file));
+    std::printf("log evidence log p(y): %.6f\n", post.log_evidence());
+    std::printf("largest posterior weights:");
+    for (std::int64_t i = 0; i < top; ++i)
+      std::printf(" w[%lld] = %.4g%s", static_cast<long long>(order[i]), post.weights()[order[i]],
+                  i + 1 < top ? "," : "");
+    std::printf("\nposterior mean:");
+    for (std::int64_t j = 0; j < std::min<std::int64_t>(d, 6); ++j) std::printf(" %.4f", mean[j]);
+    std::printf("%s\n", d > 6 ? " ..." : "");
+    std::printf("exact posterior samples: %lld (seed %llu, %s executor)%s\n", static_cast<long long>(n),
+                static_cast<unsigned long long>(seed), ds::to_string(where),
+                o.has("--out") ? (" -> " + o.get("--out")).c_str() : "");
+    std::printf("(the exact reference itself: --sampler smc, dps, pigdm, diffpir, skrock, tmpd, ddrm or dcps runs a posterior sampler)\n");
+  }
+  check_stdout();
+  if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);
+  if (o.has("--plot"))
+    stage_text(outputs, "--plot", svg_plot("exact posterior (reference): " + std::to_string(n) + " samples", nullptr, 0,
+                                           x.data(), n, d, marginals(post), "exact posterior samples", ""));
+  if (o.has("--report")) {
+    json j;
+    j["command"] = "solve";
+    j["method"] = "exact";
+    j["note"] = "exact posterior reference (mixture_posterior); no posterior sampler ran";
+    j["version"] = ds::version();
+    j["date"] = utc_now();
+    j["prior"] = prior_json(prior, file.path);
+    j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
+    j["seed"] = seed;
+    j["samples"] = n;
+    j["executor"] = ds::to_string(where);
+    j["log_evidence"] = post.log_evidence();
+    j["posterior_weights"] = post.weights();
+    j["posterior_mean"] = mean;
+    if (o.has("--out")) j["samples_file"] = o.get("--out");
+    stage_text(outputs, "--report", j.dump(2) + "\n");
+  }
+  outputs.commit();
+  return 0;
+}
+
+}  // namespace diffsample::cli

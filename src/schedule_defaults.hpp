@@ -1,0 +1,26 @@
+// The default noise schedule of each kind (internal, header-only over the public factories), shared by the C ABI's
+// ds_schedule_init() and the program, so that the choice of factory per kind is written once.
+#pragma once
+
+#include <utility>
+#include <vector>
+
+#include <diffsample/schedule.hpp>
+
+namespace diffsample::detail {
+
+/// noise_schedule::<kind>() with its default parameters; vp_table takes @p alpha_bar.
+inline noise_schedule default_schedule(schedule_kind kind, std::vector<double> alpha_bar = {}) {
+  switch (kind) {
+    case schedule_kind::vp_linear: return noise_schedule::vp_linear();
+    case schedule_kind::vp_cosine: return noise_schedule::vp_cosine();
+    case schedule_kind::vp_table: return noise_schedule::vp_table(std::move(alpha_bar));
+    case schedule_kind::variance_exploding: return noise_schedule::variance_exploding();
+    case schedule_kind::ornstein_uhlenbeck: return noise_schedule::ornstein_uhlenbeck();
+    case schedule_kind::linear_interpolant: return noise_schedule::linear_interpolant();
+    case schedule_kind::stochastic_localization: return noise_schedule::stochastic_localization();
+  }
+  return noise_schedule::vp_linear();
+}
+
+}  // namespace diffsample::detail
