@@ -1,5 +1,5 @@
 // Scaling of distributed guided SMC (libdiffsample_mpi, global resampling) on the CPU executor:
-//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats]
+//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats] [sigma_y]
 // Prints, per run, particle-steps per second (B N K over the slowest rank's wall time), each rank's share of time
 // inside MPI, the bytes each rank sent per resampling, and the communication-volume model beside them:
 //
@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <vector>
 
 #include <diffsample/diffsample.hpp>
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   const std::int64_t d = argc > 2 ? std::atoll(argv[2]) : 8;
   const std::int64_t K = argc > 3 ? std::atoll(argv[3]) : 20;
   const int repeats = argc > 4 ? std::atoi(argv[4]) : 3;
+  const double sigma_y = argc > 5 ? std::atof(argv[5]) : 0.5;  // smaller: sharper likelihood, larger skew s
 
   // A 25-component grid prior; one observation of the first coordinate, at a point between modes, so that the
   // weights are uneven (s = N / ESS above one).
@@ -44,7 +46,7 @@ int main(int argc, char** argv) {
   pr.A.assign(static_cast<std::size_t>(d), 0.0);
   pr.A[0] = 1.0;
   pr.y = {1.0};
-  pr.sigma_y = {0.5};
+  pr.sigma_y = {sigma_y};
   ds::guided_options o;
   o.particles = N;
   o.steps = K;
@@ -109,6 +111,56 @@ int main(int argc, char** argv) {
                 "%.2f; bytes per rank per resampling: measured %.0f, model %.0f (worst skew %.0f)\n",
                 slowest, double(N) * double(K) / slowest, 100 * share_max, resamplings, mean_skew,
                 bytes / ranks / per, model, 4.0 * d * double(N) * (ranks - 1) / ranks);
+    if (ranks == 1) {
+      // The same filter through the single-process entry point (its fused CPU loop), right after.
+      ds::execution cpu;
+      cpu.kind = ds::executor::cpu;
+      const double t0 = MPI_Wtime();
+      ds::guided_sample(prior, pr, o, out, cpu);
+      const double t = MPI_Wtime() - t0;
+      std::printf("  single-process guided_sample: %.3f s, %.3g particle-steps/s\n", t, double(N) * double(K) / t);
+    }
+  }
+  // The model's premise alone: i.i.d. log-normal weights (relative variance s - 1 = e^(sigma^2) - 1), resampled by
+  // mpi::resample; rows crossing rank boundaries counted from the ancestors, beside sum_k sqrt(2/pi) sqrt(N (s - 1)
+  // f_k (1 - f_k)), averaged over 20 draws.
+  for (double sigma : {0.5, 1.0, 1.5}) {
+    const ds::mpi::shard mine = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+    std::vector<float> lw(static_cast<std::size_t>(mine.count) + 1);
+    std::vector<std::int64_t> anc(static_cast<std::size_t>(mine.count) + 1);
+    double crossing = 0, skew = 0;
+    const int draws = 20;
+    for (int t = 0; t < draws; ++t) {
+      std::mt19937_64 gen(1000 + t);
+      std::normal_distribution<float> normal(0.f, float(sigma));
+      double sw = 0, sw2 = 0;
+      for (std::int64_t j = 0; j < N; ++j) {  // every rank draws all N, keeps its own
+        const float l = normal(gen);
+        sw += std::exp(double(l));
+        sw2 += std::exp(2.0 * l);
+        if (j >= mine.first && j < mine.first + mine.count) lw[j - mine.first] = l;
+      }
+      skew += double(N) * sw2 / (sw * sw) / draws;
+      ds::resampling_options ro;
+      ro.ess_threshold = 2.0;
+      ro.seed = 77 + t;
+      ds::particle_outputs po;
+      po.ancestors64 = anc.data();
+      ds::mpi::resample(MPI_COMM_WORLD, lw.data(), 1, N, ro, po);
+      long long away = 0, all = 0;
+      for (std::int64_t i = 0; i < mine.count; ++i) away += anc[i] < mine.first || anc[i] >= mine.first + mine.count;
+      MPI_Allreduce(&away, &all, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+      crossing += double(all) / draws;
+    }
+    double model = 0;
+    for (int k = 1; k < ranks; ++k) {
+      const double f = double(k) / ranks;
+      model += std::sqrt(2.0 / M_PI) * std::sqrt(double(N) * (skew - 1) * f * (1 - f));
+    }
+    if (rank == 0)
+      std::printf("  i.i.d. log-normal weights, s = N/ESS %.2f: rows crossing rank boundaries per resampling %.1f, "
+                  "model %.1f\n",
+                  skew, crossing, model);
   }
   MPI_Finalize();
   return 0;
