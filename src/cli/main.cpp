@@ -4,10 +4,12 @@
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <string>
 
 #include <diffsample/error.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/distributed.hpp"
 #include "cli/output.hpp"
 #include "cli/problem.hpp"
 
@@ -27,6 +29,11 @@ const char* usage =
 
 int run(int argc, char** argv) {
   const char* command = argc >= 2 ? argv[1] : "";
+  // Under mpirun only sample (and demo) spread their chains over the processes (cli/distributed.hpp).
+  for (const char* alone : {"bench", "solve", "info"})
+    if (std::strcmp(command, alone) == 0 && cli::distributed::launched())
+      throw cli::usage_error(std::string(alone) + " runs as one process: under mpirun only sample and demo spread "
+                                                  "their chains over the processes");
   if (std::strcmp(command, "info") == 0) return cli::run_info();
   if (std::strcmp(command, "sample") == 0) return cli::run_sample(argc, argv, 2);
   if (std::strcmp(command, "bench") == 0) return cli::run_bench(argc, argv, 2);

@@ -12,6 +12,7 @@
 #include "cli/commands.hpp"
 #include "cli/io.hpp"
 #include "cli/plot.hpp"
+#include "cli/distributed.hpp"
 #include "cli/runner.hpp"
 #include "cli/score.hpp"
 
@@ -181,16 +182,21 @@ int sample_main(const options& o, const char* command) {
       throw input_error(file.path + ": sampler: " + e.what());
     }
   }
-  if (!quiet)
+  // Under mpirun every process runs its slice of the chains and rank 0 alone prints and writes (cli/distributed.hpp).
+  const bool spread = distributed::launched();
+  const bool speak = !quiet && distributed::rank() == 0;
+  if (speak)
     std::printf("diffsample %s: %s on a %lld-D, %s (%s), %lld chains\n", command, s.sampler.c_str(),
                 static_cast<long long>(d), prior.description.c_str(), source.c_str(), static_cast<long long>(n));
   std::fflush(stdout);
   // Progress: when the line is drawn (stderr a terminal, no --quiet) the chains run in 20 chunks, redrawing it
   // between them; DIFFSAMPLE_CHUNKS=K forces K chunks (the tests compare the samples with and without chunking).
-  progress bar(n, "chains", 1.0, "chains/s", quiet);
+  progress bar(n, "chains", 1.0, "chains/s", quiet || spread);
   std::int64_t chunks = bar.on() ? 20 : 1;
   if (const char* forced = std::getenv("DIFFSAMPLE_CHUNKS")) chunks = to_int("DIFFSAMPLE_CHUNKS", forced, 1);
-  const run_result r = run_sampler(target, s, n, chunks, &bar);
+  std::vector<distributed::rank_stats> ranks;
+  const run_result r = spread ? distributed::run(target, s, n, chunks, &bar, ranks) : run_sampler(target, s, n, chunks, &bar);
+  if (spread && distributed::rank() != 0) return 0;  // rank 0 holds the samples
 
   // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
   const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
@@ -212,6 +218,11 @@ int sample_main(const options& o, const char* command) {
     std::printf("throughput: %.4g chain-steps/s (%lld steps, %.3f s)\n", rate, static_cast<long long>(r.total_steps),
                 r.seconds);
     if (r.acceptance >= 0) std::printf("acceptance rate: %.3f\n", r.acceptance);
+    for (std::size_t k = 0; k < ranks.size(); ++k)
+      std::printf("rank %zu: %lld chains, %.4g chain-steps/s, %.3f s sampling, %.3f s gathering on rank 0\n", k,
+                  static_cast<long long>(ranks[k].chains),
+                  ranks[k].seconds > 0 ? double(ranks[k].chains) * double(r.total_steps) / ranks[k].seconds : 0.0,
+                  ranks[k].seconds, ranks[k].gather_seconds);
     if (non_finite > 0)
       std::printf("non-finite values in the samples: %lld (the sampler diverged; try a smaller step)\n",
                   static_cast<long long>(non_finite));
@@ -262,6 +273,12 @@ int sample_main(const options& o, const char* command) {
     j["executor"] = to_string(r.ran);
     if (r.ran == executor::cpu) j["cpu_threads"] = cpu_threads();
     j["timings"] = {{"seconds", r.seconds}, {"chain_steps_per_second", rate}};
+    if (!ranks.empty()) {
+      json per = json::array();
+      for (const distributed::rank_stats& k : ranks)
+        per.push_back({{"chains", k.chains}, {"seconds", k.seconds}, {"gather_seconds", k.gather_seconds}});
+      j["timings"]["ranks"] = per;
+    }
     json acc;
     acc["samples_compared"] = m;
     acc["non_finite_values"] = non_finite;

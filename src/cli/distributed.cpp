@@ -1,0 +1,108 @@
+// Runs of the diffsample program under an MPI launcher (distributed.hpp).
+#include "cli/distributed.hpp"
+
+#include <cstdlib>
+#include <string>
+
+#include <diffsample/error.hpp>
+
+#if defined(DIFFSAMPLE_CLI_MPI)
+#include <mpi.h>
+
+#include <diffsample/mpi.hpp>
+#endif
+
+namespace diffsample::cli::distributed {
+namespace {
+
+std::int64_t launcher_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* v = std::getenv(name)) return std::atoll(v);
+  return 1;
+}
+
+#if defined(DIFFSAMPLE_CLI_MPI)
+void finish() {
+  int done = 0;
+  MPI_Finalized(&done);
+  if (!done) MPI_Finalize();
+}
+
+void init() {
+  int started = 0;
+  MPI_Initialized(&started);
+  if (started) return;
+  MPI_Init(nullptr, nullptr);
+  std::atexit(finish);
+}
+#endif
+
+}  // namespace
+
+bool launched() {
+  if (launcher_size() <= 1) return false;
+#if defined(DIFFSAMPLE_CLI_MPI)
+  init();
+  return true;
+#else
+  throw error("started by an MPI launcher with " + std::to_string(launcher_size()) +
+              " processes, but this diffsample was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
+}
+
+int rank() {
+#if defined(DIFFSAMPLE_CLI_MPI)
+  int started = 0;
+  MPI_Initialized(&started);
+  if (!started) return 0;
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+#else
+  return 0;
+#endif
+}
+
+run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, std::int64_t chunks, progress* bar,
+               std::vector<rank_stats>& ranks) {
+#if defined(DIFFSAMPLE_CLI_MPI)
+  init();
+  const std::int64_t d = target.dim();
+  const mpi::shard mine = mpi::shard_of(n, MPI_COMM_WORLD);
+  s.first_chain += static_cast<std::uint64_t>(mine.first);
+  run_result r;
+  r.ran = resolve(s.exec);
+  if (mine.count > 0) r = run_sampler(target, s, mine.count, chunks, bar);
+  const double t0 = MPI_Wtime();
+  std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, r.samples.data(), mine.count, d, 0);
+  // Per rank: chains, seconds, accepted proposals (MALA), total steps, gather seconds.
+  const double accepted = r.acceptance >= 0 ? r.acceptance * double(mine.count) * double(r.total_steps) : -1.0;
+  double stats[5] = {double(mine.count), r.seconds, accepted, double(r.total_steps), MPI_Wtime() - t0};
+  int size = 1, me = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  std::vector<double> every(static_cast<std::size_t>(5 * size));
+  MPI_Gather(stats, 5, MPI_DOUBLE, every.data(), 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  run_result out;
+  out.ran = r.ran;
+  if (me != 0) return out;
+  out.samples = std::move(all);
+  double acc = 0;
+  bool counted = true;
+  ranks.assign(static_cast<std::size_t>(size), {});
+  for (int k = 0; k < size; ++k) {
+    ranks[k] = rank_stats{static_cast<std::int64_t>(every[5 * k]), every[5 * k + 1], every[5 * k + 4]};
+    out.seconds = std::max(out.seconds, every[5 * k + 1]);
+    out.total_steps = std::max(out.total_steps, static_cast<std::int64_t>(every[5 * k + 3]));
+    if (every[5 * k] > 0 && every[5 * k + 2] < 0) counted = false;
+    acc += std::max(0.0, every[5 * k + 2]);
+  }
+  if (counted && r.acceptance >= 0 && out.total_steps > 0) out.acceptance = acc / (double(n) * double(out.total_steps));
+  return out;
+#else
+  (void)target, (void)s, (void)n, (void)chunks, (void)bar, (void)ranks;
+  throw error("this diffsample was built without MPI");
+#endif
+}
+
+}  // namespace diffsample::cli::distributed

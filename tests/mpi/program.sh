@@ -1,0 +1,29 @@
+#!/bin/sh
+# mpirun -np P diffsample sample writes the samples of one process's run, bit for bit, and one report.
+# Usage: program.sh DIFFSAMPLE MPIEXEC [MPIEXEC_FLAGS...]
+set -eu
+program=$1
+shift
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+export OMP_NUM_THREADS=1
+for sampler in "mala" "ddim --eta 0.3" "walk_jump"; do
+  # shellcheck disable=SC2086
+  "$program" sample --sampler $sampler --chains 1001 --steps 20 --executor cpu --quiet --out "$dir/one.npy"
+  for np in 2 3; do
+    # shellcheck disable=SC2086
+    "$@" -np "$np" "$program" sample --sampler $sampler --chains 1001 --steps 20 --executor cpu \
+      --out "$dir/many.npy" --report "$dir/many.json" >"$dir/many.txt"
+    cmp "$dir/one.npy" "$dir/many.npy"
+    test "$(grep -c '^diffsample sample:' "$dir/many.txt")" = 1  # one report, from rank 0
+    test "$(grep -c '^rank [0-9]*: ' "$dir/many.txt")" = "$np"
+    grep -q '"gather_seconds"' "$dir/many.json"
+  done
+done
+# A usage error stops every rank with the program's status (mpirun passes a non-zero status on).
+if "$@" -np 2 "$program" sample --steps -5 --executor cpu --quiet 2>"$dir/err.txt"; then
+  echo "program.sh: an invalid --steps under mpirun succeeded" >&2
+  exit 1
+fi
+grep -q -- "--steps" "$dir/err.txt"
+echo "program.sh: ok"
