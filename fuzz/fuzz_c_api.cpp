@@ -148,8 +148,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   dop.record_every = std::int64_t(in.byte() % 4) - 1;
   dop.seed = in.u32();
   std::vector<float> dtraj(std::size_t(64 * n * d));
-  check(ds_diffusion_sample(m, x.data(), n, &dop, (in.byte() & 1) ? dtraj.data() : nullptr, cpu, nullptr, 0,
-                            nullptr));
+  check(ds_diffusion(m, x.data(), n, &dop, (in.byte() & 1) ? dtraj.data() : nullptr, cpu, nullptr, 0, nullptr));
 
   // The exact posterior under a dense observation with d_y rows.
   const std::int64_t d_y = 1 + in.byte() % 3;

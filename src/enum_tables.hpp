@@ -87,6 +87,10 @@
   X(discrete_method, metropolis, DS_DISCRETE_METROPOLIS)   \
   X(discrete_method, two_stage, DS_DISCRETE_TWO_STAGE)
 
+#define DIFFSAMPLE_GUIDED_POTENTIALS_VALUES(X)             \
+  X(guided_potentials, linear, DS_POTENTIALS_LINEAR)       \
+  X(guided_potentials, moment, DS_POTENTIALS_MOMENT)
+
 // Enums the C ABI does not have (README, "The C ABI": what it leaves out).
 #define DIFFSAMPLE_OBSERVATION_KIND_VALUES(X) \
   X(observation_kind, dense, )                \
@@ -98,9 +102,6 @@
   X(mixture_path, direct, )               \
   X(mixture_path, gemm, )
 
-#define DIFFSAMPLE_GUIDED_POTENTIALS_VALUES(X) \
-  X(guided_potentials, linear, )               \
-  X(guided_potentials, moment, )
 
 /// Every enum with a C form: X(C++ type, C type, list).
 #define DIFFSAMPLE_C_ENUMS(X)                                                      \
@@ -114,7 +115,8 @@
   X(resampling_scheme, ds_resampling_scheme, DIFFSAMPLE_RESAMPLING_SCHEME_VALUES)  \
   X(guided_sampler, ds_guided_sampler, DIFFSAMPLE_GUIDED_SAMPLER_VALUES)           \
   X(dps_step_form, ds_dps_step, DIFFSAMPLE_DPS_STEP_FORM_VALUES)                   \
-  X(discrete_method, ds_discrete_method, DIFFSAMPLE_DISCRETE_METHOD_VALUES)
+  X(discrete_method, ds_discrete_method, DIFFSAMPLE_DISCRETE_METHOD_VALUES)         \
+  X(guided_potentials, ds_guided_potentials, DIFFSAMPLE_GUIDED_POTENTIALS_VALUES)
 
 /// Every public enum: X(C++ type, list).
 #define DIFFSAMPLE_ENUMS(X)                                          \

@@ -34,6 +34,13 @@
 #define DS_API
 #endif
 
+/** Marks a C function kept under an older name: the same call as the function its message names. */
+#if defined(__GNUC__) || defined(__clang__)
+#define DS_DEPRECATED(message) __attribute__((deprecated(message)))
+#else
+#define DS_DEPRECATED(message)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -277,6 +284,13 @@ typedef enum ds_dps_step {
   DS_DPS_STEP_MAX_ENUM = 0x7FFFFFFF /**< not a step: keeps the enum 32-bit */
 } ds_dps_step;
 
+/** The intermediate potentials of DS_GUIDED_SMC (values match diffsample::guided_potentials). */
+typedef enum ds_guided_potentials {
+  DS_POTENTIALS_LINEAR = 0, /**< N(a_k y; A x, a_k^2 sigma_y^2 + s_k^2 c): exact predictive, exact mutation */
+  DS_POTENTIALS_MOMENT = 1, /**< N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the denoiser and its JVPs (d_y <= 8) */
+  DS_GUIDED_POTENTIALS_MAX_ENUM = 0x7FFFFFFF /**< not a value: keeps the enum 32-bit */
+} ds_guided_potentials;
+
 /**
  * B linear observations y_b = A_b x + sigma_{y,b} z of one prior with a dense A (diffsample::guided_problems); host
  * arrays, read during the call only. Initialise with ds_guided_problems_init().
@@ -296,6 +310,15 @@ typedef struct ds_guided_problems {
   const int64_t* mask;
   int64_t mask_count;      /**< entries of mask: d_y or B d_y (default 0) */
   const double* mask_gains; /**< mask_count gains, or NULL for all ones (default NULL) */
+  /* Appended in the second layout (a caller of the first layout gets no SVD operators). */
+  /** Instead of A or mask: operators given by their thin SVD A = U diag(S) V^T of rank svd_rank, one shared by
+   *  every problem (svd_count 1) or one per problem (svd_count B). The samplers run on the projected
+   *  svd_rank-dimensional problem when svd_rank < d_y (diffsample::guided_problems::operators). */
+  int64_t svd_count;       /**< operators: 0 (none, default), 1 or B */
+  int64_t svd_rank;        /**< r, 1 <= r <= min(d_y, d_x) */
+  const double* svd_U;     /**< svd_count x d_y x r, orthonormal columns */
+  const double* svd_S;     /**< svd_count x r singular values, > 0 */
+  const double* svd_V;     /**< svd_count x d_x x r, orthonormal columns */
 } ds_guided_problems;
 
 /** Settings of one guided run (diffsample::guided_options); initialise with ds_guided_options_init(). */
@@ -327,6 +350,8 @@ typedef struct ds_guided_options {
   double dcps_langevin_step;    /**< dcps: Langevin step gamma > 0 (default 1e-3) */
   int64_t dcps_gradient_steps;  /**< dcps: normalised gradient steps per variational fit, 0..64 (default 2) */
   double dcps_learning_rate;    /**< dcps: gradient step length in units of the kernel's scale, >= 0 (default 0.1) */
+  /* Appended in the fourth layout (a caller of an earlier one gets the default). */
+  ds_guided_potentials potentials; /**< smc: intermediate potentials (default DS_POTENTIALS_LINEAR) */
 } ds_guided_options;
 
 /**
@@ -372,6 +397,9 @@ DS_API const char* ds_cuda_unavailable_reason(void);
  * next call into the library.
  */
 DS_API const char* ds_last_error(void);
+
+/** Threads of the CPU executor's pool (diffsample::cpu_threads). */
+DS_API int ds_cpu_threads(void);
 
 /** "success", "invalid_argument", "out_of_memory", "cuda_error", "internal" (or "unknown"). Static storage. */
 DS_API const char* ds_status_name(ds_status status);
@@ -520,6 +548,10 @@ DS_API ds_status ds_parse_guided_sampler(const char* name, ds_guided_sampler* ou
 DS_API const char* ds_dps_step_name(ds_dps_step step);
 /** Parses the names of ds_dps_step_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_dps_step(const char* name, ds_dps_step* out);
+/** "linear" or "moment" (or "unknown"). Static storage. */
+DS_API const char* ds_guided_potentials_name(ds_guided_potentials potentials);
+/** Parses the names of ds_guided_potentials_name() into @p out. */
+DS_API ds_status ds_parse_guided_potentials(const char* name, ds_guided_potentials* out);
 
 /* --- noise schedules -------------------------------------------------------------------------------------- */
 
@@ -574,9 +606,14 @@ DS_API ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t
  * @param workspace_bytes  size of @p workspace
  * @param report           receives what the run did (may be NULL)
  */
-DS_API ds_status ds_diffusion_sample(const ds_mixture* mixture, float* x, int64_t n,
-                                     const ds_diffusion_options* options, float* trajectory, ds_execution exec,
-                                     void* workspace, size_t workspace_bytes, ds_diffusion_report* report);
+DS_API ds_status ds_diffusion(const ds_mixture* mixture, float* x, int64_t n, const ds_diffusion_options* options,
+                              float* trajectory, ds_execution exec, void* workspace, size_t workspace_bytes,
+                              ds_diffusion_report* report);
+
+/** The former name of ds_diffusion() (the C++ call is diffsample::diffusion); the same call. */
+DS_API DS_DEPRECATED("use ds_diffusion()") ds_status ds_diffusion_sample(
+    const ds_mixture* mixture, float* x, int64_t n, const ds_diffusion_options* options, float* trajectory,
+    ds_execution exec, void* workspace, size_t workspace_bytes, ds_diffusion_report* report);
 
 /**
  * Creates a stepwise plan for a caller's model (diffsample::diffusion_plan): per step k the caller evaluates its
@@ -687,6 +724,17 @@ DS_API ds_status ds_resample(const float* log_weights, int64_t problems, int64_t
  */
 DS_API ds_status ds_gather_particles(const float* states, int64_t problems, int64_t particles, int64_t dim,
                                      const int32_t* ancestors, float* out, ds_execution exec, ds_executor* ran);
+
+/** ds_resample() with int64 ancestors (diffsample::particle_outputs::ancestors64). @param ancestors B x N, or NULL */
+DS_API ds_status ds_resample_int64(const float* log_weights, int64_t problems, int64_t particles,
+                                   const ds_resampling_options* options, int64_t* ancestors,
+                                   float* normalised_weights, ds_particle_report* reports, ds_execution exec,
+                                   void* workspace, size_t workspace_bytes, ds_executor* ran);
+
+/** ds_gather_particles() with int64 ancestors. @param ancestors B x N indices in 0..N-1 */
+DS_API ds_status ds_gather_particles_int64(const float* states, int64_t problems, int64_t particles, int64_t dim,
+                                           const int64_t* ancestors, float* out, ds_execution exec,
+                                           ds_executor* ran);
 
 /* --- guided posterior sampling ---------------------------------------------------------------------------- */
 
@@ -830,6 +878,54 @@ DS_API ds_status ds_posterior_sample_double_on(const ds_posterior* posterior, do
 DS_API ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
                                        int directions, uint64_t seed, int p, double* out);
 
+/**
+ * Bytes of workspace ds_sliced_wasserstein_on() and ds_sliced_wasserstein_async() need to run @p directions_per_pass
+ * directions per pass on @p where (diffsample::sliced_wasserstein_workspace_bytes).
+ * @param bytes  receives the size
+ */
+DS_API ds_status ds_sliced_wasserstein_workspace_bytes(int64_t n_a, int64_t n_b, int64_t d, int directions_per_pass,
+                                                       ds_executor where, size_t* bytes);
+
+/**
+ * ds_sliced_wasserstein() on an executor: @p a and @p b device-accessible on CUDA, host-accessible on the CPU.
+ * Synchronous: returns with the distance in *out (on CUDA it waits for the stream).
+ * @param workspace        ds_sliced_wasserstein_workspace_bytes() bytes on the executor's side, or NULL to allocate
+ * @param workspace_bytes  size of @p workspace
+ * @param out              receives the distance (host memory)
+ */
+DS_API ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+                                          int directions, uint64_t seed, int p, ds_execution exec, void* workspace,
+                                          size_t workspace_bytes, double* out);
+
+/**
+ * The asynchronous form of ds_sliced_wasserstein_on(): never synchronises; the distance lands in *result (device-
+ * accessible on CUDA, host memory on the CPU) when the stream reaches it.
+ * @param result  one double where the executor writes the distance
+ * @param ran     receives the executor that ran (may be NULL)
+ */
+DS_API ds_status ds_sliced_wasserstein_async(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+                                             int directions, uint64_t seed, int p, double* result, ds_execution exec,
+                                             void* workspace, size_t workspace_bytes, ds_executor* ran);
+
+/**
+ * Recovered component weights of n host samples under a mixture (diffsample::component_weights): the average
+ * posterior responsibility of each component. Synchronous, host memory.
+ * @param x    n x d host floats
+ * @param out  receives K doubles
+ */
+DS_API ds_status ds_component_weights(const ds_mixture* reference, const float* x, int64_t n, double* out);
+
+/** ds_component_weights() under an analytic posterior's components. @param out receives K doubles */
+DS_API ds_status ds_posterior_component_weights(const ds_posterior* reference, const float* x, int64_t n,
+                                                double* out);
+
+/** max_k |ds_component_weights()_k - w_k| (diffsample::component_weight_error). @param out receives the error */
+DS_API ds_status ds_component_weight_error(const ds_mixture* reference, const float* x, int64_t n, double* out);
+
+/** ds_component_weight_error() under an analytic posterior. @param out receives the error */
+DS_API ds_status ds_posterior_component_weight_error(const ds_posterior* reference, const float* x, int64_t n,
+                                                     double* out);
+
 /* --- binary data ----------------------------------------------------------------------------------------- */
 
 /** Opaque mixture of product Bernoulli distributions on {-1,1}^d (diffsample::bernoulli_mixture). */
@@ -928,6 +1024,8 @@ DS_API ds_status ds_discrete_walk_jump(const ds_bernoulli_mixture* mixture, floa
 
 /** "one_stage", "metropolis" or "two_stage" (or "unknown"). Static storage. */
 DS_API const char* ds_discrete_method_name(ds_discrete_method method);
+/** Parses the names of ds_discrete_method_name() (and "mh") into @p out. */
+DS_API ds_status ds_parse_discrete_method(const char* name, ds_discrete_method* out);
 
 #ifdef __cplusplus
 }

@@ -40,7 +40,7 @@ DS_API ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float
                                  ds_execution exec, ds_langevin_report* report, int64_t* accepted_total);
 
 /**
- * ds_diffusion_sample() on this rank's chains of n, as ds_mpi_langevin(): the union of the ranks' rows equals a
+ * ds_diffusion() on this rank's chains of n, as ds_mpi_langevin(): the union of the ranks' rows equals a
  * single-process run bit for bit (CPU executor).
  */
 DS_API ds_status ds_mpi_diffusion_sample(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,

@@ -25,6 +25,8 @@ const char* ds_cuda_unavailable_reason(void) {
 
 const char* ds_last_error(void) { return last_error.c_str(); }
 
+int ds_cpu_threads(void) { return ds::cpu_threads(); }
+
 const char* ds_status_name(ds_status status) {
   switch (enum_int(status)) {
     case DS_SUCCESS: return "success";
@@ -53,7 +55,8 @@ DS_ENUM_NAMES(model_output, model_output)
 DS_ENUM_NAMES(resampling_scheme, resampling_scheme)
 DS_ENUM_NAMES(guided_sampler, guided_sampler)
 DS_ENUM_NAMES(dps_step, dps_step_form)
-DS_ENUM_NAME(discrete_method, discrete_method)
+DS_ENUM_NAMES(discrete_method, discrete_method)
+DS_ENUM_NAMES(guided_potentials, guided_potentials)
 #undef DS_ENUM_NAMES
 #undef DS_ENUM_NAME
 

@@ -25,6 +25,10 @@ struct ds_mixture {
   ds::gaussian_mixture mixture;
 };
 
+struct ds_posterior {
+  ds::mixture_posterior posterior;
+};
+
 // --- enums -------------------------------------------------------------------------------------------------------
 // The C enums are 32-bit and their values are the C++ ones (every value of every list in src/enum_tables.hpp), so
 // that conversions are plain casts once a value is range-checked.
@@ -87,6 +91,9 @@ auto& get(Handle* h, const char* name) {
 }
 inline const gaussian_mixture& get(const ds_mixture* m, const char* name = "mixture") {
   return get<const ds_mixture>(m, name).mixture;
+}
+inline const mixture_posterior& get(const ds_posterior* p, const char* name = "posterior") {
+  return get<const ds_posterior>(p, name).posterior;
 }
 
 template <class T>
@@ -204,12 +211,14 @@ DS_LAYOUT(ds_langevin_options)
 DS_LAYOUT(ds_schedule)
 DS_LAYOUT(ds_diffusion_options)
 DS_LAYOUT(ds_resampling_options)
-DS_LAYOUT(ds_guided_problems)
 DS_LAYOUT(ds_guided_outputs)
 DS_LAYOUT(ds_discrete_options)
+// ds_guided_problems: the first layout ended with mask_gains; the second appends the SVD operators.
+DS_LAYOUT(ds_guided_problems, offsetof(ds_guided_problems, svd_count), )
 // ds_guided_options: the first layout ended with seed; the second appends dps_step and the diffpir and skrock
-// settings; the third the ddrm and dcps settings.
-DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta), )
+// settings; the third the ddrm and dcps settings; the fourth the SMC potentials.
+DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta),
+          offsetof(ds_guided_options, potentials), )
 #undef DS_LAYOUT
 
 template <class T>

@@ -109,9 +109,9 @@ ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t n, con
   });
 }
 
-ds_status ds_diffusion_sample(const ds_mixture* mixture, float* x, int64_t n, const ds_diffusion_options* options,
-                              float* trajectory, ds_execution exec, void* workspace, size_t workspace_bytes,
-                              ds_diffusion_report* report) {
+ds_status ds_diffusion(const ds_mixture* mixture, float* x, int64_t n, const ds_diffusion_options* options,
+                       float* trajectory, ds_execution exec, void* workspace, size_t workspace_bytes,
+                       ds_diffusion_report* report) {
   return guard([&] {
     const auto& m = get(mixture);
     const auto o = to_cpp(options);
@@ -121,6 +121,12 @@ ds_status ds_diffusion_sample(const ds_mixture* mixture, float* x, int64_t n, co
     const ds::diffusion_report r = ds::diffusion(m, x, n, o, outputs, to_cpp(exec), workspace, workspace_bytes);
     if (report) *report = ds_diffusion_report{to_c(r.ran), r.register_path ? 1 : 0, r.total_steps};
   });
+}
+
+ds_status ds_diffusion_sample(const ds_mixture* mixture, float* x, int64_t n, const ds_diffusion_options* options,
+                              float* trajectory, ds_execution exec, void* workspace, size_t workspace_bytes,
+                              ds_diffusion_report* report) {
+  return ds_diffusion(mixture, x, n, options, trajectory, exec, workspace, workspace_bytes, report);
 }
 
 ds_status ds_diffusion_plan_create(int64_t n, int64_t dim, const ds_diffusion_options* options, ds_model_output output,

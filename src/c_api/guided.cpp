@@ -2,6 +2,7 @@
 // DCPS) under a Gaussian-mixture prior.
 #include "src/c_api/common.hpp"
 
+#include <algorithm>
 #include <utility>
 
 using namespace diffsample::c_api;
@@ -20,6 +21,7 @@ ds_guided_options to_c(const ds::guided_options& from) {
   DS_GUIDED_FLAGS(DS_COPY_FLAG)
   to.sampler = to_c_enum<ds_guided_sampler>(from.sampler);
   to.dps_step = to_c_enum<ds_dps_step>(from.dps_step);
+  to.potentials = to_c_enum<ds_guided_potentials>(from.potentials);
   to.schedule = diffsample::c_api::to_c(from.schedule);
   to.resampling = diffsample::c_api::to_c(from.resampling);
   return to;
@@ -32,6 +34,7 @@ ds::guided_options to_cpp(const ds_guided_options* p) {
   DS_GUIDED_FLAGS(DS_COPY_FLAG)
   to.sampler = enum_to_cpp<ds::guided_sampler>("options.sampler", from.sampler);
   to.dps_step = enum_to_cpp<ds::dps_step_form>("options.dps_step", from.dps_step);
+  to.potentials = enum_to_cpp<ds::guided_potentials>("options.potentials", from.potentials);
   to.schedule = diffsample::c_api::to_cpp("options.schedule", from.schedule);
   to.resampling = diffsample::c_api::to_cpp("options.resampling", from.resampling);
   return to;
@@ -69,6 +72,25 @@ ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x) {
       if (!gains.empty()) row_gains.assign(gains.begin() + c * g.d_y, gains.begin() + (c + 1) * g.d_y);
       r.operators.push_back(ds::observation_operator::mask(d_x, std::move(rows), std::move(row_gains)));
     }
+  }
+  if (g.svd_count != 0) {
+    if (g.A != nullptr || g.mask != nullptr) fail("problems.svd_count: give one of A, mask and the SVD operators");
+    if (g.svd_count != 1 && g.svd_count != g.problems)
+      fail("problems.svd_count: expected 0, 1 or B = " + std::to_string(g.problems) + ", got " +
+           std::to_string(g.svd_count));
+    const std::int64_t r_max = std::min<std::int64_t>(g.d_y, d_x), rank = g.svd_rank;
+    if (rank < 1 || rank > r_max)
+      fail("problems.svd_rank: must be in [1, min(d_y, d_x) = " + std::to_string(r_max) + "], got " +
+           std::to_string(rank));
+    const std::vector<double> U = copy_array("problems.svd_U", g.svd_U, g.svd_count * g.d_y * rank);
+    const std::vector<double> S = copy_array("problems.svd_S", g.svd_S, g.svd_count * rank);
+    const std::vector<double> V = copy_array("problems.svd_V", g.svd_V, g.svd_count * d_x * rank);
+    auto part = [](const std::vector<double>& v, std::int64_t c, std::int64_t size) {
+      return std::vector<double>(v.begin() + c * size, v.begin() + (c + 1) * size);
+    };
+    for (std::int64_t c = 0; c < g.svd_count; ++c)
+      r.operators.push_back(ds::observation_operator::svd(g.d_y, d_x, part(U, c, g.d_y * rank), part(S, c, rank),
+                                                          part(V, c, d_x * rank)));
   }
   r.y = copy_array("problems.y", g.y, g.problems * g.d_y);
   r.sigma_y = copy_array("problems.sigma_y", g.sigma_y, g.sigma_y_count);

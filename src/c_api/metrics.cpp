@@ -1,7 +1,30 @@
-// The C ABI of the sample metrics: the sliced Wasserstein distance between two point sets.
+// The C ABI of the sample metrics: the sliced Wasserstein distance (host, on an executor, asynchronous) and the
+// recovered component weights of samples under a mixture or an analytic posterior.
 #include "src/c_api/common.hpp"
 
+#include <algorithm>
+
 using namespace diffsample::c_api;
+
+namespace {
+
+// Writes the K component weights of n samples under the reference's components.
+template <class Reference>
+ds_status component_weights(const Reference* reference, const float* x, int64_t n, double* out) {
+  return guard([&] {
+    const auto& r = get(reference);
+    require_out("out", out);
+    const std::vector<double> w = ds::component_weights(r, x, n);
+    std::copy(w.begin(), w.end(), out);
+  });
+}
+
+template <class Reference>
+ds_status component_weight_error(const Reference* reference, const float* x, int64_t n, double* out) {
+  return write_out("out", out, [&] { return ds::component_weight_error(get(reference), x, n); });
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -11,6 +34,47 @@ ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int
     require_out("out", out);
     *out = ds::sliced_wasserstein(a, n_a, b, n_b, d, directions, seed, p);
   });
+}
+
+ds_status ds_sliced_wasserstein_workspace_bytes(int64_t n_a, int64_t n_b, int64_t d, int directions_per_pass,
+                                                ds_executor where, size_t* bytes) {
+  return write_out("bytes", bytes, [&] {
+    return ds::sliced_wasserstein_workspace_bytes(n_a, n_b, d, directions_per_pass, to_cpp(where));
+  });
+}
+
+ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+                                   int directions, uint64_t seed, int p, ds_execution exec, void* workspace,
+                                   size_t workspace_bytes, double* out) {
+  return guard([&] {
+    require_out("out", out);
+    *out = ds::sliced_wasserstein(a, n_a, b, n_b, d, directions, seed, p, to_cpp(exec), workspace, workspace_bytes);
+  });
+}
+
+ds_status ds_sliced_wasserstein_async(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+                                      int directions, uint64_t seed, int p, double* result, ds_execution exec,
+                                      void* workspace, size_t workspace_bytes, ds_executor* ran) {
+  return guard([&] {
+    set_ran(ran, ds::sliced_wasserstein_async(a, n_a, b, n_b, d, directions, seed, p, result, to_cpp(exec), workspace,
+                                              workspace_bytes));
+  });
+}
+
+ds_status ds_component_weights(const ds_mixture* reference, const float* x, int64_t n, double* out) {
+  return component_weights(reference, x, n, out);
+}
+
+ds_status ds_posterior_component_weights(const ds_posterior* reference, const float* x, int64_t n, double* out) {
+  return component_weights(reference, x, n, out);
+}
+
+ds_status ds_component_weight_error(const ds_mixture* reference, const float* x, int64_t n, double* out) {
+  return component_weight_error(reference, x, n, out);
+}
+
+ds_status ds_posterior_component_weight_error(const ds_posterior* reference, const float* x, int64_t n, double* out) {
+  return component_weight_error(reference, x, n, out);
 }
 
 }  // extern "C"

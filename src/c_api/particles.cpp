@@ -35,6 +35,41 @@ resampling_options to_cpp(const std::string& what, const ds_resampling_options& 
 
 }  // namespace diffsample::c_api
 
+namespace {
+
+// ds_resample() and ds_resample_int64(): int32 or int64 ancestors.
+template <class Index>
+ds_status resample(const float* log_weights, int64_t problems, int64_t particles, const ds_resampling_options* options,
+                   Index* ancestors, float* normalised_weights, ds_particle_report* reports, ds_execution exec,
+                   void* workspace, size_t workspace_bytes, ds_executor* ran) {
+  return guard([&] {
+    if (options == nullptr) fail("options: null pointer (initialise it with ds_resampling_options_init())");
+    const ds::resampling_options o =
+        to_cpp("options", read_struct("options", options, to_c(ds::resampling_options{})));
+    ds::particle_outputs outputs;
+    if constexpr (sizeof(Index) == 8)
+      outputs.ancestors64 = reinterpret_cast<std::int64_t*>(ancestors);
+    else
+      outputs.ancestors = reinterpret_cast<std::int32_t*>(ancestors);
+    outputs.normalised_weights = normalised_weights;
+    outputs.reports = reinterpret_cast<ds::particle_report*>(reports);
+    set_ran(ran, ds::resample(log_weights, problems, particles, o, outputs, to_cpp(exec), workspace, workspace_bytes));
+  });
+}
+
+// ds_gather_particles() and ds_gather_particles_int64().
+template <class CIndex, class Index>
+ds_status gather(const float* states, int64_t problems, int64_t particles, int64_t dim, const CIndex* ancestors,
+                 float* out, ds_execution exec, ds_executor* ran) {
+  static_assert(sizeof(CIndex) == sizeof(Index));
+  return guard([&] {
+    set_ran(ran, ds::gather_particles(states, problems, particles, dim, reinterpret_cast<const Index*>(ancestors), out,
+                                      to_cpp(exec)));
+  });
+}
+
+}  // namespace
+
 extern "C" {
 
 ds_status ds_resampling_options_init(ds_resampling_options* options, size_t struct_size) {
@@ -54,24 +89,26 @@ ds_status ds_resample(const float* log_weights, int64_t problems, int64_t partic
                       const ds_resampling_options* options, int32_t* ancestors, float* normalised_weights,
                       ds_particle_report* reports, ds_execution exec, void* workspace, size_t workspace_bytes,
                       ds_executor* ran) {
-  return guard([&] {
-    if (options == nullptr) fail("options: null pointer (initialise it with ds_resampling_options_init())");
-    const ds::resampling_options o =
-        to_cpp("options", read_struct("options", options, to_c(ds::resampling_options{})));
-    ds::particle_outputs outputs;
-    outputs.ancestors = reinterpret_cast<std::int32_t*>(ancestors);
-    outputs.normalised_weights = normalised_weights;
-    outputs.reports = reinterpret_cast<ds::particle_report*>(reports);
-    set_ran(ran, ds::resample(log_weights, problems, particles, o, outputs, to_cpp(exec), workspace, workspace_bytes));
-  });
+  return resample(log_weights, problems, particles, options, ancestors, normalised_weights, reports, exec, workspace,
+                  workspace_bytes, ran);
+}
+
+ds_status ds_resample_int64(const float* log_weights, int64_t problems, int64_t particles,
+                            const ds_resampling_options* options, int64_t* ancestors, float* normalised_weights,
+                            ds_particle_report* reports, ds_execution exec, void* workspace, size_t workspace_bytes,
+                            ds_executor* ran) {
+  return resample(log_weights, problems, particles, options, ancestors, normalised_weights, reports, exec, workspace,
+                  workspace_bytes, ran);
 }
 
 ds_status ds_gather_particles(const float* states, int64_t problems, int64_t particles, int64_t dim,
                               const int32_t* ancestors, float* out, ds_execution exec, ds_executor* ran) {
-  return guard([&] {
-    set_ran(ran, ds::gather_particles(states, problems, particles, dim,
-                                      reinterpret_cast<const std::int32_t*>(ancestors), out, to_cpp(exec)));
-  });
+  return gather<int32_t, std::int32_t>(states, problems, particles, dim, ancestors, out, exec, ran);
+}
+
+ds_status ds_gather_particles_int64(const float* states, int64_t problems, int64_t particles, int64_t dim,
+                                    const int64_t* ancestors, float* out, ds_execution exec, ds_executor* ran) {
+  return gather<int64_t, std::int64_t>(states, problems, particles, dim, ancestors, out, exec, ran);
 }
 
 }  // extern "C"

@@ -7,13 +7,7 @@
 
 using namespace diffsample::c_api;
 
-struct ds_posterior {
-  ds::mixture_posterior posterior;
-};
-
 namespace {
-
-const ds::mixture_posterior& get(const ds_posterior* p) { return diffsample::c_api::get<const ds_posterior>(p, "posterior").posterior; }
 
 // The four sample entry points: float or double samples, on the host or on an executor.
 template <class T>

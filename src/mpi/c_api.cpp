@@ -141,7 +141,7 @@ ds_status ds_mpi_diffusion_sample(MPI_Comm comm, const ds_mixture* mixture, floa
     ds_mpi_shard(n, comm, &first, &count);
     ds_diffusion_options o = *options;
     o.first_chain = options->first_chain + static_cast<uint64_t>(first);
-    status = ds_diffusion_sample(mixture, x, count, &o, trajectory, exec, nullptr, 0, &rep);
+    status = ds_diffusion(mixture, x, count, &o, trajectory, exec, nullptr, 0, &rep);
     if (status != DS_SUCCESS) message = ds_last_error();
   }
   status = agree(comm, status, message);

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   ds_diffusion_options_init(&dopt, sizeof dopt);
   dopt.steps = 15;
   dopt.seed = 2;
-  CHECK(ds_diffusion_sample(mix, whole, n, &dopt, NULL, cpu, NULL, 0, NULL) == DS_SUCCESS, "ds_diffusion_sample");
+  CHECK(ds_diffusion(mix, whole, n, &dopt, NULL, cpu, NULL, 0, NULL) == DS_SUCCESS, "ds_diffusion");
   CHECK(ds_mpi_diffusion_sample(MPI_COMM_WORLD, mix, mine, n, &dopt, NULL, cpu, NULL) == DS_SUCCESS,
         "ds_mpi_diffusion_sample");
   CHECK(memcmp(mine, whole + first * d, (size_t)(count * d) * sizeof(float)) == 0, "diffusion rows bit for bit");
