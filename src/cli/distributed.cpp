@@ -1,6 +1,7 @@
 // Runs of the diffsample program under an MPI launcher (distributed.hpp).
 #include "cli/distributed.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -101,6 +102,46 @@ run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, s
   return out;
 #else
   (void)target, (void)s, (void)n, (void)chunks, (void)bar, (void)ranks;
+  throw error("this diffsample was built without MPI");
+#endif
+}
+
+smc_run solve_smc(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& options,
+                  std::vector<rank_stats>& ranks) {
+#if defined(DIFFSAMPLE_CLI_MPI)
+  init();
+  const std::int64_t d = prior.dim(), n = options.particles;
+  const mpi::shard mine = mpi::shard_of(n, MPI_COMM_WORLD);
+  std::vector<float> samples(static_cast<std::size_t>(std::max<std::int64_t>(mine.count * d, 1)));
+  smc_run out;
+  out.ess.resize(static_cast<std::size_t>(options.steps + 1));
+  guided_outputs g;
+  g.samples = samples.data();
+  g.log_normaliser = &out.log_z;
+  g.ess_trace = out.ess.data();
+  g.resample_count = &out.resamplings;
+  execution cpu;
+  cpu.kind = executor::cpu;
+  const mpi::guided_result res = mpi::guided_sample(MPI_COMM_WORLD, prior, problems, options, g, mpi::smc_mode::global, cpu);
+  const double t0 = MPI_Wtime();
+  std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, samples.data(), mine.count, d, 0);
+  double stats[5] = {double(mine.count), res.seconds, MPI_Wtime() - t0, res.comm.seconds, double(res.comm.bytes_sent)};
+  int size = 1, me = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  std::vector<double> every(static_cast<std::size_t>(5 * size));
+  MPI_Gather(stats, 5, MPI_DOUBLE, every.data(), 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  if (me != 0) return smc_run{};
+  out.samples = std::move(all);
+  ranks.assign(static_cast<std::size_t>(size), {});
+  for (int k = 0; k < size; ++k) {
+    ranks[k] = rank_stats{static_cast<std::int64_t>(every[5 * k]), every[5 * k + 1], every[5 * k + 2],
+                          every[5 * k + 3], every[5 * k + 4]};
+    out.seconds = std::max(out.seconds, every[5 * k + 1]);
+  }
+  return out;
+#else
+  (void)prior, (void)problems, (void)options, (void)ranks;
   throw error("this diffsample was built without MPI");
 #endif
 }

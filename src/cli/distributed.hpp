@@ -1,6 +1,7 @@
-// Runs of the diffsample program under an MPI launcher (mpirun -np P diffsample sample ...): each process runs its
-// slice of the chains (diffsample::mpi::shard_of, first_chain advanced to the slice), rank 0 gathers the samples in
-// chain order and writes the one output and report; the other ranks print nothing. Built with MPI when
+// Runs of the diffsample program under an MPI launcher (mpirun -np P diffsample sample|solve ...): each process runs
+// its slice of the chains (diffsample::mpi::shard_of, first_chain advanced to the slice) or of the SMC particles
+// (diffsample::mpi::guided_sample, global resampling), rank 0 gathers the samples in order and writes the one output
+// and report; the other ranks print nothing. Built with MPI when
 // libdiffsample_mpi is (DIFFSAMPLE_CLI_MPI); without it, a launch by mpirun with more than one process is refused.
 #pragma once
 
@@ -20,9 +21,11 @@ int rank();
 
 /// One rank's share of a distributed run.
 struct rank_stats {
-  std::int64_t chains = 0;   ///< chains run by the rank
+  std::int64_t chains = 0;   ///< chains (or particles) run by the rank
   double seconds = 0;        ///< the rank's time in the sampler
   double gather_seconds = 0; ///< the rank's time gathering the samples on rank 0
+  double comm_seconds = 0;   ///< solve: the rank's time in MPI during the filter (resampling exchanges)
+  double bytes_sent = 0;     ///< solve: bytes the rank sent to other ranks during the filter
 };
 
 /// Collective over every launched process: runs this rank's slice of the n chains of @p s and gathers the samples
@@ -31,5 +34,20 @@ struct rank_stats {
 /// @p ranks one entry per rank; elsewhere its samples are empty.
 run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, std::int64_t chunks, progress* bar,
                std::vector<rank_stats>& ranks);
+
+/// What a distributed SMC run of `solve` gives rank 0 (the other ranks get empty samples).
+struct smc_run {
+  std::vector<float> samples;  ///< n x d equally weighted samples, those of one process's guided_sample() bit for bit
+  std::vector<float> ess;      ///< steps + 1 values (global)
+  double log_z = 0;            ///< log p(y) estimate (global)
+  std::int32_t resamplings = 0;
+  double seconds = 0;          ///< the slowest rank's time in the filter
+};
+
+/// Collective over every launched process: guided SMC (options.sampler smc, one problem) with the particles spread
+/// over the processes (diffsample::mpi::guided_sample, global mode, CPU executor), samples gathered on rank 0.
+/// Invalid settings throw the same error on every rank.
+smc_run solve_smc(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& options,
+                  std::vector<rank_stats>& ranks);
 
 }  // namespace diffsample::cli::distributed

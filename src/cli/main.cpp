@@ -29,11 +29,12 @@ const char* usage =
 
 int run(int argc, char** argv) {
   const char* command = argc >= 2 ? argv[1] : "";
-  // Under mpirun only sample (and demo) spread their chains over the processes (cli/distributed.hpp).
-  for (const char* alone : {"bench", "solve", "info"})
+  // Under mpirun sample (and demo) spread their chains, solve its SMC particles over the processes
+  // (cli/distributed.hpp); bench and info run as one process.
+  for (const char* alone : {"bench", "info"})
     if (std::strcmp(command, alone) == 0 && cli::distributed::launched())
-      throw cli::usage_error(std::string(alone) + " runs as one process: under mpirun only sample and demo spread "
-                                                  "their chains over the processes");
+      throw cli::usage_error(std::string(alone) + " runs as one process: under mpirun only sample, demo and solve "
+                                                  "spread their work over the processes");
   if (std::strcmp(command, "info") == 0) return cli::run_info();
   if (std::strcmp(command, "sample") == 0) return cli::run_sample(argc, argv, 2);
   if (std::strcmp(command, "bench") == 0) return cli::run_bench(argc, argv, 2);

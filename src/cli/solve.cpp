@@ -10,6 +10,7 @@
 
 #include "cli/args.hpp"
 #include "cli/commands.hpp"
+#include "cli/distributed.hpp"
 #include "cli/io.hpp"
 #include "cli/plot.hpp"
 #include "cli/runner.hpp"
@@ -218,11 +219,21 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   std::vector<float> x(std::size_t(n * d)), ess(std::size_t(g.steps + 1));
   double log_z = 0;
   std::int32_t resamplings = 0;
+  std::vector<distributed::rank_stats> ranks;
   const auto t0 = std::chrono::steady_clock::now();
   // One problem runs as one library call that cannot be split (SMC resamples across all particles at every step), so
   // the progress line is indeterminate: the elapsed time, redrawn while the call runs.
-  ticker line(method + ": " + std::to_string(n) + " particles x " + std::to_string(g.steps) + " steps", quiet);
-  {
+  const bool spread = distributed::launched();
+  ticker line(method + ": " + std::to_string(n) + " particles x " + std::to_string(g.steps) + " steps",
+              quiet || spread);
+  if (spread) {  // particles over the processes (run_solve allows smc alone under mpirun)
+    distributed::smc_run run = distributed::solve_smc(mixture, problems, g, ranks);
+    if (distributed::rank() != 0) return 0;  // rank 0 holds the samples
+    x = std::move(run.samples);
+    ess = std::move(run.ess);
+    log_z = run.log_z;
+    resamplings = run.resamplings;
+  } else {
     exec_buffer<float> dx(where, n * d), dess(where, g.steps + 1);
     exec_buffer<double> dz(where, 1);
     exec_buffer<std::int32_t> dr(where, 1);
@@ -268,6 +279,12 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
       std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
     }
+    for (std::size_t k = 0; k < ranks.size(); ++k)
+      std::printf("rank %zu: %lld particles, %.4g particle-steps/s, %.3f s in the filter of which %.3f s in MPI "
+                  "(%.0f bytes sent), %.3f s gathering on rank 0\n",
+                  k, static_cast<long long>(ranks[k].chains),
+                  ranks[k].seconds > 0 ? double(ranks[k].chains) * double(g.steps) / ranks[k].seconds : 0.0,
+                  ranks[k].seconds, ranks[k].comm_seconds, ranks[k].bytes_sent, ranks[k].gather_seconds);
     if (non_finite > 0)
       std::printf("%s diverged at step %lld of %lld: %lld non-finite values in the samples (its guidance is unstable for this sigma_y; smc is not)\n",
                   method.c_str(), static_cast<long long>(diverged_at), static_cast<long long>(g.steps),
@@ -303,6 +320,13 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     j["steps"] = g.steps;
     j["seconds"] = seconds;
     j["particle_steps_per_second"] = seconds > 0 ? double(n) * g.steps / seconds : 0.0;
+    if (!ranks.empty()) {
+      json per = json::array();
+      for (const distributed::rank_stats& k : ranks)
+        per.push_back({{"particles", k.chains}, {"seconds", k.seconds}, {"mpi_seconds", k.comm_seconds},
+                       {"bytes_sent", k.bytes_sent}, {"gather_seconds", k.gather_seconds}});
+      j["ranks"] = per;
+    }
     if (g.sampler == ds::guided_sampler::dps) {
       j["dps_step"] = ds::to_string(g.dps_step);
       j["guidance_scale"] = g.guidance_scale;
@@ -366,6 +390,8 @@ int run_solve(int argc, char** argv, int first) {
   for (const posterior_flag& f : posterior_flags)
     if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
       throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
+  if (method != "smc" && distributed::launched())
+    throw usage_error("solve: under mpirun only --sampler smc spreads its particles over the processes, not " + method);
   if (method == "exact" && o.has("--steps"))
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))

@@ -1,5 +1,5 @@
 #!/bin/sh
-# mpirun -np P diffsample sample writes the samples of one process's run, bit for bit, and one report.
+# mpirun -np P diffsample sample|solve writes the samples of one process's run, bit for bit, and one report.
 # Usage: program.sh DIFFSAMPLE MPIEXEC [MPIEXEC_FLAGS...]
 set -eu
 program=$1
@@ -20,6 +20,23 @@ for sampler in "mala" "ddim --eta 0.3" "walk_jump"; do
     grep -q '"gather_seconds"' "$dir/many.json"
   done
 done
+# solve: the SMC particles over the processes, the samples of one process byte for byte, one report.
+problem=$(dirname "$0")/../../examples/posterior_d10.json
+"$program" solve --problem "$problem" --particles 500 --steps 20 --executor cpu --quiet --out "$dir/one.npy"
+for np in 2 3; do
+  "$@" -np "$np" "$program" solve --problem "$problem" --particles 500 --steps 20 --executor cpu \
+    --out "$dir/many.npy" --report "$dir/many.json" >"$dir/many.txt"
+  cmp "$dir/one.npy" "$dir/many.npy"
+  test "$(grep -c '^diffsample solve:' "$dir/many.txt")" = 1
+  test "$(grep -c '^rank [0-9]*: ' "$dir/many.txt")" = "$np"
+  grep -q '"mpi_seconds"' "$dir/many.json"
+done
+# solve's other samplers are not distributed: refused on every rank.
+if "$@" -np 2 "$program" solve --problem "$problem" --sampler dps --executor cpu --quiet 2>"$dir/err.txt"; then
+  echo "program.sh: solve --sampler dps under mpirun succeeded" >&2
+  exit 1
+fi
+grep -q "only --sampler smc" "$dir/err.txt"
 # A usage error stops every rank with the program's status (mpirun passes a non-zero status on).
 if "$@" -np 2 "$program" sample --steps -5 --executor cpu --quiet 2>"$dir/err.txt"; then
   echo "program.sh: an invalid --steps under mpirun succeeded" >&2
