@@ -43,9 +43,9 @@ DS_API ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float
  * ds_diffusion() on this rank's chains of n, as ds_mpi_langevin(): the union of the ranks' rows equals a
  * single-process run bit for bit (CPU executor).
  */
-DS_API ds_status ds_mpi_diffusion_sample(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
-                                         const ds_diffusion_options* options, float* trajectory, ds_execution exec,
-                                         ds_diffusion_report* report);
+DS_API ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
+                                  const ds_diffusion_options* options, float* trajectory, ds_execution exec,
+                                  ds_diffusion_report* report);
 
 /**
  * Exact global resampling of B problems of N particles spread over the ranks as ds_mpi_shard(N) (host memory): the

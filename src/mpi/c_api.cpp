@@ -124,9 +124,9 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
   return DS_SUCCESS;
 }
 
-ds_status ds_mpi_diffusion_sample(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
-                                  const ds_diffusion_options* options, float* trajectory, ds_execution exec,
-                                  ds_diffusion_report* report) {
+ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
+                           const ds_diffusion_options* options, float* trajectory, ds_execution exec,
+                           ds_diffusion_report* report) {
   ds_status status = DS_SUCCESS;
   std::string message;
   ds_diffusion_report rep{};

@@ -55,8 +55,8 @@ int main(int argc, char** argv) {
   dopt.steps = 15;
   dopt.seed = 2;
   CHECK(ds_diffusion(mix, whole, n, &dopt, NULL, cpu, NULL, 0, NULL) == DS_SUCCESS, "ds_diffusion");
-  CHECK(ds_mpi_diffusion_sample(MPI_COMM_WORLD, mix, mine, n, &dopt, NULL, cpu, NULL) == DS_SUCCESS,
-        "ds_mpi_diffusion_sample");
+  CHECK(ds_mpi_diffusion(MPI_COMM_WORLD, mix, mine, n, &dopt, NULL, cpu, NULL) == DS_SUCCESS,
+        "ds_mpi_diffusion");
   CHECK(memcmp(mine, whole + first * d, (size_t)(count * d) * sizeof(float)) == 0, "diffusion rows bit for bit");
 
   /* Global resampling against ds_resample(). */
