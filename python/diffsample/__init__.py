@@ -1,0 +1,555 @@
+"""diffsample: Python bindings of libdiffsample.
+
+Fused Langevin, reverse-diffusion and SMC posterior samplers, exact Gaussian-mixture scores and posteriors, on the
+GPU (CUDA executor) or the CPU (the same kernels on the library's thread pool).
+
+Arrays cross by DLPack in both directions without copies: NumPy arrays, PyTorch CPU and CUDA tensors, CuPy arrays
+and JAX arrays (inputs) are read in place, and outputs are written into the caller's ``out=`` array or into a new
+array of the input's framework on the input's device. The executor follows the arrays' device (CPU arrays: the CPU
+executor; CUDA arrays: the CUDA executor). On CUDA the calls run on the framework's current stream (PyTorch:
+``torch.cuda.current_stream()``, CuPy: ``cupy.cuda.get_current_stream()``) unless ``stream=`` names one (an int
+handle, a ``torch.cuda.Stream``, a ``cupy.cuda.Stream`` or any object with ``cuda_stream`` or ``ptr``); they are
+asynchronous on that stream, as in C++. Long calls release the GIL. Errors raise ``diffsample.Error`` subclasses
+(``InvalidArgument`` is also a ``ValueError``) carrying the library's message, which names the argument and value.
+
+The low-level module ``diffsample._core`` exposes the C++ API one to one (explicit outputs, raw stream handles).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from ._core import (  # noqa: F401  (re-exported)
+    CudaError,
+    DiffusionOptions,
+    Error,
+    GuidedOptions,
+    GuidedProblems,
+    InvalidArgument,
+    LangevinOptions,
+    NoiseSchedule,
+    ObservationOperator,
+    OutOfMemory,
+    ResamplingOptions,
+    cpu_blas_name,
+    cpu_threads,
+    cuda_available,
+    cuda_unavailable_reason,
+)
+
+__all__ = [
+    "Error", "InvalidArgument", "OutOfMemory", "CudaError",
+    "GaussianMixture", "NoiseSchedule", "ObservationOperator", "MixturePosterior", "DiffusionPlan",
+    "langevin", "diffusion", "resample", "gather_particles", "guided_sample",
+    "sliced_wasserstein", "component_weights", "component_weight_error",
+    "cuda_available", "cuda_unavailable_reason", "cpu_threads", "cpu_blas_name",
+    "PARTICLE_REPORT_DTYPE",
+]
+
+Array = Any  # any DLPack-capable array: numpy.ndarray, torch.Tensor, cupy.ndarray, jax.Array
+Stream = Union[None, int, Any]
+
+# ---- frameworks, devices, streams ----------------------------------------------------------------------------------
+
+
+def _framework(x: Any) -> str:
+    mod = type(x).__module__.split(".")[0]
+    if mod in ("numpy", "torch", "cupy"):
+        return mod
+    if mod in ("jax", "jaxlib"):
+        return "jax"
+    return "other"
+
+
+def _is_cuda(x: Any) -> bool:
+    fw = _framework(x)
+    if fw == "numpy":
+        return False
+    if fw == "torch":
+        return bool(x.is_cuda)
+    if fw == "cupy":
+        return True
+    if hasattr(x, "__dlpack_device__"):
+        return int(x.__dlpack_device__()[0]) in (2, 13)  # kDLCUDA, kDLCUDAManaged
+    return False
+
+
+def _stream_handle(stream: Any) -> int:
+    if stream is None:
+        return 0
+    if isinstance(stream, int):
+        return stream
+    if hasattr(stream, "cuda_stream"):  # torch.cuda.Stream
+        return int(stream.cuda_stream)
+    if hasattr(stream, "ptr"):  # cupy.cuda.Stream
+        return int(stream.ptr)
+    if hasattr(stream, "__cuda_stream__"):  # CUDA stream protocol: (version, handle)
+        return int(stream.__cuda_stream__()[1])
+    raise InvalidArgument(f"stream: {stream!r} is not a CUDA stream (int handle, torch.cuda.Stream, cupy Stream)")
+
+
+def _stream(x: Any, stream: Stream) -> int:
+    """The stream of a call: the caller's, else the current stream of x's framework (0 on the CPU)."""
+    if stream is not None:
+        return _stream_handle(stream)
+    if x is None or not _is_cuda(x):
+        return 0
+    fw = _framework(x)
+    if fw == "torch":
+        import torch
+
+        return int(torch.cuda.current_stream(x.device).cuda_stream)
+    if fw == "cupy":
+        import cupy
+
+        return int(cupy.cuda.get_current_stream().ptr)
+    return 0
+
+
+_DTYPES = {"float32": 0, "float64": 1, "int32": 2, "int64": 3, "uint8": 4}
+
+
+def _empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
+    """A new array of like's framework and device (NumPy when like is None, a NumPy array or a CPU JAX array)."""
+    shape = tuple(int(s) for s in shape)
+    fw = _framework(like) if like is not None else "numpy"
+    if fw == "torch":
+        import torch
+
+        return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
+    if fw == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(like.device.id):
+            return cupy.empty(shape, dtype=dtype)
+    if like is not None and _is_cuda(like):
+        raise InvalidArgument(
+            f"out: cannot allocate a CUDA output for a {type(like).__name__}; pass out= (e.g. a torch or cupy array)")
+    return np.empty(shape, dtype=dtype)
+
+
+def _shape(x: Any) -> Tuple[int, ...]:
+    return tuple(int(s) for s in x.shape)
+
+
+# ---- options --------------------------------------------------------------------------------------------------------
+
+_PARSERS = {
+    _core.Executor: _core.parse_executor,
+    _core.ScheduleKind: _core.parse_schedule_kind,
+    _core.TimeGrid: _core.parse_time_grid,
+    _core.DiffusionSampler: _core.parse_diffusion_sampler,
+    _core.ModelOutput: _core.parse_model_output,
+    _core.LangevinMethod: _core.parse_langevin_method,
+    _core.ResamplingScheme: _core.parse_resampling_scheme,
+    _core.GuidedSampler: _core.parse_guided_sampler,
+    _core.DpsStepForm: _core.parse_dps_step_form,
+    _core.GuidedPotentials: _core.parse_guided_potentials,
+    _core.MixturePath: _core.parse_mixture_path,
+}
+
+
+def _enum(kind: type, value: Any) -> Any:
+    if isinstance(value, str):
+        return _PARSERS[kind](value)
+    return value
+
+
+def _fill(options: Any, settings: dict) -> Any:
+    """Sets options' fields from keyword settings; names of enum values may be given as strings."""
+    for key, value in settings.items():
+        if key.startswith("_") or not hasattr(options, key):
+            raise TypeError(f"{type(options).__name__} has no setting {key!r}")
+        current = getattr(options, key)
+        if type(current) in _PARSERS:
+            value = _enum(type(current), value)
+        setattr(options, key, value)
+    return options
+
+
+def _schedule(schedule: Union[None, str, NoiseSchedule]) -> Optional[NoiseSchedule]:
+    if schedule is None or isinstance(schedule, NoiseSchedule):
+        return schedule
+    kind = _core.parse_schedule_kind(schedule)
+    return getattr(NoiseSchedule, kind.name)()
+
+
+def _f64(a: Any) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+
+
+# ---- mixtures -------------------------------------------------------------------------------------------------------
+
+
+class GaussianMixture:
+    """A Gaussian mixture sum_k w_k N(mu_k, diag v_k), evaluated exactly at any channel x_t = a x0 + s z.
+
+    ``GaussianMixture(weights, means, variances)``: K weights (normalised internally), (K, d) means, K variances
+    (isotropic components) or (K, d) (diagonal). Scores, denoisers E[x0 | x_t], log-densities and the denoiser's
+    Jacobian-vector products are closed forms computed in FP32 (FP64 references: ``*_fp64``).
+    """
+
+    def __init__(self, weights: Any, means: Any, variances: Any, *, _core_mixture: Any = None):
+        if _core_mixture is not None:
+            self._m = _core_mixture
+            return
+        means = _f64(means)
+        if means.ndim != 2:
+            raise InvalidArgument(f"means: shape {means.shape}, expected (K, d)")
+        self._m = _core.GaussianMixtureCore(means.shape[1], _f64(weights).ravel(), means.ravel(),
+                                            _f64(variances).ravel())
+
+    @classmethod
+    def empirical(cls, points: Any, variance: float) -> "GaussianMixture":
+        """Equal-weight mixture of N(point_i, variance I) over the rows of points (n, d)."""
+        return cls(None, None, None, _core_mixture=_core.GaussianMixtureCore.empirical(_f64(points), variance))
+
+    @classmethod
+    def grid(cls, dim: int, grid: int, spacing: float, variance: float,
+             weights: Sequence[float] = ()) -> "GaussianMixture":
+        """Means on a grid x grid lattice with the given spacing (first two coordinates, repeated above)."""
+        return cls(None, None, None,
+                   _core_mixture=_core.GaussianMixtureCore.grid(dim, grid, spacing, variance, list(weights)))
+
+    components = property(lambda self: self._m.components, doc="K")
+    dim = property(lambda self: self._m.dim, doc="d")
+    isotropic = property(lambda self: self._m.isotropic, doc="True when variances were given as K values")
+    weights = property(lambda self: self._m.weights, doc="normalised weights (K,), a NumPy copy")
+    means = property(lambda self: self._m.means, doc="means (K, d), a NumPy copy")
+    variances = property(lambda self: self._m.variances, doc="variances (K,) or (K, d), a NumPy copy")
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(K={self.components}, d={self.dim}, isotropic={self.isotropic})"
+
+    def _evaluate(self, what, x, a, s, out, path, stream):
+        n = _shape(x)[0] if len(_shape(x)) >= 1 else 0
+        if out is None:
+            out = _empty(x, (n,) if what == _core.Quantity.log_density else (n, self.dim), "float32")
+        self._m.evaluate(what, x, float(a), float(s), out, _enum(_core.MixturePath, path), _stream(x, stream))
+        return out
+
+    def score(self, x: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None, path: str = "automatic",
+              stream: Stream = None) -> Array:
+        """grad log p_t(x) at x (n, d) float32 of the channel (a, s); returns out (n, d)."""
+        return self._evaluate(_core.Quantity.score, x, a, s, out, path, stream)
+
+    def denoiser(self, x: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None, path: str = "automatic",
+                 stream: Stream = None) -> Array:
+        """E[x0 | x_t = x] (Tweedie) at x (n, d) float32; returns out (n, d)."""
+        return self._evaluate(_core.Quantity.denoiser, x, a, s, out, path, stream)
+
+    def log_density(self, x: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None,
+                    path: str = "automatic", stream: Stream = None) -> Array:
+        """log p_t(x) at x (n, d) float32; returns out (n,)."""
+        return self._evaluate(_core.Quantity.log_density, x, a, s, out, path, stream)
+
+    def denoiser_jvp(self, x: Array, v: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None,
+                     stream: Stream = None) -> Array:
+        """(dE[x0 | x_t = x] / dx) v per point (n, d); the Jacobian is symmetric, so this is also J^T v."""
+        if out is None:
+            out = _empty(x, _shape(x), "float32")
+        self._m.denoiser_jvp(x, v, float(a), float(s), out, _stream(x, stream))
+        return out
+
+    def evaluate_fp64(self, what: str, x: Any, a: float = 1.0, s: float = 0.0) -> np.ndarray:
+        """FP64 host reference: what in 'score', 'denoiser', 'log_density'; x (n, d) float64 NumPy."""
+        x = _f64(x)
+        q = getattr(_core.Quantity, what)
+        out = np.empty((x.shape[0],) if q == _core.Quantity.log_density else x.shape, dtype=np.float64)
+        self._m.evaluate_fp64(q, x, float(a), float(s), out)
+        return out
+
+    def denoiser_jvp_fp64(self, x: Any, v: Any, a: float = 1.0, s: float = 0.0) -> np.ndarray:
+        """FP64 host reference of denoiser_jvp."""
+        x, v = _f64(x), _f64(v)
+        out = np.empty(x.shape, dtype=np.float64)
+        self._m.denoiser_jvp_fp64(x, v, float(a), float(s), out)
+        return out
+
+    def sample(self, n: Optional[int] = None, a: float = 1.0, s: float = 0.0, *, seed: int = 0,
+               out: Array = None, labels: Union[bool, Array] = False, first_index: int = 0,
+               stream: Stream = None) -> Any:
+        """Exact samples of p_t. Point i uses the Philox stream (seed, first_index + i, 0). Returns out (n, d), or
+        (out, labels) when labels is True or an int32 array (n,)."""
+        if out is None:
+            out = _empty(None, (n, self.dim), "float32")
+        lab = None
+        if labels is True:
+            lab = _empty(out, (_shape(out)[0],), "int32")
+        elif labels is not False and labels is not None:
+            lab = labels
+        self._m.sample(out, float(a), float(s), int(seed), lab, int(first_index), _stream(out, stream))
+        return (out, lab) if lab is not None else out
+
+
+def _mixture(m: Any) -> Any:
+    if isinstance(m, GaussianMixture):
+        return m._m
+    return m
+
+
+# ---- Langevin and diffusion -----------------------------------------------------------------------------------------
+
+
+def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, accepted: Array = None,
+             stream: Stream = None, target: Tuple[float, float] = (1.0, 0.0), **options: Any) -> Array:
+    """Runs Langevin chains on the mixture at the channel ``target`` = (a, s), updating x (n, d) float32 in place.
+
+    Settings (LangevinOptions): method ('ula', 'mala', 'tamed_ula'), step_size, steps, seed, first_chain,
+    first_step, record_every. Optional outputs: trajectory (steps // record_every, n, d) float32, accepted (n,)
+    int64. Returns x.
+    """
+    o = _fill(LangevinOptions(), options)
+    o.target_a, o.target_s = float(target[0]), float(target[1])
+    _core.langevin(_mixture(mixture), x, o, trajectory, accepted, _stream(x, stream))
+    return x
+
+
+def _diffusion_options(schedule, options) -> DiffusionOptions:
+    o = _fill(DiffusionOptions(), options)
+    sched = _schedule(schedule)
+    if sched is not None:
+        o.schedule = sched
+    return o
+
+
+def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array = None, trajectory: Array = None,
+              schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None, **options: Any) -> Array:
+    """Reverse diffusion on the mixture's exact denoiser, all steps of all chains in one fused launch.
+
+    Writes n samples into out (n, d) float32 (a new NumPy array when out is None; pass a torch or cupy CUDA array
+    to run on the GPU). Settings (DiffusionOptions): sampler ('ddpm', 'ddim', 'reverse_sde', 'ode_euler',
+    'ode_heun', 'stochastic_localization', 'walk_jump', 'sequential_measurements'), steps, eta, sigma, step_size,
+    measurements, final_denoise, draw_initial (False: out holds the initial states), seed, first_chain,
+    record_every; schedule is a NoiseSchedule or a kind's name. Returns out.
+    """
+    o = _diffusion_options(schedule, options)
+    if out is None:
+        out = _empty(None, (n, mixture.dim), "float32")
+    _core.diffusion(_mixture(mixture), out, o, trajectory, _stream(out, stream))
+    return out
+
+
+class DiffusionPlan:
+    """Stepwise reverse diffusion driven by the caller's model (a neural network).
+
+    ``plan = DiffusionPlan(n, d, output='denoiser', sampler='ddpm', steps=100, device='cpu')``, then per trajectory
+    ``plan.reset(x)`` and for k in range(plan.steps): evaluate the model at ``plan.step_channel(k)`` = (a, s) on x,
+    write it into a buffer m (n, d) float32 and call ``plan.step(x, m)``; when ``plan.needs_final_jump``, evaluate
+    at ``plan.step_channel(plan.steps)`` and call ``plan.finish(x, m)``. ``plan.run(model, x)`` does the loop with
+    ``model(x, a, s)`` returning the output. Nothing allocates or synchronises per step; fed the mixture's own
+    denoiser, a plan reproduces ``diffusion()`` bit for bit on the CPU executor.
+    Samplers: ddpm, ddim, reverse_sde, ode_euler, stochastic_localization, walk_jump.
+    """
+
+    def __init__(self, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
+                 schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None, **options: Any):
+        o = _diffusion_options(schedule, options)
+        self.n, self.d = int(n), int(d)
+        self.options = o
+        self._plan = _core.DiffusionPlan(self.n, self.d, o, _enum(_core.ModelOutput, output),
+                                         _enum(_core.Executor, device), _stream_handle(stream))
+
+    steps = property(lambda self: self._plan.steps, doc="number of step() calls of one trajectory")
+    needs_final_jump = property(lambda self: self._plan.needs_final_jump, doc="True when finish() must follow")
+    executor = property(lambda self: self._plan.executor, doc="executor the plan runs on")
+
+    def step_channel(self, k: int) -> Tuple[float, float]:
+        """(a, s) at which the model is evaluated before step k (k = steps: for finish())."""
+        return self._plan.step_channel(k)
+
+    def step_time(self, k: int) -> float:
+        """Time of step k in the schedule."""
+        return self._plan.step_time(k)
+
+    def reset(self, x: Array, *, stream: Stream = None) -> Array:
+        """Starts the next trajectory: draws x (n, d) when draw_initial (the default). Returns x."""
+        self._plan.reset(x, _stream(x, stream))
+        return x
+
+    def step(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
+        """Applies the current step's update to x in place given the model output at x. Returns x."""
+        self._plan.step(x, model, _stream(x, stream))
+        return x
+
+    def finish(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
+        """The final jump x <- E[x0 | x] from the model output. Returns x."""
+        self._plan.finish(x, model, _stream(x, stream))
+        return x
+
+    def run(self, model: Callable[[Any, float, float], Any], x: Array = None, *, stream: Stream = None) -> Array:
+        """One trajectory: reset(x), then model(x, a, s) -> output (n, d) float32 and step() per step, and finish()
+        when needed. x defaults to a new NumPy array. Returns x."""
+        if x is None:
+            x = _empty(None, (self.n, self.d), "float32")
+        h = _stream(x, stream)
+        p = self._plan
+        p.reset(x, h)
+        for k in range(p.steps):
+            a, s = p.step_channel(k)
+            p.step(x, model(x, a, s), h)
+        if p.needs_final_jump:
+            a, s = p.step_channel(p.steps)
+            p.finish(x, model(x, a, s), h)
+        return x
+
+
+# ---- particles ------------------------------------------------------------------------------------------------------
+
+#: NumPy dtype of one resampling report (diffsample::particle_report).
+PARTICLE_REPORT_DTYPE = np.dtype([("ess", "f8"), ("log_normaliser_increment", "f8"), ("log_sum_exp", "f8"),
+                                  ("nan_count", "i8"), ("failed", "i4"), ("resampled", "i4")])
+assert PARTICLE_REPORT_DTYPE.itemsize == _core.PARTICLE_REPORT_BYTES
+
+
+def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights: Array = None,
+             reports: bool = True, stream: Stream = None, **options: Any) -> Tuple[Any, Any, Any]:
+    """Exact, deterministic resampling of B problems of N particles (log_weights (B, N) float32).
+
+    Settings (ResamplingOptions): scheme ('multinomial', 'stratified', 'systematic', 'residual', 'metropolis',
+    'rejection'), ess_threshold, seed, step, metropolis_steps. Returns (ancestors (B, N) int32, normalised weights
+    (B, N) float32, reports): reports is a NumPy structured array of PARTICLE_REPORT_DTYPE (B,) on the CPU, and on
+    CUDA a (B, PARTICLE_REPORT_BYTES) uint8 device array (view it with PARTICLE_REPORT_DTYPE after a copy).
+    """
+    o = _fill(ResamplingOptions(), options)
+    B, N = _shape(log_weights)
+    if ancestors is None:
+        ancestors = _empty(log_weights, (B, N), "int32")
+    if normalised_weights is None:
+        normalised_weights = _empty(log_weights, (B, N), "float32")
+    rep = _empty(log_weights, (B, _core.PARTICLE_REPORT_BYTES), "uint8") if reports else None
+    _core.resample(log_weights, o, ancestors, normalised_weights, rep, _stream(log_weights, stream))
+    if rep is not None and isinstance(rep, np.ndarray):
+        rep = rep.view(PARTICLE_REPORT_DTYPE).reshape(B)
+    return ancestors, normalised_weights, rep
+
+
+def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stream: Stream = None) -> Array:
+    """out[b, j] = states[b, ancestors[b, j]] for states (B, N, d) float32; out must not overlap states."""
+    if out is None:
+        out = _empty(states, _shape(states), "float32")
+    _core.gather_particles(states, ancestors, out, _stream(states, stream))
+    return out
+
+
+# ---- the exact posterior and guided samplers ------------------------------------------------------------------------
+
+
+def _operator(A: Any) -> ObservationOperator:
+    if isinstance(A, ObservationOperator):
+        return A
+    A = _f64(A)
+    if A.ndim == 1:
+        A = A[None, :]
+    return ObservationOperator.dense(A)
+
+
+class MixturePosterior:
+    """The exact posterior sum_k w'_k N(m'_k, S'_k) of a GaussianMixture prior given y = A x + sigma_y z.
+
+    A is a (d_y, d_x) matrix or an ObservationOperator (dense, mask or svd). FP64, computed on the host.
+    """
+
+    def __init__(self, prior: GaussianMixture, A: Any, sigma_y: float, y: Any):
+        self._p = _core.MixturePosterior(_mixture(prior), _operator(A), float(sigma_y), list(_f64(y).ravel()))
+
+    components = property(lambda self: self._p.components, doc="K")
+    dim = property(lambda self: self._p.dim, doc="d_x")
+    weights = property(lambda self: self._p.weights, doc="posterior weights (K,)")
+    log_weights = property(lambda self: self._p.log_weights, doc="log posterior weights (K,)")
+    means = property(lambda self: self._p.means, doc="posterior means (K, d_x)")
+    covariances = property(lambda self: self._p.covariances, doc="posterior covariances (K, d_x, d_x)")
+    log_evidence = property(lambda self: self._p.log_evidence, doc="log p(y)")
+
+    def mean(self) -> np.ndarray:
+        """Mean of the posterior (d_x,)."""
+        return self._p.mean()
+
+    def covariance(self) -> np.ndarray:
+        """Covariance of the posterior (d_x, d_x)."""
+        return self._p.covariance()
+
+    def sample(self, n: Optional[int] = None, *, seed: int = 0, out: Array = None, dtype: str = "float32",
+               labels: bool = False, first_index: int = 0, stream: Stream = None) -> Any:
+        """Exact posterior samples (n, d_x), float32 or float64, into out or a new NumPy array."""
+        if out is None:
+            out = _empty(None, (n, self.dim), dtype)
+        lab = _empty(out, (_shape(out)[0],), "int32") if labels else None
+        self._p.sample(out, int(seed), lab, int(first_index), _stream(out, stream))
+        return (out, lab) if labels else out
+
+
+_GUIDED_OUTPUTS = ("particles", "log_weights", "samples", "log_normaliser", "ess_trace", "resample_count")
+
+
+def guided_sample(prior: GaussianMixture, A: Any, y: Any, sigma_y: Any, *, sampler: str = "smc",
+                  outputs: Sequence[str] = ("samples",), device: Any = None,
+                  schedule: Union[None, str, NoiseSchedule] = None, resampling: Optional[dict] = None,
+                  stream: Stream = None, **options: Any) -> dict:
+    """Posterior sampling for y_b = A_b x + sigma_y,b z with the mixture prior, B problems in one run.
+
+    A: a (d_y, d_x) matrix or ObservationOperator shared by every problem, or a list of B of them; y: (d_y,) or
+    (B, d_y); sigma_y: a scalar or B values. sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'skrock', 'tmpd', 'ddrm',
+    'dcps'; further settings are GuidedOptions fields (particles, steps, seed, ddim, eta, guidance_scale, ...),
+    resampling a dict of ResamplingOptions fields. outputs names the arrays to return ('particles',
+    'log_weights', 'samples', 'log_normaliser', 'ess_trace', 'resample_count'); each is a new array of device's
+    framework (device: an array whose framework and device the outputs follow; None: NumPy). Returns a dict of
+    them plus 'report'.
+    """
+    o = _fill(GuidedOptions(), options)
+    o.sampler = _enum(_core.GuidedSampler, sampler)
+    sched = _schedule(schedule)
+    if sched is not None:
+        o.schedule = sched
+    if resampling:
+        r = o.resampling
+        _fill(r, resampling)
+        o.resampling = r
+    y = _f64(y)
+    if y.ndim == 1:
+        y = y[None, :]
+    pr = GuidedProblems()
+    pr.problems, pr.d_y = int(y.shape[0]), int(y.shape[1])
+    ops = A if isinstance(A, (list, tuple)) else [A]
+    pr.operators = [_operator(a) for a in ops]
+    pr.y = list(y.ravel())
+    pr.sigma_y = list(np.atleast_1d(_f64(sigma_y)).ravel())
+    B, N, d = pr.problems, o.particles, prior.dim
+    shapes = {"particles": ((B, N, d), "float32"), "log_weights": ((B, N), "float32"),
+              "samples": ((B, N, d), "float32"), "log_normaliser": ((B,), "float64"),
+              "ess_trace": ((B, o.steps + 1), "float32"), "resample_count": ((B,), "int32")}
+    result = {}
+    for name in outputs:
+        if name not in shapes:
+            raise InvalidArgument(f"outputs: unknown output {name!r} (one of {', '.join(_GUIDED_OUTPUTS)})")
+        shape, dtype = shapes[name]
+        result[name] = _empty(device, shape, dtype)
+    args = [result.get(k) for k in _GUIDED_OUTPUTS]
+    result["report"] = _core.guided_sample(_mixture(prior), pr, o, *args, _stream(device, stream))
+    return result
+
+
+# ---- metrics --------------------------------------------------------------------------------------------------------
+
+
+def sliced_wasserstein(a: Array, b: Array, *, directions: int = 256, seed: int = 0, p: int = 1,
+                       stream: Stream = None) -> float:
+    """Sliced Wasserstein-p distance between sample sets a (n_a, d) and b (n_b, d), float32, on one device
+    (returns a float; synchronises the stream on CUDA)."""
+    return _core.sliced_wasserstein(a, b, directions, seed, p, _stream(a, stream))
+
+
+def component_weights(reference: Any, x: Array) -> np.ndarray:
+    """Component weights recovered from samples x (n, d) float32 on the host: the mean responsibility under a
+    MixturePosterior or GaussianMixture reference."""
+    ref = reference._p if isinstance(reference, MixturePosterior) else _mixture(reference)
+    return _core.component_weights(ref, x)
+
+
+def component_weight_error(reference: Any, x: Array) -> float:
+    """max_k |component_weights(reference, x)_k - w_k| (host)."""
+    ref = reference._p if isinstance(reference, MixturePosterior) else _mixture(reference)
+    return _core.component_weight_error(ref, x)

@@ -1,0 +1,899 @@
+// diffsample._core: the C++ API of libdiffsample exposed to Python with nanobind.
+//
+// Arrays cross by DLPack (nb::ndarray) in both directions and are never copied: every array argument is checked for
+// dtype, shape, C-contiguity and device here (errors name the argument), then its data pointer goes to the library.
+// The executor follows the arrays' device (CPU arrays: the CPU executor; CUDA arrays: the CUDA executor on the given
+// stream). Long calls release the GIL. The friendlier functions of the package (output allocation in the caller's
+// framework, the framework's current stream, keyword options) live in diffsample/__init__.py.
+#include <diffsample/diffsample.hpp>
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace ds = diffsample;
+
+namespace {
+
+// ---- exceptions ---------------------------------------------------------------------------------------------------
+
+PyObject* exc_error = nullptr;
+PyObject* exc_invalid = nullptr;
+PyObject* exc_oom = nullptr;
+PyObject* exc_cuda = nullptr;
+
+[[noreturn]] void raise_invalid(const std::string& message) { throw ds::invalid_argument(message); }
+
+// ---- arrays -------------------------------------------------------------------------------------------------------
+
+using array = nb::ndarray<nb::ro>;   // any dtype, shape, device; read-only arrays accepted (inputs)
+using out_array = nb::ndarray<>;     // writable (outputs)
+
+template <class T>
+const char* dtype_name() {
+  if constexpr (std::is_same_v<T, float>) return "float32";
+  if constexpr (std::is_same_v<T, double>) return "float64";
+  if constexpr (std::is_same_v<T, std::int32_t>) return "int32";
+  if constexpr (std::is_same_v<T, std::int64_t>) return "int64";
+  if constexpr (std::is_same_v<T, std::uint8_t>) return "uint8";
+  return "?";
+}
+
+std::string dtype_string(nb::dlpack::dtype t) {
+  const char* code = t.code == uint8_t(nb::dlpack::dtype_code::Float)  ? "float"
+                     : t.code == uint8_t(nb::dlpack::dtype_code::Int)  ? "int"
+                     : t.code == uint8_t(nb::dlpack::dtype_code::UInt) ? "uint"
+                     : t.code == uint8_t(nb::dlpack::dtype_code::Bool) ? "bool"
+                                                                        : "other";
+  return std::string(code) + std::to_string(int(t.bits)) + (t.lanes != 1 ? "x" + std::to_string(int(t.lanes)) : "");
+}
+
+std::string shape_string(std::size_t ndim, const std::int64_t* s) {
+  std::ostringstream os;
+  os << '(';
+  for (std::size_t i = 0; i < ndim; ++i) os << (i ? ", " : "") << s[i];
+  if (ndim == 1) os << ',';
+  os << ')';
+  return os.str();
+}
+
+// Where a call runs: the executor and CUDA device of its arrays.
+struct place {
+  ds::executor where = ds::executor::automatic;  // automatic: not fixed yet
+  int device_id = 0;
+  const char* first = nullptr;  // argument that fixed it
+};
+
+const char* device_name(int device_type) {
+  switch (device_type) {
+    case nb::device::cpu::value: return "cpu";
+    case nb::device::cuda::value: return "cuda";
+    case nb::device::cuda_managed::value: return "cuda_managed";
+    case nb::device::cuda_host::value: return "cuda_host";
+    default: return "unsupported device";
+  }
+}
+
+// Checks an array's dtype, shape (-1: any), C-contiguity and device, and records or checks the call's place.
+template <class T, class A>
+T* checked(const A& a, const char* name, std::initializer_list<std::int64_t> shape, place& p) {
+  if (a.dtype() != nb::dtype<T>())
+    raise_invalid(std::string(name) + ": dtype " + dtype_string(a.dtype()) + ", expected " + dtype_name<T>());
+  std::vector<std::int64_t> got(a.ndim());
+  for (std::size_t i = 0; i < a.ndim(); ++i) got[i] = std::int64_t(a.shape(i));
+  bool ok = a.ndim() == shape.size();
+  std::size_t i = 0;
+  for (std::int64_t want : shape) {
+    if (ok && want >= 0 && got[i] != want) ok = false;
+    ++i;
+  }
+  if (!ok) {
+    std::vector<std::int64_t> w(shape);
+    std::ostringstream os;
+    os << name << ": shape " << shape_string(got.size(), got.data()) << ", expected (";
+    for (std::size_t j = 0; j < w.size(); ++j) {
+      os << (j ? ", " : "");
+      if (w[j] < 0) os << '*'; else os << w[j];
+    }
+    os << (w.size() == 1 ? ",)" : ")");
+    raise_invalid(os.str());
+  }
+  // C-contiguous (row-major, dense); dimensions of extent 1 may carry any stride.
+  std::int64_t expect = 1;
+  for (std::size_t j = a.ndim(); j-- > 0;) {
+    if (got[j] != 1 && a.stride(j) != expect) {
+      std::ostringstream os;
+      os << name << ": not C-contiguous (strides ";
+      for (std::size_t k = 0; k < a.ndim(); ++k) os << (k ? ", " : "") << a.stride(k);
+      os << " elements for shape " << shape_string(got.size(), got.data())
+         << "); pass a contiguous array (numpy.ascontiguousarray, tensor.contiguous())";
+      raise_invalid(os.str());
+    }
+    expect *= got[j];
+  }
+  ds::executor where;
+  int dt = a.device_type();
+  if (dt == nb::device::cpu::value || dt == nb::device::cuda_host::value)
+    where = ds::executor::cpu;
+  else if (dt == nb::device::cuda::value || dt == nb::device::cuda_managed::value)
+    where = ds::executor::cuda;
+  else
+    raise_invalid(std::string(name) + ": arrays on " + device_name(dt) + " are not supported (cpu or cuda)");
+  int id = (where == ds::executor::cuda) ? a.device_id() : 0;
+  if (p.where == ds::executor::automatic) {
+    p.where = where;
+    p.device_id = id;
+    p.first = name;
+  } else if (p.where != where || p.device_id != id) {
+    raise_invalid(std::string(name) + ": on " + ds::to_string(where) + ":" + std::to_string(id) + " but " +
+                  p.first + " is on " + ds::to_string(p.where) + ":" + std::to_string(p.device_id) +
+                  " (every array of a call must be on one device)");
+  }
+  return static_cast<T*>(const_cast<void*>(static_cast<const void*>(a.data())));
+}
+
+template <class T, class A>
+T* checked_opt(const std::optional<A>& a, const char* name, std::initializer_list<std::int64_t> shape, place& p) {
+  return a ? checked<T>(*a, name, shape, p) : nullptr;
+}
+
+template <class A>
+std::int64_t dim_of(const A& a, std::size_t i) { return i < a.ndim() ? std::int64_t(a.shape(i)) : -2; }
+
+ds::execution exec_of(const place& p, std::uintptr_t stream) {
+  ds::execution e;
+  e.kind = p.where == ds::executor::automatic ? ds::executor::cpu : p.where;
+  e.stream = reinterpret_cast<cudaStream_t>(stream);
+  return e;
+}
+
+// Host vector from a float64 (or convertible) 1-D NumPy-like argument.
+using host_f64 = nb::ndarray<const double, nb::c_contig, nb::device::cpu>;
+std::vector<double> vec(const host_f64& a) {
+  std::size_t n = 1;
+  for (std::size_t i = 0; i < a.ndim(); ++i) n *= a.shape(i);
+  return std::vector<double>(a.data(), a.data() + n);
+}
+
+// An owning NumPy array (host) built from a vector.
+template <class T>
+nb::ndarray<nb::numpy, T> to_numpy(std::vector<T> v, std::vector<std::size_t> shape) {
+  auto* heap = new std::vector<T>(std::move(v));
+  nb::capsule owner(heap, [](void* q) noexcept { delete static_cast<std::vector<T>*>(q); });
+  return nb::ndarray<nb::numpy, T>(heap->data(), shape.size(), shape.data(), owner);
+}
+
+nb::dict report(ds::executor ran) {
+  nb::dict d;
+  d["executor"] = ds::to_string(ran);
+  return d;
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "libdiffsample's C++ API (low level: explicit output arrays and raw stream handles). Use the functions of "
+            "the diffsample package, which allocate outputs in the caller's framework and pick its current stream.";
+
+  // ---- exceptions ---------------------------------------------------------------------------------------------
+  exc_error = PyErr_NewExceptionWithDoc("diffsample.Error", "Base class of every error the library reports.",
+                                        PyExc_RuntimeError, nullptr);
+  {
+    PyObject* bases = PyTuple_Pack(2, exc_error, PyExc_ValueError);
+    exc_invalid = PyErr_NewExceptionWithDoc(
+        "diffsample.InvalidArgument",
+        "An argument failed validation (size, dtype, shape, device, non-finite or out-of-range value); nothing ran.",
+        bases, nullptr);
+    Py_DECREF(bases);
+    bases = PyTuple_Pack(2, exc_error, PyExc_MemoryError);
+    exc_oom = PyErr_NewExceptionWithDoc("diffsample.OutOfMemory",
+                                        "A request needs more memory than the device (or host) has free.", bases,
+                                        nullptr);
+    Py_DECREF(bases);
+  }
+  exc_cuda = PyErr_NewExceptionWithDoc("diffsample.CudaError", "A CUDA runtime call or kernel launch failed.",
+                                       exc_error, nullptr);
+  m.attr("Error") = nb::handle(exc_error);
+  m.attr("InvalidArgument") = nb::handle(exc_invalid);
+  m.attr("OutOfMemory") = nb::handle(exc_oom);
+  m.attr("CudaError") = nb::handle(exc_cuda);
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const ds::invalid_argument& e) {
+      PyErr_SetString(exc_invalid, e.what());
+    } catch (const ds::out_of_memory& e) {
+      PyErr_SetString(exc_oom, e.what());
+    } catch (const ds::cuda_error& e) {
+      PyErr_SetString(exc_cuda, e.what());
+    } catch (const ds::error& e) {
+      PyErr_SetString(exc_error, e.what());
+    }
+  });
+
+  // ---- enums ----------------------------------------------------------------------------------------------------
+  nb::enum_<ds::executor>(m, "Executor", "Where a call runs.")
+      .value("automatic", ds::executor::automatic)
+      .value("cuda", ds::executor::cuda)
+      .value("cpu", ds::executor::cpu);
+  nb::enum_<ds::quantity>(m, "Quantity", "What GaussianMixture.evaluate computes per point.")
+      .value("log_density", ds::quantity::log_density)
+      .value("score", ds::quantity::score)
+      .value("denoiser", ds::quantity::denoiser);
+  nb::enum_<ds::mixture_path>(m, "MixturePath", "How evaluate() forms the softmax over components.")
+      .value("automatic", ds::mixture_path::automatic)
+      .value("direct", ds::mixture_path::direct)
+      .value("gemm", ds::mixture_path::gemm);
+  nb::enum_<ds::schedule_kind>(m, "ScheduleKind", "Families of noise channels.")
+      .value("vp_linear", ds::schedule_kind::vp_linear)
+      .value("vp_cosine", ds::schedule_kind::vp_cosine)
+      .value("vp_table", ds::schedule_kind::vp_table)
+      .value("variance_exploding", ds::schedule_kind::variance_exploding)
+      .value("ornstein_uhlenbeck", ds::schedule_kind::ornstein_uhlenbeck)
+      .value("linear_interpolant", ds::schedule_kind::linear_interpolant)
+      .value("stochastic_localization", ds::schedule_kind::stochastic_localization);
+  nb::enum_<ds::time_grid>(m, "TimeGrid", "How the sampling times are spread.")
+      .value("uniform", ds::time_grid::uniform)
+      .value("quadratic", ds::time_grid::quadratic)
+      .value("geometric", ds::time_grid::geometric)
+      .value("custom", ds::time_grid::custom);
+  nb::enum_<ds::diffusion_sampler>(m, "DiffusionSampler", "Reverse-diffusion update rules.")
+      .value("ddpm", ds::diffusion_sampler::ddpm)
+      .value("ddim", ds::diffusion_sampler::ddim)
+      .value("reverse_sde", ds::diffusion_sampler::reverse_sde)
+      .value("ode_euler", ds::diffusion_sampler::ode_euler)
+      .value("ode_heun", ds::diffusion_sampler::ode_heun)
+      .value("stochastic_localization", ds::diffusion_sampler::stochastic_localization)
+      .value("walk_jump", ds::diffusion_sampler::walk_jump)
+      .value("sequential_measurements", ds::diffusion_sampler::sequential_measurements);
+  nb::enum_<ds::model_output>(m, "ModelOutput", "What a caller's model writes into a plan's model buffer.")
+      .value("score", ds::model_output::score)
+      .value("denoiser", ds::model_output::denoiser)
+      .value("eps", ds::model_output::eps)
+      .value("velocity", ds::model_output::velocity);
+  nb::enum_<ds::langevin_method>(m, "LangevinMethod", "Langevin update rules.")
+      .value("ula", ds::langevin_method::ula)
+      .value("mala", ds::langevin_method::mala)
+      .value("tamed_ula", ds::langevin_method::tamed_ula);
+  nb::enum_<ds::resampling_scheme>(m, "ResamplingScheme", "Resampling schemes (exact, fixed-point).")
+      .value("multinomial", ds::resampling_scheme::multinomial)
+      .value("stratified", ds::resampling_scheme::stratified)
+      .value("systematic", ds::resampling_scheme::systematic)
+      .value("residual", ds::resampling_scheme::residual)
+      .value("metropolis", ds::resampling_scheme::metropolis)
+      .value("rejection", ds::resampling_scheme::rejection);
+  nb::enum_<ds::guided_sampler>(m, "GuidedSampler", "Posterior samplers.")
+      .value("smc", ds::guided_sampler::smc)
+      .value("dps", ds::guided_sampler::dps)
+      .value("pigdm", ds::guided_sampler::pigdm)
+      .value("diffpir", ds::guided_sampler::diffpir)
+      .value("skrock", ds::guided_sampler::skrock)
+      .value("tmpd", ds::guided_sampler::tmpd)
+      .value("ddrm", ds::guided_sampler::ddrm)
+      .value("dcps", ds::guided_sampler::dcps);
+  nb::enum_<ds::dps_step_form>(m, "DpsStepForm", "The guidance step of DPS.")
+      .value("likelihood", ds::dps_step_form::likelihood)
+      .value("normalised", ds::dps_step_form::normalised);
+  nb::enum_<ds::guided_potentials>(m, "GuidedPotentials", "SMC's intermediate potentials.")
+      .value("linear", ds::guided_potentials::linear)
+      .value("moment", ds::guided_potentials::moment);
+  nb::enum_<ds::observation_kind>(m, "ObservationKind", "How an observation operator is stored.")
+      .value("dense", ds::observation_kind::dense)
+      .value("mask", ds::observation_kind::mask)
+      .value("svd", ds::observation_kind::svd);
+
+  m.def("parse_executor", &ds::parse_executor, "name"_a, "Parses 'auto'/'automatic', 'cuda'/'gpu' or 'cpu'.");
+  m.def("parse_schedule_kind", &ds::parse_schedule_kind, "name"_a, "Parses a schedule kind's name.");
+  m.def("parse_time_grid", &ds::parse_time_grid, "name"_a, "Parses a time grid's name.");
+  m.def("parse_diffusion_sampler", &ds::parse_diffusion_sampler, "name"_a,
+        "Parses a diffusion sampler's name (also 'sms', 'heun', 'euler', 'sl').");
+  m.def("parse_model_output", &ds::parse_model_output, "name"_a, "Parses a model output's name (also 'x0').");
+  m.def("parse_langevin_method", &ds::parse_langevin_method, "name"_a, "Parses a Langevin method's name.");
+  m.def("parse_resampling_scheme", &ds::parse_resampling_scheme, "name"_a, "Parses a resampling scheme's name.");
+  m.def("parse_guided_sampler", &ds::parse_guided_sampler, "name"_a, "Parses a guided sampler's name.");
+  m.def("parse_dps_step_form", &ds::parse_dps_step_form, "name"_a, "Parses 'likelihood' or 'normalised'.");
+  m.def("parse_guided_potentials", &ds::parse_guided_potentials, "name"_a, "Parses 'linear' or 'moment'.");
+  m.def("parse_mixture_path", &ds::parse_mixture_path, "name"_a, "Parses 'auto'/'automatic', 'direct' or 'gemm'.");
+
+  m.def("cuda_available", &ds::cuda_available, "True when the CUDA runtime finds at least one device.");
+  m.def("cuda_unavailable_reason", &ds::cuda_unavailable_reason,
+        "Why no GPU is used: the CUDA runtime's message, or '' when a device was found.");
+  m.def("cpu_threads", &ds::cpu_threads, "Number of threads the CPU executor uses.");
+  m.def("cpu_blas_name", &ds::cpu_blas_name, "Name of the CPU BLAS of the gemm path, or 'none'.");
+
+  // ---- schedules ------------------------------------------------------------------------------------------------
+  nb::class_<ds::noise_schedule>(m, "NoiseSchedule",
+                                 "A noise schedule (time t -> channel x_t = a(t) x0 + s(t) z) and its time grid.")
+      .def(nb::init<>())
+      .def_rw("kind", &ds::noise_schedule::kind, "channel family")
+      .def_rw("beta_min", &ds::noise_schedule::beta_min, "vp_linear: beta(0)")
+      .def_rw("beta_max", &ds::noise_schedule::beta_max, "vp_linear: beta(1)")
+      .def_rw("cosine_offset", &ds::noise_schedule::cosine_offset, "vp_cosine: offset")
+      .def_rw("alpha_bar", &ds::noise_schedule::alpha_bar, "vp_table: alpha-bar at t = n / N, n = 1..N")
+      .def_rw("sigma_min", &ds::noise_schedule::sigma_min, "variance_exploding: s(0)")
+      .def_rw("sigma_max", &ds::noise_schedule::sigma_max, "variance_exploding: s(1)")
+      .def_rw("grid", &ds::noise_schedule::grid, "how the sampling times are spread")
+      .def_rw("t_start", &ds::noise_schedule::t_start, "first (noisiest) time of the grid")
+      .def_rw("t_end", &ds::noise_schedule::t_end, "last (cleanest) time of the grid")
+      .def_rw("times", &ds::noise_schedule::times, "custom grid: steps + 1 times in sampling order")
+      .def_static("vp_linear", &ds::noise_schedule::vp_linear, "beta_min"_a = 0.1, "beta_max"_a = 20.0,
+                  "Continuous-time VP with linear beta(t); grid uniform from t = 1 to 0.")
+      .def_static("vp_cosine", &ds::noise_schedule::vp_cosine, "offset"_a = 0.008, "Cosine VP schedule.")
+      .def_static("vp_table", &ds::noise_schedule::vp_table, "alpha_bar"_a, "VP from the caller's alpha-bar_1..N.")
+      .def_static("variance_exploding", &ds::noise_schedule::variance_exploding, "sigma_min"_a = 0.01,
+                  "sigma_max"_a = 50.0, "Variance exploding with geometric sigma.")
+      .def_static("ornstein_uhlenbeck", &ds::noise_schedule::ornstein_uhlenbeck, "horizon"_a = 5.0,
+                  "Ornstein-Uhlenbeck run to the horizon.")
+      .def_static("linear_interpolant", &ds::noise_schedule::linear_interpolant,
+                  "Linear stochastic interpolant x = (1 - t) x0 + t z.")
+      .def_static("stochastic_localization", &ds::noise_schedule::stochastic_localization, "t_min"_a = 1e-3,
+                  "t_max"_a = 1e3, "Stochastic localization Z_t = t X + B_t; geometric grid.")
+      .def("with_grid", [](ds::noise_schedule s, ds::time_grid g, double a, double b) { return s.with_grid(g, a, b); },
+           "grid"_a, "start"_a, "end"_a, "A copy with the grid kind and its ends set.")
+      .def("with_times", [](ds::noise_schedule s, std::vector<double> t) { return s.with_times(std::move(t)); },
+           "times"_a, "A copy with a custom grid of steps + 1 times.")
+      .def("at",
+           [](const ds::noise_schedule& s, double t) {
+             auto p = s.at(t);
+             return std::make_tuple(p.a, p.s, p.da_dt, p.ds_dt);
+           },
+           "t"_a, "(a, s, da/dt, ds/dt) at time t.")
+      .def("points",
+           [](const ds::noise_schedule& s, std::int64_t steps) {
+             auto pts = s.points(steps);
+             std::vector<double> v;
+             for (auto& p : pts) v.insert(v.end(), {p.t, p.a, p.s, p.da_dt, p.ds_dt});
+             return to_numpy(std::move(v), {pts.size(), 5});
+           },
+           "steps"_a, "The steps + 1 grid points as rows (t, a, s, da/dt, ds/dt); validates the schedule.");
+
+  // ---- mixtures -------------------------------------------------------------------------------------------------
+  nb::class_<ds::gaussian_mixture>(
+      m, "GaussianMixtureCore",
+      "A Gaussian mixture with diagonal or isotropic components, evaluated exactly at any channel (a, s).")
+      .def(
+          "__init__",
+          [](ds::gaussian_mixture* self, std::int64_t dim, host_f64 w, host_f64 mu, host_f64 v) {
+            new (self) ds::gaussian_mixture(dim, vec(w), vec(mu), vec(v));
+          },
+          "dim"_a, "weights"_a, "means"_a, "variances"_a,
+          "K weights, K x d means, K (isotropic) or K x d (diagonal) variances, float64.")
+      .def_prop_ro("components", &ds::gaussian_mixture::components, "K")
+      .def_prop_ro("dim", &ds::gaussian_mixture::dim, "d")
+      .def_prop_ro("isotropic", &ds::gaussian_mixture::isotropic, "True when variances were given as K values")
+      .def_prop_ro("weights", [](const ds::gaussian_mixture& g) { return to_numpy(g.weights(), {g.weights().size()}); },
+                   "normalised weights (K,), a copy")
+      .def_prop_ro("means",
+                   [](const ds::gaussian_mixture& g) {
+                     return to_numpy(g.means(), {std::size_t(g.components()), std::size_t(g.dim())});
+                   },
+                   "means (K, d), a copy")
+      .def_prop_ro("variances",
+                   [](const ds::gaussian_mixture& g) {
+                     if (g.isotropic()) return to_numpy(g.variances(), {std::size_t(g.components())});
+                     return to_numpy(g.variances(), {std::size_t(g.components()), std::size_t(g.dim())});
+                   },
+                   "variances (K,) or (K, d), a copy")
+      .def(
+          "evaluate",
+          [](const ds::gaussian_mixture& g, ds::quantity what, array x, double a, double s, out_array out,
+             ds::mixture_path path, std::uintptr_t stream) {
+            place p;
+            const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
+            std::int64_t n = dim_of(x, 0);
+            float* op = what == ds::quantity::log_density ? checked<float>(out, "out", {n}, p)
+                                                            : checked<float>(out, "out", {n, g.dim()}, p);
+            ds::evaluate_options o;
+            o.path = path;
+            ds::evaluate_report r;
+            {
+              nb::gil_scoped_release release;
+              r = g.evaluate(what, xp, n, {a, s}, op, o, exec_of(p, stream));
+            }
+            auto d = report(r.ran);
+            d["path"] = ds::to_string(r.path);
+            return d;
+          },
+          "what"_a, "x"_a, "a"_a, "s"_a, "out"_a, "path"_a = ds::mixture_path::automatic, "stream"_a = 0,
+          "Writes the log-density (n,), score or denoiser (n, d) at x (n, d) of the channel (a, s) into out "
+          "(float32). Returns {'executor', 'path'}.")
+      .def(
+          "denoiser_jvp",
+          [](const ds::gaussian_mixture& g, array x, array v, double a, double s, out_array out,
+             std::uintptr_t stream) {
+            place p;
+            const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
+            std::int64_t n = dim_of(x, 0);
+            const float* vp = checked<float>(v, "v", {n, g.dim()}, p);
+            float* op = checked<float>(out, "out", {n, g.dim()}, p);
+            ds::executor ran;
+            {
+              nb::gil_scoped_release release;
+              ran = g.denoiser_jvp(xp, vp, n, {a, s}, op, exec_of(p, stream));
+            }
+            return report(ran);
+          },
+          "x"_a, "v"_a, "a"_a, "s"_a, "out"_a, "stream"_a = 0,
+          "Writes (dD/dx) v, the denoiser's Jacobian times v (the Jacobian is symmetric, so also J^T v), into out.")
+      .def(
+          "evaluate_fp64",
+          [](const ds::gaussian_mixture& g, ds::quantity what, array x, double a, double s, out_array out) {
+            place p;
+            const double* xp = checked<double>(x, "x", {-1, g.dim()}, p);
+            std::int64_t n = dim_of(x, 0);
+            double* op = what == ds::quantity::log_density ? checked<double>(out, "out", {n}, p)
+                                                             : checked<double>(out, "out", {n, g.dim()}, p);
+            if (p.where != ds::executor::cpu) raise_invalid("x: evaluate_fp64 runs on the host; pass CPU arrays");
+            nb::gil_scoped_release release;
+            g.evaluate_fp64(what, xp, n, {a, s}, op);
+          },
+          "what"_a, "x"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of evaluate (float64 CPU arrays).")
+      .def(
+          "denoiser_jvp_fp64",
+          [](const ds::gaussian_mixture& g, array x, array v, double a, double s, out_array out) {
+            place p;
+            const double* xp = checked<double>(x, "x", {-1, g.dim()}, p);
+            std::int64_t n = dim_of(x, 0);
+            const double* vp = checked<double>(v, "v", {n, g.dim()}, p);
+            double* op = checked<double>(out, "out", {n, g.dim()}, p);
+            if (p.where != ds::executor::cpu) raise_invalid("x: denoiser_jvp_fp64 runs on the host; pass CPU arrays");
+            nb::gil_scoped_release release;
+            g.denoiser_jvp_fp64(xp, vp, n, {a, s}, op);
+          },
+          "x"_a, "v"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of denoiser_jvp (float64 CPU arrays).")
+      .def(
+          "sample",
+          [](const ds::gaussian_mixture& g, out_array out, double a, double s, std::uint64_t seed,
+             std::optional<out_array> labels, std::uint64_t first_index, std::uintptr_t stream) {
+            place p;
+            float* op = checked<float>(out, "out", {-1, g.dim()}, p);
+            std::int64_t n = std::int64_t(out.shape(0));
+            std::int32_t* lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
+            ds::executor ran;
+            {
+              nb::gil_scoped_release release;
+              ran = g.sample(op, n, {a, s}, seed, lp, first_index, exec_of(p, stream));
+            }
+            return report(ran);
+          },
+          "out"_a, "a"_a, "s"_a, "seed"_a, "labels"_a = nb::none(), "first_index"_a = 0, "stream"_a = 0,
+          "Exact samples of p_t into out (n, d) float32; optional int32 component labels (n,).")
+      .def_static(
+          "empirical",
+          [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> points, double variance) {
+            return ds::gaussian_mixture::empirical(points.data(), std::int64_t(points.shape(0)),
+                                                   std::int64_t(points.shape(1)), variance);
+          },
+          "points"_a, "variance"_a, "Equal-weight mixture of N(point_i, variance I) over the rows of points.")
+      .def_static(
+          "grid",
+          [](std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights) {
+            return ds::grid_mixture(dim, grid, spacing, variance, std::move(weights));
+          },
+          "dim"_a, "grid"_a, "spacing"_a, "variance"_a, "weights"_a = std::vector<double>{},
+          "Means on a g x g grid in the first two coordinates, repeated across higher coordinates.");
+
+  // ---- Langevin -------------------------------------------------------------------------------------------------
+  nb::class_<ds::langevin_options>(m, "LangevinOptions", "Settings of one Langevin run.")
+      .def(nb::init<>())
+      .def_rw("method", &ds::langevin_options::method, "update rule")
+      .def_rw("step_size", &ds::langevin_options::step_size, "gamma > 0")
+      .def_rw("steps", &ds::langevin_options::steps, "number of steps")
+      .def_prop_rw("target_a", [](const ds::langevin_options& o) { return o.target.a; },
+                   [](ds::langevin_options& o, double a) { o.target.a = a; }, "target channel's a")
+      .def_prop_rw("target_s", [](const ds::langevin_options& o) { return o.target.s; },
+                   [](ds::langevin_options& o, double s) { o.target.s = s; }, "target channel's s")
+      .def_rw("seed", &ds::langevin_options::seed, "Philox key")
+      .def_rw("first_chain", &ds::langevin_options::first_chain, "id of the call's first chain")
+      .def_rw("first_step", &ds::langevin_options::first_step, "index of the call's first step")
+      .def_rw("record_every", &ds::langevin_options::record_every, "record the state every this many steps");
+  m.def(
+      "langevin",
+      [](const ds::gaussian_mixture& g, out_array x, const ds::langevin_options& o, std::optional<out_array> traj,
+         std::optional<out_array> accepted, std::uintptr_t stream) {
+        place p;
+        float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
+        std::int64_t n = std::int64_t(x.shape(0));
+        ds::langevin_outputs outs;
+        std::int64_t records = o.record_every > 0 ? o.steps / o.record_every : 0;
+        outs.trajectory = checked_opt<float>(traj, "trajectory", {records, n, g.dim()}, p);
+        outs.accepted = checked_opt<std::int64_t>(accepted, "accepted", {n}, p);
+        ds::langevin_report r;
+        {
+          nb::gil_scoped_release release;
+          r = ds::langevin(g, xp, n, o, outs, exec_of(p, stream));
+        }
+        auto d = report(r.ran);
+        d["register_path"] = r.register_path;
+        return d;
+      },
+      "mixture"_a, "x"_a, "options"_a, "trajectory"_a = nb::none(), "accepted"_a = nb::none(), "stream"_a = 0,
+      "Runs options.steps Langevin steps of every chain of x (n, d) in place.");
+
+  // ---- diffusion ------------------------------------------------------------------------------------------------
+  nb::class_<ds::diffusion_options>(m, "DiffusionOptions", "Settings of one reverse-diffusion run.")
+      .def(nb::init<>())
+      .def_rw("sampler", &ds::diffusion_options::sampler, "update rule")
+      .def_rw("schedule", &ds::diffusion_options::schedule, "channel and time grid")
+      .def_rw("steps", &ds::diffusion_options::steps, "grid steps (Langevin steps for walk_jump and SMS)")
+      .def_rw("eta", &ds::diffusion_options::eta, "DDIM stochasticity in [0, 1]")
+      .def_rw("sigma", &ds::diffusion_options::sigma, "walk_jump and SMS: measurement noise")
+      .def_rw("step_size", &ds::diffusion_options::step_size, "walk_jump and SMS: Langevin step")
+      .def_rw("measurements", &ds::diffusion_options::measurements, "SMS: number of measurements")
+      .def_rw("final_denoise", &ds::diffusion_options::final_denoise, "end with the denoiser at the last channel")
+      .def_rw("draw_initial", &ds::diffusion_options::draw_initial, "draw the initial state from the random stream")
+      .def_rw("seed", &ds::diffusion_options::seed, "Philox key")
+      .def_rw("first_chain", &ds::diffusion_options::first_chain, "id of the call's first chain")
+      .def_rw("record_every", &ds::diffusion_options::record_every, "record the state every this many steps");
+  m.def(
+      "diffusion",
+      [](const ds::gaussian_mixture& g, out_array x, const ds::diffusion_options& o, std::optional<out_array> traj,
+         std::uintptr_t stream) {
+        place p;
+        float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
+        std::int64_t n = std::int64_t(x.shape(0));
+        ds::diffusion_outputs outs;
+        if (traj) {
+          std::int64_t total = o.sampler == ds::diffusion_sampler::sequential_measurements ? o.steps * o.measurements
+                                                                                            : o.steps;
+          std::int64_t records = o.record_every > 0 ? total / o.record_every : 0;
+          outs.trajectory = checked<float>(*traj, "trajectory", {records, n, g.dim()}, p);
+        }
+        ds::diffusion_report r;
+        {
+          nb::gil_scoped_release release;
+          r = ds::diffusion(g, xp, n, o, outs, exec_of(p, stream));
+        }
+        auto d = report(r.ran);
+        d["register_path"] = r.register_path;
+        d["total_steps"] = r.total_steps;
+        return d;
+      },
+      "mixture"_a, "x"_a, "options"_a, "trajectory"_a = nb::none(), "stream"_a = 0,
+      "Runs the whole reverse-diffusion trajectory of every chain of x (n, d) in one fused launch.");
+
+  nb::class_<ds::diffusion_plan>(
+      m, "DiffusionPlan",
+      "Stepwise sampling with a caller's model: per step evaluate the model at step_channel(k) on x, write its "
+      "output into a buffer, call step(x, model). Nothing allocates or synchronises per step.")
+      .def(
+          "__init__",
+          [](ds::diffusion_plan* self, std::int64_t n, std::int64_t d, const ds::diffusion_options& o,
+             ds::model_output out, ds::executor where, std::uintptr_t stream) {
+            nb::gil_scoped_release release;
+            new (self) ds::diffusion_plan(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+          },
+          "n"_a, "d"_a, "options"_a, "output"_a, "executor"_a = ds::executor::cpu, "stream"_a = 0,
+          "A plan for n chains of dimension d whose model writes `output`.")
+      .def_prop_ro("steps", &ds::diffusion_plan::steps, "number of step() calls of one trajectory")
+      .def_prop_ro("executor", &ds::diffusion_plan::where, "executor the plan runs on")
+      .def_prop_ro("needs_final_jump", &ds::diffusion_plan::needs_final_jump, "True when finish() must follow")
+      .def(
+          "step_channel",
+          [](const ds::diffusion_plan& pl, std::int64_t k) {
+            auto c = pl.step_channel(k);
+            return std::make_pair(c.a, c.s);
+          },
+          "k"_a, "(a, s): the channel at which the model is evaluated before step k (k = steps for finish()).")
+      .def("step_time", &ds::diffusion_plan::step_time, "k"_a, "Time of step k in the schedule.")
+      .def(
+          "reset",
+          [](ds::diffusion_plan& pl, out_array x, std::uintptr_t stream) {
+            place p;
+            float* xp = checked<float>(x, "x", {-1, -1}, p);
+            if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
+            pl.reset(xp, reinterpret_cast<cudaStream_t>(stream));
+          },
+          "x"_a, "stream"_a = 0, "Starts the next trajectory (and draws x when options.draw_initial).")
+      .def(
+          "step",
+          [](ds::diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
+            place p;
+            float* xp = checked<float>(x, "x", {-1, -1}, p);
+            const float* mp = checked<float>(model, "model", {dim_of(x, 0), dim_of(x, 1)}, p);
+            if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
+            nb::gil_scoped_release release;
+            pl.step(xp, mp, reinterpret_cast<cudaStream_t>(stream));
+          },
+          "x"_a, "model"_a, "stream"_a = 0, "Applies the current step's update to x given the model output at x.")
+      .def(
+          "finish",
+          [](ds::diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
+            place p;
+            float* xp = checked<float>(x, "x", {-1, -1}, p);
+            const float* mp = checked<float>(model, "model", {dim_of(x, 0), dim_of(x, 1)}, p);
+            if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
+            nb::gil_scoped_release release;
+            pl.finish(xp, mp, reinterpret_cast<cudaStream_t>(stream));
+          },
+          "x"_a, "model"_a, "stream"_a = 0, "The final jump x <- E[x0 | x] from the model output.");
+
+  // ---- particles ------------------------------------------------------------------------------------------------
+  nb::class_<ds::resampling_options>(m, "ResamplingOptions", "How and when to resample.")
+      .def(nb::init<>())
+      .def_rw("scheme", &ds::resampling_options::scheme, "the scheme")
+      .def_rw("ess_threshold", &ds::resampling_options::ess_threshold, "resample when ESS < threshold N")
+      .def_rw("seed", &ds::resampling_options::seed, "Philox seed")
+      .def_rw("step", &ds::resampling_options::step, "step of the Philox stream")
+      .def_rw("metropolis_steps", &ds::resampling_options::metropolis_steps, "Metropolis iterations");
+  m.attr("PARTICLE_REPORT_BYTES") = sizeof(ds::particle_report);
+  m.def(
+      "resample",
+      [](array lw, const ds::resampling_options& o, std::optional<out_array> anc, std::optional<out_array> weights,
+         std::optional<out_array> reports, std::uintptr_t stream) {
+        place p;
+        const float* lp = checked<float>(lw, "log_weights", {-1, -1}, p);
+        std::int64_t B = dim_of(lw, 0), N = dim_of(lw, 1);
+        ds::particle_outputs outs;
+        if (anc) {
+          if (anc->dtype() == nb::dtype<std::int64_t>())
+            outs.ancestors64 = checked<std::int64_t>(*anc, "ancestors", {B, N}, p);
+          else
+            outs.ancestors = checked<std::int32_t>(*anc, "ancestors", {B, N}, p);
+        }
+        outs.normalised_weights = checked_opt<float>(weights, "normalised_weights", {B, N}, p);
+        outs.reports = reinterpret_cast<ds::particle_report*>(
+            checked_opt<std::uint8_t>(reports, "reports", {B, std::int64_t(sizeof(ds::particle_report))}, p));
+        ds::executor ran;
+        {
+          nb::gil_scoped_release release;
+          ran = ds::resample(lp, B, N, o, outs, exec_of(p, stream));
+        }
+        return report(ran);
+      },
+      "log_weights"_a, "options"_a, "ancestors"_a = nb::none(), "normalised_weights"_a = nb::none(),
+      "reports"_a = nb::none(), "stream"_a = 0,
+      "Statistics and exact resampling of B problems of N particles: log_weights (B, N) float32, ancestors (B, N) "
+      "int32 or int64, normalised_weights (B, N) float32, reports (B, PARTICLE_REPORT_BYTES) uint8.");
+  m.def(
+      "gather_particles",
+      [](array states, array anc, out_array out, std::uintptr_t stream) {
+        place p;
+        const float* sp = checked<float>(states, "states", {-1, -1, -1}, p);
+        std::int64_t B = dim_of(states, 0), N = dim_of(states, 1), d = dim_of(states, 2);
+        float* op = checked<float>(out, "out", {B, N, d}, p);
+        ds::executor ran;
+        if (anc.dtype() == nb::dtype<std::int64_t>()) {
+          const std::int64_t* ap = checked<std::int64_t>(anc, "ancestors", {B, N}, p);
+          nb::gil_scoped_release release;
+          ran = ds::gather_particles(sp, B, N, d, ap, op, exec_of(p, stream));
+        } else {
+          const std::int32_t* ap = checked<std::int32_t>(anc, "ancestors", {B, N}, p);
+          nb::gil_scoped_release release;
+          ran = ds::gather_particles(sp, B, N, d, ap, op, exec_of(p, stream));
+        }
+        return report(ran);
+      },
+      "states"_a, "ancestors"_a, "out"_a, "stream"_a = 0,
+      "out[b, j] = states[b, ancestors[b, j]] for states (B, N, d); out must not overlap states.");
+
+  // ---- observations and the exact posterior ---------------------------------------------------------------------
+  nb::class_<ds::observation_operator>(m, "ObservationOperator", "A linear map A: R^d_x -> R^d_y.")
+      .def_static(
+          "dense",
+          [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> A) {
+            return ds::observation_operator::dense(std::int64_t(A.shape(0)), std::int64_t(A.shape(1)),
+                                                   std::vector<double>(A.data(), A.data() + A.size()));
+          },
+          "A"_a, "A dense (d_y, d_x) matrix.")
+      .def_static("mask", &ds::observation_operator::mask, "d_x"_a, "indices"_a, "diagonal"_a = std::vector<double>{},
+                  "Observed value i is diagonal[i] * x[indices[i]] (diagonal empty: ones).")
+      .def_static(
+          "svd",
+          [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> U, std::vector<double> S,
+             nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> V) {
+            return ds::observation_operator::svd(std::int64_t(U.shape(0)), std::int64_t(V.shape(0)),
+                                                 std::vector<double>(U.data(), U.data() + U.size()), std::move(S),
+                                                 std::vector<double>(V.data(), V.data() + V.size()));
+          },
+          "U"_a, "singular_values"_a, "V"_a, "A = U diag(S) V^T with U (d_y, r) and V (d_x, r) orthonormal columns.")
+      .def_prop_ro("kind", &ds::observation_operator::kind, "how the operator is stored")
+      .def_prop_ro("d_y", &ds::observation_operator::d_y, "rows of A")
+      .def_prop_ro("d_x", &ds::observation_operator::d_x, "columns of A")
+      .def(
+          "matrix",
+          [](const ds::observation_operator& A) {
+            return to_numpy(A.matrix(), {std::size_t(A.d_y()), std::size_t(A.d_x())});
+          },
+          "A as a dense (d_y, d_x) float64 array.");
+
+  nb::class_<ds::mixture_posterior>(m, "MixturePosterior",
+                                    "The exact posterior mixture of a Gaussian-mixture prior under y = A x + sigma_y z.")
+      .def(
+          "__init__",
+          [](ds::mixture_posterior* self, const ds::gaussian_mixture& prior, const ds::observation_operator& A,
+             double sigma_y, std::vector<double> y) {
+            nb::gil_scoped_release release;
+            new (self) ds::mixture_posterior(prior, A, sigma_y, std::move(y));
+          },
+          "prior"_a, "operator"_a, "sigma_y"_a, "y"_a, "Computes the posterior (FP64, host).")
+      .def_prop_ro("components", &ds::mixture_posterior::components, "K")
+      .def_prop_ro("dim", &ds::mixture_posterior::dim, "d_x")
+      .def_prop_ro("weights", [](const ds::mixture_posterior& q) { return to_numpy(q.weights(), {q.weights().size()}); },
+                   "posterior weights (K,)")
+      .def_prop_ro("log_weights",
+                   [](const ds::mixture_posterior& q) { return to_numpy(q.log_weights(), {q.log_weights().size()}); },
+                   "log posterior weights (K,)")
+      .def_prop_ro("means",
+                   [](const ds::mixture_posterior& q) {
+                     return to_numpy(q.means(), {std::size_t(q.components()), std::size_t(q.dim())});
+                   },
+                   "posterior component means (K, d_x)")
+      .def_prop_ro("covariances",
+                   [](const ds::mixture_posterior& q) {
+                     return to_numpy(q.covariances(),
+                                     {std::size_t(q.components()), std::size_t(q.dim()), std::size_t(q.dim())});
+                   },
+                   "posterior component covariances (K, d_x, d_x)")
+      .def_prop_ro("log_evidence", &ds::mixture_posterior::log_evidence, "log p(y)")
+      .def("mean", [](const ds::mixture_posterior& q) { return to_numpy(q.mean(), {std::size_t(q.dim())}); },
+           "Mean of the posterior (d_x,).")
+      .def("covariance",
+           [](const ds::mixture_posterior& q) {
+             return to_numpy(q.covariance(), {std::size_t(q.dim()), std::size_t(q.dim())});
+           },
+           "Covariance of the posterior (d_x, d_x).")
+      .def(
+          "sample",
+          [](const ds::mixture_posterior& q, out_array out, std::uint64_t seed, std::optional<out_array> labels,
+             std::uint64_t first_index, std::uintptr_t stream) {
+            place p;
+            std::int64_t n = out.ndim() == 2 ? std::int64_t(out.shape(0)) : -1;
+            std::int32_t* lp = nullptr;
+            ds::executor ran;
+            if (out.dtype() == nb::dtype<double>()) {
+              double* op = checked<double>(out, "out", {-1, q.dim()}, p);
+              lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
+              nb::gil_scoped_release release;
+              ran = q.sample(op, n, seed, exec_of(p, stream), lp, first_index);
+            } else {
+              float* op = checked<float>(out, "out", {-1, q.dim()}, p);
+              lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
+              nb::gil_scoped_release release;
+              ran = q.sample(op, n, seed, exec_of(p, stream), lp, first_index);
+            }
+            return report(ran);
+          },
+          "out"_a, "seed"_a, "labels"_a = nb::none(), "first_index"_a = 0, "stream"_a = 0,
+          "Exact posterior samples into out (n, d_x), float32 or float64.");
+
+  // ---- guided posterior sampling ------------------------------------------------------------------------------
+  nb::class_<ds::guided_problems>(m, "GuidedProblems", "B linear observations y_b = A_b x + sigma_y,b z.")
+      .def(nb::init<>())
+      .def_rw("problems", &ds::guided_problems::problems, "B")
+      .def_rw("d_y", &ds::guided_problems::d_y, "observation dimension")
+      .def_rw("A", &ds::guided_problems::A, "(d_y x d_x) or (B x d_y x d_x) row-major values, or empty")
+      .def_rw("operators", &ds::guided_problems::operators, "instead of A: one operator or B of them")
+      .def_rw("y", &ds::guided_problems::y, "B x d_y observations")
+      .def_rw("sigma_y", &ds::guided_problems::sigma_y, "1 or B noise scales");
+  nb::class_<ds::guided_options>(m, "GuidedOptions", "Settings of one guided run.")
+      .def(nb::init<>())
+      .def_rw("sampler", &ds::guided_options::sampler, "posterior sampler")
+      .def_rw("schedule", &ds::guided_options::schedule, "channel and time grid")
+      .def_rw("steps", &ds::guided_options::steps, "transitions")
+      .def_rw("ddim", &ds::guided_options::ddim, "DDIM backward kernel instead of DDPM")
+      .def_rw("eta", &ds::guided_options::eta, "DDIM stochasticity")
+      .def_rw("particles", &ds::guided_options::particles, "N per problem")
+      .def_rw("potential_spread", &ds::guided_options::potential_spread, "SMC potentials' spread (0: default)")
+      .def_rw("potentials", &ds::guided_options::potentials, "SMC potentials")
+      .def_rw("resampling", &ds::guided_options::resampling, "SMC resampling scheme and threshold")
+      .def_rw("final_resample", &ds::guided_options::final_resample, "SMC: resample once more at the end")
+      .def_rw("guidance_scale", &ds::guided_options::guidance_scale, "dps, pigdm, tmpd: guidance multiplier")
+      .def_rw("dps_step", &ds::guided_options::dps_step, "dps: step form")
+      .def_rw("diffpir_zeta", &ds::guided_options::diffpir_zeta, "diffpir: zeta")
+      .def_rw("diffpir_lambda", &ds::guided_options::diffpir_lambda, "diffpir: lambda")
+      .def_rw("skrock_stages", &ds::guided_options::skrock_stages, "skrock: stages")
+      .def_rw("skrock_eta", &ds::guided_options::skrock_eta, "skrock: damping")
+      .def_rw("skrock_step_fraction", &ds::guided_options::skrock_step_fraction, "skrock: step fraction")
+      .def_rw("ddrm_eta", &ds::guided_options::ddrm_eta, "ddrm: eta")
+      .def_rw("ddrm_eta_b", &ds::guided_options::ddrm_eta_b, "ddrm: eta_b")
+      .def_rw("dcps_blocks", &ds::guided_options::dcps_blocks, "dcps: blocks")
+      .def_rw("dcps_langevin_steps", &ds::guided_options::dcps_langevin_steps, "dcps: Langevin steps per block")
+      .def_rw("dcps_langevin_step", &ds::guided_options::dcps_langevin_step, "dcps: Langevin step")
+      .def_rw("dcps_gradient_steps", &ds::guided_options::dcps_gradient_steps, "dcps: gradient steps per fit")
+      .def_rw("dcps_learning_rate", &ds::guided_options::dcps_learning_rate, "dcps: learning rate")
+      .def_rw("seed", &ds::guided_options::seed, "Philox key");
+  m.def(
+      "guided_sample",
+      [](const ds::gaussian_mixture& prior, const ds::guided_problems& pr, const ds::guided_options& o,
+         std::optional<out_array> particles, std::optional<out_array> log_weights, std::optional<out_array> samples,
+         std::optional<out_array> log_normaliser, std::optional<out_array> ess_trace,
+         std::optional<out_array> resample_count, std::uintptr_t stream) {
+        place p;
+        std::int64_t B = pr.problems, N = o.particles, d = prior.dim();
+        ds::guided_outputs outs;
+        outs.particles = checked_opt<float>(particles, "particles", {B, N, d}, p);
+        outs.log_weights = checked_opt<float>(log_weights, "log_weights", {B, N}, p);
+        outs.samples = checked_opt<float>(samples, "samples", {B, N, d}, p);
+        outs.log_normaliser = checked_opt<double>(log_normaliser, "log_normaliser", {B}, p);
+        outs.ess_trace = checked_opt<float>(ess_trace, "ess_trace", {B, o.steps + 1}, p);
+        outs.resample_count = checked_opt<std::int32_t>(resample_count, "resample_count", {B}, p);
+        ds::guided_report r;
+        {
+          nb::gil_scoped_release release;
+          r = ds::guided_sample(prior, pr, o, outs, exec_of(p, stream));
+        }
+        auto dct = report(r.ran);
+        dct["launches"] = r.launches;
+        return dct;
+      },
+      "prior"_a, "problems"_a, "options"_a, "particles"_a = nb::none(), "log_weights"_a = nb::none(),
+      "samples"_a = nb::none(), "log_normaliser"_a = nb::none(), "ess_trace"_a = nb::none(),
+      "resample_count"_a = nb::none(), "stream"_a = 0,
+      "Runs a guided posterior sampler on every problem; outputs are optional arrays on one device.");
+
+  // ---- metrics --------------------------------------------------------------------------------------------------
+  m.def(
+      "sliced_wasserstein",
+      [](array a, array b, int directions, std::uint64_t seed, int pw, std::uintptr_t stream) {
+        place p;
+        const float* ap = checked<float>(a, "a", {-1, -1}, p);
+        const float* bp = checked<float>(b, "b", {-1, dim_of(a, 1)}, p);
+        nb::gil_scoped_release release;
+        return ds::sliced_wasserstein(ap, dim_of(a, 0), bp, dim_of(b, 0), dim_of(a, 1), directions, seed, pw,
+                                      exec_of(p, stream));
+      },
+      "a"_a, "b"_a, "directions"_a = 256, "seed"_a = 0, "p"_a = 1, "stream"_a = 0,
+      "Sliced Wasserstein-p distance between two float32 sample sets (n_a, d) and (n_b, d) on one device.");
+  m.def(
+      "component_weights",
+      [](const ds::mixture_posterior& q, array x) {
+        place p;
+        const float* xp = checked<float>(x, "x", {-1, q.dim()}, p);
+        if (p.where != ds::executor::cpu) raise_invalid("x: component_weights runs on the host; pass CPU arrays");
+        std::vector<double> w;
+        {
+          nb::gil_scoped_release release;
+          w = ds::component_weights(q, xp, dim_of(x, 0));
+        }
+        return to_numpy(std::move(w), {std::size_t(q.components())});
+      },
+      "reference"_a, "x"_a, "Posterior component weights recovered from samples x (n, d_x) float32 (host).");
+  m.def(
+      "component_weights",
+      [](const ds::gaussian_mixture& g, array x) {
+        place p;
+        const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
+        if (p.where != ds::executor::cpu) raise_invalid("x: component_weights runs on the host; pass CPU arrays");
+        std::vector<double> w;
+        {
+          nb::gil_scoped_release release;
+          w = ds::component_weights(g, xp, dim_of(x, 0));
+        }
+        return to_numpy(std::move(w), {std::size_t(g.components())});
+      },
+      "reference"_a, "x"_a, "Mixture component weights recovered from samples x (n, d) float32 (host).");
+  m.def(
+      "component_weight_error",
+      [](const ds::mixture_posterior& q, array x) {
+        place p;
+        const float* xp = checked<float>(x, "x", {-1, q.dim()}, p);
+        if (p.where != ds::executor::cpu) raise_invalid("x: component_weight_error runs on the host; pass CPU arrays");
+        nb::gil_scoped_release release;
+        return ds::component_weight_error(q, xp, dim_of(x, 0));
+      },
+      "reference"_a, "x"_a, "max_k |recovered weight_k - w'_k| (host).");
+  m.def(
+      "component_weight_error",
+      [](const ds::gaussian_mixture& g, array x) {
+        place p;
+        const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
+        if (p.where != ds::executor::cpu) raise_invalid("x: component_weight_error runs on the host; pass CPU arrays");
+        nb::gil_scoped_release release;
+        return ds::component_weight_error(g, xp, dim_of(x, 0));
+      },
+      "reference"_a, "x"_a, "max_k |recovered weight_k - w_k| (host).");
+}
