@@ -18,6 +18,7 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v doxygen >/dev/null 2>&1 || need+=(doxygen)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
 [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
 dpkg -s libopenblas-serial-dev >/dev/null 2>&1 || need+=(libopenblas-serial-dev)
@@ -29,6 +30,13 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The Python package's build and tests (PyPI): nanobind, scikit-build-core and pytest (a few MB; PyTorch is not
+# installed here: examples/python/neural_prior.py uses it when present and NumPy otherwise).
+if ! python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
+  echo "install-deps: installing nanobind, scikit-build-core and pytest (pip)" >&2
+  python3 -m pip install -q nanobind scikit-build-core pytest 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages nanobind scikit-build-core pytest
 fi
 if ! command -v nvcc >/dev/null 2>&1; then
   if [ -x /usr/local/cuda/bin/nvcc ]; then

@@ -375,18 +375,18 @@ NB_MODULE(_core, m) {
       .def_prop_ro("dim", &ds::gaussian_mixture::dim, "d")
       .def_prop_ro("isotropic", &ds::gaussian_mixture::isotropic, "True when variances were given as K values")
       .def_prop_ro("weights", [](const ds::gaussian_mixture& g) { return to_numpy(g.weights(), {g.weights().size()}); },
-                   "normalised weights (K,), a copy")
+                   "normalised weights (K,), a copy", nb::rv_policy::move)
       .def_prop_ro("means",
                    [](const ds::gaussian_mixture& g) {
                      return to_numpy(g.means(), {std::size_t(g.components()), std::size_t(g.dim())});
                    },
-                   "means (K, d), a copy")
+                   "means (K, d), a copy", nb::rv_policy::move)
       .def_prop_ro("variances",
                    [](const ds::gaussian_mixture& g) {
                      if (g.isotropic()) return to_numpy(g.variances(), {std::size_t(g.components())});
                      return to_numpy(g.variances(), {std::size_t(g.components()), std::size_t(g.dim())});
                    },
-                   "variances (K,) or (K, d), a copy")
+                   "variances (K,) or (K, d), a copy", nb::rv_policy::move)
       .def(
           "evaluate",
           [](const ds::gaussian_mixture& g, ds::quantity what, array x, double a, double s, out_array out,
@@ -723,21 +723,21 @@ NB_MODULE(_core, m) {
       .def_prop_ro("components", &ds::mixture_posterior::components, "K")
       .def_prop_ro("dim", &ds::mixture_posterior::dim, "d_x")
       .def_prop_ro("weights", [](const ds::mixture_posterior& q) { return to_numpy(q.weights(), {q.weights().size()}); },
-                   "posterior weights (K,)")
+                   "posterior weights (K,)", nb::rv_policy::move)
       .def_prop_ro("log_weights",
                    [](const ds::mixture_posterior& q) { return to_numpy(q.log_weights(), {q.log_weights().size()}); },
-                   "log posterior weights (K,)")
+                   "log posterior weights (K,)", nb::rv_policy::move)
       .def_prop_ro("means",
                    [](const ds::mixture_posterior& q) {
                      return to_numpy(q.means(), {std::size_t(q.components()), std::size_t(q.dim())});
                    },
-                   "posterior component means (K, d_x)")
+                   "posterior component means (K, d_x)", nb::rv_policy::move)
       .def_prop_ro("covariances",
                    [](const ds::mixture_posterior& q) {
                      return to_numpy(q.covariances(),
                                      {std::size_t(q.components()), std::size_t(q.dim()), std::size_t(q.dim())});
                    },
-                   "posterior component covariances (K, d_x, d_x)")
+                   "posterior component covariances (K, d_x, d_x)", nb::rv_policy::move)
       .def_prop_ro("log_evidence", &ds::mixture_posterior::log_evidence, "log p(y)")
       .def("mean", [](const ds::mixture_posterior& q) { return to_numpy(q.mean(), {std::size_t(q.dim())}); },
            "Mean of the posterior (d_x,).")

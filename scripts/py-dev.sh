@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds and installs the diffsample Python package against the library already built in build/ (no CUDA
+# compilation: only the extension compiles, about 40 s of CPU), for scripts/test.sh and for development:
+#   bash scripts/py-dev.sh [build-dir]
+# The extension finds that library through an absolute RUNPATH, so the build directory must stay where it is;
+# `pip install .` alone builds the library too and ships it in the wheel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=$(cd "${1:-build}" && pwd)
+args=(-q --no-build-isolation --no-deps . -Ccmake.define.DIFFSAMPLE_PYTHON_PREBUILT="$build"
+      -Cbuild-dir=build/python/prebuilt)
+[ -z "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ] || args+=(-Ccmake.define.CMAKE_CXX_COMPILER_LAUNCHER="$CMAKE_CXX_COMPILER_LAUNCHER")
+python3 -m pip install "${args[@]}" 2>/dev/null || python3 -m pip install --break-system-packages "${args[@]}"

@@ -1,0 +1,103 @@
+"""DLPack in and out without copies, and clear errors for dtype, shape, stride, device and bad values."""
+import numpy as np
+import pytest
+
+import diffsample as ds
+from conftest import requires_gpu, torch_or_none
+
+torch = torch_or_none()
+
+
+def test_out_aliases_the_callers_numpy_array(mixture2, rng):
+    x = rng.standard_normal((50, 2)).astype(np.float32)
+    out = np.full((50, 2), np.nan, dtype=np.float32)
+    got = mixture2.score(x, 0.8, 0.6, out=out)
+    assert got is out and np.isfinite(out).all()
+    # A view into a larger C-contiguous buffer: written in place, neighbours untouched.
+    big = np.zeros((60, 2), dtype=np.float32)
+    mixture2.denoiser(x, 0.8, 0.6, out=big[5:55])
+    np.testing.assert_array_equal(big[5:55], mixture2.denoiser(x, 0.8, 0.6))
+    assert (big[:5] == 0).all() and (big[55:] == 0).all()
+
+
+def test_in_place_samplers_write_the_callers_memory(mixture2):
+    x = np.zeros((64, 2), dtype=np.float32)
+    ptr = x.__array_interface__["data"][0]
+    got = ds.diffusion(mixture2, out=x, steps=20, seed=3)
+    assert got is x and x.__array_interface__["data"][0] == ptr and np.abs(x).sum() > 0
+    y = x.copy()
+    ds.langevin(mixture2, x, method="ula", step_size=1e-2, steps=5, seed=1)
+    assert not np.array_equal(x, y)
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+def test_torch_cpu_tensors_cross_without_copies(mixture2):
+    x = torch.randn(40, 2)
+    out = torch.empty(40, 2)
+    got = mixture2.score(x, 1.0, 0.5, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out.numpy(), mixture2.score(x.numpy(), 1.0, 0.5))
+    # Without out=, the result is a new tensor of the input's framework.
+    r = mixture2.denoiser(x, 1.0, 0.5)
+    assert isinstance(r, torch.Tensor) and r.shape == (40, 2) and r.dtype == torch.float32
+    # In place on a tensor's storage.
+    y = torch.zeros(16, 2)
+    ptr = y.data_ptr()
+    ds.diffusion(mixture2, out=y, steps=10, seed=1)
+    assert y.data_ptr() == ptr and float(y.abs().sum()) > 0
+    with pytest.raises(ds.InvalidArgument, match="not C-contiguous"):
+        mixture2.score(torch.randn(2, 40).t())
+    with pytest.raises(ds.InvalidArgument, match="dtype float64, expected float32"):
+        mixture2.score(torch.randn(4, 2, dtype=torch.float64))
+
+
+def test_jax_arrays_are_read_in_place(mixture2):
+    jnp = pytest.importorskip("jax.numpy")
+    x = jnp.asarray(np.linspace(-1, 1, 20, dtype=np.float32).reshape(10, 2))
+    np.testing.assert_array_equal(mixture2.score(x, 0.9, 0.4), mixture2.score(np.asarray(x), 0.9, 0.4))
+
+
+def test_errors_name_the_argument_and_value(mixture2):
+    x = np.zeros((8, 2), dtype=np.float32)
+    with pytest.raises(ds.InvalidArgument, match=r"x: dtype float64, expected float32"):
+        mixture2.score(np.zeros((8, 2)))
+    with pytest.raises(ds.InvalidArgument, match=r"x: shape \(8, 3\), expected \(\*, 2\)"):
+        mixture2.score(np.zeros((8, 3), dtype=np.float32))
+    with pytest.raises(ds.InvalidArgument, match=r"out: shape \(7, 2\), expected \(8, 2\)"):
+        mixture2.score(x, out=np.zeros((7, 2), dtype=np.float32))
+    with pytest.raises(ds.InvalidArgument, match="not C-contiguous"):
+        mixture2.score(np.zeros((2, 8), dtype=np.float32).T)
+    with pytest.raises(ds.InvalidArgument, match="not C-contiguous"):
+        mixture2.score(np.zeros((8, 4), dtype=np.float32)[:, ::2])
+    # The library's own validation: the message names the argument and its value; InvalidArgument is a ValueError.
+    with pytest.raises(ValueError, match=r"variances\[1\]"):
+        ds.GaussianMixture([0.5, 0.5], [[0, 0], [1, 1]], [1.0, -2.0])
+    with pytest.raises(ds.InvalidArgument, match="steps"):
+        ds.diffusion(mixture2, 4, steps=-1)
+    with pytest.raises(ds.Error):
+        ds.diffusion(mixture2, 4, sampler="no_such_sampler")
+    with pytest.raises(TypeError, match="no setting 'stepz'"):
+        ds.diffusion(mixture2, 4, stepz=3)
+    # A read-only output is refused before anything runs.
+    ro = np.zeros((8, 2), dtype=np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(TypeError):
+        mixture2.score(x, out=ro)
+
+
+@requires_gpu
+def test_torch_cuda_tensors_on_the_current_stream(mixture2):
+    x = torch.randn(1000, 2, device="cuda")
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        out = mixture2.score(x, 0.8, 0.6)
+        y = torch.empty(4096, 2, device="cuda")
+        ds.diffusion(mixture2, out=y, steps=50, seed=2)
+    s.synchronize()
+    assert out.is_cuda and out.device == x.device
+    np.testing.assert_allclose(out.cpu().numpy(), mixture2.score(x.cpu().numpy(), 0.8, 0.6), rtol=1e-4, atol=1e-4)
+    # CUDA and CPU executors agree up to the last bits of the normals.
+    ycpu = ds.diffusion(mixture2, 4096, steps=50, seed=2)
+    np.testing.assert_allclose(y.cpu().numpy(), ycpu, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ds.InvalidArgument, match="one device"):
+        mixture2.score(x, out=np.zeros((1000, 2), dtype=np.float32))

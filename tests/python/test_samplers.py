@@ -1,0 +1,186 @@
+"""Samplers, plans, resampling, the exact posterior, guided samplers and metrics from Python (CPU executor)."""
+import numpy as np
+import pytest
+
+import diffsample as ds
+
+PLAN_CASES = [
+    dict(sampler="ddpm"),
+    dict(sampler="ddim", eta=0.5),
+    dict(sampler="reverse_sde", schedule=ds.NoiseSchedule.ornstein_uhlenbeck(4.0)),
+    dict(sampler="ode_euler", schedule=ds.NoiseSchedule.linear_interpolant().with_grid(ds._core.TimeGrid.uniform,
+                                                                                        0.98, 0.0)),
+    dict(sampler="stochastic_localization", schedule=ds.NoiseSchedule.stochastic_localization(1e-3, 1e2)),
+    dict(sampler="walk_jump", sigma=2.0, step_size=0.1),
+]
+
+
+@pytest.mark.parametrize("case", PLAN_CASES, ids=[c["sampler"] for c in PLAN_CASES])
+@pytest.mark.parametrize("output", ["denoiser", "score"])
+def test_plan_with_the_mixture_as_model_equals_the_fused_sampler_bit_for_bit(mixture2, case, output):
+    n = 300
+    fused = ds.diffusion(mixture2, n, steps=20, seed=17, **case)
+    plan = ds.DiffusionPlan(n, 2, output=output, steps=20, seed=17, **case)
+    model = getattr(mixture2, output)
+    x = plan.run(lambda x, a, s: model(x, a, s))
+    if output == "denoiser":
+        np.testing.assert_array_equal(x, fused)
+    else:
+        # The score route converts to the denoiser inside the step ((x + s^2 score) / a): rounding only.
+        np.testing.assert_allclose(x, fused, rtol=1e-4, atol=1e-4)
+    # A second trajectory of the same plan continues the random stream: chains n..2n-1 of one fused call.
+    x2 = plan.run(lambda x, a, s: model(x, a, s))
+    if output == "denoiser":
+        both = ds.diffusion(mixture2, 2 * n, steps=20, seed=17, **case)
+        np.testing.assert_array_equal(x2, both[n:])
+
+
+def test_plan_stepwise_api(mixture2):
+    plan = ds.DiffusionPlan(10, 2, sampler="ddpm", steps=5)
+    assert plan.steps == 5 and not plan.needs_final_jump and plan.executor == ds._core.Executor.cpu
+    a0, s0 = plan.step_channel(0)
+    a4, s4 = plan.step_channel(4)
+    assert s0 > s4 > 0 and 0 < a0 < a4 <= 1
+    x = plan.reset(np.empty((10, 2), dtype=np.float32))
+    with pytest.raises(ds.InvalidArgument, match=r"model: shape \(10, 3\)"):
+        plan.step(x, np.zeros((10, 3), dtype=np.float32))
+    with pytest.raises(ds.InvalidArgument, match="sampler"):
+        ds.DiffusionPlan(10, 2, sampler="ode_heun", steps=5)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "reverse_sde", "ode_euler", "ode_heun", "stochastic_localization",
+                                     "walk_jump", "sequential_measurements"])
+def test_every_fused_sampler_runs_and_splits_by_first_chain(mixture2, sampler):
+    kw = dict(sampler=sampler, steps=10, seed=4)
+    if sampler == "stochastic_localization":
+        kw["schedule"] = "stochastic_localization"
+    if sampler == "reverse_sde":
+        kw["schedule"] = "ornstein_uhlenbeck"
+    if sampler in ("walk_jump", "sequential_measurements"):
+        kw.update(sigma=1.0, step_size=0.05, measurements=2)
+    whole = ds.diffusion(mixture2, 200, **kw)
+    assert np.isfinite(whole).all()
+    tail = ds.diffusion(mixture2, 100, first_chain=100, **kw)
+    np.testing.assert_array_equal(tail, whole[100:])
+    total = 10 * (2 if sampler == "sequential_measurements" else 1)
+    traj = np.empty((total // 5, 200, 2), dtype=np.float32)
+    ds.diffusion(mixture2, out=np.empty((200, 2), np.float32), trajectory=traj, record_every=5, **kw)
+    assert np.isfinite(traj).all()
+
+
+@pytest.mark.parametrize("method", ["ula", "mala", "tamed_ula"])
+def test_langevin_splits_into_calls_and_counts_acceptances(mixture2, method):
+    x0 = mixture2.sample(128, seed=1)
+    one = ds.langevin(mixture2, x0.copy(), method=method, step_size=0.05, steps=10, seed=9)
+    two = ds.langevin(mixture2, x0.copy(), method=method, step_size=0.05, steps=4, seed=9)
+    ds.langevin(mixture2, two, method=method, step_size=0.05, steps=6, seed=9, first_step=4)
+    np.testing.assert_array_equal(one, two)
+    acc = np.empty(128, dtype=np.int64)
+    ds.langevin(mixture2, x0.copy(), method=method, step_size=0.05, steps=10, seed=9, accepted=acc)
+    assert ((acc >= 0) & (acc <= 10)).all()
+    if method != "mala":
+        assert (acc == 10).all()
+
+
+def test_systematic_resampling_offspring_and_reports(rng):
+    B, N = 3, 1000
+    lw = rng.normal(size=(B, N)).astype(np.float32)
+    anc, w, rep = ds.resample(lw, scheme="systematic", ess_threshold=2.0, seed=5)
+    assert anc.dtype == np.int32 and anc.shape == (B, N)
+    for b in range(B):
+        p = np.exp(lw[b].astype(np.float64) - lw[b].max())
+        p /= p.sum()
+        np.testing.assert_allclose(w[b], p, rtol=1e-5, atol=1e-9)
+        # Systematic resampling gives particle i floor(N w_i) or ceil(N w_i) offspring (fixed-point weights:
+        # within 1e-9 of N w_i before the floor).
+        counts = np.bincount(anc[b], minlength=N)
+        assert (np.abs(counts - N * p) < 1 + 1e-6).all()
+        m = lw[b].astype(np.float64).max()
+        lse = m + np.log(np.exp(lw[b] - m).sum())
+        assert rep["log_sum_exp"][b] == pytest.approx(lse, rel=1e-12)
+        assert rep["ess"][b] == pytest.approx(1 / np.sum(p**2), rel=1e-6)
+        assert rep["resampled"][b] == 1 and rep["failed"][b] == 0
+    states = rng.normal(size=(B, N, 2)).astype(np.float32)
+    out = ds.gather_particles(states, anc)
+    np.testing.assert_array_equal(out, np.take_along_axis(states, anc[:, :, None].astype(np.int64), axis=1))
+    anc64 = np.empty((B, N), dtype=np.int64)
+    ds.resample(lw, scheme="systematic", ess_threshold=2.0, seed=5, ancestors=anc64)
+    np.testing.assert_array_equal(anc64, anc)
+
+
+def test_failed_problem_is_reported():
+    lw = np.full((1, 8), -np.inf, dtype=np.float32)
+    _, _, rep = ds.resample(lw)
+    assert rep["failed"][0] == 1 and rep["resampled"][0] == 0
+
+
+def posterior_case():
+    prior = ds.GaussianMixture([0.3, 0.4, 0.3], [[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]], [0.3, 0.8, 0.5])
+    A = np.array([[1.0, 0.5]])
+    return prior, A, 0.5, np.array([0.4])
+
+
+def test_exact_posterior_and_its_samples():
+    prior, A, sy, y = posterior_case()
+    post = ds.MixturePosterior(prior, A, sy, y)
+    assert post.components == 3 and post.dim == 2
+    assert post.weights.sum() == pytest.approx(1.0)
+    assert post.covariances.shape == (3, 2, 2)
+    # Mixture of the components' moments.
+    mean = (post.weights[:, None] * post.means).sum(axis=0)
+    np.testing.assert_allclose(post.mean(), mean, rtol=1e-12, atol=1e-12)
+    # The same posterior through a mask operator equals the dense one.
+    A2 = np.array([[0.0, 2.0]])
+    np.testing.assert_allclose(ds.MixturePosterior(prior, A2, sy, y).means,
+                               ds.MixturePosterior(prior, ds.ObservationOperator.mask(2, [1], [2.0]), sy, y).means,
+                               rtol=1e-12, atol=1e-12)
+    n = 20000
+    xs = post.sample(n, seed=3)
+    # Recovered weights of exact samples: each within 5 standard errors sqrt(w (1 - w) / n) <= 0.0036.
+    assert ds.component_weight_error(post, xs) < 5 * np.sqrt(0.25 / n)
+    np.testing.assert_allclose(ds.component_weights(post, xs).sum(), 1.0)
+    # Sample mean within 5 standard errors per coordinate.
+    se = np.sqrt(np.diag(post.covariance()) / n)
+    assert (np.abs(xs.mean(axis=0) - post.mean()) < 5 * se).all()
+    x64 = post.sample(100, seed=3, dtype="float64")
+    np.testing.assert_allclose(x64, xs[:100], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["smc", "dps", "pigdm", "diffpir", "skrock", "tmpd", "ddrm", "dcps"])
+def test_every_guided_sampler_runs_on_two_problems(sampler):
+    prior, A, sy, y = posterior_case()
+    ys = np.array([[0.4], [-1.0]])
+    kw = dict(particles=256, steps=20, seed=2)
+    if sampler == "dcps":
+        kw.update(dcps_blocks=2, dcps_langevin_steps=5)
+    r = ds.guided_sample(prior, A, ys, sy, sampler=sampler,
+                         outputs=("samples", "particles", "log_weights", "log_normaliser"), **kw)
+    assert r["samples"].shape == (2, 256, 2) and np.isfinite(r["samples"]).all()
+    again = ds.guided_sample(prior, A, ys, sy, sampler=sampler, **kw)
+    np.testing.assert_array_equal(again["samples"], r["samples"])
+    assert r["report"]["executor"] == "cpu"
+
+
+def test_smc_matches_the_exact_posterior():
+    # SMC targets the posterior as N grows (C++ tests hold its derived tolerances); here the Python route must give
+    # what those tests see: the recovered weights near the exact ones and log p(y) near the exact evidence.
+    prior, A, sy, y = posterior_case()
+    post = ds.MixturePosterior(prior, A, sy, y)
+    r = ds.guided_sample(prior, A, y, sy, sampler="smc", particles=4096, steps=50, seed=1,
+                         outputs=("samples", "log_normaliser", "ess_trace", "resample_count"))
+    xs = r["samples"][0]
+    exact = post.sample(4096, seed=11)
+    floor = ds.sliced_wasserstein(exact, post.sample(4096, seed=12))
+    sw = ds.sliced_wasserstein(xs, exact)
+    assert sw < 3 * floor + 0.02, (sw, floor)
+    assert abs(r["log_normaliser"][0] - post.log_evidence) < 0.1
+    assert r["ess_trace"].shape == (1, 51) and r["resample_count"][0] >= 0
+
+
+def test_sliced_wasserstein_of_a_shift_in_one_dimension(rng):
+    a = rng.normal(size=(500, 1)).astype(np.float32)
+    # In d = 1 every direction is +-1, and W1 between a set and its shift by t is |t| exactly.
+    assert ds.sliced_wasserstein(a, a + np.float32(0.75), directions=8) == pytest.approx(0.75, rel=1e-6)
+    assert ds.sliced_wasserstein(a, a) == 0.0
+    with pytest.raises(ds.InvalidArgument, match="p"):
+        ds.sliced_wasserstein(a, a, p=3)
