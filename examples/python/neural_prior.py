@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
-import numpy as np
+# Small matrices: one BLAS thread is several times faster than two spinning ones (NumPy route: 0.7 s of CPU against
+# 4.1 s for 300 training steps here); set before NumPy loads its BLAS. (Not OMP_NUM_THREADS: the library's CPU
+# executor reads it for its own thread count.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import diffsample as ds
+import numpy as np  # noqa: E402
+
+import diffsample as ds  # noqa: E402
 
 BETA_MIN, BETA_MAX = 0.1, 20.0
 T_MIN = 1e-3  # training times t ~ U(T_MIN, 1): the last DDPM step evaluates the model at t = 1 / steps
@@ -184,11 +190,13 @@ def svg_scatter(panels, path, size=260):
         ox = i * size
         parts.append(f'<rect x="{ox + 2}" y="22" width="{size - 4}" height="{size - 4}" fill="white" stroke="#999"/>')
         parts.append(f'<text x="{ox + size / 2}" y="15" text-anchor="middle">{title}</text>')
+        parts.append(f'<g fill="{colour}" fill-opacity="0.5">')
         for x, y in pts:
             if abs(x) < lim and abs(y) < lim:
                 px = ox + 2 + (x + lim) / (2 * lim) * (size - 4)
                 py = 22 + (lim - y) / (2 * lim) * (size - 4)
-                parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="1.1" fill="{colour}" fill-opacity="0.5"/>')
+                parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="1.2"/>')
+        parts.append("</g>")
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts))
@@ -243,9 +251,9 @@ def main():
     results = [run(int(d), args) for d in args.dims.split(",")]
     if args.svg:
         r = results[0]
-        svg_scatter([("exact samples", r["ref"][:2000, :2], "#333"),
-                     ("DDPM, exact score", r["x_exact"][:2000, :2], "#1f77b4"),
-                     ("DDPM, trained MLP (plan)", r["x_net"][:2000, :2], "#d62728")], args.svg)
+        svg_scatter([("exact samples", r["ref"][:1000, :2], "#333"),
+                     ("DDPM, exact score", r["x_exact"][:1000, :2], "#1f77b4"),
+                     ("DDPM, trained MLP (plan)", r["x_net"][:1000, :2], "#d62728")], args.svg)
     if args.check:
         bad = [r["d"] for r in results if not r["sw_net"] < 2 * max(r["sw_exact"], r["floor"])]
         if bad:
