@@ -113,6 +113,16 @@ done >>"$out" 2>&1
 endsection
 grep -h "^\[  SKIPPED \]\|FAILED" "$out" | head -40
 
+# --- the Python package's tests with PyTorch CUDA tensors (built against $bin's library) --------------------------
+section "Python package (tests/python, PyTorch CUDA tensors)"
+if [ $have_torch = 1 ] && python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
+  { limit "$run_timeout" bash scripts/py-dev.sh "$bin" && limit "$run_timeout" python3 -m pytest -q -rs tests/python; } \
+    >>"$out" 2>&1 || { echo "FAILED: tests/python" >>"$out"; status=1; }
+else
+  echo "skipped: needs PyTorch with CUDA, nanobind, scikit-build-core and pytest" >>"$out"
+fi
+endsection
+
 # --- sanitizers: GPU tests only ---------------------------------------------------------------------------------
 section "compute-sanitizer (memcheck, racecheck) on the GPU tests"
 if [ $have_sanitizer = 1 ]; then

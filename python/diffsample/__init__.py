@@ -42,7 +42,7 @@ from ._core import (  # noqa: F401  (re-exported)
 
 __all__ = [
     "Error", "InvalidArgument", "OutOfMemory", "CudaError",
-    "GaussianMixture", "NoiseSchedule", "ObservationOperator", "MixturePosterior", "DiffusionPlan",
+    "GaussianMixture", "NoiseSchedule", "ObservationOperator", "MixturePosterior", "DiffusionPlan", "SamplingPlan",
     "langevin", "diffusion", "resample", "gather_particles", "guided_sample",
     "sliced_wasserstein", "component_weights", "component_weight_error",
     "cuda_available", "cuda_unavailable_reason", "cpu_threads", "cpu_blas_name",
@@ -384,6 +384,8 @@ class DiffusionPlan:
         """One trajectory: reset(x), then model(x, a, s) -> output (n, d) float32 and step() per step, and finish()
         when needed. x defaults to a new NumPy array. Returns x."""
         if x is None:
+            if self._plan.executor != _core.Executor.cpu:
+                raise InvalidArgument("x: a CUDA plan needs x, an (n, d) float32 CUDA array")
             x = _empty(None, (self.n, self.d), "float32")
         h = _stream(x, stream)
         p = self._plan
@@ -395,6 +397,99 @@ class DiffusionPlan:
             a, s = p.step_channel(p.steps)
             p.finish(x, model(x, a, s), h)
         return x
+
+
+def _framework_view(view: Any, like: Any) -> Any:
+    """A plan buffer on CUDA (a DLPack object) as an array of like's framework (torch, else cupy); CPU: NumPy."""
+    if isinstance(view, np.ndarray):
+        return view
+    fw = _framework(like) if like is not None else ("torch" if "torch" in sys.modules else "cupy")
+    if fw == "cupy":
+        import cupy
+
+        return cupy.from_dlpack(view)
+    import torch
+
+    return torch.from_dlpack(view)
+
+
+class SamplingPlan:
+    """An ask/tell plan for every diffusion sampler (Heun and SMS included) and for ULA / tamed ULA.
+
+    ``SamplingPlan.diffusion(n, d, output='denoiser', sampler='ode_heun', steps=50, device='cpu')`` or
+    ``SamplingPlan.langevin(n, d, output='score', method='ula', step_size=..., steps=..., target=(a, s))``. Per ask,
+    ``r = plan.ask()`` gives the points (rows, d), the channel ``(r['a'], r['s'])`` and the output wanted; the caller
+    writes its model's output into ``r['answer']`` (a view of the plan's buffer, in the caller's framework on CUDA)
+    and calls ``plan.tell()``. ``plan.samples()`` is the state. ``plan.run(model)`` does the loop with
+    ``model(points, a, s)`` returning the output. Fed the mixture's own outputs, a plan reproduces the fused sampler
+    bit for bit on the CPU executor. Requires a library with plans (``diffsample._core.HAS_SAMPLING_PLANS``).
+    """
+
+    def __init__(self, core_plan: Any, like: Any = None):
+        self._plan = core_plan
+        self._like = like
+
+    @classmethod
+    def diffusion(cls, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
+                  schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None,
+                  like: Any = None, **options: Any) -> "SamplingPlan":
+        """A plan for a diffusion sampler; settings as for diffusion(). like: an array whose framework CUDA views
+        follow (default: torch when imported, else cupy)."""
+        o = _diffusion_options(schedule, options)
+        return cls(_core.SamplingPlan.diffusion(int(n), int(d), o, _enum(_core.ModelOutput, output),
+                                                _enum(_core.Executor, device), _stream_handle(stream)), like)
+
+    @classmethod
+    def langevin(cls, n: int, d: int, *, output: str = "score", device: str = "cpu",
+                 target: Tuple[float, float] = (1.0, 0.0), stream: Stream = None, like: Any = None,
+                 **options: Any) -> "SamplingPlan":
+        """A plan for ULA or tamed ULA on p_t at the channel target = (a, s); settings as for langevin()."""
+        o = _fill(LangevinOptions(), options)
+        o.target_a, o.target_s = float(target[0]), float(target[1])
+        return cls(_core.SamplingPlan.langevin(int(n), int(d), o, _enum(_core.ModelOutput, output),
+                                               _enum(_core.Executor, device), _stream_handle(stream)), like)
+
+    rows = property(lambda self: self._plan.rows, doc="rows of the state (chains)")
+    dim = property(lambda self: self._plan.dim, doc="dimension of a row")
+    asks = property(lambda self: self._plan.asks, doc="asks of one trajectory")
+    position = property(lambda self: self._plan.position, doc="asks told in the current trajectory")
+    done = property(lambda self: self._plan.done, doc="True when the trajectory is complete")
+    executor = property(lambda self: self._plan.executor, doc="executor the plan runs on")
+
+    def ask(self, k: int = -1) -> dict:
+        """The next ask (or the ask at position k): index, a, s, time, output, points, answer."""
+        r = self._plan.ask(k)
+        r["points"] = _framework_view(r["points"], self._like)
+        r["answer"] = _framework_view(r["answer"], self._like)
+        return r
+
+    def tell(self, *, stream: Stream = None) -> None:
+        """Applies the answer written into the current ask's buffer and advances."""
+        self._plan.tell(_stream(self._like, stream))
+
+    def reset(self, initial: Array = None, *, stream: Stream = None) -> None:
+        """Starts the next trajectory from initial (rows, d) float32 (copied) or the plan's own draw."""
+        self._plan.reset(initial, _stream(initial if initial is not None else self._like, stream))
+
+    def samples(self) -> Any:
+        """The state (rows, d): a view of the plan's memory (the samples once done)."""
+        return _framework_view(self._plan.samples(), self._like)
+
+    def run(self, model: Callable[[Any, float, float], Any], initial: Array = None, *,
+            stream: Stream = None) -> Any:
+        """One trajectory: reset(initial), then per ask answer[:] = model(points, a, s) and tell(). Returns a copy of
+        the samples (NumPy on the CPU)."""
+        self.reset(initial, stream=stream)
+        h = _stream(self._like, stream)
+        p = self._plan
+        while not p.done:
+            r = self.ask()
+            out = model(r["points"], r["a"], r["s"])
+            if out is not r["answer"]:
+                r["answer"][...] = out
+            p.tell(h)
+        v = self.samples()
+        return v.clone() if hasattr(v, "clone") else v.copy()
 
 
 # ---- particles ------------------------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@
 // stream). Long calls release the GIL. The friendlier functions of the package (output allocation in the caller's
 // framework, the framework's current stream, keyword options) live in diffsample/__init__.py.
 #include <diffsample/diffsample.hpp>
+#if __has_include(<diffsample/plan.hpp>)
+#include <diffsample/plan.hpp>
+#define DIFFSAMPLE_PY_PLANS 1
+#endif
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -175,6 +179,25 @@ nb::ndarray<nb::numpy, T> to_numpy(std::vector<T> v, std::vector<std::size_t> sh
   nb::capsule owner(heap, [](void* q) noexcept { delete static_cast<std::vector<T>*>(q); });
   return nb::ndarray<nb::numpy, T>(heap->data(), shape.size(), shape.data(), owner);
 }
+
+#ifdef DIFFSAMPLE_PY_PLANS
+// A non-owning (rows, d) float32 view of plan memory, kept alive by the plan's Python object. On the CPU executor a
+// NumPy array; on CUDA a DLPack-capable nanobind array (the Python layer hands it to the caller's framework).
+nb::object plan_view(nb::handle owner, const float* p, std::int64_t rows, std::int64_t d, ds::executor where,
+                     bool writable) {
+  std::size_t shape[2] = {std::size_t(rows), std::size_t(d)};
+  if (where == ds::executor::cpu) {
+    auto a = nb::ndarray<nb::numpy, float>(const_cast<float*>(p), 2, shape, owner);
+    nb::object o = nb::cast(a, nb::rv_policy::reference);
+    if (!writable) o.attr("setflags")("write"_a = false);
+    return o;
+  }
+  int device = 0;
+  auto a = nb::ndarray<float>(const_cast<float*>(p), 2, shape, owner, nullptr, nb::dtype<float>(),
+                              nb::device::cuda::value, device);
+  return nb::cast(a, nb::rv_policy::reference);
+}
+#endif
 
 nb::dict report(ds::executor ran) {
   nb::dict d;
@@ -620,6 +643,86 @@ NB_MODULE(_core, m) {
             pl.finish(xp, mp, reinterpret_cast<cudaStream_t>(stream));
           },
           "x"_a, "model"_a, "stream"_a = 0, "The final jump x <- E[x0 | x] from the model output.");
+
+
+#ifdef DIFFSAMPLE_PY_PLANS
+  // ---- ask/tell plans -------------------------------------------------------------------------------------------
+  m.attr("HAS_SAMPLING_PLANS") = true;
+  nb::class_<ds::sampling_plan>(
+      m, "SamplingPlan",
+      "An ask/tell plan: ask() says where the model is needed (points, channel, output), the caller writes the "
+      "model's output into the request's answer buffer, tell() applies the step. The plan owns its state.")
+      .def_static(
+          "diffusion",
+          [](std::int64_t n, std::int64_t d, const ds::diffusion_options& o, ds::model_output out, ds::executor where,
+             std::uintptr_t stream) {
+            nb::gil_scoped_release release;
+            return ds::sampling_plan::diffusion(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+          },
+          "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
+          "stream"_a = 0, "A plan for any diffusion sampler (Heun and SMS included).")
+      .def_static(
+          "langevin",
+          [](std::int64_t n, std::int64_t d, const ds::langevin_options& o, ds::model_output out, ds::executor where,
+             std::uintptr_t stream) {
+            nb::gil_scoped_release release;
+            return ds::sampling_plan::langevin(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+          },
+          "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::score, "executor"_a = ds::executor::cpu,
+          "stream"_a = 0, "A plan for ULA or tamed ULA at options' target channel.")
+      .def_prop_ro("rows", &ds::sampling_plan::rows, "rows of the state (chains)")
+      .def_prop_ro("dim", &ds::sampling_plan::dim, "dimension of a row")
+      .def_prop_ro("executor", &ds::sampling_plan::where, "executor the plan runs on")
+      .def_prop_ro("asks", &ds::sampling_plan::asks, "asks of one trajectory")
+      .def_prop_ro("position", &ds::sampling_plan::position, "asks told in the current trajectory")
+      .def_prop_ro("done", &ds::sampling_plan::done, "position == asks")
+      .def(
+          "ask",
+          [](nb::handle self, std::int64_t k) {
+            const auto& pl = nb::cast<const ds::sampling_plan&>(self);
+            ds::plan_request r = k < 0 ? pl.ask() : pl.request(k);
+            nb::dict d;
+            d["index"] = r.index;
+            d["a"] = r.at.a;
+            d["s"] = r.at.s;
+            d["time"] = r.time;
+            d["output"] = r.output;
+            d["points"] = plan_view(self, r.points, r.rows, r.d, pl.where(), false);
+            d["answer"] = plan_view(self, r.answer, r.rows, r.d, pl.where(), true);
+            return d;
+          },
+          "k"_a = -1,
+          "The next ask (k < 0) or the ask at position k: a dict with index, a, s, time, output, points (rows, d) "
+          "read-only and answer (rows, d) writable views of the plan's buffers (valid while the plan lives).")
+      .def(
+          "tell",
+          [](ds::sampling_plan& pl, std::uintptr_t stream) {
+            nb::gil_scoped_release release;
+            pl.tell(reinterpret_cast<cudaStream_t>(stream));
+          },
+          "stream"_a = 0, "Applies the answer written into the current ask's buffer and advances.")
+      .def(
+          "reset",
+          [](ds::sampling_plan& pl, std::optional<array> initial, std::uintptr_t stream) {
+            const float* ip = nullptr;
+            if (initial) {
+              place p;
+              ip = checked<float>(*initial, "initial", {pl.rows(), pl.dim()}, p);
+              if (p.where != pl.where()) raise_invalid("initial: on the wrong device for this plan");
+            }
+            pl.reset(ip, reinterpret_cast<cudaStream_t>(stream));
+          },
+          "initial"_a = nb::none(), "stream"_a = 0,
+          "Starts the next trajectory from initial (rows, d) (copied) or the plan's own draw.")
+      .def(
+          "samples", [](nb::handle self) {
+            const auto& pl = nb::cast<const ds::sampling_plan&>(self);
+            return plan_view(self, pl.samples(), pl.rows(), pl.dim(), pl.where(), true);
+          },
+          "The state (rows, d), a writable view of plan memory: the samples once done.");
+#else
+  m.attr("HAS_SAMPLING_PLANS") = false;
+#endif
 
   // ---- particles ------------------------------------------------------------------------------------------------
   nb::class_<ds::resampling_options>(m, "ResamplingOptions", "How and when to resample.")
