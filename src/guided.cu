@@ -12,12 +12,13 @@
 #include "kernels/backward.cuh"
 #include "kernels/guided.cuh"
 #include "kernels/linalg.cuh"
-#include "src/limits.hpp"
+#include "src/cpu/chains.hpp"
 #include "src/cuda_check.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/guided_shard.hpp"
 #include "src/guided_tables.hpp"
 #include "src/launch.hpp"
+#include "src/limits.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/particles_detail.hpp"
 #include "src/validate.hpp"
@@ -90,6 +91,14 @@ struct permuted_gather_functor {
     out[e] = x[(b * particles + ancestors[slot]) * d + j];
   }
 };
+
+/// The mixture's constants at step st's channel, written to the one-channel table t on the calling thread (K
+/// components x d values).
+kernels::channel_view fill_step_channel(const kernels::mixture_channels& t, const guided_step& st) {
+  const kernels::channel_table_functor<kernels::langevin_channel> fill{t, {st.a, st.s}};
+  for (int c = 0; c < t.mix.components; ++c) fill(c);
+  return t.at(0, st.a, st.s);
+}
 
 constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
@@ -650,6 +659,17 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     report.launches += 4;
   };
 
+  // The CPU executor's SIMD target, and the mixture's constants at the channel of step k's weighting (one channel,
+  // refilled per step on the calling thread: K components x d values).
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  std::vector<float> channel_table;
+  kernels::mixture_channels channels{};
+  if (target != cpu::simd_target::scalar) {
+    channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
+    channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
+  }
+  auto channel_at = [&](std::int64_t k) { return fill_step_channel(channels, p.steps[k]); };
+
   if (o.potentials == guided_potentials::moment) {
     // Point k: weight by g_k (and take back the linear potential that steered the mutation into x), resample, mutate
     // from the ancestors' means (the mutation resets the weights of a resampled problem), then add the ancestors'
@@ -666,15 +686,47 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
                               stream);
-      kernels::for_each_index<128>(where, BN,
-                                   kernels::guided_mutate_functor{p, k, mu, ancestors, reports, lw, x, r}, stream);
+      const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
+      if (where == executor::cpu && target != cpu::simd_target::scalar) {
+        cpu::guided_pass pass;
+        pass.mutate = &mutate;
+        cpu::run_guided_pass(target, pass);
+      } else {
+        kernels::for_each_index<128>(where, BN, mutate, stream);
+      }
       kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
       report.launches += 5;
     }
     resample_step(K, x, mu2);
   } else {
   resample_step(0, x, mu2);
-  if (where == executor::cpu) {
+  if (where == executor::cpu && target != cpu::simd_target::scalar) {
+    // The passes below on packs of particles (src/cpu/guided.cpp), the weighting's denoiser from the mixture's
+    // constants at the step's channel.
+    cpu::guided_pass pass;
+    const kernels::guided_weight_functor weight0{p, 0, x, mu, lw, r};
+    pass.weight = &weight0;
+    pass.weight_channel = channel_at(0);
+    cpu::run_guided_pass(target, pass);
+    for (std::int64_t k = 0; k < K; ++k) {
+      ro.step = static_cast<std::uint64_t>(k + 1);
+      const auto select = detail::resample_statistics_cpu(lw, B, N, ro, po, resampling_ws);
+      kernels::for_each_index(where, B,
+                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                  K + 1, k + 1, log_n},
+                              stream);
+      const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
+      const kernels::guided_weight_functor weight{p, k + 1, x, mu2, lw, r};
+      const bool last = k + 1 == K;
+      pass.select = &select;
+      pass.mutate = &mutate;
+      pass.weight = last ? nullptr : &weight;
+      if (!last) pass.weight_channel = channel_at(k + 1);
+      cpu::run_guided_pass(target, pass);
+      std::swap(mu, mu2);
+      report.launches += 3;
+    }
+  } else if (where == executor::cpu) {
     // The same functors in fewer passes: one fork/join of the thread pool per transition (the statistics pass of a
     // problem of at most 2^16 particles runs on the calling thread). Pass k selects each particle's ancestor,
     // mutates it and weights it for transition k + 1; the kernel means alternate between mu and mu2, as the
@@ -858,16 +910,39 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
                           stream);
   kernels::for_each_index(where, BL, kernels::guided_reset_weights_functor{reports, lw, p.particles}, stream);
   report.launches += 5;
+  // On a SIMD target the weighting and the mutation run on packs of particles as in guided_sample(), whose lanes
+  // draw the particles' own streams: the shards' particles stay those of one process bit for bit.
+  const cpu::simd_target target = BL > 0 ? cpu::chain_target() : cpu::simd_target::scalar;
+  std::vector<float> channel_table;
+  kernels::mixture_channels channels{};
+  if (target != cpu::simd_target::scalar) {
+    channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
+    channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
+  }
   for (std::int64_t k = 0; k < K; ++k) {
-    kernels::for_each_index(where, BL, kernels::guided_weight_functor{p, k, x, mu, lw, r}, stream);
+    const kernels::guided_weight_functor weight{p, k, x, mu, lw, r};
+    if (target != cpu::simd_target::scalar) {
+      cpu::guided_pass pass;
+      pass.weight = &weight;
+      pass.weight_channel = fill_step_channel(channels, p.steps[k]);
+      cpu::run_guided_pass(target, pass);
+    } else {
+      kernels::for_each_index(where, BL, weight, stream);
+    }
     ro.step = static_cast<std::uint64_t>(k + 1);
     shard.resample(lw, B, ro, reports, mu, row, mu2);
     kernels::for_each_index(where, B,
                             kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                 K + 1, k + 1, log_n},
                             stream);
-    kernels::for_each_index(where, BL, kernels::guided_mutate_functor{p, k, mu2, ancestors, reports, lw, x, r},
-                            stream);
+    const kernels::guided_mutate_functor mutate{p, k, mu2, ancestors, reports, lw, x, r};
+    if (target != cpu::simd_target::scalar) {
+      cpu::guided_pass pass;
+      pass.mutate = &mutate;
+      cpu::run_guided_pass(target, pass);
+    } else {
+      kernels::for_each_index(where, BL, mutate, stream);
+    }
     report.launches += 4;
   }
   if (out.particles != nullptr) std::memcpy(out.particles, x, static_cast<std::size_t>(BL) * row);

@@ -15,6 +15,8 @@
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "kernels/metrics.cuh"
+#include "src/cpu/chains.hpp"
+#include "src/cpu/pool.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/validate.hpp"
@@ -147,7 +149,24 @@ void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std
     const std::int64_t count = std::min<std::int64_t>(chunk, directions - first);
     const std::int64_t items = count * (n_a + n_b);
     kernels::for_each_index(where, count, kernels::direction_functor{u, seed, first, int(d)}, stream);
-    kernels::for_each_index(where, items, kernels::projection_functor{a, b, u, keys0, n_a, n_b, int(d)}, stream);
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar) {
+      // Packs of directions in SIMD lanes (bit for bit projection_functor's keys): tasks of up to 8 directions x
+      // 1024 points of a or b.
+      const std::int64_t groups = (count + 7) / 8, blocks_a = (n_a + 1023) / 1024, blocks_b = (n_b + 1023) / 1024;
+      cpu::parallel_for_each(groups * (blocks_a + blocks_b), [&](std::int64_t task) {
+        const std::int64_t g = task / (blocks_a + blocks_b), blk = task - g * (blocks_a + blocks_b);
+        const bool in_a = blk < blocks_a;
+        const std::int64_t i0 = (in_a ? blk : blk - blocks_a) * 1024, n = in_a ? n_a : n_b;
+        const int dirs = static_cast<int>(std::min<std::int64_t>(8, count - g * 8));
+        const float* x = (in_a ? a : b) + i0 * d;
+        float* keys = keys0 + g * 8 * (n_a + n_b) + (in_a ? 0 : n_a) + i0;
+        cpu::run_projection_keys(target, u + g * 8 * d, dirs, x, std::min<std::int64_t>(1024, n - i0), d, keys,
+                                 n_a + n_b);
+      }, 1);
+    } else {
+      kernels::for_each_index(where, items, kernels::projection_functor{a, b, u, keys0, n_a, n_b, int(d)}, stream);
+    }
     if (where == executor::cuda) {
       cub::DoubleBuffer<float> keys(keys0, reinterpret_cast<float*>(base + l.keys1));
       const std::int64_t* const_offsets = offsets;  // the type the size query instantiated

@@ -5,7 +5,9 @@
 #include <cstdint>
 
 #include "kernels/diffusion.cuh"
+#include "kernels/guided.cuh"
 #include "kernels/langevin.cuh"
+#include "kernels/particles.cuh"
 #include "kernels/plan.cuh"
 
 namespace diffsample::cpu {
@@ -36,6 +38,31 @@ void run_evaluate(simd_target t, const kernels::channel_view& c, int what, const
 void run_plan_step(simd_target t, const kernels::plan_step_functor& f, std::int64_t n);
 void run_plan_initial(simd_target t, const kernels::plan_initial_functor& f, std::int64_t n);
 
+/// Projections of n points x (n x d, row-major) on `count` directions u (count x d, row-major):
+/// out[c stride + i] = sum_j u[c d + j] x[i d + j], summed in FP64 in coordinate order with one multiply and one add
+/// per coordinate, bit for bit the scalar loop on every target (lanes are directions, not terms of a sum). Runs on
+/// the calling thread.
+void run_projection(simd_target t, const double* u, int count, const float* x, std::int64_t n, std::int64_t d,
+                    double* out, std::int64_t stride);
+/// The same projections rounded to float, a value that is not finite or beyond the float range stored as +inf
+/// (kernels::projection_functor's keys).
+void run_projection_keys(simd_target t, const double* u, int count, const float* x, std::int64_t n, std::int64_t d,
+                         float* out, std::int64_t stride);
+
+/// One pass of the guided SMC over packs of particles (a pack never spans two problems; the last pack of a problem
+/// may be partial). For each particle, in this order: select its ancestor (if `select`), mutate it (if `mutate`),
+/// weight it (if `weight`, with the mixture's constants at the weighting step's channel in `weight_channel`). The
+/// per-particle math is kernels/guided.cuh's, lane by lane, with the channel denoiser of the chain samplers
+/// (constants per channel, chunked softmax) and the pack's vector exp/log/sincos: results depend on the target but
+/// not on the thread count or on which pack a particle falls in.
+struct guided_pass {
+  const kernels::select_ancestor_functor<std::int32_t>* select = nullptr;
+  const kernels::guided_mutate_functor* mutate = nullptr;
+  const kernels::guided_weight_functor* weight = nullptr;
+  kernels::channel_view weight_channel{};
+};
+void run_guided_pass(simd_target t, const guided_pass& pass);
+
 #define DIFFSAMPLE_DECLARE_SIMD_TARGET_(NS)                                                                    \
   namespace NS {                                                                                               \
   void run_langevin(const kernels::langevin_params& p, float* x, std::int64_t d, float* state);               \
@@ -44,6 +71,11 @@ void run_plan_initial(simd_target t, const kernels::plan_initial_functor& f, std
                     float* out);                                                                               \
   void run_plan_step(const kernels::plan_step_functor& f, std::int64_t n);                                     \
   void run_plan_initial(const kernels::plan_initial_functor& f, std::int64_t n);                               \
+  void run_projection(const double* u, int count, const float* x, std::int64_t n, std::int64_t d, double* out,  \
+                      std::int64_t stride);                                                                    \
+  void run_projection_keys(const double* u, int count, const float* x, std::int64_t n, std::int64_t d,          \
+                           float* out, std::int64_t stride);                                                   \
+  void run_guided_pass(const guided_pass& pass);                                                               \
   }
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_sse2)
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_avx2)

@@ -46,6 +46,11 @@ void run_diffusion(simd_target, const kernels::diffusion_params&, float*, std::i
 void run_evaluate(simd_target, const kernels::channel_view&, int, const float*, std::int64_t, std::int64_t, float*) {}
 void run_plan_step(simd_target, const kernels::plan_step_functor&, std::int64_t) {}
 void run_plan_initial(simd_target, const kernels::plan_initial_functor&, std::int64_t) {}
+void run_projection(simd_target, const double*, int, const float*, std::int64_t, std::int64_t, double*,
+                    std::int64_t) {}
+void run_projection_keys(simd_target, const double*, int, const float*, std::int64_t, std::int64_t, float*,
+                         std::int64_t) {}
+void run_guided_pass(simd_target, const guided_pass&) {}
 #else
 #define DIFFSAMPLE_DISPATCH_(CALL)                  \
   switch (t) {                                      \
@@ -64,6 +69,16 @@ void run_plan_step(simd_target t, const kernels::plan_step_functor& f, std::int6
 void run_plan_initial(simd_target t, const kernels::plan_initial_functor& f, std::int64_t n) {
   DIFFSAMPLE_DISPATCH_(run_plan_initial(f, n))
 }
+
+void run_projection(simd_target t, const double* u, int count, const float* x, std::int64_t n, std::int64_t d,
+                    double* out, std::int64_t stride) {
+  DIFFSAMPLE_DISPATCH_(run_projection(u, count, x, n, d, out, stride))
+}
+void run_projection_keys(simd_target t, const double* u, int count, const float* x, std::int64_t n, std::int64_t d,
+                         float* out, std::int64_t stride) {
+  DIFFSAMPLE_DISPATCH_(run_projection_keys(u, count, x, n, d, out, stride))
+}
+void run_guided_pass(simd_target t, const guided_pass& pass) { DIFFSAMPLE_DISPATCH_(run_guided_pass(pass)) }
 
 void run_langevin(simd_target t, const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {
   switch (t) {

@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/rng.cuh"
 
@@ -206,11 +207,14 @@ struct philox_pack {
   philox_pack(std::uint64_t seed, std::uint64_t first_id, std::uint64_t step) {
     kx = static_cast<std::uint32_t>(seed);
     ky = static_cast<std::uint32_t>(seed >> 32);
+    std::uint32_t lo[lanes], hi[lanes];
     for (int l = 0; l < lanes; ++l) {
       const std::uint64_t id = first_id + static_cast<std::uint64_t>(l);
-      cz[l] = static_cast<std::uint32_t>(id);
-      cw[l] = static_cast<std::uint32_t>(id >> 32);
+      lo[l] = static_cast<std::uint32_t>(id);
+      hi[l] = static_cast<std::uint32_t>(id >> 32);
     }
+    std::memcpy(&cz, lo, sizeof cz);
+    std::memcpy(&cw, hi, sizeof cw);
     cx = vu{};
     cy = vu{} + static_cast<std::uint32_t>(step);
   }

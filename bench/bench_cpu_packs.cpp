@@ -1,0 +1,159 @@
+// The CPU executor's packs of particles (guided SMC) and of directions (sliced Wasserstein) against the scalar
+// paths they replace, in one process, rounds interleaved (DIFFSAMPLE_CPU_TARGET=scalar selects the scalar path of
+// the same build), the ratio taken within each round and its median printed last.
+//
+// Guided SMC (bench_smc's problem: 25-component grid mixture, spacing 8, unit variances, d_y = 1, one problem,
+// N particles, `steps` transitions). FLOP per particle-step, as bench_smc counts them: the denoiser, 7 K d + 12 K
+// (25 x d centred differences, squares and weighted sums; per component the weight), the residuals A x and A mu
+// (4 d_y d), the kernel mean (2 d), and the mutation's update (5 (d + d_y) + 1): 2,166 at d = 10, 18,906 at
+// d = 100 (exp, log, Box-Muller and the Philox rounds not counted). Bytes through memory per particle-step: x read
+// and written by the mutation and read by the weighting (12 d), mu read (the ancestor's) and written (8 d), the
+// log-weight 16: 216 at d = 10, all of it in cache at the default N = 4096.
+//
+// Sliced Wasserstein (n_a = n_b = n points, `dirs` directions): per (point, direction) the projection is d FP64
+// multiplies and d adds (2 d FLOP); the sort of a direction's 2 n keys, ~2 n log2(n) comparisons, is not counted.
+//
+// Usage: bench_cpu_packs [rounds] [particles] [steps] [points] [directions]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <diffsample/diffsample.hpp>
+#include <diffsample/guided.hpp>
+#include <diffsample/metrics.hpp>
+
+namespace ds = diffsample;
+
+namespace {
+
+/// Seconds of the best of `reps` calls of f after one warm-up call, on the target named (nullptr: the default).
+double seconds_on(const char* target, int reps, const std::function<void()>& f) {
+  if (target != nullptr)
+    setenv("DIFFSAMPLE_CPU_TARGET", target, 1);
+  else
+    unsetenv("DIFFSAMPLE_CPU_TARGET");
+  f();
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  unsetenv("DIFFSAMPLE_CPU_TARGET");
+  return best;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct row {
+  std::string name;
+  double work;  // particle-steps, or (point, direction) projections
+  double flop;  // per unit of work
+  std::function<void()> run;
+  std::vector<double> scalar, packed;  // seconds per round
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::atoi(argv[1]) : 3;
+  const std::int64_t N = argc > 2 ? std::atoll(argv[2]) : 4096;
+  const std::int64_t steps = argc > 3 ? std::atoll(argv[3]) : 20;
+  const std::int64_t n = argc > 4 ? std::atoll(argv[4]) : 4000;
+  const int dirs = argc > 5 ? std::atoi(argv[5]) : 64;
+  const ds::execution cpu{ds::executor::cpu, nullptr};
+  std::vector<row> rows;
+
+  // Problems and buffers, built once.
+  std::vector<ds::gaussian_mixture> priors;
+  std::vector<ds::guided_problems> problems;
+  std::vector<std::vector<double>> log_z;
+  std::vector<std::vector<float>> sa, sb;
+  for (const std::int64_t d : {10, 100}) {
+    priors.push_back(ds::grid_mixture(d, 5, 8.0, 1.0));
+    std::mt19937_64 gen(1);
+    std::normal_distribution<double> z;
+    ds::guided_problems pr;
+    pr.A.resize(d);
+    for (auto& a : pr.A) a = z(gen);
+    pr.y = {3.0};
+    pr.sigma_y = {1.0};
+    problems.push_back(pr);
+    log_z.emplace_back(1);
+    std::vector<float> a(n * d), b(n * d);
+    std::normal_distribution<float> zf;
+    for (auto& v : a) v = zf(gen);
+    for (auto& v : b) v = 0.5f + zf(gen);
+    sa.push_back(a);
+    sb.push_back(b);
+  }
+  for (std::size_t c = 0; c < 2; ++c) {
+    const std::int64_t d = priors[c].dim();
+    const double K = 25;
+    row r;
+    r.name = "smc d=" + std::to_string(d);
+    r.work = double(N) * steps;
+    r.flop = 7 * K * d + 12 * K + 4.0 * d + 2.0 * d + 1 + 5.0 * (d + 1);
+    r.run = [&, c, d] {
+      ds::guided_options o;
+      o.steps = steps;
+      o.particles = N;
+      o.final_resample = false;
+      ds::guided_outputs out;
+      out.log_normaliser = log_z[c].data();
+      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+    };
+    rows.push_back(r);
+  }
+  for (std::size_t c = 0; c < 2; ++c) {
+    const std::int64_t d = priors[c].dim();
+    for (const bool executor : {false, true}) {
+      row r;
+      r.name = std::string(executor ? "sw exec" : "sw host") + " d=" + std::to_string(d);
+      r.work = 2.0 * double(n) * dirs;
+      r.flop = 2.0 * d;
+      r.run = [&, c, d, executor] {
+        volatile double v = executor ? ds::sliced_wasserstein(sa[c].data(), n, sb[c].data(), n, d, dirs, 3, 2, cpu)
+                                     : ds::sliced_wasserstein(sa[c].data(), n, sb[c].data(), n, d, dirs, 3, 2);
+        (void)v;
+      };
+      rows.push_back(r);
+    }
+  }
+
+  std::printf("# bench_cpu_packs: %d rounds; smc N = %lld, %lld steps; sliced Wasserstein n_a = n_b = %lld, %d "
+              "directions; default target %s\n",
+              rounds, static_cast<long long>(N), static_cast<long long>(steps), static_cast<long long>(n), dirs,
+              std::getenv("DIFFSAMPLE_CPU_TARGET") ? std::getenv("DIFFSAMPLE_CPU_TARGET") : "(widest)");
+  for (int round = 0; round < rounds; ++round) {
+    for (row& r : rows) {
+      // Alternate which path goes first, so that a load change within a round favours neither.
+      const bool scalar_first = round % 2 == 0;
+      const double first = seconds_on(scalar_first ? "scalar" : nullptr, 2, r.run);
+      const double second = seconds_on(scalar_first ? nullptr : "scalar", 2, r.run);
+      r.scalar.push_back(scalar_first ? first : second);
+      r.packed.push_back(scalar_first ? second : first);
+      std::printf("round %d %-14s scalar %9.4f s  packs %9.4f s  ratio %6.2f\n", round, r.name.c_str(),
+                  r.scalar.back(), r.packed.back(), r.scalar.back() / r.packed.back());
+    }
+  }
+  std::printf("%-14s %14s %14s %10s %12s %12s\n", "what", "scalar /s", "packs /s", "ratio", "GFLOP/s", "FLOP/unit");
+  for (const row& r : rows) {
+    std::vector<double> ratio;
+    for (int k = 0; k < rounds; ++k) ratio.push_back(r.scalar[k] / r.packed[k]);
+    const double ps = r.work / median(r.scalar), pp = r.work / median(r.packed);
+    std::printf("%-14s %14.3e %14.3e %10.2f %12.2f %12.0f\n", r.name.c_str(), ps, pp, median(ratio),
+                pp * r.flop / 1e9, r.flop);
+  }
+  std::printf("# units: smc particle-steps, sw (point, direction) projections (sorts included in the time)\n");
+  return 0;
+}

@@ -1,0 +1,169 @@
+// The guided SMC's per-particle work on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp): the
+// mutation and weighting of kernels/guided.cuh over packs of `lanes` particles of one problem, so that the
+// problem's operator, observation and precision table are broadcast operands. The denoiser is the chain samplers'
+// channel_denoiser (constants per channel, chunked softmax); everything else is the functors' arithmetic lane by
+// lane. Vectors of d (or d_y) packs live in per-thread workspace.
+#include "src/cpu/simd.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/guided.cuh"
+#include "src/cpu/chains.hpp"
+#include "src/cpu/pool.hpp"
+
+namespace diffsample::cpu::DS_SIMD_NS {
+namespace {
+
+/// A run-time-length vector of packs.
+struct span {
+  fpack* p;
+  int d;
+  fpack& operator[](int j) const { return p[j]; }
+  int size() const { return d; }
+};
+
+fpack* thread_packs(std::int64_t count) {
+  static thread_local std::vector<fpack> buffer;
+  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
+/// Particles i0 .. i0 + valid - 1 of problem b.
+struct pack_rows {
+  std::int64_t b, i0;
+  int valid;
+  void load(fpack* v, const float* rows, int d) const {
+    for (int j = 0; j < d; ++j) v[j] = fpack(0.f);
+    for (int l = 0; l < valid; ++l)
+      for (int j = 0; j < d; ++j) v[j].v[l] = rows[(i0 + l) * d + j];
+  }
+  void store(const fpack* v, float* rows, int d) const {
+    for (int l = 0; l < valid; ++l)
+      for (int j = 0; j < d; ++j) rows[(i0 + l) * d + j] = v[j].v[l];
+  }
+};
+
+/// r = scale y_b - A_b x - noise z (d_y packs), as guided_residual.
+void residual(const kernels::guided_params& p, std::int64_t b, float scale, const fpack* x, fpack* r,
+              float noise = 0.f, const fpack* z = nullptr) {
+  const float* A = p.A + b * p.A_stride;
+  const float* y = p.y + b * p.d_y;
+  if (p.mask != nullptr) {
+    const std::int32_t* index = p.mask + b * p.A_stride;
+    for (int o = 0; o < p.d_y; ++o)
+      r[o] = fpack(scale * y[o]) - (noise != 0.f ? fpack(noise) * z[o] : fpack(0.f)) - fpack(A[o]) * x[index[o]];
+    return;
+  }
+  for (int o = 0; o < p.d_y; ++o) {
+    fpack acc = fpack(scale * y[o]) - (noise != 0.f ? fpack(noise) * z[o] : fpack(0.f));
+    const float* row = A + static_cast<std::int64_t>(o) * p.d;
+    for (int j = 0; j < p.d; ++j) acc = acc - fpack(row[j]) * x[j];
+    r[o] = acc;
+  }
+}
+
+/// Row o of S^-1 t.
+fpack precision_row(const kernels::guided_params& p, const float* P, int o, const fpack* t) {
+  if (p.mask != nullptr) return fpack(P[o]) * t[o];
+  fpack u(0.f);
+  for (int c = 0; c < p.d_y; ++c) u = u + fpack(P[o * p.d_y + c]) * t[c];
+  return u;
+}
+
+/// guided_mutate_functor on a pack; leaves the new states in xs (their rows written as well).
+void mutate_pack(const kernels::guided_mutate_functor& m, const pack_rows& pk, fpack* xs, fpack* zy, fpack* t) {
+  const kernels::guided_params& p = m.p;
+  const kernels::guided_step st = p.steps[m.k];
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  if (m.reports[b].resampled)
+    for (int l = 0; l < pk.valid; ++l) m.lw[pk.i0 + l] = 0.f;
+  const float* rows[lanes];
+  for (int l = 0; l < lanes; ++l)
+    rows[l] = m.mu + (b * p.particles + static_cast<std::int64_t>(m.ancestors[pk.i0 + (l < pk.valid ? l : 0)])) * d;
+  const fpack sig(st.sig);
+  // The pack's particles are consecutive in one problem: their streams are consecutive too.
+  philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0), static_cast<std::uint64_t>(m.k) + 1);
+  rng.normals(d + dy, [&](int j, fpack z) {
+    if (j < d) {
+      fpack mj;
+      for (int l = 0; l < lanes; ++l) mj.v[l] = rows[l][j];
+      xs[j] = mj + sig * z;
+    } else {
+      zy[j - d] = z;
+    }
+  });
+  if (st.sig != 0.f) {
+    const float noise = p.noise_std[(m.k + 1) * p.problems + b];
+    residual(p, b, st.a_next, xs, t, noise, zy);
+    const float* P = kernels::guided_precision(p, m.k, b);
+    const fpack sig2(st.sig * st.sig);
+    const float* A = p.A + b * p.A_stride;
+    for (int o = 0; o < dy; ++o) {
+      const fpack value = sig2 * precision_row(p, P, o, t);
+      if (p.mask != nullptr) {
+        const int j = p.mask[b * p.A_stride + o];
+        xs[j] = xs[j] + value * fpack(A[o]);
+      } else {
+        const float* row = A + static_cast<std::int64_t>(o) * d;
+        for (int j = 0; j < d; ++j) xs[j] = xs[j] + value * fpack(row[j]);
+      }
+    }
+  }
+  pk.store(xs, m.x, d);
+}
+
+/// guided_weight_functor on a pack whose states are in xs.
+void weight_pack(const kernels::guided_weight_functor& w, const kernels::channel_view& ch, const pack_rows& pk,
+                 fpack* xs, fpack* ms, fpack* r) {
+  const kernels::guided_params& p = w.p;
+  const kernels::guided_step st = p.steps[w.k];
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  residual(p, b, st.a, xs, r);
+  fpack q_now(0.f);
+  for (int o = 0; o < dy; ++o) q_now = q_now + r[o] * r[o];
+  q_now = q_now * fpack(p.inv_var[w.k * p.problems + b]);
+  const span x{xs, d};
+  span m{ms, d};
+  kernels::channel_denoiser<fpack>(ch, x, m);
+  const fpack c0(st.c0), c1(st.c1);
+  for (int j = 0; j < d; ++j) ms[j] = c0 * ms[j] + c1 * xs[j];
+  residual(p, b, st.a_next, ms, r);
+  const float* P = kernels::guided_precision(p, w.k, b);
+  fpack q_next(0.f);
+  for (int o = 0; o < dy; ++o) q_next = q_next + r[o] * precision_row(p, P, o, r);
+  const fpack dl = fpack(-0.5f) * q_next + fpack(0.5f) * q_now;
+  for (int l = 0; l < pk.valid; ++l) w.lw[pk.i0 + l] += dl.v[l];
+  pk.store(ms, w.mu, d);
+}
+
+}  // namespace
+
+void run_guided_pass(const guided_pass& g) {
+  const kernels::guided_params& p = g.mutate != nullptr ? g.mutate->p : g.weight->p;
+  const std::int64_t per = (p.particles + lanes - 1) / lanes, packs = p.problems * per;
+  const std::int64_t chunk = std::max<std::int64_t>(1, packs / (std::int64_t(max_threads()) * 16));
+  const int d = p.d, dy = p.d_y;
+  parallel_for_range(
+      packs,
+      [&](std::int64_t first, std::int64_t last) {
+        fpack* xs = thread_packs(2 * static_cast<std::int64_t>(d) + 2 * dy);
+        fpack *ms = xs + d, *zy = ms + d, *t = zy + dy;
+        for (std::int64_t q = first; q < last; ++q) {
+          const std::int64_t b = q / per, j0 = (q - b * per) * lanes;
+          const pack_rows pk{b, b * p.particles + j0, static_cast<int>(std::min<std::int64_t>(lanes, p.particles - j0))};
+          if (g.select != nullptr)
+            for (int l = 0; l < pk.valid; ++l) (*g.select)(pk.i0 + l);
+          if (g.mutate != nullptr) mutate_pack(*g.mutate, pk, xs, zy, t);
+          if (g.weight != nullptr) {
+            if (g.mutate == nullptr) pk.load(xs, g.weight->x, d);
+            weight_pack(*g.weight, g.weight_channel, pk, xs, ms, t);
+          }
+        }
+      },
+      chunk);
+}
+
+}  // namespace diffsample::cpu::DS_SIMD_NS
