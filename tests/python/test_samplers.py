@@ -184,3 +184,25 @@ def test_sliced_wasserstein_of_a_shift_in_one_dimension(rng):
     assert ds.sliced_wasserstein(a, a) == 0.0
     with pytest.raises(ds.InvalidArgument, match="p"):
         ds.sliced_wasserstein(a, a, p=3)
+
+
+def test_operators_and_schedules():
+    prior, A, sy, y = posterior_case()
+    # An SVD operator with the same matrix gives the same posterior as the dense one.
+    U, S, Vt = np.linalg.svd(A, full_matrices=False)
+    op = ds.ObservationOperator.svd(np.ascontiguousarray(U), list(S), np.ascontiguousarray(Vt.T))
+    assert op.kind == ds._core.ObservationKind.svd and (op.d_y, op.d_x) == (1, 2)
+    np.testing.assert_allclose(op.matrix(), A, atol=1e-12)
+    np.testing.assert_allclose(ds.MixturePosterior(prior, op, sy, y).means, ds.MixturePosterior(prior, A, sy, y).means,
+                               rtol=1e-10, atol=1e-10)
+    # One operator per problem.
+    r = ds.guided_sample(prior, [A, op], np.array([[0.4], [0.4]]), [sy, sy], sampler="dps", particles=64, steps=10)
+    assert r["samples"].shape == (2, 64, 2)
+    # Schedule points: (t, a, s, da/dt, ds/dt) rows; VP: a^2 + s^2 = 1.
+    pts = ds.NoiseSchedule.vp_linear().points(10)
+    assert pts.shape == (11, 5) and pts[0, 0] == 1.0 and pts[-1, 0] == 0.0
+    np.testing.assert_allclose(pts[:, 1] ** 2 + pts[:, 2] ** 2, 1.0, rtol=1e-12)
+    a, s, _, _ = ds.NoiseSchedule.vp_linear().at(0.5)
+    np.testing.assert_allclose([a, s], pts[5, 1:3], rtol=1e-12)
+    with pytest.raises(ds.InvalidArgument):
+        ds.NoiseSchedule.vp_linear().at(2.0)
