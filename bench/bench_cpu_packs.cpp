@@ -1,4 +1,4 @@
-// The CPU executor's packs of particles (guided SMC) and of directions (sliced Wasserstein) against the scalar
+// The CPU executor's packs of particles (guided SMC, DiffPIR) and of directions (sliced Wasserstein) against the scalar
 // paths they replace, in one process, rounds interleaved (DIFFSAMPLE_CPU_TARGET=scalar selects the scalar path of
 // the same build), the ratio taken within each round and its median printed last.
 //
@@ -10,8 +10,11 @@
 // and written by the mutation and read by the weighting (12 d), mu read (the ancestor's) and written (8 d), the
 // log-weight 16: 216 at d = 10, all of it in cache at the default N = 4096.
 //
+// DiffPIR on the same problems: the denoiser, A m and A^T P r (4 d_y d) and the re-noising (8 d) per particle-step.
+//
 // Sliced Wasserstein (n_a = n_b = n points, `dirs` directions): per (point, direction) the projection is d FP64
-// multiplies and d adds (2 d FLOP); the sort of a direction's 2 n keys, ~2 n log2(n) comparisons, is not counted.
+// multiplies and d adds (2 d FLOP); the sort of a direction's 2 n keys (radix on the packed path, std::sort on the
+// scalar one) is not counted.
 //
 // Usage: bench_cpu_packs [rounds] [particles] [steps] [points] [directions]
 #include <algorithm>
@@ -77,7 +80,7 @@ int main(int argc, char** argv) {
   std::vector<ds::gaussian_mixture> priors;
   std::vector<ds::guided_problems> problems;
   std::vector<std::vector<double>> log_z;
-  std::vector<std::vector<float>> sa, sb;
+  std::vector<std::vector<float>> sa, sb, samples;
   for (const std::int64_t d : {10, 100}) {
     priors.push_back(ds::grid_mixture(d, 5, 8.0, 1.0));
     std::mt19937_64 gen(1);
@@ -89,6 +92,7 @@ int main(int argc, char** argv) {
     pr.sigma_y = {1.0};
     problems.push_back(pr);
     log_z.emplace_back(1);
+    samples.emplace_back(N * d);
     std::vector<float> a(n * d), b(n * d);
     std::normal_distribution<float> zf;
     for (auto& v : a) v = zf(gen);
@@ -113,6 +117,20 @@ int main(int argc, char** argv) {
       ds::guided_sample(priors[c], problems[c], o, out, cpu);
     };
     rows.push_back(r);
+    row q;  // DiffPIR, as bench_smc counts it: the denoiser, A m and A^T P r (4 d_y d), the update (8 d)
+    q.name = "diffpir d=" + std::to_string(d);
+    q.work = double(N) * steps;
+    q.flop = 7 * K * d + 12 * K + 4.0 * d + 3.0 * d + 5.0 * d;
+    q.run = [&, c, d] {
+      ds::guided_options o;
+      o.sampler = ds::guided_sampler::diffpir;
+      o.steps = steps;
+      o.particles = N;
+      ds::guided_outputs out;
+      out.particles = samples[c].data();
+      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+    };
+    rows.push_back(q);
   }
   for (std::size_t c = 0; c < 2; ++c) {
     const std::int64_t d = priors[c].dim();
@@ -154,6 +172,6 @@ int main(int argc, char** argv) {
     std::printf("%-14s %14.3e %14.3e %10.2f %12.2f %12.0f\n", r.name.c_str(), ps, pp, median(ratio),
                 pp * r.flop / 1e9, r.flop);
   }
-  std::printf("# units: smc particle-steps, sw (point, direction) projections (sorts included in the time)\n");
+  std::printf("# units: smc and diffpir particle-steps, sw (point, direction) projections (sorts included in the time)\n");
   return 0;
 }

@@ -100,6 +100,16 @@ kernels::channel_view fill_step_channel(const kernels::mixture_channels& t, cons
   return t.at(0, st.a, st.s);
 }
 
+/// The channels of the guided steps for channel_table_functor: channel k is step k's (a, s).
+struct step_channels {
+  const guided_step* steps;
+  DS_HD_INLINE bool operator()(std::int64_t k, float& a, float& s) const {
+    a = steps[k].a;
+    s = steps[k].s;
+    return true;
+  }
+};
+
 constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 // Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky, then the inverse's
@@ -601,9 +611,27 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   guided_report report;
   report.ran = where;
 
+  // The CPU executor's SIMD target, and the mixture's constants per channel for its packs: DiffPIR's every step at
+  // once; the SMC's weighting step, one channel refilled per step on the calling thread (K components x d values).
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  const bool diffpir = o.sampler == guided_sampler::diffpir;
+  std::vector<float> channel_table;
+  kernels::mixture_channels channels{};
+  if (target != cpu::simd_target::scalar && (smc || diffpir)) {
+    const std::int64_t count = diffpir ? K : 1;
+    channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, count)));
+    channels = kernels::mixture_channels::in(p.mix, count, channel_table.data());
+    if (diffpir)
+      for (std::int64_t e = 0; e < K * p.mix.components; ++e)
+        kernels::channel_table_functor<step_channels>{channels, {p.steps}}(e);
+  }
+  auto channel_at = [&](std::int64_t k) { return fill_step_channel(channels, p.steps[k]); };
+
   if (!smc) {
     const float* extra = reinterpret_cast<const float*>(ws + l.extra);
-    if (o.sampler == guided_sampler::diffpir) {
+    if (diffpir && target != cpu::simd_target::scalar) {
+      cpu::run_guided_diffpir(target, p, channels, K, x);
+    } else if (diffpir) {
       detail::launch_diffpir(where, BN, p, K, x, mu, r, stream);
     } else if (o.sampler == guided_sampler::skrock) {
       const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
@@ -658,17 +686,6 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     std::swap(carried, spare);
     report.launches += 4;
   };
-
-  // The CPU executor's SIMD target, and the mixture's constants at the channel of step k's weighting (one channel,
-  // refilled per step on the calling thread: K components x d values).
-  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  std::vector<float> channel_table;
-  kernels::mixture_channels channels{};
-  if (target != cpu::simd_target::scalar) {
-    channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
-    channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
-  }
-  auto channel_at = [&](std::int64_t k) { return fill_step_channel(channels, p.steps[k]); };
 
   if (o.potentials == guided_potentials::moment) {
     // Point k: weight by g_k (and take back the linear potential that steered the mutation into x), resample, mutate

@@ -10,6 +10,7 @@
 #include "kernels/rng.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/pool.hpp"
+#include "src/cpu/radix_sort.hpp"
 #include "src/cuda_check.hpp"
 #include "src/validate.hpp"
 #include <diffsample/metrics.hpp>
@@ -53,14 +54,14 @@ double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std:
   // Directions run in parallel (one fork/join per call) in groups of up to 8, each group's projections and sorts
   // on one thread; the per-direction values are summed in direction order, so the result does not depend on the
   // thread count. The CPU executor's SIMD target projects a group's directions in lanes (cpu::run_projection: bit
-  // for bit the scalar loop below, which runs when the target is scalar).
+  // for bit the scalar loop below) and radix-sorts them; the scalar target runs the scalar loop and std::sort.
   const cpu::simd_target target = cpu::chain_target();
   constexpr int group = 8;
   std::vector<double> value(static_cast<std::size_t>(directions));
   cpu::parallel_for_range(
       (directions + group - 1) / group,
       [&](std::int64_t first, std::int64_t last) {
-        std::vector<double> u(group * d), pa(group * n_a), pb(group * n_b);
+        std::vector<double> u(group * d), pa(group * n_a), pb(group * n_b), tmp(std::max(n_a, n_b));
         auto project = [&](const float* x, std::int64_t n, int count, std::vector<double>& out) {
           if (target != cpu::simd_target::scalar) {
             cpu::run_projection(target, u.data(), count, x, n, d, out.data(), n);
@@ -72,7 +73,12 @@ double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std:
                 out[c * n + i] = s;
               }
           }
-          for (int c = 0; c < count; ++c) std::sort(out.begin() + c * n, out.begin() + (c + 1) * n);
+          for (int c = 0; c < count; ++c) {
+            if (target != cpu::simd_target::scalar)
+              cpu::radix_sort(out.data() + c * n, n, tmp.data());  // the same sorted values as std::sort
+            else
+              std::sort(out.begin() + c * n, out.begin() + (c + 1) * n);
+          }
         };
         for (std::int64_t g = first; g < last; ++g) {
           const std::int64_t t0 = g * group;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include <climits>
 
@@ -17,6 +18,7 @@
 #include "kernels/metrics.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/pool.hpp"
+#include "src/cpu/radix_sort.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/validate.hpp"
@@ -178,8 +180,21 @@ void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std
           kernels::wasserstein_direction_functor{keys.Current(), keys0, values, n_a, n_b, p});
       DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
     } else {
+      const bool radix = cpu::chain_target() != cpu::simd_target::scalar;
       cpu::parallel_for_each(
-          2 * count, [&](std::int64_t s) { std::sort(keys0 + offsets[s], keys0 + offsets[s + 1]); }, 1);
+          2 * count,
+          [&](std::int64_t s) {
+            if (!radix) {
+              std::sort(keys0 + offsets[s], keys0 + offsets[s + 1]);
+              return;
+            }
+            // Radix sort (the same sorted values; keys hold no NaN): scratch per thread, kept between calls.
+            static thread_local std::vector<float> tmp;
+            const std::int64_t n = offsets[s + 1] - offsets[s];
+            if (static_cast<std::int64_t>(tmp.size()) < n) tmp.resize(n);
+            cpu::radix_sort(keys0 + offsets[s], n, tmp.data());
+          },
+          1);
       const kernels::wasserstein_direction_functor distance{keys0, keys0, values, n_a, n_b, p};
       cpu::parallel_for_each(count, [&](std::int64_t c) { distance(c); }, 1);
     }

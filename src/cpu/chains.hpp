@@ -62,6 +62,11 @@ struct guided_pass {
   kernels::channel_view weight_channel{};
 };
 void run_guided_pass(simd_target t, const guided_pass& pass);
+/// DiffPIR's trajectories (kernels::guided_diffpir_functor) over packs of particles of one problem, into x
+/// (B N x d): the denoiser from `channels`, whose channel k is step k's (a, s); otherwise the functor's arithmetic
+/// lane by lane (the same guarantees as guided_pass).
+void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
+                        std::int64_t steps, float* x);
 
 #define DIFFSAMPLE_DECLARE_SIMD_TARGET_(NS)                                                                    \
   namespace NS {                                                                                               \
@@ -76,6 +81,8 @@ void run_guided_pass(simd_target t, const guided_pass& pass);
   void run_projection_keys(const double* u, int count, const float* x, std::int64_t n, std::int64_t d,          \
                            float* out, std::int64_t stride);                                                   \
   void run_guided_pass(const guided_pass& pass);                                                               \
+  void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_channels& channels,          \
+                          std::int64_t steps, float* x);                                                       \
   }
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_sse2)
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_avx2)

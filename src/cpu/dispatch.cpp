@@ -51,6 +51,8 @@ void run_projection(simd_target, const double*, int, const float*, std::int64_t,
 void run_projection_keys(simd_target, const double*, int, const float*, std::int64_t, std::int64_t, float*,
                          std::int64_t) {}
 void run_guided_pass(simd_target, const guided_pass&) {}
+void run_guided_diffpir(simd_target, const kernels::guided_params&, const kernels::mixture_channels&, std::int64_t,
+                        float*) {}
 #else
 #define DIFFSAMPLE_DISPATCH_(CALL)                  \
   switch (t) {                                      \
@@ -79,6 +81,10 @@ void run_projection_keys(simd_target t, const double* u, int count, const float*
   DIFFSAMPLE_DISPATCH_(run_projection_keys(u, count, x, n, d, out, stride))
 }
 void run_guided_pass(simd_target t, const guided_pass& pass) { DIFFSAMPLE_DISPATCH_(run_guided_pass(pass)) }
+void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
+                        std::int64_t steps, float* x) {
+  DIFFSAMPLE_DISPATCH_(run_guided_diffpir(p, channels, steps, x))
+}
 
 void run_langevin(simd_target t, const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {
   switch (t) {

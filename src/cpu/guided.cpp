@@ -1,5 +1,5 @@
-// The guided SMC's per-particle work on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp): the
-// mutation and weighting of kernels/guided.cuh over packs of `lanes` particles of one problem, so that the
+// The guided samplers' per-particle work on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp): the SMC's
+// mutation and weighting of kernels/guided.cuh, and DiffPIR's steps (kernels/guided_diffpir.cuh), over packs of `lanes` particles of one problem, so that the
 // problem's operator, observation and precision table are broadcast operands. The denoiser is the chain samplers'
 // channel_denoiser (constants per channel, chunked softmax); everything else is the functors' arithmetic lane by
 // lane. Vectors of d (or d_y) packs live in per-thread workspace.
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/guided.cuh"
+#include "kernels/guided_diffpir.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/pool.hpp"
 
@@ -139,31 +140,84 @@ void weight_pack(const kernels::guided_weight_functor& w, const kernels::channel
   pk.store(ms, w.mu, d);
 }
 
-}  // namespace
+/// One DiffPIR step (kernels::diffpir_step) of a pack whose states are in xs; ms is scratch for the denoiser and x0.
+void diffpir_pack_step(const kernels::guided_params& p, const kernels::channel_view& ch, std::int64_t k,
+                       const pack_rows& pk, fpack* xs, fpack* ms, fpack* r) {
+  const kernels::guided_step st = p.steps[k];
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  const span x{xs, d};
+  span m{ms, d};
+  kernels::channel_denoiser<fpack>(ch, x, m);
+  residual(p, b, 1.f, ms, r);
+  const float* P = kernels::guided_precision(p, k, b);
+  const float* A = p.A + b * p.A_stride;
+  for (int o = 0; o < dy; ++o) {  // x0 = m + A^T P r, one row of A at a time
+    const fpack value = precision_row(p, P, o, r);
+    if (p.mask != nullptr) {
+      const int j = p.mask[b * p.A_stride + o];
+      ms[j] = ms[j] + value * fpack(A[o]);
+    } else {
+      const float* row = A + static_cast<std::int64_t>(o) * d;
+      for (int j = 0; j < d; ++j) ms[j] = ms[j] + value * fpack(row[j]);
+    }
+  }
+  const fpack c0(st.c0), c1(st.c1), sig(st.sig);
+  if (st.sig != 0.f) {
+    philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), static_cast<std::uint64_t>(k) + 1);
+    rng.normals(d, [&](int j, fpack z) { xs[j] = c0 * ms[j] + c1 * xs[j] + sig * z; });
+  } else {
+    for (int j = 0; j < d; ++j) xs[j] = c0 * ms[j] + c1 * xs[j];
+  }
+}
 
-void run_guided_pass(const guided_pass& g) {
-  const kernels::guided_params& p = g.mutate != nullptr ? g.mutate->p : g.weight->p;
+/// Runs f(pack, scratch) over the packs of every problem on the pool; scratch holds `scratch_packs` packs per thread.
+template <class F>
+void for_each_particle_pack(const kernels::guided_params& p, std::int64_t scratch_packs, const F& f) {
   const std::int64_t per = (p.particles + lanes - 1) / lanes, packs = p.problems * per;
   const std::int64_t chunk = std::max<std::int64_t>(1, packs / (std::int64_t(max_threads()) * 16));
-  const int d = p.d, dy = p.d_y;
   parallel_for_range(
       packs,
       [&](std::int64_t first, std::int64_t last) {
-        fpack* xs = thread_packs(2 * static_cast<std::int64_t>(d) + 2 * dy);
-        fpack *ms = xs + d, *zy = ms + d, *t = zy + dy;
+        fpack* scratch = thread_packs(scratch_packs);
         for (std::int64_t q = first; q < last; ++q) {
           const std::int64_t b = q / per, j0 = (q - b * per) * lanes;
-          const pack_rows pk{b, b * p.particles + j0, static_cast<int>(std::min<std::int64_t>(lanes, p.particles - j0))};
-          if (g.select != nullptr)
-            for (int l = 0; l < pk.valid; ++l) (*g.select)(pk.i0 + l);
-          if (g.mutate != nullptr) mutate_pack(*g.mutate, pk, xs, zy, t);
-          if (g.weight != nullptr) {
-            if (g.mutate == nullptr) pk.load(xs, g.weight->x, d);
-            weight_pack(*g.weight, g.weight_channel, pk, xs, ms, t);
-          }
+          f(pack_rows{b, b * p.particles + j0, static_cast<int>(std::min<std::int64_t>(lanes, p.particles - j0))},
+            scratch);
         }
       },
       chunk);
+}
+
+}  // namespace
+
+void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_channels& channels,
+                        std::int64_t steps, float* x) {
+  const int d = p.d;
+  for_each_particle_pack(p, 2 * static_cast<std::int64_t>(d) + p.d_y, [&](const pack_rows& pk, fpack* scratch) {
+    fpack *xs = scratch, *ms = xs + d, *r = ms + d;
+    philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), 0);
+    const fpack s0(p.initial_scale);
+    rng.normals(d, [&](int j, fpack z) { xs[j] = s0 * z; });
+    for (std::int64_t k = 0; k < steps; ++k)
+      diffpir_pack_step(p, channels.at(k, p.steps[k].a, p.steps[k].s), k, pk, xs, ms, r);
+    pk.store(xs, x, d);
+  });
+}
+
+void run_guided_pass(const guided_pass& g) {
+  const kernels::guided_params& p = g.mutate != nullptr ? g.mutate->p : g.weight->p;
+  const int d = p.d, dy = p.d_y;
+  for_each_particle_pack(p, 2 * static_cast<std::int64_t>(d) + 2 * dy, [&](const pack_rows& pk, fpack* scratch) {
+    fpack *xs = scratch, *ms = xs + d, *zy = ms + d, *t = zy + dy;
+    if (g.select != nullptr)
+      for (int l = 0; l < pk.valid; ++l) (*g.select)(pk.i0 + l);
+    if (g.mutate != nullptr) mutate_pack(*g.mutate, pk, xs, zy, t);
+    if (g.weight != nullptr) {
+      if (g.mutate == nullptr) pk.load(xs, g.weight->x, d);
+      weight_pack(*g.weight, g.weight_channel, pk, xs, ms, t);
+    }
+  });
 }
 
 }  // namespace diffsample::cpu::DS_SIMD_NS
