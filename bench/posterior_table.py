@@ -160,7 +160,8 @@ def discover(prog, tmp):
 
 def solve_args(label, variants):
     if label.startswith("smc["):
-        return ["--sampler", "smc"] + dict(v.split("=", 1) for v in variants)[label[4:-1]].split()
+        extra = dict(v.split("=", 1) for v in variants)[label[4:-1]].split()
+        return extra if "--sampler" in extra else ["--sampler", "smc"] + extra
     name, _, form = label.partition(":")
     args = ["--sampler", name]
     if form:
@@ -186,7 +187,8 @@ def main():
     ap.add_argument("--default-settings", action="store_true",
                     help="run solve with its default particles and steps (scores at the sample count it returns)")
     ap.add_argument("--variant", action="append", default=[],
-                    help="LABEL=ARGS: one more row, smc[LABEL], run with these extra solve arguments (repeatable), "
+                    help="LABEL=ARGS: one more row, smc[LABEL], run with these extra solve arguments (repeatable; ARGS "
+                         "may name another --sampler), "
                          "on the same instances and seeds as the others")
     ap.add_argument("--seeds", type=int, default=1, help="sampler seeds per instance (run-to-run spread)")
     ap.add_argument("--instance", type=int, default=-1, help="only this instance index (with --seeds)")
