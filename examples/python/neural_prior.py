@@ -9,7 +9,9 @@ trained by denoising score matching on 100,000 exact samples of the mixture at c
 (the plan asks for eps at each step's channel, the network answers for the whole batch, the plan applies the fused
 update). The samples are scored by the sliced Wasserstein-1 distance to exact samples, beside the floor (two exact
 sets of the same size) and beside the same DDPM run on the mixture's exact denoiser (diffsample.diffusion), so the
-network's own error is what separates the two rows.
+network's own error is what separates the two rows. Then DPS (the published step) with the network through the
+plan on the posterior of y = x_1 + 0.5 z, scored against the exact posterior beside the same loop on the mixture's
+exact denoiser and the library's fused DPS.
 
 The network runs in PyTorch when it is importable (CPU), else in NumPy with hand-written backpropagation (the same
 architecture, initialisation rule and optimiser; slower, and results differ in the last bits).
@@ -99,6 +101,17 @@ class TorchMLP:
             c = torch.full((xt.shape[0], 1), math.log(s / a))
             return self.net(torch.cat([xt, c], dim=1)).numpy()
 
+    def denoiser_and_vjp(self, x, a, s, v_of_m):
+        """m(x) = (x - s eps(x)) / a and J_m(x)^T v with v = v_of_m(m), by autograd."""
+        torch = self.torch
+        xt = torch.from_numpy(x).requires_grad_(True)
+        c = torch.full((xt.shape[0], 1), math.log(s / a))
+        m = (xt - s * self.net(torch.cat([xt, c], dim=1))) / a
+        md = m.detach().numpy()
+        v = torch.from_numpy(v_of_m(md))
+        (g,) = torch.autograd.grad(m, xt, grad_outputs=v)
+        return md, g.numpy()
+
 
 class NumpyMLP:
     """The same MLP with hand-written forward and backward passes and Adam, in float32."""
@@ -112,6 +125,7 @@ class NumpyMLP:
             self.params.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
             self.params.append(rng.uniform(-bound, bound, fan_out).astype(np.float32))
 
+    @np.errstate(over="ignore")  # SiLU of a large negative z: exp(-z) overflows to inf, z / inf = -0 as it should
     def forward(self, h, keep=False):
         acts = []
         n_layers = len(self.params) // 2
@@ -163,6 +177,23 @@ class NumpyMLP:
     def eps(self, x, a, s):
         c = np.full((x.shape[0], 1), math.log(s / a), dtype=np.float32)
         return self.forward(np.concatenate([x, c], axis=1))[0].astype(np.float32)
+
+    @np.errstate(over="ignore")
+    def denoiser_and_vjp(self, x, a, s, v_of_m):
+        """m(x) = (x - s eps(x)) / a and J_m(x)^T v with v = v_of_m(m), by backpropagation to the input."""
+        c = np.full((x.shape[0], 1), math.log(s / a), dtype=np.float32)
+        out, acts = self.forward(np.concatenate([x, c], axis=1), keep=True)
+        m = ((x - s * out) / a).astype(np.float32)
+        v = v_of_m(m)
+        g = (-s / a) * v  # d m / d eps = -s / a
+        n_layers = len(self.params) // 2
+        for i in reversed(range(n_layers)):
+            h, z = acts[i]
+            if i < n_layers - 1:
+                sig = 1 / (1 + np.exp(-z))
+                g = g * (sig * (1 + z * (1 - sig)))
+            g = g @ self.params[2 * i].T
+        return m, (v / a + g[:, : x.shape[1]]).astype(np.float32)
 
 
 def make_network(backend, d, seed):
@@ -238,8 +269,65 @@ def run(d, args):
     print(f"  component-weight error:     network {werr_net:.4f}, exact score {werr_exact:.4f}")
     print(f"  between the modes:          network {100 * off_net:.1f}%, exact score {100 * off_exact:.1f}% "
           f"(exact samples: 0.1% by construction)")
-    return dict(d=d, train_s=train_s, sw_net=sw_net, sw_exact=sw_exact, floor=floor, x_net=x_net,
+    post = posterior_run(prior, net, d, args)
+    return dict(d=d, train_s=train_s, sw_net=sw_net, sw_exact=sw_exact, floor=floor, x_net=x_net, post=post,
                 x_exact=x_exact_score, ref=ref)
+
+
+def posterior_run(prior, net, d, args):
+    """DPS with the network through the stepwise plan, scored against the exact posterior.
+
+    DPS as published (Chung et al.; the library's dps_step="normalised"): each DDPM draw is moved by
+    zeta J^T A^T (y - A m) / |y - A m| = -zeta grad_x |y - A m(x)| with zeta = 1, J the Jacobian of the denoiser m
+    at the step's x. The loop asks the network for m (the plan's model output) and for J^T v by backpropagation,
+    steps the plan, then moves x. Beside it: the same loop on the mixture's exact denoiser and Jacobian (symmetric,
+    so J v = J^T v), the library's fused DPS (guided_sample) and the floor. (The likelihood form, which feeds
+    m + (s^2 / a) J^T A^T (y - A m) / sigma_y^2 to the plan, diverges with this network: its m = (x - s eps) / a
+    multiplies the Jacobian's errors by s / a, about 150 at the first steps.)
+    """
+    A = np.zeros((1, d))
+    A[0, 0] = 1.0
+    sigma_y, y = 0.5, np.array([1.0])
+    exact_post = ds.MixturePosterior(prior, A, sigma_y, y)
+    n, steps = args.samples, args.steps
+
+    def direction(m):
+        r = y - m @ A.T  # (n, 1) residuals
+        return ((r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-30)) @ A).astype(np.float32)
+
+    def dps_through_plan(denoiser_and_vjp):
+        plan = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=steps, seed=args.seed + 6)
+        x = np.empty((n, d), dtype=np.float32)
+        plan.reset(x)
+        for k in range(plan.steps):
+            a, s = plan.step_channel(k)
+            m, g = denoiser_and_vjp(x, a, s)
+            plan.step(x, m)
+            x += g  # zeta = 1
+        return x
+
+    def exact_model(x, a, s):
+        m = prior.denoiser(x, a, s)
+        return m, prior.denoiser_jvp(x, direction(m), a, s)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    x_net = dps_through_plan(lambda x, a, s: net.denoiser_and_vjp(x, a, s, direction))
+    net_s, net_cpu = time.perf_counter() - t0, time.process_time() - c0
+    x_mix = dps_through_plan(exact_model)
+    fused = ds.guided_sample(prior, A, y, sigma_y, sampler="dps", dps_step="normalised", particles=n, steps=steps,
+                             seed=args.seed + 6)["samples"][0]
+    ref = exact_post.sample(n, seed=args.seed + 7)
+    floor = ds.sliced_wasserstein(ref, exact_post.sample(n, seed=args.seed + 8), directions=256, seed=5)
+    sets = (("net", x_net), ("mix", x_mix), ("fused", fused))
+    sw = {k: ds.sliced_wasserstein(v, ref, directions=256, seed=5) for k, v in sets}
+    werr = {k: ds.component_weight_error(exact_post, v) for k, v in sets}
+    print(f"  posterior of y = x_1 + 0.5 z at y = 1, DPS (published step, zeta = 1), {steps} steps x {n} chains "
+          f"({net_s:.2f} s, {net_cpu:.2f} s of CPU with the network):")
+    print(f"    sliced W1 to exact posterior samples: network through the plan {sw['net']:.4f}, exact denoiser "
+          f"through the plan {sw['mix']:.4f}, fused DPS {sw['fused']:.4f}, floor {floor:.4f}")
+    print(f"    posterior weight error:                network {werr['net']:.4f}, exact denoiser {werr['mix']:.4f}, "
+          f"fused DPS {werr['fused']:.4f}")
+    return dict(sw=sw, floor=floor, x_net=x_net, ref=ref)
 
 
 def main():
@@ -256,16 +344,20 @@ def main():
     ap.add_argument("--svg", default="")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless each network run's sliced W1 is below twice the larger of the exact-score "
-                         "run's and the floor (a regression bound for CI)")
+                         "run's and the floor, and its DPS run's below 2.5x the exact denoiser's (regression bounds "
+                         "for CI)")
     args = ap.parse_args()
     results = [run(int(d), args) for d in args.dims.split(",")]
     if args.svg:
         r = results[0]
         svg_scatter([("exact samples", r["ref"][:1000, :2], "#333"),
                      ("DDPM, exact score", r["x_exact"][:1000, :2], "#1f77b4"),
-                     ("DDPM, trained MLP (plan)", r["x_net"][:1000, :2], "#d62728")], args.svg)
+                     ("DDPM, trained MLP (plan)", r["x_net"][:1000, :2], "#d62728"),
+                     ("exact posterior", r["post"]["ref"][:1000, :2], "#333"),
+                     ("DPS, trained MLP (plan)", r["post"]["x_net"][:1000, :2], "#d62728")], args.svg)
     if args.check:
-        bad = [r["d"] for r in results if not r["sw_net"] < 2 * max(r["sw_exact"], r["floor"])]
+        bad = [r["d"] for r in results if not r["sw_net"] < 2 * max(r["sw_exact"], r["floor"])
+               or not r["post"]["sw"]["net"] < 2.5 * r["post"]["sw"]["mix"]]
         if bad:
             raise SystemExit(f"network samples too far from the mixture at d = {bad}")
 
