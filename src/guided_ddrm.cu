@@ -8,6 +8,7 @@
 
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/linalg.cuh"
+#include "src/cpu/chains.hpp"
 #include "src/guided_tables.hpp"
 
 namespace diffsample::detail {
@@ -215,9 +216,14 @@ guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& 
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;
   report.ran = rs.where;
-  kernels::for_each_index<128>(
-      rs.where, BN, kernels::guided_ddrm_functor{p, o.steps, x, reinterpret_cast<float*>(rs.ws + l.work)},
-      exec.stream);
+  const cpu::simd_target target = rs.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    cpu::run_guided_ddrm(target, p, o.steps, x);  // packs of particles (src/cpu/guided.cpp)
+  } else {
+    kernels::for_each_index<128>(
+        rs.where, BN, kernels::guided_ddrm_functor{p, o.steps, x, reinterpret_cast<float*>(rs.ws + l.work)},
+        exec.stream);
+  }
   report.launches = 2 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
   return report;
 }

@@ -368,35 +368,40 @@ TEST(SimdGuided, PacksMatchTheScalarPassesWithPartialPacks) {
   }
 }
 
-// DiffPIR's trajectories on packs of particles (src/cpu/guided.cpp) against the scalar functor, on the problems and
-// sizes above (partial packs, 3 problems, dense and mask operators): bit-identical across thread counts and with a
-// problem alone, and within the bound derived above for 8 steps (3.4e-3): per step the same rounding sources (the
-// denoiser's, the pack's normals), the proximal step x0 = m + A^T P (y - A m) a contraction of m's error
-// (|I - A^T P A| <= 1), the re-noising c0 x0 + c1 x with |c0| + |c1| <= 1.1.
-TEST(SimdGuided, DiffpirPacksMatchTheScalarFunctor) {
+// DiffPIR's and DDRM's trajectories on packs of particles (src/cpu/guided.cpp) against the scalar functors, on the
+// problems and sizes above (partial packs, 3 problems, dense and mask operators): bit-identical across thread counts
+// and with a problem alone, and within the bound derived above for 8 steps (3.4e-3): per step the same rounding
+// sources (the denoiser's, the pack's normals); DiffPIR's proximal step x0 = m + A^T P (y - A m) is a contraction of
+// m's error (|I - A^T P A| <= 1) and its re-noising c0 x0 + c1 x has |c0| + |c1| <= 1.1; DDRM's update replaces the
+// projection on V of a DDIM step (coefficients <= 1 in the VE scaling) by a combination of the same projections with
+// coefficients <= 1.
+TEST(SimdGuided, DiffpirAndDdrmPacksMatchTheScalarFunctors) {
   const std::int64_t d = 5, B = 3, N = 37;
   const auto mix = grid_mixture(d, 3, 2.0, 0.5);
-  for (const bool mask : {false, true}) {
-    const guided_problems g = guided_test_problems(B, d, mask);
-    guided_problems first = g;
-    first.problems = 1;
-    first.y.resize(2);
-    guided_run reference;
-    with_target("scalar", [&] { reference = run_guided(mix, g, N, 8, 0.0, guided_sampler::diffpir); });
-    for (const char* t : {"sse2", "avx2", "avx512"}) {
-      with_target(t, [&] {
-        const guided_run whole = run_guided(mix, g, N, 8, 0.0, guided_sampler::diffpir);
-        const guided_run alone = run_guided(mix, first, N, 8, 0.0, guided_sampler::diffpir);
-        EXPECT_EQ(std::vector<float>(whole.x.begin(), whole.x.begin() + N * d), alone.x) << t << ": problem 0 alone";
-        omp_set_num_threads(1);
-        const guided_run one = run_guided(mix, g, N, 8, 0.0, guided_sampler::diffpir);
-        omp_set_num_threads(2);
-        EXPECT_EQ(one.x, whole.x) << t << ": thread counts";
-        const auto [worst, over] = compare(whole.x, reference.x, 3.4e-3);
-        EXPECT_EQ(over, 0) << t << (mask ? " mask" : " dense") << ": largest difference from the scalar path "
-                           << worst;
-        std::printf("diffpir %s %s: largest |dx| %.3g\n", t, mask ? "mask" : "dense", worst);
-      });
+  for (const guided_sampler sampler : {guided_sampler::diffpir, guided_sampler::ddrm}) {
+    for (const bool mask : {false, true}) {
+      const guided_problems g = guided_test_problems(B, d, mask);
+      guided_problems first = g;
+      first.problems = 1;
+      first.y.resize(2);
+      guided_run reference;
+      with_target("scalar", [&] { reference = run_guided(mix, g, N, 8, 0.0, sampler); });
+      for (const char* t : {"sse2", "avx2", "avx512"}) {
+        with_target(t, [&] {
+          const guided_run whole = run_guided(mix, g, N, 8, 0.0, sampler);
+          const guided_run alone = run_guided(mix, first, N, 8, 0.0, sampler);
+          const std::string what = std::string(to_string(sampler)) + " " + t + (mask ? " mask" : " dense");
+          EXPECT_EQ(std::vector<float>(whole.x.begin(), whole.x.begin() + N * d), alone.x)
+              << what << ": problem 0 alone";
+          omp_set_num_threads(1);
+          const guided_run one = run_guided(mix, g, N, 8, 0.0, sampler);
+          omp_set_num_threads(2);
+          EXPECT_EQ(one.x, whole.x) << what << ": thread counts";
+          const auto [worst, over] = compare(whole.x, reference.x, 3.4e-3);
+          EXPECT_EQ(over, 0) << what << ": largest difference from the scalar path " << worst;
+          std::printf("%s: largest |dx| %.3g\n", what.c_str(), worst);
+        });
+      }
     }
   }
 }

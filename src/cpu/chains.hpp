@@ -6,6 +6,7 @@
 
 #include "kernels/diffusion.cuh"
 #include "kernels/guided.cuh"
+#include "kernels/guided_ddrm.cuh"
 #include "kernels/langevin.cuh"
 #include "kernels/particles.cuh"
 #include "kernels/plan.cuh"
@@ -67,6 +68,9 @@ void run_guided_pass(simd_target t, const guided_pass& pass);
 /// lane by lane (the same guarantees as guided_pass).
 void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
                         std::int64_t steps, float* x);
+/// DDRM's trajectories (kernels::guided_ddrm_functor) over packs of particles of one problem, into x (B N x d), the
+/// functor's arithmetic lane by lane (the same guarantees as guided_pass).
+void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x);
 
 #define DIFFSAMPLE_DECLARE_SIMD_TARGET_(NS)                                                                    \
   namespace NS {                                                                                               \
@@ -83,6 +87,7 @@ void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const ke
   void run_guided_pass(const guided_pass& pass);                                                               \
   void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_channels& channels,          \
                           std::int64_t steps, float* x);                                                       \
+  void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x);                          \
   }
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_sse2)
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_avx2)

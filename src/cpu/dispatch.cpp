@@ -53,6 +53,7 @@ void run_projection_keys(simd_target, const double*, int, const float*, std::int
 void run_guided_pass(simd_target, const guided_pass&) {}
 void run_guided_diffpir(simd_target, const kernels::guided_params&, const kernels::mixture_channels&, std::int64_t,
                         float*) {}
+void run_guided_ddrm(simd_target, const kernels::ddrm_params&, std::int64_t, float*) {}
 #else
 #define DIFFSAMPLE_DISPATCH_(CALL)                  \
   switch (t) {                                      \
@@ -84,6 +85,9 @@ void run_guided_pass(simd_target t, const guided_pass& pass) { DIFFSAMPLE_DISPAT
 void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
                         std::int64_t steps, float* x) {
   DIFFSAMPLE_DISPATCH_(run_guided_diffpir(p, channels, steps, x))
+}
+void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x) {
+  DIFFSAMPLE_DISPATCH_(run_guided_ddrm(p, steps, x))
 }
 
 void run_langevin(simd_target t, const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {

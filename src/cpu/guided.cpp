@@ -1,5 +1,6 @@
 // The guided samplers' per-particle work on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp): the SMC's
-// mutation and weighting of kernels/guided.cuh, and DiffPIR's steps (kernels/guided_diffpir.cuh), over packs of `lanes` particles of one problem, so that the
+// mutation and weighting of kernels/guided.cuh, DiffPIR's steps (kernels/guided_diffpir.cuh) and DDRM's
+// (kernels/guided_ddrm.cuh), over packs of `lanes` particles of one problem, so that the
 // problem's operator, observation and precision table are broadcast operands. The denoiser is the chain samplers'
 // channel_denoiser (constants per channel, chunked softmax); everything else is the functors' arithmetic lane by
 // lane. Vectors of d (or d_y) packs live in per-thread workspace.
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "kernels/guided.cuh"
+#include "kernels/guided_ddrm.cuh"
 #include "kernels/guided_diffpir.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/pool.hpp"
@@ -189,7 +191,95 @@ void for_each_particle_pack(const kernels::guided_params& p, std::int64_t scratc
       chunk);
 }
 
+/// out = V^T v (r packs) for problem b, as kernels::ddrm_project.
+void ddrm_project_pack(const kernels::ddrm_params& p, std::int64_t b, const fpack* v, fpack* out) {
+  const float* V = p.V + b * p.V_stride;
+  for (int i = 0; i < p.r; ++i) out[i] = fpack(0.f);
+  for (int j = 0; j < p.d; ++j) {
+    const fpack vj = v[j];
+    const float* row = V + static_cast<std::int64_t>(j) * p.r;
+    for (int i = 0; i < p.r; ++i) out[i] = out[i] + fpack(row[i]) * vj;
+  }
+}
+
+/// u += V c for problem b, as kernels::ddrm_lift.
+void ddrm_lift_pack(const kernels::ddrm_params& p, std::int64_t b, const fpack* c, fpack* u) {
+  const float* V = p.V + b * p.V_stride;
+  for (int j = 0; j < p.d; ++j) {
+    const float* row = V + static_cast<std::int64_t>(j) * p.r;
+    fpack acc(0.f);
+    for (int i = 0; i < p.r; ++i) acc = acc + fpack(row[i]) * c[i];
+    u[j] = u[j] + acc;
+  }
+}
+
 }  // namespace
+
+void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x) {
+  const int d = p.d, r = p.r;
+  kernels::guided_params shape{};
+  shape.problems = p.problems;
+  shape.particles = p.particles;
+  for_each_particle_pack(shape, 3 * static_cast<std::int64_t>(d) + 3 * r, [&](const pack_rows& pk, fpack* scratch) {
+    fpack *xs = scratch, *ms = xs + d, *xi = ms + d, *proj_u = xi + d, *proj_xi = proj_u + r, *proj_m = proj_xi + r;
+    const std::int64_t b = pk.b;
+    const float* ybar = p.ybar + b * r;
+    const float* noise = p.noise + b * r;
+    const float* inv_noise = p.inv_noise + b * r;
+    {  // kernels::ddrm_init
+      const float sT = p.sigma_start;
+      philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), 0);
+      rng.normals(d, [&](int j, fpack z) {
+        xi[j] = z;
+        xs[j] = fpack(sT) * z;
+      });
+      ddrm_project_pack(p, b, xi, proj_xi);
+      for (int c = 0; c < r; ++c) {
+        const float n = noise[c];
+        const fpack keep = fpack(sT) * proj_xi[c];
+        fpack target = keep;
+        if (n >= 0.f && n < sT) target = fpack(ybar[c]) + fpack(kernels::ddrm_sqrt(sT * sT - n * n)) * proj_xi[c];
+        proj_m[c] = target - keep;
+      }
+      ddrm_lift_pack(p, b, proj_m, xs);
+      for (int j = 0; j < d; ++j) xs[j] = xs[j] * fpack(p.a_start);
+    }
+    for (std::int64_t k = 0; k < steps; ++k) {  // kernels::ddrm_transition
+      const kernels::ddrm_step st = p.steps[k];
+      const span x{xs, d};
+      span m{ms, d};
+      kernels::channel_denoiser<fpack>(p.channels.at(k, st.a, st.s), x, m);
+      const float sn = st.sigma_next;
+      const fpack step(sn * p.keep), spread(p.eta * sn), a(st.a), inv_s(st.inv_s);
+      philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), static_cast<std::uint64_t>(k) + 1);
+      rng.normals(d, [&](int j, fpack z) {
+        xi[j] = z;
+        const fpack eps = (xs[j] - a * ms[j]) * inv_s;
+        xs[j] = ms[j] + step * eps + spread * z;
+      });
+      ddrm_project_pack(p, b, xs, proj_u);
+      ddrm_project_pack(p, b, xi, proj_xi);
+      ddrm_project_pack(p, b, ms, proj_m);
+      for (int c = 0; c < r; ++c) {
+        const float n = noise[c];
+        fpack v = proj_u[c];
+        if (n >= 0.f) {
+          const fpack x0 = proj_m[c];
+          if (sn < n) {
+            v = x0 + step * (fpack(ybar[c]) - x0) * fpack(inv_noise[c]) + spread * proj_xi[c];
+          } else {
+            v = fpack(1.f - p.eta_b) * x0 + fpack(p.eta_b * ybar[c]) +
+                fpack(kernels::ddrm_sqrt(sn * sn - n * n * p.eta_b * p.eta_b)) * proj_xi[c];
+          }
+        }
+        proj_m[c] = v - proj_u[c];
+      }
+      ddrm_lift_pack(p, b, proj_m, xs);
+      for (int j = 0; j < d; ++j) xs[j] = xs[j] * fpack(st.a_next);
+    }
+    pk.store(xs, x, d);
+  });
+}
 
 void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_channels& channels,
                         std::int64_t steps, float* x) {
