@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
     const ds::mixture_posterior post(prior, ds::observation_operator::dense(1, d, pr.A), 1.0, {3.0});
     buffer<float> x(std::size_t(N * d), gpu);
     const double exact_seconds =
-        timed(gpu, [&] { post.sample(x.ptr, N, 7, ds::execution{where, nullptr}); });
+        timed(gpu, [&] { post.sample(x.ptr, N, 7, nullptr, 0, ds::execution{where, nullptr}); });
     const double exact_rate = double(N) / exact_seconds;
     std::printf("%-10s %5lld %10lld %16.3e %12.2f %10.0f\n", "exact", static_cast<long long>(d),
                 static_cast<long long>(N), exact_rate, exact_rate * double(d) * double(d + 1) / 1e9, 4.0 * d);

@@ -14,7 +14,7 @@
 
 namespace diffsample {
 
-const char* version() noexcept { return "0.1.0"; }
+const char* version() noexcept { return DIFFSAMPLE_VERSION_STRING; }
 
 namespace {
 struct device_probe {

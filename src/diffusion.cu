@@ -302,7 +302,7 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
                                execution exec)
     : storage_(std::make_unique<detail::plan_storage>()) {
   detail::check_count("n", n, d);
-  DIFFSAMPLE_EXPECTS(d <= (1 << 24), "d: must be in [1, 2^24], got " << d);
+  DIFFSAMPLE_EXPECTS(d <= (1 << 24), "dim: must be in [1, 2^24], got " << d);
   DIFFSAMPLE_EXPECTS(o.sampler != diffusion_sampler::ode_heun && o.sampler != diffusion_sampler::sequential_measurements,
                      "options.sampler: " << to_string(o.sampler)
                                          << " evaluates the model away from x and is available only fused (diffusion())");
@@ -402,8 +402,18 @@ double diffusion_plan::step_time(std::int64_t k) const {
   return storage_->times[k];
 }
 
-void diffusion_plan::reset(float* x, cudaStream_t stream) {
+namespace {
+// The stream of a plan call, after checking that it asks for the plan's executor (automatic means the plan's).
+cudaStream_t plan_stream(executor where, execution exec) {
+  DIFFSAMPLE_EXPECTS(exec.kind == executor::automatic || exec.kind == where,
+                     "exec: the plan runs on " << to_string(where) << ", got " << to_string(exec.kind));
+  return exec.stream;
+}
+}  // namespace
+
+void diffusion_plan::reset(float* x, execution exec) {
   const auto& st = *storage_;
+  const cudaStream_t stream = plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS(x != nullptr || st.n == 0 || !st.draw_initial, "x: null pointer");
   kernels::for_each_index<32>(st.where, 1,
                               kernels::plan_reset_functor{st.state_ptr, st.first_chain, std::uint64_t(st.n)}, stream);
@@ -416,8 +426,9 @@ void diffusion_plan::reset(float* x, cudaStream_t stream) {
     kernels::for_each_index(st.where, st.n * blocks, initial, stream);
 }
 
-void diffusion_plan::step(float* x, const float* model, cudaStream_t stream) {
+void diffusion_plan::step(float* x, const float* model, execution exec) {
   const auto& st = *storage_;
+  const cudaStream_t stream = plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
   const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
@@ -430,8 +441,9 @@ void diffusion_plan::step(float* x, const float* model, cudaStream_t stream) {
   kernels::for_each_index<32>(st.where, 1, kernels::plan_advance_functor{st.state_ptr}, stream);
 }
 
-void diffusion_plan::finish(float* x, const float* model, cudaStream_t stream) {
+void diffusion_plan::finish(float* x, const float* model, execution exec) {
   const auto& st = *storage_;
+  const cudaStream_t stream = plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
   const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,

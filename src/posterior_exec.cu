@@ -263,13 +263,13 @@ executor mixture_posterior::sample_on(T* out, std::int64_t n, std::uint64_t seed
   return where;
 }
 
-executor mixture_posterior::sample(float* out, std::int64_t n, std::uint64_t seed, execution exec,
-                                   std::int32_t* labels, std::uint64_t first_index) const {
+executor mixture_posterior::sample(float* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels,
+                                   std::uint64_t first_index, execution exec) const {
   return sample_on(out, n, seed, exec, labels, first_index);
 }
 
-executor mixture_posterior::sample(double* out, std::int64_t n, std::uint64_t seed, execution exec,
-                                   std::int32_t* labels, std::uint64_t first_index) const {
+executor mixture_posterior::sample(double* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels,
+                                   std::uint64_t first_index, execution exec) const {
   return sample_on(out, n, seed, exec, labels, first_index);
 }
 

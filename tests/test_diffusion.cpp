@@ -658,6 +658,34 @@ TEST(DiffusionPlan, RejectsFusedOnlySamplersAndStopsAfterTheLastStep) {
   EXPECT_EQ(x, done);
 }
 
+// The plan's calls take an execution: its kind must be the plan's executor or automatic (another is refused before
+// anything runs, naming exec), and the deprecated raw-stream forms are the same calls.
+TEST(DiffusionPlan, CallsTakeTheExecutionOfThePlan) {
+  diffusion_options o;
+  o.steps = 4;
+  o.seed = 9;
+  diffusion_plan a(8, 3, o, model_output::denoiser, cpu), b(8, 3, o, model_output::denoiser, cpu);
+  std::vector<float> xa(24), xb(24), m(24, 0.25f);
+  EXPECT_THROW(
+      {
+        try {
+          a.step(xa.data(), m.data(), execution{executor::cuda, nullptr});
+        } catch (const invalid_argument& e) {
+          EXPECT_NE(std::string(e.what()).find("exec: the plan runs on cpu"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      invalid_argument);
+  a.reset(xa.data(), cpu);
+  for (int k = 0; k < 4; ++k) a.step(xa.data(), m.data(), execution{});
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  b.reset(xb.data(), cudaStream_t{nullptr});
+  for (int k = 0; k < 4; ++k) b.step(xb.data(), m.data(), cudaStream_t{nullptr});
+#pragma GCC diagnostic pop
+  EXPECT_EQ(xa, xb);
+}
+
 TEST(DiffusionPlan, GpuPlanMatchesCpuPlan) {
   DIFFSAMPLE_REQUIRE_GPU();
   // d = 2 (one partial Philox block per row) and an image-sized batch, n = 64 rows of d = 12,288 (3,072 blocks per
@@ -704,10 +732,10 @@ TEST(DiffusionPlan, CapturedGraphDrawsFreshNoiseOnEveryReplay) {
   diffusion_plan direct_plan(n, d, o, model_output::denoiser, gpu), captured_plan(n, d, o, model_output::denoiser, gpu);
   diffsample::testing::device_buffer<float> x(n * d), model(n * d);
   auto trajectory = [&](diffusion_plan& plan) {
-    plan.reset(x.ptr, stream);
+    plan.reset(x.ptr, gpu);
     for (std::int64_t k = 0; k < plan.steps(); ++k) {
       mix.evaluate(quantity::denoiser, x.ptr, n, plan.step_channel(k), model.ptr, gpu);
-      plan.step(x.ptr, model.ptr, stream);
+      plan.step(x.ptr, model.ptr, gpu);
     }
   };
   std::vector<std::vector<float>> direct;

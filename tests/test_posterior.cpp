@@ -299,7 +299,18 @@ TEST(Posterior, SamplesFollowTheDocumentedStream) {
   const int n = 64;
   std::vector<double> x(n * 5);
   std::vector<std::int32_t> labels(n);
-  EXPECT_EQ(post.sample(x.data(), n, 77, ds::execution{ds::executor::cpu}, labels.data(), 1000), ds::executor::cpu);
+  EXPECT_EQ(post.sample(x.data(), n, 77, labels.data(), 1000, ds::execution{ds::executor::cpu}), ds::executor::cpu);
+  {
+    // The deprecated order (execution before labels and first_index) is the same call.
+    std::vector<double> x_old(n * 5);
+    std::vector<std::int32_t> labels_old(n);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    post.sample(x_old.data(), n, 77, ds::execution{ds::executor::cpu}, labels_old.data(), 1000);
+#pragma GCC diagnostic pop
+    EXPECT_EQ(x_old, x);
+    EXPECT_EQ(labels_old, labels);
+  }
   std::vector<std::int64_t> all(n);
   for (int i = 0; i < n; ++i) all[i] = i;
   expect_documented(post, x, labels, 77, 1000, all);
@@ -331,8 +342,8 @@ TEST(PosteriorGpu, DeviceSamplesMatchTheHost) {
     ds::testing::device_buffer<double> out(n * d);
     ds::testing::device_buffer<float> out_f(n * d);
     ds::testing::device_buffer<std::int32_t> dev_labels(n);
-    EXPECT_EQ(post.sample(out.ptr, n, 8, ds::execution{ds::executor::cuda}, dev_labels.ptr, 11), ds::executor::cuda);
-    EXPECT_EQ(post.sample(out_f.ptr, n, 8, ds::execution{}, nullptr, 11), ds::executor::cuda);
+    EXPECT_EQ(post.sample(out.ptr, n, 8, dev_labels.ptr, 11, ds::execution{ds::executor::cuda}), ds::executor::cuda);
+    EXPECT_EQ(post.sample(out_f.ptr, n, 8, nullptr, 11, ds::execution{}), ds::executor::cuda);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_EQ(dev_labels.download(), labels) << "d = " << d;
     const std::vector<double> x = out.download();

@@ -870,12 +870,12 @@ DS_API ds_status ds_posterior_sample_double_on(const ds_posterior* posterior, do
 /* --- metrics ---------------------------------------------------------------------------------------------- */
 
 /**
- * Sliced Wasserstein-p distance between two host sample sets (n_a x d and n_b x d, row-major float): the mean over
+ * Sliced Wasserstein-p distance between two host sample sets (n_a x dim and n_b x dim, row-major float): the mean over
  * @p directions random unit directions of the exact 1-D W_p^p, to the power 1/p. Synchronous, host memory.
  * @param p    1 or 2
  * @param out  receives the distance
  */
-DS_API ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+DS_API ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t dim,
                                        int directions, uint64_t seed, int p, double* out);
 
 /**
@@ -883,7 +883,7 @@ DS_API ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float*
  * directions per pass on @p where (diffsample::sliced_wasserstein_workspace_bytes).
  * @param bytes  receives the size
  */
-DS_API ds_status ds_sliced_wasserstein_workspace_bytes(int64_t n_a, int64_t n_b, int64_t d, int directions_per_pass,
+DS_API ds_status ds_sliced_wasserstein_workspace_bytes(int64_t n_a, int64_t n_b, int64_t dim, int directions_per_pass,
                                                        ds_executor where, size_t* bytes);
 
 /**
@@ -893,7 +893,7 @@ DS_API ds_status ds_sliced_wasserstein_workspace_bytes(int64_t n_a, int64_t n_b,
  * @param workspace_bytes  size of @p workspace
  * @param out              receives the distance (host memory)
  */
-DS_API ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+DS_API ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t dim,
                                           int directions, uint64_t seed, int p, ds_execution exec, void* workspace,
                                           size_t workspace_bytes, double* out);
 
@@ -903,7 +903,7 @@ DS_API ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const flo
  * @param result  one double where the executor writes the distance
  * @param ran     receives the executor that ran (may be NULL)
  */
-DS_API ds_status ds_sliced_wasserstein_async(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+DS_API ds_status ds_sliced_wasserstein_async(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t dim,
                                              int directions, uint64_t seed, int p, double* result, ds_execution exec,
                                              void* workspace, size_t workspace_bytes, ds_executor* ran);
 

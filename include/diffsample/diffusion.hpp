@@ -140,10 +140,10 @@ class DIFFSAMPLE_API diffusion_plan {
   /// Validates the options, builds the table and allocates device memory once: cudaMalloc, copies on exec.stream,
   /// then cudaStreamSynchronize(exec.stream), so the plan is ready for any stream when the constructor returns;
   /// nothing afterwards synchronises.
-  /// @param n, d      batch size and dimension of x and of the model buffer (n x d floats each)
+  /// @param n, dim    batch size and dimension of x and of the model buffer (n x dim floats each)
   /// @param exec      executor::cuda or executor::cpu (automatic picks CUDA when a GPU is present)
   /// @throws invalid_argument for bad sizes, unsupported samplers or invalid schedules
-  diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_options& options, model_output output,
+  diffusion_plan(std::int64_t n, std::int64_t dim, const diffusion_options& options, model_output output,
                  execution exec = {});
   ~diffusion_plan();
   /// Moves the plan and its device buffers; the moved-from plan may only be destroyed or assigned.
@@ -164,15 +164,33 @@ class DIFFSAMPLE_API diffusion_plan {
   const std::int64_t* step_counter() const noexcept;
 
   /// Starts the next trajectory: the step counter goes to 0 and the random key to that trajectory's chains (see
-  /// the class comment), both on the device; when options.draw_initial, draws x = s_0 z (n x d) as diffusion()
-  /// does. Asynchronous on the CUDA executor; capturable.
-  void reset(float* x, cudaStream_t stream = nullptr);
-  /// Applies the update of the current step to x given the model output at x (both n x d, on the plan's
-  /// executor) and advances the step counter. A call past the last step leaves x unchanged. Asynchronous; no
-  /// validation beyond null pointers, so that it can be captured.
-  void step(float* x, const float* model, cudaStream_t stream = nullptr);
-  /// The final jump x <- E[x0 | x] from the model output at step_channel(steps()). Asynchronous.
-  void finish(float* x, const float* model, cudaStream_t stream = nullptr);
+  /// the class comment), both on the device; when options.draw_initial, draws x = s_0 z (n x dim) as diffusion()
+  /// does. Asynchronous on the CUDA executor (on exec.stream); capturable.
+  /// @param exec  the plan's executor or executor::automatic (which means the plan's), and the stream
+  /// @throws invalid_argument for another executor, or a null x when the plan draws the initial states
+  void reset(float* x, execution exec = {});
+  /// Applies the update of the current step to x given the model output at x (both n x dim, on the plan's
+  /// executor) and advances the step counter. A call past the last step leaves x unchanged. Asynchronous on
+  /// exec.stream; no validation beyond null pointers and the executor, so that it can be captured.
+  void step(float* x, const float* model, execution exec = {});
+  /// The final jump x <- E[x0 | x] from the model output at step_channel(steps()). Asynchronous on exec.stream.
+  void finish(float* x, const float* model, execution exec = {});
+
+  /// reset() on a raw stream (the plan's executor): the form before every call took an execution.
+  [[deprecated("pass an execution: reset(x, {executor::automatic, stream})")]] void reset(float* x,
+                                                                                           cudaStream_t stream) {
+    reset(x, execution{executor::automatic, stream});
+  }
+  /// step() on a raw stream (the plan's executor): the form before every call took an execution.
+  [[deprecated("pass an execution: step(x, model, {executor::automatic, stream})")]] void step(
+      float* x, const float* model, cudaStream_t stream) {
+    step(x, model, execution{executor::automatic, stream});
+  }
+  /// finish() on a raw stream (the plan's executor): the form before every call took an execution.
+  [[deprecated("pass an execution: finish(x, model, {executor::automatic, stream})")]] void finish(
+      float* x, const float* model, cudaStream_t stream) {
+    finish(x, model, execution{executor::automatic, stream});
+  }
 
  private:
   std::unique_ptr<detail::plan_storage> storage_;

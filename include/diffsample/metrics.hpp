@@ -15,7 +15,7 @@ namespace diffsample {
 class gaussian_mixture;
 class mixture_posterior;
 
-/// Sliced Wasserstein distance between two host sample sets (n_a x d and n_b x d, row-major float): the average
+/// Sliced Wasserstein distance between two host sample sets (n_a x dim and n_b x dim, row-major float): the average
 /// over @p directions random unit directions (Philox stream of @p seed) of the exact 1-D Wasserstein-p distance
 /// between the projected empirical distributions (sizes may differ), returned as (mean of W_p^p)^(1/p).
 /// p is 1 or 2. Projections are computed in FP64. Synchronous, host memory.
@@ -23,7 +23,7 @@ class mixture_posterior;
 /// @throws invalid_argument for n_a, n_b, d or directions < 1, p not 1 or 2, a null or device pointer, sizes whose
 ///         byte count overflows, or a non-finite value in @p a or @p b (the message names the sample)
 DIFFSAMPLE_API double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b,
-                                         std::int64_t d, int directions, std::uint64_t seed, int p = 1);
+                                         std::int64_t dim, int directions, std::uint64_t seed, int p = 1);
 
 /// Scratch budget of sliced_wasserstein() on an executor when no workspace is given: directions are processed in
 /// passes of as many as fit in 256 MiB (at least one, whatever its size).
@@ -35,7 +35,7 @@ inline constexpr std::size_t sliced_wasserstein_scratch_limit = std::size_t(256)
 /// of the size for one direction is the smallest accepted; a larger one lets more directions share a pass.
 /// @param where  executor::cuda or executor::cpu; executor::automatic means CUDA when a GPU is present
 /// @throws invalid_argument for sizes < 1 or a byte count that overflows
-DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, std::int64_t n_b, std::int64_t d,
+DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, std::int64_t n_b, std::int64_t dim,
                                                               int directions_per_pass,
                                                               executor where = executor::automatic);
 
@@ -62,7 +62,7 @@ DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, 
 /// A non-finite value in the samples (or a projection beyond the float range) makes @p result NaN; samples are not
 /// scanned beforehand, as that would need a synchronising reduction.
 ///
-/// @param a, b      n_a x d and n_b x d row-major floats: device-accessible (device or managed memory) on the CUDA
+/// @param a, b      n_a x dim and n_b x dim row-major floats: device-accessible (device or managed memory) on the CUDA
 ///                  executor, host-accessible on the CPU executor
 /// @param p         1 or 2
 /// @param result    one double on the executor's side, receives (mean over directions of W_p^p)^(1/p)
@@ -74,7 +74,7 @@ DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, 
 ///         on the wrong side, sizes whose byte count overflows, or a workspace too small for one direction;
 ///         out_of_memory when the scratch does not fit
 DIFFSAMPLE_API executor sliced_wasserstein_async(const float* a, std::int64_t n_a, const float* b,
-                                                 std::int64_t n_b, std::int64_t d, int directions,
+                                                 std::int64_t n_b, std::int64_t dim, int directions,
                                                  std::uint64_t seed, int p, double* result, execution exec = {},
                                                  void* workspace = nullptr, std::size_t workspace_bytes = 0);
 
@@ -84,7 +84,7 @@ DIFFSAMPLE_API executor sliced_wasserstein_async(const float* a, std::int64_t n_
 /// @throws invalid_argument as sliced_wasserstein_async(), and when the result is NaN because a sample holds a
 ///         non-finite value (checked after the run)
 DIFFSAMPLE_API double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b,
-                                         std::int64_t d, int directions, std::uint64_t seed, int p, execution exec,
+                                         std::int64_t dim, int directions, std::uint64_t seed, int p, execution exec,
                                          void* workspace = nullptr, std::size_t workspace_bytes = 0);
 
 /// Mixture-component weights recovered from samples: the average over the n samples of each component's
@@ -105,7 +105,7 @@ DIFFSAMPLE_API std::vector<double> component_weights(const mixture_posterior& re
 /// Mixture-component weights recovered from samples of a gaussian_mixture (diagonal or isotropic components):
 /// the average responsibility r_k(x) = w_k N(x; mu_k, diag v_k) / sum_j w_j N(x; mu_j, diag v_j), K values.
 /// Host, synchronous, FP64, deterministic as the posterior overload; same standard error sqrt(w_k (1 - w_k) / n).
-/// @param x  n x d host floats
+/// @param x  n x dim host floats
 /// @throws invalid_argument for n < 1, a null or device pointer, or a non-finite sample value
 DIFFSAMPLE_API std::vector<double> component_weights(const gaussian_mixture& reference, const float* x,
                                                      std::int64_t n);

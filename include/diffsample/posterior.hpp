@@ -97,11 +97,24 @@ class DIFFSAMPLE_API mixture_posterior {
   /// @return the executor that ran
   /// @throws invalid_argument for a negative n, an n x d_x that overflows, first_index > 2^62, or a buffer the
   ///         executor cannot reach; out_of_memory when the scratch cannot be allocated
-  executor sample(float* out, std::int64_t n, std::uint64_t seed, execution exec, std::int32_t* labels = nullptr,
-                  std::uint64_t first_index = 0) const;
+  executor sample(float* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels, std::uint64_t first_index,
+                  execution exec) const;
   /// FP64 output on either executor (n x d_x doubles); otherwise as the float overload above.
-  executor sample(double* out, std::int64_t n, std::uint64_t seed, execution exec, std::int32_t* labels = nullptr,
-                  std::uint64_t first_index = 0) const;
+  executor sample(double* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels, std::uint64_t first_index,
+                  execution exec) const;
+  /// sample() on an executor with the execution before labels and first_index: the order before every sibling put
+  /// the execution last (gaussian_mixture::sample).
+  [[deprecated("put the execution last: sample(out, n, seed, labels, first_index, exec)")]] executor sample(
+      float* out, std::int64_t n, std::uint64_t seed, execution exec, std::int32_t* labels = nullptr,
+      std::uint64_t first_index = 0) const {
+    return sample(out, n, seed, labels, first_index, exec);
+  }
+  /// The FP64 form of the deprecated order above.
+  [[deprecated("put the execution last: sample(out, n, seed, labels, first_index, exec)")]] executor sample(
+      double* out, std::int64_t n, std::uint64_t seed, execution exec, std::int32_t* labels = nullptr,
+      std::uint64_t first_index = 0) const {
+    return sample(out, n, seed, labels, first_index, exec);
+  }
 
  private:
   std::int64_t components_ = 0, dim_ = 0;

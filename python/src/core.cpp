@@ -618,7 +618,7 @@ NB_MODULE(_core, m) {
             place p;
             float* xp = checked<float>(x, "x", {-1, -1}, p);
             if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
-            pl.reset(xp, reinterpret_cast<cudaStream_t>(stream));
+            pl.reset(xp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
           "x"_a, "stream"_a = 0, "Starts the next trajectory (and draws x when options.draw_initial).")
       .def(
@@ -629,7 +629,7 @@ NB_MODULE(_core, m) {
             const float* mp = checked<float>(model, "model", {dim_of(x, 0), dim_of(x, 1)}, p);
             if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
             nb::gil_scoped_release release;
-            pl.step(xp, mp, reinterpret_cast<cudaStream_t>(stream));
+            pl.step(xp, mp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
           "x"_a, "model"_a, "stream"_a = 0, "Applies the current step's update to x given the model output at x.")
       .def(
@@ -640,7 +640,7 @@ NB_MODULE(_core, m) {
             const float* mp = checked<float>(model, "model", {dim_of(x, 0), dim_of(x, 1)}, p);
             if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
             nb::gil_scoped_release release;
-            pl.finish(xp, mp, reinterpret_cast<cudaStream_t>(stream));
+            pl.finish(xp, mp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
           "x"_a, "model"_a, "stream"_a = 0, "The final jump x <- E[x0 | x] from the model output.");
 
@@ -861,12 +861,12 @@ NB_MODULE(_core, m) {
               double* op = checked<double>(out, "out", {-1, q.dim()}, p);
               lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
               nb::gil_scoped_release release;
-              ran = q.sample(op, n, seed, exec_of(p, stream), lp, first_index);
+              ran = q.sample(op, n, seed, lp, first_index, exec_of(p, stream));
             } else {
               float* op = checked<float>(out, "out", {-1, q.dim()}, p);
               lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
               nb::gil_scoped_release release;
-              ran = q.sample(op, n, seed, exec_of(p, stream), lp, first_index);
+              ran = q.sample(op, n, seed, lp, first_index, exec_of(p, stream));
             }
             return report(ran);
           },

@@ -178,16 +178,16 @@ ds_status ds_diffusion_plan_reset(ds_diffusion_plan* plan, float* x, struct CUst
   return guard([&] {
     auto& p = get(plan, "plan");
     if (x == nullptr) fail("x: null pointer");
-    p.plan.reset(x, stream);
+    p.plan.reset(x, ds::execution{ds::executor::automatic, stream});
   });
 }
 
 ds_status ds_diffusion_plan_step(ds_diffusion_plan* plan, float* x, const float* model, struct CUstream_st* stream) {
-  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.step(s, m, stream); });
+  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.step(s, m, ds::execution{ds::executor::automatic, stream}); });
 }
 
 ds_status ds_diffusion_plan_finish(ds_diffusion_plan* plan, float* x, const float* model, struct CUstream_st* stream) {
-  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.finish(s, m, stream); });
+  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.finish(s, m, ds::execution{ds::executor::automatic, stream}); });
 }
 
 }  // extern "C"

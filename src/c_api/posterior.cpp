@@ -19,7 +19,7 @@ ds_status sample(const ds_posterior* posterior, T* out, int64_t n, uint64_t seed
     if (exec == nullptr)
       p.sample(out, n, seed, l, first_index);
     else
-      set_ran(ran, p.sample(out, n, seed, to_cpp(*exec), l, first_index));
+      set_ran(ran, p.sample(out, n, seed, l, first_index, to_cpp(*exec)));
   });
 }
 

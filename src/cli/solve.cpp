@@ -426,7 +426,7 @@ int run_solve(int argc, char** argv, int first) {
   if (method != "exact") return run_guided(o, file, mixture, post, method, where, n, seed, quiet, outputs);
   exec_buffer<float> samples(where, n * d);
   if (where == ds::executor::cuda)
-    post.sample(samples.data(), n, seed, ds::execution{where});
+    post.sample(samples.data(), n, seed, nullptr, 0, ds::execution{where});
   else
     post.sample(samples.data(), n, seed);  // the host call, as before the executor form existed
   const std::vector<float>& x = samples.to_host();

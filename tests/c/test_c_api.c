@@ -46,7 +46,7 @@ static int near(double got, double want, double tol) { return fabs(got - want) <
 
 static void test_library(void) {
   ds_executor e = DS_EXECUTOR_AUTOMATIC;
-  CHECK(strcmp(ds_version(), "0.1.0") == 0);
+  CHECK(strcmp(ds_version(), DIFFSAMPLE_VERSION_STRING) == 0);
   CHECK(ds_cuda_available() == 0 || ds_cuda_available() == 1);
   CHECK(ds_cuda_unavailable_reason() != NULL);
   CHECK(strcmp(ds_status_name(DS_OUT_OF_MEMORY), "out_of_memory") == 0);
