@@ -40,6 +40,9 @@ from ._core import (  # noqa: F401  (re-exported)
     cuda_unavailable_reason,
 )
 
+#: The package's version: the library's (one source, the CMake project version).
+__version__: str = _core.version()
+
 __all__ = [
     "Error", "InvalidArgument", "OutOfMemory", "CudaError",
     "GaussianMixture", "NoiseSchedule", "ObservationOperator", "MixturePosterior", "DiffusionPlan", "SamplingPlan",

@@ -331,6 +331,7 @@ NB_MODULE(_core, m) {
   m.def("parse_guided_potentials", &ds::parse_guided_potentials, "name"_a, "Parses 'linear' or 'moment'.");
   m.def("parse_mixture_path", &ds::parse_mixture_path, "name"_a, "Parses 'auto'/'automatic', 'direct' or 'gemm'.");
 
+  m.def("version", &ds::version, "The library's version (its CMake project version, e.g. '0.2.0').");
   m.def("cuda_available", &ds::cuda_available, "True when the CUDA runtime finds at least one device.");
   m.def("cuda_unavailable_reason", &ds::cuda_unavailable_reason,
         "Why no GPU is used: the CUDA runtime's message, or '' when a device was found.");

@@ -101,3 +101,8 @@ def test_torch_cuda_tensors_on_the_current_stream(mixture2):
     np.testing.assert_allclose(y.cpu().numpy(), ycpu, rtol=1e-3, atol=1e-3)
     with pytest.raises(ds.InvalidArgument, match="one device"):
         mixture2.score(x, out=np.zeros((1000, 2), dtype=np.float32))
+
+
+def test_version_is_the_librarys():
+    from importlib.metadata import version
+    assert ds.__version__ == ds._core.version() == version("diffsample")
