@@ -276,11 +276,21 @@ struct select_ancestor_functor {
         for (int it = 0; it < metropolis_steps; ++it) {
           const std::int64_t prop = static_cast<std::int64_t>(uniform_below(rng, N));
           const std::uint64_t qp = u[prop];
-          // Accept with probability min(1, q_prop / q_a): v uniform in [0, q_a), accept when v < q_prop.
-          if (qa == 0 || uniform_below(rng, qa) < qp) {
+          // Accept with probability min(1, q_prop / q_a): v uniform in [0, q_a), accept when v < q_prop. From a
+          // zero weight, any weighted proposal is accepted and a zero-weight one is not (no move inside q = 0).
+          if (qa == 0 ? qp != 0 : uniform_below(rng, qa) < qp) {
             a = prop;
             qa = qp;
           }
+        }
+        if (qa == 0) {
+          // The chain started on a zero weight and never proposed a weighted particle: a zero-weight particle is
+          // never an ancestor, so draw this one exactly from q / T by one pass over the problem's weights (as the
+          // rejection scheme's fallback). Runs with probability (1 - share of weighted particles)^steps.
+          const std::uint64_t x = uniform_below(rng, T);
+          std::uint64_t below = 0;
+          a = 0;
+          while (a + 1 < n && below + u[a] <= x) below += u[a++];
         }
         break;
       }

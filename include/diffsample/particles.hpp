@@ -23,7 +23,9 @@ enum class resampling_scheme : int {
   stratified = 1,   ///< one uniform draw in each of the N strata [j/N, (j+1)/N)
   systematic = 2,   ///< one uniform shared by the N strata of a problem
   residual = 3,     ///< floor(N w_i) copies of particle i, multinomial on the residual weights
-  metropolis = 4,   ///< collective-free Metropolis chains (Murray, Lee and Jacob 2016), biased for finite steps
+  metropolis = 4,   ///< collective-free Metropolis chains (Murray, Lee and Jacob 2016), biased for finite steps;
+                    ///< a chain still on a zero weight after its steps draws its ancestor exactly by one pass
+                    ///< over its problem's N weights
   rejection = 5,    ///< collective-free rejection sampler (Murray, Lee and Jacob 2016), unbiased; costs
                     ///< max w / mean w proposals per particle on average, at most 64, after which the particle's
                     ///< ancestor is drawn exactly by one pass over its problem's N weights (same law)
