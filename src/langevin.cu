@@ -31,8 +31,10 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_op
                      "options.method: invalid value " << static_cast<int>(o.method));
   detail::check_channel("options.target", o.target);
   DIFFSAMPLE_EXPECTS(o.record_every >= 0, "options.record_every: must be >= 0, got " << o.record_every);
-  DIFFSAMPLE_EXPECTS(o.first_step + static_cast<std::uint64_t>(o.steps) <= kernels::philox_max_step,
-                     "options.first_step: first_step + steps = " << o.first_step + o.steps
+  // Compared without forming first_step + steps, which can wrap around 2^64 back into range.
+  DIFFSAMPLE_EXPECTS(o.first_step <= kernels::philox_max_step &&
+                         static_cast<std::uint64_t>(o.steps) <= kernels::philox_max_step - o.first_step,
+                     "options.first_step: first_step + steps = " << o.first_step << " + " << o.steps
                                                                  << " exceeds the random stream's 2^30 steps");
   DIFFSAMPLE_EXPECTS(o.first_chain <= (std::uint64_t(1) << 62),
                      "options.first_chain: must be < 2^62, got " << o.first_chain);

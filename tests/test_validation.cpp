@@ -93,6 +93,11 @@ TEST(Validation, LangevinOptions) {
   o = {};
   o.first_step = std::uint64_t(1) << 30;
   expect_error([&] { run(o); }, {"options.first_step", "2^30"});
+  // first_step + steps must not wrap around 2^64 into range (it did: 2^64 - 4 + 10 passed as 6, and the call's steps
+  // 4 .. 9 drew the streams of steps 0 .. 5, the counter keeping the step's low 32 bits).
+  o.first_step = ~std::uint64_t(0) - 3;
+  o.steps = 10;
+  expect_error([&] { run(o); }, {"options.first_step", "2^30"});
   o = {};
   o.record_every = 0;
   std::vector<float> traj(8);
