@@ -4,6 +4,7 @@
 // CUDA block per problem when a problem is one chunk, else one block per chunk and one per problem to stitch
 // (CUB block primitives). The integer scans make both executors produce identical prefix sums.
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <memory>
 #include <utility>
@@ -579,8 +580,13 @@ executor gather_checked(const float* states, std::int64_t problems, std::int64_t
   detail::check_buffer("states", states, count * dim, sizeof(float), where);
   detail::check_buffer("ancestors", ancestors, count, sizeof(Index), where);
   detail::check_buffer("out", out, count * dim, sizeof(float), where);
-  DIFFSAMPLE_EXPECTS(count == 0 || states != out, "out: must not alias states (" << static_cast<const void*>(out)
-                                                                                  << ")");
+  // Any overlap, not only out == states: the gather would overwrite states it has still to read.
+  const auto first = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  const std::uintptr_t bytes = static_cast<std::uintptr_t>(count * dim) * sizeof(float);
+  DIFFSAMPLE_EXPECTS(count * dim == 0 || first(out) + bytes <= first(states) || first(states) + bytes <= first(out),
+                     "out: must not overlap states (out " << static_cast<const void*>(out) << ", states "
+                                                          << static_cast<const void*>(states) << ", " << bytes
+                                                          << " bytes each)");
   gather(states, problems, particles, dim, ancestors, out, where, exec.stream);
   return where;
 }

@@ -363,6 +363,25 @@ TEST(Particles, InvalidArgumentsAreRejected) {
   EXPECT_THROW(ds::gather_particles(lw.data(), 1, 4, 1, a.data(), lw.data(), cpu()), ds::invalid_argument);
 }
 
+// gather_particles() documents that states and out must not overlap; the check caught only out == states, so an out
+// shifted by a row passed and the gather overwrote states it had still to read. Seen failing before the fix: no
+// exception, the caller's row 1 (10, 11) destroyed, and out's row 2 = (30, 31) instead of the ancestor's (10, 11).
+TEST(Particles, GatherRejectsOverlappingBuffers) {
+  const std::int64_t n = 4, d = 2;
+  const std::vector<float> before = {0, 1, 10, 11, 20, 21, 30, 31, -1, -1};
+  const std::vector<std::int32_t> a = {3, 2, 1, 0};
+  for (std::int64_t shift : {d, -d, 2 * d - 1}) {  // out one row after, one row before, 3 floats after states
+    std::vector<float> buffer = before;
+    float* states = buffer.data() + (shift < 0 ? -shift : 0);
+    float* out = states + shift;
+    EXPECT_THROW(ds::gather_particles(states, 1, n, d, a.data(), out, cpu()), ds::invalid_argument) << shift;
+    EXPECT_EQ(buffer, before) << "shift " << shift;
+  }
+  // Adjacent buffers do not overlap.
+  std::vector<float> two(2 * n * d, 0.f);
+  EXPECT_NO_THROW(ds::gather_particles(two.data(), 1, n, d, a.data(), two.data() + n * d, cpu()));
+}
+
 TEST(Particles, CudaAndCpuExecutorsPickTheSameAncestors) {
   DIFFSAMPLE_REQUIRE_GPU();
   const int b = 6, n = 5000;
