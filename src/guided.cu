@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -290,6 +291,14 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
       DIFFSAMPLE_EXPECTS(op.d_y() == pr.d_y && op.d_x() == d, "problems.operators[" << i << "]: " << op.d_y() << " x "
                                                                 << op.d_x() << ", expected d_y x d_x = " << pr.d_y
                                                                 << " x " << d);
+      // The bound problems.A has, on the values that make up A: a dense matrix's entries, a mask's gains, an SVD's
+      // singular values (|A_ij| <= max_k S_k, as U and V have orthonormal columns).
+      const std::string name = "problems.operators[" + std::to_string(i) + "]" +
+                               (op.kind() == observation_kind::dense  ? ".A"
+                                : op.kind() == observation_kind::mask ? ".diagonal"
+                                                                      : ".singular_values");
+      detail::check_range(name.c_str(), op.kind() == observation_kind::dense ? op.matrix() : op.diagonal(),
+                          -max_abs_value, max_abs_value, "the FP32 samplers square A x");
     }
   }
   DIFFSAMPLE_EXPECTS(pr.y.size() == static_cast<std::size_t>(pr.problems * pr.d_y),
@@ -302,6 +311,7 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
   if (pr.operators.empty())
     detail::check_range("problems.A", pr.A, -max_abs_value, max_abs_value, "the FP32 samplers square A x");
   detail::check_values("problems.sigma_y", pr.sigma_y, true);
+  detail::check_range("problems.sigma_y", pr.sigma_y, 0, max_abs_value, "the FP32 samplers square sigma_y");
   DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment,

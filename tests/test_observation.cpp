@@ -325,6 +325,35 @@ TEST(Observation, GuidedRejectsInconsistentOperators) {
   EXPECT_GT(ds::guided_workspace_bytes(prior, g, o), 0u);
 }
 
+// An operator's values are held to the bound problems.A is held to (and mixture_posterior holds every operator to),
+// and so is sigma_y: the FP32 samplers square A x and sigma_y. Seen failing before the fix: a mask gain, a dense
+// entry or a singular value of 1e30 passed, and the run ended silently with log Z = -inf (smc) or every particle NaN
+// (dps, tmpd); sigma_y = 1e25 passed too, and tmpd's particles all came out NaN.
+TEST(Observation, GuidedHoldsOperatorValuesAndSigmaYToTheFp32Range) {
+  const ds::gaussian_mixture prior = ds::grid_mixture(3, 2, 4.0, 1.0);
+  const double r = std::sqrt(0.5);
+  ds::guided_problems g;
+  g.d_y = 2;
+  g.y = {0.5, -0.3};
+  g.sigma_y = {0.5};
+  ds::guided_options o;
+  o.particles = 16;
+  o.steps = 4;
+  g.operators = {ds::observation_operator::mask(3, {1, 2}, {1e30, 1.0})};
+  expect_invalid([&] { ds::guided_workspace_bytes(prior, g, o); }, "problems.operators[0].diagonal[0]: 1e+30");
+  g.operators = {ds::observation_operator::dense(2, 3, {1, 0, 0, 0, -1e30, 0})};
+  expect_invalid([&] { ds::guided_workspace_bytes(prior, g, o); }, "problems.operators[0].A[4]: -1e+30");
+  g.operators = {ds::observation_operator::svd(2, 3, {r, r, r, -r}, {1e30, 1.0}, {1, 0, 0, 1, 0, 0})};
+  expect_invalid([&] { ds::guided_workspace_bytes(prior, g, o); }, "problems.operators[0].singular_values[0]");
+  g.operators = {ds::observation_operator::mask(3, {1, 2}, {1e18, 1.0})};  // the bound itself is accepted
+  EXPECT_GT(ds::guided_workspace_bytes(prior, g, o), 0u);
+  g.sigma_y = {1e25};
+  for (ds::guided_sampler s : {ds::guided_sampler::smc, ds::guided_sampler::tmpd}) {
+    o.sampler = s;
+    expect_invalid([&] { ds::guided_workspace_bytes(prior, g, o); }, "problems.sigma_y[0]: 1e+25");
+  }
+}
+
 // DPS and Pi-GDM draw no resampling decisions, so with the same seed the mask path and the dense path follow the
 // same trajectories up to float rounding (summation order of A^T u and A x): the final particles agree to 1e-3
 // relative (measured: identical bits, since the dense rows only add exact zeros). Seen to fail with the mask scatter

@@ -83,15 +83,17 @@ DIFFSAMPLE_API dps_step_form parse_dps_step_form(const std::string& name);
 struct guided_problems {
   std::int64_t problems = 1;     ///< B >= 1
   std::int64_t d_y = 1;          ///< observation dimension, 1 <= d_y <= 1024
-  std::vector<double> A;         ///< d_y x d_x (shared by every problem) or B x d_y x d_x, row-major, finite
+  std::vector<double> A;         ///< d_y x d_x (shared by every problem) or B x d_y x d_x, row-major, each in
+                                 ///< [-max_abs_value, max_abs_value]
   /// Instead of A (leave A empty then): one operator shared by every problem or B of them, each d_y x d_x, of any
   /// observation_kind. When every operator is a mask the samplers apply them as a gather and a scatter, O(d_y) per
   /// particle instead of O(d_y d_x). When every operator is an SVD of one rank r < d_y they run on the projected
   /// r-dimensional problem (U^T y, diag(S) V^T), which has the same posterior and guidance, and add the part of
-  /// log p(y) outside the span of U to the log-normaliser. Other operators run as dense matrices.
+  /// log p(y) outside the span of U to the log-normaliser. Other operators run as dense matrices. A dense matrix's
+  /// entries, a mask's gains and an SVD's singular values must lie in [-max_abs_value, max_abs_value], as A's.
   std::vector<observation_operator> operators;
   std::vector<double> y;         ///< B x d_y observations, finite
-  std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each finite and > 0
+  std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each > 0 and <= max_abs_value
 };
 
 /// The intermediate potentials of guided_sampler::smc (README: "Moment-projected potentials").
