@@ -1,6 +1,8 @@
 // SKRock's host side: the Chebyshev coefficients and the stability bound in FP64 (formulas in the README, "SKRock"),
 // and the launch of kernels/guided_skrock.cuh.
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 #include "kernels/guided_skrock.cuh"
 #include "src/guided_samplers.hpp"
@@ -52,7 +54,16 @@ double skrock_stability_bound(int s, double eta) {
 
 double largest_eigenvalue(const double* m, std::int64_t n) {
   std::vector<double> v(static_cast<std::size_t>(n)), w(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) v[i] = 1.0 + 1e-3 * double(i);
+  // Start from fixed pseudo-random values in [-1, 1): a start orthogonal to the top eigenvector would converge to a
+  // smaller eigenvalue (and a step too long for stability). A structured start, such as 1 + 1e-3 i, is orthogonal to
+  // every eigenvector whose entries sum to zero with zero first moment, e.g. the Walsh function (1, -1, -1, 1).
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::uint64_t z = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    v[i] = double(z >> 11) * 0x1.0p-52 - 1.0;
+  }
   double lambda = 0;
   for (int it = 0; it < 2000; ++it) {
     double norm = 0;

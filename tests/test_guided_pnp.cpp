@@ -673,6 +673,38 @@ TEST(GuidedPnp, MaskAndSvdOperatorsMatchTheDensePath) {
   }
 }
 
+// SKRock's step is fraction x l_s / L with L = 1 / v_min + lambda_max(A A^T) / sigma_y^2. An operator whose top
+// eigenvector of A A^T is the Walsh function (1, -1, -1, 1) / 2: A = U diag(1, 1, 1, 100) with U the orthonormal
+// Walsh-Hadamard basis (d = d_y = 4), prior N(0, I), sigma_y = 1, so lambda_max = 10^4. The power iteration that
+// estimated lambda_max started from (1, 1.001, 1.002, 1.003), which is orthogonal to that eigenvector: it returned 1,
+// the step came out 5000x too long (h L = 4300 against the stability bound l_s = 173) and every chain diverged to
+// NaN after 50 iterations (seen failing: 256 of 256 values non-finite). A^T A = diag(S^2), so along the stiff
+// coordinate x_3 the exact posterior is N(100 u4.y / (1 + 10^4), 1 / (1 + 10^4)), u4 = (1, -1, -1, 1) / 2; after 50
+// iterations (the contraction per iteration at h L = 0.87 is far below 1) the 64 chains' mean of x_3 must lie within
+// 5 standard errors, 5 / sqrt(64 (1 + 10^4)), of it (SKRock's variance bias at this h L is below 1%, and its mean is
+// unbiased on a Gaussian). Seen failing too with the drift's residual taken against 2 y (mean 0.118 against 0.059).
+TEST(GuidedPnp, SkrockStepSeesTheTopEigenvalueForAnyOperator) {
+  const ds::gaussian_mixture prior(4, {1.0}, {0, 0, 0, 0}, {1.0});
+  const double walsh[4][4] = {{1, 1, 1, 1}, {1, -1, 1, -1}, {1, 1, -1, -1}, {1, -1, -1, 1}};
+  const double S[4] = {1, 1, 1, 100};
+  ds::guided_problems g;
+  g.d_y = 4;
+  g.sigma_y = {1.0};
+  g.y = {3.1, -2.8, -3.0, 2.9};  // u4.y = 5.9: the stiff coordinate's posterior mean, 0.059, is 47 se from 0
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) g.A.push_back(0.5 * walsh[j][i] * S[j]);  // A_ij = U_ij S_j, U = walsh^T / 2
+  ds::guided_options o = options(ds::guided_sampler::skrock, 64, 50, 3);
+  const std::vector<float> x = run(prior, g, o);
+  ASSERT_EQ(non_finite(x), 0);
+  double uy = 0;
+  for (int i = 0; i < 4; ++i) uy += 0.5 * walsh[3][i] * g.y[i];
+  const double exact = S[3] * uy / (1 + S[3] * S[3]), se = 1 / std::sqrt(64 * (1 + S[3] * S[3]));
+  double mean = 0;
+  for (int c = 0; c < 64; ++c) mean += x[c * 4 + 3] / 64.0;
+  std::printf("stiff coordinate: mean %.6f, exact %.6f, se %.6f\n", mean, exact, se);
+  EXPECT_LE(std::abs(mean - exact), 5 * se);
+}
+
 // SKRock at a finite step against its own exact stationary law. On a Gaussian posterior the drift is linear,
 // b(x) = -P (x - mu), and one iteration is x' - mu = R(h lambda) (x - mu) + S(h lambda) sqrt(2 h) xi per eigen-direction
 // lambda of P, with R and S from the stage recursion (computed here from the closed forms T_j(w) = cosh(j arccosh w));
