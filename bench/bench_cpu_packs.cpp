@@ -1,4 +1,4 @@
-// The CPU executor's packs of particles (guided SMC, DiffPIR, DDRM) and of directions (sliced Wasserstein) against the scalar
+// The CPU executor's packs of particles (guided SMC, DiffPIR, DDRM, SKRock) and of directions (sliced Wasserstein) against the scalar
 // paths they replace, in one process, rounds interleaved (DIFFSAMPLE_CPU_TARGET=scalar selects the scalar path of
 // the same build), the ratio taken within each round and its median printed last.
 //
@@ -145,6 +145,20 @@ int main(int argc, char** argv) {
       ds::guided_sample(priors[c], problems[c], o, out, cpu);
     };
     rows.push_back(e);
+    row k;  // SKRock, as bench_smc counts an iteration: 10 stages of the score and the likelihood term, the update
+    k.name = "skrock d=" + std::to_string(d);
+    k.work = double(N) * steps;
+    k.flop = 10 * (7 * K * d + 12 * K + 4.0 * d + 5.0 * d) + 5.0 * d;
+    k.run = [&, c] {
+      ds::guided_options o;
+      o.sampler = ds::guided_sampler::skrock;
+      o.steps = steps;
+      o.particles = N;
+      ds::guided_outputs out;
+      out.particles = samples[c].data();
+      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+    };
+    rows.push_back(k);
   }
   for (std::size_t c = 0; c < 2; ++c) {
     const std::int64_t d = priors[c].dim();
@@ -186,6 +200,6 @@ int main(int argc, char** argv) {
     std::printf("%-14s %14.3e %14.3e %10.2f %12.2f %12.0f\n", r.name.c_str(), ps, pp, median(ratio),
                 pp * r.flop / 1e9, r.flop);
   }
-  std::printf("# units: smc, diffpir and ddrm particle-steps, sw (point, direction) projections (sorts included in the time)\n");
+  std::printf("# units: smc, diffpir and ddrm particle-steps, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
   return 0;
 }

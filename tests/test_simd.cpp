@@ -368,17 +368,19 @@ TEST(SimdGuided, PacksMatchTheScalarPassesWithPartialPacks) {
   }
 }
 
-// DiffPIR's and DDRM's trajectories on packs of particles (src/cpu/guided.cpp) against the scalar functors, on the
+// DiffPIR's, DDRM's and SKRock's chains on packs of particles (src/cpu/guided.cpp) against the scalar functors, on the
 // problems and sizes above (partial packs, 3 problems, dense and mask operators): bit-identical across thread counts
 // and with a problem alone, and within the bound derived above for 8 steps (3.4e-3): per step the same rounding
 // sources (the denoiser's, the pack's normals); DiffPIR's proximal step x0 = m + A^T P (y - A m) is a contraction of
 // m's error (|I - A^T P A| <= 1) and its re-noising c0 x0 + c1 x has |c0| + |c1| <= 1.1; DDRM's update replaces the
 // projection on V of a DDIM step (coefficients <= 1 in the VE scaling) by a combination of the same projections with
-// coefficients <= 1.
-TEST(SimdGuided, DiffpirAndDdrmPacksMatchTheScalarFunctors) {
+// coefficients <= 1; SKRock's iteration is a damped Chebyshev recursion whose step keeps h L inside its stability
+// domain (|R| <= 1), so an error in a drift evaluation (the score from per-channel constants instead of the generic
+// online softmax) is not amplified either.
+TEST(SimdGuided, DiffpirDdrmAndSkrockPacksMatchTheScalarFunctors) {
   const std::int64_t d = 5, B = 3, N = 37;
   const auto mix = grid_mixture(d, 3, 2.0, 0.5);
-  for (const guided_sampler sampler : {guided_sampler::diffpir, guided_sampler::ddrm}) {
+  for (const guided_sampler sampler : {guided_sampler::diffpir, guided_sampler::ddrm, guided_sampler::skrock}) {
     for (const bool mask : {false, true}) {
       const guided_problems g = guided_test_problems(B, d, mask);
       guided_problems first = g;

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "src/cpu/chains.hpp"
+#include "src/cpu/skrock.hpp"
 
 namespace diffsample::cpu {
 namespace {
@@ -54,6 +55,8 @@ void run_guided_pass(simd_target, const guided_pass&) {}
 void run_guided_diffpir(simd_target, const kernels::guided_params&, const kernels::mixture_channels&, std::int64_t,
                         float*) {}
 void run_guided_ddrm(simd_target, const kernels::ddrm_params&, std::int64_t, float*) {}
+void run_guided_skrock(simd_target, const kernels::guided_params&, const kernels::skrock_params&,
+                       const kernels::channel_view&, std::int64_t, float*) {}
 #else
 #define DIFFSAMPLE_DISPATCH_(CALL)                  \
   switch (t) {                                      \
@@ -88,6 +91,10 @@ void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const ke
 }
 void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x) {
   DIFFSAMPLE_DISPATCH_(run_guided_ddrm(p, steps, x))
+}
+void run_guided_skrock(simd_target t, const kernels::guided_params& p, const kernels::skrock_params& q,
+                       const kernels::channel_view& channel, std::int64_t iterations, float* x) {
+  DIFFSAMPLE_DISPATCH_(run_guided_skrock(p, q, channel, iterations, x))
 }
 
 void run_langevin(simd_target t, const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {

@@ -1,12 +1,14 @@
 // The guided samplers' per-particle work on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp): the SMC's
-// mutation and weighting of kernels/guided.cuh, DiffPIR's steps (kernels/guided_diffpir.cuh) and DDRM's
-// (kernels/guided_ddrm.cuh), over packs of `lanes` particles of one problem, so that the
-// problem's operator, observation and precision table are broadcast operands. The denoiser is the chain samplers'
-// channel_denoiser (constants per channel, chunked softmax); everything else is the functors' arithmetic lane by
-// lane. Vectors of d (or d_y) packs live in per-thread workspace.
+// mutation and weighting of kernels/guided.cuh, DiffPIR's steps (kernels/guided_diffpir.cuh), DDRM's
+// (kernels/guided_ddrm.cuh) and SKRock's iterations (kernels/guided_skrock.cuh), over packs of `lanes` particles
+// of one problem, so that the problem's operator, observation and precision table are broadcast operands. The
+// denoiser (score) is the chain samplers' channel_denoiser (channel_score): constants per channel, chunked softmax;
+// everything else is the functors' arithmetic lane by lane. Vectors of d (or d_y) packs live in per-thread
+// workspace.
 #include "src/cpu/simd.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "kernels/guided.cuh"
@@ -14,6 +16,7 @@
 #include "kernels/guided_diffpir.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/pool.hpp"
+#include "src/cpu/skrock.hpp"
 
 namespace diffsample::cpu::DS_SIMD_NS {
 namespace {
@@ -27,6 +30,13 @@ struct span {
 };
 
 fpack* thread_packs(std::int64_t count) {
+  static thread_local std::vector<fpack> buffer;
+  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
+/// A second per-thread buffer (beside thread_packs'), kept between calls.
+fpack* thread_packs_extra(std::int64_t count) {
   static thread_local std::vector<fpack> buffer;
   if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
   return buffer.data();
@@ -276,6 +286,71 @@ void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x
       }
       ddrm_lift_pack(p, b, proj_m, xs);
       for (int j = 0; j < d; ++j) xs[j] = xs[j] * fpack(st.a_next);
+    }
+    pk.store(xs, x, d);
+  });
+}
+
+void run_guided_skrock(const kernels::guided_params& p, const kernels::skrock_params& q,
+                       const kernels::channel_view& channel, std::int64_t iterations, float* x) {
+  const int d = p.d, dy = p.d_y;
+  for_each_particle_pack(p, 3 * static_cast<std::int64_t>(d) + dy, [&](const pack_rows& pk, fpack* scratch) {
+    fpack *xs = scratch, *cur = xs + d, *old = cur + d, *r = old + d;
+    fpack* g = thread_packs_extra(d);
+    const std::int64_t b = pk.b;
+    for (int l = 0; l < pk.valid; ++l) {  // the exact prior draw of kernels::guided_skrock_functor, per particle
+      const std::int64_t i = pk.i0 + l;
+      kernels::philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      kernels::strided_vec<float> row{x + i * d, 1, d};
+      kernels::prior_draw(p.mix, rng, row);
+    }
+    pk.load(xs, x, d);
+    const span gs{g, d};
+    auto drift = [&](const fpack* at) {  // kernels::skrock_drift
+      const span xa{const_cast<fpack*>(at), d};
+      span gv = gs;
+      kernels::channel_score<fpack>(channel, xa, gv);
+      residual(p, b, 1.f, at, r);
+      const fpack w(q.inv_noise_var[b]);
+      const float* A = p.A + b * p.A_stride;
+      for (int o = 0; o < dy; ++o) {
+        const fpack value = w * r[o];
+        if (p.mask != nullptr) {
+          const int j = p.mask[b * p.A_stride + o];
+          g[j] = g[j] + value * fpack(A[o]);
+        } else {
+          const float* arow = A + static_cast<std::int64_t>(o) * d;
+          for (int j = 0; j < d; ++j) g[j] = g[j] + value * fpack(arow[j]);
+        }
+      }
+    };
+    const float h = q.step[b];
+    const float c = kernels::ds_sqrt(2.f * h);
+    const float mu1 = q.coefficients[0], nu1 = q.coefficients[1], kappa1 = q.coefficients[2];
+    for (std::int64_t n = 0; n < iterations; ++n) {  // kernels::skrock_iteration
+      const std::uint64_t step = static_cast<std::uint64_t>(n) + 1;
+      fpack *c0 = cur, *o0 = old;
+      {
+        philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), step);
+        const fpack f(nu1 * c);
+        rng.normals(d, [&](int j, fpack z) { c0[j] = xs[j] + f * z; });
+      }
+      drift(c0);
+      {
+        philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), step);  // the same xi again
+        const fpack fm(mu1 * h), fk(kappa1 * c);
+        rng.normals(d, [&](int j, fpack z) {
+          o0[j] = xs[j];
+          c0[j] = xs[j] + fm * g[j] + fk * z;
+        });
+      }
+      for (int s = 1; s < q.stages; ++s) {
+        const fpack mu(q.coefficients[3 * s] * h), nu(q.coefficients[3 * s + 1]), kappa(q.coefficients[3 * s + 2]);
+        drift(c0);
+        for (int j = 0; j < d; ++j) o0[j] = mu * g[j] + nu * c0[j] + kappa * o0[j];
+        std::swap(c0, o0);
+      }
+      for (int j = 0; j < d; ++j) xs[j] = c0[j];
     }
     pk.store(xs, x, d);
   });
