@@ -46,16 +46,14 @@ struct guided_params {
   std::uint64_t seed;
   float initial_scale;
   /// A shard of a larger run (src/guided_shard.hpp): this launch holds particles [stream_first, stream_first +
-  /// particles) of each problem's stream_particles, so particle i = b particles + j draws from the Philox stream of
-  /// particle b stream_particles + stream_first + j. 0 (the default): the launch holds every particle, stream i.
-  std::int64_t stream_particles = 0, stream_first = 0;
+  /// particles) of each problem's particles + stream_skip, so particle i = b particles + j draws from the Philox
+  /// stream of particle b (particles + stream_skip) + stream_first + j. Both 0 (the default): stream i.
+  std::int64_t stream_skip = 0, stream_first = 0;
 };
 
-/// The Philox stream id of particle i of the launch (see guided_params::stream_particles).
-DS_HD_INLINE std::uint64_t guided_stream(const guided_params& p, std::int64_t i) {
-  if (p.stream_particles == 0) return static_cast<std::uint64_t>(i);
-  const std::int64_t b = i / p.particles;
-  return static_cast<std::uint64_t>(b * p.stream_particles + p.stream_first + (i - b * p.particles));
+/// The Philox stream id of particle i of problem b of the launch (see guided_params::stream_skip); no division.
+DS_HD_INLINE std::uint64_t guided_stream(const guided_params& p, std::int64_t i, std::int64_t b) {
+  return static_cast<std::uint64_t>(i + b * p.stream_skip + p.stream_first);
 }
 
 /// r = scale * y_b - A_b x - noise * z for one particle (d_y values); z is read only when noise != 0.
@@ -113,7 +111,7 @@ struct guided_init_functor {
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     strided_vec<float> xi{x + i * p.d, 1, p.d}, ri{r + i * p.d_y, 1, p.d_y};
-    philox rng(p.seed, guided_stream(p, i), 0);
+    philox rng(p.seed, guided_stream(p, i, b), 0);
     const float scale = p.initial_scale;
     rng.normals(p.d, [&](int j, float z) { xi[j] = scale * z; });
     guided_residual(p, b, p.steps[0].a, xi, ri);
@@ -179,7 +177,7 @@ struct guided_mutate_functor {
     if (reports[b].resampled) lw[i] = 0.f;
     strided_vec<float> xi{x + i * p.d, 1, p.d};
     const float* mi = mu + (b * p.particles + static_cast<std::int64_t>(ancestors[i])) * p.d;
-    philox rng(p.seed, guided_stream(p, i), static_cast<std::uint64_t>(k) + 1);
+    philox rng(p.seed, guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
     float* zy = r + i * 2 * p.d_y;  // the d_y observation normals
     float* t = zy + p.d_y;
     rng.normals(p.d + p.d_y, [&](int j, float z) {
@@ -361,8 +359,9 @@ struct guided_baseline_functor {
     const int d = p.d;
     strided_vec<float> xi{x + i * d, 1, d}, mi{work + i * 3 * d, 1, d}, vi{work + i * 3 * d + d, 1, d},
         ji{work + i * 3 * d + 2 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+    const std::uint64_t stream = guided_stream(p, i, b);  // once: i is not needed in the loop
     {
-      philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      philox rng(p.seed, stream, 0);
       const float s0 = p.initial_scale;
       rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
     }
@@ -382,7 +381,7 @@ struct guided_baseline_functor {
         for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, ri), vi);
       }
       mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ji);
-      philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+      philox rng(p.seed, stream, static_cast<std::uint64_t>(k) + 1);
       if (st.sig != 0.f) {
         rng.normals(d, [&](int j, float z) {
           xi[j] = st.c0 * mi[j] + st.c1 * xi[j] + shift * ji[j] + st.sig * z;

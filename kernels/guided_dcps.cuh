@@ -121,7 +121,7 @@ DS_HD_INLINE void dcps_langevin_step(const dcps_params& p, std::int64_t i, std::
   }
   const float step = p.gamma / (1.f + p.gamma * ds_sqrt(norm2));
   const float noise = ds_sqrt(2.f * p.gamma);
-  philox rng(p.g.seed, static_cast<std::uint64_t>(i), dcps_counter_langevin(p, l, t));
+  philox rng(p.g.seed, guided_stream(p.g, i, b), dcps_counter_langevin(p, l, t));
   rng.normals(d, [&](int j, float z) { x[j] = x[j] + step * w.grad[j] + noise * z; });
 }
 
@@ -146,7 +146,7 @@ DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int
   const float* P = p.step_precision + (j * p.g.problems + b) * dy * dy;
   strided_vec<float> q{w.gl, 1, d};  // q, then the gradient in l
   for (std::int64_t g = 0; g < p.gradient_steps; ++g) {
-    philox rng(p.g.seed, static_cast<std::uint64_t>(i), dcps_counter_step(p, j, g));
+    philox rng(p.g.seed, guided_stream(p.g, i, b), dcps_counter_step(p, j, g));
     rng.normals(d, [&](int c, float z) {
       w.eps[c] = z;
       q[c] = mu[c] + ds_exp(l[c]) * z;
@@ -168,7 +168,7 @@ DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int
       l[c] -= s_l * q[c];
     }
   }
-  philox rng(p.g.seed, static_cast<std::uint64_t>(i), dcps_counter_step(p, j, p.gradient_steps));
+  philox rng(p.g.seed, guided_stream(p.g, i, b), dcps_counter_step(p, j, p.gradient_steps));
   rng.normals(d, [&](int c, float z) { x[c] = mu[c] + ds_exp(l[c]) * z; });
 }
 
@@ -186,7 +186,7 @@ struct guided_dcps_functor {
     strided_vec<float> xi{x + i * d, 1, d};
     const std::int64_t b = i / p.g.particles;
     {
-      philox rng(p.g.seed, static_cast<std::uint64_t>(i), 0);
+      philox rng(p.g.seed, guided_stream(p.g, i, b), 0);
       const float s0 = p.initial_scale;
       rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
     }

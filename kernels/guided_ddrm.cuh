@@ -53,7 +53,14 @@ struct ddrm_params {
   float sigma_start;        // s_0 / a_0
   float a_start;            // a_0
   std::uint64_t seed;
+  /// A shard of a larger run, as kernels::guided_params::stream_skip and stream_first (0: every particle here).
+  std::int64_t stream_skip = 0, stream_first = 0;
 };
+
+/// The Philox stream id of particle i of problem b of the launch (see guided_stream()).
+DS_HD_INLINE std::uint64_t ddrm_stream(const ddrm_params& p, std::int64_t i, std::int64_t b) {
+  return static_cast<std::uint64_t>(i + b * p.stream_skip + p.stream_first);
+}
 
 /// sqrt(max(v, 0)). On the device as v * rsqrt(v) (MUFU, relative error ~2^-22), which avoids the IEEE square
 /// root's slow-path call (and the register spills around it) inside the step; the device already differs from the
@@ -105,7 +112,7 @@ struct ddrm_scratch {
 template <class X>
 DS_HD_INLINE void ddrm_init(const ddrm_params& p, std::int64_t i, std::int64_t b, X& x, const ddrm_scratch& w) {
   const float sT = p.sigma_start;
-  philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+  philox rng(p.seed, ddrm_stream(p, i, b), 0);
   rng.normals(p.d, [&](int j, float z) {
     w.xi[j] = z;
     x[j] = sT * z;
@@ -135,7 +142,7 @@ DS_HD_INLINE void ddrm_transition(const ddrm_params& p, std::int64_t i, std::int
   const float sn = st.sigma_next;
   const float keep = p.keep;
   const float spread = p.eta * sn;  // std of the fresh noise
-  philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+  philox rng(p.seed, ddrm_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
   // u = m + sigma' sqrt(1 - eta^2) eps + eta sigma' xi (the VE-scaled DDIM update), in x.
   const float inv_s = st.inv_s;
   rng.normals(d, [&](int j, float z) {

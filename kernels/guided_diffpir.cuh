@@ -26,7 +26,7 @@ DS_HD_INLINE void diffpir_step(const guided_params& p, std::int64_t i, std::int6
   const float* P = guided_precision(p, k, b);
   // x0 = m + A^T P r, one row of A at a time (r stays as it is while m moves).
   for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, r), m);
-  philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+  philox rng(p.seed, guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
   if (st.sig != 0.f) {
     rng.normals(p.d, [&](int j, float z) { x[j] = st.c0 * m[j] + st.c1 * x[j] + st.sig * z; });
   } else {
@@ -45,7 +45,7 @@ struct guided_diffpir_functor {
     const int d = p.d;
     strided_vec<float> xi{x + i * d, 1, d}, mi{work + i * 3 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
     {
-      philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      philox rng(p.seed, guided_stream(p, i, i / p.particles), 0);
       const float s0 = p.initial_scale;
       rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
     }

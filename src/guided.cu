@@ -613,6 +613,8 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   p.d_y = int(dy);
   p.seed = o.seed;
   p.initial_scale = initial_scale;
+  p.stream_skip = detail::current_particle_streams().skip(N);  // 0 unless a shard of a larger run
+  p.stream_first = detail::current_particle_streams().first;
 
   float* x = reinterpret_cast<float*>(ws + l.x);
   float* mu = reinterpret_cast<float*>(ws + l.mu);
@@ -824,6 +826,33 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
 
 namespace detail {
 
+particle_streams& current_particle_streams() noexcept {
+  thread_local particle_streams streams;
+  return streams;
+}
+
+guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_problems& problems,
+                                    const guided_options& options, guided_outputs outputs, execution exec,
+                                    std::int64_t total, std::int64_t first) {
+  DIFFSAMPLE_EXPECTS(options.sampler != guided_sampler::smc,
+                     "options.sampler: smc's particles interact (resampling); run a shard with guided_smc_shard()");
+  // SKRock's and TMPD's kernels key their streams by the launch's particle index: their register budget has no room
+  // for the shard's offset (it spilled), so they are not sharded.
+  DIFFSAMPLE_EXPECTS(options.sampler != guided_sampler::skrock && options.sampler != guided_sampler::tmpd,
+                     "options.sampler: " << to_string(options.sampler)
+                                         << " does not run as a shard of a larger run (dps, pigdm, diffpir, ddrm and "
+                                            "dcps do)");
+  DIFFSAMPLE_EXPECTS(first >= 0 && options.particles >= 1 && total >= first + options.particles,
+                     "shard: particles [" << first << ", " << first + options.particles << ") outside [0, " << total
+                                          << ")");
+  struct scope {  // the streams for this call only, whatever it throws
+    particle_streams saved = current_particle_streams();
+    ~scope() { current_particle_streams() = saved; }
+  } restore;
+  current_particle_streams() = particle_streams{total, first};
+  return guided_sample(prior, problems, options, outputs, exec);
+}
+
 guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& given, const guided_options& o,
                                guided_outputs out, execution exec, guided_shard& shard) {
   // Everything that can fail runs before agree(), so that a failure on one shard throws on all of them.
@@ -902,7 +931,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   p.d_y = int(dy);
   p.seed = o.seed;
   p.initial_scale = initial_scale;
-  p.stream_particles = N;
+  p.stream_skip = N - p.particles;
   p.stream_first = first;
 
   float* x = reinterpret_cast<float*>(ws + l.x);

@@ -212,6 +212,8 @@ guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& 
   p.sigma_start = l.sigma_start;
   p.a_start = l.a_start;
   p.seed = o.seed;
+  p.stream_skip = current_particle_streams().skip(o.particles);  // 0 unless a shard of a larger run
+  p.stream_first = current_particle_streams().first;
   float* x = reinterpret_cast<float*>(rs.ws + l.x);
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;

@@ -1,7 +1,7 @@
 // One shard of a guided SMC run whose particles are split over several processes (internal; the distributed
 // library libdiffsample_mpi implements the shard over MPI, src/mpi/). The shard holds particles
 // [first, first + local) of every problem's N; guided_smc_shard() runs the same functors, on the same Philox streams
-// (kernels::guided_params::stream_particles), as guided_sample() does on all N, and leaves every step that needs the
+// (kernels::guided_params::stream_skip and stream_first), as guided_sample() does on all N, and leaves every step that needs the
 // other shards' particles (the resampling statistics and decision, the movement of the ancestors' rows, the final
 // permuted gather) to the shard. With a shard that resamples exactly as resample() does, the particles are those of
 // guided_sample() bit for bit on the CPU executor.
@@ -46,5 +46,26 @@ class guided_shard {
 DIFFSAMPLE_API guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& problems,
                                               const guided_options& options, guided_outputs outputs,
                                               execution exec, guided_shard& shard);
+
+/// The Philox streams of the particles of the guided_sample() calls made on this thread: a call holds particles
+/// [first, first + options.particles) of `total` per problem, particle j of problem b drawing from the stream of
+/// particle b total + first + j. total = 0 (the default): the call holds all of its particles.
+struct particle_streams {
+  std::int64_t total = 0, first = 0;
+  /// Particles of each problem held elsewhere when a call holds @p particles of them (0 when total is 0).
+  std::int64_t skip(std::int64_t particles) const { return total == 0 ? 0 : total - particles; }
+};
+/// This thread's particle_streams (read by the samplers when they build their kernel parameters).
+particle_streams& current_particle_streams() noexcept;
+
+/// guided_sample() on particles [first, first + options.particles) of @p total per problem, for the samplers whose
+/// particles never interact and whose kernels read the shard's stream offset (dps, pigdm, diffpir, ddrm, dcps; not
+/// smc, skrock or tmpd): each particle draws from its stream in a run of @p total, so the
+/// rows equal rows [first, first + options.particles) of each problem of a guided_sample() of @p total particles
+/// bit for bit (CPU executor).
+/// @throws invalid_argument for smc, skrock or tmpd, or a range outside [0, total)
+DIFFSAMPLE_API guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_problems& problems,
+                                                   const guided_options& options, guided_outputs outputs,
+                                                   execution exec, std::int64_t total, std::int64_t first);
 
 }  // namespace diffsample::detail

@@ -14,6 +14,7 @@
 #include "kernels/backward.cuh"
 #include "kernels/guided.cuh"
 #include "src/cuda_check.hpp"
+#include "src/guided_shard.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/validate.hpp"
@@ -138,6 +139,8 @@ inline kernels::guided_params linear_params(const gaussian_mixture& prior, const
   p.d_y = int(pr.d_y);
   p.seed = o.seed;
   p.initial_scale = t.initial_scale;
+  p.stream_skip = current_particle_streams().skip(o.particles);  // 0 unless a shard of a larger run
+  p.stream_first = current_particle_streams().first;
   return p;
 }
 

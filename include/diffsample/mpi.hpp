@@ -141,6 +141,10 @@ struct guided_result {
 /// d_x rows (rows [first, first + count) of each problem of the single-process outputs), outputs.log_weights
 /// B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
 /// combined, the ESS trace and count this rank's island's). Validation is collective.
+/// dps, pigdm, diffpir, ddrm and dcps, whose particles never interact, run this rank's share on their single-process
+/// Philox streams, on any executor, with no communication: outputs.samples and outputs.particles hold this rank's
+/// rows, equal to the single-process rows bit for bit (CPU executor); @p mode is ignored. skrock and tmpd are refused
+/// (their kernels do not take a shard's stream offset).
 DIFFSAMPLE_API guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior,
                                            const guided_problems& problems, const guided_options& options,
                                            guided_outputs outputs, smc_mode mode = smc_mode::global,

@@ -106,23 +106,30 @@ run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, s
 #endif
 }
 
-smc_run solve_smc(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& options,
-                  std::vector<rank_stats>& ranks) {
+guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& options,
+                        executor where, std::vector<rank_stats>& ranks) {
 #if defined(DIFFSAMPLE_CLI_MPI)
   init();
   const std::int64_t d = prior.dim(), n = options.particles;
   const mpi::shard mine = mpi::shard_of(n, MPI_COMM_WORLD);
   std::vector<float> samples(static_cast<std::size_t>(std::max<std::int64_t>(mine.count * d, 1)));
-  smc_run out;
+  guided_run out;
   out.ess.resize(static_cast<std::size_t>(options.steps + 1));
   guided_outputs g;
   g.samples = samples.data();
   g.log_normaliser = &out.log_z;
   g.ess_trace = out.ess.data();
   g.resample_count = &out.resamplings;
-  execution cpu;
-  cpu.kind = executor::cpu;
-  const mpi::guided_result res = mpi::guided_sample(MPI_COMM_WORLD, prior, problems, options, g, mpi::smc_mode::global, cpu);
+  // smc's exchange runs on the CPU executor; the others run where asked, their buffers there.
+  execution exec;
+  exec.kind = options.sampler == guided_sampler::smc ? executor::cpu : where;
+  exec_buffer<float> on(exec.kind, std::max<std::int64_t>(mine.count * d, 1));
+  if (options.sampler != guided_sampler::smc) {
+    g = guided_outputs{};
+    g.samples = on.data();
+  }
+  const mpi::guided_result res = mpi::guided_sample(MPI_COMM_WORLD, prior, problems, options, g, mpi::smc_mode::global, exec);
+  if (options.sampler != guided_sampler::smc) samples = on.to_host();
   const double t0 = MPI_Wtime();
   std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, samples.data(), mine.count, d, 0);
   double stats[5] = {double(mine.count), res.seconds, MPI_Wtime() - t0, res.comm.seconds, double(res.comm.bytes_sent)};
@@ -131,7 +138,7 @@ smc_run solve_smc(const gaussian_mixture& prior, const guided_problems& problems
   MPI_Comm_rank(MPI_COMM_WORLD, &me);
   std::vector<double> every(static_cast<std::size_t>(5 * size));
   MPI_Gather(stats, 5, MPI_DOUBLE, every.data(), 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-  if (me != 0) return smc_run{};
+  if (me != 0) return guided_run{};
   out.samples = std::move(all);
   ranks.assign(static_cast<std::size_t>(size), {});
   for (int k = 0; k < size; ++k) {
@@ -141,7 +148,7 @@ smc_run solve_smc(const gaussian_mixture& prior, const guided_problems& problems
   }
   return out;
 #else
-  (void)prior, (void)problems, (void)options, (void)ranks;
+  (void)prior, (void)problems, (void)options, (void)where, (void)ranks;
   throw error("this diffsample was built without MPI");
 #endif
 }

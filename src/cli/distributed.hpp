@@ -35,19 +35,19 @@ struct rank_stats {
 run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, std::int64_t chunks, progress* bar,
                std::vector<rank_stats>& ranks);
 
-/// What a distributed SMC run of `solve` gives rank 0 (the other ranks get empty samples).
-struct smc_run {
-  std::vector<float> samples;  ///< n x d equally weighted samples, those of one process's guided_sample() bit for bit
-  std::vector<float> ess;      ///< steps + 1 values (global)
-  double log_z = 0;            ///< log p(y) estimate (global)
+/// What a distributed run of `solve` gives rank 0 (the other ranks get empty samples).
+struct guided_run {
+  std::vector<float> samples;  ///< n x d samples, those of one process's guided_sample() bit for bit
+  std::vector<float> ess;      ///< smc: steps + 1 values (global)
+  double log_z = 0;            ///< smc: log p(y) estimate (global)
   std::int32_t resamplings = 0;
-  double seconds = 0;          ///< the slowest rank's time in the filter
+  double seconds = 0;          ///< the slowest rank's time in the sampler
 };
 
-/// Collective over every launched process: guided SMC (options.sampler smc, one problem) with the particles spread
-/// over the processes (diffsample::mpi::guided_sample, global mode, CPU executor), samples gathered on rank 0.
-/// Invalid settings throw the same error on every rank.
-smc_run solve_smc(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& options,
-                  std::vector<rank_stats>& ranks);
+/// Collective over every launched process: a guided sampler on one problem with the particles spread over the
+/// processes (diffsample::mpi::guided_sample: smc in global mode on the CPU executor, the others on @p where with
+/// no communication), samples gathered on rank 0. Invalid settings throw the same error on every rank.
+guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& options,
+                        executor where, std::vector<rank_stats>& ranks);
 
 }  // namespace diffsample::cli::distributed

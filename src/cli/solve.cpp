@@ -226,8 +226,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   const bool spread = distributed::launched();
   ticker line(method + ": " + std::to_string(n) + " particles x " + std::to_string(g.steps) + " steps",
               quiet || spread);
-  if (spread) {  // particles over the processes (run_solve allows smc alone under mpirun)
-    distributed::smc_run run = distributed::solve_smc(mixture, problems, g, ranks);
+  if (spread) {  // particles over the processes
+    distributed::guided_run run = distributed::solve_guided(mixture, problems, g, where, ranks);
     if (distributed::rank() != 0) return 0;  // rank 0 holds the samples
     x = std::move(run.samples);
     ess = std::move(run.ess);
@@ -390,8 +390,9 @@ int run_solve(int argc, char** argv, int first) {
   for (const posterior_flag& f : posterior_flags)
     if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
       throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
-  if (method != "smc" && distributed::launched())
-    throw usage_error("solve: under mpirun only --sampler smc spreads its particles over the processes, not " + method);
+  if (method == "exact" && distributed::launched())
+    throw usage_error("solve: --sampler exact runs as one process (under mpirun the guided samplers spread their "
+                      "particles over the processes)");
   if (method == "exact" && o.has("--steps"))
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))

@@ -97,7 +97,7 @@ void mutate_pack(const kernels::guided_mutate_functor& m, const pack_rows& pk, f
     rows[l] = m.mu + (b * p.particles + static_cast<std::int64_t>(m.ancestors[pk.i0 + (l < pk.valid ? l : 0)])) * d;
   const fpack sig(st.sig);
   // The pack's particles are consecutive in one problem: their streams are consecutive too.
-  philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0), static_cast<std::uint64_t>(m.k) + 1);
+  philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, pk.b), static_cast<std::uint64_t>(m.k) + 1);
   rng.normals(d + dy, [&](int j, fpack z) {
     if (j < d) {
       fpack mj;
@@ -176,7 +176,7 @@ void diffpir_pack_step(const kernels::guided_params& p, const kernels::channel_v
   }
   const fpack c0(st.c0), c1(st.c1), sig(st.sig);
   if (st.sig != 0.f) {
-    philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), static_cast<std::uint64_t>(k) + 1);
+    philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, pk.b), static_cast<std::uint64_t>(k) + 1);
     rng.normals(d, [&](int j, fpack z) { xs[j] = c0 * ms[j] + c1 * xs[j] + sig * z; });
   } else {
     for (int j = 0; j < d; ++j) xs[j] = c0 * ms[j] + c1 * xs[j];
@@ -238,7 +238,7 @@ void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x
     const float* inv_noise = p.inv_noise + b * r;
     {  // kernels::ddrm_init
       const float sT = p.sigma_start;
-      philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), 0);
+      philox_pack rng(p.seed, kernels::ddrm_stream(p, pk.i0, b), 0);
       rng.normals(d, [&](int j, fpack z) {
         xi[j] = z;
         xs[j] = fpack(sT) * z;
@@ -261,7 +261,7 @@ void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x
       kernels::channel_denoiser<fpack>(p.channels.at(k, st.a, st.s), x, m);
       const float sn = st.sigma_next;
       const fpack step(sn * p.keep), spread(p.eta * sn), a(st.a), inv_s(st.inv_s);
-      philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), static_cast<std::uint64_t>(k) + 1);
+      philox_pack rng(p.seed, kernels::ddrm_stream(p, pk.i0, b), static_cast<std::uint64_t>(k) + 1);
       rng.normals(d, [&](int j, fpack z) {
         xi[j] = z;
         const fpack eps = (xs[j] - a * ms[j]) * inv_s;
@@ -361,7 +361,7 @@ void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_
   const int d = p.d;
   for_each_particle_pack(p, 2 * static_cast<std::int64_t>(d) + p.d_y, [&](const pack_rows& pk, fpack* scratch) {
     fpack *xs = scratch, *ms = xs + d, *r = ms + d;
-    philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), 0);
+    philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, pk.b), 0);
     const fpack s0(p.initial_scale);
     rng.normals(d, [&](int j, fpack z) { xs[j] = s0 * z; });
     for (std::int64_t k = 0; k < steps; ++k)

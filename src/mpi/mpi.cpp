@@ -367,6 +367,22 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, const 
     return res;
   }
   DIFFSAMPLE_EXPECTS(mode == smc_mode::global, "mode: invalid value " << static_cast<int>(mode));
+  if (options.sampler != guided_sampler::smc) {
+    // Particles that never interact: each rank runs its share on the single-process streams.
+    collectively(comm, res.comm, [&] {
+      res.particles = shard_of(options.particles, comm);
+      (void)guided_workspace_bytes(prior, problems, options);  // the options' checks, on every rank
+      if (res.particles.count > 0) {
+        guided_options o = options;
+        o.particles = res.particles.count;
+        res.local = diffsample::detail::guided_sample_streams(prior, problems, o, outputs, exec, options.particles,
+                                                              res.particles.first);
+        if (res.local.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
+      }
+    });
+    res.seconds = now() - t0;
+    return res;
+  }
   std::unique_ptr<mpi_shard> sh;
   std::exception_ptr early;
   try {

@@ -31,12 +31,20 @@ for np in 2 3; do
   test "$(grep -c '^rank [0-9]*: ' "$dir/many.txt")" = "$np"
   grep -q '"mpi_seconds"' "$dir/many.json"
 done
-# solve's other samplers are not distributed: refused on every rank.
-if "$@" -np 2 "$program" solve --problem "$problem" --sampler dps --executor cpu --quiet 2>"$dir/err.txt"; then
-  echo "program.sh: solve --sampler dps under mpirun succeeded" >&2
+# solve's other samplers: each rank's particles on their own streams, the same samples.
+for sampler in dps dcps; do
+  "$program" solve --problem "$problem" --sampler "$sampler" --particles 300 --steps 20 --executor cpu --quiet \
+    --out "$dir/one.npy"
+  "$@" -np 3 "$program" solve --problem "$problem" --sampler "$sampler" --particles 300 --steps 20 --executor cpu \
+    --quiet --out "$dir/many.npy"
+  cmp "$dir/one.npy" "$dir/many.npy"
+done
+# The exact reference runs as one process: refused on every rank.
+if "$@" -np 2 "$program" solve --problem "$problem" --sampler exact --quiet 2>"$dir/err.txt"; then
+  echo "program.sh: solve --sampler exact under mpirun succeeded" >&2
   exit 1
 fi
-grep -q "only --sampler smc" "$dir/err.txt"
+grep -q "runs as one process" "$dir/err.txt"
 # A usage error stops every rank with the program's status (mpirun passes a non-zero status on).
 if "$@" -np 2 "$program" sample --steps -5 --executor cpu --quiet 2>"$dir/err.txt"; then
   echo "program.sh: an invalid --steps under mpirun succeeded" >&2
