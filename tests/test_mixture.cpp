@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/mixture.cuh"
 #include "reference/helpers.hpp"
 
 using namespace diffsample;
@@ -291,6 +292,37 @@ TEST(Mixture, ExactSamplesHaveMixtureMomentsAndWeights) {
   for (int k = 0; k < 3; ++k) {
     const double share = std::count(labels.begin(), labels.end(), k) / double(n);
     EXPECT_NEAR(share, w[k], 5 * std::sqrt(w[k] * (1 - w[k]) / n)) << "component " << k;
+  }
+}
+
+// The component of an exact sample (kernels::pick_component, a binary search) is the one a scan from the front
+// finds: the first k with u <= cumulative weight k, else the last, on cumulative weights with ties (equal and zero
+// weights), with u at 0, at every cumulative value, between them and above the last (rounding). Seen failing with
+// the search's "<=" made "<" (the tie at a cumulative value went to the next component).
+TEST(Mixture, ComponentPickIsTheFirstCumulativeAtOrAboveU) {
+  std::mt19937_64 gen(5);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (int K : {1, 2, 3, 7, 64, 1000}) {
+    std::vector<double> w(K);
+    for (int k = 0; k < K; ++k) w[k] = (k % 5 == 3) ? 0.0 : (k % 3 == 0 ? 1.0 : unit(gen));
+    double total = 0;
+    for (double v : w) total += v;
+    if (total == 0) w[0] = total = 1;
+    std::vector<float> c(K);
+    double run = 0;
+    for (int k = 0; k < K; ++k) c[k] = float((run += w[k]) / total);
+    std::vector<float> us = {0.f, 1.f, 1.0000001f};
+    for (float v : c) us.insert(us.end(), {v, std::nextafter(v, 0.f), std::nextafter(v, 2.f)});
+    for (int r = 0; r < 200; ++r) us.push_back(float(unit(gen)));
+    for (float u : us) {
+      int scan = K - 1;
+      for (int k = 0; k < K - 1; ++k)
+        if (u <= c[k]) {
+          scan = k;
+          break;
+        }
+      ASSERT_EQ(kernels::pick_component(c.data(), K, u), scan) << "K " << K << ", u " << u;
+    }
   }
 }
 
