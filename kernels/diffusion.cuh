@@ -63,6 +63,40 @@ struct diffusion_channels {
   }
 };
 
+/// The per-element operations of a step, shared by the fused chain below and the ask/tell plan (kernels/plan.cuh,
+/// src/cpu/chains.cpp), so that a plan answered with the mixture's own denoiser reproduces the fused run bit for bit.
+/// The denoiser's evaluation point: ex x + es S.
+template <class T>
+DS_HD_INLINE T diffusion_point(const diffusion_step& st, T x, T sum) {
+  return T(st.ex) * x + T(st.es) * sum;
+}
+/// x <- cx x + cm m (deterministic steps).
+template <class T>
+DS_HD_INLINE T diffusion_update(const diffusion_step& st, T x, T m) {
+  return ds_fma(T(st.cm), m, T(st.cx) * x);
+}
+/// x <- cx x + cm m + cn z.
+template <class T>
+DS_HD_INLINE T diffusion_update(const diffusion_step& st, T x, T m, T z) {
+  return ds_fma(T(st.cn), z, ds_fma(T(st.cm), m, T(st.cx) * x));
+}
+/// Heun's predictor xe = cx x + cm m.
+template <class T>
+DS_HD_INLINE T heun_predictor(const diffusion_step& st, T x, T m) {
+  return T(st.cx) * x + T(st.cm) * m;
+}
+/// Heun's corrector x + hx1 x + hm1 m + hx2 xe + hm2 m(xe).
+template <class T>
+DS_HD_INLINE T heun_corrector(const diffusion_step& st, T x, T m, T xe, T me) {
+  return x + T(st.hx1) * x + T(st.hm1) * m + T(st.hx2) * xe + T(st.hm2) * me;
+}
+/// The start of the next measurement (SMS): S += x, x = init_scale S + init_noise z.
+template <class T>
+DS_HD_INLINE void diffusion_accumulate(const diffusion_step& st, T& x, T& sum, T z) {
+  sum = sum + x;
+  x = T(st.init_scale) * sum + T(st.init_noise) * z;
+}
+
 /// Runs the whole trajectory of the chain(s) of `lane` whose state is in x; m, pt, sum are scratch vectors.
 /// Random stream: the initial draw uses step 0 of (seed, chain), table step k uses step k + 1.
 template <class L, class V>
@@ -80,36 +114,31 @@ DS_HD_INLINE void diffusion_chain(const diffusion_params& p, const L& lane, V& x
     const channel_view ch = p.mix.at(2 * k, st.a, st.s);
     auto rng = lane.rng(p.seed, p.first_chain, static_cast<std::uint64_t>(k) + 1);
     if (st.es != 0.f) {
-      for (int j = 0; j < d; ++j) pt[j] = T(st.ex) * x[j] + T(st.es) * sum[j];
+      for (int j = 0; j < d; ++j) pt[j] = diffusion_point(st, x[j], sum[j]);
       channel_denoiser<T>(ch, pt, m);
     } else {
       channel_denoiser<T>(ch, x, m);
     }
     if (st.flags & step_heun) {
       // Predictor in pt, the denoiser there in sum (Heun never runs with SMS, whose sum it would overwrite).
-      for (int j = 0; j < d; ++j) pt[j] = T(st.cx) * x[j] + T(st.cm) * m[j];
+      for (int j = 0; j < d; ++j) pt[j] = heun_predictor(st, x[j], m[j]);
       channel_denoiser<T>(p.mix.at(2 * k + 1, st.a2, st.s2), pt, sum);
-      for (int j = 0; j < d; ++j)
-        x[j] = x[j] + T(st.hx1) * x[j] + T(st.hm1) * m[j] + T(st.hx2) * pt[j] + T(st.hm2) * sum[j];
+      for (int j = 0; j < d; ++j) x[j] = heun_corrector(st, x[j], m[j], pt[j], sum[j]);
       for (int j = 0; j < d; ++j) sum[j] = T(0);
     } else if (st.cn != 0.f) {
-      // The same operations as plan_step_functor, so that a plan fed the denoiser reproduces this bit for bit.
-      rng.normals(d, [&](int j, T z) { x[j] = ds_fma(T(st.cn), z, ds_fma(T(st.cm), m[j], T(st.cx) * x[j])); });
+      rng.normals(d, [&](int j, T z) { x[j] = diffusion_update(st, x[j], m[j], z); });
     } else {
-      for (int j = 0; j < d; ++j) x[j] = ds_fma(T(st.cm), m[j], T(st.cx) * x[j]);
+      for (int j = 0; j < d; ++j) x[j] = diffusion_update(st, x[j], m[j]);
     }
     if (st.flags & step_accumulate) {
-      rng.normals(d, [&](int j, T z) {
-        sum[j] = sum[j] + x[j];
-        x[j] = T(st.init_scale) * sum[j] + T(st.init_noise) * z;
-      });
+      rng.normals(d, [&](int j, T z) { diffusion_accumulate(st, x[j], sum[j], z); });
     }
     if (p.trajectory != nullptr && (k + 1) % p.record_every == 0)
       lane.store_row(p.trajectory, (k + 1) / p.record_every - 1, p.n, x);
   }
   if (p.final_denoise) {
     const diffusion_step st = p.table[p.steps];
-    for (int j = 0; j < d; ++j) pt[j] = T(st.ex) * x[j] + T(st.es) * sum[j];
+    for (int j = 0; j < d; ++j) pt[j] = diffusion_point(st, x[j], sum[j]);
     channel_denoiser<T>(p.mix.at(2 * p.steps, st.a, st.s), pt, x);
   }
 }

@@ -33,6 +33,18 @@ struct langevin_channel {
   }
 };
 
+/// The ULA-family update x + drift g + noise z, shared with the ask/tell plan (kernels/plan.cuh) so that a plan
+/// answered with the mixture's own score reproduces the fused chain bit for bit.
+template <class T>
+DS_HD_INLINE T langevin_update(T x, T drift, T g, T noise, T z) {
+  return x + drift * g + noise * z;
+}
+/// The tamed drift gamma / (1 + gamma |g|) from |g|^2.
+template <class T>
+DS_HD_INLINE T tamed_drift(float gamma, T norm2) {
+  return T(gamma) / (T(1) + T(gamma) * ds_sqrt(norm2));
+}
+
 /// Runs params.steps steps of the chain(s) in `lane` whose state is in x; g, xp, gp are scratch vectors.
 template <class L, class V>
 DS_HD_INLINE void langevin_chain(const langevin_params& p, const L& lane, V& x, V& g, V& xp, V& gp) {
@@ -71,9 +83,9 @@ DS_HD_INLINE void langevin_chain(const langevin_params& p, const L& lane, V& x, 
       if (p.method == 2) {  // tamed: gamma g / (1 + gamma |g|)
         T norm2 = T(0);
         for (int j = 0; j < d; ++j) norm2 = norm2 + g[j] * g[j];
-        drift = T(gamma) / (T(1) + T(gamma) * ds_sqrt(norm2));
+        drift = tamed_drift<T>(gamma, norm2);
       }
-      rng.normals(d, [&](int j, T z) { x[j] = x[j] + drift * g[j] + T(noise) * z; });
+      rng.normals(d, [&](int j, T z) { x[j] = langevin_update(x[j], drift, g[j], T(noise), z); });
       logp = channel_score<T>(ch, x, g);
       accepted.add_all();
     }

@@ -1,5 +1,6 @@
-// Stepwise reverse diffusion with a caller's model (diffusion_plan): the per-element functors of reset, step and
-// finish, and the one-thread functors that advance the plan's device-resident state.
+// Stepwise sampling with a caller's model: the per-element functors of diffusion_plan (reset, step, finish), the
+// tell of the ask/tell sampling_plan (plan_tell_functor), and the one-thread functors that advance the plans'
+// device-resident state.
 //
 // Work is one thread per Philox block, i.e. per four consecutive coordinates of one row: thread g handles row
 // i = g / blocks_per_row, coordinates 4 b .. 4 b + 3 with b = g mod blocks_per_row, and draws its four normals from
@@ -15,6 +16,7 @@
 
 #include "kernels/config.cuh"
 #include "kernels/diffusion.cuh"
+#include "kernels/langevin.cuh"
 #include "kernels/rng.cuh"
 
 namespace diffsample::kernels {
@@ -113,6 +115,116 @@ struct plan_reset_functor {
 struct plan_advance_functor {
   plan_state* state;
   DS_HD void operator()(std::int64_t) const { state->step += 1; }
+};
+
+/// What the tell of one ask does with the answer (an ask/tell sampling_plan; src/plan.cu builds the list).
+enum plan_op : int {
+  plan_op_step = 0,          // diffusion step x <- cx x + cm m (+ cn z), then the SMS accumulate when flagged
+  plan_op_heun_predict = 1,  // Heun: M <- m, P <- cx x + cm m (the next ask is at P)
+  plan_op_heun_correct = 2,  // Heun: x <- x + hx1 x + hm1 M + hx2 P + hm2 m(P)
+  plan_op_jump = 3,          // x <- m
+  plan_op_ula = 4,           // x <- x + gamma g + sqrt(2 gamma) z, g the score
+  plan_op_tamed = 5,         // x <- x + gamma g / (1 + gamma |g|) + sqrt(2 gamma) z (one thread per row)
+};
+
+/// One ask of a sampling_plan and its tell, built on the host and passed by value to the tell's launch (the ask
+/// sequence is fixed, so a captured graph replays the right entry at every position).
+struct plan_entry {
+  diffusion_step st;     // the step's coefficients (diffusion operations)
+  diffusion_step next;   // ex, es of the next ask's point when next_point (SMS)
+  float ux, um;          // the answer r at the ask's point q becomes the operation's quantity ux q + um r
+  float gamma, noise;    // Langevin step and sqrt(2 gamma)
+  int op;                // plan_op
+  int at_point;          // 1: the ask's points are P; 0: x
+  int next_point;        // 1: after the operation, P <- next.ex x + next.es S
+  std::uint64_t rng_step;  // Philox step of the operation's noise
+};
+
+/// The plan's buffers (n x d each; point, m and sum only where the sampler uses them).
+struct plan_buffers {
+  float* x;
+  const float* answer;
+  float* point;  // P: the ask's points away from x (SMS averages, Heun's predictor)
+  float* m;      // M: Heun's first denoiser
+  float* sum;    // S: SMS's sum of earlier measurements
+  int d;
+  std::int64_t blocks_per_row;
+};
+
+/// The tell of one ask: thread g handles one Philox block of one row (as plan_step_functor), or one whole row for
+/// plan_op_tamed, whose drift needs the row's norm. Thread 0 also stores the next ask's index in the state.
+struct plan_tell_functor {
+  plan_entry e;
+  plan_buffers b;
+  plan_state* state;
+  std::uint64_t seed;
+  std::int64_t next_index;
+  DS_HD_INLINE float quantity(std::int64_t idx) const {
+    const float q = e.at_point ? b.point[idx] : b.x[idx];
+    return ds_fma(e.ux, q, e.um * b.answer[idx]);
+  }
+  DS_HD void operator()(std::int64_t g) const {
+    if (g == 0) state->step = next_index;
+    const int d = b.d;
+    if (e.op == plan_op_tamed) {
+      const std::int64_t base = g * d;
+      float norm2 = 0.f;
+      for (int j = 0; j < d; ++j) {
+        const float gj = quantity(base + j);
+        norm2 = norm2 + gj * gj;
+      }
+      const float drift = tamed_drift<float>(e.gamma, norm2);
+      philox_stream rng(seed, state->chain_base + static_cast<std::uint64_t>(g), e.rng_step);
+      rng.normals(d, [&](int j, float z) {
+        b.x[base + j] = langevin_update(b.x[base + j], drift, quantity(base + j), e.noise, z);
+      });
+      return;
+    }
+    const plan_element el(g, b.blocks_per_row, d);
+    const std::int64_t base = el.i * d + el.j0;
+    const std::uint64_t id = state->chain_base + static_cast<std::uint64_t>(el.i);
+    const bool noisy = (e.op == plan_op_step && e.st.cn != 0.f) || e.op == plan_op_ula;
+    float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (noisy) z = philox(seed, id, e.rng_step, static_cast<std::uint64_t>(el.j0)).normal4();
+    float4 z2 = make_float4(0.f, 0.f, 0.f, 0.f);
+    const bool accumulate = e.op == plan_op_step && (e.st.flags & step_accumulate) != 0;
+    if (accumulate) {
+      // The accumulate's draws follow the step's in the same stream (as the fused chain's second normals()).
+      const std::uint64_t first = noisy ? static_cast<std::uint64_t>(b.blocks_per_row) * 4 : 0;
+      z2 = philox(seed, id, e.rng_step, first + static_cast<std::uint64_t>(el.j0)).normal4();
+    }
+    for (int c = 0; c < el.count; ++c) {
+      const std::int64_t idx = base + c;
+      const float r = quantity(idx);
+      float& x = b.x[idx];
+      switch (e.op) {
+        case plan_op_step:
+          x = noisy ? diffusion_update(e.st, x, r, pick(z, c)) : diffusion_update(e.st, x, r);
+          if (accumulate) diffusion_accumulate(e.st, x, b.sum[idx], pick(z2, c));
+          break;
+        case plan_op_heun_predict:
+          b.m[idx] = r;
+          b.point[idx] = heun_predictor(e.st, x, r);
+          break;
+        case plan_op_heun_correct: x = heun_corrector(e.st, x, b.m[idx], b.point[idx], r); break;
+        case plan_op_jump: x = r; break;
+        case plan_op_ula: x = langevin_update(x, e.gamma, r, e.noise, pick(z, c)); break;
+        default: break;
+      }
+      if (e.next_point) b.point[idx] = diffusion_point(e.next, x, b.sum[idx]);
+    }
+  }
+};
+
+/// The start of a sampling_plan's trajectory on its buffers: S <- 0 (SMS), P <- the first ask's point.
+struct plan_start_functor {
+  plan_buffers b;
+  diffusion_step first;
+  bool clear_sum, first_point;
+  DS_HD void operator()(std::int64_t idx) const {
+    if (clear_sum) b.sum[idx] = 0.f;
+    if (first_point) b.point[idx] = diffusion_point(first, b.x[idx], clear_sum ? 0.f : b.sum[idx]);
+  }
 };
 
 }  // namespace diffsample::kernels

@@ -13,6 +13,7 @@
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/plan_program.hpp"
 #include "src/validate.hpp"
 #include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
@@ -158,8 +159,7 @@ std::int64_t total_steps(const diffusion_options& o) {
   return o.sampler == diffusion_sampler::sequential_measurements ? o.steps * o.measurements : o.steps;
 }
 
-void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_options& o) {
-  detail::check_count("n", n, mixture.dim());
+void validate_options(const diffusion_options& o) {
   DIFFSAMPLE_EXPECTS(o.sampler >= diffusion_sampler::ddpm && o.sampler <= diffusion_sampler::sequential_measurements,
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
   DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
@@ -178,6 +178,30 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_o
     DIFFSAMPLE_EXPECTS(static_cast<std::uint64_t>(total_steps(o)) < kernels::philox_max_step,
                        "options.steps x measurements = " << total_steps(o)
                                                          << " exceeds the random stream's 2^30 steps");
+  }
+}
+
+void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_options& o) {
+  detail::check_count("n", n, mixture.dim());
+  validate_options(o);
+}
+
+// The model output r at point q and channel (a, s) (schedule point p, for velocity) as the denoiser ux q + um r.
+void to_denoiser(model_output output, double a, double s, const schedule_point* p, std::int64_t k, double& ux,
+                 double& um) {
+  ux = 0;
+  um = 1;
+  if (output == model_output::score || output == model_output::eps) {
+    DIFFSAMPLE_EXPECTS(a > 0, "output: a " << to_string(output) << " model needs a > 0 to give x0, but a = 0 at step "
+                                           << k);
+    ux = 1 / a;
+    um = output == model_output::score ? s * s / a : -s / a;
+  } else if (output == model_output::velocity) {
+    const double fx = p->s > 0 ? p->ds_dt / p->s : 0.0, fm = p->s > 0 ? p->da_dt - p->ds_dt * p->a / p->s : 0.0;
+    DIFFSAMPLE_EXPECTS(p->s > 0 && fm != 0 && std::isfinite(fm),
+                       "output: a velocity model does not determine x0 at t = " << p->t << " (step " << k << ")");
+    ux = -fx / fm;
+    um = 1 / fm;
   }
 }
 
@@ -338,20 +362,7 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
     const diffusion_step& e = st.table[k];
     st.times.push_back(pts.empty() ? 0.0 : pts[k].t);
     double ux = 0, um = 1;
-    const double a = e.a, s = e.s;
-    if (output == model_output::score || output == model_output::eps) {
-      DIFFSAMPLE_EXPECTS(a > 0, "output: a " << to_string(output) << " model needs a > 0 to give x0, but a = 0 at step "
-                                             << k);
-      ux = 1 / a;
-      um = output == model_output::score ? s * s / a : -s / a;
-    } else if (output == model_output::velocity) {
-      const schedule_point& p = pts[k];
-      const double fx = p.s > 0 ? p.ds_dt / p.s : 0.0, fm = p.s > 0 ? p.da_dt - p.ds_dt * p.a / p.s : 0.0;
-      DIFFSAMPLE_EXPECTS(p.s > 0 && fm != 0 && std::isfinite(fm),
-                         "output: a velocity model does not determine x0 at t = " << p.t << " (step " << k << ")");
-      ux = -fx / fm;
-      um = 1 / fm;
-    }
+    to_denoiser(output, e.a, e.s, pts.empty() ? nullptr : &pts[k], k, ux, um);
     st.convert.push_back(float(ux));
     st.convert.push_back(float(um));
   }
@@ -454,5 +465,79 @@ void diffusion_plan::finish(float* x, const float* model, execution exec) {
   else
     kernels::for_each_index(st.where, st.n * blocks, f, stream);
 }
+
+// --- ask/tell program ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+plan_program diffusion_program(std::int64_t n, std::int64_t d, const diffusion_options& o, model_output output) {
+  check_count("n", n, d);
+  DIFFSAMPLE_EXPECTS(d >= 1 && d <= (1 << 24), "d: must be in [1, 2^24], got " << d);
+  validate_options(o);
+  DIFFSAMPLE_EXPECTS(o.record_every == 0, "options.record_every: a plan records nothing (read samples() between "
+                                          "asks), got " << o.record_every);
+  DIFFSAMPLE_EXPECTS(output >= model_output::score && output <= model_output::velocity,
+                     "output: invalid value " << static_cast<int>(output));
+  DIFFSAMPLE_EXPECTS(output != model_output::velocity || uses_schedule(o.sampler),
+                     "output: velocity needs a schedule-based sampler, not " << to_string(o.sampler));
+  const table tb = build_table(o);
+  const std::int64_t total = total_steps(o);
+  std::vector<schedule_point> pts;
+  if (uses_schedule(o.sampler)) pts = o.schedule.points(o.steps);
+  plan_program pr;
+  pr.output = output;
+  pr.draw_initial = o.draw_initial;
+  pr.initial_scale = tb.initial_scale;
+  pr.seed = o.seed;
+  pr.first_chain = o.first_chain;
+  // One ask: the channel (FP32 table values, as the fused sampler evaluates), its time and the conversion.
+  auto add = [&](const diffusion_step& st, int op, bool at_point, float a, float s, std::int64_t node,
+                 std::int64_t k) {
+    kernels::plan_entry e{};
+    e.st = st;
+    e.op = op;
+    e.at_point = at_point ? 1 : 0;
+    e.rng_step = static_cast<std::uint64_t>(k) + 1;
+    double ux = 0, um = 1;
+    to_denoiser(output, a, s, pts.empty() ? nullptr : &pts[node], k, ux, um);
+    e.ux = float(ux);
+    e.um = float(um);
+    pr.entries.push_back(e);
+    pr.channels.push_back({double(a), double(s)});
+    pr.times.push_back(pts.empty() ? 0.0 : pts[node].t);
+  };
+  auto at_point = [](const diffusion_step& st) { return st.es != 0.f || st.ex != 1.f; };
+  for (std::int64_t k = 0; k < total; ++k) {
+    const diffusion_step& st = tb.steps[k];
+    const std::int64_t node = pts.empty() ? 0 : k;
+    if (st.flags & kernels::step_heun) {
+      add(st, kernels::plan_op_heun_predict, false, st.a, st.s, node, k);
+      add(st, kernels::plan_op_heun_correct, true, st.a2, st.s2, pts.empty() ? 0 : k + 1, k);
+      pr.uses_point = pr.uses_m = true;
+    } else {
+      add(st, kernels::plan_op_step, at_point(st), st.a, st.s, node, k);
+    }
+    if (st.flags & kernels::step_accumulate) pr.uses_sum = true;
+  }
+  if (tb.final_denoise) {
+    const diffusion_step& st = tb.steps[total];
+    add(st, kernels::plan_op_jump, at_point(st), st.a, st.s, pts.empty() ? 0 : o.steps, total);
+  }
+  // The points of an ask at P are written by the tell before it (SMS's average of the measurements).
+  for (std::size_t i = 0; i < pr.entries.size(); ++i) {
+    kernels::plan_entry& e = pr.entries[i];
+    if (!e.at_point || e.op == kernels::plan_op_heun_correct) continue;
+    pr.uses_point = pr.uses_sum = true;
+    if (i == 0) {
+      pr.first = e.st;
+    } else {
+      pr.entries[i - 1].next_point = 1;
+      pr.entries[i - 1].next = e.st;
+    }
+  }
+  return pr;
+}
+
+}  // namespace detail
 
 }  // namespace diffsample

@@ -5,6 +5,7 @@
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/plan_program.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/langevin.hpp>
@@ -22,8 +23,7 @@ std::size_t table_bytes(const gaussian_mixture& mixture) {
   return (static_cast<std::size_t>(floats) * sizeof(float) + 255) / 256 * 256;
 }
 
-void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_options& o) {
-  detail::check_count("n", n, mixture.dim());
+void validate_options(const langevin_options& o) {
   detail::check_positive("options.step_size", o.step_size);
   DIFFSAMPLE_EXPECTS(o.steps >= 0, "options.steps: must be >= 0, got " << o.steps);
   DIFFSAMPLE_EXPECTS(o.method == langevin_method::ula || o.method == langevin_method::mala ||
@@ -38,6 +38,11 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_op
                                                                  << " exceeds the random stream's 2^30 steps");
   DIFFSAMPLE_EXPECTS(o.first_chain <= (std::uint64_t(1) << 62),
                      "options.first_chain: must be < 2^62, got " << o.first_chain);
+}
+
+void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_options& o) {
+  detail::check_count("n", n, mixture.dim());
+  validate_options(o);
 }
 
 }  // namespace
@@ -108,5 +113,53 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t
                           exec.stream);
   return report;
 }
+
+// --- ask/tell program ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+plan_program langevin_program(std::int64_t n, std::int64_t d, const langevin_options& o, model_output output) {
+  check_count("n", n, d);
+  DIFFSAMPLE_EXPECTS(d >= 1 && d <= (1 << 24), "d: must be in [1, 2^24], got " << d);
+  validate_options(o);
+  DIFFSAMPLE_EXPECTS(o.method != langevin_method::mala, "options.method: mala needs the log-density beside the "
+                                                        "score and runs only fused (langevin())");
+  DIFFSAMPLE_EXPECTS(o.record_every == 0, "options.record_every: a plan records nothing (read samples() between "
+                                          "asks), got " << o.record_every);
+  DIFFSAMPLE_EXPECTS(output == model_output::score || output == model_output::denoiser || output == model_output::eps,
+                     "output: a Langevin plan takes score, denoiser or eps, got " << static_cast<int>(output));
+  // The channel as the fused chain evaluates it (FP32).
+  const float a = float(o.target.a), s = float(o.target.s);
+  DIFFSAMPLE_EXPECTS(output == model_output::score || s > 0,
+                     "output: a " << to_string(output) << " model needs options.target.s > 0 to give the score");
+  // The score from the output r at x: score = (a m - x) / s^2 = -eps / s.
+  double ux = 0, um = 1;
+  if (output == model_output::denoiser) {
+    ux = -1.0 / (double(s) * s);
+    um = double(a) / (double(s) * s);
+  } else if (output == model_output::eps) {
+    um = -1.0 / s;
+  }
+  plan_program pr;
+  pr.output = output;
+  pr.seed = o.seed;
+  pr.first_chain = o.first_chain;
+  const float gamma = float(o.step_size);
+  for (std::int64_t k = 0; k < o.steps; ++k) {
+    kernels::plan_entry e{};
+    e.op = o.method == langevin_method::tamed_ula ? kernels::plan_op_tamed : kernels::plan_op_ula;
+    e.ux = float(ux);
+    e.um = float(um);
+    e.gamma = gamma;
+    e.noise = kernels::ds_sqrt(2.f * gamma);  // as langevin_chain
+    e.rng_step = o.first_step + static_cast<std::uint64_t>(k);
+    pr.entries.push_back(e);
+    pr.channels.push_back({double(a), double(s)});
+    pr.times.push_back(0.0);
+  }
+  return pr;
+}
+
+}  // namespace detail
 
 }  // namespace diffsample

@@ -12,6 +12,7 @@
 #include <diffsample/mixture.hpp>
 #include <diffsample/observation.hpp>
 #include <diffsample/particles.hpp>
+#include <diffsample/plan.hpp>
 #include <diffsample/posterior.hpp>
 #include <diffsample/schedule.hpp>
 

@@ -199,6 +199,84 @@ void run_plan_initial(const kernels::plan_initial_functor& f, std::int64_t n) {
   });
 }
 
+// The tell of a sampling_plan (kernels/plan.cuh, plan_tell_functor) over packs of rows, with the shared step
+// operations of kernels/diffusion.cuh and kernels/langevin.cuh on this target's packs, in the fused chains' order
+// and with their random streams, so that a plan answered with the mixture's own outputs reproduces the fused run.
+void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n) {
+  const kernels::plan_entry& e = f.e;
+  const kernels::plan_buffers& b = f.b;
+  const int d = b.d;
+  const std::uint64_t chain_base = f.state->chain_base;
+  const fpack ux(e.ux), um(e.um), gamma(e.gamma), noise(e.noise);
+  for_each_pack(n, [&](std::int64_t p) {
+    const std::int64_t i0 = p * lanes;
+    const pack_lane lane{i0, static_cast<int>(std::min<std::int64_t>(lanes, n - i0))};
+    auto quantity = [&](int j) {
+      const fpack q = lane.get(e.at_point ? b.point : b.x, d, j);
+      return ds_fma(ux, q, um * lane.get(b.answer, d, j));
+    };
+    auto rng = lane.rng(f.seed, chain_base, e.rng_step);
+    switch (e.op) {
+      case kernels::plan_op_step:
+        if (e.st.cn != 0.f) {
+          rng.normals(d, [&](int j, fpack z) {
+            lane.put(b.x, d, j, kernels::diffusion_update(e.st, lane.get(b.x, d, j), quantity(j), z));
+          });
+        } else {
+          for (int j = 0; j < d; ++j)
+            lane.put(b.x, d, j, kernels::diffusion_update(e.st, lane.get(b.x, d, j), quantity(j)));
+        }
+        if (e.st.flags & kernels::step_accumulate) {
+          rng.normals(d, [&](int j, fpack z) {
+            fpack x = lane.get(b.x, d, j), sum = lane.get(b.sum, d, j);
+            kernels::diffusion_accumulate(e.st, x, sum, z);
+            lane.put(b.x, d, j, x);
+            lane.put(b.sum, d, j, sum);
+          });
+        }
+        break;
+      case kernels::plan_op_heun_predict:
+        for (int j = 0; j < d; ++j) {
+          const fpack r = quantity(j);
+          lane.put(b.m, d, j, r);
+          lane.put(b.point, d, j, kernels::heun_predictor(e.st, lane.get(b.x, d, j), r));
+        }
+        break;
+      case kernels::plan_op_heun_correct:
+        for (int j = 0; j < d; ++j)
+          lane.put(b.x, d, j,
+                   kernels::heun_corrector(e.st, lane.get(b.x, d, j), lane.get(b.m, d, j), lane.get(b.point, d, j),
+                                           quantity(j)));
+        break;
+      case kernels::plan_op_jump:
+        for (int j = 0; j < d; ++j) lane.put(b.x, d, j, quantity(j));
+        break;
+      case kernels::plan_op_ula:
+        rng.normals(d, [&](int j, fpack z) {
+          lane.put(b.x, d, j, kernels::langevin_update(lane.get(b.x, d, j), gamma, quantity(j), noise, z));
+        });
+        break;
+      case kernels::plan_op_tamed: {
+        fpack norm2(0.f);
+        for (int j = 0; j < d; ++j) {
+          const fpack g = quantity(j);
+          norm2 = norm2 + g * g;
+        }
+        const fpack drift = kernels::tamed_drift<fpack>(e.gamma, norm2);
+        rng.normals(d, [&](int j, fpack z) {
+          lane.put(b.x, d, j, kernels::langevin_update(lane.get(b.x, d, j), drift, quantity(j), noise, z));
+        });
+        break;
+      }
+      default: break;
+    }
+    if (e.next_point)
+      for (int j = 0; j < d; ++j)
+        lane.put(b.point, d, j, kernels::diffusion_point(e.next, lane.get(b.x, d, j), lane.get(b.sum, d, j)));
+  });
+  f.state->step = f.next_index;
+}
+
 void run_langevin(const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {
   run(kernels::langevin_chain_body{p}, x, p.n, d, state);
 }

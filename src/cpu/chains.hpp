@@ -38,6 +38,8 @@ void run_evaluate(simd_target t, const kernels::channel_view& c, int what, const
 /// The stepwise plan's step (or final jump) and initial draw over its n rows, with the fused samplers' operations.
 void run_plan_step(simd_target t, const kernels::plan_step_functor& f, std::int64_t n);
 void run_plan_initial(simd_target t, const kernels::plan_initial_functor& f, std::int64_t n);
+/// The tell of a sampling_plan over its n rows, with the fused samplers' operations.
+void run_plan_tell(simd_target t, const kernels::plan_tell_functor& f, std::int64_t n);
 
 /// Projections of n points x (n x d, row-major) on `count` directions u (count x d, row-major):
 /// out[c stride + i] = sum_j u[c d + j] x[i d + j], summed in FP64 in coordinate order with one multiply and one add
@@ -88,6 +90,7 @@ void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t 
   void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_channels& channels,          \
                           std::int64_t steps, float* x);                                                       \
   void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x);                          \
+  void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n);                                     \
   }
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_sse2)
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_avx2)

@@ -57,6 +57,7 @@ void run_guided_diffpir(simd_target, const kernels::guided_params&, const kernel
 void run_guided_ddrm(simd_target, const kernels::ddrm_params&, std::int64_t, float*) {}
 void run_guided_skrock(simd_target, const kernels::guided_params&, const kernels::skrock_params&,
                        const kernels::channel_view&, std::int64_t, float*) {}
+void run_plan_tell(simd_target, const kernels::plan_tell_functor&, std::int64_t) {}
 #else
 #define DIFFSAMPLE_DISPATCH_(CALL)                  \
   switch (t) {                                      \
@@ -74,6 +75,9 @@ void run_plan_step(simd_target t, const kernels::plan_step_functor& f, std::int6
 }
 void run_plan_initial(simd_target t, const kernels::plan_initial_functor& f, std::int64_t n) {
   DIFFSAMPLE_DISPATCH_(run_plan_initial(f, n))
+}
+void run_plan_tell(simd_target t, const kernels::plan_tell_functor& f, std::int64_t n) {
+  DIFFSAMPLE_DISPATCH_(run_plan_tell(f, n))
 }
 
 void run_projection(simd_target t, const double* u, int count, const float* x, std::int64_t n, std::int64_t d,

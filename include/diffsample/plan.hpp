@@ -1,0 +1,121 @@
+/// @file plan.hpp
+/// @brief Ask/tell sampling plans: any sampler of the library driven by a caller's model (a neural network). The
+/// plan says what it needs next (points, a channel and which model output), the caller writes the model's answer
+/// into the plan's buffer, and the plan advances. The sequence of asks is fixed by the options, nothing allocates
+/// or synchronises per ask, and a whole trajectory (model calls included) can be captured in one CUDA graph.
+#pragma once
+
+#include <diffsample/diffusion.hpp>
+#include <diffsample/execution.hpp>
+#include <diffsample/export.hpp>
+#include <diffsample/langevin.hpp>
+#include <diffsample/mixture.hpp>
+
+#include <cstdint>
+#include <memory>
+
+namespace diffsample {
+
+/// One ask of a sampling_plan: evaluate the model at @p points, channel @p at, and write @p output into @p answer.
+/// Every pointer is plan memory on the plan's executor (device memory on CUDA, host memory on the CPU) and stays
+/// the same for a given position in every trajectory, so a captured graph may bake it in.
+struct plan_request {
+  std::int64_t index = 0;         ///< position of this ask in the trajectory, 0 .. asks() - 1
+  const float* points = nullptr;  ///< rows x d points (row-major) at which the model is evaluated
+  std::int64_t rows = 0;          ///< number of points
+  std::int64_t d = 0;             ///< dimension of a point
+  channel at{};                   ///< the channel (a, s) of the evaluation: x_t = a x0 + s z
+  double time = 0.0;              ///< the schedule's time of that channel (0 where the sampler has no schedule)
+  model_output output = model_output::denoiser;  ///< what to write into answer (the plan's declared output)
+  float* answer = nullptr;        ///< rows x d: the caller writes the model's output at the points here
+};
+
+namespace detail {
+struct sampling_plan_storage;
+}
+
+/// A sampler driven step by step by a caller's model. Use:
+///
+///     plan.reset(nullptr, stream);
+///     while (!plan.done()) {
+///       const plan_request r = plan.ask();
+///       my_model(r.points, r.rows, r.at, r.answer, stream);  // writes r.output at r.points
+///       plan.tell(stream);
+///     }
+///     // plan.samples(): rows() x d() results
+///
+/// The plan owns its state (samples()), the points it asks about and the answer buffer; all are allocated once by
+/// the constructor. ask() is host-only and cheap; tell() issues one launch (on the CUDA executor) or one pass of the
+/// CPU pool and never synchronises or allocates. Positions and pointers of the asks depend only on the options, so
+/// a loop (reset, then ask/model/tell asks() times) captured in a CUDA graph replays a whole trajectory with fresh
+/// noise per replay: the random key of a trajectory lives in device memory and reset() advances it there.
+///
+/// Randomness: trajectory t (the one begun by the (t+1)-th reset(), t = 0, 1, ...) draws row i's noise from the
+/// Philox stream of chain first_chain + t rows() + i, as the fused sampler does for that chain. Exactness: answered
+/// with the mixture's own denoiser (diffusion samplers) or score (Langevin), a plan on the CPU executor gives the
+/// fused sampler's samples bit for bit (t trajectories equal one fused call over t rows() chains).
+class DIFFSAMPLE_API sampling_plan {
+ public:
+  /// A plan for a reverse-diffusion sampler (every diffusion_sampler: ddpm, ddim, reverse_sde, ode_euler,
+  /// ode_heun, stochastic_localization, walk_jump, sequential_measurements) with options.record_every = 0.
+  /// One ask per step (two for a Heun step: at x, then at the predictor), plus one for the final jump when the
+  /// sampler or options.final_denoise has one. SMS asks at the measurements' average (S + y) / m, Heun's second ask
+  /// at the predictor: the points of an ask need not be the state.
+  /// Allocates and copies once (cudaMalloc, then cudaStreamSynchronize(exec.stream) on the CUDA executor).
+  /// @param n, d    rows and dimension of the state
+  /// @param output  what the caller's model returns: denoiser, score, eps or velocity (velocity only for samplers
+  ///                with a schedule); converted to the denoiser per ask
+  /// @param exec    executor::cuda or executor::cpu (automatic: CUDA when a GPU is present)
+  /// @throws invalid_argument for bad sizes, options, schedules or an output that does not determine the denoiser
+  static sampling_plan diffusion(std::int64_t n, std::int64_t d, const diffusion_options& options,
+                                 model_output output = model_output::denoiser, execution exec = {});
+  /// A plan for a Langevin chain (langevin_method::ula or tamed_ula) targeting p_t at options.target, one ask per
+  /// step at the state (options.record_every = 0). The initial state is the caller's: pass it to reset().
+  /// @param output  score, denoiser or eps (denoiser and eps need options.target.s > 0), converted to the score
+  /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
+  static sampling_plan langevin(std::int64_t n, std::int64_t d, const langevin_options& options,
+                                model_output output = model_output::score, execution exec = {});
+
+  ~sampling_plan();
+  /// Moves the plan and its buffers; the moved-from plan may only be destroyed or assigned.
+  sampling_plan(sampling_plan&&) noexcept;
+  /// Moves the plan and its buffers; the moved-from plan may only be destroyed or assigned.
+  sampling_plan& operator=(sampling_plan&&) noexcept;
+  sampling_plan(const sampling_plan&) = delete;
+  sampling_plan& operator=(const sampling_plan&) = delete;
+
+  std::int64_t rows() const noexcept;      ///< rows of the state (chains)
+  std::int64_t dim() const noexcept;       ///< dimension d of a row
+  executor where() const noexcept;         ///< executor the plan runs on
+  std::int64_t asks() const noexcept;      ///< asks of one trajectory
+  std::int64_t position() const noexcept;  ///< asks told in the current trajectory (host-side count)
+  bool done() const noexcept;              ///< position() == asks()
+
+  /// The next ask (position()). Host-only; no launch, no synchronisation.
+  /// @throws invalid_argument when the trajectory is done
+  plan_request ask() const;
+  /// The ask at position @p k of every trajectory (for setting up a captured loop).
+  /// @throws invalid_argument unless 0 <= k < asks()
+  plan_request request(std::int64_t k) const;
+  /// Applies the answer written into ask().answer and advances to the next ask. Asynchronous on the CUDA
+  /// executor; no allocation, no synchronisation, no validation (capturable).
+  /// @throws invalid_argument when the trajectory is done (checked on the host)
+  void tell(cudaStream_t stream = nullptr);
+  /// Starts the next trajectory: position 0 and, on the device, the random key of the next trajectory's chains.
+  /// The initial state is @p initial (rows() x d on the plan's executor, copied with cudaMemcpyAsync) when given,
+  /// otherwise drawn as the fused sampler draws it (diffusion plans with options.draw_initial). Asynchronous;
+  /// capturable.
+  /// @throws invalid_argument when @p initial is null and the plan has no draw of its own
+  void reset(const float* initial = nullptr, cudaStream_t stream = nullptr);
+  /// The state, rows() x d (plan memory on its executor): the samples once done(). Writable between asks.
+  float* samples() const noexcept;
+  /// Device (on the CPU executor, host) pointer to position() as the device sees it, advanced by tell() on the
+  /// device: for models captured in a graph that need the step index.
+  const std::int64_t* position_counter() const noexcept;
+
+ private:
+  explicit sampling_plan(std::unique_ptr<detail::sampling_plan_storage> storage);
+  std::unique_ptr<detail::sampling_plan_storage> storage_;
+};
+
+}  // namespace diffsample

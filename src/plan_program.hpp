@@ -1,0 +1,31 @@
+// The ask sequence of a sampling_plan (include/diffsample/plan.hpp), built on the host by each sampler family's
+// source file from the same tables as its fused sampler, and run by src/plan.cu.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/plan.cuh"
+#include <diffsample/diffusion.hpp>
+#include <diffsample/langevin.hpp>
+
+namespace diffsample::detail {
+
+struct plan_program {
+  std::vector<kernels::plan_entry> entries;  // one per ask
+  std::vector<channel> channels;             // the channel of each ask
+  std::vector<double> times;                 // the schedule's time of each ask
+  model_output output = model_output::denoiser;
+  bool draw_initial = false;   // reset() without an initial state draws x = initial_scale z (step 0 of the stream)
+  float initial_scale = 1.f;
+  bool uses_point = false, uses_m = false, uses_sum = false;
+  kernels::diffusion_step first{};  // the first ask's point coefficients when it is at P
+  std::uint64_t seed = 0, first_chain = 0;
+};
+
+/// The asks of a diffusion sampler (src/diffusion.cu). @throws invalid_argument as diffusion() does.
+plan_program diffusion_program(std::int64_t n, std::int64_t d, const diffusion_options& options, model_output output);
+/// The asks of a Langevin chain (src/langevin.cu). @throws invalid_argument as langevin() does.
+plan_program langevin_program(std::int64_t n, std::int64_t d, const langevin_options& options, model_output output);
+
+}  // namespace diffsample::detail

@@ -1,0 +1,387 @@
+// Ask/tell sampling plans (include/diffsample/plan.hpp) against the fused samplers: answered with the mixture's own
+// denoiser (diffusion samplers) or score (Langevin), a plan on the CPU executor reproduces the fused run bit for
+// bit, for every sampler, over several trajectories (t trajectories of n rows = one fused call over t n chains);
+// other outputs agree to rounding; the ask sequence, its points and channels are as documented; misuse is refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "reference/helpers.hpp"
+#include <diffsample/diffsample.hpp>
+#include <diffsample/plan.hpp>
+
+using namespace diffsample;
+
+namespace {
+
+constexpr execution cpu{executor::cpu, nullptr};
+
+const std::vector<double> weights4 = {0.1, 0.2, 0.3, 0.4};
+gaussian_mixture test_mixture(std::int64_t d) { return grid_mixture(d, 2, 8.0, 1.0, weights4); }
+
+quantity quantity_of(model_output out) {
+  return out == model_output::denoiser ? quantity::denoiser : quantity::score;
+}
+
+// The caller's loop with the mixture as the model: `trajectories` trajectories, one after the other, each from its
+// own reset() (with `initial` when given: trajectories x n x d floats).
+std::vector<float> run_plan(sampling_plan& plan, const gaussian_mixture& mix, int trajectories,
+                            const std::vector<float>* initial = nullptr) {
+  const std::int64_t n = plan.rows(), d = plan.dim();
+  std::vector<float> all;
+  for (int t = 0; t < trajectories; ++t) {
+    plan.reset(initial != nullptr ? initial->data() + t * n * d : nullptr);
+    EXPECT_EQ(plan.position(), 0);
+    while (!plan.done()) {
+      const plan_request r = plan.ask();
+      EXPECT_EQ(*plan.position_counter(), r.index);
+      EXPECT_EQ(r.rows, n);
+      EXPECT_EQ(r.d, d);
+      mix.evaluate(quantity_of(r.output), r.points, r.rows, r.at, r.answer, cpu);
+      plan.tell();
+    }
+    EXPECT_EQ(*plan.position_counter(), plan.asks());
+    all.insert(all.end(), plan.samples(), plan.samples() + n * d);
+  }
+  return all;
+}
+
+std::vector<float> fused(const gaussian_mixture& mix, std::int64_t n, const diffusion_options& o) {
+  std::vector<float> x(n * mix.dim());
+  diffusion(mix, x.data(), n, o, {}, cpu);
+  return x;
+}
+
+// Every diffusion sampler, with the options that change its ask sequence (Heun's two asks, SMS's points away from
+// x, final jumps).
+std::vector<diffusion_options> diffusion_cases() {
+  std::vector<diffusion_options> cases;
+  diffusion_options o;
+  o.seed = 17;
+  o.steps = 12;
+  o.sampler = diffusion_sampler::ddpm;
+  cases.push_back(o);
+  o.final_denoise = true;
+  cases.push_back(o);
+  o.final_denoise = false;
+  o.sampler = diffusion_sampler::ddim;
+  o.eta = 0.5;
+  cases.push_back(o);
+  o.eta = 0.0;
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::reverse_sde;
+  o.schedule = noise_schedule::ornstein_uhlenbeck(4.0);
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::ode_euler;
+  o.schedule = noise_schedule::linear_interpolant().with_grid(time_grid::uniform, 0.98, 0.0);
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::ode_heun;  // the last step (to s = 0) falls back to Euler
+  cases.push_back(o);
+  o.schedule = noise_schedule::vp_linear();
+  o.final_denoise = true;
+  cases.push_back(o);
+  o.final_denoise = false;
+  o.sampler = diffusion_sampler::stochastic_localization;
+  o.schedule = noise_schedule::stochastic_localization(1e-3, 1e2);
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::walk_jump;
+  o.sigma = 2.0;
+  o.step_size = 0.1;
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::sequential_measurements;
+  o.measurements = 3;
+  o.steps = 5;
+  cases.push_back(o);
+  return cases;
+}
+
+std::string name(const diffusion_options& o) {
+  return std::string(to_string(o.sampler)) + (o.final_denoise ? " + final denoise" : "");
+}
+
+}  // namespace
+
+// Seen failing with Heun's corrector reading the predictor's denoiser from the answer buffer instead of M (ode_heun
+// cases), and with the SMS accumulate drawing its noise from block 0 of the step's stream (sequential_measurements).
+TEST(SamplingPlan, DiffusionPlansReproduceTheFusedSamplersExactly) {
+  // d = 2 and 10 run the fused register path, d = 3 and 6 the workspace path and a partial Philox block. Three
+  // trajectories of 40 rows equal one fused call over 120 chains from the same first_chain, bit for bit.
+  const std::int64_t n = 40;
+  const int trajectories = 3;
+  for (std::int64_t d : {2, 3, 6, 10}) {
+    const gaussian_mixture mix = test_mixture(d);
+    for (diffusion_options o : diffusion_cases()) {
+      o.first_chain = 11;
+      sampling_plan plan = sampling_plan::diffusion(n, d, o, model_output::denoiser, cpu);
+      const auto stepped = run_plan(plan, mix, trajectories);
+      EXPECT_EQ(fused(mix, trajectories * n, o), stepped) << name(o) << ", d = " << d;
+    }
+  }
+}
+
+TEST(SamplingPlan, CallerInitialStatesReproduceTheFusedSampler) {
+  // options.draw_initial = false: the fused sampler starts from x, the plan from reset(initial).
+  const std::int64_t n = 33, d = 3;
+  const gaussian_mixture mix = test_mixture(d);
+  std::vector<float> initial(2 * n * d);
+  for (std::size_t i = 0; i < initial.size(); ++i) initial[i] = float(std::sin(0.37 * double(i)) * 3.0);
+  for (diffusion_options o : diffusion_cases()) {
+    o.draw_initial = false;
+    std::vector<float> x = initial;
+    diffusion(mix, x.data(), 2 * n, o, {}, cpu);
+    sampling_plan plan = sampling_plan::diffusion(n, d, o, model_output::denoiser, cpu);
+    EXPECT_EQ(x, run_plan(plan, mix, 2, &initial)) << name(o);
+  }
+}
+
+TEST(SamplingPlan, AsksAreWhereTheSamplerEvaluates) {
+  const std::int64_t n = 4, d = 2;
+  // Heun: two asks per step (x, then the predictor P), the last step (to s = 0) one.
+  diffusion_options o;
+  o.sampler = diffusion_sampler::ode_heun;
+  o.steps = 3;
+  sampling_plan heun = sampling_plan::diffusion(n, d, o, model_output::denoiser, cpu);
+  ASSERT_EQ(heun.asks(), 5);
+  EXPECT_EQ(heun.request(0).points, heun.samples());
+  EXPECT_NE(heun.request(1).points, heun.samples());
+  EXPECT_LT(heun.request(1).at.s, heun.request(0).at.s);
+  EXPECT_EQ(heun.request(1).at.s, heun.request(2).at.s);  // the corrector's channel is the next step's
+  EXPECT_EQ(heun.request(4).points, heun.samples());
+  // SMS with M = 2 and 3 steps per measurement: 6 steps and the jump; measurement 2 and the jump ask at the average.
+  o.sampler = diffusion_sampler::sequential_measurements;
+  o.measurements = 2;
+  o.sigma = 2.0;
+  sampling_plan sms = sampling_plan::diffusion(n, d, o, model_output::denoiser, cpu);
+  ASSERT_EQ(sms.asks(), 7);
+  for (std::int64_t k = 0; k < 7; ++k) {
+    EXPECT_EQ(sms.request(k).points == sms.samples(), k < 3) << k;
+    EXPECT_NEAR(sms.request(k).at.s, k < 3 ? 2.0 : 2.0 / std::sqrt(2.0), 1e-6) << k;
+    EXPECT_EQ(sms.request(k).at.a, 1.0);
+  }
+  // DDPM on the default VP grid: the schedule's times, descending.
+  o = diffusion_options{};
+  o.steps = 4;
+  sampling_plan ddpm = sampling_plan::diffusion(n, d, o, model_output::eps, cpu);
+  EXPECT_EQ(ddpm.asks(), 4);
+  for (std::int64_t k = 1; k < 4; ++k) EXPECT_LT(ddpm.request(k).time, ddpm.request(k - 1).time);
+  EXPECT_EQ(ddpm.request(2).output, model_output::eps);
+  EXPECT_EQ(ddpm.request(2).answer, ddpm.request(0).answer);
+}
+
+// Seen failing with the eps conversion's sign flipped (every chain far).
+TEST(SamplingPlan, ScoreAndEpsOutputsMatchTheDenoiserOutput) {
+  // The conversion x0 = (q + s^2 score) / a or (q - s eps) / a rounds differently from the direct denoiser: chains
+  // agree to ~1e-4, except a rare chain tipped across the boundary between modes (at most 1%).
+  const std::int64_t n = 300, d = 2;
+  const gaussian_mixture mix = test_mixture(d);
+  for (const diffusion_options& o : diffusion_cases()) {
+    if (o.sampler == diffusion_sampler::stochastic_localization) continue;  // x0 from the score is ill-conditioned
+    sampling_plan ref = sampling_plan::diffusion(n, d, o, model_output::denoiser, cpu);
+    const auto expected = run_plan(ref, mix, 1);
+    for (model_output out : {model_output::score, model_output::eps}) {
+      sampling_plan plan = sampling_plan::diffusion(n, d, o, out, cpu);
+      std::vector<float> got;
+      plan.reset();
+      while (!plan.done()) {
+        const plan_request r = plan.ask();
+        mix.evaluate(quantity::score, r.points, r.rows, r.at, r.answer, cpu);
+        if (out == model_output::eps)  // eps = -s score
+          for (std::int64_t i = 0; i < n * d; ++i) r.answer[i] = float(-r.at.s * r.answer[i]);
+        plan.tell();
+      }
+      std::int64_t far = 0;
+      for (std::int64_t i = 0; i < n; ++i)
+        far += std::max(std::abs(expected[2 * i] - plan.samples()[2 * i]),
+                        std::abs(expected[2 * i + 1] - plan.samples()[2 * i + 1])) > 1e-2;
+      EXPECT_LE(far, n / 100) << name(o) << " " << to_string(out);
+    }
+  }
+}
+
+// Seen failing with the tamed drift computed from the norm of the state instead of the score.
+TEST(SamplingPlan, LangevinPlansReproduceTheFusedChainsExactly) {
+  const std::int64_t n = 37;
+  const int trajectories = 2;
+  for (std::int64_t d : {2, 5}) {
+    const gaussian_mixture mix = test_mixture(d);
+    std::vector<float> initial(trajectories * n * d);
+    for (std::size_t i = 0; i < initial.size(); ++i) initial[i] = float(std::cos(0.21 * double(i)) * 5.0);
+    for (langevin_method m : {langevin_method::ula, langevin_method::tamed_ula}) {
+      langevin_options o;
+      o.method = m;
+      o.step_size = 0.05;
+      o.steps = 15;
+      o.seed = 5;
+      o.first_chain = 3;
+      o.first_step = 2;
+      o.target = {0.8, 0.6};
+      std::vector<float> x = initial;
+      langevin(mix, x.data(), trajectories * n, o, {}, cpu);
+      sampling_plan plan = sampling_plan::langevin(n, d, o, model_output::score, cpu);
+      EXPECT_EQ(plan.asks(), o.steps);
+      EXPECT_EQ(x, run_plan(plan, mix, trajectories, &initial)) << to_string(m) << ", d = " << d;
+    }
+  }
+}
+
+TEST(SamplingPlan, LangevinDenoiserOutputMatchesTheScore) {
+  // score = (a m - x) / s^2 from a denoiser: rounding-level differences, amplified only by a chain tipped across
+  // the boundary between modes (at most 1%).
+  const std::int64_t n = 300, d = 2;
+  const gaussian_mixture mix = test_mixture(d);
+  std::vector<float> initial(n * d);
+  for (std::size_t i = 0; i < initial.size(); ++i) initial[i] = float(std::cos(0.21 * double(i)) * 5.0);
+  langevin_options o;
+  o.method = langevin_method::ula;
+  o.step_size = 0.05;
+  o.steps = 20;
+  o.target = {1.0, 0.5};
+  std::vector<float> x = initial;
+  langevin(mix, x.data(), n, o, {}, cpu);
+  sampling_plan plan = sampling_plan::langevin(n, d, o, model_output::denoiser, cpu);
+  const auto got = run_plan(plan, mix, 1, &initial);
+  std::int64_t far = 0;
+  for (std::int64_t i = 0; i < n; ++i)
+    far += std::max(std::abs(x[2 * i] - got[2 * i]), std::abs(x[2 * i + 1] - got[2 * i + 1])) > 1e-2;
+  EXPECT_LE(far, n / 100);
+}
+
+TEST(SamplingPlan, RefusesMisuse) {
+  diffusion_options o;
+  o.steps = 2;
+  o.record_every = 1;
+  EXPECT_THROW(sampling_plan::diffusion(4, 2, o, model_output::denoiser, cpu), invalid_argument);
+  o.record_every = 0;
+  EXPECT_THROW(sampling_plan::diffusion(-1, 2, o, model_output::denoiser, cpu), invalid_argument);
+  EXPECT_THROW(sampling_plan::diffusion(4, 0, o, model_output::denoiser, cpu), invalid_argument);
+  o.sampler = diffusion_sampler::walk_jump;
+  EXPECT_THROW(sampling_plan::diffusion(4, 2, o, model_output::velocity, cpu), invalid_argument);
+  o.sampler = diffusion_sampler::ddpm;
+  o.schedule = noise_schedule::vp_cosine();  // a = 0 at t = 1: a score does not give x0 there
+  EXPECT_THROW(sampling_plan::diffusion(4, 2, o, model_output::score, cpu), invalid_argument);
+  langevin_options l;
+  l.method = langevin_method::mala;
+  EXPECT_THROW(sampling_plan::langevin(4, 2, l, model_output::score, cpu), invalid_argument);
+  l.method = langevin_method::ula;
+  l.target = {1.0, 0.0};
+  EXPECT_THROW(sampling_plan::langevin(4, 2, l, model_output::denoiser, cpu), invalid_argument);
+  EXPECT_THROW(sampling_plan::langevin(4, 2, l, model_output::velocity, cpu), invalid_argument);
+  sampling_plan lp = sampling_plan::langevin(4, 2, l, model_output::score, cpu);
+  EXPECT_THROW(lp.reset(nullptr), invalid_argument);  // a Langevin plan needs the caller's initial state
+
+  o = diffusion_options{};
+  o.steps = 2;
+  sampling_plan plan = sampling_plan::diffusion(4, 2, o, model_output::denoiser, cpu);
+  plan.reset();
+  plan.tell();
+  plan.tell();
+  EXPECT_TRUE(plan.done());
+  EXPECT_THROW(plan.ask(), invalid_argument);
+  EXPECT_THROW(plan.tell(), invalid_argument);
+  EXPECT_THROW(plan.request(2), invalid_argument);
+  plan.reset();
+  EXPECT_EQ(plan.position(), 0);
+  EXPECT_FALSE(plan.done());
+}
+
+TEST(SamplingPlan, GpuPlanMatchesCpuPlan) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  // Normals may differ from the CPU's in the last bits (__sincosf), so elements are compared to 1e-2 and at most
+  // 1% may differ more (a chain tipped across a mode boundary). Every sampler, and the tamed Langevin (one thread
+  // per row).
+  const std::int64_t n = 500, d = 6;
+  const gaussian_mixture mix = test_mixture(d);
+  const execution gpu{executor::cuda, nullptr};
+  auto compare = [&](sampling_plan& host, sampling_plan& dev, const std::vector<float>* initial, const char* what) {
+    const auto expected = run_plan(host, mix, 1, initial);
+    diffsample::testing::device_buffer<float> start(n * d);
+    if (initial != nullptr) start.upload(*initial);
+    dev.reset(initial != nullptr ? start.ptr : nullptr);
+    while (!dev.done()) {
+      const plan_request r = dev.ask();
+      mix.evaluate(quantity_of(r.output), r.points, r.rows, r.at, r.answer, gpu);
+      dev.tell();
+    }
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<float> got(n * d);
+    ASSERT_EQ(cudaMemcpy(got.data(), dev.samples(), n * d * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    std::int64_t far = 0;
+    for (std::int64_t i = 0; i < n * d; ++i) far += std::abs(expected[i] - got[i]) > 1e-2;
+    EXPECT_LE(far, n * d / 100) << what;
+  };
+  for (const diffusion_options& o : diffusion_cases()) {
+    sampling_plan host = sampling_plan::diffusion(n, d, o, model_output::denoiser, cpu);
+    sampling_plan dev = sampling_plan::diffusion(n, d, o, model_output::denoiser, gpu);
+    compare(host, dev, nullptr, name(o).c_str());
+  }
+  std::vector<float> initial(n * d);
+  for (std::size_t i = 0; i < initial.size(); ++i) initial[i] = float(std::cos(0.21 * double(i)) * 5.0);
+  for (langevin_method m : {langevin_method::ula, langevin_method::tamed_ula}) {
+    langevin_options o;
+    o.method = m;
+    o.step_size = 0.05;
+    o.steps = 15;
+    sampling_plan host = sampling_plan::langevin(n, d, o, model_output::score, cpu);
+    sampling_plan dev = sampling_plan::langevin(n, d, o, model_output::score, gpu);
+    compare(host, dev, &initial, to_string(m));
+  }
+}
+
+TEST(SamplingPlan, CapturedTrajectoryDrawsFreshNoiseOnEveryReplay) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  // reset, then asks() x (model, tell), captured once and replayed N times, equals N uncaptured trajectories of a
+  // plan with the same options bit for bit (same kernels, same inputs). SMS asks away from x.
+  const std::int64_t n = 256, d = 6;
+  const gaussian_mixture mix = test_mixture(d);
+  const execution gpu{executor::cuda, nullptr};
+  diffusion_options o;
+  o.sampler = diffusion_sampler::sequential_measurements;
+  o.measurements = 2;
+  o.steps = 4;
+  o.seed = 9;
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  const execution on_stream{executor::cuda, stream};
+  sampling_plan direct = sampling_plan::diffusion(n, d, o, model_output::denoiser, gpu);
+  sampling_plan captured = sampling_plan::diffusion(n, d, o, model_output::denoiser, gpu);
+  auto trajectory = [&](sampling_plan& plan) {
+    plan.reset(nullptr, stream);
+    while (!plan.done()) {
+      const plan_request r = plan.ask();
+      mix.evaluate(quantity::denoiser, r.points, r.rows, r.at, r.answer, on_stream);
+      plan.tell(stream);
+    }
+  };
+  const int replays = 3;
+  std::vector<float> expected, got;
+  std::vector<float> host(n * d);
+  for (int t = 0; t < replays; ++t) {
+    trajectory(direct);
+    ASSERT_EQ(cudaMemcpyAsync(host.data(), direct.samples(), n * d * sizeof(float), cudaMemcpyDeviceToHost, stream),
+              cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    expected.insert(expected.end(), host.begin(), host.end());
+  }
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  trajectory(captured);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int t = 0; t < replays; ++t) {
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaMemcpyAsync(host.data(), captured.samples(), n * d * sizeof(float), cudaMemcpyDeviceToHost, stream),
+              cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    got.insert(got.end(), host.begin(), host.end());
+  }
+  EXPECT_EQ(expected, got);
+  EXPECT_NE(std::vector<float>(got.begin(), got.begin() + n * d),
+            std::vector<float>(got.begin() + n * d, got.begin() + 2 * n * d));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
