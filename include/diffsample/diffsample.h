@@ -675,6 +675,91 @@ DS_API ds_status ds_diffusion_plan_step(ds_diffusion_plan* plan, float* x, const
 DS_API ds_status ds_diffusion_plan_finish(ds_diffusion_plan* plan, float* x, const float* model,
                                           struct CUstream_st* stream);
 
+/* --- ask/tell sampling plans ---------------------------------------------------------------------------- */
+
+/** Opaque ask/tell plan driving a sampler with a caller's model (diffsample::sampling_plan). */
+typedef struct ds_sampling_plan ds_sampling_plan;
+
+/**
+ * One ask of a ::ds_sampling_plan: evaluate the model at @p points, channel @p at, and write @p output into
+ * @p answer. Versioned: set struct_size = sizeof(ds_plan_request) before passing it; the library writes the fields
+ * of the layout that size names. Pointers are plan memory on the plan's executor, the same for a given position in
+ * every trajectory.
+ */
+typedef struct ds_plan_request {
+  size_t struct_size;     /**< sizeof(ds_plan_request), set by the caller */
+  int64_t index;          /**< position of the ask in the trajectory */
+  const float* points;    /**< rows x dim points (row-major) at which the model is evaluated */
+  int64_t rows;           /**< number of points */
+  int64_t dim;            /**< dimension of a point */
+  ds_channel at;          /**< channel (a, s) of the evaluation */
+  double time;            /**< the schedule's time of that channel (0 without a schedule) */
+  ds_model_output output; /**< what to write into answer */
+  float* answer;          /**< rows x dim: the caller writes the model's output here */
+} ds_plan_request;
+
+/**
+ * Creates a plan for a reverse-diffusion sampler (every ::ds_diffusion_sampler, Heun and SMS included;
+ * options->record_every must be 0). Allocates once; on the CUDA executor it synchronises exec.stream once.
+ * @param output  what the caller's model returns (DS_MODEL_VELOCITY only for samplers with a schedule)
+ * @param out     receives the new handle (release with ds_sampling_plan_destroy())
+ */
+DS_API ds_status ds_sampling_plan_create_diffusion(int64_t n, int64_t dim, const ds_diffusion_options* options,
+                                                   ds_model_output output, ds_execution exec,
+                                                   ds_sampling_plan** out);
+
+/**
+ * Creates a plan for a Langevin chain (DS_ULA or DS_TAMED_ULA; options->record_every must be 0). The initial state
+ * is the caller's: pass it to ds_sampling_plan_reset().
+ * @param output  DS_MODEL_SCORE, DS_MODEL_DENOISER or DS_MODEL_EPS (the last two need options->target.s > 0)
+ */
+DS_API ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const ds_langevin_options* options,
+                                                  ds_model_output output, ds_execution exec,
+                                                  ds_sampling_plan** out);
+
+/** Releases a plan and its buffers (synchronous on the CUDA executor). NULL is ignored. */
+DS_API void ds_sampling_plan_destroy(ds_sampling_plan* plan);
+
+/**
+ * The plan's shape and progress; each output may be NULL.
+ * @param asks      asks of one trajectory
+ * @param position  asks told in the current trajectory
+ * @param where     executor the plan runs on
+ */
+DS_API ds_status ds_sampling_plan_get_info(const ds_sampling_plan* plan, int64_t* asks, int64_t* position,
+                                           ds_executor* where);
+
+/**
+ * The next ask (host-only: no launch, no synchronisation). DS_INVALID_ARGUMENT when the trajectory is done.
+ * @param request  request->struct_size must be set
+ */
+DS_API ds_status ds_sampling_plan_ask(const ds_sampling_plan* plan, ds_plan_request* request);
+
+/** The ask at position @p k (0 <= k < asks) of every trajectory, for setting up a captured loop. */
+DS_API ds_status ds_sampling_plan_request(const ds_sampling_plan* plan, int64_t k, ds_plan_request* request);
+
+/**
+ * Applies the answer written into the current ask's buffer and advances to the next ask. Asynchronous on
+ * @p stream; no allocation, no synchronisation (capturable). DS_INVALID_ARGUMENT when the trajectory is done.
+ */
+DS_API ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, struct CUstream_st* stream);
+
+/**
+ * Starts the next trajectory (position 0, the next trajectory's random key advanced on the device). The initial
+ * state is @p initial (rows x dim on the plan's executor) when not NULL, else drawn as the fused sampler draws it
+ * (diffusion plans with draw_initial). Asynchronous on @p stream; capturable.
+ */
+DS_API ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, struct CUstream_st* stream);
+
+/** The plan's state, rows x dim (plan memory on its executor): the samples once the trajectory is done. */
+DS_API ds_status ds_sampling_plan_samples(const ds_sampling_plan* plan, float** samples);
+
+/**
+ * Device (host, on the CPU executor) pointer to the position as the device sees it, advanced by each tell on the
+ * device: for models captured in a CUDA graph; valid until the plan is destroyed.
+ */
+DS_API ds_status ds_sampling_plan_position_counter(const ds_sampling_plan* plan, const int64_t** counter);
+
 /* --- SMC primitives --------------------------------------------------------------------------------------- */
 
 /**

@@ -270,5 +270,10 @@ ds_schedule to_c(const noise_schedule& from);
 noise_schedule to_cpp(const std::string& what, const ds_schedule& from);
 ds_resampling_options to_c(const resampling_options& from);
 resampling_options to_cpp(const std::string& what, const ds_resampling_options& from);
+// src/c_api/diffusion.cpp and langevin.cpp, also used by the sampling plans (src/c_api/plan.cpp).
+ds_diffusion_options to_c(const diffusion_options& from);
+diffusion_options to_cpp(const ds_diffusion_options* p);
+ds_langevin_options to_c(const langevin_options& from);
+langevin_options to_cpp(const ds_langevin_options* p);
 
 }  // namespace diffsample::c_api

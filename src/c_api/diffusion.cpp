@@ -37,7 +37,7 @@ noise_schedule to_cpp(const std::string& what, const ds_schedule& from) {
 
 }  // namespace diffsample::c_api
 
-namespace {
+namespace diffsample::c_api {
 
 // --- reverse diffusion -------------------------------------------------------------------------------------------
 #define DS_DIFFUSION_FIELDS(X) X(steps) X(eta) X(sigma) X(step_size) X(measurements) X(seed) X(first_chain) X(record_every)
@@ -61,6 +61,10 @@ ds::diffusion_options to_cpp(const ds_diffusion_options* p) {
   to.schedule = diffsample::c_api::to_cpp("options.schedule", from.schedule);
   return to;
 }
+
+}  // namespace diffsample::c_api
+
+namespace {
 
 // A plan call that takes the state and the model's output, both required.
 template <class Call>

@@ -3,7 +3,7 @@
 
 using namespace diffsample::c_api;
 
-namespace {
+namespace diffsample::c_api {
 
 #define DS_LANGEVIN_FIELDS(X) X(step_size) X(steps) X(seed) X(first_chain) X(first_step) X(record_every)
 
@@ -24,7 +24,7 @@ ds::langevin_options to_cpp(const ds_langevin_options* p) {
   return to;
 }
 
-}  // namespace
+}  // namespace diffsample::c_api
 
 extern "C" {
 

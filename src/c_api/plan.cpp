@@ -1,0 +1,116 @@
+// The C ABI of the ask/tell sampling plans (include/diffsample/plan.hpp): handles over diffsample::sampling_plan,
+// and the versioned request struct the library fills.
+#include "src/c_api/common.hpp"
+
+#include <diffsample/plan.hpp>
+
+using namespace diffsample::c_api;
+
+struct ds_sampling_plan {
+  ds::sampling_plan plan;
+};
+
+namespace diffsample::c_api {
+template <>
+struct layout<ds_plan_request> {
+  static constexpr const char* name = "ds_plan_request";
+  static constexpr std::size_t known_sizes[] = {sizeof(ds_plan_request)};
+};
+}  // namespace diffsample::c_api
+
+namespace {
+
+// Writes r into the caller's request in the caller's layout.
+void write_request(const ds::plan_request& r, ds_plan_request* out) {
+  require_out("request", out);
+  std::size_t struct_size = 0;
+  std::memcpy(&struct_size, static_cast<const void*>(out), sizeof struct_size);
+  check_size<ds_plan_request>("request", struct_size);
+  ds_plan_request c{};
+  c.struct_size = struct_size;
+  c.index = r.index;
+  c.points = r.points;
+  c.rows = r.rows;
+  c.dim = r.d;
+  c.at = ds_channel{r.at.a, r.at.s};
+  c.time = r.time;
+  c.output = to_c_enum<ds_model_output>(r.output);
+  c.answer = r.answer;
+  std::memcpy(static_cast<void*>(out), &c, struct_size);
+}
+
+template <class Make>
+ds_status create(ds_sampling_plan** out, Make make) {
+  return guard([&] {
+    require_out("out", out);
+    *out = nullptr;
+    *out = new ds_sampling_plan{make()};
+  });
+}
+
+}  // namespace
+
+extern "C" {
+
+ds_status ds_sampling_plan_create_diffusion(int64_t n, int64_t dim, const ds_diffusion_options* options,
+                                            ds_model_output output, ds_execution exec, ds_sampling_plan** out) {
+  return create(out, [&] {
+    const ds::diffusion_options o = to_cpp(options);
+    return ds::sampling_plan::diffusion(n, dim, o, enum_to_cpp<ds::model_output>("output", output), to_cpp(exec));
+  });
+}
+
+ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const ds_langevin_options* options,
+                                           ds_model_output output, ds_execution exec, ds_sampling_plan** out) {
+  return create(out, [&] {
+    const ds::langevin_options o = to_cpp(options);
+    return ds::sampling_plan::langevin(n, dim, o, enum_to_cpp<ds::model_output>("output", output), to_cpp(exec));
+  });
+}
+
+void ds_sampling_plan_destroy(ds_sampling_plan* plan) { delete plan; }
+
+ds_status ds_sampling_plan_get_info(const ds_sampling_plan* plan, int64_t* asks, int64_t* position,
+                                    ds_executor* where) {
+  return guard([&] {
+    const auto& p = get(plan, "plan").plan;
+    if (asks) *asks = p.asks();
+    if (position) *position = p.position();
+    if (where) *where = to_c(p.where());
+  });
+}
+
+ds_status ds_sampling_plan_ask(const ds_sampling_plan* plan, ds_plan_request* request) {
+  return guard([&] {
+    const auto& p = get(plan, "plan").plan;
+    require_out("request", request);
+    write_request(p.ask(), request);
+  });
+}
+
+ds_status ds_sampling_plan_request(const ds_sampling_plan* plan, int64_t k, ds_plan_request* request) {
+  return guard([&] {
+    const auto& p = get(plan, "plan").plan;
+    require_out("request", request);
+    write_request(p.request(k), request);
+  });
+}
+
+ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, struct CUstream_st* stream) {
+  return guard([&] { get(plan, "plan").plan.tell(stream); });
+}
+
+ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, struct CUstream_st* stream) {
+  return guard([&] { get(plan, "plan").plan.reset(initial, stream); });
+}
+
+ds_status ds_sampling_plan_samples(const ds_sampling_plan* plan, float** samples) {
+  return write_out("samples", samples, [&] { return get(plan, "plan").plan.samples(); });
+}
+
+ds_status ds_sampling_plan_position_counter(const ds_sampling_plan* plan, const int64_t** counter) {
+  return write_out("counter", counter,
+                   [&] { return reinterpret_cast<const int64_t*>(get(plan, "plan").plan.position_counter()); });
+}
+
+}  // extern "C"

@@ -1,0 +1,176 @@
+/* The ask/tell sampling plans through the C ABI from a C99 program: Heun, SMS and tamed ULA plans answered with the
+ * library's own denoiser or score (ds_mixture_evaluate) reproduce the fused samplers bit for bit on the CPU
+ * executor; the request struct is versioned (struct_size); misuse gets an error naming the argument. Exits nonzero
+ * on the first failed check. */
+#include <diffsample/diffsample.h>
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+static int failures = 0;
+
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                            \
+    }                                                                        \
+  } while (0)
+
+#define CHECK_OK(call)                                                                              \
+  do {                                                                                              \
+    ds_status status_ = (call);                                                                     \
+    if (status_ != DS_SUCCESS) {                                                                    \
+      fprintf(stderr, "%s:%d: %s returned %s: %s\n", __FILE__, __LINE__, #call, ds_status_name(status_), \
+              ds_last_error());                                                                     \
+      ++failures;                                                                                   \
+    }                                                                                               \
+  } while (0)
+
+static void expect_error(ds_status got, ds_status expected, const char* needle, const char* what, int line) {
+  if (got != expected) {
+    fprintf(stderr, "line %d: %s: expected %s, got %s (%s)\n", line, what, ds_status_name(expected),
+            ds_status_name(got), ds_last_error());
+    ++failures;
+  } else if (strstr(ds_last_error(), needle) == NULL) {
+    fprintf(stderr, "line %d: %s: message \"%s\" does not name \"%s\"\n", line, what, ds_last_error(), needle);
+    ++failures;
+  }
+}
+#define EXPECT_ERROR(call, expected, needle) expect_error((call), (expected), (needle), #call, __LINE__)
+
+enum { n = 50, d = 3 };
+static const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+
+/* Runs one trajectory of the plan with the mixture as the model; returns the number of asks answered. */
+static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* initial, float* out) {
+  ds_plan_request r;
+  int64_t asks = 0, position = -1, told = 0;
+  const int64_t* counter = NULL;
+  float* samples = NULL;
+  ds_executor where = DS_EXECUTOR_AUTOMATIC;
+  CHECK_OK(ds_sampling_plan_get_info(plan, &asks, NULL, &where));
+  CHECK(where == DS_EXECUTOR_CPU);
+  CHECK_OK(ds_sampling_plan_position_counter(plan, &counter));
+  CHECK_OK(ds_sampling_plan_reset(plan, initial, NULL));
+  for (told = 0; told < asks; ++told) {
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    CHECK_OK(ds_sampling_plan_ask(plan, &r));
+    CHECK(r.index == told && r.rows == n && r.dim == d && counter != NULL && *counter == told);
+    CHECK_OK(ds_mixture_evaluate(m, r.output == DS_MODEL_DENOISER ? DS_DENOISER : DS_SCORE, r.points, r.rows, r.at,
+                                 r.answer, cpu, NULL));
+    CHECK_OK(ds_sampling_plan_tell(plan, NULL));
+  }
+  CHECK_OK(ds_sampling_plan_get_info(plan, NULL, &position, NULL));
+  CHECK(position == asks);
+  r.struct_size = sizeof r;
+  EXPECT_ERROR(ds_sampling_plan_ask(plan, &r), DS_INVALID_ARGUMENT, "done");
+  EXPECT_ERROR(ds_sampling_plan_tell(plan, NULL), DS_INVALID_ARGUMENT, "done");
+  CHECK_OK(ds_sampling_plan_samples(plan, &samples));
+  if (samples != NULL) memcpy(out, samples, sizeof(float) * n * d);
+  return told;
+}
+
+int main(void) {
+  const double w[3] = {0.2, 0.5, 0.3};
+  const double mu[3 * 3] = {-2.0, 0.0, 1.0, 1.5, 2.5, -1.0, 0.5, -2.0, 2.0};
+  const double var[3] = {0.3, 0.5, 0.2};
+  ds_mixture* m = NULL;
+  float fused[n * d], stepped[n * d], initial[n * d];
+  int c, i;
+  for (i = 0; i < n * d; ++i) initial[i] = (float)(3.0 * sin(0.37 * i));
+  CHECK_OK(ds_mixture_create(d, 3, w, mu, var, 3, &m));
+  if (m == NULL) return 1;
+
+  /* Heun (two asks per step, the second at the predictor), SMS (asks at the measurements' average), DDPM. */
+  for (c = 0; c < 3; ++c) {
+    ds_diffusion_options o;
+    ds_sampling_plan* plan = NULL;
+    CHECK_OK(ds_diffusion_options_init(&o, sizeof o));
+    o.seed = 7;
+    o.steps = 8;
+    if (c == 0) {
+      o.sampler = DS_DIFFUSION_ODE_HEUN;
+      o.final_denoise = 1;
+    } else if (c == 1) {
+      o.sampler = DS_DIFFUSION_SEQUENTIAL_MEASUREMENTS;
+      o.measurements = 3;
+      o.sigma = 1.5;
+    }
+    CHECK_OK(ds_diffusion(m, fused, n, &o, NULL, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_DENOISER, cpu, &plan));
+    if (plan == NULL) continue;
+    run(plan, m, NULL, stepped);
+    if (memcmp(fused, stepped, sizeof fused) != 0) {
+      fprintf(stderr, "diffusion plan %s: samples differ from the fused sampler's\n", ds_diffusion_sampler_name(o.sampler));
+      ++failures;
+    }
+    ds_sampling_plan_destroy(plan);
+  }
+
+  /* Tamed ULA from the caller's initial state. */
+  {
+    ds_langevin_options o;
+    ds_sampling_plan* plan = NULL;
+    CHECK_OK(ds_langevin_options_init(&o, sizeof o));
+    o.method = DS_TAMED_ULA;
+    o.steps = 12;
+    o.step_size = 0.05;
+    o.seed = 3;
+    memcpy(fused, initial, sizeof fused);
+    CHECK_OK(ds_langevin(m, fused, n, &o, NULL, NULL, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_sampling_plan_create_langevin(n, d, &o, DS_MODEL_SCORE, cpu, &plan));
+    if (plan != NULL) {
+      CHECK(run(plan, m, initial, stepped) == 12);
+      if (memcmp(fused, stepped, sizeof fused) != 0) {
+        fprintf(stderr, "tamed ULA plan: samples differ from the fused chain's\n");
+        ++failures;
+      }
+      EXPECT_ERROR(ds_sampling_plan_reset(plan, NULL, NULL), DS_INVALID_ARGUMENT, "initial");
+      ds_sampling_plan_destroy(plan);
+    }
+    o.method = DS_MALA;
+    EXPECT_ERROR(ds_sampling_plan_create_langevin(n, d, &o, DS_MODEL_SCORE, cpu, &plan), DS_INVALID_ARGUMENT, "mala");
+  }
+
+  /* Versioned request, bad arguments, null handles. */
+  {
+    ds_diffusion_options o;
+    ds_sampling_plan* plan = NULL;
+    ds_plan_request r;
+    CHECK_OK(ds_diffusion_options_init(&o, sizeof o));
+    o.steps = 4;
+    CHECK_OK(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_EPS, cpu, &plan));
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r - 1;
+    EXPECT_ERROR(ds_sampling_plan_request(plan, 0, &r), DS_INVALID_ARGUMENT, "struct_size");
+    r.struct_size = sizeof r;
+    CHECK_OK(ds_sampling_plan_request(plan, 3, &r));
+    CHECK(r.index == 3 && r.output == DS_MODEL_EPS && r.answer != NULL && r.at.s > 0);
+    EXPECT_ERROR(ds_sampling_plan_request(plan, 4, &r), DS_INVALID_ARGUMENT, "k");
+    EXPECT_ERROR(ds_sampling_plan_ask(plan, NULL), DS_INVALID_ARGUMENT, "request");
+    EXPECT_ERROR(ds_sampling_plan_samples(plan, NULL), DS_INVALID_ARGUMENT, "samples");
+    ds_sampling_plan_destroy(plan);
+    plan = NULL;
+    o.record_every = 1;
+    EXPECT_ERROR(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
+                 "record_every");
+    o.record_every = 0;
+    EXPECT_ERROR(ds_sampling_plan_create_diffusion(n, d, &o, (ds_model_output)7, cpu, &plan), DS_INVALID_ARGUMENT,
+                 "output");
+    EXPECT_ERROR(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_DENOISER, cpu, NULL), DS_INVALID_ARGUMENT, "out");
+    CHECK(plan == NULL);
+    EXPECT_ERROR(ds_sampling_plan_tell(NULL, NULL), DS_INVALID_ARGUMENT, "plan");
+    ds_sampling_plan_destroy(NULL);
+  }
+  ds_mixture_destroy(m);
+  if (failures != 0) {
+    fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("test_c_plan: all checks passed\n");
+  return 0;
+}
