@@ -5,41 +5,16 @@
  * only (host buffers): no GPU needed. Exits nonzero on any failed check. */
 #include <diffsample/diffsample.h>
 
+#include "check.h"
+
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                              \
-    }                                                                          \
-  } while (0)
-
-#define CHECK_OK(call)                                                                                   \
-  do {                                                                                                   \
-    ds_status status_ = (call);                                                                          \
-    if (status_ != DS_SUCCESS) {                                                                         \
-      fprintf(stderr, "%s:%d: %s returned %s: %s\n", __FILE__, __LINE__, #call, ds_status_name(status_), \
-              ds_last_error());                                                                          \
-      ++failures;                                                                                        \
-    }                                                                                                    \
-  } while (0)
-
-#define EXPECT_ERROR(call, needle)                                                                           \
-  do {                                                                                                       \
-    ds_status status_ = (call);                                                                              \
-    if (status_ != DS_INVALID_ARGUMENT || strstr(ds_last_error(), (needle)) == NULL) {                       \
-      fprintf(stderr, "%s:%d: %s: expected invalid_argument naming \"%s\", got %s (%s)\n", __FILE__, __LINE__, \
-              #call, (needle), ds_status_name(status_), ds_last_error());                                     \
-      ++failures;                                                                                            \
-    }                                                                                                        \
-  } while (0)
+/* The call must fail with invalid_argument and a message naming `needle`. */
+#define EXPECT_INVALID(call, needle) EXPECT_ERROR(call, DS_INVALID_ARGUMENT, needle)
 
 static const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
 
@@ -110,8 +85,8 @@ static void test_sliced_wasserstein(void) {
   CHECK_OK(ds_sliced_wasserstein_async(a, n, b, n, d, 32, 9, 1, &async, cpu, NULL, 0, &ran));
   CHECK(ran == DS_EXECUTOR_CPU);
   CHECK(host > 0.1 && fabs(on - host) <= 1e-6 * host && on == async);
-  EXPECT_ERROR(ds_sliced_wasserstein_on(a, n, b, n, d, 32, 9, 3, cpu, NULL, 0, &on), "p");
-  EXPECT_ERROR(ds_sliced_wasserstein_on(a, n, b, n, d, 32, 9, 1, cpu, NULL, 0, NULL), "out");
+  EXPECT_INVALID(ds_sliced_wasserstein_on(a, n, b, n, d, 32, 9, 3, cpu, NULL, 0, &on), "p");
+  EXPECT_INVALID(ds_sliced_wasserstein_on(a, n, b, n, d, 32, 9, 1, cpu, NULL, 0, NULL), "out");
 }
 
 /* Component weights of points at the means of two far-apart components (distance 40, unit variances): each point's
@@ -126,7 +101,7 @@ static void test_component_weights(void) {
   CHECK(fabs(shares[0] - 0.75) < 1e-12 && fabs(shares[1] - 0.25) < 1e-12);
   CHECK_OK(ds_component_weight_error(m, x, 4, &error));
   CHECK(fabs(error - 0.25) < 1e-12);
-  EXPECT_ERROR(ds_component_weights(NULL, x, 4, shares), "null handle");
+  EXPECT_INVALID(ds_component_weights(NULL, x, 4, shares), "null handle");
   {
     /* Under the posterior of y = x + 0.1 z with y = 20: the second component takes all the weight. */
     const double A = 1, y = 20;
@@ -180,13 +155,13 @@ static void test_guided_svd(ds_mixture* m) {
   CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL));
   CHECK(memcmp(samples_dense, samples_svd, sizeof samples_dense) == 0 && z_dense == z_svd);
   gp.svd_rank = 2;
-  EXPECT_ERROR(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "problems.svd_rank");
+  EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "problems.svd_rank");
   gp.svd_rank = 1;
   gp.svd_count = 2;
-  EXPECT_ERROR(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "problems.svd_count");
+  EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "problems.svd_count");
   gp.svd_count = 1;
   gp.A = A;
-  EXPECT_ERROR(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "problems.svd_count");
+  EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "problems.svd_count");
   gp.A = NULL;
   /* A caller of the first ds_guided_problems layout (no SVD fields) is still accepted. */
   {
@@ -198,7 +173,7 @@ static void test_guided_svd(ds_mixture* m) {
   CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL));
   CHECK(isfinite(z_svd));
   go.potentials = (ds_guided_potentials)7;
-  EXPECT_ERROR(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "options.potentials");
+  EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "options.potentials");
   {
     ds_guided_options third;
     CHECK_OK(ds_guided_options_init(&third, offsetof(ds_guided_options, potentials)));
@@ -213,7 +188,7 @@ static void test_names(void) {
   CHECK(strcmp(ds_guided_potentials_name((ds_guided_potentials)9), "unknown") == 0);
   CHECK_OK(ds_parse_guided_potentials("moment", &p));
   CHECK(p == DS_POTENTIALS_MOMENT);
-  EXPECT_ERROR(ds_parse_guided_potentials("quadratic", &p), "quadratic");
+  EXPECT_INVALID(ds_parse_guided_potentials("quadratic", &p), "quadratic");
   CHECK_OK(ds_parse_discrete_method("mh", &dm));
   CHECK(dm == DS_DISCRETE_METROPOLIS);
   CHECK_OK(ds_parse_discrete_method(ds_discrete_method_name(DS_DISCRETE_TWO_STAGE), &dm));
