@@ -261,6 +261,31 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
   return l;
 }
 
+// The run's parameters over the tables of layout l copied into ws: mixture, steps, potentials, operators and y,
+// with B problems of `particles` particles each (the stream offsets of a shard are the caller's).
+kernels::guided_params bind_tables(const layout& l, unsigned char* ws, const gaussian_mixture& prior, executor where,
+                                   std::int64_t B, std::int64_t particles, std::int64_t d, std::int64_t dy,
+                                   std::uint64_t seed, float initial_scale) {
+  kernels::guided_params p{};
+  p.mix = prior.storage().view(where);
+  p.steps = reinterpret_cast<const guided_step*>(ws + l.steps);
+  p.inv_var = reinterpret_cast<const float*>(ws + l.inv_var);
+  p.noise_std = reinterpret_cast<const float*>(ws + l.noise_std);
+  p.precision = reinterpret_cast<const float*>(ws + l.precision);
+  const operator_shape& sh = l.operators;
+  p.A = reinterpret_cast<const float*>(ws + l.A);
+  p.mask = sh.mask ? reinterpret_cast<const std::int32_t*>(ws + l.mask) : nullptr;
+  p.A_stride = sh.count == 1 ? 0 : dy * (sh.mask ? 1 : d);
+  p.y = reinterpret_cast<const float*>(ws + l.y);
+  p.problems = B;
+  p.particles = particles;
+  p.d = int(d);
+  p.d_y = int(dy);
+  p.seed = seed;
+  p.initial_scale = initial_scale;
+  return p;
+}
+
 void validate(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
   const std::int64_t d = prior.dim();
   DIFFSAMPLE_EXPECTS(std::find(std::begin(known_guided_samplers), std::end(known_guided_samplers), o.sampler) !=
@@ -596,23 +621,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     std::memcpy(ws, blob.data(), blob.size());
   }
 
-  kernels::guided_params p{};
-  p.mix = prior.storage().view(where);
-  p.steps = reinterpret_cast<const guided_step*>(ws + l.steps);
-  p.inv_var = reinterpret_cast<const float*>(ws + l.inv_var);
-  p.noise_std = reinterpret_cast<const float*>(ws + l.noise_std);
-  p.precision = reinterpret_cast<const float*>(ws + l.precision);
-  const operator_shape& sh = l.operators;
-  p.A = reinterpret_cast<const float*>(ws + l.A);
-  p.mask = sh.mask ? reinterpret_cast<const std::int32_t*>(ws + l.mask) : nullptr;
-  p.A_stride = sh.count == 1 ? 0 : dy * (sh.mask ? 1 : d);
-  p.y = reinterpret_cast<const float*>(ws + l.y);
-  p.problems = B;
-  p.particles = N;
-  p.d = int(d);
-  p.d_y = int(dy);
-  p.seed = o.seed;
-  p.initial_scale = initial_scale;
+  kernels::guided_params p = bind_tables(l, ws, prior, where, B, N, d, dy, o.seed, initial_scale);
   p.stream_skip = detail::current_particle_streams().skip(N);  // 0 unless a shard of a larger run
   p.stream_first = detail::current_particle_streams().first;
 
@@ -914,23 +923,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   const std::int64_t B = pr.problems, d = prior.dim(), dy = pr.d_y, K = o.steps, BL = B * local;
   unsigned char* ws = static_cast<unsigned char*>(owned->data());
   std::memcpy(ws, blob.data(), blob.size());
-  kernels::guided_params p{};
-  p.mix = prior.storage().view(where);
-  p.steps = reinterpret_cast<const guided_step*>(ws + l.steps);
-  p.inv_var = reinterpret_cast<const float*>(ws + l.inv_var);
-  p.noise_std = reinterpret_cast<const float*>(ws + l.noise_std);
-  p.precision = reinterpret_cast<const float*>(ws + l.precision);
-  const operator_shape& sh = l.operators;
-  p.A = reinterpret_cast<const float*>(ws + l.A);
-  p.mask = sh.mask ? reinterpret_cast<const std::int32_t*>(ws + l.mask) : nullptr;
-  p.A_stride = sh.count == 1 ? 0 : dy * (sh.mask ? 1 : d);
-  p.y = reinterpret_cast<const float*>(ws + l.y);
-  p.problems = B;
-  p.particles = std::max<std::int64_t>(local, 1);
-  p.d = int(d);
-  p.d_y = int(dy);
-  p.seed = o.seed;
-  p.initial_scale = initial_scale;
+  kernels::guided_params p =
+      bind_tables(l, ws, prior, where, B, std::max<std::int64_t>(local, 1), d, dy, o.seed, initial_scale);
   p.stream_skip = N - p.particles;
   p.stream_first = first;
 
