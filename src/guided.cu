@@ -738,39 +738,23 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     resample_step(K, x, mu2);
   } else {
   resample_step(0, x, mu2);
-  if (where == executor::cpu && target != cpu::simd_target::scalar) {
-    // The passes below on packs of particles (src/cpu/guided.cpp), the weighting's denoiser from the mixture's
-    // constants at the step's channel.
+  if (where == executor::cpu) {
+    // One fork/join of the thread pool per transition (the statistics pass of a problem of at most 2^16 particles
+    // runs on the calling thread). Pass k selects each particle's ancestor, mutates it and weights it for transition
+    // k + 1; the kernel means alternate between mu and mu2, as the mutation of particle i reads the mean of its
+    // ancestor while the weighting writes particle i's own. Bit-identical to the launch sequence below: every value
+    // comes from the same function of the same inputs. On a SIMD target the passes run on packs of particles
+    // (src/cpu/guided.cpp), the weighting's denoiser from the mixture's constants at the step's channel.
+    const bool packed = target != cpu::simd_target::scalar;
     cpu::guided_pass pass;
     const kernels::guided_weight_functor weight0{p, 0, x, mu, lw, r};
-    pass.weight = &weight0;
-    pass.weight_channel = channel_at(0);
-    cpu::run_guided_pass(target, pass);
-    for (std::int64_t k = 0; k < K; ++k) {
-      ro.step = static_cast<std::uint64_t>(k + 1);
-      const auto select = detail::resample_statistics_cpu(lw, B, N, ro, po, resampling_ws);
-      kernels::for_each_index(where, B,
-                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
-                                                                  K + 1, k + 1, log_n},
-                              stream);
-      const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
-      const kernels::guided_weight_functor weight{p, k + 1, x, mu2, lw, r};
-      const bool last = k + 1 == K;
-      pass.select = &select;
-      pass.mutate = &mutate;
-      pass.weight = last ? nullptr : &weight;
-      if (!last) pass.weight_channel = channel_at(k + 1);
+    if (packed) {
+      pass.weight = &weight0;
+      pass.weight_channel = channel_at(0);
       cpu::run_guided_pass(target, pass);
-      std::swap(mu, mu2);
-      report.launches += 3;
+    } else {
+      kernels::for_each_index(where, BN, weight0, stream);
     }
-  } else if (where == executor::cpu) {
-    // The same functors in fewer passes: one fork/join of the thread pool per transition (the statistics pass of a
-    // problem of at most 2^16 particles runs on the calling thread). Pass k selects each particle's ancestor,
-    // mutates it and weights it for transition k + 1; the kernel means alternate between mu and mu2, as the
-    // mutation of particle i reads the mean of its ancestor while the weighting writes particle i's own.
-    // Bit-identical to the launch sequence below: every value comes from the same function of the same inputs.
-    kernels::for_each_index(where, BN, kernels::guided_weight_functor{p, 0, x, mu, lw, r}, stream);
     for (std::int64_t k = 0; k < K; ++k) {
       ro.step = static_cast<std::uint64_t>(k + 1);
       const auto select = detail::resample_statistics_cpu(lw, B, N, ro, po, resampling_ws);
@@ -781,11 +765,19 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
       const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
       const kernels::guided_weight_functor weight{p, k + 1, x, mu2, lw, r};
       const bool last = k + 1 == K;
-      cpu::parallel_for_each(BN, [&](std::int64_t i) {
-        select(i);
-        mutate(i);
-        if (!last) weight(i);
-      });
+      if (packed) {
+        pass.select = &select;
+        pass.mutate = &mutate;
+        pass.weight = last ? nullptr : &weight;
+        if (!last) pass.weight_channel = channel_at(k + 1);
+        cpu::run_guided_pass(target, pass);
+      } else {
+        cpu::parallel_for_each(BN, [&](std::int64_t i) {
+          select(i);
+          mutate(i);
+          if (!last) weight(i);
+        });
+      }
       std::swap(mu, mu2);
       report.launches += 3;
     }
