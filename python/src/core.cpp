@@ -19,6 +19,8 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include "src/enum_tables.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -248,75 +250,34 @@ NB_MODULE(_core, m) {
   });
 
   // ---- enums ----------------------------------------------------------------------------------------------------
+  // Every enum's values from the library's one list (src/enum_tables.hpp), so a new value reaches Python too.
+#define DIFFSAMPLE_PY_ENUM_VALUE(type, name, c_name) .value(#name, ds::type::name)
   nb::enum_<ds::executor>(m, "Executor", "Where a call runs.")
-      .value("automatic", ds::executor::automatic)
-      .value("cuda", ds::executor::cuda)
-      .value("cpu", ds::executor::cpu);
+      DIFFSAMPLE_EXECUTOR_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::quantity>(m, "Quantity", "What GaussianMixture.evaluate computes per point.")
-      .value("log_density", ds::quantity::log_density)
-      .value("score", ds::quantity::score)
-      .value("denoiser", ds::quantity::denoiser);
+      DIFFSAMPLE_QUANTITY_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::mixture_path>(m, "MixturePath", "How evaluate() forms the softmax over components.")
-      .value("automatic", ds::mixture_path::automatic)
-      .value("direct", ds::mixture_path::direct)
-      .value("gemm", ds::mixture_path::gemm);
+      DIFFSAMPLE_MIXTURE_PATH_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::schedule_kind>(m, "ScheduleKind", "Families of noise channels.")
-      .value("vp_linear", ds::schedule_kind::vp_linear)
-      .value("vp_cosine", ds::schedule_kind::vp_cosine)
-      .value("vp_table", ds::schedule_kind::vp_table)
-      .value("variance_exploding", ds::schedule_kind::variance_exploding)
-      .value("ornstein_uhlenbeck", ds::schedule_kind::ornstein_uhlenbeck)
-      .value("linear_interpolant", ds::schedule_kind::linear_interpolant)
-      .value("stochastic_localization", ds::schedule_kind::stochastic_localization);
+      DIFFSAMPLE_SCHEDULE_KIND_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::time_grid>(m, "TimeGrid", "How the sampling times are spread.")
-      .value("uniform", ds::time_grid::uniform)
-      .value("quadratic", ds::time_grid::quadratic)
-      .value("geometric", ds::time_grid::geometric)
-      .value("custom", ds::time_grid::custom);
+      DIFFSAMPLE_TIME_GRID_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::diffusion_sampler>(m, "DiffusionSampler", "Reverse-diffusion update rules.")
-      .value("ddpm", ds::diffusion_sampler::ddpm)
-      .value("ddim", ds::diffusion_sampler::ddim)
-      .value("reverse_sde", ds::diffusion_sampler::reverse_sde)
-      .value("ode_euler", ds::diffusion_sampler::ode_euler)
-      .value("ode_heun", ds::diffusion_sampler::ode_heun)
-      .value("stochastic_localization", ds::diffusion_sampler::stochastic_localization)
-      .value("walk_jump", ds::diffusion_sampler::walk_jump)
-      .value("sequential_measurements", ds::diffusion_sampler::sequential_measurements);
+      DIFFSAMPLE_DIFFUSION_SAMPLER_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::model_output>(m, "ModelOutput", "What a caller's model writes into a plan's model buffer.")
-      .value("score", ds::model_output::score)
-      .value("denoiser", ds::model_output::denoiser)
-      .value("eps", ds::model_output::eps)
-      .value("velocity", ds::model_output::velocity);
+      DIFFSAMPLE_MODEL_OUTPUT_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::langevin_method>(m, "LangevinMethod", "Langevin update rules.")
-      .value("ula", ds::langevin_method::ula)
-      .value("mala", ds::langevin_method::mala)
-      .value("tamed_ula", ds::langevin_method::tamed_ula);
+      DIFFSAMPLE_LANGEVIN_METHOD_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::resampling_scheme>(m, "ResamplingScheme", "Resampling schemes (exact, fixed-point).")
-      .value("multinomial", ds::resampling_scheme::multinomial)
-      .value("stratified", ds::resampling_scheme::stratified)
-      .value("systematic", ds::resampling_scheme::systematic)
-      .value("residual", ds::resampling_scheme::residual)
-      .value("metropolis", ds::resampling_scheme::metropolis)
-      .value("rejection", ds::resampling_scheme::rejection);
+      DIFFSAMPLE_RESAMPLING_SCHEME_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::guided_sampler>(m, "GuidedSampler", "Posterior samplers.")
-      .value("smc", ds::guided_sampler::smc)
-      .value("dps", ds::guided_sampler::dps)
-      .value("pigdm", ds::guided_sampler::pigdm)
-      .value("diffpir", ds::guided_sampler::diffpir)
-      .value("skrock", ds::guided_sampler::skrock)
-      .value("tmpd", ds::guided_sampler::tmpd)
-      .value("ddrm", ds::guided_sampler::ddrm)
-      .value("dcps", ds::guided_sampler::dcps);
+      DIFFSAMPLE_GUIDED_SAMPLER_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::dps_step_form>(m, "DpsStepForm", "The guidance step of DPS.")
-      .value("likelihood", ds::dps_step_form::likelihood)
-      .value("normalised", ds::dps_step_form::normalised);
+      DIFFSAMPLE_DPS_STEP_FORM_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::guided_potentials>(m, "GuidedPotentials", "SMC's intermediate potentials.")
-      .value("linear", ds::guided_potentials::linear)
-      .value("moment", ds::guided_potentials::moment);
+      DIFFSAMPLE_GUIDED_POTENTIALS_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::observation_kind>(m, "ObservationKind", "How an observation operator is stored.")
-      .value("dense", ds::observation_kind::dense)
-      .value("mask", ds::observation_kind::mask)
-      .value("svd", ds::observation_kind::svd);
+      DIFFSAMPLE_OBSERVATION_KIND_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
 
   m.def("parse_executor", &ds::parse_executor, "name"_a, "Parses 'auto'/'automatic', 'cuda'/'gpu' or 'cpu'.");
   m.def("parse_schedule_kind", &ds::parse_schedule_kind, "name"_a, "Parses a schedule kind's name.");
