@@ -50,8 +50,8 @@ DS_API ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, floa
 /**
  * Exact global resampling of B problems of N particles spread over the ranks as ds_mpi_shard(N) (host memory): the
  * rank's B x count log-weights in, the global ancestor index (0..N-1) of each of its B x count slots out, equal to
- * ds_resample()'s bit for bit whatever the number of ranks (diffsample::mpi::resample). Schemes multinomial,
- * stratified and systematic. @p ancestors, @p normalised_weights (B x count) and @p reports (B, global) may be NULL.
+ * ds_resample()'s bit for bit whatever the number of ranks (diffsample::mpi::resample). Every scheme (residual,
+ * metropolis and rejection gather the ranks' log-weights, 4 N bytes per problem per rank). @p ancestors, @p normalised_weights (B x count) and @p reports (B, global) may be NULL.
  */
 DS_API ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t problems, int64_t particles,
                                  const ds_resampling_options* options, int64_t* ancestors, float* normalised_weights,

@@ -105,9 +105,12 @@ DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, const float* x, std
 /// (their exclusive prefix is each rank's offset in the global integer prefix), and each slot's ancestor is found by
 /// the same integer search as resample() does, so that outputs.ancestors64 (B x count: the global index, 0..N-1, of
 /// the ancestor of each slot held here) equals resample()'s ancestors of those slots bit for bit, whatever P.
-/// Schemes: multinomial, stratified and systematic (residual, metropolis and rejection are rejected). Reports hold
-/// the global statistics (ess, log_sum_exp: FP64 sums added per rank then in rank order, so within rounding of
-/// resample()'s; the decision uses the integer fixed-point ESS and is exact). outputs.ancestors (int32) and
+/// Schemes: multinomial, stratified and systematic by the global prefix; residual, metropolis and rejection (whose
+/// ancestors depend on weights anywhere in the problem) by gathering every rank's log-weights (4 N bytes per problem
+/// received by each rank, B x N floats and int64 of host scratch) and running resample() on the whole problems on
+/// every rank, then fetching each slot's row from its holder. Reports hold the global statistics (prefix schemes:
+/// ess, log_sum_exp are FP64 sums added per rank then in rank order, so within rounding of resample()'s, and the
+/// decision uses the integer fixed-point ESS and is exact; gathered schemes: resample()'s reports bit for bit). outputs.ancestors (int32) and
 /// outputs.normalised_weights (B x count) are supported too.
 /// @throws invalid_argument on every rank for an invalid argument on any rank
 DIFFSAMPLE_API comm_stats resample(MPI_Comm comm, const float* log_weights, std::int64_t problems,

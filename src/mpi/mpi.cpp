@@ -397,7 +397,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, const 
   }
   sh = std::make_unique<mpi_shard>(comm, options.particles, res.comm);
   try {
-    sh->resampler().check(problems.problems, options.resampling);
+    sh->resampler().check(problems.problems, options.resampling, "options.resampling");
   } catch (...) {
     sh->fail(std::current_exception());
   }

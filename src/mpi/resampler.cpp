@@ -12,6 +12,12 @@
 //      keys grow with j, a contiguous range found by bisection on j; for multinomial by scanning the N shared
 //      uniforms) and sends the rows; the slot's owner knows from x_j which rank sends it, so one MPI_Alltoallv moves
 //      every row, in slot order, with no index exchanged.
+// Residual, Metropolis and rejection resampling (whose ancestors depend on other particles' weights in ways a
+// prefix cannot carry: residual's floor(N w_i) copies before its multinomial draw, the Metropolis and rejection
+// chains' comparisons with weights anywhere in the problem) gather every rank's log-weights (MPI_Allgatherv, 4 N
+// bytes per problem received by each rank), run resample() on the whole problem on every rank (the same FP32
+// inputs, the same integer algorithm: the ancestors and reports are resample()'s bit for bit), and fetch each slot's
+// ancestor row from the rank that holds it (fetch() below).
 #include "src/mpi/resampler.hpp"
 
 #include "src/cuda_check.hpp"
@@ -113,17 +119,20 @@ std::int64_t resampler::owner(std::int64_t j) const {
   return j < big ? j / (q + 1) : rem + (j - big) / q;
 }
 
-void resampler::check(std::int64_t problems, const resampling_options& o) const {
-  DIFFSAMPLE_EXPECTS(prefix_scheme(o.scheme), "options.resampling.scheme: a distributed resampling supports "
-                                                  "multinomial, stratified and systematic, got "
-                                                      << to_string(o.scheme));
+void resampler::check(std::int64_t problems, const resampling_options& o, const char* name) const {
+  DIFFSAMPLE_EXPECTS(o.scheme == resampling_scheme::multinomial || o.scheme == resampling_scheme::stratified ||
+                         o.scheme == resampling_scheme::systematic || o.scheme == resampling_scheme::residual ||
+                         o.scheme == resampling_scheme::metropolis || o.scheme == resampling_scheme::rejection,
+                     name << ".scheme: invalid value " << static_cast<int>(o.scheme));
+  DIFFSAMPLE_EXPECTS(o.scheme != resampling_scheme::metropolis || o.metropolis_steps >= 1,
+                     name << ".metropolis_steps: must be >= 1, got " << o.metropolis_steps);
   DIFFSAMPLE_EXPECTS(n_ >= 1 && n_ <= (std::int64_t(1) << 24), "particles: must be in [1, 2^24], got " << n_);
   DIFFSAMPLE_EXPECTS(problems >= 1 && problems * n_ < (std::int64_t(1) << 31),
                      "problems x particles: must be in [1, 2^31) for the MPI exchange's int counts, got "
                          << problems << " x " << n_);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.ess_threshold) && o.ess_threshold >= 0,
-                     "options.ess_threshold: must be finite and >= 0, got " << o.ess_threshold);
-  DIFFSAMPLE_EXPECTS(o.step < (std::uint64_t(1) << 30), "options.step: must be below 2^30, got " << o.step);
+                     name << ".ess_threshold: must be finite and >= 0, got " << o.ess_threshold);
+  DIFFSAMPLE_EXPECTS(o.step < (std::uint64_t(1) << 30), name << ".step: must be below 2^30, got " << o.step);
 }
 
 MPI_Datatype resampler::row_type(std::size_t row_bytes) {
@@ -156,6 +165,10 @@ void resampler::alltoallv(const void* send, const std::vector<int>& sc, void* re
 
 void resampler::run(const float* log_weights, std::int64_t problems, const resampling_options& o,
                     particle_report* reports, const void* rows, std::size_t row_bytes, void* out, float* normalised) {
+  if (!prefix_scheme(o.scheme)) {
+    run_gathered(log_weights, problems, o, reports, rows, row_bytes, out, normalised);
+    return;
+  }
   const std::int64_t B = problems, L = local_, N = n_, P = ranks_;
   const int bits = kernels::fixed_point_bits(N);
   const std::int64_t other = P - 1;  // the payload of each collective reaches P - 1 other ranks
@@ -326,6 +339,58 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
                                         : recv_.data() + static_cast<std::size_t>(cursor_[src]++) * row_bytes;
     std::memcpy(dst + static_cast<std::size_t>(s) * row_bytes, from, row_bytes);
   }
+}
+
+void resampler::run_gathered(const float* log_weights, std::int64_t problems, const resampling_options& o,
+                             particle_report* reports, const void* rows, std::size_t row_bytes, void* out,
+                             float* normalised) {
+  const std::int64_t B = problems, L = local_, N = n_, P = ranks_;
+  // Every rank's B x local block, in rank order, then rearranged into B x N.
+  recv_counts_.resize(static_cast<std::size_t>(P));
+  for (std::int64_t r = 0; r < P; ++r) recv_counts_[r] = static_cast<int>(B * (first_of(r + 1) - first_of(r)));
+  displacements(recv_counts_, recv_displs_);
+  gathered_.resize(static_cast<std::size_t>(B * N));
+  {
+    timed clock(stats_);
+    MPI_Allgatherv(log_weights, static_cast<int>(B * L), MPI_FLOAT, gathered_.data(), recv_counts_.data(),
+                   recv_displs_.data(), MPI_FLOAT, comm_);
+  }
+  stats_.bytes_sent += (P - 1) * B * L * std::int64_t(sizeof(float));
+  stats_.bytes_received += B * (N - L) * std::int64_t(sizeof(float));
+  whole_.resize(static_cast<std::size_t>(B * N));
+  for (std::int64_t r = 0; r < P; ++r) {
+    const std::int64_t f = first_of(r), c = first_of(r + 1) - f;
+    for (std::int64_t b = 0; b < B; ++b)
+      std::copy_n(gathered_.data() + recv_displs_[r] + b * c, c, whole_.data() + b * N + f);
+  }
+  // The whole problems' resampling, as one process computes it (CPU executor, host buffers).
+  ancestors_.resize(static_cast<std::size_t>(B * N));
+  whole_reports_.resize(static_cast<std::size_t>(B));
+  particle_outputs po;
+  po.ancestors64 = ancestors_.data();
+  po.reports = whole_reports_.data();
+  if (normalised != nullptr) {
+    whole_normalised_.resize(static_cast<std::size_t>(B * N));
+    po.normalised_weights = whole_normalised_.data();
+  }
+  execution host;
+  host.kind = executor::cpu;
+  resample(whole_.data(), B, N, o, po, host);
+  bool any = false;
+  for (std::int64_t b = 0; b < B; ++b) {
+    any = any || whole_reports_[b].resampled != 0;
+    if (reports != nullptr) reports[b] = whole_reports_[b];
+    if (normalised != nullptr)
+      std::copy_n(whole_normalised_.data() + b * N + first_, L, normalised + b * L);
+  }
+  if (!any) {  // every rank knows: no exchange
+    if (B * L > 0) std::memcpy(out, rows, static_cast<std::size_t>(B * L) * row_bytes);
+    return;
+  }
+  index_.resize(static_cast<std::size_t>(B * L));
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t i = 0; i < L; ++i) index_[b * L + i] = ancestors_[b * N + first_ + i];
+  fetch(rows, B, row_bytes, index_.data(), out);
 }
 
 void resampler::fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,

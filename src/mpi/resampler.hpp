@@ -39,8 +39,9 @@ class resampler {
   int rank() const { return rank_; }
   int ranks() const { return ranks_; }
 
-  /// The checks of everything resample() is given besides the log-weights (scheme, sizes); throws invalid_argument.
-  void check(std::int64_t problems, const resampling_options& options) const;
+  /// The checks of everything resample() is given besides the log-weights (scheme, sizes); throws invalid_argument
+  /// naming the options' fields after @p name.
+  void check(std::int64_t problems, const resampling_options& options, const char* name = "options") const;
 
   /// Statistics, decision and exchange: reports (B, global), and out[slot] = rows[ancestor of slot] (B x local
   /// rows of row_bytes; a problem not resampled keeps its rows). normalised (B x local) when non-null. Every rank
@@ -52,6 +53,10 @@ class resampler {
   void fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index, void* out);
 
  private:
+  // Residual, Metropolis and rejection: every rank's log-weights gathered, resample() on the whole problems, rows
+  // fetched from their holders.
+  void run_gathered(const float* log_weights, std::int64_t problems, const resampling_options& options,
+                    particle_report* reports, const void* rows, std::size_t row_bytes, void* out, float* normalised);
   std::int64_t owner(std::int64_t j) const;      // rank holding particle j of a problem
   std::int64_t first_of(std::int64_t r) const;   // first particle of rank r
   MPI_Datatype row_type(std::size_t row_bytes);
@@ -71,6 +76,9 @@ class resampler {
   std::vector<std::int64_t> picks_;
   std::vector<int> pick_dest_;
   std::vector<unsigned char> send_, recv_;
+  std::vector<float> gathered_, whole_, whole_normalised_;
+  std::vector<std::int64_t> ancestors_, index_;
+  std::vector<particle_report> whole_reports_;
 };
 
 }  // namespace diffsample::mpi::detail

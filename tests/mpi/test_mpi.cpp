@@ -196,9 +196,12 @@ void expect_resampling_matches(const std::vector<float>& lw, std::int64_t B, std
   }
 }
 
+constexpr ds::resampling_scheme every_scheme[] = {
+    ds::resampling_scheme::multinomial, ds::resampling_scheme::stratified, ds::resampling_scheme::systematic,
+    ds::resampling_scheme::residual,    ds::resampling_scheme::metropolis, ds::resampling_scheme::rejection};
+
 TEST_F(Mpi, GlobalResamplingPicksTheOneProcessAncestors) {
-  for (ds::resampling_scheme scheme :
-       {ds::resampling_scheme::multinomial, ds::resampling_scheme::stratified, ds::resampling_scheme::systematic}) {
+  for (ds::resampling_scheme scheme : every_scheme) {
     expect_resampling_matches(log_weights(3, 1001, 5, 2.f), 3, 1001, scheme, 2.0, "spread 2");
     expect_resampling_matches(log_weights(2, 7, 6, 1.f), 2, 7, scheme, 2.0, "N = 7");
     expect_resampling_matches(log_weights(1, 2, 8, 1.f), 1, 2, scheme, 2.0, "N = 2 (a rank without particles at P = 3)");
@@ -219,9 +222,7 @@ TEST_F(Mpi, ARankWhoseParticlesAllDieReceivesEveryRow) {
   const std::int64_t B = 1, N = 60;
   std::vector<float> lw = log_weights(B, N, 12, 1.f);
   for (std::int64_t j = N / 2; j < N; ++j) lw[j] = -INFINITY;
-  for (ds::resampling_scheme scheme :
-       {ds::resampling_scheme::multinomial, ds::resampling_scheme::stratified, ds::resampling_scheme::systematic})
-    expect_resampling_matches(lw, B, N, scheme, 2.0, "dead last half");
+  for (ds::resampling_scheme scheme : every_scheme) expect_resampling_matches(lw, B, N, scheme, 2.0, "dead last half");
   // The rows follow: each slot's row is its ancestor's (rows carry their own global index).
   const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
   ds::resampling_options o;
@@ -254,8 +255,7 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 50, d = 2, K = 12;
-  for (ds::resampling_scheme scheme :
-       {ds::resampling_scheme::systematic, ds::resampling_scheme::stratified, ds::resampling_scheme::multinomial}) {
+  for (ds::resampling_scheme scheme : every_scheme) {
     ds::guided_options o;
     o.particles = N;
     o.steps = K;
@@ -447,11 +447,12 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
     ds::guided_options o;
     o.particles = N;
     o.steps = 5;
-    o.resampling.scheme = last ? ds::resampling_scheme::residual : ds::resampling_scheme::systematic;
+    o.resampling.scheme = ds::resampling_scheme::metropolis;
+    o.resampling.metropolis_steps = last ? 0 : 8;
     ds::guided_outputs out{};
     out.particles = rows.data();
     expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out); },
-                                 "options.resampling.scheme");
+                                 "options.resampling.metropolis_steps");
   }
   {
     ds::langevin_options o;
@@ -463,9 +464,10 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
   }
   {
     ds::resampling_options o;
-    o.scheme = last ? ds::resampling_scheme::metropolis : ds::resampling_scheme::multinomial;
+    o.scheme = last ? static_cast<ds::resampling_scheme>(6) : ds::resampling_scheme::multinomial;
     const std::vector<float> lw(s.count + 1, 0.f);
-    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, lw.data(), 1, N, o, {}); }, "scheme");
+    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, lw.data(), 1, N, o, {}); },
+                                 "options.scheme");
   }
 }
 
