@@ -57,6 +57,43 @@ DS_API ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_
                                  const ds_resampling_options* options, int64_t* ancestors, float* normalised_weights,
                                  ds_particle_report* reports);
 
+/** How ds_mpi_guided_sample() spreads an SMC filter over the ranks (diffsample::mpi::smc_mode). */
+typedef enum ds_mpi_smc_mode {
+  DS_MPI_SMC_GLOBAL = 0,  /**< one filter of N particles, global exact resampling (bit for bit one process's) */
+  DS_MPI_SMC_ISLANDS = 1  /**< independent filters per rank, log Z combined (biased: README "Island mode") */
+} ds_mpi_smc_mode;
+
+/** A rank's communication in a distributed call (diffsample::mpi::comm_stats). */
+typedef struct ds_mpi_comm_stats {
+  double seconds;          /**< wall time inside MPI calls */
+  int64_t bytes_sent;      /**< bytes this rank sent to other ranks */
+  int64_t bytes_received;  /**< bytes this rank received from other ranks */
+  int64_t exchanges;       /**< all-to-all particle exchanges */
+} ds_mpi_comm_stats;
+
+/** What a distributed guided run did on this rank (diffsample::mpi::guided_result). */
+typedef struct ds_mpi_guided_result {
+  int64_t first;           /**< first particle of each problem held by this rank */
+  int64_t count;           /**< particles of each problem held by this rank (may be 0) */
+  ds_guided_report local;  /**< this rank's executor and launches */
+  double seconds;          /**< this rank's wall time in the call */
+  ds_mpi_comm_stats comm;  /**< this rank's communication */
+} ds_mpi_guided_result;
+
+/**
+ * ds_guided_sample() over the ranks of @p comm (diffsample::mpi::guided_sample): smc (linear potentials, CPU
+ * executor on every rank) as one filter of N = options->particles particles spread as ds_mpi_shard(N) with global
+ * exact resampling, or as islands (@p mode); dps, pigdm, diffpir, ddrm and dcps run this rank's share on their
+ * single-process random streams with no communication (@p mode ignored); skrock and tmpd are refused. @p outputs
+ * holds this rank's buffers: particles and samples B x count x d_x (rows [first, first + count) of each problem of
+ * the single-process outputs, bit for bit on the CPU executor), log_weights B x count; log_normaliser, ess_trace
+ * and resample_count global, the same on every rank. @p result (may be NULL) receives this rank's share and
+ * statistics. Problems, options and outputs are read as ds_guided_sample() reads them (struct_size versioning).
+ */
+DS_API ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_guided_problems* problems,
+                                      const ds_guided_options* options, const ds_guided_outputs* outputs,
+                                      ds_mpi_smc_mode mode, ds_execution exec, ds_mpi_guided_result* result);
+
 #ifdef __cplusplus
 }
 #endif

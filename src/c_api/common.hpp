@@ -276,4 +276,15 @@ diffusion_options to_cpp(const ds_diffusion_options* p);
 ds_langevin_options to_c(const langevin_options& from);
 langevin_options to_cpp(const ds_langevin_options* p);
 
+// ds_guided_sample()'s reading and checks of its arguments (src/c_api/guided.cpp), exported for the C ABI of
+// libdiffsample_mpi (ds_mpi_guided_sample), which takes the same structs. Throws invalid_argument.
+struct guided_arguments {
+  guided_problems problems;
+  guided_options options;
+  guided_outputs outputs;
+};
+DIFFSAMPLE_API guided_arguments guided_arguments_from_c(const ds_guided_problems* problems,
+                                                        const ds_guided_options* options,
+                                                        const ds_guided_outputs* outputs, std::int64_t d_x);
+
 }  // namespace diffsample::c_api

@@ -108,6 +108,15 @@ ds::guided_outputs to_cpp(const ds_guided_outputs* p) {
 
 }  // namespace
 
+namespace diffsample::c_api {
+
+guided_arguments guided_arguments_from_c(const ds_guided_problems* problems, const ds_guided_options* options,
+                                         const ds_guided_outputs* outputs, std::int64_t d_x) {
+  return guided_arguments{::to_cpp(problems, d_x), ::to_cpp(options), ::to_cpp(outputs)};
+}
+
+}  // namespace diffsample::c_api
+
 extern "C" {
 
 ds_status ds_guided_problems_init(ds_guided_problems* problems, size_t struct_size) {

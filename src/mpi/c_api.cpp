@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "src/c_api/common.hpp"
 #include <diffsample/diffsample_mpi.h>
 #include <diffsample/error.hpp>
 #include <diffsample/mpi.hpp>
@@ -180,6 +181,48 @@ ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t probl
       reports[b].failed = reps[b].failed;
       reports[b].resampled = reps[b].resampled;
     }
+  last_error.clear();
+  return DS_SUCCESS;
+}
+
+ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_guided_problems* problems,
+                               const ds_guided_options* options, const ds_guided_outputs* outputs,
+                               ds_mpi_smc_mode mode, ds_execution exec, ds_mpi_guided_result* result) {
+  static_assert(int(DS_MPI_SMC_GLOBAL) == int(diffsample::mpi::smc_mode::global) &&
+                    int(DS_MPI_SMC_ISLANDS) == int(diffsample::mpi::smc_mode::islands),
+                "ds_mpi_smc_mode must equal diffsample::mpi::smc_mode");
+  // The C structs are read on each rank; a rank whose structs are unreadable fails every rank before the run's own
+  // collective validation.
+  ds_status status = DS_SUCCESS;
+  std::string message;
+  const diffsample::gaussian_mixture* mixture = nullptr;
+  diffsample::c_api::guided_arguments args;
+  diffsample::execution ex;
+  try {
+    mixture = &diffsample::c_api::get(prior, "prior");
+    args = diffsample::c_api::guided_arguments_from_c(problems, options, outputs, mixture->dim());
+    if (mode != DS_MPI_SMC_GLOBAL && mode != DS_MPI_SMC_ISLANDS)
+      diffsample::c_api::fail("mode: invalid value " + std::to_string(int(mode)));
+    ex = diffsample::c_api::to_cpp(exec);
+  } catch (...) {
+    status = status_of(std::current_exception(), message);
+  }
+  status = agree(comm, status, message);
+  if (status != DS_SUCCESS) return status;
+  diffsample::mpi::guided_result r;
+  try {
+    r = diffsample::mpi::guided_sample(comm, *mixture, args.problems, args.options, args.outputs,
+                                       static_cast<diffsample::mpi::smc_mode>(mode), ex);
+  } catch (...) {
+    return status_of(std::current_exception(), last_error);  // the same class and message on every rank
+  }
+  if (result != nullptr) {
+    result->first = r.particles.first;
+    result->count = r.particles.count;
+    result->local = ds_guided_report{static_cast<ds_executor>(r.local.ran), r.local.launches};
+    result->seconds = r.seconds;
+    result->comm = ds_mpi_comm_stats{r.comm.seconds, r.comm.bytes_sent, r.comm.bytes_received, r.comm.exchanges};
+  }
   last_error.clear();
   return DS_SUCCESS;
 }
