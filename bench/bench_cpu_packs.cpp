@@ -1,4 +1,5 @@
-// The CPU executor's packs of particles (guided SMC, DiffPIR, DDRM, SKRock) and of directions (sliced Wasserstein) against the scalar
+// The CPU executor's packs of particles (guided SMC with linear and moment-projected potentials, DiffPIR, DDRM,
+// SKRock, TMPD, DCPS) and of directions (sliced Wasserstein) against the scalar
 // paths they replace, in one process, rounds interleaved (DIFFSAMPLE_CPU_TARGET=scalar selects the scalar path of
 // the same build), the ratio taken within each round and its median printed last.
 //
@@ -16,7 +17,8 @@
 // multiplies and d adds (2 d FLOP); the sort of a direction's 2 n keys (radix on the packed path, std::sort on the
 // scalar one) is not counted.
 //
-// Usage: bench_cpu_packs [rounds] [particles] [steps] [points] [directions]
+// Usage: bench_cpu_packs [rounds] [particles] [steps] [points] [directions] [rows]
+// rows: run only the rows whose name contains one of these comma-separated words (e.g. "tmpd,dcps,smc-mom").
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
   const std::int64_t steps = argc > 3 ? std::atoll(argv[3]) : 20;
   const std::int64_t n = argc > 4 ? std::atoll(argv[4]) : 4000;
   const int dirs = argc > 5 ? std::atoi(argv[5]) : 64;
+  const std::string only = argc > 6 ? argv[6] : "";
   const ds::execution cpu{ds::executor::cpu, nullptr};
   std::vector<row> rows;
 
@@ -159,6 +162,55 @@ int main(int argc, char** argv) {
       ds::guided_sample(priors[c], problems[c], o, out, cpu);
     };
     rows.push_back(k);
+    // The samplers with the denoiser's Jacobian (src/cpu/denoiser_jvp.hpp). One product J v (d_y = 1) as the packed
+    // path computes it: per (component, coordinate) the logit (2), delta twice (4), delta . v, the score sum and the
+    // second-moment sum (2 each): 12 K d + 12 K.
+    const double den = 7 * K * d + 12 * K, jvp = 12 * K * d + 12 * K;
+    row t;  // TMPD: the denoiser, one product, A m and A C A^T (4 d), the update (8 d)
+    t.name = "tmpd d=" + std::to_string(d);
+    t.work = double(N) * steps;
+    t.flop = den + jvp + 4.0 * d + 8.0 * d;
+    t.run = [&, c] {
+      ds::guided_options o;
+      o.sampler = ds::guided_sampler::tmpd;
+      o.steps = steps;
+      o.particles = N;
+      ds::guided_outputs out;
+      out.particles = samples[c].data();
+      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+    };
+    rows.push_back(t);
+    row g;  // DCPS, 4 blocks of 5 tamed Langevin steps, 2 gradient steps per transition: per transition the kernel's
+            // denoiser, 2 gradients (denoiser, product, A and A^T: 4 d, the KL step 16 d) and 20 / steps Langevin steps
+    g.name = "dcps d=" + std::to_string(d);
+    g.work = double(N) * steps;
+    g.flop = den + (2.0 + 20.0 / double(steps)) * (den + jvp + 4.0 * d + 16.0 * d);
+    g.run = [&, c] {
+      ds::guided_options o;
+      o.sampler = ds::guided_sampler::dcps;
+      o.steps = steps;
+      o.particles = N;
+      o.dcps_langevin_steps = 5;
+      ds::guided_outputs out;
+      out.particles = samples[c].data();
+      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+    };
+    rows.push_back(g);
+    row m;  // SMC with moment-projected potentials: smc's count with the weighting's product added
+    m.name = "smc-mom d=" + std::to_string(d);
+    m.work = double(N) * steps;
+    m.flop = r.flop + jvp + 2.0 * d;
+    m.run = [&, c] {
+      ds::guided_options o;
+      o.steps = steps;
+      o.particles = N;
+      o.final_resample = false;
+      o.potentials = ds::guided_potentials::moment;
+      ds::guided_outputs out;
+      out.log_normaliser = log_z[c].data();
+      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+    };
+    rows.push_back(m);
   }
   for (std::size_t c = 0; c < 2; ++c) {
     const std::int64_t d = priors[c].dim();
@@ -176,6 +228,20 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (!only.empty()) {
+    std::vector<row> kept;
+    for (const row& r : rows) {
+      bool match = false;
+      for (std::size_t at = 0; at <= only.size();) {
+        const std::size_t comma = std::min(only.find(',', at), only.size());
+        const std::string word = only.substr(at, comma - at);
+        match = match || (!word.empty() && r.name.find(word) != std::string::npos);
+        at = comma + 1;
+      }
+      if (match) kept.push_back(r);
+    }
+    rows = kept;
+  }
   std::printf("# bench_cpu_packs: %d rounds; smc N = %lld, %lld steps; sliced Wasserstein n_a = n_b = %lld, %d "
               "directions; default target %s\n",
               rounds, static_cast<long long>(N), static_cast<long long>(steps), static_cast<long long>(n), dirs,
@@ -200,6 +266,6 @@ int main(int argc, char** argv) {
     std::printf("%-14s %14.3e %14.3e %10.2f %12.2f %12.0f\n", r.name.c_str(), ps, pp, median(ratio),
                 pp * r.flop / 1e9, r.flop);
   }
-  std::printf("# units: smc, diffpir and ddrm particle-steps, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
+  std::printf("# units: smc, smc-mom, diffpir, ddrm, tmpd and dcps particle-steps, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
   return 0;
 }

@@ -14,6 +14,7 @@
 #include "kernels/guided.cuh"
 #include "kernels/linalg.cuh"
 #include "src/cpu/chains.hpp"
+#include "src/cpu/guided_jvp.hpp"
 #include "src/cuda_check.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/guided_shard.hpp"
@@ -716,8 +717,12 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     float* work = reinterpret_cast<float*>(ws + l.work);
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
     for (std::int64_t k = 0; k < K; ++k) {
-      kernels::for_each_index<128>(where, BN, kernels::guided_moment_functor{p, k, sigma2, x, mu, lw, lz, work, r},
-                                   stream);
+      const kernels::guided_moment_functor weigh{p, k, sigma2, x, mu, lw, lz, work, r};
+      if (target != cpu::simd_target::scalar) {
+        cpu::run_guided_moment(target, weigh, channel_at(k));  // packs, the products J a_o of src/cpu/denoiser_jvp.hpp
+      } else {
+        kernels::for_each_index<128>(where, BN, weigh, stream);
+      }
       ro.step = static_cast<std::uint64_t>(k);
       detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
       kernels::for_each_index(where, B,

@@ -7,6 +7,7 @@
 
 #include "kernels/guided_dcps.cuh"
 #include "kernels/linalg.cuh"
+#include "src/cpu/guided_jvp.hpp"
 #include "src/guided_tables.hpp"
 
 namespace diffsample::detail {
@@ -123,6 +124,17 @@ dcps_layout make_dcps_layout(const gaussian_mixture& prior, const guided_problem
   return l;
 }
 
+/// Channel j of the packed path's table: grid point j's (a, s), the last point's from the last step's potential.
+struct dcps_channels {
+  const kernels::dcps_step* steps;
+  std::int64_t K;
+  DS_HD_INLINE bool operator()(std::int64_t j, float& a, float& s) const {
+    a = j < K ? steps[j].a : steps[K - 1].next.a;
+    s = j < K ? steps[j].s : steps[K - 1].next.s;
+    return true;
+  }
+};
+
 }  // namespace
 
 std::size_t dcps_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
@@ -153,6 +165,19 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;
   report.ran = rs.where;
+  const cpu::simd_target target = rs.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    // Packs of particles (src/cpu/guided.cpp): the mixture's constants at every grid point's channel (point j < K is
+    // step j's, point K the last step's next), then one pool pass.
+    const std::int64_t points = o.steps + 1;
+    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.g.mix, points)));
+    const kernels::mixture_channels channels = kernels::mixture_channels::in(p.g.mix, points, table.data());
+    cpu::parallel_for_each(points * p.g.mix.components,
+                           kernels::channel_table_functor<dcps_channels>{channels, {p.steps, o.steps}});
+    cpu::run_guided_dcps(target, p, channels, x);
+    report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+    return report;
+  }
   kernels::for_each_index<128>(rs.where, BN,
                                kernels::guided_dcps_functor{p, x, reinterpret_cast<float*>(rs.ws + l.work)},
                                exec.stream);

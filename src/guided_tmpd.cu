@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/guided_tmpd.cuh"
+#include "src/cpu/guided_jvp.hpp"
 #include "src/guided_tables.hpp"
 
 namespace diffsample::detail {
@@ -37,6 +38,16 @@ tmpd_layout make_tmpd_layout(const gaussian_mixture& prior, const guided_problem
   return l;
 }
 
+/// Channel k of the packed path's table: step k's (a, s).
+struct tmpd_channels {
+  const kernels::guided_step* steps;
+  DS_HD_INLINE bool operator()(std::int64_t k, float& a, float& s) const {
+    a = steps[k].a;
+    s = steps[k].s;
+    return true;
+  }
+};
+
 }  // namespace
 
 std::size_t tmpd_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
@@ -55,6 +66,18 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;
   report.ran = rs.where;
+  const cpu::simd_target target = rs.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    // Packs of particles (src/cpu/guided.cpp): the mixture's constants at every step's channel, then one pool pass.
+    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, o.steps)));
+    const kernels::mixture_channels channels = kernels::mixture_channels::in(p.mix, o.steps, table.data());
+    cpu::parallel_for_each(o.steps * p.mix.components,
+                           kernels::channel_table_functor<tmpd_channels>{channels, {p.steps}});
+    cpu::run_guided_tmpd(target, p, channels, o.steps, float(o.guidance_scale),
+                         reinterpret_cast<const float*>(rs.ws + l.sigma2), x);
+    report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+    return report;
+  }
   kernels::for_each_index<128>(
       rs.where, BN,
       kernels::guided_tmpd_functor{p, o.steps, float(o.guidance_scale),

@@ -7,7 +7,9 @@
 
 #define DS_SIMD_TARGET 0
 #include "src/cpu/simd.hpp"
+#include "src/cpu/denoiser_jvp.hpp"
 #include "src/cpu/radix_sort.hpp"
+#include "kernels/langevin.cuh"
 
 #include <omp.h>
 
@@ -197,6 +199,100 @@ std::pair<double, int> compare(const std::vector<float>& a, const std::vector<fl
 
 }  // namespace
 
+
+// The packed denoiser Jacobian-vector product (src/cpu/denoiser_jvp.hpp, one pass over the components, `count`
+// vectors at once) against kernels::mixture_denoiser_jvp in FP64 (three passes, the exact closed form), on an
+// isotropic and a diagonal mixture (45 components in d = 5: five chunks of 8 with a partial last one), at a noisy
+// and a clean channel, 4 points x 3 vectors per pack on the SSE2 pack. Rounding bound per coordinate, derived: the
+// FP32 logit of component k carries at most (d + 2) q_k / 2 ulps of error (q_k its Mahalanobis sum, d + 2 roundings
+// in the sum; the per-channel constants are FP64-folded), which moves weight r_k relatively by as much; every other
+// step (the exp's 2 ulps, delta's subtraction and product, the products and sums of at most 45 chunked terms, the
+// final combination) adds at most 64 ulps relative to the term's magnitude. So
+//   |err_j| <= u sum_k r_k ((d + 2) q_k / 2 + 64) T_kj,  T_kj = (a v_kj / c_kj) |v_j| + (s^2 / a)(|delta_kj| +
+//   |score_j|) |delta_k| . |v|,  u = 2^-24,
+// the sum of the terms' magnitudes (the cancellation between the second-moment and the score parts is inside it).
+// Seen failing with the second-moment sums not rescaled when the running maximum moves (errors of 1e0 against
+// bounds of 1e-4) and with the diagonal coefficient of v missing its 1 / c_kj.
+TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
+  namespace kn = diffsample::kernels;
+  const int d = 5, K = 45, count = 3;
+  std::mt19937 gen(5);
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> unif(0.3, 1.5);
+  for (const bool iso : {true, false}) {
+    std::vector<double> lw(K), mu(K * d), var(iso ? K : K * d);
+    double total = 0;
+    for (int k = 0; k < K; ++k) total += (lw[k] = unif(gen));
+    for (int k = 0; k < K; ++k) lw[k] = std::log(lw[k] / total);
+    for (double& m : mu) m = 2.0 * normal(gen);
+    for (double& v : var) v = unif(gen) * 0.5;
+    const std::vector<float> lwf(lw.begin(), lw.end()), muf(mu.begin(), mu.end()), varf(var.begin(), var.end());
+    const kn::mixture_view<float> mf{lwf.data(), muf.data(), varf.data(), K, d, iso};
+    const kn::mixture_view<double> md{lw.data(), mu.data(), var.data(), K, d, iso};
+    for (const auto& [a, s] : {std::pair<float, float>{0.3f, 0.95f}, {0.95f, 0.3f}}) {
+      std::vector<float> table(kn::mixture_channels::table_floats(mf, 1));
+      const kn::mixture_channels t = kn::mixture_channels::in(mf, 1, table.data());
+      for (int k = 0; k < K; ++k) kn::channel_table_functor<kn::langevin_channel>{t, {a, s}}(k);
+      const kn::channel_view ch = t.at(0, a, s);
+      double worst_ratio = 0;
+      for (int rep = 0; rep < 8; ++rep) {
+        simd::fpack x[d], v[count * d], out[count * d];
+        std::vector<simd::fpack> scratch(simd::denoiser_jvp_scratch(d, count));
+        for (int j = 0; j < d; ++j)
+          for (int l = 0; l < simd::lanes; ++l) x[j].v[l] = float(2.5 * normal(gen));
+        for (int e = 0; e < count * d; ++e)
+          for (int l = 0; l < simd::lanes; ++l) v[e].v[l] = float(normal(gen));
+        simd::channel_denoiser_jvp(ch, x, d, v, count, out, scratch.data());
+        for (int l = 0; l < simd::lanes; ++l) {
+          std::vector<double> xd(d);
+          for (int j = 0; j < d; ++j) xd[j] = x[j].v[l];
+          // FP64 responsibilities, deltas and score for the bound.
+          std::vector<double> r(K), q(K), delta(K * d), score(d, 0.0);
+          double mx = -INFINITY;
+          for (int k = 0; k < K; ++k) {
+            r[k] = kn::component_logit(md, k, xd.data(), double(a), double(s) * s);
+            mx = std::max(mx, r[k]);
+            q[k] = 0;
+            for (int j = 0; j < d; ++j) {
+              const double c = double(a) * a * md.variance(k, j) + double(s) * s, e = a * md.mean(k, j) - xd[j];
+              q[k] += e * e / c;
+              delta[k * d + j] = e / c;
+            }
+          }
+          double sum = 0;
+          for (int k = 0; k < K; ++k) sum += (r[k] = std::exp(r[k] - mx));
+          for (int k = 0; k < K; ++k) r[k] /= sum;
+          for (int k = 0; k < K; ++k)
+            for (int j = 0; j < d; ++j) score[j] += r[k] * delta[k * d + j];
+          for (int qv = 0; qv < count; ++qv) {
+            std::vector<double> vd(d), ref(d);
+            for (int j = 0; j < d; ++j) vd[j] = v[qv * d + j].v[l];
+            kn::mixture_denoiser_jvp(md, xd.data(), vd.data(), double(a), double(s), ref);
+            for (int j = 0; j < d; ++j) {
+              double bound = 0;
+              for (int k = 0; k < K; ++k) {
+                double dn = 0;
+                for (int i = 0; i < d; ++i) dn += std::fabs(delta[k * d + i] * vd[i]);
+                const double c = double(a) * a * md.variance(k, j) + double(s) * s;
+                const double T = a * md.variance(k, j) / c * std::fabs(vd[j]) +
+                                 double(s) * s / a * (std::fabs(delta[k * d + j]) + std::fabs(score[j])) * dn;
+                bound += r[k] * ((d + 2) * q[k] / 2 + 64) * T;
+              }
+              bound *= std::ldexp(1.0, -24);
+              const double err = std::fabs(double(out[qv * d + j].v[l]) - ref[j]);
+              EXPECT_LE(err, bound) << (iso ? "isotropic" : "diagonal") << " a " << a << " lane " << l
+                                    << " vector " << qv << " coordinate " << j << ": " << out[qv * d + j].v[l]
+                                    << " against " << ref[j];
+              worst_ratio = std::max(worst_ratio, err / bound);
+            }
+          }
+        }
+      }
+      std::printf("%s, a = %.2f: largest error / bound %.3g\n", iso ? "isotropic" : "diagonal", a, worst_ratio);
+    }
+  }
+}
+
 class SimdTargets : public ::testing::TestWithParam<int> {};  // parameter: d (register list, or workspace)
 
 TEST_P(SimdTargets, SplitsAndThreadsBitIdenticalAndTargetsAgree) {
@@ -272,9 +368,13 @@ struct guided_run {
 };
 
 guided_run run_guided(const gaussian_mixture& mix, const guided_problems& g, std::int64_t particles, int steps,
-                      double ess_threshold, guided_sampler sampler = guided_sampler::smc) {
+                      double ess_threshold, guided_sampler sampler = guided_sampler::smc,
+                      guided_potentials potentials = guided_potentials::linear) {
   guided_options o;
   o.sampler = sampler;
+  o.potentials = potentials;
+  o.dcps_blocks = 2;
+  o.dcps_langevin_steps = 3;
   o.particles = particles;
   o.steps = steps;
   o.seed = 31;
@@ -402,6 +502,81 @@ TEST(SimdGuided, DiffpirDdrmAndSkrockPacksMatchTheScalarFunctors) {
           const auto [worst, over] = compare(whole.x, reference.x, 3.4e-3);
           EXPECT_EQ(over, 0) << what << ": largest difference from the scalar path " << worst;
           std::printf("%s: largest |dx| %.3g\n", what.c_str(), worst);
+        });
+      }
+    }
+  }
+}
+
+
+// TMPD's and DCPS's chains and the moment-projected SMC's weighting on packs of particles (src/cpu/guided.cpp, the
+// products J v of src/cpu/denoiser_jvp.hpp) against the scalar functors (kernels::mixture_denoiser_jvp), on the
+// problems and sizes above: bit-identical across thread counts and with a problem alone, and within a derived
+// bound of the scalar path. Per step the rounding sources are those of the tests above (denoiser, normals) plus the
+// product J v, whose error is a few 1e-6 relative (SimdJvp: <= 0.1 of a bound of ~64 ulps of the terms' sum). TMPD's
+// guidance c0 s^2 / a J A^T (A C A^T + sigma_y^2 I)^-1 r has a norm <= 1 in r here (it is the Kalman gain of the
+// projected Gaussian, |C A^T (A C A^T + sigma_y^2)^-1 A| <= 1), so a step amplifies an error by at most 1.1 + 1 and
+// 8 steps by (2.1)^8 = 378 from 2e-5 per step: we hold 1e-2. DCPS's steps are normalised gradient steps of fixed
+// length rho sig sqrt(d) (the direction's rounding moves the point by at most that length times the relative error
+// of the gradient, 1e-5) and tamed Langevin steps (|drift| <= 1 / gamma per step, 1e-3 here): within the 3.4e-3 of the
+// chains above. The moment-projected weights are log-densities of residuals of size <= 10 over a variance floored at
+// sigma_y^2 / 2 = 0.08: their rounding difference, and that of the log-normalisers (logsumexps of them), is held to
+// 1e-2 absolute plus 1e-3 relative; the particles follow the linear mutation (tested above) from the weighting's
+// kernel means, within 3.4e-3. The SMC resamples (ESS threshold 0.5): without resampling the potentials' log g_k
+// telescope out of the weights; the rounding differences (1e-5) leave the ancestors unchanged at this seed.
+// Seen failing with TMPD's per-lane solve reading lane 0's residual, DCPS's Langevin drift taking the transition's
+// channel, and the moment weight's log-determinant halved.
+TEST(SimdGuided, TmpdDcpsAndMomentPotentialsPacksMatchTheScalarFunctors) {
+  const std::int64_t d = 5, B = 3, N = 37;
+  const auto mix = grid_mixture(d, 3, 2.0, 0.5);
+  struct config {
+    guided_sampler sampler;
+    guided_potentials potentials;
+    double tol;
+  };
+  for (const config c : {config{guided_sampler::tmpd, guided_potentials::linear, 1e-2},
+                         config{guided_sampler::dcps, guided_potentials::linear, 3.4e-3},
+                         config{guided_sampler::smc, guided_potentials::moment, 3.4e-3}}) {
+    for (const bool mask : {false, true}) {
+      const guided_problems g = guided_test_problems(B, d, mask);
+      guided_problems first = g;
+      first.problems = 1;
+      first.y.resize(2);
+      const double ess = c.sampler == guided_sampler::smc ? 0.5 : 0.0;
+      auto run = [&](const guided_problems& pr) { return run_guided(mix, pr, N, 8, ess, c.sampler, c.potentials); };
+      guided_run reference;
+      with_target("scalar", [&] { reference = run(g); });
+      for (const char* t : {"sse2", "avx2", "avx512"}) {
+        with_target(t, [&] {
+          const guided_run whole = run(g);
+          const guided_run alone = run(first);
+          const std::string what = std::string(to_string(c.sampler)) + (c.potentials == guided_potentials::moment
+                                   ? " moment " : " ") + t + (mask ? " mask" : " dense");
+          EXPECT_EQ(std::vector<float>(whole.x.begin(), whole.x.begin() + N * d), alone.x)
+              << what << ": problem 0 alone";
+          omp_set_num_threads(1);
+          const guided_run one = run(g);
+          omp_set_num_threads(2);
+          EXPECT_EQ(one.x, whole.x) << what << ": thread counts";
+          EXPECT_EQ(one.lw, whole.lw) << what << ": thread counts";
+          const auto [worst, over] = compare(whole.x, reference.x, c.tol);
+          EXPECT_EQ(over, 0) << what << ": largest difference from the scalar path " << worst;
+          double worst_w = 0;
+          int over_w = 0;
+          for (std::size_t i = 0; i < whole.lw.size() && c.sampler == guided_sampler::smc; ++i) {
+            const double e = std::fabs(double(whole.lw[i]) - reference.lw[i]);
+            worst_w = std::max(worst_w, e);
+            over_w += e > 1e-2 + 1e-3 * std::fabs(reference.lw[i]);
+          }
+          EXPECT_EQ(over_w, 0) << what << ": log-weights off the scalar path, largest " << worst_w;
+          EXPECT_EQ(one.log_z, whole.log_z) << what << ": thread counts";
+          double worst_z = 0;
+          for (std::size_t b = 0; b < whole.log_z.size(); ++b) {
+            const double e = std::fabs(whole.log_z[b] - reference.log_z[b]);
+            worst_z = std::max(worst_z, e);
+            EXPECT_LE(e, 1e-2 + 1e-3 * std::fabs(reference.log_z[b])) << what << ": log Z of problem " << b;
+          }
+          std::printf("%s: largest |dx| %.3g |dlw| %.3g |dlog Z| %.3g\n", what.c_str(), worst, worst_w, worst_z);
         });
       }
     }

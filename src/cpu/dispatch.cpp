@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "src/cpu/chains.hpp"
+#include "src/cpu/guided_jvp.hpp"
 #include "src/cpu/skrock.hpp"
 
 namespace diffsample::cpu {
@@ -58,6 +59,12 @@ void run_guided_ddrm(simd_target, const kernels::ddrm_params&, std::int64_t, flo
 void run_guided_skrock(simd_target, const kernels::guided_params&, const kernels::skrock_params&,
                        const kernels::channel_view&, std::int64_t, float*) {}
 void run_plan_tell(simd_target, const kernels::plan_tell_functor&, std::int64_t) {}
+void run_denoiser_jvp(simd_target, const kernels::channel_view&, const float*, const float*, std::int64_t,
+                      std::int64_t, float*) {}
+void run_guided_tmpd(simd_target, const kernels::guided_params&, const kernels::mixture_channels&, std::int64_t, float,
+                     const float*, float*) {}
+void run_guided_dcps(simd_target, const kernels::dcps_params&, const kernels::mixture_channels&, float*) {}
+void run_guided_moment(simd_target, const kernels::guided_moment_functor&, const kernels::channel_view&) {}
 #else
 #define DIFFSAMPLE_DISPATCH_(CALL)                  \
   switch (t) {                                      \
@@ -99,6 +106,22 @@ void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t 
 void run_guided_skrock(simd_target t, const kernels::guided_params& p, const kernels::skrock_params& q,
                        const kernels::channel_view& channel, std::int64_t iterations, float* x) {
   DIFFSAMPLE_DISPATCH_(run_guided_skrock(p, q, channel, iterations, x))
+}
+
+void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float* x, const float* v, std::int64_t n,
+                      std::int64_t d, float* out) {
+  DIFFSAMPLE_DISPATCH_(run_denoiser_jvp(c, x, v, n, d, out))
+}
+void run_guided_tmpd(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
+                     std::int64_t steps, float scale, const float* sigma2, float* x) {
+  DIFFSAMPLE_DISPATCH_(run_guided_tmpd(p, channels, steps, scale, sigma2, x))
+}
+void run_guided_dcps(simd_target t, const kernels::dcps_params& p, const kernels::mixture_channels& channels,
+                     float* x) {
+  DIFFSAMPLE_DISPATCH_(run_guided_dcps(p, channels, x))
+}
+void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, const kernels::channel_view& channel) {
+  DIFFSAMPLE_DISPATCH_(run_guided_moment(f, channel))
 }
 
 void run_langevin(simd_target t, const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {

@@ -14,7 +14,11 @@
 #include "kernels/guided.cuh"
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/guided_diffpir.cuh"
+#include "kernels/guided_tmpd.cuh"
+#include "kernels/linalg.cuh"
 #include "src/cpu/chains.hpp"
+#include "src/cpu/denoiser_jvp.hpp"
+#include "src/cpu/guided_jvp.hpp"
 #include "src/cpu/pool.hpp"
 #include "src/cpu/skrock.hpp"
 
@@ -223,6 +227,53 @@ void ddrm_lift_pack(const kernels::ddrm_params& p, std::int64_t b, const fpack* 
   }
 }
 
+
+/// A third per-thread buffer, of doubles (the FP64 parts of TMPD's per-lane algebra).
+double* thread_doubles(std::int64_t count) {
+  static thread_local std::vector<double> buffer;
+  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
+/// Row o of A_b as d broadcast packs (a mask's row: its gain at its coordinate).
+void row_packs(const kernels::guided_params& p, std::int64_t b, int o, fpack* v) {
+  const float* A = p.A + b * p.A_stride;
+  for (int j = 0; j < p.d; ++j) v[j] = fpack(0.f);
+  if (p.mask != nullptr) {
+    v[p.mask[b * p.A_stride + o]] = fpack(A[o]);
+    return;
+  }
+  const float* row = A + static_cast<std::int64_t>(o) * p.d;
+  for (int j = 0; j < p.d; ++j) v[j] = fpack(row[j]);
+}
+
+/// x += value * (row o of A_b) on packs, as kernels::guided_add_row.
+void add_row(const kernels::guided_params& p, std::int64_t b, int o, fpack value, fpack* x) {
+  const float* A = p.A + b * p.A_stride;
+  if (p.mask != nullptr) {
+    const int j = p.mask[b * p.A_stride + o];
+    x[j] = x[j] + value * fpack(A[o]);
+    return;
+  }
+  const float* row = A + static_cast<std::int64_t>(o) * p.d;
+  for (int j = 0; j < p.d; ++j) x[j] = x[j] + value * fpack(row[j]);
+}
+
+typedef double vd __attribute__((vector_size(lanes * 8)));
+/// An FP64 pack in a type of this target's namespace: a std::vector of the bare vector type would be one template
+/// instance shared with the other targets' objects (projection.cpp's packs of the same size), allocated with the
+/// alignment the first-linked object's flags give it (32 bytes under AVX2 for a 64-byte vector).
+struct dpack {
+  vd v;
+};
+
+/// Per-thread FP64 packs (TMPD's A C A^T of every lane).
+dpack* thread_vd(std::int64_t count) {
+  static thread_local std::vector<dpack> buffer;
+  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
 }  // namespace
 
 void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x) {
@@ -385,4 +436,304 @@ void run_guided_pass(const guided_pass& g) {
   });
 }
 
+void run_denoiser_jvp(const kernels::channel_view& c, const float* x, const float* v, std::int64_t n, std::int64_t d,
+                      float* out) {
+  const int di = static_cast<int>(d);
+  kernels::guided_params shape{};
+  shape.problems = 1;
+  shape.particles = n;
+  for_each_particle_pack(shape, 3 * d + denoiser_jvp_scratch(di, 1), [&](const pack_rows& pk, fpack* s) {
+    fpack *xs = s, *vs = xs + d, *os = vs + d;
+    pk.load(xs, x, di);
+    pk.load(vs, v, di);
+    channel_denoiser_jvp(c, xs, di, vs, 1, os, os + d);
+    pk.store(os, out, di);
+  });
+}
+
+void run_guided_tmpd(const kernels::guided_params& p, const kernels::mixture_channels& channels, std::int64_t steps,
+                     float scale, const float* sigma2, float* x) {
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t dyd = static_cast<std::int64_t>(dy) * d;
+  const std::int64_t packs = 2 * static_cast<std::int64_t>(d) + 2 * dy + 2 * dyd + denoiser_jvp_scratch(d, dy);
+  for_each_particle_pack(p, packs, [&](const pack_rows& pk, fpack* s) {
+    fpack *xs = s, *ms = xs + d, *r = ms + d, *fo = r + dy, *rows = fo + dy, *jrows = rows + dyd, *jw = jrows + dyd;
+    dpack* cyy = thread_vd(static_cast<std::int64_t>(dy) * dy);  // A C A^T of every lane
+    double* L = thread_doubles(static_cast<std::int64_t>(dy) * dy + dy);  // one lane's factor, then f
+    double* f = L + dy * dy;
+    const std::int64_t b = pk.b;
+    vi dead = vi{};  // lanes whose matrix was not positive definite: NaN from then on, as the functor's return
+    {
+      philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), 0);
+      const fpack s0(p.initial_scale);
+      rng.normals(d, [&](int j, fpack z) { xs[j] = s0 * z; });
+    }
+    for (int o = 0; o < dy; ++o) row_packs(p, b, o, rows + o * d);
+    const float s2 = sigma2[b];
+    for (std::int64_t k = 0; k < steps; ++k) {
+      const kernels::guided_step st = p.steps[k];
+      const kernels::channel_view ch = channels.at(k, st.a, st.s);
+      {  // kernels::tmpd_moments
+        const span xv{xs, d};
+        span mv{ms, d};
+        kernels::channel_denoiser<fpack>(ch, xv, mv);
+        residual(p, b, 1.f, ms, r);
+        channel_denoiser_jvp(ch, xs, d, rows, dy, jrows, jw);
+        const vd ratio = vd{} + double(st.s) * double(st.s) / double(st.a);
+        for (int q = 0; q < dy; ++q) {
+          const fpack* jq = jrows + static_cast<std::int64_t>(q) * d;
+          for (int o = 0; o < dy; ++o) {
+            vd acc = vd{};
+            if (p.mask != nullptr) {
+              const std::int64_t base = b * p.A_stride;
+              acc = double(p.A[base + o]) * __builtin_convertvector(jq[p.mask[base + o]].v, vd);
+            } else {
+              const float* Arow = p.A + b * p.A_stride + static_cast<std::int64_t>(o) * d;
+              for (int j = 0; j < d; ++j) acc += double(Arow[j]) * __builtin_convertvector(jq[j].v, vd);
+            }
+            cyy[o * dy + q].v = ratio * acc;
+          }
+        }
+      }
+      for (int o = 0; o < dy; ++o) fo[o] = fpack(0.f);
+      for (int l = 0; l < lanes; ++l) {  // per lane: symmetrise, factor, solve (kernels::tmpd_step)
+        if (dead[l] != 0) continue;
+        for (int o = 0; o < dy; ++o) {
+          for (int q = 0; q < o; ++q) {
+            const double v = 0.5 * (cyy[o * dy + q].v[l] + cyy[q * dy + o].v[l]);
+            L[o * dy + q] = v;
+            L[q * dy + o] = v;
+          }
+          L[o * dy + o] = cyy[o * dy + o].v[l] + double(s2);
+        }
+        if (kernels::cholesky_failure(L, dy) >= 0) {
+          dead[l] = -1;
+          continue;
+        }
+        for (int o = 0; o < dy; ++o) f[o] = double(r[o].v[l]);
+        kernels::forward_substitute(L, dy, f, 1);
+        kernels::back_substitute_transposed(L, dy, f, 1);
+        for (int o = 0; o < dy; ++o) fo[o].v[l] = float(f[o]);
+      }
+      // g = sum_o f_o (J a_o), in ms's place once the update has read m: accumulate in jw instead.
+      fpack* g = jw;
+      for (int j = 0; j < d; ++j) g[j] = fpack(0.f);
+      for (int o = 0; o < dy; ++o) {
+        const fpack* jo = jrows + static_cast<std::int64_t>(o) * d;
+        for (int j = 0; j < d; ++j) g[j] = g[j] + fo[o] * jo[j];
+      }
+      const fpack c0(st.c0), c1(st.c1), shift(scale * st.guidance), sig(st.sig);
+      const mpack keep{~dead};
+      if (st.sig != 0.f) {
+        philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), static_cast<std::uint64_t>(k) + 1);
+        rng.normals(d, [&](int j, fpack z) {
+          xs[j] = ds_select(keep, c0 * ms[j] + c1 * xs[j] + shift * g[j] + sig * z, fpack(0.f));
+        });
+      } else {
+        for (int j = 0; j < d; ++j) xs[j] = ds_select(keep, c0 * ms[j] + c1 * xs[j] + shift * g[j], fpack(0.f));
+      }
+    }
+    const mpack keep{~dead};
+    for (int j = 0; j < d; ++j) xs[j] = ds_select(keep, xs[j], fpack(NAN));
+    pk.store(xs, x, d);
+  });
+}
+
+namespace {
+
+/// kernels::dcps_potential_grad on a pack: the denoiser m(q) into m, grad log beta(q) into grad (u, ju, r, t scratch).
+void dcps_grad_pack(const kernels::dcps_params& p, std::int64_t b, const kernels::dcps_potential& pot,
+                    const kernels::channel_view& ch, const float* P, const fpack* q, fpack* m, fpack* u, fpack* ju,
+                    fpack* grad, fpack* r, fpack* t, fpack* jw) {
+  const int d = p.g.d, dy = p.g.d_y;
+  const span qv{const_cast<fpack*>(q), d};
+  span mv{m, d};
+  kernels::channel_denoiser<fpack>(ch, qv, mv);
+  const fpack cx(pot.cx), cm(pot.cm);
+  for (int j = 0; j < d; ++j) grad[j] = cx * q[j] + cm * m[j];
+  residual(p.g, b, pot.a_target, grad, r);
+  for (int o = 0; o < dy; ++o) {
+    fpack acc(0.f);
+    for (int c = 0; c < dy; ++c) acc = acc + fpack(P[o * dy + c]) * r[c];
+    t[o] = acc;
+  }
+  for (int j = 0; j < d; ++j) u[j] = fpack(0.f);
+  for (int o = 0; o < dy; ++o) add_row(p.g, b, o, t[o], u);
+  if (pot.cm != 0.f) {
+    channel_denoiser_jvp(ch, q, d, u, 1, ju, jw);
+    for (int j = 0; j < d; ++j) grad[j] = cx * u[j] + cm * ju[j];
+  } else {
+    for (int j = 0; j < d; ++j) grad[j] = cx * u[j];
+  }
+}
+
+}  // namespace
+
+void run_guided_dcps(const kernels::dcps_params& p, const kernels::mixture_channels& channels, float* x) {
+  const int d = p.g.d, dy = p.g.d_y;
+  const std::int64_t packs = 9 * static_cast<std::int64_t>(d) + 2 * dy + denoiser_jvp_scratch(d, 1);
+  const std::int64_t K = p.steps_count;
+  auto channel = [&](std::int64_t point) {  // grid point's channel: step j's own, the last point the last step's next
+    const float a = point < K ? p.steps[point].a : p.steps[K - 1].next.a;
+    const float s = point < K ? p.steps[point].s : p.steps[K - 1].next.s;
+    return channels.at(point, a, s);
+  };
+  for_each_particle_pack(p.g, packs, [&](const pack_rows& pk, fpack* sc) {
+    fpack *xs = sc, *m = xs + d, *u = m + d, *ju = u + d, *grad = ju + d, *mu = grad + d, *lv = mu + d,
+          *eps = lv + d, *q = eps + d, *r = q + d, *t = r + dy, *jw = t + dy;
+    const std::int64_t b = pk.b;
+    const std::uint64_t stream = kernels::guided_stream(p.g, pk.i0, b);
+    {
+      philox_pack rng(p.g.seed, stream, 0);
+      const fpack s0(p.initial_scale);
+      rng.normals(d, [&](int j, fpack z) { xs[j] = s0 * z; });
+    }
+    for (std::int64_t l = 0; l < p.blocks_count; ++l) {
+      const kernels::dcps_block blk = p.blocks[l];
+      const kernels::channel_view start = channel(blk.first_step);
+      for (std::int64_t it = 0; it < p.langevin_steps; ++it) {  // kernels::dcps_langevin_step
+        const kernels::dcps_potential pot = blk.start;
+        const float* P = p.block_precision + (l * p.g.problems + b) * dy * dy;
+        dcps_grad_pack(p, b, pot, start, P, xs, m, u, ju, grad, r, t, jw);
+        const fpack inv_s2(1.f / (pot.s * pot.s)), a(pot.a);
+        fpack norm2(0.f);
+        for (int j = 0; j < d; ++j) {
+          const fpack gj = (a * m[j] - xs[j]) * inv_s2 + grad[j];
+          grad[j] = gj;
+          norm2 = norm2 + gj * gj;
+        }
+        const fpack step = fpack(p.gamma) / (fpack(1.f) + fpack(p.gamma) * ds_sqrt(norm2));
+        const fpack noise(kernels::ds_sqrt(2.f * p.gamma));
+        philox_pack rng(p.g.seed, stream, kernels::dcps_counter_langevin(p, l, it));
+        rng.normals(d, [&](int j, fpack z) { xs[j] = xs[j] + step * grad[j] + noise * z; });
+      }
+      for (std::int64_t j = blk.first_step; j < blk.last_step; ++j) {  // kernels::dcps_transition
+        const kernels::dcps_step st = p.steps[j];
+        {
+          const span xv{xs, d};
+          span mv{m, d};
+          kernels::channel_denoiser<fpack>(channel(j), xv, mv);
+        }
+        const fpack c0(st.c0), c1(st.c1);
+        for (int c = 0; c < d; ++c) mu[c] = c0 * m[c] + c1 * xs[c];
+        for (int c = 0; c < d; ++c) xs[c] = mu[c];  // mu_p, for the KL's prior term
+        if (st.sig == 0.f) continue;
+        const float log_sig = kernels::ds_log(st.sig);
+        const fpack inv_sig2(1.f / (st.sig * st.sig));
+        for (int c = 0; c < d; ++c) lv[c] = fpack(log_sig);
+        const float root_d = kernels::ds_sqrt(float(d));
+        const fpack lr_mu(p.rho * st.sig * root_d), lr_l(p.rho * root_d);
+        const float* P = p.step_precision + (j * p.g.problems + b) * dy * dy;
+        const kernels::channel_view next = channel(j + 1);
+        for (std::int64_t g = 0; g < p.gradient_steps; ++g) {
+          philox_pack rng(p.g.seed, stream, kernels::dcps_counter_step(p, j, g));
+          rng.normals(d, [&](int c, fpack z) {
+            eps[c] = z;
+            q[c] = mu[c] + ds_exp(lv[c]) * z;
+          });
+          dcps_grad_pack(p, b, st.next, next, P, q, m, u, ju, grad, r, t, jw);
+          fpack n_mu(0.f), n_l(0.f);
+          for (int c = 0; c < d; ++c) {
+            const fpack sd = ds_exp(lv[c]);
+            const fpack gm = -grad[c] + (mu[c] - xs[c]) * inv_sig2;
+            const fpack gv = -grad[c] * sd * eps[c] + sd * sd * inv_sig2 - fpack(1.f);
+            u[c] = gm;
+            q[c] = gv;
+            n_mu = n_mu + gm * gm;
+            n_l = n_l + gv * gv;
+          }
+          const fpack s_mu = lr_mu / (fpack(1e-30f) + ds_sqrt(n_mu)), s_l = lr_l / (fpack(1e-30f) + ds_sqrt(n_l));
+          for (int c = 0; c < d; ++c) {
+            mu[c] = mu[c] - s_mu * u[c];
+            lv[c] = lv[c] - s_l * q[c];
+          }
+        }
+        philox_pack rng(p.g.seed, stream, kernels::dcps_counter_step(p, j, p.gradient_steps));
+        rng.normals(d, [&](int c, fpack z) { xs[c] = mu[c] + ds_exp(lv[c]) * z; });
+      }
+    }
+    pk.store(xs, x, d);
+  });
+}
+
+void run_guided_moment(const kernels::guided_moment_functor& f, const kernels::channel_view& ch) {
+  const kernels::guided_params& p = f.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t dyd = static_cast<std::int64_t>(dy) * d;
+  const std::int64_t packs = 2 * static_cast<std::int64_t>(d) + dy + dy * dy + 2 * dyd + denoiser_jvp_scratch(d, dy);
+  for_each_particle_pack(p, packs, [&](const pack_rows& pk, fpack* sc) {
+    fpack *xs = sc, *ms = xs + d, *r = ms + d, *M = r + dy, *rows = M + dy * dy, *jrows = rows + dyd,
+          *jw = jrows + dyd;
+    const std::int64_t b = pk.b;
+    const kernels::guided_step st = p.steps[f.k];
+    pk.load(xs, f.x, d);
+    fpack q_hat(0.f);
+    if (f.k > 0) {
+      residual(p, b, st.a, xs, r);
+      for (int o = 0; o < dy; ++o) q_hat = q_hat + r[o] * r[o];
+      q_hat = q_hat * fpack(p.inv_var[f.k * p.problems + b]);
+    }
+    {
+      const span xv{xs, d};
+      span mv{ms, d};
+      kernels::channel_denoiser<fpack>(ch, xv, mv);
+    }
+    // M = (s^2 / a) A J A^T: one product per row of A, then (A u)_c for every row c.
+    for (int o = 0; o < dy; ++o) row_packs(p, b, o, rows + o * d);
+    channel_denoiser_jvp(ch, xs, d, rows, dy, jrows, jw);
+    const fpack cov_scale(st.s * st.s / st.a);
+    for (int o = 0; o < dy; ++o)
+      for (int c = 0; c < dy; ++c) {
+        const fpack* u = jrows + static_cast<std::int64_t>(o) * d;
+        const fpack* v = rows + static_cast<std::int64_t>(c) * d;
+        fpack acc(0.f);
+        for (int j = 0; j < d; ++j) acc = acc + v[j] * u[j];
+        M[o * dy + c] = cov_scale * acc;
+      }
+    const fpack s2y(f.sigma2_b[b]), half(0.5f);
+    for (int o = 0; o < dy; ++o)
+      for (int c = 0; c <= o; ++c)
+        M[o * dy + c] = half * (M[o * dy + c] + M[c * dy + o]) + (o == c ? s2y : fpack(0.f));
+    fpack logdet(0.f);
+    const fpack floor = half * s2y;
+    for (int o = 0; o < dy; ++o)
+      for (int c = 0; c <= o; ++c) {
+        fpack acc = M[o * dy + c];
+        for (int e = 0; e < c; ++e) acc = acc - M[o * dy + e] * M[c * dy + e];
+        if (c == o) {
+          const fpack pivot = ds_select(acc > floor, acc, floor);
+          M[o * dy + o] = ds_sqrt(pivot);
+          logdet = logdet + ds_log(pivot);
+        } else {
+          M[o * dy + c] = acc / M[c * dy + c];
+        }
+      }
+    residual(p, b, 1.f, ms, r);
+    fpack q(0.f);
+    for (int o = 0; o < dy; ++o) {
+      fpack acc = r[o];
+      for (int e = 0; e < o; ++e) acc = acc - M[o * dy + e] * r[e];
+      acc = acc / M[o * dy + o];
+      r[o] = acc;
+      q = q + acc * acc;
+    }
+    const fpack log_g = fpack(-0.5f) * (q + logdet + fpack(float(dy) * kernels::log_two_pi<float>()));
+    const fpack add = log_g + half * q_hat;
+    for (int l = 0; l < pk.valid; ++l) {
+      if (f.k == 0)
+        f.lw[pk.i0 + l] = log_g.v[l];
+      else
+        f.lw[pk.i0 + l] += add.v[l];
+    }
+    const fpack c0(st.c0), c1(st.c1);
+    for (int j = 0; j < d; ++j) ms[j] = c0 * ms[j] + c1 * xs[j];
+    residual(p, b, st.a_next, ms, r);
+    const float* P = kernels::guided_precision(p, f.k, b);
+    fpack q_next(0.f);
+    for (int o = 0; o < dy; ++o) q_next = q_next + r[o] * precision_row(p, P, o, r);
+    const fpack lz = fpack(-0.5f) * q_next - log_g;
+    for (int l = 0; l < pk.valid; ++l) f.lz[pk.i0 + l] = lz.v[l];
+    pk.store(ms, f.mu, d);
+  });
+}
 }  // namespace diffsample::cpu::DS_SIMD_NS
