@@ -357,6 +357,58 @@ TEST_P(SimdTargets, SplitsAndThreadsBitIdenticalAndTargetsAgree) {
   }
 }
 
+
+// Every CPU dispatch target against the CUDA executor (skipped with the reason when no GPU is usable), on the
+// chains of SplitsAndThreadsBitIdenticalAndTargetsAgree. The CUDA executor runs the scalar functors' source with the
+// device's exp / log / sincos (a few ulps from glibc's; its normals within 1e-5 of the host Box-Muller on the same
+// Philox bits): the same rounding sources, of the same size, as between a target and the scalar functors. So the
+// bounds derived there hold for the scalar path against CUDA, and by the triangle inequality
+// |target - CUDA| <= |target - scalar| + |scalar - CUDA| the tolerance between a target and CUDA is twice them:
+// 2.8e-3 for ULA and tamed ULA after 10 steps (every coordinate), 2e-3 for DDPM and DDIM after 20 steps with at most
+// 1% of the coordinates beyond (chains on a boundary between components). MALA is left out (its accept decisions
+// may flip on any rounding difference; its continuous part is ULA's).
+TEST_P(SimdTargets, EveryTargetWithinTwiceTheTargetBoundOfTheCudaExecutor) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const int d = GetParam();
+  const auto mix = grid_mixture(d, 3, 2.0, 0.5);
+  const std::int64_t n = 203;
+  std::vector<float> init(n * d);
+  mix.sample(init.data(), n, {}, 1, nullptr, 0, {executor::cpu});
+  for (auto m : {langevin_method::ula, langevin_method::tamed_ula}) {
+    diffsample::testing::device_buffer<float> gx(init);
+    langevin_options o;
+    o.method = m;
+    o.step_size = 0.05;
+    o.steps = 10;
+    o.seed = 11;
+    ASSERT_EQ(langevin(mix, gx.ptr, n, o, {}, {executor::cuda}).ran, executor::cuda);
+    const std::vector<float> gpu = gx.download();
+    for (const char* t : targets) {
+      with_target(t, [&] {
+        const auto [worst, over] = compare(run_langevin(mix, init, m, 0, n, 10), gpu, 2.8e-3);
+        EXPECT_EQ(over, 0) << t << " " << to_string(m) << ": largest difference from CUDA " << worst;
+        std::printf("%s %s d = %d: largest |cpu - cuda| %.3g\n", t, to_string(m), d, worst);
+      });
+    }
+  }
+  for (auto s : {diffusion_sampler::ddpm, diffusion_sampler::ddim}) {
+    diffsample::testing::device_buffer<float> gx(n * d);
+    diffusion_options o;
+    o.sampler = s;
+    o.steps = 20;
+    o.seed = 12;
+    diffusion(mix, gx.ptr, n, o, {}, {executor::cuda});
+    const std::vector<float> gpu = gx.download();
+    for (const char* t : targets) {
+      with_target(t, [&] {
+        const auto [worst, over] = compare(run_diffusion(mix, s, 0, n, 20), gpu, 2e-3);
+        EXPECT_LE(over, int(n * d / 100)) << t << " " << to_string(s) << ": largest difference from CUDA " << worst;
+        std::printf("%s %s d = %d: largest |cpu - cuda| %.3g, %d beyond 2e-3\n", t, to_string(s), d, worst, over);
+      });
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dims, SimdTargets, ::testing::Values(2, 5));
 
 namespace {
