@@ -345,51 +345,120 @@ struct guided_reset_weights_functor {
 /// DPS's normalised step (as published) instead adds guidance_scale * J A^T (y - A m) / |y - A m| to the draw,
 /// = -guidance_scale grad_x |y - A m(x)|; |y - A m|^2 includes the problem's norm_offset (the part of y outside
 /// the span of a reduced SVD operator; 0 otherwise), and a zero residual adds nothing.
+/// A step is two halves around the Jacobian product, shared by the fused functor below, the CPU executor's stepwise
+/// run and the ask/tell plan (src/guided.cu), so that a plan answered with the mixture's denoiser and J^T v
+/// reproduces the fused run.
+struct baseline_settings {
+  float scale;
+  bool normalised;                     // DPS's normalised step
+  const float* norm_offset;            // B: added to |y - A m|^2 (normalised step)
+};
+
+/// First half of step k for a particle of problem b: from the denoiser m, the vector v whose J^T v the update
+/// needs (A^T P (y - A m), or A^T (y - A m) for the normalised step) and the factor of J^T v in the update.
+template <class M, class V, class R>
+DS_HD_INLINE float baseline_guidance(const guided_params& p, const baseline_settings& g, std::int64_t b,
+                                     std::int64_t k, const M& m, V& v, R& r) {
+  const guided_step st = p.steps[k];
+  guided_residual(p, b, 1.f, m, r);
+  for (int j = 0; j < p.d; ++j) v[j] = 0.f;
+  float shift = g.scale * st.guidance;
+  if (g.normalised) {
+    float norm2 = g.norm_offset[b];
+    for (int o = 0; o < p.d_y; ++o) norm2 += r[o] * r[o];
+    shift = norm2 > 0.f ? g.scale / ds_sqrt(norm2) : 0.f;
+    for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, r[o], v);
+  } else {
+    const float* P = guided_precision(p, k, b);
+    for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, r), v);
+  }
+  return shift;
+}
+
+/// Second half of step k for particle `id`: x <- c0 m + c1 x + shift J^T v + sig z (stream step k + 1).
+template <class X, class M, class J>
+DS_HD_INLINE void baseline_update(const guided_params& p, std::int64_t k, std::uint64_t id, float shift, X& x,
+                                  const M& m, const J& jv) {
+  const guided_step st = p.steps[k];
+  const int d = p.d;
+  if (st.sig != 0.f) {
+    philox rng(p.seed, id, static_cast<std::uint64_t>(k) + 1);
+    rng.normals(d, [&](int j, float z) { x[j] = st.c0 * m[j] + st.c1 * x[j] + shift * jv[j] + st.sig * z; });
+  } else {
+    for (int j = 0; j < d; ++j) x[j] = st.c0 * m[j] + st.c1 * x[j] + shift * jv[j];
+  }
+}
+
+/// The initial particle x = s_0 z (stream step 0 of particle `id`).
+template <class X>
+DS_HD_INLINE void baseline_initial(const guided_params& p, std::uint64_t id, X& x) {
+  philox rng(p.seed, id, 0);
+  const float s0 = p.initial_scale;
+  rng.normals(p.d, [&](int j, float z) { x[j] = s0 * z; });
+}
+
+/// The whole DPS / Pi-GDM trajectory of one particle in one thread (the CUDA executor's fused run).
 struct guided_baseline_functor {
   guided_params p;
   std::int64_t steps;
-  float scale;
   float* x;        // B N x d (output)
   float* work;     // B N x 3 d scratch (m, v, J v)
   float* r;        // B N x d_y scratch
-  bool normalised = false;             // DPS's normalised step
-  const float* norm_offset = nullptr;  // B: added to |y - A m|^2 (normalised step)
+  baseline_settings g;
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     const int d = p.d;
     strided_vec<float> xi{x + i * d, 1, d}, mi{work + i * 3 * d, 1, d}, vi{work + i * 3 * d + d, 1, d},
         ji{work + i * 3 * d + 2 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
     const std::uint64_t stream = guided_stream(p, i, b);  // once: i is not needed in the loop
-    {
-      philox rng(p.seed, stream, 0);
-      const float s0 = p.initial_scale;
-      rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
-    }
+    baseline_initial(p, stream, xi);
     for (std::int64_t k = 0; k < steps; ++k) {
       const guided_step st = p.steps[k];
       mixture_denoiser(p.mix, xi, st.a, st.s, mi);
-      guided_residual(p, b, 1.f, mi, ri);
-      for (int j = 0; j < d; ++j) vi[j] = 0.f;
-      float shift = scale * st.guidance;
-      if (normalised) {
-        float norm2 = norm_offset[b];
-        for (int o = 0; o < p.d_y; ++o) norm2 += ri[o] * ri[o];
-        shift = norm2 > 0.f ? scale / ds_sqrt(norm2) : 0.f;
-        for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, ri[o], vi);
-      } else {
-        const float* P = guided_precision(p, k, b);
-        for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, ri), vi);
-      }
+      const float shift = baseline_guidance(p, g, b, k, mi, vi, ri);
       mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ji);
-      philox rng(p.seed, stream, static_cast<std::uint64_t>(k) + 1);
-      if (st.sig != 0.f) {
-        rng.normals(d, [&](int j, float z) {
-          xi[j] = st.c0 * mi[j] + st.c1 * xi[j] + shift * ji[j] + st.sig * z;
-        });
-      } else {
-        for (int j = 0; j < d; ++j) xi[j] = st.c0 * mi[j] + st.c1 * xi[j] + shift * ji[j];
-      }
+      baseline_update(p, k, stream, shift, xi, mi, ji);
     }
+  }
+};
+
+/// The stepwise DPS / Pi-GDM run over B N particles (CPU executor and the ask/tell plan), one launch per half step.
+/// Particle i of problem b draws from the stream id_base + guided_stream(p, i, b) (id_base: the plan's trajectory,
+/// in its state; the shard fields of p place a shard of a larger run, 0 in a plan).
+struct baseline_stage_functor {
+  guided_params p;
+  baseline_settings g;
+  std::int64_t k;
+  int stage;              // 0: initial draw; 1: guidance from m (m = ux x + um answer); 2: update from J^T v
+  float ux, um;           // stage 1: the answer r becomes the denoiser ux x + um r
+  float* x;               // B N x d
+  float* m;               // B N x d denoiser
+  float* v;               // B N x d the vector of the J^T v ask
+  const float* answer;    // B N x d: stage 1 the model's output, stage 2 J^T v
+  float* shift;           // B N
+  float* r;               // B N x d_y scratch
+  const std::uint64_t* id_base;  // the trajectory's first particle id (device memory), or nullptr for 0
+  std::int64_t* position;        // when not null, thread 0 stores next_position there
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const int d = p.d;
+    const std::int64_t b = i / p.particles;
+    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p, i, b);
+    strided_vec<float> xi{x + i * d, 1, d};
+    if (stage == 0) {
+      baseline_initial(p, id, xi);
+      return;
+    }
+    strided_vec<float> mi{m + i * d, 1, d};
+    const strided_vec<const float> ai{answer + i * d, 1, d};
+    if (stage == 1) {
+      strided_vec<float> vi{v + i * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+      for (int j = 0; j < d; ++j) mi[j] = ds_fma(ux, xi[j], um * ai[j]);
+      shift[i] = baseline_guidance(p, g, b, k, mi, vi, ri);
+      return;
+    }
+    baseline_update(p, k, id, shift[i], xi, mi, ai);
   }
 };
 

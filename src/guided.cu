@@ -13,6 +13,7 @@
 #include "kernels/backward.cuh"
 #include "kernels/guided.cuh"
 #include "kernels/linalg.cuh"
+#include "kernels/plan.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/guided_jvp.hpp"
 #include "src/cuda_check.hpp"
@@ -23,6 +24,7 @@
 #include "src/limits.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/particles_detail.hpp"
+#include "src/plan_storage.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/guided.hpp>
@@ -209,14 +211,14 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
 
 struct layout {
   std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, sigma2, table_end;  // from the host
-  std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, total;
+  std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, shift, total;
   std::size_t resampling_bytes;
   operator_shape operators;  // how A reaches the kernels
 };
 
-layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
-  const std::size_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;
-  const operator_shape sh = shape_of(pr, prior.dim());
+layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_options& o) {
+  const std::size_t B = pr.problems, N = o.particles, d = dim, dy = pr.d_y, K = o.steps;
+  const operator_shape sh = shape_of(pr, dim);
   const std::size_t a_count = sh.count * dy * (sh.mask ? 1 : d);
   layout l{};
   l.operators = sh;
@@ -258,17 +260,21 @@ layout make_layout(const gaussian_mixture& prior, const guided_problems& pr, con
   l.resampling = put(l.resampling_bytes);
   l.lz = put(moment ? B * N * sizeof(float) : 0);
   l.work = put(moment ? 2 * B * N * d * sizeof(float) : 0);
+  // DPS and Pi-GDM on the CPU executor run step by step (baseline_stage_functor): B N shifts.
+  const bool baseline = o.sampler == guided_sampler::dps || o.sampler == guided_sampler::pigdm;
+  l.shift = put(baseline ? B * N * sizeof(float) : 0);
   l.total = at;
   return l;
 }
 
 // The run's parameters over the tables of layout l copied into ws: mixture, steps, potentials, operators and y,
-// with B problems of `particles` particles each (the stream offsets of a shard are the caller's).
-kernels::guided_params bind_tables(const layout& l, unsigned char* ws, const gaussian_mixture& prior, executor where,
+// with B problems of `particles` particles each (the stream offsets of a shard are the caller's; mix is empty for
+// the ask/tell plan, whose prior is the caller's model).
+kernels::guided_params bind_tables(const layout& l, unsigned char* ws, const kernels::mixture_view<float>& mix,
                                    std::int64_t B, std::int64_t particles, std::int64_t d, std::int64_t dy,
                                    std::uint64_t seed, float initial_scale) {
   kernels::guided_params p{};
-  p.mix = prior.storage().view(where);
+  p.mix = mix;
   p.steps = reinterpret_cast<const guided_step*>(ws + l.steps);
   p.inv_var = reinterpret_cast<const float*>(ws + l.inv_var);
   p.noise_std = reinterpret_cast<const float*>(ws + l.noise_std);
@@ -287,8 +293,7 @@ kernels::guided_params bind_tables(const layout& l, unsigned char* ws, const gau
   return p;
 }
 
-void validate(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o) {
-  const std::int64_t d = prior.dim();
+void validate(std::int64_t d, const guided_problems& pr, const guided_options& o) {
   DIFFSAMPLE_EXPECTS(std::find(std::begin(known_guided_samplers), std::end(known_guided_samplers), o.sampler) !=
                          std::end(known_guided_samplers),
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
@@ -392,10 +397,11 @@ void validate(const gaussian_mixture& prior, const guided_problems& pr, const gu
 }
 
 // The host tables, laid out exactly as their device copy.
-std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const guided_problems& pr,
-                                        const guided_options& o, const layout& l, float* initial_scale,
-                                        const svd_reduction& reduced) {
-  const std::int64_t B = pr.problems, d = prior.dim(), dy = pr.d_y, K = o.steps;
+// prior_variances: the prior's variances (SKRock's step bound only; empty for the guided plans).
+std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double>& prior_variances,
+                                        const guided_problems& pr, const guided_options& o, const layout& l,
+                                        float* initial_scale, const svd_reduction& reduced) {
+  const std::int64_t B = pr.problems, dy = pr.d_y, K = o.steps;
   const std::vector<schedule_point> pts = o.schedule.points(K);
   *initial_scale = float(pts.front().s);
   std::vector<unsigned char> blob(l.table_end, 0);
@@ -443,7 +449,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
     // upper bound on the Hessian of -log p(x | y) (the mixture's Hessian is the responsibility-weighted precisions
     // minus a covariance, so at most the largest precision).
     double prior_curvature = 0;
-    for (double v : prior.variances()) prior_curvature = std::max(prior_curvature, 1.0 / v);
+    for (double v : prior_variances) prior_curvature = std::max(prior_curvature, 1.0 / v);
     std::vector<double> lambda(static_cast<std::size_t>(sh.count));
     for (std::int64_t c = 0; c < sh.count; ++c) lambda[c] = detail::largest_eigenvalue(gram.data() + c * dy * dy, dy);
     const int stages = int(o.skrock_stages);
@@ -568,7 +574,7 @@ std::vector<unsigned char> build_tables(const gaussian_mixture& prior, const gui
 
 std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                    const guided_options& options) {
-  validate(prior, problems, options);
+  validate(prior.dim(), problems, options);
   (void)options.schedule.points(options.steps);
   switch (options.sampler) {
     case guided_sampler::tmpd: return detail::tmpd_workspace_bytes(prior, problems, options);
@@ -577,12 +583,12 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
     default: break;
   }
   const svd_reduction reduced = reduce_svd(problems, prior.dim());
-  return make_layout(prior, reduced.active ? reduced.problems : problems, options).total;
+  return make_layout(prior.dim(), reduced.active ? reduced.problems : problems, options).total;
 }
 
 guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& given, const guided_options& o,
                             guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
-  validate(prior, given, o);
+  validate(prior.dim(), given, o);
   switch (o.sampler) {
     case guided_sampler::tmpd: return detail::tmpd_sample(prior, given, o, out, exec, workspace, workspace_bytes);
     case guided_sampler::ddrm: return detail::ddrm_sample(prior, given, o, out, exec, workspace, workspace_bytes);
@@ -609,9 +615,10 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     DIFFSAMPLE_EXPECTS(out.samples == nullptr || o.final_resample,
                        "outputs.samples: given but options.final_resample is false");
   }
-  const layout l = make_layout(prior, pr, o);
+  const layout l = make_layout(prior.dim(), pr, o);
   float initial_scale = 1.f;
-  const std::vector<unsigned char> blob = build_tables(prior, pr, o, l, &initial_scale, reduced);
+  const std::vector<unsigned char> blob =
+      build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
 
   std::unique_ptr<detail::scratch> owned;
   if (workspace == nullptr) detail::check_allocation("guided workspace", l.total, where);
@@ -622,7 +629,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     std::memcpy(ws, blob.data(), blob.size());
   }
 
-  kernels::guided_params p = bind_tables(l, ws, prior, where, B, N, d, dy, o.seed, initial_scale);
+  kernels::guided_params p = bind_tables(l, ws, prior.storage().view(where), B, N, d, dy, o.seed, initial_scale);
   p.stream_skip = detail::current_particle_streams().skip(N);  // 0 unless a shard of a larger run
   p.stream_first = detail::current_particle_streams().first;
 
@@ -659,12 +666,33 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
       const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
       detail::launch_skrock(where, BN, p, q, K, x, mu, r, stream);
     } else {
-      kernels::for_each_index<128>(where, BN,
-                                   kernels::guided_baseline_functor{p, K, float(o.guidance_scale), x, mu, r,
-                                                                    o.sampler == guided_sampler::dps &&
-                                                                        o.dps_step == dps_step_form::normalised,
-                                                                    extra},
-                                   stream);
+      const kernels::baseline_settings g{float(o.guidance_scale),
+                                         o.sampler == guided_sampler::dps && o.dps_step == dps_step_form::normalised,
+                                         extra};
+      if (where == executor::cuda) {
+        kernels::for_each_index<128>(where, BN, kernels::guided_baseline_functor{p, K, x, mu, r, g}, stream);
+      } else {
+        // Step by step with the mixture's denoiser and J^T v as a caller's model gives them to the ask/tell plan,
+        // through the same stage functors: the plan answered by the mixture reproduces this run bit for bit.
+        const auto* table = reinterpret_cast<const guided_step*>(blob.data() + l.steps);
+        float* shift = reinterpret_cast<float*>(ws + l.shift);
+        float *m = mu, *v = mu + BN * d, *jv = mu + 2 * BN * d;
+        kernels::baseline_stage_functor f{p, g, 0, 0, 0.f, 1.f, x, m, v, nullptr, shift, r, nullptr, nullptr, 0};
+        kernels::for_each_index(where, BN, f, stream);
+        for (std::int64_t k = 0; k < K; ++k) {
+          const channel ch{table[k].a, table[k].s};
+          prior.evaluate(quantity::denoiser, x, BN, ch, m, evaluate_options{mixture_path::direct}, exec);
+          f.k = k;
+          f.stage = 1;
+          f.answer = m;
+          kernels::for_each_index(where, BN, f, stream);
+          prior.denoiser_jvp(x, v, BN, ch, jv, exec);
+          f.stage = 2;
+          f.answer = jv;
+          kernels::for_each_index(where, BN, f, stream);
+        }
+        report.launches += 4 * K;
+      }
     }
     ++report.launches;
     for (float* dst : {out.particles, out.samples}) {
@@ -871,7 +899,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   std::unique_ptr<detail::scratch> owned;
   std::vector<std::int64_t> order;
   try {
-    validate(prior, given, o);
+    validate(prior.dim(), given, o);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
     DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear,
@@ -895,8 +923,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     const guided_problems& pr = reduced.active ? reduced.problems : given;
     guided_options lo = o;
     lo.particles = std::max<std::int64_t>(local, 1);  // the shard's buffers
-    l = make_layout(prior, pr, lo);
-    blob = build_tables(prior, pr, o, l, &initial_scale, reduced);
+    l = make_layout(prior.dim(), pr, lo);
+    blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
     detail::check_allocation("guided workspace", l.total, where);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
     if (out.samples != nullptr) {
@@ -920,8 +948,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   const std::int64_t B = pr.problems, d = prior.dim(), dy = pr.d_y, K = o.steps, BL = B * local;
   unsigned char* ws = static_cast<unsigned char*>(owned->data());
   std::memcpy(ws, blob.data(), blob.size());
-  kernels::guided_params p =
-      bind_tables(l, ws, prior, where, B, std::max<std::int64_t>(local, 1), d, dy, o.seed, initial_scale);
+  kernels::guided_params p = bind_tables(l, ws, prior.storage().view(where), B, std::max<std::int64_t>(local, 1), d,
+                                         dy, o.seed, initial_scale);
   p.stream_skip = N - p.particles;
   p.stream_first = first;
 
@@ -1008,6 +1036,139 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
       stream);
   ++report.launches;
   return report;
+}
+
+}  // namespace detail
+
+// --- ask/tell plan of DPS and Pi-GDM ------------------------------------------------------------------------------
+
+namespace detail {
+namespace {
+
+// Two asks per step k: 2k the model's output at the particles (turned into the denoiser), 2k + 1 J^T v there.
+// The tells are baseline_stage_functor's stages 1 and 2, as the CPU executor's fused run issues them.
+struct guided_plan_storage final : sampling_plan_storage {
+  std::vector<unsigned char> tables;  // host copy (the asks' channels)
+  std::vector<float> ux, um;          // per step: the answer r becomes the denoiser ux x + um r
+  model_output output = model_output::denoiser;
+  kernels::guided_params p{};
+  kernels::baseline_settings g{};
+  void* device = nullptr;
+  std::vector<unsigned char> host;
+  float *x = nullptr, *m = nullptr, *v = nullptr, *answer = nullptr, *shift = nullptr, *r = nullptr;
+  kernels::plan_state* state = nullptr;
+  ~guided_plan_storage() override {
+    if (device != nullptr) (void)cudaFree(device);
+  }
+  const guided_step& step(std::int64_t k) const {
+    return reinterpret_cast<const guided_step*>(tables.data())[k];
+  }
+  plan_request request(std::int64_t k) const override {
+    const guided_step& st = step(k / 2);
+    plan_request q;
+    q.index = k;
+    q.points = x;
+    q.rows = rows;
+    q.d = d;
+    q.at = channel{st.a, st.s};
+    q.output = k % 2 == 0 ? output : model_output::denoiser;
+    q.answer = answer;
+    q.vector = k % 2 == 0 ? nullptr : v;
+    return q;
+  }
+  kernels::baseline_stage_functor stage(int which, std::int64_t k, std::int64_t next) const {
+    return {p,      g,      k, which, which == 1 ? ux[k] : 0.f, which == 1 ? um[k] : 1.f, x, m, v, answer, shift, r,
+            &state->chain_base, &state->step, next};
+  }
+  void tell(std::int64_t k, cudaStream_t stream) override {
+    kernels::for_each_index(where, rows, stage(1 + int(k % 2), k / 2, k + 1), stream);
+  }
+  void reset(const float* initial, cudaStream_t stream) override {
+    kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
+    if (initial != nullptr) {
+      const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
+      if (where == executor::cuda)
+        DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(x, initial, bytes, cudaMemcpyDefault, stream));
+      else
+        std::memmove(x, initial, bytes);
+    } else {
+      kernels::for_each_index(where, rows, stage(0, 0, 0), stream);
+    }
+  }
+  float* samples() const override { return x; }
+  const std::int64_t* counter() const override { return &state->step; }
+};
+
+}  // namespace
+
+std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& given,
+                                                        const guided_options& o, model_output output,
+                                                        execution exec) {
+  DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::dps || o.sampler == guided_sampler::pigdm,
+                     "options.sampler: a guided plan runs dps or pigdm, got " << to_string(o.sampler));
+  DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "d: must be in [1, " << limits::max_dim << "], got " << d);
+  validate(d, given, o);
+  DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
+                     "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
+  const svd_reduction reduced = reduce_svd(given, d);
+  const guided_problems& pr = reduced.active ? reduced.problems : given;
+  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;
+  const layout l = make_layout(d, pr, o);
+  float initial_scale = 1.f;
+  auto st = std::make_unique<guided_plan_storage>();
+  st->tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
+  st->where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
+                                               : resolve_executor(exec.kind, nullptr);
+  st->rows = BN;
+  st->d = d;
+  st->asks = 2 * K;
+  st->output = output;
+  for (std::int64_t k = 0; k < K; ++k) {
+    const double a = st->step(k).a, s = st->step(k).s;
+    double ux = 0, um = 1;
+    if (output != model_output::denoiser) {
+      ux = 1 / a;
+      um = output == model_output::score ? s * s / a : -s / a;
+    }
+    st->ux.push_back(float(ux));
+    st->um.push_back(float(um));
+  }
+  // One allocation: the tables, x, m, v, the answer, the shifts, the residuals, the state.
+  const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
+  const std::size_t at_x = align_up(l.table_end), at_shift = at_x + 4 * rows_bytes;
+  const std::size_t at_r = at_shift + align_up(static_cast<std::size_t>(BN) * sizeof(float));
+  const std::size_t at_state = at_r + align_up(static_cast<std::size_t>(BN * dy) * sizeof(float));
+  const std::size_t total = at_state + sizeof(kernels::plan_state);
+  check_allocation("guided plan", total, st->where);
+  const kernels::plan_state initial{0, 0, 0};
+  unsigned char* base = nullptr;
+  if (st->where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, total));
+    base = static_cast<unsigned char*>(st->device);
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base, st->tables.data(), st->tables.size(), cudaMemcpyHostToDevice, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + at_x, 0, at_state - at_x, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(
+        cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
+  } else {
+    st->host.assign(total, 0);
+    base = st->host.data();
+    std::memcpy(base, st->tables.data(), st->tables.size());
+    std::memcpy(base + at_state, &initial, sizeof initial);
+  }
+  st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
+  st->g = kernels::baseline_settings{float(o.guidance_scale),
+                                     o.sampler == guided_sampler::dps && o.dps_step == dps_step_form::normalised,
+                                     reinterpret_cast<const float*>(base + l.extra)};
+  auto rows_at = [&](int i) { return reinterpret_cast<float*>(base + at_x + i * rows_bytes); };
+  st->x = rows_at(0);
+  st->m = rows_at(1);
+  st->v = rows_at(2);
+  st->answer = rows_at(3);
+  st->shift = reinterpret_cast<float*>(base + at_shift);
+  st->r = reinterpret_cast<float*>(base + at_r);
+  st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
+  return st;
 }
 
 }  // namespace detail

@@ -11,6 +11,7 @@
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/plan_program.hpp"
+#include "src/plan_storage.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/plan.hpp>
@@ -18,31 +19,36 @@
 namespace diffsample {
 namespace detail {
 
-struct sampling_plan_storage {
+// The chain samplers' plan: the ask sequence of src/plan_program.hpp over the buffers of kernels::plan_buffers.
+struct chain_plan_storage final : sampling_plan_storage {
   plan_program program;
-  executor where = executor::cpu;
-  std::int64_t n = 0, d = 0, position = 0;
   std::vector<float> host;  // CPU executor: the buffers
   void* device = nullptr;   // CUDA executor: the buffers, then the state
   kernels::plan_state host_state{};
   kernels::plan_state* state = nullptr;
   kernels::plan_buffers buffers{};
   float* answer = nullptr;
-  ~sampling_plan_storage() {
+  ~chain_plan_storage() override {
     if (device != nullptr) (void)cudaFree(device);
   }
+  plan_request request(std::int64_t k) const override;
+  void tell(std::int64_t k, cudaStream_t stream) override;
+  void reset(const float* initial, cudaStream_t stream) override;
+  float* samples() const override { return buffers.x; }
+  const std::int64_t* counter() const override { return &state->step; }
 };
 
 namespace {
 
 std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::int64_t n, std::int64_t d,
                                                     execution exec) {
-  auto st = std::make_unique<sampling_plan_storage>();
+  auto st = std::make_unique<chain_plan_storage>();
   st->where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
                                                : resolve_executor(exec.kind, nullptr);
-  st->n = n;
+  st->rows = n;
   st->d = d;
   st->program = std::move(program);
+  st->asks = static_cast<std::int64_t>(st->program.entries.size());
   const plan_program& pr = st->program;
   // Buffers of n d floats each, every one 256-byte aligned: x, answer, and P, M, S where the sampler uses them.
   const std::int64_t count = 2 + (pr.uses_point ? 1 : 0) + (pr.uses_m ? 1 : 0) + (pr.uses_sum ? 1 : 0);
@@ -103,31 +109,23 @@ sampling_plan sampling_plan::langevin(std::int64_t n, std::int64_t d, const lang
   return sampling_plan(detail::make_storage(detail::langevin_program(n, d, options, output), n, d, exec));
 }
 
-std::int64_t sampling_plan::rows() const noexcept { return storage_->n; }
+sampling_plan sampling_plan::guided(std::int64_t d, const guided_problems& problems, const guided_options& options,
+                                    model_output output, execution exec) {
+  return sampling_plan(detail::make_guided_plan(d, problems, options, output, exec));
+}
+
+std::int64_t sampling_plan::rows() const noexcept { return storage_->rows; }
 std::int64_t sampling_plan::dim() const noexcept { return storage_->d; }
 executor sampling_plan::where() const noexcept { return storage_->where; }
-std::int64_t sampling_plan::asks() const noexcept {
-  return static_cast<std::int64_t>(storage_->program.entries.size());
-}
+std::int64_t sampling_plan::asks() const noexcept { return storage_->asks; }
 std::int64_t sampling_plan::position() const noexcept { return storage_->position; }
 bool sampling_plan::done() const noexcept { return position() == asks(); }
-float* sampling_plan::samples() const noexcept { return storage_->buffers.x; }
-const std::int64_t* sampling_plan::position_counter() const noexcept { return &storage_->state->step; }
+float* sampling_plan::samples() const noexcept { return storage_->samples(); }
+const std::int64_t* sampling_plan::position_counter() const noexcept { return storage_->counter(); }
 
 plan_request sampling_plan::request(std::int64_t k) const {
-  const auto& st = *storage_;
   DIFFSAMPLE_EXPECTS(k >= 0 && k < asks(), "k: must be in [0, " << asks() << "), got " << k);
-  const kernels::plan_entry& e = st.program.entries[static_cast<std::size_t>(k)];
-  plan_request r;
-  r.index = k;
-  r.points = e.at_point ? st.buffers.point : st.buffers.x;
-  r.rows = st.n;
-  r.d = st.d;
-  r.at = st.program.channels[static_cast<std::size_t>(k)];
-  r.time = st.program.times[static_cast<std::size_t>(k)];
-  r.output = st.program.output;
-  r.answer = st.answer;
-  return r;
+  return storage_->request(k);
 }
 
 plan_request sampling_plan::ask() const {
@@ -136,52 +134,76 @@ plan_request sampling_plan::ask() const {
 }
 
 void sampling_plan::tell(cudaStream_t stream) {
-  auto& st = *storage_;
   DIFFSAMPLE_EXPECTS(!done(), "tell: the trajectory is done (" << asks() << " asks); call reset() to start another");
-  const kernels::plan_entry& e = st.program.entries[static_cast<std::size_t>(st.position)];
-  const kernels::plan_tell_functor f{e, st.buffers, st.state, st.program.seed, st.position + 1};
-  st.position += 1;
-  if (st.n == 0) return;
-  const cpu::simd_target target = st.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar) {
-    cpu::run_plan_tell(target, f, st.n);
-  } else {
-    const std::int64_t threads = e.op == kernels::plan_op_tamed ? st.n : st.n * st.buffers.blocks_per_row;
-    kernels::for_each_index(st.where, threads, f, stream);
-  }
+  const std::int64_t k = storage_->position;
+  storage_->position = k + 1;
+  storage_->tell(k, stream);
 }
 
 void sampling_plan::reset(const float* initial, cudaStream_t stream) {
-  auto& st = *storage_;
-  const detail::plan_program& pr = st.program;
-  DIFFSAMPLE_EXPECTS(initial != nullptr || pr.draw_initial || st.n == 0,
+  storage_->reset(initial, stream);
+  storage_->position = 0;
+}
+
+namespace detail {
+
+plan_request chain_plan_storage::request(std::int64_t k) const {
+  const kernels::plan_entry& e = program.entries[static_cast<std::size_t>(k)];
+  plan_request r;
+  r.index = k;
+  r.points = e.at_point ? buffers.point : buffers.x;
+  r.rows = rows;
+  r.d = d;
+  r.at = program.channels[static_cast<std::size_t>(k)];
+  r.time = program.times[static_cast<std::size_t>(k)];
+  r.output = program.output;
+  r.answer = answer;
+  return r;
+}
+
+void chain_plan_storage::tell(std::int64_t k, cudaStream_t stream) {
+  const kernels::plan_entry& e = program.entries[static_cast<std::size_t>(k)];
+  const kernels::plan_tell_functor f{e, buffers, state, program.seed, k + 1};
+  if (rows == 0) return;
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    cpu::run_plan_tell(target, f, rows);
+  } else {
+    const std::int64_t threads = e.op == kernels::plan_op_tamed ? rows : rows * buffers.blocks_per_row;
+    kernels::for_each_index(where, threads, f, stream);
+  }
+}
+
+void chain_plan_storage::reset(const float* initial, cudaStream_t stream) {
+  const plan_program& pr = program;
+  DIFFSAMPLE_EXPECTS(initial != nullptr || pr.draw_initial || rows == 0,
                      "initial: null pointer, and this plan has no initial draw of its own (a Langevin plan, or "
                      "options.draw_initial = false)");
-  st.position = 0;
-  kernels::for_each_index<32>(st.where, 1, kernels::plan_reset_functor{st.state, pr.first_chain, std::uint64_t(st.n)},
+  kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, pr.first_chain, std::uint64_t(rows)},
                               stream);
-  if (st.n == 0) return;
-  float* x = st.buffers.x;
-  const std::size_t bytes = static_cast<std::size_t>(st.n * st.d) * sizeof(float);
+  if (rows == 0) return;
+  float* x = buffers.x;
+  const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
   if (initial != nullptr) {
-    if (st.where == executor::cuda)
+    if (where == executor::cuda)
       DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(x, initial, bytes, cudaMemcpyDefault, stream));
     else
       std::memmove(x, initial, bytes);
   } else {
-    const std::int64_t blocks = st.buffers.blocks_per_row;
-    const kernels::plan_initial_functor draw{x, st.state, int(st.d), blocks, pr.initial_scale, pr.seed};
-    const cpu::simd_target target = st.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    const std::int64_t blocks = buffers.blocks_per_row;
+    const kernels::plan_initial_functor draw{x, state, int(d), blocks, pr.initial_scale, pr.seed};
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
     if (target != cpu::simd_target::scalar)
-      cpu::run_plan_initial(target, draw, st.n);  // as the fused samplers draw it on this target
+      cpu::run_plan_initial(target, draw, rows);  // as the fused samplers draw it on this target
     else
-      kernels::for_each_index(st.where, st.n * blocks, draw, stream);
+      kernels::for_each_index(where, rows * blocks, draw, stream);
   }
-  if (pr.uses_sum || (pr.uses_point && !pr.entries.empty() && pr.entries.front().at_point))
-    kernels::for_each_index(st.where, st.n * st.d,
-                            kernels::plan_start_functor{st.buffers, pr.first, pr.uses_sum,
-                                                        !pr.entries.empty() && pr.entries.front().at_point != 0},
-                            stream);
+  const bool first_point = !pr.entries.empty() && pr.entries.front().at_point != 0;
+  if (pr.uses_sum || first_point)
+    kernels::for_each_index(where, rows * d,
+                            kernels::plan_start_functor{buffers, pr.first, pr.uses_sum, first_point}, stream);
 }
+
+}  // namespace detail
 
 }  // namespace diffsample

@@ -249,6 +249,77 @@ TEST(SamplingPlan, LangevinDenoiserOutputMatchesTheScore) {
   EXPECT_LE(far, n / 100);
 }
 
+namespace {
+
+// B = 3 problems y_b = A_b x + sigma_y z of a d = 3 prior, d_y = 2, one operator per problem.
+guided_problems three_problems() {
+  guided_problems pr;
+  pr.problems = 3;
+  pr.d_y = 2;
+  for (int b = 0; b < 3; ++b) {
+    const std::vector<double> A = {1.0, 0.2 * b, -0.5, 0.3, 1.0 - 0.1 * b, 0.4};
+    pr.A.insert(pr.A.end(), A.begin(), A.end());
+    pr.y.push_back(2.0 - b);
+    pr.y.push_back(-1.0 + 0.7 * b);
+  }
+  pr.sigma_y = {0.3, 0.5, 0.2};
+  return pr;
+}
+
+// Runs a guided plan with the mixture as the model: the denoiser (direct path) and its J^T v (= J v, J symmetric).
+std::vector<float> run_guided_plan(sampling_plan& plan, const gaussian_mixture& mix) {
+  plan.reset();
+  while (!plan.done()) {
+    const plan_request r = plan.ask();
+    EXPECT_EQ(r.vector != nullptr, r.index % 2 == 1);
+    if (r.vector == nullptr)
+      mix.evaluate(quantity::denoiser, r.points, r.rows, r.at, r.answer, evaluate_options{mixture_path::direct}, cpu);
+    else
+      mix.denoiser_jvp(r.points, r.vector, r.rows, r.at, r.answer, cpu);
+    plan.tell();
+  }
+  return std::vector<float>(plan.samples(), plan.samples() + plan.rows() * plan.dim());
+}
+
+}  // namespace
+
+// Seen failing with the J^T v ask at the next step's channel, and with the tells applying the next step's
+// coefficients.
+TEST(SamplingPlan, GuidedPlansReproduceDpsAndPigdmExactly) {
+  // Three problems of 17 particles: the plan's rows are the B N particles, problem by problem. Fed the mixture's
+  // denoiser and J^T v, the plan gives guided_sample()'s particles bit for bit (the CPU executor runs DPS and
+  // Pi-GDM step by step through the same stage functors).
+  const std::int64_t d = 3;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
+  for (int c = 0; c < 3; ++c) {
+    guided_options o;
+    o.sampler = c == 2 ? guided_sampler::pigdm : guided_sampler::dps;
+    o.dps_step = c == 1 ? dps_step_form::normalised : dps_step_form::likelihood;
+    o.guidance_scale = c == 1 ? 0.5 : 1.0;
+    o.particles = 17;
+    o.steps = 12;
+    o.seed = 41;
+    std::vector<float> fused(pr.problems * o.particles * d);
+    guided_outputs out;
+    out.particles = fused.data();
+    guided_sample(mix, pr, o, out, cpu);
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    EXPECT_EQ(plan.rows(), pr.problems * o.particles);
+    EXPECT_EQ(plan.asks(), 2 * o.steps);
+    const auto got = run_guided_plan(plan, mix);
+    EXPECT_EQ(fused, got) << to_string(o.sampler) << " " << to_string(o.dps_step);
+    // A second trajectory keys its particles after the first's: fresh noise.
+    EXPECT_NE(run_guided_plan(plan, mix), got) << to_string(o.sampler);
+  }
+  guided_options o;
+  o.sampler = guided_sampler::smc;
+  EXPECT_THROW(sampling_plan::guided(d, pr, o, model_output::denoiser, cpu), invalid_argument);
+  o.sampler = guided_sampler::dps;
+  EXPECT_THROW(sampling_plan::guided(4, pr, o, model_output::denoiser, cpu), invalid_argument);  // A is 2 x 3
+  EXPECT_THROW(sampling_plan::guided(d, pr, o, model_output::velocity, cpu), invalid_argument);
+}
+
 TEST(SamplingPlan, RefusesMisuse) {
   diffusion_options o;
   o.steps = 2;

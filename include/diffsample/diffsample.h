@@ -696,6 +696,8 @@ typedef struct ds_plan_request {
   double time;            /**< the schedule's time of that channel (0 without a schedule) */
   ds_model_output output; /**< what to write into answer */
   float* answer;          /**< rows x dim: the caller writes the model's output here */
+  const float* vector;    /**< NULL, or rows x dim vectors v: then the caller writes J^T v of its denoiser at the
+                               points (a vector-Jacobian product) into answer instead (DPS and Pi-GDM plans) */
 } ds_plan_request;
 
 /**
@@ -716,6 +718,16 @@ DS_API ds_status ds_sampling_plan_create_diffusion(int64_t n, int64_t dim, const
 DS_API ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const ds_langevin_options* options,
                                                   ds_model_output output, ds_execution exec,
                                                   ds_sampling_plan** out);
+
+/**
+ * Creates a plan for the guided samplers DS_GUIDED_DPS and DS_GUIDED_PIGDM (diffsample::sampling_plan::guided):
+ * rows = problems x particles, two asks per step (the model's output, then J^T v with request.vector set).
+ * @param dim     dimension of the states
+ * @param output  DS_MODEL_DENOISER, DS_MODEL_SCORE or DS_MODEL_EPS
+ */
+DS_API ds_status ds_sampling_plan_create_guided(int64_t dim, const ds_guided_problems* problems,
+                                                const ds_guided_options* options, ds_model_output output,
+                                                ds_execution exec, ds_sampling_plan** out);
 
 /** Releases a plan and its buffers (synchronous on the CUDA executor). NULL is ignored. */
 DS_API void ds_sampling_plan_destroy(ds_sampling_plan* plan);

@@ -205,8 +205,10 @@ DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior,
 /// Runs a guided sampler on every problem. The tables are built on the host in FP64 (O(steps B d_y^3 +
 /// steps B d_y^2 d_x)) and copied once (cudaMemcpyAsync on exec.stream); then each SMC transition issues a fixed
 /// handful of launches (weighting, resample(), bookkeeping, mutation from the ancestors' means) with no allocation and
-/// no host synchronisation; dps, pigdm, diffpir and skrock run fused in one launch (skrock: no diffusion grid; its
-/// `steps` are iterations of s stages each, the schedule unused). Without a caller workspace one stream-ordered
+/// no host synchronisation; diffpir and skrock run fused in one launch (skrock: no diffusion grid; its `steps` are
+/// iterations of s stages each, the schedule unused), dps and pigdm too on the CUDA executor, while on the CPU
+/// executor they run step by step (the mixture's denoiser, the guidance, its J v, the update: the stages of the
+/// ask/tell plan, sampling_plan::guided). Without a caller workspace one stream-ordered
 /// allocation is made per call. Asynchronous on the CUDA executor.
 /// @throws invalid_argument for inconsistent sizes, non-finite values, non-positive sigma_y, an invalid schedule
 ///         or options, before anything is launched

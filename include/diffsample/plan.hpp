@@ -8,6 +8,7 @@
 #include <diffsample/diffusion.hpp>
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
+#include <diffsample/guided.hpp>
 #include <diffsample/langevin.hpp>
 #include <diffsample/mixture.hpp>
 
@@ -28,6 +29,9 @@ struct plan_request {
   double time = 0.0;              ///< the schedule's time of that channel (0 where the sampler has no schedule)
   model_output output = model_output::denoiser;  ///< what to write into answer (the plan's declared output)
   float* answer = nullptr;        ///< rows x d: the caller writes the model's output at the points here
+  /// Null, or rows x d vectors v: then the caller writes J(x)^T v into answer instead, J the Jacobian of its
+  /// denoiser at the points and channel (what autograd's vector-Jacobian product gives; DPS and Pi-GDM ask for it)
+  const float* vector = nullptr;
 };
 
 namespace detail {
@@ -51,9 +55,11 @@ struct sampling_plan_storage;
 /// noise per replay: the random key of a trajectory lives in device memory and reset() advances it there.
 ///
 /// Randomness: trajectory t (the one begun by the (t+1)-th reset(), t = 0, 1, ...) draws row i's noise from the
-/// Philox stream of chain first_chain + t rows() + i, as the fused sampler does for that chain. Exactness: answered
-/// with the mixture's own denoiser (diffusion samplers) or score (Langevin), a plan on the CPU executor gives the
-/// fused sampler's samples bit for bit (t trajectories equal one fused call over t rows() chains).
+/// Philox stream of chain first_chain + t rows() + i (guided plans: particle t rows() + i), as the fused sampler
+/// does for that chain. Exactness: answered with the mixture's own denoiser (diffusion samplers, with its J^T v for
+/// DPS and Pi-GDM) or score (Langevin) through gaussian_mixture::evaluate and denoiser_jvp on the direct path, a
+/// plan on the CPU executor gives the fused sampler's samples bit for bit (t trajectories of a chain sampler equal
+/// one fused call over t rows() chains).
 class DIFFSAMPLE_API sampling_plan {
  public:
   /// A plan for a reverse-diffusion sampler (every diffusion_sampler: ddpm, ddim, reverse_sde, ode_euler,
@@ -75,6 +81,16 @@ class DIFFSAMPLE_API sampling_plan {
   /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
   static sampling_plan langevin(std::int64_t n, std::int64_t d, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
+  /// A plan for the guided samplers dps and pigdm on B = problems.problems problems of options.particles particles
+  /// each (rows() = B N, particle j of problem b in row b N + j), for d-dimensional states. Two asks per step, both
+  /// at the particles and the step's channel: the model's output (converted to the denoiser m), then, with
+  /// plan_request::vector set to v = A^T P (y - A m) (DPS's normalised step: A^T (y - A m)), the denoiser's
+  /// J^T v. The prior is the caller's model: nothing of a mixture is used. Outputs of guided_sample() beyond the
+  /// particles (samples() here) do not apply.
+  /// @param output  denoiser, score or eps (converted to the denoiser at each step's channel)
+  /// @throws invalid_argument for another sampler, or as guided_sample() does for the problems and options
+  static sampling_plan guided(std::int64_t d, const guided_problems& problems, const guided_options& options,
+                              model_output output = model_output::denoiser, execution exec = {});
 
   ~sampling_plan();
   /// Moves the plan and its buffers; the moved-from plan may only be destroyed or assigned.

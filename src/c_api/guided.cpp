@@ -7,7 +7,7 @@
 
 using namespace diffsample::c_api;
 
-namespace {
+namespace diffsample::c_api {
 
 #define DS_GUIDED_FIELDS(X)                                                                                     \
   X(steps) X(eta) X(particles) X(potential_spread) X(guidance_scale) X(seed) X(diffpir_zeta) X(diffpir_lambda) \
@@ -96,6 +96,10 @@ ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x) {
   r.sigma_y = copy_array("problems.sigma_y", g.sigma_y, g.sigma_y_count);
   return r;
 }
+
+}  // namespace diffsample::c_api
+
+namespace {
 
 #define DS_GUIDED_OUTPUTS(X) X(particles) X(log_weights) X(samples) X(log_normaliser) X(ess_trace) X(resample_count)
 

@@ -36,6 +36,7 @@ void write_request(const ds::plan_request& r, ds_plan_request* out) {
   c.time = r.time;
   c.output = to_c_enum<ds_model_output>(r.output);
   c.answer = r.answer;
+  c.vector = r.vector;
   std::memcpy(static_cast<void*>(out), &c, struct_size);
 }
 
@@ -65,6 +66,17 @@ ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const ds_lang
   return create(out, [&] {
     const ds::langevin_options o = to_cpp(options);
     return ds::sampling_plan::langevin(n, dim, o, enum_to_cpp<ds::model_output>("output", output), to_cpp(exec));
+  });
+}
+
+ds_status ds_sampling_plan_create_guided(int64_t dim, const ds_guided_problems* problems,
+                                         const ds_guided_options* options, ds_model_output output, ds_execution exec,
+                                         ds_sampling_plan** out) {
+  return create(out, [&] {
+    if (dim < 1 || dim > ds::limits::max_dim) fail("dim: must be in [1, 2^24], got " + std::to_string(dim));
+    const ds::guided_problems pr = to_cpp(problems, dim);
+    const ds::guided_options o = to_cpp(options);
+    return ds::sampling_plan::guided(dim, pr, o, enum_to_cpp<ds::model_output>("output", output), to_cpp(exec));
   });
 }
 

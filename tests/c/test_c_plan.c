@@ -16,7 +16,7 @@ enum { n = 50, d = 3 };
 static const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
 
 /* Runs one trajectory of the plan with the mixture as the model; returns the number of asks answered. */
-static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* initial, float* out) {
+static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* initial, float* out, int64_t rows) {
   ds_plan_request r;
   int64_t asks = 0, position = -1, told = 0;
   const int64_t* counter = NULL;
@@ -30,9 +30,12 @@ static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* ini
     memset(&r, 0, sizeof r);
     r.struct_size = sizeof r;
     CHECK_OK(ds_sampling_plan_ask(plan, &r));
-    CHECK(r.index == told && r.rows == n && r.dim == d && counter != NULL && *counter == told);
-    CHECK_OK(ds_mixture_evaluate(m, r.output == DS_MODEL_DENOISER ? DS_DENOISER : DS_SCORE, r.points, r.rows, r.at,
-                                 r.answer, cpu, NULL));
+    CHECK(r.index == told && r.rows == rows && r.dim == d && counter != NULL && *counter == told);
+    if (r.vector != NULL)
+      CHECK_OK(ds_mixture_denoiser_jvp(m, r.points, r.vector, r.rows, r.at, r.answer, cpu, NULL));
+    else
+      CHECK_OK(ds_mixture_evaluate(m, r.output == DS_MODEL_DENOISER ? DS_DENOISER : DS_SCORE, r.points, r.rows, r.at,
+                                   r.answer, cpu, NULL));
     CHECK_OK(ds_sampling_plan_tell(plan, NULL));
   }
   CHECK_OK(ds_sampling_plan_get_info(plan, NULL, &position, NULL));
@@ -41,7 +44,7 @@ static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* ini
   EXPECT_ERROR(ds_sampling_plan_ask(plan, &r), DS_INVALID_ARGUMENT, "done");
   EXPECT_ERROR(ds_sampling_plan_tell(plan, NULL), DS_INVALID_ARGUMENT, "done");
   CHECK_OK(ds_sampling_plan_samples(plan, &samples));
-  if (samples != NULL) memcpy(out, samples, sizeof(float) * n * d);
+  if (samples != NULL) memcpy(out, samples, sizeof(float) * rows * d);
   return told;
 }
 
@@ -74,7 +77,7 @@ int main(void) {
     CHECK_OK(ds_diffusion(m, fused, n, &o, NULL, cpu, NULL, 0, NULL));
     CHECK_OK(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_DENOISER, cpu, &plan));
     if (plan == NULL) continue;
-    run(plan, m, NULL, stepped);
+    run(plan, m, NULL, stepped, n);
     if (memcmp(fused, stepped, sizeof fused) != 0) {
       fprintf(stderr, "diffusion plan %s: samples differ from the fused sampler's\n", ds_diffusion_sampler_name(o.sampler));
       ++failures;
@@ -95,7 +98,7 @@ int main(void) {
     CHECK_OK(ds_langevin(m, fused, n, &o, NULL, NULL, cpu, NULL, 0, NULL));
     CHECK_OK(ds_sampling_plan_create_langevin(n, d, &o, DS_MODEL_SCORE, cpu, &plan));
     if (plan != NULL) {
-      CHECK(run(plan, m, initial, stepped) == 12);
+      CHECK(run(plan, m, initial, stepped, n) == 12);
       if (memcmp(fused, stepped, sizeof fused) != 0) {
         fprintf(stderr, "tamed ULA plan: samples differ from the fused chain's\n");
         ++failures;
@@ -105,6 +108,45 @@ int main(void) {
     }
     o.method = DS_MALA;
     EXPECT_ERROR(ds_sampling_plan_create_langevin(n, d, &o, DS_MODEL_SCORE, cpu, &plan), DS_INVALID_ARGUMENT, "mala");
+  }
+
+  /* Pi-GDM on B = 2 problems of 25 particles (rows = 50): asks alternate between the denoiser and J^T v. */
+  {
+    const double A[2 * 2 * 3] = {1.0, 0.0, -0.5, 0.3, 1.0, 0.4, 0.8, 0.2, 0.0, -0.3, 0.9, 0.5};
+    const double y[2 * 2] = {1.5, -0.5, 0.2, 1.1};
+    const double sigma_y[2] = {0.3, 0.5};
+    ds_guided_problems pr;
+    ds_guided_options o;
+    ds_guided_outputs outputs;
+    ds_sampling_plan* plan = NULL;
+    CHECK_OK(ds_guided_problems_init(&pr, sizeof pr));
+    CHECK_OK(ds_guided_options_init(&o, sizeof o));
+    CHECK_OK(ds_guided_outputs_init(&outputs, sizeof outputs));
+    pr.problems = 2;
+    pr.d_y = 2;
+    pr.A = A;
+    pr.A_count = 12;
+    pr.y = y;
+    pr.sigma_y = sigma_y;
+    pr.sigma_y_count = 2;
+    o.sampler = DS_GUIDED_PIGDM;
+    o.particles = 25;
+    o.steps = 10;
+    o.seed = 5;
+    outputs.particles = fused;
+    CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+    if (plan != NULL) {
+      CHECK(run(plan, m, NULL, stepped, 50) == 20);
+      if (memcmp(fused, stepped, sizeof fused) != 0) {
+        fprintf(stderr, "pigdm plan: particles differ from the fused sampler's\n");
+        ++failures;
+      }
+      ds_sampling_plan_destroy(plan);
+    }
+    o.sampler = DS_GUIDED_SMC;
+    EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
+                 "sampler");
   }
 
   /* Versioned request, bad arguments, null handles. */
