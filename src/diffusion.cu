@@ -472,7 +472,7 @@ namespace detail {
 
 plan_program diffusion_program(std::int64_t n, std::int64_t d, const diffusion_options& o, model_output output) {
   check_count("n", n, d);
-  DIFFSAMPLE_EXPECTS(d >= 1 && d <= (1 << 24), "d: must be in [1, 2^24], got " << d);
+  DIFFSAMPLE_EXPECTS(d >= 1 && d <= (1 << 24), "dim: must be in [1, 2^24], got " << d);
   validate_options(o);
   DIFFSAMPLE_EXPECTS(o.record_every == 0, "options.record_every: a plan records nothing (read samples() between "
                                           "asks), got " << o.record_every);

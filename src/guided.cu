@@ -1069,7 +1069,7 @@ struct guided_plan_storage final : sampling_plan_storage {
     q.index = k;
     q.points = x;
     q.rows = rows;
-    q.d = d;
+    q.dim = d;
     q.at = channel{st.a, st.s};
     q.output = k % 2 == 0 ? output : model_output::denoiser;
     q.answer = answer;
@@ -1106,7 +1106,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                                                         execution exec) {
   DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::dps || o.sampler == guided_sampler::pigdm,
                      "options.sampler: a guided plan runs dps or pigdm, got " << to_string(o.sampler));
-  DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "d: must be in [1, " << limits::max_dim << "], got " << d);
+  DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "dim: must be in [1, " << limits::max_dim << "], got " << d);
   validate(d, given, o);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));

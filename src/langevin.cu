@@ -120,7 +120,7 @@ namespace detail {
 
 plan_program langevin_program(std::int64_t n, std::int64_t d, const langevin_options& o, model_output output) {
   check_count("n", n, d);
-  DIFFSAMPLE_EXPECTS(d >= 1 && d <= (1 << 24), "d: must be in [1, 2^24], got " << d);
+  DIFFSAMPLE_EXPECTS(d >= 1 && d <= (1 << 24), "dim: must be in [1, 2^24], got " << d);
   validate_options(o);
   DIFFSAMPLE_EXPECTS(o.method != langevin_method::mala, "options.method: mala needs the log-density beside the "
                                                         "score and runs only fused (langevin())");

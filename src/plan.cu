@@ -99,19 +99,19 @@ sampling_plan::~sampling_plan() = default;
 sampling_plan::sampling_plan(sampling_plan&&) noexcept = default;
 sampling_plan& sampling_plan::operator=(sampling_plan&&) noexcept = default;
 
-sampling_plan sampling_plan::diffusion(std::int64_t n, std::int64_t d, const diffusion_options& options,
+sampling_plan sampling_plan::diffusion(std::int64_t n, std::int64_t dim, const diffusion_options& options,
                                        model_output output, execution exec) {
-  return sampling_plan(detail::make_storage(detail::diffusion_program(n, d, options, output), n, d, exec));
+  return sampling_plan(detail::make_storage(detail::diffusion_program(n, dim, options, output), n, dim, exec));
 }
 
-sampling_plan sampling_plan::langevin(std::int64_t n, std::int64_t d, const langevin_options& options,
+sampling_plan sampling_plan::langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                       model_output output, execution exec) {
-  return sampling_plan(detail::make_storage(detail::langevin_program(n, d, options, output), n, d, exec));
+  return sampling_plan(detail::make_storage(detail::langevin_program(n, dim, options, output), n, dim, exec));
 }
 
-sampling_plan sampling_plan::guided(std::int64_t d, const guided_problems& problems, const guided_options& options,
+sampling_plan sampling_plan::guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,
                                     model_output output, execution exec) {
-  return sampling_plan(detail::make_guided_plan(d, problems, options, output, exec));
+  return sampling_plan(detail::make_guided_plan(dim, problems, options, output, exec));
 }
 
 std::int64_t sampling_plan::rows() const noexcept { return storage_->rows; }
@@ -133,15 +133,25 @@ plan_request sampling_plan::ask() const {
   return request(position());
 }
 
-void sampling_plan::tell(cudaStream_t stream) {
+namespace {
+// The stream of a plan call, after checking that it asks for the plan's executor (automatic means the plan's).
+cudaStream_t stream_of(executor where, execution exec) {
+  DIFFSAMPLE_EXPECTS(exec.kind == executor::automatic || exec.kind == where,
+                     "exec: the plan runs on " << to_string(where) << ", got " << to_string(exec.kind));
+  return exec.stream;
+}
+}  // namespace
+
+void sampling_plan::tell(execution exec) {
   DIFFSAMPLE_EXPECTS(!done(), "tell: the trajectory is done (" << asks() << " asks); call reset() to start another");
+  const cudaStream_t stream = stream_of(storage_->where, exec);
   const std::int64_t k = storage_->position;
   storage_->position = k + 1;
   storage_->tell(k, stream);
 }
 
-void sampling_plan::reset(const float* initial, cudaStream_t stream) {
-  storage_->reset(initial, stream);
+void sampling_plan::reset(const float* initial, execution exec) {
+  storage_->reset(initial, stream_of(storage_->where, exec));
   storage_->position = 0;
 }
 
@@ -153,7 +163,7 @@ plan_request chain_plan_storage::request(std::int64_t k) const {
   r.index = k;
   r.points = e.at_point ? buffers.point : buffers.x;
   r.rows = rows;
-  r.d = d;
+  r.dim = d;
   r.at = program.channels[static_cast<std::size_t>(k)];
   r.time = program.times[static_cast<std::size_t>(k)];
   r.output = program.output;

@@ -39,7 +39,7 @@ std::vector<float> run_plan(sampling_plan& plan, const gaussian_mixture& mix, in
       const plan_request r = plan.ask();
       EXPECT_EQ(*plan.position_counter(), r.index);
       EXPECT_EQ(r.rows, n);
-      EXPECT_EQ(r.d, d);
+      EXPECT_EQ(r.dim, d);
       mix.evaluate(quantity_of(r.output), r.points, r.rows, r.at, r.answer, cpu);
       plan.tell();
     }
@@ -353,6 +353,7 @@ TEST(SamplingPlan, RefusesMisuse) {
   EXPECT_THROW(plan.ask(), invalid_argument);
   EXPECT_THROW(plan.tell(), invalid_argument);
   EXPECT_THROW(plan.request(2), invalid_argument);
+  EXPECT_THROW(plan.reset(nullptr, {executor::cuda, nullptr}), invalid_argument);  // not the plan's executor
   plan.reset();
   EXPECT_EQ(plan.position(), 0);
   EXPECT_FALSE(plan.done());
@@ -419,11 +420,11 @@ TEST(SamplingPlan, CapturedTrajectoryDrawsFreshNoiseOnEveryReplay) {
   sampling_plan direct = sampling_plan::diffusion(n, d, o, model_output::denoiser, gpu);
   sampling_plan captured = sampling_plan::diffusion(n, d, o, model_output::denoiser, gpu);
   auto trajectory = [&](sampling_plan& plan) {
-    plan.reset(nullptr, stream);
+    plan.reset(nullptr, on_stream);
     while (!plan.done()) {
       const plan_request r = plan.ask();
       mix.evaluate(quantity::denoiser, r.points, r.rows, r.at, r.answer, on_stream);
-      plan.tell(stream);
+      plan.tell(on_stream);
     }
   };
   const int replays = 3;

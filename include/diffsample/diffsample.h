@@ -751,17 +751,18 @@ DS_API ds_status ds_sampling_plan_ask(const ds_sampling_plan* plan, ds_plan_requ
 DS_API ds_status ds_sampling_plan_request(const ds_sampling_plan* plan, int64_t k, ds_plan_request* request);
 
 /**
- * Applies the answer written into the current ask's buffer and advances to the next ask. Asynchronous on
- * @p stream; no allocation, no synchronisation (capturable). DS_INVALID_ARGUMENT when the trajectory is done.
+ * Applies the answer written into the current ask's buffer and advances to the next ask, on exec.stream
+ * (exec.kind: DS_EXECUTOR_AUTOMATIC or the plan's executor). Asynchronous on the CUDA executor; no allocation, no
+ * synchronisation (capturable). DS_INVALID_ARGUMENT when the trajectory is done.
  */
-DS_API ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, struct CUstream_st* stream);
+DS_API ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, ds_execution exec);
 
 /**
  * Starts the next trajectory (position 0, the next trajectory's random key advanced on the device). The initial
  * state is @p initial (rows x dim on the plan's executor) when not NULL, else drawn as the fused sampler draws it
- * (diffusion plans with draw_initial). Asynchronous on @p stream; capturable.
+ * (diffusion plans with draw_initial), on exec.stream. Asynchronous on the CUDA executor; capturable.
  */
-DS_API ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, struct CUstream_st* stream);
+DS_API ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, ds_execution exec);
 
 /** The plan's state, rows x dim (plan memory on its executor): the samples once the trajectory is done. */
 DS_API ds_status ds_sampling_plan_samples(const ds_sampling_plan* plan, float** samples);

@@ -22,14 +22,14 @@ namespace diffsample {
 /// the same for a given position in every trajectory, so a captured graph may bake it in.
 struct plan_request {
   std::int64_t index = 0;         ///< position of this ask in the trajectory, 0 .. asks() - 1
-  const float* points = nullptr;  ///< rows x d points (row-major) at which the model is evaluated
+  const float* points = nullptr;  ///< rows x dim points (row-major) at which the model is evaluated
   std::int64_t rows = 0;          ///< number of points
-  std::int64_t d = 0;             ///< dimension of a point
+  std::int64_t dim = 0;           ///< dimension of a point
   channel at{};                   ///< the channel (a, s) of the evaluation: x_t = a x0 + s z
   double time = 0.0;              ///< the schedule's time of that channel (0 where the sampler has no schedule)
   model_output output = model_output::denoiser;  ///< what to write into answer (the plan's declared output)
-  float* answer = nullptr;        ///< rows x d: the caller writes the model's output at the points here
-  /// Null, or rows x d vectors v: then the caller writes J(x)^T v into answer instead, J the Jacobian of its
+  float* answer = nullptr;        ///< rows x dim: the caller writes the model's output at the points here
+  /// Null, or rows x dim vectors v: then the caller writes J(x)^T v into answer instead, J the Jacobian of its
   /// denoiser at the points and channel (what autograd's vector-Jacobian product gives; DPS and Pi-GDM ask for it)
   const float* vector = nullptr;
 };
@@ -40,13 +40,13 @@ struct sampling_plan_storage;
 
 /// A sampler driven step by step by a caller's model. Use:
 ///
-///     plan.reset(nullptr, stream);
+///     plan.reset(nullptr, exec);
 ///     while (!plan.done()) {
 ///       const plan_request r = plan.ask();
-///       my_model(r.points, r.rows, r.at, r.answer, stream);  // writes r.output at r.points
-///       plan.tell(stream);
+///       my_model(r.points, r.rows, r.at, r.answer, exec.stream);  // writes r.output at r.points
+///       plan.tell(exec);
 ///     }
-///     // plan.samples(): rows() x d() results
+///     // plan.samples(): rows() x dim() results
 ///
 /// The plan owns its state (samples()), the points it asks about and the answer buffer; all are allocated once by
 /// the constructor. ask() is host-only and cheap; tell() issues one launch (on the CUDA executor) or one pass of the
@@ -68,28 +68,28 @@ class DIFFSAMPLE_API sampling_plan {
   /// sampler or options.final_denoise has one. SMS asks at the measurements' average (S + y) / m, Heun's second ask
   /// at the predictor: the points of an ask need not be the state.
   /// Allocates and copies once (cudaMalloc, then cudaStreamSynchronize(exec.stream) on the CUDA executor).
-  /// @param n, d    rows and dimension of the state
+  /// @param n, dim  rows and dimension of the state
   /// @param output  what the caller's model returns: denoiser, score, eps or velocity (velocity only for samplers
   ///                with a schedule); converted to the denoiser per ask
   /// @param exec    executor::cuda or executor::cpu (automatic: CUDA when a GPU is present)
   /// @throws invalid_argument for bad sizes, options, schedules or an output that does not determine the denoiser
-  static sampling_plan diffusion(std::int64_t n, std::int64_t d, const diffusion_options& options,
+  static sampling_plan diffusion(std::int64_t n, std::int64_t dim, const diffusion_options& options,
                                  model_output output = model_output::denoiser, execution exec = {});
   /// A plan for a Langevin chain (langevin_method::ula or tamed_ula) targeting p_t at options.target, one ask per
   /// step at the state (options.record_every = 0). The initial state is the caller's: pass it to reset().
   /// @param output  score, denoiser or eps (denoiser and eps need options.target.s > 0), converted to the score
   /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
-  static sampling_plan langevin(std::int64_t n, std::int64_t d, const langevin_options& options,
+  static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
   /// A plan for the guided samplers dps and pigdm on B = problems.problems problems of options.particles particles
-  /// each (rows() = B N, particle j of problem b in row b N + j), for d-dimensional states. Two asks per step, both
+  /// each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional states. Two asks per step, both
   /// at the particles and the step's channel: the model's output (converted to the denoiser m), then, with
   /// plan_request::vector set to v = A^T P (y - A m) (DPS's normalised step: A^T (y - A m)), the denoiser's
   /// J^T v. The prior is the caller's model: nothing of a mixture is used. Outputs of guided_sample() beyond the
   /// particles (samples() here) do not apply.
   /// @param output  denoiser, score or eps (converted to the denoiser at each step's channel)
   /// @throws invalid_argument for another sampler, or as guided_sample() does for the problems and options
-  static sampling_plan guided(std::int64_t d, const guided_problems& problems, const guided_options& options,
+  static sampling_plan guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,
                               model_output output = model_output::denoiser, execution exec = {});
 
   ~sampling_plan();
@@ -101,7 +101,7 @@ class DIFFSAMPLE_API sampling_plan {
   sampling_plan& operator=(const sampling_plan&) = delete;
 
   std::int64_t rows() const noexcept;      ///< rows of the state (chains)
-  std::int64_t dim() const noexcept;       ///< dimension d of a row
+  std::int64_t dim() const noexcept;       ///< dimension of a row
   executor where() const noexcept;         ///< executor the plan runs on
   std::int64_t asks() const noexcept;      ///< asks of one trajectory
   std::int64_t position() const noexcept;  ///< asks told in the current trajectory (host-side count)
@@ -113,17 +113,19 @@ class DIFFSAMPLE_API sampling_plan {
   /// The ask at position @p k of every trajectory (for setting up a captured loop).
   /// @throws invalid_argument unless 0 <= k < asks()
   plan_request request(std::int64_t k) const;
-  /// Applies the answer written into ask().answer and advances to the next ask. Asynchronous on the CUDA
-  /// executor; no allocation, no synchronisation, no validation (capturable).
-  /// @throws invalid_argument when the trajectory is done (checked on the host)
-  void tell(cudaStream_t stream = nullptr);
+  /// Applies the answer written into ask().answer and advances to the next ask, on exec.stream. Asynchronous on the
+  /// CUDA executor; no allocation, no synchronisation, no validation on the device (capturable).
+  /// @throws invalid_argument when the trajectory is done or exec.kind is neither automatic nor where() (checked on
+  ///         the host)
+  void tell(execution exec = {});
   /// Starts the next trajectory: position 0 and, on the device, the random key of the next trajectory's chains.
-  /// The initial state is @p initial (rows() x d on the plan's executor, copied with cudaMemcpyAsync) when given,
-  /// otherwise drawn as the fused sampler draws it (diffusion plans with options.draw_initial). Asynchronous;
-  /// capturable.
-  /// @throws invalid_argument when @p initial is null and the plan has no draw of its own
-  void reset(const float* initial = nullptr, cudaStream_t stream = nullptr);
-  /// The state, rows() x d (plan memory on its executor): the samples once done(). Writable between asks.
+  /// The initial state is @p initial (rows() x dim() on the plan's executor, copied with cudaMemcpyAsync) when
+  /// given, otherwise drawn as the fused sampler draws it (diffusion plans with options.draw_initial), on
+  /// exec.stream. Asynchronous on the CUDA executor; capturable.
+  /// @throws invalid_argument when @p initial is null and the plan has no draw of its own, or exec.kind is neither
+  ///         automatic nor where()
+  void reset(const float* initial = nullptr, execution exec = {});
+  /// The state, rows() x dim() (plan memory on its executor): the samples once done(). Writable between asks.
   float* samples() const noexcept;
   /// Device (on the CPU executor, host) pointer to position() as the device sees it, advanced by tell() on the
   /// device: for models captured in a graph that need the step index.

@@ -649,8 +649,8 @@ NB_MODULE(_core, m) {
             d["s"] = r.at.s;
             d["time"] = r.time;
             d["output"] = r.output;
-            d["points"] = plan_view(self, r.points, r.rows, r.d, pl.where(), false);
-            d["answer"] = plan_view(self, r.answer, r.rows, r.d, pl.where(), true);
+            d["points"] = plan_view(self, r.points, r.rows, r.dim, pl.where(), false);
+            d["answer"] = plan_view(self, r.answer, r.rows, r.dim, pl.where(), true);
             return d;
           },
           "k"_a = -1,
@@ -660,7 +660,7 @@ NB_MODULE(_core, m) {
           "tell",
           [](ds::sampling_plan& pl, std::uintptr_t stream) {
             nb::gil_scoped_release release;
-            pl.tell(reinterpret_cast<cudaStream_t>(stream));
+            pl.tell(ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
           "stream"_a = 0, "Applies the answer written into the current ask's buffer and advances.")
       .def(
@@ -672,7 +672,7 @@ NB_MODULE(_core, m) {
               ip = checked<float>(*initial, "initial", {pl.rows(), pl.dim()}, p);
               if (p.where != pl.where()) raise_invalid("initial: on the wrong device for this plan");
             }
-            pl.reset(ip, reinterpret_cast<cudaStream_t>(stream));
+            pl.reset(ip, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
           "initial"_a = nb::none(), "stream"_a = 0,
           "Starts the next trajectory from initial (rows, d) (copied) or the plan's own draw.")

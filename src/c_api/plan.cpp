@@ -31,7 +31,7 @@ void write_request(const ds::plan_request& r, ds_plan_request* out) {
   c.index = r.index;
   c.points = r.points;
   c.rows = r.rows;
-  c.dim = r.d;
+  c.dim = r.dim;
   c.at = ds_channel{r.at.a, r.at.s};
   c.time = r.time;
   c.output = to_c_enum<ds_model_output>(r.output);
@@ -108,12 +108,12 @@ ds_status ds_sampling_plan_request(const ds_sampling_plan* plan, int64_t k, ds_p
   });
 }
 
-ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, struct CUstream_st* stream) {
-  return guard([&] { get(plan, "plan").plan.tell(stream); });
+ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, ds_execution exec) {
+  return guard([&] { get(plan, "plan").plan.tell(to_cpp(exec)); });
 }
 
-ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, struct CUstream_st* stream) {
-  return guard([&] { get(plan, "plan").plan.reset(initial, stream); });
+ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, ds_execution exec) {
+  return guard([&] { get(plan, "plan").plan.reset(initial, to_cpp(exec)); });
 }
 
 ds_status ds_sampling_plan_samples(const ds_sampling_plan* plan, float** samples) {

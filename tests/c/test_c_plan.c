@@ -25,7 +25,7 @@ static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* ini
   CHECK_OK(ds_sampling_plan_get_info(plan, &asks, NULL, &where));
   CHECK(where == DS_EXECUTOR_CPU);
   CHECK_OK(ds_sampling_plan_position_counter(plan, &counter));
-  CHECK_OK(ds_sampling_plan_reset(plan, initial, NULL));
+  CHECK_OK(ds_sampling_plan_reset(plan, initial, cpu));
   for (told = 0; told < asks; ++told) {
     memset(&r, 0, sizeof r);
     r.struct_size = sizeof r;
@@ -36,13 +36,13 @@ static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* ini
     else
       CHECK_OK(ds_mixture_evaluate(m, r.output == DS_MODEL_DENOISER ? DS_DENOISER : DS_SCORE, r.points, r.rows, r.at,
                                    r.answer, cpu, NULL));
-    CHECK_OK(ds_sampling_plan_tell(plan, NULL));
+    CHECK_OK(ds_sampling_plan_tell(plan, cpu));
   }
   CHECK_OK(ds_sampling_plan_get_info(plan, NULL, &position, NULL));
   CHECK(position == asks);
   r.struct_size = sizeof r;
   EXPECT_ERROR(ds_sampling_plan_ask(plan, &r), DS_INVALID_ARGUMENT, "done");
-  EXPECT_ERROR(ds_sampling_plan_tell(plan, NULL), DS_INVALID_ARGUMENT, "done");
+  EXPECT_ERROR(ds_sampling_plan_tell(plan, cpu), DS_INVALID_ARGUMENT, "done");
   CHECK_OK(ds_sampling_plan_samples(plan, &samples));
   if (samples != NULL) memcpy(out, samples, sizeof(float) * rows * d);
   return told;
@@ -103,7 +103,7 @@ int main(void) {
         fprintf(stderr, "tamed ULA plan: samples differ from the fused chain's\n");
         ++failures;
       }
-      EXPECT_ERROR(ds_sampling_plan_reset(plan, NULL, NULL), DS_INVALID_ARGUMENT, "initial");
+      EXPECT_ERROR(ds_sampling_plan_reset(plan, NULL, cpu), DS_INVALID_ARGUMENT, "initial");
       ds_sampling_plan_destroy(plan);
     }
     o.method = DS_MALA;
@@ -165,6 +165,10 @@ int main(void) {
     CHECK(r.index == 3 && r.output == DS_MODEL_EPS && r.answer != NULL && r.at.s > 0);
     EXPECT_ERROR(ds_sampling_plan_request(plan, 4, &r), DS_INVALID_ARGUMENT, "k");
     EXPECT_ERROR(ds_sampling_plan_ask(plan, NULL), DS_INVALID_ARGUMENT, "request");
+    {
+      const ds_execution gpu = {DS_EXECUTOR_CUDA, NULL};
+      EXPECT_ERROR(ds_sampling_plan_reset(plan, NULL, gpu), DS_INVALID_ARGUMENT, "exec");
+    }
     EXPECT_ERROR(ds_sampling_plan_samples(plan, NULL), DS_INVALID_ARGUMENT, "samples");
     ds_sampling_plan_destroy(plan);
     plan = NULL;
@@ -176,7 +180,7 @@ int main(void) {
                  "output");
     EXPECT_ERROR(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_DENOISER, cpu, NULL), DS_INVALID_ARGUMENT, "out");
     CHECK(plan == NULL);
-    EXPECT_ERROR(ds_sampling_plan_tell(NULL, NULL), DS_INVALID_ARGUMENT, "plan");
+    EXPECT_ERROR(ds_sampling_plan_tell(NULL, cpu), DS_INVALID_ARGUMENT, "plan");
     ds_sampling_plan_destroy(NULL);
   }
   ds_mixture_destroy(m);
