@@ -902,9 +902,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     validate(prior.dim(), given, o);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
-    DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear,
-                       "options.potentials: a distributed run supports linear potentials only, got "
-                           << to_string(o.potentials));
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const executor where = detail::resolve_executor(exec.kind, nullptr);
@@ -976,15 +973,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
 
   kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
   kernels::for_each_index(where, BL, kernels::guided_init_functor{p, x, lw, r}, stream);
-  ro.step = 0;
-  shard.resample(lw, B, ro, reports, x, row, mu2);
-  std::swap(x, mu2);
-  kernels::for_each_index(where, B,
-                          kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
-                                                              K + 1, 0, log_n},
-                          stream);
-  kernels::for_each_index(where, BL, kernels::guided_reset_weights_functor{reports, lw, p.particles}, stream);
-  report.launches += 5;
   // On a SIMD target the weighting and the mutation run on packs of particles as in guided_sample(), whose lanes
   // draw the particles' own streams: the shards' particles stay those of one process bit for bit.
   const cpu::simd_target target = BL > 0 ? cpu::chain_target() : cpu::simd_target::scalar;
@@ -994,23 +982,20 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
     channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
   }
-  for (std::int64_t k = 0; k < K; ++k) {
-    const kernels::guided_weight_functor weight{p, k, x, mu, lw, r};
-    if (target != cpu::simd_target::scalar) {
-      cpu::guided_pass pass;
-      pass.weight = &weight;
-      pass.weight_channel = fill_step_channel(channels, p.steps[k]);
-      cpu::run_guided_pass(target, pass);
-    } else {
-      kernels::for_each_index(where, BL, weight, stream);
-    }
-    ro.step = static_cast<std::uint64_t>(k + 1);
-    shard.resample(lw, B, ro, reports, mu, row, mu2);
+  // Resampling at column c of the ESS trace with the particles' rows following their ancestors, as guided_sample()'s
+  // resample_step.
+  auto resample_step = [&](std::int64_t column) {
+    ro.step = static_cast<std::uint64_t>(column);
+    shard.resample(lw, B, ro, reports, x, row, mu2);
+    std::swap(x, mu2);
     kernels::for_each_index(where, B,
                             kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
-                                                                K + 1, k + 1, log_n},
+                                                                K + 1, column, log_n},
                             stream);
-    const kernels::guided_mutate_functor mutate{p, k, mu2, ancestors, reports, lw, x, r};
+    kernels::for_each_index(where, BL, kernels::guided_reset_weights_functor{reports, lw, p.particles}, stream);
+    report.launches += 3;
+  };
+  const auto mutate_pass = [&](const kernels::guided_mutate_functor& mutate) {
     if (target != cpu::simd_target::scalar) {
       cpu::guided_pass pass;
       pass.mutate = &mutate;
@@ -1018,7 +1003,64 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     } else {
       kernels::for_each_index(where, BL, mutate, stream);
     }
-    report.launches += 4;
+  };
+  if (o.potentials == guided_potentials::moment) {
+    // guided_sample()'s moment loop: weight by g_k, resample, mutate from the ancestors' means, add the ancestors'
+    // pending log Z_k - log g_k. The exchanged row carries both: the ancestor's mean (d floats) and its lz.
+    float* lz = reinterpret_cast<float*>(ws + l.lz);
+    float* work = reinterpret_cast<float*>(ws + l.work);
+    const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
+    const std::size_t wide = row + sizeof(float);
+    std::vector<float> packed(static_cast<std::size_t>(BL) * (d + 1)), moved(packed.size()),
+        moved_lz(static_cast<std::size_t>(BL));
+    for (std::int64_t k = 0; k < K; ++k) {
+      const kernels::guided_moment_functor weigh{p, k, sigma2, x, mu, lw, lz, work, r};
+      if (target != cpu::simd_target::scalar) {
+        cpu::run_guided_moment(target, weigh, fill_step_channel(channels, p.steps[k]));
+      } else {
+        kernels::for_each_index<128>(where, BL, weigh, stream);
+      }
+      for (std::int64_t s = 0; s < BL; ++s) {
+        std::memcpy(packed.data() + s * (d + 1), mu + s * d, row);
+        packed[static_cast<std::size_t>(s * (d + 1) + d)] = lz[s];
+      }
+      ro.step = static_cast<std::uint64_t>(k);
+      shard.resample(lw, B, ro, reports, packed.data(), wide, moved.data());
+      for (std::int64_t s = 0; s < BL; ++s) {
+        std::memcpy(mu2 + s * d, moved.data() + s * (d + 1), row);
+        moved_lz[static_cast<std::size_t>(s)] = moved[static_cast<std::size_t>(s * (d + 1) + d)];
+      }
+      kernels::for_each_index(where, B,
+                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                  K + 1, k, log_n},
+                              stream);
+      mutate_pass(kernels::guided_mutate_functor{p, k, mu2, ancestors, reports, lw, x, r});
+      kernels::for_each_index(where, BL, kernels::guided_add_weight_functor{moved_lz.data(), ancestors, lw, p.particles},
+                              stream);
+      report.launches += 5;
+    }
+    resample_step(K);
+  } else {
+    resample_step(0);
+    for (std::int64_t k = 0; k < K; ++k) {
+      const kernels::guided_weight_functor weight{p, k, x, mu, lw, r};
+      if (target != cpu::simd_target::scalar) {
+        cpu::guided_pass pass;
+        pass.weight = &weight;
+        pass.weight_channel = fill_step_channel(channels, p.steps[k]);
+        cpu::run_guided_pass(target, pass);
+      } else {
+        kernels::for_each_index(where, BL, weight, stream);
+      }
+      ro.step = static_cast<std::uint64_t>(k + 1);
+      shard.resample(lw, B, ro, reports, mu, row, mu2);
+      kernels::for_each_index(where, B,
+                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                  K + 1, k + 1, log_n},
+                              stream);
+      mutate_pass(kernels::guided_mutate_functor{p, k, mu2, ancestors, reports, lw, x, r});
+      report.launches += 4;
+    }
   }
   if (out.particles != nullptr) std::memcpy(out.particles, x, static_cast<std::size_t>(BL) * row);
   if (out.log_weights != nullptr) std::memcpy(out.log_weights, lw, static_cast<std::size_t>(BL) * sizeof(float));

@@ -38,7 +38,7 @@ class guided_shard {
                      void* out) = 0;
 };
 
-/// guided_sample() on one shard: guided_sampler::smc with linear potentials, on the CPU executor. Validates
+/// guided_sample() on one shard: guided_sampler::smc (linear or moment potentials), on the CPU executor. Validates
 /// everything, then calls shard.agree() (so that an invalid argument on any shard throws on every shard before any
 /// other collective), then runs the filter. Outputs hold the shard's particles: particles, log_weights (B x local
 /// rows), samples (rows [first, first + local) of each problem of guided_sample()'s permuted samples);

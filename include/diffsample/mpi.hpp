@@ -139,7 +139,7 @@ struct guided_result {
   comm_stats comm;            ///< this rank's communication
 };
 
-/// Guided SMC (guided_sampler::smc, linear potentials, CPU executor on every rank) over the ranks of @p comm.
+/// Guided SMC (guided_sampler::smc, linear or moment potentials, CPU executor on every rank) over the ranks of @p comm.
 /// Buffers as guided_sample()'s, for this rank's particles: outputs.particles and outputs.samples hold B x count x
 /// d_x rows (rows [first, first + count) of each problem of the single-process outputs), outputs.log_weights
 /// B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z

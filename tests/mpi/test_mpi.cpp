@@ -252,6 +252,7 @@ ds::guided_problems problems2() {
 }
 
 TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
+  for (ds::guided_potentials potentials : {ds::guided_potentials::linear, ds::guided_potentials::moment}) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 50, d = 2, K = 12;
@@ -262,6 +263,7 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
     o.seed = 21;
     o.resampling.scheme = scheme;
     o.resampling.ess_threshold = 0.7;
+    o.potentials = potentials;
     std::vector<float> particles(B * N * d), samples(B * N * d), lw(B * N), ess(B * (K + 1));
     std::vector<double> logz(B);
     std::vector<std::int32_t> count(B);
@@ -275,7 +277,7 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
     ds::guided_outputs mo{mp.data(), mlw.data(), ms.data(), mlogz.data(), mess.data(), mcount.data()};
     const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, mo);
     EXPECT_EQ(res.particles.first, s.first);
-    const char* name = ds::to_string(scheme);
+    const std::string name = std::string(ds::to_string(scheme)) + " " + ds::to_string(potentials);
     EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << name << " rank " << rank();
     EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d)) << name << " rank " << rank();
     EXPECT_TRUE(same_bits(mlw.data(), rows_of(lw, B, N, 1, s).data(), B * s.count)) << name << " rank " << rank();
@@ -289,6 +291,7 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
       EXPECT_GT(res.comm.exchanges, 0);
     }
   }
+}
 }
 
 TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
