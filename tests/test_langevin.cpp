@@ -186,7 +186,9 @@ TEST(Langevin, OneStepFromZeroScoreAddsTheDocumentedNoise) {
         const auto z = dt::documented_normals(o.seed, o.first_chain + i, o.first_step, d);
         // MALA may reject the proposal (then x stays put and the count is 0); ULA variants always move.
         const bool move = method != langevin_method::mala || accepted[i] == 1;
-        if (method != langevin_method::mala) EXPECT_EQ(accepted[i], 1);
+        if (method != langevin_method::mala) {
+          EXPECT_EQ(accepted[i], 1);
+        }
         moved += move;
         for (int j = 0; j < d; ++j) {
           const float want = move ? start[i * d + j] + noise * z[j] : start[i * d + j];
