@@ -1,5 +1,5 @@
 // The CPU executor's packs of particles (guided SMC with linear and moment-projected potentials, DiffPIR, DDRM,
-// SKRock, TMPD, DCPS) and of directions (sliced Wasserstein) against the scalar
+// SKRock, TMPD, DCPS; the mixture's denoiser Jacobian-vector product alone) and of directions (sliced Wasserstein) against the scalar
 // paths they replace, in one process, rounds interleaved (DIFFSAMPLE_CPU_TARGET=scalar selects the scalar path of
 // the same build), the ratio taken within each round and its median printed last.
 //
@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
   std::vector<ds::gaussian_mixture> priors;
   std::vector<ds::guided_problems> problems;
   std::vector<std::vector<double>> log_z;
-  std::vector<std::vector<float>> sa, sb, samples;
+  std::vector<std::vector<float>> sa, sb, samples, jvp_v, jvp_out;
   for (const std::int64_t d : {10, 100}) {
     priors.push_back(ds::grid_mixture(d, 5, 8.0, 1.0));
     std::mt19937_64 gen(1);
@@ -95,7 +95,9 @@ int main(int argc, char** argv) {
     pr.sigma_y = {1.0};
     problems.push_back(pr);
     log_z.emplace_back(1);
-    samples.emplace_back(N * d);
+    samples.emplace_back(N * d, 0.5f);
+    jvp_v.emplace_back(N * d, 1.0f);
+    jvp_out.emplace_back(N * d);
     std::vector<float> a(n * d), b(n * d);
     std::normal_distribution<float> zf;
     for (auto& v : a) v = zf(gen);
@@ -163,9 +165,18 @@ int main(int argc, char** argv) {
     };
     rows.push_back(k);
     // The samplers with the denoiser's Jacobian (src/cpu/denoiser_jvp.hpp). One product J v (d_y = 1) as the packed
-    // path computes it: per (component, coordinate) the logit (2), delta twice (4), delta . v, the score sum and the
-    // second-moment sum (2 each): 12 K d + 12 K.
-    const double den = 7 * K * d + 12 * K, jvp = 12 * K * d + 12 * K;
+    // path computes it, an FMA counted as 2: per (component, coordinate) pass 1 the logit (3), delta (2) and the score
+    // sum (2), pass 2 delta (2), its centring (1), e . v (2) and the sum (2): 14 K d + 12 K.
+    const double den = 7 * K * d + 12 * K, jvp = 14 * K * d + 12 * K;
+    row jv;  // The mixture's public denoiser_jvp at channel (0.3, 0.95) on N points: the product alone
+    jv.name = "jvp d=" + std::to_string(d);
+    jv.work = double(N) * steps;
+    jv.flop = jvp;
+    jv.run = [&, c, d] {
+      for (std::int64_t k = 0; k < steps; ++k)
+        priors[c].denoiser_jvp(samples[c].data(), jvp_v[c].data(), N, {0.3, 0.95}, jvp_out[c].data(), cpu);
+    };
+    rows.push_back(jv);
     row t;  // TMPD: the denoiser, one product, A m and A C A^T (4 d), the update (8 d)
     t.name = "tmpd d=" + std::to_string(d);
     t.work = double(N) * steps;
@@ -266,6 +277,6 @@ int main(int argc, char** argv) {
     std::printf("%-14s %14.3e %14.3e %10.2f %12.2f %12.0f\n", r.name.c_str(), ps, pp, median(ratio),
                 pp * r.flop / 1e9, r.flop);
   }
-  std::printf("# units: smc, smc-mom, diffpir, ddrm, tmpd and dcps particle-steps, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
+  std::printf("# units: smc, smc-mom, diffpir, ddrm, tmpd and dcps particle-steps, jvp products, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
   return 0;
 }

@@ -7,6 +7,7 @@
 #include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
 #include "src/cpu/chains.hpp"
+#include "src/cpu/guided_jvp.hpp"
 #include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
@@ -215,6 +216,17 @@ executor gaussian_mixture::denoiser_jvp(const float* x, const float* v, std::int
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   detail::check_buffer("v", v, n * d, sizeof(float), where);
   detail::check_buffer("out", out, n * d, sizeof(float), where);
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar && n > 0) {
+    // Packs of points (src/cpu/denoiser_jvp.hpp): the channel's constants once, then one pass of the pool.
+    const kernels::mixture_view<float> view = storage_->view(where);
+    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
+    const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
+    const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
+    for (std::int64_t k = 0; k < view.components; ++k) fill(k);
+    cpu::run_denoiser_jvp(target, channels.at(0, float(ch.a), float(ch.s)), x, v, n, d, out);
+    return where;
+  }
   kernels::for_each_index(where, n, jvp_functor{storage_->view(where), x, v, out, float(ch.a), float(ch.s)},
                           exec.stream);
   return where;

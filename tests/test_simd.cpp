@@ -200,19 +200,70 @@ std::pair<double, int> compare(const std::vector<float>& a, const std::vector<fl
 }  // namespace
 
 
-// The packed denoiser Jacobian-vector product (src/cpu/denoiser_jvp.hpp, one pass over the components, `count`
-// vectors at once) against kernels::mixture_denoiser_jvp in FP64 (three passes, the exact closed form), on an
-// isotropic and a diagonal mixture (45 components in d = 5: five chunks of 8 with a partial last one), at a noisy
-// and a clean channel, 4 points x 3 vectors per pack on the SSE2 pack. Rounding bound per coordinate, derived: the
-// FP32 logit of component k carries at most (d + 2) q_k / 2 ulps of error (q_k its Mahalanobis sum, d + 2 roundings
-// in the sum; the per-channel constants are FP64-folded), which moves weight r_k relatively by as much; every other
-// step (the exp's 2 ulps, delta's subtraction and product, the products and sums of at most 45 chunked terms, the
-// final combination) adds at most 64 ulps relative to the term's magnitude. So
-//   |err_j| <= u sum_k r_k ((d + 2) q_k / 2 + 64) T_kj,  T_kj = (a v_kj / c_kj) |v_j| + (s^2 / a)(|delta_kj| +
-//   |score_j|) |delta_k| . |v|,  u = 2^-24,
-// the sum of the terms' magnitudes (the cancellation between the second-moment and the score parts is inside it).
-// Seen failing with the second-moment sums not rescaled when the running maximum moves (errors of 1e0 against
-// bounds of 1e-4) and with the diagonal coefficient of v missing its 1 / c_kj.
+namespace {
+
+/// SimdJvp's derived rounding bound of the packed product at one point, per coordinate (see the test below).
+std::vector<double> jvp_bound(const diffsample::kernels::mixture_view<double>& md, const std::vector<double>& xd,
+                              const std::vector<double>& vd, double a, double s) {
+  namespace kn = diffsample::kernels;
+  const int K = md.components, d = md.dim;
+  std::vector<double> r(K), q(K), delta(K * d), score(d, 0.0), e(K * d), bound(d, 0.0);
+  double mx = -INFINITY;
+  for (int k = 0; k < K; ++k) {
+    r[k] = kn::component_logit(md, k, xd.data(), a, s * s);
+    mx = std::max(mx, r[k]);
+    q[k] = 0;
+    for (int j = 0; j < d; ++j) {
+      const double c = a * a * md.variance(k, j) + s * s, diff = a * md.mean(k, j) - xd[j];
+      q[k] += diff * diff / c;
+      delta[k * d + j] = diff / c;
+    }
+  }
+  double sum = 0;
+  for (int k = 0; k < K; ++k) sum += (r[k] = std::exp(r[k] - mx));
+  for (int k = 0; k < K; ++k) r[k] /= sum;
+  for (int k = 0; k < K; ++k)
+    for (int j = 0; j < d; ++j) score[j] += r[k] * delta[k * d + j];
+  for (int k = 0; k < K; ++k)
+    for (int j = 0; j < d; ++j) e[k * d + j] = delta[k * d + j] - score[j];
+  const double ratio = s * s / a;
+  for (int j = 0; j < d; ++j) {
+    for (int k = 0; k < K; ++k) {
+      double E = 0, F = 0;
+      for (int i = 0; i < d; ++i) {
+        E += std::fabs(e[k * d + i] * vd[i]);
+        F += (std::fabs(delta[k * d + i]) + std::fabs(score[i])) * std::fabs(vd[i]);
+      }
+      const double c = a * a * md.variance(k, j) + s * s;
+      const double T = a * md.variance(k, j) / c * std::fabs(vd[j]) + ratio * std::fabs(e[k * d + j]) * E;
+      bound[j] += r[k] * (((d + 2) * q[k] / 2 + 64) * T +
+                          8 * ratio * ((std::fabs(delta[k * d + j]) + std::fabs(score[j])) * E +
+                                       std::fabs(e[k * d + j]) * F));
+    }
+    bound[j] *= std::ldexp(1.0, -24);
+  }
+  return bound;
+}
+
+}  // namespace
+
+// The packed denoiser Jacobian-vector product (src/cpu/denoiser_jvp.hpp, two passes over the components, centred
+// deltas, `count` vectors at once) against kernels::mixture_denoiser_jvp in FP64 (the closed form), on an isotropic
+// and a diagonal mixture (45 components in d = 5: five chunks of 8 with a partial last one), at the noisy end of a
+// diffusion (a = 0.02, where the uncentred forms lose precision), at a = 0.3 and at a clean channel, 4 points x 3
+// vectors per pack on the SSE2 pack. Rounding bound per coordinate, derived: the FP32 logit of component k carries at
+// most (d + 2) q_k / 2 ulps of error (q_k its Mahalanobis sum, d + 2 roundings in the sum; the per-channel constants
+// are FP64-folded), which moves weight r_k relatively by as much; every other step (the exps' 2 ulps, the products
+// and sums of at most 45 chunked terms, the final combination) adds at most 64 ulps of the term's magnitude; the
+// centred delta e_kj = delta_kj - score_j is rounded within 8 ulps of |delta_kj| + |score_j| (an error in the score
+// shifts every e_k alike and cancels to first order, since sum_k r_k e_k = 0). With u = 2^-24, E_k = sum_i |e_ki v_i|
+// and F_k = sum_i (|delta_ki| + |score_i|) |v_i|:
+//   |err_j| <= u sum_k r_k [((d + 2) q_k / 2 + 64) ((a v_kj / c_kj) |v_j| + (s^2 / a) |e_kj| E_k)
+//                           + 8 (s^2 / a) ((|delta_kj| + |score_j|) E_k + |e_kj| F_k)].
+// The scalar functor in FP32 is off by 1e-3 at a = 0.02 on such a mixture (uncentred: (|x| / (a |mu_k - mu_l|))^2
+// ulps), the packed product by 4.5e-7.
+// Seen failing with the second pass's weights not rescaled to the final maximum, and with the diagonal
+// coefficient of v missing its 1 / c_kj.
 TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
   namespace kn = diffsample::kernels;
   const int d = 5, K = 45, count = 3;
@@ -229,7 +280,7 @@ TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
     const std::vector<float> lwf(lw.begin(), lw.end()), muf(mu.begin(), mu.end()), varf(var.begin(), var.end());
     const kn::mixture_view<float> mf{lwf.data(), muf.data(), varf.data(), K, d, iso};
     const kn::mixture_view<double> md{lw.data(), mu.data(), var.data(), K, d, iso};
-    for (const auto& [a, s] : {std::pair<float, float>{0.3f, 0.95f}, {0.95f, 0.3f}}) {
+    for (const auto& [a, s] : {std::pair<float, float>{0.02f, 0.9998f}, {0.3f, 0.95f}, {0.95f, 0.3f}}) {
       std::vector<float> table(kn::mixture_channels::table_floats(mf, 1));
       const kn::mixture_channels t = kn::mixture_channels::in(mf, 1, table.data());
       for (int k = 0; k < K; ++k) kn::channel_table_functor<kn::langevin_channel>{t, {a, s}}(k);
@@ -237,7 +288,7 @@ TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
       double worst_ratio = 0;
       for (int rep = 0; rep < 8; ++rep) {
         simd::fpack x[d], v[count * d], out[count * d];
-        std::vector<simd::fpack> scratch(simd::denoiser_jvp_scratch(d, count));
+        std::vector<simd::fpack> scratch(simd::denoiser_jvp_scratch(d, count, K));
         for (int j = 0; j < d; ++j)
           for (int l = 0; l < simd::lanes; ++l) x[j].v[l] = float(2.5 * normal(gen));
         for (int e = 0; e < count * d; ++e)
@@ -247,38 +298,14 @@ TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
           std::vector<double> xd(d);
           for (int j = 0; j < d; ++j) xd[j] = x[j].v[l];
           // FP64 responsibilities, deltas and score for the bound.
-          std::vector<double> r(K), q(K), delta(K * d), score(d, 0.0);
-          double mx = -INFINITY;
-          for (int k = 0; k < K; ++k) {
-            r[k] = kn::component_logit(md, k, xd.data(), double(a), double(s) * s);
-            mx = std::max(mx, r[k]);
-            q[k] = 0;
-            for (int j = 0; j < d; ++j) {
-              const double c = double(a) * a * md.variance(k, j) + double(s) * s, e = a * md.mean(k, j) - xd[j];
-              q[k] += e * e / c;
-              delta[k * d + j] = e / c;
-            }
-          }
-          double sum = 0;
-          for (int k = 0; k < K; ++k) sum += (r[k] = std::exp(r[k] - mx));
-          for (int k = 0; k < K; ++k) r[k] /= sum;
-          for (int k = 0; k < K; ++k)
-            for (int j = 0; j < d; ++j) score[j] += r[k] * delta[k * d + j];
+          std::vector<double> vd(d);
           for (int qv = 0; qv < count; ++qv) {
-            std::vector<double> vd(d), ref(d);
+            std::vector<double> ref(d);
             for (int j = 0; j < d; ++j) vd[j] = v[qv * d + j].v[l];
             kn::mixture_denoiser_jvp(md, xd.data(), vd.data(), double(a), double(s), ref);
+            const std::vector<double> bounds = jvp_bound(md, xd, vd, a, s);
             for (int j = 0; j < d; ++j) {
-              double bound = 0;
-              for (int k = 0; k < K; ++k) {
-                double dn = 0;
-                for (int i = 0; i < d; ++i) dn += std::fabs(delta[k * d + i] * vd[i]);
-                const double c = double(a) * a * md.variance(k, j) + double(s) * s;
-                const double T = a * md.variance(k, j) / c * std::fabs(vd[j]) +
-                                 double(s) * s / a * (std::fabs(delta[k * d + j]) + std::fabs(score[j])) * dn;
-                bound += r[k] * ((d + 2) * q[k] / 2 + 64) * T;
-              }
-              bound *= std::ldexp(1.0, -24);
+              const double bound = bounds[j];
               const double err = std::fabs(double(out[qv * d + j].v[l]) - ref[j]);
               EXPECT_LE(err, bound) << (iso ? "isotropic" : "diagonal") << " a " << a << " lane " << l
                                     << " vector " << qv << " coordinate " << j << ": " << out[qv * d + j].v[l]
@@ -289,6 +316,64 @@ TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
         }
       }
       std::printf("%s, a = %.2f: largest error / bound %.3g\n", iso ? "isotropic" : "diagonal", a, worst_ratio);
+    }
+  }
+}
+
+
+// The mixture's public denoiser_jvp on the CPU executor runs the packed product on every SIMD target (the scalar
+// target keeps kernels::mixture_denoiser_jvp): on a 3^5 grid mixture (spacing 2, variance 0.5; 243 components, a
+// partial last chunk) at a = 0.05 and a = 0.8, 203 points (no multiple of a pack width), bit-identical across 1 and
+// 2 threads and across a split of the points (37 + 166), and within SimdJvp's derived rounding bound (below) of
+// denoiser_jvp_fp64 at every coordinate. The scalar target is held to it only at a = 0.8 (its uncentred sums lose
+// (|x| / (a |mu_k - mu_l|))^2 ulps, ~1e-3 at a = 0.05).
+// Seen failing with the packed path reading v from the rows of x.
+TEST(SimdJvp, PublicProductOnEveryTargetBitIdenticalAcrossSplitsAndNearFp64) {
+  const int d = 5;
+  const auto mix = grid_mixture(d, 3, 2.0, 0.5);
+  const std::int64_t n = 203;
+  std::mt19937 gen(9);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(n * d), v(n * d);
+  for (auto& e : x) e = 1.3f * normal(gen);
+  for (auto& e : v) e = normal(gen);
+  const std::vector<double> xd(x.begin(), x.end()), vd(v.begin(), v.end());
+  const std::vector<double> lw64 = [&] {
+    std::vector<double> w(mix.weights());
+    for (double& e : w) e = std::log(e);
+    return w;
+  }();
+  const diffsample::kernels::mixture_view<double> md{lw64.data(), mix.means().data(), mix.variances().data(),
+                                                     int(mix.components()), d, mix.isotropic()};
+  for (const double a : {0.05, 0.8}) {
+    const channel ch{a, std::sqrt(1 - a * a)};
+    std::vector<double> ref(n * d);
+    mix.denoiser_jvp_fp64(xd.data(), vd.data(), n, ch, ref.data());
+    for (const char* t : targets) {
+      with_target(t, [&] {
+        std::vector<float> whole(n * d), parts(n * d), one(n * d);
+        mix.denoiser_jvp(x.data(), v.data(), n, ch, whole.data(), {executor::cpu});
+        mix.denoiser_jvp(x.data(), v.data(), 37, ch, parts.data(), {executor::cpu});
+        mix.denoiser_jvp(x.data() + 37 * d, v.data() + 37 * d, n - 37, ch, parts.data() + 37 * d, {executor::cpu});
+        omp_set_num_threads(1);
+        mix.denoiser_jvp(x.data(), v.data(), n, ch, one.data(), {executor::cpu});
+        omp_set_num_threads(2);
+        EXPECT_EQ(whole, parts) << t << " a " << a << ": split";
+        EXPECT_EQ(whole, one) << t << " a " << a << ": thread counts";
+        if (std::strcmp(t, "scalar") == 0 && a < 0.5) return;
+        double worst = 0;
+        for (std::int64_t i = 0; i < n; ++i) {
+          const std::vector<double> xi(xd.begin() + i * d, xd.begin() + (i + 1) * d),
+              vi(vd.begin() + i * d, vd.begin() + (i + 1) * d);
+          const std::vector<double> bound = jvp_bound(md, xi, vi, a, ch.s);
+          for (int j = 0; j < d; ++j) {
+            const double e = std::fabs(whole[i * d + j] - ref[i * d + j]);
+            worst = std::max(worst, e / bound[j]);
+            EXPECT_LE(e, bound[j]) << t << " a " << a << " point " << i << " coordinate " << j;
+          }
+        }
+        std::printf("%s a = %.2f: largest |J v - FP64| / bound %.3g\n", t, a, worst);
+      });
     }
   }
 }

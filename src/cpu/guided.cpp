@@ -442,7 +442,7 @@ void run_denoiser_jvp(const kernels::channel_view& c, const float* x, const floa
   kernels::guided_params shape{};
   shape.problems = 1;
   shape.particles = n;
-  for_each_particle_pack(shape, 3 * d + denoiser_jvp_scratch(di, 1), [&](const pack_rows& pk, fpack* s) {
+  for_each_particle_pack(shape, 3 * d + denoiser_jvp_scratch(di, 1, c.components), [&](const pack_rows& pk, fpack* s) {
     fpack *xs = s, *vs = xs + d, *os = vs + d;
     pk.load(xs, x, di);
     pk.load(vs, v, di);
@@ -455,7 +455,7 @@ void run_guided_tmpd(const kernels::guided_params& p, const kernels::mixture_cha
                      float scale, const float* sigma2, float* x) {
   const int d = p.d, dy = p.d_y;
   const std::int64_t dyd = static_cast<std::int64_t>(dy) * d;
-  const std::int64_t packs = 2 * static_cast<std::int64_t>(d) + 2 * dy + 2 * dyd + denoiser_jvp_scratch(d, dy);
+  const std::int64_t packs = 2 * static_cast<std::int64_t>(d) + 2 * dy + 2 * dyd + denoiser_jvp_scratch(d, dy, p.mix.components);
   for_each_particle_pack(p, packs, [&](const pack_rows& pk, fpack* s) {
     fpack *xs = s, *ms = xs + d, *r = ms + d, *fo = r + dy, *rows = fo + dy, *jrows = rows + dyd, *jw = jrows + dyd;
     dpack* cyy = thread_vd(static_cast<std::int64_t>(dy) * dy);  // A C A^T of every lane
@@ -571,7 +571,7 @@ void dcps_grad_pack(const kernels::dcps_params& p, std::int64_t b, const kernels
 
 void run_guided_dcps(const kernels::dcps_params& p, const kernels::mixture_channels& channels, float* x) {
   const int d = p.g.d, dy = p.g.d_y;
-  const std::int64_t packs = 9 * static_cast<std::int64_t>(d) + 2 * dy + denoiser_jvp_scratch(d, 1);
+  const std::int64_t packs = 9 * static_cast<std::int64_t>(d) + 2 * dy + denoiser_jvp_scratch(d, 1, p.g.mix.components);
   const std::int64_t K = p.steps_count;
   auto channel = [&](std::int64_t point) {  // grid point's channel: step j's own, the last point the last step's next
     const float a = point < K ? p.steps[point].a : p.steps[K - 1].next.a;
@@ -660,7 +660,7 @@ void run_guided_moment(const kernels::guided_moment_functor& f, const kernels::c
   const kernels::guided_params& p = f.p;
   const int d = p.d, dy = p.d_y;
   const std::int64_t dyd = static_cast<std::int64_t>(dy) * d;
-  const std::int64_t packs = 2 * static_cast<std::int64_t>(d) + dy + dy * dy + 2 * dyd + denoiser_jvp_scratch(d, dy);
+  const std::int64_t packs = 2 * static_cast<std::int64_t>(d) + dy + dy * dy + 2 * dyd + denoiser_jvp_scratch(d, dy, p.mix.components);
   for_each_particle_pack(p, packs, [&](const pack_rows& pk, fpack* sc) {
     fpack *xs = sc, *ms = xs + d, *r = ms + d, *M = r + dy, *rows = M + dy * dy, *jrows = rows + dyd,
           *jw = jrows + dyd;
@@ -736,4 +736,5 @@ void run_guided_moment(const kernels::guided_moment_functor& f, const kernels::c
     pk.store(ms, f.mu, d);
   });
 }
+
 }  // namespace diffsample::cpu::DS_SIMD_NS
