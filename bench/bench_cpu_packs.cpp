@@ -1,5 +1,5 @@
 // The CPU executor's packs of particles (guided SMC with linear and moment-projected potentials, DiffPIR, DDRM,
-// SKRock, TMPD, DCPS; the mixture's denoiser Jacobian-vector product alone) and of directions (sliced Wasserstein) against the scalar
+// SKRock, DPS, Pi-GDM, TMPD, DCPS; the mixture's denoiser Jacobian-vector product alone) and of directions (sliced Wasserstein) against the scalar
 // paths they replace, in one process, rounds interleaved (DIFFSAMPLE_CPU_TARGET=scalar selects the scalar path of
 // the same build), the ratio taken within each round and its median printed last.
 //
@@ -177,6 +177,23 @@ int main(int argc, char** argv) {
         priors[c].denoiser_jvp(samples[c].data(), jvp_v[c].data(), N, {0.3, 0.95}, jvp_out[c].data(), cpu);
     };
     rows.push_back(jv);
+    for (const bool pigdm : {false, true}) {
+      row b;  // DPS / Pi-GDM, step by step around evaluate and denoiser_jvp: the denoiser, one product, A m and
+              // A^T P r (4 d), the update (8 d)
+      b.name = std::string(pigdm ? "pigdm" : "dps") + " d=" + std::to_string(d);
+      b.work = double(N) * steps;
+      b.flop = den + jvp + 4.0 * d + 8.0 * d;
+      b.run = [&, c, pigdm] {
+        ds::guided_options o;
+        o.sampler = pigdm ? ds::guided_sampler::pigdm : ds::guided_sampler::dps;
+        o.steps = steps;
+        o.particles = N;
+        ds::guided_outputs out;
+        out.particles = samples[c].data();
+        ds::guided_sample(priors[c], problems[c], o, out, cpu);
+      };
+      rows.push_back(b);
+    }
     row t;  // TMPD: the denoiser, one product, A m and A C A^T (4 d), the update (8 d)
     t.name = "tmpd d=" + std::to_string(d);
     t.work = double(N) * steps;
@@ -277,6 +294,6 @@ int main(int argc, char** argv) {
     std::printf("%-14s %14.3e %14.3e %10.2f %12.2f %12.0f\n", r.name.c_str(), ps, pp, median(ratio),
                 pp * r.flop / 1e9, r.flop);
   }
-  std::printf("# units: smc, smc-mom, diffpir, ddrm, tmpd and dcps particle-steps, jvp products, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
+  std::printf("# units: smc, smc-mom, diffpir, ddrm, dps, pigdm, tmpd and dcps particle-steps, jvp products, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
   return 0;
 }
