@@ -11,9 +11,10 @@
 // unit-spaced grid), the centred one about |x| / (a |mu_k - mu_l|) of it.
 // Two passes over the components: the first is the denoiser's chunked online softmax (kernels::channel_chunk_weights,
 // constants per channel) with the score sum, keeping each chunk's weights and running maximum; the second rescales
-// them to the final maximum (one exp per chunk), centres the chunk's deltas on the score, and accumulates.
-// `count` vectors at the same point share the weights, the score and the centred deltas: per component and coordinate
-// 11 FLOP plus 4 per vector.
+// them to the final maximum (one exp per chunk), centres the chunk's deltas on the score, and accumulates (the
+// centred deltas formed twice, for e_k . v and for the sum, rather than stored: 8 d packs of them would leave L1 at
+// d = 100). `count` vectors at the same point share the weights and the score: per component and coordinate 7 FLOP
+// (logit, delta, score sum) plus 6 per vector (delta and its centring twice, e . v, the sum).
 #pragma once
 
 #include <cstdint>
@@ -26,7 +27,7 @@ namespace diffsample::cpu::DS_SIMD_NS {
 inline std::int64_t denoiser_jvp_scratch(int d, int count, int components) {
   constexpr std::int64_t C = kernels::channel_chunk;
   const std::int64_t chunks = (components + C - 1) / C;
-  return 2 * static_cast<std::int64_t>(d) + chunks * (C + 1) + C * static_cast<std::int64_t>(d) + C * count;
+  return 2 * static_cast<std::int64_t>(d) + chunks * (C + 1) + C * count;
 }
 
 /// out[q d + j] = (J v_q)_j for q < count, v_q = v + q d (packs; out may not alias v or x), J the denoiser's
@@ -47,8 +48,7 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
   T* xpart = s1 + d;        // diagonal components: sum_k w_k a v_kj / c_kj per coordinate
   T* wts = xpart + d;       // chunks x C: each chunk's weights relative to its running maximum
   T* cmax = wts + chunks * C;  // chunks: that running maximum
-  T* e = cmax + chunks;     // C x d: the chunk's centred deltas
-  T* dv = e + C * d;        // C x count: r_k (e_k . v_q)
+  T* dv = cmax + chunks;    // C x count: r_k (e_k . v_q)
   T xs_iso = T(0.f);        // isotropic: sum_k w_k a v_k / c_k
   for (int j = 0; j < d; ++j) s1[j] = T(0.f);
   if (!c.isotropic)
@@ -118,22 +118,26 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       T dk[C];
       deltas(j, dk);
       const T sj = s1[j];
-      for (int kk = 0; kk < C; ++kk) e[kk * d + j] = dk[kk] - sj;
+      for (int kk = 0; kk < C; ++kk) dk[kk] = dk[kk] - sj;
       for (int q = 0; q < count; ++q) {
         const T vq = v[static_cast<std::int64_t>(q) * d + j];
-        for (int kk = 0; kk < C; ++kk) dv[kk * count + q] = ds_fma(e[kk * d + j], vq, dv[kk * count + q]);
+        for (int kk = 0; kk < C; ++kk) dv[kk * count + q] = ds_fma(dk[kk], vq, dv[kk * count + q]);
       }
     }
     for (int kk = 0; kk < C; ++kk) {
       const T r = wts[ci * C + kk] * f;
       for (int q = 0; q < count; ++q) dv[kk * count + q] = dv[kk * count + q] * r;
     }
-    for (int q = 0; q < count; ++q) {
-      T* oq = out + static_cast<std::int64_t>(q) * d;
-      for (int j = 0; j < d; ++j) {
-        T acc = oq[j];
-        for (int kk = 0; kk < C; ++kk) acc = ds_fma(dv[kk * count + q], e[kk * d + j], acc);
-        oq[j] = acc;
+    for (int j = 0; j < d; ++j) {  // e_kj again (recomputed: 8 d stored packs would leave L1 at large d)
+      T dk[C];
+      deltas(j, dk);
+      const T sj = s1[j];
+      for (int kk = 0; kk < C; ++kk) dk[kk] = dk[kk] - sj;
+      for (int q = 0; q < count; ++q) {
+        T& o = out[static_cast<std::int64_t>(q) * d + j];
+        T acc = o;
+        for (int kk = 0; kk < C; ++kk) acc = ds_fma(dv[kk * count + q], dk[kk], acc);
+        o = acc;
       }
     }
   }
