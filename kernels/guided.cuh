@@ -2,8 +2,15 @@
 // the Monte Carlo guided diffusion particle filter (weighting and exact Gaussian mutation) and of the DPS and
 // Pi-GDM baselines, shared by both executors.
 //
-// Layout: B problems x N particles, particle i = b N + j. States are row-major (i, coordinate) so that the library's
-// gather_particles() moves them. Everything that depends only on the schedule and on (A, sigma_y) is folded on the
+// Layout: B problems x N particles, particle i = b N + j. The public buffers are row-major (i, coordinate). Inside a
+// run a per-particle buffer is row-major on the CPU executor (one particle's floats in one cache line run) and
+// coordinate-major on the CUDA executor, where one thread holds one particle: with rows of d = 100 floats a warp's
+// access to coordinate j touches 32 addresses 400 B apart, 32 sectors of 32 B for 128 useful bytes; coordinate-major
+// (element (i, j) at i + j B N) it touches 128 consecutive bytes, 4 sectors. guided_slice() is the one place that
+// knows the layout; the copies out (guided_copy_out_functor) transpose back at the call's boundary. Accumulators
+// that a particle adds to K times per coordinate (the denoiser's and the JVP's) live in a per-thread scratch in
+// shared memory on the CUDA executor (kernels/launch.cuh for_each_index_scratch_kernel), never in global memory;
+// sums over the rows of A run coordinate by coordinate in a register (guided_add_rows). Everything that depends only on the schedule and on (A, sigma_y) is folded on the
 // host in FP64: per transition the backward-kernel coefficients, per (transition, problem) the inverse of the
 // d_y x d_y matrix S = sigma_{y,k}^2 I + sig^2 A A^T (the predictive covariance, which is also the innovation
 // covariance of the mutation), per (grid point, problem) 1 / sigma_{y,k}^2. The constant parts of the Gaussian
@@ -49,7 +56,20 @@ struct guided_params {
   /// particles) of each problem's particles + stream_skip, so particle i = b particles + j draws from the Philox
   /// stream of particle b (particles + stream_skip) + stream_first + j. Both 0 (the default): stream i.
   std::int64_t stream_skip = 0, stream_first = 0;
+  /// Layout of the run's per-particle buffers: 0, row-major (the CPU executor); else coordinate-major with this
+  /// stride, B N (the CUDA executor). See guided_slice().
+  std::int64_t coordinate_stride = 0;
 };
+
+/// Coordinates [offset, offset + width) of particle i in a per-particle buffer whose rows hold `row` floats:
+/// base + i row + offset + c row-major (p.coordinate_stride == 0), base + i + (offset + c) coordinate_stride
+/// coordinate-major.
+DS_HD_INLINE strided_vec<float> guided_slice(const guided_params& p, const float* base, std::int64_t i,
+                                             std::int64_t row, int offset, int width) {
+  float* b = const_cast<float*>(base);
+  if (p.coordinate_stride == 0) return strided_vec<float>{b + i * row + offset, 1, width};
+  return strided_vec<float>{b + i + offset * p.coordinate_stride, p.coordinate_stride, width};
+}
 
 /// The Philox stream id of particle i of problem b of the launch (see guided_params::stream_skip); no division.
 DS_HD_INLINE std::uint64_t guided_stream(const guided_params& p, std::int64_t i, std::int64_t b) {
@@ -102,6 +122,24 @@ DS_HD_INLINE void guided_add_row(const guided_params& p, std::int64_t b, int o, 
   for (int j = 0; j < p.d; ++j) x[j] += value * row[j];
 }
 
+/// x += A_b^T u (u: d_y values). Dense A: coordinate by coordinate with the sum in a register, x_j + u_0 A_0j +
+/// u_1 A_1j + ..., the same terms in the same order as d_y calls of guided_add_row (the same floats), but one read
+/// and one write of x_j instead of d_y read-modify-writes. Masks: d_y scattered adds, as guided_add_row.
+template <class U, class X>
+DS_HD_INLINE void guided_add_rows(const guided_params& p, std::int64_t b, const U& u, X& x) {
+  const float* A = p.A + b * p.A_stride;
+  if (p.mask != nullptr) {
+    const std::int32_t* index = p.mask + b * p.A_stride;
+    for (int o = 0; o < p.d_y; ++o) x[index[o]] += u[o] * A[o];
+    return;
+  }
+  for (int j = 0; j < p.d; ++j) {
+    float acc = x[j];
+    for (int o = 0; o < p.d_y; ++o) acc += u[o] * A[static_cast<std::int64_t>(o) * p.d + j];
+    x[j] = acc;
+  }
+}
+
 /// Initial particles x = s_0 z (stream step 0) and their weight log g_0(x) (without its constant).
 struct guided_init_functor {
   guided_params p;
@@ -110,7 +148,7 @@ struct guided_init_functor {
   float* r;    // B N x d_y scratch
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
-    strided_vec<float> xi{x + i * p.d, 1, p.d}, ri{r + i * p.d_y, 1, p.d_y};
+    strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
     philox rng(p.seed, guided_stream(p, i, b), 0);
     const float scale = p.initial_scale;
     rng.normals(p.d, [&](int j, float z) { xi[j] = scale * z; });
@@ -132,18 +170,22 @@ struct guided_weight_functor {
   float* lw;       // B N
   float* r;        // B N x 2 d_y scratch, the first d_y of particle i's 2 d_y (the mutation's scratch), so that a
                    // pass may weight one particle while another thread mutates another
-  DS_HD void operator()(std::int64_t i) const {
+  /// The denoiser's accumulator: d floats (shared memory on the CUDA executor, else particle i's row of mu).
+  DS_HD int scratch_floats() const { return p.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const { return guided_slice(p, mu, i, p.d, 0, p.d); }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> acc) const {
     const std::int64_t b = i / p.particles;
     const guided_step st = p.steps[k];
-    strided_vec<float> xi{const_cast<float*>(x) + i * p.d, 1, p.d}, mi{mu + i * p.d, 1, p.d},
-        ri{r + i * 2 * p.d_y, 1, p.d_y};
+    strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), mi = guided_slice(p, mu, i, p.d, 0, p.d),
+                       ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
     // Current potential g_k(x).
     guided_residual(p, b, st.a, xi, ri);
     float q_now = 0;
     for (int o = 0; o < p.d_y; ++o) q_now += ri[o] * ri[o];
     q_now *= p.inv_var[k * p.problems + b];
-    mixture_denoiser(p.mix, xi, st.a, st.s, mi);
-    for (int j = 0; j < p.d; ++j) mi[j] = st.c0 * mi[j] + st.c1 * xi[j];
+    mixture_denoiser(p.mix, xi, st.a, st.s, acc);
+    for (int j = 0; j < p.d; ++j) mi[j] = st.c0 * acc[j] + st.c1 * xi[j];
     guided_residual(p, b, st.a_next, mi, ri);
     const float* P = guided_precision(p, k, b);
     float q_next = 0;
@@ -175,11 +217,12 @@ struct guided_mutate_functor {
     const float sig = st.sig;
     const float noise = p.noise_std[(k + 1) * p.problems + b];
     if (reports[b].resampled) lw[i] = 0.f;
-    strided_vec<float> xi{x + i * p.d, 1, p.d};
-    const float* mi = mu + (b * p.particles + static_cast<std::int64_t>(ancestors[i])) * p.d;
+    strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d);
+    const strided_vec<float> mi =
+        guided_slice(p, mu, b * p.particles + static_cast<std::int64_t>(ancestors[i]), p.d, 0, p.d);
     philox rng(p.seed, guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
-    float* zy = r + i * 2 * p.d_y;  // the d_y observation normals
-    float* t = zy + p.d_y;
+    strided_vec<float> zy = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);  // the d_y observation normals
+    strided_vec<float> t = guided_slice(p, r, i, 2 * p.d_y, p.d_y, p.d_y);
     rng.normals(p.d + p.d_y, [&](int j, float z) {
       if (j < p.d)
         xi[j] = mi[j] + sig * z;
@@ -187,11 +230,12 @@ struct guided_mutate_functor {
         zy[j - p.d] = z;
     });
     if (sig == 0.f) return;  // a deterministic kernel: x = mu exactly
-    // t = a_next y - A x' - noise z_y, then x = x' + sig^2 A^T S^-1 t, one row of A at a time.
+    // t = a_next y - A x' - noise z_y, u = sig^2 S^-1 t (into z_y's slots, spent), then x = x' + A^T u.
     guided_residual(p, b, st.a_next, xi, t, noise, zy);
     const float* P = guided_precision(p, k, b);
     const float sig2 = sig * sig;
-    for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, sig2 * guided_precision_row(p, P, o, t), xi);
+    for (int o = 0; o < p.d_y; ++o) zy[o] = sig2 * guided_precision_row(p, P, o, t);
+    guided_add_rows(p, b, zy, xi);
   }
 };
 
@@ -216,21 +260,27 @@ struct guided_moment_functor {
   float* mu;              // B N x d
   float* lw;              // B N
   float* lz;              // B N
-  float* work;            // B N x 2 d scratch
+  float* work;            // B N x 3 d scratch in global memory (used when the scratch is not in shared memory)
   float* r;               // B N x 2 d_y scratch (the first d_y of each particle's slot)
-  DS_HD void operator()(std::int64_t i) const {
+  /// The denoiser m, a row v of A and the JVP J v: 3 d floats (shared memory on the CUDA executor, else work).
+  DS_HD int scratch_floats() const { return 3 * p.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const { return guided_slice(p, work, i, 3 * p.d, 0, 3 * p.d); }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> s) const {
     const std::int64_t b = i / p.particles;
     const guided_step st = p.steps[k];
     const int d = p.d, dy = p.d_y;
-    strided_vec<float> xi{const_cast<float*>(x) + i * d, 1, d}, mi{mu + i * d, 1, d}, vi{work + i * 2 * d, 1, d},
-        ui{work + i * 2 * d + d, 1, d}, ri{r + i * 2 * dy, 1, dy};
+    strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), mi = guided_slice(p, mu, i, d, 0, d),
+                       ri = guided_slice(p, r, i, 2 * dy, 0, dy);
+    strided_vec<float> m{s.p, s.stride, d}, vi{s.p + d * s.stride, s.stride, d},
+        ui{s.p + 2 * d * s.stride, s.stride, d};
     float q_hat = 0;
     if (k > 0) {
       guided_residual(p, b, st.a, xi, ri);
       for (int o = 0; o < dy; ++o) q_hat += ri[o] * ri[o];
       q_hat *= p.inv_var[k * p.problems + b];
     }
-    mixture_denoiser(p.mix, xi, st.a, st.s, mi);
+    mixture_denoiser(p.mix, xi, st.a, st.s, m);
     // M = A Cov A^T = (s^2 / a) A J A^T, one JVP per row of A.
     float M[moment_potential_max_dy * moment_potential_max_dy];
     const float cov_scale = st.s * st.s / st.a;
@@ -269,7 +319,7 @@ struct guided_moment_functor {
       }
     }
     // r = y - A m; q = |L^-1 r|^2.
-    guided_residual(p, b, 1.f, mi, ri);
+    guided_residual(p, b, 1.f, m, ri);
     float q = 0;
     for (int o = 0; o < dy; ++o) {
       float acc = ri[o];
@@ -284,7 +334,7 @@ struct guided_moment_functor {
     else
       lw[i] += log_g + 0.5f * q_hat;
     // Kernel mean and the predictive of the next linear potential.
-    for (int j = 0; j < d; ++j) mi[j] = st.c0 * mi[j] + st.c1 * xi[j];
+    for (int j = 0; j < d; ++j) mi[j] = st.c0 * m[j] + st.c1 * xi[j];
     guided_residual(p, b, st.a_next, mi, ri);
     const float* P = guided_precision(p, k, b);
     float q_next = 0;
@@ -467,6 +517,38 @@ struct guided_copy_functor {
   const float* from;
   float* to;
   DS_HD void operator()(std::int64_t i) const { to[i] = from[i]; }
+};
+
+/// The run's B N x d particles out in the public row-major layout: element e = i d + j of `to` from (i, j) of `from`
+/// in the run's layout (guided_slice; coordinate_stride 0: a plain copy). Once per call; coordinate-major, the
+/// writes are coalesced and the reads gather (32 sectors per warp access, d B N 4 bytes read once).
+struct guided_copy_out_functor {
+  const float* from;
+  float* to;
+  std::int64_t d, coordinate_stride;
+  DS_HD void operator()(std::int64_t e) const {
+    if (coordinate_stride == 0) {
+      to[e] = from[e];
+      return;
+    }
+    const std::int64_t i = e / d, j = e - i * d;
+    to[e] = from[i + j * coordinate_stride];
+  }
+};
+
+/// Resampling's gather in the coordinate-major layout (the row-major one is gather_particles'): element (i, j) of
+/// `to` from (b N + ancestors[i], j) of `from`, over e = i + j B N so that the writes are coalesced (the reads are
+/// too where ancestors are ordered, as the systematic, stratified and residual schemes return them).
+struct guided_gather_functor {
+  const float* from;
+  const std::int32_t* ancestors;  // B N, indices within the problem
+  float* to;
+  std::int64_t particles, coordinate_stride;  // coordinate_stride = B N
+  DS_HD void operator()(std::int64_t e) const {
+    const std::int64_t j = e / coordinate_stride, i = e - j * coordinate_stride;
+    const std::int64_t b = i / particles;
+    to[e] = from[b * particles + ancestors[i] + j * coordinate_stride];
+  }
 };
 
 /// Starts the per-problem accumulators.

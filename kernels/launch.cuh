@@ -37,4 +37,44 @@ cudaError_t launch_for_each_index(std::int64_t n, const F& f, cudaStream_t strea
   return cudaPeekAtLastError();
 }
 
+/// Dynamic shared memory a kernel may take without opting in (every architecture the library builds for).
+constexpr std::int64_t shared_scratch_bytes = 48 * 1024;
+
+/// Threads per block for a per-thread scratch of `width` floats in shared memory: `block`, or the largest multiple
+/// of 32 below it whose scratch fits in shared_scratch_bytes; 0 when not even one warp's fits (width > 384).
+inline int shared_scratch_block(int block, std::int64_t width) {
+  if (width <= 0) return block;
+  const std::int64_t fit = shared_scratch_bytes / (width * static_cast<std::int64_t>(sizeof(float))) / 32 * 32;
+  return static_cast<int>(std::min<std::int64_t>(block, fit));
+}
+
+// for_each_index_kernel for a functor with a per-thread scratch (F::scratch_floats(), F::scratch(i), f(i, s)).
+// With shared = true the scratch is dynamic shared memory, coordinate-major over the block: thread t's float c at
+// scratch[c blockDim.x + t], so a warp's access to one c is 32 consecutive words in 32 banks (no conflict, no global
+// traffic); otherwise f.scratch(i), the functor's own rows in global memory. One kernel per functor either way.
+template <int Block, class F>
+static __global__ void __launch_bounds__(Block) for_each_index_scratch_kernel(std::int64_t n, bool shared, F f) {
+  extern __shared__ float scratch[];
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+    const strided_vec<float> s = shared ? strided_vec<float>{scratch + threadIdx.x, blockDim.x, f.scratch_floats()}
+                                        : f.scratch(i);
+    f(i, s);
+  }
+}
+
+/// Launches f(i, scratch) for i in [0, n) on `stream` (n > 0): the scratch in shared memory with
+/// shared_scratch_block(Block, f.scratch_floats()) threads per block when that is at least one warp, else in the
+/// functor's global rows with Block threads; returns the launch's error.
+template <int Block, class F>
+cudaError_t launch_for_each_index_scratch(std::int64_t n, const F& f, cudaStream_t stream) {
+  const int width = f.scratch_floats();
+  const int block = shared_scratch_block(Block, width);
+  const bool shared = block >= 32;
+  const int threads = shared ? block : Block;
+  const std::size_t bytes = shared ? static_cast<std::size_t>(threads) * width * sizeof(float) : 0;
+  for_each_index_scratch_kernel<Block><<<grid_size(n, threads), threads, bytes, stream>>>(n, shared, f);
+  return cudaPeekAtLastError();
+}
+
 }  // namespace diffsample::kernels

@@ -121,7 +121,9 @@ def launch_bounds_from_source():
 
 
 def block_size(short, bounds):
-    m = re.match(r"for_each_index_kernel<(\d+),", short)
+    # for_each_index_scratch_kernel: the template's block is the largest; with d > 96 (weighting) or d > 32
+    # (moment potentials) the launch takes fewer threads for its shared scratch (kernels/launch.cuh).
+    m = re.match(r"for_each_index(?:_scratch)?_kernel<(\d+),", short)
     if m:
         return int(m.group(1))
     base = re.match(r"(\w+)", short)
@@ -158,9 +160,6 @@ def third_party(short):
 KNOWN_SPILLS = {
     "workspace_chain_functor<diffusion_chain_body>":
         "diffusion workspace path, cause not yet analysed in the SASS",
-    "guided_moment_functor":
-        "SMC with moment-projected potentials: the d_y x d_y covariance (at most 8 x 8) is a dynamically indexed "
-        "local array; 12/8 bytes spilled beside it, cause not yet analysed in the SASS",
     "binary_evaluate_functor":
         "binary-data evaluate (log q, score, denoiser at caller's points; not a chain kernel): 16/20 bytes since the "
         "launcher split, cause not yet analysed in the SASS",
@@ -200,6 +199,55 @@ def main_kernels():
     # kernels/plan.cuh plan_step_functor: per element read x and the model output, write x (12 bytes); the model
     # conversion ux x + um y (3) and the update (5) plus a quarter of a Philox block's normals (~5).
     rows.append(("Plan step (per element; n = 64, d = 12288)", 0, 1, 13, 12))
+    return rows
+
+
+# --- guided SMC: global accesses per particle-step, before and after the coordinate-major layout -----------------
+# One thread per particle. A "warp access" is one load or store instruction of the 32 threads of a warp to the same
+# coordinate of 32 consecutive particles. Row-major rows of d floats (d >= 8): 32 addresses 4 d bytes apart, one
+# 32-byte sector each: 32 sectors, 1,024 bytes moved for 128 used, 32 bytes per particle. Coordinate-major (element
+# (i, j) at i + j B N): 128 consecutive bytes, 4 sectors, 4 bytes per particle. Shared memory (per-thread scratch,
+# coordinate-major over the block): no global traffic, no bank conflict. Mixture parameters and A are warp-uniform
+# (one broadcast request per warp) and not counted per particle.
+def guided_accesses(K, d, dy, layout):
+    """(global loads, global stores, shared accesses) per particle-step of SMC's weighting + mutation (linear
+    potentials, dense A), counted from kernels/guided.cuh and kernels/mixture.cuh mixture_denoiser."""
+    # Weighting, guided_weight_functor. Residual at x: dy d loads of x, dy stores of r; q_now: dy loads. Denoiser:
+    # fill d; per component the logit (d loads of x) and the accumulation out = out rescale + w m_k (d loads of x,
+    # d loads and d stores of out); the 1 / sum scaling (d loads, d stores). Kernel mean c0 m + c1 x: d loads of m,
+    # d of x, d stores of mu. Residual at mu: dy d loads, dy stores; q_next: dy + dy^2 loads.
+    # Mutation, guided_mutate_functor: the ancestor's mean (d loads), x' (d stores), z_y (dy stores); residual: dy d
+    # loads of x, dy of z_y, dy stores of t; per row o of A, (S^-1 t)_o (dy loads) and x += u_o A_o.
+    if layout.startswith("row-major"):
+        # Before: the denoiser accumulates in mu's row (global), guided_add_row: d loads and d stores of x per row.
+        weight_loads = dy * d + dy + 2 * K * d + K * d + d + 2 * d + dy * d + dy + dy * dy
+        weight_stores = dy + d + K * d + d + d + dy
+        mutate_loads = d + dy * d + dy + dy * dy + dy * d
+        mutate_stores = d + dy + dy + dy * d
+        shared = 0
+    else:
+        # After: the denoiser's out in shared memory (fill d, 2 K d, scaling 2 d, read by the kernel mean d);
+        # u = sig^2 S^-1 t stored (dy), then guided_add_rows: per coordinate one load and one store of x and dy loads
+        # of u, the sum in a register.
+        weight_loads = dy * d + dy + 2 * K * d + d + dy * d + dy + dy * dy
+        weight_stores = dy + d + dy
+        mutate_loads = d + dy * d + dy + dy * dy + d + dy * d
+        mutate_stores = d + dy + dy + dy + d
+        shared = d + 2 * K * d + 2 * d + d
+    return weight_loads + mutate_loads, weight_stores + mutate_stores, shared
+
+
+def guided_rows():
+    rows = []
+    K, dy = 25, 1
+    for d in (10, 100):
+        # FLOPs as bench/bench_smc.cpp counts them: the denoiser 7 K d + 12 K, the residuals 4 dy d, the mutation's
+        # 2 dy d + dy^2 and d + dy normals (~5 each).
+        flops = 7 * K * d + 12 * K + 4 * dy * d + 2 * dy * d + dy * dy + 5 * (d + dy)
+        for layout, per in (("row-major, accumulators in global", 32), ("coordinate-major, accumulators in shared", 4)):
+            loads, stores, shared = guided_accesses(K, d, dy, layout)
+            rows.append((layout, K, d, dy, loads, stores, 32 if per == 32 else 4, (loads + stores) * per,
+                         stores * per, shared, flops))
     return rows
 
 
@@ -261,6 +309,27 @@ def write_record(kernels, path, allow_register_stack):
         by_flops, by_bytes, bound, which = fmt_bound(flops, moved)
         lines.append("| {} | {} | {} | {} | {} | {:.3g} | {} | {} |".format(
             name, K if K else "-", d, flops, moved, by_flops, "{:.3g}".format(by_bytes) if moved else "-", which))
+    lines.append("")
+    lines.append("## Guided SMC: global memory per particle-step, before and after the coordinate-major layout")
+    lines.append("")
+    lines.append("Weighting and mutation of one transition (linear potentials, dense A), {} components, d_y = 1,".format(
+        guided_rows()[0][1]))
+    lines.append("counted from the source (`guided_accesses` in `scripts/static_record.py`). Accesses are 4-byte")
+    lines.append("loads and stores of one thread; sectors are per warp access (32 particles, one coordinate); bytes")
+    lines.append("are at sector granularity (32 B per particle row-major, 4 B coordinate-major). Loads of x repeat")
+    lines.append("per component and are served by L1 when a block's rows fit; stores go to L2 (L1 writes through),")
+    lines.append("so the stored bytes are the floor of L2 traffic. The bound divides HBM bandwidth by all bytes")
+    lines.append("(pessimistic: it assumes nothing is served by L1/L2) and FP32 peak by the FLOPs. The shared-memory")
+    lines.append("scratch needs d floats per thread: 128 threads for d <= 96, fewer down to one warp for d <= 384")
+    lines.append("(`shared_scratch_block` in `kernels/launch.cuh`); beyond that the accumulator stays in the")
+    lines.append("coordinate-major global rows (4 sectors per warp access).")
+    lines.append("")
+    lines.append("| layout | K | d | d_y | loads | stores | sectors / warp access | bytes / step | stored bytes | shared accesses | FLOP / step | bound by FP32 (steps/s) | bound by bytes (steps/s) |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for layout, K, d, dy, loads, stores, sectors, moved, stored, shared, flops in guided_rows():
+        by_flops, by_bytes, _, _ = fmt_bound(flops, moved)
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3g} | {:.3g} |".format(
+            layout, K, d, dy, loads, stores, sectors, moved, stored, shared, flops, by_flops, by_bytes))
     lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))

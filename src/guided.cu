@@ -80,19 +80,21 @@ struct index_permutation {
 /// the permutation consecutive rows would come from the same few parents (blocks of rows unrepresentative of the
 /// whole); with it every block of rows is a uniformly random subset of the equally weighted samples.
 struct permuted_gather_functor {
-  const float* x;                  // B N x d
+  const float* x;                  // B N x d in the run's layout (kernels::guided_slice)
   const std::int32_t* ancestors;   // B N
-  float* out;                      // B N x d
+  float* out;                      // B N x d, row-major
   std::int64_t particles, d;
   std::uint64_t key;
   index_permutation perm;
+  std::int64_t coordinate_stride;  // of x: 0 row-major, else B N
   DS_HD void operator()(std::int64_t e) const {
     const std::int64_t row = e / d, j = e - row * d;
     const std::int64_t b = row / particles, i = row - b * particles;
     index_permutation pb = perm;
     pb.key = key + 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(b);
     const std::int64_t slot = b * particles + static_cast<std::int64_t>(pb(static_cast<std::uint64_t>(i)));
-    out[e] = x[(b * particles + ancestors[slot]) * d + j];
+    const std::int64_t from = b * particles + ancestors[slot];
+    out[e] = x[coordinate_stride == 0 ? from * d + j : from + j * coordinate_stride];
   }
 };
 
@@ -259,7 +261,7 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   l.resampling_bytes = smc ? resampling_workspace_bytes(pr.problems, o.particles, o.resampling.scheme) : 0;
   l.resampling = put(l.resampling_bytes);
   l.lz = put(moment ? B * N * sizeof(float) : 0);
-  l.work = put(moment ? 2 * B * N * d * sizeof(float) : 0);
+  l.work = put(moment ? 3 * B * N * d * sizeof(float) : 0);  // guided_moment_functor's scratch outside shared memory
   // DPS and Pi-GDM on the CPU executor run step by step (baseline_stage_functor): B N shifts.
   const bool baseline = o.sampler == guided_sampler::dps || o.sampler == guided_sampler::pigdm;
   l.shift = put(baseline ? B * N * sizeof(float) : 0);
@@ -632,6 +634,8 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   kernels::guided_params p = bind_tables(l, ws, prior.storage().view(where), B, N, d, dy, o.seed, initial_scale);
   p.stream_skip = detail::current_particle_streams().skip(N);  // 0 unless a shard of a larger run
   p.stream_first = detail::current_particle_streams().first;
+  // The CUDA executor's SMC particles are coordinate-major inside the run (kernels/guided.cuh, "Layout").
+  if (where == executor::cuda && smc) p.coordinate_stride = BN;
 
   float* x = reinterpret_cast<float*>(ws + l.x);
   float* mu = reinterpret_cast<float*>(ws + l.mu);
@@ -697,7 +701,8 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     ++report.launches;
     for (float* dst : {out.particles, out.samples}) {
       if (dst == nullptr) continue;
-      kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{x, dst}, stream);
+      kernels::for_each_index(where, BN * d, kernels::guided_copy_out_functor{x, dst, d, p.coordinate_stride},
+                              stream);
       ++report.launches;
     }
     return report;
@@ -732,7 +737,10 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
                                                                 K + 1, column, log_n},
                             stream);
     kernels::for_each_index(where, BN, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
-    detail::gather_unchecked(carried, B, N, d, ancestors, spare, where, stream);
+    if (p.coordinate_stride != 0)
+      kernels::for_each_index(where, BN * d, kernels::guided_gather_functor{carried, ancestors, spare, N, BN}, stream);
+    else
+      detail::gather_unchecked(carried, B, N, d, ancestors, spare, where, stream);
     std::swap(carried, spare);
     report.launches += 4;
   };
@@ -749,7 +757,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
       if (target != cpu::simd_target::scalar) {
         cpu::run_guided_moment(target, weigh, channel_at(k));  // packs, the products J a_o of src/cpu/denoiser_jvp.hpp
       } else {
-        kernels::for_each_index<128>(where, BN, weigh, stream);
+        kernels::for_each_index_scratch<128>(where, BN, weigh, stream);
       }
       ro.step = static_cast<std::uint64_t>(k);
       detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
@@ -786,7 +794,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
       pass.weight_channel = channel_at(0);
       cpu::run_guided_pass(target, pass);
     } else {
-      kernels::for_each_index(where, BN, weight0, stream);
+      cpu::parallel_for_each(BN, weight0);
     }
     for (std::int64_t k = 0; k < K; ++k) {
       ro.step = static_cast<std::uint64_t>(k + 1);
@@ -816,7 +824,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     }
   }
   for (std::int64_t k = 0; where == executor::cuda && k < K; ++k) {
-    kernels::for_each_index<128>(where, BN, kernels::guided_weight_functor{p, k, x, mu, lw, r}, stream);
+    kernels::for_each_index_scratch<128>(where, BN, kernels::guided_weight_functor{p, k, x, mu, lw, r}, stream);
     // Resampling decision and ancestors; the mutation reads each ancestor's mean and resets the weights itself.
     ro.step = static_cast<std::uint64_t>(k + 1);
     detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
@@ -831,7 +839,8 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   }
 
   if (out.particles != nullptr) {
-    kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{x, out.particles}, stream);
+    kernels::for_each_index(where, BN * d, kernels::guided_copy_out_functor{x, out.particles, d, p.coordinate_stride},
+                            stream);
     ++report.launches;
   }
   if (out.log_weights != nullptr) {
@@ -846,7 +855,8 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
     const std::uint64_t key = o.seed ^ 0x5851F42D4C957F2Dull;  // the samples' order: a stream of its own
     kernels::for_each_index(where, BN * d,
                             permuted_gather_functor{x, ancestors, out.samples, N, d, key,
-                                                    index_permutation(key, static_cast<std::uint64_t>(N))},
+                                                    index_permutation(key, static_cast<std::uint64_t>(N)),
+                                                    p.coordinate_stride},
                             stream);
     report.launches += 2;
   }
@@ -972,7 +982,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   ro.seed = o.seed ^ 0x9E3779B97F4A7C15ull;  // as guided_sample()
 
   kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
-  kernels::for_each_index(where, BL, kernels::guided_init_functor{p, x, lw, r}, stream);
+  // The shard runs on the CPU executor only: its per-particle passes call the pool directly (no CUDA kernels of them
+  // to compile).
+  cpu::parallel_for_each(BL, kernels::guided_init_functor{p, x, lw, r});
   // On a SIMD target the weighting and the mutation run on packs of particles as in guided_sample(), whose lanes
   // draw the particles' own streams: the shards' particles stay those of one process bit for bit.
   const cpu::simd_target target = BL > 0 ? cpu::chain_target() : cpu::simd_target::scalar;
@@ -1001,7 +1013,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
       pass.mutate = &mutate;
       cpu::run_guided_pass(target, pass);
     } else {
-      kernels::for_each_index(where, BL, mutate, stream);
+      cpu::parallel_for_each(BL, mutate);
     }
   };
   if (o.potentials == guided_potentials::moment) {
@@ -1018,7 +1030,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
       if (target != cpu::simd_target::scalar) {
         cpu::run_guided_moment(target, weigh, fill_step_channel(channels, p.steps[k]));
       } else {
-        kernels::for_each_index<128>(where, BL, weigh, stream);
+        cpu::parallel_for_each(BL, weigh);
       }
       for (std::int64_t s = 0; s < BL; ++s) {
         std::memcpy(packed.data() + s * (d + 1), mu + s * d, row);
@@ -1050,7 +1062,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
         pass.weight_channel = fill_step_channel(channels, p.steps[k]);
         cpu::run_guided_pass(target, pass);
       } else {
-        kernels::for_each_index(where, BL, weight, stream);
+        cpu::parallel_for_each(BL, weight);
       }
       ro.step = static_cast<std::uint64_t>(k + 1);
       shard.resample(lw, B, ro, reports, mu, row, mu2);

@@ -25,4 +25,17 @@ void for_each_index(executor where, std::int64_t n, const F& f, cudaStream_t str
   }
 }
 
+/// for_each_index for a functor with a per-particle scratch (kernels/launch.cuh for_each_index_scratch_kernel): on
+/// CUDA the scratch is shared memory when a warp's fits, else the functor's global rows; on the CPU executor f(i),
+/// which runs f(i, f.scratch(i)) over the functor's global rows.
+template <int Block = default_block, class F>
+void for_each_index_scratch(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
+  if (n <= 0) return;
+  if (where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(launch_for_each_index_scratch<Block>(n, f, stream));
+  } else {
+    cpu::parallel_for_each(n, f);
+  }
+}
+
 }  // namespace diffsample::kernels

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include <diffsample/metrics.hpp>
 #include <diffsample/posterior.hpp>
 
+#include "kernels/guided.cuh"
 #include "reference/guided_helpers.hpp"
 #include "reference/helpers.hpp"
 
@@ -436,6 +438,160 @@ TEST(Guided, GpuAndCpuAgreeOnLogNormaliser) {
   for (float v : samples.download()) ASSERT_TRUE(std::isfinite(v));
   const double se = std::sqrt((ds::testing::variance(cpu_z) + ds::testing::variance(gpu_z)) / 8.0);
   EXPECT_NEAR(ds::testing::mean(gpu_z), ds::testing::mean(cpu_z), 4 * se + 1e-3);
+}
+
+// The CUDA executor keeps SMC's particles coordinate-major inside the run and the weighting's and the moment
+// potentials' accumulators in shared memory when one warp's scratch fits in 48 KB (d <= 384 for the weighting,
+// 3 d <= 384 for the moments), otherwise in the coordinate-major global rows; the outputs are transposed back to
+// row-major. Without resampling (ess_threshold 0) each particle's trajectory is continuous in its noise, so the GPU's
+// particles and log-weights must match the CPU's (row-major throughout) value by value as in
+// GpuDpsAndPigdmMatchTheCpu: at most 1% differ by more than 1e-2 relative, all finite. A coordinate or particle
+// mix-up in the layout (a transposition, a wrong stride, a scratch offset) moves values by the prior's scale (means
+// on a grid of spacing 8), far outside that. Settings: d = 10 (128 threads, shared), d = 100 with a mask operator
+// (96 threads, shared), d = 400 (global rows), moment potentials at d = 10 (shared) and d = 150 (global rows).
+TEST(Guided, GpuSmcLayoutsMatchTheCpu) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  struct setting {
+    std::int64_t d;
+    bool mask;
+    ds::guided_potentials potentials;
+  };
+  const ds::guided_potentials linear = ds::guided_potentials::linear, moment = ds::guided_potentials::moment;
+  for (const setting& s : {setting{10, false, linear}, setting{100, true, linear}, setting{400, false, linear},
+                           setting{10, false, moment}, setting{150, false, moment}}) {
+    const benchmark_problem p = make_problem(s.d, 12);
+    ds::guided_problems g = replicate(p.observation, 2);
+    if (s.mask) {
+      g.A.clear();
+      g.d_y = 3;
+      g.operators = {ds::observation_operator::mask(s.d, {0, s.d / 2, s.d - 1}, {1.0, 0.5, 2.0})};
+      g.y = {4.0, -4.0, 8.0, 4.0, -4.0, 8.0};
+    }
+    ds::guided_options o = options(ds::guided_sampler::smc, 256, 20, 23);
+    o.potentials = s.potentials;
+    o.resampling.ess_threshold = 0;  // never resample: trajectories stay continuous in their noise
+    const std::int64_t n = 2 * 256, count = n * s.d;
+    std::vector<float> x(count, NAN), lw(n, NAN);
+    ds::guided_outputs out;
+    out.particles = x.data();
+    out.log_weights = lw.data();
+    ds::guided_sample(p.prior, g, o, out, cpu());
+    ds::testing::device_buffer<float> dx(count), dlw(n);
+    out.particles = dx.ptr;
+    out.log_weights = dlw.ptr;
+    ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
+    const std::vector<float> gx = dx.download(), glw = dlw.download();
+    std::int64_t far = 0, far_weights = 0;
+    for (std::int64_t i = 0; i < count; ++i) {
+      ASSERT_TRUE(std::isfinite(gx[i])) << "d = " << s.d << ", value " << i;
+      far += std::abs(gx[i] - x[i]) > 1e-2 * (1 + std::abs(x[i]));
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(std::isfinite(glw[i])) << "d = " << s.d << ", weight " << i;
+      far_weights += std::abs(glw[i] - lw[i]) > 1e-2 * (1 + std::abs(lw[i]));
+    }
+    EXPECT_LE(far, count / 100) << "d = " << s.d;
+    EXPECT_LE(far_weights, n / 100) << "d = " << s.d;
+  }
+}
+
+// The CUDA executor's layout of SMC's per-particle buffers, checked on the CPU with the very functors: initial draw,
+// weighting, mutation (with a resampled and a kept problem), gather, moment potentials and the copy out run over
+// coordinate-major buffers (guided_params::coordinate_stride = B N, as on CUDA) with the weighting's and the moments'
+// scratch shaped as for_each_index_scratch_kernel's shared memory (thread t of a block of 4 at c * 4 + t), and every
+// output, transposed back, must equal the row-major run (the CPU executor's layout, scratch in the functors' own
+// rows) bit for bit: the arithmetic does not depend on the layout, so any difference is an indexing error. Dense A
+// (d_y = 2) and a diagonal mixture so that every index path runs. Seen failing with guided_slice ignoring the offset
+// of a coordinate-major slice (the mutation's t overwrote z_y), and with the gather reading the particle's own row
+// instead of its ancestor's.
+TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
+  namespace k = ds::kernels;
+  const int d = 5, dy = 2, K = 3, steps = 2;
+  const std::int64_t B = 2, N = 6, n = B * N;
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> u(0.2f, 1.0f);
+  std::normal_distribution<float> z;
+  std::vector<float> log_w = {-1.2f, -0.9f, -1.3f}, means(K * d), vars(K * d);
+  for (auto& v : means) v = 2 * z(gen);
+  for (auto& v : vars) v = u(gen);
+  std::vector<k::guided_step> table(steps);
+  for (auto& st : table) st = {u(gen), u(gen), u(gen), u(gen), u(gen), 0.3f * u(gen), u(gen)};
+  std::vector<float> inv_var((steps + 1) * B), noise((steps + 1) * B), precision(steps * B * dy * dy), A(dy * d),
+      y(B * dy), sigma2(B, 0.5f);
+  for (auto* v : {&inv_var, &noise, &precision, &A, &y})
+    for (auto& e : *v) e = u(gen);
+  k::guided_params p{};
+  p.mix = {log_w.data(), means.data(), vars.data(), K, d, false};
+  p.steps = table.data();
+  p.inv_var = inv_var.data();
+  p.noise_std = noise.data();
+  p.precision = precision.data();
+  p.A = A.data();
+  p.y = y.data();
+  p.problems = B;
+  p.particles = N;
+  p.d = d;
+  p.d_y = dy;
+  p.seed = 9;
+  p.initial_scale = 1.5f;
+  std::vector<std::int32_t> ancestors(n);
+  for (std::int64_t i = 0; i < n; ++i) ancestors[i] = static_cast<std::int32_t>((i * 5 + 1) % N);
+  std::vector<ds::particle_report> reports(B);
+  reports[0].resampled = 1;
+
+  struct run_outputs {
+    std::vector<float> x, mu, lw, lz, gathered, out;
+  };
+  const auto run = [&](bool coordinate_major) {
+    k::guided_params q = p;
+    q.coordinate_stride = coordinate_major ? n : 0;
+    std::vector<float> x(n * d), mu(n * d), mu2(n * d), lw(n), lz(n), r(n * 2 * dy), work(n * 3 * d),
+        block(4 * 3 * d), gathered(n * d), out(n * d);
+    // Thread i % 4 of a block of 4: the scratch as the shared memory of for_each_index_scratch_kernel.
+    const auto shared = [&](std::int64_t i, int width) {
+      return k::strided_vec<float>{block.data() + i % 4, 4, width};
+    };
+    for (std::int64_t i = 0; i < n; ++i) k::guided_init_functor{q, x.data(), lw.data(), r.data()}(i);
+    const k::guided_weight_functor weight{q, 0, x.data(), mu.data(), lw.data(), r.data()};
+    for (std::int64_t i = 0; i < n; ++i) coordinate_major ? weight(i, shared(i, d)) : weight(i);
+    const k::guided_mutate_functor mutate{q, 0, mu.data(), ancestors.data(), reports.data(), lw.data(), x.data(),
+                                          r.data()};
+    for (std::int64_t i = 0; i < n; ++i) mutate(i);
+    if (coordinate_major) {
+      for (std::int64_t e = 0; e < n * d; ++e) k::guided_gather_functor{x.data(), ancestors.data(), gathered.data(), N, n}(e);
+    } else {
+      for (std::int64_t i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j) gathered[i * d + j] = x[((i / N) * N + ancestors[i]) * d + j];
+    }
+    const k::guided_moment_functor moment{q, 1, sigma2.data(), x.data(), mu2.data(), lw.data(), lz.data(),
+                                          work.data(), r.data()};
+    for (std::int64_t i = 0; i < n; ++i) coordinate_major ? moment(i, shared(i, 3 * d)) : moment(i);
+    for (std::int64_t e = 0; e < n * d; ++e) k::guided_copy_out_functor{x.data(), out.data(), d, q.coordinate_stride}(e);
+    // Row-major views of the per-particle buffers.
+    const auto rows = [&](const std::vector<float>& v) {
+      if (!coordinate_major) return v;
+      std::vector<float> t(n * d);
+      for (std::int64_t i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j) t[i * d + j] = v[i + j * n];
+      return t;
+    };
+    return run_outputs{rows(x), rows(mu2), lw, lz, rows(gathered), out};
+  };
+  const run_outputs row = run(false), col = run(true);
+  const auto same = [](const std::vector<float>& a, const std::vector<float>& b, const char* what) {
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(a[i])) << what << " " << i;
+      ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0) << what << " " << i << ": " << a[i] << " vs " << b[i];
+    }
+  };
+  same(row.x, col.x, "x");
+  same(row.mu, col.mu, "moment mu");
+  same(row.lw, col.lw, "log-weights");
+  same(row.lz, col.lz, "pending log-weights");
+  same(row.gathered, col.gathered, "gathered");
+  same(row.x, col.out, "copied out");
+  same(row.out, col.out, "copied out (row-major run)");
 }
 
 // DDIM kernels. With eta = 1 the DDIM kernel is the DDPM kernel on a VP schedule (same c0, c1, sig up to FP64
