@@ -331,6 +331,29 @@ def write_record(kernels, path, allow_register_stack):
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3g} | {:.3g} |".format(
             layout, K, d, dy, loads, stores, sectors, moved, stored, shared, flops, by_flops, by_bytes))
     lines.append("")
+    # The scratch kernels' occupancy with their dynamic shared memory (the table above counts static memory only).
+    scratch = [k for k in kernels if k["short"].startswith("for_each_index_scratch_kernel<")]
+    if scratch:
+        lines.append("Occupancy of the shared-scratch kernels with their dynamic shared memory (threads per block as")
+        lines.append("`shared_scratch_block` picks them; static occupancy above is at 128 threads without it):")
+        lines.append("")
+        lines.append("| kernel | d | floats per thread | threads | dynamic smem (B) | occupancy | limit |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        for k in sorted(scratch, key=lambda k: k["short"]):
+            per_d = 3 if "guided_moment_functor" in k["short"] else 1
+            for d in (10, 100, 400):
+                width = per_d * d
+                threads = min(128, (48 * 1024) // (4 * width) // 32 * 32)
+                if threads < 32:
+                    occ, limiter = occupancy(k["registers"], k["smem"], 128)
+                    lines.append("| `{}` | {} | {} | 128 | 0 (global rows) | {:.0%} | {} |".format(
+                        k["short"], d, width, occ, limiter))
+                    continue
+                dyn = threads * width * 4
+                occ, limiter = occupancy(k["registers"], k["smem"] + dyn, threads)
+                lines.append("| `{}` | {} | {} | {} | {} | {:.0%} | {} |".format(
+                    k["short"], d, width, threads, dyn, occ, limiter))
+        lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
