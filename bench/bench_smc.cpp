@@ -4,9 +4,10 @@
 //
 // Per particle-step the SMC runs one denoiser (K components: ~7 K d + 12 K FLOP, as bench_langevin's score), the
 // residuals A x and A mu (4 d_y d FLOP), the mutation (d + d_y normals, 2 d_y d + d_y^2 FLOP) and, when the ESS
-// falls below N / 2, a resampling and a gather. Bytes per particle-step through DRAM (the state is in row-major
-// workspace): weighting reads x and writes mu (8 d), mutation reads mu and writes x (8 d), the log-weight is read
-// and written twice (16); a resampling step adds the gather (8 d) and the resampling's own traffic below.
+// falls below N / 2, a resampling and a gather. Bytes per particle-step through DRAM (the state's workspace rows:
+// row-major on the CPU executor, coordinate-major on CUDA; bench/static_record.md counts the cache-level traffic):
+// weighting reads x and writes mu (8 d), mutation reads mu and writes x (8 d), the log-weight is read and written
+// twice (16); a resampling step adds the gather (8 d) and the resampling's own traffic below.
 // Resampling bytes per particle, counted as the minimum: log-weight in (4) and ancestor out (4), plus the
 // fixed-point weight and its prefix sum (int64, written once and read once each: 32); workspace_bytes / N is printed
 // beside it as the scratch actually touched.
