@@ -34,16 +34,21 @@ DS_HD_INLINE void diffpir_step(const guided_params& p, std::int64_t i, std::int6
   }
 }
 
-/// A whole DiffPIR trajectory per particle: x = s_0 z (stream step 0), then `steps` steps of diffpir_step.
+/// A whole DiffPIR trajectory per particle: x = s_0 z (stream step 0), then `steps` steps of diffpir_step. The
+/// denoiser m (accumulated K times per coordinate, then d_y rows of A added) lives in the scratch: shared memory on
+/// the CUDA executor when a warp's d floats fit, else work's rows (kernels/guided.cuh, "Layout").
 struct guided_diffpir_functor {
   guided_params p;
   std::int64_t steps;
-  float* x;     // B N x d (output)
+  float* x;     // B N x d (output), in the run's layout
   float* work;  // B N x 3 d scratch (m)
   float* r;     // B N x d_y scratch
-  DS_HD void operator()(std::int64_t i) const {
+  DS_HD int scratch_floats() const { return p.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const { return guided_slice(p, work, i, 3 * p.d, 0, p.d); }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> mi) const {
     const int d = p.d;
-    strided_vec<float> xi{x + i * d, 1, d}, mi{work + i * 3 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+    strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
     {
       philox rng(p.seed, guided_stream(p, i, i / p.particles), 0);
       const float s0 = p.initial_scale;

@@ -80,18 +80,23 @@ DS_HD_INLINE void prior_draw(const mixture_view<float>& m, philox& rng, X& x) {
   rng.normals(m.dim, [&](int j, float z) { x[j] = m.mean(k, j) + ds_sqrt(m.variance(k, j)) * z; });
 }
 
-/// A whole SKRock chain per particle: an exact prior draw (stream step 0), then `iterations` iterations.
+/// A whole SKRock chain per particle: an exact prior draw (stream step 0), then `iterations` iterations. The drift
+/// g (the score accumulated K times per coordinate, then d_y rows of A added) lives in the scratch: shared memory
+/// on the CUDA executor when a warp's d floats fit, else work's rows (kernels/guided.cuh, "Layout").
 struct guided_skrock_functor {
   guided_params p;
   skrock_params q;
   std::int64_t iterations;
-  float* x;     // B N x d (output)
+  float* x;     // B N x d (output), in the run's layout
   float* work;  // B N x 3 d scratch (cur, old, g)
   float* r;     // B N x d_y scratch
-  DS_HD void operator()(std::int64_t i) const {
+  DS_HD int scratch_floats() const { return p.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const { return guided_slice(p, work, i, 3 * p.d, 2 * p.d, p.d); }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> g) const {
     const int d = p.d;
-    strided_vec<float> xi{x + i * d, 1, d}, cur{work + i * 3 * d, 1, d}, old{work + i * 3 * d + d, 1, d},
-        g{work + i * 3 * d + 2 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+    strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), cur = guided_slice(p, work, i, 3 * d, 0, d),
+                       old = guided_slice(p, work, i, 3 * d, d, d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
     {
       philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
       prior_draw(p.mix, rng, xi);

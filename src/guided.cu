@@ -634,8 +634,10 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   kernels::guided_params p = bind_tables(l, ws, prior.storage().view(where), B, N, d, dy, o.seed, initial_scale);
   p.stream_skip = detail::current_particle_streams().skip(N);  // 0 unless a shard of a larger run
   p.stream_first = detail::current_particle_streams().first;
-  // The CUDA executor's SMC particles are coordinate-major inside the run (kernels/guided.cuh, "Layout").
-  if (where == executor::cuda && smc) p.coordinate_stride = BN;
+  // The CUDA executor's SMC, DiffPIR and SKRock particles are coordinate-major inside the run (kernels/guided.cuh,
+  // "Layout").
+  const bool diffpir = o.sampler == guided_sampler::diffpir;
+  if (where == executor::cuda && (smc || diffpir || o.sampler == guided_sampler::skrock)) p.coordinate_stride = BN;
 
   float* x = reinterpret_cast<float*>(ws + l.x);
   float* mu = reinterpret_cast<float*>(ws + l.mu);
@@ -647,7 +649,6 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   // The CPU executor's SIMD target, and the mixture's constants per channel for its packs: DiffPIR's every step at
   // once; the SMC's weighting step, one channel refilled per step on the calling thread (K components x d values).
   const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  const bool diffpir = o.sampler == guided_sampler::diffpir;
   std::vector<float> channel_table;
   kernels::mixture_channels channels{};
   if (target != cpu::simd_target::scalar && (smc || diffpir)) {

@@ -99,8 +99,8 @@ void launch_skrock(executor where, std::int64_t particles_total, const kernels::
     cpu::run_guided_skrock(target, p, q, channels.at(0, 1.f, 0.f), iterations, x);
     return;
   }
-  kernels::for_each_index<128>(where, particles_total, kernels::guided_skrock_functor{p, q, iterations, x, work, r},
-                               stream);
+  kernels::for_each_index_scratch<128>(where, particles_total,
+                                       kernels::guided_skrock_functor{p, q, iterations, x, work, r}, stream);
 }
 
 }  // namespace diffsample::detail

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <diffsample/guided.hpp>
@@ -18,6 +19,8 @@
 #include <diffsample/posterior.hpp>
 
 #include "kernels/guided.cuh"
+#include "kernels/guided_diffpir.cuh"
+#include "kernels/guided_skrock.cuh"
 #include "reference/guided_helpers.hpp"
 #include "reference/helpers.hpp"
 
@@ -440,25 +443,30 @@ TEST(Guided, GpuAndCpuAgreeOnLogNormaliser) {
   EXPECT_NEAR(ds::testing::mean(gpu_z), ds::testing::mean(cpu_z), 4 * se + 1e-3);
 }
 
-// The CUDA executor keeps SMC's particles coordinate-major inside the run and the weighting's and the moment
-// potentials' accumulators in shared memory when one warp's scratch fits in 48 KB (d <= 384 for the weighting,
-// 3 d <= 384 for the moments), otherwise in the coordinate-major global rows; the outputs are transposed back to
-// row-major. Without resampling (ess_threshold 0) each particle's trajectory is continuous in its noise, so the GPU's
-// particles and log-weights must match the CPU's (row-major throughout) value by value as in
-// GpuDpsAndPigdmMatchTheCpu: at most 1% differ by more than 1e-2 relative, all finite. A coordinate or particle
-// mix-up in the layout (a transposition, a wrong stride, a scratch offset) moves values by the prior's scale (means
-// on a grid of spacing 8), far outside that. Settings: d = 10 (128 threads, shared), d = 100 with a mask operator
-// (96 threads, shared), d = 400 (global rows), moment potentials at d = 10 (shared) and d = 150 (global rows).
-TEST(Guided, GpuSmcLayoutsMatchTheCpu) {
+// The CUDA executor keeps the particles of SMC, DiffPIR and SKRock coordinate-major inside the run and their
+// accumulators (SMC's denoiser, the moment potentials' denoiser, row and JVP, DiffPIR's denoiser, SKRock's drift) in
+// shared memory when one warp's scratch fits in 48 KB (d <= 384 floats per thread), otherwise in the
+// coordinate-major global rows; the outputs are transposed back to row-major. Without resampling (SMC's
+// ess_threshold 0) each particle's trajectory is continuous in its noise, so the GPU's particles (and SMC's
+// log-weights) must match the CPU's (row-major throughout) value by value as in GpuDpsAndPigdmMatchTheCpu: at most
+// 1% differ by more than 1e-2 relative, all finite. A coordinate or particle mix-up in the layout (a transposition,
+// a wrong stride, a scratch offset) moves values by the prior's scale (means on a grid of spacing 8), far outside
+// that. Settings: d = 10 (128 threads, shared), d = 100 with a mask operator (96 threads, shared), d = 400 (global
+// rows), and SMC's moment potentials at d = 10 (shared) and d = 150 (3 d floats: global rows).
+TEST(Guided, GpuLayoutsMatchTheCpu) {
   DIFFSAMPLE_REQUIRE_GPU();
   struct setting {
     std::int64_t d;
     bool mask;
     ds::guided_potentials potentials;
+    ds::guided_sampler sampler;
   };
   const ds::guided_potentials linear = ds::guided_potentials::linear, moment = ds::guided_potentials::moment;
-  for (const setting& s : {setting{10, false, linear}, setting{100, true, linear}, setting{400, false, linear},
-                           setting{10, false, moment}, setting{150, false, moment}}) {
+  std::vector<setting> settings = {{10, false, moment, ds::guided_sampler::smc},
+                                   {150, false, moment, ds::guided_sampler::smc}};
+  for (ds::guided_sampler sampler : {ds::guided_sampler::smc, ds::guided_sampler::diffpir, ds::guided_sampler::skrock})
+    for (std::int64_t d : {10, 100, 400}) settings.push_back({d, d == 100, linear, sampler});
+  for (const setting& s : settings) {
     const benchmark_problem p = make_problem(s.d, 12);
     ds::guided_problems g = replicate(p.observation, 2);
     if (s.mask) {
@@ -467,36 +475,41 @@ TEST(Guided, GpuSmcLayoutsMatchTheCpu) {
       g.operators = {ds::observation_operator::mask(s.d, {0, s.d / 2, s.d - 1}, {1.0, 0.5, 2.0})};
       g.y = {4.0, -4.0, 8.0, 4.0, -4.0, 8.0};
     }
-    ds::guided_options o = options(ds::guided_sampler::smc, 256, 20, 23);
+    const std::int64_t particles = s.d > 100 ? 64 : 256;
+    ds::guided_options o = options(s.sampler, particles, 20, 23);
     o.potentials = s.potentials;
     o.resampling.ess_threshold = 0;  // never resample: trajectories stay continuous in their noise
-    const std::int64_t n = 2 * 256, count = n * s.d;
+    const bool smc = s.sampler == ds::guided_sampler::smc;
+    const std::int64_t n = 2 * particles, count = n * s.d;
+    const std::string what = std::string(ds::to_string(s.sampler)) + (s.potentials == moment ? " (moment)" : "") +
+                             ", d = " + std::to_string(s.d);
     std::vector<float> x(count, NAN), lw(n, NAN);
     ds::guided_outputs out;
     out.particles = x.data();
-    out.log_weights = lw.data();
+    out.log_weights = smc ? lw.data() : nullptr;
     ds::guided_sample(p.prior, g, o, out, cpu());
     ds::testing::device_buffer<float> dx(count), dlw(n);
     out.particles = dx.ptr;
-    out.log_weights = dlw.ptr;
+    out.log_weights = smc ? dlw.ptr : nullptr;
     ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
     const std::vector<float> gx = dx.download(), glw = dlw.download();
     std::int64_t far = 0, far_weights = 0;
     for (std::int64_t i = 0; i < count; ++i) {
-      ASSERT_TRUE(std::isfinite(gx[i])) << "d = " << s.d << ", value " << i;
+      ASSERT_TRUE(std::isfinite(gx[i])) << what << ", value " << i;
       far += std::abs(gx[i] - x[i]) > 1e-2 * (1 + std::abs(x[i]));
     }
-    for (std::int64_t i = 0; i < n; ++i) {
-      ASSERT_TRUE(std::isfinite(glw[i])) << "d = " << s.d << ", weight " << i;
+    for (std::int64_t i = 0; smc && i < n; ++i) {
+      ASSERT_TRUE(std::isfinite(glw[i])) << what << ", weight " << i;
       far_weights += std::abs(glw[i] - lw[i]) > 1e-2 * (1 + std::abs(lw[i]));
     }
-    EXPECT_LE(far, count / 100) << "d = " << s.d;
-    EXPECT_LE(far_weights, n / 100) << "d = " << s.d;
+    EXPECT_LE(far, count / 100) << what;
+    EXPECT_LE(far_weights, n / 100) << what;
   }
 }
 
-// The CUDA executor's layout of SMC's per-particle buffers, checked on the CPU with the very functors: initial draw,
-// weighting, mutation (with a resampled and a kept problem), gather, moment potentials and the copy out run over
+// The CUDA executor's layout of SMC's and DiffPIR's per-particle buffers, checked on the CPU with the very functors:
+// initial draw, weighting, mutation (with a resampled and a kept problem), gather, moment potentials, the copy out
+// and whole DiffPIR and SKRock trajectories run over
 // coordinate-major buffers (guided_params::coordinate_stride = B N, as on CUDA) with the weighting's and the moments'
 // scratch shaped as for_each_index_scratch_kernel's shared memory (thread t of a block of 4 at c * 4 + t), and every
 // output, transposed back, must equal the row-major run (the CPU executor's layout, scratch in the functors' own
@@ -538,9 +551,13 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   for (std::int64_t i = 0; i < n; ++i) ancestors[i] = static_cast<std::int32_t>((i * 5 + 1) % N);
   std::vector<ds::particle_report> reports(B);
   reports[0].resampled = 1;
+  // SKRock: 3 stages, small steps (any values run the same indexing).
+  std::vector<float> skrock_step(B, 0.01f), skrock_inv(B, 0.5f), skrock_coefficients(9);
+  for (auto& c : skrock_coefficients) c = 0.5f * u(gen);
+  const k::skrock_params skrock{skrock_step.data(), skrock_inv.data(), skrock_coefficients.data(), 3};
 
   struct run_outputs {
-    std::vector<float> x, mu, lw, lz, gathered, out;
+    std::vector<float> x, mu, lw, lz, gathered, out, diffpir, skrock;
   };
   const auto run = [&](bool coordinate_major) {
     k::guided_params q = p;
@@ -567,6 +584,12 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
                                           work.data(), r.data()};
     for (std::int64_t i = 0; i < n; ++i) coordinate_major ? moment(i, shared(i, 3 * d)) : moment(i);
     for (std::int64_t e = 0; e < n * d; ++e) k::guided_copy_out_functor{x.data(), out.data(), d, q.coordinate_stride}(e);
+    std::vector<float> pir_x(n * d);
+    const k::guided_diffpir_functor pir{q, steps, pir_x.data(), work.data(), r.data()};
+    for (std::int64_t i = 0; i < n; ++i) coordinate_major ? pir(i, shared(i, d)) : pir(i);
+    std::vector<float> kr_x(n * d);
+    const k::guided_skrock_functor kr{q, skrock, 2, kr_x.data(), work.data(), r.data()};
+    for (std::int64_t i = 0; i < n; ++i) coordinate_major ? kr(i, shared(i, d)) : kr(i);
     // Row-major views of the per-particle buffers.
     const auto rows = [&](const std::vector<float>& v) {
       if (!coordinate_major) return v;
@@ -575,7 +598,7 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
         for (int j = 0; j < d; ++j) t[i * d + j] = v[i + j * n];
       return t;
     };
-    return run_outputs{rows(x), rows(mu2), lw, lz, rows(gathered), out};
+    return run_outputs{rows(x), rows(mu2), lw, lz, rows(gathered), out, rows(pir_x), rows(kr_x)};
   };
   const run_outputs row = run(false), col = run(true);
   const auto same = [](const std::vector<float>& a, const std::vector<float>& b, const char* what) {
@@ -592,6 +615,8 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   same(row.gathered, col.gathered, "gathered");
   same(row.x, col.out, "copied out");
   same(row.out, col.out, "copied out (row-major run)");
+  same(row.diffpir, col.diffpir, "DiffPIR");
+  same(row.skrock, col.skrock, "SKRock");
 }
 
 // DDIM kernels. With eta = 1 the DDIM kernel is the DDPM kernel on a VP schedule (same c0, c1, sig up to FP64
