@@ -447,19 +447,26 @@ DS_HD_INLINE void baseline_initial(const guided_params& p, std::uint64_t id, X& 
   rng.normals(p.d, [&](int j, float z) { x[j] = s0 * z; });
 }
 
-/// The whole DPS / Pi-GDM trajectory of one particle in one thread (the CUDA executor's fused run).
+/// The whole DPS / Pi-GDM trajectory of one particle in one thread (the CUDA executor's fused run). The denoiser m
+/// and J v, each accumulated K times per coordinate and step, live in the scratch: shared memory on the CUDA
+/// executor when a warp's 2 d floats fit, else work's rows (kernels/guided.cuh, "Layout"); v = A^T P r is built
+/// once per step in work's third row.
 struct guided_baseline_functor {
   guided_params p;
   std::int64_t steps;
-  float* x;        // B N x d (output)
-  float* work;     // B N x 3 d scratch (m, v, J v)
+  float* x;        // B N x d (output), in the run's layout
+  float* work;     // B N x 3 d scratch (m, J v, v)
   float* r;        // B N x d_y scratch
   baseline_settings g;
-  DS_HD void operator()(std::int64_t i) const {
+  DS_HD int scratch_floats() const { return 2 * p.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const { return guided_slice(p, work, i, 3 * p.d, 0, 2 * p.d); }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> s) const {
     const std::int64_t b = i / p.particles;
     const int d = p.d;
-    strided_vec<float> xi{x + i * d, 1, d}, mi{work + i * 3 * d, 1, d}, vi{work + i * 3 * d + d, 1, d},
-        ji{work + i * 3 * d + 2 * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+    strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), vi = guided_slice(p, work, i, 3 * d, 2 * d, d),
+                       ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
+    strided_vec<float> mi{s.p, s.stride, d}, ji{s.p + d * s.stride, s.stride, d};
     const std::uint64_t stream = guided_stream(p, i, b);  // once: i is not needed in the loop
     baseline_initial(p, stream, xi);
     for (std::int64_t k = 0; k < steps; ++k) {

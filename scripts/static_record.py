@@ -343,7 +343,7 @@ def write_record(kernels, path, allow_register_stack):
         lines.append("| kernel | d | floats per thread | threads | dynamic smem (B) | occupancy | limit |")
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
         for k in sorted(scratch, key=lambda k: k["short"]):
-            per_d = 3 if "guided_moment_functor" in k["short"] else 1
+            per_d = 3 if "guided_moment_functor" in k["short"] else 2 if "guided_baseline_functor" in k["short"] else 1
             for d in (10, 100, 400):
                 width = per_d * d
                 threads = min(128, (48 * 1024) // (4 * width) // 32 * 32)

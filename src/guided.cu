@@ -249,7 +249,7 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   const bool smc = o.sampler == guided_sampler::smc;
   const bool moment = smc && o.potentials == guided_potentials::moment;
   l.x = put(B * N * d * sizeof(float));
-  l.mu = put((smc ? 1 : 3) * B * N * d * sizeof(float));  // the baselines' m, v, J v
+  l.mu = put((smc ? 1 : 3) * B * N * d * sizeof(float));  // the baselines' m, J v, v
   l.mu2 = put(smc ? B * N * d * sizeof(float) : 0);
   l.lw = put(smc ? B * N * sizeof(float) : 0);
   l.r = put((smc ? 2 : 1) * B * N * dy * sizeof(float));
@@ -634,10 +634,10 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
   kernels::guided_params p = bind_tables(l, ws, prior.storage().view(where), B, N, d, dy, o.seed, initial_scale);
   p.stream_skip = detail::current_particle_streams().skip(N);  // 0 unless a shard of a larger run
   p.stream_first = detail::current_particle_streams().first;
-  // The CUDA executor's SMC, DiffPIR and SKRock particles are coordinate-major inside the run (kernels/guided.cuh,
-  // "Layout").
+  // The CUDA executor's particles are coordinate-major inside the run (kernels/guided.cuh, "Layout"); the CPU
+  // executor's stay row-major.
   const bool diffpir = o.sampler == guided_sampler::diffpir;
-  if (where == executor::cuda && (smc || diffpir || o.sampler == guided_sampler::skrock)) p.coordinate_stride = BN;
+  if (where == executor::cuda) p.coordinate_stride = BN;
 
   float* x = reinterpret_cast<float*>(ws + l.x);
   float* mu = reinterpret_cast<float*>(ws + l.mu);
@@ -675,7 +675,7 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
                                          o.sampler == guided_sampler::dps && o.dps_step == dps_step_form::normalised,
                                          extra};
       if (where == executor::cuda) {
-        kernels::for_each_index<128>(where, BN, kernels::guided_baseline_functor{p, K, x, mu, r, g}, stream);
+        kernels::for_each_index_scratch<128>(where, BN, kernels::guided_baseline_functor{p, K, x, mu, r, g}, stream);
       } else {
         // Step by step with the mixture's denoiser and J^T v as a caller's model gives them to the ask/tell plan,
         // through the same stage functors: the plan answered by the mixture reproduces this run bit for bit.

@@ -443,16 +443,17 @@ TEST(Guided, GpuAndCpuAgreeOnLogNormaliser) {
   EXPECT_NEAR(ds::testing::mean(gpu_z), ds::testing::mean(cpu_z), 4 * se + 1e-3);
 }
 
-// The CUDA executor keeps the particles of SMC, DiffPIR and SKRock coordinate-major inside the run and their
-// accumulators (SMC's denoiser, the moment potentials' denoiser, row and JVP, DiffPIR's denoiser, SKRock's drift) in
-// shared memory when one warp's scratch fits in 48 KB (d <= 384 floats per thread), otherwise in the
-// coordinate-major global rows; the outputs are transposed back to row-major. Without resampling (SMC's
+// The CUDA executor keeps the particles of SMC, DiffPIR, SKRock, DPS and Pi-GDM coordinate-major inside the run and
+// their accumulators (SMC's denoiser, the moment potentials' denoiser, row and JVP, DiffPIR's denoiser, SKRock's
+// drift, DPS's denoiser and JVP) in shared memory when one warp's scratch fits in 48 KB (384 floats per thread), else
+// in the coordinate-major global rows; the outputs are transposed back to row-major. Without resampling (SMC's
 // ess_threshold 0) each particle's trajectory is continuous in its noise, so the GPU's particles (and SMC's
 // log-weights) must match the CPU's (row-major throughout) value by value as in GpuDpsAndPigdmMatchTheCpu: at most
 // 1% differ by more than 1e-2 relative, all finite. A coordinate or particle mix-up in the layout (a transposition,
 // a wrong stride, a scratch offset) moves values by the prior's scale (means on a grid of spacing 8), far outside
-// that. Settings: d = 10 (128 threads, shared), d = 100 with a mask operator (96 threads, shared), d = 400 (global
-// rows), and SMC's moment potentials at d = 10 (shared) and d = 150 (3 d floats: global rows).
+// that. Settings: d = 10 (128 threads, shared), d = 100 with a mask operator (96 threads, shared; DPS's 2 d floats:
+// 32 threads), d = 400 (global rows), and SMC's moment potentials at d = 10 (shared) and d = 150 (3 d floats:
+// global rows).
 TEST(Guided, GpuLayoutsMatchTheCpu) {
   DIFFSAMPLE_REQUIRE_GPU();
   struct setting {
@@ -464,7 +465,8 @@ TEST(Guided, GpuLayoutsMatchTheCpu) {
   const ds::guided_potentials linear = ds::guided_potentials::linear, moment = ds::guided_potentials::moment;
   std::vector<setting> settings = {{10, false, moment, ds::guided_sampler::smc},
                                    {150, false, moment, ds::guided_sampler::smc}};
-  for (ds::guided_sampler sampler : {ds::guided_sampler::smc, ds::guided_sampler::diffpir, ds::guided_sampler::skrock})
+  for (ds::guided_sampler sampler : {ds::guided_sampler::smc, ds::guided_sampler::diffpir, ds::guided_sampler::skrock,
+                                     ds::guided_sampler::dps, ds::guided_sampler::pigdm})
     for (std::int64_t d : {10, 100, 400}) settings.push_back({d, d == 100, linear, sampler});
   for (const setting& s : settings) {
     const benchmark_problem p = make_problem(s.d, 12);
@@ -509,7 +511,7 @@ TEST(Guided, GpuLayoutsMatchTheCpu) {
 
 // The CUDA executor's layout of SMC's and DiffPIR's per-particle buffers, checked on the CPU with the very functors:
 // initial draw, weighting, mutation (with a resampled and a kept problem), gather, moment potentials, the copy out
-// and whole DiffPIR and SKRock trajectories run over
+// and whole DiffPIR, SKRock and (fused) DPS trajectories run over
 // coordinate-major buffers (guided_params::coordinate_stride = B N, as on CUDA) with the weighting's and the moments'
 // scratch shaped as for_each_index_scratch_kernel's shared memory (thread t of a block of 4 at c * 4 + t), and every
 // output, transposed back, must equal the row-major run (the CPU executor's layout, scratch in the functors' own
@@ -557,7 +559,7 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   const k::skrock_params skrock{skrock_step.data(), skrock_inv.data(), skrock_coefficients.data(), 3};
 
   struct run_outputs {
-    std::vector<float> x, mu, lw, lz, gathered, out, diffpir, skrock;
+    std::vector<float> x, mu, lw, lz, gathered, out, diffpir, skrock, dps;
   };
   const auto run = [&](bool coordinate_major) {
     k::guided_params q = p;
@@ -590,6 +592,9 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
     std::vector<float> kr_x(n * d);
     const k::guided_skrock_functor kr{q, skrock, 2, kr_x.data(), work.data(), r.data()};
     for (std::int64_t i = 0; i < n; ++i) coordinate_major ? kr(i, shared(i, d)) : kr(i);
+    std::vector<float> dps_x(n * d);
+    const k::guided_baseline_functor dps{q, steps, dps_x.data(), work.data(), r.data(), {0.7f, false, nullptr}};
+    for (std::int64_t i = 0; i < n; ++i) coordinate_major ? dps(i, shared(i, 2 * d)) : dps(i);
     // Row-major views of the per-particle buffers.
     const auto rows = [&](const std::vector<float>& v) {
       if (!coordinate_major) return v;
@@ -598,7 +603,7 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
         for (int j = 0; j < d; ++j) t[i * d + j] = v[i + j * n];
       return t;
     };
-    return run_outputs{rows(x), rows(mu2), lw, lz, rows(gathered), out, rows(pir_x), rows(kr_x)};
+    return run_outputs{rows(x), rows(mu2), lw, lz, rows(gathered), out, rows(pir_x), rows(kr_x), rows(dps_x)};
   };
   const run_outputs row = run(false), col = run(true);
   const auto same = [](const std::vector<float>& a, const std::vector<float>& b, const char* what) {
@@ -617,6 +622,7 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   same(row.out, col.out, "copied out (row-major run)");
   same(row.diffpir, col.diffpir, "DiffPIR");
   same(row.skrock, col.skrock, "SKRock");
+  same(row.dps, col.dps, "DPS / Pi-GDM fused trajectory");
 }
 
 // DDIM kernels. With eta = 1 the DDIM kernel is the DDPM kernel on a VP schedule (same c0, c1, sig up to FP64
