@@ -509,16 +509,17 @@ TEST(Guided, GpuLayoutsMatchTheCpu) {
   }
 }
 
-// The CUDA executor's layout of SMC's and DiffPIR's per-particle buffers, checked on the CPU with the very functors:
-// initial draw, weighting, mutation (with a resampled and a kept problem), gather, moment potentials, the copy out
-// and whole DiffPIR, SKRock and (fused) DPS trajectories run over
-// coordinate-major buffers (guided_params::coordinate_stride = B N, as on CUDA) with the weighting's and the moments'
-// scratch shaped as for_each_index_scratch_kernel's shared memory (thread t of a block of 4 at c * 4 + t), and every
+// The CUDA executor's layout of the guided samplers' per-particle buffers, checked on the CPU with the very
+// functors: SMC's initial draw, weighting, mutation (with a resampled and a kept problem), gather, moment potentials
+// and copy out, and whole DiffPIR, SKRock and (fused) DPS trajectories run over coordinate-major buffers
+// (guided_params::coordinate_stride = B N, as on CUDA) with their scratch shaped as for_each_index_scratch_kernel's
+// shared memory (thread t of a block of 4 at c * 4 + t), and every
 // output, transposed back, must equal the row-major run (the CPU executor's layout, scratch in the functors' own
 // rows) bit for bit: the arithmetic does not depend on the layout, so any difference is an indexing error. Dense A
-// (d_y = 2) and a diagonal mixture so that every index path runs. Seen failing with guided_slice ignoring the offset
-// of a coordinate-major slice (the mutation's t overwrote z_y), and with the gather reading the particle's own row
-// instead of its ancestor's.
+// (d_y = 2) and a diagonal mixture so that every index path runs. The whole-trajectory functors (DiffPIR, SKRock,
+// DPS) must also equal their steps run over separate vectors. Seen failing with guided_slice ignoring the offset of
+// a coordinate-major slice (the mutation's t overwrote z_y), with the gather reading the particle's own row instead
+// of its ancestor's, and with DPS's J v placed over its m in the scratch.
 TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   namespace k = ds::kernels;
   const int d = 5, dy = 2, K = 3, steps = 2;
@@ -558,6 +559,7 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   for (auto& c : skrock_coefficients) c = 0.5f * u(gen);
   const k::skrock_params skrock{skrock_step.data(), skrock_inv.data(), skrock_coefficients.data(), 3};
 
+  const k::baseline_settings settings{0.7f, false, nullptr};
   struct run_outputs {
     std::vector<float> x, mu, lw, lz, gathered, out, diffpir, skrock, dps;
   };
@@ -593,7 +595,7 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
     const k::guided_skrock_functor kr{q, skrock, 2, kr_x.data(), work.data(), r.data()};
     for (std::int64_t i = 0; i < n; ++i) coordinate_major ? kr(i, shared(i, d)) : kr(i);
     std::vector<float> dps_x(n * d);
-    const k::guided_baseline_functor dps{q, steps, dps_x.data(), work.data(), r.data(), {0.7f, false, nullptr}};
+    const k::guided_baseline_functor dps{q, steps, dps_x.data(), work.data(), r.data(), settings};
     for (std::int64_t i = 0; i < n; ++i) coordinate_major ? dps(i, shared(i, 2 * d)) : dps(i);
     // Row-major views of the per-particle buffers.
     const auto rows = [&](const std::vector<float>& v) {
@@ -606,6 +608,31 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
     return run_outputs{rows(x), rows(mu2), lw, lz, rows(gathered), out, rows(pir_x), rows(kr_x), rows(dps_x)};
   };
   const run_outputs row = run(false), col = run(true);
+  // The whole-trajectory functors against their steps run over separate vectors (no scratch at all), so that a
+  // scratch offset that is wrong in both layouts alike (two vectors aliased) is seen too.
+  std::vector<float> ref_pir(n * d), ref_kr(n * d), ref_dps(n * d), m(d), v(d), jv(d), old(d), rr(dy);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t b = i / N;
+    k::strided_vec<float> mi{m.data(), 1, d}, vi{v.data(), 1, d}, ji{jv.data(), 1, d}, oi{old.data(), 1, d},
+        ri{rr.data(), 1, dy};
+    k::strided_vec<float> xp{ref_pir.data() + i * d, 1, d}, xk{ref_kr.data() + i * d, 1, d},
+        xd{ref_dps.data() + i * d, 1, d};
+    k::baseline_initial(p, k::guided_stream(p, i, b), xp);
+    for (int s = 0; s < steps; ++s) k::diffpir_step(p, i, s, xp, mi, ri);
+    {
+      k::philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      k::prior_draw(p.mix, rng, xk);
+    }
+    for (int s = 0; s < 2; ++s) k::skrock_iteration(p, skrock, i, s, xk, mi, oi, vi, ri);
+    k::baseline_initial(p, k::guided_stream(p, i, b), xd);
+    for (int s = 0; s < steps; ++s) {
+      const k::guided_step st = p.steps[s];
+      k::mixture_denoiser(p.mix, xd, st.a, st.s, mi);
+      const float shift = k::baseline_guidance(p, settings, b, s, mi, vi, ri);
+      k::mixture_denoiser_jvp(p.mix, xd, vi, st.a, st.s, ji);
+      k::baseline_update(p, s, k::guided_stream(p, i, b), shift, xd, mi, ji);
+    }
+  }
   const auto same = [](const std::vector<float>& a, const std::vector<float>& b, const char* what) {
     ASSERT_EQ(a.size(), b.size());
     for (std::size_t i = 0; i < a.size(); ++i) {
@@ -623,6 +650,9 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   same(row.diffpir, col.diffpir, "DiffPIR");
   same(row.skrock, col.skrock, "SKRock");
   same(row.dps, col.dps, "DPS / Pi-GDM fused trajectory");
+  same(ref_pir, row.diffpir, "DiffPIR against its steps");
+  same(ref_kr, row.skrock, "SKRock against its iterations");
+  same(ref_dps, row.dps, "DPS against its halves");
 }
 
 // DDIM kernels. With eta = 1 the DDIM kernel is the DDPM kernel on a VP schedule (same c0, c1, sig up to FP64
