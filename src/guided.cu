@@ -23,6 +23,7 @@
 #include "src/launch.hpp"
 #include "src/limits.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/mixture_unchecked.hpp"
 #include "src/particles_detail.hpp"
 #include "src/plan_storage.hpp"
 #include "src/validate.hpp"
@@ -686,12 +687,13 @@ guided_report guided_sample(const gaussian_mixture& prior, const guided_problems
         kernels::for_each_index(where, BN, f, stream);
         for (std::int64_t k = 0; k < K; ++k) {
           const channel ch{table[k].a, table[k].s};
-          prior.evaluate(quantity::denoiser, x, BN, ch, m, evaluate_options{mixture_path::direct}, exec);
+          // The unchecked layer: the inputs were validated once at the call's start, not per transition.
+          detail::evaluate_direct_unchecked(prior.storage(), quantity::denoiser, x, BN, ch, m, {where, stream});
           f.k = k;
           f.stage = 1;
           f.answer = m;
           kernels::for_each_index(where, BN, f, stream);
-          prior.denoiser_jvp(x, v, BN, ch, jv, exec);
+          detail::denoiser_jvp_unchecked(prior.storage(), x, v, BN, ch, jv, {where, stream});
           f.stage = 2;
           f.answer = jv;
           kernels::for_each_index(where, BN, f, stream);

@@ -12,6 +12,7 @@
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/mixture_unchecked.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mixture.hpp>
@@ -170,12 +171,18 @@ const std::vector<double>& gaussian_mixture::variances() const noexcept { return
 executor gaussian_mixture::evaluate_direct(quantity what, const float* x, std::int64_t n, channel ch, float* out,
                                            execution exec) const {
   // Called by evaluate() after its checks, with exec.kind resolved.
-  const std::int64_t d = dim();
+  detail::evaluate_direct_unchecked(*storage_, what, x, n, ch, out, exec);
+  return exec.kind;
+}
+
+void detail::evaluate_direct_unchecked(const mixture_storage& mix, quantity what, const float* x, std::int64_t n,
+                                       channel ch, float* out, execution exec) {
+  const std::int64_t d = mix.dim;
   const executor where = exec.kind;
   if (where == executor::cpu && n > 0) {
     // The CPU executor evaluates with the fused samplers' own functions (constants of the channel computed once,
     // the same SIMD target), so that a stepwise plan fed these outputs reproduces a fused run bit for bit.
-    const kernels::mixture_view<float> view = storage_->view(where);
+    const kernels::mixture_view<float> view = mix.view(where);
     std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
     const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
     const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
@@ -199,12 +206,10 @@ executor gaussian_mixture::evaluate_direct(quantity what, const float* x, std::i
         }
       });
     }
-    return where;
+    return;
   }
-  kernels::for_each_index(where, n,
-                          evaluate_functor{storage_->view(where), x, out, float(ch.a), float(ch.s), what},
+  kernels::for_each_index(where, n, evaluate_functor{mix.view(where), x, out, float(ch.a), float(ch.s), what},
                           exec.stream);
-  return where;
 }
 
 executor gaussian_mixture::denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
@@ -216,20 +221,26 @@ executor gaussian_mixture::denoiser_jvp(const float* x, const float* v, std::int
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   detail::check_buffer("v", v, n * d, sizeof(float), where);
   detail::check_buffer("out", out, n * d, sizeof(float), where);
+  detail::denoiser_jvp_unchecked(*storage_, x, v, n, ch, out, {where, exec.stream});
+  return where;
+}
+
+void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, const float* v, std::int64_t n,
+                                    channel ch, float* out, execution exec) {
+  const std::int64_t d = mix.dim;
+  const executor where = exec.kind;
   const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
   if (target != cpu::simd_target::scalar && n > 0) {
     // Packs of points (src/cpu/denoiser_jvp.hpp): the channel's constants once, then one pass of the pool.
-    const kernels::mixture_view<float> view = storage_->view(where);
+    const kernels::mixture_view<float> view = mix.view(where);
     std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
     const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
     const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
     for (std::int64_t k = 0; k < view.components; ++k) fill(k);
     cpu::run_denoiser_jvp(target, channels.at(0, float(ch.a), float(ch.s)), x, v, n, d, out);
-    return where;
+    return;
   }
-  kernels::for_each_index(where, n, jvp_functor{storage_->view(where), x, v, out, float(ch.a), float(ch.s)},
-                          exec.stream);
-  return where;
+  kernels::for_each_index(where, n, jvp_functor{mix.view(where), x, v, out, float(ch.a), float(ch.s)}, exec.stream);
 }
 
 void gaussian_mixture::evaluate_fp64(quantity what, const double* x, std::int64_t n, channel ch, double* out) const {
