@@ -237,6 +237,27 @@ def guided_accesses(K, d, dy, layout):
     return weight_loads + mutate_loads, weight_stores + mutate_stores, shared
 
 
+def dps_accesses(K, d, dy, layout):
+    """(global loads, global stores, shared accesses) per particle-step of the fused DPS / Pi-GDM run (likelihood
+    form, dense A), counted from kernels/guided.cuh (guided_baseline_functor, baseline_guidance, baseline_update) and
+    kernels/mixture.cuh (mixture_denoiser, mixture_denoiser_jvp)."""
+    # Denoiser: 2 K d loads of x (logit, component mean), the accumulator out: fill d, K d loads and stores, scaling
+    # d loads and stores. Guidance: residual y - A m (dy d loads of m, dy stores), v = 0 (d stores), per row o the
+    # precision row (dy loads of r) and v += u_o A_o (d loads and d stores of v). JVP: x 6 K d loads and v 3 K d
+    # loads over its three passes, the accumulator out: fill d, K d loads and stores. Update: m, x, J v loaded, x
+    # stored.
+    if layout.startswith("row-major"):
+        loads = (3 * K * d + d) + (dy * d + dy * dy + dy * d) + (10 * K * d) + 3 * d
+        stores = (K * d + 2 * d) + (dy + d + dy * d) + (d + K * d) + d
+        shared = 0
+    else:
+        # m and J v in the shared scratch: their fills, accumulations and reads move there; x, v and r stay global.
+        loads = 2 * K * d + (dy * dy + dy * d) + 9 * K * d + d
+        stores = (dy + d + dy * d) + d
+        shared = (d + 2 * K * d + 2 * d) + dy * d + (d + 2 * K * d) + 2 * d
+    return loads, stores, shared
+
+
 def guided_rows():
     rows = []
     K, dy = 25, 1
@@ -246,7 +267,16 @@ def guided_rows():
         flops = 7 * K * d + 12 * K + 4 * dy * d + 2 * dy * d + dy * dy + 5 * (d + dy)
         for layout, per in (("row-major, accumulators in global", 32), ("coordinate-major, accumulators in shared", 4)):
             loads, stores, shared = guided_accesses(K, d, dy, layout)
-            rows.append((layout, K, d, dy, loads, stores, 32 if per == 32 else 4, (loads + stores) * per,
+            rows.append(("SMC weighting + mutation, " + layout, K, d, dy, loads, stores, per, (loads + stores) * per,
+                         stores * per, shared, flops))
+    for d in (10, 100):
+        # FLOPs (approximate): the denoiser 7 K d + 12 K; the JVP's three passes of logits (4 K d + 12 K each), two
+        # products delta_k . v (5 K d each) and the accumulation (8 K d); residual and A^T u (4 dy d); the update and
+        # d normals (~11 d).
+        flops = 7 * K * d + 12 * K + 3 * (4 * K * d + 12 * K) + 10 * K * d + 8 * K * d + 4 * dy * d + 11 * d
+        for layout, per in (("row-major, accumulators in global", 32), ("coordinate-major, accumulators in shared", 4)):
+            loads, stores, shared = dps_accesses(K, d, dy, layout)
+            rows.append(("DPS / Pi-GDM step, " + layout, K, d, dy, loads, stores, per, (loads + stores) * per,
                          stores * per, shared, flops))
     return rows
 
@@ -312,22 +342,22 @@ def write_record(kernels, path, allow_register_stack):
     lines.append("")
     lines.append("## Guided SMC: global memory per particle-step, before and after the coordinate-major layout")
     lines.append("")
-    lines.append("Weighting and mutation of one transition (linear potentials, dense A), {} components, d_y = 1,".format(
-        guided_rows()[0][1]))
-    lines.append("counted from the source (`guided_accesses` in `scripts/static_record.py`). Accesses are 4-byte")
+    lines.append("SMC: weighting and mutation of one transition (linear potentials); DPS / Pi-GDM: one step of the fused")
+    lines.append("run (likelihood form). Dense A, {} components, d_y = 1,".format(guided_rows()[0][1]))
+    lines.append("counted from the source (`guided_accesses`, `dps_accesses` in `scripts/static_record.py`). Accesses are 4-byte")
     lines.append("loads and stores of one thread; sectors are per warp access (32 particles, one coordinate); bytes")
     lines.append("are at sector granularity (32 B per particle row-major, 4 B coordinate-major). Loads of x repeat")
     lines.append("per component and are served by L1 when a block's rows fit; stores go to L2 (L1 writes through),")
     lines.append("so the stored bytes are the floor of L2 traffic. The bound divides HBM bandwidth by all bytes")
     lines.append("(pessimistic: it assumes nothing is served by L1/L2) and FP32 peak by the FLOPs. The shared-memory")
-    lines.append("scratch needs d floats per thread: 128 threads for d <= 96, fewer down to one warp for d <= 384")
-    lines.append("(`shared_scratch_block` in `kernels/launch.cuh`); beyond that the accumulator stays in the")
+    lines.append("scratch needs d floats per thread (DPS: 2 d, moment potentials: 3 d): 128 threads up to 96 floats,")
+    lines.append("fewer down to one warp up to 384 (`shared_scratch_block` in `kernels/launch.cuh`); beyond that it stays in the")
     lines.append("coordinate-major global rows (4 sectors per warp access). One kernel serves both placements, chosen")
     lines.append("at launch, so the SASS reaches the scratch with generic loads and stores (`LD.E`/`ST.E`, no `LDS`/`STS`),")
     lines.append("which the hardware routes to shared memory without global traffic (a shared-only kernel would use")
     lines.append("`LDS`/`STS` at the cost of a second kernel per functor to compile).")
     lines.append("")
-    lines.append("| layout | K | d | d_y | loads | stores | sectors / warp access | bytes / step | stored bytes | shared accesses | FLOP / step | bound by FP32 (steps/s) | bound by bytes (steps/s) |")
+    lines.append("| kernel, layout | K | d | d_y | loads | stores | sectors / warp access | bytes / step | stored bytes | shared accesses | FLOP / step | bound by FP32 (steps/s) | bound by bytes (steps/s) |")
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for layout, K, d, dy, loads, stores, sectors, moved, stored, shared, flops in guided_rows():
         by_flops, by_bytes, _, _ = fmt_bound(flops, moved)
