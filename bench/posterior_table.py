@@ -23,7 +23,7 @@ checked against the program's `solve --sampler exact` report):
 - floor: the same scores for a second set of exact posterior samples (exact-vs-exact).
 
 usage: python3 bench/posterior_table.py [--build build] [--instances 20] [--dx 10,100] [--dy 1]
-           [--samplers smc,dps,...] [--particles 2000] [--steps 100] [--seed 0] [--default-settings]
+           [--samplers smc,dps,...] [--particles 2000] [--steps 100] [--seed 0] [--default-settings] [--time-grid G]
            [--variant LABEL="SOLVE ARGS" ...] [--seeds K --instance I] [--per-instance] [--threads 1]
 """
 import argparse
@@ -108,6 +108,48 @@ class Instance:
         return np.bincount(np.argmax(score, 1), minlength=25)
 
 
+def mala_move(inst, x, steps, gamma, rng):
+    """Prototype of a final resample-move: `steps` preconditioned MALA moves per sample on p(x) p(y | x) at s = 0,
+    from the prior's score and log-density (what a model gives at s -> 0) and the operator. Preconditioner
+    M = (I + A^T A / sigma_y^2)^-1 (the operator only: the likelihood's curvature over a unit prior scale); proposal
+    x' = x + gamma M g(x) + sqrt(2 gamma) M^1/2 z. Returns the moved samples and the acceptance rate."""
+    s2 = inst.sigma_y ** 2
+    Minv = np.eye(inst.d_x) + inst.A.T @ inst.A / s2
+    ev, U = np.linalg.eigh(Minv)
+    M = (U / ev) @ U.T
+    Mh = (U / np.sqrt(ev)) @ U.T
+    lw = np.log(inst.w)
+
+    def logp_grad(z):
+        d2 = np.sum(z * z, 1)[:, None] - 2 * z @ inst.mu.T + np.sum(inst.mu * inst.mu, 1)[None, :]
+        lc = lw[None, :] - 0.5 * d2
+        m = lc.max(1, keepdims=True)
+        r = np.exp(lc - m)
+        tot = r.sum(1, keepdims=True)
+        r /= tot
+        res = inst.y[None, :] - z @ inst.A.T
+        lp = (m[:, 0] + np.log(tot[:, 0])) - 0.5 * np.sum(res * res, 1) / s2
+        g = r @ inst.mu - z + res @ inst.A / s2
+        return lp, g
+
+    lp, g = logp_grad(x)
+    accepted = 0
+    for _ in range(steps):
+        mean = x + gamma * g @ M
+        xp = mean + np.sqrt(2 * gamma) * rng.standard_normal(x.shape) @ Mh
+        lpp, gp = logp_grad(xp)
+        back = xp + gamma * gp @ M
+        fwd_r, back_r = xp - mean, x - back
+        la = (lpp - lp - np.einsum("ij,jk,ik->i", back_r, Minv, back_r) / (4 * gamma)
+              + np.einsum("ij,jk,ik->i", fwd_r, Minv, fwd_r) / (4 * gamma))
+        ok = np.log(rng.uniform(size=len(x))) < la
+        x = np.where(ok[:, None], xp, x)
+        lp = np.where(ok, lpp, lp)
+        g = np.where(ok[:, None], gp, g)
+        accepted += ok.sum()
+    return x, accepted / (steps * len(x))
+
+
 def sliced_w1(a, b, directions, rng):
     """Mean over random unit directions of the 1-D W1 between the projections (equal sizes)."""
     th = rng.standard_normal((a.shape[1], directions))
@@ -190,6 +232,12 @@ def main():
                     help="LABEL=ARGS: one more row, smc[LABEL], run with these extra solve arguments (repeatable; ARGS "
                          "may name another --sampler), "
                          "on the same instances and seeds as the others")
+    ap.add_argument("--time-grid", default="",
+                    help="solve --time-grid for every sampler with a diffusion grid (all but skrock): uniform, "
+                         "quadratic, sqrt_alpha_bar or spectral (default: solve's own)")
+    ap.add_argument("--mala", default="",
+                    help="STEPS,GAMMA: a row smc+mala, smc's samples moved by STEPS preconditioned MALA steps of "
+                         "length GAMMA on p(x) p(y | x) (a NumPy prototype of a final resample-move)")
     ap.add_argument("--seeds", type=int, default=1, help="sampler seeds per instance (run-to-run spread)")
     ap.add_argument("--instance", type=int, default=-1, help="only this instance index (with --seeds)")
     ap.add_argument("--per-instance", action="store_true", help="print every instance's scores")
@@ -205,8 +253,11 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         samplers = args.samplers.split(",") if args.samplers else discover(prog, tmp)
         samplers += ["smc[" + v.partition("=")[0] + "]" for v in args.variant]
+        if args.mala:
+            samplers.append("smc+mala")
         print(f"samplers: {', '.join(samplers)}; particles {'default' if args.default_settings else args.particles}, "
               f"steps {'default' if args.default_settings else args.steps}, CPU executor, instances' seed {args.seed}"
+              + (f", time grid {args.time_grid}" if args.time_grid else "")
               + "".join(f"; smc[{v.partition('=')[0]}]: {v.partition('=')[2]}" for v in args.variant))
         for d_y in [int(v) for v in args.dy.split(",")]:
             for d_x in [int(v) for v in args.dx.split(",")]:
@@ -240,16 +291,27 @@ def table(args, prog, tmp, samplers, d_x, d_y):
             for name in ["exact (floor)"] + samplers:
                 if name == "exact (floor)":
                     x = inst.sample(args.particles if not args.default_settings else 4096, srng)
+                elif name == "smc+mala":
+                    k, gamma = args.mala.split(",")
+                    x, rate = mala_move(inst, smc_x, int(k), float(gamma), srng)
+                    if args.per_instance:
+                        print(f"  MALA acceptance {rate:.3f}")
                 else:
                     out = os.path.join(tmp, "x.npy")
                     cmd = [prog, "solve", "--problem", path, *solve_args(name, args.variant), "--executor", "cpu",
                            "--seed", str(seed), "--quiet", "--out", out]
                     if not args.default_settings:
                         cmd += ["--particles", str(args.particles), "--steps", str(args.steps)]
+                    sampler_args = solve_args(name, args.variant)
+                    if (args.time_grid and "--time-grid" not in sampler_args
+                            and sampler_args[sampler_args.index("--sampler") + 1] != "skrock"):
+                        cmd += ["--time-grid", args.time_grid]
                     r = run(cmd)
                     if r.returncode != 0:
                         sys.exit(f"{' '.join(cmd)} failed: {r.stderr}")
                     x = np.load(out).astype(np.float64)
+                    if name == "smc":
+                        smc_x = x
                 if not np.all(np.isfinite(x)):
                     rows[name]["diverged"] += 1
                     continue

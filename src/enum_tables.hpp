@@ -91,6 +91,11 @@
   X(guided_potentials, linear, DS_POTENTIALS_LINEAR)       \
   X(guided_potentials, moment, DS_POTENTIALS_MOMENT)
 
+#define DIFFSAMPLE_GUIDED_GRID_VALUES(X)                        \
+  X(guided_grid, schedule, DS_GUIDED_GRID_SCHEDULE)             \
+  X(guided_grid, sqrt_alpha_bar, DS_GUIDED_GRID_SQRT_ALPHA_BAR) \
+  X(guided_grid, spectral, DS_GUIDED_GRID_SPECTRAL)
+
 // Enums the C ABI does not have (README, "The C ABI": what it leaves out).
 #define DIFFSAMPLE_OBSERVATION_KIND_VALUES(X) \
   X(observation_kind, dense, )                \
@@ -116,7 +121,8 @@
   X(guided_sampler, ds_guided_sampler, DIFFSAMPLE_GUIDED_SAMPLER_VALUES)           \
   X(dps_step_form, ds_dps_step, DIFFSAMPLE_DPS_STEP_FORM_VALUES)                   \
   X(discrete_method, ds_discrete_method, DIFFSAMPLE_DISCRETE_METHOD_VALUES)         \
-  X(guided_potentials, ds_guided_potentials, DIFFSAMPLE_GUIDED_POTENTIALS_VALUES)
+  X(guided_potentials, ds_guided_potentials, DIFFSAMPLE_GUIDED_POTENTIALS_VALUES)  \
+  X(guided_grid, ds_guided_grid, DIFFSAMPLE_GUIDED_GRID_VALUES)
 
 /// Every public enum: X(C++ type, list).
 #define DIFFSAMPLE_ENUMS(X)                                          \
@@ -133,7 +139,8 @@
   X(discrete_method, DIFFSAMPLE_DISCRETE_METHOD_VALUES)              \
   X(observation_kind, DIFFSAMPLE_OBSERVATION_KIND_VALUES)            \
   X(mixture_path, DIFFSAMPLE_MIXTURE_PATH_VALUES)                    \
-  X(guided_potentials, DIFFSAMPLE_GUIDED_POTENTIALS_VALUES)
+  X(guided_potentials, DIFFSAMPLE_GUIDED_POTENTIALS_VALUES)          \
+  X(guided_grid, DIFFSAMPLE_GUIDED_GRID_VALUES)
 
 namespace diffsample::detail {
 

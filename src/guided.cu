@@ -575,9 +575,20 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
 
 }  // namespace
 
+std::vector<double> guided_times(const gaussian_mixture& prior, const guided_problems& problems,
+                                 const guided_options& given) {
+  validate(prior.dim(), problems, given);
+  const guided_options options = detail::resolve_grid(prior.dim(), problems, given);
+  const std::vector<schedule_point> pts = options.schedule.points(options.steps);
+  std::vector<double> times(pts.size());
+  for (std::size_t k = 0; k < pts.size(); ++k) times[k] = pts[k].t;
+  return times;
+}
+
 std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
-                                   const guided_options& options) {
-  validate(prior.dim(), problems, options);
+                                   const guided_options& given) {
+  validate(prior.dim(), problems, given);
+  const guided_options options = detail::resolve_grid(prior.dim(), problems, given);
   (void)options.schedule.points(options.steps);
   switch (options.sampler) {
     case guided_sampler::tmpd: return detail::tmpd_workspace_bytes(prior, problems, options);
@@ -589,9 +600,11 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
   return make_layout(prior.dim(), reduced.active ? reduced.problems : problems, options).total;
 }
 
-guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& given, const guided_options& o,
-                            guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
-  validate(prior.dim(), given, o);
+guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& given,
+                            const guided_options& options, guided_outputs out, execution exec, void* workspace,
+                            std::size_t workspace_bytes) {
+  validate(prior.dim(), given, options);
+  const guided_options o = detail::resolve_grid(prior.dim(), given, options);
   switch (o.sampler) {
     case guided_sampler::tmpd: return detail::tmpd_sample(prior, given, o, out, exec, workspace, workspace_bytes);
     case guided_sampler::ddrm: return detail::ddrm_sample(prior, given, o, out, exec, workspace, workspace_bytes);
@@ -900,19 +913,22 @@ guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_
   return guided_sample(prior, problems, options, outputs, exec);
 }
 
-guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& given, const guided_options& o,
-                               guided_outputs out, execution exec, guided_shard& shard) {
+guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& given,
+                               const guided_options& options, guided_outputs out, execution exec,
+                               guided_shard& shard) {
   // Everything that can fail runs before agree(), so that a failure on one shard throws on all of them.
   std::exception_ptr failure;
-  const std::int64_t first = shard.first(), local = shard.local(), N = o.particles;
+  const std::int64_t first = shard.first(), local = shard.local(), N = options.particles;
   svd_reduction reduced;
   layout l{};
   std::vector<unsigned char> blob;
   float initial_scale = 1.f;
   std::unique_ptr<detail::scratch> owned;
   std::vector<std::int64_t> order;
+  guided_options o = options;
   try {
-    validate(prior.dim(), given, o);
+    validate(prior.dim(), given, options);
+    o = detail::resolve_grid(prior.dim(), given, options);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
@@ -1159,12 +1175,13 @@ struct guided_plan_storage final : sampling_plan_storage {
 }  // namespace
 
 std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& given,
-                                                        const guided_options& o, model_output output,
+                                                        const guided_options& options, model_output output,
                                                         execution exec) {
-  DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::dps || o.sampler == guided_sampler::pigdm,
-                     "options.sampler: a guided plan runs dps or pigdm, got " << to_string(o.sampler));
+  DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::dps || options.sampler == guided_sampler::pigdm,
+                     "options.sampler: a guided plan runs dps or pigdm, got " << to_string(options.sampler));
   DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "dim: must be in [1, " << limits::max_dim << "], got " << d);
-  validate(d, given, o);
+  validate(d, given, options);
+  const guided_options o = detail::resolve_grid(d, given, options);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
   const svd_reduction reduced = reduce_svd(given, d);

@@ -9,11 +9,10 @@
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/linalg.cuh"
 #include "src/cpu/chains.hpp"
+#include "src/guided_samplers.hpp"
 #include "src/guided_tables.hpp"
 
 namespace diffsample::detail {
-
-namespace {
 
 // Eigendecomposition of a symmetric n x n matrix G (row-major) by cyclic Jacobi: eigenvalues in `values`, the
 // eigenvectors as the columns of E (row-major n x n). Converges quadratically; sweeps until the off-diagonal mass is
@@ -55,6 +54,8 @@ void symmetric_eigen(std::vector<double> G, std::int64_t n, std::vector<double>&
   values.resize(n);
   for (std::int64_t i = 0; i < n; ++i) values[i] = G[i * n + i];
 }
+
+namespace {
 
 // The thin SVD of one operator: U (d_y x r), S (r, >= 0), V (d x r), row-major.
 struct thin_svd {

@@ -11,6 +11,7 @@
 #include "kernels/guided.cuh"
 #include "kernels/guided_skrock.cuh"
 #include <diffsample/execution.hpp>
+#include <diffsample/guided.hpp>
 
 namespace diffsample::detail {
 
@@ -32,5 +33,15 @@ double skrock_stability_bound(int stages, double eta);
 /// The largest eigenvalue of a symmetric positive semi-definite n x n matrix (FP64 power iteration to a relative
 /// change below 1e-12, at most 2000 iterations, from the all-ones vector plus a small ramp).
 double largest_eigenvalue(const double* m, std::int64_t n);
+
+/// Eigendecomposition of a symmetric n x n matrix G (row-major) by cyclic Jacobi (FP64): eigenvalues in @p values,
+/// the eigenvectors as the columns of E (row-major n x n). Sweeps until the off-diagonal mass is below 1e-30 of the
+/// total (or 100 sweeps).
+void symmetric_eigen(std::vector<double> G, std::int64_t n, std::vector<double>& values, std::vector<double>& E);
+
+/// @p options (for priors of dimension @p d) with the grid of options.grid resolved into the schedule's custom times (guided_times()); the options
+/// themselves when options.grid is guided_grid::schedule or the sampler has no grid (skrock). Call after the
+/// options and problems are validated.
+guided_options resolve_grid(std::int64_t d, const guided_problems& problems, const guided_options& options);
 
 }  // namespace diffsample::detail

@@ -49,6 +49,7 @@ DIFFSAMPLE_TO_STRING_(resampling_scheme)
 DIFFSAMPLE_TO_STRING_(guided_sampler)
 DIFFSAMPLE_TO_STRING_(dps_step_form)
 DIFFSAMPLE_TO_STRING_(guided_potentials)
+DIFFSAMPLE_TO_STRING_(guided_grid)
 DIFFSAMPLE_TO_STRING_(discrete_method)
 DIFFSAMPLE_TO_STRING_(observation_kind)
 DIFFSAMPLE_TO_STRING_(mixture_path)
@@ -99,6 +100,10 @@ dps_step_form parse_dps_step_form(const std::string& name) {
 
 guided_potentials parse_guided_potentials(const std::string& name) {
   return parse_named<guided_potentials>(name, "potentials: unknown SMC potentials");
+}
+
+guided_grid parse_guided_grid(const std::string& name) {
+  return parse_named<guided_grid>(name, "grid: unknown guided time grid");
 }
 
 discrete_method parse_discrete_method(const std::string& name) {

@@ -371,7 +371,8 @@ TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
   ASSERT_EQ(run(base + path("four.npy") + " --potential-scale 4").rc, 0);
   EXPECT_EQ(slurp(path("four.npy")), slurp(path("default.npy")));
   for (const char* flag : {"--potential-scale 1", "--resampling multinomial", "--ess-threshold 2",
-                           "--time-grid quadratic", "--ddim-eta 0.5", "--potentials moment"}) {
+                           "--time-grid quadratic", "--time-grid sqrt_alpha_bar", "--time-grid spectral",
+                           "--ddim-eta 0.5", "--potentials moment"}) {
     ASSERT_EQ(run(base + path("other.npy") + " " + flag).rc, 0) << flag;
     EXPECT_NE(slurp(path("other.npy")), slurp(path("default.npy"))) << flag;
   }
@@ -379,6 +380,16 @@ TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
                            "--time-grid geometric", "--ddim-eta 1.5", "--potential-scale x", "--potentials exact"})
     EXPECT_EQ(run(base + path("bad.npy") + " " + flag).rc, 2) << flag;
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler dps --potential-scale 2")
+                .rc,
+            2);
+  // The time grid applies to every sampler with a diffusion grid (ddrm here), not to skrock.
+  const std::string ddrm = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
+                           "/posterior_d10.json --sampler ddrm --executor cpu --particles 256 --steps 20 --seed 5 "
+                           "--quiet --out ";
+  ASSERT_EQ(run(ddrm + path("ddrm.npy")).rc, 0);
+  ASSERT_EQ(run(ddrm + path("ddrm_spectral.npy") + " --time-grid spectral").rc, 0);
+  EXPECT_NE(slurp(path("ddrm.npy")), slurp(path("ddrm_spectral.npy")));
+  EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler skrock --time-grid spectral")
                 .rc,
             2);
 }

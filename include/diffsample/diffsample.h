@@ -291,6 +291,14 @@ typedef enum ds_guided_potentials {
   DS_GUIDED_POTENTIALS_MAX_ENUM = 0x7FFFFFFF /**< not a value: keeps the enum 32-bit */
 } ds_guided_potentials;
 
+/** Where the guided samplers place their grid's times (values match diffsample::guided_grid). */
+typedef enum ds_guided_grid {
+  DS_GUIDED_GRID_SCHEDULE = 0,       /**< the schedule's own grid (uniform in t by default) */
+  DS_GUIDED_GRID_SQRT_ALPHA_BAR = 1, /**< uniform in the signal scale a = sqrt(alpha-bar) */
+  DS_GUIDED_GRID_SPECTRAL = 2,       /**< sqrt_alpha_bar plus a point where s / a = sigma_y / S_i per singular value */
+  DS_GUIDED_GRID_MAX_ENUM = 0x7FFFFFFF /**< not a value: keeps the enum 32-bit */
+} ds_guided_grid;
+
 /**
  * B linear observations y_b = A_b x + sigma_{y,b} z of one prior with a dense A (diffsample::guided_problems); host
  * arrays, read during the call only. Initialise with ds_guided_problems_init().
@@ -352,6 +360,9 @@ typedef struct ds_guided_options {
   double dcps_learning_rate;    /**< dcps: gradient step length in units of the kernel's scale, >= 0 (default 0.1) */
   /* Appended in the fourth layout (a caller of an earlier one gets the default). */
   ds_guided_potentials potentials; /**< smc: intermediate potentials (default DS_POTENTIALS_LINEAR) */
+  /* Appended in the fifth layout, inside the fourth's tail padding (the size is the same; the init function writes
+     the default there). */
+  ds_guided_grid grid;       /**< all samplers but skrock: placement of the grid's times (default DS_GUIDED_GRID_SCHEDULE) */
 } ds_guided_options;
 
 /**
@@ -552,6 +563,10 @@ DS_API ds_status ds_parse_dps_step(const char* name, ds_dps_step* out);
 DS_API const char* ds_guided_potentials_name(ds_guided_potentials potentials);
 /** Parses the names of ds_guided_potentials_name() into @p out. */
 DS_API ds_status ds_parse_guided_potentials(const char* name, ds_guided_potentials* out);
+/** "schedule", "sqrt_alpha_bar" or "spectral" (or "unknown"). Static storage. */
+DS_API const char* ds_guided_grid_name(ds_guided_grid grid);
+/** Parses the names of ds_guided_grid_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
+DS_API ds_status ds_parse_guided_grid(const char* name, ds_guided_grid* out);
 
 /* --- noise schedules -------------------------------------------------------------------------------------- */
 

@@ -113,6 +113,28 @@ DIFFSAMPLE_API const char* to_string(guided_potentials s) noexcept;
 /// Parses the names of to_string(guided_potentials); throws invalid_argument otherwise.
 DIFFSAMPLE_API guided_potentials parse_guided_potentials(const std::string& name);
 
+/// Where the guided samplers (every one but skrock) place the steps + 1 times of their grid (README: "Time grids of
+/// the guided samplers").
+enum class guided_grid : int {
+  /// The schedule's own grid (options.schedule.grid, t_start, t_end: uniform in t by default).
+  schedule = 0,
+  /// Uniform in the signal scale a = sqrt(alpha-bar): a_k = a(t_start) + (a(t_end) - a(t_start)) k / steps, each
+  /// mapped back to its time (the schedule's a must increase strictly from t_start to t_end).
+  sqrt_alpha_bar = 1,
+  /// sqrt_alpha_bar with a grid point at each level where the noise reaches the observation's noise along a
+  /// singular direction of A: s(t) / a(t) = sigma_y / S_i, i.e. alpha-bar sigma_y^2 = (1 - alpha-bar) S_i^2 on VP
+  /// schedules, for every singular value S_i > 0 of every problem's operator whose level lies strictly inside the
+  /// grid (the times of the published MCGDiff experiments). These m distinct points cut [a(t_start), a(t_end)] into
+  /// m + 1 segments; segment j gets 1 + n_j steps, uniform in a inside it, where the n_j split the other
+  /// steps - m - 1 steps in proportion to the segments' lengths in a (largest remainders). Needs steps >= m + 1.
+  spectral = 2,
+};
+
+/// "schedule", "sqrt_alpha_bar" or "spectral".
+DIFFSAMPLE_API const char* to_string(guided_grid g) noexcept;
+/// Parses the names of to_string(guided_grid); throws invalid_argument otherwise.
+DIFFSAMPLE_API guided_grid parse_guided_grid(const std::string& name);
+
 /// The default spread of the SMC's intermediate potentials, as a multiple of trace(A A^T) / d_y (see
 /// guided_options::potential_spread).
 constexpr double default_potential_scale = 4.0;
@@ -124,6 +146,9 @@ struct guided_options {
   /// scale a stays positive: VP schedules are the intended use). The last grid point may have s = 0.
   noise_schedule schedule = noise_schedule::vp_linear();
   std::int64_t steps = 100;       ///< transitions, 1..2^24
+  /// How the steps + 1 times of the grid are placed between the schedule's t_start and t_end (all samplers but
+  /// skrock). guided_times() returns the times a run uses.
+  guided_grid grid = guided_grid::schedule;
   /// Backward kernel: false for DDPM, true for DDIM with stochasticity eta, whose kernel
   /// N(a' m + sqrt(s'^2 - sig^2) eps, sig^2 I), eps = (x - a m) / s, sig = eta sqrt(s'^2 v / s^2), is again of the
   /// form N(c0 m + c1 x, sig^2 I) (eta = 1 is DDPM on VP schedules). eta = 0 makes the SMC mutation deterministic,
@@ -201,6 +226,14 @@ struct guided_report {
 /// @throws invalid_argument as guided_sample() does
 DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                                   const guided_options& options);
+
+/// The steps + 1 times, in sampling order, of the grid guided_sample() runs on with these options (the schedule's
+/// own grid for guided_grid::schedule; the spectral grid from the singular values of every problem's operator:
+/// an SVD operator's as given, a mask's |gains|, a dense A's from the eigenvalues of A A^T).
+/// @throws invalid_argument as guided_sample() does, and for a grid the schedule cannot give (a not increasing
+///         from t_start to t_end, or fewer steps than the spectral grid's segments)
+DIFFSAMPLE_API std::vector<double> guided_times(const gaussian_mixture& prior, const guided_problems& problems,
+                                                const guided_options& options);
 
 /// Runs a guided sampler on every problem. The tables are built on the host in FP64 (O(steps B d_y^3 +
 /// steps B d_y^2 d_x)) and copied once (cudaMemcpyAsync on exec.stream); then each SMC transition issues a fixed

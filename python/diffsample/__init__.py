@@ -151,6 +151,7 @@ _PARSERS = {
     _core.GuidedSampler: _core.parse_guided_sampler,
     _core.DpsStepForm: _core.parse_dps_step_form,
     _core.GuidedPotentials: _core.parse_guided_potentials,
+    _core.GuidedGrid: _core.parse_guided_grid,
     _core.MixturePath: _core.parse_mixture_path,
 }
 

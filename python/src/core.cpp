@@ -276,6 +276,8 @@ NB_MODULE(_core, m) {
       DIFFSAMPLE_DPS_STEP_FORM_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::guided_potentials>(m, "GuidedPotentials", "SMC's intermediate potentials.")
       DIFFSAMPLE_GUIDED_POTENTIALS_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
+  nb::enum_<ds::guided_grid>(m, "GuidedGrid", "Where the guided samplers place their grid's times.")
+      DIFFSAMPLE_GUIDED_GRID_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
   nb::enum_<ds::observation_kind>(m, "ObservationKind", "How an observation operator is stored.")
       DIFFSAMPLE_OBSERVATION_KIND_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
 
@@ -290,6 +292,7 @@ NB_MODULE(_core, m) {
   m.def("parse_guided_sampler", &ds::parse_guided_sampler, "name"_a, "Parses a guided sampler's name.");
   m.def("parse_dps_step_form", &ds::parse_dps_step_form, "name"_a, "Parses 'likelihood' or 'normalised'.");
   m.def("parse_guided_potentials", &ds::parse_guided_potentials, "name"_a, "Parses 'linear' or 'moment'.");
+  m.def("parse_guided_grid", &ds::parse_guided_grid, "name"_a, "Parses 'schedule', 'sqrt_alpha_bar' or 'spectral'.");
   m.def("parse_mixture_path", &ds::parse_mixture_path, "name"_a, "Parses 'auto'/'automatic', 'direct' or 'gemm'.");
 
   m.def("version", &ds::version, "The library's version (its CMake project version, e.g. '0.2.0').");
@@ -849,6 +852,7 @@ NB_MODULE(_core, m) {
       .def_rw("sampler", &ds::guided_options::sampler, "posterior sampler")
       .def_rw("schedule", &ds::guided_options::schedule, "channel and time grid")
       .def_rw("steps", &ds::guided_options::steps, "transitions")
+      .def_rw("grid", &ds::guided_options::grid, "placement of the grid's times (all samplers but skrock)")
       .def_rw("ddim", &ds::guided_options::ddim, "DDIM backward kernel instead of DDPM")
       .def_rw("eta", &ds::guided_options::eta, "DDIM stochasticity")
       .def_rw("particles", &ds::guided_options::particles, "N per problem")

@@ -216,10 +216,14 @@ DS_LAYOUT(ds_discrete_options)
 // ds_guided_problems: the first layout ended with mask_gains; the second appends the SVD operators.
 DS_LAYOUT(ds_guided_problems, offsetof(ds_guided_problems, svd_count), )
 // ds_guided_options: the first layout ended with seed; the second appends dps_step and the diffpir and skrock
-// settings; the third the ddrm and dcps settings; the fourth the SMC potentials.
+// settings; the third the ddrm and dcps settings; the fourth the SMC potentials. The fifth (grid) sits in the fourth's
+// tail padding, so its size is the fourth's (checked below): an older caller's init writes the grid's default.
 DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta),
           offsetof(ds_guided_options, potentials), )
 #undef DS_LAYOUT
+static_assert(offsetof(ds_guided_options, grid) == offsetof(ds_guided_options, potentials) + sizeof(int) &&
+                  sizeof(ds_guided_options) == (offsetof(ds_guided_options, potentials) + sizeof(int) + 7) / 8 * 8,
+              "ds_guided_options: the grid must fit in the fourth layout's tail padding, or be a layout of its own");
 
 template <class T>
 void check_size(const std::string& what, std::size_t struct_size) {

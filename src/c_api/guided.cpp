@@ -22,6 +22,7 @@ ds_guided_options to_c(const ds::guided_options& from) {
   to.sampler = to_c_enum<ds_guided_sampler>(from.sampler);
   to.dps_step = to_c_enum<ds_dps_step>(from.dps_step);
   to.potentials = to_c_enum<ds_guided_potentials>(from.potentials);
+  to.grid = to_c_enum<ds_guided_grid>(from.grid);
   to.schedule = diffsample::c_api::to_c(from.schedule);
   to.resampling = diffsample::c_api::to_c(from.resampling);
   return to;
@@ -35,6 +36,7 @@ ds::guided_options to_cpp(const ds_guided_options* p) {
   to.sampler = enum_to_cpp<ds::guided_sampler>("options.sampler", from.sampler);
   to.dps_step = enum_to_cpp<ds::dps_step_form>("options.dps_step", from.dps_step);
   to.potentials = enum_to_cpp<ds::guided_potentials>("options.potentials", from.potentials);
+  to.grid = enum_to_cpp<ds::guided_grid>("options.grid", from.grid);
   to.schedule = diffsample::c_api::to_cpp("options.schedule", from.schedule);
   to.resampling = diffsample::c_api::to_cpp("options.resampling", from.resampling);
   return to;

@@ -43,6 +43,9 @@ const char* solve_usage =
     "  --dcps-blocks L         dcps: blocks of the time grid, 1..steps (default 4)\n"
     "  --dcps-langevin-steps M dcps: tamed ULA steps per block, 0..2^20 (default 50)\n"
     "  --dcps-langevin-step G  dcps: Langevin step, > 0 (default 1e-3)\n"
+    "  --time-grid NAME        every sampler but skrock: the grid's times from t = 1 to 0, uniform (default) or\n"
+    "                          quadratic in t, sqrt_alpha_bar (uniform in a = sqrt(alpha-bar)), or spectral\n"
+    "                          (sqrt_alpha_bar plus the time where s / a = sigma_y / S_i for each singular value S_i)\n"
     "  (each of these may also be given in the problem file's sampler section, with '_' for '-'; the command line\n"
     "   wins)\n"
     "  --samples N             alias of --particles (the exact sampler's sample count)\n"
@@ -57,7 +60,6 @@ const char* solve_usage =
     "  --potential-scale X     intermediate potentials' spread c = X trace(A A^T) / d_y (default 4)\n"
     "  --resampling NAME       systematic (default), stratified, residual, multinomial, metropolis, rejection\n"
     "  --ess-threshold T       resample when ESS < T N (default 0.5)\n"
-    "  --time-grid NAME        vp_linear grid from t = 1 to 0: uniform (default) or quadratic\n"
     "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
     "  --potentials NAME       linear (default) or moment: N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the\n"
     "                          denoiser and its Jacobian (d_y <= 8)\n"
@@ -202,10 +204,15 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       throw usage_error("--ess-threshold: must be >= 0, got " + o.get("--ess-threshold"));
   }
   if (o.has("--time-grid")) {
-    const ds::time_grid grid = parse_flag("--time-grid", o.get("--time-grid"), ds::parse_time_grid);
-    if (grid != ds::time_grid::uniform && grid != ds::time_grid::quadratic)
-      throw usage_error("--time-grid: uniform or quadratic (the grid ends at t = 0), got " + o.get("--time-grid"));
-    g.schedule.with_grid(grid, g.schedule.t_start, g.schedule.t_end);
+    const std::string name = o.get("--time-grid");
+    if (name == "uniform" || name == "quadratic") {
+      g.schedule.with_grid(ds::parse_time_grid(name), g.schedule.t_start, g.schedule.t_end);
+    } else if (name == "sqrt_alpha_bar" || name == "spectral") {
+      g.grid = ds::parse_guided_grid(name);
+    } else {
+      throw usage_error("--time-grid: uniform, quadratic, sqrt_alpha_bar or spectral (the grid ends at t = 0), got " +
+                        name);
+    }
   }
   if (o.has("--ddim-eta")) {
     g.ddim = true;
@@ -397,9 +404,10 @@ int run_solve(int argc, char** argv, int first) {
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))
     throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
-  for (const char* f :
-       {"--potential-scale", "--resampling", "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials"})
+  for (const char* f : {"--potential-scale", "--resampling", "--ess-threshold", "--ddim-eta", "--potentials"})
     if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
+  if ((method == "skrock" || method == "exact") && o.has("--time-grid"))
+    throw usage_error("--time-grid: " + method + " has no diffusion grid");
   const problem file = read_problem(o.get("--problem"));
   if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
   if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");

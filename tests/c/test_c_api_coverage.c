@@ -1,6 +1,6 @@
 /* The C ABI's forms of what the C++ API has beyond the first C release: ds_diffusion (and its former name), int64
  * ancestors, the executor and asynchronous forms of the sliced Wasserstein distance, component weights, SVD
- * operators in guided problems, the SMC potentials setting, and the names of every enum. Each new form is checked
+ * operators in guided problems, the SMC potentials and time-grid settings, and the names of every enum. Each new form is checked
  * against the form it mirrors, bit for bit where the computation is the same, or against a closed form. CPU executor
  * only (host buffers): no GPU needed. Exits nonzero on any failed check. */
 #include <diffsample/diffsample.h>
@@ -174,6 +174,15 @@ static void test_guided_svd(ds_mixture* m) {
   CHECK(isfinite(z_svd));
   go.potentials = (ds_guided_potentials)7;
   EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "options.potentials");
+  go.potentials = DS_POTENTIALS_LINEAR;
+  /* The time grid: the default is the schedule's; the spectral grid runs; an out-of-range value is refused by name. */
+  CHECK(go.grid == DS_GUIDED_GRID_SCHEDULE);
+  go.grid = DS_GUIDED_GRID_SPECTRAL;
+  CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL));
+  CHECK(isfinite(z_svd));
+  go.grid = (ds_guided_grid)5;
+  EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "options.grid");
+  go.grid = DS_GUIDED_GRID_SCHEDULE;
   {
     ds_guided_options third;
     CHECK_OK(ds_guided_options_init(&third, offsetof(ds_guided_options, potentials)));
@@ -189,6 +198,14 @@ static void test_names(void) {
   CHECK_OK(ds_parse_guided_potentials("moment", &p));
   CHECK(p == DS_POTENTIALS_MOMENT);
   EXPECT_INVALID(ds_parse_guided_potentials("quadratic", &p), "quadratic");
+  {
+    ds_guided_grid g = DS_GUIDED_GRID_SCHEDULE;
+    CHECK(strcmp(ds_guided_grid_name(DS_GUIDED_GRID_SQRT_ALPHA_BAR), "sqrt_alpha_bar") == 0);
+    CHECK(strcmp(ds_guided_grid_name((ds_guided_grid)9), "unknown") == 0);
+    CHECK_OK(ds_parse_guided_grid("spectral", &g));
+    CHECK(g == DS_GUIDED_GRID_SPECTRAL);
+    EXPECT_INVALID(ds_parse_guided_grid("uniform", &g), "uniform");
+  }
   CHECK_OK(ds_parse_discrete_method("mh", &dm));
   CHECK(dm == DS_DISCRETE_METROPOLIS);
   CHECK_OK(ds_parse_discrete_method(ds_discrete_method_name(DS_DISCRETE_TWO_STAGE), &dm));

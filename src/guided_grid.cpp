@@ -1,0 +1,152 @@
+// The time grids of the guided samplers (guided_grid): uniform in the signal scale a = sqrt(alpha-bar), and the
+// spectral grid, which adds a point where the noise level s / a reaches each singular direction's observation noise
+// sigma_y / S_i. Host-only, FP64; the result is a custom grid of the schedule, so the samplers run unchanged.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/linalg.cuh"
+#include "src/cuda_check.hpp"
+#include "src/guided_samplers.hpp"
+#include <diffsample/error.hpp>
+#include <diffsample/guided.hpp>
+
+namespace diffsample::detail {
+
+namespace {
+
+/// The time at fraction u in [0, 1] of the way from t_start to t_end.
+double time_at(const noise_schedule& sc, double u) { return sc.t_start + (sc.t_end - sc.t_start) * u; }
+
+/// The fraction u in [0, 1] where the increasing function f(u) reaches `target` (f(0) <= target <= f(1)), by
+/// bisection to the resolution of double.
+template <class F>
+double solve_fraction(F f, double target) {
+  double lo = 0, hi = 1;
+  for (int i = 0; i < 200 && hi - lo > 0; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    if (mid <= lo || mid >= hi) break;
+    if (f(mid) < target)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+/// The singular values S_i > 0 of operator c of the problems (an SVD's as given, the others' from A A^T).
+std::vector<double> singular_values(const guided_problems& pr, std::int64_t c, std::int64_t d) {
+  const std::int64_t dy = pr.d_y;
+  std::vector<double> G(static_cast<std::size_t>(dy * dy));
+  if (pr.operators.empty()) {
+    kernels::gram(pr.A.data() + c * dy * d, dy, d, G.data());
+  } else {
+    const observation_operator& op = pr.operators[static_cast<std::size_t>(c)];
+    if (op.kind() == observation_kind::svd) return op.diagonal();
+    G = op.gram();
+  }
+  std::vector<double> values, E;
+  symmetric_eigen(G, dy, values, E);
+  double largest = 0;
+  for (double v : values) largest = std::max(largest, v);
+  std::vector<double> out;
+  for (double v : values)
+    if (v > 1e-12 * largest) out.push_back(std::sqrt(v));
+  return out;
+}
+
+}  // namespace
+
+guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const guided_options& o) {
+  if (o.grid == guided_grid::schedule || o.sampler == guided_sampler::skrock) return o;
+  DIFFSAMPLE_EXPECTS(o.grid == guided_grid::sqrt_alpha_bar || o.grid == guided_grid::spectral,
+                     "options.grid: invalid value " << static_cast<int>(o.grid));
+  const noise_schedule& sc = o.schedule;
+  (void)sc.points(1);  // the schedule's parameters and ends (what points() checks of a one-step grid)
+  const std::int64_t K = o.steps;
+  auto a_of = [&](double u) { return sc.at(time_at(sc, u)).a; };
+  const double a0 = a_of(0), a1 = a_of(1);
+  DIFFSAMPLE_EXPECTS(std::isfinite(a0) && std::isfinite(a1) && a1 > a0,
+                     "options.grid: " << to_string(o.grid) << " needs a signal scale a that increases from t_start = "
+                                      << sc.t_start << " (a = " << a0 << ") to t_end = " << sc.t_end << " (a = " << a1
+                                      << ")");
+  // The knots, as fractions u of the way from t_start to t_end: where s / a = sigma_y / S_i, strictly inside.
+  std::vector<double> knots;
+  if (o.grid == guided_grid::spectral) {
+    const double r0 = sc.at(sc.t_start).s / a0, r1 = sc.at(sc.t_end).s / a1;
+    // s / a decreases along the grid; solve on its negative, which increases.
+    auto minus_ratio = [&](double u) {
+      const schedule_point p = sc.at(time_at(sc, u));
+      return -p.s / p.a;
+    };
+    const std::int64_t count = pr.operators.empty()
+                                   ? (pr.A.size() == static_cast<std::size_t>(pr.d_y * d) ? 1 : pr.problems)
+                                   : static_cast<std::int64_t>(pr.operators.size());
+    std::vector<std::vector<double>> S(static_cast<std::size_t>(count));
+    for (std::int64_t c = 0; c < count; ++c) S[c] = singular_values(pr, c, d);
+    for (std::int64_t b = 0; b < pr.problems; ++b) {
+      const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
+      for (double s : S[count == 1 ? 0 : b]) {
+        const double level = sy / s;
+        if (!(level < r0 && level > r1)) continue;
+        knots.push_back(solve_fraction(minus_ratio, -level));
+      }
+    }
+    std::sort(knots.begin(), knots.end());
+    // Knots closer than 1e-9 of the grid's span in a to each other or to an end are one point.
+    const double tolerance = 1e-9 * (a1 - a0);
+    std::vector<double> distinct;
+    double last = a0;
+    for (double u : knots) {
+      const double a = a_of(u);
+      if (a - last > tolerance && a1 - a > tolerance) {
+        distinct.push_back(u);
+        last = a;
+      }
+    }
+    knots.swap(distinct);
+  }
+  const std::int64_t m = static_cast<std::int64_t>(knots.size());
+  DIFFSAMPLE_EXPECTS(K >= m + 1, "options.steps: the spectral grid has " << m << " points at the operators' singular "
+                                                                        << "levels, so it needs at least " << m + 1
+                                                                        << " steps, got " << K);
+  // Segment ends in a: a0, the knots' a, a1. Segment j gets 1 + n_j steps, the n_j a largest-remainder split of
+  // K - m - 1 in proportion to the segments' lengths.
+  std::vector<double> ends{a0};
+  for (double u : knots) ends.push_back(a_of(u));
+  ends.push_back(a1);
+  const std::int64_t segments = m + 1, spare = K - segments;
+  std::vector<std::int64_t> n(static_cast<std::size_t>(segments), 1);
+  std::vector<std::pair<double, std::int64_t>> remainders;
+  std::int64_t given = 0;
+  for (std::int64_t j = 0; j < segments; ++j) {
+    const double share = double(spare) * (ends[j + 1] - ends[j]) / (a1 - a0);
+    const std::int64_t whole = std::min<std::int64_t>(static_cast<std::int64_t>(std::floor(share)), spare - given);
+    n[j] += whole;
+    given += whole;
+    remainders.emplace_back(share - double(whole), j);
+  }
+  std::stable_sort(remainders.begin(), remainders.end(),
+                   [](const auto& x, const auto& y) { return x.first > y.first; });
+  for (std::int64_t i = 0; given < spare; ++i, ++given) ++n[remainders[static_cast<std::size_t>(i % segments)].second];
+  std::vector<double> times;
+  times.reserve(static_cast<std::size_t>(K + 1));
+  for (std::int64_t j = 0; j < segments; ++j) {
+    for (std::int64_t i = 0; i < n[j]; ++i) {
+      double t;
+      if (i == 0) {
+        t = j == 0 ? sc.t_start : time_at(sc, knots[j - 1]);
+      } else {
+        const double a = ends[j] + (ends[j + 1] - ends[j]) * double(i) / double(n[j]);
+        t = time_at(sc, solve_fraction(a_of, a));
+      }
+      times.push_back(t);
+    }
+  }
+  times.push_back(sc.t_end);
+  guided_options out = o;
+  out.schedule.with_times(std::move(times));
+  return out;
+}
+
+}  // namespace diffsample::detail
