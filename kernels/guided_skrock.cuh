@@ -42,7 +42,7 @@ DS_HD_INLINE void skrock_iteration(const guided_params& p, const skrock_params& 
   const float h = q.step[b];
   const float c = ds_sqrt(2.f * h);
   const float mu1 = q.coefficients[0], nu1 = q.coefficients[1], kappa1 = q.coefficients[2];
-  const std::uint64_t key = static_cast<std::uint64_t>(i), step = static_cast<std::uint64_t>(n) + 1;
+  const std::uint64_t key = host_shard_stream(p, i, b), step = static_cast<std::uint64_t>(n) + 1;
   {
     philox rng(p.seed, key, step);
     rng.normals(d, [&](int j, float z) { cur[j] = x[j] + nu1 * c * z; });
@@ -98,7 +98,7 @@ struct guided_skrock_functor {
     strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), cur = guided_slice(p, work, i, 3 * d, 0, d),
                        old = guided_slice(p, work, i, 3 * d, d, d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
     {
-      philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      philox rng(p.seed, host_shard_stream(p, i, i / p.particles), 0);
       prior_draw(p.mix, rng, xi);
     }
     for (std::int64_t n = 0; n < iterations; ++n) skrock_iteration(p, q, i, n, xi, cur, old, g, ri);

@@ -94,7 +94,7 @@ DS_HD_INLINE bool tmpd_step(const guided_params& p, std::int64_t i, std::int64_t
   }
   const float shift = scale * st.guidance;
   if (st.sig != 0.f) {
-    philox rng(p.seed, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(k) + 1);
+    philox rng(p.seed, host_shard_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
     rng.normals(d, [&](int j, float z) { x[j] = st.c0 * w.m[j] + st.c1 * x[j] + shift * w.row[j] + st.sig * z; });
   } else {
     for (int j = 0; j < d; ++j) x[j] = st.c0 * w.m[j] + st.c1 * x[j] + shift * w.row[j];
@@ -123,7 +123,7 @@ struct guided_tmpd_functor {
                    d0 + static_cast<std::int64_t>(dy) * dy};
     strided_vec<float> xi{x + i * d, 1, d};
     {
-      philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      philox rng(p.seed, host_shard_stream(p, i, b), 0);
       const float s0 = p.initial_scale;
       rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
     }

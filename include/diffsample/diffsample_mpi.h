@@ -51,7 +51,8 @@ DS_API ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, floa
  * Exact global resampling of B problems of N particles spread over the ranks as ds_mpi_shard(N) (host memory): the
  * rank's B x count log-weights in, the global ancestor index (0..N-1) of each of its B x count slots out, equal to
  * ds_resample()'s bit for bit whatever the number of ranks (diffsample::mpi::resample). Every scheme (residual,
- * metropolis and rejection gather the ranks' log-weights, 4 N bytes per problem per rank). @p ancestors, @p normalised_weights (B x count) and @p reports (B, global) may be NULL.
+ * metropolis and rejection gather the ranks' log-weights, 4 N bytes per problem per rank). @p ancestors,
+ * @p normalised_weights (B x count) and @p reports (B, global) may be NULL.
  */
 DS_API ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t problems, int64_t particles,
                                  const ds_resampling_options* options, int64_t* ancestors, float* normalised_weights,
@@ -83,11 +84,11 @@ typedef struct ds_mpi_guided_result {
 /**
  * ds_guided_sample() over the ranks of @p comm (diffsample::mpi::guided_sample): smc (linear potentials, CPU
  * executor on every rank) as one filter of N = options->particles particles spread as ds_mpi_shard(N) with global
- * exact resampling, or as islands (@p mode); dps, pigdm, diffpir, ddrm and dcps run this rank's share on their
- * single-process random streams with no communication (@p mode ignored); skrock and tmpd are refused. @p outputs
- * holds this rank's buffers: particles and samples B x count x d_x (rows [first, first + count) of each problem of
- * the single-process outputs, bit for bit on the CPU executor), log_weights B x count; log_normaliser, ess_trace
- * and resample_count global, the same on every rank. @p result (may be NULL) receives this rank's share and
+ * exact resampling, or as islands (@p mode); dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd run this rank's
+ * share on their single-process random streams with no communication (@p mode ignored; skrock and tmpd on the CPU
+ * executor only). @p outputs holds this rank's buffers: particles and samples B x count x d_x (rows
+ * [first, first + count) of each problem of the single-process outputs, bit for bit on the CPU executor),
+ * log_weights B x count; log_normaliser, ess_trace and resample_count global, the same on every rank. @p result (may be NULL) receives this rank's share and
  * statistics. Problems, options and outputs are read as ds_guided_sample() reads them (struct_size versioning).
  */
 DS_API ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_guided_problems* problems,

@@ -110,8 +110,8 @@ DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, const float* x, std
 /// received by each rank, B x N floats and int64 of host scratch) and running resample() on the whole problems on
 /// every rank, then fetching each slot's row from its holder. Reports hold the global statistics (prefix schemes:
 /// ess, log_sum_exp are FP64 sums added per rank then in rank order, so within rounding of resample()'s, and the
-/// decision uses the integer fixed-point ESS and is exact; gathered schemes: resample()'s reports bit for bit). outputs.ancestors (int32) and
-/// outputs.normalised_weights (B x count) are supported too.
+/// decision uses the integer fixed-point ESS and is exact; gathered schemes: resample()'s reports bit for bit).
+/// outputs.ancestors (int32) and outputs.normalised_weights (B x count) are supported too.
 /// @throws invalid_argument on every rank for an invalid argument on any rank
 DIFFSAMPLE_API comm_stats resample(MPI_Comm comm, const float* log_weights, std::int64_t problems,
                                    std::int64_t particles, const resampling_options& options,
@@ -144,10 +144,10 @@ struct guided_result {
 /// d_x rows (rows [first, first + count) of each problem of the single-process outputs), outputs.log_weights
 /// B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
 /// combined, the ESS trace and count this rank's island's). Validation is collective.
-/// dps, pigdm, diffpir, ddrm and dcps, whose particles never interact, run this rank's share on their single-process
-/// Philox streams, on any executor, with no communication: outputs.samples and outputs.particles hold this rank's
-/// rows, equal to the single-process rows bit for bit (CPU executor); @p mode is ignored. skrock and tmpd are refused
-/// (their kernels do not take a shard's stream offset).
+/// dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd, whose particles never interact, run this rank's share on their
+/// single-process Philox streams with no communication (skrock and tmpd on the CPU executor only: their CUDA kernels
+/// do not take a shard's stream offset): outputs.samples and outputs.particles hold this rank's rows, equal to the
+/// single-process rows bit for bit (CPU executor); @p mode is ignored.
 DIFFSAMPLE_API guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior,
                                            const guided_problems& problems, const guided_options& options,
                                            guided_outputs outputs, smc_mode mode = smc_mode::global,

@@ -351,7 +351,7 @@ void run_guided_skrock(const kernels::guided_params& p, const kernels::skrock_pa
     const std::int64_t b = pk.b;
     for (int l = 0; l < pk.valid; ++l) {  // the exact prior draw of kernels::guided_skrock_functor, per particle
       const std::int64_t i = pk.i0 + l;
-      kernels::philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+      kernels::philox rng(p.seed, kernels::guided_stream(p, i, b), 0);
       kernels::strided_vec<float> row{x + i * d, 1, d};
       kernels::prior_draw(p.mix, rng, row);
     }
@@ -382,13 +382,13 @@ void run_guided_skrock(const kernels::guided_params& p, const kernels::skrock_pa
       const std::uint64_t step = static_cast<std::uint64_t>(n) + 1;
       fpack *c0 = cur, *o0 = old;
       {
-        philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), step);
+        philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, b), step);
         const fpack f(nu1 * c);
         rng.normals(d, [&](int j, fpack z) { c0[j] = xs[j] + f * z; });
       }
       drift(c0);
       {
-        philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), step);  // the same xi again
+        philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, b), step);  // the same xi again
         const fpack fm(mu1 * h), fk(kappa1 * c);
         rng.normals(d, [&](int j, fpack z) {
           o0[j] = xs[j];
@@ -464,7 +464,7 @@ void run_guided_tmpd(const kernels::guided_params& p, const kernels::mixture_cha
     const std::int64_t b = pk.b;
     vi dead = vi{};  // lanes whose matrix was not positive definite: NaN from then on, as the functor's return
     {
-      philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), 0);
+      philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, b), 0);
       const fpack s0(p.initial_scale);
       rng.normals(d, [&](int j, fpack z) { xs[j] = s0 * z; });
     }
@@ -525,7 +525,7 @@ void run_guided_tmpd(const kernels::guided_params& p, const kernels::mixture_cha
       const fpack c0(st.c0), c1(st.c1), shift(scale * st.guidance), sig(st.sig);
       const mpack keep{~dead};
       if (st.sig != 0.f) {
-        philox_pack rng(p.seed, static_cast<std::uint64_t>(pk.i0), static_cast<std::uint64_t>(k) + 1);
+        philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, b), static_cast<std::uint64_t>(k) + 1);
         rng.normals(d, [&](int j, fpack z) {
           xs[j] = ds_select(keep, c0 * ms[j] + c1 * xs[j] + shift * g[j] + sig * z, fpack(0.f));
         });

@@ -325,14 +325,14 @@ TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
 }
 
 TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
-  // dps, pigdm, diffpir, ddrm and dcps: every particle on its single-process stream, no exchange.
+  // dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd: every particle on its single-process stream, no exchange.
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 23, d = 2;
   const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
   for (ds::guided_sampler sampler :
        {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
-        ds::guided_sampler::dcps}) {
+        ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
     ds::guided_options o;
     o.sampler = sampler;
     o.particles = N;
@@ -352,22 +352,6 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
     EXPECT_EQ(res.comm.exchanges, 0);
     EXPECT_TRUE(same_bits(mine.data(), rows_of(whole, B, N, d, s).data(), B * s.count * d))
         << ds::to_string(sampler) << " on rank " << rank();
-  }
-}
-
-TEST_F(Mpi, SkrockAndTmpdAreRefusedOnEveryRank) {
-  const ds::gaussian_mixture prior = prior2();
-  const ds::guided_problems pr = problems2();
-  for (ds::guided_sampler sampler : {ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
-    ds::guided_options o;
-    o.sampler = sampler;
-    o.particles = 10;
-    o.steps = 3;
-    std::vector<float> rows(2 * 10 * 2);
-    ds::guided_outputs out{};
-    out.samples = rows.data();
-    EXPECT_THROW(ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out, ds::mpi::smc_mode::global, cpu()),
-                 ds::invalid_argument);
   }
 }
 
