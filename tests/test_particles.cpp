@@ -643,3 +643,49 @@ TEST(Particles, MultiChunkProblemsAreStitchedExactly) {
     }
   }
 }
+
+// The ancestors of every scheme, pinned: FNV-1a hashes of the ancestors drawn by the search over stored prefix sums
+// that selected them before the tile passes (recorded from that implementation), over problems with NaN, -inf, a
+// failed problem, a single weighted particle and problems of several tiles. Any change of an ancestor fails here.
+TEST(Particles, AncestorsArePinned) {
+  const auto fnv = [](const std::vector<std::int32_t>& a) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (std::int32_t v : a) {
+      for (int k = 0; k < 4; ++k) {
+        h ^= (std::uint32_t(v) >> (8 * k)) & 0xffu;
+        h *= 1099511628211ull;
+      }
+    }
+    return h;
+  };
+  struct config {
+    std::int64_t b, n;
+  };
+  const config configs[] = {{4, 1000}, {1, 5}, {2, (std::int64_t(1) << 17) + 123}, {3, 4097}};
+  std::vector<std::uint64_t> got;
+  for (const config& c : configs) {
+    auto lw = random_log_weights(c.b * c.n, unsigned(c.n), -12.f, 2.f);
+    if (c.b == 4) {
+      lw[17] = nan_f;
+      lw[c.n + 3] = neg_inf;
+      for (std::int64_t i = 0; i < c.n; ++i) lw[2 * c.n + i] = neg_inf;     // failed problem
+      for (std::int64_t i = 0; i < c.n; ++i) lw[3 * c.n + i] = i == 500 ? 0.f : neg_inf;  // one weighted particle
+    }
+    for (auto scheme : all_schemes) {
+      ds::resampling_options o;
+      o.scheme = scheme;
+      o.ess_threshold = 2;
+      o.seed = 41;
+      o.step = 2;
+      o.metropolis_steps = 8;
+      got.push_back(fnv(run(lw, c.b, c.n, o)));
+    }
+  }
+    // One row per configuration, in the order of all_schemes.
+  const std::vector<std::uint64_t> pinned = {
+      0x4e57ed31e997f841ull, 0x9a2a51c0fb53e9a8ull, 0x9674bccfee45872aull, 0x20963f9dce6ca089ull, 0xa355d8e113ee250aull, 0x27d074aae4a3be7full,
+      0x46a8e5b269567200ull, 0x67a376ba0ad2a101ull, 0x67a376ba0ad2a101ull, 0x67a376ba0ad2a101ull, 0x0476d5d89754b5c0ull, 0x16a596f36130a3e0ull,
+      0xfa05e5bb638d66a4ull, 0xf32b48dad9b0d34dull, 0x6f3f0bd4520ab0fdull, 0xb65e91b98549b7acull, 0x301eda5344dc437cull, 0x7e8abdba601f4637ull,
+      0x76ebe3e314931e89ull, 0x6946be89374246b0ull, 0x0cd5be4ba3c3bd69ull, 0x9375cbeeb0842b46ull, 0x2d75fa043b1584acull, 0xde133726f571a169ull};
+  EXPECT_EQ(got, pinned);
+}
