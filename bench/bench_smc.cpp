@@ -8,9 +8,12 @@
 // row-major on the CPU executor, coordinate-major on CUDA; bench/static_record.md counts the cache-level traffic):
 // weighting reads x and writes mu (8 d), mutation reads mu and writes x (8 d), the log-weight is read and written
 // twice (16); a resampling step adds the gather (8 d) and the resampling's own traffic below.
-// Resampling bytes per particle, counted as the minimum: log-weight in (4) and ancestor out (4), plus the
-// fixed-point weight and its prefix sum (int64, written once and read once each: 32); workspace_bytes / N is printed
-// beside it as the scratch actually touched.
+// Resampling bytes per particle, counted from the passes of src/particles.cu (its header comment derives them; a
+// search counted as reading its array once): systematic 16 (log-weights read three times, ancestor written), 28
+// before the tile passes; multinomial 32; residual 52; rejection 20 plus 8 per proposal (counted at 1 proposal:
+// the log-weights here have mean w / max w ~ 0.2, about 5 proposals). workspace_bytes / N is printed beside it as
+// the scratch reserved. The schemes run interleaved in one process.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -158,12 +161,20 @@ int main(int argc, char** argv) {
   }
   const double peak = gpu ? bench::peak_dram_gbs() : 0.0;
   if (gpu) std::printf("# peak DRAM bandwidth (memory clock x bus width): %.0f GB/s\n", peak);
-  std::printf("%-10s %5s %10s %16s %12s %10s %12s %10s\n", "what", "", "N", "particles/s", "GB/s (min)", "B/part",
+  std::printf("%-16s %10s %16s %12s %10s %12s %10s\n", "what", "N", "particles/s", "GB/s", "B/part",
               "ws B/part", "of peak");
+  struct scheme_bytes {
+    ds::resampling_scheme scheme;
+    double bytes;
+  };
+  const scheme_bytes schemes[] = {{ds::resampling_scheme::systematic, 16},
+                                  {ds::resampling_scheme::multinomial, 32},
+                                  {ds::resampling_scheme::residual, 52},
+                                  {ds::resampling_scheme::rejection, 28}};
   for (int log2n : {20, 24}) {
     const std::int64_t N = std::int64_t(1) << log2n;
     if (!gpu && log2n > 20) {
-      std::printf("%-10s %5s %10lld %16s (GPU only)\n", "resample", "", static_cast<long long>(N), "-");
+      std::printf("%-16s %10lld %16s (GPU only)\n", "resample", static_cast<long long>(N), "-");
       continue;
     }
     std::vector<float> lw_host(N);
@@ -177,25 +188,31 @@ int main(int argc, char** argv) {
       check(cudaMemcpy(lw.ptr, lw_host.data(), N * sizeof(float), cudaMemcpyHostToDevice), "copy");
     else
       lw.host = lw_host, lw.ptr = lw.host.data();
-    ds::resampling_options ro;
-    ro.ess_threshold = 2.0;  // always resample
-    const std::size_t ws_bytes = ds::resampling_workspace_bytes(1, N, ro.scheme);
+    std::size_t ws_bytes = 0;
+    for (const scheme_bytes& s : schemes) ws_bytes = std::max(ws_bytes, ds::resampling_workspace_bytes(1, N, s.scheme));
     buffer<unsigned char> ws(ws_bytes, gpu);
-    ds::particle_outputs po;
-    po.ancestors = anc.ptr;
-    po.reports = rep.ptr;
-    // Several calls per timing on the GPU: one call at N = 2^20 is tens of microseconds.
-    const int reps = gpu ? 20 : 1;
-    const double seconds = timed(gpu, [&] {
-                             for (int r = 0; r < reps; ++r) ds::resample(lw.ptr, 1, N, ro, po, exec, ws.ptr, ws_bytes);
-                           }) /
-                           reps;
-    const double bytes = 4 + 4 + 32;
-    const double gbs = double(N) * bytes / seconds / 1e9;
-    char of_peak[32] = "-";
-    if (peak > 0) std::snprintf(of_peak, sizeof of_peak, "%.0f%%", 100 * gbs / peak);
-    std::printf("%-10s %5s %10lld %16.3e %12.2f %10.0f %12.1f %10s\n", "resample", "", static_cast<long long>(N),
-                double(N) / seconds, gbs, bytes, double(ws_bytes) / double(N), of_peak);
+    for (const scheme_bytes& s : schemes) {
+      ds::resampling_options ro;
+      ro.scheme = s.scheme;
+      ro.ess_threshold = 2.0;  // always resample
+      ds::particle_outputs po;
+      po.ancestors = anc.ptr;
+      po.reports = rep.ptr;
+      // Several calls per timing on the GPU: one call at N = 2^20 is tens of microseconds.
+      const int reps = gpu ? 20 : 1;
+      const double seconds =
+          timed(gpu, [&] {
+            for (int r = 0; r < reps; ++r) ds::resample(lw.ptr, 1, N, ro, po, exec, ws.ptr, ws_bytes);
+          }) /
+          reps;
+      const double gbs = double(N) * s.bytes / seconds / 1e9;
+      char of_peak[32] = "-";
+      if (peak > 0) std::snprintf(of_peak, sizeof of_peak, "%.0f%%", 100 * gbs / peak);
+      const std::string what = std::string("res/") + ds::to_string(s.scheme);
+      std::printf("%-16s %10lld %16.3e %12.2f %10.0f %12.1f %10s\n", what.c_str(), static_cast<long long>(N),
+                  double(N) / seconds, gbs, s.bytes,
+                  double(ds::resampling_workspace_bytes(1, N, s.scheme)) / double(N), of_peak);
+    }
   }
   return 0;
 }

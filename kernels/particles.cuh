@@ -112,7 +112,19 @@ DS_HD_INLINE std::uint64_t residual_copies(std::uint64_t n, std::uint64_t q, std
   return c;
 }
 
-/// Per-problem state between the statistics pass and ancestor selection (workspace).
+/// Fixed-point weight and the FP64 weight it came from: w = exp(l - m) (0 for an invalid l), q = floor(w 2^bits).
+/// The report sums and normalised weights use this w, so a particle costs one FP64 exponential per pass.
+struct weight_pair {
+  std::uint64_t q;
+  double w;
+};
+DS_HD_INLINE weight_pair fixed_weight_pair(float l, float m, int bits) {
+  if (invalid_log_weight(l)) return {0, 0.0};
+  const double w = fixed_exp(double(l) - double(m));
+  return {static_cast<std::uint64_t>(floor(ldexp(w, bits))), w};
+}
+
+/// Per-problem state between the statistics passes and ancestor selection (workspace).
 /// Trivially constructible so that a block can keep one in shared memory.
 struct problem_state {
   std::uint64_t total;   ///< T = sum of fixed-point weights (0 when failed)
@@ -122,22 +134,25 @@ struct problem_state {
   int resample;          ///< 1 when this problem's ancestors are drawn
 };
 
-/// Problems longer than this are split into chunks of this fixed size (never a function of the thread count or the
-/// grid), scanned chunk-locally: prefix sums stay chunk-local, and selection searches the chunk totals first.
-constexpr std::int64_t chunk_size = std::int64_t(1) << 16;
+/// Problems are cut into tiles of a fixed length (never a function of the thread count or the grid; a tile never
+/// spans two problems): the passes over particles work tile by tile, the passes over a problem combine its tiles'
+/// sums in tile order. Integer sums are exact whatever the tiling; the FP64 report sums depend on it only in their
+/// rounding. The CUDA executor's tile is one block of 256 threads x 16 particles; the CPU executor's is longer.
+constexpr std::int64_t cuda_tile = 4096;
+constexpr std::int64_t cpu_tile = std::int64_t(1) << 16;
+
+/// Sums of one tile (workspace). A tile's total of fixed-point weights and of residual copies live in separate
+/// arrays (`totals`, `copies`), scanned into problem-local offsets.
+struct tile_sums {
+  float max;
+  std::int64_t nan_count;
+  u128 sum_q2;
+  double sum_w, sum_w2;
+};
 
 /// Bound on the rejection scheme's loop: acceptance tests per particle before its exact fallback (one pass over
 /// the problem's weights). With mean weight / max weight = rho the fallback runs with probability (1 - rho)^63.
 constexpr int rejection_trials = 64;
-
-/// Partial results of one chunk of one problem (workspace), and its offsets into the problem's prefix sums.
-struct chunk_sums {
-  float max;
-  std::int64_t nan_count;
-  std::uint64_t total, copies, total_offset, copies_offset;
-  u128 sum_q2, rest, rest_offset;
-  double sum_w, sum_w2;
-};
 
 /// First index i in [0, n) with c[i] > u, for a nondecreasing c with c[n - 1] > u.
 template <class T>
@@ -153,85 +168,69 @@ DS_HD_INLINE std::int64_t upper_bound(const T* c, std::int64_t n, T u) {
   return lo;
 }
 
-/// A chunk's offset into, and share of, the problem-wide prefix sums: of the fixed-point weights, of the residual
-/// copies, of the residual weights.
-struct weights_part {
-  DS_HD void operator()(const chunk_sums& c, std::uint64_t& offset, std::uint64_t& total) const {
-    offset = c.total_offset;
-    total = c.total;
+/// The stratified and systematic slots of a resampled problem b: slot j sits at key x_j = floor((j T + v_j) / N)
+/// in [0, T), v_j uniform in [0, T) (one v for the whole problem when systematic, keyed by the problem's first
+/// particle; one per slot when stratified, keyed by the slot's particle). Every unit of [0, T) is hit N / T times in
+/// expectation (unbiased). The ancestor of slot j is the first particle whose inclusive prefix P_i exceeds x_j.
+/// The keys grow with j, so the slots whose ancestor is particle i are the contiguous range [J(P_i - q_i), J(P_i)),
+/// J(y) = #{j : x_j < y}: a particle finds its offspring slots from its own prefix sum, without a search.
+struct slot_keys {
+  std::uint64_t seed, step, total, n;
+  std::int64_t b;
+  bool stratified;
+  std::uint64_t v;  // systematic: the problem's one uniform
+
+  DS_HD slot_keys(resampling_scheme scheme, std::uint64_t seed_, std::uint64_t step_, std::uint64_t t,
+                  std::int64_t problem, std::int64_t particles)
+      : seed(seed_), step(step_), total(t), n(std::uint64_t(particles)), b(problem),
+        stratified(scheme == resampling_scheme::stratified), v(0) {
+    if (!stratified) {
+      philox rng(seed, std::uint64_t(b) * n, step);
+      v = uniform_below(rng, total);
+    }
   }
-};
-struct copies_part {
-  DS_HD void operator()(const chunk_sums& c, std::uint64_t& offset, std::uint64_t& total) const {
-    offset = c.copies_offset;
-    total = c.copies;
+  /// x_j, split as j (T / N) + (j (T mod N) + v_j) / N to stay within 64 bits.
+  DS_HD std::uint64_t operator()(std::int64_t j) const {
+    std::uint64_t vj = v;
+    if (stratified) {
+      philox rng(seed, std::uint64_t(b) * n + std::uint64_t(j), step);
+      vj = uniform_below(rng, total);
+    }
+    const std::uint64_t uj = std::uint64_t(j);
+    return uj * (total / n) + (uj * (total % n) + vj) / n;
   }
-};
-struct rest_part {
-  DS_HD void operator()(const chunk_sums& c, u128& offset, u128& total) const {
-    offset = c.rest_offset;
-    total = c.rest;
+  /// J(y) = #{j : x_j < y} for y in [0, T]. x_j < y iff j T + v_j < y N: true for j < j* = floor(y N / T), false
+  /// for j > j*, so J(y) = j* + [x_j* < y] (j* = N only at y = T).
+  DS_HD std::int64_t count_below(std::uint64_t y) const {
+    const std::uint64_t js = residual_copies(n, y, total);
+    if (js >= n) return std::int64_t(n);
+    return std::int64_t(js) + ((*this)(std::int64_t(js)) < y ? 1 : 0);
   }
 };
 
-/// Draws the ancestor of particle j of problem b; writes ancestors and normalised weights. One call per particle,
-/// no communication between particles beyond the read-only prefix sums of the statistics pass.
-///
-/// Prefix sums are chunk-local when a problem spans several chunks: a search for the first particle whose
-/// problem-wide prefix exceeds x first finds the chunk (binary search over the chunk ends, offset + chunk total),
-/// then searches inside it for x minus the chunk's offset. That is the same particle as a search over problem-wide
-/// prefix sums, without a pass that adds the offsets to every particle.
+/// Draws the ancestor of particle j of problem b (multinomial, residual, Metropolis, rejection; stratified and
+/// systematic by a search, for callers that select one particle at a time). One call per particle, no communication
+/// between particles beyond the read-only per-particle arrays of the statistics passes:
+///   multinomial, stratified, systematic: units = problem-local inclusive prefix P of the fixed-point weights q;
+///   residual: units = problem-local inclusive prefix C of the copies floor(N q / T), prefix = P; the residual
+///             weights' inclusive prefix is then N P_i - T C_i (exact in 128 bits, nondecreasing);
+///   metropolis, rejection: units = q.
 template <class Index>
 struct select_ancestor_functor {
-  const float* log_weights;
   const problem_state* states;
-  const std::uint64_t* units;  // per particle: chunk-local inclusive prefix of q (multinomial, stratified,
-                               // systematic), of residual copies (residual), or q itself (metropolis, rejection)
-  const u128* residual;        // residual: chunk-local inclusive prefix of the residual weights N q_i - copies_i T
-  const chunk_sums* chunks;    // per problem and chunk (read only when a problem spans several chunks)
-  std::int64_t per;            // chunks per problem
+  const std::uint64_t* units;
+  const std::uint64_t* prefix;
   std::int64_t n;
   int bits;
   resampling_scheme scheme;
   int metropolis_steps;
   std::uint64_t seed, step;
   Index* ancestors;
-  float* normalised_weights;
-
-  /// First particle of problem b whose problem-wide prefix exceeds x, for the chunk-local prefix sums `prefix`
-  /// (B x N). part(chunk, offset, total) gives a chunk's offset into the problem-wide sum and its own total: the
-  /// chunk is the first whose end, offset + total, exceeds x, and the particle is found inside it at x - offset.
-  template <class T, class Part>
-  DS_HD std::int64_t search(const T* prefix, std::int64_t b, T x, Part part) const {
-    const T* p = prefix + b * n;
-    if (per == 1) return upper_bound(p, n, x);
-    const chunk_sums* c = chunks + b * per;
-    T offset, total;
-    std::int64_t lo = 0, hi = per - 1;
-    while (lo < hi) {
-      const std::int64_t mid = lo + (hi - lo) / 2;
-      part(c[mid], offset, total);
-      if (x < offset + total)
-        hi = mid;
-      else
-        lo = mid + 1;
-    }
-    part(c[lo], offset, total);
-    const std::int64_t first = lo * chunk_size, len = n - first < chunk_size ? n - first : chunk_size;
-    return first + upper_bound(p + first, len, x - offset);
-  }
 
   DS_HD void operator()(std::int64_t g) const {
     const std::int64_t b = g / n;
     const std::int64_t j = g - b * n;
     const problem_state st = states[b];
-    if (normalised_weights != nullptr) {
-      const float l = log_weights[g];
-      normalised_weights[g] = (st.total == 0 || invalid_log_weight(l))
-                                  ? 0.f
-                                  : float(exp(double(l) - double(st.max)) / st.sum_w);
-    }
-    if (ancestors == nullptr) return;
     if (!st.resample) {
       ancestors[g] = static_cast<Index>(j);
       return;
@@ -243,30 +242,34 @@ struct select_ancestor_functor {
     switch (scheme) {
       case resampling_scheme::multinomial: {
         philox rng(seed, g, step);
-        a = search(units, b, uniform_below(rng, T), weights_part{});
+        a = upper_bound(u, n, uniform_below(rng, T));
         break;
       }
       case resampling_scheme::stratified:
-      case resampling_scheme::systematic: {
-        // Point j sits at (j T + v) / N with v uniform in [0, T): every unit of [0, T) is hit N / T times in
-        // expectation (unbiased), split as j (T / N) + (j (T mod N) + v) / N to stay within 64 bits.
-        philox rng(seed, scheme == resampling_scheme::systematic ? b * n : g, step);
-        const std::uint64_t v = uniform_below(rng, T);
-        const std::uint64_t uj = std::uint64_t(j);
-        const std::uint64_t x = uj * (T / N) + (uj * (T % N) + v) / N;
-        a = search(units, b, x, weights_part{});
+      case resampling_scheme::systematic:
+        a = upper_bound(u, n, slot_keys(scheme, seed, step, T, b, n)(j));
         break;
-      }
       case resampling_scheme::residual: {
         const std::uint64_t copies = st.copies;
         if (std::uint64_t(j) < copies) {
-          a = search(units, b, std::uint64_t(j), copies_part{});
+          a = upper_bound(u, n, std::uint64_t(j));
         } else {
-          // Uniform on [0, R T), R = N - copies, drawn as slot s in [0, R) and offset o in [0, T).
+          // Uniform on [0, R T), R = N - copies, drawn as slot s in [0, R) and offset o in [0, T); the first
+          // particle whose residual prefix N P_i - T C_i exceeds it.
           philox rng(seed, g, step);
           const std::uint64_t s = uniform_below(rng, N - copies);
           const std::uint64_t o = uniform_below(rng, T);
-          a = search(residual, b, mul_wide(s, T) + u128{o, 0}, rest_part{});
+          const u128 x = mul_wide(s, T) + u128{o, 0};
+          const std::uint64_t* p = prefix + b * n;
+          std::int64_t lo = 0, hi = n - 1;
+          while (lo < hi) {
+            const std::int64_t mid = lo + (hi - lo) / 2;
+            if (x < mul_wide(N, p[mid]) - mul_wide(T, u[mid]))
+              hi = mid;
+            else
+              lo = mid + 1;
+          }
+          a = lo;
         }
         break;
       }

@@ -199,6 +199,10 @@ def main_kernels():
     # kernels/plan.cuh plan_step_functor: per element read x and the model output, write x (12 bytes); the model
     # conversion ux x + um y (3) and the update (5) plus a quarter of a Philox block's normals (~5).
     rows.append(("Plan step (per element; n = 64, d = 12288)", 0, 1, 13, 12))
+    # src/particles.cu (its header comment counts the passes): systematic resampling per particle at large N reads
+    # the log-weight three times and writes the ancestor (16 bytes; 28 before the tile passes). Its arithmetic is
+    # FP64 (fixed_exp, ~30 FLOP in each of the two passes that need q, not counted here as FP32).
+    rows.append(("Resampling, systematic (per particle; N = 2^24)", 0, 1, 0, 16))
     return rows
 
 

@@ -1,18 +1,39 @@
-// Particle-system launchers: a per-problem statistics pass (max, NaN count, fixed-point weights and their integer
-// prefix sums, FP64 report sums), then one functor per particle that draws its ancestor (kernels/particles.cuh).
-// The statistics pass splits long problems into fixed chunks: OpenMP loops over chunks on the CPU; on the GPU one
-// CUDA block per problem when a problem is one chunk, else one block per chunk and one per problem to stitch
-// (CUB block primitives). The integer scans make both executors produce identical prefix sums.
+// Particle-system launchers. Resampling runs in tiles (kernels::cuda_tile = 4096 particles on the GPU, one block of
+// 256 threads x 16; kernels::cpu_tile on the CPU), each pass the same on both executors:
+//   1. tile max:      each tile's largest valid log-weight and invalid count                        reads 4 B
+//   2. problem max:   each problem's max over its tiles                                              (per tile)
+//   3. tile weights:  fixed-point weights q; each tile's total, sum q^2 and FP64 report sums         reads 4 B
+//   4. offsets:       exclusive scan of the tile totals over all problems' tiles (CUB's decoupled look-back
+//                     DeviceScan on uint64 on the GPU: integer addition modulo 2^64 is exact and order-free, so a
+//                     problem's offsets are the scan minus its first tile's, equal on both executors)
+//   5. finish:        each problem's total T, fixed-point ESS, decision and report                   (per tile)
+//   6. fill:          per tile, q again, its in-tile inclusive scan plus the tile's offset gives each particle's
+//                     prefix P_i; normalised weights; stratified and systematic write their ancestors here (slots
+//                     [J(P_i - q_i), J(P_i)) of kernels::slot_keys, no search), the other schemes store what
+//                     their per-particle selection reads                                            reads 4 B
+//   7. select:        multinomial, residual, Metropolis, rejection: kernels::select_ancestor_functor
+// Bytes per particle at large N, counted from these passes (a search counted as reading its array once, its lower
+// bound; without normalised weights, which add 4 written, read from the fill pass's load):
+//   stratified, systematic: 4 + 4 + 4 read, 4 written                                                 = 16
+//   multinomial:            16, + 8 written (P, pass 6) and 8 read back by the search                  = 32
+//   residual:               32, + 4 read (copies pass) + 8 written and read (C) + 8 read (P)           = 52
+//   metropolis, rejection:  4 + 4 read, 8 written (q, pass 3), 4 written, + 8 per proposal (random reads of q)
+// Before the tile passes, stratified and systematic moved 28 (4 + 4 read, 8 written as the prefix, 8 read back by
+// the search, 4 written; normalised weights 8 more), in passes that looped a block over 2^16-particle chunks.
+// Ancestors are exactly those of the search over stored prefix sums (tests/test_particles.cpp pins them).
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <utility>
 
+#include <cub/block/block_load.cuh>
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
+#include <cub/device/device_scan.cuh>
 
 #include "kernels/particles.cuh"
+#include "src/cpu/pool.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/particles_detail.hpp"
@@ -25,10 +46,14 @@ namespace diffsample {
 namespace {
 
 using kernels::problem_state;
+using kernels::tile_sums;
 using kernels::u128;
 
 constexpr std::int64_t max_particles = std::int64_t(1) << 24;
-constexpr int pass_block = 256;
+constexpr int tile_threads = 256;
+constexpr int tile_items = 16;
+static_assert(tile_threads * tile_items == kernels::cuda_tile, "a CUDA tile is one block's items");
+static_assert(kernels::cpu_tile % kernels::cuda_tile == 0, "the CPU tile is a whole number of CUDA tiles");
 
 bool valid_scheme(resampling_scheme s) {
   return static_cast<int>(s) >= 0 && static_cast<int>(s) <= static_cast<int>(resampling_scheme::rejection);
@@ -45,48 +70,76 @@ void check_sizes(std::int64_t problems, std::int64_t particles) {
 
 std::size_t align16(std::size_t bytes) { return (bytes + 15) / 16 * 16; }
 
-// Problems longer than kernels::chunk_size are split into fixed chunks, scanned chunk-locally: OpenMP threads over
-// chunks on the CPU, one CUDA block per chunk on the GPU. The CPU's FP64 report sums are thereby combined in the same
-// order whatever the number of threads; the integer prefix sums are identical on both executors whatever the split.
-using kernels::chunk_size;
-using kernels::chunk_sums;
-static_assert(((std::int64_t(1) << 24) + chunk_size - 1) / chunk_size <= pass_block,
-              "the per-problem passes over chunks give one thread to each chunk");
+std::int64_t tiles_per_problem(std::int64_t particles, std::int64_t tile) { return (particles + tile - 1) / tile; }
 
-std::int64_t chunks_per_problem(std::int64_t particles) { return (particles + chunk_size - 1) / chunk_size; }
+// CUB's DeviceScan keeps one small descriptor per tile of at least 128 items in its temporary storage; the
+// workspace reserves 16 bytes per scanned item plus 4 KiB, and the CUDA path checks the size CUB asks for.
+std::size_t scan_reserve(std::int64_t items) { return align16(static_cast<std::size_t>(items) * 16 + 4096); }
 
 struct workspace_layout {
-  std::size_t states = 0, units = 0, residual = 0, chunks = 0, total = 0;
+  std::size_t states = 0, tiles = 0, totals = 0, offsets = 0, copies = 0, copies_offsets = 0, scan = 0, units = 0,
+              prefix = 0, total = 0;
 };
 
+// Sized for the CUDA executor's tiles (the CPU's are longer, so fewer), whatever the executor.
 workspace_layout layout(std::int64_t problems, std::int64_t particles, resampling_scheme scheme) {
   workspace_layout w;
   const std::size_t count = static_cast<std::size_t>(problems) * static_cast<std::size_t>(particles);
   if (count == 0) return w;
-  w.units = align16(static_cast<std::size_t>(problems) * sizeof(problem_state));
-  w.residual = w.units + align16(count * sizeof(std::uint64_t));
-  w.chunks = w.residual + align16(scheme == resampling_scheme::residual ? count * sizeof(u128) : 0);
-  w.total = w.chunks + static_cast<std::size_t>(problems * chunks_per_problem(particles)) * sizeof(chunk_sums);
+  const std::int64_t tiles = problems * tiles_per_problem(particles, kernels::cuda_tile);
+  const std::size_t words = align16(static_cast<std::size_t>(tiles) * sizeof(std::uint64_t));
+  w.tiles = align16(static_cast<std::size_t>(problems) * sizeof(problem_state));
+  w.totals = w.tiles + align16(static_cast<std::size_t>(tiles) * sizeof(tile_sums));
+  w.offsets = w.totals + words;
+  w.copies = w.offsets + words;
+  w.copies_offsets = w.copies + words;
+  w.scan = w.copies_offsets + words;
+  w.units = w.scan + scan_reserve(tiles);
+  w.prefix = w.units + align16(count * sizeof(std::uint64_t));
+  w.total = w.prefix + (scheme == resampling_scheme::residual ? count * sizeof(std::uint64_t) : 0);
   return w;
 }
 
-DS_HD bool uses_prefix(resampling_scheme s) {
-  return s == resampling_scheme::multinomial || s == resampling_scheme::stratified ||
-         s == resampling_scheme::systematic;
+DS_HD bool runs_scheme(resampling_scheme s) {
+  return s == resampling_scheme::stratified || s == resampling_scheme::systematic;
+}
+DS_HD bool stores_q(resampling_scheme s) {
+  return s == resampling_scheme::metropolis || s == resampling_scheme::rejection;
 }
 
-/// What the statistics pass needs besides the buffers.
+/// Everything the passes read and write besides the ancestors.
 struct pass_params {
   const float* log_weights;
   std::int64_t n;
   int bits;
   resampling_scheme scheme;
   double threshold;
+  std::int64_t tile, per;  // tile length and tiles per problem on this executor
   problem_state* states;
+  tile_sums* tiles;
+  std::uint64_t *totals, *offsets, *copies, *copies_offsets;
   std::uint64_t* units;
-  u128* residual;
+  std::uint64_t* prefix;
   particle_report* reports;
 };
+
+struct tile_range {
+  std::int64_t b, lo, len;
+};
+DS_HD tile_range range_of(const pass_params& p, std::int64_t t) {
+  const std::int64_t b = t / p.per, lo = (t - b * p.per) * p.tile;
+  return {b, lo, p.n - lo < p.tile ? p.n - lo : p.tile};
+}
+
+/// A problem's offsets are the flat scan minus its first tile's (modulo 2^64, exact: problem totals are < 2^63).
+DS_HD std::uint64_t problem_offset(const std::uint64_t* offsets, const pass_params& p, std::int64_t t) {
+  return offsets[t] - offsets[t / p.per * p.per];
+}
+DS_HD std::uint64_t problem_sum(const std::uint64_t* offsets, const std::uint64_t* totals, const pass_params& p,
+                                std::int64_t b) {
+  const std::int64_t last = b * p.per + p.per - 1;
+  return offsets[last] + totals[last] - offsets[b * p.per];
+}
 
 /// The resampling decision and report from the reduced per-problem quantities. The decision uses the fixed-point
 /// ESS T^2 / sum q^2 (integers, hence the same on every executor); the report uses the FP64 sums.
@@ -117,448 +170,414 @@ DS_HD void finish_problem(const pass_params& p, std::int64_t b, float max, std::
   }
 }
 
-// --- CPU statistics pass -----------------------------------------------------------------------------------------
-// Every phase runs over all chunks of all problems in parallel; chunk results are combined per problem in chunk
-// order. The integer prefix sums are exact whatever the split; the FP64 sums depend only on the fixed chunk size.
+/// Normalised weight of a particle with FP64 weight w (0 in a failed problem).
+DS_HD float normalised_weight(double w, const problem_state& st) {
+  return st.total == 0 ? 0.f : float(w / st.sum_w);
+}
 
-void statistics_pass_cpu(const pass_params& p, std::int64_t problems, chunk_sums* chunks) {
-  const std::int64_t n = p.n;
-  const std::int64_t per = chunks_per_problem(n);
-  const std::int64_t count = problems * per;
-  const bool prefix = uses_prefix(p.scheme);
+/// What the fill pass writes besides the arrays of pass_params.
+struct fill_params {
+  std::uint64_t seed, step;
+  std::int32_t* ancestors;
+  std::int64_t* ancestors64;
+  float* normalised;
+  bool runs;  // stratified, systematic: write the ancestors here; otherwise store the prefix for the search
+};
 
-  // 1. Largest valid log-weight and invalid count of each chunk.
-  cpu::parallel_for_each(count, [&](std::int64_t ci) {
-    const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
-    const float* lw = p.log_weights + b * n;
+DS_HD void write_ancestor(const fill_params& f, std::int64_t g, std::int64_t a) {
+  if (f.ancestors64 != nullptr)
+    f.ancestors64[g] = a;
+  else
+    f.ancestors[g] = static_cast<std::int32_t>(a);
+}
+
+// --- CPU passes ----------------------------------------------------------------------------------------------------
+// Each pass runs over all tiles (or problems) on the pool; per-problem results combine tiles in tile order, so the
+// FP64 sums do not depend on the thread count either.
+
+void statistics_cpu(const pass_params& p, std::int64_t problems) {
+  const std::int64_t count = problems * p.per;
+  // 1. Tile max and invalid count.
+  cpu::parallel_for_each(count, [&](std::int64_t t) {
+    const tile_range r = range_of(p, t);
+    const float* lw = p.log_weights + r.b * p.n + r.lo;
     float max = -INFINITY;
     std::int64_t nan_count = 0;
-    for (std::int64_t i = lo; i < hi; ++i) {
+    for (std::int64_t i = 0; i < r.len; ++i) {
       if (kernels::invalid_log_weight(lw[i]))
         ++nan_count;
       else if (lw[i] > max)
         max = lw[i];
     }
-    chunks[ci].max = max;
-    chunks[ci].nan_count = nan_count;
+    p.tiles[t].max = max;
+    p.tiles[t].nan_count = nan_count;
   }, 1);
-  // The problem's max (exact, order-free) goes into chunk 0 of the problem.
+  // 2. Problem max (exact, order-free).
   cpu::parallel_for_each(problems, [&](std::int64_t b) {
-    for (std::int64_t k = 1; k < per; ++k) chunks[b * per].max = std::max(chunks[b * per].max, chunks[b * per + k].max);
+    float max = -INFINITY;
+    for (std::int64_t k = 0; k < p.per; ++k) max = std::max(max, p.tiles[b * p.per + k].max);
+    p.states[b].max = max;
   });
-
-  // 2. Fixed-point weights, their chunk-local inclusive prefix sums, and the chunk's sums.
-  cpu::parallel_for_each(count, [&](std::int64_t ci) {
-    const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
-    const float* lw = p.log_weights + b * n;
-    const float max = chunks[b * per].max;
+  // 3. Fixed-point weights: tile totals and sums (metropolis and rejection keep q for their selection).
+  cpu::parallel_for_each(count, [&](std::int64_t t) {
+    const tile_range r = range_of(p, t);
+    const float* lw = p.log_weights + r.b * p.n + r.lo;
+    const float max = p.states[r.b].max;
     std::uint64_t total = 0;
     u128 sum_q2;
     double sum_w = 0, sum_w2 = 0;
-    if (max > -INFINITY) {
-      std::uint64_t* units = p.units + b * n;
-      for (std::int64_t i = lo; i < hi; ++i) {
-        const std::uint64_t q = kernels::fixed_weight(lw[i], max, p.bits);
-        total += q;
-        sum_q2 = sum_q2 + kernels::mul_wide(q, q);
-        units[i] = prefix ? total : q;
-        if (!kernels::invalid_log_weight(lw[i])) {
-          const double w = std::exp(double(lw[i]) - double(max));
-          sum_w += w;
-          sum_w2 += w * w;
-        }
-      }
+    std::uint64_t* q_out = stores_q(p.scheme) ? p.units + r.b * p.n + r.lo : nullptr;
+    for (std::int64_t i = 0; i < r.len; ++i) {
+      const kernels::weight_pair wq = kernels::fixed_weight_pair(lw[i], max, p.bits);
+      total += wq.q;
+      sum_q2 = sum_q2 + kernels::mul_wide(wq.q, wq.q);
+      sum_w += wq.w;
+      sum_w2 += wq.w * wq.w;
+      if (q_out != nullptr) q_out[i] = wq.q;
     }
-    chunks[ci].total = total;
-    chunks[ci].sum_q2 = sum_q2;
-    chunks[ci].sum_w = sum_w;
-    chunks[ci].sum_w2 = sum_w2;
+    p.totals[t] = total;
+    p.tiles[t].sum_q2 = sum_q2;
+    p.tiles[t].sum_w = sum_w;
+    p.tiles[t].sum_w2 = sum_w2;
   }, 1);
-
-  // 3. Per problem: chunk offsets, totals, the resampling decision and the report.
+  // 4. Offsets: exclusive scan of the tile totals over all tiles, modulo 2^64.
+  std::uint64_t running = 0;
+  for (std::int64_t t = 0; t < count; ++t) {
+    p.offsets[t] = running;
+    running += p.totals[t];
+  }
+  // 5. Per problem: total, decision, report.
   cpu::parallel_for_each(problems, [&](std::int64_t b) {
-    chunk_sums* c = chunks + b * per;
     std::int64_t nan_count = 0;
-    std::uint64_t total = 0;
     u128 sum_q2;
     double sum_w = 0, sum_w2 = 0;
-    for (std::int64_t k = 0; k < per; ++k) {
-      c[k].total_offset = total;
-      nan_count += c[k].nan_count;
-      total += c[k].total;
-      sum_q2 = sum_q2 + c[k].sum_q2;
-      sum_w += c[k].sum_w;
-      sum_w2 += c[k].sum_w2;
+    for (std::int64_t k = 0; k < p.per; ++k) {
+      const tile_sums& s = p.tiles[b * p.per + k];
+      nan_count += s.nan_count;
+      sum_q2 = sum_q2 + s.sum_q2;
+      sum_w += s.sum_w;
+      sum_w2 += s.sum_w2;
     }
     problem_state st{};
-    finish_problem(p, b, c[0].max, nan_count, total, sum_q2, sum_w, sum_w2, st);
+    finish_problem(p, b, p.states[b].max, nan_count, problem_sum(p.offsets, p.totals, p, b), sum_q2, sum_w, sum_w2,
+                   st);
     p.states[b] = st;
   });
-
-  // 4. Residual: copies and residual weights with their chunk-local prefix sums.
   if (p.scheme != resampling_scheme::residual) return;
-  cpu::parallel_for_each(count, [&](std::int64_t ci) {
-    const std::int64_t b = ci / per, lo = (ci % per) * chunk_size, hi = std::min(n, lo + chunk_size);
-    const problem_state& st = p.states[b];
-    if (!st.resample) return;
-    std::uint64_t* units = p.units + b * n;
-    const float* lw = p.log_weights + b * n;
+  // Residual: tile totals of the copies floor(N q / T), their offsets, each problem's total of copies.
+  cpu::parallel_for_each(count, [&](std::int64_t t) {
+    const tile_range r = range_of(p, t);
+    const problem_state& st = p.states[r.b];
+    const float* lw = p.log_weights + r.b * p.n + r.lo;
     std::uint64_t copies = 0;
-    u128 rest;
-    for (std::int64_t i = lo; i < hi; ++i) {
-      const std::uint64_t q = kernels::fixed_weight(lw[i], st.max, p.bits);
-      const std::uint64_t c = kernels::residual_copies(std::uint64_t(n), q, st.total);
-      copies += c;
-      units[i] = copies;
-      // N q - c T < T fits in 64 bits: the low words of the 128-bit difference.
-      rest = rest + u128{kernels::mul_wide(std::uint64_t(n), q).lo - c * st.total, 0};
-      p.residual[b * n + i] = rest;
-    }
-    chunks[ci].copies = copies;
-    chunks[ci].rest = rest;
+    if (st.resample)
+      for (std::int64_t i = 0; i < r.len; ++i)
+        copies += kernels::residual_copies(std::uint64_t(p.n), kernels::fixed_weight(lw[i], st.max, p.bits),
+                                           st.total);
+    p.copies[t] = copies;
   }, 1);
-
-  // 5. Residual: per-problem chunk offsets and the total of copies.
-  cpu::parallel_for_each(problems, [&](std::int64_t b) {
-    if (!p.states[b].resample) return;
-    chunk_sums* c = chunks + b * per;
-    std::uint64_t copies = 0;
-    u128 rest;
-    for (std::int64_t k = 0; k < per; ++k) {
-      c[k].copies_offset = copies;
-      c[k].rest_offset = rest;
-      copies += c[k].copies;
-      rest = rest + c[k].rest;
-    }
-    p.states[b].copies = copies;
-  });
+  running = 0;
+  for (std::int64_t t = 0; t < count; ++t) {
+    p.copies_offsets[t] = running;
+    running += p.copies[t];
+  }
+  for (std::int64_t b = 0; b < problems; ++b) p.states[b].copies = problem_sum(p.copies_offsets, p.copies, p, b);
 }
 
-// --- CUDA statistics pass ----------------------------------------------------------------------------------------
-// Block routines over a range [lo, hi) of one problem, shared by the one-block-per-problem kernel (problems of at
-// most one chunk) and the per-chunk kernels of longer problems. Results of block reductions are valid in thread 0.
-
-struct max_op {
-  __device__ float operator()(float a, float b) const { return b > a ? b : a; }
-};
-struct add_u128_op {
-  __device__ u128 operator()(u128 a, u128 b) const { return a + b; }
-};
-/// Carries the running total of a tiled block scan from one tile to the next.
-template <class T>
-struct running_prefix {
-  T total;
-  __device__ T operator()(T tile_total) {
-    const T before = total;
-    total = total + tile_total;
-    return before;
+/// 6. The fill pass of one tile on the CPU: the GPU's tile_fill_kernel, one particle after another.
+void fill_tile_cpu(const pass_params& p, const fill_params& f, std::int64_t t) {
+  const tile_range r = range_of(p, t);
+  const problem_state st = p.states[r.b];
+  const std::int64_t first = r.b * p.n + r.lo;  // global index of the tile's first particle
+  const float* lw = p.log_weights + first;
+  const bool ancestors = f.ancestors != nullptr || f.ancestors64 != nullptr;
+  if (f.normalised != nullptr)
+    for (std::int64_t i = 0; i < r.len; ++i)
+      f.normalised[first + i] = normalised_weight(kernels::fixed_weight_pair(lw[i], st.max, p.bits).w, st);
+  if (!ancestors || stores_q(p.scheme)) return;  // the selection writes ancestors (identity when not resampled)
+  if (!st.resample) {
+    if (f.runs)
+      for (std::int64_t i = 0; i < r.len; ++i) write_ancestor(f, first + i, r.lo + i);
+    return;
   }
-};
+  const std::uint64_t N = std::uint64_t(p.n), T = st.total;
+  std::uint64_t P = problem_offset(p.offsets, p, t);
+  std::uint64_t C = p.scheme == resampling_scheme::residual ? problem_offset(p.copies_offsets, p, t) : 0;
+  if (f.runs) {
+    // The CUDA tile's computation, one CUDA tile after another: every particle's J(P_i), then the slots in order.
+    const kernels::slot_keys key(p.scheme, f.seed, f.step, T, r.b, p.n);
+    std::int32_t ends[kernels::cuda_tile];
+    for (std::int64_t lo = 0; lo < r.len; lo += kernels::cuda_tile) {
+      const int len = static_cast<int>(std::min(kernels::cuda_tile, r.len - lo));
+      const std::int64_t begin = key.count_below(P);
+      for (int i = 0; i < len; ++i) {
+        P += kernels::fixed_weight(lw[lo + i], st.max, p.bits);
+        ends[i] = static_cast<std::int32_t>(key.count_below(P));
+      }
+      for (std::int64_t j = begin; j < ends[len - 1]; ++j)
+        write_ancestor(f, r.b * p.n + j, r.lo + lo + kernels::upper_bound(ends, len, std::int32_t(j)));
+    }
+    return;
+  }
+  std::uint64_t* units = p.units + first;
+  for (std::int64_t i = 0; i < r.len; ++i) {
+    const std::uint64_t q = kernels::fixed_weight(lw[i], st.max, p.bits);
+    P += q;
+    if (p.scheme == resampling_scheme::residual) {
+      C += kernels::residual_copies(N, q, T);
+      units[i] = C;
+      p.prefix[first + i] = P;
+    } else {
+      units[i] = P;
+    }
+  }
+}
 
-using reduce_f = cub::BlockReduce<float, pass_block>;
-using reduce_i = cub::BlockReduce<std::int64_t, pass_block>;
-using reduce_u = cub::BlockReduce<std::uint64_t, pass_block>;
-using reduce_d = cub::BlockReduce<double, pass_block>;
-using reduce_q = cub::BlockReduce<u128, pass_block>;
-using scan_u = cub::BlockScan<std::uint64_t, pass_block>;
-using scan_q = cub::BlockScan<u128, pass_block>;
-union pass_temp {
-  typename reduce_f::TempStorage f;
-  typename reduce_i::TempStorage i;
-  typename reduce_u::TempStorage u;
-  typename reduce_d::TempStorage d;
-  typename reduce_q::TempStorage q;
-  typename scan_u::TempStorage su;
-  typename scan_q::TempStorage sq;
-};
+// --- CUDA passes ---------------------------------------------------------------------------------------------------
+// One block per tile (passes 1, 3, 6 and the residual copies) or per problem (2, 5), grid-stride over the rest.
 
-struct range_max {
+struct max_count {
   float max;
   std::int64_t nan_count;
 };
-
-/// Largest valid log-weight and invalid count of lw[lo, hi).
-__device__ range_max block_max(pass_temp& temp, const float* lw, std::int64_t lo, std::int64_t hi) {
-  float max = -INFINITY;
-  std::int64_t nan_count = 0;
-  for (std::int64_t i = lo + threadIdx.x; i < hi; i += pass_block) {
-    const float l = lw[i];
-    if (kernels::invalid_log_weight(l))
-      ++nan_count;
-    else
-      max = l > max ? l : max;
+struct max_count_op {
+  __device__ max_count operator()(max_count a, max_count b) const {
+    return {b.max > a.max ? b.max : a.max, a.nan_count + b.nan_count};
   }
-  max = reduce_f(temp.f).Reduce(max, max_op{});
-  __syncthreads();
-  nan_count = reduce_i(temp.i).Sum(nan_count);
-  __syncthreads();
-  return {max, nan_count};
-}
-
-struct range_weights {
+};
+/// The sums of pass 3 (and of pass 5, where `total` counts invalid log-weights).
+struct weight_sums {
   std::uint64_t total;
   u128 sum_q2;
   double sum_w, sum_w2;
 };
-
-/// Fixed-point weights of lw[lo, hi) against the problem's max (the same in every thread): units[i] receives the
-/// inclusive prefix sum from lo (prefix schemes) or the weight itself; the sums are returned.
-__device__ range_weights block_weights(pass_temp& temp, const pass_params& p, const float* lw, std::uint64_t* units,
-                                       std::int64_t lo, std::int64_t hi, float max) {
-  std::uint64_t total = 0;
-  u128 sum_q2;
-  double sum_w = 0, sum_w2 = 0;
-  if (max > -INFINITY) {
-    running_prefix<std::uint64_t> prefix{0};
-    const bool scan = uses_prefix(p.scheme);
-    for (std::int64_t base = lo; base < hi; base += pass_block) {
-      const std::int64_t i = base + threadIdx.x;
-      const float l = i < hi ? lw[i] : -INFINITY;
-      const std::uint64_t q = kernels::fixed_weight(l, max, p.bits);
-      total += q;
-      sum_q2 = sum_q2 + kernels::mul_wide(q, q);
-      if (!kernels::invalid_log_weight(l) && l > -INFINITY) {
-        const double w = exp(double(l) - double(max));
-        sum_w += w;
-        sum_w2 += w * w;
-      }
-      if (scan) {
-        std::uint64_t c;
-        scan_u(temp.su).InclusiveSum(q, c, prefix);
-        __syncthreads();
-        if (i < hi) units[i] = c;
-      } else if (i < hi) {
-        units[i] = q;
-      }
-    }
+struct weight_sums_op {
+  __device__ weight_sums operator()(const weight_sums& a, const weight_sums& b) const {
+    return {a.total + b.total, a.sum_q2 + b.sum_q2, a.sum_w + b.sum_w, a.sum_w2 + b.sum_w2};
   }
-  total = reduce_u(temp.u).Sum(total);
-  __syncthreads();
-  sum_q2 = reduce_q(temp.q).Reduce(sum_q2, add_u128_op{});
-  __syncthreads();
-  sum_w = reduce_d(temp.d).Sum(sum_w);
-  __syncthreads();
-  sum_w2 = reduce_d(temp.d).Sum(sum_w2);
-  __syncthreads();
-  return {total, sum_q2, sum_w, sum_w2};
-}
-
-struct range_residual {
-  std::uint64_t copies;
-  u128 rest;
+};
+struct max_op {
+  __device__ float operator()(float a, float b) const { return b > a ? b : a; }
 };
 
-/// Residual resampling over [lo, hi): copies floor(N q_i / T) and residual weights N q_i - copies_i T, with their
-/// inclusive prefix sums from lo in units[i] and residual[i]; the range totals are returned.
-__device__ range_residual block_residual(pass_temp& temp, const pass_params& p, const float* lw, std::uint64_t* units,
-                                         u128* residual, std::int64_t lo, std::int64_t hi, float max,
-                                         std::uint64_t total) {
-  running_prefix<std::uint64_t> copies_prefix{0};
-  running_prefix<u128> rest_prefix{u128{}};
-  for (std::int64_t base = lo; base < hi; base += pass_block) {
-    const std::int64_t i = base + threadIdx.x;
-    const std::uint64_t q = i < hi ? kernels::fixed_weight(lw[i], max, p.bits) : 0;
-    const std::uint64_t c = kernels::residual_copies(std::uint64_t(p.n), q, total);
-    const u128 r{kernels::mul_wide(std::uint64_t(p.n), q).lo - c * total, 0};
-    std::uint64_t copies;
-    scan_u(temp.su).InclusiveSum(c, copies, copies_prefix);
-    __syncthreads();
-    u128 rest;
-    scan_q(temp.sq).InclusiveScan(r, rest, add_u128_op{}, rest_prefix);
-    __syncthreads();
-    if (i < hi) {
-      units[i] = copies;
-      residual[i] = rest;
+using reduce_mc = cub::BlockReduce<max_count, tile_threads>;
+using reduce_ws = cub::BlockReduce<weight_sums, tile_threads>;
+using reduce_f = cub::BlockReduce<float, tile_threads>;
+using reduce_u = cub::BlockReduce<std::uint64_t, tile_threads>;
+
+static __global__ void __launch_bounds__(tile_threads) tile_max_kernel(pass_params p, std::int64_t count) {
+  __shared__ typename reduce_mc::TempStorage temp;
+  for (std::int64_t t = blockIdx.x; t < count; t += gridDim.x) {
+    const tile_range r = range_of(p, t);
+    const float* lw = p.log_weights + r.b * p.n + r.lo;
+    max_count m{-INFINITY, 0};
+    for (std::int64_t i = threadIdx.x; i < r.len; i += tile_threads) {
+      const float l = lw[i];
+      if (kernels::invalid_log_weight(l))
+        ++m.nan_count;
+      else
+        m.max = l > m.max ? l : m.max;
     }
-  }
-  // Warp 0 runs the prefix callbacks, so its lanes hold the running totals after the last tile.
-  return {copies_prefix.total, rest_prefix.total};
-}
-
-/// Problems of at most one chunk: the whole pass in one block per problem.
-static __global__ void __launch_bounds__(pass_block) statistics_pass_kernel(pass_params p, std::int64_t problems) {
-  __shared__ pass_temp temp;
-  __shared__ float shared_max;
-  __shared__ problem_state shared_state;
-  const std::int64_t n = p.n;
-  const int tid = threadIdx.x;
-  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
-    const float* lw = p.log_weights + b * n;
-    std::uint64_t* units = p.units + b * n;
-    const range_max m = block_max(temp, lw, 0, n);
-    if (tid == 0) shared_max = m.max;
-    __syncthreads();
-    const float max = shared_max;
-    const range_weights w = block_weights(temp, p, lw, units, 0, n, max);
-    if (tid == 0) {
-      problem_state st{};
-      finish_problem(p, b, max, m.nan_count, w.total, w.sum_q2, w.sum_w, w.sum_w2, st);
-      shared_state = st;
-    }
-    __syncthreads();
-    if (p.scheme == resampling_scheme::residual && shared_state.resample) {
-      const range_residual r = block_residual(temp, p, lw, units, p.residual + b * n, 0, n, max, shared_state.total);
-      if (tid == 0) shared_state.copies = r.copies;
-      __syncthreads();
-    }
-    if (tid == 0) p.states[b] = shared_state;
-    __syncthreads();
-  }
-}
-
-// Longer problems: the phases of the CPU pass, with one block per chunk for the passes over particles and one block
-// per problem (a thread per chunk) for the passes over chunks.
-
-struct chunk_range {
-  std::int64_t b, lo, hi;
-};
-__device__ chunk_range chunk_of(std::int64_t ci, std::int64_t per, std::int64_t n) {
-  const std::int64_t b = ci / per, lo = (ci - b * per) * chunk_size;
-  return {b, lo, lo + chunk_size < n ? lo + chunk_size : n};
-}
-
-static __global__ void __launch_bounds__(pass_block) chunk_max_kernel(pass_params p, chunk_sums* chunks,
-                                                                      std::int64_t count, std::int64_t per) {
-  __shared__ pass_temp temp;
-  for (std::int64_t ci = blockIdx.x; ci < count; ci += gridDim.x) {
-    const chunk_range c = chunk_of(ci, per, p.n);
-    const range_max m = block_max(temp, p.log_weights + c.b * p.n, c.lo, c.hi);
+    m = reduce_mc(temp).Reduce(m, max_count_op{});
     if (threadIdx.x == 0) {
-      chunks[ci].max = m.max;
-      chunks[ci].nan_count = m.nan_count;
+      p.tiles[t].max = m.max;
+      p.tiles[t].nan_count = m.nan_count;
     }
-  }
-}
-
-/// The problem's max into its chunk 0, as on the CPU.
-static __global__ void __launch_bounds__(pass_block) problem_max_kernel(chunk_sums* chunks, std::int64_t problems,
-                                                                        std::int64_t per) {
-  __shared__ pass_temp temp;
-  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
-    const float m = threadIdx.x < per ? chunks[b * per + threadIdx.x].max : -INFINITY;
-    const float max = reduce_f(temp.f).Reduce(m, max_op{});
-    if (threadIdx.x == 0) chunks[b * per].max = max;
     __syncthreads();
   }
 }
 
-static __global__ void __launch_bounds__(pass_block) chunk_weights_kernel(pass_params p, chunk_sums* chunks,
-                                                                          std::int64_t count, std::int64_t per) {
-  __shared__ pass_temp temp;
-  for (std::int64_t ci = blockIdx.x; ci < count; ci += gridDim.x) {
-    const chunk_range c = chunk_of(ci, per, p.n);
-    const float max = chunks[c.b * per].max;
-    const range_weights w =
-        block_weights(temp, p, p.log_weights + c.b * p.n, p.units + c.b * p.n, c.lo, c.hi, max);
+static __global__ void __launch_bounds__(tile_threads) problem_max_kernel(pass_params p, std::int64_t problems) {
+  __shared__ typename reduce_f::TempStorage temp;
+  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
+    float m = -INFINITY;
+    for (std::int64_t k = threadIdx.x; k < p.per; k += tile_threads) m = max_op{}(m, p.tiles[b * p.per + k].max);
+    m = reduce_f(temp).Reduce(m, max_op{});
+    if (threadIdx.x == 0) p.states[b].max = m;
+    __syncthreads();
+  }
+}
+
+static __global__ void __launch_bounds__(tile_threads) tile_weights_kernel(pass_params p, std::int64_t count) {
+  __shared__ typename reduce_ws::TempStorage temp;
+  const bool keep_q = stores_q(p.scheme);
+  for (std::int64_t t = blockIdx.x; t < count; t += gridDim.x) {
+    const tile_range r = range_of(p, t);
+    const std::int64_t first = r.b * p.n + r.lo;
+    const float max = p.states[r.b].max;
+    weight_sums s{0, u128{}, 0.0, 0.0};
+    for (std::int64_t i = threadIdx.x; i < r.len; i += tile_threads) {
+      const kernels::weight_pair wq = kernels::fixed_weight_pair(p.log_weights[first + i], max, p.bits);
+      s.total += wq.q;
+      s.sum_q2 = s.sum_q2 + kernels::mul_wide(wq.q, wq.q);
+      s.sum_w += wq.w;
+      s.sum_w2 += wq.w * wq.w;
+      if (keep_q) p.units[first + i] = wq.q;
+    }
+    s = reduce_ws(temp).Reduce(s, weight_sums_op{});
     if (threadIdx.x == 0) {
-      chunks[ci].total = w.total;
-      chunks[ci].sum_q2 = w.sum_q2;
-      chunks[ci].sum_w = w.sum_w;
-      chunks[ci].sum_w2 = w.sum_w2;
+      p.totals[t] = s.total;
+      p.tiles[t].sum_q2 = s.sum_q2;
+      p.tiles[t].sum_w = s.sum_w;
+      p.tiles[t].sum_w2 = s.sum_w2;
     }
+    __syncthreads();
   }
 }
 
-/// Per problem: the chunks' prefix offsets, the totals, the resampling decision and the report.
-static __global__ void __launch_bounds__(pass_block) problem_finish_kernel(pass_params p, chunk_sums* chunks,
-                                                                           std::int64_t problems, std::int64_t per) {
-  __shared__ pass_temp temp;
-  const int t = threadIdx.x;
+static __global__ void __launch_bounds__(tile_threads) problem_finish_kernel(pass_params p, std::int64_t problems) {
+  __shared__ typename reduce_ws::TempStorage temp;
   for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
-    chunk_sums* c = chunks + b * per;
-    const bool mine = t < per;
-    std::uint64_t offset, total;
-    scan_u(temp.su).ExclusiveSum(mine ? c[t].total : 0, offset, total);
-    __syncthreads();
-    if (mine) c[t].total_offset = offset;
-    const std::int64_t nan_count = reduce_i(temp.i).Sum(mine ? c[t].nan_count : 0);
-    __syncthreads();
-    const u128 sum_q2 = reduce_q(temp.q).Reduce(mine ? c[t].sum_q2 : u128{}, add_u128_op{});
-    __syncthreads();
-    const double sum_w = reduce_d(temp.d).Sum(mine ? c[t].sum_w : 0.0);
-    __syncthreads();
-    const double sum_w2 = reduce_d(temp.d).Sum(mine ? c[t].sum_w2 : 0.0);
-    if (t == 0) {
+    weight_sums s{0, u128{}, 0.0, 0.0};
+    for (std::int64_t k = threadIdx.x; k < p.per; k += tile_threads) {
+      const tile_sums& ts = p.tiles[b * p.per + k];
+      s = weight_sums_op{}(s, weight_sums{std::uint64_t(ts.nan_count), ts.sum_q2, ts.sum_w, ts.sum_w2});
+    }
+    s = reduce_ws(temp).Reduce(s, weight_sums_op{});
+    if (threadIdx.x == 0) {
       problem_state st{};
-      finish_problem(p, b, c[0].max, nan_count, total, sum_q2, sum_w, sum_w2, st);
+      finish_problem(p, b, p.states[b].max, std::int64_t(s.total), problem_sum(p.offsets, p.totals, p, b), s.sum_q2,
+                     s.sum_w, s.sum_w2, st);
       p.states[b] = st;
     }
     __syncthreads();
   }
 }
 
-static __global__ void __launch_bounds__(pass_block) chunk_residual_kernel(pass_params p, chunk_sums* chunks,
-                                                                           std::int64_t count, std::int64_t per) {
-  __shared__ pass_temp temp;
-  for (std::int64_t ci = blockIdx.x; ci < count; ci += gridDim.x) {
-    const chunk_range c = chunk_of(ci, per, p.n);
-    const problem_state st = p.states[c.b];
-    if (!st.resample) return;  // the same in every thread of the block
-    const range_residual r = block_residual(temp, p, p.log_weights + c.b * p.n, p.units + c.b * p.n,
-                                            p.residual + c.b * p.n, c.lo, c.hi, st.max, st.total);
-    if (threadIdx.x == 0) {
-      chunks[ci].copies = r.copies;
-      chunks[ci].rest = r.rest;
-    }
+static __global__ void __launch_bounds__(tile_threads) tile_copies_kernel(pass_params p, std::int64_t count) {
+  __shared__ typename reduce_u::TempStorage temp;
+  for (std::int64_t t = blockIdx.x; t < count; t += gridDim.x) {
+    const tile_range r = range_of(p, t);
+    const problem_state st = p.states[r.b];
+    const float* lw = p.log_weights + r.b * p.n + r.lo;
+    std::uint64_t copies = 0;
+    if (st.resample)
+      for (std::int64_t i = threadIdx.x; i < r.len; i += tile_threads)
+        copies += kernels::residual_copies(std::uint64_t(p.n), kernels::fixed_weight(lw[i], st.max, p.bits),
+                                           st.total);
+    copies = reduce_u(temp).Sum(copies);
+    if (threadIdx.x == 0) p.copies[t] = copies;
+    __syncthreads();
   }
 }
 
-/// Residual, per problem: the chunks' offsets into both prefix sums, and the problem's total of copies.
-static __global__ void __launch_bounds__(pass_block) problem_residual_kernel(pass_params p, chunk_sums* chunks,
-                                                                             std::int64_t problems, std::int64_t per) {
-  __shared__ pass_temp temp;
-  const int t = threadIdx.x;
-  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
-    if (!p.states[b].resample) return;
-    chunk_sums* c = chunks + b * per;
-    const bool mine = t < per;
-    std::uint64_t copies_offset, copies;
-    scan_u(temp.su).ExclusiveSum(mine ? c[t].copies : 0, copies_offset, copies);
+/// Each problem's total of residual copies, for the selection.
+struct copies_total_functor {
+  pass_params p;
+  DS_HD void operator()(std::int64_t b) const { p.states[b].copies = problem_sum(p.copies_offsets, p.copies, p, b); }
+};
+
+using load_f = cub::BlockLoad<float, tile_threads, tile_items, cub::BLOCK_LOAD_WARP_TRANSPOSE>;
+using scan_u = cub::BlockScan<std::uint64_t, tile_threads>;
+union fill_temp {
+  typename load_f::TempStorage load;
+  typename scan_u::TempStorage scan;
+  std::int32_t ends[kernels::cuda_tile];  // runs: J(P_i) of the tile's particles
+};
+
+/// 6. The fill pass: one block per tile, particle i = 16 threadIdx.x + m of the tile in thread item m (blocked, so
+/// one block scan gives the in-tile prefix). Stratified and systematic: every particle's J(P_i) goes to shared
+/// memory, then the tile's slots [J(P_first - q_first), J(P_last)) are written in order by the block's threads, slot
+/// j's ancestor being the first particle with J(P_i) > j (a binary search in shared memory): coalesced writes, and a
+/// heavy particle's many slots are shared by the whole block.
+static __global__ void __launch_bounds__(tile_threads) tile_fill_kernel(pass_params p, fill_params f,
+                                                                        std::int64_t count) {
+  __shared__ fill_temp temp;
+  const bool ancestors = f.ancestors != nullptr || f.ancestors64 != nullptr;
+  for (std::int64_t t = blockIdx.x; t < count; t += gridDim.x) {
+    const tile_range r = range_of(p, t);
+    const problem_state st = p.states[r.b];  // the same in every thread: the branches below are uniform
+    const std::int64_t first = r.b * p.n + r.lo;
+    const int len = static_cast<int>(r.len);
+    float l[tile_items];
+    load_f(temp.load).Load(p.log_weights + first, l, len, -INFINITY);
     __syncthreads();
-    u128 rest_offset, rest;
-    scan_q(temp.sq).ExclusiveScan(mine ? c[t].rest : u128{}, rest_offset, u128{}, add_u128_op{}, rest);
-    __syncthreads();
-    if (mine) {
-      c[t].copies_offset = copies_offset;
-      c[t].rest_offset = rest_offset;
+    std::uint64_t q[tile_items];
+    for (int m = 0; m < tile_items; ++m) {
+      const int i = threadIdx.x * tile_items + m;
+      const kernels::weight_pair wq = kernels::fixed_weight_pair(l[m], st.max, p.bits);
+      q[m] = wq.q;
+      if (f.normalised != nullptr && i < len) f.normalised[first + i] = normalised_weight(wq.w, st);
     }
-    if (t == 0) p.states[b].copies = copies;
+    if (ancestors && !stores_q(p.scheme)) {
+      if (!st.resample) {
+        if (f.runs)
+          for (int m = 0; m < tile_items; ++m) {
+            const int i = threadIdx.x * tile_items + m;
+            if (i < len) write_ancestor(f, first + i, r.lo + i);
+          }
+      } else {
+        const std::uint64_t base = problem_offset(p.offsets, p, t);
+        std::uint64_t P[tile_items];
+        scan_u(temp.scan).InclusiveSum(q, P);
+        __syncthreads();
+        if (f.runs) {
+          const kernels::slot_keys key(p.scheme, f.seed, f.step, st.total, r.b, p.n);
+          for (int m = 0; m < tile_items; ++m) {
+            const int i = threadIdx.x * tile_items + m;
+            if (i < len) temp.ends[i] = static_cast<std::int32_t>(key.count_below(base + P[m]));
+          }
+          __syncthreads();
+          const std::int64_t begin = key.count_below(base), end = temp.ends[len - 1];
+          for (std::int64_t j = begin + threadIdx.x; j < end; j += tile_threads)
+            write_ancestor(f, r.b * p.n + j, r.lo + kernels::upper_bound(temp.ends, len, std::int32_t(j)));
+        } else if (p.scheme == resampling_scheme::residual) {
+          std::uint64_t c[tile_items], C[tile_items];
+          for (int m = 0; m < tile_items; ++m) c[m] = kernels::residual_copies(std::uint64_t(p.n), q[m], st.total);
+          scan_u(temp.scan).InclusiveSum(c, C);
+          const std::uint64_t copies_base = problem_offset(p.copies_offsets, p, t);
+          for (int m = 0; m < tile_items; ++m) {
+            const int i = threadIdx.x * tile_items + m;
+            if (i < len) {
+              p.units[first + i] = copies_base + C[m];
+              p.prefix[first + i] = base + P[m];
+            }
+          }
+        } else {
+          for (int m = 0; m < tile_items; ++m) {
+            const int i = threadIdx.x * tile_items + m;
+            if (i < len) p.units[first + i] = base + P[m];
+          }
+        }
+      }
+    }
+    __syncthreads();  // the next tile reuses the shared memory
   }
 }
 
-/// The statistics pass on the CUDA executor: one kernel for problems of one chunk, the chunked phases otherwise.
-void statistics_pass_cuda(const pass_params& p, std::int64_t problems, chunk_sums* chunks, cudaStream_t stream) {
-  // One block per problem or chunk (the kernels stride over the rest), sized by the library's one grid helper.
-  const auto grid = [](std::int64_t blocks) { return kernels::grid_size(blocks * pass_block, pass_block); };
-  const std::int64_t per = chunks_per_problem(p.n);
-  if (per == 1) {
-    statistics_pass_kernel<<<grid(problems), pass_block, 0, stream>>>(p, problems);
-    DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
-    return;
-  }
-  const std::int64_t count = problems * per;
-  chunk_max_kernel<<<grid(count), pass_block, 0, stream>>>(p, chunks, count, per);
-  problem_max_kernel<<<grid(problems), pass_block, 0, stream>>>(chunks, problems, per);
-  chunk_weights_kernel<<<grid(count), pass_block, 0, stream>>>(p, chunks, count, per);
-  problem_finish_kernel<<<grid(problems), pass_block, 0, stream>>>(p, chunks, problems, per);
-  if (p.scheme == resampling_scheme::residual) {
-    chunk_residual_kernel<<<grid(count), pass_block, 0, stream>>>(p, chunks, count, per);
-    problem_residual_kernel<<<grid(problems), pass_block, 0, stream>>>(p, chunks, problems, per);
-  }
+/// Exclusive scan of n tile totals into offsets, modulo 2^64: CUB's single-pass (decoupled look-back) scan.
+void scan_tiles(const std::uint64_t* totals, std::uint64_t* offsets, std::int64_t n, void* temp,
+                std::size_t reserved, cudaStream_t stream) {
+  std::size_t bytes = 0;
+  DIFFSAMPLE_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, bytes, totals, offsets, n, stream));
+  DIFFSAMPLE_EXPECTS(bytes <= reserved, "resampling workspace: CUB's scan asks " << bytes << " bytes, "
+                                                                                 << reserved << " reserved");
+  DIFFSAMPLE_CUDA_TRY(cub::DeviceScan::ExclusiveSum(temp, bytes, totals, offsets, n, stream));
+}
+
+void statistics_cuda(const pass_params& p, std::int64_t problems, void* scan_temp, std::size_t scan_bytes,
+                     cudaStream_t stream) {
+  const auto grid = [](std::int64_t blocks) { return kernels::grid_size(blocks * tile_threads, tile_threads); };
+  const std::int64_t count = problems * p.per;
+  tile_max_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count);
+  problem_max_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, problems);
+  tile_weights_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count);
   DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+  scan_tiles(p.totals, p.offsets, count, scan_temp, scan_bytes, stream);
+  problem_finish_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, problems);
+  DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+  if (p.scheme != resampling_scheme::residual) return;
+  tile_copies_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count);
+  DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+  scan_tiles(p.copies, p.copies_offsets, count, scan_temp, scan_bytes, stream);
+  kernels::for_each_index(executor::cuda, problems, copies_total_functor{p}, stream);
 }
 
 template <class Index>
-void check_ancestors_pointer(const char* name, const Index* a, std::int64_t count, executor where) {
-  detail::check_buffer(name, a, count, sizeof(Index), where);
-}
-
-template <class Index>
-void select_ancestors(executor where, const pass_params& p, const chunk_sums* chunks, const resampling_options& o,
-                      std::int64_t count, Index* ancestors, float* normalised_weights, cudaStream_t stream) {
-  kernels::select_ancestor_functor<Index> f{p.log_weights,      p.states, p.units, p.residual, chunks,
-                                            chunks_per_problem(p.n), p.n,    p.bits,  o.scheme,   o.metropolis_steps,
-                                            o.seed,             o.step,   ancestors, normalised_weights};
+void select_ancestors(executor where, const pass_params& p, const resampling_options& o, std::int64_t count,
+                      Index* ancestors, cudaStream_t stream) {
+  kernels::select_ancestor_functor<Index> f{p.states, p.units, p.prefix, p.n,    p.bits,
+                                            o.scheme, o.metropolis_steps, o.seed, o.step, ancestors};
   kernels::for_each_index(where, count, f, stream);
 }
 
@@ -631,29 +650,37 @@ executor resample(const float* log_weights, std::int64_t problems, std::int64_t 
 
 namespace {
 
-// The statistics pass of resample_unchecked; returns its parameters and the chunk sums the selection reads.
-std::pair<pass_params, chunk_sums*> statistics_unchecked(const float* log_weights, std::int64_t problems,
-                                                         std::int64_t particles, const resampling_options& o,
-                                                         const particle_outputs& out, executor where,
-                                                         cudaStream_t stream, void* workspace) {
+// The passes' parameters over `workspace` (laid out by layout()) on `where`.
+pass_params make_params(const float* log_weights, std::int64_t problems, std::int64_t particles,
+                        const resampling_options& o, const particle_outputs& out, executor where, void* workspace) {
   const workspace_layout w = layout(problems, particles, o.scheme);
   unsigned char* ws = static_cast<unsigned char*>(workspace);
-  pass_params p{log_weights,
-                particles,
-                kernels::fixed_point_bits(particles),
-                o.scheme,
-                // Without an output for ancestors nothing is resampled, whatever the threshold.
-                (out.ancestors || out.ancestors64) ? o.ess_threshold : 0.0,
-                reinterpret_cast<problem_state*>(ws + w.states),
-                reinterpret_cast<std::uint64_t*>(ws + w.units),
-                o.scheme == resampling_scheme::residual ? reinterpret_cast<u128*>(ws + w.residual) : nullptr,
-                out.reports};
-  chunk_sums* chunks = reinterpret_cast<chunk_sums*>(ws + w.chunks);
-  if (where == executor::cuda)
-    statistics_pass_cuda(p, problems, chunks, stream);
-  else
-    statistics_pass_cpu(p, problems, chunks);
-  return {p, chunks};
+  const std::int64_t tile = where == executor::cuda ? kernels::cuda_tile : kernels::cpu_tile;
+  return {log_weights,
+          particles,
+          kernels::fixed_point_bits(particles),
+          o.scheme,
+          // Without an output for ancestors nothing is resampled, whatever the threshold.
+          (out.ancestors || out.ancestors64) ? o.ess_threshold : 0.0,
+          tile,
+          tiles_per_problem(particles, tile),
+          reinterpret_cast<problem_state*>(ws + w.states),
+          reinterpret_cast<tile_sums*>(ws + w.tiles),
+          reinterpret_cast<std::uint64_t*>(ws + w.totals),
+          reinterpret_cast<std::uint64_t*>(ws + w.offsets),
+          reinterpret_cast<std::uint64_t*>(ws + w.copies),
+          reinterpret_cast<std::uint64_t*>(ws + w.copies_offsets),
+          reinterpret_cast<std::uint64_t*>(ws + w.units),
+          o.scheme == resampling_scheme::residual ? reinterpret_cast<std::uint64_t*>(ws + w.prefix) : nullptr,
+          out.reports};
+}
+
+// Passes 1 to 6 on the CPU; `runs`: stratified and systematic write their ancestors in the fill pass.
+void passes_cpu(const pass_params& p, std::int64_t problems, const resampling_options& o, const particle_outputs& out,
+                bool runs) {
+  statistics_cpu(p, problems);
+  const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs};
+  cpu::parallel_for_each(problems * p.per, [&](std::int64_t t) { fill_tile_cpu(p, f, t); }, 1);
 }
 
 }  // namespace
@@ -661,10 +688,10 @@ std::pair<pass_params, chunk_sums*> statistics_unchecked(const float* log_weight
 kernels::select_ancestor_functor<std::int32_t> detail::resample_statistics_cpu(
     const float* log_weights, std::int64_t problems, std::int64_t particles, const resampling_options& o,
     const particle_outputs& out, void* workspace) {
-  const auto [p, chunks] = statistics_unchecked(log_weights, problems, particles, o, out, executor::cpu, nullptr,
-                                                workspace);
-  return {p.log_weights, p.states, p.units,  p.residual, chunks, chunks_per_problem(p.n), p.n, p.bits,
-          o.scheme,      o.metropolis_steps, o.seed,  o.step,     out.ancestors,          out.normalised_weights};
+  const pass_params p = make_params(log_weights, problems, particles, o, out, executor::cpu, workspace);
+  // The selection of every scheme runs per particle here, stratified and systematic by their search.
+  passes_cpu(p, problems, o, out, false);
+  return {p.states, p.units, p.prefix, p.n, p.bits, o.scheme, o.metropolis_steps, o.seed, o.step, out.ancestors};
 }
 
 void detail::resample_unchecked(const float* log_weights, std::int64_t problems, std::int64_t particles,
@@ -672,11 +699,27 @@ void detail::resample_unchecked(const float* log_weights, std::int64_t problems,
                                 cudaStream_t stream, void* workspace) {
   const std::int64_t count = problems * particles;
   if (count == 0) return;
-  const auto [p, chunks] = statistics_unchecked(log_weights, problems, particles, o, out, where, stream, workspace);
+  const pass_params p = make_params(log_weights, problems, particles, o, out, where, workspace);
+  const bool ancestors = out.ancestors != nullptr || out.ancestors64 != nullptr;
+  const bool runs = runs_scheme(o.scheme);
+  if (where == executor::cuda) {
+    const workspace_layout w = layout(problems, particles, o.scheme);
+    statistics_cuda(p, problems, static_cast<unsigned char*>(workspace) + w.scan, w.units - w.scan, stream);
+    if (out.normalised_weights != nullptr || (ancestors && !stores_q(o.scheme))) {
+      const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs};
+      const std::int64_t tiles = problems * p.per;
+      tile_fill_kernel<<<kernels::grid_size(tiles * tile_threads, tile_threads), tile_threads, 0, stream>>>(p, f,
+                                                                                                          tiles);
+      DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+    }
+  } else {
+    passes_cpu(p, problems, o, out, runs);
+  }
+  if (!ancestors || runs) return;
   if (out.ancestors64 != nullptr)
-    select_ancestors(where, p, chunks, o, count, out.ancestors64, out.normalised_weights, stream);
+    select_ancestors(where, p, o, count, out.ancestors64, stream);
   else
-    select_ancestors(where, p, chunks, o, count, out.ancestors, out.normalised_weights, stream);
+    select_ancestors(where, p, o, count, out.ancestors, stream);
 }
 
 void detail::gather_unchecked(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,

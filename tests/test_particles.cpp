@@ -499,19 +499,20 @@ TEST(Particles, CudaAndCpuAgreeOnALargeProblemWithInt64AndWeights) {
   }
 }
 
-// Selection in problems of several chunks searches chunk-local prefix sums through the chunk totals. Against a
-// restatement of the rule with problem-wide prefix sums built here (the same fixed-point weights and Philox
-// draws, one global search per particle): identical ancestors for multinomial, systematic and residual over
-// 2 problems of 2^17 + 123 particles.
-// Seen failing with the chunk's offset not subtracted before the search inside the chunk, and with the chunk found
-// by its start instead of its end.
-TEST(Particles, ChunkedSearchEqualsAGlobalSearch) {
+// The selection against a restatement of its rule with problem-wide prefix sums built here (the same fixed-point
+// weights and Philox draws, one binary search per particle): identical ancestors for multinomial, stratified,
+// systematic and residual over 2 problems of 2^17 + 123 particles (several tiles on both executors, partial last
+// tiles). Stratified and systematic ancestors come from the slot ranges [J(P_i - q_i), J(P_i)) of the fill pass,
+// residual's random part from the prefix N P_i - T C_i, so this pins them to the search.
+// Seen failing with J(y) = floor(y N / T) (the draw of the boundary slot ignored) and with a tile's offset not added
+// to its prefix (CPU fill pass).
+TEST(Particles, SelectionEqualsAGlobalSearch) {
   using namespace diffsample::kernels;
   const std::int64_t b = 2, n = (std::int64_t(1) << 17) + 123;
   const auto lw = random_log_weights(b * n, 13, -8.f, 0.f);
   const int bits = fixed_point_bits(n);
-  for (auto scheme : {ds::resampling_scheme::multinomial, ds::resampling_scheme::systematic,
-                      ds::resampling_scheme::residual}) {
+  for (auto scheme : {ds::resampling_scheme::multinomial, ds::resampling_scheme::stratified,
+                      ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
     ds::resampling_options o;
     o.scheme = scheme;
     o.ess_threshold = 2;
@@ -539,8 +540,8 @@ TEST(Particles, ChunkedSearchEqualsAGlobalSearch) {
         if (scheme == ds::resampling_scheme::multinomial) {
           philox rng(o.seed, g, o.step);
           a = upper_bound(prefix.data(), n, uniform_below(rng, T));
-        } else if (scheme == ds::resampling_scheme::systematic) {
-          philox rng(o.seed, p * n, o.step);
+        } else if (scheme == ds::resampling_scheme::systematic || scheme == ds::resampling_scheme::stratified) {
+          philox rng(o.seed, scheme == ds::resampling_scheme::systematic ? p * n : g, o.step);
           const std::uint64_t v = uniform_below(rng, T), uj = std::uint64_t(j), N = std::uint64_t(n);
           a = upper_bound(prefix.data(), n, uj * (T / N) + (uj * (T % N) + v) / N);
         } else if (std::uint64_t(j) < c_total) {
@@ -556,30 +557,35 @@ TEST(Particles, ChunkedSearchEqualsAGlobalSearch) {
   }
 }
 
-// The GPU's chunked statistics pass (problems longer than 2^16 particles: one block per chunk, one per problem to
-// stitch) against the CPU executor: 3 problems of 2^17 + 123 particles (a partial last chunk; problem 1 has NaNs,
-// problem 2 fails), every scheme, ancestors and decisions identical, reports equal to FP64 rounding; then one
-// problem of 2^24 particles (256 chunks, one per thread of the stitching block).
-TEST(Particles, CudaChunkedPassMatchesCpu) {
+// The GPU's tile passes (4096-particle tiles, offsets from CUB's device-wide scan of the tile totals, the fill
+// pass's slot ranges) against the CPU executor (2^16-particle tiles): 4 problems of 2^17 + 123 particles (a partial
+// last tile; problem 1 has NaNs, problem 2 fails, problem 3 has one weighted particle, whose tile fills every slot),
+// every scheme, ancestors and decisions identical, reports equal to FP64 rounding, with every problem resampled and
+// with the adaptive threshold; then one problem of 2^24 particles (4096 tiles).
+TEST(Particles, CudaTiledPassMatchesCpu) {
   DIFFSAMPLE_REQUIRE_GPU();
-  const std::int64_t b = 3, n = (std::int64_t(1) << 17) + 123;
+  const std::int64_t b = 4, n = (std::int64_t(1) << 17) + 123;
   auto lw = random_log_weights(b * n, 9, -20.f, 0.f);
   for (std::int64_t i = 0; i < n; i += 1000) lw[n + i] = nan_f;
   for (std::int64_t i = 0; i < n; ++i) lw[2 * n + i] = neg_inf;
+  for (std::int64_t i = 0; i < n; ++i) lw[3 * n + i] = i == 70000 ? 0.f : neg_inf;  // one tile fills every slot
   ds::testing::device_buffer<float> lw_d(lw);
   for (auto scheme : all_schemes) {
-    ds::resampling_options o;
-    o.scheme = scheme;
-    o.ess_threshold = 2;
-    o.seed = 23;
-    ds::testing::device_buffer<std::int32_t> a_d(b * n);
-    expect_cuda_matches_cpu(lw, lw_d, b, n, o, a_d);
+    for (double threshold : {2.0, 0.5}) {
+      ds::resampling_options o;
+      o.scheme = scheme;
+      o.ess_threshold = threshold;
+      o.seed = 23;
+      ds::testing::device_buffer<std::int32_t> a_d(b * n);
+      expect_cuda_matches_cpu(lw, lw_d, b, n, o, a_d);
+    }
   }
   if (std::getenv("DIFFSAMPLE_SANITIZER_RUN") != nullptr) return;  // minutes under compute-sanitizer; ctest runs it
   const std::int64_t big = std::int64_t(1) << 24;
   const auto lw_big = random_log_weights(big, 10, -5.f, 0.f);
   ds::testing::device_buffer<float> big_d(lw_big);
-  for (auto scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
+  for (auto scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::multinomial,
+                      ds::resampling_scheme::residual}) {
     ds::resampling_options o;
     o.scheme = scheme;
     o.ess_threshold = 2;
@@ -681,11 +687,15 @@ TEST(Particles, AncestorsArePinned) {
       got.push_back(fnv(run(lw, c.b, c.n, o)));
     }
   }
-    // One row per configuration, in the order of all_schemes.
+  // Six per configuration, in the order of all_schemes.
   const std::vector<std::uint64_t> pinned = {
-      0x4e57ed31e997f841ull, 0x9a2a51c0fb53e9a8ull, 0x9674bccfee45872aull, 0x20963f9dce6ca089ull, 0xa355d8e113ee250aull, 0x27d074aae4a3be7full,
-      0x46a8e5b269567200ull, 0x67a376ba0ad2a101ull, 0x67a376ba0ad2a101ull, 0x67a376ba0ad2a101ull, 0x0476d5d89754b5c0ull, 0x16a596f36130a3e0ull,
-      0xfa05e5bb638d66a4ull, 0xf32b48dad9b0d34dull, 0x6f3f0bd4520ab0fdull, 0xb65e91b98549b7acull, 0x301eda5344dc437cull, 0x7e8abdba601f4637ull,
-      0x76ebe3e314931e89ull, 0x6946be89374246b0ull, 0x0cd5be4ba3c3bd69ull, 0x9375cbeeb0842b46ull, 0x2d75fa043b1584acull, 0xde133726f571a169ull};
+      0x4e57ed31e997f841ull, 0x9a2a51c0fb53e9a8ull, 0x9674bccfee45872aull,
+      0x20963f9dce6ca089ull, 0xa355d8e113ee250aull, 0x27d074aae4a3be7full,
+      0x46a8e5b269567200ull, 0x67a376ba0ad2a101ull, 0x67a376ba0ad2a101ull,
+      0x67a376ba0ad2a101ull, 0x0476d5d89754b5c0ull, 0x16a596f36130a3e0ull,
+      0xfa05e5bb638d66a4ull, 0xf32b48dad9b0d34dull, 0x6f3f0bd4520ab0fdull,
+      0xb65e91b98549b7acull, 0x301eda5344dc437cull, 0x7e8abdba601f4637ull,
+      0x76ebe3e314931e89ull, 0x6946be89374246b0ull, 0x0cd5be4ba3c3bd69ull,
+      0x9375cbeeb0842b46ull, 0x2d75fa043b1584acull, 0xde133726f571a169ull};
   EXPECT_EQ(got, pinned);
 }
