@@ -168,6 +168,15 @@ DS_HD_INLINE std::int64_t upper_bound(const T* c, std::int64_t n, T u) {
   return lo;
 }
 
+/// The first particle whose inclusive prefix of q exceeds x < T, by one pass over the problem's n weights: the exact
+/// fallback draw of the Metropolis and rejection schemes, which store q and no prefix sum.
+DS_HD_INLINE std::int64_t first_above(const std::uint64_t* q, std::int64_t n, std::uint64_t x) {
+  std::uint64_t below = 0;
+  std::int64_t a = 0;
+  while (a + 1 < n && below + q[a] <= x) below += q[a++];
+  return a;
+}
+
 /// The stratified and systematic slots of a resampled problem b: slot j sits at key x_j = floor((j T + v_j) / N)
 /// in [0, T), v_j uniform in [0, T) (one v for the whole problem when systematic, keyed by the problem's first
 /// particle; one per slot when stratified, keyed by the slot's particle). Every unit of [0, T) is hit N / T times in
@@ -290,10 +299,7 @@ struct select_ancestor_functor {
           // The chain started on a zero weight and never proposed a weighted particle: a zero-weight particle is
           // never an ancestor, so draw this one exactly from q / T by one pass over the problem's weights (as the
           // rejection scheme's fallback). Runs with probability (1 - share of weighted particles)^steps.
-          const std::uint64_t x = uniform_below(rng, T);
-          std::uint64_t below = 0;
-          a = 0;
-          while (a + 1 < n && below + u[a] <= x) below += u[a++];
+          a = first_above(u, n, uniform_below(rng, T));
         }
         break;
       }
@@ -309,10 +315,7 @@ struct select_ancestor_functor {
         int trials = 1;
         while (!(uniform_below(rng, envelope) < u[a])) {
           if (trials++ == rejection_trials) {
-            const std::uint64_t x = uniform_below(rng, T);
-            std::uint64_t below = 0;
-            a = 0;
-            while (a + 1 < n && below + u[a] <= x) below += u[a++];
+            a = first_above(u, n, uniform_below(rng, T));
             break;
           }
           a = static_cast<std::int64_t>(uniform_below(rng, N));

@@ -108,8 +108,8 @@ mutant walk-jump-drift-sigma diffusion src/diffusion.cu test_diffusion \
 
 # Resampling (kernels/particles.cuh, src/particles.cu)
 mutant systematic-per-particle-draw resampling kernels/particles.cuh test_particles \
-  'philox rng(seed, scheme == resampling_scheme::systematic ? b * n : g, step);' \
-  'philox rng(seed, g, step);'
+  'stratified(scheme == resampling_scheme::stratified), v(0) {' \
+  'stratified(true), v(0) {'
 mutant residual-slot-range resampling kernels/particles.cuh test_particles \
   'const std::uint64_t s = uniform_below(rng, N - copies);' \
   'const std::uint64_t s = uniform_below(rng, N);'
@@ -121,8 +121,8 @@ mutant ess-without-square resampling src/particles.cu test_particles \
   'r.ess = sum_w / sum_w2;'
 
 mutant rejection-fallback-first-particle resampling kernels/particles.cuh test_particles:*Rejection* \
-  'while (a + 1 < n && below + u[a] <= x) below += u[a++];' \
-  'while (false) below += u[a++];'
+  'while (a + 1 < n && below + q[a] <= x) below += q[a++];' \
+  'while (false) below += q[a++];'
 
 # Stepwise plan (kernels/plan.cuh) and sliced Wasserstein (kernels/metrics.cuh)
 mutant plan-reset-keeps-key rng-keys kernels/plan.cuh test_diffusion:DiffusionPlan.* \

@@ -18,6 +18,8 @@
 //   multinomial:            16, + 8 written (P, pass 6) and 8 read back by the search                  = 32
 //   residual:               32, + 4 read (copies pass) + 8 written and read (C) + 8 read (P)           = 52
 //   metropolis, rejection:  4 + 4 read, 8 written (q, pass 3), 4 written, + 8 per proposal (random reads of q)
+// Problems of one CUDA tile (N <= 4096) run every pass in one kernel, one block per problem, reading the log-weights
+// once: 8 bytes per particle for stratified and systematic (plus the searches' reads for the other schemes).
 // Before the tile passes, stratified and systematic moved 28 (4 + 4 read, 8 written as the prefix, 8 read back by
 // the search, 4 written; normalised weights 8 more), in passes that looped a block over 2^16-particle chunks.
 // Ancestors are exactly those of the search over stored prefix sums (tests/test_particles.cpp pins them).
@@ -472,76 +474,128 @@ using scan_u = cub::BlockScan<std::uint64_t, tile_threads>;
 union fill_temp {
   typename load_f::TempStorage load;
   typename scan_u::TempStorage scan;
+  typename reduce_mc::TempStorage max_count;
+  typename reduce_ws::TempStorage sums;
   std::int32_t ends[kernels::cuda_tile];  // runs: J(P_i) of the tile's particles
 };
 
-/// 6. The fill pass: one block per tile, particle i = 16 threadIdx.x + m of the tile in thread item m (blocked, so
-/// one block scan gives the in-tile prefix). Stratified and systematic: every particle's J(P_i) goes to shared
-/// memory, then the tile's slots [J(P_first - q_first), J(P_last)) are written in order by the block's threads, slot
-/// j's ancestor being the first particle with J(P_i) > j (a binary search in shared memory): coalesced writes, and a
-/// heavy particle's many slots are shared by the whole block.
-static __global__ void __launch_bounds__(tile_threads) tile_fill_kernel(pass_params p, fill_params f,
-                                                                        std::int64_t count) {
-  __shared__ fill_temp temp;
+/// 6. The fill pass of tile t, whose log-weights thread k holds as particles 16 k .. 16 k + 15 of the tile (blocked,
+/// so one block scan gives the in-tile prefix); base and copies_base: the tile's problem-local offsets. Stratified
+/// and systematic: every particle's J(P_i) goes to shared memory, then the tile's slots [J(base), J(P_last)) are
+/// written in order by the block's threads, slot j's ancestor being the first particle with J(P_i) > j (a binary
+/// search in shared memory): coalesced writes, and a heavy particle's many slots are shared by the whole block.
+/// Called by every thread of the block with the same t and st (the branches are uniform); ends with a barrier.
+__device__ void fill_tile(fill_temp& temp, const pass_params& p, const fill_params& f, std::int64_t t,
+                          const problem_state& st, const float (&l)[tile_items], std::uint64_t base,
+                          std::uint64_t copies_base) {
+  const tile_range r = range_of(p, t);
+  const std::int64_t first = r.b * p.n + r.lo;
+  const int len = static_cast<int>(r.len);
   const bool ancestors = f.ancestors != nullptr || f.ancestors64 != nullptr;
-  for (std::int64_t t = blockIdx.x; t < count; t += gridDim.x) {
-    const tile_range r = range_of(p, t);
-    const problem_state st = p.states[r.b];  // the same in every thread: the branches below are uniform
-    const std::int64_t first = r.b * p.n + r.lo;
-    const int len = static_cast<int>(r.len);
-    float l[tile_items];
-    load_f(temp.load).Load(p.log_weights + first, l, len, -INFINITY);
-    __syncthreads();
-    std::uint64_t q[tile_items];
-    for (int m = 0; m < tile_items; ++m) {
-      const int i = threadIdx.x * tile_items + m;
-      const kernels::weight_pair wq = kernels::fixed_weight_pair(l[m], st.max, p.bits);
-      q[m] = wq.q;
-      if (f.normalised != nullptr && i < len) f.normalised[first + i] = normalised_weight(wq.w, st);
-    }
-    if (ancestors && !stores_q(p.scheme)) {
-      if (!st.resample) {
-        if (f.runs)
-          for (int m = 0; m < tile_items; ++m) {
-            const int i = threadIdx.x * tile_items + m;
-            if (i < len) write_ancestor(f, first + i, r.lo + i);
-          }
-      } else {
-        const std::uint64_t base = problem_offset(p.offsets, p, t);
-        std::uint64_t P[tile_items];
-        scan_u(temp.scan).InclusiveSum(q, P);
+  std::uint64_t q[tile_items];
+  for (int m = 0; m < tile_items; ++m) {
+    const int i = threadIdx.x * tile_items + m;
+    const kernels::weight_pair wq = kernels::fixed_weight_pair(l[m], st.max, p.bits);
+    q[m] = wq.q;
+    if (f.normalised != nullptr && i < len) f.normalised[first + i] = normalised_weight(wq.w, st);
+  }
+  if (ancestors && !stores_q(p.scheme)) {
+    if (!st.resample) {
+      if (f.runs)
+        for (int m = 0; m < tile_items; ++m) {
+          const int i = threadIdx.x * tile_items + m;
+          if (i < len) write_ancestor(f, first + i, r.lo + i);
+        }
+    } else {
+      std::uint64_t P[tile_items];
+      scan_u(temp.scan).InclusiveSum(q, P);
+      __syncthreads();
+      if (f.runs) {
+        const kernels::slot_keys key(p.scheme, f.seed, f.step, st.total, r.b, p.n);
+        for (int m = 0; m < tile_items; ++m) {
+          const int i = threadIdx.x * tile_items + m;
+          if (i < len) temp.ends[i] = static_cast<std::int32_t>(key.count_below(base + P[m]));
+        }
         __syncthreads();
-        if (f.runs) {
-          const kernels::slot_keys key(p.scheme, f.seed, f.step, st.total, r.b, p.n);
-          for (int m = 0; m < tile_items; ++m) {
-            const int i = threadIdx.x * tile_items + m;
-            if (i < len) temp.ends[i] = static_cast<std::int32_t>(key.count_below(base + P[m]));
+        const std::int64_t begin = key.count_below(base), end = temp.ends[len - 1];
+        for (std::int64_t j = begin + threadIdx.x; j < end; j += tile_threads)
+          write_ancestor(f, r.b * p.n + j, r.lo + kernels::upper_bound(temp.ends, len, std::int32_t(j)));
+      } else if (p.scheme == resampling_scheme::residual) {
+        std::uint64_t c[tile_items], C[tile_items];
+        for (int m = 0; m < tile_items; ++m) c[m] = kernels::residual_copies(std::uint64_t(p.n), q[m], st.total);
+        scan_u(temp.scan).InclusiveSum(c, C);
+        for (int m = 0; m < tile_items; ++m) {
+          const int i = threadIdx.x * tile_items + m;
+          if (i < len) {
+            p.units[first + i] = copies_base + C[m];
+            p.prefix[first + i] = base + P[m];
           }
-          __syncthreads();
-          const std::int64_t begin = key.count_below(base), end = temp.ends[len - 1];
-          for (std::int64_t j = begin + threadIdx.x; j < end; j += tile_threads)
-            write_ancestor(f, r.b * p.n + j, r.lo + kernels::upper_bound(temp.ends, len, std::int32_t(j)));
-        } else if (p.scheme == resampling_scheme::residual) {
-          std::uint64_t c[tile_items], C[tile_items];
-          for (int m = 0; m < tile_items; ++m) c[m] = kernels::residual_copies(std::uint64_t(p.n), q[m], st.total);
-          scan_u(temp.scan).InclusiveSum(c, C);
-          const std::uint64_t copies_base = problem_offset(p.copies_offsets, p, t);
-          for (int m = 0; m < tile_items; ++m) {
-            const int i = threadIdx.x * tile_items + m;
-            if (i < len) {
-              p.units[first + i] = copies_base + C[m];
-              p.prefix[first + i] = base + P[m];
-            }
-          }
-        } else {
-          for (int m = 0; m < tile_items; ++m) {
-            const int i = threadIdx.x * tile_items + m;
-            if (i < len) p.units[first + i] = base + P[m];
-          }
+          // A problem of one tile: its total of copies (the tiled path's copies_total_functor).
+          if (p.per == 1 && i == len - 1) p.states[r.b].copies = C[m];
+        }
+      } else {
+        for (int m = 0; m < tile_items; ++m) {
+          const int i = threadIdx.x * tile_items + m;
+          if (i < len) p.units[first + i] = base + P[m];
         }
       }
     }
-    __syncthreads();  // the next tile reuses the shared memory
+  }
+  __syncthreads();  // the caller's next tile reuses the shared memory
+}
+
+static __global__ void __launch_bounds__(tile_threads) tile_fill_kernel(pass_params p, fill_params f,
+                                                                        std::int64_t count) {
+  __shared__ fill_temp temp;
+  for (std::int64_t t = blockIdx.x; t < count; t += gridDim.x) {
+    const tile_range r = range_of(p, t);
+    const problem_state st = p.states[r.b];
+    float l[tile_items];
+    load_f(temp.load).Load(p.log_weights + r.b * p.n + r.lo, l, static_cast<int>(r.len), -INFINITY);
+    __syncthreads();
+    fill_tile(temp, p, f, t, st, l, problem_offset(p.offsets, p, t),
+              p.scheme == resampling_scheme::residual ? problem_offset(p.copies_offsets, p, t) : 0);
+  }
+}
+
+/// Problems of one tile (N <= 4096), every pass in one block per problem: the log-weights are read once into
+/// registers, reduced for the max, reduced for the sums and the decision, then filled (8 bytes per particle for
+/// stratified and systematic: the log-weight in, the ancestor out).
+static __global__ void __launch_bounds__(tile_threads) one_tile_kernel(pass_params p, fill_params f,
+                                                                       std::int64_t problems) {
+  __shared__ fill_temp temp;
+  __shared__ problem_state shared_state;
+  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
+    const int len = static_cast<int>(p.n);
+    float l[tile_items];
+    load_f(temp.load).Load(p.log_weights + b * p.n, l, len, -INFINITY);  // -inf padding: no weight, not invalid
+    __syncthreads();
+    max_count mc{-INFINITY, 0};
+    for (int m = 0; m < tile_items; ++m) {
+      if (kernels::invalid_log_weight(l[m]))
+        ++mc.nan_count;
+      else
+        mc.max = l[m] > mc.max ? l[m] : mc.max;
+    }
+    mc = reduce_mc(temp.max_count).Reduce(mc, max_count_op{});
+    if (threadIdx.x == 0) shared_state.max = mc.max;
+    __syncthreads();
+    const float max = shared_state.max;
+    weight_sums s{0, u128{}, 0.0, 0.0};
+    for (int m = 0; m < tile_items; ++m) {
+      const kernels::weight_pair wq = kernels::fixed_weight_pair(l[m], max, p.bits);
+      s = weight_sums_op{}(s, weight_sums{wq.q, kernels::mul_wide(wq.q, wq.q), wq.w, wq.w * wq.w});
+    }
+    s = reduce_ws(temp.sums).Reduce(s, weight_sums_op{});
+    if (threadIdx.x == 0) {
+      problem_state st{};
+      finish_problem(p, b, max, mc.nan_count, s.total, s.sum_q2, s.sum_w, s.sum_w2, st);
+      shared_state = st;
+      p.states[b] = st;
+    }
+    __syncthreads();
+    const problem_state st = shared_state;
+    fill_tile(temp, p, f, b, st, l, 0, 0);
   }
 }
 
@@ -703,14 +757,18 @@ void detail::resample_unchecked(const float* log_weights, std::int64_t problems,
   const bool ancestors = out.ancestors != nullptr || out.ancestors64 != nullptr;
   const bool runs = runs_scheme(o.scheme);
   if (where == executor::cuda) {
-    const workspace_layout w = layout(problems, particles, o.scheme);
-    statistics_cuda(p, problems, static_cast<unsigned char*>(workspace) + w.scan, w.units - w.scan, stream);
-    if (out.normalised_weights != nullptr || (ancestors && !stores_q(o.scheme))) {
-      const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs};
-      const std::int64_t tiles = problems * p.per;
-      tile_fill_kernel<<<kernels::grid_size(tiles * tile_threads, tile_threads), tile_threads, 0, stream>>>(p, f,
-                                                                                                          tiles);
+    const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs};
+    const auto grid = [](std::int64_t blocks) { return kernels::grid_size(blocks * tile_threads, tile_threads); };
+    if (p.per == 1) {
+      one_tile_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, f, problems);
       DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+    } else {
+      const workspace_layout w = layout(problems, particles, o.scheme);
+      statistics_cuda(p, problems, static_cast<unsigned char*>(workspace) + w.scan, w.units - w.scan, stream);
+      if (out.normalised_weights != nullptr || (ancestors && !stores_q(o.scheme))) {
+        tile_fill_kernel<<<grid(problems * p.per), tile_threads, 0, stream>>>(p, f, problems * p.per);
+        DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+      }
     }
   } else {
     passes_cpu(p, problems, o, out, runs);

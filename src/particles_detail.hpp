@@ -16,11 +16,12 @@ void resample_unchecked(const float* log_weights, std::int64_t problems, std::in
                         const resampling_options& options, const particle_outputs& out, executor where,
                         cudaStream_t stream, void* workspace);
 
-/// The statistics pass of resample_unchecked() on the CPU executor alone (int32 ancestors): returns the selection,
-/// which writes ancestors[g] (and normalised_weights[g]) when called with g, so that a sampler can select each
-/// particle's ancestor inside its own per-particle pass instead of a separate one. The selection reads the
-/// log-weights of index g only, and the workspace's integer weights, which the caller must leave untouched until
-/// every index has been selected.
+/// The passes of resample_unchecked() on the CPU executor alone (int32 ancestors) up to the selection, which it
+/// returns: called with g it writes ancestors[g], so that a sampler can select each particle's ancestor inside its
+/// own per-particle pass instead of a separate one (stratified and systematic then select by a search over the
+/// stored prefix sums, the same ancestors as resample()'s slot ranges). Normalised weights, when requested, are
+/// written by this call. The selection reads the workspace's integer arrays only, which the caller must leave
+/// untouched until every index has been selected.
 kernels::select_ancestor_functor<std::int32_t> resample_statistics_cpu(const float* log_weights,
                                                                        std::int64_t problems, std::int64_t particles,
                                                                        const resampling_options& options,

@@ -66,20 +66,31 @@ std::vector<std::int32_t> run(const std::vector<float>& lw, std::int64_t b, std:
 }
 
 /// Resamples B x N log-weights (host `lw`, device copy `lw_d`) on the CUDA executor into `ancestors` and checks it
-/// against the CPU executor: identical ancestors, decisions and invalid counts, ESS and log-sum-exp equal up to the
-/// FP64 rounding of sums taken in different orders. Returns the CPU's ancestors.
+/// against the CPU executor: identical ancestors, decisions and invalid counts, ESS, log-sum-exp and normalised
+/// weights equal up to the rounding of FP64 sums taken in different orders. Returns the CPU's ancestors.
 std::vector<std::int32_t> expect_cuda_matches_cpu(const std::vector<float>& lw,
                                                   const ds::testing::device_buffer<float>& lw_d, std::int64_t b,
                                                   std::int64_t n, const ds::resampling_options& o,
                                                   ds::testing::device_buffer<std::int32_t>& ancestors) {
   std::vector<ds::particle_report> cpu_reports;
-  const auto ref = run(lw, b, n, o, &cpu_reports);
-  ds::testing::device_buffer<ds::particle_report> r_d(b);
+  std::vector<std::int32_t> ref(b * n);
+  std::vector<float> w(b * n);
   ds::particle_outputs out;
+  out.ancestors = ref.data();
+  out.normalised_weights = w.data();
+  cpu_reports.resize(b);
+  out.reports = cpu_reports.data();
+  ds::resample(lw.data(), b, n, o, out, cpu());
+  ds::testing::device_buffer<ds::particle_report> r_d(b);
+  ds::testing::device_buffer<float> w_d(b * n);
   out.ancestors = ancestors.ptr;
+  out.normalised_weights = w_d.ptr;
   out.reports = r_d.ptr;
   EXPECT_EQ(ds::resample(lw_d.ptr, b, n, o, out, {ds::executor::cuda, nullptr}), ds::executor::cuda);
   EXPECT_EQ(ancestors.download(), ref) << ds::to_string(o.scheme);
+  // Normalised weights divide by FP64 sums taken in different orders: agreement to float rounding.
+  const auto wg = w_d.download();
+  for (std::size_t i = 0; i < w.size(); ++i) ASSERT_NEAR(wg[i], w[i], 1e-6f * w[i] + 1e-30f) << i;
   const auto r = r_d.download();
   for (std::int64_t p = 0; p < b; ++p) {
     EXPECT_EQ(r[p].failed, cpu_reports[p].failed) << p;
@@ -382,27 +393,31 @@ TEST(Particles, GatherRejectsOverlappingBuffers) {
   EXPECT_NO_THROW(ds::gather_particles(two.data(), 1, n, d, a.data(), two.data() + n * d, cpu()));
 }
 
+// N = 5000 runs the tiled passes (two 4096-particle tiles), N = 4096, 1000 and 1 the one-kernel path of problems
+// of one tile.
 TEST(Particles, CudaAndCpuExecutorsPickTheSameAncestors) {
   DIFFSAMPLE_REQUIRE_GPU();
-  const int b = 6, n = 5000;
-  auto lw = random_log_weights(b * n, 3, -15.f, 2.f);
-  lw[17] = nan_f;
-  for (int i = 0; i < n; ++i) lw[4 * n + i] = neg_inf;  // a failed problem
-  ds::testing::device_buffer<float> lw_d(lw);
-  for (auto scheme : all_schemes) {
-    ds::resampling_options o;
-    o.scheme = scheme;
-    o.ess_threshold = 2;
-    o.seed = 5;
-    ds::testing::device_buffer<std::int32_t> a_d(b * n);
-    const auto ref = expect_cuda_matches_cpu(lw, lw_d, b, n, o, a_d);
-    std::vector<float> x(b * n * 3);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i % 977);
-    ds::testing::device_buffer<float> x_d(x), y_d(x.size());
-    ds::gather_particles(x_d.ptr, b, n, 3, a_d.ptr, y_d.ptr, {ds::executor::cuda, nullptr});
-    std::vector<float> y(x.size());
-    ds::gather_particles(x.data(), b, n, 3, ref.data(), y.data(), cpu());
-    EXPECT_EQ(y_d.download(), y);
+  for (const int n : {5000, 4096, 1000, 1}) {
+    const int b = 6;
+    auto lw = random_log_weights(b * n, 3, -15.f, 2.f);
+    lw[n / 2] = nan_f;
+    for (int i = 0; i < n; ++i) lw[4 * n + i] = neg_inf;  // a failed problem
+    ds::testing::device_buffer<float> lw_d(lw);
+    for (auto scheme : all_schemes) {
+      ds::resampling_options o;
+      o.scheme = scheme;
+      o.ess_threshold = 2;
+      o.seed = 5;
+      ds::testing::device_buffer<std::int32_t> a_d(b * n);
+      const auto ref = expect_cuda_matches_cpu(lw, lw_d, b, n, o, a_d);
+      std::vector<float> x(b * n * 3);
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i % 977);
+      ds::testing::device_buffer<float> x_d(x), y_d(x.size());
+      ds::gather_particles(x_d.ptr, b, n, 3, a_d.ptr, y_d.ptr, {ds::executor::cuda, nullptr});
+      std::vector<float> y(x.size());
+      ds::gather_particles(x.data(), b, n, 3, ref.data(), y.data(), cpu());
+      EXPECT_EQ(y_d.download(), y);
+    }
   }
 }
 
