@@ -485,9 +485,9 @@ union fill_temp {
 /// written in order by the block's threads, slot j's ancestor being the first particle with J(P_i) > j (a binary
 /// search in shared memory): coalesced writes, and a heavy particle's many slots are shared by the whole block.
 /// Called by every thread of the block with the same t and st (the branches are uniform); ends with a barrier.
-__device__ void fill_tile(fill_temp& temp, const pass_params& p, const fill_params& f, std::int64_t t,
-                          const problem_state& st, const float (&l)[tile_items], std::uint64_t base,
-                          std::uint64_t copies_base) {
+__device__ __forceinline__ void fill_tile(fill_temp& temp, const pass_params& p, const fill_params& f,
+                                          std::int64_t t, const problem_state& st, const float (&l)[tile_items],
+                                          std::uint64_t base, std::uint64_t copies_base) {
   const tile_range r = range_of(p, t);
   const std::int64_t first = r.b * p.n + r.lo;
   const int len = static_cast<int>(r.len);
@@ -583,8 +583,10 @@ static __global__ void __launch_bounds__(tile_threads) one_tile_kernel(pass_para
     const float max = shared_state.max;
     weight_sums s{0, u128{}, 0.0, 0.0};
     for (int m = 0; m < tile_items; ++m) {
+      const int i = threadIdx.x * tile_items + m;
       const kernels::weight_pair wq = kernels::fixed_weight_pair(l[m], max, p.bits);
       s = weight_sums_op{}(s, weight_sums{wq.q, kernels::mul_wide(wq.q, wq.q), wq.w, wq.w * wq.w});
+      if (stores_q(p.scheme) && i < len) p.units[b * p.n + i] = wq.q;  // Metropolis, rejection: pass 3's q
     }
     s = reduce_ws(temp.sums).Reduce(s, weight_sums_op{});
     if (threadIdx.x == 0) {
