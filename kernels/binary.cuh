@@ -89,9 +89,17 @@ struct sum_point {
   DS_HD_INLINE auto operator[](int j) const -> decltype(u[j] + y[j]) { return u[j] + y[j]; }
 };
 
-/// log q(y) + d log(2 cosh alpha) normalisation: the exact log pmf on {-1,1}^d (any real y accepted).
+/// d log(2 cosh alpha): the normalisation of the smoothed pmf, a constant of the call. Launchers compute it once
+/// and pass it in (a kernel that recomputes it after its component loop keeps alpha and its exponent live across
+/// the loop: binary_evaluate_functor spilled them).
+template <class T>
+DS_HD_INLINE T bernoulli_log_norm(int d, T alpha) {
+  return T(d) * (logcosh(alpha) + T(0.69314718055994530942));
+}
+
+/// log q(y) with log_norm = bernoulli_log_norm(d, alpha): the exact log pmf on {-1,1}^d (any real y accepted).
 template <class T, class P, class Y>
-DS_HD_INLINE T bernoulli_log_density(const bernoulli_view<P>& m, const Y& y, T alpha) {
+DS_HD_INLINE T bernoulli_log_density(const bernoulli_view<P>& m, const Y& y, T alpha, T log_norm) {
   online_softmax<T> sm;
   T rescale, weight;
   for (int k = 0; k < m.components; ++k) {
@@ -100,13 +108,13 @@ DS_HD_INLINE T bernoulli_log_density(const bernoulli_view<P>& m, const Y& y, T a
       l += logcosh(T(m.theta[m.at(k, j)]) + alpha * T(y[j])) - T(m.logcosh_theta[m.at(k, j)]);
     sm.push(l, rescale, weight);
   }
-  return sm.log_sum() - T(m.dim) * (logcosh(alpha) + T(0.69314718055994530942));
+  return sm.log_sum() - log_norm;
 }
 
 /// out = sum_k r_k(y) tanh(theta_k + alpha y) = E[x | y] (the score is alpha times it); returns log q(y) (normalised
-/// as bernoulli_log_density). out may not alias y.
+/// by log_norm = bernoulli_log_norm(d, alpha), as bernoulli_log_density). out may not alias y.
 template <class T, class P, class Y, class G>
-DS_HD_INLINE T bernoulli_posterior_mean(const bernoulli_view<P>& m, const Y& y, T alpha, G& out) {
+DS_HD_INLINE T bernoulli_posterior_mean(const bernoulli_view<P>& m, const Y& y, T alpha, T log_norm, G& out) {
   const int d = m.dim;
   online_softmax<T> sm;
   for (int j = 0; j < d; ++j) out[j] = 0;
@@ -128,7 +136,7 @@ DS_HD_INLINE T bernoulli_posterior_mean(const bernoulli_view<P>& m, const Y& y, 
   }
   const T inv_sum = ds_quotient(T(1), sm.sum);
   for (int j = 0; j < d; ++j) out[j] *= inv_sum;
-  return sm.log_sum() - T(d) * (logcosh(alpha) + T(0.69314718055994530942));
+  return sm.log_sum() - log_norm;
 }
 
 /// One entry of a lattice table: the logit term and the posterior-mean term of one (component, coordinate) at the
@@ -201,7 +209,7 @@ struct discrete_params {
 template <class Y, class G>
 DS_HD_INLINE float posterior_mean_at(const discrete_params& p, const Y& y, G& out) {
   if (p.table.values != nullptr) return lattice_posterior_mean(p.mix, p.table, y, p.log_norm, out);
-  return bernoulli_posterior_mean(p.mix, y, p.alpha, out);
+  return bernoulli_posterior_mean(p.mix, y, p.alpha, bernoulli_log_norm(p.mix.dim, p.alpha), out);
 }
 
 /// A zero vector of d coordinates (the offset of a single measurement).

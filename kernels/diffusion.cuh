@@ -110,7 +110,9 @@ DS_HD_INLINE void diffusion_chain(const diffusion_params& p, const L& lane, V& x
   }
   for (int j = 0; j < d; ++j) sum[j] = T(0);
   for (std::int64_t k = 0; k < p.steps; ++k) {
-    const diffusion_step st = p.table[k];
+    // A reference, not a copy: the entry's 16 fields are read where they are used, after the denoiser, instead of
+    // being held in registers across it (a copy made the CUDA workspace kernel spill at its 128-register limit).
+    const diffusion_step& st = p.table[k];
     const channel_view ch = p.mix.at(2 * k, st.a, st.s);
     auto rng = lane.rng(p.seed, p.first_chain, static_cast<std::uint64_t>(k) + 1);
     if (st.es != 0.f) {

@@ -158,11 +158,6 @@ def third_party(short):
 
 # Own kernels known to spill today (substring of the short name -> cause). Shrink this list; never grow it.
 KNOWN_SPILLS = {
-    "workspace_chain_functor<diffusion_chain_body>":
-        "diffusion workspace path, cause not yet analysed in the SASS",
-    "binary_evaluate_functor":
-        "binary-data evaluate (log q, score, denoiser at caller's points; not a chain kernel): 16/20 bytes since the "
-        "launcher split, cause not yet analysed in the SASS",
 }
 
 

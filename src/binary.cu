@@ -58,15 +58,16 @@ struct binary_evaluate_functor {
   const float* y;
   float* out;
   float alpha;
+  float log_norm;  // kernels::bernoulli_log_norm(d, alpha)
   quantity what;
   DS_HD void operator()(std::int64_t i) const {
     const int d = mix.dim;
     const strided_vec<const float> yi{y + i * d, 1, d};
     if (what == quantity::log_density) {
-      out[i] = kernels::bernoulli_log_density(mix, yi, alpha);
+      out[i] = kernels::bernoulli_log_density(mix, yi, alpha, log_norm);
     } else {
       strided_vec<float> oi{out + i * d, 1, d};
-      kernels::bernoulli_posterior_mean(mix, yi, alpha, oi);
+      kernels::bernoulli_posterior_mean(mix, yi, alpha, log_norm, oi);
       if (what == quantity::score)
         for (int j = 0; j < d; ++j) oi[j] *= alpha;
     }
@@ -167,7 +168,10 @@ executor bernoulli_mixture::evaluate(quantity what, const float* y, std::int64_t
   const executor where = detail::resolve_executor(exec.kind, y);
   detail::check_buffer("y", y, n * d, sizeof(float), where);
   detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
-  kernels::for_each_index(where, n, binary_evaluate_functor{storage_->view(where), y, out, float(alpha), what},
+  const float a = float(alpha);
+  kernels::for_each_index(where, n,
+                          binary_evaluate_functor{storage_->view(where), y, out, a,
+                                                  kernels::bernoulli_log_norm(int(d), a), what},
                           exec.stream);
   return where;
 }
@@ -181,13 +185,14 @@ void bernoulli_mixture::evaluate_fp64(quantity what, const double* y, std::int64
   check_alpha("alpha", alpha);
   DIFFSAMPLE_EXPECTS(n == 0 || (y != nullptr && out != nullptr), "y, out: null pointer");
   const auto mix = storage_->view64();
+  const double log_norm = kernels::bernoulli_log_norm(int(d), alpha);
   cpu::parallel_for_each(n, [&](std::int64_t i) {
     const strided_vec<const double> yi{y + i * d, 1, int(d)};
     strided_vec<double> oi{out + i * d, 1, int(d)};
     if (what == quantity::log_density) {
-      out[i] = kernels::bernoulli_log_density(mix, yi, alpha);
+      out[i] = kernels::bernoulli_log_density(mix, yi, alpha, log_norm);
     } else {
-      kernels::bernoulli_posterior_mean(mix, yi, alpha, oi);
+      kernels::bernoulli_posterior_mean(mix, yi, alpha, log_norm, oi);
       if (what == quantity::score)
         for (int j = 0; j < int(d); ++j) oi[j] *= alpha;
     }
