@@ -1,5 +1,6 @@
 // The backward (reverse-time) kernel of one DDPM or DDIM step, in FP64: the one source of these coefficients for the
-// fused diffusion samplers and the stepwise plan (src/diffusion.cu) and the guided samplers (src/guided.cu).
+// fused diffusion samplers and the stepwise plan (src/diffusion.cu) and the guided samplers (src/guided.cu); and the
+// affine update that applies a step's coefficients, the one source of that arithmetic.
 #pragma once
 
 #include <cmath>
@@ -43,5 +44,23 @@ DS_HD_INLINE backward_coefficients ddpm_ddim_kernel(double a, double s, double a
   }
   return k;
 }
+
+/// The one affine step of every sampler, x <- cx x + cm m + cn z (m the denoiser or the quantity the step reads, z a
+/// standard normal), rounded as cn z + (cm m + cx x) with ds_fma on both executors: the fused diffusion samplers
+/// (kernels/diffusion.cuh), the stepwise plan (kernels/plan.cuh) and the guided samplers' kernel means
+/// (kernels/guided.cuh) apply it, so that the same coefficients give the same floats on every path.
+struct affine_update {
+  float cx, cm, cn;
+  /// cx x + cm m (a deterministic step, or the mean of a stochastic one).
+  template <class T>
+  DS_HD_INLINE T operator()(T x, T m) const {
+    return ds_fma(T(cm), m, T(cx) * x);
+  }
+  /// cx x + cm m + cn z.
+  template <class T>
+  DS_HD_INLINE T operator()(T x, T m, T z) const {
+    return ds_fma(T(cn), z, (*this)(x, m));
+  }
+};
 
 }  // namespace diffsample::kernels

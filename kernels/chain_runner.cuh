@@ -42,6 +42,7 @@ struct scalar_lane {
 /// Chain state in registers; x is n x D, row-major.
 template <int D, class Chain>
 struct register_chain_functor {
+  static constexpr bool always_staged = true;  // CUDA: the mixture is in shared memory (kernels/chain_launch.cuh)
   Chain chain;
   float* x;
   DS_HD void operator()(std::int64_t i) const {
@@ -58,6 +59,7 @@ struct register_chain_functor {
 /// workspace[v d n + base(i) + j stride], coordinate-major on CUDA (coalesced across a warp), chain-major on the CPU.
 template <class Chain>
 struct workspace_chain_functor {
+  static constexpr bool always_staged = false;
   Chain chain;
   float* x;  // n x d, row-major
   float* workspace;

@@ -10,6 +10,7 @@
 // second denoiser evaluation at the next channel.
 #pragma once
 
+#include "kernels/backward.cuh"
 #include "kernels/chain_runner.cuh"
 #include "kernels/config.cuh"
 #include "kernels/mixture.cuh"
@@ -70,15 +71,17 @@ template <class T>
 DS_HD_INLINE T diffusion_point(const diffusion_step& st, T x, T sum) {
   return T(st.ex) * x + T(st.es) * sum;
 }
+/// The step's affine update x <- cx x + cm m + cn z (kernels/backward.cuh).
+DS_HD_INLINE affine_update step_update(const diffusion_step& st) { return {st.cx, st.cm, st.cn}; }
 /// x <- cx x + cm m (deterministic steps).
 template <class T>
 DS_HD_INLINE T diffusion_update(const diffusion_step& st, T x, T m) {
-  return ds_fma(T(st.cm), m, T(st.cx) * x);
+  return step_update(st)(x, m);
 }
 /// x <- cx x + cm m + cn z.
 template <class T>
 DS_HD_INLINE T diffusion_update(const diffusion_step& st, T x, T m, T z) {
-  return ds_fma(T(st.cn), z, ds_fma(T(st.cm), m, T(st.cx) * x));
+  return step_update(st)(x, m, z);
 }
 /// Heun's predictor xe = cx x + cm m.
 template <class T>
@@ -148,6 +151,7 @@ DS_HD_INLINE void diffusion_chain(const diffusion_params& p, const L& lane, V& x
 /// The diffusion chain body for the runners of kernels/chain_runner.cuh (scratch: m, the Heun point, the SMS sum).
 /// The initial state is read from x unless the library draws it.
 struct diffusion_chain_body {
+  static constexpr bool single_channel = false;  // p.mix has two channels per step
   diffusion_params p;
   DS_HD_INLINE bool loads_state() const { return !p.draw_initial; }
   template <class L, class V>

@@ -22,6 +22,7 @@
 // a particle's observation work is then O(d_y) instead of O(d_y d_x + d_y^2).
 #pragma once
 
+#include "kernels/backward.cuh"
 #include "kernels/config.cuh"
 #include "kernels/mixture.cuh"
 #include "kernels/particles.cuh"
@@ -37,6 +38,9 @@ struct guided_step {
   float c0, c1, sig;     // backward kernel
   float guidance;        // DPS / Pi-GDM: c0 s^2 / a, the factor turning a likelihood score into a mean shift
 };
+
+/// The transition's affine update x' = c1 x + c0 m (+ sig z): the kernel mean and the draw (kernels/backward.cuh).
+DS_HD_INLINE affine_update transition_update(const guided_step& st) { return {st.c1, st.c0, st.sig}; }
 
 struct guided_params {
   mixture_view<float> mix;
@@ -199,7 +203,7 @@ struct guided_weight_functor {
     for (int o = 0; o < p.d_y; ++o) q_now += ri[o] * ri[o];
     q_now *= p.inv_var[k * p.problems + b];
     mixture_denoiser(p.mix, xi, st.a, st.s, acc);
-    for (int j = 0; j < p.d; ++j) mi[j] = st.c0 * acc[j] + st.c1 * xi[j];
+    for (int j = 0; j < p.d; ++j) mi[j] = transition_update(st)(xi[j], acc[j]);
     guided_residual(p, b, st.a_next, mi, ri);
     const float* P = guided_precision(p, k, b);
     float q_next = 0;
@@ -348,7 +352,7 @@ struct guided_moment_functor {
     else
       lw[i] += log_g + 0.5f * q_hat;
     // Kernel mean and the predictive of the next linear potential.
-    for (int j = 0; j < d; ++j) mi[j] = st.c0 * m[j] + st.c1 * xi[j];
+    for (int j = 0; j < d; ++j) mi[j] = transition_update(st)(xi[j], m[j]);
     guided_residual(p, b, st.a_next, mi, ri);
     const float* P = guided_precision(p, k, b);
     float q_next = 0;

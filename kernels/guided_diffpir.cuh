@@ -27,10 +27,11 @@ DS_HD_INLINE void diffpir_step(const guided_params& p, std::int64_t i, std::int6
   // x0 = m + A^T P r, one row of A at a time (r stays as it is while m moves).
   for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, r), m);
   philox rng(p.seed, guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
+  const affine_update update = transition_update(st);
   if (st.sig != 0.f) {
-    rng.normals(p.d, [&](int j, float z) { x[j] = st.c0 * m[j] + st.c1 * x[j] + st.sig * z; });
+    rng.normals(p.d, [&](int j, float z) { x[j] = update(float(x[j]), float(m[j]), z); });
   } else {
-    for (int j = 0; j < p.d; ++j) x[j] = st.c0 * m[j] + st.c1 * x[j];
+    for (int j = 0; j < p.d; ++j) x[j] = update(float(x[j]), float(m[j]));
   }
 }
 

@@ -181,7 +181,8 @@ DS_HD_INLINE void mixture_denoiser_jvp(const mixture_view<P>& m, const X& x, con
 
 /// Constants of component k at one channel (a, s), c_kj = a^2 v_kj + s^2, computed once per call (per step and
 /// channel for the diffusion samplers) rather than per chain, step and component.
-struct component_constants {
+/// 16-byte aligned (the tables are): one vector load reads all four.
+struct alignas(16) component_constants {
   float log_norm;    // log w_k - 1/2 sum_j log(2 pi c_kj)
   float inv_c;       // 1 / c_k (isotropic; diagonal components keep 1 / c_kj in the inv_c table)
   float mean_scale;  // s^2 / c_k (isotropic): the denoiser is sum_k r_k (mean_scale mu_k + x_scale x)
@@ -228,6 +229,15 @@ struct mixture_channels {
   static std::int64_t table_floats(const mixture_view<float>& m, std::int64_t channels) {
     const std::int64_t d = m.dim;
     return channels * m.components * (4 + (m.isotropic ? 0 : d) + (with_scaled_means(m, channels) ? d : 0));
+  }
+  /// `floats` rounded up to a multiple of 4 (16 bytes).
+  DS_HD_INLINE static std::int64_t padded(std::int64_t floats) { return (floats + 3) / 4 * 4; }
+  /// Floats that a CUDA chain launch stages in shared memory (kernels/chain_launch.cuh): the means and, for diagonal
+  /// components, the variances, each padded to 16 bytes; with_channel (a table of one channel) also its constants
+  /// (4 K) and, for diagonal components, its 1 / c_kj (K d).
+  static std::int64_t staged_floats(const mixture_view<float>& m, bool with_channel) {
+    const std::int64_t K = m.components, Kd = padded(K * std::int64_t(m.dim));
+    return Kd * (m.isotropic ? 1 : 2) + (with_channel ? 4 * K + (m.isotropic ? 0 : Kd) : 0);
   }
   /// The table laid out in `table` (table_floats(m, channels) floats).
   static mixture_channels in(const mixture_view<float>& m, std::int64_t channels, float* table) {

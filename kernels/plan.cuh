@@ -64,19 +64,21 @@ struct plan_step_functor {
     float* xi = x + e.i * d + e.j0;
     const float* mi = model + e.i * d + e.j0;
     const float ux = convert[2 * k], um = convert[2 * k + 1];
+    // The denoiser from the model output, then the step's affine update, in the fused samplers' rounding (as the
+    // CPU executor's packed plan step, src/cpu/chains.cpp).
     if (final_jump) {
-      for (int c = 0; c < e.count; ++c) xi[c] = ux * xi[c] + um * mi[c];
+      for (int c = 0; c < e.count; ++c) xi[c] = ds_fma(ux, xi[c], um * mi[c]);
       return;
     }
-    const diffusion_step st = table[k];
+    const diffusion_step& st = table[k];
+    const affine_update update = step_update(st);
     if (st.cn != 0.f) {
       philox rng(seed, state->chain_base + static_cast<std::uint64_t>(e.i), static_cast<std::uint64_t>(k) + 1,
                  static_cast<std::uint64_t>(e.j0));
       const float4 z = rng.normal4();
-      for (int c = 0; c < e.count; ++c)
-        xi[c] = st.cx * xi[c] + st.cm * (ux * xi[c] + um * mi[c]) + st.cn * pick(z, c);
+      for (int c = 0; c < e.count; ++c) xi[c] = update(xi[c], ds_fma(ux, xi[c], um * mi[c]), pick(z, c));
     } else {
-      for (int c = 0; c < e.count; ++c) xi[c] = st.cx * xi[c] + st.cm * (ux * xi[c] + um * mi[c]);
+      for (int c = 0; c < e.count; ++c) xi[c] = update(xi[c], ds_fma(ux, xi[c], um * mi[c]));
     }
   }
 };

@@ -123,7 +123,7 @@ def launch_bounds_from_source():
 def block_size(short, bounds):
     # for_each_index_scratch_kernel: the template's block is the largest; with d > 96 (weighting) or d > 32
     # (moment potentials) the launch takes fewer threads for its shared scratch (kernels/launch.cuh).
-    m = re.match(r"for_each_index(?:_scratch)?_kernel<(\d+),", short)
+    m = re.match(r"(?:for_each_index(?:_scratch)?_kernel|chain_kernel)<(\d+),", short)
     if m:
         return int(m.group(1))
     base = re.match(r"(\w+)", short)
@@ -156,9 +156,9 @@ def third_party(short):
     return short.startswith("cub::")
 
 
-# Own kernels known to spill today (substring of the short name -> cause). Shrink this list; never grow it.
-KNOWN_SPILLS = {
-}
+# Own kernels known to spill today (substring of the short name -> cause). Empty: no kernel of the library spills;
+# keep it so (never add an entry without its cause read from the SASS).
+KNOWN_SPILLS = {}
 
 
 def known_spill(short):
@@ -166,38 +166,78 @@ def known_spill(short):
 
 
 # --- main kernels: FLOPs and bytes per chain-step, counted from the source ----------------------------------------
-# K components, dimension d (isotropic mixture, the benchmark's 25-component grid). Transcendentals and divisions
-# count as one operation each, so the FLOP bounds are optimistic for small d.
+# K components, dimension d (isotropic mixture, the benchmark's 25-component grid). FLOPs count an FMA as 2;
+# transcendentals (exp, log, sincos) as ~8 each inside the per-component and per-coordinate terms below, so the
+# FP32 bounds are estimates. The CUDA loops take the components C at a time (kernels/mixture.cuh chunk_for: 4, and
+# 2 for the 32-float register vectors), so the per-(chunk, coordinate) terms appear ceil(K / C) times.
+SM90_SMS = 132              # H100 SXM5
+SM90_CLOCK = 1.98e9         # boost clock, Hz
+LOADS_PER_SM_CLOCK = 1      # warp-wide load instructions issued per SM and clock (a broadcast is one wavefront)
+
+
+def chunk(d, reg):
+    return 2 if reg and d >= 32 else 4
+
+
+def vector_width(d, reg):
+    """Floats per parameter load: rows of a register-path d read from shared memory are 16-byte aligned when d is a
+    multiple of 4 and 8-byte aligned when d is even (ptxas emits LDS.128 / LDS.64); global rows of the old path and
+    the workspace path's run-time d are read one float at a time."""
+    if not reg:
+        return 1
+    return 4 if d % 4 == 0 else 2 if d % 2 == 0 else 1
+
+
 def main_kernels():
+    """(name, K, d, FLOP, DRAM bytes, parameter loads before, parameter loads after) per chain-step."""
     rows = []
     K = 25
-    for d in (2, 10, 100):
-        # kernels/langevin.cuh + kernels/mixture.cuh mixture_score: per (k, j) centred difference and square (4) and
-        # the accumulation score * rescale + w (a mu - x) inv_c (6); per component logit, softmax and 1/c (~12);
-        # final scaling d; ULA update 4 d; Box-Muller normals ~5 d.
-        flops = 10 * K * d + 12 * K + d + 4 * d + 5 * d
-        reg = d in (2, 8, 10, 16, 32)
-        # Register path: the state is loaded and stored once per call, so DRAM bytes per step -> 0; the mixture
-        # (K (d + 2) floats) is read from L1/L2 by every chain. Workspace path (coordinate-major): the logit reads
-        # x K times and the accumulator is read and written K times per coordinate (12 K d bytes through L2, which
-        # reach DRAM once the workspace of all resident chains exceeds L2), plus the update (x, g: 12 d).
-        moved = 0 if reg else 12 * K * d + 12 * d
-        rows.append(("Langevin ULA, " + ("register" if reg else "workspace") + " path", K, d, flops, moved))
-    for d in (2, 10, 100):
-        # kernels/diffusion.cuh + mixture_denoiser: per (k, j) difference and square (4), the component denoiser
-        # (s^2 mu + a v x) / (a^2 v + s^2) (6 with the division) and the accumulation (3); per component ~12;
-        # update cx x + cm m + cn z (5 d) and normals (~5 d).
-        flops = 13 * K * d + 12 * K + d + 10 * d
-        reg = d in (2, 8, 10, 16, 32)
-        moved = 0 if reg else 12 * K * d + 12 * d
-        rows.append(("Diffusion DDPM, " + ("register" if reg else "workspace") + " path", K, d, flops, moved))
+    for d in (2, 10, 32, 100):
+        reg = d in (1, 2, 4, 8, 10, 16, 32)
+        C = chunk(d, reg)
+        chunks = -(-K // C)
+        # kernels/langevin.cuh (ULA) + channel_score / channel_chunk_weights (kernels/mixture.cuh): per (k, j) the
+        # logit's a mu - x and (.)^2 + q (two FFMA, 4) and the score's a mu - x and w (.) + acc (two FFMA, 4); per
+        # component logit scale, cap, log-weight FMA, max, exp and sum (~18 with w / c); per (chunk, j) the rescale
+        # (1); the final 1 / sum scaling d; the update x + drift g + noise z (two FFMA, 4 d); normals (~5 d).
+        flops = 8 * K * d + 18 * K + chunks * d + d + 4 * d + 5 * d
+        # DRAM: register path 0 (state loaded and stored once per call). Workspace path (coordinate-major, run-time
+        # d): per (chunk, j) the logit reads x (4 B), the score reads x and reads and writes its accumulator (12 B);
+        # zeroing (4 d), 1 / sum scaling (8 d) and the update (x, g read, x written: 12 d). Through L2; DRAM once the
+        # workspace of the resident chains exceeds L2 (50 MB: about 30k chains at d = 100).
+        moved = 0 if reg else 16 * chunks * d + 24 * d
+        # Parameter loads per chain-step (two passes over the means, constants read twice per component): before,
+        # one float per load from global memory (L1); after, from shared memory with the vector width above and the
+        # component constants in one 16-byte load.
+        before = 2 * K * d + 3 * K
+        after = 2 * K * d // vector_width(d, reg) + 2 * K
+        rows.append(("Langevin ULA, " + ("register" if reg else "workspace") + " path", K, d, flops, moved, before,
+                     after))
+    for d in (2, 10, 32, 100):
+        reg = d in (1, 2, 4, 8, 10, 16, 32)
+        C = chunk(d, reg)
+        chunks = -(-K // C)
+        # kernels/diffusion.cuh (DDPM step) + channel_denoiser: per (k, j) the logit (4) and the accumulation
+        # w mu + acc (one FFMA, 2); per component the weight terms (~18) and the x coefficient and mean scale (3);
+        # per (chunk, j) the rescale (1); the final out / sum + x_part x (3 d); the affine update cx x + cm m + cn z
+        # (FMUL and two FFMA, 5 d); normals (~5 d).
+        flops = 6 * K * d + 21 * K + chunks * d + 3 * d + 5 * d + 5 * d
+        # Workspace path: per (chunk, j) the logit reads x (4 B), the accumulation reads and writes out (8 B);
+        # zeroing (4 d), final scaling (out and x read, out written: 12 d), update (x, m read, x written: 12 d).
+        moved = 0 if reg else 12 * chunks * d + 28 * d
+        # One pass over the means per evaluation plus the logit's: 2 K d floats; constants (log weight and 1 / c, then
+        # mean scale and x scale) two reads per component. The constants of a diffusion step stay in global memory.
+        before = 2 * K * d + 4 * K
+        after = 2 * K * d // vector_width(d, reg) + 2 * K
+        rows.append(("Diffusion DDPM, " + ("register" if reg else "workspace") + " path", K, d, flops, moved, before,
+                     after))
     # kernels/plan.cuh plan_step_functor: per element read x and the model output, write x (12 bytes); the model
-    # conversion ux x + um y (3) and the update (5) plus a quarter of a Philox block's normals (~5).
-    rows.append(("Plan step (per element; n = 64, d = 12288)", 0, 1, 13, 12))
+    # conversion ux x + um y (FMUL, FFMA: 3), the affine update (5) and a quarter of a Philox block's normals (~5).
+    rows.append(("Plan step (per element; n = 64, d = 12288)", 0, 1, 13, 12, 0, 0))
     # src/particles.cu (its header comment counts the passes): systematic resampling per particle at large N reads
     # the log-weight three times and writes the ancestor (16 bytes; 28 before the tile passes). Its arithmetic is
     # FP64 (fixed_exp, ~30 FLOP in each of the two passes that need q, not counted here as FP32).
-    rows.append(("Resampling, systematic (per particle; N = 2^24)", 0, 1, 0, 16))
+    rows.append(("Resampling, systematic (per particle; N = 2^24)", 0, 1, 0, 16, 0, 0))
     return rows
 
 
@@ -280,11 +320,13 @@ def guided_rows():
     return rows
 
 
-def fmt_bound(flops, moved):
+def fmt_bound(flops, moved, loads=0):
     by_flops = H100_FP32 / flops if flops else math.inf
     by_bytes = H100_HBM / moved if moved else math.inf
-    bound = min(by_flops, by_bytes)
-    return by_flops, by_bytes, bound, ("FP32" if by_flops <= by_bytes else "HBM")
+    by_loads = SM90_SMS * SM90_CLOCK * LOADS_PER_SM_CLOCK * 32 / loads if loads else math.inf
+    bounds = {"FP32": by_flops, "HBM": by_bytes, "loads": by_loads}
+    which = min(bounds, key=lambda k: bounds[k])
+    return by_flops, by_bytes, by_loads, bounds[which], which
 
 
 def write_record(kernels, path, allow_register_stack):
@@ -328,16 +370,23 @@ def write_record(kernels, path, allow_register_stack):
     lines.append("## Main kernels: work per chain-step and the H100 bound it predicts")
     lines.append("")
     lines.append("Counted from the source (comments in `scripts/static_record.py` name the lines), 25 components.")
-    lines.append("H100 SXM ceilings: FP32 {:.0f} TFLOP/s, HBM3 {:.2f} TB/s. Bytes are those the source moves per".format(
-        H100_FP32 / 1e12, H100_HBM / 1e12))
-    lines.append("chain-step beyond registers (register path: the state is loaded and stored once per call).")
+    lines.append("H100 SXM ceilings: FP32 {:.0f} TFLOP/s, HBM3 {:.2f} TB/s, {} SMs at {:.2f} GHz issuing {} warp-wide".format(
+        H100_FP32 / 1e12, H100_HBM / 1e12, SM90_SMS, SM90_CLOCK / 1e9, LOADS_PER_SM_CLOCK))
+    lines.append("load per clock. Bytes are those the source moves per chain-step beyond registers, shared memory and the")
+    lines.append("mixture's tables (register path: the state is loaded and stored once per call). Parameter loads are the")
+    lines.append("load instructions per chain-step that read the mixture (means, per-component constants): before, one")
+    lines.append("float per load from global memory through L1; after, from the copy the chain kernel stages in shared")
+    lines.append("memory (`kernels/chain_launch.cuh`), 128- or 64-bit loads where the rows are aligned, the four constants")
+    lines.append("of a component in one load. The bound is the smallest of the three; predictions, not measurements.")
     lines.append("")
-    lines.append("| kernel | K | d | FLOP / step | bytes / step | bound by FP32 (steps/s) | bound by bytes (steps/s) | bound |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for name, K, d, flops, moved in main_kernels():
-        by_flops, by_bytes, bound, which = fmt_bound(flops, moved)
-        lines.append("| {} | {} | {} | {} | {} | {:.3g} | {} | {} |".format(
-            name, K if K else "-", d, flops, moved, by_flops, "{:.3g}".format(by_bytes) if moved else "-", which))
+    lines.append("| kernel | K | d | FLOP / step | bytes / step | parameter loads / step (before -> after) | "
+                 "bound by FP32 (steps/s) | bound by bytes (steps/s) | bound by loads (steps/s, after) | bound |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name, K, d, flops, moved, before, after in main_kernels():
+        by_flops, by_bytes, by_loads, bound, which = fmt_bound(flops, moved, after)
+        lines.append("| {} | {} | {} | {} | {} | {} | {:.3g} | {} | {} | {} |".format(
+            name, K if K else "-", d, flops, moved, "{} -> {}".format(before, after) if before else "-", by_flops,
+            "{:.3g}".format(by_bytes) if moved else "-", "{:.3g}".format(by_loads) if after else "-", which))
     lines.append("")
     lines.append("## Guided SMC: global memory per particle-step, before and after the coordinate-major layout")
     lines.append("")
@@ -359,7 +408,7 @@ def write_record(kernels, path, allow_register_stack):
     lines.append("| kernel, layout | K | d | d_y | loads | stores | sectors / warp access | bytes / step | stored bytes | shared accesses | FLOP / step | bound by FP32 (steps/s) | bound by bytes (steps/s) |")
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for layout, K, d, dy, loads, stores, sectors, moved, stored, shared, flops in guided_rows():
-        by_flops, by_bytes, _, _ = fmt_bound(flops, moved)
+        by_flops, by_bytes, _, _, _ = fmt_bound(flops, moved)
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3g} | {:.3g} |".format(
             layout, K, d, dy, loads, stores, sectors, moved, stored, shared, flops, by_flops, by_bytes))
     lines.append("")

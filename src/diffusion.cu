@@ -9,6 +9,7 @@
 #include "kernels/backward.cuh"
 #include "kernels/diffusion.cuh"
 #include "kernels/plan.cuh"
+#include "src/chain_launch.hpp"
 #include "src/cpu/chains.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
@@ -220,8 +221,20 @@ std::size_t channel_bytes(const gaussian_mixture& mixture, const diffusion_optio
   return (static_cast<std::size_t>(floats) * sizeof(float) + 255) / 256 * 256;
 }
 
-std::size_t state_bytes(std::int64_t d, std::int64_t n) {
-  return is_register_dim(d) ? 0 : static_cast<std::size_t>(cpu::state_floats(n, d)) * sizeof(float);
+// Whether the chains run on the register path: a listed dimension, and on CUDA a mixture whose parameters fit in the
+// shared memory the chain kernel stages them in (kernels/chain_launch.cuh); else the workspace path.
+bool register_path(const gaussian_mixture& mixture, executor where) {
+  return is_register_dim(mixture.dim()) &&
+         (where == executor::cpu ||
+          kernels::chain_staging_fits(mixture.storage().view(executor::cpu),
+                                      kernels::diffusion_chain_body::single_channel));
+}
+
+// The workspace size asks for the state whenever CUDA would need it.
+std::size_t state_bytes(const gaussian_mixture& mixture, std::int64_t n) {
+  return register_path(mixture, executor::cuda)
+             ? 0
+             : static_cast<std::size_t>(cpu::state_floats(n, mixture.dim())) * sizeof(float);
 }
 
 }  // namespace
@@ -229,7 +242,7 @@ std::size_t state_bytes(std::int64_t d, std::int64_t n) {
 std::size_t diffusion_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n, const diffusion_options& o) {
   validate(mixture, n, o);
   (void)build_table(o);  // validates the schedule against the sampler
-  return table_bytes(o) + channel_bytes(mixture, o) + state_bytes(mixture.dim(), n);
+  return table_bytes(o) + channel_bytes(mixture, o) + state_bytes(mixture, n);
 }
 
 diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64_t n, const diffusion_options& o,
@@ -246,10 +259,10 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
     detail::check_count("trajectory records x n", records * n, d);
     detail::check_buffer("outputs.trajectory", outputs.trajectory, records * n * d, sizeof(float), where);
   }
-  diffusion_report report{where, is_register_dim(d), total};
+  diffusion_report report{where, register_path(mixture, where), total};
   if (n == 0) return report;
 
-  const std::size_t need = table_bytes(o) + channel_bytes(mixture, o) + state_bytes(d, n);
+  const std::size_t need = table_bytes(o) + channel_bytes(mixture, o) + state_bytes(mixture, n);
   std::unique_ptr<detail::scratch> owned;
   unsigned char* ws = detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   auto* table_dst = reinterpret_cast<diffusion_step*>(ws);
@@ -287,11 +300,11 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64
   if (report.register_path) {
     kernels::dispatch_register_dim(d, [&](auto dim) {
       using functor = kernels::register_chain_functor<decltype(dim)::value, kernels::diffusion_chain_body>;
-      kernels::for_each_index<128>(where, n, functor{{p}, x}, exec.stream);
+      kernels::for_each_chain<128>(where, n, functor{{p}, x}, exec.stream);
     });
     return report;
   }
-  kernels::for_each_index(where, n, kernels::workspace_chain_functor<kernels::diffusion_chain_body>{
+  kernels::for_each_chain(where, n, kernels::workspace_chain_functor<kernels::diffusion_chain_body>{
                               {p}, x, state, n, int(d), where == executor::cuda},
                           exec.stream);
   return report;

@@ -1,6 +1,7 @@
 // Langevin launchers: validation, then one fused launch running every step of every chain (register path for a
 // short compile-time list of dimensions, workspace path otherwise).
 #include "kernels/langevin.cuh"
+#include "src/chain_launch.hpp"
 #include "src/cpu/chains.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
@@ -45,12 +46,22 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_op
   validate_options(o);
 }
 
+// Whether the chains run on the register path: a listed dimension, and on CUDA a mixture whose parameters and target
+// channel fit in the shared memory the chain kernel stages them in (kernels/chain_launch.cuh); else the workspace
+// path. The workspace size asks for the state whenever CUDA would need it.
+bool register_path(const gaussian_mixture& mixture, executor where) {
+  return is_register_dim(mixture.dim()) &&
+         (where == executor::cpu ||
+          kernels::chain_staging_fits(mixture.storage().view(executor::cpu), kernels::langevin_chain_body::single_channel));
+}
+
 }  // namespace
 
 std::size_t langevin_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n, const langevin_options& options) {
   validate(mixture, n, options);
-  const std::size_t state =
-      is_register_dim(mixture.dim()) ? 0 : static_cast<std::size_t>(cpu::state_floats(n, mixture.dim())) * sizeof(float);
+  const std::size_t state = register_path(mixture, executor::cuda)
+                                ? 0
+                                : static_cast<std::size_t>(cpu::state_floats(n, mixture.dim())) * sizeof(float);
   return table_bytes(mixture) + state;
 }
 
@@ -69,7 +80,7 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t
   if (outputs.accepted != nullptr)
     detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
 
-  langevin_report report{where, is_register_dim(d)};
+  langevin_report report{where, register_path(mixture, where)};
   if (n == 0) return report;
   const std::size_t need = langevin_workspace_bytes(mixture, n, o);
   std::unique_ptr<detail::scratch> owned;
@@ -104,11 +115,11 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t
     kernels::dispatch_register_dim(d, [&](auto dim) {
       // Register-heavy chains: smaller blocks leave the compiler room and keep occupancy up.
       using functor = kernels::register_chain_functor<decltype(dim)::value, kernels::langevin_chain_body>;
-      kernels::for_each_index<128>(where, n, functor{{p}, x}, exec.stream);
+      kernels::for_each_chain<128>(where, n, functor{{p}, x}, exec.stream);
     });
     return report;
   }
-  kernels::for_each_index(where, n, kernels::workspace_chain_functor<kernels::langevin_chain_body>{
+  kernels::for_each_chain(where, n, kernels::workspace_chain_functor<kernels::langevin_chain_body>{
                               {p}, x, state, n, int(d), where == executor::cuda},
                           exec.stream);
   return report;

@@ -24,11 +24,17 @@ mixture_storage::~mixture_storage() {
   if (device != nullptr) (void)cudaFree(device);
 }
 
+// The device allocation: log weights (K), cumulative weights (K), means (K d), variances, the means and the variances
+// each starting 16-byte aligned (so that rows of a d divisible by 4 are, and tables are staged with vector loads).
+std::int64_t mixture_storage::means_offset() const { return kernels::mixture_channels::padded(2 * components); }
+std::int64_t mixture_storage::variances_offset() const {
+  return means_offset() + kernels::mixture_channels::padded(components * dim);
+}
+
 kernels::mixture_view<float> mixture_storage::view(executor where) const {
   if (where == executor::cuda) {
     const float* base = device;
-    const std::int64_t K = components;
-    return {base, base + 2 * K + K * dim, base + 2 * K, int(components), int(dim), isotropic};
+    return {base, base + means_offset(), base + variances_offset(), int(components), int(dim), isotropic};
   }
   return {log_weights32.data(), means32.data(), variances32.data(), int(components), int(dim), isotropic};
 }
@@ -143,15 +149,15 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
   st.variances32.assign(st.variances.begin(), st.variances.end());
 
   if (cuda_available()) {
-    const std::size_t count = 2 * K + st.means32.size() + st.variances32.size();
+    const std::size_t count = static_cast<std::size_t>(st.variances_offset()) + st.variances32.size();
     detail::check_allocation("gaussian_mixture", count * sizeof(float), executor::cuda);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));
-    float* p = st.device;
+    const std::int64_t offsets[] = {0, K, st.means_offset(), st.variances_offset()};
     // On the legacy default stream, then synchronised: the tables have landed for kernels on any stream.
+    int table = 0;
     for (const auto* v : {&st.log_weights32, &st.cumulative32, &st.means32, &st.variances32}) {
-      DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(p, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice,
-                                          cudaStreamLegacy));
-      p += v->size();
+      DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(st.device + offsets[table++], v->data(), v->size() * sizeof(float),
+                                          cudaMemcpyHostToDevice, cudaStreamLegacy));
     }
     DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(cudaStreamLegacy));
   }

@@ -33,6 +33,9 @@ struct mixture_storage {
   kernels::mixture_view<double> view64() const {
     return {log_weights.data(), means.data(), variances.data(), int(components), int(dim), isotropic};
   }
+  /// Offsets (floats) of the means and of the variances in the device allocation.
+  std::int64_t means_offset() const;
+  std::int64_t variances_offset() const;
   /// FP32 view for the executor: device arrays for cuda, host arrays for cpu.
   kernels::mixture_view<float> view(executor where) const;
   /// FP32 cumulative weights (K) for the executor.

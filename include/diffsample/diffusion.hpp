@@ -84,7 +84,8 @@ struct diffusion_report {
 };
 
 /// Bytes of workspace a run needs: the coefficient table, the mixture's constants at every step's channels, plus
-/// about 4 n d floats when d is not in the register-path list. Pass a buffer of at least this size to diffusion() to keep it allocation-free.
+/// about 4 n d floats when d is not in the register-path list or the mixture is too large for the CUDA register path
+/// (its shared-memory copy, K x d floats for isotropic components, over 48 KiB). Pass a buffer of at least this size to diffusion() to keep it allocation-free.
 /// @throws invalid_argument as diffusion() does for invalid options
 DIFFSAMPLE_API std::size_t diffusion_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n,
                                                      const diffusion_options& options);

@@ -52,7 +52,8 @@ struct langevin_report {
 
 /// Bytes of workspace a run needs (on the executor that runs it): the mixture's constants at the target channel
 /// (K x (4 + d) floats, plus K x d for diagonal components), plus the chains' state (4 d floats per chain) when d is not in
-/// the register-path list. Pass a buffer of at least this
+/// the register-path list or the mixture is too large for the CUDA register path (its shared-memory copy, K x (d + 4)
+/// floats for isotropic components, over 48 KiB). Pass a buffer of at least this
 /// size as @p workspace to langevin() to keep it allocation-free; otherwise it allocates stream-ordered
 /// (cudaMallocAsync) once per call, never per step.
 DIFFSAMPLE_API std::size_t langevin_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n,
