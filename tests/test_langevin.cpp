@@ -258,6 +258,29 @@ TEST(Langevin, TrajectoryRecordsEveryKthState) {
   EXPECT_EQ(std::vector<float>(traj.begin() + 2 * n * 2, traj.end()), y);
 }
 
+// The CUDA register path reads the mixture from a copy in 48 KiB of shared memory (kernels/chain_launch.cuh); a
+// mixture whose copy is larger (K (d + 4) floats, isotropic) runs on the workspace path there, so the workspace size
+// includes the chains' state, while the CPU executor keeps the register path. Seen failing with the register path
+// chosen by d alone (the large mixture's size then lacked the state).
+TEST(Langevin, WorkspaceCoversTheCudaPathOfALargeMixture) {
+  const std::int64_t d = 2, n = 64;
+  auto mixture = [&](std::int64_t K) {
+    std::vector<double> means(K * d);
+    for (std::int64_t i = 0; i < K * d; ++i) means[i] = double(i % 97) / 10;
+    return gaussian_mixture(d, std::vector<double>(K, 1.0), means, std::vector<double>(K, 0.5));
+  };
+  langevin_options o;
+  o.steps = 2;
+  const std::size_t state = 4 * n * d * sizeof(float);
+  // K = 16: 96 floats staged; the table is 16 x (4 + d) floats (constants and a mu), no state.
+  EXPECT_LT(langevin_workspace_bytes(mixture(16), n, o), state);
+  // K = 4096: 24,576 floats (96 KiB) staged, over 48 KiB: the table (4096 x (4 + d) floats) and the state.
+  const auto large = mixture(4096);
+  EXPECT_GE(langevin_workspace_bytes(large, n, o), 4096 * (4 + d) * sizeof(float) + state);
+  std::vector<float> x(n * d, 0.5f);
+  EXPECT_TRUE(langevin(large, x.data(), n, o, {}, {executor::cpu}).register_path);
+}
+
 TEST(LangevinGpu, CudaMatchesCpuAndBatchSplit) {
   DIFFSAMPLE_REQUIRE_GPU();
   for (int d : {2, 5}) {
