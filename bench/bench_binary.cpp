@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
           o.alpha = 1.0;
           o.steps = s;
           o.seed = 1;
-          ds::discrete_walk_jump(prior, x, n, o, {}, {where});
+          ds::discrete_walk_jump(prior, x, {}, n, o, {where});
         } else {
           ds::discrete_langevin_options o;
           o.method = r.method;
@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
           o.steps = s;
           o.seed = 1;
           o.start_uniform = true;
-          ds::discrete_langevin(prior, x, n, o, nullptr, {where});
+          ds::discrete_langevin(prior, x, {}, n, o, {where});
         }
         if (gpu) bench::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
       };

@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
       o.final_resample = false;
       ds::guided_outputs out;
       out.log_normaliser = log_z[c].data();
-      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+      ds::guided_sample(priors[c], out, problems[c], o, cpu);
     };
     rows.push_back(r);
     row q;  // DiffPIR, as bench_smc counts it: the denoiser, A m and A^T P r (4 d_y d), the update (8 d)
@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
       o.particles = N;
       ds::guided_outputs out;
       out.particles = samples[c].data();
-      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+      ds::guided_sample(priors[c], out, problems[c], o, cpu);
     };
     rows.push_back(q);
     row e;  // DDRM: the denoiser and the update, counted as DiffPIR's (r = d_y = 1: its projections are 6 d)
@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
       o.particles = N;
       ds::guided_outputs out;
       out.particles = samples[c].data();
-      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+      ds::guided_sample(priors[c], out, problems[c], o, cpu);
     };
     rows.push_back(e);
     row k;  // SKRock, as bench_smc counts an iteration: 10 stages of the score and the likelihood term, the update
@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
       o.particles = N;
       ds::guided_outputs out;
       out.particles = samples[c].data();
-      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+      ds::guided_sample(priors[c], out, problems[c], o, cpu);
     };
     rows.push_back(k);
     // The samplers with the denoiser's Jacobian (src/cpu/denoiser_jvp.hpp). One product J v (d_y = 1) as the packed
@@ -248,8 +248,8 @@ int main(int argc, char** argv) {
       r.work = 2.0 * double(n) * dirs;
       r.flop = 2.0 * d;
       r.run = [&, c, d, executor] {
-        volatile double v = executor ? ds::sliced_wasserstein(sa[c].data(), n, sb[c].data(), n, d, dirs, 3, 2, cpu)
-                                     : ds::sliced_wasserstein(sa[c].data(), n, sb[c].data(), n, d, dirs, 3, 2);
+        volatile double v = executor ? ds::sliced_wasserstein(n, n, d, sa[c].data(), sb[c].data(), dirs, 3, 2, cpu)
+                                     : ds::sliced_wasserstein(n, n, d, sa[c].data(), sb[c].data(), dirs, 3, 2);
         (void)v;
       };
       rows.push_back(r);

@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
         mix.sample(x, n, {}, 1, nullptr, 0, {where});
         auto warm = o;
         warm.steps = 2;
-        seconds = bench::time_on_gpu([&] { ds::langevin(mix, x, n, warm, {}, {where}, ws.p, ws_bytes); },
-                                     [&] { report = ds::langevin(mix, x, n, o, {}, {where}, ws.p, ws_bytes); });
+        seconds = bench::time_on_gpu([&] { ds::langevin(mix, x, {}, n, warm, {where}, ws.p, ws_bytes); },
+                                     [&] { report = ds::langevin(mix, x, {}, n, o, {where}, ws.p, ws_bytes); });
       } else {
         // Workspace allocated (and its pages touched) once, outside the timing, and a 2-step warm-up call, as a
         // caller running many calls would see it.
@@ -83,10 +83,10 @@ int main(int argc, char** argv) {
         std::vector<unsigned char> ws(ds::langevin_workspace_bytes(mix, n, o), 1);
         auto warm = o;
         warm.steps = 2;
-        ds::langevin(mix, host.data(), n, warm, {}, {where}, ws.data(), ws.size());
+        ds::langevin(mix, host.data(), {}, n, warm, {where}, ws.data(), ws.size());
         const double cpu0 = bench::process_cpu_seconds();
         const auto t0 = std::chrono::steady_clock::now();
-        report = ds::langevin(mix, host.data(), n, o, {}, {where}, ws.data(), ws.size());
+        report = ds::langevin(mix, host.data(), {}, n, o, {where}, ws.data(), ws.size());
         seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         cpu_seconds = bench::process_cpu_seconds() - cpu0;
       }

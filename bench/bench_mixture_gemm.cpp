@@ -91,7 +91,7 @@ void run_case(int K, int d, int n_gemm, int n_direct, int rounds) {
   direct.path = mixture_path::direct;
   gemm.path = mixture_path::gemm;
   const auto eval = [&](const evaluate_options& o, int n) {
-    return seconds_of([&] { m.evaluate(quantity::score, x.data(), n, ch, out.data(), o, {executor::cpu}); });
+    return seconds_of([&] { m.evaluate(out.data(), n, x.data(), ch, quantity::score, o, {executor::cpu}); });
   };
   eval(gemm, std::min(n_gemm, 64));  // warm-up: tables, pool, BLAS buffers
   eval(direct, 1);
@@ -134,8 +134,8 @@ void crossover() {
       gemm.path = mixture_path::gemm;
       std::vector<double> r;
       for (int round = 0; round < 3; ++round) {
-        const double td = seconds_of([&] { m.evaluate(quantity::score, x.data(), n, {1.0, 0.5}, out.data(), direct, {executor::cpu}); });
-        const double tg = seconds_of([&] { m.evaluate(quantity::score, x.data(), n, {1.0, 0.5}, out.data(), gemm, {executor::cpu}); });
+        const double td = seconds_of([&] { m.evaluate(out.data(), n, x.data(), {1.0, 0.5}, quantity::score, direct, {executor::cpu}); });
+        const double tg = seconds_of([&] { m.evaluate(out.data(), n, x.data(), {1.0, 0.5}, quantity::score, gemm, {executor::cpu}); });
         r.push_back(td / tg);
       }
       std::printf("%8.2f", median(r));

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     ds::sampling_plan zero_plan = ds::sampling_plan::diffusion(n, d, o, ds::model_output::denoiser, exec);
     ds::sampling_plan mix_plan = ds::sampling_plan::diffusion(n, d, o, ds::model_output::denoiser, exec);
 
-    auto fused = [&] { ds::diffusion(mix, x, n, o, {}, exec, ws, ws_bytes); };
+    auto fused = [&] { ds::diffusion(mix, x, {}, n, o, exec, ws, ws_bytes); };
     auto plan_zero = [&] {
       zero_plan.reset();
       while (!zero_plan.done()) {
@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       mix_plan.reset();
       while (!mix_plan.done()) {
         const ds::plan_request r = mix_plan.ask();
-        mix.evaluate(ds::quantity::denoiser, r.points, r.rows, r.at, r.answer, exec);
+        mix.evaluate(r.answer, r.rows, r.points, r.at, ds::quantity::denoiser, exec);
         mix_plan.tell();
       }
     };

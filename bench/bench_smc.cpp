@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     out.log_normaliser = log_z.ptr;
     const std::size_t ws_bytes = ds::guided_workspace_bytes(prior, pr, o);
     buffer<unsigned char> ws(ws_bytes, gpu);
-    const double seconds = timed(gpu, [&] { ds::guided_sample(prior, pr, o, out, exec, ws.ptr, ws_bytes); });
+    const double seconds = timed(gpu, [&] { ds::guided_sample(prior, out, pr, o, exec, ws.ptr, ws_bytes); });
     const double K = 25;
     const double flop = 7 * K * d + 12 * K + 4.0 * d + 2.0 * d + 1 + 5.0 * (d + 1);
     const double bytes = 16.0 * d + 16;
@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
       bout.samples = samples.ptr;
       const std::size_t b_bytes = ds::guided_workspace_bytes(prior, pr, b);
       buffer<unsigned char> bws(b_bytes, gpu);
-      const double t = timed(gpu, [&] { ds::guided_sample(prior, pr, b, bout, exec, bws.ptr, b_bytes); });
+      const double t = timed(gpu, [&] { ds::guided_sample(prior, bout, pr, b, exec, bws.ptr, b_bytes); });
       const double r = double(N) * steps / t;
       const bool skrock = sampler == ds::guided_sampler::skrock;
       const double stages = double(b.skrock_stages);
@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
       const std::size_t s_bytes = ds::guided_workspace_bytes(prior, pr, so);
       buffer<unsigned char> s_ws(s_bytes, gpu);
       const double s_seconds =
-          timed(gpu, [&] { ds::guided_sample(prior, pr, so, sout, exec, s_ws.ptr, s_bytes); });
+          timed(gpu, [&] { ds::guided_sample(prior, sout, pr, so, exec, s_ws.ptr, s_bytes); });
       std::printf("%-10s %5lld %10lld %16.3e %12s %10s\n", ds::to_string(s), static_cast<long long>(d),
                   static_cast<long long>(N), double(N) * steps / s_seconds, "-", "-");
     }

@@ -117,7 +117,7 @@ int main(int argc, char** argv) try {
   std::int64_t n = 0, d = 0;
   const std::vector<double> data = read_npy(path, n, d);
   const double variance = 1e-6;  // pixel noise of 0.001 on [0, 1] pixels: an empirical distribution in all but name
-  const ds::gaussian_mixture prior = ds::gaussian_mixture::empirical(data.data(), n, d, variance);
+  const ds::gaussian_mixture prior = ds::gaussian_mixture::empirical(n, d, data.data(), variance);
 
   // Typical distance between two different training digits (each digit to its nearest other one).
   std::vector<double> train_nn;
@@ -146,12 +146,12 @@ int main(int argc, char** argv) try {
     ds::mixture_path used = ds::mixture_path::automatic;
     plan.reset(x.data());
     for (std::int64_t k = 0; k < plan.steps(); ++k) {
-      used = prior.evaluate(ds::quantity::denoiser, x.data(), chains, plan.step_channel(k), model.data(), gemm,
+      used = prior.evaluate(model.data(), chains, x.data(), plan.step_channel(k), ds::quantity::denoiser, gemm,
                             {ds::executor::cpu}).path;
       plan.step(x.data(), model.data());
     }
     if (plan.needs_final_jump()) {
-      prior.evaluate(ds::quantity::denoiser, x.data(), chains, plan.step_channel(plan.steps()), model.data(), gemm,
+      prior.evaluate(model.data(), chains, x.data(), plan.step_channel(plan.steps()), ds::quantity::denoiser, gemm,
                      {ds::executor::cpu});
       plan.finish(x.data(), model.data());
     }

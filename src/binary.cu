@@ -158,7 +158,7 @@ std::int64_t bernoulli_mixture::dim() const noexcept { return storage_->dim; }
 const std::vector<double>& bernoulli_mixture::weights() const noexcept { return storage_->weights; }
 const std::vector<double>& bernoulli_mixture::probabilities() const noexcept { return storage_->probabilities; }
 
-executor bernoulli_mixture::evaluate(quantity what, const float* y, std::int64_t n, double alpha, float* out,
+executor bernoulli_mixture::evaluate(float* out, std::int64_t n, const float* y, double alpha, quantity what,
                                      execution exec) const {
   DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
                      "what: invalid quantity " << static_cast<int>(what));
@@ -176,8 +176,8 @@ executor bernoulli_mixture::evaluate(quantity what, const float* y, std::int64_t
   return where;
 }
 
-void bernoulli_mixture::evaluate_fp64(quantity what, const double* y, std::int64_t n, double alpha,
-                                      double* out) const {
+void bernoulli_mixture::evaluate_fp64(double* out, std::int64_t n, const double* y, double alpha,
+                                      quantity what) const {
   DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
                      "what: invalid quantity " << static_cast<int>(what));
   const std::int64_t d = dim();
@@ -287,6 +287,21 @@ float* workspace_for(std::size_t need, void* workspace, std::size_t workspace_by
       detail::workspace_or_scratch(need, workspace, workspace_bytes, sizeof(float), where, stream, owned));
 }
 
+/// The chains of a discrete sampler: the caller's workspace (or one for this call), the lattice table for levels up
+/// to max_level after its `vectors` x n x d floats, then one launch of Body over the n chains of x.
+template <class Body>
+void run_chains(const bernoulli_mixture& prior, Body body, float* x, std::int64_t n, int vectors,
+                std::int64_t max_level, double alpha, bool read_start, std::size_t need, void* workspace,
+                std::size_t workspace_bytes, executor where, cudaStream_t stream) {
+  std::unique_ptr<detail::scratch> owned;
+  float* ws = workspace_for(need, workspace, workspace_bytes, where, stream, owned);
+  build_table(body.p, prior, ws, n, vectors, max_level, alpha, where, stream);
+  kernels::for_each_index(where, n,
+                          kernels::binary_chain_functor<Body>{body, x, ws, n, int(prior.dim()), where == executor::cuda,
+                                                              read_start},
+                          stream);
+}
+
 }  // namespace
 
 std::size_t discrete_langevin_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
@@ -295,28 +310,21 @@ std::size_t discrete_langevin_workspace_bytes(const bernoulli_mixture& prior, st
   return discrete_bytes(prior, n, 4, 1);
 }
 
-discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std::int64_t n,
-                                  const discrete_langevin_options& o, std::int64_t* accepted, execution exec,
-                                  void* workspace, std::size_t workspace_bytes) {
+executor discrete_langevin(const bernoulli_mixture& prior, float* y, discrete_langevin_outputs outputs, std::int64_t n,
+                           const discrete_langevin_options& o, execution exec, void* workspace,
+                           std::size_t workspace_bytes) {
   check_langevin(prior, n, o);
-  const std::int64_t d = prior.dim();
   const executor where = detail::resolve_executor(exec.kind, y);
-  detail::check_buffer("y", y, n * d, sizeof(float), where);
-  if (accepted != nullptr) detail::check_buffer("accepted", accepted, n, sizeof(std::int64_t), where);
-  discrete_report report{where};
-  if (n == 0) return report;
-  std::unique_ptr<detail::scratch> owned;
-  float* ws = workspace_for(discrete_langevin_workspace_bytes(prior, n, o), workspace, workspace_bytes, where,
-                            exec.stream, owned);
-  kernels::discrete_langevin_body body{
-      params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, o.first_step, accepted),
+  detail::check_buffer("y", y, n * prior.dim(), sizeof(float), where);
+  if (outputs.accepted != nullptr)
+    detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
+  if (n == 0) return where;
+  const kernels::discrete_langevin_body body{
+      params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, o.first_step, outputs.accepted),
       o.start_uniform};
-  build_table(body.p, prior, ws, n, 4, 1, o.alpha, where, exec.stream);
-  kernels::for_each_index(where, n,
-                          kernels::binary_chain_functor<kernels::discrete_langevin_body>{
-                              body, y, ws, n, int(d), where == executor::cuda, !o.start_uniform},
-                          exec.stream);
-  return report;
+  run_chains(prior, body, y, n, 4, 1, o.alpha, !o.start_uniform, discrete_langevin_workspace_bytes(prior, n, o),
+             workspace, workspace_bytes, where, exec.stream);
+  return where;
 }
 
 std::size_t discrete_walk_jump_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
@@ -325,9 +333,9 @@ std::size_t discrete_walk_jump_workspace_bytes(const bernoulli_mixture& prior, s
   return discrete_bytes(prior, n, 5, options.measurements);
 }
 
-discrete_report discrete_walk_jump(const bernoulli_mixture& prior, float* x, std::int64_t n,
-                                   const discrete_walk_jump_options& o, discrete_walk_jump_outputs outputs,
-                                   execution exec, void* workspace, std::size_t workspace_bytes) {
+executor discrete_walk_jump(const bernoulli_mixture& prior, float* x, discrete_walk_jump_outputs outputs,
+                            std::int64_t n, const discrete_walk_jump_options& o, execution exec, void* workspace,
+                            std::size_t workspace_bytes) {
   check_walk_jump(prior, n, o);
   const std::int64_t d = prior.dim();
   const executor where = detail::resolve_executor(exec.kind, x);
@@ -335,20 +343,13 @@ discrete_report discrete_walk_jump(const bernoulli_mixture& prior, float* x, std
   if (outputs.noisy != nullptr) detail::check_buffer("outputs.noisy", outputs.noisy, n * d, sizeof(float), where);
   if (outputs.accepted != nullptr)
     detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
-  discrete_report report{where};
-  if (n == 0) return report;
-  std::unique_ptr<detail::scratch> owned;
-  float* ws = workspace_for(discrete_walk_jump_workspace_bytes(prior, n, o), workspace, workspace_bytes, where,
-                            exec.stream, owned);
-  kernels::discrete_walk_jump_body body{
+  if (n == 0) return where;
+  const kernels::discrete_walk_jump_body body{
       params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, 0, outputs.accepted),
       o.measurements, o.mean, outputs.noisy};
-  build_table(body.p, prior, ws, n, 5, o.measurements, o.alpha, where, exec.stream);
-  kernels::for_each_index(where, n,
-                          kernels::binary_chain_functor<kernels::discrete_walk_jump_body>{
-                              body, x, ws, n, int(d), where == executor::cuda, false},
-                          exec.stream);
-  return report;
+  run_chains(prior, body, x, n, 5, o.measurements, o.alpha, false, discrete_walk_jump_workspace_bytes(prior, n, o),
+             workspace, workspace_bytes, where, exec.stream);
+  return where;
 }
 
 }  // namespace diffsample

@@ -245,8 +245,8 @@ std::size_t diffusion_workspace_bytes(const gaussian_mixture& mixture, std::int6
   return table_bytes(o) + channel_bytes(mixture, o) + state_bytes(mixture, n);
 }
 
-diffusion_report diffusion(const gaussian_mixture& mixture, float* x, std::int64_t n, const diffusion_options& o,
-                           diffusion_outputs outputs, execution exec, void* workspace, std::size_t workspace_bytes) {
+diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_outputs outputs, std::int64_t n,
+                           const diffusion_options& o, execution exec, void* workspace, std::size_t workspace_bytes) {
   validate(mixture, n, o);
   const table tb = build_table(o);
   const std::int64_t d = mixture.dim();

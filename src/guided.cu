@@ -600,8 +600,8 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
   return make_layout(prior.dim(), reduced.active ? reduced.problems : problems, options).total;
 }
 
-guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& given,
-                            const guided_options& options, guided_outputs out, execution exec, void* workspace,
+guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, const guided_problems& given,
+                            const guided_options& options, execution exec, void* workspace,
                             std::size_t workspace_bytes) {
   validate(prior.dim(), given, options);
   const guided_options o = detail::resolve_grid(prior.dim(), given, options);
@@ -914,7 +914,7 @@ guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_
     ~scope() { current_particle_streams() = saved; }
   } restore;
   current_particle_streams() = particle_streams{total, first};
-  return guided_sample(prior, problems, options, outputs, exec);
+  return guided_sample(prior, outputs, problems, options, exec);
 }
 
 guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& given,

@@ -65,8 +65,8 @@ std::size_t langevin_workspace_bytes(const gaussian_mixture& mixture, std::int64
   return table_bytes(mixture) + state;
 }
 
-langevin_report langevin(const gaussian_mixture& mixture, float* x, std::int64_t n, const langevin_options& o,
-                         langevin_outputs outputs, execution exec, void* workspace, std::size_t workspace_bytes) {
+langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_outputs outputs, std::int64_t n,
+                         const langevin_options& o, execution exec, void* workspace, std::size_t workspace_bytes) {
   validate(mixture, n, o);
   const std::int64_t d = mixture.dim();
   const executor where = detail::resolve_executor(exec.kind, x);

@@ -42,7 +42,7 @@ void detail::check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::i
   DIFFSAMPLE_EXPECTS(p == 1 || p == 2, "p: must be 1 or 2, got " << p);
 }
 
-double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d,
+double sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, const float* a, const float* b,
                           int directions, std::uint64_t seed, int p) {
   detail::check_sliced_wasserstein(n_a, n_b, d, directions, p);
   DIFFSAMPLE_EXPECTS(a != nullptr && b != nullptr, "a, b: null pointer");
@@ -151,7 +151,7 @@ void forward_solve(const double* L, std::int64_t d, const T* v, double* z) {
 
 }  // namespace
 
-std::vector<double> component_weights(const mixture_posterior& reference, const float* x, std::int64_t n) {
+std::vector<double> component_weights(const mixture_posterior& reference, std::int64_t n, const float* x) {
   const std::int64_t K = reference.components(), d = reference.dim();
   check_weight_samples(x, n, d);
   const auto& S = reference.covariances();
@@ -202,7 +202,7 @@ std::vector<double> component_weights(const mixture_posterior& reference, const 
   });
 }
 
-std::vector<double> component_weights(const gaussian_mixture& reference, const float* x, std::int64_t n) {
+std::vector<double> component_weights(const gaussian_mixture& reference, std::int64_t n, const float* x) {
   const std::int64_t K = reference.components(), d = reference.dim();
   check_weight_samples(x, n, d);
   const bool iso = reference.isotropic();
@@ -233,12 +233,12 @@ double max_error(const std::vector<double>& recovered, const std::vector<double>
 }
 }  // namespace
 
-double component_weight_error(const mixture_posterior& reference, const float* x, std::int64_t n) {
-  return max_error(component_weights(reference, x, n), reference.weights());
+double component_weight_error(const mixture_posterior& reference, std::int64_t n, const float* x) {
+  return max_error(component_weights(reference, n, x), reference.weights());
 }
 
-double component_weight_error(const gaussian_mixture& reference, const float* x, std::int64_t n) {
-  return max_error(component_weights(reference, x, n), reference.weights());
+double component_weight_error(const gaussian_mixture& reference, std::int64_t n, const float* x) {
+  return max_error(component_weights(reference, n, x), reference.weights());
 }
 
 }  // namespace diffsample

@@ -218,7 +218,7 @@ void detail::evaluate_direct_unchecked(const mixture_storage& mix, quantity what
                           exec.stream);
 }
 
-executor gaussian_mixture::denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
+executor gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,
                                         execution exec) const {
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
@@ -249,7 +249,7 @@ void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, 
   kernels::for_each_index(where, n, jvp_functor{mix.view(where), x, v, out, float(ch.a), float(ch.s)}, exec.stream);
 }
 
-void gaussian_mixture::evaluate_fp64(quantity what, const double* x, std::int64_t n, channel ch, double* out) const {
+void gaussian_mixture::evaluate_fp64(double* out, std::int64_t n, const double* x, channel ch, quantity what) const {
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
   detail::check_channel("ch", ch);
@@ -267,8 +267,8 @@ void gaussian_mixture::evaluate_fp64(quantity what, const double* x, std::int64_
   });
 }
 
-void gaussian_mixture::denoiser_jvp_fp64(const double* x, const double* v, std::int64_t n, channel ch,
-                                         double* out) const {
+void gaussian_mixture::denoiser_jvp_fp64(double* out, std::int64_t n, const double* x, const double* v,
+                                         channel ch) const {
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
   detail::check_channel("ch", ch);

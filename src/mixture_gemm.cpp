@@ -416,12 +416,12 @@ evaluate_report gemm_denoiser_jvp(const mixture_storage& st, const float* x, con
 
 // --- gaussian_mixture members of the path choice -----------------------------------------------------------------
 
-executor gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+executor gaussian_mixture::evaluate(float* out, std::int64_t n, const float* x, channel ch, quantity what,
                                     execution exec) const {
-  return evaluate(what, x, n, ch, out, evaluate_options{}, exec).ran;
+  return evaluate(out, n, x, ch, what, evaluate_options{}, exec).ran;
 }
 
-evaluate_report gaussian_mixture::evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+evaluate_report gaussian_mixture::evaluate(float* out, std::int64_t n, const float* x, channel ch, quantity what,
                                            const evaluate_options& options, execution exec, void* workspace,
                                            std::size_t workspace_bytes) const {
   DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
@@ -438,7 +438,7 @@ evaluate_report gaussian_mixture::evaluate(quantity what, const float* x, std::i
                                workspace_bytes);
 }
 
-std::size_t gaussian_mixture::evaluate_workspace_bytes(quantity what, std::int64_t n, const evaluate_options& options,
+std::size_t gaussian_mixture::evaluate_workspace_bytes(std::int64_t n, quantity what, const evaluate_options& options,
                                                        execution exec) const {
   detail::check_count("n", n, dim());
   const executor where = exec.kind == executor::automatic
@@ -449,7 +449,7 @@ std::size_t gaussian_mixture::evaluate_workspace_bytes(quantity what, std::int64
   return detail::gemm_cuda_workspace_bytes(what, n, components(), dim(), options);
 }
 
-evaluate_report gaussian_mixture::denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
+evaluate_report gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,
                                                const evaluate_options& options, execution exec) const {
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
@@ -464,12 +464,12 @@ evaluate_report gaussian_mixture::denoiser_jvp(const float* x, const float* v, s
                        "options.path: the denoiser JVP has no gemm path on the CUDA executor yet");
     path = mixture_path::direct;
   }
-  if (path == mixture_path::direct) return {denoiser_jvp(x, v, n, ch, out, {where, exec.stream}), path};
+  if (path == mixture_path::direct) return {denoiser_jvp(out, n, x, v, ch, {where, exec.stream}), path};
   return detail::gemm_denoiser_jvp(*storage_, x, v, n, ch, out, options);
 }
 
-mixture_path gaussian_mixture::chosen_path(quantity what, std::int64_t n, executor where,
-                                           const evaluate_options& options) const {
+mixture_path gaussian_mixture::chosen_path(std::int64_t n, quantity what, const evaluate_options& options,
+                                           executor where) const {
   DIFFSAMPLE_EXPECTS(where == executor::cpu || where == executor::cuda,
                      "where: expected cpu or cuda, got " << to_string(where));
   return detail::choose_path(*storage_, what, n, where, options);
@@ -483,7 +483,7 @@ void gaussian_mixture::prepare_gemm(executor where) const {
   (void)detail::gemm_tables_for(*storage_, where);
 }
 
-gaussian_mixture gaussian_mixture::empirical(const double* points, std::int64_t n, std::int64_t dim,
+gaussian_mixture gaussian_mixture::empirical(std::int64_t n, std::int64_t dim, const double* points,
                                              double variance) {
   DIFFSAMPLE_EXPECTS(n >= 1 && n <= (1 << 24), "n: need between 1 and 2^24 points, got " << n);
   DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= (1 << 24), "dim: must be in [1, 2^24], got " << dim);

@@ -674,9 +674,8 @@ std::size_t resampling_workspace_bytes(std::int64_t problems, std::int64_t parti
   return layout(problems, particles, scheme).total;
 }
 
-executor resample(const float* log_weights, std::int64_t problems, std::int64_t particles,
-                  const resampling_options& o, particle_outputs out, execution exec, void* workspace,
-                  std::size_t workspace_bytes) {
+executor resample(particle_outputs out, std::int64_t problems, std::int64_t particles, const float* log_weights,
+                  const resampling_options& o, execution exec, void* workspace, std::size_t workspace_bytes) {
   check_sizes(problems, particles);
   DIFFSAMPLE_EXPECTS(valid_scheme(o.scheme), "options.scheme: invalid value " << static_cast<int>(o.scheme));
   DIFFSAMPLE_EXPECTS(std::isfinite(o.ess_threshold) && o.ess_threshold >= 0,
@@ -787,13 +786,13 @@ void detail::gather_unchecked(const float* states, std::int64_t problems, std::i
   gather(states, problems, particles, dim, ancestors, out, where, stream);
 }
 
-executor gather_particles(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,
-                          const std::int32_t* ancestors, float* out, execution exec) {
+executor gather_particles(float* out, std::int64_t problems, std::int64_t particles, std::int64_t dim,
+                          const float* states, const std::int32_t* ancestors, execution exec) {
   return gather_checked(states, problems, particles, dim, ancestors, out, exec);
 }
 
-executor gather_particles(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,
-                          const std::int64_t* ancestors, float* out, execution exec) {
+executor gather_particles(float* out, std::int64_t problems, std::int64_t particles, std::int64_t dim,
+                          const float* states, const std::int64_t* ancestors, execution exec) {
   return gather_checked(states, problems, particles, dim, ancestors, out, exec);
 }
 

@@ -217,9 +217,9 @@ std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, std::int64_t n_
   return l.total;
 }
 
-executor sliced_wasserstein_async(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b,
-                                  std::int64_t d, int directions, std::uint64_t seed, int p, double* result,
-                                  execution exec, void* workspace, std::size_t workspace_bytes) {
+executor sliced_wasserstein_async(double* result, std::int64_t n_a, std::int64_t n_b, std::int64_t d, const float* a,
+                                  const float* b, int directions, std::uint64_t seed, int p, execution exec,
+                                  void* workspace, std::size_t workspace_bytes) {
   detail::check_sliced_wasserstein(n_a, n_b, d, directions, p);
   const executor where = detail::resolve_executor(exec.kind, a);
   detail::check_buffer("a", a, n_a * d, sizeof(float), where);
@@ -232,7 +232,7 @@ executor sliced_wasserstein_async(const float* a, std::int64_t n_a, const float*
   return where;
 }
 
-double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d,
+double sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, const float* a, const float* b,
                           int directions, std::uint64_t seed, int p, execution exec, void* workspace,
                           std::size_t workspace_bytes) {
   detail::check_sliced_wasserstein(n_a, n_b, d, directions, p);

@@ -86,7 +86,7 @@ std::vector<double> exact_pmf(const bernoulli_mixture& m, double alpha) {
   std::vector<double> ys, lq(1 << d);
   for (int s = 0; s < (1 << d); ++s)
     for (double v : state(s, d)) ys.push_back(v);
-  m.evaluate_fp64(quantity::log_density, ys.data(), 1 << d, alpha, lq.data());
+  m.evaluate_fp64(lq.data(), 1 << d, ys.data(), alpha, quantity::log_density);
   for (double& v : lq) v = std::exp(v);
   return lq;
 }
@@ -143,7 +143,7 @@ std::vector<double> kernel_matrix(const bernoulli_mixture& m, double alpha, doub
   std::vector<double> ys, score(S * d);
   for (int s = 0; s < S; ++s)
     for (double v : state(s, d)) ys.push_back(v);
-  m.evaluate_fp64(quantity::score, ys.data(), S, alpha, score.data());
+  m.evaluate_fp64(score.data(), S, ys.data(), alpha, quantity::score);
   // Y(s' | z): independent coordinates with P(y'_j = +1) = sigmoid(c * score_j(z) + 2 z_j / eta), c = 1 (one-stage)
   // or 2 (two-stage's y | z).
   auto product = [&](double c) {
@@ -225,12 +225,12 @@ TEST(BernoulliMixture, LogDensityIsTheExactPmfAndDenoiserThePosteriorMean) {
     std::vector<float> y32(y64.begin(), y64.end());
     std::vector<double> lq(n), den(n * q.d), sc(n * q.d);
     std::vector<float> lq32(n), den32(n * q.d), sc32(n * q.d);
-    m.evaluate_fp64(quantity::log_density, y64.data(), n, alpha, lq.data());
-    m.evaluate_fp64(quantity::denoiser, y64.data(), n, alpha, den.data());
-    m.evaluate_fp64(quantity::score, y64.data(), n, alpha, sc.data());
-    m.evaluate(quantity::log_density, y32.data(), n, alpha, lq32.data(), {executor::cpu});
-    m.evaluate(quantity::denoiser, y32.data(), n, alpha, den32.data(), {executor::cpu});
-    m.evaluate(quantity::score, y32.data(), n, alpha, sc32.data(), {executor::cpu});
+    m.evaluate_fp64(lq.data(), n, y64.data(), alpha, quantity::log_density);
+    m.evaluate_fp64(den.data(), n, y64.data(), alpha, quantity::denoiser);
+    m.evaluate_fp64(sc.data(), n, y64.data(), alpha, quantity::score);
+    m.evaluate(lq32.data(), n, y32.data(), alpha, quantity::log_density, {executor::cpu});
+    m.evaluate(den32.data(), n, y32.data(), alpha, quantity::denoiser, {executor::cpu});
+    m.evaluate(sc32.data(), n, y32.data(), alpha, quantity::score, {executor::cpu});
     double total = 0;
     for (int i = 0; i < n; ++i) {
       double pmf;
@@ -261,14 +261,14 @@ TEST(BernoulliMixture, ScoreMatchesFiniteDifferences) {
   for (int i = 0; i < 20; ++i) {
     std::vector<double> y(q.d), score(q.d);
     for (double& v : y) v = 2 * normal(g);
-    m.evaluate_fp64(quantity::score, y.data(), 1, alpha, score.data());
+    m.evaluate_fp64(score.data(), 1, y.data(), alpha, quantity::score);
     for (int j = 0; j < q.d; ++j) {
       auto yp = y, ym = y;
       yp[j] += h;
       ym[j] -= h;
       double lp, lm;
-      m.evaluate_fp64(quantity::log_density, yp.data(), 1, alpha, &lp);
-      m.evaluate_fp64(quantity::log_density, ym.data(), 1, alpha, &lm);
+      m.evaluate_fp64(&lp, 1, yp.data(), alpha, quantity::log_density);
+      m.evaluate_fp64(&lm, 1, ym.data(), alpha, quantity::log_density);
       EXPECT_NEAR(score[j], (lp - lm) / (2 * h), 1e-8) << "point " << i << " coordinate " << j;
     }
   }
@@ -293,7 +293,7 @@ TEST(BernoulliMixture, MultipleMeasurementsEnterThroughTheirSum) {
         for (int j = 0; j < q.d; ++j) mean[j] += w * x[j];
       }
       for (int j = 0; j < q.d; ++j) u[j] = y1[j] + y2[j];
-      m.evaluate_fp64(quantity::denoiser, u.data(), 1, alpha, den.data());
+      m.evaluate_fp64(den.data(), 1, u.data(), alpha, quantity::denoiser);
       for (int j = 0; j < q.d; ++j) EXPECT_NEAR(den[j], mean[j] / total, 1e-12);
     }
 }
@@ -321,18 +321,18 @@ TEST(BernoulliMixture, RejectsBadParameters) {
   EXPECT_NO_THROW(bernoulli_mixture(2, {1.0}, {0.0, 1.0}));  // deterministic coordinates are allowed
   const bernoulli_mixture m(2, {1.0}, {0.2, 0.7});
   std::vector<float> y(4, 1.f), out(4);
-  EXPECT_THROW(m.evaluate(quantity::score, y.data(), 2, 0.0, out.data(), {executor::cpu}), invalid_argument);
-  EXPECT_THROW(m.evaluate(quantity::score, y.data(), 2, INFINITY, out.data(), {executor::cpu}), invalid_argument);
+  EXPECT_THROW(m.evaluate(out.data(), 2, y.data(), 0.0, quantity::score, {executor::cpu}), invalid_argument);
+  EXPECT_THROW(m.evaluate(out.data(), 2, y.data(), INFINITY, quantity::score, {executor::cpu}), invalid_argument);
   discrete_langevin_options o;
   o.eta = -1;
-  EXPECT_THROW(discrete_langevin(m, y.data(), 2, o, nullptr, {executor::cpu}), invalid_argument);
+  EXPECT_THROW(discrete_langevin(m, y.data(), {}, 2, o, {executor::cpu}), invalid_argument);
   o.eta = 1;
   o.first_step = (1u << 30) - 10;
   o.steps = 20;
-  EXPECT_THROW(discrete_langevin(m, y.data(), 2, o, nullptr, {executor::cpu}), invalid_argument);
+  EXPECT_THROW(discrete_langevin(m, y.data(), {}, 2, o, {executor::cpu}), invalid_argument);
   discrete_walk_jump_options w;
   w.measurements = 0;
-  EXPECT_THROW(discrete_walk_jump(m, y.data(), 2, w, {}, {executor::cpu}), invalid_argument);
+  EXPECT_THROW(discrete_walk_jump(m, y.data(), {}, 2, w, {executor::cpu}), invalid_argument);
   EXPECT_THROW(parse_discrete_method("gibbs"), invalid_argument);
 }
 
@@ -340,8 +340,8 @@ TEST(BernoulliMixture, DeterministicCoordinatesStayFinite) {
   // p = 0 and 1 (natural parameters clamped at +-20): the log density stays finite and the denoiser is +-1 there.
   const bernoulli_mixture m(2, {1.0, 1.0}, {0.0, 0.5, 1.0, 0.5});
   std::vector<double> y{1, -1}, den(2), lq(1);
-  m.evaluate_fp64(quantity::log_density, y.data(), 1, 2.0, lq.data());
-  m.evaluate_fp64(quantity::denoiser, y.data(), 1, 2.0, den.data());
+  m.evaluate_fp64(lq.data(), 1, y.data(), 2.0, quantity::log_density);
+  m.evaluate_fp64(den.data(), 1, y.data(), 2.0, quantity::denoiser);
   EXPECT_TRUE(std::isfinite(lq[0]));
   EXPECT_LE(std::fabs(den[0]), 1.0);
   EXPECT_NEAR(den[1], (std::tanh(-2.0) + std::tanh(-2.0)) / 2, 1e-12);  // both components: tanh(0 - alpha)
@@ -361,7 +361,7 @@ std::vector<float> run_chains(const bernoulli_mixture& m, std::int64_t n, discre
   o.steps = steps;
   o.seed = seed;
   o.start_uniform = true;
-  discrete_langevin(m, y.data(), n, o, nullptr, {executor::cpu});
+  discrete_langevin(m, y.data(), {}, n, o, {executor::cpu});
   return y;
 }
 
@@ -449,7 +449,7 @@ TEST(DiscreteLangevin, OneStepFromAFixedStateFollowsTheKernelRow) {
       o.steps = 1;
       o.seed = 21;
       o.first_step = 7;
-      discrete_langevin(m, y.data(), n, o, nullptr, {executor::cpu});
+      discrete_langevin(m, y.data(), {}, n, o, {executor::cpu});
       const double got = tv(histogram(y, q.d), want);
       EXPECT_LT(got, allowance) << to_string(method) << " from state " << s0;
       // Power: the kernel at 2 eta is far from this one at every start used.
@@ -461,7 +461,7 @@ TEST(DiscreteLangevin, OneStepFromAFixedStateFollowsTheKernelRow) {
   std::vector<double> ys, score(S * q.d);
   for (int s = 0; s < S; ++s)
     for (double v : state(s, q.d)) ys.push_back(v);
-  m.evaluate_fp64(quantity::score, ys.data(), S, alpha, score.data());
+  m.evaluate_fp64(score.data(), S, ys.data(), alpha, quantity::score);
   const auto T = kernel_matrix(m, alpha, eta, discrete_method::two_stage);
   const double f = sig(-2 / eta);
   const int s0 = 0b101100;
@@ -491,7 +491,7 @@ std::vector<double> small_eta_limit(const bernoulli_mixture& m, double alpha, di
   std::vector<double> ys, score(S * d);
   for (int s = 0; s < S; ++s)
     for (double v : state(s, d)) ys.push_back(v);
-  m.evaluate_fp64(quantity::score, ys.data(), S, alpha, score.data());
+  m.evaluate_fp64(score.data(), S, ys.data(), alpha, quantity::score);
   std::vector<double> T(S * S, 0.0);
   double lambda = 0;
   for (int s = 0; s < S; ++s) {
@@ -582,19 +582,19 @@ TEST(DiscreteLangevin, BitIdenticalAcrossChainAndStepSplits) {
     o.start_uniform = true;
     std::vector<float> one(n * d), chains(n * d), steps(n * d);
     std::vector<std::int64_t> acc(n), acc_a(n), acc_b(n);
-    discrete_langevin(m, one.data(), n, o, acc.data(), {executor::cpu});
+    discrete_langevin(m, one.data(), {acc.data()}, n, o, {executor::cpu});
     auto part = o;
     part.first_chain = 0;
-    discrete_langevin(m, chains.data(), 24, part, nullptr, {executor::cpu});
+    discrete_langevin(m, chains.data(), {}, 24, part, {executor::cpu});
     part.first_chain = 24;
-    discrete_langevin(m, chains.data() + 24 * d, n - 24, part, nullptr, {executor::cpu});
+    discrete_langevin(m, chains.data() + 24 * d, {}, n - 24, part, {executor::cpu});
     part = o;
     part.steps = 15;
-    discrete_langevin(m, steps.data(), n, part, acc_a.data(), {executor::cpu});
+    discrete_langevin(m, steps.data(), {acc_a.data()}, n, part, {executor::cpu});
     part.start_uniform = false;
     part.first_step = 15;
     part.steps = 25;
-    discrete_langevin(m, steps.data(), n, part, acc_b.data(), {executor::cpu});
+    discrete_langevin(m, steps.data(), {acc_b.data()}, n, part, {executor::cpu});
     EXPECT_EQ(one, chains) << to_string(method);
     EXPECT_EQ(one, steps) << to_string(method);
     for (std::int64_t i = 0; i < n; ++i) EXPECT_EQ(acc[i], acc_a[i] + acc_b[i]);
@@ -637,7 +637,7 @@ std::vector<double> jump_law(const bernoulli_mixture& m, const problem_params& q
       }
       pu += prod;
     }
-    m.evaluate_fp64(quantity::denoiser, u.data(), 1, alpha, den.data());
+    m.evaluate_fp64(den.data(), 1, u.data(), alpha, quantity::denoiser);
     int s = 0;
     for (int j = 0; j < d; ++j) s |= (den[j] >= 0 ? 1 : 0) << j;
     law[s] += pu;
@@ -665,7 +665,7 @@ TEST(DiscreteWalkJump, JumpLawIsExact) {
     o.measurements = measurements;
     o.seed = 22;
     std::vector<float> x(n * q.d);
-    discrete_walk_jump(m, x.data(), n, o, {}, {executor::cpu});
+    discrete_walk_jump(m, x.data(), {}, n, o, {executor::cpu});
     const auto law = jump_law(m, q, alpha, measurements);
     if (measurements == 1) law1 = law;
     const double got = tv(histogram(x, q.d), law), allowance = tv_allowance(law, n);
@@ -691,10 +691,10 @@ TEST(DiscreteWalkJump, MeanOutputIsTheDenoiserOfTheMeasurementSum) {
   o.mean = true;
   o.seed = 24;
   std::vector<float> x(n * d), u(n * d), den(n * d), sign(n * d);
-  discrete_walk_jump(m, x.data(), n, o, {u.data(), nullptr}, {executor::cpu});
-  m.evaluate(quantity::denoiser, u.data(), n, o.alpha, den.data(), {executor::cpu});
+  discrete_walk_jump(m, x.data(), {u.data(), nullptr}, n, o, {executor::cpu});
+  m.evaluate(den.data(), n, u.data(), o.alpha, quantity::denoiser, {executor::cpu});
   o.mean = false;
-  discrete_walk_jump(m, sign.data(), n, o, {}, {executor::cpu});
+  discrete_walk_jump(m, sign.data(), {}, n, o, {executor::cpu});
   for (std::int64_t i = 0; i < n * d; ++i) {
     EXPECT_NEAR(x[i], den[i], 1e-6);
     EXPECT_EQ(sign[i], x[i] >= 0 ? 1.f : -1.f);
@@ -722,9 +722,9 @@ TEST(BinaryGpu, MatchesTheCpuExecutor) {
     o.measurements = 2;
     o.seed = 32;
     std::vector<float> cpu(n * d);
-    discrete_walk_jump(m, cpu.data(), n, o, {}, {executor::cpu});
+    discrete_walk_jump(m, cpu.data(), {}, n, o, {executor::cpu});
     diffsample::testing::device_buffer<float> dx(n * d);
-    discrete_walk_jump(m, dx.ptr, n, o, {}, {executor::cuda});
+    discrete_walk_jump(m, dx.ptr, {}, n, o, {executor::cuda});
     const auto gpu = dx.download();
     std::int64_t chains_differing = 0;
     for (std::int64_t i = 0; i < n; ++i) {
@@ -741,9 +741,9 @@ TEST(BinaryGpu, MatchesTheCpuExecutor) {
   }
   std::vector<float> y(n * d), out_cpu(n * d);
   m.sample(y.data(), n, 0.7, 33, nullptr, 0, {executor::cpu});
-  m.evaluate(quantity::score, y.data(), n, 0.7, out_cpu.data(), {executor::cpu});
+  m.evaluate(out_cpu.data(), n, y.data(), 0.7, quantity::score, {executor::cpu});
   diffsample::testing::device_buffer<float> dy(y), dout(n * d);
-  m.evaluate(quantity::score, dy.ptr, n, 0.7, dout.ptr, {executor::cuda});
+  m.evaluate(dout.ptr, n, dy.ptr, 0.7, quantity::score, {executor::cuda});
   const auto out_gpu = dout.download();
   for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(out_gpu[i], out_cpu[i], 1e-5);
 }

@@ -27,7 +27,7 @@ gaussian_mixture test_mixture(std::int64_t d) { return grid_mixture(d, 2, 8.0, 1
 
 std::vector<float> run(const gaussian_mixture& mix, std::int64_t n, const diffusion_options& o) {
   std::vector<float> x(n * mix.dim());
-  diffusion(mix, x.data(), n, o, {}, cpu);
+  diffusion(mix, x.data(), {}, n, o, cpu);
   return x;
 }
 
@@ -40,7 +40,7 @@ std::vector<float> exact(const gaussian_mixture& mix, std::int64_t n, channel ch
 // E[x0 | y] of exact samples y of the channel: the law of the jump outputs of SL, walk-jump and SMS.
 std::vector<float> exact_jump(const gaussian_mixture& mix, std::int64_t n, channel ch, std::uint64_t seed) {
   std::vector<float> y = exact(mix, n, ch, seed), out(y.size());
-  mix.evaluate(quantity::denoiser, y.data(), n, ch, out.data(), cpu);
+  mix.evaluate(out.data(), n, y.data(), ch, quantity::denoiser, cpu);
   return out;
 }
 
@@ -67,7 +67,7 @@ std::vector<double> shares(const gaussian_mixture& mix, const std::vector<float>
 constexpr int directions = 64;
 
 double sw(const std::vector<float>& a, const std::vector<float>& b, std::int64_t d) {
-  return sliced_wasserstein(a.data(), a.size() / d, b.data(), b.size() / d, d, directions, 12345, 1);
+  return sliced_wasserstein(a.size() / d, b.size() / d, d, a.data(), b.data(), directions, 12345, 1);
 }
 
 // Component shares: a share is a binomial proportion with standard error sqrt(w (1 - w) / n); 5 standard errors
@@ -239,7 +239,7 @@ TEST(Diffusion, TrajectoryFollowsTheExactNoisedMarginals) {
   o.record_every = 25;
   o.seed = 3;
   std::vector<float> x(n * d), traj(4 * n * d);
-  diffusion(mix, x.data(), n, o, {traj.data()}, cpu);
+  diffusion(mix, x.data(), {traj.data()}, n, o, cpu);
   const auto pts = o.schedule.points(o.steps);
   for (int r = 0; r < 3; ++r) {
     const schedule_point& p = pts[(r + 1) * 25];
@@ -275,9 +275,9 @@ TEST(Diffusion, DeterministicSamplersRepeatExactly) {
     for (float& v : init) v = v * 0.5f + 0.25f;
     std::vector<float> c = init, e = init;
     o.draw_initial = false;
-    diffusion(mix, c.data(), 500, o, {}, cpu);
+    diffusion(mix, c.data(), {}, 500, o, cpu);
     o.seed = 999;
-    diffusion(mix, e.data(), 500, o, {}, cpu);
+    diffusion(mix, e.data(), {}, 500, o, cpu);
     EXPECT_EQ(c, e) << to_string(s) << ": a deterministic sampler depends on the seed";
   }
 }
@@ -303,7 +303,7 @@ double ode_error(diffusion_sampler sampler, std::int64_t steps) {
   o.schedule = sc;
   o.steps = steps;
   o.draw_initial = false;
-  diffusion(g, x.data(), n, o, {}, cpu);
+  diffusion(g, x.data(), {}, n, o, cpu);
   double worst = 0;
   for (std::int64_t i = 0; i < n; ++i)
     for (int j = 0; j < 2; ++j) {
@@ -347,9 +347,9 @@ TEST(Diffusion, BatchSplitGivesIdenticalSamples) {
       const std::int64_t n = 300, split = 123;
       const auto whole = run(mix, n, o);
       std::vector<float> parts(n * d);
-      diffusion(mix, parts.data(), split, o, {}, cpu);
+      diffusion(mix, parts.data(), {}, split, o, cpu);
       o.first_chain = split;
-      diffusion(mix, parts.data() + split * d, n - split, o, {}, cpu);
+      diffusion(mix, parts.data() + split * d, {}, n - split, o, cpu);
       EXPECT_EQ(whole, parts) << to_string(s) << " d = " << d;
     }
   }
@@ -364,7 +364,7 @@ TEST(Diffusion, WorkspacePathEndsAtTheMixture) {
   o.seed = 8;
   diffusion_report rep;
   std::vector<float> x(n * 5);
-  rep = diffusion(mix, x.data(), n, o, {}, cpu);
+  rep = diffusion(mix, x.data(), {}, n, o, cpu);
   EXPECT_FALSE(rep.register_path);
   EXPECT_EQ(rep.ran, executor::cpu);
   expect_law(mix, x, exact(mix, n, {1, 0}, 1), exact(mix, n, {1, 0}, 2), 1.5, "ddpm workspace path");
@@ -379,9 +379,9 @@ TEST(Diffusion, CallerWorkspaceGivesTheSameSamples) {
   const std::size_t bytes = diffusion_workspace_bytes(mix, n, o);
   EXPECT_GE(bytes, 4 * n * 3 * sizeof(float));
   std::vector<float> ws(bytes / sizeof(float) + 1), x(n * 3);
-  diffusion(mix, x.data(), n, o, {}, cpu, ws.data(), bytes);
+  diffusion(mix, x.data(), {}, n, o, cpu, ws.data(), bytes);
   EXPECT_EQ(x, run(mix, n, o));
-  EXPECT_THROW(diffusion(mix, x.data(), n, o, {}, cpu, ws.data(), bytes - 4), invalid_argument);
+  EXPECT_THROW(diffusion(mix, x.data(), {}, n, o, cpu, ws.data(), bytes - 4), invalid_argument);
 }
 
 TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
@@ -389,7 +389,7 @@ TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
   std::vector<float> x(20);
   auto message = [&](const diffusion_options& o) -> std::string {
     try {
-      diffusion(mix, x.data(), 10, o, {}, cpu);
+      diffusion(mix, x.data(), {}, 10, o, cpu);
     } catch (const invalid_argument& e) {
       return e.what();
     }
@@ -484,7 +484,7 @@ TEST(Diffusion, CpuAndGpuAgree) {
       const std::int64_t n = 2000, records = (s == diffusion_sampler::sequential_measurements ? 200 : 50) / 25;
       const auto host = run(mix, n, o);
       diffsample::testing::device_buffer<float> dx(n * d), dtraj(records * n * d);
-      const auto rep = diffusion(mix, dx.ptr, n, o, {dtraj.ptr}, {executor::cuda, nullptr});
+      const auto rep = diffusion(mix, dx.ptr, {dtraj.ptr}, n, o, {executor::cuda, nullptr});
       EXPECT_EQ(rep.ran, executor::cuda);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       const auto dev = dx.download();
@@ -512,11 +512,11 @@ std::vector<float> run_plan(const gaussian_mixture& mix, std::int64_t n, const d
     plan.reset(x.data());
     for (std::int64_t k = 0; k < plan.steps(); ++k) {
       EXPECT_EQ(*plan.step_counter(), k);
-      mix.evaluate(q, x.data(), n, plan.step_channel(k), model.data(), cpu);
+      mix.evaluate(model.data(), n, x.data(), plan.step_channel(k), q, cpu);
       plan.step(x.data(), model.data());
     }
     if (plan.needs_final_jump()) {
-      mix.evaluate(q, x.data(), n, plan.step_channel(plan.steps()), model.data(), cpu);
+      mix.evaluate(model.data(), n, x.data(), plan.step_channel(plan.steps()), q, cpu);
       plan.finish(x.data(), model.data());
     }
     all.insert(all.end(), x.begin(), x.end());
@@ -568,9 +568,9 @@ TEST(Diffusion, GpuRegisterPathAtEveryListedDimension) {
       o.record_every = 20;
       const std::int64_t n = 1000, records = 2;
       std::vector<float> host(n * d), host_traj(records * n * d);
-      diffusion(mix, host.data(), n, o, {host_traj.data()}, cpu);
+      diffusion(mix, host.data(), {host_traj.data()}, n, o, cpu);
       diffsample::testing::device_buffer<float> dx(n * d), dtraj(records * n * d);
-      const auto rep = diffusion(mix, dx.ptr, n, o, {dtraj.ptr}, {executor::cuda, nullptr});
+      const auto rep = diffusion(mix, dx.ptr, {dtraj.ptr}, n, o, {executor::cuda, nullptr});
       EXPECT_EQ(rep.ran, executor::cuda);
       EXPECT_EQ(rep.register_path, d != 3);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -702,7 +702,7 @@ TEST(DiffusionPlan, GpuPlanMatchesCpuPlan) {
     diffsample::testing::device_buffer<float> x(n * d), model(n * d);
     plan.reset(x.ptr);
     for (std::int64_t k = 0; k < plan.steps(); ++k) {
-      mix.evaluate(quantity::denoiser, x.ptr, n, plan.step_channel(k), model.ptr, {executor::cuda, nullptr});
+      mix.evaluate(model.ptr, n, x.ptr, plan.step_channel(k), quantity::denoiser, {executor::cuda, nullptr});
       plan.step(x.ptr, model.ptr);
     }
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -734,7 +734,7 @@ TEST(DiffusionPlan, CapturedGraphDrawsFreshNoiseOnEveryReplay) {
   auto trajectory = [&](diffusion_plan& plan) {
     plan.reset(x.ptr, gpu);
     for (std::int64_t k = 0; k < plan.steps(); ++k) {
-      mix.evaluate(quantity::denoiser, x.ptr, n, plan.step_channel(k), model.ptr, gpu);
+      mix.evaluate(model.ptr, n, x.ptr, plan.step_channel(k), quantity::denoiser, gpu);
       plan.step(x.ptr, model.ptr, gpu);
     }
   };
@@ -967,7 +967,7 @@ TEST(Diffusion, FirstStepOfEverySamplerUsesTheDocumentedStream) {
       const std::int64_t total = sampler == diffusion_sampler::sequential_measurements ? o.steps * o.measurements
                                                                                          : o.steps;
       std::vector<float> traj(total * n * d);
-      diffusion(prior, x.data(), n, o, {traj.data()}, cpu);
+      diffusion(prior, x.data(), {traj.data()}, n, o, cpu);
       for (std::int64_t i = 0; i < n; ++i) {
         const auto z0 = diffsample::testing::documented_normals(o.seed, o.first_chain + i, 0, int(d));
         const auto z1 = diffsample::testing::documented_normals(o.seed, o.first_chain + i, 1, int(d));

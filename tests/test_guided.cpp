@@ -86,7 +86,7 @@ smc_result run(const benchmark_problem& p, const ds::guided_problems& g, const d
       out.ess_trace = ess;
       out.resample_count = resamplings;
     }
-    EXPECT_EQ(ds::guided_sample(p.prior, g, o, out, {where, nullptr}).ran, where);
+    EXPECT_EQ(ds::guided_sample(p.prior, out, g, o, {where, nullptr}).ran, where);
   };
   if (where == ds::executor::cuda) {
     ds::testing::device_buffer<float> samples(r.samples), ess(r.ess);
@@ -207,7 +207,7 @@ void check_posterior(std::int64_t d, unsigned seed, double sw_bound, ds::executo
   const std::int64_t K = post.components();
   std::vector<std::vector<double>> per(K);
   for (std::int64_t b = 0; b < R; ++b) {
-    const std::vector<double> w = ds::component_weights(post, r.samples.data() + b * N * d, N);
+    const std::vector<double> w = ds::component_weights(post, N, r.samples.data() + b * N * d);
     for (std::int64_t k = 0; k < K; ++k) per[k].push_back(w[k]);
   }
   double worst = 0;
@@ -240,15 +240,15 @@ void check_posterior(std::int64_t d, unsigned seed, double sw_bound, ds::executo
   std::printf("E[(y - A x)^2 | y]: smc %.4f, exact %.4f, se %.4f\n", ds::testing::mean(smc_misfit),
               ds::testing::mean(exact_misfit), se_misfit);
   EXPECT_NEAR(ds::testing::mean(smc_misfit), ds::testing::mean(exact_misfit), 4 * se_misfit);
-  const double sw = ds::sliced_wasserstein(r.samples.data(), R * N, exact_a.data(), R * N, d, 128, 5);
-  const double floor = ds::sliced_wasserstein(exact_b.data(), R * N, exact_a.data(), R * N, d, 128, 5);
+  const double sw = ds::sliced_wasserstein(R * N, R * N, d, r.samples.data(), exact_a.data(), 128, 5);
+  const double floor = ds::sliced_wasserstein(R * N, R * N, d, exact_b.data(), exact_a.data(), 128, 5);
   std::printf("d = %lld, %lld x %lld particles, %lld steps: SW1 %.4f, floor %.4f (%.2fx); max weight error %.4f\n",
               static_cast<long long>(d), static_cast<long long>(R), static_cast<long long>(N), static_cast<long long>(steps), sw, floor,
               sw / floor, worst);
   // Within the components: the same samples against exact ones whose component counts follow SMC's own pooled
   // weights, so that only the shapes and places of the components are compared.
   const std::vector<float> exact_c = exact_with_counts(post, counts_for(pooled, R * N), 300 + seed);
-  const double sw_within = ds::sliced_wasserstein(r.samples.data(), R * N, exact_c.data(), R * N, d, 128, 5);
+  const double sw_within = ds::sliced_wasserstein(R * N, R * N, d, r.samples.data(), exact_c.data(), 128, 5);
   std::printf("within components: SW1 %.4f (%.2fx the floor)\n", sw_within, sw_within / floor);
   EXPECT_LE(sw_within, sw_bound * floor);
 }
@@ -285,12 +285,12 @@ TEST(Guided, BaselinesRunAndAreNoBetterThanSmc) {
   std::vector<float> exact(N * d);
   post.sample(exact.data(), N, 300);
   const smc_result s = run(p, replicate(p.observation, 1), options(ds::guided_sampler::smc, N, 100, 31));
-  const double sw_smc = ds::sliced_wasserstein(s.samples.data(), N, exact.data(), N, d, 128, 5);
+  const double sw_smc = ds::sliced_wasserstein(N, N, d, s.samples.data(), exact.data(), 128, 5);
   const std::vector<double> mean = post.mean(), cov = post.covariance();
   for (ds::guided_sampler b : {ds::guided_sampler::dps, ds::guided_sampler::pigdm}) {
     const smc_result r = run(p, replicate(p.observation, 1), options(b, N, 100, 41));
     for (float v : r.samples) ASSERT_TRUE(std::isfinite(v)) << ds::to_string(b);
-    const double sw = ds::sliced_wasserstein(r.samples.data(), N, exact.data(), N, d, 128, 5);
+    const double sw = ds::sliced_wasserstein(N, N, d, r.samples.data(), exact.data(), 128, 5);
     double worst = 0;
     for (std::int64_t j = 0; j < d; ++j) {
       const double m = ds::testing::mean(ds::testing::column(r.samples, d, j));
@@ -320,33 +320,33 @@ TEST(Guided, RejectsInvalidInput) {
   std::vector<float> x(2 * 8 * 2);
   ds::guided_outputs out;
   out.particles = x.data();
-  EXPECT_NO_THROW(ds::guided_sample(p.prior, g, o, out, cpu()));
+  EXPECT_NO_THROW(ds::guided_sample(p.prior, out, g, o, cpu()));
   auto bad = g;
   bad.A.push_back(1.0);
-  EXPECT_THROW(ds::guided_sample(p.prior, bad, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::guided_sample(p.prior, out, bad, o, cpu()), ds::invalid_argument);
   bad = g;
   bad.sigma_y = {0.0};
-  EXPECT_THROW(ds::guided_sample(p.prior, bad, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::guided_sample(p.prior, out, bad, o, cpu()), ds::invalid_argument);
   bad = g;
   bad.y.pop_back();
-  EXPECT_THROW(ds::guided_sample(p.prior, bad, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::guided_sample(p.prior, out, bad, o, cpu()), ds::invalid_argument);
   auto bo = o;
   bo.particles = 0;
-  EXPECT_THROW(ds::guided_sample(p.prior, g, bo, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::guided_sample(p.prior, out, g, bo, cpu()), ds::invalid_argument);
   // Moment potentials: d_y <= 8, a grid ending at s = 0, a known enum value.
   bo = o;
   bo.potentials = ds::guided_potentials::moment;
-  EXPECT_NO_THROW(ds::guided_sample(p.prior, g, bo, out, cpu()));
+  EXPECT_NO_THROW(ds::guided_sample(p.prior, out, g, bo, cpu()));
   auto wide = g;
   wide.d_y = 9;
   wide.A.assign(9 * 2, 0.5);
   wide.y.assign(2 * 9, 0.1);
-  EXPECT_THROW(ds::guided_sample(p.prior, wide, bo, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::guided_sample(p.prior, out, wide, bo, cpu()), ds::invalid_argument);
   auto early = bo;
   early.schedule.with_grid(ds::time_grid::uniform, 1.0, 0.01);
-  EXPECT_THROW(ds::guided_sample(p.prior, g, early, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::guided_sample(p.prior, out, g, early, cpu()), ds::invalid_argument);
   bo.potentials = static_cast<ds::guided_potentials>(7);
-  EXPECT_THROW(ds::guided_sample(p.prior, g, bo, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::guided_sample(p.prior, out, g, bo, cpu()), ds::invalid_argument);
   EXPECT_EQ(ds::parse_guided_potentials("moment"), ds::guided_potentials::moment);
   EXPECT_THROW(ds::parse_guided_potentials("tweedie"), ds::invalid_argument);
   EXPECT_EQ(ds::parse_guided_sampler("pigdm"), ds::guided_sampler::pigdm);
@@ -373,15 +373,15 @@ TEST(Guided, CallerWorkspaceMatchesOwnScratch) {
   b.particles = x2.data();
   b.log_weights = lw2.data();
   b.log_normaliser = z2.data();
-  ds::guided_sample(p.prior, g, o, a, cpu());
+  ds::guided_sample(p.prior, a, g, o, cpu());
   const std::size_t bytes = ds::guided_workspace_bytes(p.prior, g, o);
   std::vector<double> ws(bytes / sizeof(double) + 1);
-  ds::guided_sample(p.prior, g, o, b, cpu(), ws.data(), bytes);
+  ds::guided_sample(p.prior, b, g, o, cpu(), ws.data(), bytes);
   EXPECT_EQ(x1, x2);
   EXPECT_EQ(lw1, lw2);
   EXPECT_EQ(z1, z2);
   EXPECT_NE(z1[0], z1[1]);
-  EXPECT_THROW(ds::guided_sample(p.prior, g, o, b, cpu(), ws.data(), bytes - 8), ds::invalid_argument);
+  EXPECT_THROW(ds::guided_sample(p.prior, b, g, o, cpu(), ws.data(), bytes - 8), ds::invalid_argument);
 }
 
 // The CPU executor's one-pass transition (select, mutate, weight for the next transition, particles split over the
@@ -408,7 +408,7 @@ TEST(Guided, CpuRunIsBitIdenticalAcrossThreadCounts) {
       out.particles = x.back().data();
       out.samples = s.back().data();
       out.log_normaliser = z.back().data();
-      ds::guided_sample(p.prior, g, o, out, cpu());
+      ds::guided_sample(p.prior, out, g, o, cpu());
     }
     omp_set_num_threads(saved);
     for (int t = 1; t < 3; ++t) {
@@ -430,12 +430,12 @@ TEST(Guided, GpuAndCpuAgreeOnLogNormaliser) {
   std::vector<double> cpu_z(8);
   ds::guided_outputs out;
   out.log_normaliser = cpu_z.data();
-  ds::guided_sample(p.prior, g, o, out, cpu());
+  ds::guided_sample(p.prior, out, g, o, cpu());
   ds::testing::device_buffer<double> z(8);
   ds::testing::device_buffer<float> samples(8 * 1024 * 10);
   out.log_normaliser = z.ptr;
   out.samples = samples.ptr;
-  ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
+  ASSERT_EQ(ds::guided_sample(p.prior, out, g, o, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
   const std::vector<double> gpu_z = z.download();
   for (double v : gpu_z) ASSERT_TRUE(std::isfinite(v));
   for (float v : samples.download()) ASSERT_TRUE(std::isfinite(v));
@@ -723,10 +723,10 @@ TEST(Guided, GpuDpsAndPigdmMatchTheCpu) {
     std::vector<float> host(count, NAN);
     ds::guided_outputs out;
     out.samples = host.data();
-    ds::guided_sample(p.prior, g, o, out, cpu());
+    ds::guided_sample(p.prior, out, g, o, cpu());
     ds::testing::device_buffer<float> dev(count);
     out.samples = dev.ptr;
-    ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
+    ASSERT_EQ(ds::guided_sample(p.prior, out, g, o, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
     const std::vector<float> got = dev.download();
     std::int64_t far = 0;
     for (std::int64_t i = 0; i < count; ++i) {

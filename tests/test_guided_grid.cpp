@@ -202,7 +202,7 @@ TEST(GuidedGrid, SamplersRunOnTheGuidedTimes) {
     for (auto [opts, out] : {std::pair{&o, &x}, std::pair{&custom, &y}, std::pair{&plain, &z}}) {
       ds::guided_outputs outs;
       outs.samples = out->data();
-      ds::guided_sample(m, pr, *opts, outs, {ds::executor::cpu, nullptr});
+      ds::guided_sample(m, outs, pr, *opts, {ds::executor::cpu, nullptr});
     }
     EXPECT_EQ(x, y) << ds::to_string(s);
     EXPECT_NE(x, z) << ds::to_string(s);  // the grid changed the run

@@ -43,11 +43,11 @@ std::vector<float> run(const ds::gaussian_mixture& prior, const ds::guided_probl
   if (where == ds::executor::cuda) {
     ds::testing::device_buffer<float> dx(x);
     out.samples = dx.ptr;
-    EXPECT_EQ(ds::guided_sample(prior, g, o, out, {where, nullptr}).ran, where);
+    EXPECT_EQ(ds::guided_sample(prior, out, g, o, {where, nullptr}).ran, where);
     return dx.download();
   }
   out.samples = x.data();
-  EXPECT_EQ(ds::guided_sample(prior, g, o, out, cpu()).ran, where);
+  EXPECT_EQ(ds::guided_sample(prior, out, g, o, cpu()).ran, where);
   return x;
 }
 
@@ -417,7 +417,7 @@ scores score(const problem& p, const std::vector<float>& x, std::int64_t n, unsi
   const ds::mixture_posterior post(p.prior, p.observation);
   const std::int64_t d = p.prior.dim(), K = post.components();
   scores s;
-  const std::vector<double> w = ds::component_weights(post, x.data(), n);
+  const std::vector<double> w = ds::component_weights(post, n, x.data());
   for (std::int64_t k = 0; k < K; ++k) {
     const double wk = post.weights()[k];
     s.weight_error = std::max(s.weight_error, std::abs(w[k] - wk));
@@ -426,10 +426,10 @@ scores score(const problem& p, const std::vector<float>& x, std::int64_t n, unsi
   std::vector<float> a(n * d), b(n * d);
   post.sample(a.data(), n, seed + 1);
   post.sample(b.data(), n, seed + 2);
-  s.sw = ds::sliced_wasserstein(x.data(), n, a.data(), n, d, 128, 5);
-  s.floor = ds::sliced_wasserstein(b.data(), n, a.data(), n, d, 128, 5);
+  s.sw = ds::sliced_wasserstein(n, n, d, x.data(), a.data(), 128, 5);
+  s.floor = ds::sliced_wasserstein(n, n, d, b.data(), a.data(), 128, 5);
   const std::vector<float> c = exact_with_counts(post, w, n, seed + 3);
-  s.sw_within = ds::sliced_wasserstein(x.data(), n, c.data(), n, d, 128, 5);
+  s.sw_within = ds::sliced_wasserstein(n, n, d, x.data(), c.data(), 128, 5);
   auto fit = [&](const std::vector<float>& v) {
     std::vector<double> f(n);
     for (std::int64_t i = 0; i < n; ++i) {
@@ -534,14 +534,14 @@ TEST(GuidedPnp, RejectsInvalidOptions) {
   out.samples = x.data();
   auto expect_refused = [&](ds::guided_options o, const char* field) {
     try {
-      ds::guided_sample(p.prior, g, o, out, cpu());
+      ds::guided_sample(p.prior, out, g, o, cpu());
       ADD_FAILURE() << field << " accepted";
     } catch (const ds::invalid_argument& e) {
       EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
     }
   };
   const ds::guided_options base = options(ds::guided_sampler::skrock, 8, 2, 1);
-  EXPECT_NO_THROW(ds::guided_sample(p.prior, g, base, out, cpu()));
+  EXPECT_NO_THROW(ds::guided_sample(p.prior, out, g, base, cpu()));
   ds::guided_options o = base;
   o.skrock_stages = 1;
   expect_refused(o, "options.skrock_stages");
@@ -621,19 +621,19 @@ TEST(GuidedPnp, DiffpirWithAnUninformativeObservationSamplesThePrior) {
   std::vector<float> exact_a(N * 2), exact_b(N * 2);
   prior.sample(exact_a.data(), N, ds::channel{}, 1, nullptr, 0, cpu());
   prior.sample(exact_b.data(), N, ds::channel{}, 2, nullptr, 0, cpu());
-  const double floor = ds::sliced_wasserstein(exact_a.data(), N, exact_b.data(), N, 2, 128, 5);
+  const double floor = ds::sliced_wasserstein(N, N, 2, exact_a.data(), exact_b.data(), 128, 5);
   for (double zeta : {0.0, 0.1}) {
     ds::guided_options opt = options(ds::guided_sampler::diffpir, N, 500, 13);
     opt.diffpir_zeta = zeta;
     const std::vector<float> x = run(prior, as_problems(o), opt);
-    const std::vector<double> got = ds::component_weights(prior, x.data(), N);
+    const std::vector<double> got = ds::component_weights(prior, N, x.data());
     double worst = 0, excess = -1;
     for (std::size_t k = 0; k < w.size(); ++k) {
       const double wk = prior.weights()[k];
       worst = std::max(worst, std::abs(got[k] - wk));
       excess = std::max(excess, std::abs(got[k] - wk) - (5 * std::sqrt(wk * (1 - wk) / double(N)) + 0.02));
     }
-    const double sw = ds::sliced_wasserstein(x.data(), N, exact_a.data(), N, 2, 128, 5);
+    const double sw = ds::sliced_wasserstein(N, N, 2, x.data(), exact_a.data(), 128, 5);
     std::printf("zeta %.1f: max weight error %.4f, SW1 %.4f (floor %.4f, %.2fx)\n", zeta, worst, sw, floor, sw / floor);
     EXPECT_LE(excess, 0.0) << "zeta " << zeta;
     EXPECT_LE(sw, 2 * floor) << "zeta " << zeta;

@@ -136,11 +136,11 @@ std::vector<float> run(const ds::gaussian_mixture& prior, const ds::guided_probl
   if (where == ds::executor::cuda) {
     ds::testing::device_buffer<float> buf(samples);
     out.samples = buf.ptr;
-    EXPECT_EQ(ds::guided_sample(prior, g, o, out, {where, nullptr}).ran, where);
+    EXPECT_EQ(ds::guided_sample(prior, out, g, o, {where, nullptr}).ran, where);
     return buf.download();
   }
   out.samples = samples.data();
-  EXPECT_EQ(ds::guided_sample(prior, g, o, out, {where, nullptr}).ran, where);
+  EXPECT_EQ(ds::guided_sample(prior, out, g, o, {where, nullptr}).ran, where);
   return samples;
 }
 
@@ -170,9 +170,9 @@ void score(const char* name, const benchmark_problem& p, const std::vector<float
   std::vector<float> exact_a(n * d), exact_b(n * d);
   post.sample(exact_a.data(), n, 100);
   post.sample(exact_b.data(), n, 200);
-  const double sw = ds::sliced_wasserstein(x.data(), n, exact_a.data(), n, d, 128, 5);
-  const double floor = ds::sliced_wasserstein(exact_b.data(), n, exact_a.data(), n, d, 128, 5);
-  const std::vector<double> w = ds::component_weights(post, x.data(), n);
+  const double sw = ds::sliced_wasserstein(n, n, d, x.data(), exact_a.data(), 128, 5);
+  const double floor = ds::sliced_wasserstein(n, n, d, exact_b.data(), exact_a.data(), 128, 5);
+  const std::vector<double> w = ds::component_weights(post, n, x.data());
   double worst = 0;
   for (std::int64_t k = 0; k < post.components(); ++k) worst = std::max(worst, std::abs(w[k] - post.weights()[k]));
   std::printf("%s, d = %lld: SW1 %.4f (floor %.4f, %.1fx), max weight error %.4f\n", name,
@@ -431,11 +431,11 @@ TEST(GuidedSamplers, RejectsInvalidOptions) {
   o.samples = out.data();
   ds::guided_options bad = options(ds::guided_sampler::ddrm, 8, 10, 1);
   bad.ddrm_eta = 1.5;
-  EXPECT_THROW(ds::guided_sample(p.prior, replicate(p.observation, 1), bad, o, {ds::executor::cpu, nullptr}),
+  EXPECT_THROW(ds::guided_sample(p.prior, o, replicate(p.observation, 1), bad, {ds::executor::cpu, nullptr}),
                ds::invalid_argument);
   bad = options(ds::guided_sampler::ddrm, 8, 10, 1);
   bad.ddrm_eta_b = -0.1;
-  EXPECT_THROW(ds::guided_sample(p.prior, replicate(p.observation, 1), bad, o, {ds::executor::cpu, nullptr}),
+  EXPECT_THROW(ds::guided_sample(p.prior, o, replicate(p.observation, 1), bad, {ds::executor::cpu, nullptr}),
                ds::invalid_argument);
   EXPECT_EQ(ds::parse_guided_sampler("tmpd"), ds::guided_sampler::tmpd);
   EXPECT_EQ(ds::parse_guided_sampler("ddrm"), ds::guided_sampler::ddrm);
@@ -447,7 +447,7 @@ TEST(GuidedSamplers, RejectsInvalidOptions) {
     if (field == 2) bad.dcps_langevin_step = 0;
     if (field == 3) bad.dcps_gradient_steps = 65;
     if (field == 4) bad.dcps_learning_rate = NAN;
-    EXPECT_THROW(ds::guided_sample(p.prior, replicate(p.observation, 1), bad, o, {ds::executor::cpu, nullptr}),
+    EXPECT_THROW(ds::guided_sample(p.prior, o, replicate(p.observation, 1), bad, {ds::executor::cpu, nullptr}),
                  ds::invalid_argument)
         << field;
   }
@@ -623,9 +623,9 @@ TEST(Dcps, ReachesExactPosteriorWithLangevinMixing) {
   std::vector<float> x(N * d);
   ds::guided_outputs out;
   out.samples = x.data();
-  ds::guided_sample(prior, replicate(obs, 1), o, out, {ds::executor::cpu, nullptr});
+  ds::guided_sample(prior, out, replicate(obs, 1), o, {ds::executor::cpu, nullptr});
   for (float v : x) ASSERT_TRUE(std::isfinite(v));
-  const std::vector<double> w = ds::component_weights(post, x.data(), N);
+  const std::vector<double> w = ds::component_weights(post, N, x.data());
   double worst = 0;
   for (std::int64_t k = 0; k < post.components(); ++k) {
     const double ref = post.weights()[k], se = std::sqrt(ref * (1 - ref) / double(N));
@@ -647,8 +647,8 @@ TEST(Dcps, ReachesExactPosteriorWithLangevinMixing) {
   };
   const std::vector<double> mf = misfit(x.data()), me = misfit(exact_a.data());
   const double se = std::sqrt((ds::testing::variance(mf) + ds::testing::variance(me)) / double(N));
-  const double floor = ds::sliced_wasserstein(exact_b.data(), N, exact_a.data(), N, d, 128, 5);
-  const double plain = ds::sliced_wasserstein(x.data(), N, exact_a.data(), N, d, 128, 5);
+  const double floor = ds::sliced_wasserstein(N, N, d, exact_b.data(), exact_a.data(), 128, 5);
+  const double plain = ds::sliced_wasserstein(N, N, d, x.data(), exact_a.data(), 128, 5);
   std::printf("dcps (M = 200, gamma = 0.05): max weight error %.4f; misfit %.4f against %.4f (se %.4f); SW1 %.4f, "
               "floor %.4f (%.2fx)\n",
               worst, ds::testing::mean(mf), ds::testing::mean(me), se, plain, floor, plain / floor);

@@ -45,7 +45,7 @@ TEST_P(LangevinGaussian, UlaStationaryVarianceIsExact) {
   o.step_size = gamma;
   o.steps = 300;
   o.seed = 2;
-  const auto report = langevin(target, x.data(), n, o, {}, {executor::cpu});
+  const auto report = langevin(target, x.data(), {}, n, o, {executor::cpu});
   EXPECT_EQ(report.ran, executor::cpu);
   const double expected = tau2 / (1 - gamma / (2 * tau2));
   const double se = expected * std::sqrt(2.0 / (double(n) * d));
@@ -69,7 +69,7 @@ TEST_P(LangevinGaussian, MalaStationaryVarianceIsTheTarget) {
   o.steps = 200;
   o.seed = 4;
   std::vector<std::int64_t> accepted(n);
-  langevin(target, x.data(), n, o, {nullptr, accepted.data()}, {executor::cpu});
+  langevin(target, x.data(), {nullptr, accepted.data()}, n, o, {executor::cpu});
   EXPECT_NEAR(pooled_variance(x, m), tau2, 5 * tau2 * std::sqrt(2.0 / (double(n) * d)));
   double rate = 0;
   for (auto a : accepted) {
@@ -102,7 +102,7 @@ TEST(Langevin, MalaKeepsExactMixtureSamplesAtTheMixture) {
   o.step_size = 0.15;
   o.steps = 100;
   o.seed = 13;
-  langevin(mix, x.data(), n, o, {}, {executor::cpu});
+  langevin(mix, x.data(), {}, n, o, {executor::cpu});
   for (int j = 0; j < 2; ++j) {
     double mean = 0, second = 0;
     for (std::int64_t k = 0; k < mix.components(); ++k) {
@@ -115,8 +115,8 @@ TEST(Langevin, MalaKeepsExactMixtureSamplesAtTheMixture) {
     EXPECT_NEAR(dt::mean(c), mean, 5 * std::sqrt(var / n)) << "coordinate " << j;
     EXPECT_NEAR(dt::variance(c), var, 5 * std::sqrt(3.0 / n) * var) << "coordinate " << j;
   }
-  const double floor = sliced_wasserstein(fresh.data(), n, fresh2.data(), n, 2, 64, 99);
-  const double sw = sliced_wasserstein(x.data(), n, fresh.data(), n, 2, 64, 99);
+  const double floor = sliced_wasserstein(n, n, 2, fresh.data(), fresh2.data(), 64, 99);
+  const double sw = sliced_wasserstein(n, n, 2, x.data(), fresh.data(), 64, 99);
   EXPECT_LT(sw, 1.5 * floor) << "MALA SW " << sw << " vs exact-vs-exact floor " << floor;
 }
 
@@ -141,9 +141,9 @@ TEST(Langevin, TamedUlaStaysFiniteWhereUlaExplodes) {
   o.steps = 2000;
   std::vector<float> tamed(n * 2, 1e3f), plain(n * 2, 1e3f);
   o.method = langevin_method::tamed_ula;
-  langevin(narrow, tamed.data(), n, o, {}, {executor::cpu});
+  langevin(narrow, tamed.data(), {}, n, o, {executor::cpu});
   o.method = langevin_method::ula;
-  langevin(narrow, plain.data(), n, o, {}, {executor::cpu});
+  langevin(narrow, plain.data(), {}, n, o, {executor::cpu});
   const double bound = 0.81 + std::sqrt(2 * o.step_size) * 6;
   for (std::int64_t i = 0; i < n; ++i) {
     ASSERT_TRUE(std::isfinite(tamed[2 * i]) && std::isfinite(tamed[2 * i + 1])) << "chain " << i;
@@ -179,7 +179,7 @@ TEST(Langevin, OneStepFromZeroScoreAddsTheDocumentedNoise) {
         for (int j = 0; j < d; ++j) x[i * d + j] = float(mean[j]);
       const auto start = x;
       std::vector<std::int64_t> accepted(n, -1);
-      langevin(target, x.data(), n, o, {nullptr, accepted.data()}, {executor::cpu});
+      langevin(target, x.data(), {nullptr, accepted.data()}, n, o, {executor::cpu});
       const float noise = std::sqrt(2.f * float(o.step_size));
       int moved = 0;
       for (std::int64_t i = 0; i < n; ++i) {
@@ -218,20 +218,20 @@ TEST_P(LangevinSplit, BatchAndStepSplitsGiveIdenticalSamples) {
     o.steps = 40;
     o.seed = 77;
     auto whole = init;
-    langevin(mix, whole.data(), n, o, {}, {executor::cpu});
+    langevin(mix, whole.data(), {}, n, o, {executor::cpu});
     auto parts = init;
-    langevin(mix, parts.data(), 100, o, {}, {executor::cpu});
+    langevin(mix, parts.data(), {}, 100, o, {executor::cpu});
     auto o2 = o;
     o2.first_chain = 100;
-    langevin(mix, parts.data() + 100 * d, n - 100, o2, {}, {executor::cpu});
+    langevin(mix, parts.data() + 100 * d, {}, n - 100, o2, {executor::cpu});
     EXPECT_EQ(whole, parts) << to_string(method) << ": batch split";
     auto steps = init;
     auto o3 = o;
     o3.steps = 15;
-    langevin(mix, steps.data(), n, o3, {}, {executor::cpu});
+    langevin(mix, steps.data(), {}, n, o3, {executor::cpu});
     o3.first_step = 15;
     o3.steps = 25;
-    langevin(mix, steps.data(), n, o3, {}, {executor::cpu});
+    langevin(mix, steps.data(), {}, n, o3, {executor::cpu});
     EXPECT_EQ(whole, steps) << to_string(method) << ": step split";
     EXPECT_NE(whole, init) << to_string(method) << ": chains must move";
   }
@@ -250,11 +250,11 @@ TEST(Langevin, TrajectoryRecordsEveryKthState) {
   o.steps = 10;
   o.record_every = 3;  // records after steps 3, 6, 9
   std::vector<float> traj(3 * n * 2);
-  langevin(mix, x.data(), n, o, {traj.data(), nullptr}, {executor::cpu});
+  langevin(mix, x.data(), {traj.data(), nullptr}, n, o, {executor::cpu});
   // The record after step 9 equals a 9-step run from the same start.
   o.steps = 9;
   o.record_every = 0;
-  langevin(mix, y.data(), n, o, {}, {executor::cpu});
+  langevin(mix, y.data(), {}, n, o, {executor::cpu});
   EXPECT_EQ(std::vector<float>(traj.begin() + 2 * n * 2, traj.end()), y);
 }
 
@@ -293,18 +293,18 @@ TEST(LangevinGpu, CudaMatchesCpuAndBatchSplit) {
     o.step_size = 0.01;
     o.steps = 20;
     auto cpu = init;
-    langevin(mix, cpu.data(), n, o, {}, {executor::cpu});
+    langevin(mix, cpu.data(), {}, n, o, {executor::cpu});
     dt::device_buffer<float> gx(init);
-    EXPECT_EQ(langevin(mix, gx.ptr, n, o).ran, executor::cuda);
+    EXPECT_EQ(langevin(mix, gx.ptr, {}, n, o).ran, executor::cuda);
     const auto gpu = gx.download();
     // Normals differ in the last bits (__sincosf) and scores by float rounding: 20 steps of contraction keep
     // differences at ~1e-5 of the state.
     for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-3 * (1 + std::abs(cpu[i]))) << i;
     dt::device_buffer<float> gparts(init);
-    langevin(mix, gparts.ptr, 1000, o);
+    langevin(mix, gparts.ptr, {}, 1000, o);
     auto o2 = o;
     o2.first_chain = 1000;
-    langevin(mix, gparts.ptr + 1000 * d, n - 1000, o2);
+    langevin(mix, gparts.ptr + 1000 * d, {}, n - 1000, o2);
     EXPECT_EQ(gparts.download(), gpu);
   }
 }
@@ -331,10 +331,10 @@ TEST(LangevinGpu, EveryRegisterDimensionEveryMethodAndTheOutputs) {
       auto cpu = init;
       std::vector<float> cpu_traj(records * n * d);
       std::vector<std::int64_t> cpu_acc(n);
-      langevin(mix, cpu.data(), n, o, {cpu_traj.data(), cpu_acc.data()}, {executor::cpu});
+      langevin(mix, cpu.data(), {cpu_traj.data(), cpu_acc.data()}, n, o, {executor::cpu});
       dt::device_buffer<float> gx(init), gtraj(records * n * d);
       dt::device_buffer<std::int64_t> gacc(n);
-      const auto report = langevin(mix, gx.ptr, n, o, {gtraj.ptr, gacc.ptr});
+      const auto report = langevin(mix, gx.ptr, {gtraj.ptr, gacc.ptr}, n, o);
       EXPECT_EQ(report.ran, executor::cuda);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       const auto gpu = gx.download(), traj = gtraj.download();

@@ -89,8 +89,8 @@ TEST(SlicedWasserstein, ShiftedGaussians1D) {
   const std::vector<float> a = normals(n, 1, 1), b = normals(n, 1, 2, {m});
   const double se = std::sqrt(2.0 / n), bias2 = 3.5 * 3.5 / n / (2 * m);
   for (int p = 1; p <= 2; ++p) {
-    const double host = ds::sliced_wasserstein(a.data(), n, b.data(), n, 1, 4, 7, p);
-    const double exec = ds::sliced_wasserstein(a.data(), n, b.data(), n, 1, 4, 7, p, cpu());
+    const double host = ds::sliced_wasserstein(n, n, 1, a.data(), b.data(), 4, 7, p);
+    const double exec = ds::sliced_wasserstein(n, n, 1, a.data(), b.data(), 4, 7, p, cpu());
     std::printf("p = %d: host %.5f, cpu executor %.5f, exact %.5f, tolerance %.5f\n", p, host, exec, m,
                 4 * se + (p == 2 ? bias2 : 0));
     EXPECT_NEAR(host, m, 4 * se + (p == 2 ? bias2 : 0)) << "p = " << p;
@@ -135,8 +135,8 @@ TEST(SlicedWasserstein, ShiftedGaussiansMatchExactPerDirection) {
   const double c[3] = {0, 3.23, 3.5};
   for (int p = 1; p <= 2; ++p) {
     const double ref = p == 1 ? ref1 : ref2, tol = 3 * c[p] / std::sqrt(double(n));
-    const double host = ds::sliced_wasserstein(a.data(), n, b.data(), n, d, L, seed, p);
-    const double exec = ds::sliced_wasserstein(a.data(), n, b.data(), n, d, L, seed, p, cpu());
+    const double host = ds::sliced_wasserstein(n, n, d, a.data(), b.data(), L, seed, p);
+    const double exec = ds::sliced_wasserstein(n, n, d, a.data(), b.data(), L, seed, p, cpu());
     std::printf("p = %d: host %.5f, cpu executor %.5f, exact over these directions %.5f, tolerance %.4f\n", p, host,
                 exec, ref, tol);
     EXPECT_NEAR(host, ref, tol) << "p = " << p;
@@ -176,14 +176,14 @@ TEST(SlicedWasserstein, CpuExecutorMatchesHost) {
     const std::vector<float> a = normals(s.na, s.d, 10, {}, 3.0), b = normals(s.nb, s.d, 11, {}, 2.0);
     const double R = std::max(max_norm(a, s.d), max_norm(b, s.d));
     for (int p = 1; p <= 2; ++p) {
-      const double host = ds::sliced_wasserstein(a.data(), s.na, b.data(), s.nb, s.d, s.directions, 5, p);
-      const double exec = ds::sliced_wasserstein(a.data(), s.na, b.data(), s.nb, s.d, s.directions, 5, p, cpu());
+      const double host = ds::sliced_wasserstein(s.na, s.nb, s.d, a.data(), b.data(), s.directions, 5, p);
+      const double exec = ds::sliced_wasserstein(s.na, s.nb, s.d, a.data(), b.data(), s.directions, 5, p, cpu());
       EXPECT_LE(std::abs(host - exec), std::ldexp(R, -23) * (1 + 1e-9) + 1e-13 * host)
           << s.na << " x " << s.nb << " in d = " << s.d << ", p = " << p << ": host " << host << ", cpu " << exec;
       const std::size_t one = ds::sliced_wasserstein_workspace_bytes(s.na, s.nb, s.d, 1, ds::executor::cpu);
       std::vector<unsigned char> ws(one);
       double chunked = NAN;
-      EXPECT_EQ(ds::sliced_wasserstein_async(a.data(), s.na, b.data(), s.nb, s.d, s.directions, 5, p, &chunked, cpu(),
+      EXPECT_EQ(ds::sliced_wasserstein_async(&chunked, s.na, s.nb, s.d, a.data(), b.data(), s.directions, 5, p, cpu(),
                                              ws.data(), ws.size()),
                 ds::executor::cpu);
       EXPECT_EQ(chunked, exec) << "one direction per pass changed the result";
@@ -211,14 +211,14 @@ TEST(SlicedWassersteinGpu, CudaExecutorMatchesHost) {
   const double tol = (std::ldexp(1.0, -23) + 4e-5 * std::sqrt(double(d)) / min_z) * R;
   const ds::execution gpu{ds::executor::cuda, nullptr};
   for (int p = 1; p <= 2; ++p) {
-    const double host = ds::sliced_wasserstein(a.data(), na, b.data(), nb, d, L, 9, p);
-    const double dev = ds::sliced_wasserstein(da.ptr, na, db.ptr, nb, d, L, 9, p, gpu);
+    const double host = ds::sliced_wasserstein(na, nb, d, a.data(), b.data(), L, 9, p);
+    const double dev = ds::sliced_wasserstein(na, nb, d, da.ptr, db.ptr, L, 9, p, gpu);
     std::printf("p = %d: host %.7f, cuda %.7f, tolerance %.2e\n", p, host, dev, tol);
     EXPECT_NEAR(dev, host, tol);
     const std::size_t one = ds::sliced_wasserstein_workspace_bytes(na, nb, d, 1, ds::executor::cuda);
     dt::device_buffer<unsigned char> ws(one);
     dt::device_buffer<double> result(1);
-    EXPECT_EQ(ds::sliced_wasserstein_async(da.ptr, na, db.ptr, nb, d, L, 9, p, result.ptr, gpu, ws.ptr, one),
+    EXPECT_EQ(ds::sliced_wasserstein_async(result.ptr, na, nb, d, da.ptr, db.ptr, L, 9, p, gpu, ws.ptr, one),
               ds::executor::cuda);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_EQ(result.download()[0], dev) << "one direction per pass changed the result";
@@ -227,8 +227,8 @@ TEST(SlicedWassersteinGpu, CudaExecutorMatchesHost) {
   const std::vector<float> one_a = {1.5f}, line_b = normals(300, 1, 22);
   const dt::device_buffer<float> d_one(one_a), d_line(line_b);
   for (int p = 1; p <= 2; ++p)
-    EXPECT_NEAR(ds::sliced_wasserstein(d_one.ptr, 1, d_line.ptr, 300, 1, 3, 1, p, gpu),
-                ds::sliced_wasserstein(one_a.data(), 1, line_b.data(), 300, 1, 3, 1, p), 1e-6);
+    EXPECT_NEAR(ds::sliced_wasserstein(1, 300, 1, d_one.ptr, d_line.ptr, 3, 1, p, gpu),
+                ds::sliced_wasserstein(1, 300, 1, one_a.data(), line_b.data(), 3, 1, p), 1e-6);
 }
 
 // Hand-computed values. a = {0, 1}, b = {0, 1, 2} on a line (d = 1, so every direction is +-1 and the distance is
@@ -240,10 +240,10 @@ TEST(SlicedWasserstein, PinnedValuesOnTheCpuExecutor) {
   const std::vector<float> a = {1.f, 0.f}, b = {2.f, 0.f, 1.f}, c = {3.f};
   for (int p = 1; p <= 2; ++p) {
     const double w = p == 1 ? 0.5 : std::sqrt(0.5);
-    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(a.data(), 2, b.data(), 3, 1, 5, 3, p, cpu()), w) << "p = " << p;
-    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(b.data(), 3, a.data(), 2, 1, 5, 3, p, cpu()), w) << "p = " << p;
+    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(2, 3, 1, a.data(), b.data(), 5, 3, p, cpu()), w) << "p = " << p;
+    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(3, 2, 1, b.data(), a.data(), 5, 3, p, cpu()), w) << "p = " << p;
     // {3} against {0, 1, 2}: W1 = (3 + 2 + 1) / 3 = 2, W2^2 = (9 + 4 + 1) / 3.
-    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(c.data(), 1, b.data(), 3, 1, 2, 3, p, cpu()),
+    EXPECT_DOUBLE_EQ(ds::sliced_wasserstein(1, 3, 1, c.data(), b.data(), 2, 3, p, cpu()),
                      p == 1 ? 2.0 : std::sqrt(14.0 / 3.0)) << "p = " << p;
   }
 }
@@ -266,11 +266,11 @@ TEST(SlicedWassersteinGpu, AsyncCallCapturedInAGraph) {
   dt::device_buffer<double> result(1);
   for (int p = 1; p <= 2; ++p) {
     db.upload(b);
-    const double direct = ds::sliced_wasserstein(da.ptr, na, db.ptr, nb, d, L, 4, p, gpu, ws.ptr, bytes);
+    const double direct = ds::sliced_wasserstein(na, nb, d, da.ptr, db.ptr, L, 4, p, gpu, ws.ptr, bytes);
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
-    ds::sliced_wasserstein_async(da.ptr, na, db.ptr, nb, d, L, 4, p, result.ptr, gpu, ws.ptr, bytes);
+    ds::sliced_wasserstein_async(result.ptr, na, nb, d, da.ptr, db.ptr, L, 4, p, gpu, ws.ptr, bytes);
     ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
     for (int replay = 0; replay < 2; ++replay) {
@@ -281,7 +281,7 @@ TEST(SlicedWassersteinGpu, AsyncCallCapturedInAGraph) {
     db.upload(b2);
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    EXPECT_EQ(result.download()[0], ds::sliced_wasserstein(da.ptr, na, db.ptr, nb, d, L, 4, p, gpu, ws.ptr, bytes));
+    EXPECT_EQ(result.download()[0], ds::sliced_wasserstein(na, nb, d, da.ptr, db.ptr, L, 4, p, gpu, ws.ptr, bytes));
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
   }
@@ -291,9 +291,9 @@ TEST(SlicedWassersteinGpu, AsyncCallCapturedInAGraph) {
 TEST(SlicedWasserstein, Validation) {
   const std::vector<float> a = normals(10, 2, 1), b = normals(12, 2, 2);
   auto exec = [&](const float* pa, std::int64_t na, const float* pb, std::int64_t nb, std::int64_t d, int dirs,
-                  int p) { return ds::sliced_wasserstein(pa, na, pb, nb, d, dirs, 1, p, cpu()); };
+                  int p) { return ds::sliced_wasserstein(na, nb, d, pa, pb, dirs, 1, p, cpu()); };
   auto host = [&](const float* pa, std::int64_t na, const float* pb, std::int64_t nb, std::int64_t d, int dirs,
-                  int p) { return ds::sliced_wasserstein(pa, na, pb, nb, d, dirs, 1, p); };
+                  int p) { return ds::sliced_wasserstein(na, nb, d, pa, pb, dirs, 1, p); };
   expect_invalid([&] { exec(a.data(), 0, b.data(), 12, 2, 4, 1); }, "n_a");
   expect_invalid([&] { host(a.data(), 10, b.data(), -1, 2, 4, 1); }, "n_b");
   expect_invalid([&] { exec(a.data(), 10, b.data(), 12, 0, 4, 1); }, "dim: must be >= 1");
@@ -310,10 +310,10 @@ TEST(SlicedWasserstein, Validation) {
   expect_invalid([&] { ds::sliced_wasserstein_workspace_bytes(1 << 30, 1 << 30, 4, 1 << 30, ds::executor::cpu); },
                  "overflow");
   double r;
-  expect_invalid([&] { ds::sliced_wasserstein_async(a.data(), 10, b.data(), 12, 2, 4, 1, 1, nullptr, cpu()); },
+  expect_invalid([&] { ds::sliced_wasserstein_async(nullptr, 10, 12, 2, a.data(), b.data(), 4, 1, 1, cpu()); },
                  "result");
   std::vector<unsigned char> small(64);
-  expect_invalid([&] { ds::sliced_wasserstein_async(a.data(), 10, b.data(), 12, 2, 4, 1, 1, &r, cpu(), small.data(),
+  expect_invalid([&] { ds::sliced_wasserstein_async(&r, 10, 12, 2, a.data(), b.data(), 4, 1, 1, cpu(), small.data(),
                                                     small.size()); },
                  "workspace_bytes");
   // Non-finite samples: the host function names the value; the executor call reports NaN (async) or throws after
@@ -325,7 +325,7 @@ TEST(SlicedWasserstein, Validation) {
   expect_invalid([&] { host(a.data(), 10, bad.data(), 10, 2, 4, 1); }, "b[3][1]");
   expect_invalid([&] { exec(bad.data(), 10, b.data(), 12, 2, 4, 2); }, "non-finite");
   r = 0;
-  ds::sliced_wasserstein_async(a.data(), 10, bad.data(), 10, 2, 4, 1, 1, &r, cpu());
+  ds::sliced_wasserstein_async(&r, 10, 10, 2, a.data(), bad.data(), 4, 1, 1, cpu());
   EXPECT_TRUE(std::isnan(r));
 }
 
@@ -368,11 +368,11 @@ TEST(ComponentWeights, MixtureFromExactSamples) {
   const ds::gaussian_mixture mix(d, w, mu, var);
   std::vector<float> x(n * d);
   mix.sample(x.data(), n, {}, 77, nullptr, 0, cpu());
-  const std::vector<double> got = ds::component_weights(mix, x.data(), n);
+  const std::vector<double> got = ds::component_weights(mix, n, x.data());
   expect_weights(got, mix.weights(), n);
   double worst = 0;
   for (std::int64_t k = 0; k < K; ++k) worst = std::max(worst, std::abs(got[k] - mix.weights()[k]));
-  EXPECT_EQ(ds::component_weight_error(mix, x.data(), n), worst);
+  EXPECT_EQ(ds::component_weight_error(mix, n, x.data()), worst);
 }
 
 // Exact posterior samples (mixture_posterior::sample), both code paths: one shared posterior covariance (unit prior
@@ -404,7 +404,7 @@ TEST(ComponentWeights, PosteriorFromExactSamples) {
     const ds::mixture_posterior post(prior, o);
     std::vector<float> x(n * d);
     post.sample(x.data(), n, 123 + distinct);
-    expect_weights(ds::component_weights(post, x.data(), n), post.weights(), n);
+    expect_weights(ds::component_weights(post, n, x.data()), post.weights(), n);
   }
 }
 
@@ -416,9 +416,9 @@ TEST(ComponentWeights, IndependentOfThreadCount) {
   mix.sample(x.data(), n, {}, 3, nullptr, 0, cpu());
   const int before = omp_get_max_threads();
   omp_set_num_threads(1);
-  const std::vector<double> one = ds::component_weights(mix, x.data(), n);
+  const std::vector<double> one = ds::component_weights(mix, n, x.data());
   omp_set_num_threads(3);
-  const std::vector<double> three = ds::component_weights(mix, x.data(), n);
+  const std::vector<double> three = ds::component_weights(mix, n, x.data());
   omp_set_num_threads(before);
   EXPECT_EQ(one, three);
 }
@@ -426,10 +426,10 @@ TEST(ComponentWeights, IndependentOfThreadCount) {
 TEST(ComponentWeights, Validation) {
   const ds::gaussian_mixture mix = ds::grid_mixture(2, 2, 1.0, 0.5);
   std::vector<float> x = {0, 0, 1, 1};
-  expect_invalid([&] { ds::component_weights(mix, x.data(), 0); }, "n: must be >= 1");
-  expect_invalid([&] { ds::component_weights(mix, nullptr, 2); }, "x: null pointer");
+  expect_invalid([&] { ds::component_weights(mix, 0, x.data()); }, "n: must be >= 1");
+  expect_invalid([&] { ds::component_weights(mix, 2, nullptr); }, "x: null pointer");
   x[3] = NAN;
-  expect_invalid([&] { ds::component_weight_error(mix, x.data(), 2); }, "x[1][1]");
+  expect_invalid([&] { ds::component_weight_error(mix, 2, x.data()); }, "x[1][1]");
   // A degenerate posterior (sigma_y = 0: covariances of rank d_x - d_y) has no densities.
   ds::linear_observation o;
   o.d_y = 1;
@@ -439,5 +439,5 @@ TEST(ComponentWeights, Validation) {
   o.y = {0.5};
   const ds::mixture_posterior post(mix, o);
   x[3] = 0;
-  expect_invalid([&] { ds::component_weights(post, x.data(), 2); }, "not numerically positive definite");
+  expect_invalid([&] { ds::component_weights(post, 2, x.data()); }, "not numerically positive definite");
 }

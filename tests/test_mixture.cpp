@@ -86,11 +86,11 @@ TEST_P(MixtureCases, Fp32MatchesFp64Reference) {
       const std::size_t m = q == quantity::log_density ? n : n * c.d;
       std::vector<double> ref(m);
       std::vector<float> got(m);
-      mix.evaluate_fp64(q, x64.data(), n, ch, ref.data());
-      EXPECT_EQ(mix.evaluate(q, x.data(), n, ch, got.data(), {executor::cpu}), executor::cpu);
+      mix.evaluate_fp64(ref.data(), n, x64.data(), ch, q);
+      EXPECT_EQ(mix.evaluate(got.data(), n, x.data(), ch, q, {executor::cpu}), executor::cpu);
       // Evaluate at the float-rounded points in FP64 so that only the arithmetic differs.
       std::vector<double> xr(x.begin(), x.end());
-      mix.evaluate_fp64(q, xr.data(), n, ch, ref.data());
+      mix.evaluate_fp64(ref.data(), n, xr.data(), ch, q);
       // Scores at s = 1e-3 are ~1/s^2 times position errors: float rounding of the logits dominates there.
       const double rtol = ch.s < 0.01 && q == quantity::score ? 2e-2 : 2e-3;
       expect_close(got, ref, rtol, c.name, logit_error_bound(c.d, c.spread));
@@ -116,7 +116,7 @@ TEST(Mixture, ScoreIsGradientOfLogDensity) {
     for (channel ch : {channel{0.8, 0.5}, channel{0.4, 0.3}, channel{1.7, 0.9}}) {
       auto x = random_points(8, d, 2.0, 9);
       std::vector<double> score(x.size());
-      mix.evaluate_fp64(quantity::score, x.data(), 8, ch, score.data());
+      mix.evaluate_fp64(score.data(), 8, x.data(), ch, quantity::score);
       const double h = 1e-5;
       for (int i = 0; i < 8; ++i)
         for (int j = 0; j < d; ++j) {
@@ -124,8 +124,8 @@ TEST(Mixture, ScoreIsGradientOfLogDensity) {
           xp[j] += h;
           xm[j] -= h;
           double lp, lm;
-          mix.evaluate_fp64(quantity::log_density, xp.data(), 1, ch, &lp);
-          mix.evaluate_fp64(quantity::log_density, xm.data(), 1, ch, &lm);
+          mix.evaluate_fp64(&lp, 1, xp.data(), ch, quantity::log_density);
+          mix.evaluate_fp64(&lm, 1, xm.data(), ch, quantity::log_density);
           EXPECT_NEAR(score[i * d + j], (lp - lm) / (2 * h), 1e-6 * (1 + std::abs(score[i * d + j])))
               << "iso " << iso << " a " << ch.a << " point " << i << " coordinate " << j;
         }
@@ -139,7 +139,7 @@ TEST(Mixture, LogDensityOfOneComponentIsGaussian) {
   const channel ch{0.6, 0.8};
   const std::vector<double> x{0.3, -1, 2, 0.1};
   double got;
-  mix.evaluate_fp64(quantity::log_density, x.data(), 1, ch, &got);
+  mix.evaluate_fp64(&got, 1, x.data(), ch, quantity::log_density);
   double ref = 0;
   const double mu[4] = {1, -2, 0.5, 0}, v[4] = {0.5, 2, 1, 3};
   for (int j = 0; j < d; ++j) {
@@ -158,8 +158,8 @@ TEST(Mixture, DenoiserIsTweedieOfScore) {
     for (channel ch : {channel{0.9, 0.6}, channel{0.3, 0.4}, channel{2.5, 1.2}}) {
       const auto x = random_points(16, d, 3.0, 4);
       std::vector<double> score(x.size()), den(x.size());
-      mix.evaluate_fp64(quantity::score, x.data(), 16, ch, score.data());
-      mix.evaluate_fp64(quantity::denoiser, x.data(), 16, ch, den.data());
+      mix.evaluate_fp64(score.data(), 16, x.data(), ch, quantity::score);
+      mix.evaluate_fp64(den.data(), 16, x.data(), ch, quantity::denoiser);
       for (std::size_t i = 0; i < x.size(); ++i)
         EXPECT_NEAR(den[i], (x[i] + ch.s * ch.s * score[i]) / ch.a, 1e-10 * (1 + std::abs(den[i])))
             << "iso " << iso << " a " << ch.a << " entry " << i;
@@ -193,27 +193,27 @@ TEST(Mixture, IsotropicAndDiagonalFormsAgree) {
     for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
       const std::size_t m = q == quantity::log_density ? n : n * d;
       std::vector<double> ri(m), rd(m);
-      iso.evaluate_fp64(q, xr.data(), n, ch, ri.data());
-      dia.evaluate_fp64(q, xr.data(), n, ch, rd.data());
+      iso.evaluate_fp64(ri.data(), n, xr.data(), ch, q);
+      dia.evaluate_fp64(rd.data(), n, xr.data(), ch, q);
       for (std::size_t i = 0; i < m; ++i)
         ASSERT_NEAR(ri[i], rd[i], 1e-9 * (1 + std::abs(rd[i])))
             << "fp64 quantity " << int(q) << " a " << ch.a << " s " << ch.s << " entry " << i;
       std::vector<float> gi(m), gd(m);
-      iso.evaluate(q, x.data(), n, ch, gi.data(), {executor::cpu});
-      dia.evaluate(q, x.data(), n, ch, gd.data(), {executor::cpu});
+      iso.evaluate(gi.data(), n, x.data(), ch, q, {executor::cpu});
+      dia.evaluate(gd.data(), n, x.data(), ch, q, {executor::cpu});
       // Scores at s = 1e-2 are ~1/s^2 times position errors (as in Fp32MatchesFp64Reference).
       const double rtol = ch.s < 0.05 && q == quantity::score ? 2e-2 : 2e-3;
       expect_close(gi, rd, rtol, "isotropic fp32 vs diagonal fp64", logit_error_bound(d, 2.0));
       expect_close(gd, ri, rtol, "diagonal fp32 vs isotropic fp64", logit_error_bound(d, 2.0));
     }
     std::vector<double> ji(n * d), jd(n * d);
-    iso.denoiser_jvp_fp64(xr.data(), vr.data(), n, ch, ji.data());
-    dia.denoiser_jvp_fp64(xr.data(), vr.data(), n, ch, jd.data());
+    iso.denoiser_jvp_fp64(ji.data(), n, xr.data(), vr.data(), ch);
+    dia.denoiser_jvp_fp64(jd.data(), n, xr.data(), vr.data(), ch);
     for (std::int64_t i = 0; i < n * d; ++i)
       ASSERT_NEAR(ji[i], jd[i], 1e-9 * (1 + std::abs(jd[i]))) << "fp64 jvp a " << ch.a << " s " << ch.s << " entry " << i;
     std::vector<float> gi(n * d), gd(n * d);
-    iso.denoiser_jvp(x.data(), v.data(), n, ch, gi.data(), {executor::cpu});
-    dia.denoiser_jvp(x.data(), v.data(), n, ch, gd.data(), {executor::cpu});
+    iso.denoiser_jvp(gi.data(), n, x.data(), v.data(), ch, {executor::cpu});
+    dia.denoiser_jvp(gd.data(), n, x.data(), v.data(), ch, {executor::cpu});
     expect_close(gi, jd, 5e-3, "isotropic fp32 jvp vs diagonal fp64", logit_error_bound(d, 2.0));
     expect_close(gd, ji, 5e-3, "diagonal fp32 jvp vs isotropic fp64", logit_error_bound(d, 2.0));
   }
@@ -226,7 +226,7 @@ TEST(Mixture, DenoiserJvpMatchesFiniteDifferencesAndFp32) {
     for (channel ch : {channel{0.8, 0.6}, channel{0.2, 1.0}, channel{1.0, 0.05}}) {
       const auto x = random_points(4, d, 2.0, 2), v = random_points(4, d, 1.0, 3);
       std::vector<double> jvp(x.size());
-      mix.denoiser_jvp_fp64(x.data(), v.data(), 4, ch, jvp.data());
+      mix.denoiser_jvp_fp64(jvp.data(), 4, x.data(), v.data(), ch);
       const double h = 1e-6;
       for (int i = 0; i < 4; ++i) {
         std::vector<double> xp(x.begin() + i * d, x.begin() + (i + 1) * d), xm = xp, dp(d), dm(d);
@@ -234,16 +234,16 @@ TEST(Mixture, DenoiserJvpMatchesFiniteDifferencesAndFp32) {
           xp[j] += h * v[i * d + j];
           xm[j] -= h * v[i * d + j];
         }
-        mix.evaluate_fp64(quantity::denoiser, xp.data(), 1, ch, dp.data());
-        mix.evaluate_fp64(quantity::denoiser, xm.data(), 1, ch, dm.data());
+        mix.evaluate_fp64(dp.data(), 1, xp.data(), ch, quantity::denoiser);
+        mix.evaluate_fp64(dm.data(), 1, xm.data(), ch, quantity::denoiser);
         for (int j = 0; j < d; ++j)
           EXPECT_NEAR(jvp[i * d + j], (dp[j] - dm[j]) / (2 * h), 1e-5 * (1 + std::abs(jvp[i * d + j])))
               << "iso " << iso << " s " << ch.s << " point " << i << " coordinate " << j;
       }
       std::vector<float> xf(x.begin(), x.end()), vf(v.begin(), v.end()), got(x.size());
-      mix.denoiser_jvp(xf.data(), vf.data(), 4, ch, got.data(), {executor::cpu});
+      mix.denoiser_jvp(got.data(), 4, xf.data(), vf.data(), ch, {executor::cpu});
       std::vector<double> xr(xf.begin(), xf.end()), vr(vf.begin(), vf.end());
-      mix.denoiser_jvp_fp64(xr.data(), vr.data(), 4, ch, jvp.data());
+      mix.denoiser_jvp_fp64(jvp.data(), 4, xr.data(), vr.data(), ch);
       expect_close(got, jvp, 5e-3, "jvp fp32");
     }
   }
@@ -256,14 +256,14 @@ TEST(Mixture, FarPointsAndTinyNoiseStayFinite) {
     for (channel ch : {channel{1.0, 0.0}, channel{1.0, 1e-6}, channel{0.01, 1.0}}) {
       std::vector<float> x(4 * d, float(far)), out(4 * d), logp(4);
       for (int j = 0; j < d; ++j) x[d + j] = -float(far);
-      mix.evaluate(quantity::score, x.data(), 4, ch, out.data(), {executor::cpu});
+      mix.evaluate(out.data(), 4, x.data(), ch, quantity::score, {executor::cpu});
       for (float v : out) ASSERT_TRUE(std::isfinite(v)) << "score at |x| = " << far << ", s = " << ch.s;
-      mix.evaluate(quantity::denoiser, x.data(), 4, ch, out.data(), {executor::cpu});
+      mix.evaluate(out.data(), 4, x.data(), ch, quantity::denoiser, {executor::cpu});
       for (float v : out) ASSERT_TRUE(std::isfinite(v)) << "denoiser at |x| = " << far;
-      mix.evaluate(quantity::log_density, x.data(), 4, ch, logp.data(), {executor::cpu});
+      mix.evaluate(logp.data(), 4, x.data(), ch, quantity::log_density, {executor::cpu});
       for (float v : logp) ASSERT_TRUE(std::isfinite(v)) << "log-density at |x| = " << far;
       // Far from every component the score points back: sign(score) = -sign(x) in every coordinate.
-      mix.evaluate(quantity::score, x.data(), 1, ch, out.data(), {executor::cpu});
+      mix.evaluate(out.data(), 1, x.data(), ch, quantity::score, {executor::cpu});
       for (int j = 0; j < d; ++j) EXPECT_LT(out[j], 0.f);
     }
   }
@@ -345,8 +345,8 @@ TEST(MixtureGpu, CudaMatchesCpu) {
   std::vector<float> x(x64.begin(), x64.end()), cpu(n * d);
   dt::device_buffer<float> dx(x), dout(n * d);
   for (quantity q : {quantity::score, quantity::denoiser}) {
-    mix.evaluate(q, x.data(), n, {0.7, 0.5}, cpu.data(), {executor::cpu});
-    EXPECT_EQ(mix.evaluate(q, dx.ptr, n, {0.7, 0.5}, dout.ptr), executor::cuda);
+    mix.evaluate(cpu.data(), n, x.data(), {0.7, 0.5}, q, {executor::cpu});
+    EXPECT_EQ(mix.evaluate(dout.ptr, n, dx.ptr, {0.7, 0.5}, q), executor::cuda);
     const auto gpu = dout.download();
     for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-4 * (1 + std::abs(cpu[i]))) << i;
   }
@@ -357,8 +357,8 @@ TEST(MixtureGpu, CudaMatchesCpu) {
   dt::device_buffer<float> dv(v);
   for (bool iso : {true, false}) {
     const auto m2 = random_mixture(25, d, iso, 4.0, 7);
-    m2.denoiser_jvp(x.data(), v.data(), n, {0.7, 0.5}, cpu.data(), {executor::cpu});
-    EXPECT_EQ(m2.denoiser_jvp(dx.ptr, dv.ptr, n, {0.7, 0.5}, dout.ptr), executor::cuda);
+    m2.denoiser_jvp(cpu.data(), n, x.data(), v.data(), {0.7, 0.5}, {executor::cpu});
+    EXPECT_EQ(m2.denoiser_jvp(dout.ptr, n, dx.ptr, dv.ptr, {0.7, 0.5}), executor::cuda);
     const auto gpu = dout.download();
     for (std::int64_t i = 0; i < n * d; ++i)
       ASSERT_NEAR(gpu[i], cpu[i], 1e-4 * (1 + std::abs(cpu[i]))) << "jvp, isotropic " << iso << ", " << i;

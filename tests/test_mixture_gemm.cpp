@@ -66,16 +66,16 @@ void check_quantity(const gaussian_mixture& m, quantity what, const std::vector<
   const int d = int(m.dim()), K = int(m.components());
   const std::size_t width = what == quantity::log_density ? 1 : std::size_t(d);
   std::vector<double> x64(x.begin(), x.end()), ref(n * width);
-  m.evaluate_fp64(what, x64.data(), n, ch, ref.data());
+  m.evaluate_fp64(ref.data(), n, x64.data(), ch, what);
   std::vector<float> got(n * width), direct(n * width);
   evaluate_options gemm_opt;
   gemm_opt.path = mixture_path::gemm;
-  const evaluate_report r = m.evaluate(what, x.data(), n, ch, got.data(), gemm_opt, {executor::cpu});
+  const evaluate_report r = m.evaluate(got.data(), n, x.data(), ch, what, gemm_opt, {executor::cpu});
   ASSERT_EQ(r.path, mixture_path::gemm);
   ASSERT_EQ(r.ran, executor::cpu);
   evaluate_options direct_opt;
   direct_opt.path = mixture_path::direct;
-  ASSERT_EQ(m.evaluate(what, x.data(), n, ch, direct.data(), direct_opt, {executor::cpu}).path, mixture_path::direct);
+  ASSERT_EQ(m.evaluate(direct.data(), n, x.data(), ch, what, direct_opt, {executor::cpu}).path, mixture_path::direct);
 
   // Centre and spread of the means as the gemm path sees them.
   std::vector<double> centre(d, 0.0);
@@ -184,13 +184,13 @@ TEST(GemmPath, DenoiserJvpAgainstFp64) {
         std::normal_distribution<double> z(0, 1);
         for (auto& e : v) e = float(z(gen));
         std::vector<double> x64(x.begin(), x.end()), v64(v.begin(), v.end()), ref(x.size());
-        m.denoiser_jvp_fp64(x64.data(), v64.data(), n, ch, ref.data());
+        m.denoiser_jvp_fp64(ref.data(), n, x64.data(), v64.data(), ch);
         std::vector<float> got(x.size()), direct(x.size());
         evaluate_options o;
         o.path = mixture_path::gemm;
-        const evaluate_report r = m.denoiser_jvp(x.data(), v.data(), n, ch, got.data(), o, {executor::cpu});
+        const evaluate_report r = m.denoiser_jvp(got.data(), n, x.data(), v.data(), ch, o, {executor::cpu});
         ASSERT_EQ(r.path, mixture_path::gemm);
-        m.denoiser_jvp(x.data(), v.data(), n, ch, direct.data(), {executor::cpu});
+        m.denoiser_jvp(direct.data(), n, x.data(), v.data(), ch, {executor::cpu});
         double min_c = INFINITY, max_xs = 0, max_v = 0, max_xn = 0;
         for (int k = 0; k < K; ++k) {
           const double cc = ch.a * ch.a * m.variances()[k] + ch.s * ch.s;
@@ -234,14 +234,14 @@ TEST(GemmPath, ChunkingInvariance) {
     std::vector<float> base(n * width), other(n * width);
     evaluate_options o;
     o.path = mixture_path::gemm;
-    m.evaluate(q, x.data(), n, ch, base.data(), o, {executor::cpu});
+    m.evaluate(base.data(), n, x.data(), ch, q, o, {executor::cpu});
     double scale = 0;
     for (float v : base) scale = std::max(scale, double(std::abs(v)));
     for (std::int64_t chunk : {1, 7, 100, 512, 3000}) {
       for (std::int64_t block : {1, 13, 128, 300}) {
         o.component_chunk = chunk;
         o.point_block = block;
-        m.evaluate(q, x.data(), n, ch, other.data(), o, {executor::cpu});
+        m.evaluate(other.data(), n, x.data(), ch, q, o, {executor::cpu});
         for (std::size_t e = 0; e < base.size(); ++e)
           ASSERT_NEAR(other[e], base[e], 1e-4 * scale)
               << "quantity " << int(q) << " chunk " << chunk << " block " << block << " entry " << e;
@@ -258,12 +258,12 @@ TEST(GemmPath, SplitComponentsMerge) {
   const channel ch{1.0, 0.1};
   const std::vector<float> x = points(m, 5, ch, false, 4);
   std::vector<double> x64(x.begin(), x.end()), ref(5 * d);
-  m.evaluate_fp64(quantity::score, x64.data(), 5, ch, ref.data());
+  m.evaluate_fp64(ref.data(), 5, x64.data(), ch, quantity::score);
   for (int n : {1, 5}) {
     std::vector<float> got(std::size_t(n) * d);
     evaluate_options o;
     o.path = mixture_path::gemm;
-    m.evaluate(quantity::score, x.data(), n, ch, got.data(), o, {executor::cpu});
+    m.evaluate(got.data(), n, x.data(), ch, quantity::score, o, {executor::cpu});
     double scale = 0;
     for (int e = 0; e < n * d; ++e) scale = std::max(scale, std::abs(ref[e]));
     for (int e = 0; e < n * d; ++e) ASSERT_NEAR(got[e], ref[e], 1e-4 * scale) << "n " << n << " entry " << e;
@@ -273,66 +273,66 @@ TEST(GemmPath, SplitComponentsMerge) {
 TEST(GemmPath, PathChoice) {
   // Small and low-dimensional: direct. Large isotropic: gemm when a BLAS is present. Diagonal: always direct.
   const gaussian_mixture small = grid_mixture(2, 5, 2.0, 0.25);
-  EXPECT_EQ(small.chosen_path(quantity::score, 100, executor::cpu), mixture_path::direct);
+  EXPECT_EQ(small.chosen_path(100, quantity::score, {}, executor::cpu), mixture_path::direct);
   const gaussian_mixture large = data_mixture(1024, 256, 0.1, 1);
   const gemm_crossover_rule rule = gemm_crossover(executor::cpu);
   ASSERT_LE(rule.min_dim, 256);
   ASSERT_LE(rule.min_kd, 1024 * 256);
-  EXPECT_EQ(large.chosen_path(quantity::score, 100, executor::cpu),
+  EXPECT_EQ(large.chosen_path(100, quantity::score, {}, executor::cpu),
             cpu_blas_available() ? mixture_path::gemm : mixture_path::direct);
   std::vector<double> var(std::size_t(200) * 64, 0.5), mu(std::size_t(200) * 64, 0.0), w(200, 1.0);
   const gaussian_mixture diagonal(64, w, mu, var);
-  EXPECT_EQ(diagonal.chosen_path(quantity::score, 100, executor::cpu), mixture_path::direct);
+  EXPECT_EQ(diagonal.chosen_path(100, quantity::score, {}, executor::cpu), mixture_path::direct);
   evaluate_options forced;
   forced.path = mixture_path::gemm;
-  EXPECT_THROW(diagonal.chosen_path(quantity::score, 1, executor::cpu, forced), invalid_argument);
-  EXPECT_EQ(small.chosen_path(quantity::score, 1, executor::cpu, forced), mixture_path::gemm);
+  EXPECT_THROW(diagonal.chosen_path(1, quantity::score, forced, executor::cpu), invalid_argument);
+  EXPECT_EQ(small.chosen_path(1, quantity::score, forced, executor::cpu), mixture_path::gemm);
   forced.path = mixture_path::direct;
-  EXPECT_EQ(large.chosen_path(quantity::score, 1, executor::cpu, forced), mixture_path::direct);
+  EXPECT_EQ(large.chosen_path(1, quantity::score, forced, executor::cpu), mixture_path::direct);
   forced.path = static_cast<mixture_path>(9);
-  EXPECT_THROW(large.chosen_path(quantity::score, 1, executor::cpu, forced), invalid_argument);
+  EXPECT_THROW(large.chosen_path(1, quantity::score, forced, executor::cpu), invalid_argument);
 
   // The plain evaluate() follows the automatic choice: bit for bit the explicit call of the chosen path.
   const channel ch{1.0, 0.3};
   const std::vector<float> x = points(large, 7, ch, false, 2);
   std::vector<float> plain(7 * 256), explicit_path(7 * 256);
-  large.evaluate(quantity::score, x.data(), 7, ch, plain.data(), {executor::cpu});
+  large.evaluate(plain.data(), 7, x.data(), ch, quantity::score, {executor::cpu});
   evaluate_options o;
-  o.path = large.chosen_path(quantity::score, 7, executor::cpu);
-  const evaluate_report r = large.evaluate(quantity::score, x.data(), 7, ch, explicit_path.data(), o, {executor::cpu});
+  o.path = large.chosen_path(7, quantity::score, {}, executor::cpu);
+  const evaluate_report r = large.evaluate(explicit_path.data(), 7, x.data(), ch, quantity::score, o, {executor::cpu});
   EXPECT_EQ(r.path, o.path);
   EXPECT_EQ(0, std::memcmp(plain.data(), explicit_path.data(), plain.size() * sizeof(float)));
   evaluate_options a;
-  EXPECT_EQ(large.evaluate(quantity::score, x.data(), 7, ch, plain.data(), a, {executor::cpu}).path, o.path);
-  EXPECT_EQ(large.evaluate_workspace_bytes(quantity::score, 7, a, {executor::cpu}), 0u);
+  EXPECT_EQ(large.evaluate(plain.data(), 7, x.data(), ch, quantity::score, a, {executor::cpu}).path, o.path);
+  EXPECT_EQ(large.evaluate_workspace_bytes(7, quantity::score, a, {executor::cpu}), 0u);
   EXPECT_STREQ(to_string(mixture_path::gemm), "gemm");
   EXPECT_EQ(parse_mixture_path("direct"), mixture_path::direct);
   EXPECT_THROW(parse_mixture_path("fast"), invalid_argument);
   o.path = mixture_path::gemm;
   o.component_chunk = -1;
-  EXPECT_THROW(large.evaluate(quantity::score, x.data(), 7, ch, plain.data(), o, {executor::cpu}), invalid_argument);
+  EXPECT_THROW(large.evaluate(plain.data(), 7, x.data(), ch, quantity::score, o, {executor::cpu}), invalid_argument);
 }
 
 TEST(Empirical, EqualWeightsAndValidation) {
   const std::vector<double> pts = {0, 0, 1, 2, -3, 4};
-  const gaussian_mixture m = gaussian_mixture::empirical(pts.data(), 3, 2, 0.01);
+  const gaussian_mixture m = gaussian_mixture::empirical(3, 2, pts.data(), 0.01);
   EXPECT_EQ(m.components(), 3);
   EXPECT_EQ(m.dim(), 2);
   EXPECT_TRUE(m.isotropic());
   for (double w : m.weights()) EXPECT_DOUBLE_EQ(w, 1.0 / 3);
   EXPECT_EQ(m.means(), pts);
   for (double v : m.variances()) EXPECT_EQ(v, 0.01);
-  EXPECT_THROW(gaussian_mixture::empirical(pts.data(), 0, 2, 0.01), invalid_argument);
-  EXPECT_THROW(gaussian_mixture::empirical(pts.data(), 3, 2, 0.0), invalid_argument);
-  EXPECT_THROW(gaussian_mixture::empirical(nullptr, 3, 2, 0.01), invalid_argument);
+  EXPECT_THROW(gaussian_mixture::empirical(0, 2, pts.data(), 0.01), invalid_argument);
+  EXPECT_THROW(gaussian_mixture::empirical(3, 2, pts.data(), 0.0), invalid_argument);
+  EXPECT_THROW(gaussian_mixture::empirical(3, 2, nullptr, 0.01), invalid_argument);
   const std::vector<double> bad = {0, NAN};
-  EXPECT_THROW(gaussian_mixture::empirical(bad.data(), 1, 2, 0.01), invalid_argument);
+  EXPECT_THROW(gaussian_mixture::empirical(1, 2, bad.data(), 0.01), invalid_argument);
   // At small noise the denoiser of a point next to a data point returns that data point.
   const std::vector<float> x = {1.001f, 1.999f};
   std::vector<float> out(2);
   evaluate_options o;
   o.path = mixture_path::gemm;
-  m.evaluate(quantity::denoiser, x.data(), 1, {1.0, 1e-2}, out.data(), o, {executor::cpu});
+  m.evaluate(out.data(), 1, x.data(), {1.0, 1e-2}, quantity::denoiser, o, {executor::cpu});
   EXPECT_NEAR(out[0], 1.0, 2e-3);
   EXPECT_NEAR(out[1], 2.0, 2e-3);
 }
@@ -356,10 +356,10 @@ TEST(GemmPathGpu, MatchesCpu) {
         o.path = mixture_path::gemm;
         o.allow_tf32 = tf32;
         o.point_block = 256;  // three passes
-        m.evaluate(q, x.data(), n, ch, cpu.data(), o, {executor::cpu});
+        m.evaluate(cpu.data(), n, x.data(), ch, q, o, {executor::cpu});
         float *dx = nullptr, *dout = nullptr;
         void* ws = nullptr;
-        const std::size_t bytes = m.evaluate_workspace_bytes(q, n, o, {executor::cuda});
+        const std::size_t bytes = m.evaluate_workspace_bytes(n, q, o, {executor::cuda});
         ASSERT_GT(bytes, 0u);
         ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dx), x.size() * sizeof(float)), cudaSuccess);
         ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dout), gpu.size() * sizeof(float)), cudaSuccess);
@@ -368,7 +368,7 @@ TEST(GemmPathGpu, MatchesCpu) {
         cudaStream_t stream;
         ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
         m.prepare_gemm(executor::cuda);
-        const evaluate_report r = m.evaluate(q, dx, n, ch, dout, o, {executor::cuda, stream}, ws, bytes);
+        const evaluate_report r = m.evaluate(dout, n, dx, ch, q, o, {executor::cuda, stream}, ws, bytes);
         EXPECT_EQ(r.ran, executor::cuda);
         EXPECT_EQ(r.path, mixture_path::gemm);
         ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);

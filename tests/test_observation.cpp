@@ -202,7 +202,7 @@ run_result run(const problem& p, std::int64_t B, std::int64_t N, std::int64_t st
   ds::guided_outputs out;
   out.log_normaliser = r.log_z.data();
   out.samples = r.samples.data();
-  EXPECT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cpu, nullptr}).ran, ds::executor::cpu);
+  EXPECT_EQ(ds::guided_sample(p.prior, out, g, o, {ds::executor::cpu, nullptr}).ran, ds::executor::cpu);
   return r;
 }
 
@@ -382,7 +382,7 @@ TEST(Observation, BaselinesFollowTheSameTrajectoriesOnBothPaths) {
       out[dense].assign(2 * 256 * 4, NAN);
       ds::guided_outputs res;
       res.samples = out[dense].data();
-      ds::guided_sample(p.prior, g, o, res, {ds::executor::cpu, nullptr});
+      ds::guided_sample(p.prior, res, g, o, {ds::executor::cpu, nullptr});
     }
     double worst = 0;
     for (std::size_t i = 0; i < out[0].size(); ++i) {
@@ -417,12 +417,12 @@ TEST(Observation, GpuMaskAndSvdGuidedRunsMatchTheCpu) {
     std::vector<double> cpu_z(B, NAN);
     ds::guided_outputs out;
     out.log_normaliser = cpu_z.data();
-    ds::guided_sample(p->prior, g, o, out, {ds::executor::cpu, nullptr});
+    ds::guided_sample(p->prior, out, g, o, {ds::executor::cpu, nullptr});
     ds::testing::device_buffer<double> z(B);
     ds::testing::device_buffer<float> samples(B * N * d);
     out.log_normaliser = z.ptr;
     out.samples = samples.ptr;
-    ASSERT_EQ(ds::guided_sample(p->prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
+    ASSERT_EQ(ds::guided_sample(p->prior, out, g, o, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
     const std::vector<double> gpu_z = z.download();
     for (double v : gpu_z) ASSERT_TRUE(std::isfinite(v));
     for (float v : samples.download()) ASSERT_TRUE(std::isfinite(v));

@@ -60,7 +60,7 @@ std::vector<std::int32_t> run(const std::vector<float>& lw, std::int64_t b, std:
   ds::particle_outputs out;
   out.ancestors = a.data();
   out.reports = r.data();
-  EXPECT_EQ(ds::resample(lw.data(), b, n, o, out, cpu()), ds::executor::cpu);
+  EXPECT_EQ(ds::resample(out, b, n, lw.data(), o, cpu()), ds::executor::cpu);
   if (reports) *reports = r;
   return a;
 }
@@ -86,7 +86,7 @@ std::vector<std::int32_t> expect_cuda_matches_cpu(const std::vector<float>& lw,
   out.ancestors = ancestors.ptr;
   out.normalised_weights = w_d.ptr;
   out.reports = r_d.ptr;
-  EXPECT_EQ(ds::resample(lw_d.ptr, b, n, o, out, {ds::executor::cuda, nullptr}), ds::executor::cuda);
+  EXPECT_EQ(ds::resample(out, b, n, lw_d.ptr, o, {ds::executor::cuda, nullptr}), ds::executor::cuda);
   EXPECT_EQ(ancestors.download(), ref) << ds::to_string(o.scheme);
   // Normalised weights divide by FP64 sums taken in different orders: agreement to float rounding.
   const auto wg = w_d.download();
@@ -118,7 +118,7 @@ TEST(Particles, StatisticsMatchFp64Reference) {
   ds::particle_outputs out;
   out.reports = reports.data();
   out.normalised_weights = w.data();
-  ds::resample(lw.data(), b, n, {}, out, cpu());
+  ds::resample(out, b, n, lw.data(), {}, cpu());
   for (int p = 0; p < b; ++p) {
     const fp64_stats ref = reference_stats(lw.data() + p * n, n);
     // FP64 sums of at most 1000 terms in [0, 1]: relative error below 1000 * 2^-53 ~ 1e-13.
@@ -322,7 +322,7 @@ TEST(Particles, SameAncestorsAcrossRunsThreadCountsAndIndexTypes) {
     out.ancestors64 = a64.data();
     std::vector<char> ws(ds::resampling_workspace_bytes(b, n, scheme) + 16);
     void* aligned = ws.data() + (16 - reinterpret_cast<std::uintptr_t>(ws.data()) % 16) % 16;
-    ds::resample(lw.data(), b, n, o, out, cpu(), aligned, ws.size() - 16);
+    ds::resample(out, b, n, lw.data(), o, cpu(), aligned, ws.size() - 16);
     EXPECT_TRUE(std::equal(one.begin(), one.end(), a64.begin())) << ds::to_string(scheme);
     // A different step draws different ancestors (the stream is keyed by step).
     o.step = 4;
@@ -337,12 +337,12 @@ TEST(Particles, GatherByAncestor) {
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i);
   const std::vector<std::int32_t> a = {2, 2, 0, 1, 0, 1};
   std::vector<float> y(x.size());
-  ds::gather_particles(x.data(), b, n, d, a.data(), y.data(), cpu());
+  ds::gather_particles(y.data(), b, n, d, x.data(), a.data(), cpu());
   const std::vector<float> expected = {4, 5, 4, 5, 0, 1, 8, 9, 6, 7, 8, 9};
   EXPECT_EQ(y, expected);
   const std::vector<std::int64_t> a64(a.begin(), a.end());
   std::vector<float> y64(x.size());
-  ds::gather_particles(x.data(), b, n, d, a64.data(), y64.data(), cpu());
+  ds::gather_particles(y64.data(), b, n, d, x.data(), a64.data(), cpu());
   EXPECT_EQ(y64, expected);
 }
 
@@ -353,27 +353,27 @@ TEST(Particles, InvalidArgumentsAreRejected) {
   ds::particle_outputs out;
   out.ancestors = a.data();
   ds::resampling_options o;
-  EXPECT_THROW(ds::resample(lw.data(), -1, 4, o, out, cpu()), ds::invalid_argument);
-  EXPECT_THROW(ds::resample(lw.data(), 1, (std::int64_t(1) << 24) + 1, o, out, cpu()), ds::invalid_argument);
-  EXPECT_THROW(ds::resample(lw.data(), 1, 0, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(out, -1, 4, lw.data(), o, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(out, 1, (std::int64_t(1) << 24) + 1, lw.data(), o, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(out, 1, 0, lw.data(), o, cpu()), ds::invalid_argument);
   o.ess_threshold = -1;
-  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(out, 1, 4, lw.data(), o, cpu()), ds::invalid_argument);
   o.ess_threshold = 0.5;
   o.step = std::uint64_t(1) << 30;
-  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(out, 1, 4, lw.data(), o, cpu()), ds::invalid_argument);
   o.step = 0;
   o.scheme = ds::resampling_scheme::metropolis;
   o.metropolis_steps = 0;
-  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(out, 1, 4, lw.data(), o, cpu()), ds::invalid_argument);
   o = {};
   out.ancestors64 = a64.data();
-  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(out, 1, 4, lw.data(), o, cpu()), ds::invalid_argument);
   out.ancestors64 = nullptr;
   std::vector<unsigned char> ws(16);
-  EXPECT_THROW(ds::resample(lw.data(), 1, 4, o, out, cpu(), ws.data(), ws.size()), ds::invalid_argument);
+  EXPECT_THROW(ds::resample(out, 1, 4, lw.data(), o, cpu(), ws.data(), ws.size()), ds::invalid_argument);
   EXPECT_THROW(ds::parse_resampling_scheme("best"), ds::invalid_argument);
   EXPECT_EQ(ds::parse_resampling_scheme("residual"), ds::resampling_scheme::residual);
-  EXPECT_THROW(ds::gather_particles(lw.data(), 1, 4, 1, a.data(), lw.data(), cpu()), ds::invalid_argument);
+  EXPECT_THROW(ds::gather_particles(lw.data(), 1, 4, 1, lw.data(), a.data(), cpu()), ds::invalid_argument);
 }
 
 // gather_particles() documents that states and out must not overlap; the check caught only out == states, so an out
@@ -387,12 +387,12 @@ TEST(Particles, GatherRejectsOverlappingBuffers) {
     std::vector<float> buffer = before;
     float* states = buffer.data() + (shift < 0 ? -shift : 0);
     float* out = states + shift;
-    EXPECT_THROW(ds::gather_particles(states, 1, n, d, a.data(), out, cpu()), ds::invalid_argument) << shift;
+    EXPECT_THROW(ds::gather_particles(out, 1, n, d, states, a.data(), cpu()), ds::invalid_argument) << shift;
     EXPECT_EQ(buffer, before) << "shift " << shift;
   }
   // Adjacent buffers do not overlap.
   std::vector<float> two(2 * n * d, 0.f);
-  EXPECT_NO_THROW(ds::gather_particles(two.data(), 1, n, d, a.data(), two.data() + n * d, cpu()));
+  EXPECT_NO_THROW(ds::gather_particles(two.data() + n * d, 1, n, d, two.data(), a.data(), cpu()));
 }
 
 // N = 5000 runs the tiled passes (two 4096-particle tiles), N = 4096, 1000 and 1 the one-kernel path of problems
@@ -502,13 +502,13 @@ TEST(Particles, CudaAndCpuAgreeOnALargeProblemWithInt64AndWeights) {
     ds::particle_outputs out;
     out.ancestors64 = ref.data();
     out.normalised_weights = w.data();
-    ds::resample(lw.data(), 1, n, o, out, cpu());
+    ds::resample(out, 1, n, lw.data(), o, cpu());
     ds::testing::device_buffer<std::int64_t> a_d(n);
     out.ancestors64 = a_d.ptr;
     out.normalised_weights = w_d.ptr;
     const std::size_t bytes = ds::resampling_workspace_bytes(1, n, scheme);
     ds::testing::device_buffer<unsigned char> ws(bytes);
-    ds::resample(lw_d.ptr, 1, n, o, out, {ds::executor::cuda, nullptr}, ws.ptr, bytes);
+    ds::resample(out, 1, n, lw_d.ptr, o, {ds::executor::cuda, nullptr}, ws.ptr, bytes);
     EXPECT_EQ(a_d.download(), ref) << ds::to_string(scheme);
     // Normalised weights use FP64 sums in different orders: agreement to float rounding.
     const auto wg = w_d.download();

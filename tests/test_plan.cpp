@@ -40,7 +40,7 @@ std::vector<float> run_plan(sampling_plan& plan, const gaussian_mixture& mix, in
       EXPECT_EQ(*plan.position_counter(), r.index);
       EXPECT_EQ(r.rows, n);
       EXPECT_EQ(r.dim, d);
-      mix.evaluate(quantity_of(r.output), r.points, r.rows, r.at, r.answer, cpu);
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity_of(r.output), cpu);
       plan.tell();
     }
     EXPECT_EQ(*plan.position_counter(), plan.asks());
@@ -51,7 +51,7 @@ std::vector<float> run_plan(sampling_plan& plan, const gaussian_mixture& mix, in
 
 std::vector<float> fused(const gaussian_mixture& mix, std::int64_t n, const diffusion_options& o) {
   std::vector<float> x(n * mix.dim());
-  diffusion(mix, x.data(), n, o, {}, cpu);
+  diffusion(mix, x.data(), {}, n, o, cpu);
   return x;
 }
 
@@ -131,7 +131,7 @@ TEST(SamplingPlan, CallerInitialStatesReproduceTheFusedSampler) {
   for (diffusion_options o : diffusion_cases()) {
     o.draw_initial = false;
     std::vector<float> x = initial;
-    diffusion(mix, x.data(), 2 * n, o, {}, cpu);
+    diffusion(mix, x.data(), {}, 2 * n, o, cpu);
     sampling_plan plan = sampling_plan::diffusion(n, d, o, model_output::denoiser, cpu);
     EXPECT_EQ(x, run_plan(plan, mix, 2, &initial)) << name(o);
   }
@@ -187,7 +187,7 @@ TEST(SamplingPlan, ScoreAndEpsOutputsMatchTheDenoiserOutput) {
       plan.reset();
       while (!plan.done()) {
         const plan_request r = plan.ask();
-        mix.evaluate(quantity::score, r.points, r.rows, r.at, r.answer, cpu);
+        mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::score, cpu);
         if (out == model_output::eps)  // eps = -s score
           for (std::int64_t i = 0; i < n * d; ++i) r.answer[i] = float(-r.at.s * r.answer[i]);
         plan.tell();
@@ -219,7 +219,7 @@ TEST(SamplingPlan, LangevinPlansReproduceTheFusedChainsExactly) {
       o.first_step = 2;
       o.target = {0.8, 0.6};
       std::vector<float> x = initial;
-      langevin(mix, x.data(), trajectories * n, o, {}, cpu);
+      langevin(mix, x.data(), {}, trajectories * n, o, cpu);
       sampling_plan plan = sampling_plan::langevin(n, d, o, model_output::score, cpu);
       EXPECT_EQ(plan.asks(), o.steps);
       EXPECT_EQ(x, run_plan(plan, mix, trajectories, &initial)) << to_string(m) << ", d = " << d;
@@ -240,7 +240,7 @@ TEST(SamplingPlan, LangevinDenoiserOutputMatchesTheScore) {
   o.steps = 20;
   o.target = {1.0, 0.5};
   std::vector<float> x = initial;
-  langevin(mix, x.data(), n, o, {}, cpu);
+  langevin(mix, x.data(), {}, n, o, cpu);
   sampling_plan plan = sampling_plan::langevin(n, d, o, model_output::denoiser, cpu);
   const auto got = run_plan(plan, mix, 1, &initial);
   std::int64_t far = 0;
@@ -273,7 +273,7 @@ std::vector<float> run_guided_plan(sampling_plan& plan, const gaussian_mixture& 
     const plan_request r = plan.ask();
     EXPECT_EQ(r.vector != nullptr, r.index % 2 == 1);
     if (r.vector == nullptr)
-      mix.evaluate(quantity::denoiser, r.points, r.rows, r.at, r.answer, evaluate_options{mixture_path::direct}, cpu);
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct}, cpu);
     else
       mix.denoiser_jvp(r.points, r.vector, r.rows, r.at, r.answer, cpu);
     plan.tell();
@@ -374,7 +374,7 @@ TEST(SamplingPlan, GpuPlanMatchesCpuPlan) {
     dev.reset(initial != nullptr ? start.ptr : nullptr);
     while (!dev.done()) {
       const plan_request r = dev.ask();
-      mix.evaluate(quantity_of(r.output), r.points, r.rows, r.at, r.answer, gpu);
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity_of(r.output), gpu);
       dev.tell();
     }
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -423,7 +423,7 @@ TEST(SamplingPlan, CapturedTrajectoryDrawsFreshNoiseOnEveryReplay) {
     plan.reset(nullptr, on_stream);
     while (!plan.done()) {
       const plan_request r = plan.ask();
-      mix.evaluate(quantity::denoiser, r.points, r.rows, r.at, r.answer, on_stream);
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, on_stream);
       plan.tell(on_stream);
     }
   };

@@ -438,11 +438,11 @@ TEST(Posterior, ImportanceSamplingFromThePriorAgreesWithTheClosedForm) {
   o.scheme = ds::resampling_scheme::multinomial;
   o.ess_threshold = 2;
   o.seed = 4;
-  ds::resample(lw.data(), 1, n, o, out, {ds::executor::cpu, nullptr});
+  ds::resample(out, 1, n, lw.data(), o, {ds::executor::cpu, nullptr});
   const double se_log_z = std::sqrt(ds::testing::variance(w) / n) / ds::testing::mean(w);
   EXPECT_NEAR(report[0].log_normaliser_increment, post.log_evidence(), 6 * se_log_z);
   std::vector<float> resampled(n * 2);
-  ds::gather_particles(x.data(), 1, n, 2, a.data(), resampled.data(), {ds::executor::cpu, nullptr});
+  ds::gather_particles(resampled.data(), 1, n, 2, x.data(), a.data(), {ds::executor::cpu, nullptr});
   const auto mean = post.mean();
   const auto cov = post.covariance();
   for (int j = 0; j < 2; ++j) {

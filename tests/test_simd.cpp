@@ -169,7 +169,7 @@ std::vector<float> run_langevin(const gaussian_mixture& mix, const std::vector<f
   o.steps = steps;
   o.seed = 11;
   o.first_chain = first;
-  langevin(mix, x.data(), count, o, {}, {executor::cpu});
+  langevin(mix, x.data(), {}, count, o, {executor::cpu});
   return x;
 }
 
@@ -181,7 +181,7 @@ std::vector<float> run_diffusion(const gaussian_mixture& mix, diffusion_sampler 
   o.steps = steps;
   o.seed = 12;
   o.first_chain = first;
-  diffusion(mix, x.data(), count, o, {}, {executor::cpu});
+  diffusion(mix, x.data(), {}, count, o, {executor::cpu});
   return x;
 }
 
@@ -526,7 +526,7 @@ guided_run run_guided(const gaussian_mixture& mix, const guided_problems& g, std
     out.log_weights = r.lw.data();
     out.log_normaliser = r.log_z.data();
   }
-  guided_sample(mix, g, o, out, {executor::cpu});
+  guided_sample(mix, out, g, o, {executor::cpu});
   return r;
 }
 
@@ -778,13 +778,13 @@ TEST(SimdSlicedWasserstein, ProjectionsBitIdenticalOnEveryTarget) {
   for (const int p : {1, 2}) {
     double host = 0, exec = 0;
     with_target("scalar", [&] {
-      host = sliced_wasserstein(a.data(), na, b.data(), nb, d, 13, 9, p);
-      exec = sliced_wasserstein(a.data(), na, b.data(), nb, d, 13, 9, p, {executor::cpu});
+      host = sliced_wasserstein(na, nb, d, a.data(), b.data(), 13, 9, p);
+      exec = sliced_wasserstein(na, nb, d, a.data(), b.data(), 13, 9, p, {executor::cpu});
     });
     for (const char* t : targets) {
       with_target(t, [&] {
-        EXPECT_EQ(sliced_wasserstein(a.data(), na, b.data(), nb, d, 13, 9, p), host) << t << " p " << p;
-        EXPECT_EQ(sliced_wasserstein(a.data(), na, b.data(), nb, d, 13, 9, p, {executor::cpu}), exec)
+        EXPECT_EQ(sliced_wasserstein(na, nb, d, a.data(), b.data(), 13, 9, p), host) << t << " p " << p;
+        EXPECT_EQ(sliced_wasserstein(na, nb, d, a.data(), b.data(), 13, 9, p, {executor::cpu}), exec)
             << t << " p " << p;
       });
     }

@@ -54,28 +54,29 @@ TEST(Validation, EvaluationArguments) {
   const auto mix = small();
   std::vector<float> x(8), out(8);
   const execution cpu{executor::cpu};
-  expect_error([&] { mix.evaluate(quantity::score, x.data(), -1, {}, out.data(), cpu); }, {"n", "-1"});
-  expect_error([&] { mix.evaluate(quantity::score, nullptr, 4, {}, out.data(), cpu); }, {"x", "null"});
-  expect_error([&] { mix.evaluate(quantity::score, x.data(), 4, {}, nullptr, cpu); }, {"out", "null"});
-  expect_error([&] { mix.evaluate(quantity::score, x.data() , 2, {0.0, 1.0}, out.data(), cpu); }, {"ch.a", "0"});
-  expect_error([&] { mix.evaluate(quantity::score, x.data(), 2, {1.0, -0.5}, out.data(), cpu); }, {"ch.s", "-0.5"});
-  expect_error([&] { mix.evaluate(quantity::score, x.data(), 2, {not_a_number, 1.0}, out.data(), cpu); }, {"ch.a", "nan"});
-  expect_error([&] { mix.evaluate(static_cast<quantity>(7), x.data(), 2, {}, out.data(), cpu); }, {"what", "7"});
+  expect_error([&] { mix.evaluate(out.data(), -1, x.data(), {}, quantity::score, cpu); }, {"n", "-1"});
+  expect_error([&] { mix.evaluate(out.data(), 4, nullptr, {}, quantity::score, cpu); }, {"x", "null"});
+  expect_error([&] { mix.evaluate(nullptr, 4, x.data(), {}, quantity::score, cpu); }, {"out", "null"});
+  expect_error([&] { mix.evaluate(out.data(), 2, x.data() , {0.0, 1.0}, quantity::score, cpu); }, {"ch.a", "0"});
+  expect_error([&] { mix.evaluate(out.data(), 2, x.data(), {1.0, -0.5}, quantity::score, cpu); }, {"ch.s", "-0.5"});
+  expect_error([&] { mix.evaluate(out.data(), 2, x.data(), {not_a_number, 1.0}, quantity::score, cpu); },
+               {"ch.a", "nan"});
+  expect_error([&] { mix.evaluate(out.data(), 2, x.data(), {}, static_cast<quantity>(7), cpu); }, {"what", "7"});
   // A float buffer one byte off its alignment.
   auto* misaligned = reinterpret_cast<float*>(reinterpret_cast<char*>(out.data()) + 1);
-  expect_error([&] { mix.evaluate(quantity::score, x.data(), 2, {}, misaligned, cpu); }, {"out", "aligned", "4"});
+  expect_error([&] { mix.evaluate(misaligned, 2, x.data(), {}, quantity::score, cpu); }, {"out", "aligned", "4"});
   // n * d beyond a 64-bit byte count.
-  expect_error([&] { mix.evaluate(quantity::score, x.data(), std::int64_t(1) << 62, {}, out.data(), cpu); },
+  expect_error([&] { mix.evaluate(out.data(), std::int64_t(1) << 62, x.data(), {}, quantity::score, cpu); },
                {"n", "overflow"});
   // n = 0 is a valid no-op, even with null buffers.
-  EXPECT_NO_THROW(mix.evaluate(quantity::score, nullptr, 0, {}, nullptr, cpu));
+  EXPECT_NO_THROW(mix.evaluate(nullptr, 0, nullptr, {}, quantity::score, cpu));
 }
 
 TEST(Validation, LangevinOptions) {
   const auto mix = small();
   std::vector<float> x(8);
   const execution cpu{executor::cpu};
-  auto run = [&](langevin_options o) { langevin(mix, x.data(), 4, o, {}, cpu); };
+  auto run = [&](langevin_options o) { langevin(mix, x.data(), {}, 4, o, cpu); };
   langevin_options o;
   o.step_size = 0;
   expect_error([&] { run(o); }, {"options.step_size", "positive", "0"});
@@ -101,16 +102,16 @@ TEST(Validation, LangevinOptions) {
   o = {};
   o.record_every = 0;
   std::vector<float> traj(8);
-  expect_error([&] { langevin(mix, x.data(), 4, o, {traj.data(), nullptr}, cpu); },
+  expect_error([&] { langevin(mix, x.data(), {traj.data(), nullptr}, 4, o, cpu); },
                {"outputs.trajectory", "record_every"});
   o = {};
-  expect_error([&] { langevin(mix, nullptr, 4, o, {}, cpu); }, {"x", "null"});
+  expect_error([&] { langevin(mix, nullptr, {}, 4, o, cpu); }, {"x", "null"});
   // Too small a caller workspace on the workspace path (d = 3 is not in the register list).
   const gaussian_mixture mix3(3, {1}, {0, 0, 0}, {1});
   std::vector<float> x3(12), ws(4);
   // Needed: the channel table (one 256-byte block) and the state, 4 vectors of d = 3 floats for 4 chains rounded up to
   // the widest SIMD pack (16), plus 16 floats of alignment room: 256 + (4 x 3 x 16 + 16) x 4 = 1088 bytes.
-  expect_error([&] { langevin(mix3, x3.data(), 4, o, {}, cpu, ws.data(), ws.size() * sizeof(float)); },
+  expect_error([&] { langevin(mix3, x3.data(), {}, 4, o, cpu, ws.data(), ws.size() * sizeof(float)); },
                {"workspace_bytes", "16", "1088"});
   EXPECT_EQ(langevin_workspace_bytes(mix3, 4, o), 1088u);
   EXPECT_EQ(langevin_workspace_bytes(mix, 4, o), 256u);  // register path: the channel table only
@@ -121,15 +122,15 @@ TEST(Validation, NamesAndExecutors) {
   expect_error([] { parse_langevin_method("hmc"); }, {"method", "hmc"});
   EXPECT_EQ(parse_langevin_method("tamed_ula"), langevin_method::tamed_ula);
   EXPECT_EQ(parse_executor("cpu"), executor::cpu);
-  expect_error([] { sliced_wasserstein(nullptr, 1, nullptr, 1, 2, 0, 0); }, {"directions", "0"});
+  expect_error([] { sliced_wasserstein(1, 1, 2, nullptr, nullptr, 0, 0); }, {"directions", "0"});
   if (!cuda_available()) {
     // Forcing the CUDA executor without a GPU is refused with the runtime's reason.
     const auto mix = small();
     std::vector<float> x(8), out(8);
-    expect_error([&] { mix.evaluate(quantity::score, x.data(), 4, {}, out.data(), {executor::cuda}); },
+    expect_error([&] { mix.evaluate(out.data(), 4, x.data(), {}, quantity::score, {executor::cuda}); },
                  {"executor", "no GPU"});
     // And automatic falls back to the CPU.
-    EXPECT_EQ(mix.evaluate(quantity::score, x.data(), 4, {}, out.data()), executor::cpu);
+    EXPECT_EQ(mix.evaluate(out.data(), 4, x.data(), {}, quantity::score), executor::cpu);
   }
 }
 
@@ -138,14 +139,14 @@ TEST(ValidationGpu, PointersMustMatchTheExecutor) {
   const auto mix = small();
   std::vector<float> host(8);
   dt::device_buffer<float> dev(8);
-  expect_error([&] { mix.evaluate(quantity::score, host.data(), 4, {}, dev.ptr, {executor::cuda}); },
+  expect_error([&] { mix.evaluate(dev.ptr, 4, host.data(), {}, quantity::score, {executor::cuda}); },
                {"x", "host pointer", "CUDA executor"});
-  expect_error([&] { mix.evaluate(quantity::score, dev.ptr, 4, {}, host.data(), {executor::cpu}); },
+  expect_error([&] { mix.evaluate(host.data(), 4, dev.ptr, {}, quantity::score, {executor::cpu}); },
                {"x", "device pointer", "CPU executor"});
   // Requests beyond device memory are refused before anything is launched.
   const gaussian_mixture mix3(3, {1}, {0, 0, 0}, {1});
   langevin_options o;
-  expect_error<out_of_memory>([&] { langevin(mix3, dev.ptr, std::int64_t(1) << 40, o); },
+  expect_error<out_of_memory>([&] { langevin(mix3, dev.ptr, {}, std::int64_t(1) << 40, o); },
                               {"workspace", "device memory"});
 }
 
@@ -183,5 +184,5 @@ TEST(Validation, ValuesBeyondFp32) {
   o.steps = 2;
   guided_outputs outputs;
   outputs.samples = out.data();
-  expect_error([&] { guided_sample(mix, g, o, outputs, {executor::cpu}); }, {"problems.y[0]", "-1e+300"});
+  expect_error([&] { guided_sample(mix, outputs, g, o, {executor::cpu}); }, {"problems.y[0]", "-1e+300"});
 }

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
                 ds::cpu_threads(), latency * 1e6);
   for (int rep = 0; rep < repeats + 1; ++rep) {  // the first run warms up
     MPI_Barrier(MPI_COMM_WORLD);
-    const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out);
+    const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o);
     double mine[4] = {res.seconds, res.comm.seconds, double(res.comm.bytes_sent), double(res.comm.exchanges)};
     std::vector<double> all(4 * static_cast<std::size_t>(ranks));
     MPI_Gather(mine, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
       ds::execution cpu;
       cpu.kind = ds::executor::cpu;
       const double t0 = MPI_Wtime();
-      ds::guided_sample(prior, pr, o, out, cpu);
+      ds::guided_sample(prior, out, pr, o, cpu);
       const double t = MPI_Wtime() - t0;
       std::printf("  single-process guided_sample: %.3f s, %.3g particle-steps/s\n", t, double(N) * double(K) / t);
     }
@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
       ro.seed = 77 + t;
       ds::particle_outputs po;
       po.ancestors64 = anc.data();
-      ds::mpi::resample(MPI_COMM_WORLD, lw.data(), 1, N, ro, po);
+      ds::mpi::resample(MPI_COMM_WORLD, po, 1, N, lw.data(), ro);
       long long away = 0, all = 0;
       for (std::int64_t i = 0; i < mine.count; ++i) away += anc[i] < mine.first || anc[i] >= mine.first + mine.count;
       MPI_Allreduce(&away, &all, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);

@@ -55,11 +55,21 @@ class DIFFSAMPLE_API bernoulli_mixture {
   /// denoiser: E[x | y] = score / alpha (n x d floats each). FP32, one-pass online softmax over components. Buffers are
   /// device-accessible for the CUDA executor and host-accessible for the CPU one. Asynchronous on the CUDA executor.
   /// @return the executor that ran
-  executor evaluate(quantity what, const float* y, std::int64_t n, double alpha, float* out,
+  executor evaluate(float* out, std::int64_t n, const float* y, double alpha, quantity what,
                     execution exec = {}) const;
+  /// evaluate() in the argument order before 0.3.0 (output after the inputs).
+  [[deprecated("outputs first: evaluate(out, n, y, alpha, what, exec)")]] executor evaluate(
+      quantity what, const float* y, std::int64_t n, double alpha, float* out, execution exec = {}) const {
+    return evaluate(out, n, y, alpha, what, exec);
+  }
 
   /// FP64 reference of evaluate() on the host (synchronous, OpenMP over points).
-  void evaluate_fp64(quantity what, const double* y, std::int64_t n, double alpha, double* out) const;
+  void evaluate_fp64(double* out, std::int64_t n, const double* y, double alpha, quantity what) const;
+  /// evaluate_fp64() in the argument order before 0.3.0 (output after the inputs).
+  [[deprecated("outputs first: evaluate_fp64(out, n, y, alpha, what)")]] void evaluate_fp64(
+      quantity what, const double* y, std::int64_t n, double alpha, double* out) const {
+    evaluate_fp64(out, n, y, alpha, what);
+  }
 
   /// Exact samples of the noisy variable y (entries +-1, as floats): point i draws its component and coordinates from
   /// the Philox stream (seed, first_index + i, 0). @p alpha > 0, or +infinity for samples of the prior itself.
@@ -112,9 +122,15 @@ struct discrete_langevin_options {
   bool start_uniform = false;
 };
 
-/// What a discrete run did.
+/// What a discrete run did: the return value of the discrete samplers' argument order before 0.3.0 (the current
+/// order returns the executor, as every call whose report would hold nothing else).
 struct discrete_report {
   executor ran = executor::automatic;  ///< executor that ran
+};
+
+/// Optional outputs of a discrete Langevin run (caller buffers on the executor's side; nullptr to skip).
+struct discrete_langevin_outputs {
+  std::int64_t* accepted = nullptr;  ///< n: accepted moves of each chain (the step count for the unadjusted methods)
 };
 
 /// Bytes of workspace discrete_langevin() needs: 4 n d floats (device memory on the CUDA executor) and a table of
@@ -123,14 +139,24 @@ DIFFSAMPLE_API std::size_t discrete_langevin_workspace_bytes(const bernoulli_mix
                                                              const discrete_langevin_options& options);
 
 /// Runs options.steps steps of n chains on q (one fused launch). @p y (n x d) holds the start and receives the final
-/// states (entries +-1 as floats). @p accepted (optional, n int64) receives each chain's accepted moves (the step
-/// count for the unadjusted methods). Without @p workspace a buffer of discrete_langevin_workspace_bytes() is
+/// states (entries +-1 as floats). outputs.accepted (optional, n int64) receives each chain's accepted moves (the
+/// step count for the unadjusted methods). Without @p workspace a buffer of discrete_langevin_workspace_bytes() is
 /// allocated for the call (stream-ordered on CUDA), never per step. Asynchronous on the CUDA executor.
+/// @return the executor that ran
 /// @throws invalid_argument for bad sizes, strengths, steps, pointers (before anything is launched)
-DIFFSAMPLE_API discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std::int64_t n,
-                                                 const discrete_langevin_options& options,
-                                                 std::int64_t* accepted = nullptr, execution exec = {},
-                                                 void* workspace = nullptr, std::size_t workspace_bytes = 0);
+DIFFSAMPLE_API executor discrete_langevin(const bernoulli_mixture& prior, float* y,
+                                          discrete_langevin_outputs outputs, std::int64_t n,
+                                          const discrete_langevin_options& options, execution exec = {},
+                                          void* workspace = nullptr, std::size_t workspace_bytes = 0);
+/// discrete_langevin() in the argument order before 0.3.0 (the optional output after the options), returning a
+/// discrete_report.
+[[deprecated("state and outputs first: discrete_langevin(prior, y, {accepted}, n, options, exec)")]] inline
+discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std::int64_t n,
+                                  const discrete_langevin_options& options, std::int64_t* accepted = nullptr,
+                                  execution exec = {}, void* workspace = nullptr, std::size_t workspace_bytes = 0) {
+  return {discrete_langevin(prior, y, discrete_langevin_outputs{accepted}, n, options, exec, workspace,
+                            workspace_bytes)};
+}
 
 /// Settings of a discrete walk-jump run: for each of `measurements` measurements, `steps` steps of the chosen
 /// discrete chain on the measurement given the earlier ones (the law q(u + y) in y, u the sum of the earlier
@@ -161,10 +187,19 @@ DIFFSAMPLE_API std::size_t discrete_walk_jump_workspace_bytes(const bernoulli_mi
 /// Discrete walk-jump sampling of the prior: writes n x d jumps to @p x (entries +-1, or E[x | y] with
 /// options.mean). The input content of @p x is not read. Asynchronous on the CUDA executor; workspace as for
 /// discrete_langevin().
+/// @return the executor that ran
 /// @throws invalid_argument for bad sizes, strengths, steps, pointers (before anything is launched)
-DIFFSAMPLE_API discrete_report discrete_walk_jump(const bernoulli_mixture& prior, float* x, std::int64_t n,
-                                                  const discrete_walk_jump_options& options,
-                                                  discrete_walk_jump_outputs outputs = {}, execution exec = {},
-                                                  void* workspace = nullptr, std::size_t workspace_bytes = 0);
+DIFFSAMPLE_API executor discrete_walk_jump(const bernoulli_mixture& prior, float* x,
+                                           discrete_walk_jump_outputs outputs, std::int64_t n,
+                                           const discrete_walk_jump_options& options, execution exec = {},
+                                           void* workspace = nullptr, std::size_t workspace_bytes = 0);
+/// discrete_walk_jump() in the argument order before 0.3.0 (the outputs after the options), returning a
+/// discrete_report.
+[[deprecated("state and outputs first: discrete_walk_jump(prior, x, outputs, n, options, exec)")]] inline
+discrete_report discrete_walk_jump(const bernoulli_mixture& prior, float* x, std::int64_t n,
+                                   const discrete_walk_jump_options& options, discrete_walk_jump_outputs outputs = {},
+                                   execution exec = {}, void* workspace = nullptr, std::size_t workspace_bytes = 0) {
+  return {discrete_walk_jump(prior, x, outputs, n, options, exec, workspace, workspace_bytes)};
+}
 
 }  // namespace diffsample

@@ -245,9 +245,16 @@ DIFFSAMPLE_API std::vector<double> guided_times(const gaussian_mixture& prior, c
 /// allocation is made per call. Asynchronous on the CUDA executor.
 /// @throws invalid_argument for inconsistent sizes, non-finite values, non-positive sigma_y, an invalid schedule
 ///         or options, before anything is launched
-DIFFSAMPLE_API guided_report guided_sample(const gaussian_mixture& prior, const guided_problems& problems,
-                                           const guided_options& options, guided_outputs outputs,
+DIFFSAMPLE_API guided_report guided_sample(const gaussian_mixture& prior, guided_outputs outputs,
+                                           const guided_problems& problems, const guided_options& options,
                                            execution exec = {}, void* workspace = nullptr,
                                            std::size_t workspace_bytes = 0);
+/// guided_sample() in the argument order before 0.3.0 (the outputs after the problems and options).
+[[deprecated("outputs first: guided_sample(prior, outputs, problems, options, exec)")]] inline guided_report
+guided_sample(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& options,
+              guided_outputs outputs, execution exec = {}, void* workspace = nullptr,
+              std::size_t workspace_bytes = 0) {
+  return guided_sample(prior, outputs, problems, options, exec, workspace, workspace_bytes);
+}
 
 }  // namespace diffsample

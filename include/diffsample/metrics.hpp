@@ -22,8 +22,14 @@ class mixture_posterior;
 /// Two independent exact sets of the same sizes give the floor.
 /// @throws invalid_argument for n_a, n_b, d or directions < 1, p not 1 or 2, a null or device pointer, sizes whose
 ///         byte count overflows, or a non-finite value in @p a or @p b (the message names the sample)
-DIFFSAMPLE_API double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b,
-                                         std::int64_t dim, int directions, std::uint64_t seed, int p = 1);
+DIFFSAMPLE_API double sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t dim, const float* a,
+                                         const float* b, int directions, std::uint64_t seed, int p = 1);
+/// The host sliced_wasserstein() in the argument order before 0.3.0 (each set before its size).
+[[deprecated("sizes first: sliced_wasserstein(n_a, n_b, dim, a, b, directions, seed, p)")]] inline double
+sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t dim,
+                   int directions, std::uint64_t seed, int p = 1) {
+  return sliced_wasserstein(n_a, n_b, dim, a, b, directions, seed, p);
+}
 
 /// Scratch budget of sliced_wasserstein() on an executor when no workspace is given: directions are processed in
 /// passes of as many as fit in 256 MiB (at least one, whatever its size).
@@ -73,19 +79,35 @@ DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, 
 /// @throws invalid_argument for n_a, n_b, d or directions < 1, d >= 2^31, p not 1 or 2, a null pointer, a pointer
 ///         on the wrong side, sizes whose byte count overflows, or a workspace too small for one direction;
 ///         out_of_memory when the scratch does not fit
-DIFFSAMPLE_API executor sliced_wasserstein_async(const float* a, std::int64_t n_a, const float* b,
-                                                 std::int64_t n_b, std::int64_t dim, int directions,
-                                                 std::uint64_t seed, int p, double* result, execution exec = {},
+DIFFSAMPLE_API executor sliced_wasserstein_async(double* result, std::int64_t n_a, std::int64_t n_b,
+                                                 std::int64_t dim, const float* a, const float* b, int directions,
+                                                 std::uint64_t seed, int p, execution exec = {},
                                                  void* workspace = nullptr, std::size_t workspace_bytes = 0);
+/// sliced_wasserstein_async() in the argument order before 0.3.0 (the result after the inputs).
+[[deprecated("output and sizes first: sliced_wasserstein_async(result, n_a, n_b, dim, a, b, directions, seed, p, "
+             "exec)")]] inline executor
+sliced_wasserstein_async(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t dim,
+                         int directions, std::uint64_t seed, int p, double* result, execution exec = {},
+                         void* workspace = nullptr, std::size_t workspace_bytes = 0) {
+  return sliced_wasserstein_async(result, n_a, n_b, dim, a, b, directions, seed, p, exec, workspace,
+                                  workspace_bytes);
+}
 
 /// Sliced Wasserstein distance on an executor, returned on the host: sliced_wasserstein_async() followed by a
 /// copy of the value to the host. Synchronises exec.stream on the CUDA executor (it returns a host value).
 /// Same arguments, guarantees and agreement with the host sliced_wasserstein() as sliced_wasserstein_async().
 /// @throws invalid_argument as sliced_wasserstein_async(), and when the result is NaN because a sample holds a
 ///         non-finite value (checked after the run)
-DIFFSAMPLE_API double sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b,
-                                         std::int64_t dim, int directions, std::uint64_t seed, int p, execution exec,
+DIFFSAMPLE_API double sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t dim, const float* a,
+                                         const float* b, int directions, std::uint64_t seed, int p, execution exec,
                                          void* workspace = nullptr, std::size_t workspace_bytes = 0);
+/// sliced_wasserstein() on an executor in the argument order before 0.3.0 (each set before its size).
+[[deprecated("sizes first: sliced_wasserstein(n_a, n_b, dim, a, b, directions, seed, p, exec)")]] inline double
+sliced_wasserstein(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t dim,
+                   int directions, std::uint64_t seed, int p, execution exec, void* workspace = nullptr,
+                   std::size_t workspace_bytes = 0) {
+  return sliced_wasserstein(n_a, n_b, dim, a, b, directions, seed, p, exec, workspace, workspace_bytes);
+}
 
 /// Mixture-component weights recovered from samples: the average over the n samples of each component's
 /// posterior responsibility r_k(x) = w'_k N(x; m'_k, S'_k) / sum_j w'_j N(x; m'_j, S'_j) under the exact
@@ -99,26 +121,46 @@ DIFFSAMPLE_API double sliced_wasserstein(const float* a, std::int64_t n_a, const
 /// @param x  n x d_x host floats
 /// @throws invalid_argument for n < 1, a null or device pointer, a non-finite sample value (naming the sample), or a
 ///         posterior covariance that is not numerically positive definite (e.g. sigma_y = 0)
-DIFFSAMPLE_API std::vector<double> component_weights(const mixture_posterior& reference, const float* x,
-                                                     std::int64_t n);
+DIFFSAMPLE_API std::vector<double> component_weights(const mixture_posterior& reference, std::int64_t n,
+                                                     const float* x);
+/// component_weights() in the argument order before 0.3.0 (the samples before their count).
+[[deprecated("size first: component_weights(reference, n, x)")]] inline std::vector<double>
+component_weights(const mixture_posterior& reference, const float* x, std::int64_t n) {
+  return component_weights(reference, n, x);
+}
 
 /// Mixture-component weights recovered from samples of a gaussian_mixture (diagonal or isotropic components):
 /// the average responsibility r_k(x) = w_k N(x; mu_k, diag v_k) / sum_j w_j N(x; mu_j, diag v_j), K values.
 /// Host, synchronous, FP64, deterministic as the posterior overload; same standard error sqrt(w_k (1 - w_k) / n).
 /// @param x  n x dim host floats
 /// @throws invalid_argument for n < 1, a null or device pointer, or a non-finite sample value
-DIFFSAMPLE_API std::vector<double> component_weights(const gaussian_mixture& reference, const float* x,
-                                                     std::int64_t n);
+DIFFSAMPLE_API std::vector<double> component_weights(const gaussian_mixture& reference, std::int64_t n,
+                                                     const float* x);
+/// component_weights() in the argument order before 0.3.0 (the samples before their count).
+[[deprecated("size first: component_weights(reference, n, x)")]] inline std::vector<double>
+component_weights(const gaussian_mixture& reference, const float* x, std::int64_t n) {
+  return component_weights(reference, n, x);
+}
 
-/// Error of the recovered component weights: max_k |component_weights(reference, x, n)_k - w'_k| against the
+/// Error of the recovered component weights: max_k |component_weights(reference, n, x)_k - w'_k| against the
 /// posterior weights w'_k. For n exact samples the Monte Carlo standard error of component k is about
 /// sqrt(w'_k (1 - w'_k) / n) (at most that), so errors of a few of those are chance.
 /// @throws invalid_argument as component_weights()
-DIFFSAMPLE_API double component_weight_error(const mixture_posterior& reference, const float* x, std::int64_t n);
+DIFFSAMPLE_API double component_weight_error(const mixture_posterior& reference, std::int64_t n, const float* x);
+/// component_weight_error() in the argument order before 0.3.0 (the samples before their count).
+[[deprecated("size first: component_weight_error(reference, n, x)")]] inline double
+component_weight_error(const mixture_posterior& reference, const float* x, std::int64_t n) {
+  return component_weight_error(reference, n, x);
+}
 
-/// Error of the recovered component weights of a gaussian_mixture: max_k |component_weights(reference, x, n)_k - w_k|;
+/// Error of the recovered component weights of a gaussian_mixture: max_k |component_weights(reference, n, x)_k - w_k|;
 /// standard error about sqrt(w_k (1 - w_k) / n) per component for exact samples.
 /// @throws invalid_argument as component_weights()
-DIFFSAMPLE_API double component_weight_error(const gaussian_mixture& reference, const float* x, std::int64_t n);
+DIFFSAMPLE_API double component_weight_error(const gaussian_mixture& reference, std::int64_t n, const float* x);
+/// component_weight_error() in the argument order before 0.3.0 (the samples before their count).
+[[deprecated("size first: component_weight_error(reference, n, x)")]] inline double
+component_weight_error(const gaussian_mixture& reference, const float* x, std::int64_t n) {
+  return component_weight_error(reference, n, x);
+}
 
 }  // namespace diffsample

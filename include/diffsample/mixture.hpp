@@ -135,8 +135,13 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// softmax over components. @p out holds n floats (log_density) or n x d floats (score, denoiser).
   /// Buffers are device-accessible for the CUDA executor and host-accessible for the CPU one. Asynchronous on the
   /// CUDA executor. @return the executor that ran.
-  executor evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+  executor evaluate(float* out, std::int64_t n, const float* x, channel ch, quantity what,
                     execution exec = {}) const;
+  /// evaluate() in the argument order before 0.3.0 (output after the inputs).
+  [[deprecated("outputs first: evaluate(out, n, x, ch, what, exec)")]] executor evaluate(
+      quantity what, const float* x, std::int64_t n, channel ch, float* out, execution exec = {}) const {
+    return evaluate(out, n, x, ch, what, exec);
+  }
 
   /// evaluate() with a choice of path (mixture_path) and a report of what ran. On the CUDA executor the gemm path
   /// needs evaluate_workspace_bytes() of device workspace: pass it to keep the call free of allocation, or nullptr
@@ -145,17 +150,36 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// (allocates and synchronises; prepare_gemm() does this ahead).
   /// @throws invalid_argument as evaluate() does, and when gemm is forced on a diagonal mixture or the workspace
   ///         is too small
-  evaluate_report evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+  evaluate_report evaluate(float* out, std::int64_t n, const float* x, channel ch, quantity what,
                            const evaluate_options& options, execution exec = {}, void* workspace = nullptr,
                            std::size_t workspace_bytes = 0) const;
+  /// evaluate() with options in the argument order before 0.3.0 (output after the inputs).
+  [[deprecated("outputs first: evaluate(out, n, x, ch, what, options, exec, workspace, workspace_bytes)")]]
+  evaluate_report evaluate(quantity what, const float* x, std::int64_t n, channel ch, float* out,
+                           const evaluate_options& options, execution exec = {}, void* workspace = nullptr,
+                           std::size_t workspace_bytes = 0) const {
+    return evaluate(out, n, x, ch, what, options, exec, workspace, workspace_bytes);
+  }
 
-  /// Bytes of device workspace evaluate(..., options, exec, workspace) needs for n points (0 on the CPU executor
-  /// and on the direct path).
-  std::size_t evaluate_workspace_bytes(quantity what, std::int64_t n, const evaluate_options& options = {},
+  /// Bytes of device workspace evaluate(out, n, x, ch, what, options, exec, workspace) needs for n points (0 on
+  /// the CPU executor and on the direct path).
+  std::size_t evaluate_workspace_bytes(std::int64_t n, quantity what, const evaluate_options& options = {},
                                        execution exec = {}) const;
+  /// evaluate_workspace_bytes() in the argument order before 0.3.0 (the quantity before the size).
+  [[deprecated("sizes first: evaluate_workspace_bytes(n, what, options, exec)")]] std::size_t
+  evaluate_workspace_bytes(quantity what, std::int64_t n, const evaluate_options& options = {},
+                           execution exec = {}) const {
+    return evaluate_workspace_bytes(n, what, options, exec);
+  }
 
   /// The path evaluate() runs for n points on executor @p where under options.path (never automatic).
-  mixture_path chosen_path(quantity what, std::int64_t n, executor where, const evaluate_options& options = {}) const;
+  mixture_path chosen_path(std::int64_t n, quantity what, const evaluate_options& options, executor where) const;
+  /// chosen_path() in the argument order before 0.3.0 (the quantity before the size, the executor before the
+  /// options).
+  [[deprecated("sizes first, executor last: chosen_path(n, what, options, where)")]] mixture_path chosen_path(
+      quantity what, std::int64_t n, executor where, const evaluate_options& options = {}) const {
+    return chosen_path(n, what, options, where);
+  }
 
   /// Builds the gemm path's tables (recentred means, norms) for the executor ahead of the first gemm-path call; on
   /// the CUDA executor also the cuBLAS handle. Allocates and synchronises; thread-safe; idempotent.
@@ -166,24 +190,50 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// exact score of the smoothed data, the "optimal denoiser" of a diffusion model trained to zero loss.
   /// @param points  n x d row-major host array
   /// @throws invalid_argument naming the bad argument and value
-  static gaussian_mixture empirical(const double* points, std::int64_t n, std::int64_t dim, double variance);
+  static gaussian_mixture empirical(std::int64_t n, std::int64_t dim, const double* points, double variance);
+  /// empirical() in the argument order before 0.3.0 (the points before their sizes).
+  [[deprecated("sizes first: empirical(n, dim, points, variance)")]] static gaussian_mixture empirical(
+      const double* points, std::int64_t n, std::int64_t dim, double variance) {
+    return empirical(n, dim, points, variance);
+  }
 
   /// Jacobian of the denoiser times v: (d E[x0|x_t=x] / dx) v, per point, with no d x d matrix formed.
   /// x, v and out are n x d. Asynchronous on the CUDA executor. @return the executor that ran.
-  executor denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
+  executor denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,
                         execution exec = {}) const;
+  /// denoiser_jvp() in the argument order before 0.3.0 (output after the inputs).
+  [[deprecated("outputs first: denoiser_jvp(out, n, x, v, ch, exec)")]] executor denoiser_jvp(
+      const float* x, const float* v, std::int64_t n, channel ch, float* out, execution exec = {}) const {
+    return denoiser_jvp(out, n, x, v, ch, exec);
+  }
 
   /// FP64 reference of evaluate() on the host (synchronous, single-threaded per point, OpenMP over points).
-  void evaluate_fp64(quantity what, const double* x, std::int64_t n, channel ch, double* out) const;
+  void evaluate_fp64(double* out, std::int64_t n, const double* x, channel ch, quantity what) const;
+  /// evaluate_fp64() in the argument order before 0.3.0 (output after the inputs).
+  [[deprecated("outputs first: evaluate_fp64(out, n, x, ch, what)")]] void evaluate_fp64(
+      quantity what, const double* x, std::int64_t n, channel ch, double* out) const {
+    evaluate_fp64(out, n, x, ch, what);
+  }
   /// denoiser_jvp() with a choice of path and a report of what ran. The gemm path (CPU executor only; the CUDA
   /// executor runs the direct path, and forcing gemm there is an invalid_argument) forms mu_k . v as a third
   /// product and sum_k r_k dv_k mu_k / c_k as a fourth, with the same recentring and correction as evaluate().
   /// The plain denoiser_jvp() always runs the direct path.
-  evaluate_report denoiser_jvp(const float* x, const float* v, std::int64_t n, channel ch, float* out,
+  evaluate_report denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,
                                const evaluate_options& options, execution exec = {}) const;
+  /// denoiser_jvp() with options in the argument order before 0.3.0 (output after the inputs).
+  [[deprecated("outputs first: denoiser_jvp(out, n, x, v, ch, options, exec)")]] evaluate_report denoiser_jvp(
+      const float* x, const float* v, std::int64_t n, channel ch, float* out, const evaluate_options& options,
+      execution exec = {}) const {
+    return denoiser_jvp(out, n, x, v, ch, options, exec);
+  }
 
   /// FP64 reference of denoiser_jvp() on the host.
-  void denoiser_jvp_fp64(const double* x, const double* v, std::int64_t n, channel ch, double* out) const;
+  void denoiser_jvp_fp64(double* out, std::int64_t n, const double* x, const double* v, channel ch) const;
+  /// denoiser_jvp_fp64() in the argument order before 0.3.0 (output after the inputs).
+  [[deprecated("outputs first: denoiser_jvp_fp64(out, n, x, v, ch)")]] void denoiser_jvp_fp64(
+      const double* x, const double* v, std::int64_t n, channel ch, double* out) const {
+    denoiser_jvp_fp64(out, n, x, v, ch);
+  }
 
   /// Exact samples of p_t: point i draws its component and noise from the Philox stream (seed, first_index + i, 0),
   /// so samples do not depend on batch split or executor (up to the last bits of the normals).

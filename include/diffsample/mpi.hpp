@@ -73,31 +73,55 @@ struct chain_report {
 /// this rank's rows. The accepted proposals are summed over the ranks (counted in a host buffer of this call when
 /// outputs.accepted is nullptr and the rank runs on the CPU; read back from outputs.accepted otherwise).
 /// Validation is collective: an invalid argument on any rank throws the same error on every rank.
-DIFFSAMPLE_API chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n,
-                                     const langevin_options& options, langevin_outputs outputs = {},
+DIFFSAMPLE_API chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
+                                     langevin_outputs outputs, std::int64_t n, const langevin_options& options,
                                      execution exec = {});
+/// mpi::langevin() in the argument order before 0.3.0 (the outputs after the options).
+[[deprecated("state and outputs first: langevin(comm, mixture, x, outputs, n, options, exec)")]] inline chain_report
+langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n, const langevin_options& options,
+         langevin_outputs outputs = {}, execution exec = {}) {
+  return langevin(comm, mixture, x, outputs, n, options, exec);
+}
 
 /// diffusion() on chains shard_of(n, comm) of n, as langevin() above: chain first + i uses the stream of chain
 /// options.first_chain + first + i, so the union of the ranks' rows equals a single-process run bit for bit (CPU
 /// executor). Collective validation.
-DIFFSAMPLE_API chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n,
-                                      const diffusion_options& options, diffusion_outputs outputs = {},
+DIFFSAMPLE_API chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
+                                      diffusion_outputs outputs, std::int64_t n, const diffusion_options& options,
                                       execution exec = {});
+/// mpi::diffusion() in the argument order before 0.3.0 (the outputs after the options).
+[[deprecated("state and outputs first: diffusion(comm, mixture, x, outputs, n, options, exec)")]] inline chain_report
+diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n, const diffusion_options& options,
+          diffusion_outputs outputs = {}, execution exec = {}) {
+  return diffusion(comm, mixture, x, outputs, n, options, exec);
+}
 
-/// Per-coordinate mean and variance (divisor n) of n rows spread over the ranks (host floats, @p count rows of d on
-/// this rank), in FP64: per-rank sums added in rank order, so the result is the same on every rank.
+/// Per-coordinate mean and variance (divisor n) of n rows spread over the ranks (host floats, @p count rows of
+/// dim on this rank), in FP64: per-rank sums added in rank order, so the result is the same on every rank.
 struct moments {
-  std::vector<double> mean;      ///< d values
-  std::vector<double> variance;  ///< d values
+  std::vector<double> mean;      ///< dim values
+  std::vector<double> variance;  ///< dim values
   std::int64_t n = 0;            ///< rows over all ranks
 };
-/// Collective; see moments. @throws invalid_argument (on every rank) for d < 1, count < 0 or a null pointer.
-DIFFSAMPLE_API moments row_moments(MPI_Comm comm, const float* x, std::int64_t count, std::int64_t d);
+/// Collective; see moments. @throws invalid_argument (on every rank) for dim < 1, count < 0 or a null pointer.
+DIFFSAMPLE_API moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t dim, const float* x);
+/// row_moments() in the argument order before 0.3.0 (the rows before their sizes).
+[[deprecated("sizes first: row_moments(comm, count, dim, x)")]] inline moments row_moments(MPI_Comm comm,
+                                                                                          const float* x,
+                                                                                          std::int64_t count,
+                                                                                          std::int64_t dim) {
+  return row_moments(comm, count, dim, x);
+}
 
 /// Gathers the ranks' rows (host floats, @p count rows of @p width on this rank) on @p root in rank order
 /// (MPI_Gatherv); returns them there and an empty vector elsewhere. Collective.
-DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, const float* x, std::int64_t count, std::int64_t width,
+DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t width, const float* x,
                                               int root = 0);
+/// gather_rows() in the argument order before 0.3.0 (the rows before their sizes).
+[[deprecated("sizes first: gather_rows(comm, count, width, x, root)")]] inline std::vector<float> gather_rows(
+    MPI_Comm comm, const float* x, std::int64_t count, std::int64_t width, int root = 0) {
+  return gather_rows(comm, count, width, x, root);
+}
 
 /// Per-problem statistics and exact global resampling of B problems of N particles spread over the ranks as
 /// shard_of(N, comm): @p log_weights holds this rank's B x count log-weights (host, CPU executor). Every rank
@@ -113,9 +137,15 @@ DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, const float* x, std
 /// decision uses the integer fixed-point ESS and is exact; gathered schemes: resample()'s reports bit for bit).
 /// outputs.ancestors (int32) and outputs.normalised_weights (B x count) are supported too.
 /// @throws invalid_argument on every rank for an invalid argument on any rank
-DIFFSAMPLE_API comm_stats resample(MPI_Comm comm, const float* log_weights, std::int64_t problems,
-                                   std::int64_t particles, const resampling_options& options,
-                                   particle_outputs outputs);
+DIFFSAMPLE_API comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t problems,
+                                   std::int64_t particles, const float* log_weights,
+                                   const resampling_options& options);
+/// mpi::resample() in the argument order before 0.3.0 (the outputs after the inputs and options).
+[[deprecated("outputs first: resample(comm, outputs, problems, particles, log_weights, options)")]] inline comm_stats
+resample(MPI_Comm comm, const float* log_weights, std::int64_t problems, std::int64_t particles,
+         const resampling_options& options, particle_outputs outputs) {
+  return resample(comm, outputs, problems, particles, log_weights, options);
+}
 
 /// How guided_sample() spreads a filter over the ranks.
 enum class smc_mode : int {
@@ -148,9 +178,15 @@ struct guided_result {
 /// single-process Philox streams with no communication (skrock and tmpd on the CPU executor only: their CUDA kernels
 /// do not take a shard's stream offset): outputs.samples and outputs.particles hold this rank's rows, equal to the
 /// single-process rows bit for bit (CPU executor); @p mode is ignored.
-DIFFSAMPLE_API guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior,
+DIFFSAMPLE_API guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided_outputs outputs,
                                            const guided_problems& problems, const guided_options& options,
-                                           guided_outputs outputs, smc_mode mode = smc_mode::global,
-                                           execution exec = {});
+                                           smc_mode mode = smc_mode::global, execution exec = {});
+/// mpi::guided_sample() in the argument order before 0.3.0 (the outputs after the problems and options).
+[[deprecated("outputs first: guided_sample(comm, prior, outputs, problems, options, mode, exec)")]] inline
+guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, const guided_problems& problems,
+                            const guided_options& options, guided_outputs outputs, smc_mode mode = smc_mode::global,
+                            execution exec = {}) {
+  return guided_sample(comm, prior, outputs, problems, options, mode, exec);
+}
 
 }  // namespace diffsample::mpi

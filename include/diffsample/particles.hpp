@@ -89,19 +89,35 @@ DIFFSAMPLE_API std::size_t resampling_workspace_bytes(std::int64_t problems, std
 ///                     allocate stream-ordered scratch for this call
 /// @return the executor that ran. Asynchronous on the CUDA executor: reports are written to device memory.
 /// @throws invalid_argument naming the bad argument and value; nothing is launched then
-DIFFSAMPLE_API executor resample(const float* log_weights, std::int64_t problems, std::int64_t particles,
-                                 const resampling_options& options, particle_outputs outputs, execution exec = {},
+DIFFSAMPLE_API executor resample(particle_outputs outputs, std::int64_t problems, std::int64_t particles,
+                                 const float* log_weights, const resampling_options& options, execution exec = {},
                                  void* workspace = nullptr, std::size_t workspace_bytes = 0);
+/// resample() in the argument order before 0.3.0 (the outputs after the inputs and options).
+[[deprecated("outputs first: resample(outputs, problems, particles, log_weights, options, exec)")]] inline executor
+resample(const float* log_weights, std::int64_t problems, std::int64_t particles, const resampling_options& options,
+         particle_outputs outputs, execution exec = {}, void* workspace = nullptr, std::size_t workspace_bytes = 0) {
+  return resample(outputs, problems, particles, log_weights, options, exec, workspace, workspace_bytes);
+}
 
 /// Gathers particle states by ancestor: out[b, j, :] = states[b, ancestors[b, j], :] for B x N particles of
-/// dimension d. @p states and @p out must not overlap. Asynchronous on the CUDA executor.
+/// dimension dim. @p states and @p out must not overlap. Asynchronous on the CUDA executor.
 /// @return the executor that ran.
-DIFFSAMPLE_API executor gather_particles(const float* states, std::int64_t problems, std::int64_t particles,
-                                         std::int64_t dim, const std::int32_t* ancestors, float* out,
-                                         execution exec = {});
+DIFFSAMPLE_API executor gather_particles(float* out, std::int64_t problems, std::int64_t particles, std::int64_t dim,
+                                         const float* states, const std::int32_t* ancestors, execution exec = {});
 /// int64 ancestors overload of gather_particles().
-DIFFSAMPLE_API executor gather_particles(const float* states, std::int64_t problems, std::int64_t particles,
-                                         std::int64_t dim, const std::int64_t* ancestors, float* out,
-                                         execution exec = {});
+DIFFSAMPLE_API executor gather_particles(float* out, std::int64_t problems, std::int64_t particles, std::int64_t dim,
+                                         const float* states, const std::int64_t* ancestors, execution exec = {});
+/// gather_particles() in the argument order before 0.3.0 (the output after the inputs).
+[[deprecated("output first: gather_particles(out, problems, particles, dim, states, ancestors, exec)")]] inline executor
+gather_particles(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,
+                 const std::int32_t* ancestors, float* out, execution exec = {}) {
+  return gather_particles(out, problems, particles, dim, states, ancestors, exec);
+}
+/// The int64 ancestors form of the deprecated order above.
+[[deprecated("output first: gather_particles(out, problems, particles, dim, states, ancestors, exec)")]] inline executor
+gather_particles(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,
+                 const std::int64_t* ancestors, float* out, execution exec = {}) {
+  return gather_particles(out, problems, particles, dim, states, ancestors, exec);
+}
 
 }  // namespace diffsample

@@ -295,7 +295,7 @@ NB_MODULE(_core, m) {
   m.def("parse_guided_grid", &ds::parse_guided_grid, "name"_a, "Parses 'schedule', 'sqrt_alpha_bar' or 'spectral'.");
   m.def("parse_mixture_path", &ds::parse_mixture_path, "name"_a, "Parses 'auto'/'automatic', 'direct' or 'gemm'.");
 
-  m.def("version", &ds::version, "The library's version (its CMake project version, e.g. '0.2.0').");
+  m.def("version", &ds::version, "The library's version (its CMake project version, e.g. '0.3.0').");
   m.def("cuda_available", &ds::cuda_available, "True when the CUDA runtime finds at least one device.");
   m.def("cuda_unavailable_reason", &ds::cuda_unavailable_reason,
         "Why no GPU is used: the CUDA runtime's message, or '' when a device was found.");
@@ -389,7 +389,7 @@ NB_MODULE(_core, m) {
             ds::evaluate_report r;
             {
               nb::gil_scoped_release release;
-              r = g.evaluate(what, xp, n, {a, s}, op, o, exec_of(p, stream));
+              r = g.evaluate(op, n, xp, {a, s}, what, o, exec_of(p, stream));
             }
             auto d = report(r.ran);
             d["path"] = ds::to_string(r.path);
@@ -410,7 +410,7 @@ NB_MODULE(_core, m) {
             ds::executor ran;
             {
               nb::gil_scoped_release release;
-              ran = g.denoiser_jvp(xp, vp, n, {a, s}, op, exec_of(p, stream));
+              ran = g.denoiser_jvp(op, n, xp, vp, {a, s}, exec_of(p, stream));
             }
             return report(ran);
           },
@@ -426,7 +426,7 @@ NB_MODULE(_core, m) {
                                                              : checked<double>(out, "out", {n, g.dim()}, p);
             if (p.where != ds::executor::cpu) raise_invalid("x: evaluate_fp64 runs on the host; pass CPU arrays");
             nb::gil_scoped_release release;
-            g.evaluate_fp64(what, xp, n, {a, s}, op);
+            g.evaluate_fp64(op, n, xp, {a, s}, what);
           },
           "what"_a, "x"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of evaluate (float64 CPU arrays).")
       .def(
@@ -439,7 +439,7 @@ NB_MODULE(_core, m) {
             double* op = checked<double>(out, "out", {n, g.dim()}, p);
             if (p.where != ds::executor::cpu) raise_invalid("x: denoiser_jvp_fp64 runs on the host; pass CPU arrays");
             nb::gil_scoped_release release;
-            g.denoiser_jvp_fp64(xp, vp, n, {a, s}, op);
+            g.denoiser_jvp_fp64(op, n, xp, vp, {a, s});
           },
           "x"_a, "v"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of denoiser_jvp (float64 CPU arrays).")
       .def(
@@ -462,8 +462,8 @@ NB_MODULE(_core, m) {
       .def_static(
           "empirical",
           [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> points, double variance) {
-            return ds::gaussian_mixture::empirical(points.data(), std::int64_t(points.shape(0)),
-                                                   std::int64_t(points.shape(1)), variance);
+            return ds::gaussian_mixture::empirical(std::int64_t(points.shape(0)),
+                                                   std::int64_t(points.shape(1)), points.data(), variance);
           },
           "points"_a, "variance"_a, "Equal-weight mixture of N(point_i, variance I) over the rows of points.")
       .def_static(
@@ -502,7 +502,7 @@ NB_MODULE(_core, m) {
         ds::langevin_report r;
         {
           nb::gil_scoped_release release;
-          r = ds::langevin(g, xp, n, o, outs, exec_of(p, stream));
+          r = ds::langevin(g, xp, outs, n, o, exec_of(p, stream));
         }
         auto d = report(r.ran);
         d["register_path"] = r.register_path;
@@ -543,7 +543,7 @@ NB_MODULE(_core, m) {
         ds::diffusion_report r;
         {
           nb::gil_scoped_release release;
-          r = ds::diffusion(g, xp, n, o, outs, exec_of(p, stream));
+          r = ds::diffusion(g, xp, outs, n, o, exec_of(p, stream));
         }
         auto d = report(r.ran);
         d["register_path"] = r.register_path;
@@ -718,7 +718,7 @@ NB_MODULE(_core, m) {
         ds::executor ran;
         {
           nb::gil_scoped_release release;
-          ran = ds::resample(lp, B, N, o, outs, exec_of(p, stream));
+          ran = ds::resample(outs, B, N, lp, o, exec_of(p, stream));
         }
         return report(ran);
       },
@@ -737,11 +737,11 @@ NB_MODULE(_core, m) {
         if (anc.dtype() == nb::dtype<std::int64_t>()) {
           const std::int64_t* ap = checked<std::int64_t>(anc, "ancestors", {B, N}, p);
           nb::gil_scoped_release release;
-          ran = ds::gather_particles(sp, B, N, d, ap, op, exec_of(p, stream));
+          ran = ds::gather_particles(op, B, N, d, sp, ap, exec_of(p, stream));
         } else {
           const std::int32_t* ap = checked<std::int32_t>(anc, "ancestors", {B, N}, p);
           nb::gil_scoped_release release;
-          ran = ds::gather_particles(sp, B, N, d, ap, op, exec_of(p, stream));
+          ran = ds::gather_particles(op, B, N, d, sp, ap, exec_of(p, stream));
         }
         return report(ran);
       },
@@ -893,7 +893,7 @@ NB_MODULE(_core, m) {
         ds::guided_report r;
         {
           nb::gil_scoped_release release;
-          r = ds::guided_sample(prior, pr, o, outs, exec_of(p, stream));
+          r = ds::guided_sample(prior, outs, pr, o, exec_of(p, stream));
         }
         auto dct = report(r.ran);
         dct["launches"] = r.launches;
@@ -912,7 +912,7 @@ NB_MODULE(_core, m) {
         const float* ap = checked<float>(a, "a", {-1, -1}, p);
         const float* bp = checked<float>(b, "b", {-1, dim_of(a, 1)}, p);
         nb::gil_scoped_release release;
-        return ds::sliced_wasserstein(ap, dim_of(a, 0), bp, dim_of(b, 0), dim_of(a, 1), directions, seed, pw,
+        return ds::sliced_wasserstein(dim_of(a, 0), dim_of(b, 0), dim_of(a, 1), ap, bp, directions, seed, pw,
                                       exec_of(p, stream));
       },
       "a"_a, "b"_a, "directions"_a = 256, "seed"_a = 0, "p"_a = 1, "stream"_a = 0,
@@ -926,7 +926,7 @@ NB_MODULE(_core, m) {
         std::vector<double> w;
         {
           nb::gil_scoped_release release;
-          w = ds::component_weights(q, xp, dim_of(x, 0));
+          w = ds::component_weights(q, dim_of(x, 0), xp);
         }
         return to_numpy(std::move(w), {std::size_t(q.components())});
       },
@@ -940,7 +940,7 @@ NB_MODULE(_core, m) {
         std::vector<double> w;
         {
           nb::gil_scoped_release release;
-          w = ds::component_weights(g, xp, dim_of(x, 0));
+          w = ds::component_weights(g, dim_of(x, 0), xp);
         }
         return to_numpy(std::move(w), {std::size_t(g.components())});
       },
@@ -952,7 +952,7 @@ NB_MODULE(_core, m) {
         const float* xp = checked<float>(x, "x", {-1, q.dim()}, p);
         if (p.where != ds::executor::cpu) raise_invalid("x: component_weight_error runs on the host; pass CPU arrays");
         nb::gil_scoped_release release;
-        return ds::component_weight_error(q, xp, dim_of(x, 0));
+        return ds::component_weight_error(q, dim_of(x, 0), xp);
       },
       "reference"_a, "x"_a, "max_k |recovered weight_k - w'_k| (host).");
   m.def(
@@ -962,7 +962,7 @@ NB_MODULE(_core, m) {
         const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
         if (p.where != ds::executor::cpu) raise_invalid("x: component_weight_error runs on the host; pass CPU arrays");
         nb::gil_scoped_release release;
-        return ds::component_weight_error(g, xp, dim_of(x, 0));
+        return ds::component_weight_error(g, dim_of(x, 0), xp);
       },
       "reference"_a, "x"_a, "max_k |recovered weight_k - w_k| (host).");
 }

@@ -78,7 +78,7 @@ ds_status ds_bernoulli_mixture_evaluate(const ds_bernoulli_mixture* mixture, ds_
   return guard([&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
-    set_ran(ran, m.evaluate(q, y, n, alpha, out, to_cpp(exec)));
+    set_ran(ran, m.evaluate(out, n, y, alpha, q, to_cpp(exec)));
   });
 }
 
@@ -109,9 +109,8 @@ ds_status ds_discrete_langevin(const ds_bernoulli_mixture* mixture, float* y, in
   return guard([&] {
     const auto& m = get(mixture);
     const auto o = read_discrete(options);
-    const auto r = ds::discrete_langevin(m, y, n, to_langevin(o), reinterpret_cast<std::int64_t*>(accepted),
-                                         to_cpp(exec), workspace, workspace_bytes);
-    set_ran(ran, r.ran);
+    set_ran(ran, ds::discrete_langevin(m, y, {reinterpret_cast<std::int64_t*>(accepted)}, n, to_langevin(o),
+                                       to_cpp(exec), workspace, workspace_bytes));
   });
 }
 
@@ -124,8 +123,7 @@ ds_status ds_discrete_walk_jump(const ds_bernoulli_mixture* mixture, float* x, i
     ds::discrete_walk_jump_outputs outputs;
     outputs.noisy = noisy;
     outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);
-    const auto r = ds::discrete_walk_jump(m, x, n, to_walk_jump(o), outputs, to_cpp(exec), workspace, workspace_bytes);
-    set_ran(ran, r.ran);
+    set_ran(ran, ds::discrete_walk_jump(m, x, outputs, n, to_walk_jump(o), to_cpp(exec), workspace, workspace_bytes));
   });
 }
 

@@ -122,7 +122,7 @@ ds_status ds_diffusion(const ds_mixture* mixture, float* x, int64_t n, const ds_
     check_trajectory(o.record_every, trajectory);
     ds::diffusion_outputs outputs;
     outputs.trajectory = trajectory;
-    const ds::diffusion_report r = ds::diffusion(m, x, n, o, outputs, to_cpp(exec), workspace, workspace_bytes);
+    const ds::diffusion_report r = ds::diffusion(m, x, outputs, n, o, to_cpp(exec), workspace, workspace_bytes);
     if (report) *report = ds_diffusion_report{to_c(r.ran), r.register_path ? 1 : 0, r.total_steps};
   });
 }

@@ -156,7 +156,7 @@ ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* pr
     const auto g = to_cpp(problems, m.dim());
     const auto o = to_cpp(options);
     const auto out = to_cpp(outputs);
-    const ds::guided_report r = ds::guided_sample(m, g, o, out, to_cpp(exec), workspace, workspace_bytes);
+    const ds::guided_report r = ds::guided_sample(m, out, g, o, to_cpp(exec), workspace, workspace_bytes);
     if (report) *report = ds_guided_report{to_c(r.ran), r.launches};
   });
 }

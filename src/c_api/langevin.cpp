@@ -52,7 +52,7 @@ ds_status ds_langevin(const ds_mixture* mixture, float* x, int64_t n, const ds_l
     ds::langevin_outputs outputs;
     outputs.trajectory = trajectory;
     outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);
-    const ds::langevin_report r = ds::langevin(m, x, n, o, outputs, to_cpp(exec), workspace, workspace_bytes);
+    const ds::langevin_report r = ds::langevin(m, x, outputs, n, o, to_cpp(exec), workspace, workspace_bytes);
     if (report) *report = ds_langevin_report{to_c(r.ran), r.register_path ? 1 : 0};
   });
 }

@@ -14,14 +14,14 @@ ds_status component_weights(const Reference* reference, const float* x, int64_t 
   return guard([&] {
     const auto& r = get(reference);
     require_out("out", out);
-    const std::vector<double> w = ds::component_weights(r, x, n);
+    const std::vector<double> w = ds::component_weights(r, n, x);
     std::copy(w.begin(), w.end(), out);
   });
 }
 
 template <class Reference>
 ds_status component_weight_error(const Reference* reference, const float* x, int64_t n, double* out) {
-  return write_out("out", out, [&] { return ds::component_weight_error(get(reference), x, n); });
+  return write_out("out", out, [&] { return ds::component_weight_error(get(reference), n, x); });
 }
 
 }  // namespace
@@ -32,7 +32,7 @@ ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int
                                 uint64_t seed, int p, double* out) {
   return guard([&] {
     require_out("out", out);
-    *out = ds::sliced_wasserstein(a, n_a, b, n_b, d, directions, seed, p);
+    *out = ds::sliced_wasserstein(n_a, n_b, d, a, b, directions, seed, p);
   });
 }
 
@@ -48,7 +48,7 @@ ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const float* b, 
                                    size_t workspace_bytes, double* out) {
   return guard([&] {
     require_out("out", out);
-    *out = ds::sliced_wasserstein(a, n_a, b, n_b, d, directions, seed, p, to_cpp(exec), workspace, workspace_bytes);
+    *out = ds::sliced_wasserstein(n_a, n_b, d, a, b, directions, seed, p, to_cpp(exec), workspace, workspace_bytes);
   });
 }
 
@@ -56,7 +56,7 @@ ds_status ds_sliced_wasserstein_async(const float* a, int64_t n_a, const float* 
                                       int directions, uint64_t seed, int p, double* result, ds_execution exec,
                                       void* workspace, size_t workspace_bytes, ds_executor* ran) {
   return guard([&] {
-    set_ran(ran, ds::sliced_wasserstein_async(a, n_a, b, n_b, d, directions, seed, p, result, to_cpp(exec), workspace,
+    set_ran(ran, ds::sliced_wasserstein_async(result, n_a, n_b, d, a, b, directions, seed, p, to_cpp(exec), workspace,
                                               workspace_bytes));
   });
 }

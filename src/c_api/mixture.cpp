@@ -44,13 +44,13 @@ ds_status ds_mixture_evaluate(const ds_mixture* mixture, ds_quantity what, const
   return guard([&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
-    set_ran(ran, m.evaluate(q, x, n, to_cpp(ch), out, to_cpp(exec)));
+    set_ran(ran, m.evaluate(out, n, x, to_cpp(ch), q, to_cpp(exec)));
   });
 }
 
 ds_status ds_mixture_denoiser_jvp(const ds_mixture* mixture, const float* x, const float* v, int64_t n, ds_channel ch,
                                   float* out, ds_execution exec, ds_executor* ran) {
-  return guard([&] { set_ran(ran, get(mixture).denoiser_jvp(x, v, n, to_cpp(ch), out, to_cpp(exec))); });
+  return guard([&] { set_ran(ran, get(mixture).denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(exec))); });
 }
 
 ds_status ds_mixture_sample(const ds_mixture* mixture, float* out, int64_t n, ds_channel ch, uint64_t seed,

@@ -53,7 +53,7 @@ ds_status resample(const float* log_weights, int64_t problems, int64_t particles
       outputs.ancestors = reinterpret_cast<std::int32_t*>(ancestors);
     outputs.normalised_weights = normalised_weights;
     outputs.reports = reinterpret_cast<ds::particle_report*>(reports);
-    set_ran(ran, ds::resample(log_weights, problems, particles, o, outputs, to_cpp(exec), workspace, workspace_bytes));
+    set_ran(ran, ds::resample(outputs, problems, particles, log_weights, o, to_cpp(exec), workspace, workspace_bytes));
   });
 }
 
@@ -63,7 +63,7 @@ ds_status gather(const float* states, int64_t problems, int64_t particles, int64
                  float* out, ds_execution exec, ds_executor* ran) {
   static_assert(sizeof(CIndex) == sizeof(Index));
   return guard([&] {
-    set_ran(ran, ds::gather_particles(states, problems, particles, dim, reinterpret_cast<const Index*>(ancestors), out,
+    set_ran(ran, ds::gather_particles(out, problems, particles, dim, states, reinterpret_cast<const Index*>(ancestors),
                                       to_cpp(exec)));
   });
 }

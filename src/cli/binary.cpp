@@ -94,7 +94,7 @@ std::vector<float> exact_reference(const ds::bernoulli_mixture& prior, bool walk
   std::bernoulli_distribution flip(1.0 / (1.0 + std::exp(2.0 * alpha)));
   for (std::int64_t r = 0; r < measurements; ++r)
     for (std::size_t i = 0; i < x.size(); ++i) u[i] += flip(g) ? -x[i] : x[i];
-  prior.evaluate(ds::quantity::denoiser, u.data(), n, alpha, out.data(), {ds::executor::cpu});
+  prior.evaluate(out.data(), n, u.data(), alpha, ds::quantity::denoiser, {ds::executor::cpu});
   if (!mean)
     for (float& v : out) v = v >= 0.f ? 1.f : -1.f;
   return out;
@@ -292,7 +292,7 @@ int run_sample_binary(int argc, char** argv, int first) {
   exec_buffer<float> x(where, n * d);
   exec_buffer<std::int64_t> acc(where, n);
   const auto t0 = std::chrono::steady_clock::now();
-  ds::discrete_report rep;
+  ds::executor ran = ds::executor::automatic;
   if (walk_jump) {
     ds::discrete_walk_jump_options w;
     w.method = method;
@@ -302,7 +302,7 @@ int run_sample_binary(int argc, char** argv, int first) {
     w.measurements = measurements;
     w.mean = mean;
     w.seed = seed;
-    rep = ds::discrete_walk_jump(prior, x.data(), n, w, {nullptr, acc.data()}, {where});
+    ran = ds::discrete_walk_jump(prior, x.data(), {nullptr, acc.data()}, n, w, {where});
   } else {
     ds::discrete_langevin_options l;
     l.method = method;
@@ -311,7 +311,7 @@ int run_sample_binary(int argc, char** argv, int first) {
     l.steps = steps;
     l.seed = seed;
     l.start_uniform = true;
-    rep = ds::discrete_langevin(prior, x.data(), n, l, acc.data(), {where});
+    ran = ds::discrete_langevin(prior, x.data(), {acc.data()}, n, l, {where});
   }
   wait(where);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -334,7 +334,7 @@ int run_sample_binary(int argc, char** argv, int first) {
   const double tv_floor = with_tv ? empirical_tv(ref_b, ref_a, d) : NAN;
 
   if (!quiet) {
-    std::printf("executor: %s\n", ds::to_string(rep.ran));
+    std::printf("executor: %s\n", ds::to_string(ran));
     std::printf("throughput: %.4g chain-steps/s (%lld steps, %.3f s)\n", rate, static_cast<long long>(total_steps),
                 seconds);
     if (method == ds::discrete_method::metropolis) std::printf("acceptance rate: %.3f\n", acceptance);
@@ -371,8 +371,8 @@ int run_sample_binary(int argc, char** argv, int first) {
     l.start_uniform = true;
     l.steps = 0;
     for (std::int64_t c = 0; c < snaps; ++c) {
-      ds::discrete_langevin(prior, y.data(), rows, l, nullptr, {ds::executor::cpu});
-      prior.evaluate(ds::quantity::denoiser, y.data(), rows, alpha, den.data(), {ds::executor::cpu});
+      ds::discrete_langevin(prior, y.data(), {}, rows, l, {ds::executor::cpu});
+      prior.evaluate(den.data(), rows, y.data(), alpha, ds::quantity::denoiser, {ds::executor::cpu});
       if (!mean)
         for (float& v : den) v = v >= 0.f ? 1.f : -1.f;
       noisy.push_back(y);
@@ -407,8 +407,8 @@ int run_sample_binary(int argc, char** argv, int first) {
     if (walk_jump) st["measurements"] = measurements, st["mean"] = mean;
     j["settings"] = st;
     j["seed"] = seed;
-    j["executor"] = ds::to_string(rep.ran);
-    if (rep.ran == ds::executor::cpu) j["cpu_threads"] = ds::cpu_threads();
+    j["executor"] = ds::to_string(ran);
+    if (ran == ds::executor::cpu) j["cpu_threads"] = ds::cpu_threads();
     j["timings"] = {{"seconds", seconds}, {"chain_steps_per_second", rate}};
     json a;
     a["samples_compared"] = m;

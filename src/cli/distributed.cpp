@@ -75,7 +75,7 @@ run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, s
   r.ran = resolve(s.exec);
   if (mine.count > 0) r = run_sampler(target, s, mine.count, chunks, bar);
   const double t0 = MPI_Wtime();
-  std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, r.samples.data(), mine.count, d, 0);
+  std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, r.samples.data(), 0);
   // Per rank: chains, seconds, accepted proposals (MALA), total steps, gather seconds.
   const double accepted = r.acceptance >= 0 ? r.acceptance * double(mine.count) * double(r.total_steps) : -1.0;
   double stats[5] = {double(mine.count), r.seconds, accepted, double(r.total_steps), MPI_Wtime() - t0};
@@ -128,10 +128,11 @@ guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& pr
     g = guided_outputs{};
     g.samples = on.data();
   }
-  const mpi::guided_result res = mpi::guided_sample(MPI_COMM_WORLD, prior, problems, options, g, mpi::smc_mode::global, exec);
+  const mpi::guided_result res =
+      mpi::guided_sample(MPI_COMM_WORLD, prior, g, problems, options, mpi::smc_mode::global, exec);
   if (options.sampler != guided_sampler::smc) samples = on.to_host();
   const double t0 = MPI_Wtime();
-  std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, samples.data(), mine.count, d, 0);
+  std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, samples.data(), 0);
   double stats[5] = {double(mine.count), res.seconds, MPI_Wtime() - t0, res.comm.seconds, double(res.comm.bytes_sent)};
   int size = 1, me = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &size);

@@ -149,7 +149,7 @@ run_result run_sampler(const gaussian_mixture& target, const run_settings& s, st
     for_each_chunk(n, chunks, where, bar, [&](std::int64_t first, std::int64_t count) {
       langevin_options part = o;
       part.first_chain = s.first_chain + std::uint64_t(first);
-      r.ran = langevin(target, x.data() + first * d, count, part, {nullptr, accepted.data() + first}, {where}).ran;
+      r.ran = langevin(target, x.data() + first * d, {nullptr, accepted.data() + first}, count, part, {where}).ran;
     });
     r.seconds = seconds_since(t0);
     if (o.method == langevin_method::mala) {
@@ -172,7 +172,7 @@ run_result run_sampler(const gaussian_mixture& target, const run_settings& s, st
     for_each_chunk(n, chunks, where, bar, [&](std::int64_t first, std::int64_t count) {
       diffusion_options part = o;
       part.first_chain = s.first_chain + std::uint64_t(first);
-      const diffusion_report rep = diffusion(target, x.data() + first * d, count, part, {}, {where});
+      const diffusion_report rep = diffusion(target, x.data() + first * d, {}, count, part, {where});
       r.ran = rep.ran;
       r.total_steps = rep.total_steps;
     });

@@ -206,8 +206,8 @@ int sample_main(const options& o, const char* command) {
   std::int64_t non_finite = 0;
   for (float v : r.samples) non_finite += !std::isfinite(v);
   double sw = NAN;
-  if (non_finite == 0) sw = sliced_wasserstein(r.samples.data(), m, exact_a.data(), m, d, 64, s.seed);
-  const double floor = sliced_wasserstein(exact_b.data(), m, exact_a.data(), m, d, 64, s.seed);
+  if (non_finite == 0) sw = sliced_wasserstein(m, m, d, r.samples.data(), exact_a.data(), 64, s.seed);
+  const double floor = sliced_wasserstein(m, m, d, exact_b.data(), exact_a.data(), 64, s.seed);
   share_result shares;  // of non-finite samples: not computed, reported as null
   if (non_finite == 0) shares = component_shares(target, r.samples.data(), m);
   const share_result shares_exact = component_shares(target, exact_b.data(), m);

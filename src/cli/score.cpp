@@ -12,7 +12,7 @@ share_result component_shares(const gaussian_mixture& p, const float* x, std::in
   const std::int64_t K = p.components();
   const auto& w = p.weights();
   share_result r;
-  r.shares = component_weights(p, x, m);
+  r.shares = component_weights(p, m, x);
   for (std::int64_t k = 0; k < K; ++k) {
     const double se = std::sqrt(std::max(w[k] * (1 - w[k]), 1e-300) / double(m));
     const double z = std::fabs(r.shares[k] - w[k]) / se;

@@ -86,7 +86,7 @@ std::int64_t non_finite_after(const ds::gaussian_mixture& mixture, const ds::gui
   exec_buffer<float> x(where, g.particles * mixture.dim());
   ds::guided_outputs out;
   out.particles = x.data();
-  ds::guided_sample(mixture, problems, h, out, {where});
+  ds::guided_sample(mixture, out, problems, h, {where});
   return count_non_finite(x.to_host());
 }
 
@@ -251,7 +251,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       out.ess_trace = dess.data();
       out.resample_count = dr.data();
     }
-    ds::guided_sample(mixture, problems, g, out, {where});
+    ds::guided_sample(mixture, out, problems, g, {where});
     x = std::move(dx.to_host());
     if (g.sampler == ds::guided_sampler::smc) {
       ess = std::move(dess.to_host());
@@ -270,8 +270,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   post.sample(ref2.data(), m, seed + 2000);
   const std::int64_t non_finite = count_non_finite(x);
   const std::int64_t diverged_at = non_finite > 0 ? divergence_step(mixture, problems, g, where) : 0;
-  const double sw = non_finite == 0 ? ds::sliced_wasserstein(x.data(), m, ref.data(), m, d, 64, seed) : NAN;
-  const double floor = ds::sliced_wasserstein(ref2.data(), m, ref.data(), m, d, 64, seed);
+  const double sw = non_finite == 0 ? ds::sliced_wasserstein(m, m, d, x.data(), ref.data(), 64, seed) : NAN;
+  const double floor = ds::sliced_wasserstein(m, m, d, ref2.data(), ref.data(), 64, seed);
   float ess_min = 0;
   if (g.sampler == ds::guided_sampler::smc) ess_min = *std::min_element(ess.begin(), ess.end());
 

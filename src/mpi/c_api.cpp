@@ -168,7 +168,7 @@ ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t probl
   std::vector<diffsample::particle_report> reps(problems > 0 ? static_cast<std::size_t>(problems) : 0);
   out.reports = reps.data();
   try {
-    diffsample::mpi::resample(comm, log_weights, problems, particles, o, out);  // collective validation inside
+    diffsample::mpi::resample(comm, out, problems, particles, log_weights, o);  // collective validation inside
   } catch (...) {
     return status_of(std::current_exception(), last_error);  // the same class and message on every rank
   }

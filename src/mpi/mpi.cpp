@@ -121,8 +121,8 @@ execution rank_execution(MPI_Comm comm, executor kind) {
   return exec;
 }
 
-chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n,
-                      const langevin_options& options, langevin_outputs outputs, execution exec) {
+chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, langevin_outputs outputs,
+                      std::int64_t n, const langevin_options& options, execution exec) {
   chain_report rep;
   std::vector<std::int64_t> counted;
   collectively(comm, rep.comm, [&] {
@@ -138,7 +138,7 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
       outputs.accepted = counted.data();
     }
     const double t0 = now();
-    rep.ran = diffsample::langevin(mixture, x, rep.rows.count, o, outputs, exec).ran;
+    rep.ran = diffsample::langevin(mixture, x, outputs, rep.rows.count, o, exec).ran;
     if (outputs.accepted != nullptr && rep.rows.count > 0) {
       if (rep.ran == executor::cuda) {
         counted.resize(static_cast<std::size_t>(rep.rows.count));
@@ -170,8 +170,8 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
   return rep;
 }
 
-chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t n,
-                       const diffusion_options& options, diffusion_outputs outputs, execution exec) {
+chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, diffusion_outputs outputs,
+                       std::int64_t n, const diffusion_options& options, execution exec) {
   chain_report rep;
   collectively(comm, rep.comm, [&] {
     rep.rows = shard_of(n, comm);
@@ -181,17 +181,17 @@ chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
     DIFFSAMPLE_EXPECTS(o.first_chain >= options.first_chain, "options.first_chain: " << options.first_chain
                                                                  << " + " << rep.rows.first << " overflows");
     const double t0 = now();
-    rep.ran = diffsample::diffusion(mixture, x, rep.rows.count, o, outputs, exec).ran;
+    rep.ran = diffsample::diffusion(mixture, x, outputs, rep.rows.count, o, exec).ran;
     if (rep.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
     rep.seconds = now() - t0;
   });
   return rep;
 }
 
-moments row_moments(MPI_Comm comm, const float* x, std::int64_t count, std::int64_t d) {
+moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t d, const float* x) {
   comm_stats unused;
   collectively(comm, unused, [&] {
-    DIFFSAMPLE_EXPECTS(d >= 1, "d: must be >= 1, got " << d);
+    DIFFSAMPLE_EXPECTS(d >= 1, "dim: must be >= 1, got " << d);
     DIFFSAMPLE_EXPECTS(count >= 0, "count: must be >= 0, got " << count);
     DIFFSAMPLE_EXPECTS(count == 0 || x != nullptr, "x: null pointer for " << count << " rows");
   });
@@ -229,7 +229,7 @@ moments row_moments(MPI_Comm comm, const float* x, std::int64_t count, std::int6
   return m;
 }
 
-std::vector<float> gather_rows(MPI_Comm comm, const float* x, std::int64_t count, std::int64_t width, int root) {
+std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t width, const float* x, int root) {
   const int rank = rank_of(comm), ranks = size_of(comm);
   comm_stats unused;
   collectively(comm, unused, [&] {
@@ -256,8 +256,8 @@ std::vector<float> gather_rows(MPI_Comm comm, const float* x, std::int64_t count
   return out;
 }
 
-comm_stats resample(MPI_Comm comm, const float* log_weights, std::int64_t problems, std::int64_t particles,
-                    const resampling_options& options, particle_outputs outputs) {
+comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t problems, std::int64_t particles,
+                    const float* log_weights, const resampling_options& options) {
   comm_stats stats;
   std::unique_ptr<detail::resampler> rs;
   collectively(comm, stats, [&] {
@@ -318,8 +318,9 @@ class mpi_shard final : public diffsample::detail::guided_shard {
 
 }  // namespace
 
-guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, const guided_problems& problems,
-                            const guided_options& options, guided_outputs outputs, smc_mode mode, execution exec) {
+guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided_outputs outputs,
+                            const guided_problems& problems, const guided_options& options, smc_mode mode,
+                            execution exec) {
   guided_result res;
   const double t0 = now();
   const int rank = rank_of(comm);
@@ -334,7 +335,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, const 
       guided_options o = options;
       o.particles = res.particles.count;
       o.seed = options.seed + static_cast<std::uint64_t>(rank);
-      res.local = diffsample::guided_sample(prior, problems, o, outputs, exec);
+      res.local = diffsample::guided_sample(prior, outputs, problems, o, exec);
     });
     // log Z = log sum_r (n_r / N) Z_r per problem, from every rank's estimate (read back from the executor).
     const std::int64_t B = problems.problems;

@@ -10,7 +10,7 @@ int main() {
   mix.sample(x.data(), 1000, {}, 1, nullptr, 0, {diffsample::executor::cpu});
   diffsample::langevin_options o;
   o.steps = 10;
-  const auto report = diffsample::langevin(mix, x.data(), 1000, o, {}, {diffsample::executor::cpu});
+  const auto report = diffsample::langevin(mix, x.data(), {}, 1000, o, {diffsample::executor::cpu});
   std::printf("consumer: diffsample %s ran %s\n", diffsample::version(), diffsample::to_string(report.ran));
   return report.ran == diffsample::executor::cpu ? 0 : 1;
 }

@@ -22,11 +22,11 @@ int main(int argc, char** argv) {
   const std::int64_t n = 11;
   const diffsample::mpi::shard s = diffsample::mpi::shard_of(n, MPI_COMM_WORLD);
   std::vector<float> mine(s.count * 2 + 1, 0.f), whole(n * 2, 0.f);
-  const diffsample::mpi::chain_report rep = diffsample::mpi::langevin(MPI_COMM_WORLD, mix, mine.data(), n, o, {}, cpu);
-  const std::vector<float> gathered = diffsample::mpi::gather_rows(MPI_COMM_WORLD, mine.data(), s.count, 2);
+  const diffsample::mpi::chain_report rep = diffsample::mpi::langevin(MPI_COMM_WORLD, mix, mine.data(), {}, n, o, cpu);
+  const std::vector<float> gathered = diffsample::mpi::gather_rows(MPI_COMM_WORLD, s.count, 2, mine.data());
   int status = 0;
   if (rank == 0) {
-    diffsample::langevin(mix, whole.data(), n, o, {}, cpu);
+    diffsample::langevin(mix, whole.data(), {}, n, o, cpu);
     status = gathered.size() == whole.size() && std::memcmp(gathered.data(), whole.data(), whole.size() * 4) == 0 ? 0 : 1;
     std::printf("consumer_mpi: %lld chains, acceptance %.3f, %s\n", static_cast<long long>(rep.chains),
                 rep.acceptance_rate, status == 0 ? "equal to one process" : "DIFFERENT from one process");

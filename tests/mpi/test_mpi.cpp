@@ -84,11 +84,11 @@ TEST_F(Mpi, LangevinShardsEqualOneProcessBitForBit) {
   std::vector<std::int64_t> accepted(n);
   ds::langevin_outputs wo;
   wo.accepted = accepted.data();
-  ds::langevin(mix, whole.data(), n, o, wo, cpu());
+  ds::langevin(mix, whole.data(), wo, n, o, cpu());
 
   const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
   std::vector<float> mine(start.begin() + s.first * d, start.begin() + (s.first + s.count) * d);
-  const ds::mpi::chain_report rep = ds::mpi::langevin(MPI_COMM_WORLD, mix, mine.data(), n, o, {}, cpu());
+  const ds::mpi::chain_report rep = ds::mpi::langevin(MPI_COMM_WORLD, mix, mine.data(), {}, n, o, cpu());
   EXPECT_EQ(rep.rows.first, s.first);
   EXPECT_EQ(rep.rows.count, s.count);
   EXPECT_TRUE(same_bits(mine.data(), whole.data() + s.first * d, s.count * d)) << "rank " << rank();
@@ -96,7 +96,7 @@ TEST_F(Mpi, LangevinShardsEqualOneProcessBitForBit) {
   for (std::int64_t a : accepted) total += a;
   EXPECT_EQ(rep.accepted, total);
   EXPECT_DOUBLE_EQ(rep.acceptance_rate, double(total) / double(n * o.steps));
-  const std::vector<float> gathered = ds::mpi::gather_rows(MPI_COMM_WORLD, mine.data(), s.count, d);
+  const std::vector<float> gathered = ds::mpi::gather_rows(MPI_COMM_WORLD, s.count, d, mine.data());
   if (rank() == 0) {
     ASSERT_EQ(gathered.size(), whole.size());
     EXPECT_TRUE(same_bits(gathered.data(), whole.data(), n * d));
@@ -119,13 +119,13 @@ TEST_F(Mpi, EveryDiffusionSamplerShardsBitForBit) {
     if (o.sampler == ds::diffusion_sampler::stochastic_localization)
       o.schedule = ds::noise_schedule::stochastic_localization();
     std::vector<float> whole(n * d);
-    ds::diffusion(mix, whole.data(), n, o, {}, cpu());
+    ds::diffusion(mix, whole.data(), {}, n, o, cpu());
     std::vector<float> mine(s.count * d + 1);
-    ds::mpi::diffusion(MPI_COMM_WORLD, mix, mine.data(), n, o, {}, cpu());
+    ds::mpi::diffusion(MPI_COMM_WORLD, mix, mine.data(), {}, n, o, cpu());
     EXPECT_TRUE(same_bits(mine.data(), whole.data() + s.first * d, s.count * d))
         << ds::to_string(o.sampler) << " on rank " << rank();
     // Moments reduced over the ranks against the one-process rows (FP64 sums in another order).
-    const ds::mpi::moments m = ds::mpi::row_moments(MPI_COMM_WORLD, mine.data(), s.count, d);
+    const ds::mpi::moments m = ds::mpi::row_moments(MPI_COMM_WORLD, s.count, d, mine.data());
     EXPECT_EQ(m.n, n);
     for (std::int64_t j = 0; j < d; ++j) {
       double sum = 0, sum2 = 0;
@@ -169,7 +169,7 @@ void expect_resampling_matches(const std::vector<float>& lw, std::int64_t B, std
   ds::particle_outputs wo;
   wo.ancestors64 = whole.data();
   wo.reports = whole_reports.data();
-  ds::resample(lw.data(), B, N, o, wo, cpu());
+  ds::resample(wo, B, N, lw.data(), o, cpu());
 
   const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
   const std::vector<float> mine = rows_of(lw, B, N, 1, s);
@@ -178,7 +178,7 @@ void expect_resampling_matches(const std::vector<float>& lw, std::int64_t B, std
   ds::particle_outputs po;
   po.ancestors64 = anc.data();
   po.reports = reports.data();
-  ds::mpi::resample(MPI_COMM_WORLD, mine.data(), B, N, o, po);
+  ds::mpi::resample(MPI_COMM_WORLD, po, B, N, mine.data(), o);
   for (std::int64_t b = 0; b < B; ++b) {
     for (std::int64_t i = 0; i < s.count; ++i)
       EXPECT_EQ(anc[b * s.count + i], whole[b * N + s.first + i])
@@ -231,7 +231,7 @@ TEST_F(Mpi, ARankWhoseParticlesAllDieReceivesEveryRow) {
   ds::particle_outputs po;
   po.ancestors64 = anc.data();
   const std::vector<float> mine = rows_of(lw, B, N, 1, s);
-  ds::mpi::resample(MPI_COMM_WORLD, mine.data(), B, N, o, po);
+  ds::mpi::resample(MPI_COMM_WORLD, po, B, N, mine.data(), o);
   const ds::mpi::shard last = ds::mpi::shard_of(N, ranks() - 1, ranks());
   for (std::int64_t i = 0; i < s.count; ++i) {
     EXPECT_LT(anc[i], N / 2);
@@ -268,14 +268,14 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
     std::vector<double> logz(B);
     std::vector<std::int32_t> count(B);
     ds::guided_outputs out{particles.data(), lw.data(), samples.data(), logz.data(), ess.data(), count.data()};
-    ds::guided_sample(prior, pr, o, out, cpu());
+    ds::guided_sample(prior, out, pr, o, cpu());
 
     const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
     std::vector<float> mp(B * s.count * d + 1), ms(B * s.count * d + 1), mlw(B * s.count + 1), mess(B * (K + 1));
     std::vector<double> mlogz(B);
     std::vector<std::int32_t> mcount(B);
     ds::guided_outputs mo{mp.data(), mlw.data(), ms.data(), mlogz.data(), mess.data(), mcount.data()};
-    const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, mo);
+    const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o);
     EXPECT_EQ(res.particles.first, s.first);
     const std::string name = std::string(ds::to_string(scheme)) + " " + ds::to_string(potentials);
     EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << name << " rank " << rank();
@@ -310,7 +310,7 @@ TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
   out.particles = particles.data();
   out.samples = samples.data();
   out.resample_count = count.data();
-  ds::guided_sample(prior, pr, o, out, cpu());
+  ds::guided_sample(prior, out, pr, o, cpu());
   const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
   std::vector<float> mp(B * s.count * d + 1), ms(B * s.count * d + 1);
   std::vector<std::int32_t> mcount(B);
@@ -318,7 +318,7 @@ TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
   mo.particles = mp.data();
   mo.samples = ms.data();
   mo.resample_count = mcount.data();
-  ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, mo);
+  ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o);
   EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << "rank " << rank();
   EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d)) << "rank " << rank();
   for (std::int64_t b = 0; b < B; ++b) EXPECT_EQ(mcount[b], count[b]);
@@ -343,11 +343,12 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
     std::vector<float> whole(B * N * d);
     ds::guided_outputs out{};
     out.samples = whole.data();
-    ds::guided_sample(prior, pr, o, out, cpu());
+    ds::guided_sample(prior, out, pr, o, cpu());
     std::vector<float> mine(B * s.count * d + 1);
     ds::guided_outputs mo{};
     mo.samples = mine.data();
-    const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, mo, ds::mpi::smc_mode::global, cpu());
+    const ds::mpi::guided_result res =
+        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o, ds::mpi::smc_mode::global, cpu());
     EXPECT_EQ(res.particles.count, s.count);
     EXPECT_EQ(res.comm.exchanges, 0);
     EXPECT_TRUE(same_bits(mine.data(), rows_of(whole, B, N, d, s).data(), B * s.count * d))
@@ -369,7 +370,7 @@ TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {
   ds::guided_outputs out{};
   out.samples = samples.data();
   out.log_normaliser = logz.data();
-  ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out, ds::mpi::smc_mode::islands, cpu());
+  ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, cpu());
   // Reference: every island run here, then log sum_r (n_r / N) Z_r.
   std::vector<double> expected(B, 0.0);
   for (std::int64_t b = 0; b < B; ++b) {
@@ -382,7 +383,7 @@ TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {
       std::vector<double> z(B);
       ds::guided_outputs iout{};
       iout.log_normaliser = z.data();
-      ds::guided_sample(prior, pr, io, iout, cpu());
+      ds::guided_sample(prior, iout, pr, io, cpu());
       terms.push_back(z[b] + std::log(double(is.count) / double(N)));
     }
     const double m = *std::max_element(terms.begin(), terms.end());
@@ -428,7 +429,7 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
     o.steps = last ? 0 : 5;
     ds::guided_outputs out{};
     out.particles = rows.data();
-    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out); }, "options.steps");
+    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o); }, "options.steps");
   }
   {
     ds::guided_options o;
@@ -438,7 +439,7 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
     o.resampling.metropolis_steps = last ? 0 : 8;
     ds::guided_outputs out{};
     out.particles = rows.data();
-    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, pr, o, out); },
+    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o); },
                                  "options.resampling.metropolis_steps");
   }
   {
@@ -446,14 +447,14 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
     o.step_size = last ? -1.0 : 0.1;
     o.steps = 3;
     std::vector<float> x(2 * 10, 0.f);
-    expect_same_error_everywhere([&] { ds::mpi::langevin(MPI_COMM_WORLD, prior, x.data(), 10, o, {}, cpu()); },
+    expect_same_error_everywhere([&] { ds::mpi::langevin(MPI_COMM_WORLD, prior, x.data(), {}, 10, o, cpu()); },
                                  "step_size");
   }
   {
     ds::resampling_options o;
     o.scheme = last ? static_cast<ds::resampling_scheme>(6) : ds::resampling_scheme::multinomial;
     const std::vector<float> lw(s.count + 1, 0.f);
-    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, lw.data(), 1, N, o, {}); },
+    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o); },
                                  "options.scheme");
   }
 }
