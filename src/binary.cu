@@ -6,7 +6,6 @@
 
 #include "kernels/binary.cuh"
 #include "kernels/rng.cuh"
-#include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/validate.hpp"
@@ -98,6 +97,14 @@ void check_alpha(const char* name, double alpha) {
   DIFFSAMPLE_EXPECTS(std::isfinite(alpha) && alpha > 0, name << ": must be positive and finite, got " << alpha);
 }
 
+// The arguments evaluate() and evaluate_fp64() share: the quantity, n points of dimension d and the strength.
+void check_evaluate(quantity what, std::int64_t n, std::int64_t d, double alpha) {
+  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
+                     "what: invalid quantity " << static_cast<int>(what));
+  detail::check_count("n", n, d);
+  check_alpha("alpha", alpha);
+}
+
 }  // namespace
 
 // --- host API: the mixture ------------------------------------------------------------------------------------
@@ -105,11 +112,7 @@ void check_alpha(const char* name, double alpha) {
 bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weights, std::vector<double> probabilities)
     : storage_(std::make_unique<detail::bernoulli_storage>()) {
   const std::int64_t K = static_cast<std::int64_t>(weights.size());
-  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= limits::max_dim, "dim: must be in [1, 2^24], got " << dim);
-  DIFFSAMPLE_EXPECTS(K >= 1 && K <= limits::max_components, "weights: need between 1 and 2^24 components, got " << K);
-  DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(probabilities.size()) == K * dim,
-                     "probabilities: expected K x d = " << K << " x " << dim << " = " << K * dim << " values, got "
-                                                        << probabilities.size());
+  detail::check_mixture_shape(dim, K, "probabilities", probabilities.size());
   detail::check_values("weights", weights, true);
   for (std::size_t i = 0; i < probabilities.size(); ++i)
     DIFFSAMPLE_EXPECTS(probabilities[i] >= 0 && probabilities[i] <= 1,
@@ -160,11 +163,8 @@ const std::vector<double>& bernoulli_mixture::probabilities() const noexcept { r
 
 executor bernoulli_mixture::evaluate(float* out, std::int64_t n, const float* y, double alpha, quantity what,
                                      execution exec) const {
-  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
-                     "what: invalid quantity " << static_cast<int>(what));
   const std::int64_t d = dim();
-  detail::check_count("n", n, d);
-  check_alpha("alpha", alpha);
+  check_evaluate(what, n, d, alpha);
   const executor where = detail::resolve_executor(exec.kind, y);
   detail::check_buffer("y", y, n * d, sizeof(float), where);
   detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
@@ -178,11 +178,8 @@ executor bernoulli_mixture::evaluate(float* out, std::int64_t n, const float* y,
 
 void bernoulli_mixture::evaluate_fp64(double* out, std::int64_t n, const double* y, double alpha,
                                       quantity what) const {
-  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
-                     "what: invalid quantity " << static_cast<int>(what));
   const std::int64_t d = dim();
-  detail::check_count("n", n, d);
-  check_alpha("alpha", alpha);
+  check_evaluate(what, n, d, alpha);
   DIFFSAMPLE_EXPECTS(n == 0 || (y != nullptr && out != nullptr), "y, out: null pointer");
   const auto mix = storage_->view64();
   const double log_norm = kernels::bernoulli_log_norm(int(d), alpha);

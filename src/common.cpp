@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include "src/cuda_check.hpp"
+#include "src/limits.hpp"
 #include "src/validate.hpp"
 #include <diffsample/diffsample.hpp>
 
@@ -126,6 +127,14 @@ void check_channel(const char* name, channel ch, bool require_noise) {
   DIFFSAMPLE_EXPECTS(std::isfinite(ch.a) && ch.a > 0, name << ".a: must be positive and finite, got " << ch.a);
   DIFFSAMPLE_EXPECTS(std::isfinite(ch.s) && ch.s >= 0, name << ".s: must be >= 0 and finite, got " << ch.s);
   if (require_noise) DIFFSAMPLE_EXPECTS(ch.s > 0, name << ".s: must be positive here, got " << ch.s);
+}
+
+void check_mixture_shape(std::int64_t dim, std::int64_t K, const char* name, std::size_t entries) {
+  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= limits::max_dim, "dim: must be in [1, 2^24], got " << dim);
+  DIFFSAMPLE_EXPECTS(K >= 1 && K <= limits::max_components, "weights: need between 1 and 2^24 components, got " << K);
+  DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(entries) == K * dim, name << ": expected K x d = " << K << " x " << dim
+                                                                         << " = " << K * dim << " values, got "
+                                                                         << entries);
 }
 
 void check_values(const char* name, const std::vector<double>& values, bool positive) {

@@ -8,7 +8,6 @@
 #include "kernels/rng.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/guided_jvp.hpp"
-#include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
@@ -119,11 +118,7 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
                                    std::vector<double> variances)
     : storage_(std::make_unique<detail::mixture_storage>()) {
   const std::int64_t K = static_cast<std::int64_t>(weights.size());
-  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= limits::max_dim, "dim: must be in [1, 2^24], got " << dim);
-  DIFFSAMPLE_EXPECTS(K >= 1 && K <= limits::max_components, "weights: need between 1 and 2^24 components, got " << K);
-  DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(means.size()) == K * dim,
-                     "means: expected K x d = " << K << " x " << dim << " = " << K * dim << " values, got "
-                                                << means.size());
+  detail::check_mixture_shape(dim, K, "means", means.size());
   const bool iso = static_cast<std::int64_t>(variances.size()) == K;
   DIFFSAMPLE_EXPECTS(iso || static_cast<std::int64_t>(variances.size()) == K * dim,
                      "variances: expected K = " << K << " (isotropic) or K x d = " << K * dim << " values, got "
@@ -220,15 +215,9 @@ void detail::evaluate_direct_unchecked(const mixture_storage& mix, quantity what
 
 executor gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,
                                         execution exec) const {
-  const std::int64_t d = dim();
-  detail::check_count("n", n, d);
-  detail::check_channel("ch", ch);
-  const executor where = detail::resolve_executor(exec.kind, x);
-  detail::check_buffer("x", x, n * d, sizeof(float), where);
-  detail::check_buffer("v", v, n * d, sizeof(float), where);
-  detail::check_buffer("out", out, n * d, sizeof(float), where);
-  detail::denoiser_jvp_unchecked(*storage_, x, v, n, ch, out, {where, exec.stream});
-  return where;
+  evaluate_options direct;
+  direct.path = mixture_path::direct;
+  return denoiser_jvp(out, n, x, v, ch, direct, exec).ran;
 }
 
 void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, const float* v, std::int64_t n,

@@ -18,6 +18,7 @@
 #include "src/cpu/pool.hpp"
 #include "src/mixture_gemm.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/mixture_unchecked.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mixture.hpp>
@@ -464,7 +465,10 @@ evaluate_report gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const
                        "options.path: the denoiser JVP has no gemm path on the CUDA executor yet");
     path = mixture_path::direct;
   }
-  if (path == mixture_path::direct) return {denoiser_jvp(out, n, x, v, ch, {where, exec.stream}), path};
+  if (path == mixture_path::direct) {
+    detail::denoiser_jvp_unchecked(*storage_, x, v, n, ch, out, {where, exec.stream});
+    return {where, path};
+  }
   return detail::gemm_denoiser_jvp(*storage_, x, v, n, ch, out, options);
 }
 

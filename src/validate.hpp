@@ -38,6 +38,9 @@ void check_finite(const char* name, double value);
 void check_channel(const char* name, channel ch, bool require_noise = false);
 /// Checks that every entry is finite; positive too when `positive`.
 void check_values(const char* name, const std::vector<double>& values, bool positive);
+/// The sizes of a mixture's parameters: dim in [1, 2^24], K in [1, 2^24] components (the number of weights) and
+/// `entries` = K x dim values in the table `name` (the means, the probabilities).
+void check_mixture_shape(std::int64_t dim, std::int64_t K, const char* name, std::size_t entries);
 
 /// Checks that every entry lies in [lo, hi] (NaN fails); the message names the entry, its value and the range,
 /// and @p why says what the range protects.

@@ -12,20 +12,14 @@
 #include <diffsample/error.hpp>
 #include <diffsample/mpi.hpp>
 
+#include "src/mpi/comm.hpp"
+
 namespace {
 
 thread_local std::string last_error;
 
-int rank_of(MPI_Comm comm) {
-  int r = 0;
-  MPI_Comm_rank(comm, &r);
-  return r;
-}
-int size_of(MPI_Comm comm) {
-  int s = 1;
-  MPI_Comm_size(comm, &s);
-  return s;
-}
+using diffsample::mpi::detail::rank_of;
+using diffsample::mpi::detail::size_of;
 
 // Collective: every rank returns the status and message of the lowest rank whose status is not DS_SUCCESS.
 ds_status agree(MPI_Comm comm, ds_status status, std::string message) {
@@ -64,6 +58,29 @@ ds_status status_of(std::exception_ptr e, std::string& message) {
   return DS_INTERNAL;
 }
 
+// A sharded chain run: the checks of options and n, then run(o) on this rank's `count` rows with its options (its
+// first chain offset by the rows before it); every rank returns the status of the lowest failing rank.
+template <class Options, class Run>
+ds_status run_shard(MPI_Comm comm, int64_t n, const Options* options, int64_t& count, Run run) {
+  ds_status status = DS_SUCCESS;
+  std::string message;
+  if (options == nullptr) {
+    status = DS_INVALID_ARGUMENT;
+    message = "options: null pointer";
+  } else if (n < 0) {
+    status = DS_INVALID_ARGUMENT;
+    message = "n: must be >= 0, got " + std::to_string(n);
+  } else {
+    const diffsample::mpi::shard s = diffsample::mpi::shard_of(n, comm);
+    count = s.count;
+    Options o = *options;
+    o.first_chain = options->first_chain + static_cast<uint64_t>(s.first);
+    status = run(&o);
+    if (status != DS_SUCCESS) message = ds_last_error();
+  }
+  return agree(comm, status, message);
+}
+
 }  // namespace
 
 extern "C" {
@@ -89,24 +106,11 @@ ds_status ds_mpi_shard(int64_t n, MPI_Comm comm, int64_t* first, int64_t* count)
 ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
                           const ds_langevin_options* options, float* trajectory, int64_t* accepted,
                           ds_execution exec, ds_langevin_report* report, int64_t* accepted_total) {
-  ds_status status = DS_SUCCESS;
-  std::string message;
   ds_langevin_report rep{};
-  int64_t first = 0, count = 0;
-  if (options == nullptr) {
-    status = DS_INVALID_ARGUMENT;
-    message = "options: null pointer";
-  } else if (n < 0) {
-    status = DS_INVALID_ARGUMENT;
-    message = "n: must be >= 0, got " + std::to_string(n);
-  } else {
-    ds_mpi_shard(n, comm, &first, &count);
-    ds_langevin_options o = *options;
-    o.first_chain = options->first_chain + static_cast<uint64_t>(first);
-    status = ds_langevin(mixture, x, count, &o, trajectory, accepted, exec, nullptr, 0, &rep);
-    if (status != DS_SUCCESS) message = ds_last_error();
-  }
-  status = agree(comm, status, message);
+  int64_t count = 0;
+  const ds_status status = run_shard(comm, n, options, count, [&](const ds_langevin_options* o) {
+    return ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
+  });
   if (status != DS_SUCCESS) return status;
   if (report != nullptr) *report = rep;
   // Accepted proposals over the ranks, when every rank counted them.
@@ -128,24 +132,11 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
 ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
                            const ds_diffusion_options* options, float* trajectory, ds_execution exec,
                            ds_diffusion_report* report) {
-  ds_status status = DS_SUCCESS;
-  std::string message;
   ds_diffusion_report rep{};
-  if (options == nullptr) {
-    status = DS_INVALID_ARGUMENT;
-    message = "options: null pointer";
-  } else if (n < 0) {
-    status = DS_INVALID_ARGUMENT;
-    message = "n: must be >= 0, got " + std::to_string(n);
-  } else {
-    int64_t first = 0, count = 0;
-    ds_mpi_shard(n, comm, &first, &count);
-    ds_diffusion_options o = *options;
-    o.first_chain = options->first_chain + static_cast<uint64_t>(first);
-    status = ds_diffusion(mixture, x, count, &o, trajectory, exec, nullptr, 0, &rep);
-    if (status != DS_SUCCESS) message = ds_last_error();
-  }
-  status = agree(comm, status, message);
+  int64_t count = 0;
+  const ds_status status = run_shard(comm, n, options, count, [&](const ds_diffusion_options* o) {
+    return ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);
+  });
   if (status == DS_SUCCESS && report != nullptr) *report = rep;
   return status;
 }

@@ -12,6 +12,7 @@
 
 #include "src/cuda_check.hpp"
 #include "src/guided_shard.hpp"
+#include "src/mpi/comm.hpp"
 #include "src/mpi/resampler.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mpi.hpp>
@@ -24,16 +25,8 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-int rank_of(MPI_Comm comm) {
-  int r = 0;
-  MPI_Comm_rank(comm, &r);
-  return r;
-}
-int size_of(MPI_Comm comm) {
-  int s = 1;
-  MPI_Comm_size(comm, &s);
-  return s;
-}
+using detail::rank_of;
+using detail::size_of;
 
 // Runs f, then agrees: every rank throws when any rank's f threw.
 template <class F>
@@ -121,17 +114,25 @@ execution rank_execution(MPI_Comm comm, executor kind) {
   return exec;
 }
 
+// This rank's rows of n chains (into rep) and the options of its shard: chain first + i runs on the stream of chain
+// options.first_chain + first + i.
+template <class Options>
+Options shard_options(MPI_Comm comm, std::int64_t n, const Options& options, chain_report& rep) {
+  rep.rows = shard_of(n, comm);
+  rep.chains = n;
+  Options o = options;
+  o.first_chain = options.first_chain + static_cast<std::uint64_t>(rep.rows.first);
+  DIFFSAMPLE_EXPECTS(o.first_chain >= options.first_chain, "options.first_chain: " << options.first_chain << " + "
+                                                                                   << rep.rows.first << " overflows");
+  return o;
+}
+
 chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, langevin_outputs outputs,
                       std::int64_t n, const langevin_options& options, execution exec) {
   chain_report rep;
   std::vector<std::int64_t> counted;
   collectively(comm, rep.comm, [&] {
-    rep.rows = shard_of(n, comm);
-    rep.chains = n;
-    langevin_options o = options;
-    o.first_chain = options.first_chain + static_cast<std::uint64_t>(rep.rows.first);
-    DIFFSAMPLE_EXPECTS(o.first_chain >= options.first_chain, "options.first_chain: " << options.first_chain
-                                                                 << " + " << rep.rows.first << " overflows");
+    const langevin_options o = shard_options(comm, n, options, rep);
     const bool host = exec.kind == executor::cpu || (exec.kind == executor::automatic && !cuda_available());
     if (outputs.accepted == nullptr && host) {
       counted.assign(static_cast<std::size_t>(rep.rows.count), 0);
@@ -174,12 +175,7 @@ chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
                        std::int64_t n, const diffusion_options& options, execution exec) {
   chain_report rep;
   collectively(comm, rep.comm, [&] {
-    rep.rows = shard_of(n, comm);
-    rep.chains = n;
-    diffusion_options o = options;
-    o.first_chain = options.first_chain + static_cast<std::uint64_t>(rep.rows.first);
-    DIFFSAMPLE_EXPECTS(o.first_chain >= options.first_chain, "options.first_chain: " << options.first_chain
-                                                                 << " + " << rep.rows.first << " overflows");
+    const diffusion_options o = shard_options(comm, n, options, rep);
     const double t0 = now();
     rep.ran = diffsample::diffusion(mixture, x, outputs, rep.rows.count, o, exec).ran;
     if (rep.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
