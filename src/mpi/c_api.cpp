@@ -202,7 +202,7 @@ ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_
   if (status != DS_SUCCESS) return status;
   diffsample::mpi::guided_result r;
   try {
-    r = diffsample::mpi::guided_sample(comm, *mixture, args.problems, args.options, args.outputs,
+    r = diffsample::mpi::guided_sample(comm, *mixture, args.outputs, args.problems, args.options,
                                        static_cast<diffsample::mpi::smc_mode>(mode), ex);
   } catch (...) {
     return status_of(std::current_exception(), last_error);  // the same class and message on every rank

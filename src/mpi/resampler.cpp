@@ -375,7 +375,7 @@ void resampler::run_gathered(const float* log_weights, std::int64_t problems, co
   }
   execution host;
   host.kind = executor::cpu;
-  resample(whole_.data(), B, N, o, po, host);
+  resample(po, B, N, whole_.data(), o, host);
   bool any = false;
   for (std::int64_t b = 0; b < B; ++b) {
     any = any || whole_reports_[b].resampled != 0;
