@@ -30,16 +30,17 @@ TEST(DeprecatedOrders, MixtureEvaluation) {
   const std::vector<float> x = points(n, 2, 0.7f), v = points(n, 2, -0.3f);
   const channel ch{0.8, 0.6};
   for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
-    std::vector<float> now(n * 2, -1), then(n * 2, -2);
+    // The same fill for both: log_density writes n of the n x 2 entries.
+    std::vector<float> now(n * 2, -7), then(n * 2, -7);
     EXPECT_EQ(mix.evaluate(now.data(), n, x.data(), ch, q, cpu), executor::cpu);
     EXPECT_EQ(mix.evaluate(q, x.data(), n, ch, then.data(), cpu), executor::cpu);
     EXPECT_EQ(now, then) << to_string(executor::cpu);
     evaluate_options o;
     o.path = mixture_path::direct;
-    std::fill(then.begin(), then.end(), -2.0f);
+    std::fill(then.begin(), then.end(), -7.0f);
     EXPECT_EQ(mix.evaluate(q, x.data(), n, ch, then.data(), o, cpu).path, mixture_path::direct);
     EXPECT_EQ(now, then);
-    std::vector<double> x64(x.begin(), x.end()), now64(n * 2, -1), then64(n * 2, -2);
+    std::vector<double> x64(x.begin(), x.end()), now64(n * 2, -7), then64(n * 2, -7);
     mix.evaluate_fp64(now64.data(), n, x64.data(), ch, q);
     mix.evaluate_fp64(q, x64.data(), n, ch, then64.data());
     EXPECT_EQ(now64, then64);
