@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
       o.particles = N;
       ds::guided_outputs out;
       out.particles = samples[c].data();
-      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+      ds::guided_sample(priors[c], out, problems[c], o, cpu);
     };
     rows.push_back(t);
     row g;  // DCPS, 4 blocks of 5 tamed Langevin steps, 2 gradient steps per transition: per transition the kernel's
@@ -221,7 +221,7 @@ int main(int argc, char** argv) {
       o.dcps_langevin_steps = 5;
       ds::guided_outputs out;
       out.particles = samples[c].data();
-      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+      ds::guided_sample(priors[c], out, problems[c], o, cpu);
     };
     rows.push_back(g);
     row m;  // SMC with moment-projected potentials: smc's count with the weighting's product added
@@ -236,7 +236,7 @@ int main(int argc, char** argv) {
       o.potentials = ds::guided_potentials::moment;
       ds::guided_outputs out;
       out.log_normaliser = log_z[c].data();
-      ds::guided_sample(priors[c], problems[c], o, out, cpu);
+      ds::guided_sample(priors[c], out, problems[c], o, cpu);
     };
     rows.push_back(m);
   }

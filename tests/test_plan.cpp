@@ -275,7 +275,7 @@ std::vector<float> run_guided_plan(sampling_plan& plan, const gaussian_mixture& 
     if (r.vector == nullptr)
       mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct}, cpu);
     else
-      mix.denoiser_jvp(r.points, r.vector, r.rows, r.at, r.answer, cpu);
+      mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
     plan.tell();
   }
   return std::vector<float>(plan.samples(), plan.samples() + plan.rows() * plan.dim());
@@ -303,7 +303,7 @@ TEST(SamplingPlan, GuidedPlansReproduceDpsAndPigdmExactly) {
     std::vector<float> fused(pr.problems * o.particles * d);
     guided_outputs out;
     out.particles = fused.data();
-    guided_sample(mix, pr, o, out, cpu);
+    guided_sample(mix, out, pr, o, cpu);
     sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
     EXPECT_EQ(plan.rows(), pr.problems * o.particles);
     EXPECT_EQ(plan.asks(), 2 * o.steps);

@@ -466,7 +466,7 @@ TEST_P(SimdTargets, EveryTargetWithinTwiceTheTargetBoundOfTheCudaExecutor) {
     o.step_size = 0.05;
     o.steps = 10;
     o.seed = 11;
-    ASSERT_EQ(langevin(mix, gx.ptr, n, o, {}, {executor::cuda}).ran, executor::cuda);
+    ASSERT_EQ(langevin(mix, gx.ptr, {}, n, o, {executor::cuda}).ran, executor::cuda);
     const std::vector<float> gpu = gx.download();
     for (const char* t : targets) {
       with_target(t, [&] {
@@ -482,7 +482,7 @@ TEST_P(SimdTargets, EveryTargetWithinTwiceTheTargetBoundOfTheCudaExecutor) {
     o.sampler = s;
     o.steps = 20;
     o.seed = 12;
-    diffusion(mix, gx.ptr, n, o, {}, {executor::cuda});
+    diffusion(mix, gx.ptr, {}, n, o, {executor::cuda});
     const std::vector<float> gpu = gx.download();
     for (const char* t : targets) {
       with_target(t, [&] {
