@@ -292,25 +292,24 @@ int run_sample_binary(int argc, char** argv, int first) {
   exec_buffer<float> x(where, n * d);
   exec_buffer<std::int64_t> acc(where, n);
   const auto t0 = std::chrono::steady_clock::now();
+  // The settings both discrete samplers take; Langevin chains start uniformly, as the walk's do.
+  const auto settings = [&](auto o) {
+    o.method = method;
+    o.alpha = alpha;
+    o.eta = eta;
+    o.steps = steps;
+    o.seed = seed;
+    return o;
+  };
+  ds::discrete_langevin_options l = settings(ds::discrete_langevin_options{});
+  l.start_uniform = true;
   ds::executor ran = ds::executor::automatic;
   if (walk_jump) {
-    ds::discrete_walk_jump_options w;
-    w.method = method;
-    w.alpha = alpha;
-    w.eta = eta;
-    w.steps = steps;
+    ds::discrete_walk_jump_options w = settings(ds::discrete_walk_jump_options{});
     w.measurements = measurements;
     w.mean = mean;
-    w.seed = seed;
     ran = ds::discrete_walk_jump(prior, x.data(), {nullptr, acc.data()}, n, w, {where});
   } else {
-    ds::discrete_langevin_options l;
-    l.method = method;
-    l.alpha = alpha;
-    l.eta = eta;
-    l.steps = steps;
-    l.seed = seed;
-    l.start_uniform = true;
     ran = ds::discrete_langevin(prior, x.data(), {acc.data()}, n, l, {where});
   }
   wait(where);
@@ -363,12 +362,6 @@ int run_sample_binary(int argc, char** argv, int first) {
     std::vector<float> y(std::size_t(rows * d)), den(y.size());
     std::vector<std::vector<float>> noisy, jumps;
     std::vector<std::int64_t> at;
-    ds::discrete_langevin_options l;
-    l.method = method;
-    l.alpha = alpha;
-    l.eta = eta;
-    l.seed = seed;
-    l.start_uniform = true;
     l.steps = 0;
     for (std::int64_t c = 0; c < snaps; ++c) {
       ds::discrete_langevin(prior, y.data(), {}, rows, l, {ds::executor::cpu});
