@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
     jv.flop = jvp;
     jv.run = [&, c, d] {
       for (std::int64_t k = 0; k < steps; ++k)
-        priors[c].denoiser_jvp(samples[c].data(), jvp_v[c].data(), N, {0.3, 0.95}, jvp_out[c].data(), cpu);
+        priors[c].denoiser_jvp(jvp_out[c].data(), N, samples[c].data(), jvp_v[c].data(), {0.3, 0.95}, cpu);
     };
     rows.push_back(jv);
     for (const bool pigdm : {false, true}) {
@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
         o.particles = N;
         ds::guided_outputs out;
         out.particles = samples[c].data();
-        ds::guided_sample(priors[c], problems[c], o, out, cpu);
+        ds::guided_sample(priors[c], out, problems[c], o, cpu);
       };
       rows.push_back(b);
     }

@@ -489,11 +489,11 @@ TEST(Guided, GpuLayoutsMatchTheCpu) {
     ds::guided_outputs out;
     out.particles = x.data();
     out.log_weights = smc ? lw.data() : nullptr;
-    ds::guided_sample(p.prior, g, o, out, cpu());
+    ds::guided_sample(p.prior, out, g, o, cpu());
     ds::testing::device_buffer<float> dx(count), dlw(n);
     out.particles = dx.ptr;
     out.log_weights = smc ? dlw.ptr : nullptr;
-    ASSERT_EQ(ds::guided_sample(p.prior, g, o, out, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
+    ASSERT_EQ(ds::guided_sample(p.prior, out, g, o, {ds::executor::cuda, nullptr}).ran, ds::executor::cuda);
     const std::vector<float> gx = dx.download(), glw = dlw.download();
     std::int64_t far = 0, far_weights = 0;
     for (std::int64_t i = 0; i < count; ++i) {

@@ -348,15 +348,15 @@ TEST(SimdJvp, PublicProductOnEveryTargetBitIdenticalAcrossSplitsAndNearFp64) {
   for (const double a : {0.05, 0.8}) {
     const channel ch{a, std::sqrt(1 - a * a)};
     std::vector<double> ref(n * d);
-    mix.denoiser_jvp_fp64(xd.data(), vd.data(), n, ch, ref.data());
+    mix.denoiser_jvp_fp64(ref.data(), n, xd.data(), vd.data(), ch);
     for (const char* t : targets) {
       with_target(t, [&] {
         std::vector<float> whole(n * d), parts(n * d), one(n * d);
-        mix.denoiser_jvp(x.data(), v.data(), n, ch, whole.data(), {executor::cpu});
-        mix.denoiser_jvp(x.data(), v.data(), 37, ch, parts.data(), {executor::cpu});
-        mix.denoiser_jvp(x.data() + 37 * d, v.data() + 37 * d, n - 37, ch, parts.data() + 37 * d, {executor::cpu});
+        mix.denoiser_jvp(whole.data(), n, x.data(), v.data(), ch, {executor::cpu});
+        mix.denoiser_jvp(parts.data(), 37, x.data(), v.data(), ch, {executor::cpu});
+        mix.denoiser_jvp(parts.data() + 37 * d, n - 37, x.data() + 37 * d, v.data() + 37 * d, ch, {executor::cpu});
         omp_set_num_threads(1);
-        mix.denoiser_jvp(x.data(), v.data(), n, ch, one.data(), {executor::cpu});
+        mix.denoiser_jvp(one.data(), n, x.data(), v.data(), ch, {executor::cpu});
         omp_set_num_threads(2);
         EXPECT_EQ(whole, parts) << t << " a " << a << ": split";
         EXPECT_EQ(whole, one) << t << " a " << a << ": thread counts";
