@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
       const int reps = gpu ? 20 : 1;
       const double seconds =
           timed(gpu, [&] {
-            for (int r = 0; r < reps; ++r) ds::resample(lw.ptr, 1, N, ro, po, exec, ws.ptr, ws_bytes);
+            for (int r = 0; r < reps; ++r) ds::resample(po, 1, N, lw.ptr, ro, exec, ws.ptr, ws_bytes);
           }) /
           reps;
       const double gbs = double(N) * s.bytes / seconds / 1e9;

@@ -278,7 +278,7 @@ TEST(Langevin, WorkspaceCoversTheCudaPathOfALargeMixture) {
   const auto large = mixture(4096);
   EXPECT_GE(langevin_workspace_bytes(large, n, o), 4096 * (4 + d) * sizeof(float) + state);
   std::vector<float> x(n * d, 0.5f);
-  EXPECT_TRUE(langevin(large, x.data(), n, o, {}, {executor::cpu}).register_path);
+  EXPECT_TRUE(langevin(large, x.data(), {}, n, o, {executor::cpu}).register_path);
 }
 
 TEST(LangevinGpu, CudaMatchesCpuAndBatchSplit) {

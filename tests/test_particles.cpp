@@ -80,7 +80,7 @@ std::vector<std::int32_t> expect_cuda_matches_cpu(const std::vector<float>& lw,
   out.normalised_weights = w.data();
   cpu_reports.resize(b);
   out.reports = cpu_reports.data();
-  ds::resample(lw.data(), b, n, o, out, cpu());
+  ds::resample(out, b, n, lw.data(), o, cpu());
   ds::testing::device_buffer<ds::particle_report> r_d(b);
   ds::testing::device_buffer<float> w_d(b * n);
   out.ancestors = ancestors.ptr;
@@ -415,9 +415,9 @@ TEST(Particles, CudaAndCpuExecutorsPickTheSameAncestors) {
       std::vector<float> x(b * n * 3);
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i % 977);
       ds::testing::device_buffer<float> x_d(x), y_d(x.size());
-      ds::gather_particles(x_d.ptr, b, n, 3, a_d.ptr, y_d.ptr, {ds::executor::cuda, nullptr});
+      ds::gather_particles(y_d.ptr, b, n, 3, x_d.ptr, a_d.ptr, {ds::executor::cuda, nullptr});
       std::vector<float> y(x.size());
-      ds::gather_particles(x.data(), b, n, 3, ref.data(), y.data(), cpu());
+      ds::gather_particles(y.data(), b, n, 3, x.data(), ref.data(), cpu());
       EXPECT_EQ(y_d.download(), y);
     }
   }
