@@ -177,9 +177,33 @@ struct guided_init_functor {
   }
 };
 
-/// Weighting of transition k: mu = c0 m(x) + c1 x, and
-///   lw += log N(a_next y; A mu, S) - log g_k(x)   (constants omitted),
-/// the fully adapted weight (predictive of the next potential over the current one).
+/// The weight of transition k of a particle x of problem b, in two halves around its denoiser m: guided_weight_now
+/// gives the current potential's quadratic form q_now (r: d_y scratch), guided_weight_next the kernel mean
+/// mu = c0 m + c1 x (m and mu may alias) and the increment log N(a_next y; A mu, S) - log g_k(x) (constants
+/// omitted), the fully adapted weight (predictive of the next potential over the current one). Shared by the fused
+/// weighting and the SMC's ask/tell plan, whose denoiser is the caller's model.
+template <class X, class R>
+DS_HD_INLINE float guided_weight_now(const guided_params& p, std::int64_t k, std::int64_t b, const X& x, R& r) {
+  guided_residual(p, b, p.steps[k].a, x, r);
+  float q_now = 0;
+  for (int o = 0; o < p.d_y; ++o) q_now += r[o] * r[o];
+  return q_now * p.inv_var[k * p.problems + b];
+}
+
+template <class X, class M, class U, class R>
+DS_HD_INLINE float guided_weight_next(const guided_params& p, std::int64_t k, std::int64_t b, const X& x, const M& m,
+                                      U& mu, R& r, float q_now) {
+  const guided_step st = p.steps[k];
+  for (int j = 0; j < p.d; ++j) mu[j] = transition_update(st)(x[j], m[j]);
+  guided_residual(p, b, st.a_next, mu, r);
+  const float* P = guided_precision(p, k, b);
+  float q_next = 0;
+  for (int o = 0; o < p.d_y; ++o) q_next += r[o] * guided_precision_row(p, P, o, r);
+  return -0.5f * q_next + 0.5f * q_now;
+}
+
+/// Weighting of transition k: mu = c0 m(x) + c1 x and lw += the increment of guided_weight_next, m the mixture's
+/// denoiser.
 struct guided_weight_functor {
   guided_params p;
   std::int64_t k;
@@ -198,17 +222,34 @@ struct guided_weight_functor {
     strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), mi = guided_slice(p, mu, i, p.d, 0, p.d),
                        ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
     // Current potential g_k(x).
-    guided_residual(p, b, st.a, xi, ri);
-    float q_now = 0;
-    for (int o = 0; o < p.d_y; ++o) q_now += ri[o] * ri[o];
-    q_now *= p.inv_var[k * p.problems + b];
+    const float q_now = guided_weight_now(p, k, b, xi, ri);
     mixture_denoiser(p.mix, xi, st.a, st.s, acc);
-    for (int j = 0; j < p.d; ++j) mi[j] = transition_update(st)(xi[j], acc[j]);
-    guided_residual(p, b, st.a_next, mi, ri);
-    const float* P = guided_precision(p, k, b);
-    float q_next = 0;
-    for (int o = 0; o < p.d_y; ++o) q_next += ri[o] * guided_precision_row(p, P, o, ri);
-    lw[i] += -0.5f * q_next + 0.5f * q_now;
+    lw[i] += guided_weight_next(p, k, b, xi, acc, mi, ri, q_now);
+  }
+};
+
+/// The same weighting with the denoiser from a caller's model (the SMC's ask/tell plan, src/guided.cu): the model's
+/// output at x (row-major, B N x d) becomes the denoiser ux x + um answer (ux = 0, um = 1 for a denoiser output).
+struct guided_weight_answer_functor {
+  guided_params p;
+  std::int64_t k;
+  float ux, um;
+  const float* x;          // B N x d
+  const float* answer;     // B N x d, row-major
+  float* mu;               // B N x d
+  float* lw;               // B N
+  float* r;                // B N x 2 d_y scratch (the first d_y of each particle's slot)
+  std::int64_t* position;  // when not null, thread 0 stores next_position there
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const std::int64_t b = i / p.particles;
+    strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), mi = guided_slice(p, mu, i, p.d, 0, p.d),
+                       ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
+    const float q_now = guided_weight_now(p, k, b, xi, ri);
+    const float* ai = answer + i * p.d;
+    for (int j = 0; j < p.d; ++j) mi[j] = ds_fma(ux, xi[j], um * ai[j]);
+    lw[i] += guided_weight_next(p, k, b, xi, mi, mi, ri, q_now);
   }
 };
 

@@ -1176,18 +1176,244 @@ struct guided_plan_storage final : sampling_plan_storage {
   const std::int64_t* counter() const override { return &state->step; }
 };
 
+// The guided SMC (linear potentials) as a plan: one ask per transition k, the model's output at the particles and
+// step k's channel; tell k weights from it (guided_weight_answer_functor), resamples and mutates into the
+// particles, as guided_sample()'s transition does on the same executor (on the CPU the same resampling statistics
+// and, on a SIMD target, the same packed mutation), so that answered by the mixture's denoiser it reproduces
+// guided_sample() bit for bit. reset() draws the particles, weights them by g_0 and resamples column 0.
+struct smc_plan_storage final : sampling_plan_storage {
+  std::vector<unsigned char> tables;  // host copy (the asks' channels)
+  std::vector<double> times;          // per step: the schedule's time of its channel
+  std::vector<float> ux, um;          // per step: the answer r becomes the denoiser ux x + um r
+  model_output output = model_output::denoiser;
+  kernels::guided_params p{};
+  std::uint64_t seed = 0;        // options.seed: trajectory t runs with seed + t
+  std::uint64_t trajectory = 0;  // resets so far (host count)
+  std::int64_t B = 0, N = 0, K = 0;
+  bool final_resample = true;
+  resampling_options ro;
+  particle_outputs po;
+  void* device = nullptr;
+  std::vector<unsigned char> host;
+  float *x = nullptr, *mu = nullptr, *spare = nullptr, *lw = nullptr, *r = nullptr, *answer = nullptr;
+  float* ess = nullptr;  // B x (K + 1)
+  std::int32_t *ancestors = nullptr, *counts = nullptr;
+  particle_report* reports = nullptr;
+  double *log_z = nullptr, *previous_lse = nullptr;
+  const double* constants = nullptr;
+  void* resampling_ws = nullptr;
+  kernels::plan_state* state = nullptr;
+  ~smc_plan_storage() override {
+    if (device != nullptr) (void)cudaFree(device);
+  }
+  const guided_step& step(std::int64_t k) const { return reinterpret_cast<const guided_step*>(tables.data())[k]; }
+  double log_n() const { return std::log(double(N)); }
+  plan_request request(std::int64_t k) const override {
+    const guided_step& st = step(k);
+    plan_request q;
+    q.index = k;
+    q.points = x;
+    q.rows = rows;
+    q.dim = d;
+    q.at = channel{st.a, st.s};
+    q.time = times[static_cast<std::size_t>(k)];
+    q.output = output;
+    q.answer = answer;
+    return q;
+  }
+  // The bookkeeping of column c after its resampling (log-normaliser, ESS trace, resampling count).
+  kernels::guided_bookkeeping_functor bookkeeping(std::int64_t column) const {
+    return {reports, log_z, previous_lse, ess, counts, K + 1, column, log_n()};
+  }
+  void tell(std::int64_t k, cudaStream_t stream) override {
+    const std::int64_t BN = rows;
+    const kernels::guided_weight_answer_functor weight{p, k, ux[k], um[k], x, answer, mu, lw, r, &state->step, k + 1};
+    ro.step = static_cast<std::uint64_t>(k + 1);
+    const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
+    if (where == executor::cpu) {
+      // guided_sample()'s CPU transition with the weighting from the answer, then select and mutate in one pass;
+      // on a SIMD target both passes run on packs of particles, with the fused run's packed arithmetic.
+      const cpu::simd_target target = cpu::chain_target();
+      if (target != cpu::simd_target::scalar) {
+        state->step = k + 1;
+        cpu::guided_pass pass;
+        pass.weight_answer = &weight;
+        cpu::run_guided_pass(target, pass);
+      } else {
+        kernels::for_each_index(where, BN, weight, stream);
+      }
+      const auto select = resample_statistics_cpu(lw, B, N, ro, po, resampling_ws);
+      kernels::for_each_index(where, B, bookkeeping(k + 1), stream);
+      if (target != cpu::simd_target::scalar) {
+        cpu::guided_pass pass;
+        pass.select = &select;
+        pass.mutate = &mutate;
+        cpu::run_guided_pass(target, pass);
+      } else {
+        cpu::parallel_for_each(BN, [&](std::int64_t i) {
+          select(i);
+          mutate(i);
+        });
+      }
+    } else {
+      kernels::for_each_index<128>(where, BN, weight, stream);
+      resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
+      kernels::for_each_index(where, B, bookkeeping(k + 1), stream);
+      kernels::for_each_index<128>(where, BN, mutate, stream);
+    }
+  }
+  void reset(const float* initial, cudaStream_t stream) override {
+    DIFFSAMPLE_EXPECTS(initial == nullptr,
+                       "initial: a guided SMC plan draws its own particles (its first weights are those of x ~ "
+                       "N(0, s_0^2 I)); pass null");
+    kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
+    p.seed = seed + trajectory;
+    ro.seed = p.seed ^ 0x9E3779B97F4A7C15ull;  // as guided_sample(): a stream apart from the mutations'
+    ++trajectory;
+    const std::int64_t BN = rows;
+    kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n()},
+                            stream);
+    kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream);
+    // Column 0: resample, then the particles follow their ancestors (through the spare rows, then back).
+    ro.step = 0;
+    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
+    kernels::for_each_index(where, B, bookkeeping(0), stream);
+    kernels::for_each_index(where, BN, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
+    gather_unchecked(x, B, N, d, ancestors, spare, where, stream);
+    kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{spare, x}, stream);
+  }
+  void write_outputs(const guided_outputs& out, cudaStream_t stream) override {
+    const std::int64_t BN = rows;
+    if (out.particles != nullptr) check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), where);
+    if (out.samples != nullptr) check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), where);
+    if (out.log_weights != nullptr) check_buffer("outputs.log_weights", out.log_weights, BN, sizeof(float), where);
+    if (out.log_normaliser != nullptr)
+      check_buffer("outputs.log_normaliser", out.log_normaliser, B, sizeof(double), where);
+    if (out.ess_trace != nullptr) check_buffer("outputs.ess_trace", out.ess_trace, B * (K + 1), sizeof(float), where);
+    if (out.resample_count != nullptr)
+      check_buffer("outputs.resample_count", out.resample_count, B, sizeof(std::int32_t), where);
+    DIFFSAMPLE_EXPECTS(out.samples == nullptr || final_resample,
+                       "outputs.samples: given but options.final_resample is false");
+    if (out.particles != nullptr)
+      kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{x, out.particles}, stream);
+    if (out.log_weights != nullptr)
+      kernels::for_each_index(where, BN, kernels::guided_copy_functor{lw, out.log_weights}, stream);
+    if (out.ess_trace != nullptr)
+      kernels::for_each_index(where, B * (K + 1), kernels::guided_copy_functor{ess, out.ess_trace}, stream);
+    if (out.samples != nullptr) {
+      // guided_sample()'s final draw: every problem with a positive weight resampled, in a permuted order.
+      resampling_options last = ro;
+      last.ess_threshold = 2.0;
+      last.step = static_cast<std::uint64_t>(K + 1);
+      resample_unchecked(lw, B, N, last, po, where, stream, resampling_ws);
+      const std::uint64_t key = p.seed ^ 0x5851F42D4C957F2Dull;
+      kernels::for_each_index(where, BN * d,
+                              permuted_gather_functor{x, ancestors, out.samples, N, d, key,
+                                                      index_permutation(key, static_cast<std::uint64_t>(N)), 0},
+                              stream);
+    }
+    kernels::for_each_index(
+        where, B, kernels::guided_finish_functor{log_z, constants, counts, out.log_normaliser, out.resample_count},
+        stream);
+  }
+  float* samples() const override { return x; }
+  const std::int64_t* counter() const override { return &state->step; }
+};
+
+std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
+                                                     const guided_options& o, model_output output, execution exec) {
+  DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear,
+                     "options.potentials: a guided SMC plan runs linear potentials, got " << to_string(o.potentials));
+  const svd_reduction reduced = reduce_svd(given, d);
+  const guided_problems& pr = reduced.active ? reduced.problems : given;
+  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;
+  const layout l = make_layout(d, pr, o);
+  float initial_scale = 1.f;
+  auto st = std::make_unique<smc_plan_storage>();
+  st->tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
+  st->where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
+                                               : resolve_executor(exec.kind, nullptr);
+  st->rows = BN;
+  st->d = d;
+  st->asks = K;
+  st->output = output;
+  st->B = B;
+  st->N = N;
+  st->K = K;
+  st->seed = o.seed;
+  st->final_resample = o.final_resample;
+  st->ro = o.resampling;
+  const std::vector<schedule_point> pts = o.schedule.points(K);
+  for (std::int64_t k = 0; k < K; ++k) {
+    st->times.push_back(pts[static_cast<std::size_t>(k)].t);
+    const double a = st->step(k).a, s = st->step(k).s;
+    double ux = 0, um = 1;
+    if (output != model_output::denoiser) {
+      ux = 1 / a;
+      um = output == model_output::score ? s * s / a : -s / a;
+    }
+    st->ux.push_back(float(ux));
+    st->um.push_back(float(um));
+  }
+  // One allocation: guided_sample()'s workspace (tables first), then the answer, the ESS trace and the state.
+  const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
+  const std::size_t at_answer = align_up(l.total);
+  const std::size_t at_ess = at_answer + rows_bytes;
+  const std::size_t at_state = at_ess + align_up(static_cast<std::size_t>(B * (K + 1)) * sizeof(float));
+  const std::size_t total = at_state + sizeof(kernels::plan_state);
+  check_allocation("guided plan", total, st->where);
+  const kernels::plan_state initial{0, 0, 0};
+  unsigned char* base = nullptr;
+  if (st->where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, total));
+    base = static_cast<unsigned char*>(st->device);
+    DIFFSAMPLE_CUDA_TRY(
+        cudaMemcpyAsync(base, st->tables.data(), st->tables.size(), cudaMemcpyHostToDevice, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + l.table_end, 0, at_state - l.table_end, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(
+        cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
+  } else {
+    st->host.assign(total, 0);
+    base = st->host.data();
+    std::memcpy(base, st->tables.data(), st->tables.size());
+    std::memcpy(base + at_state, &initial, sizeof initial);
+  }
+  st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
+  st->x = reinterpret_cast<float*>(base + l.x);
+  st->mu = reinterpret_cast<float*>(base + l.mu);
+  st->spare = reinterpret_cast<float*>(base + l.mu2);
+  st->lw = reinterpret_cast<float*>(base + l.lw);
+  st->r = reinterpret_cast<float*>(base + l.r);
+  st->ancestors = reinterpret_cast<std::int32_t*>(base + l.ancestors);
+  st->reports = reinterpret_cast<particle_report*>(base + l.reports);
+  st->log_z = reinterpret_cast<double*>(base + l.log_z);
+  st->previous_lse = reinterpret_cast<double*>(base + l.previous_lse);
+  st->counts = reinterpret_cast<std::int32_t*>(base + l.counts);
+  st->constants = reinterpret_cast<const double*>(base + l.constants);
+  st->resampling_ws = base + l.resampling;
+  st->po.ancestors = st->ancestors;
+  st->po.reports = st->reports;
+  st->answer = reinterpret_cast<float*>(base + at_answer);
+  st->ess = reinterpret_cast<float*>(base + at_ess);
+  st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
+  return st;
+}
+
 }  // namespace
 
 std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& given,
                                                         const guided_options& options, model_output output,
                                                         execution exec) {
-  DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::dps || options.sampler == guided_sampler::pigdm,
-                     "options.sampler: a guided plan runs dps or pigdm, got " << to_string(options.sampler));
+  DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc || options.sampler == guided_sampler::dps ||
+                         options.sampler == guided_sampler::pigdm,
+                     "options.sampler: a guided plan runs smc, dps or pigdm, got " << to_string(options.sampler));
   DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "dim: must be in [1, " << limits::max_dim << "], got " << d);
   validate(d, given, options);
   const guided_options o = detail::resolve_grid(d, given, options);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
+  if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
   const svd_reduction reduced = reduce_svd(given, d);
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;

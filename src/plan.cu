@@ -150,12 +150,22 @@ void sampling_plan::tell(execution exec) {
   storage_->tell(k, stream);
 }
 
+void sampling_plan::write_outputs(const guided_outputs& outputs, execution exec) {
+  DIFFSAMPLE_EXPECTS(done(), "write_outputs: the trajectory is not done (" << position() << " of " << asks()
+                                                                          << " asks told)");
+  storage_->write_outputs(outputs, stream_of(storage_->where, exec));
+}
+
 void sampling_plan::reset(const float* initial, execution exec) {
   storage_->reset(initial, stream_of(storage_->where, exec));
   storage_->position = 0;
 }
 
 namespace detail {
+
+void sampling_plan_storage::write_outputs(const guided_outputs&, cudaStream_t) {
+  DIFFSAMPLE_EXPECTS(false, "write_outputs: only a guided SMC plan has outputs beyond samples()");
+}
 
 plan_request chain_plan_storage::request(std::int64_t k) const {
   const kernels::plan_entry& e = program.entries[static_cast<std::size_t>(k)];

@@ -22,10 +22,12 @@ struct sampling_plan_storage {
   virtual void tell(std::int64_t k, cudaStream_t stream) = 0;
   virtual void reset(const float* initial, cudaStream_t stream) = 0;
   virtual float* samples() const = 0;
+  /// A done trajectory's outputs beyond samples() (guided SMC plans only).
+  virtual void write_outputs(const guided_outputs& outputs, cudaStream_t stream);
   virtual const std::int64_t* counter() const = 0;
 };
 
-/// The plan of a guided sampler (dps or pigdm) for d-dimensional states (src/guided.cu).
+/// The plan of a guided sampler (smc, dps or pigdm) for d-dimensional states (src/guided.cu).
 std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& problems,
                                                         const guided_options& options, model_output output,
                                                         execution exec);

@@ -735,8 +735,10 @@ DS_API ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const 
                                                   ds_sampling_plan** out);
 
 /**
- * Creates a plan for the guided samplers DS_GUIDED_DPS and DS_GUIDED_PIGDM (diffsample::sampling_plan::guided):
- * rows = problems x particles, two asks per step (the model's output, then J^T v with request.vector set).
+ * Creates a plan for the guided samplers DS_GUIDED_SMC (linear potentials), DS_GUIDED_DPS and DS_GUIDED_PIGDM
+ * (diffsample::sampling_plan::guided): rows = problems x particles; SMC one ask per transition (the tell weights,
+ * resamples and mutates; its outputs from ds_sampling_plan_write_outputs()), DPS and Pi-GDM two asks per step (the
+ * model's output, then J^T v with request.vector set).
  * @param dim     dimension of the states
  * @param output  DS_MODEL_DENOISER, DS_MODEL_SCORE or DS_MODEL_EPS
  */
@@ -778,6 +780,14 @@ DS_API ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, ds_execution exec
  * (diffusion plans with draw_initial), on exec.stream. Asynchronous on the CUDA executor; capturable.
  */
 DS_API ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, ds_execution exec);
+
+/**
+ * A done guided SMC trajectory's outputs as ds_guided_sample() writes them (log-weights, resampled samples,
+ * log-normaliser estimates, ESS trace, resampling counts, particles; NULL members skipped), memory of the plan's
+ * executor, on exec.stream. DS_INVALID_ARGUMENT for another plan or a trajectory not done.
+ */
+DS_API ds_status ds_sampling_plan_write_outputs(ds_sampling_plan* plan, const ds_guided_outputs* outputs,
+                                                ds_execution exec);
 
 /** The plan's state, rows x dim (plan memory on its executor): the samples once the trajectory is done. */
 DS_API ds_status ds_sampling_plan_samples(const ds_sampling_plan* plan, float** samples);

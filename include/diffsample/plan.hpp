@@ -81,14 +81,21 @@ class DIFFSAMPLE_API sampling_plan {
   /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
   static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
-  /// A plan for the guided samplers dps and pigdm on B = problems.problems problems of options.particles particles
-  /// each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional states. Two asks per step, both
-  /// at the particles and the step's channel: the model's output (converted to the denoiser m), then, with
-  /// plan_request::vector set to v = A^T P (y - A m) (DPS's normalised step: A^T (y - A m)), the denoiser's
-  /// J^T v. The prior is the caller's model: nothing of a mixture is used. Outputs of guided_sample() beyond the
-  /// particles (samples() here) do not apply.
+  /// A plan for the guided samplers smc, dps and pigdm on B = problems.problems problems of options.particles
+  /// particles each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional states. The prior is
+  /// the caller's model: nothing of a mixture is used.
+  /// DPS and Pi-GDM: two asks per step, both at the particles and the step's channel: the model's output (converted
+  /// to the denoiser m), then, with plan_request::vector set to v = A^T P (y - A m) (DPS's normalised step:
+  /// A^T (y - A m)), the denoiser's J^T v. Outputs of guided_sample() beyond the particles (samples()) do not apply.
+  /// SMC (options.potentials = linear): one ask per transition, the model's output at the particles and the
+  /// transition's channel; the tell weights the particles from it, resamples (options.resampling, on the device on
+  /// the CUDA executor) and mutates them, with no host synchronisation. reset() draws the particles itself (initial
+  /// must be null); write_outputs() gives the log-weights, the resampled samples, log-normaliser estimates, ESS trace
+  /// and resampling counts of a done trajectory. Trajectory t runs as guided_sample() with options.seed + t (the
+  /// key is a launch argument: a captured SMC trajectory replays the captured trajectory's noise).
   /// @param output  denoiser, score or eps (converted to the denoiser at each step's channel)
-  /// @throws invalid_argument for another sampler, or as guided_sample() does for the problems and options
+  /// @throws invalid_argument for another sampler, SMC with moment potentials, or as guided_sample() does for the
+  ///         problems and options
   static sampling_plan guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,
                               model_output output = model_output::denoiser, execution exec = {});
 
@@ -127,6 +134,12 @@ class DIFFSAMPLE_API sampling_plan {
   void reset(const float* initial = nullptr, execution exec = {});
   /// The state, rows() x dim() (plan memory on its executor): the samples once done(). Writable between asks.
   float* samples() const noexcept;
+  /// The outputs of a done guided SMC trajectory as guided_sample() writes them (trajectory t: with options.seed +
+  /// t): particles, log_weights, samples (the final resampling, options.final_resample), log_normaliser,
+  /// ess_trace and resample_count, each null to skip, memory of the plan's executor. Asynchronous on exec.stream.
+  /// @throws invalid_argument unless the plan is a guided SMC plan and done(), for a buffer on another executor, or
+  ///         for outputs.samples without options.final_resample
+  void write_outputs(const guided_outputs& outputs, execution exec = {});
   /// Device (on the CPU executor, host) pointer to position() as the device sees it, advanced by tell() on the
   /// device: for models captured in a graph that need the step index.
   const std::int64_t* position_counter() const noexcept;

@@ -432,6 +432,7 @@ class SamplingPlan:
     def __init__(self, core_plan: Any, like: Any = None):
         self._plan = core_plan
         self._like = like
+        self._guided = None
 
     @classmethod
     def diffusion(cls, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
@@ -453,6 +454,37 @@ class SamplingPlan:
         return cls(_core.SamplingPlan.langevin(int(n), int(d), o, _enum(_core.ModelOutput, output),
                                                _enum(_core.Executor, device), _stream_handle(stream)), like)
 
+    @classmethod
+    def guided(cls, d: int, A: Any, y: Any, sigma_y: Any, *, sampler: str = "smc", output: str = "denoiser",
+               device: str = "cpu", schedule: Union[None, str, NoiseSchedule] = None,
+               resampling: Optional[dict] = None, stream: Stream = None, like: Any = None,
+               **options: Any) -> "SamplingPlan":
+        """A plan for the guided samplers 'smc' (linear potentials), 'dps' and 'pigdm' on d-dimensional states, the
+        problems and settings as for guided_sample() (the prior is the caller's model). rows = B particles, problem
+        by problem. SMC: one ask per transition (weighting, resampling and mutation happen in tell()); its other
+        outputs from outputs(). DPS / Pi-GDM: two asks per step, the second with ask()['vector'] = v set: answer
+        J^T v of the model's denoiser there."""
+        pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
+        plan = cls(_core.SamplingPlan.guided(int(d), pr, o, _enum(_core.ModelOutput, output),
+                                             _enum(_core.Executor, device), _stream_handle(stream)), like)
+        plan._guided = (pr.problems, o.particles, o.steps)
+        return plan
+
+    def outputs(self, outputs: Sequence[str] = ("samples",), *, stream: Stream = None) -> dict:
+        """A done guided SMC trajectory's outputs as guided_sample() returns them (new arrays: NumPy on the CPU,
+        like's framework on CUDA): names from 'particles', 'log_weights', 'samples', 'log_normaliser',
+        'ess_trace', 'resample_count'."""
+        if getattr(self, "_guided", None) is None:
+            raise InvalidArgument("outputs: only a guided SMC plan has outputs beyond samples()")
+        B, N, K = self._guided
+        device = None
+        if self._plan.executor == _core.Executor.cuda:
+            device = self.samples()
+        result = _guided_outputs(outputs, device, B, N, self.dim, K)
+        args = [result.get(k) for k in _GUIDED_OUTPUTS]
+        self._plan.write_outputs(B, N, K, *args, _stream(device if device is not None else self._like, stream))
+        return result
+
     rows = property(lambda self: self._plan.rows, doc="rows of the state (chains)")
     dim = property(lambda self: self._plan.dim, doc="dimension of a row")
     asks = property(lambda self: self._plan.asks, doc="asks of one trajectory")
@@ -465,6 +497,8 @@ class SamplingPlan:
         r = self._plan.ask(k)
         r["points"] = _framework_view(r["points"], self._like)
         r["answer"] = _framework_view(r["answer"], self._like)
+        if r.get("vector") is not None:
+            r["vector"] = _framework_view(r["vector"], self._like)
         return r
 
     def tell(self, *, stream: Stream = None) -> None:
@@ -598,6 +632,16 @@ def guided_sample(prior: GaussianMixture, A: Any, y: Any, sigma_y: Any, *, sampl
     framework (device: an array whose framework and device the outputs follow; None: NumPy). Returns a dict of
     them plus 'report'.
     """
+    pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
+    result = _guided_outputs(outputs, device, pr.problems, o.particles, prior.dim, o.steps)
+    args = [result.get(k) for k in _GUIDED_OUTPUTS]
+    result["report"] = _core.guided_sample(_mixture(prior), pr, o, *args, _stream(device, stream))
+    return result
+
+
+def _guided_setup(A: Any, y: Any, sigma_y: Any, sampler: str, schedule: Any, resampling: Optional[dict],
+                  options: dict) -> Tuple[Any, Any]:
+    """GuidedProblems and GuidedOptions from guided_sample()'s arguments."""
     o = _fill(GuidedOptions(), options)
     o.sampler = _enum(_core.GuidedSampler, sampler)
     sched = _schedule(schedule)
@@ -616,18 +660,20 @@ def guided_sample(prior: GaussianMixture, A: Any, y: Any, sigma_y: Any, *, sampl
     pr.operators = [_operator(a) for a in ops]
     pr.y = list(y.ravel())
     pr.sigma_y = list(np.atleast_1d(_f64(sigma_y)).ravel())
-    B, N, d = pr.problems, o.particles, prior.dim
+    return pr, o
+
+
+def _guided_outputs(outputs: Sequence[str], device: Any, B: int, N: int, d: int, steps: int) -> dict:
+    """New arrays for the named guided outputs, in device's framework."""
     shapes = {"particles": ((B, N, d), "float32"), "log_weights": ((B, N), "float32"),
               "samples": ((B, N, d), "float32"), "log_normaliser": ((B,), "float64"),
-              "ess_trace": ((B, o.steps + 1), "float32"), "resample_count": ((B,), "int32")}
+              "ess_trace": ((B, steps + 1), "float32"), "resample_count": ((B,), "int32")}
     result = {}
     for name in outputs:
         if name not in shapes:
             raise InvalidArgument(f"outputs: unknown output {name!r} (one of {', '.join(_GUIDED_OUTPUTS)})")
         shape, dtype = shapes[name]
         result[name] = _empty(device, shape, dtype)
-    args = [result.get(k) for k in _GUIDED_OUTPUTS]
-    result["report"] = _core.guided_sample(_mixture(prior), pr, o, *args, _stream(device, stream))
     return result
 
 

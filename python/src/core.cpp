@@ -635,6 +635,38 @@ NB_MODULE(_core, m) {
           },
           "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::score, "executor"_a = ds::executor::cpu,
           "stream"_a = 0, "A plan for ULA or tamed ULA at options' target channel.")
+      .def_static(
+          "guided",
+          [](std::int64_t d, const ds::guided_problems& pr, const ds::guided_options& o, ds::model_output out,
+             ds::executor where, std::uintptr_t stream) {
+            nb::gil_scoped_release release;
+            return ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+          },
+          "d"_a, "problems"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
+          "stream"_a = 0, "A plan for the guided samplers smc (linear potentials), dps and pigdm.")
+      .def(
+          "write_outputs",
+          [](ds::sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,
+             std::optional<out_array> particles_out, std::optional<out_array> log_weights,
+             std::optional<out_array> samples, std::optional<out_array> log_normaliser,
+             std::optional<out_array> ess_trace, std::optional<out_array> resample_count, std::uintptr_t stream) {
+            place p;
+            const std::int64_t B = problems, N = particles, d = pl.dim();
+            if (B * N != pl.rows()) raise_invalid("problems: problems x particles must be the plan's rows");
+            ds::guided_outputs outs;
+            outs.particles = checked_opt<float>(particles_out, "particles", {B, N, d}, p);
+            outs.log_weights = checked_opt<float>(log_weights, "log_weights", {B, N}, p);
+            outs.samples = checked_opt<float>(samples, "samples", {B, N, d}, p);
+            outs.log_normaliser = checked_opt<double>(log_normaliser, "log_normaliser", {B}, p);
+            outs.ess_trace = checked_opt<float>(ess_trace, "ess_trace", {B, steps + 1}, p);
+            outs.resample_count = checked_opt<std::int32_t>(resample_count, "resample_count", {B}, p);
+            nb::gil_scoped_release release;
+            pl.write_outputs(outs, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
+          },
+          "problems"_a, "particles"_a, "steps"_a, "particles_out"_a = nb::none(), "log_weights"_a = nb::none(),
+          "samples"_a = nb::none(), "log_normaliser"_a = nb::none(), "ess_trace"_a = nb::none(),
+          "resample_count"_a = nb::none(), "stream"_a = 0,
+          "A done guided SMC trajectory's outputs, as guided_sample writes them, into the given arrays.")
       .def_prop_ro("rows", &ds::sampling_plan::rows, "rows of the state (chains)")
       .def_prop_ro("dim", &ds::sampling_plan::dim, "dimension of a row")
       .def_prop_ro("executor", &ds::sampling_plan::where, "executor the plan runs on")
@@ -654,11 +686,15 @@ NB_MODULE(_core, m) {
             d["output"] = r.output;
             d["points"] = plan_view(self, r.points, r.rows, r.dim, pl.where(), false);
             d["answer"] = plan_view(self, r.answer, r.rows, r.dim, pl.where(), true);
+            d["vector"] = r.vector != nullptr
+                              ? plan_view(self, r.vector, r.rows, r.dim, pl.where(), false)
+                              : nb::none();
             return d;
           },
           "k"_a = -1,
           "The next ask (k < 0) or the ask at position k: a dict with index, a, s, time, output, points (rows, d) "
-          "read-only and answer (rows, d) writable views of the plan's buffers (valid while the plan lives).")
+          "read-only and answer (rows, d) writable views of the plan's buffers (valid while the plan lives), and "
+          "vector: None, or (rows, d) read-only v whose J^T v the caller writes into answer (dps, pigdm).")
       .def(
           "tell",
           [](ds::sampling_plan& pl, std::uintptr_t stream) {

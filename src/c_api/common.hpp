@@ -283,6 +283,7 @@ langevin_options to_cpp(const ds_langevin_options* p);
 ds_guided_options to_c(const guided_options& from);
 guided_options to_cpp(const ds_guided_options* p);
 guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x);
+guided_outputs to_cpp(const ds_guided_outputs* p);
 
 // ds_guided_sample()'s reading and checks of its arguments (src/c_api/guided.cpp), exported for the C ABI of
 // libdiffsample_mpi (ds_mpi_guided_sample), which takes the same structs. Throws invalid_argument.

@@ -105,14 +105,16 @@ namespace {
 
 #define DS_GUIDED_OUTPUTS(X) X(particles) X(log_weights) X(samples) X(log_normaliser) X(ess_trace) X(resample_count)
 
+}  // namespace
+
+namespace diffsample::c_api {
 ds::guided_outputs to_cpp(const ds_guided_outputs* p) {
   const ds_guided_outputs from = read_struct("outputs", p, zero_struct<ds_guided_outputs>());
   ds::guided_outputs to;
   DS_GUIDED_OUTPUTS(DS_COPY)
   return to;
 }
-
-}  // namespace
+}  // namespace diffsample::c_api
 
 namespace diffsample::c_api {
 

@@ -116,6 +116,11 @@ ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, d
   return guard([&] { get(plan, "plan").plan.reset(initial, to_cpp(exec)); });
 }
 
+ds_status ds_sampling_plan_write_outputs(ds_sampling_plan* plan, const ds_guided_outputs* outputs,
+                                         ds_execution exec) {
+  return guard([&] { get(plan, "plan").plan.write_outputs(to_cpp(outputs), to_cpp(exec)); });
+}
+
 ds_status ds_sampling_plan_samples(const ds_sampling_plan* plan, float** samples) {
   return write_out("samples", samples, [&] { return get(plan, "plan").plan.samples(); });
 }

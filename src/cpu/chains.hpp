@@ -63,6 +63,8 @@ struct guided_pass {
   const kernels::guided_mutate_functor* mutate = nullptr;
   const kernels::guided_weight_functor* weight = nullptr;
   kernels::channel_view weight_channel{};
+  /// The SMC plan's weighting (the denoiser from the model's answer); alone in a pass.
+  const kernels::guided_weight_answer_functor* weight_answer = nullptr;
 };
 void run_guided_pass(simd_target t, const guided_pass& pass);
 /// DiffPIR's trajectories (kernels::guided_diffpir_functor) over packs of particles of one problem, into x

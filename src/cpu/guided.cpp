@@ -131,29 +131,45 @@ void mutate_pack(const kernels::guided_mutate_functor& m, const pack_rows& pk, f
   pk.store(xs, m.x, d);
 }
 
-/// guided_weight_functor on a pack whose states are in xs.
-void weight_pack(const kernels::guided_weight_functor& w, const kernels::channel_view& ch, const pack_rows& pk,
-                 fpack* xs, fpack* ms, fpack* r) {
-  const kernels::guided_params& p = w.p;
-  const kernels::guided_step st = p.steps[w.k];
+/// kernels::guided_weight_increment on a pack whose states are in xs and denoisers in ms (the kernel means on
+/// exit, stored into mu): lw += the increment.
+void weight_from_denoiser(const kernels::guided_params& p, std::int64_t k, float* lw, float* mu, const pack_rows& pk,
+                          fpack* xs, fpack* ms, fpack* r) {
+  const kernels::guided_step st = p.steps[k];
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
   residual(p, b, st.a, xs, r);
   fpack q_now(0.f);
   for (int o = 0; o < dy; ++o) q_now = q_now + r[o] * r[o];
-  q_now = q_now * fpack(p.inv_var[w.k * p.problems + b]);
-  const span x{xs, d};
-  span m{ms, d};
-  kernels::channel_denoiser<fpack>(ch, x, m);
+  q_now = q_now * fpack(p.inv_var[k * p.problems + b]);
   const fpack c0(st.c0), c1(st.c1);
   for (int j = 0; j < d; ++j) ms[j] = c0 * ms[j] + c1 * xs[j];
   residual(p, b, st.a_next, ms, r);
-  const float* P = kernels::guided_precision(p, w.k, b);
+  const float* P = kernels::guided_precision(p, k, b);
   fpack q_next(0.f);
   for (int o = 0; o < dy; ++o) q_next = q_next + r[o] * precision_row(p, P, o, r);
   const fpack dl = fpack(-0.5f) * q_next + fpack(0.5f) * q_now;
-  for (int l = 0; l < pk.valid; ++l) w.lw[pk.i0 + l] += dl.v[l];
-  pk.store(ms, w.mu, d);
+  for (int l = 0; l < pk.valid; ++l) lw[pk.i0 + l] += dl.v[l];
+  pk.store(ms, mu, d);
+}
+
+/// guided_weight_functor on a pack whose states are in xs.
+void weight_pack(const kernels::guided_weight_functor& w, const kernels::channel_view& ch, const pack_rows& pk,
+                 fpack* xs, fpack* ms, fpack* r) {
+  const span x{xs, w.p.d};
+  span m{ms, w.p.d};
+  kernels::channel_denoiser<fpack>(ch, x, m);
+  weight_from_denoiser(w.p, w.k, w.lw, w.mu, pk, xs, ms, r);
+}
+
+/// guided_weight_answer_functor on a pack whose states are in xs: the denoiser from the model's answer.
+void weight_answer_pack(const kernels::guided_weight_answer_functor& w, const pack_rows& pk, fpack* xs, fpack* ms,
+                        fpack* r) {
+  const int d = w.p.d;
+  pk.load(ms, w.answer, d);
+  if (w.ux != 0.f || w.um != 1.f)
+    for (int j = 0; j < d; ++j) ms[j] = ds_fma(fpack(w.ux), xs[j], fpack(w.um) * ms[j]);
+  weight_from_denoiser(w.p, w.k, w.lw, w.mu, pk, xs, ms, r);
 }
 
 /// One DiffPIR step (kernels::diffpir_step) of a pack whose states are in xs; ms is scratch for the denoiser and x0.
@@ -422,7 +438,9 @@ void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_
 }
 
 void run_guided_pass(const guided_pass& g) {
-  const kernels::guided_params& p = g.mutate != nullptr ? g.mutate->p : g.weight->p;
+  const kernels::guided_params& p = g.mutate != nullptr ? g.mutate->p
+                                    : g.weight != nullptr ? g.weight->p
+                                                          : g.weight_answer->p;
   const int d = p.d, dy = p.d_y;
   for_each_particle_pack(p, 2 * static_cast<std::int64_t>(d) + 2 * dy, [&](const pack_rows& pk, fpack* scratch) {
     fpack *xs = scratch, *ms = xs + d, *zy = ms + d, *t = zy + dy;
@@ -432,6 +450,10 @@ void run_guided_pass(const guided_pass& g) {
     if (g.weight != nullptr) {
       if (g.mutate == nullptr) pk.load(xs, g.weight->x, d);
       weight_pack(*g.weight, g.weight_channel, pk, xs, ms, t);
+    }
+    if (g.weight_answer != nullptr) {
+      pk.load(xs, g.weight_answer->x, d);
+      weight_answer_pack(*g.weight_answer, pk, xs, ms, t);
     }
   });
 }

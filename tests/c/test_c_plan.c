@@ -1,6 +1,6 @@
 /* The ask/tell sampling plans through the C ABI from a C99 program: Heun, SMS and tamed ULA plans answered with the
  * library's own denoiser or score (ds_mixture_evaluate) reproduce the fused samplers bit for bit on the CPU
- * executor; the request struct is versioned (struct_size); misuse gets an error naming the argument. Exits nonzero
+ * executor, and so do Pi-GDM and guided SMC plans against ds_guided_sample(); the request struct is versioned (struct_size); misuse gets an error naming the argument. Exits nonzero
  * on the first failed check. */
 #include <diffsample/diffsample.h>
 
@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -142,11 +143,51 @@ int main(void) {
         fprintf(stderr, "pigdm plan: particles differ from the fused sampler's\n");
         ++failures;
       }
+      EXPECT_ERROR(ds_sampling_plan_write_outputs(plan, &outputs, cpu), DS_INVALID_ARGUMENT, "SMC");
       ds_sampling_plan_destroy(plan);
     }
-    o.sampler = DS_GUIDED_SMC;
+    o.sampler = DS_GUIDED_DIFFPIR;
     EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
                  "sampler");
+
+    /* The guided SMC on the same problems: one ask per transition; log-weights, final samples and log-normalisers
+     * from ds_sampling_plan_write_outputs() equal ds_guided_sample()'s bit for bit (on the SIMD targets; the scalar
+     * target's fused weighting uses the per-particle denoiser, which agrees with ds_mixture_evaluate to rounding). */
+    {
+      float lw_fused[n], lw_plan[n], samples_fused[n * d], samples_plan[n * d];
+      double lz_fused[2], lz_plan[2];
+      ds_guided_outputs mine;
+      const char* target = getenv("DIFFSAMPLE_CPU_TARGET");
+      plan = NULL;
+      o.sampler = DS_GUIDED_SMC;
+      outputs.log_weights = lw_fused;
+      outputs.samples = samples_fused;
+      outputs.log_normaliser = lz_fused;
+      CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+      CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+      if (plan != NULL) {
+        CHECK_OK(ds_guided_outputs_init(&mine, sizeof mine));
+        mine.log_weights = lw_plan;
+        mine.samples = samples_plan;
+        mine.log_normaliser = lz_plan;
+        EXPECT_ERROR(ds_sampling_plan_write_outputs(plan, &mine, cpu), DS_INVALID_ARGUMENT, "done");
+        CHECK(run(plan, m, NULL, stepped, 50) == 10);
+        CHECK_OK(ds_sampling_plan_write_outputs(plan, &mine, cpu));
+        if ((target == NULL || strcmp(target, "scalar") != 0) &&
+            (memcmp(fused, stepped, sizeof fused) != 0 || memcmp(lw_fused, lw_plan, sizeof lw_plan) != 0 ||
+             memcmp(samples_fused, samples_plan, sizeof samples_plan) != 0 ||
+             memcmp(lz_fused, lz_plan, sizeof lz_plan) != 0)) {
+          fprintf(stderr, "smc plan: outputs differ from the fused sampler's\n");
+          ++failures;
+        }
+        EXPECT_ERROR(ds_sampling_plan_reset(plan, initial, cpu), DS_INVALID_ARGUMENT, "initial");
+        ds_sampling_plan_destroy(plan);
+      }
+      plan = NULL;
+      o.potentials = DS_POTENTIALS_MOMENT;
+      EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
+                   "potentials");
+    }
   }
 
   /* Versioned request, bad arguments, null handles. */

@@ -46,3 +46,48 @@ def test_ask_gives_views_of_the_plans_buffers(mixture2):
     np.testing.assert_array_equal(r["points"], plan.samples())
     with pytest.raises(ds.InvalidArgument):
         plan.ask(7)
+
+
+# Two problems y_b = A_b x + sigma_y,b z on the d = 2 mixture, d_y = 1.
+A2 = [np.array([[1.0, 0.5]]), np.array([[-0.3, 1.0]])]
+Y2 = np.array([[1.0], [-0.5]])
+SIGMA2 = [0.4, 0.6]
+
+
+def test_guided_smc_plan_equals_guided_sample(mixture2):
+    # The plan's tells weight, resample and mutate; fed the mixture's denoiser (direct path) the plan gives
+    # guided_sample()'s outputs bit for bit, and a second trajectory equals guided_sample() with the next seed.
+    names = ("samples", "log_weights", "log_normaliser", "ess_trace", "resample_count")
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, sampler="smc", output="denoiser", particles=61, steps=12,
+                                  seed=4)
+    assert plan.rows == 2 * 61 and plan.asks == 12
+    for seed in (4, 5):
+        fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, sampler="smc", particles=61, steps=12, seed=seed,
+                                 outputs=names)
+        x = plan.run(lambda x, a, s: mixture2.denoiser(np.ascontiguousarray(x), a, s, path="direct"))
+        got = plan.outputs(names)
+        for name in names:
+            np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
+        np.testing.assert_array_equal(x.reshape(2, 61, 2), ds.guided_sample(
+            mixture2, A2, Y2, SIGMA2, sampler="smc", particles=61, steps=12, seed=seed, outputs=("particles",)
+        )["particles"])
+    with pytest.raises(ds.InvalidArgument, match="initial"):
+        plan.reset(np.zeros((122, 2), dtype=np.float32))
+    with pytest.raises(ds.InvalidArgument, match="SMC"):
+        ds.SamplingPlan.diffusion(4, 2, sampler="ddpm", steps=2).outputs()
+
+
+def test_dps_plan_asks_for_vector_jacobian_products(mixture2):
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, sampler="dps", particles=40, steps=10, seed=2,
+                             outputs=("particles",))["particles"]
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, sampler="dps", particles=40, steps=10, seed=2)
+    plan.reset()
+    while not plan.done:
+        r = plan.ask()
+        x = np.ascontiguousarray(r["points"])
+        if r["vector"] is None:
+            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
+        else:
+            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
+        plan.tell()
+    np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused)
