@@ -348,7 +348,7 @@ void run_smc_plan(sampling_plan& plan, const gaussian_mixture& mix) {
   while (!plan.done()) {
     const plan_request r = plan.ask();
     EXPECT_EQ(r.vector, nullptr);
-    mix.evaluate(quantity::denoiser, r.points, r.rows, r.at, r.answer, evaluate_options{mixture_path::direct}, cpu);
+    mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct}, cpu);
     plan.tell();
   }
 }
@@ -401,7 +401,7 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
     }
     const std::string what = c == 0 ? "systematic" : "multinomial";
     smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
-    guided_sample(mix, pr, o, fused.outputs(), cpu);
+    guided_sample(mix, fused.outputs(), pr, o, cpu);
     sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
     EXPECT_EQ(plan.rows(), pr.problems * N);
     EXPECT_EQ(plan.asks(), K);
@@ -414,7 +414,7 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
       EXPECT_EQ(fused.counts, std::vector<std::int32_t>(pr.problems, std::int32_t(K + 1)));
     }
     o.seed += 1;
-    guided_sample(mix, pr, o, fused.outputs(), cpu);
+    guided_sample(mix, fused.outputs(), pr, o, cpu);
     run_smc_plan(plan, mix);
     plan.write_outputs(stepped.outputs(), cpu);
     expect_same(fused, stepped, what + ", second trajectory");
@@ -432,7 +432,7 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
   while (!plan.done()) {
     const plan_request r = plan.ask();
     EXPECT_EQ(r.output, model_output::score);
-    mix.evaluate(quantity::score, r.points, r.rows, r.at, r.answer, evaluate_options{mixture_path::direct}, cpu);
+    mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::score, evaluate_options{mixture_path::direct}, cpu);
     plan.tell();
   }
   guided_outputs out = stepped.outputs();
@@ -551,12 +551,12 @@ TEST(SamplingPlan, GpuSmcPlanMatchesTheFusedSmc) {
   guided_outputs out;
   out.particles = x_fused.ptr;
   out.log_normaliser = lz_fused.ptr;
-  guided_sample(mix, pr, o, out, gpu);
+  guided_sample(mix, out, pr, o, gpu);
   sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, gpu);
   plan.reset(nullptr, gpu);
   while (!plan.done()) {
     const plan_request r = plan.ask();
-    mix.evaluate(quantity::denoiser, r.points, r.rows, r.at, r.answer, gpu);
+    mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, gpu);
     plan.tell(gpu);
   }
   out.particles = x_plan.ptr;
