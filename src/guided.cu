@@ -1320,6 +1320,18 @@ struct smc_plan_storage final : sampling_plan_storage {
   const std::int64_t* counter() const override { return &state->step; }
 };
 
+// Both guided plans: the answer r of a model of kind `output` at a step's channel (a, s) becomes the denoiser
+// ux x + um r.
+void push_denoiser_form(model_output output, double a, double s, std::vector<float>& ux, std::vector<float>& um) {
+  double fx = 0, fm = 1;
+  if (output != model_output::denoiser) {
+    fx = 1 / a;
+    fm = output == model_output::score ? s * s / a : -s / a;
+  }
+  ux.push_back(float(fx));
+  um.push_back(float(fm));
+}
+
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
                                                      const guided_options& o, model_output output, execution exec) {
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear,
@@ -1346,14 +1358,7 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   const std::vector<schedule_point> pts = o.schedule.points(K);
   for (std::int64_t k = 0; k < K; ++k) {
     st->times.push_back(pts[static_cast<std::size_t>(k)].t);
-    const double a = st->step(k).a, s = st->step(k).s;
-    double ux = 0, um = 1;
-    if (output != model_output::denoiser) {
-      ux = 1 / a;
-      um = output == model_output::score ? s * s / a : -s / a;
-    }
-    st->ux.push_back(float(ux));
-    st->um.push_back(float(um));
+    push_denoiser_form(output, st->step(k).a, st->step(k).s, st->ux, st->um);
   }
   // One allocation: guided_sample()'s workspace (tables first), then the answer, the ESS trace and the state.
   const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
@@ -1428,14 +1433,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   st->asks = 2 * K;
   st->output = output;
   for (std::int64_t k = 0; k < K; ++k) {
-    const double a = st->step(k).a, s = st->step(k).s;
-    double ux = 0, um = 1;
-    if (output != model_output::denoiser) {
-      ux = 1 / a;
-      um = output == model_output::score ? s * s / a : -s / a;
-    }
-    st->ux.push_back(float(ux));
-    st->um.push_back(float(um));
+    push_denoiser_form(output, st->step(k).a, st->step(k).s, st->ux, st->um);
   }
   // One allocation: the tables, x, m, v, the answer, the shifts, the residuals, the state.
   const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
