@@ -91,6 +91,17 @@ executor resolve_executor(executor requested, const void* data) {
   return executor::cpu;
 }
 
+executor plan_executor(execution exec) {
+  return exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
+                                          : resolve_executor(exec.kind, nullptr);
+}
+
+cudaStream_t plan_stream(executor where, execution exec) {
+  DIFFSAMPLE_EXPECTS(exec.kind == executor::automatic || exec.kind == where,
+                     "exec: the plan runs on " << to_string(where) << ", got " << to_string(exec.kind));
+  return exec.stream;
+}
+
 void check_buffer(const char* name, const void* ptr, std::int64_t count, std::size_t element_bytes, executor where) {
   if (count <= 0) return;
   DIFFSAMPLE_EXPECTS(ptr != nullptr, name << ": null pointer for " << count << " elements");

@@ -358,8 +358,7 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
                      "output: velocity needs a schedule-based sampler, not " << to_string(o.sampler));
   const table tb = build_table(o);
   auto& st = *storage_;
-  st.where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
-                                              : detail::resolve_executor(exec.kind, nullptr);
+  st.where = detail::plan_executor(exec);
   st.n = n;
   st.d = d;
   st.steps = o.steps;
@@ -426,18 +425,9 @@ double diffusion_plan::step_time(std::int64_t k) const {
   return storage_->times[k];
 }
 
-namespace {
-// The stream of a plan call, after checking that it asks for the plan's executor (automatic means the plan's).
-cudaStream_t plan_stream(executor where, execution exec) {
-  DIFFSAMPLE_EXPECTS(exec.kind == executor::automatic || exec.kind == where,
-                     "exec: the plan runs on " << to_string(where) << ", got " << to_string(exec.kind));
-  return exec.stream;
-}
-}  // namespace
-
 void diffusion_plan::reset(float* x, execution exec) {
   const auto& st = *storage_;
-  const cudaStream_t stream = plan_stream(st.where, exec);
+  const cudaStream_t stream = detail::plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS(x != nullptr || st.n == 0 || !st.draw_initial, "x: null pointer");
   kernels::for_each_index<32>(st.where, 1,
                               kernels::plan_reset_functor{st.state_ptr, st.first_chain, std::uint64_t(st.n)}, stream);
@@ -452,7 +442,7 @@ void diffusion_plan::reset(float* x, execution exec) {
 
 void diffusion_plan::step(float* x, const float* model, execution exec) {
   const auto& st = *storage_;
-  const cudaStream_t stream = plan_stream(st.where, exec);
+  const cudaStream_t stream = detail::plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
   const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
@@ -467,7 +457,7 @@ void diffusion_plan::step(float* x, const float* model, execution exec) {
 
 void diffusion_plan::finish(float* x, const float* model, execution exec) {
   const auto& st = *storage_;
-  const cudaStream_t stream = plan_stream(st.where, exec);
+  const cudaStream_t stream = detail::plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
   const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,

@@ -1343,8 +1343,7 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   float initial_scale = 1.f;
   auto st = std::make_unique<smc_plan_storage>();
   st->tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
-  st->where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
-                                               : resolve_executor(exec.kind, nullptr);
+  st->where = plan_executor(exec);
   st->rows = BN;
   st->d = d;
   st->asks = K;
@@ -1426,8 +1425,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   float initial_scale = 1.f;
   auto st = std::make_unique<guided_plan_storage>();
   st->tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
-  st->where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
-                                               : resolve_executor(exec.kind, nullptr);
+  st->where = plan_executor(exec);
   st->rows = BN;
   st->d = d;
   st->asks = 2 * K;

@@ -43,8 +43,7 @@ namespace {
 std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::int64_t n, std::int64_t d,
                                                     execution exec) {
   auto st = std::make_unique<chain_plan_storage>();
-  st->where = exec.kind == executor::automatic ? (cuda_available() ? executor::cuda : executor::cpu)
-                                               : resolve_executor(exec.kind, nullptr);
+  st->where = plan_executor(exec);
   st->rows = n;
   st->d = d;
   st->program = std::move(program);
@@ -133,18 +132,9 @@ plan_request sampling_plan::ask() const {
   return request(position());
 }
 
-namespace {
-// The stream of a plan call, after checking that it asks for the plan's executor (automatic means the plan's).
-cudaStream_t stream_of(executor where, execution exec) {
-  DIFFSAMPLE_EXPECTS(exec.kind == executor::automatic || exec.kind == where,
-                     "exec: the plan runs on " << to_string(where) << ", got " << to_string(exec.kind));
-  return exec.stream;
-}
-}  // namespace
-
 void sampling_plan::tell(execution exec) {
   DIFFSAMPLE_EXPECTS(!done(), "tell: the trajectory is done (" << asks() << " asks); call reset() to start another");
-  const cudaStream_t stream = stream_of(storage_->where, exec);
+  const cudaStream_t stream = detail::plan_stream(storage_->where, exec);
   const std::int64_t k = storage_->position;
   storage_->position = k + 1;
   storage_->tell(k, stream);
@@ -153,11 +143,11 @@ void sampling_plan::tell(execution exec) {
 void sampling_plan::write_outputs(const guided_outputs& outputs, execution exec) {
   DIFFSAMPLE_EXPECTS(done(), "write_outputs: the trajectory is not done (" << position() << " of " << asks()
                                                                           << " asks told)");
-  storage_->write_outputs(outputs, stream_of(storage_->where, exec));
+  storage_->write_outputs(outputs, detail::plan_stream(storage_->where, exec));
 }
 
 void sampling_plan::reset(const float* initial, execution exec) {
-  storage_->reset(initial, stream_of(storage_->where, exec));
+  storage_->reset(initial, detail::plan_stream(storage_->where, exec));
   storage_->position = 0;
 }
 

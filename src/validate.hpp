@@ -23,6 +23,14 @@ memory_kind pointer_kind(const void* ptr) noexcept;
 /// without a GPU is an error.
 executor resolve_executor(executor requested, const void* data);
 
+/// The executor a plan runs on, fixed when it is made: `automatic` means the GPU when there is one, else the CPU
+/// (a plan holds no caller data to probe); cpu and cuda as resolve_executor() (cuda without a GPU is an error).
+executor plan_executor(execution exec);
+
+/// The stream of a call on a plan made for `where`, after checking that `exec` asks for that executor (automatic
+/// means the plan's).
+cudaStream_t plan_stream(executor where, execution exec);
+
 /// Checks a caller buffer of `count` elements of `element_bytes` each: non-null when count > 0, aligned to
 /// element_bytes, and accessible from the executor.
 void check_buffer(const char* name, const void* ptr, std::int64_t count, std::size_t element_bytes, executor where);
