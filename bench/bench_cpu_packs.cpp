@@ -31,6 +31,7 @@
 #include <diffsample/diffsample.hpp>
 #include <diffsample/guided.hpp>
 #include <diffsample/metrics.hpp>
+#include <diffsample/posterior.hpp>
 
 namespace ds = diffsample;
 
@@ -240,6 +241,32 @@ int main(int argc, char** argv) {
     };
     rows.push_back(m);
   }
+  // The exact posterior sampler (mixture_posterior::sample, float output) of bench_smc's prior and observation,
+  // 100 n / d samples per call: per sample the component's search and d / 2 FP64 Box-Muller pairs (not counted) and
+  // the transform m'_k + L_k z, d (d + 1) FLOP; its factor L_k read (4 d (d + 1) bytes, 25 components of 40 KB at
+  // d = 100: from L2 / L3), the output written (4 d).
+  std::vector<ds::mixture_posterior> posteriors;
+  std::vector<std::vector<float>> post_out;
+  for (std::size_t c = 0; c < 2; ++c) {
+    const std::int64_t d = priors[c].dim();
+    ds::linear_observation obs;
+    obs.d_y = 1;
+    obs.d_x = d;
+    obs.A = problems[c].A;
+    obs.y = problems[c].y;
+    obs.sigma_y = problems[c].sigma_y[0];
+    posteriors.emplace_back(priors[c], obs);
+    post_out.emplace_back(n * 100);
+  }
+  for (std::size_t c = 0; c < 2; ++c) {
+    const std::int64_t d = priors[c].dim();
+    row r;
+    r.name = "posterior d=" + std::to_string(d);
+    r.work = double(n * 100 / d);
+    r.flop = double(d) * (d + 1);
+    r.run = [&, c, d] { posteriors[c].sample(post_out[c].data(), n * 100 / d, 3); };
+    rows.push_back(r);
+  }
   for (std::size_t c = 0; c < 2; ++c) {
     const std::int64_t d = priors[c].dim();
     for (const bool executor : {false, true}) {
@@ -294,6 +321,6 @@ int main(int argc, char** argv) {
     std::printf("%-14s %14.3e %14.3e %10.2f %12.2f %12.0f\n", r.name.c_str(), ps, pp, median(ratio),
                 pp * r.flop / 1e9, r.flop);
   }
-  std::printf("# units: smc, smc-mom, diffpir, ddrm, dps, pigdm, tmpd and dcps particle-steps, jvp products, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
+  std::printf("# units: smc, smc-mom, diffpir, ddrm, dps, pigdm, tmpd and dcps particle-steps, jvp products, posterior samples, skrock iterations, sw (point, direction) projections (sorts included in the time)\n");
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "kernels/rng.cuh"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
+#include "src/cpu/chains.hpp"
 #include "src/cpu/pool.hpp"
 #include "src/posterior_tables.hpp"
 #include "src/validate.hpp"
@@ -237,6 +238,14 @@ executor mixture_posterior::sample_on(T* out, std::int64_t n, std::uint64_t seed
   DIFFSAMPLE_EXPECTS(!on_device || tables_->device != nullptr,
                      "executor: this posterior was built without a GPU, so it has no device copy");
 
+  if (!on_device && cpu::chain_target() != cpu::simd_target::scalar) {
+    // Packs of samples (src/cpu/posterior.cpp): no scratch, the samples' normals kept per thread.
+    cpu::run_posterior_sample(cpu::chain_target(),
+                              {tables_->cumulative(false), K, tables_->means(false), tables_->factors(false),
+                               static_cast<int>(d), seed, first_index, n, labels},
+                              out);
+    return where;
+  }
   const int pairs = static_cast<int>((d + 1) / 2);
   const std::size_t per_sample = 2 * std::size_t(pairs) * sizeof(double) + sizeof(std::int32_t);
   const std::int64_t chunk = std::min<std::int64_t>(n, std::max<std::size_t>(1, scratch_limit / per_sample));

@@ -26,6 +26,7 @@
 #include <diffsample/guided.hpp>
 #include <diffsample/metrics.hpp>
 #include <diffsample/observation.hpp>
+#include <diffsample/posterior.hpp>
 
 #include "reference/helpers.hpp"
 
@@ -788,5 +789,93 @@ TEST(SimdSlicedWasserstein, ProjectionsBitIdenticalOnEveryTarget) {
             << t << " p " << p;
       });
     }
+  }
+}
+
+// The exact posterior sampler on packs of samples (src/cpu/posterior.cpp) against the scalar sampler (cuRAND's host
+// FP64 Box-Muller with libm's log, sin and cos, then the same transform), at d = 3 (shorter than a pack of samples'
+// coordinates), 37 (odd: the last normal pair half used) and 300 (two blocks of accumulated coordinates), n = 301
+// (a partial block and a partial pack), first_index 5, 9 components (grouped by a counting sort) and, at d = 3, 289
+// (grouped by a sort):
+//  - components: the same 53-bit uniform and the same search, so the labels are equal;
+//  - values: a normal z = sqrt(-2 log u) t, t = sin or cos of pi v, |z| <= sqrt(2 * 54 log 2) = 8.66 (u >= 2^-54).
+//    The host rounds pi v (v <= 2) to 2^-51 and libm's sin / cos add 1 ulp (<= 2^-53); the packs round x = pi r
+//    (|x| <= pi / 4) to 2^-54 and their polynomials add about 1 ulp: |dt| <= 7.5e-16. log and sqrt within 1 ulp on
+//    each side: |ds| <= 8.66 * 2^-51 = 3.8e-15, and the product's rounding 2 * 8.66 * 2^-53 = 1.9e-15; so
+//    |dz| <= 8.66 * 7.5e-16 + 3.8e-15 + 1.9e-15 = 1.2e-14, taken as dz = 2e-14. Coordinate j sums j + 2 terms in
+//    the same order on both sides: |dx_j| <= dz sum_l |L_jl| + 2 (j + 2) 2^-53 (|m_j| + 8.66 sum_l |L_jl|), with
+//    sum_l |L_jl| <= sqrt((j + 1) S_jj) (Cauchy-Schwarz, sum_l L_jl^2 = S_jj). Float output: that plus one float
+//    ulp of the value (the two doubles may round to neighbouring floats);
+//  - every pack target gives the same bits (no FMA anywhere), with 1 and 2 threads and split in two calls.
+// Seen failing with the log's low part of log 2 dropped (errors up to 7e-9 at d = 3) and with the quadrant's
+// cosine sign taken from q instead of q + 1.
+TEST(SimdPosterior, PackedSamplesWithinFp64RoundingOfTheScalarSamplerAndBitIdenticalAcrossTargets) {
+  for (const auto& [d, side] : {std::pair{3, 3}, {37, 3}, {300, 3}, {3, 17}}) {
+    const auto prior = grid_mixture(d, side, 3.0, 0.7);
+    linear_observation obs;
+    obs.d_y = 2;
+    obs.d_x = d;
+    std::mt19937 gen(4);
+    std::normal_distribution<double> normal;
+    for (int e = 0; e < 2 * d; ++e) obs.A.push_back(normal(gen) / std::sqrt(double(d)));
+    obs.y = {1.0, -0.5};
+    obs.sigma_y = 0.3;
+    const mixture_posterior post(prior, obs);
+    const std::int64_t n = 301, split = 100, K = post.components();
+    ASSERT_GT(K, 1);
+    std::vector<float> ref_f(n * d);
+    std::vector<double> ref_d(n * d);
+    std::vector<std::int32_t> ref_labels(n);
+    with_target("scalar", [&] {
+      post.sample(ref_f.data(), n, 5, nullptr, 5);
+      post.sample(ref_d.data(), n, 5, ref_labels.data(), 5);
+    });
+    const double u = std::ldexp(1.0, -53), zmax = 8.66, dz = 2e-14;
+    std::vector<double> first_d;
+    std::vector<float> first_f;
+    double worst = 0;  // largest |dx| / bound seen
+    std::int64_t differing = 0;
+    for (const char* t : {"sse2", "avx2", "avx512"}) {
+      with_target(t, [&] {
+        std::vector<float> f(n * d), f1(n * d), fs(n * d);
+        std::vector<double> dd(n * d);
+        std::vector<std::int32_t> labels(n);
+        post.sample(f.data(), n, 5, nullptr, 5);
+        post.sample(dd.data(), n, 5, labels.data(), 5);
+        omp_set_num_threads(1);
+        post.sample(f1.data(), n, 5, nullptr, 5);
+        omp_set_num_threads(2);
+        post.sample(fs.data(), split, 5, nullptr, 5);
+        post.sample(fs.data() + split * d, n - split, 5, nullptr, 5 + split);
+        EXPECT_EQ(labels, ref_labels) << t << " d " << d;
+        EXPECT_EQ(f1, f) << t << " d " << d << ": thread counts";
+        EXPECT_EQ(fs, f) << t << " d " << d << ": split";
+        if (first_d.empty()) {
+          first_d = dd;
+          first_f = f;
+        } else {
+          EXPECT_EQ(dd, first_d) << t << " d " << d << ": targets differ (double)";
+          EXPECT_EQ(f, first_f) << t << " d " << d << ": targets differ (float)";
+        }
+        for (std::int64_t i = 0; i < n; ++i) {
+          const std::int64_t k = ref_labels[i];
+          for (int j = 0; j < d; ++j) {
+            const double s_jj = post.covariances()[(k * d + j) * d + j];
+            const double l1 = std::sqrt((j + 1) * s_jj);
+            const double bound = dz * l1 + 2 * (j + 2) * u * (std::fabs(post.means()[k * d + j]) + zmax * l1);
+            const std::int64_t e = i * d + j;
+            const double err = std::fabs(dd[e] - ref_d[e]);
+            differing += dd[e] != ref_d[e];
+            worst = std::max(worst, err / bound);
+            ASSERT_LE(err, bound) << t << " d " << d << " sample " << i << " x_" << j;
+            const float rf = ref_f[e];
+            const double ulp_f = std::nextafter(std::fabs(rf), INFINITY) - std::fabs(rf);
+            ASSERT_LE(std::fabs(double(f[e]) - rf), bound + ulp_f) << t << " d " << d << " sample " << i << " x_" << j;
+          }
+        }
+      });
+    }
+    std::printf("d = %d, K = %lld: %lld of %lld FP64 coordinates differ from the scalar sampler's, largest |dx| / bound %.3g\n",
+                d, static_cast<long long>(K), static_cast<long long>(differing / 3), static_cast<long long>(n * d), worst);
   }
 }

@@ -76,6 +76,25 @@ void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const ke
 /// functor's arithmetic lane by lane (the same guarantees as guided_pass).
 void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x);
 
+/// The exact posterior sampler's draw (src/posterior_exec.cu) of samples [0, n) of a call: sample i is the scalar
+/// sampler's sample first + i (Philox stream id first + i, step 0: block 0 picks the component from the cumulative
+/// weights, block p + 1 gives normals 2p, 2p + 1 by cuRAND's FP64 Box-Muller), transformed to means_k + L_k z.
+struct posterior_sample_args {
+  const double* cumulative;  // K, the last entry the total
+  std::int64_t components;
+  const double* means;      // K x d
+  const double* factors_t;  // K x d x d, U_k[l d + j] = L_k[j, l]
+  int d;
+  std::uint64_t seed, first;
+  std::int64_t n;
+  std::int32_t* labels;  // n components, or nullptr
+};
+/// Runs the draw on packs of samples (src/cpu/posterior.cpp): the scalar sampler's components exactly, its normals
+/// within a few FP64 ulp (vector log and sin / cos of pi v), its transform's arithmetic; the same bits on every target
+/// (no FMA), thread count and split of a call.
+void run_posterior_sample(simd_target t, const posterior_sample_args& a, float* out);
+void run_posterior_sample(simd_target t, const posterior_sample_args& a, double* out);
+
 #define DIFFSAMPLE_DECLARE_SIMD_TARGET_(NS)                                                                    \
   namespace NS {                                                                                               \
   void run_langevin(const kernels::langevin_params& p, float* x, std::int64_t d, float* state);               \
@@ -93,6 +112,8 @@ void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t 
                           std::int64_t steps, float* x);                                                       \
   void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x);                          \
   void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n);                                     \
+  void run_posterior_sample(const posterior_sample_args& a, float* out);                                        \
+  void run_posterior_sample(const posterior_sample_args& a, double* out);                                       \
   }
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_sse2)
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_avx2)

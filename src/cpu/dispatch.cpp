@@ -65,6 +65,8 @@ void run_guided_tmpd(simd_target, const kernels::guided_params&, const kernels::
                      const float*, float*) {}
 void run_guided_dcps(simd_target, const kernels::dcps_params&, const kernels::mixture_channels&, float*) {}
 void run_guided_moment(simd_target, const kernels::guided_moment_functor&, const kernels::channel_view&) {}
+void run_posterior_sample(simd_target, const posterior_sample_args&, float*) {}
+void run_posterior_sample(simd_target, const posterior_sample_args&, double*) {}
 #else
 #define DIFFSAMPLE_DISPATCH_(CALL)                  \
   switch (t) {                                      \
@@ -122,6 +124,13 @@ void run_guided_dcps(simd_target t, const kernels::dcps_params& p, const kernels
 }
 void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, const kernels::channel_view& channel) {
   DIFFSAMPLE_DISPATCH_(run_guided_moment(f, channel))
+}
+
+void run_posterior_sample(simd_target t, const posterior_sample_args& a, float* out) {
+  DIFFSAMPLE_DISPATCH_(run_posterior_sample(a, out))
+}
+void run_posterior_sample(simd_target t, const posterior_sample_args& a, double* out) {
+  DIFFSAMPLE_DISPATCH_(run_posterior_sample(a, out))
 }
 
 void run_langevin(simd_target t, const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {
