@@ -68,13 +68,13 @@ struct dcps_scratch {
   float *r, *t;
 };
 
-/// grad log beta(q) for problem b into w.grad (uses w.m, w.u, w.ju, w.r, w.t); also leaves the denoiser m(q) in w.m.
+/// First half of grad log beta(q) for problem b, from the denoiser m(q) (in w.m): u = A^T P (a_T y - A mu(q)) into
+/// w.u (w.grad, w.r, w.t scratch). The fused functor and the stepwise run (CPU executor, ask/tell plan) share it.
 template <class Q>
-DS_HD_INLINE void dcps_potential_grad(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
-                                      const float* P, const Q& q, const dcps_scratch& w) {
+DS_HD_INLINE void dcps_potential_vector(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
+                                        const float* P, const Q& q, const dcps_scratch& w) {
   const int d = p.g.d, dy = p.g.d_y;
-  strided_vec<float> m{w.m, 1, d}, u{w.u, 1, d}, ju{w.ju, 1, d}, grad{w.grad, 1, d}, r{w.r, 1, dy};
-  mixture_denoiser(p.g.mix, q, pot.a, pot.s, m);
+  strided_vec<float> m{w.m, 1, d}, u{w.u, 1, d}, grad{w.grad, 1, d}, r{w.r, 1, dy};
   for (int j = 0; j < d; ++j) grad[j] = pot.cx * q[j] + pot.cm * m[j];  // mu, held in grad for the residual
   guided_residual(p.g, b, pot.a_target, grad, r);
   for (int o = 0; o < dy; ++o) {
@@ -84,12 +84,29 @@ DS_HD_INLINE void dcps_potential_grad(const dcps_params& p, std::int64_t b, cons
   }
   for (int j = 0; j < d; ++j) u[j] = 0.f;
   for (int o = 0; o < dy; ++o) guided_add_row(p.g, b, o, w.t[o], u);
+}
+
+/// Second half: grad log beta = cx u + cm J u into w.grad, J u in w.ju (read only when pot.cm != 0: the potential at
+/// its block's clean end has cm = 0 and needs no Jacobian).
+DS_HD_INLINE void dcps_potential_finish(const dcps_params& p, const dcps_potential& pot, const dcps_scratch& w) {
+  const int d = p.g.d;
   if (pot.cm != 0.f) {
-    mixture_denoiser_jvp(p.g.mix, q, u, pot.a, pot.s, ju);
-    for (int j = 0; j < d; ++j) grad[j] = pot.cx * u[j] + pot.cm * ju[j];
+    for (int j = 0; j < d; ++j) w.grad[j] = pot.cx * w.u[j] + pot.cm * w.ju[j];
   } else {
-    for (int j = 0; j < d; ++j) grad[j] = pot.cx * u[j];
+    for (int j = 0; j < d; ++j) w.grad[j] = pot.cx * w.u[j];
   }
+}
+
+/// grad log beta(q) for problem b into w.grad (uses w.m, w.u, w.ju, w.r, w.t); also leaves the denoiser m(q) in w.m.
+template <class Q>
+DS_HD_INLINE void dcps_potential_grad(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
+                                      const float* P, const Q& q, const dcps_scratch& w) {
+  const int d = p.g.d;
+  strided_vec<float> m{w.m, 1, d}, u{w.u, 1, d}, ju{w.ju, 1, d};
+  mixture_denoiser(p.g.mix, q, pot.a, pot.s, m);
+  dcps_potential_vector(p, b, pot, P, q, w);
+  if (pot.cm != 0.f) mixture_denoiser_jvp(p.g.mix, q, u, pot.a, pot.s, ju);
+  dcps_potential_finish(p, pot, w);
 }
 
 /// Stream steps of one particle: 0 the initial draw; then for transition j the G draws eps and the final draw at
@@ -103,14 +120,22 @@ DS_HD_INLINE std::uint64_t dcps_counter_langevin(const dcps_params& p, std::int6
          static_cast<std::uint64_t>(l) * static_cast<std::uint64_t>(p.langevin_steps) + static_cast<std::uint64_t>(t);
 }
 
-/// One tamed ULA step of block l at its start point (stream dcps_counter_langevin(l, t)).
+/// The Langevin potential of block l for problem b: the block's start point and its precision table.
+DS_HD_INLINE const float* dcps_block_precision(const dcps_params& p, std::int64_t l, std::int64_t b) {
+  return p.block_precision + (l * p.g.problems + b) * p.g.d_y * p.g.d_y;
+}
+/// The potential of transition j's next point for problem b: its precision table.
+DS_HD_INLINE const float* dcps_step_precision(const dcps_params& p, std::int64_t j, std::int64_t b) {
+  return p.step_precision + (j * p.g.problems + b) * p.g.d_y * p.g.d_y;
+}
+
+/// The update of a tamed ULA step of block l (stream step dcps_counter_langevin(l, t) of particle `id`), from the
+/// denoiser m(x) in w.m and grad log beta(x) in w.grad.
 template <class X>
-DS_HD_INLINE void dcps_langevin_step(const dcps_params& p, std::int64_t i, std::int64_t b, std::int64_t l,
-                                     std::int64_t t, X& x, const dcps_scratch& w) {
-  const int d = p.g.d, dy = p.g.d_y;
+DS_HD_INLINE void dcps_langevin_update(const dcps_params& p, std::uint64_t id, std::int64_t l, std::int64_t t, X& x,
+                                       const dcps_scratch& w) {
+  const int d = p.g.d;
   const dcps_potential pot = p.blocks[l].start;
-  const float* P = p.block_precision + (l * p.g.problems + b) * dy * dy;
-  dcps_potential_grad(p, b, pot, P, x, w);
   // G = prior score (a m - x) / s^2 + grad log beta.
   const float inv_s2 = 1.f / (pot.s * pot.s);
   float norm2 = 0.f;
@@ -121,55 +146,92 @@ DS_HD_INLINE void dcps_langevin_step(const dcps_params& p, std::int64_t i, std::
   }
   const float step = p.gamma / (1.f + p.gamma * ds_sqrt(norm2));
   const float noise = ds_sqrt(2.f * p.gamma);
-  philox rng(p.g.seed, guided_stream(p.g, i, b), dcps_counter_langevin(p, l, t));
+  philox rng(p.g.seed, id, dcps_counter_langevin(p, l, t));
   rng.normals(d, [&](int j, float z) { x[j] = x[j] + step * w.grad[j] + noise * z; });
+}
+
+/// One tamed ULA step of block l at its start point (stream dcps_counter_langevin(l, t)).
+template <class X>
+DS_HD_INLINE void dcps_langevin_step(const dcps_params& p, std::int64_t i, std::int64_t b, std::int64_t l,
+                                     std::int64_t t, X& x, const dcps_scratch& w) {
+  dcps_potential_grad(p, b, p.blocks[l].start, dcps_block_precision(p, l, b), x, w);
+  dcps_langevin_update(p, guided_stream(p.g, i, b), l, t, x, w);
+}
+
+/// Start of transition j from the denoiser m(x_j) in w.m: the unconditional kernel's mean mu_p into x and w.mu, and
+/// the fit's log-scales log sig into w.l. Returns false for a point-mass kernel (sig = 0): then x = mu_p is x_{j+1}.
+template <class X>
+DS_HD_INLINE bool dcps_transition_start(const dcps_params& p, std::int64_t j, X& x, const dcps_scratch& w) {
+  const int d = p.g.d;
+  const dcps_step st = p.steps[j];
+  for (int c = 0; c < d; ++c) w.mu[c] = st.c0 * w.m[c] + st.c1 * x[c];  // mu_p, kept in x below once x is free
+  for (int c = 0; c < d; ++c) x[c] = w.mu[c];  // x now holds mu_p for the KL's prior term
+  if (st.sig == 0.f) return false;
+  const float log_sig = ds_log(st.sig);
+  for (int c = 0; c < d; ++c) w.l[c] = log_sig;
+  return true;
+}
+
+/// Gradient step g of transition j (g < G): the reparametrised draw q = mu + e^l eps into w.gl, eps into w.eps;
+/// for g = G the transition's final draw x_{j+1} = mu + e^l z into x instead (stream step dcps_counter_step(j, g)).
+template <class X>
+DS_HD_INLINE void dcps_gradient_draw(const dcps_params& p, std::uint64_t id, std::int64_t j, std::int64_t g, X& x,
+                                     const dcps_scratch& w) {
+  const int d = p.g.d;
+  philox rng(p.g.seed, id, dcps_counter_step(p, j, g));
+  if (g < p.gradient_steps) {
+    rng.normals(d, [&](int c, float z) {
+      w.eps[c] = z;
+      w.gl[c] = w.mu[c] + ds_exp(w.l[c]) * z;
+    });
+  } else {
+    rng.normals(d, [&](int c, float z) { x[c] = w.mu[c] + ds_exp(w.l[c]) * z; });
+  }
+}
+
+/// The normalised stochastic gradient step on (mu, l) of transition j from grad log beta(q) in w.grad (x holds
+/// mu_p; w.u and w.gl are scratch).
+template <class X>
+DS_HD_INLINE void dcps_gradient_update(const dcps_params& p, std::int64_t j, const X& x, const dcps_scratch& w) {
+  const int d = p.g.d;
+  const dcps_step st = p.steps[j];
+  const float inv_sig2 = 1.f / (st.sig * st.sig);
+  const float root_d = ds_sqrt(float(d));
+  const float lr_mu = p.rho * st.sig * root_d, lr_l = p.rho * root_d;
+  float n_mu = 0.f, n_l = 0.f;
+  for (int c = 0; c < d; ++c) {
+    const float sd = ds_exp(w.l[c]);
+    const float gm = -w.grad[c] + (w.mu[c] - x[c]) * inv_sig2;
+    const float gv = -w.grad[c] * sd * w.eps[c] + sd * sd * inv_sig2 - 1.f;
+    w.u[c] = gm;
+    w.gl[c] = gv;
+    n_mu += gm * gm;
+    n_l += gv * gv;
+  }
+  const float s_mu = lr_mu / (1e-30f + ds_sqrt(n_mu)), s_l = lr_l / (1e-30f + ds_sqrt(n_l));
+  for (int c = 0; c < d; ++c) {
+    w.mu[c] -= s_mu * w.u[c];
+    w.l[c] -= s_l * w.gl[c];
+  }
 }
 
 /// Transition j -> j + 1 of one particle in place: the variational fit of the twisted kernel, then a draw from it.
 template <class X>
 DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int64_t b, std::int64_t j, X& x,
                                   const dcps_scratch& w) {
-  const int d = p.g.d, dy = p.g.d_y;
   const dcps_step st = p.steps[j];
-  strided_vec<float> m{w.m, 1, d}, mu{w.mu, 1, d}, l{w.l, 1, d};
+  strided_vec<float> m{w.m, 1, p.g.d};
   mixture_denoiser(p.g.mix, x, st.a, st.s, m);
-  for (int c = 0; c < d; ++c) mu[c] = st.c0 * m[c] + st.c1 * x[c];  // mu_p, kept in x below once x is free
-  if (st.sig == 0.f) {
-    for (int c = 0; c < d; ++c) x[c] = mu[c];
-    return;
-  }
-  for (int c = 0; c < d; ++c) x[c] = mu[c];  // x now holds mu_p for the KL's prior term
-  const float log_sig = ds_log(st.sig), inv_sig2 = 1.f / (st.sig * st.sig);
-  for (int c = 0; c < d; ++c) l[c] = log_sig;
-  const float root_d = ds_sqrt(float(d));
-  const float lr_mu = p.rho * st.sig * root_d, lr_l = p.rho * root_d;
-  const float* P = p.step_precision + (j * p.g.problems + b) * dy * dy;
-  strided_vec<float> q{w.gl, 1, d};  // q, then the gradient in l
+  if (!dcps_transition_start(p, j, x, w)) return;
+  const std::uint64_t id = guided_stream(p.g, i, b);
+  const float* P = dcps_step_precision(p, j, b);
+  const strided_vec<const float> q{w.gl, 1, p.g.d};
   for (std::int64_t g = 0; g < p.gradient_steps; ++g) {
-    philox rng(p.g.seed, guided_stream(p.g, i, b), dcps_counter_step(p, j, g));
-    rng.normals(d, [&](int c, float z) {
-      w.eps[c] = z;
-      q[c] = mu[c] + ds_exp(l[c]) * z;
-    });
+    dcps_gradient_draw(p, id, j, g, x, w);
     dcps_potential_grad(p, b, st.next, P, q, w);
-    float n_mu = 0.f, n_l = 0.f;
-    for (int c = 0; c < d; ++c) {
-      const float sd = ds_exp(l[c]);
-      const float gm = -w.grad[c] + (mu[c] - x[c]) * inv_sig2;
-      const float gv = -w.grad[c] * sd * w.eps[c] + sd * sd * inv_sig2 - 1.f;
-      w.u[c] = gm;
-      q[c] = gv;
-      n_mu += gm * gm;
-      n_l += gv * gv;
-    }
-    const float s_mu = lr_mu / (1e-30f + ds_sqrt(n_mu)), s_l = lr_l / (1e-30f + ds_sqrt(n_l));
-    for (int c = 0; c < d; ++c) {
-      mu[c] -= s_mu * w.u[c];
-      l[c] -= s_l * q[c];
-    }
+    dcps_gradient_update(p, j, x, w);
   }
-  philox rng(p.g.seed, guided_stream(p.g, i, b), dcps_counter_step(p, j, p.gradient_steps));
-  rng.normals(d, [&](int c, float z) { x[c] = mu[c] + ds_exp(l[c]) * z; });
+  dcps_gradient_draw(p, id, j, p.gradient_steps, x, w);
 }
 
 /// A whole DCPS trajectory per particle (B N particles): x = s_0 z (stream step 0), then every block.

@@ -1320,7 +1320,9 @@ struct smc_plan_storage final : sampling_plan_storage {
   const std::int64_t* counter() const override { return &state->step; }
 };
 
-// Both guided plans: the answer r of a model of kind `output` at a step's channel (a, s) becomes the denoiser
+}  // namespace
+
+// The guided plans: the answer r of a model of kind `output` at a step's channel (a, s) becomes the denoiser
 // ux x + um r.
 void push_denoiser_form(model_output output, double a, double s, std::vector<float>& ux, std::vector<float>& um) {
   double fx = 0, fm = 1;
@@ -1331,6 +1333,8 @@ void push_denoiser_form(model_output output, double a, double s, std::vector<flo
   ux.push_back(float(fx));
   um.push_back(float(fm));
 }
+
+namespace {
 
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
                                                      const guided_options& o, model_output output, execution exec) {
@@ -1410,14 +1414,16 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                                                         const guided_options& options, model_output output,
                                                         execution exec) {
   DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc || options.sampler == guided_sampler::dps ||
-                         options.sampler == guided_sampler::pigdm,
-                     "options.sampler: a guided plan runs smc, dps or pigdm, got " << to_string(options.sampler));
+                         options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::dcps,
+                     "options.sampler: a guided plan runs smc, dps, pigdm or dcps, got "
+                         << to_string(options.sampler));
   DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "dim: must be in [1, " << limits::max_dim << "], got " << d);
   validate(d, given, options);
   const guided_options o = detail::resolve_grid(d, given, options);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
+  if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
   const svd_reduction reduced = reduce_svd(given, d);
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;

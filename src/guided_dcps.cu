@@ -1,14 +1,22 @@
 // Divide-and-conquer posterior sampling (kernels/guided_dcps.cuh): the blocks of the time grid, each step's kernel
 // and potential (bridge coefficients to its block's clean end), and the inverse covariances of the potentials per
-// point and problem, folded on the host in FP64; then one fused launch over B problems x N particles.
+// point and problem, folded on the host in FP64; then one fused launch over B problems x N particles on the CUDA
+// executor. On the CPU executor the run goes ask by ask (kernels/guided_stepwise.cuh) around the mixture's
+// evaluate() and denoiser_jvp(), as the ask/tell plan (make_dcps_plan, below) goes around a caller's model, so
+// that the plan fed the mixture reproduces guided_sample() bit for bit.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "kernels/guided_dcps.cuh"
+#include "kernels/guided_stepwise.cuh"
 #include "kernels/linalg.cuh"
-#include "src/cpu/guided_jvp.hpp"
+#include "kernels/plan.cuh"
 #include "src/guided_tables.hpp"
+#include "src/mixture_unchecked.hpp"
+#include "src/plan_storage.hpp"
 
 namespace diffsample::detail {
 
@@ -32,9 +40,9 @@ void invert(std::vector<double>& m, std::int64_t n) {
   kernels::back_substitute_transposed(L.data(), n, m.data(), n);
 }
 
-dcps_layout make_dcps_layout(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
+dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const guided_options& o,
                              std::vector<unsigned char>* host) {
-  const std::int64_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps,
+  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps,
                      L = o.dcps_blocks;
   // Every Philox stream step of a particle must stay below 2^30 (kernels/rng.cuh keys the step above bit 34).
   const double counters = 1.0 + double(K) * double(o.dcps_gradient_steps + 1) + double(L) * double(o.dcps_langevin_steps);
@@ -42,7 +50,7 @@ dcps_layout make_dcps_layout(const gaussian_mixture& prior, const guided_problem
                      "options: steps x (dcps_gradient_steps + 1) + dcps_blocks x dcps_langevin_steps must stay below "
                      "2^30, got " << counters);
   dcps_layout l;
-  l.tables = put_linear_tables(prior, pr, o, l.blob, host);
+  l.tables = put_linear_tables(d, pr, o, l.blob, host);
   l.steps = l.blob.put(K * sizeof(kernels::dcps_step));
   l.blocks = l.blob.put(L * sizeof(kernels::dcps_block));
   l.step_precision = l.blob.put(K * B * dy * dy * sizeof(float));
@@ -124,36 +132,48 @@ dcps_layout make_dcps_layout(const gaussian_mixture& prior, const guided_problem
   return l;
 }
 
-/// Channel j of the packed path's table: grid point j's (a, s), the last point's from the last step's potential.
-struct dcps_channels {
-  const kernels::dcps_step* steps;
-  std::int64_t K;
-  DS_HD_INLINE bool operator()(std::int64_t j, float& a, float& s) const {
-    a = j < K ? steps[j].a : steps[K - 1].next.a;
-    s = j < K ? steps[j].s : steps[K - 1].next.s;
-    return true;
+/// The asks of one DCPS trajectory, in order (they depend only on the options): per block, its Langevin steps
+/// (the denoiser at x, then J^T u unless the block's potential has cm = 0), then per transition the denoiser at x
+/// and, unless the kernel is a point mass, per gradient step the denoiser at q (and J^T u unless the next point is the
+/// block's clean end).
+std::vector<kernels::dcps_ask> dcps_asks(const dcps_layout& l, const unsigned char* base, const guided_options& o) {
+  const auto* steps = reinterpret_cast<const kernels::dcps_step*>(base + l.steps);
+  const auto* blocks = reinterpret_cast<const kernels::dcps_block*>(base + l.blocks);
+  std::vector<kernels::dcps_ask> asks;
+  auto ask = [&](int op, std::int64_t block, std::int64_t t, std::int64_t j, std::int64_t g, std::int64_t point,
+                 float a, float s, bool at_q, bool vector) {
+    asks.push_back(kernels::dcps_ask{op, block, t, j, g, point, a, s, at_q, vector});
+  };
+  for (std::int64_t b = 0; b < o.dcps_blocks; ++b) {
+    const kernels::dcps_potential start = blocks[b].start;
+    const std::int64_t U = blocks[b].first_step;
+    for (std::int64_t t = 0; t < o.dcps_langevin_steps; ++t) {
+      ask(kernels::dcps_op_langevin_m, b, t, 0, 0, U, start.a, start.s, false, false);
+      if (start.cm != 0.f) ask(kernels::dcps_op_langevin_ju, b, t, 0, 0, U, start.a, start.s, false, true);
+    }
+    for (std::int64_t j = U; j < blocks[b].last_step; ++j) {
+      const kernels::dcps_step st = steps[j];
+      ask(kernels::dcps_op_step_m, b, 0, j, 0, j, st.a, st.s, false, false);
+      if (st.sig == 0.f) continue;
+      for (std::int64_t g = 0; g < o.dcps_gradient_steps; ++g) {
+        ask(kernels::dcps_op_gradient_m, b, 0, j, g, j + 1, st.next.a, st.next.s, true, false);
+        if (st.next.cm != 0.f)
+          ask(kernels::dcps_op_gradient_ju, b, 0, j, g, j + 1, st.next.a, st.next.s, true, true);
+      }
+    }
   }
-};
-
-}  // namespace
-
-std::size_t dcps_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
-                                 const guided_options& options) {
-  return make_dcps_layout(prior, problems, options, nullptr).blob.at;
+  return asks;
 }
 
-guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
-                          guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
-  std::vector<unsigned char> host;
-  const dcps_layout l = make_dcps_layout(prior, pr, o, &host);
-  run_space rs;
-  prepare_run(rs, pr, o, prior.dim(), out, exec, workspace, workspace_bytes, l.blob.at, host);
+/// dcps_params over the tables at @p ws.
+kernels::dcps_params bind_dcps(const dcps_layout& l, kernels::mixture_view<float> mix, std::int64_t d,
+                               const guided_problems& pr, const guided_options& o, const unsigned char* ws) {
   kernels::dcps_params p{};
-  p.g = linear_params(prior, pr, o, l.tables, rs.where, rs.ws);
-  p.steps = reinterpret_cast<const kernels::dcps_step*>(rs.ws + l.steps);
-  p.blocks = reinterpret_cast<const kernels::dcps_block*>(rs.ws + l.blocks);
-  p.step_precision = reinterpret_cast<const float*>(rs.ws + l.step_precision);
-  p.block_precision = reinterpret_cast<const float*>(rs.ws + l.block_precision);
+  p.g = linear_params(mix, d, pr, o, l.tables, ws);
+  p.steps = reinterpret_cast<const kernels::dcps_step*>(ws + l.steps);
+  p.blocks = reinterpret_cast<const kernels::dcps_block*>(ws + l.blocks);
+  p.step_precision = reinterpret_cast<const float*>(ws + l.step_precision);
+  p.block_precision = reinterpret_cast<const float*>(ws + l.block_precision);
   p.blocks_count = o.dcps_blocks;
   p.steps_count = o.steps;
   p.langevin_steps = o.dcps_langevin_steps;
@@ -161,28 +181,188 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
   p.gamma = float(o.dcps_langevin_step);
   p.rho = float(o.dcps_learning_rate);
   p.initial_scale = l.tables.initial_scale;
+  return p;
+}
+
+/// The stepwise run's rows in the layout's x and work (8 arrays of B N x d, then 2 of B N x d_y), and its answer
+/// buffer (the last d array).
+struct dcps_stepwise {
+  kernels::dcps_rows rows;
+  float* answer;
+  dcps_stepwise(unsigned char* ws, const dcps_layout& l, std::int64_t BN, std::int64_t d, std::int64_t dy) {
+    float* w = reinterpret_cast<float*>(ws + l.work);
+    auto at = [&](int k) { return w + k * BN * d; };
+    rows = kernels::dcps_rows{reinterpret_cast<float*>(ws + l.x), at(0), at(1), at(2), at(3), at(4), at(5), at(6),
+                              at(8) /* r */, at(8) + BN * dy /* t */};
+    answer = at(7);
+  }
+};
+
+/// The tell of ask @p a: its stage functor (the answer r becomes the denoiser ux x + um r).
+kernels::dcps_stage_functor dcps_stage(const kernels::dcps_params& p, const dcps_stepwise& s,
+                                       const kernels::dcps_ask& a, float ux, float um, const std::uint64_t* id_base,
+                                       std::int64_t* position, std::int64_t next) {
+  return kernels::dcps_stage_functor{p, s.rows, s.answer, a.op, a.block, a.t, a.step, a.g, ux, um, id_base,
+                                     position, next};
+}
+
+}  // namespace
+
+std::size_t dcps_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                 const guided_options& options) {
+  return make_dcps_layout(prior.dim(), problems, options, nullptr).blob.at;
+}
+
+guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
+                          guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
+  std::vector<unsigned char> host;
+  const std::int64_t d = prior.dim(), dy = pr.d_y;
+  const dcps_layout l = make_dcps_layout(d, pr, o, &host);
+  run_space rs;
+  prepare_run(rs, pr, o, d, out, exec, workspace, workspace_bytes, l.blob.at, host);
+  const kernels::dcps_params p = bind_dcps(l, prior.storage().view(rs.where), d, pr, o, rs.ws);
   float* x = reinterpret_cast<float*>(rs.ws + l.x);
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;
   report.ran = rs.where;
-  const cpu::simd_target target = rs.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar) {
-    // Packs of particles (src/cpu/guided.cpp): the mixture's constants at every grid point's channel (point j < K is
-    // step j's, point K the last step's next), then one pool pass.
-    const std::int64_t points = o.steps + 1;
-    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.g.mix, points)));
-    const kernels::mixture_channels channels = kernels::mixture_channels::in(p.g.mix, points, table.data());
-    cpu::parallel_for_each(points * p.g.mix.components,
-                           kernels::channel_table_functor<dcps_channels>{channels, {p.steps, o.steps}});
-    cpu::run_guided_dcps(target, p, channels, x);
-    report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+  if (rs.where == executor::cuda) {
+    kernels::for_each_index<128>(rs.where, BN,
+                                 kernels::guided_dcps_functor{p, x, reinterpret_cast<float*>(rs.ws + l.work)},
+                                 exec.stream);
+    report.launches = 1 + copy_outputs(x, BN * d, out, rs.where, exec.stream);
     return report;
   }
-  kernels::for_each_index<128>(rs.where, BN,
-                               kernels::guided_dcps_functor{p, x, reinterpret_cast<float*>(rs.ws + l.work)},
-                               exec.stream);
-  report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+  // Ask by ask with the mixture's denoiser and J v (the direct path; both packed on a SIMD target), through the
+  // plan's stage functors.
+  const dcps_stepwise s(rs.ws, l, BN, d, dy);
+  const execution cpu{executor::cpu, exec.stream};
+  kernels::dcps_ask first{};
+  first.op = kernels::dcps_op_initial;
+  kernels::for_each_index(rs.where, BN, dcps_stage(p, s, first, 0.f, 1.f, nullptr, nullptr, 0), exec.stream);
+  for (const kernels::dcps_ask& a : dcps_asks(l, host.data(), o)) {
+    const float* points = a.at_q ? s.rows.q : x;
+    const channel ch{a.a, a.s};
+    if (a.vector)
+      denoiser_jvp_unchecked(prior.storage(), points, s.rows.u, BN, ch, s.answer, cpu);
+    else
+      evaluate_direct_unchecked(prior.storage(), quantity::denoiser, points, BN, ch, s.answer, cpu);
+    kernels::for_each_index(rs.where, BN, dcps_stage(p, s, a, 0.f, 1.f, nullptr, nullptr, 0), exec.stream);
+    report.launches += 2;
+  }
+  report.launches += 1 + copy_outputs(x, BN * d, out, rs.where, exec.stream);
   return report;
+}
+
+// --- ask/tell plan ------------------------------------------------------------------------------------------------
+
+namespace {
+
+// The asks of dcps_asks(); tell k is ask k's stage functor over the B N rows, as guided_sample() issues it on the
+// CPU executor. reset() draws x = s_0 z (or copies the caller's initial state).
+struct dcps_plan_storage final : sampling_plan_storage {
+  std::vector<kernels::dcps_ask> list;
+  std::vector<float> ux, um;     // per ask: the answer r becomes the denoiser ux q + um r
+  std::vector<double> times;     // per ask: the schedule's time of its channel
+  model_output output = model_output::denoiser;
+  kernels::dcps_params p{};
+  kernels::dcps_rows buf{};
+  float* answer = nullptr;
+  kernels::plan_state* state = nullptr;
+  void* device = nullptr;
+  std::vector<unsigned char> host;
+  ~dcps_plan_storage() override {
+    if (device != nullptr) (void)cudaFree(device);
+  }
+  plan_request request(std::int64_t k) const override {
+    const kernels::dcps_ask& a = list[static_cast<std::size_t>(k)];
+    plan_request q;
+    q.index = k;
+    q.points = a.at_q ? buf.q : buf.x;
+    q.rows = rows;
+    q.dim = d;
+    q.at = channel{a.a, a.s};
+    q.time = times[static_cast<std::size_t>(k)];
+    q.output = a.vector ? model_output::denoiser : output;
+    q.answer = answer;
+    q.vector = a.vector ? buf.u : nullptr;
+    return q;
+  }
+  kernels::dcps_stage_functor stage(const kernels::dcps_ask& a, float fx, float fm, std::int64_t next) const {
+    return kernels::dcps_stage_functor{p,      buf,  answer, a.op, a.block, a.t, a.step, a.g, fx, fm,
+                                       &state->chain_base, &state->step, next};
+  }
+  void tell(std::int64_t k, cudaStream_t stream) override {
+    const std::size_t i = static_cast<std::size_t>(k);
+    kernels::for_each_index(where, rows, stage(list[i], ux[i], um[i], k + 1), stream);
+  }
+  void reset(const float* initial, cudaStream_t stream) override {
+    kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)},
+                                stream);
+    if (initial != nullptr) {
+      const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
+      if (where == executor::cuda)
+        DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(buf.x, initial, bytes, cudaMemcpyDefault, stream));
+      else
+        std::memmove(buf.x, initial, bytes);
+    } else {
+      kernels::dcps_ask first{};
+      first.op = kernels::dcps_op_initial;
+      kernels::for_each_index(where, rows, stage(first, 0.f, 1.f, 0), stream);
+    }
+  }
+  float* samples() const override { return buf.x; }
+  const std::int64_t* counter() const override { return &state->step; }
+};
+
+}  // namespace
+
+std::unique_ptr<sampling_plan_storage> make_dcps_plan(std::int64_t d, const guided_problems& pr,
+                                                      const guided_options& o, model_output output, executor where,
+                                                      cudaStream_t stream) {
+  auto st = std::make_unique<dcps_plan_storage>();
+  std::vector<unsigned char> tables;
+  const dcps_layout l = make_dcps_layout(d, pr, o, &tables);
+  const std::int64_t BN = pr.problems * o.particles, dy = pr.d_y;
+  st->where = where;
+  st->rows = BN;
+  st->d = d;
+  st->output = output;
+  st->list = dcps_asks(l, tables.data(), o);
+  st->asks = static_cast<std::int64_t>(st->list.size());
+  for (const kernels::dcps_ask& a : st->list) {
+    if (a.vector) {
+      st->ux.push_back(0.f);
+      st->um.push_back(1.f);
+    } else {
+      push_denoiser_form(output, a.a, a.s, st->ux, st->um);
+    }
+    st->times.push_back(l.tables.points[static_cast<std::size_t>(a.point)].t);
+  }
+  // One allocation: guided_sample()'s workspace (tables, x, work), then the state.
+  const std::size_t at_state = (l.blob.at + 255) / 256 * 256;
+  const std::size_t total = at_state + sizeof(kernels::plan_state);
+  check_allocation("guided plan", total, where);
+  const kernels::plan_state initial{0, 0, 0};
+  unsigned char* base = nullptr;
+  if (where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, total));
+    base = static_cast<unsigned char*>(st->device);
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base, tables.data(), tables.size(), cudaMemcpyHostToDevice, stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + tables.size(), 0, at_state - tables.size(), stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, stream));
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
+  } else {
+    st->host.assign(total, 0);
+    base = st->host.data();
+    std::memcpy(base, tables.data(), tables.size());
+    std::memcpy(base + at_state, &initial, sizeof initial);
+  }
+  st->p = bind_dcps(l, kernels::mixture_view<float>{}, d, pr, o, base);
+  const dcps_stepwise s(base, l, BN, d, dy);
+  st->buf = s.rows;
+  st->answer = s.answer;
+  st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
+  return st;
 }
 
 }  // namespace diffsample::detail

@@ -62,10 +62,9 @@ struct linear_tables {
 
 /// Lays out and fills the shared tables at the front of @p blob (grown as needed) and checks the schedule (s > 0
 /// at every point a step starts from, a > 0 everywhere).
-inline linear_tables put_linear_tables(const gaussian_mixture& prior, const guided_problems& pr,
-                                       const guided_options& o, blob_layout& layout,
-                                       std::vector<unsigned char>* blob) {
-  const std::int64_t d = prior.dim(), dy = pr.d_y, K = o.steps, B = pr.problems;
+inline linear_tables put_linear_tables(std::int64_t d, const guided_problems& pr, const guided_options& o,
+                                       blob_layout& layout, std::vector<unsigned char>* blob) {
+  const std::int64_t dy = pr.d_y, K = o.steps, B = pr.problems;
   linear_tables t;
   t.points = o.schedule.points(K);
   t.masks = !pr.operators.empty() &&
@@ -122,26 +121,41 @@ inline linear_tables put_linear_tables(const gaussian_mixture& prior, const guid
   return t;
 }
 
-/// guided_params over the tables in the executor's copy of the blob at @p ws.
-inline kernels::guided_params linear_params(const gaussian_mixture& prior, const guided_problems& pr,
-                                            const guided_options& o, const linear_tables& t, executor where,
-                                            const unsigned char* ws) {
+/// put_linear_tables() for @p prior's dimension.
+inline linear_tables put_linear_tables(const gaussian_mixture& prior, const guided_problems& pr,
+                                       const guided_options& o, blob_layout& layout,
+                                       std::vector<unsigned char>* blob) {
+  return put_linear_tables(prior.dim(), pr, o, layout, blob);
+}
+
+/// guided_params over the tables in the executor's copy of the blob at @p ws, for d-dimensional states and the
+/// mixture @p mix (empty for an ask/tell plan, whose prior is the caller's model).
+inline kernels::guided_params linear_params(kernels::mixture_view<float> mix, std::int64_t d,
+                                            const guided_problems& pr, const guided_options& o,
+                                            const linear_tables& t, const unsigned char* ws) {
   kernels::guided_params p{};
-  p.mix = prior.storage().view(where);
+  p.mix = mix;
   p.steps = reinterpret_cast<const kernels::guided_step*>(ws + t.steps);
   p.A = reinterpret_cast<const float*>(ws + t.A);
   p.mask = t.masks ? reinterpret_cast<const std::int32_t*>(ws + t.mask) : nullptr;
-  p.A_stride = t.operators == 1 ? 0 : pr.d_y * (t.masks ? 1 : prior.dim());
+  p.A_stride = t.operators == 1 ? 0 : pr.d_y * (t.masks ? 1 : d);
   p.y = reinterpret_cast<const float*>(ws + t.y);
   p.problems = pr.problems;
   p.particles = o.particles;
-  p.d = int(prior.dim());
+  p.d = int(d);
   p.d_y = int(pr.d_y);
   p.seed = o.seed;
   p.initial_scale = t.initial_scale;
   p.stream_skip = current_particle_streams().skip(o.particles);  // 0 unless a shard of a larger run
   p.stream_first = current_particle_streams().first;
   return p;
+}
+
+/// guided_params over the tables in the executor's copy of the blob at @p ws (the prior's mixture on @p where).
+inline kernels::guided_params linear_params(const gaussian_mixture& prior, const guided_problems& pr,
+                                            const guided_options& o, const linear_tables& t, executor where,
+                                            const unsigned char* ws) {
+  return linear_params(prior.storage().view(where), prior.dim(), pr, o, t, ws);
 }
 
 /// Where the run happens and its workspace: the caller's (checked) or one owned allocation; the host blob copied in

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include <cuda_runtime.h>
 
@@ -31,5 +32,14 @@ struct sampling_plan_storage {
 std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& problems,
                                                         const guided_options& options, model_output output,
                                                         execution exec);
+
+/// The guided plans' conversion of a model's answer r of kind @p output at the channel (a, s) to the denoiser
+/// ux x + um r: appends ux and um (src/guided.cu).
+void push_denoiser_form(model_output output, double a, double s, std::vector<float>& ux, std::vector<float>& um);
+
+/// The DCPS plan (src/guided_dcps.cu) on a resolved executor, for validated problems and resolved options.
+std::unique_ptr<sampling_plan_storage> make_dcps_plan(std::int64_t d, const guided_problems& problems,
+                                                      const guided_options& options, model_output output,
+                                                      executor where, cudaStream_t stream);
 
 }  // namespace diffsample::detail

@@ -449,6 +449,110 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
   EXPECT_THROW(dps.write_outputs(guided_outputs{}, cpu), invalid_argument);
 }
 
+namespace {
+
+// One trajectory of a guided plan with the mixture as the model (direct path): its output where the ask has no
+// vector, else J^T v (= J v, J symmetric). Every J^T v ask follows an ask at the same points and channel.
+std::vector<float> run_jacobian_plan(sampling_plan& plan, const gaussian_mixture& mix) {
+  plan.reset();
+  plan_request last;
+  while (!plan.done()) {
+    const plan_request r = plan.ask();
+    EXPECT_EQ(*plan.position_counter(), r.index);
+    if (r.vector == nullptr) {
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity_of(r.output), evaluate_options{mixture_path::direct},
+                   cpu);
+    } else {
+      EXPECT_EQ(r.output, model_output::denoiser);
+      EXPECT_EQ(r.points, last.points) << r.index;
+      EXPECT_EQ(r.at.a, last.at.a) << r.index;
+      EXPECT_EQ(r.at.s, last.at.s) << r.index;
+      mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
+    }
+    last = r;
+    plan.tell();
+  }
+  return std::vector<float>(plan.samples(), plan.samples() + plan.rows() * plan.dim());
+}
+
+// The asks of a DCPS trajectory as documented: per block M Langevin asks at x (each followed by J^T u unless the
+// block's potential sits at its clean end: never, for L < K), per transition one ask at x and, unless the kernel is
+// a point mass (DDIM with eta = 0; DDPM's last step when the grid ends at s = 0), G gradient asks at q, each
+// followed by J^T u unless the next point is the block's clean end.
+std::int64_t dcps_ask_count(const guided_options& o, bool point_mass) {
+  const std::int64_t L = o.dcps_blocks, K = o.steps, per = K / L;
+  const bool clean_end = o.schedule.points(K).back().s == 0;
+  std::int64_t n = 2 * L * o.dcps_langevin_steps;
+  for (std::int64_t b = 0; b < L; ++b) {
+    const std::int64_t U = b * per, T = b + 1 == L ? K : (b + 1) * per;
+    for (std::int64_t j = U; j < T; ++j) {
+      const std::int64_t G = point_mass || (clean_end && j + 1 == K) ? 0 : o.dcps_gradient_steps;
+      n += 1 + G * (j + 1 == T ? 1 : 2);
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+// Seen failing with the gradient asks' points at x instead of q, and with the second trajectory keyed as the first.
+TEST(SamplingPlan, GuidedDcpsPlanReproducesGuidedSampleExactly) {
+  // Three problems of 17 particles (partial SIMD packs), two blocks of Langevin steps and gradient steps: fed the
+  // mixture's denoiser and J^T v, the plan gives guided_sample()'s particles bit for bit (the CPU executor runs DCPS
+  // ask by ask through the same stage functors), with DDPM kernels and with DDIM's point masses (eta = 0: no
+  // gradient asks). Trajectory t keys particle i's stream t B N + i: the second trajectory equals the second half of
+  // one guided_sample() over the problems twice.
+  const std::int64_t d = 3, N = 17;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
+  guided_problems twice = pr;
+  twice.problems = 2 * pr.problems;
+  twice.A.insert(twice.A.end(), pr.A.begin(), pr.A.end());
+  twice.y.insert(twice.y.end(), pr.y.begin(), pr.y.end());
+  twice.sigma_y.insert(twice.sigma_y.end(), pr.sigma_y.begin(), pr.sigma_y.end());
+  for (int c = 0; c < 2; ++c) {
+    guided_options o;
+    o.sampler = guided_sampler::dcps;
+    o.particles = N;
+    o.steps = 9;
+    o.dcps_blocks = 2;
+    o.dcps_langevin_steps = 3;
+    o.dcps_gradient_steps = 2;
+    o.dcps_langevin_step = 0.05;
+    o.seed = 29;
+    o.ddim = c == 1;
+    o.eta = 0.0;
+    const std::string what = c == 0 ? "ddpm" : "ddim";
+    const std::int64_t BNd = pr.problems * N * d;
+    std::vector<float> fused(2 * BNd);
+    guided_outputs out;
+    out.particles = fused.data();
+    guided_sample(mix, out, twice, o, cpu);
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    EXPECT_EQ(plan.rows(), pr.problems * N);
+    EXPECT_EQ(plan.asks(), dcps_ask_count(o, c == 1)) << what;
+    const auto first = run_jacobian_plan(plan, mix);
+    EXPECT_EQ(std::vector<float>(fused.begin(), fused.begin() + BNd), first) << what;
+    const auto second = run_jacobian_plan(plan, mix);
+    EXPECT_EQ(std::vector<float>(fused.begin() + BNd, fused.end()), second) << what << ", second trajectory";
+    for (float v : first) ASSERT_TRUE(std::isfinite(v)) << what;
+  }
+  // The model's score instead of its denoiser: the same run to rounding.
+  guided_options o;
+  o.sampler = guided_sampler::dcps;
+  o.particles = N;
+  o.steps = 6;
+  o.dcps_blocks = 2;
+  o.dcps_langevin_steps = 2;
+  o.dcps_langevin_step = 0.05;
+  sampling_plan denoiser = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+  sampling_plan score = sampling_plan::guided(d, pr, o, model_output::score, cpu);
+  const auto a = run_jacobian_plan(denoiser, mix), b = run_jacobian_plan(score, mix);
+  std::size_t far = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) far += std::abs(a[i] - b[i]) > 1e-3f * (1.f + std::abs(a[i]));
+  EXPECT_LE(far, a.size() / 100);
+}
+
 TEST(SamplingPlan, RefusesMisuse) {
   diffusion_options o;
   o.steps = 2;

@@ -30,7 +30,8 @@ struct plan_request {
   model_output output = model_output::denoiser;  ///< what to write into answer (the plan's declared output)
   float* answer = nullptr;        ///< rows x dim: the caller writes the model's output at the points here
   /// Null, or rows x dim vectors v: then the caller writes J(x)^T v into answer instead, J the Jacobian of its
-  /// denoiser at the points and channel (what autograd's vector-Jacobian product gives; DPS and Pi-GDM ask for it)
+  /// denoiser at the points and channel (what autograd's vector-Jacobian product gives; DPS, Pi-GDM and DCPS ask
+  /// for it)
   const float* vector = nullptr;
 };
 
@@ -57,7 +58,7 @@ struct sampling_plan_storage;
 /// Randomness: trajectory t (the one begun by the (t+1)-th reset(), t = 0, 1, ...) draws row i's noise from the
 /// Philox stream of chain first_chain + t rows() + i (guided plans: particle t rows() + i), as the fused sampler
 /// does for that chain. Exactness: answered with the mixture's own denoiser (diffusion samplers, with its J^T v for
-/// DPS and Pi-GDM) or score (Langevin) through gaussian_mixture::evaluate and denoiser_jvp on the direct path, a
+/// DPS, Pi-GDM and DCPS) or score (Langevin) through gaussian_mixture::evaluate and denoiser_jvp on the direct path, a
 /// plan on the CPU executor gives the fused sampler's samples bit for bit (t trajectories of a chain sampler equal
 /// one fused call over t rows() chains).
 class DIFFSAMPLE_API sampling_plan {
@@ -81,7 +82,7 @@ class DIFFSAMPLE_API sampling_plan {
   /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
   static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
-  /// A plan for the guided samplers smc, dps and pigdm on B = problems.problems problems of options.particles
+  /// A plan for the guided samplers smc, dps, pigdm and dcps on B = problems.problems problems of options.particles
   /// particles each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional states. The prior is
   /// the caller's model: nothing of a mixture is used.
   /// DPS and Pi-GDM: two asks per step, both at the particles and the step's channel: the model's output (converted
@@ -93,7 +94,15 @@ class DIFFSAMPLE_API sampling_plan {
   /// must be null); write_outputs() gives the log-weights, the resampled samples, log-normaliser estimates, ESS trace
   /// and resampling counts of a done trajectory. Trajectory t runs as guided_sample() with options.seed + t (the
   /// key is a launch argument: a captured SMC trajectory replays the captured trajectory's noise).
-  /// @param output  denoiser, score or eps (converted to the denoiser at each step's channel)
+  /// DCPS: the asks of guided_sample()'s run, in order. Per block l of the time grid, its options.dcps_langevin_steps
+  /// tamed Langevin steps, each asking twice at the particles and the block's start channel: the model's output,
+  /// then J^T u with plan_request::vector = u = A^T P (a_T y - A mu(x)) (the gradient of the block's potential needs
+  /// it). Per transition j of the block, one ask at the particles and step j's channel; then, unless its kernel is a
+  /// point mass (DDIM with eta = 0, or a step to s = 0), per gradient step of its variational fit (options.
+  /// dcps_gradient_steps) an ask at the fit's draw q (plan_request::points is then q, not the particles) and the next
+  /// point's channel, followed by J^T u at q unless the next point is the block's clean end. reset() draws
+  /// x = s_0 z (or copies @p initial); trajectory t keys particle i's stream t rows() + i.
+  /// @param output  denoiser, score or eps (converted to the denoiser at each ask's channel)
   /// @throws invalid_argument for another sampler, SMC with moment potentials, or as guided_sample() does for the
   ///         problems and options
   static sampling_plan guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,

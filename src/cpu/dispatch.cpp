@@ -63,7 +63,6 @@ void run_denoiser_jvp(simd_target, const kernels::channel_view&, const float*, c
                       std::int64_t, float*) {}
 void run_guided_tmpd(simd_target, const kernels::guided_params&, const kernels::mixture_channels&, std::int64_t, float,
                      const float*, float*) {}
-void run_guided_dcps(simd_target, const kernels::dcps_params&, const kernels::mixture_channels&, float*) {}
 void run_guided_moment(simd_target, const kernels::guided_moment_functor&, const kernels::channel_view&) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, float*) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, double*) {}
@@ -117,10 +116,6 @@ void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float
 void run_guided_tmpd(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
                      std::int64_t steps, float scale, const float* sigma2, float* x) {
   DIFFSAMPLE_DISPATCH_(run_guided_tmpd(p, channels, steps, scale, sigma2, x))
-}
-void run_guided_dcps(simd_target t, const kernels::dcps_params& p, const kernels::mixture_channels& channels,
-                     float* x) {
-  DIFFSAMPLE_DISPATCH_(run_guided_dcps(p, channels, x))
 }
 void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, const kernels::channel_view& channel) {
   DIFFSAMPLE_DISPATCH_(run_guided_moment(f, channel))

@@ -1,4 +1,4 @@
-// The guided samplers that need the denoiser's Jacobian (TMPD, DCPS, the moment-projected SMC's weighting) on the
+// The guided samplers that need the denoiser's Jacobian (TMPD, the moment-projected SMC's weighting) on the
 // CPU executor's packs of particles (src/cpu/guided.cpp), with the packed Jacobian-vector product of
 // src/cpu/denoiser_jvp.hpp; declared apart from src/cpu/chains.hpp so that only their launches include it.
 #pragma once
@@ -6,7 +6,6 @@
 #include <cstdint>
 
 #include "kernels/guided.cuh"
-#include "kernels/guided_dcps.cuh"
 #include "kernels/mixture.cuh"
 #include "src/cpu/chains.hpp"
 
@@ -23,10 +22,6 @@ void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float
 /// ends as NaN, as in the functor. The same guarantees as guided_pass.
 void run_guided_tmpd(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
                      std::int64_t steps, float scale, const float* sigma2, float* x);
-/// DCPS's trajectories (kernels::guided_dcps_functor) over packs of particles of one problem, into x (B N x d):
-/// denoisers and products from `channels`, whose channel j is grid point j's (0 .. K). The same guarantees.
-void run_guided_dcps(simd_target t, const kernels::dcps_params& p, const kernels::mixture_channels& channels,
-                     float* x);
 /// The moment-projected SMC's weighting (kernels::guided_moment_functor) over packs of particles, with the
 /// mixture's constants at step f.k's channel in `channel`. The same guarantees.
 void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, const kernels::channel_view& channel);
@@ -37,7 +32,6 @@ void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, c
                         std::int64_t d, float* out);                                                               \
   void run_guided_tmpd(const kernels::guided_params& p, const kernels::mixture_channels& channels,                 \
                        std::int64_t steps, float scale, const float* sigma2, float* x);                            \
-  void run_guided_dcps(const kernels::dcps_params& p, const kernels::mixture_channels& channels, float* x);        \
   void run_guided_moment(const kernels::guided_moment_functor& f, const kernels::channel_view& channel);           \
   }
 DIFFSAMPLE_DECLARE_JVP_TARGET_(simd_sse2)

@@ -1,6 +1,6 @@
 /* The ask/tell sampling plans through the C ABI from a C99 program: Heun, SMS and tamed ULA plans answered with the
  * library's own denoiser or score (ds_mixture_evaluate) reproduce the fused samplers bit for bit on the CPU
- * executor, and so do Pi-GDM and guided SMC plans against ds_guided_sample(); the request struct is versioned (struct_size); misuse gets an error naming the argument. Exits nonzero
+ * executor, and so do Pi-GDM, DCPS and guided SMC plans against ds_guided_sample(); the request struct is versioned (struct_size); misuse gets an error naming the argument. Exits nonzero
  * on the first failed check. */
 #include <diffsample/diffsample.h>
 
@@ -146,9 +146,30 @@ int main(void) {
       EXPECT_ERROR(ds_sampling_plan_write_outputs(plan, &outputs, cpu), DS_INVALID_ARGUMENT, "SMC");
       ds_sampling_plan_destroy(plan);
     }
+
+    /* DCPS on the same problems: Langevin asks, transition asks and gradient asks at the fit's draws, each J^T u
+     * ask after the denoiser at the same points; the particles equal ds_guided_sample()'s bit for bit. */
+    plan = NULL;
+    o.sampler = DS_GUIDED_DCPS;
+    o.dcps_blocks = 2;
+    o.dcps_langevin_steps = 2;
+    o.dcps_langevin_step = 0.05;
+    CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+    if (plan != NULL) {
+      int64_t asks = 0;
+      CHECK_OK(ds_sampling_plan_get_info(plan, &asks, NULL, NULL));
+      CHECK(asks > 20 && run(plan, m, NULL, stepped, 50) == asks);
+      if (memcmp(fused, stepped, sizeof fused) != 0) {
+        fprintf(stderr, "dcps plan: particles differ from the fused sampler's\n");
+        ++failures;
+      }
+      ds_sampling_plan_destroy(plan);
+    }
     o.sampler = DS_GUIDED_DIFFPIR;
     EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
                  "sampler");
+    o.sampler = DS_GUIDED_PIGDM;
 
     /* The guided SMC on the same problems: one ask per transition; log-weights, final samples and log-normalisers
      * from ds_sampling_plan_write_outputs() equal ds_guided_sample()'s bit for bit (on the SIMD targets; the scalar

@@ -91,3 +91,31 @@ def test_dps_plan_asks_for_vector_jacobian_products(mixture2):
             r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
         plan.tell()
     np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused)
+
+
+def test_dcps_plan_asks_at_the_fits_draws_and_equals_guided_sample(mixture2):
+    # DCPS asks at the particles (Langevin steps, transitions) and at its variational fits' draws q (gradient steps),
+    # each J^T v ask at the points of the ask before it; fed the mixture's denoiser and J v it gives guided_sample()'s
+    # particles bit for bit.
+    opts = dict(sampler="dcps", particles=40, steps=8, seed=3, dcps_blocks=2, dcps_langevin_steps=2,
+                dcps_langevin_step=0.05)
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("particles",), **opts)["particles"]
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **opts)
+    plan.reset()
+    away, vectors, last = 0, 0, None
+    while not plan.done:
+        r = plan.ask()
+        x = np.ascontiguousarray(r["points"])
+        if r["vector"] is None:
+            away += not np.array_equal(x, plan.samples())
+            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
+        else:
+            vectors += 1
+            np.testing.assert_array_equal(x, last)
+            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
+        last = x
+        plan.tell()
+    assert away > 0 and vectors > 0
+    np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused)
+    with pytest.raises(ds.InvalidArgument, match="SMC"):
+        plan.outputs()

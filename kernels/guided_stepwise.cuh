@@ -1,0 +1,111 @@
+// The stepwise runs of the guided samplers that evaluate the denoiser and its Jacobian away from a plain step at x
+// (DCPS's Langevin blocks and gradient steps): one launch per model evaluation, shared by the fused sampler on the
+// CPU executor (answered by the mixture's denoiser and J v) and the ask/tell plan (answered by a caller's model), so
+// that a plan fed the mixture reproduces the fused run. The per-step arithmetic is the fused functor's own halves
+// (kernels/guided_dcps.cuh).
+#pragma once
+
+#include "kernels/config.cuh"
+#include "kernels/guided_dcps.cuh"
+#include "kernels/rng.cuh"
+
+namespace diffsample::kernels {
+
+/// What the tell of one DCPS ask does with its answer (the ask's points: x, or the gradient step's draw q).
+enum dcps_op : int {
+  dcps_op_initial = 0,      // x = s_0 z (no answer)
+  dcps_op_langevin_m = 1,   // Langevin step (l, t): the denoiser at x; then the update unless a J^T u ask follows
+  dcps_op_langevin_ju = 2,  // Langevin step (l, t): J^T u at x; then the update
+  dcps_op_step_m = 3,       // transition j: the denoiser at x; the kernel's mean, then the first draw q (or x_{j+1})
+  dcps_op_gradient_m = 4,   // gradient step g of transition j: the denoiser at q; then the step unless J^T u follows
+  dcps_op_gradient_ju = 5,  // gradient step g: J^T u at q; then the step and the next draw
+};
+
+/// One ask of a stepwise DCPS run, built on the host from the tables (src/guided_dcps.cu); the sequence depends only
+/// on the options.
+struct dcps_ask {
+  int op;
+  std::int64_t block, t, step, g;  // the Langevin step (block, t) or the gradient step g of transition `step`
+  std::int64_t point;              // grid point of the channel
+  float a, s;                      // the channel of the evaluation
+  bool at_q;                       // the points are q (gradient steps), else x
+  bool vector;                     // a J^T u ask (u in the rows' u)
+};
+
+/// The per-row buffers of a stepwise DCPS run: B N rows of d (x, m, u, grad, mu, l, eps, q) and of d_y (r, t).
+struct dcps_rows {
+  float *x, *m, *u, *grad, *mu, *l, *eps, *q, *r, *t;
+  /// Row i's scratch, J u read from `answer`.
+  DS_HD_INLINE dcps_scratch at(std::int64_t i, int d, int dy, const float* answer) const {
+    const std::int64_t o = i * d, oy = i * dy;
+    return dcps_scratch{m + o,  u + o,   const_cast<float*>(answer) + o, grad + o, mu + o, l + o, eps + o,
+                        q + o,  r + oy, t + oy};
+  }
+};
+
+/// The tell of one ask over the B N rows (one launch). Particle i of problem b draws from the stream
+/// id_base + guided_stream(p.g, i, b) (id_base: a plan's trajectory, in device memory; null for 0).
+struct dcps_stage_functor {
+  dcps_params p;
+  dcps_rows rows;
+  const float* answer;  // B N x d: the model's output (converted to the denoiser by ux x + um answer) or J^T u
+  int op;
+  std::int64_t l, t, j, g;
+  float ux, um;
+  const std::uint64_t* id_base;
+  std::int64_t* position;  // when not null, thread 0 stores next_position there
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const int d = p.g.d, dy = p.g.d_y;
+    const std::int64_t b = i / p.g.particles;
+    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p.g, i, b);
+    const dcps_scratch w = rows.at(i, d, dy, answer);
+    strided_vec<float> x{rows.x + i * d, 1, d};
+    const strided_vec<const float> q{w.gl, 1, d};
+    const float* ai = answer + i * d;
+    switch (op) {
+      case dcps_op_initial: {
+        philox rng(p.g.seed, id, 0);
+        const float s0 = p.initial_scale;
+        rng.normals(d, [&](int c, float z) { x[c] = s0 * z; });
+        return;
+      }
+      case dcps_op_langevin_m: {
+        for (int c = 0; c < d; ++c) w.m[c] = ds_fma(ux, x[c], um * ai[c]);
+        const dcps_potential pot = p.blocks[l].start;
+        dcps_potential_vector(p, b, pot, dcps_block_precision(p, l, b), x, w);
+        if (pot.cm != 0.f) return;
+        dcps_potential_finish(p, pot, w);
+        dcps_langevin_update(p, id, l, t, x, w);
+        return;
+      }
+      case dcps_op_langevin_ju:
+        dcps_potential_finish(p, p.blocks[l].start, w);
+        dcps_langevin_update(p, id, l, t, x, w);
+        return;
+      case dcps_op_step_m:
+        for (int c = 0; c < d; ++c) w.m[c] = ds_fma(ux, x[c], um * ai[c]);
+        if (dcps_transition_start(p, j, x, w)) dcps_gradient_draw(p, id, j, 0, x, w);
+        return;
+      case dcps_op_gradient_m: {
+        for (int c = 0; c < d; ++c) w.m[c] = ds_fma(ux, q[c], um * ai[c]);
+        const dcps_potential pot = p.steps[j].next;
+        dcps_potential_vector(p, b, pot, dcps_step_precision(p, j, b), q, w);
+        if (pot.cm != 0.f) return;
+        dcps_potential_finish(p, pot, w);
+        dcps_gradient_update(p, j, x, w);
+        dcps_gradient_draw(p, id, j, g + 1, x, w);
+        return;
+      }
+      case dcps_op_gradient_ju:
+        dcps_potential_finish(p, p.steps[j].next, w);
+        dcps_gradient_update(p, j, x, w);
+        dcps_gradient_draw(p, id, j, g + 1, x, w);
+        return;
+      default: return;
+    }
+  }
+};
+
+}  // namespace diffsample::kernels
