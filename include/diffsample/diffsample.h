@@ -225,12 +225,12 @@ typedef struct ds_diffusion_plan ds_diffusion_plan;
 
 /** What a ::ds_diffusion_plan was built for, from ds_diffusion_plan_get_info(). */
 typedef struct ds_diffusion_plan_info {
-  int64_t steps;                /**< number of ds_diffusion_plan_step() calls of one trajectory */
+  int64_t steps;                /**< number of ds_diffusion_plan_step_on() calls of one trajectory */
   int64_t n;                    /**< batch size: x and the model buffer hold n x dim floats */
   int64_t dim;                  /**< dimension d */
   ds_executor where;            /**< executor the plan runs on (never DS_EXECUTOR_AUTOMATIC) */
   ds_model_output model_output; /**< what the model buffer must hold at each step */
-  int needs_final_jump;         /**< nonzero when ds_diffusion_plan_finish() must follow the last step */
+  int needs_final_jump;         /**< nonzero when ds_diffusion_plan_finish_on() must follow the last step */
 } ds_diffusion_plan_info;
 
 /** Resampling scheme (values match diffsample::resampling_scheme). */
@@ -633,7 +633,7 @@ DS_API DS_DEPRECATED("use ds_diffusion()") ds_status ds_diffusion_sample(
 /**
  * Creates a stepwise plan for a caller's model (diffsample::diffusion_plan): per step k the caller evaluates its
  * model at the channel of ds_diffusion_plan_step_channel(k) on the current x for the whole batch, writes the
- * declared @p output into a buffer and calls ds_diffusion_plan_step(). Samplers: ddpm, ddim, reverse_sde,
+ * declared @p output into a buffer and calls ds_diffusion_plan_step_on(). Samplers: ddpm, ddim, reverse_sde,
  * ode_euler, stochastic_localization, walk_jump (ode_heun and sequential_measurements are fused only). With the
  * mixture's denoiser as the model the result equals ds_diffusion_sample() bit for bit on the CPU executor.
  * Creation validates, builds the coefficient table and allocates device memory once (cudaMalloc and a synchronous
@@ -654,7 +654,7 @@ DS_API ds_status ds_diffusion_plan_get_info(const ds_diffusion_plan* plan, ds_di
 
 /**
  * The channel (a, s) at which the model must be evaluated before step k, and the step's time (walk_jump: 0).
- * @param k        0 <= k <= steps; k = steps is the channel of ds_diffusion_plan_finish()
+ * @param k        0 <= k <= steps; k = steps is the channel of ds_diffusion_plan_finish_on()
  * @param channel  receives (a, s) (may be NULL)
  * @param t        receives the time (may be NULL)
  */
@@ -670,25 +670,39 @@ DS_API ds_status ds_diffusion_plan_step_counter(const ds_diffusion_plan* plan, c
 
 /**
  * Resets the step counter to 0 and, when the options drew the initial state, writes x = s_0 z (n x d, on the plan's
- * executor) as ds_diffusion_sample() does. Asynchronous on @p stream (CUDA executor).
+ * executor) as ds_diffusion() does. Asynchronous on the CUDA executor (on exec.stream).
+ * @param exec  exec.kind is the plan's executor or DS_EXECUTOR_AUTOMATIC (anything else fails, naming both)
  */
-DS_API ds_status ds_diffusion_plan_reset(ds_diffusion_plan* plan, float* x, struct CUstream_st* stream);
+DS_API ds_status ds_diffusion_plan_reset_on(ds_diffusion_plan* plan, float* x, ds_execution exec);
 
 /**
  * Applies the update of the current step to x given the model output at x (both n x d, device memory on the CUDA
  * executor, host memory on the CPU one) and advances the step counter; past the last step x is left unchanged.
- * Asynchronous on @p stream, no allocation, no validation beyond null pointers, so that it can be captured in a
- * CUDA graph.
+ * Asynchronous on the CUDA executor (on exec.stream), no allocation, no validation beyond null pointers and the
+ * executor, so that it can be captured in a CUDA graph.
+ * @param exec  exec.kind is the plan's executor or DS_EXECUTOR_AUTOMATIC
  */
-DS_API ds_status ds_diffusion_plan_step(ds_diffusion_plan* plan, float* x, const float* model,
-                                        struct CUstream_st* stream);
+DS_API ds_status ds_diffusion_plan_step_on(ds_diffusion_plan* plan, float* x, const float* model, ds_execution exec);
 
 /**
  * The final jump x <- E[x0 | x] from the model output at ds_diffusion_plan_step_channel(steps), when
- * ds_diffusion_plan_info::needs_final_jump. Asynchronous on @p stream.
+ * ds_diffusion_plan_info::needs_final_jump. Asynchronous on the CUDA executor (on exec.stream).
+ * @param exec  exec.kind is the plan's executor or DS_EXECUTOR_AUTOMATIC
  */
-DS_API ds_status ds_diffusion_plan_finish(ds_diffusion_plan* plan, float* x, const float* model,
-                                          struct CUstream_st* stream);
+DS_API ds_status ds_diffusion_plan_finish_on(ds_diffusion_plan* plan, float* x, const float* model,
+                                             ds_execution exec);
+
+/** ds_diffusion_plan_reset_on() with {DS_EXECUTOR_AUTOMATIC, stream}: the raw-stream form before 0.4.0. */
+DS_API DS_DEPRECATED("use ds_diffusion_plan_reset_on() with a ds_execution") ds_status
+ds_diffusion_plan_reset(ds_diffusion_plan* plan, float* x, struct CUstream_st* stream);
+
+/** ds_diffusion_plan_step_on() with {DS_EXECUTOR_AUTOMATIC, stream}: the raw-stream form before 0.4.0. */
+DS_API DS_DEPRECATED("use ds_diffusion_plan_step_on() with a ds_execution") ds_status
+ds_diffusion_plan_step(ds_diffusion_plan* plan, float* x, const float* model, struct CUstream_st* stream);
+
+/** ds_diffusion_plan_finish_on() with {DS_EXECUTOR_AUTOMATIC, stream}: the raw-stream form before 0.4.0. */
+DS_API DS_DEPRECATED("use ds_diffusion_plan_finish_on() with a ds_execution") ds_status
+ds_diffusion_plan_finish(ds_diffusion_plan* plan, float* x, const float* model, struct CUstream_st* stream);
 
 /* --- ask/tell sampling plans ---------------------------------------------------------------------------- */
 

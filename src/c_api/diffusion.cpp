@@ -178,20 +178,34 @@ ds_status ds_diffusion_plan_step_counter(const ds_diffusion_plan* plan, const in
   });
 }
 
-ds_status ds_diffusion_plan_reset(ds_diffusion_plan* plan, float* x, struct CUstream_st* stream) {
+ds_status ds_diffusion_plan_reset_on(ds_diffusion_plan* plan, float* x, ds_execution exec) {
   return guard([&] {
     auto& p = get(plan, "plan");
     if (x == nullptr) fail("x: null pointer");
-    p.plan.reset(x, ds::execution{ds::executor::automatic, stream});
+    p.plan.reset(x, to_cpp(exec));
   });
 }
 
+ds_status ds_diffusion_plan_step_on(ds_diffusion_plan* plan, float* x, const float* model, ds_execution exec) {
+  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.step(s, m, to_cpp(exec)); });
+}
+
+ds_status ds_diffusion_plan_finish_on(ds_diffusion_plan* plan, float* x, const float* model, ds_execution exec) {
+  return plan_call(plan, x, model,
+                   [&](ds::diffusion_plan& p, float* s, const float* m) { p.finish(s, m, to_cpp(exec)); });
+}
+
+// The raw-stream forms before 0.4.0 (deprecated): the automatic executor on the caller's stream.
+ds_status ds_diffusion_plan_reset(ds_diffusion_plan* plan, float* x, struct CUstream_st* stream) {
+  return ds_diffusion_plan_reset_on(plan, x, ds_execution{DS_EXECUTOR_AUTOMATIC, stream});
+}
+
 ds_status ds_diffusion_plan_step(ds_diffusion_plan* plan, float* x, const float* model, struct CUstream_st* stream) {
-  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.step(s, m, ds::execution{ds::executor::automatic, stream}); });
+  return ds_diffusion_plan_step_on(plan, x, model, ds_execution{DS_EXECUTOR_AUTOMATIC, stream});
 }
 
 ds_status ds_diffusion_plan_finish(ds_diffusion_plan* plan, float* x, const float* model, struct CUstream_st* stream) {
-  return plan_call(plan, x, model, [&](ds::diffusion_plan& p, float* s, const float* m) { p.finish(s, m, ds::execution{ds::executor::automatic, stream}); });
+  return ds_diffusion_plan_finish_on(plan, x, model, ds_execution{DS_EXECUTOR_AUTOMATIC, stream});
 }
 
 }  // extern "C"

@@ -511,20 +511,30 @@ static void test_plan(void) {
     CHECK(info.model_output == DS_MODEL_DENOISER);
     CHECK(info.needs_final_jump == (o.sampler == DS_DIFFUSION_STOCHASTIC_LOCALIZATION || o.sampler == DS_DIFFUSION_WALK_JUMP));
     CHECK_OK(ds_diffusion_plan_step_counter(plan, &counter));
-    CHECK_OK(ds_diffusion_plan_reset(plan, x, NULL));
+    /* Odd cases run the deprecated raw-stream forms (the automatic executor on the stream): the same samples. */
+    if (c % 2 == 0)
+      CHECK_OK(ds_diffusion_plan_reset_on(plan, x, cpu));
+    else
+      CHECK_OK(ds_diffusion_plan_reset(plan, x, NULL));
     for (k = 0; k < info.steps; ++k) {
       ds_channel ch = {0, 0};
       double t = -1;
       CHECK(counter != NULL && *counter == k);
       CHECK_OK(ds_diffusion_plan_step_channel(plan, k, &ch, &t));
       CHECK_OK(ds_mixture_evaluate(m, DS_DENOISER, x, n, ch, model, cpu, NULL));
-      CHECK_OK(ds_diffusion_plan_step(plan, x, model, NULL));
+      if (c % 2 == 0)
+        CHECK_OK(ds_diffusion_plan_step_on(plan, x, model, cpu));
+      else
+        CHECK_OK(ds_diffusion_plan_step(plan, x, model, NULL));
     }
     if (info.needs_final_jump) {
       ds_channel ch = {0, 0};
       CHECK_OK(ds_diffusion_plan_step_channel(plan, info.steps, &ch, NULL));
       CHECK_OK(ds_mixture_evaluate(m, DS_DENOISER, x, n, ch, model, cpu, NULL));
-      CHECK_OK(ds_diffusion_plan_finish(plan, x, model, NULL));
+      if (c % 2 == 0)
+        CHECK_OK(ds_diffusion_plan_finish_on(plan, x, model, cpu));
+      else
+        CHECK_OK(ds_diffusion_plan_finish(plan, x, model, NULL));
     }
     if (memcmp(fused, x, sizeof x) != 0) {
       fprintf(stderr, "plan case %d (%s): stepped samples differ from the fused ones\n", c,
@@ -534,6 +544,16 @@ static void test_plan(void) {
     EXPECT_ERROR(ds_diffusion_plan_step_channel(plan, info.steps + 1, NULL, NULL), DS_INVALID_ARGUMENT, "k");
     EXPECT_ERROR(ds_diffusion_plan_step(plan, NULL, model, NULL), DS_INVALID_ARGUMENT, "x");
     EXPECT_ERROR(ds_diffusion_plan_step(plan, x, NULL, NULL), DS_INVALID_ARGUMENT, "model");
+    EXPECT_ERROR(ds_diffusion_plan_step_on(plan, NULL, model, cpu), DS_INVALID_ARGUMENT, "x");
+    EXPECT_ERROR(ds_diffusion_plan_finish_on(plan, x, NULL, cpu), DS_INVALID_ARGUMENT, "model");
+    EXPECT_ERROR(ds_diffusion_plan_reset_on(plan, NULL, cpu), DS_INVALID_ARGUMENT, "x");
+    {
+      /* The execution names the plan's executor (or automatic): a CPU plan refuses a CUDA one, an unknown kind fails. */
+      const ds_execution cuda = {DS_EXECUTOR_CUDA, NULL}, unknown = {(ds_executor)9, NULL};
+      EXPECT_ERROR(ds_diffusion_plan_step_on(plan, x, model, cuda), DS_INVALID_ARGUMENT, "the plan runs on cpu, got cuda");
+      EXPECT_ERROR(ds_diffusion_plan_reset_on(plan, x, cuda), DS_INVALID_ARGUMENT, "the plan runs on cpu, got cuda");
+      EXPECT_ERROR(ds_diffusion_plan_finish_on(plan, x, model, unknown), DS_INVALID_ARGUMENT, "exec.kind");
+    }
     EXPECT_ERROR(ds_diffusion_plan_get_info(plan, NULL), DS_INVALID_ARGUMENT, "info");
     ds_diffusion_plan_destroy(plan);
   }
@@ -550,6 +570,7 @@ static void test_plan(void) {
     EXPECT_ERROR(ds_diffusion_plan_create(10, 2, &o, DS_MODEL_DENOISER, cpu, NULL), DS_INVALID_ARGUMENT, "out");
     CHECK(plan == NULL);
     EXPECT_ERROR(ds_diffusion_plan_step(NULL, x, model, NULL), DS_INVALID_ARGUMENT, "plan");
+    EXPECT_ERROR(ds_diffusion_plan_step_on(NULL, x, model, cpu), DS_INVALID_ARGUMENT, "plan");
     ds_diffusion_plan_destroy(NULL);
   }
   ds_mixture_destroy(m);
