@@ -187,25 +187,6 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_o
   validate_options(o);
 }
 
-// The model output r at point q and channel (a, s) (schedule point p, for velocity) as the denoiser ux q + um r.
-void to_denoiser(model_output output, double a, double s, const schedule_point* p, std::int64_t k, double& ux,
-                 double& um) {
-  ux = 0;
-  um = 1;
-  if (output == model_output::score || output == model_output::eps) {
-    DIFFSAMPLE_EXPECTS(a > 0, "output: a " << to_string(output) << " model needs a > 0 to give x0, but a = 0 at step "
-                                           << k);
-    ux = 1 / a;
-    um = output == model_output::score ? s * s / a : -s / a;
-  } else if (output == model_output::velocity) {
-    const double fx = p->s > 0 ? p->ds_dt / p->s : 0.0, fm = p->s > 0 ? p->da_dt - p->ds_dt * p->a / p->s : 0.0;
-    DIFFSAMPLE_EXPECTS(p->s > 0 && fm != 0 && std::isfinite(fm),
-                       "output: a velocity model does not determine x0 at t = " << p->t << " (step " << k << ")");
-    ux = -fx / fm;
-    um = 1 / fm;
-  }
-}
-
 using kernels::is_register_dim;
 
 std::size_t table_bytes(const diffusion_options& o) {
@@ -374,7 +355,7 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
     const diffusion_step& e = st.table[k];
     st.times.push_back(pts.empty() ? 0.0 : pts[k].t);
     double ux = 0, um = 1;
-    to_denoiser(output, e.a, e.s, pts.empty() ? nullptr : &pts[k], k, ux, um);
+    detail::denoiser_form(output, e.a, e.s, pts.empty() ? nullptr : &pts[k], k, ux, um);
     st.convert.push_back(float(ux));
     st.convert.push_back(float(um));
   }
@@ -502,7 +483,7 @@ plan_program diffusion_program(std::int64_t n, std::int64_t d, const diffusion_o
     e.at_point = at_point ? 1 : 0;
     e.rng_step = static_cast<std::uint64_t>(k) + 1;
     double ux = 0, um = 1;
-    to_denoiser(output, a, s, pts.empty() ? nullptr : &pts[node], k, ux, um);
+    detail::denoiser_form(output, a, s, pts.empty() ? nullptr : &pts[node], k, ux, um);
     e.ux = float(ux);
     e.um = float(um);
     pr.entries.push_back(e);

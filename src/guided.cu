@@ -25,6 +25,7 @@
 #include "src/mixture_storage.hpp"
 #include "src/mixture_unchecked.hpp"
 #include "src/particles_detail.hpp"
+#include "src/plan_program.hpp"
 #include "src/plan_storage.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
@@ -1323,13 +1324,10 @@ struct smc_plan_storage final : sampling_plan_storage {
 }  // namespace
 
 // The guided plans: the answer r of a model of kind `output` at a step's channel (a, s) becomes the denoiser
-// ux x + um r.
+// ux x + um r (denoiser_form, as the chain plans; an error names the entry's index, the step or ask).
 void push_denoiser_form(model_output output, double a, double s, std::vector<float>& ux, std::vector<float>& um) {
   double fx = 0, fm = 1;
-  if (output != model_output::denoiser) {
-    fx = 1 / a;
-    fm = output == model_output::score ? s * s / a : -s / a;
-  }
+  denoiser_form(output, a, s, nullptr, static_cast<std::int64_t>(ux.size()), fx, fm);
   ux.push_back(float(fx));
   um.push_back(float(fm));
 }

@@ -2,6 +2,7 @@
 // The ask sequence comes from the sampler family's own table (src/plan_program.hpp); a tell is one launch of
 // kernels/plan.cuh's plan_tell_functor (or its SIMD runner on the CPU executor), whose entry is a kernel argument
 // fixed by the ask's position, so that a captured trajectory replays the right operations.
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -18,6 +19,25 @@
 
 namespace diffsample {
 namespace detail {
+
+void denoiser_form(model_output output, double a, double s, const schedule_point* p, std::int64_t k, double& ux,
+                   double& um) {
+  ux = 0;
+  um = 1;
+  if (output == model_output::score || output == model_output::eps) {
+    DIFFSAMPLE_EXPECTS(a > 0, "output: a " << to_string(output) << " model needs a > 0 to give x0, but a = 0 at step "
+                                           << k);
+    ux = 1 / a;
+    um = output == model_output::score ? s * s / a : -s / a;
+  } else if (output == model_output::velocity) {
+    DIFFSAMPLE_EXPECTS(p != nullptr, "output: velocity needs a schedule-based sampler (step " << k << ")");
+    const double fx = p->s > 0 ? p->ds_dt / p->s : 0.0, fm = p->s > 0 ? p->da_dt - p->ds_dt * p->a / p->s : 0.0;
+    DIFFSAMPLE_EXPECTS(p->s > 0 && fm != 0 && std::isfinite(fm),
+                       "output: a velocity model does not determine x0 at t = " << p->t << " (step " << k << ")");
+    ux = -fx / fm;
+    um = 1 / fm;
+  }
+}
 
 // The chain samplers' plan: the ask sequence of src/plan_program.hpp over the buffers of kernels::plan_buffers.
 struct chain_plan_storage final : sampling_plan_storage {

@@ -23,6 +23,13 @@ struct plan_program {
   std::uint64_t seed = 0, first_chain = 0;
 };
 
+/// The model's answer r at a point q and channel (a, s) as the denoiser ux q + um r (src/plan.cu), for every plan:
+/// ux = 0, um = 1 for a denoiser; 1 / a and s^2 / a (score) or -s / a (eps); for velocity, from the schedule point
+/// @p p (non-null). @throws invalid_argument naming step @p k when the output does not give x0 there: a = 0 for a
+/// score or eps model, s = 0 or a vanishing da/dt - (ds/dt) a / s for a velocity one.
+void denoiser_form(model_output output, double a, double s, const schedule_point* p, std::int64_t k, double& ux,
+                   double& um);
+
 /// The asks of a diffusion sampler (src/diffusion.cu). @throws invalid_argument as diffusion() does.
 plan_program diffusion_program(std::int64_t n, std::int64_t d, const diffusion_options& options, model_output output);
 /// The asks of a Langevin chain (src/langevin.cu). @throws invalid_argument as langevin() does.

@@ -319,6 +319,20 @@ TEST(SamplingPlan, GuidedPlansReproduceDpsAndPigdmExactly) {
   o.sampler = guided_sampler::dps;
   EXPECT_THROW(sampling_plan::guided(4, pr, o, model_output::denoiser, cpu), invalid_argument);  // A is 2 x 3
   EXPECT_THROW(sampling_plan::guided(d, pr, o, model_output::velocity, cpu), invalid_argument);
+  // A score or eps model does not give x0 where a = 0 (vp_cosine's t = 1): every guided plan refuses such a
+  // schedule when it is made, naming a = 0 (the guided tables' check, which precedes the chain plans' one that the
+  // conversion to the denoiser shares with them).
+  o.schedule = noise_schedule::vp_cosine();
+  for (guided_sampler s : {guided_sampler::dps, guided_sampler::pigdm, guided_sampler::smc, guided_sampler::dcps})
+    for (model_output m : {model_output::score, model_output::eps}) {
+      o.sampler = s;
+      try {
+        (void)sampling_plan::guided(d, pr, o, m, cpu);
+        ADD_FAILURE() << to_string(s) << " " << to_string(m) << ": a = 0 accepted";
+      } catch (const invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("a = 0"), std::string::npos) << e.what();
+      }
+    }
 }
 
 namespace {
