@@ -15,12 +15,7 @@ namespace diffsample::kernels {
 /// Asynchronous on CUDA; a launch error throws cuda_error.
 template <int Block = default_block, class F>
 void for_each_chain(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
-  if (n <= 0) return;
-  if (where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(launch_chains<Block>(n, f, stream));
-  } else {
-    cpu::parallel_for_each(n, f);
-  }
+  on_executor(where, n, f, stream, &launch_chains<Block, F>);
 }
 
 }  // namespace diffsample::kernels

@@ -13,16 +13,25 @@
 
 namespace diffsample::kernels {
 
-/// Runs f(i) for i in [0, n) on the chosen executor (cuda or cpu; never automatic here), Block threads per CUDA
-/// block. Asynchronous on CUDA; a launch error throws cuda_error.
-template <int Block = default_block, class F>
-void for_each_index(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
+/// Runs f over [0, n) on the chosen executor (cuda or cpu; never automatic here): on CUDA through `launch(n, f,
+/// stream)`, a launcher of kernels/ that returns the launch's cudaError_t; on the CPU executor f(i) over the thread
+/// pool (passive waiting, chunks claimed dynamically: src/cpu/pool.hpp). Asynchronous on CUDA; a launch error throws
+/// cuda_error.
+template <class F>
+void on_executor(executor where, std::int64_t n, const F& f, cudaStream_t stream,
+                 cudaError_t (*launch)(std::int64_t, const F&, cudaStream_t)) {
   if (n <= 0) return;
   if (where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(launch_for_each_index<Block>(n, f, stream));
+    DIFFSAMPLE_CUDA_TRY(launch(n, f, stream));
   } else {
-    cpu::parallel_for_each(n, f);  // passive waiting, chunks claimed dynamically (src/cpu/pool.hpp)
+    cpu::parallel_for_each(n, f);
   }
+}
+
+/// Runs f(i) for i in [0, n) on the chosen executor (cuda or cpu), Block threads per CUDA block.
+template <int Block = default_block, class F>
+void for_each_index(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
+  on_executor(where, n, f, stream, &launch_for_each_index<Block, F>);
 }
 
 /// for_each_index for a functor with a per-particle scratch (kernels/launch.cuh for_each_index_scratch_kernel): on
@@ -30,12 +39,7 @@ void for_each_index(executor where, std::int64_t n, const F& f, cudaStream_t str
 /// which runs f(i, f.scratch(i)) over the functor's global rows.
 template <int Block = default_block, class F>
 void for_each_index_scratch(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
-  if (n <= 0) return;
-  if (where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(launch_for_each_index_scratch<Block>(n, f, stream));
-  } else {
-    cpu::parallel_for_each(n, f);
-  }
+  on_executor(where, n, f, stream, &launch_for_each_index_scratch<Block, F>);
 }
 
 }  // namespace diffsample::kernels
