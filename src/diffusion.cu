@@ -421,33 +421,32 @@ void diffusion_plan::reset(float* x, execution exec) {
     kernels::for_each_index(st.where, st.n * blocks, initial, stream);
 }
 
-void diffusion_plan::step(float* x, const float* model, execution exec) {
-  const auto& st = *storage_;
+namespace {
+// The update of the current step (final_jump false) or the final jump (true) on x from the model's answer, after
+// checking the call's execution and pointers; returns the call's stream.
+cudaStream_t apply_update(const detail::plan_storage& st, float* x, const float* model, bool final_jump,
+                          execution exec) {
   const cudaStream_t stream = detail::plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
   const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
-                                     int(st.d), blocks, false, st.seed};
+                                     int(st.d), blocks, final_jump, st.seed};
   const cpu::simd_target target = st.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
   if (target != cpu::simd_target::scalar)
     cpu::run_plan_step(target, f, st.n);  // the fused samplers' operations on this target
   else
     kernels::for_each_index(st.where, st.n * blocks, f, stream);
-  kernels::for_each_index<32>(st.where, 1, kernels::plan_advance_functor{st.state_ptr}, stream);
+  return stream;
+}
+}  // namespace
+
+void diffusion_plan::step(float* x, const float* model, execution exec) {
+  const cudaStream_t stream = apply_update(*storage_, x, model, false, exec);
+  kernels::for_each_index<32>(storage_->where, 1, kernels::plan_advance_functor{storage_->state_ptr}, stream);
 }
 
 void diffusion_plan::finish(float* x, const float* model, execution exec) {
-  const auto& st = *storage_;
-  const cudaStream_t stream = detail::plan_stream(st.where, exec);
-  DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
-  const std::int64_t blocks = kernels::philox_blocks(int(st.d));
-  const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
-                                     int(st.d), blocks, true, st.seed};
-  const cpu::simd_target target = st.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar)
-    cpu::run_plan_step(target, f, st.n);
-  else
-    kernels::for_each_index(st.where, st.n * blocks, f, stream);
+  apply_update(*storage_, x, model, true, exec);
 }
 
 // --- ask/tell program ---------------------------------------------------------------------------------------------
