@@ -65,7 +65,9 @@ ds_status ds_posterior_create_svd(const ds_mixture* prior, int64_t d_y, int64_t 
   return guard([&] {
     const auto& m = get(prior, "prior");
     require_out("out", out);
-    if (d_y < 1 || d_y > (std::int64_t(1) << 20)) fail("d_y: must be in [1, 2^20], got " + std::to_string(d_y));
+    // d_y sizes the copy of U: checked here against the C++ limit of every posterior (the constructor checks the rest).
+    if (d_y < 1 || d_y > ds::limits::max_posterior_d_y)
+      fail("d_y: must be in [1, 4096], got " + std::to_string(d_y));
     if (rank < 1 || rank > std::min<std::int64_t>(d_y, m.dim()))
       fail("rank: must be in [1, min(d_y, d_x) = " + std::to_string(std::min<std::int64_t>(d_y, m.dim())) +
            "], got " + std::to_string(rank));

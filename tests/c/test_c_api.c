@@ -998,6 +998,9 @@ static void test_guided_mask(void) {
                  "orthonormal");
     EXPECT_ERROR(ds_posterior_create_svd(prior, 1, 2, U, S, V, sigma_y, &y1, &post_svd), DS_INVALID_ARGUMENT, "rank");
     EXPECT_ERROR(ds_posterior_create_svd(prior, 1, 1, NULL, S, V, sigma_y, &y1, &post_svd), DS_INVALID_ARGUMENT, "U");
+    /* d_y above the posterior's limit is refused before any array is read (U holds one value here). */
+    EXPECT_ERROR(ds_posterior_create_svd(prior, 4097, 1, U, S, V, sigma_y, &y1, &post_svd), DS_INVALID_ARGUMENT,
+                 "d_y: must be in [1, 4096]");
     CHECK(post_svd == NULL);
   }
   ds_posterior_destroy(post);
