@@ -6,6 +6,8 @@
 #include <cstdint>
 
 #include "kernels/chain_launch.cuh"
+#include "kernels/chain_runner.cuh"
+#include "src/cpu/chains.hpp"
 #include "src/launch.hpp"
 
 namespace diffsample::kernels {
@@ -16,6 +18,30 @@ namespace diffsample::kernels {
 template <int Block = default_block, class F>
 void for_each_chain(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
   on_executor(where, n, f, stream, &launch_chains<Block, F>);
+}
+
+/// Runs chains [0, n) of the chain body Body, made from its parameters p, on x (n x d): on a SIMD target of the CPU
+/// executor, `packed` (src/cpu/chains.hpp: run_langevin, run_diffusion; `state` unless register_path); else the
+/// register-path functor of dimension d in blocks of 128 threads when register_path (register-heavy chains: smaller
+/// blocks leave the compiler room and keep occupancy up), or the workspace path over `state`
+/// (kernels/chain_runner.cuh, coordinate-major on CUDA). Asynchronous on CUDA.
+template <class Body, class Params>
+void run_chains(executor where, std::int64_t n, std::int64_t d, const Params& p, float* x, float* state,
+                bool register_path, cudaStream_t stream,
+                void (*packed)(cpu::simd_target, const Params&, float*, std::int64_t, float*)) {
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    packed(target, p, x, d, register_path ? nullptr : state);
+    return;
+  }
+  if (register_path) {
+    dispatch_register_dim(d, [&](auto dim) {
+      using functor = register_chain_functor<decltype(dim)::value, Body>;
+      for_each_chain<128>(where, n, functor{{p}, x}, stream);
+    });
+    return;
+  }
+  for_each_chain(where, n, workspace_chain_functor<Body>{{p}, x, state, n, int(d), where == executor::cuda}, stream);
 }
 
 }  // namespace diffsample::kernels

@@ -273,21 +273,8 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_
                               o.record_every > 0 ? o.record_every : 1,
                               outputs.trajectory};
   float* state = reinterpret_cast<float*>(ws + table_bytes(o) + channel_bytes(mixture, o));
-  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar) {
-    cpu::run_diffusion(target, p, x, d, report.register_path ? nullptr : state);
-    return report;
-  }
-  if (report.register_path) {
-    kernels::dispatch_register_dim(d, [&](auto dim) {
-      using functor = kernels::register_chain_functor<decltype(dim)::value, kernels::diffusion_chain_body>;
-      kernels::for_each_chain<128>(where, n, functor{{p}, x}, exec.stream);
-    });
-    return report;
-  }
-  kernels::for_each_chain(where, n, kernels::workspace_chain_functor<kernels::diffusion_chain_body>{
-                              {p}, x, state, n, int(d), where == executor::cuda},
-                          exec.stream);
+  kernels::run_chains<kernels::diffusion_chain_body>(where, n, d, p, x, state, report.register_path, exec.stream,
+                                                     &cpu::run_diffusion);
   return report;
 }
 

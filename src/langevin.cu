@@ -106,22 +106,8 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_out
                              outputs.trajectory,
                              outputs.accepted};
   float* state = reinterpret_cast<float*>(ws + table_bytes(mixture));
-  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar) {
-    cpu::run_langevin(target, p, x, d, report.register_path ? nullptr : state);
-    return report;
-  }
-  if (report.register_path) {
-    kernels::dispatch_register_dim(d, [&](auto dim) {
-      // Register-heavy chains: smaller blocks leave the compiler room and keep occupancy up.
-      using functor = kernels::register_chain_functor<decltype(dim)::value, kernels::langevin_chain_body>;
-      kernels::for_each_chain<128>(where, n, functor{{p}, x}, exec.stream);
-    });
-    return report;
-  }
-  kernels::for_each_chain(where, n, kernels::workspace_chain_functor<kernels::langevin_chain_body>{
-                              {p}, x, state, n, int(d), where == executor::cuda},
-                          exec.stream);
+  kernels::run_chains<kernels::langevin_chain_body>(where, n, d, p, x, state, report.register_path, exec.stream,
+                                                    &cpu::run_langevin);
   return report;
 }
 
