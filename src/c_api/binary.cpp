@@ -36,11 +36,18 @@ ds_discrete_options read_discrete(const ds_discrete_options* p) {
 // The fields both discrete samplers take.
 #define DS_DISCRETE_FIELDS(X) X(alpha) X(eta) X(steps) X(seed) X(first_chain)
 
-ds::discrete_langevin_options to_langevin(const ds_discrete_options& from) {
-  ds::discrete_langevin_options to;
+// Either discrete sampler's options (T) with the fields both take.
+template <class T>
+T to_discrete(const ds_discrete_options& from) {
+  T to;
   DS_DISCRETE_FIELDS(DS_COPY)
+  to.method = enum_to_cpp<ds::discrete_method>("options.method", from.method);
+  return to;
+}
+
+ds::discrete_langevin_options to_langevin(const ds_discrete_options& from) {
+  auto to = to_discrete<ds::discrete_langevin_options>(from);
   DS_COPY_FLAG(start_uniform)
-  to.method = static_cast<ds::discrete_method>(static_cast<int>(from.method));
   to.first_step = from.first_step;
   return to;
 }
@@ -48,10 +55,8 @@ ds::discrete_langevin_options to_langevin(const ds_discrete_options& from) {
 ds::discrete_walk_jump_options to_walk_jump(const ds_discrete_options& from) {
   if (from.first_step != 0)
     fail("options.first_step: walk-jump runs each chain whole in one call, got " + std::to_string(from.first_step));
-  ds::discrete_walk_jump_options to;
-  DS_DISCRETE_FIELDS(DS_COPY)
+  auto to = to_discrete<ds::discrete_walk_jump_options>(from);
   DS_COPY_FLAG(mean)
-  to.method = static_cast<ds::discrete_method>(static_cast<int>(from.method));
   to.measurements = from.measurements;
   return to;
 }
