@@ -908,6 +908,16 @@ DS_API ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_gui
                                            const ds_guided_options* options, size_t* bytes);
 
 /**
+ * The steps + 1 times, in sampling order, of the grid ds_guided_sample() runs on with these options
+ * (diffsample::guided_times): the schedule's own grid for DS_GUIDED_GRID_SCHEDULE, else the grid options->grid
+ * places. Fails as ds_guided_sample() does, and for a grid the schedule cannot give.
+ * @param times  receives the times (host memory)
+ * @param count  the length of @p times: options->steps + 1
+ */
+DS_API ds_status ds_guided_times(const ds_mixture* prior, const ds_guided_problems* problems,
+                                 const ds_guided_options* options, double* times, int64_t count);
+
+/**
  * Runs a guided posterior sampler on every problem (diffsample::guided_sample). The tables are built on the host in
  * FP64 and copied once; each SMC transition then issues a fixed handful of launches with no allocation and no host
  * synchronisation; dps and pigdm run fused. Asynchronous on the CUDA executor.

@@ -150,6 +150,20 @@ ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_guided_pro
   });
 }
 
+ds_status ds_guided_times(const ds_mixture* prior, const ds_guided_problems* problems,
+                          const ds_guided_options* options, double* times, int64_t count) {
+  return guard([&] {
+    const auto& m = get(prior, "prior");
+    const auto g = to_cpp(problems, m.dim());
+    const auto o = to_cpp(options);
+    const std::vector<double> t = ds::guided_times(m, g, o);
+    if (count != static_cast<int64_t>(t.size()))
+      fail("count: expected options.steps + 1 = " + std::to_string(t.size()) + ", got " + std::to_string(count));
+    require_out("times", times);
+    std::copy(t.begin(), t.end(), times);
+  });
+}
+
 ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* problems,
                            const ds_guided_options* options, const ds_guided_outputs* outputs, ds_execution exec,
                            void* workspace, size_t workspace_bytes, ds_guided_report* report) {

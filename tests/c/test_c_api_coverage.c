@@ -1,6 +1,6 @@
 /* The C ABI's forms of what the C++ API has beyond the first C release: ds_diffusion (and its former name), int64
  * ancestors, the executor and asynchronous forms of the sliced Wasserstein distance, component weights, SVD
- * operators in guided problems, the SMC potentials and time-grid settings, and the names of every enum. Each new form is checked
+ * operators in guided problems, the SMC potentials and time-grid settings and the grid's times, and the names of every enum. Each new form is checked
  * against the form it mirrors, bit for bit where the computation is the same, or against a closed form. CPU executor
  * only (host buffers): no GPU needed. Exits nonzero on any failed check. */
 #include <diffsample/diffsample.h>
@@ -189,6 +189,46 @@ static void test_guided_svd(ds_mixture* m) {
   }
 }
 
+/* ds_guided_times: the schedule's own grid is ds_schedule_points' times; the sqrt_alpha_bar grid is uniform in
+ * a = sqrt(alpha-bar(t)), checked against vp_linear's closed form alpha-bar(t) = exp(-(beta_min t + (beta_max -
+ * beta_min) t^2 / 2)) (the grid's bisection resolves t to double precision: 1e-9 leaves room for rounding); a
+ * wrong count or a NULL output is refused by name. */
+static void test_guided_times(ds_mixture* m) {
+  enum { K = 12 };
+  const double A[2] = {2, 0}, y = 1.5, sigma_y = 0.3;
+  ds_guided_problems gp;
+  ds_guided_options go;
+  ds_schedule_point points[K + 1];
+  double times[K + 1], a[K + 1];
+  int k;
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.A = A;
+  gp.A_count = 2;
+  gp.y = &y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  go.steps = K;
+  CHECK_OK(ds_guided_times(m, &gp, &go, times, K + 1));
+  CHECK_OK(ds_schedule_points(&go.schedule, K, points));
+  for (k = 0; k <= K; ++k) CHECK(times[k] == points[k].t);
+  go.grid = DS_GUIDED_GRID_SQRT_ALPHA_BAR;
+  CHECK_OK(ds_guided_times(m, &gp, &go, times, K + 1));
+  CHECK(times[0] == go.schedule.t_start && times[K] == go.schedule.t_end);
+  for (k = 0; k <= K; ++k) {
+    const double t = times[k], b0 = go.schedule.beta_min, b1 = go.schedule.beta_max;
+    a[k] = exp(-0.5 * (b0 * t + 0.5 * (b1 - b0) * t * t));
+  }
+  for (k = 0; k < K; ++k) {
+    CHECK(times[k + 1] < times[k]);
+    CHECK(fabs((a[k + 1] - a[k]) - (a[K] - a[0]) / K) < 1e-9);
+  }
+  EXPECT_INVALID(ds_guided_times(m, &gp, &go, times, K), "count");
+  EXPECT_INVALID(ds_guided_times(m, &gp, &go, NULL, K + 1), "times");
+  go.grid = (ds_guided_grid)5;
+  EXPECT_INVALID(ds_guided_times(m, &gp, &go, times, K + 1), "options.grid");
+}
+
 /* Every enum's names: each value's name parses back to it. */
 static void test_names(void) {
   ds_guided_potentials p = DS_POTENTIALS_LINEAR;
@@ -222,6 +262,7 @@ int main(void) {
   test_sliced_wasserstein();
   test_component_weights();
   test_guided_svd(m);
+  test_guided_times(m);
   test_names();
   ds_mixture_destroy(m);
   if (failures) {
