@@ -66,13 +66,19 @@ struct guided_params {
 };
 
 /// Coordinates [offset, offset + width) of particle i in a per-particle buffer whose rows hold `row` floats:
-/// base + i row + offset + c row-major (p.coordinate_stride == 0), base + i + (offset + c) coordinate_stride
+/// base + i row + offset + c row-major (coordinate_stride == 0), base + i + (offset + c) coordinate_stride
 /// coordinate-major.
+DS_HD_INLINE strided_vec<float> particle_slice(std::int64_t coordinate_stride, const float* base, std::int64_t i,
+                                               std::int64_t row, int offset, int width) {
+  float* b = const_cast<float*>(base);
+  if (coordinate_stride == 0) return strided_vec<float>{b + i * row + offset, 1, width};
+  return strided_vec<float>{b + i + offset * coordinate_stride, coordinate_stride, width};
+}
+
+/// particle_slice() in the layout of p (guided_params::coordinate_stride).
 DS_HD_INLINE strided_vec<float> guided_slice(const guided_params& p, const float* base, std::int64_t i,
                                              std::int64_t row, int offset, int width) {
-  float* b = const_cast<float*>(base);
-  if (p.coordinate_stride == 0) return strided_vec<float>{b + i * row + offset, 1, width};
-  return strided_vec<float>{b + i + offset * p.coordinate_stride, p.coordinate_stride, width};
+  return particle_slice(p.coordinate_stride, base, i, row, offset, width);
 }
 
 /// The Philox stream id of particle i of problem b of the launch (see guided_params::stream_skip); no division.
@@ -156,6 +162,25 @@ DS_HD_INLINE void guided_add_rows(const guided_params& p, std::int64_t b, const 
     for (int o = 0; o < p.d_y; ++o) acc += u[o] * A[static_cast<std::int64_t>(o) * p.d + j];
     x[j] = acc;
   }
+}
+
+/// Row o of A_b as a vector of d values, read in place rather than copied into a per-particle buffer: a dense row
+/// from the operator table (the same addresses in every thread of a problem: one broadcast per warp access), a
+/// mask's row as its gain at the observed coordinate and 0 elsewhere. The values equal those of a zeroed vector
+/// after guided_add_row(p, b, o, 1, v) but for the sign of a zero entry, which no sum of products can tell.
+struct operator_row {
+  const float* row;  // dense: the row; nullptr for a mask
+  int index;         // mask: the observed coordinate
+  float gain;        // mask: its gain
+  int d;
+  DS_HD_INLINE float operator[](int j) const { return row != nullptr ? row[j] : (j == index ? gain : 0.f); }
+  DS_HD_INLINE int size() const { return d; }
+};
+
+DS_HD_INLINE operator_row guided_operator_row(const guided_params& p, std::int64_t b, int o) {
+  const float* A = p.A + b * p.A_stride;
+  if (p.mask != nullptr) return {nullptr, p.mask[b * p.A_stride + o], A[o], p.d};
+  return {A + static_cast<std::int64_t>(o) * p.d, 0, 0.f, p.d};
 }
 
 /// Initial particles x = s_0 z (stream step 0) and their weight log g_0(x) (without its constant).

@@ -62,10 +62,29 @@ struct dcps_params {
   float initial_scale;
 };
 
-/// Scratch of one particle: 6 vectors of d and 2 of d_y.
+/// Scratch of one particle: 8 vectors of d and 2 of d_y, in the run's layout (guided_params::coordinate_stride).
+/// m and ju, accumulated once per component, are the fused launch's scratch (shared memory on the CUDA executor
+/// when a warp's 2 d floats fit); the others, written a few times per step, are global rows.
 struct dcps_scratch {
-  float *m, *u, *ju, *grad, *mu, *l, *eps, *gl;
-  float *r, *t;
+  strided_vec<float> m, u, ju, grad, mu, l, eps, gl;
+  strided_vec<float> r, t;
+  /// Floats of one particle's row: m, ju, then the other vectors of d, then r and t.
+  DS_HD_INLINE static std::int64_t floats(int d, int dy) {
+    return 8 * static_cast<std::int64_t>(d) + 2 * static_cast<std::int64_t>(dy);
+  }
+  /// The vectors of particle i in a buffer of rows of floats(d, dy) in the layout of coordinate_stride, the first
+  /// two (m, ju) from `first` instead (the launch's scratch).
+  DS_HD_INLINE static dcps_scratch at(std::int64_t coordinate_stride, float* work, std::int64_t i, int d, int dy,
+                                      strided_vec<float> first) {
+    const std::int64_t row = floats(d, dy);
+    auto v = [&](int offset, int width) { return particle_slice(coordinate_stride, work, i, row, offset, width); };
+    return {{first.p, first.stride, d}, v(2 * d, d), {first.p + d * first.stride, first.stride, d},
+            v(3 * d, d), v(4 * d, d), v(5 * d, d), v(6 * d, d), v(7 * d, d), v(8 * d, dy), v(8 * d + dy, dy)};
+  }
+  /// The scratch over one contiguous row of floats(d, dy) floats.
+  DS_HD_INLINE static dcps_scratch rows(float* w0, int d, int dy) {
+    return at(0, w0, 0, d, dy, {w0, 1, 2 * d});
+  }
 };
 
 /// First half of grad log beta(q) for problem b, from the denoiser m(q) (in w.m): u = A^T P (a_T y - A mu(q)) into
@@ -74,7 +93,7 @@ template <class Q>
 DS_HD_INLINE void dcps_potential_vector(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
                                         const float* P, const Q& q, const dcps_scratch& w) {
   const int d = p.g.d, dy = p.g.d_y;
-  strided_vec<float> m{w.m, 1, d}, u{w.u, 1, d}, grad{w.grad, 1, d}, r{w.r, 1, dy};
+  const strided_vec<float> m = w.m, u = w.u, grad = w.grad, r = w.r;
   for (int j = 0; j < d; ++j) grad[j] = pot.cx * q[j] + pot.cm * m[j];  // mu, held in grad for the residual
   guided_residual(p.g, b, pot.a_target, grad, r);
   for (int o = 0; o < dy; ++o) {
@@ -83,7 +102,7 @@ DS_HD_INLINE void dcps_potential_vector(const dcps_params& p, std::int64_t b, co
     w.t[o] = acc;
   }
   for (int j = 0; j < d; ++j) u[j] = 0.f;
-  for (int o = 0; o < dy; ++o) guided_add_row(p.g, b, o, w.t[o], u);
+  guided_add_rows(p.g, b, w.t, u);  // u = A^T t, coordinate by coordinate (the terms of d_y guided_add_row calls)
 }
 
 /// Second half: grad log beta = cx u + cm J u into w.grad, J u in w.ju (read only when pot.cm != 0: the potential at
@@ -101,8 +120,7 @@ DS_HD_INLINE void dcps_potential_finish(const dcps_params& p, const dcps_potenti
 template <class Q>
 DS_HD_INLINE void dcps_potential_grad(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
                                       const float* P, const Q& q, const dcps_scratch& w) {
-  const int d = p.g.d;
-  strided_vec<float> m{w.m, 1, d}, u{w.u, 1, d}, ju{w.ju, 1, d};
+  const strided_vec<float> m = w.m, u = w.u, ju = w.ju;
   mixture_denoiser(p.g.mix, q, pot.a, pot.s, m);
   dcps_potential_vector(p, b, pot, P, q, w);
   if (pot.cm != 0.f) mixture_denoiser_jvp(p.g.mix, q, u, pot.a, pot.s, ju);
@@ -220,12 +238,12 @@ template <class X>
 DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int64_t b, std::int64_t j, X& x,
                                   const dcps_scratch& w) {
   const dcps_step st = p.steps[j];
-  strided_vec<float> m{w.m, 1, p.g.d};
+  const strided_vec<float> m = w.m;
   mixture_denoiser(p.g.mix, x, st.a, st.s, m);
   if (!dcps_transition_start(p, j, x, w)) return;
   const std::uint64_t id = guided_stream(p.g, i, b);
   const float* P = dcps_step_precision(p, j, b);
-  const strided_vec<const float> q{w.gl, 1, p.g.d};
+  const strided_vec<float> q = w.gl;
   for (std::int64_t g = 0; g < p.gradient_steps; ++g) {
     dcps_gradient_draw(p, id, j, g, x, w);
     dcps_potential_grad(p, b, st.next, P, q, w);
@@ -234,18 +252,22 @@ DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int
   dcps_gradient_draw(p, id, j, p.gradient_steps, x, w);
 }
 
-/// A whole DCPS trajectory per particle (B N particles): x = s_0 z (stream step 0), then every block.
+/// A whole DCPS trajectory per particle (B N particles): x = s_0 z (stream step 0), then every block. The scratch
+/// (m and ju, 2 d floats) is shared memory on the CUDA executor when a warp's fits (kernels/launch.cuh
+/// for_each_index_scratch_kernel), else the first 2 d floats of the particle's row of work.
 struct guided_dcps_functor {
   dcps_params p;
-  float* x;     // B N x d (output)
-  float* work;  // B N x (8 d + 2 d_y)
-  DS_HD void operator()(std::int64_t i) const {
-    const int d = p.g.d, dy = p.g.d_y;
-    const std::int64_t per = 8 * static_cast<std::int64_t>(d) + 2 * static_cast<std::int64_t>(dy);
-    float* w0 = work + i * per;
-    const dcps_scratch w{w0,         w0 + d,     w0 + 2 * d, w0 + 3 * d,         w0 + 4 * d,
-                         w0 + 5 * d, w0 + 6 * d, w0 + 7 * d, w0 + 8 * d, w0 + 8 * d + dy};
-    strided_vec<float> xi{x + i * d, 1, d};
+  float* x;     // B N x d (output), in the run's layout
+  float* work;  // B N x dcps_scratch::floats(d, d_y), in the run's layout
+  DS_HD int scratch_floats() const { return 2 * p.g.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const {
+    return guided_slice(p.g, work, i, dcps_scratch::floats(p.g.d, p.g.d_y), 0, 2 * p.g.d);
+  }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> s) const {
+    const int d = p.g.d;
+    const dcps_scratch w = dcps_scratch::at(p.g.coordinate_stride, work, i, d, p.g.d_y, s);
+    strided_vec<float> xi = guided_slice(p.g, x, i, d, 0, d);
     const std::int64_t b = i / p.g.particles;
     {
       philox rng(p.g.seed, guided_stream(p.g, i, b), 0);

@@ -55,6 +55,9 @@ struct ddrm_params {
   std::uint64_t seed;
   /// A shard of a larger run, as kernels::guided_params::stream_skip and stream_first (0: every particle here).
   std::int64_t stream_skip = 0, stream_first = 0;
+  /// Layout of the run's per-particle buffers, as kernels::guided_params::coordinate_stride: 0 row-major (the CPU
+  /// executor), B N coordinate-major (the CUDA executor).
+  std::int64_t coordinate_stride = 0;
 };
 
 /// The Philox stream id of particle i of problem b of the launch (see guided_stream()).
@@ -73,21 +76,21 @@ DS_HD_INLINE float ddrm_sqrt(float v) {
 #endif
 }
 
-/// out = V^T v (r values) for problem b.
-template <class Vec>
-DS_HD_INLINE void ddrm_project(const ddrm_params& p, std::int64_t b, const Vec& v, float* out) {
+/// out = V^T v (r values) for problem b: each value summed over the coordinates in a register (the same terms in
+/// the same order as accumulating out over the coordinates, without d read-modify-writes of each value).
+template <class Vec, class Out>
+DS_HD_INLINE void ddrm_project(const ddrm_params& p, std::int64_t b, const Vec& v, Out& out) {
   const float* V = p.V + b * p.V_stride;
-  for (int i = 0; i < p.r; ++i) out[i] = 0.f;
-  for (int j = 0; j < p.d; ++j) {
-    const float vj = v[j];
-    const float* row = V + static_cast<std::int64_t>(j) * p.r;
-    for (int i = 0; i < p.r; ++i) out[i] += row[i] * vj;
+  for (int i = 0; i < p.r; ++i) {
+    float acc = 0.f;
+    for (int j = 0; j < p.d; ++j) acc += V[static_cast<std::int64_t>(j) * p.r + i] * v[j];
+    out[i] = acc;
   }
 }
 
 /// u += V c (c: r values) for problem b.
-template <class Vec>
-DS_HD_INLINE void ddrm_lift(const ddrm_params& p, std::int64_t b, const float* c, Vec& u) {
+template <class C, class Vec>
+DS_HD_INLINE void ddrm_lift(const ddrm_params& p, std::int64_t b, const C& c, Vec& u) {
   const float* V = p.V + b * p.V_stride;
   for (int j = 0; j < p.d; ++j) {
     const float* row = V + static_cast<std::int64_t>(j) * p.r;
@@ -97,13 +100,21 @@ DS_HD_INLINE void ddrm_lift(const ddrm_params& p, std::int64_t b, const float* c
   }
 }
 
-/// Scratch of one particle: m (d), xi (d), then three r-vectors.
+/// Scratch of one particle, in the run's layout (ddrm_params::coordinate_stride): m, accumulated once per
+/// component, is the launch's scratch (shared memory on the CUDA executor when a warp's d floats fit); xi and the
+/// three r-vectors, written once per step, are global rows.
 struct ddrm_scratch {
-  float* m;
-  float* xi;
-  float* proj_u;   // r: V^T u
-  float* proj_xi;  // r: V^T xi
-  float* proj_m;   // r: V^T m, then the new spectral values minus V^T u
+  strided_vec<float> m;
+  strided_vec<float> xi;
+  strided_vec<float> proj_u;   // r: V^T u
+  strided_vec<float> proj_xi;  // r: V^T xi
+  strided_vec<float> proj_m;   // r: V^T m, then the new spectral values minus V^T u
+  /// Floats of one particle's row: m (d), xi (d), then the three r-vectors.
+  DS_HD_INLINE static std::int64_t floats(int d, int r) { return 2 * static_cast<std::int64_t>(d) + 3 * r; }
+  /// The scratch over one contiguous row of floats(d, r) floats.
+  DS_HD_INLINE static ddrm_scratch rows(float* w0, int d, int r) {
+    return {{w0, 1, d}, {w0 + d, 1, d}, {w0 + 2 * d, 1, r}, {w0 + 2 * d + r, 1, r}, {w0 + 2 * d + 2 * r, 1, r}};
+  }
 };
 
 /// The initial state at the first grid point (VE level sigma_T = s_0 / a_0): xt = sigma_T xi, then every observed
@@ -137,7 +148,7 @@ DS_HD_INLINE void ddrm_transition(const ddrm_params& p, std::int64_t i, std::int
                                   const ddrm_scratch& w) {
   const ddrm_step st = p.steps[k];
   const int d = p.d;
-  strided_vec<float> m{w.m, 1, d};
+  const strided_vec<float> m = w.m;
   channel_denoiser<float>(p.channels.at(k, st.a, st.s), x, m);
   const float sn = st.sigma_next;
   const float keep = p.keep;
@@ -174,17 +185,28 @@ DS_HD_INLINE void ddrm_transition(const ddrm_params& p, std::int64_t i, std::int
   for (int j = 0; j < d; ++j) x[j] *= st.a_next;
 }
 
-/// A whole DDRM trajectory per particle (B N particles).
+/// A whole DDRM trajectory per particle (B N particles). The scratch (the denoiser, d floats) is shared memory on
+/// the CUDA executor when a warp's fits (kernels/launch.cuh for_each_index_scratch_kernel), else the first d floats
+/// of the particle's row of work.
 struct guided_ddrm_functor {
   ddrm_params p;
   std::int64_t steps;
-  float* x;     // B N x d (output)
-  float* work;  // B N x (2 d + 3 r)
-  DS_HD void operator()(std::int64_t i) const {
-    const std::int64_t per = 2 * static_cast<std::int64_t>(p.d) + 3 * static_cast<std::int64_t>(p.r);
-    float* w0 = work + i * per;
-    ddrm_scratch w{w0, w0 + p.d, w0 + 2 * p.d, w0 + 2 * p.d + p.r, w0 + 2 * p.d + 2 * p.r};
-    strided_vec<float> xi{x + i * p.d, 1, p.d};
+  float* x;     // B N x d (output), in the run's layout
+  float* work;  // B N x ddrm_scratch::floats(d, r), in the run's layout
+  DS_HD int scratch_floats() const { return p.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const {
+    return particle_slice(p.coordinate_stride, work, i, ddrm_scratch::floats(p.d, p.r), 0, p.d);
+  }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> s) const {
+    const int d = p.d, r = p.r;
+    const std::int64_t row = ddrm_scratch::floats(d, r), cs = p.coordinate_stride;
+    const ddrm_scratch w{{s.p, s.stride, d},
+                         particle_slice(cs, work, i, row, d, d),
+                         particle_slice(cs, work, i, row, 2 * d, r),
+                         particle_slice(cs, work, i, row, 2 * d + r, r),
+                         particle_slice(cs, work, i, row, 2 * d + 2 * r, r)};
+    strided_vec<float> xi = particle_slice(cs, x, i, d, 0, d);
     const std::int64_t b = i / p.particles;
     ddrm_init(p, i, b, xi, w);
     for (std::int64_t k = 0; k < steps; ++k) ddrm_transition(p, i, b, k, xi, w);

@@ -38,8 +38,9 @@ struct dcps_rows {
   /// Row i's scratch, J u read from `answer`.
   DS_HD_INLINE dcps_scratch at(std::int64_t i, int d, int dy, const float* answer) const {
     const std::int64_t o = i * d, oy = i * dy;
-    return dcps_scratch{m + o,  u + o,   const_cast<float*>(answer) + o, grad + o, mu + o, l + o, eps + o,
-                        q + o,  r + oy, t + oy};
+    const auto v = [&](float* base) { return strided_vec<float>{base + o, 1, d}; };
+    return dcps_scratch{v(m),  v(u),   v(const_cast<float*>(answer)), v(grad), v(mu), v(l), v(eps),
+                        v(q),  {r + oy, 1, dy}, {t + oy, 1, dy}};
   }
 };
 
@@ -62,7 +63,7 @@ struct dcps_stage_functor {
     const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p.g, i, b);
     const dcps_scratch w = rows.at(i, d, dy, answer);
     strided_vec<float> x{rows.x + i * d, 1, d};
-    const strided_vec<const float> q{w.gl, 1, d};
+    const strided_vec<const float> q{w.gl.p, 1, d};
     const float* ai = answer + i * d;
     switch (op) {
       case dcps_op_initial: {

@@ -16,35 +16,51 @@
 
 namespace diffsample::kernels {
 
-/// Per-particle scratch of one TMPD particle.
+/// Per-particle scratch of one TMPD particle. The float vectors are in the run's layout (kernels/guided.cuh,
+/// "Layout"): m and jv, accumulated once per component, are the launch's scratch (shared memory on the CUDA executor
+/// when a warp's 2 d floats fit); the products J a_o and r are coordinate-major global rows on the CUDA executor. The
+/// FP64 d_y x d_y system stays row-major per particle (kernels/linalg.cuh), O(d_y^3) accesses against the products'
+/// O(K d d_y).
 struct tmpd_scratch {
-  float* m;       // d: the denoiser
-  float* row;     // d: a row of A as a vector
-  float* jrows;   // d_y x d: J a_o
-  float* r;       // d_y: y - A m
-  double* cyy;    // d_y x d_y: A C A^T + sigma_y^2 I, then its Cholesky factor
-  double* f;      // d_y: (A C A^T + sigma_y^2 I)^-1 (y - A m)
+  strided_vec<float> m;      // d: the denoiser
+  strided_vec<float> jv;     // d: one product J a_o as it accumulates
+  strided_vec<float> jrows;  // d_y d: J a_o at coordinates [o d, o d + d)
+  strided_vec<float> r;      // d_y: y - A m
+  double* cyy;               // d_y x d_y: A C A^T + sigma_y^2 I, then its Cholesky factor
+  double* f;                 // d_y: (A C A^T + sigma_y^2 I)^-1 (y - A m)
+  DS_HD_INLINE strided_vec<float> jrow(int o) const {
+    return {jrows.p + static_cast<std::int64_t>(o) * m.d * jrows.stride, jrows.stride, m.d};
+  }
+  /// Floats of one particle's row (m, jv, the products, r) and doubles of its system.
+  DS_HD_INLINE static std::int64_t floats(int d, int dy) {
+    return (2 + static_cast<std::int64_t>(dy)) * d + dy;
+  }
+  DS_HD_INLINE static std::int64_t doubles(int dy) { return static_cast<std::int64_t>(dy) * dy + dy; }
+  /// The scratch over one contiguous row of floats(d, dy) floats and one of doubles(dy) doubles.
+  DS_HD_INLINE static tmpd_scratch rows(float* f0, double* d0, int d, int dy) {
+    return {{f0, 1, d},           {f0 + d, 1, d}, {f0 + 2 * d, 1, dy * d}, {f0 + 2 * d + dy * d, 1, dy},
+            d0, d0 + static_cast<std::int64_t>(dy) * dy};
+  }
 };
 
 /// The projected likelihood's pieces at x (channel a, s) for problem b: m, r = y - A m, the rows J a_o, and
 /// cyy = sym(A C A^T) + sigma_y^2 I with C = (s^2 / a) J. Costs one denoiser, d_y JVPs, O(d_y^2 d) for A (J A^T).
+/// The rows of A enter the products in place (operator_row), not copied per particle.
 template <class X>
 DS_HD_INLINE void tmpd_moments(const guided_params& p, std::int64_t b, const X& x, float a, float s, float sigma2,
                                const tmpd_scratch& w) {
   const int d = p.d, dy = p.d_y;
-  strided_vec<float> m{w.m, 1, d}, row{w.row, 1, d}, r{w.r, 1, dy};
-  mixture_denoiser(p.mix, x, a, s, m);
-  guided_residual(p, b, 1.f, m, r);
+  mixture_denoiser(p.mix, x, a, s, w.m);
+  guided_residual(p, b, 1.f, w.m, w.r);
   for (int o = 0; o < dy; ++o) {
-    for (int j = 0; j < d; ++j) row[j] = 0.f;
-    guided_add_row(p, b, o, 1.f, row);
-    strided_vec<float> jo{w.jrows + static_cast<std::int64_t>(o) * d, 1, d};
-    mixture_denoiser_jvp(p.mix, x, row, a, s, jo);
+    mixture_denoiser_jvp(p.mix, x, guided_operator_row(p, b, o), a, s, w.jv);
+    const strided_vec<float> jo = w.jrow(o);
+    for (int j = 0; j < d; ++j) jo[j] = w.jv[j];
   }
   // (A J a_q)_o for every q, accumulated in FP64.
   const double ratio = double(s) * double(s) / double(a);
   for (int q = 0; q < dy; ++q) {
-    strided_vec<float> jq{w.jrows + static_cast<std::int64_t>(q) * d, 1, d};
+    const strided_vec<float> jq = w.jrow(q);
     for (int o = 0; o < dy; ++o) {
       double acc = 0;
       if (p.mask != nullptr) {
@@ -85,43 +101,51 @@ DS_HD_INLINE bool tmpd_step(const guided_params& p, std::int64_t i, std::int64_t
   for (int o = 0; o < dy; ++o) w.f[o] = double(w.r[o]);
   forward_substitute(w.cyy, dy, w.f, 1);
   back_substitute_transposed(w.cyy, dy, w.f, 1);
-  // g = sum_o f_o (J a_o), accumulated in row.
-  for (int j = 0; j < d; ++j) w.row[j] = 0.f;
-  for (int o = 0; o < dy; ++o) {
-    const float fo = float(w.f[o]);
-    const float* jo = w.jrows + static_cast<std::int64_t>(o) * d;
-    for (int j = 0; j < d; ++j) w.row[j] += fo * jo[j];
-  }
+  // g_j = sum_o f_o (J a_o)_j, coordinate by coordinate in a register.
+  auto guidance = [&](int j) {
+    float g = 0.f;
+    for (int o = 0; o < dy; ++o) g += float(w.f[o]) * w.jrow(o)[j];
+    return g;
+  };
   const float shift = scale * st.guidance;
   if (st.sig != 0.f) {
     philox rng(p.seed, host_shard_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
-    rng.normals(d, [&](int j, float z) { x[j] = st.c0 * w.m[j] + st.c1 * x[j] + shift * w.row[j] + st.sig * z; });
+    rng.normals(d, [&](int j, float z) { x[j] = st.c0 * w.m[j] + st.c1 * x[j] + shift * guidance(j) + st.sig * z; });
   } else {
-    for (int j = 0; j < d; ++j) x[j] = st.c0 * w.m[j] + st.c1 * x[j] + shift * w.row[j];
+    for (int j = 0; j < d; ++j) x[j] = st.c0 * w.m[j] + st.c1 * x[j] + shift * guidance(j);
   }
   return true;
 }
 
 /// A whole TMPD trajectory per particle (B N particles, particle i = b N + j): x = s_0 z (stream step 0), then
-/// `steps` transitions. sigma2: 1 value (shared) or B values of sigma_y^2.
+/// `steps` transitions. sigma2: 1 value (shared) or B values of sigma_y^2. The scratch (m and jv, 2 d floats) is
+/// shared memory on the CUDA executor when a warp's fits (kernels/launch.cuh for_each_index_scratch_kernel), else
+/// the first 2 d floats of the particle's row of fwork.
 struct guided_tmpd_functor {
   guided_params p;
   std::int64_t steps;
   float scale;
   const float* sigma2;  // B values
-  float* x;             // B N x d (output)
-  float* fwork;         // B N x (2 d + d_y d + d_y) floats
-  double* dwork;        // B N x (d_y^2 + d_y) doubles
-  DS_HD void operator()(std::int64_t i) const {
+  float* x;             // B N x d (output), in the run's layout
+  float* fwork;         // B N x tmpd_scratch::floats(d, d_y), in the run's layout
+  double* dwork;        // B N x tmpd_scratch::doubles(d_y), row-major
+  DS_HD int scratch_floats() const { return 2 * p.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const {
+    return guided_slice(p, fwork, i, tmpd_scratch::floats(p.d, p.d_y), 0, 2 * p.d);
+  }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> s) const {
     const int d = p.d, dy = p.d_y;
     const std::int64_t b = i / p.particles;
-    const std::int64_t fper = 2 * static_cast<std::int64_t>(d) + static_cast<std::int64_t>(dy) * d + dy;
-    const std::int64_t dper = static_cast<std::int64_t>(dy) * dy + dy;
-    float* f0 = fwork + i * fper;
-    double* d0 = dwork + i * dper;
-    tmpd_scratch w{f0, f0 + d, f0 + 2 * d, f0 + 2 * d + static_cast<std::int64_t>(dy) * d, d0,
-                   d0 + static_cast<std::int64_t>(dy) * dy};
-    strided_vec<float> xi{x + i * d, 1, d};
+    const std::int64_t row = tmpd_scratch::floats(d, dy);
+    double* d0 = dwork + i * tmpd_scratch::doubles(dy);
+    const tmpd_scratch w{{s.p, s.stride, d},
+                         {s.p + d * s.stride, s.stride, d},
+                         guided_slice(p, fwork, i, row, 2 * d, dy * d),
+                         guided_slice(p, fwork, i, row, (2 + dy) * d, dy),
+                         d0,
+                         d0 + static_cast<std::int64_t>(dy) * dy};
+    strided_vec<float> xi = guided_slice(p, x, i, d, 0, d);
     {
       philox rng(p.seed, host_shard_stream(p, i, b), 0);
       const float s0 = p.initial_scale;

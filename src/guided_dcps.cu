@@ -57,7 +57,7 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
   l.block_precision = l.blob.put(L * B * dy * dy * sizeof(float));
   l.table_end = l.blob.at;
   l.x = l.blob.put(B * N * d * sizeof(float));
-  l.work = l.blob.put(B * N * (8 * d + 2 * dy) * sizeof(float));
+  l.work = l.blob.put(B * N * kernels::dcps_scratch::floats(int(d), int(dy)) * sizeof(float));
   if (host == nullptr) return l;
   host->resize(l.table_end);
   unsigned char* base = host->data();
@@ -220,16 +220,19 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
   const dcps_layout l = make_dcps_layout(d, pr, o, &host);
   run_space rs;
   prepare_run(rs, pr, o, d, out, exec, workspace, workspace_bytes, l.blob.at, host);
-  const kernels::dcps_params p = bind_dcps(l, prior.storage().view(rs.where), d, pr, o, rs.ws);
+  kernels::dcps_params p = bind_dcps(l, prior.storage().view(rs.where), d, pr, o, rs.ws);
   float* x = reinterpret_cast<float*>(rs.ws + l.x);
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;
   report.ran = rs.where;
   if (rs.where == executor::cuda) {
-    kernels::for_each_index<128>(rs.where, BN,
-                                 kernels::guided_dcps_functor{p, x, reinterpret_cast<float*>(rs.ws + l.work)},
-                                 exec.stream);
-    report.launches = 1 + copy_outputs(x, BN * d, out, rs.where, exec.stream);
+    // The particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh, "Layout"), transposed
+    // back by the copies out.
+    p.g.coordinate_stride = BN;
+    kernels::for_each_index_scratch<128>(rs.where, BN,
+                                         kernels::guided_dcps_functor{p, x, reinterpret_cast<float*>(rs.ws + l.work)},
+                                         exec.stream);
+    report.launches = 1 + copy_outputs(x, BN * d, out, rs.where, exec.stream, d, p.g.coordinate_stride);
     return report;
   }
   // Ask by ask with the mixture's denoiser and J v (the direct path; both packed on a SIMD target), through the

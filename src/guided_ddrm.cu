@@ -135,7 +135,7 @@ ddrm_layout make_ddrm_layout(const gaussian_mixture& prior, const guided_problem
   l.channels = l.blob.put(
       kernels::mixture_channels::table_floats(prior.storage().view(executor::cpu), K) * sizeof(float));
   l.x = l.blob.put(B * N * d * sizeof(float));
-  l.work = l.blob.put(B * N * (2 * d + 3 * l.r) * sizeof(float));
+  l.work = l.blob.put(B * N * kernels::ddrm_scratch::floats(int(d), int(l.r)) * sizeof(float));
   const std::vector<schedule_point> pts = o.schedule.points(K);
   for (std::int64_t k = 0; k < K; ++k) {
     DIFFSAMPLE_EXPECTS(pts[k].s > 0, "options.schedule: s = 0 at t = " << pts[k].t << " (step " << k
@@ -223,11 +223,15 @@ guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& 
   if (target != cpu::simd_target::scalar) {
     cpu::run_guided_ddrm(target, p, o.steps, x);  // packs of particles (src/cpu/guided.cpp)
   } else {
-    kernels::for_each_index<128>(
+    // The CUDA executor's particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh,
+    // "Layout"), transposed back by the copies out.
+    if (rs.where == executor::cuda) p.coordinate_stride = BN;
+    kernels::for_each_index_scratch<128>(
         rs.where, BN, kernels::guided_ddrm_functor{p, o.steps, x, reinterpret_cast<float*>(rs.ws + l.work)},
         exec.stream);
   }
-  report.launches = 2 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+  report.launches = 2 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream, prior.dim(),
+                                      p.coordinate_stride);
   return report;
 }
 

@@ -186,13 +186,18 @@ inline void prepare_run(run_space& rs, const guided_problems& pr, const guided_o
   }
 }
 
-/// Copies the final particles to the requested outputs; returns the launches issued.
+/// Copies the final particles (n floats, rows of d) to the requested outputs, row-major, from the run's layout
+/// (coordinate_stride 0: row-major, else coordinate-major with that stride, transposed here); returns the launches
+/// issued.
 inline std::int64_t copy_outputs(const float* x, std::int64_t n, const guided_outputs& out, executor where,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, std::int64_t d = 1, std::int64_t coordinate_stride = 0) {
   std::int64_t launches = 0;
   for (float* dst : {out.particles, out.samples}) {
     if (dst == nullptr) continue;
-    kernels::for_each_index(where, n, kernels::guided_copy_functor{x, dst}, stream);
+    if (coordinate_stride == 0)
+      kernels::for_each_index(where, n, kernels::guided_copy_functor{x, dst}, stream);
+    else
+      kernels::for_each_index(where, n, kernels::guided_copy_out_functor{x, dst, d, coordinate_stride}, stream);
     ++launches;
   }
   return launches;

@@ -25,8 +25,8 @@ tmpd_layout make_tmpd_layout(const gaussian_mixture& prior, const guided_problem
   l.sigma2 = l.blob.put(B * sizeof(float));
   l.table_end = l.blob.at;
   l.x = l.blob.put(B * N * d * sizeof(float));
-  l.fwork = l.blob.put(B * N * (2 * d + dy * d + dy) * sizeof(float));
-  l.dwork = l.blob.put(B * N * (dy * dy + dy) * sizeof(double));
+  l.fwork = l.blob.put(B * N * kernels::tmpd_scratch::floats(int(d), int(dy)) * sizeof(float));
+  l.dwork = l.blob.put(B * N * kernels::tmpd_scratch::doubles(int(dy)) * sizeof(double));
   if (host != nullptr) {
     host->resize(l.table_end);
     auto* s2 = reinterpret_cast<float*>(host->data() + l.sigma2);
@@ -61,7 +61,7 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
   const tmpd_layout l = make_tmpd_layout(prior, pr, o, &host);
   run_space rs;
   prepare_run(rs, pr, o, prior.dim(), out, exec, workspace, workspace_bytes, l.blob.at, host);
-  const kernels::guided_params p = linear_params(prior, pr, o, l.tables, rs.where, rs.ws);
+  kernels::guided_params p = linear_params(prior, pr, o, l.tables, rs.where, rs.ws);
   float* x = reinterpret_cast<float*>(rs.ws + l.x);
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;
@@ -78,14 +78,18 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
     report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
     return report;
   }
-  kernels::for_each_index<128>(
+  // The CUDA executor's particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh,
+  // "Layout"), transposed back by the copies out.
+  if (rs.where == executor::cuda) p.coordinate_stride = BN;
+  kernels::for_each_index_scratch<128>(
       rs.where, BN,
       kernels::guided_tmpd_functor{p, o.steps, float(o.guidance_scale),
                                    reinterpret_cast<const float*>(rs.ws + l.sigma2), x,
                                    reinterpret_cast<float*>(rs.ws + l.fwork),
                                    reinterpret_cast<double*>(rs.ws + l.dwork)},
       exec.stream);
-  report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+  report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream, prior.dim(),
+                                      p.coordinate_stride);
   return report;
 }
 

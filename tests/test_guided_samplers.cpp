@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -202,8 +204,7 @@ TEST(Tmpd, CovarianceFromJvpsMatchesExactPosteriorCovariance) {
       std::vector<double> dw(dy * dy + dy);
       kn::guided_step st{};
       const kn::guided_params p = host_params(mix, A, y, &st, dy);
-      kn::tmpd_scratch w{fw.data(), fw.data() + d, fw.data() + 2 * d, fw.data() + 2 * d + dy * d, dw.data(),
-                         dw.data() + dy * dy};
+      const kn::tmpd_scratch w = kn::tmpd_scratch::rows(fw.data(), dw.data(), d, dy);
       const float sigma2 = 0.25f;
       kn::tmpd_moments(p, 0, xf.data(), float(a), float(s), sigma2, w);
       std::vector<double> m, C;
@@ -252,8 +253,7 @@ TEST(Tmpd, OneStepMatchesFp64Reference) {
   for (auto& v : x) v = 1.5 * z(gen);
   std::vector<float> xf(x.begin(), x.end()), fw(2 * d + dy * d + dy);
   std::vector<double> dw(dy * dy + dy);
-  kn::tmpd_scratch w{fw.data(), fw.data() + d, fw.data() + 2 * d, fw.data() + 2 * d + dy * d, dw.data(),
-                     dw.data() + dy * dy};
+  const kn::tmpd_scratch w = kn::tmpd_scratch::rows(fw.data(), dw.data(), d, dy);
   float* xp = xf.data();
   ASSERT_TRUE(kn::tmpd_step(p, 0, 0, float(scale), float(sigma2), xp, w));
   std::vector<double> m, C;
@@ -341,8 +341,7 @@ TEST(Ddrm, OneStepMatchesFp64Reference) {
   p.seed = 13;
   std::vector<double> x = {0.4, -1.2, 2.0, 0.3};
   std::vector<float> xf(x.begin(), x.end()), work(2 * d + 3 * r);
-  kn::ddrm_scratch w{work.data(), work.data() + d, work.data() + 2 * d, work.data() + 2 * d + r,
-                     work.data() + 2 * d + 2 * r};
+  const kn::ddrm_scratch w = kn::ddrm_scratch::rows(work.data(), d, r);
   kn::strided_vec<float> xp{xf.data(), 1, d};
   kn::ddrm_transition(p, 0, 0, 0, xp, w);
   std::vector<double> xi(d);
@@ -497,8 +496,7 @@ TEST(Dcps, PotentialGradientMatchesFiniteDifferences) {
   for (auto& v : x) v = 1.2 * z(gen);
   std::vector<float> xf(x.begin(), x.end()), work(8 * d + 2 * dy);
   float* w0 = work.data();
-  const kn::dcps_scratch w{w0, w0 + d, w0 + 2 * d, w0 + 3 * d, w0 + 4 * d, w0 + 5 * d, w0 + 6 * d, w0 + 7 * d,
-                           w0 + 8 * d, w0 + 8 * d + dy};
+  const kn::dcps_scratch w = kn::dcps_scratch::rows(w0, d, dy);
   kn::dcps_potential_grad(p, 0, pot, P.data(), kn::strided_vec<float>{xf.data(), 1, d}, w);
   auto log_beta = [&](const std::vector<double>& v) {
     std::vector<double> m, C;
@@ -551,8 +549,7 @@ TEST(Dcps, LangevinStepMatchesFp64Reference) {
   std::vector<float> xf(x.begin(), x.end()), work(8 * d + 2 * dy), work2(8 * d + 2 * dy);
   auto scratch = [&](std::vector<float>& v) {
     float* w0 = v.data();
-    return kn::dcps_scratch{w0, w0 + d, w0 + 2 * d, w0 + 3 * d, w0 + 4 * d, w0 + 5 * d, w0 + 6 * d, w0 + 7 * d,
-                            w0 + 8 * d, w0 + 8 * d + dy};
+    return kn::dcps_scratch::rows(w0, d, dy);
   };
   // The gradient of log beta at x, as the step uses it.
   std::vector<float> x0f = xf;
@@ -682,8 +679,7 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
   const std::vector<double> x = {0.3, -0.8, 1.1, 0.2};
   std::vector<float> xf(x.begin(), x.end()), work(8 * d + 2 * dy);
   float* w0 = work.data();
-  const kn::dcps_scratch w{w0, w0 + d, w0 + 2 * d, w0 + 3 * d, w0 + 4 * d, w0 + 5 * d, w0 + 6 * d, w0 + 7 * d,
-                           w0 + 8 * d, w0 + 8 * d + dy};
+  const kn::dcps_scratch w = kn::dcps_scratch::rows(w0, d, dy);
   kn::strided_vec<float> xv{xf.data(), 1, d};
   kn::dcps_transition(p, 0, 0, 0, xv, w);
   // FP64 reference.
@@ -733,5 +729,229 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
   for (int j = 0; j < d; ++j) {
     const double ref = mu[j] + std::exp(l[j]) * z[j];
     EXPECT_NEAR(xf[j], ref, 1e-4 * (1 + std::abs(ref))) << "coordinate " << j;
+  }
+}
+
+// The CUDA executor's layout of TMPD's, DDRM's and DCPS's per-particle buffers, checked on the CPU with the very
+// functors, as Guided.CoordinateMajorLayoutMatchesRowMajorBitForBit does for SMC, DPS, DiffPIR and SKRock: whole
+// trajectories over coordinate-major buffers (coordinate_stride = B N, as on CUDA) with the scratch shaped as
+// for_each_index_scratch_kernel's shared memory (thread t of a block of 4 at c * 4 + t), transposed back, must equal
+// the row-major run (the CPU executor's layout, the scratch in the functors' own rows) bit for bit: the arithmetic
+// does not depend on the layout, so any difference is an indexing error. Both must also equal the steps run over
+// separately allocated vectors, so that two vectors aliased alike in both layouts are seen too, and each particle
+// must write nothing outside its own slots (the particles run one after another here, so two sharing a slot would
+// not show in the values; on the GPU they run at once). A diagonal mixture, dense A and a mask operator (d_y = 2),
+// two problems of six particles. Seen failing with the DCPS scratch's ju placed over its m (dcps_scratch::at),
+// with TMPD's product rows at the row-major offset o d instead of o d stride (rows of other particles: seen by the
+// slot check only), and with DDRM's xi taken from the scratch past its d floats.
+TEST(GuidedSamplers, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
+  const small_mixture mix;
+  const int d = mix.d, dy = 2, steps = 3, r = 2;
+  const std::int64_t B = 2, N = 6, n = B * N;
+  std::mt19937 gen(17);
+  std::uniform_real_distribution<float> u(0.2f, 1.0f);
+  std::normal_distribution<float> z;
+  std::vector<kn::guided_step> table(steps);
+  for (auto& st : table) st = {u(gen), u(gen), u(gen), u(gen), u(gen), 0.3f * u(gen), u(gen)};
+  std::vector<float> A(dy * d), gains = {1.0f, -0.5f}, y(B * dy), sigma2 = {0.4f, 0.7f};
+  for (auto& v : A) v = z(gen);
+  for (auto& v : y) v = 2 * z(gen);
+  const std::vector<std::int32_t> observed = {0, 3};
+  // The three samplers' trajectories of all particles, row-major, in one layout (coordinate_major) and operator.
+  const auto run = [&](bool coordinate_major, bool mask, bool separate) {
+    kn::guided_params p{};
+    p.mix = mix.view();
+    p.steps = table.data();
+    p.A = mask ? gains.data() : A.data();
+    p.mask = mask ? observed.data() : nullptr;
+    p.A_stride = 0;
+    p.y = y.data();
+    p.problems = B;
+    p.particles = N;
+    p.d = d;
+    p.d_y = dy;
+    p.seed = 21;
+    p.initial_scale = 1.3f;
+    p.coordinate_stride = coordinate_major ? n : 0;
+    std::vector<float> block(4 * 2 * d + 16);  // 16 floats past the widest scratch: overruns are seen there
+    // Thread i % 4 of a block of 4: the scratch as the shared memory of for_each_index_scratch_kernel.
+    const auto shared = [&](std::int64_t i, int width) { return kn::strided_vec<float>{block.data() + i % 4, 4, width}; };
+    // Runs particle i and counts the values it changed outside its own slots: of x (d floats per particle) and
+    // work (`per` floats per particle) the other particles' (row-major: other rows; coordinate-major: elements
+    // e with e % n != i), of the block every lane but i % 4 and everything past its 4 width floats, of the FP64
+    // rows (`dper` doubles per particle, row-major in both layouts) the other rows. Particles run one after
+    // another here, so a slot shared by two of them would go unseen in the values alone.
+    const auto confined = [&](std::int64_t i, int width, std::vector<float>& x, std::vector<float>& work,
+                              std::int64_t per, std::vector<double>* dwork, std::int64_t dper,
+                              const std::function<void()>& body) {
+      const std::vector<float> x0 = x, w0 = work, b0 = block;
+      const std::vector<double> d0 = dwork != nullptr ? *dwork : std::vector<double>();
+      body();
+      std::int64_t foreign = 0;
+      const auto own = [&](std::size_t e, std::int64_t row) {
+        return coordinate_major ? static_cast<std::int64_t>(e) % n == i : static_cast<std::int64_t>(e) / row == i;
+      };
+      for (std::size_t e = 0; e < x.size(); ++e) foreign += !own(e, d) && std::memcmp(&x[e], &x0[e], 4) != 0;
+      for (std::size_t e = 0; e < work.size(); ++e) foreign += !own(e, per) && std::memcmp(&work[e], &w0[e], 4) != 0;
+      for (std::size_t e = 0; coordinate_major && e < block.size(); ++e)
+        foreign += !(e < std::size_t(4 * width) && e % 4 == std::size_t(i % 4)) &&
+                   std::memcmp(&block[e], &b0[e], 4) != 0;
+      for (std::size_t e = 0; dwork != nullptr && e < dwork->size(); ++e)
+        foreign += static_cast<std::int64_t>(e) / dper != i && std::memcmp(&(*dwork)[e], &d0[e], 8) != 0;
+      return foreign;
+    };
+    std::int64_t foreign[3] = {0, 0, 0};
+    std::vector<float> out;
+    const auto append_rows = [&](const std::vector<float>& v) {
+      for (std::int64_t i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j) out.push_back(coordinate_major ? v[i + j * n] : v[i * d + j]);
+    };
+    // TMPD.
+    {
+      std::vector<float> x(n * d), fwork(n * kn::tmpd_scratch::floats(d, dy));
+      std::vector<double> dwork(n * kn::tmpd_scratch::doubles(dy));
+      const kn::guided_tmpd_functor f{p, steps, 0.8f, sigma2.data(), x.data(), fwork.data(), dwork.data()};
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (!separate) {
+          foreign[0] += confined(i, 2 * d, x, fwork, kn::tmpd_scratch::floats(d, dy), &dwork,
+                                 kn::tmpd_scratch::doubles(dy),
+                                 [&] { coordinate_major ? f(i, shared(i, 2 * d)) : f(i); });
+          continue;
+        }
+        std::vector<float> m(d), jv(d), jrows(dy * d), rr(dy);
+        std::vector<double> cyy(dy * dy), fv(dy);
+        const kn::tmpd_scratch w{{m.data(), 1, d}, {jv.data(), 1, d}, {jrows.data(), 1, dy * d}, {rr.data(), 1, dy},
+                                 cyy.data(), fv.data()};
+        kn::strided_vec<float> xi{x.data() + i * d, 1, d};
+        kn::philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
+        rng.normals(d, [&](int j, float v) { xi[j] = p.initial_scale * v; });
+        for (int k = 0; k < steps; ++k) EXPECT_TRUE(kn::tmpd_step(p, i, k, 0.8f, sigma2[i / N], xi, w));
+      }
+      append_rows(x);
+    }
+    // DDRM (its own operator V; the mask setting changes nothing here but runs it twice).
+    {
+      std::vector<kn::ddrm_step> dsteps(steps);
+      for (auto& st : dsteps) st = {u(gen), u(gen), u(gen), 0.5f * u(gen), 0.f};
+      for (auto& st : dsteps) st.inv_s = 1.f / st.s;
+      std::vector<float> V(d * r), ybar(B * r), noise = {0.1f, -1.f, 0.9f, -1.f}, inv_noise = {10.f, 0.f, 1.f / 0.9f, 0.f};
+      for (auto& v : V) v = 0.5f * z(gen);
+      for (auto& v : ybar) v = z(gen);
+      kn::ddrm_params q{};
+      const kn::mixture_view<float> view = mix.view();
+      std::vector<float> channel_table(kn::mixture_channels::table_floats(view, steps));
+      q.channels = kn::mixture_channels::in(view, steps, channel_table.data());
+      for (std::int64_t e = 0; e < steps * view.components; ++e)
+        kn::channel_table_functor<kn::ddrm_channels>{q.channels, {dsteps.data()}}(e);
+      q.steps = dsteps.data();
+      q.V = V.data();
+      q.ybar = ybar.data();
+      q.noise = noise.data();
+      q.inv_noise = inv_noise.data();
+      q.problems = B;
+      q.particles = N;
+      q.d = d;
+      q.r = r;
+      q.eta = 0.5f;
+      q.eta_b = 0.7f;
+      q.keep = std::sqrt(0.75f);
+      q.sigma_start = 1.5f;
+      q.a_start = 0.3f;
+      q.seed = 23;
+      q.coordinate_stride = p.coordinate_stride;
+      std::vector<float> x(n * d), work(n * kn::ddrm_scratch::floats(d, r));
+      const kn::guided_ddrm_functor f{q, steps, x.data(), work.data()};
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (!separate) {
+          foreign[1] += confined(i, d, x, work, kn::ddrm_scratch::floats(d, r), nullptr, 0,
+                                 [&] { coordinate_major ? f(i, shared(i, d)) : f(i); });
+          continue;
+        }
+        std::vector<float> m(d), xi(d), pu(r), pxi(r), pm(r);
+        const kn::ddrm_scratch w{{m.data(), 1, d}, {xi.data(), 1, d}, {pu.data(), 1, r}, {pxi.data(), 1, r},
+                                 {pm.data(), 1, r}};
+        kn::strided_vec<float> xv{x.data() + i * d, 1, d};
+        kn::ddrm_init(q, i, i / N, xv, w);
+        for (int k = 0; k < steps; ++k) kn::ddrm_transition(q, i, i / N, k, xv, w);
+      }
+      append_rows(x);
+    }
+    // DCPS: two blocks over the steps, two Langevin and two gradient steps.
+    {
+      std::vector<kn::dcps_step> csteps(steps);
+      for (auto& st : csteps) {
+        st = {u(gen), u(gen), u(gen), u(gen), 0.3f * u(gen), {}};
+        st.next = {u(gen), u(gen), u(gen), 0.5f * u(gen), u(gen)};
+      }
+      csteps[1].next.cm = 0.f;  // a potential at its block's clean end: no JVP
+      std::vector<kn::dcps_block> blocks = {{0, 2, {u(gen), u(gen), u(gen), 0.5f * u(gen), u(gen)}},
+                                            {2, 3, {u(gen), u(gen), u(gen), 0.5f * u(gen), u(gen)}}};
+      std::vector<float> step_precision(steps * B * dy * dy), block_precision(2 * B * dy * dy);
+      for (auto* t : {&step_precision, &block_precision})
+        for (auto& v : *t) v = 0.5f * u(gen);
+      kn::dcps_params q{};
+      q.g = p;
+      q.steps = csteps.data();
+      q.blocks = blocks.data();
+      q.step_precision = step_precision.data();
+      q.block_precision = block_precision.data();
+      q.blocks_count = 2;
+      q.steps_count = steps;
+      q.langevin_steps = 2;
+      q.gradient_steps = 2;
+      q.gamma = 0.05f;
+      q.rho = 0.3f;
+      q.initial_scale = 1.1f;
+      std::vector<float> x(n * d), work(n * kn::dcps_scratch::floats(d, dy));
+      const kn::guided_dcps_functor f{q, x.data(), work.data()};
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (!separate) {
+          foreign[2] += confined(i, 2 * d, x, work, kn::dcps_scratch::floats(d, dy), nullptr, 0,
+                                 [&] { coordinate_major ? f(i, shared(i, 2 * d)) : f(i); });
+          continue;
+        }
+        std::vector<std::vector<float>> v(8, std::vector<float>(d));
+        std::vector<float> rr(dy), tt(dy);
+        const auto vec = [&](int e) { return kn::strided_vec<float>{v[e].data(), 1, d}; };
+        const kn::dcps_scratch w{vec(0), vec(1), vec(2), vec(3), vec(4), vec(5), vec(6), vec(7), {rr.data(), 1, dy},
+                                 {tt.data(), 1, dy}};
+        kn::strided_vec<float> xv{x.data() + i * d, 1, d};
+        const std::int64_t b = i / N;
+        kn::philox rng(q.g.seed, static_cast<std::uint64_t>(i), 0);
+        rng.normals(d, [&](int j, float e) { xv[j] = q.initial_scale * e; });
+        for (std::int64_t l = 0; l < 2; ++l) {
+          for (std::int64_t t = 0; t < q.langevin_steps; ++t) kn::dcps_langevin_step(q, i, b, l, t, xv, w);
+          for (std::int64_t j = blocks[l].first_step; j < blocks[l].last_step; ++j) kn::dcps_transition(q, i, b, j, xv, w);
+        }
+      }
+      append_rows(x);
+    }
+    const char* names[] = {"TMPD", "DDRM", "DCPS"};
+    for (int e = 0; e < 3; ++e)
+      EXPECT_EQ(foreign[e], 0) << names[e] << (coordinate_major ? ", coordinate-major" : ", row-major")
+                               << (mask ? " (mask)" : "") << ": values written outside the particle's slots";
+    return out;
+  };
+  for (bool mask : {false, true}) {
+    // The draws of u(gen) inside run() make the tables: restart the generator so that all three runs see the same.
+    const std::mt19937 start = gen;
+    gen = start;
+    const std::vector<float> row = run(false, mask, false);
+    gen = start;
+    const std::vector<float> col = run(true, mask, false);
+    gen = start;
+    const std::vector<float> ref = run(false, mask, true);
+    ASSERT_EQ(row.size(), static_cast<std::size_t>(3 * n * d));
+    const char* names[] = {"TMPD", "DDRM", "DCPS"};
+    for (std::size_t e = 0; e < row.size(); ++e) {
+      const char* what = names[e / (n * d)];
+      ASSERT_TRUE(std::isfinite(row[e])) << what << (mask ? " (mask)" : "") << ", value " << e % (n * d);
+      ASSERT_EQ(std::memcmp(&row[e], &col[e], sizeof(float)), 0)
+          << what << (mask ? " (mask)" : "") << " coordinate-major, value " << e % (n * d) << ": " << col[e]
+          << " vs " << row[e];
+      ASSERT_EQ(std::memcmp(&row[e], &ref[e], sizeof(float)), 0)
+          << what << (mask ? " (mask)" : "") << " against its steps, value " << e % (n * d) << ": " << row[e]
+          << " vs " << ref[e];
+    }
   }
 }
