@@ -12,9 +12,11 @@ sets of the same size) and beside the same DDPM run on the mixture's exact denoi
 network's own error is what separates the two rows. Then, on the posterior of y = x_1 + 0.5 z: the guided SMC with
 the network through diffsample.SamplingPlan.guided (the plan asks for eps at each transition's channel; weighting,
 resampling and mutation happen inside the plan), beside the same plan on the mixture's exact denoiser (bit for bit
-the library's fused SMC) and the spread of the fused SMC over seeds; and DPS (the published step) with the network
-through the plan, beside the same loop on the mixture's exact denoiser and the library's fused DPS; all scored
-against the exact posterior.
+the library's fused SMC) and the spread of the fused SMC over seeds; DPS (the published step) with the network
+through the plan, beside the same loop on the mixture's exact denoiser and the library's fused DPS; and DCPS with
+the network through diffsample.SamplingPlan.guided (eps at its Langevin points, transitions and variational draws,
+J^T u by backpropagation where its potentials need the Jacobian), beside the same plan on the exact denoiser (bit
+for bit the fused DCPS) and the fused DCPS at another seed; all scored against the exact posterior.
 
 The network runs in PyTorch when it is importable (CPU), else in NumPy with hand-written backpropagation (the same
 architecture, initialisation rule and optimiser; slower, and results differ in the last bits).
@@ -274,11 +276,16 @@ def run(d, args):
           f"(exact samples: 0.1% by construction)")
     post = posterior_run(prior, net, d, args)
     smc = smc_run(prior, net, d, args, post["exact_post"], post["ref"])
+    dcps = dcps_run(prior, net, d, args, post["exact_post"], post["ref"])
     return dict(d=d, train_s=train_s, sw_net=sw_net, sw_exact=sw_exact, floor=floor, x_net=x_net, post=post,
-                smc=smc, x_exact=x_exact_score, ref=ref)
+                smc=smc, dcps=dcps, x_exact=x_exact_score, ref=ref)
 
 
 SMC_SEEDS = 8  # fused SMC runs whose spread of sliced W1 is the sampling error of the check
+# DCPS: the network's run is held to DCPS_BOUND x the larger of the exact denoiser's run and the fused run at the next
+# seed (a regression bound: measured 1.21x / 0.90x at d = 2 / 10 with PyTorch, 1.05x / 1.19x with NumPy; a
+# sign-flipped J^T u fails it: 1.518 against 0.211 at d = 2).
+DCPS_BOUND = 2.0
 
 
 def smc_run(prior, net, d, args, exact_post, ref):
@@ -322,6 +329,57 @@ def smc_run(prior, net, d, args, exact_post, ref):
     print(f"    log p(y): exact {exact_post.log_evidence:.4f}, network {lz_net:.4f}, exact denoiser {lz_mix:.4f}")
     return dict(sw_net=sw_net, sw_mix=sw_mix, sw_mean=float(sw_fused.mean()), sw_sd=float(sw_fused.std(ddof=1)),
                 same=same, x_net=x_net)
+
+
+def dcps_run(prior, net, d, args, exact_post, ref):
+    """DCPS with the network through the ask/tell plan, scored against the exact posterior.
+
+    The plan asks for eps at the particles (its Langevin steps and transitions) and at its variational fits' draws
+    (their gradient steps), and for J^T u of the denoiser where a potential's gradient needs the Jacobian; the
+    network answers eps by a forward pass and J^T u by backpropagation to its input, and every other part of DCPS
+    (tamed Langevin updates, the fits' means and scales, the draws) happens inside tell(). Beside it: the same plan
+    answered by the mixture's exact denoiser and J u (the library's fused DCPS bit for bit on the CPU, checked) and
+    the fused DCPS at another seed (the spread of one run of this size).
+    """
+    A = np.zeros((1, d))
+    A[0, 0] = 1.0
+    sigma_y, y = 0.5, np.array([1.0])
+    n, steps, seed = args.samples, args.steps, args.seed + 10
+    opts = dict(sampler="dcps", particles=n, steps=steps, seed=seed)
+
+    def plan_samples(model, vjp, output):
+        plan = ds.SamplingPlan.guided(d, A, y, sigma_y, output=output, **opts)
+        plan.reset()
+        while not plan.done:
+            r = plan.ask()
+            x = np.array(r["points"])  # a copy: the points are a read-only view of the plan's buffer
+            if r["vector"] is None:
+                r["answer"][...] = model(x, r["a"], r["s"])
+            else:
+                r["answer"][...] = vjp(x, r["a"], r["s"], np.array(r["vector"]))
+            plan.tell()
+        return plan.samples().copy(), plan.asks
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    x_net, asks = plan_samples(net.eps, lambda x, a, s, v: net.denoiser_and_vjp(x, a, s, lambda m: v)[1], "eps")
+    net_s, net_cpu = time.perf_counter() - t0, time.process_time() - c0
+    x_mix, _ = plan_samples(lambda x, a, s: prior.denoiser(x, a, s, path="direct"),
+                            lambda x, a, s, v: prior.denoiser_jvp(x, v, a, s), "denoiser")
+    fused = ds.guided_sample(prior, A, y, sigma_y, outputs=("particles",), **opts)["particles"][0]
+    other = ds.guided_sample(prior, A, y, sigma_y, outputs=("particles",),
+                             **dict(opts, seed=seed + 1))["particles"][0]
+    same = np.array_equal(x_mix, fused)
+    sets = (("net", x_net), ("mix", x_mix), ("other", other))
+    sw = {k: ds.sliced_wasserstein(v, ref, directions=256, seed=5) for k, v in sets}
+    werr = {k: ds.component_weight_error(exact_post, v) for k, v in sets}
+    print(f"  posterior of y = x_1 + 0.5 z at y = 1, DCPS (published settings), {steps} steps x {n} particles, "
+          f"{asks} asks ({net_s:.2f} s, {net_cpu:.2f} s of CPU with the network):")
+    print(f"    sliced W1 to exact posterior samples: network through the plan {sw['net']:.4f}, exact denoiser "
+          f"through the plan {sw['mix']:.4f} (== fused DCPS bit for bit: {same}), fused DCPS at the next seed "
+          f"{sw['other']:.4f}")
+    print(f"    posterior weight error:                network {werr['net']:.4f}, exact denoiser {werr['mix']:.4f}, "
+          f"fused DCPS at the next seed {werr['other']:.4f}")
+    return dict(sw=sw, same=same, x_net=x_net)
 
 
 def posterior_run(prior, net, d, args):
@@ -395,8 +453,10 @@ def main():
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless each network run's sliced W1 is below twice the larger of the exact-score "
                          "run's and the floor, its DPS run's below 2.5x the exact denoiser's, the SMC plan on the "
-                         "exact denoiser equals the fused SMC bit for bit, and the network's SMC is below 8x the "
-                         "exact SMC's sampling bound (mean + 4 sd over seeds) (regression bounds for CI)")
+                         "exact denoiser equals the fused SMC bit for bit, the network's SMC is below 8x the "
+                         "exact SMC's sampling bound (mean + 4 sd over seeds), the DCPS plan on the exact denoiser "
+                         "equals the fused DCPS bit for bit and the network's DCPS is below 2x the larger of the "
+                         "exact denoiser's and the next seed's fused DCPS (regression bounds for CI)")
     args = ap.parse_args()
     results = [run(int(d), args) for d in args.dims.split(",")]
     if args.svg:
@@ -414,7 +474,9 @@ def main():
         bad = [r["d"] for r in results if not r["sw_net"] < 2 * max(r["sw_exact"], r["floor"])
                or not r["post"]["sw"]["net"] < 2.5 * r["post"]["sw"]["mix"]
                or not r["smc"]["same"]
-               or not r["smc"]["sw_net"] < 8 * (r["smc"]["sw_mean"] + 4 * r["smc"]["sw_sd"])]
+               or not r["smc"]["sw_net"] < 8 * (r["smc"]["sw_mean"] + 4 * r["smc"]["sw_sd"])
+               or not r["dcps"]["same"]
+               or not r["dcps"]["sw"]["net"] < DCPS_BOUND * max(r["dcps"]["sw"]["mix"], r["dcps"]["sw"]["other"])]
         if bad:
             raise SystemExit(f"network samples too far from the mixture at d = {bad}")
 
