@@ -1,12 +1,13 @@
-// The stepwise runs of the guided samplers that evaluate the denoiser and its Jacobian away from a plain step at x
-// (DCPS's Langevin blocks and gradient steps): one launch per model evaluation, shared by the fused sampler on the
-// CPU executor (answered by the mixture's denoiser and J v) and the ask/tell plan (answered by a caller's model), so
-// that a plan fed the mixture reproduces the fused run. The per-step arithmetic is the fused functor's own halves
-// (kernels/guided_dcps.cuh).
+// The stepwise runs of the guided samplers whose steps need more than one model evaluation (DCPS's Langevin blocks
+// and gradient steps, TMPD's d_y Jacobian products per step): one launch per model evaluation, shared by the fused
+// sampler on the CPU executor (answered by the mixture's denoiser and J v) and the ask/tell plan (answered by a
+// caller's model), so that a plan fed the mixture reproduces the fused run. The per-step arithmetic is the fused
+// functors' own halves (kernels/guided_dcps.cuh, kernels/guided_tmpd.cuh).
 #pragma once
 
 #include "kernels/config.cuh"
 #include "kernels/guided_dcps.cuh"
+#include "kernels/guided_tmpd.cuh"
 #include "kernels/rng.cuh"
 
 namespace diffsample::kernels {
@@ -106,6 +107,75 @@ struct dcps_stage_functor {
         return;
       default: return;
     }
+  }
+};
+
+/// What the tell of one TMPD ask does: step k asks for the model's output at x (then v = a_0, the first row of
+/// A_b), then for J^T a_o, o = 0 .. d_y - 1 (kept as row o of the products; after the last, the covariance, its
+/// factor and the update of x).
+enum tmpd_op : int {
+  tmpd_op_initial = 0,  // x = s_0 z (no answer)
+  tmpd_op_m = 1,        // the denoiser at x: m, r = y - A m, v = a_0
+  tmpd_op_ju = 2,       // J^T a_o at x: row o; then v = a_{o+1}, or the update after the last row
+};
+
+/// The per-row buffers of a stepwise TMPD run: B N rows of x, m, v (d), the products (d_y x d), r (d_y), and in
+/// FP64 the covariance (d_y x d_y) and f (d_y).
+struct tmpd_rows {
+  float *x, *m, *v, *jrows, *r;
+  double *cyy, *f;
+  /// Row i's scratch; its jv slot holds the vector v of the next product ask (the products come from the answers).
+  DS_HD_INLINE tmpd_scratch at(std::int64_t i, int d, int dy) const {
+    const std::int64_t o = i * d, oy = i * dy;
+    return tmpd_scratch{{m + o, 1, d}, {v + o, 1, d}, {jrows + oy * d, 1, dy * d}, {r + oy, 1, dy}, cyy + oy * dy,
+                        f + oy};
+  }
+};
+
+/// The tell of one TMPD ask over the B N rows (one launch). Particle i of problem b draws from the stream
+/// id_base + host_shard_stream(p, i, b) (id_base: a plan's trajectory, in device memory; null for 0; a shard's
+/// offset only on the host, as the fused functor: with it the device code spilled). A particle whose covariance
+/// was not positive definite is NaN, and stays NaN, as in the fused functor.
+struct tmpd_stage_functor {
+  guided_params p;
+  tmpd_rows rows;
+  const float* answer;  // B N x d: the model's output (converted to the denoiser by ux x + um answer) or J^T a_o
+  int op, o;
+  std::int64_t k;
+  float ux, um, scale;
+  const float* sigma2;  // B values of sigma_y^2
+  const std::uint64_t* id_base;
+  std::int64_t* position;  // when not null, thread 0 stores next_position there
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const int d = p.d, dy = p.d_y;
+    const std::int64_t b = i / p.particles;
+    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + host_shard_stream(p, i, b);
+    const tmpd_scratch w = rows.at(i, d, dy);
+    strided_vec<float> x{rows.x + i * d, 1, d}, v = w.jv, m = w.m, r = w.r;
+    const float* ai = answer + i * d;
+    if (op == tmpd_op_initial) {
+      philox rng(p.seed, id, 0);
+      const float s0 = p.initial_scale;
+      rng.normals(d, [&](int c, float z) { x[c] = s0 * z; });
+      return;
+    }
+    if (op == tmpd_op_m) {
+      for (int c = 0; c < d; ++c) m[c] = ds_fma(ux, x[c], um * ai[c]);
+      guided_residual(p, b, 1.f, m, r);
+      tmpd_row(p, b, 0, v);
+      return;
+    }
+    const strided_vec<float> jo = w.jrow(o);
+    for (int c = 0; c < d; ++c) jo[c] = ai[c];
+    if (o + 1 < dy) {
+      tmpd_row(p, b, o + 1, v);
+      return;
+    }
+    const guided_step st = p.steps[k];
+    tmpd_covariance(p, b, st.a, st.s, sigma2[b], w);
+    (void)tmpd_update(p, id, k, scale, x, w);
   }
 };
 

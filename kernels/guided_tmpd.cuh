@@ -43,21 +43,18 @@ struct tmpd_scratch {
   }
 };
 
-/// The projected likelihood's pieces at x (channel a, s) for problem b: m, r = y - A m, the rows J a_o, and
-/// cyy = sym(A C A^T) + sigma_y^2 I with C = (s^2 / a) J. Costs one denoiser, d_y JVPs, O(d_y^2 d) for A (J A^T).
-/// The rows of A enter the products in place (operator_row), not copied per particle.
-template <class X>
-DS_HD_INLINE void tmpd_moments(const guided_params& p, std::int64_t b, const X& x, float a, float s, float sigma2,
-                               const tmpd_scratch& w) {
+/// Row o of A_b as a vector into v (d values): the vector of the product J a_o in a stepwise run.
+template <class V>
+DS_HD_INLINE void tmpd_row(const guided_params& p, std::int64_t b, int o, V& v) {
+  for (int j = 0; j < p.d; ++j) v[j] = 0.f;
+  guided_add_row(p, b, o, 1.f, v);
+}
+
+/// From the rows J a_o (w.jrow(o)): cyy = sym(A C A^T) + sigma_y^2 I with C = (s^2 / a) J, (A J a_q)_o accumulated
+/// in FP64.
+DS_HD_INLINE void tmpd_covariance(const guided_params& p, std::int64_t b, float a, float s, float sigma2,
+                                  const tmpd_scratch& w) {
   const int d = p.d, dy = p.d_y;
-  mixture_denoiser(p.mix, x, a, s, w.m);
-  guided_residual(p, b, 1.f, w.m, w.r);
-  for (int o = 0; o < dy; ++o) {
-    mixture_denoiser_jvp(p.mix, x, guided_operator_row(p, b, o), a, s, w.jv);
-    const strided_vec<float> jo = w.jrow(o);
-    for (int j = 0; j < d; ++j) jo[j] = w.jv[j];
-  }
-  // (A J a_q)_o for every q, accumulated in FP64.
   const double ratio = double(s) * double(s) / double(a);
   for (int q = 0; q < dy; ++q) {
     const strided_vec<float> jq = w.jrow(q);
@@ -83,16 +80,32 @@ DS_HD_INLINE void tmpd_moments(const guided_params& p, std::int64_t b, const X& 
   }
 }
 
-/// One TMPD transition of one particle in place: x <- c0 m + c1 x + scale * guidance * J A^T f + sig z, with
-/// f = cyy^-1 (y - A m) (z from the stream (seed, i, k + 1)). Returns false when cyy is not numerically positive
-/// definite; the particle is then set to NaN (a diverged run, which solve reports), never silently guided otherwise.
+/// The projected likelihood's pieces at x (channel a, s) for problem b: m, r = y - A m, the rows J a_o, and
+/// cyy = sym(A C A^T) + sigma_y^2 I with C = (s^2 / a) J. Costs one denoiser, d_y JVPs, O(d_y^2 d) for A (J A^T).
+/// The rows of A enter the products in place (operator_row), not copied per particle.
 template <class X>
-DS_HD_INLINE bool tmpd_step(const guided_params& p, std::int64_t i, std::int64_t k, float scale, float sigma2,
-                            X& x, const tmpd_scratch& w) {
-  const std::int64_t b = i / p.particles;
+DS_HD_INLINE void tmpd_moments(const guided_params& p, std::int64_t b, const X& x, float a, float s, float sigma2,
+                               const tmpd_scratch& w) {
+  const int d = p.d, dy = p.d_y;
+  mixture_denoiser(p.mix, x, a, s, w.m);
+  guided_residual(p, b, 1.f, w.m, w.r);
+  for (int o = 0; o < dy; ++o) {
+    mixture_denoiser_jvp(p.mix, x, guided_operator_row(p, b, o), a, s, w.jv);
+    const strided_vec<float> jo = w.jrow(o);
+    for (int j = 0; j < d; ++j) jo[j] = w.jv[j];
+  }
+  tmpd_covariance(p, b, a, s, sigma2, w);
+}
+
+/// The second half of TMPD transition k from its moments (w.m, w.r, the rows, w.cyy), for the particle of stream
+/// `id`: f = cyy^-1 (y - A m), then x <- c0 m + c1 x + scale * guidance * sum_o f_o (J a_o) + sig z (z from the
+/// stream step k + 1). Returns false when cyy is not numerically positive definite; the particle is then set to NaN
+/// (a diverged run, which solve reports), never silently guided otherwise.
+template <class X>
+DS_HD_INLINE bool tmpd_update(const guided_params& p, std::uint64_t id, std::int64_t k, float scale, X& x,
+                              const tmpd_scratch& w) {
   const int d = p.d, dy = p.d_y;
   const guided_step st = p.steps[k];
-  tmpd_moments(p, b, x, st.a, st.s, sigma2, w);
   const bool ok = cholesky_failure(w.cyy, dy) < 0;
   if (!ok) {
     for (int j = 0; j < d; ++j) x[j] = NAN;
@@ -109,12 +122,22 @@ DS_HD_INLINE bool tmpd_step(const guided_params& p, std::int64_t i, std::int64_t
   };
   const float shift = scale * st.guidance;
   if (st.sig != 0.f) {
-    philox rng(p.seed, host_shard_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
+    philox rng(p.seed, id, static_cast<std::uint64_t>(k) + 1);
     rng.normals(d, [&](int j, float z) { x[j] = st.c0 * w.m[j] + st.c1 * x[j] + shift * guidance(j) + st.sig * z; });
   } else {
     for (int j = 0; j < d; ++j) x[j] = st.c0 * w.m[j] + st.c1 * x[j] + shift * guidance(j);
   }
   return true;
+}
+
+/// One TMPD transition of one particle in place: the moments, then tmpd_update() (stream (seed, i, k + 1)).
+template <class X>
+DS_HD_INLINE bool tmpd_step(const guided_params& p, std::int64_t i, std::int64_t k, float scale, float sigma2,
+                            X& x, const tmpd_scratch& w) {
+  const std::int64_t b = i / p.particles;
+  const guided_step st = p.steps[k];
+  tmpd_moments(p, b, x, st.a, st.s, sigma2, w);
+  return tmpd_update(p, host_shard_stream(p, i, b), k, scale, x, w);
 }
 
 /// A whole TMPD trajectory per particle (B N particles, particle i = b N + j): x = s_0 z (stream step 0), then

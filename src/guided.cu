@@ -1412,8 +1412,9 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                                                         const guided_options& options, model_output output,
                                                         execution exec) {
   DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc || options.sampler == guided_sampler::dps ||
-                         options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::dcps,
-                     "options.sampler: a guided plan runs smc, dps, pigdm or dcps, got "
+                         options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::dcps ||
+                         options.sampler == guided_sampler::tmpd,
+                     "options.sampler: a guided plan runs smc, dps, pigdm, dcps or tmpd, got "
                          << to_string(options.sampler));
   DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "dim: must be in [1, " << limits::max_dim << "], got " << d);
   validate(d, given, options);
@@ -1422,6 +1423,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
   if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
+  if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);
   const svd_reduction reduced = reduce_svd(given, d);
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;

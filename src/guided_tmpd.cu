@@ -1,11 +1,19 @@
-// Tweedie moment projected diffusion (kernels/guided_tmpd.cuh): the shared tables (src/guided_samplers.hpp),
-// sigma_y^2 per problem, and one fused launch over B problems x N particles for the whole trajectory.
+// Tweedie moment projected diffusion (kernels/guided_tmpd.cuh): the shared tables (src/guided_tables.hpp),
+// sigma_y^2 per problem, and one fused launch over B problems x N particles for the whole trajectory on the CUDA
+// executor. On the CPU executor the run goes ask by ask (kernels/guided_stepwise.cuh) around the mixture's
+// evaluate() and denoiser_jvp() (both packed on a SIMD target), as the ask/tell plan (make_tmpd_plan, below) goes
+// around a caller's model, so that the plan fed the mixture reproduces guided_sample() bit for bit.
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <vector>
 
+#include "kernels/guided_stepwise.cuh"
 #include "kernels/guided_tmpd.cuh"
-#include "src/cpu/guided_jvp.hpp"
+#include "kernels/plan.cuh"
 #include "src/guided_tables.hpp"
+#include "src/mixture_unchecked.hpp"
+#include "src/plan_storage.hpp"
 
 namespace diffsample::detail {
 
@@ -14,19 +22,21 @@ namespace {
 struct tmpd_layout {
   blob_layout blob;
   linear_tables tables;
-  std::size_t sigma2 = 0, table_end = 0, x = 0, fwork = 0, dwork = 0;
+  std::size_t sigma2 = 0, table_end = 0, x = 0, fwork = 0, dwork = 0, answer = 0;
 };
 
-tmpd_layout make_tmpd_layout(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
+tmpd_layout make_tmpd_layout(std::int64_t d, const guided_problems& pr, const guided_options& o,
                              std::vector<unsigned char>* host) {
   tmpd_layout l;
-  l.tables = put_linear_tables(prior, pr, o, l.blob, host);
-  const std::size_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y;
+  l.tables = put_linear_tables(d, pr, o, l.blob, host);
+  const std::size_t B = pr.problems, N = o.particles, dy = pr.d_y;
+  const std::size_t D = static_cast<std::size_t>(d);
   l.sigma2 = l.blob.put(B * sizeof(float));
   l.table_end = l.blob.at;
-  l.x = l.blob.put(B * N * d * sizeof(float));
+  l.x = l.blob.put(B * N * D * sizeof(float));
   l.fwork = l.blob.put(B * N * kernels::tmpd_scratch::floats(int(d), int(dy)) * sizeof(float));
   l.dwork = l.blob.put(B * N * kernels::tmpd_scratch::doubles(int(dy)) * sizeof(double));
+  l.answer = l.blob.put(B * N * D * sizeof(float));  // the stepwise run's answers (CPU executor, plans)
   if (host != nullptr) {
     host->resize(l.table_end);
     auto* s2 = reinterpret_cast<float*>(host->data() + l.sigma2);
@@ -38,59 +48,190 @@ tmpd_layout make_tmpd_layout(const gaussian_mixture& prior, const guided_problem
   return l;
 }
 
-/// Channel k of the packed path's table: step k's (a, s).
-struct tmpd_channels {
-  const kernels::guided_step* steps;
-  DS_HD_INLINE bool operator()(std::int64_t k, float& a, float& s) const {
-    a = steps[k].a;
-    s = steps[k].s;
-    return true;
-  }
-};
+/// The stepwise run's rows in the layout's x, fwork (m, v, the products, r as arrays of B N rows) and dwork.
+kernels::tmpd_rows tmpd_stepwise_rows(unsigned char* ws, const tmpd_layout& l, std::int64_t BN, std::int64_t d,
+                                      std::int64_t dy) {
+  float* f = reinterpret_cast<float*>(ws + l.fwork);
+  double* g = reinterpret_cast<double*>(ws + l.dwork);
+  float* m = f;
+  float* v = m + BN * d;
+  float* jrows = v + BN * d;
+  float* r = jrows + BN * dy * d;
+  return kernels::tmpd_rows{reinterpret_cast<float*>(ws + l.x), m, v, jrows, r, g, g + BN * dy * dy};
+}
 
 }  // namespace
 
 std::size_t tmpd_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& options) {
-  return make_tmpd_layout(prior, problems, options, nullptr).blob.at;
+  return make_tmpd_layout(prior.dim(), problems, options, nullptr).blob.at;
 }
 
 guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
                           guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
   std::vector<unsigned char> host;
-  const tmpd_layout l = make_tmpd_layout(prior, pr, o, &host);
+  const std::int64_t d = prior.dim(), dy = pr.d_y;
+  const tmpd_layout l = make_tmpd_layout(d, pr, o, &host);
   run_space rs;
-  prepare_run(rs, pr, o, prior.dim(), out, exec, workspace, workspace_bytes, l.blob.at, host);
+  prepare_run(rs, pr, o, d, out, exec, workspace, workspace_bytes, l.blob.at, host);
   kernels::guided_params p = linear_params(prior, pr, o, l.tables, rs.where, rs.ws);
+  const auto* sigma2 = reinterpret_cast<const float*>(rs.ws + l.sigma2);
   float* x = reinterpret_cast<float*>(rs.ws + l.x);
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;
   report.ran = rs.where;
-  const cpu::simd_target target = rs.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar) {
-    // Packs of particles (src/cpu/guided.cpp): the mixture's constants at every step's channel, then one pool pass.
-    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, o.steps)));
-    const kernels::mixture_channels channels = kernels::mixture_channels::in(p.mix, o.steps, table.data());
-    cpu::parallel_for_each(o.steps * p.mix.components,
-                           kernels::channel_table_functor<tmpd_channels>{channels, {p.steps}});
-    cpu::run_guided_tmpd(target, p, channels, o.steps, float(o.guidance_scale),
-                         reinterpret_cast<const float*>(rs.ws + l.sigma2), x);
-    report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+  if (rs.where == executor::cuda) {
+    // The CUDA executor's particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh,
+    // "Layout"), transposed back by the copies out.
+    p.coordinate_stride = BN;
+    kernels::for_each_index_scratch<128>(
+        rs.where, BN,
+        kernels::guided_tmpd_functor{p, o.steps, float(o.guidance_scale), sigma2, x,
+                                     reinterpret_cast<float*>(rs.ws + l.fwork),
+                                     reinterpret_cast<double*>(rs.ws + l.dwork)},
+        exec.stream);
+    report.launches = 1 + copy_outputs(x, BN * d, out, rs.where, exec.stream, d, p.coordinate_stride);
     return report;
   }
-  // The CUDA executor's particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh,
-  // "Layout"), transposed back by the copies out.
-  if (rs.where == executor::cuda) p.coordinate_stride = BN;
-  kernels::for_each_index_scratch<128>(
-      rs.where, BN,
-      kernels::guided_tmpd_functor{p, o.steps, float(o.guidance_scale),
-                                   reinterpret_cast<const float*>(rs.ws + l.sigma2), x,
-                                   reinterpret_cast<float*>(rs.ws + l.fwork),
-                                   reinterpret_cast<double*>(rs.ws + l.dwork)},
-      exec.stream);
-  report.launches = 1 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream, prior.dim(),
-                                      p.coordinate_stride);
+  // Ask by ask with the mixture's denoiser and J a_o (the direct path; both packed on a SIMD target), through the
+  // plan's stage functors.
+  const kernels::tmpd_rows rows = tmpd_stepwise_rows(rs.ws, l, BN, d, dy);
+  float* answer = reinterpret_cast<float*>(rs.ws + l.answer);
+  const execution cpu{executor::cpu, exec.stream};
+  kernels::tmpd_stage_functor f{p,   rows, answer, kernels::tmpd_op_initial, 0, 0, 0.f, 1.f, float(o.guidance_scale),
+                                sigma2, nullptr, nullptr, 0};
+  kernels::for_each_index<128>(rs.where, BN, f, exec.stream);
+  for (std::int64_t k = 0; k < o.steps; ++k) {
+    const kernels::guided_step& st = reinterpret_cast<const kernels::guided_step*>(host.data() + l.tables.steps)[k];
+    const channel ch{st.a, st.s};
+    // The unchecked layer: the inputs were validated once at the call's start, not per transition.
+    evaluate_direct_unchecked(prior.storage(), quantity::denoiser, x, BN, ch, answer, cpu);
+    f.op = kernels::tmpd_op_m;
+    f.k = k;
+    kernels::for_each_index<128>(rs.where, BN, f, exec.stream);
+    for (int q = 0; q < int(dy); ++q) {
+      denoiser_jvp_unchecked(prior.storage(), x, rows.v, BN, ch, answer, cpu);
+      f.op = kernels::tmpd_op_ju;
+      f.o = q;
+      kernels::for_each_index<128>(rs.where, BN, f, exec.stream);
+    }
+    report.launches += 2 * (1 + dy);
+  }
+  report.launches += 1 + copy_outputs(x, BN * d, out, rs.where, exec.stream);
   return report;
+}
+
+// --- ask/tell plan ------------------------------------------------------------------------------------------------
+
+namespace {
+
+// 1 + d_y asks per step k: the model's output at the particles, then J^T a_o for every row a_o of A_b. Tell j is
+// that ask's stage functor over the B N rows, as guided_sample() issues it on the CPU executor.
+struct tmpd_plan_storage final : sampling_plan_storage {
+  std::int64_t per_step = 1;
+  std::vector<channel> channels;  // per step
+  std::vector<double> times;      // per step
+  std::vector<float> ux, um;      // per step: the answer r becomes the denoiser ux x + um r
+  model_output output = model_output::denoiser;
+  kernels::guided_params p{};
+  kernels::tmpd_rows buf{};
+  float* answer = nullptr;
+  const float* sigma2 = nullptr;
+  float scale = 1.f;
+  kernels::plan_state* state = nullptr;
+  void* device = nullptr;
+  std::vector<unsigned char> host;
+  ~tmpd_plan_storage() override {
+    if (device != nullptr) (void)cudaFree(device);
+  }
+  plan_request request(std::int64_t j) const override {
+    const std::int64_t k = j / per_step, o = j % per_step - 1;
+    plan_request q;
+    q.index = j;
+    q.points = buf.x;
+    q.rows = rows;
+    q.dim = d;
+    q.at = channels[static_cast<std::size_t>(k)];
+    q.time = times[static_cast<std::size_t>(k)];
+    q.output = o < 0 ? output : model_output::denoiser;
+    q.answer = answer;
+    q.vector = o < 0 ? nullptr : buf.v;
+    return q;
+  }
+  kernels::tmpd_stage_functor stage(int op, int o, std::int64_t k, std::int64_t next) const {
+    const std::size_t i = static_cast<std::size_t>(k);
+    return kernels::tmpd_stage_functor{p,     buf,    answer, op, o, k, op == kernels::tmpd_op_m ? ux[i] : 0.f,
+                                       op == kernels::tmpd_op_m ? um[i] : 1.f, scale, sigma2, &state->chain_base,
+                                       &state->step, next};
+  }
+  void tell(std::int64_t j, cudaStream_t stream) override {
+    const std::int64_t k = j / per_step, o = j % per_step - 1;
+    kernels::for_each_index<128>(where, rows, stage(o < 0 ? kernels::tmpd_op_m : kernels::tmpd_op_ju, int(o), k, j + 1),
+                            stream);
+  }
+  void reset(const float* initial, cudaStream_t stream) override {
+    kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
+    if (initial != nullptr) {
+      const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
+      if (where == executor::cuda)
+        DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(buf.x, initial, bytes, cudaMemcpyDefault, stream));
+      else
+        std::memmove(buf.x, initial, bytes);
+    } else {
+      kernels::for_each_index<128>(where, rows, stage(kernels::tmpd_op_initial, 0, 0, 0), stream);
+    }
+  }
+  float* samples() const override { return buf.x; }
+  const std::int64_t* counter() const override { return &state->step; }
+};
+
+}  // namespace
+
+std::unique_ptr<sampling_plan_storage> make_tmpd_plan(std::int64_t d, const guided_problems& pr,
+                                                      const guided_options& o, model_output output, executor where,
+                                                      cudaStream_t stream) {
+  auto st = std::make_unique<tmpd_plan_storage>();
+  std::vector<unsigned char> tables;
+  const tmpd_layout l = make_tmpd_layout(d, pr, o, &tables);
+  const std::int64_t BN = pr.problems * o.particles, dy = pr.d_y;
+  st->where = where;
+  st->rows = BN;
+  st->d = d;
+  st->output = output;
+  st->per_step = 1 + dy;
+  st->asks = o.steps * st->per_step;
+  st->scale = float(o.guidance_scale);
+  for (std::int64_t k = 0; k < o.steps; ++k) {
+    const kernels::guided_step& step = reinterpret_cast<const kernels::guided_step*>(tables.data() + l.tables.steps)[k];
+    st->channels.push_back(channel{step.a, step.s});
+    st->times.push_back(l.tables.points[static_cast<std::size_t>(k)].t);
+    push_denoiser_form(output, step.a, step.s, st->ux, st->um);
+  }
+  // One allocation: guided_sample()'s workspace (tables, x, the rows, the answer), then the state.
+  const std::size_t at_state = (l.blob.at + 255) / 256 * 256;
+  const std::size_t total = at_state + sizeof(kernels::plan_state);
+  check_allocation("guided plan", total, where);
+  const kernels::plan_state initial{0, 0, 0};
+  unsigned char* base = nullptr;
+  if (where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, total));
+    base = static_cast<unsigned char*>(st->device);
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base, tables.data(), tables.size(), cudaMemcpyHostToDevice, stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + tables.size(), 0, at_state - tables.size(), stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, stream));
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
+  } else {
+    st->host.assign(total, 0);
+    base = st->host.data();
+    std::memcpy(base, tables.data(), tables.size());
+    std::memcpy(base + at_state, &initial, sizeof initial);
+  }
+  st->p = linear_params(kernels::mixture_view<float>{}, d, pr, o, l.tables, base);
+  st->buf = tmpd_stepwise_rows(base, l, BN, d, dy);
+  st->answer = reinterpret_cast<float*>(base + l.answer);
+  st->sigma2 = reinterpret_cast<const float*>(base + l.sigma2);
+  st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
+  return st;
 }
 
 }  // namespace diffsample::detail

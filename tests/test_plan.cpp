@@ -567,6 +567,53 @@ TEST(SamplingPlan, GuidedDcpsPlanReproducesGuidedSampleExactly) {
   EXPECT_LE(far, a.size() / 100);
 }
 
+// Seen failing with the tells applying step j / d_y's coefficients instead of step j / (1 + d_y)'s, and with the
+// asks at the next step's channel.
+TEST(SamplingPlan, GuidedTmpdPlanReproducesGuidedSampleExactly) {
+  // Three problems (d_y = 2: three asks per step, the model's output then J^T a_0 and J^T a_1) of 17 particles,
+  // and a mask operator; fed the mixture's denoiser and J^T v, the plan gives guided_sample()'s particles bit for
+  // bit (the CPU executor runs TMPD ask by ask through the same stage functors); the second trajectory equals the
+  // second half of one guided_sample() over the problems twice.
+  const std::int64_t d = 3, N = 17;
+  const gaussian_mixture mix = test_mixture(d);
+  for (int c = 0; c < 2; ++c) {
+    guided_problems pr = three_problems();
+    if (c == 1) {
+      pr.A.clear();
+      for (int b = 0; b < 3; ++b) pr.operators.push_back(observation_operator::mask(d, {b % 3, (b + 2) % 3}, {1.0, 0.5}));
+    }
+    guided_problems twice = pr;
+    twice.problems = 2 * pr.problems;
+    twice.A.insert(twice.A.end(), pr.A.begin(), pr.A.end());
+    twice.operators.insert(twice.operators.end(), pr.operators.begin(), pr.operators.end());
+    twice.y.insert(twice.y.end(), pr.y.begin(), pr.y.end());
+    twice.sigma_y.insert(twice.sigma_y.end(), pr.sigma_y.begin(), pr.sigma_y.end());
+    guided_options o;
+    o.sampler = guided_sampler::tmpd;
+    o.particles = N;
+    o.steps = 10;
+    o.seed = 37;
+    const std::string what = c == 0 ? "dense" : "mask";
+    const std::int64_t BNd = pr.problems * N * d;
+    std::vector<float> fused(2 * BNd);
+    guided_outputs out;
+    out.particles = fused.data();
+    guided_sample(mix, out, twice, o, cpu);
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    EXPECT_EQ(plan.asks(), o.steps * (1 + pr.d_y));
+    for (std::int64_t k = 0; k < plan.asks(); ++k) {
+      const plan_request r = plan.request(k);
+      EXPECT_EQ(r.vector != nullptr, k % 3 != 0) << k;
+      EXPECT_EQ(r.points, plan.samples()) << k;
+    }
+    const auto first = run_jacobian_plan(plan, mix);
+    EXPECT_EQ(std::vector<float>(fused.begin(), fused.begin() + BNd), first) << what;
+    const auto second = run_jacobian_plan(plan, mix);
+    EXPECT_EQ(std::vector<float>(fused.begin() + BNd, fused.end()), second) << what << ", second trajectory";
+    for (float v : first) ASSERT_TRUE(std::isfinite(v)) << what;
+  }
+}
+
 TEST(SamplingPlan, RefusesMisuse) {
   diffusion_options o;
   o.steps = 2;

@@ -30,8 +30,8 @@ struct plan_request {
   model_output output = model_output::denoiser;  ///< what to write into answer (the plan's declared output)
   float* answer = nullptr;        ///< rows x dim: the caller writes the model's output at the points here
   /// Null, or rows x dim vectors v: then the caller writes J(x)^T v into answer instead, J the Jacobian of its
-  /// denoiser at the points and channel (what autograd's vector-Jacobian product gives; DPS, Pi-GDM and DCPS ask
-  /// for it)
+  /// denoiser at the points and channel (what autograd's vector-Jacobian product gives; DPS, Pi-GDM, DCPS and TMPD
+  /// ask for it)
   const float* vector = nullptr;
 };
 
@@ -58,9 +58,9 @@ struct sampling_plan_storage;
 /// Randomness: trajectory t (the one begun by the (t+1)-th reset(), t = 0, 1, ...) draws row i's noise from the
 /// Philox stream of chain first_chain + t rows() + i (guided plans: particle t rows() + i), as the fused sampler
 /// does for that chain. Exactness: answered with the mixture's own denoiser (diffusion samplers, with its J^T v for
-/// DPS, Pi-GDM and DCPS) or score (Langevin) through gaussian_mixture::evaluate and denoiser_jvp on the direct path, a
-/// plan on the CPU executor gives the fused sampler's samples bit for bit (t trajectories of a chain sampler equal
-/// one fused call over t rows() chains).
+/// DPS, Pi-GDM, DCPS and TMPD) or score (Langevin) through gaussian_mixture::evaluate and denoiser_jvp on the direct
+/// path, a plan on the CPU executor gives the fused sampler's samples bit for bit (t trajectories of a chain sampler
+/// equal one fused call over t rows() chains).
 class DIFFSAMPLE_API sampling_plan {
  public:
   /// A plan for a reverse-diffusion sampler (every diffusion_sampler: ddpm, ddim, reverse_sde, ode_euler,
@@ -82,7 +82,8 @@ class DIFFSAMPLE_API sampling_plan {
   /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
   static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
-  /// A plan for the guided samplers smc, dps, pigdm and dcps on B = problems.problems problems of options.particles
+  /// A plan for the guided samplers smc, dps, pigdm, dcps and tmpd on B = problems.problems problems of
+  /// options.particles
   /// particles each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional states. The prior is
   /// the caller's model: nothing of a mixture is used.
   /// DPS and Pi-GDM: two asks per step, both at the particles and the step's channel: the model's output (converted
@@ -102,6 +103,13 @@ class DIFFSAMPLE_API sampling_plan {
   /// dcps_gradient_steps) an ask at the fit's draw q (plan_request::points is then q, not the particles) and the next
   /// point's channel, followed by J^T u at q unless the next point is the block's clean end. reset() draws
   /// x = s_0 z (or copies @p initial); trajectory t keys particle i's stream t rows() + i.
+  /// TMPD: 1 + d_y asks per step k, all at the particles and step k's channel: the model's output, then for each
+  /// row a_o of the problem's operator A_b (o = 0 .. d_y - 1) J^T v with plan_request::vector = a_o. TMPD's
+  /// covariance C = (s^2 / a) J needs J a_o; the plan asks for J^T a_o, what one backward pass of autograd gives,
+  /// which equals J a_o for a denoiser that is a gradient field (the exact Tweedie denoiser: J = C a / s^2 is
+  /// symmetric); a network's Jacobian is symmetric only approximately, and TMPD symmetrises A C A^T anyway. The
+  /// factorisation of A C A^T + sigma_y^2 I (FP64, per particle), the solve and the update happen in the last tell
+  /// of the step; a particle whose matrix is not positive definite becomes NaN, as in guided_sample().
   /// @param output  denoiser, score or eps (converted to the denoiser at each ask's channel)
   /// @throws invalid_argument for another sampler, SMC with moment potentials, or as guided_sample() does for the
   ///         problems and options

@@ -643,7 +643,7 @@ NB_MODULE(_core, m) {
             return ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
           },
           "d"_a, "problems"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
-          "stream"_a = 0, "A plan for the guided samplers smc (linear potentials), dps, pigdm and dcps.")
+          "stream"_a = 0, "A plan for the guided samplers smc (linear potentials), dps, pigdm, dcps and tmpd.")
       .def(
           "write_outputs",
           [](ds::sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,
@@ -694,7 +694,7 @@ NB_MODULE(_core, m) {
           "k"_a = -1,
           "The next ask (k < 0) or the ask at position k: a dict with index, a, s, time, output, points (rows, d) "
           "read-only and answer (rows, d) writable views of the plan's buffers (valid while the plan lives), and "
-          "vector: None, or (rows, d) read-only v whose J^T v the caller writes into answer (dps, pigdm, dcps).")
+          "vector: None, or (rows, d) read-only v whose J^T v the caller writes into answer (dps, pigdm, dcps, tmpd).")
       .def(
           "tell",
           [](ds::sampling_plan& pl, std::uintptr_t stream) {

@@ -61,8 +61,6 @@ void run_guided_skrock(simd_target, const kernels::guided_params&, const kernels
 void run_plan_tell(simd_target, const kernels::plan_tell_functor&, std::int64_t) {}
 void run_denoiser_jvp(simd_target, const kernels::channel_view&, const float*, const float*, std::int64_t,
                       std::int64_t, float*) {}
-void run_guided_tmpd(simd_target, const kernels::guided_params&, const kernels::mixture_channels&, std::int64_t, float,
-                     const float*, float*) {}
 void run_guided_moment(simd_target, const kernels::guided_moment_functor&, const kernels::channel_view&) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, float*) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, double*) {}
@@ -112,10 +110,6 @@ void run_guided_skrock(simd_target t, const kernels::guided_params& p, const ker
 void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float* x, const float* v, std::int64_t n,
                       std::int64_t d, float* out) {
   DIFFSAMPLE_DISPATCH_(run_denoiser_jvp(c, x, v, n, d, out))
-}
-void run_guided_tmpd(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
-                     std::int64_t steps, float scale, const float* sigma2, float* x) {
-  DIFFSAMPLE_DISPATCH_(run_guided_tmpd(p, channels, steps, scale, sigma2, x))
 }
 void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, const kernels::channel_view& channel) {
   DIFFSAMPLE_DISPATCH_(run_guided_moment(f, channel))

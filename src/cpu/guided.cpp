@@ -14,7 +14,6 @@
 #include "kernels/guided.cuh"
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/guided_diffpir.cuh"
-#include "kernels/guided_tmpd.cuh"
 #include "kernels/linalg.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/denoiser_jvp.hpp"
@@ -244,13 +243,6 @@ void ddrm_lift_pack(const kernels::ddrm_params& p, std::int64_t b, const fpack* 
 }
 
 
-/// A third per-thread buffer, of doubles (the FP64 parts of TMPD's per-lane algebra).
-double* thread_doubles(std::int64_t count) {
-  static thread_local std::vector<double> buffer;
-  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
-  return buffer.data();
-}
-
 /// Row o of A_b as d broadcast packs (a mask's row: its gain at its coordinate).
 void row_packs(const kernels::guided_params& p, std::int64_t b, int o, fpack* v) {
   const float* A = p.A + b * p.A_stride;
@@ -261,21 +253,6 @@ void row_packs(const kernels::guided_params& p, std::int64_t b, int o, fpack* v)
   }
   const float* row = A + static_cast<std::int64_t>(o) * p.d;
   for (int j = 0; j < p.d; ++j) v[j] = fpack(row[j]);
-}
-
-typedef double vd __attribute__((vector_size(lanes * 8)));
-/// An FP64 pack in a type of this target's namespace: a std::vector of the bare vector type would be one template
-/// instance shared with the other targets' objects (projection.cpp's packs of the same size), allocated with the
-/// alignment the first-linked object's flags give it (32 bytes under AVX2 for a 64-byte vector).
-struct dpack {
-  vd v;
-};
-
-/// Per-thread FP64 packs (TMPD's A C A^T of every lane).
-dpack* thread_vd(std::int64_t count) {
-  static thread_local std::vector<dpack> buffer;
-  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
-  return buffer.data();
 }
 
 }  // namespace
@@ -458,94 +435,6 @@ void run_denoiser_jvp(const kernels::channel_view& c, const float* x, const floa
     pk.load(vs, v, di);
     channel_denoiser_jvp(c, xs, di, vs, 1, os, os + d);
     pk.store(os, out, di);
-  });
-}
-
-void run_guided_tmpd(const kernels::guided_params& p, const kernels::mixture_channels& channels, std::int64_t steps,
-                     float scale, const float* sigma2, float* x) {
-  const int d = p.d, dy = p.d_y;
-  const std::int64_t dyd = static_cast<std::int64_t>(dy) * d;
-  const std::int64_t packs = 2 * static_cast<std::int64_t>(d) + 2 * dy + 2 * dyd + denoiser_jvp_scratch(d, dy, p.mix.components);
-  for_each_particle_pack(p, packs, [&](const pack_rows& pk, fpack* s) {
-    fpack *xs = s, *ms = xs + d, *r = ms + d, *fo = r + dy, *rows = fo + dy, *jrows = rows + dyd, *jw = jrows + dyd;
-    dpack* cyy = thread_vd(static_cast<std::int64_t>(dy) * dy);  // A C A^T of every lane
-    double* L = thread_doubles(static_cast<std::int64_t>(dy) * dy + dy);  // one lane's factor, then f
-    double* f = L + dy * dy;
-    const std::int64_t b = pk.b;
-    vi dead = vi{};  // lanes whose matrix was not positive definite: NaN from then on, as the functor's return
-    {
-      philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, b), 0);
-      const fpack s0(p.initial_scale);
-      rng.normals(d, [&](int j, fpack z) { xs[j] = s0 * z; });
-    }
-    for (int o = 0; o < dy; ++o) row_packs(p, b, o, rows + o * d);
-    const float s2 = sigma2[b];
-    for (std::int64_t k = 0; k < steps; ++k) {
-      const kernels::guided_step st = p.steps[k];
-      const kernels::channel_view ch = channels.at(k, st.a, st.s);
-      {  // kernels::tmpd_moments
-        const span xv{xs, d};
-        span mv{ms, d};
-        kernels::channel_denoiser<fpack>(ch, xv, mv);
-        residual(p, b, 1.f, ms, r);
-        channel_denoiser_jvp(ch, xs, d, rows, dy, jrows, jw);
-        const vd ratio = vd{} + double(st.s) * double(st.s) / double(st.a);
-        for (int q = 0; q < dy; ++q) {
-          const fpack* jq = jrows + static_cast<std::int64_t>(q) * d;
-          for (int o = 0; o < dy; ++o) {
-            vd acc = vd{};
-            if (p.mask != nullptr) {
-              const std::int64_t base = b * p.A_stride;
-              acc = double(p.A[base + o]) * __builtin_convertvector(jq[p.mask[base + o]].v, vd);
-            } else {
-              const float* Arow = p.A + b * p.A_stride + static_cast<std::int64_t>(o) * d;
-              for (int j = 0; j < d; ++j) acc += double(Arow[j]) * __builtin_convertvector(jq[j].v, vd);
-            }
-            cyy[o * dy + q].v = ratio * acc;
-          }
-        }
-      }
-      for (int o = 0; o < dy; ++o) fo[o] = fpack(0.f);
-      for (int l = 0; l < lanes; ++l) {  // per lane: symmetrise, factor, solve (kernels::tmpd_step)
-        if (dead[l] != 0) continue;
-        for (int o = 0; o < dy; ++o) {
-          for (int q = 0; q < o; ++q) {
-            const double v = 0.5 * (cyy[o * dy + q].v[l] + cyy[q * dy + o].v[l]);
-            L[o * dy + q] = v;
-            L[q * dy + o] = v;
-          }
-          L[o * dy + o] = cyy[o * dy + o].v[l] + double(s2);
-        }
-        if (kernels::cholesky_failure(L, dy) >= 0) {
-          dead[l] = -1;
-          continue;
-        }
-        for (int o = 0; o < dy; ++o) f[o] = double(r[o].v[l]);
-        kernels::forward_substitute(L, dy, f, 1);
-        kernels::back_substitute_transposed(L, dy, f, 1);
-        for (int o = 0; o < dy; ++o) fo[o].v[l] = float(f[o]);
-      }
-      // g = sum_o f_o (J a_o), in ms's place once the update has read m: accumulate in jw instead.
-      fpack* g = jw;
-      for (int j = 0; j < d; ++j) g[j] = fpack(0.f);
-      for (int o = 0; o < dy; ++o) {
-        const fpack* jo = jrows + static_cast<std::int64_t>(o) * d;
-        for (int j = 0; j < d; ++j) g[j] = g[j] + fo[o] * jo[j];
-      }
-      const fpack c0(st.c0), c1(st.c1), shift(scale * st.guidance), sig(st.sig);
-      const mpack keep{~dead};
-      if (st.sig != 0.f) {
-        philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, b), static_cast<std::uint64_t>(k) + 1);
-        rng.normals(d, [&](int j, fpack z) {
-          xs[j] = ds_select(keep, c0 * ms[j] + c1 * xs[j] + shift * g[j] + sig * z, fpack(0.f));
-        });
-      } else {
-        for (int j = 0; j < d; ++j) xs[j] = ds_select(keep, c0 * ms[j] + c1 * xs[j] + shift * g[j], fpack(0.f));
-      }
-    }
-    const mpack keep{~dead};
-    for (int j = 0; j < d; ++j) xs[j] = ds_select(keep, xs[j], fpack(NAN));
-    pk.store(xs, x, d);
   });
 }
 

@@ -1,4 +1,4 @@
-// The guided samplers that need the denoiser's Jacobian (TMPD, the moment-projected SMC's weighting) on the
+// The guided sampler that needs the denoiser's Jacobian on packs (the moment-projected SMC's weighting) on the
 // CPU executor's packs of particles (src/cpu/guided.cpp), with the packed Jacobian-vector product of
 // src/cpu/denoiser_jvp.hpp; declared apart from src/cpu/chains.hpp so that only their launches include it.
 #pragma once
@@ -16,12 +16,6 @@ namespace diffsample::cpu {
 /// kernels::mixture_denoiser_jvp).
 void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float* x, const float* v, std::int64_t n,
                       std::int64_t d, float* out);
-/// TMPD's trajectories (kernels::guided_tmpd_functor) over packs of particles of one problem, into x (B N x d):
-/// denoiser and d_y products J a_o from `channels` (channel k is step k's (a, s)), A C A^T in FP64 as the functor,
-/// its Cholesky factor and solves per lane (kernels/linalg.cuh). A particle whose matrix is not positive definite
-/// ends as NaN, as in the functor. The same guarantees as guided_pass.
-void run_guided_tmpd(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
-                     std::int64_t steps, float scale, const float* sigma2, float* x);
 /// The moment-projected SMC's weighting (kernels::guided_moment_functor) over packs of particles, with the
 /// mixture's constants at step f.k's channel in `channel`. The same guarantees.
 void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, const kernels::channel_view& channel);
@@ -30,8 +24,6 @@ void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, c
   namespace NS {                                                                                                   \
   void run_denoiser_jvp(const kernels::channel_view& c, const float* x, const float* v, std::int64_t n,           \
                         std::int64_t d, float* out);                                                               \
-  void run_guided_tmpd(const kernels::guided_params& p, const kernels::mixture_channels& channels,                 \
-                       std::int64_t steps, float scale, const float* sigma2, float* x);                            \
   void run_guided_moment(const kernels::guided_moment_functor& f, const kernels::channel_view& channel);           \
   }
 DIFFSAMPLE_DECLARE_JVP_TARGET_(simd_sse2)

@@ -1,6 +1,6 @@
 /* The ask/tell sampling plans through the C ABI from a C99 program: Heun, SMS and tamed ULA plans answered with the
  * library's own denoiser or score (ds_mixture_evaluate) reproduce the fused samplers bit for bit on the CPU
- * executor, and so do Pi-GDM, DCPS and guided SMC plans against ds_guided_sample(); the request struct is versioned (struct_size); misuse gets an error naming the argument. Exits nonzero
+ * executor, and so do Pi-GDM, DCPS, TMPD and guided SMC plans against ds_guided_sample(); the request struct is versioned (struct_size); misuse gets an error naming the argument. Exits nonzero
  * on the first failed check. */
 #include <diffsample/diffsample.h>
 
@@ -162,6 +162,19 @@ int main(void) {
       CHECK(asks > 20 && run(plan, m, NULL, stepped, 50) == asks);
       if (memcmp(fused, stepped, sizeof fused) != 0) {
         fprintf(stderr, "dcps plan: particles differ from the fused sampler's\n");
+        ++failures;
+      }
+      ds_sampling_plan_destroy(plan);
+    }
+    /* TMPD: per step the denoiser, then J^T a_o for both rows of A_b (30 asks); bit for bit again. */
+    plan = NULL;
+    o.sampler = DS_GUIDED_TMPD;
+    CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+    if (plan != NULL) {
+      CHECK(run(plan, m, NULL, stepped, 50) == 30);
+      if (memcmp(fused, stepped, sizeof fused) != 0) {
+        fprintf(stderr, "tmpd plan: particles differ from the fused sampler's\n");
         ++failures;
       }
       ds_sampling_plan_destroy(plan);

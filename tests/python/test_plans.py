@@ -119,3 +119,24 @@ def test_dcps_plan_asks_at_the_fits_draws_and_equals_guided_sample(mixture2):
     np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused)
     with pytest.raises(ds.InvalidArgument, match="SMC"):
         plan.outputs()
+
+
+def test_tmpd_plan_asks_for_products_with_the_rows_of_a(mixture2):
+    # TMPD: per step the denoiser, then J^T v for v = each row of the problem's A (d_y = 1 here: two asks per step);
+    # fed the mixture's denoiser and J v it gives guided_sample()'s particles bit for bit.
+    opts = dict(sampler="tmpd", particles=40, steps=10, seed=6)
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("particles",), **opts)["particles"]
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **opts)
+    assert plan.asks == 20
+    plan.reset()
+    while not plan.done:
+        r = plan.ask()
+        x = np.ascontiguousarray(r["points"])
+        if r["vector"] is None:
+            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
+        else:
+            rows = np.concatenate([np.repeat(A2[b], 40, axis=0) for b in range(2)]).astype(np.float32)
+            np.testing.assert_array_equal(r["vector"], rows)
+            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
+        plan.tell()
+    np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused)
