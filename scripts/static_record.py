@@ -297,6 +297,77 @@ def dps_accesses(K, d, dy, layout):
     return loads, stores, shared
 
 
+def tmpd_accesses(K, d, dy, layout):
+    """(global loads, global stores, shared accesses) per particle-step of TMPD (dense A), counted from
+    kernels/guided_tmpd.cuh (tmpd_moments, tmpd_step) and kernels/mixture.cuh (mixture_denoiser, mixture_denoiser_jvp:
+    x 6 K d loads, v 3 K d loads, out d + K d stores and K d loads). The FP64 d_y x d_y system (row-major per
+    particle in both layouts, about d_y^3 / 3 + 3 d_y^2 + 6 d_y accesses of 8 bytes) is left out: 15 at d_y = 1."""
+    if layout.startswith("row-major"):
+        # Before: denoiser (x 2 K d, m d + K d + d stored, K d + d loaded); residual (dy d loads of m, dy stores);
+        # per row o: the row of A copied into a per-particle vector (d stores, then d loads and d stores), its JVP
+        # (x 6 K d, row 3 K d, J a_o d + K d stored, K d loaded); A (J A^T): dy^2 d loads of the products; f from r
+        # (dy); g = sum_o f_o J a_o in a vector (d stores, then 2 d loads and d stores per row); the update (m, x, g
+        # loaded, x stored).
+        loads = 2 * K * d + (K * d + d) + dy * d + dy * (d + 6 * K * d + 3 * K * d + K * d) + dy * dy * d + dy + \
+            2 * dy * d + 3 * d
+        stores = (2 * d + K * d) + dy + dy * (2 * d + d + K * d) + (d + dy * d) + d
+        shared = 0
+    else:
+        # After: m and one product's accumulator in the shared scratch; the rows of A read in place (broadcasts, not
+        # counted); each finished product copied once to its coordinate-major row; g summed in a register from the
+        # rows (dy d loads).
+        loads = 2 * K * d + dy * 6 * K * d + dy * dy * d + dy + dy * d + d
+        stores = dy + dy * d + d
+        shared = (2 * K * d + 3 * d) + dy * d + dy * (2 * K * d + d + d) + d
+    return loads, stores, shared
+
+
+def ddrm_accesses(K, d, r, layout):
+    """(global loads, global stores, shared accesses) per particle-step of DDRM (rank r), counted from
+    kernels/guided_ddrm.cuh (ddrm_transition, ddrm_project, ddrm_lift) and kernels/mixture.cuh channel_denoiser on
+    the device (isotropic, chunks of 4: x read once per chunk and once in the final scaling, out read and written
+    once per chunk)."""
+    chunks = -(-K // 4)
+    if layout.startswith("row-major"):
+        # Before: denoiser (x chunks d + d, m 2 d + chunks d stored, chunks d + d loaded); the DDIM update (x and m
+        # loaded, xi and x stored); three projections accumulating their r values over the coordinates (d loads of v,
+        # r zeroed, r d loads and stores each); the spectral update (3 r loads, r stores); the lift (r d loads of c,
+        # x read and written); the scaling by a' (d loads, d stores).
+        loads = (chunks * d + d) + (chunks * d + d) + 2 * d + 3 * (d + r * d) + 3 * r + (r * d + d) + d
+        stores = (2 * d + chunks * d) + 2 * d + 3 * (r + r * d) + r + d + d
+        shared = 0
+    else:
+        # After: m in the shared scratch; each projection value summed in a register (r d loads of v, r stores).
+        loads = (chunks * d + d) + d + 2 * r * d + 3 * r + (r * d + d) + d
+        stores = 2 * d + 3 * r + r + d + d
+        shared = (2 * chunks * d + 3 * d) + d + r * d
+    return loads, stores, shared
+
+
+def dcps_accesses(K, d, dy, layout):
+    """(global loads, global stores, shared accesses) per gradient step of a DCPS transition (dense A, cm != 0: one
+    denoiser and one JVP, the work of almost every DCPS step), counted from kernels/guided_dcps.cuh
+    (dcps_potential_grad, dcps_transition) and kernels/mixture.cuh (mixture_denoiser, mixture_denoiser_jvp)."""
+    if layout.startswith("row-major"):
+        # Before: the draw q = mu + e^l eps (mu, l loaded; eps, q stored); denoiser (q 2 K d; m d + K d + d stored,
+        # K d + d loaded); mu_beta = cx q + cm m (2 d loads, d stores); residual (dy d loads, dy stores); t = P r
+        # (dy^2 loads, dy stores); u = A^T t by rows (d stores, then dy + dy d loads and dy d stores); the JVP
+        # (q 6 K d, u 3 K d; ju d + K d stored, K d loaded); grad = cx u + cm ju (2 d loads, d stores); the KL
+        # gradients (grad twice, mu, x, l, eps: 6 d loads; 2 d stores) and the normalised update (4 d loads,
+        # 2 d stores).
+        loads = 2 * d + 2 * K * d + (K * d + d) + 2 * d + dy * d + dy * dy + (dy + dy * d) + (9 * K * d + K * d) + \
+            2 * d + 6 * d + 4 * d
+        stores = 2 * d + (2 * d + K * d) + d + dy + dy + (d + dy * d) + (d + K * d) + d + 2 * d + 2 * d
+        shared = 0
+    else:
+        # After: m and ju in the shared scratch; u = A^T t coordinate by coordinate (u zeroed, then per coordinate
+        # one load and one store of u and dy loads of t).
+        loads = 2 * d + 2 * K * d + d + dy * d + dy * dy + (d + dy * d) + 9 * K * d + d + 6 * d + 4 * d
+        stores = 2 * d + d + dy + dy + (d + d) + d + 2 * d + 2 * d
+        shared = (2 * K * d + 3 * d) + d + dy * d + (d + 2 * K * d) + d
+    return loads, stores, shared
+
+
 def guided_rows():
     rows = []
     K, dy = 25, 1
@@ -316,6 +387,34 @@ def guided_rows():
         for layout, per in (("row-major, accumulators in global", 32), ("coordinate-major, accumulators in shared", 4)):
             loads, stores, shared = dps_accesses(K, d, dy, layout)
             rows.append(("DPS / Pi-GDM step, " + layout, K, d, dy, loads, stores, per, (loads + stores) * per,
+                         stores * per, shared, flops))
+    layouts = (("row-major, accumulators in global", 32), ("coordinate-major, accumulators in shared", 4))
+    for d in (10, 100):
+        # TMPD (approximate): the denoiser 7 K d + 12 K; per row of A one JVP (three passes of logits 4 K d + 12 K,
+        # two products 5 K d, accumulation 8 K d); A (J A^T) 2 dy^2 d; the guidance 2 dy d and the update with d
+        # normals (~11 d).
+        flops = 7 * K * d + 12 * K + dy * (3 * (4 * K * d + 12 * K) + 18 * K * d) + 2 * dy * dy * d + 2 * dy * d + \
+            11 * d
+        for layout, per in layouts:
+            loads, stores, shared = tmpd_accesses(K, d, dy, layout)
+            rows.append(("TMPD step, " + layout, K, d, dy, loads, stores, per, (loads + stores) * per,
+                         stores * per, shared, flops))
+    for d in (10, 100):
+        # DDRM (rank r = d_y): the denoiser 6 K d + 21 K + 3 d (channel constants), the DDIM update and d normals
+        # (~10 d), three projections and the lift (8 r d), the scaling (d).
+        r = dy
+        flops = 6 * K * d + 21 * K + 3 * d + 10 * d + 8 * r * d + d
+        for layout, per in layouts:
+            loads, stores, shared = ddrm_accesses(K, d, r, layout)
+            rows.append(("DDRM step (rank {}), ".format(r) + layout, K, d, dy, loads, stores, per,
+                         (loads + stores) * per, stores * per, shared, flops))
+    for d in (10, 100):
+        # DCPS gradient step: the denoiser 7 K d + 12 K, one JVP (30 K d + 36 K), the residual and A^T t (4 dy d),
+        # the draw, KL gradients and update (~25 d with d normals and d exp twice).
+        flops = 7 * K * d + 12 * K + 30 * K * d + 36 * K + 4 * dy * d + 25 * d
+        for layout, per in layouts:
+            loads, stores, shared = dcps_accesses(K, d, dy, layout)
+            rows.append(("DCPS gradient step, " + layout, K, d, dy, loads, stores, per, (loads + stores) * per,
                          stores * per, shared, flops))
     return rows
 
@@ -388,17 +487,20 @@ def write_record(kernels, path, allow_register_stack):
             name, K if K else "-", d, flops, moved, "{} -> {}".format(before, after) if before else "-", by_flops,
             "{:.3g}".format(by_bytes) if moved else "-", "{:.3g}".format(by_loads) if after else "-", which))
     lines.append("")
-    lines.append("## Guided SMC: global memory per particle-step, before and after the coordinate-major layout")
+    lines.append("## Guided samplers: global memory per particle-step, before and after the coordinate-major layout")
     lines.append("")
     lines.append("SMC: weighting and mutation of one transition (linear potentials); DPS / Pi-GDM: one step of the fused")
-    lines.append("run (likelihood form). Dense A, {} components, d_y = 1,".format(guided_rows()[0][1]))
-    lines.append("counted from the source (`guided_accesses`, `dps_accesses` in `scripts/static_record.py`). Accesses are 4-byte")
+    lines.append("run (likelihood form); TMPD: one transition; DDRM: one transition at rank d_y; DCPS: one gradient step")
+    lines.append("of a transition (a denoiser and a JVP, as almost every DCPS step). Dense A, {} components, d_y = 1,".format(
+        guided_rows()[0][1]))
+    lines.append("counted from the source (`guided_accesses`, `dps_accesses`, `tmpd_accesses`, `ddrm_accesses`,")
+    lines.append("`dcps_accesses` in `scripts/static_record.py`). Accesses are 4-byte")
     lines.append("loads and stores of one thread; sectors are per warp access (32 particles, one coordinate); bytes")
     lines.append("are at sector granularity (32 B per particle row-major, 4 B coordinate-major). Loads of x repeat")
     lines.append("per component and are served by L1 when a block's rows fit; stores go to L2 (L1 writes through),")
     lines.append("so the stored bytes are the floor of L2 traffic. The bound divides HBM bandwidth by all bytes")
     lines.append("(pessimistic: it assumes nothing is served by L1/L2) and FP32 peak by the FLOPs. The shared-memory")
-    lines.append("scratch needs d floats per thread (DPS: 2 d, moment potentials: 3 d): 128 threads up to 96 floats,")
+    lines.append("scratch needs d floats per thread (DPS, TMPD, DCPS: 2 d, moment potentials: 3 d): 128 threads up to 96 floats,")
     lines.append("fewer down to one warp up to 384 (`shared_scratch_block` in `kernels/launch.cuh`); beyond that it stays in the")
     lines.append("coordinate-major global rows (4 sectors per warp access). One kernel serves both placements, chosen")
     lines.append("at launch, so the SASS reaches the scratch with generic loads and stores (`LD.E`/`ST.E`, no `LDS`/`STS`),")
@@ -421,7 +523,8 @@ def write_record(kernels, path, allow_register_stack):
         lines.append("| kernel | d | floats per thread | threads | dynamic smem (B) | occupancy | limit |")
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
         for k in sorted(scratch, key=lambda k: k["short"]):
-            per_d = 3 if "guided_moment_functor" in k["short"] else 2 if "guided_baseline_functor" in k["short"] else 1
+            two = ("guided_baseline_functor", "guided_tmpd_functor", "guided_dcps_functor")
+            per_d = 3 if "guided_moment_functor" in k["short"] else 2 if any(t in k["short"] for t in two) else 1
             for d in (10, 100, 400):
                 width = per_d * d
                 threads = min(128, (48 * 1024) // (4 * width) // 32 * 32)
