@@ -1,64 +1,104 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: runs every test (GPU tests included), compute-sanitizer memcheck and racecheck on
-# the GPU tests only, the benchmarks and the PyTorch baselines, and writes everything to a dated results file,
-# bench/results/<UTC date>-<device>.md (and prints its path last).
+# On a machine with an NVIDIA GPU: runs the GPU tests (those scripts/gpu_tests.py finds: every test that calls
+# DIFFSAMPLE_REQUIRE_GPU), compute-sanitizer memcheck and racecheck on the same tests only (CPU-only tests never run
+# under a sanitizer), short benchmarks and the PyTorch baselines, within a time budget, and writes everything to a
+# dated results file, bench/results/<UTC date>-<device>.md (its path and a summary are printed last).
 #
-# Usage: scripts/gpu-check.sh [--prebuilt DIR] [--quick] [--out DIR] [chains] [steps]
-#   --prebuilt DIR  use binaries built elsewhere instead of building here: DIR holds libdiffsample.so*, tests/ and
-#                   bench/ as scripts/gpu-bundle.sh lays them out (build on a machine with the toolchain and test
-#                   dependencies, carry DIR to the GPU machine; nothing is downloaded or installed here)
-#   --quick         tests and sanitizers only (no benchmarks, no PyTorch baselines)
+# Usage: scripts/gpu-check.sh [--prebuilt DIR|ARCHIVE] [--quick] [--all-tests] [--out DIR] [chains] [steps]
+#   --prebuilt DIR  use binaries built elsewhere instead of building here: DIR (or a .tar.gz / .tar.xz of it) holds
+#                   libdiffsample.so*, tests/, bench/ and lib/ (the libraries the build machine had and a bare GPU
+#                   machine may lack) as scripts/gpu-bundle.sh lays them out. Build where the toolchain and the test
+#                   dependencies are, carry the bundle; nothing is downloaded or installed here.
+#   --quick         GPU tests and sanitizers only (no benchmarks, no baselines, no Python package)
+#   --all-tests     also run the CPU-only tests (CI runs them on every commit; off by default to save GPU time)
 #   --out DIR       also copy the results file to DIR
-#   chains, steps   bench_langevin's size (default 1048576 chains, 1000 steps)
+#   chains, steps   bench_langevin's size (default 262144 chains, 200 steps)
 # Without --prebuilt it configures and builds build-gpu/ for sm_90 (needs CMake, GoogleTest and nlohmann-json).
-# Every tool is looked up first and the results file says which are missing and what was skipped for it. Each
-# sanitizer run has a time limit (DIFFSAMPLE_SANITIZER_TIMEOUT seconds, default 300), each test binary and benchmark
-# another (DIFFSAMPLE_RUN_TIMEOUT, default 600). The exit status is 0 only when everything that ran passed.
+# Time: the whole check stops starting new runs once DIFFSAMPLE_CHECK_BUDGET seconds (default 420) have passed and
+# says what it skipped; every run has a limit as well: each test binary DIFFSAMPLE_RUN_TIMEOUT seconds (default
+# 120), each sanitizer run DIFFSAMPLE_SANITIZER_TIMEOUT (default 90), never beyond the budget's remainder. Every tool
+# is looked up first; the results file says which are missing and what was skipped for it. Without a GPU it says so
+# and exits 0 without writing anything. Otherwise the exit status is 0 only when everything that ran passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f scripts/env.sh ] && source scripts/env.sh
 
 prebuilt=""
 quick=0
+all_tests=0
 copy_to=""
 positional=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --prebuilt) prebuilt=$2; shift 2 ;;
     --quick) quick=1; shift ;;
+    --all-tests) all_tests=1; shift ;;
     --out) copy_to=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) positional+=("$1"); shift ;;
   esac
 done
-chains=${positional[0]:-1048576}
-steps=${positional[1]:-1000}
-sanitizer_timeout=${DIFFSAMPLE_SANITIZER_TIMEOUT:-300}
-run_timeout=${DIFFSAMPLE_RUN_TIMEOUT:-600}
+chains=${positional[0]:-262144}
+steps=${positional[1]:-200}
+budget=${DIFFSAMPLE_CHECK_BUDGET:-420}
+sanitizer_timeout=${DIFFSAMPLE_SANITIZER_TIMEOUT:-90}
+run_timeout=${DIFFSAMPLE_RUN_TIMEOUT:-120}
+SECONDS=0
 
 have() { command -v "$1" >/dev/null 2>&1; }
-if ! have nvidia-smi || ! nvidia-smi >/dev/null 2>&1; then
-  echo "gpu-check: no GPU found (nvidia-smi missing or failing): nothing to check here, no results file written" >&2
-  exit 1
+# A GPU: nvidia-smi lists one, or (no nvidia-smi) PyTorch sees one.
+gpu_name=""
+if have nvidia-smi; then
+  gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+elif have python3; then
+  gpu_name=$(python3 -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' \
+    2>/dev/null)
 fi
+if [ -z "$gpu_name" ]; then
+  echo "gpu-check: no GPU found (nvidia-smi $(have nvidia-smi && echo "lists none" || echo "missing")): nothing to" \
+    "check here, no results file written" >&2
+  exit 0
+fi
+
+# --- binaries: a bundle (folder or archive) or a build here ---------------------------------------------------
+unpacked=""
+if [ -n "$prebuilt" ] && [ -f "$prebuilt" ]; then
+  unpacked=$(mktemp -d)
+  tar -xf "$prebuilt" -C "$unpacked" || { echo "gpu-check: cannot unpack $prebuilt" >&2; exit 1; }
+  prebuilt=$(find "$unpacked" -maxdepth 2 -name tests -type d | head -1 | xargs -r dirname)
+  [ -n "$prebuilt" ] || { echo "gpu-check: no tests/ folder in the archive" >&2; exit 1; }
+fi
+
 stamp=$(date -u +%Y-%m-%dT%H%M)
-device=""
-have nvidia-smi && device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-')
 mkdir -p bench/results
-out=bench/results/${stamp}-${device:-unknown}.md
+out=bench/results/${stamp}-$(echo "$gpu_name" | tr ' /' '--').md
 section() { printf '\n## %s\n\n```\n' "$1" >>"$out"; }
 endsection() { printf '```\n' >>"$out"; }
 note() { echo "$@" | tee -a "$out"; }
 status=0
+summary=()
+remaining() { echo $((budget - SECONDS)); }
+# limit SECONDS command...: run with the smaller of SECONDS and the budget's remainder (timeout exit 124 / 137).
+limit() {
+  local seconds=$1
+  shift
+  local left
+  left=$(remaining)
+  [ "$left" -lt "$seconds" ] && seconds=$left
+  [ "$seconds" -lt 1 ] && return 124
+  if [ $have_timeout = 1 ]; then timeout --kill-after=10 "$seconds" "$@"; else "$@"; fi
+}
+over_budget() { [ "$(remaining)" -lt 5 ]; }
 
 {
   echo "# gpu-check $stamp"
   echo
-  echo "- commit: $(git rev-parse HEAD 2>/dev/null || cat "${prebuilt:-.}/COMMIT" 2>/dev/null || echo unknown)"
-  echo "- device: $(nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null)"
-  echo "- driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null)"
-  echo "- nvcc: $(nvcc --version 2>/dev/null | tail -1)"
+  echo "- commit: $(cat "${prebuilt:-/nonexistent}/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "- device: $(nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "$gpu_name")"
+  echo "- driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null || echo unknown)"
+  echo "- nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo missing)"
   echo "- binaries: ${prebuilt:-built here in build-gpu}"
+  echo "- budget: ${budget} s; limits: ${run_timeout} s per test binary, ${sanitizer_timeout} s per sanitizer run"
 } >"$out"
 
 # --- tools ------------------------------------------------------------------------------------------------------
@@ -68,24 +108,32 @@ have_sanitizer=0; have compute-sanitizer && have_sanitizer=1
 have_torch=0
 have python3 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1 &&
   have_torch=1
-for tool in nvidia-smi timeout compute-sanitizer ncu python3 cmake nvcc; do
+for tool in nvidia-smi timeout compute-sanitizer ncu python3 cmake nvcc tar; do
   if have "$tool"; then echo "found: $tool ($(command -v "$tool"))" >>"$out"; else echo "MISSING: $tool" >>"$out"; fi
 done
 [ $have_torch = 1 ] && echo "found: PyTorch with CUDA" >>"$out" || echo "MISSING: PyTorch with CUDA (baselines skipped)" >>"$out"
 [ $have_sanitizer = 0 ] && echo "compute-sanitizer missing: sanitizer runs skipped" >>"$out"
-[ $have_timeout = 0 ] && echo "timeout missing: runs are not time-limited" >>"$out"
+[ $have_timeout = 0 ] && echo "timeout missing: runs are not time-limited (the budget is still checked between runs)" >>"$out"
 endsection
-limit() {  # limit SECONDS command...: run with a time limit when timeout exists
-  local seconds=$1
-  shift
-  if [ $have_timeout = 1 ]; then timeout --kill-after=15 "$seconds" "$@"; else "$@"; fi
-}
 
-# --- binaries ---------------------------------------------------------------------------------------------------
 if [ -n "$prebuilt" ]; then
   [ -d "$prebuilt/tests" ] || { note "--prebuilt $prebuilt: no tests/ folder there"; exit 1; }
   bin=$(cd "$prebuilt" && pwd)
-  export LD_LIBRARY_PATH="$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # The bundle's own libraries, then the CUDA toolkit's runtime and cuBLAS of this machine.
+  for dir in "$bin" "$bin/lib" /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$dir" ] && export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  section "shared libraries the binaries need"
+  missing=$(for f in "$bin"/libdiffsample.so.* "$bin"/tests/test_*; do [ -f "$f" ] && ldd "$f" 2>/dev/null; done |
+    grep "not found" | sort -u)
+  if [ -n "$missing" ]; then
+    echo "$missing" >>"$out"
+    note "gpu-check: libraries not found (add them to the bundle's lib/): $(echo "$missing" | awk '{print $1}' | xargs)"
+    status=1
+  else
+    echo "all found" >>"$out"
+  fi
+  endsection
 else
   bin=build-gpu
   section "build (sm_90)"
@@ -100,82 +148,116 @@ else
   [ $status = 0 ] || { note "build failed: see $out"; exit 1; }
 fi
 
-# --- tests: every binary, all tests (CPU and GPU) ---------------------------------------------------------------
-section "tests"
-for t in "$bin"/tests/test_*; do
-  [ -x "$t" ] && [ -f "$t" ] || continue
-  name=$(basename "$t")
-  # test_cli drives the diffsample program through paths of the machine that built it: CPU-only, skipped here.
-  if [ -n "$prebuilt" ] && [ "$name" = test_cli ]; then echo "### $name: skipped (paths of the build machine)"; continue; fi
-  echo "### $name"
-  limit "$run_timeout" "$t" --gtest_brief=1 2>&1 || { echo "FAILED: $name"; status=1; }
-done >>"$out" 2>&1
-endsection
-grep -h "^\[  SKIPPED \]\|FAILED" "$out" | head -40
-
-# --- the Python package's tests with PyTorch CUDA tensors (built against $bin's library) --------------------------
-section "Python package (tests/python, PyTorch CUDA tensors)"
-if [ $have_torch = 1 ] && python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
-  { limit "$run_timeout" bash scripts/py-dev.sh "$bin" && limit "$run_timeout" python3 -m pytest -q -rs tests/python; } \
-    >>"$out" 2>&1 || { echo "FAILED: tests/python" >>"$out"; status=1; }
+# The GPU tests, read from the sources (tests/ travels with the repository); a name pattern if python3 is missing.
+if have python3 && [ -f scripts/gpu_tests.py ]; then
+  gpu_filter=$(python3 scripts/gpu_tests.py tests)
 else
-  echo "skipped: needs PyTorch with CUDA, nanobind, scikit-build-core and pytest" >>"$out"
+  gpu_filter='*Gpu*:*Cuda*:*Graph*:*Captured*'
 fi
-endsection
+[ -n "$gpu_filter" ] || gpu_filter='*Gpu*:*Cuda*:*Graph*:*Captured*'
 
-# --- sanitizers: GPU tests only ---------------------------------------------------------------------------------
-section "compute-sanitizer (memcheck, racecheck) on the GPU tests"
-if [ $have_sanitizer = 1 ]; then
+# --- tests ------------------------------------------------------------------------------------------------------
+# Each binary with the filter given; prints its tests' count ("0" when it has none).
+count_tests() { "$1" --gtest_list_tests --gtest_filter="$2" 2>/dev/null | grep -c '^  '; }
+run_tests() {  # run_tests TITLE FILTER
+  local title=$1 filter=$2 failed=0 ran=0
+  section "$title"
   for t in "$bin"/tests/test_*; do
     [ -x "$t" ] && [ -f "$t" ] || continue
+    local name
     name=$(basename "$t")
-    # Every test that needs a GPU has Gpu, Cuda or Graph in its name; binaries with none are not run at all.
-    filter='*Gpu*:*Cuda*:*Graph*'
-    listed=$("$t" --gtest_list_tests --gtest_filter="$filter" 2>/dev/null | grep -c '^  ')
-    if [ "${listed:-0}" = 0 ]; then echo "### $name: no GPU tests, skipped"; continue; fi
-    for tool in memcheck racecheck; do
+    # test_cli drives the diffsample program through the build machine's paths; its GPU test needs the program.
+    if [ -n "$prebuilt" ] && [ "$name" = test_cli ]; then echo "### $name: skipped (paths of the build machine)"; continue; fi
+    [ "$(count_tests "$t" "$filter")" = 0 ] && continue
+    if over_budget; then echo "### $name: skipped (time budget spent)"; failed=1; continue; fi
+    echo "### $name"
+    limit "$run_timeout" "$t" --gtest_filter="$filter" --gtest_brief=1 2>&1
+    case $? in
+      0) ran=$((ran + 1)) ;;
+      124|137) echo "TIMED OUT: $name"; failed=1 ;;
+      *) echo "FAILED: $name"; failed=1 ;;
+    esac
+  done >>"$out" 2>&1
+  endsection
+  [ $failed = 0 ] && summary+=("$title: passed ($ran binaries)") || { summary+=("$title: FAILED or cut short"); status=1; }
+}
+run_tests "GPU tests" "$gpu_filter"
+grep -h "^\[  SKIPPED \]\|FAILED\|TIMED OUT" "$out" | head -40
+[ $all_tests = 1 ] && run_tests "CPU-only tests" "-$gpu_filter"
+
+# --- sanitizers: the GPU tests only -------------------------------------------------------------------------------
+section "compute-sanitizer (memcheck, racecheck) on the GPU tests"
+if [ $have_sanitizer = 1 ]; then
+  sanitized=0
+  for tool in memcheck racecheck; do
+    for t in "$bin"/tests/test_*; do
+      [ -x "$t" ] && [ -f "$t" ] || continue
+      name=$(basename "$t")
+      [ "$name" = test_cli ] && continue
+      listed=$(count_tests "$t" "$gpu_filter")
+      [ "${listed:-0}" = 0 ] && continue
+      if over_budget; then echo "### $tool $name: skipped (time budget spent)"; status=1; continue; fi
       echo "### $tool $name ($listed tests, limit ${sanitizer_timeout}s)"
       # DIFFSAMPLE_SANITIZER_RUN lets the largest cases (2^24 particles) skip under the sanitizers.
       DIFFSAMPLE_SANITIZER_RUN=1 limit "$sanitizer_timeout" compute-sanitizer --tool $tool --error-exitcode 3 "$t" \
-        --gtest_filter="$filter" --gtest_brief=1 2>&1
+        --gtest_filter="$gpu_filter" --gtest_brief=1 2>&1
       rc=$?
       case $rc in
-        0) ;;
-        124|137) echo "TIMED OUT after ${sanitizer_timeout}s: $tool $name"; status=1 ;;
+        0) sanitized=$((sanitized + 1)) ;;
+        124|137) echo "TIMED OUT after the limit: $tool $name"; status=1 ;;
         *) echo "FAILED ($rc): $tool $name"; status=1 ;;
       esac
     done
   done >>"$out" 2>&1
+  summary+=("compute-sanitizer: $sanitized runs clean (memcheck then racecheck; see the file for the rest)")
 else
   echo "skipped: compute-sanitizer not found" >>"$out"
+  summary+=("compute-sanitizer: MISSING, skipped")
 fi
 endsection
 
-# --- benchmarks and baselines -----------------------------------------------------------------------------------
+# --- benchmarks, baselines and the Python package ------------------------------------------------------------------
 if [ $quick = 0 ]; then
   section "bench_langevin $chains chains, $steps steps"
-  limit "$run_timeout" "$bin"/bench/bench_langevin "$chains" "$steps" >>"$out" 2>&1 || status=1
+  limit 60 "$bin"/bench/bench_langevin "$chains" "$steps" >>"$out" 2>&1 || status=1
   endsection
   for b in "$bin"/bench/bench_*; do
     [ "$(basename "$b")" = bench_langevin ] && continue
     [ -x "$b" ] && [ -f "$b" ] || continue
     section "$(basename "$b")"
-    limit "$run_timeout" "$b" >>"$out" 2>&1 || status=1
+    if over_budget; then echo "skipped (time budget spent)" >>"$out"; else limit 60 "$b" >>"$out" 2>&1 || status=1; fi
     endsection
   done
   section "PyTorch baselines"
   if [ $have_torch = 1 ]; then
     for p in bench/torch_*.py; do
       [ "$(basename "$p")" = torch_common.py ] && continue
-      limit "$run_timeout" python3 "$p" "$chains" 20 >>"$out" 2>&1 || status=1
+      if over_budget; then echo "skipped (time budget spent): $p" >>"$out"; continue; fi
+      limit 60 python3 "$p" "$chains" 20 >>"$out" 2>&1 || status=1
     done
   else
     echo "skipped: PyTorch with CUDA not found" >>"$out"
   fi
   endsection
+  section "Python package (tests/python, PyTorch CUDA tensors)"
+  if over_budget; then
+    echo "skipped (time budget spent)" >>"$out"
+  elif [ $have_torch = 1 ] && python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
+    { limit "$run_timeout" bash scripts/py-dev.sh "$bin" && limit "$run_timeout" python3 -m pytest -q -rs tests/python; } \
+      >>"$out" 2>&1 || { echo "FAILED: tests/python" >>"$out"; status=1; }
+  else
+    echo "skipped: needs PyTorch with CUDA, nanobind, scikit-build-core and pytest" >>"$out"
+  fi
+  endsection
 fi
 
-printf '\nstatus: %s\n' "$status" >>"$out"
+{
+  printf '\n## summary\n\n'
+  for line in "${summary[@]}"; do echo "- $line"; done
+  printf '\nstatus: %s after %s s\n' "$status" "$SECONDS"
+} >>"$out"
 [ -n "$copy_to" ] && mkdir -p "$copy_to" && cp "$out" "$copy_to/"
-echo "results: $out (status $status)"
+[ -n "$unpacked" ] && rm -rf "$unpacked"
+for line in "${summary[@]}"; do echo "gpu-check: $line"; done
+echo "results: $out (status $status, ${SECONDS} s)"
 exit $status
