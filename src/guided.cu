@@ -698,7 +698,14 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
         float* shift = reinterpret_cast<float*>(ws + l.shift);
         float *m = mu, *v = mu + BN * d, *jv = mu + 2 * BN * d;
         kernels::baseline_stage_functor f{p, g, 0, 0, 0.f, 1.f, x, m, v, nullptr, shift, r, nullptr, nullptr, 0};
-        kernels::for_each_index(where, BN, f, stream);
+        // On a SIMD target the stages run on packs of particles (cpu::run_baseline_stage), as the plan's tells do.
+        const auto stage = [&] {
+          if (target != cpu::simd_target::scalar)
+            cpu::run_baseline_stage(target, f);
+          else
+            kernels::for_each_index(where, BN, f, stream);
+        };
+        stage();
         for (std::int64_t k = 0; k < K; ++k) {
           const channel ch{table[k].a, table[k].s};
           // The unchecked layer: the inputs were validated once at the call's start, not per transition.
@@ -706,11 +713,11 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
           f.k = k;
           f.stage = 1;
           f.answer = m;
-          kernels::for_each_index(where, BN, f, stream);
+          stage();
           detail::denoiser_jvp_unchecked(prior.storage(), x, v, BN, ch, jv, {where, stream});
           f.stage = 2;
           f.answer = jv;
-          kernels::for_each_index(where, BN, f, stream);
+          stage();
         }
         report.launches += 4 * K;
       }
@@ -1158,9 +1165,15 @@ struct guided_plan_storage final : sampling_plan_storage {
     return {p,      g,      k, which, which == 1 ? ux[k] : 0.f, which == 1 ? um[k] : 1.f, x, m, v, answer, shift, r,
             &state->chain_base, &state->step, next};
   }
-  void tell(std::int64_t k, cudaStream_t stream) override {
-    kernels::for_each_index(where, rows, stage(1 + int(k % 2), k / 2, k + 1), stream);
+  /// One stage over the rows: on packs of particles on the CPU executor's SIMD targets, as guided_sample() runs it.
+  void run_stage(const kernels::baseline_stage_functor& f, cudaStream_t stream) const {
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar)
+      cpu::run_baseline_stage(target, f);
+    else
+      kernels::for_each_index(where, rows, f, stream);
   }
+  void tell(std::int64_t k, cudaStream_t stream) override { run_stage(stage(1 + int(k % 2), k / 2, k + 1), stream); }
   void reset(const float* initial, cudaStream_t stream) override {
     kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
     if (initial != nullptr) {
@@ -1170,7 +1183,7 @@ struct guided_plan_storage final : sampling_plan_storage {
       else
         std::memmove(x, initial, bytes);
     } else {
-      kernels::for_each_index(where, rows, stage(0, 0, 0), stream);
+      run_stage(stage(0, 0, 0), stream);
     }
   }
   float* samples() const override { return x; }

@@ -507,9 +507,11 @@ struct guided_run {
 
 guided_run run_guided(const gaussian_mixture& mix, const guided_problems& g, std::int64_t particles, int steps,
                       double ess_threshold, guided_sampler sampler = guided_sampler::smc,
-                      guided_potentials potentials = guided_potentials::linear) {
+                      guided_potentials potentials = guided_potentials::linear,
+                      dps_step_form dps_step = dps_step_form::likelihood) {
   guided_options o;
   o.sampler = sampler;
+  o.dps_step = dps_step;
   o.potentials = potentials;
   o.dcps_blocks = 2;
   o.dcps_langevin_steps = 3;
@@ -668,7 +670,11 @@ TEST(SimdGuided, DiffpirDdrmAndSkrockPacksMatchTheScalarFunctors) {
 // step the step reaches 66 in a coordinate, and there it is the scalar functor's product that is off, by up to 1e-2
 // relative (uncentred sums; the packed one stays within 1e-6 of FP64, SimdJvp above): measured on these problems
 // (mask operator) with the fused packed form, a one-step run differed by 0.25 on |x| = 66, a four-step one by 0.1 on
-// 28, an eight-step one by 0.01 .. 0.04 on 7 (the later, cleaner steps contract it). We hold 0.1 for DPS.
+// 28, an eight-step one by 0.01 .. 0.04 on 7 (the later, cleaner steps contract it). We hold 0.1 for DPS. DPS's
+// normalised step moves by guidance_scale along J A^T r / |r| (a fixed length): its rounding (1e-5 relative in the
+// direction) moves a point by 1e-5 per step, less than the likelihood form's; we hold the same 0.1. Both also run
+// their two per-particle stages on packs (the guidance from the denoiser, and the update with the packs' normals,
+// within 1e-5 of the scalar ones: PhiloxPack above), through the same tolerance.
 // Seen failing with the packed product reading v from the rows of x (DPS, Pi-GDM), TMPD's per-lane solve reading
 // lane 0's residual, DCPS's Langevin drift taking the transition's channel, and the moment weight's log-determinant
 // halved.
@@ -679,8 +685,10 @@ TEST(SimdGuided, JacobianSamplersPacksMatchTheScalarFunctors) {
     guided_sampler sampler;
     guided_potentials potentials;
     double tol;
+    dps_step_form dps_step = dps_step_form::likelihood;
   };
   for (const config c : {config{guided_sampler::dps, guided_potentials::linear, 0.1},
+                         config{guided_sampler::dps, guided_potentials::linear, 0.1, dps_step_form::normalised},
                          config{guided_sampler::pigdm, guided_potentials::linear, 1e-2},
                          config{guided_sampler::tmpd, guided_potentials::linear, 1e-2},
                          config{guided_sampler::dcps, guided_potentials::linear, 3.4e-3},
@@ -691,7 +699,9 @@ TEST(SimdGuided, JacobianSamplersPacksMatchTheScalarFunctors) {
       first.problems = 1;
       first.y.resize(2);
       const double ess = c.sampler == guided_sampler::smc ? 0.5 : 0.0;
-      auto run = [&](const guided_problems& pr) { return run_guided(mix, pr, N, 8, ess, c.sampler, c.potentials); };
+      auto run = [&](const guided_problems& pr) {
+        return run_guided(mix, pr, N, 8, ess, c.sampler, c.potentials, c.dps_step);
+      };
       guided_run reference;
       with_target("scalar", [&] { reference = run(g); });
       for (const char* t : {"sse2", "avx2", "avx512"}) {
@@ -699,7 +709,8 @@ TEST(SimdGuided, JacobianSamplersPacksMatchTheScalarFunctors) {
           const guided_run whole = run(g);
           const guided_run alone = run(first);
           const std::string what = std::string(to_string(c.sampler)) + (c.potentials == guided_potentials::moment
-                                   ? " moment " : " ") + t + (mask ? " mask" : " dense");
+                                   ? " moment " : " ") + (c.dps_step == dps_step_form::normalised ? "normalised " : "")
+                                   + t + (mask ? " mask" : " dense");
           EXPECT_EQ(std::vector<float>(whole.x.begin(), whole.x.begin() + N * d), alone.x)
               << what << ": problem 0 alone";
           omp_set_num_threads(1);

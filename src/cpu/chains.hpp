@@ -76,6 +76,11 @@ void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const ke
 /// functor's arithmetic lane by lane (the same guarantees as guided_pass).
 void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x);
 
+/// One DPS / Pi-GDM stage (kernels::baseline_stage_functor: 0 the initial draw, 1 the guidance from the answer,
+/// 2 the update from J^T v) over every particle, on packs of particles of one problem: the functor's arithmetic lane
+/// by lane, the normals from the packs' Philox streams (the same guarantees as guided_pass).
+void run_baseline_stage(simd_target t, const kernels::baseline_stage_functor& f);
+
 /// The exact posterior sampler's draw (src/posterior_exec.cu) of samples [0, n) of a call: sample i is the scalar
 /// sampler's sample first + i (Philox stream id first + i, step 0: block 0 picks the component from the cumulative
 /// weights, block p + 1 gives normals 2p, 2p + 1 by cuRAND's FP64 Box-Muller), transformed to means_k + L_k z.
@@ -113,6 +118,7 @@ void run_posterior_sample(simd_target t, const posterior_sample_args& a, double*
   void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x);                          \
   void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n);                                     \
   void run_posterior_sample(const posterior_sample_args& a, float* out);                                        \
+  void run_baseline_stage(const kernels::baseline_stage_functor& f);                                           \
   void run_posterior_sample(const posterior_sample_args& a, double* out);                                       \
   }
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_sse2)

@@ -519,4 +519,70 @@ void run_guided_moment(const kernels::guided_moment_functor& f, const kernels::c
   });
 }
 
+// DPS / Pi-GDM's stages (kernels::baseline_stage_functor) over packs of particles of one problem: the functor's
+// arithmetic lane by lane, the normals from the pack's Philox streams (the particles of a pack are consecutive in one
+// problem, so are their streams).
+void run_baseline_stage(const kernels::baseline_stage_functor& f) {
+  const kernels::guided_params& p = f.p;
+  if (f.position != nullptr) *f.position = f.next_position;
+  const std::uint64_t base = f.id_base != nullptr ? *f.id_base : 0;
+  const int d = p.d, dy = p.d_y;
+  for_each_particle_pack(p, 3 * static_cast<std::int64_t>(d) + dy, [&](const pack_rows& pk, fpack* scratch) {
+    fpack *xs = scratch, *ms = xs + d, *ws = ms + d, *r = ws + d;
+    const std::uint64_t id = base + kernels::guided_stream(p, pk.i0, pk.b);
+    if (f.stage == 0) {
+      const fpack s0(p.initial_scale);
+      philox_pack rng(p.seed, id, 0);
+      rng.normals(d, [&](int j, fpack z) { xs[j] = s0 * z; });
+      pk.store(xs, f.x, d);
+      return;
+    }
+    const kernels::guided_step st = p.steps[f.k];
+    pk.load(xs, f.x, d);
+    if (f.stage == 1) {
+      pk.load(ms, f.answer, d);
+      const fpack ux(f.ux), um(f.um);
+      for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);  // the denoiser from the answer
+      pk.store(ms, f.m, d);
+      residual(p, pk.b, 1.f, ms, r);
+      fpack* v = ws;
+      for (int j = 0; j < d; ++j) v[j] = fpack(0.f);
+      fpack shift(f.g.scale * st.guidance);
+      const float* A = p.A + pk.b * p.A_stride;
+      const float* P = kernels::guided_precision(p, f.k, pk.b);
+      if (f.g.normalised) {
+        fpack norm2(f.g.norm_offset[pk.b]);
+        for (int o = 0; o < dy; ++o) norm2 = norm2 + r[o] * r[o];
+        shift = ds_select(fpack(0.f) < norm2, fpack(f.g.scale) / ds_sqrt(norm2), fpack(0.f));
+      }
+      for (int o = 0; o < dy; ++o) {  // v += value_o (row o of A), as guided_add_row
+        const fpack value = f.g.normalised ? r[o] : precision_row(p, P, o, r);
+        if (p.mask != nullptr) {
+          const int j = p.mask[pk.b * p.A_stride + o];
+          v[j] = v[j] + value * fpack(A[o]);
+        } else {
+          const float* row = A + static_cast<std::int64_t>(o) * d;
+          for (int j = 0; j < d; ++j) v[j] = v[j] + value * fpack(row[j]);
+        }
+      }
+      pk.store(v, f.v, d);
+      for (int l = 0; l < pk.valid; ++l) f.shift[pk.i0 + l] = shift.v[l];
+      return;
+    }
+    // Stage 2: x <- c0 m + c1 x + shift J^T v + sig z (baseline_update).
+    fpack shift(0.f);
+    for (int l = 0; l < pk.valid; ++l) shift.v[l] = f.shift[pk.i0 + l];
+    pk.load(ms, f.m, d);
+    pk.load(ws, f.answer, d);
+    const fpack c0(st.c0), c1(st.c1), sig(st.sig);
+    if (st.sig != 0.f) {
+      philox_pack rng(p.seed, id, static_cast<std::uint64_t>(f.k) + 1);
+      rng.normals(d, [&](int j, fpack z) { xs[j] = c0 * ms[j] + c1 * xs[j] + shift * ws[j] + sig * z; });
+    } else {
+      for (int j = 0; j < d; ++j) xs[j] = c0 * ms[j] + c1 * xs[j] + shift * ws[j];
+    }
+    pk.store(xs, f.x, d);
+  });
+}
+
 }  // namespace diffsample::cpu::DS_SIMD_NS
