@@ -533,16 +533,27 @@ DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
 
 /// Component of an exact sample: the first k with u <= cumulative weight k (the last one if rounding leaves u above).
 /// A binary search over the non-decreasing cumulative weights: O(log K) per sample (an empirical prior has one
-/// component per data point), the same k as a scan from the front.
-template <class P>
-DS_HD_INLINE int pick_component(const P* cumulative_weights, int components, float u) {
+/// component per data point), the same k as a scan from the front. The comparison is made in U's precision:
+/// the samplers pass FP64 cumulative weights and component_uniform()'s FP64 uniform.
+template <class P, class U = float>
+DS_HD_INLINE int pick_component(const P* cumulative_weights, int components, U u) {
   int lo = 0, hi = components - 1;  // the answer lies in [lo, hi]; hi = components - 1 is the fallback
   while (lo < hi) {
     const int mid = lo + (hi - lo) / 2;
-    if (u <= float(cumulative_weights[mid])) hi = mid;
+    if (u <= U(cumulative_weights[mid])) hi = mid;
     else lo = mid + 1;
   }
   return lo;
+}
+
+/// The uniform that picks an exact sample's component, in (0, 1]: (hi 2^32 + lo + 1) 2^-64 rounded once to FP64.
+/// An FP32 uniform (curand_uniform) lies on a grid of spacing 2^-24 near 1 and FP32 cumulative weights round
+/// to it too, so a component of weight below about 6e-8 (2^-24) whose cumulative weight rounds onto its
+/// predecessor's was never drawn; with 64 random bits against FP64 cumulative weights every component of weight
+/// above about 1e-16 is drawn with its probability to within 2^-53 relative to 1. `hi` is the word the FP32 uniform
+/// was made from, so a component changes only for the samples whose FP32 uniform lay within 2^-24 of a boundary.
+DS_HD_INLINE double component_uniform(unsigned hi, unsigned lo) {
+  return double(hi) * 2.3283064365386963e-10 + (double(lo) + 1.0) * 5.421010862427522e-20;
 }
 
 }  // namespace diffsample::kernels

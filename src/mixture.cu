@@ -23,9 +23,12 @@ mixture_storage::~mixture_storage() {
   if (device != nullptr) (void)cudaFree(device);
 }
 
-// The device allocation: log weights (K), cumulative weights (K), means (K d), variances, the means and the variances
-// each starting 16-byte aligned (so that rows of a d divisible by 4 are, and tables are staged with vector loads).
-std::int64_t mixture_storage::means_offset() const { return kernels::mixture_channels::padded(2 * components); }
+// The device allocation: log weights (K floats), cumulative weights (K doubles: 2 K floats), means (K d), variances,
+// the cumulative weights, the means and the variances each starting 16-byte aligned (so that rows of a d divisible by 4 are, and tables are staged with vector loads).
+std::int64_t mixture_storage::cumulative_offset() const { return kernels::mixture_channels::padded(components); }
+std::int64_t mixture_storage::means_offset() const {
+  return kernels::mixture_channels::padded(cumulative_offset() + 2 * components);
+}
 std::int64_t mixture_storage::variances_offset() const {
   return means_offset() + kernels::mixture_channels::padded(components * dim);
 }
@@ -38,8 +41,8 @@ kernels::mixture_view<float> mixture_storage::view(executor where) const {
   return {log_weights32.data(), means32.data(), variances32.data(), int(components), int(dim), isotropic};
 }
 
-const float* mixture_storage::cumulative_for(executor where) const {
-  return where == executor::cuda ? device + components : cumulative32.data();
+const double* mixture_storage::cumulative_for(executor where) const {
+  return where == executor::cuda ? reinterpret_cast<const double*>(device + cumulative_offset()) : cumulative.data();
 }
 
 }  // namespace detail
@@ -92,14 +95,19 @@ struct jvp_functor {
 
 struct sample_functor {
   kernels::mixture_view<float> mix;
-  const float* cumulative;
+  const double* cumulative;  // FP64
   float* out;
   std::int32_t* labels;
   float a, s2;
   std::uint64_t seed, first;
   DS_HD void operator()(std::int64_t i) const {
-    kernels::philox rng(seed, first + static_cast<std::uint64_t>(i), 0);
-    const int k = kernels::pick_component(cumulative, mix.components, rng.uniform());
+    const std::uint64_t id = first + static_cast<std::uint64_t>(i);
+    kernels::philox rng(seed, id, 0);
+    // The component's 64-bit uniform: output 0 of the stream (the normals follow it, as before) and one output far
+    // beyond any normal of the step (2^33 of its 2^34 outputs in).
+    const unsigned hi = rng.bits();
+    const unsigned lo = kernels::philox(seed, id, 0, std::uint64_t(1) << 33).bits();
+    const int k = kernels::pick_component(cumulative, mix.components, kernels::component_uniform(hi, lo));
     if (labels != nullptr) labels[i] = k;
     float* o = out + i * mix.dim;
     const auto& m = mix;
@@ -139,7 +147,6 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
   st.means = std::move(means);
   st.variances = std::move(variances);
   st.log_weights32.assign(st.log_weights.begin(), st.log_weights.end());
-  st.cumulative32.assign(st.cumulative.begin(), st.cumulative.end());
   st.means32.assign(st.means.begin(), st.means.end());
   st.variances32.assign(st.variances.begin(), st.variances.end());
 
@@ -147,13 +154,16 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
     const std::size_t count = static_cast<std::size_t>(st.variances_offset()) + st.variances32.size();
     detail::check_allocation("gaussian_mixture", count * sizeof(float), executor::cuda);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));
-    const std::int64_t offsets[] = {0, K, st.means_offset(), st.variances_offset()};
+    const std::int64_t offsets[] = {0, st.means_offset(), st.variances_offset()};
     // On the legacy default stream, then synchronised: the tables have landed for kernels on any stream.
     int table = 0;
-    for (const auto* v : {&st.log_weights32, &st.cumulative32, &st.means32, &st.variances32}) {
+    for (const auto* v : {&st.log_weights32, &st.means32, &st.variances32}) {
       DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(st.device + offsets[table++], v->data(), v->size() * sizeof(float),
                                           cudaMemcpyHostToDevice, cudaStreamLegacy));
     }
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(st.device + st.cumulative_offset(), st.cumulative.data(),
+                                        st.cumulative.size() * sizeof(double), cudaMemcpyHostToDevice,
+                                        cudaStreamLegacy));
     DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(cudaStreamLegacy));
   }
 }

@@ -20,8 +20,8 @@ struct mixture_storage {
   bool isotropic = true;
   std::vector<double> weights, means, variances;  // normalised weights
   std::vector<double> log_weights, cumulative;    // FP64
-  std::vector<float> log_weights32, cumulative32, means32, variances32;
-  float* device = nullptr;  // log_weights | cumulative | means | variances, or nullptr without a GPU
+  std::vector<float> log_weights32, means32, variances32;
+  float* device = nullptr;  // log_weights | cumulative (FP64) | means | variances, or nullptr without a GPU
 
   // The gemm path's tables (src/mixture_gemm.hpp), built on first use under gemm_mutex.
   mutable std::shared_ptr<gemm_tables> gemm;
@@ -33,13 +33,14 @@ struct mixture_storage {
   kernels::mixture_view<double> view64() const {
     return {log_weights.data(), means.data(), variances.data(), int(components), int(dim), isotropic};
   }
-  /// Offsets (floats) of the means and of the variances in the device allocation.
+  /// Offsets (floats) of the FP64 cumulative weights, the means and the variances in the device allocation.
+  std::int64_t cumulative_offset() const;
   std::int64_t means_offset() const;
   std::int64_t variances_offset() const;
   /// FP32 view for the executor: device arrays for cuda, host arrays for cpu.
   kernels::mixture_view<float> view(executor where) const;
-  /// FP32 cumulative weights (K) for the executor.
-  const float* cumulative_for(executor where) const;
+  /// FP64 cumulative weights (K) for the executor (exact samples pick their component against these).
+  const double* cumulative_for(executor where) const;
 };
 
 }  // namespace diffsample::detail
