@@ -96,16 +96,16 @@
   X(guided_grid, sqrt_alpha_bar, DS_GUIDED_GRID_SQRT_ALPHA_BAR) \
   X(guided_grid, spectral, DS_GUIDED_GRID_SPECTRAL)
 
+#define DIFFSAMPLE_MIXTURE_PATH_VALUES(X)                      \
+  X(mixture_path, automatic, DS_MIXTURE_PATH_AUTOMATIC)         \
+  X(mixture_path, direct, DS_MIXTURE_PATH_DIRECT)               \
+  X(mixture_path, gemm, DS_MIXTURE_PATH_GEMM)
+
 // Enums the C ABI does not have (README, "The C ABI": what it leaves out).
 #define DIFFSAMPLE_OBSERVATION_KIND_VALUES(X) \
   X(observation_kind, dense, )                \
   X(observation_kind, mask, )                 \
   X(observation_kind, svd, )
-
-#define DIFFSAMPLE_MIXTURE_PATH_VALUES(X) \
-  X(mixture_path, automatic, )            \
-  X(mixture_path, direct, )               \
-  X(mixture_path, gemm, )
 
 
 /// Every enum with a C form: X(C++ type, C type, list).
@@ -122,7 +122,8 @@
   X(dps_step_form, ds_dps_step, DIFFSAMPLE_DPS_STEP_FORM_VALUES)                   \
   X(discrete_method, ds_discrete_method, DIFFSAMPLE_DISCRETE_METHOD_VALUES)         \
   X(guided_potentials, ds_guided_potentials, DIFFSAMPLE_GUIDED_POTENTIALS_VALUES)  \
-  X(guided_grid, ds_guided_grid, DIFFSAMPLE_GUIDED_GRID_VALUES)
+  X(guided_grid, ds_guided_grid, DIFFSAMPLE_GUIDED_GRID_VALUES)                    \
+  X(mixture_path, ds_mixture_path, DIFFSAMPLE_MIXTURE_PATH_VALUES)
 
 /// Every public enum: X(C++ type, list).
 #define DIFFSAMPLE_ENUMS(X)                                          \

@@ -74,6 +74,14 @@ typedef enum ds_quantity {
   DS_QUANTITY_MAX_ENUM = 0x7FFFFFFF /**< not a quantity: keeps the enum 32-bit */
 } ds_quantity;
 
+/** How a mixture evaluation runs (values match diffsample::mixture_path; README "Large mixtures: the GEMM path"). */
+typedef enum ds_mixture_path {
+  DS_MIXTURE_PATH_AUTOMATIC = 0, /**< gemm for isotropic mixtures past the measured size crossover, else direct */
+  DS_MIXTURE_PATH_DIRECT = 1,    /**< per point and component (any mixture) */
+  DS_MIXTURE_PATH_GEMM = 2,      /**< logits and weighted means as matrix products (isotropic mixtures only) */
+  DS_MIXTURE_PATH_MAX_ENUM = 0x7FFFFFFF /**< not a path: keeps the enum 32-bit */
+} ds_mixture_path;
+
 /** Langevin update rule (values match diffsample::langevin_method). */
 typedef enum ds_langevin_method {
   DS_ULA = 0,      /**< x <- x + gamma g(x) + sqrt(2 gamma) xi */
@@ -477,6 +485,66 @@ DS_API ds_status ds_mixture_evaluate(const ds_mixture* mixture, ds_quantity what
 DS_API ds_status ds_mixture_denoiser_jvp(const ds_mixture* mixture, const float* x, const float* v, int64_t n,
                                          ds_channel ch, float* out, ds_execution exec, ds_executor* ran);
 
+/** Options of ds_mixture_evaluate_with() and ds_mixture_denoiser_jvp_with() (diffsample::evaluate_options). */
+typedef struct ds_evaluate_options {
+  size_t struct_size;     /**< sizeof(ds_evaluate_options), set by ds_evaluate_options_init() */
+  ds_mixture_path path;   /**< which path (default DS_MIXTURE_PATH_AUTOMATIC) */
+  int allow_tf32;         /**< CUDA gemm path: let cuBLAS round the logits' operands to TF32 (default 0) */
+  int64_t component_chunk; /**< components per chunk of the gemm path (0: 512) */
+  int64_t point_block;    /**< points per block of the gemm path (0: 128 on the CPU, 8192 per CUDA pass) */
+} ds_evaluate_options;
+
+/**
+ * Writes the default evaluation options (automatic path, no TF32, default chunk and block) and sets struct_size.
+ * @return DS_INVALID_ARGUMENT for a null pointer or a struct_size of no known layout (nothing written then)
+ */
+DS_API ds_status ds_evaluate_options_init(ds_evaluate_options* options, size_t struct_size);
+
+/**
+ * ds_mixture_evaluate() with options: the caller may force the direct or the gemm path (gemm on a diagonal mixture
+ * is DS_INVALID_ARGUMENT) and learns which ran. Asynchronous on the CUDA executor.
+ * @param options          from ds_evaluate_options_init(), or NULL for the defaults
+ * @param workspace        device workspace of ds_mixture_evaluate_workspace_bytes() bytes on the CUDA gemm path
+ *                         (NULL: the call allocates and synchronises), ignored otherwise
+ * @param workspace_bytes  bytes at @p workspace
+ * @param ran              receives the executor that ran (may be NULL)
+ * @param path_ran         receives the path that ran, DS_MIXTURE_PATH_DIRECT or DS_MIXTURE_PATH_GEMM (may be NULL)
+ */
+DS_API ds_status ds_mixture_evaluate_with(const ds_mixture* mixture, float* out, int64_t n, const float* x,
+                                          ds_channel ch, ds_quantity what, const ds_evaluate_options* options,
+                                          ds_execution exec, void* workspace, size_t workspace_bytes,
+                                          ds_executor* ran, ds_mixture_path* path_ran);
+
+/**
+ * Bytes of device workspace ds_mixture_evaluate_with() needs for n points (0 when the call would not run the CUDA
+ * gemm path).
+ * @param options  as for ds_mixture_evaluate_with(), or NULL for the defaults
+ */
+DS_API ds_status ds_mixture_evaluate_workspace_bytes(const ds_mixture* mixture, int64_t n, ds_quantity what,
+                                                     const ds_evaluate_options* options, ds_execution exec,
+                                                     size_t* bytes);
+
+/**
+ * ds_mixture_denoiser_jvp() with options and the path that ran (the gemm path's JVP runs on the CPU executor;
+ * forcing it on the CUDA executor is DS_INVALID_ARGUMENT). Asynchronous on the CUDA executor.
+ * @param options   from ds_evaluate_options_init(), or NULL for the defaults
+ * @param ran       receives the executor that ran (may be NULL)
+ * @param path_ran  receives the path that ran (may be NULL)
+ */
+DS_API ds_status ds_mixture_denoiser_jvp_with(const ds_mixture* mixture, float* out, int64_t n, const float* x,
+                                              const float* v, ds_channel ch, const ds_evaluate_options* options,
+                                              ds_execution exec, ds_executor* ran, ds_mixture_path* path_ran);
+
+/**
+ * The path ds_mixture_evaluate_with() would run for n points on executor @p where (DS_EXECUTOR_CPU or
+ * DS_EXECUTOR_CUDA), without running it.
+ * @param options  as for ds_mixture_evaluate_with(), or NULL for the defaults
+ * @param out      receives DS_MIXTURE_PATH_DIRECT or DS_MIXTURE_PATH_GEMM
+ */
+DS_API ds_status ds_mixture_chosen_path(const ds_mixture* mixture, int64_t n, ds_quantity what,
+                                        const ds_evaluate_options* options, ds_executor where,
+                                        ds_mixture_path* out);
+
 /**
  * Exact samples of p_t: point i draws from the Philox stream (seed, first_index + i, 0). Asynchronous on the CUDA
  * executor.
@@ -567,6 +635,11 @@ DS_API ds_status ds_parse_guided_potentials(const char* name, ds_guided_potentia
 DS_API const char* ds_guided_grid_name(ds_guided_grid grid);
 /** Parses the names of ds_guided_grid_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_guided_grid(const char* name, ds_guided_grid* out);
+/** The name of a ds_mixture_path ("automatic", "direct", "gemm"; "unknown" outside the enum). */
+DS_API const char* ds_mixture_path_name(ds_mixture_path path);
+/** Parses the names of ds_mixture_path_name() (and "auto") into @p out. @return DS_INVALID_ARGUMENT for NULL or an
+ * unknown name */
+DS_API ds_status ds_parse_mixture_path(const char* name, ds_mixture_path* out);
 
 /* --- noise schedules -------------------------------------------------------------------------------------- */
 

@@ -58,6 +58,7 @@ DS_ENUM_NAMES(dps_step, dps_step_form)
 DS_ENUM_NAMES(discrete_method, discrete_method)
 DS_ENUM_NAMES(guided_potentials, guided_potentials)
 DS_ENUM_NAMES(guided_grid, guided_grid)
+DS_ENUM_NAMES(mixture_path, mixture_path)
 #undef DS_ENUM_NAMES
 #undef DS_ENUM_NAME
 

@@ -53,6 +53,88 @@ ds_status ds_mixture_denoiser_jvp(const ds_mixture* mixture, const float* x, con
   return guard([&] { set_ran(ran, get(mixture).denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(exec))); });
 }
 
+namespace {
+
+// diffsample::evaluate_options as the C struct, and back (NULL: the defaults).
+ds_evaluate_options to_c(const ds::evaluate_options& o) {
+  ds_evaluate_options c = zero_struct<ds_evaluate_options>();
+  c.path = to_c_enum<ds_mixture_path>(o.path);
+  c.allow_tf32 = o.allow_tf32 ? 1 : 0;
+  c.component_chunk = o.component_chunk;
+  c.point_block = o.point_block;
+  return c;
+}
+
+ds::evaluate_options to_cpp(const ds_evaluate_options* options) {
+  if (options == nullptr) return {};
+  const ds_evaluate_options c = read_struct("options", options, to_c(ds::evaluate_options{}));
+  ds::evaluate_options o;
+  o.path = enum_to_cpp<ds::mixture_path>("options.path", c.path);
+  if (c.allow_tf32 != 0 && c.allow_tf32 != 1)
+    fail("options.allow_tf32: must be 0 or 1, got " + std::to_string(c.allow_tf32));
+  o.allow_tf32 = c.allow_tf32 != 0;
+  o.component_chunk = c.component_chunk;
+  o.point_block = c.point_block;
+  return o;
+}
+
+void set_path(ds_mixture_path* path_ran, ds::mixture_path p) {
+  if (path_ran) *path_ran = to_c_enum<ds_mixture_path>(p);
+}
+
+}  // namespace
+
+ds_status ds_evaluate_options_init(ds_evaluate_options* options, size_t struct_size) {
+  return guard([&] { init_struct(options, struct_size, to_c(ds::evaluate_options{})); });
+}
+
+ds_status ds_mixture_evaluate_with(const ds_mixture* mixture, float* out, int64_t n, const float* x, ds_channel ch,
+                                   ds_quantity what, const ds_evaluate_options* options, ds_execution exec,
+                                   void* workspace, size_t workspace_bytes, ds_executor* ran,
+                                   ds_mixture_path* path_ran) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto q = enum_to_cpp<ds::quantity>("what", what);
+    const ds::evaluate_report r =
+        m.evaluate(out, n, x, to_cpp(ch), q, to_cpp(options), to_cpp(exec), workspace, workspace_bytes);
+    set_ran(ran, r.ran);
+    set_path(path_ran, r.path);
+  });
+}
+
+ds_status ds_mixture_evaluate_workspace_bytes(const ds_mixture* mixture, int64_t n, ds_quantity what,
+                                              const ds_evaluate_options* options, ds_execution exec, size_t* bytes) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto q = enum_to_cpp<ds::quantity>("what", what);
+    const auto o = to_cpp(options);
+    require_out("bytes", bytes);
+    *bytes = m.evaluate_workspace_bytes(n, q, o, to_cpp(exec));
+  });
+}
+
+ds_status ds_mixture_denoiser_jvp_with(const ds_mixture* mixture, float* out, int64_t n, const float* x,
+                                       const float* v, ds_channel ch, const ds_evaluate_options* options,
+                                       ds_execution exec, ds_executor* ran, ds_mixture_path* path_ran) {
+  return guard([&] {
+    const ds::evaluate_report r = get(mixture).denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(options), to_cpp(exec));
+    set_ran(ran, r.ran);
+    set_path(path_ran, r.path);
+  });
+}
+
+ds_status ds_mixture_chosen_path(const ds_mixture* mixture, int64_t n, ds_quantity what,
+                                 const ds_evaluate_options* options, ds_executor where, ds_mixture_path* out) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto q = enum_to_cpp<ds::quantity>("what", what);
+    const auto o = to_cpp(options);
+    const auto w = enum_to_cpp<ds::executor>("where", where);
+    require_out("out", out);
+    *out = to_c_enum<ds_mixture_path>(m.chosen_path(n, q, o, w));
+  });
+}
+
 ds_status ds_mixture_sample(const ds_mixture* mixture, float* out, int64_t n, ds_channel ch, uint64_t seed,
                             int32_t* labels, uint64_t first_index, ds_execution exec, ds_executor* ran) {
   return guard([&] {

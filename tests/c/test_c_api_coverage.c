@@ -253,6 +253,103 @@ static void test_names(void) {
   CHECK(ds_cpu_threads() >= 1);
 }
 
+/* The evaluation path option: forced direct and gemm run the path asked for and say so; automatic reports what
+ * ds_mixture_chosen_path() predicts; direct is bit for bit ds_mixture_evaluate() on a mixture the automatic choice
+ * sends to direct; gemm agrees with direct within 1e-4 (1 + |value|). The gemm score subtracts x' sum W from a A
+ * (README, "Large mixtures"), an error of a few u (|x'| + a max |mu'|) / c: with |x'| about 17, |mu'| up to 40 and
+ * c = 0.565 here, 4 u 53 / 0.565 = 2e-5; seen 3.3e-5 (score), 8e-6 (denoiser), 2.6e-7 (log-density), 2.6e-5 (JVP).
+ * The JVP's gemm path (CPU) the same way. Diagonal mixtures refuse gemm, bad enum values and flags are named. Seen
+ * failing with the path reported as direct whatever ran. */
+static void test_evaluate_path(void) {
+  enum { d = 64, n = 24, grid = 6 };
+  ds_mixture* m = NULL;
+  CHECK_OK(ds_grid_mixture_create(d, grid, 2.0, 0.5, NULL, 0, &m));
+  static float x[n * d], v[n * d], plain[n * d], direct[n * d], gemm[n * d], automatic[n * d];
+  for (int i = 0; i < n * d; ++i) {
+    x[i] = (float)(3.0 * sin(0.37 * i + 0.1));
+    v[i] = (float)cos(0.21 * i);
+  }
+  const ds_channel ch = {0.9, 0.4};
+  ds_evaluate_options o;
+  ds_executor ran = DS_EXECUTOR_AUTOMATIC;
+  ds_mixture_path path = DS_MIXTURE_PATH_AUTOMATIC, chosen = DS_MIXTURE_PATH_AUTOMATIC;
+  CHECK_OK(ds_evaluate_options_init(&o, sizeof o));
+  CHECK(o.path == DS_MIXTURE_PATH_AUTOMATIC && o.allow_tf32 == 0 && o.component_chunk == 0 && o.point_block == 0);
+  for (int q = 0; q < 3; ++q) {
+    const ds_quantity what = (ds_quantity)q;
+    const int width = what == DS_LOG_DENSITY ? 1 : d;
+    CHECK_OK(ds_mixture_evaluate(m, what, x, n, ch, plain, cpu, NULL));
+    o.path = DS_MIXTURE_PATH_DIRECT;
+    CHECK_OK(ds_mixture_evaluate_with(m, direct, n, x, ch, what, &o, cpu, NULL, 0, &ran, &path));
+    CHECK(ran == DS_EXECUTOR_CPU && path == DS_MIXTURE_PATH_DIRECT);
+    CHECK_OK(ds_mixture_chosen_path(m, n, what, NULL, DS_EXECUTOR_CPU, &chosen));
+    if (chosen == DS_MIXTURE_PATH_DIRECT) CHECK(memcmp(plain, direct, sizeof(float) * n * width) == 0);
+    o.path = DS_MIXTURE_PATH_GEMM;
+    CHECK_OK(ds_mixture_evaluate_with(m, gemm, n, x, ch, what, &o, cpu, NULL, 0, &ran, &path));
+    CHECK(path == DS_MIXTURE_PATH_GEMM);
+    for (int i = 0; i < n * width; ++i)
+      if (!(fabs(gemm[i] - direct[i]) <= 1e-4 * (1 + fabs(direct[i])))) {
+        fprintf(stderr, "quantity %d entry %d: gemm %.9g direct %.9g\n", q, i, gemm[i], direct[i]);
+        CHECK(0);
+        break;
+      }
+    CHECK_OK(ds_mixture_evaluate_with(m, automatic, n, x, ch, what, NULL, cpu, NULL, 0, NULL, &path));
+    CHECK(path == chosen);
+    CHECK(memcmp(automatic, path == DS_MIXTURE_PATH_GEMM ? gemm : direct, sizeof(float) * n * width) == 0);
+  }
+  o.path = DS_MIXTURE_PATH_GEMM;
+  CHECK_OK(ds_mixture_chosen_path(m, n, DS_SCORE, &o, DS_EXECUTOR_CPU, &chosen));
+  CHECK(chosen == DS_MIXTURE_PATH_GEMM);
+  {
+    size_t bytes = 1;
+    CHECK_OK(ds_mixture_evaluate_workspace_bytes(m, n, DS_SCORE, &o, cpu, &bytes));
+    CHECK(bytes == 0); /* device workspace only */
+  }
+  /* The JVP: plain (direct) against forced gemm. */
+  CHECK_OK(ds_mixture_denoiser_jvp(m, x, v, n, ch, plain, cpu, NULL));
+  o.path = DS_MIXTURE_PATH_DIRECT;
+  CHECK_OK(ds_mixture_denoiser_jvp_with(m, direct, n, x, v, ch, &o, cpu, &ran, &path));
+  CHECK(path == DS_MIXTURE_PATH_DIRECT && memcmp(plain, direct, sizeof direct) == 0);
+  o.path = DS_MIXTURE_PATH_GEMM;
+  CHECK_OK(ds_mixture_denoiser_jvp_with(m, gemm, n, x, v, ch, &o, cpu, &ran, &path));
+  CHECK(ran == DS_EXECUTOR_CPU && path == DS_MIXTURE_PATH_GEMM);
+  for (int i = 0; i < n * d; ++i)
+    if (!(fabs(gemm[i] - direct[i]) <= 1e-4 * (1 + fabs(direct[i])))) {
+      fprintf(stderr, "JVP entry %d: gemm %.9g direct %.9g\n", i, gemm[i], direct[i]);
+      CHECK(0);
+      break;
+    }
+  /* Refusals. */
+  o.path = (ds_mixture_path)7;
+  EXPECT_INVALID(ds_mixture_evaluate_with(m, gemm, n, x, ch, DS_SCORE, &o, cpu, NULL, 0, NULL, NULL), "options.path");
+  o.path = DS_MIXTURE_PATH_GEMM;
+  o.allow_tf32 = 2;
+  EXPECT_INVALID(ds_mixture_evaluate_with(m, gemm, n, x, ch, DS_SCORE, &o, cpu, NULL, 0, NULL, NULL),
+                 "options.allow_tf32");
+  o.allow_tf32 = 0;
+  o.struct_size = 3;
+  EXPECT_INVALID(ds_mixture_chosen_path(m, n, DS_SCORE, &o, DS_EXECUTOR_CPU, &chosen), "options.struct_size");
+  CHECK_OK(ds_evaluate_options_init(&o, sizeof o));
+  o.path = DS_MIXTURE_PATH_GEMM;
+  {
+    const double w[2] = {0.5, 0.5}, mu[4] = {0, 0, 1, 1}, var[4] = {1, 2, 1, 2};
+    ds_mixture* diag = NULL;
+    float y[2 * 2] = {0, 0, 1, 1}, out[2 * 2];
+    CHECK_OK(ds_mixture_create(2, 2, w, mu, var, 4, &diag));
+    EXPECT_INVALID(ds_mixture_evaluate_with(diag, out, 2, y, ch, DS_SCORE, &o, cpu, NULL, 0, NULL, NULL), "isotropic");
+    ds_mixture_destroy(diag);
+  }
+  /* Names. */
+  CHECK(strcmp(ds_mixture_path_name(DS_MIXTURE_PATH_GEMM), "gemm") == 0);
+  CHECK(strcmp(ds_mixture_path_name((ds_mixture_path)9), "unknown") == 0);
+  CHECK_OK(ds_parse_mixture_path("auto", &path));
+  CHECK(path == DS_MIXTURE_PATH_AUTOMATIC);
+  CHECK_OK(ds_parse_mixture_path("direct", &path));
+  CHECK(path == DS_MIXTURE_PATH_DIRECT);
+  EXPECT_INVALID(ds_parse_mixture_path("blas", &path), "blas");
+  ds_mixture_destroy(m);
+}
+
 int main(void) {
   const double w[2] = {0.3, 0.7}, mu[4] = {-1, 0.5, 2, -0.5}, var[2] = {0.4, 0.2};
   ds_mixture* m = NULL;
@@ -264,6 +361,7 @@ int main(void) {
   test_guided_svd(m);
   test_guided_times(m);
   test_names();
+  test_evaluate_path();
   ds_mixture_destroy(m);
   if (failures) {
     fprintf(stderr, "test_c_api_coverage: %d check(s) failed\n", failures);
