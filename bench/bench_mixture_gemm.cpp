@@ -9,7 +9,10 @@
 // With `crossover` as first argument it prints the direct / gemm ratio over a grid of K and d instead (the
 // measurement behind gemm_crossover()).
 //
-// Usage: bench_mixture_gemm [rounds=3] | bench_mixture_gemm crossover
+// With `operator` it prints the direct / gemm ratio of a dense observation operator applied to n points
+// (observation_operator::apply_batch; the measurement behind operator_gemm_worthwhile()).
+//
+// Usage: bench_mixture_gemm [rounds=3] | bench_mixture_gemm crossover | bench_mixture_gemm operator
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -145,11 +148,57 @@ void crossover() {
   }
 }
 
+// A dense observation operator applied to n points (A x forward, then A^T u), direct path (one FP32 sum per point
+// and output on the pool's threads) against one matrix product (sgemm), interleaved within each round: the
+// measurement behind operator_gemm_worthwhile(). Prints direct / gemm time ratios (> 1: gemm faster), median of 5.
+void operator_crossover() {
+  std::printf("dense operator, A x then A^T u: direct / gemm time ratio (>1: gemm faster), CPU executor, %d threads\n",
+              cpu_threads());
+  const int sizes[][2] = {{4, 16}, {8, 32}, {16, 64}, {32, 32}, {32, 128}, {64, 64}, {64, 256}, {128, 512}};
+  std::printf("%10s", "n \\ dy x dx");
+  for (const auto& sz : sizes) std::printf("  %4dx%-4d", sz[0], sz[1]);
+  std::printf("\n");
+  for (int n : {4, 16, 64, 256, 2048}) {
+    std::printf("%10d", n);
+    for (const auto& sz : sizes) {
+      const int dy = sz[0], dx = sz[1];
+      std::mt19937_64 gen(3);
+      std::normal_distribution<double> z;
+      std::vector<double> A(std::size_t(dy) * dx);
+      for (double& a : A) a = z(gen);
+      const observation_operator op = observation_operator::dense(dy, dx, A);
+      std::vector<float> x(std::size_t(n) * dx, 0.5f), y(std::size_t(n) * dy), back(x.size());
+      // Enough repetitions for about 2e7 multiply-adds per timing.
+      const int reps = std::max(1, int(2e7 / (2.0 * n * dy * dx)));
+      auto run = [&](mixture_path path) {
+        return seconds_of([&] {
+          for (int r = 0; r < reps; ++r) {
+            op.apply_batch(y.data(), n, x.data(), false, path, {executor::cpu});
+            op.apply_batch(back.data(), n, y.data(), true, path, {executor::cpu});
+          }
+        });
+      };
+      std::vector<double> ratio;
+      for (int round = 0; round < 5; ++round) {
+        const double td = run(mixture_path::direct), tg = run(mixture_path::gemm);
+        ratio.push_back(td / tg);
+      }
+      std::printf("  %9.2f", median(ratio));
+      std::fflush(stdout);
+    }
+    std::printf("\n");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "crossover") {
     crossover();
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "operator") {
+    operator_crossover();
     return 0;
   }
   const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;

@@ -18,6 +18,7 @@
 #include "src/cpu/guided_jvp.hpp"
 #include "src/cuda_check.hpp"
 #include "src/guided_samplers.hpp"
+#include "src/operator_gemm.hpp"
 #include "src/guided_shard.hpp"
 #include "src/guided_tables.hpp"
 #include "src/launch.hpp"
@@ -706,6 +707,9 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
             kernels::for_each_index(where, BN, f, stream);
         };
         stage();
+        // A dense operator (not an SVD's reduced rows) as two matrix products per step when that pays.
+        const bool gemm = !reduced.active && detail::baseline_operator_gemm(p, BN);
+        if (gemm) report.operator_path = mixture_path::gemm;
         for (std::int64_t k = 0; k < K; ++k) {
           const channel ch{table[k].a, table[k].s};
           // The unchecked layer: the inputs were validated once at the call's start, not per transition.
@@ -713,7 +717,10 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
           f.k = k;
           f.stage = 1;
           f.answer = m;
-          stage();
+          if (gemm)
+            detail::baseline_guidance_gemm(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN);
+          else
+            stage();
           detail::denoiser_jvp_unchecked(prior.storage(), x, v, BN, ch, jv, {where, stream});
           f.stage = 2;
           f.answer = jv;

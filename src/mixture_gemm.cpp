@@ -131,6 +131,32 @@ void product_means(int rows, int cols, int d, const float* W, const float* M, fl
 #endif
 }
 
+}  // namespace
+
+void cpu_sgemm(char transa, char transb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
+               int ldb, float beta, float* C, int ldc) {
+#if defined(DIFFSAMPLE_HAVE_BLAS)
+  configure_blas_threads();
+  const std::lock_guard<std::mutex> lock(blas_mutex());
+  sgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
+#else
+  // C = alpha op(A) op(B) + beta C, column-major, on the library's own loops.
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      float acc = 0.f;
+      for (int l = 0; l < k; ++l) {
+        const float a = transa == 'N' ? A[i + std::int64_t(l) * lda] : A[l + std::int64_t(i) * lda];
+        const float b = transb == 'N' ? B[l + std::int64_t(j) * ldb] : B[j + std::int64_t(l) * ldb];
+        acc += a * b;
+      }
+      float& c = C[i + std::int64_t(j) * ldc];
+      c = alpha * acc + (beta == 0.f ? 0.f : beta * c);
+    }
+#endif
+}
+
+namespace {
+
 constexpr std::int64_t cpu_default_block = 128;
 constexpr std::int64_t default_chunk = 512;
 // Tasks per call the CPU executor aims at (blocks of points x splits of the components). A constant, not the thread
@@ -404,13 +430,18 @@ evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const fl
 }
 
 evaluate_report gemm_denoiser_jvp(const mixture_storage& st, const float* x, const float* v, std::int64_t n,
-                                  channel ch, float* out, const evaluate_options& o) {
+                                  channel ch, float* out, const evaluate_options& o, executor where,
+                                  cudaStream_t stream) {
   DIFFSAMPLE_EXPECTS(o.component_chunk >= 0 && o.component_chunk <= (1 << 20),
                      "options.component_chunk: must be in [0, 2^20], got " << o.component_chunk);
   DIFFSAMPLE_EXPECTS(o.point_block >= 0 && o.point_block <= (1 << 20),
                      "options.point_block: must be in [0, 2^20], got " << o.point_block);
-  if (n > 0) gemm_evaluate_cpu(st, gemm_tables_for(st, executor::cpu), 3, x, v, n, ch, out, o);
-  return {executor::cpu, mixture_path::gemm};
+  if (n == 0) return {where, mixture_path::gemm};
+  if (where == executor::cuda)
+    gemm_denoiser_jvp_cuda(st, gemm_tables_for(st, executor::cuda), x, v, n, ch, out, o, stream);
+  else
+    gemm_evaluate_cpu(st, gemm_tables_for(st, executor::cpu), 3, x, v, n, ch, out, o);
+  return {where, mixture_path::gemm};
 }
 
 }  // namespace detail
@@ -459,17 +490,12 @@ evaluate_report gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   detail::check_buffer("v", v, n * d, sizeof(float), where);
   detail::check_buffer("out", out, n * d, sizeof(float), where);
-  mixture_path path = detail::choose_path(*storage_, quantity::denoiser, n, where, options);
-  if (where == executor::cuda) {
-    DIFFSAMPLE_EXPECTS(options.path != mixture_path::gemm,
-                       "options.path: the denoiser JVP has no gemm path on the CUDA executor yet");
-    path = mixture_path::direct;
-  }
+  const mixture_path path = detail::choose_path(*storage_, quantity::denoiser, n, where, options);
   if (path == mixture_path::direct) {
     detail::denoiser_jvp_unchecked(*storage_, x, v, n, ch, out, {where, exec.stream});
     return {where, path};
   }
-  return detail::gemm_denoiser_jvp(*storage_, x, v, n, ch, out, options);
+  return detail::gemm_denoiser_jvp(*storage_, x, v, n, ch, out, options, where, exec.stream);
 }
 
 mixture_path gaussian_mixture::chosen_path(std::int64_t n, quantity what, const evaluate_options& options,

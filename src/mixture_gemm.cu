@@ -36,10 +36,13 @@ constexpr std::int64_t cuda_default_pass = 8192;
 std::size_t round_up(std::size_t b) { return (b + align_bytes - 1) / align_bytes * align_bytes; }
 
 struct layout {
-  std::size_t comp, xc, g, acc, state, norms, cublas, total;
+  std::size_t comp, xc, g, acc, state, norms, cublas, h, js, bsum, total;
 };
 
-layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::int64_t d, std::int64_t chunk) {
+// jvp: the denoiser JVP's buffers too (h: the second product's operand per chunk, acc = sum_k B_k mu'_k, the JVP
+// states and sum_k B_k per point).
+layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::int64_t d, std::int64_t chunk,
+                        bool jvp = false) {
   layout l{};
   std::size_t at = 0;
   const auto take = [&](std::size_t bytes) {
@@ -54,6 +57,9 @@ layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::i
   l.state = take(sizeof(kernels::gemm_point_state) * std::size_t(pass));
   l.norms = take(sizeof(float) * 2 * std::size_t(pass));
   l.cublas = take(cublas_workspace_bytes);
+  l.h = take(jvp ? sizeof(float) * std::size_t(pass * chunk) : 0);
+  l.js = take(jvp ? sizeof(kernels::gemm_jvp_state) * std::size_t(pass) : 0);
+  l.bsum = take(jvp ? sizeof(float) * std::size_t(pass) : 0);
   l.total = at;
   return l;
 }
@@ -115,6 +121,80 @@ struct finish_functor {
     const std::int64_t i = first + r;
     kernels::gemm_finish_row(what, st[r], acc == nullptr ? nullptr : acc + r * d, xc + r * d, x + i * d, centre, d,
                              a, s2, what == 0 ? out + i : out + i * d);
+  }
+};
+
+// The JVP's per-point start: x' . v (FP64 sum), zero sums.
+struct jvp_start_functor {
+  const float* xc;
+  const float* v;
+  kernels::gemm_jvp_state* js;
+  float* bsum;
+  std::int64_t first;
+  int d;
+  DS_HD void operator()(std::int64_t r) const {
+    double q = 0;
+    for (int j = 0; j < d; ++j) q += double(xc[r * d + j]) * v[(first + r) * d + j];
+    js[r] = kernels::gemm_jvp_state{0.f, float(q)};
+    bsum[r] = 0.f;
+  }
+};
+
+// First pass over a chunk: softmax statistics and sum_k w_k delta_k . v (h holds mu'_k . v on entry).
+struct jvp_first_functor {
+  float* g;
+  float* h;
+  const float* v;
+  const kernels::gemm_component* comp;
+  const float* xc;
+  const float* xn;
+  const float* means;
+  kernels::gemm_point_state* st;
+  kernels::gemm_jvp_state* js;
+  std::int64_t first;
+  int count, k0, d;
+  float a, gamma;
+  DS_HD void operator()(std::int64_t r) const {
+    kernels::gemm_chunk_row(g + r * count, count, k0, comp, xc + r * d, xn[2 * r], xn[2 * r + 1], means, d, a, gamma,
+                            st[r], nullptr, {h + r * count, v + (first + r) * d, nullptr, js + r});
+  }
+};
+
+// Second pass over a chunk: h becomes B_k = w_k (dv_k - alpha) / c_k for the product sum_k B_k mu'_k.
+struct jvp_second_functor {
+  float* g;
+  float* h;
+  const float* v;
+  const kernels::gemm_component* comp;
+  const float* xc;
+  const float* xn;
+  const float* means;
+  const kernels::gemm_point_state* st;
+  const kernels::gemm_jvp_state* js;
+  float* bsum;
+  std::int64_t first;
+  int count, k0, d;
+  float a, gamma;
+  DS_HD void operator()(std::int64_t r) const {
+    bsum[r] += kernels::gemm_jvp_second_row(g + r * count, h + r * count, v + (first + r) * d, js[r].xv, count, k0,
+                                            comp, xc + r * d, xn[2 * r], xn[2 * r + 1], means, d, a, gamma,
+                                            st[r].max, js[r].dv_sum / st[r].sum);
+  }
+};
+
+struct jvp_finish_functor {
+  const kernels::gemm_point_state* st;
+  const float* bsum;
+  const float* acc;
+  const float* xc;
+  const float* v;
+  float* out;
+  std::int64_t first;
+  int d;
+  float a, s2;
+  DS_HD void operator()(std::int64_t r) const {
+    const std::int64_t i = first + r;
+    kernels::gemm_finish_jvp_row(st[r], bsum[r], acc + r * d, xc + r * d, v + i * d, d, a, s2, out + i * d);
   }
 };
 
@@ -209,6 +289,75 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
     kernels::for_each_index(executor::cuda, rows,
                             finish_functor{state, acc, xc, x, t.device_centre, out, first, what_code, int(d), a, s2},
                             stream);
+  }
+}
+
+std::size_t gemm_cuda_jvp_workspace_bytes(std::int64_t n, std::int64_t K, std::int64_t d, const evaluate_options& o) {
+  return workspace_layout(quantity::denoiser, gemm_cuda_pass_points(n, o), K, d, gemm_chunk(o, K), true).total;
+}
+
+void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, const float* x, const float* v,
+                            std::int64_t n, channel ch, float* out, const evaluate_options& o, cudaStream_t stream) {
+  // The CPU executor's two passes (src/mixture_gemm.cpp, cpu_task), with cuBLAS products: per chunk G = X' M'^T and
+  // H = V M'^T in both passes, and acc += B M' in the second.
+  const std::int64_t K = st.components, d = st.dim;
+  const std::int64_t pass = gemm_cuda_pass_points(n, o), chunk = gemm_chunk(o, K);
+  const layout l = workspace_layout(quantity::denoiser, pass, K, d, chunk, true);
+  scratch own(l.total, executor::cuda, stream);
+  char* base = static_cast<char*>(own.data());
+  auto* comp = reinterpret_cast<kernels::gemm_component*>(base + l.comp);
+  auto* xc = reinterpret_cast<float*>(base + l.xc);
+  auto* g = reinterpret_cast<float*>(base + l.g);
+  auto* acc = reinterpret_cast<float*>(base + l.acc);
+  auto* state = reinterpret_cast<kernels::gemm_point_state*>(base + l.state);
+  auto* xn = reinterpret_cast<float*>(base + l.norms);
+  auto* h = reinterpret_cast<float*>(base + l.h);
+  auto* js = reinterpret_cast<kernels::gemm_jvp_state*>(base + l.js);
+  auto* bsum = reinterpret_cast<float*>(base + l.bsum);
+  const kernels::mixture_view<float> view = st.view(executor::cuda);
+  const float a = float(ch.a), s2 = float(ch.s * ch.s);
+  const double u = 5.9604644775390625e-08;
+  const float gamma = float(double(d) * u / (1 - double(d) * u) + (o.allow_tf32 ? 2.0 * 0.00048828125 : 0.0));
+  kernels::for_each_index(executor::cuda, K,
+                          kernels::gemm_component_functor{view.log_weights, view.variances, t.device_norms2, comp,
+                                                           int(d), ch.a, ch.s},
+                          stream);
+  std::lock_guard<std::mutex> lock(st.gemm_mutex);
+  auto handle = static_cast<cublasHandle_t>(t.cublas);
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetStream(handle, stream));
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetWorkspace(handle, base + l.cublas, cublas_workspace_bytes));
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetMathMode(handle, o.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  const float one = 1.f, zero = 0.f;
+  for (std::int64_t first = 0; first < n; first += pass) {
+    const int rows = int(std::min(pass, n - first));
+    const float* vb = v + first * d;
+    kernels::for_each_index(executor::cuda, rows,
+                            centre_functor{x, t.device_centre, xc, xn, state, acc, first, int(d), a}, stream);
+    kernels::for_each_index(executor::cuda, rows, jvp_start_functor{xc, v, js, bsum, first, int(d)}, stream);
+    for (int second = 0; second < 2; ++second)
+      for (std::int64_t k0 = 0; k0 < K; k0 += chunk) {
+        const int count = int(std::min(chunk, K - k0));
+        const float* m = t.device_means + k0 * d;
+        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), xc,
+                                          int(d), &zero, g, count));
+        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), vb,
+                                          int(d), &zero, h, count));
+        if (second == 0) {
+          kernels::for_each_index(executor::cuda, rows,
+                                  jvp_first_functor{g, h, v, comp, xc, xn, t.device_means, state, js, first, count,
+                                                    int(k0), int(d), a, gamma},
+                                  stream);
+        } else {
+          kernels::for_each_index(executor::cuda, rows,
+                                  jvp_second_functor{g, h, v, comp, xc, xn, t.device_means, state, js, bsum, first,
+                                                     count, int(k0), int(d), a, gamma},
+                                  stream);
+          DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d), h,
+                                            count, &one, acc, int(d)));
+        }
+      }
+    kernels::for_each_index(executor::cuda, rows,
+                            jvp_finish_functor{state, bsum, acc, xc, v, out, first, int(d), a, s2}, stream);
   }
 }
 

@@ -29,6 +29,11 @@ struct gemm_tables {
   ~gemm_tables();
 };
 
+/// C = alpha op(A) op(B) + beta C (column-major, the reference BLAS's sgemm) on the CPU: the BLAS found at build time
+/// (one call at a time, single-threaded: see src/mixture_gemm.cpp), else the library's own loops.
+void cpu_sgemm(char transa, char transb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
+               int ldb, float beta, float* C, int ldc);
+
 /// The tables of a mixture, host part always, device part too when where == cuda (thread-safe, built once).
 const gemm_tables& gemm_tables_for(const mixture_storage& st, executor where);
 
@@ -49,6 +54,12 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
                         std::int64_t n, channel ch, float* out, const evaluate_options& o, cudaStream_t stream,
                         void* workspace, std::size_t workspace_bytes);
 
+/// The denoiser JVP on the CUDA gemm path: enqueues everything on `stream` (its workspace is allocated on the
+/// stream: gemm_cuda_jvp_workspace_bytes()).
+void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, const float* x, const float* v,
+                            std::int64_t n, channel ch, float* out, const evaluate_options& o, cudaStream_t stream);
+std::size_t gemm_cuda_jvp_workspace_bytes(std::int64_t n, std::int64_t K, std::int64_t d, const evaluate_options& o);
+
 /// Which path evaluate() runs (never automatic).
 mixture_path choose_path(const mixture_storage& st, quantity what, std::int64_t n, executor where,
                          const evaluate_options& o);
@@ -58,8 +69,9 @@ evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const fl
                               float* out, const evaluate_options& o, executor where, cudaStream_t stream,
                               void* workspace, std::size_t workspace_bytes);
 
-/// The denoiser JVP on the gemm path (CPU executor), after validation.
+/// The denoiser JVP on the gemm path (either executor), after validation.
 evaluate_report gemm_denoiser_jvp(const mixture_storage& st, const float* x, const float* v, std::int64_t n,
-                                  channel ch, float* out, const evaluate_options& o);
+                                  channel ch, float* out, const evaluate_options& o, executor where,
+                                  cudaStream_t stream);
 
 }  // namespace diffsample::detail

@@ -389,4 +389,55 @@ TEST(GemmPathGpu, MatchesCpu) {
   }
 }
 
+// The denoiser JVP on the CUDA gemm path (cuBLAS products, the CPU path's two passes and per-point functions)
+// against the CPU gemm path, three passes of points, near the data and at small noise. Both run the same algorithm
+// on the same FP32 tables; they differ by the BLAS's summation order in the four products, each within gamma_d (d =
+// 96: 5.7e-6) of the sum of magnitudes, which the softmax weights and the J v sums carry at most K-fold regrouped
+// (<= 2 K u = 6e-4 relative in the worst case of cancellation): 1e-3 of the output's scale, as for evaluate's
+// GPU test with the JVP's extra subtraction; TF32 operands (2^-11) 2e-2. Not run here (no GPU): never seen failing.
+TEST(GemmPathGpu, DenoiserJvpMatchesCpu) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    (void)cudaGetLastError();
+    GTEST_SKIP() << "no CUDA device (" << cuda_unavailable_reason() << ")";
+  }
+  const int K = 3000, d = 96, n = 600;
+  const gaussian_mixture m = data_mixture(K, d, 0.02, 23);
+  for (const channel ch : {channel{1.0, 0.5}, channel{1.0, 1e-3}}) {
+    const std::vector<float> x = points(m, n, ch, false, 8);
+    std::vector<float> v(x.size());
+    std::mt19937_64 gen(7);
+    std::normal_distribution<double> z(0, 1);
+    for (auto& e : v) e = float(z(gen));
+    for (bool tf32 : {false, true}) {
+      evaluate_options o;
+      o.path = mixture_path::gemm;
+      o.allow_tf32 = tf32;
+      o.point_block = 256;  // three passes
+      std::vector<float> cpu(x.size()), gpu(x.size());
+      m.denoiser_jvp(cpu.data(), n, x.data(), v.data(), ch, o, {executor::cpu});
+      float *dx = nullptr, *dv = nullptr, *dout = nullptr;
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dx), x.size() * sizeof(float)), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dv), v.size() * sizeof(float)), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dout), gpu.size() * sizeof(float)), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(dv, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+      m.prepare_gemm(executor::cuda);
+      const evaluate_report r = m.denoiser_jvp(dout, n, dx, dv, ch, o, {executor::cuda, nullptr});
+      EXPECT_EQ(r.ran, executor::cuda);
+      EXPECT_EQ(r.path, mixture_path::gemm);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(gpu.data(), dout, gpu.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+      double scale = 0;
+      for (float e : cpu) scale = std::max(scale, double(std::abs(e)));
+      const double tol = (tf32 ? 2e-2 : 1e-3) * scale;
+      for (std::size_t e = 0; e < cpu.size(); ++e)
+        ASSERT_NEAR(gpu[e], cpu[e], tol) << "s " << ch.s << " tf32 " << tf32 << " entry " << e;
+      cudaFree(dx);
+      cudaFree(dv);
+      cudaFree(dout);
+    }
+  }
+}
+
 }  // namespace

@@ -220,6 +220,9 @@ struct guided_outputs {
 struct guided_report {
   executor ran = executor::automatic;  ///< executor that ran
   std::int64_t launches = 0;  ///< kernel launches (or CPU loops) issued
+  /// How a dense operator's A and A^T reached the particles: gemm when the run applied them as matrix products over
+  /// all particles per step (DPS / Pi-GDM on the CPU executor past operator_gemm_worthwhile()), else direct.
+  mixture_path operator_path = mixture_path::direct;
 };
 
 /// Bytes of workspace guided_sample() needs (state buffers, the per-step tables and the resampling workspace).

@@ -214,8 +214,8 @@ class DIFFSAMPLE_API gaussian_mixture {
       quantity what, const double* x, std::int64_t n, channel ch, double* out) const {
     evaluate_fp64(out, n, x, ch, what);
   }
-  /// denoiser_jvp() with a choice of path and a report of what ran. The gemm path (CPU executor only; the CUDA
-  /// executor runs the direct path, and forcing gemm there is an invalid_argument) forms mu_k . v as a third
+  /// denoiser_jvp() with a choice of path and a report of what ran. The gemm path (BLAS on the CPU executor, cuBLAS
+  /// on the CUDA executor, where the call allocates its device workspace on the stream) forms mu_k . v as a third
   /// product and sum_k r_k dv_k mu_k / c_k as a fourth, with the same recentring and correction as evaluate().
   /// The plain denoiser_jvp() always runs the direct path.
   evaluate_report denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,

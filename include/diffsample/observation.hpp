@@ -8,7 +8,9 @@
 /// both executors (README: "Observation operators").
 #pragma once
 
+#include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
+#include <diffsample/mixture.hpp>
 
 #include <cstdint>
 #include <vector>
@@ -81,11 +83,33 @@ class DIFFSAMPLE_API observation_operator {
   /// x = A^T y (y: d_y values, x: d_x values, host), in the operator's own form.
   void apply_transpose(const double* y, double* x) const;
 
+  /// A (transpose false: n points of d_x floats in, n x d_y out) or A^T (transpose true: n x d_y in, n x d_x out)
+  /// applied to n row-major FP32 points, CPU executor. mixture_path::gemm runs a dense operator as one matrix
+  /// product (the BLAS's sgemm when one was found, else the library's loops); direct runs each point in the
+  /// operator's own form with an FP32 sum per output in index order (the guided samplers' kernels' order).
+  /// automatic takes gemm for a dense operator when batch_path() says so. Masks and SVD operators always run direct
+  /// (forcing gemm on them is an invalid_argument). A is rounded to FP32 once, at construction.
+  /// @return the executor and the path that ran
+  /// @throws invalid_argument for an empty operator, n < 0, a null buffer with n > 0, a CUDA executor (no device
+  ///         form yet) or a forced gemm on a mask or SVD operator
+  evaluate_report apply_batch(float* out, std::int64_t n, const float* x, bool transpose,
+                              mixture_path path = mixture_path::automatic, execution exec = {}) const;
+  /// The path apply_batch() runs for n points under @p path: gemm for a dense operator when forced, or when
+  /// automatic and the product is large enough (operator_gemm_worthwhile()); direct otherwise.
+  mixture_path batch_path(std::int64_t n, mixture_path path = mixture_path::automatic) const;
+
  private:
   observation_kind kind_ = observation_kind::dense;
   std::int64_t d_y_ = 0, d_x_ = 0;
   std::vector<double> A_, diagonal_, U_, V_;
+  std::vector<float> A32_;  // dense: A rounded to FP32 (apply_batch)
   std::vector<std::int64_t> indices_;
 };
+
+/// The size rule of a dense operator's automatic batch path on the CPU executor: a matrix product for at least 16
+/// points and d_y x d_x >= 1024 (conservative: `bench_mixture_gemm operator` found the product faster at every size
+/// it measured, README "Observation operators as matrix products"). Used by apply_batch() and by the DPS / Pi-GDM
+/// stepwise CPU runs.
+DIFFSAMPLE_API bool operator_gemm_worthwhile(std::int64_t n, std::int64_t d_y, std::int64_t d_x) noexcept;
 
 }  // namespace diffsample
