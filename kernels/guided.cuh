@@ -63,7 +63,13 @@ struct guided_params {
   /// Layout of the run's per-particle buffers: 0, row-major (the CPU executor); else coordinate-major with this
   /// stride, B N (the CUDA executor). See guided_slice().
   std::int64_t coordinate_stride = 0;
+  /// When not null, the Philox seed is read from here (device memory on the CUDA executor) instead of `seed`: an
+  /// ask/tell plan advances it on the device per trajectory, so that a captured trajectory draws fresh noise.
+  const std::uint64_t* seed_at = nullptr;
 };
+
+/// The Philox seed of the launch (guided_params::seed_at).
+DS_HD_INLINE std::uint64_t guided_seed(const guided_params& p) { return p.seed_at != nullptr ? *p.seed_at : p.seed; }
 
 /// Coordinates [offset, offset + width) of particle i in a per-particle buffer whose rows hold `row` floats:
 /// base + i row + offset + c row-major (coordinate_stride == 0), base + i + (offset + c) coordinate_stride
@@ -192,7 +198,7 @@ struct guided_init_functor {
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
-    philox rng(p.seed, guided_stream(p, i, b), 0);
+    philox rng(guided_seed(p), guided_stream(p, i, b), 0);
     const float scale = p.initial_scale;
     rng.normals(p.d, [&](int j, float z) { xi[j] = scale * z; });
     guided_residual(p, b, p.steps[0].a, xi, ri);
@@ -304,7 +310,7 @@ struct guided_mutate_functor {
     strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d);
     const strided_vec<float> mi =
         guided_slice(p, mu, b * p.particles + static_cast<std::int64_t>(ancestors[i]), p.d, 0, p.d);
-    philox rng(p.seed, guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
+    philox rng(guided_seed(p), guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
     strided_vec<float> zy = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);  // the d_y observation normals
     strided_vec<float> t = guided_slice(p, r, i, 2 * p.d_y, p.d_y, p.d_y);
     rng.normals(p.d + p.d_y, [&](int j, float z) {

@@ -235,8 +235,12 @@ struct select_ancestor_functor {
   int metropolis_steps;
   std::uint64_t seed, step;
   Index* ancestors;
+  /// When not null, the Philox seed is read from here (device memory on the CUDA executor) instead of `seed`, so
+  /// that a captured launch draws with the key its sampler has advanced on the device since (an ask/tell plan).
+  const std::uint64_t* seed_at = nullptr;
 
   DS_HD void operator()(std::int64_t g) const {
+    const std::uint64_t key = seed_at != nullptr ? *seed_at : seed;
     const std::int64_t b = g / n;
     const std::int64_t j = g - b * n;
     const problem_state st = states[b];
@@ -250,13 +254,13 @@ struct select_ancestor_functor {
     std::int64_t a = j;
     switch (scheme) {
       case resampling_scheme::multinomial: {
-        philox rng(seed, g, step);
+        philox rng(key, g, step);
         a = upper_bound(u, n, uniform_below(rng, T));
         break;
       }
       case resampling_scheme::stratified:
       case resampling_scheme::systematic:
-        a = upper_bound(u, n, slot_keys(scheme, seed, step, T, b, n)(j));
+        a = upper_bound(u, n, slot_keys(scheme, key, step, T, b, n)(j));
         break;
       case resampling_scheme::residual: {
         const std::uint64_t copies = st.copies;
@@ -265,7 +269,7 @@ struct select_ancestor_functor {
         } else {
           // Uniform on [0, R T), R = N - copies, drawn as slot s in [0, R) and offset o in [0, T); the first
           // particle whose residual prefix N P_i - T C_i exceeds it.
-          philox rng(seed, g, step);
+          philox rng(key, g, step);
           const std::uint64_t s = uniform_below(rng, N - copies);
           const std::uint64_t o = uniform_below(rng, T);
           const u128 x = mul_wide(s, T) + u128{o, 0};
@@ -283,7 +287,7 @@ struct select_ancestor_functor {
         break;
       }
       case resampling_scheme::metropolis: {
-        philox rng(seed, g, step);
+        philox rng(key, g, step);
         std::uint64_t qa = u[a];
         for (int it = 0; it < metropolis_steps; ++it) {
           const std::int64_t prop = static_cast<std::int64_t>(uniform_below(rng, N));
@@ -310,7 +314,7 @@ struct select_ancestor_functor {
         // the fallback leaves every particle's law, and hence the unbiased offspring counts, as they were; it only
         // caps the work at rejection_trials draws plus, with probability (1 - T / (N 2^bits))^(rejection_trials - 1)
         // or less, one pass of N weights.
-        philox rng(seed, g, step);
+        philox rng(key, g, step);
         const std::uint64_t envelope = std::uint64_t(1) << bits;
         int trials = 1;
         while (!(uniform_below(rng, envelope) < u[a])) {

@@ -90,11 +90,12 @@ struct permuted_gather_functor {
   std::uint64_t key;
   index_permutation perm;
   std::int64_t coordinate_stride;  // of x: 0 row-major, else B N
+  const std::uint64_t* key_at = nullptr;  // when not null, the key is read here (an SMC plan's device key)
   DS_HD void operator()(std::int64_t e) const {
     const std::int64_t row = e / d, j = e - row * d;
     const std::int64_t b = row / particles, i = row - b * particles;
     index_permutation pb = perm;
-    pb.key = key + 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(b);
+    pb.key = (key_at != nullptr ? *key_at : key) + 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(b);
     const std::int64_t slot = b * particles + static_cast<std::int64_t>(pb(static_cast<std::uint64_t>(i)));
     const std::int64_t from = b * particles + ancestors[slot];
     out[e] = x[coordinate_stride == 0 ? from * d + j : from + j * coordinate_stride];
@@ -1197,6 +1198,31 @@ struct guided_plan_storage final : sampling_plan_storage {
   const std::int64_t* counter() const override { return &state->step; }
 };
 
+// The Philox keys of an SMC plan's trajectory, in device memory: trajectory t draws as guided_sample() with
+// options.seed + t, its mutations from seed + t, its resampling from (seed + t) ^ resampling_key and the final
+// samples' order from (seed + t) ^ order_key. reset() advances them on the device (smc_reset_functor), so a captured
+// trajectory replays with the next trajectory's keys.
+constexpr std::uint64_t resampling_key = 0x9E3779B97F4A7C15ull;  // as guided_sample(): apart from the mutations'
+constexpr std::uint64_t order_key = 0x5851F42D4C957F2Dull;       // the samples' order: a stream of its own
+struct smc_plan_keys {
+  std::uint64_t mutation, resampling, order;
+};
+
+/// Starts the next trajectory of an SMC plan (one thread): step 0 and the keys of seed + trajectory.
+struct smc_reset_functor {
+  kernels::plan_state* state;
+  smc_plan_keys* keys;
+  std::uint64_t seed;
+  DS_HD void operator()(std::int64_t) const {
+    const std::uint64_t s = seed + state->trajectory;
+    state->step = 0;
+    state->trajectory += 1;
+    keys->mutation = s;
+    keys->resampling = s ^ resampling_key;
+    keys->order = s ^ order_key;
+  }
+};
+
 // The guided SMC (linear potentials) as a plan: one ask per transition k, the model's output at the particles and
 // step k's channel; tell k weights from it (guided_weight_answer_functor), resamples and mutates into the
 // particles, as guided_sample()'s transition does on the same executor (on the CPU the same resampling statistics
@@ -1207,9 +1233,8 @@ struct smc_plan_storage final : sampling_plan_storage {
   std::vector<double> times;          // per step: the schedule's time of its channel
   std::vector<float> ux, um;          // per step: the answer r becomes the denoiser ux x + um r
   model_output output = model_output::denoiser;
-  kernels::guided_params p{};
-  std::uint64_t seed = 0;        // options.seed: trajectory t runs with seed + t
-  std::uint64_t trajectory = 0;  // resets so far (host count)
+  kernels::guided_params p{};    // p.seed_at: keys->mutation
+  std::uint64_t seed = 0;        // options.seed: trajectory t runs with seed + t (keys advanced on the device)
   std::int64_t B = 0, N = 0, K = 0;
   bool final_resample = true;
   resampling_options ro;
@@ -1224,6 +1249,7 @@ struct smc_plan_storage final : sampling_plan_storage {
   const double* constants = nullptr;
   void* resampling_ws = nullptr;
   kernels::plan_state* state = nullptr;
+  smc_plan_keys* keys = nullptr;
   ~smc_plan_storage() override {
     if (device != nullptr) (void)cudaFree(device);
   }
@@ -1263,7 +1289,7 @@ struct smc_plan_storage final : sampling_plan_storage {
       } else {
         kernels::for_each_index(where, BN, weight, stream);
       }
-      const auto select = resample_statistics_cpu(lw, B, N, ro, po, resampling_ws);
+      const auto select = resample_statistics_cpu(lw, B, N, ro, po, resampling_ws, &keys->resampling);
       kernels::for_each_index(where, B, bookkeeping(k + 1), stream);
       if (target != cpu::simd_target::scalar) {
         cpu::guided_pass pass;
@@ -1278,7 +1304,7 @@ struct smc_plan_storage final : sampling_plan_storage {
       }
     } else {
       kernels::for_each_index<128>(where, BN, weight, stream);
-      resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
+      resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
       kernels::for_each_index(where, B, bookkeeping(k + 1), stream);
       kernels::for_each_index<128>(where, BN, mutate, stream);
     }
@@ -1287,17 +1313,14 @@ struct smc_plan_storage final : sampling_plan_storage {
     DIFFSAMPLE_EXPECTS(initial == nullptr,
                        "initial: a guided SMC plan draws its own particles (its first weights are those of x ~ "
                        "N(0, s_0^2 I)); pass null");
-    kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
-    p.seed = seed + trajectory;
-    ro.seed = p.seed ^ 0x9E3779B97F4A7C15ull;  // as guided_sample(): a stream apart from the mutations'
-    ++trajectory;
+    kernels::for_each_index<32>(where, 1, smc_reset_functor{state, keys, seed}, stream);
     const std::int64_t BN = rows;
     kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n()},
                             stream);
     kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream);
     // Column 0: resample, then the particles follow their ancestors (through the spare rows, then back).
     ro.step = 0;
-    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
+    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
     kernels::for_each_index(where, B, bookkeeping(0), stream);
     kernels::for_each_index(where, BN, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
     gather_unchecked(x, B, N, d, ancestors, spare, where, stream);
@@ -1326,11 +1349,11 @@ struct smc_plan_storage final : sampling_plan_storage {
       resampling_options last = ro;
       last.ess_threshold = 2.0;
       last.step = static_cast<std::uint64_t>(K + 1);
-      resample_unchecked(lw, B, N, last, po, where, stream, resampling_ws);
-      const std::uint64_t key = p.seed ^ 0x5851F42D4C957F2Dull;
+      resample_unchecked(lw, B, N, last, po, where, stream, resampling_ws, &keys->resampling);
       kernels::for_each_index(where, BN * d,
-                              permuted_gather_functor{x, ancestors, out.samples, N, d, key,
-                                                      index_permutation(key, static_cast<std::uint64_t>(N)), 0},
+                              permuted_gather_functor{x, ancestors, out.samples, N, d, 0,
+                                                      index_permutation(0, static_cast<std::uint64_t>(N)), 0,
+                                                      &keys->order},
                               stream);
     }
     kernels::for_each_index(
@@ -1386,7 +1409,8 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   const std::size_t at_answer = align_up(l.total);
   const std::size_t at_ess = at_answer + rows_bytes;
   const std::size_t at_state = at_ess + align_up(static_cast<std::size_t>(B * (K + 1)) * sizeof(float));
-  const std::size_t total = at_state + sizeof(kernels::plan_state);
+  const std::size_t at_keys = at_state + align_up(sizeof(kernels::plan_state));
+  const std::size_t total = at_keys + sizeof(smc_plan_keys);
   check_allocation("guided plan", total, st->where);
   const kernels::plan_state initial{0, 0, 0};
   unsigned char* base = nullptr;
@@ -1395,7 +1419,7 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
     base = static_cast<unsigned char*>(st->device);
     DIFFSAMPLE_CUDA_TRY(
         cudaMemcpyAsync(base, st->tables.data(), st->tables.size(), cudaMemcpyHostToDevice, exec.stream));
-    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + l.table_end, 0, at_state - l.table_end, exec.stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + l.table_end, 0, total - l.table_end, exec.stream));
     DIFFSAMPLE_CUDA_TRY(
         cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, exec.stream));
     DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
@@ -1423,6 +1447,8 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   st->answer = reinterpret_cast<float*>(base + at_answer);
   st->ess = reinterpret_cast<float*>(base + at_ess);
   st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
+  st->keys = reinterpret_cast<smc_plan_keys*>(base + at_keys);
+  st->p.seed_at = &st->keys->mutation;
   return st;
 }
 

@@ -184,6 +184,8 @@ struct fill_params {
   std::int64_t* ancestors64;
   float* normalised;
   bool runs;  // stratified, systematic: write the ancestors here; otherwise store the prefix for the search
+  const std::uint64_t* seed_at;  // when not null, the seed is read here (see resample_unchecked)
+  DS_HD std::uint64_t key() const { return seed_at != nullptr ? *seed_at : seed; }
 };
 
 DS_HD void write_ancestor(const fill_params& f, std::int64_t g, std::int64_t a) {
@@ -307,7 +309,7 @@ void fill_tile_cpu(const pass_params& p, const fill_params& f, std::int64_t t) {
   std::uint64_t C = p.scheme == resampling_scheme::residual ? problem_offset(p.copies_offsets, p, t) : 0;
   if (f.runs) {
     // The CUDA tile's computation, one CUDA tile after another: every particle's J(P_i), then the slots in order.
-    const kernels::slot_keys key(p.scheme, f.seed, f.step, T, r.b, p.n);
+    const kernels::slot_keys key(p.scheme, f.key(), f.step, T, r.b, p.n);
     std::int32_t ends[kernels::cuda_tile];
     for (std::int64_t lo = 0; lo < r.len; lo += kernels::cuda_tile) {
       const int len = static_cast<int>(std::min(kernels::cuda_tile, r.len - lo));
@@ -511,7 +513,7 @@ __device__ __forceinline__ void fill_tile(fill_temp& temp, const pass_params& p,
       scan_u(temp.scan).InclusiveSum(q, P);
       __syncthreads();
       if (f.runs) {
-        const kernels::slot_keys key(p.scheme, f.seed, f.step, st.total, r.b, p.n);
+        const kernels::slot_keys key(p.scheme, f.key(), f.step, st.total, r.b, p.n);
         for (int m = 0; m < tile_items; ++m) {
           const int i = threadIdx.x * tile_items + m;
           if (i < len) temp.ends[i] = static_cast<std::int32_t>(key.count_below(base + P[m]));
@@ -631,9 +633,9 @@ void statistics_cuda(const pass_params& p, std::int64_t problems, void* scan_tem
 
 template <class Index>
 void select_ancestors(executor where, const pass_params& p, const resampling_options& o, std::int64_t count,
-                      Index* ancestors, cudaStream_t stream) {
+                      Index* ancestors, cudaStream_t stream, const std::uint64_t* seed_at) {
   kernels::select_ancestor_functor<Index> f{p.states, p.units, p.prefix, p.n,    p.bits,
-                                            o.scheme, o.metropolis_steps, o.seed, o.step, ancestors};
+                                            o.scheme, o.metropolis_steps, o.seed, o.step, ancestors, seed_at};
   kernels::for_each_index(where, count, f, stream);
 }
 
@@ -732,9 +734,9 @@ pass_params make_params(const float* log_weights, std::int64_t problems, std::in
 
 // Passes 1 to 6 on the CPU; `runs`: stratified and systematic write their ancestors in the fill pass.
 void passes_cpu(const pass_params& p, std::int64_t problems, const resampling_options& o, const particle_outputs& out,
-                bool runs) {
+                bool runs, const std::uint64_t* seed_at) {
   statistics_cpu(p, problems);
-  const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs};
+  const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs, seed_at};
   cpu::parallel_for_each(problems * p.per, [&](std::int64_t t) { fill_tile_cpu(p, f, t); }, 1);
 }
 
@@ -742,23 +744,24 @@ void passes_cpu(const pass_params& p, std::int64_t problems, const resampling_op
 
 kernels::select_ancestor_functor<std::int32_t> detail::resample_statistics_cpu(
     const float* log_weights, std::int64_t problems, std::int64_t particles, const resampling_options& o,
-    const particle_outputs& out, void* workspace) {
+    const particle_outputs& out, void* workspace, const std::uint64_t* seed_at) {
   const pass_params p = make_params(log_weights, problems, particles, o, out, executor::cpu, workspace);
   // The selection of every scheme runs per particle here, stratified and systematic by their search.
-  passes_cpu(p, problems, o, out, false);
-  return {p.states, p.units, p.prefix, p.n, p.bits, o.scheme, o.metropolis_steps, o.seed, o.step, out.ancestors};
+  passes_cpu(p, problems, o, out, false, seed_at);
+  return {p.states, p.units, p.prefix, p.n,       p.bits,       o.scheme,
+          o.metropolis_steps, o.seed, o.step, out.ancestors, seed_at};
 }
 
 void detail::resample_unchecked(const float* log_weights, std::int64_t problems, std::int64_t particles,
                                 const resampling_options& o, const particle_outputs& out, executor where,
-                                cudaStream_t stream, void* workspace) {
+                                cudaStream_t stream, void* workspace, const std::uint64_t* seed_at) {
   const std::int64_t count = problems * particles;
   if (count == 0) return;
   const pass_params p = make_params(log_weights, problems, particles, o, out, where, workspace);
   const bool ancestors = out.ancestors != nullptr || out.ancestors64 != nullptr;
   const bool runs = runs_scheme(o.scheme);
   if (where == executor::cuda) {
-    const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs};
+    const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs, seed_at};
     const auto grid = [](std::int64_t blocks) { return kernels::grid_size(blocks * tile_threads, tile_threads); };
     if (p.per == 1) {
       one_tile_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, f, problems);
@@ -772,13 +775,13 @@ void detail::resample_unchecked(const float* log_weights, std::int64_t problems,
       }
     }
   } else {
-    passes_cpu(p, problems, o, out, runs);
+    passes_cpu(p, problems, o, out, runs, seed_at);
   }
   if (!ancestors || runs) return;
   if (out.ancestors64 != nullptr)
-    select_ancestors(where, p, o, count, out.ancestors64, stream);
+    select_ancestors(where, p, o, count, out.ancestors64, stream, seed_at);
   else
-    select_ancestors(where, p, o, count, out.ancestors, stream);
+    select_ancestors(where, p, o, count, out.ancestors, stream, seed_at);
 }
 
 void detail::gather_unchecked(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,

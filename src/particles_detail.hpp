@@ -12,9 +12,11 @@ namespace diffsample::detail {
 
 /// resample() on `where` without validation: the caller has checked the sizes, options and buffers, and `workspace`
 /// holds resampling_workspace_bytes(problems, particles, options.scheme) bytes on `where`, 16-byte aligned.
+/// @p seed_at: when not null, the Philox seed is read from this word of `where`'s memory when the passes run, not
+/// taken from options.seed (an ask/tell plan advances it on the device, so that a captured resampling draws fresh).
 void resample_unchecked(const float* log_weights, std::int64_t problems, std::int64_t particles,
                         const resampling_options& options, const particle_outputs& out, executor where,
-                        cudaStream_t stream, void* workspace);
+                        cudaStream_t stream, void* workspace, const std::uint64_t* seed_at = nullptr);
 
 /// The passes of resample_unchecked() on the CPU executor alone (int32 ancestors) up to the selection, which it
 /// returns: called with g it writes ancestors[g], so that a sampler can select each particle's ancestor inside its
@@ -25,7 +27,8 @@ void resample_unchecked(const float* log_weights, std::int64_t problems, std::in
 kernels::select_ancestor_functor<std::int32_t> resample_statistics_cpu(const float* log_weights,
                                                                        std::int64_t problems, std::int64_t particles,
                                                                        const resampling_options& options,
-                                                                       const particle_outputs& out, void* workspace);
+                                                                       const particle_outputs& out, void* workspace,
+                                                                       const std::uint64_t* seed_at = nullptr);
 
 /// gather_particles() on `where` without validation (out must not alias states).
 void gather_unchecked(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,

@@ -565,6 +565,34 @@ TEST(SamplingPlan, GuidedDcpsPlanReproducesGuidedSampleExactly) {
   std::size_t far = 0;
   for (std::size_t i = 0; i < a.size(); ++i) far += std::abs(a[i] - b[i]) > 1e-3f * (1.f + std::abs(a[i]));
   EXPECT_LE(far, a.size() / 100);
+
+// The trajectory keys of a guided SMC plan live in its device memory and reset() advances them there: trajectory t
+// of one plan, whatever came before it, equals guided_sample() with seed + t in every output (the host holds no key
+// of its own, so the CPU executor runs the same key path a captured CUDA trajectory replays). Seen failing with the
+// resampling key left at the first trajectory's (trajectory 1's ancestors and ESS trace differ).
+TEST(SamplingPlan, GuidedSmcPlanKeysEachTrajectoryOnTheDevice) {
+  const std::int64_t d = 3, N = 29, K = 6;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
+  guided_options o;
+  o.sampler = guided_sampler::smc;
+  o.particles = N;
+  o.steps = K;
+  o.seed = 5;
+  o.resampling.ess_threshold = 1.0;  // a resampling at every transition: the resampling key shows in every column
+  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+  std::vector<float> previous;
+  for (int t = 0; t < 3; ++t) {
+    smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
+    guided_options ot = o;
+    ot.seed = o.seed + static_cast<std::uint64_t>(t);
+    guided_sample(mix, fused.outputs(), pr, ot, cpu);
+    run_smc_plan(plan, mix);
+    plan.write_outputs(stepped.outputs(), cpu);
+    expect_same(fused, stepped, "trajectory " + std::to_string(t));
+    EXPECT_NE(stepped.particles, previous) << t;
+    previous = stepped.particles;
+  }
 }
 
 // Seen failing with the tells applying step j / d_y's coefficients instead of step j / (1 + d_y)'s, and with the
@@ -792,3 +820,86 @@ TEST(SamplingPlan, CapturedTrajectoryDrawsFreshNoiseOnEveryReplay) {
   cudaStreamDestroy(stream);
 }
 
+
+TEST(SamplingPlan, CapturedGuidedTrajectoriesDrawFreshNoiseOnEveryReplay) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  // A whole guided trajectory (reset, the model's asks, the tells; for SMC also write_outputs) captured once and
+  // replayed N times equals N uncaptured trajectories of a twin plan bit for bit: the SMC plan's mutation,
+  // resampling and order keys, and the DPS / Pi-GDM plan's particle ids, are read from device memory and advanced
+  // there by reset().
+  const std::int64_t d = 3, N = 64, K = 5;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
+  const std::int64_t BN = pr.problems * N;
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  const execution on_stream{executor::cuda, stream};
+  for (guided_sampler sampler : {guided_sampler::smc, guided_sampler::dps, guided_sampler::pigdm}) {
+    guided_options o;
+    o.sampler = sampler;
+    o.particles = N;
+    o.steps = K;
+    o.seed = 13;
+    o.resampling.ess_threshold = 1.0;
+    const bool smc = sampler == guided_sampler::smc;
+    sampling_plan direct = sampling_plan::guided(d, pr, o, model_output::denoiser, on_stream);
+    sampling_plan captured = sampling_plan::guided(d, pr, o, model_output::denoiser, on_stream);
+    diffsample::testing::device_buffer<float> samples(BN * d);
+    diffsample::testing::device_buffer<double> log_z(pr.problems);
+    auto trajectory = [&](sampling_plan& plan) {
+      plan.reset(nullptr, on_stream);
+      while (!plan.done()) {
+        const plan_request r = plan.ask();
+        if (r.vector == nullptr)
+          mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, on_stream);
+        else
+          mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, on_stream);
+        plan.tell(on_stream);
+      }
+      if (smc) {
+        guided_outputs out;
+        out.samples = samples.ptr;
+        out.log_normaliser = log_z.ptr;
+        plan.write_outputs(out, on_stream);
+      }
+    };
+    std::vector<float> host(BN * d), expected, got;
+    std::vector<double> host_z(pr.problems), expected_z, got_z;
+    auto collect = [&](const sampling_plan& plan, std::vector<float>& to, std::vector<double>& to_z) {
+      ASSERT_EQ(cudaMemcpyAsync(host.data(), smc ? samples.ptr : plan.samples(), BN * d * sizeof(float),
+                                cudaMemcpyDeviceToHost, stream),
+                cudaSuccess);
+      ASSERT_EQ(cudaMemcpyAsync(host_z.data(), log_z.ptr, pr.problems * sizeof(double), cudaMemcpyDeviceToHost,
+                                stream),
+                cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      to.insert(to.end(), host.begin(), host.end());
+      to_z.insert(to_z.end(), host_z.begin(), host_z.end());
+    };
+    const int replays = 3;
+    for (int t = 0; t < replays; ++t) {
+      trajectory(direct);
+      collect(direct, expected, expected_z);
+    }
+    cudaGraph_t graph;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+    trajectory(captured);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int t = 0; t < replays; ++t) {
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      collect(captured, got, got_z);
+    }
+    EXPECT_EQ(expected, got) << to_string(sampler);
+    if (smc) {
+      EXPECT_EQ(expected_z, got_z);
+    }
+    EXPECT_NE(std::vector<float>(got.begin(), got.begin() + BN * d),
+              std::vector<float>(got.begin() + BN * d, got.begin() + 2 * BN * d))
+        << to_string(sampler);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  cudaStreamDestroy(stream);
+}

@@ -93,8 +93,9 @@ class DIFFSAMPLE_API sampling_plan {
   /// transition's channel; the tell weights the particles from it, resamples (options.resampling, on the device on
   /// the CUDA executor) and mutates them, with no host synchronisation. reset() draws the particles itself (initial
   /// must be null); write_outputs() gives the log-weights, the resampled samples, log-normaliser estimates, ESS trace
-  /// and resampling counts of a done trajectory. Trajectory t runs as guided_sample() with options.seed + t (the
-  /// key is a launch argument: a captured SMC trajectory replays the captured trajectory's noise).
+  /// and resampling counts of a done trajectory. Trajectory t runs as guided_sample() with options.seed + t: the
+  /// keys live in device memory and reset() advances them there, so a captured trajectory (reset, asks, tells and
+  /// write_outputs) replays with fresh noise, replay t equal to uncaptured trajectory t.
   /// DCPS: the asks of guided_sample()'s run, in order. Per block l of the time grid, its options.dcps_langevin_steps
   /// tamed Langevin steps, each asking twice at the particles and the block's start channel: the model's output,
   /// then J^T u with plan_request::vector = u = A^T P (a_T y - A mu(x)) (the gradient of the block's potential needs

@@ -100,7 +100,8 @@ void mutate_pack(const kernels::guided_mutate_functor& m, const pack_rows& pk, f
     rows[l] = m.mu + (b * p.particles + static_cast<std::int64_t>(m.ancestors[pk.i0 + (l < pk.valid ? l : 0)])) * d;
   const fpack sig(st.sig);
   // The pack's particles are consecutive in one problem: their streams are consecutive too.
-  philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, pk.b), static_cast<std::uint64_t>(m.k) + 1);
+  philox_pack rng(kernels::guided_seed(p), kernels::guided_stream(p, pk.i0, pk.b),
+                  static_cast<std::uint64_t>(m.k) + 1);
   rng.normals(d + dy, [&](int j, fpack z) {
     if (j < d) {
       fpack mj;
