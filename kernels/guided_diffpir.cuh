@@ -15,24 +15,35 @@
 
 namespace diffsample::kernels {
 
-/// One DiffPIR step of particle i from x (in place): m = m(x) at (a, s), x0 = m + A^T P (y - A m), x' = c0 x0 +
-/// c1 x + sig z with z from the stream (seed, i, k + 1).
+/// The second half of DiffPIR step k for particle `id` of problem b, from its denoiser m (overwritten by x0):
+/// x0 = m + A^T P (y - A m), then x' = c0 x0 + c1 x + sig z with z from the stream (seed, id, k + 1). Shared by the
+/// fused step (diffpir_step), the CPU executor's stepwise run and the ask/tell plan (diffpir_stage_functor), so
+/// that a plan answered with the mixture's denoiser reproduces the fused run.
 template <class X, class M, class R>
-DS_HD_INLINE void diffpir_step(const guided_params& p, std::int64_t i, std::int64_t k, X& x, M& m, R& r) {
-  const std::int64_t b = i / p.particles;
+DS_HD_INLINE void diffpir_update(const guided_params& p, std::int64_t b, std::int64_t k, std::uint64_t id, X& x, M& m,
+                                 R& r) {
   const guided_step st = p.steps[k];
-  mixture_denoiser(p.mix, x, st.a, st.s, m);
   guided_residual(p, b, 1.f, m, r);
   const float* P = guided_precision(p, k, b);
   // x0 = m + A^T P r, one row of A at a time (r stays as it is while m moves).
   for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, guided_precision_row(p, P, o, r), m);
-  philox rng(p.seed, guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
+  philox rng(p.seed, id, static_cast<std::uint64_t>(k) + 1);
   const affine_update update = transition_update(st);
   if (st.sig != 0.f) {
     rng.normals(p.d, [&](int j, float z) { x[j] = update(float(x[j]), float(m[j]), z); });
   } else {
     for (int j = 0; j < p.d; ++j) x[j] = update(float(x[j]), float(m[j]));
   }
+}
+
+/// One DiffPIR step of particle i from x (in place): m = m(x) at (a, s), then diffpir_update with the particle's
+/// stream (seed, i, k + 1).
+template <class X, class M, class R>
+DS_HD_INLINE void diffpir_step(const guided_params& p, std::int64_t i, std::int64_t k, X& x, M& m, R& r) {
+  const std::int64_t b = i / p.particles;
+  const guided_step st = p.steps[k];
+  mixture_denoiser(p.mix, x, st.a, st.s, m);
+  diffpir_update(p, b, k, guided_stream(p, i, b), x, m, r);
 }
 
 /// A whole DiffPIR trajectory per particle: x = s_0 z (stream step 0), then `steps` steps of diffpir_step. The
@@ -56,6 +67,39 @@ struct guided_diffpir_functor {
       rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
     }
     for (std::int64_t k = 0; k < steps; ++k) diffpir_step(p, i, k, xi, mi, ri);
+  }
+};
+
+/// The stepwise DiffPIR run over B N row-major particles (the CPU executor and the ask/tell plan), one launch per
+/// stage: stage 0 draws x = s_0 z (stream step 0), stage 1 turns the model's answer into the denoiser m = ux x +
+/// um answer and applies diffpir_update. Particle i of problem b draws from the stream id_base + guided_stream(p, i,
+/// b) (id_base: the plan's trajectory, in its state; nullptr for 0).
+struct diffpir_stage_functor {
+  guided_params p;
+  std::int64_t k;
+  int stage;
+  float ux, um;
+  float* x;                      // B N x d
+  float* m;                      // B N x d: the denoiser, then x0 (may be `answer` when ux = 0, um = 1)
+  const float* answer;           // B N x d: the model's output at x and step k's channel
+  float* r;                      // B N x d_y scratch
+  const std::uint64_t* id_base;  // the trajectory's first particle id (device memory), or nullptr for 0
+  std::int64_t* position;        // when not null, thread 0 stores next_position there
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const int d = p.d;
+    const std::int64_t b = i / p.particles;
+    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p, i, b);
+    strided_vec<float> xi{x + i * d, 1, d};
+    if (stage == 0) {
+      baseline_initial(p, id, xi);
+      return;
+    }
+    strided_vec<float> mi{m + i * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
+    const float* ai = answer + i * d;
+    for (int j = 0; j < d; ++j) mi[j] = ds_fma(ux, xi[j], um * ai[j]);
+    diffpir_update(p, b, k, id, xi, mi, ri);
   }
 };
 

@@ -12,6 +12,7 @@
 
 #include "kernels/backward.cuh"
 #include "kernels/guided.cuh"
+#include "kernels/guided_diffpir.cuh"
 #include "kernels/linalg.cuh"
 #include "kernels/plan.cuh"
 #include "src/cpu/chains.hpp"
@@ -110,13 +111,22 @@ kernels::channel_view fill_step_channel(const kernels::mixture_channels& t, cons
   return t.at(0, st.a, st.s);
 }
 
-/// The channels of the guided steps for channel_table_functor: channel k is step k's (a, s).
-struct step_channels {
-  const guided_step* steps;
-  DS_HD_INLINE bool operator()(std::int64_t k, float& a, float& s) const {
-    a = steps[k].a;
-    s = steps[k].s;
-    return true;
+/// The SMC weighting of transition k on the CPU executor's scalar target: the denoiser of the mixture's constants at
+/// the step's channel (kernels::channel_denoiser: what gaussian_mixture::evaluate() gives on this target) into the
+/// particle's row of mu, then the weighting of the ask/tell plan from that answer (guided_weight_answer_functor),
+/// so that the fused run and the plan answered by evaluate() share every operation. Rows are row-major (CPU).
+struct channel_weight_functor {
+  kernels::guided_weight_answer_functor weight;  // answer = mu
+  kernels::channel_view c;
+  channel_weight_functor(const kernels::guided_params& p, std::int64_t k, const float* x, float* mu, float* lw,
+                         float* r, const kernels::channel_view& channel)
+      : weight{p, k, 0.f, 1.f, x, mu, mu, lw, r, nullptr, 0}, c(channel) {}
+  void operator()(std::int64_t i) const {
+    const int d = weight.p.d;
+    const kernels::strided_vec<const float> xi{weight.x + i * d, 1, d};
+    kernels::strided_vec<float> mi{weight.mu + i * d, 1, d};
+    kernels::channel_denoiser<float>(c, xi, mi);
+    weight(i);
   }
 };
 
@@ -663,25 +673,33 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   guided_report report;
   report.ran = where;
 
-  // The CPU executor's SIMD target, and the mixture's constants per channel for its packs: DiffPIR's every step at
-  // once; the SMC's weighting step, one channel refilled per step on the calling thread (K components x d values).
+  // The CPU executor's SIMD target, and the mixture's constants at a channel for the SMC's weighting step, one
+  // channel refilled per step on the calling thread (K components x d values).
   const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
   std::vector<float> channel_table;
   kernels::mixture_channels channels{};
-  if (target != cpu::simd_target::scalar && (smc || diffpir)) {
-    const std::int64_t count = diffpir ? K : 1;
-    channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, count)));
-    channels = kernels::mixture_channels::in(p.mix, count, channel_table.data());
-    if (diffpir)
-      for (std::int64_t e = 0; e < K * p.mix.components; ++e)
-        kernels::channel_table_functor<step_channels>{channels, {p.steps}}(e);
+  if (where == executor::cpu && smc) {
+    channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
+    channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
   }
   auto channel_at = [&](std::int64_t k) { return fill_step_channel(channels, p.steps[k]); };
 
   if (!smc) {
     const float* extra = reinterpret_cast<const float*>(ws + l.extra);
-    if (diffpir && target != cpu::simd_target::scalar) {
-      cpu::run_guided_diffpir(target, p, channels, K, x);
+    if (diffpir && where == executor::cpu) {
+      // Step by step with the mixture's denoiser as a caller's model gives it to the ask/tell plan, through the same
+      // stage functor: the plan answered by the mixture reproduces this run bit for bit.
+      const auto* table = reinterpret_cast<const guided_step*>(blob.data() + l.steps);
+      kernels::diffpir_stage_functor f{p, 0, 0, 0.f, 1.f, x, mu, mu, r, nullptr, nullptr, 0};
+      kernels::for_each_index(where, BN, f, stream);
+      for (std::int64_t k = 0; k < K; ++k) {
+        const channel ch{table[k].a, table[k].s};
+        detail::evaluate_direct_unchecked(prior.storage(), quantity::denoiser, x, BN, ch, mu, {where, stream});
+        f.k = k;
+        f.stage = 1;
+        kernels::for_each_index(where, BN, f, stream);
+      }
+      report.launches += 2 * K;
     } else if (diffpir) {
       detail::launch_diffpir(where, BN, p, K, x, mu, r, stream);
     } else if (o.sampler == guided_sampler::skrock) {
@@ -826,7 +844,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       pass.weight_channel = channel_at(0);
       cpu::run_guided_pass(target, pass);
     } else {
-      cpu::parallel_for_each(BN, weight0);
+      cpu::parallel_for_each(BN, channel_weight_functor{p, 0, x, mu, lw, r, channel_at(0)});
     }
     for (std::int64_t k = 0; k < K; ++k) {
       ro.step = static_cast<std::uint64_t>(k + 1);
@@ -845,10 +863,12 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
         if (!last) pass.weight_channel = channel_at(k + 1);
         cpu::run_guided_pass(target, pass);
       } else {
+        const channel_weight_functor scalar_weight{p, k + 1, x, mu2, lw, r, last ? kernels::channel_view{}
+                                                                                  : channel_at(k + 1)};
         cpu::parallel_for_each(BN, [&](std::int64_t i) {
           select(i);
           mutate(i);
-          if (!last) weight(i);
+          if (!last) scalar_weight(i);
         });
       }
       std::swap(mu, mu2);
@@ -1029,7 +1049,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   const cpu::simd_target target = BL > 0 ? cpu::chain_target() : cpu::simd_target::scalar;
   std::vector<float> channel_table;
   kernels::mixture_channels channels{};
-  if (target != cpu::simd_target::scalar) {
+  if (BL > 0) {
     channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
     channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
   }
@@ -1101,7 +1121,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
         pass.weight_channel = fill_step_channel(channels, p.steps[k]);
         cpu::run_guided_pass(target, pass);
       } else {
-        cpu::parallel_for_each(BL, weight);
+        cpu::parallel_for_each(BL, channel_weight_functor{p, k, x, mu, lw, r, fill_step_channel(channels, p.steps[k])});
       }
       ro.step = static_cast<std::uint64_t>(k + 1);
       shard.resample(lw, B, ro, reports, mu, row, mu2);
@@ -1133,15 +1153,20 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
 
 }  // namespace detail
 
-// --- ask/tell plan of DPS and Pi-GDM ------------------------------------------------------------------------------
+// --- ask/tell plans of DPS, Pi-GDM and DiffPIR ---------------------------------------------------------------------
 
 namespace detail {
 namespace {
 
-// Two asks per step k: 2k the model's output at the particles (turned into the denoiser), 2k + 1 J^T v there.
-// The tells are baseline_stage_functor's stages 1 and 2, as the CPU executor's fused run issues them.
+// DPS and Pi-GDM: two asks per step k: 2k the model's output at the particles (turned into the denoiser), 2k + 1
+// J^T v there; the tells are baseline_stage_functor's stages 1 and 2, as the CPU executor's fused run issues them.
+// DiffPIR: one ask per step k, the model's output at the particles; the tell is diffpir_stage_functor's stage 1
+// (the data step and the re-noising), as the CPU executor's fused run issues it.
 struct guided_plan_storage final : sampling_plan_storage {
+  bool diffpir = false;
+  std::int64_t asks_per_step = 2;
   std::vector<unsigned char> tables;  // host copy (the asks' channels)
+  std::vector<double> times;          // per step: the schedule's time of its channel
   std::vector<float> ux, um;          // per step: the answer r becomes the denoiser ux x + um r
   model_output output = model_output::denoiser;
   kernels::guided_params p{};
@@ -1157,16 +1182,18 @@ struct guided_plan_storage final : sampling_plan_storage {
     return reinterpret_cast<const guided_step*>(tables.data())[k];
   }
   plan_request request(std::int64_t k) const override {
-    const guided_step& st = step(k / 2);
+    const guided_step& st = step(k / asks_per_step);
+    const bool jvp = k % asks_per_step == 1;
     plan_request q;
     q.index = k;
     q.points = x;
     q.rows = rows;
     q.dim = d;
     q.at = channel{st.a, st.s};
-    q.output = k % 2 == 0 ? output : model_output::denoiser;
+    q.time = times[static_cast<std::size_t>(k / asks_per_step)];
+    q.output = jvp ? model_output::denoiser : output;
     q.answer = answer;
-    q.vector = k % 2 == 0 ? nullptr : v;
+    q.vector = jvp ? v : nullptr;
     return q;
   }
   kernels::baseline_stage_functor stage(int which, std::int64_t k, std::int64_t next) const {
@@ -1181,7 +1208,16 @@ struct guided_plan_storage final : sampling_plan_storage {
     else
       kernels::for_each_index(where, rows, f, stream);
   }
-  void tell(std::int64_t k, cudaStream_t stream) override { run_stage(stage(1 + int(k % 2), k / 2, k + 1), stream); }
+  kernels::diffpir_stage_functor diffpir_stage(int which, std::int64_t k, std::int64_t next) const {
+    return {p, k, which, which == 1 ? ux[k] : 0.f, which == 1 ? um[k] : 1.f, x, m, answer, r, &state->chain_base,
+            &state->step, next};
+  }
+  void tell(std::int64_t k, cudaStream_t stream) override {
+    if (diffpir)
+      kernels::for_each_index(where, rows, diffpir_stage(1, k, k + 1), stream);
+    else
+      run_stage(stage(1 + int(k % 2), k / 2, k + 1), stream);
+  }
   void reset(const float* initial, cudaStream_t stream) override {
     kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
     if (initial != nullptr) {
@@ -1190,6 +1226,8 @@ struct guided_plan_storage final : sampling_plan_storage {
         DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(x, initial, bytes, cudaMemcpyDefault, stream));
       else
         std::memmove(x, initial, bytes);
+    } else if (diffpir) {
+      kernels::for_each_index(where, rows, diffpir_stage(0, 0, 0), stream);
     } else {
       run_stage(stage(0, 0, 0), stream);
     }
@@ -1458,9 +1496,9 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                                                         const guided_options& options, model_output output,
                                                         execution exec) {
   DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc || options.sampler == guided_sampler::dps ||
-                         options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::dcps ||
-                         options.sampler == guided_sampler::tmpd,
-                     "options.sampler: a guided plan runs smc, dps, pigdm, dcps or tmpd, got "
+                         options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::diffpir ||
+                         options.sampler == guided_sampler::dcps || options.sampler == guided_sampler::tmpd,
+                     "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps or tmpd, got "
                          << to_string(options.sampler));
   DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "dim: must be in [1, " << limits::max_dim << "], got " << d);
   validate(d, given, options);
@@ -1480,9 +1518,13 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   st->where = plan_executor(exec);
   st->rows = BN;
   st->d = d;
-  st->asks = 2 * K;
+  st->diffpir = o.sampler == guided_sampler::diffpir;
+  st->asks_per_step = st->diffpir ? 1 : 2;
+  st->asks = st->asks_per_step * K;
   st->output = output;
+  const std::vector<schedule_point> pts = o.schedule.points(K);
   for (std::int64_t k = 0; k < K; ++k) {
+    st->times.push_back(pts[static_cast<std::size_t>(k)].t);
     push_denoiser_form(output, st->step(k).a, st->step(k).s, st->ux, st->um);
   }
   // One allocation: the tables, x, m, v, the answer, the shifts, the residuals, the state.

@@ -82,13 +82,15 @@ class DIFFSAMPLE_API sampling_plan {
   /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
   static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
-  /// A plan for the guided samplers smc, dps, pigdm, dcps and tmpd on B = problems.problems problems of
-  /// options.particles
-  /// particles each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional states. The prior is
-  /// the caller's model: nothing of a mixture is used.
+  /// A plan for the guided samplers smc, dps, pigdm, diffpir, dcps and tmpd on B = problems.problems problems of
+  /// options.particles particles each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional
+  /// states. The prior is the caller's model: nothing of a mixture is used.
   /// DPS and Pi-GDM: two asks per step, both at the particles and the step's channel: the model's output (converted
   /// to the denoiser m), then, with plan_request::vector set to v = A^T P (y - A m) (DPS's normalised step:
-  /// A^T (y - A m)), the denoiser's J^T v. Outputs of guided_sample() beyond the particles (samples()) do not apply.
+  /// A^T (y - A m)), the denoiser's J^T v. DiffPIR: one ask per step, the model's output at the particles and the
+  /// step's channel; the tell takes the proximal data step and re-noises. For these, outputs of guided_sample()
+  /// beyond the particles (samples()) do not apply, reset() draws x = s_0 z unless given an initial state, and
+  /// trajectory t draws particle i's noise from the stream t rows() + i (its key in device memory).
   /// SMC (options.potentials = linear): one ask per transition, the model's output at the particles and the
   /// transition's channel; the tell weights the particles from it, resamples (options.resampling, on the device on
   /// the CUDA executor) and mutates them, with no host synchronisation. reset() draws the particles itself (initial

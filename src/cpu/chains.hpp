@@ -67,11 +67,6 @@ struct guided_pass {
   const kernels::guided_weight_answer_functor* weight_answer = nullptr;
 };
 void run_guided_pass(simd_target t, const guided_pass& pass);
-/// DiffPIR's trajectories (kernels::guided_diffpir_functor) over packs of particles of one problem, into x
-/// (B N x d): the denoiser from `channels`, whose channel k is step k's (a, s); otherwise the functor's arithmetic
-/// lane by lane (the same guarantees as guided_pass).
-void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
-                        std::int64_t steps, float* x);
 /// DDRM's trajectories (kernels::guided_ddrm_functor) over packs of particles of one problem, into x (B N x d), the
 /// functor's arithmetic lane by lane (the same guarantees as guided_pass).
 void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x);
@@ -113,8 +108,6 @@ void run_posterior_sample(simd_target t, const posterior_sample_args& a, double*
   void run_projection_keys(const double* u, int count, const float* x, std::int64_t n, std::int64_t d,          \
                            float* out, std::int64_t stride);                                                   \
   void run_guided_pass(const guided_pass& pass);                                                               \
-  void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_channels& channels,          \
-                          std::int64_t steps, float* x);                                                       \
   void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x);                          \
   void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n);                                     \
   void run_posterior_sample(const posterior_sample_args& a, float* out);                                        \

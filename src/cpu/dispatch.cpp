@@ -53,8 +53,6 @@ void run_projection(simd_target, const double*, int, const float*, std::int64_t,
 void run_projection_keys(simd_target, const double*, int, const float*, std::int64_t, std::int64_t, float*,
                          std::int64_t) {}
 void run_guided_pass(simd_target, const guided_pass&) {}
-void run_guided_diffpir(simd_target, const kernels::guided_params&, const kernels::mixture_channels&, std::int64_t,
-                        float*) {}
 void run_guided_ddrm(simd_target, const kernels::ddrm_params&, std::int64_t, float*) {}
 void run_guided_skrock(simd_target, const kernels::guided_params&, const kernels::skrock_params&,
                        const kernels::channel_view&, std::int64_t, float*) {}
@@ -96,10 +94,6 @@ void run_projection_keys(simd_target t, const double* u, int count, const float*
   DIFFSAMPLE_DISPATCH_(run_projection_keys(u, count, x, n, d, out, stride))
 }
 void run_guided_pass(simd_target t, const guided_pass& pass) { DIFFSAMPLE_DISPATCH_(run_guided_pass(pass)) }
-void run_guided_diffpir(simd_target t, const kernels::guided_params& p, const kernels::mixture_channels& channels,
-                        std::int64_t steps, float* x) {
-  DIFFSAMPLE_DISPATCH_(run_guided_diffpir(p, channels, steps, x))
-}
 void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x) {
   DIFFSAMPLE_DISPATCH_(run_guided_ddrm(p, steps, x))
 }

@@ -1,10 +1,9 @@
 // The guided samplers' per-particle work on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp): the SMC's
-// mutation and weighting of kernels/guided.cuh, DiffPIR's steps (kernels/guided_diffpir.cuh), DDRM's
-// (kernels/guided_ddrm.cuh) and SKRock's iterations (kernels/guided_skrock.cuh), over packs of `lanes` particles
-// of one problem, so that the problem's operator, observation and precision table are broadcast operands. The
-// denoiser (score) is the chain samplers' channel_denoiser (channel_score): constants per channel, chunked softmax;
-// everything else is the functors' arithmetic lane by lane. Vectors of d (or d_y) packs live in per-thread
-// workspace.
+// mutation and weighting of kernels/guided.cuh, DDRM's steps (kernels/guided_ddrm.cuh) and SKRock's iterations
+// (kernels/guided_skrock.cuh), over packs of `lanes` particles of one problem, so that the problem's operator,
+// observation and precision table are broadcast operands. The denoiser (score) is the chain samplers'
+// channel_denoiser (channel_score): constants per channel, chunked softmax; everything else is the functors'
+// arithmetic lane by lane. Vectors of d (or d_y) packs live in per-thread workspace.
 #include "src/cpu/simd.hpp"
 
 #include <algorithm>
@@ -13,7 +12,6 @@
 
 #include "kernels/guided.cuh"
 #include "kernels/guided_ddrm.cuh"
-#include "kernels/guided_diffpir.cuh"
 #include "kernels/linalg.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/denoiser_jvp.hpp"
@@ -170,37 +168,6 @@ void weight_answer_pack(const kernels::guided_weight_answer_functor& w, const pa
   if (w.ux != 0.f || w.um != 1.f)
     for (int j = 0; j < d; ++j) ms[j] = ds_fma(fpack(w.ux), xs[j], fpack(w.um) * ms[j]);
   weight_from_denoiser(w.p, w.k, w.lw, w.mu, pk, xs, ms, r);
-}
-
-/// One DiffPIR step (kernels::diffpir_step) of a pack whose states are in xs; ms is scratch for the denoiser and x0.
-void diffpir_pack_step(const kernels::guided_params& p, const kernels::channel_view& ch, std::int64_t k,
-                       const pack_rows& pk, fpack* xs, fpack* ms, fpack* r) {
-  const kernels::guided_step st = p.steps[k];
-  const int d = p.d, dy = p.d_y;
-  const std::int64_t b = pk.b;
-  const span x{xs, d};
-  span m{ms, d};
-  kernels::channel_denoiser<fpack>(ch, x, m);
-  residual(p, b, 1.f, ms, r);
-  const float* P = kernels::guided_precision(p, k, b);
-  const float* A = p.A + b * p.A_stride;
-  for (int o = 0; o < dy; ++o) {  // x0 = m + A^T P r, one row of A at a time
-    const fpack value = precision_row(p, P, o, r);
-    if (p.mask != nullptr) {
-      const int j = p.mask[b * p.A_stride + o];
-      ms[j] = ms[j] + value * fpack(A[o]);
-    } else {
-      const float* row = A + static_cast<std::int64_t>(o) * d;
-      for (int j = 0; j < d; ++j) ms[j] = ms[j] + value * fpack(row[j]);
-    }
-  }
-  const fpack c0(st.c0), c1(st.c1), sig(st.sig);
-  if (st.sig != 0.f) {
-    philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, pk.b), static_cast<std::uint64_t>(k) + 1);
-    rng.normals(d, [&](int j, fpack z) { xs[j] = c0 * ms[j] + c1 * xs[j] + sig * z; });
-  } else {
-    for (int j = 0; j < d; ++j) xs[j] = c0 * ms[j] + c1 * xs[j];
-  }
 }
 
 /// Runs f(pack, scratch) over the packs of every problem on the pool; scratch holds `scratch_packs` packs per thread.
@@ -385,20 +352,6 @@ void run_guided_skrock(const kernels::guided_params& p, const kernels::skrock_pa
       }
       for (int j = 0; j < d; ++j) xs[j] = c0[j];
     }
-    pk.store(xs, x, d);
-  });
-}
-
-void run_guided_diffpir(const kernels::guided_params& p, const kernels::mixture_channels& channels,
-                        std::int64_t steps, float* x) {
-  const int d = p.d;
-  for_each_particle_pack(p, 2 * static_cast<std::int64_t>(d) + p.d_y, [&](const pack_rows& pk, fpack* scratch) {
-    fpack *xs = scratch, *ms = xs + d, *r = ms + d;
-    philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, pk.b), 0);
-    const fpack s0(p.initial_scale);
-    rng.normals(d, [&](int j, fpack z) { xs[j] = s0 * z; });
-    for (std::int64_t k = 0; k < steps; ++k)
-      diffpir_pack_step(p, channels.at(k, p.steps[k].a, p.steps[k].s), k, pk, xs, ms, r);
     pk.store(xs, x, d);
   });
 }

@@ -140,3 +140,19 @@ def test_tmpd_plan_asks_for_products_with_the_rows_of_a(mixture2):
             r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
         plan.tell()
     np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused)
+
+
+def test_diffpir_plan_equals_guided_sample(mixture2):
+    # One ask per step; the tell's data step and re-noising are the fused run's own, so fed the mixture's denoiser
+    # (direct path) the plan gives guided_sample()'s particles bit for bit; a second trajectory draws fresh noise.
+    options = dict(sampler="diffpir", particles=40, steps=10, seed=3, diffpir_zeta=0.4, diffpir_lambda=2.0)
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("particles",), **options)["particles"]
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **options)
+    assert plan.asks == 10
+
+    def model(x, a, s):
+        return mixture2.denoiser(np.ascontiguousarray(x), a, s, path="direct")
+
+    first = plan.run(model).copy()
+    np.testing.assert_array_equal(first.reshape(2, 40, 2), fused)
+    assert not np.array_equal(plan.run(model), first)
