@@ -342,6 +342,80 @@ constexpr int moment_potential_max_dy = 8;
 /// with ghat_k(x) = N(a_k y; A x, sigma_{y,k}^2 I) the linear potential that steers the exact Gaussian mutation and
 /// Z_k(x) = N(a_{k+1} y; A mu, S_k) its predictive (quadratic parts only; their constants are added on the host).
 /// The weights multiply to p(y | x_0) over the proposal (the last point has s = 0, where g = ghat = the likelihood).
+/// Row o of the moment matrix M = (s^2 / a) A J A^T of a particle of problem b from u = J a_o (a_o row o of A):
+/// M[o d_y + c] = cov_scale (A u)_c for every row c (v: d scratch). Shared by guided_moment_functor and the stepwise
+/// run (moment_stage_functor), whose u is a caller's J^T a_o.
+template <class U, class V>
+DS_HD_INLINE void moment_row(const guided_params& p, std::int64_t b, int o, float cov_scale, const U& u, V& v,
+                             float* M) {
+  const int d = p.d, dy = p.d_y;
+  for (int c = 0; c < dy; ++c) {
+    for (int j = 0; j < d; ++j) v[j] = 0.f;
+    guided_add_row(p, b, c, 1.f, v);
+    float acc = 0;
+    for (int j = 0; j < d; ++j) acc += v[j] * u[j];
+    M[o * dy + c] = cov_scale * acc;
+  }
+}
+
+/// The rest of the moment-projected weighting of transition k for particle x of problem b, from its denoiser m and
+/// its moment matrix M (d_y x d_y, overwritten): the weight (lw, lz) and the kernel mean mu (r: d_y scratch). See
+/// guided_moment_functor.
+template <class X, class M, class U, class R>
+DS_HD_INLINE void moment_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
+                                const M& m, float* Mat, U& mi, R& ri, float& lw, float& lz) {
+  const guided_step st = p.steps[k];
+  const int dy = p.d_y;
+  float q_hat = 0;
+  if (k > 0) {
+    guided_residual(p, b, st.a, xi, ri);
+    for (int o = 0; o < dy; ++o) q_hat += ri[o] * ri[o];
+    q_hat *= p.inv_var[k * p.problems + b];
+  }
+  for (int o = 0; o < dy; ++o)
+    for (int c = 0; c <= o; ++c) {
+      const float v = 0.5f * (Mat[o * dy + c] + Mat[c * dy + o]) + (o == c ? s2y : 0.f);
+      Mat[o * dy + c] = v;
+    }
+  // Cholesky in place (lower triangle); a pivot below sigma_y^2 / 2 (rounding of a tiny Cov) is floored there.
+  float logdet = 0;
+  for (int o = 0; o < dy; ++o) {
+    for (int c = 0; c <= o; ++c) {
+      float acc = Mat[o * dy + c];
+      for (int e = 0; e < c; ++e) acc -= Mat[o * dy + e] * Mat[c * dy + e];
+      if (c == o) {
+        const float pivot = acc > 0.5f * s2y ? acc : 0.5f * s2y;
+        Mat[o * dy + o] = ds_sqrt(pivot);
+        logdet += ds_log(pivot);
+      } else {
+        Mat[o * dy + c] = acc / Mat[c * dy + c];
+      }
+    }
+  }
+  // r = y - A m; q = |L^-1 r|^2.
+  guided_residual(p, b, 1.f, m, ri);
+  float q = 0;
+  for (int o = 0; o < dy; ++o) {
+    float acc = ri[o];
+    for (int e = 0; e < o; ++e) acc -= Mat[o * dy + e] * ri[e];
+    acc /= Mat[o * dy + o];
+    ri[o] = acc;  // forward substitution in place
+    q += acc * acc;
+  }
+  const float log_g = -0.5f * (q + logdet + float(dy) * log_two_pi<float>());
+  if (k == 0)
+    lw = log_g;
+  else
+    lw += log_g + 0.5f * q_hat;
+  // Kernel mean and the predictive of the next linear potential.
+  for (int j = 0; j < p.d; ++j) mi[j] = transition_update(st)(xi[j], m[j]);
+  guided_residual(p, b, st.a_next, mi, ri);
+  const float* P = guided_precision(p, k, b);
+  float q_next = 0;
+  for (int o = 0; o < dy; ++o) q_next += ri[o] * guided_precision_row(p, P, o, ri);
+  lz = -0.5f * q_next - log_g;
+}
+
 struct guided_moment_functor {
   guided_params p;
   std::int64_t k;
@@ -364,12 +438,6 @@ struct guided_moment_functor {
                        ri = guided_slice(p, r, i, 2 * dy, 0, dy);
     strided_vec<float> m{s.p, s.stride, d}, vi{s.p + d * s.stride, s.stride, d},
         ui{s.p + 2 * d * s.stride, s.stride, d};
-    float q_hat = 0;
-    if (k > 0) {
-      guided_residual(p, b, st.a, xi, ri);
-      for (int o = 0; o < dy; ++o) q_hat += ri[o] * ri[o];
-      q_hat *= p.inv_var[k * p.problems + b];
-    }
     mixture_denoiser(p.mix, xi, st.a, st.s, m);
     // M = A Cov A^T = (s^2 / a) A J A^T, one JVP per row of A.
     float M[moment_potential_max_dy * moment_potential_max_dy];
@@ -378,58 +446,55 @@ struct guided_moment_functor {
       for (int j = 0; j < d; ++j) vi[j] = 0.f;
       guided_add_row(p, b, o, 1.f, vi);
       mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ui);
-      // Row o of A J A^T: (A u)_c for every row c.
-      for (int c = 0; c < dy; ++c) {
-        for (int j = 0; j < d; ++j) vi[j] = 0.f;
-        guided_add_row(p, b, c, 1.f, vi);
-        float acc = 0;
-        for (int j = 0; j < d; ++j) acc += vi[j] * ui[j];
-        M[o * dy + c] = cov_scale * acc;
+      moment_row(p, b, o, cov_scale, ui, vi, M);
+    }
+    moment_finish(p, k, b, sigma2_b[b], xi, m, M, mi, ri, lw[i], lz[i]);
+  }
+};
+
+/// The moment-projected weighting of transition k step by step over B N row-major particles (the CPU executor and
+/// the SMC's ask/tell plan), one launch per ask: stage 0 turns the model's answer into the denoiser m = ux x +
+/// um answer and sets v = a_0 (row 0 of the particle's A); stage 1 (row o) takes the answer as J^T a_o for row o of
+/// the moment matrix and sets v = a_{o + 1}, or at the last row finishes the weight (moment_finish).
+struct moment_stage_functor {
+  guided_params p;
+  std::int64_t k;
+  int stage, row;
+  float ux, um;
+  const float* sigma2_b;   // B values of sigma_y^2
+  const float* x;          // B N x d
+  float* m;                // B N x d: the denoiser (may be `answer` at stage 0 when ux = 0, um = 1)
+  float* v;                // B N x d: the vector of the next J^T v ask
+  const float* answer;     // B N x d
+  float* M;                // B N x d_y^2: the moment matrices
+  float* mu;               // B N x d
+  float* lw;               // B N
+  float* lz;               // B N
+  float* r;                // B N x 2 d_y scratch (the first d_y of each particle's slot)
+  std::int64_t* position;  // when not null, thread 0 stores next_position there
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const std::int64_t b = i / p.particles;
+    const int d = p.d, dy = p.d_y;
+    strided_vec<float> xi{const_cast<float*>(x) + i * d, 1, d}, mi{m + i * d, 1, d}, vi{v + i * d, 1, d};
+    const float* ai = answer + i * d;
+    float* Mi = M + i * dy * dy;
+    if (stage == 0) {
+      for (int j = 0; j < d; ++j) mi[j] = ds_fma(ux, xi[j], um * ai[j]);
+    } else {
+      const guided_step st = p.steps[k];
+      const strided_vec<const float> ui{ai, 1, d};
+      moment_row(p, b, row, st.s * st.s / st.a, ui, vi, Mi);
+      if (row + 1 == dy) {
+        strided_vec<float> mui{mu + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
+        moment_finish(p, k, b, sigma2_b[b], xi, mi, Mi, mui, ri, lw[i], lz[i]);
+        return;
       }
     }
-    const float s2y = sigma2_b[b];
-    for (int o = 0; o < dy; ++o)
-      for (int c = 0; c <= o; ++c) {
-        const float v = 0.5f * (M[o * dy + c] + M[c * dy + o]) + (o == c ? s2y : 0.f);
-        M[o * dy + c] = v;
-      }
-    // Cholesky in place (lower triangle); a pivot below sigma_y^2 / 2 (rounding of a tiny Cov) is floored there.
-    float logdet = 0;
-    for (int o = 0; o < dy; ++o) {
-      for (int c = 0; c <= o; ++c) {
-        float acc = M[o * dy + c];
-        for (int e = 0; e < c; ++e) acc -= M[o * dy + e] * M[c * dy + e];
-        if (c == o) {
-          const float pivot = acc > 0.5f * s2y ? acc : 0.5f * s2y;
-          M[o * dy + o] = ds_sqrt(pivot);
-          logdet += ds_log(pivot);
-        } else {
-          M[o * dy + c] = acc / M[c * dy + c];
-        }
-      }
-    }
-    // r = y - A m; q = |L^-1 r|^2.
-    guided_residual(p, b, 1.f, m, ri);
-    float q = 0;
-    for (int o = 0; o < dy; ++o) {
-      float acc = ri[o];
-      for (int e = 0; e < o; ++e) acc -= M[o * dy + e] * ri[e];
-      acc /= M[o * dy + o];
-      ri[o] = acc;  // forward substitution in place
-      q += acc * acc;
-    }
-    const float log_g = -0.5f * (q + logdet + float(dy) * log_two_pi<float>());
-    if (k == 0)
-      lw[i] = log_g;
-    else
-      lw[i] += log_g + 0.5f * q_hat;
-    // Kernel mean and the predictive of the next linear potential.
-    for (int j = 0; j < d; ++j) mi[j] = transition_update(st)(xi[j], m[j]);
-    guided_residual(p, b, st.a_next, mi, ri);
-    const float* P = guided_precision(p, k, b);
-    float q_next = 0;
-    for (int o = 0; o < dy; ++o) q_next += ri[o] * guided_precision_row(p, P, o, ri);
-    lz[i] = -0.5f * q_next - log_g;
+    const int next = stage == 0 ? 0 : row + 1;
+    for (int j = 0; j < d; ++j) vi[j] = 0.f;
+    guided_add_row(p, b, next, 1.f, vi);
   }
 };
 

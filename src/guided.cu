@@ -130,6 +130,62 @@ struct channel_weight_functor {
   }
 };
 
+/// kernels::moment_stage_functor on the CUDA executor (the SMC plan's tells): the same stages and values, with the
+/// last row's finish on a local copy of the particle's moment matrix, as guided_moment_functor's; finishing in place
+/// in global memory, the factorisation's divisions spilled (32 bytes).
+struct moment_stage_device {
+  kernels::moment_stage_functor f;
+  DS_HD void operator()(std::int64_t i) const {
+    if (f.position != nullptr && i == 0) *f.position = f.next_position;
+    const kernels::guided_params& p = f.p;
+    const std::int64_t b = i / p.particles;
+    const int d = p.d, dy = p.d_y;
+    kernels::strided_vec<float> xi{const_cast<float*>(f.x) + i * d, 1, d}, mi{f.m + i * d, 1, d},
+        vi{f.v + i * d, 1, d};
+    const float* ai = f.answer + i * d;
+    float* Mi = f.M + i * dy * dy;
+    if (f.stage == 0) {
+      for (int j = 0; j < d; ++j) mi[j] = kernels::ds_fma(f.ux, xi[j], f.um * ai[j]);
+    } else {
+      const guided_step st = p.steps[f.k];
+      const kernels::strided_vec<const float> ui{ai, 1, d};
+      kernels::moment_row(p, b, f.row, st.s * st.s / st.a, ui, vi, Mi);
+      if (f.row + 1 == dy) {
+        float local[kernels::moment_potential_max_dy * kernels::moment_potential_max_dy];
+        for (int e = 0; e < dy * dy; ++e) local[e] = Mi[e];
+        kernels::strided_vec<float> mui{f.mu + i * d, 1, d}, ri{f.r + i * 2 * dy, 1, dy};
+        kernels::moment_finish(p, f.k, b, f.sigma2_b[b], xi, mi, local, mui, ri, f.lw[i], f.lz[i]);
+        return;
+      }
+    }
+    for (int j = 0; j < d; ++j) vi[j] = 0.f;
+    kernels::guided_add_row(p, b, f.stage == 0 ? 0 : f.row + 1, 1.f, vi);
+  }
+};
+
+/// The moment-projected weighting of transition k on the CPU executor, step by step as the SMC's ask/tell plan
+/// runs it (kernels::moment_stage_functor) around the mixture's denoiser and its d_y Jacobian-vector products with
+/// the rows of A (evaluate and denoiser_jvp on the direct path, the caller's model's answers to the plan), over
+/// `count` row-major particles; work: 3 count d floats (m, v, J v), M: count d_y^2 floats.
+void moment_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_params& p, std::int64_t count,
+                      std::int64_t k, const float* sigma2, const float* x, float* mu, float* lw, float* lz, float* r,
+                      float* work, float* M) {
+  const std::int64_t d = p.d;
+  float *m = work, *v = work + count * d, *u = work + 2 * count * d;
+  const channel ch{p.steps[k].a, p.steps[k].s};
+  const execution on{executor::cpu, nullptr};
+  detail::evaluate_direct_unchecked(mix, quantity::denoiser, x, count, ch, m, on);
+  kernels::moment_stage_functor f{p, k, 0, 0, 0.f, 1.f, sigma2, x, m, v, m, M, mu, lw, lz, r, nullptr, 0};
+  cpu::parallel_for_each(count, f);
+  f.stage = 1;
+  f.answer = u;
+  for (int o = 0; o < p.d_y; ++o) {
+    detail::denoiser_jvp_unchecked(mix, x, v, count, ch, u, on);
+    f.row = o;
+    cpu::parallel_for_each(count, f);
+  }
+}
+
 constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 // Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky, then the inverse's
@@ -227,7 +283,8 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
 
 struct layout {
   std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, sigma2, table_end;  // from the host
-  std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, shift, total;
+  std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, moment, shift,
+      total;
   std::size_t resampling_bytes;
   operator_shape operators;  // how A reaches the kernels
 };
@@ -276,6 +333,8 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   l.resampling = put(l.resampling_bytes);
   l.lz = put(moment ? B * N * sizeof(float) : 0);
   l.work = put(moment ? 3 * B * N * d * sizeof(float) : 0);  // guided_moment_functor's scratch outside shared memory
+  // The moment matrices of the stepwise moment weighting (the CPU executor and the plan): d_y^2 floats per particle.
+  l.moment = put(moment ? B * N * dy * dy * sizeof(float) : 0);
   // DPS and Pi-GDM on the CPU executor run step by step (baseline_stage_functor): B N shifts.
   const bool baseline = o.sampler == guided_sampler::dps || o.sampler == guided_sampler::pigdm;
   l.shift = put(baseline ? B * N * sizeof(float) : 0);
@@ -802,12 +861,15 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
     float* lz = reinterpret_cast<float*>(ws + l.lz);
     float* work = reinterpret_cast<float*>(ws + l.work);
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
+    float* moments = reinterpret_cast<float*>(ws + l.moment);
     for (std::int64_t k = 0; k < K; ++k) {
-      const kernels::guided_moment_functor weigh{p, k, sigma2, x, mu, lw, lz, work, r};
-      if (target != cpu::simd_target::scalar) {
-        cpu::run_guided_moment(target, weigh, channel_at(k));  // packs, the products J a_o of src/cpu/denoiser_jvp.hpp
+      if (where == executor::cpu) {
+        // Step by step as the ask/tell plan runs it: the plan answered by the mixture reproduces this run.
+        moment_weigh_cpu(prior.storage(), p, BN, k, sigma2, x, mu, lw, lz, r, work, moments);
+        report.launches += 1 + p.d_y;
       } else {
-        kernels::for_each_index_scratch<128>(where, BN, weigh, stream);
+        kernels::for_each_index_scratch<128>(
+            where, BN, kernels::guided_moment_functor{p, k, sigma2, x, mu, lw, lz, work, r}, stream);
       }
       ro.step = static_cast<std::uint64_t>(k);
       detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
@@ -1084,13 +1146,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     const std::size_t wide = row + sizeof(float);
     std::vector<float> packed(static_cast<std::size_t>(BL) * (d + 1)), moved(packed.size()),
         moved_lz(static_cast<std::size_t>(BL));
+    float* moments = reinterpret_cast<float*>(ws + l.moment);
     for (std::int64_t k = 0; k < K; ++k) {
-      const kernels::guided_moment_functor weigh{p, k, sigma2, x, mu, lw, lz, work, r};
-      if (target != cpu::simd_target::scalar) {
-        cpu::run_guided_moment(target, weigh, fill_step_channel(channels, p.steps[k]));
-      } else {
-        cpu::parallel_for_each(BL, weigh);
-      }
+      moment_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, lw, lz, r, work, moments);
       for (std::int64_t s = 0; s < BL; ++s) {
         std::memcpy(packed.data() + s * (d + 1), mu + s * d, row);
         packed[static_cast<std::size_t>(s * (d + 1) + d)] = lz[s];
@@ -1261,11 +1319,12 @@ struct smc_reset_functor {
   }
 };
 
-// The guided SMC (linear potentials) as a plan: one ask per transition k, the model's output at the particles and
+// The guided SMC as a plan. Linear potentials: one ask per transition k, the model's output at the particles and
 // step k's channel; tell k weights from it (guided_weight_answer_functor), resamples and mutates into the
 // particles, as guided_sample()'s transition does on the same executor (on the CPU the same resampling statistics
 // and, on a SIMD target, the same packed mutation), so that answered by the mixture's denoiser it reproduces
-// guided_sample() bit for bit. reset() draws the particles, weights them by g_0 and resamples column 0.
+// guided_sample() bit for bit. reset() draws the particles, weights them by g_0 and resamples column 0. Moment
+// potentials: 1 + d_y asks per transition (tell_moment).
 struct smc_plan_storage final : sampling_plan_storage {
   std::vector<unsigned char> tables;  // host copy (the asks' channels)
   std::vector<double> times;          // per step: the schedule's time of its channel
@@ -1275,6 +1334,12 @@ struct smc_plan_storage final : sampling_plan_storage {
   std::uint64_t seed = 0;        // options.seed: trajectory t runs with seed + t (keys advanced on the device)
   std::int64_t B = 0, N = 0, K = 0;
   bool final_resample = true;
+  // Moment-projected potentials: 1 + d_y asks per transition (the model's output, then J^T a_o for every row a_o
+  // of the particle's A), the weighting by kernels::moment_stage_functor as guided_sample()'s CPU run issues it.
+  bool moment = false;
+  std::int64_t asks_per_step = 1;
+  float *m = nullptr, *v = nullptr, *moments = nullptr, *lz = nullptr;
+  const float* sigma2 = nullptr;
   resampling_options ro;
   particle_outputs po;
   void* device = nullptr;
@@ -1294,23 +1359,67 @@ struct smc_plan_storage final : sampling_plan_storage {
   const guided_step& step(std::int64_t k) const { return reinterpret_cast<const guided_step*>(tables.data())[k]; }
   double log_n() const { return std::log(double(N)); }
   plan_request request(std::int64_t k) const override {
-    const guided_step& st = step(k);
+    const std::int64_t t = k / asks_per_step;
+    const bool jvp = k % asks_per_step != 0;
+    const guided_step& st = step(t);
     plan_request q;
     q.index = k;
     q.points = x;
     q.rows = rows;
     q.dim = d;
     q.at = channel{st.a, st.s};
-    q.time = times[static_cast<std::size_t>(k)];
-    q.output = output;
+    q.time = times[static_cast<std::size_t>(t)];
+    q.output = jvp ? model_output::denoiser : output;
     q.answer = answer;
+    q.vector = jvp ? v : nullptr;
     return q;
+  }
+  // Moment potentials: ask k's tell; the last ask of transition t also resamples (column t), mutates from the
+  // ancestors' means and adds their pending weights, as guided_sample()'s moment loop, and after the last
+  // transition resamples column K.
+  void tell_moment(std::int64_t k, cudaStream_t stream) {
+    const std::int64_t BN = rows, t = k / asks_per_step;
+    const int j = static_cast<int>(k % asks_per_step);
+    const kernels::moment_stage_functor f{p,  t,  j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux[t], um[t], sigma2, x, m,
+                                          v,  answer, moments, mu, lw, lz, r, &state->step, k + 1};
+    if (where == executor::cpu)
+      cpu::parallel_for_each(BN, f);
+    else
+      kernels::for_each_index<128>(executor::cuda, BN, moment_stage_device{f}, stream);
+    if (j != asks_per_step - 1) return;
+    ro.step = static_cast<std::uint64_t>(t);
+    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
+    kernels::for_each_index(where, B, bookkeeping(t), stream);
+    const kernels::guided_mutate_functor mutate{p, t, mu, ancestors, reports, lw, x, r};
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar) {
+      cpu::guided_pass pass;
+      pass.mutate = &mutate;
+      cpu::run_guided_pass(target, pass);
+    } else {
+      kernels::for_each_index<128>(where, BN, mutate, stream);
+    }
+    kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
+    if (t + 1 == K) resample_column(K, stream);
+  }
+  // Resampling at column c with the particles following their ancestors (through the spare rows, then back).
+  void resample_column(std::int64_t column, cudaStream_t stream) {
+    ro.step = static_cast<std::uint64_t>(column);
+    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
+    kernels::for_each_index(where, B, bookkeeping(column), stream);
+    kernels::for_each_index(where, rows, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
+    gather_unchecked(x, B, N, d, ancestors, spare, where, stream);
+    kernels::for_each_index(where, rows * d, kernels::guided_copy_functor{spare, x}, stream);
   }
   // The bookkeeping of column c after its resampling (log-normaliser, ESS trace, resampling count).
   kernels::guided_bookkeeping_functor bookkeeping(std::int64_t column) const {
     return {reports, log_z, previous_lse, ess, counts, K + 1, column, log_n()};
   }
   void tell(std::int64_t k, cudaStream_t stream) override {
+    if (moment) {
+      tell_moment(k, stream);
+      return;
+    }
     const std::int64_t BN = rows;
     const kernels::guided_weight_answer_functor weight{p, k, ux[k], um[k], x, answer, mu, lw, r, &state->step, k + 1};
     ro.step = static_cast<std::uint64_t>(k + 1);
@@ -1356,13 +1465,8 @@ struct smc_plan_storage final : sampling_plan_storage {
     kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n()},
                             stream);
     kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream);
-    // Column 0: resample, then the particles follow their ancestors (through the spare rows, then back).
-    ro.step = 0;
-    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
-    kernels::for_each_index(where, B, bookkeeping(0), stream);
-    kernels::for_each_index(where, BN, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
-    gather_unchecked(x, B, N, d, ancestors, spare, where, stream);
-    kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{spare, x}, stream);
+    // Linear potentials: column 0 is resampled now (moment potentials weight x by g_0 at the first transition).
+    if (!moment) resample_column(0, stream);
   }
   void write_outputs(const guided_outputs& out, cudaStream_t stream) override {
     const std::int64_t BN = rows;
@@ -1417,8 +1521,6 @@ namespace {
 
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
                                                      const guided_options& o, model_output output, execution exec) {
-  DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear,
-                     "options.potentials: a guided SMC plan runs linear potentials, got " << to_string(o.potentials));
   const svd_reduction reduced = reduce_svd(given, d);
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;
@@ -1429,7 +1531,9 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   st->where = plan_executor(exec);
   st->rows = BN;
   st->d = d;
-  st->asks = K;
+  st->moment = o.potentials == guided_potentials::moment;
+  st->asks_per_step = st->moment ? 1 + dy : 1;
+  st->asks = st->asks_per_step * K;
   st->output = output;
   st->B = B;
   st->N = N;
@@ -1487,6 +1591,14 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
   st->keys = reinterpret_cast<smc_plan_keys*>(base + at_keys);
   st->p.seed_at = &st->keys->mutation;
+  if (st->moment) {
+    float* work = reinterpret_cast<float*>(base + l.work);
+    st->m = work;
+    st->v = work + BN * d;
+    st->moments = reinterpret_cast<float*>(base + l.moment);
+    st->lz = reinterpret_cast<float*>(base + l.lz);
+    st->sigma2 = reinterpret_cast<const float*>(base + l.sigma2);
+  }
   return st;
 }
 

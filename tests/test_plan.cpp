@@ -495,9 +495,6 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
   out.samples = nullptr;
   plan.write_outputs(out, cpu);
   EXPECT_THROW(plan.reset(stepped.particles.data(), cpu), invalid_argument);
-  o.potentials = guided_potentials::moment;
-  EXPECT_THROW(sampling_plan::guided(d, pr, o, model_output::denoiser, cpu), invalid_argument);
-  o.potentials = guided_potentials::linear;
   o.sampler = guided_sampler::dps;
   sampling_plan dps = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
   run_guided_plan(dps, mix);
@@ -606,6 +603,7 @@ TEST(SamplingPlan, GuidedDcpsPlanReproducesGuidedSampleExactly) {
   std::size_t far = 0;
   for (std::size_t i = 0; i < a.size(); ++i) far += std::abs(a[i] - b[i]) > 1e-3f * (1.f + std::abs(a[i]));
   EXPECT_LE(far, a.size() / 100);
+}
 
 // The trajectory keys of a guided SMC plan live in its device memory and reset() advances them there: trajectory t
 // of one plan, whatever came before it, equals guided_sample() with seed + t in every output (the host holds no key
@@ -680,6 +678,50 @@ TEST(SamplingPlan, GuidedTmpdPlanReproducesGuidedSampleExactly) {
     const auto second = run_jacobian_plan(plan, mix);
     EXPECT_EQ(std::vector<float>(fused.begin() + BNd, fused.end()), second) << what << ", second trajectory";
     for (float v : first) ASSERT_TRUE(std::isfinite(v)) << what;
+  }
+}
+
+// Seen failing with the first J^T a_o answer taken as row 1 of the moment matrix (the rows' tells shifted).
+TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactly) {
+  // Moment-projected potentials: per transition the model's output, then d_y = 2 asks for J^T a_o with the rows
+  // a_o of each particle's own A (three problems, three operators). Fed the mixture's denoiser and denoiser_jvp,
+  // the plan gives guided_sample()'s six outputs bit for bit (the CPU executor's fused run weights step by step
+  // through the same stage functor); a second trajectory equals guided_sample() with seed + 1.
+  const std::int64_t d = 3, N = 37, K = 8;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
+  guided_options o;
+  o.sampler = guided_sampler::smc;
+  o.potentials = guided_potentials::moment;
+  o.particles = N;
+  o.steps = K;
+  o.seed = 31;
+  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+  EXPECT_EQ(plan.asks(), K * (1 + pr.d_y));
+  for (int t = 0; t < 2; ++t) {
+    smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
+    guided_options ot = o;
+    ot.seed = o.seed + static_cast<std::uint64_t>(t);
+    guided_sample(mix, fused.outputs(), pr, ot, cpu);
+    plan.reset();
+    while (!plan.done()) {
+      const plan_request r = plan.ask();
+      const std::int64_t j = r.index % (1 + pr.d_y);
+      EXPECT_EQ(r.vector != nullptr, j != 0);
+      if (r.vector == nullptr) {
+        mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct},
+                     cpu);
+      } else {
+        // v = row j - 1 of the particle's own A: particle 2 N + 5 is in problem 2.
+        const std::int64_t row = 2 * N + 5;
+        for (std::int64_t c = 0; c < d; ++c)
+          EXPECT_EQ(r.vector[row * d + c], float(pr.A[2 * pr.d_y * d + (j - 1) * d + c])) << r.index;
+        mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
+      }
+      plan.tell();
+    }
+    plan.write_outputs(stepped.outputs(), cpu);
+    expect_same(fused, stepped, "moment, trajectory " + std::to_string(t));
   }
 }
 

@@ -822,15 +822,15 @@ DS_API ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const 
                                                   ds_sampling_plan** out);
 
 /**
- * Creates a plan for the guided samplers DS_GUIDED_SMC (linear potentials), DS_GUIDED_DPS, DS_GUIDED_PIGDM,
- * DS_GUIDED_DIFFPIR, DS_GUIDED_DCPS and DS_GUIDED_TMPD (diffsample::sampling_plan::guided): rows = problems x
- * particles; SMC one ask per transition (the tell weights, resamples and mutates; its outputs from
- * ds_sampling_plan_write_outputs()), DPS and Pi-GDM two asks per step (the model's output, then J^T v with
- * request.vector set), DiffPIR one ask per step (the model's output; the tell takes the data step and re-noises);
- * DCPS asks at the particles for its Langevin steps and transitions and at its variational fits' draws
- * (request.points) for their gradient steps, each ask whose potential needs the Jacobian followed by one for J^T u
- * at the same points; TMPD 1 + d_y asks per step (the model's output, then J^T a_o with request.vector = a_o for
- * every row a_o of the problem's operator).
+ * Creates a plan for the guided samplers DS_GUIDED_SMC, DS_GUIDED_DPS, DS_GUIDED_PIGDM, DS_GUIDED_DIFFPIR,
+ * DS_GUIDED_DCPS and DS_GUIDED_TMPD (diffsample::sampling_plan::guided): rows = problems x particles; SMC one ask per
+ * transition (the tell weights, resamples and mutates; its outputs from ds_sampling_plan_write_outputs(); moment
+ * potentials add d_y asks for J^T a_o per transition, request.vector a row of the particle's A), DPS and Pi-GDM two
+ * asks per step (the model's output, then J^T v with request.vector set), DiffPIR one ask per step (the model's
+ * output; the tell takes the data step and re-noises); DCPS asks at the particles for its Langevin steps and
+ * transitions and at its variational fits' draws (request.points) for their gradient steps, each ask whose
+ * potential needs the Jacobian followed by one for J^T u at the same points; TMPD 1 + d_y asks per step (the
+ * model's output, then J^T a_o with request.vector = a_o for every row a_o of the problem's operator).
  * @param dim     dimension of the states
  * @param output  DS_MODEL_DENOISER, DS_MODEL_SCORE or DS_MODEL_EPS
  */

@@ -91,11 +91,12 @@ class DIFFSAMPLE_API sampling_plan {
   /// step's channel; the tell takes the proximal data step and re-noises. For these, outputs of guided_sample()
   /// beyond the particles (samples()) do not apply, reset() draws x = s_0 z unless given an initial state, and
   /// trajectory t draws particle i's noise from the stream t rows() + i (its key in device memory).
-  /// SMC (options.potentials = linear): one ask per transition, the model's output at the particles and the
-  /// transition's channel; the tell weights the particles from it, resamples (options.resampling, on the device on
-  /// the CUDA executor) and mutates them, with no host synchronisation. reset() draws the particles itself (initial
-  /// must be null); write_outputs() gives the log-weights, the resampled samples, log-normaliser estimates, ESS trace
-  /// and resampling counts of a done trajectory. Trajectory t runs as guided_sample() with options.seed + t: the
+  /// SMC: one ask per transition, the model's output at the particles and the transition's channel; the tell
+  /// weights the particles from it, resamples (options.resampling, on the device on the CUDA executor) and mutates
+  /// them, with no host synchronisation. Moment potentials: then d_y asks for J^T a_o per transition
+  /// (plan_request::vector set to row a_o of each particle's own A), whose last tell weights, resamples and
+  /// mutates. reset() draws the particles itself (initial must be null); write_outputs() gives the log-weights, the
+  /// resampled samples, log-normaliser estimates, ESS trace and resampling counts of a done trajectory. Trajectory t runs as guided_sample() with options.seed + t: the
   /// keys live in device memory and reset() advances them there, so a captured trajectory (reset, asks, tells and
   /// write_outputs) replays with fresh noise, replay t equal to uncaptured trajectory t.
   /// DCPS: the asks of guided_sample()'s run, in order. Per block l of the time grid, its options.dcps_langevin_steps
@@ -114,8 +115,7 @@ class DIFFSAMPLE_API sampling_plan {
   /// factorisation of A C A^T + sigma_y^2 I (FP64, per particle), the solve and the update happen in the last tell
   /// of the step; a particle whose matrix is not positive definite becomes NaN, as in guided_sample().
   /// @param output  denoiser, score or eps (converted to the denoiser at each ask's channel)
-  /// @throws invalid_argument for another sampler, SMC with moment potentials, or as guided_sample() does for the
-  ///         problems and options
+  /// @throws invalid_argument for another sampler, or as guided_sample() does for the problems and options
   static sampling_plan guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,
                               model_output output = model_output::denoiser, execution exec = {});
 

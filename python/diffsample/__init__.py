@@ -459,12 +459,13 @@ class SamplingPlan:
                device: str = "cpu", schedule: Union[None, str, NoiseSchedule] = None,
                resampling: Optional[dict] = None, stream: Stream = None, like: Any = None,
                **options: Any) -> "SamplingPlan":
-        """A plan for the guided samplers 'smc' (linear potentials), 'dps', 'pigdm', 'diffpir', 'dcps' and 'tmpd' on
-        d-dimensional states, the problems and settings as for guided_sample() (the prior is the caller's model).
-        rows = B particles, problem by problem. SMC: one ask per transition (weighting, resampling and mutation
-        happen in tell()); its other outputs from outputs(). DPS / Pi-GDM: two asks per step, the second with
-        ask()['vector'] = v set: answer J^T v of the model's denoiser there. DiffPIR: one ask per step (the data
-        step and the re-noising happen in tell()). DCPS: asks at the particles (Langevin steps, transitions) and at
+        """A plan for the guided samplers 'smc', 'dps', 'pigdm', 'diffpir', 'dcps' and 'tmpd' on d-dimensional
+        states, the problems and settings as for guided_sample() (the prior is the caller's model). rows = B
+        particles, problem by problem. SMC: one ask per transition (weighting, resampling and mutation happen in
+        tell()); with potentials='moment' also d_y asks per transition with ask()['vector'] = a row of the
+        particle's A (answer J^T v there); its other outputs from outputs(). DPS / Pi-GDM: two asks per step, the
+        second with ask()['vector'] = v set: answer J^T v of the model's denoiser there. DiffPIR: one ask per step
+        (the data step and the re-noising happen in tell()). DCPS: asks at the particles (Langevin steps, transitions) and at
         its variational fits' draws (gradient steps; ask()['points'] is then not the state), each ask whose
         potential needs the Jacobian followed by a J^T v ask at the same points. TMPD: per step the model's output,
         then J^T v for v = each row of the problem's A."""

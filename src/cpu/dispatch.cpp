@@ -59,7 +59,6 @@ void run_guided_skrock(simd_target, const kernels::guided_params&, const kernels
 void run_plan_tell(simd_target, const kernels::plan_tell_functor&, std::int64_t) {}
 void run_denoiser_jvp(simd_target, const kernels::channel_view&, const float*, const float*, std::int64_t,
                       std::int64_t, float*) {}
-void run_guided_moment(simd_target, const kernels::guided_moment_functor&, const kernels::channel_view&) {}
 void run_baseline_stage(simd_target, const kernels::baseline_stage_functor&) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, float*) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, double*) {}
@@ -105,9 +104,6 @@ void run_guided_skrock(simd_target t, const kernels::guided_params& p, const ker
 void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float* x, const float* v, std::int64_t n,
                       std::int64_t d, float* out) {
   DIFFSAMPLE_DISPATCH_(run_denoiser_jvp(c, x, v, n, d, out))
-}
-void run_guided_moment(simd_target t, const kernels::guided_moment_functor& f, const kernels::channel_view& channel) {
-  DIFFSAMPLE_DISPATCH_(run_guided_moment(f, channel))
 }
 
 void run_baseline_stage(simd_target t, const kernels::baseline_stage_functor& f) {

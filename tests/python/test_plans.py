@@ -156,3 +156,27 @@ def test_diffpir_plan_equals_guided_sample(mixture2):
     first = plan.run(model).copy()
     np.testing.assert_array_equal(first.reshape(2, 40, 2), fused)
     assert not np.array_equal(plan.run(model), first)
+
+
+def test_moment_smc_plan_asks_for_the_rows_of_a(mixture2):
+    # Moment-projected potentials: per transition the model's output, then J^T a_o for the row a_o of each
+    # particle's A (d_y = 1 here); fed the mixture's denoiser and its JVP the plan gives guided_sample()'s outputs.
+    names = ("samples", "log_weights", "log_normaliser")
+    options = dict(sampler="smc", potentials="moment", particles=30, steps=8, seed=6)
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=names, **options)
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **options)
+    assert plan.asks == 8 * 2
+    plan.reset()
+    while not plan.done:
+        r = plan.ask()
+        x = np.ascontiguousarray(r["points"])
+        if r["vector"] is None:
+            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
+        else:
+            v = np.asarray(r["vector"])
+            np.testing.assert_array_equal(v[:30], np.broadcast_to(np.float32(A2[0][0]), (30, 2)))
+            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(v), r["a"], r["s"])
+        plan.tell()
+    got = plan.outputs(names)
+    for name in names:
+        np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
