@@ -189,12 +189,36 @@ DS_HD_INLINE operator_row guided_operator_row(const guided_params& p, std::int64
   return {A + static_cast<std::int64_t>(o) * p.d, 0, 0.f, p.d};
 }
 
-/// Initial particles x = s_0 z (stream step 0) and their weight log g_0(x) (without its constant).
+/// Gauss-Legendre nodes and weights of the SMC's start correction on [0, 1] (4 points: exact for polynomials of
+/// degree 7 along the segment).
+constexpr int start_correction_nodes = 4;
+DS_HD_INLINE float start_correction_node(int j) {
+  constexpr float n[start_correction_nodes] = {0.0694318442029737f, 0.3300094782075719f, 0.6699905217924281f,
+                                               0.9305681557970263f};
+  return n[j];
+}
+DS_HD_INLINE float start_correction_weight(int j) {
+  constexpr float w[start_correction_nodes] = {0.1739274225687269f, 0.3260725774312731f, 0.3260725774312731f,
+                                               0.1739274225687269f};
+  return w[j];
+}
+
+/// Initial particles x = s_0 z (stream step 0) and their weight log g_0(x) (without its constant). With
+/// `corrected` (guided_options::start_correction) the weight also carries
+///   log p_0(x) - log N(x; 0, s_0^2 I) + const = int_0^1 x . (score(u x) + u x / s_0^2) du
+///                                             = (a_0 / s_0^2) int_0^1 x . m(u x) du,
+/// p_0 the prior diffused to the first grid point (channel a_0, s_0) and m its denoiser there, by Gauss-Legendre
+/// quadrature (start_correction_nodes denoiser evaluations): the draws then stand for p_0, not for its Gaussian
+/// approximation. The log-ratio itself goes to coordinate 0 of the particle's slot of `ratio` (the problem's
+/// logsumexp of it normalises the log-normaliser: guided_start_lse_functor); `point` and `acc` are d-float slots.
 struct guided_init_functor {
   guided_params p;
   float* x;    // B N x d
   float* lw;   // B N
   float* r;    // B N x d_y scratch
+  bool corrected = false;
+  float* ratio = nullptr;  // B N x d scratch: the log-ratio in coordinate 0, and the denoiser's accumulator
+  float* point = nullptr;  // B N x d scratch: u x
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
@@ -205,6 +229,44 @@ struct guided_init_functor {
     float q = 0;
     for (int o = 0; o < p.d_y; ++o) q += ri[o] * ri[o];
     lw[i] = -0.5f * q * p.inv_var[b];
+    if (!corrected) return;
+    const float a = p.steps[0].a, s = p.steps[0].s;
+    strided_vec<float> acc = guided_slice(p, ratio, i, p.d, 0, p.d), ui = guided_slice(p, point, i, p.d, 0, p.d);
+    float sum = 0;
+    for (int n = 0; n < start_correction_nodes; ++n) {
+      const float u = start_correction_node(n);
+      for (int j = 0; j < p.d; ++j) ui[j] = u * xi[j];
+      mixture_denoiser(p.mix, ui, a, s, acc);
+      float dot = 0;
+      for (int j = 0; j < p.d; ++j) dot += xi[j] * acc[j];
+      sum += start_correction_weight(n) * dot;
+    }
+    const float log_ratio = a / (s * s) * sum;
+    lw[i] += log_ratio;
+    acc[0] = log_ratio;
+  }
+};
+
+/// After guided_init_functor with the start correction: the normalisation of problem b's starting weights is
+/// logsumexp_j of the log-ratios, not log N (the ratio is known up to a constant, so the log-normaliser's first
+/// increment is logsumexp(log g_0 + ratio) - logsumexp(ratio), the self-normalised estimate of E_{p_0}[g_0]).
+struct guided_start_lse_functor {
+  guided_params p;
+  const float* ratio;     // coordinate 0 of each particle's slot (see guided_init_functor)
+  double* previous_lse;   // B
+  DS_HD void operator()(std::int64_t b) const {
+    double m = -INFINITY, sum = 0;
+    for (std::int64_t j = 0; j < p.particles; ++j) {
+      const double v = guided_slice(p, ratio, b * p.particles + j, p.d, 0, 1)[0];
+      if (!(v > -INFINITY) || v != v) continue;
+      if (v > m) {
+        sum = sum * ds_exp(m - v) + 1.0;
+        m = v;
+      } else {
+        sum += ds_exp(v - m);
+      }
+    }
+    previous_lse[b] = m + ds_log(sum);
   }
 };
 

@@ -94,7 +94,8 @@
 #define DIFFSAMPLE_GUIDED_GRID_VALUES(X)                        \
   X(guided_grid, schedule, DS_GUIDED_GRID_SCHEDULE)             \
   X(guided_grid, sqrt_alpha_bar, DS_GUIDED_GRID_SQRT_ALPHA_BAR) \
-  X(guided_grid, spectral, DS_GUIDED_GRID_SPECTRAL)
+  X(guided_grid, spectral, DS_GUIDED_GRID_SPECTRAL)             \
+  X(guided_grid, noise_ratio, DS_GUIDED_GRID_NOISE_RATIO)
 
 #define DIFFSAMPLE_MIXTURE_PATH_VALUES(X)                      \
   X(mixture_path, automatic, DS_MIXTURE_PATH_AUTOMATIC)         \

@@ -422,6 +422,8 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment,
                      "options.potentials: invalid value " << static_cast<int>(o.potentials));
+  DIFFSAMPLE_EXPECTS(!o.start_correction || o.potentials == guided_potentials::linear,
+                     "options.start_correction: needs linear potentials, got " << to_string(o.potentials));
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || pr.d_y <= kernels::moment_potential_max_dy,
                      "options.potentials: moment potentials need d_y <= " << kernels::moment_potential_max_dy
                                                                          << ", got d_y = " << pr.d_y);
@@ -834,8 +836,13 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   po.reports = reports;
 
   kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
-  kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream);
+  const bool corrected = o.start_correction;
+  kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r, corrected, mu, mu2}, stream);
   report.launches += 2;
+  if (corrected) {
+    kernels::for_each_index(where, B, kernels::guided_start_lse_functor{p, mu, previous_lse}, stream);
+    ++report.launches;
+  }
 
   // Resampling at column c of the ESS trace, then every buffer in `carry` follows its ancestors.
   auto resample_step = [&](std::int64_t column, float*& carried, float*& spare) {
@@ -1033,6 +1040,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     o = detail::resolve_grid(prior.dim(), given, options);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
+    DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a distributed run");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const executor where = detail::resolve_executor(exec.kind, nullptr);
@@ -1521,6 +1529,7 @@ namespace {
 
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
                                                      const guided_options& o, model_output output, execution exec) {
+  DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a guided SMC plan");
   const svd_reduction reduced = reduce_svd(given, d);
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;

@@ -1,6 +1,6 @@
-// The time grids of the guided samplers (guided_grid): uniform in the signal scale a = sqrt(alpha-bar), and the
+// The time grids of the guided samplers (guided_grid): uniform in the signal scale a = sqrt(alpha-bar), the
 // spectral grid, which adds a point where the noise level s / a reaches each singular direction's observation noise
-// sigma_y / S_i. Host-only, FP64; the result is a custom grid of the schedule, so the samplers run unchanged.
+// sigma_y / S_i, and the noise-ratio grid, uniform in (s / a)^(1 / 7). Host-only, FP64; the result is a custom grid of the schedule, so the samplers run unchanged.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -59,8 +59,9 @@ std::vector<double> singular_values(const guided_problems& pr, std::int64_t c, s
 
 guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const guided_options& o) {
   if (o.grid == guided_grid::schedule || o.sampler == guided_sampler::skrock) return o;
-  DIFFSAMPLE_EXPECTS(o.grid == guided_grid::sqrt_alpha_bar || o.grid == guided_grid::spectral,
-                     "options.grid: invalid value " << static_cast<int>(o.grid));
+  DIFFSAMPLE_EXPECTS(
+      o.grid == guided_grid::sqrt_alpha_bar || o.grid == guided_grid::spectral || o.grid == guided_grid::noise_ratio,
+      "options.grid: invalid value " << static_cast<int>(o.grid));
   const noise_schedule& sc = o.schedule;
   (void)sc.points(1);  // the schedule's parameters and ends (what points() checks of a one-step grid)
   const std::int64_t K = o.steps;
@@ -70,15 +71,38 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const gui
                      "options.grid: " << to_string(o.grid) << " needs a signal scale a that increases from t_start = "
                                       << sc.t_start << " (a = " << a0 << ") to t_end = " << sc.t_end << " (a = " << a1
                                       << ")");
+  // s / a decreases along the grid; solve on its negative, which increases.
+  auto minus_ratio = [&](double u) {
+    const schedule_point p = sc.at(time_at(sc, u));
+    return -p.s / p.a;
+  };
+  if (o.grid == guided_grid::noise_ratio) {
+    // Uniform in (s / a)^(1 / rho) from t_start to the schedule's uniform grid's last point before t_end, then t_end.
+    std::vector<double> times{sc.t_start};
+    if (K > 1) {
+      constexpr double rho = 7;
+      const double u_last = double(K - 1) / double(K);
+      const double r0 = -minus_ratio(0), r_last = -minus_ratio(u_last);
+      DIFFSAMPLE_EXPECTS(std::isfinite(r0) && r_last > 0 && r_last < r0,
+                         "options.grid: noise_ratio needs s / a to decrease from t_start (" << r0 << ") to a positive "
+                                                                                            << "value before t_end ("
+                                                                                            << r_last << ")");
+      const double p0 = std::pow(r0, 1 / rho), p1 = std::pow(r_last, 1 / rho);
+      for (std::int64_t k = 1; k + 1 < K; ++k) {
+        const double r = std::pow(p0 + (p1 - p0) * double(k) / double(K - 1), rho);
+        times.push_back(time_at(sc, solve_fraction(minus_ratio, -r)));
+      }
+      times.push_back(time_at(sc, u_last));
+    }
+    times.push_back(sc.t_end);
+    guided_options out = o;
+    out.schedule.with_times(std::move(times));
+    return out;
+  }
   // The knots, as fractions u of the way from t_start to t_end: where s / a = sigma_y / S_i, strictly inside.
   std::vector<double> knots;
   if (o.grid == guided_grid::spectral) {
     const double r0 = sc.at(sc.t_start).s / a0, r1 = sc.at(sc.t_end).s / a1;
-    // s / a decreases along the grid; solve on its negative, which increases.
-    auto minus_ratio = [&](double u) {
-      const schedule_point p = sc.at(time_at(sc, u));
-      return -p.s / p.a;
-    };
     const std::int64_t count = pr.operators.empty()
                                    ? (pr.A.size() == static_cast<std::size_t>(pr.d_y * d) ? 1 : pr.problems)
                                    : static_cast<std::int64_t>(pr.operators.size());

@@ -94,6 +94,32 @@ TEST(GuidedGrid, SqrtAlphaBarIsUniformInA) {
   for (std::int64_t k = 0; k <= K; ++k) EXPECT_NEAR(a_at(t[k]), a0 + (1 - a0) * double(k) / double(K), 1e-12) << k;
 }
 
+// noise_ratio: (s / a)^(1/7) uniform over the first K points, from t = 1 to the uniform grid's point (K - 1) / K
+// of the way (t = 1 / K), then t = 0; s / a = sqrt(1 / alpha-bar - 1) in closed form on VP-linear. Seen to fail
+// with rho = 3 in place of 7 (the third point at t = 0.9855 instead of 0.9759).
+TEST(GuidedGrid, NoiseRatioIsUniformInTheRatiosSeventhRoot) {
+  ds::guided_problems pr;
+  pr.A = two_rows(2.0, 0.5);
+  pr.d_y = 2;
+  pr.y = {0.3, -0.2};
+  pr.sigma_y = {0.3};
+  const std::int64_t K = 40;
+  const std::vector<double> t = ds::guided_times(prior(6), pr, grid_options(ds::guided_grid::noise_ratio, K));
+  ASSERT_EQ(t.size(), std::size_t(K + 1));
+  EXPECT_EQ(t.front(), 1.0);
+  EXPECT_EQ(t.back(), 0.0);
+  EXPECT_NEAR(t[K - 1], 1.0 / double(K), 1e-15);
+  auto root = [](double u) { return std::pow(std::sqrt(1 / (a_at(u) * a_at(u)) - 1), 1 / 7.0); };
+  const double r0 = root(1.0), r1 = root(1.0 / double(K));
+  for (std::int64_t k = 0; k < K; ++k)
+    EXPECT_NEAR(root(t[k]), r0 + (r1 - r0) * double(k) / double(K - 1), 1e-9) << k;
+  for (std::int64_t k = 0; k < K; ++k) EXPECT_GT(t[k], t[k + 1]) << k;
+  // Steps are finer than uniform in t at the noisy end.
+  EXPECT_LT(t[0] - t[1], 1.0 / double(K));
+  EXPECT_EQ(ds::guided_times(prior(6), pr, grid_options(ds::guided_grid::noise_ratio, 1)),
+            (std::vector<double>{1.0, 0.0}));
+}
+
 // spectral: the closed-form times for both singular values, uniform in a between them, and the steps split between
 // the three segments in proportion to their lengths in a (each 1 + its share of K - 3, to one step). The dense
 // matrix, the SVD operator and a mask with the same singular values give the same grid.
@@ -172,6 +198,8 @@ TEST(GuidedGrid, RefusesWhatTheScheduleCannotGive) {
   ds::guided_options o = grid_options(ds::guided_grid::sqrt_alpha_bar, 20);
   o.schedule = ds::noise_schedule::variance_exploding();  // a = 1 throughout
   EXPECT_NE(refusal(pr, o).find("options.grid"), std::string::npos) << refusal(pr, o);
+  o.grid = ds::guided_grid::noise_ratio;
+  EXPECT_NE(refusal(pr, o).find("options.grid"), std::string::npos) << refusal(pr, o);
   o = grid_options(ds::guided_grid::spectral, 2);  // two levels inside the grid: three segments
   EXPECT_NE(refusal(pr, o).find("options.steps"), std::string::npos) << refusal(pr, o);
   o.grid = static_cast<ds::guided_grid>(7);
@@ -212,7 +240,8 @@ TEST(GuidedGrid, SamplersRunOnTheGuidedTimes) {
 // Names round-trip.
 TEST(GuidedGrid, Names) {
   for (const ds::guided_grid g :
-       {ds::guided_grid::schedule, ds::guided_grid::sqrt_alpha_bar, ds::guided_grid::spectral})
+       {ds::guided_grid::schedule, ds::guided_grid::sqrt_alpha_bar, ds::guided_grid::spectral,
+        ds::guided_grid::noise_ratio})
     EXPECT_EQ(ds::parse_guided_grid(ds::to_string(g)), g);
   EXPECT_THROW(ds::parse_guided_grid("quadratic"), ds::invalid_argument);
 }

@@ -304,6 +304,7 @@ typedef enum ds_guided_grid {
   DS_GUIDED_GRID_SCHEDULE = 0,       /**< the schedule's own grid (uniform in t by default) */
   DS_GUIDED_GRID_SQRT_ALPHA_BAR = 1, /**< uniform in the signal scale a = sqrt(alpha-bar) */
   DS_GUIDED_GRID_SPECTRAL = 2,       /**< sqrt_alpha_bar plus a point where s / a = sigma_y / S_i per singular value */
+  DS_GUIDED_GRID_NOISE_RATIO = 3,    /**< uniform in (s / a)^(1 / 7) to the uniform grid's last point before t_end */
   DS_GUIDED_GRID_MAX_ENUM = 0x7FFFFFFF /**< not a value: keeps the enum 32-bit */
 } ds_guided_grid;
 

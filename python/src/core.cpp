@@ -292,7 +292,7 @@ NB_MODULE(_core, m) {
   m.def("parse_guided_sampler", &ds::parse_guided_sampler, "name"_a, "Parses a guided sampler's name.");
   m.def("parse_dps_step_form", &ds::parse_dps_step_form, "name"_a, "Parses 'likelihood' or 'normalised'.");
   m.def("parse_guided_potentials", &ds::parse_guided_potentials, "name"_a, "Parses 'linear' or 'moment'.");
-  m.def("parse_guided_grid", &ds::parse_guided_grid, "name"_a, "Parses 'schedule', 'sqrt_alpha_bar' or 'spectral'.");
+  m.def("parse_guided_grid", &ds::parse_guided_grid, "name"_a, "Parses 'schedule', 'sqrt_alpha_bar', 'spectral' or 'noise_ratio'.");
   m.def("parse_mixture_path", &ds::parse_mixture_path, "name"_a, "Parses 'auto'/'automatic', 'direct' or 'gemm'.");
 
   m.def("version", &ds::version, "The library's version (its CMake project version, e.g. '0.3.0').");
@@ -895,6 +895,8 @@ NB_MODULE(_core, m) {
       .def_rw("potential_spread", &ds::guided_options::potential_spread, "SMC potentials' spread (0: default)")
       .def_rw("potentials", &ds::guided_options::potentials, "SMC potentials")
       .def_rw("resampling", &ds::guided_options::resampling, "SMC resampling scheme and threshold")
+      .def_rw("start_correction", &ds::guided_options::start_correction,
+              "SMC: weight the starting draws by p_0(x) / N(x; 0, s_0^2 I) (4 denoiser evaluations per particle)")
       .def_rw("final_resample", &ds::guided_options::final_resample, "SMC: resample once more at the end")
       .def_rw("guidance_scale", &ds::guided_options::guidance_scale, "dps, pigdm, tmpd: guidance multiplier")
       .def_rw("dps_step", &ds::guided_options::dps_step, "dps: step form")

@@ -45,7 +45,8 @@ const char* solve_usage =
     "  --dcps-langevin-step G  dcps: Langevin step, > 0 (default 1e-3)\n"
     "  --time-grid NAME        every sampler but skrock: the grid's times from t = 1 to 0, uniform (default) or\n"
     "                          quadratic in t, sqrt_alpha_bar (uniform in a = sqrt(alpha-bar)), or spectral\n"
-    "                          (sqrt_alpha_bar plus the time where s / a = sigma_y / S_i for each singular value S_i)\n"
+    "                          (sqrt_alpha_bar plus the time where s / a = sigma_y / S_i for each singular value S_i),\n"
+    "                          or noise_ratio (uniform in (s / a)^(1/7), then the uniform grid's last step)\n"
     "  (each of these may also be given in the problem file's sampler section, with '_' for '-'; the command line\n"
     "   wins)\n"
     "  --samples N             alias of --particles (the exact sampler's sample count)\n"
@@ -63,6 +64,8 @@ const char* solve_usage =
     "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
     "  --potentials NAME       linear (default) or moment: N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the\n"
     "                          denoiser and its Jacobian (d_y <= 8)\n"
+    "  --start-correction      weight the starting draws by p_0(x) / N(x; 0, s_0^2 I) (4 denoiser evaluations per\n"
+    "                          particle; linear potentials)\n"
     "  --quiet                 print nothing on success (and no progress line)\n"
     "A progress line (elapsed time: the run is one library call) is drawn on stderr when it is a terminal.\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
@@ -207,10 +210,11 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     const std::string name = o.get("--time-grid");
     if (name == "uniform" || name == "quadratic") {
       g.schedule.with_grid(ds::parse_time_grid(name), g.schedule.t_start, g.schedule.t_end);
-    } else if (name == "sqrt_alpha_bar" || name == "spectral") {
+    } else if (name == "sqrt_alpha_bar" || name == "spectral" || name == "noise_ratio") {
       g.grid = ds::parse_guided_grid(name);
     } else {
-      throw usage_error("--time-grid: uniform, quadratic, sqrt_alpha_bar or spectral (the grid ends at t = 0), got " +
+      throw usage_error("--time-grid: uniform, quadratic, sqrt_alpha_bar, spectral or noise_ratio (the grid ends at t = "
+                        "0), got " +
                         name);
     }
   }
@@ -221,6 +225,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   }
   if (o.has("--potentials"))
     g.potentials = parse_flag("--potentials", o.get("--potentials"), ds::parse_guided_potentials);
+  g.start_correction = o.has("--start-correction");
   check_memory(n, d, 6, "--particles");
 
   std::vector<float> x(std::size_t(n * d)), ess(std::size_t(g.steps + 1));
@@ -383,7 +388,7 @@ int run_solve(int argc, char** argv, int first) {
                                    "--guidance-scale", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
                                    "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b",
                                    "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step"},
-                                  {"--quiet"});
+                                  {"--quiet", "--start-correction"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
   if (o.has("--samples") && o.has("--particles"))
@@ -404,7 +409,8 @@ int run_solve(int argc, char** argv, int first) {
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))
     throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
-  for (const char* f : {"--potential-scale", "--resampling", "--ess-threshold", "--ddim-eta", "--potentials"})
+  for (const char* f :
+       {"--potential-scale", "--resampling", "--ess-threshold", "--ddim-eta", "--potentials", "--start-correction"})
     if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
   if ((method == "skrock" || method == "exact") && o.has("--time-grid"))
     throw usage_error("--time-grid: " + method + " has no diffusion grid");
