@@ -18,7 +18,7 @@
 # says what it skipped; every run has a limit as well: each test binary DIFFSAMPLE_RUN_TIMEOUT seconds (default
 # 120), each sanitizer run DIFFSAMPLE_SANITIZER_TIMEOUT (default 90), never beyond the budget's remainder. Every tool
 # is looked up first; the results file says which are missing and what was skipped for it. Without a GPU it says so
-# and exits 0 without writing anything. Otherwise the exit status is 0 only when everything that ran passed.
+# and exits 0 without writing anything. Otherwise the exit status is 0 only when everything that ran passed and some GPU test passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f scripts/env.sh ] && source scripts/env.sh
@@ -160,7 +160,8 @@ fi
 # Each binary with the filter given; prints its tests' count ("0" when it has none).
 count_tests() { "$1" --gtest_list_tests --gtest_filter="$2" 2>/dev/null | grep -c '^  '; }
 run_tests() {  # run_tests TITLE FILTER
-  local title=$1 filter=$2 failed=0 ran=0
+  local title=$1 filter=$2 failed=0 ran=0 log
+  log=$(mktemp)
   section "$title"
   for t in "$bin"/tests/test_*; do
     [ -x "$t" ] && [ -f "$t" ] || continue
@@ -171,19 +172,33 @@ run_tests() {  # run_tests TITLE FILTER
     [ "$(count_tests "$t" "$filter")" = 0 ] && continue
     if over_budget; then echo "### $name: skipped (time budget spent)"; failed=1; continue; fi
     echo "### $name"
-    limit "$run_timeout" "$t" --gtest_filter="$filter" --gtest_brief=1 2>&1
-    case $? in
+    limit "$run_timeout" "$t" --gtest_filter="$filter" --gtest_brief=1 >"$log" 2>&1
+    local rc=$?
+    cat "$log"
+    # gtest's closing lines: "[  PASSED  ] N tests." and "[  SKIPPED ] N tests" (brief mode keeps them).
+    passed_tests=$((passed_tests + $(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1 | grep . || echo 0)))
+    skipped_tests=$((skipped_tests + $(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1 | grep . || echo 0)))
+    case $rc in
       0) ran=$((ran + 1)) ;;
       124|137) echo "TIMED OUT: $name"; failed=1 ;;
       *) echo "FAILED: $name"; failed=1 ;;
     esac
   done >>"$out" 2>&1
+  rm -f "$log"
   endsection
-  [ $failed = 0 ] && summary+=("$title: passed ($ran binaries)") || { summary+=("$title: FAILED or cut short"); status=1; }
+  # A test that skipped did not pass: the summary counts both, and a run where nothing passed is not a pass.
+  if [ $failed != 0 ]; then
+    summary+=("$title: FAILED or cut short ($passed_tests tests passed, $skipped_tests skipped)"); status=1
+  elif [ $passed_tests = 0 ]; then
+    summary+=("$title: NOTHING PASSED ($ran binaries, $skipped_tests tests skipped: see the file for why)"); status=1
+  else
+    summary+=("$title: passed ($ran binaries: $passed_tests tests passed, $skipped_tests skipped)")
+  fi
 }
+passed_tests=0 skipped_tests=0
 run_tests "GPU tests" "$gpu_filter"
 grep -h "^\[  SKIPPED \]\|FAILED\|TIMED OUT" "$out" | head -40
-[ $all_tests = 1 ] && run_tests "CPU-only tests" "-$gpu_filter"
+if [ $all_tests = 1 ]; then passed_tests=0 skipped_tests=0; run_tests "CPU-only tests" "-$gpu_filter"; fi
 
 # --- sanitizers: the GPU tests only -------------------------------------------------------------------------------
 section "compute-sanitizer (memcheck, racecheck) on the GPU tests"
