@@ -1527,34 +1527,54 @@ void push_denoiser_form(model_output output, double a, double s, std::vector<flo
 
 namespace {
 
+// The set-up the guided plans share: the SVD reduction, the layout and host tables of guided_sample()'s workspace,
+// the executor, the ask count (asks_per_step(d_y) per step) and, per step, the schedule's time and the answer's
+// denoiser form. `setup` keeps the reduced problems that setup.problems may point into.
+struct plan_setup {
+  svd_reduction reduced;
+  const guided_problems* problems = nullptr;
+  layout l{};
+  float initial_scale = 1.f;
+};
+
+template <class Storage, class AsksPerStep>
+void set_up_plan(Storage& st, plan_setup& setup, std::int64_t d, const guided_problems& given,
+                 const guided_options& o, model_output output, execution exec, AsksPerStep asks_per_step) {
+  setup.reduced = reduce_svd(given, d);
+  setup.problems = setup.reduced.active ? &setup.reduced.problems : &given;
+  const guided_problems& pr = *setup.problems;
+  setup.l = make_layout(d, pr, o);
+  st.tables = build_tables(d, {}, pr, o, setup.l, &setup.initial_scale, setup.reduced);
+  st.where = plan_executor(exec);
+  st.rows = pr.problems * o.particles;
+  st.d = d;
+  st.asks_per_step = asks_per_step(pr.d_y);
+  st.asks = st.asks_per_step * o.steps;
+  st.output = output;
+  const std::vector<schedule_point> pts = o.schedule.points(o.steps);
+  for (std::int64_t k = 0; k < o.steps; ++k) {
+    st.times.push_back(pts[static_cast<std::size_t>(k)].t);
+    push_denoiser_form(output, st.step(k).a, st.step(k).s, st.ux, st.um);
+  }
+}
+
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
                                                      const guided_options& o, model_output output, execution exec) {
   DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a guided SMC plan");
-  const svd_reduction reduced = reduce_svd(given, d);
-  const guided_problems& pr = reduced.active ? reduced.problems : given;
-  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;
-  const layout l = make_layout(d, pr, o);
-  float initial_scale = 1.f;
   auto st = std::make_unique<smc_plan_storage>();
-  st->tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
-  st->where = plan_executor(exec);
-  st->rows = BN;
-  st->d = d;
   st->moment = o.potentials == guided_potentials::moment;
-  st->asks_per_step = st->moment ? 1 + dy : 1;
-  st->asks = st->asks_per_step * K;
-  st->output = output;
+  plan_setup setup;
+  set_up_plan(*st, setup, d, given, o, output, exec, [&](std::int64_t dy) { return st->moment ? 1 + dy : 1; });
+  const guided_problems& pr = *setup.problems;
+  const layout& l = setup.l;
+  const float initial_scale = setup.initial_scale;
+  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;
   st->B = B;
   st->N = N;
   st->K = K;
   st->seed = o.seed;
   st->final_resample = o.final_resample;
   st->ro = o.resampling;
-  const std::vector<schedule_point> pts = o.schedule.points(K);
-  for (std::int64_t k = 0; k < K; ++k) {
-    st->times.push_back(pts[static_cast<std::size_t>(k)].t);
-    push_denoiser_form(output, st->step(k).a, st->step(k).s, st->ux, st->um);
-  }
   // One allocation: guided_sample()'s workspace (tables first), then the answer, the ESS trace and the state.
   const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
   const std::size_t at_answer = align_up(l.total);
@@ -1629,25 +1649,14 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
   if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
   if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);
-  const svd_reduction reduced = reduce_svd(given, d);
-  const guided_problems& pr = reduced.active ? reduced.problems : given;
-  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps, BN = B * N;
-  const layout l = make_layout(d, pr, o);
-  float initial_scale = 1.f;
   auto st = std::make_unique<guided_plan_storage>();
-  st->tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
-  st->where = plan_executor(exec);
-  st->rows = BN;
-  st->d = d;
   st->diffpir = o.sampler == guided_sampler::diffpir;
-  st->asks_per_step = st->diffpir ? 1 : 2;
-  st->asks = st->asks_per_step * K;
-  st->output = output;
-  const std::vector<schedule_point> pts = o.schedule.points(K);
-  for (std::int64_t k = 0; k < K; ++k) {
-    st->times.push_back(pts[static_cast<std::size_t>(k)].t);
-    push_denoiser_form(output, st->step(k).a, st->step(k).s, st->ux, st->um);
-  }
+  plan_setup setup;
+  set_up_plan(*st, setup, d, given, o, output, exec, [&](std::int64_t) { return st->diffpir ? 1 : 2; });
+  const guided_problems& pr = *setup.problems;
+  const layout& l = setup.l;
+  const float initial_scale = setup.initial_scale;
+  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, BN = B * N;
   // One allocation: the tables, x, m, v, the answer, the shifts, the residuals, the state.
   const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
   const std::size_t at_x = align_up(l.table_end), at_shift = at_x + 4 * rows_bytes;
