@@ -189,6 +189,12 @@ DS_HD_INLINE operator_row guided_operator_row(const guided_params& p, std::int64
   return {A + static_cast<std::int64_t>(o) * p.d, 0, 0.f, p.d};
 }
 
+/// m = ux x + um answer (d values): a model's answer at x as the denoiser (ux = 0, um = 1 for a denoiser output).
+template <class X, class A, class M>
+DS_HD_INLINE void answer_as_denoiser(int d, float ux, float um, const X& x, const A& answer, M& m) {
+  for (int j = 0; j < d; ++j) m[j] = ds_fma(ux, x[j], um * answer[j]);
+}
+
 /// Gauss-Legendre nodes and weights of the SMC's start correction on [0, 1] (4 points: exact for polynomials of
 /// degree 7 along the segment).
 constexpr int start_correction_nodes = 4;
@@ -340,8 +346,7 @@ struct guided_weight_answer_functor {
     strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), mi = guided_slice(p, mu, i, p.d, 0, p.d),
                        ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
     const float q_now = guided_weight_now(p, k, b, xi, ri);
-    const float* ai = answer + i * p.d;
-    for (int j = 0; j < p.d; ++j) mi[j] = ds_fma(ux, xi[j], um * ai[j]);
+    answer_as_denoiser(p.d, ux, um, xi, answer + i * p.d, mi);
     lw[i] += guided_weight_next(p, k, b, xi, mi, mi, ri, q_now);
   }
 };
@@ -543,14 +548,18 @@ struct moment_stage_functor {
     const float* ai = answer + i * d;
     float* Mi = M + i * dy * dy;
     if (stage == 0) {
-      for (int j = 0; j < d; ++j) mi[j] = ds_fma(ux, xi[j], um * ai[j]);
+      answer_as_denoiser(d, ux, um, xi, ai, mi);
     } else {
       const guided_step st = p.steps[k];
       const strided_vec<const float> ui{ai, 1, d};
       moment_row(p, b, row, st.s * st.s / st.a, ui, vi, Mi);
       if (row + 1 == dy) {
+        // The finish factorises a local copy, as guided_moment_functor's local matrix (registers and the stack
+        // frame): factorising in place in global memory, the CUDA kernel spilled across the divisions' slow paths.
+        float local[moment_potential_max_dy * moment_potential_max_dy];
+        for (int e = 0; e < dy * dy; ++e) local[e] = Mi[e];
         strided_vec<float> mui{mu + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
-        moment_finish(p, k, b, sigma2_b[b], xi, mi, Mi, mui, ri, lw[i], lz[i]);
+        moment_finish(p, k, b, sigma2_b[b], xi, mi, local, mui, ri, lw[i], lz[i]);
         return;
       }
     }
@@ -696,6 +705,19 @@ struct guided_baseline_functor {
   }
 };
 
+/// The start of a stepwise stage (baseline_stage_functor, diffpir_stage_functor) for particle i of problem b:
+/// thread 0 stores next_position (when position is not null); stage 0 draws the initial particle x = s_0 z; returns
+/// the particle's stream id, id_base + guided_stream(p, i, b) (id_base nullptr for 0).
+template <class X>
+DS_HD_INLINE std::uint64_t stage_begin(const guided_params& p, std::int64_t i, std::int64_t b,
+                                       const std::uint64_t* id_base, std::int64_t* position,
+                                       std::int64_t next_position, int stage, X& x) {
+  if (position != nullptr && i == 0) *position = next_position;
+  const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p, i, b);
+  if (stage == 0) baseline_initial(p, id, x);
+  return id;
+}
+
 /// The stepwise DPS / Pi-GDM run over B N particles (CPU executor and the ask/tell plan), one launch per half step.
 /// Particle i of problem b draws from the stream id_base + guided_stream(p, i, b) (id_base: the plan's trajectory,
 /// in its state; the shard fields of p place a shard of a larger run, 0 in a plan).
@@ -715,20 +737,15 @@ struct baseline_stage_functor {
   std::int64_t* position;        // when not null, thread 0 stores next_position there
   std::int64_t next_position;
   DS_HD void operator()(std::int64_t i) const {
-    if (position != nullptr && i == 0) *position = next_position;
     const int d = p.d;
     const std::int64_t b = i / p.particles;
-    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p, i, b);
-    strided_vec<float> xi{x + i * d, 1, d};
-    if (stage == 0) {
-      baseline_initial(p, id, xi);
-      return;
-    }
-    strided_vec<float> mi{m + i * d, 1, d};
+    strided_vec<float> xi{x + i * d, 1, d}, mi{m + i * d, 1, d};
+    const std::uint64_t id = stage_begin(p, i, b, id_base, position, next_position, stage, xi);
+    if (stage == 0) return;
     const strided_vec<const float> ai{answer + i * d, 1, d};
     if (stage == 1) {
       strided_vec<float> vi{v + i * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
-      for (int j = 0; j < d; ++j) mi[j] = ds_fma(ux, xi[j], um * ai[j]);
+      answer_as_denoiser(d, ux, um, xi, ai, mi);
       shift[i] = baseline_guidance(p, g, b, k, mi, vi, ri);
       return;
     }

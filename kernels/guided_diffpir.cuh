@@ -61,11 +61,7 @@ struct guided_diffpir_functor {
   DS_HD void operator()(std::int64_t i, strided_vec<float> mi) const {
     const int d = p.d;
     strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
-    {
-      philox rng(p.seed, guided_stream(p, i, i / p.particles), 0);
-      const float s0 = p.initial_scale;
-      rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
-    }
+    baseline_initial(p, guided_stream(p, i, i / p.particles), xi);
     for (std::int64_t k = 0; k < steps; ++k) diffpir_step(p, i, k, xi, mi, ri);
   }
 };
@@ -87,18 +83,13 @@ struct diffpir_stage_functor {
   std::int64_t* position;        // when not null, thread 0 stores next_position there
   std::int64_t next_position;
   DS_HD void operator()(std::int64_t i) const {
-    if (position != nullptr && i == 0) *position = next_position;
     const int d = p.d;
     const std::int64_t b = i / p.particles;
-    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p, i, b);
     strided_vec<float> xi{x + i * d, 1, d};
-    if (stage == 0) {
-      baseline_initial(p, id, xi);
-      return;
-    }
+    const std::uint64_t id = stage_begin(p, i, b, id_base, position, next_position, stage, xi);
+    if (stage == 0) return;
     strided_vec<float> mi{m + i * d, 1, d}, ri{r + i * p.d_y, 1, p.d_y};
-    const float* ai = answer + i * d;
-    for (int j = 0; j < d; ++j) mi[j] = ds_fma(ux, xi[j], um * ai[j]);
+    answer_as_denoiser(d, ux, um, xi, answer + i * d, mi);
     diffpir_update(p, b, k, id, xi, mi, ri);
   }
 };

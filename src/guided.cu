@@ -130,39 +130,6 @@ struct channel_weight_functor {
   }
 };
 
-/// kernels::moment_stage_functor on the CUDA executor (the SMC plan's tells): the same stages and values, with the
-/// last row's finish on a local copy of the particle's moment matrix, as guided_moment_functor's; finishing in place
-/// in global memory, the factorisation's divisions spilled (32 bytes).
-struct moment_stage_device {
-  kernels::moment_stage_functor f;
-  DS_HD void operator()(std::int64_t i) const {
-    if (f.position != nullptr && i == 0) *f.position = f.next_position;
-    const kernels::guided_params& p = f.p;
-    const std::int64_t b = i / p.particles;
-    const int d = p.d, dy = p.d_y;
-    kernels::strided_vec<float> xi{const_cast<float*>(f.x) + i * d, 1, d}, mi{f.m + i * d, 1, d},
-        vi{f.v + i * d, 1, d};
-    const float* ai = f.answer + i * d;
-    float* Mi = f.M + i * dy * dy;
-    if (f.stage == 0) {
-      for (int j = 0; j < d; ++j) mi[j] = kernels::ds_fma(f.ux, xi[j], f.um * ai[j]);
-    } else {
-      const guided_step st = p.steps[f.k];
-      const kernels::strided_vec<const float> ui{ai, 1, d};
-      kernels::moment_row(p, b, f.row, st.s * st.s / st.a, ui, vi, Mi);
-      if (f.row + 1 == dy) {
-        float local[kernels::moment_potential_max_dy * kernels::moment_potential_max_dy];
-        for (int e = 0; e < dy * dy; ++e) local[e] = Mi[e];
-        kernels::strided_vec<float> mui{f.mu + i * d, 1, d}, ri{f.r + i * 2 * dy, 1, dy};
-        kernels::moment_finish(p, f.k, b, f.sigma2_b[b], xi, mi, local, mui, ri, f.lw[i], f.lz[i]);
-        return;
-      }
-    }
-    for (int j = 0; j < d; ++j) vi[j] = 0.f;
-    kernels::guided_add_row(p, b, f.stage == 0 ? 0 : f.row + 1, 1.f, vi);
-  }
-};
-
 /// The moment-projected weighting of transition k on the CPU executor, step by step as the SMC's ask/tell plan
 /// runs it (kernels::moment_stage_functor) around the mixture's denoiser and its d_y Jacobian-vector products with
 /// the rows of A (evaluate and denoiser_jvp on the direct path, the caller's model's answers to the plan), over
@@ -1393,7 +1360,7 @@ struct smc_plan_storage final : sampling_plan_storage {
     if (where == executor::cpu)
       cpu::parallel_for_each(BN, f);
     else
-      kernels::for_each_index<128>(executor::cuda, BN, moment_stage_device{f}, stream);
+      kernels::for_each_index<128>(executor::cuda, BN, f, stream);
     if (j != asks_per_step - 1) return;
     ro.step = static_cast<std::uint64_t>(t);
     resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
