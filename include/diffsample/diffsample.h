@@ -372,6 +372,10 @@ typedef struct ds_guided_options {
   /* Appended in the fifth layout, inside the fourth's tail padding (the size is the same; the init function writes
      the default there). */
   ds_guided_grid grid;       /**< all samplers but skrock: placement of the grid's times (default DS_GUIDED_GRID_SCHEDULE) */
+  /* Appended in the sixth layout (a caller of an earlier one gets the default). */
+  int start_correction;      /**< SMC: nonzero weights the starting draws by p_0(x) / N(x; 0, s_0^2 I), p_0 the prior
+                                  diffused to the first grid point (diffsample::guided_options::start_correction; linear
+                                  potentials only, not in a plan; default 0) */
 } ds_guided_options;
 
 /**

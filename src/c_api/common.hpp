@@ -218,13 +218,16 @@ DS_LAYOUT(ds_evaluate_options)
 DS_LAYOUT(ds_guided_problems, offsetof(ds_guided_problems, svd_count), )
 // ds_guided_options: the first layout ended with seed; the second appends dps_step and the diffpir and skrock
 // settings; the third the ddrm and dcps settings; the fourth the SMC potentials. The fifth (grid) sits in the fourth's
-// tail padding, so its size is the fourth's (checked below): an older caller's init writes the grid's default.
+// tail padding, so its size is the fourth's (checked below): an older caller's init writes the grid's default. The
+// sixth appends start_correction after the fourth / fifth layout's last byte.
 DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta),
-          offsetof(ds_guided_options, potentials), )
+          offsetof(ds_guided_options, potentials), offsetof(ds_guided_options, start_correction), )
 #undef DS_LAYOUT
 static_assert(offsetof(ds_guided_options, grid) == offsetof(ds_guided_options, potentials) + sizeof(int) &&
-                  sizeof(ds_guided_options) == (offsetof(ds_guided_options, potentials) + sizeof(int) + 7) / 8 * 8,
-              "ds_guided_options: the grid must fit in the fourth layout's tail padding, or be a layout of its own");
+                  offsetof(ds_guided_options, start_correction) ==
+                      (offsetof(ds_guided_options, potentials) + sizeof(int) + 7) / 8 * 8,
+              "ds_guided_options: the grid must fit in the fourth layout's tail padding, and the sixth layout start "
+              "after the fourth's last byte");
 
 template <class T>
 void check_size(const std::string& what, std::size_t struct_size) {

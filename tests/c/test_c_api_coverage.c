@@ -187,6 +187,26 @@ static void test_guided_svd(ds_mixture* m) {
     ds_guided_options third;
     CHECK_OK(ds_guided_options_init(&third, offsetof(ds_guided_options, potentials)));
   }
+  /* The sixth layout's start_correction: off by default; a caller of the fourth / fifth layout (ending with grid)
+   * runs without it, bit for bit as a caller of the current one that leaves it off. */
+  {
+    ds_guided_options fifth;
+    float samples_fifth[N * 2];
+    double z_fifth = 0;
+    CHECK(go.start_correction == 0);
+    CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_guided_options_init(&fifth, offsetof(ds_guided_options, start_correction)));
+    CHECK(fifth.struct_size == offsetof(ds_guided_options, start_correction));
+    fifth.particles = N;
+    fifth.steps = 30;
+    fifth.seed = 2;
+    out.samples = samples_fifth;
+    out.log_normaliser = &z_fifth;
+    CHECK_OK(ds_guided_sample(m, &gp, &fifth, &out, cpu, NULL, 0, NULL));
+    CHECK(memcmp(samples_svd, samples_fifth, sizeof samples_fifth) == 0 && z_svd == z_fifth);
+    out.samples = samples_svd;
+    out.log_normaliser = &z_svd;
+  }
 }
 
 /* ds_guided_times: the schedule's own grid is ds_schedule_points' times; the sqrt_alpha_bar grid is uniform in
