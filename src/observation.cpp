@@ -55,7 +55,7 @@ observation_operator observation_operator::dense(std::int64_t d_y, std::int64_t 
   op.d_y_ = d_y;
   op.d_x_ = d_x;
   op.A_ = std::move(A);
-  op.A32_.assign(op.A_.begin(), op.A_.end());
+  op.values32_.assign(op.A_.begin(), op.A_.end());
   return op;
 }
 
@@ -85,6 +85,7 @@ observation_operator observation_operator::mask(std::int64_t d_x, std::vector<st
   op.d_x_ = d_x;
   op.indices_ = std::move(indices);
   op.diagonal_ = std::move(diagonal);
+  op.values32_.assign(op.diagonal_.begin(), op.diagonal_.end());
   return op;
 }
 
@@ -117,6 +118,11 @@ observation_operator observation_operator::svd(std::int64_t d_y, std::int64_t d_
   op.U_ = std::move(U);
   op.diagonal_ = std::move(singular_values);
   op.V_ = std::move(V);
+  // apply_batch's FP32 factors, one block: U (d_y x r), then V (d_x x r), then S (r).
+  op.values32_.reserve(op.U_.size() + op.V_.size() + op.diagonal_.size());
+  op.values32_.assign(op.U_.begin(), op.U_.end());
+  op.values32_.insert(op.values32_.end(), op.V_.begin(), op.V_.end());
+  op.values32_.insert(op.values32_.end(), op.diagonal_.begin(), op.diagonal_.end());
   return op;
 }
 
@@ -265,16 +271,19 @@ evaluate_report observation_operator::apply_batch(float* out, std::int64_t n, co
   if (n == 0) return {where, chosen};
   if (chosen == mixture_path::gemm) {
     if (transpose)
-      detail::dense_rows_transpose_gemm(A32_.data(), d_y_, d_x_, x, n, out);
+      detail::dense_rows_transpose_gemm(values32_.data(), d_y_, d_x_, x, n, out);
     else
-      detail::dense_rows_forward_gemm(A32_.data(), d_y_, d_x_, x, n, out);
+      detail::dense_rows_forward_gemm(values32_.data(), d_y_, d_x_, x, n, out);
     return {where, chosen};
   }
-  // Direct: one point per index, each output an FP32 sum in index order.
+  // Direct: one point per index, each output an FP32 sum in index order, from the FP32 factors rounded at
+  // construction (no allocation here).
   const std::int64_t dy = d_y_, dx = d_x_;
   const auto r = static_cast<std::int64_t>(diagonal_.size());
-  std::vector<float> gains(diagonal_.begin(), diagonal_.end()), U32(U_.begin(), U_.end()), V32(V_.begin(), V_.end());
-  const float* A = A32_.data();
+  const float* A = values32_.data();
+  const float* gains = kind_ == observation_kind::svd ? A + (dy + dx) * r : A;
+  const float* U32 = A;
+  const float* V32 = A + dy * r;
   const observation_kind kind = kind_;
   const std::int64_t* index = indices_.data();
   cpu::parallel_for_each(n, [&](std::int64_t i) {
@@ -306,8 +315,8 @@ evaluate_report observation_operator::apply_batch(float* out, std::int64_t n, co
         break;
       case observation_kind::svd: {
         // t = S (V^T x) or S (U^T x), then U t or V t: r numbers between the two factors.
-        const std::vector<float>& first = transpose ? U32 : V32;
-        const std::vector<float>& second = transpose ? V32 : U32;
+        const float* first = transpose ? U32 : V32;
+        const float* second = transpose ? V32 : U32;
         const std::int64_t n_in = transpose ? dy : dx, n_out = transpose ? dx : dy;
         float t[64];
         for (std::int64_t k0 = 0; k0 < r; k0 += 64) {

@@ -4,7 +4,10 @@
 // and SVD operators keeping their own forms.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <random>
 #include <vector>
 
@@ -15,8 +18,22 @@
 using namespace diffsample;
 
 namespace {
+// Allocations made while `counting` is set, on any thread (the pool's included): the global operator new below.
+std::atomic<bool> counting{false};
+std::atomic<long> allocations{0};
+}  // namespace
 
-constexpr execution cpu{executor::cpu, nullptr};
+void* operator new(std::size_t size) {
+  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+constexpr execution host{executor::cpu, nullptr};
 
 std::vector<double> random_values(std::int64_t count, std::uint64_t seed, double scale = 1.0) {
   std::mt19937_64 gen(seed);
@@ -35,14 +52,14 @@ double gamma(std::int64_t n) {
 
 // The final particles of a DPS / Pi-GDM plan answered with the mixture's denoiser (direct path) and J^T v.
 std::vector<float> plan_particles(const gaussian_mixture& mix, const guided_problems& pr, const guided_options& o) {
-  sampling_plan plan = sampling_plan::guided(mix.dim(), pr, o, model_output::denoiser, cpu);
+  sampling_plan plan = sampling_plan::guided(mix.dim(), pr, o, model_output::denoiser, host);
   plan.reset();
   while (!plan.done()) {
     const plan_request r = plan.ask();
     if (r.vector == nullptr)
-      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct}, cpu);
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct}, host);
     else
-      mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
+      mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, host);
     plan.tell();
   }
   return std::vector<float>(plan.samples(), plan.samples() + plan.rows() * plan.dim());
@@ -69,11 +86,11 @@ TEST(OperatorGemm, MatchesTheGuidedKernelsWithinTheFp32Bound) {
     const std::vector<double> xd = random_values(n * dx, 11 + dx, 3.0), ud = random_values(n * dy, 13 + dy, 2.0);
     const std::vector<float> x(xd.begin(), xd.end()), u(ud.begin(), ud.end());
     std::vector<float> fwd_gemm(n * dy), fwd_direct(n * dy), tr_gemm(n * dx), tr_direct(n * dx);
-    EXPECT_EQ(op.apply_batch(fwd_gemm.data(), n, x.data(), false, mixture_path::gemm, cpu).path, mixture_path::gemm);
-    EXPECT_EQ(op.apply_batch(fwd_direct.data(), n, x.data(), false, mixture_path::direct, cpu).path,
+    EXPECT_EQ(op.apply_batch(fwd_gemm.data(), n, x.data(), false, mixture_path::gemm, host).path, mixture_path::gemm);
+    EXPECT_EQ(op.apply_batch(fwd_direct.data(), n, x.data(), false, mixture_path::direct, host).path,
               mixture_path::direct);
-    EXPECT_EQ(op.apply_batch(tr_gemm.data(), n, u.data(), true, mixture_path::gemm, cpu).path, mixture_path::gemm);
-    op.apply_batch(tr_direct.data(), n, u.data(), true, mixture_path::direct, cpu);
+    EXPECT_EQ(op.apply_batch(tr_gemm.data(), n, u.data(), true, mixture_path::gemm, host).path, mixture_path::gemm);
+    op.apply_batch(tr_direct.data(), n, u.data(), true, mixture_path::direct, host);
 
     kernels::guided_params p{};
     std::vector<float> zeros(dy, 0.f);
@@ -142,13 +159,13 @@ TEST(OperatorGemm, PathChoice) {
   }
   std::vector<float> x(64 * 4, 1.f), y(64 * 4);
   try {
-    mask.apply_batch(y.data(), 1, x.data(), false, mixture_path::gemm, cpu);
+    mask.apply_batch(y.data(), 1, x.data(), false, mixture_path::gemm, host);
     ADD_FAILURE() << "a forced gemm on a mask was accepted";
   } catch (const invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("path"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(big.apply_batch(y.data(), -1, x.data(), false, mixture_path::automatic, cpu), invalid_argument);
-  EXPECT_THROW(big.apply_batch(nullptr, 1, x.data(), false, mixture_path::automatic, cpu), invalid_argument);
+  EXPECT_THROW(big.apply_batch(y.data(), -1, x.data(), false, mixture_path::automatic, host), invalid_argument);
+  EXPECT_THROW(big.apply_batch(nullptr, 1, x.data(), false, mixture_path::automatic, host), invalid_argument);
   EXPECT_THROW(observation_operator{}.batch_path(1), invalid_argument);
 }
 
@@ -170,8 +187,8 @@ TEST(OperatorGemm, MasksAndSvdKeepTheirForms) {
     const std::vector<double> xd = random_values(n * dx, 21), ud = random_values(n * dy, 22);
     const std::vector<float> x(xd.begin(), xd.end()), u(ud.begin(), ud.end());
     std::vector<float> y(n * dy), back(n * dx);
-    EXPECT_EQ(op->apply_batch(y.data(), n, x.data(), false, mixture_path::automatic, cpu).path, mixture_path::direct);
-    EXPECT_EQ(op->apply_batch(back.data(), n, u.data(), true, mixture_path::automatic, cpu).path,
+    EXPECT_EQ(op->apply_batch(y.data(), n, x.data(), false, mixture_path::automatic, host).path, mixture_path::direct);
+    EXPECT_EQ(op->apply_batch(back.data(), n, u.data(), true, mixture_path::automatic, host).path,
               mixture_path::direct);
     for (std::int64_t i = 0; i < n; ++i) {
       std::vector<double> xi(x.begin() + i * dx, x.begin() + (i + 1) * dx), yi(dy), ui(u.begin() + i * dy,
@@ -216,7 +233,7 @@ TEST(OperatorGemm, DpsAndPigdmRunTheirGuidanceAsProductsAndMatchThePlan) {
     std::vector<float> fused(pr.problems * N * d);
     guided_outputs out;
     out.particles = fused.data();
-    const guided_report rep = guided_sample(mix, out, pr, o, cpu);
+    const guided_report rep = guided_sample(mix, out, pr, o, host);
     EXPECT_EQ(rep.operator_path, mixture_path::gemm);
     const std::vector<float> ref_particles = plan_particles(mix, pr, o);
     double worst = 0;
@@ -243,6 +260,41 @@ TEST(OperatorGemm, DpsAndPigdmRunTheirGuidanceAsProductsAndMatchThePlan) {
   std::vector<float> fused(N * d);
   guided_outputs out;
   out.particles = fused.data();
-  EXPECT_EQ(guided_sample(mix, out, masked, o, cpu).operator_path, mixture_path::direct);
+  EXPECT_EQ(guided_sample(mix, out, masked, o, host).operator_path, mixture_path::direct);
   EXPECT_EQ(fused, plan_particles(mix, masked, o));
+}
+
+// apply_batch's direct path uses the factors rounded to FP32 at construction and allocates nothing in the call
+// beyond the one record the thread pool makes for each loop it runs (src/cpu/pool.cpp, a shared job), for every
+// kind of operator and both directions (the global operator new counts allocations on every thread). Seen failing
+// with the former per-call FP32 copies of the gains and of U and V (2 allocations for a mask, 4 for an SVD operator).
+TEST(OperatorGemm, DirectPathAllocatesNothing) {
+  const std::int64_t dx = 40, dy = 8, r = 3, n = 64;
+  std::vector<double> U(dy * r, 0.0), V(dx * r, 0.0);
+  for (std::int64_t k = 0; k < r; ++k) {
+    U[(2 * k + 1) * r + k] = 1.0;
+    V[(5 * k + 2) * r + k] = 1.0;
+  }
+  const observation_operator ops[] = {observation_operator::dense(dy, dx, random_values(dy * dx, 31)),
+                                      observation_operator::mask(dx, {3, 0, 39, 17}, {1.5, -2.0, 0.25, 3.0}),
+                                      observation_operator::svd(dy, dx, U, {3.0, 1.0, 0.5}, V)};
+  std::vector<float> x(n * dx, 0.5f), y(n * dx);
+  const auto count = [&](auto&& call) {
+    call();  // the pool is started
+    allocations = 0;
+    counting = true;
+    call();
+    counting = false;
+    return allocations.load();
+  };
+  const long pool = 1;  // the pool's job record
+  for (const observation_operator& op : ops)
+    for (const bool transpose : {false, true}) {
+      mixture_path ran = mixture_path::automatic;
+      const long made = count([&] {
+        ran = op.apply_batch(y.data(), n, x.data(), transpose, mixture_path::direct, host).path;
+      });
+      EXPECT_EQ(ran, mixture_path::direct);
+      EXPECT_LE(made, pool) << to_string(op.kind()) << (transpose ? " transposed" : " forward");
+    }
 }

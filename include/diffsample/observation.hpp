@@ -88,7 +88,8 @@ class DIFFSAMPLE_API observation_operator {
   /// product (the BLAS's sgemm when one was found, else the library's loops); direct runs each point in the
   /// operator's own form with an FP32 sum per output in index order (the guided samplers' kernels' order).
   /// automatic takes gemm for a dense operator when batch_path() says so. Masks and SVD operators always run direct
-  /// (forcing gemm on them is an invalid_argument). A is rounded to FP32 once, at construction.
+  /// (forcing gemm on them is an invalid_argument). The operator's factors are rounded to FP32 once, at
+  /// construction: the direct path allocates nothing.
   /// @return the executor and the path that ran
   /// @throws invalid_argument for an empty operator, n < 0, a null buffer with n > 0, a CUDA executor (no device
   ///         form yet) or a forced gemm on a mask or SVD operator
@@ -102,7 +103,8 @@ class DIFFSAMPLE_API observation_operator {
   observation_kind kind_ = observation_kind::dense;
   std::int64_t d_y_ = 0, d_x_ = 0;
   std::vector<double> A_, diagonal_, U_, V_;
-  std::vector<float> A32_;  // dense: A rounded to FP32 (apply_batch)
+  // apply_batch's factors rounded to FP32 at construction: dense A; mask the gains; svd U, V, then S.
+  std::vector<float> values32_;
   std::vector<std::int64_t> indices_;
 };
 
