@@ -20,8 +20,11 @@ struct bernoulli_storage {
   std::int64_t components = 0, dim = 0;
   std::vector<double> weights, probabilities;           // normalised weights; K x d
   std::vector<double> log_weights, theta, logcosh_theta;  // FP64 parameters of the kernels
-  std::vector<float> log_weights32, cumulative32, theta32, logcosh_theta32, probabilities32;
-  float* device = nullptr;  // log_weights | cumulative | theta | logcosh_theta | probabilities
+  std::vector<double> cumulative;                         // FP64 cumulative weights (the exact sample's pick)
+  std::vector<float> log_weights32, theta32, logcosh_theta32, probabilities32;
+  // cumulative (K doubles: 2 K floats, first so that they are 8-byte aligned) | log_weights | theta | logcosh_theta
+  // | probabilities
+  float* device = nullptr;
 
   ~bernoulli_storage() {
     if (device != nullptr) (void)cudaFree(device);
@@ -32,15 +35,15 @@ struct bernoulli_storage {
   kernels::bernoulli_view<float> view(executor where) const {
     if (where == executor::cuda) {
       const std::int64_t K = components, Kd = components * dim;
-      return {device, device + 2 * K, device + 2 * K + Kd, int(components), int(dim)};
+      return {device + 2 * K, device + 3 * K, device + 3 * K + Kd, int(components), int(dim)};
     }
     return {log_weights32.data(), theta32.data(), logcosh_theta32.data(), int(components), int(dim)};
   }
-  const float* cumulative(executor where) const {
-    return where == executor::cuda ? device + components : cumulative32.data();
+  const double* cumulative_for(executor where) const {
+    return where == executor::cuda ? reinterpret_cast<const double*>(device) : cumulative.data();
   }
   const float* probs(executor where) const {
-    return where == executor::cuda ? device + 2 * components + 2 * components * dim : probabilities32.data();
+    return where == executor::cuda ? device + 3 * components + 2 * components * dim : probabilities32.data();
   }
 };
 
@@ -74,7 +77,7 @@ struct binary_evaluate_functor {
 };
 
 struct binary_sample_functor {
-  const float* cumulative;
+  const double* cumulative;    // FP64
   const float* probabilities;  // K x d
   int components, dim;
   float* out;
@@ -82,8 +85,13 @@ struct binary_sample_functor {
   float flip;  // sigmoid(-2 alpha)
   std::uint64_t seed, first;
   DS_HD void operator()(std::int64_t i) const {
-    kernels::philox rng(seed, first + static_cast<std::uint64_t>(i), 0);
-    const int k = kernels::pick_component(cumulative, components, rng.uniform());
+    const std::uint64_t id = first + static_cast<std::uint64_t>(i);
+    kernels::philox rng(seed, id, 0);
+    // The component's 64-bit uniform against FP64 cumulative weights, as gaussian_mixture::sample draws it: output 0
+    // of the stream (the coordinates' uniforms follow it, as before) and one output far beyond them (2^33 in).
+    const unsigned hi = rng.bits();
+    const unsigned lo = kernels::philox(seed, id, 0, std::uint64_t(1) << 33).bits();
+    const int k = kernels::pick_component(cumulative, components, kernels::component_uniform(hi, lo));
     if (labels != nullptr) labels[i] = k;
     for (int j = 0; j < dim; ++j) {
       const float p = probabilities[static_cast<std::int64_t>(k) * dim + j];
@@ -118,9 +126,7 @@ bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weigh
     DIFFSAMPLE_EXPECTS(probabilities[i] >= 0 && probabilities[i] <= 1,
                        "probabilities: value " << i << " is " << probabilities[i] << " (must be in [0, 1])");
   auto& st = *storage_;
-  std::vector<double> cumulative;
-  detail::normalise_weights(weights, st.log_weights, cumulative);
-  st.cumulative32.assign(cumulative.begin(), cumulative.end());  // float(running sum); the last is exactly 1
+  detail::normalise_weights(weights, st.log_weights, st.cumulative);
   st.components = K;
   st.dim = dim;
   st.weights = std::move(weights);
@@ -140,12 +146,13 @@ bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weigh
   st.probabilities32.assign(st.probabilities.begin(), st.probabilities.end());
 
   if (cuda_available()) {
-    const std::size_t count = 2 * K + 3 * K * dim;
+    const std::size_t count = 3 * K + 3 * K * dim;
     detail::check_allocation("bernoulli_mixture", count * sizeof(float), executor::cuda);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));
-    float* p = st.device;
     // Copied on the legacy default stream and waited for: the tables are in place for kernels on any stream.
-    for (const auto* v : {&st.log_weights32, &st.cumulative32, &st.theta32, &st.logcosh_theta32, &st.probabilities32}) {
+    detail::upload_and_wait(st.device, st.cumulative.data(), st.cumulative.size() * sizeof(double), cudaStreamLegacy);
+    float* p = st.device + 2 * K;
+    for (const auto* v : {&st.log_weights32, &st.theta32, &st.logcosh_theta32, &st.probabilities32}) {
       detail::upload_and_wait(p, v->data(), v->size() * sizeof(float), cudaStreamLegacy);
       p += v->size();
     }
@@ -206,7 +213,7 @@ executor bernoulli_mixture::sample(float* out, std::int64_t n, double alpha, std
   if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);
   const double flip = std::isinf(alpha) ? 0.0 : 1.0 / (1.0 + std::exp(2.0 * alpha));
   kernels::for_each_index(where, n,
-                          binary_sample_functor{storage_->cumulative(where), storage_->probs(where), int(components()),
+                          binary_sample_functor{storage_->cumulative_for(where), storage_->probs(where), int(components()),
                                                 int(d), out, labels, float(flip), seed, first_index},
                           exec.stream);
   return where;

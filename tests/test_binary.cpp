@@ -313,6 +313,38 @@ TEST(BernoulliMixture, ExactSamplesFollowThePmf) {
   EXPECT_LT(tv(histogram(y, q.d), prior), tv_allowance(prior, n));
 }
 
+// Components of weight below the FP32 uniform's resolution near 1 (2^-24, about 6e-8) are drawn with their
+// probability, as gaussian_mixture's are (Mixture.ComponentsBelowTheFp32UniformsResolutionAreDrawn). Weights: 0.5,
+// then M = 2^20 components of weight 2^-26 each (total 2^-6), then the rest. Their cumulative weights 0.5 + j 2^-26
+// are exact in FP64; in FP32 (spacing 2^-24 above 0.5) four consecutive ones share one value, so with FP32
+// cumulative weights and an FP32 uniform only the first of each four could be drawn, and tiny component j = 1 and
+// every fourth after it never. With n = 2^22 draws: the tiny components' share is 2^-6 (standard error
+// sqrt(p (1 - p) / n) = 6.1e-5), and of the about n 2^-6 = 65536 tiny draws those with j = 1 mod 4 make a quarter
+// (standard error sqrt(3 / 16 / 65536) = 0.0017); 5 standard errors each. Seen failing with the FP32 pick (share of
+// j = 1 mod 4: exactly 0).
+TEST(BernoulliMixture, ComponentsBelowTheFp32UniformsResolutionAreDrawn) {
+  const std::int64_t M = std::int64_t(1) << 20, K = M + 2, n = std::int64_t(1) << 22;
+  const auto size = static_cast<std::size_t>(K);
+  std::vector<double> w(size, std::ldexp(1.0, -26)), probabilities(size);
+  w[0] = 0.5;
+  w[std::size_t(K - 1)] = 0.5 - std::ldexp(1.0, -6);
+  for (std::int64_t k = 0; k < K; ++k) probabilities[std::size_t(k)] = double(k % 5) / 4.0;
+  const bernoulli_mixture m(1, w, probabilities);
+  std::vector<float> y(static_cast<std::size_t>(n));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
+  m.sample(y.data(), n, INFINITY, 11, labels.data(), 0, {executor::cpu});
+  std::int64_t tiny = 0, quarter = 0;
+  for (const std::int32_t k : labels) {
+    if (k < 1 || k > M) continue;
+    ++tiny;
+    quarter += (k - 1) % 4 == 0;  // tiny component j = k with j = 1 mod 4
+  }
+  const double p = std::ldexp(1.0, -6);
+  EXPECT_NEAR(double(tiny) / n, p, 5 * std::sqrt(p * (1 - p) / n));
+  ASSERT_GT(tiny, 0);
+  EXPECT_NEAR(double(quarter) / tiny, 0.25, 5 * std::sqrt(0.25 * 0.75 / (p * n)));
+}
+
 TEST(BernoulliMixture, RejectsBadParameters) {
   EXPECT_THROW(bernoulli_mixture(2, {1.0}, {0.5}), invalid_argument);             // K x d = 2 values needed
   EXPECT_THROW(bernoulli_mixture(2, {1.0}, {0.5, 1.5}), invalid_argument);        // p > 1
