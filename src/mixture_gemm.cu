@@ -12,6 +12,7 @@
 #include "kernels/mixture_gemm.cuh"
 #include "src/launch.hpp"
 #include "src/mixture_gemm.hpp"
+#include "src/mixture_gemm_cublas.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
@@ -20,17 +21,7 @@ namespace diffsample::detail {
 
 namespace {
 
-#define DIFFSAMPLE_CUBLAS_TRY(call)                                                                 \
-  do {                                                                                              \
-    const cublasStatus_t status_ = (call);                                                          \
-    if (status_ != CUBLAS_STATUS_SUCCESS)                                                           \
-      throw ::diffsample::cuda_error(std::string("cuBLAS error ") + cublasGetStatusString(status_) + \
-                                         " in " #call,                                              \
-                                     static_cast<int>(status_));                                    \
-  } while (0)
-
 constexpr std::size_t align_bytes = 256;
-constexpr std::size_t cublas_workspace_bytes = std::size_t(4) << 20;
 constexpr std::int64_t cuda_default_pass = 8192;
 
 std::size_t round_up(std::size_t b) { return (b + align_bytes - 1) / align_bytes * align_bytes; }
@@ -198,6 +189,33 @@ struct jvp_finish_functor {
   }
 };
 
+// What a call's passes share: the per-component terms of the channel in `comp`, then the cuBLAS handle bound to this
+// call's stream, workspace and math mode under the mixture's lock (calls on other threads wait until `lock` goes), and
+// the products' error bound gamma_d (u = 2^-24, plus TF32's 2 2^-11 when allowed).
+struct cuda_call {
+  std::unique_lock<std::mutex> lock;
+  cublasHandle_t handle;
+  float gamma;
+};
+
+cuda_call start_cuda_call(const mixture_storage& st, const gemm_tables& t, channel ch, const evaluate_options& o,
+                          cudaStream_t stream, kernels::gemm_component* comp, void* cublas_workspace) {
+  const std::int64_t K = st.components, d = st.dim;
+  const kernels::mixture_view<float> view = st.view(executor::cuda);
+  const double u = 5.9604644775390625e-08;
+  const float gamma = float(double(d) * u / (1 - double(d) * u) + (o.allow_tf32 ? 2.0 * 0.00048828125 : 0.0));
+  kernels::for_each_index(executor::cuda, K,
+                          kernels::gemm_component_functor{view.log_weights, view.variances, t.device_norms2, comp,
+                                                           int(d), ch.a, ch.s},
+                          stream);
+  cuda_call c{std::unique_lock<std::mutex>(st.gemm_mutex), static_cast<cublasHandle_t>(t.cublas), gamma};
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetStream(c.handle, stream));
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetWorkspace(c.handle, cublas_workspace, cublas_workspace_bytes));
+  DIFFSAMPLE_CUBLAS_TRY(
+      cublasSetMathMode(c.handle, o.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  return c;
+}
+
 }  // namespace
 
 void gemm_prepare_device(const mixture_storage& st, gemm_tables& t) {
@@ -252,22 +270,11 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
   auto* acc = what == quantity::log_density ? nullptr : reinterpret_cast<float*>(base + l.acc);
   auto* state = reinterpret_cast<kernels::gemm_point_state*>(base + l.state);
   auto* xn = reinterpret_cast<float*>(base + l.norms);
-  const kernels::mixture_view<float> view = st.view(executor::cuda);
   const float a = float(ch.a), s2 = float(ch.s * ch.s);
-  const double u = 5.9604644775390625e-08;
-  const float gamma = float(double(d) * u / (1 - double(d) * u) + (o.allow_tf32 ? 2.0 * 0.00048828125 : 0.0));
   const int what_code = what == quantity::log_density ? 0 : what == quantity::score ? 1 : 2;
-
-  kernels::for_each_index(executor::cuda, K,
-                          kernels::gemm_component_functor{view.log_weights, view.variances, t.device_norms2, comp,
-                                                           int(d), ch.a, ch.s},
-                          stream);
-  // The handle's stream, workspace and math mode are set for this call's launches; calls on other threads wait.
-  std::lock_guard<std::mutex> lock(st.gemm_mutex);
-  auto handle = static_cast<cublasHandle_t>(t.cublas);
-  DIFFSAMPLE_CUBLAS_TRY(cublasSetStream(handle, stream));
-  DIFFSAMPLE_CUBLAS_TRY(cublasSetWorkspace(handle, base + l.cublas, cublas_workspace_bytes));
-  DIFFSAMPLE_CUBLAS_TRY(cublasSetMathMode(handle, o.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  const cuda_call call = start_cuda_call(st, t, ch, o, stream, comp, base + l.cublas);
+  cublasHandle_t handle = call.handle;
+  const float gamma = call.gamma;
   const float one = 1.f, zero = 0.f;
   for (std::int64_t first = 0; first < n; first += pass) {
     const int rows = int(std::min(pass, n - first));
@@ -314,19 +321,10 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
   auto* h = reinterpret_cast<float*>(base + l.h);
   auto* js = reinterpret_cast<kernels::gemm_jvp_state*>(base + l.js);
   auto* bsum = reinterpret_cast<float*>(base + l.bsum);
-  const kernels::mixture_view<float> view = st.view(executor::cuda);
   const float a = float(ch.a), s2 = float(ch.s * ch.s);
-  const double u = 5.9604644775390625e-08;
-  const float gamma = float(double(d) * u / (1 - double(d) * u) + (o.allow_tf32 ? 2.0 * 0.00048828125 : 0.0));
-  kernels::for_each_index(executor::cuda, K,
-                          kernels::gemm_component_functor{view.log_weights, view.variances, t.device_norms2, comp,
-                                                           int(d), ch.a, ch.s},
-                          stream);
-  std::lock_guard<std::mutex> lock(st.gemm_mutex);
-  auto handle = static_cast<cublasHandle_t>(t.cublas);
-  DIFFSAMPLE_CUBLAS_TRY(cublasSetStream(handle, stream));
-  DIFFSAMPLE_CUBLAS_TRY(cublasSetWorkspace(handle, base + l.cublas, cublas_workspace_bytes));
-  DIFFSAMPLE_CUBLAS_TRY(cublasSetMathMode(handle, o.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  const cuda_call call = start_cuda_call(st, t, ch, o, stream, comp, base + l.cublas);
+  cublasHandle_t handle = call.handle;
+  const float gamma = call.gamma;
   const float one = 1.f, zero = 0.f;
   for (std::int64_t first = 0; first < n; first += pass) {
     const int rows = int(std::min(pass, n - first));
