@@ -737,11 +737,19 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       const kernels::baseline_settings g{float(o.guidance_scale),
                                          o.sampler == guided_sampler::dps && o.dps_step == dps_step_form::normalised,
                                          extra};
-      if (where == executor::cuda) {
+      // A dense operator (not an SVD's reduced rows) as two matrix products per step when that pays.
+      const bool gemm = !reduced.active && detail::baseline_operator_gemm(p, BN);
+      if (where == executor::cuda && !gemm) {
         kernels::for_each_index_scratch<128>(where, BN, kernels::guided_baseline_functor{p, K, x, mu, r, g}, stream);
       } else {
         // Step by step with the mixture's denoiser and J^T v as a caller's model gives them to the ask/tell plan,
-        // through the same stage functors: the plan answered by the mixture reproduces this run bit for bit.
+        // through the same stage functors: the plan answered by the mixture reproduces this run bit for bit. The
+        // CUDA executor runs so only for the products (cuBLAS), with the particles row-major as in its plan.
+        if (where == executor::cuda) p.coordinate_stride = 0;
+        std::unique_ptr<detail::scratch> products;
+        if (gemm && where == executor::cuda)
+          products = std::make_unique<detail::scratch>(detail::baseline_guidance_gemm_cuda_bytes(p, BN), where,
+                                                       stream);
         const auto* table = reinterpret_cast<const guided_step*>(blob.data() + l.steps);
         float* shift = reinterpret_cast<float*>(ws + l.shift);
         float *m = mu, *v = mu + BN * d, *jv = mu + 2 * BN * d;
@@ -754,8 +762,6 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
             kernels::for_each_index(where, BN, f, stream);
         };
         stage();
-        // A dense operator (not an SVD's reduced rows) as two matrix products per step when that pays.
-        const bool gemm = !reduced.active && detail::baseline_operator_gemm(p, BN);
         if (gemm) report.operator_path = mixture_path::gemm;
         for (std::int64_t k = 0; k < K; ++k) {
           const channel ch{table[k].a, table[k].s};
@@ -764,7 +770,10 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
           f.k = k;
           f.stage = 1;
           f.answer = m;
-          if (gemm)
+          if (gemm && where == executor::cuda)
+            detail::baseline_guidance_gemm_cuda(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN, products->data(),
+                                                stream);
+          else if (gemm)
             detail::baseline_guidance_gemm(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN);
           else
             stage();

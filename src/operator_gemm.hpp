@@ -2,7 +2,10 @@
 // instead of one sum per point and output (src/observation.cpp). Row-major FP32 points, A row-major d_y x d_x.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+#include <cuda_runtime_api.h>
 
 #include <diffsample/observation.hpp>
 
@@ -20,8 +23,8 @@ void dense_rows_forward_gemm(const float* A, std::int64_t d_y, std::int64_t d_x,
 void dense_rows_transpose_gemm(const float* A, std::int64_t d_y, std::int64_t d_x, const float* U, std::int64_t n,
                                float* V);
 
-/// True when the DPS / Pi-GDM stepwise CPU run applies the operator of `p` as matrix products over `rows`
-/// particles: dense rows (not a mask; an SVD operator reaches the kernels reduced to dense rows and is excluded by
+/// True when the DPS / Pi-GDM run (stepwise on either executor) applies the operator of `p` as matrix products over
+/// `rows` particles: dense rows (not a mask; an SVD operator reaches the kernels reduced to dense rows and is excluded by
 /// the caller) and operator_gemm_worthwhile() on the rows of one product.
 bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows);
 
@@ -31,5 +34,18 @@ bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows);
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
                             float ux, float um, const float* x, float* m, const float* answer, float* v,
                             float* shift, float* r, std::int64_t rows);
+
+/// Bytes of device workspace of baseline_guidance_gemm_cuda() over `rows` particles: u (rows x d_y floats) and
+/// cuBLAS's own workspace.
+std::size_t baseline_guidance_gemm_cuda_bytes(const kernels::guided_params& p, std::int64_t rows);
+
+/// baseline_guidance_gemm() on the CUDA executor (src/operator_gemm.cu): the products through cuBLAS (FP32, no
+/// TF32) on one handle per device kept for the process, the work between them as one functor, all enqueued on
+/// `stream` (nothing synchronises). Particles row-major (coordinate_stride 0); every pointer, the tables of `p` and
+/// `g` included, is device memory; workspace holds baseline_guidance_gemm_cuda_bytes().
+void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels::baseline_settings& g,
+                                 std::int64_t k, float ux, float um, const float* x, float* m, const float* answer,
+                                 float* v, float* shift, float* r, std::int64_t rows, void* workspace,
+                                 cudaStream_t stream);
 
 }  // namespace diffsample::detail

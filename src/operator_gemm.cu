@@ -1,0 +1,122 @@
+// The DPS / Pi-GDM guidance half-step on the CUDA executor with a dense operator applied to every particle as cuBLAS
+// products (src/operator_gemm.hpp): A m for all particles and A^T u for all particles with sgemm, and the d_y-sized
+// work between them as one functor over the particles, all on the caller's stream. The same step as
+// baseline_guidance_gemm() on the CPU executor.
+#include <algorithm>
+#include <map>
+#include <mutex>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "kernels/guided.cuh"
+#include "src/cuda_check.hpp"
+#include "src/launch.hpp"
+#include "src/mixture_gemm_cublas.hpp"
+#include "src/operator_gemm.hpp"
+
+namespace diffsample::detail {
+
+namespace {
+
+// --- kernels (functors over particles) ----------------------------------------------------------------------------
+
+// m = ux x + um answer (the model's output turned into the denoiser).
+struct denoiser_from_answer_functor {
+  const float* x;
+  const float* answer;
+  float* m;
+  float ux, um;
+  int d;
+  DS_HD void operator()(std::int64_t i) const {
+    for (int j = 0; j < d; ++j) m[i * d + j] = kernels::ds_fma(ux, x[i * d + j], um * answer[i * d + j]);
+  }
+};
+
+// Per particle, r holding A m: r = y - A m, the step's factor, and u = P r into u (likelihood step) or r kept as u
+// (normalised step), as baseline_guidance_gemm() does on the CPU executor.
+struct residual_functor {
+  kernels::guided_params p;
+  kernels::baseline_settings g;
+  std::int64_t k;
+  float* r;
+  float* u;
+  float* shift;
+  DS_HD void operator()(std::int64_t i) const {
+    const int dy = p.d_y;
+    const std::int64_t b = i / p.particles;
+    const float* y = p.y + b * dy;
+    float* ri = r + i * dy;
+    for (int o = 0; o < dy; ++o) ri[o] = y[o] - ri[o];
+    if (g.normalised) {
+      float norm2 = g.norm_offset[b];
+      for (int o = 0; o < dy; ++o) norm2 += ri[o] * ri[o];
+      shift[i] = norm2 > 0.f ? g.scale / kernels::ds_sqrt(norm2) : 0.f;
+      return;
+    }
+    shift[i] = g.scale * p.steps[k].guidance;
+    const float* P = kernels::guided_precision(p, k, b);
+    float* ui = u + i * dy;
+    for (int o = 0; o < dy; ++o) ui[o] = kernels::guided_precision_row(p, P, o, ri);
+  }
+};
+
+// --- launchers ------------------------------------------------------------------------------------------------------
+
+constexpr std::size_t align_bytes = 256;
+
+std::size_t u_bytes(std::int64_t rows, std::int64_t dy) {
+  return (sizeof(float) * std::size_t(rows * dy) + align_bytes - 1) / align_bytes * align_bytes;
+}
+
+// One cuBLAS handle per device for the operator products, made on first use (cublasCreate allocates; once per device
+// and process) and kept: destroying one synchronises the device. Calls hold `lock` while they use it.
+cublasHandle_t operator_handle(std::unique_lock<std::mutex>& lock) {
+  static std::mutex mutex;
+  static std::map<int, cublasHandle_t> handles;
+  int device = 0;
+  DIFFSAMPLE_CUDA_TRY(cudaGetDevice(&device));
+  lock = std::unique_lock<std::mutex>(mutex);
+  cublasHandle_t& h = handles[device];
+  if (h == nullptr) DIFFSAMPLE_CUBLAS_TRY(cublasCreate(&h));
+  return h;
+}
+
+}  // namespace
+
+std::size_t baseline_guidance_gemm_cuda_bytes(const kernels::guided_params& p, std::int64_t rows) {
+  return u_bytes(rows, p.d_y) + cublas_workspace_bytes;
+}
+
+void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels::baseline_settings& g,
+                                 std::int64_t k, float ux, float um, const float* x, float* m, const float* answer,
+                                 float* v, float* shift, float* r, std::int64_t rows, void* workspace,
+                                 cudaStream_t stream) {
+  const int d = p.d, dy = p.d_y;
+  float* u = static_cast<float*>(workspace);
+  void* cublas_workspace = static_cast<char*>(workspace) + u_bytes(rows, dy);
+  if (!(ux == 0.f && um == 1.f && answer == m))
+    kernels::for_each_index(executor::cuda, rows, denoiser_from_answer_functor{x, answer, m, ux, um, d}, stream);
+  std::unique_lock<std::mutex> lock;
+  cublasHandle_t handle = operator_handle(lock);
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetStream(handle, stream));
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetWorkspace(handle, cublas_workspace, cublas_workspace_bytes));
+  DIFFSAMPLE_CUBLAS_TRY(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // FP32, no TF32
+  const float one = 1.f, zero = 0.f;
+  // r = A m for every particle (column-major: R^T (d_y x n) = A (stored as A^T, d x d_y: transposed) M^T), one
+  // product when A is shared, one per problem otherwise.
+  const std::int64_t per = p.A_stride == 0 ? rows : p.particles;
+  for (std::int64_t first = 0; first < rows; first += per)
+    DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, dy, int(per), d, &one,
+                                      p.A + (first / p.particles) * p.A_stride, d, m + first * d, d, &zero,
+                                      r + first * dy, dy));
+  kernels::for_each_index(executor::cuda, rows, residual_functor{p, g, k, r, u, shift}, stream);
+  // v = A^T u for every particle (column-major: V^T (d x n) = A^T (as stored) U^T).
+  const float* from = g.normalised ? r : u;
+  for (std::int64_t first = 0; first < rows; first += per)
+    DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, d, int(per), dy, &one,
+                                      p.A + (first / p.particles) * p.A_stride, d, from + first * dy, dy, &zero,
+                                      v + first * d, d));
+}
+
+}  // namespace diffsample::detail
