@@ -12,7 +12,14 @@
 // With `operator` it prints the direct / gemm ratio of a dense observation operator applied to n points
 // (observation_operator::apply_batch; the measurement behind operator_gemm_worthwhile()).
 //
-// Usage: bench_mixture_gemm [rounds=3] | bench_mixture_gemm crossover | bench_mixture_gemm operator
+// With `samplers` it times, for the operator products of the guided SMC (A x0_hat per particle and step), TMPD
+// (A C A^T from the d_y rows J a_o, FP64 sums) and the exact posterior (x = m_k + L_k z per sample, FP64), each
+// sampler's whole CPU run beside the product's loop restated as the kernels write it (per particle, index-order
+// sums, on cpu_threads() threads) and the same product as one BLAS call per step (split over the threads),
+// interleaved within each round: the counts' predictions against a measurement, before any sampler uses a product.
+//
+// Usage: bench_mixture_gemm [rounds=3] | bench_mixture_gemm crossover | bench_mixture_gemm operator |
+//        bench_mixture_gemm samplers
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -29,6 +36,8 @@
 #if defined(BENCH_HAVE_BLAS)
 extern "C" void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
                        const int*, const float*, const int*, const float*, float*, const int*);
+extern "C" void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+                       const int*, const double*, const int*, const double*, double*, const int*);
 #endif
 
 using namespace diffsample;
@@ -190,11 +199,187 @@ void operator_crossover() {
   }
 }
 
+
+// Runs body(t, threads) on cpu_threads() threads and joins them.
+void on_threads(const std::function<void(int, int)>& body) {
+  const int threads = cpu_threads();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(body, t, threads);
+  for (auto& th : pool) th.join();
+}
+
+// The three candidates for matrix products in the other samplers (see the file's comment). Shapes: d = d_y = 64,
+// K = 25 components, N = 256 particles, 10 steps (the posterior: N x 10 samples from K = 25 components).
+void sampler_products() {
+  const int d = 64, dy = 64, K = 25, N = 256, steps = 10, rounds = 5;
+  std::printf("operator products of the other samplers: d = d_y = %d, K = %d, N = %d, %d steps, %d threads, "
+              "medians of %d interleaved rounds (seconds per run)\n", d, K, N, steps, cpu_threads(), rounds);
+  const gaussian_mixture mix = make_mixture(K, d, 5);
+  std::mt19937_64 gen(7);
+  std::normal_distribution<double> z;
+  std::vector<double> A(std::size_t(dy) * d);
+  for (double& a : A) a = z(gen) / 8.0;
+  guided_problems pr;
+  pr.problems = 1;
+  pr.d_y = dy;
+  pr.A = A;
+  pr.y.assign(dy, 0.3);
+  pr.sigma_y = {0.3};
+  const std::vector<float> A32(A.begin(), A.end());
+  std::vector<float> particles(std::size_t(N) * d);
+  guided_outputs go;
+  go.particles = particles.data();
+  auto run = [&](guided_sampler which) {
+    guided_options o;
+    o.sampler = which;
+    o.particles = N;
+    o.steps = steps;
+    o.seed = 3;
+    return seconds_of([&] { guided_sample(mix, go, pr, o, {executor::cpu}); });
+  };
+  // TMPD's A C A^T: per particle-step 2 d_y^2 d flops over the d_y x d rows J a_o (FP32 values, FP64 sums).
+  std::vector<float> rows(std::size_t(N) * dy * d);
+  for (float& v : rows) v = float(z(gen));
+  std::vector<double> cyy(std::size_t(N) * dy * dy), rows64(rows.size()), A64(A.begin(), A.end());
+  auto tmpd_direct = [&] {
+    return seconds_of([&] {
+      for (int k = 0; k < steps; ++k)
+        on_threads([&](int t, int T) {
+          for (int i = t; i < N; i += T) {
+            const float* J = rows.data() + std::size_t(i) * dy * d;
+            double* C = cyy.data() + std::size_t(i) * dy * dy;
+            for (int q = 0; q < dy; ++q)
+              for (int o = 0; o < dy; ++o) {
+                double acc = 0;
+                for (int j = 0; j < d; ++j) acc += double(A32[std::size_t(o) * d + j]) * double(J[std::size_t(q) * d + j]);
+                C[o * dy + q] = acc;
+              }
+          }
+        });
+    });
+  };
+  // One dgemm per step and thread over its particles: C (d_y x n d_y) = A J^T, the rows widened to FP64 first.
+  auto tmpd_gemm = [&] {
+    return seconds_of([&] {
+#if defined(BENCH_HAVE_BLAS)
+      for (int k = 0; k < steps; ++k)
+        on_threads([&](int t, int T) {
+          const int first = N * t / T, last = N * (t + 1) / T, cols = (last - first) * dy;
+          const std::size_t at = std::size_t(first) * dy * d;
+          for (std::size_t e = at; e < std::size_t(last) * dy * d; ++e) rows64[e] = rows[e];
+          const double one = 1, zero = 0;
+          dgemm_("T", "N", &dy, &cols, &d, &one, A64.data(), &d, rows64.data() + at, &d, &zero,
+                 cyy.data() + std::size_t(first) * dy * dy, &dy);
+        });
+#endif
+    });
+  };
+  // SMC's A x0_hat: per particle-step 2 d_y d flops (FP32, index order) against one sgemm per step.
+  std::vector<float> x0(std::size_t(N) * d, 0.5f), ax(std::size_t(N) * dy);
+  auto smc_direct = [&] {
+    return seconds_of([&] {
+      for (int k = 0; k < steps; ++k)
+        on_threads([&](int t, int T) {
+          for (int i = t; i < N; i += T)
+            for (int o = 0; o < dy; ++o) {
+              float acc = 0.f;
+              for (int j = 0; j < d; ++j) acc += A32[std::size_t(o) * d + j] * x0[std::size_t(i) * d + j];
+              ax[std::size_t(i) * dy + o] = acc;
+            }
+        });
+    });
+  };
+  auto smc_gemm = [&] {
+    return seconds_of([&] {
+#if defined(BENCH_HAVE_BLAS)
+      for (int k = 0; k < steps; ++k)
+        on_threads([&](int t, int T) {
+          const int first = N * t / T, n = N * (t + 1) / T - first;
+          const float one = 1.f, zero = 0.f;
+          sgemm_("T", "N", &dy, &n, &d, &one, A32.data(), &d, x0.data() + std::size_t(first) * d, &d, &zero,
+                 ax.data() + std::size_t(first) * dy, &dy);
+        });
+#endif
+    });
+  };
+  // The exact posterior's transform: per sample 2 d^2 flops (FP64) with the factor of its component; samples grouped
+  // by component, one dgemm per component against the same loop.
+  linear_observation obs;
+  obs.d_y = dy;
+  obs.d_x = d;
+  obs.A = A;
+  obs.sigma_y = 0.3;
+  obs.y.assign(dy, 0.3);
+  const mixture_posterior post(mix, obs);
+  const int n = N * steps, per = n / K;
+  std::vector<double> L(std::size_t(K) * d * d), zs(std::size_t(n) * d), xs(zs.size()), mk(std::size_t(K) * d, 0.1);
+  for (double& v : L) v = z(gen) * 0.1;
+  for (double& v : zs) v = z(gen);
+  std::vector<float> samples(std::size_t(n) * d);
+  auto post_direct = [&] {
+    return seconds_of([&] {
+      on_threads([&](int t, int T) {
+        for (int i = t; i < n; i += T) {
+          const int k = std::min(K - 1, i / per);
+          const double* Lk = L.data() + std::size_t(k) * d * d;
+          for (int j = 0; j < d; ++j) {
+            double acc = mk[std::size_t(k) * d + j];
+            for (int l = 0; l <= j; ++l) acc += Lk[std::size_t(j) * d + l] * zs[std::size_t(i) * d + l];
+            xs[std::size_t(i) * d + j] = acc;
+          }
+        }
+      });
+    });
+  };
+  auto post_gemm = [&] {
+    return seconds_of([&] {
+#if defined(BENCH_HAVE_BLAS)
+      on_threads([&](int t, int T) {
+        for (int k = t; k < K; k += T) {
+          const int first = k * per, count = k == K - 1 ? n - first : per;
+          const double one = 1;
+          for (int i = first; i < first + count; ++i)
+            for (int j = 0; j < d; ++j) xs[std::size_t(i) * d + j] = mk[std::size_t(k) * d + j];
+          dgemm_("T", "N", &d, &count, &d, &one, L.data() + std::size_t(k) * d * d, &d, zs.data() + std::size_t(first) * d,
+                 &d, &one, xs.data() + std::size_t(first) * d, &d);
+        }
+      });
+#endif
+    });
+  };
+  auto post_run = [&] { return seconds_of([&] { post.sample(samples.data(), n, 11); }); };
+  std::vector<double> t[9];
+  for (int r = 0; r < rounds; ++r) {
+    t[0].push_back(run(guided_sampler::tmpd));
+    t[1].push_back(tmpd_direct());
+    t[2].push_back(tmpd_gemm());
+    t[3].push_back(run(guided_sampler::smc));
+    t[4].push_back(smc_direct());
+    t[5].push_back(smc_gemm());
+    t[6].push_back(post_run());
+    t[7].push_back(post_direct());
+    t[8].push_back(post_gemm());
+  }
+  const char* names[3] = {"TMPD A C A^T", "SMC A x0_hat", "posterior L_k z"};
+  const double flops[3] = {2.0 * dy * dy * d * N * steps, 2.0 * dy * d * N * steps, 1.0 * d * (d + 1) * n};
+  std::printf("%-16s %12s %12s %12s %10s %10s %12s\n", "product", "whole run", "direct loop", "BLAS", "direct/run",
+              "BLAS/run", "direct/BLAS");
+  for (int c = 0; c < 3; ++c) {
+    const double whole = median(t[3 * c]), direct = median(t[3 * c + 1]), blas = median(t[3 * c + 2]);
+    std::printf("%-16s %12.4g %12.4g %12.4g %10.3f %10.3f %12.2f   (%.3g Gflop/s direct, %.3g BLAS)\n", names[c],
+                whole, direct, blas, direct / whole, blas / whole, direct / blas, flops[c] / direct * 1e-9,
+                flops[c] / blas * 1e-9);
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "crossover") {
     crossover();
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "samplers") {
+    sampler_products();
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "operator") {
