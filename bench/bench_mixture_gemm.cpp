@@ -18,8 +18,11 @@
 // sums, on cpu_threads() threads) and the same product as one BLAS call per step (split over the threads),
 // interleaved within each round: the counts' predictions against a measurement, before any sampler uses a product.
 //
+// With `tmpd` it prints TMPD's whole CPU run alone (the shape of `samplers`, median of 5), and the path its
+// covariances took: run it alternately against two builds of the library to compare them.
+//
 // Usage: bench_mixture_gemm [rounds=3] | bench_mixture_gemm crossover | bench_mixture_gemm operator |
-//        bench_mixture_gemm samplers
+//        bench_mixture_gemm samplers | bench_mixture_gemm tmpd
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -371,11 +374,44 @@ void sampler_products() {
                 flops[c] / blas * 1e-9);
   }
 }
+
+// TMPD's whole CPU run at the shape of sampler_products(), median of 5, and the operator path it reported.
+void tmpd_run() {
+  const int d = 64, dy = 64, K = 25, N = 256, steps = 10;
+  const gaussian_mixture mix = make_mixture(K, d, 5);
+  std::mt19937_64 gen(7);
+  std::normal_distribution<double> z;
+  guided_problems pr;
+  pr.problems = 1;
+  pr.d_y = dy;
+  pr.A.resize(std::size_t(dy) * d);
+  for (double& a : pr.A) a = z(gen) / 8.0;
+  pr.y.assign(dy, 0.3);
+  pr.sigma_y = {0.3};
+  std::vector<float> particles(std::size_t(N) * d);
+  guided_outputs go;
+  go.particles = particles.data();
+  guided_options o;
+  o.sampler = guided_sampler::tmpd;
+  o.particles = N;
+  o.steps = steps;
+  o.seed = 3;
+  std::vector<double> t;
+  mixture_path path = mixture_path::direct;
+  for (int r = 0; r < 5; ++r)
+    t.push_back(seconds_of([&] { path = guided_sample(mix, go, pr, o, {executor::cpu}).operator_path; }));
+  std::printf("tmpd d = d_y = %d, K = %d, N = %d, %d steps, %d threads: %.4g s (median of 5), operator path %s\n", d,
+              K, N, steps, cpu_threads(), median(t), to_string(path));
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "crossover") {
     crossover();
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "tmpd") {
+    tmpd_run();
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "samplers") {

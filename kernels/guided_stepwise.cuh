@@ -119,6 +119,9 @@ enum tmpd_op : int {
   tmpd_op_ju = 2,       // J^T a_o at x: row o; then v = a_{o+1}, or the update after the last row
 };
 
+/// How the last product's tell of a TMPD step ends (tmpd_stage_functor::finish).
+constexpr int tmpd_finish_all = 0, tmpd_finish_rows = 1, tmpd_finish_update = 2;
+
 /// The per-row buffers of a stepwise TMPD run: B N rows of x, m, v (d), the products (d_y x d), r (d_y), and in
 /// FP64 the covariance (d_y x d_y) and f (d_y).
 struct tmpd_rows {
@@ -147,6 +150,10 @@ struct tmpd_stage_functor {
   const std::uint64_t* id_base;
   std::int64_t* position;  // when not null, thread 0 stores next_position there
   std::int64_t next_position;
+  // The last product's tell: tmpd_finish_all (the covariance per particle, then the update), or split around
+  // covariances formed as one product over all particles (src/operator_gemm.hpp): tmpd_finish_rows stores the last
+  // row only, tmpd_finish_update runs the update from rows.cyy.
+  int finish = tmpd_finish_all;
   DS_HD void operator()(std::int64_t i) const {
     if (position != nullptr && i == 0) *position = next_position;
     const int d = p.d, dy = p.d_y;
@@ -168,13 +175,15 @@ struct tmpd_stage_functor {
       return;
     }
     const strided_vec<float> jo = w.jrow(o);
-    for (int c = 0; c < d; ++c) jo[c] = ai[c];
+    if (finish != tmpd_finish_update)
+      for (int c = 0; c < d; ++c) jo[c] = ai[c];
     if (o + 1 < dy) {
       tmpd_row(p, b, o + 1, v);
       return;
     }
+    if (finish == tmpd_finish_rows) return;
     const guided_step st = p.steps[k];
-    tmpd_covariance(p, b, st.a, st.s, sigma2[b], w);
+    if (finish == tmpd_finish_all) tmpd_covariance(p, b, st.a, st.s, sigma2[b], w);
     (void)tmpd_update(p, id, k, scale, x, w);
   }
 };

@@ -13,6 +13,7 @@
 #include "kernels/plan.cuh"
 #include "src/guided_tables.hpp"
 #include "src/mixture_unchecked.hpp"
+#include "src/operator_gemm.hpp"
 #include "src/plan_storage.hpp"
 
 namespace diffsample::detail {
@@ -60,6 +61,18 @@ kernels::tmpd_rows tmpd_stepwise_rows(unsigned char* ws, const tmpd_layout& l, s
   return kernels::tmpd_rows{reinterpret_cast<float*>(ws + l.x), m, v, jrows, r, g, g + BN * dy * dy};
 }
 
+// The last product's tell of a step on the CPU executor with the covariances as products: the rows, then
+// tmpd_covariance_gemm over all particles, then the updates (the same values as the one tell up to the products'
+// summation order).
+void tmpd_finish_gemm(kernels::tmpd_stage_functor f, const kernels::tmpd_rows& rows, const float* sigma2,
+                      std::int64_t n, std::vector<double>& widened) {
+  f.finish = kernels::tmpd_finish_rows;
+  kernels::for_each_index<128>(executor::cpu, n, f, nullptr);
+  tmpd_covariance_gemm(f.p, rows, f.k, sigma2, n, widened);
+  f.finish = kernels::tmpd_finish_update;
+  kernels::for_each_index<128>(executor::cpu, n, f, nullptr);
+}
+
 }  // namespace
 
 std::size_t tmpd_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
@@ -101,6 +114,10 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
   kernels::tmpd_stage_functor f{p,   rows, answer, kernels::tmpd_op_initial, 0, 0, 0.f, 1.f, float(o.guidance_scale),
                                 sigma2, nullptr, nullptr, 0};
   kernels::for_each_index<128>(rs.where, BN, f, exec.stream);
+  // A dense operator's covariances A C A^T as products over all particles when that pays (as DPS / Pi-GDM's rule).
+  const bool gemm = baseline_operator_gemm(p, BN);
+  if (gemm) report.operator_path = mixture_path::gemm;
+  std::vector<double> widened(gemm ? tmpd_covariance_gemm_values(p, BN) : 0);
   for (std::int64_t k = 0; k < o.steps; ++k) {
     const kernels::guided_step& st = reinterpret_cast<const kernels::guided_step*>(host.data() + l.tables.steps)[k];
     const channel ch{st.a, st.s};
@@ -113,7 +130,10 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
       denoiser_jvp_unchecked(prior.storage(), x, rows.v, BN, ch, answer, cpu);
       f.op = kernels::tmpd_op_ju;
       f.o = q;
-      kernels::for_each_index<128>(rs.where, BN, f, exec.stream);
+      if (gemm && q + 1 == int(dy))
+        tmpd_finish_gemm(f, rows, sigma2, BN, widened);
+      else
+        kernels::for_each_index<128>(rs.where, BN, f, exec.stream);
     }
     report.launches += 2 * (1 + dy);
   }
@@ -164,10 +184,15 @@ struct tmpd_plan_storage final : sampling_plan_storage {
                                        op == kernels::tmpd_op_m ? um[i] : 1.f, scale, sigma2, &state->chain_base,
                                        &state->step, next};
   }
+  bool gemm = false;            // CPU executor: covariances as products (tmpd_finish_gemm), as guided_sample()
+  std::vector<double> widened;  // their FP64 scratch
   void tell(std::int64_t j, cudaStream_t stream) override {
     const std::int64_t k = j / per_step, o = j % per_step - 1;
-    kernels::for_each_index<128>(where, rows, stage(o < 0 ? kernels::tmpd_op_m : kernels::tmpd_op_ju, int(o), k, j + 1),
-                            stream);
+    const kernels::tmpd_stage_functor f = stage(o < 0 ? kernels::tmpd_op_m : kernels::tmpd_op_ju, int(o), k, j + 1);
+    if (gemm && o + 1 == p.d_y)
+      tmpd_finish_gemm(f, buf, sigma2, rows, widened);
+    else
+      kernels::for_each_index<128>(where, rows, f, stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
     kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
@@ -231,6 +256,8 @@ std::unique_ptr<sampling_plan_storage> make_tmpd_plan(std::int64_t d, const guid
   st->answer = reinterpret_cast<float*>(base + l.answer);
   st->sigma2 = reinterpret_cast<const float*>(base + l.sigma2);
   st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
+  st->gemm = where == executor::cpu && baseline_operator_gemm(st->p, BN);
+  if (st->gemm) st->widened.resize(tmpd_covariance_gemm_values(st->p, BN));
   return st;
 }
 

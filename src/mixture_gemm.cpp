@@ -29,6 +29,9 @@ extern "C" {
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
             const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
             const int* ldc);
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc);
 #if defined(DIFFSAMPLE_HAVE_OPENBLAS)
 int openblas_get_parallel(void);
 void openblas_set_num_threads(int);
@@ -151,6 +154,27 @@ void cpu_sgemm(char transa, char transb, int m, int n, int k, float alpha, const
       }
       float& c = C[i + std::int64_t(j) * ldc];
       c = alpha * acc + (beta == 0.f ? 0.f : beta * c);
+    }
+#endif
+}
+
+void cpu_dgemm(char transa, char transb, int m, int n, int k, double alpha, const double* A, int lda,
+               const double* B, int ldb, double beta, double* C, int ldc) {
+#if defined(DIFFSAMPLE_HAVE_BLAS)
+  configure_blas_threads();
+  const std::lock_guard<std::mutex> lock(blas_mutex());
+  dgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
+#else
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      double acc = 0;
+      for (int l = 0; l < k; ++l) {
+        const double a = transa == 'N' ? A[i + std::int64_t(l) * lda] : A[l + std::int64_t(i) * lda];
+        const double b = transb == 'N' ? B[l + std::int64_t(j) * ldb] : B[j + std::int64_t(l) * ldb];
+        acc += a * b;
+      }
+      double& c = C[i + std::int64_t(j) * ldc];
+      c = alpha * acc + (beta == 0 ? 0 : beta * c);
     }
 #endif
 }

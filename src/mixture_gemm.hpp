@@ -34,6 +34,10 @@ struct gemm_tables {
 void cpu_sgemm(char transa, char transb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
                int ldb, float beta, float* C, int ldc);
 
+/// cpu_sgemm() in FP64 (the reference BLAS's dgemm).
+void cpu_dgemm(char transa, char transb, int m, int n, int k, double alpha, const double* A, int lda,
+               const double* B, int ldb, double beta, double* C, int ldc);
+
 /// The tables of a mixture, host part always, device part too when where == cuda (thread-safe, built once).
 const gemm_tables& gemm_tables_for(const mixture_storage& st, executor where);
 

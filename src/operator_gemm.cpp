@@ -1,10 +1,13 @@
 // The guided samplers' stepwise CPU runs with a dense operator applied to every particle as one matrix product per
 // step (src/operator_gemm.hpp): DPS / Pi-GDM's guidance half-step forms A m for all particles and A^T u for all
 // particles with sgemm, and only the d_y-sized work between them per particle.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "kernels/guided.cuh"
+#include "kernels/guided_stepwise.cuh"
+#include "src/mixture_gemm.hpp"
 #include "src/cpu/pool.hpp"
 #include "src/operator_gemm.hpp"
 
@@ -51,6 +54,65 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
   // v = A^T u for every particle.
   for (std::int64_t first = 0; first < rows; first += per)
     dense_rows_transpose_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, r + first * dy, per, v + first * d);
+}
+
+namespace {
+
+// Particles per product of tmpd_covariance_gemm: at most 2^18 widened row values (2 MiB), at least one particle.
+std::int64_t tmpd_chunk(std::int64_t row_values) {
+  return std::max<std::int64_t>(1, (std::int64_t(1) << 18) / row_values);
+}
+
+}  // namespace
+
+std::size_t tmpd_covariance_gemm_values(const kernels::guided_params& p, std::int64_t n) {
+  const std::int64_t row_values = std::int64_t(p.d_y) * p.d;
+  return std::size_t(row_values + std::min(n, tmpd_chunk(row_values)) * row_values);
+}
+
+void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_rows& rows, std::int64_t k,
+                          const float* sigma2, std::int64_t n, std::vector<double>& widened) {
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t row_values = std::int64_t(dy) * d;
+  const std::int64_t chunk = tmpd_chunk(row_values);
+  widened.resize(tmpd_covariance_gemm_values(p, n));
+  double* A64 = widened.data();
+  double* J64 = A64 + row_values;
+  const kernels::guided_step st = p.steps[k];
+  const double ratio = double(st.s) * double(st.s) / double(st.a);
+  std::int64_t widened_problem = -1;
+  for (std::int64_t first = 0; first < n;) {
+    // A chunk stays within one problem when each problem has its own A.
+    const std::int64_t b = first / p.particles;
+    const std::int64_t end = p.A_stride == 0 ? n : (b + 1) * p.particles;
+    const std::int64_t count = std::min(chunk, end - first);
+    if (widened_problem != (p.A_stride == 0 ? 0 : b)) {
+      const float* A = p.A + b * p.A_stride;
+      for (std::int64_t e = 0; e < row_values; ++e) A64[e] = A[e];
+      widened_problem = p.A_stride == 0 ? 0 : b;
+    }
+    const float* J = rows.jrows + first * row_values;
+    cpu::parallel_for_range(count * row_values, [&](std::int64_t e0, std::int64_t e1) {
+      for (std::int64_t e = e0; e < e1; ++e) J64[e] = J[e];
+    });
+    // Column-major: C (d_y x count d_y) = A (stored as A^T, d x d_y: transposed) J^T (d x count d_y); column
+    // i d_y + q of C is row q of particle i's cyy, whose entry o is (A_o . J_q), the transpose of the per-particle
+    // form's entry, which the symmetrisation below makes the same.
+    cpu_dgemm('T', 'N', dy, int(count * dy), d, ratio, A64, d, J64, d, 0.0, rows.cyy + first * dy * dy, dy);
+    first += count;
+  }
+  cpu::parallel_for_each(n, [&](std::int64_t i) {
+    double* c = rows.cyy + i * dy * dy;
+    const double s2 = double(sigma2[i / p.particles]);
+    for (int o = 0; o < dy; ++o) {
+      for (int q = 0; q < o; ++q) {
+        const double v = 0.5 * (c[o * dy + q] + c[q * dy + o]);
+        c[o * dy + q] = v;
+        c[q * dy + o] = v;
+      }
+      c[o * dy + o] += s2;
+    }
+  });
 }
 
 }  // namespace diffsample::detail

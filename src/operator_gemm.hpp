@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <vector>
+
 #include <cuda_runtime_api.h>
 
 #include <diffsample/observation.hpp>
@@ -12,6 +14,7 @@
 namespace diffsample::kernels {
 struct guided_params;
 struct baseline_settings;
+struct tmpd_rows;
 }  // namespace diffsample::kernels
 
 namespace diffsample::detail {
@@ -34,6 +37,17 @@ bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows);
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
                             float ux, float um, const float* x, float* m, const float* answer, float* v,
                             float* shift, float* r, std::int64_t rows);
+
+/// TMPD's covariances for all `rows` particles of step k at once, CPU executor: with the d_y rows J a_o of each
+/// particle in rows.jrows, cyy_i = sym((s^2 / a) A_b J_i^T) + sigma_y^2 I into rows.cyy, as kernels::tmpd_covariance
+/// forms it per particle (FP64 sums of the FP32 values' products) but as cpu_dgemm() products over chunks of
+/// particles (values differ in the sums' last bits). `widened` is the caller's FP64 scratch, resized to
+/// tmpd_covariance_gemm_values() (bounded: 2^18 values of the rows at a time plus A; size it ahead to allocate
+/// nothing here).
+void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_rows& rows, std::int64_t k,
+                          const float* sigma2, std::int64_t n, std::vector<double>& widened);
+/// Doubles of tmpd_covariance_gemm()'s scratch for n particles.
+std::size_t tmpd_covariance_gemm_values(const kernels::guided_params& p, std::int64_t n);
 
 /// Bytes of device workspace of baseline_guidance_gemm_cuda() over `rows` particles: u (rows x d_y floats) and
 /// cuBLAS's own workspace.

@@ -365,3 +365,55 @@ TEST(OperatorGemmGpu, DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan) {
   out.particles = particles.ptr;
   EXPECT_EQ(guided_sample(mix, out, masked, o, gpu).operator_path, mixture_path::direct);
 }
+
+// TMPD on the CPU executor with a dense 40 x 48 operator: 2 problems of 16 particles pass operator_gemm_worthwhile
+// and form A C A^T as products over all particles (the report says gemm); 2 of 4 do not (direct, the per-particle
+// FP64 sums). Particle i of problem 0 draws from the same stream in both runs, so after one step the first 4
+// particles of problem 0 agree up to the covariances' summation order: FP64 sums of 48 products differ by about
+// 48 2^-53 relative, which the Cholesky solve and the FP32 update keep far below one float ulp of x, so agreement is
+// required to 1e-6 of 1 + |x| (seen: bit for bit here). Shared A (one product) and per-problem A (one product per
+// problem).
+// The ask/tell plan takes the products too and reproduces guided_sample() bit for bit over 3 steps. Seen failing
+// with the covariance's factor s^2 / a left out of the products (differences up to 53 of 1 + |x|).
+TEST(OperatorGemm, TmpdFormsItsCovariancesAsProductsAndMatchesTheDirectRun) {
+  const std::int64_t d = 48, dy = 40;
+  const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
+  for (int shared = 0; shared < 2; ++shared) {
+    guided_problems pr;
+    pr.problems = 2;
+    pr.d_y = dy;
+    if (shared == 1) {
+      pr.A = random_values(dy * d, 41, 1.0 / 8.0);
+    } else {
+      for (int b = 0; b < 2; ++b)
+        pr.operators.push_back(observation_operator::dense(dy, d, random_values(dy * d, 42 + b, 1.0 / 8.0)));
+    }
+    for (std::int64_t b = 0; b < 2; ++b)
+      for (std::int64_t o = 0; o < dy; ++o) pr.y.push_back(0.3 * std::sin(0.7 * o + b));
+    pr.sigma_y = {0.4, 0.5};
+    guided_options o;
+    o.sampler = guided_sampler::tmpd;
+    o.steps = 1;
+    o.seed = 5;
+    std::vector<float> runs[2];
+    for (int c = 0; c < 2; ++c) {
+      o.particles = c == 0 ? 4 : 16;
+      runs[c].resize(std::size_t(2 * o.particles * d));
+      guided_outputs out;
+      out.particles = runs[c].data();
+      const guided_report rep = guided_sample(mix, out, pr, o, host);
+      EXPECT_EQ(rep.operator_path, c == 0 ? mixture_path::direct : mixture_path::gemm) << shared;
+    }
+    for (std::int64_t e = 0; e < 4 * d; ++e) {
+      ASSERT_TRUE(std::isfinite(runs[1][e])) << e;
+      ASSERT_NEAR(runs[1][e], runs[0][e], 1e-6 * (1 + std::abs(runs[0][e]))) << "shared " << shared << " entry " << e;
+    }
+    o.particles = 16;
+    o.steps = 3;
+    std::vector<float> fused(std::size_t(2 * 16 * d));
+    guided_outputs out;
+    out.particles = fused.data();
+    guided_sample(mix, out, pr, o, host);
+    EXPECT_EQ(fused, plan_particles(mix, pr, o)) << "shared " << shared;
+  }
+}
