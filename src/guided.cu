@@ -746,9 +746,9 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
         // through the same stage functors: the plan answered by the mixture reproduces this run bit for bit. The
         // CUDA executor runs so only for the products (cuBLAS), with the particles row-major as in its plan.
         if (where == executor::cuda) p.coordinate_stride = 0;
-        std::unique_ptr<detail::scratch> products;
-        if (gemm && where == executor::cuda)
-          products = std::make_unique<detail::scratch>(detail::baseline_guidance_gemm_cuda_bytes(p, BN), where,
+        std::unique_ptr<detail::scratch> products;  // u = P r between the products (and cuBLAS's workspace)
+        if (gemm)
+          products = std::make_unique<detail::scratch>(detail::baseline_guidance_gemm_bytes(p, BN, where), where,
                                                        stream);
         const auto* table = reinterpret_cast<const guided_step*>(blob.data() + l.steps);
         float* shift = reinterpret_cast<float*>(ws + l.shift);
@@ -774,7 +774,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
             detail::baseline_guidance_gemm_cuda(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN, products->data(),
                                                 stream);
           else if (gemm)
-            detail::baseline_guidance_gemm(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN);
+            detail::baseline_guidance_gemm(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN, products->data());
           else
             stage();
           detail::denoiser_jvp_unchecked(prior.storage(), x, v, BN, ch, jv, {where, stream});

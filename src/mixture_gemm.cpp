@@ -134,6 +134,25 @@ void product_means(int rows, int cols, int d, const float* W, const float* M, fl
 #endif
 }
 
+#if !defined(DIFFSAMPLE_HAVE_BLAS)
+// C = alpha op(A) op(B) + beta C, column-major, on the library's own loops (builds without a BLAS).
+template <class T>
+void loops_gemm(char transa, char transb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb,
+                T beta, T* C, int ldc) {
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      T acc = 0;
+      for (int l = 0; l < k; ++l) {
+        const T a = transa == 'N' ? A[i + std::int64_t(l) * lda] : A[l + std::int64_t(i) * lda];
+        const T b = transb == 'N' ? B[l + std::int64_t(j) * ldb] : B[j + std::int64_t(l) * ldb];
+        acc += a * b;
+      }
+      T& c = C[i + std::int64_t(j) * ldc];
+      c = alpha * acc + (beta == T(0) ? T(0) : beta * c);
+    }
+}
+#endif
+
 }  // namespace
 
 void cpu_sgemm(char transa, char transb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
@@ -143,18 +162,7 @@ void cpu_sgemm(char transa, char transb, int m, int n, int k, float alpha, const
   const std::lock_guard<std::mutex> lock(blas_mutex());
   sgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
 #else
-  // C = alpha op(A) op(B) + beta C, column-major, on the library's own loops.
-  for (int j = 0; j < n; ++j)
-    for (int i = 0; i < m; ++i) {
-      float acc = 0.f;
-      for (int l = 0; l < k; ++l) {
-        const float a = transa == 'N' ? A[i + std::int64_t(l) * lda] : A[l + std::int64_t(i) * lda];
-        const float b = transb == 'N' ? B[l + std::int64_t(j) * ldb] : B[j + std::int64_t(l) * ldb];
-        acc += a * b;
-      }
-      float& c = C[i + std::int64_t(j) * ldc];
-      c = alpha * acc + (beta == 0.f ? 0.f : beta * c);
-    }
+  loops_gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
 
@@ -165,17 +173,7 @@ void cpu_dgemm(char transa, char transb, int m, int n, int k, double alpha, cons
   const std::lock_guard<std::mutex> lock(blas_mutex());
   dgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
 #else
-  for (int j = 0; j < n; ++j)
-    for (int i = 0; i < m; ++i) {
-      double acc = 0;
-      for (int l = 0; l < k; ++l) {
-        const double a = transa == 'N' ? A[i + std::int64_t(l) * lda] : A[l + std::int64_t(i) * lda];
-        const double b = transb == 'N' ? B[l + std::int64_t(j) * ldb] : B[j + std::int64_t(l) * ldb];
-        acc += a * b;
-      }
-      double& c = C[i + std::int64_t(j) * ldc];
-      c = alpha * acc + (beta == 0 ? 0 : beta * c);
-    }
+  loops_gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
 

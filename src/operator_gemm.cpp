@@ -9,6 +9,7 @@
 #include "kernels/guided_stepwise.cuh"
 #include "src/mixture_gemm.hpp"
 #include "src/cpu/pool.hpp"
+#include "src/operator_gemm.cuh"
 #include "src/operator_gemm.hpp"
 
 namespace diffsample::detail {
@@ -21,7 +22,7 @@ bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows) 
 
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
                             float ux, float um, const float* x, float* m, const float* answer, float* v,
-                            float* shift, float* r, std::int64_t rows) {
+                            float* shift, float* r, std::int64_t rows, void* workspace) {
   const int d = p.d, dy = p.d_y;
   if (!(ux == 0.f && um == 1.f && answer == m))
     cpu::parallel_for_each(rows, [&](std::int64_t i) {
@@ -31,29 +32,14 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
   const std::int64_t per = p.A_stride == 0 ? rows : p.particles;
   for (std::int64_t first = 0; first < rows; first += per)
     dense_rows_forward_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, m + first * d, per, r + first * dy);
-  // Per particle: r = y - A m, the step's factor and u = P r (likelihood step) or r (normalised step), into r.
-  const kernels::guided_step st = p.steps[k];
-  cpu::parallel_for_each(rows, [&](std::int64_t i) {
-    thread_local std::vector<float> t;
-    t.resize(std::size_t(dy));
-    const std::int64_t b = i / p.particles;
-    const float* y = p.y + b * dy;
-    float* ri = r + i * dy;
-    for (int o = 0; o < dy; ++o) t[o] = y[o] - ri[o];
-    if (g.normalised) {
-      float norm2 = g.norm_offset[b];
-      for (int o = 0; o < dy; ++o) norm2 += t[o] * t[o];
-      shift[i] = norm2 > 0.f ? g.scale / kernels::ds_sqrt(norm2) : 0.f;
-      for (int o = 0; o < dy; ++o) ri[o] = t[o];
-    } else {
-      shift[i] = g.scale * st.guidance;
-      const float* P = kernels::guided_precision(p, k, b);
-      for (int o = 0; o < dy; ++o) ri[o] = kernels::guided_precision_row(p, P, o, t.data());
-    }
-  });
+  // Per particle: r = y - A m, the step's factor and u = P r (or r itself).
+  float* u = static_cast<float*>(workspace);
+  cpu::parallel_for_each(rows, [&](std::int64_t i) { baseline_residual(p, g, k, i, r, u, shift); });
+  const float* from = g.normalised ? r : u;
   // v = A^T u for every particle.
   for (std::int64_t first = 0; first < rows; first += per)
-    dense_rows_transpose_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, r + first * dy, per, v + first * d);
+    dense_rows_transpose_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, from + first * dy, per,
+                              v + first * d);
 }
 
 namespace {

@@ -13,6 +13,7 @@
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_gemm_cublas.hpp"
+#include "src/operator_gemm.cuh"
 #include "src/operator_gemm.hpp"
 
 namespace diffsample::detail {
@@ -33,8 +34,7 @@ struct denoiser_from_answer_functor {
   }
 };
 
-// Per particle, r holding A m: r = y - A m, the step's factor, and u = P r into u (likelihood step) or r kept as u
-// (normalised step), as baseline_guidance_gemm() does on the CPU executor.
+// baseline_residual() over the particles.
 struct residual_functor {
   kernels::guided_params p;
   kernels::baseline_settings g;
@@ -42,23 +42,7 @@ struct residual_functor {
   float* r;
   float* u;
   float* shift;
-  DS_HD void operator()(std::int64_t i) const {
-    const int dy = p.d_y;
-    const std::int64_t b = i / p.particles;
-    const float* y = p.y + b * dy;
-    float* ri = r + i * dy;
-    for (int o = 0; o < dy; ++o) ri[o] = y[o] - ri[o];
-    if (g.normalised) {
-      float norm2 = g.norm_offset[b];
-      for (int o = 0; o < dy; ++o) norm2 += ri[o] * ri[o];
-      shift[i] = norm2 > 0.f ? g.scale / kernels::ds_sqrt(norm2) : 0.f;
-      return;
-    }
-    shift[i] = g.scale * p.steps[k].guidance;
-    const float* P = kernels::guided_precision(p, k, b);
-    float* ui = u + i * dy;
-    for (int o = 0; o < dy; ++o) ui[o] = kernels::guided_precision_row(p, P, o, ri);
-  }
+  DS_HD void operator()(std::int64_t i) const { baseline_residual(p, g, k, i, r, u, shift); }
 };
 
 // --- launchers ------------------------------------------------------------------------------------------------------
@@ -84,8 +68,8 @@ cublasHandle_t operator_handle(std::unique_lock<std::mutex>& lock) {
 
 }  // namespace
 
-std::size_t baseline_guidance_gemm_cuda_bytes(const kernels::guided_params& p, std::int64_t rows) {
-  return u_bytes(rows, p.d_y) + cublas_workspace_bytes;
+std::size_t baseline_guidance_gemm_bytes(const kernels::guided_params& p, std::int64_t rows, executor where) {
+  return u_bytes(rows, p.d_y) + (where == executor::cuda ? cublas_workspace_bytes : 0);
 }
 
 void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels::baseline_settings& g,

@@ -33,10 +33,11 @@ bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows);
 
 /// Stage 1 of kernels::baseline_stage_functor (the guidance half-step of step k) for all `rows` particles, with
 /// A m and A^T u as matrix products: m = ux x + um answer, r = y - A m, shift and u = P r (or r), v = A^T u. The same
-/// values as the functor up to the products' summation order.
+/// values as the functor up to the products' summation order. workspace: baseline_guidance_gemm_bytes(p, rows,
+/// executor::cpu) bytes of host memory (u).
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
                             float ux, float um, const float* x, float* m, const float* answer, float* v,
-                            float* shift, float* r, std::int64_t rows);
+                            float* shift, float* r, std::int64_t rows, void* workspace);
 
 /// TMPD's covariances for all `rows` particles of step k at once, CPU executor: with the d_y rows J a_o of each
 /// particle in rows.jrows, cyy_i = sym((s^2 / a) A_b J_i^T) + sigma_y^2 I into rows.cyy, as kernels::tmpd_covariance
@@ -49,14 +50,14 @@ void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_r
 /// Doubles of tmpd_covariance_gemm()'s scratch for n particles.
 std::size_t tmpd_covariance_gemm_values(const kernels::guided_params& p, std::int64_t n);
 
-/// Bytes of device workspace of baseline_guidance_gemm_cuda() over `rows` particles: u (rows x d_y floats) and
-/// cuBLAS's own workspace.
-std::size_t baseline_guidance_gemm_cuda_bytes(const kernels::guided_params& p, std::int64_t rows);
+/// Bytes of workspace of baseline_guidance_gemm() (cpu) or baseline_guidance_gemm_cuda() (cuda) over `rows`
+/// particles: u (rows x d_y floats), and on the CUDA executor cuBLAS's own workspace.
+std::size_t baseline_guidance_gemm_bytes(const kernels::guided_params& p, std::int64_t rows, executor where);
 
 /// baseline_guidance_gemm() on the CUDA executor (src/operator_gemm.cu): the products through cuBLAS (FP32, no
 /// TF32) on one handle per device kept for the process, the work between them as one functor, all enqueued on
 /// `stream` (nothing synchronises). Particles row-major (coordinate_stride 0); every pointer, the tables of `p` and
-/// `g` included, is device memory; workspace holds baseline_guidance_gemm_cuda_bytes().
+/// `g` included, is device memory; workspace holds baseline_guidance_gemm_bytes(p, rows, executor::cuda).
 void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels::baseline_settings& g,
                                  std::int64_t k, float ux, float um, const float* x, float* m, const float* answer,
                                  float* v, float* shift, float* r, std::int64_t rows, void* workspace,

@@ -88,6 +88,30 @@ guided_problems dense_problems(std::int64_t d, std::int64_t dy) {
   return pr;
 }
 
+// One observed coordinate in two, mask operator, one problem.
+guided_problems masked_problem(std::int64_t d) {
+  guided_problems masked;
+  masked.problems = 1;
+  masked.d_y = 32;
+  std::vector<std::int64_t> observed;
+  for (int o = 0; o < 32; ++o) observed.push_back(2 * o);
+  masked.operators.push_back(observation_operator::mask(d, observed));
+  masked.y.assign(32, 0.5);
+  masked.sigma_y = {0.3};
+  return masked;
+}
+
+// Case c of the DPS / Pi-GDM comparisons, one step of N particles: DPS, Pi-GDM, DPS's normalised step.
+guided_options baseline_case(int c, std::int64_t N) {
+  guided_options o;
+  o.sampler = c == 1 ? guided_sampler::pigdm : guided_sampler::dps;
+  if (c == 2) o.dps_step = dps_step_form::normalised;
+  o.particles = N;
+  o.steps = 1;
+  o.seed = 9;
+  return o;
+}
+
 }  // namespace
 
 // Every output is an FP32 sum of n products (n = d_x forward, d_y transposed) in either path: each lies within
@@ -242,12 +266,7 @@ TEST(OperatorGemm, DpsAndPigdmRunTheirGuidanceAsProductsAndMatchThePlan) {
   const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
   const guided_problems pr = dense_problems(d, dy);
   for (int c = 0; c < 3; ++c) {
-    guided_options o;
-    o.sampler = c == 1 ? guided_sampler::pigdm : guided_sampler::dps;
-    if (c == 2) o.dps_step = dps_step_form::normalised;
-    o.particles = N;
-    o.steps = 1;
-    o.seed = 9;
+    const guided_options o = baseline_case(c, N);
     std::vector<float> fused(pr.problems * N * d);
     guided_outputs out;
     out.particles = fused.data();
@@ -263,17 +282,8 @@ TEST(OperatorGemm, DpsAndPigdmRunTheirGuidanceAsProductsAndMatchThePlan) {
     EXPECT_GT(worst, 0.0) << to_string(o.sampler) << ": the products should round differently somewhere";
   }
   // A mask keeps its path: bit for bit the plan.
-  guided_problems masked;
-  masked.problems = 1;
-  masked.d_y = 32;
-  std::vector<std::int64_t> observed;
-  for (int o = 0; o < 32; ++o) observed.push_back(2 * o);
-  masked.operators.push_back(observation_operator::mask(d, observed));
-  masked.y.assign(32, 0.5);
-  masked.sigma_y = {0.3};
-  guided_options o;
-  o.sampler = guided_sampler::dps;
-  o.particles = N;
+  const guided_problems masked = masked_problem(d);
+  guided_options o = baseline_case(0, N);
   o.steps = 10;
   std::vector<float> fused(N * d);
   guided_outputs out;
@@ -330,12 +340,7 @@ TEST(OperatorGemmGpu, DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan) {
   const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
   const guided_problems pr = dense_problems(d, dy);
   for (int c = 0; c < 3; ++c) {
-    guided_options o;
-    o.sampler = c == 1 ? guided_sampler::pigdm : guided_sampler::dps;
-    if (c == 2) o.dps_step = dps_step_form::normalised;
-    o.particles = N;
-    o.steps = 1;
-    o.seed = 9;
+    const guided_options o = baseline_case(c, N);
     diffsample::testing::device_buffer<float> particles(std::size_t(pr.problems * N * d));
     guided_outputs out;
     out.particles = particles.ptr;
@@ -348,17 +353,8 @@ TEST(OperatorGemmGpu, DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan) {
       worst = std::max(worst, std::abs(got[e] - double(ref[e])) / (1 + std::abs(double(ref[e]))));
     EXPECT_LE(worst, 1e-4) << to_string(o.sampler) << " case " << c;
   }
-  guided_problems masked;
-  masked.problems = 1;
-  masked.d_y = 32;
-  std::vector<std::int64_t> observed;
-  for (int o = 0; o < 32; ++o) observed.push_back(2 * o);
-  masked.operators.push_back(observation_operator::mask(d, observed));
-  masked.y.assign(32, 0.5);
-  masked.sigma_y = {0.3};
-  guided_options o;
-  o.sampler = guided_sampler::dps;
-  o.particles = N;
+  const guided_problems masked = masked_problem(d);
+  guided_options o = baseline_case(0, N);
   o.steps = 10;
   diffsample::testing::device_buffer<float> particles(std::size_t(N * d));
   guided_outputs out;
