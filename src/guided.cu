@@ -18,6 +18,7 @@
 #include "src/cpu/chains.hpp"
 #include "src/cpu/guided_jvp.hpp"
 #include "src/cuda_check.hpp"
+#include "src/fused_stepwise.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/operator_gemm.hpp"
 #include "src/guided_shard.hpp"
@@ -141,8 +142,24 @@ void moment_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_
   float *m = work, *v = work + count * d, *u = work + 2 * count * d;
   const channel ch{p.steps[k].a, p.steps[k].s};
   const execution on{executor::cpu, nullptr};
-  detail::evaluate_direct_unchecked(mix, quantity::denoiser, x, count, ch, m, on);
   kernels::moment_stage_functor f{p, k, 0, 0, 0.f, 1.f, sigma2, x, m, v, m, M, mu, lw, lz, r, nullptr, 0};
+  if (detail::fused_stepwise_available()) {
+    // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp).
+    detail::fused_ask asks[1 + kernels::moment_potential_max_dy];
+    asks[0] = {ch, x, nullptr, m};
+    for (int o = 0; o < p.d_y; ++o) asks[1 + o] = {ch, x, v, u};
+    detail::run_fused_stepwise(mix, count, asks, 1 + p.d_y, [&](std::int64_t a, std::int64_t first, std::int64_t last) {
+      kernels::moment_stage_functor g = f;
+      if (a > 0) {
+        g.stage = 1;
+        g.answer = u;
+        g.row = static_cast<int>(a - 1);
+      }
+      for (std::int64_t i = first; i < last; ++i) g(i);
+    });
+    return;
+  }
+  detail::evaluate_direct_unchecked(mix, quantity::denoiser, x, count, ch, m, on);
   cpu::parallel_for_each(count, f);
   f.stage = 1;
   f.answer = u;
@@ -720,14 +737,28 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       const auto* table = reinterpret_cast<const guided_step*>(blob.data() + l.steps);
       kernels::diffpir_stage_functor f{p, 0, 0, 0.f, 1.f, x, mu, mu, r, nullptr, nullptr, 0};
       kernels::for_each_index(where, BN, f, stream);
-      for (std::int64_t k = 0; k < K; ++k) {
+      const bool fused = detail::fused_stepwise_available();
+      if (fused) {
+        // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): the
+        // pack's denoiser by evaluate()'s per-pack code, then the stage functor on its particles, step after step.
+        std::vector<detail::fused_ask> asks(static_cast<std::size_t>(K));
+        for (std::int64_t k = 0; k < K; ++k) asks[k] = {channel{table[k].a, table[k].s}, x, nullptr, mu};
+        report.launches += detail::run_fused_stepwise(
+            prior.storage(), BN, asks.data(), K, [&](std::int64_t k, std::int64_t first, std::int64_t last) {
+              kernels::diffpir_stage_functor g = f;
+              g.k = k;
+              g.stage = 1;
+              for (std::int64_t i = first; i < last; ++i) g(i);
+            });
+      }
+      for (std::int64_t k = 0; !fused && k < K; ++k) {
         const channel ch{table[k].a, table[k].s};
         detail::evaluate_direct_unchecked(prior.storage(), quantity::denoiser, x, BN, ch, mu, {where, stream});
         f.k = k;
         f.stage = 1;
         kernels::for_each_index(where, BN, f, stream);
+        report.launches += 2;
       }
-      report.launches += 2 * K;
     } else if (diffpir) {
       detail::launch_diffpir(where, BN, p, K, x, mu, r, stream);
     } else if (o.sampler == guided_sampler::skrock) {

@@ -14,6 +14,7 @@
 #include "kernels/guided_stepwise.cuh"
 #include "kernels/linalg.cuh"
 #include "kernels/plan.cuh"
+#include "src/fused_stepwise.hpp"
 #include "src/guided_tables.hpp"
 #include "src/mixture_unchecked.hpp"
 #include "src/plan_storage.hpp"
@@ -242,7 +243,24 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
   kernels::dcps_ask first{};
   first.op = kernels::dcps_op_initial;
   kernels::for_each_index(rs.where, BN, dcps_stage(p, s, first, 0.f, 1.f, nullptr, nullptr, 0), exec.stream);
-  for (const kernels::dcps_ask& a : dcps_asks(l, host.data(), o)) {
+  const std::vector<kernels::dcps_ask> list = dcps_asks(l, host.data(), o);
+  const bool fused = fused_stepwise_available();
+  if (fused) {
+    // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): each ask's
+    // denoiser or J u by the batched calls' per-pack code, then its stage functor on the pack's particles.
+    std::vector<fused_ask> asks;
+    asks.reserve(list.size());
+    for (const kernels::dcps_ask& a : list)
+      asks.push_back({channel{a.a, a.s}, a.at_q ? s.rows.q : x, a.vector ? s.rows.u : nullptr, s.answer});
+    report.launches += run_fused_stepwise(
+        prior.storage(), BN, asks.data(), static_cast<std::int64_t>(asks.size()),
+        [&](std::int64_t k, std::int64_t first, std::int64_t last) {
+          const kernels::dcps_stage_functor g = dcps_stage(p, s, list[k], 0.f, 1.f, nullptr, nullptr, 0);
+          for (std::int64_t i = first; i < last; ++i) g(i);
+        });
+  }
+  for (std::size_t n = 0; !fused && n < list.size(); ++n) {
+    const kernels::dcps_ask& a = list[n];
     const float* points = a.at_q ? s.rows.q : x;
     const channel ch{a.a, a.s};
     if (a.vector)

@@ -11,6 +11,7 @@
 #include "kernels/guided_stepwise.cuh"
 #include "kernels/guided_tmpd.cuh"
 #include "kernels/plan.cuh"
+#include "src/fused_stepwise.hpp"
 #include "src/guided_tables.hpp"
 #include "src/mixture_unchecked.hpp"
 #include "src/operator_gemm.hpp"
@@ -118,7 +119,30 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
   const bool gemm = baseline_operator_gemm(p, BN);
   if (gemm) report.operator_path = mixture_path::gemm;
   std::vector<double> widened(gemm ? tmpd_covariance_gemm_values(p, BN) : 0);
-  for (std::int64_t k = 0; k < o.steps; ++k) {
+  // The covariances as one product over all particles do not fuse per pack.
+  const bool fused = !gemm && fused_stepwise_available();
+  if (fused) {
+    // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): per step the
+    // pack's denoiser and its d_y products by the batched calls' per-pack code, each followed by its stage functor.
+    const std::int64_t per = 1 + dy;
+    std::vector<fused_ask> asks(static_cast<std::size_t>(o.steps * per));
+    for (std::int64_t k = 0; k < o.steps; ++k) {
+      const kernels::guided_step& st = reinterpret_cast<const kernels::guided_step*>(host.data() + l.tables.steps)[k];
+      const channel ch{st.a, st.s};
+      asks[k * per] = {ch, x, nullptr, answer};
+      for (std::int64_t q = 0; q < dy; ++q) asks[k * per + 1 + q] = {ch, x, rows.v, answer};
+    }
+    report.launches += run_fused_stepwise(
+        prior.storage(), BN, asks.data(), o.steps * per, [&](std::int64_t a, std::int64_t first, std::int64_t last) {
+          kernels::tmpd_stage_functor g = f;
+          g.k = a / per;
+          const std::int64_t q = a - g.k * per;
+          g.op = q == 0 ? kernels::tmpd_op_m : kernels::tmpd_op_ju;
+          g.o = q == 0 ? f.o : static_cast<int>(q - 1);
+          for (std::int64_t i = first; i < last; ++i) g(i);
+        });
+  }
+  for (std::int64_t k = 0; !fused && k < o.steps; ++k) {
     const kernels::guided_step& st = reinterpret_cast<const kernels::guided_step*>(host.data() + l.tables.steps)[k];
     const channel ch{st.a, st.s};
     // The unchecked layer: the inputs were validated once at the call's start, not per transition.

@@ -725,6 +725,66 @@ TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactl
   }
 }
 
+// Seen failing with the fused run's tell of each ask issued before the pack's answer to it (every sampler's
+// particles, and the moment SMC's every output, differed).
+TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
+  // guided_sample() on the CPU executor's SIMD targets runs DiffPIR, TMPD, DCPS and the moment-projected SMC's
+  // weighting fused per pack of particles (each pack's denoiser and J v by evaluate()'s and denoiser_jvp()'s
+  // per-pack code, then the plan's tell on the pack, ask after ask). The tests above run d = 3 (the packs in
+  // workspace); here d = 4, a register dimension (the packs in registers), two problems of 45 particles (partial
+  // packs of 4, 8 and 16 lanes, several packs per thread) and d_y = 2: fed the mixture, each plan gives the fused
+  // run's outputs bit for bit.
+  const std::int64_t d = 4, N = 45;
+  const gaussian_mixture mix = test_mixture(d);
+  guided_problems pr;
+  pr.problems = 2;
+  pr.d_y = 2;
+  for (int b = 0; b < 2; ++b) {
+    const std::vector<double> A = {0.9, -0.3 * b, 0.4, 0.1, 0.2, 1.1 - 0.2 * b, -0.5, 0.3};
+    pr.A.insert(pr.A.end(), A.begin(), A.end());
+    pr.y.push_back(1.5 - b);
+    pr.y.push_back(-0.5 + 0.8 * b);
+  }
+  pr.sigma_y = {0.4, 0.25};
+  for (guided_sampler sampler : {guided_sampler::diffpir, guided_sampler::tmpd, guided_sampler::dcps}) {
+    guided_options o;
+    o.sampler = sampler;
+    o.particles = N;
+    o.steps = 7;
+    o.dcps_blocks = 2;
+    o.dcps_langevin_steps = 2;
+    o.dcps_gradient_steps = 2;
+    o.dcps_langevin_step = 0.05;
+    o.seed = 53;
+    std::vector<float> fused(pr.problems * N * d);
+    guided_outputs out;
+    out.particles = fused.data();
+    guided_sample(mix, out, pr, o, cpu);
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    EXPECT_EQ(fused, run_jacobian_plan(plan, mix)) << static_cast<int>(sampler);
+    for (float v : fused) ASSERT_TRUE(std::isfinite(v)) << static_cast<int>(sampler);
+  }
+  guided_options o;
+  o.potentials = guided_potentials::moment;
+  o.particles = N;
+  o.steps = 6;
+  o.seed = 59;
+  smc_outputs fused(pr.problems, N, d, o.steps), stepped(pr.problems, N, d, o.steps);
+  guided_sample(mix, fused.outputs(), pr, o, cpu);
+  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+  plan.reset();
+  while (!plan.done()) {
+    const plan_request r = plan.ask();
+    if (r.vector == nullptr)
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct}, cpu);
+    else
+      mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
+    plan.tell();
+  }
+  plan.write_outputs(stepped.outputs(), cpu);
+  expect_same(fused, stepped, "moment, d = 4");
+}
+
 TEST(SamplingPlan, RefusesMisuse) {
   diffusion_options o;
   o.steps = 2;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "src/cpu/chains.hpp"
+#include "src/cpu/pack_cores.hpp"
 #include "src/cpu/pool.hpp"
 
 namespace diffsample::cpu::DS_SIMD_NS {
@@ -136,23 +137,27 @@ void evaluate_pack(const kernels::channel_view& c, int what, const float* x, flo
 
 }  // namespace
 
-void run_evaluate(const kernels::channel_view& c, int what, const float* x, std::int64_t n, std::int64_t d,
-                  float* out) {
+// One pack's evaluation, with the pack in registers for the register dimensions and in per-thread workspace
+// otherwise; not inlined, so that run_evaluate and the fused stepwise runs execute the same code on a pack.
+__attribute__((noinline)) void evaluate_rows(const kernels::channel_view& c, int what, const float* x, float* out,
+                                             std::int64_t i0, int valid, std::int64_t d) {
   const bool handled = kernels::dispatch_register_dim(d, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
-    for_each_pack(n, [&](std::int64_t p) {
-      const std::int64_t i0 = p * lanes;
-      reg_vec<fpack, D> xs{}, os{};
-      evaluate_pack(c, what, x, out, i0, static_cast<int>(std::min<std::int64_t>(lanes, n - i0)), D, xs, os);
-    });
+    reg_vec<fpack, D> xs{}, os{};
+    evaluate_pack(c, what, x, out, i0, valid, D, xs, os);
   });
   if (handled) return;
   const int di = static_cast<int>(d);
+  fpack* base = thread_packs(2 * d);
+  pack_span xs{base, di}, os{base + d, di};
+  evaluate_pack(c, what, x, out, i0, valid, di, xs, os);
+}
+
+void run_evaluate(const kernels::channel_view& c, int what, const float* x, std::int64_t n, std::int64_t d,
+                  float* out) {
   for_each_pack(n, [&](std::int64_t p) {
     const std::int64_t i0 = p * lanes;
-    fpack* base = thread_packs(2 * d);
-    pack_span xs{base, di}, os{base + d, di};
-    evaluate_pack(c, what, x, out, i0, static_cast<int>(std::min<std::int64_t>(lanes, n - i0)), di, xs, os);
+    evaluate_rows(c, what, x, out, i0, static_cast<int>(std::min<std::int64_t>(lanes, n - i0)), d);
   });
 }
 

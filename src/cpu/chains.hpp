@@ -41,6 +41,29 @@ void run_plan_initial(simd_target t, const kernels::plan_initial_functor& f, std
 /// The tell of a sampling_plan over its n rows, with the fused samplers' operations.
 void run_plan_tell(simd_target t, const kernels::plan_tell_functor& f, std::int64_t n);
 
+/// One ask of a fused stepwise run: the mixture's denoiser (vectors null) or its Jacobian-vector product J v
+/// (vectors: rows x d) at the rows of `points` and channel `channel`, into the same rows of `answer` (rows x d,
+/// row-major; the buffers may change between asks, as the tells write them).
+struct stepwise_ask {
+  const float* points;
+  const float* vectors;
+  float* answer;
+  kernels::channel_view channel;
+};
+/// A run of `count` asks over `rows` rows of dimension d, fused per pack of rows: the pool hands out packs of rows
+/// (as run_evaluate does), and each pack runs ask after ask, the answer for its rows from the same per-pack code as
+/// run_evaluate (denoiser) and run_denoiser_jvp (so the same bits as those calls), then tell(context, ask, first,
+/// last) on its rows [first, last), while the pack's rows stay in cache. The tells must act on their rows alone.
+struct stepwise_run {
+  std::int64_t rows;
+  int d;
+  const stepwise_ask* asks;
+  std::int64_t count;
+  void (*tell)(const void* context, std::int64_t ask, std::int64_t first, std::int64_t last);
+  const void* context;
+};
+void run_stepwise(simd_target t, const stepwise_run& r);
+
 /// Projections of n points x (n x d, row-major) on `count` directions u (count x d, row-major):
 /// out[c stride + i] = sum_j u[c d + j] x[i d + j], summed in FP64 in coordinate order with one multiply and one add
 /// per coordinate, bit for bit the scalar loop on every target (lanes are directions, not terms of a sum). Runs on
@@ -112,6 +135,7 @@ void run_posterior_sample(simd_target t, const posterior_sample_args& a, double*
   void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n);                                     \
   void run_posterior_sample(const posterior_sample_args& a, float* out);                                        \
   void run_baseline_stage(const kernels::baseline_stage_functor& f);                                           \
+  void run_stepwise(const stepwise_run& r);                                                                     \
   void run_posterior_sample(const posterior_sample_args& a, double* out);                                       \
   }
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_sse2)

@@ -16,6 +16,7 @@
 #include "src/cpu/chains.hpp"
 #include "src/cpu/denoiser_jvp.hpp"
 #include "src/cpu/guided_jvp.hpp"
+#include "src/cpu/pack_cores.hpp"
 #include "src/cpu/pool.hpp"
 #include "src/cpu/skrock.hpp"
 
@@ -377,18 +378,44 @@ void run_guided_pass(const guided_pass& g) {
   });
 }
 
+// One pack's J v, in per-thread workspace; not inlined, so that run_denoiser_jvp and the fused stepwise runs execute
+// the same code on a pack.
+__attribute__((noinline)) void denoiser_jvp_rows(const kernels::channel_view& c, const float* x, const float* v,
+                                                 float* out, std::int64_t i0, int valid, int d) {
+  fpack* s = thread_packs(3 * static_cast<std::int64_t>(d) + denoiser_jvp_scratch(d, 1, c.components));
+  fpack *xs = s, *vs = xs + d, *os = vs + d;
+  const pack_rows pk{0, i0, valid};
+  pk.load(xs, x, d);
+  pk.load(vs, v, d);
+  channel_denoiser_jvp(c, xs, d, vs, 1, os, os + d);
+  pk.store(os, out, d);
+}
+
 void run_denoiser_jvp(const kernels::channel_view& c, const float* x, const float* v, std::int64_t n, std::int64_t d,
                       float* out) {
-  const int di = static_cast<int>(d);
   kernels::guided_params shape{};
   shape.problems = 1;
   shape.particles = n;
-  for_each_particle_pack(shape, 3 * d + denoiser_jvp_scratch(di, 1, c.components), [&](const pack_rows& pk, fpack* s) {
-    fpack *xs = s, *vs = xs + d, *os = vs + d;
-    pk.load(xs, x, di);
-    pk.load(vs, v, di);
-    channel_denoiser_jvp(c, xs, di, vs, 1, os, os + d);
-    pk.store(os, out, di);
+  for_each_particle_pack(shape, 0, [&](const pack_rows& pk, fpack*) {
+    denoiser_jvp_rows(c, x, v, out, pk.i0, pk.valid, static_cast<int>(d));
+  });
+}
+
+// The fused stepwise run: the packs of rows of run_evaluate / run_denoiser_jvp (consecutive rows, the last pack
+// partial), each running every ask: its answer by the batched calls' per-pack cores, then the tell on its rows.
+void run_stepwise(const stepwise_run& r) {
+  kernels::guided_params shape{};
+  shape.problems = 1;
+  shape.particles = r.rows;
+  for_each_particle_pack(shape, 0, [&](const pack_rows& pk, fpack*) {
+    for (std::int64_t a = 0; a < r.count; ++a) {
+      const stepwise_ask& q = r.asks[a];
+      if (q.vectors != nullptr)
+        denoiser_jvp_rows(q.channel, q.points, q.vectors, q.answer, pk.i0, pk.valid, r.d);
+      else
+        evaluate_rows(q.channel, 2, q.points, q.answer, pk.i0, pk.valid, r.d);
+      r.tell(r.context, a, pk.i0, pk.i0 + pk.valid);
+    }
   });
 }
 

@@ -1,0 +1,49 @@
+// Fused stepwise runs of the guided samplers on the CPU executor's SIMD targets (DiffPIR, TMPD, DCPS, the SMC's
+// moment-projected weighting): the asks that guided_sample() answers with the mixture's denoiser and J v, each
+// followed by its tell (the ask/tell plan's stage functor), run per pack of particles rather than one pool pass per
+// ask and one per tell. A pack's answer comes from the per-pack code of evaluate() and denoiser_jvp() (src/cpu/
+// pack_cores.hpp) at the channel constants those calls compute, and its tell is the plan's own functor, so the
+// fused run gives the bits of the step-by-step run, which a plan answered by the mixture reproduces.
+#pragma once
+
+#include <cstdint>
+
+#include <diffsample/mixture.hpp>
+
+namespace diffsample::detail {
+
+struct mixture_storage;
+
+/// One ask: the mixture's denoiser (vectors null) or J v (vectors: rows x d) at channel `at`, at the rows of
+/// `points`, into the rows of `answer`.
+struct fused_ask {
+  channel at;
+  const float* points;
+  const float* vectors;
+  float* answer;
+};
+
+/// Whether the CPU executor runs fused stepwise runs now (a SIMD target: not DIFFSAMPLE_CPU_TARGET=scalar).
+bool fused_stepwise_available();
+
+/// Runs asks[0 .. count) over `rows` rows (row-major, dimension mix.dim) fused per pack of rows: for each ask the
+/// answer for the pack's rows, then tell(context, ask, first, last) on its rows [first, last). The channel constants
+/// are filled on the pool for groups of asks (a bounded table), one pool pass per group. Returns the pool passes
+/// issued.
+std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, const fused_ask* asks, std::int64_t count,
+                        void (*tell)(const void* context, std::int64_t ask, std::int64_t first, std::int64_t last),
+                        const void* context);
+
+/// run_fused_stepwise with a callable tell(ask, first, last).
+template <class Tell>
+std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, const fused_ask* asks,
+                                std::int64_t count, const Tell& tell) {
+  return run_fused_stepwise(
+      mix, rows, asks, count,
+      [](const void* c, std::int64_t a, std::int64_t first, std::int64_t last) {
+        (*static_cast<const Tell*>(c))(a, first, last);
+      },
+      static_cast<const void*>(&tell));
+}
+
+}  // namespace diffsample::detail
