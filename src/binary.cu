@@ -9,6 +9,7 @@
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/binary.hpp>
 #include <diffsample/error.hpp>
 
@@ -233,7 +234,7 @@ void check_discrete(const char* method_name, discrete_method method, double alph
   check_alpha("options.alpha", alpha);
   detail::check_positive("options.eta", eta);
   DIFFSAMPLE_EXPECTS(steps >= 0, "options.steps: must be >= 0, got " << steps);
-  DIFFSAMPLE_EXPECTS(first_chain <= (std::uint64_t(1) << 62), "options.first_chain: must be < 2^62, got " << first_chain);
+  limits::check("options.first_chain", first_chain, 0, limits::max_first_chain);
 }
 
 void check_langevin(const bernoulli_mixture& prior, std::int64_t n, const discrete_langevin_options& o) {
@@ -241,7 +242,8 @@ void check_langevin(const bernoulli_mixture& prior, std::int64_t n, const discre
   check_discrete("options.method", o.method, o.alpha, o.eta, o.steps, o.first_chain);
   DIFFSAMPLE_EXPECTS(o.first_step <= max_stream_steps && std::uint64_t(o.steps) <= max_stream_steps - o.first_step,
                      "options.first_step: first_step + steps = " << o.first_step << " + " << o.steps
-                                                                 << " exceeds the random stream's 2^30 - 1 steps");
+                                                                 << ", the limit is " << limits::spell(max_stream_steps)
+                                                                 << " (the random stream's steps)");
 }
 
 void check_walk_jump(const bernoulli_mixture& prior, std::int64_t n, const discrete_walk_jump_options& o) {
@@ -250,7 +252,9 @@ void check_walk_jump(const bernoulli_mixture& prior, std::int64_t n, const discr
   DIFFSAMPLE_EXPECTS(o.measurements >= 1, "options.measurements: must be >= 1, got " << o.measurements);
   DIFFSAMPLE_EXPECTS(o.steps == 0 || o.measurements <= std::int64_t(max_stream_steps) / o.steps,
                      "options.measurements: measurements x steps = " << o.measurements << " x " << o.steps
-                                                                     << " exceeds the random stream's 2^30 - 1 steps");
+                                                                     << ", the limit is "
+                                                                     << limits::spell(max_stream_steps)
+                                                                     << " (the random stream's steps)");
 }
 
 kernels::discrete_params params(const bernoulli_mixture& prior, executor where, discrete_method method, double alpha,

@@ -141,8 +141,8 @@ void check_channel(const char* name, channel ch, bool require_noise) {
 }
 
 void check_mixture_shape(std::int64_t dim, std::int64_t K, const char* name, std::size_t entries) {
-  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= limits::max_dim, "dim: must be in [1, 2^24], got " << dim);
-  DIFFSAMPLE_EXPECTS(K >= 1 && K <= limits::max_components, "weights: need between 1 and 2^24 components, got " << K);
+  limits::check("dim", dim, 1, limits::max_dim);
+  limits::check("weights: components", K, 1, limits::max_components);
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(entries) == K * dim, name << ": expected K x d = " << K << " x " << dim
                                                                          << " = " << K * dim << " values, got "
                                                                          << entries);
@@ -174,9 +174,9 @@ void check_allocation(const char* what, std::size_t bytes, executor where) {
           << total_bytes << " are free";
       throw out_of_memory(msg.str());
     }
-  } else if (bytes > (std::size_t(1) << 46)) {
+  } else if (bytes > std::size_t(limits::max_host_bytes)) {
     std::ostringstream msg;
-    msg << what << ": needs " << bytes << " bytes of host memory";
+    msg << what << ": needs " << bytes << " bytes of host memory, the limit is " << limits::spell(limits::max_host_bytes);
     throw out_of_memory(msg.str());
   }
 }

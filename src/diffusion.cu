@@ -16,6 +16,7 @@
 #include "src/mixture_storage.hpp"
 #include "src/plan_program.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
 
@@ -163,22 +164,18 @@ std::int64_t total_steps(const diffusion_options& o) {
 void validate_options(const diffusion_options& o) {
   DIFFSAMPLE_EXPECTS(o.sampler >= diffusion_sampler::ddpm && o.sampler <= diffusion_sampler::sequential_measurements,
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
-  DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
-                     "options.steps: must be in [1, 2^24], got " << o.steps);
+  limits::check("options.steps", o.steps, 1, limits::max_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1,
                      "options.eta: must be in [0, 1], got " << o.eta);
   DIFFSAMPLE_EXPECTS(o.record_every >= 0, "options.record_every: must be >= 0, got " << o.record_every);
-  DIFFSAMPLE_EXPECTS(o.first_chain <= (std::uint64_t(1) << 62),
-                     "options.first_chain: must be < 2^62, got " << o.first_chain);
+  limits::check("options.first_chain", o.first_chain, 0, limits::max_first_chain);
   if (!uses_schedule(o.sampler)) {
     detail::check_positive("options.sigma", o.sigma);
     detail::check_positive("options.step_size", o.step_size);
     if (o.sampler == diffusion_sampler::sequential_measurements)
-      DIFFSAMPLE_EXPECTS(o.measurements >= 1 && o.measurements <= (std::int64_t(1) << 20),
-                         "options.measurements: must be in [1, 2^20], got " << o.measurements);
-    DIFFSAMPLE_EXPECTS(static_cast<std::uint64_t>(total_steps(o)) < kernels::philox_max_step,
-                       "options.steps x measurements = " << total_steps(o)
-                                                         << " exceeds the random stream's 2^30 steps");
+      limits::check("options.measurements", o.measurements, 1, limits::max_inner_steps);
+    limits::check("options.steps x measurements", total_steps(o), 1, kernels::philox_max_step - 1,
+                  "the random stream's steps");
   }
 }
 
@@ -307,17 +304,15 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
                                execution exec)
     : storage_(std::make_unique<detail::plan_storage>()) {
   detail::check_count("n", n, d);
-  DIFFSAMPLE_EXPECTS(d <= (1 << 24), "dim: must be in [1, 2^24], got " << d);
+  limits::check("dim", d, 1, limits::max_dim);
   DIFFSAMPLE_EXPECTS(o.sampler != diffusion_sampler::ode_heun && o.sampler != diffusion_sampler::sequential_measurements,
                      "options.sampler: " << to_string(o.sampler)
                                          << " evaluates the model away from x and is available only fused (diffusion())");
   DIFFSAMPLE_EXPECTS(output >= model_output::score && output <= model_output::velocity,
                      "output: invalid value " << static_cast<int>(output));
-  DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
-                     "options.steps: must be in [1, 2^24], got " << o.steps);
+  limits::check("options.steps", o.steps, 1, limits::max_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1, "options.eta: must be in [0, 1], got " << o.eta);
-  DIFFSAMPLE_EXPECTS(o.first_chain <= (std::uint64_t(1) << 62),
-                     "options.first_chain: must be < 2^62, got " << o.first_chain);
+  limits::check("options.first_chain", o.first_chain, 0, limits::max_first_chain);
   if (!uses_schedule(o.sampler)) {
     detail::check_positive("options.sigma", o.sigma);
     detail::check_positive("options.step_size", o.step_size);
@@ -442,7 +437,7 @@ namespace detail {
 
 plan_program diffusion_program(std::int64_t n, std::int64_t d, const diffusion_options& o, model_output output) {
   check_count("n", n, d);
-  DIFFSAMPLE_EXPECTS(d >= 1 && d <= (1 << 24), "dim: must be in [1, 2^24], got " << d);
+  limits::check("dim", d, 1, limits::max_dim);
   validate_options(o);
   DIFFSAMPLE_EXPECTS(o.record_every == 0, "options.record_every: a plan records nothing (read samples() between "
                                           "asks), got " << o.record_every);

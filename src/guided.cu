@@ -356,13 +356,10 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(std::find(std::begin(known_guided_samplers), std::end(known_guided_samplers), o.sampler) !=
                          std::end(known_guided_samplers),
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
-  DIFFSAMPLE_EXPECTS(pr.problems >= 1 && pr.problems <= limits::max_guided_problems,
-                     "problems.problems: must be in [1, 2^24], got " << pr.problems);
-  DIFFSAMPLE_EXPECTS(pr.d_y >= 1 && pr.d_y <= limits::max_guided_d_y, "problems.d_y: must be in [1, 1024], got " << pr.d_y);
-  DIFFSAMPLE_EXPECTS(o.steps >= 1 && o.steps <= (std::int64_t(1) << 24),
-                     "options.steps: must be in [1, 2^24], got " << o.steps);
-  DIFFSAMPLE_EXPECTS(o.particles >= 1 && o.particles <= (std::int64_t(1) << 24),
-                     "options.particles: must be in [1, 2^24], got " << o.particles);
+  limits::check("problems.problems", pr.problems, 1, limits::max_guided_problems);
+  limits::check("problems.d_y", pr.d_y, 1, limits::max_guided_d_y);
+  limits::check("options.steps", o.steps, 1, limits::max_steps);
+  limits::check("options.particles", o.particles, 1, limits::max_particles);
   detail::check_count("options.particles", pr.problems * o.particles, d * 3 + 2 * pr.d_y);
   const std::size_t one = static_cast<std::size_t>(pr.d_y * d);
   if (pr.operators.empty()) {
@@ -421,11 +418,10 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
                      "options.diffpir_zeta: must be in [0, 1], got " << o.diffpir_zeta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.diffpir_lambda) && o.diffpir_lambda > 0 && o.diffpir_lambda <= 1e12,
                      "options.diffpir_lambda: must be finite, > 0 and <= 1e12, got " << o.diffpir_lambda);
-  DIFFSAMPLE_EXPECTS(o.skrock_stages >= 2 && o.skrock_stages <= 200,
-                     "options.skrock_stages: must be in [2, 200], got " << o.skrock_stages);
+  limits::check("options.skrock_stages", o.skrock_stages, 2, limits::max_skrock_stages);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.skrock_eta) && o.skrock_eta > 0 && o.skrock_eta <= 1,
                      "options.skrock_eta: must be in (0, 1], got " << o.skrock_eta);
-  if (o.skrock_stages >= 2 && o.skrock_stages <= 200 && o.skrock_eta > 0 && o.skrock_eta <= 1)
+  if (limits::within(o.skrock_stages, 2, limits::max_skrock_stages) && o.skrock_eta > 0 && o.skrock_eta <= 1)
     DIFFSAMPLE_EXPECTS(detail::skrock_stability_bound(int(o.skrock_stages), o.skrock_eta) > 0,
                        "options.skrock_stages: " << o.skrock_stages << " stages with options.skrock_eta = "
                                                  << o.skrock_eta << " leave no stable step (l_s <= 0)");
@@ -447,8 +443,7 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   // dcps_blocks is bounded by the steps only when DCPS runs (its default, 4, may exceed another sampler's steps).
   DIFFSAMPLE_EXPECTS(o.dcps_blocks >= 1 && (o.sampler != guided_sampler::dcps || o.dcps_blocks <= o.steps),
                      "options.dcps_blocks: must be in [1, steps = " << o.steps << "], got " << o.dcps_blocks);
-  DIFFSAMPLE_EXPECTS(o.dcps_langevin_steps >= 0 && o.dcps_langevin_steps <= (std::int64_t(1) << 20),
-                     "options.dcps_langevin_steps: must be in [0, 2^20], got " << o.dcps_langevin_steps);
+  limits::check("options.dcps_langevin_steps", o.dcps_langevin_steps, 0, limits::max_inner_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.dcps_langevin_step) && o.dcps_langevin_step > 0,
                      "options.dcps_langevin_step: must be finite and > 0, got " << o.dcps_langevin_step);
   DIFFSAMPLE_EXPECTS(o.dcps_gradient_steps >= 0 && o.dcps_gradient_steps <= 64,
@@ -1648,7 +1643,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                          options.sampler == guided_sampler::dcps || options.sampler == guided_sampler::tmpd,
                      "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps or tmpd, got "
                          << to_string(options.sampler));
-  DIFFSAMPLE_EXPECTS(d >= 1 && d <= limits::max_dim, "dim: must be in [1, " << limits::max_dim << "], got " << d);
+  limits::check("dim", d, 1, limits::max_dim);
   validate(d, given, options);
   const guided_options o = detail::resolve_grid(d, given, options);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,

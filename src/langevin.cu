@@ -8,6 +8,7 @@
 #include "src/mixture_storage.hpp"
 #include "src/plan_program.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/langevin.hpp>
 
@@ -24,6 +25,8 @@ std::size_t table_bytes(const gaussian_mixture& mixture) {
   return (static_cast<std::size_t>(floats) * sizeof(float) + 255) / 256 * 256;
 }
 
+static_assert(limits::max_stream_steps == std::int64_t(kernels::philox_max_step), "one limit of the random streams");
+
 void validate_options(const langevin_options& o) {
   detail::check_positive("options.step_size", o.step_size);
   DIFFSAMPLE_EXPECTS(o.steps >= 0, "options.steps: must be >= 0, got " << o.steps);
@@ -35,10 +38,10 @@ void validate_options(const langevin_options& o) {
   // Compared without forming first_step + steps, which can wrap around 2^64 back into range.
   DIFFSAMPLE_EXPECTS(o.first_step <= kernels::philox_max_step &&
                          static_cast<std::uint64_t>(o.steps) <= kernels::philox_max_step - o.first_step,
-                     "options.first_step: first_step + steps = " << o.first_step << " + " << o.steps
-                                                                 << " exceeds the random stream's 2^30 steps");
-  DIFFSAMPLE_EXPECTS(o.first_chain <= (std::uint64_t(1) << 62),
-                     "options.first_chain: must be < 2^62, got " << o.first_chain);
+                     "options.first_step: first_step + steps = "
+                         << o.first_step << " + " << o.steps << ", the limit is "
+                         << limits::spell(kernels::philox_max_step) << " (the random stream's steps)");
+  limits::check("options.first_chain", o.first_chain, 0, limits::max_first_chain);
 }
 
 void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_options& o) {
@@ -117,7 +120,7 @@ namespace detail {
 
 plan_program langevin_program(std::int64_t n, std::int64_t d, const langevin_options& o, model_output output) {
   check_count("n", n, d);
-  DIFFSAMPLE_EXPECTS(d >= 1 && d <= (1 << 24), "dim: must be in [1, 2^24], got " << d);
+  limits::check("dim", d, 1, limits::max_dim);
   validate_options(o);
   DIFFSAMPLE_EXPECTS(o.method != langevin_method::mala, "options.method: mala needs the log-density beside the "
                                                         "score and runs only fused (langevin())");

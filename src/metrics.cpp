@@ -13,6 +13,7 @@
 #include "src/cpu/radix_sort.hpp"
 #include "src/cuda_check.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
 #include <diffsample/posterior.hpp>
@@ -32,8 +33,7 @@ void check_samples_finite(const char* name, const float* x, std::int64_t n, std:
 }  // namespace
 
 void detail::check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, int directions, int p) {
-  DIFFSAMPLE_EXPECTS(d >= 1, "dim: must be >= 1, got " << d);
-  DIFFSAMPLE_EXPECTS(d <= 0x7fffffff, "dim: must be < 2^31, got " << d);
+  limits::check("dim", d, 1, limits::max_int_count);
   DIFFSAMPLE_EXPECTS(n_a >= 1, "n_a: must be >= 1, got " << n_a);
   DIFFSAMPLE_EXPECTS(n_b >= 1, "n_b: must be >= 1, got " << n_b);
   detail::check_count("n_a", n_a, d);

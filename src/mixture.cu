@@ -13,6 +13,7 @@
 #include "src/mixture_storage.hpp"
 #include "src/mixture_unchecked.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mixture.hpp>
 
@@ -297,7 +298,7 @@ executor gaussian_mixture::sample(float* out, std::int64_t n, channel ch, std::u
 
 gaussian_mixture grid_mixture(std::int64_t dim, int grid, double spacing, double variance,
                               std::vector<double> weights) {
-  DIFFSAMPLE_EXPECTS(grid >= 1 && grid <= 4096, "grid: must be in [1, 4096], got " << grid);
+  limits::check("grid", grid, 1, limits::max_grid);
   DIFFSAMPLE_EXPECTS(dim >= 1, "dim: must be >= 1, got " << dim);
   detail::check_finite("spacing", spacing);
   const std::int64_t K = std::int64_t(grid) * grid;

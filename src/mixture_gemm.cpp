@@ -20,6 +20,7 @@
 #include "src/mixture_storage.hpp"
 #include "src/mixture_unchecked.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mixture.hpp>
 
@@ -436,10 +437,8 @@ mixture_path choose_path(const mixture_storage& st, quantity, std::int64_t, exec
 evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const float* x, std::int64_t n, channel ch,
                               float* out, const evaluate_options& o, executor where, cudaStream_t stream,
                               void* workspace, std::size_t workspace_bytes) {
-  DIFFSAMPLE_EXPECTS(o.component_chunk >= 0 && o.component_chunk <= (1 << 20),
-                     "options.component_chunk: must be in [0, 2^20], got " << o.component_chunk);
-  DIFFSAMPLE_EXPECTS(o.point_block >= 0 && o.point_block <= (1 << 20),
-                     "options.point_block: must be in [0, 2^20], got " << o.point_block);
+  limits::check("options.component_chunk", o.component_chunk, 0, limits::max_gemm_tile);
+  limits::check("options.point_block", o.point_block, 0, limits::max_gemm_tile);
   if (n == 0) return {where, mixture_path::gemm};
   const gemm_tables& t = gemm_tables_for(st, where);
   if (where == executor::cuda) {
@@ -454,10 +453,8 @@ evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const fl
 evaluate_report gemm_denoiser_jvp(const mixture_storage& st, const float* x, const float* v, std::int64_t n,
                                   channel ch, float* out, const evaluate_options& o, executor where,
                                   cudaStream_t stream) {
-  DIFFSAMPLE_EXPECTS(o.component_chunk >= 0 && o.component_chunk <= (1 << 20),
-                     "options.component_chunk: must be in [0, 2^20], got " << o.component_chunk);
-  DIFFSAMPLE_EXPECTS(o.point_block >= 0 && o.point_block <= (1 << 20),
-                     "options.point_block: must be in [0, 2^20], got " << o.point_block);
+  limits::check("options.component_chunk", o.component_chunk, 0, limits::max_gemm_tile);
+  limits::check("options.point_block", o.point_block, 0, limits::max_gemm_tile);
   if (n == 0) return {where, mixture_path::gemm};
   if (where == executor::cuda)
     gemm_denoiser_jvp_cuda(st, gemm_tables_for(st, executor::cuda), x, v, n, ch, out, o, stream);
@@ -537,8 +534,8 @@ void gaussian_mixture::prepare_gemm(executor where) const {
 
 gaussian_mixture gaussian_mixture::empirical(std::int64_t n, std::int64_t dim, const double* points,
                                              double variance) {
-  DIFFSAMPLE_EXPECTS(n >= 1 && n <= (1 << 24), "n: need between 1 and 2^24 points, got " << n);
-  DIFFSAMPLE_EXPECTS(dim >= 1 && dim <= (1 << 24), "dim: must be in [1, 2^24], got " << dim);
+  limits::check("n (points)", n, 1, limits::max_components);
+  limits::check("dim", dim, 1, limits::max_dim);
   DIFFSAMPLE_EXPECTS(points != nullptr, "points: null pointer");
   DIFFSAMPLE_EXPECTS(std::isfinite(variance) && variance >= min_variance && variance <= max_variance,
                      "variance: must be in [" << min_variance << ", " << max_variance << "], got " << variance);

@@ -10,6 +10,7 @@
 #include "src/mixture_gemm.hpp"
 #include "src/operator_gemm.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/observation.hpp>
 
@@ -17,18 +18,15 @@ namespace diffsample {
 
 namespace {
 
-// Bound on stored values (d_y d_x for dense, and the factors of an SVD): 2^28 doubles = 2 GiB of host memory.
-constexpr std::int64_t max_values = std::int64_t(1) << 28;
-
 // operator_gemm_worthwhile(): at least this many points and d_y x d_x entries (measured, see there).
 constexpr std::int64_t operator_gemm_min_points = 16;
 constexpr std::int64_t operator_gemm_min_size = 1024;
 
 void check_dims(std::int64_t d_y, std::int64_t d_x) {
-  DIFFSAMPLE_EXPECTS(d_y >= 1, "observation: d_y must be >= 1, got " << d_y);
-  DIFFSAMPLE_EXPECTS(d_x >= 1, "observation: d_x must be >= 1, got " << d_x);
-  DIFFSAMPLE_EXPECTS(d_y <= max_values / d_x,
-                     "observation: d_y x d_x = " << d_y << " x " << d_x << " exceeds 2^28 values");
+  // Each at most limits::max_operator_values (2^28 doubles, 2 GiB of host memory), so the product cannot overflow.
+  limits::check("observation: d_y", d_y, 1, limits::max_operator_values);
+  limits::check("observation: d_x", d_x, 1, limits::max_operator_values);
+  limits::check("observation: d_y x d_x", d_y * d_x, 1, limits::max_operator_values);
 }
 
 // Largest |(M^T M - I)_{ij}| for an n x r row-major M: how far its columns are from orthonormal.
@@ -260,7 +258,7 @@ mixture_path observation_operator::batch_path(std::int64_t n, mixture_path path)
 
 evaluate_report observation_operator::apply_batch(float* out, std::int64_t n, const float* x, bool transpose,
                                                   mixture_path path, execution exec) const {
-  DIFFSAMPLE_EXPECTS(n >= 0 && n <= (std::int64_t(1) << 31) - 1, "n: must be in [0, 2^31), got " << n);
+  limits::check("n", n, 0, limits::max_int_count);
   const mixture_path chosen = batch_path(n, path);
   const executor where = detail::resolve_executor(exec.kind, x);
   DIFFSAMPLE_EXPECTS(where == executor::cpu,

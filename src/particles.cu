@@ -40,6 +40,7 @@
 #include "src/launch.hpp"
 #include "src/particles_detail.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/particles.hpp>
 
@@ -51,7 +52,6 @@ using kernels::problem_state;
 using kernels::tile_sums;
 using kernels::u128;
 
-constexpr std::int64_t max_particles = std::int64_t(1) << 24;
 constexpr int tile_threads = 256;
 constexpr int tile_items = 16;
 static_assert(tile_threads * tile_items == kernels::cuda_tile, "a CUDA tile is one block's items");
@@ -63,11 +63,11 @@ bool valid_scheme(resampling_scheme s) {
 
 void check_sizes(std::int64_t problems, std::int64_t particles) {
   DIFFSAMPLE_EXPECTS(problems >= 0, "problems: must be >= 0, got " << problems);
-  DIFFSAMPLE_EXPECTS(particles >= 0 && particles <= max_particles,
-                     "particles: must be in [0, 2^24], got " << particles);
+  limits::check("particles", particles, 0, limits::max_particles);
   DIFFSAMPLE_EXPECTS(problems == 0 || particles >= 1, "particles: must be >= 1 when problems > 0, got " << particles);
-  DIFFSAMPLE_EXPECTS(particles == 0 || problems < (std::int64_t(1) << 62) / particles,
-                     "problems x particles: " << problems << " x " << particles << " reaches 2^62");
+  DIFFSAMPLE_EXPECTS(particles == 0 || problems <= limits::max_items / particles,
+                     limits::above("problems x particles", std::to_string(problems) + " x " + std::to_string(particles),
+                                   limits::max_items));
 }
 
 std::size_t align16(std::size_t bytes) { return (bytes + 15) / 16 * 16; }
@@ -682,7 +682,7 @@ executor resample(particle_outputs out, std::int64_t problems, std::int64_t part
   DIFFSAMPLE_EXPECTS(valid_scheme(o.scheme), "options.scheme: invalid value " << static_cast<int>(o.scheme));
   DIFFSAMPLE_EXPECTS(std::isfinite(o.ess_threshold) && o.ess_threshold >= 0,
                      "options.ess_threshold: must be finite and >= 0, got " << o.ess_threshold);
-  DIFFSAMPLE_EXPECTS(o.step < kernels::philox_max_step, "options.step: must be < 2^30, got " << o.step);
+  limits::check("options.step", o.step, 0, kernels::philox_max_step - 1, "the random stream's steps");
   DIFFSAMPLE_EXPECTS(o.scheme != resampling_scheme::metropolis || o.metropolis_steps >= 1,
                      "options.metropolis_steps: must be >= 1, got " << o.metropolis_steps);
   DIFFSAMPLE_EXPECTS(out.ancestors == nullptr || out.ancestors64 == nullptr,

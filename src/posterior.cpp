@@ -16,13 +16,11 @@ namespace diffsample {
 namespace {
 
 void validate(const gaussian_mixture& prior, const linear_observation& obs) {
-  DIFFSAMPLE_EXPECTS(obs.d_y >= 1, "observation.d_y: must be >= 1, got " << obs.d_y);
+  limits::check("observation.d_y", obs.d_y, 1, limits::max_posterior_d_y, "each component factors a d_y x d_y matrix");
   DIFFSAMPLE_EXPECTS(obs.d_x == prior.dim(),
                      "observation.d_x: must equal the prior's dimension " << prior.dim() << ", got " << obs.d_x);
-  DIFFSAMPLE_EXPECTS(obs.d_y <= limits::max_posterior_values / std::max<std::int64_t>(obs.d_x, 1),
-                     "observation.d_y: d_y x d_x = " << obs.d_y << " x " << obs.d_x << " is too large for the host");
-  DIFFSAMPLE_EXPECTS(obs.d_y <= limits::max_posterior_d_y,
-                     "observation.d_y: at most 4096 (each component factors a d_y x d_y matrix), got " << obs.d_y);
+  limits::check("observation: d_y x d_x", obs.d_y * obs.d_x, 1, limits::max_posterior_values,
+                "the operator is held on the host in FP64");
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(obs.A.size()) == obs.d_y * obs.d_x,
                      "observation.A: expected d_y x d_x = " << obs.d_y * obs.d_x << " values, got " << obs.A.size());
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(obs.y.size()) == obs.d_y,

@@ -15,6 +15,7 @@
 #include "src/cpu/pool.hpp"
 #include "src/posterior_tables.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/posterior.hpp>
 
@@ -229,7 +230,7 @@ executor mixture_posterior::sample_on(T* out, std::int64_t n, std::uint64_t seed
                                       std::int32_t* labels, std::uint64_t first_index) const {
   const std::int64_t d = dim_, K = components_;
   detail::check_count("n", n, d);
-  DIFFSAMPLE_EXPECTS(first_index <= (std::uint64_t(1) << 62), "first_index: must be <= 2^62, got " << first_index);
+  limits::check("first_index", first_index, 0, limits::max_first_chain);
   const executor where = detail::resolve_executor(exec.kind, out);
   detail::check_buffer("out", out, n * d, sizeof(T), where);
   if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "src/cuda_check.hpp"
+#include "src/limits.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/schedule.hpp>
 
@@ -215,8 +216,7 @@ schedule_point noise_schedule::at(double t) const {
 std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
   DIFFSAMPLE_EXPECTS(kind >= schedule_kind::vp_linear && kind <= schedule_kind::stochastic_localization,
                      "schedule.kind: invalid value " << static_cast<int>(kind));
-  DIFFSAMPLE_EXPECTS(steps >= 1 && steps <= (std::int64_t(1) << 24),
-                     "steps: must be in [1, 2^24], got " << steps);
+  limits::check("steps", steps, 1, limits::max_steps);
   check_parameters(*this);
   std::vector<double> t(static_cast<std::size_t>(steps) + 1);
   const double N = double(steps);

@@ -22,6 +22,7 @@
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/validate.hpp"
+#include "src/limits.hpp"
 #include <diffsample/metrics.hpp>
 
 namespace diffsample {
@@ -119,9 +120,9 @@ std::int64_t chunk_for(std::int64_t na, std::int64_t nb, std::int64_t d, int dir
 void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d, int directions,
          std::uint64_t seed, int p, double* result, executor where, cudaStream_t stream, void* workspace,
          std::size_t workspace_bytes, std::unique_ptr<detail::scratch>& owned, double** slot) {
-  DIFFSAMPLE_EXPECTS(where != executor::cuda || n_a + n_b <= INT_MAX,
-                     "n_a + n_b: must be < 2^31 on the CUDA executor (CUB's segmented sort counts in int), got "
-                         << n_a + n_b);
+  if (where == executor::cuda)
+    limits::check("n_a + n_b", n_a + n_b, 0, limits::max_int_count,
+                  "on the CUDA executor: CUB's segmented sort counts in int");
   std::int64_t chunk = 0;
   unsigned char* base = nullptr;
   if (workspace != nullptr) {

@@ -652,7 +652,7 @@ TEST_F(Cli, UnwritableOutput) {
 
 TEST_F(Cli, SizesBeyondMemory) {
   expect_failure(run("sample --executor cpu --chains 1000000000000000 --out " + path("out.npy")), "GiB");
-  expect_failure(run("sample --executor cpu --dim 1000000000 --out " + path("out.npy")), "too large");
+  expect_failure(run("sample --executor cpu --dim 1000000000 --out " + path("out.npy")), "the limit is 16777216 (2^24)");
   expect_failure(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --samples 100000000000000 --out " +
                      path("out.npy")),
                  "GiB");
@@ -985,11 +985,13 @@ TEST_F(Cli, ExitStatusFollowsTheTable) {
   status("demo --executor bogus", 2, "--executor: ");
   status("demo --chains 64 --chains 64", 2, "given twice");
   status("sample --quiet --quiet" + std::string(kQuick), 2, "given twice");
-  status("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --steps 1000000000000", 2, "2^24");
-  status("sample --sampler ddpm --steps 1000000000000", 2, "2^24");
+  status("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --steps 1000000000000", 2,
+         "--steps = 1000000000000, the limit is 16777216 (2^24)");
+  status("sample --sampler ddpm --steps 1000000000000", 2, "--steps = 1000000000000, the limit is 16777216 (2^24)");
   status("sample --sampler ddim --eta 2" + std::string(kQuick), 2, "--eta");
   // The demo has the limits of `sample`, refused at once, with no overflow of chains x dim.
-  status("demo --dim 10000000 --chains 64 --steps 2", 2, "at most 2^24 mean values");
+  status("demo --dim 10000000 --chains 64 --steps 2", 2,
+         "mean values (components x dimension) = 25 x 10000000, the limit is 16777216 (2^24)");
   status("demo --chains 4611686018427387904 --dim 4", 1, "GiB");
   write("gpu.json", "{\"prior\": {\"grid\": {\"dim\": 2}}, \"sampler\": {\"executor\": \"tpu\"}}");
   status("sample --problem " + path("gpu.json") + " --chains 64 --steps 5", 1,

@@ -296,8 +296,8 @@ TEST(SlicedWasserstein, Validation) {
                   int p) { return ds::sliced_wasserstein(na, nb, d, pa, pb, dirs, 1, p); };
   expect_invalid([&] { exec(a.data(), 0, b.data(), 12, 2, 4, 1); }, "n_a");
   expect_invalid([&] { host(a.data(), 10, b.data(), -1, 2, 4, 1); }, "n_b");
-  expect_invalid([&] { exec(a.data(), 10, b.data(), 12, 0, 4, 1); }, "dim: must be >= 1");
-  expect_invalid([&] { host(a.data(), 10, b.data(), 12, 0, 4, 1); }, "dim: must be >= 1");
+  expect_invalid([&] { exec(a.data(), 10, b.data(), 12, 0, 4, 1); }, "dim = 0, must be at least 1");
+  expect_invalid([&] { host(a.data(), 10, b.data(), 12, 0, 4, 1); }, "dim = 0, must be at least 1");
   expect_invalid([&] { exec(a.data(), 10, b.data(), 12, 2, 0, 1); }, "directions");
   expect_invalid([&] { host(a.data(), 10, b.data(), 12, 2, -3, 1); }, "directions");
   expect_invalid([&] { exec(a.data(), 10, b.data(), 12, 2, 4, 3); }, "p: must be 1 or 2, got 3");

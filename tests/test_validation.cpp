@@ -34,7 +34,7 @@ gaussian_mixture small() { return gaussian_mixture(2, {1, 1}, {0, 0, 1, 1}, {1, 
 
 TEST(Validation, MixtureSizes) {
   expect_error([] { gaussian_mixture(0, {1}, {}, {1}); }, {"dim", "0"});
-  expect_error([] { gaussian_mixture(2, {}, {}, {}); }, {"weights", "got 0"});
+  expect_error([] { gaussian_mixture(2, {}, {}, {}); }, {"weights", "= 0"});
   expect_error([] { gaussian_mixture(2, {1, 1}, {0, 0, 1}, {1, 1}); }, {"means", "4", "got 3"});
   expect_error([] { gaussian_mixture(2, {1, 1}, {0, 0, 1, 1}, {1, 1, 1}); }, {"variances", "got 3"});
 }
@@ -153,6 +153,52 @@ TEST(ValidationGpu, PointersMustMatchTheExecutor) {
 // Values the FP32 kernels cannot represent are refused where they enter: means beyond 1e18, variances outside
 // [1e-36, 1e36] (a variance of 1e-300 rounds to 0 in FP32 and once gave -inf scores), observations beyond 1e18
 // (y = 1e160 once gave log p(y) = -nan), and a posterior whose log-evidence is not finite.
+// Every size limit is printed from the constant the check compares against, in one form: "argument = value, the
+// limit is N" (with the power of two beside N from 2^16 up), through each kind of entry point.
+TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
+  expect_error([] { gaussian_mixture((std::int64_t(1) << 24) + 1, {1}, {}, {1}); },
+               {"dim = 16777217, the limit is 16777216 (2^24)"});
+  expect_error([] { gaussian_mixture(0, {1}, {}, {1}); }, {"dim = 0, must be at least 1"});
+  const auto mix = small();
+  std::vector<float> x(8);
+  const execution cpu{executor::cpu};
+  langevin_options lo;
+  lo.first_chain = (std::uint64_t(1) << 62) + 1;
+  expect_error([&] { langevin(mix, x.data(), {}, 4, lo, cpu); },
+               {"options.first_chain = 4611686018427387905, the limit is 4611686018427387904 (2^62)"});
+  diffusion_options dop;
+  dop.steps = (std::int64_t(1) << 24) + 1;
+  expect_error([&] { diffusion(mix, x.data(), {}, 4, dop, cpu); },
+               {"options.steps = 16777217, the limit is 16777216 (2^24)"});
+  noise_schedule schedule;
+  expect_error([&] { schedule.points((std::int64_t(1) << 24) + 1); }, {"steps = 16777217, the limit is 16777216"});
+  std::vector<float> log_weights(4);
+  expect_error([&] { resample({}, 1, (std::int64_t(1) << 24) + 1, log_weights.data(), {}, cpu); },
+               {"particles = 16777217, the limit is 16777216 (2^24)"});
+  guided_problems g;
+  g.problems = 1;
+  g.d_y = 1025;
+  guided_options o;
+  std::vector<float> out(2 * 16);
+  guided_outputs outputs;
+  outputs.samples = out.data();
+  expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"problems.d_y = 1025, the limit is 1024"});
+  g.d_y = 1;
+  g.A = {1, 0};
+  g.y = {1};
+  g.sigma_y = {0.5};
+  o.particles = 16;
+  o.steps = 2;
+  o.skrock_stages = 201;
+  o.sampler = guided_sampler::skrock;
+  expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"options.skrock_stages = 201, the limit is 200"});
+  linear_observation obs;
+  obs.d_y = 4097;
+  obs.d_x = 2;
+  expect_error([&] { mixture_posterior(mix, obs); },
+               {"observation.d_y = 4097, the limit is 4096 (each component factors a d_y x d_y matrix)"});
+}
+
 TEST(Validation, ValuesBeyondFp32) {
   expect_error([] { gaussian_mixture(1, {1, 1}, {0, 1e300}, {1, 1}); }, {"means[1]", "1e+300", "FP32"});
   expect_error([] { gaussian_mixture(1, {1, 1}, {0, -2e18}, {1, 1}); }, {"means[1]", "-2e+18"});

@@ -110,10 +110,8 @@ inline std::vector<double> copy_array(const std::string& name, const double* p, 
 
 /// Checks the shape of a mixture before any of its arrays is read (the C++ constructor checks the rest).
 inline void check_mixture_shape(std::int64_t components, std::int64_t dim) {
-  if (components < 1) fail("components: must be >= 1, got " + std::to_string(components));
-  if (dim < 1) fail("dim: must be >= 1, got " + std::to_string(dim));
-  if (components > limits::max_components || dim > limits::max_dim)
-    fail("components x dim: " + std::to_string(components) + " x " + std::to_string(dim) + " is too large");
+  limits::check("components", components, 1, limits::max_components);
+  limits::check("dim", dim, 1, limits::max_dim);
 }
 
 /// A trajectory buffer is needed whenever options.record_every asks for one.

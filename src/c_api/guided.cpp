@@ -53,10 +53,8 @@ ds_guided_problems default_problems() {
 ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x) {
   const ds_guided_problems g = read_struct("problems", p, default_problems());
   // B and d_y size the copy of y, so they are checked here, against the C++ limits (guided_sample() checks the rest).
-  if (g.problems < 1 || g.problems > ds::limits::max_guided_problems)
-    fail("problems.problems: must be in [1, 2^24], got " + std::to_string(g.problems));
-  if (g.d_y < 1 || g.d_y > ds::limits::max_guided_d_y)
-    fail("problems.d_y: must be in [1, 1024], got " + std::to_string(g.d_y));
+  ds::limits::check("problems.problems", g.problems, 1, ds::limits::max_guided_problems);
+  ds::limits::check("problems.d_y", g.d_y, 1, ds::limits::max_guided_d_y);
   ds::guided_problems r;
   r.problems = g.problems;
   r.d_y = g.d_y;

@@ -23,6 +23,11 @@ ds_status sample(const ds_posterior* posterior, T* out, int64_t n, uint64_t seed
   });
 }
 
+// d_y sizes the copy of A (or U) before the C++ constructor sees it: checked here against the C++ limit.
+void check_d_y(std::int64_t d_y) {
+  ds::limits::check("d_y", d_y, 1, ds::limits::max_posterior_d_y, "each component factors a d_y x d_y matrix");
+}
+
 }  // namespace
 
 extern "C" {
@@ -33,10 +38,9 @@ ds_status ds_posterior_create(const ds_mixture* prior, int64_t d_y, const double
     const auto& m = get(prior, "prior");
     require_out("out", out);
     // d_y sizes the copy of A, so it is checked here, against the C++ limits (the constructor checks the rest).
-    if (d_y < 1 || d_y > ds::limits::max_posterior_d_y)
-      fail("d_y: must be in [1, 4096], got " + std::to_string(d_y));
-    if (d_y > ds::limits::max_posterior_values / m.dim())
-      fail("d_y: d_y x d_x = " + std::to_string(d_y) + " x " + std::to_string(m.dim()) + " is too large for the host");
+    check_d_y(d_y);
+    ds::limits::check("d_y x d_x", d_y * m.dim(), 1, ds::limits::max_posterior_values,
+                      "the operator is held on the host in FP64");
     ds::linear_observation obs;
     obs.d_y = d_y;
     obs.d_x = m.dim();
@@ -66,8 +70,7 @@ ds_status ds_posterior_create_svd(const ds_mixture* prior, int64_t d_y, int64_t 
     const auto& m = get(prior, "prior");
     require_out("out", out);
     // d_y sizes the copy of U: checked here against the C++ limit of every posterior (the constructor checks the rest).
-    if (d_y < 1 || d_y > ds::limits::max_posterior_d_y)
-      fail("d_y: must be in [1, 4096], got " + std::to_string(d_y));
+    check_d_y(d_y);
     if (rank < 1 || rank > std::min<std::int64_t>(d_y, m.dim()))
       fail("rank: must be in [1, min(d_y, d_x) = " + std::to_string(std::min<std::int64_t>(d_y, m.dim())) +
            "], got " + std::to_string(rank));

@@ -47,10 +47,14 @@ std::int64_t to_int(const std::string& flag, const std::string& text, std::int64
   return v;
 }
 
-std::int64_t to_steps(const std::string& text, std::int64_t min_value) {
-  const std::int64_t v = to_int("--steps", text, min_value);
-  if (v > max_steps) throw usage_error("--steps: at most 2^24 (16777216), got " + text);
+std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value, std::int64_t limit) {
+  const std::int64_t v = to_int(flag, text, min_value);
+  if (v > limit) throw usage_error(diffsample::limits::message(flag, v, min_value, limit));
   return v;
+}
+
+std::int64_t to_steps(const std::string& text, std::int64_t min_value) {
+  return to_int("--steps", text, min_value, diffsample::limits::max_steps);
 }
 
 double to_double(const std::string& flag, const std::string& text) {

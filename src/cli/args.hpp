@@ -31,7 +31,9 @@ options parse_options(int argc, char** argv, int first, const char* usage, const
 
 /// An integer >= @p min_value.
 std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value);
-/// --steps: an integer in [min_value, 2^24] (the library's limit on steps).
+/// An integer in [min_value, limit] (a limit of src/limits.hpp: "--flag = value, the limit is N" above it).
+std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value, std::int64_t limit);
+/// --steps: an integer in [min_value, limits::max_steps].
 std::int64_t to_steps(const std::string& text, std::int64_t min_value);
 /// A finite number.
 double to_double(const std::string& flag, const std::string& text);

@@ -2,6 +2,7 @@
 // strict recursive-descent reader that accepts what numpy.save writes (and harmless variations in spacing, quotes
 // and key order) and refuses everything else with a one-line message naming the file.
 #include "src/cli/npy.hpp"
+#include "src/limits.hpp"
 
 #include <diffsample/error.hpp>
 
@@ -201,7 +202,8 @@ std::vector<unsigned char> slurp(const std::string& path) {
   const std::uint64_t limit = std::uint64_t(max_count) * 8u + 65536u + 12u;
   if (std::uint64_t(st.st_size) > limit) {
     ::close(fd);
-    bad(path, "file of " + std::to_string(st.st_size) + " bytes is too large (at most 2^56 values)");
+    bad(path, "file of " + std::to_string(st.st_size) + " bytes is too large (the limit is " +
+                  diffsample::limits::spell(max_count) + " values)");
   }
   std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
   std::size_t done = 0;

@@ -72,6 +72,11 @@ class reader {
     throw input_error(path_ + ": " + (field.empty() ? "" : field + ": ") + message);
   }
 
+  /// Refuses a value above a limit of src/limits.hpp: "<path>: field = value, the limit is N (why)".
+  void check_limit(const std::string& field, std::int64_t value, std::int64_t limit) const {
+    if (value > limit) throw input_error(path_ + ": " + diffsample::limits::message(field, value, 0, limit));
+  }
+
   void only_keys(const json& object, const std::string& field, std::set<std::string> allowed) const {
     if (!object.is_object()) bad(field, std::string("expected an object, got ") + object.type_name());
     for (auto it = object.begin(); it != object.end(); ++it)
@@ -234,7 +239,7 @@ class reader {
       if (!g.contains("dim")) bad("prior.grid.dim", "missing (the dimension d)");
       const std::int64_t dim = integer(g["dim"], "prior.grid.dim", 1);
       const std::int64_t size = g.contains("size") ? integer(g["size"], "prior.grid.size", 1) : 5;
-      if (size > 1000) bad("prior.grid.size", "at most 1000, got " + std::to_string(size));
+      check_limit("prior.grid.size", size, max_grid_size);
       const double spacing = g.contains("spacing") ? number(g["spacing"], "prior.grid.spacing") : 2.0;
       const double variance = g.contains("variance") ? number(g["variance"], "prior.grid.variance") : 0.25;
       if (spacing < 0) bad("prior.grid.spacing", "must be >= 0, got " + fmt(spacing));
@@ -245,8 +250,10 @@ class reader {
         bad("prior.grid.spacing", fmt(spacing) + " x " + std::to_string(size - 1) + " puts means beyond " +
                                       fmt(max_abs_value) + " (the FP32 kernels square coordinate differences)");
       if (dim > max_grid_values / (size * size))
-        bad("prior.grid", std::to_string(size * size) + " components x dimension " + std::to_string(dim) +
-                              " is too large (at most 2^24 mean values)");
+        throw input_error(path_ + ": " + diffsample::limits::above("prior.grid: mean values (components x dimension)",
+                                                                   std::to_string(size * size) + " x " +
+                                                                       std::to_string(dim),
+                                                                   max_grid_values));
       std::vector<double> w(std::size_t(size * size), 1.0);  // equal weights unless given
       if (p.contains("weights")) w = weights(p["weights"], size * size);
       prior_spec s;
@@ -356,12 +363,10 @@ class reader {
         bad(std::string("sampler.") + key, "must be >= 0, got " + j[key].dump());
     if (j.contains("alpha_bar")) s.alpha_bar = vector(j["alpha_bar"], "sampler.alpha_bar", -1);
     if (j.contains("steps")) s.steps = integer(j["steps"], "sampler.steps", 0);
-    if (s.steps && *s.steps > max_steps)
-      bad("sampler.steps", "at most 2^24 (16777216), got " + std::to_string(*s.steps));
+    if (s.steps) check_limit("sampler.steps", *s.steps, diffsample::limits::max_steps);
     if (j.contains("chains")) s.chains = integer(j["chains"], "sampler.chains", 1);
     if (j.contains("measurements")) s.measurements = integer(j["measurements"], "sampler.measurements", 1);
-    if (s.measurements && *s.measurements > (std::int64_t(1) << 20))
-      bad("sampler.measurements", "at most 2^20, got " + std::to_string(*s.measurements));
+    if (s.measurements) check_limit("sampler.measurements", *s.measurements, diffsample::limits::max_inner_steps);
     if (j.contains("eta")) s.eta = number(j["eta"], "sampler.eta");
     // DDIM's eta is in [0, 1]; the discrete samplers' eta (their step) is any positive number.
     const bool discrete = s.name && (*s.name == "discrete_langevin" || *s.name == "discrete_walk_jump");
@@ -394,13 +399,12 @@ class reader {
     if (j.contains("dcps_blocks")) s.dcps_blocks = integer(j["dcps_blocks"], "sampler.dcps_blocks", 1);
     if (j.contains("dcps_langevin_steps")) {
       s.dcps_langevin_steps = integer(j["dcps_langevin_steps"], "sampler.dcps_langevin_steps", 0);
-      if (*s.dcps_langevin_steps > (std::int64_t(1) << 20))
-        bad("sampler.dcps_langevin_steps", "at most 2^20, got " + std::to_string(*s.dcps_langevin_steps));
+      check_limit("sampler.dcps_langevin_steps", *s.dcps_langevin_steps, diffsample::limits::max_inner_steps);
     }
     if (j.contains("skrock_step_fraction")) s.skrock_step_fraction = in_range("skrock_step_fraction", 0, true, 1);
     if (j.contains("skrock_stages")) {
       s.skrock_stages = integer(j["skrock_stages"], "sampler.skrock_stages", 2);
-      if (*s.skrock_stages > 200) bad("sampler.skrock_stages", "at most 200, got " + std::to_string(*s.skrock_stages));
+      check_limit("sampler.skrock_stages", *s.skrock_stages, diffsample::limits::max_skrock_stages);
     }
     if (j.contains("final_denoise")) {
       if (!j["final_denoise"].is_boolean()) bad("sampler.final_denoise", "expected true or false");
@@ -493,8 +497,8 @@ prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double varianc
                       fmt(max_abs_value) + " (the FP32 kernels square coordinate differences)");
   const std::int64_t K = std::int64_t(grid) * grid;
   if (dim > max_grid_values / K)
-    throw usage_error("grid prior: " + std::to_string(K) + " components x dimension " + std::to_string(dim) +
-                      " is too large (at most 2^24 mean values)");
+    throw usage_error(diffsample::limits::above("grid prior: mean values (components x dimension)",
+                                                std::to_string(K) + " x " + std::to_string(dim), max_grid_values));
   if (weights.empty() && grid == 5)
     weights = {1, 2, 3, 4, 5, 5, 4, 3, 2, 1, 2, 2, 2, 2, 2, 1, 3, 5, 3, 1, 4, 1, 4, 1, 4};  // the demo's weights
   const gaussian_mixture m = grid_mixture(dim, grid, spacing, variance, weights);

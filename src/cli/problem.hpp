@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "src/limits.hpp"
+
 namespace diffsample::cli {
 
 /// Bad input data (a file, a field, a value): reported on one line, exit status 1.
@@ -98,11 +100,11 @@ problem parse_problem(std::string_view json_text, const std::string& path, bool 
 /// (128 MiB as doubles), so that a few bytes of JSON cannot ask for gigabytes.
 constexpr std::int64_t max_grid_values = std::int64_t(1) << 24;
 
+/// Most points per axis of a grid prior (size x size components), from the command line or a problem file.
+constexpr std::int64_t max_grid_size = 1000;
+
 /// Largest problem file read (64 MiB): arrays beyond that belong in .npy files.
 constexpr std::int64_t max_problem_bytes = std::int64_t(64) << 20;
-
-/// Most steps of a sampler run, from the command line or a problem file: 2^24, the library's limit.
-constexpr std::int64_t max_steps = std::int64_t(1) << 24;
 
 /// Throws input_error if @p values has a NaN or infinite entry: "<what>: value 3 is nan".
 void require_finite(const std::vector<double>& values, const std::string& what);

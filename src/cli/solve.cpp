@@ -148,9 +148,8 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (o.has("--guidance-scale")) g.guidance_scale = flag_number(o, "--guidance-scale", 0, false, 1e30);
   if (o.has("--diffpir-zeta")) g.diffpir_zeta = flag_number(o, "--diffpir-zeta", 0, false, 1);
   if (o.has("--diffpir-lambda")) g.diffpir_lambda = flag_number(o, "--diffpir-lambda", 0, true, 1e12);
-  if (o.has("--skrock-stages")) g.skrock_stages = to_int("--skrock-stages", o.get("--skrock-stages"), 2);
-  if (g.skrock_stages > 200)
-    throw usage_error("--skrock-stages: at most 200, got " + std::to_string(g.skrock_stages));
+  if (o.has("--skrock-stages"))
+    g.skrock_stages = to_int("--skrock-stages", o.get("--skrock-stages"), 2, diffsample::limits::max_skrock_stages);
   if (o.has("--skrock-eta")) g.skrock_eta = flag_number(o, "--skrock-eta", 0, true, 1);
   if (o.has("--skrock-step-fraction")) g.skrock_step_fraction = flag_number(o, "--skrock-step-fraction", 0, true, 1);
   if (o.has("--ddrm-eta")) g.ddrm_eta = flag_number(o, "--ddrm-eta", 0, false, 1);
@@ -160,9 +159,8 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
     throw usage_error("--dcps-blocks: at most --steps = " + std::to_string(g.steps) + ", got " +
                       std::to_string(g.dcps_blocks));
   if (o.has("--dcps-langevin-steps"))
-    g.dcps_langevin_steps = to_int("--dcps-langevin-steps", o.get("--dcps-langevin-steps"), 0);
-  if (g.dcps_langevin_steps > (std::int64_t(1) << 20))
-    throw usage_error("--dcps-langevin-steps: at most 2^20, got " + std::to_string(g.dcps_langevin_steps));
+    g.dcps_langevin_steps =
+        to_int("--dcps-langevin-steps", o.get("--dcps-langevin-steps"), 0, diffsample::limits::max_inner_steps);
   if (o.has("--dcps-langevin-step")) g.dcps_langevin_step = flag_number(o, "--dcps-langevin-step", 0, true, 1e30);
 }
 

@@ -14,6 +14,7 @@
 #include "src/guided_shard.hpp"
 #include "src/mpi/comm.hpp"
 #include "src/mpi/resampler.hpp"
+#include "src/limits.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mpi.hpp>
 
@@ -230,8 +231,8 @@ std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t w
   comm_stats unused;
   collectively(comm, unused, [&] {
     DIFFSAMPLE_EXPECTS(width >= 1, "width: must be >= 1, got " << width);
-    DIFFSAMPLE_EXPECTS(count >= 0 && count * width < (std::int64_t(1) << 31),
-                       "count: " << count << " rows of " << width << " floats exceed MPI_Gatherv's int counts");
+    limits::check("count", count, 0, limits::max_int_count);
+    limits::check("count x width", count * width, 0, limits::max_int_count, "MPI_Gatherv's int counts");
     DIFFSAMPLE_EXPECTS(count == 0 || x != nullptr, "x: null pointer for " << count << " rows");
     DIFFSAMPLE_EXPECTS(root >= 0 && root < ranks, "root: must be in [0, " << ranks << "), got " << root);
   });
@@ -245,7 +246,7 @@ std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t w
       displs[r] = static_cast<int>(at);
       at += counts[r];
     }
-    DIFFSAMPLE_EXPECTS(at < (std::int64_t(1) << 31), "gather_rows: " << at << " floats exceed int displacements");
+    limits::check("gather_rows: floats", at, 0, limits::max_int_count, "MPI_Gatherv's int displacements");
     out.resize(static_cast<std::size_t>(at));
   }
   MPI_Gatherv(x, mine, MPI_FLOAT, out.data(), counts.data(), displs.data(), MPI_FLOAT, root, comm);
@@ -383,8 +384,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   std::unique_ptr<mpi_shard> sh;
   std::exception_ptr early;
   try {
-    DIFFSAMPLE_EXPECTS(options.particles >= 1 && options.particles <= (std::int64_t(1) << 24),
-                       "options.particles: must be in [1, 2^24], got " << options.particles);
+    limits::check("options.particles", options.particles, 1, limits::max_particles);
   } catch (...) {
     early = std::current_exception();
   }

@@ -21,6 +21,7 @@
 #include "src/mpi/resampler.hpp"
 
 #include "src/cuda_check.hpp"
+#include "src/limits.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -126,13 +127,12 @@ void resampler::check(std::int64_t problems, const resampling_options& o, const 
                      name << ".scheme: invalid value " << static_cast<int>(o.scheme));
   DIFFSAMPLE_EXPECTS(o.scheme != resampling_scheme::metropolis || o.metropolis_steps >= 1,
                      name << ".metropolis_steps: must be >= 1, got " << o.metropolis_steps);
-  DIFFSAMPLE_EXPECTS(n_ >= 1 && n_ <= (std::int64_t(1) << 24), "particles: must be in [1, 2^24], got " << n_);
-  DIFFSAMPLE_EXPECTS(problems >= 1 && problems * n_ < (std::int64_t(1) << 31),
-                     "problems x particles: must be in [1, 2^31) for the MPI exchange's int counts, got "
-                         << problems << " x " << n_);
+  limits::check("particles", n_, 1, limits::max_particles);
+  limits::check("problems", problems, 1, limits::max_int_count);
+  limits::check("problems x particles", problems * n_, 1, limits::max_int_count, "the MPI exchange's int counts");
   DIFFSAMPLE_EXPECTS(std::isfinite(o.ess_threshold) && o.ess_threshold >= 0,
                      name << ".ess_threshold: must be finite and >= 0, got " << o.ess_threshold);
-  DIFFSAMPLE_EXPECTS(o.step < (std::uint64_t(1) << 30), name << ".step: must be below 2^30, got " << o.step);
+  limits::check(std::string(name) + ".step", o.step, 0, limits::max_stream_steps - 1, "the random stream's steps");
 }
 
 MPI_Datatype resampler::row_type(std::size_t row_bytes) {

@@ -136,6 +136,12 @@ static void test_create_errors(void) {
   EXPECT_ERROR(ds_mixture_create(0, 2, w, mu, var_bad, 2, &m), DS_INVALID_ARGUMENT, "dim");
   EXPECT_ERROR(ds_mixture_create(2, 0, w, mu, var_bad, 2, &m), DS_INVALID_ARGUMENT, "components");
   EXPECT_ERROR(ds_mixture_create(2, 2, w, mu, var_bad, 2, NULL), DS_INVALID_ARGUMENT, "out");
+  /* A size beyond its limit: the message names the argument, its value and the limit (the C++ constant's value). */
+  EXPECT_ERROR(ds_mixture_create(16777217, 2, w, mu, var_bad, 2, &m), DS_INVALID_ARGUMENT,
+               "dim = 16777217, the limit is 16777216 (2^24)");
+  EXPECT_ERROR(ds_mixture_create(2, 16777217, w, mu, var_bad, 2, &m), DS_INVALID_ARGUMENT,
+               "components = 16777217, the limit is 16777216 (2^24)");
+  EXPECT_ERROR(ds_mixture_create(0, 2, w, mu, var_bad, 2, &m), DS_INVALID_ARGUMENT, "dim = 0, must be at least 1");
   CHECK(m == NULL);
   EXPECT_ERROR(ds_grid_mixture_create(2, 0, 1.0, 0.1, NULL, 0, &m), DS_INVALID_ARGUMENT, "grid");
   EXPECT_ERROR(ds_grid_mixture_create(2, 3, 1.0, 0.1, w, 2, &m), DS_INVALID_ARGUMENT, "weights");
@@ -777,6 +783,10 @@ static void test_guided(void) {
   go.seed = 11;
   CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
   CHECK(out.samples == NULL && out.log_normaliser == NULL);
+  gp.d_y = 1025; /* beyond the limit of a guided problem's observation */
+  EXPECT_ERROR(ds_guided_workspace_bytes(prior, &gp, &go, &bytes), DS_INVALID_ARGUMENT,
+               "problems.d_y = 1025, the limit is 1024");
+  gp.d_y = 1;
   out.samples = samples;
   out.particles = particles;
   out.log_weights = log_weights;
@@ -1036,7 +1046,7 @@ static void test_guided_mask(void) {
     EXPECT_ERROR(ds_posterior_create_svd(prior, 1, 1, NULL, S, V, sigma_y, &y1, &post_svd), DS_INVALID_ARGUMENT, "U");
     /* d_y above the posterior's limit is refused before any array is read (U holds one value here). */
     EXPECT_ERROR(ds_posterior_create_svd(prior, 4097, 1, U, S, V, sigma_y, &y1, &post_svd), DS_INVALID_ARGUMENT,
-                 "d_y: must be in [1, 4096]");
+                 "d_y = 4097, the limit is 4096");
     CHECK(post_svd == NULL);
   }
   ds_posterior_destroy(post);
