@@ -20,8 +20,9 @@ mkdir -p "$bundle/tests" "$bundle/bench" "$bundle/lib"
 real=$(readlink -f "$build/libdiffsample.so")
 soname=$(objdump -p "$real" 2>/dev/null | awk '$1 == "SONAME" {print $2}')
 cp "$real" "$bundle/"
-ln -s "$(basename "$real")" "$bundle/${soname:-libdiffsample.so.0}"
-ln -sf "${soname:-libdiffsample.so.0}" "$bundle/libdiffsample.so"
+soname=${soname:-$(basename "$real" | sed 's/\.[0-9]*$//')}  # libdiffsample.so.0.4.0 -> libdiffsample.so.0.4
+ln -s "$(basename "$real")" "$bundle/$soname"
+ln -sf "$soname" "$bundle/libdiffsample.so"
 for t in "$build"/tests/test_*; do [ -f "$t" ] && [ -x "$t" ] && cp "$t" "$bundle/tests/"; done
 for b in "$build"/bench/bench_*; do [ -f "$b" ] && [ -x "$b" ] && cp "$b" "$bundle/bench/"; done
 git rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"

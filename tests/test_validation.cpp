@@ -1,9 +1,13 @@
 // Every input is validated before launch with an error naming the argument and the bad value.
 #include <gtest/gtest.h>
 
+#include <diffsample/diffsample.h>
+
 #include <cmath>
+#include <future>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "reference/helpers.hpp"
@@ -197,6 +201,31 @@ TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
   obs.d_x = 2;
   expect_error([&] { mixture_posterior(mix, obs); },
                {"observation.d_y = 4097, the limit is 4096 (each component factors a d_y x d_y matrix)"});
+}
+
+// The C ABI's last error belongs to the calling thread: a success on one thread neither clears nor replaces the
+// message of another thread's failure.
+TEST(Validation, CLastErrorIsPerThread) {
+  std::promise<void> failed, succeeded;
+  std::string seen_by_failing_thread, seen_by_succeeding_thread;
+  std::thread failing([&] {
+    ds_executor e = DS_EXECUTOR_AUTOMATIC;
+    EXPECT_EQ(ds_parse_executor("tpu", &e), DS_INVALID_ARGUMENT);
+    failed.set_value();
+    succeeded.get_future().wait();  // the other thread's call succeeded in between
+    seen_by_failing_thread = ds_last_error();
+  });
+  std::thread succeeding([&] {
+    failed.get_future().wait();
+    ds_executor e = DS_EXECUTOR_AUTOMATIC;
+    EXPECT_EQ(ds_parse_executor("cpu", &e), DS_SUCCESS);
+    seen_by_succeeding_thread = ds_last_error();
+    succeeded.set_value();
+  });
+  failing.join();
+  succeeding.join();
+  EXPECT_NE(seen_by_failing_thread.find("tpu"), std::string::npos) << seen_by_failing_thread;
+  EXPECT_EQ(seen_by_succeeding_thread, "");
 }
 
 TEST(Validation, ValuesBeyondFp32) {

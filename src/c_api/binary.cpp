@@ -99,12 +99,11 @@ ds_status ds_discrete_options_init(ds_discrete_options* options, size_t struct_s
 
 ds_status ds_discrete_workspace_bytes(const ds_bernoulli_mixture* mixture, int64_t n, const ds_discrete_options* options,
                                       int walk_jump, size_t* bytes) {
-  return guard([&] {
+  return write_out("bytes", bytes, [&] {
     const auto& m = get(mixture);
     const auto o = read_discrete(options);
-    require_out("bytes", bytes);
-    *bytes = walk_jump ? ds::discrete_walk_jump_workspace_bytes(m, n, to_walk_jump(o))
-                       : ds::discrete_langevin_workspace_bytes(m, n, to_langevin(o));
+    return walk_jump ? ds::discrete_walk_jump_workspace_bytes(m, n, to_walk_jump(o))
+                     : ds::discrete_langevin_workspace_bytes(m, n, to_langevin(o));
   });
 }
 

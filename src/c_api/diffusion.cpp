@@ -105,12 +105,7 @@ ds_status ds_diffusion_options_init(ds_diffusion_options* options, size_t struct
 
 ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t n, const ds_diffusion_options* options,
                                        size_t* bytes) {
-  return guard([&] {
-    const auto& m = get(mixture);
-    const auto o = to_cpp(options);
-    require_out("bytes", bytes);
-    *bytes = ds::diffusion_workspace_bytes(m, n, o);
-  });
+  return write_out("bytes", bytes, [&] { return ds::diffusion_workspace_bytes(get(mixture), n, to_cpp(options)); });
 }
 
 ds_status ds_diffusion(const ds_mixture* mixture, float* x, int64_t n, const ds_diffusion_options* options,

@@ -139,12 +139,9 @@ ds_status ds_guided_outputs_init(ds_guided_outputs* outputs, size_t struct_size)
 
 ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_guided_problems* problems,
                                     const ds_guided_options* options, size_t* bytes) {
-  return guard([&] {
+  return write_out("bytes", bytes, [&] {
     const auto& m = get(prior, "prior");
-    const auto g = to_cpp(problems, m.dim());
-    const auto o = to_cpp(options);
-    require_out("bytes", bytes);
-    *bytes = ds::guided_workspace_bytes(m, g, o);
+    return ds::guided_workspace_bytes(m, to_cpp(problems, m.dim()), to_cpp(options));
   });
 }
 

@@ -28,35 +28,35 @@ ds_status component_weight_error(const Reference* reference, const float* x, int
 
 extern "C" {
 
-ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d, int directions,
+ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t dim, int directions,
                                 uint64_t seed, int p, double* out) {
   return guard([&] {
     require_out("out", out);
-    *out = ds::sliced_wasserstein(n_a, n_b, d, a, b, directions, seed, p);
+    *out = ds::sliced_wasserstein(n_a, n_b, dim, a, b, directions, seed, p);
   });
 }
 
-ds_status ds_sliced_wasserstein_workspace_bytes(int64_t n_a, int64_t n_b, int64_t d, int directions_per_pass,
+ds_status ds_sliced_wasserstein_workspace_bytes(int64_t n_a, int64_t n_b, int64_t dim, int directions_per_pass,
                                                 ds_executor where, size_t* bytes) {
   return write_out("bytes", bytes, [&] {
-    return ds::sliced_wasserstein_workspace_bytes(n_a, n_b, d, directions_per_pass, to_cpp(where));
+    return ds::sliced_wasserstein_workspace_bytes(n_a, n_b, dim, directions_per_pass, to_cpp(where));
   });
 }
 
-ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t dim,
                                    int directions, uint64_t seed, int p, ds_execution exec, void* workspace,
                                    size_t workspace_bytes, double* out) {
   return guard([&] {
     require_out("out", out);
-    *out = ds::sliced_wasserstein(n_a, n_b, d, a, b, directions, seed, p, to_cpp(exec), workspace, workspace_bytes);
+    *out = ds::sliced_wasserstein(n_a, n_b, dim, a, b, directions, seed, p, to_cpp(exec), workspace, workspace_bytes);
   });
 }
 
-ds_status ds_sliced_wasserstein_async(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t d,
+ds_status ds_sliced_wasserstein_async(const float* a, int64_t n_a, const float* b, int64_t n_b, int64_t dim,
                                       int directions, uint64_t seed, int p, double* result, ds_execution exec,
                                       void* workspace, size_t workspace_bytes, ds_executor* ran) {
   return guard([&] {
-    set_ran(ran, ds::sliced_wasserstein_async(result, n_a, n_b, d, a, b, directions, seed, p, to_cpp(exec), workspace,
+    set_ran(ran, ds::sliced_wasserstein_async(result, n_a, n_b, dim, a, b, directions, seed, p, to_cpp(exec), workspace,
                                               workspace_bytes));
   });
 }

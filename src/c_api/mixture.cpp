@@ -104,12 +104,9 @@ ds_status ds_mixture_evaluate_with(const ds_mixture* mixture, float* out, int64_
 
 ds_status ds_mixture_evaluate_workspace_bytes(const ds_mixture* mixture, int64_t n, ds_quantity what,
                                               const ds_evaluate_options* options, ds_execution exec, size_t* bytes) {
-  return guard([&] {
+  return write_out("bytes", bytes, [&] {
     const auto& m = get(mixture);
-    const auto q = enum_to_cpp<ds::quantity>("what", what);
-    const auto o = to_cpp(options);
-    require_out("bytes", bytes);
-    *bytes = m.evaluate_workspace_bytes(n, q, o, to_cpp(exec));
+    return m.evaluate_workspace_bytes(n, enum_to_cpp<ds::quantity>("what", what), to_cpp(options), to_cpp(exec));
   });
 }
 
@@ -125,13 +122,10 @@ ds_status ds_mixture_denoiser_jvp_with(const ds_mixture* mixture, float* out, in
 
 ds_status ds_mixture_chosen_path(const ds_mixture* mixture, int64_t n, ds_quantity what,
                                  const ds_evaluate_options* options, ds_executor where, ds_mixture_path* out) {
-  return guard([&] {
+  return write_out("out", out, [&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
-    const auto o = to_cpp(options);
-    const auto w = enum_to_cpp<ds::executor>("where", where);
-    require_out("out", out);
-    *out = to_c_enum<ds_mixture_path>(m.chosen_path(n, q, o, w));
+    return to_c_enum<ds_mixture_path>(m.chosen_path(n, q, to_cpp(options), enum_to_cpp<ds::executor>("where", where)));
   });
 }
 

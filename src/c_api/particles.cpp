@@ -78,10 +78,8 @@ ds_status ds_resampling_options_init(ds_resampling_options* options, size_t stru
 
 ds_status ds_resampling_workspace_bytes(int64_t problems, int64_t particles, ds_resampling_scheme scheme,
                                         size_t* bytes) {
-  return guard([&] {
-    const auto s = enum_to_cpp<ds::resampling_scheme>("scheme", scheme);
-    require_out("bytes", bytes);
-    *bytes = ds::resampling_workspace_bytes(problems, particles, s);
+  return write_out("bytes", bytes, [&] {
+    return ds::resampling_workspace_bytes(problems, particles, enum_to_cpp<ds::resampling_scheme>("scheme", scheme));
   });
 }
 

@@ -657,7 +657,9 @@ static void test_resample(void) {
   o.scheme = DS_RESAMPLING_SYSTEMATIC;
   o.struct_size = 3;
   EXPECT_ERROR(ds_resample(lw, B, N, &o, a1, NULL, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "struct_size");
-  EXPECT_ERROR(ds_resampling_workspace_bytes(-1, N, DS_RESAMPLING_SYSTEMATIC, NULL), DS_INVALID_ARGUMENT, "bytes");
+  /* A size query checks its arguments first, then its output pointer. */
+  EXPECT_ERROR(ds_resampling_workspace_bytes(-1, N, DS_RESAMPLING_SYSTEMATIC, NULL), DS_INVALID_ARGUMENT, "problems");
+  EXPECT_ERROR(ds_resampling_workspace_bytes(B, N, DS_RESAMPLING_SYSTEMATIC, NULL), DS_INVALID_ARGUMENT, "bytes");
   {
     size_t bytes = 0;
     EXPECT_ERROR(ds_resampling_workspace_bytes(-1, N, DS_RESAMPLING_SYSTEMATIC, &bytes), DS_INVALID_ARGUMENT, "problems");
