@@ -29,7 +29,7 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 std::int64_t count,
                                 void (*tell)(const void* context, std::int64_t ask, std::int64_t first,
                                              std::int64_t last),
-                                const void* context) {
+                                const void* context, const kernels::diffpir_stage_functor* diffpir) {
   if (rows <= 0 || count <= 0) return 0;
   std::int64_t passes = 0;
   const kernels::mixture_view<float> view = mix.view(executor::cpu);
@@ -81,7 +81,9 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                   const group_tell& t = *static_cast<const group_tell*>(c);
                                   t.tell(t.context, t.offset + a, b, e);
                                 },
-                                &g};
+                                &g,
+                                diffpir,
+                                first};
     cpu::run_stepwise(target, run);
     passes += 2;
     first = last;

@@ -10,6 +10,10 @@
 
 #include <diffsample/mixture.hpp>
 
+namespace diffsample::kernels {
+struct diffpir_stage_functor;
+}
+
 namespace diffsample::detail {
 
 struct mixture_storage;
@@ -27,12 +31,14 @@ struct fused_ask {
 bool fused_stepwise_available();
 
 /// Runs asks[0 .. count) over `rows` rows (row-major, dimension mix.dim) fused per pack of rows: for each ask the
-/// answer for the pack's rows, then tell(context, ask, first, last) on its rows [first, last). The channel constants
-/// are filled on the pool for groups of asks (a bounded table), one pool pass per group. Returns the pool passes
-/// issued.
+/// answer for the pack's rows, then tell(context, ask, first, last) on its rows [first, last), or, when diffpir is
+/// not null, DiffPIR's packed tell of step `ask` (cpu::run_diffpir_tell's, with diffpir's other fields). The channel
+/// constants are filled on the pool for groups of asks (a bounded table), one pool pass per group. Returns the pool
+/// passes issued.
 std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, const fused_ask* asks, std::int64_t count,
-                        void (*tell)(const void* context, std::int64_t ask, std::int64_t first, std::int64_t last),
-                        const void* context);
+                                void (*tell)(const void* context, std::int64_t ask, std::int64_t first,
+                                             std::int64_t last),
+                                const void* context, const kernels::diffpir_stage_functor* diffpir = nullptr);
 
 /// run_fused_stepwise with a callable tell(ask, first, last).
 template <class Tell>

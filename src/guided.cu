@@ -735,16 +735,12 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       const bool fused = detail::fused_stepwise_available();
       if (fused) {
         // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): the
-        // pack's denoiser by evaluate()'s per-pack code, then the stage functor on its particles, step after step.
+        // pack's denoiser by evaluate()'s per-pack code, then the plan's packed tell (cpu::run_diffpir_tell) on the
+        // pack, step after step.
         std::vector<detail::fused_ask> asks(static_cast<std::size_t>(K));
         for (std::int64_t k = 0; k < K; ++k) asks[k] = {channel{table[k].a, table[k].s}, x, nullptr, mu};
-        report.launches += detail::run_fused_stepwise(
-            prior.storage(), BN, asks.data(), K, [&](std::int64_t k, std::int64_t first, std::int64_t last) {
-              kernels::diffpir_stage_functor g = f;
-              g.k = k;
-              g.stage = 1;
-              for (std::int64_t i = first; i < last; ++i) g(i);
-            });
+        f.stage = 1;
+        report.launches += detail::run_fused_stepwise(prior.storage(), BN, asks.data(), K, nullptr, nullptr, &f);
       }
       for (std::int64_t k = 0; !fused && k < K; ++k) {
         const channel ch{table[k].a, table[k].s};
@@ -1281,7 +1277,10 @@ struct guided_plan_storage final : sampling_plan_storage {
             &state->step, next};
   }
   void tell(std::int64_t k, cudaStream_t stream) override {
-    if (diffpir)
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (diffpir && target != cpu::simd_target::scalar)
+      cpu::run_diffpir_tell(target, diffpir_stage(1, k, k + 1));  // on packs, as guided_sample()'s fused run
+    else if (diffpir)
       kernels::for_each_index(where, rows, diffpir_stage(1, k, k + 1), stream);
     else
       run_stage(stage(1 + int(k % 2), k / 2, k + 1), stream);

@@ -7,6 +7,7 @@
 #include "kernels/diffusion.cuh"
 #include "kernels/guided.cuh"
 #include "kernels/guided_ddrm.cuh"
+#include "kernels/guided_diffpir.cuh"
 #include "kernels/langevin.cuh"
 #include "kernels/particles.cuh"
 #include "kernels/plan.cuh"
@@ -61,8 +62,18 @@ struct stepwise_run {
   std::int64_t count;
   void (*tell)(const void* context, std::int64_t ask, std::int64_t first, std::int64_t last);
   const void* context;
+  /// When not null, the tells are DiffPIR's packed tell (run_diffpir_tell) of step first_ask + ask, with this
+  /// functor's other fields, on packs of particles of one problem (tell and context unused).
+  const kernels::diffpir_stage_functor* diffpir = nullptr;
+  std::int64_t first_ask = 0;
 };
 void run_stepwise(simd_target t, const stepwise_run& r);
+
+/// DiffPIR's tell (kernels::diffpir_stage_functor with stage 1: the denoiser m = ux x + um answer, then
+/// kernels::diffpir_update) over every particle, on packs of particles of one problem: diffpir_update's arithmetic
+/// lane by lane, the normals from the packs' Philox streams (the same guarantees as guided_pass). The plan's tells
+/// and guided_sample()'s fused run both use it on a SIMD target, so they agree bit for bit.
+void run_diffpir_tell(simd_target t, const kernels::diffpir_stage_functor& f);
 
 /// Projections of n points x (n x d, row-major) on `count` directions u (count x d, row-major):
 /// out[c stride + i] = sum_j u[c d + j] x[i d + j], summed in FP64 in coordinate order with one multiply and one add
@@ -136,6 +147,7 @@ void run_posterior_sample(simd_target t, const posterior_sample_args& a, double*
   void run_posterior_sample(const posterior_sample_args& a, float* out);                                        \
   void run_baseline_stage(const kernels::baseline_stage_functor& f);                                           \
   void run_stepwise(const stepwise_run& r);                                                                     \
+  void run_diffpir_tell(const kernels::diffpir_stage_functor& f);                                              \
   void run_posterior_sample(const posterior_sample_args& a, double* out);                                       \
   }
 DIFFSAMPLE_DECLARE_SIMD_TARGET_(simd_sse2)

@@ -61,6 +61,7 @@ void run_denoiser_jvp(simd_target, const kernels::channel_view&, const float*, c
                       std::int64_t, float*) {}
 void run_baseline_stage(simd_target, const kernels::baseline_stage_functor&) {}
 void run_stepwise(simd_target, const stepwise_run&) {}
+void run_diffpir_tell(simd_target, const kernels::diffpir_stage_functor&) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, float*) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, double*) {}
 #else
@@ -111,6 +112,9 @@ void run_baseline_stage(simd_target t, const kernels::baseline_stage_functor& f)
   DIFFSAMPLE_DISPATCH_(run_baseline_stage(f))
 }
 void run_stepwise(simd_target t, const stepwise_run& r) { DIFFSAMPLE_DISPATCH_(run_stepwise(r)) }
+void run_diffpir_tell(simd_target t, const kernels::diffpir_stage_functor& f) {
+  DIFFSAMPLE_DISPATCH_(run_diffpir_tell(f))
+}
 void run_posterior_sample(simd_target t, const posterior_sample_args& a, float* out) {
   DIFFSAMPLE_DISPATCH_(run_posterior_sample(a, out))
 }

@@ -212,6 +212,43 @@ void ddrm_lift_pack(const kernels::ddrm_params& p, std::int64_t b, const fpack* 
 }
 
 
+/// kernels::diffpir_stage_functor's stage 1 on a pack of particles of one problem: m = ux x + um answer, then
+/// kernels::diffpir_update lane by lane (x0 = m + A^T P (y - A m), x' = c0 x0 + c1 x + sig z with z from the
+/// pack's streams (seed, id_base + guided_stream(i, b), k + 1)); x and m (x0) stored as the functor leaves them.
+void diffpir_tell_pack(const kernels::diffpir_stage_functor& f, const pack_rows& pk, fpack* xs, fpack* ms, fpack* r) {
+  const kernels::guided_params& p = f.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  const kernels::guided_step st = p.steps[f.k];
+  pk.load(xs, f.x, d);
+  pk.load(ms, f.answer, d);
+  const fpack ux(f.ux), um(f.um);
+  for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);
+  residual(p, b, 1.f, ms, r);
+  const float* P = kernels::guided_precision(p, f.k, b);
+  const float* A = p.A + b * p.A_stride;
+  for (int o = 0; o < dy; ++o) {  // x0 = m + A^T P r, one row of A at a time (r stays as it is while m moves)
+    const fpack value = precision_row(p, P, o, r);
+    if (p.mask != nullptr) {
+      const int j = p.mask[b * p.A_stride + o];
+      ms[j] = ms[j] + value * fpack(A[o]);
+    } else {
+      const float* row = A + static_cast<std::int64_t>(o) * d;
+      for (int j = 0; j < d; ++j) ms[j] = ms[j] + value * fpack(row[j]);
+    }
+  }
+  const fpack cx(st.c1), cm(st.c0), cn(st.sig);  // kernels::transition_update: ds_fma(cn, z, ds_fma(cm, m, cx x))
+  if (st.sig != 0.f) {
+    const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p, pk.i0, b);
+    philox_pack rng(p.seed, id, static_cast<std::uint64_t>(f.k) + 1);
+    rng.normals(d, [&](int j, fpack z) { xs[j] = ds_fma(cn, z, ds_fma(cm, ms[j], cx * xs[j])); });
+  } else {
+    for (int j = 0; j < d; ++j) xs[j] = ds_fma(cm, ms[j], cx * xs[j]);
+  }
+  pk.store(xs, f.x, d);
+  pk.store(ms, f.m, d);
+}
+
 /// Row o of A_b as d broadcast packs (a mask's row: its gain at its coordinate).
 void row_packs(const kernels::guided_params& p, std::int64_t b, int o, fpack* v) {
   const float* A = p.A + b * p.A_stride;
@@ -407,15 +444,34 @@ void run_stepwise(const stepwise_run& r) {
   kernels::guided_params shape{};
   shape.problems = 1;
   shape.particles = r.rows;
-  for_each_particle_pack(shape, 0, [&](const pack_rows& pk, fpack*) {
+  // DiffPIR's packed tells read their problem's operator: packs of one problem (the answers do not depend on
+  // which pack a point falls in).
+  const kernels::guided_params& packs = r.diffpir != nullptr ? r.diffpir->p : shape;
+  const std::int64_t scratch = r.diffpir != nullptr ? 2 * static_cast<std::int64_t>(r.d) + r.diffpir->p.d_y : 0;
+  for_each_particle_pack(packs, 0, [&](const pack_rows& pk, fpack*) {
+    fpack* s = thread_packs_extra(scratch);  // apart from the J v core's workspace (thread_packs)
     for (std::int64_t a = 0; a < r.count; ++a) {
       const stepwise_ask& q = r.asks[a];
       if (q.vectors != nullptr)
         denoiser_jvp_rows(q.channel, q.points, q.vectors, q.answer, pk.i0, pk.valid, r.d);
       else
         evaluate_rows(q.channel, 2, q.points, q.answer, pk.i0, pk.valid, r.d);
-      r.tell(r.context, a, pk.i0, pk.i0 + pk.valid);
+      if (r.diffpir != nullptr) {
+        kernels::diffpir_stage_functor f = *r.diffpir;
+        f.k = r.first_ask + a;
+        diffpir_tell_pack(f, pk, s, s + r.d, s + 2 * r.d);
+      } else {
+        r.tell(r.context, a, pk.i0, pk.i0 + pk.valid);
+      }
     }
+  });
+}
+
+void run_diffpir_tell(const kernels::diffpir_stage_functor& f) {
+  if (f.position != nullptr) *f.position = f.next_position;
+  const int d = f.p.d;
+  for_each_particle_pack(f.p, 2 * static_cast<std::int64_t>(d) + f.p.d_y, [&](const pack_rows& pk, fpack* s) {
+    diffpir_tell_pack(f, pk, s, s + d, s + 2 * d);
   });
 }
 
