@@ -222,7 +222,8 @@ def main():
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--dx", default="10,100")
     ap.add_argument("--dy", default="1", help="comma-separated d_y values (seed 002: 1; second table: 2,4)")
-    ap.add_argument("--samplers", default="", help="comma-separated (default: every sampler solve offers)")
+    ap.add_argument("--samplers", default="",
+                    help="comma-separated (default: every sampler solve offers; none: only the --variant rows)")
     ap.add_argument("--particles", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0, help="instances' seed (the samplers use seed + 1 + i)")
@@ -251,7 +252,7 @@ def main():
         sys.exit(f"posterior_table: {prog} not found (build the diffsample_cli target)")
 
     with tempfile.TemporaryDirectory() as tmp:
-        samplers = args.samplers.split(",") if args.samplers else discover(prog, tmp)
+        samplers = ([] if args.samplers == "none" else args.samplers.split(",")) if args.samplers else discover(prog, tmp)
         samplers += ["smc[" + v.partition("=")[0] + "]" for v in args.variant]
         if args.mala:
             samplers.append("smc+mala")

@@ -6,10 +6,12 @@
 // intermediate posterior at its clean end, g_T(x_T) p_T(x_T) with g_T(x) = N(a_T y; A x, sigma_y^2 I) (the
 // published choice of the potentials' variance: sigma_y at every block). Its backward function at a point j of the
 // block is approximated, with the DPS choice p0|j = delta at the denoiser (the published choice), by
-//   beta_j(x) = N(a_T y; A mu_j(x), v_j A A^T + sigma_y^2 I),  mu_j(x) = cx_j x + cm_j m_j(x),
-// (cx_j, cm_j, v_j) the DDPM bridge q(x_T | x_0, x_j) (kernels/backward.cuh from j to T; v_j = 0 at j = T), whose
-// gradient is grad log beta_j(x) = cx_j u + cm_j J u, u = A^T P_j (a_T y - A mu_j(x)), P_j the inverse covariance
-// (tabled per point and problem on the host) and J the denoiser's Jacobian (one JVP). A block:
+//   beta_j(x) = N(a_T y; A mu_j(x), C_j),  mu_j(x) = cx_j x + cm_j m_j(x),
+// (cx_j, cm_j, v_j) the DDPM bridge q(x_T | x_0, x_j) (kernels/backward.cuh from j to T; v_j = 0 at j = T) and
+// C_j = sigma_y^2 I (the likelihood at the bridge mean, as published; the default) or v_j A A^T + sigma_y^2 I (the
+// bridge in closed form; guided_options::dcps_bridge_variance), whose gradient is
+// grad log beta_j(x) = cx_j u + cm_j J u, u = A^T P_j (a_T y - A mu_j(x)), P_j = C_j^-1 (tabled per point and problem
+// on the host) and J the denoiser's Jacobian (one JVP). A block:
 // 1. M tamed ULA steps at U on p_U(x) beta_U(x): x += gamma G / (1 + gamma |G|) + sqrt(2 gamma) xi, G the prior score
 //    (a m - x) / s^2 plus grad log beta_U (seed 002's "Tamed ULA steps");
 // 2. each step j -> j + 1 of the block from a mean-field Gaussian fit r = N(mu, diag(e^{2 l})) of the twisted kernel

@@ -98,7 +98,9 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
     return pot;
   };
   std::vector<double> S(dy * dy);
-  auto fill_precision = [&](double variance, float* out) {  // B tables of P = (v A A^T + sigma_y^2 I)^-1
+  // B tables of P = (v A A^T + sigma_y^2 I)^-1; v = 0 unless options.dcps_bridge_variance (the published potential,
+  // the likelihood at the bridge mean, leaves the bridge's variance out).
+  auto fill_precision = [&](double variance, float* out) {
     for (std::int64_t b = 0; b < B; ++b) {
       const double* G = gram.data() + (operators == 1 ? 0 : b) * dy * dy;
       const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
@@ -115,7 +117,7 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
     blocks[b].first_step = U;
     blocks[b].last_step = T;
     blocks[b].start = potential(U, T, &v);
-    fill_precision(v, block_precision + b * B * dy * dy);
+    fill_precision(o.dcps_bridge_variance ? v : 0.0, block_precision + b * B * dy * dy);
     for (std::int64_t j = U; j < T; ++j) {
       const kernels::backward_coefficients bk =
           kernels::ddpm_ddim_kernel(pts[j].a, pts[j].s, pts[j + 1].a, pts[j + 1].s, o.ddim, o.eta);
@@ -127,7 +129,7 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
       st.sig = float(bk.sigma);
       st.next = potential(j + 1, T, &v);
       steps[j] = st;
-      fill_precision(v, step_precision + j * B * dy * dy);
+      fill_precision(o.dcps_bridge_variance ? v : 0.0, step_precision + j * B * dy * dy);
     }
   }
   return l;

@@ -668,6 +668,63 @@ TEST(Dcps, ReachesExactPosteriorWithLangevinMixing) {
               worst, ds::testing::mean(mf), ds::testing::mean(me), se, plain, floor, plain / floor);
 }
 
+// The potentials' covariance (options.dcps_bridge_variance) against the Langevin target it defines, in closed form
+// on a Gaussian prior N(0, I_2), A = [1, 0]: one block [U, T] of one step (t = 0.5 to 0.2, so the block's clean end
+// keeps noise and its bridge variance v from U to T is 0.33), M = 1000 tamed ULA steps of gamma = 0.01 at U, then
+// the step as a DDIM point mass (eta = 0: x_T = a_T m + (s_T / s_U)(x - a_U m), linear, k x along the first
+// coordinate). With m(x) = rho x, rho = a_U / (a_U^2 + s_U^2), the bridge mean is mu_U(x) = c x, c = cx + cm rho
+// (the DDPM bridge q(x_T | x_0, x_U) written out here), and the Langevin target p_U(x) beta_U(x) is Gaussian along
+// the first coordinate: precision lambda = 1 / (a_U^2 + s_U^2) + c^2 / V, mean (c a_T y / V) / lambda, with
+// V = v + sigma_y^2 (true, the seed's closed form) or sigma_y^2 (false, the published likelihood at the bridge mean).
+// The output's first coordinate then has mean k mu and variance k^2 / lambda. Tolerances: the mean within 5 standard
+// errors (N = 2048 independent particles; the tamed ULA's stationary mean is exact here, its drift symmetric about
+// mu); the variance within 5 sqrt(2 / N) relative plus gamma (lambda / 2 + 3): ULA's variance bias gamma lambda / 2
+// and the taming's, about gamma |G| with |G| near 2 here. Measured (true / false): mean 0.842 / 2.128 against
+// 0.827 / 2.112 (1.0 and 1.4 standard errors), variance 0.512 / 0.288 against 0.483 / 0.267. Seen failing with the
+// option ignored (false giving the closed form's 0.842 against 2.112).
+TEST(Dcps, BridgeVarianceOptionSetsThePotentialsCovariance) {
+  const std::int64_t N = 2048, d = 2;
+  const ds::gaussian_mixture prior(d, {1.0}, {0.0, 0.0}, {1.0});
+  ds::linear_observation obs;
+  obs.d_y = 1;
+  obs.d_x = d;
+  obs.A = {1.0, 0.0};
+  obs.sigma_y = 0.3;
+  obs.y = {2.0};
+  for (const bool bridge : {true, false}) {
+    ds::guided_options o = options(ds::guided_sampler::dcps, N, 1, 17);
+    o.schedule.t_start = 0.5;
+    o.schedule.t_end = 0.2;
+    o.ddim = true;
+    o.eta = 0.0;
+    o.dcps_blocks = 1;
+    o.dcps_langevin_steps = 1000;
+    o.dcps_langevin_step = 0.01;
+    o.dcps_gradient_steps = 0;
+    o.dcps_bridge_variance = bridge;
+    const std::vector<float> x = run(prior, replicate(obs, 1), o);
+    const std::vector<ds::schedule_point> pts = o.schedule.points(1);
+    const double aU = pts[0].a, sU = pts[0].s, aT = pts[1].a, sT = pts[1].s;
+    const double r = aU / aT, vUT = sU * sU - r * r * sT * sT;  // x_U | x_T: N(r x_T, vUT)
+    const double v = 1.0 / (1.0 / (sT * sT) + r * r / vUT);  // x_T | x_0, x_U: N(cx x_U + cm x_0, v)
+    const double cx = v * r / vUT, cm = v * aT / (sT * sT);
+    const double rho = aU / (aU * aU + sU * sU), c = cx + cm * rho;
+    const double V = (bridge ? v : 0.0) + obs.sigma_y * obs.sigma_y;
+    const double lambda = 1.0 / (aU * aU + sU * sU) + c * c / V;
+    const double mu = (c * aT * obs.y[0] / V) / lambda;
+    const double k = aT * rho + (sT / sU) * (1 - aU * rho);
+    std::vector<double> first(N);
+    for (std::int64_t i = 0; i < N; ++i) first[i] = x[i * d];
+    const double mean = ds::testing::mean(first), var = ds::testing::variance(first);
+    const double want_mean = k * mu, want_var = k * k / lambda;
+    std::printf("dcps_bridge_variance %d: first coordinate mean %.4f against %.4f, variance %.4f against %.4f\n",
+                int(bridge), mean, want_mean, var, want_var);
+    EXPECT_NEAR(mean, want_mean, 5 * std::sqrt(want_var / double(N))) << "bridge variance " << bridge;
+    EXPECT_NEAR(var, want_var, want_var * (5 * std::sqrt(2.0 / double(N)) + 0.01 * (lambda / 2 + 3)))
+        << "bridge variance " << bridge;
+  }
+}
+
 // One DCPS transition (the variational fit of the twisted kernel, then the draw) against the formula in FP64 with
 // the kernel's own normals: G = 2 normalised gradient steps from (mu_p, log sig), each on one draw
 // q = mu + e^l eps, with grad log beta(q) = cx u + cm (a / s^2) Cov(x0 | q) u in FP64 (math.md), then

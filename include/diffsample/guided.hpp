@@ -213,6 +213,12 @@ struct guided_options {
   /// rho sig sqrt(d), the log standard deviations by rho sqrt(d) (sig the unconditional kernel's standard
   /// deviation); finite and >= 0.
   double dcps_learning_rate = 0.1;
+  /// dcps: covariance of the approximate backward functions beta_j(x) = N(a_T y; A mu_j(x), C_j). false (default):
+  /// C_j = sigma_y^2 I, the likelihood g_T at the bridge mean, as the published code evaluates it (its Langevin
+  /// potential at the DDIM mean; its KL on one bridge draw, whose expected gradient is the same); true:
+  /// C_j = v_j A A^T + sigma_y^2 I, the closed form of the point-mass bridge (v_j the bridge's variance from j to the
+  /// block's clean end T), flatter away from T.
+  bool dcps_bridge_variance = false;
   std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
 };
 

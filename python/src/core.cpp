@@ -912,6 +912,8 @@ NB_MODULE(_core, m) {
       .def_rw("dcps_langevin_step", &ds::guided_options::dcps_langevin_step, "dcps: Langevin step")
       .def_rw("dcps_gradient_steps", &ds::guided_options::dcps_gradient_steps, "dcps: gradient steps per fit")
       .def_rw("dcps_learning_rate", &ds::guided_options::dcps_learning_rate, "dcps: learning rate")
+      .def_rw("dcps_bridge_variance", &ds::guided_options::dcps_bridge_variance,
+              "dcps: the bridge variance in the potentials' covariance (default False, as published)")
       .def_rw("seed", &ds::guided_options::seed, "Philox key");
   m.def(
       "guided_sample",

@@ -319,7 +319,8 @@ class reader {
                "eta", "sigma", "step_size", "seed", "executor", "final_denoise", "alpha", "method", "dps_step",
                "guidance_scale", "diffpir_zeta", "diffpir_lambda", "skrock_stages", "skrock_eta",
                "skrock_step_fraction", "ddrm_eta", "ddrm_eta_b", "dcps_blocks",
-               "dcps_langevin_steps", "dcps_langevin_step"});
+               "dcps_langevin_steps", "dcps_langevin_step", "dcps_bridge_variance",
+               "dcps_gradient_steps", "dcps_learning_rate"});
     sampler_spec s;
     // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
     auto name = [&](const char* key, auto parse) {
@@ -396,6 +397,12 @@ class reader {
     if (j.contains("ddrm_eta")) s.ddrm_eta = in_range("ddrm_eta", 0, false, 1);
     if (j.contains("ddrm_eta_b")) s.ddrm_eta_b = in_range("ddrm_eta_b", 0, false, 1);
     if (j.contains("dcps_langevin_step")) s.dcps_langevin_step = in_range("dcps_langevin_step", 0, true, 1e30);
+    if (j.contains("dcps_learning_rate")) s.dcps_learning_rate = in_range("dcps_learning_rate", 0, false, 1e30);
+    if (j.contains("dcps_gradient_steps")) {
+      s.dcps_gradient_steps = integer(j["dcps_gradient_steps"], "sampler.dcps_gradient_steps", 0);
+      if (*s.dcps_gradient_steps > 64)
+        bad("sampler.dcps_gradient_steps", "at most 64, got " + std::to_string(*s.dcps_gradient_steps));
+    }
     if (j.contains("dcps_blocks")) s.dcps_blocks = integer(j["dcps_blocks"], "sampler.dcps_blocks", 1);
     if (j.contains("dcps_langevin_steps")) {
       s.dcps_langevin_steps = integer(j["dcps_langevin_steps"], "sampler.dcps_langevin_steps", 0);
@@ -405,6 +412,10 @@ class reader {
     if (j.contains("skrock_stages")) {
       s.skrock_stages = integer(j["skrock_stages"], "sampler.skrock_stages", 2);
       check_limit("sampler.skrock_stages", *s.skrock_stages, diffsample::limits::max_skrock_stages);
+    }
+    if (j.contains("dcps_bridge_variance")) {
+      if (!j["dcps_bridge_variance"].is_boolean()) bad("sampler.dcps_bridge_variance", "expected true or false");
+      s.dcps_bridge_variance = j["dcps_bridge_variance"].get<bool>();
     }
     if (j.contains("final_denoise")) {
       if (!j["final_denoise"].is_boolean()) bad("sampler.final_denoise", "expected true or false");

@@ -43,6 +43,10 @@ const char* solve_usage =
     "  --dcps-blocks L         dcps: blocks of the time grid, 1..steps (default 4)\n"
     "  --dcps-langevin-steps M dcps: tamed ULA steps per block, 0..2^20 (default 50)\n"
     "  --dcps-langevin-step G  dcps: Langevin step, > 0 (default 1e-3)\n"
+    "  --dcps-bridge-variance 0|1  dcps: the potentials' covariance sigma_y^2 I, the likelihood at the bridge\n"
+    "                          mean as published (0, default), or v_j A A^T + sigma_y^2 I (1)\n"
+    "  --dcps-gradient-steps G dcps: normalised gradient steps per kernel fit, 0..64 (default 2)\n"
+    "  --dcps-learning-rate R  dcps: gradient step length in units of the kernel's scale, >= 0 (default 0.1)\n"
     "  --time-grid NAME        every sampler but skrock: the grid's times from t = 1 to 0, uniform (default) or\n"
     "                          quadratic in t, sqrt_alpha_bar (uniform in a = sqrt(alpha-bar)), or spectral\n"
     "                          (sqrt_alpha_bar plus the time where s / a = sigma_y / S_i for each singular value S_i),\n"
@@ -128,6 +132,9 @@ const posterior_flag posterior_flags[] = {
     {"--dcps-blocks", "dcps_blocks", "dcps"},
     {"--dcps-langevin-steps", "dcps_langevin_steps", "dcps"},
     {"--dcps-langevin-step", "dcps_langevin_step", "dcps"},
+    {"--dcps-bridge-variance", "dcps_bridge_variance", "dcps"},
+    {"--dcps-gradient-steps", "dcps_gradient_steps", "dcps"},
+    {"--dcps-learning-rate", "dcps_learning_rate", "dcps"},
 };
 
 /// The posterior samplers' settings: the problem file's sampler section, then the command line over it.
@@ -144,6 +151,9 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (file.dcps_blocks) g.dcps_blocks = *file.dcps_blocks;
   if (file.dcps_langevin_steps) g.dcps_langevin_steps = *file.dcps_langevin_steps;
   if (file.dcps_langevin_step) g.dcps_langevin_step = *file.dcps_langevin_step;
+  if (file.dcps_bridge_variance) g.dcps_bridge_variance = *file.dcps_bridge_variance;
+  if (file.dcps_gradient_steps) g.dcps_gradient_steps = *file.dcps_gradient_steps;
+  if (file.dcps_learning_rate) g.dcps_learning_rate = *file.dcps_learning_rate;
   if (o.has("--dps-step")) g.dps_step = parse_flag("--dps-step", o.get("--dps-step"), ds::parse_dps_step_form);
   if (o.has("--guidance-scale")) g.guidance_scale = flag_number(o, "--guidance-scale", 0, false, 1e30);
   if (o.has("--diffpir-zeta")) g.diffpir_zeta = flag_number(o, "--diffpir-zeta", 0, false, 1);
@@ -162,6 +172,16 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
     g.dcps_langevin_steps =
         to_int("--dcps-langevin-steps", o.get("--dcps-langevin-steps"), 0, diffsample::limits::max_inner_steps);
   if (o.has("--dcps-langevin-step")) g.dcps_langevin_step = flag_number(o, "--dcps-langevin-step", 0, true, 1e30);
+  if (o.has("--dcps-bridge-variance")) {
+    const std::string v = o.get("--dcps-bridge-variance");
+    if (v != "0" && v != "1") throw usage_error("--dcps-bridge-variance: expected 0 or 1, got '" + v + "'");
+    g.dcps_bridge_variance = v == "1";
+  }
+  if (o.has("--dcps-gradient-steps"))
+    g.dcps_gradient_steps = to_int("--dcps-gradient-steps", o.get("--dcps-gradient-steps"), 0);
+  if (g.dcps_gradient_steps > 64)
+    throw usage_error("--dcps-gradient-steps: at most 64, got " + std::to_string(g.dcps_gradient_steps));
+  if (o.has("--dcps-learning-rate")) g.dcps_learning_rate = flag_number(o, "--dcps-learning-rate", 0, false, 1e30);
 }
 
 /// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
@@ -356,6 +376,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       j["dcps_blocks"] = g.dcps_blocks;
       j["dcps_langevin_steps"] = g.dcps_langevin_steps;
       j["dcps_langevin_step"] = g.dcps_langevin_step;
+      j["dcps_bridge_variance"] = g.dcps_bridge_variance;
+      j["dcps_gradient_steps"] = g.dcps_gradient_steps;
+      j["dcps_learning_rate"] = g.dcps_learning_rate;
     }
     j["non_finite_values"] = non_finite;
     j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
@@ -385,7 +408,8 @@ int run_solve(int argc, char** argv, int first) {
                                    "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials", "--dps-step",
                                    "--guidance-scale", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
                                    "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b",
-                                   "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step"},
+                                   "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step",
+                                   "--dcps-bridge-variance", "--dcps-gradient-steps", "--dcps-learning-rate"},
                                   {"--quiet", "--start-correction"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
