@@ -282,7 +282,7 @@ namespace {
 
 // The asks of dcps_asks(); tell k is ask k's stage functor over the B N rows, as guided_sample() issues it on the
 // CPU executor. reset() draws x = s_0 z (or copies the caller's initial state).
-struct dcps_plan_storage final : sampling_plan_storage {
+struct dcps_plan_storage final : workspace_plan_storage {
   std::vector<kernels::dcps_ask> list;
   std::vector<float> ux, um;     // per ask: the answer r becomes the denoiser ux q + um r
   std::vector<double> times;     // per ask: the schedule's time of its channel
@@ -290,12 +290,6 @@ struct dcps_plan_storage final : sampling_plan_storage {
   kernels::dcps_params p{};
   kernels::dcps_rows buf{};
   float* answer = nullptr;
-  kernels::plan_state* state = nullptr;
-  void* device = nullptr;
-  std::vector<unsigned char> host;
-  ~dcps_plan_storage() override {
-    if (device != nullptr) (void)cudaFree(device);
-  }
   plan_request request(std::int64_t k) const override {
     const kernels::dcps_ask& a = list[static_cast<std::size_t>(k)];
     plan_request q;
@@ -319,22 +313,11 @@ struct dcps_plan_storage final : sampling_plan_storage {
     kernels::for_each_index(where, rows, stage(list[i], ux[i], um[i], k + 1), stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
-    kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)},
-                                stream);
-    if (initial != nullptr) {
-      const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
-      if (where == executor::cuda)
-        DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(buf.x, initial, bytes, cudaMemcpyDefault, stream));
-      else
-        std::memmove(buf.x, initial, bytes);
-    } else {
-      kernels::dcps_ask first{};
-      first.op = kernels::dcps_op_initial;
-      kernels::for_each_index(where, rows, stage(first, 0.f, 1.f, 0), stream);
-    }
+    if (start(initial, stream)) return;
+    kernels::dcps_ask first{};
+    first.op = kernels::dcps_op_initial;
+    kernels::for_each_index(where, rows, stage(first, 0.f, 1.f, 0), stream);
   }
-  float* samples() const override { return buf.x; }
-  const std::int64_t* counter() const override { return &state->step; }
 };
 
 }  // namespace
@@ -362,29 +345,12 @@ std::unique_ptr<sampling_plan_storage> make_dcps_plan(std::int64_t d, const guid
     st->times.push_back(l.tables.points[static_cast<std::size_t>(a.point)].t);
   }
   // One allocation: guided_sample()'s workspace (tables, x, work), then the state.
-  const std::size_t at_state = (l.blob.at + 255) / 256 * 256;
-  const std::size_t total = at_state + sizeof(kernels::plan_state);
-  check_allocation("guided plan", total, where);
-  const kernels::plan_state initial{0, 0, 0};
-  unsigned char* base = nullptr;
-  if (where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, total));
-    base = static_cast<unsigned char*>(st->device);
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base, tables.data(), tables.size(), cudaMemcpyHostToDevice, stream));
-    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + tables.size(), 0, at_state - tables.size(), stream));
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, stream));
-    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
-  } else {
-    st->host.assign(total, 0);
-    base = st->host.data();
-    std::memcpy(base, tables.data(), tables.size());
-    std::memcpy(base + at_state, &initial, sizeof initial);
-  }
+  unsigned char* base = st->allocate(tables, l.blob.at, stream);
   st->p = bind_dcps(l, kernels::mixture_view<float>{}, d, pr, o, base);
   const dcps_stepwise s(base, l, BN, d, dy);
   st->buf = s.rows;
+  st->x = s.rows.x;
   st->answer = s.answer;
-  st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
   return st;
 }
 

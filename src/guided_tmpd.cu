@@ -171,7 +171,7 @@ namespace {
 
 // 1 + d_y asks per step k: the model's output at the particles, then J^T a_o for every row a_o of A_b. Tell j is
 // that ask's stage functor over the B N rows, as guided_sample() issues it on the CPU executor.
-struct tmpd_plan_storage final : sampling_plan_storage {
+struct tmpd_plan_storage final : workspace_plan_storage {
   std::int64_t per_step = 1;
   std::vector<channel> channels;  // per step
   std::vector<double> times;      // per step
@@ -182,12 +182,6 @@ struct tmpd_plan_storage final : sampling_plan_storage {
   float* answer = nullptr;
   const float* sigma2 = nullptr;
   float scale = 1.f;
-  kernels::plan_state* state = nullptr;
-  void* device = nullptr;
-  std::vector<unsigned char> host;
-  ~tmpd_plan_storage() override {
-    if (device != nullptr) (void)cudaFree(device);
-  }
   plan_request request(std::int64_t j) const override {
     const std::int64_t k = j / per_step, o = j % per_step - 1;
     plan_request q;
@@ -219,19 +213,9 @@ struct tmpd_plan_storage final : sampling_plan_storage {
       kernels::for_each_index<128>(where, rows, f, stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
-    kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
-    if (initial != nullptr) {
-      const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
-      if (where == executor::cuda)
-        DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(buf.x, initial, bytes, cudaMemcpyDefault, stream));
-      else
-        std::memmove(buf.x, initial, bytes);
-    } else {
+    if (!start(initial, stream))
       kernels::for_each_index<128>(where, rows, stage(kernels::tmpd_op_initial, 0, 0, 0), stream);
-    }
   }
-  float* samples() const override { return buf.x; }
-  const std::int64_t* counter() const override { return &state->step; }
 };
 
 }  // namespace
@@ -257,29 +241,12 @@ std::unique_ptr<sampling_plan_storage> make_tmpd_plan(std::int64_t d, const guid
     push_denoiser_form(output, step.a, step.s, st->ux, st->um);
   }
   // One allocation: guided_sample()'s workspace (tables, x, the rows, the answer), then the state.
-  const std::size_t at_state = (l.blob.at + 255) / 256 * 256;
-  const std::size_t total = at_state + sizeof(kernels::plan_state);
-  check_allocation("guided plan", total, where);
-  const kernels::plan_state initial{0, 0, 0};
-  unsigned char* base = nullptr;
-  if (where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, total));
-    base = static_cast<unsigned char*>(st->device);
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base, tables.data(), tables.size(), cudaMemcpyHostToDevice, stream));
-    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + tables.size(), 0, at_state - tables.size(), stream));
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, stream));
-    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
-  } else {
-    st->host.assign(total, 0);
-    base = st->host.data();
-    std::memcpy(base, tables.data(), tables.size());
-    std::memcpy(base + at_state, &initial, sizeof initial);
-  }
+  unsigned char* base = st->allocate(tables, l.blob.at, stream);
   st->p = linear_params(kernels::mixture_view<float>{}, d, pr, o, l.tables, base);
   st->buf = tmpd_stepwise_rows(base, l, BN, d, dy);
+  st->x = st->buf.x;
   st->answer = reinterpret_cast<float*>(base + l.answer);
   st->sigma2 = reinterpret_cast<const float*>(base + l.sigma2);
-  st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
   st->gemm = where == executor::cpu && baseline_operator_gemm(st->p, BN);
   if (st->gemm) st->widened.resize(tmpd_covariance_gemm_values(st->p, BN));
   return st;

@@ -173,6 +173,48 @@ void sampling_plan::reset(const float* initial, execution exec) {
 
 namespace detail {
 
+workspace_plan_storage::~workspace_plan_storage() {
+  if (device != nullptr) (void)cudaFree(device);
+}
+
+unsigned char* workspace_plan_storage::allocate(const std::vector<unsigned char>& tables, std::size_t workspace_bytes,
+                                                cudaStream_t stream) {
+  const std::size_t at_state = (workspace_bytes + 255) / 256 * 256;
+  const std::size_t total = at_state + sizeof(kernels::plan_state);
+  check_allocation("guided plan", total, where);
+  const kernels::plan_state initial{0, 0, 0};
+  unsigned char* base = nullptr;
+  if (where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&device, total));
+    base = static_cast<unsigned char*>(device);
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base, tables.data(), tables.size(), cudaMemcpyHostToDevice, stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + tables.size(), 0, at_state - tables.size(), stream));
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, stream));
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
+  } else {
+    host.assign(total, 0);
+    base = host.data();
+    std::memcpy(base, tables.data(), tables.size());
+    std::memcpy(base + at_state, &initial, sizeof initial);
+  }
+  state = reinterpret_cast<kernels::plan_state*>(base + at_state);
+  return base;
+}
+
+bool workspace_plan_storage::start(const float* initial, cudaStream_t stream) {
+  kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
+  if (initial == nullptr) return false;
+  const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
+  if (bytes == 0) return true;
+  if (where == executor::cuda)
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(x, initial, bytes, cudaMemcpyDefault, stream));
+  else
+    std::memmove(x, initial, bytes);
+  return true;
+}
+
+const std::int64_t* workspace_plan_storage::counter() const { return &state->step; }
+
 void sampling_plan_storage::write_outputs(const guided_outputs&, cudaStream_t) {
   DIFFSAMPLE_EXPECTS(false, "write_outputs: only a guided SMC plan has outputs beyond samples()");
 }

@@ -11,6 +11,10 @@
 #include <diffsample/guided.hpp>
 #include <diffsample/plan.hpp>
 
+namespace diffsample::kernels {
+struct plan_state;
+}
+
 namespace diffsample::detail {
 
 struct sampling_plan_storage {
@@ -26,6 +30,27 @@ struct sampling_plan_storage {
   /// A done trajectory's outputs beyond samples() (guided SMC plans only).
   virtual void write_outputs(const guided_outputs& outputs, cudaStream_t stream);
   virtual const std::int64_t* counter() const = 0;
+};
+
+/// A guided plan that holds guided_sample()'s workspace of its sampler (tables first) and the plan's state in one
+/// allocation, with the particles at x (the DCPS, TMPD, DDRM and SKRock plans): the allocation, the start of a
+/// trajectory and the particles, written once for all of them (src/plan.cu).
+struct workspace_plan_storage : sampling_plan_storage {
+  void* device = nullptr;  // CUDA executor: the allocation
+  std::vector<unsigned char> host;  // CPU executor: the allocation
+  kernels::plan_state* state = nullptr;
+  float* x = nullptr;  // rows x d: the particles
+  ~workspace_plan_storage() override;
+  /// Allocates workspace_bytes (then the state, 256-byte aligned) on `where` (set before), copies @p tables to its
+  /// start, zeroes the rest and starts the state at trajectory 0; synchronises @p stream once (CUDA executor).
+  /// Returns the workspace's base. @throws invalid_argument when the allocation is too large.
+  unsigned char* allocate(const std::vector<unsigned char>& tables, std::size_t workspace_bytes, cudaStream_t stream);
+  /// Starts the next trajectory on @p stream: step 0 and the trajectory's first particle id (state->chain_base =
+  /// trajectory rows), then copies @p initial (rows x d, any memory cudaMemcpyDefault reads) into x when it is not
+  /// null. Returns whether it copied (when not, the plan draws its own initial state).
+  bool start(const float* initial, cudaStream_t stream);
+  float* samples() const override { return x; }
+  const std::int64_t* counter() const override;
 };
 
 /// The plan of a guided sampler (smc, dps or pigdm) for d-dimensional states (src/guided.cu).
