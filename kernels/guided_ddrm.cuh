@@ -185,6 +185,77 @@ DS_HD_INLINE void ddrm_transition(const ddrm_params& p, std::int64_t i, std::int
   for (int j = 0; j < d; ++j) x[j] *= st.a_next;
 }
 
+/// The initial state at the first grid point (VE level sigma_T = s_0 / a_0): xt = sigma_T xi, then every observed
+/// component with n_i < sigma_T is set to ybar_i + sqrt(sigma_T^2 - n_i^2) (V^T xi)_i (the published p(x_T | y));
+/// x = a_0 xt. Stream step 0 of the Philox stream @p id: ddrm_init's arithmetic, for the stepwise run.
+template <class X>
+DS_HD_INLINE void ddrm_init_stream(const ddrm_params& p, std::uint64_t id, std::int64_t b, X& x,
+                                   const ddrm_scratch& w) {
+  const float sT = p.sigma_start;
+  philox rng(p.seed, id, 0);
+  rng.normals(p.d, [&](int j, float z) {
+    w.xi[j] = z;
+    x[j] = sT * z;
+  });
+  ddrm_project(p, b, w.xi, w.proj_xi);
+  const float* ybar = p.ybar + b * p.r;
+  const float* noise = p.noise + b * p.r;
+  for (int c = 0; c < p.r; ++c) {
+    const float n = noise[c];
+    const float keep = sT * w.proj_xi[c];  // the current spectral value
+    float target = keep;
+    if (n >= 0.f && n < sT) target = ybar[c] + ddrm_sqrt(sT * sT - n * n) * w.proj_xi[c];
+    w.proj_m[c] = target - keep;
+  }
+  ddrm_lift(p, b, w.proj_m, x);
+  for (int j = 0; j < p.d; ++j) x[j] *= p.a_start;
+}
+
+/// The DDRM transition k of one particle in place from its denoiser w.m at step k's channel (stream step k + 1 of
+/// the Philox stream @p id): ddrm_transition's arithmetic after the denoiser, for the stepwise run (the CPU
+/// executor's guided_sample() and the ask/tell plan, through ddrm_stage_functor). ddrm_transition keeps its own copy
+/// of these lines: calling this function from it made the fused CUDA kernel spill (static_record).
+template <class X>
+DS_HD_INLINE void ddrm_update(const ddrm_params& p, std::uint64_t id, std::int64_t b, std::int64_t k, X& x,
+                              const ddrm_scratch& w) {
+  const ddrm_step st = p.steps[k];
+  const int d = p.d;
+  const strided_vec<float> m = w.m;
+  const float sn = st.sigma_next;
+  const float keep = p.keep;
+  const float spread = p.eta * sn;  // std of the fresh noise
+  philox rng(p.seed, id, static_cast<std::uint64_t>(k) + 1);
+  // u = m + sigma' sqrt(1 - eta^2) eps + eta sigma' xi (the VE-scaled DDIM update), in x.
+  const float inv_s = st.inv_s;
+  rng.normals(d, [&](int j, float z) {
+    w.xi[j] = z;
+    const float eps = (x[j] - st.a * m[j]) * inv_s;
+    x[j] = m[j] + sn * keep * eps + spread * z;
+  });
+  ddrm_project(p, b, x, w.proj_u);
+  ddrm_project(p, b, w.xi, w.proj_xi);
+  ddrm_project(p, b, m, w.proj_m);
+  const float* ybar = p.ybar + b * p.r;
+  const float* noise = p.noise + b * p.r;
+  const float* inv_noise = p.inv_noise + b * p.r;
+  for (int c = 0; c < p.r; ++c) {
+    const float n = noise[c];
+    float v = w.proj_u[c];  // unobserved: the DDIM update as it is
+    if (n >= 0.f) {
+      const float x0 = w.proj_m[c];
+      if (sn < n) {
+        v = x0 + sn * keep * (ybar[c] - x0) * inv_noise[c] + spread * w.proj_xi[c];
+      } else {
+        v = (1.f - p.eta_b) * x0 + p.eta_b * ybar[c] +
+            ddrm_sqrt(sn * sn - n * n * p.eta_b * p.eta_b) * w.proj_xi[c];
+      }
+    }
+    w.proj_m[c] = v - w.proj_u[c];
+  }
+  ddrm_lift(p, b, w.proj_m, x);
+  for (int j = 0; j < d; ++j) x[j] *= st.a_next;
+}
+
 /// A whole DDRM trajectory per particle (B N particles). The scratch (the denoiser, d floats) is shared memory on
 /// the CUDA executor when a warp's fits (kernels/launch.cuh for_each_index_scratch_kernel), else the first d floats
 /// of the particle's row of work.
@@ -210,6 +281,38 @@ struct guided_ddrm_functor {
     const std::int64_t b = i / p.particles;
     ddrm_init(p, i, b, xi, w);
     for (std::int64_t k = 0; k < steps; ++k) ddrm_transition(p, i, b, k, xi, w);
+  }
+};
+
+/// The stepwise DDRM run over B N row-major particles (the CPU executor and the ask/tell plan), one launch per
+/// stage: stage 0 draws the initial state (ddrm_init_stream), stage 1 turns the model's answer at step k's channel
+/// into the denoiser m = ux x + um answer and applies ddrm_update. Particle i of problem b draws from the stream
+/// id_base + ddrm_stream(p, i, b) (id_base: a plan's trajectory, in device memory; nullptr for 0).
+struct ddrm_stage_functor {
+  ddrm_params p;
+  std::int64_t k;
+  int stage;
+  float ux, um;
+  float* x;                      // B N x d
+  float* work;                   // B N x ddrm_scratch::floats(d, r), row-major
+  const float* answer;           // B N x d: the model's output at x and step k's channel
+  const std::uint64_t* id_base;  // the trajectory's first particle id (device memory), or nullptr for 0
+  std::int64_t* position;        // when not null, thread 0 stores next_position there
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const int d = p.d;
+    const std::int64_t b = i / p.particles;
+    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + ddrm_stream(p, i, b);
+    const ddrm_scratch w = ddrm_scratch::rows(work + i * ddrm_scratch::floats(d, p.r), d, p.r);
+    strided_vec<float> xi{x + i * d, 1, d};
+    if (stage == 0) {
+      ddrm_init_stream(p, id, b, xi, w);
+      return;
+    }
+    strided_vec<float> m = w.m;
+    answer_as_denoiser(d, ux, um, xi, answer + i * d, m);
+    ddrm_update(p, id, b, k, xi, w);
   }
 };
 

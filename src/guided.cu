@@ -1639,8 +1639,9 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                                                         execution exec) {
   DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc || options.sampler == guided_sampler::dps ||
                          options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::diffpir ||
-                         options.sampler == guided_sampler::dcps || options.sampler == guided_sampler::tmpd,
-                     "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps or tmpd, got "
+                         options.sampler == guided_sampler::dcps || options.sampler == guided_sampler::tmpd ||
+                         options.sampler == guided_sampler::ddrm,
+                     "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps, tmpd or ddrm, got "
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
   validate(d, given, options);
@@ -1650,6 +1651,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
   if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
   if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);
+  if (o.sampler == guided_sampler::ddrm) return make_ddrm_plan(d, given, o, output, plan_executor(exec), exec.stream);
   auto st = std::make_unique<guided_plan_storage>();
   st->diffpir = o.sampler == guided_sampler::diffpir;
   plan_setup setup;

@@ -1,16 +1,21 @@
 // DDRM (kernels/guided_ddrm.cuh): each operator factored once on the host in FP64 (an SVD operator as given; any
 // other from the eigendecomposition of A A^T by cyclic Jacobi rotations, V = A^T U S^-1), the spectral observations
 // S^-1 U^T y and noise levels sigma_y / S per problem, the per-step levels; then one fused launch over B problems x
-// N particles for the whole trajectory.
+// N particles for the whole trajectory on the CUDA executor. On the CPU executor the run goes step by step around
+// the mixture's evaluate() (kernels::ddrm_stage_functor), as the ask/tell plan (make_ddrm_plan, below) goes around
+// a caller's model, so that the plan fed the mixture reproduces guided_sample() bit for bit.
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/linalg.cuh"
-#include "src/cpu/chains.hpp"
+#include "kernels/plan.cuh"
 #include "src/guided_samplers.hpp"
 #include "src/guided_tables.hpp"
+#include "src/mixture_unchecked.hpp"
+#include "src/plan_storage.hpp"
 
 namespace diffsample::detail {
 
@@ -106,6 +111,7 @@ struct ddrm_layout {
   blob_layout blob;
   std::int64_t r = 0, operators = 1;
   std::size_t steps = 0, V = 0, ybar = 0, noise = 0, inv_noise = 0, table_end = 0, channels = 0, x = 0, work = 0;
+  std::size_t answer = 0;  // B N x d: the stepwise run's answers (CPU executor, plans)
   float sigma_start = 1.f, a_start = 1.f;
 };
 
@@ -114,9 +120,10 @@ std::int64_t operator_count(const guided_problems& pr, std::int64_t d) {
   return pr.A.size() == static_cast<std::size_t>(pr.d_y * d) ? 1 : pr.problems;
 }
 
-ddrm_layout make_ddrm_layout(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
-                             std::vector<unsigned char>* host) {
-  const std::int64_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;
+// prior: the mixture whose constants per step's channel the fused run tabulates (null for a plan: no table).
+ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, const guided_problems& pr,
+                             const guided_options& o, std::vector<unsigned char>* host) {
+  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps;
   ddrm_layout l;
   l.operators = operator_count(pr, d);
   std::vector<thin_svd> f(l.operators);
@@ -133,9 +140,11 @@ ddrm_layout make_ddrm_layout(const gaussian_mixture& prior, const guided_problem
   l.inv_noise = l.blob.put(B * l.r * sizeof(float));
   l.table_end = l.blob.at;
   l.channels = l.blob.put(
-      kernels::mixture_channels::table_floats(prior.storage().view(executor::cpu), K) * sizeof(float));
+      prior == nullptr ? 0
+                       : kernels::mixture_channels::table_floats(prior->storage().view(executor::cpu), K) * sizeof(float));
   l.x = l.blob.put(B * N * d * sizeof(float));
   l.work = l.blob.put(B * N * kernels::ddrm_scratch::floats(int(d), int(l.r)) * sizeof(float));
+  l.answer = l.blob.put(B * N * d * sizeof(float));
   const std::vector<schedule_point> pts = o.schedule.points(K);
   for (std::int64_t k = 0; k < K; ++k) {
     DIFFSAMPLE_EXPECTS(pts[k].s > 0, "options.schedule: s = 0 at t = " << pts[k].t << " (step " << k
@@ -177,35 +186,20 @@ ddrm_layout make_ddrm_layout(const gaussian_mixture& prior, const guided_problem
   return l;
 }
 
-}  // namespace
-
-std::size_t ddrm_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
-                                 const guided_options& options) {
-  return make_ddrm_layout(prior, problems, options, nullptr).blob.at;
-}
-
-guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
-                          guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
-  std::vector<unsigned char> host;
-  const ddrm_layout l = make_ddrm_layout(prior, pr, o, &host);
-  run_space rs;
-  prepare_run(rs, pr, o, prior.dim(), out, exec, workspace, workspace_bytes, l.blob.at, host);
+// The run's parameters over a workspace laid out by l (tables copied): everything but the mixture's channel table
+// and a shard's streams.
+kernels::ddrm_params bind_ddrm(const ddrm_layout& l, unsigned char* ws, std::int64_t d, const guided_problems& pr,
+                               const guided_options& o) {
   kernels::ddrm_params p{};
-  p.steps = reinterpret_cast<const kernels::ddrm_step*>(rs.ws + l.steps);
-  // The mixture's constants at every step's channel, computed once per call on the executor.
-  const kernels::mixture_view<float> view = prior.storage().view(rs.where);
-  p.channels = kernels::mixture_channels::in(view, o.steps, reinterpret_cast<float*>(rs.ws + l.channels));
-  kernels::for_each_index(rs.where, o.steps * view.components,
-                          kernels::channel_table_functor<kernels::ddrm_channels>{p.channels, {p.steps}},
-                          exec.stream);
-  p.V = reinterpret_cast<const float*>(rs.ws + l.V);
-  p.V_stride = l.operators == 1 ? 0 : prior.dim() * l.r;
-  p.ybar = reinterpret_cast<const float*>(rs.ws + l.ybar);
-  p.noise = reinterpret_cast<const float*>(rs.ws + l.noise);
-  p.inv_noise = reinterpret_cast<const float*>(rs.ws + l.inv_noise);
+  p.steps = reinterpret_cast<const kernels::ddrm_step*>(ws + l.steps);
+  p.V = reinterpret_cast<const float*>(ws + l.V);
+  p.V_stride = l.operators == 1 ? 0 : d * l.r;
+  p.ybar = reinterpret_cast<const float*>(ws + l.ybar);
+  p.noise = reinterpret_cast<const float*>(ws + l.noise);
+  p.inv_noise = reinterpret_cast<const float*>(ws + l.inv_noise);
   p.problems = pr.problems;
   p.particles = o.particles;
-  p.d = int(prior.dim());
+  p.d = int(d);
   p.r = int(l.r);
   p.eta = float(o.ddrm_eta);
   p.eta_b = float(o.ddrm_eta_b);
@@ -213,26 +207,129 @@ guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& 
   p.sigma_start = l.sigma_start;
   p.a_start = l.a_start;
   p.seed = o.seed;
+  return p;
+}
+
+}  // namespace
+
+std::size_t ddrm_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                 const guided_options& options) {
+  return make_ddrm_layout(prior.dim(), &prior, problems, options, nullptr).blob.at;
+}
+
+guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
+                          guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
+  std::vector<unsigned char> host;
+  const ddrm_layout l = make_ddrm_layout(prior.dim(), &prior, pr, o, &host);
+  run_space rs;
+  prepare_run(rs, pr, o, prior.dim(), out, exec, workspace, workspace_bytes, l.blob.at, host);
+  kernels::ddrm_params p = bind_ddrm(l, rs.ws, prior.dim(), pr, o);
   p.stream_skip = current_particle_streams().skip(o.particles);  // 0 unless a shard of a larger run
   p.stream_first = current_particle_streams().first;
   float* x = reinterpret_cast<float*>(rs.ws + l.x);
+  float* work = reinterpret_cast<float*>(rs.ws + l.work);
   const std::int64_t BN = pr.problems * o.particles;
   guided_report report;
   report.ran = rs.where;
-  const cpu::simd_target target = rs.where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar) {
-    cpu::run_guided_ddrm(target, p, o.steps, x);  // packs of particles (src/cpu/guided.cpp)
-  } else {
-    // The CUDA executor's particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh,
-    // "Layout"), transposed back by the copies out.
-    if (rs.where == executor::cuda) p.coordinate_stride = BN;
-    kernels::for_each_index_scratch<128>(
-        rs.where, BN, kernels::guided_ddrm_functor{p, o.steps, x, reinterpret_cast<float*>(rs.ws + l.work)},
-        exec.stream);
+  if (rs.where == executor::cpu) {
+    // Step by step with the mixture's denoiser as a caller's model gives it to the ask/tell plan, through the same
+    // stage functor: the plan answered by the mixture reproduces this run bit for bit.
+    float* answer = reinterpret_cast<float*>(rs.ws + l.answer);
+    const auto* steps = reinterpret_cast<const kernels::ddrm_step*>(host.data() + l.steps);
+    kernels::ddrm_stage_functor f{p, 0, 0, 0.f, 1.f, x, work, answer, nullptr, nullptr, 0};
+    kernels::for_each_index(rs.where, BN, f, exec.stream);
+    for (std::int64_t k = 0; k < o.steps; ++k) {
+      // The unchecked layer: the inputs were validated once at the call's start, not per transition.
+      evaluate_direct_unchecked(prior.storage(), quantity::denoiser, x, BN, channel{steps[k].a, steps[k].s}, answer,
+                                {executor::cpu, exec.stream});
+      f.k = k;
+      f.stage = 1;
+      kernels::for_each_index(rs.where, BN, f, exec.stream);
+    }
+    report.launches = 2 * o.steps + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+    return report;
   }
+  // The mixture's constants at every step's channel, computed once per call on the executor.
+  const kernels::mixture_view<float> view = prior.storage().view(rs.where);
+  p.channels = kernels::mixture_channels::in(view, o.steps, reinterpret_cast<float*>(rs.ws + l.channels));
+  kernels::for_each_index(rs.where, o.steps * view.components,
+                          kernels::channel_table_functor<kernels::ddrm_channels>{p.channels, {p.steps}},
+                          exec.stream);
+  // The CUDA executor's particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh,
+  // "Layout"), transposed back by the copies out.
+  p.coordinate_stride = BN;
+  kernels::for_each_index_scratch<128>(rs.where, BN, kernels::guided_ddrm_functor{p, o.steps, x, work}, exec.stream);
   report.launches = 2 + copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream, prior.dim(),
                                       p.coordinate_stride);
   return report;
+}
+
+// --- ask/tell plan ------------------------------------------------------------------------------------------------
+
+namespace {
+
+// One ask per step k: the model's output at the particles and step k's channel; tell k is ddrm_stage_functor's
+// stage 1 over the B N rows, as guided_sample() issues it on the CPU executor. reset() draws the initial state of
+// p(x_T | y) (stage 0) or copies the caller's.
+struct ddrm_plan_storage final : workspace_plan_storage {
+  std::vector<channel> channels;  // per step
+  std::vector<double> times;      // per step
+  std::vector<float> ux, um;      // per step: the answer r becomes the denoiser ux x + um r
+  model_output output = model_output::denoiser;
+  kernels::ddrm_params p{};
+  float *work = nullptr, *answer = nullptr;
+  plan_request request(std::int64_t k) const override {
+    plan_request q;
+    q.index = k;
+    q.points = x;
+    q.rows = rows;
+    q.dim = d;
+    q.at = channels[static_cast<std::size_t>(k)];
+    q.time = times[static_cast<std::size_t>(k)];
+    q.output = output;
+    q.answer = answer;
+    return q;
+  }
+  kernels::ddrm_stage_functor stage(int which, std::int64_t k, std::int64_t next) const {
+    const std::size_t i = static_cast<std::size_t>(k);
+    return {p, k, which, which == 1 ? ux[i] : 0.f, which == 1 ? um[i] : 1.f, x, work, answer, &state->chain_base,
+            &state->step, next};
+  }
+  void tell(std::int64_t k, cudaStream_t stream) override {
+    kernels::for_each_index(where, rows, stage(1, k, k + 1), stream);
+  }
+  void reset(const float* initial, cudaStream_t stream) override {
+    if (!start(initial, stream)) kernels::for_each_index(where, rows, stage(0, 0, 0), stream);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<sampling_plan_storage> make_ddrm_plan(std::int64_t d, const guided_problems& pr,
+                                                      const guided_options& o, model_output output, executor where,
+                                                      cudaStream_t stream) {
+  auto st = std::make_unique<ddrm_plan_storage>();
+  std::vector<unsigned char> tables;
+  const ddrm_layout l = make_ddrm_layout(d, nullptr, pr, o, &tables);
+  st->where = where;
+  st->rows = pr.problems * o.particles;
+  st->d = d;
+  st->output = output;
+  st->asks = o.steps;
+  const std::vector<schedule_point> pts = o.schedule.points(o.steps);
+  const auto* steps = reinterpret_cast<const kernels::ddrm_step*>(tables.data() + l.steps);
+  for (std::int64_t k = 0; k < o.steps; ++k) {
+    st->channels.push_back(channel{steps[k].a, steps[k].s});
+    st->times.push_back(pts[static_cast<std::size_t>(k)].t);
+    push_denoiser_form(output, steps[k].a, steps[k].s, st->ux, st->um);
+  }
+  // One allocation: guided_sample()'s workspace (tables, x, work, the answer), then the state.
+  unsigned char* base = st->allocate(tables, l.blob.at, stream);
+  st->p = bind_ddrm(l, base, d, pr, o);
+  st->x = reinterpret_cast<float*>(base + l.x);
+  st->work = reinterpret_cast<float*>(base + l.work);
+  st->answer = reinterpret_cast<float*>(base + l.answer);
+  return st;
 }
 
 }  // namespace diffsample::detail

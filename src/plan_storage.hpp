@@ -67,6 +67,11 @@ std::unique_ptr<sampling_plan_storage> make_dcps_plan(std::int64_t d, const guid
                                                       const guided_options& options, model_output output,
                                                       executor where, cudaStream_t stream);
 
+/// The DDRM plan (src/guided_ddrm.cu) on a resolved executor, for validated problems and resolved options.
+std::unique_ptr<sampling_plan_storage> make_ddrm_plan(std::int64_t d, const guided_problems& problems,
+                                                      const guided_options& options, model_output output,
+                                                      executor where, cudaStream_t stream);
+
 /// The TMPD plan (src/guided_tmpd.cu) on a resolved executor, for validated problems and resolved options.
 std::unique_ptr<sampling_plan_storage> make_tmpd_plan(std::int64_t d, const guided_problems& problems,
                                                       const guided_options& options, model_output output,

@@ -388,6 +388,64 @@ TEST(SamplingPlan, GuidedPlanReproducesDiffpirExactly) {
   }
 }
 
+// Seen failing with the plan asking at the next step's channel, and with the tell's update reading the stream of
+// trajectory 0 (id_base ignored: the second trajectory repeated the first).
+TEST(SamplingPlan, GuidedPlanReproducesDdrmExactly) {
+  // Three problems of 17 particles with one dense operator each (factored by DDRM's eigendecomposition), then two
+  // problems sharing an operator given by its SVD: one ask per step, the model's denoiser at the particles and the
+  // step's channel; the tell is the fused run's update. Fed the mixture's denoiser, the plan gives guided_sample()'s
+  // particles bit for bit (the CPU executor runs DDRM step by step through the same stage functor); a second
+  // trajectory draws fresh noise.
+  const std::int64_t d = 3;
+  const gaussian_mixture mix = test_mixture(d);
+  guided_problems spectral;
+  spectral.problems = 2;
+  spectral.d_y = 2;
+  const double c = std::cos(0.4), s = std::sin(0.4), r = 1 / std::sqrt(2.0);
+  spectral.operators = {observation_operator::svd(2, d, {c, -s, s, c}, {2.0, 0.5}, {r, 0.0, r, 0.0, 0.0, 1.0})};
+  spectral.y = {1.5, -0.5, 0.2, 2.0};
+  spectral.sigma_y = {0.3, 0.1};
+  for (int v = 0; v < 2; ++v) {
+    const guided_problems pr = v == 0 ? three_problems() : spectral;
+    guided_options o;
+    o.sampler = guided_sampler::ddrm;
+    o.ddrm_eta = v == 0 ? 0.85 : 0.5;
+    o.ddrm_eta_b = v == 0 ? 1.0 : 0.7;
+    o.particles = 17;
+    o.steps = 12;
+    o.seed = 47;
+    std::vector<float> fused(pr.problems * o.particles * d);
+    guided_outputs out;
+    out.particles = fused.data();
+    guided_sample(mix, out, pr, o, cpu);
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    EXPECT_EQ(plan.rows(), pr.problems * o.particles);
+    EXPECT_EQ(plan.asks(), o.steps);
+    const std::vector<double> times = guided_times(mix, pr, o);
+    for (std::int64_t k = 0; k < plan.asks(); ++k) EXPECT_EQ(plan.request(k).time, times[k]) << k;
+    std::vector<float> got;
+    for (int t = 0; t < 2; ++t) {
+      plan.reset();
+      while (!plan.done()) {
+        const plan_request q = plan.ask();
+        EXPECT_EQ(q.vector, nullptr);
+        EXPECT_EQ(q.points, plan.samples());
+        EXPECT_EQ(*plan.position_counter(), q.index);
+        mix.evaluate(q.answer, q.rows, q.points, q.at, quantity::denoiser, evaluate_options{mixture_path::direct},
+                     cpu);
+        plan.tell();
+      }
+      const std::vector<float> x(plan.samples(), plan.samples() + plan.rows() * d);
+      if (t == 0) {
+        EXPECT_EQ(fused, x) << v;
+        got = x;
+      } else {
+        EXPECT_NE(x, got) << v << ": the second trajectory repeated the first";  // fresh noise
+      }
+    }
+  }
+}
+
 namespace {
 
 // guided_sample()'s SMC outputs, or a guided SMC plan's (written by write_outputs()).

@@ -82,7 +82,7 @@ class DIFFSAMPLE_API sampling_plan {
   /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
   static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
-  /// A plan for the guided samplers smc, dps, pigdm, diffpir, dcps and tmpd on B = problems.problems problems of
+  /// A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd and ddrm on B = problems.problems problems of
   /// options.particles particles each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional
   /// states. The prior is the caller's model: nothing of a mixture is used.
   /// DPS and Pi-GDM: two asks per step, both at the particles and the step's channel: the model's output (converted
@@ -114,6 +114,10 @@ class DIFFSAMPLE_API sampling_plan {
   /// symmetric); a network's Jacobian is symmetric only approximately, and TMPD symmetrises A C A^T anyway. The
   /// factorisation of A C A^T + sigma_y^2 I (FP64, per particle), the solve and the update happen in the last tell
   /// of the step; a particle whose matrix is not positive definite becomes NaN, as in guided_sample().
+  /// DDRM: one ask per step k, the model's output at the particles and step k's channel; the tell takes DDRM's
+  /// spectral update (each operator factored once when the plan is made, an SVD operator as given). reset() draws
+  /// the initial state of p(x_T | y) as guided_sample() does (or copies @p initial); trajectory t keys particle i's
+  /// stream t rows() + i.
   /// @param output  denoiser, score or eps (converted to the denoiser at each ask's channel)
   /// @throws invalid_argument for another sampler, or as guided_sample() does for the problems and options
   static sampling_plan guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,

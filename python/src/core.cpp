@@ -643,7 +643,7 @@ NB_MODULE(_core, m) {
             return ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
           },
           "d"_a, "problems"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
-          "stream"_a = 0, "A plan for the guided samplers smc, dps, pigdm, diffpir, dcps and tmpd.")
+          "stream"_a = 0, "A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd and ddrm.")
       .def(
           "write_outputs",
           [](ds::sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,

@@ -192,6 +192,19 @@ int main(void) {
       }
       ds_sampling_plan_destroy(plan);
     }
+    /* DDRM: one ask per step (the model's output); the same particles as ds_guided_sample() bit for bit. */
+    o.sampler = DS_GUIDED_DDRM;
+    plan = NULL;
+    CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+    if (plan != NULL) {
+      CHECK(run(plan, m, NULL, stepped, 50) == 10);
+      if (memcmp(fused, stepped, sizeof fused) != 0) {
+        fprintf(stderr, "ddrm plan: particles differ from the fused sampler's\n");
+        ++failures;
+      }
+      ds_sampling_plan_destroy(plan);
+    }
     o.sampler = DS_GUIDED_SKROCK;
     EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
                  "sampler");

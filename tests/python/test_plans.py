@@ -158,6 +158,22 @@ def test_diffpir_plan_equals_guided_sample(mixture2):
     assert not np.array_equal(plan.run(model), first)
 
 
+def test_ddrm_plan_equals_guided_sample(mixture2):
+    # One ask per step at the particles; the tell is the fused run's DDRM update, so fed the mixture's denoiser
+    # (direct path) the plan gives guided_sample()'s particles bit for bit; a second trajectory draws fresh noise.
+    options = dict(sampler="ddrm", particles=40, steps=10, seed=4, ddrm_eta=0.6, ddrm_eta_b=0.9)
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("particles",), **options)["particles"]
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **options)
+    assert plan.asks == 10
+
+    def model(x, a, s):
+        return mixture2.denoiser(np.ascontiguousarray(x), a, s, path="direct")
+
+    first = plan.run(model).copy()
+    np.testing.assert_array_equal(first.reshape(2, 40, 2), fused)
+    assert not np.array_equal(plan.run(model), first)
+
+
 def test_moment_smc_plan_asks_for_the_rows_of_a(mixture2):
     # Moment-projected potentials: per transition the model's output, then J^T a_o for the row a_o of each
     # particle's A (d_y = 1 here); fed the mixture's denoiser and its JVP the plan gives guided_sample()'s outputs.
