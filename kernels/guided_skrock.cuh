@@ -23,14 +23,59 @@ struct skrock_params {
   int stages;
 };
 
+/// g += A_b^T (y_b - A_b x) / sigma_y^2, the likelihood's part of the drift (r: d_y scratch).
+template <class X, class G, class R>
+DS_HD_INLINE void skrock_add_likelihood(const guided_params& p, const skrock_params& q, std::int64_t b, const X& x,
+                                        G& g, R& r) {
+  guided_residual(p, b, 1.f, x, r);
+  const float w = q.inv_noise_var[b];
+  for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, w * r[o], g);
+}
+
 /// g = b(x) = score(x) + A_b^T (y_b - A_b x) / sigma_y^2 (r: d_y scratch).
 template <class X, class G, class R>
 DS_HD_INLINE void skrock_drift(const guided_params& p, const skrock_params& q, std::int64_t b, const X& x, G& g,
                                R& r) {
   mixture_score(p.mix, x, 1.f, 0.f, g);
-  guided_residual(p, b, 1.f, x, r);
-  const float w = q.inv_noise_var[b];
-  for (int o = 0; o < p.d_y; ++o) guided_add_row(p, b, o, w * r[o], g);
+  skrock_add_likelihood(p, q, b, x, g, r);
+}
+
+// The pieces of one iteration, shared by the fused iteration (skrock_iteration), the CPU executor's stepwise run and
+// the ask/tell plan (skrock_stage_functor): `key` is the particle's Philox stream, n the iteration.
+
+/// The first drift point of iteration n: cur = x + nu_1 c xi (xi: stream step n + 1).
+template <class X, class V>
+DS_HD_INLINE void skrock_perturb(const guided_params& p, const skrock_params& q, std::uint64_t key, std::int64_t b,
+                                 std::int64_t n, const X& x, V& cur) {
+  const float c = ds_sqrt(2.f * q.step[b]);
+  const float nu1 = q.coefficients[1];
+  philox rng(p.seed, key, static_cast<std::uint64_t>(n) + 1);
+  rng.normals(p.d, [&](int j, float z) { cur[j] = x[j] + nu1 * c * z; });
+}
+
+/// Stage 1 of iteration n from the drift g at the perturbed point: old = x, cur = x + mu_1 h g + kappa_1 c xi (the
+/// same xi again).
+template <class X, class V, class G>
+DS_HD_INLINE void skrock_first(const guided_params& p, const skrock_params& q, std::uint64_t key, std::int64_t b,
+                               std::int64_t n, const X& x, const G& g, V& cur, V& old) {
+  const float h = q.step[b];
+  const float c = ds_sqrt(2.f * h);
+  const float mu1 = q.coefficients[0], kappa1 = q.coefficients[2];
+  philox rng(p.seed, key, static_cast<std::uint64_t>(n) + 1);
+  rng.normals(p.d, [&](int j, float z) {
+    old[j] = x[j];
+    cur[j] = x[j] + mu1 * h * g[j] + kappa1 * c * z;
+  });
+}
+
+/// Stage s + 1 (s = 1 .. stages - 1) from the drift g at cur: old = mu h g + nu cur + kappa old, the new value
+/// (the caller swaps cur and old).
+template <class V, class G>
+DS_HD_INLINE void skrock_stage(const skrock_params& q, std::int64_t b, int s, int d, const G& g, const V& cur,
+                               V& old) {
+  const float h = q.step[b];
+  const float mu = q.coefficients[3 * s], nu = q.coefficients[3 * s + 1], kappa = q.coefficients[3 * s + 2];
+  for (int j = 0; j < d; ++j) old[j] = mu * h * g[j] + nu * cur[j] + kappa * old[j];
 }
 
 /// Iteration n of particle i (stream step n + 1), x in place; cur, old and g are d-vectors of scratch.
@@ -39,26 +84,13 @@ DS_HD_INLINE void skrock_iteration(const guided_params& p, const skrock_params& 
                                    X& x, V& cur, V& old, V& g, R& r) {
   const std::int64_t b = i / p.particles;
   const int d = p.d;
-  const float h = q.step[b];
-  const float c = ds_sqrt(2.f * h);
-  const float mu1 = q.coefficients[0], nu1 = q.coefficients[1], kappa1 = q.coefficients[2];
-  const std::uint64_t key = host_shard_stream(p, i, b), step = static_cast<std::uint64_t>(n) + 1;
-  {
-    philox rng(p.seed, key, step);
-    rng.normals(d, [&](int j, float z) { cur[j] = x[j] + nu1 * c * z; });
-  }
+  const std::uint64_t key = host_shard_stream(p, i, b);
+  skrock_perturb(p, q, key, b, n, x, cur);
   skrock_drift(p, q, b, cur, g, r);
-  {
-    philox rng(p.seed, key, step);  // the same xi again
-    rng.normals(d, [&](int j, float z) {
-      old[j] = x[j];
-      cur[j] = x[j] + mu1 * h * g[j] + kappa1 * c * z;
-    });
-  }
+  skrock_first(p, q, key, b, n, x, g, cur, old);
   for (int s = 1; s < q.stages; ++s) {
-    const float mu = q.coefficients[3 * s], nu = q.coefficients[3 * s + 1], kappa = q.coefficients[3 * s + 2];
     skrock_drift(p, q, b, cur, g, r);
-    for (int j = 0; j < d; ++j) old[j] = mu * h * g[j] + nu * cur[j] + kappa * old[j];
+    skrock_stage(q, b, s, d, g, cur, old);
     swap_vec(cur, old);
   }
   for (int j = 0; j < d; ++j) x[j] = cur[j];
@@ -102,6 +134,69 @@ struct guided_skrock_functor {
       prior_draw(p.mix, rng, xi);
     }
     for (std::int64_t n = 0; n < iterations; ++n) skrock_iteration(p, q, i, n, xi, cur, old, g, ri);
+  }
+};
+
+/// What a stage of the stepwise SKRock run does (skrock_stage_functor::op).
+enum skrock_op : int {
+  skrock_op_initial = 0,  ///< an exact prior draw (stream step 0), then the first drift point
+  skrock_op_start = 1,    ///< the first drift point from the state as it is (a plan's caller-given state)
+  skrock_op_stage = 2,    ///< stage s of iteration n from the prior's score at the stage's point (the answer)
+};
+
+/// The stepwise SKRock run over B N row-major particles (the CPU executor and the ask/tell plan), one launch per
+/// drift evaluation: stage s of iteration n takes the prior's score at cur (answer), adds the likelihood's part and
+/// applies the stage (skrock_first for s = 0, else skrock_stage and the swap, as copies); after the last stage x =
+/// cur and, unless the run is over, cur = the next iteration's first drift point. Particle i of problem b draws
+/// from the stream id_base + host_shard_stream(p, i, b) (id_base: a plan's trajectory, in device memory; nullptr
+/// for 0).
+struct skrock_stage_functor {
+  guided_params p;
+  skrock_params q;
+  int op;
+  std::int64_t n;  // iteration
+  int s;           // stage, 0 .. stages - 1
+  std::int64_t iterations;
+  float* x;              // B N x d: the particles
+  float* cur;            // B N x d: the points of the drift evaluations
+  float* old;            // B N x d
+  float* g;              // B N x d: the drift (may be `answer`)
+  const float* answer;   // B N x d: the prior's score at cur
+  float* r;              // B N x d_y scratch
+  const std::uint64_t* id_base;  // the trajectory's first particle id (device memory), or nullptr for 0
+  std::int64_t* position;        // when not null, thread 0 stores next_position there
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const int d = p.d;
+    const std::int64_t b = i / p.particles;
+    const std::uint64_t key = (id_base != nullptr ? *id_base : 0) + host_shard_stream(p, i, b);
+    strided_vec<float> xi{x + i * d, 1, d}, ci{cur + i * d, 1, d}, oi{old + i * d, 1, d}, gi{g + i * d, 1, d},
+        ri{r + i * p.d_y, 1, p.d_y};
+    if (op == skrock_op_initial) {
+      philox rng(p.seed, key, 0);
+      prior_draw(p.mix, rng, xi);
+    }
+    if (op != skrock_op_stage) {
+      if (iterations > 0) skrock_perturb(p, q, key, b, 0, xi, ci);
+      return;
+    }
+    const float* ai = answer + i * d;
+    for (int j = 0; j < d; ++j) gi[j] = ai[j];
+    skrock_add_likelihood(p, q, b, ci, gi, ri);
+    if (s == 0) {
+      skrock_first(p, q, key, b, n, xi, gi, ci, oi);
+    } else {
+      skrock_stage(q, b, s, d, gi, ci, oi);
+      for (int j = 0; j < d; ++j) {  // swap: cur the new value, old the previous one
+        const float t = oi[j];
+        oi[j] = ci[j];
+        ci[j] = t;
+      }
+    }
+    if (s + 1 < q.stages) return;
+    for (int j = 0; j < d; ++j) xi[j] = ci[j];
+    if (n + 1 < iterations) skrock_perturb(p, q, key, b, n + 1, xi, ci);
   }
 };
 

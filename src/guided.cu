@@ -428,6 +428,9 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(std::isfinite(o.skrock_step_fraction) && o.skrock_step_fraction > 0 &&
                          o.skrock_step_fraction <= 1,
                      "options.skrock_step_fraction: must be in (0, 1], got " << o.skrock_step_fraction);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.skrock_lipschitz) && o.skrock_lipschitz >= 0 && o.skrock_lipschitz <= 1e30,
+                     "options.skrock_lipschitz: must be finite, >= 0 (0: from the prior) and <= 1e30, got "
+                         << o.skrock_lipschitz);
   // Everything resample() would check per transition is checked here once (the run calls the unchecked layer).
   DIFFSAMPLE_EXPECTS(std::isfinite(o.resampling.ess_threshold) && o.resampling.ess_threshold >= 0,
                      "options.resampling.ess_threshold: must be finite and >= 0, got " << o.resampling.ess_threshold);
@@ -504,8 +507,10 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     // Steps h_b = fraction l_s / L_b with L_b = max_k 1 / min_j v_kj + lambda_max(A_b A_b^T) / sigma_{y,b}^2, an
     // upper bound on the Hessian of -log p(x | y) (the mixture's Hessian is the responsibility-weighted precisions
     // minus a covariance, so at most the largest precision).
-    double prior_curvature = 0;
-    for (double v : prior_variances) prior_curvature = std::max(prior_curvature, 1.0 / v);
+    // options.skrock_lipschitz, when given, stands for max_k 1 / min_j v_kj (a plan's prior has no variances).
+    double prior_curvature = o.skrock_lipschitz;
+    if (!(o.skrock_lipschitz > 0))
+      for (double v : prior_variances) prior_curvature = std::max(prior_curvature, 1.0 / v);
     std::vector<double> lambda(static_cast<std::size_t>(sh.count));
     for (std::int64_t c = 0; c < sh.count; ++c) lambda[c] = detail::largest_eigenvalue(gram.data() + c * dy * dy, dy);
     const int stages = int(o.skrock_stages);
@@ -752,6 +757,25 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       }
     } else if (diffpir) {
       detail::launch_diffpir(where, BN, p, K, x, mu, r, stream);
+    } else if (o.sampler == guided_sampler::skrock && where == executor::cpu) {
+      // Drift evaluation by drift evaluation with the mixture's score at channel (1, 0), as a caller's model gives
+      // it to the ask/tell plan, through the same stage functor: the plan answered by the mixture reproduces this
+      // run bit for bit (given this run's exact prior draws as its initial state).
+      const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
+      float *cur = mu, *old = mu + BN * d, *g = mu + 2 * BN * d;
+      kernels::skrock_stage_functor f{p, q, kernels::skrock_op_initial, 0, 0, K, x, cur, old, g, g, r, nullptr,
+                                      nullptr, 0};
+      kernels::for_each_index(where, BN, f, stream);
+      f.op = kernels::skrock_op_stage;
+      for (std::int64_t n = 0; n < K; ++n)
+        for (int s = 0; s < int(o.skrock_stages); ++s) {
+          detail::evaluate_direct_unchecked(prior.storage(), quantity::score, cur, BN, channel{1.0, 0.0}, g,
+                                            {where, stream});
+          f.n = n;
+          f.s = s;
+          kernels::for_each_index(where, BN, f, stream);
+        }
+      report.launches += 2 * K * o.skrock_stages;
     } else if (o.sampler == guided_sampler::skrock) {
       const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
       detail::launch_skrock(where, BN, p, q, K, x, mu, r, stream);
@@ -1632,6 +1656,84 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   return st;
 }
 
+// SKRock: options.skrock_stages asks per iteration, one per drift evaluation: the prior's score (channel (1, 0))
+// at the stage's point (plan_request::points: the drift points, not the particles); tell (n, s) is
+// skrock_stage_functor's stage s of iteration n, as guided_sample() issues it on the CPU executor. reset() needs
+// the caller's initial particles (guided_sample() draws them exactly from its mixture prior).
+struct skrock_plan_storage final : workspace_plan_storage {
+  std::int64_t stages = 1, iterations = 0;
+  kernels::guided_params p{};
+  kernels::skrock_params q{};
+  float *cur = nullptr, *old = nullptr, *g = nullptr, *answer = nullptr, *r = nullptr;
+  plan_request request(std::int64_t k) const override {
+    plan_request a;
+    a.index = k;
+    a.points = cur;
+    a.rows = rows;
+    a.dim = d;
+    a.at = channel{1.0, 0.0};
+    a.time = 0.0;
+    a.output = model_output::score;
+    a.answer = answer;
+    return a;
+  }
+  kernels::skrock_stage_functor stage(int op, std::int64_t k, std::int64_t next) const {
+    return {p,   q,   op,     k / stages, int(k % stages), iterations, x, cur, old, g, answer, r, &state->chain_base,
+            &state->step, next};
+  }
+  void tell(std::int64_t k, cudaStream_t stream) override {
+    kernels::for_each_index(where, rows, stage(kernels::skrock_op_stage, k, k + 1), stream);
+  }
+  void reset(const float* initial, cudaStream_t stream) override {
+    DIFFSAMPLE_EXPECTS(initial != nullptr,
+                       "initial: a SKRock plan starts from the caller's particles (rows() x dim(), draws of the "
+                       "prior; guided_sample() draws them from its mixture), got a null pointer");
+    start(initial, stream);
+    kernels::for_each_index(where, rows, stage(kernels::skrock_op_start, 0, 0), stream);
+  }
+};
+
+std::unique_ptr<sampling_plan_storage> make_skrock_plan(std::int64_t d, const guided_problems& given,
+                                                        const guided_options& o, model_output output,
+                                                        execution exec) {
+  DIFFSAMPLE_EXPECTS(output == model_output::score,
+                     "output: a SKRock plan asks for the prior's score at channel (1, 0), which a denoiser or eps "
+                     "model does not determine; got "
+                         << to_string(output));
+  DIFFSAMPLE_EXPECTS(o.skrock_lipschitz > 0,
+                     "options.skrock_lipschitz: a SKRock plan needs the caller's Lipschitz bound of the prior's score "
+                     "(> 0; guided_sample() takes it from the mixture's variances), got "
+                         << o.skrock_lipschitz);
+  auto st = std::make_unique<skrock_plan_storage>();
+  const svd_reduction reduced = reduce_svd(given, d);
+  const guided_problems& pr = reduced.active ? reduced.problems : given;
+  const layout l = make_layout(d, pr, o);
+  float initial_scale = 1.f;
+  const std::vector<unsigned char> tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
+  const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, BN = B * N;
+  st->where = plan_executor(exec);
+  st->rows = BN;
+  st->d = d;
+  st->stages = o.skrock_stages;
+  st->iterations = o.steps;
+  st->asks = o.steps * o.skrock_stages;
+  // One allocation: guided_sample()'s workspace (tables, x, cur, old, g, r), the answer, then the state.
+  const std::size_t at_answer = align_up(l.total);
+  unsigned char* base =
+      st->allocate(tables, at_answer + static_cast<std::size_t>(BN * d) * sizeof(float), exec.stream);
+  st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
+  const float* extra = reinterpret_cast<const float*>(base + l.extra);
+  st->q = kernels::skrock_params{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
+  st->x = reinterpret_cast<float*>(base + l.x);
+  float* mu = reinterpret_cast<float*>(base + l.mu);
+  st->cur = mu;
+  st->old = mu + BN * d;
+  st->g = mu + 2 * BN * d;
+  st->r = reinterpret_cast<float*>(base + l.r);
+  st->answer = reinterpret_cast<float*>(base + at_answer);
+  return st;
+}
+
 }  // namespace
 
 std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& given,
@@ -1640,8 +1742,8 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc || options.sampler == guided_sampler::dps ||
                          options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::diffpir ||
                          options.sampler == guided_sampler::dcps || options.sampler == guided_sampler::tmpd ||
-                         options.sampler == guided_sampler::ddrm,
-                     "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps, tmpd or ddrm, got "
+                         options.sampler == guided_sampler::ddrm || options.sampler == guided_sampler::skrock,
+                     "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps, tmpd, ddrm or skrock, got "
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
   validate(d, given, options);
@@ -1652,6 +1754,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
   if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);
   if (o.sampler == guided_sampler::ddrm) return make_ddrm_plan(d, given, o, output, plan_executor(exec), exec.stream);
+  if (o.sampler == guided_sampler::skrock) return make_skrock_plan(d, given, o, output, exec);
   auto st = std::make_unique<guided_plan_storage>();
   st->diffpir = o.sampler == guided_sampler::diffpir;
   plan_setup setup;

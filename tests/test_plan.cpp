@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "kernels/guided_skrock.cuh"
 #include "reference/helpers.hpp"
+#include "src/mixture_storage.hpp"
 #include <diffsample/diffsample.hpp>
 #include <diffsample/plan.hpp>
 
@@ -314,8 +316,6 @@ TEST(SamplingPlan, GuidedPlansReproduceDpsAndPigdmExactly) {
     EXPECT_NE(run_guided_plan(plan, mix), got) << to_string(o.sampler);
   }
   guided_options o;
-  o.sampler = guided_sampler::skrock;
-  EXPECT_THROW(sampling_plan::guided(d, pr, o, model_output::denoiser, cpu), invalid_argument);
   o.sampler = guided_sampler::dps;
   EXPECT_THROW(sampling_plan::guided(4, pr, o, model_output::denoiser, cpu), invalid_argument);  // A is 2 x 3
   EXPECT_THROW(sampling_plan::guided(d, pr, o, model_output::velocity, cpu), invalid_argument);
@@ -444,6 +444,80 @@ TEST(SamplingPlan, GuidedPlanReproducesDdrmExactly) {
       }
     }
   }
+}
+
+// Seen failing with the asks at the particles instead of the stage's point, and with the tells ignoring the
+// trajectory's key (the second trajectory repeated the first).
+TEST(SamplingPlan, GuidedPlanReproducesSkrockExactly) {
+  // Three problems of 17 particles, 5 iterations of 4 stages: one ask per drift evaluation, the prior's score at
+  // channel (1, 0) at the stage's point. Given the Lipschitz bound guided_sample() takes from the mixture (max_k
+  // 1 / v_k) and, as its initial particles, the exact prior draws guided_sample() makes (kernels::prior_draw on
+  // particle i's stream, step 0), the plan answered by the mixture's score gives guided_sample()'s particles bit for
+  // bit (the CPU executor runs SKRock drift by drift through the same stage functor); a second trajectory from the
+  // same particles draws fresh noise.
+  const std::int64_t d = 3;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
+  guided_options o;
+  o.sampler = guided_sampler::skrock;
+  o.particles = 17;
+  o.steps = 5;
+  o.skrock_stages = 4;
+  o.skrock_step_fraction = 0.05;
+  o.seed = 53;
+  const std::int64_t BN = pr.problems * o.particles;
+  std::vector<float> fused(BN * d), given(BN * d);
+  guided_outputs out;
+  out.particles = fused.data();
+  guided_sample(mix, out, pr, o, cpu);
+  double lipschitz = 0;
+  for (double v : mix.variances()) lipschitz = std::max(lipschitz, 1 / v);
+  o.skrock_lipschitz = lipschitz;
+  out.particles = given.data();
+  guided_sample(mix, out, pr, o, cpu);
+  EXPECT_EQ(given, fused) << "options.skrock_lipschitz = the mixture's own bound";
+  std::vector<float> initial(BN * d);
+  const detail::mixture_storage& st = mix.storage();
+  const kernels::mixture_view<float> view{st.log_weights32.data(), st.means32.data(), st.variances32.data(),
+                                          int(st.components), int(st.dim), st.isotropic};
+  for (std::int64_t i = 0; i < BN; ++i) {
+    kernels::philox rng(o.seed, static_cast<std::uint64_t>(i), 0);
+    kernels::strided_vec<float> row{initial.data() + i * d, 1, int(d)};
+    kernels::prior_draw(view, rng, row);
+  }
+  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::score, cpu);
+  EXPECT_EQ(plan.rows(), BN);
+  EXPECT_EQ(plan.asks(), o.steps * o.skrock_stages);
+  std::vector<float> got;
+  for (int t = 0; t < 2; ++t) {
+    plan.reset(initial.data());
+    while (!plan.done()) {
+      const plan_request q = plan.ask();
+      EXPECT_EQ(q.at.a, 1.0);
+      EXPECT_EQ(q.at.s, 0.0);
+      EXPECT_EQ(q.output, model_output::score);
+      EXPECT_EQ(q.vector, nullptr);
+      EXPECT_NE(q.points, plan.samples());
+      mix.evaluate(q.answer, q.rows, q.points, q.at, quantity::score, evaluate_options{mixture_path::direct}, cpu);
+      plan.tell();
+    }
+    const std::vector<float> x(plan.samples(), plan.samples() + BN * d);
+    if (t == 0) {
+      EXPECT_EQ(x, fused);
+      got = x;
+    } else {
+      EXPECT_NE(x, got) << "the second trajectory repeated the first";
+    }
+  }
+  // Refusals: no initial particles, a denoiser model (no score at s = 0), no Lipschitz bound, a bad one.
+  EXPECT_THROW(plan.reset(nullptr), invalid_argument);
+  EXPECT_THROW(sampling_plan::guided(d, pr, o, model_output::denoiser, cpu), invalid_argument);
+  for (double bad : {0.0, -1.0, std::nan("")}) {
+    o.skrock_lipschitz = bad;
+    EXPECT_THROW(sampling_plan::guided(d, pr, o, model_output::score, cpu), invalid_argument) << bad;
+  }
+  o.skrock_lipschitz = -1.0;
+  EXPECT_THROW(guided_sample(mix, out, pr, o, cpu), invalid_argument);
 }
 
 namespace {

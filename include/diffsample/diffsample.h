@@ -376,6 +376,9 @@ typedef struct ds_guided_options {
   int start_correction;      /**< SMC: nonzero weights the starting draws by p_0(x) / N(x; 0, s_0^2 I), p_0 the prior
                                   diffused to the first grid point (diffsample::guided_options::start_correction; linear
                                   potentials only, not in a plan; default 0) */
+  /* Appended in the seventh layout (a caller of an earlier one gets the default). */
+  double skrock_lipschitz;   /**< skrock: Lipschitz bound of the prior's score, >= 0; 0 takes the mixture's (default 0);
+                                  a SKRock plan needs it > 0 */
 } ds_guided_options;
 
 /**

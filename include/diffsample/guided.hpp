@@ -194,6 +194,10 @@ struct guided_options {
   /// variance along the stiffest direction is 0.997, 0.98, 0.69 and 0.50 of the exact one at fractions 0.001,
   /// 0.005, 0.02 and 0.5 with s = 10, eta = 0.05), hence the default h L = 0.86 for s = 10 (README: "SKRock").
   double skrock_step_fraction = 0.005;
+  /// skrock: a Lipschitz bound of the prior's score (the largest eigenvalue of -Hessian log p_0 over x), standing
+  /// for the mixture's max_k 1 / v_k,min in L; finite and >= 0, 0 (the default) takes it from the mixture. A
+  /// sampling_plan for skrock needs it (> 0): its prior is the caller's model.
+  double skrock_lipschitz = 0.0;
   /// ddrm: stochasticity eta of the unobserved components and of those observed with less noise than the current
   /// level, in [0, 1] (0.85, the published default).
   double ddrm_eta = 0.85;

@@ -82,7 +82,7 @@ class DIFFSAMPLE_API sampling_plan {
   /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
   static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
-  /// A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd and ddrm on B = problems.problems problems of
+  /// A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd, ddrm and skrock on B = problems.problems problems of
   /// options.particles particles each (rows() = B N, particle j of problem b in row b N + j), for dim-dimensional
   /// states. The prior is the caller's model: nothing of a mixture is used.
   /// DPS and Pi-GDM: two asks per step, both at the particles and the step's channel: the model's output (converted
@@ -118,8 +118,15 @@ class DIFFSAMPLE_API sampling_plan {
   /// spectral update (each operator factored once when the plan is made, an SVD operator as given). reset() draws
   /// the initial state of p(x_T | y) as guided_sample() does (or copies @p initial); trajectory t keys particle i's
   /// stream t rows() + i.
-  /// @param output  denoiser, score or eps (converted to the denoiser at each ask's channel)
-  /// @throws invalid_argument for another sampler, or as guided_sample() does for the problems and options
+  /// SKRock (output score only): options.skrock_stages asks per iteration, one per drift evaluation, each for the
+  /// prior's score at channel (1, 0) (time 0) at the stage's point (plan_request::points: the drift point, not the
+  /// particles); the likelihood's part of the drift and the stage's recursion happen in the tell. The step needs
+  /// options.skrock_lipschitz > 0 (a Lipschitz bound of the prior's score; guided_sample() takes the mixture's), and
+  /// reset() needs the caller's initial particles (guided_sample() draws them exactly from its mixture prior).
+  /// Trajectory t keys particle i's stream t rows() + i.
+  /// @param output  denoiser, score or eps (converted to the denoiser at each ask's channel); score for skrock
+  /// @throws invalid_argument for another sampler (a skrock plan: for another output or skrock_lipschitz = 0), or as
+  ///         guided_sample() does for the problems and options
   static sampling_plan guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,
                               model_output output = model_output::denoiser, execution exec = {});
 

@@ -459,7 +459,7 @@ class SamplingPlan:
                device: str = "cpu", schedule: Union[None, str, NoiseSchedule] = None,
                resampling: Optional[dict] = None, stream: Stream = None, like: Any = None,
                **options: Any) -> "SamplingPlan":
-        """A plan for the guided samplers 'smc', 'dps', 'pigdm', 'diffpir', 'dcps' and 'tmpd' on d-dimensional
+        """A plan for the guided samplers 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' and 'skrock' on d-dimensional
         states, the problems and settings as for guided_sample() (the prior is the caller's model). rows = B
         particles, problem by problem. SMC: one ask per transition (weighting, resampling and mutation happen in
         tell()); with potentials='moment' also d_y asks per transition with ask()['vector'] = a row of the
@@ -468,7 +468,10 @@ class SamplingPlan:
         (the data step and the re-noising happen in tell()). DCPS: asks at the particles (Langevin steps, transitions) and at
         its variational fits' draws (gradient steps; ask()['points'] is then not the state), each ask whose
         potential needs the Jacobian followed by a J^T v ask at the same points. TMPD: per step the model's output,
-        then J^T v for v = each row of the problem's A."""
+        then J^T v for v = each row of the problem's A. DDRM: one ask per step (the spectral update happens in
+        tell()). SKRock (output='score' only, skrock_lipschitz > 0 a Lipschitz bound of the prior's score): one ask
+        per drift evaluation (skrock_stages per iteration) for the prior's score at (a, s) = (1, 0) at the stage's
+        point (ask()['points'] is not the state); reset()/run() need the initial particles (draws of the prior)."""
         pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
         plan = cls(_core.SamplingPlan.guided(int(d), pr, o, _enum(_core.ModelOutput, output),
                                              _enum(_core.Executor, device), _stream_handle(stream)), like)

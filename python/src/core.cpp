@@ -643,7 +643,7 @@ NB_MODULE(_core, m) {
             return ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
           },
           "d"_a, "problems"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
-          "stream"_a = 0, "A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd and ddrm.")
+          "stream"_a = 0, "A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd, ddrm and skrock.")
       .def(
           "write_outputs",
           [](ds::sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,
@@ -905,6 +905,8 @@ NB_MODULE(_core, m) {
       .def_rw("skrock_stages", &ds::guided_options::skrock_stages, "skrock: stages")
       .def_rw("skrock_eta", &ds::guided_options::skrock_eta, "skrock: damping")
       .def_rw("skrock_step_fraction", &ds::guided_options::skrock_step_fraction, "skrock: step fraction")
+      .def_rw("skrock_lipschitz", &ds::guided_options::skrock_lipschitz,
+              "skrock: Lipschitz bound of the prior's score (0: the mixture's; a SKRock plan needs it > 0)")
       .def_rw("ddrm_eta", &ds::guided_options::ddrm_eta, "ddrm: eta")
       .def_rw("ddrm_eta_b", &ds::guided_options::ddrm_eta_b, "ddrm: eta_b")
       .def_rw("dcps_blocks", &ds::guided_options::dcps_blocks, "dcps: blocks")

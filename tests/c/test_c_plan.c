@@ -205,9 +205,28 @@ int main(void) {
       }
       ds_sampling_plan_destroy(plan);
     }
+    /* SKRock: it asks for the prior's score at (1, 0) (no denoiser), needs the caller's Lipschitz bound of that score
+     * and the caller's initial particles. */
     o.sampler = DS_GUIDED_SKROCK;
     EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
-                 "sampler");
+                 "output");
+    EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_SCORE, cpu, &plan), DS_INVALID_ARGUMENT,
+                 "skrock_lipschitz");
+    o.skrock_lipschitz = -1.0;
+    EXPECT_ERROR(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "skrock_lipschitz");
+    o.skrock_lipschitz = 1.0;
+    o.skrock_stages = 3;
+    plan = NULL;
+    CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_SCORE, cpu, &plan));
+    if (plan != NULL) {
+      int64_t asks = 0;
+      CHECK_OK(ds_sampling_plan_get_info(plan, &asks, NULL, NULL));
+      CHECK(asks == 30);
+      EXPECT_ERROR(ds_sampling_plan_reset(plan, NULL, cpu), DS_INVALID_ARGUMENT, "initial");
+      ds_sampling_plan_destroy(plan);
+    }
+    o.skrock_lipschitz = 0.0;
+    o.skrock_stages = 10;
     o.sampler = DS_GUIDED_PIGDM;
 
     /* The guided SMC on the same problems: one ask per transition; log-weights, final samples and log-normalisers

@@ -174,6 +174,34 @@ def test_ddrm_plan_equals_guided_sample(mixture2):
     assert not np.array_equal(plan.run(model), first)
 
 
+def test_skrock_plan_asks_for_the_prior_score_at_its_stages(mixture2):
+    # One ask per drift evaluation, the prior's score at (1, 0) at the stage's point; the plan needs a Lipschitz
+    # bound of that score and the caller's initial particles. Two plans from the same particles agree (a plan's
+    # first trajectory keys as guided_sample()); its second trajectory draws fresh noise.
+    options = dict(sampler="skrock", particles=40, steps=4, seed=5, skrock_stages=3, skrock_step_fraction=0.05)
+    with pytest.raises(ds.InvalidArgument, match="skrock_lipschitz"):
+        ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, output="score", **options)
+    with pytest.raises(ds.InvalidArgument, match="output"):
+        ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, output="denoiser", skrock_lipschitz=1.0, **options)
+    plans = [ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, output="score", skrock_lipschitz=1.0, **options)
+             for _ in range(2)]
+    assert plans[0].asks == 4 * 3
+    with pytest.raises(ds.InvalidArgument, match="initial"):
+        plans[0].reset()
+    initial = mixture2.sample(80, seed=2)
+    asked = []
+
+    def model(x, a, s):
+        asked.append((a, s))
+        return mixture2.score(np.ascontiguousarray(x), a, s, path="direct")
+
+    first = plans[0].run(model, initial)
+    assert set(asked) == {(1.0, 0.0)} and len(asked) == 12
+    np.testing.assert_array_equal(plans[1].run(model, initial), first)
+    assert not np.array_equal(first, initial)
+    assert not np.array_equal(plans[0].run(model, initial), first)
+
+
 def test_moment_smc_plan_asks_for_the_rows_of_a(mixture2):
     # Moment-projected potentials: per transition the model's output, then J^T a_o for the row a_o of each
     # particle's A (d_y = 1 here); fed the mixture's denoiser and its JVP the plan gives guided_sample()'s outputs.
