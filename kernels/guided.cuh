@@ -66,7 +66,53 @@ struct guided_params {
   /// When not null, the Philox seed is read from here (device memory on the CUDA executor) instead of `seed`: an
   /// ask/tell plan advances it on the device per trajectory, so that a captured trajectory draws fresh noise.
   const std::uint64_t* seed_at = nullptr;
+  /// The mixture's constants at every step's channel (a grid sampler: channel k is step k's (a, s)) or at the
+  /// prior's channel (1, 0) (SKRock: one channel), filled once per call by channel_table_functor<guided_channels>
+  /// on the run's executor, so that no particle computes a per-component constant or divides per component and
+  /// coordinate. Empty in an ask/tell plan, whose prior is the caller's model.
+  mixture_channels channels{};
 };
+
+/// The channels of a guided run's constant table (guided_params::channels): channel c is step c's (a, s), or
+/// without steps the prior's (1, 0).
+struct guided_channels {
+  const guided_step* steps;  // nullptr: one channel, (1, 0)
+  DS_HD_INLINE bool operator()(std::int64_t c, float& a, float& s) const {
+    a = steps != nullptr ? steps[c].a : 1.f;
+    s = steps != nullptr ? steps[c].s : 0.f;
+    return true;
+  }
+};
+
+/// The mixture at step k's channel (a, s) from the run's table.
+DS_HD_INLINE channel_view guided_channel(const guided_params& p, std::int64_t k) {
+  const guided_step st = p.steps[k];
+  return p.channels.at(k, st.a, st.s);
+}
+
+/// The mixture at one channel as the TMPD and DCPS halves evaluate it: from the channel's constants
+/// (channel_view, the fused runs' table) or from the mixture's parameters (mixture_at: the generic functions, for a
+/// caller without a table).
+struct mixture_at {
+  mixture_view<float> mix;
+  float a, s;
+};
+template <class X, class G>
+DS_HD_INLINE void denoiser_at(const channel_view& c, const X& x, G& out) {
+  channel_denoiser<float>(c, x, out);
+}
+template <class X, class G>
+DS_HD_INLINE void denoiser_at(const mixture_at& c, const X& x, G& out) {
+  mixture_denoiser(c.mix, x, c.a, c.s, out);
+}
+template <class X, class V, class G>
+DS_HD_INLINE void jvp_at(const channel_view& c, const X& x, const V& v, G& out) {
+  channel_jvp<float>(c, x, v, out);
+}
+template <class X, class V, class G>
+DS_HD_INLINE void jvp_at(const mixture_at& c, const X& x, const V& v, G& out) {
+  mixture_denoiser_jvp(c.mix, x, v, c.a, c.s, out);
+}
 
 /// The Philox seed of the launch (guided_params::seed_at).
 DS_HD_INLINE std::uint64_t guided_seed(const guided_params& p) { return p.seed_at != nullptr ? *p.seed_at : p.seed; }
@@ -237,12 +283,13 @@ struct guided_init_functor {
     lw[i] = -0.5f * q * p.inv_var[b];
     if (!corrected) return;
     const float a = p.steps[0].a, s = p.steps[0].s;
+    const channel_view c0 = guided_channel(p, 0);
     strided_vec<float> acc = guided_slice(p, ratio, i, p.d, 0, p.d), ui = guided_slice(p, point, i, p.d, 0, p.d);
     float sum = 0;
     for (int n = 0; n < start_correction_nodes; ++n) {
       const float u = start_correction_node(n);
       for (int j = 0; j < p.d; ++j) ui[j] = u * xi[j];
-      mixture_denoiser(p.mix, ui, a, s, acc);
+      channel_denoiser<float>(c0, ui, acc);
       float dot = 0;
       for (int j = 0; j < p.d; ++j) dot += xi[j] * acc[j];
       sum += start_correction_weight(n) * dot;
@@ -317,12 +364,11 @@ struct guided_weight_functor {
   DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
   DS_HD void operator()(std::int64_t i, strided_vec<float> acc) const {
     const std::int64_t b = i / p.particles;
-    const guided_step st = p.steps[k];
     strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), mi = guided_slice(p, mu, i, p.d, 0, p.d),
                        ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
     // Current potential g_k(x).
     const float q_now = guided_weight_now(p, k, b, xi, ri);
-    mixture_denoiser(p.mix, xi, st.a, st.s, acc);
+    channel_denoiser<float>(guided_channel(p, k), xi, acc);
     lw[i] += guided_weight_next(p, k, b, xi, acc, mi, ri, q_now);
   }
 };
@@ -505,14 +551,15 @@ struct guided_moment_functor {
                        ri = guided_slice(p, r, i, 2 * dy, 0, dy);
     strided_vec<float> m{s.p, s.stride, d}, vi{s.p + d * s.stride, s.stride, d},
         ui{s.p + 2 * d * s.stride, s.stride, d};
-    mixture_denoiser(p.mix, xi, st.a, st.s, m);
+    const channel_view ch = guided_channel(p, k);
+    channel_denoiser<float>(ch, xi, m);
     // M = A Cov A^T = (s^2 / a) A J A^T, one JVP per row of A.
     float M[moment_potential_max_dy * moment_potential_max_dy];
     const float cov_scale = st.s * st.s / st.a;
     for (int o = 0; o < dy; ++o) {
       for (int j = 0; j < d; ++j) vi[j] = 0.f;
       guided_add_row(p, b, o, 1.f, vi);
-      mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ui);
+      channel_jvp<float>(ch, xi, vi, ui);
       moment_row(p, b, o, cov_scale, ui, vi, M);
     }
     moment_finish(p, k, b, sigma2_b[b], xi, m, M, mi, ri, lw[i], lz[i]);
@@ -696,10 +743,10 @@ struct guided_baseline_functor {
     const std::uint64_t stream = guided_stream(p, i, b);  // once: i is not needed in the loop
     baseline_initial(p, stream, xi);
     for (std::int64_t k = 0; k < steps; ++k) {
-      const guided_step st = p.steps[k];
-      mixture_denoiser(p.mix, xi, st.a, st.s, mi);
+      const channel_view ch = guided_channel(p, k);
+      channel_denoiser<float>(ch, xi, mi);
       const float shift = baseline_guidance(p, g, b, k, mi, vi, ri);
-      mixture_denoiser_jvp(p.mix, xi, vi, st.a, st.s, ji);
+      channel_jvp<float>(ch, xi, vi, ji);
       baseline_update(p, k, stream, shift, xi, mi, ji);
     }
   }

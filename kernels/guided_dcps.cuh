@@ -64,6 +64,22 @@ struct dcps_params {
   float initial_scale;
 };
 
+/// The channels of a DCPS run's constant table (guided_params::channels, filled once per call on the executor):
+/// channel j < K is step j's (a, s), K + j its potential's (steps[j].next), 2 K + l block l's Langevin potential's.
+struct dcps_channels {
+  const dcps_step* steps;
+  const dcps_block* blocks;
+  std::int64_t K;
+  DS_HD_INLINE bool operator()(std::int64_t c, float& a, float& s) const {
+    const dcps_potential pot = c < 2 * K ? steps[c < K ? c : c - K].next : blocks[c - 2 * K].start;
+    a = c < K ? steps[c].a : pot.a;
+    s = c < K ? steps[c].s : pot.s;
+    return true;
+  }
+  /// Channels of the table: 2 K + L.
+  static std::int64_t count(std::int64_t K, std::int64_t L) { return 2 * K + L; }
+};
+
 /// Scratch of one particle: 8 vectors of d and 2 of d_y, in the run's layout (guided_params::coordinate_stride).
 /// m and ju, accumulated once per component, are the fused launch's scratch (shared memory on the CUDA executor
 /// when a warp's 2 d floats fit); the others, written a few times per step, are global rows.
@@ -119,14 +135,22 @@ DS_HD_INLINE void dcps_potential_finish(const dcps_params& p, const dcps_potenti
 }
 
 /// grad log beta(q) for problem b into w.grad (uses w.m, w.u, w.ju, w.r, w.t); also leaves the denoiser m(q) in w.m.
+/// c: the mixture at the potential's channel (pot.a, pot.s), denoiser_at / jvp_at (kernels/guided.cuh).
+template <class Q, class Ch>
+DS_HD_INLINE void dcps_potential_grad(const dcps_params& p, std::int64_t b, const dcps_potential& pot, const Ch& c,
+                                      const float* P, const Q& q, const dcps_scratch& w) {
+  const strided_vec<float> m = w.m, u = w.u, ju = w.ju;
+  denoiser_at(c, q, m);
+  dcps_potential_vector(p, b, pot, P, q, w);
+  if (pot.cm != 0.f) jvp_at(c, q, u, ju);
+  dcps_potential_finish(p, pot, w);
+}
+
+/// dcps_potential_grad() from the mixture's own functions at (pot.a, pot.s) (no table).
 template <class Q>
 DS_HD_INLINE void dcps_potential_grad(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
                                       const float* P, const Q& q, const dcps_scratch& w) {
-  const strided_vec<float> m = w.m, u = w.u, ju = w.ju;
-  mixture_denoiser(p.g.mix, q, pot.a, pot.s, m);
-  dcps_potential_vector(p, b, pot, P, q, w);
-  if (pot.cm != 0.f) mixture_denoiser_jvp(p.g.mix, q, u, pot.a, pot.s, ju);
-  dcps_potential_finish(p, pot, w);
+  dcps_potential_grad(p, b, pot, mixture_at{p.g.mix, pot.a, pot.s}, P, q, w);
 }
 
 /// Stream steps of one particle: 0 the initial draw; then for transition j the G draws eps and the final draw at
@@ -174,7 +198,9 @@ DS_HD_INLINE void dcps_langevin_update(const dcps_params& p, std::uint64_t id, s
 template <class X>
 DS_HD_INLINE void dcps_langevin_step(const dcps_params& p, std::int64_t i, std::int64_t b, std::int64_t l,
                                      std::int64_t t, X& x, const dcps_scratch& w) {
-  dcps_potential_grad(p, b, p.blocks[l].start, dcps_block_precision(p, l, b), x, w);
+  const dcps_potential pot = p.blocks[l].start;
+  dcps_potential_grad(p, b, pot, p.g.channels.at(2 * p.steps_count + l, pot.a, pot.s), dcps_block_precision(p, l, b),
+                      x, w);
   dcps_langevin_update(p, guided_stream(p.g, i, b), l, t, x, w);
 }
 
@@ -241,14 +267,15 @@ DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int
                                   const dcps_scratch& w) {
   const dcps_step st = p.steps[j];
   const strided_vec<float> m = w.m;
-  mixture_denoiser(p.g.mix, x, st.a, st.s, m);
+  channel_denoiser<float>(p.g.channels.at(j, st.a, st.s), x, m);
   if (!dcps_transition_start(p, j, x, w)) return;
   const std::uint64_t id = guided_stream(p.g, i, b);
   const float* P = dcps_step_precision(p, j, b);
   const strided_vec<float> q = w.gl;
+  const channel_view next = p.g.channels.at(p.steps_count + j, st.next.a, st.next.s);
   for (std::int64_t g = 0; g < p.gradient_steps; ++g) {
     dcps_gradient_draw(p, id, j, g, x, w);
-    dcps_potential_grad(p, b, st.next, P, q, w);
+    dcps_potential_grad(p, b, st.next, next, P, q, w);
     dcps_gradient_update(p, j, x, w);
   }
   dcps_gradient_draw(p, id, j, p.gradient_steps, x, w);

@@ -36,7 +36,7 @@ DS_HD_INLINE void skrock_add_likelihood(const guided_params& p, const skrock_par
 template <class X, class G, class R>
 DS_HD_INLINE void skrock_drift(const guided_params& p, const skrock_params& q, std::int64_t b, const X& x, G& g,
                                R& r) {
-  mixture_score(p.mix, x, 1.f, 0.f, g);
+  channel_score<float>(p.channels.at(0, 1.f, 0.f), x, g);  // the table's one channel, (1, 0)
   skrock_add_likelihood(p, q, b, x, g, r);
 }
 

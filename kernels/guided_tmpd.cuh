@@ -80,21 +80,29 @@ DS_HD_INLINE void tmpd_covariance(const guided_params& p, std::int64_t b, float 
   }
 }
 
-/// The projected likelihood's pieces at x (channel a, s) for problem b: m, r = y - A m, the rows J a_o, and
-/// cyy = sym(A C A^T) + sigma_y^2 I with C = (s^2 / a) J. Costs one denoiser, d_y JVPs, O(d_y^2 d) for A (J A^T).
-/// The rows of A enter the products in place (operator_row), not copied per particle.
-template <class X>
-DS_HD_INLINE void tmpd_moments(const guided_params& p, std::int64_t b, const X& x, float a, float s, float sigma2,
-                               const tmpd_scratch& w) {
+/// The projected likelihood's pieces at x (channel a, s; c: the mixture there, denoiser_at / jvp_at) for problem b:
+/// m, r = y - A m, the rows J a_o, and cyy = sym(A C A^T) + sigma_y^2 I with C = (s^2 / a) J. Costs one denoiser,
+/// d_y JVPs, O(d_y^2 d) for A (J A^T). The rows of A enter the products in place (operator_row), not copied per
+/// particle.
+template <class X, class Ch>
+DS_HD_INLINE void tmpd_moments(const guided_params& p, std::int64_t b, const X& x, const Ch& c, float a, float s,
+                               float sigma2, const tmpd_scratch& w) {
   const int d = p.d, dy = p.d_y;
-  mixture_denoiser(p.mix, x, a, s, w.m);
+  denoiser_at(c, x, w.m);
   guided_residual(p, b, 1.f, w.m, w.r);
   for (int o = 0; o < dy; ++o) {
-    mixture_denoiser_jvp(p.mix, x, guided_operator_row(p, b, o), a, s, w.jv);
+    jvp_at(c, x, guided_operator_row(p, b, o), w.jv);
     const strided_vec<float> jo = w.jrow(o);
     for (int j = 0; j < d; ++j) jo[j] = w.jv[j];
   }
   tmpd_covariance(p, b, a, s, sigma2, w);
+}
+
+/// tmpd_moments() from the mixture's own functions at (a, s) (no table).
+template <class X>
+DS_HD_INLINE void tmpd_moments(const guided_params& p, std::int64_t b, const X& x, float a, float s, float sigma2,
+                               const tmpd_scratch& w) {
+  tmpd_moments(p, b, x, mixture_at{p.mix, a, s}, a, s, sigma2, w);
 }
 
 /// The second half of TMPD transition k from its moments (w.m, w.r, the rows, w.cyy), for the particle of stream
@@ -136,7 +144,7 @@ DS_HD_INLINE bool tmpd_step(const guided_params& p, std::int64_t i, std::int64_t
                             X& x, const tmpd_scratch& w) {
   const std::int64_t b = i / p.particles;
   const guided_step st = p.steps[k];
-  tmpd_moments(p, b, x, st.a, st.s, sigma2, w);
+  tmpd_moments(p, b, x, guided_channel(p, k), st.a, st.s, sigma2, w);
   return tmpd_update(p, host_shard_stream(p, i, b), k, scale, x, w);
 }
 

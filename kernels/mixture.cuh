@@ -531,6 +531,91 @@ DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
   return run_max + ds_log(run_sum);
 }
 
+/// Logit of component k at the channel from its constants: log_norm_k - 1/2 min(sum_j (x_j - a mu_kj)^2 / c_kj,
+/// cap), the same operations as channel_chunk_weights' for one component (no division).
+template <class T, class X>
+DS_HD_INLINE T channel_logit(const channel_view& c, int k, const X& x) {
+  const int d = x.size();
+  const float* mu = c.means + static_cast<std::int64_t>(k) * d;
+  const component_constants cc = c.comp[k];
+  T q = T(0);
+  if (c.isotropic) {
+    for (int j = 0; j < d; ++j) {
+      const T diff = T(c.a * mu[j]) - T(x[j]);
+      q = ds_fma(diff, diff, q);
+    }
+    q = q * T(cc.inv_c);
+  } else {
+    const float* ic = c.inv_c + static_cast<std::int64_t>(k) * d;
+    for (int j = 0; j < d; ++j) {
+      const T diff = T(c.a * mu[j]) - T(x[j]);
+      q = ds_fma(diff * diff, T(ic[j]), q);
+    }
+  }
+  q = ds_min(q, T(max_mahalanobis<float>()));
+  return T(cc.log_norm) - T(0.5f) * q;
+}
+
+/// Denoiser Jacobian-vector product J v at the channel from its constants, one point per call (the CUDA guided
+/// samplers' J v): the formula and the three passes of mixture_denoiser_jvp,
+///   J v = sum_k r_k [ (a v_k / c_k) v + (s^2 / a) delta_k ((delta_k - score) . v) ],  delta_k = (a mu_k - x) / c_k,
+/// with 1 / c_k, a v_k / c_k and the logits' normalisers read from the channel's table: one division per call
+/// (s^2 / a, and 1 / sum of the softmax) instead of one per component and coordinate. out may not alias x or v.
+template <class T, class X, class V, class G>
+DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& out) {
+  const int d = x.size();
+  // Pass 1: softmax statistics.
+  T run_max = T(-INFINITY), run_sum = T(0);
+  for (int k = 0; k < c.components; ++k) {
+    const T l = channel_logit<T>(c, k, x);
+    if (l > run_max) {
+      run_sum = ds_fma(run_sum, softmax_exp(run_max - l), T(1));
+      run_max = l;
+    } else {
+      run_sum = run_sum + softmax_exp(l - run_max);
+    }
+  }
+  const T inv_sum = T(1) / run_sum;
+  // delta_k . v, delta_kj = (a mu_kj - x_j) / c_kj.
+  auto delta_dot_v = [&](int k) {
+    const std::int64_t off = static_cast<std::int64_t>(k) * d;
+    const float* mu = c.means + off;
+    T dv = T(0);
+    if (c.isotropic) {
+      for (int j = 0; j < d; ++j) dv = ds_fma(T(c.a * mu[j]) - T(x[j]), T(v[j]), dv);
+      return dv * T(c.comp[k].inv_c);
+    }
+    const float* ic = c.inv_c + off;
+    for (int j = 0; j < d; ++j) dv = ds_fma((T(c.a * mu[j]) - T(x[j])) * T(ic[j]), T(v[j]), dv);
+    return dv;
+  };
+  // Pass 2: alpha = score . v = sum_k r_k (delta_k . v).
+  T alpha = T(0);
+  for (int k = 0; k < c.components; ++k)
+    alpha = ds_fma(softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum, delta_dot_v(k), alpha);
+  // Pass 3: accumulate.
+  const T ratio = T(c.s2 / c.a);
+  for (int j = 0; j < d; ++j) out[j] = T(0);
+  for (int k = 0; k < c.components; ++k) {
+    const T r = softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum;
+    const T centred = ratio * (delta_dot_v(k) - alpha);
+    const std::int64_t off = static_cast<std::int64_t>(k) * d;
+    const float* mu = c.means + off;
+    if (c.isotropic) {
+      const component_constants cc = c.comp[k];
+      const T rx = r * T(cc.x_scale), rc = r * centred * T(cc.inv_c);
+      for (int j = 0; j < d; ++j) out[j] = ds_fma(rx, T(v[j]), ds_fma(rc, T(c.a * mu[j]) - T(x[j]), T(out[j])));
+    } else {
+      const float *ic = c.inv_c + off, *var = c.variances + off;
+      const T rc = r * centred;
+      for (int j = 0; j < d; ++j) {
+        const T icj = T(ic[j]);
+        out[j] = ds_fma(r * T(c.a * var[j]) * icj, T(v[j]), ds_fma(rc * icj, T(c.a * mu[j]) - T(x[j]), T(out[j])));
+      }
+    }
+  }
+}
+
 /// Component of an exact sample: the first k with u <= cumulative weight k (the last one if rounding leaves u above).
 /// A binary search over the non-decreasing cumulative weights: O(log K) per sample (an empirical prior has one
 /// component per data point), the same k as a scan from the front. The comparison is made in U's precision:

@@ -428,7 +428,72 @@ def fmt_bound(flops, moved, loads=0):
     return by_flops, by_bytes, by_loads, bounds[which], which
 
 
-def write_record(kernels, path, allow_register_stack):
+def find_cuobjdump():
+    """cuobjdump from PATH, the toolkit, or the pip package nvidia-cuda-cuobjdump; None when there is none."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    candidates = [os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "cuobjdump")]
+    try:
+        import nvidia  # the pip packages' namespace (nvidia-cuda-cuobjdump installs nvidia/cu13/bin/cuobjdump)
+        for base in nvidia.__path__:
+            candidates += glob.glob(os.path.join(base, "*", "bin", "cuobjdump"))
+    except ImportError:
+        pass
+    return next((c for c in candidates if os.access(c, os.X_OK)), None)
+
+
+# The guided samplers' per-particle functors whose SASS the record counts (section "Divisions ...").
+GUIDED_FUNCTORS = ("guided_weight_functor", "guided_init_functor", "guided_moment_functor", "guided_baseline_functor",
+                   "guided_diffpir_functor", "guided_skrock_functor", "guided_tmpd_functor", "guided_dcps_functor",
+                   "guided_ddrm_functor", "moment_stage_functor")
+
+
+def sass_counts(objects):
+    """{short kernel name: counts} over the guided functors' kernels in the objects under `objects`: SASS
+    instructions (NOPs left out), FCHK (one per IEEE float division: MUFU.RCP, Newton step, FCHK, slow-path call),
+    MUFU.RCP (float divisions, 64-bit integer divisions and 1 / x), other MUFU (exp2, lg2, rsqrt, sin, cos),
+    CALL.REL (slow paths) and local loads and stores (LDL/STL). Static counts over the whole kernel."""
+    tool = find_cuobjdump()
+    if tool is None:
+        print("static_record: no cuobjdump (pip install nvidia-cuda-cuobjdump): SASS section left out", file=sys.stderr)
+        return None
+    counts = {}
+    for obj in sorted(glob.glob(os.path.join(objects, "*.cu.o"))):
+        text = subprocess.run([tool, "-sass", obj], capture_output=True, text=True).stdout
+        current = None
+        for line in text.splitlines():
+            m = re.search(r"Function : (\S+)", line)
+            if m:
+                current = dict(name=m.group(1), object=os.path.basename(obj), ins=0, fchk=0, rcp=0, mufu=0, call=0,
+                               local=0)
+                counts[m.group(1)] = current
+                continue
+            m = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+([^;]*);", line)
+            if current is None or not m:
+                continue
+            ins = m.group(1).strip()
+            if ins.startswith("@"):
+                ins = ins.split(None, 1)[1]
+            op = ins.split()[0]
+            if op == "NOP":
+                continue
+            current["ins"] += 1
+            current["fchk"] += op.startswith("FCHK")
+            current["rcp"] += op.startswith("MUFU.RCP")
+            current["mufu"] += op.startswith("MUFU.") and not op.startswith("MUFU.RCP")
+            current["call"] += op.startswith("CALL")
+            current["local"] += op.startswith("LDL") or op.startswith("STL")
+    names = list(counts)
+    out = {}
+    for mangled, name in zip(names, demangle(names)):
+        short = shorten(name)
+        if any(f in short for f in GUIDED_FUNCTORS):
+            out[short] = counts[mangled]
+    return out
+
+
+def write_record(kernels, path, allow_register_stack, sass=None):
     lines = []
     lines.append("# Static performance record (sm_90)")
     lines.append("")
@@ -538,6 +603,23 @@ def write_record(kernels, path, allow_register_stack):
                 lines.append("| `{}` | {} | {} | {} | {} | {:.0%} | {} |".format(
                     k["short"], d, width, threads, dyn, occ, limiter))
         lines.append("")
+    if sass:
+        lines.append("## Divisions and instructions of the guided functors (SASS)")
+        lines.append("")
+        lines.append("Static counts over each kernel's SASS (`cuobjdump -sass` of the build's objects, `--objects`):")
+        lines.append("instructions (NOPs left out); FCHK, one per IEEE float division the code keeps (each is MUFU.RCP,")
+        lines.append("a Newton step, FCHK and a call to the slow path); MUFU.RCP, float divisions plus reciprocals and the")
+        lines.append("64-bit integer divisions (i / particles); other MUFU (exp2, lg2, rsqrt, sin, cos); calls (slow")
+        lines.append("paths); local loads and stores (a stack frame's array, not spills). Counted once per instruction in")
+        lines.append("the code, not per execution.")
+        lines.append("")
+        lines.append("| object | kernel | instructions | FCHK (divisions) | MUFU.RCP | other MUFU | calls | LDL/STL |")
+        lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for short, c in sorted(sass.items(), key=lambda e: (e[1]["object"], e[0])):
+            lines.append("| {} | `{}` | {} | {} | {} | {} | {} | {} |".format(
+                c["object"].replace(".cu.o", ""), short.replace("|", "\\|"), c["ins"], c["fchk"], c["rcp"],
+                c["mufu"], c["call"], c["local"]))
+        lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -549,6 +631,8 @@ def main():
     ap.add_argument("--check", action="store_true", help="fail on spills and register-path stack frames")
     ap.add_argument("--allow-register-stack", action="store_true",
                     help="do not fail on register-path stack frames (spills still fail)")
+    ap.add_argument("--objects", metavar="DIR",
+                    help="with --write: also count the guided functors' SASS in DIR's *.cu.o (needs cuobjdump)")
     args = ap.parse_args()
 
     kernels = parse_reports(args.ptxas)
@@ -562,7 +646,8 @@ def main():
         k["block"] = block_size(k["short"], bounds)
 
     if args.write:
-        write_record(kernels, args.write, args.allow_register_stack)
+        sass = sass_counts(args.objects) if args.objects else None
+        write_record(kernels, args.write, args.allow_register_stack, sass)
         print("static_record: {} kernels written to {}".format(len(kernels), args.write))
 
     failures, known, stale = [], [], []

@@ -267,13 +267,22 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
 
 struct layout {
   std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, sigma2, table_end;  // from the host
+  std::size_t channels;  // the mixture's constants per channel (guided_params::channels), filled on the executor
+  std::int64_t channel_count;
   std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, moment, shift,
       total;
   std::size_t resampling_bytes;
   operator_shape operators;  // how A reaches the kernels
 };
 
-layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_options& o) {
+// Channels of the run's constant table (guided_params::channels): one per step for the grid samplers, one (the
+// prior's (1, 0)) for SKRock.
+std::int64_t channel_count(const guided_options& o) { return o.sampler == guided_sampler::skrock ? 1 : o.steps; }
+
+// `mix`: the prior, whose constants at the run's channels the layout holds; nullptr for an ask/tell plan or a run
+// that keeps its constants on the host.
+layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_options& o,
+                   const kernels::mixture_view<float>* mix) {
   const std::size_t B = pr.problems, N = o.particles, d = dim, dy = pr.d_y, K = o.steps;
   const operator_shape sh = shape_of(pr, dim);
   const std::size_t a_count = sh.count * dy * (sh.mask ? 1 : d);
@@ -301,6 +310,8 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
                                                       : 0);
   l.sigma2 = put(B * sizeof(float));
   l.table_end = at;
+  l.channel_count = mix != nullptr ? channel_count(o) : 0;
+  l.channels = put(mix != nullptr ? kernels::mixture_channels::table_floats(*mix, l.channel_count) * sizeof(float) : 0);
   const bool smc = o.sampler == guided_sampler::smc;
   const bool moment = smc && o.potentials == guided_potentials::moment;
   l.x = put(B * N * d * sizeof(float));
@@ -655,7 +666,8 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
     default: break;
   }
   const svd_reduction reduced = reduce_svd(problems, prior.dim());
-  return make_layout(prior.dim(), reduced.active ? reduced.problems : problems, options).total;
+  const kernels::mixture_view<float> view = prior.storage().view(executor::cpu);
+  return make_layout(prior.dim(), reduced.active ? reduced.problems : problems, options, &view).total;
 }
 
 guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, const guided_problems& given,
@@ -689,7 +701,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
     DIFFSAMPLE_EXPECTS(out.samples == nullptr || o.final_resample,
                        "outputs.samples: given but options.final_resample is false");
   }
-  const layout l = make_layout(prior.dim(), pr, o);
+  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);  // the table's size
+  const layout l = make_layout(prior.dim(), pr, o, &shape);
   float initial_scale = 1.f;
   const std::vector<unsigned char> blob =
       build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
@@ -710,6 +723,14 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   // executor's stay row-major.
   const bool diffpir = o.sampler == guided_sampler::diffpir;
   if (where == executor::cuda) p.coordinate_stride = BN;
+  // The mixture's constants at every channel of the run, once per call on the executor (FP64, rounded to float):
+  // every particle's denoiser, score and J v read them (kernels::guided_channel), on both executors the same values.
+  p.channels = kernels::mixture_channels::in(p.mix, l.channel_count, reinterpret_cast<float*>(ws + l.channels));
+  kernels::for_each_index(
+      where, l.channel_count * p.mix.components,
+      kernels::channel_table_functor<kernels::guided_channels>{
+          p.channels, {o.sampler == guided_sampler::skrock ? nullptr : p.steps}},
+      exec.stream);
 
   float* x = reinterpret_cast<float*>(ws + l.x);
   float* mu = reinterpret_cast<float*>(ws + l.mu);
@@ -718,16 +739,11 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   guided_report report;
   report.ran = where;
 
-  // The CPU executor's SIMD target, and the mixture's constants at a channel for the SMC's weighting step, one
-  // channel refilled per step on the calling thread (K components x d values).
+  // The CPU executor's SIMD target, and the mixture's constants at step k's channel for the SMC's weighting step
+  // (the run's table).
   const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  std::vector<float> channel_table;
-  kernels::mixture_channels channels{};
-  if (where == executor::cpu && smc) {
-    channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
-    channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
-  }
-  auto channel_at = [&](std::int64_t k) { return fill_step_channel(channels, p.steps[k]); };
+  auto channel_at = [&](std::int64_t k) { return kernels::guided_channel(p, k); };
+  ++report.launches;  // the table
 
   if (!smc) {
     const float* extra = reinterpret_cast<const float*>(ws + l.extra);
@@ -1081,7 +1097,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     const guided_problems& pr = reduced.active ? reduced.problems : given;
     guided_options lo = o;
     lo.particles = std::max<std::int64_t>(local, 1);  // the shard's buffers
-    l = make_layout(prior.dim(), pr, lo);
+    l = make_layout(prior.dim(), pr, lo, nullptr);
     blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
     detail::check_allocation("guided workspace", l.total, where);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
@@ -1568,7 +1584,7 @@ void set_up_plan(Storage& st, plan_setup& setup, std::int64_t d, const guided_pr
   setup.reduced = reduce_svd(given, d);
   setup.problems = setup.reduced.active ? &setup.reduced.problems : &given;
   const guided_problems& pr = *setup.problems;
-  setup.l = make_layout(d, pr, o);
+  setup.l = make_layout(d, pr, o, nullptr);
   st.tables = build_tables(d, {}, pr, o, setup.l, &setup.initial_scale, setup.reduced);
   st.where = plan_executor(exec);
   st.rows = pr.problems * o.particles;
@@ -1707,7 +1723,7 @@ std::unique_ptr<sampling_plan_storage> make_skrock_plan(std::int64_t d, const gu
   auto st = std::make_unique<skrock_plan_storage>();
   const svd_reduction reduced = reduce_svd(given, d);
   const guided_problems& pr = reduced.active ? reduced.problems : given;
-  const layout l = make_layout(d, pr, o);
+  const layout l = make_layout(d, pr, o, nullptr);
   float initial_scale = 1.f;
   const std::vector<unsigned char> tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, BN = B * N;

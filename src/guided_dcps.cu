@@ -26,7 +26,8 @@ namespace {
 struct dcps_layout {
   blob_layout blob;
   linear_tables tables;
-  std::size_t steps = 0, blocks = 0, step_precision = 0, block_precision = 0, table_end = 0, x = 0, work = 0;
+  std::size_t steps = 0, blocks = 0, step_precision = 0, block_precision = 0, table_end = 0, channels = 0, x = 0,
+              work = 0;
 };
 
 // Inverse of a symmetric positive-definite n x n matrix in place (FP64 Cholesky).
@@ -41,8 +42,10 @@ void invert(std::vector<double>& m, std::int64_t n) {
   kernels::back_substitute_transposed(L.data(), n, m.data(), n);
 }
 
+// mix: the prior, whose constants at the run's channels (kernels::dcps_channels) the layout holds; nullptr for the
+// ask/tell plan.
 dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const guided_options& o,
-                             std::vector<unsigned char>* host) {
+                             std::vector<unsigned char>* host, const kernels::mixture_view<float>* mix) {
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps,
                      L = o.dcps_blocks;
   // Every Philox stream step of a particle must stay below 2^30 (kernels/rng.cuh keys the step above bit 34).
@@ -57,6 +60,9 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
   l.step_precision = l.blob.put(K * B * dy * dy * sizeof(float));
   l.block_precision = l.blob.put(L * B * dy * dy * sizeof(float));
   l.table_end = l.blob.at;
+  l.channels = l.blob.put(
+      mix != nullptr ? kernels::mixture_channels::table_floats(*mix, kernels::dcps_channels::count(K, L)) * sizeof(float)
+                     : 0);
   l.x = l.blob.put(B * N * d * sizeof(float));
   l.work = l.blob.put(B * N * kernels::dcps_scratch::floats(int(d), int(dy)) * sizeof(float));
   if (host == nullptr) return l;
@@ -213,14 +219,16 @@ kernels::dcps_stage_functor dcps_stage(const kernels::dcps_params& p, const dcps
 
 std::size_t dcps_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& options) {
-  return make_dcps_layout(prior.dim(), problems, options, nullptr).blob.at;
+  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
+  return make_dcps_layout(prior.dim(), problems, options, nullptr, &shape).blob.at;
 }
 
 guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
                           guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
   std::vector<unsigned char> host;
   const std::int64_t d = prior.dim(), dy = pr.d_y;
-  const dcps_layout l = make_dcps_layout(d, pr, o, &host);
+  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
+  const dcps_layout l = make_dcps_layout(d, pr, o, &host, &shape);
   run_space rs;
   prepare_run(rs, pr, o, d, out, exec, workspace, workspace_bytes, l.blob.at, host);
   kernels::dcps_params p = bind_dcps(l, prior.storage().view(rs.where), d, pr, o, rs.ws);
@@ -232,10 +240,17 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
     // The particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh, "Layout"), transposed
     // back by the copies out.
     p.g.coordinate_stride = BN;
+    // The mixture's constants at every channel of the run, once per call on the device.
+    const std::int64_t channels = kernels::dcps_channels::count(p.steps_count, p.blocks_count);
+    p.g.channels = kernels::mixture_channels::in(p.g.mix, channels, reinterpret_cast<float*>(rs.ws + l.channels));
+    kernels::for_each_index(
+        rs.where, channels * p.g.mix.components,
+        kernels::channel_table_functor<kernels::dcps_channels>{p.g.channels, {p.steps, p.blocks, p.steps_count}},
+        exec.stream);
     kernels::for_each_index_scratch<128>(rs.where, BN,
                                          kernels::guided_dcps_functor{p, x, reinterpret_cast<float*>(rs.ws + l.work)},
                                          exec.stream);
-    report.launches = 1 + copy_outputs(x, BN * d, out, rs.where, exec.stream, d, p.g.coordinate_stride);
+    report.launches = 2 + copy_outputs(x, BN * d, out, rs.where, exec.stream, d, p.g.coordinate_stride);
     return report;
   }
   // Ask by ask with the mixture's denoiser and J v (the direct path; both packed on a SIMD target), through the
@@ -327,7 +342,7 @@ std::unique_ptr<sampling_plan_storage> make_dcps_plan(std::int64_t d, const guid
                                                       cudaStream_t stream) {
   auto st = std::make_unique<dcps_plan_storage>();
   std::vector<unsigned char> tables;
-  const dcps_layout l = make_dcps_layout(d, pr, o, &tables);
+  const dcps_layout l = make_dcps_layout(d, pr, o, &tables, nullptr);
   const std::int64_t BN = pr.problems * o.particles, dy = pr.d_y;
   st->where = where;
   st->rows = BN;

@@ -24,17 +24,20 @@ namespace {
 struct tmpd_layout {
   blob_layout blob;
   linear_tables tables;
-  std::size_t sigma2 = 0, table_end = 0, x = 0, fwork = 0, dwork = 0, answer = 0;
+  std::size_t sigma2 = 0, table_end = 0, channels = 0, x = 0, fwork = 0, dwork = 0, answer = 0;
 };
 
+// mix: the prior, whose constants at every step's channel the layout holds (guided_params::channels, filled on the
+// executor); nullptr for the ask/tell plan.
 tmpd_layout make_tmpd_layout(std::int64_t d, const guided_problems& pr, const guided_options& o,
-                             std::vector<unsigned char>* host) {
+                             std::vector<unsigned char>* host, const kernels::mixture_view<float>* mix) {
   tmpd_layout l;
   l.tables = put_linear_tables(d, pr, o, l.blob, host);
   const std::size_t B = pr.problems, N = o.particles, dy = pr.d_y;
   const std::size_t D = static_cast<std::size_t>(d);
   l.sigma2 = l.blob.put(B * sizeof(float));
   l.table_end = l.blob.at;
+  l.channels = l.blob.put(mix != nullptr ? kernels::mixture_channels::table_floats(*mix, o.steps) * sizeof(float) : 0);
   l.x = l.blob.put(B * N * D * sizeof(float));
   l.fwork = l.blob.put(B * N * kernels::tmpd_scratch::floats(int(d), int(dy)) * sizeof(float));
   l.dwork = l.blob.put(B * N * kernels::tmpd_scratch::doubles(int(dy)) * sizeof(double));
@@ -78,14 +81,16 @@ void tmpd_finish_gemm(kernels::tmpd_stage_functor f, const kernels::tmpd_rows& r
 
 std::size_t tmpd_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& options) {
-  return make_tmpd_layout(prior.dim(), problems, options, nullptr).blob.at;
+  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
+  return make_tmpd_layout(prior.dim(), problems, options, nullptr, &shape).blob.at;
 }
 
 guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
                           guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
   std::vector<unsigned char> host;
   const std::int64_t d = prior.dim(), dy = pr.d_y;
-  const tmpd_layout l = make_tmpd_layout(d, pr, o, &host);
+  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
+  const tmpd_layout l = make_tmpd_layout(d, pr, o, &host, &shape);
   run_space rs;
   prepare_run(rs, pr, o, d, out, exec, workspace, workspace_bytes, l.blob.at, host);
   kernels::guided_params p = linear_params(prior, pr, o, l.tables, rs.where, rs.ws);
@@ -98,13 +103,18 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
     // The CUDA executor's particles and scratch rows are coordinate-major inside the run (kernels/guided.cuh,
     // "Layout"), transposed back by the copies out.
     p.coordinate_stride = BN;
+    // The mixture's constants at every step's channel, once per call on the device (kernels::guided_channel).
+    p.channels = kernels::mixture_channels::in(p.mix, o.steps, reinterpret_cast<float*>(rs.ws + l.channels));
+    kernels::for_each_index(rs.where, o.steps * p.mix.components,
+                            kernels::channel_table_functor<kernels::guided_channels>{p.channels, {p.steps}},
+                            exec.stream);
     kernels::for_each_index_scratch<128>(
         rs.where, BN,
         kernels::guided_tmpd_functor{p, o.steps, float(o.guidance_scale), sigma2, x,
                                      reinterpret_cast<float*>(rs.ws + l.fwork),
                                      reinterpret_cast<double*>(rs.ws + l.dwork)},
         exec.stream);
-    report.launches = 1 + copy_outputs(x, BN * d, out, rs.where, exec.stream, d, p.coordinate_stride);
+    report.launches = 2 + copy_outputs(x, BN * d, out, rs.where, exec.stream, d, p.coordinate_stride);
     return report;
   }
   // Ask by ask with the mixture's denoiser and J a_o (the direct path; both packed on a SIMD target), through the
@@ -225,7 +235,7 @@ std::unique_ptr<sampling_plan_storage> make_tmpd_plan(std::int64_t d, const guid
                                                       cudaStream_t stream) {
   auto st = std::make_unique<tmpd_plan_storage>();
   std::vector<unsigned char> tables;
-  const tmpd_layout l = make_tmpd_layout(d, pr, o, &tables);
+  const tmpd_layout l = make_tmpd_layout(d, pr, o, &tables, nullptr);
   const std::int64_t BN = pr.problems * o.particles, dy = pr.d_y;
   st->where = where;
   st->rows = BN;

@@ -592,6 +592,14 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   p.d_y = dy;
   p.seed = 9;
   p.initial_scale = 1.5f;
+  // The mixture's constants at the steps' channels (the grid samplers' table), and SKRock's at the prior's (1, 0).
+  std::vector<float> step_table(static_cast<std::size_t>(k::mixture_channels::table_floats(p.mix, steps))),
+      prior_table(static_cast<std::size_t>(k::mixture_channels::table_floats(p.mix, 1)));
+  p.channels = k::mixture_channels::in(p.mix, steps, step_table.data());
+  for (std::int64_t e = 0; e < steps * K; ++e) k::channel_table_functor<k::guided_channels>{p.channels, {p.steps}}(e);
+  k::guided_params p_prior = p;  // SKRock's
+  p_prior.channels = k::mixture_channels::in(p.mix, 1, prior_table.data());
+  for (std::int64_t e = 0; e < K; ++e) k::channel_table_functor<k::guided_channels>{p_prior.channels, {nullptr}}(e);
   std::vector<std::int32_t> ancestors(n);
   for (std::int64_t i = 0; i < n; ++i) ancestors[i] = static_cast<std::int32_t>((i * 5 + 1) % N);
   std::vector<ds::particle_report> reports(B);
@@ -634,7 +642,9 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
     const k::guided_diffpir_functor pir{q, steps, pir_x.data(), work.data(), r.data()};
     for (std::int64_t i = 0; i < n; ++i) coordinate_major ? pir(i, shared(i, d)) : pir(i);
     std::vector<float> kr_x(n * d);
-    const k::guided_skrock_functor kr{q, skrock, 2, kr_x.data(), work.data(), r.data()};
+    k::guided_params q_prior = q;
+    q_prior.channels = p_prior.channels;
+    const k::guided_skrock_functor kr{q_prior, skrock, 2, kr_x.data(), work.data(), r.data()};
     for (std::int64_t i = 0; i < n; ++i) coordinate_major ? kr(i, shared(i, d)) : kr(i);
     std::vector<float> dps_x(n * d);
     const k::guided_baseline_functor dps{q, steps, dps_x.data(), work.data(), r.data(), settings};
@@ -665,13 +675,13 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
       k::philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
       k::prior_draw(p.mix, rng, xk);
     }
-    for (int s = 0; s < 2; ++s) k::skrock_iteration(p, skrock, i, s, xk, mi, oi, vi, ri);
+    for (int s = 0; s < 2; ++s) k::skrock_iteration(p_prior, skrock, i, s, xk, mi, oi, vi, ri);
     k::baseline_initial(p, k::guided_stream(p, i, b), xd);
     for (int s = 0; s < steps; ++s) {
-      const k::guided_step st = p.steps[s];
-      k::mixture_denoiser(p.mix, xd, st.a, st.s, mi);
+      const k::channel_view ch = k::guided_channel(p, s);
+      k::channel_denoiser<float>(ch, xd, mi);
       const float shift = k::baseline_guidance(p, settings, b, s, mi, vi, ri);
-      k::mixture_denoiser_jvp(p.mix, xd, vi, st.a, st.s, ji);
+      k::channel_jvp<float>(ch, xd, vi, ji);
       k::baseline_update(p, s, k::guided_stream(p, i, b), shift, xd, mi, ji);
     }
   }

@@ -147,6 +147,28 @@ std::vector<float> run(const ds::gaussian_mixture& prior, const ds::guided_probl
 }
 
 // Guided params over host tables for the one-step tests (dense A, one problem).
+// The mixture's constants at `channels` channels named by `which` (kernels::channel_table_functor), as the fused
+// runs' tables hold them, laid out in `storage`.
+template <class Channels>
+kn::mixture_channels channel_table(const kn::mixture_view<float>& mix, std::int64_t channels, Channels which,
+                                   std::vector<float>& storage) {
+  storage.assign(static_cast<std::size_t>(kn::mixture_channels::table_floats(mix, channels)), 0.f);
+  const kn::mixture_channels t = kn::mixture_channels::in(mix, channels, storage.data());
+  for (std::int64_t e = 0; e < channels * mix.components; ++e) kn::channel_table_functor<Channels>{t, which}(e);
+  return t;
+}
+
+// One channel, index `index`, of a table (the others left unfilled).
+struct single_channel {
+  std::int64_t index;
+  float a, s;
+  bool operator()(std::int64_t c, float& ca, float& cs) const {
+    ca = a;
+    cs = s;
+    return c == index;
+  }
+};
+
 kn::guided_params host_params(const small_mixture& mix, const std::vector<float>& A, const std::vector<float>& y,
                               const kn::guided_step* step, int dy) {
   kn::guided_params p{};
@@ -248,13 +270,16 @@ TEST(Tmpd, OneStepMatchesFp64Reference) {
   st.c1 = float(c1);
   st.sig = 0.f;
   st.guidance = float(c0 * s * s / a);
-  const kn::guided_params p = host_params(mix, A, y, &st, dy);
+  kn::guided_params p = host_params(mix, A, y, &st, dy);
+  // The mixture's constants at the step's channel, as the fused run's table holds them.
+  std::vector<float> table;
+  p.channels = channel_table(p.mix, 1, kn::guided_channels{p.steps}, table);
   std::vector<double> x(d);
   for (auto& v : x) v = 1.5 * z(gen);
   std::vector<float> xf(x.begin(), x.end()), fw(2 * d + dy * d + dy);
   std::vector<double> dw(dy * dy + dy);
   const kn::tmpd_scratch w = kn::tmpd_scratch::rows(fw.data(), dw.data(), d, dy);
-  float* xp = xf.data();
+  kn::strided_vec<float> xp{xf.data(), 1, d};
   ASSERT_TRUE(kn::tmpd_step(p, 0, 0, float(scale), float(sigma2), xp, w));
   std::vector<double> m, C;
   mix.moments(x, a, s, m, C);
@@ -562,6 +587,10 @@ TEST(Dcps, LangevinStepMatchesFp64Reference) {
   p.langevin_steps = 5;
   p.gradient_steps = 2;
   p.gamma = 0.05f;
+  // The block's channel in the fused run's table (kernels::dcps_channels: index 2 K + l).
+  std::vector<float> table;
+  p.g.channels = channel_table(p.g.mix, kn::dcps_channels::count(10, 1), single_channel{20, block.start.a, block.start.s},
+                               table);
   const std::vector<double> x = {0.3, -0.8, 1.1, 0.2};
   std::vector<float> xf(x.begin(), x.end()), work(8 * d + 2 * dy), work2(8 * d + 2 * dy);
   auto scratch = [&](std::vector<float>& v) {
@@ -750,6 +779,8 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
   p.steps_count = 1;
   p.gradient_steps = 2;
   p.rho = 0.3f;
+  std::vector<float> table;
+  p.g.channels = channel_table(p.g.mix, kn::dcps_channels::count(1, 0), kn::dcps_channels{&st, nullptr, 1}, table);
   const std::vector<double> x = {0.3, -0.8, 1.1, 0.2};
   std::vector<float> xf(x.begin(), x.end()), work(8 * d + 2 * dy);
   float* w0 = work.data();
@@ -847,6 +878,8 @@ TEST(GuidedSamplers, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
     p.seed = 21;
     p.initial_scale = 1.3f;
     p.coordinate_stride = coordinate_major ? n : 0;
+    std::vector<float> step_table, dcps_table;
+    p.channels = channel_table(p.mix, steps, kn::guided_channels{p.steps}, step_table);
     std::vector<float> block(4 * 2 * d + 16);  // 16 floats past the widest scratch: overruns are seen there
     // Thread i % 4 of a block of 4: the scratch as the shared memory of for_each_index_scratch_kernel.
     const auto shared = [&](std::int64_t i, int width) {
@@ -979,6 +1012,8 @@ TEST(GuidedSamplers, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
       q.gamma = 0.05f;
       q.rho = 0.3f;
       q.initial_scale = 1.1f;
+      q.g.channels = channel_table(q.g.mix, kn::dcps_channels::count(steps, 2),
+                                   kn::dcps_channels{csteps.data(), blocks.data(), steps}, dcps_table);
       std::vector<float> x(n * d), work(n * kn::dcps_scratch::floats(d, dy));
       const kn::guided_dcps_functor f{q, x.data(), work.data()};
       for (std::int64_t i = 0; i < n; ++i) {

@@ -249,6 +249,53 @@ TEST(Mixture, DenoiserJvpMatchesFiniteDifferencesAndFp32) {
   }
 }
 
+// kernels::channel_jvp (the CUDA guided samplers' J v from a channel's constants: no division per component and
+// coordinate) against the FP64 JVP at the float-rounded inputs, both variance forms and three channels (the
+// constants rounded to float once per channel; same tolerance as the FP32 JVP above, 5e-3 relative to the entry
+// plus 1e-3 of the largest: a few hundred float ulps of the per-component sums).
+TEST(Mixture, ChannelJvpFromTheConstantsMatchesFp64) {
+  const int d = 6, K = 5, n = 4;
+  struct one_channel {
+    float a, s;
+    bool operator()(std::int64_t, float& ca, float& cs) const {
+      ca = a;
+      cs = s;
+      return true;
+    }
+  };
+  for (bool iso : {true, false}) {
+    std::mt19937_64 gen(8);
+    std::uniform_real_distribution<double> u(0.2, 1.0), m(-2.0, 2.0), var(0.3, 2.0);
+    std::vector<double> w(K), mu(std::size_t(K) * d), v(iso ? K : std::size_t(K) * d);
+    for (auto& e : w) e = u(gen);
+    for (auto& e : mu) e = m(gen);
+    for (auto& e : v) e = var(gen);
+    const gaussian_mixture mix(d, w, mu, v);
+    double total = 0;
+    for (double e : w) total += e;
+    std::vector<float> lw(K), muf(mu.begin(), mu.end()), vf(v.begin(), v.end());
+    for (int k = 0; k < K; ++k) lw[k] = float(std::log(w[k] / total));
+    const kernels::mixture_view<float> view{lw.data(), muf.data(), vf.data(), K, d, iso};
+    for (channel ch : {channel{0.8, 0.6}, channel{0.2, 1.0}, channel{1.0, 0.05}}) {
+      std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
+      const kernels::mixture_channels t = kernels::mixture_channels::in(view, 1, table.data());
+      const kernels::channel_table_functor<one_channel> fill{t, {float(ch.a), float(ch.s)}};
+      for (int k = 0; k < K; ++k) fill(k);
+      const kernels::channel_view c = t.at(0, float(ch.a), float(ch.s));
+      const auto x = random_points(n, d, 2.0, 2), dir = random_points(n, d, 1.0, 3);
+      std::vector<float> xf(x.begin(), x.end()), df(dir.begin(), dir.end()), got(x.size());
+      for (int i = 0; i < n; ++i) {
+        const kernels::strided_vec<const float> xi{xf.data() + i * d, 1, d}, di{df.data() + i * d, 1, d};
+        kernels::strided_vec<float> oi{got.data() + i * d, 1, d};
+        kernels::channel_jvp<float>(c, xi, di, oi);
+      }
+      std::vector<double> xr(xf.begin(), xf.end()), dr(df.begin(), df.end()), ref(x.size());
+      mix.denoiser_jvp_fp64(ref.data(), n, xr.data(), dr.data(), ch);
+      expect_close(got, ref, 5e-3, iso ? "channel jvp, isotropic" : "channel jvp, diagonal");
+    }
+  }
+}
+
 TEST(Mixture, FarPointsAndTinyNoiseStayFinite) {
   const int d = 8;
   const auto mix = random_mixture(25, d, false, 8.0, 4, /*tiny_weight=*/1e-30);
