@@ -70,7 +70,7 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
     for (std::int64_t a = first; a < last; ++a) {
       const channel& at = asks[a].at;
       group.push_back({asks[a].points, asks[a].vectors, asks[a].answer,
-                       tables[slot[a - first]].at(0, float(at.a), float(at.s))});
+                       tables[slot[a - first]].at(0, float(at.a), float(at.s)), asks[a].score ? 1 : 2});
     }
     const group_tell g{tell, context, first};
     const cpu::stepwise_run run{rows,

@@ -18,13 +18,14 @@ namespace diffsample::detail {
 
 struct mixture_storage;
 
-/// One ask: the mixture's denoiser (vectors null) or J v (vectors: rows x d) at channel `at`, at the rows of
-/// `points`, into the rows of `answer`.
+/// One ask: the mixture's denoiser (vectors null; its score when `score` is set) or J v (vectors: rows x d) at
+/// channel `at`, at the rows of `points`, into the rows of `answer`.
 struct fused_ask {
   channel at;
   const float* points;
   const float* vectors;
   float* answer;
+  bool score = false;
 };
 
 /// Whether the CPU executor runs fused stepwise runs now (a SIMD target: not DIFFSAMPLE_CPU_TARGET=scalar).

@@ -783,7 +783,23 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                                       nullptr, 0};
       kernels::for_each_index(where, BN, f, stream);
       f.op = kernels::skrock_op_stage;
-      for (std::int64_t n = 0; n < K; ++n)
+      const bool fused = detail::fused_stepwise_available();
+      if (fused) {
+        // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): the
+        // pack's score at its stage point by evaluate()'s per-pack code, then the stage functor on the pack's rows,
+        // drift evaluation after drift evaluation.
+        const std::int64_t stages = o.skrock_stages;
+        std::vector<detail::fused_ask> asks(static_cast<std::size_t>(K * stages));
+        for (auto& a : asks) a = {channel{1.0, 0.0}, cur, nullptr, g, true};
+        report.launches += detail::run_fused_stepwise(
+            prior.storage(), BN, asks.data(), K * stages, [&](std::int64_t a, std::int64_t first, std::int64_t last) {
+              kernels::skrock_stage_functor h = f;
+              h.n = a / stages;
+              h.s = static_cast<int>(a - h.n * stages);
+              for (std::int64_t i = first; i < last; ++i) h(i);
+            });
+      }
+      for (std::int64_t n = 0; !fused && n < K; ++n)
         for (int s = 0; s < int(o.skrock_stages); ++s) {
           detail::evaluate_direct_unchecked(prior.storage(), quantity::score, cur, BN, channel{1.0, 0.0}, g,
                                             {where, stream});
@@ -791,7 +807,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
           f.s = s;
           kernels::for_each_index(where, BN, f, stream);
         }
-      report.launches += 2 * K * o.skrock_stages;
+      if (!fused) report.launches += 2 * K * o.skrock_stages;
     } else if (o.sampler == guided_sampler::skrock) {
       const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
       detail::launch_skrock(where, BN, p, q, K, x, mu, r, stream);

@@ -12,6 +12,7 @@
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/linalg.cuh"
 #include "kernels/plan.cuh"
+#include "src/fused_stepwise.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/guided_tables.hpp"
 #include "src/mixture_unchecked.hpp"
@@ -238,6 +239,21 @@ guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& 
     const auto* steps = reinterpret_cast<const kernels::ddrm_step*>(host.data() + l.steps);
     kernels::ddrm_stage_functor f{p, 0, 0, 0.f, 1.f, x, work, answer, nullptr, nullptr, 0};
     kernels::for_each_index(rs.where, BN, f, exec.stream);
+    if (fused_stepwise_available()) {
+      // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): per step the
+      // pack's denoiser by evaluate()'s per-pack code, then the stage functor on the pack's rows.
+      std::vector<fused_ask> asks(static_cast<std::size_t>(o.steps));
+      for (std::int64_t k = 0; k < o.steps; ++k) asks[k] = {channel{steps[k].a, steps[k].s}, x, nullptr, answer};
+      report.launches = 1 + run_fused_stepwise(prior.storage(), BN, asks.data(), o.steps,
+                                               [&](std::int64_t a, std::int64_t first, std::int64_t last) {
+                                                 kernels::ddrm_stage_functor g = f;
+                                                 g.k = a;
+                                                 g.stage = 1;
+                                                 for (std::int64_t i = first; i < last; ++i) g(i);
+                                               });
+      report.launches += copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
+      return report;
+    }
     for (std::int64_t k = 0; k < o.steps; ++k) {
       // The unchecked layer: the inputs were validated once at the call's start, not per transition.
       evaluate_direct_unchecked(prior.storage(), quantity::denoiser, x, BN, channel{steps[k].a, steps[k].s}, answer,

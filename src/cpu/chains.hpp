@@ -50,6 +50,7 @@ struct stepwise_ask {
   const float* vectors;
   float* answer;
   kernels::channel_view channel;
+  int what;  // evaluate_rows's quantity when vectors is null: 1 the score, 2 the denoiser
 };
 /// A run of `count` asks over `rows` rows of dimension d, fused per pack of rows: the pool hands out packs of rows
 /// (as run_evaluate does), and each pack runs ask after ask, the answer for its rows from the same per-pack code as

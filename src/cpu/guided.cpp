@@ -455,7 +455,7 @@ void run_stepwise(const stepwise_run& r) {
       if (q.vectors != nullptr)
         denoiser_jvp_rows(q.channel, q.points, q.vectors, q.answer, pk.i0, pk.valid, r.d);
       else
-        evaluate_rows(q.channel, 2, q.points, q.answer, pk.i0, pk.valid, r.d);
+        evaluate_rows(q.channel, q.what, q.points, q.answer, pk.i0, pk.valid, r.d);
       if (r.diffpir != nullptr) {
         kernels::diffpir_stage_functor f = *r.diffpir;
         f.k = r.first_ask + a;
