@@ -15,6 +15,7 @@
 #include "kernels/linalg.cuh"
 #include "kernels/plan.cuh"
 #include "src/fused_stepwise.hpp"
+#include "src/limits.hpp"
 #include "src/guided_tables.hpp"
 #include "src/mixture_unchecked.hpp"
 #include "src/plan_storage.hpp"
@@ -48,11 +49,13 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
                              std::vector<unsigned char>* host, const kernels::mixture_view<float>* mix) {
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps,
                      L = o.dcps_blocks;
-  // Every Philox stream step of a particle must stay below 2^30 (kernels/rng.cuh keys the step above bit 34).
+  // Every Philox stream step of a particle must stay below limits::max_stream_steps (kernels/rng.cuh keys the step
+  // above bit 34).
   const double counters = 1.0 + double(K) * double(o.dcps_gradient_steps + 1) + double(L) * double(o.dcps_langevin_steps);
-  DIFFSAMPLE_EXPECTS(counters < double(std::int64_t(1) << 30),
-                     "options: steps x (dcps_gradient_steps + 1) + dcps_blocks x dcps_langevin_steps must stay below "
-                     "2^30, got " << counters);
+  DIFFSAMPLE_EXPECTS(counters < double(limits::max_stream_steps),
+                     limits::above("options: 1 + steps x (dcps_gradient_steps + 1) + dcps_blocks x dcps_langevin_steps",
+                                   std::to_string(static_cast<std::int64_t>(counters)), limits::max_stream_steps - 1,
+                                   "the Philox stream steps of a particle"));
   dcps_layout l;
   l.tables = put_linear_tables(d, pr, o, l.blob, host);
   l.steps = l.blob.put(K * sizeof(kernels::dcps_step));

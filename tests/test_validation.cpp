@@ -196,6 +196,13 @@ TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
   o.skrock_stages = 201;
   o.sampler = guided_sampler::skrock;
   expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"options.skrock_stages = 201, the limit is 200"});
+  o.skrock_stages = guided_options{}.skrock_stages;
+  o.sampler = guided_sampler::dcps;
+  o.steps = 1024;
+  o.dcps_blocks = 1024;
+  o.dcps_langevin_steps = std::int64_t(1) << 20;
+  expect_error([&] { guided_sample(mix, outputs, g, o, cpu); },
+               {"dcps_blocks x dcps_langevin_steps = 1073744897, the limit is 1073741823 (2^30 - 1)"});
   linear_observation obs;
   obs.d_y = 4097;
   obs.d_x = 2;

@@ -73,7 +73,7 @@ ds_status ds_sampling_plan_create_guided(int64_t dim, const ds_guided_problems* 
                                          const ds_guided_options* options, ds_model_output output, ds_execution exec,
                                          ds_sampling_plan** out) {
   return create(out, [&] {
-    if (dim < 1 || dim > ds::limits::max_dim) fail("dim: must be in [1, 2^24], got " + std::to_string(dim));
+    if (!ds::limits::within(dim, 1, ds::limits::max_dim)) fail(ds::limits::message("dim", dim, 1, ds::limits::max_dim));
     const ds::guided_problems pr = to_cpp(problems, dim);
     const ds::guided_options o = to_cpp(options);
     return ds::sampling_plan::guided(dim, pr, o, enum_to_cpp<ds::model_output>("output", output), to_cpp(exec));

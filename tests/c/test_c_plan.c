@@ -208,6 +208,10 @@ int main(void) {
     /* SKRock: it asks for the prior's score at (1, 0) (no denoiser), needs the caller's Lipschitz bound of that score
      * and the caller's initial particles. */
     o.sampler = DS_GUIDED_SKROCK;
+    EXPECT_ERROR(ds_sampling_plan_create_guided(0, &pr, &o, DS_MODEL_SCORE, cpu, &plan), DS_INVALID_ARGUMENT,
+                 "dim = 0, must be at least 1");
+    EXPECT_ERROR(ds_sampling_plan_create_guided((int64_t)1 << 25, &pr, &o, DS_MODEL_SCORE, cpu, &plan),
+                 DS_INVALID_ARGUMENT, "dim = 33554432, the limit is 16777216 (2^24)");
     EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
                  "output");
     EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_SCORE, cpu, &plan), DS_INVALID_ARGUMENT,
