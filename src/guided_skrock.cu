@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "kernels/guided_skrock.cuh"
-#include "src/cpu/skrock.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/launch.hpp"
 
@@ -89,16 +88,6 @@ double largest_eigenvalue(const double* m, std::int64_t n) {
 void launch_skrock(executor where, std::int64_t particles_total, const kernels::guided_params& p,
                    const kernels::skrock_params& q, std::int64_t iterations, float* x, float* work, float* r,
                    cudaStream_t stream) {
-  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar) {
-    // Packs of particles (src/cpu/guided.cpp), the prior's score from its constants at channel (1, 0).
-    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
-    const kernels::mixture_channels channels = kernels::mixture_channels::in(p.mix, 1, table.data());
-    const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {1.f, 0.f}};
-    for (int c = 0; c < p.mix.components; ++c) fill(c);
-    cpu::run_guided_skrock(target, p, q, channels.at(0, 1.f, 0.f), iterations, x);
-    return;
-  }
   kernels::for_each_index_scratch<128>(where, particles_total,
                                        kernels::guided_skrock_functor{p, q, iterations, x, work, r}, stream);
 }

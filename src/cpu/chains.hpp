@@ -6,7 +6,6 @@
 
 #include "kernels/diffusion.cuh"
 #include "kernels/guided.cuh"
-#include "kernels/guided_ddrm.cuh"
 #include "kernels/guided_diffpir.cuh"
 #include "kernels/langevin.cuh"
 #include "kernels/particles.cuh"
@@ -102,9 +101,6 @@ struct guided_pass {
   const kernels::guided_weight_answer_functor* weight_answer = nullptr;
 };
 void run_guided_pass(simd_target t, const guided_pass& pass);
-/// DDRM's trajectories (kernels::guided_ddrm_functor) over packs of particles of one problem, into x (B N x d), the
-/// functor's arithmetic lane by lane (the same guarantees as guided_pass).
-void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x);
 
 /// One DPS / Pi-GDM stage (kernels::baseline_stage_functor: 0 the initial draw, 1 the guidance from the answer,
 /// 2 the update from J^T v) over every particle, on packs of particles of one problem: the functor's arithmetic lane
@@ -143,7 +139,6 @@ void run_posterior_sample(simd_target t, const posterior_sample_args& a, double*
   void run_projection_keys(const double* u, int count, const float* x, std::int64_t n, std::int64_t d,          \
                            float* out, std::int64_t stride);                                                   \
   void run_guided_pass(const guided_pass& pass);                                                               \
-  void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x);                          \
   void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n);                                     \
   void run_posterior_sample(const posterior_sample_args& a, float* out);                                        \
   void run_baseline_stage(const kernels::baseline_stage_functor& f);                                           \

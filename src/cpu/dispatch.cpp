@@ -4,7 +4,6 @@
 
 #include "src/cpu/chains.hpp"
 #include "src/cpu/guided_jvp.hpp"
-#include "src/cpu/skrock.hpp"
 
 namespace diffsample::cpu {
 namespace {
@@ -53,9 +52,6 @@ void run_projection(simd_target, const double*, int, const float*, std::int64_t,
 void run_projection_keys(simd_target, const double*, int, const float*, std::int64_t, std::int64_t, float*,
                          std::int64_t) {}
 void run_guided_pass(simd_target, const guided_pass&) {}
-void run_guided_ddrm(simd_target, const kernels::ddrm_params&, std::int64_t, float*) {}
-void run_guided_skrock(simd_target, const kernels::guided_params&, const kernels::skrock_params&,
-                       const kernels::channel_view&, std::int64_t, float*) {}
 void run_plan_tell(simd_target, const kernels::plan_tell_functor&, std::int64_t) {}
 void run_denoiser_jvp(simd_target, const kernels::channel_view&, const float*, const float*, std::int64_t,
                       std::int64_t, float*) {}
@@ -95,13 +91,6 @@ void run_projection_keys(simd_target t, const double* u, int count, const float*
   DIFFSAMPLE_DISPATCH_(run_projection_keys(u, count, x, n, d, out, stride))
 }
 void run_guided_pass(simd_target t, const guided_pass& pass) { DIFFSAMPLE_DISPATCH_(run_guided_pass(pass)) }
-void run_guided_ddrm(simd_target t, const kernels::ddrm_params& p, std::int64_t steps, float* x) {
-  DIFFSAMPLE_DISPATCH_(run_guided_ddrm(p, steps, x))
-}
-void run_guided_skrock(simd_target t, const kernels::guided_params& p, const kernels::skrock_params& q,
-                       const kernels::channel_view& channel, std::int64_t iterations, float* x) {
-  DIFFSAMPLE_DISPATCH_(run_guided_skrock(p, q, channel, iterations, x))
-}
 
 void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float* x, const float* v, std::int64_t n,
                       std::int64_t d, float* out) {

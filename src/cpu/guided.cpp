@@ -1,6 +1,6 @@
 // The guided samplers' per-particle work on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp): the SMC's
-// mutation and weighting of kernels/guided.cuh, DDRM's steps (kernels/guided_ddrm.cuh) and SKRock's iterations
-// (kernels/guided_skrock.cuh), over packs of `lanes` particles of one problem, so that the problem's operator,
+// mutation and weighting of kernels/guided.cuh, DiffPIR's and DPS / Pi-GDM's stages, the denoiser's J v and the
+// fused stepwise runs, over packs of `lanes` particles of one problem, so that the problem's operator,
 // observation and precision table are broadcast operands. The denoiser (score) is the chain samplers'
 // channel_denoiser (channel_score): constants per channel, chunked softmax; everything else is the functors'
 // arithmetic lane by lane. Vectors of d (or d_y) packs live in per-thread workspace.
@@ -11,14 +11,12 @@
 #include <vector>
 
 #include "kernels/guided.cuh"
-#include "kernels/guided_ddrm.cuh"
 #include "kernels/linalg.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/denoiser_jvp.hpp"
 #include "src/cpu/guided_jvp.hpp"
 #include "src/cpu/pack_cores.hpp"
 #include "src/cpu/pool.hpp"
-#include "src/cpu/skrock.hpp"
 
 namespace diffsample::cpu::DS_SIMD_NS {
 namespace {
@@ -189,28 +187,6 @@ void for_each_particle_pack(const kernels::guided_params& p, std::int64_t scratc
       chunk);
 }
 
-/// out = V^T v (r packs) for problem b, as kernels::ddrm_project.
-void ddrm_project_pack(const kernels::ddrm_params& p, std::int64_t b, const fpack* v, fpack* out) {
-  const float* V = p.V + b * p.V_stride;
-  for (int i = 0; i < p.r; ++i) out[i] = fpack(0.f);
-  for (int j = 0; j < p.d; ++j) {
-    const fpack vj = v[j];
-    const float* row = V + static_cast<std::int64_t>(j) * p.r;
-    for (int i = 0; i < p.r; ++i) out[i] = out[i] + fpack(row[i]) * vj;
-  }
-}
-
-/// u += V c for problem b, as kernels::ddrm_lift.
-void ddrm_lift_pack(const kernels::ddrm_params& p, std::int64_t b, const fpack* c, fpack* u) {
-  const float* V = p.V + b * p.V_stride;
-  for (int j = 0; j < p.d; ++j) {
-    const float* row = V + static_cast<std::int64_t>(j) * p.r;
-    fpack acc(0.f);
-    for (int i = 0; i < p.r; ++i) acc = acc + fpack(row[i]) * c[i];
-    u[j] = u[j] + acc;
-  }
-}
-
 
 /// kernels::diffpir_stage_functor's stage 1 on a pack of particles of one problem: m = ux x + um answer, then
 /// kernels::diffpir_update lane by lane (x0 = m + A^T P (y - A m), x' = c0 x0 + c1 x + sig z with z from the
@@ -249,150 +225,7 @@ void diffpir_tell_pack(const kernels::diffpir_stage_functor& f, const pack_rows&
   pk.store(ms, f.m, d);
 }
 
-/// Row o of A_b as d broadcast packs (a mask's row: its gain at its coordinate).
-void row_packs(const kernels::guided_params& p, std::int64_t b, int o, fpack* v) {
-  const float* A = p.A + b * p.A_stride;
-  for (int j = 0; j < p.d; ++j) v[j] = fpack(0.f);
-  if (p.mask != nullptr) {
-    v[p.mask[b * p.A_stride + o]] = fpack(A[o]);
-    return;
-  }
-  const float* row = A + static_cast<std::int64_t>(o) * p.d;
-  for (int j = 0; j < p.d; ++j) v[j] = fpack(row[j]);
-}
-
 }  // namespace
-
-void run_guided_ddrm(const kernels::ddrm_params& p, std::int64_t steps, float* x) {
-  const int d = p.d, r = p.r;
-  kernels::guided_params shape{};
-  shape.problems = p.problems;
-  shape.particles = p.particles;
-  for_each_particle_pack(shape, 3 * static_cast<std::int64_t>(d) + 3 * r, [&](const pack_rows& pk, fpack* scratch) {
-    fpack *xs = scratch, *ms = xs + d, *xi = ms + d, *proj_u = xi + d, *proj_xi = proj_u + r, *proj_m = proj_xi + r;
-    const std::int64_t b = pk.b;
-    const float* ybar = p.ybar + b * r;
-    const float* noise = p.noise + b * r;
-    const float* inv_noise = p.inv_noise + b * r;
-    {  // kernels::ddrm_init
-      const float sT = p.sigma_start;
-      philox_pack rng(p.seed, kernels::ddrm_stream(p, pk.i0, b), 0);
-      rng.normals(d, [&](int j, fpack z) {
-        xi[j] = z;
-        xs[j] = fpack(sT) * z;
-      });
-      ddrm_project_pack(p, b, xi, proj_xi);
-      for (int c = 0; c < r; ++c) {
-        const float n = noise[c];
-        const fpack keep = fpack(sT) * proj_xi[c];
-        fpack target = keep;
-        if (n >= 0.f && n < sT) target = fpack(ybar[c]) + fpack(kernels::ddrm_sqrt(sT * sT - n * n)) * proj_xi[c];
-        proj_m[c] = target - keep;
-      }
-      ddrm_lift_pack(p, b, proj_m, xs);
-      for (int j = 0; j < d; ++j) xs[j] = xs[j] * fpack(p.a_start);
-    }
-    for (std::int64_t k = 0; k < steps; ++k) {  // kernels::ddrm_transition
-      const kernels::ddrm_step st = p.steps[k];
-      const span x{xs, d};
-      span m{ms, d};
-      kernels::channel_denoiser<fpack>(p.channels.at(k, st.a, st.s), x, m);
-      const float sn = st.sigma_next;
-      const fpack step(sn * p.keep), spread(p.eta * sn), a(st.a), inv_s(st.inv_s);
-      philox_pack rng(p.seed, kernels::ddrm_stream(p, pk.i0, b), static_cast<std::uint64_t>(k) + 1);
-      rng.normals(d, [&](int j, fpack z) {
-        xi[j] = z;
-        const fpack eps = (xs[j] - a * ms[j]) * inv_s;
-        xs[j] = ms[j] + step * eps + spread * z;
-      });
-      ddrm_project_pack(p, b, xs, proj_u);
-      ddrm_project_pack(p, b, xi, proj_xi);
-      ddrm_project_pack(p, b, ms, proj_m);
-      for (int c = 0; c < r; ++c) {
-        const float n = noise[c];
-        fpack v = proj_u[c];
-        if (n >= 0.f) {
-          const fpack x0 = proj_m[c];
-          if (sn < n) {
-            v = x0 + step * (fpack(ybar[c]) - x0) * fpack(inv_noise[c]) + spread * proj_xi[c];
-          } else {
-            v = fpack(1.f - p.eta_b) * x0 + fpack(p.eta_b * ybar[c]) +
-                fpack(kernels::ddrm_sqrt(sn * sn - n * n * p.eta_b * p.eta_b)) * proj_xi[c];
-          }
-        }
-        proj_m[c] = v - proj_u[c];
-      }
-      ddrm_lift_pack(p, b, proj_m, xs);
-      for (int j = 0; j < d; ++j) xs[j] = xs[j] * fpack(st.a_next);
-    }
-    pk.store(xs, x, d);
-  });
-}
-
-void run_guided_skrock(const kernels::guided_params& p, const kernels::skrock_params& q,
-                       const kernels::channel_view& channel, std::int64_t iterations, float* x) {
-  const int d = p.d, dy = p.d_y;
-  for_each_particle_pack(p, 3 * static_cast<std::int64_t>(d) + dy, [&](const pack_rows& pk, fpack* scratch) {
-    fpack *xs = scratch, *cur = xs + d, *old = cur + d, *r = old + d;
-    fpack* g = thread_packs_extra(d);
-    const std::int64_t b = pk.b;
-    for (int l = 0; l < pk.valid; ++l) {  // the exact prior draw of kernels::guided_skrock_functor, per particle
-      const std::int64_t i = pk.i0 + l;
-      kernels::philox rng(p.seed, kernels::guided_stream(p, i, b), 0);
-      kernels::strided_vec<float> row{x + i * d, 1, d};
-      kernels::prior_draw(p.mix, rng, row);
-    }
-    pk.load(xs, x, d);
-    const span gs{g, d};
-    auto drift = [&](const fpack* at) {  // kernels::skrock_drift
-      const span xa{const_cast<fpack*>(at), d};
-      span gv = gs;
-      kernels::channel_score<fpack>(channel, xa, gv);
-      residual(p, b, 1.f, at, r);
-      const fpack w(q.inv_noise_var[b]);
-      const float* A = p.A + b * p.A_stride;
-      for (int o = 0; o < dy; ++o) {
-        const fpack value = w * r[o];
-        if (p.mask != nullptr) {
-          const int j = p.mask[b * p.A_stride + o];
-          g[j] = g[j] + value * fpack(A[o]);
-        } else {
-          const float* arow = A + static_cast<std::int64_t>(o) * d;
-          for (int j = 0; j < d; ++j) g[j] = g[j] + value * fpack(arow[j]);
-        }
-      }
-    };
-    const float h = q.step[b];
-    const float c = kernels::ds_sqrt(2.f * h);
-    const float mu1 = q.coefficients[0], nu1 = q.coefficients[1], kappa1 = q.coefficients[2];
-    for (std::int64_t n = 0; n < iterations; ++n) {  // kernels::skrock_iteration
-      const std::uint64_t step = static_cast<std::uint64_t>(n) + 1;
-      fpack *c0 = cur, *o0 = old;
-      {
-        philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, b), step);
-        const fpack f(nu1 * c);
-        rng.normals(d, [&](int j, fpack z) { c0[j] = xs[j] + f * z; });
-      }
-      drift(c0);
-      {
-        philox_pack rng(p.seed, kernels::guided_stream(p, pk.i0, b), step);  // the same xi again
-        const fpack fm(mu1 * h), fk(kappa1 * c);
-        rng.normals(d, [&](int j, fpack z) {
-          o0[j] = xs[j];
-          c0[j] = xs[j] + fm * g[j] + fk * z;
-        });
-      }
-      for (int s = 1; s < q.stages; ++s) {
-        const fpack mu(q.coefficients[3 * s] * h), nu(q.coefficients[3 * s + 1]), kappa(q.coefficients[3 * s + 2]);
-        drift(c0);
-        for (int j = 0; j < d; ++j) o0[j] = mu * g[j] + nu * c0[j] + kappa * o0[j];
-        std::swap(c0, o0);
-      }
-      for (int j = 0; j < d; ++j) xs[j] = c0[j];
-    }
-    pk.store(xs, x, d);
-  });
-}
 
 void run_guided_pass(const guided_pass& g) {
   const kernels::guided_params& p = g.mutate != nullptr ? g.mutate->p
