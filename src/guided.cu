@@ -642,6 +642,20 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   return blob;
 }
 
+/// Guided SMC's mutation of every particle: on packs of particles on the CPU executor's SIMD targets
+/// (cpu::run_guided_pass), else the functor per particle.
+void run_mutation(executor where, std::int64_t count, const kernels::guided_mutate_functor& mutate,
+                  cudaStream_t stream) {
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    cpu::guided_pass pass;
+    pass.mutate = &mutate;
+    cpu::run_guided_pass(target, pass);
+  } else {
+    kernels::for_each_index<128>(where, count, mutate, stream);
+  }
+}
+
 }  // namespace
 
 std::vector<double> guided_times(const gaussian_mixture& prior, const guided_problems& problems,
@@ -938,14 +952,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
                               stream);
-      const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
-      if (where == executor::cpu && target != cpu::simd_target::scalar) {
-        cpu::guided_pass pass;
-        pass.mutate = &mutate;
-        cpu::run_guided_pass(target, pass);
-      } else {
-        kernels::for_each_index<128>(where, BN, mutate, stream);
-      }
+      run_mutation(where, BN, kernels::guided_mutate_functor{p, k, mu, ancestors, reports, lw, x, r}, stream);
       kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
       report.launches += 5;
     }
@@ -1455,15 +1462,7 @@ struct smc_plan_storage final : sampling_plan_storage {
     ro.step = static_cast<std::uint64_t>(t);
     resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
     kernels::for_each_index(where, B, bookkeeping(t), stream);
-    const kernels::guided_mutate_functor mutate{p, t, mu, ancestors, reports, lw, x, r};
-    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-    if (target != cpu::simd_target::scalar) {
-      cpu::guided_pass pass;
-      pass.mutate = &mutate;
-      cpu::run_guided_pass(target, pass);
-    } else {
-      kernels::for_each_index<128>(where, BN, mutate, stream);
-    }
+    run_mutation(where, BN, kernels::guided_mutate_functor{p, t, mu, ancestors, reports, lw, x, r}, stream);
     kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
     if (t + 1 == K) resample_column(K, stream);
   }
