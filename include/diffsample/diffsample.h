@@ -379,6 +379,10 @@ typedef struct ds_guided_options {
   /* Appended in the seventh layout (a caller of an earlier one gets the default). */
   double skrock_lipschitz;   /**< skrock: Lipschitz bound of the prior's score, >= 0; 0 takes the mixture's (default 0);
                                   a SKRock plan needs it > 0 */
+  /* Appended in the eighth layout (a caller of an earlier one gets the default). */
+  int dcps_bridge_variance;  /**< dcps: nonzero adds the bridge variance to the block potentials' covariance,
+                                  v_j A A^T + sigma_y^2 I, instead of sigma_y^2 I (the published choice)
+                                  (diffsample::guided_options::dcps_bridge_variance; default 0) */
 } ds_guided_options;
 
 /**

@@ -217,10 +217,11 @@ DS_LAYOUT(ds_guided_problems, offsetof(ds_guided_problems, svd_count), )
 // ds_guided_options: the first layout ended with seed; the second appends dps_step and the diffpir and skrock
 // settings; the third the ddrm and dcps settings; the fourth the SMC potentials. The fifth (grid) sits in the fourth's
 // tail padding, so its size is the fourth's (checked below): an older caller's init writes the grid's default. The
-// sixth appends start_correction after the fourth / fifth layout's last byte, the seventh skrock_lipschitz.
+// sixth appends start_correction after the fourth / fifth layout's last byte, the seventh skrock_lipschitz, the
+// eighth dcps_bridge_variance.
 DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta),
           offsetof(ds_guided_options, potentials), offsetof(ds_guided_options, start_correction),
-          offsetof(ds_guided_options, skrock_lipschitz), )
+          offsetof(ds_guided_options, skrock_lipschitz), offsetof(ds_guided_options, dcps_bridge_variance), )
 #undef DS_LAYOUT
 static_assert(offsetof(ds_guided_options, grid) == offsetof(ds_guided_options, potentials) + sizeof(int) &&
                   offsetof(ds_guided_options, start_correction) ==

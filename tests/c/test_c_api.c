@@ -966,6 +966,87 @@ static void test_guided(void) {
  * with a mask (shared, B = 16 replicas of N = 1024, 200 steps) reaches the exact log p(y) within 4 se + 0.1, as in
  * test_guided() above (measured -1.663 +- 0.015 against -1.710). Seen to fail with the mask's gains ignored in the
  * conversion (a gain of 2 read as 1: log Z-hat -2.33 +- 0.02 against -1.71). */
+/* The eighth layout's dcps_bridge_variance reaches the sampler: DCPS on a standard normal prior in d = 2, A = (1, 0),
+ * sigma_y = 0.3, y = 2, one block of one deterministic DDIM step from t = 0.5 to 0.2 after 1000 tamed Langevin steps
+ * (gamma = 0.01) on the block's potential, whose covariance is v + sigma_y^2 with the bridge variance v, sigma_y^2
+ * without it. The first coordinate's output is then Gaussian with a closed-form mean and variance (as in the C++ test
+ * Dcps.BridgeVarianceOptionSetsThePotentialsCovariance); the mean of N = 1024 particles is checked within 5 standard
+ * errors sqrt(var / N). The two settings' means differ by about 1.3 (0.84 against 2.11), about 60 standard errors, so
+ * a flag lost on the way to the sampler fails the check; seen failing with the flag dropped in the C-to-C++ copy.
+ * Measured: 2.1327 against 2.1121 (se 0.0161) without, 0.8483 against 0.8271 (se 0.0217) with the bridge variance. A
+ * caller of the seventh layout gets the default (off), bit for bit. */
+static void test_dcps_bridge_variance(void) {
+  enum { N = 1024, d = 2 };
+  const double w[1] = {1.0}, mu[2] = {0.0, 0.0}, var[1] = {1.0}, A[2] = {1.0, 0.0}, sigma_y = 0.3, y = 2.0;
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  ds_mixture* prior = NULL;
+  ds_guided_problems gp;
+  ds_guided_options go, seventh;
+  ds_guided_outputs out;
+  ds_schedule_point pts[2];
+  float* x = (float*)malloc(sizeof(float) * N * d);
+  float* x_seventh = (float*)malloc(sizeof(float) * N * d);
+  int bridge, i;
+  CHECK_OK(ds_mixture_create(d, 1, w, mu, var, 1, &prior));
+  if (prior == NULL || x == NULL || x_seventh == NULL) return;
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.problems = 1;
+  gp.d_y = 1;
+  gp.A = A;
+  gp.A_count = 2;
+  gp.y = &y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  out.samples = x;
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  CHECK(go.dcps_bridge_variance == 0);
+  go.sampler = DS_GUIDED_DCPS;
+  go.particles = N;
+  go.steps = 1;
+  go.seed = 17;
+  go.schedule.t_start = 0.5;
+  go.schedule.t_end = 0.2;
+  go.ddim = 1;
+  go.eta = 0.0;
+  go.dcps_blocks = 1;
+  go.dcps_langevin_steps = 1000;
+  go.dcps_langevin_step = 0.01;
+  go.dcps_gradient_steps = 0;
+  CHECK_OK(ds_schedule_points(&go.schedule, 1, pts));
+  for (bridge = 0; bridge <= 1; ++bridge) {
+    const double aU = pts[0].a, sU = pts[0].s, aT = pts[1].a, sT = pts[1].s;
+    const double r = aU / aT, vUT = sU * sU - r * r * sT * sT;
+    const double v = 1.0 / (1.0 / (sT * sT) + r * r / vUT);
+    const double cx = v * r / vUT, cm = v * aT / (sT * sT);
+    const double rho = aU / (aU * aU + sU * sU), c = cx + cm * rho;
+    const double V = (bridge ? v : 0.0) + sigma_y * sigma_y;
+    const double lambda = 1.0 / (aU * aU + sU * sU) + c * c / V;
+    const double k = aT * rho + (sT / sU) * (1 - aU * rho);
+    const double want_mean = k * (c * aT * y / V) / lambda, want_var = k * k / lambda;
+    double m = 0;
+    go.dcps_bridge_variance = bridge;
+    CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+    for (i = 0; i < N; ++i) m += x[i * d] / N;
+    if (!(fabs(m - want_mean) <= 5 * sqrt(want_var / N))) {
+      fprintf(stderr, "dcps, dcps_bridge_variance %d: first coordinate mean %.4f, closed form %.4f (se %.4f)\n", bridge,
+              m, want_mean, sqrt(want_var / N));
+      ++failures;
+    }
+  }
+  go.dcps_bridge_variance = 0;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  seventh = go;
+  seventh.struct_size = offsetof(ds_guided_options, dcps_bridge_variance);
+  seventh.dcps_bridge_variance = 1; /* past the seventh layout's end: never read */
+  out.samples = x_seventh;
+  CHECK_OK(ds_guided_sample(prior, &gp, &seventh, &out, cpu, NULL, 0, NULL));
+  CHECK(memcmp(x, x_seventh, sizeof(float) * N * d) == 0);
+  ds_mixture_destroy(prior);
+  free(x);
+  free(x_seventh);
+}
+
 static void test_guided_mask(void) {
   enum { B = 16, N = 1024, d = 2 };
   const double w[3] = {0.2, 0.5, 0.3};
@@ -1191,6 +1272,7 @@ int main(void) {
   test_resample();
   test_guided();
   test_guided_mask();
+  test_dcps_bridge_variance();
   test_binary();
   if (failures) {
     fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);
