@@ -17,6 +17,7 @@
 #include "kernels/plan.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/guided_jvp.hpp"
+#include "src/cpu/guided_tells.hpp"
 #include "src/cuda_check.hpp"
 #include "src/fused_stepwise.hpp"
 #include "src/guided_samplers.hpp"
@@ -800,8 +801,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       const bool fused = detail::fused_stepwise_available();
       if (fused) {
         // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): the
-        // pack's score at its stage point by evaluate()'s per-pack code, then the stage functor on the pack's rows,
-        // drift evaluation after drift evaluation.
+        // pack's score at its stage point by evaluate()'s per-pack code, then the plan's packed tell
+        // (cpu::run_skrock_tell) on the pack's rows, drift evaluation after drift evaluation.
         const std::int64_t stages = o.skrock_stages;
         std::vector<detail::fused_ask> asks(static_cast<std::size_t>(K * stages));
         for (auto& a : asks) a = {channel{1.0, 0.0}, cur, nullptr, g, true};
@@ -810,7 +811,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
               kernels::skrock_stage_functor h = f;
               h.n = a / stages;
               h.s = static_cast<int>(a - h.n * stages);
-              for (std::int64_t i = first; i < last; ++i) h(i);
+              cpu::run_skrock_tell_rows(target, h, first, last);
             });
       }
       for (std::int64_t n = 0; !fused && n < K; ++n)
@@ -1713,7 +1714,11 @@ struct skrock_plan_storage final : workspace_plan_storage {
             &state->step, next};
   }
   void tell(std::int64_t k, cudaStream_t stream) override {
-    kernels::for_each_index(where, rows, stage(kernels::skrock_op_stage, k, k + 1), stream);
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar)
+      cpu::run_skrock_tell(target, stage(kernels::skrock_op_stage, k, k + 1));  // on packs, as guided_sample()
+    else
+      kernels::for_each_index(where, rows, stage(kernels::skrock_op_stage, k, k + 1), stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
     DIFFSAMPLE_EXPECTS(initial != nullptr,

@@ -2,8 +2,9 @@
 // other from the eigendecomposition of A A^T by cyclic Jacobi rotations, V = A^T U S^-1), the spectral observations
 // S^-1 U^T y and noise levels sigma_y / S per problem, the per-step levels; then one fused launch over B problems x
 // N particles for the whole trajectory on the CUDA executor. On the CPU executor the run goes step by step around
-// the mixture's evaluate() (kernels::ddrm_stage_functor), as the ask/tell plan (make_ddrm_plan, below) goes around
-// a caller's model, so that the plan fed the mixture reproduces guided_sample() bit for bit.
+// the mixture's evaluate() (kernels::ddrm_stage_functor; on a SIMD target fused per pack of particles with the packed
+// tell cpu::run_ddrm_tell), as the ask/tell plan (make_ddrm_plan, below) goes around a caller's model, so that the
+// plan fed the mixture reproduces guided_sample() bit for bit.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -12,6 +13,7 @@
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/linalg.cuh"
 #include "kernels/plan.cuh"
+#include "src/cpu/guided_tells.hpp"
 #include "src/fused_stepwise.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/guided_tables.hpp"
@@ -241,7 +243,9 @@ guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& 
     kernels::for_each_index(rs.where, BN, f, exec.stream);
     if (fused_stepwise_available()) {
       // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): per step the
-      // pack's denoiser by evaluate()'s per-pack code, then the stage functor on the pack's rows.
+      // pack's denoiser by evaluate()'s per-pack code, then the plan's packed tell (cpu::run_ddrm_tell) on the pack's
+      // rows.
+      const cpu::simd_target target = cpu::chain_target();
       std::vector<fused_ask> asks(static_cast<std::size_t>(o.steps));
       for (std::int64_t k = 0; k < o.steps; ++k) asks[k] = {channel{steps[k].a, steps[k].s}, x, nullptr, answer};
       report.launches = 1 + run_fused_stepwise(prior.storage(), BN, asks.data(), o.steps,
@@ -249,7 +253,7 @@ guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& 
                                                  kernels::ddrm_stage_functor g = f;
                                                  g.k = a;
                                                  g.stage = 1;
-                                                 for (std::int64_t i = first; i < last; ++i) g(i);
+                                                 cpu::run_ddrm_tell_rows(target, g, first, last);
                                                });
       report.launches += copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
       return report;
@@ -312,7 +316,11 @@ struct ddrm_plan_storage final : workspace_plan_storage {
             &state->step, next};
   }
   void tell(std::int64_t k, cudaStream_t stream) override {
-    kernels::for_each_index(where, rows, stage(1, k, k + 1), stream);
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar)
+      cpu::run_ddrm_tell(target, stage(1, k, k + 1));  // on packs, as guided_sample()'s fused run
+    else
+      kernels::for_each_index(where, rows, stage(1, k, k + 1), stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
     if (!start(initial, stream)) kernels::for_each_index(where, rows, stage(0, 0, 0), stream);

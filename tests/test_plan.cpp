@@ -860,12 +860,12 @@ TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactl
 // Seen failing with the fused run's tell of each ask issued before the pack's answer to it (every sampler's
 // particles, and the moment SMC's every output, differed).
 TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
-  // guided_sample() on the CPU executor's SIMD targets runs DiffPIR, TMPD, DCPS and the moment-projected SMC's
-  // weighting fused per pack of particles (each pack's denoiser and J v by evaluate()'s and denoiser_jvp()'s
-  // per-pack code, then the plan's tell on the pack, ask after ask). The tests above run d = 3 (the packs in
-  // workspace); here d = 4, a register dimension (the packs in registers), two problems of 45 particles (partial
-  // packs of 4, 8 and 16 lanes, several packs per thread) and d_y = 2: fed the mixture, each plan gives the fused
-  // run's outputs bit for bit.
+  // guided_sample() on the CPU executor's SIMD targets runs DiffPIR, TMPD, DCPS, DDRM, SKRock and the
+  // moment-projected SMC's weighting fused per pack of particles (each pack's denoiser, score and J v by
+  // evaluate()'s and denoiser_jvp()'s per-pack code, then the plan's tell on the pack, ask after ask). The tests above
+  // run d = 3 (the packs in workspace); here d = 4, a register dimension (the packs in registers), two problems of 45
+  // particles (partial packs of 4, 8 and 16 lanes, several packs per thread, packs of the fused run's rows split
+  // where a problem ends) and d_y = 2: fed the mixture, each plan gives the fused run's outputs bit for bit.
   const std::int64_t d = 4, N = 45;
   const gaussian_mixture mix = test_mixture(d);
   guided_problems pr;
@@ -878,7 +878,8 @@ TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
     pr.y.push_back(-0.5 + 0.8 * b);
   }
   pr.sigma_y = {0.4, 0.25};
-  for (guided_sampler sampler : {guided_sampler::diffpir, guided_sampler::tmpd, guided_sampler::dcps}) {
+  for (guided_sampler sampler :
+       {guided_sampler::diffpir, guided_sampler::tmpd, guided_sampler::dcps, guided_sampler::ddrm}) {
     guided_options o;
     o.sampler = sampler;
     o.particles = N;
@@ -895,6 +896,38 @@ TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
     sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
     EXPECT_EQ(fused, run_jacobian_plan(plan, mix)) << static_cast<int>(sampler);
     for (float v : fused) ASSERT_TRUE(std::isfinite(v)) << static_cast<int>(sampler);
+  }
+  {  // SKRock: the plan from guided_sample()'s exact prior draws, with the mixture's Lipschitz bound
+    guided_options o;
+    o.sampler = guided_sampler::skrock;
+    o.particles = N;
+    o.steps = 4;
+    o.skrock_stages = 3;
+    o.skrock_step_fraction = 0.05;
+    o.seed = 61;
+    const std::int64_t BN = pr.problems * N;
+    std::vector<float> fused(BN * d), initial(BN * d);
+    guided_outputs out;
+    out.particles = fused.data();
+    guided_sample(mix, out, pr, o, cpu);
+    for (double v : mix.variances()) o.skrock_lipschitz = std::max(o.skrock_lipschitz, 1 / v);
+    const detail::mixture_storage& st = mix.storage();
+    const kernels::mixture_view<float> view{st.log_weights32.data(), st.means32.data(), st.variances32.data(),
+                                            int(st.components), int(st.dim), st.isotropic};
+    for (std::int64_t i = 0; i < BN; ++i) {
+      kernels::philox rng(o.seed, static_cast<std::uint64_t>(i), 0);
+      kernels::strided_vec<float> row{initial.data() + i * d, 1, int(d)};
+      kernels::prior_draw(view, rng, row);
+    }
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::score, cpu);
+    plan.reset(initial.data());
+    while (!plan.done()) {
+      const plan_request q = plan.ask();
+      mix.evaluate(q.answer, q.rows, q.points, q.at, quantity::score, evaluate_options{mixture_path::direct}, cpu);
+      plan.tell();
+    }
+    EXPECT_EQ(fused, std::vector<float>(plan.samples(), plan.samples() + BN * d)) << "skrock";
+    for (float v : fused) ASSERT_TRUE(std::isfinite(v)) << "skrock";
   }
   guided_options o;
   o.potentials = guided_potentials::moment;

@@ -15,74 +15,12 @@
 #include "src/cpu/chains.hpp"
 #include "src/cpu/denoiser_jvp.hpp"
 #include "src/cpu/guided_jvp.hpp"
+#include "src/cpu/guided_packs.hpp"
 #include "src/cpu/pack_cores.hpp"
 #include "src/cpu/pool.hpp"
 
 namespace diffsample::cpu::DS_SIMD_NS {
 namespace {
-
-/// A run-time-length vector of packs.
-struct span {
-  fpack* p;
-  int d;
-  fpack& operator[](int j) const { return p[j]; }
-  int size() const { return d; }
-};
-
-fpack* thread_packs(std::int64_t count) {
-  static thread_local std::vector<fpack> buffer;
-  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
-  return buffer.data();
-}
-
-/// A second per-thread buffer (beside thread_packs'), kept between calls.
-fpack* thread_packs_extra(std::int64_t count) {
-  static thread_local std::vector<fpack> buffer;
-  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
-  return buffer.data();
-}
-
-/// Particles i0 .. i0 + valid - 1 of problem b.
-struct pack_rows {
-  std::int64_t b, i0;
-  int valid;
-  void load(fpack* v, const float* rows, int d) const {
-    for (int j = 0; j < d; ++j) v[j] = fpack(0.f);
-    for (int l = 0; l < valid; ++l)
-      for (int j = 0; j < d; ++j) v[j].v[l] = rows[(i0 + l) * d + j];
-  }
-  void store(const fpack* v, float* rows, int d) const {
-    for (int l = 0; l < valid; ++l)
-      for (int j = 0; j < d; ++j) rows[(i0 + l) * d + j] = v[j].v[l];
-  }
-};
-
-/// r = scale y_b - A_b x - noise z (d_y packs), as guided_residual.
-void residual(const kernels::guided_params& p, std::int64_t b, float scale, const fpack* x, fpack* r,
-              float noise = 0.f, const fpack* z = nullptr) {
-  const float* A = p.A + b * p.A_stride;
-  const float* y = p.y + b * p.d_y;
-  if (p.mask != nullptr) {
-    const std::int32_t* index = p.mask + b * p.A_stride;
-    for (int o = 0; o < p.d_y; ++o)
-      r[o] = fpack(scale * y[o]) - (noise != 0.f ? fpack(noise) * z[o] : fpack(0.f)) - fpack(A[o]) * x[index[o]];
-    return;
-  }
-  for (int o = 0; o < p.d_y; ++o) {
-    fpack acc = fpack(scale * y[o]) - (noise != 0.f ? fpack(noise) * z[o] : fpack(0.f));
-    const float* row = A + static_cast<std::int64_t>(o) * p.d;
-    for (int j = 0; j < p.d; ++j) acc = acc - fpack(row[j]) * x[j];
-    r[o] = acc;
-  }
-}
-
-/// Row o of S^-1 t.
-fpack precision_row(const kernels::guided_params& p, const float* P, int o, const fpack* t) {
-  if (p.mask != nullptr) return fpack(P[o]) * t[o];
-  fpack u(0.f);
-  for (int c = 0; c < p.d_y; ++c) u = u + fpack(P[o * p.d_y + c]) * t[c];
-  return u;
-}
 
 /// guided_mutate_functor on a pack; leaves the new states in xs (their rows written as well).
 void mutate_pack(const kernels::guided_mutate_functor& m, const pack_rows& pk, fpack* xs, fpack* zy, fpack* t) {
@@ -168,25 +106,6 @@ void weight_answer_pack(const kernels::guided_weight_answer_functor& w, const pa
     for (int j = 0; j < d; ++j) ms[j] = ds_fma(fpack(w.ux), xs[j], fpack(w.um) * ms[j]);
   weight_from_denoiser(w.p, w.k, w.lw, w.mu, pk, xs, ms, r);
 }
-
-/// Runs f(pack, scratch) over the packs of every problem on the pool; scratch holds `scratch_packs` packs per thread.
-template <class F>
-void for_each_particle_pack(const kernels::guided_params& p, std::int64_t scratch_packs, const F& f) {
-  const std::int64_t per = (p.particles + lanes - 1) / lanes, packs = p.problems * per;
-  const std::int64_t chunk = std::max<std::int64_t>(1, packs / (std::int64_t(max_threads()) * 16));
-  parallel_for_range(
-      packs,
-      [&](std::int64_t first, std::int64_t last) {
-        fpack* scratch = thread_packs(scratch_packs);
-        for (std::int64_t q = first; q < last; ++q) {
-          const std::int64_t b = q / per, j0 = (q - b * per) * lanes;
-          f(pack_rows{b, b * p.particles + j0, static_cast<int>(std::min<std::int64_t>(lanes, p.particles - j0))},
-            scratch);
-        }
-      },
-      chunk);
-}
-
 
 /// kernels::diffpir_stage_functor's stage 1 on a pack of particles of one problem: m = ux x + um answer, then
 /// kernels::diffpir_update lane by lane (x0 = m + A^T P (y - A m), x' = c0 x0 + c1 x + sig z with z from the

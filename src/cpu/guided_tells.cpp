@@ -1,0 +1,189 @@
+// The ask/tell plans' tells of DDRM and SKRock on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp), over
+// packs of `lanes` particles of one problem (src/cpu/guided_tells.hpp): the functors' arithmetic lane by lane, the
+// problem's tables broadcast, the normals from the packs' Philox streams. Vectors of d (or r, d_y) packs live in
+// per-thread workspace.
+#include "src/cpu/guided_tells.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "src/cpu/guided_packs.hpp"
+#include "src/cpu/simd.hpp"
+
+namespace diffsample::cpu::DS_SIMD_NS {
+namespace {
+
+/// The tells' per-thread workspace on a fused run's rows (apart from the buffers of the answers' cores).
+fpack* tell_packs(std::int64_t count) {
+  static thread_local std::vector<fpack> buffer;
+  if (static_cast<std::int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
+/// Runs f(pack) over rows [first, last) in packs of at most `lanes` rows that do not cross a problem's end.
+template <class F>
+void for_each_row_pack(std::int64_t particles, std::int64_t first, std::int64_t last, const F& f) {
+  for (std::int64_t i = first; i < last;) {
+    const std::int64_t b = i / particles;
+    const std::int64_t end = std::min({last, (b + 1) * particles, i + lanes});
+    f(pack_rows{b, i, static_cast<int>(end - i)});
+    i = end;
+  }
+}
+
+// --- DDRM -----------------------------------------------------------------------------------------------------------
+
+std::int64_t ddrm_scratch_packs(const kernels::ddrm_params& p) { return 3 * std::int64_t(p.d) + 3 * p.r; }
+
+/// kernels::ddrm_stage_functor's stage 1 on a pack of particles of one problem: m = ux x + um answer, then
+/// kernels::ddrm_update lane by lane (the three projections on V in one pass over V, each summed over the
+/// coordinates in order as kernels::ddrm_project; the lift as kernels::ddrm_lift, then the scaling by a_next).
+void ddrm_tell_pack(const kernels::ddrm_stage_functor& f, const pack_rows& pk, fpack* s) {
+  const kernels::ddrm_params& p = f.p;
+  const int d = p.d, r = p.r;
+  fpack *xs = s, *ms = xs + d, *xi = ms + d, *proj_u = xi + d, *proj_xi = proj_u + r, *proj_m = proj_xi + r;
+  const std::int64_t b = pk.b;
+  const kernels::ddrm_step st = p.steps[f.k];
+  pk.load(xs, f.x, d);
+  pk.load(ms, f.answer, d);
+  const fpack ux(f.ux), um(f.um);
+  for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);  // kernels::answer_as_denoiser
+  const float sn = st.sigma_next;
+  const fpack step(sn * p.keep), spread(p.eta * sn), a(st.a), inv_s(st.inv_s);
+  const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::ddrm_stream(p, pk.i0, b);
+  philox_pack rng(p.seed, id, static_cast<std::uint64_t>(f.k) + 1);
+  rng.normals(d, [&](int j, fpack z) {  // u = m + sigma' sqrt(1 - eta^2) eps + eta sigma' xi, in x
+    xi[j] = z;
+    const fpack eps = (xs[j] - a * ms[j]) * inv_s;
+    xs[j] = ms[j] + step * eps + spread * z;
+  });
+  const float* V = p.V + b * p.V_stride;
+  for (int i = 0; i < r; ++i) proj_u[i] = proj_xi[i] = proj_m[i] = fpack(0.f);
+  for (int j = 0; j < d; ++j) {  // V^T u, V^T xi, V^T m
+    const float* row = V + static_cast<std::int64_t>(j) * r;
+    const fpack uj = xs[j], xj = xi[j], mj = ms[j];
+    for (int i = 0; i < r; ++i) {
+      const fpack v(row[i]);
+      proj_u[i] = proj_u[i] + v * uj;
+      proj_xi[i] = proj_xi[i] + v * xj;
+      proj_m[i] = proj_m[i] + v * mj;
+    }
+  }
+  const float* ybar = p.ybar + b * r;
+  const float* noise = p.noise + b * r;
+  const float* inv_noise = p.inv_noise + b * r;
+  for (int c = 0; c < r; ++c) {
+    const float n = noise[c];
+    fpack v = proj_u[c];  // unobserved: the DDIM update as it is
+    if (n >= 0.f) {
+      const fpack x0 = proj_m[c];
+      if (sn < n) {
+        v = x0 + step * (fpack(ybar[c]) - x0) * fpack(inv_noise[c]) + spread * proj_xi[c];
+      } else {
+        v = fpack(1.f - p.eta_b) * x0 + fpack(p.eta_b * ybar[c]) +
+            fpack(kernels::ddrm_sqrt(sn * sn - n * n * p.eta_b * p.eta_b)) * proj_xi[c];
+      }
+    }
+    proj_m[c] = v - proj_u[c];
+  }
+  const fpack a_next(st.a_next);
+  for (int j = 0; j < d; ++j) {  // x' = a' (u + V (v - V^T u))
+    const float* row = V + static_cast<std::int64_t>(j) * r;
+    fpack acc(0.f);
+    for (int i = 0; i < r; ++i) acc = acc + fpack(row[i]) * proj_m[i];
+    xs[j] = (xs[j] + acc) * a_next;
+  }
+  pk.store(xs, f.x, d);
+}
+
+// --- SKRock ---------------------------------------------------------------------------------------------------------
+
+std::int64_t skrock_scratch_packs(const kernels::guided_params& p) { return 4 * std::int64_t(p.d) + p.d_y; }
+
+/// kernels::skrock_stage_functor's stage (s of iteration n) on a pack of particles of one problem: the drift
+/// g = answer + A^T (y - A cur) / sigma_y^2 (kernels::skrock_add_likelihood: the residual, then the rows of A one at
+/// a time), then skrock_first (s = 0) or skrock_stage and the swap, written to cur and old as the functor leaves
+/// them; after the last stage x = cur and the next iteration's first drift point in cur (kernels::skrock_perturb).
+void skrock_tell_pack(const kernels::skrock_stage_functor& f, const pack_rows& pk, fpack* s) {
+  const kernels::guided_params& p = f.p;
+  const kernels::skrock_params& q = f.q;
+  const int d = p.d, dy = p.d_y;
+  fpack *xs = s, *cs = xs + d, *os = cs + d, *gs = os + d, *r = gs + d;
+  const std::int64_t b = pk.b;
+  const std::uint64_t key = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p, pk.i0, b);
+  pk.load(cs, f.cur, d);
+  pk.load(gs, f.answer, d);
+  residual(p, b, 1.f, cs, r);
+  const fpack w(q.inv_noise_var[b]);
+  const float* A = p.A + b * p.A_stride;
+  for (int o = 0; o < dy; ++o) {  // g += (w r_o) (row o of A), as kernels::guided_add_row
+    const fpack value = w * r[o];
+    if (p.mask != nullptr) {
+      const int j = p.mask[b * p.A_stride + o];
+      gs[j] = gs[j] + value * fpack(A[o]);
+    } else {
+      const float* row = A + static_cast<std::int64_t>(o) * d;
+      for (int j = 0; j < d; ++j) gs[j] = gs[j] + value * fpack(row[j]);
+    }
+  }
+  const float h = q.step[b];
+  const float c = kernels::ds_sqrt(2.f * h);
+  if (f.s == 0) {  // kernels::skrock_first: old = x, cur = x + mu_1 h g + kappa_1 c xi
+    pk.load(xs, f.x, d);
+    const fpack fm(q.coefficients[0] * h), fk(q.coefficients[2] * c);
+    philox_pack rng(p.seed, key, static_cast<std::uint64_t>(f.n) + 1);
+    rng.normals(d, [&](int j, fpack z) {
+      os[j] = xs[j];
+      cs[j] = xs[j] + fm * gs[j] + fk * z;
+    });
+  } else {  // kernels::skrock_stage, then the swap: cur the new value, old the previous one
+    pk.load(os, f.old, d);
+    const fpack mu(q.coefficients[3 * f.s] * h), nu(q.coefficients[3 * f.s + 1]), kappa(q.coefficients[3 * f.s + 2]);
+    for (int j = 0; j < d; ++j) {
+      const fpack next = mu * gs[j] + nu * cs[j] + kappa * os[j];
+      os[j] = cs[j];
+      cs[j] = next;
+    }
+  }
+  pk.store(os, f.old, d);
+  if (f.s + 1 < q.stages) {
+    pk.store(cs, f.cur, d);
+    return;
+  }
+  pk.store(cs, f.x, d);          // x = cur
+  if (f.n + 1 < f.iterations) {  // kernels::skrock_perturb of iteration n + 1: cur = x + nu_1 c xi
+    const fpack fn(q.coefficients[1] * c);
+    philox_pack rng(p.seed, key, static_cast<std::uint64_t>(f.n) + 2);
+    rng.normals(d, [&](int j, fpack z) { cs[j] = cs[j] + fn * z; });
+  }
+  pk.store(cs, f.cur, d);
+}
+
+}  // namespace
+
+void run_ddrm_tell(const kernels::ddrm_stage_functor& f) {
+  if (f.position != nullptr) *f.position = f.next_position;
+  kernels::guided_params shape{};
+  shape.problems = f.p.problems;
+  shape.particles = f.p.particles;
+  for_each_particle_pack(shape, ddrm_scratch_packs(f.p),
+                         [&](const pack_rows& pk, fpack* s) { ddrm_tell_pack(f, pk, s); });
+}
+
+void run_ddrm_tell_rows(const kernels::ddrm_stage_functor& f, std::int64_t first, std::int64_t last) {
+  fpack* s = tell_packs(ddrm_scratch_packs(f.p));
+  for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { ddrm_tell_pack(f, pk, s); });
+}
+
+void run_skrock_tell(const kernels::skrock_stage_functor& f) {
+  if (f.position != nullptr) *f.position = f.next_position;
+  for_each_particle_pack(f.p, skrock_scratch_packs(f.p),
+                         [&](const pack_rows& pk, fpack* s) { skrock_tell_pack(f, pk, s); });
+}
+
+void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last) {
+  fpack* s = tell_packs(skrock_scratch_packs(f.p));
+  for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { skrock_tell_pack(f, pk, s); });
+}
+
+}  // namespace diffsample::cpu::DS_SIMD_NS

@@ -1,0 +1,71 @@
+// The ask/tell plans' tells of DDRM and SKRock on packs of particles of one problem (src/cpu/guided_tells.cpp),
+// declared apart from src/cpu/chains.hpp so that only their samplers include them. The plan's tell on a SIMD target
+// and guided_sample()'s fused run (src/fused_stepwise.hpp, one pack's rows at a time) both call them, so they agree
+// bit for bit; against the scalar functors they differ by the packs' rounding (the packs' normals, FMA contraction).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/guided_ddrm.cuh"
+#include "kernels/guided_skrock.cuh"
+#include "src/cpu/chains.hpp"
+
+namespace diffsample::cpu {
+
+#define DIFFSAMPLE_DECLARE_GUIDED_TELLS_(NS)                                                                    \
+  namespace NS {                                                                                                \
+  void run_ddrm_tell(const kernels::ddrm_stage_functor& f);                                                     \
+  void run_ddrm_tell_rows(const kernels::ddrm_stage_functor& f, std::int64_t first, std::int64_t last);         \
+  void run_skrock_tell(const kernels::skrock_stage_functor& f);                                                 \
+  void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last);     \
+  }
+DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_sse2)
+DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx2)
+DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx512)
+#undef DIFFSAMPLE_DECLARE_GUIDED_TELLS_
+
+#if defined(DIFFSAMPLE_NO_SIMD)
+#define DIFFSAMPLE_GUIDED_TELL_(CALL)
+#else
+#define DIFFSAMPLE_GUIDED_TELL_(CALL)                   \
+  switch (t) {                                          \
+    case simd_target::avx512: return simd_avx512::CALL; \
+    case simd_target::avx2: return simd_avx2::CALL;     \
+    default: return simd_sse2::CALL;                    \
+  }
+#endif
+
+/// DDRM's tell (kernels::ddrm_stage_functor with stage 1: the denoiser m = ux x + um answer, then
+/// kernels::ddrm_update) over every particle, on packs of particles of one problem on target t (not scalar):
+/// ddrm_update's arithmetic lane by lane (the projections on V and the lift summed in the functor's order), the
+/// normals from the packs' Philox streams (id_base + ddrm_stream(i, b), step k + 1). Only x is written (not the
+/// functor's scratch rows). Stores next_position first when position is set. Results do not depend on the thread
+/// count or on which pack a particle falls in.
+inline void run_ddrm_tell(simd_target t, const kernels::ddrm_stage_functor& f) {
+  DIFFSAMPLE_GUIDED_TELL_(run_ddrm_tell(f))
+}
+/// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends): the fused
+/// run's tell of one pack of rows.
+inline void run_ddrm_tell_rows(simd_target t, const kernels::ddrm_stage_functor& f, std::int64_t first,
+                               std::int64_t last) {
+  DIFFSAMPLE_GUIDED_TELL_(run_ddrm_tell_rows(f, first, last))
+}
+
+/// SKRock's tell (kernels::skrock_stage_functor with op skrock_op_stage: stage s of iteration n from the prior's
+/// score at cur, in answer) over every particle, on packs of particles of one problem on target t (not scalar): the
+/// functor's arithmetic lane by lane (the likelihood's residual and rows of A in its order), the normals from the
+/// packs' Philox streams (id_base + guided_stream(i, b), step n + 1, and n + 2 for the next iteration's first drift
+/// point). x, cur and old are written as the functor leaves them; g and r are not (the drift stays in the pack).
+/// Stores next_position first when position is set.
+inline void run_skrock_tell(simd_target t, const kernels::skrock_stage_functor& f) {
+  DIFFSAMPLE_GUIDED_TELL_(run_skrock_tell(f))
+}
+/// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends).
+inline void run_skrock_tell_rows(simd_target t, const kernels::skrock_stage_functor& f, std::int64_t first,
+                                 std::int64_t last) {
+  DIFFSAMPLE_GUIDED_TELL_(run_skrock_tell_rows(f, first, last))
+}
+
+#undef DIFFSAMPLE_GUIDED_TELL_
+
+}  // namespace diffsample::cpu
