@@ -1,5 +1,5 @@
 // Scaling of distributed guided SMC (libdiffsample_mpi, global resampling) on the CPU executor:
-//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats] [sigma_y]
+//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats] [sigma_y] [seeds]
 // Prints, per run, particle-steps per second (B N K over the slowest rank's wall time), each rank's share of time
 // inside MPI, the bytes each rank sent per resampling, and the communication-volume model beside them:
 //
@@ -12,19 +12,151 @@
 //                                               FP64 sums, 40 bytes, per problem)
 //   and at most 4 d N (P - 1) / P from one rank when all the weight sits on one rank's particles (the worst skew).
 // The model is evaluated with the ESS the run recorded before each resampling, and printed beside the measured bytes.
+// The filter's particles are not exchangeable in slot order: systematic resampling puts an ancestor's offspring in
+// adjacent slots, and their weights at the next resampling are correlated, so Var(C - f) is R times the exchangeable
+// value, R the variance of a sum of adjacent weights over its exchangeable value. With seeds > 0, rank 0 runs the
+// filter for that many seeds through its shard interface in one process and prints, per run, the rows a P-rank run
+// moves (P = 2, 3) in the filter's order, with the same weights in random orders, the model, and the model times
+// sqrt(R) with R measured on blocks of N / 16 slots of each resampling's weights.
 #include <mpi.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <random>
 #include <vector>
 
 #include <diffsample/diffsample.hpp>
 #include <diffsample/mpi.hpp>
 
+#include "src/guided_shard.hpp"
+
 namespace ds = diffsample;
+
+namespace {
+
+// Rank of particle j of N over P ranks (the block split of shard_of()).
+int owner(std::int64_t j, std::int64_t N, int P) {
+  for (int r = P - 1; r > 0; --r)
+    if (j >= ds::mpi::shard_of(N, r, P).first) return r;
+  return 0;
+}
+
+// Rows that a P-rank run moves for these ancestors: slots whose ancestor another rank holds.
+long long crossing(const std::vector<std::int64_t>& anc, std::int64_t N, int P) {
+  long long n = 0;
+  for (std::int64_t i = 0; i < N; ++i) n += owner(anc[i], N, P) != owner(i, N, P);
+  return n;
+}
+
+// One process holding all N particles of one problem (the filter's own code through its shard interface), resampling
+// with resample() as a 1-rank run does, and recording at every resampling of the filter, for P = 2 and 3: the rows a
+// P-rank run moves (from the ancestors; the particles, hence the weights, are the same whatever P), the rows moved
+// when the same weights are first put in a random order (the model's premise: exchangeable particles), and the model.
+class probe_shard final : public ds::detail::guided_shard {
+ public:
+  explicit probe_shard(std::int64_t n) : n_(n), anc_(n), shuffled_anc_(n), shuffled_(n) {}
+  std::int64_t first() const override { return 0; }
+  std::int64_t local() const override { return n_; }
+  void agree(std::exception_ptr e) override {
+    if (e) std::rethrow_exception(e);
+  }
+  void resample(const float* lw, std::int64_t problems, const ds::resampling_options& o, ds::particle_report* reports,
+                const void* rows, std::size_t row_bytes, void* out) override {
+    ds::execution cpu;
+    cpu.kind = ds::executor::cpu;
+    ds::particle_outputs po;
+    po.ancestors64 = anc_.data();
+    po.reports = reports;
+    ds::resample(po, problems, n_, lw, o, cpu);  // problems = 1 here
+    for (std::int64_t i = 0; i < n_; ++i)
+      std::memcpy(static_cast<char*>(out) + i * row_bytes,
+                  static_cast<const char*>(rows) + (reports[0].resampled ? anc_[i] : i) * row_bytes, row_bytes);
+    if (!reports[0].resampled || o.step == last_step_) return;
+    ++resamplings;
+    const double s = double(n_) / reports[0].ess;
+    if (s > largest_skew) {  // the block-sum variance ratio of this resampling's weights in slot order
+      largest_skew = s;
+      const float top = *std::max_element(lw, lw + n_);
+      std::vector<double> w(static_cast<std::size_t>(n_));
+      double mean = 0, var = 0;
+      for (std::int64_t i = 0; i < n_; ++i) mean += (w[i] = std::exp(double(lw[i]) - top)) / double(n_);
+      for (double v : w) var += (v - mean) * (v - mean) / double(n_);
+      for (int e = 0; e < 3; ++e) {
+        const std::int64_t L = std::int64_t(16) << (4 * e), blocks = n_ / L;  // 16, 256, 4096
+        double bv = 0;
+        for (std::int64_t b = 0; b < blocks; ++b) {
+          double t = 0;
+          for (std::int64_t i = 0; i < L; ++i) t += w[b * L + i] - mean;
+          bv += t * t / double(blocks);
+        }
+        block_ratio[e] = blocks > 1 && var > 0 ? bv / (double(L) * var) : 1.0;
+      }
+    }
+    // Var(C - f) for the filter's order: the exchangeable value times R, the block-sum variance ratio at blocks of
+    // N / 16 adjacent slots (16 blocks; their deviations from the exact mean sum to zero, hence 16 / 15).
+    const double r_wide = wide_ratio(lw);
+    for (int P : {2, 3})
+      for (int k = 1; k < P; ++k) {
+        const double f = double(ds::mpi::shard_of(n_, k, P).first) / double(n_);
+        corrected[P] += std::sqrt(r_wide) * std::sqrt(2.0 / M_PI) *
+                        std::sqrt(double(n_) * std::max(0.0, s - 1.0) * f * (1 - f));
+      }
+    std::copy(lw, lw + n_, shuffled_.begin());
+    std::mt19937_64 gen(o.step * 7919 + 1);
+    const int draws = 8;
+    for (int P : {2, 3}) {
+      rows_moved[P] += double(crossing(anc_, n_, P));
+      for (int k = 1; k < P; ++k) {
+        const double f = double(ds::mpi::shard_of(n_, k, P).first) / double(n_);
+        model[P] += std::sqrt(2.0 / M_PI) * std::sqrt(double(n_) * std::max(0.0, s - 1.0) * f * (1 - f));
+      }
+    }
+    for (int t = 0; t < draws; ++t) {
+      std::shuffle(shuffled_.begin(), shuffled_.end(), gen);
+      ds::particle_outputs sp;
+      sp.ancestors64 = shuffled_anc_.data();
+      ds::resample(sp, 1, n_, shuffled_.data(), o, cpu);
+      for (int P : {2, 3}) shuffled_moved[P] += double(crossing(shuffled_anc_, n_, P)) / draws;
+    }
+  }
+  void fetch(const void* rows, std::int64_t, std::size_t row_bytes, const std::int64_t* index, void* out) override {
+    for (std::int64_t i = 0; i < n_; ++i)
+      std::memcpy(static_cast<char*>(out) + i * row_bytes, static_cast<const char*>(rows) + index[i] * row_bytes,
+                  row_bytes);
+  }
+  std::uint64_t last_step_ = ~0ull;  // the final resampling of the samples (not a transition's): not recorded
+  int resamplings = 0;
+  // At the resampling with the largest skew: Var(sum of L adjacent weights) / (L Var(w)) for L = 16, 256, 4096 (1
+  // for exchangeable particles; above 1 when neighbouring slots' weights are correlated).
+  double largest_skew = 0, block_ratio[3] = {1, 1, 1};
+  double rows_moved[4] = {}, shuffled_moved[4] = {}, model[4] = {}, corrected[4] = {};
+
+ private:
+  double wide_ratio(const float* lw) const {
+    const std::int64_t blocks = 16, L = n_ / blocks;
+    if (L < 1) return 1.0;
+    const float top = *std::max_element(lw, lw + n_);
+    double mean = 0, var = 0, bv = 0;
+    for (std::int64_t i = 0; i < n_; ++i) mean += std::exp(double(lw[i]) - top) / double(n_);
+    for (std::int64_t i = 0; i < n_; ++i) var += std::pow(std::exp(double(lw[i]) - top) - mean, 2) / double(n_);
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      double t = 0;
+      for (std::int64_t i = b * L; i < (b + 1) * L; ++i) t += std::exp(double(lw[i]) - top) - mean;
+      bv += t * t / double(blocks - 1);
+    }
+    return var > 0 ? bv / (double(L) * var) : 1.0;
+  }
+
+  std::int64_t n_;
+  std::vector<std::int64_t> anc_, shuffled_anc_;
+  std::vector<float> shuffled_;
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
@@ -36,6 +168,7 @@ int main(int argc, char** argv) {
   const std::int64_t K = argc > 3 ? std::atoll(argv[3]) : 20;
   const int repeats = argc > 4 ? std::atoi(argv[4]) : 3;
   const double sigma_y = argc > 5 ? std::atof(argv[5]) : 0.5;  // smaller: sharper likelihood, larger skew s
+  const int seeds = argc > 6 ? std::atoi(argv[6]) : 0;          // the model's check over seeds (rank 0)
 
   // A 25-component grid prior; one observation of the first coordinate, at a point between modes, so that the
   // weights are uneven (s = N / ESS above one).
@@ -88,11 +221,11 @@ int main(int argc, char** argv) {
       share_max = std::max(share_max, all[4 * r + 1] / all[4 * r]);
       bytes += all[4 * r + 2];
     }
-    // Resamplings: the initial one (equal weights: no row moves) and one per transition.
+    // Resamplings: the initial one (the weights g_0 of the prior's draws) and one per transition.
     const int resamplings = count[0];
     double model_rows = 0;
     int seen = 0;
-    for (std::int64_t c = 1; c <= K; ++c) {
+    for (std::int64_t c = 0; c <= K; ++c) {
       if (!(ess[c] < o.resampling.ess_threshold * double(N))) continue;
       ++seen;
       const double skew = double(N) / ess[c];
@@ -105,11 +238,14 @@ int main(int argc, char** argv) {
     // Every transition (and the initial resampling) runs the two statistics collectives whether or not it resamples.
     const double collective_bytes = double(ranks - 1) * 52.0 * double(K + 1) / per;
     const double model = 4.0 * d * model_rows / ranks / std::max(1, seen) + collective_bytes;
-    double mean_skew = 0;
-    for (std::int64_t c = 1; c <= K; ++c) mean_skew += double(N) / ess[c] / double(K);
-    std::printf("  %.3f s, %.3g particle-steps/s, MPI share (slowest rank) %.1f%%, %d resamplings, mean s = N/ESS "
-                "%.2f; bytes per rank per resampling: measured %.0f, model %.0f (worst skew %.0f)\n",
-                slowest, double(N) * double(K) / slowest, 100 * share_max, resamplings, mean_skew,
+    double mean_skew = 0, top_skew = 0;
+    for (std::int64_t c = 0; c <= K; ++c) {
+      mean_skew += double(N) / ess[c] / double(K + 1);
+      top_skew = std::max(top_skew, double(N) / ess[c]);
+    }
+    std::printf("  %.3f s, %.3g particle-steps/s, MPI share (slowest rank) %.1f%%, %d resamplings, s = N/ESS mean "
+                "%.2f, largest %.1f; bytes per rank per resampling: measured %.0f, model %.0f (worst skew %.0f)\n",
+                slowest, double(N) * double(K) / slowest, 100 * share_max, resamplings, mean_skew, top_skew,
                 bytes / ranks / per, model, 4.0 * d * double(N) * (ranks - 1) / ranks);
     if (ranks == 1) {
       // The same filter through the single-process entry point (its fused CPU loop), right after.
@@ -120,6 +256,47 @@ int main(int argc, char** argv) {
       const double t = MPI_Wtime() - t0;
       std::printf("  single-process guided_sample: %.3f s, %.3g particle-steps/s\n", t, double(N) * double(K) / t);
     }
+  }
+  // The filter's rows against the model over many seeds, rank 0 alone: one run of one seed is one draw of each
+  // boundary's |C - f| (a half-normal's spread: standard deviation 0.75 of its mean), and the resampling with the
+  // largest skew dominates the mean, so the runs above (one seed, repeated) do not test the model. Per seed: the same
+  // filter in one process (its particles, hence its weights, are those of every P), its weights at each resampling
+  // resampled in the filter's order and in random orders; the rows a P-rank run moves are counted from the ancestors.
+  if (rank == 0 && seeds > 0) {
+    double sum[4][4] = {}, sum2[4][4] = {};  // [filter order, random order, model, corrected model][P]
+    int per_run = 0;
+    double ratio[3] = {}, top_skew = 0;
+    for (int seed = 1; seed <= seeds; ++seed) {
+      probe_shard probe(N);
+      probe.last_step_ = static_cast<std::uint64_t>(K + 1);
+      ds::execution cpu;
+      cpu.kind = ds::executor::cpu;
+      ds::guided_options so = o;
+      so.seed = static_cast<std::uint64_t>(1000 + seed);
+      ds::detail::guided_smc_shard(prior, pr, so, ds::guided_outputs{}, cpu, probe);
+      per_run = probe.resamplings;
+      top_skew += probe.largest_skew / seeds;
+      for (int e = 0; e < 3; ++e) ratio[e] += probe.block_ratio[e] / seeds;
+      for (int P : {2, 3}) {
+        const double v[4] = {probe.rows_moved[P], probe.shuffled_moved[P], probe.model[P], probe.corrected[P]};
+        for (int w = 0; w < 4; ++w) {
+          sum[w][P] += v[w] / seeds;
+          sum2[w][P] += v[w] * v[w] / seeds;
+        }
+      }
+    }
+    for (int P : {2, 3}) {
+      double se[2];  // standard errors of the two counts' means over the seeds
+      for (int w = 0; w < 2; ++w)
+        se[w] = std::sqrt(std::max(0.0, sum2[w][P] - sum[w][P] * sum[w][P]) / std::max(1, seeds - 1));
+      std::printf("  %d seeds, P = %d, rows crossing rank boundaries per run of %d resamplings (mean +- standard "
+                  "error): filter's order %.0f +- %.0f, the same weights in random orders %.0f +- %.0f, model %.0f "
+                  "(filter / model %.2f); model times sqrt(R) of the filter's order %.0f\n",
+                  seeds, P, per_run, sum[0][P], se[0], sum[1][P], se[1], sum[2][P], sum[0][P] / sum[2][P], sum[3][P]);
+    }
+    std::printf("  at the resampling of largest skew (mean s = N/ESS %.2f): Var(sum of L adjacent weights) / "
+                "(L Var(w)) = %.2f, %.2f, %.2f for L = 16, 256, 4096 (1 for exchangeable particles)\n",
+                top_skew, ratio[0], ratio[1], ratio[2]);
   }
   // The model's premise alone: i.i.d. log-normal weights (relative variance s - 1 = e^(sigma^2) - 1), resampled by
   // mpi::resample; rows crossing rank boundaries counted from the ancestors, beside sum_k sqrt(2/pi) sqrt(N (s - 1)
