@@ -1084,11 +1084,76 @@ guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_
   return guided_sample(prior, outputs, problems, options, exec);
 }
 
+namespace {
+
+// The exchange of a shard whose particles live in device memory (a CUDA rank): the log-weights and rows are copied to
+// host buffers, the wrapped shard exchanges them with the code a CPU rank runs, and the reports and rows it returns
+// are copied back, all in the stream's order. Each exchange waits for the stream (the host reads the weights). The
+// buffers are sized at the first exchange of each size (no allocation per transition after it).
+class staged_shard final : public guided_shard {
+ public:
+  staged_shard(guided_shard& inner, cudaStream_t stream) : inner_(inner), stream_(stream) {}
+  std::int64_t first() const override { return inner_.first(); }
+  std::int64_t local() const override { return inner_.local(); }
+  void agree(std::exception_ptr error) override { inner_.agree(error); }
+  void resample(const float* lw, std::int64_t problems, const resampling_options& o, particle_report* reports,
+                const void* rows, std::size_t row_bytes, void* out) override {
+    const std::size_t n = static_cast<std::size_t>(problems * inner_.local());
+    lw_.resize(std::max(lw_.size(), n));
+    reports_.resize(std::max(reports_.size(), static_cast<std::size_t>(problems)));
+    download(lw_.data(), lw, n * sizeof(float));
+    download(rows_for(n * row_bytes), rows, n * row_bytes);
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream_));
+    inner_.resample(lw_.data(), problems, o, reports_.data(), rows_.data(), row_bytes, out_.data());
+    upload(reports, reports_.data(), static_cast<std::size_t>(problems) * sizeof(particle_report));
+    upload(out, out_.data(), n * row_bytes);
+  }
+  void fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,
+             void* out) override {
+    const std::size_t n = static_cast<std::size_t>(problems * inner_.local());
+    download(rows_for(n * row_bytes), rows, n * row_bytes);
+    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream_));
+    inner_.fetch(rows_.data(), problems, row_bytes, index, out_.data());
+    upload(out, out_.data(), n * row_bytes);
+  }
+
+ private:
+  unsigned char* rows_for(std::size_t bytes) {
+    rows_.resize(std::max(rows_.size(), bytes));
+    out_.resize(rows_.size());
+    return rows_.data();
+  }
+  void download(void* host, const void* device, std::size_t bytes) {
+    if (bytes > 0) DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
+  }
+  // From pageable memory: the copy is staged before cudaMemcpyAsync returns, so the buffer may be reused at once.
+  void upload(void* device, const void* host, std::size_t bytes) {
+    if (bytes > 0) DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  guided_shard& inner_;
+  cudaStream_t stream_;
+  std::vector<float> lw_;
+  std::vector<particle_report> reports_;
+  std::vector<unsigned char> rows_, out_;
+};
+
+// bytes from src to dst on the executor (device to device on CUDA, in the stream's order).
+void copy_on(executor where, void* dst, const void* src, std::size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return;
+  if (where == executor::cuda)
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream));
+  else
+    std::memcpy(dst, src, bytes);
+}
+
+}  // namespace
+
 guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& given,
                                const guided_options& options, guided_outputs out, execution exec,
                                guided_shard& shard) {
   // Everything that can fail runs before agree(), so that a failure on one shard throws on all of them.
   std::exception_ptr failure;
+  executor where = executor::cpu;
   const std::int64_t first = shard.first(), local = shard.local(), N = options.particles;
   svd_reduction reduced;
   layout l{};
@@ -1105,9 +1170,15 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a distributed run");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
-    const executor where = detail::resolve_executor(exec.kind, nullptr);
-    DIFFSAMPLE_EXPECTS(where == executor::cpu, "exec.kind: a distributed guided SMC run needs the CPU executor, got "
-                                                   << to_string(where));
+    const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
+                        : out.samples != nullptr ? static_cast<const void*>(out.samples)
+                        : out.log_normaliser != nullptr ? static_cast<const void*>(out.log_normaliser)
+                                                        : static_cast<const void*>(out.log_weights);
+    where = detail::resolve_executor(exec.kind, probe);
+    DIFFSAMPLE_EXPECTS(where == executor::cpu || o.potentials == guided_potentials::linear,
+                       "options.potentials: a distributed run on the CUDA executor weights with linear potentials "
+                       "only, got "
+                           << to_string(o.potentials));
     const std::int64_t B = given.problems, d = prior.dim(), BL = B * local;
     if (out.particles != nullptr) detail::check_buffer("outputs.particles", out.particles, BL * d, sizeof(float), where);
     if (out.samples != nullptr) detail::check_buffer("outputs.samples", out.samples, BL * d, sizeof(float), where);
@@ -1121,7 +1192,10 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     const guided_problems& pr = reduced.active ? reduced.problems : given;
     guided_options lo = o;
     lo.particles = std::max<std::int64_t>(local, 1);  // the shard's buffers
-    l = make_layout(prior.dim(), pr, lo, nullptr);
+    // A CUDA rank's weighting reads the mixture's constants at every step's channel from a device table (as
+    // guided_sample() on CUDA); the CPU executor's shard fills one channel per step on the host.
+    const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
+    l = make_layout(prior.dim(), pr, lo, where == executor::cuda ? &shape : nullptr);
     blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
     detail::check_allocation("guided workspace", l.total, where);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
@@ -1141,15 +1215,28 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   }
   shard.agree(failure);
 
-  const executor where = executor::cpu;
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, d = prior.dim(), dy = pr.d_y, K = o.steps, BL = B * local;
   unsigned char* ws = static_cast<unsigned char*>(owned->data());
-  std::memcpy(ws, blob.data(), blob.size());
+  const cudaStream_t stream = exec.stream;
+  if (where == executor::cuda)
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, stream));
+  else
+    std::memcpy(ws, blob.data(), blob.size());
   kernels::guided_params p = bind_tables(l, ws, prior.storage().view(where), B, std::max<std::int64_t>(local, 1), d,
                                          dy, o.seed, initial_scale);
   p.stream_skip = N - p.particles;
   p.stream_first = first;
+  // A CUDA rank: the particles stay row-major (each exchanged row contiguous), the same functors as guided_sample()'s
+  // CUDA run read them through the stride, and every exchange goes through the host (staged_shard).
+  std::unique_ptr<staged_shard> staged;
+  if (where == executor::cuda) {
+    p.channels = kernels::mixture_channels::in(p.mix, l.channel_count, reinterpret_cast<float*>(ws + l.channels));
+    kernels::for_each_index(where, l.channel_count * p.mix.components,
+                            kernels::channel_table_functor<kernels::guided_channels>{p.channels, {p.steps}}, stream);
+    staged = std::make_unique<staged_shard>(shard, stream);
+  }
+  guided_shard& exchange = staged ? static_cast<guided_shard&>(*staged) : shard;
 
   float* x = reinterpret_cast<float*>(ws + l.x);
   float* mu = reinterpret_cast<float*>(ws + l.mu);
@@ -1162,26 +1249,29 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   auto* previous_lse = reinterpret_cast<double*>(ws + l.previous_lse);
   auto* counts = reinterpret_cast<std::int32_t*>(ws + l.counts);
   const double log_n = std::log(double(N));
-  const cudaStream_t stream = exec.stream;
   const std::size_t row = static_cast<std::size_t>(d) * sizeof(float);
   guided_report report;
   report.ran = where;
 
   // The rows arrive in slot order, so every slot's ancestor is its own row of the exchanged buffer.
-  for (std::int64_t i = 0; i < BL; ++i) ancestors[i] = static_cast<std::int32_t>(i % local);
+  std::vector<std::int32_t> slots(static_cast<std::size_t>(BL));
+  for (std::int64_t i = 0; i < BL; ++i) slots[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % local);
+  copy_on(where, ancestors, slots.data(), slots.size() * sizeof(std::int32_t), stream);  // H2D on CUDA
   resampling_options ro = o.resampling;
   ro.seed = o.seed ^ 0x9E3779B97F4A7C15ull;  // as guided_sample()
 
   kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
-  // The shard runs on the CPU executor only: its per-particle passes call the pool directly (no CUDA kernels of them
-  // to compile).
-  cpu::parallel_for_each(BL, kernels::guided_init_functor{p, x, lw, r});
+  if (where == executor::cuda)
+    kernels::for_each_index<128>(where, BL, kernels::guided_init_functor{p, x, lw, r}, stream);
+  else
+    cpu::parallel_for_each(BL, kernels::guided_init_functor{p, x, lw, r});
   // On a SIMD target the weighting and the mutation run on packs of particles as in guided_sample(), whose lanes
   // draw the particles' own streams: the shards' particles stay those of one process bit for bit.
-  const cpu::simd_target target = BL > 0 ? cpu::chain_target() : cpu::simd_target::scalar;
+  const cpu::simd_target target =
+      BL > 0 && where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
   std::vector<float> channel_table;
   kernels::mixture_channels channels{};
-  if (BL > 0) {
+  if (BL > 0 && where == executor::cpu) {
     channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
     channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
   }
@@ -1189,7 +1279,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   // resample_step.
   auto resample_step = [&](std::int64_t column) {
     ro.step = static_cast<std::uint64_t>(column);
-    shard.resample(lw, B, ro, reports, x, row, mu2);
+    exchange.resample(lw, B, ro, reports, x, row, mu2);
     std::swap(x, mu2);
     kernels::for_each_index(where, B,
                             kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
@@ -1199,7 +1289,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     report.launches += 3;
   };
   const auto mutate_pass = [&](const kernels::guided_mutate_functor& mutate) {
-    if (target != cpu::simd_target::scalar) {
+    if (where == executor::cuda) {
+      kernels::for_each_index<128>(where, BL, mutate, stream);
+    } else if (target != cpu::simd_target::scalar) {
       cpu::guided_pass pass;
       pass.mutate = &mutate;
       cpu::run_guided_pass(target, pass);
@@ -1224,7 +1316,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
         packed[static_cast<std::size_t>(s * (d + 1) + d)] = lz[s];
       }
       ro.step = static_cast<std::uint64_t>(k);
-      shard.resample(lw, B, ro, reports, packed.data(), wide, moved.data());
+      exchange.resample(lw, B, ro, reports, packed.data(), wide, moved.data());
       for (std::int64_t s = 0; s < BL; ++s) {
         std::memcpy(mu2 + s * d, moved.data() + s * (d + 1), row);
         moved_lz[static_cast<std::size_t>(s)] = moved[static_cast<std::size_t>(s * (d + 1) + d)];
@@ -1243,7 +1335,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     resample_step(0);
     for (std::int64_t k = 0; k < K; ++k) {
       const kernels::guided_weight_functor weight{p, k, x, mu, lw, r};
-      if (target != cpu::simd_target::scalar) {
+      if (where == executor::cuda) {
+        kernels::for_each_index_scratch<128>(where, BL, weight, stream);
+      } else if (target != cpu::simd_target::scalar) {
         cpu::guided_pass pass;
         pass.weight = &weight;
         pass.weight_channel = fill_step_channel(channels, p.steps[k]);
@@ -1252,7 +1346,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
         cpu::parallel_for_each(BL, channel_weight_functor{p, k, x, mu, lw, r, fill_step_channel(channels, p.steps[k])});
       }
       ro.step = static_cast<std::uint64_t>(k + 1);
-      shard.resample(lw, B, ro, reports, mu, row, mu2);
+      exchange.resample(lw, B, ro, reports, mu, row, mu2);
       kernels::for_each_index(where, B,
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k + 1, log_n},
@@ -1261,14 +1355,15 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
       report.launches += 4;
     }
   }
-  if (out.particles != nullptr) std::memcpy(out.particles, x, static_cast<std::size_t>(BL) * row);
-  if (out.log_weights != nullptr) std::memcpy(out.log_weights, lw, static_cast<std::size_t>(BL) * sizeof(float));
+  if (out.particles != nullptr) copy_on(where, out.particles, x, static_cast<std::size_t>(BL) * row, stream);
+  if (out.log_weights != nullptr)
+    copy_on(where, out.log_weights, lw, static_cast<std::size_t>(BL) * sizeof(float), stream);
   if (out.samples != nullptr) {
     resampling_options last = ro;
     last.ess_threshold = 2.0;  // every problem with a positive weight
     last.step = static_cast<std::uint64_t>(K + 1);
-    shard.resample(lw, B, last, reports, x, row, mu2);
-    shard.fetch(mu2, B, row, order.data(), out.samples);
+    exchange.resample(lw, B, last, reports, x, row, mu2);
+    exchange.fetch(mu2, B, row, order.data(), out.samples);
     report.launches += 2;
   }
   const double* constants = reinterpret_cast<const double*>(ws + l.constants);

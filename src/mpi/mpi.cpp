@@ -400,6 +400,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   }
   res.particles = shard{sh->first(), sh->local()};
   res.local = diffsample::detail::guided_smc_shard(prior, problems, options, outputs, exec, *sh);
+  if (res.local.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
   res.seconds = now() - t0;
   return res;
 }

@@ -15,6 +15,8 @@
 #include <diffsample/diffsample.hpp>
 #include <diffsample/mpi.hpp>
 
+#include "reference/helpers.hpp"  // device_buffer
+
 namespace ds = diffsample;
 
 namespace {
@@ -322,6 +324,83 @@ TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
   EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << "rank " << rank();
   EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d)) << "rank " << rank();
   for (std::int64_t b = 0; b < B; ++b) EXPECT_EQ(mcount[b], count[b]);
+}
+
+TEST_F(Mpi, GuidedSmcOnCudaRanksEqualsOneDevice) {
+  // Each rank on its GPU (mpi::rank_execution: local rank mod the node's devices, so that 2 or 3 ranks on a machine
+  // of one GPU share it), the exchange staged through the host: the particles and samples of a single-process CUDA
+  // guided_sample() bit for bit (the same functors, and resample()'s ancestors are the same on both executors).
+  int devices = ds::cuda_available() ? 1 : 0, everywhere = 0;
+  MPI_Allreduce(&devices, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);  // skip on every rank or on none
+  if (everywhere == 0) GTEST_SKIP() << "no CUDA device on every rank: " << ds::cuda_unavailable_reason();
+  using diffsample::testing::device_buffer;
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, N = 50, d = 2, K = 12;
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  for (ds::resampling_scheme scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = K;
+    o.seed = 21;
+    o.resampling.scheme = scheme;
+    o.resampling.ess_threshold = 0.7;
+    device_buffer<float> particles(B * N * d), samples(B * N * d);
+    device_buffer<std::int32_t> count(B);
+    device_buffer<double> logz(B);
+    ds::guided_outputs out{};
+    out.particles = particles.ptr;
+    out.samples = samples.ptr;
+    out.log_normaliser = logz.ptr;
+    out.resample_count = count.ptr;
+    ds::guided_sample(prior, out, pr, o, exec);
+
+    const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+    device_buffer<float> mp(B * s.count * d), ms(B * s.count * d);
+    device_buffer<std::int32_t> mcount(B);
+    device_buffer<double> mlogz(B);
+    ds::guided_outputs mo{};
+    mo.particles = mp.ptr;
+    mo.samples = ms.ptr;
+    mo.log_normaliser = mlogz.ptr;
+    mo.resample_count = mcount.ptr;
+    const ds::mpi::guided_result res =
+        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o, ds::mpi::smc_mode::global, exec);
+    EXPECT_EQ(res.local.ran, ds::executor::cuda);
+    const std::string name = ds::to_string(scheme);
+    EXPECT_TRUE(same_bits(mp.download().data(), rows_of(particles.download(), B, N, d, s).data(), B * s.count * d))
+        << name << " rank " << rank();
+    EXPECT_TRUE(same_bits(ms.download().data(), rows_of(samples.download(), B, N, d, s).data(), B * s.count * d))
+        << name << " rank " << rank();
+    const std::vector<std::int32_t> c = count.download(), mc = mcount.download();
+    const std::vector<double> z = logz.download(), mz = mlogz.download();
+    for (std::int64_t b = 0; b < B; ++b) {
+      EXPECT_EQ(mc[b], c[b]) << name;
+      EXPECT_GT(c[b], 0) << name << ": the test must resample";
+      EXPECT_NEAR(mz[b], z[b], 1e-9 * (1 + std::abs(z[b]))) << name;
+    }
+  }
+}
+
+TEST_F(Mpi, GuidedSmcOnCudaRanksRefusesMomentPotentials) {
+  int devices = ds::cuda_available() ? 1 : 0, everywhere = 0;
+  MPI_Allreduce(&devices, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (everywhere == 0) GTEST_SKIP() << "no CUDA device on every rank: " << ds::cuda_unavailable_reason();
+  ds::guided_options o;
+  o.particles = 20;
+  o.steps = 4;
+  o.potentials = ds::guided_potentials::moment;
+  const ds::mpi::shard s = ds::mpi::shard_of(o.particles, MPI_COMM_WORLD);
+  diffsample::testing::device_buffer<float> mp(2 * s.count * 2 + 1);
+  ds::guided_outputs mo{};
+  mo.particles = mp.ptr;
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  try {
+    ds::mpi::guided_sample(MPI_COMM_WORLD, prior2(), mo, problems2(), o, ds::mpi::smc_mode::global, exec);
+    ADD_FAILURE() << "moment potentials ran on a CUDA rank";
+  } catch (const ds::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("options.potentials"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
