@@ -530,6 +530,46 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
                                  "step_size");
   }
   {
+    ds::diffusion_options o;
+    o.steps = last ? 0 : 5;
+    std::vector<float> x(2 * 10, 0.f);
+    expect_same_error_everywhere([&] { ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), {}, 10, o, cpu()); },
+                                 "steps");
+  }
+  {
+    // A sampler whose particles never interact (each rank's share on its own streams).
+    ds::guided_options o;
+    o.sampler = ds::guided_sampler::dps;
+    o.particles = N;
+    o.steps = last ? 0 : 5;
+    ds::guided_outputs out{};
+    out.samples = rows.data();
+    expect_same_error_everywhere(
+        [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, cpu()); },
+        "options.steps");
+  }
+  {
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = last ? 0 : 5;
+    ds::guided_outputs out{};
+    out.samples = rows.data();
+    expect_same_error_everywhere(
+        [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, cpu()); },
+        "options.steps");
+  }
+  if (ranks() == 3) {
+    // Islands of N = 2 particles over 3 ranks: the last rank would hold none.
+    ds::guided_options o;
+    o.particles = 2;
+    o.steps = 5;
+    ds::guided_outputs out{};
+    out.samples = rows.data();
+    expect_same_error_everywhere(
+        [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, cpu()); },
+        "at least one particle per rank");
+  }
+  {
     ds::resampling_options o;
     o.scheme = last ? static_cast<ds::resampling_scheme>(6) : ds::resampling_scheme::multinomial;
     const std::vector<float> lw(s.count + 1, 0.f);
