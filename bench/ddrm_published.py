@@ -19,6 +19,10 @@ each a flag here:
   --published-instances
                    dimensions 8 and 80 (d_x = 10, 100 read as 8, 80) and one weight draw shared by all instances
                    of a dimension, as the published script builds them
+  --program "S [ARGS]"
+                   run the program's sampler S (`solve --sampler S ARGS`) instead of the NumPy DDRM, on the
+                   instances the other flags build (`--published-instances --program dcps`: the library's DCPS at
+                   its defaults on the published instances)
 A row `library` runs the program's own DDRM (`solve --sampler ddrm`) on the same instances, to check that the NumPy
 `--schedule library` row reproduces it.
 
@@ -185,6 +189,7 @@ def parse_flags(text):
     ap.add_argument("--offset", type=int, default=1)
     ap.add_argument("--published-instances", action="store_true")
     ap.add_argument("--shared-weights", action="store_true", help="one weight draw per dimension, d_x as given")
+    ap.add_argument("--program", default=None, help="run the program's sampler (`solve --sampler S [ARGS]`)")
     return ap.parse_args(shlex.split(text))
 
 
@@ -229,12 +234,13 @@ def main():
                 sw, dw = [], []
                 for i, inst in enumerate(insts):
                     srng = np.random.default_rng([args.seed + 1 + i, d_x, 1, 7])
-                    if fl is None:
+                    if fl is None or fl.program:
                         path = os.path.join(tmp, "p.json")
                         with open(path, "w") as f:
                             json.dump(inst.problem_json(), f)
                         out = os.path.join(tmp, "x.npy")
-                        subprocess.run([prog, "solve", "--problem", path, "--sampler", "ddrm", "--executor", "cpu",
+                        sampler = shlex.split(fl.program) if fl is not None else ["ddrm"]
+                        subprocess.run([prog, "solve", "--problem", path, "--sampler", *sampler, "--executor", "cpu",
                                         "--seed", str(args.seed + 1 + i), "--quiet", "--out", out, "--particles",
                                         str(args.particles), "--steps", str(args.steps)], check=True)
                         x = np.load(out).astype(np.float64)
