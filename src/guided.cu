@@ -145,7 +145,9 @@ void moment_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_
   const execution on{executor::cpu, nullptr};
   kernels::moment_stage_functor f{p, k, 0, 0, 0.f, 1.f, sigma2, x, m, v, m, M, mu, lw, lz, r, nullptr, 0};
   if (detail::fused_stepwise_available()) {
-    // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp).
+    // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp), the tells the
+    // plan's packed ones (cpu::run_moment_tell).
+    const cpu::simd_target target = cpu::chain_target();
     detail::fused_ask asks[1 + kernels::moment_potential_max_dy];
     asks[0] = {ch, x, nullptr, m};
     for (int o = 0; o < p.d_y; ++o) asks[1 + o] = {ch, x, v, u};
@@ -156,7 +158,7 @@ void moment_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_
         g.answer = u;
         g.row = static_cast<int>(a - 1);
       }
-      for (std::int64_t i = first; i < last; ++i) g(i);
+      cpu::run_moment_tell_rows(target, g, first, last);
     });
     return;
   }
@@ -1550,7 +1552,10 @@ struct smc_plan_storage final : sampling_plan_storage {
     const int j = static_cast<int>(k % asks_per_step);
     const kernels::moment_stage_functor f{p,  t,  j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux[t], um[t], sigma2, x, m,
                                           v,  answer, moments, mu, lw, lz, r, &state->step, k + 1};
-    if (where == executor::cpu)
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar)
+      cpu::run_moment_tell(target, f);  // on packs, as guided_sample()'s fused run
+    else if (where == executor::cpu)
       cpu::parallel_for_each(BN, f);
     else
       kernels::for_each_index<128>(executor::cuda, BN, f, stream);

@@ -1,7 +1,7 @@
-// The ask/tell plans' tells of DDRM and SKRock on one dispatch target (DS_SIMD_TARGET, see src/cpu/simd.hpp), over
-// packs of `lanes` particles of one problem (src/cpu/guided_tells.hpp): the functors' arithmetic lane by lane, the
-// problem's tables broadcast, the normals from the packs' Philox streams. Vectors of d (or r, d_y) packs live in
-// per-thread workspace.
+// The ask/tell plans' tells of DDRM, SKRock and the SMC's moment-projected weighting on one dispatch target
+// (DS_SIMD_TARGET, see src/cpu/simd.hpp), over packs of `lanes` particles of one problem (src/cpu/guided_tells.hpp):
+// the functors' arithmetic lane by lane, the problem's tables broadcast, the normals from the packs' Philox streams.
+// Vectors of d (or r, d_y) packs live in per-thread workspace.
 #include "src/cpu/guided_tells.hpp"
 
 #include <algorithm>
@@ -159,6 +159,127 @@ void skrock_tell_pack(const kernels::skrock_stage_functor& f, const pack_rows& p
   pk.store(cs, f.cur, d);
 }
 
+// --- The SMC's moment-projected weighting ----------------------------------------------------------------------------
+
+std::int64_t moment_scratch_packs(const kernels::guided_params& p) {
+  return 3 * std::int64_t(p.d) + p.d_y + std::int64_t(p.d_y) * p.d_y;
+}
+
+/// v = row o of the problem's A (a mask's row: its gain at its coordinate, zeros elsewhere) for the pack's rows, as
+/// kernels::moment_stage_functor writes it (zeros, then kernels::guided_add_row with value 1).
+void store_row(const kernels::guided_params& p, const pack_rows& pk, int o, float* v) {
+  const int d = p.d;
+  const float* A = p.A + pk.b * p.A_stride;
+  for (int l = 0; l < pk.valid; ++l) {
+    float* row = v + (pk.i0 + l) * d;
+    if (p.mask != nullptr) {
+      for (int j = 0; j < d; ++j) row[j] = 0.f;
+      row[p.mask[pk.b * p.A_stride + o]] += 1.f * A[o];
+    } else {
+      const float* a = A + static_cast<std::int64_t>(o) * d;
+      for (int j = 0; j < d; ++j) row[j] = 0.f + 1.f * a[j];
+    }
+  }
+}
+
+/// kernels::moment_stage_functor on a pack of particles of one problem: stage 0 the denoiser m = ux x + um answer
+/// and v = a_0; stage 1 (row o) row o of the moment matrix, M[o d_y + c] = (s^2 / a) a_c . answer (kernels::moment_row,
+/// each sum over the coordinates in order), then v = a_{o + 1}, or at the last row kernels::moment_finish lane by lane
+/// (the d_y x d_y Cholesky, the weight, the kernel mean and the next linear potential's predictive).
+void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& pk, fpack* s) {
+  const kernels::guided_params& p = f.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  fpack *xs = s, *ms = xs + d, *us = ms + d, *r = us + d, *M = r + dy;
+  if (f.stage == 0) {
+    pk.load(xs, f.x, d);
+    pk.load(ms, f.answer, d);
+    const fpack ux(f.ux), um(f.um);
+    for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);  // kernels::answer_as_denoiser
+    pk.store(ms, f.m, d);
+    store_row(p, pk, 0, f.v);
+    return;
+  }
+  const kernels::guided_step st = p.steps[f.k];
+  pk.load(us, f.answer, d);
+  const float* A = p.A + b * p.A_stride;
+  const fpack cov_scale(st.s * st.s / st.a);
+  for (int c = 0; c < dy; ++c) {  // kernels::moment_row: (A u)_c with row c of A as a d-vector
+    fpack acc(0.f);
+    if (p.mask != nullptr) {
+      const int at = p.mask[b * p.A_stride + c];
+      for (int j = 0; j < d; ++j) acc = acc + fpack(j == at ? 0.f + 1.f * A[c] : 0.f) * us[j];
+    } else {
+      const float* a = A + static_cast<std::int64_t>(c) * d;
+      for (int j = 0; j < d; ++j) acc = acc + fpack(0.f + 1.f * a[j]) * us[j];
+    }
+    const fpack value = cov_scale * acc;
+    for (int l = 0; l < pk.valid; ++l) f.M[(pk.i0 + l) * dy * dy + f.row * dy + c] = value.v[l];
+  }
+  if (f.row + 1 < dy) {
+    store_row(p, pk, f.row + 1, f.v);
+    return;
+  }
+  // kernels::moment_finish on the pack.
+  for (int e = 0; e < dy * dy; ++e) {
+    M[e] = fpack(0.f);
+    for (int l = 0; l < pk.valid; ++l) M[e].v[l] = f.M[(pk.i0 + l) * dy * dy + e];
+  }
+  pk.load(xs, f.x, d);
+  pk.load(ms, f.m, d);
+  fpack q_hat(0.f);
+  if (f.k > 0) {
+    residual(p, b, st.a, xs, r);
+    for (int o = 0; o < dy; ++o) q_hat = q_hat + r[o] * r[o];
+    q_hat = q_hat * fpack(p.inv_var[f.k * p.problems + b]);
+  }
+  const float s2y = f.sigma2_b[b];
+  for (int o = 0; o < dy; ++o)
+    for (int c = 0; c <= o; ++c)
+      M[o * dy + c] = fpack(0.5f) * (M[o * dy + c] + M[c * dy + o]) + fpack(o == c ? s2y : 0.f);
+  // Cholesky in place (lower triangle); a pivot below sigma_y^2 / 2 is floored there.
+  fpack logdet(0.f);
+  const fpack floor(0.5f * s2y);
+  for (int o = 0; o < dy; ++o)
+    for (int c = 0; c <= o; ++c) {
+      fpack acc = M[o * dy + c];
+      for (int e = 0; e < c; ++e) acc = acc - M[o * dy + e] * M[c * dy + e];
+      if (c == o) {
+        const fpack pivot = ds_select(acc > floor, acc, floor);
+        M[o * dy + o] = ds_sqrt(pivot);
+        logdet = logdet + ds_log(pivot);
+      } else {
+        M[o * dy + c] = acc / M[c * dy + c];
+      }
+    }
+  residual(p, b, 1.f, ms, r);  // r = y - A m; q = |L^-1 r|^2
+  fpack q(0.f);
+  for (int o = 0; o < dy; ++o) {
+    fpack acc = r[o];
+    for (int e = 0; e < o; ++e) acc = acc - M[o * dy + e] * r[e];
+    acc = acc / M[o * dy + o];
+    r[o] = acc;
+    q = q + acc * acc;
+  }
+  const fpack log_g = fpack(-0.5f) * (q + logdet + fpack(float(dy) * kernels::log_two_pi<float>()));
+  const fpack add = log_g + fpack(0.5f) * q_hat;
+  for (int l = 0; l < pk.valid; ++l) {
+    if (f.k == 0)
+      f.lw[pk.i0 + l] = log_g.v[l];
+    else
+      f.lw[pk.i0 + l] += add.v[l];
+  }
+  const fpack cx(st.c1), cm(st.c0);  // kernels::transition_update: ds_fma(cm, m, cx x)
+  for (int j = 0; j < d; ++j) ms[j] = ds_fma(cm, ms[j], cx * xs[j]);
+  residual(p, b, st.a_next, ms, r);
+  const float* P = kernels::guided_precision(p, f.k, b);
+  fpack q_next(0.f);
+  for (int o = 0; o < dy; ++o) q_next = q_next + r[o] * precision_row(p, P, o, r);
+  const fpack lz = fpack(-0.5f) * q_next - log_g;
+  for (int l = 0; l < pk.valid; ++l) f.lz[pk.i0 + l] = lz.v[l];
+  pk.store(ms, f.mu, d);
+}
+
 }  // namespace
 
 void run_ddrm_tell(const kernels::ddrm_stage_functor& f) {
@@ -184,6 +305,17 @@ void run_skrock_tell(const kernels::skrock_stage_functor& f) {
 void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last) {
   fpack* s = tell_packs(skrock_scratch_packs(f.p));
   for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { skrock_tell_pack(f, pk, s); });
+}
+
+void run_moment_tell(const kernels::moment_stage_functor& f) {
+  if (f.position != nullptr) *f.position = f.next_position;
+  for_each_particle_pack(f.p, moment_scratch_packs(f.p),
+                         [&](const pack_rows& pk, fpack* s) { moment_tell_pack(f, pk, s); });
+}
+
+void run_moment_tell_rows(const kernels::moment_stage_functor& f, std::int64_t first, std::int64_t last) {
+  fpack* s = tell_packs(moment_scratch_packs(f.p));
+  for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { moment_tell_pack(f, pk, s); });
 }
 
 }  // namespace diffsample::cpu::DS_SIMD_NS

@@ -1,7 +1,8 @@
-// The ask/tell plans' tells of DDRM and SKRock on packs of particles of one problem (src/cpu/guided_tells.cpp),
-// declared apart from src/cpu/chains.hpp so that only their samplers include them. The plan's tell on a SIMD target
-// and guided_sample()'s fused run (src/fused_stepwise.hpp, one pack's rows at a time) both call them, so they agree
-// bit for bit; against the scalar functors they differ by the packs' rounding (the packs' normals, FMA contraction).
+// The ask/tell plans' tells of DDRM, SKRock and the SMC's moment-projected weighting on packs of particles of one
+// problem (src/cpu/guided_tells.cpp), declared apart from src/cpu/chains.hpp so that only their samplers include
+// them. The plan's tell on a SIMD target and guided_sample()'s fused run (src/fused_stepwise.hpp, one pack's rows at a
+// time) both call them, so they agree bit for bit; against the scalar functors they differ by the packs' rounding (the
+// packs' normals, log and sqrt, FMA contraction).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,8 @@ namespace diffsample::cpu {
   void run_ddrm_tell_rows(const kernels::ddrm_stage_functor& f, std::int64_t first, std::int64_t last);         \
   void run_skrock_tell(const kernels::skrock_stage_functor& f);                                                 \
   void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last);     \
+  void run_moment_tell(const kernels::moment_stage_functor& f);                                                 \
+  void run_moment_tell_rows(const kernels::moment_stage_functor& f, std::int64_t first, std::int64_t last);     \
   }
 DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_sse2)
 DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx2)
@@ -64,6 +67,21 @@ inline void run_skrock_tell(simd_target t, const kernels::skrock_stage_functor& 
 inline void run_skrock_tell_rows(simd_target t, const kernels::skrock_stage_functor& f, std::int64_t first,
                                  std::int64_t last) {
   DIFFSAMPLE_GUIDED_TELL_(run_skrock_tell_rows(f, first, last))
+}
+
+/// The SMC's moment-projected weighting (kernels::moment_stage_functor: stage 0 the denoiser from the answer and
+/// v = a_0; stage 1 row o of the moment matrix from the answer J^T a_o, then v = a_{o + 1} or, at the last row, the
+/// weight, lz and the kernel mean) over every particle, on packs of particles of one problem on target t (not
+/// scalar): the functor's arithmetic lane by lane (the d_y x d_y Cholesky with the pack's log and sqrt). Writes m,
+/// v, M, and at the last row lw, lz and mu, as the functor; r is not written. Stores next_position first when
+/// position is set.
+inline void run_moment_tell(simd_target t, const kernels::moment_stage_functor& f) {
+  DIFFSAMPLE_GUIDED_TELL_(run_moment_tell(f))
+}
+/// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends).
+inline void run_moment_tell_rows(simd_target t, const kernels::moment_stage_functor& f, std::int64_t first,
+                                 std::int64_t last) {
+  DIFFSAMPLE_GUIDED_TELL_(run_moment_tell_rows(f, first, last))
 }
 
 #undef DIFFSAMPLE_GUIDED_TELL_
