@@ -14,6 +14,7 @@
 #include "kernels/guided_stepwise.cuh"
 #include "kernels/linalg.cuh"
 #include "kernels/plan.cuh"
+#include "src/cpu/jacobian_tells.hpp"
 #include "src/fused_stepwise.hpp"
 #include "src/limits.hpp"
 #include "src/guided_tables.hpp"
@@ -267,7 +268,9 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
   const bool fused = fused_stepwise_available();
   if (fused) {
     // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): each ask's
-    // denoiser or J u by the batched calls' per-pack code, then its stage functor on the pack's particles.
+    // denoiser or J u by the batched calls' per-pack code, then the plan's packed tell (cpu::run_dcps_tell_rows) on
+    // the pack's particles.
+    const cpu::simd_target target = cpu::chain_target();
     std::vector<fused_ask> asks;
     asks.reserve(list.size());
     for (const kernels::dcps_ask& a : list)
@@ -275,8 +278,7 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
     report.launches += run_fused_stepwise(
         prior.storage(), BN, asks.data(), static_cast<std::int64_t>(asks.size()),
         [&](std::int64_t k, std::int64_t first, std::int64_t last) {
-          const kernels::dcps_stage_functor g = dcps_stage(p, s, list[k], 0.f, 1.f, nullptr, nullptr, 0);
-          for (std::int64_t i = first; i < last; ++i) g(i);
+          cpu::run_dcps_tell_rows(target, dcps_stage(p, s, list[k], 0.f, 1.f, nullptr, nullptr, 0), first, last);
         });
   }
   for (std::size_t n = 0; !fused && n < list.size(); ++n) {
@@ -328,7 +330,11 @@ struct dcps_plan_storage final : workspace_plan_storage {
   }
   void tell(std::int64_t k, cudaStream_t stream) override {
     const std::size_t i = static_cast<std::size_t>(k);
-    kernels::for_each_index(where, rows, stage(list[i], ux[i], um[i], k + 1), stream);
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar)
+      cpu::run_dcps_tell(target, stage(list[i], ux[i], um[i], k + 1));  // on packs, as guided_sample()'s fused run
+    else
+      kernels::for_each_index(where, rows, stage(list[i], ux[i], um[i], k + 1), stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
     if (start(initial, stream)) return;

@@ -11,6 +11,7 @@
 #include "kernels/guided_stepwise.cuh"
 #include "kernels/guided_tmpd.cuh"
 #include "kernels/plan.cuh"
+#include "src/cpu/jacobian_tells.hpp"
 #include "src/fused_stepwise.hpp"
 #include "src/guided_tables.hpp"
 #include "src/mixture_unchecked.hpp"
@@ -133,7 +134,9 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
   const bool fused = !gemm && fused_stepwise_available();
   if (fused) {
     // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): per step the
-    // pack's denoiser and its d_y products by the batched calls' per-pack code, each followed by its stage functor.
+    // pack's denoiser and its d_y products by the batched calls' per-pack code, each followed by the plan's packed
+    // tell (cpu::run_tmpd_tell_rows) on the pack's rows.
+    const cpu::simd_target target = cpu::chain_target();
     const std::int64_t per = 1 + dy;
     std::vector<fused_ask> asks(static_cast<std::size_t>(o.steps * per));
     for (std::int64_t k = 0; k < o.steps; ++k) {
@@ -149,7 +152,7 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
           const std::int64_t q = a - g.k * per;
           g.op = q == 0 ? kernels::tmpd_op_m : kernels::tmpd_op_ju;
           g.o = q == 0 ? f.o : static_cast<int>(q - 1);
-          for (std::int64_t i = first; i < last; ++i) g(i);
+          cpu::run_tmpd_tell_rows(target, g, first, last);
         });
   }
   for (std::int64_t k = 0; !fused && k < o.steps; ++k) {
@@ -217,8 +220,11 @@ struct tmpd_plan_storage final : workspace_plan_storage {
   void tell(std::int64_t j, cudaStream_t stream) override {
     const std::int64_t k = j / per_step, o = j % per_step - 1;
     const kernels::tmpd_stage_functor f = stage(o < 0 ? kernels::tmpd_op_m : kernels::tmpd_op_ju, int(o), k, j + 1);
+    const cpu::simd_target target = where == executor::cpu && !gemm ? cpu::chain_target() : cpu::simd_target::scalar;
     if (gemm && o + 1 == p.d_y)
       tmpd_finish_gemm(f, buf, sigma2, rows, widened);
+    else if (target != cpu::simd_target::scalar)
+      cpu::run_tmpd_tell(target, f);  // on packs, as guided_sample()'s fused run
     else
       kernels::for_each_index<128>(where, rows, f, stream);
   }
