@@ -34,6 +34,7 @@ Two measurements:
 usage: python3 bench/smc_spread_numpy.py [--dx 10] [--instances 20] [--rhos 0.98,0.99] [--ladder -12,10]
        python3 bench/smc_spread_numpy.py --trace 13,7 [--dx 10] [--seeds 8]
        python3 bench/smc_spread_numpy.py --twisted [--dx 10] [--instances 20] [--start gauss|exact]
+       python3 bench/smc_spread_numpy.py --twisted --instance I [--seeds 8] [--dx 10] [--start gauss|exact]
 """
 import argparse
 import os
@@ -207,6 +208,7 @@ def main():
     ap.add_argument("--trace", default="", help="instances to trace (Rao-Blackwellised mode weights per step)")
     ap.add_argument("--seeds", type=int, default=8, help="with --trace: runs per instance")
     ap.add_argument("--twisted", action="store_true", help="the twisted filter against the library's")
+    ap.add_argument("--instance", type=int, default=None, help="with --twisted: one instance over --seeds seeds")
     ap.add_argument("--start", default="gauss", choices=["gauss", "exact"], help="with --twisted: the first draws")
     args = ap.parse_args()
     d_x = args.dx
@@ -236,6 +238,25 @@ def main():
                       f"{tv(mean_w[j], inst.post_w):.4f} | {esses[:, j].mean():.0f} |")
             print(f"| samples | {np.mean(final):.4f} +- {np.std(final, ddof=1) / np.sqrt(len(final)):.4f} | | |",
                   flush=True)
+        return
+    if args.twisted and args.instance is not None:
+        inst = insts[args.instance]
+        dw = {"linear": [], "twisted": []}
+        for seed in range(args.seeds):
+            for name in dw:
+                srng = np.random.default_rng([seed, args.instance, 99])
+                if name == "linear":
+                    x = smc(inst, args.particles, args.steps, srng, start=args.start)[0]
+                else:
+                    x = twisted_smc(inst, args.particles, args.steps, srng, args.start)[0]
+                dw[name].append(tv(np.bincount(mode_of(inst, x), minlength=25).astype(float), inst.post_w))
+        floor = [tv(np.random.default_rng([r, 5]).multinomial(args.particles, inst.post_w).astype(float), inst.post_w)
+                 for r in range(200)]
+        print(f"d_x {d_x}, instance {args.instance}, {args.seeds} seeds, start {args.start}: independent samples "
+              f"{np.mean(floor):.4f} +- {np.std(floor, ddof=1):.4f}")
+        for name, v in dw.items():
+            print(f"  {name}: dw {np.mean(v):.4f} +- {np.std(v, ddof=1):.4f} (sd over seeds; {min(v):.4f} .. "
+                  f"{max(v):.4f})")
         return
     if args.twisted:
         sw, dw = {"floor": [], "linear": [], "twisted": []}, {"floor": [], "linear": [], "twisted": []}
