@@ -1148,6 +1148,21 @@ void copy_on(executor where, void* dst, const void* src, std::size_t bytes, cuda
     std::memcpy(dst, src, bytes);
 }
 
+// rows rows of width bytes from src (one every src_pitch bytes) to dst (one every dst_pitch bytes) on the executor
+// (one cudaMemcpy2DAsync on CUDA, in the stream's order).
+void copy_rows(executor where, void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch,
+               std::size_t width, std::int64_t rows, cudaStream_t stream) {
+  if (rows <= 0 || width == 0) return;
+  if (where == executor::cuda) {
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, static_cast<std::size_t>(rows),
+                                          cudaMemcpyDefault, stream));
+    return;
+  }
+  for (std::int64_t i = 0; i < rows; ++i)
+    std::memcpy(static_cast<unsigned char*>(dst) + i * dst_pitch, static_cast<const unsigned char*>(src) + i * src_pitch,
+                width);
+}
+
 }  // namespace
 
 guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& given,
@@ -1161,7 +1176,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   layout l{};
   std::vector<unsigned char> blob;
   float initial_scale = 1.f;
-  std::unique_ptr<detail::scratch> owned;
+  std::unique_ptr<detail::scratch> owned, moment_rows;
   std::vector<std::int64_t> order;
   guided_options o = options;
   try {
@@ -1177,10 +1192,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
                         : out.log_normaliser != nullptr ? static_cast<const void*>(out.log_normaliser)
                                                         : static_cast<const void*>(out.log_weights);
     where = detail::resolve_executor(exec.kind, probe);
-    DIFFSAMPLE_EXPECTS(where == executor::cpu || o.potentials == guided_potentials::linear,
-                       "options.potentials: a distributed run on the CUDA executor weights with linear potentials "
-                       "only, got "
-                           << to_string(o.potentials));
     const std::int64_t B = given.problems, d = prior.dim(), BL = B * local;
     if (out.particles != nullptr) detail::check_buffer("outputs.particles", out.particles, BL * d, sizeof(float), where);
     if (out.samples != nullptr) detail::check_buffer("outputs.samples", out.samples, BL * d, sizeof(float), where);
@@ -1201,6 +1212,14 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
     detail::check_allocation("guided workspace", l.total, where);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
+    if (o.potentials == guided_potentials::moment) {
+      // The exchanged rows of the moment potentials (the mean and the pending weight: d + 1 floats), before and
+      // after the exchange, and the ancestors' pending weights: on the executor.
+      const std::size_t floats = static_cast<std::size_t>(given.problems * local) * (2 * (prior.dim() + 1) + 1);
+      detail::check_allocation("distributed moment rows", floats * sizeof(float), where);
+      moment_rows = std::make_unique<detail::scratch>(std::max<std::size_t>(floats, 1) * sizeof(float), where,
+                                                      exec.stream);
+    }
     if (out.samples != nullptr) {
       // Row first + i of problem b of guided_sample()'s samples is slot perm_b(first + i) of the final resampling.
       const std::uint64_t key = o.seed ^ 0x5851F42D4C957F2Dull;
@@ -1308,27 +1327,28 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     float* work = reinterpret_cast<float*>(ws + l.work);
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
     const std::size_t wide = row + sizeof(float);
-    std::vector<float> packed(static_cast<std::size_t>(BL) * (d + 1)), moved(packed.size()),
-        moved_lz(static_cast<std::size_t>(BL));
+    float* packed = static_cast<float*>(moment_rows->data());
+    float* moved = packed + BL * (d + 1);
+    float* moved_lz = moved + BL * (d + 1);
     float* moments = reinterpret_cast<float*>(ws + l.moment);
     for (std::int64_t k = 0; k < K; ++k) {
-      moment_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, lw, lz, r, work, moments);
-      for (std::int64_t s = 0; s < BL; ++s) {
-        std::memcpy(packed.data() + s * (d + 1), mu + s * d, row);
-        packed[static_cast<std::size_t>(s * (d + 1) + d)] = lz[s];
-      }
+      if (where == executor::cuda)
+        kernels::for_each_index_scratch<128>(
+            where, BL, kernels::guided_moment_functor{p, k, sigma2, x, mu, lw, lz, work, r}, stream);
+      else
+        moment_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, lw, lz, r, work, moments);
+      copy_rows(where, packed, wide, mu, row, row, BL, stream);
+      copy_rows(where, packed + d, wide, lz, sizeof(float), sizeof(float), BL, stream);
       ro.step = static_cast<std::uint64_t>(k);
-      exchange.resample(lw, B, ro, reports, packed.data(), wide, moved.data());
-      for (std::int64_t s = 0; s < BL; ++s) {
-        std::memcpy(mu2 + s * d, moved.data() + s * (d + 1), row);
-        moved_lz[static_cast<std::size_t>(s)] = moved[static_cast<std::size_t>(s * (d + 1) + d)];
-      }
+      exchange.resample(lw, B, ro, reports, packed, wide, moved);
+      copy_rows(where, mu2, row, moved, wide, row, BL, stream);
+      copy_rows(where, moved_lz, sizeof(float), moved + d, wide, sizeof(float), BL, stream);
       kernels::for_each_index(where, B,
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
                               stream);
       mutate_pass(kernels::guided_mutate_functor{p, k, mu2, ancestors, reports, lw, x, r});
-      kernels::for_each_index(where, BL, kernels::guided_add_weight_functor{moved_lz.data(), ancestors, lw, p.particles},
+      kernels::for_each_index(where, BL, kernels::guided_add_weight_functor{moved_lz, ancestors, lw, p.particles},
                               stream);
       report.launches += 5;
     }

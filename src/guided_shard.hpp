@@ -38,8 +38,8 @@ class guided_shard {
                      void* out) = 0;
 };
 
-/// guided_sample() on one shard: guided_sampler::smc, linear or moment potentials on the CPU executor, linear on the
-/// CUDA executor (the particles in device memory, row-major; every exchange copies the weights and rows to the host,
+/// guided_sample() on one shard: guided_sampler::smc, linear or moment potentials, on the CPU executor or the CUDA
+/// executor (the particles in device memory, row-major; every exchange copies the weights and rows to the host,
 /// calls @p shard on host buffers and copies the rows and reports back, waiting for exec.stream). Validates
 /// everything, then calls shard.agree() (so that an invalid argument on any shard throws on every shard before any
 /// other collective), then runs the filter. Outputs hold the shard's particles: particles, log_weights (B x local

@@ -170,10 +170,10 @@ struct guided_result {
   comm_stats comm;            ///< this rank's communication
 };
 
-/// Guided SMC (guided_sampler::smc) over the ranks of @p comm: linear or moment potentials on the CPU executor,
-/// linear potentials on the CUDA executor (each rank's particles on its device; each resampling copies the rank's
-/// log-weights and rows to the host, exchanges them as a CPU rank does, and copies the rows back: host staging, which
-/// waits for exec.stream). Buffers as guided_sample()'s, on the rank's executor, for this rank's particles: outputs.particles and outputs.samples hold B x count x
+/// Guided SMC (guided_sampler::smc, linear or moment potentials) over the ranks of @p comm, on the CPU executor or
+/// the CUDA executor (each rank's particles on its device; each resampling copies the rank's log-weights and rows to
+/// the host, exchanges them as a CPU rank does, and copies the rows back: host staging, which waits for
+/// exec.stream). Buffers as guided_sample()'s, on the rank's executor, for this rank's particles: outputs.particles and outputs.samples hold B x count x
 /// d_x rows (rows [first, first + count) of each problem of the single-process outputs), outputs.log_weights
 /// B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
 /// combined, the ESS trace and count this rank's island's). Validation is collective.
