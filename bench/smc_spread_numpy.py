@@ -29,7 +29,7 @@ Two measurements:
   grad log ghat_k(x) = J A^T (y - A m(x)) / V (V's own dependence on x left out; J is symmetric, so the JVPs that
   give V give the gradient too); weights ghat_{k+1}(x') p(x' | x) / (ghat_k(x) q(x' | x)), resampling at ESS < N / 2,
   the last point (s = 0) the likelihood. Cost per particle and step: one denoiser and d_y JVPs, as the moment
-  potentials.
+  potentials. --dy sets d_y (instances as posterior_table.py builds them for that d_y).
 
 usage: python3 bench/smc_spread_numpy.py [--dx 10] [--instances 20] [--rhos 0.98,0.99] [--ladder -12,10]
        python3 bench/smc_spread_numpy.py --trace 13,7 [--dx 10] [--seeds 8]
@@ -143,38 +143,43 @@ def smc(inst, n, steps, rng, rho=None, ladder=(-12, 10), trace=(), start="gauss"
 
 
 def moment_parts(inst, x, a, s):
-    """The denoiser m(x), A Cov(x0 | x) A^T and Cov(x0 | x) A^T (d_y = 1; the mixture's closed form of what d_y
-    JVPs give)."""
+    """The denoiser m(x) (n x d), A Cov(x0 | x) A^T (n x d_y x d_y) and Cov(x0 | x) A^T (n x d x d_y): the mixture's
+    closed form of what d_y JVPs give."""
     v = a * a + s * s
     am = a * inst.mu
     lr = np.log(inst.w)[None] - 0.5 * ((x * x).sum(1)[:, None] - 2 * x @ am.T + (am * am).sum(1)[None]) / v
     r = np.exp(lr - lr.max(1, keepdims=True))
     r /= r.sum(1, keepdims=True)
-    a_row = inst.A[0]
+    A = inst.A
     mu_s = (s * s / v) * inst.mu  # E[x0 | x, k] = mu_s[k] + (a / v) x
     m = r @ mu_s + (a / v) * x
-    mA_k = (mu_s @ a_row)[None, :] + (a / v) * (x @ a_row)[:, None]  # E[x0 | x, k] . A
-    mA = (r * mA_k).sum(1)
-    cov_a = ((s * s / v) * a_row[None] + (r * mA_k) @ mu_s + ((r * mA_k).sum(1) * (a / v))[:, None] * x
-             - mA[:, None] * m)
-    a_cov_a = (s * s / v) * (a_row @ a_row) + (r * mA_k * mA_k).sum(1) - mA * mA
+    mA_k = (mu_s @ A.T)[None] + (a / v) * (x @ A.T)[:, None, :]  # n x K x d_y: E[x0 | x, k] . A_o
+    mA = np.einsum("nk,nko->no", r, mA_k)
+    # Cov A_o = (s^2 / v) A_o + sum_k r_k E_k (E_k . A_o) - m (m . A_o), E_k = mu_s[k] + (a / v) x
+    rmA = r[:, :, None] * mA_k
+    cov_a = ((s * s / v) * A.T[None] + np.einsum("nko,kj->njo", rmA, mu_s)
+             + (a / v) * x[:, :, None] * rmA.sum(1)[:, None, :] - m[:, :, None] * mA[:, None, :])
+    a_cov_a = ((s * s / v) * (A @ A.T))[None] + np.einsum("nko,nkc->noc", rmA, mA_k) - mA[:, :, None] * mA[:, None, :]
     return m, a_cov_a, cov_a
 
 
 def twisted_smc(inst, n, steps, rng, start="gauss"):
-    """The twisted filter of --twisted (d_y = 1). Returns the equally weighted samples and the resamplings."""
+    """The twisted filter of --twisted. Returns the equally weighted samples and the resamplings."""
     A, y, sy = inst.A, inst.y, inst.sigma_y
+    dy = A.shape[0]
     pts = [vp_linear(t) for t in np.linspace(1, 0, steps + 1)]
 
     def potential(x, k):
         a, s = pts[k]
         if s == 0:
-            r = y[0] - x @ A[0]
-            return -0.5 * r * r / sy ** 2, np.zeros_like(x), x
+            r = y[None] - x @ A.T
+            return -0.5 * (r * r).sum(1) / sy ** 2, np.zeros_like(x), x
         m, a_cov_a, cov_a = moment_parts(inst, x, a, s)
-        V = sy * sy + np.maximum(a_cov_a, 0)
-        r = y[0] - m @ A[0]
-        return -0.5 * r * r / V - 0.5 * np.log(V), (a / (s * s)) * cov_a * (r / V)[:, None], m
+        V = sy * sy * np.eye(dy)[None] + 0.5 * (a_cov_a + a_cov_a.transpose(0, 2, 1))
+        r = y[None] - m @ A.T
+        Vr = np.linalg.solve(V, r[:, :, None])[:, :, 0]
+        lg = -0.5 * (r * Vr).sum(1) - 0.5 * np.linalg.slogdet(V)[1]
+        return lg, (a / (s * s)) * np.einsum("njo,no->nj", cov_a, Vr), m
 
     x = start_draws(inst, n, pts, rng, start)
     lg, grad, m = potential(x, 0)
@@ -200,6 +205,7 @@ def twisted_smc(inst, n, steps, rng, start="gauss"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dx", type=int, default=10)
+    ap.add_argument("--dy", type=int, default=1, help="with --twisted (the trace and the adaptive rows need 1)")
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--particles", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=100)
@@ -212,8 +218,8 @@ def main():
     ap.add_argument("--start", default="gauss", choices=["gauss", "exact"], help="with --twisted: the first draws")
     args = ap.parse_args()
     d_x = args.dx
-    rng = np.random.default_rng([0, d_x, 1])
-    insts = [Instance(rng, d_x, 1) for _ in range(max(args.instances, 20))]
+    rng = np.random.default_rng([0, d_x, args.dy])
+    insts = [Instance(rng, d_x, args.dy) for _ in range(max(args.instances, 20))]
     if args.trace:
         steps = [k for k in (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99) if k < args.steps]
         for i in [int(v) for v in args.trace.split(",")]:
@@ -263,9 +269,9 @@ def main():
         for i, inst in enumerate(insts[:args.instances]):
             line = f"instance {i}:"
             for name in sw:
-                srng = np.random.default_rng([1 + i, d_x, 1, 7])
+                srng = np.random.default_rng([1 + i, d_x, args.dy, 7])
                 if name == "floor":  # a second exact sample set
-                    x, nres = inst.sample(args.particles, np.random.default_rng([1 + i, d_x, 1, 8])), 0
+                    x, nres = inst.sample(args.particles, np.random.default_rng([1 + i, d_x, args.dy, 8])), 0
                 elif name == "linear":
                     x, nres, _ = smc(inst, args.particles, args.steps, srng, start=args.start)
                 else:
