@@ -112,25 +112,29 @@ guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& pr
   init();
   const std::int64_t d = prior.dim(), n = options.particles;
   const mpi::shard mine = mpi::shard_of(n, MPI_COMM_WORLD);
-  std::vector<float> samples(static_cast<std::size_t>(std::max<std::int64_t>(mine.count * d, 1)));
   guided_run out;
-  out.ess.resize(static_cast<std::size_t>(options.steps + 1));
-  guided_outputs g;
-  g.samples = samples.data();
-  g.log_normaliser = &out.log_z;
-  g.ess_trace = out.ess.data();
-  g.resample_count = &out.resamplings;
-  // smc's exchange runs on the CPU executor; the others run where asked, their buffers there.
+  // Every sampler runs where asked, its buffers there (smc on CUDA ranks stages each resampling through the host).
   execution exec;
-  exec.kind = options.sampler == guided_sampler::smc ? executor::cpu : where;
-  exec_buffer<float> on(exec.kind, std::max<std::int64_t>(mine.count * d, 1));
-  if (options.sampler != guided_sampler::smc) {
-    g = guided_outputs{};
-    g.samples = on.data();
+  exec.kind = where;
+  exec_buffer<float> on(where, std::max<std::int64_t>(mine.count * d, 1)), ess(where, options.steps + 1);
+  exec_buffer<double> log_z(where, 1);
+  exec_buffer<std::int32_t> resamplings(where, 1);
+  guided_outputs g;
+  g.samples = on.data();
+  const bool smc = options.sampler == guided_sampler::smc;
+  if (smc) {
+    g.log_normaliser = log_z.data();
+    g.ess_trace = ess.data();
+    g.resample_count = resamplings.data();
   }
   const mpi::guided_result res =
       mpi::guided_sample(MPI_COMM_WORLD, prior, g, problems, options, mpi::smc_mode::global, exec);
-  if (options.sampler != guided_sampler::smc) samples = on.to_host();
+  std::vector<float> samples = on.to_host();
+  if (smc) {
+    out.ess = ess.to_host();
+    out.log_z = log_z.to_host()[0];
+    out.resamplings = resamplings.to_host()[0];
+  }
   const double t0 = MPI_Wtime();
   std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, samples.data(), 0);
   double stats[5] = {double(mine.count), res.seconds, MPI_Wtime() - t0, res.comm.seconds, double(res.comm.bytes_sent)};

@@ -45,8 +45,8 @@ struct guided_run {
 };
 
 /// Collective over every launched process: a guided sampler on one problem with the particles spread over the
-/// processes (diffsample::mpi::guided_sample: smc in global mode on the CPU executor, the others on @p where with
-/// no communication), samples gathered on rank 0. Invalid settings throw the same error on every rank.
+/// processes (diffsample::mpi::guided_sample on @p where: smc in global mode, the others with no communication),
+/// samples gathered on rank 0. Invalid settings throw the same error on every rank.
 guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& options,
                         executor where, std::vector<rank_stats>& ranks);
 
