@@ -1,5 +1,7 @@
 // Scaling of distributed guided SMC (libdiffsample_mpi, global resampling) on the CPU executor:
-//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats] [sigma_y] [seeds]
+//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats] [sigma_y] [seeds] [cpu|cuda]
+// (cuda: each rank on its GPU by local rank, mpi::rank_execution, so P ranks on a machine of one GPU share it; every
+// resampling staged through the host.)
 // Prints, per run, particle-steps per second (B N K over the slowest rank's wall time), each rank's share of time
 // inside MPI, the bytes each rank sent per resampling, and the communication-volume model beside them:
 //
@@ -27,7 +29,10 @@
 #include <cstring>
 #include <exception>
 #include <random>
+#include <string>
 #include <vector>
+
+#include <cuda_runtime_api.h>
 
 #include <diffsample/diffsample.hpp>
 #include <diffsample/mpi.hpp>
@@ -169,6 +174,13 @@ int main(int argc, char** argv) {
   const int repeats = argc > 4 ? std::atoi(argv[4]) : 3;
   const double sigma_y = argc > 5 ? std::atof(argv[5]) : 0.5;  // smaller: sharper likelihood, larger skew s
   const int seeds = argc > 6 ? std::atoi(argv[6]) : 0;          // the model's check over seeds (rank 0)
+  const bool on_cuda = argc > 7 && std::string(argv[7]) == "cuda";
+  if (on_cuda && !ds::cuda_available()) {
+    if (rank == 0) std::printf("bench_mpi: no CUDA device (%s)\n", ds::cuda_unavailable_reason().c_str());
+    MPI_Finalize();
+    return 0;
+  }
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, on_cuda ? ds::executor::cuda : ds::executor::cpu);
 
   // A 25-component grid prior; one observation of the first coordinate, at a point between modes, so that the
   // weights are uneven (s = N / ESS above one).
@@ -193,6 +205,21 @@ int main(int argc, char** argv) {
   out.particles = particles.data();
   out.ess_trace = ess.data();
   out.resample_count = count.data();
+  if (on_cuda) {  // the outputs on the rank's device
+    void* p = nullptr;
+    if (cudaMalloc(&p, particles.size() * sizeof(float) + ess.size() * sizeof(float) + 16) != cudaSuccess) {
+      std::fprintf(stderr, "bench_mpi: cudaMalloc failed\n");
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    out.particles = static_cast<float*>(p);
+    out.ess_trace = out.particles + particles.size();
+    out.resample_count = reinterpret_cast<std::int32_t*>(out.ess_trace + ess.size());
+  }
+  auto read_back = [&] {  // the ESS trace and the resampling count, on the host
+    if (!on_cuda) return;
+    cudaMemcpy(ess.data(), out.ess_trace, ess.size() * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaMemcpy(count.data(), out.resample_count, sizeof(std::int32_t), cudaMemcpyDeviceToHost);
+  };
 
   // Latency of one small collective on this machine (the resampling issues three per transition).
   double latency = 0;
@@ -204,13 +231,15 @@ int main(int argc, char** argv) {
     latency = (MPI_Wtime() - t0) / 1000;
   }
   if (rank == 0)
-    std::printf("bench_mpi: P = %d, N = %lld, d = %lld, K = %lld, B = 1, CPU executor, %d threads per rank; "
+    std::printf("bench_mpi: P = %d, N = %lld, d = %lld, K = %lld, B = 1, %s executor, %d CPU threads per rank; "
                 "MPI_Allreduce latency %.2f us\n",
                 ranks, static_cast<long long>(N), static_cast<long long>(d), static_cast<long long>(K),
-                ds::cpu_threads(), latency * 1e6);
+                ds::to_string(exec.kind), ds::cpu_threads(), latency * 1e6);
   for (int rep = 0; rep < repeats + 1; ++rep) {  // the first run warms up
     MPI_Barrier(MPI_COMM_WORLD);
-    const ds::mpi::guided_result res = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o);
+    const ds::mpi::guided_result res =
+        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, exec);
+    read_back();
     double mine[4] = {res.seconds, res.comm.seconds, double(res.comm.bytes_sent), double(res.comm.exchanges)};
     std::vector<double> all(4 * static_cast<std::size_t>(ranks));
     MPI_Gather(mine, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -248,11 +277,10 @@ int main(int argc, char** argv) {
                 slowest, double(N) * double(K) / slowest, 100 * share_max, resamplings, mean_skew, top_skew,
                 bytes / ranks / per, model, 4.0 * d * double(N) * (ranks - 1) / ranks);
     if (ranks == 1) {
-      // The same filter through the single-process entry point (its fused CPU loop), right after.
-      ds::execution cpu;
-      cpu.kind = ds::executor::cpu;
+      // The same filter through the single-process entry point (its fused CPU loop, or its CUDA run), right after.
       const double t0 = MPI_Wtime();
-      ds::guided_sample(prior, out, pr, o, cpu);
+      ds::guided_sample(prior, out, pr, o, exec);
+      if (on_cuda) cudaStreamSynchronize(exec.stream);
       const double t = MPI_Wtime() - t0;
       std::printf("  single-process guided_sample: %.3f s, %.3g particle-steps/s\n", t, double(N) * double(K) / t);
     }
@@ -339,6 +367,7 @@ int main(int argc, char** argv) {
                   "model %.1f\n",
                   skew, crossing, model);
   }
+  if (on_cuda) cudaFree(out.particles);
   MPI_Finalize();
   return 0;
 }
