@@ -546,22 +546,10 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   std::vector<double> sig2(K);
   for (std::int64_t k = 0; k < K; ++k) {
     const schedule_point &p = pts[k], &q = pts[k + 1];
-    DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
-                                                                  << "), where a DDPM step divides by s^2");
-    DIFFSAMPLE_EXPECTS(p.a > 0 && q.a > 0, "options.schedule: a = 0 at t = " << (p.a > 0 ? q.t : p.t)
-                                                                             << ": the potentials need a > 0");
     // The backward kernel N(c0 m + c1 x, sig^2 I) of kernels/backward.cuh, shared with the diffusion samplers.
-    const kernels::backward_coefficients bk = kernels::ddpm_ddim_kernel(p.a, p.s, q.a, q.s, o.ddim, o.eta);
-    guided_step st{};
-    st.a = float(p.a);
-    st.s = float(p.s);
-    st.a_next = float(q.a);
-    const double c0 = bk.cm;
+    kernels::backward_coefficients bk{};
+    guided_step st = detail::backward_step(p, q, k, o, "the potentials", &bk);
     sig2[k] = bk.variance;
-    st.c0 = float(bk.cm);
-    st.c1 = float(bk.cx);
-    st.sig = float(bk.sigma);
-    st.guidance = float(c0 * p.s * p.s / p.a);
     if (o.sampler == guided_sampler::diffpir) {
       // x' = a' x0 + s' (sqrt(1 - zeta) (x - a x0) / s + sqrt(zeta) z) = c0 x0 + c1 x + sig z.
       const double c1 = q.s * std::sqrt(1.0 - o.diffpir_zeta) / p.s;

@@ -60,6 +60,29 @@ struct linear_tables {
   std::vector<schedule_point> points;
 };
 
+/// Step k of a guided run from schedule point p to the next point q: channel (p.a, p.s), the DDPM / DDIM backward
+/// kernel N(c0 x0 + c1 x, sig^2 I) of kernels/backward.cuh (into *kernel when given) and the guidance factor
+/// c0 s^2 / a. Checks s > 0 at p and a > 0 at both (@p who: what needs a > 0, for the message).
+inline kernels::guided_step backward_step(const schedule_point& p, const schedule_point& q, std::int64_t k,
+                                          const guided_options& o, const char* who,
+                                          kernels::backward_coefficients* kernel = nullptr) {
+  DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
+                                                                << "), where a DDPM step divides by s^2");
+  DIFFSAMPLE_EXPECTS(p.a > 0 && q.a > 0,
+                     "options.schedule: a = 0 at t = " << (p.a > 0 ? q.t : p.t) << ": " << who << " need a > 0");
+  const kernels::backward_coefficients bk = kernels::ddpm_ddim_kernel(p.a, p.s, q.a, q.s, o.ddim, o.eta);
+  if (kernel != nullptr) *kernel = bk;
+  kernels::guided_step st{};
+  st.a = float(p.a);
+  st.s = float(p.s);
+  st.a_next = float(q.a);
+  st.c0 = float(bk.cm);
+  st.c1 = float(bk.cx);
+  st.sig = float(bk.sigma);
+  st.guidance = float(bk.cm * p.s * p.s / p.a);
+  return st;
+}
+
 /// Lays out and fills the shared tables at the front of @p blob (grown as needed) and checks the schedule (s > 0
 /// at every point a step starts from, a > 0 everywhere).
 inline linear_tables put_linear_tables(std::int64_t d, const guided_problems& pr, const guided_options& o,
@@ -82,23 +105,7 @@ inline linear_tables put_linear_tables(std::int64_t d, const guided_problems& pr
   unsigned char* base = blob->data();
   auto* steps = reinterpret_cast<kernels::guided_step*>(base + t.steps);
   const std::vector<schedule_point>& pts = t.points;
-  for (std::int64_t k = 0; k < K; ++k) {
-    const schedule_point &p = pts[k], &q = pts[k + 1];
-    DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
-                                                                  << "), where a DDPM step divides by s^2");
-    DIFFSAMPLE_EXPECTS(p.a > 0 && q.a > 0, "options.schedule: a = 0 at t = " << (p.a > 0 ? q.t : p.t)
-                                                                             << ": the samplers need a > 0");
-    const kernels::backward_coefficients bk = kernels::ddpm_ddim_kernel(p.a, p.s, q.a, q.s, o.ddim, o.eta);
-    kernels::guided_step st{};
-    st.a = float(p.a);
-    st.s = float(p.s);
-    st.a_next = float(q.a);
-    st.c0 = float(bk.cm);
-    st.c1 = float(bk.cx);
-    st.sig = float(bk.sigma);
-    st.guidance = float(bk.cm * p.s * p.s / p.a);
-    steps[k] = st;
-  }
+  for (std::int64_t k = 0; k < K; ++k) steps[k] = backward_step(pts[k], pts[k + 1], k, o, "the samplers");
   auto* A32 = reinterpret_cast<float*>(base + t.A);
   auto* mask32 = reinterpret_cast<std::int32_t*>(base + t.mask);
   for (std::int64_t c = 0; c < t.operators; ++c) {
