@@ -1395,42 +1395,22 @@ namespace {
 // J^T v there; the tells are baseline_stage_functor's stages 1 and 2, as the CPU executor's fused run issues them.
 // DiffPIR: one ask per step k, the model's output at the particles; the tell is diffpir_stage_functor's stage 1
 // (the data step and the re-noising), as the CPU executor's fused run issues it.
-struct guided_plan_storage final : sampling_plan_storage {
+struct guided_plan_storage final : workspace_plan_storage {
   bool diffpir = false;
   std::int64_t asks_per_step = 2;
-  std::vector<unsigned char> tables;  // host copy (the asks' channels)
-  std::vector<double> times;          // per step: the schedule's time of its channel
-  std::vector<float> ux, um;          // per step: the answer r becomes the denoiser ux x + um r
-  model_output output = model_output::denoiser;
   kernels::guided_params p{};
   kernels::baseline_settings g{};
-  void* device = nullptr;
-  std::vector<unsigned char> host;
-  float *x = nullptr, *m = nullptr, *v = nullptr, *answer = nullptr, *shift = nullptr, *r = nullptr;
-  kernels::plan_state* state = nullptr;
-  ~guided_plan_storage() override {
-    if (device != nullptr) (void)cudaFree(device);
-  }
-  const guided_step& step(std::int64_t k) const {
-    return reinterpret_cast<const guided_step*>(tables.data())[k];
-  }
+  float *m = nullptr, *v = nullptr, *answer = nullptr, *shift = nullptr, *r = nullptr;
   plan_request request(std::int64_t k) const override {
-    const guided_step& st = step(k / asks_per_step);
+    const std::size_t t = static_cast<std::size_t>(k / asks_per_step);
     const bool jvp = k % asks_per_step == 1;
-    plan_request q;
-    q.index = k;
-    q.points = x;
-    q.rows = rows;
-    q.dim = d;
-    q.at = channel{st.a, st.s};
-    q.time = times[static_cast<std::size_t>(k / asks_per_step)];
-    q.output = jvp ? model_output::denoiser : output;
-    q.answer = answer;
-    q.vector = jvp ? v : nullptr;
-    return q;
+    return ask(k, x, steps.channels[t], steps.times[t], jvp ? model_output::denoiser : output, answer,
+               jvp ? v : nullptr);
   }
+  float ux(std::int64_t k) const { return steps.ux[static_cast<std::size_t>(k)]; }
+  float um(std::int64_t k) const { return steps.um[static_cast<std::size_t>(k)]; }
   kernels::baseline_stage_functor stage(int which, std::int64_t k, std::int64_t next) const {
-    return {p,      g,      k, which, which == 1 ? ux[k] : 0.f, which == 1 ? um[k] : 1.f, x, m, v, answer, shift, r,
+    return {p,      g,      k, which, which == 1 ? ux(k) : 0.f, which == 1 ? um(k) : 1.f, x, m, v, answer, shift, r,
             &state->chain_base, &state->step, next};
   }
   /// One stage over the rows: on packs of particles on the CPU executor's SIMD targets, as guided_sample() runs it.
@@ -1442,7 +1422,7 @@ struct guided_plan_storage final : sampling_plan_storage {
       kernels::for_each_index(where, rows, f, stream);
   }
   kernels::diffpir_stage_functor diffpir_stage(int which, std::int64_t k, std::int64_t next) const {
-    return {p, k, which, which == 1 ? ux[k] : 0.f, which == 1 ? um[k] : 1.f, x, m, answer, r, &state->chain_base,
+    return {p, k, which, which == 1 ? ux(k) : 0.f, which == 1 ? um(k) : 1.f, x, m, answer, r, &state->chain_base,
             &state->step, next};
   }
   void tell(std::int64_t k, cudaStream_t stream) override {
@@ -1455,21 +1435,12 @@ struct guided_plan_storage final : sampling_plan_storage {
       run_stage(stage(1 + int(k % 2), k / 2, k + 1), stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
-    kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
-    if (initial != nullptr) {
-      const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
-      if (where == executor::cuda)
-        DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(x, initial, bytes, cudaMemcpyDefault, stream));
-      else
-        std::memmove(x, initial, bytes);
-    } else if (diffpir) {
+    if (start(initial, stream)) return;
+    if (diffpir)
       kernels::for_each_index(where, rows, diffpir_stage(0, 0, 0), stream);
-    } else {
+    else
       run_stage(stage(0, 0, 0), stream);
-    }
   }
-  float* samples() const override { return x; }
-  const std::int64_t* counter() const override { return &state->step; }
 };
 
 // The Philox keys of an SMC plan's trajectory, in device memory: trajectory t draws as guided_sample() with
@@ -1503,11 +1474,7 @@ struct smc_reset_functor {
 // and, on a SIMD target, the same packed mutation), so that answered by the mixture's denoiser it reproduces
 // guided_sample() bit for bit. reset() draws the particles, weights them by g_0 and resamples column 0. Moment
 // potentials: 1 + d_y asks per transition (tell_moment).
-struct smc_plan_storage final : sampling_plan_storage {
-  std::vector<unsigned char> tables;  // host copy (the asks' channels)
-  std::vector<double> times;          // per step: the schedule's time of its channel
-  std::vector<float> ux, um;          // per step: the answer r becomes the denoiser ux x + um r
-  model_output output = model_output::denoiser;
+struct smc_plan_storage final : workspace_plan_storage {
   kernels::guided_params p{};    // p.seed_at: keys->mutation
   std::uint64_t seed = 0;        // options.seed: trajectory t runs with seed + t (keys advanced on the device)
   std::int64_t B = 0, N = 0, K = 0;
@@ -1520,45 +1487,30 @@ struct smc_plan_storage final : sampling_plan_storage {
   const float* sigma2 = nullptr;
   resampling_options ro;
   particle_outputs po;
-  void* device = nullptr;
-  std::vector<unsigned char> host;
-  float *x = nullptr, *mu = nullptr, *spare = nullptr, *lw = nullptr, *r = nullptr, *answer = nullptr;
+  float *mu = nullptr, *spare = nullptr, *lw = nullptr, *r = nullptr, *answer = nullptr;
   float* ess = nullptr;  // B x (K + 1)
   std::int32_t *ancestors = nullptr, *counts = nullptr;
   particle_report* reports = nullptr;
   double *log_z = nullptr, *previous_lse = nullptr;
   const double* constants = nullptr;
   void* resampling_ws = nullptr;
-  kernels::plan_state* state = nullptr;
   smc_plan_keys* keys = nullptr;
-  ~smc_plan_storage() override {
-    if (device != nullptr) (void)cudaFree(device);
-  }
-  const guided_step& step(std::int64_t k) const { return reinterpret_cast<const guided_step*>(tables.data())[k]; }
   double log_n() const { return std::log(double(N)); }
   plan_request request(std::int64_t k) const override {
-    const std::int64_t t = k / asks_per_step;
+    const std::size_t t = static_cast<std::size_t>(k / asks_per_step);
     const bool jvp = k % asks_per_step != 0;
-    const guided_step& st = step(t);
-    plan_request q;
-    q.index = k;
-    q.points = x;
-    q.rows = rows;
-    q.dim = d;
-    q.at = channel{st.a, st.s};
-    q.time = times[static_cast<std::size_t>(t)];
-    q.output = jvp ? model_output::denoiser : output;
-    q.answer = answer;
-    q.vector = jvp ? v : nullptr;
-    return q;
+    return ask(k, x, steps.channels[t], steps.times[t], jvp ? model_output::denoiser : output, answer,
+               jvp ? v : nullptr);
   }
+  float ux(std::int64_t t) const { return steps.ux[static_cast<std::size_t>(t)]; }
+  float um(std::int64_t t) const { return steps.um[static_cast<std::size_t>(t)]; }
   // Moment potentials: ask k's tell; the last ask of transition t also resamples (column t), mutates from the
   // ancestors' means and adds their pending weights, as guided_sample()'s moment loop, and after the last
   // transition resamples column K.
   void tell_moment(std::int64_t k, cudaStream_t stream) {
     const std::int64_t BN = rows, t = k / asks_per_step;
     const int j = static_cast<int>(k % asks_per_step);
-    const kernels::moment_stage_functor f{p,  t,  j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux[t], um[t], sigma2, x, m,
+    const kernels::moment_stage_functor f{p,  t,  j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), sigma2, x, m,
                                           v,  answer, moments, mu, lw, lz, r, &state->step, k + 1};
     const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
     if (target != cpu::simd_target::scalar)
@@ -1594,7 +1546,7 @@ struct smc_plan_storage final : sampling_plan_storage {
       return;
     }
     const std::int64_t BN = rows;
-    const kernels::guided_weight_answer_functor weight{p, k, ux[k], um[k], x, answer, mu, lw, r, &state->step, k + 1};
+    const kernels::guided_weight_answer_functor weight{p, k, ux(k), um(k), x, answer, mu, lw, r, &state->step, k + 1};
     ro.step = static_cast<std::uint64_t>(k + 1);
     const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
     if (where == executor::cpu) {
@@ -1675,8 +1627,6 @@ struct smc_plan_storage final : sampling_plan_storage {
         where, B, kernels::guided_finish_functor{log_z, constants, counts, out.log_normaliser, out.resample_count},
         stream);
   }
-  float* samples() const override { return x; }
-  const std::int64_t* counter() const override { return &state->step; }
 };
 
 }  // namespace
@@ -1699,6 +1649,7 @@ struct plan_setup {
   svd_reduction reduced;
   const guided_problems* problems = nullptr;
   layout l{};
+  std::vector<unsigned char> tables;  // host copy of guided_sample()'s tables (the steps first)
   float initial_scale = 1.f;
 };
 
@@ -1709,18 +1660,13 @@ void set_up_plan(Storage& st, plan_setup& setup, std::int64_t d, const guided_pr
   setup.problems = setup.reduced.active ? &setup.reduced.problems : &given;
   const guided_problems& pr = *setup.problems;
   setup.l = make_layout(d, pr, o, nullptr);
-  st.tables = build_tables(d, {}, pr, o, setup.l, &setup.initial_scale, setup.reduced);
-  st.where = plan_executor(exec);
-  st.rows = pr.problems * o.particles;
-  st.d = d;
+  setup.tables = build_tables(d, {}, pr, o, setup.l, &setup.initial_scale, setup.reduced);
   st.asks_per_step = asks_per_step(pr.d_y);
-  st.asks = st.asks_per_step * o.steps;
-  st.output = output;
+  st.set_up(plan_executor(exec), pr.problems * o.particles, d, st.asks_per_step * o.steps, output);
   const std::vector<schedule_point> pts = o.schedule.points(o.steps);
-  for (std::int64_t k = 0; k < o.steps; ++k) {
-    st.times.push_back(pts[static_cast<std::size_t>(k)].t);
-    push_denoiser_form(output, st.step(k).a, st.step(k).s, st.ux, st.um);
-  }
+  const auto* steps = reinterpret_cast<const guided_step*>(setup.tables.data());
+  for (std::int64_t k = 0; k < o.steps; ++k)
+    st.steps.push(output, channel{steps[k].a, steps[k].s}, pts[static_cast<std::size_t>(k)].t);
 }
 
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
@@ -1740,31 +1686,13 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   st->seed = o.seed;
   st->final_resample = o.final_resample;
   st->ro = o.resampling;
-  // One allocation: guided_sample()'s workspace (tables first), then the answer, the ESS trace and the state.
+  // One allocation: guided_sample()'s workspace (tables first), then the answer, the ESS trace, the keys and the
+  // state.
   const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
   const std::size_t at_answer = align_up(l.total);
   const std::size_t at_ess = at_answer + rows_bytes;
-  const std::size_t at_state = at_ess + align_up(static_cast<std::size_t>(B * (K + 1)) * sizeof(float));
-  const std::size_t at_keys = at_state + align_up(sizeof(kernels::plan_state));
-  const std::size_t total = at_keys + sizeof(smc_plan_keys);
-  check_allocation("guided plan", total, st->where);
-  const kernels::plan_state initial{0, 0, 0};
-  unsigned char* base = nullptr;
-  if (st->where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, total));
-    base = static_cast<unsigned char*>(st->device);
-    DIFFSAMPLE_CUDA_TRY(
-        cudaMemcpyAsync(base, st->tables.data(), st->tables.size(), cudaMemcpyHostToDevice, exec.stream));
-    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + l.table_end, 0, total - l.table_end, exec.stream));
-    DIFFSAMPLE_CUDA_TRY(
-        cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, exec.stream));
-    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
-  } else {
-    st->host.assign(total, 0);
-    base = st->host.data();
-    std::memcpy(base, st->tables.data(), st->tables.size());
-    std::memcpy(base + at_state, &initial, sizeof initial);
-  }
+  const std::size_t at_keys = at_ess + align_up(static_cast<std::size_t>(B * (K + 1)) * sizeof(float));
+  unsigned char* base = st->allocate(setup.tables, at_keys + sizeof(smc_plan_keys), exec.stream);
   st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
   st->x = reinterpret_cast<float*>(base + l.x);
   st->mu = reinterpret_cast<float*>(base + l.mu);
@@ -1782,7 +1710,6 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   st->po.reports = st->reports;
   st->answer = reinterpret_cast<float*>(base + at_answer);
   st->ess = reinterpret_cast<float*>(base + at_ess);
-  st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
   st->keys = reinterpret_cast<smc_plan_keys*>(base + at_keys);
   st->p.seed_at = &st->keys->mutation;
   if (st->moment) {
@@ -1806,16 +1733,7 @@ struct skrock_plan_storage final : workspace_plan_storage {
   kernels::skrock_params q{};
   float *cur = nullptr, *old = nullptr, *g = nullptr, *answer = nullptr, *r = nullptr;
   plan_request request(std::int64_t k) const override {
-    plan_request a;
-    a.index = k;
-    a.points = cur;
-    a.rows = rows;
-    a.dim = d;
-    a.at = channel{1.0, 0.0};
-    a.time = 0.0;
-    a.output = model_output::score;
-    a.answer = answer;
-    return a;
+    return ask(k, cur, channel{1.0, 0.0}, 0.0, model_output::score, answer);
   }
   kernels::skrock_stage_functor stage(int op, std::int64_t k, std::int64_t next) const {
     return {p,   q,   op,     k / stages, int(k % stages), iterations, x, cur, old, g, answer, r, &state->chain_base,
@@ -1855,12 +1773,9 @@ std::unique_ptr<sampling_plan_storage> make_skrock_plan(std::int64_t d, const gu
   float initial_scale = 1.f;
   const std::vector<unsigned char> tables = build_tables(d, {}, pr, o, l, &initial_scale, reduced);
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, BN = B * N;
-  st->where = plan_executor(exec);
-  st->rows = BN;
-  st->d = d;
+  st->set_up(plan_executor(exec), BN, d, o.steps * o.skrock_stages, output);
   st->stages = o.skrock_stages;
   st->iterations = o.steps;
-  st->asks = o.steps * o.skrock_stages;
   // One allocation: guided_sample()'s workspace (tables, x, cur, old, g, r), the answer, then the state.
   const std::size_t at_answer = align_up(l.total);
   unsigned char* base =
@@ -1911,25 +1826,8 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
   const std::size_t at_x = align_up(l.table_end), at_shift = at_x + 4 * rows_bytes;
   const std::size_t at_r = at_shift + align_up(static_cast<std::size_t>(BN) * sizeof(float));
-  const std::size_t at_state = at_r + align_up(static_cast<std::size_t>(BN * dy) * sizeof(float));
-  const std::size_t total = at_state + sizeof(kernels::plan_state);
-  check_allocation("guided plan", total, st->where);
-  const kernels::plan_state initial{0, 0, 0};
-  unsigned char* base = nullptr;
-  if (st->where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, total));
-    base = static_cast<unsigned char*>(st->device);
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base, st->tables.data(), st->tables.size(), cudaMemcpyHostToDevice, exec.stream));
-    DIFFSAMPLE_CUDA_TRY(cudaMemsetAsync(base + at_x, 0, at_state - at_x, exec.stream));
-    DIFFSAMPLE_CUDA_TRY(
-        cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, exec.stream));
-    DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
-  } else {
-    st->host.assign(total, 0);
-    base = st->host.data();
-    std::memcpy(base, st->tables.data(), st->tables.size());
-    std::memcpy(base + at_state, &initial, sizeof initial);
-  }
+  const std::size_t at_end = at_r + static_cast<std::size_t>(BN * dy) * sizeof(float);
+  unsigned char* base = st->allocate(setup.tables, at_end, exec.stream);
   st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
   st->g = kernels::baseline_settings{float(o.guidance_scale),
                                      o.sampler == guided_sampler::dps && o.dps_step == dps_step_form::normalised,
@@ -1941,7 +1839,6 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   st->answer = rows_at(3);
   st->shift = reinterpret_cast<float*>(base + at_shift);
   st->r = reinterpret_cast<float*>(base + at_r);
-  st->state = reinterpret_cast<kernels::plan_state*>(base + at_state);
   return st;
 }
 

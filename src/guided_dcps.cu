@@ -303,26 +303,15 @@ namespace {
 // The asks of dcps_asks(); tell k is ask k's stage functor over the B N rows, as guided_sample() issues it on the
 // CPU executor. reset() draws x = s_0 z (or copies the caller's initial state).
 struct dcps_plan_storage final : workspace_plan_storage {
-  std::vector<kernels::dcps_ask> list;
-  std::vector<float> ux, um;     // per ask: the answer r becomes the denoiser ux q + um r
-  std::vector<double> times;     // per ask: the schedule's time of its channel
-  model_output output = model_output::denoiser;
+  std::vector<kernels::dcps_ask> list;  // steps: per ask (the answer r becomes the denoiser ux q + um r)
   kernels::dcps_params p{};
   kernels::dcps_rows buf{};
   float* answer = nullptr;
   plan_request request(std::int64_t k) const override {
-    const kernels::dcps_ask& a = list[static_cast<std::size_t>(k)];
-    plan_request q;
-    q.index = k;
-    q.points = a.at_q ? buf.q : buf.x;
-    q.rows = rows;
-    q.dim = d;
-    q.at = channel{a.a, a.s};
-    q.time = times[static_cast<std::size_t>(k)];
-    q.output = a.vector ? model_output::denoiser : output;
-    q.answer = answer;
-    q.vector = a.vector ? buf.u : nullptr;
-    return q;
+    const std::size_t i = static_cast<std::size_t>(k);
+    const kernels::dcps_ask& a = list[i];
+    return ask(k, a.at_q ? buf.q : buf.x, steps.channels[i], steps.times[i],
+               a.vector ? model_output::denoiser : output, answer, a.vector ? buf.u : nullptr);
   }
   kernels::dcps_stage_functor stage(const kernels::dcps_ask& a, float fx, float fm, std::int64_t next) const {
     return kernels::dcps_stage_functor{p,      buf,  answer, a.op, a.block, a.t, a.step, a.g, fx, fm,
@@ -331,10 +320,10 @@ struct dcps_plan_storage final : workspace_plan_storage {
   void tell(std::int64_t k, cudaStream_t stream) override {
     const std::size_t i = static_cast<std::size_t>(k);
     const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-    if (target != cpu::simd_target::scalar)
-      cpu::run_dcps_tell(target, stage(list[i], ux[i], um[i], k + 1));  // on packs, as guided_sample()'s fused run
+    if (target != cpu::simd_target::scalar)  // on packs, as guided_sample()'s fused run
+      cpu::run_dcps_tell(target, stage(list[i], steps.ux[i], steps.um[i], k + 1));
     else
-      kernels::for_each_index(where, rows, stage(list[i], ux[i], um[i], k + 1), stream);
+      kernels::for_each_index(where, rows, stage(list[i], steps.ux[i], steps.um[i], k + 1), stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
     if (start(initial, stream)) return;
@@ -353,21 +342,10 @@ std::unique_ptr<sampling_plan_storage> make_dcps_plan(std::int64_t d, const guid
   std::vector<unsigned char> tables;
   const dcps_layout l = make_dcps_layout(d, pr, o, &tables, nullptr);
   const std::int64_t BN = pr.problems * o.particles, dy = pr.d_y;
-  st->where = where;
-  st->rows = BN;
-  st->d = d;
-  st->output = output;
   st->list = dcps_asks(l, tables.data(), o);
-  st->asks = static_cast<std::int64_t>(st->list.size());
-  for (const kernels::dcps_ask& a : st->list) {
-    if (a.vector) {
-      st->ux.push_back(0.f);
-      st->um.push_back(1.f);
-    } else {
-      push_denoiser_form(output, a.a, a.s, st->ux, st->um);
-    }
-    st->times.push_back(l.tables.points[static_cast<std::size_t>(a.point)].t);
-  }
+  st->set_up(where, BN, d, static_cast<std::int64_t>(st->list.size()), output);
+  for (const kernels::dcps_ask& a : st->list)
+    st->steps.push(output, channel{a.a, a.s}, l.tables.points[static_cast<std::size_t>(a.point)].t, a.vector);
   // One allocation: guided_sample()'s workspace (tables, x, work), then the state.
   unsigned char* base = st->allocate(tables, l.blob.at, stream);
   st->p = bind_dcps(l, kernels::mixture_view<float>{}, d, pr, o, base);

@@ -292,28 +292,16 @@ namespace {
 // stage 1 over the B N rows, as guided_sample() issues it on the CPU executor. reset() draws the initial state of
 // p(x_T | y) (stage 0) or copies the caller's.
 struct ddrm_plan_storage final : workspace_plan_storage {
-  std::vector<channel> channels;  // per step
-  std::vector<double> times;      // per step
-  std::vector<float> ux, um;      // per step: the answer r becomes the denoiser ux x + um r
-  model_output output = model_output::denoiser;
   kernels::ddrm_params p{};
   float *work = nullptr, *answer = nullptr;
   plan_request request(std::int64_t k) const override {
-    plan_request q;
-    q.index = k;
-    q.points = x;
-    q.rows = rows;
-    q.dim = d;
-    q.at = channels[static_cast<std::size_t>(k)];
-    q.time = times[static_cast<std::size_t>(k)];
-    q.output = output;
-    q.answer = answer;
-    return q;
+    const std::size_t i = static_cast<std::size_t>(k);
+    return ask(k, x, steps.channels[i], steps.times[i], output, answer);
   }
   kernels::ddrm_stage_functor stage(int which, std::int64_t k, std::int64_t next) const {
     const std::size_t i = static_cast<std::size_t>(k);
-    return {p, k, which, which == 1 ? ux[i] : 0.f, which == 1 ? um[i] : 1.f, x, work, answer, &state->chain_base,
-            &state->step, next};
+    return {p,    k,      which, which == 1 ? steps.ux[i] : 0.f, which == 1 ? steps.um[i] : 1.f, x, work, answer,
+            &state->chain_base, &state->step, next};
   }
   void tell(std::int64_t k, cudaStream_t stream) override {
     const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
@@ -335,18 +323,11 @@ std::unique_ptr<sampling_plan_storage> make_ddrm_plan(std::int64_t d, const guid
   auto st = std::make_unique<ddrm_plan_storage>();
   std::vector<unsigned char> tables;
   const ddrm_layout l = make_ddrm_layout(d, nullptr, pr, o, &tables);
-  st->where = where;
-  st->rows = pr.problems * o.particles;
-  st->d = d;
-  st->output = output;
-  st->asks = o.steps;
+  st->set_up(where, pr.problems * o.particles, d, o.steps, output);
   const std::vector<schedule_point> pts = o.schedule.points(o.steps);
   const auto* steps = reinterpret_cast<const kernels::ddrm_step*>(tables.data() + l.steps);
-  for (std::int64_t k = 0; k < o.steps; ++k) {
-    st->channels.push_back(channel{steps[k].a, steps[k].s});
-    st->times.push_back(pts[static_cast<std::size_t>(k)].t);
-    push_denoiser_form(output, steps[k].a, steps[k].s, st->ux, st->um);
-  }
+  for (std::int64_t k = 0; k < o.steps; ++k)
+    st->steps.push(output, channel{steps[k].a, steps[k].s}, pts[static_cast<std::size_t>(k)].t);
   // One allocation: guided_sample()'s workspace (tables, x, work, the answer), then the state.
   unsigned char* base = st->allocate(tables, l.blob.at, stream);
   st->p = bind_ddrm(l, base, d, pr, o);

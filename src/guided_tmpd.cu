@@ -186,34 +186,22 @@ namespace {
 // that ask's stage functor over the B N rows, as guided_sample() issues it on the CPU executor.
 struct tmpd_plan_storage final : workspace_plan_storage {
   std::int64_t per_step = 1;
-  std::vector<channel> channels;  // per step
-  std::vector<double> times;      // per step
-  std::vector<float> ux, um;      // per step: the answer r becomes the denoiser ux x + um r
-  model_output output = model_output::denoiser;
   kernels::guided_params p{};
   kernels::tmpd_rows buf{};
   float* answer = nullptr;
   const float* sigma2 = nullptr;
   float scale = 1.f;
   plan_request request(std::int64_t j) const override {
-    const std::int64_t k = j / per_step, o = j % per_step - 1;
-    plan_request q;
-    q.index = j;
-    q.points = buf.x;
-    q.rows = rows;
-    q.dim = d;
-    q.at = channels[static_cast<std::size_t>(k)];
-    q.time = times[static_cast<std::size_t>(k)];
-    q.output = o < 0 ? output : model_output::denoiser;
-    q.answer = answer;
-    q.vector = o < 0 ? nullptr : buf.v;
-    return q;
+    const std::size_t k = static_cast<std::size_t>(j / per_step);
+    const bool jvp = j % per_step != 0;
+    return ask(j, buf.x, steps.channels[k], steps.times[k], jvp ? model_output::denoiser : output, answer,
+               jvp ? buf.v : nullptr);
   }
   kernels::tmpd_stage_functor stage(int op, int o, std::int64_t k, std::int64_t next) const {
     const std::size_t i = static_cast<std::size_t>(k);
-    return kernels::tmpd_stage_functor{p,     buf,    answer, op, o, k, op == kernels::tmpd_op_m ? ux[i] : 0.f,
-                                       op == kernels::tmpd_op_m ? um[i] : 1.f, scale, sigma2, &state->chain_base,
-                                       &state->step, next};
+    const bool m = op == kernels::tmpd_op_m;
+    return kernels::tmpd_stage_functor{p,     buf,    answer, op, o, k, m ? steps.ux[i] : 0.f, m ? steps.um[i] : 1.f,
+                                       scale, sigma2, &state->chain_base, &state->step, next};
   }
   bool gemm = false;            // CPU executor: covariances as products (tmpd_finish_gemm), as guided_sample()
   std::vector<double> widened;  // their FP64 scratch
@@ -243,18 +231,12 @@ std::unique_ptr<sampling_plan_storage> make_tmpd_plan(std::int64_t d, const guid
   std::vector<unsigned char> tables;
   const tmpd_layout l = make_tmpd_layout(d, pr, o, &tables, nullptr);
   const std::int64_t BN = pr.problems * o.particles, dy = pr.d_y;
-  st->where = where;
-  st->rows = BN;
-  st->d = d;
-  st->output = output;
   st->per_step = 1 + dy;
-  st->asks = o.steps * st->per_step;
+  st->set_up(where, BN, d, o.steps * st->per_step, output);
   st->scale = float(o.guidance_scale);
   for (std::int64_t k = 0; k < o.steps; ++k) {
     const kernels::guided_step& step = reinterpret_cast<const kernels::guided_step*>(tables.data() + l.tables.steps)[k];
-    st->channels.push_back(channel{step.a, step.s});
-    st->times.push_back(l.tables.points[static_cast<std::size_t>(k)].t);
-    push_denoiser_form(output, step.a, step.s, st->ux, st->um);
+    st->steps.push(output, channel{step.a, step.s}, l.tables.points[static_cast<std::size_t>(k)].t);
   }
   // One allocation: guided_sample()'s workspace (tables, x, the rows, the answer), then the state.
   unsigned char* base = st->allocate(tables, l.blob.at, stream);

@@ -221,16 +221,8 @@ void sampling_plan_storage::write_outputs(const guided_outputs&, cudaStream_t) {
 
 plan_request chain_plan_storage::request(std::int64_t k) const {
   const kernels::plan_entry& e = program.entries[static_cast<std::size_t>(k)];
-  plan_request r;
-  r.index = k;
-  r.points = e.at_point ? buffers.point : buffers.x;
-  r.rows = rows;
-  r.dim = d;
-  r.at = program.channels[static_cast<std::size_t>(k)];
-  r.time = program.times[static_cast<std::size_t>(k)];
-  r.output = program.output;
-  r.answer = answer;
-  return r;
+  const std::size_t i = static_cast<std::size_t>(k);
+  return ask(k, e.at_point ? buffers.point : buffers.x, program.channels[i], program.times[i], program.output, answer);
 }
 
 void chain_plan_storage::tell(std::int64_t k, cudaStream_t stream) {

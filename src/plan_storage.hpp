@@ -17,6 +17,13 @@ struct plan_state;
 
 namespace diffsample::detail {
 
+// ask() fills plan_request in its members' order: a member added or moved there must fail here, not shift the rest.
+inline constexpr plan_request plan_request_order{1, nullptr, 2, 3, channel{4.0, 5.0}, 6.0, model_output::eps, nullptr,
+                                                 nullptr};
+static_assert(plan_request_order.dim == 3 && plan_request_order.time == 6.0 &&
+                  plan_request_order.output == model_output::eps && plan_request_order.vector == nullptr,
+              "plan_request's members changed: update sampling_plan_storage::ask()");
+
 struct sampling_plan_storage {
   executor where = executor::cpu;
   std::int64_t rows = 0, d = 0, asks = 0, position = 0;
@@ -30,17 +37,55 @@ struct sampling_plan_storage {
   /// A done trajectory's outputs beyond samples() (guided SMC plans only).
   virtual void write_outputs(const guided_outputs& outputs, cudaStream_t stream);
   virtual const std::int64_t* counter() const = 0;
+  /// The request of ask k: the model's @p output at rows() x d @p points and channel @p at (the schedule's @p time)
+  /// into @p answer, or J^T @p vector there when a vector is given.
+  plan_request ask(std::int64_t k, const float* points, channel at, double time, model_output output, float* answer,
+                   const float* vector = nullptr) const {
+    return plan_request{k, points, rows, d, at, time, output, answer, vector};
+  }
 };
 
-/// A guided plan that holds guided_sample()'s workspace of its sampler (tables first) and the plan's state in one
-/// allocation, with the particles at x (the DCPS, TMPD, DDRM and SKRock plans): the allocation, the start of a
-/// trajectory and the particles, written once for all of them (src/plan.cu).
+/// The guided plans' conversion of a model's answer r of kind @p output at the channel (a, s) to the denoiser
+/// ux x + um r: appends ux and um (src/guided.cu).
+void push_denoiser_form(model_output output, double a, double s, std::vector<float>& ux, std::vector<float>& um);
+
+/// Per step (or per ask) of a guided plan: the channel, the schedule's time, and the denoiser form ux x + um r of
+/// the model's answer r there (ux = 0, um = 1 for an ask of J^T v, whose answer is used as it is).
+struct plan_steps {
+  std::vector<channel> channels;
+  std::vector<double> times;
+  std::vector<float> ux, um;
+  void push(model_output output, channel at, double time, bool jvp = false) {
+    channels.push_back(at);
+    times.push_back(time);
+    if (jvp) {
+      ux.push_back(0.f);
+      um.push_back(1.f);
+    } else {
+      push_denoiser_form(output, at.a, at.s, ux, um);
+    }
+  }
+};
+
+/// A guided plan (every guided sampler's) that holds guided_sample()'s workspace of its sampler (tables first), the
+/// plan's own buffers after it and the plan's state in one allocation, with the particles at x: the allocation, the
+/// start of a trajectory, the particles and the per-step asks, written once for all of them (src/plan.cu).
 struct workspace_plan_storage : sampling_plan_storage {
   void* device = nullptr;  // CUDA executor: the allocation
   std::vector<unsigned char> host;  // CPU executor: the allocation
   kernels::plan_state* state = nullptr;
   float* x = nullptr;  // rows x d: the particles
+  model_output output = model_output::denoiser;  // what the caller's model answers
+  plan_steps steps;
   ~workspace_plan_storage() override;
+  /// Sets the executor, the rows (problems x particles), the dimension, the ask count and the model's output.
+  void set_up(executor on, std::int64_t row_count, std::int64_t dim, std::int64_t ask_count, model_output answers) {
+    where = on;
+    rows = row_count;
+    d = dim;
+    asks = ask_count;
+    output = answers;
+  }
   /// Allocates workspace_bytes (then the state, 256-byte aligned) on `where` (set before), copies @p tables to its
   /// start, zeroes the rest and starts the state at trajectory 0; synchronises @p stream once (CUDA executor).
   /// Returns the workspace's base. @throws invalid_argument when the allocation is too large.
@@ -57,10 +102,6 @@ struct workspace_plan_storage : sampling_plan_storage {
 std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& problems,
                                                         const guided_options& options, model_output output,
                                                         execution exec);
-
-/// The guided plans' conversion of a model's answer r of kind @p output at the channel (a, s) to the denoiser
-/// ux x + um r: appends ux and um (src/guided.cu).
-void push_denoiser_form(model_output output, double a, double s, std::vector<float>& ux, std::vector<float>& um);
 
 /// The DCPS plan (src/guided_dcps.cu) on a resolved executor, for validated problems and resolved options.
 std::unique_ptr<sampling_plan_storage> make_dcps_plan(std::int64_t d, const guided_problems& problems,
