@@ -12,6 +12,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/mixture_gemm.cuh"
@@ -154,28 +155,32 @@ void loops_gemm(char transa, char transb, int m, int n, int k, T alpha, const T*
 }
 #endif
 
-}  // namespace
-
-void cpu_sgemm(char transa, char transb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
-               int ldb, float beta, float* C, int ldc) {
+// C = alpha op(A) op(B) + beta C through the BLAS's sgemm / dgemm (one call at a time), or the library's own loops.
+template <class T>
+void blas_gemm(char transa, char transb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
+               T* C, int ldc) {
 #if defined(DIFFSAMPLE_HAVE_BLAS)
   configure_blas_threads();
   const std::lock_guard<std::mutex> lock(blas_mutex());
-  sgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
+  if constexpr (std::is_same_v<T, float>)
+    sgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
+  else
+    dgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
 #else
   loops_gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
 
+}  // namespace
+
+void cpu_sgemm(char transa, char transb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
+               int ldb, float beta, float* C, int ldc) {
+  blas_gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void cpu_dgemm(char transa, char transb, int m, int n, int k, double alpha, const double* A, int lda,
                const double* B, int ldb, double beta, double* C, int ldc) {
-#if defined(DIFFSAMPLE_HAVE_BLAS)
-  configure_blas_threads();
-  const std::lock_guard<std::mutex> lock(blas_mutex());
-  dgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
-#else
-  loops_gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-#endif
+  blas_gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 namespace {
