@@ -13,6 +13,8 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "src/enum_tables.hpp"
@@ -269,9 +271,11 @@ T zero_struct() noexcept {
 }
 
 // Field lists copy the fields that have one type on both sides with DS_COPY (`to.f = from.f`); flags (int in C,
-// bool in C++) with DS_COPY_FLAG, both directions.
+// bool in C++) with DS_COPY_FLAG; enums and nested versioned structs with DS_CONVERT (convert(), below); all in both
+// directions, so that one list of a struct's fields serves its to_c() and its to_cpp().
 #define DS_COPY(f) to.f = from.f;
 #define DS_COPY_FLAG(f) to.f = (from.f != 0);
+#define DS_CONVERT(f) convert(to.f, from.f, what, #f);
 
 // --- conversions shared between domains (src/c_api/diffusion.cpp, particles.cpp) --------------------------------
 ds_schedule to_c(const noise_schedule& from);
@@ -288,6 +292,49 @@ ds_guided_options to_c(const guided_options& from);
 guided_options to_cpp(const ds_guided_options* p);
 guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x);
 guided_outputs to_cpp(const ds_guided_outputs* p);
+
+template <class T, class = void>
+struct is_versioned : std::false_type {};
+template <class T>
+struct is_versioned<T, std::void_t<decltype(std::declval<T&>().struct_size)>> : std::true_type {};
+
+/// One field of a struct from its other form (DS_CONVERT): an enum (C++ enums are scoped, C enums are not; a C value
+/// is range-checked, the message naming what.field) or a nested versioned struct (to_c(), or to_cpp() naming
+/// what.field).
+template <class To, class From>
+void convert(To& to, const From& from, const std::string& what, const char* field) {
+  if constexpr (std::is_enum_v<To> && !std::is_convertible_v<To, int>)
+    to = enum_to_cpp<To>(what + "." + field, from);
+  else if constexpr (std::is_enum_v<To>)
+    to = to_c_enum<To>(from);
+  else if constexpr (is_versioned<From>::value)
+    to = to_cpp(what + "." + field, from);
+  else
+    to = to_c(from);
+}
+
+/// A versioned C struct from its C++ form through @p fields(to, from, what) (the struct's one field list).
+template <class C, class Cpp, class Fields>
+C to_c_struct(const Cpp& from, Fields fields) {
+  auto to = zero_struct<C>();
+  fields(to, from, std::string());
+  return to;
+}
+
+/// The C++ form of a caller's C struct through the same @p fields (@p what names the argument in messages).
+template <class Cpp, class C, class Fields>
+Cpp to_cpp_struct(const std::string& what, const C& from, Fields fields) {
+  Cpp to;
+  fields(to, from, what);
+  return to;
+}
+
+/// The C++ form of an entry point's `options` argument: the caller's layout read over the defaults (to_c(Cpp{})),
+/// then converted through @p fields.
+template <class Cpp, class C, class Fields>
+Cpp options_to_cpp(const C* p, Fields fields) {
+  return to_cpp_struct<Cpp>("options", read_struct("options", p, to_c(Cpp{})), fields);
+}
 
 // ds_guided_sample()'s reading and checks of its arguments (src/c_api/guided.cpp), exported for the C ABI of
 // libdiffsample_mpi (ds_mpi_guided_sample), which takes the same structs. Throws invalid_argument.

@@ -14,22 +14,20 @@ struct ds_diffusion_plan {
 // --- schedules ---------------------------------------------------------------------------------------------------
 namespace diffsample::c_api {
 
-#define DS_SCHEDULE_FIELDS(X) X(beta_min) X(beta_max) X(cosine_offset) X(sigma_min) X(sigma_max) X(t_start) X(t_end)
+// ds_schedule's fields but its arrays, both directions.
+constexpr auto schedule_fields = [](auto& to, const auto& from, const std::string& what) {
+  DS_COPY(beta_min) DS_COPY(beta_max) DS_COPY(cosine_offset) DS_COPY(sigma_min) DS_COPY(sigma_max) DS_COPY(t_start)
+  DS_COPY(t_end) DS_CONVERT(kind) DS_CONVERT(grid)
+};
 
 ds_schedule to_c(const noise_schedule& from) {
-  auto to = zero_struct<ds_schedule>();  // the factories' defaults hold no arrays: alpha_bar and times stay null
-  DS_SCHEDULE_FIELDS(DS_COPY)
-  to.kind = to_c_enum<ds_schedule_kind>(from.kind);
-  to.grid = to_c_enum<ds_time_grid>(from.grid);
-  return to;
+  // The factories' defaults hold no arrays: alpha_bar and times stay null.
+  return to_c_struct<ds_schedule>(from, schedule_fields);
 }
 
 noise_schedule to_cpp(const std::string& what, const ds_schedule& from) {
   check_size<ds_schedule>(what, from.struct_size);
-  noise_schedule to;
-  DS_SCHEDULE_FIELDS(DS_COPY)
-  to.kind = enum_to_cpp<schedule_kind>(what + ".kind", from.kind);
-  to.grid = enum_to_cpp<time_grid>(what + ".grid", from.grid);
+  noise_schedule to = to_cpp_struct<noise_schedule>(what, from, schedule_fields);
   to.alpha_bar = copy_array(what + ".alpha_bar", from.alpha_bar, from.alpha_bar_count);
   to.times = copy_array(what + ".times", from.times, from.times_count);
   return to;
@@ -43,23 +41,17 @@ namespace diffsample::c_api {
 #define DS_DIFFUSION_FIELDS(X) X(steps) X(eta) X(sigma) X(step_size) X(measurements) X(seed) X(first_chain) X(record_every)
 #define DS_DIFFUSION_FLAGS(X) X(final_denoise) X(draw_initial)
 
-ds_diffusion_options to_c(const ds::diffusion_options& from) {
-  auto to = zero_struct<ds_diffusion_options>();
+constexpr auto diffusion_fields = [](auto& to, const auto& from, const std::string& what) {
   DS_DIFFUSION_FIELDS(DS_COPY)
   DS_DIFFUSION_FLAGS(DS_COPY_FLAG)
-  to.sampler = to_c_enum<ds_diffusion_sampler>(from.sampler);
-  to.schedule = diffsample::c_api::to_c(from.schedule);
-  return to;
-}
+  DS_CONVERT(sampler) DS_CONVERT(schedule)
+};
 
+ds_diffusion_options to_c(const ds::diffusion_options& from) {
+  return to_c_struct<ds_diffusion_options>(from, diffusion_fields);
+}
 ds::diffusion_options to_cpp(const ds_diffusion_options* p) {
-  const ds_diffusion_options from = read_struct("options", p, to_c(ds::diffusion_options{}));
-  ds::diffusion_options to;
-  DS_DIFFUSION_FIELDS(DS_COPY)
-  DS_DIFFUSION_FLAGS(DS_COPY_FLAG)
-  to.sampler = enum_to_cpp<ds::diffusion_sampler>("options.sampler", from.sampler);
-  to.schedule = diffsample::c_api::to_cpp("options.schedule", from.schedule);
-  return to;
+  return options_to_cpp<ds::diffusion_options>(p, diffusion_fields);
 }
 
 }  // namespace diffsample::c_api

@@ -15,32 +15,17 @@ namespace diffsample::c_api {
   X(dcps_langevin_steps) X(dcps_langevin_step) X(dcps_gradient_steps) X(dcps_learning_rate) X(skrock_lipschitz)
 #define DS_GUIDED_FLAGS(X) X(ddim) X(final_resample) X(start_correction) X(dcps_bridge_variance)
 
-ds_guided_options to_c(const ds::guided_options& from) {
-  auto to = zero_struct<ds_guided_options>();
-  DS_GUIDED_FIELDS(DS_COPY)
-  DS_GUIDED_FLAGS(DS_COPY_FLAG)
-  to.sampler = to_c_enum<ds_guided_sampler>(from.sampler);
-  to.dps_step = to_c_enum<ds_dps_step>(from.dps_step);
-  to.potentials = to_c_enum<ds_guided_potentials>(from.potentials);
-  to.grid = to_c_enum<ds_guided_grid>(from.grid);
-  to.schedule = diffsample::c_api::to_c(from.schedule);
-  to.resampling = diffsample::c_api::to_c(from.resampling);
-  return to;
-}
+#define DS_GUIDED_CONVERTED(X) X(sampler) X(dps_step) X(potentials) X(grid) X(schedule) X(resampling)
 
-ds::guided_options to_cpp(const ds_guided_options* p) {
-  const ds_guided_options from = read_struct("options", p, to_c(ds::guided_options{}));
-  ds::guided_options to;
+constexpr auto guided_fields = [](auto& to, const auto& from, const std::string& what) {
   DS_GUIDED_FIELDS(DS_COPY)
   DS_GUIDED_FLAGS(DS_COPY_FLAG)
-  to.sampler = enum_to_cpp<ds::guided_sampler>("options.sampler", from.sampler);
-  to.dps_step = enum_to_cpp<ds::dps_step_form>("options.dps_step", from.dps_step);
-  to.potentials = enum_to_cpp<ds::guided_potentials>("options.potentials", from.potentials);
-  to.grid = enum_to_cpp<ds::guided_grid>("options.grid", from.grid);
-  to.schedule = diffsample::c_api::to_cpp("options.schedule", from.schedule);
-  to.resampling = diffsample::c_api::to_cpp("options.resampling", from.resampling);
-  return to;
-}
+  DS_GUIDED_CONVERTED(DS_CONVERT)
+};
+
+ds_guided_options to_c(const ds::guided_options& from) { return to_c_struct<ds_guided_options>(from, guided_fields); }
+
+ds::guided_options to_cpp(const ds_guided_options* p) { return options_to_cpp<ds::guided_options>(p, guided_fields); }
 
 ds_guided_problems default_problems() {
   const ds::guided_problems d;

@@ -7,21 +7,16 @@ namespace diffsample::c_api {
 
 #define DS_LANGEVIN_FIELDS(X) X(step_size) X(steps) X(seed) X(first_chain) X(first_step) X(record_every)
 
-ds_langevin_options to_c(const ds::langevin_options& from) {
-  auto to = zero_struct<ds_langevin_options>();
+constexpr auto langevin_fields = [](auto& to, const auto& from, const std::string& what) {
   DS_LANGEVIN_FIELDS(DS_COPY)
-  to.method = to_c_enum<ds_langevin_method>(from.method);
-  to.target = ds_channel{from.target.a, from.target.s};
-  return to;
-}
+  DS_CONVERT(method) DS_COPY(target.a) DS_COPY(target.s)
+};
 
+ds_langevin_options to_c(const ds::langevin_options& from) {
+  return to_c_struct<ds_langevin_options>(from, langevin_fields);
+}
 ds::langevin_options to_cpp(const ds_langevin_options* p) {
-  const ds_langevin_options from = read_struct("options", p, to_c(ds::langevin_options{}));
-  ds::langevin_options to;
-  DS_LANGEVIN_FIELDS(DS_COPY)
-  to.method = enum_to_cpp<ds::langevin_method>("options.method", from.method);
-  to.target = diffsample::c_api::to_cpp(from.target);
-  return to;
+  return options_to_cpp<ds::langevin_options>(p, langevin_fields);
 }
 
 }  // namespace diffsample::c_api

@@ -6,6 +6,21 @@
 
 using namespace diffsample::c_api;
 
+namespace {
+
+// Runs f() (an evaluate_report) as an entry point's body and writes what ran: the executor and the path, each when
+// the caller asked for it.
+template <class F>
+ds_status evaluate_call(ds_executor* ran, ds_mixture_path* path_ran, F f) {
+  return guard([&] {
+    const ds::evaluate_report r = f();
+    set_ran(ran, r.ran);
+    if (path_ran) *path_ran = to_c_enum<ds_mixture_path>(r.path);
+  });
+}
+
+}  // namespace
+
 extern "C" {
 
 ds_status ds_mixture_create(int64_t dim, int64_t components, const double* weights, const double* means,
@@ -78,10 +93,6 @@ ds::evaluate_options to_cpp(const ds_evaluate_options* options) {
   return o;
 }
 
-void set_path(ds_mixture_path* path_ran, ds::mixture_path p) {
-  if (path_ran) *path_ran = to_c_enum<ds_mixture_path>(p);
-}
-
 }  // namespace
 
 ds_status ds_evaluate_options_init(ds_evaluate_options* options, size_t struct_size) {
@@ -92,13 +103,10 @@ ds_status ds_mixture_evaluate_with(const ds_mixture* mixture, float* out, int64_
                                    ds_quantity what, const ds_evaluate_options* options, ds_execution exec,
                                    void* workspace, size_t workspace_bytes, ds_executor* ran,
                                    ds_mixture_path* path_ran) {
-  return guard([&] {
+  return evaluate_call(ran, path_ran, [&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
-    const ds::evaluate_report r =
-        m.evaluate(out, n, x, to_cpp(ch), q, to_cpp(options), to_cpp(exec), workspace, workspace_bytes);
-    set_ran(ran, r.ran);
-    set_path(path_ran, r.path);
+    return m.evaluate(out, n, x, to_cpp(ch), q, to_cpp(options), to_cpp(exec), workspace, workspace_bytes);
   });
 }
 
@@ -113,10 +121,8 @@ ds_status ds_mixture_evaluate_workspace_bytes(const ds_mixture* mixture, int64_t
 ds_status ds_mixture_denoiser_jvp_with(const ds_mixture* mixture, float* out, int64_t n, const float* x,
                                        const float* v, ds_channel ch, const ds_evaluate_options* options,
                                        ds_execution exec, ds_executor* ran, ds_mixture_path* path_ran) {
-  return guard([&] {
-    const ds::evaluate_report r = get(mixture).denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(options), to_cpp(exec));
-    set_ran(ran, r.ran);
-    set_path(path_ran, r.path);
+  return evaluate_call(ran, path_ran, [&] {
+    return get(mixture).denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(options), to_cpp(exec));
   });
 }
 

@@ -16,21 +16,17 @@ static_assert(sizeof(ds_particle_report) == sizeof(ds::particle_report) &&
 
 namespace diffsample::c_api {
 
-#define DS_RESAMPLING_FIELDS(X) X(ess_threshold) X(seed) X(step) X(metropolis_steps)
+constexpr auto resampling_fields = [](auto& to, const auto& from, const std::string& what) {
+  DS_COPY(ess_threshold) DS_COPY(seed) DS_COPY(step) DS_COPY(metropolis_steps) DS_CONVERT(scheme)
+};
 
 ds_resampling_options to_c(const resampling_options& from) {
-  auto to = zero_struct<ds_resampling_options>();
-  DS_RESAMPLING_FIELDS(DS_COPY)
-  to.scheme = to_c_enum<ds_resampling_scheme>(from.scheme);
-  return to;
+  return to_c_struct<ds_resampling_options>(from, resampling_fields);
 }
 
 resampling_options to_cpp(const std::string& what, const ds_resampling_options& from) {
   check_size<ds_resampling_options>(what, from.struct_size);
-  resampling_options to;
-  DS_RESAMPLING_FIELDS(DS_COPY)
-  to.scheme = enum_to_cpp<resampling_scheme>(what + ".scheme", from.scheme);
-  return to;
+  return to_cpp_struct<resampling_options>(what, from, resampling_fields);
 }
 
 }  // namespace diffsample::c_api
@@ -83,30 +79,25 @@ ds_status ds_resampling_workspace_bytes(int64_t problems, int64_t particles, ds_
   });
 }
 
-ds_status ds_resample(const float* log_weights, int64_t problems, int64_t particles,
-                      const ds_resampling_options* options, int32_t* ancestors, float* normalised_weights,
-                      ds_particle_report* reports, ds_execution exec, void* workspace, size_t workspace_bytes,
-                      ds_executor* ran) {
-  return resample(log_weights, problems, particles, options, ancestors, normalised_weights, reports, exec, workspace,
-                  workspace_bytes, ran);
-}
-
-ds_status ds_resample_int64(const float* log_weights, int64_t problems, int64_t particles,
-                            const ds_resampling_options* options, int64_t* ancestors, float* normalised_weights,
-                            ds_particle_report* reports, ds_execution exec, void* workspace, size_t workspace_bytes,
-                            ds_executor* ran) {
-  return resample(log_weights, problems, particles, options, ancestors, normalised_weights, reports, exec, workspace,
-                  workspace_bytes, ran);
-}
-
-ds_status ds_gather_particles(const float* states, int64_t problems, int64_t particles, int64_t dim,
-                              const int32_t* ancestors, float* out, ds_execution exec, ds_executor* ran) {
-  return gather<int32_t, std::int32_t>(states, problems, particles, dim, ancestors, out, exec, ran);
-}
-
-ds_status ds_gather_particles_int64(const float* states, int64_t problems, int64_t particles, int64_t dim,
-                                    const int64_t* ancestors, float* out, ds_execution exec, ds_executor* ran) {
-  return gather<int64_t, std::int64_t>(states, problems, particles, dim, ancestors, out, exec, ran);
-}
+// The int32 and int64 forms of ds_resample() and ds_gather_particles(): one definition each, the index type apart
+// (the C header declares both; a definition that drifted from its declaration would not compile).
+#define DS_RESAMPLE(NAME, INDEX)                                                                                     \
+  ds_status NAME(const float* log_weights, int64_t problems, int64_t particles, const ds_resampling_options* options, \
+                 INDEX* ancestors, float* normalised_weights, ds_particle_report* reports, ds_execution exec,         \
+                 void* workspace, size_t workspace_bytes, ds_executor* ran) {                                        \
+    return resample(log_weights, problems, particles, options, ancestors, normalised_weights, reports, exec,          \
+                    workspace, workspace_bytes, ran);                                                                \
+  }
+#define DS_GATHER(NAME, INDEX)                                                                                       \
+  ds_status NAME(const float* states, int64_t problems, int64_t particles, int64_t dim, const INDEX* ancestors,       \
+                 float* out, ds_execution exec, ds_executor* ran) {                                                  \
+    return gather<INDEX, std::INDEX>(states, problems, particles, dim, ancestors, out, exec, ran);                   \
+  }
+DS_RESAMPLE(ds_resample, int32_t)
+DS_RESAMPLE(ds_resample_int64, int64_t)
+DS_GATHER(ds_gather_particles, int32_t)
+DS_GATHER(ds_gather_particles_int64, int64_t)
+#undef DS_GATHER
+#undef DS_RESAMPLE
 
 }  // extern "C"
