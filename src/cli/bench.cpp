@@ -82,10 +82,7 @@ int run_bench(int argc, char** argv, int first) {
     rows.push_back(row);
   }
   if (o.has("--report")) {
-    json j;
-    j["command"] = "bench";
-    j["version"] = version();
-    j["date"] = utc_now();
+    json j = report_head("bench");
     j["executor"] = to_string(where);
     if (!gpu) j["cpu_threads"] = cpu_threads();
     j["chains"] = n;

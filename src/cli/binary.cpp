@@ -27,6 +27,7 @@
 #include "cli/binary.hpp"
 #include "cli/io.hpp"
 #include "cli/runner.hpp"
+#include "cli/score.hpp"
 
 #include "cli/output.hpp"
 #include "cli/problem.hpp"
@@ -37,7 +38,6 @@ namespace diffsample::cli {
 namespace {
 
 namespace ds = diffsample;
-using json = nlohmann::ordered_json;
 
 const char* binary_usage =
     "usage: diffsample sample --problem FILE.json --sampler discrete_langevin|discrete_walk_jump [options]\n"
@@ -381,10 +381,7 @@ int run_sample_binary(int argc, char** argv, int first) {
     outputs.stage("--plot", {{svg.data(), svg.size()}});
   }
   if (has("--report")) {
-    json j;
-    j["command"] = "sample";
-    j["version"] = ds::version();
-    j["date"] = utc_now();
+    json j = report_head("sample");
     j["prior"] = {{"source", file.path},
                   {"description", spec.description},
                   {"dim", d},

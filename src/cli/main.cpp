@@ -43,6 +43,12 @@ int run(int argc, char** argv) {
   return cli::run_demo(argc, argv, std::strcmp(command, "demo") == 0 ? 2 : 1);
 }
 
+// Prints "diffsample: <prefix><message>" on stderr and returns the exit status.
+int failed(int status, const char* message, const char* prefix = "") {
+  std::fprintf(stderr, "diffsample: %s%s\n", prefix, message);
+  return status;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -52,19 +58,14 @@ int main(int argc, char** argv) {
     cli::check_stdout();  // every subcommand: results that did not reach stdout are a failed run
     return status;
   } catch (const cli::usage_error& e) {
-    std::fprintf(stderr, "diffsample: %s\n", e.what());
-    return 2;
+    return failed(2, e.what());
   } catch (const cli::input_error& e) {
-    std::fprintf(stderr, "diffsample: %s\n", e.what());
-    return 1;
+    return failed(1, e.what());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "diffsample: out of host memory (try fewer chains or samples)\n");
-    return 1;
+    return failed(1, "out of host memory (try fewer chains or samples)");
   } catch (const diffsample::error& e) {
-    std::fprintf(stderr, "diffsample: %s\n", e.what());
-    return 1;
+    return failed(1, e.what());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "diffsample: unexpected error: %s\n", e.what());
-    return 1;
+    return failed(1, e.what(), "unexpected error: ");
   }
 }

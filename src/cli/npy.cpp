@@ -206,16 +206,9 @@ std::vector<unsigned char> slurp(const std::string& path) {
                   diffsample::limits::spell(max_count) + " values)");
   }
   std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t k = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      const int err = k < 0 ? errno : EIO;
-      ::close(fd);
-      os_error(path, k < 0 ? "read failed" : "read failed: the file shrank while being read", err);
-    }
-    done += static_cast<std::size_t>(k);
+  if (const int err = read_fully(fd, bytes.data(), bytes.size())) {
+    ::close(fd);
+    os_error(path, err > 0 ? "read failed" : "read failed: the file shrank while being read", err > 0 ? err : EIO);
   }
   ::close(fd);
   return bytes;
@@ -421,6 +414,18 @@ void write_f32(const std::string& path, const float* values, std::int64_t rows, 
     ::unlink(tmp.c_str());
     os_error(path, "cannot rename the temporary file into place", err);
   }
+}
+
+int read_fully(int fd, void* data, std::size_t size) {
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t k = ::read(fd, static_cast<unsigned char*>(data) + done, size - done);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) return errno;
+    if (k == 0) return -1;
+    done += static_cast<std::size_t>(k);
+  }
+  return 0;
 }
 
 }  // namespace diffsample::npy

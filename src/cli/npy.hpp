@@ -69,4 +69,9 @@ std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, st
 /// existing @p path is untouched. The new file has mode 0644.
 void write_f32(const std::string& path, const float* values, std::int64_t rows, std::int64_t cols);
 
+/// Reads @p size bytes of the open file @p fd into @p data, retrying reads a signal interrupted (the program's file
+/// reads: .npy and problem files). Returns 0, the errno of a failed read, or -1 when the file ended early (it shrank
+/// while being read). Leaves @p fd open.
+int read_fully(int fd, void* data, std::size_t size);
+
 }  // namespace diffsample::npy

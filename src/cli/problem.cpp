@@ -545,16 +545,9 @@ problem read_problem(const std::string& path) {
                       " bytes is too large for a problem file (at most 64 MiB; give large arrays as .npy files)");
   }
   std::string text(std::size_t(st.st_size), '\0');
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t k = ::read(fd, text.data() + done, text.size() - done);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      const int err = k < 0 ? errno : EIO;
-      ::close(fd);
-      throw input_error(path + ": read failed: " + std::strerror(err));
-    }
-    done += std::size_t(k);
+  if (const int err = npy::read_fully(fd, text.data(), text.size())) {
+    ::close(fd);
+    throw input_error(path + ": read failed: " + std::strerror(err > 0 ? err : EIO));
   }
   ::close(fd);
   return parse_problem(text, path);

@@ -242,10 +242,7 @@ int sample_main(const options& o, const char* command) {
                                            exact_a.data(), m, r.samples.data(), n, d, marginals(target),
                                            (s.sampler + " samples").c_str(), "exact samples"));
   if (o.has("--report")) {
-    json j;
-    j["command"] = command;
-    j["version"] = version();
-    j["date"] = utc_now();
+    json j = report_head(command);
     j["prior"] = prior_json(prior, source);
     json st;
     st["sampler"] = s.sampler;
@@ -288,8 +285,7 @@ int sample_main(const options& o, const char* command) {
     acc["component_share_max_error_se_exact"] = shares_exact.max_z;
     if (r.acceptance >= 0) acc["acceptance_rate"] = r.acceptance;
     j["accuracy"] = acc;
-    if (o.has("--out")) j["samples_file"] = o.get("--out");
-    stage_text(outputs, "--report", j.dump(2) + "\n");
+    stage_report(outputs, o, j);
   }
   outputs.commit();
   return 0;

@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include <diffsample/diffsample.hpp>
 #include <diffsample/metrics.hpp>
+
+#include "cli/io.hpp"
 
 namespace diffsample::cli {
 
@@ -35,6 +38,20 @@ json prior_json(const prior_spec& p, const std::string& source) {
   j["components"] = p.weights.size();
   j["isotropic"] = p.variances.size() == p.weights.size();
   return j;
+}
+
+json report_head(const std::string& command, const json& first) {
+  json j;
+  j["command"] = command;
+  for (const auto& field : first.items()) j[field.key()] = field.value();
+  j["version"] = version();
+  j["date"] = utc_now();
+  return j;
+}
+
+void stage_report(output_set& out, const options& o, json& j) {
+  if (o.has("--out")) j["samples_file"] = o.get("--out");
+  stage_text(out, "--report", j.dump(2) + "\n");
 }
 
 }  // namespace diffsample::cli

@@ -9,6 +9,8 @@
 
 #include <diffsample/mixture.hpp>
 
+#include "cli/args.hpp"
+#include "cli/output.hpp"
 #include "cli/problem.hpp"
 
 namespace diffsample::cli {
@@ -32,5 +34,11 @@ std::int64_t count_non_finite(const std::vector<float>& x);
 
 /// The report's "prior" object: source, description, dim, components, isotropic.
 json prior_json(const prior_spec& p, const std::string& source);
+
+/// A report's first fields: "command", then the fields of @p first in order, "version" and "date".
+json report_head(const std::string& command, const json& first = json::object());
+
+/// Stages report @p j for --report, with "samples_file" naming the samples when --out wrote them.
+void stage_report(output_set& out, const options& o, json& j);
 
 }  // namespace diffsample::cli

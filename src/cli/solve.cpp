@@ -337,11 +337,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                                   std::to_string(resamplings) + " resamplings in " + std::to_string(g.steps) + " steps",
                               ess, problems.problems, g.steps, n, g.resampling.ess_threshold));
   if (o.has("--report")) {
-    json j;
-    j["command"] = "solve";
-    j["method"] = method;
-    j["version"] = ds::version();
-    j["date"] = utc_now();
+    json j = report_head("solve", {{"method", method}});
     j["executor"] = ds::to_string(where);
     j["prior"] = prior_json(*file.prior, file.path);
     j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
@@ -357,29 +353,24 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                        {"bytes_sent", k.bytes_sent}, {"gather_seconds", k.gather_seconds}});
       j["ranks"] = per;
     }
+    // The sampler's own settings, each under its guided_options name.
+#define DS_ECHO(f) j[#f] = g.f;
     if (g.sampler == ds::guided_sampler::dps) {
       j["dps_step"] = ds::to_string(g.dps_step);
-      j["guidance_scale"] = g.guidance_scale;
+      DS_ECHO(guidance_scale)
     } else if (g.sampler == ds::guided_sampler::pigdm || g.sampler == ds::guided_sampler::tmpd) {
-      j["guidance_scale"] = g.guidance_scale;
+      DS_ECHO(guidance_scale)
     } else if (g.sampler == ds::guided_sampler::diffpir) {
-      j["diffpir_zeta"] = g.diffpir_zeta;
-      j["diffpir_lambda"] = g.diffpir_lambda;
+      DS_ECHO(diffpir_zeta) DS_ECHO(diffpir_lambda)
     } else if (g.sampler == ds::guided_sampler::skrock) {
-      j["skrock_stages"] = g.skrock_stages;
-      j["skrock_eta"] = g.skrock_eta;
-      j["skrock_step_fraction"] = g.skrock_step_fraction;
+      DS_ECHO(skrock_stages) DS_ECHO(skrock_eta) DS_ECHO(skrock_step_fraction)
     } else if (g.sampler == ds::guided_sampler::ddrm) {
-      j["ddrm_eta"] = g.ddrm_eta;
-      j["ddrm_eta_b"] = g.ddrm_eta_b;
+      DS_ECHO(ddrm_eta) DS_ECHO(ddrm_eta_b)
     } else if (g.sampler == ds::guided_sampler::dcps) {
-      j["dcps_blocks"] = g.dcps_blocks;
-      j["dcps_langevin_steps"] = g.dcps_langevin_steps;
-      j["dcps_langevin_step"] = g.dcps_langevin_step;
-      j["dcps_bridge_variance"] = g.dcps_bridge_variance;
-      j["dcps_gradient_steps"] = g.dcps_gradient_steps;
-      j["dcps_learning_rate"] = g.dcps_learning_rate;
+      DS_ECHO(dcps_blocks) DS_ECHO(dcps_langevin_steps) DS_ECHO(dcps_langevin_step) DS_ECHO(dcps_bridge_variance)
+      DS_ECHO(dcps_gradient_steps) DS_ECHO(dcps_learning_rate)
     }
+#undef DS_ECHO
     j["non_finite_values"] = non_finite;
     j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
     j["sliced_w1"] = {{"value", non_finite == 0 ? json(sw) : json(nullptr)},
@@ -392,8 +383,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       j["ess_trace"] = ess;
       j["resamplings"] = resamplings;
     }
-    if (o.has("--out")) j["samples_file"] = o.get("--out");
-    stage_text(outputs, "--report", j.dump(2) + "\n");
+    stage_report(outputs, o, j);
   }
   outputs.commit();
   return 0;
@@ -496,12 +486,8 @@ int run_solve(int argc, char** argv, int first) {
     stage_text(outputs, "--plot", svg_plot("exact posterior (reference): " + std::to_string(n) + " samples", nullptr, 0,
                                            x.data(), n, d, marginals(post), "exact posterior samples", ""));
   if (o.has("--report")) {
-    json j;
-    j["command"] = "solve";
-    j["method"] = "exact";
-    j["note"] = "exact posterior reference (mixture_posterior); no posterior sampler ran";
-    j["version"] = ds::version();
-    j["date"] = utc_now();
+    json j = report_head("solve", {{"method", "exact"},
+                                   {"note", "exact posterior reference (mixture_posterior); no posterior sampler ran"}});
     j["prior"] = prior_json(prior, file.path);
     j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
     j["seed"] = seed;
@@ -510,8 +496,7 @@ int run_solve(int argc, char** argv, int first) {
     j["log_evidence"] = post.log_evidence();
     j["posterior_weights"] = post.weights();
     j["posterior_mean"] = mean;
-    if (o.has("--out")) j["samples_file"] = o.get("--out");
-    stage_text(outputs, "--report", j.dump(2) + "\n");
+    stage_report(outputs, o, j);
   }
   outputs.commit();
   return 0;
