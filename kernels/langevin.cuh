@@ -45,6 +45,18 @@ DS_HD_INLINE T tamed_drift(float gamma, T norm2) {
   return T(gamma) / (T(1) + T(gamma) * ds_sqrt(norm2));
 }
 
+/// MALA's residual x - x' - gamma g(x') of the reverse move, one coordinate (|r|^2 / (4 gamma) is -log q(x | x')).
+template <class T>
+DS_HD_INLINE T mala_residual(T x, T xp, float gamma, T gp) {
+  return x - xp - T(gamma) * gp;
+}
+/// MALA's log acceptance ratio from log p at the proposal and the state, |r|^2 of the reverse move and |z|^2 of the
+/// forward move's normals: log p(x') - log p(x) - |r|^2 / (4 gamma) + |z|^2 / 2. A NaN compares false: rejected.
+template <class T>
+DS_HD_INLINE T mala_log_alpha(T logp_new, T logp, T backward, T forward, float gamma) {
+  return (logp_new - logp) - backward * T(1.f / (4.f * gamma)) + T(0.5f) * forward;
+}
+
 /// Runs params.steps steps of the chain(s) in `lane` whose state is in x; g, xp, gp are scratch vectors.
 template <class L, class V>
 DS_HD_INLINE void langevin_chain(const langevin_params& p, const L& lane, V& x, V& g, V& xp, V& gp) {
@@ -60,17 +72,18 @@ DS_HD_INLINE void langevin_chain(const langevin_params& p, const L& lane, V& x, 
     if (p.method == 1) {
       // MALA: x' = x + gamma g(x) + sqrt(2 gamma) xi; log q(x'|x) = -|xi|^2 / 2 + const.
       T forward = T(0);
+      // The proposal and the acceptance in the ask/tell plan's operations (kernels/plan.cuh), shared.
       rng.normals(d, [&](int j, T z) {
-        xp[j] = x[j] + T(gamma) * g[j] + T(noise) * z;
+        xp[j] = langevin_update(x[j], T(gamma), g[j], T(noise), z);
         forward = forward + z * z;
       });
       const T logp_new = channel_score<T>(ch, xp, gp);
-      T backward = T(0);  // |x - x' - gamma g(x')|^2 / (4 gamma)
+      T backward = T(0);  // |x - x' - gamma g(x')|^2
       for (int j = 0; j < d; ++j) {
-        const T r = x[j] - xp[j] - T(gamma) * gp[j];
+        const T r = mala_residual<T>(x[j], xp[j], gamma, gp[j]);
         backward = backward + r * r;
       }
-      const T log_alpha = (logp_new - logp) - backward * T(1.f / (4.f * gamma)) + T(0.5f) * forward;
+      const T log_alpha = mala_log_alpha<T>(logp_new, logp, backward, forward, gamma);
       const auto accept = ds_log(rng.uniform()) < log_alpha;  // false for NaN: a non-finite proposal is rejected
       for (int j = 0; j < d; ++j) {
         x[j] = ds_select(accept, xp[j], x[j]);

@@ -127,6 +127,9 @@ enum plan_op : int {
   plan_op_jump = 3,          // x <- m
   plan_op_ula = 4,           // x <- x + gamma g + sqrt(2 gamma) z, g the score
   plan_op_tamed = 5,         // x <- x + gamma g / (1 + gamma |g|) + sqrt(2 gamma) z (one thread per row)
+  // MALA (one thread per row; the ask's answer is the score g and log p at its points):
+  plan_op_mala_start = 6,    // at x: G <- g, log_p <- log p, accepted <- 0
+  plan_op_mala_accept = 7,   // at P: accept P with MALA's probability (x <- P, G <- g, log_p <- log p)
 };
 
 /// One ask of a sampling_plan and its tell, built on the host and passed by value to the tell's launch (the ask
@@ -138,8 +141,8 @@ struct plan_entry {
   float gamma, noise;    // Langevin step and sqrt(2 gamma)
   int op;                // plan_op
   int at_point;          // 1: the ask's points are P; 0: x
-  int next_point;        // 1: after the operation, P <- next.ex x + next.es S
-  std::uint64_t rng_step;  // Philox step of the operation's noise
+  int next_point;        // 1: after the operation, P <- next.ex x + next.es S; MALA: P <- the next proposal
+  std::uint64_t rng_step;  // Philox step of the operation's noise (MALA: of the next proposal)
 };
 
 /// The plan's buffers (n x d each; point, m and sum only where the sampler uses them).
@@ -151,10 +154,58 @@ struct plan_buffers {
   float* sum;    // S: SMS's sum of earlier measurements
   int d;
   std::int64_t blocks_per_row;
+  // MALA only (n each): the answer's log-density, log p at x, |z|^2 of the pending proposal, the uniform of its
+  // acceptance (drawn with it, after its normals, as the fused chain draws it), accepted proposals. G is m.
+  const float* log_density;
+  float* log_p;
+  float* forward;
+  float* uniform;
+  std::int64_t* accepted;
 };
 
+/// MALA's tell for row i on one chain (plan_op_mala_start, plan_op_mala_accept; see run_plan_tell in
+/// src/cpu/chains.cpp for the packed form): the fused chain's operations (kernels/langevin.cuh) in its order.
+DS_HD_INLINE void mala_tell(const plan_entry& e, const plan_buffers& b, std::uint64_t seed, std::uint64_t id,
+                            std::int64_t i) {
+  const int d = b.d;
+  float* x = b.x + i * d;
+  float* g = b.m + i * d;
+  float* p = b.point + i * d;
+  const float* r = b.answer + i * d;
+  if (e.op == plan_op_mala_start) {
+    for (int j = 0; j < d; ++j) g[j] = ds_fma(e.ux, x[j], e.um * r[j]);
+    b.log_p[i] = b.log_density[i];
+    b.accepted[i] = 0;
+  } else {
+    float backward = 0.f;
+    for (int j = 0; j < d; ++j) {
+      const float res = mala_residual<float>(x[j], p[j], e.gamma, ds_fma(e.ux, p[j], e.um * r[j]));
+      backward = backward + res * res;
+    }
+    const float log_alpha = mala_log_alpha<float>(b.log_density[i], b.log_p[i], backward, b.forward[i], e.gamma);
+    if (ds_log(b.uniform[i]) < log_alpha) {  // false for NaN: a non-finite proposal is rejected
+      for (int j = 0; j < d; ++j) {
+        g[j] = ds_fma(e.ux, p[j], e.um * r[j]);
+        x[j] = p[j];
+      }
+      b.log_p[i] = b.log_density[i];
+      b.accepted[i] += 1;
+    }
+  }
+  if (e.next_point) {
+    philox_stream rng(seed, id, e.rng_step);
+    float forward = 0.f;
+    rng.normals(d, [&](int j, float z) {
+      p[j] = langevin_update(x[j], e.gamma, g[j], e.noise, z);
+      forward = forward + z * z;
+    });
+    b.forward[i] = forward;
+    b.uniform[i] = rng.uniform();
+  }
+}
+
 /// The tell of one ask: thread g handles one Philox block of one row (as plan_step_functor), or one whole row for
-/// plan_op_tamed, whose drift needs the row's norm. Thread 0 also stores the next ask's index in the state.
+/// plan_op_tamed, whose drift needs the row's norm, and for MALA's operations. Thread 0 also stores the next ask's index in the state.
 struct plan_tell_functor {
   plan_entry e;
   plan_buffers b;
@@ -168,6 +219,10 @@ struct plan_tell_functor {
   DS_HD void operator()(std::int64_t g) const {
     if (g == 0) state->step = next_index;
     const int d = b.d;
+    if (e.op == plan_op_mala_start || e.op == plan_op_mala_accept) {
+      mala_tell(e, b, seed, state->chain_base + static_cast<std::uint64_t>(g), g);
+      return;
+    }
     if (e.op == plan_op_tamed) {
       const std::int64_t base = g * d;
       float norm2 = 0.f;

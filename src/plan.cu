@@ -48,6 +48,7 @@ struct chain_plan_storage final : sampling_plan_storage {
   kernels::plan_state* state = nullptr;
   kernels::plan_buffers buffers{};
   float* answer = nullptr;
+  float* log_density = nullptr;  // MALA: the answer's log-density (rows floats)
   ~chain_plan_storage() override {
     if (device != nullptr) (void)cudaFree(device);
   }
@@ -56,6 +57,7 @@ struct chain_plan_storage final : sampling_plan_storage {
   void reset(const float* initial, cudaStream_t stream) override;
   float* samples() const override { return buffers.x; }
   const std::int64_t* counter() const override { return &state->step; }
+  const std::int64_t* accepted() const override { return buffers.accepted; }
 };
 
 namespace {
@@ -69,10 +71,12 @@ std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::i
   st->program = std::move(program);
   st->asks = static_cast<std::int64_t>(st->program.entries.size());
   const plan_program& pr = st->program;
-  // Buffers of n d floats each, every one 256-byte aligned: x, answer, and P, M, S where the sampler uses them.
+  // Buffers of n d floats each, every one 256-byte aligned: x, answer, and P, M, S where the sampler uses them;
+  // MALA's per-row buffers after them (four of n floats and the n accepted counts, each 256-byte aligned).
   const std::int64_t count = 2 + (pr.uses_point ? 1 : 0) + (pr.uses_m ? 1 : 0) + (pr.uses_sum ? 1 : 0);
   const std::size_t row_floats = static_cast<std::size_t>((n * d + 63) / 64 * 64);
-  const std::size_t floats = row_floats * static_cast<std::size_t>(count);
+  const std::size_t column_floats = static_cast<std::size_t>((n + 63) / 64 * 64);
+  const std::size_t floats = row_floats * static_cast<std::size_t>(count) + (pr.mala ? 6 * column_floats : 0);
   const kernels::plan_state initial{0, pr.first_chain, 0};
   float* base = nullptr;
   if (st->where == executor::cuda) {
@@ -105,6 +109,15 @@ std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::i
   st->buffers.point = take(pr.uses_point);
   st->buffers.m = take(pr.uses_m);
   st->buffers.sum = take(pr.uses_sum);
+  if (pr.mala) {
+    float* column = base + next;
+    st->log_density = column;
+    st->buffers.log_density = column;
+    st->buffers.log_p = column + column_floats;
+    st->buffers.forward = column + 2 * column_floats;
+    st->buffers.uniform = column + 3 * column_floats;
+    st->buffers.accepted = reinterpret_cast<std::int64_t*>(column + 4 * column_floats);
+  }
   st->buffers.d = static_cast<int>(d);
   st->buffers.blocks_per_row = kernels::philox_blocks(static_cast<int>(d));
   return st;
@@ -141,6 +154,7 @@ std::int64_t sampling_plan::position() const noexcept { return storage_->positio
 bool sampling_plan::done() const noexcept { return position() == asks(); }
 float* sampling_plan::samples() const noexcept { return storage_->samples(); }
 const std::int64_t* sampling_plan::position_counter() const noexcept { return storage_->counter(); }
+const std::int64_t* sampling_plan::accepted() const noexcept { return storage_->accepted(); }
 
 plan_request sampling_plan::request(std::int64_t k) const {
   DIFFSAMPLE_EXPECTS(k >= 0 && k < asks(), "k: must be in [0, " << asks() << "), got " << k);
@@ -222,7 +236,10 @@ void sampling_plan_storage::write_outputs(const guided_outputs&, cudaStream_t) {
 plan_request chain_plan_storage::request(std::int64_t k) const {
   const kernels::plan_entry& e = program.entries[static_cast<std::size_t>(k)];
   const std::size_t i = static_cast<std::size_t>(k);
-  return ask(k, e.at_point ? buffers.point : buffers.x, program.channels[i], program.times[i], program.output, answer);
+  plan_request r =
+      ask(k, e.at_point ? buffers.point : buffers.x, program.channels[i], program.times[i], program.output, answer);
+  r.log_density = log_density;
+  return r;
 }
 
 void chain_plan_storage::tell(std::int64_t k, cudaStream_t stream) {
@@ -233,7 +250,9 @@ void chain_plan_storage::tell(std::int64_t k, cudaStream_t stream) {
   if (target != cpu::simd_target::scalar) {
     cpu::run_plan_tell(target, f, rows);
   } else {
-    const std::int64_t threads = e.op == kernels::plan_op_tamed ? rows : rows * buffers.blocks_per_row;
+    const bool per_row = e.op == kernels::plan_op_tamed || e.op == kernels::plan_op_mala_start ||
+                         e.op == kernels::plan_op_mala_accept;
+    const std::int64_t threads = per_row ? rows : rows * buffers.blocks_per_row;
     kernels::for_each_index(where, threads, f, stream);
   }
 }

@@ -19,6 +19,7 @@ struct plan_program {
   bool draw_initial = false;   // reset() without an initial state draws x = initial_scale z (step 0 of the stream)
   float initial_scale = 1.f;
   bool uses_point = false, uses_m = false, uses_sum = false;
+  bool mala = false;  // MALA: every ask asks for the log-density too (plan_buffers' per-row MALA buffers)
   kernels::diffusion_step first{};  // the first ask's point coefficients when it is at P
   std::uint64_t seed = 0, first_chain = 0;
 };

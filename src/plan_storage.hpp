@@ -41,8 +41,10 @@ struct sampling_plan_storage {
   /// into @p answer, or J^T @p vector there when a vector is given.
   plan_request ask(std::int64_t k, const float* points, channel at, double time, model_output output, float* answer,
                    const float* vector = nullptr) const {
-    return plan_request{k, points, rows, d, at, time, output, answer, vector};
+    return plan_request{k, points, rows, d, at, time, output, answer, vector, nullptr};
   }
+  /// MALA plans: the accepted proposals per row; null for the others.
+  virtual const std::int64_t* accepted() const { return nullptr; }
 };
 
 /// The guided plans' conversion of a model's answer r of kind @p output at the channel (a, s) to the denoiser

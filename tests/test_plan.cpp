@@ -44,6 +44,7 @@ std::vector<float> run_plan(sampling_plan& plan, const gaussian_mixture& mix, in
       EXPECT_EQ(r.rows, n);
       EXPECT_EQ(r.dim, d);
       mix.evaluate(r.answer, r.rows, r.points, r.at, quantity_of(r.output), cpu);
+      if (r.log_density != nullptr) mix.evaluate(r.log_density, r.rows, r.points, r.at, quantity::log_density, cpu);
       plan.tell();
     }
     EXPECT_EQ(*plan.position_counter(), plan.asks());
@@ -228,6 +229,56 @@ TEST(SamplingPlan, LangevinPlansReproduceTheFusedChainsExactly) {
       EXPECT_EQ(x, run_plan(plan, mix, trajectories, &initial)) << to_string(m) << ", d = " << d;
     }
   }
+}
+
+// MALA: asks at the state, then at each proposal, for the score and the log-density; the accept/reject in the tell.
+// Seen failing with the acceptance's uniform drawn from the stream of the step after the proposal's, and with the
+// reverse move's residual taken at the state's score instead of the proposal's.
+TEST(SamplingPlan, MalaPlanReproducesTheFusedChainExactly) {
+  const std::int64_t n = 37;
+  const int trajectories = 2;
+  for (std::int64_t d : {2, 5}) {
+    const gaussian_mixture mix = test_mixture(d);
+    std::vector<float> initial(trajectories * n * d);
+    for (std::size_t i = 0; i < initial.size(); ++i) initial[i] = float(std::cos(0.21 * double(i)) * 5.0);
+    langevin_options o;
+    o.method = langevin_method::mala;
+    o.step_size = 0.3;  // large enough that a good share of the proposals is rejected
+    o.steps = 15;
+    o.seed = 5;
+    o.first_chain = 3;
+    o.first_step = 2;
+    o.target = {0.8, 0.6};
+    std::vector<float> x = initial;
+    std::vector<std::int64_t> accepted(trajectories * n);
+    langevin(mix, x.data(), {nullptr, accepted.data()}, trajectories * n, o, cpu);
+    sampling_plan plan = sampling_plan::langevin(n, d, o, model_output::score, cpu);
+    EXPECT_EQ(plan.asks(), o.steps + 1);
+    EXPECT_EQ(plan.request(0).points, plan.samples());  // ask 0 at the state, the others at the proposals
+    EXPECT_NE(plan.request(1).points, plan.samples());
+    ASSERT_NE(plan.request(0).log_density, nullptr);
+    std::vector<float> got;
+    std::vector<std::int64_t> got_accepted;
+    for (int t = 0; t < trajectories; ++t) {
+      std::vector<float> start(initial.begin() + t * n * d, initial.begin() + (t + 1) * n * d);
+      const auto one = run_plan(plan, mix, 1, &start);
+      got.insert(got.end(), one.begin(), one.end());
+      got_accepted.insert(got_accepted.end(), plan.accepted(), plan.accepted() + n);
+    }
+    EXPECT_EQ(x, got) << "d = " << d;
+    EXPECT_EQ(accepted, got_accepted) << "d = " << d;
+    std::int64_t total = 0;
+    for (std::int64_t a : accepted) total += a;
+    EXPECT_GT(total, 0);
+    EXPECT_LT(total, trajectories * n * o.steps);  // some rejected: the accept/reject is exercised
+  }
+  langevin_options none;
+  none.method = langevin_method::mala;
+  none.steps = 0;
+  EXPECT_EQ(sampling_plan::langevin(4, 2, none, model_output::score, cpu).asks(), 0);
+  langevin_options ula;
+  ula.method = langevin_method::ula;
+  EXPECT_EQ(sampling_plan::langevin(4, 2, ula, model_output::score, cpu).accepted(), nullptr);
 }
 
 TEST(SamplingPlan, LangevinDenoiserOutputMatchesTheScore) {
@@ -965,7 +1016,11 @@ TEST(SamplingPlan, RefusesMisuse) {
   EXPECT_THROW(sampling_plan::diffusion(4, 2, o, model_output::score, cpu), invalid_argument);
   langevin_options l;
   l.method = langevin_method::mala;
+  l.record_every = 1;
   EXPECT_THROW(sampling_plan::langevin(4, 2, l, model_output::score, cpu), invalid_argument);
+  l.record_every = 0;
+  l.target = {1.0, 0.0};
+  EXPECT_THROW(sampling_plan::langevin(4, 2, l, model_output::denoiser, cpu), invalid_argument);
   l.method = langevin_method::ula;
   l.target = {1.0, 0.0};
   EXPECT_THROW(sampling_plan::langevin(4, 2, l, model_output::denoiser, cpu), invalid_argument);
@@ -992,8 +1047,8 @@ TEST(SamplingPlan, RefusesMisuse) {
 TEST(SamplingPlan, GpuPlanMatchesCpuPlan) {
   DIFFSAMPLE_REQUIRE_GPU();
   // Normals may differ from the CPU's in the last bits (__sincosf), so elements are compared to 1e-2 and at most
-  // 1% may differ more (a chain tipped across a mode boundary). Every sampler, and the tamed Langevin (one thread
-  // per row).
+  // 1% may differ more (a chain tipped across a mode boundary or, MALA, an accept decision). Every sampler, and the
+  // tamed Langevin and MALA (one thread per row).
   const std::int64_t n = 500, d = 6;
   const gaussian_mixture mix = test_mixture(d);
   const execution gpu{executor::cuda, nullptr};
@@ -1005,6 +1060,7 @@ TEST(SamplingPlan, GpuPlanMatchesCpuPlan) {
     while (!dev.done()) {
       const plan_request r = dev.ask();
       mix.evaluate(r.answer, r.rows, r.points, r.at, quantity_of(r.output), gpu);
+      if (r.log_density != nullptr) mix.evaluate(r.log_density, r.rows, r.points, r.at, quantity::log_density, gpu);
       dev.tell();
     }
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -1021,7 +1077,7 @@ TEST(SamplingPlan, GpuPlanMatchesCpuPlan) {
   }
   std::vector<float> initial(n * d);
   for (std::size_t i = 0; i < initial.size(); ++i) initial[i] = float(std::cos(0.21 * double(i)) * 5.0);
-  for (langevin_method m : {langevin_method::ula, langevin_method::tamed_ula}) {
+  for (langevin_method m : {langevin_method::ula, langevin_method::tamed_ula, langevin_method::mala}) {
     langevin_options o;
     o.method = m;
     o.step_size = 0.05;

@@ -798,7 +798,8 @@ typedef struct ds_sampling_plan ds_sampling_plan;
  * One ask of a ::ds_sampling_plan: evaluate the model at @p points, channel @p at, and write @p output into
  * @p answer. Versioned: set struct_size = sizeof(ds_plan_request) before passing it; the library writes the fields
  * of the layout that size names. Pointers are plan memory on the plan's executor, the same for a given position in
- * every trajectory.
+ * every trajectory. Layouts: the first ends with vector; the second appends log_density (a plan that asks for the
+ * log-density, MALA, refuses a request of the first layout).
  */
 typedef struct ds_plan_request {
   size_t struct_size;     /**< sizeof(ds_plan_request), set by the caller */
@@ -812,6 +813,8 @@ typedef struct ds_plan_request {
   float* answer;          /**< rows x dim: the caller writes the model's output here */
   const float* vector;    /**< NULL, or rows x dim vectors v: then the caller writes J^T v of its denoiser at the
                                points (a vector-Jacobian product) into answer instead (DPS and Pi-GDM plans) */
+  float* log_density;     /**< NULL, or rows floats: the caller also writes the model's log-density at the points
+                               here (MALA plans; only differences enter, so an unnormalised one does) */
 } ds_plan_request;
 
 /**
@@ -825,8 +828,11 @@ DS_API ds_status ds_sampling_plan_create_diffusion(int64_t n, int64_t dim, const
                                                    ds_sampling_plan** out);
 
 /**
- * Creates a plan for a Langevin chain (DS_ULA or DS_TAMED_ULA; options->record_every must be 0). The initial state
- * is the caller's: pass it to ds_sampling_plan_reset().
+ * Creates a plan for a Langevin chain (DS_ULA, DS_TAMED_ULA or DS_MALA; options->record_every must be 0). The
+ * initial state is the caller's: pass it to ds_sampling_plan_reset(). ULA and tamed ULA: one ask per step at the
+ * state. MALA: steps + 1 asks (none for 0 steps), each for the model's output and its log-density
+ * (ds_plan_request::log_density), ask 0 at the state and ask k at step k - 1's proposal; the tells accept or
+ * reject (ds_sampling_plan_accepted() counts the accepted proposals).
  * @param output  DS_MODEL_SCORE, DS_MODEL_DENOISER or DS_MODEL_EPS (the last two need options->target.s > 0)
  */
 DS_API ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const ds_langevin_options* options,
@@ -901,6 +907,13 @@ DS_API ds_status ds_sampling_plan_samples(const ds_sampling_plan* plan, float** 
  * device: for models captured in a CUDA graph; valid until the plan is destroyed.
  */
 DS_API ds_status ds_sampling_plan_position_counter(const ds_sampling_plan* plan, const int64_t** counter);
+
+/**
+ * MALA plans: the rows counts of proposals accepted in the current trajectory (plan memory on its executor, set to
+ * 0 by the trajectory's first tell and advanced by each later one); NULL for every other plan. Valid until the plan
+ * is destroyed.
+ */
+DS_API ds_status ds_sampling_plan_accepted(const ds_sampling_plan* plan, const int64_t** accepted);
 
 /* --- SMC primitives --------------------------------------------------------------------------------------- */
 

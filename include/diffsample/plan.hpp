@@ -33,6 +33,11 @@ struct plan_request {
   /// denoiser at the points and channel (what autograd's vector-Jacobian product gives; DPS, Pi-GDM, DCPS and TMPD
   /// ask for it)
   const float* vector = nullptr;
+  /// Null, or rows floats: then the caller also writes the model's log-density log p_t(x) at the points and channel
+  /// here (MALA plans ask for it beside the score at every ask). Only differences between points enter (MALA's
+  /// acceptance ratio), so an unnormalised log-density does, such as the negative energy of an energy-based model,
+  /// as long as its constant is the same at every ask.
+  float* log_density = nullptr;
 };
 
 namespace detail {
@@ -55,12 +60,14 @@ struct sampling_plan_storage;
 /// a loop (reset, then ask/model/tell asks() times) captured in a CUDA graph replays a whole trajectory with fresh
 /// noise per replay: the random key of a trajectory lives in device memory and reset() advances it there.
 ///
+/// A plan whose asks set plan_request::log_density (MALA) needs the model's log-density too: write it there.
+///
 /// Randomness: trajectory t (the one begun by the (t+1)-th reset(), t = 0, 1, ...) draws row i's noise from the
 /// Philox stream of chain first_chain + t rows() + i (guided plans: particle t rows() + i), as the fused sampler
 /// does for that chain. Exactness: answered with the mixture's own denoiser (diffusion samplers, with its J^T v for
-/// DPS, Pi-GDM, DCPS and TMPD) or score (Langevin) through gaussian_mixture::evaluate and denoiser_jvp on the direct
-/// path, a plan on the CPU executor gives the fused sampler's samples bit for bit (t trajectories of a chain sampler
-/// equal one fused call over t rows() chains).
+/// DPS, Pi-GDM, DCPS and TMPD) or score (Langevin; MALA with its log-density) through gaussian_mixture::evaluate
+/// and denoiser_jvp on the direct path, a plan on the CPU executor gives the fused sampler's samples bit for bit
+/// (t trajectories of a chain sampler equal one fused call over t rows() chains).
 class DIFFSAMPLE_API sampling_plan {
  public:
   /// A plan for a reverse-diffusion sampler (every diffusion_sampler: ddpm, ddim, reverse_sde, ode_euler,
@@ -76,10 +83,16 @@ class DIFFSAMPLE_API sampling_plan {
   /// @throws invalid_argument for bad sizes, options, schedules or an output that does not determine the denoiser
   static sampling_plan diffusion(std::int64_t n, std::int64_t dim, const diffusion_options& options,
                                  model_output output = model_output::denoiser, execution exec = {});
-  /// A plan for a Langevin chain (langevin_method::ula or tamed_ula) targeting p_t at options.target, one ask per
-  /// step at the state (options.record_every = 0). The initial state is the caller's: pass it to reset().
+  /// A plan for a Langevin chain targeting p_t at options.target (options.record_every = 0). The initial state is
+  /// the caller's: pass it to reset(). ULA and tamed ULA: one ask per step, at the state. MALA: options.steps + 1
+  /// asks (none for 0 steps), each asking for the model's output and, through plan_request::log_density, its
+  /// log-density at the same points: ask 0 at the state, ask k = 1 .. steps at step k - 1's proposal
+  /// x' = x + gamma g(x) + sqrt(2 gamma) z (plan_request::points is then the proposal, not the state); the tell of
+  /// ask k accepts or rejects the proposal with MALA's probability and draws the next one, so the plan keeps the
+  /// score and log-density of the state and each step costs one evaluation, as in the fused chain. accepted()
+  /// counts the accepted proposals per row.
   /// @param output  score, denoiser or eps (denoiser and eps need options.target.s > 0), converted to the score
-  /// @throws invalid_argument for bad sizes or options, and for mala (it needs the log-density too; fused only)
+  /// @throws invalid_argument for bad sizes or options
   static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
   /// A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd, ddrm and skrock on B = problems.problems problems of
@@ -174,6 +187,10 @@ class DIFFSAMPLE_API sampling_plan {
   /// Device (on the CPU executor, host) pointer to position() as the device sees it, advanced by tell() on the
   /// device: for models captured in a graph that need the step index.
   const std::int64_t* position_counter() const noexcept;
+  /// MALA plans: rows() counts of the proposals accepted in the current trajectory (plan memory on its executor,
+  /// set to 0 by the trajectory's first tell and advanced by each later one; what langevin_outputs::accepted
+  /// gives the fused chain once done()). Null for every other plan.
+  const std::int64_t* accepted() const noexcept;
 
  private:
   explicit sampling_plan(std::unique_ptr<detail::sampling_plan_storage> storage);

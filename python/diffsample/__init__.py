@@ -418,15 +418,17 @@ def _framework_view(view: Any, like: Any) -> Any:
 
 
 class SamplingPlan:
-    """An ask/tell plan for every diffusion sampler (Heun and SMS included) and for ULA / tamed ULA.
+    """An ask/tell plan for every diffusion sampler (Heun and SMS included), for ULA / tamed ULA / MALA, and for every
+    guided sampler.
 
     ``SamplingPlan.diffusion(n, d, output='denoiser', sampler='ode_heun', steps=50, device='cpu')`` or
     ``SamplingPlan.langevin(n, d, output='score', method='ula', step_size=..., steps=..., target=(a, s))``. Per ask,
     ``r = plan.ask()`` gives the points (rows, d), the channel ``(r['a'], r['s'])`` and the output wanted; the caller
     writes its model's output into ``r['answer']`` (a view of the plan's buffer, in the caller's framework on CUDA)
     and calls ``plan.tell()``. ``plan.samples()`` is the state. ``plan.run(model)`` does the loop with
-    ``model(points, a, s)`` returning the output. Fed the mixture's own outputs, a plan reproduces the fused sampler
-    bit for bit on the CPU executor. Requires a library with plans (``diffsample._core.HAS_SAMPLING_PLANS``).
+    ``model(points, a, s)`` returning the output. MALA plans ask for the log-density too: ``r['log_density']`` is
+    then a (rows,) view to write it into, and ``run``'s model returns the pair ``(output, log_density)``. Fed the
+    mixture's own outputs, a plan reproduces the fused sampler bit for bit on the CPU executor. Requires a library with plans (``diffsample._core.HAS_SAMPLING_PLANS``).
     """
 
     def __init__(self, core_plan: Any, like: Any = None):
@@ -448,7 +450,10 @@ class SamplingPlan:
     def langevin(cls, n: int, d: int, *, output: str = "score", device: str = "cpu",
                  target: Tuple[float, float] = (1.0, 0.0), stream: Stream = None, like: Any = None,
                  **options: Any) -> "SamplingPlan":
-        """A plan for ULA or tamed ULA on p_t at the channel target = (a, s); settings as for langevin()."""
+        """A plan for ULA, tamed ULA or MALA (method='mala') on p_t at the channel target = (a, s); settings as for
+        langevin(). MALA: steps + 1 asks, each for the model's output and its log-density (ask()['log_density']),
+        ask 0 at the state and ask k at step k - 1's proposal (ask()['points'] is then not the state); the tells
+        accept or reject, accepted() counts the accepted proposals per row."""
         o = _fill(LangevinOptions(), options)
         o.target_a, o.target_s = float(target[0]), float(target[1])
         return cls(_core.SamplingPlan.langevin(int(n), int(d), o, _enum(_core.ModelOutput, output),
@@ -501,12 +506,12 @@ class SamplingPlan:
     executor = property(lambda self: self._plan.executor, doc="executor the plan runs on")
 
     def ask(self, k: int = -1) -> dict:
-        """The next ask (or the ask at position k): index, a, s, time, output, points, answer."""
+        """The next ask (or the ask at position k): index, a, s, time, output, points, answer, vector (None, or v
+        for J^T v) and log_density (None, or a (rows,) view for the model's log-density: MALA)."""
         r = self._plan.ask(k)
-        r["points"] = _framework_view(r["points"], self._like)
-        r["answer"] = _framework_view(r["answer"], self._like)
-        if r.get("vector") is not None:
-            r["vector"] = _framework_view(r["vector"], self._like)
+        for name in ("points", "answer", "vector", "log_density"):
+            if r.get(name) is not None:
+                r[name] = _framework_view(r[name], self._like)
         return r
 
     def tell(self, *, stream: Stream = None) -> None:
@@ -521,16 +526,30 @@ class SamplingPlan:
         """The state (rows, d): a view of the plan's memory (the samples once done)."""
         return _framework_view(self._plan.samples(), self._like)
 
+    def accepted(self) -> Any:
+        """MALA plans: the proposals accepted per row in the current trajectory, a (rows,) int64 read-only view of
+        the plan's memory; None for other plans."""
+        v = self._plan.accepted()
+        return None if v is None else _framework_view(v, self._like)
+
     def run(self, model: Callable[[Any, float, float], Any], initial: Array = None, *,
             stream: Stream = None) -> Any:
-        """One trajectory: reset(initial), then per ask answer[:] = model(points, a, s) and tell(). Returns a copy of
-        the samples (NumPy on the CPU)."""
+        """One trajectory: reset(initial), then per ask answer[:] = model(points, a, s) and tell(); for a plan that
+        asks for the log-density (MALA) the model returns (output, log_density). Returns a copy of the samples
+        (NumPy on the CPU)."""
         self.reset(initial, stream=stream)
         h = _stream(self._like, stream)
         p = self._plan
         while not p.done:
             r = self.ask()
             out = model(r["points"], r["a"], r["s"])
+            if r["log_density"] is not None:
+                if not isinstance(out, (tuple, list)) or len(out) != 2:
+                    raise InvalidArgument("model: this plan asks for the log-density too (mala): return "
+                                          "(output, log_density), got " + type(out).__name__)
+                out, log_density = out
+                if log_density is not r["log_density"]:
+                    r["log_density"][...] = log_density
             if out is not r["answer"]:
                 r["answer"][...] = out
             p.tell(h)

@@ -185,18 +185,21 @@ nb::ndarray<nb::numpy, T> to_numpy(std::vector<T> v, std::vector<std::size_t> sh
 #ifdef DIFFSAMPLE_PY_PLANS
 // A non-owning (rows, d) float32 view of plan memory, kept alive by the plan's Python object. On the CPU executor a
 // NumPy array; on CUDA a DLPack-capable nanobind array (the Python layer hands it to the caller's framework).
-nb::object plan_view(nb::handle owner, const float* p, std::int64_t rows, std::int64_t d, ds::executor where,
+// d = 0: a (rows,) vector instead.
+template <class T = float>
+nb::object plan_view(nb::handle owner, const T* p, std::int64_t rows, std::int64_t d, ds::executor where,
                      bool writable) {
   std::size_t shape[2] = {std::size_t(rows), std::size_t(d)};
+  const std::size_t ndim = d > 0 ? 2 : 1;
   if (where == ds::executor::cpu) {
-    auto a = nb::ndarray<nb::numpy, float>(const_cast<float*>(p), 2, shape, owner);
+    auto a = nb::ndarray<nb::numpy, T>(const_cast<T*>(p), ndim, shape, owner);
     nb::object o = nb::cast(a, nb::rv_policy::reference);
     if (!writable) o.attr("setflags")("write"_a = false);
     return o;
   }
   int device = 0;
-  auto a = nb::ndarray<float>(const_cast<float*>(p), 2, shape, owner, nullptr, nb::dtype<float>(),
-                              nb::device::cuda::value, device);
+  auto a = nb::ndarray<T>(const_cast<T*>(p), ndim, shape, owner, nullptr, nb::dtype<T>(), nb::device::cuda::value,
+                          device);
   return nb::cast(a, nb::rv_policy::reference);
 }
 #endif
@@ -689,12 +692,17 @@ NB_MODULE(_core, m) {
             d["vector"] = r.vector != nullptr
                               ? plan_view(self, r.vector, r.rows, r.dim, pl.where(), false)
                               : nb::none();
+            d["log_density"] = r.log_density != nullptr
+                                   ? plan_view(self, r.log_density, r.rows, 0, pl.where(), true)
+                                   : nb::none();
             return d;
           },
           "k"_a = -1,
           "The next ask (k < 0) or the ask at position k: a dict with index, a, s, time, output, points (rows, d) "
           "read-only and answer (rows, d) writable views of the plan's buffers (valid while the plan lives), and "
-          "vector: None, or (rows, d) read-only v whose J^T v the caller writes into answer (dps, pigdm, dcps, tmpd).")
+          "vector: None, or (rows, d) read-only v whose J^T v the caller writes into answer (dps, pigdm, dcps, tmpd), "
+          "and log_density: None, or a (rows,) writable view where the caller also writes the model's log-density "
+          "at the points (mala).")
       .def(
           "tell",
           [](ds::sampling_plan& pl, std::uintptr_t stream) {
@@ -720,7 +728,16 @@ NB_MODULE(_core, m) {
             const auto& pl = nb::cast<const ds::sampling_plan&>(self);
             return plan_view(self, pl.samples(), pl.rows(), pl.dim(), pl.where(), true);
           },
-          "The state (rows, d), a writable view of plan memory: the samples once done.");
+          "The state (rows, d), a writable view of plan memory: the samples once done.")
+      .def(
+          "accepted",
+          [](nb::handle self) -> nb::object {
+            const auto& pl = nb::cast<const ds::sampling_plan&>(self);
+            if (pl.accepted() == nullptr) return nb::none();
+            return plan_view<std::int64_t>(self, pl.accepted(), pl.rows(), 0, pl.where(), false);
+          },
+          "MALA plans: the proposals accepted per row in the current trajectory, a (rows,) int64 read-only view of "
+          "plan memory; None for other plans.");
 #else
   m.attr("HAS_SAMPLING_PLANS") = false;
 #endif

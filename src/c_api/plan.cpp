@@ -11,10 +11,11 @@ struct ds_sampling_plan {
 };
 
 namespace diffsample::c_api {
+// ds_plan_request: the first layout ended with vector; the second appends log_density.
 template <>
 struct layout<ds_plan_request> {
   static constexpr const char* name = "ds_plan_request";
-  static constexpr std::size_t known_sizes[] = {sizeof(ds_plan_request)};
+  static constexpr std::size_t known_sizes[] = {offsetof(ds_plan_request, log_density), sizeof(ds_plan_request)};
 };
 }  // namespace diffsample::c_api
 
@@ -26,6 +27,10 @@ void write_request(const ds::plan_request& r, ds_plan_request* out) {
   std::size_t struct_size = 0;
   std::memcpy(&struct_size, static_cast<const void*>(out), sizeof struct_size);
   check_size<ds_plan_request>("request", struct_size);
+  if (r.log_density != nullptr && struct_size < sizeof(ds_plan_request))
+    fail("request.struct_size: " + std::to_string(struct_size) + " is the first ds_plan_request layout, which has "
+         "no log_density, and this plan asks for the model's log-density (MALA): use sizeof(ds_plan_request) from "
+         "a header of the library's version");
   ds_plan_request c{};
   c.struct_size = struct_size;
   c.index = r.index;
@@ -37,6 +42,7 @@ void write_request(const ds::plan_request& r, ds_plan_request* out) {
   c.output = to_c_enum<ds_model_output>(r.output);
   c.answer = r.answer;
   c.vector = r.vector;
+  c.log_density = r.log_density;
   std::memcpy(static_cast<void*>(out), &c, struct_size);
 }
 
@@ -128,6 +134,11 @@ ds_status ds_sampling_plan_samples(const ds_sampling_plan* plan, float** samples
 ds_status ds_sampling_plan_position_counter(const ds_sampling_plan* plan, const int64_t** counter) {
   return write_out("counter", counter,
                    [&] { return reinterpret_cast<const int64_t*>(get(plan, "plan").plan.position_counter()); });
+}
+
+ds_status ds_sampling_plan_accepted(const ds_sampling_plan* plan, const int64_t** accepted) {
+  return write_out("accepted", accepted,
+                   [&] { return reinterpret_cast<const int64_t*>(get(plan, "plan").plan.accepted()); });
 }
 
 }  // extern "C"

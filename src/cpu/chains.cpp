@@ -273,6 +273,44 @@ void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n) {
         });
         break;
       }
+      case kernels::plan_op_mala_start:
+      case kernels::plan_op_mala_accept: {
+        // kernels::mala_tell on a pack of rows: langevin_chain's MALA operations lane by lane, its accept as a
+        // select (per-row values through get/put with d = 1).
+        if (e.op == kernels::plan_op_mala_start) {
+          for (int j = 0; j < d; ++j) lane.put(b.m, d, j, quantity(j));
+          lane.put(b.log_p, 1, 0, lane.get(b.log_density, 1, 0));
+          for (int l = 0; l < lane.valid; ++l) b.accepted[i0 + l] = 0;
+        } else {
+          fpack backward(0.f);
+          for (int j = 0; j < d; ++j) {
+            const fpack r = kernels::mala_residual<fpack>(lane.get(b.x, d, j), lane.get(b.point, d, j), e.gamma,
+                                                          quantity(j));
+            backward = backward + r * r;
+          }
+          const fpack logp_new = lane.get(b.log_density, 1, 0), logp = lane.get(b.log_p, 1, 0);
+          const fpack log_alpha = kernels::mala_log_alpha<fpack>(logp_new, logp, backward,
+                                                                 lane.get(b.forward, 1, 0), e.gamma);
+          const mpack accept = ds_log(lane.get(b.uniform, 1, 0)) < log_alpha;
+          for (int j = 0; j < d; ++j) {
+            lane.put(b.m, d, j, ds_select(accept, quantity(j), lane.get(b.m, d, j)));
+            lane.put(b.x, d, j, ds_select(accept, lane.get(b.point, d, j), lane.get(b.x, d, j)));
+          }
+          lane.put(b.log_p, 1, 0, ds_select(accept, logp_new, logp));
+          for (int l = 0; l < lane.valid; ++l) b.accepted[i0 + l] -= accept.m[l];
+        }
+        if (e.next_point) {
+          fpack forward(0.f);
+          rng.normals(d, [&](int j, fpack z) {
+            lane.put(b.point, d, j,
+                     kernels::langevin_update(lane.get(b.x, d, j), gamma, lane.get(b.m, d, j), noise, z));
+            forward = forward + z * z;
+          });
+          lane.put(b.forward, 1, 0, forward);
+          lane.put(b.uniform, 1, 0, rng.uniform());
+        }
+        return;
+      }
       default: break;
     }
     if (e.next_point)

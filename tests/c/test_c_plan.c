@@ -1,7 +1,8 @@
 /* The ask/tell sampling plans through the C ABI from a C99 program: Heun, SMS and tamed ULA plans answered with the
  * library's own denoiser or score (ds_mixture_evaluate) reproduce the fused samplers bit for bit on the CPU
- * executor, and so do Pi-GDM, DCPS, TMPD and guided SMC plans against ds_guided_sample(); the request struct is versioned (struct_size); misuse gets an error naming the argument. Exits nonzero
- * on the first failed check. */
+ * executor, and so do MALA plans (score and log-density) against ds_langevin() and Pi-GDM, DCPS, TMPD and guided SMC
+ * plans against ds_guided_sample(); the request struct is versioned (struct_size); misuse gets an error naming the
+ * argument. Exits nonzero on the first failed check. */
 #include <diffsample/diffsample.h>
 
 #include "check.h"
@@ -37,6 +38,8 @@ static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* ini
     else
       CHECK_OK(ds_mixture_evaluate(m, r.output == DS_MODEL_DENOISER ? DS_DENOISER : DS_SCORE, r.points, r.rows, r.at,
                                    r.answer, cpu, NULL));
+    if (r.log_density != NULL)
+      CHECK_OK(ds_mixture_evaluate(m, DS_LOG_DENSITY, r.points, r.rows, r.at, r.log_density, cpu, NULL));
     CHECK_OK(ds_sampling_plan_tell(plan, cpu));
   }
   CHECK_OK(ds_sampling_plan_get_info(plan, NULL, &position, NULL));
@@ -107,8 +110,52 @@ int main(void) {
       EXPECT_ERROR(ds_sampling_plan_reset(plan, NULL, cpu), DS_INVALID_ARGUMENT, "initial");
       ds_sampling_plan_destroy(plan);
     }
+  }
+
+  /* MALA: asks for the score and the log-density, at the state, then at each proposal; equal to ds_langevin() with
+   * its accepted counts. A request of the first layout (no log_density) is refused. */
+  {
+    ds_langevin_options o;
+    ds_sampling_plan* plan = NULL;
+    int64_t accepted[n], total = 0;
+    const int64_t* plan_accepted = NULL;
+    CHECK_OK(ds_langevin_options_init(&o, sizeof o));
     o.method = DS_MALA;
-    EXPECT_ERROR(ds_sampling_plan_create_langevin(n, d, &o, DS_MODEL_SCORE, cpu, &plan), DS_INVALID_ARGUMENT, "mala");
+    o.steps = 12;
+    o.step_size = 0.2;
+    o.seed = 3;
+    memcpy(fused, initial, sizeof fused);
+    CHECK_OK(ds_langevin(m, fused, n, &o, NULL, accepted, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_sampling_plan_create_langevin(n, d, &o, DS_MODEL_SCORE, cpu, &plan));
+    if (plan != NULL) {
+      ds_plan_request r;
+      CHECK(run(plan, m, initial, stepped, n) == 13);
+      if (memcmp(fused, stepped, sizeof fused) != 0) {
+        fprintf(stderr, "MALA plan: samples differ from the fused chain's\n");
+        ++failures;
+      }
+      CHECK_OK(ds_sampling_plan_accepted(plan, &plan_accepted));
+      CHECK(plan_accepted != NULL && memcmp(accepted, plan_accepted, sizeof accepted) == 0);
+      for (i = 0; i < n; ++i) total += accepted[i];
+      CHECK(total > 0 && total < n * o.steps);
+      memset(&r, 0, sizeof r);
+      r.struct_size = offsetof(ds_plan_request, log_density);
+      EXPECT_ERROR(ds_sampling_plan_request(plan, 0, &r), DS_INVALID_ARGUMENT, "log_density");
+      ds_sampling_plan_destroy(plan);
+    }
+    o.method = DS_ULA;
+    CHECK_OK(ds_sampling_plan_create_langevin(n, d, &o, DS_MODEL_SCORE, cpu, &plan));
+    if (plan != NULL) {
+      ds_plan_request r;
+      plan_accepted = accepted;
+      CHECK_OK(ds_sampling_plan_accepted(plan, &plan_accepted));
+      CHECK(plan_accepted == NULL);
+      memset(&r, 0, sizeof r);
+      r.struct_size = offsetof(ds_plan_request, log_density);  /* the first layout serves every other plan */
+      CHECK_OK(ds_sampling_plan_request(plan, 0, &r));
+      CHECK(r.answer != NULL && r.log_density == NULL);
+      ds_sampling_plan_destroy(plan);
+    }
   }
 
   /* Pi-GDM on B = 2 problems of 25 particles (rows = 50): asks alternate between the denoiser and J^T v. */

@@ -37,6 +37,34 @@ def test_langevin_plans_equal_the_fused_sampler(mixture2, method):
     np.testing.assert_array_equal(got, fused)
 
 
+def test_mala_plan_equals_the_fused_sampler(mixture2):
+    # Asks for the score and the log-density (at the state, then at each proposal); the accept/reject in tell().
+    x0 = mixture2.sample(150, seed=3)
+    accepted = np.zeros(150, dtype=np.int64)
+    fused = ds.langevin(mixture2, x0.copy(), accepted=accepted, method="mala", step_size=0.3, steps=15, seed=6,
+                        target=(0.9, 0.3))
+    plan = ds.SamplingPlan.langevin(150, 2, output="score", method="mala", step_size=0.3, steps=15, seed=6,
+                                    target=(0.9, 0.3))
+    assert plan.asks == 16
+
+    def model(x, a, s):
+        x = np.ascontiguousarray(x)
+        return mixture2.score(x, a, s), mixture2.log_density(x, a, s)
+
+    got = plan.run(model, initial=x0)
+    np.testing.assert_array_equal(got, fused)
+    np.testing.assert_array_equal(plan.accepted(), accepted)
+    assert 0 < accepted.sum() < 150 * 15
+    r = plan.ask(1)
+    assert r["log_density"].shape == (150,) and r["log_density"].flags.writeable
+    assert ds.SamplingPlan.langevin(4, 2, method="ula", steps=2).accepted() is None
+    assert ds.SamplingPlan.langevin(4, 2, method="ula", steps=2).ask(0)["log_density"] is None
+    # A model that gives the score alone leaves the log-density missing: refused before the first tell.
+    with pytest.raises(ds.InvalidArgument, match="log_density"):
+        plan.run(lambda x, a, s: mixture2.score(np.ascontiguousarray(x), a, s), initial=x0)
+    assert plan.position == 0
+
+
 def test_ask_gives_views_of_the_plans_buffers(mixture2):
     plan = ds.SamplingPlan.diffusion(16, 2, output="denoiser", sampler="ddpm", steps=3)
     plan.reset()
