@@ -52,6 +52,14 @@ __all__ = [
     "PARTICLE_REPORT_DTYPE",
 ]
 
+def _forward(holder: str, core_class: str, name: str) -> property:
+    """A read-only property giving self.<holder>.<name>, documented as the core class's property (whose docstring is
+    the C++ header's comment)."""
+    core = getattr(_core, core_class, None)
+    doc = getattr(core, name).__doc__ if core is not None else None
+    return property(lambda self: getattr(getattr(self, holder), name), doc=doc)
+
+
 Array = Any  # any DLPack-capable array: numpy.ndarray, torch.Tensor, cupy.ndarray, jax.Array
 Stream = Union[None, int, Any]
 
@@ -218,12 +226,12 @@ class GaussianMixture:
         return cls(None, None, None,
                    _core_mixture=_core.GaussianMixtureCore.grid(dim, grid, spacing, variance, list(weights)))
 
-    components = property(lambda self: self._m.components, doc="K")
-    dim = property(lambda self: self._m.dim, doc="d")
-    isotropic = property(lambda self: self._m.isotropic, doc="True when variances were given as K values")
-    weights = property(lambda self: self._m.weights, doc="normalised weights (K,), a NumPy copy")
-    means = property(lambda self: self._m.means, doc="means (K, d), a NumPy copy")
-    variances = property(lambda self: self._m.variances, doc="variances (K,) or (K, d), a NumPy copy")
+    components = _forward("_m", "GaussianMixtureCore", "components")
+    dim = _forward("_m", "GaussianMixtureCore", "dim")
+    isotropic = _forward("_m", "GaussianMixtureCore", "isotropic")
+    weights = _forward("_m", "GaussianMixtureCore", "weights")
+    means = _forward("_m", "GaussianMixtureCore", "means")
+    variances = _forward("_m", "GaussianMixtureCore", "variances")
 
     def __repr__(self) -> str:
         return f"GaussianMixture(K={self.components}, d={self.dim}, isotropic={self.isotropic})"
@@ -357,9 +365,9 @@ class DiffusionPlan:
         self._plan = _core.DiffusionPlan(self.n, self.d, o, _enum(_core.ModelOutput, output),
                                          _enum(_core.Executor, device), _stream_handle(stream))
 
-    steps = property(lambda self: self._plan.steps, doc="number of step() calls of one trajectory")
-    needs_final_jump = property(lambda self: self._plan.needs_final_jump, doc="True when finish() must follow")
-    executor = property(lambda self: self._plan.executor, doc="executor the plan runs on")
+    steps = _forward("_plan", "DiffusionPlan", "steps")
+    needs_final_jump = _forward("_plan", "DiffusionPlan", "needs_final_jump")
+    executor = _forward("_plan", "DiffusionPlan", "executor")
 
     def step_channel(self, k: int) -> Tuple[float, float]:
         """(a, s) at which the model is evaluated before step k (k = steps: for finish())."""
@@ -498,12 +506,12 @@ class SamplingPlan:
         self._plan.write_outputs(B, N, K, *args, _stream(device if device is not None else self._like, stream))
         return result
 
-    rows = property(lambda self: self._plan.rows, doc="rows of the state (chains)")
-    dim = property(lambda self: self._plan.dim, doc="dimension of a row")
-    asks = property(lambda self: self._plan.asks, doc="asks of one trajectory")
-    position = property(lambda self: self._plan.position, doc="asks told in the current trajectory")
-    done = property(lambda self: self._plan.done, doc="True when the trajectory is complete")
-    executor = property(lambda self: self._plan.executor, doc="executor the plan runs on")
+    rows = _forward("_plan", "SamplingPlan", "rows")
+    dim = _forward("_plan", "SamplingPlan", "dim")
+    asks = _forward("_plan", "SamplingPlan", "asks")
+    position = _forward("_plan", "SamplingPlan", "position")
+    done = _forward("_plan", "SamplingPlan", "done")
+    executor = _forward("_plan", "SamplingPlan", "executor")
 
     def ask(self, k: int = -1) -> dict:
         """The next ask (or the ask at position k): index, a, s, time, output, points, answer, vector (None, or v
@@ -616,13 +624,13 @@ class MixturePosterior:
     def __init__(self, prior: GaussianMixture, A: Any, sigma_y: float, y: Any):
         self._p = _core.MixturePosterior(_mixture(prior), _operator(A), float(sigma_y), list(_f64(y).ravel()))
 
-    components = property(lambda self: self._p.components, doc="K")
-    dim = property(lambda self: self._p.dim, doc="d_x")
-    weights = property(lambda self: self._p.weights, doc="posterior weights (K,)")
-    log_weights = property(lambda self: self._p.log_weights, doc="log posterior weights (K,)")
-    means = property(lambda self: self._p.means, doc="posterior means (K, d_x)")
-    covariances = property(lambda self: self._p.covariances, doc="posterior covariances (K, d_x, d_x)")
-    log_evidence = property(lambda self: self._p.log_evidence, doc="log p(y)")
+    components = _forward("_p", "MixturePosterior", "components")
+    dim = _forward("_p", "MixturePosterior", "dim")
+    weights = _forward("_p", "MixturePosterior", "weights")
+    log_weights = _forward("_p", "MixturePosterior", "log_weights")
+    means = _forward("_p", "MixturePosterior", "means")
+    covariances = _forward("_p", "MixturePosterior", "covariances")
+    log_evidence = _forward("_p", "MixturePosterior", "log_evidence")
 
     def mean(self) -> np.ndarray:
         """Mean of the posterior (d_x,)."""

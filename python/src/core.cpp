@@ -5,6 +5,10 @@
 // The executor follows the arrays' device (CPU arrays: the CPU executor; CUDA arrays: the CUDA executor on the given
 // stream). Long calls release the GIL. The friendlier functions of the package (output allocation in the caller's
 // framework, the framework's current stream, keyword options) live in diffsample/__init__.py.
+//
+// Docstrings of the C++ API's fields, properties and members are the public headers' Doxygen comments,
+// DS_DOC(scope, name), generated at every build by python/docstrings.py (python/CMakeLists.txt) so that the two
+// cannot drift; tests/python/test_docstrings.py checks the built module against the headers.
 #include <diffsample/diffsample.hpp>
 #if __has_include(<diffsample/plan.hpp>)
 #include <diffsample/plan.hpp>
@@ -19,6 +23,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include "docstrings.hpp"
 #include "src/enum_tables.hpp"
 
 #include <cstdint>
@@ -309,29 +314,29 @@ NB_MODULE(_core, m) {
   nb::class_<ds::noise_schedule>(m, "NoiseSchedule",
                                  "A noise schedule (time t -> channel x_t = a(t) x0 + s(t) z) and its time grid.")
       .def(nb::init<>())
-      .def_rw("kind", &ds::noise_schedule::kind, "channel family")
-      .def_rw("beta_min", &ds::noise_schedule::beta_min, "vp_linear: beta(0)")
-      .def_rw("beta_max", &ds::noise_schedule::beta_max, "vp_linear: beta(1)")
-      .def_rw("cosine_offset", &ds::noise_schedule::cosine_offset, "vp_cosine: offset")
-      .def_rw("alpha_bar", &ds::noise_schedule::alpha_bar, "vp_table: alpha-bar at t = n / N, n = 1..N")
-      .def_rw("sigma_min", &ds::noise_schedule::sigma_min, "variance_exploding: s(0)")
-      .def_rw("sigma_max", &ds::noise_schedule::sigma_max, "variance_exploding: s(1)")
-      .def_rw("grid", &ds::noise_schedule::grid, "how the sampling times are spread")
-      .def_rw("t_start", &ds::noise_schedule::t_start, "first (noisiest) time of the grid")
-      .def_rw("t_end", &ds::noise_schedule::t_end, "last (cleanest) time of the grid")
-      .def_rw("times", &ds::noise_schedule::times, "custom grid: steps + 1 times in sampling order")
+      .def_rw("kind", &ds::noise_schedule::kind, DS_DOC(noise_schedule, kind))
+      .def_rw("beta_min", &ds::noise_schedule::beta_min, DS_DOC(noise_schedule, beta_min))
+      .def_rw("beta_max", &ds::noise_schedule::beta_max, DS_DOC(noise_schedule, beta_max))
+      .def_rw("cosine_offset", &ds::noise_schedule::cosine_offset, DS_DOC(noise_schedule, cosine_offset))
+      .def_rw("alpha_bar", &ds::noise_schedule::alpha_bar, DS_DOC(noise_schedule, alpha_bar))
+      .def_rw("sigma_min", &ds::noise_schedule::sigma_min, DS_DOC(noise_schedule, sigma_min))
+      .def_rw("sigma_max", &ds::noise_schedule::sigma_max, DS_DOC(noise_schedule, sigma_max))
+      .def_rw("grid", &ds::noise_schedule::grid, DS_DOC(noise_schedule, grid))
+      .def_rw("t_start", &ds::noise_schedule::t_start, DS_DOC(noise_schedule, t_start))
+      .def_rw("t_end", &ds::noise_schedule::t_end, DS_DOC(noise_schedule, t_end))
+      .def_rw("times", &ds::noise_schedule::times, DS_DOC(noise_schedule, times))
       .def_static("vp_linear", &ds::noise_schedule::vp_linear, "beta_min"_a = 0.1, "beta_max"_a = 20.0,
-                  "Continuous-time VP with linear beta(t); grid uniform from t = 1 to 0.")
-      .def_static("vp_cosine", &ds::noise_schedule::vp_cosine, "offset"_a = 0.008, "Cosine VP schedule.")
-      .def_static("vp_table", &ds::noise_schedule::vp_table, "alpha_bar"_a, "VP from the caller's alpha-bar_1..N.")
+                  DS_DOC(noise_schedule, vp_linear))
+      .def_static("vp_cosine", &ds::noise_schedule::vp_cosine, "offset"_a = 0.008, DS_DOC(noise_schedule, vp_cosine))
+      .def_static("vp_table", &ds::noise_schedule::vp_table, "alpha_bar"_a, DS_DOC(noise_schedule, vp_table))
       .def_static("variance_exploding", &ds::noise_schedule::variance_exploding, "sigma_min"_a = 0.01,
-                  "sigma_max"_a = 50.0, "Variance exploding with geometric sigma.")
+                  "sigma_max"_a = 50.0, DS_DOC(noise_schedule, variance_exploding))
       .def_static("ornstein_uhlenbeck", &ds::noise_schedule::ornstein_uhlenbeck, "horizon"_a = 5.0,
-                  "Ornstein-Uhlenbeck run to the horizon.")
+                  DS_DOC(noise_schedule, ornstein_uhlenbeck))
       .def_static("linear_interpolant", &ds::noise_schedule::linear_interpolant,
-                  "Linear stochastic interpolant x = (1 - t) x0 + t z.")
+                  DS_DOC(noise_schedule, linear_interpolant))
       .def_static("stochastic_localization", &ds::noise_schedule::stochastic_localization, "t_min"_a = 1e-3,
-                  "t_max"_a = 1e3, "Stochastic localization Z_t = t X + B_t; geometric grid.")
+                  "t_max"_a = 1e3, DS_DOC(noise_schedule, stochastic_localization))
       .def("with_grid", [](ds::noise_schedule s, ds::time_grid g, double a, double b) { return s.with_grid(g, a, b); },
            "grid"_a, "start"_a, "end"_a, "A copy with the grid kind and its ends set.")
       .def("with_times", [](ds::noise_schedule s, std::vector<double> t) { return s.with_times(std::move(t)); },
@@ -362,22 +367,22 @@ NB_MODULE(_core, m) {
           },
           "dim"_a, "weights"_a, "means"_a, "variances"_a,
           "K weights, K x d means, K (isotropic) or K x d (diagonal) variances, float64.")
-      .def_prop_ro("components", &ds::gaussian_mixture::components, "K")
-      .def_prop_ro("dim", &ds::gaussian_mixture::dim, "d")
-      .def_prop_ro("isotropic", &ds::gaussian_mixture::isotropic, "True when variances were given as K values")
+      .def_prop_ro("components", &ds::gaussian_mixture::components, DS_DOC(gaussian_mixture, components))
+      .def_prop_ro("dim", &ds::gaussian_mixture::dim, DS_DOC(gaussian_mixture, dim))
+      .def_prop_ro("isotropic", &ds::gaussian_mixture::isotropic, DS_DOC(gaussian_mixture, isotropic))
       .def_prop_ro("weights", [](const ds::gaussian_mixture& g) { return to_numpy(g.weights(), {g.weights().size()}); },
-                   "normalised weights (K,), a copy", nb::rv_policy::move)
+                   DS_DOC(gaussian_mixture, weights) " (a NumPy copy)", nb::rv_policy::move)
       .def_prop_ro("means",
                    [](const ds::gaussian_mixture& g) {
                      return to_numpy(g.means(), {std::size_t(g.components()), std::size_t(g.dim())});
                    },
-                   "means (K, d), a copy", nb::rv_policy::move)
+                   DS_DOC(gaussian_mixture, means) " (a NumPy copy)", nb::rv_policy::move)
       .def_prop_ro("variances",
                    [](const ds::gaussian_mixture& g) {
                      if (g.isotropic()) return to_numpy(g.variances(), {std::size_t(g.components())});
                      return to_numpy(g.variances(), {std::size_t(g.components()), std::size_t(g.dim())});
                    },
-                   "variances (K,) or (K, d), a copy", nb::rv_policy::move)
+                   DS_DOC(gaussian_mixture, variances) " (a NumPy copy)", nb::rv_policy::move)
       .def(
           "evaluate",
           [](const ds::gaussian_mixture& g, ds::quantity what, array x, double a, double s, out_array out,
@@ -480,17 +485,17 @@ NB_MODULE(_core, m) {
   // ---- Langevin -------------------------------------------------------------------------------------------------
   nb::class_<ds::langevin_options>(m, "LangevinOptions", "Settings of one Langevin run.")
       .def(nb::init<>())
-      .def_rw("method", &ds::langevin_options::method, "update rule")
-      .def_rw("step_size", &ds::langevin_options::step_size, "gamma > 0")
-      .def_rw("steps", &ds::langevin_options::steps, "number of steps")
+      .def_rw("method", &ds::langevin_options::method, DS_DOC(langevin_options, method))
+      .def_rw("step_size", &ds::langevin_options::step_size, DS_DOC(langevin_options, step_size))
+      .def_rw("steps", &ds::langevin_options::steps, DS_DOC(langevin_options, steps))
       .def_prop_rw("target_a", [](const ds::langevin_options& o) { return o.target.a; },
                    [](ds::langevin_options& o, double a) { o.target.a = a; }, "target channel's a")
       .def_prop_rw("target_s", [](const ds::langevin_options& o) { return o.target.s; },
                    [](ds::langevin_options& o, double s) { o.target.s = s; }, "target channel's s")
-      .def_rw("seed", &ds::langevin_options::seed, "Philox key")
-      .def_rw("first_chain", &ds::langevin_options::first_chain, "id of the call's first chain")
-      .def_rw("first_step", &ds::langevin_options::first_step, "index of the call's first step")
-      .def_rw("record_every", &ds::langevin_options::record_every, "record the state every this many steps");
+      .def_rw("seed", &ds::langevin_options::seed, DS_DOC(langevin_options, seed))
+      .def_rw("first_chain", &ds::langevin_options::first_chain, DS_DOC(langevin_options, first_chain))
+      .def_rw("first_step", &ds::langevin_options::first_step, DS_DOC(langevin_options, first_step))
+      .def_rw("record_every", &ds::langevin_options::record_every, DS_DOC(langevin_options, record_every));
   m.def(
       "langevin",
       [](const ds::gaussian_mixture& g, out_array x, const ds::langevin_options& o, std::optional<out_array> traj,
@@ -517,18 +522,18 @@ NB_MODULE(_core, m) {
   // ---- diffusion ------------------------------------------------------------------------------------------------
   nb::class_<ds::diffusion_options>(m, "DiffusionOptions", "Settings of one reverse-diffusion run.")
       .def(nb::init<>())
-      .def_rw("sampler", &ds::diffusion_options::sampler, "update rule")
-      .def_rw("schedule", &ds::diffusion_options::schedule, "channel and time grid")
-      .def_rw("steps", &ds::diffusion_options::steps, "grid steps (Langevin steps for walk_jump and SMS)")
-      .def_rw("eta", &ds::diffusion_options::eta, "DDIM stochasticity in [0, 1]")
-      .def_rw("sigma", &ds::diffusion_options::sigma, "walk_jump and SMS: measurement noise")
-      .def_rw("step_size", &ds::diffusion_options::step_size, "walk_jump and SMS: Langevin step")
-      .def_rw("measurements", &ds::diffusion_options::measurements, "SMS: number of measurements")
-      .def_rw("final_denoise", &ds::diffusion_options::final_denoise, "end with the denoiser at the last channel")
-      .def_rw("draw_initial", &ds::diffusion_options::draw_initial, "draw the initial state from the random stream")
-      .def_rw("seed", &ds::diffusion_options::seed, "Philox key")
-      .def_rw("first_chain", &ds::diffusion_options::first_chain, "id of the call's first chain")
-      .def_rw("record_every", &ds::diffusion_options::record_every, "record the state every this many steps");
+      .def_rw("sampler", &ds::diffusion_options::sampler, DS_DOC(diffusion_options, sampler))
+      .def_rw("schedule", &ds::diffusion_options::schedule, DS_DOC(diffusion_options, schedule))
+      .def_rw("steps", &ds::diffusion_options::steps, DS_DOC(diffusion_options, steps))
+      .def_rw("eta", &ds::diffusion_options::eta, DS_DOC(diffusion_options, eta))
+      .def_rw("sigma", &ds::diffusion_options::sigma, DS_DOC(diffusion_options, sigma))
+      .def_rw("step_size", &ds::diffusion_options::step_size, DS_DOC(diffusion_options, step_size))
+      .def_rw("measurements", &ds::diffusion_options::measurements, DS_DOC(diffusion_options, measurements))
+      .def_rw("final_denoise", &ds::diffusion_options::final_denoise, DS_DOC(diffusion_options, final_denoise))
+      .def_rw("draw_initial", &ds::diffusion_options::draw_initial, DS_DOC(diffusion_options, draw_initial))
+      .def_rw("seed", &ds::diffusion_options::seed, DS_DOC(diffusion_options, seed))
+      .def_rw("first_chain", &ds::diffusion_options::first_chain, DS_DOC(diffusion_options, first_chain))
+      .def_rw("record_every", &ds::diffusion_options::record_every, DS_DOC(diffusion_options, record_every));
   m.def(
       "diffusion",
       [](const ds::gaussian_mixture& g, out_array x, const ds::diffusion_options& o, std::optional<out_array> traj,
@@ -569,9 +574,9 @@ NB_MODULE(_core, m) {
           },
           "n"_a, "d"_a, "options"_a, "output"_a, "executor"_a = ds::executor::cpu, "stream"_a = 0,
           "A plan for n chains of dimension d whose model writes `output`.")
-      .def_prop_ro("steps", &ds::diffusion_plan::steps, "number of step() calls of one trajectory")
-      .def_prop_ro("executor", &ds::diffusion_plan::where, "executor the plan runs on")
-      .def_prop_ro("needs_final_jump", &ds::diffusion_plan::needs_final_jump, "True when finish() must follow")
+      .def_prop_ro("steps", &ds::diffusion_plan::steps, DS_DOC(diffusion_plan, steps))
+      .def_prop_ro("executor", &ds::diffusion_plan::where, DS_DOC(diffusion_plan, where))
+      .def_prop_ro("needs_final_jump", &ds::diffusion_plan::needs_final_jump, DS_DOC(diffusion_plan, needs_final_jump))
       .def(
           "step_channel",
           [](const ds::diffusion_plan& pl, std::int64_t k) {
@@ -670,12 +675,12 @@ NB_MODULE(_core, m) {
           "samples"_a = nb::none(), "log_normaliser"_a = nb::none(), "ess_trace"_a = nb::none(),
           "resample_count"_a = nb::none(), "stream"_a = 0,
           "A done guided SMC trajectory's outputs, as guided_sample writes them, into the given arrays.")
-      .def_prop_ro("rows", &ds::sampling_plan::rows, "rows of the state (chains)")
-      .def_prop_ro("dim", &ds::sampling_plan::dim, "dimension of a row")
-      .def_prop_ro("executor", &ds::sampling_plan::where, "executor the plan runs on")
-      .def_prop_ro("asks", &ds::sampling_plan::asks, "asks of one trajectory")
-      .def_prop_ro("position", &ds::sampling_plan::position, "asks told in the current trajectory")
-      .def_prop_ro("done", &ds::sampling_plan::done, "position == asks")
+      .def_prop_ro("rows", &ds::sampling_plan::rows, DS_DOC(sampling_plan, rows))
+      .def_prop_ro("dim", &ds::sampling_plan::dim, DS_DOC(sampling_plan, dim))
+      .def_prop_ro("executor", &ds::sampling_plan::where, DS_DOC(sampling_plan, where))
+      .def_prop_ro("asks", &ds::sampling_plan::asks, DS_DOC(sampling_plan, asks))
+      .def_prop_ro("position", &ds::sampling_plan::position, DS_DOC(sampling_plan, position))
+      .def_prop_ro("done", &ds::sampling_plan::done, DS_DOC(sampling_plan, done))
       .def(
           "ask",
           [](nb::handle self, std::int64_t k) {
@@ -745,11 +750,12 @@ NB_MODULE(_core, m) {
   // ---- particles ------------------------------------------------------------------------------------------------
   nb::class_<ds::resampling_options>(m, "ResamplingOptions", "How and when to resample.")
       .def(nb::init<>())
-      .def_rw("scheme", &ds::resampling_options::scheme, "the scheme")
-      .def_rw("ess_threshold", &ds::resampling_options::ess_threshold, "resample when ESS < threshold N")
-      .def_rw("seed", &ds::resampling_options::seed, "Philox seed")
-      .def_rw("step", &ds::resampling_options::step, "step of the Philox stream")
-      .def_rw("metropolis_steps", &ds::resampling_options::metropolis_steps, "Metropolis iterations");
+      .def_rw("scheme", &ds::resampling_options::scheme, DS_DOC(resampling_options, scheme))
+      .def_rw("ess_threshold", &ds::resampling_options::ess_threshold, DS_DOC(resampling_options, ess_threshold))
+      .def_rw("seed", &ds::resampling_options::seed, DS_DOC(resampling_options, seed))
+      .def_rw("step", &ds::resampling_options::step, DS_DOC(resampling_options, step))
+      .def_rw("metropolis_steps", &ds::resampling_options::metropolis_steps,
+              DS_DOC(resampling_options, metropolis_steps));
   m.attr("PARTICLE_REPORT_BYTES") = sizeof(ds::particle_report);
   m.def(
       "resample",
@@ -821,9 +827,9 @@ NB_MODULE(_core, m) {
                                                  std::vector<double>(V.data(), V.data() + V.size()));
           },
           "U"_a, "singular_values"_a, "V"_a, "A = U diag(S) V^T with U (d_y, r) and V (d_x, r) orthonormal columns.")
-      .def_prop_ro("kind", &ds::observation_operator::kind, "how the operator is stored")
-      .def_prop_ro("d_y", &ds::observation_operator::d_y, "rows of A")
-      .def_prop_ro("d_x", &ds::observation_operator::d_x, "columns of A")
+      .def_prop_ro("kind", &ds::observation_operator::kind, DS_DOC(observation_operator, kind))
+      .def_prop_ro("d_y", &ds::observation_operator::d_y, DS_DOC(observation_operator, d_y))
+      .def_prop_ro("d_x", &ds::observation_operator::d_x, DS_DOC(observation_operator, d_x))
       .def(
           "matrix",
           [](const ds::observation_operator& A) {
@@ -841,25 +847,25 @@ NB_MODULE(_core, m) {
             new (self) ds::mixture_posterior(prior, A, sigma_y, std::move(y));
           },
           "prior"_a, "operator"_a, "sigma_y"_a, "y"_a, "Computes the posterior (FP64, host).")
-      .def_prop_ro("components", &ds::mixture_posterior::components, "K")
-      .def_prop_ro("dim", &ds::mixture_posterior::dim, "d_x")
+      .def_prop_ro("components", &ds::mixture_posterior::components, DS_DOC(mixture_posterior, components))
+      .def_prop_ro("dim", &ds::mixture_posterior::dim, DS_DOC(mixture_posterior, dim))
       .def_prop_ro("weights", [](const ds::mixture_posterior& q) { return to_numpy(q.weights(), {q.weights().size()}); },
-                   "posterior weights (K,)", nb::rv_policy::move)
+                   DS_DOC(mixture_posterior, weights) " (a NumPy copy)", nb::rv_policy::move)
       .def_prop_ro("log_weights",
                    [](const ds::mixture_posterior& q) { return to_numpy(q.log_weights(), {q.log_weights().size()}); },
-                   "log posterior weights (K,)", nb::rv_policy::move)
+                   DS_DOC(mixture_posterior, log_weights) " (a NumPy copy)", nb::rv_policy::move)
       .def_prop_ro("means",
                    [](const ds::mixture_posterior& q) {
                      return to_numpy(q.means(), {std::size_t(q.components()), std::size_t(q.dim())});
                    },
-                   "posterior component means (K, d_x)", nb::rv_policy::move)
+                   DS_DOC(mixture_posterior, means) " (a NumPy copy)", nb::rv_policy::move)
       .def_prop_ro("covariances",
                    [](const ds::mixture_posterior& q) {
                      return to_numpy(q.covariances(),
                                      {std::size_t(q.components()), std::size_t(q.dim()), std::size_t(q.dim())});
                    },
-                   "posterior component covariances (K, d_x, d_x)", nb::rv_policy::move)
-      .def_prop_ro("log_evidence", &ds::mixture_posterior::log_evidence, "log p(y)")
+                   DS_DOC(mixture_posterior, covariances) " (a NumPy copy)", nb::rv_policy::move)
+      .def_prop_ro("log_evidence", &ds::mixture_posterior::log_evidence, DS_DOC(mixture_posterior, log_evidence))
       .def("mean", [](const ds::mixture_posterior& q) { return to_numpy(q.mean(), {std::size_t(q.dim())}); },
            "Mean of the posterior (d_x,).")
       .def("covariance",
@@ -894,46 +900,47 @@ NB_MODULE(_core, m) {
   // ---- guided posterior sampling ------------------------------------------------------------------------------
   nb::class_<ds::guided_problems>(m, "GuidedProblems", "B linear observations y_b = A_b x + sigma_y,b z.")
       .def(nb::init<>())
-      .def_rw("problems", &ds::guided_problems::problems, "B")
-      .def_rw("d_y", &ds::guided_problems::d_y, "observation dimension")
-      .def_rw("A", &ds::guided_problems::A, "(d_y x d_x) or (B x d_y x d_x) row-major values, or empty")
-      .def_rw("operators", &ds::guided_problems::operators, "instead of A: one operator or B of them")
-      .def_rw("y", &ds::guided_problems::y, "B x d_y observations")
-      .def_rw("sigma_y", &ds::guided_problems::sigma_y, "1 or B noise scales");
+      .def_rw("problems", &ds::guided_problems::problems, DS_DOC(guided_problems, problems))
+      .def_rw("d_y", &ds::guided_problems::d_y, DS_DOC(guided_problems, d_y))
+      .def_rw("A", &ds::guided_problems::A, DS_DOC(guided_problems, A))
+      .def_rw("operators", &ds::guided_problems::operators, DS_DOC(guided_problems, operators))
+      .def_rw("y", &ds::guided_problems::y, DS_DOC(guided_problems, y))
+      .def_rw("sigma_y", &ds::guided_problems::sigma_y, DS_DOC(guided_problems, sigma_y));
   nb::class_<ds::guided_options>(m, "GuidedOptions", "Settings of one guided run.")
       .def(nb::init<>())
-      .def_rw("sampler", &ds::guided_options::sampler, "posterior sampler")
-      .def_rw("schedule", &ds::guided_options::schedule, "channel and time grid")
-      .def_rw("steps", &ds::guided_options::steps, "transitions")
-      .def_rw("grid", &ds::guided_options::grid, "placement of the grid's times (all samplers but skrock)")
-      .def_rw("ddim", &ds::guided_options::ddim, "DDIM backward kernel instead of DDPM")
-      .def_rw("eta", &ds::guided_options::eta, "DDIM stochasticity")
-      .def_rw("particles", &ds::guided_options::particles, "N per problem")
-      .def_rw("potential_spread", &ds::guided_options::potential_spread, "SMC potentials' spread (0: default)")
-      .def_rw("potentials", &ds::guided_options::potentials, "SMC potentials")
-      .def_rw("resampling", &ds::guided_options::resampling, "SMC resampling scheme and threshold")
-      .def_rw("start_correction", &ds::guided_options::start_correction,
-              "SMC: weight the starting draws by p_0(x) / N(x; 0, s_0^2 I) (4 denoiser evaluations per particle)")
-      .def_rw("final_resample", &ds::guided_options::final_resample, "SMC: resample once more at the end")
-      .def_rw("guidance_scale", &ds::guided_options::guidance_scale, "dps, pigdm, tmpd: guidance multiplier")
-      .def_rw("dps_step", &ds::guided_options::dps_step, "dps: step form")
-      .def_rw("diffpir_zeta", &ds::guided_options::diffpir_zeta, "diffpir: zeta")
-      .def_rw("diffpir_lambda", &ds::guided_options::diffpir_lambda, "diffpir: lambda")
-      .def_rw("skrock_stages", &ds::guided_options::skrock_stages, "skrock: stages")
-      .def_rw("skrock_eta", &ds::guided_options::skrock_eta, "skrock: damping")
-      .def_rw("skrock_step_fraction", &ds::guided_options::skrock_step_fraction, "skrock: step fraction")
-      .def_rw("skrock_lipschitz", &ds::guided_options::skrock_lipschitz,
-              "skrock: Lipschitz bound of the prior's score (0: the mixture's; a SKRock plan needs it > 0)")
-      .def_rw("ddrm_eta", &ds::guided_options::ddrm_eta, "ddrm: eta")
-      .def_rw("ddrm_eta_b", &ds::guided_options::ddrm_eta_b, "ddrm: eta_b")
-      .def_rw("dcps_blocks", &ds::guided_options::dcps_blocks, "dcps: blocks")
-      .def_rw("dcps_langevin_steps", &ds::guided_options::dcps_langevin_steps, "dcps: Langevin steps per block")
-      .def_rw("dcps_langevin_step", &ds::guided_options::dcps_langevin_step, "dcps: Langevin step")
-      .def_rw("dcps_gradient_steps", &ds::guided_options::dcps_gradient_steps, "dcps: gradient steps per fit")
-      .def_rw("dcps_learning_rate", &ds::guided_options::dcps_learning_rate, "dcps: learning rate")
+      .def_rw("sampler", &ds::guided_options::sampler, DS_DOC(guided_options, sampler))
+      .def_rw("schedule", &ds::guided_options::schedule, DS_DOC(guided_options, schedule))
+      .def_rw("steps", &ds::guided_options::steps, DS_DOC(guided_options, steps))
+      .def_rw("grid", &ds::guided_options::grid, DS_DOC(guided_options, grid))
+      .def_rw("ddim", &ds::guided_options::ddim, DS_DOC(guided_options, ddim))
+      .def_rw("eta", &ds::guided_options::eta, DS_DOC(guided_options, eta))
+      .def_rw("particles", &ds::guided_options::particles, DS_DOC(guided_options, particles))
+      .def_rw("potential_spread", &ds::guided_options::potential_spread, DS_DOC(guided_options, potential_spread))
+      .def_rw("potentials", &ds::guided_options::potentials, DS_DOC(guided_options, potentials))
+      .def_rw("resampling", &ds::guided_options::resampling, DS_DOC(guided_options, resampling))
+      .def_rw("start_correction", &ds::guided_options::start_correction, DS_DOC(guided_options, start_correction))
+      .def_rw("final_resample", &ds::guided_options::final_resample, DS_DOC(guided_options, final_resample))
+      .def_rw("guidance_scale", &ds::guided_options::guidance_scale, DS_DOC(guided_options, guidance_scale))
+      .def_rw("dps_step", &ds::guided_options::dps_step, DS_DOC(guided_options, dps_step))
+      .def_rw("diffpir_zeta", &ds::guided_options::diffpir_zeta, DS_DOC(guided_options, diffpir_zeta))
+      .def_rw("diffpir_lambda", &ds::guided_options::diffpir_lambda, DS_DOC(guided_options, diffpir_lambda))
+      .def_rw("skrock_stages", &ds::guided_options::skrock_stages, DS_DOC(guided_options, skrock_stages))
+      .def_rw("skrock_eta", &ds::guided_options::skrock_eta, DS_DOC(guided_options, skrock_eta))
+      .def_rw("skrock_step_fraction", &ds::guided_options::skrock_step_fraction,
+              DS_DOC(guided_options, skrock_step_fraction))
+      .def_rw("skrock_lipschitz", &ds::guided_options::skrock_lipschitz, DS_DOC(guided_options, skrock_lipschitz))
+      .def_rw("ddrm_eta", &ds::guided_options::ddrm_eta, DS_DOC(guided_options, ddrm_eta))
+      .def_rw("ddrm_eta_b", &ds::guided_options::ddrm_eta_b, DS_DOC(guided_options, ddrm_eta_b))
+      .def_rw("dcps_blocks", &ds::guided_options::dcps_blocks, DS_DOC(guided_options, dcps_blocks))
+      .def_rw("dcps_langevin_steps", &ds::guided_options::dcps_langevin_steps,
+              DS_DOC(guided_options, dcps_langevin_steps))
+      .def_rw("dcps_langevin_step", &ds::guided_options::dcps_langevin_step, DS_DOC(guided_options, dcps_langevin_step))
+      .def_rw("dcps_gradient_steps", &ds::guided_options::dcps_gradient_steps,
+              DS_DOC(guided_options, dcps_gradient_steps))
+      .def_rw("dcps_learning_rate", &ds::guided_options::dcps_learning_rate, DS_DOC(guided_options, dcps_learning_rate))
       .def_rw("dcps_bridge_variance", &ds::guided_options::dcps_bridge_variance,
-              "dcps: the bridge variance in the potentials' covariance (default False, as published)")
-      .def_rw("seed", &ds::guided_options::seed, "Philox key");
+              DS_DOC(guided_options, dcps_bridge_variance))
+      .def_rw("seed", &ds::guided_options::seed, DS_DOC(guided_options, seed));
   m.def(
       "guided_sample",
       [](const ds::gaussian_mixture& prior, const ds::guided_problems& pr, const ds::guided_options& o,
