@@ -98,65 +98,74 @@ void ddrm_tell_pack(const kernels::ddrm_stage_functor& f, const pack_rows& pk, f
 
 // --- SKRock ---------------------------------------------------------------------------------------------------------
 
-std::int64_t skrock_scratch_packs(const kernels::guided_params& p) { return 4 * std::int64_t(p.d) + p.d_y; }
+std::int64_t skrock_scratch_packs(const kernels::guided_params& p) { return 4 * std::int64_t(p.d) + p.d_y; }  // cs, r, z1, z2, g
 
-/// kernels::skrock_stage_functor's stage (s of iteration n) on a pack of particles of one problem: the drift
-/// g = answer + A^T (y - A cur) / sigma_y^2 (kernels::skrock_add_likelihood: the residual, then the rows of A one at
-/// a time), then skrock_first (s = 0) or skrock_stage and the swap, written to cur and old as the functor leaves
-/// them; after the last stage x = cur and the next iteration's first drift point in cur (kernels::skrock_perturb).
+/// kernels::skrock_stage_functor's stage (s of iteration n) on a pack of particles of one problem. Only the
+/// residual y - A cur runs across the pack's lanes (cur's rows transposed into packs once; its sums over the
+/// coordinates in order, as kernels::guided_residual); everything else is elementwise along each particle's row
+/// (contiguous, vectorised over the coordinates, no transposition): the drift g = answer + A^T (w r) (the rows of A
+/// one at a time, as kernels::guided_add_row), then skrock_first (s = 0, its normals drawn on the pack's streams) or
+/// skrock_stage and the swap, written to cur and old as the functor leaves them; after the last stage x = cur and
+/// the next iteration's first drift point in cur (kernels::skrock_perturb, normals at stream step n + 2).
 void skrock_tell_pack(const kernels::skrock_stage_functor& f, const pack_rows& pk, fpack* s) {
   const kernels::guided_params& p = f.p;
   const kernels::skrock_params& q = f.q;
   const int d = p.d, dy = p.d_y;
-  fpack *xs = s, *cs = xs + d, *os = cs + d, *gs = os + d, *r = gs + d;
+  fpack *cs = s, *r = cs + d, *z1 = r + dy, *z2 = z1 + d;
+  float* g = reinterpret_cast<float*>(z2 + d);  // d floats
   const std::int64_t b = pk.b;
   const std::uint64_t key = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p, pk.i0, b);
   pk.load(cs, f.cur, d);
-  pk.load(gs, f.answer, d);
   residual(p, b, 1.f, cs, r);
   const fpack w(q.inv_noise_var[b]);
-  const float* A = p.A + b * p.A_stride;
-  for (int o = 0; o < dy; ++o) {  // g += (w r_o) (row o of A), as kernels::guided_add_row
-    const fpack value = w * r[o];
-    if (p.mask != nullptr) {
-      const int j = p.mask[b * p.A_stride + o];
-      gs[j] = gs[j] + value * fpack(A[o]);
-    } else {
-      const float* row = A + static_cast<std::int64_t>(o) * d;
-      for (int j = 0; j < d; ++j) gs[j] = gs[j] + value * fpack(row[j]);
-    }
-  }
+  for (int o = 0; o < dy; ++o) r[o] = w * r[o];  // the rows' weights w r_o
   const float h = q.step[b];
   const float c = kernels::ds_sqrt(2.f * h);
-  if (f.s == 0) {  // kernels::skrock_first: old = x, cur = x + mu_1 h g + kappa_1 c xi
-    pk.load(xs, f.x, d);
-    const fpack fm(q.coefficients[0] * h), fk(q.coefficients[2] * c);
+  const bool first = f.s == 0, last = f.s + 1 >= q.stages, perturb = last && f.n + 1 < f.iterations;
+  if (first) {
     philox_pack rng(p.seed, key, static_cast<std::uint64_t>(f.n) + 1);
-    rng.normals(d, [&](int j, fpack z) {
-      os[j] = xs[j];
-      cs[j] = xs[j] + fm * gs[j] + fk * z;
-    });
-  } else {  // kernels::skrock_stage, then the swap: cur the new value, old the previous one
-    pk.load(os, f.old, d);
-    const fpack mu(q.coefficients[3 * f.s] * h), nu(q.coefficients[3 * f.s + 1]), kappa(q.coefficients[3 * f.s + 2]);
-    for (int j = 0; j < d; ++j) {
-      const fpack next = mu * gs[j] + nu * cs[j] + kappa * os[j];
-      os[j] = cs[j];
-      cs[j] = next;
-    }
+    rng.normals(d, [&](int j, fpack z) { z1[j] = z; });
   }
-  pk.store(os, f.old, d);
-  if (f.s + 1 < q.stages) {
-    pk.store(cs, f.cur, d);
-    return;
-  }
-  pk.store(cs, f.x, d);          // x = cur
-  if (f.n + 1 < f.iterations) {  // kernels::skrock_perturb of iteration n + 1: cur = x + nu_1 c xi
-    const fpack fn(q.coefficients[1] * c);
+  if (perturb) {
     philox_pack rng(p.seed, key, static_cast<std::uint64_t>(f.n) + 2);
-    rng.normals(d, [&](int j, fpack z) { cs[j] = cs[j] + fn * z; });
+    rng.normals(d, [&](int j, fpack z) { z2[j] = z; });
   }
-  pk.store(cs, f.cur, d);
+  const float* A = p.A + b * p.A_stride;
+  const float fm = q.coefficients[0] * h, fk = q.coefficients[2] * c, fn = q.coefficients[1] * c;
+  const float mu = q.coefficients[3 * f.s] * h, nu = q.coefficients[3 * f.s + 1], kappa = q.coefficients[3 * f.s + 2];
+  for (int l = 0; l < pk.valid; ++l) {
+    const std::int64_t i = pk.i0 + l;
+    const float* ans = f.answer + i * d;
+    float* cur = f.cur + i * d;
+    float* old = f.old + i * d;
+    float* x = f.x + i * d;
+    for (int j = 0; j < d; ++j) g[j] = ans[j];
+    for (int o = 0; o < dy; ++o) {  // g += (w r_o) (row o of A)
+      const float value = r[o].v[l];
+      if (p.mask != nullptr) {
+        g[p.mask[b * p.A_stride + o]] += value * A[o];
+      } else {
+        const float* row = A + static_cast<std::int64_t>(o) * d;
+        for (int j = 0; j < d; ++j) g[j] += value * row[j];
+      }
+    }
+    if (first) {  // kernels::skrock_first: old = x, cur = x + mu_1 h g + kappa_1 c xi
+      for (int j = 0; j < d; ++j) {
+        old[j] = x[j];
+        cur[j] = x[j] + fm * g[j] + fk * z1[j].v[l];
+      }
+    } else {  // kernels::skrock_stage, then the swap: cur the new value, old the previous one
+      for (int j = 0; j < d; ++j) {
+        const float next = mu * g[j] + nu * cur[j] + kappa * old[j];
+        old[j] = cur[j];
+        cur[j] = next;
+      }
+    }
+    if (!last) continue;
+    for (int j = 0; j < d; ++j) x[j] = cur[j];
+    if (perturb)  // kernels::skrock_perturb of iteration n + 1: cur = x + nu_1 c xi
+      for (int j = 0; j < d; ++j) cur[j] = x[j] + fn * z2[j].v[l];
+  }
 }
 
 // --- The SMC's moment-projected weighting ----------------------------------------------------------------------------
@@ -191,12 +200,13 @@ void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& p
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
   fpack *xs = s, *ms = xs + d, *us = ms + d, *r = us + d, *M = r + dy;
-  if (f.stage == 0) {
-    pk.load(xs, f.x, d);
-    pk.load(ms, f.answer, d);
-    const fpack ux(f.ux), um(f.um);
-    for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);  // kernels::answer_as_denoiser
-    pk.store(ms, f.m, d);
+  if (f.stage == 0) {  // kernels::answer_as_denoiser along each particle's row (elementwise: no transposition)
+    for (int l = 0; l < pk.valid; ++l) {
+      const std::int64_t i = pk.i0 + l;
+      const float *xi = f.x + i * d, *ai = f.answer + i * d;
+      float* mi = f.m + i * d;
+      for (int j = 0; j < d; ++j) mi[j] = kernels::ds_fma(f.ux, xi[j], f.um * ai[j]);
+    }
     store_row(p, pk, 0, f.v);
     return;
   }
