@@ -465,7 +465,8 @@ def main():
                      ("DDPM, exact score", r["x_exact"][:1000, :2], "#1f77b4"),
                      ("DDPM, trained MLP (plan)", r["x_net"][:1000, :2], "#d62728"),
                      ("exact posterior", r["post"]["ref"][:1000, :2], "#333"),
-                     ("DPS, trained MLP (plan)", r["post"]["x_net"][:1000, :2], "#d62728")], args.svg)
+                     ("DPS, trained MLP (plan)", r["post"]["x_net"][:1000, :2], "#d62728"),
+                     ("DCPS, trained MLP (plan)", r["dcps"]["x_net"][:1000, :2], "#d62728")], args.svg)
     if args.check:
         # SMC: the exact denoiser through the plan is the fused SMC bit for bit; the network's run is held to a
         # multiple of the sampling bound of an exact SMC run of this size (mean + 4 sd of sliced W1 over seeds; the
