@@ -260,33 +260,33 @@ NB_MODULE(_core, m) {
   // ---- enums ----------------------------------------------------------------------------------------------------
   // Every enum's values from the library's one list (src/enum_tables.hpp), so a new value reaches Python too.
 #define DIFFSAMPLE_PY_ENUM_VALUE(type, name, c_name) .value(#name, ds::type::name)
-  nb::enum_<ds::executor>(m, "Executor", "Where a call runs.")
+  nb::enum_<ds::executor>(m, "Executor", DS_DOC_FREE(executor))
       DIFFSAMPLE_EXECUTOR_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::quantity>(m, "Quantity", "What GaussianMixture.evaluate computes per point.")
+  nb::enum_<ds::quantity>(m, "Quantity", DS_DOC_FREE(quantity))
       DIFFSAMPLE_QUANTITY_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::mixture_path>(m, "MixturePath", "How evaluate() forms the softmax over components.")
+  nb::enum_<ds::mixture_path>(m, "MixturePath", DS_DOC_FREE(mixture_path))
       DIFFSAMPLE_MIXTURE_PATH_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::schedule_kind>(m, "ScheduleKind", "Families of noise channels.")
+  nb::enum_<ds::schedule_kind>(m, "ScheduleKind", DS_DOC_FREE(schedule_kind))
       DIFFSAMPLE_SCHEDULE_KIND_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::time_grid>(m, "TimeGrid", "How the sampling times are spread.")
+  nb::enum_<ds::time_grid>(m, "TimeGrid", DS_DOC_FREE(time_grid))
       DIFFSAMPLE_TIME_GRID_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::diffusion_sampler>(m, "DiffusionSampler", "Reverse-diffusion update rules.")
+  nb::enum_<ds::diffusion_sampler>(m, "DiffusionSampler", DS_DOC_FREE(diffusion_sampler))
       DIFFSAMPLE_DIFFUSION_SAMPLER_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::model_output>(m, "ModelOutput", "What a caller's model writes into a plan's model buffer.")
+  nb::enum_<ds::model_output>(m, "ModelOutput", DS_DOC_FREE(model_output))
       DIFFSAMPLE_MODEL_OUTPUT_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::langevin_method>(m, "LangevinMethod", "Langevin update rules.")
+  nb::enum_<ds::langevin_method>(m, "LangevinMethod", DS_DOC_FREE(langevin_method))
       DIFFSAMPLE_LANGEVIN_METHOD_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::resampling_scheme>(m, "ResamplingScheme", "Resampling schemes (exact, fixed-point).")
+  nb::enum_<ds::resampling_scheme>(m, "ResamplingScheme", DS_DOC_FREE(resampling_scheme))
       DIFFSAMPLE_RESAMPLING_SCHEME_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::guided_sampler>(m, "GuidedSampler", "Posterior samplers.")
+  nb::enum_<ds::guided_sampler>(m, "GuidedSampler", DS_DOC_FREE(guided_sampler))
       DIFFSAMPLE_GUIDED_SAMPLER_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::dps_step_form>(m, "DpsStepForm", "The guidance step of DPS.")
+  nb::enum_<ds::dps_step_form>(m, "DpsStepForm", DS_DOC_FREE(dps_step_form))
       DIFFSAMPLE_DPS_STEP_FORM_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::guided_potentials>(m, "GuidedPotentials", "SMC's intermediate potentials.")
+  nb::enum_<ds::guided_potentials>(m, "GuidedPotentials", DS_DOC_FREE(guided_potentials))
       DIFFSAMPLE_GUIDED_POTENTIALS_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::guided_grid>(m, "GuidedGrid", "Where the guided samplers place their grid's times.")
+  nb::enum_<ds::guided_grid>(m, "GuidedGrid", DS_DOC_FREE(guided_grid))
       DIFFSAMPLE_GUIDED_GRID_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
-  nb::enum_<ds::observation_kind>(m, "ObservationKind", "How an observation operator is stored.")
+  nb::enum_<ds::observation_kind>(m, "ObservationKind", DS_DOC_FREE(observation_kind))
       DIFFSAMPLE_OBSERVATION_KIND_VALUES(DIFFSAMPLE_PY_ENUM_VALUE);
 
   m.def("parse_executor", &ds::parse_executor, "name"_a, "Parses 'auto'/'automatic', 'cuda'/'gpu' or 'cpu'.");
@@ -311,8 +311,7 @@ NB_MODULE(_core, m) {
   m.def("cpu_blas_name", &ds::cpu_blas_name, "Name of the CPU BLAS of the gemm path, or 'none'.");
 
   // ---- schedules ------------------------------------------------------------------------------------------------
-  nb::class_<ds::noise_schedule>(m, "NoiseSchedule",
-                                 "A noise schedule (time t -> channel x_t = a(t) x0 + s(t) z) and its time grid.")
+  nb::class_<ds::noise_schedule>(m, "NoiseSchedule", DS_DOC_FREE(noise_schedule))
       .def(nb::init<>())
       .def_rw("kind", &ds::noise_schedule::kind, DS_DOC(noise_schedule, kind))
       .def_rw("beta_min", &ds::noise_schedule::beta_min, DS_DOC(noise_schedule, beta_min))
@@ -483,7 +482,7 @@ NB_MODULE(_core, m) {
           "Means on a g x g grid in the first two coordinates, repeated across higher coordinates.");
 
   // ---- Langevin -------------------------------------------------------------------------------------------------
-  nb::class_<ds::langevin_options>(m, "LangevinOptions", "Settings of one Langevin run.")
+  nb::class_<ds::langevin_options>(m, "LangevinOptions", DS_DOC_FREE(langevin_options))
       .def(nb::init<>())
       .def_rw("method", &ds::langevin_options::method, DS_DOC(langevin_options, method))
       .def_rw("step_size", &ds::langevin_options::step_size, DS_DOC(langevin_options, step_size))
@@ -520,7 +519,7 @@ NB_MODULE(_core, m) {
       "Runs options.steps Langevin steps of every chain of x (n, d) in place.");
 
   // ---- diffusion ------------------------------------------------------------------------------------------------
-  nb::class_<ds::diffusion_options>(m, "DiffusionOptions", "Settings of one reverse-diffusion run.")
+  nb::class_<ds::diffusion_options>(m, "DiffusionOptions", DS_DOC_FREE(diffusion_options))
       .def(nb::init<>())
       .def_rw("sampler", &ds::diffusion_options::sampler, DS_DOC(diffusion_options, sampler))
       .def_rw("schedule", &ds::diffusion_options::schedule, DS_DOC(diffusion_options, schedule))
@@ -748,7 +747,7 @@ NB_MODULE(_core, m) {
 #endif
 
   // ---- particles ------------------------------------------------------------------------------------------------
-  nb::class_<ds::resampling_options>(m, "ResamplingOptions", "How and when to resample.")
+  nb::class_<ds::resampling_options>(m, "ResamplingOptions", DS_DOC_FREE(resampling_options))
       .def(nb::init<>())
       .def_rw("scheme", &ds::resampling_options::scheme, DS_DOC(resampling_options, scheme))
       .def_rw("ess_threshold", &ds::resampling_options::ess_threshold, DS_DOC(resampling_options, ess_threshold))
@@ -808,7 +807,7 @@ NB_MODULE(_core, m) {
       "out[b, j] = states[b, ancestors[b, j]] for states (B, N, d); out must not overlap states.");
 
   // ---- observations and the exact posterior ---------------------------------------------------------------------
-  nb::class_<ds::observation_operator>(m, "ObservationOperator", "A linear map A: R^d_x -> R^d_y.")
+  nb::class_<ds::observation_operator>(m, "ObservationOperator", DS_DOC_FREE(observation_operator))
       .def_static(
           "dense",
           [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> A) {
@@ -898,7 +897,7 @@ NB_MODULE(_core, m) {
           "Exact posterior samples into out (n, d_x), float32 or float64.");
 
   // ---- guided posterior sampling ------------------------------------------------------------------------------
-  nb::class_<ds::guided_problems>(m, "GuidedProblems", "B linear observations y_b = A_b x + sigma_y,b z.")
+  nb::class_<ds::guided_problems>(m, "GuidedProblems", DS_DOC_FREE(guided_problems))
       .def(nb::init<>())
       .def_rw("problems", &ds::guided_problems::problems, DS_DOC(guided_problems, problems))
       .def_rw("d_y", &ds::guided_problems::d_y, DS_DOC(guided_problems, d_y))
@@ -906,7 +905,7 @@ NB_MODULE(_core, m) {
       .def_rw("operators", &ds::guided_problems::operators, DS_DOC(guided_problems, operators))
       .def_rw("y", &ds::guided_problems::y, DS_DOC(guided_problems, y))
       .def_rw("sigma_y", &ds::guided_problems::sigma_y, DS_DOC(guided_problems, sigma_y));
-  nb::class_<ds::guided_options>(m, "GuidedOptions", "Settings of one guided run.")
+  nb::class_<ds::guided_options>(m, "GuidedOptions", DS_DOC_FREE(guided_options))
       .def(nb::init<>())
       .def_rw("sampler", &ds::guided_options::sampler, DS_DOC(guided_options, sampler))
       .def_rw("schedule", &ds::guided_options::schedule, DS_DOC(guided_options, schedule))

@@ -57,6 +57,22 @@ def test_core_properties_carry_the_headers_comments(core_name):
             f"{core_name}.{name}: docstring {prop.__doc__!r} is not the header's comment of {key}: {DOCS[key]!r}")
 
 
+# Classes and enums of diffsample._core documented by their C++ type's comment.
+TYPES = {"Executor": "executor", "Quantity": "quantity", "MixturePath": "mixture_path", "ScheduleKind": "schedule_kind",
+         "TimeGrid": "time_grid", "DiffusionSampler": "diffusion_sampler", "ModelOutput": "model_output",
+         "LangevinMethod": "langevin_method", "ResamplingScheme": "resampling_scheme",
+         "GuidedSampler": "guided_sampler", "DpsStepForm": "dps_step_form", "GuidedPotentials": "guided_potentials",
+         "GuidedGrid": "guided_grid", "ObservationKind": "observation_kind", "NoiseSchedule": "noise_schedule",
+         "LangevinOptions": "langevin_options", "DiffusionOptions": "diffusion_options",
+         "ResamplingOptions": "resampling_options", "GuidedProblems": "guided_problems",
+         "GuidedOptions": "guided_options", "ObservationOperator": "observation_operator"}
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+def test_types_carry_the_headers_comments(name):
+    assert getattr(ds._core, name).__doc__ == DOCS[TYPES[name]], name
+
+
 def test_static_members_carry_the_headers_comments():
     for name in ("vp_linear", "vp_cosine", "vp_table", "variance_exploding", "ornstein_uhlenbeck",
                  "linear_interpolant", "stochastic_localization"):
