@@ -641,7 +641,7 @@ NB_MODULE(_core, m) {
             return ds::sampling_plan::langevin(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
           },
           "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::score, "executor"_a = ds::executor::cpu,
-          "stream"_a = 0, "A plan for ULA or tamed ULA at options' target channel.")
+          "stream"_a = 0, DS_DOC(sampling_plan, langevin))
       .def_static(
           "guided",
           [](std::int64_t d, const ds::guided_problems& pr, const ds::guided_options& o, ds::model_output out,

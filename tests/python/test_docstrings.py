@@ -78,6 +78,8 @@ def test_static_members_carry_the_headers_comments():
                  "linear_interpolant", "stochastic_localization"):
         doc = getattr(ds.NoiseSchedule, name).__doc__
         assert DOCS["noise_schedule::" + name] in doc, name
+    if ds._core.HAS_SAMPLING_PLANS:
+        assert DOCS["sampling_plan::langevin"] in ds._core.SamplingPlan.langevin.__doc__
 
 
 @pytest.mark.parametrize("package_name", sorted(PACKAGE))
