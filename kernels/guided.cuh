@@ -90,6 +90,24 @@ DS_HD_INLINE channel_view guided_channel(const guided_params& p, std::int64_t k)
   return p.channels.at(k, st.a, st.s);
 }
 
+/// Components per chunk of the guided samplers' denoiser from a channel's constants (channel_denoiser's Chunk): 2 on
+/// the device, where one thread carries a whole particle step (its strided rows, the step's pointers and scalars,
+/// the stream) beside the chunk's weights, logits and mean pointers: with chunk_for's 4 the weighting, DiffPIR and
+/// DPS kernels took 96 registers (31% occupancy at 128 threads), with 2 they take 64 .. 80 and none spills
+/// (bench/static_record.md). 0 on the host: chunk_for's, as gaussian_mixture::evaluate() there, which the
+/// stepwise runs and the plans must reproduce bit for bit.
+#if defined(__CUDA_ARCH__)
+constexpr int guided_chunk = 2;
+#else
+constexpr int guided_chunk = 0;
+#endif
+
+/// The guided samplers' denoiser at a channel from its constants (channel_denoiser with guided_chunk).
+template <class X, class G>
+DS_HD_INLINE void guided_denoiser(const channel_view& c, const X& x, G& out) {
+  channel_denoiser<float, guided_chunk>(c, x, out);
+}
+
 /// The mixture at one channel as the TMPD and DCPS halves evaluate it: from the channel's constants
 /// (channel_view, the fused runs' table) or from the mixture's parameters (mixture_at: the generic functions, for a
 /// caller without a table).
@@ -99,7 +117,7 @@ struct mixture_at {
 };
 template <class X, class G>
 DS_HD_INLINE void denoiser_at(const channel_view& c, const X& x, G& out) {
-  channel_denoiser<float>(c, x, out);
+  guided_denoiser(c, x, out);
 }
 template <class X, class G>
 DS_HD_INLINE void denoiser_at(const mixture_at& c, const X& x, G& out) {
@@ -107,7 +125,7 @@ DS_HD_INLINE void denoiser_at(const mixture_at& c, const X& x, G& out) {
 }
 template <class X, class V, class G>
 DS_HD_INLINE void jvp_at(const channel_view& c, const X& x, const V& v, G& out) {
-  channel_jvp<float>(c, x, v, out);
+  channel_jvp<float, true>(c, x, v, out);  // rolled: TMPD's fused kernel 96 registers instead of 128
 }
 template <class X, class V, class G>
 DS_HD_INLINE void jvp_at(const mixture_at& c, const X& x, const V& v, G& out) {
@@ -289,7 +307,7 @@ struct guided_init_functor {
     for (int n = 0; n < start_correction_nodes; ++n) {
       const float u = start_correction_node(n);
       for (int j = 0; j < p.d; ++j) ui[j] = u * xi[j];
-      channel_denoiser<float>(c0, ui, acc);
+      guided_denoiser(c0, ui, acc);
       float dot = 0;
       for (int j = 0; j < p.d; ++j) dot += xi[j] * acc[j];
       sum += start_correction_weight(n) * dot;
@@ -368,7 +386,7 @@ struct guided_weight_functor {
                        ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
     // Current potential g_k(x).
     const float q_now = guided_weight_now(p, k, b, xi, ri);
-    channel_denoiser<float>(guided_channel(p, k), xi, acc);
+    guided_denoiser(guided_channel(p, k), xi, acc);
     lw[i] += guided_weight_next(p, k, b, xi, acc, mi, ri, q_now);
   }
 };
@@ -552,7 +570,7 @@ struct guided_moment_functor {
     strided_vec<float> m{s.p, s.stride, d}, vi{s.p + d * s.stride, s.stride, d},
         ui{s.p + 2 * d * s.stride, s.stride, d};
     const channel_view ch = guided_channel(p, k);
-    channel_denoiser<float>(ch, xi, m);
+    guided_denoiser(ch, xi, m);
     // M = A Cov A^T = (s^2 / a) A J A^T, one JVP per row of A.
     float M[moment_potential_max_dy * moment_potential_max_dy];
     const float cov_scale = st.s * st.s / st.a;
@@ -744,7 +762,7 @@ struct guided_baseline_functor {
     baseline_initial(p, stream, xi);
     for (std::int64_t k = 0; k < steps; ++k) {
       const channel_view ch = guided_channel(p, k);
-      channel_denoiser<float>(ch, xi, mi);
+      guided_denoiser(ch, xi, mi);
       const float shift = baseline_guidance(p, g, b, k, mi, vi, ri);
       channel_jvp<float>(ch, xi, vi, ji);
       baseline_update(p, k, stream, shift, xi, mi, ji);

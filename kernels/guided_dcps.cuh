@@ -267,7 +267,7 @@ DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int
                                   const dcps_scratch& w) {
   const dcps_step st = p.steps[j];
   const strided_vec<float> m = w.m;
-  channel_denoiser<float>(p.g.channels.at(j, st.a, st.s), x, m);
+  guided_denoiser(p.g.channels.at(j, st.a, st.s), x, m);
   if (!dcps_transition_start(p, j, x, w)) return;
   const std::uint64_t id = guided_stream(p.g, i, b);
   const float* P = dcps_step_precision(p, j, b);

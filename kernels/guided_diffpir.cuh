@@ -41,7 +41,7 @@ DS_HD_INLINE void diffpir_update(const guided_params& p, std::int64_t b, std::in
 template <class X, class M, class R>
 DS_HD_INLINE void diffpir_step(const guided_params& p, std::int64_t i, std::int64_t k, X& x, M& m, R& r) {
   const std::int64_t b = i / p.particles;
-  channel_denoiser<float>(guided_channel(p, k), x, m);
+  guided_denoiser(guided_channel(p, k), x, m);
   diffpir_update(p, b, k, guided_stream(p, i, b), x, m, r);
 }
 

@@ -78,13 +78,12 @@ DS_HD_INLINE void skrock_stage(const skrock_params& q, std::int64_t b, int s, in
   for (int j = 0; j < d; ++j) old[j] = mu * h * g[j] + nu * cur[j] + kappa * old[j];
 }
 
-/// Iteration n of particle i (stream step n + 1), x in place; cur, old and g are d-vectors of scratch.
+/// Iteration n of a particle of problem b with stream `key` (stream step n + 1), x in place; cur, old and g are
+/// d-vectors of scratch.
 template <class X, class V, class R>
-DS_HD_INLINE void skrock_iteration(const guided_params& p, const skrock_params& q, std::int64_t i, std::int64_t n,
-                                   X& x, V& cur, V& old, V& g, R& r) {
-  const std::int64_t b = i / p.particles;
+DS_HD_INLINE void skrock_iteration_of(const guided_params& p, const skrock_params& q, std::int64_t b,
+                                      std::uint64_t key, std::int64_t n, X& x, V& cur, V& old, V& g, R& r) {
   const int d = p.d;
-  const std::uint64_t key = host_shard_stream(p, i, b);
   skrock_perturb(p, q, key, b, n, x, cur);
   skrock_drift(p, q, b, cur, g, r);
   skrock_first(p, q, key, b, n, x, g, cur, old);
@@ -94,6 +93,14 @@ DS_HD_INLINE void skrock_iteration(const guided_params& p, const skrock_params& 
     swap_vec(cur, old);
   }
   for (int j = 0; j < d; ++j) x[j] = cur[j];
+}
+
+/// Iteration n of particle i (stream step n + 1), x in place; cur, old and g are d-vectors of scratch.
+template <class X, class V, class R>
+DS_HD_INLINE void skrock_iteration(const guided_params& p, const skrock_params& q, std::int64_t i, std::int64_t n,
+                                   X& x, V& cur, V& old, V& g, R& r) {
+  const std::int64_t b = i / p.particles;
+  skrock_iteration_of(p, q, b, host_shard_stream(p, i, b), n, x, cur, old, g, r);
 }
 
 /// An exact draw from the prior: component k by its weight (one uniform), then mean_k + sqrt(v_k) z.
@@ -129,11 +136,14 @@ struct guided_skrock_functor {
     const int d = p.d;
     strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), cur = guided_slice(p, work, i, 3 * d, 0, d),
                        old = guided_slice(p, work, i, 3 * d, d, d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
+    // The problem and the stream once, not per iteration (a 64-bit division each).
+    const std::int64_t b = i / p.particles;
+    const std::uint64_t key = host_shard_stream(p, i, b);
     {
-      philox rng(p.seed, host_shard_stream(p, i, i / p.particles), 0);
+      philox rng(p.seed, key, 0);
       prior_draw(p.mix, rng, xi);
     }
-    for (std::int64_t n = 0; n < iterations; ++n) skrock_iteration(p, q, i, n, xi, cur, old, g, ri);
+    for (std::int64_t n = 0; n < iterations; ++n) skrock_iteration_of(p, q, b, key, n, xi, cur, old, g, ri);
   }
 };
 

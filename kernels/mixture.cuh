@@ -288,11 +288,25 @@ struct channel_table_functor {
   }
 };
 
+// DS_ROLLED: a loop kept rolled on the device (no unrolling: the same operations in the same order, fewer registers).
 #if defined(__CUDA_ARCH__)
 #define DS_UNROLL _Pragma("unroll")
+#define DS_ROLLED _Pragma("unroll 1")
 #else
 #define DS_UNROLL
+#define DS_ROLLED
 #endif
+
+/// f(j) for j = 0 .. d - 1 in order, the loop kept rolled on the device when Rolled (DS_ROLLED), else unrolled as the
+/// compiler chooses: the same operations either way, only the registers differ.
+template <bool Rolled, class F>
+DS_HD_INLINE void for_coordinates(int d, F&& f) {
+  if constexpr (Rolled) {
+    DS_ROLLED for (int j = 0; j < d; ++j) f(j);
+  } else {
+    for (int j = 0; j < d; ++j) f(j);
+  }
+}
 
 /// Whether the loops read a mu from the table: on the host (the SIMD loops take it as a broadcast memory operand
 /// instead of a scalar multiply and a broadcast); the device forms a mu inline (one FMA from a register).
@@ -466,14 +480,14 @@ DS_HD_INLINE T channel_score(const channel_view& c, const X& x, G& score) {
 }
 
 /// denoiser = E[x0 | x_t = x] = sum_k r_k (s^2 mu_k + a v_k x) / c_k at the channel; returns log p(x). out may not
-/// alias x.
-template <class T, class X, class G>
+/// alias x. Chunk: components per chunk (channel_chunk_weights), 0 for chunk_for<X>'s.
+template <class T, int Chunk = 0, class X, class G>
 DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
   const int d = x.size();
   T run_max = T(-INFINITY), run_sum = T(0);
   T x_part = T(0);  // isotropic: sum_k r_k a v_k / c_k, the coefficient of x
   for (int j = 0; j < d; ++j) out[j] = T(0);
-  constexpr int channel_chunk = chunk_for<X>::value;
+  constexpr int channel_chunk = Chunk > 0 ? Chunk : chunk_for<X>::value;
   for (int k0 = 0; k0 < c.components; k0 += channel_chunk) {
     T w[channel_chunk];
     const T rescale = channel_chunk_weights<channel_chunk>(c, k0, x, run_max, run_sum, w);
@@ -561,7 +575,11 @@ DS_HD_INLINE T channel_logit(const channel_view& c, int k, const X& x) {
 ///   J v = sum_k r_k [ (a v_k / c_k) v + (s^2 / a) delta_k ((delta_k - score) . v) ],  delta_k = (a mu_k - x) / c_k,
 /// with 1 / c_k, a v_k / c_k and the logits' normalisers read from the channel's table: one division per call
 /// (s^2 / a, and 1 / sum of the softmax) instead of one per component and coordinate. out may not alias x or v.
-template <class T, class X, class V, class G>
+/// Rolled: the accumulation's loops over coordinates stay rolled on the device (for_coordinates), for kernels whose
+/// registers they set: unrolled, the addresses of the strided x, v and out and of the component's rows for several
+/// coordinates at once took TMPD's fused kernel from 96 to 128 registers; the moment-projected SMC's kernel, rolled,
+/// fell to 64 registers with spills. The same operations either way.
+template <class T, bool Rolled = false, class X, class V, class G>
 DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& out) {
   const int d = x.size();
   // Pass 1: softmax statistics.
@@ -595,7 +613,7 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     alpha = ds_fma(softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum, delta_dot_v(k), alpha);
   // Pass 3: accumulate.
   const T ratio = T(c.s2 / c.a);
-  for (int j = 0; j < d; ++j) out[j] = T(0);
+  for_coordinates<Rolled>(d, [&](int j) { out[j] = T(0); });
   for (int k = 0; k < c.components; ++k) {
     const T r = softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum;
     const T centred = ratio * (delta_dot_v(k) - alpha);
@@ -604,14 +622,15 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     if (c.isotropic) {
       const component_constants cc = c.comp[k];
       const T rx = r * T(cc.x_scale), rc = r * centred * T(cc.inv_c);
-      for (int j = 0; j < d; ++j) out[j] = ds_fma(rx, T(v[j]), ds_fma(rc, T(c.a * mu[j]) - T(x[j]), T(out[j])));
+      for_coordinates<Rolled>(
+          d, [&](int j) { out[j] = ds_fma(rx, T(v[j]), ds_fma(rc, T(c.a * mu[j]) - T(x[j]), T(out[j]))); });
     } else {
       const float *ic = c.inv_c + off, *var = c.variances + off;
       const T rc = r * centred;
-      for (int j = 0; j < d; ++j) {
+      for_coordinates<Rolled>(d, [&](int j) {
         const T icj = T(ic[j]);
         out[j] = ds_fma(r * T(c.a * var[j]) * icj, T(v[j]), ds_fma(rc * icj, T(c.a * mu[j]) - T(x[j]), T(out[j])));
-      }
+      });
     }
   }
 }
