@@ -119,74 +119,6 @@ struct ddrm_scratch {
 
 /// The initial state at the first grid point (VE level sigma_T = s_0 / a_0): xt = sigma_T xi, then every observed
 /// component with n_i < sigma_T is set to ybar_i + sqrt(sigma_T^2 - n_i^2) (V^T xi)_i (the published p(x_T | y));
-/// x = a_0 xt. Stream step 0.
-template <class X>
-DS_HD_INLINE void ddrm_init(const ddrm_params& p, std::int64_t i, std::int64_t b, X& x, const ddrm_scratch& w) {
-  const float sT = p.sigma_start;
-  philox rng(p.seed, ddrm_stream(p, i, b), 0);
-  rng.normals(p.d, [&](int j, float z) {
-    w.xi[j] = z;
-    x[j] = sT * z;
-  });
-  ddrm_project(p, b, w.xi, w.proj_xi);
-  const float* ybar = p.ybar + b * p.r;
-  const float* noise = p.noise + b * p.r;
-  for (int c = 0; c < p.r; ++c) {
-    const float n = noise[c];
-    const float keep = sT * w.proj_xi[c];  // the current spectral value
-    float target = keep;
-    if (n >= 0.f && n < sT) target = ybar[c] + ddrm_sqrt(sT * sT - n * n) * w.proj_xi[c];
-    w.proj_m[c] = target - keep;
-  }
-  ddrm_lift(p, b, w.proj_m, x);
-  for (int j = 0; j < p.d; ++j) x[j] *= p.a_start;
-}
-
-/// One DDRM transition of one particle in place (stream step k + 1); x is a strided_vec (its size is d).
-template <class X>
-DS_HD_INLINE void ddrm_transition(const ddrm_params& p, std::int64_t i, std::int64_t b, std::int64_t k, X& x,
-                                  const ddrm_scratch& w) {
-  const ddrm_step st = p.steps[k];
-  const int d = p.d;
-  const strided_vec<float> m = w.m;
-  channel_denoiser<float>(p.channels.at(k, st.a, st.s), x, m);
-  const float sn = st.sigma_next;
-  const float keep = p.keep;
-  const float spread = p.eta * sn;  // std of the fresh noise
-  philox rng(p.seed, ddrm_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
-  // u = m + sigma' sqrt(1 - eta^2) eps + eta sigma' xi (the VE-scaled DDIM update), in x.
-  const float inv_s = st.inv_s;
-  rng.normals(d, [&](int j, float z) {
-    w.xi[j] = z;
-    const float eps = (x[j] - st.a * m[j]) * inv_s;
-    x[j] = m[j] + sn * keep * eps + spread * z;
-  });
-  ddrm_project(p, b, x, w.proj_u);
-  ddrm_project(p, b, w.xi, w.proj_xi);
-  ddrm_project(p, b, m, w.proj_m);
-  const float* ybar = p.ybar + b * p.r;
-  const float* noise = p.noise + b * p.r;
-  const float* inv_noise = p.inv_noise + b * p.r;
-  for (int c = 0; c < p.r; ++c) {
-    const float n = noise[c];
-    float v = w.proj_u[c];  // unobserved: the DDIM update as it is
-    if (n >= 0.f) {
-      const float x0 = w.proj_m[c];
-      if (sn < n) {
-        v = x0 + sn * keep * (ybar[c] - x0) * inv_noise[c] + spread * w.proj_xi[c];
-      } else {
-        v = (1.f - p.eta_b) * x0 + p.eta_b * ybar[c] +
-            ddrm_sqrt(sn * sn - n * n * p.eta_b * p.eta_b) * w.proj_xi[c];
-      }
-    }
-    w.proj_m[c] = v - w.proj_u[c];
-  }
-  ddrm_lift(p, b, w.proj_m, x);
-  for (int j = 0; j < d; ++j) x[j] *= st.a_next;
-}
-
-/// The initial state at the first grid point (VE level sigma_T = s_0 / a_0): xt = sigma_T xi, then every observed
-/// component with n_i < sigma_T is set to ybar_i + sqrt(sigma_T^2 - n_i^2) (V^T xi)_i (the published p(x_T | y));
 /// x = a_0 xt. Stream step 0 of the Philox stream @p id: ddrm_init's arithmetic, for the stepwise run.
 template <class X>
 DS_HD_INLINE void ddrm_init_stream(const ddrm_params& p, std::uint64_t id, std::int64_t b, X& x,
@@ -213,8 +145,8 @@ DS_HD_INLINE void ddrm_init_stream(const ddrm_params& p, std::uint64_t id, std::
 
 /// The DDRM transition k of one particle in place from its denoiser w.m at step k's channel (stream step k + 1 of
 /// the Philox stream @p id): ddrm_transition's arithmetic after the denoiser, for the stepwise run (the CPU
-/// executor's guided_sample() and the ask/tell plan, through ddrm_stage_functor). ddrm_transition keeps its own copy
-/// of these lines: calling this function from it made the fused CUDA kernel spill (static_record).
+/// executor's guided_sample() and the ask/tell plan, through ddrm_stage_functor) and for the fused one
+/// (ddrm_transition).
 template <class X>
 DS_HD_INLINE void ddrm_update(const ddrm_params& p, std::uint64_t id, std::int64_t b, std::int64_t k, X& x,
                               const ddrm_scratch& w) {
@@ -254,6 +186,23 @@ DS_HD_INLINE void ddrm_update(const ddrm_params& p, std::uint64_t id, std::int64
   }
   ddrm_lift(p, b, w.proj_m, x);
   for (int j = 0; j < d; ++j) x[j] *= st.a_next;
+}
+
+/// The initial state (ddrm_init_stream) of particle i of problem b, from the particle's stream (ddrm_stream).
+template <class X>
+DS_HD_INLINE void ddrm_init(const ddrm_params& p, std::int64_t i, std::int64_t b, X& x, const ddrm_scratch& w) {
+  ddrm_init_stream(p, ddrm_stream(p, i, b), b, x, w);
+}
+
+/// One DDRM transition of particle i of problem b in place (stream step k + 1 of its stream, ddrm_stream): the
+/// denoiser at step k's channel from the run's table into w.m, then ddrm_update.
+template <class X>
+DS_HD_INLINE void ddrm_transition(const ddrm_params& p, std::int64_t i, std::int64_t b, std::int64_t k, X& x,
+                                  const ddrm_scratch& w) {
+  const ddrm_step st = p.steps[k];
+  const strided_vec<float> m = w.m;
+  guided_denoiser(p.channels.at(k, st.a, st.s), x, m);
+  ddrm_update(p, ddrm_stream(p, i, b), b, k, x, w);
 }
 
 /// A whole DDRM trajectory per particle (B N particles). The scratch (the denoiser, d floats) is shared memory on
