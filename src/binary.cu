@@ -265,11 +265,11 @@ kernels::discrete_params params(const bernoulli_mixture& prior, executor where, 
           first_step, accepted, {nullptr, 0}, float(log_norm)};
 }
 
-/// Entries of the lattice table for points with |level| <= max_level, or 0 when it would exceed 2^24 entries
-/// (128 MiB; the chains then evaluate the formulas directly).
+/// Entries of the lattice table for points with |level| <= max_level, or 0 when it would exceed
+/// limits::max_lattice_entries (the chains then evaluate the formulas directly).
 std::int64_t table_entries(const bernoulli_mixture& prior, std::int64_t max_level) {
   const std::int64_t levels = 2 * max_level + 1, kd = prior.components() * prior.dim();
-  return kd <= (std::int64_t(1) << 24) / levels ? kd * levels : 0;
+  return kd <= limits::max_lattice_entries / levels ? kd * levels : 0;
 }
 
 /// Vector workspace (vectors x n x d floats) followed by the lattice table.

@@ -463,8 +463,7 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   limits::check("options.dcps_langevin_steps", o.dcps_langevin_steps, 0, limits::max_inner_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.dcps_langevin_step) && o.dcps_langevin_step > 0,
                      "options.dcps_langevin_step: must be finite and > 0, got " << o.dcps_langevin_step);
-  DIFFSAMPLE_EXPECTS(o.dcps_gradient_steps >= 0 && o.dcps_gradient_steps <= 64,
-                     "options.dcps_gradient_steps: must be in [0, 64], got " << o.dcps_gradient_steps);
+  limits::check("options.dcps_gradient_steps", o.dcps_gradient_steps, 0, limits::max_dcps_gradient_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.dcps_learning_rate) && o.dcps_learning_rate >= 0,
                      "options.dcps_learning_rate: must be finite and >= 0, got " << o.dcps_learning_rate);
 }

@@ -203,6 +203,9 @@ TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
   o.dcps_langevin_steps = std::int64_t(1) << 20;
   expect_error([&] { guided_sample(mix, outputs, g, o, cpu); },
                {"dcps_blocks x dcps_langevin_steps = 1073744897, the limit is 1073741823 (2^30 - 1)"});
+  o.dcps_langevin_steps = guided_options{}.dcps_langevin_steps;
+  o.dcps_gradient_steps = 65;
+  expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"options.dcps_gradient_steps = 65, the limit is 64"});
   linear_observation obs;
   obs.d_y = 4097;
   obs.d_x = 2;

@@ -12,6 +12,7 @@
 
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
+#include <diffsample/limits.hpp>
 #include <diffsample/mixture.hpp>
 
 #include <cstdint>
@@ -115,10 +116,12 @@ struct discrete_langevin_options {
   double eta = 1.0;               ///< step eta > 0 (larger: more coordinates flip per step)
   std::int64_t steps = 100;       ///< number of steps, >= 0
   std::uint64_t seed = 0;         ///< Philox key
-  std::uint64_t first_chain = 0;  ///< id of the call's first chain in the random stream (< 2^62)
-  std::uint64_t first_step = 0;   ///< stream step of the call's first step (first_step + steps < 2^30 - 1)
-  /// When true, chains start uniformly on {-1,1}^d from the stream (seed, chain, 2^30 - 1) and the input states are
-  /// not read; when false, the input x gives the start (an entry > 0 is +1, any other value -1).
+  std::uint64_t first_chain = 0;  ///< id of the call's first chain in the random stream, <= limits::max_first_chain
+  /// stream step of the call's first step: first_step + steps <= limits::max_stream_steps - 1 (the last step keys
+  /// the uniform start)
+  std::uint64_t first_step = 0;
+  /// When true, chains start uniformly on {-1,1}^d from the stream (seed, chain, limits::max_stream_steps - 1) and
+  /// the input states are not read; when false, the input x gives the start (an entry > 0 is +1, any other value -1).
   bool start_uniform = false;
 };
 
@@ -134,7 +137,7 @@ struct discrete_langevin_outputs {
 };
 
 /// Bytes of workspace discrete_langevin() needs: 4 n d floats (device memory on the CUDA executor) and a table of
-/// the score's terms at the lattice points, K d 3 pairs of floats (left out when over 2^24 entries).
+/// the score's terms at the lattice points, K d 3 pairs of floats (left out above limits::max_lattice_entries).
 DIFFSAMPLE_API std::size_t discrete_langevin_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
                                                              const discrete_langevin_options& options);
 
@@ -161,16 +164,17 @@ discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std:
 /// Settings of a discrete walk-jump run: for each of `measurements` measurements, `steps` steps of the chosen
 /// discrete chain on the measurement given the earlier ones (the law q(u + y) in y, u the sum of the earlier
 /// measurements), then the jump sign(E[x | y_1..m]) or E[x | y_1..m]. Chain i, measurement r, step k use the Philox
-/// stream (seed, first_chain + i, r steps + k); the uniform start uses (seed, first_chain + i, 2^30 - 1).
+/// stream (seed, first_chain + i, r steps + k); the uniform start uses (seed, first_chain + i,
+/// limits::max_stream_steps - 1).
 struct discrete_walk_jump_options {
   discrete_method method = discrete_method::metropolis;  ///< the walk's update rule
   double alpha = 1.0;               ///< flip strength of each measurement, > 0
   double eta = 1.0;                 ///< step of the walk, > 0
   std::int64_t steps = 100;         ///< steps per measurement, >= 0
-  std::int64_t measurements = 1;    ///< m >= 1 (measurements x steps < 2^30 - 1)
+  std::int64_t measurements = 1;    ///< m >= 1, measurements x steps <= limits::max_stream_steps - 1
   bool mean = false;                ///< output E[x | y_1..m] instead of its sign (+1 where it is 0)
   std::uint64_t seed = 0;           ///< Philox key
-  std::uint64_t first_chain = 0;    ///< id of the call's first chain in the random stream (< 2^62)
+  std::uint64_t first_chain = 0;    ///< id of the call's first chain in the random stream, <= limits::max_first_chain
 };
 
 /// Optional outputs of a discrete walk-jump run (caller buffers on the executor's side; nullptr to skip).
@@ -180,7 +184,7 @@ struct discrete_walk_jump_outputs {
 };
 
 /// Bytes of workspace discrete_walk_jump() needs: 5 n d floats and a table of K d (2 m + 1) pairs of floats (m the
-/// number of measurements; left out when over 2^24 entries).
+/// number of measurements; left out above limits::max_lattice_entries).
 DIFFSAMPLE_API std::size_t discrete_walk_jump_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
                                                               const discrete_walk_jump_options& options);
 

@@ -117,7 +117,9 @@ typedef struct ds_langevin_options {
   ds_channel target;         /**< channel whose p_t the chains target (default the prior {1, 0}) */
   uint64_t seed;             /**< Philox key (default 0) */
   uint64_t first_chain;      /**< id of the call's first chain in the random stream (default 0) */
-  uint64_t first_step;       /**< step index of the call's first step in the random stream, < 2^30 (default 0) */
+  /** step index of the call's first step in the random stream: first_step + steps <= 2^30
+   *  (diffsample::limits::max_stream_steps) (default 0) */
+  uint64_t first_step;
   int64_t record_every;      /**< if > 0, record the state after every record_every-th step (default 0) */
 } ds_langevin_options;
 
@@ -258,7 +260,9 @@ typedef struct ds_resampling_options {
   ds_resampling_scheme scheme; /**< the scheme (default DS_RESAMPLING_SYSTEMATIC) */
   double ess_threshold;        /**< resample a problem when its ESS < ess_threshold N; 0 never (default 0.5) */
   uint64_t seed;               /**< Philox seed; particle j of problem b draws from (seed, b N + j, step) (default 0) */
-  uint64_t step;               /**< step of the Philox stream, below 2^30: the SMC iteration index (default 0) */
+  /** step of the Philox stream, below 2^30 (diffsample::limits::max_stream_steps): the SMC iteration index
+   *  (default 0) */
+  uint64_t step;
   int metropolis_steps;        /**< Metropolis iterations per particle (scheme metropolis only), >= 1 (default 64) */
 } ds_resampling_options;
 
@@ -315,7 +319,8 @@ typedef enum ds_guided_grid {
 typedef struct ds_guided_problems {
   size_t struct_size;    /**< sizeof(ds_guided_problems), set by ds_guided_problems_init() */
   int64_t problems;      /**< B >= 1 (default 1) */
-  int64_t d_y;           /**< observation dimension, 1 <= d_y <= 1024 (default 1) */
+  /** observation dimension, 1 <= d_y <= 1024 (diffsample::limits::max_guided_d_y) (default 1) */
+  int64_t d_y;
   const double* A;       /**< d_y x d_x (shared) or B x d_y x d_x, row-major (default NULL) */
   int64_t A_count;       /**< entries of A: d_y d_x or B d_y d_x (default 0) */
   const double* y;       /**< B x d_y observations (default NULL) */
@@ -343,10 +348,10 @@ typedef struct ds_guided_options {
   size_t struct_size;        /**< sizeof(ds_guided_options), set by ds_guided_options_init() */
   ds_guided_sampler sampler; /**< posterior sampler (default DS_GUIDED_SMC) */
   ds_schedule schedule;      /**< channel and time grid (default vp_linear) */
-  int64_t steps;             /**< transitions, 1..2^24 (default 100) */
+  int64_t steps;             /**< transitions, 1..2^24 (diffsample::limits::max_steps) (default 100) */
   int ddim;                  /**< nonzero: DDIM backward kernel with stochasticity eta instead of DDPM (default 0) */
   double eta;                /**< DDIM stochasticity in [0, 1] (default 1) */
-  int64_t particles;         /**< N per problem, 1..2^24 (default 1024) */
+  int64_t particles;         /**< N per problem, 1..2^24 (diffsample::limits::max_particles) (default 1024) */
   double potential_spread;   /**< SMC: c of the intermediate potentials; 0 uses 4 trace(A A^T) / d_y (default 0) */
   ds_resampling_options resampling; /**< SMC: scheme and ESS threshold; its seed and step are set by the sampler */
   int final_resample;        /**< SMC: nonzero draws equally weighted samples after the last step (default 1) */
@@ -356,16 +361,20 @@ typedef struct ds_guided_options {
   ds_dps_step dps_step;      /**< dps: guidance step (default DS_DPS_STEP_LIKELIHOOD) */
   double diffpir_zeta;       /**< diffpir: share of fresh noise in the re-noising, in [0, 1] (default 0.1) */
   double diffpir_lambda;     /**< diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2, > 0 (default 7) */
-  int64_t skrock_stages;     /**< skrock: stages per iteration, 2..200 (default 10) */
+  /** skrock: stages per iteration, 2..200 (diffsample::limits::max_skrock_stages) (default 10) */
+  int64_t skrock_stages;
   double skrock_eta;         /**< skrock: damping, in (0, 1] (default 0.05) */
   double skrock_step_fraction; /**< skrock: step as a fraction of the stability bound, in (0, 1] (default 0.005) */
   /* Appended in the third layout (a caller of an earlier one keeps their defaults): ddrm and dcps. */
   double ddrm_eta;           /**< ddrm: eta in [0, 1] (default 0.85) */
   double ddrm_eta_b;         /**< ddrm: eta_b in [0, 1] (default 1) */
   int64_t dcps_blocks;          /**< dcps: blocks L of the time grid, 1..steps (default 4) */
-  int64_t dcps_langevin_steps;  /**< dcps: tamed ULA steps M per block, 0..2^20 (default 50) */
+  /** dcps: tamed ULA steps M per block, 0..2^20 (diffsample::limits::max_inner_steps) (default 50) */
+  int64_t dcps_langevin_steps;
   double dcps_langevin_step;    /**< dcps: Langevin step gamma > 0 (default 1e-3) */
-  int64_t dcps_gradient_steps;  /**< dcps: normalised gradient steps per variational fit, 0..64 (default 2) */
+  /** dcps: normalised gradient steps per variational fit, 0..64 (diffsample::limits::max_dcps_gradient_steps)
+   *  (default 2) */
+  int64_t dcps_gradient_steps;
   double dcps_learning_rate;    /**< dcps: gradient step length in units of the kernel's scale, >= 0 (default 0.1) */
   /* Appended in the fourth layout (a caller of an earlier one gets the default). */
   ds_guided_potentials potentials; /**< smc: intermediate potentials (default DS_POTENTIALS_LINEAR) */
@@ -941,7 +950,7 @@ DS_API ds_status ds_resampling_workspace_bytes(int64_t problems, int64_t particl
  * device memory then).
  * @param log_weights         B x N floats
  * @param problems            B >= 0
- * @param particles           N, 1 <= N <= 2^24 (0 only when B = 0)
+ * @param particles           N, 1 <= N <= 2^24, diffsample::limits::max_particles (0 only when B = 0)
  * @param ancestors           B x N ancestor indices within each problem (0..N-1), or NULL
  * @param normalised_weights  B x N weights w_i / sum w (0 for a failed problem), or NULL
  * @param reports             B reports, or NULL

@@ -8,6 +8,7 @@
 #include <diffsample/guided.hpp>
 #include <diffsample/execution.hpp>
 #include <diffsample/langevin.hpp>
+#include <diffsample/limits.hpp>
 #include <diffsample/metrics.hpp>
 #include <diffsample/mixture.hpp>
 #include <diffsample/observation.hpp>

@@ -8,6 +8,7 @@
 
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
+#include <diffsample/limits.hpp>
 #include <diffsample/mixture.hpp>
 #include <diffsample/observation.hpp>
 #include <diffsample/particles.hpp>
@@ -82,7 +83,7 @@ DIFFSAMPLE_API dps_step_form parse_dps_step_form(const std::string& name);
 /// into per-step tables on the host and copies those once per call).
 struct guided_problems {
   std::int64_t problems = 1;     ///< B >= 1
-  std::int64_t d_y = 1;          ///< observation dimension, 1 <= d_y <= 1024
+  std::int64_t d_y = 1;          ///< observation dimension, 1 <= d_y <= limits::max_guided_d_y
   std::vector<double> A;         ///< d_y x d_x (shared by every problem) or B x d_y x d_x, row-major, each in
                                  ///< [-max_abs_value, max_abs_value]
   /// Instead of A (leave A empty then): one operator shared by every problem or B of them, each d_y x d_x, of any
@@ -151,7 +152,7 @@ struct guided_options {
   /// Channel and time grid, sampled with DDPM steps between consecutive grid points (any schedule whose signal
   /// scale a stays positive: VP schedules are the intended use). The last grid point may have s = 0.
   noise_schedule schedule = noise_schedule::vp_linear();
-  std::int64_t steps = 100;       ///< transitions, 1..2^24
+  std::int64_t steps = 100;       ///< transitions, 1..limits::max_steps
   /// How the steps + 1 times of the grid are placed between the schedule's t_start and t_end (all samplers but
   /// skrock). guided_times() returns the times a run uses.
   guided_grid grid = guided_grid::schedule;
@@ -161,7 +162,7 @@ struct guided_options {
   /// so resampled copies never separate: a valid but degenerate filter.
   bool ddim = false;
   double eta = 1.0;  ///< DDIM stochasticity in [0, 1]
-  std::int64_t particles = 1024;  ///< N per problem, 1..2^24
+  std::int64_t particles = 1024;  ///< N per problem, 1..limits::max_particles
   /// SMC: the intermediate potentials' variance is sigma_{y,k}^2 = a_k^2 sigma_y^2 + s_k^2 c. With
   /// c = trace(A A^T) / d_y it would be the variance of a_k y - A x_k given x_0 (when A A^T = c I); flatter
   /// potentials, which leave room for the uncertainty of x_0 given x_k, give far smaller errors in the posterior's
@@ -186,7 +187,8 @@ struct guided_options {
   dps_step_form dps_step = dps_step_form::likelihood;  ///< dps: the guidance step's form
   double diffpir_zeta = 0.1;     ///< diffpir: share of fresh noise in the re-noising, in [0, 1]
   double diffpir_lambda = 7.0;   ///< diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2, finite and > 0
-  std::int64_t skrock_stages = 10;     ///< skrock: stages s per iteration, 2..200 (s drift evaluations each)
+  /// skrock: stages s per iteration, 2..limits::max_skrock_stages (s drift evaluations each)
+  std::int64_t skrock_stages = 10;
   double skrock_eta = 0.05;            ///< skrock: damping eta, in (0, 1]
   /// skrock: step h = fraction x l_s / L, l_s = (s - 1/2)^2 (2 - 4 eta / 3) - 3/2 the stability bound of the
   /// s-stage scheme on a drift of Lipschitz constant L = max_k 1 / v_k,min + lambda_max(A^T A) / sigma_y^2 (per
@@ -207,11 +209,12 @@ struct guided_options {
   /// dcps: blocks L of the time grid (block l spans grid steps l (steps / L) .. (l + 1) (steps / L), the last
   /// block up to steps), 1..steps.
   std::int64_t dcps_blocks = 4;
-  /// dcps: tamed unadjusted Langevin steps M at the start of each block, 0..2^20.
+  /// dcps: tamed unadjusted Langevin steps M at the start of each block, 0..limits::max_inner_steps.
   std::int64_t dcps_langevin_steps = 50;
   /// dcps: Langevin step gamma, finite and > 0 (1e-3, the published default).
   double dcps_langevin_step = 1e-3;
-  /// dcps: normalised stochastic gradient steps of each variational fit, 0..64 (2, the published default).
+  /// dcps: normalised stochastic gradient steps of each variational fit, 0..limits::max_dcps_gradient_steps (2, the
+  /// published default).
   std::int64_t dcps_gradient_steps = 2;
   /// dcps: length of each normalised gradient step as a multiple rho of the kernel's scale: the mean moves by
   /// rho sig sqrt(d), the log standard deviations by rho sqrt(d) (sig the unconditional kernel's standard
@@ -244,7 +247,8 @@ struct guided_report {
   executor ran = executor::automatic;  ///< executor that ran
   std::int64_t launches = 0;  ///< kernel launches (or CPU loops) issued
   /// How a dense operator's A and A^T reached the particles: gemm when the run applied them as matrix products over
-  /// all particles per step (DPS / Pi-GDM on the CPU executor past operator_gemm_worthwhile()), else direct.
+  /// all particles per step (DPS / Pi-GDM on either executor and TMPD on the CPU executor, past
+  /// operator_gemm_worthwhile()), else direct.
   mixture_path operator_path = mixture_path::direct;
 };
 

@@ -4,6 +4,7 @@
 
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
+#include <diffsample/limits.hpp>
 #include <diffsample/mixture.hpp>
 
 #include <cstdint>
@@ -32,7 +33,8 @@ struct langevin_options {
   channel target{};               ///< the chains target p_t at this channel (default: the prior)
   std::uint64_t seed = 0;         ///< Philox key
   std::uint64_t first_chain = 0;  ///< id of the call's first chain in the random stream
-  std::uint64_t first_step = 0;   ///< step index of the call's first step in the random stream (< 2^30)
+  /// step index of the call's first step in the random stream: first_step + steps <= limits::max_stream_steps
+  std::uint64_t first_step = 0;
   std::int64_t record_every = 0;  ///< if > 0, write the state after every record_every-th step to trajectory
 };
 

@@ -5,6 +5,7 @@
 
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
+#include <diffsample/limits.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -61,7 +62,7 @@ DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, 
 /// std::sort on the CPU; then each direction's exact 1-D distance, summed over the atoms of the larger set: by one
 /// CUDA block per direction on the GPU, in a fixed order so the value does not depend on timing). On the CUDA
 /// executor nothing is read back and nothing synchronises the host, so with a caller workspace the call can be
-/// captured in a CUDA graph (stream capture, relaxed mode); n_a + n_b must be below 2^31 there.
+/// captured in a CUDA graph (stream capture, relaxed mode); n_a + n_b must be at most limits::max_int_count there.
 /// Memory: without a workspace, one stream-ordered allocation of at most sliced_wasserstein_scratch_limit bytes (or
 /// the size for one direction when that is larger); with a workspace, as many directions per pass as fit in it.
 ///
@@ -76,9 +77,9 @@ DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, 
 /// @param workspace optional caller buffer on the executor's side (see sliced_wasserstein_workspace_bytes()), or
 ///                  nullptr to allocate stream-ordered
 /// @return the executor that ran
-/// @throws invalid_argument for n_a, n_b, d or directions < 1, d >= 2^31, p not 1 or 2, a null pointer, a pointer
-///         on the wrong side, sizes whose byte count overflows, or a workspace too small for one direction;
-///         out_of_memory when the scratch does not fit
+/// @throws invalid_argument for n_a, n_b, d or directions < 1, d > limits::max_int_count, p not 1 or 2, a null
+///         pointer, a pointer on the wrong side, sizes whose byte count overflows, or a workspace too small for one
+///         direction; out_of_memory when the scratch does not fit
 DIFFSAMPLE_API executor sliced_wasserstein_async(double* result, std::int64_t n_a, std::int64_t n_b,
                                                  std::int64_t dim, const float* a, const float* b, int directions,
                                                  std::uint64_t seed, int p, execution exec = {},

@@ -9,6 +9,7 @@
 
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
+#include <diffsample/limits.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -44,7 +45,7 @@ struct resampling_options {
   /// particle_report::ess), so it is the same on both executors.
   double ess_threshold = 0.5;
   std::uint64_t seed = 0;  ///< Philox seed; particle j of problem b draws from the stream (seed, b * N + j, step)
-  std::uint64_t step = 0;  ///< step of the Philox stream (below 2^30): pass the SMC iteration index
+  std::uint64_t step = 0;  ///< step of the Philox stream (< limits::max_stream_steps): the SMC iteration index
   int metropolis_steps = 64;  ///< Metropolis iterations per particle (scheme metropolis only), >= 1
 };
 
@@ -70,7 +71,8 @@ struct particle_outputs {
 };
 
 /// Bytes of workspace resample() needs for B problems of N particles with @p scheme (0 when B * N == 0).
-/// @throws invalid_argument for negative or overflowing sizes, N > 2^24 or B * N >= 2^62
+/// @throws invalid_argument for negative or overflowing sizes, N > limits::max_particles or
+///         B * N > limits::max_items
 DIFFSAMPLE_API std::size_t resampling_workspace_bytes(std::int64_t problems, std::int64_t particles,
                                                       resampling_scheme scheme);
 
@@ -84,7 +86,7 @@ DIFFSAMPLE_API std::size_t resampling_workspace_bytes(std::int64_t problems, std
 ///
 /// @param log_weights  B x N floats, device-accessible on the CUDA executor, host-accessible on the CPU one
 /// @param problems     B >= 0
-/// @param particles    N, 1 <= N <= 2^24 (N = 0 only when B = 0)
+/// @param particles    N, 1 <= N <= limits::max_particles (N = 0 only when B = 0)
 /// @param workspace    resampling_workspace_bytes(B, N, scheme) bytes on the executor's side, or nullptr to
 ///                     allocate stream-ordered scratch for this call
 /// @return the executor that ran. Asynchronous on the CUDA executor: reports are written to device memory.

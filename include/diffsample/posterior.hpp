@@ -9,6 +9,7 @@
 
 #include <diffsample/execution.hpp>
 #include <diffsample/export.hpp>
+#include <diffsample/limits.hpp>
 #include <diffsample/mixture.hpp>
 #include <diffsample/observation.hpp>
 
@@ -95,8 +96,8 @@ class DIFFSAMPLE_API mixture_posterior {
   /// the call's scratch (at most 32 MiB, stream-ordered) bounds how many samples run per launch, never which
   /// values they get.
   /// @return the executor that ran
-  /// @throws invalid_argument for a negative n, an n x d_x that overflows, first_index > 2^62, or a buffer the
-  ///         executor cannot reach; out_of_memory when the scratch cannot be allocated
+  /// @throws invalid_argument for a negative n, an n x d_x that overflows, first_index > limits::max_first_chain, or
+  ///         a buffer the executor cannot reach; out_of_memory when the scratch cannot be allocated
   executor sample(float* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels, std::uint64_t first_index,
                   execution exec) const;
   /// FP64 output on either executor (n x d_x doubles); otherwise as the float overload above.

@@ -400,8 +400,7 @@ class reader {
     if (j.contains("dcps_learning_rate")) s.dcps_learning_rate = in_range("dcps_learning_rate", 0, false, 1e30);
     if (j.contains("dcps_gradient_steps")) {
       s.dcps_gradient_steps = integer(j["dcps_gradient_steps"], "sampler.dcps_gradient_steps", 0);
-      if (*s.dcps_gradient_steps > 64)
-        bad("sampler.dcps_gradient_steps", "at most 64, got " + std::to_string(*s.dcps_gradient_steps));
+      check_limit("sampler.dcps_gradient_steps", *s.dcps_gradient_steps, diffsample::limits::max_dcps_gradient_steps);
     }
     if (j.contains("dcps_blocks")) s.dcps_blocks = integer(j["dcps_blocks"], "sampler.dcps_blocks", 1);
     if (j.contains("dcps_langevin_steps")) {

@@ -75,7 +75,7 @@ struct sampler_spec {
   std::optional<std::int64_t> dcps_blocks, dcps_langevin_steps;  ///< dcps: L and M
   std::optional<double> dcps_langevin_step;                       ///< dcps: gamma > 0
   std::optional<bool> dcps_bridge_variance;                       ///< dcps: the bridge variance in the potentials
-  std::optional<std::int64_t> dcps_gradient_steps;                ///< dcps: G, 0..64
+  std::optional<std::int64_t> dcps_gradient_steps;                ///< dcps: G, 0..limits::max_dcps_gradient_steps
   std::optional<double> dcps_learning_rate;                       ///< dcps: rho >= 0
 };
 

@@ -178,9 +178,8 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
     g.dcps_bridge_variance = v == "1";
   }
   if (o.has("--dcps-gradient-steps"))
-    g.dcps_gradient_steps = to_int("--dcps-gradient-steps", o.get("--dcps-gradient-steps"), 0);
-  if (g.dcps_gradient_steps > 64)
-    throw usage_error("--dcps-gradient-steps: at most 64, got " + std::to_string(g.dcps_gradient_steps));
+    g.dcps_gradient_steps = to_int("--dcps-gradient-steps", o.get("--dcps-gradient-steps"), 0,
+                                   diffsample::limits::max_dcps_gradient_steps);
   if (o.has("--dcps-learning-rate")) g.dcps_learning_rate = flag_number(o, "--dcps-learning-rate", 0, false, 1e30);
 }
 
