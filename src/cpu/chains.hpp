@@ -23,6 +23,19 @@ enum class simd_target { scalar = 0, sse2 = 1, avx2 = 2, avx512 = 3 };
 simd_target chain_target();
 const char* to_string(simd_target t);
 
+// The body of a dispatcher on target t (not scalar): calls CALL in the namespace of t's build (simd_avx512,
+// simd_avx2, else simd_sse2). Empty in a build without SIMD targets, whose dispatchers are never called.
+#if defined(DIFFSAMPLE_NO_SIMD)
+#define DIFFSAMPLE_SIMD_DISPATCH(CALL)
+#else
+#define DIFFSAMPLE_SIMD_DISPATCH(CALL)                  \
+  switch (t) {                                          \
+    case simd_target::avx512: return simd_avx512::CALL; \
+    case simd_target::avx2: return simd_avx2::CALL;     \
+    default: return simd_sse2::CALL;                    \
+  }
+#endif
+
 /// Floats of state workspace the SIMD runners need for n chains of dimension d outside the register list:
 /// four vectors per chain, n rounded up to the widest pack, and room to align the start to a pack.
 inline std::int64_t state_floats(std::int64_t n, std::int64_t d) { return 4 * d * ((n + 15) / 16 * 16) + 16; }

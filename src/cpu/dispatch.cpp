@@ -61,54 +61,48 @@ void run_diffpir_tell(simd_target, const kernels::diffpir_stage_functor&) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, float*) {}
 void run_posterior_sample(simd_target, const posterior_sample_args&, double*) {}
 #else
-#define DIFFSAMPLE_DISPATCH_(CALL)                  \
-  switch (t) {                                      \
-    case simd_target::avx512: return simd_avx512::CALL; \
-    case simd_target::avx2: return simd_avx2::CALL; \
-    default: return simd_sse2::CALL;                \
-  }
 
 void run_evaluate(simd_target t, const kernels::channel_view& c, int what, const float* x, std::int64_t n,
                   std::int64_t d, float* out) {
-  DIFFSAMPLE_DISPATCH_(run_evaluate(c, what, x, n, d, out))
+  DIFFSAMPLE_SIMD_DISPATCH(run_evaluate(c, what, x, n, d, out))
 }
 void run_plan_step(simd_target t, const kernels::plan_step_functor& f, std::int64_t n) {
-  DIFFSAMPLE_DISPATCH_(run_plan_step(f, n))
+  DIFFSAMPLE_SIMD_DISPATCH(run_plan_step(f, n))
 }
 void run_plan_initial(simd_target t, const kernels::plan_initial_functor& f, std::int64_t n) {
-  DIFFSAMPLE_DISPATCH_(run_plan_initial(f, n))
+  DIFFSAMPLE_SIMD_DISPATCH(run_plan_initial(f, n))
 }
 void run_plan_tell(simd_target t, const kernels::plan_tell_functor& f, std::int64_t n) {
-  DIFFSAMPLE_DISPATCH_(run_plan_tell(f, n))
+  DIFFSAMPLE_SIMD_DISPATCH(run_plan_tell(f, n))
 }
 
 void run_projection(simd_target t, const double* u, int count, const float* x, std::int64_t n, std::int64_t d,
                     double* out, std::int64_t stride) {
-  DIFFSAMPLE_DISPATCH_(run_projection(u, count, x, n, d, out, stride))
+  DIFFSAMPLE_SIMD_DISPATCH(run_projection(u, count, x, n, d, out, stride))
 }
 void run_projection_keys(simd_target t, const double* u, int count, const float* x, std::int64_t n, std::int64_t d,
                          float* out, std::int64_t stride) {
-  DIFFSAMPLE_DISPATCH_(run_projection_keys(u, count, x, n, d, out, stride))
+  DIFFSAMPLE_SIMD_DISPATCH(run_projection_keys(u, count, x, n, d, out, stride))
 }
-void run_guided_pass(simd_target t, const guided_pass& pass) { DIFFSAMPLE_DISPATCH_(run_guided_pass(pass)) }
+void run_guided_pass(simd_target t, const guided_pass& pass) { DIFFSAMPLE_SIMD_DISPATCH(run_guided_pass(pass)) }
 
 void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float* x, const float* v, std::int64_t n,
                       std::int64_t d, float* out) {
-  DIFFSAMPLE_DISPATCH_(run_denoiser_jvp(c, x, v, n, d, out))
+  DIFFSAMPLE_SIMD_DISPATCH(run_denoiser_jvp(c, x, v, n, d, out))
 }
 
 void run_baseline_stage(simd_target t, const kernels::baseline_stage_functor& f) {
-  DIFFSAMPLE_DISPATCH_(run_baseline_stage(f))
+  DIFFSAMPLE_SIMD_DISPATCH(run_baseline_stage(f))
 }
-void run_stepwise(simd_target t, const stepwise_run& r) { DIFFSAMPLE_DISPATCH_(run_stepwise(r)) }
+void run_stepwise(simd_target t, const stepwise_run& r) { DIFFSAMPLE_SIMD_DISPATCH(run_stepwise(r)) }
 void run_diffpir_tell(simd_target t, const kernels::diffpir_stage_functor& f) {
-  DIFFSAMPLE_DISPATCH_(run_diffpir_tell(f))
+  DIFFSAMPLE_SIMD_DISPATCH(run_diffpir_tell(f))
 }
 void run_posterior_sample(simd_target t, const posterior_sample_args& a, float* out) {
-  DIFFSAMPLE_DISPATCH_(run_posterior_sample(a, out))
+  DIFFSAMPLE_SIMD_DISPATCH(run_posterior_sample(a, out))
 }
 void run_posterior_sample(simd_target t, const posterior_sample_args& a, double* out) {
-  DIFFSAMPLE_DISPATCH_(run_posterior_sample(a, out))
+  DIFFSAMPLE_SIMD_DISPATCH(run_posterior_sample(a, out))
 }
 
 void run_langevin(simd_target t, const kernels::langevin_params& p, float* x, std::int64_t d, float* state) {

@@ -27,17 +27,6 @@ DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx2)
 DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx512)
 #undef DIFFSAMPLE_DECLARE_GUIDED_TELLS_
 
-#if defined(DIFFSAMPLE_NO_SIMD)
-#define DIFFSAMPLE_GUIDED_TELL_(CALL)
-#else
-#define DIFFSAMPLE_GUIDED_TELL_(CALL)                   \
-  switch (t) {                                          \
-    case simd_target::avx512: return simd_avx512::CALL; \
-    case simd_target::avx2: return simd_avx2::CALL;     \
-    default: return simd_sse2::CALL;                    \
-  }
-#endif
-
 /// DDRM's tell (kernels::ddrm_stage_functor with stage 1: the denoiser m = ux x + um answer, then
 /// kernels::ddrm_update) over every particle, on packs of particles of one problem on target t (not scalar):
 /// ddrm_update's arithmetic lane by lane (the projections on V and the lift summed in the functor's order), the
@@ -45,13 +34,13 @@ DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx512)
 /// functor's scratch rows). Stores next_position first when position is set. Results do not depend on the thread
 /// count or on which pack a particle falls in.
 inline void run_ddrm_tell(simd_target t, const kernels::ddrm_stage_functor& f) {
-  DIFFSAMPLE_GUIDED_TELL_(run_ddrm_tell(f))
+  DIFFSAMPLE_SIMD_DISPATCH(run_ddrm_tell(f))
 }
 /// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends): the fused
 /// run's tell of one pack of rows.
 inline void run_ddrm_tell_rows(simd_target t, const kernels::ddrm_stage_functor& f, std::int64_t first,
                                std::int64_t last) {
-  DIFFSAMPLE_GUIDED_TELL_(run_ddrm_tell_rows(f, first, last))
+  DIFFSAMPLE_SIMD_DISPATCH(run_ddrm_tell_rows(f, first, last))
 }
 
 /// SKRock's tell (kernels::skrock_stage_functor with op skrock_op_stage: stage s of iteration n from the prior's
@@ -61,12 +50,12 @@ inline void run_ddrm_tell_rows(simd_target t, const kernels::ddrm_stage_functor&
 /// point). x, cur and old are written as the functor leaves them; g and r are not (the drift stays in the pack).
 /// Stores next_position first when position is set.
 inline void run_skrock_tell(simd_target t, const kernels::skrock_stage_functor& f) {
-  DIFFSAMPLE_GUIDED_TELL_(run_skrock_tell(f))
+  DIFFSAMPLE_SIMD_DISPATCH(run_skrock_tell(f))
 }
 /// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends).
 inline void run_skrock_tell_rows(simd_target t, const kernels::skrock_stage_functor& f, std::int64_t first,
                                  std::int64_t last) {
-  DIFFSAMPLE_GUIDED_TELL_(run_skrock_tell_rows(f, first, last))
+  DIFFSAMPLE_SIMD_DISPATCH(run_skrock_tell_rows(f, first, last))
 }
 
 /// The SMC's moment-projected weighting (kernels::moment_stage_functor: stage 0 the denoiser from the answer and
@@ -76,14 +65,12 @@ inline void run_skrock_tell_rows(simd_target t, const kernels::skrock_stage_func
 /// v, M, and at the last row lw, lz and mu, as the functor; r is not written. Stores next_position first when
 /// position is set.
 inline void run_moment_tell(simd_target t, const kernels::moment_stage_functor& f) {
-  DIFFSAMPLE_GUIDED_TELL_(run_moment_tell(f))
+  DIFFSAMPLE_SIMD_DISPATCH(run_moment_tell(f))
 }
 /// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends).
 inline void run_moment_tell_rows(simd_target t, const kernels::moment_stage_functor& f, std::int64_t first,
                                  std::int64_t last) {
-  DIFFSAMPLE_GUIDED_TELL_(run_moment_tell_rows(f, first, last))
+  DIFFSAMPLE_SIMD_DISPATCH(run_moment_tell_rows(f, first, last))
 }
-
-#undef DIFFSAMPLE_GUIDED_TELL_
 
 }  // namespace diffsample::cpu
