@@ -25,11 +25,20 @@ inline void put(float* out, double s) {  // as projection_functor: non-finite or
   *out = f;
 }
 
+/// An FP64 pack in a struct of this target's namespace: std::vector of the bare vector type would be one template
+/// instance (external linkage) shared with every other object that makes a vector of the same width, whichever
+/// instruction set it was compiled for (4 doubles are the AVX2 build's pack here and the SSE2 build's FP64 pack in
+/// src/cpu/jacobian_tells.cpp), and the linker keeps one of them.
+struct dpack {
+  vd v;
+};
+static_assert(sizeof(dpack) == sizeof(vd), "dpack is one pack");
+
 /// Directions transposed to d packs of dlanes (coordinate-major), per thread, kept between calls.
 vd* thread_directions(std::int64_t d) {
-  static thread_local std::vector<vd> buffer;
+  static thread_local std::vector<dpack> buffer;
   if (static_cast<std::int64_t>(buffer.size()) < d) buffer.resize(d);
-  return buffer.data();
+  return &buffer.data()->v;
 }
 
 template <class O>
