@@ -21,6 +21,10 @@ namespace {
 
 namespace ds = diffsample;
 
+// The usage text states these limits in words (2..200, 0..2^20, 0..64): it changes with them.
+static_assert(ds::limits::max_skrock_stages == 200 && ds::limits::max_inner_steps == (std::int64_t(1) << 20) &&
+                  ds::limits::max_dcps_gradient_steps == 64,
+              "solve's usage text states the SKRock stage, DCPS Langevin step and DCPS gradient step limits");
 const char* solve_usage =
     "usage: diffsample solve --problem FILE.json [options]\n"
     "Posterior sampling for a problem file's prior under its observation y = A x + sigma_y z, scored against the\n"
