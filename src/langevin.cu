@@ -143,29 +143,21 @@ plan_program langevin_program(std::int64_t n, std::int64_t d, const langevin_opt
   pr.seed = o.seed;
   pr.first_chain = o.first_chain;
   const float gamma = float(o.step_size);
-  if (o.method == langevin_method::mala) {
-    // Ask 0 at x, ask k = 1 .. steps at step k - 1's proposal P; each tell but the last draws the next proposal
-    // (Philox step first_step + k, as the fused chain's step k), whose acceptance the next tell decides.
-    pr.mala = pr.uses_point = pr.uses_m = true;
-    for (std::int64_t k = 0; o.steps > 0 && k <= o.steps; ++k) {
-      kernels::plan_entry e{};
+  // MALA: ask 0 at x, ask k = 1 .. steps at step k - 1's proposal P; each tell but the last draws the next proposal
+  // (Philox step first_step + k, as the fused chain's step k), whose acceptance the next tell decides. ULA and tamed
+  // ULA: one ask per step.
+  const bool mala = o.method == langevin_method::mala;
+  if (mala) pr.mala = pr.uses_point = pr.uses_m = true;
+  const std::int64_t asks = mala ? (o.steps > 0 ? o.steps + 1 : 0) : o.steps;
+  for (std::int64_t k = 0; k < asks; ++k) {
+    kernels::plan_entry e{};
+    if (mala) {
       e.op = k == 0 ? kernels::plan_op_mala_start : kernels::plan_op_mala_accept;
       e.at_point = k == 0 ? 0 : 1;
       e.next_point = k < o.steps ? 1 : 0;
-      e.ux = float(ux);
-      e.um = float(um);
-      e.gamma = gamma;
-      e.noise = kernels::ds_sqrt(2.f * gamma);  // as langevin_chain
-      e.rng_step = o.first_step + static_cast<std::uint64_t>(k);
-      pr.entries.push_back(e);
-      pr.channels.push_back({double(a), double(s)});
-      pr.times.push_back(0.0);
+    } else {
+      e.op = o.method == langevin_method::tamed_ula ? kernels::plan_op_tamed : kernels::plan_op_ula;
     }
-    return pr;
-  }
-  for (std::int64_t k = 0; k < o.steps; ++k) {
-    kernels::plan_entry e{};
-    e.op = o.method == langevin_method::tamed_ula ? kernels::plan_op_tamed : kernels::plan_op_ula;
     e.ux = float(ux);
     e.um = float(um);
     e.gamma = gamma;
