@@ -25,6 +25,7 @@ checked against the program's `solve --sampler exact` report):
 usage: python3 bench/posterior_table.py [--build build] [--instances 20] [--dx 10,100] [--dy 1]
            [--samplers smc,dps,...] [--particles 2000] [--steps 100] [--seed 0] [--default-settings] [--time-grid G]
            [--variant LABEL="SOLVE ARGS" ...] [--seeds K --instance I] [--per-instance] [--threads 1]
+           [--limit NAME=N ...] [--worst-seeds K]
 """
 import argparse
 import json
@@ -33,6 +34,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -197,6 +199,18 @@ def discover(prog, tmp):
             out += ["dps:" + f for f in forms.group(1).split("|")]
         else:
             out.append(w)
+    # smc once per potentials form: the words of --potentials' entry before its first ':' (e.g. "linear (default) or
+    # moment"), each run once; the default form is the plain "smc" row.
+    pot = re.search(r"--potentials\s+NAME\s+([^:]*)", help_text)
+    if "smc" in out and pot:
+        default = re.search(r"([a-z_]+)\s*\(default\)", pot.group(1))
+        for w in re.findall(r"\b[a-z][a-z0-9_]*\b", pot.group(1)):
+            if w in ("default", "or", "and") or (default and w == default.group(1)) or "smc:" + w in out:
+                continue
+            r = run([prog, "solve", "--problem", path, "--sampler", "smc", "--potentials", w, "--particles", "16",
+                     "--steps", "4", "--executor", "cpu", "--quiet"])
+            if r.returncode == 0:
+                out.insert(out.index("smc") + 1 + sum(o.startswith("smc:") for o in out), "smc:" + w)
     return out
 
 
@@ -207,7 +221,7 @@ def solve_args(label, variants):
     name, _, form = label.partition(":")
     args = ["--sampler", name]
     if form:
-        args += ["--dps-step", form]
+        args += ["--potentials" if name == "smc" else "--dps-step", form]
     return args
 
 
@@ -242,6 +256,12 @@ def main():
     ap.add_argument("--seeds", type=int, default=1, help="sampler seeds per instance (run-to-run spread)")
     ap.add_argument("--instance", type=int, default=-1, help="only this instance index (with --seeds)")
     ap.add_argument("--per-instance", action="store_true", help="print every instance's scores")
+    ap.add_argument("--limit", action="append", default=[],
+                    help="NAME=N: run sampler NAME (a row label) on the first N instances only (repeatable; for "
+                         "expensive samplers; the table says so)")
+    ap.add_argument("--worst-seeds", type=int, default=0,
+                    help="K: after each table, the weight error of the smc rows and the floor over K seeds on the "
+                         "instance where smc's weight error was largest (run-to-run spread)")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU executor threads per run (OMP_NUM_THREADS; default 1: the runs are many and small, and "
                          "on a busy machine a second thread mostly waits; results do not depend on it)")
@@ -265,17 +285,60 @@ def main():
                 table(args, prog, tmp, samplers, d_x, d_y)
 
 
+def draw(args, prog, name, inst, path, tmp, seed, srng, state):
+    """One sampler's samples on one instance with one seed (None if solve failed is fatal; non-finite are returned)."""
+    if name == "exact (floor)":
+        return inst.sample(args.particles if not args.default_settings else 4096, srng)
+    if name == "smc+mala":
+        k, gamma = args.mala.split(",")
+        x, rate = mala_move(inst, state["smc"], int(k), float(gamma), srng)
+        if args.per_instance:
+            print(f"  MALA acceptance {rate:.3f}")
+        return x
+    out = os.path.join(tmp, "x.npy")
+    sampler_args = solve_args(name, args.variant)
+    cmd = [prog, "solve", "--problem", path, *sampler_args, "--executor", "cpu", "--seed", str(seed), "--quiet",
+           "--out", out]
+    if not args.default_settings:
+        cmd += ["--particles", str(args.particles), "--steps", str(args.steps)]
+    if (args.time_grid and "--time-grid" not in sampler_args
+            and sampler_args[sampler_args.index("--sampler") + 1] != "skrock"):
+        cmd += ["--time-grid", args.time_grid]
+    r = run(cmd)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {r.stderr}")
+    x = np.load(out).astype(np.float64)
+    if name == "smc":
+        state["smc"] = x
+    return x
+
+
+def score(inst, x, srng):
+    """(SW, dw, SW within) of samples x against exact posterior samples of the same size."""
+    ref = inst.sample(len(x), srng)
+    counts = inst.shares(x)
+    return (sliced_w1(x, ref, 100, srng), tv(counts, inst.post_w),
+            sliced_w1(x, inst.sample_counts(counts, srng), 100, srng))
+
+
+def write_problem(inst, tmp, tag):
+    path = os.path.join(tmp, f"p{tag}.json")
+    with open(path, "w") as f:
+        json.dump(inst.problem_json(), f)
+    return path
+
+
 def table(args, prog, tmp, samplers, d_x, d_y):
     rng = np.random.default_rng([args.seed, d_x, d_y])
     instances = [Instance(rng, d_x, d_y) for _ in range(args.instances)]
     idx = range(len(instances)) if args.instance < 0 else [args.instance]
-    rows = {name: {"sw": [], "dw": [], "within": [], "diverged": 0} for name in ["exact (floor)"] + samplers}
+    limit = {k: int(v) for k, v in (e.split("=", 1) for e in args.limit)}
+    names = ["exact (floor)"] + samplers
+    rows = {name: {"sw": [], "dw": [], "within": [], "diverged": 0, "runs": 0, "time": 0.0} for name in names}
     worst = {}
     for i in idx:
         inst = instances[i]
-        path = os.path.join(tmp, f"p{d_x}_{d_y}_{i}.json")
-        with open(path, "w") as f:
-            json.dump(inst.problem_json(), f)
+        path = write_problem(inst, tmp, f"{d_x}_{d_y}_{i}")
         # The program's exact posterior weights against the closed form here.
         rep = os.path.join(tmp, "exact.json")
         r = run([prog, "solve", "--problem", path, "--sampler", "exact", "--samples", "16", "--executor", "cpu",
@@ -289,68 +352,76 @@ def table(args, prog, tmp, samplers, d_x, d_y):
         for s in range(args.seeds):
             seed = args.seed + 1 + i + 1000 * s
             srng = np.random.default_rng([seed, d_x, d_y, 7])
-            for name in ["exact (floor)"] + samplers:
-                if name == "exact (floor)":
-                    x = inst.sample(args.particles if not args.default_settings else 4096, srng)
-                elif name == "smc+mala":
-                    k, gamma = args.mala.split(",")
-                    x, rate = mala_move(inst, smc_x, int(k), float(gamma), srng)
-                    if args.per_instance:
-                        print(f"  MALA acceptance {rate:.3f}")
-                else:
-                    out = os.path.join(tmp, "x.npy")
-                    cmd = [prog, "solve", "--problem", path, *solve_args(name, args.variant), "--executor", "cpu",
-                           "--seed", str(seed), "--quiet", "--out", out]
-                    if not args.default_settings:
-                        cmd += ["--particles", str(args.particles), "--steps", str(args.steps)]
-                    sampler_args = solve_args(name, args.variant)
-                    if (args.time_grid and "--time-grid" not in sampler_args
-                            and sampler_args[sampler_args.index("--sampler") + 1] != "skrock"):
-                        cmd += ["--time-grid", args.time_grid]
-                    r = run(cmd)
-                    if r.returncode != 0:
-                        sys.exit(f"{' '.join(cmd)} failed: {r.stderr}")
-                    x = np.load(out).astype(np.float64)
-                    if name == "smc":
-                        smc_x = x
+            state = {}
+            for name in names:
+                if i >= limit.get(name, len(instances)):
+                    continue
+                t0 = time.perf_counter()
+                x = draw(args, prog, name, inst, path, tmp, seed, srng, state)
+                rows[name]["time"] += time.perf_counter() - t0
+                rows[name]["runs"] += 1
                 if not np.all(np.isfinite(x)):
                     rows[name]["diverged"] += 1
                     continue
-                ref = inst.sample(len(x), srng)
-                counts = inst.shares(x)
-                sw = sliced_w1(x, ref, 100, srng)
-                dw = tv(counts, inst.post_w)
-                within = sliced_w1(x, inst.sample_counts(counts, srng), 100, srng)
+                sw, dw, within = score(inst, x, srng)
                 rows[name]["sw"].append(sw)
                 rows[name]["dw"].append(dw)
                 rows[name]["within"].append(within)
                 if args.per_instance or args.seeds > 1:
                     print(f"  d_x {d_x} d_y {d_y} instance {i} seed {seed} {name}: SW {sw:.3f} dw {dw:.4f} "
-                          f"within {within:.3f} (sigma_y {inst.sigma_y:.3f})")
+                          f"within {within:.3f} (sigma_y {inst.sigma_y:.3f}, {time.perf_counter() - t0:.1f} s)",
+                          flush=True)
                 if name == "smc" and dw > worst.get("dw", -1):
                     worst = {"dw": dw, "instance": i}
     n = len(idx) * args.seeds
-    print(f"\nd_x = {d_x}, d_y = {d_y}: {len(idx)} instances x {args.seeds} seeds")
+    print(f"\nd_x = {d_x}, d_y = {d_y}: {len(idx)} instances x {args.seeds} seeds"
+          + ("".join(f"; {k}: first {v} instances" for k, v in limit.items() if v < len(idx))))
     print(f"| sampler | SW median / mean +- std | dw mean +- std | SW within (median) | prop. | diverged |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
         if not r["sw"]:
-            print(f"| {name} | - | - | - | - | {r['diverged']}/{n} |")
+            print(f"| {name} | - | - | - | - | {r['diverged']}/{r['runs']} |")
             continue
         med, mean, sd = stats(r["sw"])
         _, dmean, dsd = stats(r["dw"])
         wmed = np.median(r["within"])
         prop = np.median(1 - np.asarray(r["within"]) / np.asarray(r["sw"]))
         print(f"| {name} | {med:.3f} / {mean:.3f} +- {sd:.3f} | {dmean:.4f} +- {dsd:.4f} | {wmed:.3f} | "
-              f"{prop:.2f} | {r['diverged']}/{n} |")
+              f"{prop:.2f} | {r['diverged']}/{r['runs']} |")
     if d_y == 1 and d_x in PUBLISHED:
         for p in PUBLISHED[d_x]:
             print(f"| {p[0]} (seed 002) | {p[1]:.2f} / {p[2]:.2f} +- {p[3]:.2f} | {p[4]:.2f} +- {p[5]:.2f} | | | |")
+    else:
+        print("(seed 002 publishes d_y = 1 only: no published rows)")
+    print("seconds per run (CPU executor, this machine's load): "
+          + ", ".join(f"{k} {r['time'] / r['runs']:.2f}" for k, r in rows.items() if r["runs"] and k != "exact (floor)"))
     fl = rows["exact (floor)"]
     if "smc" in rows and rows["smc"]["sw"] and fl["sw"]:
         print(f"smc / floor: SW median {np.median(rows['smc']['sw']) / np.median(fl['sw']):.2f}x, "
               f"dw mean {np.mean(rows['smc']['dw']) / np.mean(fl['dw']):.2f}x; "
               f"worst smc dw {worst.get('dw', 0):.4f} on instance {worst.get('instance', -1)}")
+    if args.worst_seeds > 0 and worst:
+        spread(args, prog, tmp, samplers, instances[worst["instance"]], worst["instance"], d_x, d_y)
+
+
+def spread(args, prog, tmp, samplers, inst, i, d_x, d_y):
+    """The weight error's run-to-run spread on one instance: every smc row and the exact floor with
+    --worst-seeds seeds (the first is the table's)."""
+    path = write_problem(inst, tmp, f"{d_x}_{d_y}_{i}")
+    names = ["exact (floor)"] + [n for n in samplers if n == "smc" or n.startswith("smc:") or n.startswith("smc[")]
+    dws = {name: [] for name in names}
+    for s in range(args.worst_seeds):
+        seed = args.seed + 1 + i + 1000 * s
+        srng = np.random.default_rng([seed, d_x, d_y, 7])
+        state = {}
+        for name in names:
+            x = draw(args, prog, name, inst, path, tmp, seed, srng, state)
+            dws[name].append(score(inst, x, srng)[1] if np.all(np.isfinite(x)) else np.nan)
+    print(f"weight error over {args.worst_seeds} seeds on instance {i} (d_x = {d_x}, d_y = {d_y}; mean +- sd, range):")
+    for name, v in dws.items():
+        v = np.asarray(v)
+        print(f"  {name}: {np.nanmean(v):.4f} +- {np.nanstd(v, ddof=1):.4f} ({np.nanmin(v):.4f} .. {np.nanmax(v):.4f})"
+              + (f", {int(np.isnan(v).sum())} diverged" if np.isnan(v).any() else ""))
 
 
 if __name__ == "__main__":
