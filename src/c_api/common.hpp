@@ -293,6 +293,41 @@ guided_options to_cpp(const ds_guided_options* p);
 guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x);
 guided_outputs to_cpp(const ds_guided_outputs* p);
 
+/// An options struct's init function (ds_<prefix>_options_init): the C++ options' defaults in the caller's layout.
+template <class Cpp, class C>
+ds_status init_options(C* options, std::size_t struct_size) {
+  return guard([&] { init_struct(options, struct_size, to_c(Cpp{})); });
+}
+
+/// ds_<NAME>_options_init and ds_<NAME>_workspace_bytes of a chain sampler on a Gaussian mixture (NAME langevin or
+/// diffusion), one definition for both samplers: the C++ defaults in the caller's layout, and the C++ size query's
+/// answer for the mixture, n and the caller's options. The C header declares each function; a definition that
+/// drifted from its declaration would not compile.
+#define DS_CHAIN_OPTIONS(NAME)                                                                                      \
+  ds_status ds_##NAME##_options_init(ds_##NAME##_options* options, size_t struct_size) {                          \
+    return init_options<ds::NAME##_options>(options, struct_size);                                                \
+  }                                                                                                               \
+  ds_status ds_##NAME##_workspace_bytes(const ds_mixture* mixture, int64_t n, const ds_##NAME##_options* options, \
+                                        size_t* bytes) {                                                          \
+    return write_out("bytes", bytes,                                                                              \
+                     [&] { return ds::NAME##_workspace_bytes(get(mixture), n, to_cpp(options)); });               \
+  }
+
+/// The body of a chain sampler's entry point (ds_langevin, ds_diffusion): the mixture, then the options read over
+/// their defaults, then the trajectory buffer checked against options.record_every and set in the outputs, then
+/// @p run(mixture, options, outputs), which sets the sampler's other outputs and makes the C++ call.
+template <class Outputs, class C, class Run>
+ds_status chain_call(const ds_mixture* mixture, const C* options, float* trajectory, Run run) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    const auto o = to_cpp(options);
+    check_trajectory(o.record_every, trajectory);
+    Outputs outputs;
+    outputs.trajectory = trajectory;
+    run(m, o, outputs);
+  });
+}
+
 template <class T, class = void>
 struct is_versioned : std::false_type {};
 template <class T>

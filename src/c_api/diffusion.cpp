@@ -91,25 +91,13 @@ ds_status ds_schedule_points(const ds_schedule* schedule, int64_t steps, ds_sche
   });
 }
 
-ds_status ds_diffusion_options_init(ds_diffusion_options* options, size_t struct_size) {
-  return guard([&] { init_struct(options, struct_size, to_c(ds::diffusion_options{})); });
-}
-
-ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t n, const ds_diffusion_options* options,
-                                       size_t* bytes) {
-  return write_out("bytes", bytes, [&] { return ds::diffusion_workspace_bytes(get(mixture), n, to_cpp(options)); });
-}
+DS_CHAIN_OPTIONS(diffusion)  // ds_diffusion_options_init, ds_diffusion_workspace_bytes
 
 ds_status ds_diffusion(const ds_mixture* mixture, float* x, int64_t n, const ds_diffusion_options* options,
                        float* trajectory, ds_execution exec, void* workspace, size_t workspace_bytes,
                        ds_diffusion_report* report) {
-  return guard([&] {
-    const auto& m = get(mixture);
-    const auto o = to_cpp(options);
-    check_trajectory(o.record_every, trajectory);
-    ds::diffusion_outputs outputs;
-    outputs.trajectory = trajectory;
-    const ds::diffusion_report r = ds::diffusion(m, x, outputs, n, o, to_cpp(exec), workspace, workspace_bytes);
+  return chain_call<ds::diffusion_outputs>(mixture, options, trajectory, [&](const auto& m, const auto& o, auto& out) {
+    const ds::diffusion_report r = ds::diffusion(m, x, out, n, o, to_cpp(exec), workspace, workspace_bytes);
     if (report) *report = ds_diffusion_report{to_c(r.ran), r.register_path ? 1 : 0, r.total_steps};
   });
 }

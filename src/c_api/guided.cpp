@@ -115,7 +115,7 @@ ds_status ds_guided_problems_init(ds_guided_problems* problems, size_t struct_si
 }
 
 ds_status ds_guided_options_init(ds_guided_options* options, size_t struct_size) {
-  return guard([&] { init_struct(options, struct_size, to_c(ds::guided_options{})); });
+  return init_options<ds::guided_options>(options, struct_size);
 }
 
 ds_status ds_guided_outputs_init(ds_guided_outputs* outputs, size_t struct_size) {

@@ -23,26 +23,14 @@ ds::langevin_options to_cpp(const ds_langevin_options* p) {
 
 extern "C" {
 
-ds_status ds_langevin_options_init(ds_langevin_options* options, size_t struct_size) {
-  return guard([&] { init_struct(options, struct_size, to_c(ds::langevin_options{})); });
-}
-
-ds_status ds_langevin_workspace_bytes(const ds_mixture* mixture, int64_t n, const ds_langevin_options* options,
-                                      size_t* bytes) {
-  return write_out("bytes", bytes, [&] { return ds::langevin_workspace_bytes(get(mixture), n, to_cpp(options)); });
-}
+DS_CHAIN_OPTIONS(langevin)  // ds_langevin_options_init, ds_langevin_workspace_bytes
 
 ds_status ds_langevin(const ds_mixture* mixture, float* x, int64_t n, const ds_langevin_options* options,
                       float* trajectory, int64_t* accepted, ds_execution exec, void* workspace, size_t workspace_bytes,
                       ds_langevin_report* report) {
-  return guard([&] {
-    const auto& m = get(mixture);
-    const auto o = to_cpp(options);
-    check_trajectory(o.record_every, trajectory);
-    ds::langevin_outputs outputs;
-    outputs.trajectory = trajectory;
-    outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);
-    const ds::langevin_report r = ds::langevin(m, x, outputs, n, o, to_cpp(exec), workspace, workspace_bytes);
+  return chain_call<ds::langevin_outputs>(mixture, options, trajectory, [&](const auto& m, const auto& o, auto& out) {
+    out.accepted = reinterpret_cast<std::int64_t*>(accepted);
+    const ds::langevin_report r = ds::langevin(m, x, out, n, o, to_cpp(exec), workspace, workspace_bytes);
     if (report) *report = ds_langevin_report{to_c(r.ran), r.register_path ? 1 : 0};
   });
 }

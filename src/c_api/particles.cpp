@@ -69,7 +69,7 @@ ds_status gather(const float* states, int64_t problems, int64_t particles, int64
 extern "C" {
 
 ds_status ds_resampling_options_init(ds_resampling_options* options, size_t struct_size) {
-  return guard([&] { init_struct(options, struct_size, to_c(ds::resampling_options{})); });
+  return init_options<ds::resampling_options>(options, struct_size);
 }
 
 ds_status ds_resampling_workspace_bytes(int64_t problems, int64_t particles, ds_resampling_scheme scheme,
