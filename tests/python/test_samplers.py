@@ -96,7 +96,7 @@ def test_systematic_resampling_offspring_and_reports(rng):
         counts = np.bincount(anc[b], minlength=N)
         assert (np.abs(counts - N * p) < 1 + 1e-6).all()
         m = lw[b].astype(np.float64).max()
-        lse = m + np.log(np.exp(lw[b] - m).sum())
+        lse = m + np.log(np.exp(lw[b].astype(np.float64) - m).sum())
         assert rep["log_sum_exp"][b] == pytest.approx(lse, rel=1e-12)
         assert rep["ess"][b] == pytest.approx(1 / np.sum(p**2), rel=1e-6)
         assert rep["resampled"][b] == 1 and rep["failed"][b] == 0
