@@ -6,15 +6,22 @@ lines before it or the `///<` comment after it (continued on `///<` lines below)
 first comment). As a script it writes a C++ header that python/src/core.cpp includes (python/CMakeLists.txt runs
 it at every build, so the extension's docstrings are the headers' text of that build):
 
-    python3 python/docstrings.py OUT.hpp include/diffsample/*.hpp
+    python3 python/docstrings.py OUT.hpp [--limits-stub limits.pyi] include/diffsample/*.hpp
 
 `DS_DOC(langevin_options, step_size)` in the bindings is then that comment as a C string, and a name without a
 comment does not compile. tests/python/test_docstrings.py checks the built module against the headers.
+
+The headers name the size limits of include/diffsample/limits.hpp as C++ constants (`limits::max_steps`); Python has
+them as diffsample.limits, bound from those constants. The comments' references read as the Python names with their
+values ("diffsample.limits.max_steps (2^24)"), and the generated header also lists the limits' names
+(`DS_LIMITS(X)`: X(max_dim) X(max_components) ...) and the module's docstring (`DS_LIMITS_DOC`) for the binding;
+--limits-stub also writes the module's typed stub (nanobind's stubgen sees it only as an attribute of _core).
 """
+import ast
 import re
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Tuple
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SCOPE = re.compile(r"^\s*(?:struct|class)\s+(?:DIFFSAMPLE_API\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*(?:final\s*)?(?::[^{]*)?\{")
@@ -86,17 +93,95 @@ def parse(paths: Iterable[Path]) -> Dict[str, str]:
             depth += opened
             while scopes and depth < scopes[-1][1]:
                 scopes.pop()
-    return docs
+    values = limits(paths)
+    return {key: python_text(text, values) for key, text in docs.items()}
+
+
+_LIMIT = re.compile(r"^inline constexpr std::int64_t ([A-Za-z_][A-Za-z0-9_]*) = (.+);$")
+_LIMIT_REF = re.compile(r"\blimits::([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _integer(expression: str) -> int:
+    """The value of a limit's initialiser: integer literals, std::int64_t(...) casts, <<, +, -, * and parentheses."""
+    tree = ast.parse(expression.replace("std::int64_t(", "("), mode="eval")
+
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.BinOp):
+            ops = {ast.LShift: lambda a, b: a << b, ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+                   ast.Mult: lambda a, b: a * b}
+            if type(node.op) in ops:
+                return ops[type(node.op)](value(node.left), value(node.right))
+        raise ValueError(f"limits.hpp: cannot evaluate {expression!r} ({ast.dump(node)})")
+
+    return value(tree.body)
+
+
+def limits(paths: Iterable[Path]) -> Dict[str, int]:
+    """Every constant of limits.hpp among the paths (namespace diffsample::limits): name -> value, in header order.
+    A constexpr line of another form is an error, so no limit is left out unnoticed."""
+    out: Dict[str, int] = {}
+    for path in paths:
+        if Path(path).name != "limits.hpp":
+            continue
+        for raw in Path(path).read_text().splitlines():
+            code = _code(raw).strip()
+            if "constexpr" not in code:
+                continue
+            m = _LIMIT.match(code)
+            if m is None:
+                raise ValueError(f"{path}: a limit not of the form 'inline constexpr std::int64_t name = value;': {raw!r}")
+            out[m.group(1)] = _integer(m.group(2))
+    return out
+
+
+def limit_text(value: int) -> str:
+    """A limit's value as the library's messages word it: 2^k, 2^k - 1 for the large ones, else decimal."""
+    for k in range(16, 64):
+        if value == 1 << k:
+            return f"2^{k}"
+        if value == (1 << k) - 1:
+            return f"2^{k} - 1"
+    return str(value)
+
+
+def python_text(text: str, values: Dict[str, int]) -> str:
+    """A comment's `limits::name` references as the Python names with their values (names not among the limits are
+    left as they are)."""
+    def ref(m: "re.Match") -> str:
+        name = m.group(1)
+        if name not in values:
+            return m.group(0)
+        return f"diffsample.limits.{name} ({limit_text(values[name])})"
+
+    return _LIMIT_REF.sub(ref, text)
+
+
+def limits_doc(docs: Dict[str, str], values: Dict[str, int]) -> str:
+    """The docstring of diffsample.limits: the namespace's comment, then each limit with its value and comment."""
+    lines = [docs.get("limits", "The size and count limits of the public API."), "",
+             "Values beyond a limit are refused with InvalidArgument naming the argument, its value and the limit.",
+             ""]
+    for name, value in values.items():
+        text = limit_text(value)
+        lines.append(f"{name} = {value}" + (f" ({text})" if text != str(value) else "") + ": " +
+                     docs.get(name, "").replace("\n", " "))
+    return "\n".join(lines)
 
 
 def _c_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def header(docs: Dict[str, str]) -> str:
+def header(docs: Dict[str, str], values: Dict[str, int]) -> str:
     lines = ["// Generated by python/docstrings.py from include/diffsample/*.hpp: do not edit.", "#pragma once", ""]
     for key in sorted(docs):
         lines.append("#define DS_DOC_" + key.replace("::", "__") + " " + _c_string(docs[key]))
+    lines += ["", "/// The constants of diffsample::limits (limits.hpp), as X(name) for each.",
+              "#define DS_LIMITS(X) " + " ".join(f"X({name})" for name in values),
+              "/// The docstring of the Python module diffsample.limits.",
+              "#define DS_LIMITS_DOC " + _c_string(limits_doc(docs, values))]
     lines += ["", "/// The Doxygen comment of scope::name in the public headers, as a C string.",
               "#define DS_DOC(scope, name) DS_DOC_##scope##__##name",
               "/// The Doxygen comment of a declaration at namespace scope.", "#define DS_DOC_FREE(name) DS_DOC_##name",
@@ -104,11 +189,30 @@ def header(docs: Dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: List[str]) -> int:
-    out, headers = Path(argv[1]), [Path(p) for p in argv[2:]]
-    text = header(parse(headers))
+def limits_stub(docs: Dict[str, str], values: Dict[str, int]) -> str:
+    """The typed stub of diffsample.limits (limits.pyi): each constant with its value and comment."""
+    lines = ['"""' + limits_doc(docs, values) + '\n"""', ""]
+    for name, value in values.items():
+        lines += [f"{name}: int = {value}", '"""' + docs.get(name, "") + '"""', ""]
+    return "\n".join(lines)
+
+
+def _write(out: Path, text: str) -> None:
     if not out.exists() or out.read_text() != text:
         out.write_text(text)
+
+
+def main(argv: List[str]) -> int:
+    """OUT.hpp [--limits-stub OUT.pyi] HEADER..."""
+    out, rest = Path(argv[1]), argv[2:]
+    stub = None
+    if rest[:1] == ["--limits-stub"]:
+        stub, rest = Path(rest[1]), rest[2:]
+    headers = [Path(p) for p in rest]
+    docs, values = parse(headers), limits(headers)
+    _write(out, header(docs, values))
+    if stub is not None:
+        _write(stub, limits_stub(docs, values))
     return 0
 
 

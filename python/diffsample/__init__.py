@@ -11,6 +11,8 @@ executor; CUDA arrays: the CUDA executor). On CUDA the calls run on the framewor
 handle, a ``torch.cuda.Stream``, a ``cupy.cuda.Stream`` or any object with ``cuda_stream`` or ``ptr``); they are
 asynchronous on that stream, as in C++. Long calls release the GIL. Errors raise ``diffsample.Error`` subclasses
 (``InvalidArgument`` is also a ``ValueError``) carrying the library's message, which names the argument and value.
+The size limits those messages name are ``diffsample.limits`` (``diffsample.limits.max_steps`` ...), the C++
+constants of ``include/diffsample/limits.hpp``.
 
 The low-level module ``diffsample._core`` exposes the C++ API one to one (explicit outputs, raw stream handles).
 """
@@ -38,7 +40,11 @@ from ._core import (  # noqa: F401  (re-exported)
     cpu_threads,
     cuda_available,
     cuda_unavailable_reason,
+    limits,
 )
+
+# `import diffsample.limits` and `from diffsample.limits import max_steps` find the extension's submodule.
+sys.modules[__name__ + ".limits"] = limits
 
 #: The package's version: the library's (one source, the CMake project version).
 __version__: str = _core.version()
@@ -49,7 +55,7 @@ __all__ = [
     "langevin", "diffusion", "resample", "gather_particles", "guided_sample",
     "sliced_wasserstein", "component_weights", "component_weight_error",
     "cuda_available", "cuda_unavailable_reason", "cpu_threads", "cpu_blas_name",
-    "PARTICLE_REPORT_DTYPE",
+    "PARTICLE_REPORT_DTYPE", "limits",
 ]
 
 def _forward(holder: str, core_class: str, name: str) -> property:

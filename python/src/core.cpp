@@ -310,6 +310,16 @@ NB_MODULE(_core, m) {
   m.def("cpu_threads", &ds::cpu_threads, "Number of threads the CPU executor uses.");
   m.def("cpu_blas_name", &ds::cpu_blas_name, "Name of the CPU BLAS of the gemm path, or 'none'.");
 
+  // ---- limits ---------------------------------------------------------------------------------------------------
+  // diffsample.limits: every constant of diffsample::limits (limits.hpp) as an int, the names listed by the
+  // generator (DS_LIMITS) and the values the compiled constants' (a name the header lacks does not compile).
+  {
+    nb::module_ limits = m.def_submodule("limits", DS_LIMITS_DOC);
+#define DIFFSAMPLE_PY_LIMIT(name) limits.attr(#name) = ds::limits::name;
+    DS_LIMITS(DIFFSAMPLE_PY_LIMIT)
+#undef DIFFSAMPLE_PY_LIMIT
+  }
+
   // ---- schedules ------------------------------------------------------------------------------------------------
   nb::class_<ds::noise_schedule>(m, "NoiseSchedule", DS_DOC_FREE(noise_schedule))
       .def(nb::init<>())
