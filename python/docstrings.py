@@ -131,7 +131,8 @@ def limits(paths: Iterable[Path]) -> Dict[str, int]:
                 continue
             m = _LIMIT.match(code)
             if m is None:
-                raise ValueError(f"{path}: a limit not of the form 'inline constexpr std::int64_t name = value;': {raw!r}")
+                raise ValueError(f"{path}: a limit not of the form 'inline constexpr std::int64_t name = value;': "
+                                 f"{raw!r}")
             out[m.group(1)] = _integer(m.group(2))
     return out
 

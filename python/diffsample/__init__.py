@@ -14,6 +14,16 @@ asynchronous on that stream, as in C++. Long calls release the GIL. Errors raise
 The size limits those messages name are ``diffsample.limits`` (``diffsample.limits.max_steps`` ...), the C++
 constants of ``include/diffsample/limits.hpp``.
 
+Every array argument is checked for dtype, shape, C-contiguity and device before anything runs; nothing is converted
+(no float64 -> float32, no contiguous copy). All arrays of one call must be on one device.
+
+Synchronisation (as in C++): calls that run on CUDA arrays are asynchronous on their stream (they return once the
+work is queued; read the results in that stream's order or after synchronising it) unless their docstring says they
+synchronise: constructors that upload tables (``GaussianMixture``, ``MixturePosterior``, the plans), the first
+gemm-path evaluation of a mixture on CUDA, and calls that return a value the kernels computed
+(``sliced_wasserstein``). On the CPU every call returns when its work is done. Host-only calls (``*_fp64``,
+``component_weights``) are synchronous.
+
 The low-level module ``diffsample._core`` exposes the C++ API one to one (explicit outputs, raw stream handles).
 """
 from __future__ import annotations
@@ -205,9 +215,18 @@ def _f64(a: Any) -> np.ndarray:
 class GaussianMixture:
     """A Gaussian mixture sum_k w_k N(mu_k, diag v_k), evaluated exactly at any channel x_t = a x0 + s z.
 
-    ``GaussianMixture(weights, means, variances)``: K weights (normalised internally), (K, d) means, K variances
-    (isotropic components) or (K, d) (diagonal). Scores, denoisers E[x0 | x_t], log-densities and the denoiser's
-    Jacobian-vector products are closed forms computed in FP32 (FP64 references: ``*_fp64``).
+    ``GaussianMixture(weights, means, variances)``:
+
+    - weights: K positive finite weights (any sequence or array; normalised internally, need not sum to one).
+    - means: (K, d) component means.
+    - variances: K values (isotropic components, v_k in every coordinate) or (K, d) values (diagonal components),
+      each positive and finite.
+
+    The parameters are read on the host (converted to float64 NumPy; any array-like, CPU only). Scores, denoisers
+    E[x0 | x_t], log-densities and the denoiser's Jacobian-vector products are closed forms computed in FP32 on the
+    executor of the evaluated arrays (FP64 host references: ``*_fp64``). When a GPU is present the constructor copies
+    the FP32 tables to the device and synchronises, so the mixture is ready for kernels on any stream. Raises
+    InvalidArgument for a bad size or value (dim and K up to diffsample.limits.max_dim and max_components).
     """
 
     def __init__(self, weights: Any, means: Any, variances: Any, *, _core_mixture: Any = None):
@@ -222,13 +241,30 @@ class GaussianMixture:
 
     @classmethod
     def empirical(cls, points: Any, variance: float) -> "GaussianMixture":
-        """Equal-weight mixture of N(point_i, variance I) over the rows of points (n, d)."""
+        """Equal-weight mixture of N(point_i, variance I) over the rows of points.
+
+        Args:
+            points: (n, d) array-like on the host (converted to float64 NumPy): one isotropic component per row.
+            variance: the components' common variance (> 0).
+
+        Returns a new GaussianMixture with K = n components (synchronises as the constructor does).
+        """
         return cls(None, None, None, _core_mixture=_core.GaussianMixtureCore.empirical(_f64(points), variance))
 
     @classmethod
     def grid(cls, dim: int, grid: int, spacing: float, variance: float,
              weights: Sequence[float] = ()) -> "GaussianMixture":
-        """Means on a grid x grid lattice with the given spacing (first two coordinates, repeated above)."""
+        """A mixture with means on a grid x grid lattice (grid^2 components).
+
+        Args:
+            dim: dimension d of the mixture; coordinate j takes the grid coordinate j mod 2.
+            grid: points per axis (1..diffsample.limits.max_grid).
+            spacing: distance between neighbouring means.
+            variance: every component's isotropic variance (> 0).
+            weights: grid^2 component weights, or empty for equal weights.
+
+        Returns a new GaussianMixture (synchronises as the constructor does).
+        """
         return cls(None, None, None,
                    _core_mixture=_core.GaussianMixtureCore.grid(dim, grid, spacing, variance, list(weights)))
 
@@ -251,29 +287,84 @@ class GaussianMixture:
 
     def score(self, x: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None, path: str = "automatic",
               stream: Stream = None) -> Array:
-        """grad log p_t(x) at x (n, d) float32 of the channel (a, s); returns out (n, d)."""
+        """The score grad log p_t(x) of the noised mixture at the channel x_t = a x0 + s z.
+
+        Args:
+            x: (n, d) float32, C-contiguous, any DLPack array (NumPy, PyTorch, JAX, CuPy) on the CPU or a CUDA device.
+            a, s: the channel's scale and noise level (a = 1, s = 0: the mixture itself).
+            out: (n, d) float32 writable array on x's device to write into; None: a new array of x's framework and
+                device (NumPy for NumPy and CPU JAX inputs; CUDA JAX inputs need out).
+            path: 'automatic', 'direct' (one pass over components) or 'gemm' (isotropic mixtures: matrix products).
+            stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream); None: the framework's
+                current stream. Ignored on the CPU.
+
+        Returns out, (n, d) float32. Asynchronous on CUDA (except the mixture's first gemm-path call there, which
+        builds its tables and synchronises); on the CPU it returns when done.
+        """
         return self._evaluate(_core.Quantity.score, x, a, s, out, path, stream)
 
     def denoiser(self, x: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None, path: str = "automatic",
                  stream: Stream = None) -> Array:
-        """E[x0 | x_t = x] (Tweedie) at x (n, d) float32; returns out (n, d)."""
+        """The denoiser E[x0 | x_t = x] (Tweedie) at the channel x_t = a x0 + s z.
+
+        Args:
+            x: (n, d) float32, C-contiguous, any DLPack array (NumPy, PyTorch, JAX, CuPy) on the CPU or a CUDA device.
+            a, s: the channel's scale and noise level.
+            out: (n, d) float32 writable array on x's device; None: a new array of x's framework and device.
+            path: 'automatic', 'direct' or 'gemm' (as for score()).
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+
+        Returns out, (n, d) float32. Asynchronous on CUDA (the first gemm-path call of the mixture there
+        synchronises); on the CPU it returns when done.
+        """
         return self._evaluate(_core.Quantity.denoiser, x, a, s, out, path, stream)
 
     def log_density(self, x: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None,
                     path: str = "automatic", stream: Stream = None) -> Array:
-        """log p_t(x) at x (n, d) float32; returns out (n,)."""
+        """The log-density log p_t(x) of the noised mixture at the channel x_t = a x0 + s z.
+
+        Args:
+            x: (n, d) float32, C-contiguous, any DLPack array (NumPy, PyTorch, JAX, CuPy) on the CPU or a CUDA device.
+            a, s: the channel's scale and noise level.
+            out: (n,) float32 writable array on x's device; None: a new array of x's framework and device.
+            path: 'automatic', 'direct' or 'gemm' (as for score()).
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+
+        Returns out, (n,) float32. Asynchronous on CUDA (the first gemm-path call of the mixture there
+        synchronises); on the CPU it returns when done.
+        """
         return self._evaluate(_core.Quantity.log_density, x, a, s, out, path, stream)
 
     def denoiser_jvp(self, x: Array, v: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None,
                      stream: Stream = None) -> Array:
-        """(dE[x0 | x_t = x] / dx) v per point (n, d); the Jacobian is symmetric, so this is also J^T v."""
+        """The denoiser's Jacobian times v per point, (dE[x0 | x_t = x] / dx) v; the Jacobian is symmetric, so this
+        is also J^T v (what DPS-like guidance needs).
+
+        Args:
+            x: (n, d) float32 points, any DLPack array (NumPy, PyTorch, JAX, CuPy), CPU or CUDA.
+            v: (n, d) float32 vectors on x's device.
+            a, s: the channel's scale and noise level.
+            out: (n, d) float32 writable array on x's device; None: a new array of x's framework and device.
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+
+        Returns out, (n, d) float32. Asynchronous on CUDA; on the CPU it returns when done.
+        """
         if out is None:
             out = _empty(x, _shape(x), "float32")
         self._m.denoiser_jvp(x, v, float(a), float(s), out, _stream(x, stream))
         return out
 
     def evaluate_fp64(self, what: str, x: Any, a: float = 1.0, s: float = 0.0) -> np.ndarray:
-        """FP64 host reference: what in 'score', 'denoiser', 'log_density'; x (n, d) float64 NumPy."""
+        """FP64 host reference of score(), denoiser() or log_density().
+
+        Args:
+            what: 'score', 'denoiser' or 'log_density'.
+            x: (n, d) points on the host, any array-like (converted to float64 NumPy).
+            a, s: the channel's scale and noise level.
+
+        Returns a new NumPy float64 array: (n, d) for 'score' and 'denoiser', (n,) for 'log_density'. Synchronous
+        (host only).
+        """
         x = _f64(x)
         q = getattr(_core.Quantity, what)
         out = np.empty((x.shape[0],) if q == _core.Quantity.log_density else x.shape, dtype=np.float64)
@@ -281,7 +372,15 @@ class GaussianMixture:
         return out
 
     def denoiser_jvp_fp64(self, x: Any, v: Any, a: float = 1.0, s: float = 0.0) -> np.ndarray:
-        """FP64 host reference of denoiser_jvp."""
+        """FP64 host reference of denoiser_jvp().
+
+        Args:
+            x: (n, d) points on the host, any array-like (converted to float64 NumPy).
+            v: (n, d) vectors on the host (converted to float64 NumPy).
+            a, s: the channel's scale and noise level.
+
+        Returns a new NumPy float64 array (n, d). Synchronous (host only).
+        """
         x, v = _f64(x), _f64(v)
         out = np.empty(x.shape, dtype=np.float64)
         self._m.denoiser_jvp_fp64(x, v, float(a), float(s), out)
@@ -290,8 +389,23 @@ class GaussianMixture:
     def sample(self, n: Optional[int] = None, a: float = 1.0, s: float = 0.0, *, seed: int = 0,
                out: Array = None, labels: Union[bool, Array] = False, first_index: int = 0,
                stream: Stream = None) -> Any:
-        """Exact samples of p_t. Point i uses the Philox stream (seed, first_index + i, 0). Returns out (n, d), or
-        (out, labels) when labels is True or an int32 array (n,)."""
+        """Exact samples of the noised mixture p_t (x_t = a x0 + s z). Point i uses the Philox stream
+        (seed, first_index + i, 0), so samples split across calls by first_index equal one call's.
+
+        Args:
+            n: number of samples when out is None (then out is a new (n, d) float32 NumPy array).
+            a, s: the channel's scale and noise level (1, 0: the mixture itself).
+            seed: the random stream's seed.
+            out: (n, d) float32 writable array to fill, any DLPack array (NumPy, PyTorch, CuPy), CPU or CUDA: the
+                executor follows it.
+            labels: False (none), True (a new (n,) int32 array of out's framework and device) or an (n,) int32
+                array on out's device: each sample's component index.
+            first_index: index of the first sample in the random stream (<= diffsample.limits.max_first_chain).
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+
+        Returns out (n, d) float32, or (out, labels) when labels is not False. Asynchronous on CUDA; on the CPU it
+        returns when done.
+        """
         if out is None:
             out = _empty(None, (n, self.dim), "float32")
         lab = None
@@ -314,11 +428,23 @@ def _mixture(m: Any) -> Any:
 
 def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, accepted: Array = None,
              stream: Stream = None, target: Tuple[float, float] = (1.0, 0.0), **options: Any) -> Array:
-    """Runs Langevin chains on the mixture at the channel ``target`` = (a, s), updating x (n, d) float32 in place.
+    """Runs Langevin chains on the mixture's exact score at the channel ``target`` = (a, s), in one fused call.
 
-    Settings (LangevinOptions): method ('ula', 'mala', 'tamed_ula'), step_size, steps, seed, first_chain,
-    first_step, record_every. Optional outputs: trajectory (steps // record_every, n, d) float32, accepted (n,)
-    int64. Returns x.
+    Args:
+        mixture: the GaussianMixture whose noised density p_t is the target.
+        x: (n, d) float32 writable, C-contiguous array (NumPy, PyTorch, CuPy; CPU or CUDA: the executor follows
+            it) holding the chains' initial states; overwritten with the final states.
+        trajectory: None, or a (steps // record_every, n, d) float32 array on x's device receiving every
+            record_every-th state.
+        accepted: None, or an (n,) int64 array on x's device receiving each chain's accepted proposals (MALA).
+        stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
+            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+        target: the channel (a, s) of the target density (default (1, 0): the mixture itself).
+        **options: LangevinOptions fields as keywords: method ('ula', 'mala', 'tamed_ula'), step_size, steps,
+            seed, first_chain, first_step, record_every. Chain i uses the Philox stream (seed, first_chain + i).
+
+    Returns x (the same object). Asynchronous on CUDA (read x after the stream); on the CPU it returns when done.
+    Raises InvalidArgument for a bad option (steps up to diffsample.limits.max_steps) or array.
     """
     o = _fill(LangevinOptions(), options)
     o.target_a, o.target_s = float(target[0]), float(target[1])
@@ -338,11 +464,23 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
               schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None, **options: Any) -> Array:
     """Reverse diffusion on the mixture's exact denoiser, all steps of all chains in one fused launch.
 
-    Writes n samples into out (n, d) float32 (a new NumPy array when out is None; pass a torch or cupy CUDA array
-    to run on the GPU). Settings (DiffusionOptions): sampler ('ddpm', 'ddim', 'reverse_sde', 'ode_euler',
-    'ode_heun', 'stochastic_localization', 'walk_jump', 'sequential_measurements'), steps, eta, sigma, step_size,
-    measurements, final_denoise, draw_initial (False: out holds the initial states), seed, first_chain,
-    record_every; schedule is a NoiseSchedule or a kind's name. Returns out.
+    Args:
+        mixture: the GaussianMixture to sample.
+        n: number of chains when out is None (then out is a new (n, d) float32 NumPy array: the CPU executor).
+        out: (n, d) float32 writable, C-contiguous array (NumPy, PyTorch, CuPy; CPU or CUDA: the executor follows
+            it) receiving the samples; with draw_initial=False it holds the initial states on entry.
+        trajectory: None, or a (records, n, d) float32 array on out's device receiving every record_every-th
+            state (records = total steps // record_every; sequential_measurements: steps x measurements in all).
+        schedule: a NoiseSchedule, or a schedule kind's name ('vp_linear', 'vp_cosine', 'variance_exploding', ...);
+            None: the options' default.
+        stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
+            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+        **options: DiffusionOptions fields as keywords: sampler ('ddpm', 'ddim', 'reverse_sde', 'ode_euler',
+            'ode_heun', 'stochastic_localization', 'walk_jump', 'sequential_measurements'), steps, eta, sigma,
+            step_size, measurements, final_denoise, draw_initial, seed, first_chain, record_every.
+
+    Returns out (the same object, or the new NumPy array). Asynchronous on CUDA (read out after the stream); on
+    the CPU it returns when done. Raises InvalidArgument for a bad option or array.
     """
     o = _diffusion_options(schedule, options)
     if out is None:
@@ -361,6 +499,20 @@ class DiffusionPlan:
     ``model(x, a, s)`` returning the output. Nothing allocates or synchronises per step; fed the mixture's own
     denoiser, a plan reproduces ``diffusion()`` bit for bit on the CPU executor.
     Samplers: ddpm, ddim, reverse_sde, ode_euler, stochastic_localization, walk_jump.
+
+    Constructor arguments:
+        n: chains per trajectory (rows of x and of the model's output).
+        d: dimension of a chain.
+        output: what the model returns: 'denoiser' (E[x0 | x_t]), 'score' or 'eps' (the noise prediction).
+        device: 'cpu' or 'cuda' (or 'auto'): the executor; x and the model's outputs must be on it.
+        schedule: a NoiseSchedule or a schedule kind's name; None: the options' default.
+        stream: CUDA stream of the constructor's uploads (int handle, torch.cuda.Stream, CuPy stream); None: the
+            legacy default stream.
+        **options: DiffusionOptions fields as keywords (sampler, steps, eta, sigma, step_size, draw_initial, seed,
+            first_chain, ...), enum values as strings.
+
+    The constructor validates the options, builds the coefficient table and (CUDA) uploads it and synchronises; no
+    later call of the plan synchronises.
     """
 
     def __init__(self, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
@@ -376,31 +528,83 @@ class DiffusionPlan:
     executor = _forward("_plan", "DiffusionPlan", "executor")
 
     def step_channel(self, k: int) -> Tuple[float, float]:
-        """(a, s) at which the model is evaluated before step k (k = steps: for finish())."""
+        """The channel (a, s) at which the model is evaluated before step k.
+
+        Args:
+            k: step index, 0 <= k <= steps (k = steps: the channel of finish()).
+
+        Returns a tuple of two floats (host values; no synchronisation).
+        """
         return self._plan.step_channel(k)
 
     def step_time(self, k: int) -> float:
-        """Time of step k in the schedule."""
+        """The schedule's time t of step k.
+
+        Args:
+            k: step index, 0 <= k <= steps.
+
+        Returns a float (host value; no synchronisation).
+        """
         return self._plan.step_time(k)
 
     def reset(self, x: Array, *, stream: Stream = None) -> Array:
-        """Starts the next trajectory: draws x (n, d) when draw_initial (the default). Returns x."""
+        """Starts the next trajectory: step 0 and the next trajectory's random key; draws x when draw_initial.
+
+        Args:
+            x: (n, d) float32 writable, C-contiguous array on the plan's device (NumPy or a CPU tensor for 'cpu'; a
+                PyTorch or CuPy CUDA array for 'cuda'); overwritten with the initial draw when draw_initial (the
+                default), else it must hold the initial states.
+            stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
+                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+
+        Returns x. Asynchronous on CUDA; on the CPU it returns when done.
+        """
         self._plan.reset(x, _stream(x, stream))
         return x
 
     def step(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
-        """Applies the current step's update to x in place given the model output at x. Returns x."""
+        """Applies the current step's update to x in place, given the model's output at x, and advances.
+
+        Args:
+            x: (n, d) float32 writable array on the plan's device: the chains' state.
+            model: (n, d) float32 array on the plan's device: the model's output (the plan's output kind) at x and
+                step_channel(k) of the current step k.
+            stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
+                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+
+        Returns x. Asynchronous on CUDA (no allocation, no synchronisation); on the CPU it returns when done.
+        """
         self._plan.step(x, model, _stream(x, stream))
         return x
 
     def finish(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
-        """The final jump x <- E[x0 | x] from the model output. Returns x."""
+        """The final jump x <- E[x0 | x] from the model's output at step_channel(steps) (when needs_final_jump).
+
+        Args:
+            x: (n, d) float32 writable array on the plan's device: the chains' state.
+            model: (n, d) float32 array on the plan's device: the model's output at x and step_channel(steps).
+            stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
+                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+
+        Returns x. Asynchronous on CUDA; on the CPU it returns when done.
+        """
         self._plan.finish(x, model, _stream(x, stream))
         return x
 
     def run(self, model: Callable[[Any, float, float], Any], x: Array = None, *, stream: Stream = None) -> Array:
-        """One trajectory: reset(x), then model(x, a, s) -> output (n, d) float32 and step() per step, and finish()
-        when needed. x defaults to a new NumPy array. Returns x."""
+        """One trajectory: reset(x), then per step out = model(x, a, s) and step(x, out), and finish() when
+        needs_final_jump.
+
+        Args:
+            model: a callable model(x, a, s) returning its output (the plan's output kind) at x for the channel
+                (a, s) (floats): an (n, d) float32 array on the plan's device (the buffer may be reused).
+            x: (n, d) float32 writable array on the plan's device holding the state; None: a new NumPy array (CPU
+                plans only).
+            stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
+                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+
+        Returns x, the samples. Nothing synchronises beyond what model does; on CUDA read x after the stream.
+        """
         if x is None:
             if self._plan.executor != _core.Executor.cpu:
                 raise InvalidArgument("x: a CUDA plan needs x, an (n, d) float32 CUDA array")
@@ -443,6 +647,12 @@ class SamplingPlan:
     ``model(points, a, s)`` returning the output. MALA plans ask for the log-density too: ``r['log_density']`` is
     then a (rows,) view to write it into, and ``run``'s model returns the pair ``(output, log_density)``. Fed the
     mixture's own outputs, a plan reproduces the fused sampler bit for bit on the CPU executor. Requires a library with plans (``diffsample._core.HAS_SAMPLING_PLANS``).
+
+    Make plans with the class methods diffusion(), langevin() and guided(); ``SamplingPlan(core_plan, like)`` wraps
+    a ``diffsample._core.SamplingPlan`` (core_plan) whose CUDA buffers are shown as arrays of like's framework
+    (like: a PyTorch or CuPy array; None: PyTorch when imported, else CuPy; CPU plans give NumPy views). The plans'
+    constructors upload their tables and synchronise; ask() is host-only, and tell(), reset() and the outputs are
+    asynchronous on CUDA: no per-ask allocation or synchronisation.
     """
 
     def __init__(self, core_plan: Any, like: Any = None):
@@ -454,8 +664,22 @@ class SamplingPlan:
     def diffusion(cls, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
                   schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None,
                   like: Any = None, **options: Any) -> "SamplingPlan":
-        """A plan for a diffusion sampler; settings as for diffusion(). like: an array whose framework CUDA views
-        follow (default: torch when imported, else cupy)."""
+        """A plan for a diffusion sampler (every one, Heun and SMS included): one ask per model evaluation.
+
+        Args:
+            n: chains (rows of the state).
+            d: dimension of a chain.
+            output: what the caller's model answers: 'denoiser', 'score' or 'eps'.
+            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there.
+            stream: CUDA stream of the constructor's uploads (int handle, torch.cuda.Stream, CuPy stream); None: the
+                legacy default stream.
+            like: an array whose framework the CUDA views of ask() and samples() follow (None: PyTorch when
+                imported, else CuPy).
+            schedule: a NoiseSchedule or a schedule kind's name; None: the options' default.
+            **options: DiffusionOptions fields as keywords, as for diffusion() (sampler, steps, eta, seed, ...).
+
+        Returns a SamplingPlan with rows = n. Synchronises once (the constructor's uploads on CUDA).
+        """
         o = _diffusion_options(schedule, options)
         return cls(_core.SamplingPlan.diffusion(int(n), int(d), o, _enum(_core.ModelOutput, output),
                                                 _enum(_core.Executor, device), _stream_handle(stream)), like)
@@ -467,7 +691,22 @@ class SamplingPlan:
         """A plan for ULA, tamed ULA or MALA (method='mala') on p_t at the channel target = (a, s); settings as for
         langevin(). MALA: steps + 1 asks, each for the model's output and its log-density (ask()['log_density']),
         ask 0 at the state and ask k at step k - 1's proposal (ask()['points'] is then not the state); the tells
-        accept or reject, accepted() counts the accepted proposals per row."""
+        accept or reject, accepted() counts the accepted proposals per row.
+
+        Args:
+            n: chains (rows of the state).
+            d: dimension of a chain.
+            output: what the caller's model answers: 'score' (default), 'denoiser' or 'eps' (at target's channel).
+            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there.
+            stream: CUDA stream of the constructor's uploads (int handle, torch.cuda.Stream, CuPy stream); None: the
+                legacy default stream.
+            like: an array whose framework the CUDA views of ask() and samples() follow (None: PyTorch when
+                imported, else CuPy).
+            target: the channel (a, s) of the target density p_t (default (1, 0)).
+            **options: LangevinOptions fields as keywords (method, step_size, steps, seed, first_chain, ...).
+
+        Returns a SamplingPlan with rows = n. Synchronises once (the constructor's uploads on CUDA).
+        """
         o = _fill(LangevinOptions(), options)
         o.target_a, o.target_s = float(target[0]), float(target[1])
         return cls(_core.SamplingPlan.langevin(int(n), int(d), o, _enum(_core.ModelOutput, output),
@@ -490,7 +729,27 @@ class SamplingPlan:
         then J^T v for v = each row of the problem's A. DDRM: one ask per step (the spectral update happens in
         tell()). SKRock (output='score' only, skrock_lipschitz > 0 a Lipschitz bound of the prior's score): one ask
         per drift evaluation (skrock_stages per iteration) for the prior's score at (a, s) = (1, 0) at the stage's
-        point (ask()['points'] is not the state); reset()/run() need the initial particles (draws of the prior)."""
+        point (ask()['points'] is not the state); reset()/run() need the initial particles (draws of the prior).
+
+        Args:
+            d: dimension of the state x.
+            A: a (d_y, d) matrix (host array-like) or ObservationOperator shared by every problem, or a list of B.
+            y: observations, (d_y,) or (B, d_y) (host array-like).
+            sigma_y: the observation noise, a scalar or B values.
+            sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' or 'skrock'.
+            output: what the caller's model answers: 'denoiser', 'score' or 'eps' ('score' for skrock).
+            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there.
+            stream: CUDA stream of the constructor's uploads (int handle, torch.cuda.Stream, CuPy stream); None: the
+                legacy default stream.
+            like: an array whose framework the CUDA views of ask() and samples() follow (None: PyTorch when
+                imported, else CuPy).
+            schedule: a NoiseSchedule or a schedule kind's name; None: the options' default.
+            resampling: None, or a dict of ResamplingOptions fields (scheme, ess_threshold, ...).
+            **options: GuidedOptions fields as keywords (particles, steps, seed, eta, ...).
+
+        Returns a SamplingPlan with rows = B x particles (problem by problem). Synchronises once (the constructor's
+        uploads on CUDA).
+        """
         pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
         plan = cls(_core.SamplingPlan.guided(int(d), pr, o, _enum(_core.ModelOutput, output),
                                              _enum(_core.Executor, device), _stream_handle(stream)), like)
@@ -498,9 +757,18 @@ class SamplingPlan:
         return plan
 
     def outputs(self, outputs: Sequence[str] = ("samples",), *, stream: Stream = None) -> dict:
-        """A done guided SMC trajectory's outputs as guided_sample() returns them (new arrays: NumPy on the CPU,
-        like's framework on CUDA): names from 'particles', 'log_weights', 'samples', 'log_normaliser',
-        'ess_trace', 'resample_count'."""
+        """A done guided SMC trajectory's outputs as guided_sample() returns them.
+
+        Args:
+            outputs: names from 'particles' (B, N, d) float32, 'log_weights' (B, N) float32, 'samples' (B, N, d)
+                float32 (the final resampling), 'log_normaliser' (B,) float64, 'ess_trace' (B, steps + 1) float32
+                and 'resample_count' (B,) int32.
+            stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
+                framework (the legacy default stream without like). Ignored on the CPU.
+
+        Returns a dict of new arrays (NumPy on the CPU, like's framework on CUDA) by name. Asynchronous on CUDA.
+        Raises InvalidArgument for a plan other than guided SMC, or before the trajectory is done.
+        """
         if getattr(self, "_guided", None) is None:
             raise InvalidArgument("outputs: only a guided SMC plan has outputs beyond samples()")
         B, N, K = self._guided
@@ -520,8 +788,18 @@ class SamplingPlan:
     executor = _forward("_plan", "SamplingPlan", "executor")
 
     def ask(self, k: int = -1) -> dict:
-        """The next ask (or the ask at position k): index, a, s, time, output, points, answer, vector (None, or v
-        for J^T v) and log_density (None, or a (rows,) view for the model's log-density: MALA)."""
+        """The next ask, or the ask at position k (for setting up a captured loop).
+
+        Args:
+            k: position 0 <= k < asks, or -1 (default): the next ask.
+
+        Returns a dict: index, a, s, time (floats and ints), output (the model output asked for), points (rows, d)
+        float32 read-only view, answer (rows, d) float32 writable view where the caller writes the model's output,
+        vector (None, or the (rows, d) v whose J^T v the caller writes into answer: dps, pigdm, dcps, tmpd,
+        moment-potential smc) and log_density (None, or a (rows,) float32 writable view for the model's
+        log-density: mala). Views of the plan's memory: NumPy on the CPU, like's framework on CUDA. Host-only: no
+        launch, no synchronisation.
+        """
         r = self._plan.ask(k)
         for name in ("points", "answer", "vector", "log_density"):
             if r.get(name) is not None:
@@ -529,15 +807,34 @@ class SamplingPlan:
         return r
 
     def tell(self, *, stream: Stream = None) -> None:
-        """Applies the answer written into the current ask's buffer and advances."""
+        """Applies the answer written into the current ask's answer buffer and advances to the next ask.
+
+        Args:
+            stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
+                framework (the legacy default stream without like). Ignored on the CPU.
+
+        Asynchronous on CUDA (no allocation, no synchronisation): write the answer in that stream's order first.
+        Raises InvalidArgument when the trajectory is done.
+        """
         self._plan.tell(_stream(self._like, stream))
 
     def reset(self, initial: Array = None, *, stream: Stream = None) -> None:
-        """Starts the next trajectory from initial (rows, d) float32 (copied) or the plan's own draw."""
+        """Starts the next trajectory: position 0 and the next trajectory's random key.
+
+        Args:
+            initial: None (the plan's own draw: diffusion plans with draw_initial), or a (rows, d) float32
+                C-contiguous array on the plan's device (NumPy / CPU tensor, or a CUDA tensor / CuPy array), copied
+                in as the initial state.
+            stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of initial's
+                framework, else like's (the legacy default stream without like). Ignored on the CPU.
+
+        Asynchronous on CUDA; on the CPU it returns when done.
+        """
         self._plan.reset(initial, _stream(initial if initial is not None else self._like, stream))
 
     def samples(self) -> Any:
-        """The state (rows, d): a view of the plan's memory (the samples once done)."""
+        """The state, a (rows, d) float32 writable view of the plan's memory (the samples once done): NumPy on the
+        CPU, like's framework on CUDA. No copy, no synchronisation (on CUDA read it in the plan's stream order)."""
         return _framework_view(self._plan.samples(), self._like)
 
     def accepted(self) -> Any:
@@ -548,12 +845,28 @@ class SamplingPlan:
 
     def run(self, model: Callable[[Any, float, float], Any], initial: Array = None, *,
             stream: Stream = None) -> Any:
-        """One trajectory: reset(initial), then per ask answer[:] = model(points, a, s) and tell(); for a plan that
-        asks for the log-density (MALA) the model returns (output, log_density). Returns a copy of the samples
-        (NumPy on the CPU)."""
+        """One trajectory: reset(initial), then per ask answer[:] = model(points, a, s) and tell().
+
+        Args:
+            model: a callable model(points, a, s): points a (rows, d) float32 array (plan memory: NumPy on the CPU,
+                like's framework on CUDA), a and s floats; it returns the output asked for ((rows, d) float32 on
+                the plan's device, or the answer view itself), and for a plan that asks for the log-density (MALA)
+                the pair (output, log_density (rows,)). Plans that also ask for J^T v (dps, pigdm, dcps, tmpd,
+                moment-potential smc) need ask() and tell(): run() refuses them before it starts.
+            initial: as for reset(): None or the (rows, d) float32 initial state on the plan's device.
+            stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
+                framework (the legacy default stream without like). Ignored on the CPU.
+
+        Returns a copy of the samples (rows, d) float32: NumPy on the CPU, like's framework on CUDA (a clone queued
+        on that framework's stream; nothing synchronises beyond what model does).
+        """
+        p = self._plan
+        for k in range(p.asks):  # host-only requests: refuse before the first tell
+            if p.ask(k)["vector"] is not None:
+                raise InvalidArgument(f"model: ask {k} of this plan wants J^T v (ask()['vector'] set), which "
+                                      "run()'s model(points, a, s) cannot answer; drive it with ask() and tell()")
         self.reset(initial, stream=stream)
         h = _stream(self._like, stream)
-        p = self._plan
         while not p.done:
             r = self.ask()
             out = model(r["points"], r["a"], r["s"])
@@ -581,12 +894,25 @@ assert PARTICLE_REPORT_DTYPE.itemsize == _core.PARTICLE_REPORT_BYTES
 
 def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights: Array = None,
              reports: bool = True, stream: Stream = None, **options: Any) -> Tuple[Any, Any, Any]:
-    """Exact, deterministic resampling of B problems of N particles (log_weights (B, N) float32).
+    """Exact, deterministic resampling of B problems of N particles, with their statistics (ESS, log-sum-exp).
 
-    Settings (ResamplingOptions): scheme ('multinomial', 'stratified', 'systematic', 'residual', 'metropolis',
-    'rejection'), ess_threshold, seed, step, metropolis_steps. Returns (ancestors (B, N) int32, normalised weights
-    (B, N) float32, reports): reports is a NumPy structured array of PARTICLE_REPORT_DTYPE (B,) on the CPU, and on
-    CUDA a (B, PARTICLE_REPORT_BYTES) uint8 device array (view it with PARTICLE_REPORT_DTYPE after a copy).
+    Args:
+        log_weights: (B, N) float32 C-contiguous array (NumPy, PyTorch, JAX, CuPy; CPU or CUDA: the executor
+            follows it), unnormalised log-weights per problem.
+        ancestors: None (a new (B, N) int32 array of log_weights' framework and device) or a (B, N) int32 or int64
+            writable array on that device: the ancestor index of each new particle.
+        normalised_weights: None (a new (B, N) float32 array) or a (B, N) float32 writable array on that device.
+        reports: True to return the per-problem reports, False for none.
+        stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
+            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+        **options: ResamplingOptions fields as keywords: scheme ('multinomial', 'stratified', 'systematic',
+            'residual', 'metropolis', 'rejection'), ess_threshold (resample only problems whose ESS / N is below
+            it), seed, step, metropolis_steps.
+
+    Returns (ancestors, normalised_weights, reports): reports is None (reports=False), a NumPy structured array
+    of PARTICLE_REPORT_DTYPE (B,) on the CPU, and on CUDA a (B, PARTICLE_REPORT_BYTES) uint8 device array (view
+    it with PARTICLE_REPORT_DTYPE after a copy to the host). Asynchronous on CUDA (the reports too are written on
+    the device); on the CPU it returns when done.
     """
     o = _fill(ResamplingOptions(), options)
     B, N = _shape(log_weights)
@@ -602,7 +928,18 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
 
 
 def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stream: Stream = None) -> Array:
-    """out[b, j] = states[b, ancestors[b, j]] for states (B, N, d) float32; out must not overlap states."""
+    """Gathers particles by their ancestors: out[b, j] = states[b, ancestors[b, j]].
+
+    Args:
+        states: (B, N, d) float32 C-contiguous array (NumPy, PyTorch, JAX, CuPy; CPU or CUDA).
+        ancestors: (B, N) int32 or int64 array on states' device (e.g. resample()'s).
+        out: None (a new (B, N, d) float32 array of states' framework and device) or a (B, N, d) float32
+            writable array on that device that does not overlap states.
+        stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
+            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+
+    Returns out. Asynchronous on CUDA; on the CPU it returns when done.
+    """
     if out is None:
         out = _empty(states, _shape(states), "float32")
     _core.gather_particles(states, ancestors, out, _stream(states, stream))
@@ -624,7 +961,16 @@ def _operator(A: Any) -> ObservationOperator:
 class MixturePosterior:
     """The exact posterior sum_k w'_k N(m'_k, S'_k) of a GaussianMixture prior given y = A x + sigma_y z.
 
-    A is a (d_y, d_x) matrix or an ObservationOperator (dense, mask or svd). FP64, computed on the host.
+    ``MixturePosterior(prior, A, sigma_y, y)``:
+
+    - prior: the GaussianMixture prior (dimension d_x).
+    - A: a (d_y, d_x) matrix (host array-like, converted to float64) or an ObservationOperator (dense, mask, svd).
+    - sigma_y: the observation noise's standard deviation (>= 0).
+    - y: the observation, d_y values (host array-like).
+
+    Computed in FP64 on the host (synchronous; O(K (d_x^3 + d_y^3))); when a GPU is present the sampling tables
+    are then copied to the device and the constructor synchronises. Raises InvalidArgument when sizes disagree or
+    a component's A S_k A^T + sigma_y^2 I is not positive definite (d_y up to diffsample.limits.max_posterior_d_y).
     """
 
     def __init__(self, prior: GaussianMixture, A: Any, sigma_y: float, y: Any):
@@ -639,16 +985,29 @@ class MixturePosterior:
     log_evidence = _forward("_p", "MixturePosterior", "log_evidence")
 
     def mean(self) -> np.ndarray:
-        """Mean of the posterior (d_x,)."""
+        """Mean of the posterior: a new (d_x,) float64 NumPy array (host; synchronous)."""
         return self._p.mean()
 
     def covariance(self) -> np.ndarray:
-        """Covariance of the posterior (d_x, d_x)."""
+        """Covariance of the posterior: a new (d_x, d_x) float64 NumPy array (host; synchronous)."""
         return self._p.covariance()
 
     def sample(self, n: Optional[int] = None, *, seed: int = 0, out: Array = None, dtype: str = "float32",
                labels: bool = False, first_index: int = 0, stream: Stream = None) -> Any:
-        """Exact posterior samples (n, d_x), float32 or float64, into out or a new NumPy array."""
+        """Exact posterior samples. Sample i uses the Philox stream (seed, first_index + i, 0).
+
+        Args:
+            n: number of samples when out is None (then out is a new (n, d_x) NumPy array of dtype).
+            seed: the random stream's seed.
+            out: (n, d_x) float32 or float64 writable array to fill (NumPy, PyTorch, CuPy; CPU or CUDA: the
+                executor follows it).
+            dtype: 'float32' or 'float64', the dtype of a new out.
+            labels: True to also return each sample's component index, an (n,) int32 array on out's device.
+            first_index: index of the first sample in the random stream (<= diffsample.limits.max_first_chain).
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+
+        Returns out, or (out, labels) when labels is True. Asynchronous on CUDA; on the CPU it returns when done.
+        """
         if out is None:
             out = _empty(None, (n, self.dim), dtype)
         lab = _empty(out, (_shape(out)[0],), "int32") if labels else None
@@ -665,13 +1024,25 @@ def guided_sample(prior: GaussianMixture, A: Any, y: Any, sigma_y: Any, *, sampl
                   stream: Stream = None, **options: Any) -> dict:
     """Posterior sampling for y_b = A_b x + sigma_y,b z with the mixture prior, B problems in one run.
 
-    A: a (d_y, d_x) matrix or ObservationOperator shared by every problem, or a list of B of them; y: (d_y,) or
-    (B, d_y); sigma_y: a scalar or B values. sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'skrock', 'tmpd', 'ddrm',
-    'dcps'; further settings are GuidedOptions fields (particles, steps, seed, ddim, eta, guidance_scale, ...),
-    resampling a dict of ResamplingOptions fields. outputs names the arrays to return ('particles',
-    'log_weights', 'samples', 'log_normaliser', 'ess_trace', 'resample_count'); each is a new array of device's
-    framework (device: an array whose framework and device the outputs follow; None: NumPy). Returns a dict of
-    them plus 'report'.
+    Args:
+        prior: the GaussianMixture prior (dimension d).
+        A: a (d_y, d) matrix (host array-like) or ObservationOperator shared by every problem, or a list of B.
+        y: the observations, (d_y,) or (B, d_y) (host array-like; d_y up to diffsample.limits.max_guided_d_y).
+        sigma_y: the observation noise, a scalar or B values.
+        sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'skrock', 'tmpd', 'ddrm' or 'dcps'.
+        outputs: the arrays to return, by name: 'particles' (B, N, d) float32, 'log_weights' (B, N) float32,
+            'samples' (B, N, d) float32 (SMC's final resampling), 'log_normaliser' (B,) float64, 'ess_trace'
+            (B, steps + 1) float32, 'resample_count' (B,) int32 (N = particles).
+        device: None (NumPy outputs: the CPU executor), or an array (e.g. a CUDA tensor or CuPy array) whose
+            framework and device the new outputs follow: the executor follows them.
+        schedule: a NoiseSchedule or a schedule kind's name; None: the options' default.
+        resampling: None, or a dict of ResamplingOptions fields (scheme, ess_threshold, ...).
+        stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of device's
+            framework. Ignored on the CPU.
+        **options: GuidedOptions fields as keywords (particles, steps, seed, ddim, eta, guidance_scale, ...).
+
+    Returns a dict of the named outputs (new arrays) plus 'report' ({'executor', 'launches'}). Asynchronous on
+    CUDA (read the outputs after the stream); on the CPU it returns when done.
     """
     pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
     result = _guided_outputs(outputs, device, pr.problems, o.particles, prior.dim, o.steps)
@@ -723,19 +1094,42 @@ def _guided_outputs(outputs: Sequence[str], device: Any, B: int, N: int, d: int,
 
 def sliced_wasserstein(a: Array, b: Array, *, directions: int = 256, seed: int = 0, p: int = 1,
                        stream: Stream = None) -> float:
-    """Sliced Wasserstein-p distance between sample sets a (n_a, d) and b (n_b, d), float32, on one device
-    (returns a float; synchronises the stream on CUDA)."""
+    """Sliced Wasserstein-p distance between two sample sets, over random directions (FP64 projections).
+
+    Args:
+        a: (n_a, d) float32 C-contiguous array (NumPy, PyTorch, JAX, CuPy; CPU or CUDA).
+        b: (n_b, d) float32 array on a's device.
+        directions: number of random directions (>= 1).
+        seed: the directions' random stream (direction t uses the Philox stream (seed, t, 0)).
+        p: 1 or 2.
+        stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+
+    Returns the distance as a Python float. Synchronises the stream on CUDA (it returns a host value).
+    """
     return _core.sliced_wasserstein(a, b, directions, seed, p, _stream(a, stream))
 
 
 def component_weights(reference: Any, x: Array) -> np.ndarray:
-    """Component weights recovered from samples x (n, d) float32 on the host: the mean responsibility under a
-    MixturePosterior or GaussianMixture reference."""
+    """Component weights recovered from samples: the mean responsibility of each component over the samples.
+
+    Args:
+        reference: a MixturePosterior or GaussianMixture (K components, dimension d).
+        x: (n, d) float32 C-contiguous samples on the host (NumPy or a CPU tensor; CUDA arrays are refused).
+
+    Returns a new (K,) float64 NumPy array. Synchronous (host only).
+    """
     ref = reference._p if isinstance(reference, MixturePosterior) else _mixture(reference)
     return _core.component_weights(ref, x)
 
 
 def component_weight_error(reference: Any, x: Array) -> float:
-    """max_k |component_weights(reference, x)_k - w_k| (host)."""
+    """The largest error of the recovered component weights: max_k |component_weights(reference, x)_k - w_k|.
+
+    Args:
+        reference: a MixturePosterior or GaussianMixture whose weights w_k are the truth.
+        x: (n, d) float32 C-contiguous samples on the host (NumPy or a CPU tensor).
+
+    Returns a Python float. Synchronous (host only).
+    """
     ref = reference._p if isinstance(reference, MixturePosterior) else _mixture(reference)
     return _core.component_weight_error(ref, x)

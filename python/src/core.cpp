@@ -336,8 +336,11 @@ NB_MODULE(_core, m) {
       .def_rw("times", &ds::noise_schedule::times, DS_DOC(noise_schedule, times))
       .def_static("vp_linear", &ds::noise_schedule::vp_linear, "beta_min"_a = 0.1, "beta_max"_a = 20.0,
                   DS_DOC(noise_schedule, vp_linear))
-      .def_static("vp_cosine", &ds::noise_schedule::vp_cosine, "offset"_a = 0.008, DS_DOC(noise_schedule, vp_cosine))
-      .def_static("vp_table", &ds::noise_schedule::vp_table, "alpha_bar"_a, DS_DOC(noise_schedule, vp_table))
+      .def_static("vp_cosine", &ds::noise_schedule::vp_cosine, "offset"_a = 0.008,
+                  DS_DOC(noise_schedule, vp_cosine) "\n\noffset: the cosine's offset in theta(t) = (t + offset) / (1 + "
+                                                    "offset) * pi / 2, in [0, 1) (cosine_offset).")
+      .def_static("vp_table", &ds::noise_schedule::vp_table, "alpha_bar"_a,
+                  DS_DOC(noise_schedule, vp_table) "\n\nalpha_bar: the N values alpha-bar_1..N (a sequence of floats).")
       .def_static("variance_exploding", &ds::noise_schedule::variance_exploding, "sigma_min"_a = 0.01,
                   "sigma_max"_a = 50.0, DS_DOC(noise_schedule, variance_exploding))
       .def_static("ornstein_uhlenbeck", &ds::noise_schedule::ornstein_uhlenbeck, "horizon"_a = 5.0,
@@ -347,7 +350,8 @@ NB_MODULE(_core, m) {
       .def_static("stochastic_localization", &ds::noise_schedule::stochastic_localization, "t_min"_a = 1e-3,
                   "t_max"_a = 1e3, DS_DOC(noise_schedule, stochastic_localization))
       .def("with_grid", [](ds::noise_schedule s, ds::time_grid g, double a, double b) { return s.with_grid(g, a, b); },
-           "grid"_a, "start"_a, "end"_a, "A copy with the grid kind and its ends set.")
+           "grid"_a, "start"_a, "end"_a,
+           "A copy with the grid kind (a TimeGrid) and its ends set: the grid runs from time start to time end.")
       .def("with_times", [](ds::noise_schedule s, std::vector<double> t) { return s.with_times(std::move(t)); },
            "times"_a, "A copy with a custom grid of steps + 1 times.")
       .def("at",
@@ -826,7 +830,8 @@ NB_MODULE(_core, m) {
           },
           "A"_a, "A dense (d_y, d_x) matrix.")
       .def_static("mask", &ds::observation_operator::mask, "d_x"_a, "indices"_a, "diagonal"_a = std::vector<double>{},
-                  "Observed value i is diagonal[i] * x[indices[i]] (diagonal empty: ones).")
+                  "A masking operator on R^{d_x}: observed value i is diagonal[i] * x[indices[i]] (diagonal "
+                  "empty: ones); indices are distinct, each in [0, d_x).")
       .def_static(
           "svd",
           [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> U, std::vector<double> S,
@@ -835,7 +840,9 @@ NB_MODULE(_core, m) {
                                                  std::vector<double>(U.data(), U.data() + U.size()), std::move(S),
                                                  std::vector<double>(V.data(), V.data() + V.size()));
           },
-          "U"_a, "singular_values"_a, "V"_a, "A = U diag(S) V^T with U (d_y, r) and V (d_x, r) orthonormal columns.")
+          "U"_a, "singular_values"_a, "V"_a,
+          "A = U diag(S) V^T with U (d_y, r) and V (d_x, r) float64 host arrays of orthonormal columns and S the r "
+          "singular_values.")
       .def_prop_ro("kind", &ds::observation_operator::kind, DS_DOC(observation_operator, kind))
       .def_prop_ro("d_y", &ds::observation_operator::d_y, DS_DOC(observation_operator, d_y))
       .def_prop_ro("d_x", &ds::observation_operator::d_x, DS_DOC(observation_operator, d_x))

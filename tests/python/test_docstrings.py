@@ -1,7 +1,9 @@
 """The Python docstrings are the C++ headers' Doxygen comments (python/docstrings.py generates them at build time):
 every property of the bound classes, and of the package's classes that forward to them, that names a documented
 C++ member carries that member's comment (a note for Python may follow it), so the two cannot drift."""
+import inspect
 import pathlib
+import re
 import sys
 
 import pytest
@@ -118,3 +120,79 @@ def test_the_parser_reads_the_comment_forms_of_the_headers(tmp_path):
     docs = docstrings.parse([h])
     assert docs == {"s": "A struct.", "s::a": "the a\ncontinued", "s::b": "Before b.", "s::f": "First f.",
                     "g": "Free g."}
+
+
+# ---- every public callable of the package documents its parameters ------------------------------------------------
+
+
+def _parameters(obj):
+    """(parameter names, docstring text without nanobind's signature lines) of a function or method."""
+    sigs = getattr(obj, "__nb_signature__", None)
+    if sigs is not None:  # a nanobind function: its signature string(s) and its docstring, per overload
+        names, docs = [], []
+        for sig, doc, _ in sigs:
+            inner = sig[sig.index("(") + 1:sig.rindex(")")]
+            depth, part, parts = 0, "", []
+            for c in inner:  # split on the top-level commas (types hold commas in brackets)
+                depth += c in "[(" and 1 or c in "])" and -1 or 0
+                if c == "," and depth == 0:
+                    parts.append(part)
+                    part = ""
+                else:
+                    part += c
+            parts.append(part)
+            for p in parts:
+                name = re.split(r"[:=]", p, maxsplit=1)[0].strip().lstrip("*")
+                if name and name not in ("self", "/", "*") and name not in names:
+                    names.append(name)
+            docs.append(doc or "")
+        return names, "\n".join(docs)
+    params = inspect.signature(obj).parameters
+    return [n for n in params if n not in ("self", "cls") and not n.startswith("_")], obj.__doc__ or ""
+
+
+def public_callables():
+    """(name, object, parameters, docstring) of every public function, class and method of the package: the names
+    of __all__ and the classes and functions the package defines or re-exports, with their public methods (static
+    and class methods included); a class's parameters are its constructor's."""
+    out = []
+    for name in sorted(dir(ds)):
+        obj = getattr(ds, name)
+        if name.startswith("_") or inspect.ismodule(obj) or not callable(obj):
+            continue
+        if name not in ds.__all__ and not getattr(obj, "__module__", "").startswith("diffsample"):
+            continue
+        if inspect.isclass(obj):
+            init = vars(obj).get("__init__")  # a Python or nanobind constructor (not a slot wrapper)
+            documented_init = inspect.isfunction(init) or hasattr(init, "__nb_signature__")
+            params = _parameters(init)[0] if documented_init and not issubclass(obj, BaseException) else []
+            out.append((name, obj, params, obj.__doc__ or ""))
+            if issubclass(obj, BaseException):
+                continue
+            for member, attr in vars(obj).items():
+                if member.startswith("_"):
+                    continue
+                if isinstance(attr, (staticmethod, classmethod)):
+                    attr = attr.__func__
+                if isinstance(attr, property) or not callable(attr):
+                    continue
+                out.append((name + "." + member, attr, *_parameters(attr)))
+        else:
+            out.append((name, obj, *_parameters(obj)))
+    return out
+
+
+def test_public_callables_are_found():
+    names = {c[0] for c in public_callables()}
+    for expected in ("diffusion", "GaussianMixture", "GaussianMixture.score", "GaussianMixture.grid",
+                     "SamplingPlan.run", "SamplingPlan.guided", "DiffusionPlan.step", "NoiseSchedule.with_grid",
+                     "ObservationOperator.mask", "resample", "cuda_available"):
+        assert expected in names, expected
+
+
+@pytest.mark.parametrize("name", sorted(c[0] for c in public_callables()))
+def test_every_public_callable_documents_its_parameters(name):
+    _, obj, params, doc = next(c for c in public_callables() if c[0] == name)
+    assert doc.strip(), f"{name}: no docstring"
+    missing = [p for p in params if not re.search(rf"(?<![\w.]){re.escape(p)}(?!\w)", doc)]
+    assert not missing, f"{name}: its docstring does not name the parameter(s) {missing}: {doc!r}"

@@ -119,6 +119,11 @@ def test_dps_plan_asks_for_vector_jacobian_products(mixture2):
             r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
         plan.tell()
     np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused)
+    # run()'s model(points, a, s) cannot answer the J^T v asks: refused before any ask, the plan left as it was.
+    calls = []
+    with pytest.raises(ds.InvalidArgument, match=r"ask 1 .*J\^T v"):
+        plan.run(lambda x, a, s: calls.append(a) or mixture2.denoiser(np.ascontiguousarray(x), a, s))
+    assert calls == [] and plan.done
 
 
 def test_dcps_plan_asks_at_the_fits_draws_and_equals_guided_sample(mixture2):
