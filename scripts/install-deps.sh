@@ -31,6 +31,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The python3 on PATH may not be Debian's (pyenv, a virtual environment): Debian's python3-numpy then went elsewhere,
+# so NumPy comes from PyPI into the interpreter that scripts/test.sh runs.
+if ! python3 -c 'import numpy' >/dev/null 2>&1; then
+  echo "install-deps: installing numpy into $(command -v python3) (pip)" >&2
+  python3 -m pip install -q numpy 2>/dev/null || python3 -m pip install -q --break-system-packages numpy
+fi
 # The Python package's build and tests (PyPI): nanobind, scikit-build-core and pytest (a few MB; PyTorch is not
 # installed here: examples/python/neural_prior.py uses it when present and NumPy otherwise).
 if ! python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
