@@ -82,10 +82,26 @@ struct dcps_channels {
 
 /// Scratch of one particle: 8 vectors of d and 2 of d_y, in the run's layout (guided_params::coordinate_stride).
 /// m and ju, accumulated once per component, are the fused launch's scratch (shared memory on the CUDA executor
-/// when a warp's 2 d floats fit); the others, written a few times per step, are global rows.
+/// when a warp's 2 d floats fit); the others, written a few times per step, are global rows. Held as three base
+/// pointers and the distances between the vectors (vector k of d at rest + k step) rather than a pointer and a
+/// stride per vector: the fused CUDA kernel keeps the scratch live across every loop of a trajectory, and ten
+/// 64-bit pointers with their strides took registers the J v's loops needed (bench/static_record.md).
 struct dcps_scratch {
-  strided_vec<float> m, u, ju, grad, mu, l, eps, gl;
-  strided_vec<float> r, t;
+  float* first;  // m; ju at first + ju_offset (both with stride first_stride)
+  float* rest;   // u, grad, mu, l, eps, gl: vector k at rest + k step (stride `stride`)
+  float* obs;    // r; t at obs + obs_step (stride `stride`)
+  std::int64_t first_stride, ju_offset, stride, step, obs_step;
+  int d, dy;
+  DS_HD_INLINE strided_vec<float> m() const { return {first, first_stride, d}; }
+  DS_HD_INLINE strided_vec<float> ju() const { return {first + ju_offset, first_stride, d}; }
+  DS_HD_INLINE strided_vec<float> u() const { return {rest, stride, d}; }
+  DS_HD_INLINE strided_vec<float> grad() const { return {rest + step, stride, d}; }
+  DS_HD_INLINE strided_vec<float> mu() const { return {rest + 2 * step, stride, d}; }
+  DS_HD_INLINE strided_vec<float> l() const { return {rest + 3 * step, stride, d}; }
+  DS_HD_INLINE strided_vec<float> eps() const { return {rest + 4 * step, stride, d}; }
+  DS_HD_INLINE strided_vec<float> gl() const { return {rest + 5 * step, stride, d}; }
+  DS_HD_INLINE strided_vec<float> r() const { return {obs, stride, dy}; }
+  DS_HD_INLINE strided_vec<float> t() const { return {obs + obs_step, stride, dy}; }
   /// Floats of one particle's row: m, ju, then the other vectors of d, then r and t.
   DS_HD_INLINE static std::int64_t floats(int d, int dy) {
     return 8 * static_cast<std::int64_t>(d) + 2 * static_cast<std::int64_t>(dy);
@@ -94,10 +110,17 @@ struct dcps_scratch {
   /// two (m, ju) from `first` instead (the launch's scratch).
   DS_HD_INLINE static dcps_scratch at(std::int64_t coordinate_stride, float* work, std::int64_t i, int d, int dy,
                                       strided_vec<float> first) {
-    const std::int64_t row = floats(d, dy);
-    auto v = [&](int offset, int width) { return particle_slice(coordinate_stride, work, i, row, offset, width); };
-    return {{first.p, first.stride, d}, v(2 * d, d), {first.p + d * first.stride, first.stride, d},
-            v(3 * d, d), v(4 * d, d), v(5 * d, d), v(6 * d, d), v(7 * d, d), v(8 * d, dy), v(8 * d + dy, dy)};
+    const std::int64_t row = floats(d, dy), stride = coordinate_stride == 0 ? 1 : coordinate_stride;
+    return {first.p,
+            particle_slice(coordinate_stride, work, i, row, 2 * d, d).p,
+            particle_slice(coordinate_stride, work, i, row, 8 * d, dy).p,
+            first.stride,
+            d * first.stride,
+            stride,
+            d * stride,
+            dy * stride,
+            d,
+            dy};
   }
   /// The scratch over one contiguous row of floats(d, dy) floats.
   DS_HD_INLINE static dcps_scratch rows(float* w0, int d, int dy) {
@@ -105,41 +128,45 @@ struct dcps_scratch {
   }
 };
 
-/// First half of grad log beta(q) for problem b, from the denoiser m(q) (in w.m): u = A^T P (a_T y - A mu(q)) into
-/// w.u (w.grad, w.r, w.t scratch). The fused functor and the stepwise run (CPU executor, ask/tell plan) share it.
+/// First half of grad log beta(q) for problem b, from the denoiser m(q) (in w.m()): u = A^T P (a_T y - A mu(q))
+/// into w.u() (w.grad(), w.r(), w.t() scratch). The fused functor and the stepwise run (CPU executor, ask/tell plan)
+/// share it.
 template <class Q>
 DS_HD_INLINE void dcps_potential_vector(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
                                         const float* P, const Q& q, const dcps_scratch& w) {
   const int d = p.g.d, dy = p.g.d_y;
-  const strided_vec<float> m = w.m, u = w.u, grad = w.grad, r = w.r;
+  const strided_vec<float> m = w.m(), u = w.u(), grad = w.grad(), r = w.r(), t = w.t();
   for (int j = 0; j < d; ++j) grad[j] = pot.cx * q[j] + pot.cm * m[j];  // mu, held in grad for the residual
   guided_residual(p.g, b, pot.a_target, grad, r);
   for (int o = 0; o < dy; ++o) {
     float acc = 0.f;
     for (int c = 0; c < dy; ++c) acc += P[o * dy + c] * r[c];
-    w.t[o] = acc;
+    t[o] = acc;
   }
   for (int j = 0; j < d; ++j) u[j] = 0.f;
-  guided_add_rows(p.g, b, w.t, u);  // u = A^T t, coordinate by coordinate (the terms of d_y guided_add_row calls)
+  guided_add_rows(p.g, b, t, u);  // u = A^T t, coordinate by coordinate (the terms of d_y guided_add_row calls)
 }
 
-/// Second half: grad log beta = cx u + cm J u into w.grad, J u in w.ju (read only when pot.cm != 0: the potential at
-/// its block's clean end has cm = 0 and needs no Jacobian).
+/// Second half: grad log beta = cx u + cm J u into w.grad(), J u in w.ju() (read only when pot.cm != 0: the
+/// potential at its block's clean end has cm = 0 and needs no Jacobian).
 DS_HD_INLINE void dcps_potential_finish(const dcps_params& p, const dcps_potential& pot, const dcps_scratch& w) {
   const int d = p.g.d;
+  const strided_vec<float> grad = w.grad(), u = w.u();
   if (pot.cm != 0.f) {
-    for (int j = 0; j < d; ++j) w.grad[j] = pot.cx * w.u[j] + pot.cm * w.ju[j];
+    const strided_vec<float> ju = w.ju();
+    for (int j = 0; j < d; ++j) grad[j] = pot.cx * u[j] + pot.cm * ju[j];
   } else {
-    for (int j = 0; j < d; ++j) w.grad[j] = pot.cx * w.u[j];
+    for (int j = 0; j < d; ++j) grad[j] = pot.cx * u[j];
   }
 }
 
-/// grad log beta(q) for problem b into w.grad (uses w.m, w.u, w.ju, w.r, w.t); also leaves the denoiser m(q) in w.m.
+/// grad log beta(q) for problem b into w.grad() (uses w.m(), w.u(), w.ju(), w.r(), w.t()); also leaves the denoiser
+/// m(q) in w.m().
 /// c: the mixture at the potential's channel (pot.a, pot.s), denoiser_at / jvp_at (kernels/guided.cuh).
 template <class Q, class Ch>
 DS_HD_INLINE void dcps_potential_grad(const dcps_params& p, std::int64_t b, const dcps_potential& pot, const Ch& c,
                                       const float* P, const Q& q, const dcps_scratch& w) {
-  const strided_vec<float> m = w.m, u = w.u, ju = w.ju;
+  const strided_vec<float> m = w.m(), u = w.u(), ju = w.ju();
   denoiser_at(c, q, m);
   dcps_potential_vector(p, b, pot, P, q, w);
   if (pot.cm != 0.f) jvp_at(c, q, u, ju);
@@ -174,24 +201,25 @@ DS_HD_INLINE const float* dcps_step_precision(const dcps_params& p, std::int64_t
 }
 
 /// The update of a tamed ULA step of block l (stream step dcps_counter_langevin(l, t) of particle `id`), from the
-/// denoiser m(x) in w.m and grad log beta(x) in w.grad.
+/// denoiser m(x) in w.m() and grad log beta(x) in w.grad().
 template <class X>
 DS_HD_INLINE void dcps_langevin_update(const dcps_params& p, std::uint64_t id, std::int64_t l, std::int64_t t, X& x,
                                        const dcps_scratch& w) {
   const int d = p.g.d;
   const dcps_potential pot = p.blocks[l].start;
   // G = prior score (a m - x) / s^2 + grad log beta.
+  const strided_vec<float> m = w.m(), grad = w.grad();
   const float inv_s2 = 1.f / (pot.s * pot.s);
   float norm2 = 0.f;
   for (int j = 0; j < d; ++j) {
-    const float gj = (pot.a * w.m[j] - x[j]) * inv_s2 + w.grad[j];
-    w.grad[j] = gj;
+    const float gj = (pot.a * m[j] - x[j]) * inv_s2 + grad[j];
+    grad[j] = gj;
     norm2 += gj * gj;
   }
   const float step = p.gamma / (1.f + p.gamma * ds_sqrt(norm2));
   const float noise = ds_sqrt(2.f * p.gamma);
   philox rng(p.g.seed, id, dcps_counter_langevin(p, l, t));
-  rng.normals(d, [&](int j, float z) { x[j] = x[j] + step * w.grad[j] + noise * z; });
+  rng.normals(d, [&](int j, float z) { x[j] = x[j] + step * grad[j] + noise * z; });
 }
 
 /// One tamed ULA step of block l at its start point (stream dcps_counter_langevin(l, t)).
@@ -204,39 +232,44 @@ DS_HD_INLINE void dcps_langevin_step(const dcps_params& p, std::int64_t i, std::
   dcps_langevin_update(p, guided_stream(p.g, i, b), l, t, x, w);
 }
 
-/// Start of transition j from the denoiser m(x_j) in w.m: the unconditional kernel's mean mu_p into x and w.mu, and
-/// the fit's log-scales log sig into w.l. Returns false for a point-mass kernel (sig = 0): then x = mu_p is x_{j+1}.
+/// Start of transition j from the denoiser m(x_j) in w.m(): the unconditional kernel's mean mu_p into x and w.mu(),
+/// and the fit's log-scales log sig into w.l(). Returns false for a point-mass kernel (sig = 0): then x = mu_p is
+/// x_{j+1}.
 template <class X>
 DS_HD_INLINE bool dcps_transition_start(const dcps_params& p, std::int64_t j, X& x, const dcps_scratch& w) {
   const int d = p.g.d;
   const dcps_step st = p.steps[j];
-  for (int c = 0; c < d; ++c) w.mu[c] = st.c0 * w.m[c] + st.c1 * x[c];  // mu_p, kept in x below once x is free
-  for (int c = 0; c < d; ++c) x[c] = w.mu[c];  // x now holds mu_p for the KL's prior term
+  const strided_vec<float> m = w.m(), mu = w.mu();
+  for (int c = 0; c < d; ++c) mu[c] = st.c0 * m[c] + st.c1 * x[c];  // mu_p, kept in x below once x is free
+  for (int c = 0; c < d; ++c) x[c] = mu[c];  // x now holds mu_p for the KL's prior term
   if (st.sig == 0.f) return false;
   const float log_sig = ds_log(st.sig);
-  for (int c = 0; c < d; ++c) w.l[c] = log_sig;
+  const strided_vec<float> l = w.l();
+  for (int c = 0; c < d; ++c) l[c] = log_sig;
   return true;
 }
 
-/// Gradient step g of transition j (g < G): the reparametrised draw q = mu + e^l eps into w.gl, eps into w.eps;
+/// Gradient step g of transition j (g < G): the reparametrised draw q = mu + e^l eps into w.gl(), eps into w.eps();
 /// for g = G the transition's final draw x_{j+1} = mu + e^l z into x instead (stream step dcps_counter_step(j, g)).
 template <class X>
 DS_HD_INLINE void dcps_gradient_draw(const dcps_params& p, std::uint64_t id, std::int64_t j, std::int64_t g, X& x,
                                      const dcps_scratch& w) {
   const int d = p.g.d;
+  const strided_vec<float> mu = w.mu(), l = w.l();
   philox rng(p.g.seed, id, dcps_counter_step(p, j, g));
   if (g < p.gradient_steps) {
+    const strided_vec<float> eps = w.eps(), q = w.gl();
     rng.normals(d, [&](int c, float z) {
-      w.eps[c] = z;
-      w.gl[c] = w.mu[c] + ds_exp(w.l[c]) * z;
+      eps[c] = z;
+      q[c] = mu[c] + ds_exp(l[c]) * z;
     });
   } else {
-    rng.normals(d, [&](int c, float z) { x[c] = w.mu[c] + ds_exp(w.l[c]) * z; });
+    rng.normals(d, [&](int c, float z) { x[c] = mu[c] + ds_exp(l[c]) * z; });
   }
 }
 
-/// The normalised stochastic gradient step on (mu, l) of transition j from grad log beta(q) in w.grad (x holds
-/// mu_p; w.u and w.gl are scratch).
+/// The normalised stochastic gradient step on (mu, l) of transition j from grad log beta(q) in w.grad() (x holds
+/// mu_p; w.u() and w.gl() are scratch).
 template <class X>
 DS_HD_INLINE void dcps_gradient_update(const dcps_params& p, std::int64_t j, const X& x, const dcps_scratch& w) {
   const int d = p.g.d;
@@ -244,20 +277,21 @@ DS_HD_INLINE void dcps_gradient_update(const dcps_params& p, std::int64_t j, con
   const float inv_sig2 = 1.f / (st.sig * st.sig);
   const float root_d = ds_sqrt(float(d));
   const float lr_mu = p.rho * st.sig * root_d, lr_l = p.rho * root_d;
+  const strided_vec<float> grad = w.grad(), mu = w.mu(), l = w.l(), eps = w.eps(), u = w.u(), gl = w.gl();
   float n_mu = 0.f, n_l = 0.f;
   for (int c = 0; c < d; ++c) {
-    const float sd = ds_exp(w.l[c]);
-    const float gm = -w.grad[c] + (w.mu[c] - x[c]) * inv_sig2;
-    const float gv = -w.grad[c] * sd * w.eps[c] + sd * sd * inv_sig2 - 1.f;
-    w.u[c] = gm;
-    w.gl[c] = gv;
+    const float sd = ds_exp(l[c]);
+    const float gm = -grad[c] + (mu[c] - x[c]) * inv_sig2;
+    const float gv = -grad[c] * sd * eps[c] + sd * sd * inv_sig2 - 1.f;
+    u[c] = gm;
+    gl[c] = gv;
     n_mu += gm * gm;
     n_l += gv * gv;
   }
   const float s_mu = lr_mu / (1e-30f + ds_sqrt(n_mu)), s_l = lr_l / (1e-30f + ds_sqrt(n_l));
   for (int c = 0; c < d; ++c) {
-    w.mu[c] -= s_mu * w.u[c];
-    w.l[c] -= s_l * w.gl[c];
+    mu[c] -= s_mu * u[c];
+    l[c] -= s_l * gl[c];
   }
 }
 
@@ -266,12 +300,12 @@ template <class X>
 DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int64_t b, std::int64_t j, X& x,
                                   const dcps_scratch& w) {
   const dcps_step st = p.steps[j];
-  const strided_vec<float> m = w.m;
+  const strided_vec<float> m = w.m();
   guided_denoiser(p.g.channels.at(j, st.a, st.s), x, m);
   if (!dcps_transition_start(p, j, x, w)) return;
   const std::uint64_t id = guided_stream(p.g, i, b);
   const float* P = dcps_step_precision(p, j, b);
-  const strided_vec<float> q = w.gl;
+  const strided_vec<float> q = w.gl();
   const channel_view next = p.g.channels.at(p.steps_count + j, st.next.a, st.next.s);
   for (std::int64_t g = 0; g < p.gradient_steps; ++g) {
     dcps_gradient_draw(p, id, j, g, x, w);

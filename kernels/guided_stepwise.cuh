@@ -33,15 +33,14 @@ struct dcps_ask {
   bool vector;                     // a J^T u ask (u in the rows' u)
 };
 
-/// The per-row buffers of a stepwise DCPS run: B N rows of d (x, m, u, grad, mu, l, eps, q) and of d_y (r, t).
+/// The per-row buffers of a stepwise DCPS run: B N rows of d (x, m, u, grad, mu, l, eps, q) and of d_y (r, t);
+/// u, grad, mu, l, eps and q equally spaced (dcps_scratch finds them from u and grad - u).
 struct dcps_rows {
   float *x, *m, *u, *grad, *mu, *l, *eps, *q, *r, *t;
   /// Row i's scratch, J u read from `answer`.
   DS_HD_INLINE dcps_scratch at(std::int64_t i, int d, int dy, const float* answer) const {
-    const std::int64_t o = i * d, oy = i * dy;
-    const auto v = [&](float* base) { return strided_vec<float>{base + o, 1, d}; };
-    return dcps_scratch{v(m),  v(u),   v(const_cast<float*>(answer)), v(grad), v(mu), v(l), v(eps),
-                        v(q),  {r + oy, 1, dy}, {t + oy, 1, dy}};
+    const std::int64_t o = i * d;
+    return dcps_scratch{m + o, u + o, r + i * dy, 1, answer - m, 1, grad - u, t - r, d, dy};
   }
 };
 
@@ -64,7 +63,7 @@ struct dcps_stage_functor {
     const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p.g, i, b);
     const dcps_scratch w = rows.at(i, d, dy, answer);
     strided_vec<float> x{rows.x + i * d, 1, d};
-    const strided_vec<const float> q{w.gl.p, 1, d};
+    const strided_vec<const float> q{w.gl().p, 1, d};
     const float* ai = answer + i * d;
     switch (op) {
       case dcps_op_initial: {
@@ -74,7 +73,7 @@ struct dcps_stage_functor {
         return;
       }
       case dcps_op_langevin_m: {
-        for (int c = 0; c < d; ++c) w.m[c] = ds_fma(ux, x[c], um * ai[c]);
+        for (int c = 0; c < d; ++c) w.m()[c] = ds_fma(ux, x[c], um * ai[c]);
         const dcps_potential pot = p.blocks[l].start;
         dcps_potential_vector(p, b, pot, dcps_block_precision(p, l, b), x, w);
         if (pot.cm != 0.f) return;
@@ -87,11 +86,11 @@ struct dcps_stage_functor {
         dcps_langevin_update(p, id, l, t, x, w);
         return;
       case dcps_op_step_m:
-        for (int c = 0; c < d; ++c) w.m[c] = ds_fma(ux, x[c], um * ai[c]);
+        for (int c = 0; c < d; ++c) w.m()[c] = ds_fma(ux, x[c], um * ai[c]);
         if (dcps_transition_start(p, j, x, w)) dcps_gradient_draw(p, id, j, 0, x, w);
         return;
       case dcps_op_gradient_m: {
-        for (int c = 0; c < d; ++c) w.m[c] = ds_fma(ux, q[c], um * ai[c]);
+        for (int c = 0; c < d; ++c) w.m()[c] = ds_fma(ux, q[c], um * ai[c]);
         const dcps_potential pot = p.steps[j].next;
         dcps_potential_vector(p, b, pot, dcps_step_precision(p, j, b), q, w);
         if (pot.cm != 0.f) return;

@@ -563,7 +563,7 @@ TEST(Dcps, PotentialGradientMatchesFiniteDifferences) {
     ref[j] = (log_beta(up) - log_beta(down)) / (2 * h);
     top = std::max(top, std::abs(ref[j]));
   }
-  for (int j = 0; j < d; ++j) EXPECT_NEAR(w.grad[j], ref[j], 1e-3 * top) << "coordinate " << j;
+  for (int j = 0; j < d; ++j) EXPECT_NEAR(w.grad()[j], ref[j], 1e-3 * top) << "coordinate " << j;
 }
 
 // One tamed ULA step of DCPS against the formula in FP64 with the kernel's own normals (stream
@@ -608,7 +608,7 @@ TEST(Dcps, LangevinStepMatchesFp64Reference) {
   std::vector<double> G(d);
   double norm = 0;
   for (int j = 0; j < d; ++j) {
-    G[j] = (0.6 * m[j] - x[j]) / 0.64 + w2.grad[j];
+    G[j] = (0.6 * m[j] - x[j]) / 0.64 + w2.grad()[j];
     norm += G[j] * G[j];
   }
   const double gamma = 0.05, step = gamma / (1 + gamma * std::sqrt(norm));
@@ -1022,11 +1022,18 @@ TEST(GuidedSamplers, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
                                  [&] { coordinate_major ? f(i, shared(i, 2 * d)) : f(i); });
           continue;
         }
-        std::vector<std::vector<float>> v(8, std::vector<float>(d));
-        std::vector<float> rr(dy), tt(dy);
-        const auto vec = [&](int e) { return kn::strided_vec<float>{v[e].data(), 1, d}; };
-        const kn::dcps_scratch w{vec(0), vec(1), vec(2), vec(3), vec(4), vec(5), vec(6), vec(7), {rr.data(), 1, dy},
-                                 {tt.data(), 1, dy}};
+        // Another order than the fused run's rows: u .. gl first, then m and ju, then t and r.
+        std::vector<float> v(8 * d + 2 * dy);
+        kn::dcps_scratch w{};
+        w.first = v.data() + 6 * d;
+        w.ju_offset = d;
+        w.rest = v.data();
+        w.obs = v.data() + 8 * d + dy;
+        w.obs_step = -dy;
+        w.first_stride = w.stride = 1;
+        w.step = d;
+        w.d = d;
+        w.dy = dy;
         kn::strided_vec<float> xv{x.data() + i * d, 1, d};
         const std::int64_t b = i / N;
         kn::philox rng(q.g.seed, static_cast<std::uint64_t>(i), 0);
