@@ -1003,6 +1003,10 @@ TEST_F(Cli, ExitStatusFollowsTheTable) {
   status("demo --executor bogus", 2, "--executor: ");
   status("demo --chains 64 --chains 64", 2, "given twice");
   status("sample --quiet --quiet" + std::string(kQuick), 2, "given twice");
+  // The discrete samplers' options go through the same parser.
+  status("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json --quiet --quiet", 2, "--quiet: given twice");
+  status("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json --what", 2,
+         "unknown option '--what' (see diffsample sample --sampler discrete_walk_jump --help)");
   status("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --steps 1000000000000", 2,
          "--steps = 1000000000000, the limit is 16777216 (2^24)");
   status("sample --sampler ddpm --steps 1000000000000", 2, "--steps = 1000000000000, the limit is 16777216 (2^24)");

@@ -205,21 +205,10 @@ int run_sample_binary(int argc, char** argv, int first) {
                                             "--steps",   "--measurements", "--chains", "--seed", "--executor",
                                             "--out",     "--dtype",   "--report",   "--plot"};
   const std::vector<std::string> switches{"--mean", "--quiet"};
-  std::map<std::string, std::string> o;
-  for (int i = first; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") print_and_exit(binary_usage);
-    if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
-      o[a] = "";
-    } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
-      if (i + 1 >= argc) throw usage_error(a + ": missing value");
-      if (o.count(a)) throw usage_error(a + ": given twice");
-      o[a] = argv[++i];
-    } else {
-      throw usage_error("unknown option '" + a + "' for a discrete sampler (see diffsample sample --sampler " +
-                        "discrete_walk_jump --help)");
-    }
-  }
+  // The same parser as every subcommand (cli/args.hpp): a flag given twice, a missing value or an unknown flag is a
+  // bad command line.
+  std::map<std::string, std::string> o =
+      parse_options(argc, argv, first, binary_usage, with_value, switches, "sample --sampler discrete_walk_jump").values;
   auto has = [&](const char* f) { return o.count(f) != 0; };
   const bool quiet = has("--quiet");
   if (!has("--problem")) throw usage_error("the discrete samplers need --problem FILE.json with a Bernoulli-mixture prior");

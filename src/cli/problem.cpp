@@ -496,7 +496,8 @@ void require_finite(const std::vector<double>& values, const std::string& what) 
 
 prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights) {
   if (dim < 1) throw usage_error("--dim: expected an integer >= 1, got " + std::to_string(dim));
-  if (grid < 1 || grid > 1000) throw usage_error("--grid: expected 1..1000, got " + std::to_string(grid));
+  if (grid < 1 || grid > max_grid_size)
+    throw usage_error("--grid: expected 1.." + std::to_string(max_grid_size) + ", got " + std::to_string(grid));
   if (!(spacing >= 0) || !std::isfinite(spacing))
     throw usage_error("--spacing: expected a finite number >= 0, got " + fmt(spacing));
   if (!(variance >= min_variance && variance <= max_variance))
@@ -541,7 +542,8 @@ problem read_problem(const std::string& path) {
   if (st.st_size > max_problem_bytes) {
     ::close(fd);
     throw input_error(path + ": " + std::to_string(st.st_size) +
-                      " bytes is too large for a problem file (at most 64 MiB; give large arrays as .npy files)");
+                      " bytes is too large for a problem file (at most " + std::to_string(max_problem_bytes >> 20) +
+                      " MiB; give large arrays as .npy files)");
   }
   std::string text(std::size_t(st.st_size), '\0');
   if (const int err = npy::read_fully(fd, text.data(), text.size())) {
