@@ -223,18 +223,14 @@ kernels::dcps_stage_functor dcps_stage(const kernels::dcps_params& p, const dcps
 
 std::size_t dcps_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& options) {
-  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
-  return make_dcps_layout(prior.dim(), problems, options, nullptr, &shape).blob.at;
+  return laid_out_workspace_bytes(prior, problems, options, make_dcps_layout);
 }
 
 guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
                           guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
-  std::vector<unsigned char> host;
-  const std::int64_t d = prior.dim(), dy = pr.d_y;
-  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
-  const dcps_layout l = make_dcps_layout(d, pr, o, &host, &shape);
   run_space rs;
-  prepare_run(rs, pr, o, d, out, exec, workspace, workspace_bytes, l.blob.at, host);
+  const dcps_layout l = prepare_laid_out_run(rs, prior, pr, o, out, exec, workspace, workspace_bytes, make_dcps_layout);
+  const std::int64_t d = prior.dim(), dy = pr.d_y;
   kernels::dcps_params p = bind_dcps(l, prior.storage().view(rs.where), d, pr, o, rs.ws);
   float* x = reinterpret_cast<float*>(rs.ws + l.x);
   const std::int64_t BN = pr.problems * o.particles;
@@ -264,7 +260,7 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
   kernels::dcps_ask first{};
   first.op = kernels::dcps_op_initial;
   kernels::for_each_index(rs.where, BN, dcps_stage(p, s, first, 0.f, 1.f, nullptr, nullptr, 0), exec.stream);
-  const std::vector<kernels::dcps_ask> list = dcps_asks(l, host.data(), o);
+  const std::vector<kernels::dcps_ask> list = dcps_asks(l, rs.host.data(), o);
   const bool fused = fused_stepwise_available();
   if (fused) {
     // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): each ask's

@@ -171,6 +171,7 @@ struct run_space {
   executor where = executor::cpu;
   unsigned char* ws = nullptr;
   std::unique_ptr<scratch> owned;
+  std::vector<unsigned char> host;  ///< the host tables (prepare_laid_out_run()), which a CPU run reads again
 };
 
 inline const void* output_probe(const guided_outputs& out) {
@@ -191,6 +192,26 @@ inline void prepare_run(run_space& rs, const guided_problems& pr, const guided_o
   } else {
     std::memcpy(rs.ws, blob.data(), blob.size());
   }
+}
+
+/// The run of a sampler whose tables @p make(d, problems, options, host, shape) lays out with the prior's shape
+/// (TMPD, DCPS): the layout, its host tables in rs.host, and the workspace with them copied in (prepare_run()).
+template <class Make>
+auto prepare_laid_out_run(run_space& rs, const gaussian_mixture& prior, const guided_problems& pr,
+                          const guided_options& o, const guided_outputs& out, execution exec, void* workspace,
+                          std::size_t workspace_bytes, Make make) {
+  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
+  const auto l = make(prior.dim(), pr, o, &rs.host, &shape);
+  prepare_run(rs, pr, o, prior.dim(), out, exec, workspace, workspace_bytes, l.blob.at, rs.host);
+  return l;
+}
+
+/// The workspace bytes of that run: the same layout, without its tables.
+template <class Make>
+std::size_t laid_out_workspace_bytes(const gaussian_mixture& prior, const guided_problems& pr,
+                                     const guided_options& o, Make make) {
+  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
+  return make(prior.dim(), pr, o, nullptr, &shape).blob.at;
 }
 
 /// Copies the final particles (n floats, rows of d) to the requested outputs, row-major, from the run's layout

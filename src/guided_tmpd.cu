@@ -82,18 +82,14 @@ void tmpd_finish_gemm(kernels::tmpd_stage_functor f, const kernels::tmpd_rows& r
 
 std::size_t tmpd_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& options) {
-  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
-  return make_tmpd_layout(prior.dim(), problems, options, nullptr, &shape).blob.at;
+  return laid_out_workspace_bytes(prior, problems, options, make_tmpd_layout);
 }
 
 guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& pr, const guided_options& o,
                           guided_outputs out, execution exec, void* workspace, std::size_t workspace_bytes) {
-  std::vector<unsigned char> host;
-  const std::int64_t d = prior.dim(), dy = pr.d_y;
-  const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
-  const tmpd_layout l = make_tmpd_layout(d, pr, o, &host, &shape);
   run_space rs;
-  prepare_run(rs, pr, o, d, out, exec, workspace, workspace_bytes, l.blob.at, host);
+  const tmpd_layout l = prepare_laid_out_run(rs, prior, pr, o, out, exec, workspace, workspace_bytes, make_tmpd_layout);
+  const std::int64_t d = prior.dim(), dy = pr.d_y;
   kernels::guided_params p = linear_params(prior, pr, o, l.tables, rs.where, rs.ws);
   const auto* sigma2 = reinterpret_cast<const float*>(rs.ws + l.sigma2);
   float* x = reinterpret_cast<float*>(rs.ws + l.x);
@@ -140,7 +136,8 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
     const std::int64_t per = 1 + dy;
     std::vector<fused_ask> asks(static_cast<std::size_t>(o.steps * per));
     for (std::int64_t k = 0; k < o.steps; ++k) {
-      const kernels::guided_step& st = reinterpret_cast<const kernels::guided_step*>(host.data() + l.tables.steps)[k];
+      const kernels::guided_step& st =
+          reinterpret_cast<const kernels::guided_step*>(rs.host.data() + l.tables.steps)[k];
       const channel ch{st.a, st.s};
       asks[k * per] = {ch, x, nullptr, answer};
       for (std::int64_t q = 0; q < dy; ++q) asks[k * per + 1 + q] = {ch, x, rows.v, answer};
@@ -156,7 +153,7 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
         });
   }
   for (std::int64_t k = 0; !fused && k < o.steps; ++k) {
-    const kernels::guided_step& st = reinterpret_cast<const kernels::guided_step*>(host.data() + l.tables.steps)[k];
+    const kernels::guided_step& st = reinterpret_cast<const kernels::guided_step*>(rs.host.data() + l.tables.steps)[k];
     const channel ch{st.a, st.s};
     // The unchecked layer: the inputs were validated once at the call's start, not per transition.
     evaluate_direct_unchecked(prior.storage(), quantity::denoiser, x, BN, ch, answer, cpu);
