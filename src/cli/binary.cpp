@@ -312,7 +312,7 @@ int run_sample_binary(int argc, char** argv, int first) {
   const double rate = seconds > 0 ? double(n) * double(total_steps) / seconds : 0.0;
 
   // Accuracy on up to 2^15 samples against exact reference draws of the same law, beside two reference sets' floor.
-  const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
+  const std::int64_t m = scored_samples(n);
   const auto ref_a = exact_reference(prior, walk_jump, alpha, measurements, mean, m, seed + 2000);
   const auto ref_b = exact_reference(prior, walk_jump, alpha, measurements, mean, m, seed + 3000);
   const std::vector<float> head(samples.begin(), samples.begin() + m * d);

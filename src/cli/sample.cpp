@@ -197,15 +197,13 @@ int sample_main(const options& o, const char* command) {
   if (spread && distributed::rank() != 0) return 0;  // rank 0 holds the samples
 
   // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
-  const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
+  const std::int64_t m = scored_samples(n);
   std::vector<float> exact_a(std::size_t(m * d)), exact_b(std::size_t(m * d));
   target.sample(exact_a.data(), m, {}, s.seed + 2000, nullptr, 0, {executor::cpu});
   target.sample(exact_b.data(), m, {}, s.seed + 3000, nullptr, 0, {executor::cpu});
-  std::int64_t non_finite = 0;
-  for (float v : r.samples) non_finite += !std::isfinite(v);
-  double sw = NAN;
-  if (non_finite == 0) sw = sliced_wasserstein(m, m, d, r.samples.data(), exact_a.data(), 64, s.seed);
-  const double floor = sliced_wasserstein(m, m, d, exact_b.data(), exact_a.data(), 64, s.seed);
+  const sliced_score score = score_sliced(r.samples, exact_a, exact_b, m, d, s.seed);
+  const std::int64_t non_finite = score.non_finite;
+  const double sw = score.w1, floor = score.floor;
   share_result shares;  // of non-finite samples: not computed, reported as null
   if (non_finite == 0) shares = component_shares(target, r.samples.data(), m);
   const share_result shares_exact = component_shares(target, exact_b.data(), m);
@@ -225,8 +223,8 @@ int sample_main(const options& o, const char* command) {
       std::printf("non-finite values in the samples: %lld (the sampler diverged; try a smaller step)\n",
                   static_cast<long long>(non_finite));
     else
-      std::printf("sliced W1 to exact samples: %.4f (exact-vs-exact floor %.4f; %lld samples, 64 directions)\n", sw,
-                  floor, static_cast<long long>(m));
+      std::printf("sliced W1 to exact samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
+                  floor, static_cast<long long>(m), sliced_directions);
     if (non_finite == 0)
       std::printf("component shares (average responsibility): max error %.2f standard errors (component %lld; "
                   "exact samples: %.2f)\n",
@@ -279,7 +277,7 @@ int sample_main(const options& o, const char* command) {
     acc["non_finite_values"] = non_finite;
     acc["sliced_w1"] = non_finite == 0 ? json(sw) : json(nullptr);
     acc["sliced_w1_floor"] = floor;
-    acc["directions"] = 64;
+    acc["directions"] = sliced_directions;
     acc["component_share_max_error_se"] = non_finite == 0 ? json(shares.max_z) : json(nullptr);
     acc["component_share_worst_component"] = non_finite == 0 ? json(shares.worst) : json(nullptr);
     acc["component_share_max_error_se_exact"] = shares_exact.max_z;

@@ -30,6 +30,19 @@ std::int64_t count_non_finite(const std::vector<float>& x) {
   return bad;
 }
 
+std::int64_t scored_samples(std::int64_t n) { return std::min<std::int64_t>(n, std::int64_t(1) << 15); }
+
+sliced_score score_sliced(const std::vector<float>& samples, const std::vector<float>& reference,
+                          const std::vector<float>& second, std::int64_t m, std::int64_t d, std::uint64_t seed) {
+  sliced_score s;
+  s.non_finite = count_non_finite(samples);
+  s.w1 = s.non_finite == 0
+             ? sliced_wasserstein(m, m, d, samples.data(), reference.data(), sliced_directions, seed)
+             : NAN;
+  s.floor = sliced_wasserstein(m, m, d, second.data(), reference.data(), sliced_directions, seed);
+  return s;
+}
+
 json prior_json(const prior_spec& p, const std::string& source) {
   json j;
   j["source"] = source;

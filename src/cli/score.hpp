@@ -32,6 +32,24 @@ share_result component_shares(const gaussian_mixture& p, const float* x, std::in
 /// The values of @p x that are NaN or infinite.
 std::int64_t count_non_finite(const std::vector<float>& x);
 
+/// Samples of a run that are scored against exact references: the first min(n, 2^15).
+std::int64_t scored_samples(std::int64_t n);
+
+/// Projections of the program's sliced W1 figures.
+constexpr int sliced_directions = 64;
+
+/// Sliced W1 of a run's samples to a set of exact draws, beside the floor: a second exact set to the first.
+struct sliced_score {
+  std::int64_t non_finite = 0;  ///< NaN or infinite values among all the samples
+  double w1 = 0;                ///< the first m samples to the reference set; NaN when non_finite > 0 (not computed)
+  double floor = 0;             ///< the second reference set to the first
+};
+
+/// The sliced score of @p samples (rows of d; all counted for non_finite, the first m compared) against
+/// @p reference and @p second (m rows each), sliced_directions projections drawn from @p seed.
+sliced_score score_sliced(const std::vector<float>& samples, const std::vector<float>& reference,
+                          const std::vector<float>& second, std::int64_t m, std::int64_t d, std::uint64_t seed);
+
 /// The report's "prior" object: source, description, dim, components, isotropic.
 json prior_json(const prior_spec& p, const std::string& source);
 

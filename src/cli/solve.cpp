@@ -288,16 +288,16 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   line.finish();
 
-  // Accuracy: sliced W1 (64 directions) against as many exact posterior samples, beside the floor of two
+  // Accuracy: sliced W1 (sliced_directions) against as many exact posterior samples, beside the floor of two
   // independent exact sets of that size.
-  const std::int64_t m = std::min<std::int64_t>(n, 1 << 15);
+  const std::int64_t m = scored_samples(n);
   std::vector<float> ref(std::size_t(m * d)), ref2(std::size_t(m * d));
   post.sample(ref.data(), m, seed + 1000);
   post.sample(ref2.data(), m, seed + 2000);
-  const std::int64_t non_finite = count_non_finite(x);
+  const sliced_score score = score_sliced(x, ref, ref2, m, d, seed);
+  const std::int64_t non_finite = score.non_finite;
   const std::int64_t diverged_at = non_finite > 0 ? divergence_step(mixture, problems, g, where) : 0;
-  const double sw = non_finite == 0 ? ds::sliced_wasserstein(m, m, d, x.data(), ref.data(), 64, seed) : NAN;
-  const double floor = ds::sliced_wasserstein(m, m, d, ref2.data(), ref.data(), 64, seed);
+  const double sw = score.w1, floor = score.floor;
   float ess_min = 0;
   if (g.sampler == ds::guided_sampler::smc) ess_min = *std::min_element(ess.begin(), ess.end());
 
@@ -324,8 +324,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                   static_cast<long long>(non_finite));
     else
       std::printf(
-          "sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, 64 directions)\n", sw,
-          floor, static_cast<long long>(m));
+          "sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
+          floor, static_cast<long long>(m), sliced_directions);
   }
   check_stdout();
   if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);
@@ -379,7 +379,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     j["sliced_w1"] = {{"value", non_finite == 0 ? json(sw) : json(nullptr)},
                       {"floor", floor},
                       {"samples", m},
-                      {"directions", 64}};
+                      {"directions", sliced_directions}};
     j["log_evidence_exact"] = post.log_evidence();
     if (g.sampler == ds::guided_sampler::smc) {
       j["log_evidence_estimate"] = std::isfinite(log_z) ? json(log_z) : json(nullptr);
