@@ -646,6 +646,23 @@ void run_mutation(executor where, std::int64_t count, const kernels::guided_muta
   }
 }
 
+/// The options of an SMC run's final resampling, the samples' draw: every problem with a positive weight resamples,
+/// at step K + 1 of the particles' streams.
+resampling_options final_resampling(resampling_options ro, std::int64_t K) {
+  ro.ess_threshold = 2.0;  // every problem with a positive weight
+  ro.step = static_cast<std::uint64_t>(K + 1);
+  return ro;
+}
+
+/// An SMC run's last launch: each problem's log-normaliser (the estimate plus the host's FP64 constants) and
+/// resample count, to the outputs that ask for them.
+void finish_problems(executor where, std::int64_t B, const double* log_z, const double* constants,
+                     const std::int32_t* counts, const guided_outputs& out, cudaStream_t stream) {
+  kernels::for_each_index(
+      where, B, kernels::guided_finish_functor{log_z, constants, counts, out.log_normaliser, out.resample_count},
+      stream);
+}
+
 }  // namespace
 
 std::vector<double> guided_times(const gaussian_mixture& prior, const guided_problems& problems,
@@ -1020,10 +1037,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
     ++report.launches;
   }
   if (out.samples != nullptr) {
-    resampling_options last = ro;
-    last.ess_threshold = 2.0;  // every problem with a positive weight
-    last.step = static_cast<std::uint64_t>(K + 1);
-    detail::resample_unchecked(lw, B, N, last, po, where, stream, resampling_ws);
+    detail::resample_unchecked(lw, B, N, final_resampling(ro, K), po, where, stream, resampling_ws);
     const std::uint64_t key = o.seed ^ 0x5851F42D4C957F2Dull;  // the samples' order: a stream of its own
     kernels::for_each_index(where, BN * d,
                             permuted_gather_functor{x, ancestors, out.samples, N, d, key,
@@ -1032,10 +1046,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                             stream);
     report.launches += 2;
   }
-  const double* constants = reinterpret_cast<const double*>(ws + l.constants);
-  kernels::for_each_index(
-      where, B, kernels::guided_finish_functor{log_z, constants, counts, out.log_normaliser, out.resample_count},
-      stream);
+  finish_problems(where, B, log_z, reinterpret_cast<const double*>(ws + l.constants), counts, out, stream);
   ++report.launches;
   return report;
 }
@@ -1368,17 +1379,11 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   if (out.log_weights != nullptr)
     copy_on(where, out.log_weights, lw, static_cast<std::size_t>(BL) * sizeof(float), stream);
   if (out.samples != nullptr) {
-    resampling_options last = ro;
-    last.ess_threshold = 2.0;  // every problem with a positive weight
-    last.step = static_cast<std::uint64_t>(K + 1);
-    exchange.resample(lw, B, last, reports, x, row, mu2);
+    exchange.resample(lw, B, final_resampling(ro, K), reports, x, row, mu2);
     exchange.fetch(mu2, B, row, order.data(), out.samples);
     report.launches += 2;
   }
-  const double* constants = reinterpret_cast<const double*>(ws + l.constants);
-  kernels::for_each_index(
-      where, B, kernels::guided_finish_functor{log_z, constants, counts, out.log_normaliser, out.resample_count},
-      stream);
+  finish_problems(where, B, log_z, reinterpret_cast<const double*>(ws + l.constants), counts, out, stream);
   ++report.launches;
   return report;
 }
@@ -1612,19 +1617,14 @@ struct smc_plan_storage final : workspace_plan_storage {
       kernels::for_each_index(where, B * (K + 1), kernels::guided_copy_functor{ess, out.ess_trace}, stream);
     if (out.samples != nullptr) {
       // guided_sample()'s final draw: every problem with a positive weight resampled, in a permuted order.
-      resampling_options last = ro;
-      last.ess_threshold = 2.0;
-      last.step = static_cast<std::uint64_t>(K + 1);
-      resample_unchecked(lw, B, N, last, po, where, stream, resampling_ws, &keys->resampling);
+      resample_unchecked(lw, B, N, final_resampling(ro, K), po, where, stream, resampling_ws, &keys->resampling);
       kernels::for_each_index(where, BN * d,
                               permuted_gather_functor{x, ancestors, out.samples, N, d, 0,
                                                       index_permutation(0, static_cast<std::uint64_t>(N)), 0,
                                                       &keys->order},
                               stream);
     }
-    kernels::for_each_index(
-        where, B, kernels::guided_finish_functor{log_z, constants, counts, out.log_normaliser, out.resample_count},
-        stream);
+    finish_problems(where, B, log_z, constants, counts, out, stream);
   }
 };
 
