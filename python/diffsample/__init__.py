@@ -15,7 +15,9 @@ The size limits those messages name are ``diffsample.limits`` (``diffsample.limi
 constants of ``include/diffsample/limits.hpp``.
 
 Every array argument is checked for dtype, shape, C-contiguity and device before anything runs; nothing is converted
-(no float64 -> float32, no contiguous copy). All arrays of one call must be on one device.
+(no float64 -> float32, no contiguous copy). All arrays of one call must be on one device. Arrays a call writes
+(``out=``, in-place states) cannot be JAX arrays (immutable) or PyTorch tensors that require grad (pass
+``t.detach()``); as inputs both are read in place.
 
 Synchronisation (as in C++): calls that run on CUDA arrays are asynchronous on their stream (they return once the
 work is queued; read the results in that stream's order or after synchronising it) unless their docstring says they
@@ -162,6 +164,43 @@ def _shape(x: Any) -> Tuple[int, ...]:
     return tuple(int(s) for s in x.shape)
 
 
+def _writable(a: Any, name: str) -> Any:
+    """Refuses an array that a call would write into but that must not be written in place: a JAX array (immutable:
+    JAX may share its buffer between arrays) or a PyTorch tensor that requires grad (writing it outside autograd
+    would leave autograd's graph wrong). Returns a."""
+    if a is None or type(a) is np.ndarray:
+        return a
+    fw = _framework(a)
+    if fw == "jax":
+        raise InvalidArgument(f"{name}: a JAX array is immutable and cannot be written in place; pass a NumPy "
+                              "array, a PyTorch tensor or a CuPy array")
+    if fw == "torch" and a.requires_grad:
+        raise InvalidArgument(f"{name}: a tensor that requires grad cannot be written outside autograd; pass "
+                              f"{name}.detach() (the same memory) or a tensor without requires_grad")
+    return a
+
+
+def _answer(dst: Any, value: Any, name: str) -> None:
+    """dst[...] = value for a model's output value, refusing what the package refuses everywhere else: another
+    dtype than float32 (no conversion), another shape (no broadcasting), another device. A tensor that requires
+    grad is read detached (as the package's functions read it)."""
+    if value is dst:
+        return
+    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        raise InvalidArgument(f"{name}: a {type(value).__name__}, expected a {_shape(dst)} float32 array")
+    if _shape(value) != _shape(dst):
+        raise InvalidArgument(f"{name}: shape {_shape(value)}, expected {_shape(dst)}")
+    dtype = str(value.dtype).replace("torch.", "")
+    if dtype != "float32":
+        raise InvalidArgument(f"{name}: dtype {dtype}, expected float32")
+    if _is_cuda(value) != _is_cuda(dst):
+        where, plan = ("cuda", "cpu") if _is_cuda(value) else ("cpu", "cuda")
+        raise InvalidArgument(f"{name}: on {where}, but the plan's buffers are on {plan}")
+    if _framework(value) == "torch":
+        value = value.detach()
+    dst[...] = value
+
+
 # ---- options --------------------------------------------------------------------------------------------------------
 
 _PARSERS = {
@@ -282,6 +321,8 @@ class GaussianMixture:
         n = _shape(x)[0] if len(_shape(x)) >= 1 else 0
         if out is None:
             out = _empty(x, (n,) if what == _core.Quantity.log_density else (n, self.dim), "float32")
+        else:
+            _writable(out, "out")
         self._m.evaluate(what, x, float(a), float(s), out, _enum(_core.MixturePath, path), _stream(x, stream))
         return out
 
@@ -351,6 +392,8 @@ class GaussianMixture:
         """
         if out is None:
             out = _empty(x, _shape(x), "float32")
+        else:
+            _writable(out, "out")
         self._m.denoiser_jvp(x, v, float(a), float(s), out, _stream(x, stream))
         return out
 
@@ -408,11 +451,12 @@ class GaussianMixture:
         """
         if out is None:
             out = _empty(None, (n, self.dim), "float32")
+        _writable(out, "out")
         lab = None
         if labels is True:
             lab = _empty(out, (_shape(out)[0],), "int32")
         elif labels is not False and labels is not None:
-            lab = labels
+            lab = _writable(labels, "labels")
         self._m.sample(out, float(a), float(s), int(seed), lab, int(first_index), _stream(out, stream))
         return (out, lab) if lab is not None else out
 
@@ -448,6 +492,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
     """
     o = _fill(LangevinOptions(), options)
     o.target_a, o.target_s = float(target[0]), float(target[1])
+    _writable(x, "x"), _writable(trajectory, "trajectory"), _writable(accepted, "accepted")
     _core.langevin(_mixture(mixture), x, o, trajectory, accepted, _stream(x, stream))
     return x
 
@@ -485,6 +530,7 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     o = _diffusion_options(schedule, options)
     if out is None:
         out = _empty(None, (n, mixture.dim), "float32")
+    _writable(out, "out"), _writable(trajectory, "trajectory")
     _core.diffusion(_mixture(mixture), out, o, trajectory, _stream(out, stream))
     return out
 
@@ -559,7 +605,7 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        self._plan.reset(x, _stream(x, stream))
+        self._plan.reset(_writable(x, "x"), _stream(x, stream))
         return x
 
     def step(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
@@ -574,7 +620,7 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA (no allocation, no synchronisation); on the CPU it returns when done.
         """
-        self._plan.step(x, model, _stream(x, stream))
+        self._plan.step(_writable(x, "x"), model, _stream(x, stream))
         return x
 
     def finish(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
@@ -588,7 +634,7 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        self._plan.finish(x, model, _stream(x, stream))
+        self._plan.finish(_writable(x, "x"), model, _stream(x, stream))
         return x
 
     def run(self, model: Callable[[Any, float, float], Any], x: Array = None, *, stream: Stream = None) -> Array:
@@ -609,6 +655,7 @@ class DiffusionPlan:
             if self._plan.executor != _core.Executor.cpu:
                 raise InvalidArgument("x: a CUDA plan needs x, an (n, d) float32 CUDA array")
             x = _empty(None, (self.n, self.d), "float32")
+        _writable(x, "x")
         h = _stream(x, stream)
         p = self._plan
         p.reset(x, h)
@@ -850,8 +897,10 @@ class SamplingPlan:
         Args:
             model: a callable model(points, a, s): points a (rows, d) float32 array (plan memory: NumPy on the CPU,
                 like's framework on CUDA), a and s floats; it returns the output asked for ((rows, d) float32 on
-                the plan's device, or the answer view itself), and for a plan that asks for the log-density (MALA)
-                the pair (output, log_density (rows,)). Plans that also ask for J^T v (dps, pigdm, dcps, tmpd,
+                the plan's device, any framework, or the answer view itself), and for a plan that asks for the
+                log-density (MALA) the pair (output, log_density (rows,) float32). The output is copied as it is:
+                another dtype, shape or device raises InvalidArgument (no conversion, no broadcasting); a tensor
+                that requires grad is read detached. Plans that also ask for J^T v (dps, pigdm, dcps, tmpd,
                 moment-potential smc) need ask() and tell(): run() refuses them before it starts.
             initial: as for reset(): None or the (rows, d) float32 initial state on the plan's device.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
@@ -875,10 +924,8 @@ class SamplingPlan:
                     raise InvalidArgument("model: this plan asks for the log-density too (mala): return "
                                           "(output, log_density), got " + type(out).__name__)
                 out, log_density = out
-                if log_density is not r["log_density"]:
-                    r["log_density"][...] = log_density
-            if out is not r["answer"]:
-                r["answer"][...] = out
+                _answer(r["log_density"], log_density, "log_density")
+            _answer(r["answer"], out, "model")
             p.tell(h)
         v = self.samples()
         return v.clone() if hasattr(v, "clone") else v.copy()
@@ -920,7 +967,11 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
         ancestors = _empty(log_weights, (B, N), "int32")
     if normalised_weights is None:
         normalised_weights = _empty(log_weights, (B, N), "float32")
-    rep = _empty(log_weights, (B, _core.PARTICLE_REPORT_BYTES), "uint8") if reports else None
+    _writable(ancestors, "ancestors"), _writable(normalised_weights, "normalised_weights")
+    # The reports: a NumPy record array on the CPU whatever the framework, a device array on CUDA.
+    rep = None
+    if reports:
+        rep = _empty(log_weights if _is_cuda(log_weights) else None, (B, _core.PARTICLE_REPORT_BYTES), "uint8")
     _core.resample(log_weights, o, ancestors, normalised_weights, rep, _stream(log_weights, stream))
     if rep is not None and isinstance(rep, np.ndarray):
         rep = rep.view(PARTICLE_REPORT_DTYPE).reshape(B)
@@ -942,6 +993,7 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
     """
     if out is None:
         out = _empty(states, _shape(states), "float32")
+    _writable(out, "out")
     _core.gather_particles(states, ancestors, out, _stream(states, stream))
     return out
 
@@ -1010,6 +1062,7 @@ class MixturePosterior:
         """
         if out is None:
             out = _empty(None, (n, self.dim), dtype)
+        _writable(out, "out")
         lab = _empty(out, (_shape(out)[0],), "int32") if labels else None
         self._p.sample(out, int(seed), lab, int(first_index), _stream(out, stream))
         return (out, lab) if labels else out

@@ -68,7 +68,9 @@ std::string dtype_string(nb::dlpack::dtype t) {
                      : t.code == uint8_t(nb::dlpack::dtype_code::Int)  ? "int"
                      : t.code == uint8_t(nb::dlpack::dtype_code::UInt) ? "uint"
                      : t.code == uint8_t(nb::dlpack::dtype_code::Bool) ? "bool"
-                                                                        : "other";
+                     : t.code == uint8_t(nb::dlpack::dtype_code::Bfloat) ? "bfloat"
+                     : t.code == uint8_t(nb::dlpack::dtype_code::Complex) ? "complex"
+                                                                           : "other";
   return std::string(code) + std::to_string(int(t.bits)) + (t.lanes != 1 ? "x" + std::to_string(int(t.lanes)) : "");
 }
 
