@@ -605,7 +605,9 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        self._plan.reset(_writable(x, "x"), _stream(x, stream))
+        if type(x) is not np.ndarray:  # NumPy's case inline: step() runs this per step
+            _writable(x, "x")
+        self._plan.reset(x, _stream(x, stream))
         return x
 
     def step(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
@@ -620,7 +622,9 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA (no allocation, no synchronisation); on the CPU it returns when done.
         """
-        self._plan.step(_writable(x, "x"), model, _stream(x, stream))
+        if type(x) is not np.ndarray:
+            _writable(x, "x")
+        self._plan.step(x, model, _stream(x, stream))
         return x
 
     def finish(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
@@ -634,7 +638,9 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        self._plan.finish(_writable(x, "x"), model, _stream(x, stream))
+        if type(x) is not np.ndarray:
+            _writable(x, "x")
+        self._plan.finish(x, model, _stream(x, stream))
         return x
 
     def run(self, model: Callable[[Any, float, float], Any], x: Array = None, *, stream: Stream = None) -> Array:
