@@ -180,6 +180,15 @@ def _writable(a: Any, name: str) -> Any:
     return a
 
 
+def _trajectory(trajectory: Any, options: Any) -> Any:
+    """Refuses a trajectory array given without record_every (0: the library records nothing, and its shape check
+    would ask for a (0, n, d) array). Returns trajectory."""
+    if trajectory is not None and options.record_every <= 0:
+        raise InvalidArgument(f"trajectory: given, but record_every is {options.record_every} (nothing is "
+                              "recorded); set record_every=k to record the state after every k-th step")
+    return trajectory
+
+
 def _answer(dst: Any, value: Any, name: str) -> None:
     """dst[...] = value for a model's output value, refusing what the package refuses everywhere else: another
     dtype than float32 (no conversion), another shape (no broadcasting), another device. A tensor that requires
@@ -492,7 +501,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
     """
     o = _fill(LangevinOptions(), options)
     o.target_a, o.target_s = float(target[0]), float(target[1])
-    _writable(x, "x"), _writable(trajectory, "trajectory"), _writable(accepted, "accepted")
+    _writable(x, "x"), _writable(_trajectory(trajectory, o), "trajectory"), _writable(accepted, "accepted")
     _core.langevin(_mixture(mixture), x, o, trajectory, accepted, _stream(x, stream))
     return x
 
@@ -530,7 +539,7 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     o = _diffusion_options(schedule, options)
     if out is None:
         out = _empty(None, (n, mixture.dim), "float32")
-    _writable(out, "out"), _writable(trajectory, "trajectory")
+    _writable(out, "out"), _writable(_trajectory(trajectory, o), "trajectory")
     _core.diffusion(_mixture(mixture), out, o, trajectory, _stream(out, stream))
     return out
 

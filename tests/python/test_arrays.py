@@ -78,6 +78,15 @@ def test_errors_name_the_argument_and_value(mixture2):
         ds.diffusion(mixture2, 4, sampler="no_such_sampler")
     with pytest.raises(TypeError, match="no setting 'stepz'"):
         ds.diffusion(mixture2, 4, stepz=3)
+    # A trajectory without record_every (0: nothing recorded) names the missing setting, not a (0, n, d) shape.
+    traj = np.zeros((3, 8, 2), dtype=np.float32)
+    with pytest.raises(ds.InvalidArgument, match="trajectory: .*record_every is 0"):
+        ds.langevin(mixture2, x.copy(), method="ula", step_size=0.01, steps=3, trajectory=traj)
+    with pytest.raises(ds.InvalidArgument, match="trajectory: .*record_every is 0"):
+        ds.diffusion(mixture2, out=x.copy(), steps=3, trajectory=traj)
+    assert not traj.any()
+    ds.langevin(mixture2, x.copy(), method="ula", step_size=0.01, steps=3, record_every=1, trajectory=traj)
+    assert traj.all()
     # A read-only output is refused before anything runs.
     ro = np.zeros((8, 2), dtype=np.float32)
     ro.flags.writeable = False
