@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=$(cd "${1:-build}" && pwd)
-args=(-q --no-build-isolation --no-deps . -Ccmake.define.DIFFSAMPLE_PYTHON_PREBUILT="$build"
-      -Cbuild-dir=build/python/prebuilt)
-[ -z "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ] || args+=(-Ccmake.define.CMAKE_CXX_COMPILER_LAUNCHER="$CMAKE_CXX_COMPILER_LAUNCHER")
+args=(-q --no-build-isolation --no-deps . --config-settings=cmake.define.DIFFSAMPLE_PYTHON_PREBUILT="$build"
+      --config-settings=build-dir=build/python/prebuilt)
+[ -z "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ] || args+=(--config-settings=cmake.define.CMAKE_CXX_COMPILER_LAUNCHER="$CMAKE_CXX_COMPILER_LAUNCHER")
 python3 -m pip install "${args[@]}" 2>/dev/null || python3 -m pip install --break-system-packages "${args[@]}"
