@@ -1025,6 +1025,25 @@ TEST_F(Cli, ExitStatusFollowsTheTable) {
   }
 }
 
+// Integer options are decimal, as in the problem files: a leading zero is no octal prefix (010 is ten, and 08 is
+// accepted), and a hexadecimal prefix is refused. Seen failing with the integers read by strtoll in base 0 (010 ran 8
+// steps with seed 8, 08 was refused).
+TEST_F(Cli, IntegerOptionsAreDecimal) {
+  const std::string common = "sample --sampler ddpm --executor cpu --chains 8 --quiet";
+  ASSERT_EQ(run(common + " --steps 010 --seed 010 --report " + path("a.json")).rc, 0);
+  const nlohmann::json a = nlohmann::json::parse(slurp(path("a.json")));
+  EXPECT_EQ(a["seed"], 10);
+  EXPECT_EQ(a["settings"]["steps"], 10);
+  const result r = run(common + " --steps 08 --seed 09 --report " + path("b.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json b = nlohmann::json::parse(slurp(path("b.json")));
+  EXPECT_EQ(b["seed"], 9);
+  EXPECT_EQ(b["settings"]["steps"], 8);
+  const result hex = run(common + " --steps 0x10");
+  EXPECT_EQ(hex.rc, 2);
+  EXPECT_NE(hex.err.find("--steps: expected an integer >= 0, got '0x10'"), std::string::npos) << hex.err;
+}
+
 // A diverged guided run is reported as `sample` reports one: the non-finite values counted, the distance null, the
 // outputs written, and the sampler and step named. DPS on the d = 10 example with sigma_y = 0.02 diverges.
 TEST_F(Cli, DivergedSolveIsReportedWithItsStep) {

@@ -41,7 +41,7 @@ options parse_options(int argc, char** argv, int first, const char* usage, const
 std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value) {
   char* end = nullptr;
   errno = 0;
-  const long long v = std::strtoll(text.c_str(), &end, 0);
+  const long long v = std::strtoll(text.c_str(), &end, 10);  // decimal, as in problem files: 010 is ten
   if (errno != 0 || end == text.c_str() || *end != '\0' || v < min_value)
     throw usage_error(flag + ": expected an integer >= " + std::to_string(min_value) + ", got '" + text + "'");
   return v;
