@@ -144,14 +144,26 @@ ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, i
 ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t problems, int64_t particles,
                           const ds_resampling_options* options, int64_t* ancestors, float* normalised_weights,
                           ds_particle_report* reports) {
-  if (options == nullptr) return agree(comm, DS_INVALID_ARGUMENT, "options: null pointer");
-  if (agree(comm, DS_SUCCESS, "") != DS_SUCCESS) return DS_INVALID_ARGUMENT;  // every rank passed options
+  // The options as ds_resample() reads them (struct_size, the scheme's range); a rank that cannot read its options
+  // fails every rank before the exchange.
+  ds_status status = DS_SUCCESS;
+  std::string message;
   diffsample::resampling_options o;
-  o.scheme = static_cast<diffsample::resampling_scheme>(options->scheme);
-  o.ess_threshold = options->ess_threshold;
-  o.seed = options->seed;
-  o.step = options->step;
-  o.metropolis_steps = options->metropolis_steps;
+  try {
+    if (options == nullptr) diffsample::c_api::fail("options: null pointer");
+    ds_resampling_options defaults;
+    ds_resampling_options_init(&defaults, sizeof defaults);
+    const ds_resampling_options c = diffsample::c_api::read_struct("options", options, defaults);
+    o.scheme = diffsample::c_api::enum_to_cpp<diffsample::resampling_scheme>("options.scheme", c.scheme);
+    o.ess_threshold = c.ess_threshold;
+    o.seed = c.seed;
+    o.step = c.step;
+    o.metropolis_steps = c.metropolis_steps;
+  } catch (...) {
+    status = status_of(std::current_exception(), message);
+  }
+  status = agree(comm, status, message);
+  if (status != DS_SUCCESS) return status;
   diffsample::particle_outputs out;
   out.ancestors64 = ancestors;
   out.normalised_weights = normalised_weights;

@@ -78,6 +78,24 @@ int main(int argc, char** argv) {
         "ds_mpi_resample");
   for (int64_t i = 0; i < pc; ++i) CHECK(ancestors[i] == all_ancestors[pf + i], "ancestors bit for bit");
   CHECK(report.resampled == 1, "the problem was resampled");
+  /* Options ds_resample() refuses (struct_size 0, an unknown scheme) on the last rank only: every rank returns
+   * DS_INVALID_ARGUMENT naming the field, before the exchange. */
+  for (int bad = 0; bad < 2; ++bad) {
+    ds_resampling_options wrong = ro;
+    if (rank == ranks - 1) {
+      if (bad == 0)
+        wrong.struct_size = 0;
+      else
+        memset(&wrong.scheme, 0x7f, sizeof wrong.scheme);
+    }
+    CHECK(ds_resample(lw, 1, N, &wrong, all_ancestors, NULL, NULL, cpu, NULL, 0, NULL) ==
+              (rank == ranks - 1 ? DS_INVALID_ARGUMENT : DS_SUCCESS),
+          "ds_resample on the rank's own options");
+    const ds_status rs = ds_mpi_resample(MPI_COMM_WORLD, lw + pf, 1, N, &wrong, ancestors, NULL, &report);
+    CHECK(rs == DS_INVALID_ARGUMENT, "unreadable resampling options fail every rank");
+    CHECK(strstr(ds_mpi_last_error(), bad == 0 ? "options.struct_size" : "options.scheme") != NULL,
+          "the field named in the message");
+  }
 
   /* Guided SMC (one global filter) and DPS (independent particles) against one process's ds_guided_sample(). */
   const double A[2] = {1.0, 0.5}, y[2] = {0.7, -1.5}, sigma_y = 0.3;
