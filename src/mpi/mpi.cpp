@@ -132,12 +132,14 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
                       std::int64_t n, const langevin_options& options, execution exec) {
   chain_report rep;
   std::vector<std::int64_t> counted;
+  bool counting = outputs.accepted != nullptr;  // not outputs.accepted alone: an empty buffer's data() may be null
   collectively(comm, rep.comm, [&] {
     const langevin_options o = shard_options(comm, n, options, rep);
     const bool host = exec.kind == executor::cpu || (exec.kind == executor::automatic && !cuda_available());
     if (outputs.accepted == nullptr && host) {
       counted.assign(static_cast<std::size_t>(rep.rows.count), 0);
       outputs.accepted = counted.data();
+      counting = true;
     }
     const double t0 = now();
     rep.ran = diffsample::langevin(mixture, x, outputs, rep.rows.count, o, exec).ran;
@@ -157,7 +159,7 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
     rep.seconds = now() - t0;
   });
   // Accepted proposals over all ranks, when every rank counted them.
-  long long mine[2] = {0, outputs.accepted != nullptr ? 1 : 0};
+  long long mine[2] = {0, counting ? 1 : 0};
   for (std::int64_t a : counted) mine[0] += a;
   long long all[2] = {0, 0};
   {

@@ -107,6 +107,31 @@ TEST_F(Mpi, LangevinShardsEqualOneProcessBitForBit) {
   }
 }
 
+// MALA over fewer chains than ranks (at P = 3 the last rank holds none), outputs.accepted not given: every CPU rank
+// counts in its own buffer, so the accepted proposals are reported, the chainless rank counting zero. Seen failing
+// (accepted and acceptance_rate -1 at P = 3) with the empty count buffer's null data() taken for "not counted".
+TEST_F(Mpi, LangevinCountsAcceptancesWithARankWithoutChains) {
+  const ds::gaussian_mixture mix = prior2();
+  const std::int64_t n = 2, d = 2;
+  std::vector<float> start = {0.5f, -0.25f, 1.5f, 0.75f};
+  ds::langevin_options o;
+  o.method = ds::langevin_method::mala;
+  o.step_size = 0.3;
+  o.steps = 25;
+  o.seed = 8;
+  std::vector<float> whole = start;
+  std::vector<std::int64_t> accepted(n);
+  ds::langevin_outputs wo;
+  wo.accepted = accepted.data();
+  ds::langevin(mix, whole.data(), wo, n, o, cpu());
+  const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
+  std::vector<float> mine(start.begin() + s.first * d, start.begin() + (s.first + s.count) * d);
+  const ds::mpi::chain_report rep = ds::mpi::langevin(MPI_COMM_WORLD, mix, mine.data(), {}, n, o, cpu());
+  EXPECT_TRUE(same_bits(mine.data(), whole.data() + s.first * d, s.count * d)) << "rank " << rank();
+  EXPECT_EQ(rep.accepted, accepted[0] + accepted[1]) << "rank " << rank() << " of " << ranks();
+  EXPECT_DOUBLE_EQ(rep.acceptance_rate, double(accepted[0] + accepted[1]) / double(n * o.steps));
+}
+
 TEST_F(Mpi, EveryDiffusionSamplerShardsBitForBit) {
   const ds::gaussian_mixture mix = prior2();
   const std::int64_t n = 29, d = 2;
