@@ -137,6 +137,10 @@ void check_positive(const char* name, double value) {
 void check_channel(const char* name, channel ch, bool require_noise) {
   DIFFSAMPLE_EXPECTS(std::isfinite(ch.a) && ch.a > 0, name << ".a: must be positive and finite, got " << ch.a);
   DIFFSAMPLE_EXPECTS(std::isfinite(ch.s) && ch.s >= 0, name << ".s: must be >= 0 and finite, got " << ch.s);
+  DIFFSAMPLE_EXPECTS(ch.a <= max_abs_value, name << ".a: " << ch.a << " is above " << max_abs_value
+                                                 << " (the FP32 kernels square it)");
+  DIFFSAMPLE_EXPECTS(ch.s <= max_abs_value, name << ".s: " << ch.s << " is above " << max_abs_value
+                                                 << " (the FP32 kernels square it)");
   if (require_noise) DIFFSAMPLE_EXPECTS(ch.s > 0, name << ".s: must be positive here, got " << ch.s);
 }
 

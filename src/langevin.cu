@@ -1,5 +1,7 @@
 // Langevin launchers: validation, then one fused launch running every step of every chain (register path for a
 // short compile-time list of dimensions, workspace path otherwise).
+#include <limits>
+
 #include "kernels/langevin.cuh"
 #include "src/chain_launch.hpp"
 #include "src/cpu/chains.hpp"
@@ -29,6 +31,10 @@ static_assert(limits::max_stream_steps == std::int64_t(kernels::philox_max_step)
 
 void validate_options(const langevin_options& o) {
   detail::check_positive("options.step_size", o.step_size);
+  DIFFSAMPLE_EXPECTS(o.step_size >= double(std::numeric_limits<float>::min()) && o.step_size <= max_abs_value,
+                     "options.step_size: " << o.step_size << " is outside [" << std::numeric_limits<float>::min()
+                                           << ", " << max_abs_value
+                                           << "] (the FP32 chains need gamma and 1 / (4 gamma) as normal floats)");
   DIFFSAMPLE_EXPECTS(o.steps >= 0, "options.steps: must be >= 0, got " << o.steps);
   DIFFSAMPLE_EXPECTS(o.method == langevin_method::ula || o.method == langevin_method::mala ||
                          o.method == langevin_method::tamed_ula,

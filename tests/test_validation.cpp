@@ -270,4 +270,28 @@ TEST(Validation, ValuesBeyondFp32) {
   guided_outputs outputs;
   outputs.samples = out.data();
   expect_error([&] { guided_sample(mix, outputs, g, o, {executor::cpu}); }, {"problems.y[0]", "-1e+300"});
+  // A channel and a Langevin step the FP32 kernels cannot hold (they gave NaN: a = 1e300 is infinite in FP32, and so
+  // are gamma = 1e39 and, for MALA, 1 / (4 gamma) at gamma = 1e-40, which rejected every proposal).
+  std::vector<float> x(4, 0.5f), v(4, 1.f), values(4);
+  const execution cpu{executor::cpu};
+  expect_error([&] { mix.evaluate(values.data(), 2, x.data(), {1e300, 0.5}, quantity::score, cpu); },
+               {"ch.a", "1e+300", "FP32"});
+  expect_error([&] { mix.evaluate(values.data(), 2, x.data(), {1.0, 1e300}, quantity::denoiser, cpu); },
+               {"ch.s", "1e+300"});
+  expect_error([&] { mix.denoiser_jvp(values.data(), 2, x.data(), v.data(), {1.0, 2e18}, cpu); }, {"ch.s", "2e+18"});
+  expect_error([&] { mix.sample(values.data(), 2, {1e19, 1.0}, 1); }, {"ch.a", "1e+19"});
+  langevin_options l;
+  l.target = {1e300, 0.5};
+  expect_error([&] { langevin(mix, x.data(), {}, 2, l, cpu); }, {"options.target.a", "1e+300"});
+  for (double gamma : {1e39, 1e-40}) {
+    l = {};
+    l.method = langevin_method::mala;
+    l.step_size = gamma;
+    expect_error([&] { langevin(mix, x.data(), {}, 2, l, cpu); }, {"options.step_size", "FP32"});
+    expect_error([&] { sampling_plan::langevin(2, 2, l, model_output::score, cpu); }, {"options.step_size"});
+  }
+  mix.evaluate(values.data(), 2, x.data(), {1e18, 1e18}, quantity::score, cpu);  // the limits themselves pass
+  l = {};
+  l.step_size = 1e18;
+  langevin(mix, x.data(), {}, 2, l, cpu);
 }

@@ -90,7 +90,7 @@ typedef enum ds_langevin_method {
   DS_LANGEVIN_METHOD_MAX_ENUM = 0x7FFFFFFF /**< not a method: keeps the enum 32-bit */
 } ds_langevin_method;
 
-/** The Gaussian channel x_t = a x0 + s z (a > 0, s >= 0, both finite). {1, 0} is the prior itself. */
+/** The Gaussian channel x_t = a x0 + s z (0 < a <= 1e18, 0 <= s <= 1e18). {1, 0} is the prior itself. */
 typedef struct ds_channel {
   double a; /**< signal scale */
   double s; /**< noise scale */
@@ -112,7 +112,7 @@ typedef struct ds_mixture ds_mixture;
 typedef struct ds_langevin_options {
   size_t struct_size;        /**< sizeof(ds_langevin_options), set by ds_langevin_options_init() */
   ds_langevin_method method; /**< update rule (default DS_MALA) */
-  double step_size;          /**< gamma > 0 (default 1e-2) */
+  double step_size;          /**< gamma in [FLT_MIN, 1e18] (default 1e-2) */
   int64_t steps;             /**< number of steps, >= 0 (default 1000) */
   ds_channel target;         /**< channel whose p_t the chains target (default the prior {1, 0}) */
   uint64_t seed;             /**< Philox key (default 0) */

@@ -28,7 +28,7 @@ DIFFSAMPLE_API langevin_method parse_langevin_method(const std::string& name);
 /// same samples as one call.
 struct langevin_options {
   langevin_method method = langevin_method::mala;  ///< update rule
-  double step_size = 1e-2;        ///< gamma > 0
+  double step_size = 1e-2;        ///< gamma in [FLT_MIN, max_abs_value] (a normal FP32 number, as is 1 / (4 gamma))
   std::int64_t steps = 1000;      ///< number of steps, >= 0
   channel target{};               ///< the chains target p_t at this channel (default: the prior)
   std::uint64_t seed = 0;         ///< Philox key
