@@ -29,7 +29,9 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 std::int64_t count,
                                 void (*tell)(const void* context, std::int64_t ask, std::int64_t first,
                                              std::int64_t last),
-                                const void* context, const kernels::diffpir_stage_functor* diffpir) {
+                                const void* context, const kernels::diffpir_stage_functor* diffpir,
+                                const kernels::ddrm_stage_functor* ddrm, const kernels::tmpd_stage_functor* tmpd,
+                                const kernels::dcps_stage_functor* dcps) {
   if (rows <= 0 || count <= 0) return 0;
   std::int64_t passes = 0;
   const kernels::mixture_view<float> view = mix.view(executor::cpu);
@@ -83,7 +85,11 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 },
                                 &g,
                                 diffpir,
-                                first};
+                                first,
+                                ddrm,
+                                tmpd,
+                                dcps,
+                                count};
     cpu::run_stepwise(target, run);
     passes += 2;
     first = last;

@@ -264,18 +264,18 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
   const bool fused = fused_stepwise_available();
   if (fused) {
     // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): each ask's
-    // denoiser or J u by the batched calls' per-pack code, then the plan's packed tell (cpu::run_dcps_tell_rows) on
-    // the pack's particles.
-    const cpu::simd_target target = cpu::chain_target();
+    // denoiser or J u by the batched calls' per-pack code, then the plan's packed tell (cpu::run_dcps_tell's) on the
+    // pack, the pack's particles kept in packs from ask to ask.
     std::vector<fused_ask> asks;
+    std::vector<kernels::dcps_stage_functor> tells;
     asks.reserve(list.size());
-    for (const kernels::dcps_ask& a : list)
+    tells.reserve(list.size());
+    for (const kernels::dcps_ask& a : list) {
       asks.push_back({channel{a.a, a.s}, a.at_q ? s.rows.q : x, a.vector ? s.rows.u : nullptr, s.answer});
-    report.launches += run_fused_stepwise(
-        prior.storage(), BN, asks.data(), static_cast<std::int64_t>(asks.size()),
-        [&](std::int64_t k, std::int64_t first, std::int64_t last) {
-          cpu::run_dcps_tell_rows(target, dcps_stage(p, s, list[k], 0.f, 1.f, nullptr, nullptr, 0), first, last);
-        });
+      tells.push_back(dcps_stage(p, s, a, 0.f, 1.f, nullptr, nullptr, 0));
+    }
+    report.launches += run_fused_stepwise(prior.storage(), BN, asks.data(), static_cast<std::int64_t>(asks.size()),
+                                          nullptr, nullptr, nullptr, nullptr, nullptr, tells.data());
   }
   for (std::size_t n = 0; !fused && n < list.size(); ++n) {
     const kernels::dcps_ask& a = list[n];

@@ -243,18 +243,14 @@ guided_report ddrm_sample(const gaussian_mixture& prior, const guided_problems& 
     kernels::for_each_index(rs.where, BN, f, exec.stream);
     if (fused_stepwise_available()) {
       // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): per step the
-      // pack's denoiser by evaluate()'s per-pack code, then the plan's packed tell (cpu::run_ddrm_tell) on the pack's
-      // rows.
-      const cpu::simd_target target = cpu::chain_target();
+      // pack's denoiser by evaluate()'s per-pack code, then the plan's packed tell (cpu::run_ddrm_tell) on the pack,
+      // the pack's particles kept in packs from step to step.
       std::vector<fused_ask> asks(static_cast<std::size_t>(o.steps));
       for (std::int64_t k = 0; k < o.steps; ++k) asks[k] = {channel{steps[k].a, steps[k].s}, x, nullptr, answer};
-      report.launches = 1 + run_fused_stepwise(prior.storage(), BN, asks.data(), o.steps,
-                                               [&](std::int64_t a, std::int64_t first, std::int64_t last) {
-                                                 kernels::ddrm_stage_functor g = f;
-                                                 g.k = a;
-                                                 g.stage = 1;
-                                                 cpu::run_ddrm_tell_rows(target, g, first, last);
-                                               });
+      kernels::ddrm_stage_functor g = f;
+      g.stage = 1;
+      report.launches =
+          1 + run_fused_stepwise(prior.storage(), BN, asks.data(), o.steps, nullptr, nullptr, nullptr, &g);
       report.launches += copy_outputs(x, BN * prior.dim(), out, rs.where, exec.stream);
       return report;
     }

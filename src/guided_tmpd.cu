@@ -131,8 +131,7 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
   if (fused) {
     // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): per step the
     // pack's denoiser and its d_y products by the batched calls' per-pack code, each followed by the plan's packed
-    // tell (cpu::run_tmpd_tell_rows) on the pack's rows.
-    const cpu::simd_target target = cpu::chain_target();
+    // tell (cpu::run_tmpd_tell's) on the pack, the pack's particles kept in packs from ask to ask.
     const std::int64_t per = 1 + dy;
     std::vector<fused_ask> asks(static_cast<std::size_t>(o.steps * per));
     for (std::int64_t k = 0; k < o.steps; ++k) {
@@ -142,15 +141,8 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
       asks[k * per] = {ch, x, nullptr, answer};
       for (std::int64_t q = 0; q < dy; ++q) asks[k * per + 1 + q] = {ch, x, rows.v, answer};
     }
-    report.launches += run_fused_stepwise(
-        prior.storage(), BN, asks.data(), o.steps * per, [&](std::int64_t a, std::int64_t first, std::int64_t last) {
-          kernels::tmpd_stage_functor g = f;
-          g.k = a / per;
-          const std::int64_t q = a - g.k * per;
-          g.op = q == 0 ? kernels::tmpd_op_m : kernels::tmpd_op_ju;
-          g.o = q == 0 ? f.o : static_cast<int>(q - 1);
-          cpu::run_tmpd_tell_rows(target, g, first, last);
-        });
+    report.launches += run_fused_stepwise(prior.storage(), BN, asks.data(), o.steps * per, nullptr, nullptr, nullptr,
+                                          nullptr, &f);
   }
   for (std::int64_t k = 0; !fused && k < o.steps; ++k) {
     const kernels::guided_step& st = reinterpret_cast<const kernels::guided_step*>(rs.host.data() + l.tables.steps)[k];

@@ -122,35 +122,54 @@ fpack* thread_packs(std::int64_t count) {
   return buffer.data();
 }
 
-/// One evaluation of the channel functions on a pack of points.
-template <class V>
-void evaluate_pack(const kernels::channel_view& c, int what, const float* x, float* out, std::int64_t i0, int valid,
-                   int d, V& xs, V& os) {
-  load(xs, x, i0, valid, d);
-  const fpack log_p = what == 2 ? kernels::channel_denoiser<fpack>(c, xs, os) : kernels::channel_score<fpack>(c, xs, os);
-  if (what == 0) {
-    for (int l = 0; l < valid; ++l) out[i0 + l] = log_p.v[l];
-  } else {
-    store(os, out, i0, valid, d);
-  }
-}
-
 }  // namespace
 
-// One pack's evaluation, with the pack in registers for the register dimensions and in per-thread workspace
-// otherwise; not inlined, so that run_evaluate and the fused stepwise runs execute the same code on a pack.
-__attribute__((noinline)) void evaluate_rows(const kernels::channel_view& c, int what, const float* x, float* out,
-                                             std::int64_t i0, int valid, std::int64_t d) {
+// The channel functions on a pack in packs, with the pack in registers for the register dimensions and the caller's
+// packs otherwise; not inlined, so that run_evaluate and the fused stepwise runs execute the same code on a pack.
+__attribute__((noinline)) void evaluate_packs(const kernels::channel_view& c, int what, const fpack* xs, fpack* os,
+                                              fpack* log_p, int d) {
+  const auto eval = [&](const auto& x, auto& o) {
+    const fpack lp = what == 2 ? kernels::channel_denoiser<fpack>(c, x, o) : kernels::channel_score<fpack>(c, x, o);
+    if (what == 0) *log_p = lp;
+  };
   const bool handled = kernels::dispatch_register_dim(d, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
-    reg_vec<fpack, D> xs{}, os{};
-    evaluate_pack(c, what, x, out, i0, valid, D, xs, os);
+    reg_vec<fpack, D> xr, orr{};
+    for (int j = 0; j < D; ++j) xr[j] = xs[j];
+    eval(xr, orr);
+    if (what != 0)
+      for (int j = 0; j < D; ++j) os[j] = orr[j];
+  });
+  if (handled) return;
+  const pack_span x{const_cast<fpack*>(xs), d};
+  pack_span o{os, d};
+  eval(x, o);
+}
+
+// One pack's evaluation: its rows into packs (on the stack for the register dimensions, in per-thread workspace
+// otherwise), evaluate_packs, the packs back into rows.
+__attribute__((noinline)) void evaluate_rows(const kernels::channel_view& c, int what, const float* x, float* out,
+                                             std::int64_t i0, int valid, std::int64_t d) {
+  const auto run = [&](auto& xv, auto& ov, int di) {
+    fpack log_p;
+    load(xv, x, i0, valid, di);
+    evaluate_packs(c, what, &xv[0], &ov[0], &log_p, di);
+    if (what == 0) {
+      for (int l = 0; l < valid; ++l) out[i0 + l] = log_p.v[l];
+    } else {
+      store(ov, out, i0, valid, di);
+    }
+  };
+  const bool handled = kernels::dispatch_register_dim(d, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    reg_vec<fpack, D> xs, os;
+    run(xs, os, D);
   });
   if (handled) return;
   const int di = static_cast<int>(d);
-  fpack* base = thread_packs(2 * d);
-  pack_span xs{base, di}, os{base + d, di};
-  evaluate_pack(c, what, x, out, i0, valid, di, xs, os);
+  fpack* xs = thread_packs(2 * d);
+  pack_span xv{xs, di}, ov{xs + d, di};
+  run(xv, ov, di);
 }
 
 void run_evaluate(const kernels::channel_view& c, int what, const float* x, std::int64_t n, std::int64_t d,

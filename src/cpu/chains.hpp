@@ -11,6 +11,12 @@
 #include "kernels/particles.cuh"
 #include "kernels/plan.cuh"
 
+namespace diffsample::kernels {
+struct ddrm_stage_functor;
+struct tmpd_stage_functor;
+struct dcps_stage_functor;
+}
+
 namespace diffsample::cpu {
 
 /// Where the CPU executor's chains run: the scalar functors (the CUDA kernels' own source, one chain per thread),
@@ -76,9 +82,22 @@ struct stepwise_run {
   void (*tell)(const void* context, std::int64_t ask, std::int64_t first, std::int64_t last);
   const void* context;
   /// When not null, the tells are DiffPIR's packed tell (run_diffpir_tell) of step first_ask + ask, with this
-  /// functor's other fields, on packs of particles of one problem (tell and context unused).
+  /// functor's other fields, on packs of particles of one problem (tell and context unused), and each pack stays in
+  /// packs from its first ask to its last: the denoiser on the packs of its particles (the asks' points and answer
+  /// are the functor's x and m), the rows of x and m written after its last tell.
   const kernels::diffpir_stage_functor* diffpir = nullptr;
   std::int64_t first_ask = 0;
+  /// The same for DDRM's packed tell (run_ddrm_tell; the asks' points are the functor's x, their answers stay in
+  /// the packs), the rows of x written after the last tell.
+  const kernels::ddrm_stage_functor* ddrm = nullptr;
+  /// The same for TMPD's packed tells (run_tmpd_tell; ask a is step (first_ask + a) / (1 + d_y)'s denoiser or one
+  /// of its products, the asks' points the functor's x), the rows of x written after the last tell.
+  const kernels::tmpd_stage_functor* tmpd = nullptr;
+  /// The same for DCPS's packed tells (run_dcps_tell): ask a's tell is dcps[first_ask + a] (the asks at its x or q,
+  /// J u with its u), the rows of x written after the last tell, every row of the tells' when asks follow.
+  const kernels::dcps_stage_functor* dcps = nullptr;
+  /// The asks of the whole fused run (of which these are asks first_ask .. first_ask + count - 1).
+  std::int64_t total = 0;
 };
 void run_stepwise(simd_target t, const stepwise_run& r);
 

@@ -16,6 +16,8 @@
 #include "src/cpu/denoiser_jvp.hpp"
 #include "src/cpu/guided_jvp.hpp"
 #include "src/cpu/guided_packs.hpp"
+#include "src/cpu/guided_tells.hpp"
+#include "src/cpu/jacobian_tells.hpp"
 #include "src/cpu/pack_cores.hpp"
 #include "src/cpu/pool.hpp"
 
@@ -107,16 +109,16 @@ void weight_answer_pack(const kernels::guided_weight_answer_functor& w, const pa
   weight_from_denoiser(w.p, w.k, w.lw, w.mu, pk, xs, ms, r);
 }
 
-/// kernels::diffpir_stage_functor's stage 1 on a pack of particles of one problem: m = ux x + um answer, then
-/// kernels::diffpir_update lane by lane (x0 = m + A^T P (y - A m), x' = c0 x0 + c1 x + sig z with z from the
-/// pack's streams (seed, id_base + guided_stream(i, b), k + 1)); x and m (x0) stored as the functor leaves them.
-void diffpir_tell_pack(const kernels::diffpir_stage_functor& f, const pack_rows& pk, fpack* xs, fpack* ms, fpack* r) {
+/// kernels::diffpir_stage_functor's stage 1 on a pack of particles of one problem whose states are in xs and answers
+/// in ms: m = ux x + um answer, then kernels::diffpir_update lane by lane (x0 = m + A^T P (y - A m),
+/// x' = c0 x0 + c1 x + sig z with z from the pack's streams (seed, id_base + guided_stream(i, b), k + 1)); leaves x'
+/// in xs and x0 in ms. Not inlined: the plan's tell and the fused run execute the same code on a pack.
+__attribute__((noinline)) void diffpir_tell_packs(const kernels::diffpir_stage_functor& f, const pack_rows& pk,
+                                                  fpack* xs, fpack* ms, fpack* r) {
   const kernels::guided_params& p = f.p;
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
   const kernels::guided_step st = p.steps[f.k];
-  pk.load(xs, f.x, d);
-  pk.load(ms, f.answer, d);
   const fpack ux(f.ux), um(f.um);
   for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);
   residual(p, b, 1.f, ms, r);
@@ -140,6 +142,15 @@ void diffpir_tell_pack(const kernels::diffpir_stage_functor& f, const pack_rows&
   } else {
     for (int j = 0; j < d; ++j) xs[j] = ds_fma(cm, ms[j], cx * xs[j]);
   }
+}
+
+/// The plan's tell on a pack: x and the answer from their rows, diffpir_tell_packs, x and m (x0) stored as the
+/// functor leaves them.
+void diffpir_tell_pack(const kernels::diffpir_stage_functor& f, const pack_rows& pk, fpack* xs, fpack* ms, fpack* r) {
+  const int d = f.p.d;
+  pk.load(xs, f.x, d);
+  pk.load(ms, f.answer, d);
+  diffpir_tell_packs(f, pk, xs, ms, r);
   pk.store(xs, f.x, d);
   pk.store(ms, f.m, d);
 }
@@ -167,16 +178,26 @@ void run_guided_pass(const guided_pass& g) {
   });
 }
 
-// One pack's J v, in per-thread workspace; not inlined, so that run_denoiser_jvp and the fused stepwise runs execute
-// the same code on a pack.
+std::int64_t jvp_scratch_packs(int d, const kernels::channel_view& c) {
+  return denoiser_jvp_scratch(d, 1, c.components);
+}
+
+// One pack's J v on packs; not inlined, so that run_denoiser_jvp and the fused stepwise runs execute the same code on
+// a pack.
+__attribute__((noinline)) void denoiser_jvp_packs(const kernels::channel_view& c, const fpack* xs, const fpack* vs,
+                                                  fpack* os, fpack* scratch, int d) {
+  channel_denoiser_jvp(c, xs, d, vs, 1, os, scratch);
+}
+
+// One pack's J v from its rows into its rows, through denoiser_jvp_packs, in per-thread workspace.
 __attribute__((noinline)) void denoiser_jvp_rows(const kernels::channel_view& c, const float* x, const float* v,
                                                  float* out, std::int64_t i0, int valid, int d) {
-  fpack* s = thread_packs(3 * static_cast<std::int64_t>(d) + denoiser_jvp_scratch(d, 1, c.components));
+  fpack* s = thread_packs(3 * static_cast<std::int64_t>(d) + jvp_scratch_packs(d, c));
   fpack *xs = s, *vs = xs + d, *os = vs + d;
   const pack_rows pk{0, i0, valid};
   pk.load(xs, x, d);
   pk.load(vs, v, d);
-  channel_denoiser_jvp(c, xs, d, vs, 1, os, os + d);
+  denoiser_jvp_packs(c, xs, vs, os, os + d, d);
   pk.store(os, out, d);
 }
 
@@ -192,29 +213,52 @@ void run_denoiser_jvp(const kernels::channel_view& c, const float* x, const floa
 
 // The fused stepwise run: the packs of rows of run_evaluate / run_denoiser_jvp (consecutive rows, the last pack
 // partial), each running every ask: its answer by the batched calls' per-pack cores, then the tell on its rows.
+// DiffPIR's run (and DDRM's, TMPD's and DCPS's: run_ddrm_stepwise, run_tmpd_stepwise, run_dcps_stepwise) keeps each pack's particles in packs from its first ask to its
+// last: the denoiser on the packs (evaluate_packs, evaluate_rows's core), the tell on the packs (diffpir_tell_packs,
+// the plan's tell's core), the rows read once and written once; the same operations on the same values as the
+// plan's asks and tells, whose row transfers only copy.
 void run_stepwise(const stepwise_run& r) {
+  if (r.ddrm != nullptr) {
+    run_ddrm_stepwise(r);
+    return;
+  }
+  if (r.tmpd != nullptr) {
+    run_tmpd_stepwise(r);
+    return;
+  }
+  if (r.dcps != nullptr) {
+    run_dcps_stepwise(r);
+    return;
+  }
+  if (r.diffpir != nullptr) {
+    const kernels::diffpir_stage_functor& f0 = *r.diffpir;
+    const int d = r.d;
+    for_each_particle_pack(f0.p, 0, [&](const pack_rows& pk, fpack*) {
+      fpack* s = thread_packs_extra(2 * static_cast<std::int64_t>(d) + f0.p.d_y);
+      fpack *xs = s, *ms = xs + d, *t = ms + d;
+      pk.load(xs, f0.x, d);
+      kernels::diffpir_stage_functor f = f0;
+      for (std::int64_t a = 0; a < r.count; ++a) {
+        evaluate_packs(r.asks[a].channel, r.asks[a].what, xs, ms, nullptr, d);
+        f.k = r.first_ask + a;
+        diffpir_tell_packs(f, pk, xs, ms, t);
+      }
+      pk.store(xs, f0.x, d);
+      pk.store(ms, f0.m, d);
+    });
+    return;
+  }
   kernels::guided_params shape{};
   shape.problems = 1;
   shape.particles = r.rows;
-  // DiffPIR's packed tells read their problem's operator: packs of one problem (the answers do not depend on
-  // which pack a point falls in).
-  const kernels::guided_params& packs = r.diffpir != nullptr ? r.diffpir->p : shape;
-  const std::int64_t scratch = r.diffpir != nullptr ? 2 * static_cast<std::int64_t>(r.d) + r.diffpir->p.d_y : 0;
-  for_each_particle_pack(packs, 0, [&](const pack_rows& pk, fpack*) {
-    fpack* s = thread_packs_extra(scratch);  // apart from the J v core's workspace (thread_packs)
+  for_each_particle_pack(shape, 0, [&](const pack_rows& pk, fpack*) {
     for (std::int64_t a = 0; a < r.count; ++a) {
       const stepwise_ask& q = r.asks[a];
       if (q.vectors != nullptr)
         denoiser_jvp_rows(q.channel, q.points, q.vectors, q.answer, pk.i0, pk.valid, r.d);
       else
         evaluate_rows(q.channel, q.what, q.points, q.answer, pk.i0, pk.valid, r.d);
-      if (r.diffpir != nullptr) {
-        kernels::diffpir_stage_functor f = *r.diffpir;
-        f.k = r.first_ask + a;
-        diffpir_tell_pack(f, pk, s, s + r.d, s + 2 * r.d);
-      } else {
-        r.tell(r.context, a, pk.i0, pk.i0 + pk.valid);
-      }
+      r.tell(r.context, a, pk.i0, pk.i0 + pk.valid);
     }
   });
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "src/cpu/guided_packs.hpp"
+#include "src/cpu/pack_cores.hpp"
 #include "src/cpu/simd.hpp"
 
 namespace diffsample::cpu::DS_SIMD_NS {
@@ -35,17 +36,18 @@ void for_each_row_pack(std::int64_t particles, std::int64_t first, std::int64_t 
 
 std::int64_t ddrm_scratch_packs(const kernels::ddrm_params& p) { return 3 * std::int64_t(p.d) + 3 * p.r; }
 
-/// kernels::ddrm_stage_functor's stage 1 on a pack of particles of one problem: m = ux x + um answer, then
-/// kernels::ddrm_update lane by lane (the three projections on V in one pass over V, each summed over the
-/// coordinates in order as kernels::ddrm_project; the lift as kernels::ddrm_lift, then the scaling by a_next).
-void ddrm_tell_pack(const kernels::ddrm_stage_functor& f, const pack_rows& pk, fpack* s) {
+/// kernels::ddrm_stage_functor's stage 1 on a pack of particles of one problem whose states are in xs and answers
+/// in ms: m = ux x + um answer, then kernels::ddrm_update lane by lane (the three projections on V in one pass over
+/// V, each summed over the coordinates in order as kernels::ddrm_project; the lift as kernels::ddrm_lift, then the
+/// scaling by a_next); leaves x' in xs. s: d + 3 r packs of scratch. Not inlined: the plan's tell and the fused run
+/// execute the same code on a pack.
+__attribute__((noinline)) void ddrm_tell_packs(const kernels::ddrm_stage_functor& f, const pack_rows& pk, fpack* xs,
+                                               fpack* ms, fpack* s) {
   const kernels::ddrm_params& p = f.p;
   const int d = p.d, r = p.r;
-  fpack *xs = s, *ms = xs + d, *xi = ms + d, *proj_u = xi + d, *proj_xi = proj_u + r, *proj_m = proj_xi + r;
+  fpack *xi = s, *proj_u = xi + d, *proj_xi = proj_u + r, *proj_m = proj_xi + r;
   const std::int64_t b = pk.b;
   const kernels::ddrm_step st = p.steps[f.k];
-  pk.load(xs, f.x, d);
-  pk.load(ms, f.answer, d);
   const fpack ux(f.ux), um(f.um);
   for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);  // kernels::answer_as_denoiser
   const float sn = st.sigma_next;
@@ -93,6 +95,15 @@ void ddrm_tell_pack(const kernels::ddrm_stage_functor& f, const pack_rows& pk, f
     for (int i = 0; i < r; ++i) acc = acc + fpack(row[i]) * proj_m[i];
     xs[j] = (xs[j] + acc) * a_next;
   }
+}
+
+/// The plan's tell on a pack: x and the answer from their rows, ddrm_tell_packs, x stored.
+void ddrm_tell_pack(const kernels::ddrm_stage_functor& f, const pack_rows& pk, fpack* s) {
+  const int d = f.p.d;
+  fpack *xs = s, *ms = xs + d;
+  pk.load(xs, f.x, d);
+  pk.load(ms, f.answer, d);
+  ddrm_tell_packs(f, pk, xs, ms, ms + d);
   pk.store(xs, f.x, d);
 }
 
@@ -304,6 +315,25 @@ void run_ddrm_tell(const kernels::ddrm_stage_functor& f) {
 void run_ddrm_tell_rows(const kernels::ddrm_stage_functor& f, std::int64_t first, std::int64_t last) {
   fpack* s = tell_packs(ddrm_scratch_packs(f.p));
   for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { ddrm_tell_pack(f, pk, s); });
+}
+
+void run_ddrm_stepwise(const stepwise_run& r) {
+  const kernels::ddrm_stage_functor& f0 = *r.ddrm;
+  const int d = f0.p.d;
+  kernels::guided_params shape{};
+  shape.problems = f0.p.problems;
+  shape.particles = f0.p.particles;
+  for_each_particle_pack(shape, ddrm_scratch_packs(f0.p), [&](const pack_rows& pk, fpack* s) {
+    fpack *xs = s, *ms = xs + d;
+    pk.load(xs, f0.x, d);
+    kernels::ddrm_stage_functor f = f0;
+    for (std::int64_t a = 0; a < r.count; ++a) {
+      evaluate_packs(r.asks[a].channel, r.asks[a].what, xs, ms, nullptr, d);
+      f.k = r.first_ask + a;
+      ddrm_tell_packs(f, pk, xs, ms, ms + d);
+    }
+    pk.store(xs, f0.x, d);
+  });
 }
 
 void run_skrock_tell(const kernels::skrock_stage_functor& f) {

@@ -17,6 +17,7 @@ namespace diffsample::cpu {
   namespace NS {                                                                                                \
   void run_ddrm_tell(const kernels::ddrm_stage_functor& f);                                                     \
   void run_ddrm_tell_rows(const kernels::ddrm_stage_functor& f, std::int64_t first, std::int64_t last);         \
+  void run_ddrm_stepwise(const stepwise_run& r);                                                                \
   void run_skrock_tell(const kernels::skrock_stage_functor& f);                                                 \
   void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last);     \
   void run_moment_tell(const kernels::moment_stage_functor& f);                                                 \

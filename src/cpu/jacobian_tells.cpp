@@ -15,6 +15,7 @@
 
 #include "kernels/guided_stepwise.cuh"
 #include "src/cpu/guided_packs.hpp"
+#include "src/cpu/pack_cores.hpp"
 #include "src/cpu/pool.hpp"
 
 namespace diffsample::cpu::DS_SIMD_NS {
@@ -86,18 +87,19 @@ void store_operator_row(const kernels::guided_params& p, const pack_rows& pk, in
   for (int l = 0; l < pk.valid; ++l) std::memcpy(v + (pk.i0 + l) * d, row, sizeof(float) * d);
 }
 
-/// The last product's tell: cyy = sym(A C A^T) + sigma_y^2 I (kernels::tmpd_covariance), its factor
-/// (kernels::cholesky_failure), f = cyy^-1 r and the update of x (kernels::tmpd_update), lane by lane.
-void tmpd_update_pack(const kernels::tmpd_stage_functor& f, const pack_rows& pk) {
+/// The last product's tell on a pack in packs: cyy = sym(A C A^T) + sigma_y^2 I (kernels::tmpd_covariance, from the
+/// products jr: d_y x d packs), its factor (kernels::cholesky_failure), f = cyy^-1 r and the update of x
+/// (kernels::tmpd_update), lane by lane; leaves x' in xs. g: d packs, fo: d_y packs of scratch. Not inlined: the
+/// plan's tell and the fused run execute the same code on a pack.
+__attribute__((noinline)) void tmpd_update_packs(const kernels::tmpd_stage_functor& f, const pack_rows& pk,
+                                                 const fpack* jr, fpack* xs, const fpack* ms, const fpack* r,
+                                                 fpack* g, fpack* fo) {
   const kernels::guided_params& p = f.p;
   const int d = p.d, dy = p.d_y;
-  const std::int64_t b = pk.b, dyd = static_cast<std::int64_t>(dy) * d;
+  const std::int64_t b = pk.b;
   const kernels::guided_step st = p.steps[f.k];
-  fpack* s = tell_packs(dyd + 3 * static_cast<std::int64_t>(d) + 2 * dy);
-  fpack *jr = s, *xs = jr + dyd, *ms = xs + d, *g = ms + d, *r = g + d, *fo = r + dy;
   vd* c = tell_doubles(static_cast<std::int64_t>(dy) * dy + dy);
   vd* fv = c + static_cast<std::int64_t>(dy) * dy;
-  pk.load(jr, f.rows.jrows, static_cast<int>(dyd));
   const double ratio = double(st.s) * double(st.s) / double(st.a);
   for (int q = 0; q < dy; ++q) {
     const fpack* jq = jr + static_cast<std::int64_t>(q) * d;
@@ -144,7 +146,6 @@ void tmpd_update_pack(const kernels::tmpd_stage_functor& f, const pack_rows& pk)
     }
     for (int i = 0; i < j; ++i) c[i * dy + j] = vd{};
   }
-  pk.load(r, f.rows.r, dy);
   for (int o = 0; o < dy; ++o) fv[o] = DS_WIDEN(r[o]);
   for (int i = 0; i < dy; ++i) {  // kernels::forward_substitute
     vd v = fv[i];
@@ -162,8 +163,6 @@ void tmpd_update_pack(const kernels::tmpd_stage_functor& f, const pack_rows& pk)
     for (int o = 0; o < dy; ++o) acc = acc + fo[o] * jr[static_cast<std::int64_t>(o) * d + j];
     g[j] = acc;
   }
-  pk.load(xs, f.rows.x, d);
-  pk.load(ms, f.rows.m, d);
   const fpack c0(st.c0), c1(st.c1), shift(f.scale * st.guidance), sig(st.sig);
   if (st.sig != 0.f) {
     const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::host_shard_stream(p, pk.i0, b);
@@ -175,7 +174,28 @@ void tmpd_update_pack(const kernels::tmpd_stage_functor& f, const pack_rows& pk)
   // vl and vi lanes line up (lane l of both is particle l): narrow the 64-bit mask to the pack's.
   const mpack dead{__builtin_convertvector(failed, vi)};
   for (int j = 0; j < d; ++j) xs[j] = ds_select(dead, fpack(NAN), xs[j]);
+}
+
+/// The plan's last product's tell on a pack: the products, x, m and r from their rows, tmpd_update_packs, x stored.
+void tmpd_update_pack(const kernels::tmpd_stage_functor& f, const pack_rows& pk) {
+  const int d = f.p.d, dy = f.p.d_y;
+  const std::int64_t dyd = static_cast<std::int64_t>(dy) * d;
+  fpack* s = tell_packs(dyd + 3 * static_cast<std::int64_t>(d) + 2 * dy);
+  fpack *jr = s, *xs = jr + dyd, *ms = xs + d, *g = ms + d, *r = g + d, *fo = r + dy;
+  pk.load(jr, f.rows.jrows, static_cast<int>(dyd));
+  pk.load(r, f.rows.r, dy);
+  pk.load(xs, f.rows.x, d);
+  pk.load(ms, f.rows.m, d);
+  tmpd_update_packs(f, pk, jr, xs, ms, r, g, fo);
   pk.store(xs, f.rows.x, d);
+}
+
+/// The denoiser's tell on a pack in packs: m = ux x + um answer (ms holds the answer on entry), r = y - A m.
+__attribute__((noinline)) void tmpd_m_packs(const kernels::tmpd_stage_functor& f, const pack_rows& pk,
+                                            const fpack* xs, fpack* ms, fpack* r) {
+  const fpack ux(f.ux), um(f.um);
+  for (int j = 0; j < f.p.d; ++j) ms[j] = ux * xs[j] + um * ms[j];
+  residual(f.p, pk.b, 1.f, ms, r);
 }
 
 void tmpd_tell_pack(const kernels::tmpd_stage_functor& f, const pack_rows& pk) {
@@ -190,10 +210,8 @@ void tmpd_tell_pack(const kernels::tmpd_stage_functor& f, const pack_rows& pk) {
     fpack *xs = s, *ms = xs + d, *r = ms + d;
     pk.load(xs, f.rows.x, d);
     pk.load(ms, f.answer, d);
-    const fpack ux(f.ux), um(f.um);
-    for (int j = 0; j < d; ++j) ms[j] = ux * xs[j] + um * ms[j];
+    tmpd_m_packs(f, pk, xs, ms, r);
     pk.store(ms, f.rows.m, d);
-    residual(p, pk.b, 1.f, ms, r);
     pk.store(r, f.rows.r, dy);
     store_operator_row(p, pk, 0, f.rows.v);
     return;
@@ -308,71 +326,39 @@ void gradient_update(const kernels::dcps_params& p, std::int64_t j, const dcps_p
   }
 }
 
-/// The end of a gradient step (kernels::dcps_stage_functor's gradient ops): grad log beta from u and J u, the step
-/// on (mu, l), the next draw; the fit's rows written back.
-void gradient_step(const kernels::dcps_stage_functor& f, const pack_rows& pk, std::uint64_t id,
-                   const dcps_packs& w) {
+/// The end of a gradient step (kernels::dcps_stage_functor's gradient ops) on packs: grad log beta from u and J u,
+/// the step on (mu, l) from x (mu_p), l and eps, the next draw (eps and q, or x after the last step).
+void gradient_step(const kernels::dcps_stage_functor& f, std::uint64_t id, const dcps_packs& w) {
   const kernels::dcps_params& p = f.p;
-  const int d = p.g.d;
-  const kernels::dcps_rows& rows = f.rows;
   potential_finish(p, p.steps[f.j].next, w);
-  pk.load(w.x, rows.x, d);
-  pk.load(w.mu, rows.mu, d);
-  pk.load(w.l, rows.l, d);
-  pk.load(w.eps, rows.eps, d);
   gradient_update(p, f.j, w);
   gradient_draw(p, id, f.j, f.g + 1, w);
-  pk.store(w.mu, rows.mu, d);
-  pk.store(w.l, rows.l, d);
-  if (f.g + 1 < p.gradient_steps) {
-    pk.store(w.eps, rows.eps, d);
-    pk.store(w.q, rows.q, d);
-  } else {
-    pk.store(w.x, rows.x, d);
-  }
 }
 
-void dcps_tell_pack(const kernels::dcps_stage_functor& f, const pack_rows& pk) {
+/// One DCPS tell (ops langevin_m .. gradient_ju) on a pack whose inputs are in the packs w, the answer in w.m (the
+/// denoiser's ops, before its conversion m = ux x + um answer) or in w.ju (the J u ops); the results left in w. Not
+/// inlined: the plan's tell and the fused run execute the same code on a pack.
+__attribute__((noinline)) void dcps_tell_packs(const kernels::dcps_stage_functor& f, const pack_rows& pk,
+                                               std::uint64_t id, const dcps_packs& w) {
   const kernels::dcps_params& p = f.p;
-  const int d = p.g.d, dy = p.g.d_y;
-  if (f.op == kernels::dcps_op_initial || f.op > kernels::dcps_op_gradient_ju) {
-    for (int l = 0; l < pk.valid; ++l) f(pk.i0 + l);
-    return;
-  }
+  const int d = p.g.d;
   const std::int64_t b = pk.b;
-  const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p.g, pk.i0, b);
-  const kernels::dcps_rows& rows = f.rows;
-  const dcps_packs w(d, dy);
   const fpack ux(f.ux), um(f.um);
   switch (f.op) {
     case kernels::dcps_op_langevin_m: {
-      pk.load(w.x, rows.x, d);
-      pk.load(w.m, f.answer, d);
       for (int c = 0; c < d; ++c) w.m[c] = ux * w.x[c] + um * w.m[c];
       const kernels::dcps_potential pot = p.blocks[f.l].start;
       potential_vector(p, b, pot, kernels::dcps_block_precision(p, f.l, b), w.x, w);
-      if (pot.cm != 0.f) {  // J u next: its tell reads m and u
-        pk.store(w.m, rows.m, d);
-        pk.store(w.u, rows.u, d);
-        return;
-      }
+      if (pot.cm != 0.f) return;  // J u next: its tell reads m and u
       potential_finish(p, pot, w);
       langevin_update(p, id, f.l, f.t, w);
-      pk.store(w.x, rows.x, d);
       return;
     }
     case kernels::dcps_op_langevin_ju:
-      pk.load(w.x, rows.x, d);
-      pk.load(w.m, rows.m, d);
-      pk.load(w.u, rows.u, d);
-      pk.load(w.ju, f.answer, d);
       potential_finish(p, p.blocks[f.l].start, w);
       langevin_update(p, id, f.l, f.t, w);
-      pk.store(w.x, rows.x, d);
       return;
     case kernels::dcps_op_step_m: {  // kernels::dcps_transition_start, then the first draw
-      pk.load(w.x, rows.x, d);
-      pk.load(w.m, f.answer, d);
       for (int c = 0; c < d; ++c) w.m[c] = ux * w.x[c] + um * w.m[c];
       const kernels::dcps_step st = p.steps[f.j];
       const fpack c0(st.c0), c1(st.c1);
@@ -382,6 +368,81 @@ void dcps_tell_pack(const kernels::dcps_stage_functor& f, const pack_rows& pk) {
         const fpack log_sig(kernels::ds_log(st.sig));
         for (int c = 0; c < d; ++c) w.l[c] = log_sig;
         gradient_draw(p, id, f.j, 0, w);
+      }
+      return;
+    }
+    case kernels::dcps_op_gradient_m: {
+      for (int c = 0; c < d; ++c) w.m[c] = ux * w.q[c] + um * w.m[c];
+      const kernels::dcps_potential pot = p.steps[f.j].next;
+      potential_vector(p, b, pot, kernels::dcps_step_precision(p, f.j, b), w.q, w);
+      if (pot.cm != 0.f) return;  // J u next: its tell reads u
+      gradient_step(f, id, w);
+      return;
+    }
+    case kernels::dcps_op_gradient_ju:
+      gradient_step(f, id, w);
+      return;
+    default: return;
+  }
+}
+
+/// The rows a gradient step reads (x holds mu_p) and writes.
+void load_gradient_rows(const kernels::dcps_stage_functor& f, const pack_rows& pk, const dcps_packs& w) {
+  const int d = f.p.g.d;
+  pk.load(w.x, f.rows.x, d);
+  pk.load(w.mu, f.rows.mu, d);
+  pk.load(w.l, f.rows.l, d);
+  pk.load(w.eps, f.rows.eps, d);
+}
+void store_gradient_rows(const kernels::dcps_stage_functor& f, const pack_rows& pk, const dcps_packs& w) {
+  const int d = f.p.g.d;
+  pk.store(w.mu, f.rows.mu, d);
+  pk.store(w.l, f.rows.l, d);
+  if (f.g + 1 < f.p.gradient_steps) {
+    pk.store(w.eps, f.rows.eps, d);
+    pk.store(w.q, f.rows.q, d);
+  } else {
+    pk.store(w.x, f.rows.x, d);
+  }
+}
+
+/// The plan's tell on a pack: what the op reads from its rows and the answer, dcps_tell_packs, what a later tell
+/// reads stored.
+void dcps_tell_pack(const kernels::dcps_stage_functor& f, const pack_rows& pk) {
+  const kernels::dcps_params& p = f.p;
+  const int d = p.g.d, dy = p.g.d_y;
+  if (f.op == kernels::dcps_op_initial || f.op > kernels::dcps_op_gradient_ju) {
+    for (int l = 0; l < pk.valid; ++l) f(pk.i0 + l);
+    return;
+  }
+  const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p.g, pk.i0, pk.b);
+  const kernels::dcps_rows& rows = f.rows;
+  const dcps_packs w(d, dy);
+  switch (f.op) {
+    case kernels::dcps_op_langevin_m:
+      pk.load(w.x, rows.x, d);
+      pk.load(w.m, f.answer, d);
+      dcps_tell_packs(f, pk, id, w);
+      if (p.blocks[f.l].start.cm != 0.f) {  // J u next: its tell reads m and u
+        pk.store(w.m, rows.m, d);
+        pk.store(w.u, rows.u, d);
+      } else {
+        pk.store(w.x, rows.x, d);
+      }
+      return;
+    case kernels::dcps_op_langevin_ju:
+      pk.load(w.x, rows.x, d);
+      pk.load(w.m, rows.m, d);
+      pk.load(w.u, rows.u, d);
+      pk.load(w.ju, f.answer, d);
+      dcps_tell_packs(f, pk, id, w);
+      pk.store(w.x, rows.x, d);
+      return;
+    case kernels::dcps_op_step_m:
+      pk.load(w.x, rows.x, d);
+      pk.load(w.m, f.answer, d);
+      dcps_tell_packs(f, pk, id, w);
+      if (p.steps[f.j].sig != 0.f) {
         pk.store(w.mu, rows.mu, d);
         pk.store(w.l, rows.l, d);
         if (p.gradient_steps > 0) {
@@ -391,24 +452,24 @@ void dcps_tell_pack(const kernels::dcps_stage_functor& f, const pack_rows& pk) {
       }
       pk.store(w.x, rows.x, d);
       return;
-    }
     case kernels::dcps_op_gradient_m: {
       pk.load(w.q, rows.q, d);
       pk.load(w.m, f.answer, d);
-      for (int c = 0; c < d; ++c) w.m[c] = ux * w.q[c] + um * w.m[c];
-      const kernels::dcps_potential pot = p.steps[f.j].next;
-      potential_vector(p, b, pot, kernels::dcps_step_precision(p, f.j, b), w.q, w);
-      if (pot.cm != 0.f) {  // J u next: its tell reads u
+      const bool ju_next = p.steps[f.j].next.cm != 0.f;
+      if (!ju_next) load_gradient_rows(f, pk, w);
+      dcps_tell_packs(f, pk, id, w);
+      if (ju_next)  // J u next: its tell reads u
         pk.store(w.u, rows.u, d);
-        return;
-      }
-      gradient_step(f, pk, id, w);
+      else
+        store_gradient_rows(f, pk, w);
       return;
     }
     case kernels::dcps_op_gradient_ju:
       pk.load(w.u, rows.u, d);
       pk.load(w.ju, f.answer, d);
-      gradient_step(f, pk, id, w);
+      load_gradient_rows(f, pk, w);
+      dcps_tell_packs(f, pk, id, w);
+      store_gradient_rows(f, pk, w);
       return;
     default: return;
   }
@@ -427,6 +488,87 @@ void run_tmpd_tell_rows(const kernels::tmpd_stage_functor& f, std::int64_t first
   kernels::tmpd_stage_functor g = f;
   g.position = nullptr;
   for_rows(g.p, first, last, [&](const pack_rows& pk) { tmpd_tell_pack(g, pk); });
+}
+
+// TMPD's fused run with each pack's particles kept in packs (stepwise_run::tmpd): ask a of the run is step
+// a / (1 + d_y)'s denoiser (a % (1 + d_y) == 0) or its product with row a % (1 + d_y) - 1 of A. The state between
+// asks is x, m, r and the products so far, in packs; the rows of x are written after the run's last ask, and those
+// of m, r and the products as well when the run ends within a step (a group of asks of run_fused_stepwise), read
+// back when one starts within a step. The vectors of the products are the rows of A as store_operator_row writes
+// them, broadcast.
+void run_tmpd_stepwise(const stepwise_run& run) {
+  const kernels::tmpd_stage_functor& f0 = *run.tmpd;
+  const kernels::guided_params& p = f0.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t dyd = static_cast<std::int64_t>(dy) * d, per = 1 + dy;
+  const bool starts_within = run.first_ask % per != 0, ends_within = (run.first_ask + run.count) % per != 0;
+  for_each_particle_pack(p, jvp_scratch_packs(d, run.asks[0].channel), [&](const pack_rows& pk, fpack* js) {
+    fpack* s = tell_packs(dyd + 4 * static_cast<std::int64_t>(d) + 2 * dy);
+    fpack *jr = s, *xs = jr + dyd, *ms = xs + d, *g = ms + d, *r = g + d, *fo = r + dy, *vs = fo + dy;
+    float* row = tell_floats(d);
+    pk.load(xs, f0.rows.x, d);
+    if (starts_within) {
+      pk.load(ms, f0.rows.m, d);
+      pk.load(r, f0.rows.r, dy);
+      pk.load(jr, f0.rows.jrows, static_cast<int>(dyd));
+    }
+    kernels::tmpd_stage_functor f = f0;
+    for (std::int64_t a = 0; a < run.count; ++a) {
+      const std::int64_t at = run.first_ask + a;
+      f.k = at / per;
+      const int q = static_cast<int>(at - f.k * per);
+      if (q == 0) {
+        evaluate_packs(run.asks[a].channel, run.asks[a].what, xs, ms, nullptr, d);
+        tmpd_m_packs(f, pk, xs, ms, r);
+        continue;
+      }
+      f.o = q - 1;
+      kernels::tmpd_row(p, pk.b, f.o, row);
+      for (int j = 0; j < d; ++j) vs[j] = fpack(row[j]);
+      denoiser_jvp_packs(run.asks[a].channel, xs, vs, jr + static_cast<std::int64_t>(f.o) * d, js, d);
+      if (q == dy) tmpd_update_packs(f, pk, jr, xs, ms, r, g, fo);
+    }
+    pk.store(xs, f0.rows.x, d);
+    if (ends_within) {
+      pk.store(ms, f0.rows.m, d);
+      pk.store(r, f0.rows.r, dy);
+      pk.store(jr, f0.rows.jrows, static_cast<int>(dyd));
+    }
+  });
+}
+
+// DCPS's fused run with each pack's particles kept in packs (stepwise_run::dcps: ask a's tell is
+// dcps[first_ask + a]): the denoiser or J u at the pack's x or q (the gradient ops' points) into its m or ju, then
+// dcps_tell_packs; the packs of the plan's rows (x, m, u, mu, l, eps, q) hold what those rows would. The rows of x are
+// written after the run's last ask, and all of them when more asks follow (the next group of asks of
+// run_fused_stepwise), which reads them back.
+void run_dcps_stepwise(const stepwise_run& run) {
+  const kernels::dcps_stage_functor* tells = run.dcps + run.first_ask;
+  const kernels::dcps_params& p = tells[0].p;
+  const kernels::dcps_rows& rows = tells[0].rows;
+  const int d = p.g.d, dy = p.g.d_y;
+  const bool resumed = run.first_ask > 0, more = run.first_ask + run.count < run.total;
+  for_each_particle_pack(p.g, jvp_scratch_packs(d, run.asks[0].channel), [&](const pack_rows& pk, fpack* js) {
+    const dcps_packs w(d, dy);
+    float* const row_of[] = {rows.m, rows.u, rows.mu, rows.l, rows.eps, rows.q};
+    fpack* const pack_of[] = {w.m, w.u, w.mu, w.l, w.eps, w.q};
+    pk.load(w.x, rows.x, d);
+    if (resumed)
+      for (int v = 0; v < 6; ++v) pk.load(pack_of[v], row_of[v], d);
+    for (std::int64_t a = 0; a < run.count; ++a) {
+      const kernels::dcps_stage_functor& f = tells[a];
+      const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p.g, pk.i0, pk.b);
+      const bool at_q = f.op == kernels::dcps_op_gradient_m || f.op == kernels::dcps_op_gradient_ju;
+      if (f.op == kernels::dcps_op_langevin_ju || f.op == kernels::dcps_op_gradient_ju)
+        denoiser_jvp_packs(run.asks[a].channel, at_q ? w.q : w.x, w.u, w.ju, js, d);
+      else
+        evaluate_packs(run.asks[a].channel, run.asks[a].what, at_q ? w.q : w.x, w.m, nullptr, d);
+      dcps_tell_packs(f, pk, id, w);
+    }
+    pk.store(w.x, rows.x, d);
+    if (more)
+      for (int v = 0; v < 6; ++v) pk.store(pack_of[v], row_of[v], d);
+  });
 }
 
 void run_dcps_tell(const kernels::dcps_stage_functor& f) {

@@ -16,8 +16,10 @@ namespace diffsample::cpu {
   namespace NS {                                                                                              \
   void run_tmpd_tell(const kernels::tmpd_stage_functor& f);                                                   \
   void run_tmpd_tell_rows(const kernels::tmpd_stage_functor& f, std::int64_t first, std::int64_t last);       \
+  void run_tmpd_stepwise(const stepwise_run& r);                                                              \
   void run_dcps_tell(const kernels::dcps_stage_functor& f);                                                   \
   void run_dcps_tell_rows(const kernels::dcps_stage_functor& f, std::int64_t first, std::int64_t last);       \
+  void run_dcps_stepwise(const stepwise_run& r);                                                              \
   }
 DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_(simd_sse2)
 DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_(simd_avx2)
