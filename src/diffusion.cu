@@ -436,11 +436,7 @@ void diffusion_plan::finish(float* x, const float* model, execution exec) {
 namespace detail {
 
 plan_program diffusion_program(std::int64_t n, std::int64_t d, const diffusion_options& o, model_output output) {
-  check_count("n", n, d);
-  limits::check("dim", d, 1, limits::max_dim);
-  validate_options(o);
-  DIFFSAMPLE_EXPECTS(o.record_every == 0, "options.record_every: a plan records nothing (read samples() between "
-                                          "asks), got " << o.record_every);
+  check_program(n, d, o, validate_options);
   DIFFSAMPLE_EXPECTS(output >= model_output::score && output <= model_output::velocity,
                      "output: invalid value " << static_cast<int>(output));
   DIFFSAMPLE_EXPECTS(output != model_output::velocity || uses_schedule(o.sampler),

@@ -125,11 +125,7 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_out
 namespace detail {
 
 plan_program langevin_program(std::int64_t n, std::int64_t d, const langevin_options& o, model_output output) {
-  check_count("n", n, d);
-  limits::check("dim", d, 1, limits::max_dim);
-  validate_options(o);
-  DIFFSAMPLE_EXPECTS(o.record_every == 0, "options.record_every: a plan records nothing (read samples() between "
-                                          "asks), got " << o.record_every);
+  check_program(n, d, o, validate_options);
   DIFFSAMPLE_EXPECTS(output == model_output::score || output == model_output::denoiser || output == model_output::eps,
                      "output: a Langevin plan takes score, denoiser or eps, got " << static_cast<int>(output));
   // The channel as the fused chain evaluates it (FP32).

@@ -6,7 +6,10 @@
 #include <vector>
 
 #include "kernels/plan.cuh"
+#include "src/limits.hpp"
+#include "src/validate.hpp"
 #include <diffsample/diffusion.hpp>
+#include <diffsample/error.hpp>
 #include <diffsample/langevin.hpp>
 
 namespace diffsample::detail {
@@ -30,6 +33,17 @@ struct plan_program {
 /// score or eps model, s = 0 or a vanishing da/dt - (ds/dt) a / s for a velocity one.
 void denoiser_form(model_output output, double a, double s, const schedule_point* p, std::int64_t k, double& ux,
                    double& um);
+
+/// The checks a chain program starts with, in this order: n x d fits, d in [1, limits::max_dim], the family's
+/// @p validate_options(options), and no recording (a plan records nothing: its samples are read between asks).
+template <class Options, class Validate>
+void check_program(std::int64_t n, std::int64_t d, const Options& options, Validate validate_options) {
+  check_count("n", n, d);
+  limits::check("dim", d, 1, limits::max_dim);
+  validate_options(options);
+  DIFFSAMPLE_EXPECTS(options.record_every == 0, "options.record_every: a plan records nothing (read samples() between "
+                                                "asks), got " << options.record_every);
+}
 
 /// The asks of a diffusion sampler (src/diffusion.cu). @throws invalid_argument as diffusion() does.
 plan_program diffusion_program(std::int64_t n, std::int64_t d, const diffusion_options& options, model_output output);
