@@ -14,6 +14,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/chain_runner.cuh"
 #include "kernels/config.cuh"
 #include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
@@ -340,17 +341,14 @@ struct binary_chain_functor {
   bool coordinate_major;
   bool loads_state;
   DS_HD void operator()(std::int64_t i) const {
-    const std::int64_t stride = coordinate_major ? n : 1;
-    const std::int64_t base = coordinate_major ? i : i * d;
-    const std::int64_t block = static_cast<std::int64_t>(d) * n;
+    const chain_workspace w(workspace, i, n, d, coordinate_major);
     // Named vectors, no array of them: an array indexed through the swaps would live in local memory.
-    strided_vec<float> y{workspace + base, stride, d}, s{workspace + block + base, stride, d},
-        yp{workspace + 2 * block + base, stride, d}, sp{workspace + 3 * block + base, stride, d};
+    strided_vec<float> y = w[0], s = w[1], yp = w[2], sp = w[3];
     float* row = x + i * d;
     if (loads_state)
       for (int j = 0; j < d; ++j) y[j] = row[j] > 0.f ? 1.f : -1.f;
     if constexpr (std::is_same<Body, discrete_walk_jump_body>::value) {
-      strided_vec<float> u{workspace + 4 * block + base, stride, d};
+      strided_vec<float> u = w[4];
       body(i, y, s, yp, sp, u);
     } else {
       body(i, y, s, yp, sp);

@@ -55,8 +55,20 @@ struct register_chain_functor {
   }
 };
 
-/// Chain state in workspace for any d: four vectors of d floats per chain, element j of vector v of chain i at
-/// workspace[v d n + base(i) + j stride], coordinate-major on CUDA (coalesced across a warp), chain-major on the CPU.
+/// Chain i's vectors of d floats in a workspace of n chains: element j of vector v at
+/// workspace[v d n + base(i) + j stride], coordinate-major (base i, stride n: coalesced across a warp on CUDA) or
+/// chain-major (base i d, stride 1: the CPU).
+struct chain_workspace {
+  float* first;  // workspace + base(i)
+  std::int64_t stride, block;
+  int d;
+  DS_HD_INLINE chain_workspace(float* workspace, std::int64_t i, std::int64_t n, int dim, bool coordinate_major)
+      : first(workspace + (coordinate_major ? i : i * dim)), stride(coordinate_major ? n : 1),
+        block(static_cast<std::int64_t>(dim) * n), d(dim) {}
+  DS_HD_INLINE strided_vec<float> operator[](int v) const { return {first + v * block, stride, d}; }
+};
+
+/// Chain state in workspace for any d: four vectors of d floats per chain (chain_workspace).
 template <class Chain>
 struct workspace_chain_functor {
   static constexpr bool always_staged = false;
@@ -67,11 +79,8 @@ struct workspace_chain_functor {
   int d;
   bool coordinate_major;
   DS_HD void operator()(std::int64_t i) const {
-    const std::int64_t stride = coordinate_major ? n : 1;
-    const std::int64_t base = coordinate_major ? i : i * d;
-    const std::int64_t block = static_cast<std::int64_t>(d) * n;
-    strided_vec<float> xs{workspace + base, stride, d}, v1{workspace + block + base, stride, d},
-        v2{workspace + 2 * block + base, stride, d}, v3{workspace + 3 * block + base, stride, d};
+    const chain_workspace w(workspace, i, n, d, coordinate_major);
+    strided_vec<float> xs = w[0], v1 = w[1], v2 = w[2], v3 = w[3];
     float* row = x + i * d;
     if (chain.loads_state())
       for (int j = 0; j < d; ++j) xs[j] = row[j];
