@@ -170,7 +170,8 @@ struct component_and_normals_functor {
   }
 };
 
-/// Coordinate j of sample i: m'_k[j] + sum_{l <= j} L_k[j, l] z_l, summed in order of l.
+/// Coordinate j of sample i: m'_k[j] + sum_{l <= j} L_k[j, l] z_l, summed in order of l (operator() per coordinate on
+/// CUDA, row() per sample on the CPU).
 template <class T>
 struct transform_functor {
   const double* means;
@@ -189,20 +190,11 @@ struct transform_functor {
     for (int l = 0; l <= j; ++l) s += U[static_cast<std::int64_t>(l) * d] * zi[l];
     out[e] = static_cast<T>(s);
   }
-};
 
-/// The CPU's form of transform_functor: one sample per index, its coordinates in blocks of 256 accumulated over l
-/// in increasing order (the same sums in the same order as transform_functor, so the same bits), reading U_k row by
-/// row (contiguous in j, a loop the compiler vectorises) instead of one stride-d column per coordinate.
-template <class T>
-struct transform_rows_functor {
-  const double* means;
-  const double* factors_t;
-  const double* z;
-  const std::int32_t* chosen;
-  int d, pairs;
-  T* out;
-  void operator()(std::int64_t i) const {
+  /// The CPU's form of operator(): sample i, its coordinates in blocks of 256 accumulated over l in increasing
+  /// order (the same sums in the same order as operator(), so the same bits), reading U_k row by row (contiguous in
+  /// j, a loop the compiler vectorises) instead of one stride-d column per coordinate.
+  void row(std::int64_t i) const {
     constexpr int block = 256;
     double acc[block];
     const std::int64_t k = chosen[i];
@@ -260,15 +252,12 @@ executor mixture_posterior::sample_on(T* out, std::int64_t n, std::uint64_t seed
                                                           first_index + static_cast<std::uint64_t>(start), z, chosen,
                                                           labels != nullptr ? labels + start : nullptr},
                             exec.stream);
-    if (on_device) {
-      kernels::for_each_index(where, count * d,
-                              transform_functor<T>{tables_->means(true), tables_->factors(true), z, chosen,
-                                                   static_cast<int>(d), pairs, out + start * d},
-                              exec.stream);
-    } else {
-      cpu::parallel_for_each(count, transform_rows_functor<T>{tables_->means(false), tables_->factors(false), z,
-                                                              chosen, static_cast<int>(d), pairs, out + start * d});
-    }
+    const transform_functor<T> transform{tables_->means(on_device), tables_->factors(on_device), z, chosen,
+                                         static_cast<int>(d), pairs, out + start * d};
+    if (on_device)
+      kernels::for_each_index(where, count * d, transform, exec.stream);
+    else
+      cpu::parallel_for_each(count, [transform](std::int64_t i) { transform.row(i); });
   }
   return where;
 }
