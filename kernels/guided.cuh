@@ -489,20 +489,13 @@ DS_HD_INLINE void moment_row(const guided_params& p, std::int64_t b, int o, floa
   }
 }
 
-/// The rest of the moment-projected weighting of transition k for particle x of problem b, from its denoiser m and
-/// its moment matrix M (d_y x d_y, overwritten): the weight (lw, lz) and the kernel mean mu (r: d_y scratch). See
-/// guided_moment_functor.
-template <class X, class M, class U, class R>
-DS_HD_INLINE void moment_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
-                                const M& m, float* Mat, U& mi, R& ri, float& lw, float& lz) {
-  const guided_step st = p.steps[k];
+/// log g_k(x) = log N(y; A m, V), V = sigma_y^2 I + M (M the moment matrix, d_y x d_y, symmetrised in place), for
+/// a particle of problem b with denoiser m: Mat is left holding the Cholesky factor L of V (lower triangle) and r
+/// the whitened residual L^-1 (y - A m). Shared by the moment and the twisted weighting.
+template <class M, class R>
+DS_HD_INLINE float moment_log_potential(const guided_params& p, std::int64_t b, float s2y, const M& m, float* Mat,
+                                        R& ri) {
   const int dy = p.d_y;
-  float q_hat = 0;
-  if (k > 0) {
-    guided_residual(p, b, st.a, xi, ri);
-    for (int o = 0; o < dy; ++o) q_hat += ri[o] * ri[o];
-    q_hat *= p.inv_var[k * p.problems + b];
-  }
   for (int o = 0; o < dy; ++o)
     for (int c = 0; c <= o; ++c) {
       const float v = 0.5f * (Mat[o * dy + c] + Mat[c * dy + o]) + (o == c ? s2y : 0.f);
@@ -533,7 +526,24 @@ DS_HD_INLINE void moment_finish(const guided_params& p, std::int64_t k, std::int
     ri[o] = acc;  // forward substitution in place
     q += acc * acc;
   }
-  const float log_g = -0.5f * (q + logdet + float(dy) * log_two_pi<float>());
+  return -0.5f * (q + logdet + float(dy) * log_two_pi<float>());
+}
+
+/// The rest of the moment-projected weighting of transition k for particle x of problem b, from its denoiser m and
+/// its moment matrix M (d_y x d_y, overwritten): the weight (lw, lz) and the kernel mean mu (r: d_y scratch). See
+/// guided_moment_functor.
+template <class X, class M, class U, class R>
+DS_HD_INLINE void moment_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
+                                const M& m, float* Mat, U& mi, R& ri, float& lw, float& lz) {
+  const guided_step st = p.steps[k];
+  const int dy = p.d_y;
+  float q_hat = 0;
+  if (k > 0) {
+    guided_residual(p, b, st.a, xi, ri);
+    for (int o = 0; o < dy; ++o) q_hat += ri[o] * ri[o];
+    q_hat *= p.inv_var[k * p.problems + b];
+  }
+  const float log_g = moment_log_potential(p, b, s2y, m, Mat, ri);
   if (k == 0)
     lw = log_g;
   else
@@ -631,6 +641,192 @@ struct moment_stage_functor {
     const int next = stage == 0 ? 0 : row + 1;
     for (int j = 0; j < d; ++j) vi[j] = 0.f;
     guided_add_row(p, b, next, 1.f, vi);
+  }
+};
+
+/// The twisted SMC (guided_potentials::twisted) at grid point k < steps, for particle x of problem b with denoiser m
+/// and the d_y JVPs u_o = J a_o (a_o row o of A; row o of u at u + o u_rows, coordinate j at j u_step), from its
+/// moment matrix M (d_y x d_y, overwritten): with g_k the moment potential (moment_log_potential),
+///   lw += log g_k(x)                          (k = 0: lw is 0, or the start correction's log-ratio; k > 0: the
+///                                              pending part came with the mutation)
+///   h   = sig^2 J A^T V^-1 (y - A m)          (the gradient of log g_k with V held fixed, times sig^2)
+///   mu  = c0 m + c1 x + h,  lz = -|h|^2 / (2 sig^2) - log g_k(x)
+/// into shift (h), mu and lz; the mutation draws x' = mu + sig z from its ancestor's and adds lz - z . h / sig, so
+/// that the weights carry g_{k+1}(x') p(x' | x) / (g_k(x) q(x' | x)), p the backward kernel N(c0 m + c1 x, sig^2 I)
+/// and q the proposal N(mu, sig^2 I) (twisted_mutate_functor). r: d_y scratch.
+template <class X, class M, class U, class MU, class H, class R>
+DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
+                                 const M& m, const U& u, std::int64_t u_rows, std::int64_t u_step, float* Mat, MU& mi,
+                                 H& hi, R& ri, float& lw, float& lz) {
+  const guided_step st = p.steps[k];
+  const int dy = p.d_y;
+  const float log_g = moment_log_potential(p, b, s2y, m, Mat, ri);
+  lw += log_g;
+  // w = V^-1 (y - A m) = L^-T (L^-1 r): back substitution in place.
+  for (int o = dy - 1; o >= 0; --o) {
+    float acc = ri[o];
+    for (int e = o + 1; e < dy; ++e) acc -= Mat[e * dy + o] * ri[e];
+    ri[o] = acc / Mat[o * dy + o];
+  }
+  const float sig2 = st.sig * st.sig;
+  float norm = 0;
+  for (int j = 0; j < p.d; ++j) {
+    float g = 0;
+    for (int o = 0; o < dy; ++o) g += ri[o] * u[o * u_rows + j * u_step];
+    const float h = sig2 * g;
+    hi[j] = h;
+    mi[j] = transition_update(st)(xi[j], m[j]) + h;
+    norm += h * h;
+  }
+  lz = (sig2 > 0.f ? -0.5f * norm / sig2 : 0.f) - log_g;
+}
+
+/// The twisted weighting of transition k, fused for one particle (the CUDA executor): the denoiser m, the d_y JVPs
+/// J a_o and twisted_finish. Scratch (2 + d_y) d floats: m, a row of A, the d_y JVPs.
+struct guided_twisted_functor {
+  guided_params p;
+  std::int64_t k;
+  const float* sigma2_b;  // B values of sigma_y^2
+  const float* x;         // B N x d
+  float* mu;              // B N x d: the proposal mean
+  float* shift;           // B N x d: h
+  float* lw;              // B N
+  float* lz;              // B N
+  float* work;            // B N x (2 + d_y) d scratch in global memory (used when the scratch is not in shared memory)
+  float* r;               // B N x 2 d_y scratch (the first d_y of each particle's slot)
+  DS_HD int scratch_floats() const { return (2 + p.d_y) * p.d; }
+  DS_HD strided_vec<float> scratch(std::int64_t i) const {
+    return guided_slice(p, work, i, scratch_floats(), 0, scratch_floats());
+  }
+  DS_HD void operator()(std::int64_t i) const { (*this)(i, scratch(i)); }
+  DS_HD void operator()(std::int64_t i, strided_vec<float> s) const {
+    const std::int64_t b = i / p.particles;
+    const guided_step st = p.steps[k];
+    const int d = p.d, dy = p.d_y;
+    strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), mi = guided_slice(p, mu, i, d, 0, d),
+                       hi = guided_slice(p, shift, i, d, 0, d), ri = guided_slice(p, r, i, 2 * dy, 0, dy);
+    strided_vec<float> m{s.p, s.stride, d}, vi{s.p + d * s.stride, s.stride, d};
+    const channel_view ch = guided_channel(p, k);
+    guided_denoiser(ch, xi, m);
+    float M[moment_potential_max_dy * moment_potential_max_dy];
+    const float cov_scale = st.s * st.s / st.a;
+    for (int o = 0; o < dy; ++o) {
+      strided_vec<float> ui{s.p + (2 + o) * d * s.stride, s.stride, d};
+      for (int j = 0; j < d; ++j) vi[j] = 0.f;
+      guided_add_row(p, b, o, 1.f, vi);
+      channel_jvp<float>(ch, xi, vi, ui);
+      moment_row(p, b, o, cov_scale, ui, vi, M);
+    }
+    twisted_finish(p, k, b, sigma2_b[b], xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, M, mi, hi, ri, lw[i],
+                   lz[i]);
+  }
+};
+
+/// The twisted weighting of transition k step by step over `rows` row-major particles (the CPU executor), one pass
+/// per answer: stage 0 takes the answer as the denoiser m = ux x + um answer and sets v = a_0; stage 1 (row o) takes
+/// row o's answer J a_o (in u + o rows d) for row o of the moment matrix and sets v = a_{o + 1}, or at the last row
+/// finishes (twisted_finish). As moment_stage_functor, with the answers of every row kept for the gradient.
+struct twisted_stage_functor {
+  guided_params p;
+  std::int64_t k;
+  int stage, row;
+  float ux, um;
+  std::int64_t rows;       // the particles of the pass (u's row stride over rows d)
+  const float* sigma2_b;   // B values of sigma_y^2
+  const float* x;          // rows x d
+  float* m;                // rows x d: the denoiser (may be `answer` when ux = 0, um = 1)
+  float* v;                // rows x d: the vector of the next JVP
+  const float* answer;     // rows x d: the denoiser's answer (stage 0)
+  const float* u;          // d_y x rows x d: the JVPs J a_o
+  float* M;                // rows x d_y^2: the moment matrices
+  float* mu;               // rows x d
+  float* shift;            // rows x d
+  float* lw;               // rows
+  float* lz;               // rows
+  float* r;                // rows x 2 d_y scratch (the first d_y of each particle's slot)
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / p.particles;
+    const int d = p.d, dy = p.d_y;
+    strided_vec<float> xi{const_cast<float*>(x) + i * d, 1, d}, mi{m + i * d, 1, d}, vi{v + i * d, 1, d};
+    float* Mi = M + i * dy * dy;
+    if (stage == 0) {
+      answer_as_denoiser(d, ux, um, xi, answer + i * d, mi);
+    } else {
+      const guided_step st = p.steps[k];
+      const std::int64_t plane = rows * d;
+      const strided_vec<const float> ui{u + row * plane + i * d, 1, d};
+      moment_row(p, b, row, st.s * st.s / st.a, ui, vi, Mi);
+      if (row + 1 == dy) {
+        float local[moment_potential_max_dy * moment_potential_max_dy];
+        for (int e = 0; e < dy * dy; ++e) local[e] = Mi[e];
+        strided_vec<float> mui{mu + i * d, 1, d}, hi{shift + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
+        twisted_finish(p, k, b, sigma2_b[b], xi, mi, u + i * d, plane, 1, local, mui, hi, ri, lw[i], lz[i]);
+        return;
+      }
+    }
+    const int next = stage == 0 ? 0 : row + 1;
+    for (int j = 0; j < d; ++j) vi[j] = 0.f;
+    guided_add_row(p, b, next, 1.f, vi);
+  }
+};
+
+/// The twisted proposal of transition k from the (resampled) proposal means: particle i draws x' = mu_a + sig z from
+/// its ancestor a (row b N + ancestors[i], stream step k + 1, as guided_mutate_functor) and adds lz_a - z . h_a / sig
+/// to its log-weight (reset to 0 first when its problem was resampled): with lz_a (twisted_finish) the weight's
+/// log p(x' | x) / q(x' | x) - log g_k(x_a).
+struct twisted_mutate_functor {
+  guided_params p;
+  std::int64_t k;
+  const float* mu;                     // B N x d proposal means, in pre-resampling order
+  const float* shift;                  // B N x d: h, in pre-resampling order
+  const float* lz;                     // B N, in pre-resampling order
+  const std::int32_t* ancestors;       // B N, indices within the problem
+  const particle_report* reports;      // B: reports[b].resampled resets the problem's log-weights
+  float* lw;                           // B N carried log-weights
+  float* x;                            // B N x d
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / p.particles;
+    const float sig = p.steps[k].sig;
+    const std::int64_t a = b * p.particles + static_cast<std::int64_t>(ancestors[i]);
+    float w = reports[b].resampled ? 0.f : lw[i];
+    strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d);
+    const strided_vec<float> mi = guided_slice(p, mu, a, p.d, 0, p.d), hi = guided_slice(p, shift, a, p.d, 0, p.d);
+    philox rng(guided_seed(p), guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
+    float dot = 0;
+    rng.normals(p.d, [&](int j, float z) {
+      xi[j] = mi[j] + sig * z;
+      dot += z * hi[j];
+    });
+    lw[i] = w + lz[a] - (sig > 0.f ? dot / sig : 0.f);
+  }
+};
+
+/// The twisted SMC's starting log-weights, in place of the linear log g_0 that guided_init_functor gives them: 0, or
+/// with the start correction its log-ratio (coordinate 0 of the particle's slot of `ratio`); twisted_finish adds
+/// log g_0 at point 0.
+struct twisted_start_functor {
+  guided_params p;
+  const float* ratio;  // guided_init_functor's ratio buffer (read when corrected)
+  float* lw;           // B N
+  bool corrected;
+  DS_HD void operator()(std::int64_t i) const { lw[i] = corrected ? guided_slice(p, ratio, i, p.d, 0, 1)[0] : 0.f; }
+};
+
+/// The twisted SMC's last potential, the likelihood at s = 0 (the linear potential of the last grid point, whose
+/// constant the host adds): lw += -|a_K y - A x|^2 / (2 sigma_{y,K}^2).
+struct twisted_last_functor {
+  guided_params p;
+  std::int64_t last;  // the grid point: steps
+  const float* x;     // B N x d
+  float* lw;          // B N
+  float* r;           // B N x 2 d_y scratch (the first d_y of each particle's slot)
+  DS_HD void operator()(std::int64_t i) const {
+    const std::int64_t b = i / p.particles;
+    strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
+    guided_residual(p, b, p.steps[last - 1].a_next, xi, ri);
+    float q = 0;
+    for (int o = 0; o < p.d_y; ++o) q += ri[o] * ri[o];
+    lw[i] += -0.5f * q * p.inv_var[last * p.problems + b];
   }
 };
 

@@ -446,7 +446,7 @@ def find_cuobjdump():
 # The guided samplers' per-particle functors whose SASS the record counts (section "Divisions ...").
 GUIDED_FUNCTORS = ("guided_weight_functor", "guided_init_functor", "guided_moment_functor", "guided_baseline_functor",
                    "guided_diffpir_functor", "guided_skrock_functor", "guided_tmpd_functor", "guided_dcps_functor",
-                   "guided_ddrm_functor", "moment_stage_functor")
+                   "guided_ddrm_functor", "moment_stage_functor", "guided_twisted_functor")
 
 
 def sass_counts(objects):
@@ -565,7 +565,8 @@ def write_record(kernels, path, allow_register_stack, sass=None):
     lines.append("per component and are served by L1 when a block's rows fit; stores go to L2 (L1 writes through),")
     lines.append("so the stored bytes are the floor of L2 traffic. The bound divides HBM bandwidth by all bytes")
     lines.append("(pessimistic: it assumes nothing is served by L1/L2) and FP32 peak by the FLOPs. The shared-memory")
-    lines.append("scratch needs d floats per thread (DPS, TMPD, DCPS: 2 d, moment potentials: 3 d): 128 threads up to 96 floats,")
+    lines.append("scratch needs d floats per thread (DPS, TMPD, DCPS: 2 d, moment potentials: 3 d, twisted: (2 + d_y) d, 3 d at")
+    lines.append("d_y = 1 in the table below): 128 threads up to 96 floats,")
     lines.append("fewer down to one warp up to 384 (`shared_scratch_block` in `kernels/launch.cuh`); beyond that it stays in the")
     lines.append("coordinate-major global rows (4 sectors per warp access). One kernel serves both placements, chosen")
     lines.append("at launch, so the SASS reaches the scratch with generic loads and stores (`LD.E`/`ST.E`, no `LDS`/`STS`),")
@@ -589,7 +590,8 @@ def write_record(kernels, path, allow_register_stack, sass=None):
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
         for k in sorted(scratch, key=lambda k: k["short"]):
             two = ("guided_baseline_functor", "guided_tmpd_functor", "guided_dcps_functor")
-            per_d = 3 if "guided_moment_functor" in k["short"] else 2 if any(t in k["short"] for t in two) else 1
+            three = ("guided_moment_functor", "guided_twisted_functor")  # twisted: (2 + d_y) d, at d_y = 1
+            per_d = 3 if any(t in k["short"] for t in three) else 2 if any(t in k["short"] for t in two) else 1
             for d in (10, 100, 400):
                 width = per_d * d
                 threads = min(128, (48 * 1024) // (4 * width) // 32 * 32)

@@ -173,6 +173,45 @@ void moment_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_
   }
 }
 
+/// The twisted weighting of transition k on the CPU executor (kernels::twisted_stage_functor) around the mixture's
+/// denoiser and its d_y Jacobian-vector products with the rows of A, as moment_weigh_cpu, with every row's J a_o
+/// kept for the gradient, over `count` row-major particles; work: (2 + d_y) count d floats (m, v, then the d_y
+/// answers J a_o), M: count d_y^2 floats. On a SIMD target the asks run fused per pack of particles
+/// (src/fused_stepwise.hpp) and the tells on their rows one particle at a time (the scalar functor).
+void twisted_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_params& p, std::int64_t count,
+                       std::int64_t k, const float* sigma2, const float* x, float* mu, float* shift, float* lw,
+                       float* lz, float* r, float* work, float* M) {
+  const std::int64_t d = p.d;
+  float *m = work, *v = work + count * d, *u = work + 2 * count * d;
+  const channel ch{p.steps[k].a, p.steps[k].s};
+  const execution on{executor::cpu, nullptr};
+  kernels::twisted_stage_functor f{p, k, 0, 0, 0.f, 1.f, count, sigma2, x, m, v, m, u, M, mu, shift, lw, lz, r};
+  const auto stage = [&](std::int64_t a) {
+    kernels::twisted_stage_functor g = f;
+    if (a > 0) {
+      g.stage = 1;
+      g.row = static_cast<int>(a - 1);
+    }
+    return g;
+  };
+  if (detail::fused_stepwise_available()) {
+    detail::fused_ask asks[1 + kernels::moment_potential_max_dy];
+    asks[0] = {ch, x, nullptr, m};
+    for (int o = 0; o < p.d_y; ++o) asks[1 + o] = {ch, x, v, u + o * count * d};
+    detail::run_fused_stepwise(mix, count, asks, 1 + p.d_y, [&](std::int64_t a, std::int64_t first, std::int64_t last) {
+      const kernels::twisted_stage_functor g = stage(a);
+      for (std::int64_t i = first; i < last; ++i) g(i);
+    });
+    return;
+  }
+  detail::evaluate_direct_unchecked(mix, quantity::denoiser, x, count, ch, m, on);
+  cpu::parallel_for_each(count, f);
+  for (int o = 0; o < p.d_y; ++o) {
+    detail::denoiser_jvp_unchecked(mix, x, v, count, ch, u + o * count * d, on);
+    cpu::parallel_for_each(count, stage(1 + o));
+  }
+}
+
 constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 // Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky, then the inverse's
@@ -316,7 +355,8 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   l.channel_count = mix != nullptr ? channel_count(o) : 0;
   l.channels = put(mix != nullptr ? kernels::mixture_channels::table_floats(*mix, l.channel_count) * sizeof(float) : 0);
   const bool smc = o.sampler == guided_sampler::smc;
-  const bool moment = smc && o.potentials == guided_potentials::moment;
+  const bool twisted = smc && o.potentials == guided_potentials::twisted;
+  const bool moment = (smc && o.potentials == guided_potentials::moment) || twisted;
   l.x = put(B * N * d * sizeof(float));
   l.mu = put((smc ? 1 : 3) * B * N * d * sizeof(float));  // the baselines' m, J v, v
   l.mu2 = put(smc ? B * N * d * sizeof(float) : 0);
@@ -330,7 +370,9 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   l.resampling_bytes = smc ? resampling_workspace_bytes(pr.problems, o.particles, o.resampling.scheme) : 0;
   l.resampling = put(l.resampling_bytes);
   l.lz = put(moment ? B * N * sizeof(float) : 0);
-  l.work = put(moment ? 3 * B * N * d * sizeof(float) : 0);  // guided_moment_functor's scratch outside shared memory
+  // guided_moment_functor's scratch outside shared memory (3 d floats per particle), guided_twisted_functor's and the
+  // CPU run's ((2 + d_y) d: m, v and the d_y JVPs).
+  l.work = put(moment ? (twisted ? 2 + dy : 3) * B * N * d * sizeof(float) : 0);
   // The moment matrices of the stepwise moment weighting (the CPU executor and the plan): d_y^2 floats per particle.
   l.moment = put(moment ? B * N * dy * dy * sizeof(float) : 0);
   // DPS and Pi-GDM on the CPU executor run step by step (baseline_stage_functor): B N shifts.
@@ -415,13 +457,14 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   detail::check_range("problems.sigma_y", pr.sigma_y, 0, max_abs_value, "the FP32 samplers square sigma_y");
   DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
-  DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment,
+  DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment ||
+                         o.potentials == guided_potentials::twisted,
                      "options.potentials: invalid value " << static_cast<int>(o.potentials));
-  DIFFSAMPLE_EXPECTS(!o.start_correction || o.potentials == guided_potentials::linear,
-                     "options.start_correction: needs linear potentials, got " << to_string(o.potentials));
+  DIFFSAMPLE_EXPECTS(!o.start_correction || o.potentials != guided_potentials::moment,
+                     "options.start_correction: needs linear or twisted potentials, got " << to_string(o.potentials));
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || pr.d_y <= kernels::moment_potential_max_dy,
-                     "options.potentials: moment potentials need d_y <= " << kernels::moment_potential_max_dy
-                                                                         << ", got d_y = " << pr.d_y);
+                     "options.potentials: " << to_string(o.potentials) << " potentials need d_y <= "
+                                            << kernels::moment_potential_max_dy << ", got d_y = " << pr.d_y);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1,
                      "options.eta: must be in [0, 1], got " << o.eta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
@@ -486,10 +529,12 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   auto* y32 = reinterpret_cast<float*>(blob.data() + l.y);
   auto* constants = reinterpret_cast<double*>(blob.data() + l.constants);
   auto* sigma2 = reinterpret_cast<float*>(blob.data() + l.sigma2);
-  const bool moment = o.sampler == guided_sampler::smc && o.potentials == guided_potentials::moment;
+  const bool twisted = o.sampler == guided_sampler::smc && o.potentials == guided_potentials::twisted;
+  const bool moment = (o.sampler == guided_sampler::smc && o.potentials == guided_potentials::moment) || twisted;
   DIFFSAMPLE_EXPECTS(!moment || pts.back().s == 0.0,
-                     "options.potentials: moment potentials need a grid ending at s = 0 (the likelihood), got s = "
-                         << pts.back().s);
+                     "options.potentials: " << to_string(o.potentials)
+                                            << " potentials need a grid ending at s = 0 (the likelihood), got s = "
+                                            << pts.back().s);
   const operator_shape& sh = l.operators;
   // The operators as the kernels read them, and A A^T of each (FP64).
   std::vector<double> gram(static_cast<std::size_t>(sh.count * dy * dy));
@@ -577,6 +622,8 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     // Linear potentials: log g_0's constant, then per step the predictive's over g_k's. Moment potentials (computed
     // whole per particle): per step the predictive's constant over that of the next linear potential, except the
     // last, which the likelihood at s = 0 replaces (the kernels add nothing there): hence its term is taken back.
+    // Twisted potentials: every weight is a ratio of normalised densities (the kernels compute log g_k whole and
+    // the last point's likelihood without its constant, added here); the per-step terms below do not apply.
     double constant = -0.5 * double(dy) * (log_two_pi + std::log(var[moment ? K : 0]));
     const int shift = moment ? 1 : 0;
     for (std::int64_t k = 0; k < K; ++k) {
@@ -600,7 +647,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
           P[i] = float(1.0 / v);
           logdet += std::log(v);
         }
-        constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
+        if (!twisted) constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
         continue;
       }
       for (std::int64_t i = 0; i < dy; ++i)
@@ -625,7 +672,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
       float* P = precision + (k * B + b) * dy * dy;
       for (std::int64_t i = 0; i < dy * dy; ++i) P[i] = float(S[i]);
       // log N(.; ., S) over log g_k: -1/2 log det S - d_y/2 log 2 pi + d_y/2 log(2 pi var_k).
-      constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
+      if (!twisted) constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
     }
     constants[b] = constant + (reduced.active ? reduced.log_constant[b] : 0.0);
   }
@@ -936,7 +983,39 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
     report.launches += 4;
   };
 
-  if (o.potentials == guided_potentials::moment) {
+  if (o.potentials == guided_potentials::twisted) {
+    // Point k: weight by g_k (the pending log p / q - log g_{k-1} came with the mutation), compute the proposal means
+    // mu + sig^2 grad log g_k and the pending parts, resample, draw every particle from its ancestor's proposal; at
+    // the last point (s = 0) weight by the likelihood and resample (column K).
+    float* lz = reinterpret_cast<float*>(ws + l.lz);
+    float* work = reinterpret_cast<float*>(ws + l.work);
+    const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
+    float* moments = reinterpret_cast<float*>(ws + l.moment);
+    float* shift = mu2;
+    kernels::for_each_index(where, BN, kernels::twisted_start_functor{p, mu, lw, corrected}, stream);
+    ++report.launches;
+    for (std::int64_t k = 0; k < K; ++k) {
+      if (where == executor::cpu) {
+        twisted_weigh_cpu(prior.storage(), p, BN, k, sigma2, x, mu, shift, lw, lz, r, work, moments);
+        report.launches += 1 + p.d_y;
+      } else {
+        kernels::for_each_index_scratch<128>(
+            where, BN, kernels::guided_twisted_functor{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
+      }
+      ro.step = static_cast<std::uint64_t>(k);
+      detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
+      kernels::for_each_index(where, B,
+                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                  K + 1, k, log_n},
+                              stream);
+      kernels::for_each_index<128>(
+          where, BN, kernels::twisted_mutate_functor{p, k, mu, shift, lz, ancestors, reports, lw, x}, stream);
+      report.launches += 4;
+    }
+    kernels::for_each_index<128>(where, BN, kernels::twisted_last_functor{p, K, x, lw, r}, stream);
+    ++report.launches;
+    resample_step(K, x, mu2);
+  } else if (o.potentials == guided_potentials::moment) {
     // Point k: weight by g_k (and take back the linear potential that steered the mutation into x), resample, mutate
     // from the ancestors' means (the mutation resets the weights of a resampled problem), then add the ancestors'
     // pending log Z_k - log g_k.
@@ -1183,6 +1262,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
     DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a distributed run");
+    DIFFSAMPLE_EXPECTS(o.potentials != guided_potentials::twisted,
+                       "options.potentials: twisted potentials are not available in a distributed run");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
@@ -1671,6 +1752,8 @@ void set_up_plan(Storage& st, plan_setup& setup, std::int64_t d, const guided_pr
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
                                                      const guided_options& o, model_output output, execution exec) {
   DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a guided SMC plan");
+  DIFFSAMPLE_EXPECTS(o.potentials != guided_potentials::twisted,
+                     "options.potentials: twisted potentials are not available in a guided SMC plan");
   auto st = std::make_unique<smc_plan_storage>();
   st->moment = o.potentials == guided_potentials::moment;
   plan_setup setup;

@@ -380,7 +380,7 @@ TEST_F(Cli, SolveWithGuidedSmcIsScoredAgainstTheExactPosterior) {
 }
 
 // solve's SMC settings reach the library: --potential-scale 4 is the default spread (same samples, bit for bit),
-// another scale, scheme, threshold, grid, DDIM eta or the moment potentials change the samples; bad values and non-SMC samplers are refused.
+// another scale, scheme, threshold, grid, DDIM eta or the moment or twisted potentials change the samples; bad values and non-SMC samplers are refused.
 TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
   const std::string base = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
                            "/posterior_d10.json --sampler smc --executor cpu --particles 256 --steps 20 --seed 5 "
@@ -390,7 +390,7 @@ TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
   EXPECT_EQ(slurp(path("four.npy")), slurp(path("default.npy")));
   for (const char* flag : {"--potential-scale 1", "--resampling multinomial", "--ess-threshold 2",
                            "--time-grid quadratic", "--time-grid sqrt_alpha_bar", "--time-grid spectral",
-                           "--ddim-eta 0.5", "--potentials moment"}) {
+                           "--ddim-eta 0.5", "--potentials moment", "--potentials twisted"}) {
     ASSERT_EQ(run(base + path("other.npy") + " " + flag).rc, 0) << flag;
     EXPECT_NE(slurp(path("other.npy")), slurp(path("default.npy"))) << flag;
   }

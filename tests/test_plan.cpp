@@ -864,6 +864,21 @@ TEST(SamplingPlan, GuidedTmpdPlanReproducesGuidedSampleExactly) {
   }
 }
 
+// The twisted potentials run in guided_sample() only: the plan refuses them with an error naming the option.
+TEST(SamplingPlan, GuidedSmcPlanRefusesTwistedPotentials) {
+  guided_options o;
+  o.sampler = guided_sampler::smc;
+  o.potentials = guided_potentials::twisted;
+  o.particles = 8;
+  o.steps = 4;
+  try {
+    (void)sampling_plan::guided(3, three_problems(), o, model_output::denoiser, cpu);
+    ADD_FAILURE() << "a plan with twisted potentials was made";
+  } catch (const invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("options.potentials"), std::string::npos) << e.what();
+  }
+}
+
 // Seen failing with the first J^T a_o answer taken as row 1 of the moment matrix (the rows' tells shifted).
 TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactly) {
   // Moment-projected potentials: per transition the model's output, then d_y = 2 asks for J^T a_o with the rows

@@ -300,6 +300,7 @@ typedef enum ds_dps_step {
 typedef enum ds_guided_potentials {
   DS_POTENTIALS_LINEAR = 0, /**< N(a_k y; A x, a_k^2 sigma_y^2 + s_k^2 c): exact predictive, exact mutation */
   DS_POTENTIALS_MOMENT = 1, /**< N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the denoiser and its JVPs (d_y <= 8) */
+  DS_POTENTIALS_TWISTED = 2, /**< the moment potentials with a proposal moved along their gradient (d_y <= 8) */
   DS_GUIDED_POTENTIALS_MAX_ENUM = 0x7FFFFFFF /**< not a value: keeps the enum 32-bit */
 } ds_guided_potentials;
 

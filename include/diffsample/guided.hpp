@@ -107,9 +107,17 @@ enum class guided_potentials : int {
   /// mutation stays the exact Gaussian one of the linear potentials, and the weights correct for it. Needs
   /// d_y <= 8 and a grid ending at s = 0. About (1 + d_y) denoiser evaluations per particle and step.
   moment = 1,
+  /// The moment potentials g_k above with a twisted proposal (the twisted diffusion sampler of Wu et al. 2023): the
+  /// particles move along the gradient of their potential, x' ~ N(mu(x) + sig^2 grad log g_k(x), sig^2 I) (mu, sig
+  /// the DDPM / DDIM kernel's), grad log g_k(x) = J A^T V^-1 (y - A m(x)), V = sigma_y^2 I + A Cov(x0 | x) A^T (V's
+  /// own dependence on x left out; the same d_y JVPs give V and the gradient), weighted by g_{k+1}(x') p(x' | x) /
+  /// (g_k(x) q(x' | x)); the last point (s = 0) is the likelihood. The same cost and limits as moment (d_y <= 8, a
+  /// grid ending at s = 0); start_correction applies. guided_sample() only (not the ask/tell plan nor the MPI
+  /// shards) (README: "Moment-projected potentials").
+  twisted = 2,
 };
 
-/// "linear" or "moment".
+/// "linear", "moment" or "twisted".
 DIFFSAMPLE_API const char* to_string(guided_potentials s) noexcept;
 /// Parses the names of to_string(guided_potentials); throws invalid_argument otherwise.
 DIFFSAMPLE_API guided_potentials parse_guided_potentials(const std::string& name);
@@ -169,7 +177,8 @@ struct guided_options {
   /// mode proportions (README: "Default sigma_{y,k}"). c = potential_spread when > 0; when 0 (default),
   /// c = default_potential_scale x trace(A A^T) / d_y per problem.
   double potential_spread = 0.0;
-  /// SMC: the intermediate potentials that steer the resampling (the mutation always uses the linear ones).
+  /// SMC: the intermediate potentials that steer the resampling (the mutation uses the linear ones, except with
+  /// twisted potentials, whose proposal follows the moment potentials' gradient).
   guided_potentials potentials = guided_potentials::linear;
   /// SMC resampling: scheme and ESS threshold (resampling.seed and resampling.step are set by the sampler).
   resampling_options resampling = {};
@@ -178,7 +187,8 @@ struct guided_options {
   /// the signal a_0 x_0 still present at t_start: on the 25-mode benchmark at d_x = 100, a_0 |mu_k| reaches 1.1).
   /// The log-ratio is (a_0 / s_0^2) int_0^1 x . m(u x) du, m the prior's denoiser at the first grid point, by
   /// 4-point Gauss-Legendre quadrature (4 denoiser evaluations per particle, once); the log-normaliser stays
-  /// consistent (README: "Start correction"). Linear potentials only; not in the ask/tell plan nor the MPI shards.
+  /// consistent (README: "Start correction"). Linear or twisted potentials; not in the ask/tell plan nor the MPI
+  /// shards.
   bool start_correction = false;
   /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).
   bool final_resample = true;

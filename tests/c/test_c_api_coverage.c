@@ -168,8 +168,12 @@ static void test_guided_svd(ds_mixture* m) {
     ds_guided_problems old;
     CHECK_OK(ds_guided_problems_init(&old, offsetof(ds_guided_problems, svd_count)));
   }
-  /* The SMC potentials: moment potentials run (d_y = 1 <= 8); an out-of-range value is refused by name. */
+  /* The SMC potentials: moment and twisted potentials run (d_y = 1 <= 8); an out-of-range value is refused by name. */
   go.potentials = DS_POTENTIALS_MOMENT;
+  CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL));
+  CHECK(isfinite(z_svd));
+  z_svd = NAN;
+  go.potentials = DS_POTENTIALS_TWISTED;
   CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL));
   CHECK(isfinite(z_svd));
   go.potentials = (ds_guided_potentials)7;
@@ -257,6 +261,9 @@ static void test_names(void) {
   CHECK(strcmp(ds_guided_potentials_name((ds_guided_potentials)9), "unknown") == 0);
   CHECK_OK(ds_parse_guided_potentials("moment", &p));
   CHECK(p == DS_POTENTIALS_MOMENT);
+  CHECK(strcmp(ds_guided_potentials_name(DS_POTENTIALS_TWISTED), "twisted") == 0);
+  CHECK_OK(ds_parse_guided_potentials("twisted", &p));
+  CHECK(p == DS_POTENTIALS_TWISTED);
   EXPECT_INVALID(ds_parse_guided_potentials("quadratic", &p), "quadratic");
   {
     ds_guided_grid g = DS_GUIDED_GRID_SCHEDULE;

@@ -321,6 +321,18 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
 }
 }
 
+// The twisted potentials run in one process only: every rank refuses them, before any exchange.
+TEST_F(Mpi, GuidedSmcRefusesTwistedPotentials) {
+  ds::guided_options o;
+  o.particles = 8;
+  o.steps = 4;
+  o.potentials = ds::guided_potentials::twisted;
+  std::vector<double> logz(2);
+  ds::guided_outputs out;
+  out.log_normaliser = logz.data();
+  EXPECT_THROW(ds::mpi::guided_sample(MPI_COMM_WORLD, prior2(), out, problems2(), o), ds::invalid_argument);
+}
+
 TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
   // N = 2: at P = 3 the last rank holds no particle and still takes part in every exchange.
   const ds::gaussian_mixture prior = prior2();
