@@ -334,7 +334,8 @@ def table(args, prog, tmp, samplers, d_x, d_y):
     idx = range(len(instances)) if args.instance < 0 else [args.instance]
     limit = {k: int(v) for k, v in (e.split("=", 1) for e in args.limit)}
     names = ["exact (floor)"] + samplers
-    rows = {name: {"sw": [], "dw": [], "within": [], "diverged": 0, "runs": 0, "time": 0.0} for name in names}
+    rows = {name: {"sw": [], "dw": [], "within": [], "diverged": 0, "runs": 0, "time": 0.0, "key": []}
+            for name in names}
     worst = {}
     for i in idx:
         inst = instances[i]
@@ -367,6 +368,7 @@ def table(args, prog, tmp, samplers, d_x, d_y):
                 rows[name]["sw"].append(sw)
                 rows[name]["dw"].append(dw)
                 rows[name]["within"].append(within)
+                rows[name]["key"].append((i, s))
                 if args.per_instance or args.seeds > 1:
                     print(f"  d_x {d_x} d_y {d_y} instance {i} seed {seed} {name}: SW {sw:.3f} dw {dw:.4f} "
                           f"within {within:.3f} (sigma_y {inst.sigma_y:.3f}, {time.perf_counter() - t0:.1f} s)",
@@ -395,6 +397,22 @@ def table(args, prog, tmp, samplers, d_x, d_y):
         print("(seed 002 publishes d_y = 1 only: no published rows)")
     print("seconds per run (CPU executor, this machine's load): "
           + ", ".join(f"{k} {r['time'] / r['runs']:.2f}" for k, r in rows.items() if r["runs"] and k != "exact (floor)"))
+    # Paired changes against smc (the same instances and seeds): mean +- se of the differences, and on how many runs
+    # the row is lower.
+    if "smc" in rows and rows["smc"]["sw"]:
+        base = {key: (sw, dw) for key, sw, dw in zip(rows["smc"]["key"], rows["smc"]["sw"], rows["smc"]["dw"])}
+        for name, r in rows.items():
+            if name in ("smc", "exact (floor)") or not r["sw"]:
+                continue
+            pairs = [(sw - base[key][0], dw - base[key][1]) for key, sw, dw in zip(r["key"], r["sw"], r["dw"])
+                     if key in base]
+            if len(pairs) < 2:
+                continue
+            d = np.asarray(pairs)
+            se = d.std(axis=0, ddof=1) / np.sqrt(len(d))
+            print(f"paired {name} - smc over {len(d)} runs: dw {d[:, 1].mean():+.4f} +- {se[1]:.4f} (lower on "
+                  f"{int(np.sum(d[:, 1] < 0))}), SW {d[:, 0].mean():+.3f} +- {se[0]:.3f} (lower on "
+                  f"{int(np.sum(d[:, 0] < 0))})")
     fl = rows["exact (floor)"]
     if "smc" in rows and rows["smc"]["sw"] and fl["sw"]:
         print(f"smc / floor: SW median {np.median(rows['smc']['sw']) / np.median(fl['sw']):.2f}x, "
