@@ -132,6 +132,12 @@ void check_finite(const char* name, double value) {
 
 void check_positive(const char* name, double value) {
   DIFFSAMPLE_EXPECTS(std::isfinite(value) && value > 0, name << ": must be positive and finite, got " << value);
+  check_at_most_max_abs(name, value);
+}
+
+void check_at_most_max_abs(const char* name, double value) {
+  DIFFSAMPLE_EXPECTS(value <= max_abs_value, name << ": " << value << " is above " << max_abs_value
+                                                  << " (the FP32 kernels square it or scale by it)");
 }
 
 void check_channel(const char* name, channel ch, bool require_noise) {

@@ -457,6 +457,7 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   detail::check_range("problems.sigma_y", pr.sigma_y, 0, max_abs_value, "the FP32 samplers square sigma_y");
   DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
+  detail::check_at_most_max_abs("options.potential_spread", o.potential_spread);
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment ||
                          o.potentials == guided_potentials::twisted,
                      "options.potentials: invalid value " << static_cast<int>(o.potentials));
@@ -469,6 +470,7 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
                      "options.eta: must be in [0, 1], got " << o.eta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
                      "options.guidance_scale: must be finite and >= 0, got " << o.guidance_scale);
+  detail::check_at_most_max_abs("options.guidance_scale", o.guidance_scale);
   DIFFSAMPLE_EXPECTS(o.dps_step == dps_step_form::likelihood || o.dps_step == dps_step_form::normalised,
                      "options.dps_step: invalid value " << static_cast<int>(o.dps_step));
   DIFFSAMPLE_EXPECTS(std::isfinite(o.diffpir_zeta) && o.diffpir_zeta >= 0 && o.diffpir_zeta <= 1,
@@ -506,9 +508,11 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   limits::check("options.dcps_langevin_steps", o.dcps_langevin_steps, 0, limits::max_inner_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.dcps_langevin_step) && o.dcps_langevin_step > 0,
                      "options.dcps_langevin_step: must be finite and > 0, got " << o.dcps_langevin_step);
+  detail::check_at_most_max_abs("options.dcps_langevin_step", o.dcps_langevin_step);
   limits::check("options.dcps_gradient_steps", o.dcps_gradient_steps, 0, limits::max_dcps_gradient_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.dcps_learning_rate) && o.dcps_learning_rate >= 0,
                      "options.dcps_learning_rate: must be finite and >= 0, got " << o.dcps_learning_rate);
+  detail::check_at_most_max_abs("options.dcps_learning_rate", o.dcps_learning_rate);
 }
 
 // The host tables, laid out exactly as their device copy.

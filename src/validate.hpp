@@ -38,8 +38,11 @@ void check_buffer(const char* name, const void* ptr, std::int64_t count, std::si
 /// Checks 0 <= n and that n * d elements fit in int64 and in a size_t byte count.
 void check_count(const char* name, std::int64_t n, std::int64_t d = 1);
 
-/// Checks a finite positive value (step sizes, variances).
+/// Checks a finite positive value at most max_abs_value (step sizes, variances).
 void check_positive(const char* name, double value);
+/// Throws invalid_argument naming `name` when value > max_abs_value (1e18): finite as a double but beyond what the
+/// FP32 kernels can square or scale by without overflow.
+void check_at_most_max_abs(const char* name, double value);
 /// Checks a finite value.
 void check_finite(const char* name, double value);
 /// Checks a channel: a > 0 and s >= 0, both finite; s > 0 too when require_noise.

@@ -294,4 +294,26 @@ TEST(Validation, ValuesBeyondFp32) {
   l = {};
   l.step_size = 1e18;
   langevin(mix, x.data(), {}, 2, l, cpu);
+  // Walk-jump's / SMS's noise and step, and the guided samplers' scalar settings: finite doubles beyond max_abs_value
+  // overflow the FP32 arithmetic (before: walk-jump with sigma or gamma = 1e39, DPS with guidance scale 1e19 and DCPS
+  // with learning rate 1e19 gave NaN samples, DCPS with Langevin step 1e19 values near 1e7); potential_spread takes
+  // the same bound, as every scalar setting does.
+  for (const char* field : {"options.sigma", "options.step_size"}) {
+    diffusion_options d;
+    d.sampler = diffusion_sampler::walk_jump;
+    d.steps = 2;
+    (std::string(field) == "options.sigma" ? d.sigma : d.step_size) = 1e39;
+    expect_error([&] { diffusion(mix, x.data(), {}, 2, d, cpu); }, {field, "1e+39", "FP32"});
+    expect_error([&] { diffusion_plan(2, 2, d, model_output::score, cpu); }, {field, "1e+39"});
+  }
+  g.y = {0.5};
+  for (auto set : {+[](guided_options& o) { o.guidance_scale = 1e19; }, +[](guided_options& o) { o.potential_spread = 1e19; },
+                   +[](guided_options& o) { o.dcps_langevin_step = 1e19; },
+                   +[](guided_options& o) { o.dcps_learning_rate = 1e19; }}) {
+    guided_options go = o;
+    go.sampler = guided_sampler::dcps;
+    go.dcps_blocks = 1;
+    set(go);
+    expect_error([&] { guided_sample(mix, outputs, g, go, cpu); }, {"options.", "1e+19", "FP32"});
+  }
 }

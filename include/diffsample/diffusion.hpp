@@ -55,8 +55,8 @@ struct diffusion_options {
   noise_schedule schedule = noise_schedule::vp_linear();  ///< channel and time grid (diffusion samplers)
   std::int64_t steps = 100;   ///< grid steps; Langevin steps (walk_jump) or Langevin steps per measurement (SMS)
   double eta = 0.0;           ///< DDIM stochasticity, in [0, 1]
-  double sigma = 1.0;         ///< walk_jump and SMS: measurement noise sigma > 0
-  double step_size = 0.1;     ///< walk_jump and SMS: Langevin step gamma > 0
+  double sigma = 1.0;         ///< walk_jump and SMS: measurement noise sigma in (0, max_abs_value]
+  double step_size = 0.1;     ///< walk_jump and SMS: Langevin step gamma in (0, max_abs_value]
   std::int64_t measurements = 4;  ///< SMS: number of measurements M >= 1
   /// Diffusion samplers: after the last step, replace x by the denoiser at the last channel (always done by
   /// stochastic_localization, walk_jump and SMS, whose output is that jump).

@@ -175,7 +175,7 @@ struct guided_options {
   /// c = trace(A A^T) / d_y it would be the variance of a_k y - A x_k given x_0 (when A A^T = c I); flatter
   /// potentials, which leave room for the uncertainty of x_0 given x_k, give far smaller errors in the posterior's
   /// mode proportions (README: "Default sigma_{y,k}"). c = potential_spread when > 0; when 0 (default),
-  /// c = default_potential_scale x trace(A A^T) / d_y per problem.
+  /// c = default_potential_scale x trace(A A^T) / d_y per problem. At most max_abs_value.
   double potential_spread = 0.0;
   /// SMC: the intermediate potentials that steer the resampling (the mutation uses the linear ones, except with
   /// twisted potentials, whose proposal follows the moment potentials' gradient).
@@ -193,7 +193,7 @@ struct guided_options {
   /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).
   bool final_resample = true;
   double guidance_scale = 1.0;  ///< dps, pigdm and tmpd: multiplier of the guidance term (zeta of the normalised DPS
-                                ///< step), finite and >= 0
+                                ///< step), in [0, max_abs_value]
   dps_step_form dps_step = dps_step_form::likelihood;  ///< dps: the guidance step's form
   double diffpir_zeta = 0.1;     ///< diffpir: share of fresh noise in the re-noising, in [0, 1]
   double diffpir_lambda = 7.0;   ///< diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2, finite and > 0
@@ -221,14 +221,14 @@ struct guided_options {
   std::int64_t dcps_blocks = 4;
   /// dcps: tamed unadjusted Langevin steps M at the start of each block, 0..limits::max_inner_steps.
   std::int64_t dcps_langevin_steps = 50;
-  /// dcps: Langevin step gamma, finite and > 0 (1e-3, the published default).
+  /// dcps: Langevin step gamma, in (0, max_abs_value] (1e-3, the published default).
   double dcps_langevin_step = 1e-3;
   /// dcps: normalised stochastic gradient steps of each variational fit, 0..limits::max_dcps_gradient_steps (2, the
   /// published default).
   std::int64_t dcps_gradient_steps = 2;
   /// dcps: length of each normalised gradient step as a multiple rho of the kernel's scale: the mean moves by
   /// rho sig sqrt(d), the log standard deviations by rho sqrt(d) (sig the unconditional kernel's standard
-  /// deviation); finite and >= 0.
+  /// deviation); in [0, max_abs_value].
   double dcps_learning_rate = 0.1;
   /// dcps: covariance of the approximate backward functions beta_j(x) = N(a_T y; A mu_j(x), C_j). false (default):
   /// C_j = sigma_y^2 I, the likelihood g_T at the bridge mean, as the published code evaluates it (its Langevin
