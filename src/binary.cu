@@ -209,6 +209,7 @@ executor bernoulli_mixture::sample(float* out, std::int64_t n, double alpha, std
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
   DIFFSAMPLE_EXPECTS(alpha > 0 && !std::isnan(alpha), "alpha: must be positive (or +infinity), got " << alpha);
+  limits::check("first_index", first_index, 0, limits::max_first_chain);
   const executor where = detail::resolve_executor(exec.kind, out);
   detail::check_buffer("out", out, n * d, sizeof(float), where);
   if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);

@@ -286,6 +286,7 @@ executor gaussian_mixture::sample(float* out, std::int64_t n, channel ch, std::u
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
   detail::check_channel("ch", ch);
+  limits::check("first_index", first_index, 0, limits::max_first_chain);
   const executor where = detail::resolve_executor(exec.kind, out);
   detail::check_buffer("out", out, n * d, sizeof(float), where);
   if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);

@@ -170,6 +170,15 @@ TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
   lo.first_chain = (std::uint64_t(1) << 62) + 1;
   expect_error([&] { langevin(mix, x.data(), {}, 4, lo, cpu); },
                {"options.first_chain = 4611686018427387905, the limit is 4611686018427387904 (2^62)"});
+  // Exact samples key their Philox streams by first_index + i as the chains do: the same limit (before, any 64-bit
+  // first_index passed, and first_index + i could wrap onto the streams of index 0).
+  std::vector<float> drawn(2 * 4);
+  expect_error([&] { mix.sample(drawn.data(), 4, {1.0, 0.5}, 1, nullptr, (std::uint64_t(1) << 62) + 1, cpu); },
+               {"first_index = 4611686018427387905, the limit is 4611686018427387904 (2^62)"});
+  const bernoulli_mixture bits(2, {1.0}, {0.25, 0.75});
+  expect_error([&] { bits.sample(drawn.data(), 4, 1.0, 1, nullptr, ~std::uint64_t(0), cpu); },
+               {"first_index = 18446744073709551615, the limit is 4611686018427387904 (2^62)"});
+  mix.sample(drawn.data(), 4, {1.0, 0.5}, 1, nullptr, std::uint64_t(1) << 62, cpu);  // the limit itself passes
   diffusion_options dop;
   dop.steps = (std::int64_t(1) << 24) + 1;
   expect_error([&] { diffusion(mix, x.data(), {}, 4, dop, cpu); },

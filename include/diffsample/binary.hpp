@@ -76,6 +76,7 @@ class DIFFSAMPLE_API bernoulli_mixture {
   /// the Philox stream (seed, first_index + i, 0). @p alpha > 0, or +infinity for samples of the prior itself.
   /// @param out     n x d floats
   /// @param labels  optional n int32 component indices (nullptr to skip)
+  /// @param first_index 0..limits::max_first_chain
   /// @return the executor that ran. Asynchronous on the CUDA executor.
   executor sample(float* out, std::int64_t n, double alpha, std::uint64_t seed, std::int32_t* labels = nullptr,
                   std::uint64_t first_index = 0, execution exec = {}) const;

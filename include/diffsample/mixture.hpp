@@ -240,6 +240,7 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// so samples do not depend on batch split or executor (up to the last bits of the normals).
   /// @param out         n x d floats
   /// @param labels      optional n int32 component indices (nullptr to skip)
+  /// @param first_index 0..limits::max_first_chain
   /// @return the executor that ran. Asynchronous on the CUDA executor.
   executor sample(float* out, std::int64_t n, channel ch, std::uint64_t seed, std::int32_t* labels = nullptr,
                   std::uint64_t first_index = 0, execution exec = {}) const;
