@@ -970,14 +970,18 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
     ++report.launches;
   }
 
-  // Resampling at column c of the ESS trace, then every buffer in `carry` follows its ancestors.
-  auto resample_step = [&](std::int64_t column, float*& carried, float*& spare) {
+  // The resampling decision and ancestors at column c of the ESS trace, and its bookkeeping (ESS, log Z, counts).
+  auto resample_and_record = [&](std::int64_t column) {
     ro.step = static_cast<std::uint64_t>(column);
     detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
     kernels::for_each_index(where, B,
                             kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                 K + 1, column, log_n},
                             stream);
+  };
+  // Resampling at column c of the ESS trace, then every buffer in `carry` follows its ancestors.
+  auto resample_step = [&](std::int64_t column, float*& carried, float*& spare) {
+    resample_and_record(column);
     kernels::for_each_index(where, BN, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
     if (p.coordinate_stride != 0)
       kernels::for_each_index(where, BN * d, kernels::guided_gather_functor{carried, ancestors, spare, N, BN}, stream);
@@ -1006,12 +1010,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
         kernels::for_each_index_scratch<128>(
             where, BN, kernels::guided_twisted_functor{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
       }
-      ro.step = static_cast<std::uint64_t>(k);
-      detail::resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws);
-      kernels::for_each_index(where, B,
-                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
-                                                                  K + 1, k, log_n},
-                              stream);
+      resample_and_record(k);
       kernels::for_each_index<128>(
           where, BN, kernels::twisted_mutate_functor{p, k, mu, shift, lz, ancestors, reports, lw, x}, stream);
       report.launches += 4;
