@@ -54,7 +54,9 @@ DIFFSAMPLE_API void agree(MPI_Comm comm, std::exception_ptr error);
 
 /// The execution of this rank for @p kind: on the CUDA executor (or automatic with a GPU present) it selects the
 /// device (local rank on the node) mod (devices on the node) with cudaSetDevice, so that the ranks of one node
-/// share its GPUs round-robin; the CPU executor is returned as is.
+/// share its GPUs round-robin; the CPU executor is returned as is. Collective (one node split and one agreement on
+/// every rank, whatever each rank's @p kind resolves to): a rank whose device cannot be selected makes every rank
+/// throw the same cuda_error ("rank r of P: rank_execution: cudaSetDevice(...) failed: ...").
 DIFFSAMPLE_API execution rank_execution(MPI_Comm comm, executor kind = executor::automatic);
 
 /// What a sharded chain run did.

@@ -101,17 +101,27 @@ void agree(MPI_Comm comm, std::exception_ptr error) {
 execution rank_execution(MPI_Comm comm, executor kind) {
   execution exec;
   exec.kind = kind;
-  if (kind == executor::cpu || (kind == executor::automatic && !cuda_available())) return exec;
+  // The node split and the agreement run on every rank whatever it resolves to: automatic resolves per rank (the
+  // CPU on a rank that sees no device), so a rank leaving before them would leave the others in a collective.
   MPI_Comm node;
   MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
   const int local = rank_of(node);
   MPI_Comm_free(&node);
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
-    const cudaError_t status = cudaSetDevice(local % devices);
-    DIFFSAMPLE_EXPECTS(status == cudaSuccess, "rank_execution: cudaSetDevice(" << local % devices << ") failed: "
-                                                                                << cudaGetErrorString(status));
+  std::exception_ptr failure;
+  try {
+    int devices = 0;
+    if (!(kind == executor::cpu || (kind == executor::automatic && !cuda_available())) &&
+        cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
+      const cudaError_t status = cudaSetDevice(local % devices);
+      if (status != cudaSuccess)
+        throw cuda_error("rank_execution: cudaSetDevice(" + std::to_string(local % devices) +
+                             ") failed: " + cudaGetErrorString(status),
+                         int(status));
+    }
+  } catch (...) {
+    failure = std::current_exception();
   }
+  agree(comm, failure);
   return exec;
 }
 

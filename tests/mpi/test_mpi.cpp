@@ -76,34 +76,40 @@ TEST_F(Mpi, LangevinShardsEqualOneProcessBitForBit) {
   std::normal_distribution<float> normal;
   std::vector<float> start(n * d);
   for (float& v : start) v = normal(gen);
-  ds::langevin_options o;
-  o.method = ds::langevin_method::mala;
-  o.step_size = 0.05;
-  o.steps = 40;
-  o.seed = 3;
-  o.first_chain = 5;
-  std::vector<float> whole = start;
-  std::vector<std::int64_t> accepted(n);
-  ds::langevin_outputs wo;
-  wo.accepted = accepted.data();
-  ds::langevin(mix, whole.data(), wo, n, o, cpu());
+  for (ds::langevin_method method :
+       {ds::langevin_method::mala, ds::langevin_method::ula, ds::langevin_method::tamed_ula}) {
+    ds::langevin_options o;
+    o.method = method;
+    o.step_size = 0.05;
+    o.steps = 40;
+    o.seed = 3;
+    o.first_chain = 5;
+    std::vector<float> whole = start;
+    std::vector<std::int64_t> accepted(n);
+    ds::langevin_outputs wo;
+    if (method == ds::langevin_method::mala) wo.accepted = accepted.data();
+    ds::langevin(mix, whole.data(), wo, n, o, cpu());
 
-  const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
-  std::vector<float> mine(start.begin() + s.first * d, start.begin() + (s.first + s.count) * d);
-  const ds::mpi::chain_report rep = ds::mpi::langevin(MPI_COMM_WORLD, mix, mine.data(), {}, n, o, cpu());
-  EXPECT_EQ(rep.rows.first, s.first);
-  EXPECT_EQ(rep.rows.count, s.count);
-  EXPECT_TRUE(same_bits(mine.data(), whole.data() + s.first * d, s.count * d)) << "rank " << rank();
-  std::int64_t total = 0;
-  for (std::int64_t a : accepted) total += a;
-  EXPECT_EQ(rep.accepted, total);
-  EXPECT_DOUBLE_EQ(rep.acceptance_rate, double(total) / double(n * o.steps));
-  const std::vector<float> gathered = ds::mpi::gather_rows(MPI_COMM_WORLD, s.count, d, mine.data());
-  if (rank() == 0) {
-    ASSERT_EQ(gathered.size(), whole.size());
-    EXPECT_TRUE(same_bits(gathered.data(), whole.data(), n * d));
-  } else {
-    EXPECT_TRUE(gathered.empty());
+    const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
+    std::vector<float> mine(start.begin() + s.first * d, start.begin() + (s.first + s.count) * d);
+    const ds::mpi::chain_report rep = ds::mpi::langevin(MPI_COMM_WORLD, mix, mine.data(), {}, n, o, cpu());
+    const std::string name = ds::to_string(method);
+    EXPECT_EQ(rep.rows.first, s.first);
+    EXPECT_EQ(rep.rows.count, s.count);
+    EXPECT_TRUE(same_bits(mine.data(), whole.data() + s.first * d, s.count * d)) << name << " rank " << rank();
+    if (method == ds::langevin_method::mala) {
+      std::int64_t total = 0;
+      for (std::int64_t a : accepted) total += a;
+      EXPECT_EQ(rep.accepted, total);
+      EXPECT_DOUBLE_EQ(rep.acceptance_rate, double(total) / double(n * o.steps));
+    }
+    const std::vector<float> gathered = ds::mpi::gather_rows(MPI_COMM_WORLD, s.count, d, mine.data());
+    if (rank() == 0) {
+      EXPECT_EQ(gathered.size(), whole.size());  // not ASSERT: rank 0 must stay for the next method's collectives
+      EXPECT_TRUE(gathered.size() == whole.size() && same_bits(gathered.data(), whole.data(), n * d)) << name;
+    } else {
+      EXPECT_TRUE(gathered.empty());
+    }
   }
 }
 
@@ -418,6 +424,27 @@ TEST_F(Mpi, GuidedSmcOnCudaRanksEqualsOneDevice) {
       EXPECT_GT(c[b], 0) << name << ": the test must resample";
       EXPECT_NEAR(mz[b], z[b], 1e-9 * (1 + std::abs(z[b]))) << name;
     }
+  }
+}
+
+// rank_execution on ranks that resolve differently: executor::automatic resolves to the CPU on a rank without a
+// device and to CUDA on a rank with one (one node with a GPU hidden from some ranks, a failed device). Here the last
+// rank passes the CPU and the others CUDA, the same paths. Every rank must leave the call (no rank left in a
+// collective the others skipped); a rank asking for CUDA with no device gets an execution its samplers refuse.
+// Seen failing (hang, killed at the test's timeout, P >= 2) with the CPU rank returning before the node split.
+TEST_F(Mpi, RankExecutionReturnsOnEveryRankWhateverEachRankResolves) {
+  const bool last = rank() == ranks() - 1;
+  const ds::executor asked = last ? ds::executor::cpu : ds::executor::cuda;
+  const ds::execution e = ds::mpi::rank_execution(MPI_COMM_WORLD, asked);
+  EXPECT_EQ(e.kind, asked) << "rank " << rank();
+  // Every rank reaches this collective (a rank still inside rank_execution would hang it).
+  int here = 1, everywhere = 0;
+  MPI_Allreduce(&here, &everywhere, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  EXPECT_EQ(everywhere, ranks());
+  // Automatic on every rank: returned as asked (the samplers resolve it), no device selected where none is visible.
+  const ds::execution a = ds::mpi::rank_execution(MPI_COMM_WORLD);
+  if (!ds::cuda_available()) {
+    EXPECT_EQ(a.kind, ds::executor::automatic);
   }
 }
 
