@@ -47,8 +47,8 @@ struct comm_stats {
 };
 
 /// Collective error agreement: each rank passes the exception its own checks threw (nullptr when they passed).
-/// When any rank failed, every rank throws the same exception: the class (invalid_argument, out_of_memory,
-/// cuda_error, or error) and message of the lowest-numbered failing rank, prefixed by "rank r of P: ". Otherwise
+/// When any rank failed, every rank throws the same exception: the class (invalid_argument, out_of_memory (also for
+/// std::bad_alloc), cuda_error, or error) and message of the lowest-numbered failing rank, prefixed by "rank r of P: ". Otherwise
 /// returns on every rank. One MPI_Allreduce, plus two broadcasts on failure.
 DIFFSAMPLE_API void agree(MPI_Comm comm, std::exception_ptr error);
 

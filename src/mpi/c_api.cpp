@@ -1,7 +1,9 @@
 // C ABI of libdiffsample_mpi (include/diffsample/diffsample_mpi.h): each call runs the core C ABI (or the C++ API)
 // on this rank's share, then agrees on the status over the communicator, so that every rank returns the status and
 // message of the lowest failing rank.
+#include <cstddef>
 #include <cstring>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,9 @@ ds_status status_of(std::exception_ptr e, std::string& message) {
   } catch (const diffsample::cuda_error& x) {
     message = x.what();
     return DS_CUDA_ERROR;
+  } catch (const std::bad_alloc&) {
+    message = "host allocation failed (std::bad_alloc)";
+    return DS_OUT_OF_MEMORY;
   } catch (const std::exception& x) {
     message = x.what();
   } catch (...) {
@@ -167,23 +172,23 @@ ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t probl
   diffsample::particle_outputs out;
   out.ancestors64 = ancestors;
   out.normalised_weights = normalised_weights;
-  static_assert(sizeof(ds_particle_report) == sizeof(diffsample::particle_report), "report layouts differ");
-  std::vector<diffsample::particle_report> reps(problems > 0 ? static_cast<std::size_t>(problems) : 0);
-  out.reports = reps.data();
+  // The caller's reports directly (the layouts are the same, as ds_resample() assumes): no scratch sized by
+  // `problems` before mpi::resample has checked it.
+  static_assert(sizeof(ds_particle_report) == sizeof(diffsample::particle_report) &&
+                    offsetof(ds_particle_report, ess) == offsetof(diffsample::particle_report, ess) &&
+                    offsetof(ds_particle_report, log_normaliser_increment) ==
+                        offsetof(diffsample::particle_report, log_normaliser_increment) &&
+                    offsetof(ds_particle_report, log_sum_exp) == offsetof(diffsample::particle_report, log_sum_exp) &&
+                    offsetof(ds_particle_report, nan_count) == offsetof(diffsample::particle_report, nan_count) &&
+                    offsetof(ds_particle_report, failed) == offsetof(diffsample::particle_report, failed) &&
+                    offsetof(ds_particle_report, resampled) == offsetof(diffsample::particle_report, resampled),
+                "report layouts differ");
+  out.reports = reinterpret_cast<diffsample::particle_report*>(reports);
   try {
     diffsample::mpi::resample(comm, out, problems, particles, log_weights, o);  // collective validation inside
   } catch (...) {
     return status_of(std::current_exception(), last_error);  // the same class and message on every rank
   }
-  if (reports != nullptr)
-    for (std::size_t b = 0; b < reps.size(); ++b) {
-      reports[b].ess = reps[b].ess;
-      reports[b].log_normaliser_increment = reps[b].log_normaliser_increment;
-      reports[b].log_sum_exp = reps[b].log_sum_exp;
-      reports[b].nan_count = reps[b].nan_count;
-      reports[b].failed = reps[b].failed;
-      reports[b].resampled = reps[b].resampled;
-    }
   last_error.clear();
   return DS_SUCCESS;
 }

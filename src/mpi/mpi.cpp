@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -78,6 +79,9 @@ void agree(MPI_Comm comm, std::exception_ptr error) {
       header[0] = 2;
       header[1] = e.code();
       message = e.what();
+    } catch (const std::bad_alloc&) {
+      header[0] = 1;
+      message = "host allocation failed (std::bad_alloc)";
     } catch (const std::exception& e) {
       message = e.what();
     } catch (...) {
@@ -269,6 +273,7 @@ comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t proble
                     const float* log_weights, const resampling_options& options) {
   comm_stats stats;
   std::unique_ptr<detail::resampler> rs;
+  std::vector<std::int64_t> own, picked;
   collectively(comm, stats, [&] {
     DIFFSAMPLE_EXPECTS(particles >= 1, "particles: must be >= 1, got " << particles);
     rs = std::make_unique<detail::resampler>(comm, particles, stats);
@@ -277,11 +282,12 @@ comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t proble
                        "outputs: give ancestors or ancestors64, not both");
     const std::int64_t count = problems * rs->local();
     DIFFSAMPLE_EXPECTS(count == 0 || log_weights != nullptr, "log_weights: null pointer for " << count << " values");
+    // Every rank exchanges the rows' global indices (whether or not it asked for ancestors), so that the collectives
+    // match whatever each rank passed; allocated before the agreement, so that a failed allocation fails every rank.
+    own.resize(static_cast<std::size_t>(count));
+    picked.resize(static_cast<std::size_t>(count));
   });
   const std::int64_t B = problems, L = rs->local(), count = B * L;
-  // Every rank exchanges the rows' global indices (whether or not it asked for ancestors), so that the collectives
-  // match whatever each rank passed.
-  std::vector<std::int64_t> own(static_cast<std::size_t>(count)), picked(static_cast<std::size_t>(count));
   for (std::int64_t s = 0; s < count; ++s) own[s] = rs->first() + s % L;
   rs->run(log_weights, B, options, outputs.reports, own.data(), sizeof(std::int64_t), picked.data(),
           outputs.normalised_weights);

@@ -97,6 +97,15 @@ int main(int argc, char** argv) {
           "the field named in the message");
   }
 
+  /* A problem count beyond the limits (2^40, every rank), with a reports buffer: DS_INVALID_ARGUMENT naming it on every
+   * rank, and the process goes on. Seen failing: std::bad_alloc from a B-report scratch allocated before the checks
+   * escaped the C call and aborted every rank. */
+  {
+    const ds_status rs = ds_mpi_resample(MPI_COMM_WORLD, lw + pf, (int64_t)1 << 40, N, &ro, ancestors, NULL, &report);
+    CHECK(rs == DS_INVALID_ARGUMENT, "2^40 problems refused");
+    CHECK(strstr(ds_mpi_last_error(), "problems") != NULL, "the argument named in the message");
+  }
+
   /* Guided SMC (one global filter) and DPS (independent particles) against one process's ds_guided_sample(). */
   const double A[2] = {1.0, 0.5}, y[2] = {0.7, -1.5}, sigma_y = 0.3;
   ds_guided_problems gp;
