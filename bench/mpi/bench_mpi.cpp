@@ -1,9 +1,10 @@
 // Scaling of distributed guided SMC (libdiffsample_mpi, global resampling) on the CPU executor:
-//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats] [sigma_y] [seeds] [cpu|cuda]
+//   mpirun -np P build/bench/bench_mpi [particles] [d] [steps] [repeats] [sigma_y] [seeds] [cpu|cuda] [scheme]
 // (cuda: each rank on its GPU by local rank, mpi::rank_execution, so P ranks on a machine of one GPU share it; every
 // resampling staged through the host.)
 // Prints, per run, particle-steps per second (B N K over the slowest rank's wall time), each rank's share of time
-// inside MPI, the bytes each rank sent per resampling, and the communication-volume model beside them:
+// inside MPI, the bytes each rank sent per resampling (as comm_stats reports them, and counted at the MPI calls by
+// bench/mpi/mpi_counts.cpp), and the communication-volume model beside them. Systematic (the default) and stratified:
 //
 //   rows that cross the boundary between ranks k-1 and k at one resampling, for exchangeable particles:
 //     E|D_k| = sqrt(2 / pi) sqrt(N (s - 1) f (1 - f)),  f = k / P,  s = N / ESS (the weight skew),
@@ -13,6 +14,11 @@
 //     (4 d / P) sum_k E|D_k|  +  (P - 1) B 52  (the maximum and invalid count, 12 bytes, and the ranks' integer and
 //                                               FP64 sums, 40 bytes, per problem)
 //   and at most 4 d N (P - 1) / P from one rank when all the weight sits on one rank's particles (the worst skew).
+// Multinomial: the slots' keys are independent, so a slot's ancestor is on another rank with probability about
+// (P - 1) / P whatever the skew: 4 d N (P - 1) / P^2 + 52 (P - 1) bytes per rank. Residual, Metropolis, rejection:
+// each rank sends its 4 N / P log-weights to P - 1 ranks, then per slot whose ancestor is elsewhere an 8-byte request
+// and a 4 d-byte row, plus 4 (P - 1) bytes of counts; with ancestors in random slots (Metropolis, rejection; residual
+// keeps its floor(N w_i) copies in order and moves fewer) 4 N (P - 1) / P + (8 + 4 d) N (P - 1) / P^2 + 4 (P - 1).
 // The model is evaluated with the ESS the run recorded before each resampling, and printed beside the measured bytes.
 // The filter's particles are not exchangeable in slot order: systematic resampling puts an ancestor's offspring in
 // adjacent slots, and their weights at the next resampling are correlated, so Var(C - f) is R times the exchangeable
@@ -37,6 +43,7 @@
 #include <diffsample/diffsample.hpp>
 #include <diffsample/mpi.hpp>
 
+#include "bench/mpi/mpi_counts.hpp"
 #include "src/guided_shard.hpp"
 
 namespace ds = diffsample;
@@ -175,6 +182,8 @@ int main(int argc, char** argv) {
   const double sigma_y = argc > 5 ? std::atof(argv[5]) : 0.5;  // smaller: sharper likelihood, larger skew s
   const int seeds = argc > 6 ? std::atoi(argv[6]) : 0;          // the model's check over seeds (rank 0)
   const bool on_cuda = argc > 7 && std::string(argv[7]) == "cuda";
+  const ds::resampling_scheme scheme =
+      argc > 8 ? ds::parse_resampling_scheme(argv[8]) : ds::resampling_scheme::systematic;
   if (on_cuda && !ds::cuda_available()) {
     if (rank == 0) std::printf("bench_mpi: no CUDA device (%s)\n", ds::cuda_unavailable_reason().c_str());
     MPI_Finalize();
@@ -197,6 +206,7 @@ int main(int argc, char** argv) {
   o.steps = K;
   o.seed = 1;
   o.resampling.ess_threshold = 2.0;  // every transition resamples: one exchange per transition
+  o.resampling.scheme = scheme;
   const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
   std::vector<float> particles(static_cast<std::size_t>(s.count * d) + 1);
   std::vector<float> ess(static_cast<std::size_t>(K + 1));
@@ -232,23 +242,27 @@ int main(int argc, char** argv) {
   }
   if (rank == 0)
     std::printf("bench_mpi: P = %d, N = %lld, d = %lld, K = %lld, B = 1, %s executor, %d CPU threads per rank; "
-                "MPI_Allreduce latency %.2f us\n",
+                "MPI_Allreduce latency %.2f us; %s resampling\n",
                 ranks, static_cast<long long>(N), static_cast<long long>(d), static_cast<long long>(K),
-                ds::to_string(exec.kind), ds::cpu_threads(), latency * 1e6);
+                ds::to_string(exec.kind), ds::cpu_threads(), latency * 1e6, ds::to_string(scheme));
   for (int rep = 0; rep < repeats + 1; ++rep) {  // the first run warms up
     MPI_Barrier(MPI_COMM_WORLD);
+    const std::int64_t counted_before = mpi_counts::sent();
     const ds::mpi::guided_result res =
         ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, exec);
+    const double counted_mine = double(mpi_counts::sent() - counted_before);
     read_back();
-    double mine[4] = {res.seconds, res.comm.seconds, double(res.comm.bytes_sent), double(res.comm.exchanges)};
-    std::vector<double> all(4 * static_cast<std::size_t>(ranks));
-    MPI_Gather(mine, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    double mine[5] = {res.seconds, res.comm.seconds, double(res.comm.bytes_sent), double(res.comm.exchanges),
+                      counted_mine};
+    std::vector<double> all(5 * static_cast<std::size_t>(ranks));
+    MPI_Gather(mine, 5, MPI_DOUBLE, all.data(), 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (rank != 0 || rep == 0) continue;
-    double slowest = 0, share_max = 0, bytes = 0;
+    double slowest = 0, share_max = 0, bytes = 0, counted = 0;
     for (int r = 0; r < ranks; ++r) {
-      slowest = std::max(slowest, all[4 * r]);
-      share_max = std::max(share_max, all[4 * r + 1] / all[4 * r]);
-      bytes += all[4 * r + 2];
+      slowest = std::max(slowest, all[5 * r]);
+      share_max = std::max(share_max, all[5 * r + 1] / all[5 * r]);
+      bytes += all[5 * r + 2];
+      counted += all[5 * r + 4];
     }
     // Resamplings: the initial one (the weights g_0 of the prior's draws) and one per transition.
     const int resamplings = count[0];
@@ -266,16 +280,22 @@ int main(int argc, char** argv) {
     const double per = std::max(1, resamplings);
     // Every transition (and the initial resampling) runs the two statistics collectives whether or not it resamples.
     const double collective_bytes = double(ranks - 1) * 52.0 * double(K + 1) / per;
-    const double model = 4.0 * d * model_rows / ranks / std::max(1, seen) + collective_bytes;
+    double model = 4.0 * d * model_rows / ranks / std::max(1, seen) + collective_bytes;
+    const double nn = double(N), pp = double(ranks), moved = nn * (pp - 1) / (pp * pp);  // random ancestors
+    if (scheme == ds::resampling_scheme::multinomial) model = 4.0 * d * moved + collective_bytes;
+    if (scheme == ds::resampling_scheme::residual || scheme == ds::resampling_scheme::metropolis ||
+        scheme == ds::resampling_scheme::rejection)
+      model = 4.0 * nn * (pp - 1) / pp + (8.0 + 4.0 * d) * moved + 4.0 * (pp - 1);
     double mean_skew = 0, top_skew = 0;
     for (std::int64_t c = 0; c <= K; ++c) {
       mean_skew += double(N) / ess[c] / double(K + 1);
       top_skew = std::max(top_skew, double(N) / ess[c]);
     }
     std::printf("  %.3f s, %.3g particle-steps/s, MPI share (slowest rank) %.1f%%, %d resamplings, s = N/ESS mean "
-                "%.2f, largest %.1f; bytes per rank per resampling: measured %.0f, model %.0f (worst skew %.0f)\n",
+                "%.2f, largest %.1f; bytes per rank per resampling: measured %.0f (counted at the MPI calls %.0f), "
+                "model %.0f (worst skew %.0f)\n",
                 slowest, double(N) * double(K) / slowest, 100 * share_max, resamplings, mean_skew, top_skew,
-                bytes / ranks / per, model, 4.0 * d * double(N) * (ranks - 1) / ranks);
+                bytes / ranks / per, counted / ranks / per, model, 4.0 * d * double(N) * (ranks - 1) / ranks);
     if (ranks == 1) {
       // The same filter through the single-process entry point (its fused CPU loop, or its CUDA run), right after.
       const double t0 = MPI_Wtime();
