@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "src/cli/output.hpp"
 #include "src/cli/problem.hpp"
 
 namespace {
@@ -833,6 +834,40 @@ TEST_F(Cli, AFailedOutputLeavesEveryOutputUntouched) {
   EXPECT_EQ(slurp(path("r.json")), "old report");
   EXPECT_FALSE(exists(path("p.svg")));
   for (const auto& f : files()) EXPECT_EQ(f.find(".tmp."), std::string::npos) << "temporary file left: " << f;
+}
+
+// output_set::commit renames the staged outputs over their targets one at a time. A rename that fails after others
+// succeeded (here the third target became a non-empty folder after the checks) puts every renamed target back as it
+// was: the first output's previous contents, the second output absent as before; the folder is untouched, and no
+// temporary or backup is left once the set is gone.
+TEST_F(Cli, ACommitThatFailsMidwayPutsBackEveryTarget) {
+  write("a.npy", "old a");
+  write("b.json", "old b");
+  {
+    ds::cli::output_set out;
+    out.add_output("--out", path("a.npy"));
+    out.add_output("--plot", path("c.svg"));
+    out.add_output("--report", path("b.json"));
+    const std::string a = "new a", b = "new b", c = "new c";
+    out.stage("--out", {{a.data(), a.size()}});
+    out.stage("--plot", {{c.data(), c.size()}});
+    out.stage("--report", {{b.data(), b.size()}});
+    ASSERT_EQ(std::remove(path("b.json").c_str()), 0);
+    ASSERT_EQ(mkdir(path("b.json").c_str(), 0755), 0);
+    write("b.json/kept", "kept");
+    try {
+      out.commit();
+      ADD_FAILURE() << "commit succeeded over a folder";
+    } catch (const ds::error& e) {
+      EXPECT_NE(std::string(e.what()).find("b.json"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(slurp(path("a.npy")), "old a");
+    EXPECT_FALSE(exists(path("c.svg")));
+    EXPECT_EQ(slurp(path("b.json/kept")), "kept");
+  }
+  std::vector<std::string> left = files();
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"a.npy", "b.json"}));
 }
 
 // SIGTERM and SIGINT while the outputs are written remove the temporaries: the test watches the folder with

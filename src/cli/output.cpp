@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string>
+#include <vector>
 #include <diffsample/error.hpp>
 
 #include "cli/problem.hpp"
@@ -196,15 +198,94 @@ void output_set::stage(const std::string& flag, const std::vector<std::pair<cons
   }
 }
 
-void output_set::commit() {
-  for (auto& e : outputs_) {
-    if (e.slot < 0) continue;
-    if (::rename(e.temporary.c_str(), e.path.c_str()) != 0)
-      throw diffsample::error(e.path + ": cannot rename the temporary file over it: " + std::strerror(errno));
-    signals_blocked guard;
-    temporary_used[e.slot] = 0;
-    e.slot = -1;
+namespace {
+
+// A second name for an existing target, made in its folder before the renames (a hard link, so that the target
+// itself is never missing; where the file system has no hard links, the target is moved to it instead and put back
+// by the rename that follows, or by the rollback). Empty when the target does not exist.
+struct backup {
+  std::string name;
+  bool moved = false;  // the target was renamed to `name` (no hard link), not linked
+};
+
+backup make_backup(const std::string& path) {
+  backup b;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return b;
+    throw diffsample::error(path + ": cannot keep the previous file: " + std::strerror(errno));
   }
+  if (S_ISDIR(st.st_mode)) return b;  // a folder that appeared since the checks: the rename over it fails
+  for (int attempt = 0;; ++attempt) {
+    std::string name = path + ".old.XXXXXX";
+    if (name.size() >= PATH_MAX) throw diffsample::error(path + ": cannot keep the previous file: file name too long");
+    const int fd = ::mkstemp(name.data());  // a unique name, then the link takes its place
+    if (fd < 0) throw diffsample::error(path + ": cannot keep the previous file: " + std::strerror(errno));
+    ::close(fd);
+    ::unlink(name.c_str());
+    if (::link(path.c_str(), name.c_str()) == 0) {
+      b.name = name;
+      return b;
+    }
+    if (errno == EEXIST && attempt < 16) continue;
+    if (errno == EPERM || errno == EOPNOTSUPP || errno == EMLINK || errno == EXDEV) {
+      if (::rename(path.c_str(), name.c_str()) == 0) {
+        b.name = name;
+        b.moved = true;
+        return b;
+      }
+    }
+    throw diffsample::error(path + ": cannot keep the previous file: " + std::strerror(errno));
+  }
+}
+
+}  // namespace
+
+void output_set::commit() {
+  // Signals wait until every output is renamed or every target is back as it was.
+  signals_blocked guard;
+  std::vector<entry*> staged;
+  for (auto& e : outputs_)
+    if (e.slot >= 0) staged.push_back(&e);
+  std::vector<backup> backups(staged.size());
+  std::size_t renamed = 0;
+  std::string failure;
+  try {
+    for (std::size_t i = 0; i < staged.size(); ++i) backups[i] = make_backup(staged[i]->path);
+    for (; renamed < staged.size(); ++renamed) {
+      entry& e = *staged[renamed];
+      if (::rename(e.temporary.c_str(), e.path.c_str()) != 0)
+        throw diffsample::error(e.path + ": cannot rename the temporary file over it: " + std::strerror(errno));
+    }
+  } catch (const diffsample::error& x) {
+    failure = x.what();
+  }
+  if (failure.empty()) {
+    for (std::size_t i = 0; i < staged.size(); ++i) {
+      if (!backups[i].name.empty()) ::unlink(backups[i].name.c_str());
+      temporary_used[staged[i]->slot] = 0;
+      staged[i]->slot = -1;
+    }
+    return;
+  }
+  // Put back every target renamed over (its previous file, or none), then drop the backups of the others; the
+  // temporaries not renamed stay registered, and the destructor removes them.
+  std::string kept;
+  for (std::size_t i = 0; i < staged.size(); ++i) {
+    const backup& b = backups[i];
+    const std::string& path = staged[i]->path;
+    if (i < renamed) {
+      temporary_used[staged[i]->slot] = 0;
+      staged[i]->slot = -1;
+      const bool back = b.name.empty() ? ::unlink(path.c_str()) == 0 : ::rename(b.name.c_str(), path.c_str()) == 0;
+      if (!back) kept += b.name.empty() ? "; " + path + " is new and could not be removed"
+                                        : "; the previous " + path + " is kept as " + b.name;
+    } else if (!b.name.empty()) {
+      const bool back = b.moved ? ::rename(b.name.c_str(), path.c_str()) == 0 : ::unlink(b.name.c_str()) == 0;
+      if (!back && b.moved) kept += "; the previous " + path + " is kept as " + b.name;
+    }
+  }
+  throw diffsample::error(failure + (kept.empty() ? "; every output is left as it was" : kept));
 }
 
 void check_stdout() {

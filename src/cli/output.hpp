@@ -4,7 +4,9 @@
 // no output names an input file or another output: compared by file identity, not by spelling) and written after
 // it succeeded as one transaction: every output goes to a temporary file in its target's folder first, and only
 // when all of them are written and synced are they renamed over their targets. A failure before the renames removes
-// every temporary and leaves every target untouched; SIGINT, SIGTERM, SIGHUP and SIGQUIT during the writes remove
+// every temporary and leaves every target untouched; so does a rename that fails after others succeeded (each target
+// renamed over is put back from a hard link to its previous file made before the first rename, or removed if it did
+// not exist); SIGINT, SIGTERM, SIGHUP and SIGQUIT during the writes remove
 // the temporaries too (the handler unlinks the registered names, then the signal takes its default action).
 #pragma once
 
@@ -45,7 +47,9 @@ class output_set {
   /// removal on a signal), synced and mode 0644. Throws diffsample::error on failure (the destructor then removes
   /// every temporary).
   void stage(const std::string& flag, const std::vector<std::pair<const void*, std::size_t>>& parts);
-  /// Renames every staged temporary over its target, in the order staged.
+  /// Renames every staged temporary over its target, all or none: an existing target is first linked to a backup
+  /// name beside it (NAME.old.XXXXXX, removed after), and a rename that fails puts back every target renamed before
+  /// it, then throws diffsample::error. The cleanup signals wait until it returns.
   void commit();
 
  private:
