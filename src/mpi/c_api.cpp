@@ -64,11 +64,15 @@ ds_status status_of(std::exception_ptr e, std::string& message) {
 }
 
 // A sharded chain run: the checks of options and n, then run(o) on this rank's `count` rows with its options (its
-// first chain offset by the rows before it); every rank returns the status of the lowest failing rank.
+// first chain offset by the rows before it); every rank returns the status of the lowest failing rank. The options
+// are read as far as their struct_size says, once it is a layout this library knows (the core call then reads the
+// copy as it would the caller's struct).
 template <class Options, class Run>
 ds_status run_shard(MPI_Comm comm, int64_t n, const Options* options, int64_t& count, Run run) {
   ds_status status = DS_SUCCESS;
   std::string message;
+  std::size_t struct_size = 0;
+  if (options != nullptr) std::memcpy(&struct_size, static_cast<const void*>(options), sizeof struct_size);
   if (options == nullptr) {
     status = DS_INVALID_ARGUMENT;
     message = "options: null pointer";
@@ -76,12 +80,20 @@ ds_status run_shard(MPI_Comm comm, int64_t n, const Options* options, int64_t& c
     status = DS_INVALID_ARGUMENT;
     message = "n: must be >= 0, got " + std::to_string(n);
   } else {
-    const diffsample::mpi::shard s = diffsample::mpi::shard_of(n, comm);
-    count = s.count;
-    Options o = *options;
-    o.first_chain = options->first_chain + static_cast<uint64_t>(s.first);
-    status = run(&o);
-    if (status != DS_SUCCESS) message = ds_last_error();
+    try {
+      diffsample::c_api::check_size<Options>("options", struct_size);  // every known layout holds first_chain
+    } catch (...) {
+      status = status_of(std::current_exception(), message);
+    }
+    if (status == DS_SUCCESS) {
+      const diffsample::mpi::shard s = diffsample::mpi::shard_of(n, comm);
+      count = s.count;
+      Options o{};
+      std::memcpy(static_cast<void*>(&o), static_cast<const void*>(options), struct_size);
+      o.first_chain += static_cast<uint64_t>(s.first);
+      status = run(&o);
+      if (status != DS_SUCCESS) message = ds_last_error();
+    }
   }
   return agree(comm, status, message);
 }

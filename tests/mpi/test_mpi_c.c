@@ -2,10 +2,13 @@
  * single-process run of all chains (bit for bit, each rank checking its own rows), the global resampling against
  * ds_resample(), guided SMC and DPS over the ranks against ds_guided_sample() (this rank's rows bit for bit), and an
  * invalid argument on the last rank returning the same status and message on every rank. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <diffsample/diffsample_mpi.h>
 
@@ -177,6 +180,29 @@ int main(int argc, char** argv) {
   snprintf(prefix, sizeof prefix, "rank %d of %d: ", ranks - 1, ranks);
   CHECK(strncmp(ds_mpi_last_error(), prefix, strlen(prefix)) == 0, "the failing rank named in the message");
   CHECK(strstr(ds_mpi_last_error(), "step_size") != NULL, "the argument named in the message");
+
+  /* Options of a layout the library does not know, as short as their struct_size says (8 bytes at the end of a page
+   * whose next page is unreadable), on the last rank: every rank fails naming options.struct_size, and no call
+   * reads past the caller's bytes. */
+  {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char* pages = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(pages != MAP_FAILED && mprotect(pages + page, page, PROT_NONE) == 0, "a page with an unreadable neighbour");
+    const size_t short_size = sizeof(size_t);
+    memcpy(pages + page - short_size, &short_size, sizeof short_size);
+    ds_langevin_options full_lo = lo;
+    ds_diffusion_options full_do = dopt;
+    full_lo.step_size = 1e-2;
+    const ds_langevin_options* lo_arg = rank == ranks - 1 ? (const ds_langevin_options*)(pages + page - short_size) : &full_lo;
+    const ds_diffusion_options* do_arg = rank == ranks - 1 ? (const ds_diffusion_options*)(pages + page - short_size) : &full_do;
+    CHECK(ds_mpi_langevin(MPI_COMM_WORLD, mix, mine, n, lo_arg, NULL, NULL, cpu, NULL, NULL) == DS_INVALID_ARGUMENT,
+          "ds_mpi_langevin: a short options struct fails every rank");
+    CHECK(strstr(ds_mpi_last_error(), "options.struct_size") != NULL, "ds_mpi_langevin: struct_size named");
+    CHECK(ds_mpi_diffusion(MPI_COMM_WORLD, mix, mine, n, do_arg, NULL, cpu, NULL) == DS_INVALID_ARGUMENT,
+          "ds_mpi_diffusion: a short options struct fails every rank");
+    CHECK(strstr(ds_mpi_last_error(), "options.struct_size") != NULL, "ds_mpi_diffusion: struct_size named");
+    munmap(pages, 2 * page);
+  }
 
   free(whole);
   free(mine);
