@@ -586,6 +586,41 @@ TEST_F(Cli, MalformedJson) {
   expect_failure(run("sample --problem " + path("r.json") + " --out " + path("out.npy")), "prior.grid.dim");
 }
 
+// A key given twice in one object is refused with its field (JSON parsers keep one of the values silently, so a
+// second "steps" would override the first unseen), at every level; the same key in two different objects is not a
+// duplicate.
+TEST_F(Cli, DuplicateKeysAreRefused) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{\"prior\": {\"grid\": {\"dim\": 2}}, \"sampler\": {\"steps\": 3, \"steps\": 7}}", "sampler.steps: given twice"},
+      {"{\"prior\": {\"grid\": {\"dim\": 2}}, \"prior\": {\"grid\": {\"dim\": 3}}}", "prior: given twice"},
+      {"{\"prior\": {\"grid\": {\"dim\": 2, \"size\": 2, \"dim\": 3}}}", "prior.grid.dim: given twice"},
+      {"{\"prior\": {\"means\": [[0, 1]], \"variances\": [1], \"variances\": [2]}}", "prior.variances: given twice"},
+  };
+  for (const auto& [text, needle] : cases) {
+    try {
+      (void)ds::cli::parse_problem(text, "p.json", /*read_files=*/false);
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const ds::cli::input_error& e) {
+      EXPECT_EQ(std::string(e.what()), "p.json: " + needle) << text;
+    }
+  }
+  write("p.json", cases[0].first);
+  expect_failure(run("sample --problem " + path("p.json") + kQuick + " --out " + path("out.npy")),
+                 "p.json: sampler.steps: given twice");
+  // The same key in sibling objects, and in an object and its parent.
+  const ds::cli::problem ok = ds::cli::parse_problem(
+      "{\"prior\": {\"grid\": {\"dim\": 2, \"variance\": 0.5}}, \"sampler\": {\"name\": \"ddpm\", \"steps\": 4}, "
+      "\"observation\": {\"A\": [[1, 0]], \"y\": [0.5], \"sigma_y\": 0.1}}",
+      "q.json", false);
+  ASSERT_TRUE(ok.prior.has_value());
+  EXPECT_EQ(ok.prior->dim, 2);
+  const ds::cli::problem nested = ds::cli::parse_problem(
+      "{\"prior\": {\"points\": [[0, 1], [1, 0]], \"variance\": 0.5}, \"observation\": {\"svd\": "
+      "{\"U\": [[1]], \"S\": [2], \"V\": [[1], [0]]}, \"y\": [0.5], \"sigma_y\": 0.1}}",
+      "r.json", false);
+  EXPECT_TRUE(nested.prior.has_value());
+}
+
 TEST_F(Cli, WrongShapes) {
   write("ragged.json", "{\"prior\": {\"means\": [[0, 0], [1]], \"variances\": [1, 1]}}");
   expect_failure(run("sample --problem " + path("ragged.json") + " --out " + path("out.npy")), "ragged");

@@ -556,8 +556,28 @@ problem read_problem(const std::string& path) {
 
 problem parse_problem(std::string_view json_text, const std::string& path, bool read_files) {
   json doc;
+  // A key given twice in one object is refused (the parser would keep one value silently): one set of keys per
+  // object being parsed, and the dotted name of each object for the message.
+  std::vector<std::set<std::string>> keys;
+  std::vector<std::string> names;
+  std::string last_key;
+  const json::parser_callback_t refuse_duplicates = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      names.push_back(names.empty() ? std::string() : names.back().empty() ? last_key : names.back() + "." + last_key);
+      keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end) {
+      keys.pop_back();
+      names.pop_back();
+    } else if (event == json::parse_event_t::key) {
+      last_key = printable(parsed.get<std::string>());
+      if (!keys.back().insert(parsed.get<std::string>()).second)
+        throw input_error(path + ": " + (names.back().empty() ? last_key : names.back() + "." + last_key) +
+                          ": given twice");
+    }
+    return true;
+  };
   try {
-    doc = json::parse(json_text);
+    doc = json::parse(json_text, refuse_duplicates);
   } catch (const json::parse_error& e) {
     throw input_error(path + ": malformed JSON: " + printable(e.what(), 4096));
   } catch (const json::exception& e) {  // e.g. a number beyond double range
