@@ -704,6 +704,29 @@ TEST_F(Cli, UnwritableOutput) {
   EXPECT_EQ(slurp(path("out.npy")), "old");
 }
 
+// An existing target that is write-protected (no write permission for anyone, or for this user) is refused before
+// the run and left as it was: the rename that replaces an output needs no write permission on it, so the program
+// checks. A writable one is replaced.
+TEST_F(Cli, ReadOnlyTargetsAreRefused) {
+  write("out.npy", "old");
+  ASSERT_EQ(chmod(path("out.npy").c_str(), 0444), 0);
+  const result r = run("sample --out " + path("out.npy") + kQuick);
+  EXPECT_EQ(r.rc, 1) << r.err;
+  EXPECT_NE(r.err.find("out.npy: cannot write: it is read-only (mode 0444)"), std::string::npos) << r.err;
+  EXPECT_TRUE(slurp(path("out.npy")) == "old") << "out.npy replaced";
+  write("r.json", "old report");
+  ASSERT_EQ(chmod(path("r.json").c_str(), 0400), 0);
+  const result s = run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler exact --report " +
+                       path("r.json"));
+  EXPECT_EQ(s.rc, 1) << s.err;
+  EXPECT_NE(s.err.find("r.json: cannot write: it is read-only (mode 0400)"), std::string::npos) << s.err;
+  EXPECT_TRUE(slurp(path("r.json")) == "old report") << "r.json replaced";
+  ASSERT_EQ(chmod(path("out.npy").c_str(), 0644), 0);
+  const result w = run("sample --out " + path("out.npy") + kQuick);
+  EXPECT_EQ(w.rc, 0) << w.err;
+  EXPECT_EQ(ds::npy::read_f32(path("out.npy")).rows, 512);
+}
+
 TEST_F(Cli, SizesBeyondMemory) {
   expect_failure(run("sample --executor cpu --chains 1000000000000000 --out " + path("out.npy")), "GiB");
   expect_failure(run("sample --executor cpu --dim 1000000000 --out " + path("out.npy")), "the limit is 16777216 (2^24)");

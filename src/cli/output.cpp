@@ -132,9 +132,19 @@ void output_set::add_output(const std::string& flag, const std::string& path) {
   if (!S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: '" + dir + "' is not a folder");
   if (::access(dir.c_str(), W_OK) != 0)
     throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-    throw input_error(path + ": cannot write: it is " + kind_of(st.st_mode) +
-                      " (outputs replace regular files only)");
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode))
+      throw input_error(path + ": cannot write: it is " + kind_of(st.st_mode) +
+                        " (outputs replace regular files only)");
+    // A write-protected file is not replaced behind its protection (the rename needs no write permission on it):
+    // no write permission for this user, or none for anyone (which access() does not report to root).
+    if ((st.st_mode & 0222) == 0 || ::access(path.c_str(), W_OK) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+      throw input_error(path + ": cannot write: it is read-only (mode " + mode +
+                        "); make it writable or choose another name");
+    }
+  }
   entry e;
   e.flag = flag;
   e.path = path;
