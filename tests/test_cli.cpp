@@ -727,6 +727,32 @@ TEST_F(Cli, ReadOnlyTargetsAreRefused) {
   EXPECT_EQ(ds::npy::read_f32(path("out.npy")).rows, 512);
 }
 
+// Outputs take the permissions of the file they replace, and a new one 0666 less the umask (the temporary is
+// mkstemp's 0600 until then): a private file stays private, and umask 077 gives 0600, umask 022 0644.
+TEST_F(Cli, OutputsKeepThePermissionsOfWhatTheyReplace) {
+  auto mode_of = [&](const std::string& name) {
+    struct stat st {};
+    return stat(path(name).c_str(), &st) == 0 ? unsigned(st.st_mode & 07777) : 0u;
+  };
+  auto run_with_umask = [&](const char* mask, const std::string& args) {
+    const std::string cmd = "umask " + std::string(mask) + "; '" + DIFFSAMPLE_CLI_PATH + "' " + args + " >'" +
+                            path("stdout") + "' 2>'" + path("stderr") + "'";
+    const int status = std::system(("sh -c \"" + cmd + "\"").c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  };
+  ASSERT_EQ(run_with_umask("077", "sample --out " + path("new.npy") + " --report " + path("new.json") + kQuick), 0)
+      << slurp(path("stderr"));
+  EXPECT_EQ(mode_of("new.npy"), 0600u);
+  EXPECT_EQ(mode_of("new.json"), 0600u);
+  ASSERT_EQ(run_with_umask("022", "sample --out " + path("open.npy") + kQuick), 0) << slurp(path("stderr"));
+  EXPECT_EQ(mode_of("open.npy"), 0644u);
+  write("private.npy", "old");
+  ASSERT_EQ(chmod(path("private.npy").c_str(), 0640), 0);
+  ASSERT_EQ(run_with_umask("022", "sample --out " + path("private.npy") + kQuick), 0) << slurp(path("stderr"));
+  EXPECT_EQ(mode_of("private.npy"), 0640u);
+  EXPECT_EQ(ds::npy::read_f32(path("private.npy")).rows, 512);
+}
+
 TEST_F(Cli, SizesBeyondMemory) {
   expect_failure(run("sample --executor cpu --chains 1000000000000000 --out " + path("out.npy")), "GiB");
   expect_failure(run("sample --executor cpu --dim 1000000000 --out " + path("out.npy")), "the limit is 16777216 (2^24)");

@@ -44,8 +44,8 @@ class output_set {
   void add_output(const std::string& flag, const std::string& path);
 
   /// Writes the concatenation of @p parts to a new temporary file beside the output of @p flag (registered for
-  /// removal on a signal), synced and mode 0644. Throws diffsample::error on failure (the destructor then removes
-  /// every temporary).
+  /// removal on a signal), synced, with the permissions of the file it replaces (0666 less the umask for a new
+  /// one). Throws diffsample::error on failure (the destructor then removes every temporary).
   void stage(const std::string& flag, const std::vector<std::pair<const void*, std::size_t>>& parts);
   /// Renames every staged temporary over its target, all or none: an existing target is first linked to a backup
   /// name beside it (NAME.old.XXXXXX, removed after), and a rename that fails puts back every target renamed before
