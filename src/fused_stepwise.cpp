@@ -31,7 +31,7 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                              std::int64_t last),
                                 const void* context, const kernels::diffpir_stage_functor* diffpir,
                                 const kernels::ddrm_stage_functor* ddrm, const kernels::tmpd_stage_functor* tmpd,
-                                const kernels::dcps_stage_functor* dcps) {
+                                const kernels::dcps_stage_functor* dcps, const kernels::dcps_ask* dcps_asks) {
   if (rows <= 0 || count <= 0) return 0;
   std::int64_t passes = 0;
   const kernels::mixture_view<float> view = mix.view(executor::cpu);
@@ -89,7 +89,8 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 ddrm,
                                 tmpd,
                                 dcps,
-                                count};
+                                count,
+                                dcps_asks};
     cpu::run_stepwise(target, run);
     passes += 2;
     first = last;

@@ -15,6 +15,7 @@ struct diffpir_stage_functor;
 struct ddrm_stage_functor;
 struct tmpd_stage_functor;
 struct dcps_stage_functor;
+struct dcps_ask;
 }
 
 namespace diffsample::detail {
@@ -38,7 +39,8 @@ bool fused_stepwise_available();
 /// answer for the pack's rows, then tell(context, ask, first, last) on its rows [first, last), or, when diffpir,
 /// ddrm, tmpd or dcps is not null, that sampler's packed tell of ask `ask` (cpu::run_diffpir_tell's,
 /// cpu::run_ddrm_tell's: step `ask`; cpu::run_tmpd_tell's: step ask / (1 + d_y)'s denoiser or product, with the
-/// functor's other fields; cpu::run_dcps_tell's with dcps[ask]), the pack's particles kept in packs from ask to ask
+/// functor's other fields; cpu::run_dcps_tell's with the one functor dcps given the op and indices of dcps_asks[ask],
+/// so that the host holds one functor, not one per ask), the pack's particles kept in packs from ask to ask
 /// (the asks' points are the functor's x, DCPS's gradient asks' its q; DiffPIR's answers its m). The channel constants are filled on the pool for groups of asks (a
 /// bounded table), one pool pass per group. Returns the pool passes issued.
 std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, const fused_ask* asks, std::int64_t count,
@@ -47,7 +49,8 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 const void* context, const kernels::diffpir_stage_functor* diffpir = nullptr,
                                 const kernels::ddrm_stage_functor* ddrm = nullptr,
                                 const kernels::tmpd_stage_functor* tmpd = nullptr,
-                                const kernels::dcps_stage_functor* dcps = nullptr);
+                                const kernels::dcps_stage_functor* dcps = nullptr,
+                                const kernels::dcps_ask* dcps_asks = nullptr);
 
 /// run_fused_stepwise with a callable tell(ask, first, last).
 template <class Tell>

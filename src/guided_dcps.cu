@@ -265,17 +265,15 @@ guided_report dcps_sample(const gaussian_mixture& prior, const guided_problems& 
   if (fused) {
     // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): each ask's
     // denoiser or J u by the batched calls' per-pack code, then the plan's packed tell (cpu::run_dcps_tell's) on the
-    // pack, the pack's particles kept in packs from ask to ask.
+    // pack, the pack's particles kept in packs from ask to ask. One tell functor for the run: each ask's op and
+    // indices come from its entry of the list.
     std::vector<fused_ask> asks;
-    std::vector<kernels::dcps_stage_functor> tells;
     asks.reserve(list.size());
-    tells.reserve(list.size());
-    for (const kernels::dcps_ask& a : list) {
+    for (const kernels::dcps_ask& a : list)
       asks.push_back({channel{a.a, a.s}, a.at_q ? s.rows.q : x, a.vector ? s.rows.u : nullptr, s.answer});
-      tells.push_back(dcps_stage(p, s, a, 0.f, 1.f, nullptr, nullptr, 0));
-    }
+    const kernels::dcps_stage_functor tell = dcps_stage(p, s, first, 0.f, 1.f, nullptr, nullptr, 0);  // op per ask
     report.launches += run_fused_stepwise(prior.storage(), BN, asks.data(), static_cast<std::int64_t>(asks.size()),
-                                          nullptr, nullptr, nullptr, nullptr, nullptr, tells.data());
+                                          nullptr, nullptr, nullptr, nullptr, nullptr, &tell, list.data());
   }
   for (std::size_t n = 0; !fused && n < list.size(); ++n) {
     const kernels::dcps_ask& a = list[n];

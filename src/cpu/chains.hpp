@@ -15,6 +15,7 @@ namespace diffsample::kernels {
 struct ddrm_stage_functor;
 struct tmpd_stage_functor;
 struct dcps_stage_functor;
+struct dcps_ask;
 }
 
 namespace diffsample::cpu {
@@ -93,11 +94,14 @@ struct stepwise_run {
   /// The same for TMPD's packed tells (run_tmpd_tell; ask a is step (first_ask + a) / (1 + d_y)'s denoiser or one
   /// of its products, the asks' points the functor's x), the rows of x written after the last tell.
   const kernels::tmpd_stage_functor* tmpd = nullptr;
-  /// The same for DCPS's packed tells (run_dcps_tell): ask a's tell is dcps[first_ask + a] (the asks at its x or q,
-  /// J u with its u), the rows of x written after the last tell, every row of the tells' when asks follow.
+  /// The same for DCPS's packed tells (run_dcps_tell): ask a's tell is this one functor with the op and indices
+  /// (block, t, step, g) of dcps_asks[first_ask + a] (the asks at its x or q, J u with its u), the rows of x written
+  /// after the last tell, every row of the tells' when asks follow.
   const kernels::dcps_stage_functor* dcps = nullptr;
   /// The asks of the whole fused run (of which these are asks first_ask .. first_ask + count - 1).
   std::int64_t total = 0;
+  /// DCPS's asks, one per ask of the whole run, when dcps is set.
+  const kernels::dcps_ask* dcps_asks = nullptr;
 };
 void run_stepwise(simd_target t, const stepwise_run& r);
 

@@ -537,15 +537,15 @@ void run_tmpd_stepwise(const stepwise_run& run) {
   });
 }
 
-// DCPS's fused run with each pack's particles kept in packs (stepwise_run::dcps: ask a's tell is
-// dcps[first_ask + a]): the denoiser or J u at the pack's x or q (the gradient ops' points) into its m or ju, then
-// dcps_tell_packs; the packs of the plan's rows (x, m, u, mu, l, eps, q) hold what those rows would. The rows of x are
-// written after the run's last ask, and all of them when more asks follow (the next group of asks of
-// run_fused_stepwise), which reads them back.
+// DCPS's fused run with each pack's particles kept in packs (stepwise_run::dcps: ask a's tell is the functor dcps
+// with the op and indices of dcps_asks[first_ask + a]): the denoiser or J u at the pack's x or q (the gradient ops'
+// points) into its m or ju, then dcps_tell_packs; the packs of the plan's rows (x, m, u, mu, l, eps, q) hold what
+// those rows would. The rows of x are written after the run's last ask, and all of them when more asks follow (the
+// next group of asks of run_fused_stepwise), which reads them back.
 void run_dcps_stepwise(const stepwise_run& run) {
-  const kernels::dcps_stage_functor* tells = run.dcps + run.first_ask;
-  const kernels::dcps_params& p = tells[0].p;
-  const kernels::dcps_rows& rows = tells[0].rows;
+  const kernels::dcps_ask* asks = run.dcps_asks + run.first_ask;
+  const kernels::dcps_params& p = run.dcps->p;
+  const kernels::dcps_rows& rows = run.dcps->rows;
   const int d = p.g.d, dy = p.g.d_y;
   const bool resumed = run.first_ask > 0, more = run.first_ask + run.count < run.total;
   for_each_particle_pack(p.g, jvp_scratch_packs(d, run.asks[0].channel), [&](const pack_rows& pk, fpack* js) {
@@ -555,8 +555,13 @@ void run_dcps_stepwise(const stepwise_run& run) {
     pk.load(w.x, rows.x, d);
     if (resumed)
       for (int v = 0; v < 6; ++v) pk.load(pack_of[v], row_of[v], d);
+    kernels::dcps_stage_functor f = *run.dcps;
     for (std::int64_t a = 0; a < run.count; ++a) {
-      const kernels::dcps_stage_functor& f = tells[a];
+      f.op = asks[a].op;  // ask a's tell, as the plan's (make_dcps_plan's stage())
+      f.l = asks[a].block;
+      f.t = asks[a].t;
+      f.j = asks[a].step;
+      f.g = asks[a].g;
       const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p.g, pk.i0, pk.b);
       const bool at_q = f.op == kernels::dcps_op_gradient_m || f.op == kernels::dcps_op_gradient_ju;
       if (f.op == kernels::dcps_op_langevin_ju || f.op == kernels::dcps_op_gradient_ju)
