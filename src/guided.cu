@@ -1178,6 +1178,7 @@ class staged_shard final : public guided_shard {
   std::int64_t first() const override { return inner_.first(); }
   std::int64_t local() const override { return inner_.local(); }
   void agree(std::exception_ptr error) override { inner_.agree(error); }
+  bool any(bool mine) override { return inner_.any(mine); }
   void resample(const float* lw, std::int64_t problems, const resampling_options& o, particle_report* reports,
                 const void* rows, std::size_t row_bytes, void* out) override {
     const std::size_t n = static_cast<std::size_t>(problems * inner_.local());
@@ -1302,8 +1303,10 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
       moment_rows = std::make_unique<detail::scratch>(std::max<std::size_t>(floats, 1) * sizeof(float), where,
                                                       exec.stream);
     }
-    if (out.samples != nullptr) {
-      // Row first + i of problem b of guided_sample()'s samples is slot perm_b(first + i) of the final resampling.
+    // Row first + i of problem b of guided_sample()'s samples is slot perm_b(first + i) of the final resampling. The
+    // final resampling and gather are collective: this shard takes part whenever any shard asks for samples (below),
+    // whether or not it passed outputs.samples itself (a shard without particles may pass none).
+    if (o.final_resample) {
       const std::uint64_t key = o.seed ^ 0x5851F42D4C957F2Dull;
       order.resize(static_cast<std::size_t>(BL));
       for (std::int64_t b = 0; b < B; ++b) {
@@ -1317,6 +1320,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     failure = std::current_exception();
   }
   shard.agree(failure);
+  const bool samples_anywhere = shard.any(out.samples != nullptr);
 
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, d = prior.dim(), dy = pr.d_y, K = o.steps, BL = B * local;
@@ -1462,9 +1466,11 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   if (out.particles != nullptr) copy_on(where, out.particles, x, static_cast<std::size_t>(BL) * row, stream);
   if (out.log_weights != nullptr)
     copy_on(where, out.log_weights, lw, static_cast<std::size_t>(BL) * sizeof(float), stream);
-  if (out.samples != nullptr) {
+  if (samples_anywhere) {
     exchange.resample(lw, B, final_resampling(ro, K), reports, x, row, mu2);
-    exchange.fetch(mu2, B, row, order.data(), out.samples);
+    // A shard that asked for no samples gathers its rows into x (its particles, already copied out in the stream's
+    // order, are not read again).
+    exchange.fetch(mu2, B, row, order.data(), out.samples != nullptr ? out.samples : x);
     report.launches += 2;
   }
   finish_problems(where, B, log_z, reinterpret_cast<const double*>(ws + l.constants), counts, out, stream);

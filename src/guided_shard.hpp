@@ -26,6 +26,8 @@ class guided_shard {
   /// Collective, once, after every shard's validation and set-up: when any shard's @p error is set, every shard
   /// throws the same error (that of the lowest-numbered failing shard); otherwise returns.
   virtual void agree(std::exception_ptr error) = 0;
+  /// Collective, once, after agree(): whether @p mine is true on any shard (one process: @p mine).
+  virtual bool any(bool mine) { return mine; }
   /// Collective resampling of B problems from the local log-weights (B x local): @p reports (B) receive the
   /// statistics and decision over all N particles, as resample() computes them; @p out (B x local rows of
   /// @p row_bytes) receives, for each slot held here, the row (from @p rows, B x local, pre-resampling order, on

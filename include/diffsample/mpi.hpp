@@ -176,8 +176,9 @@ struct guided_result {
 /// the CUDA executor (each rank's particles on its device; each resampling copies the rank's log-weights and rows to
 /// the host, exchanges them as a CPU rank does, and copies the rows back: host staging, which waits for
 /// exec.stream). Buffers as guided_sample()'s, on the rank's executor, for this rank's particles: outputs.particles and outputs.samples hold B x count x
-/// d_x rows (rows [first, first + count) of each problem of the single-process outputs), outputs.log_weights
-/// B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
+/// d_x rows (rows [first, first + count) of each problem of the single-process outputs; outputs.samples may be
+/// null on some ranks, a rank without particles included: the final gather runs on every rank when any rank passes
+/// it), outputs.log_weights B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
 /// combined, the ESS trace and count this rank's island's). Validation is collective.
 /// dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd, whose particles never interact, run this rank's share on their
 /// single-process Philox streams with no communication (skrock and tmpd on the CPU executor only: their CUDA kernels

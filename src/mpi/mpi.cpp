@@ -320,6 +320,16 @@ class mpi_shard final : public diffsample::detail::guided_shard {
              void* out) override {
     rs_.fetch(rows, problems, row_bytes, index, out);
   }
+  bool any(bool mine) override {
+    int v = mine ? 1 : 0, all = 0;
+    {
+      detail::timed clock(stats_);
+      MPI_Allreduce(&v, &all, 1, MPI_INT, MPI_LOR, comm_);
+    }
+    stats_.bytes_sent += 4 * std::int64_t(rs_.ranks() - 1);
+    stats_.bytes_received += 4 * std::int64_t(rs_.ranks() - 1);
+    return all != 0;
+  }
   /// A failure of this rank's own checks, reported at agree().
   void fail(std::exception_ptr e) { own_ = e; }
   detail::resampler& resampler() { return rs_; }
