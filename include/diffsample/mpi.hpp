@@ -2,7 +2,9 @@
 /// @brief Distributed runs over MPI (libdiffsample_mpi, CMake target diffsample::mpi, found by
 /// `find_package(diffsample COMPONENTS mpi)`): chains sharded over the ranks of a communicator, and guided SMC whose
 /// particles are spread over the ranks with a global, exact resampling. Every function here is collective over its
-/// communicator: every rank calls it with the same arguments except its own buffers. Every function here is
+/// communicator: every rank calls it with the same arguments except its own buffers (langevin, diffusion, resample
+/// and guided_sample compare the sizes, steps, seeds and settings first, and throw invalid_argument on every rank
+/// when a rank's differ). Every function here is
 /// synchronous: it returns once this rank's work (on the CUDA executor, its stream) and its communication are done.
 ///
 /// Results do not depend on the number of ranks P: chain i of a sharded run, and particle j of a distributed SMC

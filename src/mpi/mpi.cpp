@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 #include <sstream>
 #include <string>
@@ -41,6 +42,58 @@ void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
   }
   detail::timed clock(stats);
   agree(comm, failure);
+}
+
+// An argument every rank must pass alike (a double compared by its bits).
+struct common_value {
+  const char* name;
+  std::int64_t value;
+  bool is_double = false;
+};
+common_value same(const char* name, std::int64_t v) { return {name, v, false}; }
+common_value same(const char* name, double v) {
+  std::int64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof bits);
+  return {name, bits, true};
+}
+std::string shown(const common_value& c, std::int64_t v) {
+  if (!c.is_double) return std::to_string(v);
+  double d = 0;
+  std::memcpy(&d, &v, sizeof d);
+  std::ostringstream s;
+  s << d;
+  return s.str();
+}
+
+// Collective, first in a call: every rank's values gathered (one MPI_Allgather of 8 bytes per value); when a rank's
+// differ from rank 0's, every rank throws the same invalid_argument naming the lowest such rank and the first such
+// value. Each rank's own checks cannot see this, and ranks whose sizes, steps or keys differ would issue unmatched
+// exchanges.
+void same_everywhere(MPI_Comm comm, comm_stats& stats, std::initializer_list<common_value> values) {
+  const int ranks = size_of(comm);
+  if (ranks == 1) return;
+  const std::size_t k = values.size();
+  std::vector<std::int64_t> mine, all(k * static_cast<std::size_t>(ranks));
+  for (const common_value& c : values) mine.push_back(c.value);
+  {
+    detail::timed clock(stats);
+    MPI_Allgather(mine.data(), int(k), MPI_INT64_T, all.data(), int(k), MPI_INT64_T, comm);
+  }
+  stats.bytes_sent += std::int64_t(ranks - 1) * std::int64_t(k) * 8;
+  stats.bytes_received += std::int64_t(ranks - 1) * std::int64_t(k) * 8;
+  for (int r = 1; r < ranks; ++r) {
+    std::size_t j = 0;
+    for (const common_value& c : values) {
+      const std::int64_t v = all[r * k + j], v0 = all[j];
+      if (v != v0) {
+        std::ostringstream what;
+        what << "rank " << r << " of " << ranks << ": " << c.name << ": " << shown(c, v) << " here, " << shown(c, v0)
+             << " on rank 0 (every rank must pass the same)";
+        throw invalid_argument(what.str());
+      }
+      ++j;
+    }
+  }
 }
 
 }  // namespace
@@ -145,6 +198,11 @@ Options shard_options(MPI_Comm comm, std::int64_t n, const Options& options, cha
 chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, langevin_outputs outputs,
                       std::int64_t n, const langevin_options& options, execution exec) {
   chain_report rep;
+  same_everywhere(comm, rep.comm,
+                  {same("n", n), same("options.method", std::int64_t(options.method)),
+                   same("options.steps", options.steps), same("options.seed", std::int64_t(options.seed)),
+                   same("options.first_chain", std::int64_t(options.first_chain)),
+                   same("options.first_step", std::int64_t(options.first_step)), same("options.step_size", options.step_size)});
   std::vector<std::int64_t> counted;
   bool counting = outputs.accepted != nullptr;  // not outputs.accepted alone: an empty buffer's data() may be null
   collectively(comm, rep.comm, [&] {
@@ -191,6 +249,10 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
 chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, diffusion_outputs outputs,
                        std::int64_t n, const diffusion_options& options, execution exec) {
   chain_report rep;
+  same_everywhere(comm, rep.comm,
+                  {same("n", n), same("options.sampler", std::int64_t(options.sampler)),
+                   same("options.steps", options.steps), same("options.seed", std::int64_t(options.seed)),
+                   same("options.first_chain", std::int64_t(options.first_chain))});
   collectively(comm, rep.comm, [&] {
     const diffusion_options o = shard_options(comm, n, options, rep);
     const double t0 = now();
@@ -272,6 +334,11 @@ std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t w
 comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t problems, std::int64_t particles,
                     const float* log_weights, const resampling_options& options) {
   comm_stats stats;
+  same_everywhere(comm, stats,
+                  {same("problems", problems), same("particles", particles),
+                   same("options.scheme", std::int64_t(options.scheme)), same("options.ess_threshold", options.ess_threshold),
+                   same("options.seed", std::int64_t(options.seed)), same("options.step", std::int64_t(options.step)),
+                   same("options.metropolis_steps", std::int64_t(options.metropolis_steps))});
   std::unique_ptr<detail::resampler> rs;
   std::vector<std::int64_t> own, picked;
   collectively(comm, stats, [&] {
@@ -349,6 +416,16 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   guided_result res;
   const double t0 = now();
   const int rank = rank_of(comm);
+  same_everywhere(comm, res.comm,
+                  {same("mode", std::int64_t(mode)), same("options.sampler", std::int64_t(options.sampler)),
+                   same("options.particles", options.particles), same("options.steps", options.steps),
+                   same("problems.problems", problems.problems), same("problems.d_y", problems.d_y),
+                   same("prior dimension", prior.dim()), same("options.seed", std::int64_t(options.seed)),
+                   same("options.potentials", std::int64_t(options.potentials)),
+                   same("options.resampling.scheme", std::int64_t(options.resampling.scheme)),
+                   same("options.resampling.ess_threshold", options.resampling.ess_threshold),
+                   same("options.resampling.metropolis_steps", std::int64_t(options.resampling.metropolis_steps)),
+                   same("options.final_resample", std::int64_t(options.final_resample))});
   if (mode == smc_mode::islands) {
     collectively(comm, res.comm, [&] {
       res.particles = shard_of(options.particles, comm);

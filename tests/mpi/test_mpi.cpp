@@ -651,6 +651,42 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
         [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, cpu()); },
         "at least one particle per rank");
   }
+  if (ranks() > 1) {
+    // Arguments every rank must pass alike, different on the last rank only: each rank's own checks pass, and
+    // without an agreement on them the ranks' exchanges would not match (seen failing: MPI_ERR_TRUNCATE abort at
+    // P = 3 for the particles and the problems, a hang at P = 2 for the steps).
+    ds::guided_options o;
+    o.particles = last ? N + 1 : N;
+    o.steps = 5;
+    std::vector<float> wide(2 * (N + 1) * 2);
+    ds::guided_outputs out{};
+    out.samples = wide.data();
+    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o); },
+                                 "options.particles");
+    o.particles = N;
+    o.steps = last ? 6 : 5;
+    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o); },
+                                 "options.steps");
+    o.steps = 5;
+    ds::guided_problems one = pr;
+    if (last) {
+      one.problems = 1;
+      one.y = {0.7};
+    }
+    expect_same_error_everywhere(
+        [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, one, o, ds::mpi::smc_mode::islands, cpu()); },
+        "problems.problems");
+    ds::resampling_options ro;
+    ro.seed = last ? 2 : 1;
+    const std::vector<float> lw(s.count + 1, 0.f);
+    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), ro); },
+                                 "options.seed");
+    ds::diffusion_options dop;
+    dop.steps = 5;
+    std::vector<float> x(2 * 11, 0.f);
+    expect_same_error_everywhere(
+        [&] { ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), {}, last ? 11 : 10, dop, cpu()); }, "n");
+  }
   {
     ds::resampling_options o;
     o.scheme = last ? static_cast<ds::resampling_scheme>(6) : ds::resampling_scheme::multinomial;
