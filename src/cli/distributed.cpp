@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <exception>
+#include <memory>
 #include <string>
 
 #include <diffsample/error.hpp>
@@ -72,8 +74,16 @@ run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, s
   const mpi::shard mine = mpi::shard_of(n, MPI_COMM_WORLD);
   s.first_chain += static_cast<std::uint64_t>(mine.first);
   run_result r;
-  r.ran = resolve(s.exec);
-  if (mine.count > 0) r = run_sampler(target, s, mine.count, chunks, bar);
+  // A failure on this rank alone (a device, memory, an argument the sampler refuses) must reach the others before
+  // the gather: every rank throws the same error (mpi::agree), so that no rank waits in MPI_Gatherv for one that left.
+  std::exception_ptr failure;
+  try {
+    r.ran = resolve(s.exec);
+    if (mine.count > 0) r = run_sampler(target, s, mine.count, chunks, bar);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  mpi::agree(MPI_COMM_WORLD, failure);
   const double t0 = MPI_Wtime();
   std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, r.samples.data(), 0);
   // Per rank: chains, seconds, accepted proposals (MALA), total steps, gather seconds.
@@ -116,25 +126,43 @@ guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& pr
   // Every sampler runs where asked, its buffers there (smc on CUDA ranks stages each resampling through the host).
   execution exec;
   exec.kind = where;
-  exec_buffer<float> on(where, std::max<std::int64_t>(mine.count * d, 1)), ess(where, options.steps + 1);
-  exec_buffer<double> log_z(where, 1);
-  exec_buffer<std::int32_t> resamplings(where, 1);
+  // The buffers (device memory on CUDA ranks) and the copies back can fail on one rank alone: every rank agrees
+  // (mpi::agree) before the next collective, so that all of them throw the same error and none is left waiting.
+  std::exception_ptr failure;
+  std::unique_ptr<exec_buffer<float>> on, ess;
+  std::unique_ptr<exec_buffer<double>> log_z;
+  std::unique_ptr<exec_buffer<std::int32_t>> resamplings;
+  try {
+    on = std::make_unique<exec_buffer<float>>(where, std::max<std::int64_t>(mine.count * d, 1));
+    ess = std::make_unique<exec_buffer<float>>(where, options.steps + 1);
+    log_z = std::make_unique<exec_buffer<double>>(where, 1);
+    resamplings = std::make_unique<exec_buffer<std::int32_t>>(where, 1);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  mpi::agree(MPI_COMM_WORLD, failure);
   guided_outputs g;
-  g.samples = on.data();
+  g.samples = on->data();
   const bool smc = options.sampler == guided_sampler::smc;
   if (smc) {
-    g.log_normaliser = log_z.data();
-    g.ess_trace = ess.data();
-    g.resample_count = resamplings.data();
+    g.log_normaliser = log_z->data();
+    g.ess_trace = ess->data();
+    g.resample_count = resamplings->data();
   }
   const mpi::guided_result res =
       mpi::guided_sample(MPI_COMM_WORLD, prior, g, problems, options, mpi::smc_mode::global, exec);
-  std::vector<float> samples = on.to_host();
-  if (smc) {
-    out.ess = ess.to_host();
-    out.log_z = log_z.to_host()[0];
-    out.resamplings = resamplings.to_host()[0];
+  std::vector<float> samples;
+  try {
+    samples = on->to_host();
+    if (smc) {
+      out.ess = ess->to_host();
+      out.log_z = log_z->to_host()[0];
+      out.resamplings = resamplings->to_host()[0];
+    }
+  } catch (...) {
+    failure = std::current_exception();
   }
+  mpi::agree(MPI_COMM_WORLD, failure);
   const double t0 = MPI_Wtime();
   std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, samples.data(), 0);
   double stats[5] = {double(mine.count), res.seconds, MPI_Wtime() - t0, res.comm.seconds, double(res.comm.bytes_sent)};
