@@ -3,9 +3,10 @@
  * @brief C ABI of libdiffsample_mpi (distributed runs over MPI; the C++ API is diffsample/mpi.hpp).
  *
  * Every function is collective over its communicator: every rank calls it with the same arguments except its own
- * buffers. Each returns the same ::ds_status on every rank: when any rank's arguments are invalid, every rank gets
- * that rank's status and ds_mpi_last_error() the same message ("rank r of P: ..."), and no rank is left waiting in a
- * collective. Link with -ldiffsample_mpi -ldiffsample and the MPI library.
+ * buffers (ds_mpi_langevin, ds_mpi_diffusion, ds_mpi_resample and ds_mpi_guided_sample compare the sizes, steps,
+ * seeds and settings first, and return DS_INVALID_ARGUMENT on every rank when a rank's differ). Each returns the same
+ * ::ds_status on every rank: when any rank's arguments are invalid, every rank gets that rank's status and
+ * ds_mpi_last_error() the same message ("rank r of P: ..."), and no rank is left waiting in a collective. Link with -ldiffsample_mpi -ldiffsample and the MPI library.
  */
 #ifndef DIFFSAMPLE_DIFFSAMPLE_MPI_H
 #define DIFFSAMPLE_DIFFSAMPLE_MPI_H

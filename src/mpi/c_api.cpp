@@ -22,6 +22,8 @@ thread_local std::string last_error;
 
 using diffsample::mpi::detail::rank_of;
 using diffsample::mpi::detail::size_of;
+using diffsample::mpi::detail::same;
+using diffsample::mpi::detail::same_everywhere;
 
 // Collective: every rank returns the status and message of the lowest rank whose status is not DS_SUCCESS.
 ds_status agree(MPI_Comm comm, ds_status status, std::string message) {
@@ -63,16 +65,20 @@ ds_status status_of(std::exception_ptr e, std::string& message) {
   return DS_INTERNAL;
 }
 
-// A sharded chain run: the checks of options and n, then run(o) on this rank's `count` rows with its options (its
-// first chain offset by the rows before it); every rank returns the status of the lowest failing rank. The options
-// are read as far as their struct_size says, once it is a layout this library knows (the core call then reads the
-// copy as it would the caller's struct).
-template <class Options, class Run>
-ds_status run_shard(MPI_Comm comm, int64_t n, const Options* options, int64_t& count, Run run) {
+void init_defaults(ds_langevin_options* o) { ds_langevin_options_init(o, sizeof *o); }
+void init_defaults(ds_diffusion_options* o) { ds_diffusion_options_init(o, sizeof *o); }
+
+// A sharded chain run: the checks of options and n on each rank, agreed; then what every rank must pass alike
+// (compare(options read over the defaults, as the core call reads them): detail::same_everywhere, the comparison
+// of the C++ calls, so a rank with another n, steps or seed fails every rank with the same message before any chain
+// runs); then run(o) on this rank's `count` rows with its options (its first chain offset by the rows before it);
+// every rank returns the status of the lowest failing rank. The options are read as far as their struct_size says,
+// once it is a layout this library knows (the core call then reads the copy as it would the caller's struct).
+template <class Options, class Compare, class Run>
+ds_status run_shard(MPI_Comm comm, int64_t n, const Options* options, int64_t& count, Compare compare, Run run) {
   ds_status status = DS_SUCCESS;
   std::string message;
-  std::size_t struct_size = 0;
-  if (options != nullptr) std::memcpy(&struct_size, static_cast<const void*>(options), sizeof struct_size);
+  Options full{};
   if (options == nullptr) {
     status = DS_INVALID_ARGUMENT;
     message = "options: null pointer";
@@ -81,20 +87,28 @@ ds_status run_shard(MPI_Comm comm, int64_t n, const Options* options, int64_t& c
     message = "n: must be >= 0, got " + std::to_string(n);
   } else {
     try {
-      diffsample::c_api::check_size<Options>("options", struct_size);  // every known layout holds first_chain
+      Options defaults{};
+      init_defaults(&defaults);
+      full = diffsample::c_api::read_struct("options", options, defaults);  // every known layout holds first_chain
     } catch (...) {
       status = status_of(std::current_exception(), message);
     }
-    if (status == DS_SUCCESS) {
-      const diffsample::mpi::shard s = diffsample::mpi::shard_of(n, comm);
-      count = s.count;
-      Options o{};
-      std::memcpy(static_cast<void*>(&o), static_cast<const void*>(options), struct_size);
-      o.first_chain += static_cast<uint64_t>(s.first);
-      status = run(&o);
-      if (status != DS_SUCCESS) message = ds_last_error();
-    }
   }
+  status = agree(comm, status, message);
+  if (status != DS_SUCCESS) return status;
+  try {
+    diffsample::mpi::comm_stats unused;
+    compare(comm, unused, full);
+  } catch (...) {
+    return status_of(std::current_exception(), last_error);  // the same class and message on every rank
+  }
+  const diffsample::mpi::shard s = diffsample::mpi::shard_of(n, comm);
+  count = s.count;
+  Options o{};
+  std::memcpy(static_cast<void*>(&o), static_cast<const void*>(options), full.struct_size);
+  o.first_chain += static_cast<uint64_t>(s.first);
+  status = run(&o);
+  if (status != DS_SUCCESS) message = ds_last_error();
   return agree(comm, status, message);
 }
 
@@ -125,7 +139,13 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
                           ds_execution exec, ds_langevin_report* report, int64_t* accepted_total) {
   ds_langevin_report rep{};
   int64_t count = 0;
-  const ds_status status = run_shard(comm, n, options, count, [&](const ds_langevin_options* o) {
+  const auto compare = [n](MPI_Comm c, diffsample::mpi::comm_stats& stats, const ds_langevin_options& o) {
+    same_everywhere(c, stats,
+                    {same("n", n), same("options.method", std::int64_t(o.method)), same("options.steps", o.steps),
+                     same("options.seed", std::int64_t(o.seed)), same("options.first_chain", std::int64_t(o.first_chain)),
+                     same("options.first_step", std::int64_t(o.first_step)), same("options.step_size", o.step_size)});
+  };
+  const ds_status status = run_shard(comm, n, options, count, compare, [&](const ds_langevin_options* o) {
     return ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
   });
   if (status != DS_SUCCESS) return status;
@@ -151,7 +171,12 @@ ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, i
                            ds_diffusion_report* report) {
   ds_diffusion_report rep{};
   int64_t count = 0;
-  const ds_status status = run_shard(comm, n, options, count, [&](const ds_diffusion_options* o) {
+  const auto compare = [n](MPI_Comm c, diffsample::mpi::comm_stats& stats, const ds_diffusion_options& o) {
+    same_everywhere(c, stats,
+                    {same("n", n), same("options.sampler", std::int64_t(o.sampler)), same("options.steps", o.steps),
+                     same("options.seed", std::int64_t(o.seed)), same("options.first_chain", std::int64_t(o.first_chain))});
+  };
+  const ds_status status = run_shard(comm, n, options, count, compare, [&](const ds_diffusion_options* o) {
     return ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);
   });
   if (status == DS_SUCCESS && report != nullptr) *report = rep;

@@ -30,6 +30,8 @@ double now() {
 
 using detail::rank_of;
 using detail::size_of;
+using detail::same;
+using detail::same_everywhere;
 
 // Runs f, then agrees: every rank throws when any rank's f threw.
 template <class F>
@@ -44,12 +46,10 @@ void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
   agree(comm, failure);
 }
 
-// An argument every rank must pass alike (a double compared by its bits).
-struct common_value {
-  const char* name;
-  std::int64_t value;
-  bool is_double = false;
-};
+}  // namespace
+
+namespace detail {
+
 common_value same(const char* name, std::int64_t v) { return {name, v, false}; }
 common_value same(const char* name, double v) {
   std::int64_t bits = 0;
@@ -96,7 +96,7 @@ void same_everywhere(MPI_Comm comm, comm_stats& stats, std::initializer_list<com
   }
 }
 
-}  // namespace
+}  // namespace detail
 
 shard shard_of(std::int64_t n, int rank, int ranks) {
   DIFFSAMPLE_EXPECTS(n >= 0, "n: must be >= 0, got " << n);

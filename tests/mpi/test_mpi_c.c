@@ -1,7 +1,8 @@
 /* The C ABI of libdiffsample_mpi from a C99 program under mpirun: sharded Langevin and diffusion rows against a
  * single-process run of all chains (bit for bit, each rank checking its own rows), the global resampling against
  * ds_resample(), guided SMC and DPS over the ranks against ds_guided_sample() (this rank's rows bit for bit), and an
- * invalid argument on the last rank returning the same status and message on every rank. */
+ * invalid argument, or an n, steps or seed other than the others', on the last rank returning the same status and
+ * message on every rank. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <math.h>
 #include <stdio.h>
@@ -202,6 +203,52 @@ int main(int argc, char** argv) {
           "ds_mpi_diffusion: a short options struct fails every rank");
     CHECK(strstr(ds_mpi_last_error(), "options.struct_size") != NULL, "ds_mpi_diffusion: struct_size named");
     munmap(pages, 2 * page);
+  }
+
+  /* What every rank must pass alike (n, steps, seed) differing on the last rank: every rank returns
+   * DS_INVALID_ARGUMENT with the same message naming the last rank and the value, before any chain runs. */
+  if (ranks > 1) {
+    const int last = rank == ranks - 1;
+    char expected_prefix[64];
+    snprintf(expected_prefix, sizeof expected_prefix, "rank %d of %d: ", ranks - 1, ranks);
+    float* rows = calloc((size_t)((n + 1) * d), sizeof(float)); /* room for any shard of n + 1 chains */
+    for (int which = 0; which < 4; ++which) {
+      ds_langevin_options l = lo;
+      ds_diffusion_options o = dopt;
+      int64_t nn = n;
+      ds_status st;
+      const char* name;
+      l.step_size = 1e-2;
+      if (which == 0) {
+        nn = last ? n + 1 : n;
+        name = "n: ";
+        st = ds_mpi_langevin(MPI_COMM_WORLD, mix, rows, nn, &l, NULL, NULL, cpu, NULL, NULL);
+      } else if (which == 1) {
+        l.steps += last;
+        name = "options.steps: ";
+        st = ds_mpi_langevin(MPI_COMM_WORLD, mix, rows, nn, &l, NULL, NULL, cpu, NULL, NULL);
+      } else if (which == 2) {
+        o.seed += (uint64_t)last;
+        name = "options.seed: ";
+        st = ds_mpi_diffusion(MPI_COMM_WORLD, mix, rows, nn, &o, NULL, cpu, NULL);
+      } else {
+        nn = last ? n - 1 : n;
+        name = "n: ";
+        st = ds_mpi_diffusion(MPI_COMM_WORLD, mix, rows, nn, &o, NULL, cpu, NULL);
+      }
+      char what[96];
+      snprintf(what, sizeof what, "a differing %s(case %d) fails every rank", name, which);
+      CHECK(st == DS_INVALID_ARGUMENT, what);
+      const char* msg = ds_mpi_last_error();
+      CHECK(strncmp(msg, expected_prefix, strlen(expected_prefix)) == 0 && strstr(msg, name) != NULL &&
+                strstr(msg, "every rank must pass the same") != NULL,
+            "the differing rank and value named in the message");
+      char rank0[512] = {0};
+      strncpy(rank0, msg, sizeof rank0 - 1);
+      MPI_Bcast(rank0, (int)sizeof rank0, MPI_CHAR, 0, MPI_COMM_WORLD);
+      CHECK(strcmp(rank0, msg) == 0, "the same message on every rank");
+    }
+    free(rows);
   }
 
   free(whole);
