@@ -696,6 +696,20 @@ executor resample(particle_outputs out, std::int64_t problems, std::int64_t part
   detail::check_buffer("outputs.normalised_weights", out.normalised_weights, out.normalised_weights ? count : 0,
                        sizeof(float), where);
   detail::check_buffer("outputs.reports", out.reports, out.reports ? problems : 0, alignof(particle_report), where);
+  // The passes read the log-weights after writing outputs (the ancestor search reads them again), so no output may
+  // share their memory: normalised weights written in place gave wrong ancestors.
+  const auto refuse_overlap = [&](const char* name, const void* p, std::size_t bytes) {
+    const auto at = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q); };
+    const std::size_t lw_bytes = static_cast<std::size_t>(count) * sizeof(float);
+    DIFFSAMPLE_EXPECTS(p == nullptr || bytes == 0 || at(p) + bytes <= at(log_weights) ||
+                           at(log_weights) + lw_bytes <= at(p),
+                       "outputs." << name << ": must not overlap log_weights (" << name << " " << p
+                                  << ", log_weights " << static_cast<const void*>(log_weights) << ")");
+  };
+  refuse_overlap("normalised_weights", out.normalised_weights, static_cast<std::size_t>(count) * sizeof(float));
+  refuse_overlap("ancestors", out.ancestors, static_cast<std::size_t>(count) * sizeof(std::int32_t));
+  refuse_overlap("ancestors64", out.ancestors64, static_cast<std::size_t>(count) * sizeof(std::int64_t));
+  refuse_overlap("reports", out.reports, static_cast<std::size_t>(problems) * sizeof(particle_report));
   if (count == 0) return where;
 
   const workspace_layout w = layout(problems, particles, o.scheme);

@@ -4,10 +4,12 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/particles.cuh"
@@ -393,6 +395,68 @@ TEST(Particles, GatherRejectsOverlappingBuffers) {
   // Adjacent buffers do not overlap.
   std::vector<float> two(2 * n * d, 0.f);
   EXPECT_NO_THROW(ds::gather_particles(two.data() + n * d, 1, n, d, two.data(), a.data(), cpu()));
+}
+
+// resample() reads the log-weights after it has written outputs (the ancestor search of every scheme but metropolis
+// and rejection reads them again), so an output in the log-weights' memory gave wrong ancestors: normalised weights
+// written in place (normalised_weights == log_weights) changed the ancestors of multinomial, stratified, systematic
+// and residual resampling without a word. Every output that overlaps log_weights is refused, before anything is
+// written. Seen failing before the fix: no exception for any case, the in-place call's ancestors differing.
+TEST(Particles, OutputsMustNotOverlapTheLogWeights) {
+  const std::int64_t B = 2, N = 100;
+  std::vector<float> lw(B * N);
+  for (std::size_t i = 0; i < lw.size(); ++i) lw[i] = float(2.0 * std::sin(0.37 * double(i)));
+  ds::resampling_options o;
+  o.scheme = ds::resampling_scheme::systematic;
+  o.ess_threshold = 2.0;  // always resample
+  const char* places[] = {"in place", "starting inside", "ending inside"};
+  for (int place = 0; place < 3; ++place) {
+    for (int which = 0; which < 4; ++which) {
+      // The output's size in floats, and where it starts, in floats from the start of the log-weights: at it, half a
+      // problem into it, or ending half a problem into it (offsets stay 8-byte aligned).
+      const std::int64_t size = which == 0 || which == 1 ? B * N
+                                : which == 2             ? 2 * B * N
+                                                         : B * std::int64_t(sizeof(ds::particle_report) / sizeof(float));
+      const std::int64_t offset = place == 0 ? 0 : place == 1 ? N / 2 : N / 2 - size;
+      std::vector<float> buffer(6 * B * N, 0.f);  // room for int64 ancestors on either side of the log-weights
+      float* log_weights = buffer.data() + 2 * B * N;
+      std::copy(lw.begin(), lw.end(), log_weights);
+      void* p = log_weights + offset;
+      ds::particle_outputs out;
+      std::vector<std::int32_t> ancestors(B * N);
+      out.ancestors = ancestors.data();
+      const char* field = "normalised_weights";
+      if (which == 0) out.normalised_weights = static_cast<float*>(p);
+      if (which == 1) (out.ancestors = static_cast<std::int32_t*>(p)), field = "ancestors";
+      if (which == 2) (out.ancestors = nullptr), (out.ancestors64 = static_cast<std::int64_t*>(p)), field = "ancestors64";
+      if (which == 3) out.reports = static_cast<ds::particle_report*>(p), field = "reports";
+      const std::vector<float> before = buffer;
+      try {
+        ds::resample(out, B, N, log_weights, o, cpu());
+        ADD_FAILURE() << field << " " << places[place] << " the log-weights: accepted";
+      } catch (const ds::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find(std::string("outputs.") + field + ": must not overlap log_weights"),
+                  std::string::npos)
+            << e.what();
+      }
+      EXPECT_EQ(buffer, before) << field << " " << places[place];
+    }
+  }
+  // Adjacent buffers do not overlap; the ancestors equal those of separate buffers.
+  std::vector<float> two(2 * B * N);
+  std::copy(lw.begin(), lw.end(), two.begin());
+  std::vector<std::int32_t> a1(B * N), a2(B * N);
+  std::vector<float> nw(B * N);
+  ds::particle_outputs sep;
+  sep.ancestors = a1.data();
+  sep.normalised_weights = nw.data();
+  ds::resample(sep, B, N, lw.data(), o, cpu());
+  ds::particle_outputs adj;
+  adj.ancestors = a2.data();
+  adj.normalised_weights = two.data() + B * N;
+  EXPECT_NO_THROW(ds::resample(adj, B, N, two.data(), o, cpu()));
+  EXPECT_EQ(a1, a2);
+  EXPECT_TRUE(std::equal(nw.begin(), nw.end(), two.begin() + B * N));
 }
 
 // N = 5000 runs the tiled passes (two 4096-particle tiles), N = 4096, 1000 and 1 the one-kernel path of problems

@@ -947,8 +947,8 @@ DS_API ds_status ds_resampling_workspace_bytes(int64_t problems, int64_t particl
  * (diffsample::resample): the same inputs give the same ancestors on every run, thread count and executor. NaN and
  * +inf log-weights count as -inf; a problem whose weights are all zero is reported failed and keeps the identity.
  * Every buffer is device-accessible on the CUDA executor and host-accessible on the CPU one; the output pointers
- * are optional (without ancestors nothing is resampled). Asynchronous on the CUDA executor (reports are written to
- * device memory then).
+ * are optional (without ancestors nothing is resampled); none may overlap @p log_weights (DS_INVALID_ARGUMENT).
+ * Asynchronous on the CUDA executor (reports are written to device memory then).
  * @param log_weights         B x N floats
  * @param problems            B >= 0
  * @param particles           N, 1 <= N <= 2^24, diffsample::limits::max_particles (0 only when B = 0)
