@@ -1163,6 +1163,30 @@ TEST_F(Cli, IntegerOptionsAreDecimal) {
   EXPECT_NE(hex.err.find("--steps: expected an integer >= 0, got '0x10'"), std::string::npos) << hex.err;
 }
 
+// Seeds are 64-bit unsigned in the library, and the program takes the whole range, from the command line (every
+// subcommand) and from a problem file; a sign or a value beyond 2^64 - 1 is refused naming the range.
+TEST_F(Cli, SeedsTakeTheWholeUint64Range) {
+  const std::string top = "18446744073709551615";  // 2^64 - 1
+  const std::string common = "sample --sampler ddpm --executor cpu --chains 8 --steps 5 --quiet";
+  write("q.json", "{\"prior\": {\"grid\": {\"dim\": 2}}}");
+  const result r = run(common + " --problem " + path("q.json") + " --seed " + top + " --out " + path("a.npy") +
+                       " --report " + path("a.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(path("a.json")))["seed"].get<std::uint64_t>(), 18446744073709551615ull);
+  write("p.json", "{\"prior\": {\"grid\": {\"dim\": 2}}, \"sampler\": {\"seed\": " + top + "}}");
+  const result f = run(common + " --problem " + path("p.json") + " --out " + path("b.npy"));
+  ASSERT_EQ(f.rc, 0) << f.err;
+  EXPECT_TRUE(slurp(path("a.npy")) == slurp(path("b.npy"))) << "the file's seed is not the command line's";
+  const result s = run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --particles 16 "
+                       "--steps 5 --quiet --seed " + top);
+  EXPECT_EQ(s.rc, 0) << s.err;
+  for (const char* bad : {"18446744073709551616", "-1", "+5", "' 5'", "0x10"}) {
+    const result b = run(common + " --seed " + bad);
+    EXPECT_EQ(b.rc, 2) << bad;
+    EXPECT_NE(b.err.find("--seed: expected an integer in [0, 18446744073709551615]"), std::string::npos) << b.err;
+  }
+}
+
 // A diverged guided run is reported as `sample` reports one: the non-finite values counted, the distance null, the
 // outputs written, and the sampler and step named. DPS on the d = 10 example with sigma_y = 0.02 diverges.
 TEST_F(Cli, DivergedSolveIsReportedWithItsStep) {

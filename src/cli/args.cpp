@@ -53,6 +53,15 @@ std::int64_t to_int(const std::string& flag, const std::string& text, std::int64
   return v;
 }
 
+std::uint64_t to_seed(const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);  // decimal; a sign is refused below
+  if (text.empty() || text[0] < '0' || text[0] > '9' || errno != 0 || *end != '\0')
+    throw usage_error("--seed: expected an integer in [0, 18446744073709551615] (2^64 - 1), got '" + text + "'");
+  return v;
+}
+
 std::int64_t to_steps(const std::string& text, std::int64_t min_value) {
   return to_int("--steps", text, min_value, diffsample::limits::max_steps);
 }

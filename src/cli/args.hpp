@@ -33,6 +33,8 @@ options parse_options(int argc, char** argv, int first, const char* usage, const
 std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value);
 /// An integer in [min_value, limit] (a limit of src/limits.hpp: "--flag = value, the limit is N" above it).
 std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value, std::int64_t limit);
+/// --seed: a decimal integer in [0, 2^64 - 1] (the library's seeds are 64-bit unsigned).
+std::uint64_t to_seed(const std::string& text);
 /// --steps: an integer in [min_value, limits::max_steps].
 std::int64_t to_steps(const std::string& text, std::int64_t min_value);
 /// A finite number.

@@ -39,7 +39,7 @@ int run_bench(int argc, char** argv, int first) {
   const bool gpu = where == executor::cuda;
   const std::int64_t n = o.has("--chains") ? to_int("--chains", o.get("--chains"), 1) : (gpu ? 1 << 20 : 4096);
   const std::int64_t steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : (gpu ? 100 : 20);
-  const std::uint64_t seed = o.has("--seed") ? std::uint64_t(to_int("--seed", o.get("--seed"), 0)) : 1;
+  const std::uint64_t seed = o.has("--seed") ? to_seed(o.get("--seed")) : 1;
   std::vector<std::int64_t> dims;
   {
     const std::string list = o.has("--dims") ? o.get("--dims") : "2,10,100";

@@ -244,7 +244,7 @@ int run_sample_binary(int argc, char** argv, int first) {
   if (dtype != "float32" && dtype != "int8") throw usage_error("--dtype: expected int8 or float32, got '" + dtype + "'");
   if (dtype == "int8" && mean) throw usage_error("--dtype int8 cannot hold E[x | y] (--mean): use float32");
   if (has("--dtype") && !has("--out")) throw usage_error("--dtype needs --out");
-  const std::uint64_t seed = has("--seed") ? std::uint64_t(to_int("--seed", o["--seed"], 0)) : f.seed.value_or(1);
+  const std::uint64_t seed = has("--seed") ? to_seed(o["--seed"]) : f.seed.value_or(1);
   ds::executor requested = ds::executor::automatic;
   try {
     requested = ds::parse_executor(has("--executor") ? o["--executor"] : f.executor.value_or("auto"));

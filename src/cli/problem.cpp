@@ -377,7 +377,9 @@ class reader {
     if (s.sigma && !(*s.sigma > 0)) bad("sampler.sigma", "must be > 0, got " + fmt(*s.sigma));
     if (j.contains("step_size")) s.step_size = number(j["step_size"], "sampler.step_size");
     if (s.step_size && !(*s.step_size > 0)) bad("sampler.step_size", "must be > 0, got " + fmt(*s.step_size));
-    if (j.contains("seed")) s.seed = std::uint64_t(integer(j["seed"], "sampler.seed", 0));
+    if (j.contains("seed"))  // 64-bit unsigned, as the library's seeds
+      s.seed = j["seed"].is_number_unsigned() ? j["seed"].get<std::uint64_t>()
+                                              : std::uint64_t(integer(j["seed"], "sampler.seed", 0));
     if (j.contains("alpha")) s.alpha = number(j["alpha"], "sampler.alpha");
     if (j.contains("method")) s.method = string(j["method"], "sampler.method");
     if (j.contains("dps_step"))

@@ -157,7 +157,7 @@ int sample_main(const options& o, const char* command) {
   if (f.alpha_bar) s.alpha_bar = *f.alpha_bar;
   s.final_denoise = f.final_denoise.value_or(false) || o.has("--final-denoise");
   if (f.seed) s.seed = *f.seed;
-  if (o.has("--seed")) s.seed = std::uint64_t(to_int("--seed", o.get("--seed"), 0));
+  if (o.has("--seed")) s.seed = to_seed(o.get("--seed"));
 
   output_set outputs;
   check_outputs(outputs, o, {"--out", "--report", "--plot"}, &file);

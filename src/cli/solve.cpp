@@ -444,7 +444,7 @@ int run_solve(int argc, char** argv, int first) {
                          : where == ds::executor::cuda           ? 65536
                                                                  : 4096;
   const std::uint64_t seed =
-      o.has("--seed") ? std::uint64_t(to_int("--seed", o.get("--seed"), 0)) : file.sampler.seed.value_or(1);
+      o.has("--seed") ? to_seed(o.get("--seed")) : file.sampler.seed.value_or(1);
   output_set outputs;
   check_outputs(outputs, o, {"--out", "--report", "--plot", "--ess-plot"}, &file);
   const prior_spec& prior = *file.prior;
