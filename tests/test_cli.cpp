@@ -432,17 +432,23 @@ TEST_F(Cli, SolveWithMaskAndSvdOperators) {
     const nlohmann::json js = nlohmann::json::parse(slurp(path("s.json")));
     EXPECT_TRUE(std::isfinite(js["log_evidence_estimate"].get<double>())) << e;
   }
-  // Bad operators: one line naming the field, exit status 1.
+  // Bad operators: one line naming the file's field (mask and svd.U / S / V, never the library's argument names
+  // indices, U, singular_values, V), exit status 1.
   const std::string head = "{\"prior\": {\"grid\": {\"dim\": 3}}, \"observation\": {";
   const std::string tail = ", \"sigma_y\": 1, \"y\": [0, 0]}}";
   const std::pair<std::string, std::string> cases[] = {
-      {"\"mask\": [0, 0]", "appears twice"},
+      {"\"mask\": [0, 0]", "op.json: observation.mask: coordinate 0 appears twice"},
       {"\"mask\": [0, 3]", "not a coordinate index in [0, 3)"},
       {"\"mask\": [0, 1.5]", "not a coordinate index"},
       {"\"mask\": [0, 1], \"diagonal\": [1]", "observation.diagonal"},
       {"\"mask\": [0, 1], \"A\": [[1, 0, 0], [0, 1, 0]]", "exactly one of"},
       {"\"A\": [[1, 0, 0], [0, 1, 0]], \"diagonal\": [1, 1]", "only goes with 'mask'"},
-      {"\"svd\": {\"U\": [[1, 0], [0, 1]], \"S\": [1, 1], \"V\": [[1, 0], [1, 0], [0, 1]]}", "not orthonormal"},
+      {"\"svd\": {\"U\": [[1, 0], [0, 1]], \"S\": [1, 1], \"V\": [[1, 0], [1, 0], [0, 1]]}",
+       "op.json: observation.svd.V: columns are not orthonormal"},
+      {"\"svd\": {\"U\": [[1, 0], [1, 0]], \"S\": [1, 1], \"V\": [[1, 0], [0, 1], [0, 0]]}",
+       "op.json: observation.svd.U: columns are not orthonormal"},
+      {"\"svd\": {\"U\": [[1, 0], [0, 1]], \"S\": [1, -1], \"V\": [[1, 0], [0, 1], [0, 0]]}",
+       "op.json: observation.svd.S: value 1 is -1"},
       {"\"svd\": {\"U\": [[1, 0], [0, 1]], \"S\": [1, 1]}", "observation.svd.V: missing"},
   };
   for (const auto& [body, message] : cases) {

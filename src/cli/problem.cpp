@@ -464,7 +464,18 @@ class reader {
         *op = observation_operator::svd(U.rows, d_x, U.values, S, V.values);
       }
     } catch (const diffsample::invalid_argument& e) {
-      throw input_error(path_ + ": " + e.what());
+      // The library names its own arguments; the file's fields for them are mask, svd.S, svd.U and svd.V.
+      std::string message = e.what();
+      static const std::pair<std::string, std::string> fields[] = {{"observation.indices:", "observation.mask:"},
+                                                                   {"observation.singular_values:", "observation.svd.S:"},
+                                                                   {"observation.U:", "observation.svd.U:"},
+                                                                   {"observation.V:", "observation.svd.V:"}};
+      for (const auto& [argument, field] : fields)
+        if (message.rfind(argument, 0) == 0) {
+          message = field + message.substr(argument.size());
+          break;
+        }
+      throw input_error(path_ + ": " + message);
     }
     linear_observation obs;
     obs.d_y = op->d_y();
