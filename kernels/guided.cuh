@@ -156,20 +156,6 @@ DS_HD_INLINE std::uint64_t guided_stream(const guided_params& p, std::int64_t i,
   return static_cast<std::uint64_t>(i + b * p.stream_skip + p.stream_first);
 }
 
-/// guided_stream() for SKRock and TMPD, whose CUDA kernels key their streams by the launch's particle index: with
-/// the shard's offset they spilled (40/76 and 172/256 bytes, calls to the division and square-root slow paths
-/// saving it across), so their shards run on the CPU executor only (detail::guided_sample_streams refuses the CUDA
-/// executor for them) and the device code ignores the offset, which is 0 there.
-DS_HD_INLINE std::uint64_t host_shard_stream(const guided_params& p, std::int64_t i, std::int64_t b) {
-#ifdef __CUDA_ARCH__
-  (void)p;
-  (void)b;
-  return static_cast<std::uint64_t>(i);
-#else
-  return guided_stream(p, i, b);
-#endif
-}
-
 /// r = scale * y_b - A_b x - noise * z for one particle (d_y values); z is read only when noise != 0.
 template <class X, class R, class Z = const float*>
 DS_HD_INLINE void guided_residual(const guided_params& p, std::int64_t b, float scale, const X& x, R& r,

@@ -100,7 +100,7 @@ template <class X, class V, class R>
 DS_HD_INLINE void skrock_iteration(const guided_params& p, const skrock_params& q, std::int64_t i, std::int64_t n,
                                    X& x, V& cur, V& old, V& g, R& r) {
   const std::int64_t b = i / p.particles;
-  skrock_iteration_of(p, q, b, host_shard_stream(p, i, b), n, x, cur, old, g, r);
+  skrock_iteration_of(p, q, b, guided_stream(p, i, b), n, x, cur, old, g, r);
 }
 
 /// An exact draw from the prior: component k by its weight (one uniform), then mean_k + sqrt(v_k) z.
@@ -136,14 +136,15 @@ struct guided_skrock_functor {
     const int d = p.d;
     strided_vec<float> xi = guided_slice(p, x, i, d, 0, d), cur = guided_slice(p, work, i, 3 * d, 0, d),
                        old = guided_slice(p, work, i, 3 * d, d, d), ri = guided_slice(p, r, i, p.d_y, 0, p.d_y);
-    // The problem and the stream once, not per iteration (a 64-bit division each).
+    // The problem once, not per iteration (a 64-bit division). The stream (a shard's offset included: two
+    // multiply-adds) per iteration instead of held across it: held, the kernel took 128 registers instead of 96.
     const std::int64_t b = i / p.particles;
-    const std::uint64_t key = host_shard_stream(p, i, b);
     {
-      philox rng(p.seed, key, 0);
+      philox rng(p.seed, guided_stream(p, i, b), 0);
       prior_draw(p.mix, rng, xi);
     }
-    for (std::int64_t n = 0; n < iterations; ++n) skrock_iteration_of(p, q, b, key, n, xi, cur, old, g, ri);
+    for (std::int64_t n = 0; n < iterations; ++n)
+      skrock_iteration_of(p, q, b, guided_stream(p, i, b), n, xi, cur, old, g, ri);
   }
 };
 
@@ -158,8 +159,9 @@ enum skrock_op : int {
 /// drift evaluation: stage s of iteration n takes the prior's score at cur (answer), adds the likelihood's part and
 /// applies the stage (skrock_first for s = 0, else skrock_stage and the swap, as copies); after the last stage x =
 /// cur and, unless the run is over, cur = the next iteration's first drift point. Particle i of problem b draws
-/// from the stream id_base + host_shard_stream(p, i, b) (id_base: a plan's trajectory, in device memory; nullptr
-/// for 0).
+/// from the stream id_base + guided_stream(p, i, b) (id_base: a plan's trajectory, in device memory; nullptr for
+/// 0), formed at each use rather than held across the normals' square-root slow-path calls (held, the device code
+/// spilled 20/32 bytes).
 struct skrock_stage_functor {
   guided_params p;
   skrock_params q;
@@ -180,22 +182,22 @@ struct skrock_stage_functor {
     if (position != nullptr && i == 0) *position = next_position;
     const int d = p.d;
     const std::int64_t b = i / p.particles;
-    const std::uint64_t key = (id_base != nullptr ? *id_base : 0) + host_shard_stream(p, i, b);
+    const auto key = [&] { return (id_base != nullptr ? *id_base : 0) + guided_stream(p, i, b); };
     strided_vec<float> xi{x + i * d, 1, d}, ci{cur + i * d, 1, d}, oi{old + i * d, 1, d}, gi{g + i * d, 1, d},
         ri{r + i * p.d_y, 1, p.d_y};
     if (op == skrock_op_initial) {
-      philox rng(p.seed, key, 0);
+      philox rng(p.seed, key(), 0);
       prior_draw(p.mix, rng, xi);
     }
     if (op != skrock_op_stage) {
-      if (iterations > 0) skrock_perturb(p, q, key, b, 0, xi, ci);
+      if (iterations > 0) skrock_perturb(p, q, key(), b, 0, xi, ci);
       return;
     }
     const float* ai = answer + i * d;
     for (int j = 0; j < d; ++j) gi[j] = ai[j];
     skrock_add_likelihood(p, q, b, ci, gi, ri);
     if (s == 0) {
-      skrock_first(p, q, key, b, n, xi, gi, ci, oi);
+      skrock_first(p, q, key(), b, n, xi, gi, ci, oi);
     } else {
       skrock_stage(q, b, s, d, gi, ci, oi);
       for (int j = 0; j < d; ++j) {  // swap: cur the new value, old the previous one
@@ -206,7 +208,7 @@ struct skrock_stage_functor {
     }
     if (s + 1 < q.stages) return;
     for (int j = 0; j < d; ++j) xi[j] = ci[j];
-    if (n + 1 < iterations) skrock_perturb(p, q, key, b, n + 1, xi, ci);
+    if (n + 1 < iterations) skrock_perturb(p, q, key(), b, n + 1, xi, ci);
   }
 };
 

@@ -135,8 +135,7 @@ struct tmpd_rows {
 };
 
 /// The tell of one TMPD ask over the B N rows (one launch). Particle i of problem b draws from the stream
-/// id_base + host_shard_stream(p, i, b) (id_base: a plan's trajectory, in device memory; null for 0; a shard's
-/// offset only on the host, as the fused functor: with it the device code spilled). A particle whose covariance
+/// id_base + guided_stream(p, i, b) (id_base: a plan's trajectory, in device memory; null for 0). A particle whose covariance
 /// was not positive definite is NaN, and stays NaN, as in the fused functor.
 struct tmpd_stage_functor {
   guided_params p;
@@ -157,7 +156,7 @@ struct tmpd_stage_functor {
     if (position != nullptr && i == 0) *position = next_position;
     const int d = p.d, dy = p.d_y;
     const std::int64_t b = i / p.particles;
-    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + host_shard_stream(p, i, b);
+    const std::uint64_t id = (id_base != nullptr ? *id_base : 0) + guided_stream(p, i, b);
     const tmpd_scratch w = rows.at(i, d, dy);
     strided_vec<float> x{rows.x + i * d, 1, d}, v = w.jv, m = w.m, r = w.r;
     const float* ai = answer + i * d;

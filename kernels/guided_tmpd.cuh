@@ -145,7 +145,7 @@ DS_HD_INLINE bool tmpd_step(const guided_params& p, std::int64_t i, std::int64_t
   const std::int64_t b = i / p.particles;
   const guided_step st = p.steps[k];
   tmpd_moments(p, b, x, guided_channel(p, k), st.a, st.s, sigma2, w);
-  return tmpd_update(p, host_shard_stream(p, i, b), k, scale, x, w);
+  return tmpd_update(p, guided_stream(p, i, b), k, scale, x, w);
 }
 
 /// A whole TMPD trajectory per particle (B N particles, particle i = b N + j): x = s_0 z (stream step 0), then
@@ -178,7 +178,7 @@ struct guided_tmpd_functor {
                          d0 + static_cast<std::int64_t>(dy) * dy};
     strided_vec<float> xi = guided_slice(p, x, i, d, 0, d);
     {
-      philox rng(p.seed, host_shard_stream(p, i, b), 0);
+      philox rng(p.seed, guided_stream(p, i, b), 0);
       const float s0 = p.initial_scale;
       rng.normals(d, [&](int j, float z) { xi[j] = s0 * z; });
     }

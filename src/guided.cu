@@ -1145,16 +1145,6 @@ guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_
                                     std::int64_t total, std::int64_t first) {
   DIFFSAMPLE_EXPECTS(options.sampler != guided_sampler::smc,
                      "options.sampler: smc's particles interact (resampling); run a shard with guided_smc_shard()");
-  // SKRock's and TMPD's CUDA kernels key their streams by the launch's particle index (kernels::host_shard_stream:
-  // the shard's offset made them spill), so their shards run on the CPU executor only.
-  if (options.sampler == guided_sampler::skrock || options.sampler == guided_sampler::tmpd) {
-    const void* probe = outputs.samples != nullptr ? static_cast<const void*>(outputs.samples)
-                                                   : static_cast<const void*>(outputs.particles);
-    DIFFSAMPLE_EXPECTS(detail::resolve_executor(exec.kind, probe) == executor::cpu,
-                       "options.sampler: " << to_string(options.sampler)
-                                           << " runs as a shard of a larger run on the CPU executor only (dps, pigdm, "
-                                              "diffpir, ddrm and dcps on either)");
-  }
   DIFFSAMPLE_EXPECTS(first >= 0 && options.particles >= 1 && total >= first + options.particles,
                      "shard: particles [" << first << ", " << first + options.particles << ") outside [0, " << total
                                           << ")");

@@ -63,11 +63,10 @@ struct particle_streams {
 particle_streams& current_particle_streams() noexcept;
 
 /// guided_sample() on particles [first, first + options.particles) of @p total per problem, for the samplers whose
-/// particles never interact (dps, pigdm, diffpir, ddrm, dcps; skrock and tmpd on the CPU executor only, their CUDA
-/// kernels ignoring the offset): each particle draws from its stream in a run of @p total, so the
-/// rows equal rows [first, first + options.particles) of each problem of a guided_sample() of @p total particles
-/// bit for bit (CPU executor).
-/// @throws invalid_argument for smc, for skrock or tmpd on the CUDA executor, or a range outside [0, total)
+/// particles never interact (dps, pigdm, diffpir, ddrm, dcps, skrock, tmpd; on either executor): each particle draws
+/// from its stream in a run of @p total (kernels::guided_stream), so the rows equal rows [first, first +
+/// options.particles) of each problem of a guided_sample() of @p total particles on the same executor bit for bit.
+/// @throws invalid_argument for smc, or a range outside [0, total)
 DIFFSAMPLE_API guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_problems& problems,
                                                    const guided_options& options, guided_outputs outputs,
                                                    execution exec, std::int64_t total, std::int64_t first);

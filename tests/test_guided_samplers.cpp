@@ -21,6 +21,7 @@
 
 #include "kernels/guided_dcps.cuh"
 #include "kernels/guided_ddrm.cuh"
+#include "kernels/guided_skrock.cuh"
 #include "kernels/guided_tmpd.cuh"
 #include "kernels/rng.cuh"
 #include "reference/guided_helpers.hpp"
@@ -835,6 +836,113 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
     const double ref = mu[j] + std::exp(l[j]) * z[j];
     EXPECT_NEAR(xf[j], ref, 1e-4 * (1 + std::abs(ref))) << "coordinate " << j;
   }
+}
+
+// A shard of a run (kernels::guided_params::stream_skip and stream_first, as guided_sample_streams() sets them for
+// mpi::guided_sample): the fused functors of TMPD, SKRock and DCPS, the CUDA executor's kernels, run here on the
+// CPU over particles [first, first + local) of each problem's N must give rows [first, first + local) of the run
+// over all N bit for bit (each particle draws from its stream in the whole run). The device code takes the same
+// offset (no executor-specific stream), which the GPU test Mpi.GuidedSamplersWithoutInteractionOnCudaRanksEqual-
+// OneDevice checks on a device. Seen failing with TMPD's and SKRock's functors keyed by the launch's index i
+// (their device streams before the shard's offset reached them).
+TEST(GuidedSamplers, FusedFunctorsOfAShardDrawTheWholeRunsStreams) {
+  const small_mixture mix;
+  const int d = mix.d, dy = 2, steps = 3;
+  const std::int64_t B = 2, N = 7, first = 2, local = 3;
+  std::mt19937 gen(29);
+  std::uniform_real_distribution<float> u(0.2f, 1.0f);
+  std::normal_distribution<float> z;
+  std::vector<kn::guided_step> table(steps);
+  for (auto& st : table) st = {u(gen), u(gen), u(gen), u(gen), u(gen), 0.3f * u(gen), u(gen)};
+  std::vector<float> A(dy * d), y(B * dy), sigma2 = {0.4f, 0.7f};
+  for (auto& v : A) v = z(gen);
+  for (auto& v : y) v = 2 * z(gen);
+  std::vector<float> step_table, prior_table, dcps_table;
+  kn::guided_params base{};
+  base.mix = mix.view();
+  base.steps = table.data();
+  base.A = A.data();
+  base.y = y.data();
+  base.problems = B;
+  base.d = d;
+  base.d_y = dy;
+  base.seed = 31;
+  base.initial_scale = 1.3f;
+  base.channels = channel_table(base.mix, steps, kn::guided_channels{base.steps}, step_table);
+  const kn::mixture_channels prior_channel = channel_table(base.mix, 1, kn::guided_channels{nullptr}, prior_table);
+  std::vector<float> skrock_step = {0.01f, 0.02f}, skrock_inv = {0.5f, 0.8f}, skrock_coefficients(9);
+  for (auto& c : skrock_coefficients) c = 0.5f * u(gen);
+  const kn::skrock_params skrock{skrock_step.data(), skrock_inv.data(), skrock_coefficients.data(), 3};
+  std::vector<kn::dcps_step> dsteps(steps);
+  for (auto& st : dsteps) {
+    st = {u(gen), u(gen), u(gen), u(gen), 0.3f * u(gen), {}};
+    st.next = {u(gen), u(gen), u(gen), 0.5f * u(gen), u(gen)};
+  }
+  std::vector<kn::dcps_block> blocks = {{0, 2, {u(gen), u(gen), u(gen), 0.5f * u(gen), u(gen)}},
+                                        {2, 3, {u(gen), u(gen), u(gen), 0.5f * u(gen), u(gen)}}};
+  std::vector<float> step_precision(steps * B * dy * dy), block_precision(2 * B * dy * dy);
+  for (auto* t : {&step_precision, &block_precision})
+    for (auto& v : *t) v = 0.5f * u(gen);
+  const kn::mixture_channels dcps_channels = channel_table(base.mix, kn::dcps_channels::count(steps, 2),
+                                                           kn::dcps_channels{dsteps.data(), blocks.data(), steps},
+                                                           dcps_table);
+  // The three samplers' rows (B x particles x d each, row-major) over `particles` of each problem's
+  // particles + skip, starting at `from`.
+  const auto run = [&](std::int64_t particles, std::int64_t skip, std::int64_t from) {
+    kn::guided_params p = base;
+    p.particles = particles;
+    p.stream_skip = skip;
+    p.stream_first = from;
+    const std::int64_t n = B * particles;
+    std::vector<float> out;
+    {
+      std::vector<float> x(n * d), fwork(n * kn::tmpd_scratch::floats(d, dy));
+      std::vector<double> dwork(n * kn::tmpd_scratch::doubles(dy));
+      const kn::guided_tmpd_functor f{p, steps, 0.8f, sigma2.data(), x.data(), fwork.data(), dwork.data()};
+      for (std::int64_t i = 0; i < n; ++i) f(i);
+      out.insert(out.end(), x.begin(), x.end());
+    }
+    {
+      kn::guided_params q = p;
+      q.channels = prior_channel;
+      std::vector<float> x(n * d), work(n * 3 * d), r(n * dy);
+      const kn::guided_skrock_functor f{q, skrock, 2, x.data(), work.data(), r.data()};
+      for (std::int64_t i = 0; i < n; ++i) f(i);
+      out.insert(out.end(), x.begin(), x.end());
+    }
+    {
+      kn::dcps_params q{};
+      q.g = p;
+      q.g.channels = dcps_channels;
+      q.steps = dsteps.data();
+      q.blocks = blocks.data();
+      q.step_precision = step_precision.data();
+      q.block_precision = block_precision.data();
+      q.blocks_count = 2;
+      q.steps_count = steps;
+      q.langevin_steps = 2;
+      q.gradient_steps = 2;
+      q.gamma = 0.05f;
+      q.rho = 0.3f;
+      q.initial_scale = 1.1f;
+      std::vector<float> x(n * d), work(n * kn::dcps_scratch::floats(d, dy));
+      const kn::guided_dcps_functor f{q, x.data(), work.data()};
+      for (std::int64_t i = 0; i < n; ++i) f(i);
+      out.insert(out.end(), x.begin(), x.end());
+    }
+    return out;
+  };
+  const std::vector<float> whole = run(N, 0, 0), shard = run(local, N - local, first);
+  ASSERT_EQ(shard.size(), std::size_t(3 * B * local * d));
+  const char* names[] = {"TMPD", "SKRock", "DCPS"};
+  for (int s = 0; s < 3; ++s)
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t j = 0; j < local; ++j) {
+        const float* mine = shard.data() + ((s * B + b) * local + j) * d;
+        const float* ref = whole.data() + ((s * B + b) * N + first + j) * d;
+        EXPECT_EQ(std::memcmp(mine, ref, sizeof(float) * d), 0)
+            << names[s] << ": problem " << b << ", particle " << first + j;
+      }
 }
 
 // The CUDA executor's layout of TMPD's, DDRM's and DCPS's per-particle buffers, checked on the CPU with the very

@@ -86,8 +86,8 @@ typedef struct ds_mpi_guided_result {
  * ds_guided_sample() over the ranks of @p comm (diffsample::mpi::guided_sample): smc (linear or moment potentials;
  * CPU executor, or CUDA ranks whose resamplings are staged through the host) as one filter of N = options->particles particles spread as ds_mpi_shard(N) with global
  * exact resampling, or as islands (@p mode); dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd run this rank's
- * share on their single-process random streams with no communication (@p mode ignored; skrock and tmpd on the CPU
- * executor only). @p outputs holds this rank's buffers: particles and samples B x count x d_x (rows
+ * share on their single-process random streams with no communication (@p mode ignored; either executor).
+ * @p outputs holds this rank's buffers: particles and samples B x count x d_x (rows
  * [first, first + count) of each problem of the single-process outputs, bit for bit on the CPU executor),
  * log_weights B x count; log_normaliser, ess_trace and resample_count global, the same on every rank. @p result (may be NULL) receives this rank's share and
  * statistics. Problems, options and outputs are read as ds_guided_sample() reads them (struct_size versioning).

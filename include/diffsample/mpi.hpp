@@ -183,9 +183,8 @@ struct guided_result {
 /// it), outputs.log_weights B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
 /// combined, the ESS trace and count this rank's island's). Validation is collective.
 /// dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd, whose particles never interact, run this rank's share on their
-/// single-process Philox streams with no communication (skrock and tmpd on the CPU executor only: their CUDA kernels
-/// do not take a shard's stream offset): outputs.samples and outputs.particles hold this rank's rows, equal to the
-/// single-process rows bit for bit (CPU executor); @p mode is ignored.
+/// single-process Philox streams with no communication, on either executor: outputs.samples and outputs.particles
+/// hold this rank's rows, equal to the single-process rows on the same executor bit for bit; @p mode is ignored.
 DIFFSAMPLE_API guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided_outputs outputs,
                                            const guided_problems& problems, const guided_options& options,
                                            smc_mode mode = smc_mode::global, execution exec = {});

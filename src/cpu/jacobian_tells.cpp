@@ -165,7 +165,7 @@ __attribute__((noinline)) void tmpd_update_packs(const kernels::tmpd_stage_funct
   }
   const fpack c0(st.c0), c1(st.c1), shift(f.scale * st.guidance), sig(st.sig);
   if (st.sig != 0.f) {
-    const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::host_shard_stream(p, pk.i0, b);
+    const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p, pk.i0, b);
     philox_pack rng(p.seed, id, static_cast<std::uint64_t>(f.k) + 1);
     rng.normals(d, [&](int j, fpack z) { xs[j] = c0 * ms[j] + c1 * xs[j] + shift * g[j] + sig * z; });
   } else {

@@ -29,7 +29,7 @@ DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_(simd_avx512)
 /// TMPD's tell (kernels::tmpd_stage_functor, finish = tmpd_finish_all) over every particle, on packs of particles
 /// of one problem on target t (not scalar): the denoiser's tell (m, r = y - A m, v = a_0) and the products' tells
 /// (row o, v = a_{o+1}; after the last, A C A^T + sigma_y^2 I, its Cholesky factor and the solve in FP64 lane by
-/// lane, then the update with the normals of the packs' Philox streams id_base + host_shard_stream(i, b), step
+/// lane, then the update with the normals of the packs' Philox streams id_base + guided_stream(i, b), step
 /// k + 1). A lane whose matrix is not numerically positive definite is NaN, as in the functor. The initial draw and
 /// the other finishes run the functor per particle. Stores next_position first when position is set.
 inline void run_tmpd_tell(simd_target t, const kernels::tmpd_stage_functor& f) {

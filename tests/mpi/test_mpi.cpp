@@ -517,6 +517,45 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
   }
 }
 
+TEST_F(Mpi, GuidedSamplersWithoutInteractionOnCudaRanksEqualOneDevice) {
+  // Each rank on its GPU (mpi::rank_execution), every particle on its single-process stream (the device code keys
+  // each particle's Philox stream with the shard's offset, kernels::guided_stream, SKRock's and TMPD's included):
+  // the samples of a single-process CUDA guided_sample() bit for bit, as the CPU ranks above.
+  int devices = ds::cuda_available() ? 1 : 0, everywhere = 0;
+  MPI_Allreduce(&devices, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);  // skip on every rank or on none
+  if (everywhere == 0) GTEST_SKIP() << "no CUDA device on every rank: " << ds::cuda_unavailable_reason();
+  using diffsample::testing::device_buffer;
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, N = 23, d = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  for (ds::guided_sampler sampler :
+       {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
+        ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
+    ds::guided_options o;
+    o.sampler = sampler;
+    o.particles = N;
+    o.steps = 8;
+    o.seed = 13;
+    o.dcps_blocks = 2;
+    o.dcps_langevin_steps = 5;
+    device_buffer<float> whole(B * N * d), mine(B * s.count * d);
+    ds::guided_outputs out{};
+    out.samples = whole.ptr;
+    ds::guided_sample(prior, out, pr, o, exec);
+    ds::guided_outputs mo{};
+    mo.samples = mine.ptr;
+    const ds::mpi::guided_result res =
+        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o, ds::mpi::smc_mode::global, exec);
+    EXPECT_EQ(res.particles.count, s.count);
+    EXPECT_EQ(res.local.ran, ds::executor::cuda) << ds::to_string(sampler);
+    EXPECT_EQ(res.comm.exchanges, 0);
+    EXPECT_TRUE(same_bits(mine.download().data(), rows_of(whole.download(), B, N, d, s).data(), B * s.count * d))
+        << ds::to_string(sampler) << " on rank " << rank();
+  }
+}
+
 TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
