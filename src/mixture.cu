@@ -235,15 +235,27 @@ void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, 
                                     channel ch, float* out, execution exec) {
   const std::int64_t d = mix.dim;
   const executor where = exec.kind;
-  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar && n > 0) {
-    // Packs of points (src/cpu/denoiser_jvp.hpp): the channel's constants once, then one pass of the pool.
+  if (where == executor::cpu && n > 0) {
+    // The channel's constants once, then packs of points (src/cpu/denoiser_jvp.hpp) or, on the scalar target, one
+    // point at a time with the same constants (kernels::channel_jvp), as evaluate_direct_unchecked() does.
     const kernels::mixture_view<float> view = mix.view(where);
     std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
     const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
     const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
     for (std::int64_t k = 0; k < view.components; ++k) fill(k);
-    cpu::run_denoiser_jvp(target, channels.at(0, float(ch.a), float(ch.s)), x, v, n, d, out);
+    const kernels::channel_view c = channels.at(0, float(ch.a), float(ch.s));
+    const cpu::simd_target target = cpu::chain_target();
+    if (target != cpu::simd_target::scalar) {
+      cpu::run_denoiser_jvp(target, c, x, v, n, d, out);
+    } else {
+      cpu::parallel_for_range(n, [&](std::int64_t first, std::int64_t last) {
+        for (std::int64_t i = first; i < last; ++i) {
+          const strided_vec<const float> xi{x + i * d, 1, int(d)}, vi{v + i * d, 1, int(d)};
+          strided_vec<float> oi{out + i * d, 1, int(d)};
+          kernels::channel_jvp<float>(c, xi, vi, oi);
+        }
+      });
+    }
     return;
   }
   kernels::for_each_index(where, n, jvp_functor{mix.view(where), x, v, out, float(ch.a), float(ch.s)}, exec.stream);
