@@ -9,9 +9,11 @@ FLOPs and bytes per chain-step counted from the source and the bound they predic
   scripts/static_record.py --ptxas build/ptxas --write bench/static_record.md   # regenerate the record
   scripts/static_record.py --ptxas build/ptxas --check                          # CI rules (the static_record test)
 
-Rules of --check: no kernel spills (spill stores or loads), and no register-path kernel (chain state in registers,
-register_chain_functor) has a stack frame. --allow-register-stack relaxes the second rule and tolerates spills in
-register-path kernels (they come from the same local arrays). Kernels of CUB (cub::) are recorded but not checked:
+Rules of --check: no kernel spills (spill stores or loads), no register-path kernel (chain state in registers,
+register_chain_functor) has a stack frame, and every chain body that has a register-path kernel has one at every
+dimension of DIFFSAMPLE_REGISTER_DIMS (kernels/config.cuh), so that no listed dimension goes unchecked.
+--allow-register-stack relaxes the second rule and tolerates spills in register-path kernels (they come from the
+same local arrays). Kernels of CUB (cub::) are recorded but not checked:
 their code and tuning are CUB's. KNOWN_SPILLS lists the library's own kernels that still spill, each with its cause;
 they are reported and do not fail, anything else that spills fails, and an entry that no longer spills is reported
 so that it can be removed.
@@ -150,6 +152,31 @@ def occupancy(registers, smem, block):
 
 def register_path(short):
     return "register_chain_functor<" in short
+
+
+def register_dims():
+    """The compile-time dimensions of the register path: DIFFSAMPLE_REGISTER_DIMS in kernels/config.cuh."""
+    with open(os.path.join(ROOT, "kernels", "config.cuh")) as f:
+        m = re.search(r"#define\s+DIFFSAMPLE_REGISTER_DIMS\(X\)((?:\s*X\(\d+\))+)", f.read())
+    return sorted(int(d) for d in re.findall(r"X\((\d+)\)", m.group(1))) if m else []
+
+
+def missing_register_kernels(kernels, dims):
+    """Failures when the build lacks a register-path kernel: none at all, or a chain body (langevin_chain_body,
+    diffusion_chain_body, ...) without its kernel at one of the listed dimensions (the rules above would then pass
+    over a dimension that was never compiled)."""
+    if not dims:
+        return ["no DIFFSAMPLE_REGISTER_DIMS list found in kernels/config.cuh"]
+    found = {}
+    for k in kernels:
+        m = re.search(r"register_chain_functor<(\d+), (\w+)>", k["short"])
+        if m:
+            found.setdefault(m.group(2), set()).add(int(m.group(1)))
+    if not found:
+        return ["no register-path kernel (register_chain_functor) in the ptxas reports"]
+    return ["register-path kernel missing at D = {}: {}".format(", ".join(str(d) for d in dims if d not in have),
+                                                                 body)
+            for body, have in sorted(found.items()) if any(d not in have for d in dims)]
 
 
 def third_party(short):
@@ -502,7 +529,8 @@ def write_record(kernels, path, allow_register_stack, sass=None):
     lines.append("`python3 scripts/static_record.py --ptxas build/ptxas --write bench/static_record.md` after a build.")
     lines.append("No GPU is needed to produce it and none was used. Occupancy is theoretical (sm_90: 64 warps,")
     lines.append("65,536 registers, 228 KB shared memory per SM), from registers, static shared memory and block size.")
-    lines.append("CI (`static_record` test) fails when a kernel spills or a register-path kernel has a stack frame.")
+    lines.append("CI (`static_record` test) fails when a kernel spills, a register-path kernel has a stack frame, or a")
+    lines.append("dimension of `DIFFSAMPLE_REGISTER_DIMS` has no register-path kernel.")
     lines.append("")
     nvcc = shutil.which("nvcc")
     if nvcc:
@@ -673,12 +701,15 @@ def main():
             failures.append("spills {}/{} bytes: {}".format(k["spill_stores"], k["spill_loads"], where))
         elif cause:
             stale.append("no longer spills, remove it from KNOWN_SPILLS: " + where)
+    dims = register_dims()
+    failures += missing_register_kernels(kernels, dims)
     if args.check:
         own = [k for k in kernels if not third_party(k["short"])]
         stacked = sum(1 for k in own if register_path(k["short"]) and k["stack"])
-        print("static_record: {} kernels ({} of CUB, not checked), {} register-path kernels ({} with a stack frame{}), "
-              "{} own kernels spilling".format(
-                  len(kernels), len(kernels) - len(own), sum(1 for k in own if register_path(k["short"])), stacked,
+        print("static_record: {} kernels ({} of CUB, not checked), {} register-path kernels at D = {} ({} with a "
+              "stack frame{}), {} own kernels spilling".format(
+                  len(kernels), len(kernels) - len(own), sum(1 for k in own if register_path(k["short"])),
+                  ", ".join(str(d) for d in dims), stacked,
                   ", allowed" if args.allow_register_stack else "",
                   sum(1 for k in own if k["spill_stores"] or k["spill_loads"])))
         for line in known:
