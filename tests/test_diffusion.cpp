@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/config.cuh"
 #include "reference/documented_stream.hpp"
 #include "reference/helpers.hpp"
 #include <diffsample/diffsample.hpp>
@@ -552,12 +553,14 @@ std::vector<diffusion_options> plan_cases() {
 }
 }  // namespace
 
-// The register path at every dimension of its list (2, 8, 10, 16, 32) and the workspace path (d = 3), with a
-// trajectory output, for a stochastic and a deterministic sampler: as in CpuAndGpuAgree, at most 1% of chains may
-// end (or be recorded) more than 1e-2 apart.
+// The register path at every dimension of its list (DIFFSAMPLE_REGISTER_DIMS, kernels/config.cuh: 1, 2, 4, 8, 10, 16,
+// 32) and the workspace path (d = 3), with a trajectory output, for a stochastic and a deterministic sampler: as in
+// CpuAndGpuAgree, at most 1% of chains may end (or be recorded) more than 1e-2 apart.
 TEST(Diffusion, GpuRegisterPathAtEveryListedDimension) {
   DIFFSAMPLE_REQUIRE_GPU();
-  for (std::int64_t d : {2, 3, 8, 10, 16, 32}) {
+#define DIFFSAMPLE_DIM_ENTRY_(D) D,
+  for (std::int64_t d : {DIFFSAMPLE_REGISTER_DIMS(DIFFSAMPLE_DIM_ENTRY_) 3}) {
+#undef DIFFSAMPLE_DIM_ENTRY_
     const gaussian_mixture mix = test_mixture(d);
     for (diffusion_sampler s : {diffusion_sampler::ddpm, diffusion_sampler::ddim}) {
       diffusion_options o;
