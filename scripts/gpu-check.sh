@@ -108,7 +108,7 @@ have_sanitizer=0; have compute-sanitizer && have_sanitizer=1
 have_torch=0
 have python3 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1 &&
   have_torch=1
-for tool in nvidia-smi timeout compute-sanitizer ncu python3 cmake nvcc tar; do
+for tool in nvidia-smi timeout compute-sanitizer ncu python3 cmake nvcc tar xz ldd; do
   if have "$tool"; then echo "found: $tool ($(command -v "$tool"))" >>"$out"; else echo "MISSING: $tool" >>"$out"; fi
 done
 [ $have_torch = 1 ] && echo "found: PyTorch with CUDA" >>"$out" || echo "MISSING: PyTorch with CUDA (baselines skipped)" >>"$out"
@@ -126,7 +126,9 @@ if [ -n "$prebuilt" ]; then
   section "shared libraries the binaries need"
   missing=$(for f in "$bin"/libdiffsample.so.* "$bin"/tests/test_*; do [ -f "$f" ] && ldd "$f" 2>/dev/null; done |
     grep "not found" | sort -u)
-  if [ -n "$missing" ]; then
+  if ! have ldd; then
+    echo "not checked: ldd missing (a binary that lacks a library fails when it runs)" >>"$out"
+  elif [ -n "$missing" ]; then
     echo "$missing" >>"$out"
     note "gpu-check: libraries not found (add them to the bundle's lib/): $(echo "$missing" | awk '{print $1}' | xargs)"
     status=1
