@@ -24,6 +24,7 @@
 #include "kernels/guided_skrock.cuh"
 #include "kernels/guided_tmpd.cuh"
 #include "kernels/rng.cuh"
+#include "src/guided_shard.hpp"
 #include "reference/guided_helpers.hpp"
 #include "reference/helpers.hpp"
 
@@ -943,6 +944,58 @@ TEST(GuidedSamplers, FusedFunctorsOfAShardDrawTheWholeRunsStreams) {
         EXPECT_EQ(std::memcmp(mine, ref, sizeof(float) * d), 0)
             << names[s] << ": problem " << b << ", particle " << first + j;
       }
+}
+
+// guided_sample_streams() (the call a rank of mpi::guided_sample makes) on particles [2, 5) of 7 per problem against
+// rows [2, 5) of each problem of guided_sample() with all 7, bit for bit on one executor, for every sampler whose
+// particles never interact: the launch holds 3 particles (coordinate stride B 3 on CUDA) and keys each one's Philox
+// stream by its index in the whole run (kernels::guided_stream). Two problems, d = 10 with a dense 2 x 10 A, 4 steps.
+namespace {
+void expect_shard_rows_equal_the_whole_run(ds::executor where) {
+  const benchmark_problem p = make_problem(10, 2, 17);
+  const ds::guided_problems g = replicate(p.observation, 2);
+  const std::int64_t B = g.problems, N = 7, first = 2, local = 3, d = p.prior.dim();
+  for (ds::guided_sampler s : {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir,
+                               ds::guided_sampler::ddrm, ds::guided_sampler::dcps, ds::guided_sampler::skrock,
+                               ds::guided_sampler::tmpd}) {
+    ds::guided_options o = options(s, N, 4, 23);
+    o.dcps_langevin_steps = 2;
+    const std::vector<float> whole = run(p.prior, g, o, where);
+    o.particles = local;
+    std::vector<float> shard(B * local * d, NAN);
+    ds::guided_outputs out;
+    ds::guided_report r;
+    if (where == ds::executor::cuda) {
+      ds::testing::device_buffer<float> buf(shard);
+      out.samples = buf.ptr;
+      r = ds::detail::guided_sample_streams(p.prior, g, o, out, {where, nullptr}, N, first);
+      shard = buf.download();
+    } else {
+      out.samples = shard.data();
+      r = ds::detail::guided_sample_streams(p.prior, g, o, out, {where, nullptr}, N, first);
+    }
+    EXPECT_EQ(r.ran, where) << ds::to_string(s);
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t j = 0; j < local; ++j)
+        EXPECT_EQ(std::memcmp(shard.data() + (b * local + j) * d, whole.data() + (b * N + first + j) * d,
+                              sizeof(float) * d),
+                  0)
+            << ds::to_string(s) << ": problem " << b << ", particle " << first + j;
+  }
+}
+}  // namespace
+
+// Seen failing (every sampler, every row) with guided_sample_streams() keying the shard's particles from 0 (its
+// particle_streams left at {0, 0}).
+TEST(GuidedSamplers, ShardOfARunEqualsItsRowsOfTheWholeRun) {
+  expect_shard_rows_equal_the_whole_run(ds::executor::cpu);
+}
+
+// The same on the CUDA executor, where SKRock's and TMPD's kernels take the shard's offset as every guided kernel
+// does; no GPU has run it yet.
+TEST(GuidedSamplers, GpuShardOfARunEqualsItsRowsOfTheWholeRun) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  expect_shard_rows_equal_the_whole_run(ds::executor::cuda);
 }
 
 // The CUDA executor's layout of TMPD's, DDRM's and DCPS's per-particle buffers, checked on the CPU with the very
