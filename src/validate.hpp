@@ -2,6 +2,7 @@
 // out_of_memory) whose message names the argument and the offending value; nothing is launched before all pass.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -96,6 +97,19 @@ inline void normalise_weights(std::vector<double>& weights, std::vector<double>&
                               std::vector<double>& cumulative) {
   double total = 0;
   for (double w : weights) total += w;
+  if (std::isinf(total)) {
+    // Every weight is finite (checked by the callers) but their sum overflows FP64: divide by the largest first,
+    // so the sum is at most K. Only this case takes the extra division, so every other mixture keeps its bits.
+    double largest = 0;
+    for (double w : weights) largest = std::max(largest, w);
+    if (std::isfinite(largest) && largest > 0) {
+      total = 0;
+      for (double& w : weights) {
+        w /= largest;
+        total += w;
+      }
+    }
+  }
   DIFFSAMPLE_EXPECTS(std::isfinite(total) && total > 0, "weights: sum must be positive and finite, got " << total);
   const std::size_t K = weights.size();
   log_weights.resize(K);

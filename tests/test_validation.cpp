@@ -51,7 +51,22 @@ TEST(Validation, MixtureValues) {
   expect_error([] { gaussian_mixture(1, {1, 1}, {0, infinity}, {1, 1}); }, {"means[1]", "inf"});
   expect_error([] { gaussian_mixture(1, {1, 1}, {0, 1}, {1, 0}); }, {"variances[1]", "positive"});
   expect_error([] { gaussian_mixture(1, {1, 1}, {0, 1}, {-2, 1}); }, {"variances[0]", "-2"});
-  expect_error([] { gaussian_mixture(1, {1e308, 1e308}, {0, 1}, {1, 1}); }, {"weights", "sum", "inf"});
+}
+
+// Finite weights whose FP64 sum overflows are normalised (divided by the largest first), not refused.
+TEST(Validation, WeightsWhoseSumOverflowsAreNormalised) {
+  const gaussian_mixture g(1, {1.5e308, 0.5e308, 1e308}, {0, 1, 2}, {1, 1, 1});
+  ASSERT_EQ(g.weights().size(), 3u);
+  EXPECT_NEAR(g.weights()[0], 0.5, 1e-15);
+  EXPECT_NEAR(g.weights()[1], 1.0 / 6, 1e-15);
+  EXPECT_NEAR(g.weights()[2], 1.0 / 3, 1e-15);
+  const bernoulli_mixture b(2, {1.7e308, 1.7e308}, {0.25, 0.5, 0.75, 0.5});
+  ASSERT_EQ(b.weights().size(), 2u);
+  EXPECT_EQ(b.weights()[0], 0.5);
+  EXPECT_EQ(b.weights()[1], 0.5);
+  // Equal huge weights give exactly the weights of equal unit weights.
+  const gaussian_mixture big(1, {1e308, 1e308}, {0, 1}, {1, 1}), one(1, {1, 1}, {0, 1}, {1, 1});
+  EXPECT_EQ(big.weights(), one.weights());
 }
 
 TEST(Validation, EvaluationArguments) {
