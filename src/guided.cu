@@ -1537,6 +1537,18 @@ struct smc_plan_keys {
   std::uint64_t mutation, resampling, order;
 };
 
+/// A twisted-potential SMC plan's tell of one ask: kernels::twisted_stage_functor (guided_sample()'s CPU stage), and
+/// thread 0 stores the next position.
+struct twisted_tell_functor {
+  kernels::twisted_stage_functor stage;
+  std::int64_t* position;
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (i == 0) *position = next_position;
+    stage(i);
+  }
+};
+
 /// Starts the next trajectory of an SMC plan (one thread): step 0 and the keys of seed + trajectory.
 struct smc_reset_functor {
   kernels::plan_state* state;
@@ -1557,7 +1569,8 @@ struct smc_reset_functor {
 // particles, as guided_sample()'s transition does on the same executor (on the CPU the same resampling statistics
 // and, on a SIMD target, the same packed mutation), so that answered by the mixture's denoiser it reproduces
 // guided_sample() bit for bit. reset() draws the particles, weights them by g_0 and resamples column 0. Moment
-// potentials: 1 + d_y asks per transition (tell_moment).
+// potentials: 1 + d_y asks per transition (tell_moment); twisted potentials: the same asks, each J^T a_o answered
+// into its own buffer (the gradient needs every row's), told as guided_sample()'s CPU run (tell_twisted).
 struct smc_plan_storage final : workspace_plan_storage {
   kernels::guided_params p{};    // p.seed_at: keys->mutation
   std::uint64_t seed = 0;        // options.seed: trajectory t runs with seed + t (keys advanced on the device)
@@ -1566,8 +1579,12 @@ struct smc_plan_storage final : workspace_plan_storage {
   // Moment-projected potentials: 1 + d_y asks per transition (the model's output, then J^T a_o for every row a_o
   // of the particle's A), the weighting by kernels::moment_stage_functor as guided_sample()'s CPU run issues it.
   bool moment = false;
+  // Twisted potentials (moment is set too): the d_y answers J^T a_o of a transition in d_y planes of rows x d at
+  // u (ask 1 + o answers into plane o), the proposal shifts h at shift (the gather's spare rows, free until the
+  // last resampling).
+  bool twisted = false;
   std::int64_t asks_per_step = 1;
-  float *m = nullptr, *v = nullptr, *moments = nullptr, *lz = nullptr;
+  float *m = nullptr, *v = nullptr, *moments = nullptr, *lz = nullptr, *u = nullptr, *shift = nullptr;
   const float* sigma2 = nullptr;
   resampling_options ro;
   particle_outputs po;
@@ -1582,8 +1599,10 @@ struct smc_plan_storage final : workspace_plan_storage {
   double log_n() const { return std::log(double(N)); }
   plan_request request(std::int64_t k) const override {
     const std::size_t t = static_cast<std::size_t>(k / asks_per_step);
-    const bool jvp = k % asks_per_step != 0;
-    return ask(k, x, steps.channels[t], steps.times[t], jvp ? model_output::denoiser : output, answer,
+    const std::int64_t j = k % asks_per_step;
+    const bool jvp = j != 0;
+    float* into = twisted && jvp ? u + (j - 1) * rows * d : answer;
+    return ask(k, x, steps.channels[t], steps.times[t], jvp ? model_output::denoiser : output, into,
                jvp ? v : nullptr);
   }
   float ux(std::int64_t t) const { return steps.ux[static_cast<std::size_t>(t)]; }
@@ -1611,6 +1630,32 @@ struct smc_plan_storage final : workspace_plan_storage {
     kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
     if (t + 1 == K) resample_column(K, stream);
   }
+  // Twisted potentials: ask k's tell (kernels::twisted_stage_functor, one particle at a time, as guided_sample()'s
+  // CPU run on every target); the last ask of transition t also resamples (column t) and draws every particle from
+  // its ancestor's proposal (kernels::twisted_mutate_functor), and after the last transition weights by the
+  // likelihood (kernels::twisted_last_functor) and resamples column K, as guided_sample()'s twisted loop.
+  void tell_twisted(std::int64_t k, cudaStream_t stream) {
+    const std::int64_t BN = rows, t = k / asks_per_step;
+    const int j = static_cast<int>(k % asks_per_step);
+    const twisted_tell_functor f{{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), BN, sigma2, x, m, v, answer,
+                                  u, moments, mu, shift, lw, lz, r},
+                                 &state->step,
+                                 k + 1};
+    if (where == executor::cpu)
+      cpu::parallel_for_each(BN, f);
+    else
+      kernels::for_each_index<128>(executor::cuda, BN, f, stream);
+    if (j != asks_per_step - 1) return;
+    ro.step = static_cast<std::uint64_t>(t);
+    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
+    kernels::for_each_index(where, B, bookkeeping(t), stream);
+    kernels::for_each_index<128>(where, BN,
+                                 kernels::twisted_mutate_functor{p, t, mu, shift, lz, ancestors, reports, lw, x},
+                                 stream);
+    if (t + 1 != K) return;
+    kernels::for_each_index<128>(where, BN, kernels::twisted_last_functor{p, K, x, lw, r}, stream);
+    resample_column(K, stream);
+  }
   // Resampling at column c with the particles following their ancestors (through the spare rows, then back).
   void resample_column(std::int64_t column, cudaStream_t stream) {
     ro.step = static_cast<std::uint64_t>(column);
@@ -1625,6 +1670,10 @@ struct smc_plan_storage final : workspace_plan_storage {
     return {reports, log_z, previous_lse, ess, counts, K + 1, column, log_n()};
   }
   void tell(std::int64_t k, cudaStream_t stream) override {
+    if (twisted) {
+      tell_twisted(k, stream);
+      return;
+    }
     if (moment) {
       tell_moment(k, stream);
       return;
@@ -1674,6 +1723,8 @@ struct smc_plan_storage final : workspace_plan_storage {
     kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n()},
                             stream);
     kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream);
+    // Twisted potentials: the starting log-weights are 0 (twisted_finish adds log g_0 at the first transition).
+    if (twisted) kernels::for_each_index(where, BN, kernels::twisted_start_functor{p, mu, lw, false}, stream);
     // Linear potentials: column 0 is resampled now (moment potentials weight x by g_0 at the first transition).
     if (!moment) resample_column(0, stream);
   }
@@ -1751,10 +1802,9 @@ void set_up_plan(Storage& st, plan_setup& setup, std::int64_t d, const guided_pr
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
                                                      const guided_options& o, model_output output, execution exec) {
   DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a guided SMC plan");
-  DIFFSAMPLE_EXPECTS(o.potentials != guided_potentials::twisted,
-                     "options.potentials: twisted potentials are not available in a guided SMC plan");
   auto st = std::make_unique<smc_plan_storage>();
-  st->moment = o.potentials == guided_potentials::moment;
+  st->twisted = o.potentials == guided_potentials::twisted;
+  st->moment = o.potentials == guided_potentials::moment || st->twisted;
   plan_setup setup;
   set_up_plan(*st, setup, d, given, o, output, exec, [&](std::int64_t dy) { return st->moment ? 1 + dy : 1; });
   const guided_problems& pr = *setup.problems;
@@ -1800,6 +1850,10 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
     st->moments = reinterpret_cast<float*>(base + l.moment);
     st->lz = reinterpret_cast<float*>(base + l.lz);
     st->sigma2 = reinterpret_cast<const float*>(base + l.sigma2);
+    if (st->twisted) {
+      st->u = work + 2 * BN * d;  // layout: (2 + d_y) B N d floats of work for the twisted potentials
+      st->shift = st->spare;
+    }
   }
   return st;
 }

@@ -864,18 +864,65 @@ TEST(SamplingPlan, GuidedTmpdPlanReproducesGuidedSampleExactly) {
   }
 }
 
-// The twisted potentials run in guided_sample() only: the plan refuses them with an error naming the option.
-TEST(SamplingPlan, GuidedSmcPlanRefusesTwistedPotentials) {
+// Seen failing with the twisted tell reading every row's J^T a_o from the first row's buffer (every output differed).
+TEST(SamplingPlan, GuidedSmcPlanWithTwistedPotentialsReproducesGuidedSampleExactly) {
+  // Twisted potentials: per transition the model's output, then d_y = 2 asks for J^T a_o (the rows a_o of each
+  // particle's own A), each answered into its own buffer (the proposal's gradient needs every row's); the tells
+  // weight by the moment potential, resample and draw from the twisted proposal, and the last one weights by the
+  // likelihood. Fed the mixture's denoiser and denoiser_jvp, the plan gives guided_sample()'s six outputs bit for
+  // bit; a second trajectory equals guided_sample() with seed + 1.
+  const std::int64_t d = 3, N = 37, K = 8;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
   guided_options o;
   o.sampler = guided_sampler::smc;
   o.potentials = guided_potentials::twisted;
-  o.particles = 8;
-  o.steps = 4;
+  o.particles = N;
+  o.steps = K;
+  o.seed = 37;
+  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+  EXPECT_EQ(plan.asks(), K * (1 + pr.d_y));
+  for (int t = 0; t < 2; ++t) {
+    smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
+    guided_options ot = o;
+    ot.seed = o.seed + static_cast<std::uint64_t>(t);
+    guided_sample(mix, fused.outputs(), pr, ot, cpu);
+    plan.reset();
+    std::vector<const float*> answers;
+    while (!plan.done()) {
+      const plan_request r = plan.ask();
+      EXPECT_EQ(*plan.position_counter(), r.index);
+      const std::int64_t j = r.index % (1 + pr.d_y);
+      EXPECT_EQ(r.vector != nullptr, j != 0);
+      if (r.index < 1 + pr.d_y) {
+        for (const float* a : answers) EXPECT_NE(a, r.answer) << r.index;  // one buffer per ask of a transition
+        answers.push_back(r.answer);
+      } else {
+        EXPECT_EQ(r.answer, answers[static_cast<std::size_t>(j)]) << r.index;  // the same ones every transition
+      }
+      if (r.vector == nullptr) {
+        mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct},
+                     cpu);
+      } else {
+        const std::int64_t row = 2 * N + 5;  // particle 2 N + 5 is in problem 2: v = row j - 1 of its A
+        for (std::int64_t c = 0; c < d; ++c)
+          EXPECT_EQ(r.vector[row * d + c], float(pr.A[2 * pr.d_y * d + (j - 1) * d + c])) << r.index;
+        mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
+      }
+      plan.tell();
+    }
+    EXPECT_EQ(*plan.position_counter(), plan.asks());
+    plan.write_outputs(stepped.outputs(), cpu);
+    expect_same(fused, stepped, "twisted, trajectory " + std::to_string(t));
+    for (float v : stepped.samples) ASSERT_TRUE(std::isfinite(v));
+  }
+  // The start correction stays guided_sample()'s: the plan refuses it, naming the option.
+  o.start_correction = true;
   try {
-    (void)sampling_plan::guided(3, three_problems(), o, model_output::denoiser, cpu);
-    ADD_FAILURE() << "a plan with twisted potentials was made";
+    (void)sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    ADD_FAILURE() << "a plan with the start correction was made";
   } catch (const invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("options.potentials"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("options.start_correction"), std::string::npos) << e.what();
   }
 }
 
@@ -1014,6 +1061,22 @@ TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
   }
   plan.write_outputs(stepped.outputs(), cpu);
   expect_same(fused, stepped, "moment, d = 4");
+  // The twisted potentials' asks fused per pack the same way (their tells one particle at a time).
+  o.potentials = guided_potentials::twisted;
+  smc_outputs fused_twisted(pr.problems, N, d, o.steps), stepped_twisted(pr.problems, N, d, o.steps);
+  guided_sample(mix, fused_twisted.outputs(), pr, o, cpu);
+  sampling_plan twisted = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+  twisted.reset();
+  while (!twisted.done()) {
+    const plan_request r = twisted.ask();
+    if (r.vector == nullptr)
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct}, cpu);
+    else
+      mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
+    twisted.tell();
+  }
+  twisted.write_outputs(stepped_twisted.outputs(), cpu);
+  expect_same(fused_twisted, stepped_twisted, "twisted, d = 4");
 }
 
 TEST(SamplingPlan, RefusesMisuse) {

@@ -649,7 +649,7 @@ DS_API ds_status ds_parse_guided_sampler(const char* name, ds_guided_sampler* ou
 DS_API const char* ds_dps_step_name(ds_dps_step step);
 /** Parses the names of ds_dps_step_name() into @p out. @return DS_INVALID_ARGUMENT for NULL or an unknown name */
 DS_API ds_status ds_parse_dps_step(const char* name, ds_dps_step* out);
-/** "linear" or "moment" (or "unknown"). Static storage. */
+/** "linear", "moment" or "twisted" (or "unknown"). Static storage. */
 DS_API const char* ds_guided_potentials_name(ds_guided_potentials potentials);
 /** Parses the names of ds_guided_potentials_name() into @p out. */
 DS_API ds_status ds_parse_guided_potentials(const char* name, ds_guided_potentials* out);
@@ -853,7 +853,8 @@ DS_API ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const 
  * Creates a plan for the guided samplers DS_GUIDED_SMC, DS_GUIDED_DPS, DS_GUIDED_PIGDM, DS_GUIDED_DIFFPIR,
  * DS_GUIDED_DCPS and DS_GUIDED_TMPD (diffsample::sampling_plan::guided): rows = problems x particles; SMC one ask per
  * transition (the tell weights, resamples and mutates; its outputs from ds_sampling_plan_write_outputs(); moment
- * potentials add d_y asks for J^T a_o per transition, request.vector a row of the particle's A), DPS and Pi-GDM two
+ * potentials add d_y asks for J^T a_o per transition, request.vector a row of the particle's A; twisted potentials
+ * the same asks, each J^T a_o written into its own request.answer), DPS and Pi-GDM two
  * asks per step (the model's output, then J^T v with request.vector set), DiffPIR one ask per step (the model's
  * output; the tell takes the data step and re-noises); DCPS asks at the particles for its Langevin steps and
  * transitions and at its variational fits' draws (request.points) for their gradient steps, each ask whose

@@ -782,8 +782,9 @@ class SamplingPlan:
         """A plan for the guided samplers 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' and 'skrock' on d-dimensional
         states, the problems and settings as for guided_sample() (the prior is the caller's model). rows = B
         particles, problem by problem. SMC: one ask per transition (weighting, resampling and mutation happen in
-        tell()); with potentials='moment' also d_y asks per transition with ask()['vector'] = a row of the
-        particle's A (answer J^T v there); its other outputs from outputs(). DPS / Pi-GDM: two asks per step, the
+        tell()); with potentials='moment' or 'twisted' also d_y asks per transition with ask()['vector'] = a row of
+        the particle's A (answer J^T v there; twisted: each of these asks has its own ask()['answer']); its other
+        outputs from outputs(). DPS / Pi-GDM: two asks per step, the
         second with ask()['vector'] = v set: answer J^T v of the model's denoiser there. DiffPIR: one ask per step
         (the data step and the re-noising happen in tell()). DCPS: asks at the particles (Langevin steps, transitions) and at
         its variational fits' draws (gradient steps; ask()['points'] is then not the state), each ask whose
@@ -858,7 +859,7 @@ class SamplingPlan:
         Returns a dict: index, a, s, time (floats and ints), output (the model output asked for), points (rows, d)
         float32 read-only view, answer (rows, d) float32 writable view where the caller writes the model's output,
         vector (None, or the (rows, d) v whose J^T v the caller writes into answer: dps, pigdm, dcps, tmpd,
-        moment-potential smc) and log_density (None, or a (rows,) float32 writable view for the model's
+        moment- and twisted-potential smc) and log_density (None, or a (rows,) float32 writable view for the model's
         log-density: mala). Views of the plan's memory: NumPy on the CPU, like's framework on CUDA. Host-only: no
         launch, no synchronisation.
         """
@@ -916,7 +917,7 @@ class SamplingPlan:
                 log-density (MALA) the pair (output, log_density (rows,) float32). The output is copied as it is:
                 another dtype, shape or device raises InvalidArgument (no conversion, no broadcasting); a tensor
                 that requires grad is read detached. Plans that also ask for J^T v (dps, pigdm, dcps, tmpd,
-                moment-potential smc) need ask() and tell(): run() refuses them before it starts.
+                moment- and twisted-potential smc) need ask() and tell(): run() refuses them before it starts.
             initial: as for reset(): None or the (rows, d) float32 initial state on the plan's device.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
                 framework (the legacy default stream without like). Ignored on the CPU.

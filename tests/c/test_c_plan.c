@@ -327,6 +327,23 @@ int main(void) {
         }
         ds_sampling_plan_destroy(plan);
       }
+      /* Twisted potentials: the same asks (each J^T a_o into its own buffer); weights, resampling and the twisted
+       * proposal in the tells. The same outputs as ds_guided_sample() bit for bit. */
+      plan = NULL;
+      o.potentials = DS_POTENTIALS_TWISTED;
+      CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+      CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+      if (plan != NULL) {
+        CHECK(run(plan, m, NULL, stepped, 50) == 10 * (1 + pr.d_y));
+        CHECK_OK(ds_sampling_plan_write_outputs(plan, &mine, cpu));
+        if (memcmp(fused, stepped, sizeof fused) != 0 || memcmp(lw_fused, lw_plan, sizeof lw_plan) != 0 ||
+            memcmp(samples_fused, samples_plan, sizeof samples_plan) != 0 ||
+            memcmp(lz_fused, lz_plan, sizeof lz_plan) != 0) {
+          fprintf(stderr, "smc plan (twisted potentials): outputs differ from the fused sampler's\n");
+          ++failures;
+        }
+        ds_sampling_plan_destroy(plan);
+      }
     }
   }
 
