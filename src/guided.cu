@@ -1256,8 +1256,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
     DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a distributed run");
-    DIFFSAMPLE_EXPECTS(o.potentials != guided_potentials::twisted,
-                       "options.potentials: twisted potentials are not available in a distributed run");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
@@ -1285,10 +1283,13 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
     detail::check_allocation("guided workspace", l.total, where);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
-    if (o.potentials == guided_potentials::moment) {
+    if (o.potentials != guided_potentials::linear) {
       // The exchanged rows of the moment potentials (the mean and the pending weight: d + 1 floats), before and
-      // after the exchange, and the ancestors' pending weights: on the executor.
-      const std::size_t floats = static_cast<std::size_t>(given.problems * local) * (2 * (prior.dim() + 1) + 1);
+      // after the exchange, and the ancestors' pending weights: on the executor. Twisted potentials: the rows
+      // carry the proposal's shift too (2 d + 1 floats), and the ancestors' shifts follow (d floats).
+      const std::int64_t w = o.potentials == guided_potentials::twisted ? 2 * prior.dim() + 1 : prior.dim() + 1;
+      const std::int64_t extra = o.potentials == guided_potentials::twisted ? prior.dim() + 1 : 1;
+      const std::size_t floats = static_cast<std::size_t>(given.problems * local) * (2 * w + extra);
       detail::check_allocation("distributed moment rows", floats * sizeof(float), where);
       moment_rows = std::make_unique<detail::scratch>(std::max<std::size_t>(floats, 1) * sizeof(float), where,
                                                       exec.stream);
@@ -1396,7 +1397,49 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
       cpu::parallel_for_each(BL, mutate);
     }
   };
-  if (o.potentials == guided_potentials::moment) {
+  if (o.potentials == guided_potentials::twisted) {
+    // guided_sample()'s twisted loop: weight by g_k and compute the proposals, resample, draw every particle from
+    // its ancestor's proposal; the exchanged row carries the ancestor's proposal mean, its shift h (d floats each)
+    // and its pending weight lz. At the last point the likelihood, then the resampling of column K.
+    float* lz = reinterpret_cast<float*>(ws + l.lz);
+    float* work = reinterpret_cast<float*>(ws + l.work);
+    const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
+    float* moments = reinterpret_cast<float*>(ws + l.moment);
+    float* shift = mu2;  // guided_sample()'s: free until the rows are exchanged
+    const std::size_t wide = 2 * row + sizeof(float);
+    float* packed = static_cast<float*>(moment_rows->data());
+    float* moved = packed + BL * (2 * d + 1);
+    float* moved_lz = moved + BL * (2 * d + 1);
+    float* moved_shift = moved_lz + BL;
+    kernels::for_each_index(where, BL, kernels::twisted_start_functor{p, mu, lw, false}, stream);
+    ++report.launches;
+    for (std::int64_t k = 0; k < K; ++k) {
+      if (where == executor::cuda)
+        kernels::for_each_index_scratch<128>(
+            where, BL, kernels::guided_twisted_functor{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
+      else
+        twisted_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, shift, lw, lz, r, work, moments);
+      copy_rows(where, packed, wide, mu, row, row, BL, stream);
+      copy_rows(where, packed + d, wide, shift, row, row, BL, stream);
+      copy_rows(where, packed + 2 * d, wide, lz, sizeof(float), sizeof(float), BL, stream);
+      ro.step = static_cast<std::uint64_t>(k);
+      exchange.resample(lw, B, ro, reports, packed, wide, moved);
+      copy_rows(where, mu2, row, moved, wide, row, BL, stream);
+      copy_rows(where, moved_shift, row, moved + d, wide, row, BL, stream);
+      copy_rows(where, moved_lz, sizeof(float), moved + 2 * d, wide, sizeof(float), BL, stream);
+      kernels::for_each_index(where, B,
+                              kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
+                                                                  K + 1, k, log_n},
+                              stream);
+      kernels::for_each_index<128>(
+          where, BL, kernels::twisted_mutate_functor{p, k, mu2, moved_shift, moved_lz, ancestors, reports, lw, x},
+          stream);
+      report.launches += 4;
+    }
+    kernels::for_each_index<128>(where, BL, kernels::twisted_last_functor{p, K, x, lw, r}, stream);
+    ++report.launches;
+    resample_step(K);
+  } else if (o.potentials == guided_potentials::moment) {
     // guided_sample()'s moment loop: weight by g_k, resample, mutate from the ancestors' means, add the ancestors'
     // pending log Z_k - log g_k. The exchanged row carries both: the ancestor's mean (d floats) and its lz.
     float* lz = reinterpret_cast<float*>(ws + l.lz);

@@ -83,7 +83,7 @@ typedef struct ds_mpi_guided_result {
 } ds_mpi_guided_result;
 
 /**
- * ds_guided_sample() over the ranks of @p comm (diffsample::mpi::guided_sample): smc (linear or moment potentials;
+ * ds_guided_sample() over the ranks of @p comm (diffsample::mpi::guided_sample): smc (linear, moment or twisted potentials;
  * CPU executor, or CUDA ranks whose resamplings are staged through the host) as one filter of N = options->particles particles spread as ds_mpi_shard(N) with global
  * exact resampling, or as islands (@p mode); dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd run this rank's
  * share on their single-process random streams with no communication (@p mode ignored; either executor).

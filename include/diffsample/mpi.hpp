@@ -174,7 +174,7 @@ struct guided_result {
   comm_stats comm;            ///< this rank's communication
 };
 
-/// Guided SMC (guided_sampler::smc, linear or moment potentials) over the ranks of @p comm, on the CPU executor or
+/// Guided SMC (guided_sampler::smc, linear, moment or twisted potentials) over the ranks of @p comm, on the CPU executor or
 /// the CUDA executor (each rank's particles on its device; each resampling copies the rank's log-weights and rows to
 /// the host, exchanges them as a CPU rank does, and copies the rows back: host staging, which waits for
 /// exec.stream). Buffers as guided_sample()'s, on the rank's executor, for this rank's particles: outputs.particles and outputs.samples hold B x count x

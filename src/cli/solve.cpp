@@ -72,7 +72,7 @@ const char* solve_usage =
     "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
     "  --potentials NAME       linear (default), moment: N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the\n"
     "                          denoiser and its Jacobian (d_y <= 8), or twisted: the moment potentials with the\n"
-    "                          proposal moved along their gradient (d_y <= 8; not under mpirun)\n"
+    "                          proposal moved along their gradient (d_y <= 8)\n"
     "  --start-correction      weight the starting draws by p_0(x) / N(x; 0, s_0^2 I) (4 denoiser evaluations per\n"
     "                          particle; linear or twisted potentials)\n"
     "  --quiet                 print nothing on success (and no progress line)\n"

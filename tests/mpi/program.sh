@@ -31,6 +31,15 @@ for np in 2 3; do
   test "$(grep -c '^rank [0-9]*: ' "$dir/many.txt")" = "$np"
   grep -q '"mpi_seconds"' "$dir/many.json"
 done
+# solve --potentials twisted: the exchanged rows carry the proposals (mean, shift, pending weight); 301 particles
+# split unevenly over 2 and 3 processes, the samples of one process byte for byte.
+"$program" solve --problem "$problem" --potentials twisted --particles 301 --steps 20 --executor cpu --quiet \
+  --out "$dir/one.npy"
+for np in 2 3; do
+  "$@" -np "$np" "$program" solve --problem "$problem" --potentials twisted --particles 301 --steps 20 \
+    --executor cpu --quiet --out "$dir/many.npy"
+  cmp "$dir/one.npy" "$dir/many.npy"
+done
 # solve's other samplers: each rank's particles on their own streams, the same samples.
 for sampler in dps dcps; do
   "$program" solve --problem "$problem" --sampler "$sampler" --particles 300 --steps 20 --executor cpu --quiet \

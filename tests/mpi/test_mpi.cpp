@@ -285,7 +285,11 @@ ds::guided_problems problems2() {
 }
 
 TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
-  for (ds::guided_potentials potentials : {ds::guided_potentials::linear, ds::guided_potentials::moment}) {
+  // N = 50 splits unevenly over 3 ranks (17, 17, 16). Twisted potentials: the exchanged rows carry the proposal's
+  // mean, its shift and the pending weight (seen failing with each particle's own shift in place of its ancestor's:
+  // the particles, samples and log-weights differed at P = 1, 2 and 3).
+  for (ds::guided_potentials potentials :
+       {ds::guided_potentials::linear, ds::guided_potentials::moment, ds::guided_potentials::twisted}) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 50, d = 2, K = 12;
@@ -327,20 +331,9 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
 }
 }
 
-// The twisted potentials run in one process only: every rank refuses them, before any exchange.
-TEST_F(Mpi, GuidedSmcRefusesTwistedPotentials) {
-  ds::guided_options o;
-  o.particles = 8;
-  o.steps = 4;
-  o.potentials = ds::guided_potentials::twisted;
-  std::vector<double> logz(2);
-  ds::guided_outputs out;
-  out.log_normaliser = logz.data();
-  EXPECT_THROW(ds::mpi::guided_sample(MPI_COMM_WORLD, prior2(), out, problems2(), o), ds::invalid_argument);
-}
-
 TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
   // N = 2: at P = 3 the last rank holds no particle and still takes part in every exchange.
+  for (ds::guided_potentials potentials : {ds::guided_potentials::linear, ds::guided_potentials::twisted}) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 2, d = 2, K = 6;
@@ -349,6 +342,7 @@ TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
   o.steps = K;
   o.seed = 4;
   o.resampling.ess_threshold = 2.0;
+  o.potentials = potentials;
   std::vector<float> particles(B * N * d), samples(B * N * d);
   std::vector<std::int32_t> count(B);
   ds::guided_outputs out{};
@@ -364,9 +358,11 @@ TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
   mo.samples = ms.data();
   mo.resample_count = mcount.data();
   ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o);
-  EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << "rank " << rank();
-  EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d)) << "rank " << rank();
-  for (std::int64_t b = 0; b < B; ++b) EXPECT_EQ(mcount[b], count[b]);
+  const std::string name = ds::to_string(potentials);
+  EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << name << " rank " << rank();
+  EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d)) << name << " rank " << rank();
+  for (std::int64_t b = 0; b < B; ++b) EXPECT_EQ(mcount[b], count[b]) << name;
+}
 }
 
 // Buffers of a rank without particles may be null (0 rows): at P = 3 with N = 2 the last rank passes no samples
@@ -418,7 +414,8 @@ TEST_F(Mpi, GuidedSmcOnCudaRanksEqualsOneDevice) {
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 50, d = 2, K = 12;
   const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
-  for (ds::guided_potentials potentials : {ds::guided_potentials::linear, ds::guided_potentials::moment})
+  for (ds::guided_potentials potentials :
+       {ds::guided_potentials::linear, ds::guided_potentials::moment, ds::guided_potentials::twisted})
   for (ds::resampling_scheme scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
     ds::guided_options o;
     o.potentials = potentials;
