@@ -134,6 +134,38 @@ struct problem_state {
   int resample;          ///< 1 when this problem's ancestors are drawn
 };
 
+/// A problem's resampling decision and report from its reduced quantities (the executors' passes and the MPI
+/// resampler): the decision uses the fixed-point ESS T^2 / sum q^2 (integers, hence the same on every executor and
+/// rank count), the report the FP64 sums. Writes *report when report is not null; copies stay 0.
+DS_HD_INLINE problem_state decide_problem(float max, std::int64_t nan_count, std::uint64_t total, u128 sum_q2,
+                                          double sum_w, double sum_w2, double threshold, std::int64_t n,
+                                          particle_report* report) {
+  problem_state st{};
+  st.total = total;
+  st.max = max;
+  st.sum_w = sum_w;
+  const bool failed = total == 0;
+  const double fixed_ess = failed ? 0.0 : double(total) * double(total) / to_double(sum_q2);
+  st.resample = !failed && fixed_ess < threshold * double(n);
+  if (report != nullptr) {
+    particle_report r;
+    r.nan_count = nan_count;
+    r.failed = failed;
+    r.resampled = st.resample;
+    if (failed) {
+      r.ess = 0;
+      r.log_sum_exp = -INFINITY;
+      r.log_normaliser_increment = -INFINITY;
+    } else {
+      r.ess = sum_w * sum_w / sum_w2;
+      r.log_sum_exp = double(max) + log(sum_w);
+      r.log_normaliser_increment = r.log_sum_exp - log(double(n));
+    }
+    *report = r;
+  }
+  return st;
+}
+
 /// Problems are cut into tiles of a fixed length (never a function of the thread count or the grid; a tile never
 /// spans two problems): the passes over particles work tile by tile, the passes over a problem combine its tiles'
 /// sums in tile order. Integer sums are exact whatever the tiling; the FP64 report sums depend on it only in their

@@ -143,33 +143,11 @@ DS_HD std::uint64_t problem_sum(const std::uint64_t* offsets, const std::uint64_
   return offsets[last] + totals[last] - offsets[b * p.per];
 }
 
-/// The resampling decision and report from the reduced per-problem quantities. The decision uses the fixed-point
-/// ESS T^2 / sum q^2 (integers, hence the same on every executor); the report uses the FP64 sums.
+/// The resampling decision and report of problem b from its reduced quantities (kernels::decide_problem).
 DS_HD void finish_problem(const pass_params& p, std::int64_t b, float max, std::int64_t nan_count, std::uint64_t total,
                           u128 sum_q2, double sum_w, double sum_w2, problem_state& st) {
-  st.total = total;
-  st.copies = 0;
-  st.max = max;
-  st.sum_w = sum_w;
-  const bool failed = total == 0;
-  const double fixed_ess = failed ? 0.0 : double(total) * double(total) / kernels::to_double(sum_q2);
-  st.resample = !failed && fixed_ess < p.threshold * double(p.n);
-  if (p.reports != nullptr) {
-    particle_report r;
-    r.nan_count = nan_count;
-    r.failed = failed;
-    r.resampled = st.resample;
-    if (failed) {
-      r.ess = 0;
-      r.log_sum_exp = -INFINITY;
-      r.log_normaliser_increment = -INFINITY;
-    } else {
-      r.ess = sum_w * sum_w / sum_w2;
-      r.log_sum_exp = double(max) + log(sum_w);
-      r.log_normaliser_increment = r.log_sum_exp - log(double(p.n));
-    }
-    p.reports[b] = r;
-  }
+  st = kernels::decide_problem(max, nan_count, total, sum_q2, sum_w, sum_w2, p.threshold, p.n,
+                               p.reports == nullptr ? nullptr : p.reports + b);
 }
 
 /// Normalised weight of a particle with FP64 weight w (0 in a failed problem).
@@ -366,86 +344,99 @@ struct max_op {
 
 using reduce_mc = cub::BlockReduce<max_count, tile_threads>;
 using reduce_ws = cub::BlockReduce<weight_sums, tile_threads>;
-using reduce_f = cub::BlockReduce<float, tile_threads>;
 using reduce_u = cub::BlockReduce<std::uint64_t, tile_threads>;
 
-static __global__ void __launch_bounds__(tile_threads) tile_max_kernel(pass_params p, std::int64_t count) {
-  __shared__ typename reduce_mc::TempStorage temp;
+/// One block per item (a tile or a problem), grid-stride over the rest: each thread folds its share of item t with
+/// fold(t), the block reduces the threads' values with op, and thread 0 stores the result with store(t, value).
+template <class T, class Op, class Fold, class Store>
+__device__ __forceinline__ void reduce_per_block(std::int64_t count, Op op, Fold fold, Store store) {
+  using reduce = cub::BlockReduce<T, tile_threads>;
+  __shared__ typename reduce::TempStorage temp;
   for (std::int64_t t = blockIdx.x; t < count; t += gridDim.x) {
-    const tile_range r = range_of(p, t);
-    const float* lw = p.log_weights + r.b * p.n + r.lo;
-    max_count m{-INFINITY, 0};
-    for (std::int64_t i = threadIdx.x; i < r.len; i += tile_threads) {
-      const float l = lw[i];
-      if (kernels::invalid_log_weight(l))
-        ++m.nan_count;
-      else
-        m.max = l > m.max ? l : m.max;
-    }
-    m = reduce_mc(temp).Reduce(m, max_count_op{});
-    if (threadIdx.x == 0) {
-      p.tiles[t].max = m.max;
-      p.tiles[t].nan_count = m.nan_count;
-    }
+    T v = fold(t);
+    v = reduce(temp).Reduce(v, op);
+    if (threadIdx.x == 0) store(t, v);
     __syncthreads();
   }
+}
+
+static __global__ void __launch_bounds__(tile_threads) tile_max_kernel(pass_params p, std::int64_t count) {
+  reduce_per_block<max_count>(
+      count, max_count_op{},
+      [&](std::int64_t t) {
+        const tile_range r = range_of(p, t);
+        const float* lw = p.log_weights + r.b * p.n + r.lo;
+        max_count m{-INFINITY, 0};
+        for (std::int64_t i = threadIdx.x; i < r.len; i += tile_threads) {
+          const float l = lw[i];
+          if (kernels::invalid_log_weight(l))
+            ++m.nan_count;
+          else
+            m.max = l > m.max ? l : m.max;
+        }
+        return m;
+      },
+      [&](std::int64_t t, const max_count& m) {
+        p.tiles[t].max = m.max;
+        p.tiles[t].nan_count = m.nan_count;
+      });
 }
 
 static __global__ void __launch_bounds__(tile_threads) problem_max_kernel(pass_params p, std::int64_t problems) {
-  __shared__ typename reduce_f::TempStorage temp;
-  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
-    float m = -INFINITY;
-    for (std::int64_t k = threadIdx.x; k < p.per; k += tile_threads) m = max_op{}(m, p.tiles[b * p.per + k].max);
-    m = reduce_f(temp).Reduce(m, max_op{});
-    if (threadIdx.x == 0) p.states[b].max = m;
-    __syncthreads();
-  }
+  reduce_per_block<float>(
+      problems, max_op{},
+      [&](std::int64_t b) {
+        float m = -INFINITY;
+        for (std::int64_t k = threadIdx.x; k < p.per; k += tile_threads) m = max_op{}(m, p.tiles[b * p.per + k].max);
+        return m;
+      },
+      [&](std::int64_t b, float m) { p.states[b].max = m; });
 }
 
 static __global__ void __launch_bounds__(tile_threads) tile_weights_kernel(pass_params p, std::int64_t count) {
-  __shared__ typename reduce_ws::TempStorage temp;
   const bool keep_q = stores_q(p.scheme);
-  for (std::int64_t t = blockIdx.x; t < count; t += gridDim.x) {
-    const tile_range r = range_of(p, t);
-    const std::int64_t first = r.b * p.n + r.lo;
-    const float max = p.states[r.b].max;
-    weight_sums s{0, u128{}, 0.0, 0.0};
-    for (std::int64_t i = threadIdx.x; i < r.len; i += tile_threads) {
-      const kernels::weight_pair wq = kernels::fixed_weight_pair(p.log_weights[first + i], max, p.bits);
-      s.total += wq.q;
-      s.sum_q2 = s.sum_q2 + kernels::mul_wide(wq.q, wq.q);
-      s.sum_w += wq.w;
-      s.sum_w2 += wq.w * wq.w;
-      if (keep_q) p.units[first + i] = wq.q;
-    }
-    s = reduce_ws(temp).Reduce(s, weight_sums_op{});
-    if (threadIdx.x == 0) {
-      p.totals[t] = s.total;
-      p.tiles[t].sum_q2 = s.sum_q2;
-      p.tiles[t].sum_w = s.sum_w;
-      p.tiles[t].sum_w2 = s.sum_w2;
-    }
-    __syncthreads();
-  }
+  reduce_per_block<weight_sums>(
+      count, weight_sums_op{},
+      [&](std::int64_t t) {
+        const tile_range r = range_of(p, t);
+        const std::int64_t first = r.b * p.n + r.lo;
+        const float max = p.states[r.b].max;
+        weight_sums s{0, u128{}, 0.0, 0.0};
+        for (std::int64_t i = threadIdx.x; i < r.len; i += tile_threads) {
+          const kernels::weight_pair wq = kernels::fixed_weight_pair(p.log_weights[first + i], max, p.bits);
+          s.total += wq.q;
+          s.sum_q2 = s.sum_q2 + kernels::mul_wide(wq.q, wq.q);
+          s.sum_w += wq.w;
+          s.sum_w2 += wq.w * wq.w;
+          if (keep_q) p.units[first + i] = wq.q;
+        }
+        return s;
+      },
+      [&](std::int64_t t, const weight_sums& s) {
+        p.totals[t] = s.total;
+        p.tiles[t].sum_q2 = s.sum_q2;
+        p.tiles[t].sum_w = s.sum_w;
+        p.tiles[t].sum_w2 = s.sum_w2;
+      });
 }
 
 static __global__ void __launch_bounds__(tile_threads) problem_finish_kernel(pass_params p, std::int64_t problems) {
-  __shared__ typename reduce_ws::TempStorage temp;
-  for (std::int64_t b = blockIdx.x; b < problems; b += gridDim.x) {
-    weight_sums s{0, u128{}, 0.0, 0.0};
-    for (std::int64_t k = threadIdx.x; k < p.per; k += tile_threads) {
-      const tile_sums& ts = p.tiles[b * p.per + k];
-      s = weight_sums_op{}(s, weight_sums{std::uint64_t(ts.nan_count), ts.sum_q2, ts.sum_w, ts.sum_w2});
-    }
-    s = reduce_ws(temp).Reduce(s, weight_sums_op{});
-    if (threadIdx.x == 0) {
-      problem_state st{};
-      finish_problem(p, b, p.states[b].max, std::int64_t(s.total), problem_sum(p.offsets, p.totals, p, b), s.sum_q2,
-                     s.sum_w, s.sum_w2, st);
-      p.states[b] = st;
-    }
-    __syncthreads();
-  }
+  reduce_per_block<weight_sums>(
+      problems, weight_sums_op{},
+      [&](std::int64_t b) {
+        weight_sums s{0, u128{}, 0.0, 0.0};
+        for (std::int64_t k = threadIdx.x; k < p.per; k += tile_threads) {
+          const tile_sums& ts = p.tiles[b * p.per + k];
+          s = weight_sums_op{}(s, weight_sums{std::uint64_t(ts.nan_count), ts.sum_q2, ts.sum_w, ts.sum_w2});
+        }
+        return s;
+      },
+      [&](std::int64_t b, const weight_sums& s) {
+        problem_state st{};
+        finish_problem(p, b, p.states[b].max, std::int64_t(s.total), problem_sum(p.offsets, p.totals, p, b),
+                       s.sum_q2, s.sum_w, s.sum_w2, st);
+        p.states[b] = st;
+      });
 }
 
 static __global__ void __launch_bounds__(tile_threads) tile_copies_kernel(pass_params p, std::int64_t count) {

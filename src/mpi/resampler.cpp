@@ -242,31 +242,11 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
       sum_w2 += s.sum_w2;
       ends_[b * P + r] = total;
     }
-    kernels::problem_state st{};
-    st.total = total;
-    st.max = max[b];
-    st.sum_w = sum_w;
-    const bool failed = total == 0;
-    const double fixed_ess = failed ? 0.0 : double(total) * double(total) / kernels::to_double(q2);
-    st.resample = !failed && fixed_ess < o.ess_threshold * double(N);
+    const kernels::problem_state st = kernels::decide_problem(max[b], nans[b], total, q2, sum_w, sum_w2,
+                                                              o.ess_threshold, N,
+                                                              reports == nullptr ? nullptr : reports + b);
     states_[b] = st;
     any = any || st.resample;
-    if (reports != nullptr) {
-      particle_report rep;
-      rep.nan_count = nans[b];
-      rep.failed = failed;
-      rep.resampled = st.resample;
-      if (failed) {
-        rep.ess = 0;
-        rep.log_sum_exp = -INFINITY;
-        rep.log_normaliser_increment = -INFINITY;
-      } else {
-        rep.ess = sum_w * sum_w / sum_w2;
-        rep.log_sum_exp = double(max[b]) + std::log(sum_w);
-        rep.log_normaliser_increment = rep.log_sum_exp - std::log(double(N));
-      }
-      reports[b] = rep;
-    }
     if (normalised != nullptr) {
       const float* lw = log_weights + b * L;
       for (std::int64_t i = 0; i < L; ++i)
