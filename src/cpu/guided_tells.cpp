@@ -32,6 +32,20 @@ void for_each_row_pack(std::int64_t particles, std::int64_t first, std::int64_t 
   }
 }
 
+/// The two forms of a packed tell whose pack step is pack(f, pk, s) with `scratch` packs of scratch: over every
+/// particle (thread 0's position store first; shape gives the problems and particles) and over rows [first, last) of
+/// a fused run on the calling thread. pack is a template argument, so that the call stays direct.
+template <auto pack, class F>
+void tell_every_particle(const F& f, const kernels::guided_params& shape, std::int64_t scratch) {
+  if (f.position != nullptr) *f.position = f.next_position;
+  for_each_particle_pack(shape, scratch, [&](const pack_rows& pk, fpack* s) { pack(f, pk, s); });
+}
+template <auto pack, class F>
+void tell_rows(const F& f, std::int64_t first, std::int64_t last, std::int64_t scratch) {
+  fpack* s = tell_packs(scratch);
+  for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { pack(f, pk, s); });
+}
+
 // --- DDRM -----------------------------------------------------------------------------------------------------------
 
 std::int64_t ddrm_scratch_packs(const kernels::ddrm_params& p) { return 3 * std::int64_t(p.d) + 3 * p.r; }
@@ -304,17 +318,14 @@ void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& p
 }  // namespace
 
 void run_ddrm_tell(const kernels::ddrm_stage_functor& f) {
-  if (f.position != nullptr) *f.position = f.next_position;
   kernels::guided_params shape{};
   shape.problems = f.p.problems;
   shape.particles = f.p.particles;
-  for_each_particle_pack(shape, ddrm_scratch_packs(f.p),
-                         [&](const pack_rows& pk, fpack* s) { ddrm_tell_pack(f, pk, s); });
+  tell_every_particle<ddrm_tell_pack>(f, shape, ddrm_scratch_packs(f.p));
 }
 
 void run_ddrm_tell_rows(const kernels::ddrm_stage_functor& f, std::int64_t first, std::int64_t last) {
-  fpack* s = tell_packs(ddrm_scratch_packs(f.p));
-  for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { ddrm_tell_pack(f, pk, s); });
+  tell_rows<ddrm_tell_pack>(f, first, last, ddrm_scratch_packs(f.p));
 }
 
 void run_ddrm_stepwise(const stepwise_run& r) {
@@ -337,25 +348,19 @@ void run_ddrm_stepwise(const stepwise_run& r) {
 }
 
 void run_skrock_tell(const kernels::skrock_stage_functor& f) {
-  if (f.position != nullptr) *f.position = f.next_position;
-  for_each_particle_pack(f.p, skrock_scratch_packs(f.p),
-                         [&](const pack_rows& pk, fpack* s) { skrock_tell_pack(f, pk, s); });
+  tell_every_particle<skrock_tell_pack>(f, f.p, skrock_scratch_packs(f.p));
 }
 
 void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last) {
-  fpack* s = tell_packs(skrock_scratch_packs(f.p));
-  for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { skrock_tell_pack(f, pk, s); });
+  tell_rows<skrock_tell_pack>(f, first, last, skrock_scratch_packs(f.p));
 }
 
 void run_moment_tell(const kernels::moment_stage_functor& f) {
-  if (f.position != nullptr) *f.position = f.next_position;
-  for_each_particle_pack(f.p, moment_scratch_packs(f.p),
-                         [&](const pack_rows& pk, fpack* s) { moment_tell_pack(f, pk, s); });
+  tell_every_particle<moment_tell_pack>(f, f.p, moment_scratch_packs(f.p));
 }
 
 void run_moment_tell_rows(const kernels::moment_stage_functor& f, std::int64_t first, std::int64_t last) {
-  fpack* s = tell_packs(moment_scratch_packs(f.p));
-  for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { moment_tell_pack(f, pk, s); });
+  tell_rows<moment_tell_pack>(f, first, last, moment_scratch_packs(f.p));
 }
 
 }  // namespace diffsample::cpu::DS_SIMD_NS

@@ -10,23 +10,11 @@
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/guided_skrock.cuh"
 #include "src/cpu/chains.hpp"
+#include "src/cpu/packed_tell.hpp"
 
 namespace diffsample::cpu {
 
-#define DIFFSAMPLE_DECLARE_GUIDED_TELLS_(NS)                                                                    \
-  namespace NS {                                                                                                \
-  void run_ddrm_tell(const kernels::ddrm_stage_functor& f);                                                     \
-  void run_ddrm_tell_rows(const kernels::ddrm_stage_functor& f, std::int64_t first, std::int64_t last);         \
-  void run_ddrm_stepwise(const stepwise_run& r);                                                                \
-  void run_skrock_tell(const kernels::skrock_stage_functor& f);                                                 \
-  void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last);     \
-  void run_moment_tell(const kernels::moment_stage_functor& f);                                                 \
-  void run_moment_tell_rows(const kernels::moment_stage_functor& f, std::int64_t first, std::int64_t last);     \
-  }
-DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_sse2)
-DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx2)
-DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx512)
-#undef DIFFSAMPLE_DECLARE_GUIDED_TELLS_
+DIFFSAMPLE_DECLARE_ON_TARGETS(void run_ddrm_stepwise(const stepwise_run& r))
 
 /// DDRM's tell (kernels::ddrm_stage_functor with stage 1: the denoiser m = ux x + um answer, then
 /// kernels::ddrm_update) over every particle, on packs of particles of one problem on target t (not scalar):
@@ -34,15 +22,9 @@ DIFFSAMPLE_DECLARE_GUIDED_TELLS_(simd_avx512)
 /// normals from the packs' Philox streams (id_base + ddrm_stream(i, b), step k + 1). Only x is written (not the
 /// functor's scratch rows). Stores next_position first when position is set. Results do not depend on the thread
 /// count or on which pack a particle falls in.
-inline void run_ddrm_tell(simd_target t, const kernels::ddrm_stage_functor& f) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_ddrm_tell(f))
-}
-/// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends): the fused
-/// run's tell of one pack of rows.
-inline void run_ddrm_tell_rows(simd_target t, const kernels::ddrm_stage_functor& f, std::int64_t first,
-                               std::int64_t last) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_ddrm_tell_rows(f, first, last))
-}
+/// run_ddrm_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
+/// ends): the fused run's tell of one pack of rows.
+DIFFSAMPLE_PACKED_TELL(run_ddrm_tell, run_ddrm_tell_rows, kernels::ddrm_stage_functor)
 
 /// SKRock's tell (kernels::skrock_stage_functor with op skrock_op_stage: stage s of iteration n from the prior's
 /// score at cur, in answer) over every particle, on packs of particles of one problem on target t (not scalar): the
@@ -50,14 +32,9 @@ inline void run_ddrm_tell_rows(simd_target t, const kernels::ddrm_stage_functor&
 /// packs' Philox streams (id_base + guided_stream(i, b), step n + 1, and n + 2 for the next iteration's first drift
 /// point). x, cur and old are written as the functor leaves them; g and r are not (the drift stays in the pack).
 /// Stores next_position first when position is set.
-inline void run_skrock_tell(simd_target t, const kernels::skrock_stage_functor& f) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_skrock_tell(f))
-}
-/// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends).
-inline void run_skrock_tell_rows(simd_target t, const kernels::skrock_stage_functor& f, std::int64_t first,
-                                 std::int64_t last) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_skrock_tell_rows(f, first, last))
-}
+/// run_skrock_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
+/// ends).
+DIFFSAMPLE_PACKED_TELL(run_skrock_tell, run_skrock_tell_rows, kernels::skrock_stage_functor)
 
 /// The SMC's moment-projected weighting (kernels::moment_stage_functor: stage 0 the denoiser from the answer and
 /// v = a_0; stage 1 row o of the moment matrix from the answer J^T a_o, then v = a_{o + 1} or, at the last row, the
@@ -65,13 +42,8 @@ inline void run_skrock_tell_rows(simd_target t, const kernels::skrock_stage_func
 /// scalar): the functor's arithmetic lane by lane (the d_y x d_y Cholesky with the pack's log and sqrt). Writes m,
 /// v, M, and at the last row lw, lz and mu, as the functor; r is not written. Stores next_position first when
 /// position is set.
-inline void run_moment_tell(simd_target t, const kernels::moment_stage_functor& f) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_moment_tell(f))
-}
-/// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends).
-inline void run_moment_tell_rows(simd_target t, const kernels::moment_stage_functor& f, std::int64_t first,
-                                 std::int64_t last) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_moment_tell_rows(f, first, last))
-}
+/// run_moment_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
+/// ends).
+DIFFSAMPLE_PACKED_TELL(run_moment_tell, run_moment_tell_rows, kernels::moment_stage_functor)
 
 }  // namespace diffsample::cpu

@@ -9,22 +9,12 @@
 
 #include "kernels/guided_stepwise.cuh"
 #include "src/cpu/chains.hpp"
+#include "src/cpu/packed_tell.hpp"
 
 namespace diffsample::cpu {
 
-#define DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_(NS)                                                                \
-  namespace NS {                                                                                              \
-  void run_tmpd_tell(const kernels::tmpd_stage_functor& f);                                                   \
-  void run_tmpd_tell_rows(const kernels::tmpd_stage_functor& f, std::int64_t first, std::int64_t last);       \
-  void run_tmpd_stepwise(const stepwise_run& r);                                                              \
-  void run_dcps_tell(const kernels::dcps_stage_functor& f);                                                   \
-  void run_dcps_tell_rows(const kernels::dcps_stage_functor& f, std::int64_t first, std::int64_t last);       \
-  void run_dcps_stepwise(const stepwise_run& r);                                                              \
-  }
-DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_(simd_sse2)
-DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_(simd_avx2)
-DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_(simd_avx512)
-#undef DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_
+DIFFSAMPLE_DECLARE_ON_TARGETS(void run_tmpd_stepwise(const stepwise_run& r))
+DIFFSAMPLE_DECLARE_ON_TARGETS(void run_dcps_stepwise(const stepwise_run& r))
 
 /// TMPD's tell (kernels::tmpd_stage_functor, finish = tmpd_finish_all) over every particle, on packs of particles
 /// of one problem on target t (not scalar): the denoiser's tell (m, r = y - A m, v = a_0) and the products' tells
@@ -32,28 +22,17 @@ DIFFSAMPLE_DECLARE_JACOBIAN_TELLS_(simd_avx512)
 /// lane, then the update with the normals of the packs' Philox streams id_base + guided_stream(i, b), step
 /// k + 1). A lane whose matrix is not numerically positive definite is NaN, as in the functor. The initial draw and
 /// the other finishes run the functor per particle. Stores next_position first when position is set.
-inline void run_tmpd_tell(simd_target t, const kernels::tmpd_stage_functor& f) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_tmpd_tell(f))
-}
-/// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends): the fused
-/// run's tell of one pack of rows.
-inline void run_tmpd_tell_rows(simd_target t, const kernels::tmpd_stage_functor& f, std::int64_t first,
-                               std::int64_t last) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_tmpd_tell_rows(f, first, last))
-}
+/// run_tmpd_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
+/// ends): the fused run's tell of one pack of rows.
+DIFFSAMPLE_PACKED_TELL(run_tmpd_tell, run_tmpd_tell_rows, kernels::tmpd_stage_functor)
 
 /// DCPS's tell (kernels::dcps_stage_functor: the tamed Langevin steps, the transitions' starts, the KL gradient
 /// steps and draws) over every particle, on packs of particles of one problem on target t (not scalar): the
 /// functor's arithmetic lane by lane, the normals from the packs' Philox streams id_base + guided_stream(i, b) at the
 /// functor's stream steps. The initial draw runs the functor per particle. Stores next_position first when position
 /// is set.
-inline void run_dcps_tell(simd_target t, const kernels::dcps_stage_functor& f) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_dcps_tell(f))
-}
-/// The same tell on rows [first, last) only, on the calling thread (packs split where a problem ends).
-inline void run_dcps_tell_rows(simd_target t, const kernels::dcps_stage_functor& f, std::int64_t first,
-                               std::int64_t last) {
-  DIFFSAMPLE_SIMD_DISPATCH(run_dcps_tell_rows(f, first, last))
-}
+/// run_dcps_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
+/// ends).
+DIFFSAMPLE_PACKED_TELL(run_dcps_tell, run_dcps_tell_rows, kernels::dcps_stage_functor)
 
 }  // namespace diffsample::cpu
