@@ -44,6 +44,20 @@ struct dcps_rows {
   }
 };
 
+/// A potential's gradient at point v from the model's answer ai there: the denoiser m = ux v + um ai, the first half
+/// (dcps_potential_vector) and, when the potential needs no J^T u ask (pot.cm == 0), the second; true when the
+/// gradient is finished, false when it waits for the J^T u answer.
+template <class V>
+DS_HD_INLINE bool dcps_potential_from_answer(const dcps_params& p, std::int64_t b, const dcps_potential pot,
+                                             const float* P, const V& v, float ux, float um, const float* ai,
+                                             const dcps_scratch& w) {
+  for (int c = 0; c < p.g.d; ++c) w.m()[c] = ds_fma(ux, v[c], um * ai[c]);
+  dcps_potential_vector(p, b, pot, P, v, w);
+  if (pot.cm != 0.f) return false;
+  dcps_potential_finish(p, pot, w);
+  return true;
+}
+
 /// The tell of one ask over the B N rows (one launch). Particle i of problem b draws from the stream
 /// id_base + guided_stream(p.g, i, b) (id_base: a plan's trajectory, in device memory; null for 0).
 struct dcps_stage_functor {
@@ -72,15 +86,10 @@ struct dcps_stage_functor {
         rng.normals(d, [&](int c, float z) { x[c] = s0 * z; });
         return;
       }
-      case dcps_op_langevin_m: {
-        for (int c = 0; c < d; ++c) w.m()[c] = ds_fma(ux, x[c], um * ai[c]);
-        const dcps_potential pot = p.blocks[l].start;
-        dcps_potential_vector(p, b, pot, dcps_block_precision(p, l, b), x, w);
-        if (pot.cm != 0.f) return;
-        dcps_potential_finish(p, pot, w);
-        dcps_langevin_update(p, id, l, t, x, w);
+      case dcps_op_langevin_m:
+        if (dcps_potential_from_answer(p, b, p.blocks[l].start, dcps_block_precision(p, l, b), x, ux, um, ai, w))
+          dcps_langevin_update(p, id, l, t, x, w);
         return;
-      }
       case dcps_op_langevin_ju:
         dcps_potential_finish(p, p.blocks[l].start, w);
         dcps_langevin_update(p, id, l, t, x, w);
@@ -89,16 +98,12 @@ struct dcps_stage_functor {
         for (int c = 0; c < d; ++c) w.m()[c] = ds_fma(ux, x[c], um * ai[c]);
         if (dcps_transition_start(p, j, x, w)) dcps_gradient_draw(p, id, j, 0, x, w);
         return;
-      case dcps_op_gradient_m: {
-        for (int c = 0; c < d; ++c) w.m()[c] = ds_fma(ux, q[c], um * ai[c]);
-        const dcps_potential pot = p.steps[j].next;
-        dcps_potential_vector(p, b, pot, dcps_step_precision(p, j, b), q, w);
-        if (pot.cm != 0.f) return;
-        dcps_potential_finish(p, pot, w);
-        dcps_gradient_update(p, j, x, w);
-        dcps_gradient_draw(p, id, j, g + 1, x, w);
+      case dcps_op_gradient_m:
+        if (dcps_potential_from_answer(p, b, p.steps[j].next, dcps_step_precision(p, j, b), q, ux, um, ai, w)) {
+          dcps_gradient_update(p, j, x, w);
+          dcps_gradient_draw(p, id, j, g + 1, x, w);
+        }
         return;
-      }
       case dcps_op_gradient_ju:
         dcps_potential_finish(p, p.steps[j].next, w);
         dcps_gradient_update(p, j, x, w);
