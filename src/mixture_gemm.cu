@@ -82,19 +82,25 @@ struct centre_functor {
   }
 };
 
-struct chunk_functor {
+// What every pass over a chunk of components reads: the logits g (count per point), the chunk's components
+// [k0, k0 + count), the centred points xc, their norms xn and the means.
+struct chunk_rows {
   float* g;
   const kernels::gemm_component* comp;
   const float* xc;
   const float* xn;
   const float* means;
-  kernels::gemm_point_state* st;
-  float* acc;
   int count, k0, d;
   float a, gamma;
+};
+
+struct chunk_functor {
+  chunk_rows c;
+  kernels::gemm_point_state* st;
+  float* acc;
   DS_HD void operator()(std::int64_t r) const {
-    kernels::gemm_chunk_row(g + r * count, count, k0, comp, xc + r * d, xn[2 * r], xn[2 * r + 1], means, d, a, gamma,
-                            st[r], acc == nullptr ? nullptr : acc + r * d);
+    kernels::gemm_chunk_row(c.g + r * c.count, c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
+                            c.means, c.d, c.a, c.gamma, st[r], acc == nullptr ? nullptr : acc + r * c.d);
   }
 };
 
@@ -133,43 +139,32 @@ struct jvp_start_functor {
 
 // First pass over a chunk: softmax statistics and sum_k w_k delta_k . v (h holds mu'_k . v on entry).
 struct jvp_first_functor {
-  float* g;
+  chunk_rows c;
   float* h;
   const float* v;
-  const kernels::gemm_component* comp;
-  const float* xc;
-  const float* xn;
-  const float* means;
   kernels::gemm_point_state* st;
   kernels::gemm_jvp_state* js;
   std::int64_t first;
-  int count, k0, d;
-  float a, gamma;
   DS_HD void operator()(std::int64_t r) const {
-    kernels::gemm_chunk_row(g + r * count, count, k0, comp, xc + r * d, xn[2 * r], xn[2 * r + 1], means, d, a, gamma,
-                            st[r], nullptr, {h + r * count, v + (first + r) * d, nullptr, js + r});
+    kernels::gemm_chunk_row(c.g + r * c.count, c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
+                            c.means, c.d, c.a, c.gamma, st[r], nullptr,
+                            {h + r * c.count, v + (first + r) * c.d, nullptr, js + r});
   }
 };
 
 // Second pass over a chunk: h becomes B_k = w_k (dv_k - alpha) / c_k for the product sum_k B_k mu'_k.
 struct jvp_second_functor {
-  float* g;
+  chunk_rows c;
   float* h;
   const float* v;
-  const kernels::gemm_component* comp;
-  const float* xc;
-  const float* xn;
-  const float* means;
   const kernels::gemm_point_state* st;
   const kernels::gemm_jvp_state* js;
   float* bsum;
   std::int64_t first;
-  int count, k0, d;
-  float a, gamma;
   DS_HD void operator()(std::int64_t r) const {
-    bsum[r] += kernels::gemm_jvp_second_row(g + r * count, h + r * count, v + (first + r) * d, js[r].xv, count, k0,
-                                            comp, xc + r * d, xn[2 * r], xn[2 * r + 1], means, d, a, gamma,
-                                            st[r].max, js[r].dv_sum / st[r].sum);
+    bsum[r] += kernels::gemm_jvp_second_row(c.g + r * c.count, h + r * c.count, v + (first + r) * c.d, js[r].xv,
+                                            c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
+                                            c.means, c.d, c.a, c.gamma, st[r].max, js[r].dv_sum / st[r].sum);
   }
 };
 
@@ -285,10 +280,8 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
       const float* m = t.device_means + k0 * d;
       DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), xc,
                                         int(d), &zero, g, count));
-      kernels::for_each_index(executor::cuda, rows,
-                              chunk_functor{g, comp, xc, xn, t.device_means, state, acc, count, int(k0), int(d), a,
-                                            gamma},
-                              stream);
+      const chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, gamma};
+      kernels::for_each_index(executor::cuda, rows, chunk_functor{c, state, acc}, stream);
       if (acc != nullptr)
         DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d), g,
                                           count, &one, acc, int(d)));
@@ -340,16 +333,11 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
                                           int(d), &zero, g, count));
         DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), vb,
                                           int(d), &zero, h, count));
+        const chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, gamma};
         if (second == 0) {
-          kernels::for_each_index(executor::cuda, rows,
-                                  jvp_first_functor{g, h, v, comp, xc, xn, t.device_means, state, js, first, count,
-                                                    int(k0), int(d), a, gamma},
-                                  stream);
+          kernels::for_each_index(executor::cuda, rows, jvp_first_functor{c, h, v, state, js, first}, stream);
         } else {
-          kernels::for_each_index(executor::cuda, rows,
-                                  jvp_second_functor{g, h, v, comp, xc, xn, t.device_means, state, js, bsum, first,
-                                                     count, int(k0), int(d), a, gamma},
-                                  stream);
+          kernels::for_each_index(executor::cuda, rows, jvp_second_functor{c, h, v, state, js, bsum, first}, stream);
           DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d), h,
                                             count, &one, acc, int(d)));
         }
