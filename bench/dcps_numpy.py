@@ -27,8 +27,9 @@ autograd). What the published code sets differently, each a flag of a variant:
                          bench/ddrm_published.py builds them; --weight-seed)
   --program "ARGS"       run `solve --sampler dcps ARGS` instead of the NumPy sampler (same instances)
 
-Printed per variant: SW median / mean +- sd, dw mean +- sd (and its se), and for every variant after the first the
-paired change of dw against the first (mean +- se over instances, lower on k of n).
+Printed per variant: SW median / mean +- sd, dw mean +- sd (and its se), the largest error of a single mode's
+weight (max_k |share_k - w_k|, at most dw), and for every variant after the first the paired change of dw against
+the first (mean +- se over instances, lower on k of n; meaningful between variants on the same instances).
 
 usage: python3 bench/dcps_numpy.py [--build build] [--instances 20] [--dx 10] [--particles 2000] [--steps 100]
            [--seeds 1] --variant LABEL="FLAGS" ...

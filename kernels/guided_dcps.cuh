@@ -19,7 +19,8 @@
 //    stochastic gradient steps on KL(r || twisted kernel) (one reparametrised draw q = mu + e^l eps per step, as
 //    published):
 //      grad_mu = -grad log beta(q) + (mu - mu_p) / sig^2,  grad_l = -grad log beta(q) e^l eps + e^{2 l} / sig^2 - 1,
-//    each step of length lr_mu = rho sig sqrt(d) and lr_l = rho sqrt(d) along the normalised gradient; then
+//    each step of length lr_mu = rho sig sqrt(d) and lr_l = rho sqrt(d) along the normalised gradient (both rho with
+//    absolute_step, the published form); then
 //    x_{j+1} = mu + e^l z. A kernel with sig = 0 (a grid ending at s = 0) is a point mass: x_{j+1} = mu_p.
 #pragma once
 
@@ -60,7 +61,8 @@ struct dcps_params {
   std::int64_t blocks_count, steps_count;
   std::int64_t langevin_steps, gradient_steps;
   float gamma;       // Langevin step
-  float rho;         // learning rate as a multiple of the kernel's scale
+  float rho;         // learning rate: a multiple of the kernel's scale, or the step length with absolute_step
+  int absolute_step; // nonzero: rho is the length of each normalised step (options.dcps_absolute_step)
   float initial_scale;
 };
 
@@ -276,7 +278,8 @@ DS_HD_INLINE void dcps_gradient_update(const dcps_params& p, std::int64_t j, con
   const dcps_step st = p.steps[j];
   const float inv_sig2 = 1.f / (st.sig * st.sig);
   const float root_d = ds_sqrt(float(d));
-  const float lr_mu = p.rho * st.sig * root_d, lr_l = p.rho * root_d;
+  const float lr_mu = p.absolute_step ? p.rho : p.rho * st.sig * root_d;
+  const float lr_l = p.absolute_step ? p.rho : p.rho * root_d;
   const strided_vec<float> grad = w.grad(), mu = w.mu(), l = w.l(), eps = w.eps(), u = w.u(), gl = w.gl();
   float n_mu = 0.f, n_l = 0.f;
   for (int c = 0; c < d; ++c) {

@@ -193,6 +193,7 @@ kernels::dcps_params bind_dcps(const dcps_layout& l, kernels::mixture_view<float
   p.gradient_steps = o.dcps_gradient_steps;
   p.gamma = float(o.dcps_langevin_step);
   p.rho = float(o.dcps_learning_rate);
+  p.absolute_step = o.dcps_absolute_step ? 1 : 0;
   p.initial_scale = l.tables.initial_scale;
   return p;
 }

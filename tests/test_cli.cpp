@@ -254,17 +254,20 @@ TEST_F(Cli, PosteriorSamplerSettings) {
   EXPECT_EQ(j["skrock_eta"], 0.1);
   EXPECT_EQ(j["skrock_step_fraction"], 0.01);
   ASSERT_EQ(run(d10 + " --sampler dcps --dcps-blocks 2 --dcps-langevin-steps 3 --dcps-gradient-steps 1 "
-                      "--dcps-learning-rate 0.2 --dcps-bridge-variance 1").rc, 0);
+                      "--dcps-learning-rate 0.2 --dcps-bridge-variance 1 --dcps-absolute-step 1").rc, 0);
   j = nlohmann::json::parse(slurp(path("r.json")));
   EXPECT_EQ(j["dcps_blocks"], 2);
   EXPECT_EQ(j["dcps_langevin_steps"], 3);
   EXPECT_EQ(j["dcps_gradient_steps"], 1);
   EXPECT_EQ(j["dcps_learning_rate"], 0.2);
   EXPECT_EQ(j["dcps_bridge_variance"], true);
+  EXPECT_EQ(j["dcps_absolute_step"], true);
   ASSERT_EQ(run(d10 + " --sampler dcps --dcps-blocks 2 --dcps-langevin-steps 3").rc, 0);
   j = nlohmann::json::parse(slurp(path("r.json")));
   EXPECT_EQ(j["dcps_bridge_variance"], false);  // the published potentials by default
+  EXPECT_EQ(j["dcps_absolute_step"], false);
   EXPECT_EQ(run(d10 + " --sampler dcps --dcps-bridge-variance yes").rc, 2);
+  EXPECT_EQ(run(d10 + " --sampler dcps --dcps-absolute-step 2").rc, 2);
   EXPECT_EQ(run(d10 + " --sampler dcps --dcps-gradient-steps 65").rc, 2);
   EXPECT_EQ(run(d10 + " --sampler ddrm --dcps-bridge-variance 0").rc, 2);
   EXPECT_EQ(run(d10 + " --sampler dps --skrock-eta 0.1").rc, 2);
@@ -293,6 +296,10 @@ TEST_F(Cli, PosteriorSamplerSettings) {
     "sigma_y": 0.5, "y": [1]}, "sampler": {"dcps_bridge_variance": 1}})";
   expect_failure(run("solve --problem " + path("bad2.json") + " --sampler dcps --out " + path("out.npy")),
                  "sampler.dcps_bridge_variance");
+  std::ofstream(path("bad3.json")) << R"({"prior": {"grid": {"dim": 2}}, "observation": {"A": [[1, 0]],
+    "sigma_y": 0.5, "y": [1]}, "sampler": {"dcps_absolute_step": "yes"}})";
+  expect_failure(run("solve --problem " + path("bad3.json") + " --sampler dcps --out " + path("out.npy")),
+                 "sampler.dcps_absolute_step");
 }
 
 TEST_F(Cli, ExamplesRun) {

@@ -759,9 +759,13 @@ TEST(Dcps, BridgeVarianceOptionSetsThePotentialsCovariance) {
 // One DCPS transition (the variational fit of the twisted kernel, then the draw) against the formula in FP64 with
 // the kernel's own normals: G = 2 normalised gradient steps from (mu_p, log sig), each on one draw
 // q = mu + e^l eps, with grad log beta(q) = cx u + cm (a / s^2) Cov(x0 | q) u in FP64 (math.md), then
-// x' = mu + e^l z. Tolerance 1e-4 relative (FP32 JVPs through two normalised steps). Seen failing with the KL's
-// prior term (mu - mu_p) / sig^2 dropped from the mean's gradient.
+// x' = mu + e^l z. Tolerance 1e-4 relative (FP32 JVPs through two normalised steps). Both step forms: lengths
+// rho sig sqrt(d) and rho sqrt(d) (relative, the default) and rho for both vectors (absolute_step, the published
+// form). Seen failing with the KL's prior term (mu - mu_p) / sig^2 dropped from the mean's gradient, and with
+// absolute_step ignored by the kernel (coordinate errors 0.06 to 0.15).
 TEST(Dcps, TransitionMatchesFp64Reference) {
+  for (const int absolute : {0, 1}) {
+    SCOPED_TRACE(absolute ? "absolute step" : "relative step");
   const small_mixture mix;
   const int d = mix.d, dy = 1;
   std::vector<float> A = {0.5f, -1.0f, 0.3f, 0.8f}, y = {1.5f};
@@ -781,6 +785,7 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
   p.steps_count = 1;
   p.gradient_steps = 2;
   p.rho = 0.3f;
+  p.absolute_step = absolute;
   std::vector<float> table;
   p.g.channels = channel_table(p.g.mix, kn::dcps_channels::count(1, 0), kn::dcps_channels{&st, nullptr, 1}, table);
   const std::vector<double> x = {0.3, -0.8, 1.1, 0.2};
@@ -809,7 +814,9 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
     }
     return g;
   };
-  const double sig = st.sig, lr_mu = 0.3 * sig * std::sqrt(double(d)), lr_l = 0.3 * std::sqrt(double(d));
+  const double sig = st.sig;
+  const double lr_mu = absolute ? 0.3 : 0.3 * sig * std::sqrt(double(d));
+  const double lr_l = absolute ? 0.3 : 0.3 * std::sqrt(double(d));
   for (int g = 0; g < 2; ++g) {
     kn::philox rng(p.g.seed, 0, kn::dcps_counter_step(p, 0, g));
     std::vector<double> eps(d), q(d);
@@ -836,6 +843,47 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
   for (int j = 0; j < d; ++j) {
     const double ref = mu[j] + std::exp(l[j]) * z[j];
     EXPECT_NEAR(xf[j], ref, 1e-4 * (1 + std::abs(ref))) << "coordinate " << j;
+  }
+  }
+}
+
+// options.dcps_absolute_step through the whole sampler (the CPU executor's pack code, which the FP64 test above does
+// not run): prior N(0, I_4), A = e_1, sigma_y = 1, y = 1000, two steps (t = 1, 0.5, 0), one block, no Langevin
+// steps, one gradient step of length rho = 0.5. With y that far, grad log beta(q) = a_1 (y - a_1 q_1) e_1 points
+// along +e_1 for every draw, so the normalised step moves the mean of the first transition's fit by exactly its
+// length along e_1 (the log-scale step does not move the mean); the draw x_1 then has E[x_1,1] = length (the
+// unconditional kernel's mean has mean 0 on this symmetric prior), and the last transition, a point mass at the
+// denoiser a_1 x_1 (s = 0), gives E[output_1] = a_1 x length: a_1 rho with the absolute step, a_1 rho sig_0 sqrt(4)
+// with the relative one (sig_0 = 0.96, the first kernel's scale: about twice as far). The mean of N = 4096
+// particles is checked within 5 standard errors (the sample's own); the two forms' expectations differ by about
+// 24 of them. Seen failing with the option ignored by the CPU pack code (0.2606 against 0.1406 for absolute).
+TEST(Dcps, AbsoluteStepMovesTheFitByTheLearningRate) {
+  const std::int64_t N = 4096, d = 4;
+  const ds::gaussian_mixture prior(d, {1.0}, std::vector<double>(d, 0.0), {1.0});
+  ds::linear_observation obs;
+  obs.d_y = 1;
+  obs.d_x = d;
+  obs.A = {1.0, 0.0, 0.0, 0.0};
+  obs.sigma_y = 1.0;
+  obs.y = {1000.0};
+  for (const bool absolute : {true, false}) {
+    ds::guided_options o = options(ds::guided_sampler::dcps, N, 2, 23);
+    o.dcps_blocks = 1;
+    o.dcps_langevin_steps = 0;
+    o.dcps_gradient_steps = 1;
+    o.dcps_learning_rate = 0.5;
+    o.dcps_absolute_step = absolute;
+    const std::vector<float> x = run(prior, replicate(obs, 1), o);
+    const std::vector<ds::schedule_point> pts = o.schedule.points(2);
+    const double a0 = pts[0].a, s0 = pts[0].s, a1 = pts[1].a, s1 = pts[1].s;
+    const double sig0 = std::sqrt((1 - (a0 * a0) / (a1 * a1)) * s1 * s1 / (s0 * s0));
+    const double length = absolute ? 0.5 : 0.5 * sig0 * std::sqrt(double(d));
+    std::vector<double> first(N);
+    for (std::int64_t i = 0; i < N; ++i) first[i] = x[i * d];
+    const double mean = ds::testing::mean(first), se = std::sqrt(ds::testing::variance(first) / double(N));
+    std::printf("dcps_absolute_step %d: first coordinate mean %.4f against %.4f (se %.4f)\n", int(absolute), mean,
+                a1 * length, se);
+    EXPECT_NEAR(mean, a1 * length, 5 * se) << "absolute step " << absolute;
   }
 }
 

@@ -393,6 +393,11 @@ typedef struct ds_guided_options {
   int dcps_bridge_variance;  /**< dcps: nonzero adds the bridge variance to the block potentials' covariance,
                                   v_j A A^T + sigma_y^2 I, instead of sigma_y^2 I (the published choice)
                                   (diffsample::guided_options::dcps_bridge_variance; default 0) */
+  /* Appended in the ninth layout, inside the eighth's tail padding (the size is the same; the init function writes
+     the default there). */
+  int dcps_absolute_step;    /**< dcps: nonzero takes dcps_learning_rate as the length of each normalised gradient
+                                  step (the published form, learning rate 1) instead of a multiple of the kernel's
+                                  scale (diffsample::guided_options::dcps_absolute_step; default 0) */
 } ds_guided_options;
 
 /**

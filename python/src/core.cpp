@@ -958,6 +958,8 @@ NB_MODULE(_core, m) {
       .def_rw("dcps_learning_rate", &ds::guided_options::dcps_learning_rate, DS_DOC(guided_options, dcps_learning_rate))
       .def_rw("dcps_bridge_variance", &ds::guided_options::dcps_bridge_variance,
               DS_DOC(guided_options, dcps_bridge_variance))
+      .def_rw("dcps_absolute_step", &ds::guided_options::dcps_absolute_step,
+              DS_DOC(guided_options, dcps_absolute_step))
       .def_rw("seed", &ds::guided_options::seed, DS_DOC(guided_options, seed));
   m.def(
       "guided_sample",

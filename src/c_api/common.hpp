@@ -220,7 +220,8 @@ DS_LAYOUT(ds_guided_problems, offsetof(ds_guided_problems, svd_count), )
 // settings; the third the ddrm and dcps settings; the fourth the SMC potentials. The fifth (grid) sits in the fourth's
 // tail padding, so its size is the fourth's (checked below): an older caller's init writes the grid's default. The
 // sixth appends start_correction after the fourth / fifth layout's last byte, the seventh skrock_lipschitz, the
-// eighth dcps_bridge_variance.
+// eighth dcps_bridge_variance. The ninth (dcps_absolute_step) sits in the eighth's tail padding, so its size is the
+// eighth's (checked below), as the fifth's is the fourth's.
 DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta),
           offsetof(ds_guided_options, potentials), offsetof(ds_guided_options, start_correction),
           offsetof(ds_guided_options, skrock_lipschitz), offsetof(ds_guided_options, dcps_bridge_variance), )
@@ -230,6 +231,10 @@ static_assert(offsetof(ds_guided_options, grid) == offsetof(ds_guided_options, p
                       (offsetof(ds_guided_options, potentials) + sizeof(int) + 7) / 8 * 8,
               "ds_guided_options: the grid must fit in the fourth layout's tail padding, and the sixth layout start "
               "after the fourth's last byte");
+static_assert(offsetof(ds_guided_options, dcps_absolute_step) == offsetof(ds_guided_options, dcps_bridge_variance) +
+                                                                     sizeof(int) &&
+                  sizeof(ds_guided_options) == offsetof(ds_guided_options, dcps_bridge_variance) + 8,
+              "ds_guided_options: dcps_absolute_step must fit in the eighth layout's tail padding");
 
 template <class T>
 void check_size(const std::string& what, std::size_t struct_size) {

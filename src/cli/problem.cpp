@@ -320,7 +320,7 @@ class reader {
                "guidance_scale", "diffpir_zeta", "diffpir_lambda", "skrock_stages", "skrock_eta",
                "skrock_step_fraction", "ddrm_eta", "ddrm_eta_b", "dcps_blocks",
                "dcps_langevin_steps", "dcps_langevin_step", "dcps_bridge_variance",
-               "dcps_gradient_steps", "dcps_learning_rate"});
+               "dcps_gradient_steps", "dcps_learning_rate", "dcps_absolute_step"});
     sampler_spec s;
     // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
     auto name = [&](const char* key, auto parse) {
@@ -417,6 +417,10 @@ class reader {
     if (j.contains("dcps_bridge_variance")) {
       if (!j["dcps_bridge_variance"].is_boolean()) bad("sampler.dcps_bridge_variance", "expected true or false");
       s.dcps_bridge_variance = j["dcps_bridge_variance"].get<bool>();
+    }
+    if (j.contains("dcps_absolute_step")) {
+      if (!j["dcps_absolute_step"].is_boolean()) bad("sampler.dcps_absolute_step", "expected true or false");
+      s.dcps_absolute_step = j["dcps_absolute_step"].get<bool>();
     }
     if (j.contains("final_denoise")) {
       if (!j["final_denoise"].is_boolean()) bad("sampler.final_denoise", "expected true or false");

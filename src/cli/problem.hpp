@@ -77,6 +77,7 @@ struct sampler_spec {
   std::optional<bool> dcps_bridge_variance;                       ///< dcps: the bridge variance in the potentials
   std::optional<std::int64_t> dcps_gradient_steps;                ///< dcps: G, 0..limits::max_dcps_gradient_steps
   std::optional<double> dcps_learning_rate;                       ///< dcps: rho >= 0
+  std::optional<bool> dcps_absolute_step;                         ///< dcps: rho as the step's length itself
 };
 
 /// A parsed problem file.

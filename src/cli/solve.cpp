@@ -51,6 +51,8 @@ const char* solve_usage =
     "                          mean as published (0, default), or v_j A A^T + sigma_y^2 I (1)\n"
     "  --dcps-gradient-steps G dcps: normalised gradient steps per kernel fit, 0..64 (default 2)\n"
     "  --dcps-learning-rate R  dcps: gradient step length in units of the kernel's scale, >= 0 (default 0.1)\n"
+    "  --dcps-absolute-step 0|1  dcps: the learning rate as the step's length itself (1, the published form,\n"
+    "                          whose learning rate is 1) or in units of the kernel's scale (0, default)\n"
     "  --time-grid NAME        every sampler but skrock: the grid's times from t = 1 to 0, uniform (default) or\n"
     "                          quadratic in t, sqrt_alpha_bar (uniform in a = sqrt(alpha-bar)), or spectral\n"
     "                          (sqrt_alpha_bar plus the time where s / a = sigma_y / S_i for each singular value S_i),\n"
@@ -140,6 +142,7 @@ const posterior_flag posterior_flags[] = {
     {"--dcps-bridge-variance", "dcps_bridge_variance", "dcps"},
     {"--dcps-gradient-steps", "dcps_gradient_steps", "dcps"},
     {"--dcps-learning-rate", "dcps_learning_rate", "dcps"},
+    {"--dcps-absolute-step", "dcps_absolute_step", "dcps"},
 };
 
 /// The posterior samplers' settings: the problem file's sampler section, then the command line over it.
@@ -159,6 +162,7 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (file.dcps_bridge_variance) g.dcps_bridge_variance = *file.dcps_bridge_variance;
   if (file.dcps_gradient_steps) g.dcps_gradient_steps = *file.dcps_gradient_steps;
   if (file.dcps_learning_rate) g.dcps_learning_rate = *file.dcps_learning_rate;
+  if (file.dcps_absolute_step) g.dcps_absolute_step = *file.dcps_absolute_step;
   if (o.has("--dps-step")) g.dps_step = parse_flag("--dps-step", o.get("--dps-step"), ds::parse_dps_step_form);
   if (o.has("--guidance-scale")) g.guidance_scale = flag_number(o, "--guidance-scale", 0, false, 1e30);
   if (o.has("--diffpir-zeta")) g.diffpir_zeta = flag_number(o, "--diffpir-zeta", 0, false, 1);
@@ -186,6 +190,11 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
     g.dcps_gradient_steps = to_int("--dcps-gradient-steps", o.get("--dcps-gradient-steps"), 0,
                                    diffsample::limits::max_dcps_gradient_steps);
   if (o.has("--dcps-learning-rate")) g.dcps_learning_rate = flag_number(o, "--dcps-learning-rate", 0, false, 1e30);
+  if (o.has("--dcps-absolute-step")) {
+    const std::string v = o.get("--dcps-absolute-step");
+    if (v != "0" && v != "1") throw usage_error("--dcps-absolute-step: expected 0 or 1, got '" + v + "'");
+    g.dcps_absolute_step = v == "1";
+  }
 }
 
 /// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
@@ -372,7 +381,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       DS_ECHO(ddrm_eta) DS_ECHO(ddrm_eta_b)
     } else if (g.sampler == ds::guided_sampler::dcps) {
       DS_ECHO(dcps_blocks) DS_ECHO(dcps_langevin_steps) DS_ECHO(dcps_langevin_step) DS_ECHO(dcps_bridge_variance)
-      DS_ECHO(dcps_gradient_steps) DS_ECHO(dcps_learning_rate)
+      DS_ECHO(dcps_gradient_steps) DS_ECHO(dcps_learning_rate) DS_ECHO(dcps_absolute_step)
     }
 #undef DS_ECHO
     j["non_finite_values"] = non_finite;
@@ -403,7 +412,8 @@ int run_solve(int argc, char** argv, int first) {
                                    "--guidance-scale", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
                                    "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b",
                                    "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step",
-                                   "--dcps-bridge-variance", "--dcps-gradient-steps", "--dcps-learning-rate"},
+                                   "--dcps-bridge-variance", "--dcps-gradient-steps", "--dcps-learning-rate",
+                                   "--dcps-absolute-step"},
                                   {"--quiet", "--start-correction"});
   const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");

@@ -308,7 +308,8 @@ void gradient_update(const kernels::dcps_params& p, std::int64_t j, const dcps_p
   const kernels::dcps_step st = p.steps[j];
   const fpack inv_sig2(1.f / (st.sig * st.sig));
   const float root_d = kernels::ds_sqrt(float(d));
-  const fpack lr_mu(p.rho * st.sig * root_d), lr_l(p.rho * root_d);
+  const fpack lr_mu(p.absolute_step ? p.rho : p.rho * st.sig * root_d);
+  const fpack lr_l(p.absolute_step ? p.rho : p.rho * root_d);
   fpack n_mu(0.f), n_l(0.f);
   for (int c = 0; c < d; ++c) {
     const fpack sd = ds_exp(w.l[c]);

@@ -1047,6 +1047,69 @@ static void test_dcps_bridge_variance(void) {
   free(x_seventh);
 }
 
+/* The ninth layout's dcps_absolute_step reaches the sampler: the setting of the C++ test
+ * Dcps.AbsoluteStepMovesTheFitByTheLearningRate (prior N(0, I_4), A = e_1, sigma_y = 1, y = 1000, two steps, one
+ * block, no Langevin steps, one gradient step of length 0.5), whose first output coordinate has mean a_1 0.5 with the
+ * absolute step and a_1 0.5 sig_0 sqrt(4) with the relative one (sig_0 the first kernel's scale, about 0.96): the
+ * mean of N = 4096 particles is checked within 5 of its standard errors; the two differ by about 24. Seen failing
+ * with the flag dropped in the C-to-C++ copy. The init function leaves it off. */
+static void test_dcps_absolute_step(void) {
+  enum { N = 4096, d = 4 };
+  const double w[1] = {1.0}, mu[4] = {0.0, 0.0, 0.0, 0.0}, var[1] = {1.0}, A[4] = {1.0, 0.0, 0.0, 0.0};
+  const double sigma_y = 1.0, y = 1000.0;
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  ds_mixture* prior = NULL;
+  ds_guided_problems gp;
+  ds_guided_options go;
+  ds_guided_outputs out;
+  ds_schedule_point pts[3];
+  float* x = (float*)malloc(sizeof(float) * N * d);
+  int absolute, i;
+  CHECK_OK(ds_mixture_create(d, 1, w, mu, var, 1, &prior));
+  if (prior == NULL || x == NULL) return;
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.problems = 1;
+  gp.d_y = 1;
+  gp.A = A;
+  gp.A_count = 4;
+  gp.y = &y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  out.samples = x;
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  CHECK(go.dcps_absolute_step == 0);
+  go.sampler = DS_GUIDED_DCPS;
+  go.particles = N;
+  go.steps = 2;
+  go.seed = 23;
+  go.dcps_blocks = 1;
+  go.dcps_langevin_steps = 0;
+  go.dcps_gradient_steps = 1;
+  go.dcps_learning_rate = 0.5;
+  CHECK_OK(ds_schedule_points(&go.schedule, 2, pts));
+  for (absolute = 0; absolute <= 1; ++absolute) {
+    const double a0 = pts[0].a, s0 = pts[0].s, a1 = pts[1].a, s1 = pts[1].s;
+    const double sig0 = sqrt((1 - (a0 * a0) / (a1 * a1)) * s1 * s1 / (s0 * s0));
+    const double want = a1 * (absolute ? 0.5 : 0.5 * sig0 * 2.0);
+    double m = 0, m2 = 0, se;
+    go.dcps_absolute_step = absolute;
+    CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+    for (i = 0; i < N; ++i) {
+      m += x[i * d] / N;
+      m2 += (double)x[i * d] * x[i * d] / N;
+    }
+    se = sqrt((m2 - m * m) / N);
+    if (!(fabs(m - want) <= 5 * se)) {
+      fprintf(stderr, "dcps, dcps_absolute_step %d: first coordinate mean %.4f, expected %.4f (se %.4f)\n", absolute, m,
+              want, se);
+      ++failures;
+    }
+  }
+  ds_mixture_destroy(prior);
+  free(x);
+}
+
 static void test_guided_mask(void) {
   enum { B = 16, N = 1024, d = 2 };
   const double w[3] = {0.2, 0.5, 0.3};
@@ -1273,6 +1336,7 @@ int main(void) {
   test_guided();
   test_guided_mask();
   test_dcps_bridge_variance();
+  test_dcps_absolute_step();
   test_binary();
   if (failures) {
     fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);
