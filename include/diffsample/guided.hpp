@@ -112,8 +112,9 @@ enum class guided_potentials : int {
   /// the DDPM / DDIM kernel's), grad log g_k(x) = J A^T V^-1 (y - A m(x)), V = sigma_y^2 I + A Cov(x0 | x) A^T (V's
   /// own dependence on x left out; the same d_y JVPs give V and the gradient), weighted by g_{k+1}(x') p(x' | x) /
   /// (g_k(x) q(x' | x)); the last point (s = 0) is the likelihood. The same cost and limits as moment (d_y <= 8, a
-  /// grid ending at s = 0); start_correction applies. guided_sample() only (not the ask/tell plan nor the MPI
-  /// shards) (README: "Moment-projected potentials").
+  /// grid ending at s = 0); start_correction applies (in guided_sample() only). guided_sample(), the ask/tell plan
+  /// and the MPI shards run it, the plan and the shards bit for bit guided_sample() on the CPU executor (README:
+  /// "Moment-projected potentials").
   twisted = 2,
 };
 

@@ -108,7 +108,9 @@ class DIFFSAMPLE_API sampling_plan {
   /// weights the particles from it, resamples (options.resampling, on the device on the CUDA executor) and mutates
   /// them, with no host synchronisation. Moment potentials: then d_y asks for J^T a_o per transition
   /// (plan_request::vector set to row a_o of each particle's own A), whose last tell weights, resamples and
-  /// mutates. reset() draws the particles itself (initial must be null); write_outputs() gives the log-weights, the
+  /// mutates. Twisted potentials: the same 1 + d_y asks, each J^T a_o answer in its own plan_request::answer buffer
+  /// (the twisted proposal needs all d_y of them at the last tell; the pointers are the same at every step).
+  /// options.start_correction is refused by the plan. reset() draws the particles itself (initial must be null); write_outputs() gives the log-weights, the
   /// resampled samples, log-normaliser estimates, ESS trace and resampling counts of a done trajectory. Trajectory t runs as guided_sample() with options.seed + t: the
   /// keys live in device memory and reset() advances them there, so a captured trajectory (reset, asks, tells and
   /// write_outputs) replays with fresh noise, replay t equal to uncaptured trajectory t.
