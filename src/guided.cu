@@ -1666,9 +1666,7 @@ struct smc_plan_storage final : workspace_plan_storage {
     else
       kernels::for_each_index<128>(executor::cuda, BN, f, stream);
     if (j != asks_per_step - 1) return;
-    ro.step = static_cast<std::uint64_t>(t);
-    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
-    kernels::for_each_index(where, B, bookkeeping(t), stream);
+    resample_weights(t, stream);
     run_mutation(where, BN, kernels::guided_mutate_functor{p, t, mu, ancestors, reports, lw, x, r}, stream);
     kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
     if (t + 1 == K) resample_column(K, stream);
@@ -1689,9 +1687,7 @@ struct smc_plan_storage final : workspace_plan_storage {
     else
       kernels::for_each_index<128>(executor::cuda, BN, f, stream);
     if (j != asks_per_step - 1) return;
-    ro.step = static_cast<std::uint64_t>(t);
-    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
-    kernels::for_each_index(where, B, bookkeeping(t), stream);
+    resample_weights(t, stream);
     kernels::for_each_index<128>(where, BN,
                                  kernels::twisted_mutate_functor{p, t, mu, shift, lz, ancestors, reports, lw, x},
                                  stream);
@@ -1701,12 +1697,16 @@ struct smc_plan_storage final : workspace_plan_storage {
   }
   // Resampling at column c with the particles following their ancestors (through the spare rows, then back).
   void resample_column(std::int64_t column, cudaStream_t stream) {
-    ro.step = static_cast<std::uint64_t>(column);
-    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
-    kernels::for_each_index(where, B, bookkeeping(column), stream);
+    resample_weights(column, stream);
     kernels::for_each_index(where, rows, kernels::guided_reset_weights_functor{reports, lw, N}, stream);
     gather_unchecked(x, B, N, d, ancestors, spare, where, stream);
     kernels::for_each_index(where, rows * d, kernels::guided_copy_functor{spare, x}, stream);
+  }
+  // Resampling of column c (ancestors, reports) and its bookkeeping; the particles do not move.
+  void resample_weights(std::int64_t column, cudaStream_t stream) {
+    ro.step = static_cast<std::uint64_t>(column);
+    resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
+    kernels::for_each_index(where, B, bookkeeping(column), stream);
   }
   // The bookkeeping of column c after its resampling (log-normaliser, ESS trace, resampling count).
   kernels::guided_bookkeeping_functor bookkeeping(std::int64_t column) const {
@@ -1752,8 +1752,7 @@ struct smc_plan_storage final : workspace_plan_storage {
       }
     } else {
       kernels::for_each_index<128>(where, BN, weight, stream);
-      resample_unchecked(lw, B, N, ro, po, where, stream, resampling_ws, &keys->resampling);
-      kernels::for_each_index(where, B, bookkeeping(k + 1), stream);
+      resample_weights(k + 1, stream);
       kernels::for_each_index<128>(where, BN, mutate, stream);
     }
   }
