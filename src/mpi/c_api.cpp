@@ -22,8 +22,6 @@ thread_local std::string last_error;
 
 using diffsample::mpi::detail::rank_of;
 using diffsample::mpi::detail::size_of;
-using diffsample::mpi::detail::same;
-using diffsample::mpi::detail::same_everywhere;
 
 // Collective: every rank returns the status and message of the lowest rank whose status is not DS_SUCCESS.
 ds_status agree(MPI_Comm comm, ds_status status, std::string message) {
@@ -69,8 +67,8 @@ void init_defaults(ds_langevin_options* o) { ds_langevin_options_init(o, sizeof 
 void init_defaults(ds_diffusion_options* o) { ds_diffusion_options_init(o, sizeof *o); }
 
 // A sharded chain run: the checks of options and n on each rank, agreed; then what every rank must pass alike
-// (compare(options read over the defaults, as the core call reads them): detail::same_everywhere, the comparison
-// of the C++ calls, so a rank with another n, steps or seed fails every rank with the same message before any chain
+// (compare(options read over the defaults, as the core call reads them): detail::same_langevin_arguments /
+// same_diffusion_arguments, the C++ calls' own lists, so a rank with another n, steps or seed fails every rank with the same message before any chain
 // runs); then run(o) on this rank's `count` rows with its options (its first chain offset by the rows before it);
 // every rank returns the status of the lowest failing rank. The options are read as far as their struct_size says,
 // once it is a layout this library knows (the core call then reads the copy as it would the caller's struct).
@@ -140,10 +138,7 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
   ds_langevin_report rep{};
   int64_t count = 0;
   const auto compare = [n](MPI_Comm c, diffsample::mpi::comm_stats& stats, const ds_langevin_options& o) {
-    same_everywhere(c, stats,
-                    {same("n", n), same("options.method", std::int64_t(o.method)), same("options.steps", o.steps),
-                     same("options.seed", std::int64_t(o.seed)), same("options.first_chain", std::int64_t(o.first_chain)),
-                     same("options.first_step", std::int64_t(o.first_step)), same("options.step_size", o.step_size)});
+    diffsample::mpi::detail::same_langevin_arguments(c, stats, n, o);
   };
   const ds_status status = run_shard(comm, n, options, count, compare, [&](const ds_langevin_options* o) {
     return ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
@@ -172,9 +167,7 @@ ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, i
   ds_diffusion_report rep{};
   int64_t count = 0;
   const auto compare = [n](MPI_Comm c, diffsample::mpi::comm_stats& stats, const ds_diffusion_options& o) {
-    same_everywhere(c, stats,
-                    {same("n", n), same("options.sampler", std::int64_t(o.sampler)), same("options.steps", o.steps),
-                     same("options.seed", std::int64_t(o.seed)), same("options.first_chain", std::int64_t(o.first_chain))});
+    diffsample::mpi::detail::same_diffusion_arguments(c, stats, n, o);
   };
   const ds_status status = run_shard(comm, n, options, count, compare, [&](const ds_diffusion_options* o) {
     return ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);

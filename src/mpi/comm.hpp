@@ -39,4 +39,23 @@ common_value same(const char* name, double v);
 /// the first such value ("rank r of P: NAME: v here, v0 on rank 0 (every rank must pass the same)").
 void same_everywhere(MPI_Comm comm, comm_stats& stats, std::initializer_list<common_value> values);
 
+/// The Langevin arguments every rank must pass alike, for mpi::langevin (langevin_options) and ds_mpi_langevin
+/// (ds_langevin_options, read over the defaults): one list for both.
+template <class Options>
+void same_langevin_arguments(MPI_Comm comm, comm_stats& stats, std::int64_t n, const Options& o) {
+  same_everywhere(comm, stats,
+                  {same("n", n), same("options.method", std::int64_t(o.method)), same("options.steps", o.steps),
+                   same("options.seed", std::int64_t(o.seed)), same("options.first_chain", std::int64_t(o.first_chain)),
+                   same("options.first_step", std::int64_t(o.first_step)), same("options.step_size", o.step_size)});
+}
+
+/// The diffusion arguments every rank must pass alike, for mpi::diffusion (diffusion_options) and ds_mpi_diffusion
+/// (ds_diffusion_options, read over the defaults).
+template <class Options>
+void same_diffusion_arguments(MPI_Comm comm, comm_stats& stats, std::int64_t n, const Options& o) {
+  same_everywhere(comm, stats,
+                  {same("n", n), same("options.sampler", std::int64_t(o.sampler)), same("options.steps", o.steps),
+                   same("options.seed", std::int64_t(o.seed)), same("options.first_chain", std::int64_t(o.first_chain))});
+}
+
 }  // namespace diffsample::mpi::detail

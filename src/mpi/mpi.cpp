@@ -198,11 +198,7 @@ Options shard_options(MPI_Comm comm, std::int64_t n, const Options& options, cha
 chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, langevin_outputs outputs,
                       std::int64_t n, const langevin_options& options, execution exec) {
   chain_report rep;
-  same_everywhere(comm, rep.comm,
-                  {same("n", n), same("options.method", std::int64_t(options.method)),
-                   same("options.steps", options.steps), same("options.seed", std::int64_t(options.seed)),
-                   same("options.first_chain", std::int64_t(options.first_chain)),
-                   same("options.first_step", std::int64_t(options.first_step)), same("options.step_size", options.step_size)});
+  detail::same_langevin_arguments(comm, rep.comm, n, options);
   std::vector<std::int64_t> counted;
   bool counting = outputs.accepted != nullptr;  // not outputs.accepted alone: an empty buffer's data() may be null
   collectively(comm, rep.comm, [&] {
@@ -249,10 +245,7 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
 chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, diffusion_outputs outputs,
                        std::int64_t n, const diffusion_options& options, execution exec) {
   chain_report rep;
-  same_everywhere(comm, rep.comm,
-                  {same("n", n), same("options.sampler", std::int64_t(options.sampler)),
-                   same("options.steps", options.steps), same("options.seed", std::int64_t(options.seed)),
-                   same("options.first_chain", std::int64_t(options.first_chain))});
+  detail::same_diffusion_arguments(comm, rep.comm, n, options);
   collectively(comm, rep.comm, [&] {
     const diffusion_options o = shard_options(comm, n, options, rep);
     const double t0 = now();
