@@ -3,8 +3,9 @@
  * @brief C ABI of libdiffsample_mpi (distributed runs over MPI; the C++ API is diffsample/mpi.hpp).
  *
  * Every function is collective over its communicator: every rank calls it with the same arguments except its own
- * buffers (ds_mpi_langevin, ds_mpi_diffusion, ds_mpi_resample and ds_mpi_guided_sample compare the sizes, steps,
- * seeds and settings first, and return DS_INVALID_ARGUMENT on every rank when a rank's differ). Each returns the same
+ * buffers (ds_mpi_langevin, ds_mpi_diffusion, ds_mpi_resample and ds_mpi_guided_sample compare first every argument
+ * that changes the result: the sizes, every option, the schedule's arrays, the mixture and the problems' data by a
+ * digest; and return DS_INVALID_ARGUMENT on every rank when a rank's differ). Each returns the same
  * ::ds_status on every rank: when any rank's arguments are invalid, every rank gets that rank's status and
  * ds_mpi_last_error() the same message ("rank r of P: ..."), and no rank is left waiting in a collective. Link with -ldiffsample_mpi -ldiffsample and the MPI library.
  */

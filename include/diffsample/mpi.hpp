@@ -3,7 +3,8 @@
 /// `find_package(diffsample COMPONENTS mpi)`): chains sharded over the ranks of a communicator, and guided SMC whose
 /// particles are spread over the ranks with a global, exact resampling. Every function here is collective over its
 /// communicator: every rank calls it with the same arguments except its own buffers (langevin, diffusion, resample
-/// and guided_sample compare the sizes, steps, seeds and settings first, and throw invalid_argument on every rank
+/// and guided_sample compare first every argument that changes the result: the sizes, every field of the options,
+/// the schedule's arrays, the mixture and the problems' data by a digest; and throw invalid_argument on every rank
 /// when a rank's differ). Every function here is
 /// synchronous: it returns once this rank's work (on the CUDA executor, its stream) and its communication are done.
 ///

@@ -287,11 +287,13 @@ ds_schedule to_c(const noise_schedule& from);
 noise_schedule to_cpp(const std::string& what, const ds_schedule& from);
 ds_resampling_options to_c(const resampling_options& from);
 resampling_options to_cpp(const std::string& what, const ds_resampling_options& from);
-// src/c_api/diffusion.cpp and langevin.cpp, also used by the sampling plans (src/c_api/plan.cpp).
+// src/c_api/diffusion.cpp and langevin.cpp, also used by the sampling plans (src/c_api/plan.cpp); the options'
+// readings exported for the C ABI of libdiffsample_mpi (ds_mpi_langevin, ds_mpi_diffusion), which compares them over
+// the ranks. Throw invalid_argument.
 ds_diffusion_options to_c(const diffusion_options& from);
-diffusion_options to_cpp(const ds_diffusion_options* p);
+DIFFSAMPLE_API diffusion_options to_cpp(const ds_diffusion_options* p);
 ds_langevin_options to_c(const langevin_options& from);
-langevin_options to_cpp(const ds_langevin_options* p);
+DIFFSAMPLE_API langevin_options to_cpp(const ds_langevin_options* p);
 // src/c_api/guided.cpp, also used by the guided plans.
 ds_guided_options to_c(const guided_options& from);
 guided_options to_cpp(const ds_guided_options* p);

@@ -5,7 +5,9 @@
 #include <mpi.h>
 
 #include <cstdint>
-#include <initializer_list>
+#include <cstddef>
+#include <string>
+#include <vector>
 
 #include <diffsample/mpi.hpp>
 
@@ -25,37 +27,44 @@ inline int size_of(MPI_Comm comm) {
   return s;
 }
 
-/// An argument every rank must pass alike (a double compared by its bits).
+/// An argument every rank must pass alike: an integer, a double compared by its bits, or a digest of an array.
 struct common_value {
-  const char* name;
+  enum class kind : int { integer, real, digest };
+  std::string name;
   std::int64_t value;
-  bool is_double = false;
+  kind as = kind::integer;
 };
-common_value same(const char* name, std::int64_t v);
-common_value same(const char* name, double v);
+common_value same(std::string name, std::int64_t v);
+common_value same(std::string name, double v);
+/// A 64-bit digest of the bits of @p count 8-byte values (FNV-1a over words: a change to any one value changes it).
+std::int64_t digest(const void* values, std::size_t count, std::int64_t seed = 0);
 
 /// Collective, first in a call: every rank's values gathered (one MPI_Allgather of 8 bytes per value, at P > 1);
 /// when a rank's differ from rank 0's, every rank throws the same invalid_argument naming the lowest such rank and
 /// the first such value ("rank r of P: NAME: v here, v0 on rank 0 (every rank must pass the same)").
-void same_everywhere(MPI_Comm comm, comm_stats& stats, std::initializer_list<common_value> values);
+void same_everywhere(MPI_Comm comm, comm_stats& stats, const std::vector<common_value>& values);
 
-/// The Langevin arguments every rank must pass alike, for mpi::langevin (langevin_options) and ds_mpi_langevin
-/// (ds_langevin_options, read over the defaults): one list for both.
-template <class Options>
-void same_langevin_arguments(MPI_Comm comm, comm_stats& stats, std::int64_t n, const Options& o) {
-  same_everywhere(comm, stats,
-                  {same("n", n), same("options.method", std::int64_t(o.method)), same("options.steps", o.steps),
-                   same("options.seed", std::int64_t(o.seed)), same("options.first_chain", std::int64_t(o.first_chain)),
-                   same("options.first_step", std::int64_t(o.first_step)), same("options.step_size", o.step_size)});
+/// What every rank must pass alike, one list per call, each covering every field that changes a result (an
+/// array by its size and a digest of its values):
+/// n, every field of langevin_options, and the mixture (dimension, components, digest of its parameters), for
+/// mpi::langevin and ds_mpi_langevin (the C options converted as ds_langevin() converts them).
+std::vector<common_value> langevin_arguments(const gaussian_mixture& mixture, std::int64_t n,
+                                             const langevin_options& o);
+/// n, every field of diffusion_options (the schedule's arrays by size and digest), and the mixture.
+std::vector<common_value> diffusion_arguments(const gaussian_mixture& mixture, std::int64_t n,
+                                              const diffusion_options& o);
+/// The mode, every field of guided_options but resampling.seed and resampling.step (which the sampler sets), the
+/// problems (sizes, and digests of A, the operators, y and sigma_y) and the prior, for mpi::guided_sample.
+std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture& prior,
+                                           const guided_problems& problems, const guided_options& o);
+
+inline void same_langevin_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture, std::int64_t n,
+                                    const langevin_options& o) {
+  same_everywhere(comm, stats, langevin_arguments(mixture, n, o));
 }
-
-/// The diffusion arguments every rank must pass alike, for mpi::diffusion (diffusion_options) and ds_mpi_diffusion
-/// (ds_diffusion_options, read over the defaults).
-template <class Options>
-void same_diffusion_arguments(MPI_Comm comm, comm_stats& stats, std::int64_t n, const Options& o) {
-  same_everywhere(comm, stats,
-                  {same("n", n), same("options.sampler", std::int64_t(o.sampler)), same("options.steps", o.steps),
-                   same("options.seed", std::int64_t(o.seed)), same("options.first_chain", std::int64_t(o.first_chain))});
+inline void same_diffusion_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture,
+                                     std::int64_t n, const diffusion_options& o) {
+  same_everywhere(comm, stats, diffusion_arguments(mixture, n, o));
 }
 
 }  // namespace diffsample::mpi::detail

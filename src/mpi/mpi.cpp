@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <initializer_list>
 #include <new>
 #include <sstream>
 #include <string>
@@ -50,26 +49,152 @@ void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
 
 namespace detail {
 
-common_value same(const char* name, std::int64_t v) { return {name, v, false}; }
-common_value same(const char* name, double v) {
+common_value same(std::string name, std::int64_t v) { return {std::move(name), v, common_value::kind::integer}; }
+common_value same(std::string name, double v) {
   std::int64_t bits = 0;
   std::memcpy(&bits, &v, sizeof bits);
-  return {name, bits, true};
+  return {std::move(name), bits, common_value::kind::real};
 }
+
+std::int64_t digest(const void* values, std::size_t count, std::int64_t seed) {
+  std::uint64_t h = 14695981039346656037ull ^ static_cast<std::uint64_t>(seed);
+  const auto* p = static_cast<const unsigned char*>(values);
+  for (std::size_t i = 0; i < count; ++i) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, p + 8 * i, 8);
+    h = (h ^ w) * 1099511628211ull;
+  }
+  std::int64_t out = 0;
+  std::memcpy(&out, &h, sizeof out);
+  return out;
+}
+
+namespace {
+
 std::string shown(const common_value& c, std::int64_t v) {
-  if (!c.is_double) return std::to_string(v);
-  double d = 0;
-  std::memcpy(&d, &v, sizeof d);
   std::ostringstream s;
-  s << d;
+  if (c.as == common_value::kind::integer) {
+    s << v;
+  } else if (c.as == common_value::kind::real) {
+    double d = 0;
+    std::memcpy(&d, &v, sizeof d);
+    s << d;
+  } else {
+    s << "digest " << std::hex << static_cast<std::uint64_t>(v);
+  }
   return s.str();
+}
+
+// An array: its size, then the digest of its values (named NAME size and NAME).
+template <class T>
+void add_array(std::vector<common_value>& v, const std::string& name, const std::vector<T>& a) {
+  static_assert(sizeof(T) == 8);
+  v.push_back(same(name + " size", std::int64_t(a.size())));
+  v.push_back({name, digest(a.data(), a.size()), common_value::kind::digest});
+}
+
+void add_schedule(std::vector<common_value>& v, const std::string& name, const noise_schedule& s) {
+  v.insert(v.end(), {same(name + ".kind", std::int64_t(s.kind)), same(name + ".beta_min", s.beta_min),
+                     same(name + ".beta_max", s.beta_max), same(name + ".cosine_offset", s.cosine_offset)});
+  add_array(v, name + ".alpha_bar", s.alpha_bar);
+  v.insert(v.end(), {same(name + ".sigma_min", s.sigma_min), same(name + ".sigma_max", s.sigma_max),
+                     same(name + ".grid", std::int64_t(s.grid)), same(name + ".t_start", s.t_start),
+                     same(name + ".t_end", s.t_end)});
+  add_array(v, name + ".times", s.times);
+}
+
+// The mixture's dimension, components, kind and a digest of its weights, means and variances.
+void add_mixture(std::vector<common_value>& v, const std::string& name, const gaussian_mixture& m) {
+  std::int64_t h = digest(m.weights().data(), m.weights().size());
+  h = digest(m.means().data(), m.means().size(), h);
+  h = digest(m.variances().data(), m.variances().size(), h);
+  v.insert(v.end(), {same(name + " dimension", m.dim()), same(name + " components", m.components()),
+                     same(name + " isotropic", std::int64_t(m.isotropic())), {name, h, common_value::kind::digest}});
+}
+
+}  // namespace
+
+std::vector<common_value> langevin_arguments(const gaussian_mixture& mixture, std::int64_t n,
+                                             const langevin_options& o) {
+  std::vector<common_value> v = {same("n", n), same("options.method", std::int64_t(o.method)),
+                                 same("options.step_size", o.step_size), same("options.steps", o.steps),
+                                 same("options.target.a", o.target.a), same("options.target.s", o.target.s),
+                                 same("options.seed", std::int64_t(o.seed)),
+                                 same("options.first_chain", std::int64_t(o.first_chain)),
+                                 same("options.first_step", std::int64_t(o.first_step)),
+                                 same("options.record_every", o.record_every)};
+  add_mixture(v, "mixture", mixture);
+  return v;
+}
+
+std::vector<common_value> diffusion_arguments(const gaussian_mixture& mixture, std::int64_t n,
+                                              const diffusion_options& o) {
+  std::vector<common_value> v = {same("n", n), same("options.sampler", std::int64_t(o.sampler))};
+  add_schedule(v, "options.schedule", o.schedule);
+  v.insert(v.end(), {same("options.steps", o.steps), same("options.eta", o.eta), same("options.sigma", o.sigma),
+                     same("options.step_size", o.step_size), same("options.measurements", o.measurements),
+                     same("options.final_denoise", std::int64_t(o.final_denoise)),
+                     same("options.draw_initial", std::int64_t(o.draw_initial)),
+                     same("options.seed", std::int64_t(o.seed)),
+                     same("options.first_chain", std::int64_t(o.first_chain)),
+                     same("options.record_every", o.record_every)});
+  add_mixture(v, "mixture", mixture);
+  return v;
+}
+
+std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture& prior,
+                                           const guided_problems& problems, const guided_options& o) {
+  std::vector<common_value> v = {same("mode", std::int64_t(mode)), same("options.sampler", std::int64_t(o.sampler)),
+                                 same("options.particles", o.particles), same("options.steps", o.steps),
+                                 same("problems.problems", problems.problems), same("problems.d_y", problems.d_y),
+                                 same("prior dimension", prior.dim()), same("options.seed", std::int64_t(o.seed))};
+  add_schedule(v, "options.schedule", o.schedule);
+  v.insert(v.end(),
+           {same("options.grid", std::int64_t(o.grid)), same("options.ddim", std::int64_t(o.ddim)),
+            same("options.eta", o.eta), same("options.potential_spread", o.potential_spread),
+            same("options.potentials", std::int64_t(o.potentials)),
+            same("options.resampling.scheme", std::int64_t(o.resampling.scheme)),
+            same("options.resampling.ess_threshold", o.resampling.ess_threshold),
+            same("options.resampling.metropolis_steps", std::int64_t(o.resampling.metropolis_steps)),
+            same("options.start_correction", std::int64_t(o.start_correction)),
+            same("options.final_resample", std::int64_t(o.final_resample)),
+            same("options.guidance_scale", o.guidance_scale), same("options.dps_step", std::int64_t(o.dps_step)),
+            same("options.diffpir_zeta", o.diffpir_zeta), same("options.diffpir_lambda", o.diffpir_lambda),
+            same("options.skrock_stages", o.skrock_stages), same("options.skrock_eta", o.skrock_eta),
+            same("options.skrock_step_fraction", o.skrock_step_fraction),
+            same("options.skrock_lipschitz", o.skrock_lipschitz), same("options.ddrm_eta", o.ddrm_eta),
+            same("options.ddrm_eta_b", o.ddrm_eta_b), same("options.dcps_blocks", o.dcps_blocks),
+            same("options.dcps_langevin_steps", o.dcps_langevin_steps),
+            same("options.dcps_langevin_step", o.dcps_langevin_step),
+            same("options.dcps_gradient_steps", o.dcps_gradient_steps),
+            same("options.dcps_learning_rate", o.dcps_learning_rate),
+            same("options.dcps_bridge_variance", std::int64_t(o.dcps_bridge_variance)),
+            same("options.dcps_absolute_step", std::int64_t(o.dcps_absolute_step))});
+  add_array(v, "problems.A", problems.A);
+  // The operators: kind, shape and every stored array, in one digest.
+  std::int64_t h = 0;
+  for (const observation_operator& op : problems.operators) {
+    const std::int64_t shape[3] = {std::int64_t(op.kind()), op.d_y(), op.d_x()};
+    h = digest(shape, 3, h);
+    h = digest(op.dense_matrix().data(), op.dense_matrix().size(), h);
+    h = digest(op.indices().data(), op.indices().size(), h);
+    h = digest(op.diagonal().data(), op.diagonal().size(), h);
+    h = digest(op.U().data(), op.U().size(), h);
+    h = digest(op.V().data(), op.V().size(), h);
+  }
+  v.push_back(same("problems.operators size", std::int64_t(problems.operators.size())));
+  v.push_back({"problems.operators", h, common_value::kind::digest});
+  add_array(v, "problems.y", problems.y);
+  add_array(v, "problems.sigma_y", problems.sigma_y);
+  add_mixture(v, "prior", prior);
+  return v;
 }
 
 // Collective, first in a call: every rank's values gathered (one MPI_Allgather of 8 bytes per value); when a rank's
 // differ from rank 0's, every rank throws the same invalid_argument naming the lowest such rank and the first such
 // value. Each rank's own checks cannot see this, and ranks whose sizes, steps or keys differ would issue unmatched
-// exchanges.
-void same_everywhere(MPI_Comm comm, comm_stats& stats, std::initializer_list<common_value> values) {
+// exchanges (or, for the chains, silently give other rows).
+void same_everywhere(MPI_Comm comm, comm_stats& stats, const std::vector<common_value>& values) {
   const int ranks = size_of(comm);
   if (ranks == 1) return;
   const std::size_t k = values.size();
@@ -82,16 +207,14 @@ void same_everywhere(MPI_Comm comm, comm_stats& stats, std::initializer_list<com
   stats.bytes_sent += std::int64_t(ranks - 1) * std::int64_t(k) * 8;
   stats.bytes_received += std::int64_t(ranks - 1) * std::int64_t(k) * 8;
   for (int r = 1; r < ranks; ++r) {
-    std::size_t j = 0;
-    for (const common_value& c : values) {
+    for (std::size_t j = 0; j < k; ++j) {
       const std::int64_t v = all[r * k + j], v0 = all[j];
       if (v != v0) {
         std::ostringstream what;
-        what << "rank " << r << " of " << ranks << ": " << c.name << ": " << shown(c, v) << " here, " << shown(c, v0)
-             << " on rank 0 (every rank must pass the same)";
+        what << "rank " << r << " of " << ranks << ": " << values[j].name << ": " << shown(values[j], v) << " here, "
+             << shown(values[j], v0) << " on rank 0 (every rank must pass the same)";
         throw invalid_argument(what.str());
       }
-      ++j;
     }
   }
 }
@@ -198,7 +321,7 @@ Options shard_options(MPI_Comm comm, std::int64_t n, const Options& options, cha
 chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, langevin_outputs outputs,
                       std::int64_t n, const langevin_options& options, execution exec) {
   chain_report rep;
-  detail::same_langevin_arguments(comm, rep.comm, n, options);
+  detail::same_langevin_arguments(comm, rep.comm, mixture, n, options);
   std::vector<std::int64_t> counted;
   bool counting = outputs.accepted != nullptr;  // not outputs.accepted alone: an empty buffer's data() may be null
   collectively(comm, rep.comm, [&] {
@@ -245,7 +368,7 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
 chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, diffusion_outputs outputs,
                        std::int64_t n, const diffusion_options& options, execution exec) {
   chain_report rep;
-  detail::same_diffusion_arguments(comm, rep.comm, n, options);
+  detail::same_diffusion_arguments(comm, rep.comm, mixture, n, options);
   collectively(comm, rep.comm, [&] {
     const diffusion_options o = shard_options(comm, n, options, rep);
     const double t0 = now();
@@ -409,16 +532,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   guided_result res;
   const double t0 = now();
   const int rank = rank_of(comm);
-  same_everywhere(comm, res.comm,
-                  {same("mode", std::int64_t(mode)), same("options.sampler", std::int64_t(options.sampler)),
-                   same("options.particles", options.particles), same("options.steps", options.steps),
-                   same("problems.problems", problems.problems), same("problems.d_y", problems.d_y),
-                   same("prior dimension", prior.dim()), same("options.seed", std::int64_t(options.seed)),
-                   same("options.potentials", std::int64_t(options.potentials)),
-                   same("options.resampling.scheme", std::int64_t(options.resampling.scheme)),
-                   same("options.resampling.ess_threshold", options.resampling.ess_threshold),
-                   same("options.resampling.metropolis_steps", std::int64_t(options.resampling.metropolis_steps)),
-                   same("options.final_resample", std::int64_t(options.final_resample))});
+  same_everywhere(comm, res.comm, detail::guided_arguments(mode, prior, problems, options));
   if (mode == smc_mode::islands) {
     collectively(comm, res.comm, [&] {
       res.particles = shard_of(options.particles, comm);

@@ -1,8 +1,8 @@
 /* The C ABI of libdiffsample_mpi from a C99 program under mpirun: sharded Langevin and diffusion rows against a
  * single-process run of all chains (bit for bit, each rank checking its own rows), the global resampling against
  * ds_resample(), guided SMC and DPS over the ranks against ds_guided_sample() (this rank's rows bit for bit), and an
- * invalid argument, or an n, steps or seed other than the others', on the last rank returning the same status and
- * message on every rank. */
+ * invalid argument, or an n, steps, seed or other option that changes the rows other than the others', on the last
+ * rank returning the same status and message on every rank. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <math.h>
 #include <stdio.h>
@@ -205,14 +205,15 @@ int main(int argc, char** argv) {
     munmap(pages, 2 * page);
   }
 
-  /* What every rank must pass alike (n, steps, seed) differing on the last rank: every rank returns
+  /* What every rank must pass alike (n and the options) differing on the last rank: every rank returns
    * DS_INVALID_ARGUMENT with the same message naming the last rank and the value, before any chain runs. */
   if (ranks > 1) {
     const int last = rank == ranks - 1;
     char expected_prefix[64];
     snprintf(expected_prefix, sizeof expected_prefix, "rank %d of %d: ", ranks - 1, ranks);
     float* rows = calloc((size_t)((n + 1) * d), sizeof(float)); /* room for any shard of n + 1 chains */
-    for (int which = 0; which < 4; ++which) {
+    float* path = calloc((size_t)(31 * (n + 1) * d), sizeof(float)); /* a trajectory of up to 31 records */
+    for (int which = 0; which < 11; ++which) {
       ds_langevin_options l = lo;
       ds_diffusion_options o = dopt;
       int64_t nn = n;
@@ -231,10 +232,43 @@ int main(int argc, char** argv) {
         o.seed += (uint64_t)last;
         name = "options.seed: ";
         st = ds_mpi_diffusion(MPI_COMM_WORLD, mix, rows, nn, &o, NULL, cpu, NULL);
-      } else {
+      } else if (which == 3) {
         nn = last ? n - 1 : n;
         name = "n: ";
         st = ds_mpi_diffusion(MPI_COMM_WORLD, mix, rows, nn, &o, NULL, cpu, NULL);
+      } else if (which <= 8) {
+        /* Diffusion options that change the rows, each valid on its own (seen failing: DS_SUCCESS on every rank). */
+        if (which == 4) {
+          o.schedule.t_start = last ? 0.9 : 1.0;
+          name = "options.schedule.t_start: ";
+        } else if (which == 5) {
+          o.sampler = DS_DIFFUSION_DDIM;
+          o.eta = last ? 0.5 : 0.0;
+          name = "options.eta: ";
+        } else if (which == 6) {
+          o.sampler = DS_DIFFUSION_WALK_JUMP;
+          o.sigma = last ? 0.8 : 1.0;
+          name = "options.sigma: ";
+        } else if (which == 7) {
+          o.sampler = DS_DIFFUSION_WALK_JUMP;
+          o.step_size = last ? 0.05 : 0.1;
+          name = "options.step_size: ";
+        } else {
+          o.record_every = last ? 5 : 0;
+          name = "options.record_every: ";
+        }
+        st = ds_mpi_diffusion(MPI_COMM_WORLD, mix, rows, nn, &o, o.record_every > 0 ? path : NULL, cpu, NULL);
+      } else {
+        /* Langevin's target channel and trajectory. */
+        if (which == 9) {
+          l.target.s = last ? 0.2 : 0.0;
+          name = "options.target.s: ";
+        } else {
+          l.record_every = last ? 1 : 0;
+          name = "options.record_every: ";
+        }
+        st = ds_mpi_langevin(MPI_COMM_WORLD, mix, rows, nn, &l, l.record_every > 0 ? path : NULL, NULL, cpu, NULL,
+                             NULL);
       }
       char what[96];
       snprintf(what, sizeof what, "a differing %s(case %d) fails every rank", name, which);
@@ -249,6 +283,7 @@ int main(int argc, char** argv) {
       CHECK(strcmp(rank0, msg) == 0, "the same message on every rank");
     }
     free(rows);
+    free(path);
   }
 
   free(whole);
