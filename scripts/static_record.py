@@ -9,6 +9,12 @@ FLOPs and bytes per chain-step counted from the source and the bound they predic
   scripts/static_record.py --ptxas build/ptxas --write bench/static_record.md   # regenerate the record
   scripts/static_record.py --ptxas build/ptxas --check                          # CI rules (the static_record test)
 
+--write also counts the guided functors' SASS in the build's objects (build/CMakeFiles/diffsample.dir/src, or
+--objects DIR) with cuobjdump, which runs nvdisasm. The CUDA toolkit may lack both: `pip install
+nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm` provides them, found through the Python that runs this script (its
+nvidia/*/bin); CUOBJDUMP and NVDISASM (paths) take precedence over PATH, $CUDA_HOME/bin and the pip copies. Without
+them --write fails rather than drop the section; --no-sass writes the record without it.
+
 Rules of --check: no kernel spills (spill stores or loads), no register-path kernel (chain state in registers,
 register_chain_functor) has a stack frame, and every chain body that has a register-path kernel has one at every
 dimension of DIFFSAMPLE_REGISTER_DIMS (kernels/config.cuh), so that no listed dimension goes unchecked.
@@ -455,25 +461,47 @@ def fmt_bound(flops, moved, loads=0):
     return by_flops, by_bytes, by_loads, bounds[which], which
 
 
-def find_cuobjdump():
-    """cuobjdump from PATH, the toolkit, or the pip package nvidia-cuda-cuobjdump; None when there is none."""
-    found = shutil.which("cuobjdump")
+def find_tool(name):
+    """Path of a CUDA binary utility (cuobjdump, nvdisasm): the environment variable of its name in capitals
+    (CUOBJDUMP=/path/to/cuobjdump), then PATH, then $CUDA_HOME/bin (default /usr/local/cuda/bin), then the pip
+    packages of the nvidia namespace (nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm install
+    site-packages/nvidia/cu13/bin/<name>); None when there is none."""
+    given = os.environ.get(name.upper())
+    if given:
+        if not os.access(given, os.X_OK):
+            raise RuntimeError("{}={} is not an executable file".format(name.upper(), given))
+        return given
+    found = shutil.which(name)
     if found:
         return found
-    candidates = [os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "cuobjdump")]
+    candidates = [os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", name)]
     try:
-        import nvidia  # the pip packages' namespace (nvidia-cuda-cuobjdump installs nvidia/cu13/bin/cuobjdump)
+        import nvidia  # the pip packages' namespace package
         for base in nvidia.__path__:
-            candidates += glob.glob(os.path.join(base, "*", "bin", "cuobjdump"))
+            candidates += sorted(glob.glob(os.path.join(base, "*", "bin", name)))
     except ImportError:
         pass
     return next((c for c in candidates if os.access(c, os.X_OK)), None)
 
 
+def find_cuobjdump():
+    return find_tool("cuobjdump")
+
+
+def tool_version(tool):
+    """The last line of `tool --version` (its release and build)."""
+    out = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip().splitlines()
+    return out[-1] if out else os.path.basename(tool)
+
+
+SASS_TOOLS = "pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm, or set CUOBJDUMP and NVDISASM to their paths"
+
+
 # The guided samplers' per-particle functors whose SASS the record counts (section "Divisions ...").
 GUIDED_FUNCTORS = ("guided_weight_functor", "guided_init_functor", "guided_moment_functor", "guided_baseline_functor",
                    "guided_diffpir_functor", "guided_skrock_functor", "guided_tmpd_functor", "guided_dcps_functor",
-                   "guided_ddrm_functor", "moment_stage_functor", "guided_twisted_functor")
+                   "guided_ddrm_functor", "moment_stage_functor", "guided_twisted_functor",
+                   "twisted_tell_functor")
 
 
 def sass_counts(objects):
@@ -483,11 +511,22 @@ def sass_counts(objects):
     CALL.REL (slow paths) and local loads and stores (LDL/STL). Static counts over the whole kernel."""
     tool = find_cuobjdump()
     if tool is None:
-        print("static_record: no cuobjdump (pip install nvidia-cuda-cuobjdump): SASS section left out", file=sys.stderr)
-        return None
+        raise RuntimeError("no cuobjdump ({})".format(SASS_TOOLS))
+    # cuobjdump -sass runs nvdisasm, which it looks for on PATH or in NVDISASM_PATH (a folder).
+    env = dict(os.environ)
+    nvdisasm = find_tool("nvdisasm")
+    if nvdisasm is not None:
+        env["NVDISASM_PATH"] = os.path.dirname(os.path.abspath(nvdisasm))
+    objs = sorted(glob.glob(os.path.join(objects, "*.cu.o")))
+    if not objs:
+        raise RuntimeError("no *.cu.o under {} (build the library first, or pass --objects)".format(objects))
     counts = {}
-    for obj in sorted(glob.glob(os.path.join(objects, "*.cu.o"))):
-        text = subprocess.run([tool, "-sass", obj], capture_output=True, text=True).stdout
+    for obj in objs:
+        run = subprocess.run([tool, "-sass", obj], capture_output=True, text=True, env=env)
+        if run.returncode != 0:
+            raise RuntimeError("{} -sass {} failed ({}): {}".format(tool, obj, SASS_TOOLS,
+                                                                    run.stderr.strip() or run.returncode))
+        text = run.stdout
         current = None
         for line in text.splitlines():
             m = re.search(r"Function : (\S+)", line)
@@ -526,7 +565,8 @@ def write_record(kernels, path, allow_register_stack, sass=None):
     lines.append("")
     lines.append("Generated by `scripts/static_record.py` from ptxas's resource report of the normal build")
     lines.append("(`-Xptxas=-v`, kept per object under `build/ptxas/`); regenerate with")
-    lines.append("`python3 scripts/static_record.py --ptxas build/ptxas --write bench/static_record.md` after a build.")
+    lines.append("`python3 scripts/static_record.py --ptxas build/ptxas --write bench/static_record.md` after a build")
+    lines.append("(the SASS section needs cuobjdump and nvdisasm: `pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm`).")
     lines.append("No GPU is needed to produce it and none was used. Occupancy is theoretical (sm_90: 64 warps,")
     lines.append("65,536 registers, 228 KB shared memory per SM), from registers, static shared memory and block size.")
     lines.append("CI (`static_record` test) fails when a kernel spills, a register-path kernel has a stack frame, or a")
@@ -636,7 +676,8 @@ def write_record(kernels, path, allow_register_stack, sass=None):
     if sass:
         lines.append("## Divisions and instructions of the guided functors (SASS)")
         lines.append("")
-        lines.append("Static counts over each kernel's SASS (`cuobjdump -sass` of the build's objects, `--objects`):")
+        lines.append("Static counts over each kernel's SASS (`cuobjdump -sass` of the build's objects, `--objects`;")
+        lines.append("cuobjdump of {}):".format(sass.get("_tool", "unknown version")))
         lines.append("instructions (NOPs left out); FCHK, one per IEEE float division the code keeps (each is MUFU.RCP,")
         lines.append("a Newton step, FCHK and a call to the slow path); MUFU.RCP, float divisions plus reciprocals and the")
         lines.append("64-bit integer divisions (i / particles); other MUFU (exp2, lg2, rsqrt, sin, cos); calls (slow")
@@ -645,7 +686,8 @@ def write_record(kernels, path, allow_register_stack, sass=None):
         lines.append("")
         lines.append("| object | kernel | instructions | FCHK (divisions) | MUFU.RCP | other MUFU | calls | LDL/STL |")
         lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for short, c in sorted(sass.items(), key=lambda e: (e[1]["object"], e[0])):
+        rows = {short: c for short, c in sass.items() if not short.startswith("_")}
+        for short, c in sorted(rows.items(), key=lambda e: (e[1]["object"], e[0])):
             lines.append("| {} | `{}` | {} | {} | {} | {} | {} | {} |".format(
                 c["object"].replace(".cu.o", ""), short.replace("|", "\\|"), c["ins"], c["fchk"], c["rcp"],
                 c["mufu"], c["call"], c["local"]))
@@ -662,7 +704,10 @@ def main():
     ap.add_argument("--allow-register-stack", action="store_true",
                     help="do not fail on register-path stack frames (spills still fail)")
     ap.add_argument("--objects", metavar="DIR",
-                    help="with --write: also count the guided functors' SASS in DIR's *.cu.o (needs cuobjdump)")
+                    help="with --write: count the guided functors' SASS in DIR's *.cu.o (needs cuobjdump and "
+                         "nvdisasm; default: CMakeFiles/diffsample.dir/src of the build that holds --ptxas)")
+    ap.add_argument("--no-sass", action="store_true",
+                    help="with --write: leave the SASS section out (without it --write fails when it cannot count)")
     args = ap.parse_args()
 
     kernels = parse_reports(args.ptxas)
@@ -676,7 +721,17 @@ def main():
         k["block"] = block_size(k["short"], bounds)
 
     if args.write:
-        sass = sass_counts(args.objects) if args.objects else None
+        sass = None
+        if not args.no_sass:
+            objects = args.objects or os.path.join(os.path.dirname(os.path.abspath(args.ptxas)), "CMakeFiles",
+                                                   "diffsample.dir", "src")
+            try:
+                sass = sass_counts(objects)
+            except RuntimeError as e:
+                print("static_record: SASS section: {} (--no-sass writes the record without it)".format(e),
+                      file=sys.stderr)
+                return 2
+            sass["_tool"] = tool_version(find_cuobjdump()).replace("Build ", "")
         write_record(kernels, args.write, args.allow_register_stack, sass)
         print("static_record: {} kernels written to {}".format(len(kernels), args.write))
 
