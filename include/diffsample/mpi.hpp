@@ -55,11 +55,29 @@ struct comm_stats {
 /// returns on every rank. One MPI_Allreduce, plus two broadcasts on failure.
 DIFFSAMPLE_API void agree(MPI_Comm comm, std::exception_ptr error);
 
-/// The execution of this rank for @p kind: on the CUDA executor (or automatic with a GPU present) it selects the
-/// device (local rank on the node) mod (devices on the node) with cudaSetDevice, so that the ranks of one node
-/// share its GPUs round-robin; the CPU executor is returned as is. Collective (one node split and one agreement on
-/// every rank, whatever each rank's @p kind resolves to): a rank whose device cannot be selected makes every rank
-/// throw the same cuda_error ("rank r of P: rank_execution: cudaSetDevice(...) failed: ...").
+/// The device of a rank whose rank among the ranks of its node is @p local_rank, on a node where it sees @p devices
+/// devices: local_rank mod devices, so that the ranks of one node share its GPUs round-robin (distinct devices while
+/// there are as many devices as ranks); -1, the CPU executor, when devices = 0. Not collective, no CUDA call: the
+/// choice rank_execution() makes, on its own so that it can be checked without a GPU.
+/// @throws invalid_argument for local_rank < 0 or devices < 0
+DIFFSAMPLE_API int rank_device(int local_rank, int devices);
+
+/// This process's rank among the ranks of @p comm on its node (MPI_Comm_split_type with MPI_COMM_TYPE_SHARED, in
+/// the order of their ranks in @p comm). Collective.
+DIFFSAMPLE_API int local_rank(MPI_Comm comm);
+
+/// The execution of this rank for @p exec. The CPU executor is returned as is. Otherwise, when @p exec.stream is
+/// null (or the legacy or per-thread default stream), it selects device rank_device(local_rank(comm), devices) with
+/// cudaSetDevice; on a rank that sees no device, automatic becomes the CPU executor (cuda stays cuda, and the call
+/// given it fails as it would without MPI). A stream of the caller's is an explicit choice: its device is made
+/// current (cudaStreamGetDevice, cudaSetDevice) and no other is chosen. Call it before anything reaches a device
+/// (a gaussian_mixture uploads its tables to the current device when it is built). The other calls of this header
+/// never change the current device. Collective (one node split and one agreement on every rank, whatever each
+/// rank's executor resolves to): a rank whose device cannot be selected makes every rank throw the same cuda_error
+/// ("rank r of P: rank_execution: cudaSetDevice(...) failed: ...").
+DIFFSAMPLE_API execution rank_execution(MPI_Comm comm, execution exec);
+
+/// rank_execution() for @p kind on the default stream: rank_execution(comm, execution{kind, nullptr}).
 DIFFSAMPLE_API execution rank_execution(MPI_Comm comm, executor kind = executor::automatic);
 
 /// What a sharded chain run did.

@@ -66,6 +66,15 @@ int rank() {
 #endif
 }
 
+void select_device(executor where) {
+#if defined(DIFFSAMPLE_CLI_MPI)
+  init();
+  (void)mpi::rank_execution(MPI_COMM_WORLD, where);
+#else
+  (void)where;
+#endif
+}
+
 run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, std::int64_t chunks, progress* bar,
                std::vector<rank_stats>& ranks) {
 #if defined(DIFFSAMPLE_CLI_MPI)

@@ -19,6 +19,12 @@ bool launched();
 /// This process's rank (0 when not launched).
 int rank();
 
+/// Collective over every launched process: selects this rank's GPU for @p where (diffsample::mpi::rank_execution:
+/// its rank among the node's ranks mod the node's devices; nothing for the CPU executor). Called before anything
+/// reaches a device (a gaussian_mixture uploads its tables to the current device when it is built), so that the
+/// ranks of a node with several GPUs spread over them instead of all running on device 0.
+void select_device(executor where);
+
 /// One rank's share of a distributed run.
 struct rank_stats {
   std::int64_t chains = 0;   ///< chains (or particles) run by the rank

@@ -167,6 +167,10 @@ int sample_main(const options& o, const char* command) {
   const std::int64_t d = prior.dim;
   check_memory(n, d, 1, "--chains");
 
+  // Under mpirun each rank selects its GPU (its rank on the node mod the node's devices) before the mixture's tables
+  // reach the current device.
+  const bool spread = distributed::launched();
+  if (spread) distributed::select_device(where);
   const gaussian_mixture target(d, prior.weights, prior.means, prior.variances);
   // The schedule from the merged settings, built before the run: a setting the library refuses is reported with
   // where it came from (the problem file's sampler section, exit status 1, or the command line, 2).
@@ -181,7 +185,6 @@ int sample_main(const options& o, const char* command) {
     }
   }
   // Under mpirun every process runs its slice of the chains and rank 0 alone prints and writes (cli/distributed.hpp).
-  const bool spread = distributed::launched();
   const bool speak = !quiet && distributed::rank() == 0;
   if (speak)
     std::printf("diffsample %s: %s on a %lld-D, %s (%s), %lld chains\n", command, s.sampler.c_str(),

@@ -462,6 +462,9 @@ int run_solve(int argc, char** argv, int first) {
   const std::int64_t d = prior.dim;
   check_memory(n, d, 3, "--samples");
 
+  // Under mpirun each rank selects its GPU (its rank on the node mod the node's devices) before the mixture's and the
+  // posterior's tables reach the current device.
+  if (distributed::launched()) distributed::select_device(where);
   const ds::gaussian_mixture mixture(d, prior.weights, prior.means, prior.variances);
   const ds::mixture_posterior post(mixture, obs);
   if (method != "exact") return run_guided(o, file, mixture, post, method, where, n, seed, quiet, outputs);

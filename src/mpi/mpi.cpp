@@ -278,31 +278,72 @@ void agree(MPI_Comm comm, std::exception_ptr error) {
   }
 }
 
-execution rank_execution(MPI_Comm comm, executor kind) {
-  execution exec;
-  exec.kind = kind;
-  // The node split and the agreement run on every rank whatever it resolves to: automatic resolves per rank (the
-  // CPU on a rank that sees no device), so a rank leaving before them would leave the others in a collective.
+int rank_device(int local_rank, int devices) {
+  DIFFSAMPLE_EXPECTS(local_rank >= 0, "local_rank: must be >= 0, got " << local_rank);
+  DIFFSAMPLE_EXPECTS(devices >= 0, "devices: must be >= 0, got " << devices);
+  return devices == 0 ? -1 : local_rank % devices;
+}
+
+int local_rank(MPI_Comm comm) {
   MPI_Comm node;
   MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
   const int local = rank_of(node);
   MPI_Comm_free(&node);
+  return local;
+}
+
+namespace {
+
+void set_device(int device) {
+  const cudaError_t status = cudaSetDevice(device);
+  if (status != cudaSuccess)
+    throw cuda_error("rank_execution: cudaSetDevice(" + std::to_string(device) + ") failed: " +
+                         cudaGetErrorString(status),
+                     int(status));
+}
+
+}  // namespace
+
+execution rank_execution(MPI_Comm comm, execution exec) {
+  // The node split and the agreement run on every rank whatever it resolves to: automatic resolves per rank (the
+  // CPU on a rank that sees no device), so a rank leaving before them would leave the others in a collective.
+  const int local = local_rank(comm);
   std::exception_ptr failure;
   try {
-    int devices = 0;
-    if (!(kind == executor::cpu || (kind == executor::automatic && !cuda_available())) &&
-        cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
-      const cudaError_t status = cudaSetDevice(local % devices);
-      if (status != cudaSuccess)
-        throw cuda_error("rank_execution: cudaSetDevice(" + std::to_string(local % devices) +
-                             ") failed: " + cudaGetErrorString(status),
-                         int(status));
+    if (exec.kind != executor::cpu) {
+      int devices = 0;
+      if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
+      const bool own_stream =
+          exec.stream != nullptr && exec.stream != cudaStreamLegacy && exec.stream != cudaStreamPerThread;
+      if (own_stream && devices > 0) {
+#if CUDART_VERSION >= 12080
+        int device = 0;
+        const cudaError_t status = cudaStreamGetDevice(exec.stream, &device);
+        if (status != cudaSuccess)
+          throw cuda_error(std::string("rank_execution: cudaStreamGetDevice(exec.stream) failed: ") +
+                               cudaGetErrorString(status),
+                           int(status));
+        set_device(device);
+#endif  // older runtimes cannot name the stream's device: the current one is left as the caller set it
+      } else {
+        const int device = rank_device(local, devices);
+        if (device >= 0)
+          set_device(device);
+        else if (exec.kind == executor::automatic)
+          exec.kind = executor::cpu;
+      }
     }
   } catch (...) {
     failure = std::current_exception();
   }
   agree(comm, failure);
   return exec;
+}
+
+execution rank_execution(MPI_Comm comm, executor kind) {
+  execution exec;
+  exec.kind = kind;
+  return rank_execution(comm, exec);
 }
 
 // This rank's rows of n chains (into rep) and the options of its shard: chain first + i runs on the stream of chain

@@ -475,11 +475,76 @@ TEST_F(Mpi, RankExecutionReturnsOnEveryRankWhateverEachRankResolves) {
   int here = 1, everywhere = 0;
   MPI_Allreduce(&here, &everywhere, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   EXPECT_EQ(everywhere, ranks());
-  // Automatic on every rank: returned as asked (the samplers resolve it), no device selected where none is visible.
+  // Automatic on every rank: the CPU executor where no device is visible (seen failing: automatic returned as is).
   const ds::execution a = ds::mpi::rank_execution(MPI_COMM_WORLD);
   if (!ds::cuda_available()) {
-    EXPECT_EQ(a.kind, ds::executor::automatic);
+    EXPECT_EQ(a.kind, ds::executor::cpu);
   }
+}
+
+// The device choice on its own (no GPU needed): the ranks of one node get distinct devices modulo the count, each
+// device as many ranks as any other within one, and none (the CPU executor) when the node has no device. Every rank
+// of these tests runs on one node, so its local rank is its rank.
+TEST_F(Mpi, RanksOfOneNodeGetDistinctDevicesModuloTheCount) {
+  const int local = ds::mpi::local_rank(MPI_COMM_WORLD);
+  EXPECT_EQ(local, rank());
+  for (int devices = 1; devices <= 4; ++devices) {
+    const int mine = ds::mpi::rank_device(local, devices);
+    std::vector<int> all(static_cast<std::size_t>(ranks()));
+    MPI_Allgather(&mine, 1, MPI_INT, all.data(), 1, MPI_INT, MPI_COMM_WORLD);
+    std::vector<int> uses(static_cast<std::size_t>(devices), 0);
+    for (int r = 0; r < ranks(); ++r) {
+      ASSERT_GE(all[r], 0);
+      ASSERT_LT(all[r], devices);
+      ++uses[all[r]];
+    }
+    // ranks() over `devices`: every device holds floor or ceil of the share, distinct devices when they suffice.
+    for (int u : uses) {
+      EXPECT_GE(u, ranks() / devices) << devices << " devices";
+      EXPECT_LE(u, (ranks() + devices - 1) / devices) << devices << " devices";
+    }
+  }
+  // Local ranks beyond a node's devices wrap round: 0, 1, 2, 0, 1 on a node of 3 devices and 5 ranks.
+  const int expected[] = {0, 1, 2, 0, 1};
+  for (int l = 0; l < 5; ++l) EXPECT_EQ(ds::mpi::rank_device(l, 3), expected[l]);
+  EXPECT_EQ(ds::mpi::rank_device(local, 0), -1);
+  EXPECT_EQ(ds::mpi::rank_device(7, 0), -1);
+  EXPECT_THROW(ds::mpi::rank_device(-1, 2), ds::invalid_argument);
+  EXPECT_THROW(ds::mpi::rank_device(0, -1), ds::invalid_argument);
+  // The CPU executor is kept as it is, on every rank, with or without a stream.
+  ds::execution cpu_exec;
+  cpu_exec.kind = ds::executor::cpu;
+  EXPECT_EQ(ds::mpi::rank_execution(MPI_COMM_WORLD, cpu_exec).kind, ds::executor::cpu);
+}
+
+// On CUDA ranks: without a stream each rank's current device is rank_device(local rank, devices); with a stream of the
+// caller's on another device, that device stays the choice (made current), not the local rank's.
+TEST_F(Mpi, RankExecutionOnCudaRanksSelectsTheLocalDeviceAndKeepsAStreamsDevice) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
+  int everywhere = 0;
+  MPI_Allreduce(&devices, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);  // skip on every rank or on none
+  if (everywhere == 0) GTEST_SKIP() << "no CUDA device on every rank: " << ds::cuda_unavailable_reason();
+  const int local = ds::mpi::local_rank(MPI_COMM_WORLD);
+  const ds::execution e = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  EXPECT_EQ(e.kind, ds::executor::cuda);
+  int current = -1;
+  ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
+  EXPECT_EQ(current, ds::mpi::rank_device(local, devices));
+  // A stream on the last device (another one than the local rank's whenever the node has two or more).
+  const int chosen = devices - 1;
+  ASSERT_EQ(cudaSetDevice(chosen), cudaSuccess);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  ASSERT_EQ(cudaSetDevice(ds::mpi::rank_device(local, devices)), cudaSuccess);
+  ds::execution mine;
+  mine.kind = ds::executor::cuda;
+  mine.stream = stream;
+  const ds::execution kept = ds::mpi::rank_execution(MPI_COMM_WORLD, mine);
+  EXPECT_EQ(kept.stream, stream);
+  ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
+  EXPECT_EQ(current, chosen);
+  cudaStreamDestroy(stream);
 }
 
 TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
