@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: runs the GPU tests (those scripts/gpu_tests.py finds: every test that calls
-# DIFFSAMPLE_REQUIRE_GPU), compute-sanitizer memcheck and racecheck on the same tests only (CPU-only tests never run
-# under a sanitizer), short benchmarks and the PyTorch baselines, within a time budget, and writes everything to a
+# DIFFSAMPLE_REQUIRE_GPU), the MPI tests of CUDA ranks (tests/mpi/test_mpi's Mpi.*Cuda* under mpiexec -n 2, both
+# ranks sharing the GPU on a machine of one; skipped, and said so, without test_mpi or mpiexec), compute-sanitizer
+# memcheck and racecheck on the GPU tests only (CPU-only tests never run under a sanitizer), short benchmarks and the PyTorch baselines, within a time budget, and writes everything to a
 # dated results file, bench/results/<UTC date>-<device>.md (its path and a summary are printed last).
 #
 # Usage: scripts/gpu-check.sh [--prebuilt DIR|ARCHIVE] [--quick] [--all-tests] [--out DIR] [chains] [steps]
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; shift ;;
     --all-tests) all_tests=1; shift ;;
     --out) copy_to=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) positional+=("$1"); shift ;;
   esac
 done
@@ -201,6 +202,47 @@ passed_tests=0 skipped_tests=0
 run_tests "GPU tests" "$gpu_filter"
 grep -h "^\[  SKIPPED \]\|FAILED\|TIMED OUT" "$out" | head -40
 if [ $all_tests = 1 ]; then passed_tests=0 skipped_tests=0; run_tests "CPU-only tests" "-$gpu_filter"; fi
+
+# --- the MPI tests of CUDA ranks: test_mpi under mpiexec with 2 ranks (mpi::rank_execution gives each its device:
+# local rank mod the devices, so both share the GPU of a one-GPU machine) -------------------------------------------
+mpi_title="MPI CUDA-rank tests (mpiexec -n 2)"
+mpi_filter='Mpi.*Cuda*'
+section "$mpi_title"
+if [ ! -x "$bin/tests/test_mpi" ]; then
+  echo "skipped: no $bin/tests/test_mpi (built without MPI)" >>"$out"
+  summary+=("$mpi_title: SKIPPED (no test_mpi: built without MPI)")
+elif ! have mpiexec; then
+  echo "skipped: mpiexec missing (Debian: openmpi-bin)" >>"$out"
+  summary+=("$mpi_title: SKIPPED (mpiexec missing)")
+elif over_budget; then
+  echo "skipped (time budget spent)" >>"$out"
+  summary+=("$mpi_title: SKIPPED (time budget spent)"); status=1
+else
+  mpi_flags=()
+  # Open MPI: more ranks than cores, and root in containers.
+  mpiexec --version 2>/dev/null | grep -q "Open MPI\|OpenRTE" && mpi_flags=(--oversubscribe --allow-run-as-root)
+  mpi_log=$(mktemp)
+  OMP_NUM_THREADS=1 limit "$run_timeout" mpiexec ${mpi_flags[@]+"${mpi_flags[@]}"} -n 2 "$bin/tests/test_mpi" \
+    --gtest_filter="$mpi_filter" --gtest_brief=1 --gtest_color=no >"$mpi_log" 2>&1
+  rc=$?
+  cat "$mpi_log" >>"$out"
+  # Each rank prints gtest's closing lines; the first rank's to finish is as good as any (every rank's verdict is
+  # the job's exit status).
+  mpi_passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$mpi_log" | head -1 | grep . || echo 0)
+  mpi_skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$mpi_log" | head -1 | grep . || echo 0)
+  rm -f "$mpi_log"
+  case $rc in
+    0)
+      if [ "$mpi_passed" = 0 ]; then
+        summary+=("$mpi_title: NOTHING PASSED ($mpi_skipped tests skipped: see the file for why)"); status=1
+      else
+        summary+=("$mpi_title: passed ($mpi_passed tests passed, $mpi_skipped skipped, per rank)")
+      fi ;;
+    124|137) echo "TIMED OUT: mpiexec -n 2 test_mpi" >>"$out"; summary+=("$mpi_title: TIMED OUT"); status=1 ;;
+    *) echo "FAILED ($rc): mpiexec -n 2 test_mpi" >>"$out"; summary+=("$mpi_title: FAILED ($rc)"); status=1 ;;
+  esac
+fi
+endsection
 
 # --- sanitizers: the GPU tests only -------------------------------------------------------------------------------
 section "compute-sanitizer (memcheck, racecheck) on the GPU tests"
