@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "src/cli/npy.hpp"
@@ -119,8 +120,31 @@ TEST_F(NpyFiles, RoundTripEmptyAndReplace) {
   m = npy::read_f32(path, 1);
   ASSERT_EQ(m.values.size(), 1u);
   EXPECT_EQ(m.values[0], 4.f);
-  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
-            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+}
+
+// A new file gets 0666 less the umask and a replaced one keeps its permissions, the rule of the program's outputs.
+// Seen failing with the former fixed mode 0644 (0644 under umask 077 and 002, 0644 over a 0640 file).
+TEST_F(NpyFiles, WritesKeepThePermissionsOfWhatTheyReplace) {
+  auto mode_of = [](const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? unsigned(st.st_mode & 07777) : 0u;
+  };
+  const std::vector<float> v = {1.f, 2.f};
+  const mode_t saved = ::umask(077);
+  const std::string a = (dir_ / "a.npy").string(), b = (dir_ / "b.npy").string(), c = (dir_ / "c.npy").string();
+  npy::write_f32(a, v.data(), 1, 2);
+  ::umask(002);
+  npy::write_f32(b, v.data(), 1, 2);
+  std::ofstream(c) << "old";
+  ASSERT_EQ(::chmod(c.c_str(), 0640), 0);
+  npy::write_f32(c, v.data(), 1, 2);
+  ::umask(saved);
+  EXPECT_EQ(mode_of(a), 0600u);
+  EXPECT_EQ(mode_of(b), 0664u);
+  EXPECT_EQ(mode_of(c), 0640u);
+  EXPECT_EQ(npy::read_f32(c, 2).rows, 1);
+  EXPECT_EQ(npy::replacement_mode(c), 0640u);
+  EXPECT_EQ(listing().size(), 3u);  // no temporary left behind
 }
 
 TEST_F(NpyFiles, ReadsFloat64AndAllVersions) {

@@ -402,7 +402,7 @@ void write_f32(const std::string& path, const float* values, std::int64_t rows, 
     }
     done += static_cast<std::size_t>(k);
   }
-  if (::fchmod(fd, 0644) != 0) abandon("chmod failed", errno);
+  if (::fchmod(fd, mode_t(replacement_mode(path))) != 0) abandon("chmod failed", errno);
   if (::fsync(fd) != 0) abandon("fsync failed", errno);
   if (::close(fd) != 0) {
     const int err = errno;
@@ -414,6 +414,14 @@ void write_f32(const std::string& path, const float* values, std::int64_t rows, 
     ::unlink(tmp.c_str());
     os_error(path, "cannot rename the temporary file into place", err);
   }
+}
+
+unsigned replacement_mode(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return unsigned(st.st_mode & 0777);
+  const mode_t mask = ::umask(0);  // read without changing it: set it back at once
+  ::umask(mask);
+  return unsigned(0666 & ~mask);
 }
 
 int read_fully(int fd, void* data, std::size_t size) {

@@ -66,8 +66,14 @@ std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, st
 
 /// Writes a float32 rows x cols row-major matrix to @p path. The data goes to a temporary file in the same
 /// directory, which is synced and renamed over @p path at the end: on failure no partial file is left and an
-/// existing @p path is untouched. The new file has mode 0644.
+/// existing @p path is untouched. The file keeps the permissions of the regular file it replaces; a new one gets
+/// 0666 less the umask (replacement_mode()).
 void write_f32(const std::string& path, const float* values, std::int64_t rows, std::int64_t cols);
+
+/// The permission bits of a file written over @p path (as a temporary renamed into place, which mkstemp makes 0600):
+/// those of the regular file @p path names, else 0666 less the process's umask, as open(O_CREAT, 0666) would give.
+/// write_f32() and the program's outputs (cli/output.hpp) follow this one rule.
+unsigned replacement_mode(const std::string& path);
 
 /// Reads @p size bytes of the open file @p fd into @p data, retrying reads a signal interrupted (the program's file
 /// reads: .npy and problem files). Returns 0, the errno of a failed read, or -1 when the file ended early (it shrank

@@ -15,6 +15,7 @@
 #include <vector>
 #include <diffsample/error.hpp>
 
+#include "cli/npy.hpp"
 #include "cli/problem.hpp"
 
 namespace diffsample::cli {
@@ -76,16 +77,6 @@ const char* kind_of(mode_t m) {
   if (S_ISFIFO(m)) return "a fifo";
   if (S_ISSOCK(m)) return "a socket";
   return "not a regular file";
-}
-
-// The permissions of an output: those of the file it replaces, or 0666 less the umask for a new file (mkstemp
-// makes the temporary 0600 whatever the umask).
-mode_t output_mode(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return st.st_mode & 0777;
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
-  return 0666 & ~mask;
 }
 
 void unlink_slot(int slot) {
@@ -207,7 +198,7 @@ void output_set::stage(const std::string& flag, const std::vector<std::pair<cons
       left -= std::size_t(w);
     }
   }
-  if (err == 0 && ::fchmod(fd, output_mode(e.path)) != 0) err = errno;
+  if (err == 0 && ::fchmod(fd, mode_t(npy::replacement_mode(e.path))) != 0) err = errno;
   if (err == 0 && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err != 0) {
