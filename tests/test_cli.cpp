@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -19,6 +20,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "src/cli/npy.hpp"
@@ -967,17 +969,28 @@ TEST_F(Cli, ACommitThatFailsMidwayPutsBackEveryTarget) {
   EXPECT_EQ(left, (std::vector<std::string>{"a.npy", "b.json"}));
 }
 
-// SIGTERM and SIGINT while the outputs are written remove the temporaries: the test watches the folder with
-// inotify and signals the program the moment its temporary appears (a 32 MiB --out: 2^20 chains x 8 coordinates,
-// zero Langevin steps, takes far longer to write and sync than the signal to arrive). The program dies of the
-// signal, leaving no temporary and no output.
+/// The signals process @p pid's main thread blocks (its SigBlk line in /proc), 0 if unreadable.
+unsigned long long blocked_signals(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("SigBlk:", 0) == 0) return std::stoull(line.substr(7), nullptr, 16);
+  return 0;
+}
+
+// SIGTERM and SIGINT while the outputs are written remove the temporaries: the program (a 32 MiB --out: 2^20 chains x
+// 8 coordinates, zero Langevin steps) is caught while it writes (stopped with SIGSTOP the moment its temporary
+// appears, and again every millisecond until its main thread, which writes the outputs, has the temporary and does
+// not block the cleanup signals: registered, not yet renaming), then signalled and continued. It dies of the signal,
+// leaving no temporary and no output. The signal goes to the process, as a user's does; should it still land after
+// the writes (another thread took it first and had to send it on, and the renames began meanwhile) the program
+// renames every output, then dies: that attempt is not the case under test, and the next one tries again. Every
+// attempt checks that no temporary or backup is left and that an output, if any, is complete.
 TEST_F(Cli, SignalsRemoveTemporaries) {
-  // The signal goes out when the temporary appears; on a loaded machine the run may still finish its write and
-  // rename before the signal lands (it then exits 0 with its output in place, which is not the case under test).
-  // Such an attempt is discarded and the next one writes twice as much, up to 3 attempts per signal.
+  const std::int64_t chains = 1 << 20;
   for (int sig : {SIGTERM, SIGINT}) {
     bool tested = false;
-    for (int attempt = 0, chains = 1 << 20; attempt < 3 && !tested; ++attempt, chains *= 2) {
+    for (int attempt = 0; attempt < 4 && !tested; ++attempt) {
       const int watch = inotify_init1(IN_CLOEXEC);
       ASSERT_GE(watch, 0);
       ASSERT_GE(inotify_add_watch(watch, dir_.c_str(), IN_CREATE), 0);
@@ -994,37 +1007,100 @@ TEST_F(Cli, SignalsRemoveTemporaries) {
               chains_arg.c_str(), "--dim", "8", "--executor", "cpu", "--quiet", "--out", out.c_str(), (char*)nullptr);
         _exit(127);
       }
-      bool signalled = false;
+      bool appeared = false;
       char buffer[4096] __attribute__((aligned(8)));
-      while (!signalled) {
+      while (!appeared) {
         pollfd p{watch, POLLIN, 0};
-        if (poll(&p, 1, 60000) <= 0) break;
+        if (poll(&p, 1, 600000) <= 0) break;
         const ssize_t got = read(watch, buffer, sizeof buffer);
         for (ssize_t at = 0; at < got;) {
           const auto* e = reinterpret_cast<const inotify_event*>(buffer + at);
-          if (e->len > 0 && std::string(e->name).find(".tmp.") != std::string::npos) {
-            kill(pid, sig);
-            signalled = true;
-          }
+          if (e->len > 0 && std::string(e->name).find(".tmp.") != std::string::npos) appeared = true;
           at += ssize_t(sizeof(inotify_event) + e->len);
         }
       }
       close(watch);
+      auto temporary_present = [&] {
+        for (const auto& f : files())
+          if (f.find(".tmp.") != std::string::npos) return true;
+        return false;
+      };
       int status = 0;
-      waitpid(pid, &status, 0);
-      ASSERT_TRUE(signalled) << "no temporary appeared";
-      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {  // finished before the signal: try a larger write
-        EXPECT_TRUE(exists(out));
+      bool ended = false, signalled = false;
+      while (appeared && !ended && !signalled) {
+        kill(pid, SIGSTOP);
+        ASSERT_EQ(waitpid(pid, &status, WUNTRACED), pid);
+        if (!WIFSTOPPED(status)) {
+          ended = true;
+          break;
+        }
+        const bool writing = temporary_present() && (blocked_signals(pid) >> (sig - 1) & 1) == 0;
+        if (writing) {
+          kill(pid, sig);
+          signalled = true;
+        }
+        const bool renamed = !writing && !temporary_present();
+        kill(pid, SIGCONT);
+        if (renamed) break;  // stopped only after its renames: too late for this attempt
+        if (!writing) usleep(1000);
+      }
+      if (!ended) ASSERT_EQ(waitpid(pid, &status, 0), pid);
+      ASSERT_TRUE(appeared) << "no temporary appeared";
+      for (const auto& f : files()) {
+        EXPECT_EQ(f.find(".tmp."), std::string::npos) << "temporary file left: " << f;
+        EXPECT_EQ(f.find(".old."), std::string::npos) << "backup file left: " << f;
+      }
+      if (signalled) EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << "status " << status;
+      else EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+      if (exists(out)) {  // the run renamed its output before the signal took effect, or was not signalled
+        EXPECT_EQ(ds::npy::read_f32(out, 8).rows, chains);
         std::remove(out.c_str());
         continue;
       }
-      tested = true;
-      EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << "status " << status;
-      EXPECT_FALSE(exists(out));
-      for (const auto& f : files()) EXPECT_EQ(f.find(".tmp."), std::string::npos) << "temporary file left: " << f;
+      EXPECT_TRUE(signalled) << "status " << status;
+      tested = signalled;
     }
-    EXPECT_TRUE(tested) << "signal " << sig << ": every run finished its write before the signal landed";
+    EXPECT_TRUE(tested) << "signal " << sig << ": no run was caught while writing its output";
   }
+}
+
+// A cleanup signal that arrives while the thread that writes the outputs blocks it (registering a temporary, renaming
+// the outputs) waits for that thread, even when another thread of the process that does not block it (an OpenMP
+// worker, here an idle thread) is the one the kernel hands it to. A child process stages an output, blocks the
+// signals as commit() does, receives SIGTERM, waits, commits and unblocks: the signal must take effect only then, with
+// the output renamed into place and no temporary left. Seen failing with the handler run on the idle thread (the
+// child died before its commit, leaving no output).
+TEST_F(Cli, ASignalWaitsForTheThreadThatWritesTheOutputs) {
+  const std::string target = path("a.npy");
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    try {
+      ds::cli::output_set out;
+      out.add_output("--out", target);
+      const std::string data = "new a";
+      out.stage("--out", {{data.data(), data.size()}});
+      std::thread([] {
+        for (;;) pause();
+      }).detach();
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, SIGTERM);
+      pthread_sigmask(SIG_BLOCK, &set, nullptr);
+      kill(getpid(), SIGTERM);
+      usleep(500000);  // time for the idle thread to take the signal
+      out.commit();
+      pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+      _exit(0);  // not reached: the signal ends the process on unblocking
+    } catch (...) {
+      _exit(3);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << "status " << status;
+  EXPECT_EQ(slurp(target), "new a");
+  EXPECT_EQ(files(), std::vector<std::string>{"a.npy"});
 }
 
 // Results that do not reach standard output are a failed run, in every subcommand: a full device (/dev/full) and

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,7 +24,8 @@ namespace diffsample::cli {
 namespace {
 
 // Temporaries the signal handler removes. A slot's name is written while its flag is 0 and signals are blocked;
-// the handler reads only slots whose flag is 1, and calls only unlink, signal and raise (async-signal-safe).
+// the handler reads only slots whose flag is 1, and calls only unlink, signal and raise, or sends the signal on to the
+// thread that writes the outputs (async-signal-safe).
 constexpr int max_temporaries = 16;
 char temporary_names[max_temporaries][PATH_MAX];
 volatile sig_atomic_t temporary_used[max_temporaries];
@@ -31,7 +33,22 @@ const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 bool handlers_installed = false;
 bool stdout_was_closed = false;
 
+// The thread that writes the outputs: the one that blocks the cleanup signals around each temporary's registration
+// and around the renames (sigprocmask blocks them in the calling thread only).
+volatile pid_t output_thread = 0;
+
+pid_t current_thread() { return pid_t(::syscall(SYS_gettid)); }
+
 extern "C" void remove_temporaries_and_die(int sig) {
+  // A process-directed signal goes to any thread that does not block it: while the output thread blocks it, an
+  // OpenMP worker would take it and kill the process midway through a registration (leaving the new temporary) or
+  // the renames (leaving a mixed set). It is sent on to the output thread instead, which takes it once it unblocks.
+  if (output_thread != 0 && current_thread() != output_thread) {
+    const int saved = errno;
+    ::syscall(SYS_tgkill, ::getpid(), output_thread, sig);
+    errno = saved;
+    return;
+  }
   for (int i = 0; i < max_temporaries; ++i)
     if (temporary_used[i]) ::unlink(temporary_names[i]);
   ::signal(sig, SIG_DFL);
@@ -40,6 +57,7 @@ extern "C" void remove_temporaries_and_die(int sig) {
 
 void install_handlers() {
   if (handlers_installed) return;
+  output_thread = current_thread();
   struct sigaction sa {};
   sa.sa_handler = remove_temporaries_and_die;
   sigemptyset(&sa.sa_mask);

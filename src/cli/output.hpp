@@ -7,7 +7,9 @@
 // every temporary and leaves every target untouched; so does a rename that fails after others succeeded (each target
 // renamed over is put back from a hard link to its previous file made before the first rename, or removed if it did
 // not exist); SIGINT, SIGTERM, SIGHUP and SIGQUIT during the writes remove
-// the temporaries too (the handler unlinks the registered names, then the signal takes its default action).
+// the temporaries too (the handler unlinks the registered names, then the signal takes its default action). The
+// thread that writes the outputs takes these signals: one that another thread (an OpenMP worker) receives is sent on
+// to it, so that it waits while that thread blocks them (a temporary's registration, the renames).
 #pragma once
 
 #include <cstddef>
