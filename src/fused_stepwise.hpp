@@ -1,7 +1,7 @@
-// Fused stepwise runs of the guided samplers on the CPU executor's SIMD targets (DiffPIR, TMPD, DCPS, the SMC's
-// moment-projected weighting): the asks that guided_sample() answers with the mixture's denoiser and J v, each
-// followed by its tell (the ask/tell plan's stage functor), run per pack of particles rather than one pool pass per
-// ask and one per tell. A pack's answer comes from the per-pack code of evaluate() and denoiser_jvp() (src/cpu/
+// Fused stepwise runs of the guided samplers on the CPU executor's SIMD targets (DiffPIR, DDRM, TMPD, DCPS, SKRock,
+// the SMC's moment-projected weighting): the asks that guided_sample() answers with the mixture's denoiser and J v,
+// each followed by its tell (the ask/tell plan's stage functor), run per pack of particles rather than one pool pass
+// per ask and one per tell. A pack's answer comes from the per-pack code of evaluate() and denoiser_jvp() (src/cpu/
 // pack_cores.hpp) at the channel constants those calls compute, and its tell is the plan's own functor, so the
 // fused run gives the bits of the step-by-step run, which a plan answered by the mixture reproduces.
 #pragma once
@@ -13,6 +13,7 @@
 namespace diffsample::kernels {
 struct diffpir_stage_functor;
 struct ddrm_stage_functor;
+struct skrock_stage_functor;
 struct tmpd_stage_functor;
 struct dcps_stage_functor;
 struct dcps_ask;
@@ -37,12 +38,13 @@ bool fused_stepwise_available();
 
 /// Runs asks[0 .. count) over `rows` rows (row-major, dimension mix.dim) fused per pack of rows: for each ask the
 /// answer for the pack's rows, then tell(context, ask, first, last) on its rows [first, last), or, when diffpir,
-/// ddrm, tmpd or dcps is not null, that sampler's packed tell of ask `ask` (cpu::run_diffpir_tell's,
+/// ddrm, tmpd, dcps or skrock is not null, that sampler's packed tell of ask `ask` (cpu::run_diffpir_tell's,
 /// cpu::run_ddrm_tell's: step `ask`; cpu::run_tmpd_tell's: step ask / (1 + d_y)'s denoiser or product, with the
 /// functor's other fields; cpu::run_dcps_tell's with the one functor dcps given the op and indices of dcps_asks[ask],
-/// so that the host holds one functor, not one per ask), the pack's particles kept in packs from ask to ask
-/// (the asks' points are the functor's x, DCPS's gradient asks' its q; DiffPIR's answers its m). The channel constants are filled on the pool for groups of asks (a
-/// bounded table), one pool pass per group. Returns the pool passes issued.
+/// so that the host holds one functor, not one per ask; cpu::run_skrock_tell's: stage ask % stages of iteration
+/// ask / stages), the pack's particles kept in packs from ask to ask (the asks' points are the functor's x, DCPS's
+/// gradient asks' its q, SKRock's its cur; DiffPIR's answers its m). The channel constants are filled on the pool
+/// for groups of asks (a bounded table), one pool pass per group. Returns the pool passes issued.
 std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, const fused_ask* asks, std::int64_t count,
                                 void (*tell)(const void* context, std::int64_t ask, std::int64_t first,
                                              std::int64_t last),
@@ -50,7 +52,8 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 const kernels::ddrm_stage_functor* ddrm = nullptr,
                                 const kernels::tmpd_stage_functor* tmpd = nullptr,
                                 const kernels::dcps_stage_functor* dcps = nullptr,
-                                const kernels::dcps_ask* dcps_asks = nullptr);
+                                const kernels::dcps_ask* dcps_asks = nullptr,
+                                const kernels::skrock_stage_functor* skrock = nullptr);
 
 /// run_fused_stepwise with a callable tell(ask, first, last).
 template <class Tell>

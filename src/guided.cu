@@ -858,18 +858,13 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       const bool fused = detail::fused_stepwise_available();
       if (fused) {
         // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp): the
-        // pack's score at its stage point by evaluate()'s per-pack code, then the plan's packed tell
-        // (cpu::run_skrock_tell) on the pack's rows, drift evaluation after drift evaluation.
+        // pack's score at its stage point by evaluate()'s per-pack code, then the pack code of the plan's packed
+        // tell (cpu::run_skrock_tell), drift evaluation after drift evaluation, the pack kept in packs throughout.
         const std::int64_t stages = o.skrock_stages;
         std::vector<detail::fused_ask> asks(static_cast<std::size_t>(K * stages));
         for (auto& a : asks) a = {channel{1.0, 0.0}, cur, nullptr, g, true};
-        report.launches += detail::run_fused_stepwise(
-            prior.storage(), BN, asks.data(), K * stages, [&](std::int64_t a, std::int64_t first, std::int64_t last) {
-              kernels::skrock_stage_functor h = f;
-              h.n = a / stages;
-              h.s = static_cast<int>(a - h.n * stages);
-              cpu::run_skrock_tell_rows(target, h, first, last);
-            });
+        report.launches += detail::run_fused_stepwise(prior.storage(), BN, asks.data(), K * stages, nullptr, nullptr,
+                                                      nullptr, nullptr, nullptr, nullptr, nullptr, &f);
       }
       for (std::int64_t n = 0; !fused && n < K; ++n)
         for (int s = 0; s < int(o.skrock_stages); ++s) {

@@ -13,6 +13,7 @@
 
 namespace diffsample::kernels {
 struct ddrm_stage_functor;
+struct skrock_stage_functor;
 struct tmpd_stage_functor;
 struct dcps_stage_functor;
 struct dcps_ask;
@@ -102,6 +103,10 @@ struct stepwise_run {
   std::int64_t total = 0;
   /// DCPS's asks, one per ask of the whole run, when dcps is set.
   const kernels::dcps_ask* dcps_asks = nullptr;
+  /// The same for SKRock's packed tells (run_skrock_tell): ask a is the drift evaluation first_ask + a (stage
+  /// (first_ask + a) % stages of iteration (first_ask + a) / stages, with this functor's other fields), the prior's
+  /// score at the functor's cur; the rows of x written after the last tell, those of cur and old too when asks follow.
+  const kernels::skrock_stage_functor* skrock = nullptr;
 };
 void run_stepwise(simd_target t, const stepwise_run& r);
 

@@ -5,6 +5,7 @@
 #include "src/cpu/guided_tells.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "src/cpu/guided_packs.hpp"
@@ -123,74 +124,75 @@ void ddrm_tell_pack(const kernels::ddrm_stage_functor& f, const pack_rows& pk, f
 
 // --- SKRock ---------------------------------------------------------------------------------------------------------
 
-std::int64_t skrock_scratch_packs(const kernels::guided_params& p) { return 4 * std::int64_t(p.d) + p.d_y; }  // cs, r, z1, z2, g
+/// The packs of SKRock's pack step: x, cur, old, the answer (d each) and the residual (d_y).
+std::int64_t skrock_scratch_packs(const kernels::guided_params& p) { return 4 * std::int64_t(p.d) + p.d_y; }
 
-/// kernels::skrock_stage_functor's stage (s of iteration n) on a pack of particles of one problem. Only the
-/// residual y - A cur runs across the pack's lanes (cur's rows transposed into packs once; its sums over the
-/// coordinates in order, as kernels::guided_residual); everything else is elementwise along each particle's row
-/// (contiguous, vectorised over the coordinates, no transposition): the drift g = answer + A^T (w r) (the rows of A
-/// one at a time, as kernels::guided_add_row), then skrock_first (s = 0, its normals drawn on the pack's streams) or
-/// skrock_stage and the swap, written to cur and old as the functor leaves them; after the last stage x = cur and
-/// the next iteration's first drift point in cur (kernels::skrock_perturb, normals at stream step n + 2).
-void skrock_tell_pack(const kernels::skrock_stage_functor& f, const pack_rows& pk, fpack* s) {
+/// kernels::skrock_stage_functor's stage (s of iteration n) on a pack of particles of one problem whose x, cur and
+/// old are in xs, cs and os and whose answer (the prior's score at cur) is in gs: the drift g = answer +
+/// A^T (w (y - A cur)) in gs (the residual's sums over the coordinates in order, as kernels::guided_residual; the
+/// rows of A one at a time, as kernels::guided_add_row), then skrock_first (s = 0: old = x, cur = x + mu_1 h g +
+/// kappa_1 c xi, its normals on the pack's streams at step n + 1) or skrock_stage with the swap (the new value in
+/// os, then the pointers cs and os swapped, so cs is the new cur); after the last stage x = cur and the next
+/// iteration's first drift point in cs (kernels::skrock_perturb, normals at stream step n + 2). Reads xs at s = 0
+/// only and os after it only. r: d_y packs of scratch. Not inlined: the plan's tell and the fused run execute the
+/// same code on a pack.
+__attribute__((noinline)) void skrock_tell_packs(const kernels::skrock_stage_functor& f, const pack_rows& pk,
+                                                 fpack* xs, fpack*& cs, fpack*& os, fpack* gs, fpack* r) {
   const kernels::guided_params& p = f.p;
   const kernels::skrock_params& q = f.q;
   const int d = p.d, dy = p.d_y;
-  fpack *cs = s, *r = cs + d, *z1 = r + dy, *z2 = z1 + d;
-  float* g = reinterpret_cast<float*>(z2 + d);  // d floats
   const std::int64_t b = pk.b;
   const std::uint64_t key = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p, pk.i0, b);
-  pk.load(cs, f.cur, d);
   residual(p, b, 1.f, cs, r);
   const fpack w(q.inv_noise_var[b]);
-  for (int o = 0; o < dy; ++o) r[o] = w * r[o];  // the rows' weights w r_o
+  const float* A = p.A + b * p.A_stride;
+  for (int o = 0; o < dy; ++o) {  // g += (w r_o) (row o of A)
+    const fpack value = w * r[o];
+    if (p.mask != nullptr) {
+      const int j = p.mask[b * p.A_stride + o];
+      gs[j] = gs[j] + value * fpack(A[o]);
+    } else {
+      const float* row = A + static_cast<std::int64_t>(o) * d;
+      for (int j = 0; j < d; ++j) gs[j] = gs[j] + value * fpack(row[j]);
+    }
+  }
   const float h = q.step[b];
   const float c = kernels::ds_sqrt(2.f * h);
-  const bool first = f.s == 0, last = f.s + 1 >= q.stages, perturb = last && f.n + 1 < f.iterations;
-  if (first) {
+  if (f.s == 0) {  // kernels::skrock_first: old = x, cur = x + mu_1 h g + kappa_1 c xi
+    const fpack fm(q.coefficients[0] * h), fk(q.coefficients[2] * c);
     philox_pack rng(p.seed, key, static_cast<std::uint64_t>(f.n) + 1);
-    rng.normals(d, [&](int j, fpack z) { z1[j] = z; });
+    rng.normals(d, [&](int j, fpack z) {
+      os[j] = xs[j];
+      cs[j] = xs[j] + fm * gs[j] + fk * z;
+    });
+  } else {  // kernels::skrock_stage, then the swap: cur the new value, old the previous one
+    const fpack mu(q.coefficients[3 * f.s] * h), nu(q.coefficients[3 * f.s + 1]), kappa(q.coefficients[3 * f.s + 2]);
+    for (int j = 0; j < d; ++j) os[j] = mu * gs[j] + nu * cs[j] + kappa * os[j];
+    std::swap(cs, os);
   }
-  if (perturb) {
+  if (f.s + 1 < q.stages) return;
+  for (int j = 0; j < d; ++j) xs[j] = cs[j];
+  if (f.n + 1 < f.iterations) {  // kernels::skrock_perturb of iteration n + 1: cur = x + nu_1 c xi
+    const fpack fn(q.coefficients[1] * c);
     philox_pack rng(p.seed, key, static_cast<std::uint64_t>(f.n) + 2);
-    rng.normals(d, [&](int j, fpack z) { z2[j] = z; });
+    rng.normals(d, [&](int j, fpack z) { cs[j] = xs[j] + fn * z; });
   }
-  const float* A = p.A + b * p.A_stride;
-  const float fm = q.coefficients[0] * h, fk = q.coefficients[2] * c, fn = q.coefficients[1] * c;
-  const float mu = q.coefficients[3 * f.s] * h, nu = q.coefficients[3 * f.s + 1], kappa = q.coefficients[3 * f.s + 2];
-  for (int l = 0; l < pk.valid; ++l) {
-    const std::int64_t i = pk.i0 + l;
-    const float* ans = f.answer + i * d;
-    float* cur = f.cur + i * d;
-    float* old = f.old + i * d;
-    float* x = f.x + i * d;
-    for (int j = 0; j < d; ++j) g[j] = ans[j];
-    for (int o = 0; o < dy; ++o) {  // g += (w r_o) (row o of A)
-      const float value = r[o].v[l];
-      if (p.mask != nullptr) {
-        g[p.mask[b * p.A_stride + o]] += value * A[o];
-      } else {
-        const float* row = A + static_cast<std::int64_t>(o) * d;
-        for (int j = 0; j < d; ++j) g[j] += value * row[j];
-      }
-    }
-    if (first) {  // kernels::skrock_first: old = x, cur = x + mu_1 h g + kappa_1 c xi
-      for (int j = 0; j < d; ++j) {
-        old[j] = x[j];
-        cur[j] = x[j] + fm * g[j] + fk * z1[j].v[l];
-      }
-    } else {  // kernels::skrock_stage, then the swap: cur the new value, old the previous one
-      for (int j = 0; j < d; ++j) {
-        const float next = mu * g[j] + nu * cur[j] + kappa * old[j];
-        old[j] = cur[j];
-        cur[j] = next;
-      }
-    }
-    if (!last) continue;
-    for (int j = 0; j < d; ++j) x[j] = cur[j];
-    if (perturb)  // kernels::skrock_perturb of iteration n + 1: cur = x + nu_1 c xi
-      for (int j = 0; j < d; ++j) cur[j] = x[j] + fn * z2[j].v[l];
-  }
+}
+
+/// The plan's tell on a pack: the rows skrock_tell_packs reads (x at the first stage, cur, old after it, the answer)
+/// into packs, skrock_tell_packs, cur and old stored, and x after the last stage (g and r are not written: the
+/// drift stays in the pack).
+void skrock_tell_pack(const kernels::skrock_stage_functor& f, const pack_rows& pk, fpack* s) {
+  const int d = f.p.d;
+  fpack *xs = s, *cs = xs + d, *os = cs + d, *gs = os + d, *r = gs + d;
+  if (f.s == 0) pk.load(xs, f.x, d);
+  pk.load(cs, f.cur, d);
+  if (f.s != 0) pk.load(os, f.old, d);
+  pk.load(gs, f.answer, d);
+  skrock_tell_packs(f, pk, xs, cs, os, gs, r);
+  pk.store(cs, f.cur, d);
+  pk.store(os, f.old, d);
+  if (f.s + 1 >= f.q.stages) pk.store(xs, f.x, d);
 }
 
 // --- The SMC's moment-projected weighting ----------------------------------------------------------------------------
@@ -353,6 +355,36 @@ void run_skrock_tell(const kernels::skrock_stage_functor& f) {
 
 void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last) {
   tell_rows<skrock_tell_pack>(f, first, last, skrock_scratch_packs(f.p));
+}
+
+// SKRock's fused run with each pack's particles kept in packs (stepwise_run::skrock: ask a is the drift evaluation
+// first_ask + a, stage (first_ask + a) % stages of iteration (first_ask + a) / stages): the prior's score at the
+// pack's cur (evaluate_packs) into its answer, then skrock_tell_packs. The rows of x are written after the run's
+// last ask, and those of cur and old when more asks follow (the next group of asks of run_fused_stepwise), which
+// reads them back.
+void run_skrock_stepwise(const stepwise_run& run) {
+  const kernels::skrock_stage_functor& f0 = *run.skrock;
+  const int d = f0.p.d, stages = f0.q.stages;
+  const bool resumed = run.first_ask > 0, more = run.first_ask + run.count < run.total;
+  for_each_particle_pack(f0.p, skrock_scratch_packs(f0.p), [&](const pack_rows& pk, fpack* s) {
+    fpack *xs = s, *cs = xs + d, *os = cs + d, *gs = os + d, *r = gs + d;
+    pk.load(xs, f0.x, d);
+    pk.load(cs, f0.cur, d);
+    if (resumed) pk.load(os, f0.old, d);
+    kernels::skrock_stage_functor f = f0;
+    for (std::int64_t a = 0; a < run.count; ++a) {
+      const std::int64_t at = run.first_ask + a;
+      f.n = at / stages;
+      f.s = static_cast<int>(at - f.n * stages);
+      evaluate_packs(run.asks[a].channel, run.asks[a].what, cs, gs, nullptr, d);
+      skrock_tell_packs(f, pk, xs, cs, os, gs, r);
+    }
+    pk.store(xs, f0.x, d);
+    if (more) {
+      pk.store(cs, f0.cur, d);
+      pk.store(os, f0.old, d);
+    }
+  });
 }
 
 void run_moment_tell(const kernels::moment_stage_functor& f) {

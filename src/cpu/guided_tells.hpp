@@ -15,6 +15,7 @@
 namespace diffsample::cpu {
 
 DIFFSAMPLE_DECLARE_ON_TARGETS(void run_ddrm_stepwise(const stepwise_run& r))
+DIFFSAMPLE_DECLARE_ON_TARGETS(void run_skrock_stepwise(const stepwise_run& r))
 
 /// DDRM's tell (kernels::ddrm_stage_functor with stage 1: the denoiser m = ux x + um answer, then
 /// kernels::ddrm_update) over every particle, on packs of particles of one problem on target t (not scalar):
@@ -31,7 +32,8 @@ DIFFSAMPLE_PACKED_TELL(run_ddrm_tell, run_ddrm_tell_rows, kernels::ddrm_stage_fu
 /// functor's arithmetic lane by lane (the likelihood's residual and rows of A in its order), the normals from the
 /// packs' Philox streams (id_base + guided_stream(i, b), step n + 1, and n + 2 for the next iteration's first drift
 /// point). x, cur and old are written as the functor leaves them; g and r are not (the drift stays in the pack).
-/// Stores next_position first when position is set.
+/// Stores next_position first when position is set. The rows go into packs and back around the pack code that
+/// guided_sample()'s fused run (run_skrock_stepwise) runs on packs it keeps from ask to ask.
 /// run_skrock_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
 /// ends).
 DIFFSAMPLE_PACKED_TELL(run_skrock_tell, run_skrock_tell_rows, kernels::skrock_stage_functor)
