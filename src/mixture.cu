@@ -119,6 +119,24 @@ struct sample_functor {
   }
 };
 
+/// The CPU executor's direct path for one channel: the channel's constants once (the table the fused samplers build),
+/// then `packed(c, target)` on a SIMD target, or `per_point(c, first, last)` over ranges of points on the scalar one.
+template <class Packed, class PerPoint>
+void on_host_channel(const detail::mixture_storage& mix, channel ch, std::int64_t n, Packed packed, PerPoint per_point) {
+  const kernels::mixture_view<float> view = mix.view(executor::cpu);
+  std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
+  const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
+  const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
+  for (std::int64_t k = 0; k < view.components; ++k) fill(k);
+  const kernels::channel_view c = channels.at(0, float(ch.a), float(ch.s));
+  const cpu::simd_target target = cpu::chain_target();
+  if (target != cpu::simd_target::scalar) {
+    packed(c, target);
+  } else {
+    cpu::parallel_for_range(n, [&](std::int64_t first, std::int64_t last) { per_point(c, first, last); });
+  }
+}
+
 }  // namespace
 
 // --- host API ---------------------------------------------------------------------------------------------------
@@ -191,33 +209,26 @@ void detail::evaluate_direct_unchecked(const mixture_storage& mix, quantity what
                                        channel ch, float* out, execution exec) {
   const std::int64_t d = mix.dim;
   const executor where = exec.kind;
+  // The CPU executor evaluates with the fused samplers' own functions (constants of the channel computed once, the
+  // same SIMD target), so that a stepwise plan fed these outputs reproduces a fused run bit for bit.
   if (where == executor::cpu && n > 0) {
-    // The CPU executor evaluates with the fused samplers' own functions (constants of the channel computed once,
-    // the same SIMD target), so that a stepwise plan fed these outputs reproduces a fused run bit for bit.
-    const kernels::mixture_view<float> view = mix.view(where);
-    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
-    const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
-    const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
-    for (std::int64_t k = 0; k < view.components; ++k) fill(k);
-    const kernels::channel_view c = channels.at(0, float(ch.a), float(ch.s));
-    const cpu::simd_target target = cpu::chain_target();
-    if (target != cpu::simd_target::scalar) {
-      cpu::run_evaluate(target, c, static_cast<int>(what), x, n, d, out);
-    } else {
-      cpu::parallel_for_range(n, [&](std::int64_t first, std::int64_t last) {
-        std::vector<float> scratch(what == quantity::log_density ? d : 0);  // the score beside log p
-        for (std::int64_t i = first; i < last; ++i) {
-          const strided_vec<const float> xi{x + i * d, 1, int(d)};
-          strided_vec<float> oi{what == quantity::log_density ? scratch.data() : out + i * d, 1, int(d)};
-          if (what == quantity::denoiser) {
-            kernels::channel_denoiser<float>(c, xi, oi);
-          } else {
-            const float log_p = kernels::channel_score<float>(c, xi, oi);
-            if (what == quantity::log_density) out[i] = log_p;
-          }
-        }
-      });
-    }
+    on_host_channel(mix, ch, n,
+                    [&](const kernels::channel_view& c, cpu::simd_target target) {
+                      cpu::run_evaluate(target, c, static_cast<int>(what), x, n, d, out);
+                    },
+                    [&](const kernels::channel_view& c, std::int64_t first, std::int64_t last) {
+                      std::vector<float> scratch(what == quantity::log_density ? d : 0);  // the score beside log p
+                      for (std::int64_t i = first; i < last; ++i) {
+                        const strided_vec<const float> xi{x + i * d, 1, int(d)};
+                        strided_vec<float> oi{what == quantity::log_density ? scratch.data() : out + i * d, 1, int(d)};
+                        if (what == quantity::denoiser) {
+                          kernels::channel_denoiser<float>(c, xi, oi);
+                        } else {
+                          const float log_p = kernels::channel_score<float>(c, xi, oi);
+                          if (what == quantity::log_density) out[i] = log_p;
+                        }
+                      }
+                    });
     return;
   }
   kernels::for_each_index(where, n, evaluate_functor{mix.view(where), x, out, float(ch.a), float(ch.s), what},
@@ -235,27 +246,20 @@ void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, 
                                     channel ch, float* out, execution exec) {
   const std::int64_t d = mix.dim;
   const executor where = exec.kind;
+  // Packs of points (src/cpu/denoiser_jvp.hpp) or, on the scalar target, one point at a time with the same constants
+  // (kernels::channel_jvp), as evaluate_direct_unchecked() does.
   if (where == executor::cpu && n > 0) {
-    // The channel's constants once, then packs of points (src/cpu/denoiser_jvp.hpp) or, on the scalar target, one
-    // point at a time with the same constants (kernels::channel_jvp), as evaluate_direct_unchecked() does.
-    const kernels::mixture_view<float> view = mix.view(where);
-    std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
-    const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
-    const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
-    for (std::int64_t k = 0; k < view.components; ++k) fill(k);
-    const kernels::channel_view c = channels.at(0, float(ch.a), float(ch.s));
-    const cpu::simd_target target = cpu::chain_target();
-    if (target != cpu::simd_target::scalar) {
-      cpu::run_denoiser_jvp(target, c, x, v, n, d, out);
-    } else {
-      cpu::parallel_for_range(n, [&](std::int64_t first, std::int64_t last) {
-        for (std::int64_t i = first; i < last; ++i) {
-          const strided_vec<const float> xi{x + i * d, 1, int(d)}, vi{v + i * d, 1, int(d)};
-          strided_vec<float> oi{out + i * d, 1, int(d)};
-          kernels::channel_jvp<float>(c, xi, vi, oi);
-        }
-      });
-    }
+    on_host_channel(mix, ch, n,
+                    [&](const kernels::channel_view& c, cpu::simd_target target) {
+                      cpu::run_denoiser_jvp(target, c, x, v, n, d, out);
+                    },
+                    [&](const kernels::channel_view& c, std::int64_t first, std::int64_t last) {
+                      for (std::int64_t i = first; i < last; ++i) {
+                        const strided_vec<const float> xi{x + i * d, 1, int(d)}, vi{v + i * d, 1, int(d)};
+                        strided_vec<float> oi{out + i * d, 1, int(d)};
+                        kernels::channel_jvp<float>(c, xi, vi, oi);
+                      }
+                    });
     return;
   }
   kernels::for_each_index(where, n, jvp_functor{mix.view(where), x, v, out, float(ch.a), float(ch.s)}, exec.stream);
