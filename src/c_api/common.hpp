@@ -51,6 +51,33 @@ inline thread_local std::string last_error;
 /// Thrown inside an entry point for a bad argument detected at the C boundary.
 [[noreturn]] inline void fail(const std::string& message) { throw invalid_argument(message); }
 
+/// The status of a caught exception, with its message written to `message` (an internal error's message prefixed
+/// "internal error: "). Never throws: a message that cannot be stored is left as it was.
+inline ds_status status_of(std::exception_ptr e, std::string& message) noexcept {
+  ds_status status = DS_INTERNAL;
+  const char* what = "unknown exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const invalid_argument& x) {
+    status = DS_INVALID_ARGUMENT, what = x.what();
+  } catch (const out_of_memory& x) {
+    status = DS_OUT_OF_MEMORY, what = x.what();
+  } catch (const cuda_error& x) {
+    status = DS_CUDA_ERROR, what = x.what();
+  } catch (const std::bad_alloc&) {
+    status = DS_OUT_OF_MEMORY, what = "host allocation failed (std::bad_alloc)";
+  } catch (const std::exception& x) {
+    what = x.what();
+  } catch (...) {
+  }
+  // `what` stays valid: `e` owns the exception object.
+  try {
+    message = status == DS_INTERNAL ? std::string("internal error: ") + what : std::string(what);
+  } catch (...) {
+  }
+  return status;
+}
+
 /// Runs an entry point's body: DS_SUCCESS, or the status of the exception it threw with last_error set.
 template <class F>
 ds_status guard(F&& body) noexcept {
@@ -58,32 +85,21 @@ ds_status guard(F&& body) noexcept {
     body();
     last_error.clear();
     return DS_SUCCESS;
-  } catch (const invalid_argument& e) {
-    last_error = e.what();
-    return DS_INVALID_ARGUMENT;
-  } catch (const out_of_memory& e) {
-    last_error = e.what();
-    return DS_OUT_OF_MEMORY;
-  } catch (const cuda_error& e) {
-    last_error = e.what();
-    return DS_CUDA_ERROR;
-  } catch (const std::bad_alloc&) {
-    last_error = "host allocation failed (std::bad_alloc)";
-    return DS_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
-    try {
-      last_error = std::string("internal error: ") + e.what();
-    } catch (...) {
-    }
-    return DS_INTERNAL;
   } catch (...) {
-    try {
-      last_error = "internal error: unknown exception";
-    } catch (...) {
-    }
-    return DS_INTERNAL;
+    return status_of(std::current_exception(), last_error);
   }
 }
+
+/// ds_particle_report and particle_report have the same layout, so that a caller's report array (possibly device
+/// memory) is handed to the C++ calls as it is.
+inline constexpr bool same_report_layout =
+    sizeof(ds_particle_report) == sizeof(particle_report) &&
+    offsetof(ds_particle_report, ess) == offsetof(particle_report, ess) &&
+    offsetof(ds_particle_report, log_normaliser_increment) == offsetof(particle_report, log_normaliser_increment) &&
+    offsetof(ds_particle_report, log_sum_exp) == offsetof(particle_report, log_sum_exp) &&
+    offsetof(ds_particle_report, nan_count) == offsetof(particle_report, nan_count) &&
+    offsetof(ds_particle_report, failed) == offsetof(particle_report, failed) &&
+    offsetof(ds_particle_report, resampled) == offsetof(particle_report, resampled);
 
 /// The object behind a handle; a null handle fails naming the argument.
 template <class Handle>

@@ -5,14 +5,7 @@
 using namespace diffsample::c_api;
 
 // ds_resample() hands the caller's report array to the C++ call (it may be device memory): the layouts must agree.
-static_assert(sizeof(ds_particle_report) == sizeof(ds::particle_report) &&
-              offsetof(ds_particle_report, ess) == offsetof(ds::particle_report, ess) &&
-              offsetof(ds_particle_report, log_normaliser_increment) ==
-                  offsetof(ds::particle_report, log_normaliser_increment) &&
-              offsetof(ds_particle_report, log_sum_exp) == offsetof(ds::particle_report, log_sum_exp) &&
-              offsetof(ds_particle_report, nan_count) == offsetof(ds::particle_report, nan_count) &&
-              offsetof(ds_particle_report, failed) == offsetof(ds::particle_report, failed) &&
-              offsetof(ds_particle_report, resampled) == offsetof(ds::particle_report, resampled));
+static_assert(same_report_layout, "ds_particle_report and particle_report layouts differ");
 
 namespace diffsample::c_api {
 

@@ -22,6 +22,8 @@ thread_local std::string last_error;
 
 using diffsample::mpi::detail::rank_of;
 using diffsample::mpi::detail::size_of;
+using diffsample::c_api::same_report_layout;
+using diffsample::c_api::status_of;
 
 // Collective: every rank returns the status and message of the lowest rank whose status is not DS_SUCCESS.
 ds_status agree(MPI_Comm comm, ds_status status, std::string message) {
@@ -40,28 +42,6 @@ ds_status agree(MPI_Comm comm, ds_status status, std::string message) {
   return static_cast<ds_status>(header[0]);
 }
 
-ds_status status_of(std::exception_ptr e, std::string& message) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const diffsample::invalid_argument& x) {
-    message = x.what();
-    return DS_INVALID_ARGUMENT;
-  } catch (const diffsample::out_of_memory& x) {
-    message = x.what();
-    return DS_OUT_OF_MEMORY;
-  } catch (const diffsample::cuda_error& x) {
-    message = x.what();
-    return DS_CUDA_ERROR;
-  } catch (const std::bad_alloc&) {
-    message = "host allocation failed (std::bad_alloc)";
-    return DS_OUT_OF_MEMORY;
-  } catch (const std::exception& x) {
-    message = x.what();
-  } catch (...) {
-    message = "unknown exception";
-  }
-  return DS_INTERNAL;
-}
 
 void init_defaults(ds_langevin_options* o) { ds_langevin_options_init(o, sizeof *o); }
 void init_defaults(ds_diffusion_options* o) { ds_diffusion_options_init(o, sizeof *o); }
@@ -212,15 +192,7 @@ ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t probl
   out.normalised_weights = normalised_weights;
   // The caller's reports directly (the layouts are the same, as ds_resample() assumes): no scratch sized by
   // `problems` before mpi::resample has checked it.
-  static_assert(sizeof(ds_particle_report) == sizeof(diffsample::particle_report) &&
-                    offsetof(ds_particle_report, ess) == offsetof(diffsample::particle_report, ess) &&
-                    offsetof(ds_particle_report, log_normaliser_increment) ==
-                        offsetof(diffsample::particle_report, log_normaliser_increment) &&
-                    offsetof(ds_particle_report, log_sum_exp) == offsetof(diffsample::particle_report, log_sum_exp) &&
-                    offsetof(ds_particle_report, nan_count) == offsetof(diffsample::particle_report, nan_count) &&
-                    offsetof(ds_particle_report, failed) == offsetof(diffsample::particle_report, failed) &&
-                    offsetof(ds_particle_report, resampled) == offsetof(diffsample::particle_report, resampled),
-                "report layouts differ");
+  static_assert(same_report_layout, "report layouts differ");
   out.reports = reinterpret_cast<diffsample::particle_report*>(reports);
   try {
     diffsample::mpi::resample(comm, out, problems, particles, log_weights, o);  // collective validation inside
