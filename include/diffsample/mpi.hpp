@@ -49,7 +49,9 @@ struct comm_stats {
   std::int64_t exchanges = 0;      ///< all-to-all particle exchanges
 };
 
-/// Collective error agreement: each rank passes the exception its own checks threw (nullptr when they passed).
+/// Collective error agreement: each rank passes the exception its own checks threw (nullptr when they passed). Every
+/// call of this header agrees so on whatever can fail on one rank before the collective that follows it (its checks,
+/// its allocations, between the exchanges of a distributed filter), so that no rank is left waiting.
 /// When any rank failed, every rank throws the same exception: the class (invalid_argument, out_of_memory (also for
 /// std::bad_alloc), cuda_error, or error) and message of the lowest-numbered failing rank, prefixed by "rank r of P: ". Otherwise
 /// returns on every rank. One MPI_Allreduce, plus two broadcasts on failure.
@@ -138,7 +140,8 @@ DIFFSAMPLE_API moments row_moments(MPI_Comm comm, std::int64_t count, std::int64
 }
 
 /// Gathers the ranks' rows (host floats, @p count rows of @p width on this rank) on @p root in rank order
-/// (MPI_Gatherv); returns them there and an empty vector elsewhere. Collective.
+/// (MPI_Gatherv); returns them there and an empty vector elsewhere. Collective: a failure on the root (the total
+/// beyond MPI_Gatherv's int counts, its allocation) throws on every rank, as does any rank's invalid argument.
 DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t width, const float* x,
                                               int root = 0);
 /// gather_rows() in the argument order before 0.3.0 (the rows before their sizes).

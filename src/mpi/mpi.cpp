@@ -422,16 +422,20 @@ chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
 
 moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t d, const float* x) {
   comm_stats unused;
+  // Per rank: count, sum and sum of squares about the rank's own first row (shifted sums keep the variance exact
+  // when the mean is far from zero), gathered and combined in rank order. Allocated before the agreement, so that a
+  // failed allocation fails every rank.
+  const int ranks = size_of(comm);
+  std::size_t width = 0;
+  std::vector<double> mine, all;
   collectively(comm, unused, [&] {
     DIFFSAMPLE_EXPECTS(d >= 1, "dim: must be >= 1, got " << d);
     DIFFSAMPLE_EXPECTS(count >= 0, "count: must be >= 0, got " << count);
     DIFFSAMPLE_EXPECTS(count == 0 || x != nullptr, "x: null pointer for " << count << " rows");
+    width = static_cast<std::size_t>(1 + 2 * d);
+    mine.assign(width, 0.0);
+    all.resize(width * ranks);
   });
-  // Per rank: count, sum and sum of squares about the rank's own first row (shifted sums keep the variance exact
-  // when the mean is far from zero), gathered and combined in rank order.
-  const int ranks = size_of(comm);
-  const std::size_t width = static_cast<std::size_t>(1 + 2 * d);
-  std::vector<double> mine(width, 0.0), all(width * ranks);
   mine[0] = double(count);
   for (std::int64_t i = 0; i < count; ++i)
     for (std::int64_t j = 0; j < d; ++j) {
@@ -474,16 +478,24 @@ std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t w
   const int mine = static_cast<int>(count * width);
   std::vector<int> counts(static_cast<std::size_t>(ranks)), displs(static_cast<std::size_t>(ranks));
   MPI_Gather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm);
+  // The root's check of the total and its allocation, agreed on before the rows move (one 4-byte MPI_Allreduce):
+  // a failure there throws on every rank instead of leaving the others in MPI_Gatherv.
   std::vector<float> out;
+  std::exception_ptr failure;
   if (rank == root) {
-    std::int64_t at = 0;
-    for (int r = 0; r < ranks; ++r) {
-      displs[r] = static_cast<int>(at);
-      at += counts[r];
+    try {
+      std::int64_t at = 0;
+      for (int r = 0; r < ranks; ++r) {
+        displs[r] = static_cast<int>(std::min<std::int64_t>(at, limits::max_int_count));
+        at += counts[r];
+      }
+      limits::check("gather_rows: floats", at, 0, limits::max_int_count, "MPI_Gatherv's int displacements");
+      out.resize(static_cast<std::size_t>(at));
+    } catch (...) {
+      failure = std::current_exception();
     }
-    limits::check("gather_rows: floats", at, 0, limits::max_int_count, "MPI_Gatherv's int displacements");
-    out.resize(static_cast<std::size_t>(at));
   }
+  agree(comm, failure);
   MPI_Gatherv(x, mine, MPI_FLOAT, out.data(), counts.data(), displs.data(), MPI_FLOAT, root, comm);
   return out;
 }
@@ -524,7 +536,11 @@ comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t proble
 
 namespace {
 
-// The guided SMC shard over MPI.
+// The guided SMC shard over MPI. Each exchange (resample, fetch) starts with an agreement (one 4-byte MPI_Allreduce),
+// and so does the end of the run (guided_sample below): a rank that throws between two exchanges, where the filter
+// runs on its own (its kernels, a CUDA rank's host staging), calls agree(error) instead of its next exchange, and the
+// others, at the start of theirs, throw its error with it. An error thrown on every rank at once (by an agreement)
+// is rethrown as it is.
 class mpi_shard final : public diffsample::detail::guided_shard {
  public:
   mpi_shard(MPI_Comm comm, std::int64_t particles, comm_stats& stats) : comm_(comm), rs_(comm, particles, stats),
@@ -532,17 +548,24 @@ class mpi_shard final : public diffsample::detail::guided_shard {
   std::int64_t first() const override { return rs_.first(); }
   std::int64_t local() const override { return rs_.local(); }
   void agree(std::exception_ptr error) override {
+    if (error && together_) std::rethrow_exception(error);  // every rank is throwing it
     if (!error) error = own_;
-    detail::timed clock(stats_);
-    mpi::agree(comm_, error);
+    together([&] {
+      detail::timed clock(stats_);
+      mpi::agree(comm_, error);
+    });
+    stats_.bytes_sent += 4 * std::int64_t(rs_.ranks() - 1);
+    stats_.bytes_received += 4 * std::int64_t(rs_.ranks() - 1);
   }
   void resample(const float* lw, std::int64_t problems, const resampling_options& o, particle_report* reports,
                 const void* rows, std::size_t row_bytes, void* out) override {
-    rs_.run(lw, problems, o, reports, rows, row_bytes, out);
+    agree(nullptr);
+    together([&] { rs_.run(lw, problems, o, reports, rows, row_bytes, out); });
   }
   void fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,
              void* out) override {
-    rs_.fetch(rows, problems, row_bytes, index, out);
+    agree(nullptr);
+    together([&] { rs_.fetch(rows, problems, row_bytes, index, out); });
   }
   bool any(bool mine) override {
     int v = mine ? 1 : 0, all = 0;
@@ -559,10 +582,21 @@ class mpi_shard final : public diffsample::detail::guided_shard {
   detail::resampler& resampler() { return rs_; }
 
  private:
+  // f, whose errors are thrown on every rank at once (agreements, the resampler's collectives).
+  template <class F>
+  void together(F&& f) {
+    try {
+      f();
+    } catch (...) {
+      together_ = true;
+      throw;
+    }
+  }
   MPI_Comm comm_;
   detail::resampler rs_;
   comm_stats& stats_;
   std::exception_ptr own_;
+  bool together_ = false;
 };
 
 }  // namespace
@@ -575,6 +609,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   const int rank = rank_of(comm);
   same_everywhere(comm, res.comm, detail::guided_arguments(mode, prior, problems, options));
   if (mode == smc_mode::islands) {
+    std::vector<double> mine, all;
     collectively(comm, res.comm, [&] {
       res.particles = shard_of(options.particles, comm);
       DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc,
@@ -586,10 +621,14 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
       o.particles = res.particles.count;
       o.seed = options.seed + static_cast<std::uint64_t>(rank);
       res.local = diffsample::guided_sample(prior, outputs, problems, o, exec);
+      if (outputs.log_normaliser != nullptr) {
+        mine.assign(static_cast<std::size_t>(problems.problems), 0.0);
+        all.resize(static_cast<std::size_t>(problems.problems) * size_of(comm));
+      }
     });
-    // log Z = log sum_r (n_r / N) Z_r per problem, from every rank's estimate (read back from the executor).
+    // log Z = log sum_r (n_r / N) Z_r per problem, from every rank's estimate (read back from the executor; its
+    // buffers allocated before the agreement above).
     const std::int64_t B = problems.problems;
-    std::vector<double> mine(static_cast<std::size_t>(B), 0.0), all(static_cast<std::size_t>(B) * size_of(comm));
     if (outputs.log_normaliser != nullptr) {
       if (res.local.ran == executor::cuda) {
         cudaMemcpy(mine.data(), outputs.log_normaliser, B * sizeof(double), cudaMemcpyDefault);
@@ -652,8 +691,17 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
     sh->fail(std::current_exception());
   }
   res.particles = shard{sh->first(), sh->local()};
-  res.local = diffsample::detail::guided_smc_shard(prior, problems, options, outputs, exec, *sh);
-  if (res.local.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
+  try {
+    res.local = diffsample::detail::guided_smc_shard(prior, problems, options, outputs, exec, *sh);
+    const cudaError_t status = res.local.ran == executor::cuda ? cudaStreamSynchronize(exec.stream) : cudaSuccess;
+    if (status != cudaSuccess)
+      throw cuda_error(std::string("guided_sample: cudaStreamSynchronize: ") + cudaGetErrorString(status), int(status));
+  } catch (...) {
+    sh->agree(std::current_exception());  // this rank's own failure: the others throw it at their next agreement
+    throw;
+  }
+  sh->agree(nullptr);  // the end: every rank returns, or every rank throws the error of one that failed after the
+                       // last exchange
   res.seconds = now() - t0;
   return res;
 }

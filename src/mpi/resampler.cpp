@@ -35,12 +35,6 @@ using kernels::u128;
 
 namespace {
 
-// Per rank and problem: what step 2 gathers.
-struct rank_sums {
-  std::uint64_t total, q2_lo, q2_hi;
-  double sum_w, sum_w2;
-};
-
 bool prefix_scheme(resampling_scheme s) {
   return s == resampling_scheme::multinomial || s == resampling_scheme::stratified ||
          s == resampling_scheme::systematic;
@@ -163,8 +157,64 @@ void resampler::alltoallv(const void* send, const std::vector<int>& sc, void* re
   ++stats_.exchanges;
 }
 
+void resampler::agree(std::exception_ptr error) {
+  {
+    timed clock(stats_);
+    mpi::agree(comm_, error);
+  }
+  stats_.bytes_sent += 4 * std::int64_t(ranks_ - 1);
+  stats_.bytes_received += 4 * std::int64_t(ranks_ - 1);
+}
+
+namespace {
+
+// v holds at least n elements (never shrinks: a smaller B later reads the first ones).
+template <class T>
+void grow(std::vector<T>& v, std::size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+void resampler::reserve(std::int64_t problems, const resampling_options& o) {
+  const std::int64_t B = problems, L = local_, N = n_, P = ranks_;
+  const bool gathered = !prefix_scheme(o.scheme);
+  // Every rank decides alike (B, N and the scheme are the same everywhere, and so is every earlier decision).
+  const std::size_t ws = gathered ? resampling_workspace_bytes(B, N, o.scheme) : 0;
+  if (B <= reserved_ && (!gathered || (B <= reserved_gathered_ && ws <= reserved_workspace_))) return;
+  std::exception_ptr failure;
+  try {
+    grow(max_, static_cast<std::size_t>(B));
+    grow(nans_, static_cast<std::size_t>(B));
+    grow(mine_, static_cast<std::size_t>(B));
+    grow(all_, static_cast<std::size_t>(B * P));
+    grow(units_, static_cast<std::size_t>(B * L));
+    grow(ends_, static_cast<std::size_t>(B * P));
+    grow(states_, static_cast<std::size_t>(B));
+    grow(source_, static_cast<std::size_t>(B * L));
+    if (gathered) {
+      grow(gathered_, static_cast<std::size_t>(B * N));
+      grow(whole_, static_cast<std::size_t>(B * N));
+      grow(whole_normalised_, static_cast<std::size_t>(B * N));
+      grow(ancestors_, static_cast<std::size_t>(B * N));
+      grow(whole_reports_, static_cast<std::size_t>(B));
+      grow(index_, static_cast<std::size_t>(B * L));
+      grow(workspace_, ws);
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  agree(failure);
+  reserved_ = std::max(reserved_, B);
+  if (gathered) {
+    reserved_gathered_ = std::max(reserved_gathered_, B);
+    reserved_workspace_ = std::max(reserved_workspace_, ws);
+  }
+}
+
 void resampler::run(const float* log_weights, std::int64_t problems, const resampling_options& o,
                     particle_report* reports, const void* rows, std::size_t row_bytes, void* out, float* normalised) {
+  reserve(problems, o);
   if (!prefix_scheme(o.scheme)) {
     run_gathered(log_weights, problems, o, reports, rows, row_bytes, out, normalised);
     return;
@@ -174,8 +224,10 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
   const std::int64_t other = P - 1;  // the payload of each collective reaches P - 1 other ranks
 
   // 1. The problems' largest valid log-weight and invalid count.
-  std::vector<float> max(static_cast<std::size_t>(B), -INFINITY);
-  std::vector<std::int64_t> nans(static_cast<std::size_t>(B), 0);
+  float* max = max_.data();
+  std::int64_t* nans = nans_.data();
+  std::fill_n(max, B, -INFINITY);
+  std::fill_n(nans, B, 0);
   for (std::int64_t b = 0; b < B; ++b) {
     const float* lw = log_weights + b * L;
     for (std::int64_t i = 0; i < L; ++i) {
@@ -187,15 +239,15 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
   }
   {
     timed clock(stats_);
-    MPI_Allreduce(MPI_IN_PLACE, max.data(), int(B), MPI_FLOAT, MPI_MAX, comm_);
-    MPI_Allreduce(MPI_IN_PLACE, nans.data(), int(B), MPI_INT64_T, MPI_SUM, comm_);
+    MPI_Allreduce(MPI_IN_PLACE, max, int(B), MPI_FLOAT, MPI_MAX, comm_);
+    MPI_Allreduce(MPI_IN_PLACE, nans, int(B), MPI_INT64_T, MPI_SUM, comm_);
   }
   stats_.bytes_sent += other * B * 12;
   stats_.bytes_received += other * B * 12;
 
   // 2. Fixed-point weights, rank-local inclusive prefix, the ranks' sums.
-  units_.resize(static_cast<std::size_t>(B * L));
-  std::vector<rank_sums> mine(static_cast<std::size_t>(B)), all(static_cast<std::size_t>(B * P));
+  rank_sums* mine = mine_.data();
+  rank_sums* all = all_.data();
   for (std::int64_t b = 0; b < B; ++b) {
     const float* lw = log_weights + b * L;
     std::uint64_t total = 0;
@@ -220,15 +272,12 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
   }
   {
     timed clock(stats_);
-    MPI_Allgather(mine.data(), int(B * sizeof(rank_sums)), MPI_BYTE, all.data(), int(B * sizeof(rank_sums)),
-                  MPI_BYTE, comm_);
+    MPI_Allgather(mine, int(B * sizeof(rank_sums)), MPI_BYTE, all, int(B * sizeof(rank_sums)), MPI_BYTE, comm_);
   }
   stats_.bytes_sent += other * B * std::int64_t(sizeof(rank_sums));
   stats_.bytes_received += other * B * std::int64_t(sizeof(rank_sums));
 
   // 3. Global totals, offsets, decisions and reports (the same on every rank).
-  ends_.resize(static_cast<std::size_t>(B * P));
-  states_.resize(static_cast<std::size_t>(B));
   bool any = false;
   for (std::int64_t b = 0; b < B; ++b) {
     std::uint64_t total = 0;
@@ -262,52 +311,59 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
     return;
   }
 
-  // 4. The slots this rank's particles feed (sender side) and the rank that feeds each slot held here.
-  send_counts_.assign(static_cast<std::size_t>(P), 0);
-  recv_counts_.assign(static_cast<std::size_t>(P), 0);
-  picks_.clear();
-  pick_dest_.clear();
-  source_.assign(static_cast<std::size_t>(B * L), -1);
-  for (std::int64_t b = 0; b < B; ++b) {
-    const kernels::problem_state& st = states_[b];
-    if (!st.resample) continue;
-    const slot_keys key(o, b, N, st.total);
-    const std::uint64_t* e = ends_.data() + b * P;
-    const std::uint64_t lo = rank_ == 0 ? 0 : e[rank_ - 1], hi = e[rank_];
-    const std::uint64_t* u = units_.data() + b * L;
-    auto pick = [&](std::int64_t j, std::uint64_t x) {
-      const std::int64_t a = kernels::upper_bound(u, L, x - lo);
-      const int dest = static_cast<int>(owner(j));
-      picks_.push_back(b * L + a);
-      pick_dest_.push_back(dest);
-      ++send_counts_[dest];
-    };
-    if (hi > lo) {
-      if (o.scheme == resampling_scheme::multinomial) {
-        for (std::int64_t j = 0; j < N; ++j) {
-          const std::uint64_t x = key(j);
-          if (x >= lo && x < hi) pick(j, x);
+  // 4. The slots this rank's particles feed (sender side) and the rank that feeds each slot held here; the send and
+  //    receive buffers (sized by this rank's share of the keys: agreed on before the exchange).
+  std::exception_ptr failure;
+  try {
+    send_counts_.assign(static_cast<std::size_t>(P), 0);
+    recv_counts_.assign(static_cast<std::size_t>(P), 0);
+    picks_.clear();
+    pick_dest_.clear();
+    std::fill(source_.begin(), source_.begin() + B * L, -1);
+    for (std::int64_t b = 0; b < B; ++b) {
+      const kernels::problem_state& st = states_[b];
+      if (!st.resample) continue;
+      const slot_keys key(o, b, N, st.total);
+      const std::uint64_t* e = ends_.data() + b * P;
+      const std::uint64_t lo = rank_ == 0 ? 0 : e[rank_ - 1], hi = e[rank_];
+      const std::uint64_t* u = units_.data() + b * L;
+      auto pick = [&](std::int64_t j, std::uint64_t x) {
+        const std::int64_t a = kernels::upper_bound(u, L, x - lo);
+        const int dest = static_cast<int>(owner(j));
+        picks_.push_back(b * L + a);
+        pick_dest_.push_back(dest);
+        ++send_counts_[dest];
+      };
+      if (hi > lo) {
+        if (o.scheme == resampling_scheme::multinomial) {
+          for (std::int64_t j = 0; j < N; ++j) {
+            const std::uint64_t x = key(j);
+            if (x >= lo && x < hi) pick(j, x);
+          }
+        } else {
+          const std::int64_t j_end = key.count_below(hi);
+          for (std::int64_t j = key.count_below(lo); j < j_end; ++j) pick(j, key(j));
         }
-      } else {
-        const std::int64_t j_end = key.count_below(hi);
-        for (std::int64_t j = key.count_below(lo); j < j_end; ++j) pick(j, key(j));
+      }
+      for (std::int64_t i = 0; i < L; ++i) {
+        const std::uint64_t x = key(first_ + i);
+        const int src = static_cast<int>(kernels::upper_bound(e, P, x));
+        source_[b * L + i] = src;
+        ++recv_counts_[src];
       }
     }
-    for (std::int64_t i = 0; i < L; ++i) {
-      const std::uint64_t x = key(first_ + i);
-      const int src = static_cast<int>(kernels::upper_bound(e, P, x));
-      source_[b * L + i] = src;
-      ++recv_counts_[src];
+    std::int64_t sends = 0, receives = 0;
+    for (std::int64_t r = 0; r < P; ++r) {
+      sends += send_counts_[r];
+      receives += recv_counts_[r];
     }
+    send_.resize(static_cast<std::size_t>(sends) * row_bytes);
+    recv_.resize(static_cast<std::size_t>(receives) * row_bytes);
+    displacements(send_counts_, cursor_);
+  } catch (...) {
+    failure = std::current_exception();
   }
-  std::int64_t sends = 0, receives = 0;
-  for (std::int64_t r = 0; r < P; ++r) {
-    sends += send_counts_[r];
-    receives += recv_counts_[r];
-  }
-  send_.resize(static_cast<std::size_t>(sends) * row_bytes);
-  recv_.resize(static_cast<std::size_t>(receives) * row_bytes);
-  displacements(send_counts_, cursor_);
+  agree(failure);
   for (std::size_t k = 0; k < picks_.size(); ++k)
     std::memcpy(send_.data() + static_cast<std::size_t>(cursor_[pick_dest_[k]]++) * row_bytes,
                 in + static_cast<std::size_t>(picks_[k]) * row_bytes, row_bytes);
@@ -325,11 +381,10 @@ void resampler::run_gathered(const float* log_weights, std::int64_t problems, co
                              particle_report* reports, const void* rows, std::size_t row_bytes, void* out,
                              float* normalised) {
   const std::int64_t B = problems, L = local_, N = n_, P = ranks_;
-  // Every rank's B x local block, in rank order, then rearranged into B x N.
+  // Every rank's B x local block, in rank order, then rearranged into B x N (scratch reserved by run()).
   recv_counts_.resize(static_cast<std::size_t>(P));
   for (std::int64_t r = 0; r < P; ++r) recv_counts_[r] = static_cast<int>(B * (first_of(r + 1) - first_of(r)));
   displacements(recv_counts_, recv_displs_);
-  gathered_.resize(static_cast<std::size_t>(B * N));
   {
     timed clock(stats_);
     MPI_Allgatherv(log_weights, static_cast<int>(B * L), MPI_FLOAT, gathered_.data(), recv_counts_.data(),
@@ -337,25 +392,26 @@ void resampler::run_gathered(const float* log_weights, std::int64_t problems, co
   }
   stats_.bytes_sent += (P - 1) * B * L * std::int64_t(sizeof(float));
   stats_.bytes_received += B * (N - L) * std::int64_t(sizeof(float));
-  whole_.resize(static_cast<std::size_t>(B * N));
   for (std::int64_t r = 0; r < P; ++r) {
     const std::int64_t f = first_of(r), c = first_of(r + 1) - f;
     for (std::int64_t b = 0; b < B; ++b)
       std::copy_n(gathered_.data() + recv_displs_[r] + b * c, c, whole_.data() + b * N + f);
   }
-  // The whole problems' resampling, as one process computes it (CPU executor, host buffers).
-  ancestors_.resize(static_cast<std::size_t>(B * N));
-  whole_reports_.resize(static_cast<std::size_t>(B));
+  // The whole problems' resampling, as one process computes it (CPU executor, host buffers, its workspace reserved;
+  // agreed on before the decision to exchange, one 4-byte MPI_Allreduce).
   particle_outputs po;
   po.ancestors64 = ancestors_.data();
   po.reports = whole_reports_.data();
-  if (normalised != nullptr) {
-    whole_normalised_.resize(static_cast<std::size_t>(B * N));
-    po.normalised_weights = whole_normalised_.data();
-  }
+  if (normalised != nullptr) po.normalised_weights = whole_normalised_.data();
   execution host;
   host.kind = executor::cpu;
-  resample(po, B, N, whole_.data(), o, host);
+  std::exception_ptr failure;
+  try {
+    resample(po, B, N, whole_.data(), o, host, workspace_.data(), workspace_.size());
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  agree(failure);
   bool any = false;
   for (std::int64_t b = 0; b < B; ++b) {
     any = any || whole_reports_[b].resampled != 0;
@@ -367,7 +423,6 @@ void resampler::run_gathered(const float* log_weights, std::int64_t problems, co
     if (B * L > 0) std::memcpy(out, rows, static_cast<std::size_t>(B * L) * row_bytes);
     return;
   }
-  index_.resize(static_cast<std::size_t>(B * L));
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t i = 0; i < L; ++i) index_[b * L + i] = ancestors_[b * N + first_ + i];
   fetch(rows, B, row_bytes, index_.data(), out);
@@ -376,6 +431,7 @@ void resampler::run_gathered(const float* log_weights, std::int64_t problems, co
 void resampler::fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,
                       void* out) {
   const std::int64_t B = problems, L = local_, P = ranks_;
+  // The counts each rank wants from each other.
   send_counts_.assign(static_cast<std::size_t>(P), 0);
   for (std::int64_t s = 0; s < B * L; ++s) ++send_counts_[owner(index[s])];
   recv_counts_.assign(static_cast<std::size_t>(P), 0);
@@ -385,26 +441,35 @@ void resampler::fetch(const void* rows, std::int64_t problems, std::size_t row_b
   }
   stats_.bytes_sent += (P - 1) * 4;
   stats_.bytes_received += (P - 1) * 4;
-  // Requests: the row, within the holder's B x local buffer, of every row wanted here.
+  // Requests: the row, within the holder's B x local buffer, of every row wanted here (B x local of them); the rows
+  // served and received (sized by what the other ranks want from this one): agreed on before the exchange.
   std::int64_t wanted = 0, served = 0;
   for (std::int64_t r = 0; r < P; ++r) {
     wanted += send_counts_[r];
     served += recv_counts_[r];
   }
-  std::vector<std::int64_t> requests(static_cast<std::size_t>(wanted)), incoming(static_cast<std::size_t>(served));
+  std::exception_ptr failure;
+  try {
+    grow(requests_, static_cast<std::size_t>(B * L));
+    incoming_.resize(static_cast<std::size_t>(served));
+    send_.resize(static_cast<std::size_t>(served) * row_bytes);
+    recv_.resize(static_cast<std::size_t>(wanted) * row_bytes);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  agree(failure);
+  std::int64_t* requests = requests_.data();
   displacements(send_counts_, cursor_);
   for (std::int64_t s = 0; s < B * L; ++s) {
     const std::int64_t j = index[s], r = owner(j);
     const std::int64_t b = s / L, holder_local = first_of(r + 1) - first_of(r);
     requests[static_cast<std::size_t>(cursor_[r]++)] = b * holder_local + (j - first_of(r));
   }
-  alltoallv(requests.data(), send_counts_, incoming.data(), recv_counts_, sizeof(std::int64_t));
+  alltoallv(requests, send_counts_, incoming_.data(), recv_counts_, sizeof(std::int64_t));
   const auto* in = static_cast<const unsigned char*>(rows);
-  send_.resize(static_cast<std::size_t>(served) * row_bytes);
-  recv_.resize(static_cast<std::size_t>(wanted) * row_bytes);
   for (std::int64_t k = 0; k < served; ++k)
     std::memcpy(send_.data() + static_cast<std::size_t>(k) * row_bytes,
-                in + static_cast<std::size_t>(incoming[k]) * row_bytes, row_bytes);
+                in + static_cast<std::size_t>(incoming_[k]) * row_bytes, row_bytes);
   const std::vector<int> replies = recv_counts_, answers = send_counts_;
   alltoallv(send_.data(), replies, recv_.data(), answers, row_bytes);
   displacements(answers, cursor_);

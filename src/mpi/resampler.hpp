@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <vector>
 
 #include "kernels/particles.cuh"
@@ -24,6 +25,12 @@ class timed {
  private:
   comm_stats& s_;
   double t0_;
+};
+
+/// Per rank and problem: what step 2 of resampler::run() gathers.
+struct rank_sums {
+  std::uint64_t total, q2_lo, q2_hi;
+  double sum_w, sum_w2;
 };
 
 /// Particles [first, first + count) of each problem's N on every rank, in the block split of shard_of().
@@ -52,7 +59,17 @@ class resampler {
   /// out[b local + i] = row index[b local + i] (0..N-1 within problem b) of rows (B x local), from its rank.
   void fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index, void* out);
 
+  // Whatever can fail inside run() and fetch() (an allocation sized by this rank's particles or by what it sends,
+  // resample() on the gathered problems) is agreed on before the collective that follows it, so that a failure on
+  // one rank throws on every rank (mpi::agree: the failing rank's class and message, "rank r of P: ...") instead of
+  // leaving the others waiting: the scratch sized by B (and B x N for the gathered schemes) is reserved when B
+  // first grows (a decision every rank makes alike), with one agreement then; the buffers sized by what a rank
+  // sends and receives are agreed on (one 4-byte MPI_Allreduce) before each row exchange, and the gathered
+  // schemes' resample() before theirs. A failure outside these calls is the caller's to agree on.
+
  private:
+  void reserve(std::int64_t problems, const resampling_options& options);
+  void agree(std::exception_ptr error);  // mpi::agree, timed and counted in stats_
   // Residual, Metropolis and rejection: every rank's log-weights gathered, resample() on the whole problems, rows
   // fetched from their holders.
   void run_gathered(const float* log_weights, std::int64_t problems, const resampling_options& options,
@@ -70,6 +87,13 @@ class resampler {
   MPI_Datatype type_ = MPI_DATATYPE_NULL;
   std::size_t type_bytes_ = 0;
   // Scratch reused across calls (no allocation once sizes have been seen).
+  std::int64_t reserved_ = -1;           // problems the B-sized scratch holds (the same on every rank)
+  std::int64_t reserved_gathered_ = -1;  // problems the B x N scratch of the gathered schemes holds
+  std::size_t reserved_workspace_ = 0;   // bytes of resample()'s workspace held (the same on every rank)
+  std::vector<float> max_;
+  std::vector<std::int64_t> nans_, requests_, incoming_;
+  std::vector<rank_sums> mine_, all_;  // what step 2 of run() gathers: this rank's and every rank's
+  std::vector<unsigned char> workspace_;  // resample()'s, for the gathered schemes
   std::vector<std::uint64_t> units_, ends_;
   std::vector<kernels::problem_state> states_;
   std::vector<int> source_, send_counts_, recv_counts_, send_displs_, recv_displs_, cursor_;

@@ -5,11 +5,22 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <malloc.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <diffsample/diffsample.hpp>
@@ -991,9 +1002,235 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
   }
 }
 
+// Ends the process (and so the mpirun job) when a collective call has not returned within @p seconds: a rank left
+// waiting for another that threw fails the test in seconds instead of at ctest's timeout.
+class watchdog {
+ public:
+  watchdog(const char* what, int seconds) : thread_([this, what, seconds] {
+    std::unique_lock<std::mutex> lock(m_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(seconds), [this] { return done_; })) {
+      std::fprintf(stderr, "rank %d: %s did not return within %d s (a rank left the others in a collective)\n",
+                   rank(), what, seconds);
+      std::fflush(stderr);
+      std::_Exit(3);
+    }
+  }) {}
+  ~watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+// The message and class every rank got from @p call, checked to be the same on every rank and to name @p failing.
+template <class Error, class F>
+void expect_same_failure_everywhere(F&& call, int failing, const char* needle) {
+  std::string message;
+  try {
+    call();
+    ADD_FAILURE() << "no exception on rank " << rank();
+  } catch (const Error& e) {
+    message = e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "another exception on rank " << rank() << ": " << e.what();
+  }
+  const std::string prefix = "rank " + std::to_string(failing) + " of " + std::to_string(ranks()) + ": ";
+  EXPECT_EQ(message.rfind(prefix, 0), 0u) << message;
+  EXPECT_NE(message.find(needle), std::string::npos) << message;
+  int length = static_cast<int>(message.size());
+  MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::string root(static_cast<std::size_t>(length), ' ');
+  if (rank() == 0) root = message;
+  MPI_Bcast(root.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD);
+  EXPECT_EQ(message, root);
+}
+
+// A throw between two collectives on one rank only, from a real input: each rank's count x width fits MPI_Gatherv's
+// int counts, their sum on the root does not, and the root finds it after the counts' MPI_Gather. Every rank must
+// throw the root's error (seen failing: the other ranks waited in MPI_Gatherv, the watchdog ended the job at P = 2).
+TEST_F(Mpi, GatherRowsBeyondTheRootsIntCountsFailsOnEveryRank) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks (one rank's rows fit)";
+  const std::int64_t width = std::int64_t(1) << 20, count = ds::limits::max_int_count / width;
+  std::vector<float> x(16, 0.f);  // never read: every rank fails before the rows move
+  watchdog guard("gather_rows", 60);
+  expect_same_failure_everywhere<ds::invalid_argument>(
+      [&] { ds::mpi::gather_rows(MPI_COMM_WORLD, count, width, x.data()); }, 0, "gather_rows");
+}
+
+// This process's address space in bytes (/proc/self/statm).
+std::size_t address_space() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0;
+  statm >> pages;
+  return pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// The last rank's address space limited (RLIMIT_AS, soft limit only, restored after) to what it holds now plus
+// @p margin bytes: a large allocation fails there and nowhere else. The allocator returns its free memory first (and
+// maps large blocks on their own, main() below).
+class address_space_limit {
+ public:
+  explicit address_space_limit(bool here, std::size_t margin) : here_(here) {
+    if (!here_) return;
+    malloc_trim(0);
+    getrlimit(RLIMIT_AS, &saved_);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = address_space() + margin;
+    if (setrlimit(RLIMIT_AS, &lowered) != 0) ADD_FAILURE() << "setrlimit failed";
+  }
+  ~address_space_limit() {
+    if (here_) setrlimit(RLIMIT_AS, &saved_);
+  }
+
+ private:
+  bool here_;
+  rlimit saved_{};
+};
+
+// An allocation that fails on one rank only, inside the resampling (its scratch, sized by the rank's particles), after
+// the call's own agreement: every rank must throw out_of_memory naming that rank (seen failing: the other ranks
+// waited in the resampling's next collective, the watchdog ended the job at P = 2).
+TEST_F(Mpi, ResamplingScratchThatFailsOnOneRankFailsEveryRank) {
+  const bool last = rank() == ranks() - 1;
+  const std::int64_t N = 4000000 * std::int64_t(ranks());
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  const std::int64_t L = s.count;
+  std::vector<float> lw(static_cast<std::size_t>(L), 0.f);
+  ds::resampling_options o;
+  o.ess_threshold = 2.0;  // always resample
+  {
+    // Once at full size without a limit: MPI's and the allocator's own set-up happen here, not under the limit.
+    watchdog guard("mpi::resample (no limit)", 120);
+    EXPECT_NO_THROW(ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o));
+  }
+  // The call's per-slot buffers (16 bytes per particle) fit; the resampling's scratch (8 more) does not.
+  watchdog guard("mpi::resample", 60);
+  address_space_limit limit(last, static_cast<std::size_t>(20 * L));
+  expect_same_failure_everywhere<ds::out_of_memory>(
+      [&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o); }, ranks() - 1, "bad_alloc");
+}
+
+// The same after the scratch was agreed on: all the weight on the last rank's particles, so that it alone sends
+// every row (N of them, 20 bytes per row of picks and send buffer), past what its address space allows, while the
+// scratch sized by its own particles (28 bytes each with the call's per-slot buffers) fits. Every rank must throw its
+// out_of_memory (seen failing with the row buffers' agreement taken out: the other ranks waited in MPI_Alltoallv,
+// the watchdog ended the job at P = 2 and 3).
+TEST_F(Mpi, RowExchangeBuffersThatFailOnOneRankFailEveryRank) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks (one rank sends to itself only)";
+  const bool last = rank() == ranks() - 1;
+  const std::int64_t N = 4000000 * std::int64_t(ranks());
+  const std::int64_t L = ds::mpi::shard_of(N, MPI_COMM_WORLD).count;
+  std::vector<float> lw(static_cast<std::size_t>(L), last ? 0.f : -INFINITY);
+  ds::resampling_options o;
+  o.ess_threshold = 2.0;
+  {
+    std::vector<float> uniform(static_cast<std::size_t>(L), 0.f);
+    watchdog guard("mpi::resample (no limit)", 120);
+    EXPECT_NO_THROW(ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, uniform.data(), o));
+  }
+  watchdog guard("mpi::resample", 60);
+  address_space_limit limit(last, static_cast<std::size_t>(34 * L));
+  expect_same_failure_everywhere<ds::out_of_memory>(
+      [&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o); }, ranks() - 1, "bad_alloc");
+}
+
+// The resident memory this process has held at most since the last reset_peak() (VmHWM, bytes).
+std::size_t peak_resident() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  std::size_t kb = 0;
+  while (status >> key) {
+    if (key == "VmHWM:") {
+      status >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
+std::size_t resident() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, rss = 0;
+  statm >> pages >> rss;
+  return rss * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+void reset_peak() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+// Distributed SMC with the last rank's address space limited to what it holds plus a margin, for margins from none
+// to more than the run needs: whichever allocation fails there (the run's set-up before its agreement, the
+// resampler's scratch, the rows it sends, the filter's own buffers between two exchanges), every rank must throw
+// the same out_of_memory naming the last rank, or every rank must return (seen failing without the agreement at the
+// start of each exchange: the other ranks waited in the first resampling, the watchdog ended the job at P = 2).
+TEST_F(Mpi, GuidedSmcWhoseLastRankRunsOutOfMemoryAnywhereFailsEveryRank) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  const bool last = rank() == ranks() - 1;
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  ds::guided_options o;
+  o.particles = 100000 * std::int64_t(ranks());
+  o.steps = 2;
+  o.final_resample = false;
+  const ds::mpi::shard s = ds::mpi::shard_of(o.particles, MPI_COMM_WORLD);
+  std::vector<float> particles(static_cast<std::size_t>(pr.problems * s.count * 2));
+  ds::guided_outputs out{};
+  out.particles = particles.data();
+  const auto run = [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, cpu()); };
+  // What the run holds at most on this rank, beyond what it held before.
+  reset_peak();
+  const std::size_t before = resident();
+  {
+    watchdog guard("guided_sample (no limit)", 120);
+    EXPECT_NO_THROW(run());
+  }
+  std::size_t need = peak_resident() > before ? peak_resident() - before : 0;
+  MPI_Bcast(&need, sizeof need, MPI_BYTE, ranks() - 1, MPI_COMM_WORLD);
+  const int tries = 24;
+  int failed = 0;
+  for (int k = 0; k < tries; ++k) {
+    const std::size_t margin = need * static_cast<std::size_t>(k) / (tries - 4);  // the last four above the need
+    SCOPED_TRACE("margin " + std::to_string(margin));
+    watchdog guard("guided_sample", 60);
+    address_space_limit limit(last, margin);
+    bool threw = false;
+    std::string message;
+    try {
+      run();
+    } catch (const ds::out_of_memory& e) {
+      threw = true;
+      message = e.what();
+    } catch (const std::exception& e) {
+      threw = true;
+      message = std::string("not out_of_memory: ") + e.what();
+      ADD_FAILURE() << message;
+    }
+    // Every rank alike: all threw the same message, or none threw.
+    int mine = threw ? 1 : 0, all = 0;
+    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    EXPECT_TRUE(all == 0 || all == ranks()) << all << " of " << ranks() << " ranks threw";
+    if (threw) {
+      ++failed;
+      const std::string prefix = "rank " + std::to_string(ranks() - 1) + " of " + std::to_string(ranks()) + ": ";
+      EXPECT_EQ(message.rfind(prefix, 0), 0u) << message;
+    }
+  }
+  EXPECT_GT(failed, 0) << "run's peak " << need << " bytes";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // One allocator arena, and every block above 128 KiB mapped on its own: under address_space_limit an allocation
+  // needs new address space (no other thread's reserved arena, no freed heap to fall back on).
+  mallopt(M_ARENA_MAX, 1);
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
   const int status = RUN_ALL_TESTS();
