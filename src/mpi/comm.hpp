@@ -54,9 +54,11 @@ std::vector<common_value> langevin_arguments(const gaussian_mixture& mixture, st
 std::vector<common_value> diffusion_arguments(const gaussian_mixture& mixture, std::int64_t n,
                                               const diffusion_options& o);
 /// The mode, every field of guided_options but resampling.seed and resampling.step (which the sampler sets), the
-/// problems (sizes, and digests of A, the operators, y and sigma_y) and the prior, for mpi::guided_sample.
+/// problems (sizes, and digests of A, the operators, y and sigma_y) and the prior, for mpi::guided_sample; in island
+/// mode whether outputs.log_normaliser is given (the islands' log Z is combined over the ranks).
 std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture& prior,
-                                           const guided_problems& problems, const guided_options& o);
+                                           const guided_problems& problems, const guided_options& o,
+                                           const guided_outputs& outputs);
 
 inline void same_langevin_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture, std::int64_t n,
                                     const langevin_options& o) {

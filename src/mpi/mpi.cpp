@@ -32,6 +32,18 @@ using detail::size_of;
 using detail::same;
 using detail::same_everywhere;
 
+// bytes from src to dst, on the host or (a CUDA rank) with cudaMemcpy; throws cuda_error when the copy fails.
+void copy_back(void* dst, const void* src, std::size_t bytes, executor ran) {
+  if (ran != executor::cuda) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  const cudaError_t status = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
+  if (status != cudaSuccess)
+    throw cuda_error(std::string("guided_sample: cudaMemcpy of log_normaliser: ") + cudaGetErrorString(status),
+                     int(status));
+}
+
 // Runs f, then agrees: every rank throws when any rank's f threw.
 template <class F>
 void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
@@ -143,7 +155,8 @@ std::vector<common_value> diffusion_arguments(const gaussian_mixture& mixture, s
 }
 
 std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture& prior,
-                                           const guided_problems& problems, const guided_options& o) {
+                                           const guided_problems& problems, const guided_options& o,
+                                           const guided_outputs& outputs) {
   std::vector<common_value> v = {same("mode", std::int64_t(mode)), same("options.sampler", std::int64_t(o.sampler)),
                                  same("options.particles", o.particles), same("options.steps", o.steps),
                                  same("problems.problems", problems.problems), same("problems.d_y", problems.d_y),
@@ -187,6 +200,9 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
   add_array(v, "problems.y", problems.y);
   add_array(v, "problems.sigma_y", problems.sigma_y);
   add_mixture(v, "prior", prior);
+  // Island mode combines the islands' log Z over the ranks (a collective that needs every rank's estimate).
+  if (mode == smc_mode::islands)
+    v.push_back(same("outputs.log_normaliser given", std::int64_t(outputs.log_normaliser != nullptr)));
   return v;
 }
 
@@ -607,7 +623,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   guided_result res;
   const double t0 = now();
   const int rank = rank_of(comm);
-  same_everywhere(comm, res.comm, detail::guided_arguments(mode, prior, problems, options));
+  same_everywhere(comm, res.comm, detail::guided_arguments(mode, prior, problems, options, outputs));
   if (mode == smc_mode::islands) {
     std::vector<double> mine, all;
     collectively(comm, res.comm, [&] {
@@ -621,20 +637,17 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
       o.particles = res.particles.count;
       o.seed = options.seed + static_cast<std::uint64_t>(rank);
       res.local = diffsample::guided_sample(prior, outputs, problems, o, exec);
+      // Every rank's estimate, read back from the executor before the agreement (outputs.log_normaliser is given on
+      // every rank or on none: compared first).
       if (outputs.log_normaliser != nullptr) {
         mine.assign(static_cast<std::size_t>(problems.problems), 0.0);
         all.resize(static_cast<std::size_t>(problems.problems) * size_of(comm));
+        copy_back(mine.data(), outputs.log_normaliser, mine.size() * sizeof(double), res.local.ran);
       }
     });
-    // log Z = log sum_r (n_r / N) Z_r per problem, from every rank's estimate (read back from the executor; its
-    // buffers allocated before the agreement above).
+    // log Z = log sum_r (n_r / N) Z_r per problem.
     const std::int64_t B = problems.problems;
     if (outputs.log_normaliser != nullptr) {
-      if (res.local.ran == executor::cuda) {
-        cudaMemcpy(mine.data(), outputs.log_normaliser, B * sizeof(double), cudaMemcpyDefault);
-      } else {
-        std::copy(outputs.log_normaliser, outputs.log_normaliser + B, mine.begin());
-      }
       for (double& v : mine) v += std::log(double(res.particles.count) / double(options.particles));
       {
         detail::timed clock(res.comm);
@@ -647,11 +660,9 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
         for (int r = 0; r < size_of(comm) && m > -INFINITY; ++r) s += std::exp(all[r * B + b] - m);
         mine[b] = m > -INFINITY ? m + std::log(s) : -INFINITY;
       }
-      if (res.local.ran == executor::cuda) {
-        cudaMemcpy(outputs.log_normaliser, mine.data(), B * sizeof(double), cudaMemcpyDefault);
-      } else {
-        std::copy(mine.begin(), mine.end(), outputs.log_normaliser);
-      }
+      collectively(comm, res.comm, [&] {  // a failed copy throws on every rank
+        copy_back(outputs.log_normaliser, mine.data(), mine.size() * sizeof(double), res.local.ran);
+      });
     }
     res.seconds = now() - t0;
     return res;

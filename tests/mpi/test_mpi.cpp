@@ -1224,6 +1224,28 @@ TEST_F(Mpi, GuidedSmcWhoseLastRankRunsOutOfMemoryAnywhereFailsEveryRank) {
   EXPECT_GT(failed, 0) << "run's peak " << need << " bytes";
 }
 
+// Island mode combines the islands' log Z over the ranks that passed outputs.log_normaliser: a rank passing none
+// where the others pass one must fail every rank (seen failing: the ranks with the buffer waited in the combination's
+// MPI_Allgather, the watchdog ended the job at P = 2).
+TEST_F(Mpi, IslandsWithALogNormaliserOnSomeRanksOnlyFailEveryRank) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  const bool last = rank() == ranks() - 1;
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  ds::guided_options o;
+  o.particles = 30;
+  o.steps = 4;
+  std::vector<float> samples(2 * 30 * 2);
+  std::vector<double> logz(2);
+  ds::guided_outputs out{};
+  out.samples = samples.data();
+  out.log_normaliser = last ? nullptr : logz.data();
+  watchdog guard("guided_sample (islands)", 60);
+  expect_same_failure_everywhere<ds::invalid_argument>(
+      [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, cpu()); },
+      ranks() - 1, "outputs.log_normaliser");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
