@@ -304,6 +304,52 @@ struct guided_init_functor {
   }
 };
 
+/// guided_init_functor's start correction in stages around a denoiser evaluated elsewhere: by the caller's model
+/// (the SMC's ask/tell plan asks for it at u_n x, n = 0 .. start_correction_nodes - 1) or by the mixture's
+/// evaluate() (guided_sample() and the MPI shards on the CPU executor, so that the plan answered by the mixture
+/// reproduces them bit for bit on every CPU target). Stage `node` = -1 writes the points of node 0; stage n >= 0
+/// takes the answer at node n's points as the denoiser ux (u_n x) + um answer, adds w_n x . m to the particle's sum
+/// (the same float operations in the same order as guided_init_functor), then writes node n + 1's points or, after
+/// the last node, adds the log-ratio to lw and stores it in coordinate 0 of the particle's slot of `ratio`, as
+/// guided_init_functor does. Runs after guided_init_functor without the correction (lw = log g_0).
+struct guided_start_stage_functor {
+  guided_params p;
+  int node;              // -1: only the points of node 0
+  float ux, um;          // the answer as the denoiser
+  const float* x;        // B N x d
+  const float* answer;   // B N x d, row-major: the output at node `node`'s points (may alias ratio)
+  float* points;         // B N x d, row-major: u_n x
+  float* ratio;          // B N x d: the denoiser m of the stage, then the log-ratio in coordinate 0
+  float* sum;            // B N x d_y scratch (guided_init_functor's residual): the sum in coordinate 0
+  float* lw;             // B N
+  std::int64_t* position = nullptr;  // when not null, thread 0 stores next_position there
+  std::int64_t next_position = 0;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d);
+    float* ui = points + i * p.d;
+    if (node >= 0) {
+      strided_vec<float> mi = guided_slice(p, ratio, i, p.d, 0, p.d);
+      float& si = guided_slice(p, sum, i, p.d_y, 0, 1)[0];
+      answer_as_denoiser(p.d, ux, um, ui, answer + i * p.d, mi);
+      float dot = 0;
+      for (int j = 0; j < p.d; ++j) dot += xi[j] * mi[j];
+      float s = node == 0 ? 0.f : si;
+      s += start_correction_weight(node) * dot;
+      si = s;
+      if (node + 1 == start_correction_nodes) {
+        const float a = p.steps[0].a, sd = p.steps[0].s;
+        const float log_ratio = a / (sd * sd) * s;
+        lw[i] += log_ratio;
+        mi[0] = log_ratio;
+        return;
+      }
+    }
+    const float u = start_correction_node(node + 1);
+    for (int j = 0; j < p.d; ++j) ui[j] = u * xi[j];
+  }
+};
+
 /// After guided_init_functor with the start correction: the normalisation of problem b's starting weights is
 /// logsumexp_j of the log-ratios, not log N (the ratio is known up to a constant, so the log-normaliser's first
 /// increment is logsumexp(log g_0 + ratio) - logsumexp(ratio), the self-normalised estimate of E_{p_0}[g_0]).

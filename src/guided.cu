@@ -212,6 +212,23 @@ void twisted_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided
   }
 }
 
+/// The SMC's start correction on the CPU executor, after guided_init_functor without it: the stages of the ask/tell
+/// plan (kernels::guided_start_stage_functor) around the mixture's denoiser at the first grid point, evaluated by
+/// evaluate() at u_n x for each quadrature node, over `count` row-major particles; points: count d floats, ratio:
+/// count d floats (the denoiser, then the log-ratio in coordinate 0 of each row), r: the residual scratch.
+void start_correction_cpu(const detail::mixture_storage& mix, const kernels::guided_params& p, std::int64_t count,
+                          const float* x, float* lw, float* r, float* ratio, float* points) {
+  if (count == 0) return;
+  const channel ch{p.steps[0].a, p.steps[0].s};
+  kernels::guided_start_stage_functor f{p, -1, 0.f, 1.f, x, ratio, points, ratio, r, lw};
+  cpu::parallel_for_each(count, f);
+  for (int n = 0; n < kernels::start_correction_nodes; ++n) {
+    detail::evaluate_direct_unchecked(mix, quantity::denoiser, points, count, ch, ratio, {executor::cpu, nullptr});
+    f.node = n;
+    cpu::parallel_for_each(count, f);
+  }
+}
+
 constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 // Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky, then the inverse's
@@ -957,9 +974,17 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   po.reports = reports;
 
   kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
+  // The start correction: fused into the initial draw on the CUDA executor; on the CPU executor in the ask/tell
+  // plan's stages around evaluate(), so that the plan answered by the mixture reproduces the run on every target.
   const bool corrected = o.start_correction;
-  kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r, corrected, mu, mu2}, stream);
+  const bool staged = corrected && where == executor::cpu;
+  kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r, corrected && !staged, mu, mu2},
+                               stream);
   report.launches += 2;
+  if (staged) {
+    start_correction_cpu(prior.storage(), p, BN, x, lw, r, mu, mu2);
+    report.launches += 1 + 2 * kernels::start_correction_nodes;
+  }
   if (corrected) {
     kernels::for_each_index(where, B, kernels::guided_start_lse_functor{p, mu, previous_lse}, stream);
     ++report.launches;
@@ -1622,6 +1647,9 @@ struct smc_plan_storage final : workspace_plan_storage {
   // last resampling).
   bool twisted = false;
   std::int64_t asks_per_step = 1;
+  // options.start_correction: the first start_asks asks (kernels::start_correction_nodes, else none) are the model's
+  // output at u_n x (the points at `spare`) and the first grid point's channel; the transitions' asks follow.
+  std::int64_t start_asks = 0;
   float *m = nullptr, *v = nullptr, *moments = nullptr, *lz = nullptr, *u = nullptr, *shift = nullptr;
   const float* sigma2 = nullptr;
   resampling_options ro;
@@ -1636,8 +1664,9 @@ struct smc_plan_storage final : workspace_plan_storage {
   smc_plan_keys* keys = nullptr;
   double log_n() const { return std::log(double(N)); }
   plan_request request(std::int64_t k) const override {
-    const std::size_t t = static_cast<std::size_t>(k / asks_per_step);
-    const std::int64_t j = k % asks_per_step;
+    if (k < start_asks) return ask(k, spare, steps.channels[0], steps.times[0], output, answer);
+    const std::size_t t = static_cast<std::size_t>((k - start_asks) / asks_per_step);
+    const std::int64_t j = (k - start_asks) % asks_per_step;
     const bool jvp = j != 0;
     float* into = twisted && jvp ? u + (j - 1) * rows * d : answer;
     return ask(k, x, steps.channels[t], steps.times[t], jvp ? model_output::denoiser : output, into,
@@ -1645,14 +1674,14 @@ struct smc_plan_storage final : workspace_plan_storage {
   }
   float ux(std::int64_t t) const { return steps.ux[static_cast<std::size_t>(t)]; }
   float um(std::int64_t t) const { return steps.um[static_cast<std::size_t>(t)]; }
-  // Moment potentials: ask k's tell; the last ask of transition t also resamples (column t), mutates from the
-  // ancestors' means and adds their pending weights, as guided_sample()'s moment loop, and after the last
-  // transition resamples column K.
-  void tell_moment(std::int64_t k, cudaStream_t stream) {
+  // Moment potentials: the tell of the transitions' ask k (position `next` - 1 of the trajectory); the last ask of
+  // transition t also resamples (column t), mutates from the ancestors' means and adds their pending weights, as
+  // guided_sample()'s moment loop, and after the last transition resamples column K.
+  void tell_moment(std::int64_t k, std::int64_t next, cudaStream_t stream) {
     const std::int64_t BN = rows, t = k / asks_per_step;
     const int j = static_cast<int>(k % asks_per_step);
     const kernels::moment_stage_functor f{p,  t,  j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), sigma2, x, m,
-                                          v,  answer, moments, mu, lw, lz, r, &state->step, k + 1};
+                                          v,  answer, moments, mu, lw, lz, r, &state->step, next};
     const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
     if (target != cpu::simd_target::scalar)
       cpu::run_moment_tell(target, f);  // on packs, as guided_sample()'s fused run
@@ -1666,17 +1695,18 @@ struct smc_plan_storage final : workspace_plan_storage {
     kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
     if (t + 1 == K) resample_column(K, stream);
   }
-  // Twisted potentials: ask k's tell (kernels::twisted_stage_functor, one particle at a time, as guided_sample()'s
-  // CPU run on every target); the last ask of transition t also resamples (column t) and draws every particle from
-  // its ancestor's proposal (kernels::twisted_mutate_functor), and after the last transition weights by the
-  // likelihood (kernels::twisted_last_functor) and resamples column K, as guided_sample()'s twisted loop.
-  void tell_twisted(std::int64_t k, cudaStream_t stream) {
+  // Twisted potentials: the tell of the transitions' ask k (kernels::twisted_stage_functor, one particle at a
+  // time, as guided_sample()'s CPU run on every target); the last ask of transition t also resamples (column t) and
+  // draws every particle from its ancestor's proposal (kernels::twisted_mutate_functor), and after the last
+  // transition weights by the likelihood (kernels::twisted_last_functor) and resamples column K, as
+  // guided_sample()'s twisted loop.
+  void tell_twisted(std::int64_t k, std::int64_t next, cudaStream_t stream) {
     const std::int64_t BN = rows, t = k / asks_per_step;
     const int j = static_cast<int>(k % asks_per_step);
     const twisted_tell_functor f{{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), BN, sigma2, x, m, v, answer,
                                   u, moments, mu, shift, lw, lz, r},
                                  &state->step,
-                                 k + 1};
+                                 next};
     if (where == executor::cpu)
       cpu::parallel_for_each(BN, f);
     else
@@ -1707,17 +1737,37 @@ struct smc_plan_storage final : workspace_plan_storage {
   kernels::guided_bookkeeping_functor bookkeeping(std::int64_t column) const {
     return {reports, log_z, previous_lse, ess, counts, K + 1, column, log_n()};
   }
-  void tell(std::int64_t k, cudaStream_t stream) override {
+  // The start correction's ask n: the answer at u_n x folded into each particle's sum (and the points of node
+  // n + 1 written); after the last node the log-ratios join the log-weights and the first resampling's
+  // normalisation, and the trajectory starts as guided_sample()'s: twisted potentials carry the log-ratio alone,
+  // linear ones resample column 0.
+  void tell_start(std::int64_t n, cudaStream_t stream) {
+    const kernels::guided_start_stage_functor f{p, static_cast<int>(n), ux(0), um(0), x,  answer,       spare,
+                                                mu, r,                  lw,    &state->step, n + 1};
+    kernels::for_each_index<128>(where, rows, f, stream);
+    if (n + 1 < start_asks) return;
+    kernels::for_each_index(where, B, kernels::guided_start_lse_functor{p, mu, previous_lse}, stream);
+    if (twisted) kernels::for_each_index(where, rows, kernels::twisted_start_functor{p, mu, lw, true}, stream);
+    if (!moment) resample_column(0, stream);
+  }
+  void tell(std::int64_t position, cudaStream_t stream) override {
+    if (position < start_asks) {
+      tell_start(position, stream);
+      return;
+    }
+    const std::int64_t k = position - start_asks;  // the transitions' ask
     if (twisted) {
-      tell_twisted(k, stream);
+      tell_twisted(k, position + 1, stream);
       return;
     }
     if (moment) {
-      tell_moment(k, stream);
+      tell_moment(k, position + 1, stream);
       return;
     }
     const std::int64_t BN = rows;
-    const kernels::guided_weight_answer_functor weight{p, k, ux(k), um(k), x, answer, mu, lw, r, &state->step, k + 1};
+    const kernels::guided_weight_answer_functor weight{p,  k,      ux(k), um(k),        x,
+                                                       answer, mu, lw,    r,            &state->step,
+                                                       position + 1};
     ro.step = static_cast<std::uint64_t>(k + 1);
     const kernels::guided_mutate_functor mutate{p, k, mu, ancestors, reports, lw, x, r};
     if (where == executor::cpu) {
@@ -1725,7 +1775,7 @@ struct smc_plan_storage final : workspace_plan_storage {
       // on a SIMD target both passes run on packs of particles, with the fused run's packed arithmetic.
       const cpu::simd_target target = cpu::chain_target();
       if (target != cpu::simd_target::scalar) {
-        state->step = k + 1;
+        state->step = position + 1;
         cpu::guided_pass pass;
         pass.weight_answer = &weight;
         cpu::run_guided_pass(target, pass);
@@ -1760,6 +1810,12 @@ struct smc_plan_storage final : workspace_plan_storage {
     kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n()},
                             stream);
     kernels::for_each_index<128>(where, BN, kernels::guided_init_functor{p, x, lw, r}, stream);
+    if (start_asks > 0) {
+      // The points of the start correction's first ask; its last tell finishes the start (tell_start).
+      kernels::for_each_index<128>(
+          where, BN, kernels::guided_start_stage_functor{p, -1, 0.f, 1.f, x, answer, spare, mu, r, lw}, stream);
+      return;
+    }
     // Twisted potentials: the starting log-weights are 0 (twisted_finish adds log g_0 at the first transition).
     if (twisted) kernels::for_each_index(where, BN, kernels::twisted_start_functor{p, mu, lw, false}, stream);
     // Linear potentials: column 0 is resampled now (moment potentials weight x by g_0 at the first transition).
@@ -1838,12 +1894,14 @@ void set_up_plan(Storage& st, plan_setup& setup, std::int64_t d, const guided_pr
 
 std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guided_problems& given,
                                                      const guided_options& o, model_output output, execution exec) {
-  DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a guided SMC plan");
   auto st = std::make_unique<smc_plan_storage>();
   st->twisted = o.potentials == guided_potentials::twisted;
   st->moment = o.potentials == guided_potentials::moment || st->twisted;
   plan_setup setup;
   set_up_plan(*st, setup, d, given, o, output, exec, [&](std::int64_t dy) { return st->moment ? 1 + dy : 1; });
+  // The start correction's asks come first (moment potentials refuse it: validate()).
+  st->start_asks = o.start_correction ? kernels::start_correction_nodes : 0;
+  st->asks += st->start_asks;
   const guided_problems& pr = *setup.problems;
   const layout& l = setup.l;
   const float initial_scale = setup.initial_scale;

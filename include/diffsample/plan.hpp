@@ -110,8 +110,14 @@ class DIFFSAMPLE_API sampling_plan {
   /// (plan_request::vector set to row a_o of each particle's own A), whose last tell weights, resamples and
   /// mutates. Twisted potentials: the same 1 + d_y asks, each J^T a_o answer in its own plan_request::answer buffer
   /// (the twisted proposal needs all d_y of them at the last tell; the pointers are the same at every step).
-  /// options.start_correction is refused by the plan. reset() draws the particles itself (initial must be null); write_outputs() gives the log-weights, the
-  /// resampled samples, log-normaliser estimates, ESS trace and resampling counts of a done trajectory. Trajectory t runs as guided_sample() with options.seed + t: the
+  /// options.start_correction (linear or twisted potentials): first 4 asks, one per node u_n of the Gauss-Legendre
+  /// quadrature on [0, 1] (u_n = 0.0694, 0.3300, 0.6700, 0.9306), for the model's output at the points u_n x
+  /// (plan_request::points: not the particles) and the first grid point's channel; their tells fold
+  /// (a_0 / s_0^2) sum_n w_n x . m(u_n x) into the starting log-weights and the first normalisation of the
+  /// log-normaliser, as guided_sample() does, and the last of them resamples column 0 (linear potentials). The
+  /// transitions' asks follow. reset() draws the particles itself (initial must be null); write_outputs() gives the
+  /// log-weights, the resampled samples, log-normaliser estimates, ESS trace and resampling counts of a done
+  /// trajectory. Trajectory t runs as guided_sample() with options.seed + t: the
   /// keys live in device memory and reset() advances them there, so a captured trajectory (reset, asks, tells and
   /// write_outputs) replays with fresh noise, replay t equal to uncaptured trajectory t.
   /// DCPS: the asks of guided_sample()'s run, in order. Per block l of the time grid, its options.dcps_langevin_steps

@@ -344,6 +344,34 @@ int main(void) {
         }
         ds_sampling_plan_destroy(plan);
       }
+      /* The start correction: four asks first (the model's output at u_n x, the Gauss-Legendre nodes u_n, at the
+       * first grid point's channel), then the transitions' asks; twisted and linear potentials give the same outputs
+       * as ds_guided_sample() bit for bit. Moment potentials refuse it, naming the option. */
+      o.start_correction = 1;
+      for (int c = 0; c < 2; ++c) {
+        plan = NULL;
+        o.potentials = c == 0 ? DS_POTENTIALS_TWISTED : DS_POTENTIALS_LINEAR;
+        CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+        CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+        if (plan != NULL) {
+          CHECK(run(plan, m, NULL, stepped, 50) == 4 + 10 * (c == 0 ? 1 + pr.d_y : 1));
+          CHECK_OK(ds_sampling_plan_write_outputs(plan, &mine, cpu));
+          if (memcmp(fused, stepped, sizeof fused) != 0 || memcmp(lw_fused, lw_plan, sizeof lw_plan) != 0 ||
+              memcmp(samples_fused, samples_plan, sizeof samples_plan) != 0 ||
+              memcmp(lz_fused, lz_plan, sizeof lz_plan) != 0) {
+            fprintf(stderr, "smc plan (start correction, %s potentials): outputs differ from the fused sampler's\n",
+                    c == 0 ? "twisted" : "linear");
+            ++failures;
+          }
+          ds_sampling_plan_destroy(plan);
+        }
+      }
+      o.potentials = DS_POTENTIALS_MOMENT;
+      plan = NULL;
+      EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
+                   "options.start_correction");
+      o.start_correction = 0;
+      o.potentials = DS_POTENTIALS_LINEAR;
     }
   }
 

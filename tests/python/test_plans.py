@@ -282,3 +282,34 @@ def test_twisted_smc_plan_equals_the_fused_run(mixture2):
     for name in names:
         np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
     assert np.all(np.isfinite(got["samples"]))
+
+
+@pytest.mark.parametrize("potentials", ["linear", "twisted"])
+def test_smc_plan_with_the_start_correction_equals_the_fused_run(mixture2, potentials):
+    # start_correction: four asks first, the model's output at u_n x (the Gauss-Legendre nodes u_n on [0, 1]) and
+    # the first grid point's channel, then the transitions' asks. Fed the mixture's denoiser (and its JVP) the plan
+    # gives guided_sample()'s outputs bit for bit; moment potentials refuse it, as guided_sample() does.
+    names = ("particles", "samples", "log_weights", "log_normaliser", "ess_trace")
+    options = dict(sampler="smc", potentials=potentials, particles=30, steps=8, seed=9, start_correction=True)
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=names, **options)
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **options)
+    per = 1 if potentials == "linear" else 2
+    assert plan.asks == 4 + 8 * per
+    plan.reset()
+    x0 = plan.samples().copy()
+    nodes = [0.0694318442029737, 0.3300094782075719, 0.6699905217924281, 0.9305681557970263]
+    while not plan.done:
+        r = plan.ask()
+        x = np.ascontiguousarray(r["points"])
+        if r["index"] < 4:
+            np.testing.assert_array_equal(x, np.float32(nodes[r["index"]]) * x0)
+        if r["vector"] is None:
+            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
+        else:
+            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
+        plan.tell()
+    got = plan.outputs(names)
+    for name in names:
+        np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
+    with pytest.raises(ds.InvalidArgument, match="start_correction"):
+        ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **dict(options, potentials="moment"))
