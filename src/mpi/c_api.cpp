@@ -1,6 +1,7 @@
 // C ABI of libdiffsample_mpi (include/diffsample/diffsample_mpi.h): each call runs the core C ABI (or the C++ API)
 // on this rank's share, then agrees on the status over the communicator, so that every rank returns the status and
 // message of the lowest failing rank.
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <new>
@@ -132,17 +133,29 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
   });
   if (status != DS_SUCCESS) return status;
   if (report != nullptr) *report = rep;
-  // Accepted proposals over the ranks, when every rank counted them.
+  // Accepted proposals over the ranks, when every rank counted them: summed where they are on the host, copied from a
+  // CUDA rank's device in blocks of a fixed host buffer (no allocation, nothing that throws out of this C call); a
+  // failed copy fails every rank (one 4-byte agreement) before the sum.
   long long mine[2] = {0, accepted != nullptr ? 1 : 0}, all[2] = {0, 0};
-  if (accepted != nullptr && count > 0) {
-    std::vector<int64_t> host(static_cast<std::size_t>(count));
-    if (rep.ran == DS_EXECUTOR_CUDA) {
-      cudaMemcpy(host.data(), accepted, host.size() * sizeof(int64_t), cudaMemcpyDefault);
-    } else {
-      std::memcpy(host.data(), accepted, host.size() * sizeof(int64_t));
+  ds_status copied = DS_SUCCESS;
+  std::string message;
+  if (accepted != nullptr && rep.ran == DS_EXECUTOR_CUDA) {
+    int64_t block[4096];
+    for (int64_t at = 0; at < count && copied == DS_SUCCESS; at += 4096) {
+      const int64_t k = std::min<int64_t>(4096, count - at);
+      const cudaError_t e = cudaMemcpy(block, accepted + at, static_cast<std::size_t>(k) * sizeof(int64_t),
+                                       cudaMemcpyDefault);
+      if (e != cudaSuccess) {
+        copied = DS_CUDA_ERROR;
+        message = std::string("accepted: cudaMemcpy failed: ") + cudaGetErrorString(e);
+      }
+      for (int64_t i = 0; i < k; ++i) mine[0] += block[i];
     }
-    for (int64_t a : host) mine[0] += a;
+  } else if (accepted != nullptr) {
+    for (int64_t i = 0; i < count; ++i) mine[0] += accepted[i];
   }
+  const ds_status agreed = agree(comm, copied, message);
+  if (agreed != DS_SUCCESS) return agreed;
   MPI_Allreduce(mine, all, 2, MPI_LONG_LONG, MPI_SUM, comm);
   if (accepted_total != nullptr) *accepted_total = all[1] == size_of(comm) ? all[0] : -1;
   return DS_SUCCESS;
