@@ -667,26 +667,34 @@ TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {
   }
 }
 
-// Every rank must throw the error of the lowest failing rank, with the same message, and return to the collectives.
-template <class F>
-void expect_same_error_everywhere(F&& call, const char* needle) {
+// The message and class every rank got from @p call, checked to be the same on every rank and to name @p failing.
+template <class Error, class F>
+void expect_same_failure_everywhere(F&& call, int failing, const char* needle) {
   std::string message;
   try {
     call();
     ADD_FAILURE() << "no exception on rank " << rank();
-  } catch (const ds::invalid_argument& e) {
+  } catch (const Error& e) {
     message = e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "another exception on rank " << rank() << ": " << e.what();
   }
-  const std::string prefix = "rank " + std::to_string(ranks() - 1) + " of " + std::to_string(ranks()) + ": ";
+  const std::string prefix = "rank " + std::to_string(failing) + " of " + std::to_string(ranks()) + ": ";
   EXPECT_EQ(message.rfind(prefix, 0), 0u) << message;
   EXPECT_NE(message.find(needle), std::string::npos) << message;
-  // The same message on every rank: compare with rank 0's.
   int length = static_cast<int>(message.size());
   MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
   std::string root(static_cast<std::size_t>(length), ' ');
   if (rank() == 0) root = message;
   MPI_Bcast(root.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD);
   EXPECT_EQ(message, root);
+}
+
+// Every rank must throw the invalid_argument of the lowest failing rank (here the last), with the same message, and
+// return to the collectives.
+template <class F>
+void expect_same_error_everywhere(F&& call, const char* needle) {
+  expect_same_failure_everywhere<ds::invalid_argument>(call, ranks() - 1, needle);
 }
 
 TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
@@ -1030,29 +1038,6 @@ class watchdog {
   bool done_ = false;
   std::thread thread_;
 };
-
-// The message and class every rank got from @p call, checked to be the same on every rank and to name @p failing.
-template <class Error, class F>
-void expect_same_failure_everywhere(F&& call, int failing, const char* needle) {
-  std::string message;
-  try {
-    call();
-    ADD_FAILURE() << "no exception on rank " << rank();
-  } catch (const Error& e) {
-    message = e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "another exception on rank " << rank() << ": " << e.what();
-  }
-  const std::string prefix = "rank " + std::to_string(failing) + " of " + std::to_string(ranks()) + ": ";
-  EXPECT_EQ(message.rfind(prefix, 0), 0u) << message;
-  EXPECT_NE(message.find(needle), std::string::npos) << message;
-  int length = static_cast<int>(message.size());
-  MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  std::string root(static_cast<std::size_t>(length), ' ');
-  if (rank() == 0) root = message;
-  MPI_Bcast(root.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD);
-  EXPECT_EQ(message, root);
-}
 
 // A throw between two collectives on one rank only, from a real input: each rank's count x width fits MPI_Gatherv's
 // int counts, their sum on the root does not, and the root finds it after the counts' MPI_Gather. Every rank must
