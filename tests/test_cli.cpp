@@ -1233,6 +1233,102 @@ TEST_F(Cli, ExitStatusFollowsTheTable) {
   }
 }
 
+// Every numeric flag that fills an option of the library is checked against the library's own limits before the run
+// starts (nothing on stdout), reported with the flag, the value and the bound, exit status 2; the same setting from
+// a problem file is reported with its key, exit status 1. Seen failing on the former program: the library's names
+// (options.steps, options.sigma, ...) with exit status 1 after the header line, or the binary sampler's "--alpha"
+// for a file's alpha.
+TEST_F(Cli, NumericSettingsAreCheckedAgainstTheLibraryBeforeTheRun) {
+  struct bad_flag {
+    std::string args, needle;
+  };
+  const std::string d10 =
+      "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --particles 64 --steps 5";
+  const std::string d8 = "sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json --executor cpu --chains 64";
+  const std::string quick = " --executor cpu --chains 64";
+  std::vector<bad_flag> flags = {
+      {"sample --sampler ddpm --steps 0" + quick, "--steps = 0, must be at least 1"},
+      {"sample --sampler ula --step-size 1e-50" + quick, "--step-size: 1e-50 is outside [1.17549e-38, 1e+18]"},
+      {"demo --step-size 1e30 --chains 64", "--step-size: 1e+30 is above 1e+18"},
+      {"sample --sampler walk_jump --sigma 1e30" + quick, "--sigma: 1e+30 is above 1e+18"},
+      {"sample --sampler walk_jump --sigma -1" + quick, "--sigma: must be positive and finite, got -1"},
+      {"sample --sampler walk_jump --step-size 1e30" + quick, "--step-size: 1e+30 is above 1e+18"},
+      {"sample --sampler sequential_measurements --steps 16777216 --measurements 1000" + quick,
+       "--steps x --measurements = 16777216000, the limit is 1073741823 (2^30 - 1)"},
+      {"sample --sampler ddim --eta 2" + quick, "--eta: must be in [0, 1], got 2"},
+      {d10 + " --sampler dps --guidance-scale 1e20", "--guidance-scale: 1e+20 is above 1e+18"},
+      {d10 + " --sampler dcps --dcps-langevin-step 1e20", "--dcps-langevin-step: 1e+20 is above 1e+18"},
+      {d10 + " --sampler dcps --dcps-learning-rate 1e20", "--dcps-learning-rate: 1e+20 is above 1e+18"},
+      {d10 + " --sampler dcps --dcps-blocks 10", "--dcps-blocks: must be in [1, steps = 5], got 10"},
+      {d10 + " --sampler diffpir --diffpir-zeta 1.5", "--diffpir-zeta: must be in [0, 1], got 1.5"},
+      {d10 + " --sampler diffpir --diffpir-lambda 1e13", "--diffpir-lambda: must be finite, > 0 and <= 1e12"},
+      {d10 + " --sampler skrock --skrock-eta 0", "--skrock-eta: must be in (0, 1], got 0"},
+      {d10 + " --sampler skrock --skrock-step-fraction 2", "--skrock-step-fraction: must be in (0, 1], got 2"},
+      {d10 + " --sampler ddrm --ddrm-eta 2", "--ddrm-eta: must be in [0, 1], got 2"},
+      {d10 + " --sampler ddrm --ddrm-eta-b -1", "--ddrm-eta-b: must be in [0, 1], got -1"},
+      {d10 + " --potential-scale 1e30", "--potential-scale (as the spread c = X trace(A A^T) / d_y): 8e+29 is above"},
+      {d10 + " --ess-threshold -1", "--ess-threshold: must be finite and >= 0, got -1"},
+      {d10 + " --ddim-eta 2", "--ddim-eta: must be in [0, 1], got 2"},
+      {d10 + " --potentials moment --start-correction", "--start-correction: needs linear or twisted potentials"},
+      {d8 + " --eta 1e30", "--eta: 1e+30 is above 1e+18"},
+      {d8 + " --steps 2000000000", "--steps: first_step + steps = 0 + 2000000000, the limit is 1073741823"},
+      {d8 + " --sampler discrete_walk_jump --steps 100000 --measurements 100000",
+       "--measurements: measurements x steps = 100000 x 100000, the limit is 1073741823"},
+      {"bench --executor cpu --chains 1 --dims 1000000",
+       "--dims: the grid prior's mean values (components x dimension) = 25 x 1000000, the limit is 16777216"},
+  };
+  // 2^24 + 1 particles of d = 10 pass the program's memory check on a machine with 8 GiB or more.
+  if (double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE)) > 8.0 * (1 << 30))
+    flags.push_back({"solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --steps 5 "
+                     "--particles 16777217",
+                     "--particles = 16777217, the limit is 16777216 (2^24)"});
+  for (const bad_flag& c : flags) {
+    const bool outputs = c.args.rfind("sample", 0) == 0 || c.args.rfind("solve", 0) == 0;
+    const result r = run(c.args + (outputs ? " --out " + path("out.npy") : std::string()));
+    expect_failure(r, c.needle);
+    EXPECT_EQ(r.rc, 2) << c.args << ": " << r.err;
+    EXPECT_EQ(r.err.find("options."), std::string::npos) << c.args << ": " << r.err;
+    EXPECT_EQ(r.out, "") << c.args << ": printed before the check";
+  }
+
+  struct bad_key {
+    std::string sampler, command, needle;
+  };
+  const std::string gaussian = "\"prior\": {\"grid\": {\"dim\": 2}}";
+  const std::string posterior = slurp(DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json");
+  const std::string binary = slurp(DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json");
+  const std::vector<bad_key> keys = {
+      {"{\"name\": \"ddpm\", \"steps\": 0}", "sample", "sampler.steps = 0, must be at least 1"},
+      {"{\"name\": \"mala\", \"step_size\": 1e-50}", "sample", "sampler.step_size: 1e-50 is outside"},
+      {"{\"name\": \"walk_jump\", \"sigma\": 1e30}", "sample", "sampler.sigma: 1e+30 is above 1e+18"},
+      {"{\"name\": \"sequential_measurements\", \"steps\": 16777216, \"measurements\": 1000}", "sample",
+       "sampler.steps x sampler.measurements = 16777216000, the limit is 1073741823"},
+      {"{\"guidance_scale\": 1e20}", "solve --sampler dps", "sampler.guidance_scale: 1e+20 is above 1e+18"},
+      {"{\"dcps_blocks\": 200}", "solve --sampler dcps", "sampler.dcps_blocks: must be in [1, steps = 100], got 200"},
+      {"{\"dcps_learning_rate\": 1e20}", "solve --sampler dcps", "sampler.dcps_learning_rate: 1e+20 is above"},
+      {"{\"skrock_step_fraction\": 2}", "solve --sampler skrock", "sampler.skrock_step_fraction: must be in (0, 1]"},
+      {"{\"name\": \"discrete_langevin\", \"alpha\": -1}", "binary", "sampler.alpha: must be positive"},
+      {"{\"name\": \"discrete_walk_jump\", \"eta\": 1e30}", "binary", "sampler.eta: 1e+30 is above 1e+18"},
+  };
+  for (const bad_key& c : keys) {
+    // The prior (and observation) of an example with the case's sampler section in place of the example's.
+    nlohmann::json doc = nlohmann::json::parse(c.command == "sample" ? "{" + gaussian + "}"
+                                               : c.command == "binary" ? binary
+                                                                       : posterior);
+    doc["sampler"] = nlohmann::json::parse(c.sampler);
+    const std::string command = c.command == "sample"   ? "sample"
+                                : c.command == "binary" ? "sample --chains 64"
+                                                        : c.command + " --particles 64";
+    write("p.json", doc.dump());
+    const result r = run(command + " --executor cpu --problem " + path("p.json") + " --out " + path("out.npy") +
+                         (c.command == "sample" ? " --chains 64" : ""));
+    expect_failure(r, path("p.json") + ": " + c.needle);
+    EXPECT_EQ(r.rc, 1) << c.sampler << ": " << r.err;
+    EXPECT_EQ(r.err.find("options."), std::string::npos) << c.sampler << ": " << r.err;
+    EXPECT_EQ(r.out, "") << c.sampler << ": printed before the check";
+  }
+}
+
 // Integer options are decimal, as in the problem files: a leading zero is no octal prefix (010 is ten, and 08 is
 // accepted), and a hexadecimal prefix is refused. Seen failing with the integers read by strtoll in base 0 (010 ran 8
 // steps with seed 8, 08 was refused).

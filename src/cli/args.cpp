@@ -2,6 +2,7 @@
 #include "cli/args.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -74,15 +75,91 @@ double to_double(const std::string& flag, const std::string& text) {
   return v;
 }
 
-double flag_number(const options& o, const char* flag, double lo, bool lo_open, double hi) {
-  const std::string& text = o.get(flag);
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || !(lo_open ? v > lo : v >= lo) ||
-      !(v <= hi))
-    throw usage_error(std::string(flag) + ": expected a number in " + (lo_open ? "(" : "[") + fmt(lo) + ", " +
-                      fmt(hi) + "], got '" + text + "'");
-  return v;
+namespace {
+
+bool word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; }
+
+/// Where @p name occurs in @p text as a whole word (no name character on either side), from @p from; npos if not.
+std::size_t find_word(const std::string& text, const std::string& name, std::size_t from = 0) {
+  for (std::size_t at = text.find(name, from); at != std::string::npos; at = text.find(name, at + 1))
+    if ((at == 0 || !word_char(text[at - 1])) &&
+        (at + name.size() == text.size() || !word_char(text[at + name.size()])))
+      return at;
+  return std::string::npos;
+}
+
+/// The names of a setting's list: split at '/' and " x ".
+std::vector<std::string> parts(const std::string& list) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i <= list.size();) {
+    const bool slash = i < list.size() && list[i] == '/';
+    const bool times = list.compare(i, 3, " x ") == 0;
+    if (i == list.size() || slash || times) {
+      out.push_back(list.substr(start, i - start));
+      i += times ? 3 : 1;
+      start = i;
+    } else {
+      ++i;
+    }
+  }
+  return out;
+}
+
+/// A list of keys as the file's fields: "steps x measurements" -> "sampler.steps x sampler.measurements".
+std::string key_fields(const std::string& list) {
+  std::string out;
+  for (std::size_t i = 0; i < list.size();) {
+    if (list[i] == '/' || list[i] == ' ') {
+      out += list[i++];
+      continue;
+    }
+    std::size_t end = i;
+    while (end < list.size() && list[end] != '/' && list[end] != ' ') ++end;
+    const std::string name = list.substr(i, end - i);
+    out += name == "x" ? name : "sampler." + name;
+    i = end;
+  }
+  return out;
+}
+
+}  // namespace
+
+void report_setting(const options& o, const problem* file, const std::vector<setting>& table,
+                    const std::string& message) {
+  // Longest options first, so that a product ("options.steps x measurements") is named before its factors.
+  std::vector<const setting*> order;
+  for (const setting& s : table) order.push_back(&s);
+  std::stable_sort(order.begin(), order.end(), [](const setting* a, const setting* b) {
+    return std::string(a->option).size() > std::string(b->option).size();
+  });
+  bool from_flags = false, from_file = false, file_named = false;
+  std::string text = message;
+  for (const setting* s : order) {
+    bool flag_given = false, key_given = false;
+    for (const std::string& f : parts(s->flag)) flag_given = flag_given || o.has(f);
+    if (file && s->key)
+      for (const std::string& k : parts(s->key)) key_given = key_given || file->sampler.keys.count(k) != 0;
+    // Mentioned: the option by its name, or its bare name in the text ("must be in [1, steps = 5]").
+    const std::string option = s->option;
+    const std::string bare = option.rfind("options.", 0) == 0 ? option.substr(8) : option;
+    const bool named = find_word(text, option) != std::string::npos;
+    if (!named && find_word(message, bare) == std::string::npos) continue;
+    from_flags = from_flags || flag_given;
+    from_file = from_file || key_given;
+    if (!named) continue;
+    const bool as_key = key_given && !flag_given;
+    file_named = file_named || as_key;
+    const std::string shown =
+        as_key ? key_fields(s->key) : std::string(s->flag) + (s->note ? std::string(" (") + s->note + ")" : "");
+    for (std::size_t at = find_word(text, option); at != std::string::npos;
+         at = find_word(text, option, at + shown.size()))
+      text.replace(at, option.size(), shown);
+  }
+  if (file_named) text = file->path + ": " + text;
+  if (from_flags) throw usage_error(text);
+  if (from_file) throw input_error(text);
+  throw invalid_argument(text);
 }
 
 }  // namespace diffsample::cli

@@ -39,8 +39,39 @@ std::uint64_t to_seed(const std::string& text);
 std::int64_t to_steps(const std::string& text, std::int64_t min_value);
 /// A finite number.
 double to_double(const std::string& flag, const std::string& text);
-/// The value of @p flag as a number in [lo, hi] (lo excluded when lo_open).
-double flag_number(const options& o, const char* flag, double lo, bool lo_open, double hi);
+
+/// A setting of a library call and where the program takes it from, so that the library's own check of it is
+/// reported with the program's names: the option as the library's messages name it ("options.steps"), the flag that
+/// sets it ("--steps") and the key of the problem file's sampler section ("steps"; null: none). Several flags or keys
+/// that set one option together are separated by '/' ("--schedule/--time-grid"), the factors of a product by " x "
+/// ("options.steps x measurements" from "--steps x --measurements"). @p note follows the flag's name in a message
+/// where the option is not the flag's value itself ("the spread c = X trace(A A^T) / d_y").
+struct setting {
+  const char* option;
+  const char* flag;
+  const char* key = nullptr;
+  const char* note = nullptr;
+};
+
+/// Reports @p message, an invalid_argument of the library about the settings in @p table, with the program's names:
+/// each option it names becomes the flag that set it (or the file's "sampler.KEY" when only the problem file gave
+/// it). A usage_error (exit status 2) when the command line gave a setting the message names or mentions ("steps =
+/// 5"), else an input_error starting with the file's name (exit status 1) when the file gave one, else the library's
+/// invalid_argument with the program's names. The file's name starts the message whenever it names a file key.
+[[noreturn]] void report_setting(const options& o, const problem* file, const std::vector<setting>& table,
+                                 const std::string& message);
+
+/// Runs @p check, the library's validation of a run's options (its *_workspace_bytes function), before the run
+/// starts, reporting a refused setting with report_setting(): every flag that fills an option of the library is
+/// checked against the library's own limits, through one table per run.
+template <class Check>
+void check_settings(const options& o, const problem* file, const std::vector<setting>& table, Check check) {
+  try {
+    check();
+  } catch (const invalid_argument& e) {
+    report_setting(o, file, table, e.what());
+  }
+}
 
 /// A name given on the command line, parsed with the library's parser: an unknown name is a bad command line,
 /// reported with the flag in place of the library's own field name.

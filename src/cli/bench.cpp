@@ -48,6 +48,7 @@ int run_bench(int argc, char** argv, int first) {
     while (std::getline(ss, item, ',')) dims.push_back(to_int("--dims", item, 1));
     if (dims.empty()) throw usage_error("--dims: expected a comma-separated list of dimensions");
   }
+  for (auto d : dims) (void)grid_prior(d, 5, 2.0, 0.25, {}, "--dims");  // every dimension before the first run
   for (auto d : dims) check_memory(n, d, 2, "--chains");
 
   std::printf("diffsample bench: 25-component grid mixture, %lld chains x %lld steps, executor %s\n",

@@ -232,8 +232,6 @@ int run_sample_binary(int argc, char** argv, int first) {
   }
   const double alpha = has("--alpha") ? to_double("--alpha", o["--alpha"]) : f.alpha.value_or(1.0);
   const double eta = has("--eta") ? to_double("--eta", o["--eta"]) : f.eta.value_or(1.0);
-  if (!(alpha > 0)) throw usage_error("--alpha: must be > 0, got " + fmt(alpha));
-  if (!(eta > 0)) throw usage_error("--eta: must be > 0, got " + fmt(eta));
   const std::int64_t steps = has("--steps") ? to_int("--steps", o["--steps"], 0) : f.steps.value_or(100);
   const std::int64_t measurements =
       has("--measurements") ? to_int("--measurements", o["--measurements"], 1) : f.measurements.value_or(1);
@@ -271,16 +269,6 @@ int run_sample_binary(int argc, char** argv, int first) {
   }
 
   const ds::bernoulli_mixture prior(d, spec.weights, spec.probabilities);
-  if (!quiet)
-    std::printf("diffsample sample: %s (%s) on a %lld-D %s (%s), %lld chains\n", sampler.c_str(),
-                ds::to_string(method), static_cast<long long>(d), spec.description.c_str(), file.path.c_str(),
-                static_cast<long long>(n));
-  std::fflush(stdout);
-
-  // The run: one library call.
-  exec_buffer<float> x(where, n * d);
-  exec_buffer<std::int64_t> acc(where, n);
-  const auto t0 = std::chrono::steady_clock::now();
   // The settings both discrete samplers take; Langevin chains start uniformly, as the walk's do.
   const auto settings = [&](auto o) {
     o.method = method;
@@ -292,11 +280,36 @@ int run_sample_binary(int argc, char** argv, int first) {
   };
   ds::discrete_langevin_options l = settings(ds::discrete_langevin_options{});
   l.start_uniform = true;
+  ds::discrete_walk_jump_options w = settings(ds::discrete_walk_jump_options{});
+  w.measurements = measurements;
+  w.mean = mean;
+  // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
+  // key in the problem file (exit status 1).
+  const problem* source = &file;
+  check_settings(options{o}, source,
+                 {{"options.alpha", "--alpha", "alpha"},
+                  {"options.eta", "--eta", "eta"},
+                  {"options.steps", "--steps", "steps"},
+                  {"options.first_step", "--steps", "steps"},
+                  {"options.measurements", "--measurements", "measurements"}},
+                 [&] {
+                   if (walk_jump)
+                     (void)ds::discrete_walk_jump_workspace_bytes(prior, n, w);
+                   else
+                     (void)ds::discrete_langevin_workspace_bytes(prior, n, l);
+                 });
+  if (!quiet)
+    std::printf("diffsample sample: %s (%s) on a %lld-D %s (%s), %lld chains\n", sampler.c_str(),
+                ds::to_string(method), static_cast<long long>(d), spec.description.c_str(), file.path.c_str(),
+                static_cast<long long>(n));
+  std::fflush(stdout);
+
+  // The run: one library call.
+  exec_buffer<float> x(where, n * d);
+  exec_buffer<std::int64_t> acc(where, n);
+  const auto t0 = std::chrono::steady_clock::now();
   ds::executor ran = ds::executor::automatic;
   if (walk_jump) {
-    ds::discrete_walk_jump_options w = settings(ds::discrete_walk_jump_options{});
-    w.measurements = measurements;
-    w.mean = mean;
     ran = ds::discrete_walk_jump(prior, x.data(), {nullptr, acc.data()}, n, w, {where});
   } else {
     ran = ds::discrete_langevin(prior, x.data(), {acc.data()}, n, l, {where});

@@ -66,6 +66,41 @@ int rank() {
 #endif
 }
 
+void agree(std::exception_ptr failure) {
+#if defined(DIFFSAMPLE_CLI_MPI)
+  int started = 0;
+  MPI_Initialized(&started);
+  if (started && launcher_size() > 1) {
+    int size = 1, me = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    int kind = 3;  // of a failure: 1 input_error, 2 usage_error, 3 any other
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const usage_error&) {
+        kind = 2;
+      } catch (const input_error&) {
+        kind = 1;
+      } catch (...) {
+      }
+    }
+    // The lowest failing rank and its kind, then its message through mpi::agree (which picks the same rank).
+    int mine = failure ? me * 4 + kind : size * 4, lowest = size * 4;
+    MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (lowest == size * 4) return;
+    try {
+      mpi::agree(MPI_COMM_WORLD, failure);
+    } catch (const std::exception& e) {
+      if (lowest % 4 == 2) throw usage_error(e.what());
+      if (lowest % 4 == 1) throw input_error(e.what());
+      throw;
+    }
+  }
+#endif
+  if (failure) std::rethrow_exception(failure);
+}
+
 void select_device(executor where) {
 #if defined(DIFFSAMPLE_CLI_MPI)
   init();

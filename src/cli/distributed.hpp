@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <vector>
 
 #include "cli/runner.hpp"
@@ -24,6 +25,13 @@ int rank();
 /// reaches a device (a gaussian_mixture uploads its tables to the current device when it is built), so that the
 /// ranks of a node with several GPUs spread over them instead of all running on device 0.
 void select_device(executor where);
+
+/// The checks of a run before it starts, which one process can fail alone (its own arguments): collective over
+/// every launched process, so that none is left waiting for one that stopped. When any failed, every process throws
+/// the failure of the lowest-numbered failing one with its class (usage_error, exit status 2; input_error, 1; else
+/// as diffsample::mpi::agree() gives it) and its message prefixed "rank r of P: ". Not launched, it rethrows
+/// @p failure, if any.
+void agree(std::exception_ptr failure);
 
 /// One rank's share of a distributed run.
 struct rank_stats {

@@ -322,6 +322,7 @@ class reader {
                "dcps_langevin_steps", "dcps_langevin_step", "dcps_bridge_variance",
                "dcps_gradient_steps", "dcps_learning_rate", "dcps_absolute_step"});
     sampler_spec s;
+    for (auto it = j.begin(); it != j.end(); ++it) s.keys.insert(it.key());
     // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
     auto name = [&](const char* key, auto parse) {
       const std::string field = std::string("sampler.") + key;
@@ -384,22 +385,15 @@ class reader {
     if (j.contains("method")) s.method = string(j["method"], "sampler.method");
     if (j.contains("dps_step"))
       s.dps_step = name("dps_step", [](const std::string& t) { diffsample::parse_dps_step_form(t); });
-    // The posterior samplers' settings, with the ranges guided_sample() accepts.
-    auto in_range = [&](const char* key, double lo, bool lo_open, double hi) {
-      const std::string field = std::string("sampler.") + key;
-      const double v = number(j[key], field);
-      if (!((lo_open ? v > lo : v >= lo) && v <= hi))
-        bad(field, std::string("must be in ") + (lo_open ? "(" : "[") + fmt(lo) + ", " + fmt(hi) + "], got " + fmt(v));
-      return v;
-    };
-    if (j.contains("guidance_scale")) s.guidance_scale = in_range("guidance_scale", 0, false, 1e30);
-    if (j.contains("diffpir_zeta")) s.diffpir_zeta = in_range("diffpir_zeta", 0, false, 1);
-    if (j.contains("diffpir_lambda")) s.diffpir_lambda = in_range("diffpir_lambda", 0, true, 1e12);
-    if (j.contains("skrock_eta")) s.skrock_eta = in_range("skrock_eta", 0, true, 1);
-    if (j.contains("ddrm_eta")) s.ddrm_eta = in_range("ddrm_eta", 0, false, 1);
-    if (j.contains("ddrm_eta_b")) s.ddrm_eta_b = in_range("ddrm_eta_b", 0, false, 1);
-    if (j.contains("dcps_langevin_step")) s.dcps_langevin_step = in_range("dcps_langevin_step", 0, true, 1e30);
-    if (j.contains("dcps_learning_rate")) s.dcps_learning_rate = in_range("dcps_learning_rate", 0, false, 1e30);
+    // The posterior samplers' settings: numbers here, their ranges those of guided_sample(), whose check solve runs
+    // before the run and reports with these keys (cli/args.hpp, check_settings).
+    for (const auto& [key, field] :
+         {std::pair{"guidance_scale", &sampler_spec::guidance_scale}, {"diffpir_zeta", &sampler_spec::diffpir_zeta},
+          {"diffpir_lambda", &sampler_spec::diffpir_lambda}, {"skrock_eta", &sampler_spec::skrock_eta},
+          {"skrock_step_fraction", &sampler_spec::skrock_step_fraction}, {"ddrm_eta", &sampler_spec::ddrm_eta},
+          {"ddrm_eta_b", &sampler_spec::ddrm_eta_b}, {"dcps_langevin_step", &sampler_spec::dcps_langevin_step},
+          {"dcps_learning_rate", &sampler_spec::dcps_learning_rate}})
+      if (j.contains(key)) s.*field = number(j[key], std::string("sampler.") + key);
     if (j.contains("dcps_gradient_steps")) {
       s.dcps_gradient_steps = integer(j["dcps_gradient_steps"], "sampler.dcps_gradient_steps", 0);
       check_limit("sampler.dcps_gradient_steps", *s.dcps_gradient_steps, diffsample::limits::max_dcps_gradient_steps);
@@ -409,7 +403,6 @@ class reader {
       s.dcps_langevin_steps = integer(j["dcps_langevin_steps"], "sampler.dcps_langevin_steps", 0);
       check_limit("sampler.dcps_langevin_steps", *s.dcps_langevin_steps, diffsample::limits::max_inner_steps);
     }
-    if (j.contains("skrock_step_fraction")) s.skrock_step_fraction = in_range("skrock_step_fraction", 0, true, 1);
     if (j.contains("skrock_stages")) {
       s.skrock_stages = integer(j["skrock_stages"], "sampler.skrock_stages", 2);
       check_limit("sampler.skrock_stages", *s.skrock_stages, diffsample::limits::max_skrock_stages);
@@ -511,8 +504,9 @@ void require_finite(const std::vector<double>& values, const std::string& what) 
     if (!std::isfinite(values[i])) throw input_error(what + ": value " + std::to_string(i) + " is " + fmt(values[i]));
 }
 
-prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights) {
-  if (dim < 1) throw usage_error("--dim: expected an integer >= 1, got " + std::to_string(dim));
+prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights,
+                      const char* dim_flag) {
+  if (dim < 1) throw usage_error(std::string(dim_flag) + ": expected an integer >= 1, got " + std::to_string(dim));
   if (grid < 1 || grid > max_grid_size)
     throw usage_error("--grid: expected 1.." + std::to_string(max_grid_size) + ", got " + std::to_string(grid));
   if (!(spacing >= 0) || !std::isfinite(spacing))
@@ -525,8 +519,9 @@ prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double varianc
                       fmt(max_abs_value) + " (the FP32 kernels square coordinate differences)");
   const std::int64_t K = std::int64_t(grid) * grid;
   if (dim > max_grid_values / K)
-    throw usage_error(diffsample::limits::above("grid prior: mean values (components x dimension)",
-                                                std::to_string(K) + " x " + std::to_string(dim), max_grid_values));
+    throw usage_error(diffsample::limits::above(
+        std::string(dim_flag) + ": the grid prior's mean values (components x dimension)",
+        std::to_string(K) + " x " + std::to_string(dim), max_grid_values));
   if (weights.empty() && grid == 5)
     weights = {1, 2, 3, 4, 5, 5, 4, 3, 2, 1, 2, 2, 2, 2, 2, 1, 3, 5, 3, 1, 4, 1, 4, 1, 4};  // the demo's weights
   const gaussian_mixture m = grid_mixture(dim, grid, spacing, variance, weights);

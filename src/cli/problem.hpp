@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <diffsample/posterior.hpp>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -50,8 +51,9 @@ struct binary_prior_spec {
 };
 
 /// The built-in prior: grid_mixture(dim, grid, spacing, variance, weights) with the demo's weights for a 5 x 5 grid
-/// and equal weights otherwise.
-prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights = {});
+/// and equal weights otherwise. A refused dimension is reported with @p dim_flag (bench's --dims).
+prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights = {},
+                      const char* dim_flag = "--dim");
 
 /// Sampler settings; an unset field keeps the program's default (and a command-line option overrides the file).
 struct sampler_spec {
@@ -78,6 +80,7 @@ struct sampler_spec {
   std::optional<std::int64_t> dcps_gradient_steps;                ///< dcps: G, 0..limits::max_dcps_gradient_steps
   std::optional<double> dcps_learning_rate;                       ///< dcps: rho >= 0
   std::optional<bool> dcps_absolute_step;                         ///< dcps: rho as the step's length itself
+  std::set<std::string> keys;  ///< the keys the file's sampler section gives (where a setting came from, in messages)
 };
 
 /// A parsed problem file.

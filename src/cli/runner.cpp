@@ -128,6 +128,46 @@ noise_schedule make_schedule(const run_settings& s, diffusion_sampler sampler) {
   return sched;
 }
 
+langevin_options langevin_settings(const run_settings& s) {
+  langevin_options o;
+  o.method = parse_langevin_method(s.sampler);
+  o.step_size = s.step_size > 0 ? s.step_size : 0.03;
+  o.steps = s.steps >= 0 ? s.steps : 1000;
+  o.seed = s.seed;
+  return o;
+}
+
+diffusion_options diffusion_settings(const run_settings& s) {
+  diffusion_options o;
+  o.sampler = parse_diffusion_sampler(s.sampler);
+  o.schedule = make_schedule(s, o.sampler);
+  o.steps = s.steps >= 0 ? s.steps : 100;
+  o.eta = s.eta;
+  o.sigma = s.sigma;
+  o.step_size = s.step_size > 0 ? s.step_size : 0.1;
+  o.measurements = s.measurements;
+  o.final_denoise = s.final_denoise;
+  o.seed = s.seed;
+  return o;
+}
+
+void check_run(const gaussian_mixture& target, const run_settings& s, std::int64_t n) {
+  if (is_langevin(s.sampler))
+    (void)langevin_workspace_bytes(target, n, langevin_settings(s));
+  else
+    (void)diffusion_workspace_bytes(target, n, diffusion_settings(s));
+}
+
+const std::vector<setting> sampler_settings = {
+    {"options.steps", "--steps", "steps"},
+    {"options.steps x measurements", "--steps x --measurements", "steps x measurements"},
+    {"options.measurements", "--measurements", "measurements"},
+    {"options.step_size", "--step-size", "step_size"},
+    {"options.sigma", "--sigma", "sigma"},
+    {"options.eta", "--eta", "eta"},
+    {"options.schedule", "--schedule/--time-grid/--t-start/--t-end", "schedule/time_grid/t_start/t_end/alpha_bar"},
+};
+
 run_result run_sampler(const gaussian_mixture& target, const run_settings& s, std::int64_t n, std::int64_t chunks,
                        progress* bar) {
   const std::int64_t d = target.dim();
@@ -136,11 +176,7 @@ run_result run_sampler(const gaussian_mixture& target, const run_settings& s, st
   exec_buffer<float> x(where, n * d);
   std::chrono::steady_clock::time_point t0;
   if (is_langevin(s.sampler)) {
-    langevin_options o;
-    o.method = parse_langevin_method(s.sampler);
-    o.step_size = s.step_size > 0 ? s.step_size : 0.03;
-    o.steps = s.steps >= 0 ? s.steps : 1000;
-    o.seed = s.seed;
+    const langevin_options o = langevin_settings(s);
     r.total_steps = o.steps;
     exec_buffer<std::int64_t> accepted(where, n);
     langevin_start(target).sample(x.data(), n, {}, s.seed + 1000, nullptr, s.first_chain, {where});
@@ -158,16 +194,7 @@ run_result run_sampler(const gaussian_mixture& target, const run_settings& s, st
       r.acceptance = o.steps > 0 ? a / (double(n) * double(o.steps)) : 0;
     }
   } else {
-    diffusion_options o;
-    o.sampler = parse_diffusion_sampler(s.sampler);
-    o.schedule = make_schedule(s, o.sampler);
-    o.steps = s.steps >= 0 ? s.steps : 100;
-    o.eta = s.eta;
-    o.sigma = s.sigma;
-    o.step_size = s.step_size > 0 ? s.step_size : 0.1;
-    o.measurements = s.measurements;
-    o.final_denoise = s.final_denoise;
-    o.seed = s.seed;
+    const diffusion_options o = diffusion_settings(s);
     t0 = std::chrono::steady_clock::now();
     for_each_chunk(n, chunks, where, bar, [&](std::int64_t first, std::int64_t count) {
       diffusion_options part = o;

@@ -78,6 +78,18 @@ struct run_settings {
 /// sampler) with the settings' time grid.
 noise_schedule make_schedule(const run_settings& s, diffusion_sampler sampler);
 
+/// The library's options of a Langevin run (@p s names ula, mala or tamed_ula) and of a reverse-diffusion run: the
+/// settings with the program's defaults for those left unset.
+langevin_options langevin_settings(const run_settings& s);
+diffusion_options diffusion_settings(const run_settings& s);
+
+/// The library's own check of the run run_sampler() would make with n chains (its *_workspace_bytes function):
+/// throws the library's invalid_argument for a setting it refuses, before anything runs.
+void check_run(const gaussian_mixture& target, const run_settings& s, std::int64_t n);
+
+/// The settings of a `sample` or `demo` run and where they come from, for check_settings() (cli/args.hpp).
+extern const std::vector<setting> sampler_settings;
+
 /// Result of one sampler run: samples on the host and timings.
 struct run_result {
   std::vector<float> samples;

@@ -134,13 +134,13 @@ int sample_main(const options& o, const char* command) {
     s.measurements = to_int("--measurements", o.get("--measurements"), 1, diffsample::limits::max_inner_steps);
   if (f.eta) s.eta = *f.eta;
   if (o.has("--eta")) s.eta = to_double("--eta", o.get("--eta"));
-  if (o.has("--eta") && !(s.eta >= 0 && s.eta <= 1)) throw usage_error("--eta: must be in [0, 1], got " + o.get("--eta"));
   if (f.sigma) s.sigma = *f.sigma;
   if (o.has("--sigma")) s.sigma = to_double("--sigma", o.get("--sigma"));
-  if (o.has("--sigma") && !(s.sigma > 0)) throw usage_error("--sigma: must be > 0, got " + o.get("--sigma"));
   if (f.step_size) s.step_size = *f.step_size;
   if (o.has("--step-size")) s.step_size = to_double("--step-size", o.get("--step-size"));
-  if (o.has("--step-size") && !(s.step_size > 0)) throw usage_error("--step-size: must be > 0");
+  // Unset is -1 (the sampler's default), so a value <= 0 is refused here, and every other by the library's check.
+  if (o.has("--step-size") && !(s.step_size > 0))
+    throw usage_error("--step-size: must be > 0, got " + o.get("--step-size"));
   if (f.schedule) s.schedule = *f.schedule;
   if (o.has("--schedule")) s.schedule = o.get("--schedule");
   if (o.has("--schedule")) parse_flag("--schedule", s.schedule, parse_schedule_kind);
@@ -184,6 +184,15 @@ int sample_main(const options& o, const char* command) {
       throw input_error(file.path + ": sampler: " + e.what());
     }
   }
+  // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
+  // key in the problem file (exit status 1); under mpirun by every process alike.
+  std::exception_ptr refused;
+  try {
+    check_settings(o, &file, sampler_settings, [&] { check_run(target, s, n); });
+  } catch (...) {
+    refused = std::current_exception();
+  }
+  distributed::agree(refused);
   // Under mpirun every process runs its slice of the chains and rank 0 alone prints and writes (cli/distributed.hpp).
   const bool speak = !quiet && distributed::rank() == 0;
   if (speak)

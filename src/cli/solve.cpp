@@ -164,23 +164,22 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (file.dcps_learning_rate) g.dcps_learning_rate = *file.dcps_learning_rate;
   if (file.dcps_absolute_step) g.dcps_absolute_step = *file.dcps_absolute_step;
   if (o.has("--dps-step")) g.dps_step = parse_flag("--dps-step", o.get("--dps-step"), ds::parse_dps_step_form);
-  if (o.has("--guidance-scale")) g.guidance_scale = flag_number(o, "--guidance-scale", 0, false, 1e30);
-  if (o.has("--diffpir-zeta")) g.diffpir_zeta = flag_number(o, "--diffpir-zeta", 0, false, 1);
-  if (o.has("--diffpir-lambda")) g.diffpir_lambda = flag_number(o, "--diffpir-lambda", 0, true, 1e12);
+  if (o.has("--guidance-scale")) g.guidance_scale = to_double("--guidance-scale", o.get("--guidance-scale"));
+  if (o.has("--diffpir-zeta")) g.diffpir_zeta = to_double("--diffpir-zeta", o.get("--diffpir-zeta"));
+  if (o.has("--diffpir-lambda")) g.diffpir_lambda = to_double("--diffpir-lambda", o.get("--diffpir-lambda"));
   if (o.has("--skrock-stages"))
     g.skrock_stages = to_int("--skrock-stages", o.get("--skrock-stages"), 2, diffsample::limits::max_skrock_stages);
-  if (o.has("--skrock-eta")) g.skrock_eta = flag_number(o, "--skrock-eta", 0, true, 1);
-  if (o.has("--skrock-step-fraction")) g.skrock_step_fraction = flag_number(o, "--skrock-step-fraction", 0, true, 1);
-  if (o.has("--ddrm-eta")) g.ddrm_eta = flag_number(o, "--ddrm-eta", 0, false, 1);
-  if (o.has("--ddrm-eta-b")) g.ddrm_eta_b = flag_number(o, "--ddrm-eta-b", 0, false, 1);
+  if (o.has("--skrock-eta")) g.skrock_eta = to_double("--skrock-eta", o.get("--skrock-eta"));
+  if (o.has("--skrock-step-fraction"))
+    g.skrock_step_fraction = to_double("--skrock-step-fraction", o.get("--skrock-step-fraction"));
+  if (o.has("--ddrm-eta")) g.ddrm_eta = to_double("--ddrm-eta", o.get("--ddrm-eta"));
+  if (o.has("--ddrm-eta-b")) g.ddrm_eta_b = to_double("--ddrm-eta-b", o.get("--ddrm-eta-b"));
   if (o.has("--dcps-blocks")) g.dcps_blocks = to_int("--dcps-blocks", o.get("--dcps-blocks"), 1);
-  if (g.sampler == ds::guided_sampler::dcps && g.dcps_blocks > g.steps)
-    throw usage_error("--dcps-blocks: at most --steps = " + std::to_string(g.steps) + ", got " +
-                      std::to_string(g.dcps_blocks));
   if (o.has("--dcps-langevin-steps"))
     g.dcps_langevin_steps =
         to_int("--dcps-langevin-steps", o.get("--dcps-langevin-steps"), 0, diffsample::limits::max_inner_steps);
-  if (o.has("--dcps-langevin-step")) g.dcps_langevin_step = flag_number(o, "--dcps-langevin-step", 0, true, 1e30);
+  if (o.has("--dcps-langevin-step"))
+    g.dcps_langevin_step = to_double("--dcps-langevin-step", o.get("--dcps-langevin-step"));
   if (o.has("--dcps-bridge-variance")) {
     const std::string v = o.get("--dcps-bridge-variance");
     if (v != "0" && v != "1") throw usage_error("--dcps-bridge-variance: expected 0 or 1, got '" + v + "'");
@@ -189,7 +188,8 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (o.has("--dcps-gradient-steps"))
     g.dcps_gradient_steps = to_int("--dcps-gradient-steps", o.get("--dcps-gradient-steps"), 0,
                                    diffsample::limits::max_dcps_gradient_steps);
-  if (o.has("--dcps-learning-rate")) g.dcps_learning_rate = flag_number(o, "--dcps-learning-rate", 0, false, 1e30);
+  if (o.has("--dcps-learning-rate"))
+    g.dcps_learning_rate = to_double("--dcps-learning-rate", o.get("--dcps-learning-rate"));
   if (o.has("--dcps-absolute-step")) {
     const std::string v = o.get("--dcps-absolute-step");
     if (v != "0" && v != "1") throw usage_error("--dcps-absolute-step: expected 0 or 1, got '" + v + "'");
@@ -234,8 +234,6 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     g.resampling.scheme = parse_flag("--resampling", o.get("--resampling"), ds::parse_resampling_scheme);
   if (o.has("--ess-threshold")) {
     g.resampling.ess_threshold = to_double("--ess-threshold", o.get("--ess-threshold"));
-    if (!(g.resampling.ess_threshold >= 0))
-      throw usage_error("--ess-threshold: must be >= 0, got " + o.get("--ess-threshold"));
   }
   if (o.has("--time-grid")) {
     const std::string name = o.get("--time-grid");
@@ -252,11 +250,44 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   if (o.has("--ddim-eta")) {
     g.ddim = true;
     g.eta = to_double("--ddim-eta", o.get("--ddim-eta"));
-    if (!(g.eta >= 0 && g.eta <= 1)) throw usage_error("--ddim-eta: must be in [0, 1], got " + o.get("--ddim-eta"));
   }
   if (o.has("--potentials"))
     g.potentials = parse_flag("--potentials", o.get("--potentials"), ds::parse_guided_potentials);
   g.start_correction = o.has("--start-correction");
+  // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
+  // key in the problem file (exit status 1).
+  const std::vector<setting> table = {
+      {"options.steps", "--steps"},
+      {"options.particles", o.has("--samples") ? "--samples" : "--particles"},
+      {"options.potential_spread", "--potential-scale", nullptr, "as the spread c = X trace(A A^T) / d_y"},
+      {"options.resampling.ess_threshold", "--ess-threshold"},
+      {"options.eta", "--ddim-eta"},
+      {"options.potentials", "--potentials"},
+      {"options.start_correction", "--start-correction"},
+      {"options.schedule", "--time-grid"},
+      {"options.grid", "--time-grid"},
+      {"options.dps_step", "--dps-step", "dps_step"},
+      {"options.guidance_scale", "--guidance-scale", "guidance_scale"},
+      {"options.diffpir_zeta", "--diffpir-zeta", "diffpir_zeta"},
+      {"options.diffpir_lambda", "--diffpir-lambda", "diffpir_lambda"},
+      {"options.skrock_stages", "--skrock-stages", "skrock_stages"},
+      {"options.skrock_eta", "--skrock-eta", "skrock_eta"},
+      {"options.skrock_step_fraction", "--skrock-step-fraction", "skrock_step_fraction"},
+      {"options.ddrm_eta", "--ddrm-eta", "ddrm_eta"},
+      {"options.ddrm_eta_b", "--ddrm-eta-b", "ddrm_eta_b"},
+      {"options.dcps_blocks", "--dcps-blocks", "dcps_blocks"},
+      {"options.dcps_langevin_steps", "--dcps-langevin-steps", "dcps_langevin_steps"},
+      {"options.dcps_langevin_step", "--dcps-langevin-step", "dcps_langevin_step"},
+      {"options.dcps_gradient_steps", "--dcps-gradient-steps", "dcps_gradient_steps"},
+      {"options.dcps_learning_rate", "--dcps-learning-rate", "dcps_learning_rate"},
+  };
+  std::exception_ptr refused;  // under mpirun every process reports it alike
+  try {
+    check_settings(o, &file, table, [&] { (void)ds::guided_workspace_bytes(mixture, problems, g); });
+  } catch (...) {
+    refused = std::current_exception();
+  }
+  distributed::agree(refused);
   check_memory(n, d, 6, "--particles");
 
   std::vector<float> x(std::size_t(n * d)), ess(std::size_t(g.steps + 1));
