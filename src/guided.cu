@@ -1275,7 +1275,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     o = detail::resolve_grid(prior.dim(), given, options);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
-    DIFFSAMPLE_EXPECTS(!o.start_correction, "options.start_correction: not available in a distributed run");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
@@ -1379,10 +1378,26 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   ro.seed = o.seed ^ 0x9E3779B97F4A7C15ull;  // as guided_sample()
 
   kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n}, stream);
+  const bool corrected = o.start_correction;
   if (where == executor::cuda)
-    kernels::for_each_index<128>(where, BL, kernels::guided_init_functor{p, x, lw, r}, stream);
+    kernels::for_each_index<128>(where, BL, kernels::guided_init_functor{p, x, lw, r, corrected, mu, mu2}, stream);
   else
     cpu::parallel_for_each(BL, kernels::guided_init_functor{p, x, lw, r});
+  if (corrected) {
+    // The start correction of each particle held here, as guided_sample() computes it on the same executor (on the
+    // CPU executor in the plan's stages around evaluate(), fused into the draw on CUDA); then the log-normaliser's
+    // first normalisation, the logsumexp of the log-ratios over all N: this shard's, combined over the shards.
+    if (where == executor::cpu) start_correction_cpu(prior.storage(), p, BL, x, lw, r, mu, mu2);
+    std::vector<double> lse(static_cast<std::size_t>(B), -INFINITY);
+    if (local > 0) {
+      kernels::for_each_index(where, B, kernels::guided_start_lse_functor{p, mu, previous_lse}, stream);
+      copy_on(where, lse.data(), previous_lse, lse.size() * sizeof(double), stream);
+      if (where == executor::cuda) DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
+    }
+    shard.log_sum_exp(lse.data(), B);
+    copy_on(where, previous_lse, lse.data(), lse.size() * sizeof(double), stream);  // staged before it returns
+    report.launches += where == executor::cpu ? 3 + 2 * kernels::start_correction_nodes : 3;
+  }
   // On a SIMD target the weighting and the mutation run on packs of particles as in guided_sample(), whose lanes
   // draw the particles' own streams: the shards' particles stay those of one process bit for bit.
   const cpu::simd_target target =
@@ -1431,7 +1446,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     float* moved = packed + BL * (2 * d + 1);
     float* moved_lz = moved + BL * (2 * d + 1);
     float* moved_shift = moved_lz + BL;
-    kernels::for_each_index(where, BL, kernels::twisted_start_functor{p, mu, lw, false}, stream);
+    kernels::for_each_index(where, BL, kernels::twisted_start_functor{p, mu, lw, corrected}, stream);
     ++report.launches;
     for (std::int64_t k = 0; k < K; ++k) {
       if (where == executor::cuda)

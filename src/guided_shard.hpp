@@ -34,13 +34,20 @@ class guided_shard {
   /// whichever shard holds it) of the slot's ancestor; a problem that is not resampled keeps its own rows.
   virtual void resample(const float* log_weights, std::int64_t problems, const resampling_options& options,
                         particle_report* reports, const void* rows, std::size_t row_bytes, void* out) = 0;
+  /// Collective: @p values (B doubles, host memory) hold each problem's logsumexp over the particles held here
+  /// (-inf for none); on return, each problem's logsumexp over every shard's particles (one process: unchanged).
+  virtual void log_sum_exp(double* values, std::int64_t problems) {
+    (void)values;
+    (void)problems;
+  }
   /// Collective: out[b local + i] = the row of particle index[b local + i] (0..N-1 within problem b, on whichever
   /// shard holds it) of @p rows (B x local rows of @p row_bytes).
   virtual void fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,
                      void* out) = 0;
 };
 
-/// guided_sample() on one shard: guided_sampler::smc, linear or moment potentials, on the CPU executor or the CUDA
+/// guided_sample() on one shard: guided_sampler::smc, linear, moment or twisted potentials (the start correction
+/// included), on the CPU executor or the CUDA
 /// executor (the particles in device memory, row-major; every exchange copies the weights and rows to the host,
 /// calls @p shard on host buffers and copies the rows and reports back, waiting for exec.stream). Validates
 /// everything, then calls shard.agree() (so that an invalid argument on any shard throws on every shard before any

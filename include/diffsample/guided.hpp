@@ -112,7 +112,7 @@ enum class guided_potentials : int {
   /// the DDPM / DDIM kernel's), grad log g_k(x) = J A^T V^-1 (y - A m(x)), V = sigma_y^2 I + A Cov(x0 | x) A^T (V's
   /// own dependence on x left out; the same d_y JVPs give V and the gradient), weighted by g_{k+1}(x') p(x' | x) /
   /// (g_k(x) q(x' | x)); the last point (s = 0) is the likelihood. The same cost and limits as moment (d_y <= 8, a
-  /// grid ending at s = 0); start_correction applies (in guided_sample() and the ask/tell plan). guided_sample(), the ask/tell plan
+  /// grid ending at s = 0); start_correction applies. guided_sample(), the ask/tell plan
   /// and the MPI shards run it, the plan and the shards bit for bit guided_sample() on the CPU executor (README:
   /// "Moment-projected potentials").
   twisted = 2,
@@ -189,7 +189,7 @@ struct guided_options {
   /// The log-ratio is (a_0 / s_0^2) int_0^1 x . m(u x) du, m the prior's denoiser at the first grid point, by
   /// 4-point Gauss-Legendre quadrature (4 denoiser evaluations per particle, once); the log-normaliser stays
   /// consistent (README: "Start correction"). Linear or twisted potentials; the ask/tell plan asks the caller's
-  /// model for the 4 evaluations first (sampling_plan::guided); not in the MPI shards.
+  /// model for the 4 evaluations first (sampling_plan::guided); the MPI shards weight their own particles.
   bool start_correction = false;
   /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).
   bool final_resample = true;

@@ -583,6 +583,24 @@ class mpi_shard final : public diffsample::detail::guided_shard {
     agree(nullptr);
     together([&] { rs_.fetch(rows, problems, row_bytes, index, out); });
   }
+  void log_sum_exp(double* values, std::int64_t problems) override {
+    agree(nullptr);
+    const int P = rs_.ranks();
+    if (P == 1) return;
+    std::vector<double> all(static_cast<std::size_t>(problems * P));
+    together([&] {
+      detail::timed clock(stats_);
+      MPI_Allgather(values, int(problems), MPI_DOUBLE, all.data(), int(problems), MPI_DOUBLE, comm_);
+    });
+    stats_.bytes_sent += 8 * problems * (P - 1);
+    stats_.bytes_received += 8 * problems * (P - 1);
+    for (std::int64_t b = 0; b < problems; ++b) {  // in rank order, the same sum on every rank
+      double m = -INFINITY, sum = 0;
+      for (int r = 0; r < P; ++r) m = std::max(m, all[r * problems + b]);
+      for (int r = 0; r < P && m > -INFINITY; ++r) sum += std::exp(all[r * problems + b] - m);
+      values[b] = m > -INFINITY ? m + std::log(sum) : -INFINITY;
+    }
+  }
   bool any(bool mine) override {
     int v = mine ? 1 : 0, all = 0;
     {

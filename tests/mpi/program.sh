@@ -40,6 +40,15 @@ for np in 2 3; do
     --executor cpu --quiet --out "$dir/many.npy"
   cmp "$dir/one.npy" "$dir/many.npy"
 done
+# solve --start-correction: each rank weights its own particles (the ranks' logsumexps of the log-ratios combined);
+# the samples of one process byte for byte.
+"$program" solve --problem "$problem" --start-correction --particles 301 --steps 20 --executor cpu --quiet \
+  --out "$dir/one.npy"
+for np in 2 3; do
+  "$@" -np "$np" "$program" solve --problem "$problem" --start-correction --particles 301 --steps 20 \
+    --executor cpu --quiet --out "$dir/many.npy"
+  cmp "$dir/one.npy" "$dir/many.npy"
+done
 # solve's other samplers: each rank's particles on their own streams, the same samples.
 for sampler in dps dcps; do
   "$program" solve --problem "$problem" --sampler "$sampler" --particles 300 --steps 20 --executor cpu --quiet \

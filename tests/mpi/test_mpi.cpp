@@ -376,6 +376,65 @@ TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
 }
 }
 
+// The start correction (options.start_correction): each rank weights its own particles by the quadrature (the
+// mixture's denoiser at u_n x, as guided_sample() on the CPU executor), and the log-normaliser's first normalisation,
+// the logsumexp of the log-ratios over all N particles, is reduced over the ranks. N = 50 splits unevenly over 3
+// ranks and N = 2 leaves the third rank without particles; a grid that starts at t = 0.75 (a_0 mu_k far from 0).
+// Particles, samples and log-weights bit for bit, the resampling counts equal, the log-normaliser and ESS trace to
+// the rounding of the reduction's order (as above). Seen failing with each rank's own logsumexp of its log-ratios as
+// the first normalisation (log Z differed at P = 2 and 3, for both potentials and both N), and with the twisted
+// start's log-weights left at 0 (the particles, samples and log-weights differed at every P).
+TEST_F(Mpi, GuidedSmcWithTheStartCorrectionEqualsOneProcess) {
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, d = 2, K = 8;
+  for (ds::guided_potentials potentials : {ds::guided_potentials::linear, ds::guided_potentials::twisted}) {
+    for (std::int64_t N : {std::int64_t(50), std::int64_t(2)}) {
+      ds::guided_options o;
+      o.particles = N;
+      o.steps = K;
+      o.seed = 17;
+      o.potentials = potentials;
+      o.start_correction = true;
+      o.schedule.with_grid(ds::time_grid::uniform, 0.75, 0.0);
+      o.resampling.ess_threshold = 0.7;
+      std::vector<float> particles(B * N * d), samples(B * N * d), lw(B * N), ess(B * (K + 1));
+      std::vector<double> logz(B);
+      std::vector<std::int32_t> count(B);
+      ds::guided_outputs out{particles.data(), lw.data(), samples.data(), logz.data(), ess.data(), count.data()};
+      ds::guided_sample(prior, out, pr, o, cpu());
+      // The correction changes the run (else this test could not tell).
+      ds::guided_options plain = o;
+      plain.start_correction = false;
+      std::vector<double> plain_logz(B);
+      ds::guided_outputs plain_out{};
+      plain_out.log_normaliser = plain_logz.data();
+      ds::guided_sample(prior, plain_out, pr, plain, cpu());
+
+      const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+      std::vector<float> mp(B * s.count * d + 1), ms(B * s.count * d + 1), mlw(B * s.count + 1), mess(B * (K + 1));
+      std::vector<double> mlogz(B);
+      std::vector<std::int32_t> mcount(B);
+      ds::guided_outputs mo{mp.data(), mlw.data(), ms.data(), mlogz.data(), mess.data(), mcount.data()};
+      ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o);
+      const std::string name = std::string(ds::to_string(potentials)) + " N " + std::to_string(N);
+      EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d))
+          << name << " rank " << rank();
+      EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d))
+          << name << " rank " << rank();
+      EXPECT_TRUE(same_bits(mlw.data(), rows_of(lw, B, N, 1, s).data(), B * s.count)) << name << " rank " << rank();
+      for (std::int64_t b = 0; b < B; ++b) {
+        EXPECT_EQ(mcount[b], count[b]) << name;
+        EXPECT_NEAR(mlogz[b], logz[b], 1e-9 * (1 + std::abs(logz[b]))) << name;
+        if (N == 50) {
+          EXPECT_GT(std::abs(logz[b] - plain_logz[b]), 1e-3) << name << ": the correction must change log Z";
+        }
+      }
+      for (std::int64_t c = 0; c < B * (K + 1); ++c) EXPECT_NEAR(mess[c], ess[c], 1e-5f * ess[c]) << name;
+    }
+  }
+}
+
 // Buffers of a rank without particles may be null (0 rows): at P = 3 with N = 2 the last rank passes no samples
 // buffer while the others do, and still takes part in the final resampling and gather. And a rank with particles
 // that wants no samples, beside ranks that do (P >= 2: rank 0 passes none). Seen failing (hang, then the test's
@@ -943,6 +1002,7 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
        [](ds::guided_options& o, ds::guided_problems&) { o.resampling.ess_threshold = 0.7; }},
       {"options.resampling.metropolis_steps",
        [](ds::guided_options& o, ds::guided_problems&) { o.resampling.metropolis_steps = 9; }},
+      {"options.start_correction", [](ds::guided_options& o, ds::guided_problems&) { o.start_correction = true; }},
       {"options.final_resample", [](ds::guided_options& o, ds::guided_problems&) { o.final_resample = false; }},
       {"options.guidance_scale", [](ds::guided_options& o, ds::guided_problems&) { o.guidance_scale = 0.5; }},
       {"options.dps_step",

@@ -127,7 +127,8 @@ int main(int argc, char** argv) {
     CHECK(strstr(ds_mpi_last_error(), "problems") != NULL, "the argument named in the message");
   }
 
-  /* Guided SMC (one global filter) and DPS (independent particles) against one process's ds_guided_sample(). */
+  /* Guided SMC (one global filter), DPS (independent particles) and guided SMC with the start correction against one
+   * process's ds_guided_sample(). */
   const double A[2] = {1.0, 0.5}, y[2] = {0.7, -1.5}, sigma_y = 0.3;
   ds_guided_problems gp;
   ds_guided_problems_init(&gp, sizeof gp);
@@ -144,10 +145,11 @@ int main(int argc, char** argv) {
   float* g_whole = calloc((size_t)(GB * GP * d), sizeof(float));
   float* g_mine = calloc((size_t)(GB * gc * d + 1), sizeof(float));
   double logz[2] = {0, 0}, mine_logz[2] = {1, 1};
-  for (int sampler = 0; sampler < 2; ++sampler) {
+  for (int sampler = 0; sampler < 3; ++sampler) {
     ds_guided_options go;
     ds_guided_options_init(&go, sizeof go);
-    go.sampler = sampler == 0 ? DS_GUIDED_SMC : DS_GUIDED_DPS;
+    go.sampler = sampler == 1 ? DS_GUIDED_DPS : DS_GUIDED_SMC;
+    go.start_correction = sampler == 2;
     go.particles = GP;
     go.steps = 10;
     go.seed = 13;
@@ -157,7 +159,7 @@ int main(int argc, char** argv) {
     ds_guided_outputs_init(&gm, sizeof gm);
     gw.samples = g_whole;
     gm.samples = g_mine;
-    if (sampler == 0) {
+    if (sampler != 1) {
       gw.log_normaliser = logz;
       gm.log_normaliser = mine_logz;
     }
@@ -169,8 +171,10 @@ int main(int argc, char** argv) {
     CHECK(gr.first == gf && gr.count == gc && gr.local.ran == DS_EXECUTOR_CPU, "the rank's share in the result");
     for (int64_t b = 0; b < GB; ++b)
       CHECK(memcmp(g_mine + b * gc * d, g_whole + (b * GP + gf) * d, (size_t)(gc * d) * sizeof(float)) == 0,
-            sampler == 0 ? "guided SMC samples bit for bit" : "DPS samples bit for bit");
-    if (sampler == 0)
+            sampler == 0   ? "guided SMC samples bit for bit"
+            : sampler == 1 ? "DPS samples bit for bit"
+                           : "guided SMC samples with the start correction bit for bit");
+    if (sampler != 1)
       for (int b = 0; b < 2; ++b)
         CHECK(fabs(mine_logz[b] - logz[b]) <= 1e-9 * (1 + fabs(logz[b])), "log Z reduced over the ranks");
   }
