@@ -48,15 +48,15 @@ void init_defaults(ds_langevin_options* o) { ds_langevin_options_init(o, sizeof 
 void init_defaults(ds_diffusion_options* o) { ds_diffusion_options_init(o, sizeof *o); }
 
 // A sharded chain run: the checks of the mixture, n and the options on each rank (the options read as the core call
-// reads them, into their C++ form), agreed; then what every rank must pass alike (compare(mixture, C++ options):
-// detail::same_langevin_arguments / same_diffusion_arguments, the C++ calls' own lists, so a rank with another n or
+// reads them, into their C++ form), agreed; then what every rank must pass alike (detail::same_chain_arguments, the
+// C++ calls' own lists, so a rank with another n or
 // any other option fails every rank with the same message before any chain runs); then run(o) on this rank's `count`
 // rows with its options (its first chain offset by the rows before it); every rank returns the status of the lowest
 // failing rank. The options are read as far as their struct_size says, once it is a layout this library knows (the
 // core call then reads the copy as it would the caller's struct).
-template <class Options, class Compare, class Run>
+template <class Options, class Run>
 ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const Options* options, int64_t& count,
-                    Compare compare, Run run) {
+                    Run run) {
   ds_status status = DS_SUCCESS;
   std::string message;
   Options full{};
@@ -83,7 +83,7 @@ ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const O
   if (status != DS_SUCCESS) return status;
   try {
     diffsample::mpi::comm_stats unused;
-    compare(comm, unused, *m, cpp);
+    diffsample::mpi::detail::same_chain_arguments(comm, unused, *m, n, cpp);
   } catch (...) {
     return status_of(std::current_exception(), last_error);  // the same class and message on every rank
   }
@@ -124,11 +124,7 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
                           ds_execution exec, ds_langevin_report* report, int64_t* accepted_total) {
   ds_langevin_report rep{};
   int64_t count = 0;
-  const auto compare = [n](MPI_Comm c, diffsample::mpi::comm_stats& stats, const diffsample::gaussian_mixture& m,
-                           const diffsample::langevin_options& o) {
-    diffsample::mpi::detail::same_langevin_arguments(c, stats, m, n, o);
-  };
-  const ds_status status = run_shard(comm, mixture, n, options, count, compare, [&](const ds_langevin_options* o) {
+  const ds_status status = run_shard(comm, mixture, n, options, count, [&](const ds_langevin_options* o) {
     return ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
   });
   if (status != DS_SUCCESS) return status;
@@ -166,11 +162,7 @@ ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, i
                            ds_diffusion_report* report) {
   ds_diffusion_report rep{};
   int64_t count = 0;
-  const auto compare = [n](MPI_Comm c, diffsample::mpi::comm_stats& stats, const diffsample::gaussian_mixture& m,
-                           const diffsample::diffusion_options& o) {
-    diffsample::mpi::detail::same_diffusion_arguments(c, stats, m, n, o);
-  };
-  const ds_status status = run_shard(comm, mixture, n, options, count, compare, [&](const ds_diffusion_options* o) {
+  const ds_status status = run_shard(comm, mixture, n, options, count, [&](const ds_diffusion_options* o) {
     return ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);
   });
   if (status == DS_SUCCESS && report != nullptr) *report = rep;

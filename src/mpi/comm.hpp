@@ -60,12 +60,14 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
                                            const guided_problems& problems, const guided_options& o,
                                            const guided_outputs& outputs);
 
-inline void same_langevin_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture, std::int64_t n,
-                                    const langevin_options& o) {
+/// What every rank of a sharded chain run must pass alike (langevin_arguments / diffusion_arguments), compared: a rank
+/// with another value throws the same invalid_argument on every rank.
+inline void same_chain_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture, std::int64_t n,
+                                 const langevin_options& o) {
   same_everywhere(comm, stats, langevin_arguments(mixture, n, o));
 }
-inline void same_diffusion_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture,
-                                     std::int64_t n, const diffusion_options& o) {
+inline void same_chain_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture, std::int64_t n,
+                                 const diffusion_options& o) {
   same_everywhere(comm, stats, diffusion_arguments(mixture, n, o));
 }
 

@@ -378,7 +378,7 @@ Options shard_options(MPI_Comm comm, std::int64_t n, const Options& options, cha
 chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, langevin_outputs outputs,
                       std::int64_t n, const langevin_options& options, execution exec) {
   chain_report rep;
-  detail::same_langevin_arguments(comm, rep.comm, mixture, n, options);
+  detail::same_chain_arguments(comm, rep.comm, mixture, n, options);
   std::vector<std::int64_t> counted;
   bool counting = outputs.accepted != nullptr;  // not outputs.accepted alone: an empty buffer's data() may be null
   collectively(comm, rep.comm, [&] {
@@ -425,7 +425,7 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
 chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, diffusion_outputs outputs,
                        std::int64_t n, const diffusion_options& options, execution exec) {
   chain_report rep;
-  detail::same_diffusion_arguments(comm, rep.comm, mixture, n, options);
+  detail::same_chain_arguments(comm, rep.comm, mixture, n, options);
   collectively(comm, rep.comm, [&] {
     const diffusion_options o = shard_options(comm, n, options, rep);
     const double t0 = now();
