@@ -32,7 +32,8 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 const void* context, const kernels::diffpir_stage_functor* diffpir,
                                 const kernels::ddrm_stage_functor* ddrm, const kernels::tmpd_stage_functor* tmpd,
                                 const kernels::dcps_stage_functor* dcps, const kernels::dcps_ask* dcps_asks,
-                                const kernels::skrock_stage_functor* skrock) {
+                                const kernels::skrock_stage_functor* skrock,
+                                const kernels::moment_stage_functor* moment) {
   if (rows <= 0 || count <= 0) return 0;
   std::int64_t passes = 0;
   const kernels::mixture_view<float> view = mix.view(executor::cpu);
@@ -92,7 +93,8 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 dcps,
                                 count,
                                 dcps_asks,
-                                skrock};
+                                skrock,
+                                moment};
     cpu::run_stepwise(target, run);
     passes += 2;
     first = last;

@@ -145,21 +145,14 @@ void moment_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_
   const execution on{executor::cpu, nullptr};
   kernels::moment_stage_functor f{p, k, 0, 0, 0.f, 1.f, sigma2, x, m, v, m, M, mu, lw, lz, r, nullptr, 0};
   if (detail::fused_stepwise_available()) {
-    // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp), the tells the
-    // plan's packed ones (cpu::run_moment_tell).
-    const cpu::simd_target target = cpu::chain_target();
+    // On a SIMD target the same asks and tells fused per pack of particles (src/fused_stepwise.hpp), each pack kept
+    // in packs from the denoiser to the last product: the answers by evaluate()'s and denoiser_jvp()'s per-pack
+    // code, the tells the pack code of the plan's packed ones (cpu::run_moment_tell).
     detail::fused_ask asks[1 + kernels::moment_potential_max_dy];
     asks[0] = {ch, x, nullptr, m};
     for (int o = 0; o < p.d_y; ++o) asks[1 + o] = {ch, x, v, u};
-    detail::run_fused_stepwise(mix, count, asks, 1 + p.d_y, [&](std::int64_t a, std::int64_t first, std::int64_t last) {
-      kernels::moment_stage_functor g = f;
-      if (a > 0) {
-        g.stage = 1;
-        g.answer = u;
-        g.row = static_cast<int>(a - 1);
-      }
-      cpu::run_moment_tell_rows(target, g, first, last);
-    });
+    detail::run_fused_stepwise(mix, count, asks, 1 + p.d_y, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                               nullptr, nullptr, &f);
     return;
   }
   detail::evaluate_direct_unchecked(mix, quantity::denoiser, x, count, ch, m, on);

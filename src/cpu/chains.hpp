@@ -107,6 +107,10 @@ struct stepwise_run {
   /// (first_ask + a) % stages of iteration (first_ask + a) / stages, with this functor's other fields), the prior's
   /// score at the functor's cur; the rows of x written after the last tell, those of cur and old too when asks follow.
   const kernels::skrock_stage_functor* skrock = nullptr;
+  /// The same for the SMC's moment-projected weighting (run_moment_tell) of the functor's step k: ask a is the
+  /// step's ask first_ask + a (0 the denoiser at x, 1 + o the product J^T a_o at x, the vector a_o in the pack);
+  /// the rows of mu, lw and lz written at the last row's tell, those of m and M too when asks follow.
+  const kernels::moment_stage_functor* moment = nullptr;
 };
 void run_stepwise(simd_target t, const stepwise_run& r);
 

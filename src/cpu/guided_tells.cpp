@@ -197,8 +197,10 @@ void skrock_tell_pack(const kernels::skrock_stage_functor& f, const pack_rows& p
 
 // --- The SMC's moment-projected weighting ----------------------------------------------------------------------------
 
+/// The packs of the moment weighting's pack step: x, m, v, the answer (d each), the residual (d_y) and the moment
+/// matrix (d_y^2).
 std::int64_t moment_scratch_packs(const kernels::guided_params& p) {
-  return 3 * std::int64_t(p.d) + p.d_y + std::int64_t(p.d_y) * p.d_y;
+  return 4 * std::int64_t(p.d) + p.d_y + std::int64_t(p.d_y) * p.d_y;
 }
 
 /// v = row o of the problem's A (a mask's row: its gain at its coordinate, zeros elsewhere) for the pack's rows, as
@@ -218,27 +220,37 @@ void store_row(const kernels::guided_params& p, const pack_rows& pk, int o, floa
   }
 }
 
-/// kernels::moment_stage_functor on a pack of particles of one problem: stage 0 the denoiser m = ux x + um answer
-/// and v = a_0; stage 1 (row o) row o of the moment matrix, M[o d_y + c] = (s^2 / a) a_c . answer (kernels::moment_row,
-/// each sum over the coordinates in order), then v = a_{o + 1}, or at the last row kernels::moment_finish lane by lane
-/// (the d_y x d_y Cholesky, the weight, the kernel mean and the next linear potential's predictive).
-void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& pk, fpack* s) {
+/// vs = the same row in every lane (the floats store_row writes).
+void row_packs(const kernels::guided_params& p, std::int64_t b, int o, fpack* vs) {
+  const int d = p.d;
+  const float* A = p.A + b * p.A_stride;
+  if (p.mask != nullptr) {
+    const int at = p.mask[b * p.A_stride + o];
+    for (int j = 0; j < d; ++j) vs[j] = fpack(j == at ? 0.f + 1.f * A[o] : 0.f);
+  } else {
+    const float* a = A + static_cast<std::int64_t>(o) * d;
+    for (int j = 0; j < d; ++j) vs[j] = fpack(0.f + 1.f * a[j]);
+  }
+}
+
+// kernels::moment_stage_functor's steps on a pack of particles of one problem, in packs: stage 0 (moment_m_packs),
+// row o of stage 1 (moment_row_packs) and, after the last row, kernels::moment_finish (moment_finish_packs). Not
+// inlined: the plan's tells and the fused run execute the same code on a pack.
+
+/// Stage 0: the denoiser m = ux x + um answer in ms (the answer in ms on entry), as kernels::answer_as_denoiser.
+__attribute__((noinline)) void moment_m_packs(const kernels::moment_stage_functor& f, const fpack* xs, fpack* ms) {
+  const fpack ux(f.ux), um(f.um);
+  for (int j = 0; j < f.p.d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);
+}
+
+/// Row o of the moment matrix from the answer us = J^T a_o: Mrow[c] = (s^2 / a) a_c . us, c < d_y, as
+/// kernels::moment_row (each sum over the coordinates in order).
+__attribute__((noinline)) void moment_row_packs(const kernels::moment_stage_functor& f, const pack_rows& pk,
+                                                const fpack* us, fpack* Mrow) {
   const kernels::guided_params& p = f.p;
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
-  fpack *xs = s, *ms = xs + d, *us = ms + d, *r = us + d, *M = r + dy;
-  if (f.stage == 0) {  // kernels::answer_as_denoiser along each particle's row (elementwise: no transposition)
-    for (int l = 0; l < pk.valid; ++l) {
-      const std::int64_t i = pk.i0 + l;
-      const float *xi = f.x + i * d, *ai = f.answer + i * d;
-      float* mi = f.m + i * d;
-      for (int j = 0; j < d; ++j) mi[j] = kernels::ds_fma(f.ux, xi[j], f.um * ai[j]);
-    }
-    store_row(p, pk, 0, f.v);
-    return;
-  }
   const kernels::guided_step st = p.steps[f.k];
-  pk.load(us, f.answer, d);
   const float* A = p.A + b * p.A_stride;
   const fpack cov_scale(st.s * st.s / st.a);
   for (int c = 0; c < dy; ++c) {  // kernels::moment_row: (A u)_c with row c of A as a d-vector
@@ -250,20 +262,19 @@ void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& p
       const float* a = A + static_cast<std::int64_t>(c) * d;
       for (int j = 0; j < d; ++j) acc = acc + fpack(0.f + 1.f * a[j]) * us[j];
     }
-    const fpack value = cov_scale * acc;
-    for (int l = 0; l < pk.valid; ++l) f.M[(pk.i0 + l) * dy * dy + f.row * dy + c] = value.v[l];
+    Mrow[c] = cov_scale * acc;
   }
-  if (f.row + 1 < dy) {
-    store_row(p, pk, f.row + 1, f.v);
-    return;
-  }
-  // kernels::moment_finish on the pack.
-  for (int e = 0; e < dy * dy; ++e) {
-    M[e] = fpack(0.f);
-    for (int l = 0; l < pk.valid; ++l) M[e].v[l] = f.M[(pk.i0 + l) * dy * dy + e];
-  }
-  pk.load(xs, f.x, d);
-  pk.load(ms, f.m, d);
+}
+
+/// kernels::moment_finish lane by lane from x (xs), the denoiser (ms) and the moment matrix (M, d_y^2 packs,
+/// factorised in place): the d_y x d_y Cholesky, the weight into lw and lz (the pack's valid lanes), the kernel mean
+/// left in ms. r: d_y packs of scratch.
+__attribute__((noinline)) void moment_finish_packs(const kernels::moment_stage_functor& f, const pack_rows& pk,
+                                                   const fpack* xs, fpack* ms, fpack* M, fpack* r) {
+  const kernels::guided_params& p = f.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  const kernels::guided_step st = p.steps[f.k];
   fpack q_hat(0.f);
   if (f.k > 0) {
     residual(p, b, st.a, xs, r);
@@ -314,6 +325,37 @@ void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& p
   for (int o = 0; o < dy; ++o) q_next = q_next + r[o] * precision_row(p, P, o, r);
   const fpack lz = fpack(-0.5f) * q_next - log_g;
   for (int l = 0; l < pk.valid; ++l) f.lz[pk.i0 + l] = lz.v[l];
+}
+
+/// The plan's tell on a pack (kernels::moment_stage_functor): stage 0 x and the answer into packs, moment_m_packs,
+/// m stored, v = a_0; stage 1 (row o) the answer into packs, moment_row_packs, row o of M stored, then v = a_{o + 1},
+/// or at the last row M, x and m into packs, moment_finish_packs and the kernel mean stored into mu. v is written
+/// along the rows (store_row: the floats row_packs broadcasts).
+void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& pk, fpack* s) {
+  const kernels::guided_params& p = f.p;
+  const int d = p.d, dy = p.d_y;
+  fpack *xs = s, *ms = xs + d, *us = ms + 2 * d, *r = us + d, *M = r + dy;
+  if (f.stage == 0) {
+    pk.load(xs, f.x, d);
+    pk.load(ms, f.answer, d);
+    moment_m_packs(f, xs, ms);
+    pk.store(ms, f.m, d);
+    store_row(p, pk, 0, f.v);
+    return;
+  }
+  pk.load(us, f.answer, d);
+  fpack* Mrow = M + f.row * dy;
+  moment_row_packs(f, pk, us, Mrow);
+  for (int l = 0; l < pk.valid; ++l)
+    for (int c = 0; c < dy; ++c) f.M[(pk.i0 + l) * dy * dy + f.row * dy + c] = Mrow[c].v[l];
+  if (f.row + 1 < dy) {
+    store_row(p, pk, f.row + 1, f.v);
+    return;
+  }
+  pk.load(M, f.M, dy * dy);
+  pk.load(xs, f.x, d);
+  pk.load(ms, f.m, d);
+  moment_finish_packs(f, pk, xs, ms, M, r);
   pk.store(ms, f.mu, d);
 }
 
@@ -393,6 +435,48 @@ void run_moment_tell(const kernels::moment_stage_functor& f) {
 
 void run_moment_tell_rows(const kernels::moment_stage_functor& f, std::int64_t first, std::int64_t last) {
   tell_rows<moment_tell_pack>(f, first, last, moment_scratch_packs(f.p));
+}
+
+// The moment weighting's fused run (of one step k) with each pack's particles kept in packs (stepwise_run::moment:
+// ask a is the step's ask first_ask + a: 0 the denoiser, 1 + o the product J^T a_o): the denoiser at the pack's x
+// (evaluate_packs) into its m, then moment_m_packs; J^T a_o (denoiser_jvp_packs with a_o in every lane) into the
+// answer's packs, then moment_row_packs, and after the last row moment_finish_packs and the kernel mean into the
+// rows of mu. The rows of m and M are written when more asks follow (the next group of asks of
+// run_fused_stepwise), which reads them back; v and the answers stay in the packs.
+void run_moment_stepwise(const stepwise_run& run) {
+  const kernels::moment_stage_functor& f0 = *run.moment;
+  const kernels::guided_params& p = f0.p;
+  const int d = p.d, dy = p.d_y;
+  const bool resumed = run.first_ask > 0, more = run.first_ask + run.count < run.total;
+  for_each_particle_pack(p, jvp_scratch_packs(d, run.asks[0].channel), [&](const pack_rows& pk, fpack* js) {
+    fpack* s = tell_packs(moment_scratch_packs(p));
+    fpack *xs = s, *ms = xs + d, *vs = ms + d, *us = vs + d, *r = us + d, *M = r + dy;
+    pk.load(xs, f0.x, d);
+    if (resumed) {
+      pk.load(ms, f0.m, d);
+      pk.load(M, f0.M, dy * dy);
+    }
+    for (std::int64_t a = 0; a < run.count; ++a) {
+      const std::int64_t at = run.first_ask + a;
+      if (at == 0) {
+        evaluate_packs(run.asks[a].channel, run.asks[a].what, xs, ms, nullptr, d);
+        moment_m_packs(f0, xs, ms);
+        continue;
+      }
+      const int o = static_cast<int>(at - 1);
+      row_packs(p, pk.b, o, vs);
+      denoiser_jvp_packs(run.asks[a].channel, xs, vs, us, js, d);
+      moment_row_packs(f0, pk, us, M + o * dy);
+      if (o + 1 == dy) {
+        moment_finish_packs(f0, pk, xs, ms, M, r);
+        pk.store(ms, f0.mu, d);
+      }
+    }
+    if (more) {
+      pk.store(ms, f0.m, d);
+      pk.store(M, f0.M, dy * dy);
+    }
+  });
 }
 
 }  // namespace diffsample::cpu::DS_SIMD_NS

@@ -16,6 +16,7 @@ namespace diffsample::cpu {
 
 DIFFSAMPLE_DECLARE_ON_TARGETS(void run_ddrm_stepwise(const stepwise_run& r))
 DIFFSAMPLE_DECLARE_ON_TARGETS(void run_skrock_stepwise(const stepwise_run& r))
+DIFFSAMPLE_DECLARE_ON_TARGETS(void run_moment_stepwise(const stepwise_run& r))
 
 /// DDRM's tell (kernels::ddrm_stage_functor with stage 1: the denoiser m = ux x + um answer, then
 /// kernels::ddrm_update) over every particle, on packs of particles of one problem on target t (not scalar):
@@ -43,7 +44,8 @@ DIFFSAMPLE_PACKED_TELL(run_skrock_tell, run_skrock_tell_rows, kernels::skrock_st
 /// weight, lz and the kernel mean) over every particle, on packs of particles of one problem on target t (not
 /// scalar): the functor's arithmetic lane by lane (the d_y x d_y Cholesky with the pack's log and sqrt). Writes m,
 /// v, M, and at the last row lw, lz and mu, as the functor; r is not written. Stores next_position first when
-/// position is set.
+/// position is set. The rows go into packs and back around the pack code that guided_sample()'s fused weighting
+/// (run_moment_stepwise) runs on packs it keeps from ask to ask.
 /// run_moment_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
 /// ends).
 DIFFSAMPLE_PACKED_TELL(run_moment_tell, run_moment_tell_rows, kernels::moment_stage_functor)
