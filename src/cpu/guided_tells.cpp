@@ -22,29 +22,13 @@ fpack* tell_packs(std::int64_t count) {
   return buffer.data();
 }
 
-/// Runs f(pack) over rows [first, last) in packs of at most `lanes` rows that do not cross a problem's end.
-template <class F>
-void for_each_row_pack(std::int64_t particles, std::int64_t first, std::int64_t last, const F& f) {
-  for (std::int64_t i = first; i < last;) {
-    const std::int64_t b = i / particles;
-    const std::int64_t end = std::min({last, (b + 1) * particles, i + lanes});
-    f(pack_rows{b, i, static_cast<int>(end - i)});
-    i = end;
-  }
-}
-
-/// The two forms of a packed tell whose pack step is pack(f, pk, s) with `scratch` packs of scratch: over every
-/// particle (thread 0's position store first; shape gives the problems and particles) and over rows [first, last) of
-/// a fused run on the calling thread. pack is a template argument, so that the call stays direct.
+/// A packed tell whose pack step is pack(f, pk, s) with `scratch` packs of scratch, over every particle (thread 0's
+/// position store first; shape gives the problems and particles). pack is a template argument, so that the call
+/// stays direct.
 template <auto pack, class F>
 void tell_every_particle(const F& f, const kernels::guided_params& shape, std::int64_t scratch) {
   if (f.position != nullptr) *f.position = f.next_position;
   for_each_particle_pack(shape, scratch, [&](const pack_rows& pk, fpack* s) { pack(f, pk, s); });
-}
-template <auto pack, class F>
-void tell_rows(const F& f, std::int64_t first, std::int64_t last, std::int64_t scratch) {
-  fpack* s = tell_packs(scratch);
-  for_each_row_pack(f.p.particles, first, last, [&](const pack_rows& pk) { pack(f, pk, s); });
 }
 
 // --- DDRM -----------------------------------------------------------------------------------------------------------
@@ -368,9 +352,6 @@ void run_ddrm_tell(const kernels::ddrm_stage_functor& f) {
   tell_every_particle<ddrm_tell_pack>(f, shape, ddrm_scratch_packs(f.p));
 }
 
-void run_ddrm_tell_rows(const kernels::ddrm_stage_functor& f, std::int64_t first, std::int64_t last) {
-  tell_rows<ddrm_tell_pack>(f, first, last, ddrm_scratch_packs(f.p));
-}
 
 void run_ddrm_stepwise(const stepwise_run& r) {
   const kernels::ddrm_stage_functor& f0 = *r.ddrm;
@@ -395,9 +376,6 @@ void run_skrock_tell(const kernels::skrock_stage_functor& f) {
   tell_every_particle<skrock_tell_pack>(f, f.p, skrock_scratch_packs(f.p));
 }
 
-void run_skrock_tell_rows(const kernels::skrock_stage_functor& f, std::int64_t first, std::int64_t last) {
-  tell_rows<skrock_tell_pack>(f, first, last, skrock_scratch_packs(f.p));
-}
 
 // SKRock's fused run with each pack's particles kept in packs (stepwise_run::skrock: ask a is the drift evaluation
 // first_ask + a, stage (first_ask + a) % stages of iteration (first_ask + a) / stages): the prior's score at the
@@ -433,9 +411,6 @@ void run_moment_tell(const kernels::moment_stage_functor& f) {
   tell_every_particle<moment_tell_pack>(f, f.p, moment_scratch_packs(f.p));
 }
 
-void run_moment_tell_rows(const kernels::moment_stage_functor& f, std::int64_t first, std::int64_t last) {
-  tell_rows<moment_tell_pack>(f, first, last, moment_scratch_packs(f.p));
-}
 
 // The moment weighting's fused run (of one step k) with each pack's particles kept in packs (stepwise_run::moment:
 // ask a is the step's ask first_ask + a: 0 the denoiser, 1 + o the product J^T a_o): the denoiser at the pack's x

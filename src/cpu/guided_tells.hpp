@@ -24,9 +24,7 @@ DIFFSAMPLE_DECLARE_ON_TARGETS(void run_moment_stepwise(const stepwise_run& r))
 /// normals from the packs' Philox streams (id_base + ddrm_stream(i, b), step k + 1). Only x is written (not the
 /// functor's scratch rows). Stores next_position first when position is set. Results do not depend on the thread
 /// count or on which pack a particle falls in.
-/// run_ddrm_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
-/// ends): the fused run's tell of one pack of rows.
-DIFFSAMPLE_PACKED_TELL(run_ddrm_tell, run_ddrm_tell_rows, kernels::ddrm_stage_functor)
+DIFFSAMPLE_PACKED_TELL(run_ddrm_tell, kernels::ddrm_stage_functor)
 
 /// SKRock's tell (kernels::skrock_stage_functor with op skrock_op_stage: stage s of iteration n from the prior's
 /// score at cur, in answer) over every particle, on packs of particles of one problem on target t (not scalar): the
@@ -35,9 +33,7 @@ DIFFSAMPLE_PACKED_TELL(run_ddrm_tell, run_ddrm_tell_rows, kernels::ddrm_stage_fu
 /// point). x, cur and old are written as the functor leaves them; g and r are not (the drift stays in the pack).
 /// Stores next_position first when position is set. The rows go into packs and back around the pack code that
 /// guided_sample()'s fused run (run_skrock_stepwise) runs on packs it keeps from ask to ask.
-/// run_skrock_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
-/// ends).
-DIFFSAMPLE_PACKED_TELL(run_skrock_tell, run_skrock_tell_rows, kernels::skrock_stage_functor)
+DIFFSAMPLE_PACKED_TELL(run_skrock_tell, kernels::skrock_stage_functor)
 
 /// The SMC's moment-projected weighting (kernels::moment_stage_functor: stage 0 the denoiser from the answer and
 /// v = a_0; stage 1 row o of the moment matrix from the answer J^T a_o, then v = a_{o + 1} or, at the last row, the
@@ -46,8 +42,6 @@ DIFFSAMPLE_PACKED_TELL(run_skrock_tell, run_skrock_tell_rows, kernels::skrock_st
 /// v, M, and at the last row lw, lz and mu, as the functor; r is not written. Stores next_position first when
 /// position is set. The rows go into packs and back around the pack code that guided_sample()'s fused weighting
 /// (run_moment_stepwise) runs on packs it keeps from ask to ask.
-/// run_moment_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
-/// ends).
-DIFFSAMPLE_PACKED_TELL(run_moment_tell, run_moment_tell_rows, kernels::moment_stage_functor)
+DIFFSAMPLE_PACKED_TELL(run_moment_tell, kernels::moment_stage_functor)
 
 }  // namespace diffsample::cpu

@@ -51,17 +51,6 @@ float* tell_floats(std::int64_t count) {
 // by target), the conversions are written in place.
 #define DS_WIDEN(x) __builtin_convertvector((x).v, vd)
 
-/// Runs pack(pack_rows) over rows [first, last) in packs of at most `lanes` rows of one problem.
-template <class Pack>
-void for_rows(const kernels::guided_params& p, std::int64_t first, std::int64_t last, const Pack& pack) {
-  while (first < last) {
-    const std::int64_t b = first / p.particles;
-    const std::int64_t end = std::min({last, (b + 1) * p.particles, first + lanes});
-    pack(pack_rows{b, first, static_cast<int>(end - first)});
-    first = end;
-  }
-}
-
 /// u += A_b^T t (t: d_y packs), the terms in guided_add_rows' order.
 void add_rows(const kernels::guided_params& p, std::int64_t b, const fpack* t, fpack* u) {
   const float* A = p.A + b * p.A_stride;
@@ -485,11 +474,6 @@ void run_tmpd_tell(const kernels::tmpd_stage_functor& f) {
   for_each_particle_pack(g.p, 0, [&](const pack_rows& pk, fpack*) { tmpd_tell_pack(g, pk); });
 }
 
-void run_tmpd_tell_rows(const kernels::tmpd_stage_functor& f, std::int64_t first, std::int64_t last) {
-  kernels::tmpd_stage_functor g = f;
-  g.position = nullptr;
-  for_rows(g.p, first, last, [&](const pack_rows& pk) { tmpd_tell_pack(g, pk); });
-}
 
 // TMPD's fused run with each pack's particles kept in packs (stepwise_run::tmpd): ask a of the run is step
 // a / (1 + d_y)'s denoiser (a % (1 + d_y) == 0) or its product with row a % (1 + d_y) - 1 of A. The state between
@@ -584,11 +568,6 @@ void run_dcps_tell(const kernels::dcps_stage_functor& f) {
   for_each_particle_pack(g.p.g, 0, [&](const pack_rows& pk, fpack*) { dcps_tell_pack(g, pk); });
 }
 
-void run_dcps_tell_rows(const kernels::dcps_stage_functor& f, std::int64_t first, std::int64_t last) {
-  kernels::dcps_stage_functor g = f;
-  g.position = nullptr;
-  for_rows(g.p.g, first, last, [&](const pack_rows& pk) { dcps_tell_pack(g, pk); });
-}
 
 #undef DS_WIDEN
 

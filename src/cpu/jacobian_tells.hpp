@@ -22,17 +22,13 @@ DIFFSAMPLE_DECLARE_ON_TARGETS(void run_dcps_stepwise(const stepwise_run& r))
 /// lane, then the update with the normals of the packs' Philox streams id_base + guided_stream(i, b), step
 /// k + 1). A lane whose matrix is not numerically positive definite is NaN, as in the functor. The initial draw and
 /// the other finishes run the functor per particle. Stores next_position first when position is set.
-/// run_tmpd_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
-/// ends): the fused run's tell of one pack of rows.
-DIFFSAMPLE_PACKED_TELL(run_tmpd_tell, run_tmpd_tell_rows, kernels::tmpd_stage_functor)
+DIFFSAMPLE_PACKED_TELL(run_tmpd_tell, kernels::tmpd_stage_functor)
 
 /// DCPS's tell (kernels::dcps_stage_functor: the tamed Langevin steps, the transitions' starts, the KL gradient
 /// steps and draws) over every particle, on packs of particles of one problem on target t (not scalar): the
 /// functor's arithmetic lane by lane, the normals from the packs' Philox streams id_base + guided_stream(i, b) at the
 /// functor's stream steps. The initial draw runs the functor per particle. Stores next_position first when position
 /// is set.
-/// run_dcps_tell_rows: the same tell on rows [first, last) only, on the calling thread (packs split where a problem
-/// ends).
-DIFFSAMPLE_PACKED_TELL(run_dcps_tell, run_dcps_tell_rows, kernels::dcps_stage_functor)
+DIFFSAMPLE_PACKED_TELL(run_dcps_tell, kernels::dcps_stage_functor)
 
 }  // namespace diffsample::cpu

@@ -14,15 +14,11 @@ namespace diffsample::cpu {
   namespace simd_avx2 { __VA_ARGS__; }      \
   namespace simd_avx512 { __VA_ARGS__; }
 
-// A packed tell of a guided sampler's stage functor FUNCTOR, in two forms: TELL(f) over every particle and
-// TELL_ROWS(f, first, last) over rows [first, last) of a fused run on the calling thread. Declares both in each SIMD
-// target's namespace and defines their dispatchers on a target t (not scalar) here.
-#define DIFFSAMPLE_PACKED_TELL(TELL, TELL_ROWS, FUNCTOR)                                                      \
-  DIFFSAMPLE_DECLARE_ON_TARGETS(void TELL(const FUNCTOR& f))                                                  \
-  DIFFSAMPLE_DECLARE_ON_TARGETS(void TELL_ROWS(const FUNCTOR& f, std::int64_t first, std::int64_t last))      \
-  inline void TELL(simd_target t, const FUNCTOR& f) { DIFFSAMPLE_SIMD_DISPATCH(TELL(f)) }                     \
-  inline void TELL_ROWS(simd_target t, const FUNCTOR& f, std::int64_t first, std::int64_t last) {             \
-    DIFFSAMPLE_SIMD_DISPATCH(TELL_ROWS(f, first, last))                                                       \
-  }
+// A packed tell of a guided sampler's stage functor FUNCTOR, TELL(f) over every particle (the plans' tell; the fused
+// runs keep their packs from ask to ask through the samplers' run_*_stepwise instead). Declares it in each SIMD
+// target's namespace and defines its dispatcher on a target t (not scalar) here.
+#define DIFFSAMPLE_PACKED_TELL(TELL, FUNCTOR)                                 \
+  DIFFSAMPLE_DECLARE_ON_TARGETS(void TELL(const FUNCTOR& f))                  \
+  inline void TELL(simd_target t, const FUNCTOR& f) { DIFFSAMPLE_SIMD_DISPATCH(TELL(f)) }
 
 }  // namespace diffsample::cpu
