@@ -494,6 +494,28 @@ struct guided_mutate_functor {
 
 /// Largest d_y of the moment-projected SMC potentials (a d_y x d_y Cholesky per particle in local memory).
 constexpr int moment_potential_max_dy = 8;
+/// The symmetrised moment matrix V = sigma_y^2 I + (M + M^T) / 2 of a particle and then its Cholesky factor: the
+/// lower triangle packed by rows, entry (o, c), c <= o, at moment_at(o, c): 36 floats, a 144-byte stack frame on the
+/// device where the full d_y x d_y matrix took 256 bytes, and one pass less (the symmetrisation happens as the
+/// entries arrive). Tried without a frame (ptxas 13.0, sm_90): loops unrolled to moment_potential_max_dy so that
+/// the factor stays in registers took the fused kernels from 80 to 128 registers and made moment_stage_functor
+/// spill; factorising in place in the per-thread scratch or in global memory took guided_twisted_functor to 96,
+/// moment_stage_functor to 56 and twisted_stage_functor to 64 (from 80, 48 and 40).
+constexpr int moment_packed = moment_potential_max_dy * (moment_potential_max_dy + 1) / 2;
+DS_HD_INLINE constexpr int moment_at(int o, int c) { return o * (o + 1) / 2 + c; }
+
+/// Entry (o, c) of the moment matrix M (row o, as moment_row computes it) into the packed V: on the diagonal
+/// (M_oo + M_oo) / 2 + sigma_y^2; below it (c < o) (M_oc + M_co) / 2 with M_co, which row c left in the slot; above it
+/// (c > o) M_oc waits in slot (c, o) for row c. Rows in order 0, 1, ..., d_y - 1. The operations of the full matrix's
+/// symmetrisation, 0.5 (M_oc + M_co) + (o == c ? sigma_y^2 : 0), operand for operand.
+DS_HD_INLINE void moment_put(float (&V)[moment_packed], int o, int c, float value, float s2y) {
+  if (c > o) {
+    V[moment_at(c, o)] = value;
+  } else {
+    const float other = c == o ? value : V[moment_at(o, c)];
+    V[moment_at(o, c)] = 0.5f * (value + other) + (o == c ? s2y : 0.f);
+  }
+}
 
 /// Moment-projected SMC (guided_potentials::moment) at grid point k < steps, for particle x:
 ///   log g_k(x) = log N(y; A m(x), sigma_y^2 I + A Cov(x0 | x) A^T),  Cov(x0 | x) v = (s^2 / a) J v,
@@ -506,45 +528,47 @@ constexpr int moment_potential_max_dy = 8;
 /// Z_k(x) = N(a_{k+1} y; A mu, S_k) its predictive (quadratic parts only; their constants are added on the host).
 /// The weights multiply to p(y | x_0) over the proposal (the last point has s = 0, where g = ghat = the likelihood).
 /// Row o of the moment matrix M = (s^2 / a) A J A^T of a particle of problem b from u = J a_o (a_o row o of A):
-/// M[o d_y + c] = cov_scale (A u)_c for every row c (v: d scratch). Shared by guided_moment_functor and the stepwise
-/// run (moment_stage_functor), whose u is a caller's J^T a_o.
-template <class U, class V>
-DS_HD_INLINE void moment_row(const guided_params& p, std::int64_t b, int o, float cov_scale, const U& u, V& v,
-                             float* M) {
+/// put(c, M_oc) with M_oc = cov_scale (A u)_c for every row c in order (v: d scratch). Shared by
+/// guided_moment_functor and the stepwise run (moment_stage_functor), whose u is a caller's J^T a_o.
+template <class U, class V, class Put>
+DS_HD_INLINE void moment_row(const guided_params& p, std::int64_t b, float cov_scale, const U& u, V& v,
+                             const Put& put) {
   const int d = p.d, dy = p.d_y;
   for (int c = 0; c < dy; ++c) {
     for (int j = 0; j < d; ++j) v[j] = 0.f;
     guided_add_row(p, b, c, 1.f, v);
     float acc = 0;
     for (int j = 0; j < d; ++j) acc += v[j] * u[j];
-    M[o * dy + c] = cov_scale * acc;
+    put(c, cov_scale * acc);
   }
 }
 
-/// log g_k(x) = log N(y; A m, V), V = sigma_y^2 I + M (M the moment matrix, d_y x d_y, symmetrised in place), for
-/// a particle of problem b with denoiser m: Mat is left holding the Cholesky factor L of V (lower triangle) and r
+/// The packed V of a full d_y x d_y moment matrix M (row o at M + o d_y), as the stepwise runs keep it between their
+/// launches: the operations of moment_put.
+DS_HD_INLINE void moment_pack(int dy, float s2y, const float* M, float (&V)[moment_packed]) {
+  for (int o = 0; o < dy; ++o)
+    for (int c = 0; c <= o; ++c) V[moment_at(o, c)] = 0.5f * (M[o * dy + c] + M[c * dy + o]) + (o == c ? s2y : 0.f);
+}
+
+/// log g_k(x) = log N(y; A m, V), V = sigma_y^2 I + (M + M^T) / 2 (M the moment matrix, d_y x d_y; V packed by
+/// moment_put), for a particle of problem b with denoiser m: V is left holding its Cholesky factor L (packed) and r
 /// the whitened residual L^-1 (y - A m). Shared by the moment and the twisted weighting.
 template <class M, class R>
-DS_HD_INLINE float moment_log_potential(const guided_params& p, std::int64_t b, float s2y, const M& m, float* Mat,
-                                        R& ri) {
+DS_HD_INLINE float moment_log_potential(const guided_params& p, std::int64_t b, float s2y, const M& m,
+                                        float (&V)[moment_packed], R& ri) {
   const int dy = p.d_y;
-  for (int o = 0; o < dy; ++o)
-    for (int c = 0; c <= o; ++c) {
-      const float v = 0.5f * (Mat[o * dy + c] + Mat[c * dy + o]) + (o == c ? s2y : 0.f);
-      Mat[o * dy + c] = v;
-    }
-  // Cholesky in place (lower triangle); a pivot below sigma_y^2 / 2 (rounding of a tiny Cov) is floored there.
+  // Cholesky in place; a pivot below sigma_y^2 / 2 (rounding of a tiny Cov) is floored there.
   float logdet = 0;
   for (int o = 0; o < dy; ++o) {
     for (int c = 0; c <= o; ++c) {
-      float acc = Mat[o * dy + c];
-      for (int e = 0; e < c; ++e) acc -= Mat[o * dy + e] * Mat[c * dy + e];
+      float acc = V[moment_at(o, c)];
+      for (int e = 0; e < c; ++e) acc -= V[moment_at(o, e)] * V[moment_at(c, e)];
       if (c == o) {
         const float pivot = acc > 0.5f * s2y ? acc : 0.5f * s2y;
-        Mat[o * dy + o] = ds_sqrt(pivot);
+        V[moment_at(o, o)] = ds_sqrt(pivot);
         logdet += ds_log(pivot);
       } else {
-        Mat[o * dy + c] = acc / Mat[c * dy + c];
+        V[moment_at(o, c)] = acc / V[moment_at(c, c)];
       }
     }
   }
@@ -553,8 +577,8 @@ DS_HD_INLINE float moment_log_potential(const guided_params& p, std::int64_t b, 
   float q = 0;
   for (int o = 0; o < dy; ++o) {
     float acc = ri[o];
-    for (int e = 0; e < o; ++e) acc -= Mat[o * dy + e] * ri[e];
-    acc /= Mat[o * dy + o];
+    for (int e = 0; e < o; ++e) acc -= V[moment_at(o, e)] * ri[e];
+    acc /= V[moment_at(o, o)];
     ri[o] = acc;  // forward substitution in place
     q += acc * acc;
   }
@@ -562,11 +586,11 @@ DS_HD_INLINE float moment_log_potential(const guided_params& p, std::int64_t b, 
 }
 
 /// The rest of the moment-projected weighting of transition k for particle x of problem b, from its denoiser m and
-/// its moment matrix M (d_y x d_y, overwritten): the weight (lw, lz) and the kernel mean mu (r: d_y scratch). See
+/// its packed V (moment_put; overwritten): the weight (lw, lz) and the kernel mean mu (r: d_y scratch). See
 /// guided_moment_functor.
 template <class X, class M, class U, class R>
 DS_HD_INLINE void moment_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
-                                const M& m, float* Mat, U& mi, R& ri, float& lw, float& lz) {
+                                const M& m, float (&V)[moment_packed], U& mi, R& ri, float& lw, float& lz) {
   const guided_step st = p.steps[k];
   const int dy = p.d_y;
   float q_hat = 0;
@@ -575,7 +599,7 @@ DS_HD_INLINE void moment_finish(const guided_params& p, std::int64_t k, std::int
     for (int o = 0; o < dy; ++o) q_hat += ri[o] * ri[o];
     q_hat *= p.inv_var[k * p.problems + b];
   }
-  const float log_g = moment_log_potential(p, b, s2y, m, Mat, ri);
+  const float log_g = moment_log_potential(p, b, s2y, m, V, ri);
   if (k == 0)
     lw = log_g;
   else
@@ -613,16 +637,16 @@ struct guided_moment_functor {
         ui{s.p + 2 * d * s.stride, s.stride, d};
     const channel_view ch = guided_channel(p, k);
     guided_denoiser(ch, xi, m);
-    // M = A Cov A^T = (s^2 / a) A J A^T, one JVP per row of A.
-    float M[moment_potential_max_dy * moment_potential_max_dy];
-    const float cov_scale = st.s * st.s / st.a;
+    // M = A Cov A^T = (s^2 / a) A J A^T, one JVP per row of A, into V = sigma_y^2 I + (M + M^T) / 2 (packed).
+    const float cov_scale = st.s * st.s / st.a, s2y = sigma2_b[b];
+    float V[moment_packed];
     for (int o = 0; o < dy; ++o) {
       for (int j = 0; j < d; ++j) vi[j] = 0.f;
       guided_add_row(p, b, o, 1.f, vi);
       channel_jvp<float>(ch, xi, vi, ui);
-      moment_row(p, b, o, cov_scale, ui, vi, M);
+      moment_row(p, b, cov_scale, ui, vi, [&](int c, float value) { moment_put(V, o, c, value, s2y); });
     }
-    moment_finish(p, k, b, sigma2_b[b], xi, m, M, mi, ri, lw[i], lz[i]);
+    moment_finish(p, k, b, s2y, xi, m, V, mi, ri, lw[i], lz[i]);
   }
 };
 
@@ -659,14 +683,14 @@ struct moment_stage_functor {
     } else {
       const guided_step st = p.steps[k];
       const strided_vec<const float> ui{ai, 1, d};
-      moment_row(p, b, row, st.s * st.s / st.a, ui, vi, Mi);
+      moment_row(p, b, st.s * st.s / st.a, ui, vi, [&](int c, float value) { Mi[row * dy + c] = value; });
       if (row + 1 == dy) {
-        // The finish factorises a local copy, as guided_moment_functor's local matrix (registers and the stack
-        // frame): factorising in place in global memory, the CUDA kernel spilled across the divisions' slow paths.
-        float local[moment_potential_max_dy * moment_potential_max_dy];
-        for (int e = 0; e < dy * dy; ++e) local[e] = Mi[e];
+        // The finish factorises a packed local copy, as guided_moment_functor (see moment_packed).
+        const float s2y = sigma2_b[b];
+        float V[moment_packed];
+        moment_pack(dy, s2y, Mi, V);
         strided_vec<float> mui{mu + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
-        moment_finish(p, k, b, sigma2_b[b], xi, mi, local, mui, ri, lw[i], lz[i]);
+        moment_finish(p, k, b, s2y, xi, mi, V, mui, ri, lw[i], lz[i]);
         return;
       }
     }
@@ -678,7 +702,7 @@ struct moment_stage_functor {
 
 /// The twisted SMC (guided_potentials::twisted) at grid point k < steps, for particle x of problem b with denoiser m
 /// and the d_y JVPs u_o = J a_o (a_o row o of A; row o of u at u + o u_rows, coordinate j at j u_step), from its
-/// moment matrix M (d_y x d_y, overwritten): with g_k the moment potential (moment_log_potential),
+/// packed V (moment_put; overwritten): with g_k the moment potential (moment_log_potential),
 ///   lw += log g_k(x)                          (k = 0: lw is 0, or the start correction's log-ratio; k > 0: the
 ///                                              pending part came with the mutation)
 ///   h   = sig^2 J A^T V^-1 (y - A m)          (the gradient of log g_k with V held fixed, times sig^2)
@@ -688,17 +712,17 @@ struct moment_stage_functor {
 /// and q the proposal N(mu, sig^2 I) (twisted_mutate_functor). r: d_y scratch.
 template <class X, class M, class U, class MU, class H, class R>
 DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
-                                 const M& m, const U& u, std::int64_t u_rows, std::int64_t u_step, float* Mat, MU& mi,
-                                 H& hi, R& ri, float& lw, float& lz) {
+                                 const M& m, const U& u, std::int64_t u_rows, std::int64_t u_step,
+                                 float (&V)[moment_packed], MU& mi, H& hi, R& ri, float& lw, float& lz) {
   const guided_step st = p.steps[k];
   const int dy = p.d_y;
-  const float log_g = moment_log_potential(p, b, s2y, m, Mat, ri);
+  const float log_g = moment_log_potential(p, b, s2y, m, V, ri);
   lw += log_g;
   // w = V^-1 (y - A m) = L^-T (L^-1 r): back substitution in place.
   for (int o = dy - 1; o >= 0; --o) {
     float acc = ri[o];
-    for (int e = o + 1; e < dy; ++e) acc -= Mat[e * dy + o] * ri[e];
-    ri[o] = acc / Mat[o * dy + o];
+    for (int e = o + 1; e < dy; ++e) acc -= V[moment_at(e, o)] * ri[e];
+    ri[o] = acc / V[moment_at(o, o)];
   }
   const float sig2 = st.sig * st.sig;
   float norm = 0;
@@ -740,17 +764,16 @@ struct guided_twisted_functor {
     strided_vec<float> m{s.p, s.stride, d}, vi{s.p + d * s.stride, s.stride, d};
     const channel_view ch = guided_channel(p, k);
     guided_denoiser(ch, xi, m);
-    float M[moment_potential_max_dy * moment_potential_max_dy];
-    const float cov_scale = st.s * st.s / st.a;
+    const float cov_scale = st.s * st.s / st.a, s2y = sigma2_b[b];
+    float V[moment_packed];
     for (int o = 0; o < dy; ++o) {
       strided_vec<float> ui{s.p + (2 + o) * d * s.stride, s.stride, d};
       for (int j = 0; j < d; ++j) vi[j] = 0.f;
       guided_add_row(p, b, o, 1.f, vi);
       channel_jvp<float>(ch, xi, vi, ui);
-      moment_row(p, b, o, cov_scale, ui, vi, M);
+      moment_row(p, b, cov_scale, ui, vi, [&](int c, float value) { moment_put(V, o, c, value, s2y); });
     }
-    twisted_finish(p, k, b, sigma2_b[b], xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, M, mi, hi, ri, lw[i],
-                   lz[i]);
+    twisted_finish(p, k, b, s2y, xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, V, mi, hi, ri, lw[i], lz[i]);
   }
 };
 
@@ -787,12 +810,13 @@ struct twisted_stage_functor {
       const guided_step st = p.steps[k];
       const std::int64_t plane = rows * d;
       const strided_vec<const float> ui{u + row * plane + i * d, 1, d};
-      moment_row(p, b, row, st.s * st.s / st.a, ui, vi, Mi);
+      moment_row(p, b, st.s * st.s / st.a, ui, vi, [&](int c, float value) { Mi[row * dy + c] = value; });
       if (row + 1 == dy) {
-        float local[moment_potential_max_dy * moment_potential_max_dy];
-        for (int e = 0; e < dy * dy; ++e) local[e] = Mi[e];
+        const float s2y = sigma2_b[b];
+        float V[moment_packed];
+        moment_pack(dy, s2y, Mi, V);
         strided_vec<float> mui{mu + i * d, 1, d}, hi{shift + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
-        twisted_finish(p, k, b, sigma2_b[b], xi, mi, u + i * d, plane, 1, local, mui, hi, ri, lw[i], lz[i]);
+        twisted_finish(p, k, b, s2y, xi, mi, u + i * d, plane, 1, V, mui, hi, ri, lw[i], lz[i]);
         return;
       }
     }

@@ -814,6 +814,38 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   }
 }
 
+// The moment potentials' packed V = sigma_y^2 I + (M + M^T) / 2, filled entry by entry as the fused weightings
+// compute the rows of M (kernels::moment_put, rows in order), must equal the packed copy of the full matrix that the
+// stepwise runs take (moment_pack), and both the full matrix's symmetrisation, bit for bit, at every d_y up to the
+// limit (M is not symmetric, so a transposed or misplaced entry shows; slots outside the triangle stay NaN and are
+// never read). Seen failing with moment_put storing an entry above the diagonal at (o, c) instead of (c, o).
+TEST(Guided, MomentMatrixPackedAsItsRowsArrive) {
+  namespace k = ds::kernels;
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (int dy = 1; dy <= k::moment_potential_max_dy; ++dy) {
+    std::vector<float> M(dy * dy);
+    for (auto& e : M) e = u(gen);
+    const float s2y = 0.5f + 0.25f * u(gen);
+    float arriving[k::moment_packed], packed[k::moment_packed];
+    std::fill(arriving, arriving + k::moment_packed, NAN);
+    std::fill(packed, packed + k::moment_packed, NAN);
+    for (int o = 0; o < dy; ++o)
+      for (int c = 0; c < dy; ++c) k::moment_put(arriving, o, c, M[o * dy + c], s2y);
+    k::moment_pack(dy, s2y, M.data(), packed);
+    ASSERT_EQ(k::moment_at(dy - 1, dy - 1), dy * (dy + 1) / 2 - 1);
+    for (int o = 0; o < dy; ++o)
+      for (int c = 0; c <= o; ++c) {
+        const float want = 0.5f * (M[o * dy + c] + M[c * dy + o]) + (o == c ? s2y : 0.f);
+        const int at = k::moment_at(o, c);
+        ASSERT_EQ(std::memcmp(&arriving[at], &want, sizeof(float)), 0)
+            << "d_y " << dy << " (" << o << ", " << c << "): " << arriving[at] << " vs " << want;
+        ASSERT_EQ(std::memcmp(&packed[at], &want, sizeof(float)), 0)
+            << "d_y " << dy << " (" << o << ", " << c << "): " << packed[at] << " vs " << want;
+      }
+  }
+}
+
 // DDIM kernels. With eta = 1 the DDIM kernel is the DDPM kernel on a VP schedule (same c0, c1, sig up to FP64
 // rounding), so the whole filter must agree to float rounding. With eta = 0.5 the filter targets the posterior of
 // the DDIM chain's prior: its log Z-hat over 8 replicas at N = 2048 must lie within 4 se + 0.1 of log p(y) (the
