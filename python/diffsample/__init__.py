@@ -164,12 +164,125 @@ def _shape(x: Any) -> Tuple[int, ...]:
     return tuple(int(s) for s in x.shape)
 
 
-def _writable(a: Any, name: str) -> Any:
+# How each framework spells the explicit conversion to a dtype the library takes (a copy the caller asks for).
+_TORCH_CONVERT = {"float32": "float()", "float64": "double()", "int32": "int()", "int64": "long()", "uint8": "byte()"}
+# The dtypes the library takes, as NumPy's (native byte order) dtype singletons: a comparison by identity.
+_NP_DTYPES = {name: np.dtype(name) for name in ("float32", "float64", "int32", "int64", "uint8")}
+# DLPack devices the library reads: kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged.
+_DLPACK_DEVICES = (1, 2, 3, 13)
+
+
+def _convert_hint(fw: str, name: str, dtype: str, write: bool) -> str:
+    """What to pass instead of name, an array of another dtype than dtype."""
+    if write:
+        return f"pass a {dtype} array (a converted copy of {name} would not receive the results)"
+    return "convert explicitly (a copy): " + _convert_expression(fw, name, dtype)
+
+
+def _instead(expr: str, write: bool) -> str:
+    """Advice to pass expr, a copy: for an array the call writes, a copy would not receive the results."""
+    if write:
+        return f"pass an array the library can write ({expr} would be a copy that does not receive the results)"
+    return f"pass {expr} (a copy)"
+
+
+def _convert_expression(fw: str, name: str, dtype: str) -> str:
+    if fw == "torch":
+        return f"{name}.{_TORCH_CONVERT.get(dtype, f'to(torch.{dtype})')}"
+    if fw == "jax":
+        return f"{name}.astype(jax.numpy.{dtype})"
+    if fw == "cupy":
+        return f"{name}.astype(cupy.{dtype})"
+    return f"{name}.astype(numpy.{dtype})"
+
+
+def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = False) -> Any:
+    """Refuses, naming the argument and saying what to pass instead, an array the library cannot read as it is
+    through DLPack: another dtype than ``dtype`` (None: the binding checks among the dtypes it takes) or one DLPack
+    cannot carry (object, string, datetime, structured, big-endian), a PyTorch tensor torch would not export or would
+    export wrongly (sparse, on a device other than cpu or cuda, a lazy negation or conjugation view: torch's export
+    drops those bits, so the library would read the base's values), or an object that is no array. Nothing is
+    converted. write: a is written (the hints ask for an array of the right kind rather than a converted copy).
+    Returns a. Shape, C-contiguity and the call's device are checked by the binding."""
+    if a is None:
+        return a
+    t = type(a)
+    if t is np.ndarray:
+        d = a.dtype
+        if dtype is not None and d is _NP_DTYPES[dtype]:  # the common case, first (NumPy's dtype.name is slow)
+            return a
+        fw = "numpy"
+        if d.kind not in "biufc" or d.fields is not None:
+            got = str(d) if d.fields is None else str(d.descr)
+            raise InvalidArgument(f"{name}: dtype {got} (NumPy dtype that no DLPack array holds), expected "
+                                  f"{dtype or 'a numeric dtype'}"
+                                  + (f"; {_convert_hint(fw, name, dtype, write)}" if dtype else ""))
+        if not d.isnative:
+            native = dtype or d.newbyteorder("=").name
+            raise InvalidArgument(f"{name}: dtype {d.str} (big-endian), expected {native} in native byte order; "
+                                  f"{_convert_hint(fw, name, native, write)}")
+        if dtype is not None:
+            raise InvalidArgument(f"{name}: dtype {d.name}, expected {dtype}; "
+                                  f"{_convert_hint(fw, name, dtype, write)}")
+        return a
+    fw = _framework(a)
+    if fw == "torch":
+        torch = sys.modules["torch"]
+        if (a.layout is torch.strided and (a.is_cpu or a.is_cuda) and not a.is_neg()
+                and (a.dtype is getattr(torch, dtype) if dtype is not None else not a.is_conj())):
+            return a  # the common case, first (a tensor of a real dtype has no conjugate bit)
+        layout = str(a.layout).replace("torch.", "")
+        if layout != "strided":
+            raise InvalidArgument(f"{name}: a {layout} tensor; the library reads dense (strided) tensors only: "
+                                  + _instead(f"{name}.to_dense()", write))
+        if a.device.type not in ("cpu", "cuda"):
+            raise InvalidArgument(f"{name}: a tensor on {a.device.type}; the library reads cpu or cuda tensors only: "
+                                  + _instead(f"{name}.cpu()", write))
+        got = str(a.dtype).replace("torch.", "")
+        if dtype is not None and got != dtype:
+            raise InvalidArgument(f"{name}: dtype {got}, expected {dtype}; "
+                                  f"{_convert_hint(fw, name, dtype, write)}")
+        if a.is_neg():
+            raise InvalidArgument(f"{name}: a tensor with the negative bit set (a lazy negation view, e.g. the "
+                                  "imaginary part of a conjugate); DLPack would hand over the base's values with the "
+                                  "opposite sign: " + _instead(f"{name}.resolve_neg()", write))
+        if a.is_conj():
+            raise InvalidArgument(f"{name}: a tensor with the conjugate bit set (a lazy .conj() view); "
+                                  + _instead(f"{name}.resolve_conj()", write))
+        return a
+    if not hasattr(a, "__dlpack__") and not hasattr(a, "__array_interface__"):
+        try:
+            memoryview(a)
+        except TypeError:
+            raise InvalidArgument(f"{name}: a {type(a).__name__}, expected an array (NumPy, PyTorch, JAX, CuPy; any "
+                                  "DLPack array); "
+                                  + _instead(f"numpy.asarray({name}, dtype=numpy.{dtype or 'float32'})", write)
+                                  ) from None
+        return a
+    if dtype is not None and hasattr(a, "dtype"):
+        got = str(a.dtype)
+        if got != dtype:
+            raise InvalidArgument(f"{name}: dtype {got}, expected {dtype}; "
+                                  f"{_convert_hint(fw, name, dtype, write)}")
+    if hasattr(a, "__dlpack_device__"):
+        try:
+            device = int(a.__dlpack_device__()[0])
+        except Exception:  # the producer cannot say: the binding's import reports it
+            device = 1
+        if device not in _DLPACK_DEVICES:
+            raise InvalidArgument(f"{name}: a {type(a).__name__} on DLPack device type {device}; the library reads "
+                                  "arrays on the CPU or a CUDA device only: move it there explicitly")
+    return a
+
+
+def _writable(a: Any, name: str, dtype: Optional[str] = "float32") -> Any:
     """Refuses an array that a call would write into but that must not be written in place: a JAX array (immutable:
     JAX may share its buffer between arrays) or a PyTorch tensor that requires grad (writing it outside autograd
-    would leave autograd's graph wrong). Returns a."""
-    if a is None or type(a) is np.ndarray:
+    would leave autograd's graph wrong); and what _array refuses. Returns a."""
+    if a is None:
         return a
+    if type(a) is np.ndarray:
+        return _array(a, name, dtype, True)
     fw = _framework(a)
     if fw == "jax":
         raise InvalidArgument(f"{name}: a JAX array is immutable and cannot be written in place; pass a NumPy "
@@ -177,7 +290,7 @@ def _writable(a: Any, name: str) -> Any:
     if fw == "torch" and a.requires_grad:
         raise InvalidArgument(f"{name}: a tensor that requires grad cannot be written outside autograd; pass "
                               f"{name}.detach() (the same memory) or a tensor without requires_grad")
-    return a
+    return _array(a, name, dtype, True)
 
 
 def _trajectory(trajectory: Any, options: Any) -> Any:
@@ -206,7 +319,7 @@ def _answer(dst: Any, value: Any, name: str) -> None:
         where, plan = ("cuda", "cpu") if _is_cuda(value) else ("cpu", "cuda")
         raise InvalidArgument(f"{name}: on {where}, but the plan's buffers are on {plan}")
     if _framework(value) == "torch":
-        value = value.detach()
+        value = _array(value.detach(), name)
     dst[...] = value
 
 
@@ -327,6 +440,7 @@ class GaussianMixture:
         return f"GaussianMixture(K={self.components}, d={self.dim}, isotropic={self.isotropic})"
 
     def _evaluate(self, what, x, a, s, out, path, stream):
+        _array(x, "x")
         n = _shape(x)[0] if len(_shape(x)) >= 1 else 0
         if out is None:
             out = _empty(x, (n,) if what == _core.Quantity.log_density else (n, self.dim), "float32")
@@ -403,6 +517,7 @@ class GaussianMixture:
             out = _empty(x, _shape(x), "float32")
         else:
             _writable(out, "out")
+        _array(x, "x"), _array(v, "v")
         self._m.denoiser_jvp(x, v, float(a), float(s), out, _stream(x, stream))
         return out
 
@@ -465,7 +580,7 @@ class GaussianMixture:
         if labels is True:
             lab = _empty(out, (_shape(out)[0],), "int32")
         elif labels is not False and labels is not None:
-            lab = _writable(labels, "labels")
+            lab = _writable(labels, "labels", "int32")
         self._m.sample(out, float(a), float(s), int(seed), lab, int(first_index), _stream(out, stream))
         return (out, lab) if lab is not None else out
 
@@ -501,7 +616,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
     """
     o = _fill(LangevinOptions(), options)
     o.target_a, o.target_s = float(target[0]), float(target[1])
-    _writable(x, "x"), _writable(_trajectory(trajectory, o), "trajectory"), _writable(accepted, "accepted")
+    _writable(x, "x"), _writable(_trajectory(trajectory, o), "trajectory"), _writable(accepted, "accepted", "int64")
     _core.langevin(_mixture(mixture), x, o, trajectory, accepted, _stream(x, stream))
     return x
 
@@ -633,6 +748,7 @@ class DiffusionPlan:
         """
         if type(x) is not np.ndarray:
             _writable(x, "x")
+        _array(model, "model")
         self._plan.step(x, model, _stream(x, stream))
         return x
 
@@ -649,6 +765,7 @@ class DiffusionPlan:
         """
         if type(x) is not np.ndarray:
             _writable(x, "x")
+        _array(model, "model")
         self._plan.finish(x, model, _stream(x, stream))
         return x
 
@@ -676,10 +793,10 @@ class DiffusionPlan:
         p.reset(x, h)
         for k in range(p.steps):
             a, s = p.step_channel(k)
-            p.step(x, model(x, a, s), h)
+            p.step(x, _array(model(x, a, s), "model"), h)
         if p.needs_final_jump:
             a, s = p.step_channel(p.steps)
-            p.finish(x, model(x, a, s), h)
+            p.finish(x, _array(model(x, a, s), "model"), h)
         return x
 
 
@@ -893,6 +1010,7 @@ class SamplingPlan:
 
         Asynchronous on CUDA; on the CPU it returns when done.
         """
+        _array(initial, "initial")
         self._plan.reset(initial, _stream(initial if initial is not None else self._like, stream))
 
     def samples(self) -> Any:
@@ -978,12 +1096,13 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
     the device); on the CPU it returns when done.
     """
     o = _fill(ResamplingOptions(), options)
+    _array(log_weights, "log_weights")
     B, N = _shape(log_weights)
     if ancestors is None:
         ancestors = _empty(log_weights, (B, N), "int32")
     if normalised_weights is None:
         normalised_weights = _empty(log_weights, (B, N), "float32")
-    _writable(ancestors, "ancestors"), _writable(normalised_weights, "normalised_weights")
+    _writable(ancestors, "ancestors", None), _writable(normalised_weights, "normalised_weights")
     # The reports: a NumPy record array on the CPU whatever the framework, a device array on CUDA.
     rep = None
     if reports:
@@ -1007,6 +1126,7 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
 
     Returns out. Asynchronous on CUDA; on the CPU it returns when done.
     """
+    _array(states, "states"), _array(ancestors, "ancestors", None)
     if out is None:
         out = _empty(states, _shape(states), "float32")
     _writable(out, "out")
@@ -1078,7 +1198,7 @@ class MixturePosterior:
         """
         if out is None:
             out = _empty(None, (n, self.dim), dtype)
-        _writable(out, "out")
+        _writable(out, "out", None)
         lab = _empty(out, (_shape(out)[0],), "int32") if labels else None
         self._p.sample(out, int(seed), lab, int(first_index), _stream(out, stream))
         return (out, lab) if labels else out
@@ -1175,6 +1295,7 @@ def sliced_wasserstein(a: Array, b: Array, *, directions: int = 256, seed: int =
 
     Returns the distance as a Python float. Synchronises the stream on CUDA (it returns a host value).
     """
+    _array(a, "a"), _array(b, "b")
     return _core.sliced_wasserstein(a, b, directions, seed, p, _stream(a, stream))
 
 
@@ -1188,7 +1309,7 @@ def component_weights(reference: Any, x: Array) -> np.ndarray:
     Returns a new (K,) float64 NumPy array. Synchronous (host only).
     """
     ref = reference._p if isinstance(reference, MixturePosterior) else _mixture(reference)
-    return _core.component_weights(ref, x)
+    return _core.component_weights(ref, _array(x, "x"))
 
 
 def component_weight_error(reference: Any, x: Array) -> float:
@@ -1201,4 +1322,4 @@ def component_weight_error(reference: Any, x: Array) -> float:
     Returns a Python float. Synchronous (host only).
     """
     ref = reference._p if isinstance(reference, MixturePosterior) else _mixture(reference)
-    return _core.component_weight_error(ref, x)
+    return _core.component_weight_error(ref, _array(x, "x"))

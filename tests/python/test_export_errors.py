@@ -1,0 +1,110 @@
+"""Arrays the library cannot read or write as they are (a tensor torch will not export through DLPack, a lazy negation
+view, another dtype, a dtype DLPack cannot carry, a device other than the CPU or CUDA, a list) are refused before
+anything runs, with an InvalidArgument that names the argument, says what is wrong and what to pass instead; nothing
+is converted or copied silently. NumPy cases always run; the PyTorch and JAX cases skip without their framework."""
+import re
+
+import numpy as np
+import pytest
+
+import diffsample as ds
+from conftest import torch_or_none
+
+torch = torch_or_none()
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+pytestmark = pytest.mark.filterwarnings("ignore:The given NumPy array is not writable:UserWarning")
+
+X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(8, 2)
+
+
+def as_out(pattern):
+    """The pattern of x's message for the same kind of array given as out=: the same fault, and advice that does not
+    offer a copy (a converted copy of out would not receive the results)."""
+    if "C-contiguous" in pattern:
+        return pattern.replace("x:", "out:", 1)
+    return re.split(r"\.\*|; ", pattern)[0].replace("x:", "out:", 1) + ".*receive the results"
+
+
+def refused(call, pattern):
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        call()
+
+
+@pytest.mark.parametrize("bad, pattern", [
+    (np.zeros((8, 2), dtype=object), r"x: dtype object .*expected float32.*astype\(numpy\.float32\)"),
+    (np.zeros((8, 2), dtype="U1"), r"x: dtype <U1 .*expected float32.*astype\(numpy\.float32\)"),
+    (np.zeros((8, 2), dtype="M8[s]"), r"x: dtype datetime64\[s\] .*expected float32"),
+    (np.zeros(8, dtype=[("a", "f4"), ("b", "f4")]), r"x: dtype \[\('a', '<f4'\), \('b', '<f4'\)\] .*expected"),
+    (np.zeros((8, 2), dtype=">f4"), r"x: dtype >f4 \(big-endian\).*astype\(numpy\.float32\)"),
+    (np.zeros((8, 2)),
+     r"x: dtype float64, expected float32; convert explicitly \(a copy\): x\.astype\(numpy\.float32\)"),
+    ([[0.0, 0.0]] * 8, r"x: a list, expected an array.*numpy\.asarray\(x, dtype=numpy\.float32\)"),
+])
+def test_numpy_and_python_inputs_are_refused_with_the_argument_named(mixture2, bad, pattern):
+    refused(lambda: mixture2.score(bad, 1.0, 0.5), pattern)
+    out = np.zeros((8, 2), np.float32)
+    refused(lambda: mixture2.score(X, 1.0, 0.5, out=bad), as_out(pattern))
+    assert not out.any()
+
+
+def test_other_arguments_are_named_too(mixture2):
+    refused(lambda: mixture2.denoiser_jvp(X, X.astype(np.float64), 1.0, 0.5), r"v: dtype float64, expected float32")
+    refused(lambda: ds.sliced_wasserstein(X, X.astype(">f4")), r"b: dtype >f4 \(big-endian\)")
+    refused(lambda: ds.resample(X.reshape(2, 8).astype(object)), r"log_weights: dtype object")
+    plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3)
+    x = X.copy()
+    plan.reset(x)
+    refused(lambda: plan.step(x, X.astype(np.float64)), r"model: dtype float64, expected float32")
+
+
+@needs_torch
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: torch._neg_view(torch.from_numpy(X.copy())),
+     r"x: a tensor with the negative bit set .*x\.resolve_neg\(\)"),
+    (lambda: torch.empty(8, 2, device="meta"), r"x: a tensor on meta.*cpu or cuda.*x\.cpu\(\)"),
+    (lambda: torch.from_numpy(X.copy()).to_sparse(), r"x: a sparse_coo tensor.*x\.to_dense\(\)"),
+    (lambda: torch.from_numpy(X.copy()).double(), r"x: dtype float64, expected float32; .*x\.float\(\)"),
+    (lambda: torch.from_numpy(X.copy()).to(torch.float8_e4m3fn),
+     r"x: dtype float8_e4m3fn, expected float32; .*x\.float\(\)"),
+    (lambda: torch.randn(8, 2, dtype=torch.complex64).conj(), r"x: dtype complex64, expected float32"),
+    (lambda: torch.zeros(2, 8).t(), r"x: not C-contiguous .*tensor\.contiguous\(\)"),
+])
+def test_torch_tensors_that_cannot_be_read_as_they_are(mixture2, make, pattern):
+    refused(lambda: mixture2.score(make(), 1.0, 0.5), pattern)
+    out = make()
+    refused(lambda: mixture2.score(X, 1.0, 0.5, out=out), as_out(pattern))
+
+
+@needs_torch
+def test_a_negated_view_is_not_read_as_its_base(mixture2):
+    # torch's DLPack export ignores the negative bit: read through it, the library would see x and not -x.
+    x = torch.from_numpy(X.copy())
+    plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3)
+    state = torch.zeros(8, 2)
+    plan.reset(state)
+    before = state.clone()
+    refused(lambda: plan.step(state, torch._neg_view(x)), r"model: a tensor with the negative bit set")
+    assert torch.equal(state, before)
+    refused(lambda: ds.langevin(mixture2, torch._neg_view(torch.zeros(8, 2)), method="ula", step_size=0.01, steps=2),
+            r"x: a tensor with the negative bit set")
+    # The explicit copy is read as the values it holds.
+    assert torch.equal(mixture2.score(torch._neg_view(x).resolve_neg(), 1.0, 0.5), mixture2.score(-x, 1.0, 0.5))
+
+
+@needs_torch
+def test_requires_grad_inputs_are_read_detached_and_outputs_refused(mixture2):
+    x = torch.from_numpy(X.copy()).requires_grad_()
+    assert torch.equal(mixture2.score(x, 1.0, 0.5), mixture2.score(x.detach(), 1.0, 0.5))
+    refused(lambda: mixture2.score(X, 1.0, 0.5, out=torch.zeros(8, 2, requires_grad=True)),
+            r"out: a tensor that requires grad .*out\.detach\(\)")
+
+
+def test_jax_arrays_that_cannot_be_read_as_they_are(mixture2):
+    jnp = pytest.importorskip("jax.numpy")
+    refused(lambda: mixture2.score(jnp.zeros((8, 2), jnp.bfloat16), 1.0, 0.5),
+            r"x: dtype bfloat16, expected float32; .*x\.astype\(jax\.numpy\.float32\)")
+    refused(lambda: mixture2.score(jnp.zeros((8, 2), jnp.int4), 1.0, 0.5),
+            r"x: dtype int4, expected float32; .*x\.astype\(jax\.numpy\.float32\)")
+    refused(lambda: ds.sliced_wasserstein(X, jnp.zeros((8, 2), jnp.float64 if jnp.zeros(1).dtype == jnp.float64
+                                                             else jnp.int32)),
+            r"b: dtype (float64|int32), expected float32")
