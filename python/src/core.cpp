@@ -31,6 +31,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace nb = nanobind;
@@ -131,8 +132,12 @@ T* checked(const A& a, const char* name, std::initializer_list<std::int64_t> sha
       std::ostringstream os;
       os << name << ": not C-contiguous (strides ";
       for (std::size_t k = 0; k < a.ndim(); ++k) os << (k ? ", " : "") << a.stride(k);
-      os << " elements for shape " << shape_string(got.size(), got.data())
-         << "); pass a contiguous array (numpy.ascontiguousarray, tensor.contiguous())";
+      os << " elements for shape " << shape_string(got.size(), got.data()) << "); ";
+      // An array the call writes cannot be replaced by a contiguous copy: the copy would receive the results.
+      if constexpr (std::is_same_v<A, out_array>)
+        os << "pass a contiguous array (a contiguous copy of " << name << " would not receive the results)";
+      else
+        os << "pass a contiguous array (numpy.ascontiguousarray, tensor.contiguous())";
       raise_invalid(os.str());
     }
     expect *= got[j];
