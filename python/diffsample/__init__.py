@@ -319,7 +319,9 @@ def _answer(dst: Any, value: Any, name: str) -> None:
         where, plan = ("cuda", "cpu") if _is_cuda(value) else ("cpu", "cuda")
         raise InvalidArgument(f"{name}: on {where}, but the plan's buffers are on {plan}")
     if _framework(value) == "torch":
-        value = _array(value.detach(), name)
+        value = value.detach()
+        if value.is_neg() and type(dst) is np.ndarray:  # a copy by design: torch's copy resolves the bit, NumPy's
+            value = value.resolve_neg()                   # conversion of the tensor refuses it
     dst[...] = value
 
 

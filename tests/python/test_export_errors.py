@@ -115,3 +115,15 @@ def test_jax_arrays_that_cannot_be_read_as_they_are(mixture2):
     refused(lambda: ds.sliced_wasserstein(X, jnp.zeros((8, 2), jnp.float64 if jnp.zeros(1).dtype == jnp.float64
                                                              else jnp.int32)),
             r"b: dtype (float64|int32), expected float32")
+
+
+@needs_torch
+@pytest.mark.skipif(not ds._core.HAS_SAMPLING_PLANS, reason="the library has no ask/tell plans")
+def test_sampling_plan_copies_a_negated_view_by_its_values(mixture2):
+    # SamplingPlan.run copies the model's output into the plan's buffer (a copy by design): a negated view is
+    # copied as the values it holds, as torch's own copy does, rather than refused by NumPy's conversion.
+    good = lambda x, a, s: torch.from_numpy(mixture2.denoiser(np.ascontiguousarray(x), a, s))  # noqa: E731
+    want = ds.SamplingPlan.diffusion(16, 2, sampler="ddpm", steps=3, seed=4).run(good)
+    got = ds.SamplingPlan.diffusion(16, 2, sampler="ddpm", steps=3, seed=4).run(
+        lambda x, a, s: torch._neg_view(-good(x, a, s)))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
