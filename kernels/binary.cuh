@@ -18,6 +18,7 @@
 #include "kernels/config.cuh"
 #include "kernels/mixture.cuh"
 #include "kernels/rng.cuh"
+#include <diffsample/mixture.hpp>
 
 namespace diffsample::kernels {
 
@@ -354,6 +355,56 @@ struct binary_chain_functor {
       body(i, y, s, yp, sp);
     }
     for (int j = 0; j < d; ++j) row[j] = y[j];
+  }
+};
+
+// --- the Bernoulli mixture's functors over points (src/binary.cu launches them on either executor) --------------
+
+/// bernoulli_mixture::evaluate: the score, posterior mean or log-density of point i (row-major y and out).
+struct binary_evaluate_functor {
+  bernoulli_view<float> mix;
+  const float* y;
+  float* out;
+  float alpha;
+  float log_norm;  // bernoulli_log_norm(d, alpha)
+  quantity what;
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = mix.dim;
+    const strided_vec<const float> yi{y + i * d, 1, d};
+    if (what == quantity::log_density) {
+      out[i] = bernoulli_log_density(mix, yi, alpha, log_norm);
+    } else {
+      strided_vec<float> oi{out + i * d, 1, d};
+      bernoulli_posterior_mean(mix, yi, alpha, log_norm, oi);
+      if (what == quantity::score)
+        for (int j = 0; j < d; ++j) oi[j] *= alpha;
+    }
+  }
+};
+
+/// bernoulli_mixture::sample: draw first + i through the channel of strength alpha (flip = sigmoid(-2 alpha)).
+struct binary_sample_functor {
+  const double* cumulative;    // FP64
+  const float* probabilities;  // K x d
+  int components, dim;
+  float* out;
+  std::int32_t* labels;
+  float flip;  // sigmoid(-2 alpha)
+  std::uint64_t seed, first;
+  DS_HD void operator()(std::int64_t i) const {
+    const std::uint64_t id = first + static_cast<std::uint64_t>(i);
+    philox rng(seed, id, 0);
+    // The component's 64-bit uniform against FP64 cumulative weights, as gaussian_mixture::sample draws it: output 0
+    // of the stream (the coordinates' uniforms follow it, as before) and one output far beyond them (2^33 in).
+    const unsigned hi = rng.bits();
+    const unsigned lo = philox(seed, id, 0, std::uint64_t(1) << 33).bits();
+    const int k = pick_component(cumulative, components, component_uniform(hi, lo));
+    if (labels != nullptr) labels[i] = k;
+    for (int j = 0; j < dim; ++j) {
+      const float p = probabilities[static_cast<std::int64_t>(k) * dim + j];
+      const float plus = p * (1.f - flip) + (1.f - p) * flip;  // P(y_j = +1)
+      out[i * dim + j] = rng.uniform() <= plus ? 1.f : -1.f;
+    }
   }
 };
 

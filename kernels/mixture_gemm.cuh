@@ -245,4 +245,135 @@ DS_HD_INLINE void gemm_finish_jvp_row(const gemm_point_state& st, float b_sum, c
   for (int j = 0; j < d; ++j) out[j] = (v[j] * st.x_sum + f * (a * acc2[j] - xc[j] * b_sum)) * inv_sum;
 }
 
+// --- the CUDA executor's per-point functors around the products (src/mixture_gemm.cu launches them) -------------
+
+// x' = x - a m for the pass's points, |x'| and |x'|^2, the running state emptied and the accumulator zeroed.
+struct gemm_centre_functor {
+  const float* x;
+  const float* centre;
+  float* xc;
+  float* xn;  // pass: |x'| then |x'|^2
+  gemm_point_state* st;
+  float* acc;
+  std::int64_t first;
+  int d;
+  float a;
+  DS_HD void operator()(std::int64_t r) const {
+    const float* xi = x + (first + r) * d;
+    float* o = xc + r * d;
+    double q = 0;
+    for (int j = 0; j < d; ++j) {
+      o[j] = xi[j] - a * centre[j];
+      q += double(o[j]) * o[j];
+    }
+    xn[2 * r] = float(sqrt(q));
+    xn[2 * r + 1] = float(q);
+    st[r] = gemm_point_state{-INFINITY, 0.f, 0.f, 0.f};
+    if (acc != nullptr)
+      for (int j = 0; j < d; ++j) acc[r * d + j] = 0.f;
+  }
+};
+
+// What every pass over a chunk of components reads: the logits g (count per point), the chunk's components
+// [k0, k0 + count), the centred points xc, their norms xn and the means.
+struct gemm_chunk_rows {
+  float* g;
+  const gemm_component* comp;
+  const float* xc;
+  const float* xn;
+  const float* means;
+  int count, k0, d;
+  float a, gamma;
+};
+
+struct gemm_chunk_functor {
+  gemm_chunk_rows c;
+  gemm_point_state* st;
+  float* acc;
+  DS_HD void operator()(std::int64_t r) const {
+    gemm_chunk_row(c.g + r * c.count, c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
+                            c.means, c.d, c.a, c.gamma, st[r], acc == nullptr ? nullptr : acc + r * c.d);
+  }
+};
+
+struct gemm_finish_functor {
+  const gemm_point_state* st;
+  const float* acc;
+  const float* xc;
+  const float* x;
+  const float* centre;
+  float* out;
+  std::int64_t first;
+  int what, d;
+  float a, s2;
+  DS_HD void operator()(std::int64_t r) const {
+    const std::int64_t i = first + r;
+    gemm_finish_row(what, st[r], acc == nullptr ? nullptr : acc + r * d, xc + r * d, x + i * d, centre, d,
+                             a, s2, what == 0 ? out + i : out + i * d);
+  }
+};
+
+// The JVP's per-point start: x' . v (FP64 sum), zero sums.
+struct gemm_jvp_start_functor {
+  const float* xc;
+  const float* v;
+  gemm_jvp_state* js;
+  float* bsum;
+  std::int64_t first;
+  int d;
+  DS_HD void operator()(std::int64_t r) const {
+    double q = 0;
+    for (int j = 0; j < d; ++j) q += double(xc[r * d + j]) * v[(first + r) * d + j];
+    js[r] = gemm_jvp_state{0.f, float(q)};
+    bsum[r] = 0.f;
+  }
+};
+
+// First pass over a chunk: softmax statistics and sum_k w_k delta_k . v (h holds mu'_k . v on entry).
+struct gemm_jvp_first_functor {
+  gemm_chunk_rows c;
+  float* h;
+  const float* v;
+  gemm_point_state* st;
+  gemm_jvp_state* js;
+  std::int64_t first;
+  DS_HD void operator()(std::int64_t r) const {
+    gemm_chunk_row(c.g + r * c.count, c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
+                            c.means, c.d, c.a, c.gamma, st[r], nullptr,
+                            {h + r * c.count, v + (first + r) * c.d, nullptr, js + r});
+  }
+};
+
+// Second pass over a chunk: h becomes B_k = w_k (dv_k - alpha) / c_k for the product sum_k B_k mu'_k.
+struct gemm_jvp_second_functor {
+  gemm_chunk_rows c;
+  float* h;
+  const float* v;
+  const gemm_point_state* st;
+  const gemm_jvp_state* js;
+  float* bsum;
+  std::int64_t first;
+  DS_HD void operator()(std::int64_t r) const {
+    bsum[r] += gemm_jvp_second_row(c.g + r * c.count, h + r * c.count, v + (first + r) * c.d, js[r].xv,
+                                            c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
+                                            c.means, c.d, c.a, c.gamma, st[r].max, js[r].dv_sum / st[r].sum);
+  }
+};
+
+struct gemm_jvp_finish_functor {
+  const gemm_point_state* st;
+  const float* bsum;
+  const float* acc;
+  const float* xc;
+  const float* v;
+  float* out;
+  std::int64_t first;
+  int d;
+  float a, s2;
+  DS_HD void operator()(std::int64_t r) const {
+    const std::int64_t i = first + r;
+    gemm_finish_jvp_row(st[r], bsum[r], acc + r * d, xc + r * d, v + i * d, d, a, s2, out + i * d);
+  }
+};
+
 }  // namespace diffsample::kernels

@@ -52,55 +52,9 @@ struct bernoulli_storage {
 
 namespace {
 
+using kernels::binary_evaluate_functor;
+using kernels::binary_sample_functor;
 using kernels::strided_vec;
-
-// --- kernels (functors over points) ---------------------------------------------------------------------------
-
-struct binary_evaluate_functor {
-  kernels::bernoulli_view<float> mix;
-  const float* y;
-  float* out;
-  float alpha;
-  float log_norm;  // kernels::bernoulli_log_norm(d, alpha)
-  quantity what;
-  DS_HD void operator()(std::int64_t i) const {
-    const int d = mix.dim;
-    const strided_vec<const float> yi{y + i * d, 1, d};
-    if (what == quantity::log_density) {
-      out[i] = kernels::bernoulli_log_density(mix, yi, alpha, log_norm);
-    } else {
-      strided_vec<float> oi{out + i * d, 1, d};
-      kernels::bernoulli_posterior_mean(mix, yi, alpha, log_norm, oi);
-      if (what == quantity::score)
-        for (int j = 0; j < d; ++j) oi[j] *= alpha;
-    }
-  }
-};
-
-struct binary_sample_functor {
-  const double* cumulative;    // FP64
-  const float* probabilities;  // K x d
-  int components, dim;
-  float* out;
-  std::int32_t* labels;
-  float flip;  // sigmoid(-2 alpha)
-  std::uint64_t seed, first;
-  DS_HD void operator()(std::int64_t i) const {
-    const std::uint64_t id = first + static_cast<std::uint64_t>(i);
-    kernels::philox rng(seed, id, 0);
-    // The component's 64-bit uniform against FP64 cumulative weights, as gaussian_mixture::sample draws it: output 0
-    // of the stream (the coordinates' uniforms follow it, as before) and one output far beyond them (2^33 in).
-    const unsigned hi = rng.bits();
-    const unsigned lo = kernels::philox(seed, id, 0, std::uint64_t(1) << 33).bits();
-    const int k = kernels::pick_component(cumulative, components, kernels::component_uniform(hi, lo));
-    if (labels != nullptr) labels[i] = k;
-    for (int j = 0; j < dim; ++j) {
-      const float p = probabilities[static_cast<std::int64_t>(k) * dim + j];
-      const float plus = p * (1.f - flip) + (1.f - p) * flip;  // P(y_j = +1)
-      out[i * dim + j] = rng.uniform() <= plus ? 1.f : -1.f;
-    }
-  }
-};
 
 void check_alpha(const char* name, double alpha) {
   DIFFSAMPLE_EXPECTS(std::isfinite(alpha) && alpha > 0, name << ": must be positive and finite, got " << alpha);

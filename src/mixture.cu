@@ -1,10 +1,11 @@
 // Gaussian mixtures: validation and storage, then the launchers of evaluate / denoiser_jvp / sample, each one
-// functor over points run by either executor.
+// functor over points (kernels/mixture_points.cuh) run by either executor.
 #include <cmath>
 #include <utility>
 #include <vector>
 
 #include "kernels/mixture.cuh"
+#include "kernels/mixture_points.cuh"
 #include "kernels/rng.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/guided_jvp.hpp"
@@ -51,73 +52,6 @@ const double* mixture_storage::cumulative_for(executor where) const {
 namespace {
 
 using kernels::strided_vec;
-
-template <class T>
-strided_vec<T> row(T* base, std::int64_t i, int d) {
-  return {base + i * d, 1, d};
-}
-
-// --- kernels (functors over points) ---------------------------------------------------------------------------
-
-struct evaluate_functor {
-  kernels::mixture_view<float> mix;
-  const float* x;
-  float* out;
-  float a, s;
-  quantity what;
-  DS_HD void operator()(std::int64_t i) const {
-    const int d = mix.dim;
-    const strided_vec<const float> xi{x + i * d, 1, d};
-    if (what == quantity::log_density) {
-      out[i] = kernels::mixture_log_density(mix, xi, a, s);
-    } else {
-      strided_vec<float> oi{out + i * d, 1, d};
-      if (what == quantity::score)
-        kernels::mixture_score(mix, xi, a, s, oi);
-      else
-        kernels::mixture_denoiser(mix, xi, a, s, oi);
-    }
-  }
-};
-
-struct jvp_functor {
-  kernels::mixture_view<float> mix;
-  const float* x;
-  const float* v;
-  float* out;
-  float a, s;
-  DS_HD void operator()(std::int64_t i) const {
-    const int d = mix.dim;
-    const strided_vec<const float> xi{x + i * d, 1, d}, vi{v + i * d, 1, d};
-    strided_vec<float> oi{out + i * d, 1, d};
-    kernels::mixture_denoiser_jvp(mix, xi, vi, a, s, oi);
-  }
-};
-
-struct sample_functor {
-  kernels::mixture_view<float> mix;
-  const double* cumulative;  // FP64
-  float* out;
-  std::int32_t* labels;
-  float a, s2;
-  std::uint64_t seed, first;
-  DS_HD void operator()(std::int64_t i) const {
-    const std::uint64_t id = first + static_cast<std::uint64_t>(i);
-    kernels::philox rng(seed, id, 0);
-    // The component's 64-bit uniform: output 0 of the stream (the normals follow it, as before) and one output far
-    // beyond any normal of the step (2^33 of its 2^34 outputs in).
-    const unsigned hi = rng.bits();
-    const unsigned lo = kernels::philox(seed, id, 0, std::uint64_t(1) << 33).bits();
-    const int k = kernels::pick_component(cumulative, mix.components, kernels::component_uniform(hi, lo));
-    if (labels != nullptr) labels[i] = k;
-    float* o = out + i * mix.dim;
-    const auto& m = mix;
-    const float aa = a, ss2 = s2;
-    rng.normals(mix.dim, [&](int j, float z) {
-      o[j] = aa * m.mean(k, j) + kernels::ds_sqrt(aa * aa * m.variance(k, j) + ss2) * z;
-    });
-  }
-};
 
 /// The CPU executor's direct path for one channel: the channel's constants once (the table the fused samplers build),
 /// then `packed(c, target)` on a SIMD target, or `per_point(c, first, last)` over ranges of points on the scalar one.
@@ -231,8 +165,9 @@ void detail::evaluate_direct_unchecked(const mixture_storage& mix, quantity what
                     });
     return;
   }
-  kernels::for_each_index(where, n, evaluate_functor{mix.view(where), x, out, float(ch.a), float(ch.s), what},
-                          exec.stream);
+  kernels::for_each_index(
+      where, n, kernels::mixture_evaluate_functor{mix.view(where), x, out, float(ch.a), float(ch.s), what},
+      exec.stream);
 }
 
 executor gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,
@@ -262,7 +197,8 @@ void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, 
                     });
     return;
   }
-  kernels::for_each_index(where, n, jvp_functor{mix.view(where), x, v, out, float(ch.a), float(ch.s)}, exec.stream);
+  kernels::for_each_index(where, n, kernels::mixture_jvp_functor{mix.view(where), x, v, out, float(ch.a), float(ch.s)},
+                          exec.stream);
 }
 
 void gaussian_mixture::evaluate_fp64(double* out, std::int64_t n, const double* x, channel ch, quantity what) const {
@@ -307,8 +243,8 @@ executor gaussian_mixture::sample(float* out, std::int64_t n, channel ch, std::u
   detail::check_buffer("out", out, n * d, sizeof(float), where);
   if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);
   kernels::for_each_index(where, n,
-                          sample_functor{storage_->view(where), storage_->cumulative_for(where), out, labels,
-                                         float(ch.a), float(ch.s * ch.s), seed, first_index},
+                          kernels::mixture_sample_functor{storage_->view(where), storage_->cumulative_for(where), out,
+                                                          labels, float(ch.a), float(ch.s * ch.s), seed, first_index},
                           exec.stream);
   return where;
 }

@@ -21,6 +21,15 @@ namespace diffsample::detail {
 
 namespace {
 
+using kernels::gemm_centre_functor;
+using kernels::gemm_chunk_functor;
+using kernels::gemm_chunk_rows;
+using kernels::gemm_finish_functor;
+using kernels::gemm_jvp_finish_functor;
+using kernels::gemm_jvp_first_functor;
+using kernels::gemm_jvp_second_functor;
+using kernels::gemm_jvp_start_functor;
+
 constexpr std::size_t align_bytes = 256;
 constexpr std::int64_t cuda_default_pass = 8192;
 
@@ -54,135 +63,6 @@ layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::i
   l.total = at;
   return l;
 }
-
-// x' = x - a m for the pass's points, |x'| and |x'|^2, the running state emptied and the accumulator zeroed.
-struct centre_functor {
-  const float* x;
-  const float* centre;
-  float* xc;
-  float* xn;  // pass: |x'| then |x'|^2
-  kernels::gemm_point_state* st;
-  float* acc;
-  std::int64_t first;
-  int d;
-  float a;
-  DS_HD void operator()(std::int64_t r) const {
-    const float* xi = x + (first + r) * d;
-    float* o = xc + r * d;
-    double q = 0;
-    for (int j = 0; j < d; ++j) {
-      o[j] = xi[j] - a * centre[j];
-      q += double(o[j]) * o[j];
-    }
-    xn[2 * r] = float(sqrt(q));
-    xn[2 * r + 1] = float(q);
-    st[r] = kernels::gemm_point_state{-INFINITY, 0.f, 0.f, 0.f};
-    if (acc != nullptr)
-      for (int j = 0; j < d; ++j) acc[r * d + j] = 0.f;
-  }
-};
-
-// What every pass over a chunk of components reads: the logits g (count per point), the chunk's components
-// [k0, k0 + count), the centred points xc, their norms xn and the means.
-struct chunk_rows {
-  float* g;
-  const kernels::gemm_component* comp;
-  const float* xc;
-  const float* xn;
-  const float* means;
-  int count, k0, d;
-  float a, gamma;
-};
-
-struct chunk_functor {
-  chunk_rows c;
-  kernels::gemm_point_state* st;
-  float* acc;
-  DS_HD void operator()(std::int64_t r) const {
-    kernels::gemm_chunk_row(c.g + r * c.count, c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
-                            c.means, c.d, c.a, c.gamma, st[r], acc == nullptr ? nullptr : acc + r * c.d);
-  }
-};
-
-struct finish_functor {
-  const kernels::gemm_point_state* st;
-  const float* acc;
-  const float* xc;
-  const float* x;
-  const float* centre;
-  float* out;
-  std::int64_t first;
-  int what, d;
-  float a, s2;
-  DS_HD void operator()(std::int64_t r) const {
-    const std::int64_t i = first + r;
-    kernels::gemm_finish_row(what, st[r], acc == nullptr ? nullptr : acc + r * d, xc + r * d, x + i * d, centre, d,
-                             a, s2, what == 0 ? out + i : out + i * d);
-  }
-};
-
-// The JVP's per-point start: x' . v (FP64 sum), zero sums.
-struct jvp_start_functor {
-  const float* xc;
-  const float* v;
-  kernels::gemm_jvp_state* js;
-  float* bsum;
-  std::int64_t first;
-  int d;
-  DS_HD void operator()(std::int64_t r) const {
-    double q = 0;
-    for (int j = 0; j < d; ++j) q += double(xc[r * d + j]) * v[(first + r) * d + j];
-    js[r] = kernels::gemm_jvp_state{0.f, float(q)};
-    bsum[r] = 0.f;
-  }
-};
-
-// First pass over a chunk: softmax statistics and sum_k w_k delta_k . v (h holds mu'_k . v on entry).
-struct jvp_first_functor {
-  chunk_rows c;
-  float* h;
-  const float* v;
-  kernels::gemm_point_state* st;
-  kernels::gemm_jvp_state* js;
-  std::int64_t first;
-  DS_HD void operator()(std::int64_t r) const {
-    kernels::gemm_chunk_row(c.g + r * c.count, c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
-                            c.means, c.d, c.a, c.gamma, st[r], nullptr,
-                            {h + r * c.count, v + (first + r) * c.d, nullptr, js + r});
-  }
-};
-
-// Second pass over a chunk: h becomes B_k = w_k (dv_k - alpha) / c_k for the product sum_k B_k mu'_k.
-struct jvp_second_functor {
-  chunk_rows c;
-  float* h;
-  const float* v;
-  const kernels::gemm_point_state* st;
-  const kernels::gemm_jvp_state* js;
-  float* bsum;
-  std::int64_t first;
-  DS_HD void operator()(std::int64_t r) const {
-    bsum[r] += kernels::gemm_jvp_second_row(c.g + r * c.count, h + r * c.count, v + (first + r) * c.d, js[r].xv,
-                                            c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
-                                            c.means, c.d, c.a, c.gamma, st[r].max, js[r].dv_sum / st[r].sum);
-  }
-};
-
-struct jvp_finish_functor {
-  const kernels::gemm_point_state* st;
-  const float* bsum;
-  const float* acc;
-  const float* xc;
-  const float* v;
-  float* out;
-  std::int64_t first;
-  int d;
-  float a, s2;
-  DS_HD void operator()(std::int64_t r) const {
-    const std::int64_t i = first + r;
-    kernels::gemm_finish_jvp_row(st[r], bsum[r], acc + r * d, xc + r * d, v + i * d, d, a, s2, out + i * d);
-  }
-};
 
 // What a call's passes share: the per-component terms of the channel in `comp`, then the cuBLAS handle bound to this
 // call's stream, workspace and math mode under the mixture's lock (calls on other threads wait until `lock` goes), and
@@ -273,21 +153,22 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
   const float one = 1.f, zero = 0.f;
   for (std::int64_t first = 0; first < n; first += pass) {
     const int rows = int(std::min(pass, n - first));
-    kernels::for_each_index(executor::cuda, rows, centre_functor{x, t.device_centre, xc, xn, state, acc, first, int(d), a},
-                            stream);
+    kernels::for_each_index(executor::cuda, rows,
+                            gemm_centre_functor{x, t.device_centre, xc, xn, state, acc, first, int(d), a}, stream);
     for (std::int64_t k0 = 0; k0 < K; k0 += chunk) {
       const int count = int(std::min(chunk, K - k0));
       const float* m = t.device_means + k0 * d;
       DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), xc,
                                         int(d), &zero, g, count));
-      const chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, gamma};
-      kernels::for_each_index(executor::cuda, rows, chunk_functor{c, state, acc}, stream);
+      const gemm_chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, gamma};
+      kernels::for_each_index(executor::cuda, rows, gemm_chunk_functor{c, state, acc}, stream);
       if (acc != nullptr)
         DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d), g,
                                           count, &one, acc, int(d)));
     }
     kernels::for_each_index(executor::cuda, rows,
-                            finish_functor{state, acc, xc, x, t.device_centre, out, first, what_code, int(d), a, s2},
+                            gemm_finish_functor{state, acc, xc, x, t.device_centre, out, first, what_code, int(d), a,
+                                                s2},
                             stream);
   }
 }
@@ -323,8 +204,8 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
     const int rows = int(std::min(pass, n - first));
     const float* vb = v + first * d;
     kernels::for_each_index(executor::cuda, rows,
-                            centre_functor{x, t.device_centre, xc, xn, state, acc, first, int(d), a}, stream);
-    kernels::for_each_index(executor::cuda, rows, jvp_start_functor{xc, v, js, bsum, first, int(d)}, stream);
+                            gemm_centre_functor{x, t.device_centre, xc, xn, state, acc, first, int(d), a}, stream);
+    kernels::for_each_index(executor::cuda, rows, gemm_jvp_start_functor{xc, v, js, bsum, first, int(d)}, stream);
     for (int second = 0; second < 2; ++second)
       for (std::int64_t k0 = 0; k0 < K; k0 += chunk) {
         const int count = int(std::min(chunk, K - k0));
@@ -333,17 +214,18 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
                                           int(d), &zero, g, count));
         DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), vb,
                                           int(d), &zero, h, count));
-        const chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, gamma};
+        const gemm_chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, gamma};
         if (second == 0) {
-          kernels::for_each_index(executor::cuda, rows, jvp_first_functor{c, h, v, state, js, first}, stream);
+          kernels::for_each_index(executor::cuda, rows, gemm_jvp_first_functor{c, h, v, state, js, first}, stream);
         } else {
-          kernels::for_each_index(executor::cuda, rows, jvp_second_functor{c, h, v, state, js, bsum, first}, stream);
+          kernels::for_each_index(executor::cuda, rows, gemm_jvp_second_functor{c, h, v, state, js, bsum, first},
+                                  stream);
           DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d), h,
                                             count, &one, acc, int(d)));
         }
       }
     kernels::for_each_index(executor::cuda, rows,
-                            jvp_finish_functor{state, bsum, acc, xc, v, out, first, int(d), a, s2}, stream);
+                            gemm_jvp_finish_functor{state, bsum, acc, xc, v, out, first, int(d), a, s2}, stream);
   }
 }
 

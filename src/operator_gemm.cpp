@@ -7,9 +7,9 @@
 
 #include "kernels/guided.cuh"
 #include "kernels/guided_stepwise.cuh"
+#include "kernels/operator_gemm.cuh"
 #include "src/mixture_gemm.hpp"
 #include "src/cpu/pool.hpp"
-#include "src/operator_gemm.cuh"
 #include "src/operator_gemm.hpp"
 
 namespace diffsample::detail {
@@ -34,7 +34,7 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
     dense_rows_forward_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, m + first * d, per, r + first * dy);
   // Per particle: r = y - A m, the step's factor and u = P r (or r itself).
   float* u = static_cast<float*>(workspace);
-  cpu::parallel_for_each(rows, [&](std::int64_t i) { baseline_residual(p, g, k, i, r, u, shift); });
+  cpu::parallel_for_each(rows, [&](std::int64_t i) { kernels::baseline_residual(p, g, k, i, r, u, shift); });
   const float* from = g.normalised ? r : u;
   // v = A^T u for every particle.
   for (std::int64_t first = 0; first < rows; first += per)

@@ -10,40 +10,15 @@
 #include <cuda_runtime.h>
 
 #include "kernels/guided.cuh"
+#include "kernels/operator_gemm.cuh"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 #include "src/mixture_gemm_cublas.hpp"
-#include "src/operator_gemm.cuh"
 #include "src/operator_gemm.hpp"
 
 namespace diffsample::detail {
 
 namespace {
-
-// --- kernels (functors over particles) ----------------------------------------------------------------------------
-
-// m = ux x + um answer (the model's output turned into the denoiser).
-struct denoiser_from_answer_functor {
-  const float* x;
-  const float* answer;
-  float* m;
-  float ux, um;
-  int d;
-  DS_HD void operator()(std::int64_t i) const {
-    for (int j = 0; j < d; ++j) m[i * d + j] = kernels::ds_fma(ux, x[i * d + j], um * answer[i * d + j]);
-  }
-};
-
-// baseline_residual() over the particles.
-struct residual_functor {
-  kernels::guided_params p;
-  kernels::baseline_settings g;
-  std::int64_t k;
-  float* r;
-  float* u;
-  float* shift;
-  DS_HD void operator()(std::int64_t i) const { baseline_residual(p, g, k, i, r, u, shift); }
-};
 
 // --- launchers ------------------------------------------------------------------------------------------------------
 
@@ -80,7 +55,8 @@ void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels:
   float* u = static_cast<float*>(workspace);
   void* cublas_workspace = static_cast<char*>(workspace) + u_bytes(rows, dy);
   if (!(ux == 0.f && um == 1.f && answer == m))
-    kernels::for_each_index(executor::cuda, rows, denoiser_from_answer_functor{x, answer, m, ux, um, d}, stream);
+    kernels::for_each_index(executor::cuda, rows, kernels::denoiser_from_answer_functor{x, answer, m, ux, um, d},
+                            stream);
   std::unique_lock<std::mutex> lock;
   cublasHandle_t handle = operator_handle(lock);
   DIFFSAMPLE_CUBLAS_TRY(cublasSetStream(handle, stream));
@@ -94,7 +70,7 @@ void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels:
     DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, dy, int(per), d, &one,
                                       p.A + (first / p.particles) * p.A_stride, d, m + first * d, d, &zero,
                                       r + first * dy, dy));
-  kernels::for_each_index(executor::cuda, rows, residual_functor{p, g, k, r, u, shift}, stream);
+  kernels::for_each_index(executor::cuda, rows, kernels::baseline_residual_functor{p, g, k, r, u, shift}, stream);
   // v = A^T u for every particle (column-major: V^T (d x n) = A^T (as stored) U^T).
   const float* from = g.normalised ? r : u;
   for (std::int64_t first = 0; first < rows; first += per)

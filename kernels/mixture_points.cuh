@@ -1,0 +1,78 @@
+// The per-point functors of gaussian_mixture's evaluate, denoiser_jvp and sample (src/mixture.cu launches them on
+// either executor): point i's score, denoiser or log-density, its denoiser JVP, and draw i at a channel.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/config.cuh"
+#include "kernels/mixture.cuh"
+#include "kernels/rng.cuh"
+#include <diffsample/mixture.hpp>
+
+namespace diffsample::kernels {
+
+/// evaluate(): the score, denoiser or log-density of point i (row-major x and out) at the channel (a, s).
+struct mixture_evaluate_functor {
+  mixture_view<float> mix;
+  const float* x;
+  float* out;
+  float a, s;
+  quantity what;
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = mix.dim;
+    const strided_vec<const float> xi{x + i * d, 1, d};
+    if (what == quantity::log_density) {
+      out[i] = mixture_log_density(mix, xi, a, s);
+    } else {
+      strided_vec<float> oi{out + i * d, 1, d};
+      if (what == quantity::score)
+        mixture_score(mix, xi, a, s, oi);
+      else
+        mixture_denoiser(mix, xi, a, s, oi);
+    }
+  }
+};
+
+/// denoiser_jvp(): J v at point i (row-major x, v and out) at the channel (a, s).
+struct mixture_jvp_functor {
+  mixture_view<float> mix;
+  const float* x;
+  const float* v;
+  float* out;
+  float a, s;
+  DS_HD void operator()(std::int64_t i) const {
+    const int d = mix.dim;
+    const strided_vec<const float> xi{x + i * d, 1, d}, vi{v + i * d, 1, d};
+    strided_vec<float> oi{out + i * d, 1, d};
+    mixture_denoiser_jvp(mix, xi, vi, a, s, oi);
+  }
+};
+
+/// sample(): draw first + i at the channel (a, s^2): its component from the FP64 cumulative weights, then
+/// a mu_k + sqrt(a^2 var_k + s^2) z per coordinate.
+struct mixture_sample_functor {
+  mixture_view<float> mix;
+  const double* cumulative;  // FP64
+  float* out;
+  std::int32_t* labels;
+  float a, s2;
+  std::uint64_t seed, first;
+  DS_HD void operator()(std::int64_t i) const {
+    const std::uint64_t id = first + static_cast<std::uint64_t>(i);
+    philox rng(seed, id, 0);
+    // The component's 64-bit uniform: output 0 of the stream (the normals follow it, as before) and one output far
+    // beyond any normal of the step (2^33 of its 2^34 outputs in).
+    const unsigned hi = rng.bits();
+    const unsigned lo = philox(seed, id, 0, std::uint64_t(1) << 33).bits();
+    const int k = pick_component(cumulative, mix.components, component_uniform(hi, lo));
+    if (labels != nullptr) labels[i] = k;
+    float* o = out + i * mix.dim;
+    const auto& m = mix;
+    const float aa = a, ss2 = s2;
+    rng.normals(mix.dim, [&](int j, float z) {
+      o[j] = aa * m.mean(k, j) + ds_sqrt(aa * aa * m.variance(k, j) + ss2) * z;
+    });
+  }
+};
+
+}  // namespace diffsample::kernels
