@@ -44,6 +44,17 @@ void copy_back(void* dst, const void* src, std::size_t bytes, executor ran) {
                      int(status));
 }
 
+// agree(), timed and counted in stats (its 4 bytes to each other rank).
+void agree_counted(MPI_Comm comm, comm_stats& stats, std::exception_ptr failure) {
+  {
+    detail::timed clock(stats);
+    agree(comm, failure);
+  }
+  const std::int64_t others = size_of(comm) - 1;
+  stats.bytes_sent += 4 * others;
+  stats.bytes_received += 4 * others;
+}
+
 // Runs f, then agrees: every rank throws when any rank's f threw.
 template <class F>
 void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
@@ -53,8 +64,7 @@ void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
   } catch (...) {
     failure = std::current_exception();
   }
-  detail::timed clock(stats);
-  agree(comm, failure);
+  agree_counted(comm, stats, failure);
 }
 
 }  // namespace
@@ -414,6 +424,8 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
     detail::timed clock(rep.comm);
     MPI_Allreduce(mine, all, 2, MPI_LONG_LONG, MPI_SUM, comm);
   }
+  rep.comm.bytes_sent += 16 * std::int64_t(size_of(comm) - 1);
+  rep.comm.bytes_received += 16 * std::int64_t(size_of(comm) - 1);
   if (all[1] == size_of(comm)) {
     rep.accepted = all[0];
     const double proposals = double(n) * double(options.steps);
@@ -709,10 +721,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   } catch (...) {
     early = std::current_exception();
   }
-  {
-    detail::timed clock(res.comm);
-    agree(comm, early);
-  }
+  agree_counted(comm, res.comm, early);
   sh = std::make_unique<mpi_shard>(comm, options.particles, res.comm);
   try {
     sh->resampler().check(problems.problems, options.resampling, "options.resampling");
