@@ -33,7 +33,8 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 const kernels::ddrm_stage_functor* ddrm, const kernels::tmpd_stage_functor* tmpd,
                                 const kernels::dcps_stage_functor* dcps, const kernels::dcps_ask* dcps_asks,
                                 const kernels::skrock_stage_functor* skrock,
-                                const kernels::moment_stage_functor* moment) {
+                                const kernels::moment_stage_functor* moment,
+                                const kernels::twisted_stage_functor* twisted) {
   if (rows <= 0 || count <= 0) return 0;
   std::int64_t passes = 0;
   const kernels::mixture_view<float> view = mix.view(executor::cpu);
@@ -94,7 +95,8 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 count,
                                 dcps_asks,
                                 skrock,
-                                moment};
+                                moment,
+                                twisted};
     cpu::run_stepwise(target, run);
     passes += 2;
     first = last;

@@ -15,6 +15,7 @@ struct diffpir_stage_functor;
 struct ddrm_stage_functor;
 struct skrock_stage_functor;
 struct moment_stage_functor;
+struct twisted_stage_functor;
 struct tmpd_stage_functor;
 struct dcps_stage_functor;
 struct dcps_ask;
@@ -43,7 +44,8 @@ bool fused_stepwise_available();
 /// cpu::run_ddrm_tell's: step `ask`; cpu::run_tmpd_tell's: step ask / (1 + d_y)'s denoiser or product, with the
 /// functor's other fields; cpu::run_dcps_tell's with the one functor dcps given the op and indices of dcps_asks[ask],
 /// so that the host holds one functor, not one per ask; cpu::run_skrock_tell's: stage ask % stages of iteration
-/// ask / stages; cpu::run_moment_tell's of the functor's step: ask 0 the denoiser, 1 + o the product J^T a_o), the
+/// ask / stages; cpu::run_moment_tell's of the functor's step: ask 0 the denoiser, 1 + o the product J^T a_o;
+/// cpu::run_twisted_tell's: the same asks, every product kept for the gradient), the
 /// pack's particles kept in packs from ask to ask (the asks' points are the functor's x, DCPS's gradient asks' its
 /// q, SKRock's its cur; DiffPIR's answers its m). The channel constants are filled on the pool
 /// for groups of asks (a bounded table), one pool pass per group. Returns the pool passes issued.
@@ -56,7 +58,8 @@ std::int64_t run_fused_stepwise(const mixture_storage& mix, std::int64_t rows, c
                                 const kernels::dcps_stage_functor* dcps = nullptr,
                                 const kernels::dcps_ask* dcps_asks = nullptr,
                                 const kernels::skrock_stage_functor* skrock = nullptr,
-                                const kernels::moment_stage_functor* moment = nullptr);
+                                const kernels::moment_stage_functor* moment = nullptr,
+                                const kernels::twisted_stage_functor* twisted = nullptr);
 
 /// run_fused_stepwise with a callable tell(ask, first, last).
 template <class Tell>

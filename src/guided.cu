@@ -115,8 +115,9 @@ void moment_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_
 /// The twisted weighting of transition k on the CPU executor (kernels::twisted_stage_functor) around the mixture's
 /// denoiser and its d_y Jacobian-vector products with the rows of A, as moment_weigh_cpu, with every row's J a_o
 /// kept for the gradient, over `count` row-major particles; work: (2 + d_y) count d floats (m, v, then the d_y
-/// answers J a_o), M: count d_y^2 floats. On a SIMD target the asks run fused per pack of particles
-/// (src/fused_stepwise.hpp) and the tells on their rows one particle at a time (the scalar functor).
+/// answers J a_o), M: count d_y^2 floats. On a SIMD target the asks and tells run fused per pack of particles
+/// (src/fused_stepwise.hpp), each pack kept in packs from the denoiser to the last product, the tells the pack code
+/// of the plan's packed ones (cpu::run_twisted_tell).
 void twisted_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_params& p, std::int64_t count,
                        std::int64_t k, const float* sigma2, const float* x, float* mu, float* shift, float* lw,
                        float* lz, float* r, float* work, float* M) {
@@ -137,10 +138,8 @@ void twisted_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided
     detail::fused_ask asks[1 + kernels::moment_potential_max_dy];
     asks[0] = {ch, x, nullptr, m};
     for (int o = 0; o < p.d_y; ++o) asks[1 + o] = {ch, x, v, u + o * count * d};
-    detail::run_fused_stepwise(mix, count, asks, 1 + p.d_y, [&](std::int64_t a, std::int64_t first, std::int64_t last) {
-      const kernels::twisted_stage_functor g = stage(a);
-      for (std::int64_t i = first; i < last; ++i) g(i);
-    });
+    detail::run_fused_stepwise(mix, count, asks, 1 + p.d_y, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                               nullptr, nullptr, nullptr, &f);
     return;
   }
   detail::evaluate_direct_unchecked(mix, quantity::denoiser, x, count, ch, m, on);
@@ -1616,10 +1615,10 @@ struct smc_plan_storage final : workspace_plan_storage {
     kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
     if (t + 1 == K) resample_column(K, stream);
   }
-  // Twisted potentials: the tell of the transitions' ask k (kernels::twisted_stage_functor, one particle at a
-  // time, as guided_sample()'s CPU run on every target); the last ask of transition t also resamples (column t) and
-  // draws every particle from its ancestor's proposal (kernels::twisted_mutate_functor), and after the last
-  // transition weights by the likelihood (kernels::twisted_last_functor) and resamples column K, as
+  // Twisted potentials: the tell of the transitions' ask k (kernels::twisted_stage_functor; on a SIMD target on packs,
+  // cpu::run_twisted_tell, the pack code of guided_sample()'s fused run); the last ask of transition t also resamples
+  // (column t) and draws every particle from its ancestor's proposal (kernels::twisted_mutate_functor), and after the
+  // last transition weights by the likelihood (kernels::twisted_last_functor) and resamples column K, as
   // guided_sample()'s twisted loop.
   void tell_twisted(std::int64_t k, std::int64_t next, cudaStream_t stream) {
     const std::int64_t BN = rows, t = k / asks_per_step;
@@ -1628,10 +1627,15 @@ struct smc_plan_storage final : workspace_plan_storage {
                                   u, moments, mu, shift, lw, lz, r},
                                  &state->step,
                                  next};
-    if (where == executor::cpu)
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar) {
+      state->step = next;  // on packs, as guided_sample()'s fused run
+      cpu::run_twisted_tell(target, f.stage);
+    } else if (where == executor::cpu) {
       cpu::parallel_for_each(BN, f);
-    else
+    } else {
       kernels::for_each_index<128>(executor::cuda, BN, f, stream);
+    }
     if (j != asks_per_step - 1) return;
     resample_weights(t, stream);
     kernels::for_each_index<128>(where, BN,

@@ -1147,7 +1147,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactl
 // particles, and the moment SMC's every output, differed).
 TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
   // guided_sample() on the CPU executor's SIMD targets runs DiffPIR, TMPD, DCPS, DDRM, SKRock and the
-  // moment-projected SMC's weighting fused per pack of particles (each pack's denoiser, score and J v by
+  // moment-projected and twisted SMC's weightings fused per pack of particles (each pack's denoiser, score and J v by
   // evaluate()'s and denoiser_jvp()'s per-pack code, then the plan's tell on the pack, ask after ask). The tests above
   // run d = 3 (the packs in workspace); here d = 4, a register dimension (the packs in registers), two problems of 45
   // particles (partial packs of 4, 8 and 16 lanes, several packs per thread, packs of the fused run's rows split
@@ -1234,7 +1234,7 @@ TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
   }
   plan.write_outputs(stepped.outputs(), cpu);
   expect_same(fused, stepped, "moment, d = 4");
-  // The twisted potentials' asks fused per pack the same way (their tells one particle at a time).
+  // The twisted potentials' weighting fused per pack the same way (its tells on the packs, the plan's too).
   o.potentials = guided_potentials::twisted;
   smc_outputs fused_twisted(pr.problems, N, d, o.steps), stepped_twisted(pr.problems, N, d, o.steps);
   guided_sample(mix, fused_twisted.outputs(), pr, o, cpu);

@@ -649,35 +649,36 @@ TEST(SimdGuided, DiffpirDdrmAndSkrockPacksMatchTheScalarFunctors) {
 }
 
 
-// DPS's, Pi-GDM's, TMPD's and DCPS's chains and the moment-projected SMC's weighting on packs of particles (src/cpu/guided.cpp, the
-// products J v of src/cpu/denoiser_jvp.hpp) against the scalar functors (kernels::mixture_denoiser_jvp), on the
-// problems and sizes above: bit-identical across thread counts and with a problem alone, and within a derived
-// bound of the scalar path. Per step the rounding sources are those of the tests above (denoiser, normals) plus the
-// product J v, whose error is a few 1e-6 relative (SimdJvp: <= 0.1 of a bound of ~64 ulps of the terms' sum). TMPD's
-// guidance c0 s^2 / a J A^T (A C A^T + sigma_y^2 I)^-1 r has a norm <= 1 in r here (it is the Kalman gain of the
-// projected Gaussian, |C A^T (A C A^T + sigma_y^2)^-1 A| <= 1), so a step amplifies an error by at most 1.1 + 1 and
-// 8 steps by (2.1)^8 = 378 from 2e-5 per step: we hold 1e-2. DCPS's steps are normalised gradient steps of fixed
-// length rho sig sqrt(d) (the direction's rounding moves the point by at most that length times the relative error
-// of the gradient, 1e-5) and tamed Langevin steps (|drift| <= 1 / gamma per step, 1e-3 here): within the 3.4e-3 of the
-// chains above. The moment-projected weights are log-densities of residuals of size <= 10 over a variance floored at
-// sigma_y^2 / 2 = 0.08: their rounding difference, and that of the log-normalisers (logsumexps of them), is held to
-// 1e-2 absolute plus 1e-3 relative; the particles follow the linear mutation (tested above) from the weighting's
-// kernel means, within 3.4e-3. The SMC resamples (ESS threshold 0.5): without resampling the potentials' log g_k
-// telescope out of the weights; the rounding differences (1e-5) leave the ancestors unchanged at this seed.
-// DPS and Pi-GDM run step by step around the mixture's evaluate and denoiser_jvp (both packed on a SIMD target): one
-// product J A^T P r per step, added with the factor c0 s^2 / a. Pi-GDM's P = (r_k^2 A A^T + sigma_y^2)^-1 keeps that
-// step a contraction of r as TMPD's, so TMPD's 1e-2 holds. DPS's P = I / sigma_y^2 does not: at the first, noisiest
-// step the step reaches 66 in a coordinate, and there it is the scalar functor's product that is off, by up to 1e-2
-// relative (uncentred sums; the packed one stays within 1e-6 of FP64, SimdJvp above): measured on these problems
-// (mask operator) with the fused packed form, a one-step run differed by 0.25 on |x| = 66, a four-step one by 0.1 on
-// 28, an eight-step one by 0.01 .. 0.04 on 7 (the later, cleaner steps contract it). We hold 0.1 for DPS. DPS's
-// normalised step moves by guidance_scale along J A^T r / |r| (a fixed length): its rounding (1e-5 relative in the
-// direction) moves a point by 1e-5 per step, less than the likelihood form's; we hold the same 0.1. Both also run
-// their two per-particle stages on packs (the guidance from the denoiser, and the update with the packs' normals,
-// within 1e-5 of the scalar ones: PhiloxPack above), through the same tolerance.
-// Seen failing with the packed product reading v from the rows of x (DPS, Pi-GDM), TMPD's per-lane solve reading
-// lane 0's residual, DCPS's Langevin drift taking the transition's channel, and the moment weight's log-determinant
-// halved.
+// DPS's, Pi-GDM's, TMPD's and DCPS's chains and the moment-projected and twisted SMC's weightings on packs of particles
+// (src/cpu/guided.cpp, src/cpu/guided_tells.cpp, the products J v of src/cpu/denoiser_jvp.hpp) against the scalar
+// functors (kernels::mixture_denoiser_jvp), on the problems and sizes above: bit-identical across thread counts and
+// with a problem alone, and within a derived bound of the scalar path. Per step the rounding sources are those of the
+// tests above (denoiser, normals) plus the product J v, whose error is a few 1e-6 relative (SimdJvp: <= 0.1 of a bound
+// of ~64 ulps of the terms' sum). TMPD's guidance c0 s^2 / a J A^T (A C A^T + sigma_y^2 I)^-1 r has a norm <= 1 in r
+// here (it is the Kalman gain of the projected Gaussian, |C A^T (A C A^T + sigma_y^2)^-1 A| <= 1), so a step amplifies
+// an error by at most 1.1 + 1 and 8 steps by (2.1)^8 = 378 from 2e-5 per step: we hold 1e-2. DCPS's steps are
+// normalised gradient steps of fixed length rho sig sqrt(d) (the direction's rounding moves the point by at most that
+// length times the relative error of the gradient, 1e-5) and tamed Langevin steps (|drift| <= 1 / gamma per step, 1e-3
+// here): within the 3.4e-3 of the chains above. The moment-projected weights are log-densities of residuals of size <=
+// 10 over a variance floored at sigma_y^2 / 2 = 0.08: their rounding difference, and that of the log-normalisers
+// (logsumexps of them), is held to 1e-2 absolute plus 1e-3 relative; the particles follow the linear mutation (tested
+// above) from the weighting's kernel means, within 3.4e-3. The twisted weighting's proposal means add h = sig^2 J A^T
+// V^-1 (y - A m), whose rounding (the product's 1e-5 relative and the Cholesky's) moves a particle by sig^2 times that,
+// below the 2e-5 per step of the chains above: the same 3.4e-3 and weight bounds. The SMC resamples (ESS threshold
+// 0.5): without resampling the potentials' log g_k telescope out of the weights; the rounding differences (1e-5) leave
+// the ancestors unchanged at this seed. DPS and Pi-GDM run step by step around the mixture's evaluate and denoiser_jvp
+// (both packed on a SIMD target): one product J A^T P r per step, added with the factor c0 s^2 / a. Pi-GDM's P = (r_k^2
+// A A^T + sigma_y^2)^-1 keeps that step a contraction of r as TMPD's, so TMPD's 1e-2 holds. DPS's P = I / sigma_y^2
+// does not: at the first, noisiest step the step reaches 66 in a coordinate, and there it is the scalar functor's
+// product that is off, by up to 1e-2 relative (uncentred sums; the packed one stays within 1e-6 of FP64, SimdJvp
+// above): measured on these problems (mask operator) with the fused packed form, a one-step run differed by 0.25 on |x|
+// = 66, a four-step one by 0.1 on 28, an eight-step one by 0.01 .. 0.04 on 7 (the later, cleaner steps contract it). We
+// hold 0.1 for DPS. DPS's normalised step moves by guidance_scale along J A^T r / |r| (a fixed length): its rounding
+// (1e-5 relative in the direction) moves a point by 1e-5 per step, less than the likelihood form's; we hold the same
+// 0.1. Both also run their two per-particle stages on packs (the guidance from the denoiser, and the update with the
+// packs' normals, within 1e-5 of the scalar ones: PhiloxPack above), through the same tolerance. Seen failing with the
+// packed product reading v from the rows of x (DPS, Pi-GDM), TMPD's per-lane solve reading lane 0's residual, DCPS's
+// Langevin drift taking the transition's channel, and the moment weight's log-determinant halved.
 TEST(SimdGuided, JacobianSamplersPacksMatchTheScalarFunctors) {
   const std::int64_t d = 5, B = 3, N = 37;
   const auto mix = grid_mixture(d, 3, 2.0, 0.5);
@@ -692,7 +693,8 @@ TEST(SimdGuided, JacobianSamplersPacksMatchTheScalarFunctors) {
                          config{guided_sampler::pigdm, guided_potentials::linear, 1e-2},
                          config{guided_sampler::tmpd, guided_potentials::linear, 1e-2},
                          config{guided_sampler::dcps, guided_potentials::linear, 3.4e-3},
-                         config{guided_sampler::smc, guided_potentials::moment, 3.4e-3}}) {
+                         config{guided_sampler::smc, guided_potentials::moment, 3.4e-3},
+                         config{guided_sampler::smc, guided_potentials::twisted, 3.4e-3}}) {
     for (const bool mask : {false, true}) {
       const guided_problems g = guided_test_problems(B, d, mask);
       guided_problems first = g;
@@ -708,9 +710,11 @@ TEST(SimdGuided, JacobianSamplersPacksMatchTheScalarFunctors) {
         with_target(t, [&] {
           const guided_run whole = run(g);
           const guided_run alone = run(first);
-          const std::string what = std::string(to_string(c.sampler)) + (c.potentials == guided_potentials::moment
-                                   ? " moment " : " ") + (c.dps_step == dps_step_form::normalised ? "normalised " : "")
-                                   + t + (mask ? " mask" : " dense");
+          const std::string potentials =
+              c.potentials != guided_potentials::linear ? std::string(" ") + to_string(c.potentials) + " " : " ";
+          const std::string what = std::string(to_string(c.sampler)) + potentials +
+                                   (c.dps_step == dps_step_form::normalised ? "normalised " : "") + t +
+                                   (mask ? " mask" : " dense");
           EXPECT_EQ(std::vector<float>(whole.x.begin(), whole.x.begin() + N * d), alone.x)
               << what << ": problem 0 alone";
           omp_set_num_threads(1);

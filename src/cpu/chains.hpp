@@ -14,6 +14,7 @@
 namespace diffsample::kernels {
 struct ddrm_stage_functor;
 struct skrock_stage_functor;
+struct twisted_stage_functor;
 struct tmpd_stage_functor;
 struct dcps_stage_functor;
 struct dcps_ask;
@@ -111,6 +112,10 @@ struct stepwise_run {
   /// step's ask first_ask + a (0 the denoiser at x, 1 + o the product J^T a_o at x, the vector a_o in the pack);
   /// the rows of mu, lw and lz written at the last row's tell, those of m and M too when asks follow.
   const kernels::moment_stage_functor* moment = nullptr;
+  /// The same for the SMC's twisted weighting (run_twisted_tell) of the functor's step k: the asks as moment's, every
+  /// row's product kept in the pack for the gradient; the rows of mu, shift, lw and lz written at the last row's
+  /// tell, those of m, M and the products so far (u's planes) too when asks follow.
+  const kernels::twisted_stage_functor* twisted = nullptr;
 };
 void run_stepwise(simd_target t, const stepwise_run& r);
 

@@ -213,12 +213,11 @@ void run_denoiser_jvp(const kernels::channel_view& c, const float* x, const floa
 
 // The fused stepwise run: the packs of rows of run_evaluate / run_denoiser_jvp (consecutive rows, the last pack
 // partial), each running every ask: its answer by the batched calls' per-pack cores, then the tell on its rows.
-// DiffPIR's run (and DDRM's, TMPD's, DCPS's, SKRock's and the moment weighting's: run_ddrm_stepwise,
-// run_tmpd_stepwise, run_dcps_stepwise, run_skrock_stepwise, run_moment_stepwise) keeps each pack's particles in
-// packs from its first ask to its last: the denoiser on the
-// packs (evaluate_packs, evaluate_rows's core), the tell on the packs (diffpir_tell_packs, the plan's tell's core),
-// the rows read once and written once; the same operations on the same values as the plan's asks and tells, whose
-// row transfers only copy.
+// DiffPIR's run (and DDRM's, TMPD's, DCPS's, SKRock's and the moment and twisted weightings': run_ddrm_stepwise,
+// run_tmpd_stepwise, run_dcps_stepwise, run_skrock_stepwise, run_moment_stepwise, run_twisted_stepwise) keeps each
+// pack's particles in packs from its first ask to its last: the denoiser on the packs (evaluate_packs, evaluate_rows's
+// core), the tell on the packs (diffpir_tell_packs, the plan's tell's core), the rows read once and written once; the
+// same operations on the same values as the plan's asks and tells, whose row transfers only copy.
 void run_stepwise(const stepwise_run& r) {
   if (r.ddrm != nullptr) {
     run_ddrm_stepwise(r);
@@ -238,6 +237,10 @@ void run_stepwise(const stepwise_run& r) {
   }
   if (r.moment != nullptr) {
     run_moment_stepwise(r);
+    return;
+  }
+  if (r.twisted != nullptr) {
+    run_twisted_stepwise(r);
     return;
   }
   if (r.diffpir != nullptr) {

@@ -1,7 +1,7 @@
-// The ask/tell plans' tells of DDRM, SKRock and the SMC's moment-projected weighting on one dispatch target
-// (DS_SIMD_TARGET, see src/cpu/simd.hpp), over packs of `lanes` particles of one problem (src/cpu/guided_tells.hpp):
-// the functors' arithmetic lane by lane, the problem's tables broadcast, the normals from the packs' Philox streams.
-// Vectors of d (or r, d_y) packs live in per-thread workspace.
+// The ask/tell plans' tells of DDRM, SKRock and the SMC's moment-projected and twisted weightings on one dispatch
+// target (DS_SIMD_TARGET, see src/cpu/simd.hpp), over packs of `lanes` particles of one problem
+// (src/cpu/guided_tells.hpp): the functors' arithmetic lane by lane, the problem's tables broadcast, the normals from
+// the packs' Philox streams. Vectors of d (or r, d_y) packs live in per-thread workspace.
 #include "src/cpu/guided_tells.hpp"
 
 #include <algorithm>
@@ -222,19 +222,19 @@ void row_packs(const kernels::guided_params& p, std::int64_t b, int o, fpack* vs
 // inlined: the plan's tells and the fused run execute the same code on a pack.
 
 /// Stage 0: the denoiser m = ux x + um answer in ms (the answer in ms on entry), as kernels::answer_as_denoiser.
-__attribute__((noinline)) void moment_m_packs(const kernels::moment_stage_functor& f, const fpack* xs, fpack* ms) {
-  const fpack ux(f.ux), um(f.um);
-  for (int j = 0; j < f.p.d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);
+/// The twisted weighting's stage 0 too.
+__attribute__((noinline)) void moment_m_packs(float ux_, float um_, int d, const fpack* xs, fpack* ms) {
+  const fpack ux(ux_), um(um_);
+  for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);
 }
 
 /// Row o of the moment matrix from the answer us = J^T a_o: Mrow[c] = (s^2 / a) a_c . us, c < d_y, as
-/// kernels::moment_row (each sum over the coordinates in order).
-__attribute__((noinline)) void moment_row_packs(const kernels::moment_stage_functor& f, const pack_rows& pk,
+/// kernels::moment_row (each sum over the coordinates in order), at step k. The twisted weighting's rows too.
+__attribute__((noinline)) void moment_row_packs(const kernels::guided_params& p, std::int64_t k, const pack_rows& pk,
                                                 const fpack* us, fpack* Mrow) {
-  const kernels::guided_params& p = f.p;
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
-  const kernels::guided_step st = p.steps[f.k];
+  const kernels::guided_step st = p.steps[k];
   const float* A = p.A + b * p.A_stride;
   const fpack cov_scale(st.s * st.s / st.a);
   for (int c = 0; c < dy; ++c) {  // kernels::moment_row: (A u)_c with row c of A as a d-vector
@@ -250,22 +250,12 @@ __attribute__((noinline)) void moment_row_packs(const kernels::moment_stage_func
   }
 }
 
-/// kernels::moment_finish lane by lane from x (xs), the denoiser (ms) and the moment matrix (M, d_y^2 packs,
-/// factorised in place): the d_y x d_y Cholesky, the weight into lw and lz (the pack's valid lanes), the kernel mean
-/// left in ms. r: d_y packs of scratch.
-__attribute__((noinline)) void moment_finish_packs(const kernels::moment_stage_functor& f, const pack_rows& pk,
-                                                   const fpack* xs, fpack* ms, fpack* M, fpack* r) {
-  const kernels::guided_params& p = f.p;
-  const int d = p.d, dy = p.d_y;
-  const std::int64_t b = pk.b;
-  const kernels::guided_step st = p.steps[f.k];
-  fpack q_hat(0.f);
-  if (f.k > 0) {
-    residual(p, b, st.a, xs, r);
-    for (int o = 0; o < dy; ++o) q_hat = q_hat + r[o] * r[o];
-    q_hat = q_hat * fpack(p.inv_var[f.k * p.problems + b]);
-  }
-  const float s2y = f.sigma2_b[b];
+/// kernels::moment_log_potential lane by lane from the denoiser (ms) and the moment matrix (M, d_y^2 packs, row o at
+/// M + o d_y): V = sigma_y^2 I + (M + M^T) / 2 into M's lower triangle and factorised there (the Cholesky factor L),
+/// r = L^-1 (y - A m) (d_y packs); returns log g_k. Shared by the moment and the twisted weighting.
+__attribute__((noinline)) fpack moment_log_potential_packs(const kernels::guided_params& p, std::int64_t b, float s2y,
+                                                           const fpack* ms, fpack* M, fpack* r) {
+  const int dy = p.d_y;
   for (int o = 0; o < dy; ++o)
     for (int c = 0; c <= o; ++c)
       M[o * dy + c] = fpack(0.5f) * (M[o * dy + c] + M[c * dy + o]) + fpack(o == c ? s2y : 0.f);
@@ -293,7 +283,25 @@ __attribute__((noinline)) void moment_finish_packs(const kernels::moment_stage_f
     r[o] = acc;
     q = q + acc * acc;
   }
-  const fpack log_g = fpack(-0.5f) * (q + logdet + fpack(float(dy) * kernels::log_two_pi<float>()));
+  return fpack(-0.5f) * (q + logdet + fpack(float(dy) * kernels::log_two_pi<float>()));
+}
+
+/// kernels::moment_finish lane by lane from x (xs), the denoiser (ms) and the moment matrix (M, d_y^2 packs,
+/// factorised in place): the d_y x d_y Cholesky, the weight into lw and lz (the pack's valid lanes), the kernel mean
+/// left in ms. r: d_y packs of scratch.
+__attribute__((noinline)) void moment_finish_packs(const kernels::moment_stage_functor& f, const pack_rows& pk,
+                                                   const fpack* xs, fpack* ms, fpack* M, fpack* r) {
+  const kernels::guided_params& p = f.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  const kernels::guided_step st = p.steps[f.k];
+  fpack q_hat(0.f);
+  if (f.k > 0) {
+    residual(p, b, st.a, xs, r);
+    for (int o = 0; o < dy; ++o) q_hat = q_hat + r[o] * r[o];
+    q_hat = q_hat * fpack(p.inv_var[f.k * p.problems + b]);
+  }
+  const fpack log_g = moment_log_potential_packs(p, b, f.sigma2_b[b], ms, M, r);
   const fpack add = log_g + fpack(0.5f) * q_hat;
   for (int l = 0; l < pk.valid; ++l) {
     if (f.k == 0)
@@ -322,14 +330,14 @@ void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& p
   if (f.stage == 0) {
     pk.load(xs, f.x, d);
     pk.load(ms, f.answer, d);
-    moment_m_packs(f, xs, ms);
+    moment_m_packs(f.ux, f.um, d, xs, ms);
     pk.store(ms, f.m, d);
     store_row(p, pk, 0, f.v);
     return;
   }
   pk.load(us, f.answer, d);
   fpack* Mrow = M + f.row * dy;
-  moment_row_packs(f, pk, us, Mrow);
+  moment_row_packs(p, f.k, pk, us, Mrow);
   for (int l = 0; l < pk.valid; ++l)
     for (int c = 0; c < dy; ++c) f.M[(pk.i0 + l) * dy * dy + f.row * dy + c] = Mrow[c].v[l];
   if (f.row + 1 < dy) {
@@ -341,6 +349,84 @@ void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& p
   pk.load(ms, f.m, d);
   moment_finish_packs(f, pk, xs, ms, M, r);
   pk.store(ms, f.mu, d);
+}
+
+
+// --- The SMC's twisted weighting ------------------------------------------------------------------------------------
+
+/// The packs of the twisted weighting's pack step: x, m, h, v (d each), the residual (d_y), the moment matrix
+/// (d_y^2) and the d_y answers J^T a_o (d each, row o's at o d: the gradient needs every row's).
+std::int64_t twisted_scratch_packs(const kernels::guided_params& p) {
+  return (4 + std::int64_t(p.d_y)) * p.d + p.d_y + std::int64_t(p.d_y) * p.d_y;
+}
+
+/// kernels::twisted_finish lane by lane from x (xs), the denoiser (ms), the d_y answers (us, row o's at us + o d)
+/// and the moment matrix (M, d_y^2 packs, factorised in place): log g_k (moment_log_potential_packs) added to lw,
+/// w = V^-1 (y - A m) by back substitution in r, h = sig^2 sum_o w_o J^T a_o into hs, the proposal mean
+/// c0 m + c1 x + h left in ms and lz = -|h|^2 / (2 sig^2) - log g_k (the pack's valid lanes).
+__attribute__((noinline)) void twisted_finish_packs(const kernels::twisted_stage_functor& f, const pack_rows& pk,
+                                                    const fpack* xs, fpack* ms, const fpack* us, fpack* M, fpack* r,
+                                                    fpack* hs) {
+  const kernels::guided_params& p = f.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  const kernels::guided_step st = p.steps[f.k];
+  const fpack log_g = moment_log_potential_packs(p, b, f.sigma2_b[b], ms, M, r);
+  for (int l = 0; l < pk.valid; ++l) f.lw[pk.i0 + l] += log_g.v[l];
+  for (int o = dy - 1; o >= 0; --o) {  // w = L^-T (L^-1 r): back substitution in place
+    fpack acc = r[o];
+    for (int e = o + 1; e < dy; ++e) acc = acc - M[e * dy + o] * r[e];
+    r[o] = acc / M[o * dy + o];
+  }
+  const float sig2f = st.sig * st.sig;
+  const fpack sig2(sig2f), cx(st.c1), cm(st.c0);  // kernels::transition_update: ds_fma(cm, m, cx x)
+  fpack norm(0.f);
+  for (int j = 0; j < d; ++j) {
+    fpack g(0.f);
+    for (int o = 0; o < dy; ++o) g = g + r[o] * us[o * d + j];
+    const fpack h = sig2 * g;
+    hs[j] = h;
+    ms[j] = ds_fma(cm, ms[j], cx * xs[j]) + h;
+    norm = norm + h * h;
+  }
+  const fpack lz = (sig2f > 0.f ? fpack(-0.5f) * norm / sig2 : fpack(0.f)) - log_g;
+  for (int l = 0; l < pk.valid; ++l) f.lz[pk.i0 + l] = lz.v[l];
+}
+
+/// The plan's twisted tell on a pack (kernels::twisted_stage_functor): stage 0 as the moment weighting's (m stored,
+/// v = a_0); stage 1 (row o) row o's answer (plane o of u) into packs, moment_row_packs, row o of M stored, then
+/// v = a_{o + 1}, or at the last row M, x, m and every row's answer into packs, twisted_finish_packs, and the
+/// proposal mean stored into mu, h into shift.
+void twisted_tell_pack(const kernels::twisted_stage_functor& f, const pack_rows& pk, fpack* s) {
+  const kernels::guided_params& p = f.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t plane = f.rows * d;
+  fpack *xs = s, *ms = xs + d, *hs = ms + d, *us = hs + 2 * d, *r = us + std::int64_t(dy) * d, *M = r + dy;
+  if (f.stage == 0) {
+    pk.load(xs, f.x, d);
+    pk.load(ms, f.answer, d);
+    moment_m_packs(f.ux, f.um, d, xs, ms);
+    pk.store(ms, f.m, d);
+    store_row(p, pk, 0, f.v);
+    return;
+  }
+  fpack* ur = us + f.row * d;
+  pk.load(ur, f.u + f.row * plane, d);
+  fpack* Mrow = M + f.row * dy;
+  moment_row_packs(p, f.k, pk, ur, Mrow);
+  for (int l = 0; l < pk.valid; ++l)
+    for (int c = 0; c < dy; ++c) f.M[(pk.i0 + l) * dy * dy + f.row * dy + c] = Mrow[c].v[l];
+  if (f.row + 1 < dy) {
+    store_row(p, pk, f.row + 1, f.v);
+    return;
+  }
+  pk.load(M, f.M, dy * dy);
+  pk.load(xs, f.x, d);
+  pk.load(ms, f.m, d);
+  for (int o = 0; o < f.row; ++o) pk.load(us + o * d, f.u + o * plane, d);
+  twisted_finish_packs(f, pk, xs, ms, us, M, r, hs);
+  pk.store(ms, f.mu, d);
+  pk.store(hs, f.shift, d);
 }
 
 }  // namespace
@@ -435,13 +521,13 @@ void run_moment_stepwise(const stepwise_run& run) {
       const std::int64_t at = run.first_ask + a;
       if (at == 0) {
         evaluate_packs(run.asks[a].channel, run.asks[a].what, xs, ms, nullptr, d);
-        moment_m_packs(f0, xs, ms);
+        moment_m_packs(f0.ux, f0.um, d, xs, ms);
         continue;
       }
       const int o = static_cast<int>(at - 1);
       row_packs(p, pk.b, o, vs);
       denoiser_jvp_packs(run.asks[a].channel, xs, vs, us, js, d);
-      moment_row_packs(f0, pk, us, M + o * dy);
+      moment_row_packs(p, f0.k, pk, us, M + o * dy);
       if (o + 1 == dy) {
         moment_finish_packs(f0, pk, xs, ms, M, r);
         pk.store(ms, f0.mu, d);
@@ -450,6 +536,62 @@ void run_moment_stepwise(const stepwise_run& run) {
     if (more) {
       pk.store(ms, f0.m, d);
       pk.store(M, f0.M, dy * dy);
+    }
+  });
+}
+
+void run_twisted_tell(const kernels::twisted_stage_functor& f) {
+  for_each_particle_pack(f.p, twisted_scratch_packs(f.p),
+                         [&](const pack_rows& pk, fpack* s) { twisted_tell_pack(f, pk, s); });
+}
+
+// The twisted weighting's fused run (of one step k) with each pack's particles kept in packs (stepwise_run::twisted:
+// ask a is the step's ask first_ask + a: 0 the denoiser, 1 + o the product J^T a_o), as run_moment_stepwise with
+// every row's answer kept in its own packs for the gradient, and after the last row twisted_finish_packs, the
+// proposal mean into the rows of mu and h into those of shift. The rows of m, M and the answers so far (u's planes)
+// are written when more asks follow (the next group of asks of run_fused_stepwise), which reads them back.
+void run_twisted_stepwise(const stepwise_run& run) {
+  const kernels::twisted_stage_functor& f0 = *run.twisted;
+  const kernels::guided_params& p = f0.p;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t plane = f0.rows * d;
+  const bool resumed = run.first_ask > 0, more = run.first_ask + run.count < run.total;
+  // Rows whose answers came before this group, and the rows answered by the end of it.
+  const int before = static_cast<int>(std::max<std::int64_t>(0, run.first_ask - 1));
+  const int after = static_cast<int>(std::max<std::int64_t>(0, run.first_ask + run.count - 1));
+  for_each_particle_pack(p, jvp_scratch_packs(d, run.asks[0].channel), [&](const pack_rows& pk, fpack* js) {
+    fpack* s = tell_packs(twisted_scratch_packs(p));
+    fpack *xs = s, *ms = xs + d, *hs = ms + d, *vs = hs + d, *us = vs + d, *r = us + std::int64_t(dy) * d, *M = r + dy;
+    pk.load(xs, f0.x, d);
+    if (resumed) {
+      pk.load(ms, f0.m, d);
+      pk.load(M, f0.M, dy * dy);
+      for (int o = 0; o < before; ++o) pk.load(us + o * d, f0.u + o * plane, d);
+    }
+    for (std::int64_t a = 0; a < run.count; ++a) {
+      const std::int64_t at = run.first_ask + a;
+      if (at == 0) {
+        evaluate_packs(run.asks[a].channel, run.asks[a].what, xs, ms, nullptr, d);
+        moment_m_packs(f0.ux, f0.um, d, xs, ms);
+        continue;
+      }
+      const int o = static_cast<int>(at - 1);
+      fpack* ur = us + o * d;
+      row_packs(p, pk.b, o, vs);
+      denoiser_jvp_packs(run.asks[a].channel, xs, vs, ur, js, d);
+      moment_row_packs(p, f0.k, pk, ur, M + o * dy);
+      if (o + 1 == dy) {
+        twisted_finish_packs(f0, pk, xs, ms, us, M, r, hs);
+        pk.store(ms, f0.mu, d);
+        pk.store(hs, f0.shift, d);
+      }
+    }
+    if (more) {
+      pk.store(ms, f0.m, d);
+      pk.store(M, f0.M, dy * dy);
+      // u: the fused run's own workspace (the functor reads it only), the planes its asks answer into.
+      float* u = const_cast<float*>(f0.u);
+      for (int o = before; o < after; ++o) pk.store(us + o * d, u + o * plane, d);
     }
   });
 }

@@ -17,6 +17,7 @@ namespace diffsample::cpu {
 DIFFSAMPLE_DECLARE_ON_TARGETS(void run_ddrm_stepwise(const stepwise_run& r))
 DIFFSAMPLE_DECLARE_ON_TARGETS(void run_skrock_stepwise(const stepwise_run& r))
 DIFFSAMPLE_DECLARE_ON_TARGETS(void run_moment_stepwise(const stepwise_run& r))
+DIFFSAMPLE_DECLARE_ON_TARGETS(void run_twisted_stepwise(const stepwise_run& r))
 
 /// DDRM's tell (kernels::ddrm_stage_functor with stage 1: the denoiser m = ux x + um answer, then
 /// kernels::ddrm_update) over every particle, on packs of particles of one problem on target t (not scalar):
@@ -43,5 +44,14 @@ DIFFSAMPLE_PACKED_TELL(run_skrock_tell, kernels::skrock_stage_functor)
 /// position is set. The rows go into packs and back around the pack code that guided_sample()'s fused weighting
 /// (run_moment_stepwise) runs on packs it keeps from ask to ask.
 DIFFSAMPLE_PACKED_TELL(run_moment_tell, kernels::moment_stage_functor)
+
+/// The SMC's twisted weighting (kernels::twisted_stage_functor: stage 0 and the rows of the moment matrix as the
+/// moment weighting's, the answer of row o read from plane o of u; at the last row kernels::twisted_finish: the
+/// weight, the shift h, lz and the proposal mean) over every particle, on packs of particles of one problem on
+/// target t (not scalar), with the moment weighting's pack cores (the d_y x d_y Cholesky with the pack's log and
+/// sqrt). Writes m, v, M, and at the last row lw, lz, mu and shift, as the functor; r is not written. The rows go
+/// into packs and back around the pack code that guided_sample()'s fused weighting (run_twisted_stepwise) runs on
+/// packs it keeps from ask to ask.
+DIFFSAMPLE_PACKED_TELL(run_twisted_tell, kernels::twisted_stage_functor)
 
 }  // namespace diffsample::cpu
