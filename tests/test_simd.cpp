@@ -678,7 +678,8 @@ TEST(SimdGuided, DiffpirDdrmAndSkrockPacksMatchTheScalarFunctors) {
 // 0.1. Both also run their two per-particle stages on packs (the guidance from the denoiser, and the update with the
 // packs' normals, within 1e-5 of the scalar ones: PhiloxPack above), through the same tolerance. Seen failing with the
 // packed product reading v from the rows of x (DPS, Pi-GDM), TMPD's per-lane solve reading lane 0's residual, DCPS's
-// Langevin drift taking the transition's channel, and the moment weight's log-determinant halved.
+// Langevin drift taking the transition's channel, the moment weight's log-determinant halved, and the twisted
+// weighting's back substitution without its division (particles off by 4.75).
 TEST(SimdGuided, JacobianSamplersPacksMatchTheScalarFunctors) {
   const std::int64_t d = 5, B = 3, N = 37;
   const auto mix = grid_mixture(d, 3, 2.0, 0.5);
