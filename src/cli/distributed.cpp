@@ -101,6 +101,16 @@ void agree(std::exception_ptr failure) {
   if (failure) std::rethrow_exception(failure);
 }
 
+bool hides_devices(executor requested, std::int64_t processes) {
+  return processes > 1 && requested == executor::cpu;
+}
+
+void keep_off_devices(executor requested) {
+  // An index that is not a device hides it and every device after it: the driver finds none, and nothing can
+  // create a context.
+  if (hides_devices(requested, launcher_size())) setenv("CUDA_VISIBLE_DEVICES", "-1", 1);
+}
+
 void select_device(executor where) {
 #if defined(DIFFSAMPLE_CLI_MPI)
   init();

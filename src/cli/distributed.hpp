@@ -20,9 +20,21 @@ bool launched();
 /// This process's rank (0 when not launched).
 int rank();
 
+/// True when a process of a run of @p processes processes that asks for @p requested keeps off the node's GPUs
+/// altogether: a run under an MPI launcher (processes > 1) on the CPU executor.
+bool hides_devices(executor requested, std::int64_t processes);
+
+/// Called first by a command that may run under a launcher, with the executor it asks for (requested_executor()):
+/// when hides_devices(), hides the node's GPUs from this process (CUDA_VISIBLE_DEVICES=-1) before anything starts
+/// CUDA, MPI included. A gaussian_mixture (the prior, a grid prior read from a problem file, the posterior's)
+/// copies its tables to the current device whenever one is visible, whatever executor reads them later, so without
+/// this every CPU rank of a node with a GPU opened a context on device 0. The driver reads the variable once, when
+/// it starts: nothing of CUDA may run in the process before this call (the program calls none before it).
+void keep_off_devices(executor requested);
+
 /// Collective over every launched process: selects this rank's GPU for @p where (diffsample::mpi::rank_execution:
-/// its rank among the node's ranks mod the node's devices; nothing for the CPU executor). Called before anything
-/// reaches a device (a gaussian_mixture uploads its tables to the current device when it is built), so that the
+/// its rank among the node's ranks mod the node's devices; nothing for the CPU executor). Called before the run's
+/// mixture is built (a gaussian_mixture uploads its tables to the current device when it is built), so that the
 /// ranks of a node with several GPUs spread over them instead of all running on device 0.
 void select_device(executor where);
 

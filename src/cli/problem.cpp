@@ -534,6 +534,25 @@ prior_spec grid_prior(std::int64_t dim, int grid, double spacing, double varianc
   return s;
 }
 
+std::string peek_executor(const std::string& path) noexcept {
+  try {
+    // A regular file within the size read_problem() takes (a fifo is not opened: that would wait for a writer).
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > max_problem_bytes) return {};
+    std::ifstream in(path, std::ios::binary);
+    std::string text(std::size_t(st.st_size), '\0');
+    if (!in || !in.read(text.data(), std::streamsize(text.size()))) return {};
+    const json j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return {};
+    const auto sampler = j.find("sampler");
+    if (sampler == j.end() || !sampler->is_object()) return {};
+    const auto executor = sampler->find("executor");
+    return executor != sampler->end() && executor->is_string() ? executor->get<std::string>() : std::string();
+  } catch (...) {
+    return {};
+  }
+}
+
 problem read_problem(const std::string& path) {
   // A regular file of at most max_problem_bytes: a device (/dev/zero), a fifo or a huge file is refused before
   // anything is read.

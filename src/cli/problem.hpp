@@ -98,6 +98,11 @@ struct problem {
 /// wrong types or shapes, non-finite values and bad .npy files.
 problem read_problem(const std::string& path);
 
+/// The sampler.executor string of the problem file @p path when it can be read as JSON and holds one, else empty.
+/// Nothing is validated and nothing throws (read_problem() reports what is wrong): the program reads it before the
+/// file, whose grid prior is a gaussian_mixture, which a process that keeps off the GPUs must not build first.
+std::string peek_executor(const std::string& path) noexcept;
+
 /// Parses and validates the text of a problem file that @p path names (in messages, and as the folder against which
 /// relative .npy file names resolve). With @p read_files false a .npy file name is refused instead of read (the
 /// fuzzer's mode: no file is opened). Throws input_error as read_problem() does.

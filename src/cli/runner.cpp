@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include <cuda_runtime_api.h>
 
@@ -61,6 +62,21 @@ executor resolve(executor e, const std::string& source) {
   if (e == executor::cuda && !cuda_available())
     throw input_error(source + ": no GPU is available (" + cuda_unavailable_reason() + ")");
   return e;
+}
+
+executor requested_executor(int argc, char** argv, int first) {
+  const char* flag = nullptr;
+  const char* file = nullptr;
+  for (int i = first; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--executor") == 0) flag = argv[i + 1];
+    if (std::strcmp(argv[i], "--problem") == 0) file = argv[i + 1];
+  }
+  const std::string name = flag != nullptr ? flag : file != nullptr ? peek_executor(file) : std::string();
+  try {
+    return name.empty() ? executor::automatic : parse_executor(name);
+  } catch (const std::exception&) {
+    return executor::automatic;
+  }
 }
 
 std::string executor_source(const options& o, const problem& file) {

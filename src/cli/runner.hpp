@@ -22,6 +22,11 @@ namespace diffsample::cli {
 /// from in the message ("--executor cuda", or the problem file's field).
 executor resolve(executor e, const std::string& source = "--executor cuda");
 
+/// The executor a run asks for, from its arguments argv[first..argc) before anything is parsed or checked: the last
+/// --executor, else the last --problem file's sampler.executor (peek_executor()), else automatic; a name that does
+/// not parse counts as automatic (the run reports it later).
+executor requested_executor(int argc, char** argv, int first);
+
 /// Where an executor setting came from: the command line, else the problem file's sampler.executor.
 std::string executor_source(const options& o, const problem& file);
 

@@ -304,6 +304,10 @@ int sample_main(const options& o, const char* command) {
 }  // namespace
 
 int run_sample(int argc, char** argv, int first) {
+  // Under mpirun a process on the CPU executor hides the GPUs from itself before anything starts CUDA: a grid prior,
+  // built-in or read from a problem file (here already, to tell a binary prior), is a gaussian_mixture, whose
+  // tables go to a visible device.
+  distributed::keep_off_devices(requested_executor(argc, argv, first));
   if (wants_binary_sample(argc, argv, first)) return run_sample_binary(argc, argv, first);
   const options o =
       parse_options(argc, argv, first, sample_usage,
@@ -315,6 +319,7 @@ int run_sample(int argc, char** argv, int first) {
 }
 
 int run_demo(int argc, char** argv, int first) {
+  distributed::keep_off_devices(requested_executor(argc, argv, first));  // as run_sample()
   options o = parse_options(argc, argv, first, demo_usage,
                             {"--executor", "--method", "--chains", "--steps", "--step-size", "--dim", "--seed"},
                             {"--quiet"}, "demo");

@@ -436,6 +436,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
 }  // namespace
 
 int run_solve(int argc, char** argv, int first) {
+  // Under mpirun a process on the CPU executor hides the GPUs from itself before anything starts CUDA or MPI (a grid
+  // prior in the problem file is a gaussian_mixture, whose tables go to a visible device).
+  distributed::keep_off_devices(requested_executor(argc, argv, first));
   const options o = parse_options(argc, argv, first, solve_usage,
                                   {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
                                    "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
