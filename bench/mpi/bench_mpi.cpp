@@ -11,14 +11,18 @@
 //   because the slots fed by the particles left of the boundary are [0, N C) with C the weight fraction held there,
 //   C - f having variance (s - 1) f (1 - f) / N for weights of relative variance s - 1 (systematic resampling keeps
 //   the ancestors in slot order, so only these rows move). Bytes per rank per resampling:
-//     (4 d / P) sum_k E|D_k|  +  (P - 1) B 52  (the maximum and invalid count, 12 bytes, and the ranks' integer and
-//                                               FP64 sums, 40 bytes, per problem)
+//     (4 d / P) sum_k E|D_k|  +  (P - 1) (52 B + 8)  (the maximum and invalid count, 12 bytes, and the ranks'
+//                                                     integer and FP64 sums, 40 bytes, per problem; two 4-byte
+//                                                     agreements, at the start and before the row exchange)
 //   and at most 4 d N (P - 1) / P from one rank when all the weight sits on one rank's particles (the worst skew).
 // Multinomial: the slots' keys are independent, so a slot's ancestor is on another rank with probability about
-// (P - 1) / P whatever the skew: 4 d N (P - 1) / P^2 + 52 (P - 1) bytes per rank. Residual, Metropolis, rejection:
+// (P - 1) / P whatever the skew: 4 d N (P - 1) / P^2 + 60 (P - 1) bytes per rank. Residual, Metropolis, rejection:
 // each rank sends its 4 N / P log-weights to P - 1 ranks, then per slot whose ancestor is elsewhere an 8-byte request
-// and a 4 d-byte row, plus 4 (P - 1) bytes of counts; with ancestors in random slots (Metropolis, rejection; residual
-// keeps its floor(N w_i) copies in order and moves fewer) 4 N (P - 1) / P + (8 + 4 d) N (P - 1) / P^2 + 4 (P - 1).
+// and a 4 d-byte row, plus 4 (P - 1) bytes of counts and three 4-byte agreements (at the start, after the whole
+// problem's resampling, before the requests); with ancestors in random slots (Metropolis, rejection; residual keeps
+// its floor(N w_i) copies in order and moves fewer) 4 N (P - 1) / P + (8 + 4 d) N (P - 1) / P^2 + 16 (P - 1).
+// Not modelled: what a run sends once (the comparison of the arguments, the first resampling's agreement on its
+// buffers, whether any rank wants samples, the end's agreement), spread over its resamplings in the measured bytes.
 // The model is evaluated with the ESS the run recorded before each resampling, and printed beside the measured bytes.
 // The filter's particles are not exchangeable in slot order: systematic resampling puts an ancestor's offspring in
 // adjacent slots, and their weights at the next resampling are correlated, so Var(C - f) is R times the exchangeable
@@ -247,22 +251,24 @@ int main(int argc, char** argv) {
                 ds::to_string(exec.kind), ds::cpu_threads(), latency * 1e6, ds::to_string(scheme));
   for (int rep = 0; rep < repeats + 1; ++rep) {  // the first run warms up
     MPI_Barrier(MPI_COMM_WORLD);
-    const std::int64_t counted_before = mpi_counts::sent();
+    const std::int64_t counted_before = mpi_counts::sent(), rows_before = mpi_counts::sent_alltoallv();
     const ds::mpi::guided_result res =
         ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, exec);
     const double counted_mine = double(mpi_counts::sent() - counted_before);
+    const double rows_mine = double(mpi_counts::sent_alltoallv() - rows_before);
     read_back();
-    double mine[5] = {res.seconds, res.comm.seconds, double(res.comm.bytes_sent), double(res.comm.exchanges),
-                      counted_mine};
-    std::vector<double> all(5 * static_cast<std::size_t>(ranks));
-    MPI_Gather(mine, 5, MPI_DOUBLE, all.data(), 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    double mine[6] = {res.seconds, res.comm.seconds, double(res.comm.bytes_sent), double(res.comm.exchanges),
+                      counted_mine, rows_mine};
+    std::vector<double> all(6 * static_cast<std::size_t>(ranks));
+    MPI_Gather(mine, 6, MPI_DOUBLE, all.data(), 6, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (rank != 0 || rep == 0) continue;
-    double slowest = 0, share_max = 0, bytes = 0, counted = 0;
+    double slowest = 0, share_max = 0, bytes = 0, counted = 0, rows = 0;
     for (int r = 0; r < ranks; ++r) {
-      slowest = std::max(slowest, all[5 * r]);
-      share_max = std::max(share_max, all[5 * r + 1] / all[5 * r]);
-      bytes += all[5 * r + 2];
-      counted += all[5 * r + 4];
+      slowest = std::max(slowest, all[6 * r]);
+      share_max = std::max(share_max, all[6 * r + 1] / all[6 * r]);
+      bytes += all[6 * r + 2];
+      counted += all[6 * r + 4];
+      rows += all[6 * r + 5];
     }
     // Resamplings: the initial one (the weights g_0 of the prior's draws) and one per transition.
     const int resamplings = count[0];
@@ -278,24 +284,26 @@ int main(int argc, char** argv) {
       }
     }
     const double per = std::max(1, resamplings);
-    // Every transition (and the initial resampling) runs the two statistics collectives whether or not it resamples.
-    const double collective_bytes = double(ranks - 1) * 52.0 * double(K + 1) / per;
+    // Every transition (and the initial resampling) runs its starting agreement and the two statistics collectives
+    // whether or not it resamples; one that resamples agrees again before the row exchange.
+    const double collective_bytes = double(ranks - 1) * ((52.0 + 4.0) * double(K + 1) / per + 4.0);
     double model = 4.0 * d * model_rows / ranks / std::max(1, seen) + collective_bytes;
     const double nn = double(N), pp = double(ranks), moved = nn * (pp - 1) / (pp * pp);  // random ancestors
     if (scheme == ds::resampling_scheme::multinomial) model = 4.0 * d * moved + collective_bytes;
     if (scheme == ds::resampling_scheme::residual || scheme == ds::resampling_scheme::metropolis ||
         scheme == ds::resampling_scheme::rejection)
-      model = 4.0 * nn * (pp - 1) / pp + (8.0 + 4.0 * d) * moved + 4.0 * (pp - 1);
+      model = 4.0 * nn * (pp - 1) / pp + (8.0 + 4.0 * d) * moved + 16.0 * (pp - 1);
     double mean_skew = 0, top_skew = 0;
     for (std::int64_t c = 0; c <= K; ++c) {
       mean_skew += double(N) / ess[c] / double(K + 1);
       top_skew = std::max(top_skew, double(N) / ess[c]);
     }
     std::printf("  %.3f s, %.3g particle-steps/s, MPI share (slowest rank) %.1f%%, %d resamplings, s = N/ESS mean "
-                "%.2f, largest %.1f; bytes per rank per resampling: measured %.0f (counted at the MPI calls %.0f), "
-                "model %.0f (worst skew %.0f)\n",
+                "%.2f, largest %.1f; bytes per rank per resampling: measured %.1f (counted at the MPI calls %.1f, "
+                "of which MPI_Alltoallv %.1f), model %.0f (worst skew %.0f)\n",
                 slowest, double(N) * double(K) / slowest, 100 * share_max, resamplings, mean_skew, top_skew,
-                bytes / ranks / per, counted / ranks / per, model, 4.0 * d * double(N) * (ranks - 1) / ranks);
+                bytes / ranks / per, counted / ranks / per, rows / ranks / per, model,
+                4.0 * d * double(N) * (ranks - 1) / ranks);
     if (ranks == 1) {
       // The same filter through the single-process entry point (its fused CPU loop, or its CUDA run), right after.
       const double t0 = MPI_Wtime();

@@ -7,7 +7,7 @@
 #include "bench/mpi/mpi_counts.hpp"
 
 namespace {
-std::int64_t sent_bytes = 0;
+std::int64_t sent_bytes = 0, alltoallv_bytes = 0;
 
 std::int64_t type_bytes(MPI_Datatype t) {
   int s = 0;
@@ -27,13 +27,16 @@ std::int64_t others(MPI_Comm c) {
 }  // namespace
 
 std::int64_t mpi_counts::sent() { return sent_bytes; }
+std::int64_t mpi_counts::sent_alltoallv() { return alltoallv_bytes; }
 
 extern "C" {
 int MPI_Alltoallv(const void* sb, const int sc[], const int sd[], MPI_Datatype st, void* rb, const int rc[],
                   const int rd[], MPI_Datatype rt, MPI_Comm c) {
   const int me = rank_in(c), p = int(others(c)) + 1;
+  const std::int64_t before = alltoallv_bytes;
   for (int k = 0; k < p; ++k)
-    if (k != me) sent_bytes += std::int64_t(sc[k]) * type_bytes(st);
+    if (k != me) alltoallv_bytes += std::int64_t(sc[k]) * type_bytes(st);
+  sent_bytes += alltoallv_bytes - before;
   return PMPI_Alltoallv(sb, sc, sd, st, rb, rc, rd, rt, c);
 }
 int MPI_Alltoall(const void* sb, int sc, MPI_Datatype st, void* rb, int rc, MPI_Datatype rt, MPI_Comm c) {
