@@ -319,6 +319,34 @@ __attribute__((noinline)) void moment_finish_packs(const kernels::moment_stage_f
   for (int l = 0; l < pk.valid; ++l) f.lz[pk.i0 + l] = lz.v[l];
 }
 
+/// The first tell of a step of the moment or twisted weighting (F: kernels::moment_stage_functor or
+/// twisted_stage_functor) on a pack: x and the answer into packs (xs, ms), moment_m_packs, m stored, v = a_0.
+template <class F>
+void moment_first_tell_pack(const F& f, const pack_rows& pk, fpack* xs, fpack* ms) {
+  const int d = f.p.d;
+  pk.load(xs, f.x, d);
+  pk.load(ms, f.answer, d);
+  moment_m_packs(f.ux, f.um, d, xs, ms);
+  pk.store(ms, f.m, d);
+  store_row(f.p, pk, 0, f.v);
+}
+
+/// Row f.row of the moment matrix from its answer J^T a_o (in packs at us): moment_row_packs into M's row, stored into
+/// f.M; then v = a_{o + 1} and false, or true at the last row (the caller finishes).
+template <class F>
+bool moment_row_tell_pack(const F& f, const pack_rows& pk, const fpack* us, fpack* M) {
+  const int dy = f.p.d_y;
+  fpack* Mrow = M + f.row * dy;
+  moment_row_packs(f.p, f.k, pk, us, Mrow);
+  for (int l = 0; l < pk.valid; ++l)
+    for (int c = 0; c < dy; ++c) f.M[(pk.i0 + l) * dy * dy + f.row * dy + c] = Mrow[c].v[l];
+  if (f.row + 1 < dy) {
+    store_row(f.p, pk, f.row + 1, f.v);
+    return false;
+  }
+  return true;
+}
+
 /// The plan's tell on a pack (kernels::moment_stage_functor): stage 0 x and the answer into packs, moment_m_packs,
 /// m stored, v = a_0; stage 1 (row o) the answer into packs, moment_row_packs, row o of M stored, then v = a_{o + 1},
 /// or at the last row M, x and m into packs, moment_finish_packs and the kernel mean stored into mu. v is written
@@ -328,22 +356,11 @@ void moment_tell_pack(const kernels::moment_stage_functor& f, const pack_rows& p
   const int d = p.d, dy = p.d_y;
   fpack *xs = s, *ms = xs + d, *us = ms + 2 * d, *r = us + d, *M = r + dy;
   if (f.stage == 0) {
-    pk.load(xs, f.x, d);
-    pk.load(ms, f.answer, d);
-    moment_m_packs(f.ux, f.um, d, xs, ms);
-    pk.store(ms, f.m, d);
-    store_row(p, pk, 0, f.v);
+    moment_first_tell_pack(f, pk, xs, ms);
     return;
   }
   pk.load(us, f.answer, d);
-  fpack* Mrow = M + f.row * dy;
-  moment_row_packs(p, f.k, pk, us, Mrow);
-  for (int l = 0; l < pk.valid; ++l)
-    for (int c = 0; c < dy; ++c) f.M[(pk.i0 + l) * dy * dy + f.row * dy + c] = Mrow[c].v[l];
-  if (f.row + 1 < dy) {
-    store_row(p, pk, f.row + 1, f.v);
-    return;
-  }
+  if (!moment_row_tell_pack(f, pk, us, M)) return;
   pk.load(M, f.M, dy * dy);
   pk.load(xs, f.x, d);
   pk.load(ms, f.m, d);
@@ -403,23 +420,12 @@ void twisted_tell_pack(const kernels::twisted_stage_functor& f, const pack_rows&
   const std::int64_t plane = f.rows * d;
   fpack *xs = s, *ms = xs + d, *hs = ms + d, *us = hs + 2 * d, *r = us + std::int64_t(dy) * d, *M = r + dy;
   if (f.stage == 0) {
-    pk.load(xs, f.x, d);
-    pk.load(ms, f.answer, d);
-    moment_m_packs(f.ux, f.um, d, xs, ms);
-    pk.store(ms, f.m, d);
-    store_row(p, pk, 0, f.v);
+    moment_first_tell_pack(f, pk, xs, ms);
     return;
   }
   fpack* ur = us + f.row * d;
   pk.load(ur, f.u + f.row * plane, d);
-  fpack* Mrow = M + f.row * dy;
-  moment_row_packs(p, f.k, pk, ur, Mrow);
-  for (int l = 0; l < pk.valid; ++l)
-    for (int c = 0; c < dy; ++c) f.M[(pk.i0 + l) * dy * dy + f.row * dy + c] = Mrow[c].v[l];
-  if (f.row + 1 < dy) {
-    store_row(p, pk, f.row + 1, f.v);
-    return;
-  }
+  if (!moment_row_tell_pack(f, pk, ur, M)) return;
   pk.load(M, f.M, dy * dy);
   pk.load(xs, f.x, d);
   pk.load(ms, f.m, d);
