@@ -1044,7 +1044,9 @@ TEST_F(Cli, SignalsRemoveTemporaries) {
         if (renamed) break;  // stopped only after its renames: too late for this attempt
         if (!writing) usleep(1000);
       }
-      if (!ended) ASSERT_EQ(waitpid(pid, &status, 0), pid);
+      if (!ended) {
+        ASSERT_EQ(waitpid(pid, &status, 0), pid);
+      }
       ASSERT_TRUE(appeared) << "no temporary appeared";
       for (const auto& f : files()) {
         EXPECT_EQ(f.find(".tmp."), std::string::npos) << "temporary file left: " << f;
