@@ -504,6 +504,28 @@ void run_moment_tell(const kernels::moment_stage_functor& f) {
 }
 
 
+// One ask of a moment-matrix step on a pack (the moment and the twisted weightings' fused runs): ask `at` of the
+// step is 0 the denoiser at x (evaluate_packs into ms, then moment_m_packs) or 1 + o the product J^T a_o
+// (denoiser_jvp_packs with a_o in every lane, into the answer's packs at us + o * answer_stride, then
+// moment_row_packs into row o of M). Returns o, or -1 for the denoiser.
+template <class F>
+inline int moment_ask_packs(const F& f0, const stepwise_ask& ask, std::int64_t at, const pack_rows& pk, const fpack* xs,
+                            fpack* ms, fpack* vs, fpack* us, std::int64_t answer_stride, fpack* M, fpack* js) {
+  const kernels::guided_params& p = f0.p;
+  const int d = p.d;
+  if (at == 0) {
+    evaluate_packs(ask.channel, ask.what, xs, ms, nullptr, d);
+    moment_m_packs(f0.ux, f0.um, d, xs, ms);
+    return -1;
+  }
+  const int o = static_cast<int>(at - 1);
+  fpack* ur = us + o * answer_stride;
+  row_packs(p, pk.b, o, vs);
+  denoiser_jvp_packs(ask.channel, xs, vs, ur, js, d);
+  moment_row_packs(p, f0.k, pk, ur, M + o * p.d_y);
+  return o;
+}
+
 // The moment weighting's fused run (of one step k) with each pack's particles kept in packs (stepwise_run::moment:
 // ask a is the step's ask first_ask + a: 0 the denoiser, 1 + o the product J^T a_o): the denoiser at the pack's x
 // (evaluate_packs) into its m, then moment_m_packs; J^T a_o (denoiser_jvp_packs with a_o in every lane) into the
@@ -524,17 +546,8 @@ void run_moment_stepwise(const stepwise_run& run) {
       pk.load(M, f0.M, dy * dy);
     }
     for (std::int64_t a = 0; a < run.count; ++a) {
-      const std::int64_t at = run.first_ask + a;
-      if (at == 0) {
-        evaluate_packs(run.asks[a].channel, run.asks[a].what, xs, ms, nullptr, d);
-        moment_m_packs(f0.ux, f0.um, d, xs, ms);
-        continue;
-      }
-      const int o = static_cast<int>(at - 1);
-      row_packs(p, pk.b, o, vs);
-      denoiser_jvp_packs(run.asks[a].channel, xs, vs, us, js, d);
-      moment_row_packs(p, f0.k, pk, us, M + o * dy);
-      if (o + 1 == dy) {
+      // Every row's answer into the same packs (us): the moment matrix keeps only its rows.
+      if (moment_ask_packs(f0, run.asks[a], run.first_ask + a, pk, xs, ms, vs, us, 0, M, js) + 1 == dy) {
         moment_finish_packs(f0, pk, xs, ms, M, r);
         pk.store(ms, f0.mu, d);
       }
@@ -575,18 +588,8 @@ void run_twisted_stepwise(const stepwise_run& run) {
       for (int o = 0; o < before; ++o) pk.load(us + o * d, f0.u + o * plane, d);
     }
     for (std::int64_t a = 0; a < run.count; ++a) {
-      const std::int64_t at = run.first_ask + a;
-      if (at == 0) {
-        evaluate_packs(run.asks[a].channel, run.asks[a].what, xs, ms, nullptr, d);
-        moment_m_packs(f0.ux, f0.um, d, xs, ms);
-        continue;
-      }
-      const int o = static_cast<int>(at - 1);
-      fpack* ur = us + o * d;
-      row_packs(p, pk.b, o, vs);
-      denoiser_jvp_packs(run.asks[a].channel, xs, vs, ur, js, d);
-      moment_row_packs(p, f0.k, pk, ur, M + o * dy);
-      if (o + 1 == dy) {
+      // Row o's answer into its own packs (us + o * d): the gradient reads every row's.
+      if (moment_ask_packs(f0, run.asks[a], run.first_ask + a, pk, xs, ms, vs, us, d, M, js) + 1 == dy) {
         twisted_finish_packs(f0, pk, xs, ms, us, M, r, hs);
         pk.store(ms, f0.mu, d);
         pk.store(hs, f0.shift, d);
