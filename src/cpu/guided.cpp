@@ -219,30 +219,12 @@ void run_denoiser_jvp(const kernels::channel_view& c, const float* x, const floa
 // core), the tell on the packs (diffpir_tell_packs, the plan's tell's core), the rows read once and written once; the
 // same operations on the same values as the plan's asks and tells, whose row transfers only copy.
 void run_stepwise(const stepwise_run& r) {
-  if (r.ddrm != nullptr) {
-    run_ddrm_stepwise(r);
-    return;
-  }
-  if (r.tmpd != nullptr) {
-    run_tmpd_stepwise(r);
-    return;
-  }
-  if (r.dcps != nullptr) {
-    run_dcps_stepwise(r);
-    return;
-  }
-  if (r.skrock != nullptr) {
-    run_skrock_stepwise(r);
-    return;
-  }
-  if (r.moment != nullptr) {
-    run_moment_stepwise(r);
-    return;
-  }
-  if (r.twisted != nullptr) {
-    run_twisted_stepwise(r);
-    return;
-  }
+  if (r.ddrm != nullptr) return run_ddrm_stepwise(r);
+  if (r.tmpd != nullptr) return run_tmpd_stepwise(r);
+  if (r.dcps != nullptr) return run_dcps_stepwise(r);
+  if (r.skrock != nullptr) return run_skrock_stepwise(r);
+  if (r.moment != nullptr) return run_moment_stepwise(r);
+  if (r.twisted != nullptr) return run_twisted_stepwise(r);
   if (r.diffpir != nullptr) {
     const kernels::diffpir_stage_functor& f0 = *r.diffpir;
     const int d = r.d;
