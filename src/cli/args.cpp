@@ -75,6 +75,11 @@ double to_double(const std::string& flag, const std::string& text) {
   return v;
 }
 
+bool to_bool(const std::string& flag, const std::string& text) {
+  if (text != "0" && text != "1") throw usage_error(flag + ": expected 0 or 1, got '" + text + "'");
+  return text == "1";
+}
+
 namespace {
 
 bool word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; }

@@ -39,6 +39,8 @@ std::uint64_t to_seed(const std::string& text);
 std::int64_t to_steps(const std::string& text, std::int64_t min_value);
 /// A finite number.
 double to_double(const std::string& flag, const std::string& text);
+/// A switch given as a value: "0" (false) or "1" (true).
+bool to_bool(const std::string& flag, const std::string& text);
 
 /// A setting of a library call and where the program takes it from, so that the library's own check of it is
 /// reported with the program's names: the option as the library's messages name it ("options.steps"), the flag that

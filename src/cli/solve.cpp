@@ -180,21 +180,15 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
         to_int("--dcps-langevin-steps", o.get("--dcps-langevin-steps"), 0, diffsample::limits::max_inner_steps);
   if (o.has("--dcps-langevin-step"))
     g.dcps_langevin_step = to_double("--dcps-langevin-step", o.get("--dcps-langevin-step"));
-  if (o.has("--dcps-bridge-variance")) {
-    const std::string v = o.get("--dcps-bridge-variance");
-    if (v != "0" && v != "1") throw usage_error("--dcps-bridge-variance: expected 0 or 1, got '" + v + "'");
-    g.dcps_bridge_variance = v == "1";
-  }
+  if (o.has("--dcps-bridge-variance"))
+    g.dcps_bridge_variance = to_bool("--dcps-bridge-variance", o.get("--dcps-bridge-variance"));
   if (o.has("--dcps-gradient-steps"))
     g.dcps_gradient_steps = to_int("--dcps-gradient-steps", o.get("--dcps-gradient-steps"), 0,
                                    diffsample::limits::max_dcps_gradient_steps);
   if (o.has("--dcps-learning-rate"))
     g.dcps_learning_rate = to_double("--dcps-learning-rate", o.get("--dcps-learning-rate"));
-  if (o.has("--dcps-absolute-step")) {
-    const std::string v = o.get("--dcps-absolute-step");
-    if (v != "0" && v != "1") throw usage_error("--dcps-absolute-step: expected 0 or 1, got '" + v + "'");
-    g.dcps_absolute_step = v == "1";
-  }
+  if (o.has("--dcps-absolute-step"))
+    g.dcps_absolute_step = to_bool("--dcps-absolute-step", o.get("--dcps-absolute-step"));
 }
 
 /// solve with a guided posterior sampler: runs it on the CPU or CUDA executor and scores its samples against the
