@@ -64,6 +64,9 @@ layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::i
   return l;
 }
 
+// The products' scalars (cuBLAS's host pointer mode): C = one A B + zero C, or + one C to accumulate.
+constexpr float one = 1.f, zero = 0.f;
+
 // What a call's passes share: the per-component terms of the channel in `comp`, then the cuBLAS handle bound to this
 // call's stream, workspace and math mode under the mixture's lock (calls on other threads wait until `lock` goes), and
 // the products' error bound gamma_d (u = 2^-24, plus TF32's 2 2^-11 when allowed).
@@ -148,9 +151,6 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
   const float a = float(ch.a), s2 = float(ch.s * ch.s);
   const int what_code = what == quantity::log_density ? 0 : what == quantity::score ? 1 : 2;
   const cuda_call call = start_cuda_call(st, t, ch, o, stream, comp, base + l.cublas);
-  cublasHandle_t handle = call.handle;
-  const float gamma = call.gamma;
-  const float one = 1.f, zero = 0.f;
   for (std::int64_t first = 0; first < n; first += pass) {
     const int rows = int(std::min(pass, n - first));
     kernels::for_each_index(executor::cuda, rows,
@@ -158,18 +158,17 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
     for (std::int64_t k0 = 0; k0 < K; k0 += chunk) {
       const int count = int(std::min(chunk, K - k0));
       const float* m = t.device_means + k0 * d;
-      DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), xc,
+      DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(call.handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), xc,
                                         int(d), &zero, g, count));
-      const gemm_chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, gamma};
+      const gemm_chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, call.gamma};
       kernels::for_each_index(executor::cuda, rows, gemm_chunk_functor{c, state, acc}, stream);
       if (acc != nullptr)
-        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d), g,
-                                          count, &one, acc, int(d)));
+        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(call.handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d),
+                                          g, count, &one, acc, int(d)));
     }
-    kernels::for_each_index(executor::cuda, rows,
-                            gemm_finish_functor{state, acc, xc, x, t.device_centre, out, first, what_code, int(d), a,
-                                                s2},
-                            stream);
+    kernels::for_each_index(
+        executor::cuda, rows,
+        gemm_finish_functor{state, acc, xc, x, t.device_centre, out, first, what_code, int(d), a, s2}, stream);
   }
 }
 
@@ -197,9 +196,6 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
   auto* bsum = reinterpret_cast<float*>(base + l.bsum);
   const float a = float(ch.a), s2 = float(ch.s * ch.s);
   const cuda_call call = start_cuda_call(st, t, ch, o, stream, comp, base + l.cublas);
-  cublasHandle_t handle = call.handle;
-  const float gamma = call.gamma;
-  const float one = 1.f, zero = 0.f;
   for (std::int64_t first = 0; first < n; first += pass) {
     const int rows = int(std::min(pass, n - first));
     const float* vb = v + first * d;
@@ -210,18 +206,18 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
       for (std::int64_t k0 = 0; k0 < K; k0 += chunk) {
         const int count = int(std::min(chunk, K - k0));
         const float* m = t.device_means + k0 * d;
-        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), xc,
-                                          int(d), &zero, g, count));
-        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d), vb,
-                                          int(d), &zero, h, count));
-        const gemm_chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, gamma};
+        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(call.handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d),
+                                          xc, int(d), &zero, g, count));
+        DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(call.handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, m, int(d),
+                                          vb, int(d), &zero, h, count));
+        const gemm_chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, call.gamma};
         if (second == 0) {
           kernels::for_each_index(executor::cuda, rows, gemm_jvp_first_functor{c, h, v, state, js, first}, stream);
         } else {
           kernels::for_each_index(executor::cuda, rows, gemm_jvp_second_functor{c, h, v, state, js, bsum, first},
                                   stream);
-          DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d), h,
-                                            count, &one, acc, int(d)));
+          DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(call.handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d),
+                                            h, count, &one, acc, int(d)));
         }
       }
     kernels::for_each_index(executor::cuda, rows,
