@@ -53,16 +53,9 @@ void mutate_pack(const kernels::guided_mutate_functor& m, const pack_rows& pk, f
     residual(p, b, st.a_next, xs, t, noise, zy);
     const float* P = kernels::guided_precision(p, m.k, b);
     const fpack sig2(st.sig * st.sig);
-    const float* A = p.A + b * p.A_stride;
     for (int o = 0; o < dy; ++o) {
       const fpack value = sig2 * precision_row(p, P, o, t);
-      if (p.mask != nullptr) {
-        const int j = p.mask[b * p.A_stride + o];
-        xs[j] = xs[j] + value * fpack(A[o]);
-      } else {
-        const float* row = A + static_cast<std::int64_t>(o) * d;
-        for (int j = 0; j < d; ++j) xs[j] = xs[j] + value * fpack(row[j]);
-      }
+      add_operator_row(p, b, o, value, xs);
     }
   }
   pk.store(xs, m.x, d);
@@ -123,16 +116,9 @@ __attribute__((noinline)) void diffpir_tell_packs(const kernels::diffpir_stage_f
   for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);
   residual(p, b, 1.f, ms, r);
   const float* P = kernels::guided_precision(p, f.k, b);
-  const float* A = p.A + b * p.A_stride;
   for (int o = 0; o < dy; ++o) {  // x0 = m + A^T P r, one row of A at a time (r stays as it is while m moves)
     const fpack value = precision_row(p, P, o, r);
-    if (p.mask != nullptr) {
-      const int j = p.mask[b * p.A_stride + o];
-      ms[j] = ms[j] + value * fpack(A[o]);
-    } else {
-      const float* row = A + static_cast<std::int64_t>(o) * d;
-      for (int j = 0; j < d; ++j) ms[j] = ms[j] + value * fpack(row[j]);
-    }
+    add_operator_row(p, b, o, value, ms);
   }
   const fpack cx(st.c1), cm(st.c0), cn(st.sig);  // kernels::transition_update: ds_fma(cn, z, ds_fma(cm, m, cx x))
   if (st.sig != 0.f) {
@@ -295,7 +281,6 @@ void run_baseline_stage(const kernels::baseline_stage_functor& f) {
       fpack* v = ws;
       for (int j = 0; j < d; ++j) v[j] = fpack(0.f);
       fpack shift(f.g.scale * st.guidance);
-      const float* A = p.A + pk.b * p.A_stride;
       const float* P = kernels::guided_precision(p, f.k, pk.b);
       if (f.g.normalised) {
         fpack norm2(f.g.norm_offset[pk.b]);
@@ -304,13 +289,7 @@ void run_baseline_stage(const kernels::baseline_stage_functor& f) {
       }
       for (int o = 0; o < dy; ++o) {  // v += value_o (row o of A), as guided_add_row
         const fpack value = f.g.normalised ? r[o] : precision_row(p, P, o, r);
-        if (p.mask != nullptr) {
-          const int j = p.mask[pk.b * p.A_stride + o];
-          v[j] = v[j] + value * fpack(A[o]);
-        } else {
-          const float* row = A + static_cast<std::int64_t>(o) * d;
-          for (int j = 0; j < d; ++j) v[j] = v[j] + value * fpack(row[j]);
-        }
+        add_operator_row(p, pk.b, o, value, v);
       }
       pk.store(v, f.v, d);
       for (int l = 0; l < pk.valid; ++l) f.shift[pk.i0 + l] = shift.v[l];

@@ -68,6 +68,18 @@ inline void residual(const kernels::guided_params& p, std::int64_t b, float scal
   }
 }
 
+/// x += value (row o of A_b), as guided_add_row: the one coordinate that a mask observes, or the dense row.
+inline void add_operator_row(const kernels::guided_params& p, std::int64_t b, int o, fpack value, fpack* x) {
+  const float* A = p.A + b * p.A_stride;
+  if (p.mask != nullptr) {
+    const int j = p.mask[b * p.A_stride + o];
+    x[j] = x[j] + value * fpack(A[o]);
+  } else {
+    const float* row = A + static_cast<std::int64_t>(o) * p.d;
+    for (int j = 0; j < p.d; ++j) x[j] = x[j] + value * fpack(row[j]);
+  }
+}
+
 /// Row o of S^-1 t.
 inline fpack precision_row(const kernels::guided_params& p, const float* P, int o, const fpack* t) {
   if (p.mask != nullptr) return fpack(P[o]) * t[o];

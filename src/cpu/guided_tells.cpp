@@ -129,16 +129,9 @@ __attribute__((noinline)) void skrock_tell_packs(const kernels::skrock_stage_fun
   const std::uint64_t key = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p, pk.i0, b);
   residual(p, b, 1.f, cs, r);
   const fpack w(q.inv_noise_var[b]);
-  const float* A = p.A + b * p.A_stride;
   for (int o = 0; o < dy; ++o) {  // g += (w r_o) (row o of A)
     const fpack value = w * r[o];
-    if (p.mask != nullptr) {
-      const int j = p.mask[b * p.A_stride + o];
-      gs[j] = gs[j] + value * fpack(A[o]);
-    } else {
-      const float* row = A + static_cast<std::int64_t>(o) * d;
-      for (int j = 0; j < d; ++j) gs[j] = gs[j] + value * fpack(row[j]);
-    }
+    add_operator_row(p, b, o, value, gs);
   }
   const float h = q.step[b];
   const float c = kernels::ds_sqrt(2.f * h);
