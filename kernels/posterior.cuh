@@ -1,13 +1,16 @@
 // The closed form of one component of a mixture prior's posterior under a linear-Gaussian observation, as a
-// functor over components run by both executors (src/posterior_exec.cu): FP64, serial per component.
+// functor over components run by both executors (src/posterior_exec.cu): FP64, serial per component; and the exact
+// sampler's two functors, each sample's component and normals, then x = m'_k + L_k z per coordinate.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "kernels/config.cuh"
 #include "kernels/linalg.cuh"
 #include "kernels/mixture.cuh"
+#include "kernels/rng.cuh"
 
 namespace diffsample::kernels {
 
@@ -73,6 +76,88 @@ struct posterior_component_functor {
       }
     }
     psd_factor(L, d);
+  }
+};
+
+/// Item (i, slot) of a chunk: slot 0 draws the component of sample i from Philox block 0 of its stream (a 53-bit
+/// uniform against the cumulative weights scaled by their FP64 total); slot p >= 1 draws normals 2(p-1), 2p-1
+/// from block p. The blocks are those a sequential draw (uniform2, then normal2 pairs) would consume.
+struct posterior_draw_functor {
+  const double* cumulative;
+  std::int64_t components;
+  int pairs;
+  std::uint64_t seed, first;
+  double* z;               // chunk x 2 pairs
+  std::int32_t* chosen;    // chunk
+  std::int32_t* labels;    // chunk, or nullptr
+  DS_HD void operator()(std::int64_t e) const {
+    const std::int64_t i = e / (pairs + 1);
+    const int slot = static_cast<int>(e - i * (pairs + 1));
+    philox rng(seed, first + static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));
+    if (slot == 0) {
+      const double u = curand_uniform2_double(&rng.state).x * cumulative[components - 1];
+      // The first k with cumulative[k] >= u (the last component when rounding leaves u above every entry).
+      std::int64_t lo = 0, hi = components - 1;
+      while (lo < hi) {
+        const std::int64_t mid = lo + (hi - lo) / 2;
+        if (cumulative[mid] < u)
+          lo = mid + 1;
+        else
+          hi = mid;
+      }
+      chosen[i] = static_cast<std::int32_t>(lo);
+      if (labels != nullptr) labels[i] = static_cast<std::int32_t>(lo);
+    } else {
+      const double2 g = curand_normal2_double(&rng.state);
+      double* zi = z + i * 2 * pairs + 2 * (slot - 1);
+      zi[0] = g.x;
+      zi[1] = g.y;
+    }
+  }
+};
+
+/// Coordinate j of sample i: m'_k[j] + sum_{l <= j} L_k[j, l] z_l, summed in order of l (operator() per coordinate on
+/// CUDA, row() per sample on the CPU).
+template <class T>
+struct posterior_transform_functor {
+  const double* means;
+  const double* factors_t;
+  const double* z;
+  const std::int32_t* chosen;
+  int d, pairs;
+  T* out;
+  DS_HD void operator()(std::int64_t e) const {
+    const std::int64_t i = e / d;
+    const int j = static_cast<int>(e - i * d);
+    const std::int64_t k = chosen[i];
+    const double* U = factors_t + k * d * d + j;
+    const double* zi = z + i * 2 * pairs;
+    double s = means[k * d + j];
+    for (int l = 0; l <= j; ++l) s += U[static_cast<std::int64_t>(l) * d] * zi[l];
+    out[e] = static_cast<T>(s);
+  }
+
+  /// The CPU's form of operator(): sample i, its coordinates in blocks of 256 accumulated over l in increasing
+  /// order (the same sums in the same order as operator(), so the same bits), reading U_k row by row (contiguous in
+  /// j, a loop the compiler vectorises) instead of one stride-d column per coordinate.
+  void row(std::int64_t i) const {
+    constexpr int block = 256;
+    double acc[block];
+    const std::int64_t k = chosen[i];
+    const double* U = factors_t + k * d * d;
+    const double* zi = z + i * 2 * pairs;
+    const double* m = means + k * d;
+    T* o = out + i * d;
+    for (int j0 = 0; j0 < d; j0 += block) {
+      const int j1 = std::min(d, j0 + block);
+      for (int j = j0; j < j1; ++j) acc[j - j0] = m[j];
+      for (int l = 0; l < j1; ++l) {
+        const double zl = zi[l];
+        const double* row = U + static_cast<std::int64_t>(l) * d;
+        for (int j = std::max(l, j0); j < j1; ++j) acc[j - j0] += row[j] * zl;
+      }
+      for (int j = j0; j < j1; ++j) o[j] = static_cast<T>(acc[j - j0]);
+    }
   }
 };
 

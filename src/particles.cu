@@ -34,6 +34,7 @@
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_scan.cuh>
 
+#include "kernels/particle_passes.cuh"
 #include "kernels/particles.cuh"
 #include "src/cpu/pool.hpp"
 #include "src/cuda_check.hpp"
@@ -48,9 +49,21 @@ namespace diffsample {
 
 namespace {
 
+using kernels::copies_total_functor;
+using kernels::fill_params;
+using kernels::finish_problem;
+using kernels::normalised_weight;
+using kernels::pass_params;
+using kernels::problem_offset;
 using kernels::problem_state;
+using kernels::problem_sum;
+using kernels::range_of;
+using kernels::runs_scheme;
+using kernels::stores_q;
+using kernels::tile_range;
 using kernels::tile_sums;
 using kernels::u128;
+using kernels::write_ancestor;
 
 constexpr int tile_threads = 256;
 constexpr int tile_items = 16;
@@ -100,77 +113,6 @@ workspace_layout layout(std::int64_t problems, std::int64_t particles, resamplin
   w.prefix = w.units + align16(count * sizeof(std::uint64_t));
   w.total = w.prefix + (scheme == resampling_scheme::residual ? count * sizeof(std::uint64_t) : 0);
   return w;
-}
-
-DS_HD bool runs_scheme(resampling_scheme s) {
-  return s == resampling_scheme::stratified || s == resampling_scheme::systematic;
-}
-DS_HD bool stores_q(resampling_scheme s) {
-  return s == resampling_scheme::metropolis || s == resampling_scheme::rejection;
-}
-
-/// Everything the passes read and write besides the ancestors.
-struct pass_params {
-  const float* log_weights;
-  std::int64_t n;
-  int bits;
-  resampling_scheme scheme;
-  double threshold;
-  std::int64_t tile, per;  // tile length and tiles per problem on this executor
-  problem_state* states;
-  tile_sums* tiles;
-  std::uint64_t *totals, *offsets, *copies, *copies_offsets;
-  std::uint64_t* units;
-  std::uint64_t* prefix;
-  particle_report* reports;
-};
-
-struct tile_range {
-  std::int64_t b, lo, len;
-};
-DS_HD tile_range range_of(const pass_params& p, std::int64_t t) {
-  const std::int64_t b = t / p.per, lo = (t - b * p.per) * p.tile;
-  return {b, lo, p.n - lo < p.tile ? p.n - lo : p.tile};
-}
-
-/// A problem's offsets are the flat scan minus its first tile's (modulo 2^64, exact: problem totals are < 2^63).
-DS_HD std::uint64_t problem_offset(const std::uint64_t* offsets, const pass_params& p, std::int64_t t) {
-  return offsets[t] - offsets[t / p.per * p.per];
-}
-DS_HD std::uint64_t problem_sum(const std::uint64_t* offsets, const std::uint64_t* totals, const pass_params& p,
-                                std::int64_t b) {
-  const std::int64_t last = b * p.per + p.per - 1;
-  return offsets[last] + totals[last] - offsets[b * p.per];
-}
-
-/// The resampling decision and report of problem b from its reduced quantities (kernels::decide_problem).
-DS_HD void finish_problem(const pass_params& p, std::int64_t b, float max, std::int64_t nan_count, std::uint64_t total,
-                          u128 sum_q2, double sum_w, double sum_w2, problem_state& st) {
-  st = kernels::decide_problem(max, nan_count, total, sum_q2, sum_w, sum_w2, p.threshold, p.n,
-                               p.reports == nullptr ? nullptr : p.reports + b);
-}
-
-/// Normalised weight of a particle with FP64 weight w (0 in a failed problem).
-DS_HD float normalised_weight(double w, const problem_state& st) {
-  return st.total == 0 ? 0.f : float(w / st.sum_w);
-}
-
-/// What the fill pass writes besides the arrays of pass_params.
-struct fill_params {
-  std::uint64_t seed, step;
-  std::int32_t* ancestors;
-  std::int64_t* ancestors64;
-  float* normalised;
-  bool runs;  // stratified, systematic: write the ancestors here; otherwise store the prefix for the search
-  const std::uint64_t* seed_at;  // when not null, the seed is read here (see resample_unchecked)
-  DS_HD std::uint64_t key() const { return seed_at != nullptr ? *seed_at : seed; }
-};
-
-DS_HD void write_ancestor(const fill_params& f, std::int64_t g, std::int64_t a) {
-  if (f.ancestors64 != nullptr)
-    f.ancestors64[g] = a;
-  else
-    f.ancestors[g] = static_cast<std::int32_t>(a);
 }
 
 // --- CPU passes ----------------------------------------------------------------------------------------------------
@@ -455,12 +397,6 @@ static __global__ void __launch_bounds__(tile_threads) tile_copies_kernel(pass_p
     __syncthreads();
   }
 }
-
-/// Each problem's total of residual copies, for the selection.
-struct copies_total_functor {
-  pass_params p;
-  DS_HD void operator()(std::int64_t b) const { p.states[b].copies = problem_sum(p.copies_offsets, p.copies, p, b); }
-};
 
 using load_f = cub::BlockLoad<float, tile_threads, tile_items, cub::BLOCK_LOAD_WARP_TRANSPOSE>;
 using scan_u = cub::BlockScan<std::uint64_t, tile_threads>;

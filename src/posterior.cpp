@@ -1,6 +1,6 @@
 // Exact posterior of a diagonal Gaussian-mixture prior under y = A x + sigma_y z: closed-form component weights,
 // means and full covariances in FP64 (Kalman form): validation and the mixture-level quantities here, the per-component
-// functor and the sampler (both executors) in src/posterior_exec.cu.
+// functor and the sampler's functors in kernels/posterior.cuh, launched on both executors by src/posterior_exec.cu.
 #include <algorithm>
 #include <cmath>
 #include <utility>
