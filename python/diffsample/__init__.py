@@ -19,6 +19,14 @@ Every array argument is checked for dtype, shape, C-contiguity and device before
 (``out=``, in-place states) cannot be JAX arrays (immutable) or PyTorch tensors that require grad (pass
 ``t.detach()``); as inputs both are read in place.
 
+Problem data is the exception, because the C++ API keeps its own float64 copy on the host: a mixture's weights,
+means and variances, an observation operator's matrix, mask or SVD factors, and ``y`` and ``sigma_y`` of
+``MixturePosterior``, ``guided_sample`` and ``SamplingPlan.guided`` are read once and copied into the problem as
+float64, from any CPU array of a real dtype (NumPy, PyTorch, JAX; float32 and integers widened exactly; any strides)
+or numbers and nested sequences of numbers. CUDA arrays (copy them to the host explicitly, e.g. ``A.cpu()``),
+complex, bool and non-numeric data, another number of dimensions and non-finite values are refused with
+``InvalidArgument`` naming the argument.
+
 Synchronisation (as in C++): calls that run on CUDA arrays are asynchronous on their stream (they return once the
 work is queued; read the results in that stream's order or after synchronising it) unless their docstring says they
 synchronise: constructors that upload tables (``GaussianMixture``, ``MixturePosterior``, the plans), the first
@@ -372,6 +380,27 @@ def _f64(a: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
 
 
+_HOST_COPY = {"torch": "{}.cpu()", "cupy": "cupy.asnumpy({})", "jax": "jax.device_get({})"}
+
+
+def _host(a: Any, name: str, ndims: Tuple[int, ...], expected: str) -> np.ndarray:
+    """Problem data (a mixture's parameters, an operator's matrix or factors, y, sigma_y): the C++ API keeps these
+    as float64 on the host, so they are read and copied, not read in place. Takes a CPU array of any framework and
+    strides with a real dtype (float32, float64, integers: widened exactly), or a number or nested sequence of
+    numbers; refuses, naming the argument, a CUDA array (the copy to the host is the caller's to make), what
+    _array refuses (a sparse or meta tensor, a lazy negation view, a NumPy object or string array, ...), complex,
+    bool and non-numeric data, and another number of dimensions than ndims (expected: the shape in words).
+    Returns a new C-contiguous float64 NumPy array."""
+    if hasattr(a, "__dlpack__") or hasattr(a, "__array_interface__") or hasattr(a, "__dlpack_device__"):
+        if _is_cuda(a):
+            fw = _framework(a)
+            hint = _HOST_COPY[fw].format(name) if fw in _HOST_COPY else "copy it to the host explicitly"
+            raise InvalidArgument(f"{name}: a {type(a).__name__} on CUDA; problem data is read on the host and "
+                                  f"copied into the problem as float64: pass a CPU array ({hint})")
+        _array(a, name, None)
+    return _core._read_host(a, name, list(ndims), expected)
+
+
 # ---- mixtures -------------------------------------------------------------------------------------------------------
 
 
@@ -385,7 +414,9 @@ class GaussianMixture:
     - variances: K values (isotropic components, v_k in every coordinate) or (K, d) values (diagonal components),
       each positive and finite.
 
-    The parameters are read on the host (converted to float64 NumPy; any array-like, CPU only). Scores, denoisers
+    The parameters are host problem data: read once and copied into the mixture as float64 (any CPU array of a real
+    dtype, float32 and integers widened exactly, or nested sequences of numbers; CUDA arrays, complex, bool and
+    non-numeric data are refused, naming the argument). Scores, denoisers
     E[x0 | x_t], log-densities and the denoiser's Jacobian-vector products are closed forms computed in FP32 on the
     executor of the evaluated arrays (FP64 host references: ``*_fp64``). When a GPU is present the constructor copies
     the FP32 tables to the device and synchronises, so the mixture is ready for kernels on any stream. Raises
@@ -396,23 +427,23 @@ class GaussianMixture:
         if _core_mixture is not None:
             self._m = _core_mixture
             return
-        means = _f64(means)
-        if means.ndim != 2:
-            raise InvalidArgument(f"means: shape {means.shape}, expected (K, d)")
-        self._m = _core.GaussianMixtureCore(means.shape[1], _f64(weights).ravel(), means.ravel(),
-                                            _f64(variances).ravel())
+        means = _host(means, "means", (2,), "(K, d)")
+        self._m = _core.GaussianMixtureCore(means.shape[1], _host(weights, "weights", (1,), "(K,)"), means,
+                                            _host(variances, "variances", (1, 2), "(K,) or (K, d)"))
 
     @classmethod
     def empirical(cls, points: Any, variance: float) -> "GaussianMixture":
         """Equal-weight mixture of N(point_i, variance I) over the rows of points.
 
         Args:
-            points: (n, d) array-like on the host (converted to float64 NumPy): one isotropic component per row.
+            points: (n, d) host problem data (copied as float64, as the constructor's parameters): one isotropic
+                component per row.
             variance: the components' common variance (> 0).
 
         Returns a new GaussianMixture with K = n components (synchronises as the constructor does).
         """
-        return cls(None, None, None, _core_mixture=_core.GaussianMixtureCore.empirical(_f64(points), variance))
+        return cls(None, None, None, _core_mixture=_core.GaussianMixtureCore.empirical(
+            _host(points, "points", (2,), "(n, d)"), variance))
 
     @classmethod
     def grid(cls, dim: int, grid: int, spacing: float, variance: float,
@@ -424,12 +455,12 @@ class GaussianMixture:
             grid: points per axis (1..diffsample.limits.max_grid).
             spacing: distance between neighbouring means.
             variance: every component's isotropic variance (> 0).
-            weights: grid^2 component weights, or empty for equal weights.
+            weights: grid^2 component weights (host problem data, copied as float64), or empty for equal weights.
 
         Returns a new GaussianMixture (synchronises as the constructor does).
         """
-        return cls(None, None, None,
-                   _core_mixture=_core.GaussianMixtureCore.grid(dim, grid, spacing, variance, list(weights)))
+        w = _host(weights, "weights", (1,), "(grid^2,) or empty")
+        return cls(None, None, None, _core_mixture=_core.GaussianMixtureCore.grid(dim, grid, spacing, variance, w))
 
     components = _forward("_m", "GaussianMixtureCore", "components")
     dim = _forward("_m", "GaussianMixtureCore", "dim")
@@ -915,8 +946,9 @@ class SamplingPlan:
 
         Args:
             d: dimension of the state x.
-            A: a (d_y, d) matrix (host array-like) or ObservationOperator shared by every problem, or a list of B.
-            y: observations, (d_y,) or (B, d_y) (host array-like).
+            A: a (d_y, d) matrix or ObservationOperator shared by every problem (a nested sequence of numbers is one
+                matrix), or a list or tuple of B arrays or ObservationOperators, one per problem.
+            y: observations, (d_y,) or (B, d_y).
             sigma_y: the observation noise, a scalar or B values.
             sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' or 'skrock'.
             output: what the caller's model answers: 'denoiser', 'score' or 'eps' ('score' for skrock).
@@ -1139,13 +1171,25 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
 # ---- the exact posterior and guided samplers ------------------------------------------------------------------------
 
 
-def _operator(A: Any) -> ObservationOperator:
+_A_SHAPE = "(d_y, d_x) (one observation: a (1, d_x) matrix)"
+
+
+def _operator(A: Any, name: str = "A", expected: str = _A_SHAPE) -> ObservationOperator:
     if isinstance(A, ObservationOperator):
         return A
-    A = _f64(A)
-    if A.ndim == 1:
-        A = A[None, :]
-    return ObservationOperator.dense(A)
+    return ObservationOperator.dense(_host(A, name, (2,), expected))
+
+
+def _operators(A: Any) -> list:
+    """The operators of guided problems: one shared (an ObservationOperator, an array, or a nested sequence of numbers:
+    one matrix) or a list or tuple of B arrays or ObservationOperators, one per problem."""
+    if isinstance(A, (list, tuple)) and A and all(
+            isinstance(a, ObservationOperator) or hasattr(a, "__dlpack__") or hasattr(a, "__array_interface__")
+            for a in A):
+        return [_operator(a, f"A[{i}]") for i, a in enumerate(A)]
+    if isinstance(A, (list, tuple)):  # a nested sequence of numbers: one matrix
+        return [_operator(A, "A", _A_SHAPE + "; one operator per problem: a list of B arrays or ObservationOperators")]
+    return [_operator(A)]
 
 
 class MixturePosterior:
@@ -1154,9 +1198,14 @@ class MixturePosterior:
     ``MixturePosterior(prior, A, sigma_y, y)``:
 
     - prior: the GaussianMixture prior (dimension d_x).
-    - A: a (d_y, d_x) matrix (host array-like, converted to float64) or an ObservationOperator (dense, mask, svd).
-    - sigma_y: the observation noise's standard deviation (>= 0).
-    - y: the observation, d_y values (host array-like).
+    - A: a (d_y, d_x) matrix or an ObservationOperator (dense, mask, svd).
+    - sigma_y: the observation noise's standard deviation (>= 0), a scalar.
+    - y: the observation, (d_y,).
+
+    A, sigma_y and y are host problem data: read once and copied into the posterior as float64 (any CPU array of a
+    real dtype, float32 and integers widened exactly, or numbers and nested sequences of numbers); CUDA arrays,
+    complex, bool and non-numeric data, another number of dimensions and non-finite values are refused, naming the
+    argument.
 
     Computed in FP64 on the host (synchronous; O(K (d_x^3 + d_y^3))); when a GPU is present the sampling tables
     are then copied to the device and the constructor synchronises. Raises InvalidArgument when sizes disagree or
@@ -1164,7 +1213,8 @@ class MixturePosterior:
     """
 
     def __init__(self, prior: GaussianMixture, A: Any, sigma_y: float, y: Any):
-        self._p = _core.MixturePosterior(_mixture(prior), _operator(A), float(sigma_y), list(_f64(y).ravel()))
+        self._p = _core.MixturePosterior(_mixture(prior), _operator(A), _host(sigma_y, "sigma_y", (0,), "a scalar"),
+                                         _host(y, "y", (1,), "(d_y,)"))
 
     components = _forward("_p", "MixturePosterior", "components")
     dim = _forward("_p", "MixturePosterior", "dim")
@@ -1217,9 +1267,14 @@ def guided_sample(prior: GaussianMixture, A: Any, y: Any, sigma_y: Any, *, sampl
 
     Args:
         prior: the GaussianMixture prior (dimension d).
-        A: a (d_y, d) matrix (host array-like) or ObservationOperator shared by every problem, or a list of B.
-        y: the observations, (d_y,) or (B, d_y) (host array-like; d_y up to diffsample.limits.max_guided_d_y).
-        sigma_y: the observation noise, a scalar or B values.
+        A: a (d_y, d) matrix or ObservationOperator shared by every problem (a nested sequence of numbers is one
+            matrix), or a list or tuple of B arrays or ObservationOperators, one per problem.
+        y: the observations, (d_y,) or (B, d_y) (d_y up to diffsample.limits.max_guided_d_y).
+        sigma_y: the observation noise, a scalar or (B,).
+
+    A, y and sigma_y are host problem data, read once and copied into the problems as float64 (see
+    MixturePosterior): CPU arrays of a real dtype or nested sequences of numbers; CUDA arrays and wrong shapes are
+    refused, naming the argument.
         sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'skrock', 'tmpd', 'ddrm' or 'dcps'.
         outputs: the arrays to return, by name: 'particles' (B, N, d) float32, 'log_weights' (B, N) float32,
             'samples' (B, N, d) float32 (SMC's final resampling), 'log_normaliser' (B,) float64, 'ess_trace'
@@ -1254,15 +1309,14 @@ def _guided_setup(A: Any, y: Any, sigma_y: Any, sampler: str, schedule: Any, res
         r = o.resampling
         _fill(r, resampling)
         o.resampling = r
-    y = _f64(y)
+    y = _host(y, "y", (1, 2), "(d_y,) or (B, d_y)")
     if y.ndim == 1:
         y = y[None, :]
     pr = GuidedProblems()
     pr.problems, pr.d_y = int(y.shape[0]), int(y.shape[1])
-    ops = A if isinstance(A, (list, tuple)) else [A]
-    pr.operators = [_operator(a) for a in ops]
-    pr.y = list(y.ravel())
-    pr.sigma_y = list(np.atleast_1d(_f64(sigma_y)).ravel())
+    pr.operators = _operators(A)
+    pr.y = y
+    pr.sigma_y = _host(sigma_y, "sigma_y", (0, 1), "a scalar or (B,)")
     return pr, o
 
 

@@ -178,12 +178,111 @@ ds::execution exec_of(const place& p, std::uintptr_t stream) {
   return e;
 }
 
-// Host vector from a float64 (or convertible) 1-D NumPy-like argument.
-using host_f64 = nb::ndarray<const double, nb::c_contig, nb::device::cpu>;
-std::vector<double> vec(const host_f64& a) {
+// ---- problem data (host, FP64) -------------------------------------------------------------------------------------
+//
+// The C++ API takes a problem's data (a mixture's parameters, an observation operator's matrix, mask or SVD factors,
+// the observations y and noise levels sigma_y) as std::vector<double> on the host and keeps its own copy, so these
+// arguments are read once and copied, not read in place: any array the library can import (DLPack or the buffer
+// protocol: NumPy, PyTorch, JAX, CuPy) on the CPU, of any strides, of a real dtype (float32, float64, integers:
+// widened exactly to double), or a Python number or nested sequence of numbers (read through numpy.asarray). CUDA
+// arrays are refused (the copy to the host is the caller's to make explicitly), as are complex, bool and
+// non-numeric data; the number of dimensions is checked against `expected`. Errors name the argument. Finiteness
+// and value ranges are the library's checks (its messages name the field: observation.A[0], problems.y[1], ...).
+struct host_data {
+  std::vector<double> values;
+  std::vector<std::int64_t> shape;
+  std::string dtype;      // as dtype_string() names it
+  bool integral = false;  // an integer dtype
+};
+
+template <class T>
+void copy_strided(const array& a, std::vector<double>& out) {
+  const T* base = static_cast<const T*>(a.data());
+  const std::size_t nd = a.ndim();
+  std::vector<std::int64_t> index(nd, 0);
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    std::int64_t offset = 0;
+    for (std::size_t j = 0; j < nd; ++j) offset += index[j] * std::int64_t(a.stride(j));
+    out[k] = double(base[offset]);
+    for (std::size_t j = nd; j-- > 0;) {  // row-major order
+      if (++index[j] < std::int64_t(a.shape(j))) break;
+      index[j] = 0;
+    }
+  }
+}
+
+host_data read_host(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
+                    const std::string& expected) {
+  if (obj.is_none()) raise_invalid(name + ": None, expected " + expected);
+  // A NumPy-style dtype that holds no numbers (object, string, datetime, void) is refused before the import, which
+  // cannot represent it.
+  auto non_numeric = [](nb::handle o) -> std::string {
+    if (!nb::hasattr(o, "dtype")) return {};
+    nb::object dt = o.attr("dtype");
+    if (!nb::hasattr(dt, "kind") || !nb::isinstance<nb::str>(dt.attr("kind"))) return {};
+    std::string kind = nb::str(dt.attr("kind")).c_str();
+    if (kind.size() == 1 && std::string("biufc").find(kind[0]) != std::string::npos) return {};
+    return nb::str(dt).c_str();
+  };
+  array a;
+  if (std::string dt = non_numeric(obj); !dt.empty())
+    raise_invalid(name + ": dtype " + dt + ", expected real numbers");
+  if (!nb::try_cast(obj, a)) {
+    // Not an array the binding imports: a Python number or (nested) sequence of numbers, through NumPy.
+    std::string type = nb::str(obj.type().attr("__name__")).c_str();
+    if (PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr()))
+      raise_invalid(name + ": a " + type + ", expected real numbers");
+    nb::object converted;
+    try {
+      converted = nb::module_::import_("numpy").attr("asarray")(obj);
+    } catch (nb::python_error&) {
+      raise_invalid(name + ": a " + type + ", expected an array or a (nested) sequence of numbers");
+    }
+    std::string dt = non_numeric(converted);
+    if (!dt.empty() || !nb::try_cast(converted, a)) {
+      if (dt.empty()) dt = nb::str(converted.attr("dtype")).c_str();
+      raise_invalid(name + ": a " + type + " that NumPy reads as dtype " + dt + ", expected real numbers");
+    }
+  }
+  const int dt = a.device_type();
+  if (dt == nb::device::cuda::value || dt == nb::device::cuda_managed::value)
+    raise_invalid(name + ": on cuda:" + std::to_string(a.device_id()) +
+                  "; problem data is read on the host and copied into the problem as float64: pass a CPU array "
+                  "(e.g. " + name + ".cpu(), cupy.asnumpy(" + name + "))");
+  if (dt != nb::device::cpu::value && dt != nb::device::cuda_host::value)
+    raise_invalid(name + ": arrays on " + device_name(dt) + " are not supported (problem data is read on the host)");
+  host_data h;
+  h.shape.resize(a.ndim());
   std::size_t n = 1;
-  for (std::size_t i = 0; i < a.ndim(); ++i) n *= a.shape(i);
-  return std::vector<double>(a.data(), a.data() + n);
+  for (std::size_t i = 0; i < a.ndim(); ++i) n *= std::size_t(h.shape[i] = std::int64_t(a.shape(i)));
+  bool ok_ndim = false;
+  for (std::size_t k : ndims) ok_ndim = ok_ndim || k == a.ndim();
+  if (!ok_ndim)
+    raise_invalid(name + ": shape " + shape_string(h.shape.size(), h.shape.data()) + ", expected " + expected);
+  h.values.resize(n);
+  const nb::dlpack::dtype t = a.dtype();
+  h.dtype = dtype_string(t);
+  h.integral = t.code == uint8_t(nb::dlpack::dtype_code::Int) || t.code == uint8_t(nb::dlpack::dtype_code::UInt);
+  if (t == nb::dtype<double>()) copy_strided<double>(a, h.values);
+  else if (t == nb::dtype<float>()) copy_strided<float>(a, h.values);
+  else if (t == nb::dtype<std::int64_t>()) copy_strided<std::int64_t>(a, h.values);
+  else if (t == nb::dtype<std::int32_t>()) copy_strided<std::int32_t>(a, h.values);
+  else if (t == nb::dtype<std::int16_t>()) copy_strided<std::int16_t>(a, h.values);
+  else if (t == nb::dtype<std::int8_t>()) copy_strided<std::int8_t>(a, h.values);
+  else if (t == nb::dtype<std::uint64_t>()) copy_strided<std::uint64_t>(a, h.values);
+  else if (t == nb::dtype<std::uint32_t>()) copy_strided<std::uint32_t>(a, h.values);
+  else if (t == nb::dtype<std::uint16_t>()) copy_strided<std::uint16_t>(a, h.values);
+  else if (t == nb::dtype<std::uint8_t>()) copy_strided<std::uint8_t>(a, h.values);
+  else
+    raise_invalid(name + ": dtype " + dtype_string(t) +
+                  ", expected real numbers (float32, float64 or an integer dtype; copied into the problem as "
+                  "float64)");
+  return h;
+}
+
+std::vector<double> host_vector(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
+                                const std::string& expected) {
+  return read_host(obj, name, ndims, expected).values;
 }
 
 // An owning NumPy array (host) built from a vector.
@@ -382,11 +481,15 @@ NB_MODULE(_core, m) {
       "A Gaussian mixture with diagonal or isotropic components, evaluated exactly at any channel (a, s).")
       .def(
           "__init__",
-          [](ds::gaussian_mixture* self, std::int64_t dim, host_f64 w, host_f64 mu, host_f64 v) {
-            new (self) ds::gaussian_mixture(dim, vec(w), vec(mu), vec(v));
+          [](ds::gaussian_mixture* self, std::int64_t dim, nb::handle w, nb::handle mu, nb::handle v) {
+            auto wv = host_vector(w, "weights", {1}, "(K,)");
+            auto mv = host_vector(mu, "means", {1, 2}, "(K, d) or K * d values");
+            auto vv = host_vector(v, "variances", {1, 2}, "(K,) or (K, d)");
+            new (self) ds::gaussian_mixture(dim, std::move(wv), std::move(mv), std::move(vv));
           },
           "dim"_a, "weights"_a, "means"_a, "variances"_a,
-          "K weights, K x d means, K (isotropic) or K x d (diagonal) variances, float64.")
+          "K weights, K x d means, K (isotropic) or K x d (diagonal) variances: host problem data, copied as float64 "
+          "(any CPU array of a real dtype or nested sequence of numbers; CUDA arrays refused).")
       .def_prop_ro("components", &ds::gaussian_mixture::components, DS_DOC(gaussian_mixture, components))
       .def_prop_ro("dim", &ds::gaussian_mixture::dim, DS_DOC(gaussian_mixture, dim))
       .def_prop_ro("isotropic", &ds::gaussian_mixture::isotropic, DS_DOC(gaussian_mixture, isotropic))
@@ -489,18 +592,23 @@ NB_MODULE(_core, m) {
           "Exact samples of p_t into out (n, d) float32; optional int32 component labels (n,).")
       .def_static(
           "empirical",
-          [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> points, double variance) {
-            return ds::gaussian_mixture::empirical(std::int64_t(points.shape(0)),
-                                                   std::int64_t(points.shape(1)), points.data(), variance);
+          [](nb::handle points, double variance) {
+            host_data p = read_host(points, "points", {2}, "(n, d)");
+            return ds::gaussian_mixture::empirical(p.shape[0], p.shape[1], p.values.data(), variance);
           },
-          "points"_a, "variance"_a, "Equal-weight mixture of N(point_i, variance I) over the rows of points.")
+          "points"_a, "variance"_a,
+          "Equal-weight mixture of N(point_i, variance I) over the rows of points ((n, d) host problem data, copied "
+          "as float64).")
       .def_static(
           "grid",
-          [](std::int64_t dim, int grid, double spacing, double variance, std::vector<double> weights) {
-            return ds::grid_mixture(dim, grid, spacing, variance, std::move(weights));
+          [](std::int64_t dim, int grid, double spacing, double variance, nb::handle weights) {
+            std::vector<double> w;
+            if (!weights.is_none()) w = host_vector(weights, "weights", {1}, "(grid^2,) or empty");
+            return ds::grid_mixture(dim, grid, spacing, variance, std::move(w));
           },
-          "dim"_a, "grid"_a, "spacing"_a, "variance"_a, "weights"_a = std::vector<double>{},
-          "Means on a g x g grid in the first two coordinates, repeated across higher coordinates.");
+          "dim"_a, "grid"_a, "spacing"_a, "variance"_a, "weights"_a = nb::none(),
+          "Means on a g x g grid in the first two coordinates, repeated across higher coordinates; weights (grid^2 "
+          "values, None or empty: equal) are host problem data, copied as float64.");
 
   // ---- Langevin -------------------------------------------------------------------------------------------------
   nb::class_<ds::langevin_options>(m, "LangevinOptions", DS_DOC_FREE(langevin_options))
@@ -828,28 +936,55 @@ NB_MODULE(_core, m) {
       "out[b, j] = states[b, ancestors[b, j]] for states (B, N, d); out must not overlap states.");
 
   // ---- observations and the exact posterior ---------------------------------------------------------------------
+  m.def(
+      "_read_host",
+      [](nb::handle a, const std::string& name, std::vector<std::size_t> ndims, const std::string& expected) {
+        host_data h = read_host(a, name, ndims, expected);
+        std::vector<std::size_t> shape(h.shape.begin(), h.shape.end());
+        return to_numpy(std::move(h.values), std::move(shape));
+      },
+      "a"_a, "name"_a, "ndims"_a, "expected"_a,
+      "Host problem data a as a new C-contiguous float64 NumPy array (a copy), read as the operators and the "
+      "posterior read theirs: any CPU array of a real dtype or nested sequence of numbers with one of ndims "
+      "dimensions; errors name the argument `name` and say `expected`.",
+      nb::rv_policy::move);
   nb::class_<ds::observation_operator>(m, "ObservationOperator", DS_DOC_FREE(observation_operator))
       .def_static(
           "dense",
-          [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> A) {
-            return ds::observation_operator::dense(std::int64_t(A.shape(0)), std::int64_t(A.shape(1)),
-                                                   std::vector<double>(A.data(), A.data() + A.size()));
+          [](nb::handle A) {
+            host_data a = read_host(A, "A", {2}, "(d_y, d_x)");
+            return ds::observation_operator::dense(a.shape[0], a.shape[1], std::move(a.values));
           },
-          "A"_a, "A dense (d_y, d_x) matrix.")
-      .def_static("mask", &ds::observation_operator::mask, "d_x"_a, "indices"_a, "diagonal"_a = std::vector<double>{},
-                  "A masking operator on R^{d_x}: observed value i is diagonal[i] * x[indices[i]] (diagonal "
-                  "empty: ones); indices are distinct, each in [0, d_x).")
+          "A"_a,
+          "A dense (d_y, d_x) matrix: host problem data, copied into the operator as float64 (any CPU array of a "
+          "real dtype, any strides, or a nested sequence of numbers; CUDA arrays, complex and bool are refused).")
+      .def_static(
+          "mask",
+          [](std::int64_t d_x, nb::handle indices, nb::handle diagonal) {
+            host_data i = read_host(indices, "indices", {1}, "(d_y,) integers");
+            if (!i.integral) raise_invalid("indices: dtype " + i.dtype + ", expected an integer dtype");
+            std::vector<std::int64_t> idx(i.values.size());
+            for (std::size_t k = 0; k < idx.size(); ++k) idx[k] = std::int64_t(i.values[k]);
+            std::vector<double> g;
+            if (!diagonal.is_none()) g = host_vector(diagonal, "diagonal", {1}, "(d_y,)");
+            return ds::observation_operator::mask(d_x, std::move(idx), std::move(g));
+          },
+          "d_x"_a, "indices"_a, "diagonal"_a = nb::none(),
+          "A masking operator on R^{d_x}: observed value i is diagonal[i] * x[indices[i]] (diagonal None or "
+          "empty: ones); indices are distinct, each in [0, d_x). Host problem data, copied (indices of an integer "
+          "dtype; diagonal of a real dtype, as float64); CUDA arrays are refused.")
       .def_static(
           "svd",
-          [](nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> U, std::vector<double> S,
-             nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> V) {
-            return ds::observation_operator::svd(std::int64_t(U.shape(0)), std::int64_t(V.shape(0)),
-                                                 std::vector<double>(U.data(), U.data() + U.size()), std::move(S),
-                                                 std::vector<double>(V.data(), V.data() + V.size()));
+          [](nb::handle U, nb::handle S, nb::handle V) {
+            host_data u = read_host(U, "U", {2}, "(d_y, r)");
+            std::vector<double> s = host_vector(S, "singular_values", {1}, "(r,)");
+            host_data v = read_host(V, "V", {2}, "(d_x, r)");
+            return ds::observation_operator::svd(u.shape[0], v.shape[0], std::move(u.values), std::move(s),
+                                                 std::move(v.values));
           },
           "U"_a, "singular_values"_a, "V"_a,
-          "A = U diag(S) V^T with U (d_y, r) and V (d_x, r) float64 host arrays of orthonormal columns and S the r "
-          "singular_values.")
+          "A = U diag(S) V^T with U (d_y, r) and V (d_x, r) of orthonormal columns and S the r singular_values: host "
+          "problem data, copied as float64 (CPU arrays of a real dtype; CUDA arrays refused).")
       .def_prop_ro("kind", &ds::observation_operator::kind, DS_DOC(observation_operator, kind))
       .def_prop_ro("d_y", &ds::observation_operator::d_y, DS_DOC(observation_operator, d_y))
       .def_prop_ro("d_x", &ds::observation_operator::d_x, DS_DOC(observation_operator, d_x))
@@ -865,11 +1000,15 @@ NB_MODULE(_core, m) {
       .def(
           "__init__",
           [](ds::mixture_posterior* self, const ds::gaussian_mixture& prior, const ds::observation_operator& A,
-             double sigma_y, std::vector<double> y) {
+             nb::handle sigma, nb::handle obs) {
+            const double sigma_y = host_vector(sigma, "sigma_y", {0}, "a scalar")[0];
+            std::vector<double> y = host_vector(obs, "y", {1}, "(d_y,)");
             nb::gil_scoped_release release;
             new (self) ds::mixture_posterior(prior, A, sigma_y, std::move(y));
           },
-          "prior"_a, "operator"_a, "sigma_y"_a, "y"_a, "Computes the posterior (FP64, host).")
+          "prior"_a, "operator"_a, "sigma_y"_a, "y"_a,
+          "Computes the posterior (FP64, host); sigma_y (a scalar) and y (d_y,) are host problem data, copied as "
+          "float64.")
       .def_prop_ro("components", &ds::mixture_posterior::components, DS_DOC(mixture_posterior, components))
       .def_prop_ro("dim", &ds::mixture_posterior::dim, DS_DOC(mixture_posterior, dim))
       .def_prop_ro("weights", [](const ds::mixture_posterior& q) { return to_numpy(q.weights(), {q.weights().size()}); },
@@ -925,10 +1064,25 @@ NB_MODULE(_core, m) {
       .def(nb::init<>())
       .def_rw("problems", &ds::guided_problems::problems, DS_DOC(guided_problems, problems))
       .def_rw("d_y", &ds::guided_problems::d_y, DS_DOC(guided_problems, d_y))
-      .def_rw("A", &ds::guided_problems::A, DS_DOC(guided_problems, A))
+      // A, y and sigma_y: host problem data, read as read_host() reads it (any CPU array of a real dtype or nested
+      // sequence of numbers, flattened in row-major order) and copied; read back as lists.
+      .def_prop_rw(
+          "A", [](const ds::guided_problems& g) { return g.A; },
+          [](ds::guided_problems& g, nb::handle v) {
+            g.A = host_vector(v, "A", {1, 2, 3}, "(d_y, d_x) or (B, d_y, d_x)");
+          },
+          DS_DOC(guided_problems, A))
       .def_rw("operators", &ds::guided_problems::operators, DS_DOC(guided_problems, operators))
-      .def_rw("y", &ds::guided_problems::y, DS_DOC(guided_problems, y))
-      .def_rw("sigma_y", &ds::guided_problems::sigma_y, DS_DOC(guided_problems, sigma_y));
+      .def_prop_rw(
+          "y", [](const ds::guided_problems& g) { return g.y; },
+          [](ds::guided_problems& g, nb::handle v) { g.y = host_vector(v, "y", {1, 2}, "(d_y,) or (B, d_y)"); },
+          DS_DOC(guided_problems, y))
+      .def_prop_rw(
+          "sigma_y", [](const ds::guided_problems& g) { return g.sigma_y; },
+          [](ds::guided_problems& g, nb::handle v) {
+            g.sigma_y = host_vector(v, "sigma_y", {0, 1}, "a scalar or (B,)");
+          },
+          DS_DOC(guided_problems, sigma_y));
   nb::class_<ds::guided_options>(m, "GuidedOptions", DS_DOC_FREE(guided_options))
       .def(nb::init<>())
       .def_rw("sampler", &ds::guided_options::sampler, DS_DOC(guided_options, sampler))

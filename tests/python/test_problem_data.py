@@ -1,0 +1,187 @@
+"""Problem data (a mixture's parameters, an observation operator's matrix, mask or SVD factors, the observations y and
+noise levels sigma_y) is host data the C++ API keeps as float64 copies: it is read once and copied, from any CPU
+array of a real dtype (NumPy, PyTorch, JAX; float32 and integers widened exactly, any strides) or nested sequences
+of numbers, and the same values give the same problem whatever held them. CUDA arrays, complex, bool and non-numeric
+data, another number of dimensions and non-finite values are refused with an InvalidArgument naming the argument.
+The PyTorch and JAX cases skip without their framework; the CUDA tensor case skips without a GPU."""
+import numpy as np
+import pytest
+
+import diffsample as ds
+from conftest import requires_gpu, torch_or_none
+
+torch = torch_or_none()
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError:
+    jax = jnp = None
+needs_jax = pytest.mark.skipif(jax is None, reason="JAX is not installed")
+
+# Values exact in float32, so every dtype below holds the same numbers.
+A = np.array([[1.0, 0.5], [-0.25, 2.0]])
+Y = np.array([0.375, -1.5])
+SIGMA = 0.5
+
+
+def prior():
+    return ds.GaussianMixture([0.25, 0.75], [[-2.0, 0.0], [2.0, 1.0]], [0.25, 0.5])
+
+
+def posterior_means(A_, sigma_, y_):
+    p = ds.MixturePosterior(prior(), A_, sigma_, y_)
+    return np.concatenate([p.means.ravel(), p.weights, [p.log_evidence]])
+
+
+def guided(A_, y_, sigma_):
+    return ds.guided_sample(prior(), A_, y_, sigma_, sampler="smc", particles=16, steps=4, seed=3,
+                            outputs=("samples", "log_normaliser"))
+
+
+def same_as_float64(call, *args):
+    reference = call(A, SIGMA, Y) if call is posterior_means else call(A, Y, SIGMA)
+    got = call(*args)
+    if isinstance(reference, dict):
+        for k in ("samples", "log_normaliser"):
+            np.testing.assert_array_equal(np.asarray(got[k]), reference[k])
+    else:
+        np.testing.assert_array_equal(got, reference)
+
+
+def test_float32_integer_and_strided_numpy_give_the_float64_problem():
+    same_as_float64(posterior_means, A.astype(np.float32), np.float32(SIGMA), Y.astype(np.float32))
+    same_as_float64(guided, A.astype(np.float32), Y.astype(np.float32), np.float32(SIGMA))
+    # A transposed view (any strides: the values are copied) and nested lists.
+    same_as_float64(posterior_means, np.ascontiguousarray(A.T).T, SIGMA, Y.tolist())
+    same_as_float64(guided, A.tolist(), Y.tolist(), SIGMA)
+    # Integers widen exactly.
+    Ai = np.array([[1, 0], [0, 2]])
+    np.testing.assert_array_equal(posterior_means(Ai.astype(np.int32), 1, [0, 1]),
+                                  posterior_means(Ai.astype(np.float64), 1.0, [0.0, 1.0]))
+    # The operators' own constructors read the same way.
+    np.testing.assert_array_equal(ds.ObservationOperator.dense(A.astype(np.float32)).matrix(), A)
+    np.testing.assert_array_equal(ds.ObservationOperator.dense(A.tolist()).matrix(), A)
+    np.testing.assert_array_equal(ds.ObservationOperator.mask(3, np.array([2, 0], dtype=np.int32),
+                                                              np.array([2.0, 0.5], dtype=np.float32)).matrix(),
+                                  [[0, 0, 2.0], [0.5, 0, 0]])
+    U = np.eye(2, dtype=np.float32)
+    np.testing.assert_array_equal(ds.ObservationOperator.svd(U, np.array([2.0, 1.0], np.float32), U).matrix(),
+                                  np.diag([2.0, 1.0]))
+
+
+@needs_torch
+def test_torch_tensors_give_the_float64_problem():
+    same_as_float64(posterior_means, torch.tensor(A, dtype=torch.float32), torch.tensor(SIGMA),
+                    torch.tensor(Y, dtype=torch.float32))
+    same_as_float64(posterior_means, torch.tensor(A), SIGMA, torch.tensor(Y))
+    same_as_float64(guided, torch.tensor(A, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32),
+                    torch.tensor(SIGMA, dtype=torch.float32))
+    # A tensor that requires grad is read (its values copied), a transposed view too.
+    same_as_float64(posterior_means, torch.tensor(A.T.copy(), requires_grad=True).t(), SIGMA, torch.tensor(Y))
+    m = ds.ObservationOperator.mask(3, torch.tensor([2, 0]), torch.tensor([2.0, 0.5]))
+    np.testing.assert_array_equal(m.matrix(), [[0, 0, 2.0], [0.5, 0, 0]])
+    g = ds.GaussianMixture(torch.tensor([0.25, 0.75]), torch.tensor([[-2.0, 0.0], [2.0, 1.0]]),
+                           torch.tensor([0.25, 0.5], dtype=torch.float32))
+    np.testing.assert_array_equal(g.means, prior().means)
+
+
+@needs_jax
+def test_jax_arrays_give_the_float64_problem():
+    same_as_float64(posterior_means, jnp.asarray(A, dtype=jnp.float32), SIGMA, jnp.asarray(Y, dtype=jnp.float32))
+    same_as_float64(guided, jnp.asarray(A, dtype=jnp.float32), jnp.asarray(Y, dtype=jnp.float32), SIGMA)
+
+
+def refused(call, pattern):
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        call()
+
+
+@pytest.mark.parametrize("what, call, pattern", [
+    ("complex A", lambda: ds.MixturePosterior(prior(), A + 1j, SIGMA, Y), r"^A: dtype complex128, expected real"),
+    ("bool A", lambda: guided(A > 0, Y, SIGMA), r"^A: dtype bool8?, expected real"),
+    ("string y", lambda: ds.MixturePosterior(prior(), A, SIGMA, ["0.375", "1"]), r"^y: .*dtype <U5"),
+    ("string sigma_y", lambda: ds.MixturePosterior(prior(), A, "0.5", Y), r"^sigma_y: a str, expected real numbers"),
+    ("object y", lambda: guided(A, np.array([0.5, None]), SIGMA), r"^y: dtype object"),
+    ("1-D A", lambda: ds.MixturePosterior(prior(), [1.0, 0.5], SIGMA, [0.375]),
+     r"^A: shape \(2,\), expected \(d_y, d_x\) \(one observation: a \(1, d_x\) matrix\)"),
+    ("1-D A, guided", lambda: guided(np.array([1.0, 0.5]), [0.375], SIGMA), r"^A: shape \(2,\), expected \(d_y"),
+    ("3-D A", lambda: guided(np.ones((1, 2, 2)), Y, SIGMA), r"^A: shape \(1, 2, 2\), expected \(d_y, d_x\)"),
+    ("nested 3-D A", lambda: guided([[[1.0, 0.0]], [[0.0, 1.0]]], [[0.5], [1.0]], SIGMA),
+     r"^A: shape \(2, 1, 2\), expected .*a list of B arrays or ObservationOperators"),
+    ("wrong per-problem A", lambda: guided([A, A[0]], np.stack([Y, Y]), SIGMA), r"^A\[1\]: shape \(2,\), expected"),
+    ("2-D y", lambda: ds.MixturePosterior(prior(), A, SIGMA, Y[None, :]), r"^y: shape \(1, 2\), expected \(d_y,\)"),
+    ("3-D y", lambda: guided(A, Y[None, None, :], SIGMA), r"^y: shape \(1, 1, 2\), expected \(d_y,\) or \(B, d_y\)"),
+    ("(1,) sigma_y", lambda: ds.MixturePosterior(prior(), A, [SIGMA], Y), r"^sigma_y: shape \(1,\), expected a scalar"),
+    ("2-D sigma_y", lambda: guided(A, Y, [[SIGMA]]), r"^sigma_y: shape \(1, 1\), expected a scalar or \(B,\)"),
+    ("float indices", lambda: ds.ObservationOperator.mask(3, np.array([2.0, 0.0]), [1.0, 1.0]),
+     r"^indices: dtype float64, expected an integer dtype"),
+    ("2-D singular values", lambda: ds.ObservationOperator.svd(np.eye(2), [[2.0, 1.0]], np.eye(2)),
+     r"^singular_values: shape \(1, 2\), expected \(r,\)"),
+    ("1-D U", lambda: ds.ObservationOperator.svd(np.ones(2), [1.0], np.eye(2)[:, :1]), r"^U: shape \(2,\)"),
+    ("complex means", lambda: ds.GaussianMixture([1.0], np.zeros((1, 2), complex), [1.0]), r"^means: dtype complex"),
+    ("2-D weights", lambda: ds.GaussianMixture([[1.0]], np.zeros((1, 2)), [1.0]), r"^weights: shape \(1, 1\)"),
+])
+def test_wrong_problem_data_is_refused_by_name(what, call, pattern):
+    refused(call, pattern)
+
+
+def test_non_finite_problem_data_is_refused():
+    refused(lambda: ds.MixturePosterior(prior(), np.where(A == 2.0, np.nan, A).astype(np.float32), SIGMA, Y),
+            r"A\[3\]: must be finite, got nan")
+    refused(lambda: guided(A, np.array([np.inf, 0.0], dtype=np.float32), SIGMA), r"y\[0\]: must be finite")
+    refused(lambda: guided(A, Y, np.float32(np.nan)), r"sigma_y.*nan")
+
+
+class CudaArray:
+    """Stands for a CUDA array of a framework this suite does not install (CuPy): it says it is on CUDA device 0."""
+
+    shape = (2, 2)
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self, stream=None):
+        raise AssertionError("a CUDA array must be refused before it is read")
+
+
+def test_cuda_problem_data_is_refused_by_name():
+    refused(lambda: ds.MixturePosterior(prior(), CudaArray(), SIGMA, Y),
+            r"^A: a CudaArray on CUDA; problem data is read on the host and copied into the problem as float64: "
+            r"pass a CPU array \(copy it to the host explicitly\)")
+    refused(lambda: guided(A, CudaArray(), SIGMA), r"^y: a CudaArray on CUDA")
+    refused(lambda: guided([A, CudaArray()], np.stack([Y, Y]), SIGMA), r"^A\[1\]: a CudaArray on CUDA")
+    refused(lambda: ds.GaussianMixture([1.0], CudaArray(), [1.0]), r"^means: a CudaArray on CUDA")
+
+
+@needs_torch
+def test_meta_tensor_is_refused_by_name():
+    refused(lambda: ds.MixturePosterior(prior(), A, SIGMA, torch.empty(2, device="meta")), r"^y: a tensor on meta")
+
+
+@requires_gpu
+def test_torch_cuda_problem_data_is_refused_by_name():
+    t = torch.tensor(A, device="cuda")
+    refused(lambda: ds.MixturePosterior(prior(), t, SIGMA, Y), r"^A: a Tensor on CUDA.*pass a CPU array \(A\.cpu\(\)\)")
+    # The binding itself (diffsample._core) refuses them too.
+    refused(lambda: ds._core.ObservationOperator.dense(t), r"^A: on cuda:0; problem data is read on the host")
+    same_as_float64(posterior_means, t.cpu(), SIGMA, Y)
+
+
+def test_guided_problems_fields_read_problem_data():
+    pr = ds.GuidedProblems()
+    pr.y = np.array([[0.375, -1.5]], dtype=np.float32)
+    pr.sigma_y = 0.5
+    assert pr.y == [0.375, -1.5] and pr.sigma_y == [0.5]
+    with pytest.raises(ds.InvalidArgument, match=r"^y: dtype complex128"):
+        pr.y = np.array([1j])
+    with pytest.raises(ds.InvalidArgument, match=r"^A: a str"):
+        pr.A = "1 0"
+
+
+def test_grid_weights_read_problem_data():
+    w = np.array([1, 2, 3, 4], dtype=np.int32)
+    np.testing.assert_array_equal(ds.GaussianMixture.grid(2, 2, 1.0, 0.1, w).weights,
+                                  ds.GaussianMixture.grid(2, 2, 1.0, 0.1, [0.1, 0.2, 0.3, 0.4]).weights)
+    refused(lambda: ds.GaussianMixture.grid(2, 2, 1.0, 0.1, CudaArray()), r"^weights: a CudaArray on CUDA")
+    refused(lambda: ds.GaussianMixture.grid(2, 2, 1.0, 0.1, [[1.0, 1.0, 1.0, 1.0]]), r"^weights: shape \(1, 4\)")
