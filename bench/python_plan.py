@@ -13,7 +13,10 @@ Three loops per batch size n, interleaved in each round (the best round is repor
   core+trivial the same through diffsample._core (no stream lookup).
 The overhead per step is the plan+trivial time per step at the smallest n (its work is then negligible).
 --arrays names the arrays the loops run on (the state, the model's buffer, the fused sampler's output): NumPy
-arrays, PyTorch CPU tensors (each crosses by DLPack, read in place), or both, interleaved within each round.
+arrays, PyTorch CPU tensors (each crosses by DLPack, read in place), or both, interleaved within each round (the
+same n on both, one after the other). With both, it also prints each loop's torch / numpy time ratio within a round
+(median over the rounds, and their range) and, at the smallest n, the per-step difference: on a shared machine these
+hold better than the absolute times, which move with the load.
 """
 import argparse
 import time
@@ -43,6 +46,7 @@ def main():
     mix = ds.GaussianMixture.grid(d, 5, 2.0, 0.05)
     sizes = [int(v) for v in args.chains.split(",")]
     best = {}
+    times = {}  # every round's time, for the ratios within a round
 
     for _ in range(args.rounds):
         for n, fw in [(n, fw) for n in sizes for fw in frameworks]:
@@ -52,6 +56,7 @@ def main():
 
             def record(key, seconds, fw=fw):
                 best[(fw,) + key] = min(best.get((fw,) + key, float("inf")), seconds)
+                times.setdefault((fw,) + key, []).append(seconds)
 
             plan = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=steps, seed=1)
             ds.diffusion(mix, out=x, sampler="ddpm", steps=steps, seed=1)  # warm-up
@@ -84,6 +89,12 @@ def main():
                 core.step(x, model, 0)
             record(("core+trivial", n), time.perf_counter() - t0)
 
+    loops = ("fused", "plan+mixture", "plan+trivial", "core+trivial")
+
+    def per_step_difference(a, b):
+        """Round by round, the per-step time of a minus b, in us."""
+        return 1e6 * (np.array(times[a]) - np.array(times[b])) / steps
+
     versions = f"NumPy {np.__version__}" + (f", PyTorch {torch.__version__}" if torch else "")
     print(f"DDPM, d = {d}, {steps} steps, K = 25 isotropic mixture, CPU executor ({ds.cpu_threads()} threads), "
           f"best of {args.rounds} interleaved rounds, {versions}")
@@ -91,9 +102,24 @@ def main():
     for n in sizes:
         for fw in frameworks:
             fused = best[(fw, "fused", n)]
-            for loop in ("fused", "plan+mixture", "plan+trivial", "core+trivial"):
+            for loop in loops:
                 t = best[(fw, loop, n)]
                 print(f"{fw:>6} {n:>8} {loop:>13} {n * steps / t:>14.3e} {1e6 * t / steps:>9.1f} {fused / t:>8.2f}x")
+    if "numpy" in frameworks and "torch" in frameworks:
+        print(f"torch / numpy time ratio within a round: median over {args.rounds} rounds [min .. max]")
+        for n in sizes:
+            for loop in loops:
+                r = np.array(times[("torch", loop, n)]) / np.array(times[("numpy", loop, n)])
+                print(f"{n:>8} {loop:>13} {np.median(r):>6.2f}x  [{r.min():.2f} .. {r.max():.2f}]")
+        for loop in ("plan+mixture", "plan+trivial", "core+trivial"):
+            diff = per_step_difference(("torch", loop, sizes[0]), ("numpy", loop, sizes[0]))
+            print(f"torch - numpy per step at n = {sizes[0]}, {loop}: median {np.median(diff):.1f} us "
+                  f"[{diff.min():.1f} .. {diff.max():.1f}]")
+    # What the package's step adds to the binding's (argument checks, stream lookup), within each round.
+    for fw in frameworks:
+        diff = per_step_difference((fw, "plan+trivial", sizes[0]), (fw, "core+trivial", sizes[0]))
+        print(f"DiffusionPlan.step - diffsample._core step on {fw} at n = {sizes[0]}: median {np.median(diff):.1f} us "
+              f"[{diff.min():.1f} .. {diff.max():.1f}]")
     for fw in frameworks:
         for loop, what in (("plan+trivial", "DiffusionPlan.step"), ("core+trivial", "diffsample._core")):
             t1 = best[(fw, loop, sizes[0])]
