@@ -37,12 +37,19 @@ if ! python3 -c 'import numpy' >/dev/null 2>&1; then
   echo "install-deps: installing numpy into $(command -v python3) (pip)" >&2
   python3 -m pip install -q numpy 2>/dev/null || python3 -m pip install -q --break-system-packages numpy
 fi
-# The Python package's build and tests (PyPI): nanobind, scikit-build-core and pytest (a few MB; PyTorch is not
-# installed here: examples/python/neural_prior.py uses it when present and NumPy otherwise).
+# The Python package's build and tests (PyPI): nanobind, scikit-build-core and pytest (a few MB; PyTorch only with
+# DIFFSAMPLE_WITH_TORCH=1, below: examples/python/neural_prior.py uses it when present and NumPy otherwise).
 if ! python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
   echo "install-deps: installing nanobind, scikit-build-core and pytest (pip)" >&2
   python3 -m pip install -q nanobind scikit-build-core pytest 2>/dev/null \
     || python3 -m pip install -q --break-system-packages nanobind scikit-build-core pytest
+fi
+# PyTorch, when DIFFSAMPLE_WITH_TORCH=1 (.ci/run sets it): the Python example's network and the pytest suite's
+# PyTorch cases (CPU tensors; CUDA tensors where a GPU is). PyPI's Linux wheel brings its CUDA libraries as
+# dependencies: about 5 GB installed, 3 to 6 minutes. Without it the example trains in NumPy and those cases skip.
+if [ "${DIFFSAMPLE_WITH_TORCH:-0}" = 1 ] && ! python3 -c 'import torch' >/dev/null 2>&1; then
+  echo "install-deps: installing torch into $(command -v python3) (pip, about 5 GB with its CUDA libraries)" >&2
+  python3 -m pip install -q torch 2>/dev/null || python3 -m pip install -q --break-system-packages torch
 fi
 if ! command -v nvcc >/dev/null 2>&1; then
   if [ -x /usr/local/cuda/bin/nvcc ]; then
