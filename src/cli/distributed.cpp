@@ -7,6 +7,8 @@
 #include <memory>
 #include <string>
 
+#include <cuda_runtime_api.h>
+
 #include <diffsample/error.hpp>
 
 #if defined(DIFFSAMPLE_CLI_MPI)
@@ -109,6 +111,30 @@ void keep_off_devices(executor requested) {
   // An index that is not a device hides it and every device after it: the driver finds none, and nothing can
   // create a context.
   if (hides_devices(requested, launcher_size())) setenv("CUDA_VISIBLE_DEVICES", "-1", 1);
+}
+
+int launcher_local_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* v = std::getenv(name)) {
+      char* end = nullptr;
+      const long r = std::strtol(v, &end, 10);
+      if (end != v && *end == '\0' && r >= 0 && r < (1L << 30)) return int(r);
+    }
+  return -1;
+}
+
+void choose_device(executor requested) {
+  keep_off_devices(requested);
+  if (launcher_size() <= 1 || hides_devices(requested, launcher_size()) || requested == executor::cpu) return;
+#if defined(DIFFSAMPLE_CLI_MPI)
+  const int local = launcher_local_rank();
+  if (local < 0) return;  // left to select_device(), once MPI has started
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
+  const int device = mpi::rank_device(local, devices);
+  // A failure is left to select_device(), which reports it on every rank.
+  if (device >= 0 && cudaSetDevice(device) != cudaSuccess) (void)cudaGetLastError();
+#endif
 }
 
 void select_device(executor where) {

@@ -38,6 +38,21 @@ void keep_off_devices(executor requested);
 /// ranks of a node with several GPUs spread over them instead of all running on device 0.
 void select_device(executor where);
 
+/// The launcher's rank of this process among the job's processes on its node (OMPI_COMM_WORLD_LOCAL_RANK,
+/// MPI_LOCALRANKID or SLURM_LOCALID), or -1 when none of them is set. No MPI call.
+int launcher_local_rank();
+
+/// Called first by sample, demo and solve, with the executor the arguments ask for (requested_executor()), before
+/// anything of the command starts MPI or places something on a device: keep_off_devices(), then, under a launcher
+/// with more than one process and unless @p requested is the CPU executor, selects this process's GPU by the
+/// launcher's local rank, diffsample::mpi::rank_device(launcher_local_rank(), devices), the choice select_device()
+/// makes later from MPI's node split. So every table the command builds (a grid prior while the arguments are
+/// read, the problem file's; a gaussian_mixture uploads its tables to the current device when it is built) and the
+/// context with them land on the rank's own device, not on device 0, and so does anything MPI itself puts on the
+/// current device when it starts. Not collective, no MPI call; without a local rank from the launcher it selects
+/// nothing (select_device() still does, before the run's prior is built).
+void choose_device(executor requested);
+
 /// The checks of a run before it starts, which one process can fail alone (its own arguments): collective over
 /// every launched process, so that none is left waiting for one that stopped. When any failed, every process throws
 /// the failure of the lowest-numbered failing one with its class (usage_error, exit status 2; input_error, 1; else

@@ -168,7 +168,7 @@ int sample_main(const options& o, const char* command) {
   check_memory(n, d, 1, "--chains");
 
   // Under mpirun each rank selects its GPU (its rank on the node mod the node's devices) before the mixture's tables
-  // reach the current device.
+  // reach the current device (already selected by the launcher's local rank: distributed::choose_device()).
   const bool spread = distributed::launched();
   if (spread) distributed::select_device(where);
   const gaussian_mixture target(d, prior.weights, prior.means, prior.variances);
@@ -304,10 +304,10 @@ int sample_main(const options& o, const char* command) {
 }  // namespace
 
 int run_sample(int argc, char** argv, int first) {
-  // Under mpirun a process on the CPU executor hides the GPUs from itself before anything starts CUDA: a grid prior,
-  // built-in or read from a problem file (here already, to tell a binary prior), is a gaussian_mixture, whose
-  // tables go to a visible device.
-  distributed::keep_off_devices(requested_executor(argc, argv, first));
+  // Under mpirun, before anything starts CUDA or MPI: a process on the CPU executor hides the GPUs from itself, any
+  // other selects its own GPU. A grid prior, built-in or read from a problem file (here already, to tell a binary
+  // prior), is a gaussian_mixture, whose tables go to the current device.
+  distributed::choose_device(requested_executor(argc, argv, first));
   if (wants_binary_sample(argc, argv, first)) return run_sample_binary(argc, argv, first);
   const options o =
       parse_options(argc, argv, first, sample_usage,
@@ -319,7 +319,7 @@ int run_sample(int argc, char** argv, int first) {
 }
 
 int run_demo(int argc, char** argv, int first) {
-  distributed::keep_off_devices(requested_executor(argc, argv, first));  // as run_sample()
+  distributed::choose_device(requested_executor(argc, argv, first));  // as run_sample()
   options o = parse_options(argc, argv, first, demo_usage,
                             {"--executor", "--method", "--chains", "--steps", "--step-size", "--dim", "--seed"},
                             {"--quiet"}, "demo");

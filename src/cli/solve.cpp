@@ -430,9 +430,10 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
 }  // namespace
 
 int run_solve(int argc, char** argv, int first) {
-  // Under mpirun a process on the CPU executor hides the GPUs from itself before anything starts CUDA or MPI (a grid
-  // prior in the problem file is a gaussian_mixture, whose tables go to a visible device).
-  distributed::keep_off_devices(requested_executor(argc, argv, first));
+  // Under mpirun, before anything starts CUDA or MPI: a process on the CPU executor hides the GPUs from itself, any
+  // other selects its own GPU (a grid prior in the problem file is a gaussian_mixture, whose tables go to the
+  // current device).
+  distributed::choose_device(requested_executor(argc, argv, first));
   const options o = parse_options(argc, argv, first, solve_usage,
                                   {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
                                    "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
@@ -491,7 +492,8 @@ int run_solve(int argc, char** argv, int first) {
   check_memory(n, d, 3, "--samples");
 
   // Under mpirun each rank selects its GPU (its rank on the node mod the node's devices) before the mixture's and the
-  // posterior's tables reach the current device.
+  // posterior's tables reach the current device (already selected by the launcher's local rank:
+  // distributed::choose_device() above).
   if (distributed::launched()) distributed::select_device(where);
   const ds::gaussian_mixture mixture(d, prior.weights, prior.means, prior.variances);
   const ds::mixture_posterior post(mixture, obs);

@@ -1,0 +1,64 @@
+#!/bin/sh
+# Under mpirun, a process on the CUDA executor (or automatic, with a device visible) selects its own GPU (its rank on
+# the node mod the node's devices) before anything of it reaches a device: the grid prior built while the arguments
+# or the problem file are read, the run's prior and posterior tables, the run's buffers. Checked without a GPU
+# through a stand-in for the runtime's device calls (tests/mpi/runtime_probe.c, preloaded into the program's
+# processes only) that reports 2 devices and logs, per rank, each cudaSetDevice and each call that would place
+# something on the current device (or create a context there): rank r's first such call must come after it set
+# device r mod 2, and every one of them must be on that device. The runs stop at their first kernel (the real
+# runtime finds no driver here), after their tables and buffers are made.
+# Seen failing before the program selected the device first: rank 1 built the grid prior's tables on device 0
+# (cudaMemGetInfo, cudaMalloc, cudaMemcpyAsync) before it set device 1.
+# Usage: cuda_ranks.sh DIFFSAMPLE RUNTIME_PROBE MPIEXEC [MPIEXEC_FLAGS...]
+set -eu
+program=$1
+probe=$2
+shift 2
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+export OMP_NUM_THREADS=1
+unset CUDA_VISIBLE_DEVICES
+probed="env LD_PRELOAD=$probe RUNTIME_PROBE_LOG=$dir/runtime.log RUNTIME_PROBE_DEVICES=2"
+examples=$(dirname "$0")/../../examples
+# One process: the stand-in is in use (the tables reach device 0, the current one; nothing selects another).
+# shellcheck disable=SC2086
+$probed "$program" sample --sampler ula --chains 101 --steps 5 --executor cuda --quiet --out "$dir/x.npy" \
+  2>/dev/null || true
+grep -q '^rank - touch cudaMalloc 0$' "$dir/runtime.log"
+for np in 2 3; do
+  for run in "sample --sampler ula --chains 101 --steps 5 --executor cuda --out $dir/x.npy" \
+             "sample --sampler ddim --chains 101 --steps 5 --out $dir/x.npy" \
+             "sample --problem $examples/grid2d_ddpm.json --chains 101 --steps 5 --executor cuda --out $dir/x.npy" \
+             "demo --chains 101 --steps 5 --executor cuda" \
+             "solve --problem $examples/posterior_d10.json --particles 101 --steps 5 --executor cuda --out $dir/x.npy" \
+             "solve --problem $examples/posterior_d10.json --sampler dps --particles 101 --steps 5 --out $dir/x.npy"; do
+    rm -f "$dir/runtime.log"
+    # The run itself fails at its first kernel, on every rank alike (timeout: nobody may hang).
+    # shellcheck disable=SC2086
+    timeout 120 "$@" -np "$np" $probed "$program" $run --quiet 2>"$dir/err.txt" || true
+    if grep -q 'did not stop' "$dir/err.txt"; then
+      echo "cuda_ranks.sh: 'diffsample $run' (np $np) did not fail on every rank alike:" >&2
+      cat "$dir/err.txt" >&2
+      exit 1
+    fi
+    r=0
+    while [ "$r" -lt "$np" ]; do
+      device=$((r % 2))
+      grep "^rank $r " "$dir/runtime.log" >"$dir/rank.log" || true
+      if ! grep -q ' touch ' "$dir/rank.log"; then
+        echo "cuda_ranks.sh: rank $r of 'diffsample $run' (np $np) placed nothing on a device" >&2
+        exit 1
+      fi
+      # The first line of the rank: selecting its device; then nothing on any other device.
+      if [ "$(head -1 "$dir/rank.log")" != "rank $r set $device" ] ||
+         grep ' touch ' "$dir/rank.log" | grep -v " $device\$" >/dev/null; then
+        echo "cuda_ranks.sh: rank $r of 'diffsample $run' (np $np) reached a device before selecting device" \
+             "$device, or another device:" >&2
+        cat "$dir/rank.log" >&2
+        exit 1
+      fi
+      r=$((r + 1))
+    done
+  done
+done
+echo "cuda_ranks.sh: ok"

@@ -1,0 +1,158 @@
+/* A stand-in for the CUDA runtime's device calls, preloaded (LD_PRELOAD) into the program's processes by
+ * tests/mpi/cuda_ranks.sh: it reports $RUNTIME_PROBE_DEVICES devices (default 2) and keeps a current device
+ * (cudaSetDevice, cudaGetDevice, 0 until set), and every call that would create a context or place something on
+ * the current device (allocations, copies, memsets, synchronisations, cudaMemGetInfo) appends one line
+ * "rank R touch CALL D" to $RUNTIME_PROBE_LOG, with R the launcher's rank of the process and D the current device;
+ * cudaSetDevice appends "rank R set D". Allocations are host memory (named device memory of the device current at
+ * the allocation by cudaPointerGetAttributes) and copies are memcpy, so a gaussian_mixture's tables and a run's
+ * buffers can be made; kernels are not launched by the stand-in (the real runtime, which finds no driver here,
+ * refuses them, and the run then fails on every rank). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int cudaError_t;
+typedef void* cudaStream_t;
+
+/* The runtime's struct cudaPointerAttributes (CUDA 11 and later). */
+struct cudaPointerAttributes {
+  int type; /* cudaMemoryTypeUnregistered 0, cudaMemoryTypeDevice 2 */
+  int device;
+  void* devicePointer;
+  void* hostPointer;
+};
+
+static int current = 0;
+
+/* The allocations made here, with their device, so that cudaPointerGetAttributes names them device memory. */
+enum { max_blocks = 4096 };
+static struct {
+  char* at;
+  size_t bytes;
+  int device;
+} blocks[max_blocks];
+
+static void* allocate(size_t bytes) {
+  char* p = malloc(bytes > 0 ? bytes : 1);
+  for (int i = 0; p != NULL && i < max_blocks; ++i)
+    if (blocks[i].at == NULL) {
+      blocks[i].at = p;
+      blocks[i].bytes = bytes > 0 ? bytes : 1;
+      blocks[i].device = current;
+      break;
+    }
+  return p;
+}
+
+static void release(void* p) {
+  for (int i = 0; p != NULL && i < max_blocks; ++i)
+    if (blocks[i].at == p) blocks[i].at = NULL;
+  free(p);
+}
+
+static void record(const char* what, int device) {
+  const char* log = getenv("RUNTIME_PROBE_LOG");
+  const char* rank = getenv("OMPI_COMM_WORLD_RANK");
+  if (rank == NULL) rank = getenv("PMI_RANK");
+  FILE* f = log == NULL ? NULL : fopen(log, "a");
+  if (f == NULL) return;
+  fprintf(f, "rank %s %s %d\n", rank == NULL ? "-" : rank, what, device);
+  fclose(f);
+}
+
+static int devices(void) {
+  const char* v = getenv("RUNTIME_PROBE_DEVICES");
+  return v == NULL ? 2 : atoi(v);
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = devices();
+  return 0;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= devices()) return 101; /* cudaErrorInvalidDevice */
+  current = device;
+  record("set", device);
+  return 0;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = current;
+  return 0;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  record("touch cudaMemGetInfo", current);
+  *free_bytes = (size_t)1 << 34;
+  *total = (size_t)1 << 35;
+  return 0;
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  record("touch cudaMalloc", current);
+  *ptr = allocate(bytes);
+  return *ptr != NULL ? 0 : 2; /* cudaErrorMemoryAllocation */
+}
+
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
+  (void)stream;
+  record("touch cudaMallocAsync", current);
+  *ptr = allocate(bytes);
+  return *ptr != NULL ? 0 : 2;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  release(ptr);
+  return 0;
+}
+
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
+  (void)stream;
+  release(ptr);
+  return 0;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, int kind) {
+  (void)kind;
+  record("touch cudaMemcpy", current);
+  memcpy(dst, src, bytes);
+  return 0;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, int kind, cudaStream_t stream) {
+  (void)kind, (void)stream;
+  record("touch cudaMemcpyAsync", current);
+  memcpy(dst, src, bytes);
+  return 0;
+}
+
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+  (void)stream;
+  record("touch cudaMemsetAsync", current);
+  memset(dst, value, bytes);
+  return 0;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  (void)stream;
+  record("touch cudaStreamSynchronize", current);
+  return 0;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+  record("touch cudaDeviceSynchronize", current);
+  return 0;
+}
+
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attr, const void* ptr) {
+  memset(attr, 0, sizeof *attr);
+  attr->device = -2;
+  for (int i = 0; i < max_blocks; ++i)
+    if (blocks[i].at != NULL && (const char*)ptr >= blocks[i].at && (const char*)ptr < blocks[i].at + blocks[i].bytes) {
+      attr->type = 2;
+      attr->device = blocks[i].device;
+      attr->devicePointer = (void*)ptr;
+    }
+  return 0;
+}
