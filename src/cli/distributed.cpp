@@ -103,6 +103,21 @@ void agree(std::exception_ptr failure) {
   if (failure) std::rethrow_exception(failure);
 }
 
+int on_root(bool spread, const std::function<int()>& tail) {
+  if (!spread) return tail();
+  std::exception_ptr failure;
+  int status = 0;
+  if (rank() == 0) {
+    try {
+      status = tail();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  agree(failure);
+  return status;
+}
+
 bool hides_devices(executor requested, std::int64_t processes) {
   return processes > 1 && requested == executor::cpu;
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <vector>
 
 #include "cli/runner.hpp"
@@ -59,6 +60,13 @@ void choose_device(executor requested);
 /// as diffsample::mpi::agree() gives it) and its message prefixed "rank r of P: ". Not launched, it rethrows
 /// @p failure, if any.
 void agree(std::exception_ptr failure);
+
+/// The end of a command whose samples rank 0 holds: with @p spread (launched), rank 0 runs @p tail (its scores,
+/// report and outputs) while the others wait for it, and a failure there (an output it cannot write, its standard
+/// output, its memory) throws on every process as agree() does, so that every process exits with rank 0's error
+/// and status instead of the others exiting 0. Returns tail()'s status (0 on the other ranks). Without @p spread it
+/// returns tail().
+int on_root(bool spread, const std::function<int()>& tail);
 
 /// One rank's share of a distributed run.
 struct rank_stats {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include <diffsample/diffsample.hpp>
 
@@ -171,28 +172,33 @@ int sample_main(const options& o, const char* command) {
   // reach the current device (already selected by the launcher's local rank: distributed::choose_device()).
   const bool spread = distributed::launched();
   if (spread) distributed::select_device(where);
-  const gaussian_mixture target(d, prior.weights, prior.means, prior.variances);
-  // The schedule from the merged settings, built before the run: a setting the library refuses is reported with
-  // where it came from (the problem file's sampler section, exit status 1, or the command line, 2).
-  if (!langevin && !jump) {
-    try {
-      make_schedule(s, parse_diffusion_sampler(s.sampler)).points(std::max<std::int64_t>(s.steps, 1));
-    } catch (const invalid_argument& e) {
-      const bool from_flags =
-          o.has("--schedule") || o.has("--time-grid") || o.has("--t-start") || o.has("--t-end");
-      if (from_flags) throw usage_error(std::string("--schedule/--time-grid/--t-start/--t-end: ") + e.what());
-      throw input_error(file.path + ": sampler: " + e.what());
-    }
-  }
   // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
-  // key in the problem file (exit status 1); under mpirun by every process alike.
+  // key in the problem file (exit status 1); under mpirun by every process alike, so that a process that fails
+  // one alone (DIFFSAMPLE_CHUNKS in its environment, say) stops every process with its message.
   std::exception_ptr refused;
+  std::int64_t forced_chunks = 0;
+  std::optional<gaussian_mixture> built;  // the run's prior; its tables on the device can fail on one rank alone
   try {
-    check_settings(o, &file, sampler_settings, [&] { check_run(target, s, n); });
+    built.emplace(d, prior.weights, prior.means, prior.variances);
+    // The schedule from the merged settings, built before the run: a setting the library refuses is reported with
+    // where it came from (the problem file's sampler section, exit status 1, or the command line, 2).
+    if (!langevin && !jump) {
+      try {
+        make_schedule(s, parse_diffusion_sampler(s.sampler)).points(std::max<std::int64_t>(s.steps, 1));
+      } catch (const invalid_argument& e) {
+        const bool from_flags =
+            o.has("--schedule") || o.has("--time-grid") || o.has("--t-start") || o.has("--t-end");
+        if (from_flags) throw usage_error(std::string("--schedule/--time-grid/--t-start/--t-end: ") + e.what());
+        throw input_error(file.path + ": sampler: " + e.what());
+      }
+    }
+    check_settings(o, &file, sampler_settings, [&] { check_run(*built, s, n); });
+    if (const char* forced = std::getenv("DIFFSAMPLE_CHUNKS")) forced_chunks = to_int("DIFFSAMPLE_CHUNKS", forced, 1);
   } catch (...) {
     refused = std::current_exception();
   }
   distributed::agree(refused);
+  const gaussian_mixture& target = *built;
   // Under mpirun every process runs its slice of the chains and rank 0 alone prints and writes (cli/distributed.hpp).
   const bool speak = !quiet && distributed::rank() == 0;
   if (speak)
@@ -202,103 +208,104 @@ int sample_main(const options& o, const char* command) {
   // Progress: when the line is drawn (stderr a terminal, no --quiet) the chains run in 20 chunks, redrawing it
   // between them; DIFFSAMPLE_CHUNKS=K forces K chunks (the tests compare the samples with and without chunking).
   progress bar(n, "chains", 1.0, "chains/s", quiet || spread);
-  std::int64_t chunks = bar.on() ? 20 : 1;
-  if (const char* forced = std::getenv("DIFFSAMPLE_CHUNKS")) chunks = to_int("DIFFSAMPLE_CHUNKS", forced, 1);
+  const std::int64_t chunks = forced_chunks > 0 ? forced_chunks : bar.on() ? 20 : 1;
   std::vector<distributed::rank_stats> ranks;
   const run_result r = spread ? distributed::run(target, s, n, chunks, &bar, ranks) : run_sampler(target, s, n, chunks, &bar);
-  if (spread && distributed::rank() != 0) return 0;  // rank 0 holds the samples
+  // Rank 0 holds the samples: it scores, prints and writes them while the others wait, and a failure there stops
+  // every process with its error.
+  return distributed::on_root(spread, [&]() -> int {
+    // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
+    const std::int64_t m = scored_samples(n);
+    std::vector<float> exact_a(std::size_t(m * d)), exact_b(std::size_t(m * d));
+    target.sample(exact_a.data(), m, {}, s.seed + 2000, nullptr, 0, {executor::cpu});
+    target.sample(exact_b.data(), m, {}, s.seed + 3000, nullptr, 0, {executor::cpu});
+    const sliced_score score = score_sliced(r.samples, exact_a, exact_b, m, d, s.seed);
+    const std::int64_t non_finite = score.non_finite;
+    const double sw = score.w1, floor = score.floor;
+    share_result shares;  // of non-finite samples: not computed, reported as null
+    if (non_finite == 0) shares = component_shares(target, r.samples.data(), m);
+    const share_result shares_exact = component_shares(target, exact_b.data(), m);
+    const double rate = r.seconds > 0 ? double(n) * double(r.total_steps) / r.seconds : 0.0;
 
-  // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
-  const std::int64_t m = scored_samples(n);
-  std::vector<float> exact_a(std::size_t(m * d)), exact_b(std::size_t(m * d));
-  target.sample(exact_a.data(), m, {}, s.seed + 2000, nullptr, 0, {executor::cpu});
-  target.sample(exact_b.data(), m, {}, s.seed + 3000, nullptr, 0, {executor::cpu});
-  const sliced_score score = score_sliced(r.samples, exact_a, exact_b, m, d, s.seed);
-  const std::int64_t non_finite = score.non_finite;
-  const double sw = score.w1, floor = score.floor;
-  share_result shares;  // of non-finite samples: not computed, reported as null
-  if (non_finite == 0) shares = component_shares(target, r.samples.data(), m);
-  const share_result shares_exact = component_shares(target, exact_b.data(), m);
-  const double rate = r.seconds > 0 ? double(n) * double(r.total_steps) / r.seconds : 0.0;
-
-  if (!quiet) {
-    std::printf("executor: %s\n", executor_text(r.ran).c_str());
-    std::printf("throughput: %.4g chain-steps/s (%lld steps, %.3f s)\n", rate, static_cast<long long>(r.total_steps),
-                r.seconds);
-    if (r.acceptance >= 0) std::printf("acceptance rate: %.3f\n", r.acceptance);
-    for (std::size_t k = 0; k < ranks.size(); ++k)
-      std::printf("rank %zu: %lld chains, %.4g chain-steps/s, %.3f s sampling, %.3f s gathering on rank 0\n", k,
-                  static_cast<long long>(ranks[k].chains),
-                  ranks[k].seconds > 0 ? double(ranks[k].chains) * double(r.total_steps) / ranks[k].seconds : 0.0,
-                  ranks[k].seconds, ranks[k].gather_seconds);
-    if (non_finite > 0)
-      std::printf("non-finite values in the samples: %lld (the sampler diverged; try a smaller step)\n",
-                  static_cast<long long>(non_finite));
-    else
-      std::printf("sliced W1 to exact samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
-                  floor, static_cast<long long>(m), sliced_directions);
-    if (non_finite == 0)
-      std::printf("component shares (average responsibility): max error %.2f standard errors (component %lld; "
-                  "exact samples: %.2f)\n",
-                  shares.max_z, static_cast<long long>(shares.worst), shares_exact.max_z);
-  }
-
-  // Outputs last, all or none: standard output must have taken the results, then every output is written to a
-  // temporary file and only then are they renamed over their targets.
-  check_stdout();
-  if (o.has("--out")) stage_npy(outputs, "--out", r.samples.data(), n, d);
-  if (o.has("--plot"))
-    stage_text(outputs, "--plot", svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description,
-                                           exact_a.data(), m, r.samples.data(), n, d, marginals(target),
-                                           (s.sampler + " samples").c_str(), "exact samples"));
-  if (o.has("--report")) {
-    json j = report_head(command);
-    j["prior"] = prior_json(prior, source);
-    json st;
-    st["sampler"] = s.sampler;
-    st["chains"] = n;
-    st["steps"] = r.total_steps;
-    if (langevin) {
-      st["step_size"] = s.step_size > 0 ? s.step_size : 0.03;
-    } else if (jump) {
-      st["sigma"] = s.sigma;
-      st["step_size"] = s.step_size > 0 ? s.step_size : 0.1;
-      if (s.sampler == "sequential_measurements") st["measurements"] = s.measurements;
-    } else {
-      const noise_schedule sched = make_schedule(s, parse_diffusion_sampler(s.sampler));
-      st["schedule"] = to_string(sched.kind);
-      st["time_grid"] = to_string(sched.grid);
-      st["t_start"] = sched.t_start;
-      st["t_end"] = sched.t_end;
-      if (s.sampler == "ddim") st["eta"] = s.eta;
-      st["final_denoise"] = s.final_denoise;
+    if (!quiet) {
+      std::printf("executor: %s\n", executor_text(r.ran).c_str());
+      std::printf("throughput: %.4g chain-steps/s (%lld steps, %.3f s)\n", rate, static_cast<long long>(r.total_steps),
+                  r.seconds);
+      if (r.acceptance >= 0) std::printf("acceptance rate: %.3f\n", r.acceptance);
+      for (std::size_t k = 0; k < ranks.size(); ++k)
+        std::printf("rank %zu: %lld chains, %.4g chain-steps/s, %.3f s sampling, %.3f s gathering on rank 0\n", k,
+                    static_cast<long long>(ranks[k].chains),
+                    ranks[k].seconds > 0 ? double(ranks[k].chains) * double(r.total_steps) / ranks[k].seconds : 0.0,
+                    ranks[k].seconds, ranks[k].gather_seconds);
+      if (non_finite > 0)
+        std::printf("non-finite values in the samples: %lld (the sampler diverged; try a smaller step)\n",
+                    static_cast<long long>(non_finite));
+      else
+        std::printf("sliced W1 to exact samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
+                    floor, static_cast<long long>(m), sliced_directions);
+      if (non_finite == 0)
+        std::printf("component shares (average responsibility): max error %.2f standard errors (component %lld; "
+                    "exact samples: %.2f)\n",
+                    shares.max_z, static_cast<long long>(shares.worst), shares_exact.max_z);
     }
-    j["settings"] = st;
-    j["seed"] = s.seed;
-    j["executor"] = to_string(r.ran);
-    if (r.ran == executor::cpu) j["cpu_threads"] = cpu_threads();
-    j["timings"] = {{"seconds", r.seconds}, {"chain_steps_per_second", rate}};
-    if (!ranks.empty()) {
-      json per = json::array();
-      for (const distributed::rank_stats& k : ranks)
-        per.push_back({{"chains", k.chains}, {"seconds", k.seconds}, {"gather_seconds", k.gather_seconds}});
-      j["timings"]["ranks"] = per;
+
+    // Outputs last, all or none: standard output must have taken the results, then every output is written to a
+    // temporary file and only then are they renamed over their targets.
+    check_stdout();
+    if (o.has("--out")) stage_npy(outputs, "--out", r.samples.data(), n, d);
+    if (o.has("--plot"))
+      stage_text(outputs, "--plot", svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description,
+                                             exact_a.data(), m, r.samples.data(), n, d, marginals(target),
+                                             (s.sampler + " samples").c_str(), "exact samples"));
+    if (o.has("--report")) {
+      json j = report_head(command);
+      j["prior"] = prior_json(prior, source);
+      json st;
+      st["sampler"] = s.sampler;
+      st["chains"] = n;
+      st["steps"] = r.total_steps;
+      if (langevin) {
+        st["step_size"] = s.step_size > 0 ? s.step_size : 0.03;
+      } else if (jump) {
+        st["sigma"] = s.sigma;
+        st["step_size"] = s.step_size > 0 ? s.step_size : 0.1;
+        if (s.sampler == "sequential_measurements") st["measurements"] = s.measurements;
+      } else {
+        const noise_schedule sched = make_schedule(s, parse_diffusion_sampler(s.sampler));
+        st["schedule"] = to_string(sched.kind);
+        st["time_grid"] = to_string(sched.grid);
+        st["t_start"] = sched.t_start;
+        st["t_end"] = sched.t_end;
+        if (s.sampler == "ddim") st["eta"] = s.eta;
+        st["final_denoise"] = s.final_denoise;
+      }
+      j["settings"] = st;
+      j["seed"] = s.seed;
+      j["executor"] = to_string(r.ran);
+      if (r.ran == executor::cpu) j["cpu_threads"] = cpu_threads();
+      j["timings"] = {{"seconds", r.seconds}, {"chain_steps_per_second", rate}};
+      if (!ranks.empty()) {
+        json per = json::array();
+        for (const distributed::rank_stats& k : ranks)
+          per.push_back({{"chains", k.chains}, {"seconds", k.seconds}, {"gather_seconds", k.gather_seconds}});
+        j["timings"]["ranks"] = per;
+      }
+      json acc;
+      acc["samples_compared"] = m;
+      acc["non_finite_values"] = non_finite;
+      acc["sliced_w1"] = non_finite == 0 ? json(sw) : json(nullptr);
+      acc["sliced_w1_floor"] = floor;
+      acc["directions"] = sliced_directions;
+      acc["component_share_max_error_se"] = non_finite == 0 ? json(shares.max_z) : json(nullptr);
+      acc["component_share_worst_component"] = non_finite == 0 ? json(shares.worst) : json(nullptr);
+      acc["component_share_max_error_se_exact"] = shares_exact.max_z;
+      if (r.acceptance >= 0) acc["acceptance_rate"] = r.acceptance;
+      j["accuracy"] = acc;
+      stage_report(outputs, o, j);
     }
-    json acc;
-    acc["samples_compared"] = m;
-    acc["non_finite_values"] = non_finite;
-    acc["sliced_w1"] = non_finite == 0 ? json(sw) : json(nullptr);
-    acc["sliced_w1_floor"] = floor;
-    acc["directions"] = sliced_directions;
-    acc["component_share_max_error_se"] = non_finite == 0 ? json(shares.max_z) : json(nullptr);
-    acc["component_share_worst_component"] = non_finite == 0 ? json(shares.worst) : json(nullptr);
-    acc["component_share_max_error_se_exact"] = shares_exact.max_z;
-    if (r.acceptance >= 0) acc["acceptance_rate"] = r.acceptance;
-    j["accuracy"] = acc;
-    stage_report(outputs, o, j);
-  }
-  outputs.commit();
-  return 0;
+    outputs.commit();
+    return 0;
+  });
 }
 
 }  // namespace

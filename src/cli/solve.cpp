@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include <diffsample/diffsample.hpp>
 
@@ -278,13 +279,13 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   std::exception_ptr refused;  // under mpirun every process reports it alike
   try {
     check_settings(o, &file, table, [&] { (void)ds::guided_workspace_bytes(mixture, problems, g); });
+    check_memory(n, d, 6, "--particles");  // this machine's memory: under mpirun, possibly one process alone
   } catch (...) {
     refused = std::current_exception();
   }
   distributed::agree(refused);
-  check_memory(n, d, 6, "--particles");
 
-  std::vector<float> x(std::size_t(n * d)), ess(std::size_t(g.steps + 1));
+  std::vector<float> x, ess(std::size_t(g.steps + 1));  // x: the samples, from the run
   double log_z = 0;
   std::int32_t resamplings = 0;
   std::vector<distributed::rank_stats> ranks;
@@ -296,8 +297,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
               quiet || spread);
   if (spread) {  // particles over the processes
     distributed::guided_run run = distributed::solve_guided(mixture, problems, g, where, ranks);
-    if (distributed::rank() != 0) return 0;  // rank 0 holds the samples
-    x = std::move(run.samples);
+    x = std::move(run.samples);  // on rank 0 (empty elsewhere)
     ess = std::move(run.ess);
     log_z = run.log_z;
     resamplings = run.resamplings;
@@ -322,109 +322,113 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   line.finish();
+  // Rank 0 holds the samples: it scores, prints and writes them while the others wait, and a failure there stops
+  // every process with its error.
+  return distributed::on_root(spread, [&]() -> int {
 
-  // Accuracy: sliced W1 (sliced_directions) against as many exact posterior samples, beside the floor of two
-  // independent exact sets of that size.
-  const std::int64_t m = scored_samples(n);
-  std::vector<float> ref(std::size_t(m * d)), ref2(std::size_t(m * d));
-  post.sample(ref.data(), m, seed + 1000);
-  post.sample(ref2.data(), m, seed + 2000);
-  const sliced_score score = score_sliced(x, ref, ref2, m, d, seed);
-  const std::int64_t non_finite = score.non_finite;
-  const std::int64_t diverged_at = non_finite > 0 ? divergence_step(mixture, problems, g, where) : 0;
-  const double sw = score.w1, floor = score.floor;
-  float ess_min = 0;
-  if (g.sampler == ds::guided_sampler::smc) ess_min = *std::min_element(ess.begin(), ess.end());
+    // Accuracy: sliced W1 (sliced_directions) against as many exact posterior samples, beside the floor of two
+    // independent exact sets of that size.
+    const std::int64_t m = scored_samples(n);
+    std::vector<float> ref(std::size_t(m * d)), ref2(std::size_t(m * d));
+    post.sample(ref.data(), m, seed + 1000);
+    post.sample(ref2.data(), m, seed + 2000);
+    const sliced_score score = score_sliced(x, ref, ref2, m, d, seed);
+    const std::int64_t non_finite = score.non_finite;
+    const std::int64_t diverged_at = non_finite > 0 ? divergence_step(mixture, problems, g, where) : 0;
+    const double sw = score.w1, floor = score.floor;
+    float ess_min = 0;
+    if (g.sampler == ds::guided_sampler::smc) ess_min = *std::min_element(ess.begin(), ess.end());
 
-  if (!quiet) {
-    std::printf("diffsample solve: %s on a %lld-D %s under y = A x + %g z (d_y = %lld, %s A)\n", method.c_str(),
-                static_cast<long long>(d), file.prior->description.c_str(), obs.sigma_y,
-                static_cast<long long>(obs.d_y), operator_kind(file));
-    std::printf("executor: %s\n", executor_text(where).c_str());
-    std::printf("particles x steps: %lld x %lld in %.3f s (%.4g particle-steps/s)\n", static_cast<long long>(n),
-                static_cast<long long>(g.steps), seconds, seconds > 0 ? double(n) * g.steps / seconds : 0.0);
-    if (g.sampler == ds::guided_sampler::smc) {
-      std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
-      std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
+    if (!quiet) {
+      std::printf("diffsample solve: %s on a %lld-D %s under y = A x + %g z (d_y = %lld, %s A)\n", method.c_str(),
+                  static_cast<long long>(d), file.prior->description.c_str(), obs.sigma_y,
+                  static_cast<long long>(obs.d_y), operator_kind(file));
+      std::printf("executor: %s\n", executor_text(where).c_str());
+      std::printf("particles x steps: %lld x %lld in %.3f s (%.4g particle-steps/s)\n", static_cast<long long>(n),
+                  static_cast<long long>(g.steps), seconds, seconds > 0 ? double(n) * g.steps / seconds : 0.0);
+      if (g.sampler == ds::guided_sampler::smc) {
+        std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
+        std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
+      }
+      for (std::size_t k = 0; k < ranks.size(); ++k)
+        std::printf("rank %zu: %lld particles, %.4g particle-steps/s, %.3f s in the filter of which %.3f s in MPI "
+                    "(%.0f bytes sent), %.3f s gathering on rank 0\n",
+                    k, static_cast<long long>(ranks[k].chains),
+                    ranks[k].seconds > 0 ? double(ranks[k].chains) * double(g.steps) / ranks[k].seconds : 0.0,
+                    ranks[k].seconds, ranks[k].comm_seconds, ranks[k].bytes_sent, ranks[k].gather_seconds);
+      if (non_finite > 0)
+        std::printf("%s diverged at step %lld of %lld: %lld non-finite values in the samples (its guidance is unstable for this sigma_y; smc is not)\n",
+                    method.c_str(), static_cast<long long>(diverged_at), static_cast<long long>(g.steps),
+                    static_cast<long long>(non_finite));
+      else
+        std::printf(
+            "sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
+            floor, static_cast<long long>(m), sliced_directions);
     }
-    for (std::size_t k = 0; k < ranks.size(); ++k)
-      std::printf("rank %zu: %lld particles, %.4g particle-steps/s, %.3f s in the filter of which %.3f s in MPI "
-                  "(%.0f bytes sent), %.3f s gathering on rank 0\n",
-                  k, static_cast<long long>(ranks[k].chains),
-                  ranks[k].seconds > 0 ? double(ranks[k].chains) * double(g.steps) / ranks[k].seconds : 0.0,
-                  ranks[k].seconds, ranks[k].comm_seconds, ranks[k].bytes_sent, ranks[k].gather_seconds);
-    if (non_finite > 0)
-      std::printf("%s diverged at step %lld of %lld: %lld non-finite values in the samples (its guidance is unstable for this sigma_y; smc is not)\n",
-                  method.c_str(), static_cast<long long>(diverged_at), static_cast<long long>(g.steps),
-                  static_cast<long long>(non_finite));
-    else
-      std::printf(
-          "sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
-          floor, static_cast<long long>(m), sliced_directions);
-  }
-  check_stdout();
-  if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);
-  if (o.has("--plot"))
-    stage_text(outputs, "--plot", svg_plot(method + ": " + std::to_string(n) + " particles over exact posterior samples",
-                                           ref.data(), m, x.data(), n, d, marginals(post),
-                                           (method + " samples").c_str(),
-                                           "exact posterior samples"));
-  if (o.has("--ess-plot"))
-    stage_text(outputs, "--ess-plot",
-                 svg_ess_plot(method + ": effective sample size of " + std::to_string(n) + " particles, " +
-                                  std::to_string(resamplings) + " resamplings in " + std::to_string(g.steps) + " steps",
-                              ess, problems.problems, g.steps, n, g.resampling.ess_threshold));
-  if (o.has("--report")) {
-    json j = report_head("solve", {{"method", method}});
-    j["executor"] = ds::to_string(where);
-    j["prior"] = prior_json(*file.prior, file.path);
-    j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
-    j["seed"] = seed;
-    j["particles"] = n;
-    j["steps"] = g.steps;
-    j["seconds"] = seconds;
-    j["particle_steps_per_second"] = seconds > 0 ? double(n) * g.steps / seconds : 0.0;
-    if (!ranks.empty()) {
-      json per = json::array();
-      for (const distributed::rank_stats& k : ranks)
-        per.push_back({{"particles", k.chains}, {"seconds", k.seconds}, {"mpi_seconds", k.comm_seconds},
-                       {"bytes_sent", k.bytes_sent}, {"gather_seconds", k.gather_seconds}});
-      j["ranks"] = per;
+    check_stdout();
+    if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);
+    if (o.has("--plot"))
+      stage_text(outputs, "--plot", svg_plot(method + ": " + std::to_string(n) + " particles over exact posterior samples",
+                                             ref.data(), m, x.data(), n, d, marginals(post),
+                                             (method + " samples").c_str(),
+                                             "exact posterior samples"));
+    if (o.has("--ess-plot"))
+      stage_text(outputs, "--ess-plot",
+                   svg_ess_plot(method + ": effective sample size of " + std::to_string(n) + " particles, " +
+                                    std::to_string(resamplings) + " resamplings in " + std::to_string(g.steps) + " steps",
+                                ess, problems.problems, g.steps, n, g.resampling.ess_threshold));
+    if (o.has("--report")) {
+      json j = report_head("solve", {{"method", method}});
+      j["executor"] = ds::to_string(where);
+      j["prior"] = prior_json(*file.prior, file.path);
+      j["observation"] = {{"d_y", obs.d_y}, {"sigma_y", obs.sigma_y}, {"operator", operator_kind(file)}};
+      j["seed"] = seed;
+      j["particles"] = n;
+      j["steps"] = g.steps;
+      j["seconds"] = seconds;
+      j["particle_steps_per_second"] = seconds > 0 ? double(n) * g.steps / seconds : 0.0;
+      if (!ranks.empty()) {
+        json per = json::array();
+        for (const distributed::rank_stats& k : ranks)
+          per.push_back({{"particles", k.chains}, {"seconds", k.seconds}, {"mpi_seconds", k.comm_seconds},
+                         {"bytes_sent", k.bytes_sent}, {"gather_seconds", k.gather_seconds}});
+        j["ranks"] = per;
+      }
+      // The sampler's own settings, each under its guided_options name.
+  #define DS_ECHO(f) j[#f] = g.f;
+      if (g.sampler == ds::guided_sampler::dps) {
+        j["dps_step"] = ds::to_string(g.dps_step);
+        DS_ECHO(guidance_scale)
+      } else if (g.sampler == ds::guided_sampler::pigdm || g.sampler == ds::guided_sampler::tmpd) {
+        DS_ECHO(guidance_scale)
+      } else if (g.sampler == ds::guided_sampler::diffpir) {
+        DS_ECHO(diffpir_zeta) DS_ECHO(diffpir_lambda)
+      } else if (g.sampler == ds::guided_sampler::skrock) {
+        DS_ECHO(skrock_stages) DS_ECHO(skrock_eta) DS_ECHO(skrock_step_fraction)
+      } else if (g.sampler == ds::guided_sampler::ddrm) {
+        DS_ECHO(ddrm_eta) DS_ECHO(ddrm_eta_b)
+      } else if (g.sampler == ds::guided_sampler::dcps) {
+        DS_ECHO(dcps_blocks) DS_ECHO(dcps_langevin_steps) DS_ECHO(dcps_langevin_step) DS_ECHO(dcps_bridge_variance)
+        DS_ECHO(dcps_gradient_steps) DS_ECHO(dcps_learning_rate) DS_ECHO(dcps_absolute_step)
+      }
+  #undef DS_ECHO
+      j["non_finite_values"] = non_finite;
+      j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
+      j["sliced_w1"] = {{"value", non_finite == 0 ? json(sw) : json(nullptr)},
+                        {"floor", floor},
+                        {"samples", m},
+                        {"directions", sliced_directions}};
+      j["log_evidence_exact"] = post.log_evidence();
+      if (g.sampler == ds::guided_sampler::smc) {
+        j["log_evidence_estimate"] = std::isfinite(log_z) ? json(log_z) : json(nullptr);
+        j["ess_trace"] = ess;
+        j["resamplings"] = resamplings;
+      }
+      stage_report(outputs, o, j);
     }
-    // The sampler's own settings, each under its guided_options name.
-#define DS_ECHO(f) j[#f] = g.f;
-    if (g.sampler == ds::guided_sampler::dps) {
-      j["dps_step"] = ds::to_string(g.dps_step);
-      DS_ECHO(guidance_scale)
-    } else if (g.sampler == ds::guided_sampler::pigdm || g.sampler == ds::guided_sampler::tmpd) {
-      DS_ECHO(guidance_scale)
-    } else if (g.sampler == ds::guided_sampler::diffpir) {
-      DS_ECHO(diffpir_zeta) DS_ECHO(diffpir_lambda)
-    } else if (g.sampler == ds::guided_sampler::skrock) {
-      DS_ECHO(skrock_stages) DS_ECHO(skrock_eta) DS_ECHO(skrock_step_fraction)
-    } else if (g.sampler == ds::guided_sampler::ddrm) {
-      DS_ECHO(ddrm_eta) DS_ECHO(ddrm_eta_b)
-    } else if (g.sampler == ds::guided_sampler::dcps) {
-      DS_ECHO(dcps_blocks) DS_ECHO(dcps_langevin_steps) DS_ECHO(dcps_langevin_step) DS_ECHO(dcps_bridge_variance)
-      DS_ECHO(dcps_gradient_steps) DS_ECHO(dcps_learning_rate) DS_ECHO(dcps_absolute_step)
-    }
-#undef DS_ECHO
-    j["non_finite_values"] = non_finite;
-    j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
-    j["sliced_w1"] = {{"value", non_finite == 0 ? json(sw) : json(nullptr)},
-                      {"floor", floor},
-                      {"samples", m},
-                      {"directions", sliced_directions}};
-    j["log_evidence_exact"] = post.log_evidence();
-    if (g.sampler == ds::guided_sampler::smc) {
-      j["log_evidence_estimate"] = std::isfinite(log_z) ? json(log_z) : json(nullptr);
-      j["ess_trace"] = ess;
-      j["resamplings"] = resamplings;
-    }
-    stage_report(outputs, o, j);
-  }
-  outputs.commit();
-  return 0;
+    outputs.commit();
+    return 0;
+  });
 }
 
 }  // namespace
@@ -495,8 +499,19 @@ int run_solve(int argc, char** argv, int first) {
   // posterior's tables reach the current device (already selected by the launcher's local rank:
   // distributed::choose_device() above).
   if (distributed::launched()) distributed::select_device(where);
-  const ds::gaussian_mixture mixture(d, prior.weights, prior.means, prior.variances);
-  const ds::mixture_posterior post(mixture, obs);
+  // The prior's and the posterior's tables on the device can fail on one rank alone: every rank stops with its error.
+  std::optional<ds::gaussian_mixture> built;
+  std::optional<ds::mixture_posterior> built_post;
+  std::exception_ptr failed;
+  try {
+    built.emplace(d, prior.weights, prior.means, prior.variances);
+    built_post.emplace(*built, obs);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  distributed::agree(failed);
+  const ds::gaussian_mixture& mixture = *built;
+  const ds::mixture_posterior& post = *built_post;
   if (method != "exact") return run_guided(o, file, mixture, post, method, where, n, seed, quiet, outputs);
   exec_buffer<float> samples(where, n * d);
   if (where == ds::executor::cuda)

@@ -9,6 +9,7 @@
 # runtime finds no driver here), after their tables and buffers are made.
 # Seen failing before the program selected the device first: rank 1 built the grid prior's tables on device 0
 # (cudaMemGetInfo, cudaMalloc, cudaMemcpyAsync) before it set device 1.
+# Also: a failure of the device on one rank alone stops every rank with its error (below).
 # Usage: cuda_ranks.sh DIFFSAMPLE RUNTIME_PROBE MPIEXEC [MPIEXEC_FLAGS...]
 set -eu
 program=$1
@@ -59,6 +60,33 @@ for np in 2 3; do
       fi
       r=$((r + 1))
     done
+  done
+done
+# A device whose memory others hold on the last rank alone (the stand-in reports no free memory there): the run's
+# prior (sample: a problem file's explicit mixture, built after MPI has started) or the prior and posterior (solve)
+# cannot be placed on it. Every rank must stop with that rank's error, status 1, none wait. Seen failing: a hang
+# (killed by the timeout), the last rank waiting in MPI_Finalize and the others in the check before the run.
+cat >"$dir/explicit.json" <<'JSON'
+{"prior": {"means": [[-1, 0], [1, 0.5]], "variances": [0.3, 0.4], "weights": [0.4, 0.6]},
+ "observation": {"A": [[1, 0]], "sigma_y": 0.5, "y": [0.3]}}
+JSON
+printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'size=${OMPI_COMM_WORLD_SIZE:-${PMI_SIZE:-1}}' \
+  'if [ "$rank" = "$((size - 1))" ]; then export RUNTIME_PROBE_FREE_BYTES=0; fi' 'exec "$@"' >"$dir/last.sh"
+for np in 2 3; do
+  for run in "sample --problem $examples/mixture_from_npy.json --chains 101 --steps 5 --executor cuda" \
+             "solve --problem $dir/explicit.json --particles 101 --steps 5 --executor cuda"; do
+    set +e
+    # shellcheck disable=SC2086
+    timeout 120 "$@" -np "$np" $probed sh "$dir/last.sh" "$program" $run --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+    status=$?
+    set -e
+    expected="rank $((np - 1)) of $np: gaussian_mixture: needs .* bytes of device memory but only 0 of"
+    if [ "$status" = 0 ] || [ "$status" = 124 ] || [ "$(grep -c "$expected" "$dir/err.txt")" != "$np" ]; then
+      echo "cuda_ranks.sh: 'diffsample $run' (np $np) with no device memory on the last rank: status $status" \
+           "(124: a hang), not its error on every rank:" >&2
+      cat "$dir/err.txt" >&2
+      exit 1
+    fi
   done
 done
 echo "cuda_ranks.sh: ok"

@@ -81,4 +81,48 @@ if timeout 120 "$@" -np 2 sh "$dir/last.sh" "--step-size 1e30" "$program" sample
   exit 1
 fi
 test "$(grep -c 'rank 1 of 2: --step-size: 1e+30 is above 1e+18' "$dir/err.txt")" = 2  # the same message from both ranks
+# A failure on one process only after the run, where rank 0 writes the gathered samples: a file-size limit on rank 0
+# alone (ulimit -f, SIGXFSZ ignored, so the write fails with EFBIG; Open MPI over TCP here, whose shared-memory
+# segment the limit would refuse) makes its --out fail. Every rank must stop with rank 0's error and a non-zero
+# status, none wait, and no output or temporary be left. Seen failing before rank 0's outputs were agreed on: the
+# other ranks exited 0 (only rank 0 reported the error).
+printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'export OMPI_MCA_btl=self,tcp' \
+  'if [ "$rank" = 0 ]; then trap "" XFSZ; ulimit -f 4; fi' '"$@"; s=$?; echo "$s" >"$STATUS_DIR/status.$rank"; exit $s' \
+  >"$dir/first.sh"
+mkdir "$dir/out"
+for run in "sample --sampler ula --chains 1001 --steps 5" "solve --problem $problem --particles 301 --steps 5"; do
+  rm -f "$dir"/status.*
+  # shellcheck disable=SC2086
+  if STATUS_DIR=$dir timeout 120 "$@" -np 3 sh "$dir/first.sh" "$program" $run --executor cpu --quiet \
+    --out "$dir/out/many.npy" 2>"$dir/err.txt"; then
+    echo "program.sh: '$run' with an --out that rank 0 cannot write succeeded" >&2
+    exit 1
+  fi
+  if [ "$(grep -c 'rank 0 of 3: .*many.npy: write failed: File too large' "$dir/err.txt")" != 3 ] ||
+     grep -qv '^1$' "$dir"/status.*; then
+    echo "program.sh: '$run' with an --out that rank 0 cannot write: not every rank stopped with its error" >&2
+    cat "$dir/err.txt" "$dir"/status.* >&2
+    exit 1
+  fi
+  if [ -n "$(ls -A "$dir/out")" ]; then
+    echo "program.sh: '$run' left files behind: $(ls -A "$dir/out")" >&2
+    exit 1
+  fi
+done
+# A failure of the last process alone after MPI has started: DIFFSAMPLE_CHUNKS in its environment only, which it
+# reads after the other checks. Every rank stops with its message (status 2). Seen failing: a hang, the last rank
+# waiting in MPI_Finalize and the others in the run's first agreement.
+printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'size=${OMPI_COMM_WORLD_SIZE:-${PMI_SIZE:-1}}' \
+  'if [ "$rank" = "$((size - 1))" ]; then export DIFFSAMPLE_CHUNKS=0; fi' 'exec "$@"' >"$dir/chunks.sh"
+set +e
+timeout 120 "$@" -np 2 sh "$dir/chunks.sh" "$program" sample --sampler ula --chains 101 --steps 5 --executor cpu \
+  --quiet --out "$dir/many.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+if [ "$status" = 0 ] || [ "$status" = 124 ] ||
+   [ "$(grep -c "rank 1 of 2: DIFFSAMPLE_CHUNKS: expected an integer >= 1, got '0'" "$dir/err.txt")" != 2 ]; then
+  echo "program.sh: DIFFSAMPLE_CHUNKS=0 on the last rank: status $status (124: a hang), not the same error on every rank" >&2
+  cat "$dir/err.txt" >&2
+  exit 1
+fi
 echo "program.sh: ok"

@@ -3,7 +3,7 @@
  * (cudaSetDevice, cudaGetDevice, 0 until set), and every call that would create a context or place something on
  * the current device (allocations, copies, memsets, synchronisations, cudaMemGetInfo) appends one line
  * "rank R touch CALL D" to $RUNTIME_PROBE_LOG, with R the launcher's rank of the process and D the current device;
- * cudaSetDevice appends "rank R set D". Allocations are host memory (named device memory of the device current at
+ * cudaSetDevice appends "rank R set D". cudaMemGetInfo reports $RUNTIME_PROBE_FREE_BYTES free (default 16 GiB). Allocations are host memory (named device memory of the device current at
  * the allocation by cudaPointerGetAttributes) and copies are memcpy, so a gaussian_mixture's tables and a run's
  * buffers can be made; kernels are not launched by the stand-in (the real runtime, which finds no driver here,
  * refuses them, and the run then fails on every rank). */
@@ -84,7 +84,8 @@ cudaError_t cudaGetDevice(int* device) {
 
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
   record("touch cudaMemGetInfo", current);
-  *free_bytes = (size_t)1 << 34;
+  const char* v = getenv("RUNTIME_PROBE_FREE_BYTES"); /* a device whose memory others hold: "0" */
+  *free_bytes = v == NULL ? (size_t)1 << 34 : (size_t)strtoull(v, NULL, 10);
   *total = (size_t)1 << 35;
   return 0;
 }
