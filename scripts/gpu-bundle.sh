@@ -4,9 +4,9 @@
 # folders that a bare GPU machine may lack (OpenBLAS and its Fortran runtime, OpenMP's runtime), in gpu-bundle/
 # (git-ignored), then packs it as gpu-bundle.tar.xz (git-ignored too) to carry to a GPU machine that cannot build
 # (no GoogleTest there, no package downloads). Not bundled: the C library and the compiler's C++ runtime (a newer one
-# is there) and the CUDA libraries (runtime, cuBLAS, cuRAND: the machine's CUDA toolkit has them; gpu-check.sh puts
-# its lib64 on the library path). Prints the bundle's and the archive's size: what travels must stay under the carry limit (64 MiB
-# with the repository).
+# is there) and the CUDA libraries (runtime, cuBLAS, cuRAND: the GPU machine has them; gpu-check.sh finds them in its
+# CUDA toolkit's folders, else in Python's nvidia-* wheels). Prints the bundle's and the archive's size and the working tree's: what travels to a
+# GPU machine of the device tool (the tree plus the carried archive) must stay under 64 MiB.
 # Usage: scripts/gpu-bundle.sh [build dir] [bundle dir]
 #   then on the GPU machine: bash scripts/gpu-check.sh --prebuilt gpu-bundle.tar.xz --out "$OUT"
 set -euo pipefail
@@ -23,8 +23,16 @@ cp "$real" "$bundle/"
 soname=${soname:-$(basename "$real" | sed 's/\.[0-9]*$//')}  # libdiffsample.so.0.4.0 -> libdiffsample.so.0.4
 ln -s "$(basename "$real")" "$bundle/$soname"
 ln -sf "$soname" "$bundle/libdiffsample.so"
-for t in "$build"/tests/test_*; do [ -f "$t" ] && [ -x "$t" ] && cp "$t" "$bundle/tests/"; done
-for b in "$build"/bench/bench_*; do [ -f "$b" ] && [ -x "$b" ] && cp "$b" "$bundle/bench/"; done
+# Only what gpu-check.sh runs: every test program but test_cli (it drives the diffsample program through this
+# machine's paths, so --prebuilt skips it), and the benchmarks of the CUDA executor it names (gpu_benches).
+for t in "$build"/tests/test_*; do
+  [ -f "$t" ] && [ -x "$t" ] && [ "$(basename "$t")" != test_cli ] && cp "$t" "$bundle/tests/"
+done
+gpu_benches=$(sed -n 's/^gpu_benches="\(.*\)"$/\1/p' scripts/gpu-check.sh)
+[ -n "$gpu_benches" ] || { echo "gpu-bundle: no gpu_benches list in scripts/gpu-check.sh" >&2; exit 1; }
+for name in $gpu_benches; do
+  [ -f "$build/bench/$name" ] && [ -x "$build/bench/$name" ] && cp "$build/bench/$name" "$bundle/bench/"
+done
 git rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"
 # Libraries resolved from the system's folders, less those every Linux with a CUDA toolkit has.
 for f in "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/*; do ldd "$f" 2>/dev/null || true; done |
@@ -40,5 +48,24 @@ for f in "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/*; do ld
 if command -v strip >/dev/null 2>&1; then
   strip --strip-debug "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/* 2>/dev/null || true
 fi
-tar -cJf "$bundle.tar.xz" "$bundle"
-du -sh "$bundle" "$bundle.tar.xz"
+# Packed from the bundle's parent folder, so that the archive holds gpu-bundle/... (gpu-check.sh looks for tests/
+# two levels down at most) whatever path the bundle was given as.
+tar -C "$(dirname "$bundle")" -cJf "$bundle.tar.xz" "$(basename "$bundle")"
+# What travels to a GPU machine of the device tool: the tracked files (and any untracked file git does not ignore)
+# plus the carried archive, 64 MiB in all.
+mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
+archive=$(stat -c %s "$bundle.tar.xz")
+unpacked=$(du -sb "$bundle" | cut -f1)
+tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } 2>/dev/null |
+  { xargs -0 -r stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')
+echo "gpu-bundle: $bundle/ $(mib "$unpacked"), $bundle.tar.xz $(mib "$archive"); working tree (tracked and" \
+  "untracked files git does not ignore) $(mib "$tree"); tree and archive $(mib $((archive + tree))) of the 64 MiB" \
+  "a device call carries"
+# The newest C library the bundle asks for: the GPU machine's must be at least that (a lower one fails at load time,
+# which gpu-check.sh's library check reports).
+glibc_of() { for f in "$@"; do objdump -T "$f" 2>/dev/null | grep -o 'GLIBC_2\.[0-9]*' || true; done | sort -u -V | tail -1; }
+echo "gpu-bundle: needs $(glibc_of "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/*)" \
+  "or newer on the GPU machine ($(glibc_of "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/*) without" \
+  "lib/, whose MPI libraries only test_mpi loads)"
+[ $((archive + tree)) -lt $((56 * 1048576)) ] ||
+  echo "gpu-bundle: WARNING: less than 8 MiB left under the 64 MiB a device call carries" >&2
