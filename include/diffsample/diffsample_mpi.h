@@ -35,7 +35,9 @@ DS_API ds_status ds_mpi_shard(int64_t n, MPI_Comm comm, int64_t* first, int64_t*
  * chains draw from the streams of chains options->first_chain + first + i, so the union of the ranks' rows is a
  * single-process ds_langevin() of n chains bit for bit (CPU executor). trajectory, accepted and report as in
  * ds_langevin(), for this rank's rows. @p accepted_total (may be NULL) receives the accepted proposals summed over
- * the ranks when every rank passed an @p accepted buffer, else -1.
+ * the ranks when every rank passed an @p accepted buffer, else -1. On the CUDA executor, a mixture whose tables are
+ * on another device than the rank's (created before the rank selected its device with cudaSetDevice) returns
+ * DS_INVALID_ARGUMENT on every rank, before any kernel.
  */
 DS_API ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
                                  const ds_langevin_options* options, float* trajectory, int64_t* accepted,
@@ -43,7 +45,7 @@ DS_API ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float
 
 /**
  * ds_diffusion() on this rank's chains of n, as ds_mpi_langevin(): the union of the ranks' rows equals a
- * single-process run bit for bit (CPU executor).
+ * single-process run bit for bit (CPU executor), and a mixture on another device than the rank's is refused.
  */
 DS_API ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,
                                   const ds_diffusion_options* options, float* trajectory, ds_execution exec,
@@ -91,7 +93,8 @@ typedef struct ds_mpi_guided_result {
  * @p outputs holds this rank's buffers: particles and samples B x count x d_x (rows
  * [first, first + count) of each problem of the single-process outputs, bit for bit on the CPU executor),
  * log_weights B x count; log_normaliser, ess_trace and resample_count global, the same on every rank. @p result (may be NULL) receives this rank's share and
- * statistics. Problems, options and outputs are read as ds_guided_sample() reads them (struct_size versioning).
+ * statistics. Problems, options and outputs are read as ds_guided_sample() reads them (struct_size versioning). A
+ * prior on another device than a CUDA rank's is refused as by ds_mpi_langevin().
  */
 DS_API ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_guided_problems* problems,
                                       const ds_guided_options* options, const ds_guided_outputs* outputs,

@@ -73,8 +73,10 @@ DIFFSAMPLE_API int local_rank(MPI_Comm comm);
 /// cudaSetDevice; on a rank that sees no device, automatic becomes the CPU executor (cuda stays cuda, and the call
 /// given it fails as it would without MPI). A stream of the caller's is an explicit choice: its device is made
 /// current (cudaStreamGetDevice, cudaSetDevice) and no other is chosen. Call it before anything reaches a device
-/// (a gaussian_mixture uploads its tables to the current device when it is built). The other calls of this header
-/// never change the current device. Collective (one node split and one agreement on every rank, whatever each
+/// (a gaussian_mixture uploads its tables to the current device when it is built): langevin(), diffusion() and
+/// guided_sample() on a CUDA rank refuse a mixture whose tables are on another device than the one the rank runs
+/// on (invalid_argument on every rank, "mixture: its tables are on device 0, but this rank runs on device 1 ...",
+/// before any kernel). The other calls of this header never change the current device. Collective (one node split and one agreement on every rank, whatever each
 /// rank's executor resolves to): a rank whose device cannot be selected makes every rank throw the same cuda_error
 /// ("rank r of P: rank_execution: cudaSetDevice(...) failed: ...").
 DIFFSAMPLE_API execution rank_execution(MPI_Comm comm, execution exec);

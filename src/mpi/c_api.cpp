@@ -55,8 +55,8 @@ void init_defaults(ds_diffusion_options* o) { ds_diffusion_options_init(o, sizeo
 // failing rank. The options are read as far as their struct_size says, once it is a layout this library knows (the
 // core call then reads the copy as it would the caller's struct).
 template <class Options, class Run>
-ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const Options* options, int64_t& count,
-                    Run run) {
+ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const Options* options, ds_execution exec,
+                    int64_t& count, Run run) {
   ds_status status = DS_SUCCESS;
   std::string message;
   Options full{};
@@ -92,8 +92,17 @@ ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const O
   Options o{};
   std::memcpy(static_cast<void*>(&o), static_cast<const void*>(options), full.struct_size);
   o.first_chain += static_cast<uint64_t>(s.first);
-  status = run(&o);
-  if (status != DS_SUCCESS) message = ds_last_error();
+  try {
+    // The mixture's tables on the device this rank runs on (diffsample::mpi::detail::check_tables_device).
+    diffsample::execution where;
+    where.kind = static_cast<diffsample::executor>(exec.kind);
+    where.stream = exec.stream;
+    diffsample::mpi::detail::check_tables_device(*m, where, "mixture");
+    status = run(&o);
+    if (status != DS_SUCCESS) message = ds_last_error();
+  } catch (...) {
+    status = status_of(std::current_exception(), message);
+  }
   return agree(comm, status, message);
 }
 
@@ -124,7 +133,7 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
                           ds_execution exec, ds_langevin_report* report, int64_t* accepted_total) {
   ds_langevin_report rep{};
   int64_t count = 0;
-  const ds_status status = run_shard(comm, mixture, n, options, count, [&](const ds_langevin_options* o) {
+  const ds_status status = run_shard(comm, mixture, n, options, exec, count, [&](const ds_langevin_options* o) {
     return ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
   });
   if (status != DS_SUCCESS) return status;
@@ -162,7 +171,7 @@ ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, i
                            ds_diffusion_report* report) {
   ds_diffusion_report rep{};
   int64_t count = 0;
-  const ds_status status = run_shard(comm, mixture, n, options, count, [&](const ds_diffusion_options* o) {
+  const ds_status status = run_shard(comm, mixture, n, options, exec, count, [&](const ds_diffusion_options* o) {
     return ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);
   });
   if (status == DS_SUCCESS && report != nullptr) *report = rep;

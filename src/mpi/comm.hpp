@@ -60,6 +60,14 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
                                            const guided_problems& problems, const guided_options& o,
                                            const guided_outputs& outputs);
 
+/// On a rank whose @p exec resolves to the CUDA executor: throws invalid_argument when the tables of @p mixture
+/// (uploaded to the device current when it was built) are on another device than the one this rank runs on (the
+/// device of a stream of the caller's, else the current device), naming both and @p name. A mixture built before
+/// rank_execution() selected the rank's device stays on the device current then (device 0 in a fresh process),
+/// and its kernels would read another device's memory. Nothing on the CPU executor or without device tables. Not
+/// collective: the callers agree on it with their other checks.
+void check_tables_device(const gaussian_mixture& mixture, execution exec, const char* name);
+
 /// What every rank of a sharded chain run must pass alike (langevin_arguments / diffusion_arguments), compared: a rank
 /// with another value throws the same invalid_argument on every rank.
 inline void same_chain_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture, std::int64_t n,

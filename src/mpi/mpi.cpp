@@ -16,6 +16,7 @@
 #include "src/mpi/comm.hpp"
 #include "src/mpi/resampler.hpp"
 #include "src/limits.hpp"
+#include "src/mixture_storage.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mpi.hpp>
 
@@ -135,6 +136,33 @@ void add_mixture(std::vector<common_value>& v, const std::string& name, const ga
 }
 
 }  // namespace
+
+void check_tables_device(const gaussian_mixture& mixture, execution exec, const char* name) {
+  const float* tables = mixture.storage().device;
+  const bool cuda = exec.kind == executor::cuda || (exec.kind == executor::automatic && cuda_available());
+  if (!cuda || tables == nullptr) return;
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, tables) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;  // the sampler's own checks report a runtime that cannot tell
+  }
+  int device = -1;
+  const bool own_stream =
+      exec.stream != nullptr && exec.stream != cudaStreamLegacy && exec.stream != cudaStreamPerThread;
+#if CUDART_VERSION >= 12080
+  if (own_stream && cudaStreamGetDevice(exec.stream, &device) != cudaSuccess) device = -1;
+#else
+  (void)own_stream;
+#endif
+  if (device < 0 && cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  DIFFSAMPLE_EXPECTS(attributes.device == device,
+                     name << ": its tables are on device " << attributes.device << ", but this rank runs on device "
+                          << device << " (build it after mpi::rank_execution, which selects the rank's device: a "
+                          << "gaussian_mixture uploads its tables to the device current when it is built)");
+}
 
 std::vector<common_value> langevin_arguments(const gaussian_mixture& mixture, std::int64_t n,
                                              const langevin_options& o) {
@@ -392,6 +420,7 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
   std::vector<std::int64_t> counted;
   bool counting = outputs.accepted != nullptr;  // not outputs.accepted alone: an empty buffer's data() may be null
   collectively(comm, rep.comm, [&] {
+    detail::check_tables_device(mixture, exec, "mixture");
     const langevin_options o = shard_options(comm, n, options, rep);
     const bool host = exec.kind == executor::cpu || (exec.kind == executor::automatic && !cuda_available());
     if (outputs.accepted == nullptr && host) {
@@ -439,6 +468,7 @@ chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
   chain_report rep;
   detail::same_chain_arguments(comm, rep.comm, mixture, n, options);
   collectively(comm, rep.comm, [&] {
+    detail::check_tables_device(mixture, exec, "mixture");
     const diffusion_options o = shard_options(comm, n, options, rep);
     const double t0 = now();
     rep.ran = diffsample::diffusion(mixture, x, outputs, rep.rows.count, o, exec).ran;
@@ -657,6 +687,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   if (mode == smc_mode::islands) {
     std::vector<double> mine, all;
     collectively(comm, res.comm, [&] {
+      detail::check_tables_device(prior, exec, "prior");
       res.particles = shard_of(options.particles, comm);
       DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc,
                          "options.sampler: island mode runs smc only, got " << to_string(options.sampler));
@@ -701,6 +732,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   if (options.sampler != guided_sampler::smc) {
     // Particles that never interact: each rank runs its share on the single-process streams.
     collectively(comm, res.comm, [&] {
+      detail::check_tables_device(prior, exec, "prior");
       res.particles = shard_of(options.particles, comm);
       (void)guided_workspace_bytes(prior, problems, options);  // the options' checks, on every rank
       if (res.particles.count > 0) {
@@ -718,6 +750,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   std::exception_ptr early;
   try {
     limits::check("options.particles", options.particles, 1, limits::max_particles);
+    detail::check_tables_device(prior, exec, "prior");
   } catch (...) {
     early = std::current_exception();
   }

@@ -481,10 +481,11 @@ TEST_F(Mpi, GuidedSmcOnCudaRanksEqualsOneDevice) {
   MPI_Allreduce(&devices, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);  // skip on every rank or on none
   if (everywhere == 0) GTEST_SKIP() << "no CUDA device on every rank: " << ds::cuda_unavailable_reason();
   using diffsample::testing::device_buffer;
+  // The rank's device first: the prior's tables go to the device current when it is built.
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 50, d = 2, K = 12;
-  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
   for (ds::guided_potentials potentials :
        {ds::guided_potentials::linear, ds::guided_potentials::moment, ds::guided_potentials::twisted})
   for (ds::resampling_scheme scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
@@ -658,11 +659,12 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionOnCudaRanksEqualOneDevice) {
   MPI_Allreduce(&devices, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);  // skip on every rank or on none
   if (everywhere == 0) GTEST_SKIP() << "no CUDA device on every rank: " << ds::cuda_unavailable_reason();
   using diffsample::testing::device_buffer;
+  // The rank's device first: the prior's tables go to the device current when it is built.
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 23, d = 2;
   const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
-  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
   for (ds::guided_sampler sampler :
        {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
         ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
@@ -687,6 +689,110 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionOnCudaRanksEqualOneDevice) {
     EXPECT_TRUE(same_bits(mine.download().data(), rows_of(whole.download(), B, N, d, s).data(), B * s.count * d))
         << ds::to_string(sampler) << " on rank " << rank();
   }
+}
+
+// A mixture whose tables are on another device than the rank's (built before mpi::rank_execution selected the rank's
+// device, as the program's grid prior was: device 0, on a rank whose device is not) is refused on every rank before
+// any kernel, with the lowest such rank's message, by mpi::langevin, mpi::diffusion and mpi::guided_sample (SMC in
+// global and island mode, DPS); one built after rank_execution is not. Runs under the stand-in for the runtime's
+// device calls (tests/mpi/runtime_probe.c preloaded, 2 devices: ctest test_mpi_stand_in_np2 and _np3), where rank r
+// runs on device r mod 2 and no kernel can run (the real runtime finds no driver here): so that no rank reaches a
+// kernel, every rank's "early" tables are built on the other device, and rank 0 of P reports "its tables are on
+// device 1, but this rank runs on device 0". The calls given the mixture built afterwards go on to their first
+// kernel and fail there. Skips elsewhere. Seen failing before the check: every call went on to its kernel with the
+// other device's tables (the runtime's cuda_error instead of the refusal).
+TEST_F(Mpi, StandInDevicesRefuseTablesOnAnotherDeviceThanTheRanks) {
+  if (std::getenv("RUNTIME_PROBE_DEVICES") == nullptr || ranks() < 2)
+    GTEST_SKIP() << "runs on 2 or more ranks under the stand-in runtime (ctest test_mpi_stand_in_np2, _np3)";
+  using diffsample::testing::device_buffer;
+  ASSERT_EQ(cudaSetDevice((rank() + 1) % 2), cudaSuccess);
+  const ds::gaussian_mixture early = prior2();  // on the device the rank will not run on
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  int device = -1;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(device, rank() % 2);
+  const ds::gaussian_mixture late = prior2();
+  const std::string where = " of " + std::to_string(ranks()) + ": ";
+  const std::string tail = ": its tables are on device 1, but this rank runs on device 0";
+  // The message every rank gets from call(mixture), or "" when it returned.
+  auto outcome = [](auto&& call) -> std::string {
+    try {
+      call();
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::int64_t n = 11, d = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
+  device_buffer<float> x(std::size_t(std::max<std::int64_t>(s.count, 1) * d));
+  ds::langevin_options lo;
+  lo.steps = 2;
+  ds::diffusion_options dop;
+  dop.steps = 2;
+  const ds::guided_problems pr = problems2();
+  const ds::mpi::shard g = ds::mpi::shard_of(7, MPI_COMM_WORLD);
+  device_buffer<float> samples(std::size_t(std::max<std::int64_t>(pr.problems * g.count, 1) * d));
+  ds::guided_outputs out{};
+  out.samples = samples.ptr;
+  ds::guided_options smc;
+  smc.particles = 7;
+  smc.steps = 2;
+  ds::guided_options dps = smc;
+  dps.sampler = ds::guided_sampler::dps;
+  for (const ds::gaussian_mixture* m : {&early, &late}) {
+    const bool refused = m == &early;
+    const std::string chains = outcome([&] { ds::mpi::langevin(MPI_COMM_WORLD, *m, x.ptr, {}, n, lo, exec); });
+    const std::string diffused = outcome([&] { ds::mpi::diffusion(MPI_COMM_WORLD, *m, x.ptr, {}, n, dop, exec); });
+    const std::string global = outcome(
+        [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, *m, out, pr, smc, ds::mpi::smc_mode::global, exec); });
+    const std::string islands = outcome(
+        [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, *m, out, pr, smc, ds::mpi::smc_mode::islands, exec); });
+    const std::string guided = outcome(
+        [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, *m, out, pr, dps, ds::mpi::smc_mode::global, exec); });
+    for (const auto& [got, name] : {std::pair{chains, "mixture"}, std::pair{diffused, "mixture"},
+                                    std::pair{global, "prior"}, std::pair{islands, "prior"}, std::pair{guided, "prior"}}) {
+      const std::string expected = "rank 0" + where + name + tail;
+      if (refused)
+        EXPECT_EQ(got.rfind(expected, 0), 0u) << "rank " << rank() << ": " << got;
+      else
+        EXPECT_EQ(got.find("its tables are on device"), std::string::npos) << "rank " << rank() << ": " << got;
+    }
+  }
+}
+
+// On CUDA ranks (a real device; skips without one): a mixture built after mpi::rank_execution runs on every rank, and
+// on a node of two or more devices one built on another device than the rank's is refused on every rank with rank
+// 0's message. The stand-in test above checks the same without a GPU.
+TEST_F(Mpi, CudaRanksRunTheirOwnTablesAndRefuseAnotherDevices) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
+  if (std::getenv("RUNTIME_PROBE_DEVICES") != nullptr) devices = 0;  // the stand-in runs no kernel
+  int everywhere = 0;
+  MPI_Allreduce(&devices, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);  // skip on every rank or on none
+  if (everywhere == 0) GTEST_SKIP() << "no CUDA device on every rank: " << ds::cuda_unavailable_reason();
+  using diffsample::testing::device_buffer;
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  int mine = -1;
+  ASSERT_EQ(cudaGetDevice(&mine), cudaSuccess);
+  const ds::gaussian_mixture own = prior2();
+  const std::int64_t n = 11, d = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
+  device_buffer<float> x(std::size_t(std::max<std::int64_t>(s.count, 1) * d));
+  ds::langevin_options lo;
+  lo.steps = 3;
+  EXPECT_NO_THROW(ds::mpi::langevin(MPI_COMM_WORLD, own, x.ptr, {}, n, lo, exec));
+  if (everywhere < 2) return;
+  ASSERT_EQ(cudaSetDevice((mine + 1) % devices), cudaSuccess);
+  const ds::gaussian_mixture other = prior2();
+  ASSERT_EQ(cudaSetDevice(mine), cudaSuccess);
+  std::string got;
+  try {
+    ds::mpi::langevin(MPI_COMM_WORLD, other, x.ptr, {}, n, lo, exec);
+  } catch (const ds::invalid_argument& e) {
+    got = e.what();
+  }
+  EXPECT_EQ(got.rfind("rank 0 of " + std::to_string(ranks()) + ": mixture: its tables are on device ", 0), 0u) << got;
 }
 
 TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {

@@ -24,6 +24,59 @@ static int failures = 0;
     }                                                                       \
   } while (0)
 
+/* The runtime calls of the stand-in check (cudaError_t is an int-sized enum). */
+int cudaSetDevice(int device);
+int cudaMalloc(void** ptr, size_t bytes);
+int cudaFree(void* ptr);
+
+/* Under the stand-in for the runtime's device calls (tests/mpi/runtime_probe.c preloaded, 2 devices; ctest
+ * test_mpi_c_stand_in_np2 and _np3), where rank r runs on device r mod 2: a mixture whose tables are on the other
+ * device is refused by ds_mpi_langevin and ds_mpi_diffusion on every rank (DS_INVALID_ARGUMENT, rank 0's message),
+ * before any kernel; one made on the rank's device is not (its run fails at its first kernel, which the real
+ * runtime refuses here). Seen failing before the check: the runtime's error at the kernel instead. */
+static void stand_in_devices(int rank, int ranks) {
+  const double weights[2] = {0.4, 0.6}, means[4] = {-1.0, 0.5, 1.5, -0.5}, variances[2] = {0.3, 0.2};
+  ds_mixture *early = NULL, *late = NULL;
+  CHECK(cudaSetDevice((rank + 1) % 2) == 0, "cudaSetDevice");
+  CHECK(ds_mixture_create(2, 2, weights, means, variances, 2, &early) == DS_SUCCESS, "ds_mixture_create");
+  CHECK(cudaSetDevice(rank % 2) == 0, "cudaSetDevice");
+  CHECK(ds_mixture_create(2, 2, weights, means, variances, 2, &late) == DS_SUCCESS, "ds_mixture_create");
+  float* x = NULL;
+  CHECK(cudaMalloc((void**)&x, 64 * sizeof(float)) == 0, "cudaMalloc");
+  const ds_execution gpu = {DS_EXECUTOR_CUDA, NULL};
+  ds_langevin_options lo;
+  ds_langevin_options_init(&lo, sizeof lo);
+  lo.steps = 2;
+  ds_diffusion_options dop;
+  ds_diffusion_options_init(&dop, sizeof dop);
+  dop.steps = 2;
+  char expected[160];
+  snprintf(expected, sizeof expected, "rank 0 of %d: mixture: its tables are on device 1, but this rank runs on device 0",
+           ranks);
+  for (int k = 0; k < 2; ++k) {
+    const ds_mixture* m = k == 0 ? early : late;
+    for (int call = 0; call < 2; ++call) {
+      const ds_status st = call == 0 ? ds_mpi_langevin(MPI_COMM_WORLD, m, x, 11, &lo, NULL, NULL, gpu, NULL, NULL)
+                                     : ds_mpi_diffusion(MPI_COMM_WORLD, m, x, 11, &dop, NULL, gpu, NULL);
+      const char* message = ds_mpi_last_error();
+      if (k == 0) {
+        CHECK(st == DS_INVALID_ARGUMENT && strncmp(message, expected, strlen(expected)) == 0,
+              call == 0 ? "ds_mpi_langevin refusing tables on another device" : "ds_mpi_diffusion refusing tables "
+                                                                                "on another device");
+      } else {
+        CHECK(strstr(message, "its tables are on device") == NULL,
+              call == 0 ? "ds_mpi_langevin with tables on the rank's device" : "ds_mpi_diffusion with tables on the "
+                                                                               "rank's device");
+      }
+      if ((k == 0) != (st == DS_INVALID_ARGUMENT && strstr(message, "its tables") != NULL))
+        fprintf(stderr, "test_mpi_c: rank %d: status %d, %s\n", rank, (int)st, message);
+    }
+  }
+  cudaFree(x);
+  ds_mixture_destroy(early);
+  ds_mixture_destroy(late);
+}
+
 /* This process's address space in bytes (/proc/self/statm). */
 static size_t address_space(void) {
   FILE* f = fopen("/proc/self/statm", "r");
@@ -44,6 +97,14 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  if (getenv("RUNTIME_PROBE_DEVICES") != NULL) { /* under the stand-in runtime: that check alone */
+    stand_in_devices(rank, ranks);
+    int worst = 0;
+    MPI_Allreduce(&failures, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (rank == 0) printf("test_mpi_c: stand-in devices %s on %d ranks\n", worst == 0 ? "ok" : "FAILED", ranks);
+    MPI_Finalize();
+    return worst == 0 ? 0 : 1;
+  }
   const double weights[2] = {0.4, 0.6}, means[4] = {-1.0, 0.5, 1.5, -0.5}, variances[2] = {0.3, 0.2};
   ds_mixture* mix = NULL;
   CHECK(ds_mixture_create(2, 2, weights, means, variances, 2, &mix) == DS_SUCCESS, "ds_mixture_create");
