@@ -315,7 +315,14 @@ int run_sample(int argc, char** argv, int first) {
   // other selects its own GPU. A grid prior, built-in or read from a problem file (here already, to tell a binary
   // prior), is a gaussian_mixture, whose tables go to the current device.
   distributed::choose_device(requested_executor(argc, argv, first));
-  if (wants_binary_sample(argc, argv, first)) return run_sample_binary(argc, argv, first);
+  if (wants_binary_sample(argc, argv, first)) {
+    // The discrete samplers do not spread their chains: under mpirun every process ran all of them, printed its
+    // report and wrote the same outputs.
+    if (distributed::launched())
+      throw usage_error("sample: a Bernoulli-mixture prior (discrete_langevin, discrete_walk_jump) runs as one process "
+                        "(under mpirun only the Gaussian-mixture samplers spread their chains over the processes)");
+    return run_sample_binary(argc, argv, first);
+  }
   const options o =
       parse_options(argc, argv, first, sample_usage,
                     {"--problem",   "--dim",          "--grid",      "--spacing",  "--variance", "--sampler", "--steps",

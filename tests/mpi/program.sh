@@ -63,6 +63,19 @@ if "$@" -np 2 "$program" solve --problem "$problem" --sampler exact --quiet 2>"$
   exit 1
 fi
 grep -q "runs as one process" "$dir/err.txt"
+# The discrete samplers run as one process: refused on every rank, exit status 2. Seen failing before: both processes
+# ran every chain, printed a report each and wrote the same --out.
+set +e
+"$@" -np 2 "$program" sample --problem "$(dirname "$0")/../../examples/binary_d8.json" --chains 101 --steps 5 \
+  --executor cpu --out "$dir/binary.npy" >"$dir/out.txt" 2>"$dir/err.txt"
+status=$?
+set -e
+if [ "$status" != 2 ] || ! grep -q "a Bernoulli-mixture prior .* runs as one process" "$dir/err.txt" || [ -s "$dir/out.txt" ] ||
+   [ -e "$dir/binary.npy" ]; then
+  echo "program.sh: sample with a Bernoulli-mixture prior under mpirun: status $status, not refused" >&2
+  cat "$dir/out.txt" "$dir/err.txt" >&2
+  exit 1
+fi
 # A usage error stops every rank with the program's status (mpirun passes a non-zero status on).
 if "$@" -np 2 "$program" sample --steps -5 --executor cpu --quiet 2>"$dir/err.txt"; then
   echo "program.sh: an invalid --steps under mpirun succeeded" >&2
