@@ -89,4 +89,24 @@ for np in 2 3; do
     fi
   done
 done
+# With a real device (no stand-in; skipped, and said so, without one; not run here): sample and solve on 2 CUDA
+# ranks, which share the device on a machine of one, succeed and write one output of every chain's row.
+if "$program" info 2>/dev/null | grep -q '^CUDA executor: device '; then
+  for run in "sample --sampler mala --chains 1001 --steps 20" "solve --problem $examples/posterior_d10.json --particles 301 --steps 20"; do
+    rm -f "$dir/x.npy"
+    # shellcheck disable=SC2086
+    if ! timeout 300 "$@" -np 2 "$program" $run --executor cuda --quiet --out "$dir/x.npy" 2>"$dir/err.txt"; then
+      echo "cuda_ranks.sh: 'diffsample $run' on 2 CUDA ranks failed:" >&2
+      cat "$dir/err.txt" >&2
+      exit 1
+    fi
+    rows=$(echo "$run" | sed 's/.*--\(chains\|particles\) \([0-9]*\).*/\2/')
+    dim=2
+    case "$run" in solve*) dim=10 ;; esac
+    test "$(wc -c <"$dir/x.npy")" = "$((128 + rows * dim * 4))"
+  done
+  echo "cuda_ranks.sh: the program on 2 CUDA ranks of a real device: ok"
+else
+  echo "cuda_ranks.sh: no CUDA device here: the runs on real CUDA ranks skipped"
+fi
 echo "cuda_ranks.sh: ok"
