@@ -1,7 +1,7 @@
 // Sliced Wasserstein distance on either executor: directions, projections and the per-direction 1-D W_p are the
 // functors of kernels/metrics.cuh; the per-direction sort differs (CUB's segmented radix sort on the GPU, std::sort
-// on the CPU), and the GPU sums a direction's 1-D distance with one block per direction. Directions are processed in
-// chunks sized to a memory budget, and reduced in direction order.
+// on the CPU), and the GPU sums a direction's 1-D distance with one block per direction (kernels/metrics_cuda.cuh).
+// Directions are processed in chunks sized to a memory budget, and reduced in direction order.
 //
 // Asynchronous on the GPU: segment offsets are computed on the device and CUB's DeviceSegmentedRadixSort launches
 // one block per segment without reading anything back (DeviceSegmentedSort, by contrast, copies its segment-group
@@ -16,6 +16,7 @@
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "kernels/metrics.cuh"
+#include "kernels/metrics_cuda.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/pool.hpp"
 #include "src/cpu/radix_sort.hpp"
@@ -71,29 +72,6 @@ layout make_layout(std::int64_t na, std::int64_t nb, std::int64_t d, std::int64_
   }
   l.total = at + align_bytes;
   return l;
-}
-
-// One block per direction: thread t adds the parts of atoms t, t + block, ... of the larger sample in order, then a
-// fixed-shape tree in shared memory adds the block's partial sums, so the value does not depend on timing.
-constexpr int distance_block = 256;
-
-static __global__ void __launch_bounds__(distance_block)
-    wasserstein_direction_kernel(kernels::wasserstein_direction_functor f) {
-  __shared__ double partial[distance_block];
-  const std::int64_t c = blockIdx.x;
-  const float *smaller, *larger;
-  std::int64_t ns, nl;
-  const bool finite = f.samples(c, smaller, ns, larger, nl);
-  double sum = 0;
-  if (finite)
-    for (std::int64_t j = threadIdx.x; j < nl; j += distance_block) sum += f.part(smaller, ns, larger, nl, j);
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (int width = distance_block / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) f.values[c] = finite ? f.finish(partial[0]) : NAN;
 }
 
 executor resolve_for_query(executor where) {
@@ -177,7 +155,7 @@ void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std
       DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(base + l.temp, temp_bytes, keys, int(items),
                                                                   int(2 * count), const_offsets, const_offsets + 1, 0,
                                                                   int(sizeof(float) * 8), stream));
-      wasserstein_direction_kernel<<<unsigned(count), distance_block, 0, stream>>>(
+      kernels::wasserstein_direction_kernel<<<unsigned(count), kernels::distance_block, 0, stream>>>(
           kernels::wasserstein_direction_functor{keys.Current(), keys0, values, n_a, n_b, p});
       DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
     } else {
