@@ -1071,9 +1071,20 @@ TEST_F(Cli, SignalsRemoveTemporaries) {
 // worker, here an idle thread) is the one the kernel hands it to. A child process stages an output, blocks the
 // signals as commit() does, receives SIGTERM, waits, commits and unblocks: the signal must take effect only then, with
 // the output renamed into place and no temporary left. Seen failing with the handler run on the idle thread (the
-// child died before its commit, leaving no output).
+// child died before its commit, leaving no output). This process writes an output set of its own first, so that
+// the child inherits handlers installed by another thread (its parent's); seen failing when the handlers kept the
+// thread that installed them: the child's idle thread sent the signal on to a thread the child does not have, the
+// signal was lost and the child exited 0.
 TEST_F(Cli, ASignalWaitsForTheThreadThatWritesTheOutputs) {
   const std::string target = path("a.npy");
+  {
+    ds::cli::output_set before;
+    before.add_output("--out", path("before.npy"));
+    const std::string data = "before";
+    before.stage("--out", {{data.data(), data.size()}});
+    before.commit();
+  }
+  ASSERT_EQ(std::remove(path("before.npy").c_str()), 0);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {

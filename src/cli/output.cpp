@@ -34,7 +34,9 @@ bool handlers_installed = false;
 bool stdout_was_closed = false;
 
 // The thread that writes the outputs: the one that blocks the cleanup signals around each temporary's registration
-// and around the renames (sigprocmask blocks them in the calling thread only).
+// and around the renames (sigprocmask blocks them in the calling thread only). Set by every stage() and commit(), not
+// once with the handlers: a child process forked after an output set inherits the handlers but not the thread that
+// installed them, and another thread may write a later set.
 volatile pid_t output_thread = 0;
 
 pid_t current_thread() { return pid_t(::syscall(SYS_gettid)); }
@@ -56,8 +58,8 @@ extern "C" void remove_temporaries_and_die(int sig) {
 }
 
 void install_handlers() {
-  if (handlers_installed) return;
   output_thread = current_thread();
+  if (handlers_installed) return;
   struct sigaction sa {};
   sa.sa_handler = remove_temporaries_and_die;
   sigemptyset(&sa.sa_mask);
@@ -273,6 +275,7 @@ backup make_backup(const std::string& path) {
 void output_set::commit() {
   // Signals wait until every output is renamed or every target is back as it was.
   signals_blocked guard;
+  output_thread = current_thread();
   std::vector<entry*> staged;
   for (auto& e : outputs_)
     if (e.slot >= 0) staged.push_back(&e);
