@@ -21,8 +21,14 @@
 // With `tmpd` it prints TMPD's whole CPU run alone (the shape of `samplers`, median of 5), and the path its
 // covariances took: run it alternately against two builds of the library to compare them.
 //
+// With `guided` it prints, for DPS (both step forms) and Pi-GDM on the CPU executor with a dense operator, the whole
+// run's direct / gemm time ratio (guided_options::operator_path forced either way, interleaved within each round,
+// median and range over 7 rounds) over a grid of particles N and operator shapes d_y x d_x: the measurement behind
+// operator_gemm_worthwhile() inside the samplers. `guided tmpd` does the same for TMPD (its covariances A C A^T) on a
+// smaller grid.
+//
 // Usage: bench_mixture_gemm [rounds=3] | bench_mixture_gemm crossover | bench_mixture_gemm operator |
-//        bench_mixture_gemm samplers | bench_mixture_gemm tmpd
+//        bench_mixture_gemm samplers | bench_mixture_gemm tmpd | bench_mixture_gemm guided [tmpd]
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -403,9 +409,112 @@ void tmpd_run() {
   std::printf("tmpd d = d_y = %d, K = %d, N = %d, %d steps, %d threads: %.4g s (median of 5), operator path %s\n", d,
               K, N, steps, cpu_threads(), median(t), to_string(path));
 }
+std::string load_average() {
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  if (f == nullptr) return "?";
+  char buf[64] = {0};
+  const bool ok = std::fgets(buf, sizeof buf, f) != nullptr;
+  std::fclose(f);
+  if (!ok) return "?";
+  std::string s(buf);
+  return s.substr(0, s.find(' '));
+}
+
+// Whole guided runs with the operator's products forced on and off (see the file's comment). K = 25 components,
+// 10 steps (TMPD: 3), one problem, y = 0.3, sigma_y = 0.3, A with N(0, 1 / d_x) entries.
+void guided_operator_crossover(bool tmpd) {
+  const int K = 25, steps = tmpd ? 3 : 10, rounds = 7;
+  const int shapes[][2] = {{1, 8}, {4, 16}, {16, 64}, {64, 64}, {32, 256}, {128, 512}};
+  struct form {
+    const char* name;
+    guided_sampler sampler;
+    dps_step_form step;
+  };
+  std::vector<form> forms;
+  if (tmpd)
+    forms = {{"tmpd", guided_sampler::tmpd, dps_step_form::likelihood}};
+  else
+    forms = {{"dps (likelihood step)", guided_sampler::dps, dps_step_form::likelihood},
+             {"dps (normalised step)", guided_sampler::dps, dps_step_form::normalised},
+             {"pigdm", guided_sampler::pigdm, dps_step_form::likelihood}};
+  std::printf("guided runs, dense operator: direct / gemm whole-run time ratio (>1: gemm faster), median [min, max] of "
+              "%d interleaved rounds; K = %d, %d steps, CPU executor, %d threads, BLAS %s\n",
+              rounds, K, steps, cpu_threads(), cpu_blas_name().c_str());
+  for (const form& fm : forms) {
+    std::printf("%s (load average %s at start)\n%8s", fm.name, load_average().c_str(), "N \\ dy x dx");
+    for (const auto& sz : shapes) std::printf("  %20s", (std::to_string(sz[0]) + "x" + std::to_string(sz[1])).c_str());
+    std::printf("\n");
+    for (int N : {4, 16, 64, 256, 2048}) {
+      std::printf("%8d", N);
+      for (const auto& sz : shapes) {
+        const int dy = sz[0], dx = sz[1];
+        // TMPD runs d_y JVPs per particle and step: its grid stops where a run would take seconds.
+        if (tmpd && double(N) * dy * dx > 3e6) {
+          std::printf("  %20s", "-");
+          continue;
+        }
+        const gaussian_mixture mix = make_mixture(K, dx, 5);
+        std::mt19937_64 gen(7);
+        std::normal_distribution<double> z;
+        guided_problems pr;
+        pr.problems = 1;
+        pr.d_y = dy;
+        pr.A.resize(std::size_t(dy) * dx);
+        for (double& a : pr.A) a = z(gen) / std::sqrt(double(dx));
+        pr.y.assign(dy, 0.3);
+        pr.sigma_y = {0.3};
+        std::vector<float> particles(std::size_t(N) * dx);
+        guided_outputs go;
+        go.particles = particles.data();
+        guided_options o;
+        o.sampler = fm.sampler;
+        o.dps_step = fm.step;
+        o.particles = N;
+        o.steps = steps;
+        o.seed = 3;
+        bool paths_ok = true;
+        auto run = [&](mixture_path path, int reps) {
+          o.operator_path = path;
+          return seconds_of([&] {
+            for (int r = 0; r < reps; ++r)
+              paths_ok = paths_ok && guided_sample(mix, go, pr, o, {executor::cpu}).operator_path == path;
+          });
+        };
+        // Enough repetitions for about 0.1 s per timing (one untimed warm-up of each path first).
+        run(mixture_path::gemm, 1);
+        const double one = run(mixture_path::direct, 1);
+        const int reps = std::max(1, int(0.1 / std::max(one, 1e-7)));
+        std::vector<double> ratio;
+        for (int round = 0; round < rounds; ++round) {
+          double td, tg;
+          if (round % 2 == 0) {
+            td = run(mixture_path::direct, reps);
+            tg = run(mixture_path::gemm, reps);
+          } else {
+            tg = run(mixture_path::gemm, reps);
+            td = run(mixture_path::direct, reps);
+          }
+          ratio.push_back(td / tg);
+        }
+        char cell[64];
+        std::snprintf(cell, sizeof cell, "%.2f [%.2f,%.2f]%s", median(ratio),
+                      *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
+                      paths_ok ? "" : "!");
+        std::printf("  %20s", cell);
+        std::fflush(stdout);
+      }
+      std::printf("\n");
+    }
+    std::printf("(load average %s at end)\n", load_average().c_str());
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "guided") {
+    guided_operator_crossover(argc > 2 && std::string(argv[2]) == "tmpd");
+    return 0;
+  }
   if (argc > 1 && std::string(argv[1]) == "crossover") {
     crossover();
     return 0;

@@ -426,6 +426,9 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
                      "options.guidance_scale: must be finite and >= 0, got " << o.guidance_scale);
   detail::check_at_most_max_abs("options.guidance_scale", o.guidance_scale);
+  DIFFSAMPLE_EXPECTS(o.operator_path == mixture_path::automatic || o.operator_path == mixture_path::direct ||
+                         o.operator_path == mixture_path::gemm,
+                     "options.operator_path: invalid value " << static_cast<int>(o.operator_path));
   DIFFSAMPLE_EXPECTS(o.dps_step == dps_step_form::likelihood || o.dps_step == dps_step_form::normalised,
                      "options.dps_step: invalid value " << static_cast<int>(o.dps_step));
   DIFFSAMPLE_EXPECTS(std::isfinite(o.diffpir_zeta) && o.diffpir_zeta >= 0 && o.diffpir_zeta <= 1,
@@ -838,7 +841,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                                          o.sampler == guided_sampler::dps && o.dps_step == dps_step_form::normalised,
                                          extra};
       // A dense operator (not an SVD's reduced rows) as two matrix products per step when that pays.
-      const bool gemm = !reduced.active && detail::baseline_operator_gemm(p, BN);
+      const bool gemm = !reduced.active && detail::baseline_operator_gemm(p, BN, o.operator_path);
       if (where == executor::cuda && !gemm) {
         kernels::for_each_index_scratch<128>(where, BN, kernels::guided_baseline_functor{p, K, x, mu, r, g}, stream);
       } else {

@@ -14,10 +14,12 @@
 
 namespace diffsample::detail {
 
-bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows) {
-  // Dense rows (no mask), shared or per problem; the size rule on the rows one product covers.
+bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows, mixture_path path) {
+  // Dense rows (no mask), shared or per problem; the size rule on the rows one product covers unless forced.
+  if (p.mask != nullptr || path == mixture_path::direct) return false;
+  if (path == mixture_path::gemm) return true;
   const std::int64_t per_product = p.A_stride == 0 ? rows : p.particles;
-  return p.mask == nullptr && operator_gemm_worthwhile(per_product, p.d_y, p.d);
+  return operator_gemm_worthwhile(per_product, p.d_y, p.d);
 }
 
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,

@@ -28,8 +28,9 @@ void dense_rows_transpose_gemm(const float* A, std::int64_t d_y, std::int64_t d_
 
 /// True when the DPS / Pi-GDM run (stepwise on either executor) applies the operator of `p` as matrix products over
 /// `rows` particles: dense rows (not a mask; an SVD operator reaches the kernels reduced to dense rows and is excluded by
-/// the caller) and operator_gemm_worthwhile() on the rows of one product.
-bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows);
+/// the caller) and, under mixture_path::automatic, operator_gemm_worthwhile() on the rows of one product
+/// (guided_options::operator_path: gemm takes the products for any dense rows, direct never).
+bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows, mixture_path path);
 
 /// Stage 1 of kernels::baseline_stage_functor (the guidance half-step of step k) for all `rows` particles, with
 /// A m and A^T u as matrix products: m = ux x + um answer, r = y - A m, shift and u = P r (or r), v = A^T u. The same
