@@ -1,6 +1,7 @@
 // The guided samplers' stepwise CPU runs with a dense operator applied to every particle as one matrix product per
-// step (src/operator_gemm.hpp): DPS / Pi-GDM's guidance half-step forms A m for all particles and A^T u for all
-// particles with sgemm, and only the d_y-sized work between them per particle.
+// step (src/operator_gemm.hpp): DPS / Pi-GDM's guidance half-step forms A m for all particles, u = P r for all
+// particles of a problem (not for the normalised DPS step, whose u is r) and A^T u for all particles with sgemm, and
+// only the d_y-sized work between them per particle.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -34,9 +35,26 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
   const std::int64_t per = p.A_stride == 0 ? rows : p.particles;
   for (std::int64_t first = 0; first < rows; first += per)
     dense_rows_forward_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, m + first * d, per, r + first * dy);
-  // Per particle: r = y - A m, the step's factor and u = P r (or r itself).
+  // Per particle: r = y - A m and the step's factor (the normalised step: from |r|^2, and u = r itself).
   float* u = static_cast<float*>(workspace);
-  cpu::parallel_for_each(rows, [&](std::int64_t i) { kernels::baseline_residual(p, g, k, i, r, u, shift); });
+  if (g.normalised) {
+    cpu::parallel_for_each(rows, [&](std::int64_t i) { kernels::baseline_residual(p, g, k, i, r, u, shift); });
+  } else {
+    const float step_shift = g.scale * p.steps[k].guidance;
+    cpu::parallel_for_each(rows, [&](std::int64_t i) {
+      const float* y = p.y + (i / p.particles) * dy;
+      for (int o = 0; o < dy; ++o) r[i * dy + o] = y[o] - r[i * dy + o];
+      shift[i] = step_shift;
+    });
+    // u = P r for every particle of a problem as one product (P: the step's d_y x d_y precision of the problem,
+    // row-major), instead of d_y index-order sums of d_y terms per particle (kernels::baseline_residual's).
+    for (std::int64_t first = 0; first < rows; first += p.particles) {
+      const float* P = kernels::guided_precision(p, k, first / p.particles);
+      // Column-major: U^T (d_y x n) = P (P^T as stored: transposed) R^T (d_y x n).
+      const int n = int(std::min<std::int64_t>(p.particles, rows - first));
+      cpu_sgemm('T', 'N', dy, n, dy, 1.f, P, dy, r + first * dy, dy, 0.f, u + first * dy, dy);
+    }
+  }
   const float* from = g.normalised ? r : u;
   // v = A^T u for every particle.
   for (std::int64_t first = 0; first < rows; first += per)

@@ -33,9 +33,9 @@ void dense_rows_transpose_gemm(const float* A, std::int64_t d_y, std::int64_t d_
 bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows, mixture_path path);
 
 /// Stage 1 of kernels::baseline_stage_functor (the guidance half-step of step k) for all `rows` particles, with
-/// A m and A^T u as matrix products: m = ux x + um answer, r = y - A m, shift and u = P r (or r), v = A^T u. The same
-/// values as the functor up to the products' summation order. workspace: baseline_guidance_gemm_bytes(p, rows,
-/// executor::cpu) bytes of host memory (u).
+/// A m, P r (per problem) and A^T u as matrix products: m = ux x + um answer, r = y - A m, shift and u = P r (or r
+/// for the normalised step), v = A^T u. The same values as the functor up to the products' summation order.
+/// workspace: baseline_guidance_gemm_bytes(p, rows, executor::cpu) bytes of host memory (u).
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
                             float ux, float um, const float* x, float* m, const float* answer, float* v,
                             float* shift, float* r, std::int64_t rows, void* workspace);
