@@ -122,8 +122,8 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
   kernels::tmpd_stage_functor f{p,   rows, answer, kernels::tmpd_op_initial, 0, 0, 0.f, 1.f, float(o.guidance_scale),
                                 sigma2, nullptr, nullptr, 0};
   kernels::for_each_index<128>(rs.where, BN, f, exec.stream);
-  // A dense operator's covariances A C A^T as products over all particles when that pays (as DPS / Pi-GDM's rule).
-  const bool gemm = baseline_operator_gemm(p, BN, o.operator_path);
+  // A dense operator's covariances A C A^T as products over all particles when that pays (tmpd_operator_gemm).
+  const bool gemm = tmpd_operator_gemm(p, o.operator_path);
   if (gemm) report.operator_path = mixture_path::gemm;
   std::vector<double> widened(gemm ? tmpd_covariance_gemm_values(p, BN) : 0);
   // The covariances as one product over all particles do not fuse per pack.
@@ -234,7 +234,7 @@ std::unique_ptr<sampling_plan_storage> make_tmpd_plan(std::int64_t d, const guid
   st->x = st->buf.x;
   st->answer = reinterpret_cast<float*>(base + l.answer);
   st->sigma2 = reinterpret_cast<const float*>(base + l.sigma2);
-  st->gemm = where == executor::cpu && baseline_operator_gemm(st->p, BN, o.operator_path);
+  st->gemm = where == executor::cpu && tmpd_operator_gemm(st->p, o.operator_path);
   if (st->gemm) st->widened.resize(tmpd_covariance_gemm_values(st->p, BN));
   return st;
 }

@@ -19,7 +19,7 @@ namespace diffsample {
 namespace {
 
 // operator_gemm_worthwhile(): at least this many points and d_y x d_x entries (measured, see there).
-constexpr std::int64_t operator_gemm_min_points = 16;
+constexpr std::int64_t operator_gemm_min_points = 64;
 constexpr std::int64_t operator_gemm_min_size = 1024;
 
 void check_dims(std::int64_t d_y, std::int64_t d_x) {
@@ -220,9 +220,14 @@ void observation_operator::apply_transpose(const double* y, double* x) const {
 // --- many points at once ----------------------------------------------------------------------------------------
 
 bool operator_gemm_worthwhile(std::int64_t n, std::int64_t d_y, std::int64_t d_x) noexcept {
-  // bench_mixture_gemm operator (README, "Observation operators as matrix products"; CPU executor, interleaved):
-  // apply_batch's product was faster at every size measured (n = 4, 4 x 16 up); the rule stays conservative because
-  // the samplers' direct sums run inside a pass made anyway, a comparison not measured separately.
+  // Measured inside DPS / Pi-GDM's CPU runs (bench_mixture_gemm guided; README, "Observation operators as matrix
+  // products"): per particle and step both paths do the same 4 d_y d_x (+ 2 d_y^2) flops; the direct path does them
+  // on packs of particles within the pass it makes anyway, the products add passes and BLAS calls whose cost per step
+  // is fixed. Whole runs, direct / gemm time (medians): with fewer than 64 particles per product the products lost
+  // at d_y d_x <= 1024 (0.60 to 1.03) and gained at most 1.2 above; from 64 particles they gained at every shape of
+  // at least 1024 entries (0.93 to 1.60, 71 of 72 medians >= 1, the gain growing with N and d_y d_x), while below
+  // 1024 entries the operator is too small a part of the step for either path to gain (0.84 to 1.22). apply_batch's
+  // products win at every size measured; it follows the samplers' rule. The CUDA executor uses it unmeasured.
   return n >= operator_gemm_min_points && d_y * d_x >= operator_gemm_min_size;
 }
 

@@ -23,6 +23,11 @@ bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows, 
   return operator_gemm_worthwhile(per_product, p.d_y, p.d);
 }
 
+bool tmpd_operator_gemm(const kernels::guided_params& p, mixture_path path) {
+  if (p.mask != nullptr || path == mixture_path::direct) return false;
+  return path == mixture_path::gemm || std::int64_t(p.d_y) * p.d >= tmpd_gemm_min_size;
+}
+
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
                             float ux, float um, const float* x, float* m, const float* answer, float* v,
                             float* shift, float* r, std::int64_t rows, void* workspace) {

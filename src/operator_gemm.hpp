@@ -32,6 +32,16 @@ void dense_rows_transpose_gemm(const float* A, std::int64_t d_y, std::int64_t d_
 /// (guided_options::operator_path: gemm takes the products for any dense rows, direct never).
 bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows, mixture_path path);
 
+/// True when TMPD's CPU run (and its plan) forms the covariances A C A^T of all particles as FP64 products: dense rows
+/// (not a mask) and, under mixture_path::automatic, d_y x d_x >= tmpd_gemm_min_size (gemm forces, direct forbids).
+bool tmpd_operator_gemm(const kernels::guided_params& p, mixture_path path);
+
+/// TMPD's size bound (bench_mixture_gemm guided tmpd, whole CPU runs with the path forced either way, K = 25, 3 steps,
+/// 2 threads): with d_y x d_x <= 1024 the fused per-pack direct run won or tied at every N from 4 to 2048 (direct /
+/// gemm medians 0.40 to 1.01); from 4096 (64 x 64, 32 x 256, 128 x 512) the products won or tied at every N measured
+/// (0.89 to 4.6; most at few particles, whose packs the direct run fills partly), so the bound ignores N.
+constexpr std::int64_t tmpd_gemm_min_size = 4096;
+
 /// Stage 1 of kernels::baseline_stage_functor (the guidance half-step of step k) for all `rows` particles, with
 /// A m, P r (per problem) and A^T u as matrix products: m = ux x + um answer, r = y - A m, shift and u = P r (or r
 /// for the normalised step), v = A^T u. The same values as the functor up to the products' summation order.

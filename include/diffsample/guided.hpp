@@ -244,7 +244,8 @@ struct guided_options {
   bool dcps_absolute_step = false;
   /// How a dense operator's A and A^T reach the particles where a run can apply them as matrix products over all
   /// particles per step (DPS / Pi-GDM on either executor, TMPD and its sampling_plan on the CPU executor):
-  /// automatic (default) follows operator_gemm_worthwhile(), gemm forces the products there, direct forbids them.
+  /// automatic (default) follows operator_gemm_worthwhile() (TMPD: d_y x d_x >= 4096), gemm forces the products
+  /// there, direct forbids them.
   /// Elsewhere (masks, SVD operators, the other samplers, DPS / Pi-GDM's sampling_plan) the run is direct whatever
   /// this says; guided_report::operator_path says which ran. The paths differ only in the FP32 / FP64 sums' order.
   mixture_path operator_path = mixture_path::automatic;
@@ -270,7 +271,8 @@ struct guided_report {
   std::int64_t launches = 0;  ///< kernel launches (or CPU loops) issued
   /// How a dense operator's A and A^T reached the particles: gemm when the run applied them as matrix products over
   /// all particles per step (DPS / Pi-GDM on either executor and TMPD on the CPU executor, past
-  /// operator_gemm_worthwhile() or forced by guided_options::operator_path), else direct.
+  /// operator_gemm_worthwhile(), TMPD past d_y x d_x >= 4096, or forced by guided_options::operator_path), else
+  /// direct.
   mixture_path operator_path = mixture_path::direct;
 };
 

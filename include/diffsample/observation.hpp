@@ -109,15 +109,16 @@ class DIFFSAMPLE_API observation_operator {
 };
 
 /// The size rule for applying a dense operator to n points as matrix products instead of one sum per point and
-/// output: true for at least 16 points and d_y x d_x >= 1024 (conservative: `bench_mixture_gemm operator` found the
-/// product faster at every size it measured on the CPU executor, README "Observation operators as matrix products";
-/// no crossover has been measured on a GPU). Every user of the rule:
+/// output: true for at least 64 points and d_y x d_x >= 1024, the crossover measured inside DPS / Pi-GDM's CPU runs
+/// (`bench_mixture_gemm guided`, README "Observation operators as matrix products"; apply_batch alone gains from the
+/// products at every size measured, `bench_mixture_gemm operator`; no crossover has been measured on a GPU). Users:
 /// - observation_operator::batch_path(), and so apply_batch()'s automatic path (CPU executor), over its n points;
 /// - guided_sample() with DPS or Pi-GDM and a dense operator (not a mask; an SVD operator runs on its reduced form
 ///   and never takes the products): A m and A^T u of every step as products, with the BLAS on the CPU executor and
 ///   with cuBLAS on the CUDA executor (the step-by-step run instead of the fused kernel);
-/// - guided_sample() with TMPD and a dense or SVD operator (not a mask) on the CPU executor, and the TMPD
-///   sampling_plan on the CPU executor: the covariances A C A^T of every step as FP64 products.
+/// TMPD's covariances A C A^T (CPU executor, guided_sample() and its sampling_plan) have their own bound, measured
+/// the same way: d_y x d_x >= 4096 at any n (its direct path is fused per pack of particles, and its per-particle
+/// covariance costs 2 d_y^2 d_x flops).
 ///
 /// For the guided samplers n is the particles one product covers: all problems x particles when the problems share
 /// one operator, the particles of one problem when each has its own. guided_report::operator_path says which path a
