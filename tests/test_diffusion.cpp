@@ -335,6 +335,58 @@ TEST(Diffusion, OdeSolversConvergeAtTheirOrder) {
   }
 }
 
+namespace {
+// The single Gaussian's exact probability-flow map (ode_error above) from t = 1 to a grid ending at t_end > 0 of
+// vp_linear: the worst error of `sampler` over the same 64 starting points.
+double vp_end_error(diffusion_sampler sampler, std::int64_t steps, double t_end) {
+  const double mu = 1.5, tau2 = 0.25;
+  const gaussian_mixture g(2, {1.0}, {mu, -mu}, {tau2});
+  const noise_schedule sc = noise_schedule::vp_linear().with_grid(time_grid::uniform, 1.0, t_end);
+  const schedule_point p0 = sc.at(1.0), p1 = sc.at(t_end);
+  const double c0 = p0.a * p0.a * tau2 + p0.s * p0.s, c1 = p1.a * p1.a * tau2 + p1.s * p1.s;
+  const std::int64_t n = 64;
+  std::vector<float> x(n * 2);
+  for (std::int64_t i = 0; i < n; ++i) {
+    x[2 * i] = float(-2.0 + 4.0 * i / (n - 1));
+    x[2 * i + 1] = float(1.0 - 2.0 * i / (n - 1));
+  }
+  const std::vector<float> start = x;
+  diffusion_options o;
+  o.sampler = sampler;
+  o.schedule = sc;
+  o.steps = steps;
+  o.draw_initial = false;
+  diffusion(g, x.data(), {}, n, o, cpu);
+  double worst = 0;
+  for (std::int64_t i = 0; i < n; ++i)
+    for (int j = 0; j < 2; ++j) {
+      const double m = j == 0 ? mu : -mu;
+      const double want = p1.a * m + std::sqrt(c1 / c0) * (start[2 * i + j] - p0.a * m);
+      worst = std::max(worst, std::abs(x[2 * i + j] - want));
+    }
+  return worst;
+}
+}  // namespace
+
+// A grid that ends just above t = 0 (t_end = 1e-12, s = 3e-7): Heun's corrector at that channel multiplies the
+// predictor and its denoiser by about dt 0.05 / s^2 and subtracts, so FP32 rounding alone moved the samples by up
+// to 2e3 (worst error 2.0e3 at t_end = 1e-12 and 2.0 at 1e-9 in 10 steps, 5.0e2 and 0.49 in 50; 0.07 and 0.02 for
+// Euler) where the exact flow's velocity is bounded. Heun on such a grid must be no worse than both references a
+// caller could pick instead: Euler on the same grid, or Heun on the grid that ends at t = 0 (whose last step is
+// Euler's).
+TEST(Diffusion, HeunStaysAccurateOnGridsEndingJustAboveZero) {
+  for (const std::int64_t steps : {10, 50}) {
+    const double h0 = vp_end_error(diffusion_sampler::ode_heun, steps, 0.0);
+    for (const double t_end : {1e-3, 1e-5, 1e-7, 1e-9, 1e-12, 1e-20}) {
+      const double e = vp_end_error(diffusion_sampler::ode_euler, steps, t_end);
+      const double h = vp_end_error(diffusion_sampler::ode_heun, steps, t_end);
+      std::printf("  steps %3lld t_end %-6g: euler %.3e, heun %.3e (heun to t = 0: %.3e)\n", (long long)steps, t_end,
+                  e, h, h0);
+      EXPECT_LE(h, std::max(e, h0) + 1e-6) << "t_end " << t_end << ", " << steps << " steps";
+    }
+  }
+}
+
 // Seen failing with the stream keyed by the call-local index i instead of first_chain + i.
 TEST(Diffusion, BatchSplitGivesIdenticalSamples) {
   // d = 2 runs in registers, d = 3 in workspace: both paths key the stream by chain id only.

@@ -29,7 +29,9 @@ enum class diffusion_sampler : int {
   /// Euler on the probability-flow ODE dx/dt = (s'/s) x + (a' - s' a / s) m (the stochastic-interpolant velocity;
   /// on ornstein_uhlenbeck it is dY/dtau = Y + score, on linear_interpolant the interpolant's backward ODE).
   ode_euler = 3,
-  /// Heun (explicit trapezoid) on the same ODE; a step whose next channel has s = 0 falls back to Euler.
+  /// Heun (explicit trapezoid) on the same ODE; a step whose next channel has s = 0, or whose corrector would
+  /// scale its terms by more than 2^14 (a next channel just above s = 0, where FP32 cannot resolve it), falls back
+  /// to Euler.
   ode_heun = 4,
   /// Stochastic localization (schedule stochastic_localization): Z <- Z + delta m(Z, t) + sqrt(delta) xi, and the
   /// output m(Z_T, T).
