@@ -363,7 +363,9 @@ struct select_ancestor_functor {
   }
 };
 
-/// out[g, :] = states[b N + ancestors[g], :] for g = b N + j.
+/// out[g, :] = states[b N + ancestors[g], :] for g = b N + j; NaN for an ancestor outside [0, N), which would
+/// name a particle of another problem or memory outside the states (the indices may be device memory, so they are
+/// not checked before the launch).
 template <class Index>
 struct gather_functor {
   const float* states;
@@ -374,7 +376,8 @@ struct gather_functor {
     const std::int64_t g = e / d;
     const std::int64_t c = e - g * d;
     const std::int64_t b = g / n;
-    out[e] = states[(b * n + static_cast<std::int64_t>(ancestors[g])) * d + c];
+    const std::int64_t a = static_cast<std::int64_t>(ancestors[g]);
+    out[e] = static_cast<std::uint64_t>(a) < static_cast<std::uint64_t>(n) ? states[(b * n + a) * d + c] : NAN;
   }
 };
 

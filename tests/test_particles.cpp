@@ -348,6 +348,39 @@ TEST(Particles, GatherByAncestor) {
   EXPECT_EQ(y64, expected);
 }
 
+// An ancestor outside [0, N) (the header: "indices in 0..N-1") was followed wherever it led: index N of problem 0
+// gathered problem 1's first particle, -1 of problem 1 the last particle of problem 0, and a wild index read outside
+// the states (a segmentation fault). The executors cannot refuse it before the launch (on the CUDA executor the
+// indices are device memory), so such a row is written as NaN and nothing outside the problem is read. Seen failing
+// before the fix: rows (6, 7) and (4, 5) of the neighbouring problems instead of NaN.
+TEST(Particles, GatherWritesNanForAncestorsOutsideTheProblem) {
+  const int b = 2, n = 3, d = 2;
+  std::vector<float> x(b * n * d);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i);
+  const std::vector<std::int32_t> a = {3, 1, 0, -1, 2, 0};
+  const std::vector<std::int64_t> a64(a.begin(), a.end());
+  std::vector<float> y(x.size()), y64(x.size());
+  ds::gather_particles(y.data(), b, n, d, x.data(), a.data(), cpu());
+  ds::gather_particles(y64.data(), b, n, d, x.data(), a64.data(), cpu());
+  for (const std::vector<float>* got : {&y, &y64}) {
+    for (int row : {0, 3})
+      for (int c = 0; c < d; ++c) EXPECT_TRUE(std::isnan((*got)[row * d + c])) << "row " << row << ": " << (*got)[row * d + c];
+    const std::vector<float> valid = {2, 3, 0, 1, 10, 11, 6, 7};  // rows 1, 2, 4, 5
+    const std::vector<float> rows = {(*got)[2], (*got)[3], (*got)[4], (*got)[5],
+                                     (*got)[8], (*got)[9], (*got)[10], (*got)[11]};
+    EXPECT_EQ(rows, valid);
+  }
+  // Far outside every buffer: the int64 extremes and the int32 ones.
+  const std::vector<std::int64_t> wild = {std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::min(),
+                                          std::int64_t(1) << 40, 0, 0, 0};
+  ds::gather_particles(y64.data(), b, n, d, x.data(), wild.data(), cpu());
+  for (int i = 0; i < 3 * d; ++i) EXPECT_TRUE(std::isnan(y64[i])) << i;
+  const std::vector<std::int32_t> wild32 = {std::numeric_limits<std::int32_t>::max(),
+                                            std::numeric_limits<std::int32_t>::min(), 0, 0, 0, 0};
+  ds::gather_particles(y.data(), b, n, d, x.data(), wild32.data(), cpu());
+  for (int i = 0; i < 2 * d; ++i) EXPECT_TRUE(std::isnan(y[i])) << i;
+}
+
 TEST(Particles, InvalidArgumentsAreRejected) {
   std::vector<float> lw(4, 0.f);
   std::vector<std::int32_t> a(4);

@@ -1152,7 +1152,8 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
 
     Args:
         states: (B, N, d) float32 C-contiguous array (NumPy, PyTorch, JAX, CuPy; CPU or CUDA).
-        ancestors: (B, N) int32 or int64 array on states' device (e.g. resample()'s).
+        ancestors: (B, N) int32 or int64 array on states' device (e.g. resample()'s), indices in 0..N-1 (an
+            index outside it gives a row of NaN).
         out: None (a new (B, N, d) float32 array of states' framework and device) or a (B, N, d) float32
             writable array on that device that does not overlap states.
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
