@@ -1289,6 +1289,10 @@ TEST_F(Cli, NumericSettingsAreCheckedAgainstTheLibraryBeforeTheRun) {
        "--measurements: measurements x steps = 100000 x 100000, the limit is 1073741823"},
       {"bench --executor cpu --chains 1 --dims 1000000",
        "--dims: the grid prior's mean values (components x dimension) = 25 x 1000000, the limit is 16777216"},
+      // An empty item is refused wherever it stands (a trailing one was dropped: "2," ran d = 2 alone).
+      {"bench --executor cpu --chains 1 --dims 2,", "--dims: expected an integer >= 1, got ''"},
+      {"bench --executor cpu --chains 1 --dims ,2", "--dims: expected an integer >= 1, got ''"},
+      {"bench --executor cpu --chains 1 --dims 2,,3", "--dims: expected an integer >= 1, got ''"},
   };
   // 2^24 + 1 particles of d = 10 pass the program's memory check on a machine with 8 GiB or more.
   if (double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE)) > 8.0 * (1 << 30))

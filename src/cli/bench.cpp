@@ -2,7 +2,6 @@
 // several dimensions, through the program's runner.
 #include <algorithm>
 #include <cstdio>
-#include <sstream>
 
 #include <diffsample/diffsample.hpp>
 
@@ -43,10 +42,14 @@ int run_bench(int argc, char** argv, int first) {
   std::vector<std::int64_t> dims;
   {
     const std::string list = o.has("--dims") ? o.get("--dims") : "2,10,100";
-    std::stringstream ss(list);
-    std::string item;
-    while (std::getline(ss, item, ',')) dims.push_back(to_int("--dims", item, 1));
-    if (dims.empty()) throw usage_error("--dims: expected a comma-separated list of dimensions");
+    if (list.empty()) throw usage_error("--dims: expected a comma-separated list of dimensions");
+    // Every item between commas, the last one included (getline dropped an empty last item: "2," ran d = 2).
+    for (std::size_t start = 0;;) {
+      const std::size_t comma = list.find(',', start);
+      dims.push_back(to_int("--dims", list.substr(start, comma == std::string::npos ? comma : comma - start), 1));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
   }
   for (auto d : dims) (void)grid_prior(d, 5, 2.0, 0.25, {}, "--dims");  // every dimension before the first run
   for (auto d : dims) check_memory(n, d, 2, "--chains");
