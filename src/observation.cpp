@@ -59,7 +59,8 @@ observation_operator observation_operator::dense(std::int64_t d_y, std::int64_t 
 
 observation_operator observation_operator::mask(std::int64_t d_x, std::vector<std::int64_t> indices,
                                                 std::vector<double> diagonal) {
-  DIFFSAMPLE_EXPECTS(d_x >= 1, "observation: d_x must be >= 1, got " << d_x);
+  // d_x sizes the table of seen coordinates below: the limit of dense() and svd() (a mask holds no d_y x d_x values).
+  limits::check("observation: d_x", d_x, 1, limits::max_operator_values);
   DIFFSAMPLE_EXPECTS(!indices.empty(), "observation.indices: a mask needs at least one observed coordinate");
   const auto d_y = static_cast<std::int64_t>(indices.size());
   DIFFSAMPLE_EXPECTS(d_y <= d_x, "observation.indices: " << d_y << " indices for d_x = " << d_x

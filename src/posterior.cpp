@@ -15,12 +15,17 @@
 namespace diffsample {
 namespace {
 
-void validate(const gaussian_mixture& prior, const linear_observation& obs) {
-  limits::check("observation.d_y", obs.d_y, 1, limits::max_posterior_d_y, "each component factors a d_y x d_y matrix");
-  DIFFSAMPLE_EXPECTS(obs.d_x == prior.dim(),
-                     "observation.d_x: must equal the prior's dimension " << prior.dim() << ", got " << obs.d_x);
-  limits::check("observation: d_y x d_x", obs.d_y * obs.d_x, 1, limits::max_posterior_values,
+// The sizes of an observation, checked before its d_y x d_x matrix exists (an operator's is built from them).
+void validate_sizes(const gaussian_mixture& prior, std::int64_t d_y, std::int64_t d_x) {
+  limits::check("observation.d_y", d_y, 1, limits::max_posterior_d_y, "each component factors a d_y x d_y matrix");
+  DIFFSAMPLE_EXPECTS(d_x == prior.dim(), "observation.d_x: must equal the prior's dimension " << prior.dim() << ", got "
+                                                                                              << d_x);
+  limits::check("observation: d_y x d_x", d_y * d_x, 1, limits::max_posterior_values,
                 "the operator is held on the host in FP64");
+}
+
+void validate(const gaussian_mixture& prior, const linear_observation& obs) {
+  validate_sizes(prior, obs.d_y, obs.d_x);
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(obs.A.size()) == obs.d_y * obs.d_x,
                      "observation.A: expected d_y x d_x = " << obs.d_y * obs.d_x << " values, got " << obs.A.size());
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(obs.y.size()) == obs.d_y,
@@ -44,6 +49,7 @@ linear_observation from_operator(const gaussian_mixture& prior, const observatio
                                  "mask or svd)");
   DIFFSAMPLE_EXPECTS(A.d_x() == prior.dim(),
                      "observation: the operator's d_x " << A.d_x() << " is not the prior's dimension " << prior.dim());
+  validate_sizes(prior, A.d_y(), A.d_x());  // before A.matrix() holds d_y x d_x doubles
   linear_observation obs;
   obs.d_y = A.d_y();
   obs.d_x = A.d_x();

@@ -11,6 +11,7 @@
 
 #include <diffsample/error.hpp>
 #include <diffsample/guided.hpp>
+#include <diffsample/limits.hpp>
 #include <diffsample/observation.hpp>
 #include <diffsample/posterior.hpp>
 
@@ -127,6 +128,28 @@ TEST(Observation, RejectsBadInput) {
   expect_invalid([&] { ds::mixture_posterior(prior, ds::observation_operator{}, 1.0, {0.0}); }, "empty");
   expect_invalid([&] { ds::mixture_posterior(prior, ds::observation_operator::mask(3, {0}), 1.0, {0.0}); },
                  "prior's dimension");
+}
+
+// A mask is stored as its d_y indices and gains, but mask() sized a table by d_x, which it never checked (dense() and
+// svd() check it against limits::max_operator_values), and the exact posterior built an operator's dense d_y x d_x
+// matrix before it checked d_y and d_y x d_x against its own limits: a diagonal mask on a prior of dimension 2^24
+// asked for 4096 x 2^24 doubles (512 GiB). Seen failing before the fix: std::bad_alloc out of each call below
+// instead of invalid_argument naming the limit (d_x = 2^28 + 1 was accepted).
+TEST(Observation, MaskSizesAreCheckedBeforeAnythingIsAllocated) {
+  expect_invalid([] { ds::observation_operator::mask(std::int64_t(1) << 40, {0}); },
+                 "observation: d_x = 1099511627776, the limit is 268435456");
+  expect_invalid([] { ds::observation_operator::mask((std::int64_t(1) << 28) + 1, {0}); },
+                 "observation: d_x = 268435457, the limit is 268435456");
+  const std::int64_t d = ds::limits::max_dim;
+  const ds::gaussian_mixture prior(d, {1.0}, std::vector<double>(d, 0.0), {1.0});
+  for (const std::int64_t d_y : {std::int64_t(4096), std::int64_t(4097)}) {
+    std::vector<std::int64_t> indices(d_y);
+    for (std::int64_t i = 0; i < d_y; ++i) indices[i] = i;
+    const auto op = ds::observation_operator::mask(d, indices);
+    expect_invalid([&] { ds::mixture_posterior(prior, op, 1.0, std::vector<double>(d_y, 0.0)); },
+                   d_y == 4096 ? "observation: d_y x d_x = 68719476736, the limit is 1048576"
+                               : "observation.d_y = 4097, the limit is 4096");
+  }
 }
 
 // The exact posterior through an operator is the posterior through its dense matrix: the same numbers.

@@ -43,8 +43,8 @@ class DIFFSAMPLE_API observation_operator {
   /// A mask (inpainting) or diagonal operator: observed value i is diagonal[i] * x[indices[i]], so d_y =
   /// indices.size(). Indices are distinct and in [0, d_x), in any order. An empty @p diagonal means all ones
   /// (plain inpainting); a diagonal operator diag(g) is mask(d_x, {0, ..., d_x - 1}, g).
-  /// @throws invalid_argument for d_x < 1, no index, an index out of range or repeated, a diagonal of the wrong
-  ///         length or with a non-finite entry
+  /// @throws invalid_argument for d_x outside 1..limits::max_operator_values, no index, an index out of range or
+  ///         repeated, a diagonal of the wrong length or with a non-finite entry
   static observation_operator mask(std::int64_t d_x, std::vector<std::int64_t> indices,
                                    std::vector<double> diagonal = {});
 
