@@ -655,6 +655,23 @@ TEST_F(Cli, WrongShapes) {
   EXPECT_EQ(run("sample --problem " + path("m1.json") + kQuick).rc, 0);
 }
 
+// The library normalises any positive finite weights, whose FP64 sum may overflow ({1e308, 1e308}: equal weights,
+// CHANGELOG 0.4.0); the problem-file reader still refused them ("prior.weights: the sum is not finite") for both
+// priors. Seen failing before the fix: input_error for both files below.
+TEST(CliProblem, WeightsWhoseSumOverflowsAreNormalisedAsTheLibraryDoes) {
+  const ds::cli::problem g = ds::cli::parse_problem(
+      "{\"prior\": {\"means\": [[0, 0], [1, 1]], \"variances\": [1, 1], \"weights\": [1e308, 1e308]}}", "g.json",
+      false);
+  ASSERT_TRUE(g.prior.has_value());
+  const ds::gaussian_mixture m(g.prior->dim, g.prior->weights, g.prior->means, g.prior->variances);
+  EXPECT_EQ(m.weights(), (std::vector<double>{0.5, 0.5}));
+  const ds::cli::problem b = ds::cli::parse_problem(
+      "{\"prior\": {\"probabilities\": [[0.1, 0.9], [0.8, 0.2]], \"weights\": [1.5e308, 1.5e308]}}", "b.json", false);
+  ASSERT_TRUE(b.binary_prior.has_value());
+  const ds::bernoulli_mixture bm(b.binary_prior->dim, b.binary_prior->weights, b.binary_prior->probabilities);
+  EXPECT_EQ(bm.weights(), (std::vector<double>{0.5, 0.5}));
+}
+
 // The empirical prior form: "points" (inline or .npy) and "variance", one equal-weight component per point.
 TEST_F(Cli, EmpiricalPriorFromPoints) {
   const float pts[6] = {0, 0, 1, 2, -3, 4};

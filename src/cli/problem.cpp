@@ -195,15 +195,11 @@ class reader {
     return a;
   }
 
-  /// K positive weights with a finite sum.
+  /// K positive finite weights (the library normalises them, whatever their sum: {1e308, 1e308} included).
   std::vector<double> weights(const json& v, std::int64_t K) const {
     std::vector<double> w = vector(v, "prior.weights", K);
-    double total = 0;
-    for (std::size_t i = 0; i < w.size(); ++i) {
+    for (std::size_t i = 0; i < w.size(); ++i)
       if (!(w[i] > 0)) bad("prior.weights", "value " + std::to_string(i) + " is " + fmt(w[i]) + " (must be > 0)");
-      total += w[i];
-    }
-    if (!std::isfinite(total)) bad("prior.weights", "the sum is not finite");
     return w;
   }
 
