@@ -23,15 +23,15 @@ DS_HD_INLINE double diagonal_scale(const double* m, std::int64_t n) {
   return scale;
 }
 
-/// In-place lower Cholesky factor of an n x n symmetric matrix (row-major; the upper triangle is zeroed).
-/// Strict: fails when a pivot is not above 1e-13 times the largest diagonal entry, since rounding leaves pivots of
-/// that order (not exactly zero) in an exactly singular matrix. Returns the failing row, or -1 on success.
-DS_HD_INLINE std::int64_t cholesky_failure(double* m, std::int64_t n) {
-  const double scale = diagonal_scale(m, n);
+/// Cholesky with the pivot test of cholesky_failure() or cholesky_failure_scaled(): a pivot must exceed 1e-13 times
+/// the largest diagonal entry (own = false) or its own diagonal entry (own = true).
+DS_HD_INLINE std::int64_t cholesky_with_test(double* m, std::int64_t n, bool own) {
+  const double scale = own ? 0.0 : diagonal_scale(m, n);
   for (std::int64_t j = 0; j < n; ++j) {
     double pivot = m[j * n + j];
+    const double reference = own ? pivot : scale;
     for (std::int64_t k = 0; k < j; ++k) pivot -= m[j * n + k] * m[j * n + k];
-    if (!(pivot > 1e-13 * scale) || !finite(pivot)) return j;
+    if (!(pivot > 1e-13 * reference) || !finite(pivot)) return j;
     const double l = sqrt(pivot);
     m[j * n + j] = l;
     for (std::int64_t i = j + 1; i < n; ++i) {
@@ -43,6 +43,19 @@ DS_HD_INLINE std::int64_t cholesky_failure(double* m, std::int64_t n) {
   }
   return -1;
 }
+
+/// In-place lower Cholesky factor of an n x n symmetric matrix (row-major; the upper triangle is zeroed).
+/// Strict: fails when a pivot is not above 1e-13 times the largest diagonal entry, since rounding leaves pivots of
+/// that order (not exactly zero) in an exactly singular matrix. Returns the failing row, or -1 on success.
+DS_HD_INLINE std::int64_t cholesky_failure(double* m, std::int64_t n) { return cholesky_with_test(m, n, false); }
+
+/// cholesky_failure() with each pivot compared with its own diagonal entry m_jj instead of the largest one: the test
+/// of the matrix scaled to a unit diagonal. Pivot j is m_jj less squares whose sum is at most m_jj, so its rounding
+/// scales with m_jj; rows on very different scales (an observation's A = diag(1e9, 1e-9)) are then not taken for
+/// singular. Only for matrices whose diagonal carries no cancellation (sums of squares, such as A Sigma A^T +
+/// sigma_y^2 I): a diagonal entry that is itself a rounding residue (a covariance Sigma - W^T W of rank < n) would
+/// pass its own test.
+DS_HD_INLINE std::int64_t cholesky_failure_scaled(double* m, std::int64_t n) { return cholesky_with_test(m, n, true); }
 
 /// cholesky_failure() as a yes/no: true when the factor exists.
 DS_HD_INLINE bool cholesky(double* m, std::int64_t n) { return cholesky_failure(m, n) < 0; }

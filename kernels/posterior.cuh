@@ -51,7 +51,7 @@ struct posterior_component_functor {
       for (std::int64_t j = 0; j < d; ++j) s -= A[i * d + j] * mu[j];
       r[i] = s;
     }
-    singular[k] = cholesky(c, m) ? 0 : 1;
+    singular[k] = cholesky_failure_scaled(c, m) < 0 ? 0 : 1;  // c's diagonal is a sum of squares plus s2
     if (singular[k]) return;
     forward_substitute(c, m, a_sigma, d);
     forward_substitute(c, m, r, 1);

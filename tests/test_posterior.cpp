@@ -396,6 +396,31 @@ TEST(PosteriorGpu, DeviceConstructionMatchesTheHost) {
                ds::invalid_argument);
 }
 
+// Rows of A on very different scales (units): A = diag(1e9, 1e-9), sigma_y = 1e-6. S = A Sigma A^T + sigma_y^2 I =
+// diag(1e18, 1e-18 + 1e-12) is diagonal and positive, but the Cholesky test compared every pivot with 1e-13 times the
+// largest diagonal entry (1e5 here), so the posterior was refused as "not positive definite". A pivot is now compared
+// with its own diagonal entry (the test of the equilibrated matrix), which still refuses singular matrices however
+// their rows are scaled. Seen failing before the fix: invalid_argument "observation: A Sigma_k A^T + sigma_y^2 I is
+// not positive definite for component k = 0".
+TEST(Posterior, BadlyScaledOperatorRowsAreNotSingular) {
+  const ds::gaussian_mixture prior(2, {1.0}, {0.0, 0.0}, {1.0});
+  const ds::linear_observation obs{2, 2, {1e9, 0, 0, 1e-9}, 1e-6, {0.5, 0.5}};
+  const ds::mixture_posterior post(prior, obs);
+  const double s2 = 1e-12;
+  double log_n = 0;
+  for (int i = 0; i < 2; ++i) {
+    const double a = obs.A[i * 3], c = a * a + s2, mean = a * 0.5 / c, var = s2 / c;
+    EXPECT_NEAR(post.means()[i], mean, 1e-9 * std::abs(mean)) << i;
+    EXPECT_NEAR(post.covariances()[i * 3], var, 1e-15 + 1e-9 * var) << i;
+    log_n += -0.5 * (std::log(two_pi * c) + 0.25 / c);
+  }
+  EXPECT_NEAR(post.covariances()[1], 0.0, 1e-15);
+  EXPECT_NEAR(post.log_evidence(), log_n, 1e-9 * std::abs(log_n));
+  // A singular S is still refused: rows (1e9, 1e9) and (1, 1) with sigma_y = 0.
+  EXPECT_THROW(ds::mixture_posterior(prior, ds::linear_observation{2, 2, {1e9, 1e9, 1, 1}, 0.0, {0.5, 0.5}}),
+               ds::invalid_argument);
+}
+
 TEST(Posterior, InvalidArgumentsAreRejected) {
   ds::gaussian_mixture prior(2, {1.0}, {0, 0}, {1.0});
   EXPECT_THROW(ds::mixture_posterior(prior, {1, 3, {1, 0, 0}, 1.0, {0.0}}), ds::invalid_argument);

@@ -43,7 +43,7 @@ class DIFFSAMPLE_API mixture_posterior {
  public:
   /// @throws invalid_argument when sizes disagree, a value is not finite, sigma_y < 0, or
   ///         A Sigma_k A^T + sigma_y^2 I is not numerically positive definite for some component (a Cholesky pivot
-  ///         at or below 1e-13 times its largest diagonal entry, e.g. sigma_y = 0 with A not of full row rank);
+  ///         at or below 1e-13 times its own diagonal entry, e.g. sigma_y = 0 with A not of full row rank);
   ///         the message names the argument and value
   mixture_posterior(const gaussian_mixture& prior, const linear_observation& observation);
   /// The same posterior computed on a chosen executor: one functor call per component (its closed form and the
