@@ -74,7 +74,8 @@ typedef enum ds_quantity {
   DS_QUANTITY_MAX_ENUM = 0x7FFFFFFF /**< not a quantity: keeps the enum 32-bit */
 } ds_quantity;
 
-/** How a mixture evaluation runs (values match diffsample::mixture_path; README "Large mixtures: the GEMM path"). */
+/** How a mixture evaluation runs (values match diffsample::mixture_path; README "Large mixtures: the GEMM path"), and
+ *  how the guided samplers apply a dense operator (ds_guided_options.operator_path). */
 typedef enum ds_mixture_path {
   DS_MIXTURE_PATH_AUTOMATIC = 0, /**< gemm for isotropic mixtures past the measured size crossover, else direct */
   DS_MIXTURE_PATH_DIRECT = 1,    /**< per point and component (any mixture) */
@@ -398,6 +399,12 @@ typedef struct ds_guided_options {
   int dcps_absolute_step;    /**< dcps: nonzero takes dcps_learning_rate as the length of each normalised gradient
                                   step (the published form, learning rate 1) instead of a multiple of the kernel's
                                   scale (diffsample::guided_options::dcps_absolute_step; default 0) */
+  /* Appended in the tenth layout (a caller of an earlier one gets the default). */
+  ds_mixture_path operator_path; /**< dps, pigdm (either executor) and tmpd (CPU executor) with a dense A: its products
+                                      A m and A^T u as matrix products over all particles per step (GEMM), or
+                                      particle by particle (DIRECT); AUTOMATIC follows the size rule
+                                      (diffsample::guided_options::operator_path; default DS_MIXTURE_PATH_AUTOMATIC);
+                                      masks, SVD operators and the other samplers run direct whatever it says */
 } ds_guided_options;
 
 /**

@@ -237,10 +237,12 @@ DS_LAYOUT(ds_guided_problems, offsetof(ds_guided_problems, svd_count), )
 // tail padding, so its size is the fourth's (checked below): an older caller's init writes the grid's default. The
 // sixth appends start_correction after the fourth / fifth layout's last byte, the seventh skrock_lipschitz, the
 // eighth dcps_bridge_variance. The ninth (dcps_absolute_step) sits in the eighth's tail padding, so its size is the
-// eighth's (checked below), as the fifth's is the fourth's.
+// eighth's (checked below), as the fifth's is the fourth's. The tenth appends operator_path after the ninth's last
+// byte.
 DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta),
           offsetof(ds_guided_options, potentials), offsetof(ds_guided_options, start_correction),
-          offsetof(ds_guided_options, skrock_lipschitz), offsetof(ds_guided_options, dcps_bridge_variance), )
+          offsetof(ds_guided_options, skrock_lipschitz), offsetof(ds_guided_options, dcps_bridge_variance),
+          offsetof(ds_guided_options, operator_path), )
 #undef DS_LAYOUT
 static_assert(offsetof(ds_guided_options, grid) == offsetof(ds_guided_options, potentials) + sizeof(int) &&
                   offsetof(ds_guided_options, start_correction) ==
@@ -249,8 +251,9 @@ static_assert(offsetof(ds_guided_options, grid) == offsetof(ds_guided_options, p
               "after the fourth's last byte");
 static_assert(offsetof(ds_guided_options, dcps_absolute_step) == offsetof(ds_guided_options, dcps_bridge_variance) +
                                                                      sizeof(int) &&
-                  sizeof(ds_guided_options) == offsetof(ds_guided_options, dcps_bridge_variance) + 8,
-              "ds_guided_options: dcps_absolute_step must fit in the eighth layout's tail padding");
+                  offsetof(ds_guided_options, operator_path) == offsetof(ds_guided_options, dcps_bridge_variance) + 8,
+              "ds_guided_options: dcps_absolute_step must fit in the eighth layout's tail padding, and the tenth "
+              "layout start after the ninth's last byte");
 
 template <class T>
 void check_size(const std::string& what, std::size_t struct_size) {

@@ -15,7 +15,7 @@ namespace diffsample::c_api {
   X(dcps_langevin_steps) X(dcps_langevin_step) X(dcps_gradient_steps) X(dcps_learning_rate) X(skrock_lipschitz)
 #define DS_GUIDED_FLAGS(X) X(ddim) X(final_resample) X(start_correction) X(dcps_bridge_variance) X(dcps_absolute_step)
 
-#define DS_GUIDED_CONVERTED(X) X(sampler) X(dps_step) X(potentials) X(grid) X(schedule) X(resampling)
+#define DS_GUIDED_CONVERTED(X) X(sampler) X(dps_step) X(potentials) X(grid) X(schedule) X(resampling) X(operator_path)
 
 constexpr auto guided_fields = [](auto& to, const auto& from, const std::string& what) {
   DS_GUIDED_FIELDS(DS_COPY)

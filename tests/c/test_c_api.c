@@ -1110,6 +1110,79 @@ static void test_dcps_absolute_step(void) {
   free(x);
 }
 
+/* The tenth layout's operator_path reaches the sampler. DPS on a 4 x 16 dense operator with 8 particles (direct under
+ * automatic, as in the C++ test OperatorGemm.GuidedOptionsForceTheOperatorPath): DIRECT is bit for bit the default,
+ * GEMM runs the operator's products (FP32 sums in another order: other bits, within 1e-4 of 1 + |x|), a caller of the
+ * ninth layout keeps the default bit for bit whatever lies past its struct's end, and a value outside the enum is
+ * refused, naming the field. Seen failing with the field dropped in the C-to-C++ copy (GEMM bit for bit direct). */
+static void test_operator_path(void) {
+  enum { N = 8, d = 16, dy = 4, K = 3 };
+  double w[K], mu[K * d], var[K], A[dy * d], y[dy];
+  const double sigma_y = 0.3;
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  ds_mixture* prior = NULL;
+  ds_guided_problems gp;
+  ds_guided_options go, ninth;
+  ds_guided_outputs out;
+  float x_auto[N * d], x_direct[N * d], x_gemm[N * d], x_ninth[N * d];
+  int i, k, differ = 0;
+  for (k = 0; k < K; ++k) {
+    w[k] = 1.0 + k;
+    var[k] = 0.5;
+    for (i = 0; i < d; ++i) mu[k * d + i] = 3.0 * sin(1.3 * (k * d + i));
+  }
+  for (i = 0; i < dy * d; ++i) A[i] = 0.25 * cos(0.9 * i + 0.4);
+  for (i = 0; i < dy; ++i) y[i] = 0.3 * sin(0.7 * i);
+  CHECK_OK(ds_mixture_create(d, K, w, mu, var, K, &prior));
+  if (prior == NULL) return;
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.problems = 1;
+  gp.d_y = dy;
+  gp.A = A;
+  gp.A_count = dy * d;
+  gp.y = y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  CHECK(go.operator_path == DS_MIXTURE_PATH_AUTOMATIC);
+  go.sampler = DS_GUIDED_DPS;
+  go.particles = N;
+  go.steps = 5;
+  go.seed = 29;
+  out.particles = x_auto;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  go.operator_path = DS_MIXTURE_PATH_DIRECT;
+  out.particles = x_direct;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  CHECK(memcmp(x_auto, x_direct, sizeof x_auto) == 0);
+  go.operator_path = DS_MIXTURE_PATH_GEMM;
+  out.particles = x_gemm;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  for (i = 0; i < N * d; ++i) {
+    if (x_gemm[i] != x_direct[i]) differ = 1;
+    if (!(fabs((double)x_gemm[i] - x_direct[i]) <= 1e-4 * (1 + fabs((double)x_direct[i])))) {
+      fprintf(stderr, "operator_path gemm: entry %d %.7g, direct %.7g\n", i, x_gemm[i], x_direct[i]);
+      ++failures;
+      break;
+    }
+  }
+  if (!differ) {
+    fprintf(stderr, "operator_path gemm: bit for bit the direct run (the field did not reach the sampler)\n");
+    ++failures;
+  }
+  ninth = go;
+  ninth.struct_size = offsetof(ds_guided_options, operator_path);
+  ninth.operator_path = DS_MIXTURE_PATH_GEMM; /* past the ninth layout's end: never read */
+  out.particles = x_ninth;
+  CHECK_OK(ds_guided_sample(prior, &gp, &ninth, &out, cpu, NULL, 0, NULL));
+  CHECK(memcmp(x_auto, x_ninth, sizeof x_auto) == 0);
+  CHECK_OK(ds_guided_options_init(&ninth, offsetof(ds_guided_options, operator_path)));
+  go.operator_path = (ds_mixture_path)7;
+  EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "operator_path");
+  ds_mixture_destroy(prior);
+}
+
 static void test_guided_mask(void) {
   enum { B = 16, N = 1024, d = 2 };
   const double w[3] = {0.2, 0.5, 0.3};
@@ -1337,6 +1410,7 @@ int main(void) {
   test_guided_mask();
   test_dcps_bridge_variance();
   test_dcps_absolute_step();
+  test_operator_path();
   test_binary();
   if (failures) {
     fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);
