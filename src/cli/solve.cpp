@@ -38,6 +38,9 @@ const char* solve_usage =
     "  --dps-step likelihood|normalised  dps: the likelihood score (default) or the step as published,\n"
     "                          zeta J A^T (y - A m) / |y - A m|\n"
     "  --guidance-scale G      dps, pigdm and tmpd: guidance multiplier, the normalised step's zeta (default 1)\n"
+    "  --operator-path automatic|gemm|direct  dps, pigdm and tmpd with a dense A: its products over all particles\n"
+    "                          per step as matrix products (gemm; tmpd on the CPU executor only) or per particle\n"
+    "                          (direct); automatic (default) by the size rule. The paths differ in rounding only\n"
     "  --diffpir-zeta Z        diffpir: share of fresh noise in the re-noising, in [0, 1] (default 0.1)\n"
     "  --diffpir-lambda L      diffpir: rho_k = L sigma_y^2 a_k^2 / s_k^2 of the proximal step (default 7)\n"
     "  --skrock-stages S       skrock: stages per iteration, 2..200 (default 10)\n"
@@ -130,6 +133,7 @@ struct posterior_flag {
 const posterior_flag posterior_flags[] = {
     {"--dps-step", "dps_step", "dps"},
     {"--guidance-scale", "guidance_scale", "dps pigdm tmpd"},
+    {"--operator-path", "operator_path", "dps pigdm tmpd"},
     {"--diffpir-zeta", "diffpir_zeta", "diffpir"},
     {"--diffpir-lambda", "diffpir_lambda", "diffpir"},
     {"--skrock-stages", "skrock_stages", "skrock"},
@@ -150,6 +154,7 @@ const posterior_flag posterior_flags[] = {
 void apply_posterior_settings(const options& o, const sampler_spec& file, ds::guided_options& g) {
   if (file.dps_step) g.dps_step = ds::parse_dps_step_form(*file.dps_step);
   if (file.guidance_scale) g.guidance_scale = *file.guidance_scale;
+  if (file.operator_path) g.operator_path = ds::parse_mixture_path(*file.operator_path);
   if (file.diffpir_zeta) g.diffpir_zeta = *file.diffpir_zeta;
   if (file.diffpir_lambda) g.diffpir_lambda = *file.diffpir_lambda;
   if (file.skrock_stages) g.skrock_stages = *file.skrock_stages;
@@ -166,6 +171,8 @@ void apply_posterior_settings(const options& o, const sampler_spec& file, ds::gu
   if (file.dcps_absolute_step) g.dcps_absolute_step = *file.dcps_absolute_step;
   if (o.has("--dps-step")) g.dps_step = parse_flag("--dps-step", o.get("--dps-step"), ds::parse_dps_step_form);
   if (o.has("--guidance-scale")) g.guidance_scale = to_double("--guidance-scale", o.get("--guidance-scale"));
+  if (o.has("--operator-path"))
+    g.operator_path = parse_flag("--operator-path", o.get("--operator-path"), ds::parse_mixture_path);
   if (o.has("--diffpir-zeta")) g.diffpir_zeta = to_double("--diffpir-zeta", o.get("--diffpir-zeta"));
   if (o.has("--diffpir-lambda")) g.diffpir_lambda = to_double("--diffpir-lambda", o.get("--diffpir-lambda"));
   if (o.has("--skrock-stages"))
@@ -263,6 +270,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       {"options.grid", "--time-grid"},
       {"options.dps_step", "--dps-step", "dps_step"},
       {"options.guidance_scale", "--guidance-scale", "guidance_scale"},
+      {"options.operator_path", "--operator-path", "operator_path"},
       {"options.diffpir_zeta", "--diffpir-zeta", "diffpir_zeta"},
       {"options.diffpir_lambda", "--diffpir-lambda", "diffpir_lambda"},
       {"options.skrock_stages", "--skrock-stages", "skrock_stages"},
@@ -289,6 +297,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   double log_z = 0;
   std::int32_t resamplings = 0;
   std::vector<distributed::rank_stats> ranks;
+  std::optional<ds::mixture_path> operator_path_ran;  // one process: the path its run took (guided_report)
   const auto t0 = std::chrono::steady_clock::now();
   // One problem runs as one library call that cannot be split (SMC resamples across all particles at every step), so
   // the progress line is indeterminate: the elapsed time, redrawn while the call runs.
@@ -312,7 +321,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       out.ess_trace = dess.data();
       out.resample_count = dr.data();
     }
-    ds::guided_sample(mixture, out, problems, g, {where});
+    operator_path_ran = ds::guided_sample(mixture, out, problems, g, {where}).operator_path;
     x = std::move(dx.to_host());
     if (g.sampler == ds::guided_sampler::smc) {
       ess = std::move(dess.to_host());
@@ -396,6 +405,11 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       }
       // The sampler's own settings, each under its guided_options name.
   #define DS_ECHO(f) j[#f] = g.f;
+      if (g.sampler == ds::guided_sampler::dps || g.sampler == ds::guided_sampler::pigdm ||
+          g.sampler == ds::guided_sampler::tmpd) {
+        j["operator_path"] = ds::to_string(g.operator_path);
+        if (operator_path_ran) j["operator_path_ran"] = ds::to_string(*operator_path_ran);
+      }
       if (g.sampler == ds::guided_sampler::dps) {
         j["dps_step"] = ds::to_string(g.dps_step);
         DS_ECHO(guidance_scale)
@@ -442,7 +456,7 @@ int run_solve(int argc, char** argv, int first) {
                                   {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
                                    "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
                                    "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials", "--dps-step",
-                                   "--guidance-scale", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
+                                   "--guidance-scale", "--operator-path", "--diffpir-zeta", "--diffpir-lambda", "--skrock-stages",
                                    "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b",
                                    "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step",
                                    "--dcps-bridge-variance", "--dcps-gradient-steps", "--dcps-learning-rate",
