@@ -1286,9 +1286,12 @@ def guided_sample(prior: GaussianMixture, A: Any, y: Any, sigma_y: Any, *, sampl
         resampling: None, or a dict of ResamplingOptions fields (scheme, ess_threshold, ...).
         stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of device's
             framework. Ignored on the CPU.
-        **options: GuidedOptions fields as keywords (particles, steps, seed, ddim, eta, guidance_scale, ...).
+        **options: GuidedOptions fields as keywords (particles, steps, seed, ddim, eta, guidance_scale, ...);
+            operator_path='automatic' (default), 'gemm' or 'direct' forces or forbids a dense operator's products
+            over all particles per step (dps, pigdm; tmpd on the CPU) or leaves them to the size rule.
 
-    Returns a dict of the named outputs (new arrays) plus 'report' ({'executor', 'launches'}). Asynchronous on
+    Returns a dict of the named outputs (new arrays) plus 'report' ({'executor', 'launches', 'operator_path'}: the
+    executor that ran, the launches, and 'gemm' or 'direct', the path the operator's products took). Asynchronous on
     CUDA (read the outputs after the stream); on the CPU it returns when done.
     """
     pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)

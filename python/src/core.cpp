@@ -1098,6 +1098,7 @@ NB_MODULE(_core, m) {
       .def_rw("start_correction", &ds::guided_options::start_correction, DS_DOC(guided_options, start_correction))
       .def_rw("final_resample", &ds::guided_options::final_resample, DS_DOC(guided_options, final_resample))
       .def_rw("guidance_scale", &ds::guided_options::guidance_scale, DS_DOC(guided_options, guidance_scale))
+      .def_rw("operator_path", &ds::guided_options::operator_path, DS_DOC(guided_options, operator_path))
       .def_rw("dps_step", &ds::guided_options::dps_step, DS_DOC(guided_options, dps_step))
       .def_rw("diffpir_zeta", &ds::guided_options::diffpir_zeta, DS_DOC(guided_options, diffpir_zeta))
       .def_rw("diffpir_lambda", &ds::guided_options::diffpir_lambda, DS_DOC(guided_options, diffpir_lambda))
@@ -1142,6 +1143,7 @@ NB_MODULE(_core, m) {
         }
         auto dct = report(r.ran);
         dct["launches"] = r.launches;
+        dct["operator_path"] = ds::to_string(r.operator_path);
         return dct;
       },
       "prior"_a, "problems"_a, "options"_a, "particles"_a = nb::none(), "log_weights"_a = nb::none(),
