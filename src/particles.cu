@@ -93,12 +93,21 @@ struct workspace_layout {
               prefix = 0, total = 0;
 };
 
-// Sized for the CUDA executor's tiles (the CPU's are longer, so fewer), whatever the executor.
+// Sized for the CUDA executor's tiles (the CPU's are longer, so fewer), whatever the executor. B x N within
+// limits::max_items can still need more than 2^63 bytes (about 16 per particle and 130 per tile, so a tile per
+// particle at N = 1): such sizes are refused here, where the size_t sums below would wrap to a small workspace.
 workspace_layout layout(std::int64_t problems, std::int64_t particles, resampling_scheme scheme) {
   workspace_layout w;
   const std::size_t count = static_cast<std::size_t>(problems) * static_cast<std::size_t>(particles);
   if (count == 0) return w;
   const std::int64_t tiles = problems * tiles_per_problem(particles, kernels::cuda_tile);
+  // An upper bound of the sums below in FP64 (each term rounded up by its 16-byte alignment and CUB's 4 KiB).
+  const double bound = double(problems) * (sizeof(problem_state) + 16) +
+                       double(tiles) * (sizeof(tile_sums) + 4 * sizeof(std::uint64_t) + 16 + 5 * 16) +
+                       double(count) * 2 * sizeof(std::uint64_t) + 4096 + 3 * 16;
+  DIFFSAMPLE_EXPECTS(bound < 0x1p62, "problems x particles: " << problems << " x " << particles
+                                                              << " need a resampling workspace of about " << bound
+                                                              << " bytes, beyond a 64-bit byte count");
   const std::size_t words = align16(static_cast<std::size_t>(tiles) * sizeof(std::uint64_t));
   w.tiles = align16(static_cast<std::size_t>(problems) * sizeof(problem_state));
   w.totals = w.tiles + align16(static_cast<std::size_t>(tiles) * sizeof(tile_sums));

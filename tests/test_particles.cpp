@@ -381,6 +381,28 @@ TEST(Particles, GatherWritesNanForAncestorsOutsideTheProblem) {
   for (int i = 0; i < 2 * d; ++i) EXPECT_TRUE(std::isnan(y[i])) << i;
 }
 
+// B x N within limits::max_items (2^62 - 1) whose workspace needs more than 2^64 bytes: the size query summed its
+// parts in size_t and returned what wrapped around (4000 bytes for B = 2^62 - 1, N = 1; 9.25e18 for multinomial and
+// 2.7e16 for residual at B = 2^36, N = 2^24), which resample() then accepted as large enough. Seen failing before
+// the fix: no exception, those sizes returned.
+TEST(Particles, WorkspaceSizesBeyondSixtyFourBitsAreRefused) {
+  const std::vector<std::pair<std::int64_t, std::int64_t>> sizes = {
+      {(std::int64_t(1) << 62) - 1, 1}, {std::int64_t(1) << 36, std::int64_t(1) << 24}, {std::int64_t(1) << 59, 2}};
+  for (const auto& [b, n] : sizes)
+    for (const auto scheme : {ds::resampling_scheme::multinomial, ds::resampling_scheme::residual}) {
+      try {
+        const std::size_t bytes = ds::resampling_workspace_bytes(b, n, scheme);
+        ADD_FAILURE() << b << " x " << n << ": no exception, " << bytes << " bytes";
+      } catch (const ds::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("beyond a 64-bit byte count"), std::string::npos) << e.what();
+      }
+    }
+  // The largest sizes that fit are still answered, each at least 16 bytes per particle.
+  for (const auto& [b, n] : std::vector<std::pair<std::int64_t, std::int64_t>>{{std::int64_t(1) << 30, 1 << 24},
+                                                                              {std::int64_t(1) << 50, 1}})
+    EXPECT_GE(double(ds::resampling_workspace_bytes(b, n, ds::resampling_scheme::residual)), 16.0 * double(b) * n);
+}
+
 TEST(Particles, InvalidArgumentsAreRejected) {
   std::vector<float> lw(4, 0.f);
   std::vector<std::int32_t> a(4);
