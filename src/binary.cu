@@ -227,10 +227,15 @@ std::int64_t table_entries(const bernoulli_mixture& prior, std::int64_t max_leve
   return kd <= limits::max_lattice_entries / levels ? kd * levels : 0;
 }
 
-/// Vector workspace (vectors x n x d floats) followed by the lattice table.
+/// Vector workspace (vectors x n x d floats) followed by the lattice table; refused when it reaches 2^63 bytes (an n x d
+/// within detail::check_count's 8 bytes per element could wrap the size_t product around to a small workspace).
 std::size_t discrete_bytes(const bernoulli_mixture& prior, std::int64_t n, int vectors, std::int64_t max_level) {
+  const std::int64_t table = table_entries(prior, max_level) * std::int64_t(sizeof(kernels::lattice_term));
+  DIFFSAMPLE_EXPECTS(n <= (std::numeric_limits<std::int64_t>::max() - table) / (std::int64_t(vectors) * 4) / prior.dim(),
+                     "n: " << n << " x " << prior.dim() << " elements need " << vectors
+                           << " vectors of floats each, beyond a 64-bit byte count");
   return std::size_t(vectors) * static_cast<std::size_t>(n) * static_cast<std::size_t>(prior.dim()) * sizeof(float) +
-         static_cast<std::size_t>(table_entries(prior, max_level)) * sizeof(kernels::lattice_term);
+         static_cast<std::size_t>(table);
 }
 
 /// Builds the lattice table for p after the n x d x vectors floats of ws (asynchronous on CUDA) and points p at it.

@@ -136,6 +136,34 @@ TEST(Validation, LangevinOptions) {
   EXPECT_EQ(langevin_workspace_bytes(mix, 4, o), 256u);  // register path: the channel table only
 }
 
+// The workspace queries of the chain samplers multiplied the state's floats by 4 in size_t after checking n x d
+// elements against 8 bytes each: at n x d just below 2^60 (d = 40, outside the register list, so the state is in the
+// workspace) diffusion_workspace_bytes returned 11072 bytes, langevin_workspace_bytes 6464 and
+// discrete_langevin_workspace_bytes 704 (the 16 bytes per element wrapped around 2^64), and
+// discrete_walk_jump_workspace_bytes 4.6e18 (wrapped from 2.3e19); each call then took such a workspace as large
+// enough. Seen failing before the fix: no exception, those sizes.
+TEST(Validation, WorkspaceQueriesRefuseByteCountsBeyondSixtyFourBits) {
+  const std::int64_t d = 40;
+  const gaussian_mixture m(d, {1.0}, std::vector<double>(d, 0.0), {1.0});
+  const bernoulli_mixture b(d, {1.0}, std::vector<double>(d, 0.5));
+  diffusion_options o;
+  o.steps = 10;
+  langevin_options l;
+  l.steps = 10;
+  for (const std::int64_t n : {((std::int64_t(1) << 60) - 1) / d, (std::int64_t(1) << 59) / d}) {
+    EXPECT_THROW(diffusion_workspace_bytes(m, n, o), invalid_argument) << n;
+    EXPECT_THROW(langevin_workspace_bytes(m, n, l), invalid_argument) << n;
+    EXPECT_THROW(discrete_langevin_workspace_bytes(b, n, discrete_langevin_options{}), invalid_argument) << n;
+    EXPECT_THROW(discrete_walk_jump_workspace_bytes(b, n, discrete_walk_jump_options{}), invalid_argument) << n;
+  }
+  // Sizes that fit are answered, at least 16 bytes per element for the chains' state.
+  const std::int64_t n = (std::int64_t(1) << 57) / d;
+  EXPECT_GE(double(diffusion_workspace_bytes(m, n, o)), 16.0 * double(n) * d);
+  EXPECT_GE(double(langevin_workspace_bytes(m, n, l)), 16.0 * double(n) * d);
+  EXPECT_GE(double(discrete_langevin_workspace_bytes(b, n, discrete_langevin_options{})), 16.0 * double(n) * d);
+  EXPECT_GE(double(discrete_walk_jump_workspace_bytes(b, n, discrete_walk_jump_options{})), 20.0 * double(n) * d);
+}
+
 TEST(Validation, NamesAndExecutors) {
   expect_error([] { parse_executor("tpu"); }, {"executor", "tpu"});
   expect_error([] { parse_langevin_method("hmc"); }, {"method", "hmc"});
