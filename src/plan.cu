@@ -4,6 +4,7 @@
 // fixed by the ask's position, so that a captured trajectory replays the right operations.
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <utility>
 
@@ -77,10 +78,14 @@ std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::i
   const std::size_t row_floats = static_cast<std::size_t>((n * d + 63) / 64 * 64);
   const std::size_t column_floats = static_cast<std::size_t>((n + 63) / 64 * 64);
   const std::size_t floats = row_floats * static_cast<std::size_t>(count) + (pr.mala ? 6 * column_floats : 0);
+  // Saturated: an n x d within detail::check_count (8 bytes per element) takes up to 5 x 4 bytes per element here,
+  // and the product wrapped around to a size that passed check_allocation (then std::vector threw length_error).
+  const std::size_t most = std::numeric_limits<std::size_t>::max() - sizeof(kernels::plan_state);
+  const std::size_t float_bytes = floats > most / sizeof(float) ? most : floats * sizeof(float);
   const kernels::plan_state initial{0, pr.first_chain, 0};
   float* base = nullptr;
   if (st->where == executor::cuda) {
-    const std::size_t bytes = floats * sizeof(float) + sizeof(kernels::plan_state);
+    const std::size_t bytes = float_bytes + sizeof(kernels::plan_state);
     check_allocation("sampling_plan", bytes, st->where);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st->device, bytes));
     base = static_cast<float*>(st->device);
@@ -90,7 +95,7 @@ std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::i
         cudaMemcpyAsync(st->state, &initial, sizeof initial, cudaMemcpyHostToDevice, exec.stream));
     DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
   } else {
-    check_allocation("sampling_plan", floats * sizeof(float), st->where);
+    check_allocation("sampling_plan", float_bytes, st->where);
     st->host.assign(floats, 0.f);
     base = st->host.data();
     st->host_state = initial;

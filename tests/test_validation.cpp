@@ -164,6 +164,24 @@ TEST(Validation, WorkspaceQueriesRefuseByteCountsBeyondSixtyFourBits) {
   EXPECT_GE(double(discrete_walk_jump_workspace_bytes(b, n, discrete_walk_jump_options{})), 20.0 * double(n) * d);
 }
 
+// The ask/tell plans size up to 5 buffers of n x d floats: at n x d just below 2^60 the byte count of Heun's 4
+// buffers wrapped around, passed the memory check, and std::vector threw std::length_error ("cannot create std::vector larger than
+// max_size()") out of sampling_plan::diffusion instead of the library's out_of_memory. Seen failing before the fix:
+// std::length_error.
+TEST(Validation, PlanBuffersBeyondSixtyFourBitsAreOutOfMemory) {
+  const std::int64_t d = 40, n = ((std::int64_t(1) << 60) - 1) / d;
+  diffusion_options o;
+  o.steps = 10;
+  o.sampler = diffusion_sampler::ode_heun;  // x, the answer, P and M: 4 buffers
+  EXPECT_THROW(sampling_plan::diffusion(n, d, o, model_output::denoiser, execution{executor::cpu, nullptr}),
+               out_of_memory);
+  langevin_options l;
+  l.steps = 10;
+  l.method = langevin_method::mala;
+  EXPECT_THROW(sampling_plan::langevin(n, d, l, model_output::score, execution{executor::cpu, nullptr}),
+               out_of_memory);
+}
+
 TEST(Validation, NamesAndExecutors) {
   expect_error([] { parse_executor("tpu"); }, {"executor", "tpu"});
   expect_error([] { parse_langevin_method("hmc"); }, {"method", "hmc"});
