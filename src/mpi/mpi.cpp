@@ -220,7 +220,8 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
             same("options.dcps_gradient_steps", o.dcps_gradient_steps),
             same("options.dcps_learning_rate", o.dcps_learning_rate),
             same("options.dcps_bridge_variance", std::int64_t(o.dcps_bridge_variance)),
-            same("options.dcps_absolute_step", std::int64_t(o.dcps_absolute_step))});
+            same("options.dcps_absolute_step", std::int64_t(o.dcps_absolute_step)),
+            same("options.operator_path", std::int64_t(o.operator_path))});
   add_array(v, "problems.A", problems.A);
   // The operators: kind, shape and every stored array, in one digest.
   std::int64_t h = 0;

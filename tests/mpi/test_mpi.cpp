@@ -1131,6 +1131,8 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
       {"options.dcps_bridge_variance",
        [](ds::guided_options& o, ds::guided_problems&) { o.dcps_bridge_variance = true; }},
       {"options.dcps_absolute_step", [](ds::guided_options& o, ds::guided_problems&) { o.dcps_absolute_step = true; }},
+      {"options.operator_path",
+       [](ds::guided_options& o, ds::guided_problems&) { o.operator_path = ds::mixture_path::gemm; }},
       {"options.seed", [](ds::guided_options& o, ds::guided_problems&) { o.seed = 4; }},
       {"problems.A", [](ds::guided_options&, ds::guided_problems& p) { p.A[1] = 0.6; }},
       {"problems.y", [](ds::guided_options&, ds::guided_problems& p) { p.y[1] = -1.4; }},
