@@ -26,6 +26,7 @@
 #include "docstrings.hpp"
 #include "src/enum_tables.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -125,9 +126,11 @@ T* checked(const A& a, const char* name, std::initializer_list<std::int64_t> sha
     os << (w.size() == 1 ? ",)" : ")");
     raise_invalid(os.str());
   }
-  // C-contiguous (row-major, dense); dimensions of extent 1 may carry any stride.
+  // C-contiguous (row-major, dense); dimensions of extent 1 may carry any stride, and an array without elements is
+  // contiguous whatever its strides (NumPy exports an empty array's strides as 0).
+  const bool empty = std::find(got.begin(), got.end(), std::int64_t(0)) != got.end();
   std::int64_t expect = 1;
-  for (std::size_t j = a.ndim(); j-- > 0;) {
+  for (std::size_t j = a.ndim(); j-- > 0 && !empty;) {
     if (got[j] != 1 && a.stride(j) != expect) {
       std::ostringstream os;
       os << name << ": not C-contiguous (strides ";

@@ -54,6 +54,20 @@ def test_non_contiguous_arrays_are_refused_with_advice_for_reads_and_writes(mixt
     assert not t.any()
 
 
+def test_empty_arrays_are_contiguous(mixture2):
+    """An array without elements is contiguous whatever its strides (NumPy exports an empty array's strides as 0):
+    such arrays were refused as 'not C-contiguous (strides 0, 0 elements for shape (0, 3))', so resample() of no
+    problems, sample(0) and score() of no points failed though the library takes zero sizes. Seen failing before the
+    fix: InvalidArgument 'log_weights: not C-contiguous' / 'out: not C-contiguous'."""
+    ancestors, weights, reports = ds.resample(np.zeros((0, 3), np.float32))
+    assert ancestors.shape == (0, 3) and weights.shape == (0, 3) and reports.shape == (0,)
+    assert mixture2.sample(0).shape == (0, 2)
+    assert mixture2.score(np.zeros((0, 2), np.float32), 1.0, 0.5).shape == (0, 2)
+    assert ds.gather_particles(np.zeros((0, 3, 2), np.float32), np.zeros((0, 3), np.int32)).shape == (0, 3, 2)
+    # Sizes the library refuses are refused for what they are, not for their strides.
+    refused(lambda: ds.resample(np.zeros((2, 0), np.float32)), r"particles: must be >= 1 when problems > 0")
+
+
 def test_other_arguments_are_named_too(mixture2):
     refused(lambda: mixture2.denoiser_jvp(X, X.astype(np.float64), 1.0, 0.5), r"v: dtype float64, expected float32")
     refused(lambda: ds.sliced_wasserstein(X, X.astype(">f4")), r"b: dtype >f4 \(big-endian\)")
