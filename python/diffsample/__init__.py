@@ -565,8 +565,10 @@ class GaussianMixture:
         Returns a new NumPy float64 array: (n, d) for 'score' and 'denoiser', (n,) for 'log_density'. Synchronous
         (host only).
         """
+        q = _core.Quantity.__members__.get(what) if isinstance(what, str) else None
+        if q is None:
+            raise InvalidArgument(f"what: {what!r} is not 'score', 'denoiser' or 'log_density'")
         x = _f64(x)
-        q = getattr(_core.Quantity, what)
         out = np.empty((x.shape[0],) if q == _core.Quantity.log_density else x.shape, dtype=np.float64)
         self._m.evaluate_fp64(q, x, float(a), float(s), out)
         return out

@@ -42,6 +42,17 @@ def test_fp64_references_match_closed_forms(mixture_diag, rng, a, s):
                                atol=1e-10)
 
 
+def test_fp64_reference_names_an_unknown_quantity(mixture2):
+    """evaluate_fp64 looked the quantity up with getattr: 'scor' raised AttributeError('scor'), and '__doc__' passed
+    a string on to the binding (TypeError), where every other bad argument raises InvalidArgument naming it (the
+    module's contract). Seen failing before the fix: AttributeError."""
+    x = np.zeros((3, 2))
+    for bad in ("scor", "__doc__", "Score", 1):
+        with pytest.raises(ds.InvalidArgument, match=r"what: .* is not 'score', 'denoiser' or 'log_density'"):
+            mixture2.evaluate_fp64(bad, x)
+    assert mixture2.evaluate_fp64("log_density", x).shape == (3,)
+
+
 def test_parameters_round_trip(mixture_diag):
     m = mixture_diag
     assert (m.components, m.dim, m.isotropic) == (2, 3, False)
