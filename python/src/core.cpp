@@ -816,7 +816,7 @@ NB_MODULE(_core, m) {
           "ask",
           [](nb::handle self, std::int64_t k) {
             const auto& pl = nb::cast<const ds::sampling_plan&>(self);
-            ds::plan_request r = k < 0 ? pl.ask() : pl.request(k);
+            ds::plan_request r = k == -1 ? pl.ask() : pl.request(k);  // request() refuses another negative k
             nb::dict d;
             d["index"] = r.index;
             d["a"] = r.at.a;
@@ -834,7 +834,7 @@ NB_MODULE(_core, m) {
             return d;
           },
           "k"_a = -1,
-          "The next ask (k < 0) or the ask at position k: a dict with index, a, s, time, output, points (rows, d) "
+          "The next ask (k = -1) or the ask at position k: a dict with index, a, s, time, output, points (rows, d) "
           "read-only and answer (rows, d) writable views of the plan's buffers (valid while the plan lives), and "
           "vector: None, or (rows, d) read-only v whose J^T v the caller writes into answer (dps, pigdm, dcps, tmpd), "
           "and log_density: None, or a (rows,) writable view where the caller also writes the model's log-density "

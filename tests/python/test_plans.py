@@ -74,6 +74,11 @@ def test_ask_gives_views_of_the_plans_buffers(mixture2):
     np.testing.assert_array_equal(r["points"], plan.samples())
     with pytest.raises(ds.InvalidArgument):
         plan.ask(7)
+    # -1 is the next ask; any other negative position is refused like one past the end (-2 returned the next ask).
+    # Seen failing before the fix: no exception for -2.
+    for bad in (-2, -4):
+        with pytest.raises(ds.InvalidArgument, match=rf"k: must be in \[0, 3\), got {bad}"):
+            plan.ask(bad)
 
 
 # Two problems y_b = A_b x + sigma_y,b z on the d = 2 mixture, d_y = 1.
