@@ -149,6 +149,17 @@ def _stream(x: Any, stream: Stream) -> int:
 _DTYPES = {"float32": 0, "float64": 1, "int32": 2, "int64": 3, "uint8": 4}
 
 
+def _count(n: Any) -> int:
+    """The n of a call that allocates its output (out=None): an integer >= 0, else InvalidArgument naming n."""
+    if n is None:
+        raise InvalidArgument("n: None; give the number of samples n, or out= to fill")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise InvalidArgument(f"n: expected an integer >= 0, got {n!r}")
+    if n < 0:
+        raise InvalidArgument(f"n: must be >= 0, got {n}")
+    return int(n)
+
+
 def _empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
     """A new array of like's framework and device (NumPy when like is None, a NumPy array or a CPU JAX array)."""
     shape = tuple(int(s) for s in shape)
@@ -609,7 +620,7 @@ class GaussianMixture:
         returns when done.
         """
         if out is None:
-            out = _empty(None, (n, self.dim), "float32")
+            out = _empty(None, (_count(n), self.dim), "float32")
         _writable(out, "out")
         lab = None
         if labels is True:
@@ -688,7 +699,7 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     """
     o = _diffusion_options(schedule, options)
     if out is None:
-        out = _empty(None, (n, mixture.dim), "float32")
+        out = _empty(None, (_count(n), mixture.dim), "float32")
     _writable(out, "out"), _writable(_trajectory(trajectory, o), "trajectory")
     _core.diffusion(_mixture(mixture), out, o, trajectory, _stream(out, stream))
     return out
@@ -1252,7 +1263,7 @@ class MixturePosterior:
         Returns out, or (out, labels) when labels is True. Asynchronous on CUDA; on the CPU it returns when done.
         """
         if out is None:
-            out = _empty(None, (n, self.dim), dtype)
+            out = _empty(None, (_count(n), self.dim), dtype)
         _writable(out, "out", None)
         lab = _empty(out, (_shape(out)[0],), "int32") if labels else None
         self._p.sample(out, int(seed), lab, int(first_index), _stream(out, stream))

@@ -68,6 +68,19 @@ def test_empty_arrays_are_contiguous(mixture2):
     refused(lambda: ds.resample(np.zeros((2, 0), np.float32)), r"particles: must be >= 1 when problems > 0")
 
 
+def test_sample_counts_are_checked_by_name(mixture2):
+    """A call that allocates its output (out=None) took n as it came: no n gave TypeError ("int() argument must be
+    ... not 'NoneType'"), n = -1 NumPy's "negative dimensions are not allowed" and n = 2.5 a TypeError, none naming n.
+    Seen failing before the fix: those exceptions."""
+    post = ds.MixturePosterior(mixture2, [[1.0, 0.0]], 0.5, [0.1])
+    for call in (mixture2.sample, post.sample, lambda n: ds.diffusion(mixture2, n, steps=2)):
+        refused(lambda: call(None), r"n: None; give the number of samples n, or out= to fill")
+        refused(lambda: call(-1), r"n: must be >= 0, got -1")
+        refused(lambda: call(2.5), r"n: expected an integer >= 0, got 2.5")
+        refused(lambda: call(True), r"n: expected an integer >= 0, got True")
+        assert call(np.int64(3)).shape == (3, 2)
+
+
 def test_other_arguments_are_named_too(mixture2):
     refused(lambda: mixture2.denoiser_jvp(X, X.astype(np.float64), 1.0, 0.5), r"v: dtype float64, expected float32")
     refused(lambda: ds.sliced_wasserstein(X, X.astype(">f4")), r"b: dtype >f4 \(big-endian\)")
