@@ -146,7 +146,11 @@ DS_HD_INLINE T mixture_denoiser(const mixture_view<P>& m, const X& x, T a, T s, 
 /// Denoiser Jacobian-vector product J v, J = (a / s^2) Cov(x0 | x_t = x), computed as
 ///   J v = sum_k r_k [ (a v_k / c_k) * v + (s^2 / a) delta_k ((delta_k - score) . v) ],  delta_k = (a mu_k - x) / c_k,
 /// which follows from m_k = x / a + (s^2 / a) delta_k. The centred form needs no division by s^2 and no d x d
-/// matrix; three passes over the components (softmax statistics, score . v, accumulation).
+/// matrix; three passes over the components (softmax statistics, score . v, accumulation). The FP64 reference, and
+/// the CUDA executor's public denoiser_jvp (mixture_jvp_functor): delta_k . v - score . v is the difference of two
+/// terms of size |x| |v| / c at the noisy end, so in FP32 it loses (|x| / (a |mu_k - mu_l|))^2 ulps there (1e-2
+/// relative at a = 0.003 on a unit grid); channel_jvp (below: the guided samplers' J v on both executors, the
+/// scalar target's public one) forms it without that loss. Written as channel_jvp, this kernel spilled.
 template <class T, class P, class X, class V, class G>
 DS_HD_INLINE void mixture_denoiser_jvp(const mixture_view<P>& m, const X& x, const V& v, T a, T s, G& out) {
   const int d = m.dim;
@@ -571,10 +575,20 @@ DS_HD_INLINE T channel_logit(const channel_view& c, int k, const X& x) {
 }
 
 /// Denoiser Jacobian-vector product J v at the channel from its constants, one point per call (the CUDA guided
-/// samplers' J v): the formula and the three passes of mixture_denoiser_jvp,
-///   J v = sum_k r_k [ (a v_k / c_k) v + (s^2 / a) delta_k ((delta_k - score) . v) ],  delta_k = (a mu_k - x) / c_k,
-/// with 1 / c_k, a v_k / c_k and the logits' normalisers read from the channel's table: one division per call
-/// (s^2 / a, and 1 / sum of the softmax) instead of one per component and coordinate. out may not alias x or v.
+/// samplers' J v and the scalar target's): the formula and the three passes of mixture_denoiser_jvp,
+///   J v = sum_k r_k [ (a v_k / c_k) v + (s^2 / a) delta_k g_k ],  delta_k = (a mu_k - x) / c_k,
+/// with g_k = (delta_k - score) . v formed from two parts, each centred on its weighted mean:
+///   g_k = (p_k - sum_l r_l p_l) - (q_k - sum_l r_l q_l),  p_k = ((a mu_k - z) / c_k) . v,
+///   q_k = ((x - z) / c_k - (x - z) / c_top) . v,  z = a mu_top, top the component of the largest logit
+/// (isotropic: (x - z) . v once, times 1 / c_k - 1 / c_top). At the noisy end (a small) every delta_k is close to
+/// -x / c, and delta_k . v - score . v is the difference of two terms of size |x| |v| / c whose rounding, carried by
+/// every g_k alike, the accumulation's -x / c parts multiply again: (|x| / (a |mu_k - mu_l|))^2 ulps lost, 1e-2
+/// relative at a = 0.003 on a unit grid. Split so, x's part is zero for components of equal c_k (q_k = 0 exactly),
+/// the means are measured from the nearest mode rather than the origin, and the accumulation leaves out the part of
+/// delta_k common to all components (it sums to zero against g), as the CPU executor's packed product centres both
+/// factors (src/cpu/denoiser_jvp.hpp). 1 / c_k, a v_k / c_k and the logits'
+/// normalisers come from the channel's table: one division per call (s^2 / a, and 1 / sum of the softmax) instead
+/// of one per component and coordinate. out may not alias x or v.
 /// Rolled: the accumulation's loops over coordinates stay rolled on the device (for_coordinates), for kernels whose
 /// registers they set: unrolled, the addresses of the strided x, v and out and of the component's rows for several
 /// coordinates at once took TMPD's fused kernel from 96 to 128 registers; the moment-projected SMC's kernel, rolled,
@@ -582,54 +596,82 @@ DS_HD_INLINE T channel_logit(const channel_view& c, int k, const X& x) {
 template <class T, bool Rolled = false, class X, class V, class G>
 DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& out) {
   const int d = x.size();
-  // Pass 1: softmax statistics.
+  // Pass 1: softmax statistics, and the component of the largest logit (top).
   T run_max = T(-INFINITY), run_sum = T(0);
+  int top = 0;
   for (int k = 0; k < c.components; ++k) {
     const T l = channel_logit<T>(c, k, x);
     if (l > run_max) {
       run_sum = ds_fma(run_sum, softmax_exp(run_max - l), T(1));
       run_max = l;
+      top = k;
     } else {
       run_sum = run_sum + softmax_exp(l - run_max);
     }
   }
   const T inv_sum = T(1) / run_sum;
-  // delta_k . v, delta_kj = (a mu_kj - x_j) / c_kj.
-  auto delta_dot_v = [&](int k) {
+  const float* zmu = c.means + static_cast<std::int64_t>(top) * d;  // z = a mu_top
+  // (x - z) . v (isotropic components: q_k = ((x - z) . v) (1 / c_k - 1 / c_top)).
+  T xv = T(0);
+  if (c.isotropic)
+    for (int j = 0; j < d; ++j) xv = ds_fma(T(x[j]) - T(c.a * zmu[j]), T(v[j]), xv);
+  // p_k and q_k of component k.
+  struct pq {
+    T p, q;
+  };
+  auto parts = [&](int k) {
     const std::int64_t off = static_cast<std::int64_t>(k) * d;
     const float* mu = c.means + off;
-    T dv = T(0);
+    pq r{T(0), T(0)};
     if (c.isotropic) {
-      for (int j = 0; j < d; ++j) dv = ds_fma(T(c.a * mu[j]) - T(x[j]), T(v[j]), dv);
-      return dv * T(c.comp[k].inv_c);
+      for (int j = 0; j < d; ++j) r.p = ds_fma(T(c.a * mu[j]) - T(c.a * zmu[j]), T(v[j]), r.p);
+      const T ic = T(c.comp[k].inv_c);
+      r.p = r.p * ic;
+      r.q = xv * (ic - T(c.comp[top].inv_c));
+      return r;
     }
-    const float* ic = c.inv_c + off;
-    for (int j = 0; j < d; ++j) dv = ds_fma((T(c.a * mu[j]) - T(x[j])) * T(ic[j]), T(v[j]), dv);
-    return dv;
+    const float *ic = c.inv_c + off, *ict = c.inv_c + static_cast<std::int64_t>(top) * d;
+    for (int j = 0; j < d; ++j) {
+      const T icj = T(ic[j]), zj = T(c.a * zmu[j]);
+      r.p = ds_fma((T(c.a * mu[j]) - zj) * icj, T(v[j]), r.p);
+      r.q = ds_fma((T(x[j]) - zj) * (icj - T(ict[j])), T(v[j]), r.q);
+    }
+    return r;
   };
-  // Pass 2: alpha = score . v = sum_k r_k (delta_k . v).
-  T alpha = T(0);
-  for (int k = 0; k < c.components; ++k)
-    alpha = ds_fma(softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum, delta_dot_v(k), alpha);
+
+  // Pass 2: the weighted means of p_k and q_k.
+  T p_mean = T(0), q_mean = T(0);
+  for (int k = 0; k < c.components; ++k) {
+    const T r = softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum;
+    const pq g = parts(k);
+    p_mean = ds_fma(r, g.p, p_mean);
+    q_mean = ds_fma(r, g.q, q_mean);
+  }
   // Pass 3: accumulate.
   const T ratio = T(c.s2 / c.a);
   for_coordinates<Rolled>(d, [&](int j) { out[j] = T(0); });
   for (int k = 0; k < c.components; ++k) {
     const T r = softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum;
-    const T centred = ratio * (delta_dot_v(k) - alpha);
+    const pq g = parts(k);
+    // delta_kj = (a mu_kj - z_j) / c_kj - (x_j - z_j) (1 / c_kj - 1 / c_top,j) - (x_j - z_j) / c_top,j, and the last
+    // term's sum_k r_k g_k (...) is zero (sum_k r_k g_k = 0): left out, its rounding (|x| |g| / c) with it.
+    const T rg = r * ratio * ((g.p - p_mean) - (g.q - q_mean));
     const std::int64_t off = static_cast<std::int64_t>(k) * d;
     const float* mu = c.means + off;
     if (c.isotropic) {
       const component_constants cc = c.comp[k];
-      const T rx = r * T(cc.x_scale), rc = r * centred * T(cc.inv_c);
-      for_coordinates<Rolled>(
-          d, [&](int j) { out[j] = ds_fma(rx, T(v[j]), ds_fma(rc, T(c.a * mu[j]) - T(x[j]), T(out[j]))); });
-    } else {
-      const float *ic = c.inv_c + off, *var = c.variances + off;
-      const T rc = r * centred;
+      const T rx = r * T(cc.x_scale), ick = T(cc.inv_c), dic = ick - T(c.comp[top].inv_c);
       for_coordinates<Rolled>(d, [&](int j) {
-        const T icj = T(ic[j]);
-        out[j] = ds_fma(r * T(c.a * var[j]) * icj, T(v[j]), ds_fma(rc * icj, T(c.a * mu[j]) - T(x[j]), T(out[j])));
+        const T zj = T(c.a * zmu[j]);
+        const T dj = (T(c.a * mu[j]) - zj) * ick - (T(x[j]) - zj) * dic;
+        out[j] = ds_fma(rx, T(v[j]), ds_fma(rg, dj, T(out[j])));
+      });
+    } else {
+      const float *ic = c.inv_c + off, *var = c.variances + off, *ict = c.inv_c + static_cast<std::int64_t>(top) * d;
+      for_coordinates<Rolled>(d, [&](int j) {
+        const T icj = T(ic[j]), zj = T(c.a * zmu[j]);
+        const T dj = (T(c.a * mu[j]) - zj) * icj - (T(x[j]) - zj) * (icj - T(ict[j]));
+        out[j] = ds_fma(r * T(c.a * var[j]) * icj, T(v[j]), ds_fma(rg, dj, T(out[j])));
       });
     }
   }
