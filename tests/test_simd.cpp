@@ -322,6 +322,27 @@ TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
 }
 
 
+// DIFFSAMPLE_CPU_TARGET with a value that names no target (here "Scalar": the names are lower case) runs the widest
+// target, as without the variable, and says so once per process on stderr, naming the value and the valid names.
+// Seen failing before: nothing was said, so a run meant for the scalar target silently ran the widest one.
+TEST(SimdTargets, AnUnknownTargetNameIsReportedOnce) {
+  const auto mix = grid_mixture(2, 3, 2.0, 0.5);
+  const std::vector<float> x = {0.3f, -0.2f, 1.0f, 2.0f};
+  std::vector<float> widest(4), named(4);
+  mix.evaluate(widest.data(), 2, x.data(), channel{0.5, 0.8}, quantity::score, {executor::cpu});
+  with_target("Scalar", [&] {
+    ::testing::internal::CaptureStderr();
+    mix.evaluate(named.data(), 2, x.data(), channel{0.5, 0.8}, quantity::score, {executor::cpu});
+    mix.evaluate(named.data(), 2, x.data(), channel{0.5, 0.8}, quantity::score, {executor::cpu});
+    const std::string said = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(said.find("DIFFSAMPLE_CPU_TARGET=Scalar is not one of scalar, sse2, avx2, avx512"), std::string::npos)
+        << said;
+    EXPECT_EQ(said.find("DIFFSAMPLE_CPU_TARGET", said.find("DIFFSAMPLE_CPU_TARGET") + 1), std::string::npos)
+        << "said more than once: " << said;
+  });
+  EXPECT_EQ(named, widest);
+}
+
 // kernels::channel_jvp, the CUDA executor's J v (DPS, Pi-GDM, TMPD, DCPS, the moment and twisted potentials) and the
 // scalar target's, against the FP64 closed form within the packed product's derived rounding bound (above), on the
 // mixtures of PackedProductWithinRoundingOfTheFp64ClosedForm (45 components, isotropic and diagonal) at a = 0.003,

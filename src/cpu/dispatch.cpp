@@ -1,6 +1,8 @@
 // Run-time choice of the CPU executor's SIMD target (src/cpu/chains.hpp).
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "src/cpu/chains.hpp"
 #include "src/cpu/guided_jvp.hpp"
@@ -37,6 +39,15 @@ simd_target chain_target() {
   if (env == nullptr) return widest;
   for (simd_target t : {simd_target::scalar, simd_target::sse2, simd_target::avx2, simd_target::avx512})
     if (std::strcmp(env, to_string(t)) == 0) return static_cast<int>(t) <= static_cast<int>(widest) ? t : widest;
+  // Not a target's name (a typo such as "Scalar"): the widest target runs, and the process is told once, on stderr
+  // (this runs inside parallel regions too, where an exception could not reach the caller).
+  static std::once_flag told;
+  std::call_once(told, [env] {
+    std::fprintf(stderr,
+                 "diffsample: DIFFSAMPLE_CPU_TARGET=%s is not one of scalar, sse2, avx2, avx512: the CPU executor "
+                 "runs %s\n",
+                 env, to_string(widest));
+  });
   return widest;
 }
 
