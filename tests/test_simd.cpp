@@ -203,6 +203,29 @@ std::pair<double, int> compare(const std::vector<float>& a, const std::vector<fl
 
 namespace {
 
+/// A mixture of K components in dimension d drawn from gen: weights uniform in [0.3, 1.5] (normalised, as logs),
+/// means 2 N(0, 1), variances uniform in [0.15, 0.75] (one per component when isotropic), in FP64 and rounded to FP32.
+struct random_jvp_mixture {
+  int K, d;
+  bool iso;
+  std::vector<double> lw, mu, var;
+  std::vector<float> lwf, muf, varf;
+  random_jvp_mixture(int K_, int d_, bool iso_, std::mt19937& gen, std::normal_distribution<double>& normal,
+                     std::uniform_real_distribution<double>& unif)
+      : K(K_), d(d_), iso(iso_), lw(K_), mu(std::size_t(K_) * d_), var(iso_ ? K_ : std::size_t(K_) * d_) {
+    double total = 0;
+    for (int k = 0; k < K; ++k) total += (lw[k] = unif(gen));
+    for (int k = 0; k < K; ++k) lw[k] = std::log(lw[k] / total);
+    for (double& m : mu) m = 2.0 * normal(gen);
+    for (double& v : var) v = unif(gen) * 0.5;
+    lwf.assign(lw.begin(), lw.end());
+    muf.assign(mu.begin(), mu.end());
+    varf.assign(var.begin(), var.end());
+  }
+  diffsample::kernels::mixture_view<float> view_f32() const { return {lwf.data(), muf.data(), varf.data(), K, d, iso}; }
+  diffsample::kernels::mixture_view<double> view_f64() const { return {lw.data(), mu.data(), var.data(), K, d, iso}; }
+};
+
 /// SimdJvp's derived rounding bound of the packed product at one point, per coordinate (see the test below).
 std::vector<double> jvp_bound(const diffsample::kernels::mixture_view<double>& md, const std::vector<double>& xd,
                               const std::vector<double>& vd, double a, double s) {
@@ -272,15 +295,9 @@ TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> unif(0.3, 1.5);
   for (const bool iso : {true, false}) {
-    std::vector<double> lw(K), mu(K * d), var(iso ? K : K * d);
-    double total = 0;
-    for (int k = 0; k < K; ++k) total += (lw[k] = unif(gen));
-    for (int k = 0; k < K; ++k) lw[k] = std::log(lw[k] / total);
-    for (double& m : mu) m = 2.0 * normal(gen);
-    for (double& v : var) v = unif(gen) * 0.5;
-    const std::vector<float> lwf(lw.begin(), lw.end()), muf(mu.begin(), mu.end()), varf(var.begin(), var.end());
-    const kn::mixture_view<float> mf{lwf.data(), muf.data(), varf.data(), K, d, iso};
-    const kn::mixture_view<double> md{lw.data(), mu.data(), var.data(), K, d, iso};
+    const random_jvp_mixture mix(K, d, iso, gen, normal, unif);
+    const kn::mixture_view<float> mf = mix.view_f32();
+    const kn::mixture_view<double> md = mix.view_f64();
     for (const auto& [a, s] : {std::pair<float, float>{0.02f, 0.9998f}, {0.3f, 0.95f}, {0.95f, 0.3f}}) {
       std::vector<float> table(kn::mixture_channels::table_floats(mf, 1));
       const kn::mixture_channels t = kn::mixture_channels::in(mf, 1, table.data());
@@ -356,15 +373,9 @@ TEST(SimdJvp, ChannelJvpOfTheCudaExecutorWithinTheDerivedBound) {
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> unif(0.3, 1.5);
   for (const bool iso : {true, false}) {
-    std::vector<double> lw(K), mu(K * d), var(iso ? K : K * d);
-    double total = 0;
-    for (int k = 0; k < K; ++k) total += (lw[k] = unif(gen));
-    for (int k = 0; k < K; ++k) lw[k] = std::log(lw[k] / total);
-    for (double& m : mu) m = 2.0 * normal(gen);
-    for (double& v : var) v = unif(gen) * 0.5;
-    const std::vector<float> lwf(lw.begin(), lw.end()), muf(mu.begin(), mu.end()), varf(var.begin(), var.end());
-    const kn::mixture_view<float> mf{lwf.data(), muf.data(), varf.data(), K, d, iso};
-    const kn::mixture_view<double> md{lw.data(), mu.data(), var.data(), K, d, iso};
+    const random_jvp_mixture mix(K, d, iso, gen, normal, unif);
+    const kn::mixture_view<float> mf = mix.view_f32();
+    const kn::mixture_view<double> md = mix.view_f64();
     for (const auto& [a, s] :
          {std::pair<float, float>{0.003f, 1.0f}, {0.02f, 0.9998f}, {0.3f, 0.95f}, {0.95f, 0.3f}}) {
       std::vector<float> table(kn::mixture_channels::table_floats(mf, 1));
