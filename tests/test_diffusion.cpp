@@ -285,12 +285,13 @@ TEST(Diffusion, DeterministicSamplersRepeatExactly) {
 
 namespace {
 // Single Gaussian prior N(mu, tau^2 I): p_t = N(a mu, (a^2 tau^2 + s^2) I) and the probability-flow map from time
-// t0 to t1 is affine, x1 = a1 mu + sqrt(c1 / c0) (x0 - a0 mu), c = a^2 tau^2 + s^2.
-double ode_error(diffusion_sampler sampler, std::int64_t steps) {
+// t0 to t1 is affine, x1 = a1 mu + sqrt(c1 / c0) (x0 - a0 mu), c = a^2 tau^2 + s^2. The worst error of `sampler`
+// against it over 64 starting points, on `steps` steps of the schedule's uniform grid from t0 to t1.
+double flow_error(diffusion_sampler sampler, std::int64_t steps, noise_schedule schedule, double t0, double t1) {
   const double mu = 1.5, tau2 = 0.25;
   const gaussian_mixture g(2, {1.0}, {mu, -mu}, {tau2});
-  const noise_schedule sc = noise_schedule::ornstein_uhlenbeck(2.0).with_grid(time_grid::uniform, 2.0, 0.05);
-  const schedule_point p0 = sc.at(2.0), p1 = sc.at(0.05);
+  const noise_schedule sc = schedule.with_grid(time_grid::uniform, t0, t1);
+  const schedule_point p0 = sc.at(t0), p1 = sc.at(t1);
   const double c0 = p0.a * p0.a * tau2 + p0.s * p0.s, c1 = p1.a * p1.a * tau2 + p1.s * p1.s;
   const std::int64_t n = 64;
   std::vector<float> x(n * 2);
@@ -313,6 +314,11 @@ double ode_error(diffusion_sampler sampler, std::int64_t steps) {
       worst = std::max(worst, std::abs(x[2 * i + j] - want));
     }
   return worst;
+}
+
+// Ornstein-Uhlenbeck from t = 2 to 0.05.
+double ode_error(diffusion_sampler sampler, std::int64_t steps) {
+  return flow_error(sampler, steps, noise_schedule::ornstein_uhlenbeck(2.0), 2.0, 0.05);
 }
 }  // namespace
 
@@ -336,35 +342,10 @@ TEST(Diffusion, OdeSolversConvergeAtTheirOrder) {
 }
 
 namespace {
-// The single Gaussian's exact probability-flow map (ode_error above) from t = 1 to a grid ending at t_end > 0 of
-// vp_linear: the worst error of `sampler` over the same 64 starting points.
+// The single Gaussian's exact probability-flow map (flow_error above) from t = 1 to a grid ending at t_end > 0 of
+// vp_linear.
 double vp_end_error(diffusion_sampler sampler, std::int64_t steps, double t_end) {
-  const double mu = 1.5, tau2 = 0.25;
-  const gaussian_mixture g(2, {1.0}, {mu, -mu}, {tau2});
-  const noise_schedule sc = noise_schedule::vp_linear().with_grid(time_grid::uniform, 1.0, t_end);
-  const schedule_point p0 = sc.at(1.0), p1 = sc.at(t_end);
-  const double c0 = p0.a * p0.a * tau2 + p0.s * p0.s, c1 = p1.a * p1.a * tau2 + p1.s * p1.s;
-  const std::int64_t n = 64;
-  std::vector<float> x(n * 2);
-  for (std::int64_t i = 0; i < n; ++i) {
-    x[2 * i] = float(-2.0 + 4.0 * i / (n - 1));
-    x[2 * i + 1] = float(1.0 - 2.0 * i / (n - 1));
-  }
-  const std::vector<float> start = x;
-  diffusion_options o;
-  o.sampler = sampler;
-  o.schedule = sc;
-  o.steps = steps;
-  o.draw_initial = false;
-  diffusion(g, x.data(), {}, n, o, cpu);
-  double worst = 0;
-  for (std::int64_t i = 0; i < n; ++i)
-    for (int j = 0; j < 2; ++j) {
-      const double m = j == 0 ? mu : -mu;
-      const double want = p1.a * m + std::sqrt(c1 / c0) * (start[2 * i + j] - p0.a * m);
-      worst = std::max(worst, std::abs(x[2 * i + j] - want));
-    }
-  return worst;
+  return flow_error(sampler, steps, noise_schedule::vp_linear(), 1.0, t_end);
 }
 }  // namespace
 
