@@ -454,8 +454,8 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(o.resampling.scheme >= resampling_scheme::multinomial &&
                          o.resampling.scheme <= resampling_scheme::rejection,
                      "options.resampling.scheme: invalid value " << static_cast<int>(o.resampling.scheme));
-  DIFFSAMPLE_EXPECTS(o.resampling.scheme != resampling_scheme::metropolis || o.resampling.metropolis_steps >= 1,
-                     "options.resampling.metropolis_steps: must be >= 1, got " << o.resampling.metropolis_steps);
+  if (o.resampling.scheme == resampling_scheme::metropolis)
+    limits::check("options.resampling.metropolis_steps", o.resampling.metropolis_steps, 1, limits::max_inner_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.ddrm_eta) && o.ddrm_eta >= 0 && o.ddrm_eta <= 1,
                      "options.ddrm_eta: must be in [0, 1], got " << o.ddrm_eta);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.ddrm_eta_b) && o.ddrm_eta_b >= 0 && o.ddrm_eta_b <= 1,

@@ -343,8 +343,8 @@ executor resample(particle_outputs out, std::int64_t problems, std::int64_t part
   DIFFSAMPLE_EXPECTS(std::isfinite(o.ess_threshold) && o.ess_threshold >= 0,
                      "options.ess_threshold: must be finite and >= 0, got " << o.ess_threshold);
   limits::check("options.step", o.step, 0, kernels::philox_max_step - 1, "the random stream's steps");
-  DIFFSAMPLE_EXPECTS(o.scheme != resampling_scheme::metropolis || o.metropolis_steps >= 1,
-                     "options.metropolis_steps: must be >= 1, got " << o.metropolis_steps);
+  if (o.scheme == resampling_scheme::metropolis)
+    limits::check("options.metropolis_steps", o.metropolis_steps, 1, limits::max_inner_steps);
   DIFFSAMPLE_EXPECTS(out.ancestors == nullptr || out.ancestors64 == nullptr,
                      "outputs: give ancestors or ancestors64, not both");
   const executor where = detail::resolve_executor(exec.kind, log_weights);

@@ -249,6 +249,16 @@ TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
   std::vector<float> log_weights(4);
   expect_error([&] { resample({}, 1, (std::int64_t(1) << 24) + 1, log_weights.data(), {}, cpu); },
                {"particles = 16777217, the limit is 16777216 (2^24)"});
+  // Metropolis resampling runs metropolis_steps iterations per particle: bounded like the other inner loops (before,
+  // any int passed, and 2^31 - 1 iterations per particle ran for hours). Seen failing: no error.
+  resampling_options metropolis;
+  metropolis.scheme = resampling_scheme::metropolis;
+  metropolis.metropolis_steps = (1 << 20) + 1;
+  particle_report report;
+  particle_outputs resampled;
+  resampled.reports = &report;
+  expect_error([&] { resample(resampled, 1, 4, log_weights.data(), metropolis, cpu); },
+               {"options.metropolis_steps = 1048577, the limit is 1048576 (2^20)"});
   guided_problems g;
   g.problems = 1;
   g.d_y = 1025;
@@ -266,6 +276,13 @@ TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
   o.skrock_stages = 201;
   o.sampler = guided_sampler::skrock;
   expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"options.skrock_stages = 201, the limit is 200"});
+  o.skrock_stages = 10;
+  o.sampler = guided_sampler::smc;
+  o.resampling.scheme = resampling_scheme::metropolis;
+  o.resampling.metropolis_steps = (1 << 20) + 1;
+  expect_error([&] { guided_sample(mix, outputs, g, o, cpu); },
+               {"options.resampling.metropolis_steps = 1048577, the limit is 1048576 (2^20)"});
+  o.resampling = {};
   o.skrock_stages = guided_options{}.skrock_stages;
   o.sampler = guided_sampler::dcps;
   o.steps = 1024;

@@ -264,7 +264,7 @@ typedef struct ds_resampling_options {
   /** step of the Philox stream, below 2^30 (diffsample::limits::max_stream_steps): the SMC iteration index
    *  (default 0) */
   uint64_t step;
-  int metropolis_steps;        /**< Metropolis iterations per particle (scheme metropolis only), >= 1 (default 64) */
+  int metropolis_steps;        /**< Metropolis iterations per particle (scheme metropolis only), 1..2^20 (diffsample::limits::max_inner_steps) (default 64) */
 } ds_resampling_options;
 
 /** Per-problem result of ds_resample(); the same layout as diffsample::particle_report. */

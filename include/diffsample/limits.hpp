@@ -28,7 +28,8 @@ inline constexpr std::int64_t max_operator_values = std::int64_t(1) << 28;
 inline constexpr std::int64_t max_steps = std::int64_t(1) << 24;
 /// Particles of one guided or resampled problem.
 inline constexpr std::int64_t max_particles = std::int64_t(1) << 24;
-/// Inner loops of one step: the measurements of sequential_measurements, DCPS's Langevin steps per block.
+/// Inner loops of one step: the measurements of sequential_measurements, DCPS's Langevin steps per block, the
+/// Metropolis resampling scheme's iterations per particle.
 inline constexpr std::int64_t max_inner_steps = std::int64_t(1) << 20;
 /// Tile sizes a caller may force on the mixture's GEMM path (component_chunk, point_block).
 inline constexpr std::int64_t max_gemm_tile = std::int64_t(1) << 20;

@@ -119,8 +119,8 @@ void resampler::check(std::int64_t problems, const resampling_options& o, const 
                          o.scheme == resampling_scheme::systematic || o.scheme == resampling_scheme::residual ||
                          o.scheme == resampling_scheme::metropolis || o.scheme == resampling_scheme::rejection,
                      name << ".scheme: invalid value " << static_cast<int>(o.scheme));
-  DIFFSAMPLE_EXPECTS(o.scheme != resampling_scheme::metropolis || o.metropolis_steps >= 1,
-                     name << ".metropolis_steps: must be >= 1, got " << o.metropolis_steps);
+  if (o.scheme == resampling_scheme::metropolis)
+    limits::check(std::string(name) + ".metropolis_steps", o.metropolis_steps, 1, limits::max_inner_steps);
   limits::check("particles", n_, 1, limits::max_particles);
   limits::check("problems", problems, 1, limits::max_int_count);
   limits::check("problems x particles", problems * n_, 1, limits::max_int_count, "the MPI exchange's int counts");
