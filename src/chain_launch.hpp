@@ -3,11 +3,14 @@
 // from .cu files of src/.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "kernels/chain_launch.cuh"
 #include "kernels/chain_runner.cuh"
 #include "src/cpu/chains.hpp"
+#include "src/cuda_check.hpp"
 #include "src/launch.hpp"
 
 namespace diffsample::kernels {
@@ -45,3 +48,17 @@ void run_chains(executor where, std::int64_t n, std::int64_t d, const Params& p,
 }
 
 }  // namespace diffsample::kernels
+
+namespace diffsample::detail {
+
+/// The CPU executor's chain state of a Langevin or diffusion workspace, cpu::state_floats(n, d) floats, as bytes:
+/// refused when they reach 2^63 (16 bytes per element: an n x d within check_count's 8 bytes per element could wrap
+/// the size_t product around to a small workspace).
+inline std::size_t chain_state_bytes(std::int64_t n, std::int64_t d) {
+  DIFFSAMPLE_EXPECTS(n <= (std::numeric_limits<std::int64_t>::max() / 16 - 64) / d - 16,
+                     "n: " << n << " x " << d << " elements need a chain state of 16 bytes each, beyond a 64-bit byte "
+                                                 "count");
+  return static_cast<std::size_t>(cpu::state_floats(n, d)) * sizeof(float);
+}
+
+}  // namespace diffsample::detail

@@ -3,7 +3,6 @@
 // for a short compile-time list of dimensions, workspace path otherwise).
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -221,18 +220,9 @@ bool register_path(const gaussian_mixture& mixture, executor where) {
                                       kernels::diffusion_chain_body::single_channel));
 }
 
-// The chains' state, state_floats(n, d) floats, as bytes: refused when they reach 2^63 (16 bytes per element: an
-// n x d within detail::check_count's 8 bytes per element could wrap the size_t product around to a small workspace).
-std::size_t state_byte_count(std::int64_t n, std::int64_t d) {
-  DIFFSAMPLE_EXPECTS(n <= (std::numeric_limits<std::int64_t>::max() / 16 - 64) / d - 16,
-                     "n: " << n << " x " << d << " elements need a chain state of 16 bytes each, beyond a 64-bit byte "
-                                                 "count");
-  return static_cast<std::size_t>(cpu::state_floats(n, d)) * sizeof(float);
-}
-
 // The workspace size asks for the state whenever CUDA would need it.
 std::size_t state_bytes(const gaussian_mixture& mixture, std::int64_t n) {
-  return register_path(mixture, executor::cuda) ? 0 : state_byte_count(n, mixture.dim());
+  return register_path(mixture, executor::cuda) ? 0 : detail::chain_state_bytes(n, mixture.dim());
 }
 
 }  // namespace

@@ -64,20 +64,11 @@ bool register_path(const gaussian_mixture& mixture, executor where) {
           kernels::chain_staging_fits(mixture.storage().view(executor::cpu), kernels::langevin_chain_body::single_channel));
 }
 
-// The chains' state, state_floats(n, d) floats, as bytes: refused when they reach 2^63 (16 bytes per element: an
-// n x d within detail::check_count's 8 bytes per element could wrap the size_t product around to a small workspace).
-std::size_t state_byte_count(std::int64_t n, std::int64_t d) {
-  DIFFSAMPLE_EXPECTS(n <= (std::numeric_limits<std::int64_t>::max() / 16 - 64) / d - 16,
-                     "n: " << n << " x " << d << " elements need a chain state of 16 bytes each, beyond a 64-bit byte "
-                                                 "count");
-  return static_cast<std::size_t>(cpu::state_floats(n, d)) * sizeof(float);
-}
-
 }  // namespace
 
 std::size_t langevin_workspace_bytes(const gaussian_mixture& mixture, std::int64_t n, const langevin_options& options) {
   validate(mixture, n, options);
-  const std::size_t state = register_path(mixture, executor::cuda) ? 0 : state_byte_count(n, mixture.dim());
+  const std::size_t state = register_path(mixture, executor::cuda) ? 0 : detail::chain_state_bytes(n, mixture.dim());
   return table_bytes(mixture) + state;
 }
 
