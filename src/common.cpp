@@ -119,6 +119,11 @@ void check_buffer(const char* name, const void* ptr, std::int64_t count, std::si
   }
 }
 
+void check_mixture_path(const char* name, mixture_path path) {
+  DIFFSAMPLE_EXPECTS(path == mixture_path::automatic || path == mixture_path::direct || path == mixture_path::gemm,
+                     name << ": invalid value " << static_cast<int>(path));
+}
+
 void check_count(const char* name, std::int64_t n, std::int64_t d) {
   DIFFSAMPLE_EXPECTS(n >= 0, name << ": must be >= 0, got " << n);
   DIFFSAMPLE_EXPECTS(d >= 1, name << ": dimension must be >= 1, got " << d);

@@ -426,9 +426,7 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
                      "options.guidance_scale: must be finite and >= 0, got " << o.guidance_scale);
   detail::check_at_most_max_abs("options.guidance_scale", o.guidance_scale);
-  DIFFSAMPLE_EXPECTS(o.operator_path == mixture_path::automatic || o.operator_path == mixture_path::direct ||
-                         o.operator_path == mixture_path::gemm,
-                     "options.operator_path: invalid value " << static_cast<int>(o.operator_path));
+  detail::check_mixture_path("options.operator_path", o.operator_path);
   DIFFSAMPLE_EXPECTS(o.dps_step == dps_step_form::likelihood || o.dps_step == dps_step_form::normalised,
                      "options.dps_step: invalid value " << static_cast<int>(o.dps_step));
   DIFFSAMPLE_EXPECTS(std::isfinite(o.diffpir_zeta) && o.diffpir_zeta >= 0 && o.diffpir_zeta <= 1,

@@ -250,8 +250,7 @@ void dense_rows_transpose_gemm(const float* A, std::int64_t d_y, std::int64_t d_
 
 mixture_path observation_operator::batch_path(std::int64_t n, mixture_path path) const {
   DIFFSAMPLE_EXPECTS(!empty(), "observation: the operator is empty");
-  DIFFSAMPLE_EXPECTS(path == mixture_path::automatic || path == mixture_path::direct || path == mixture_path::gemm,
-                     "path: invalid value " << static_cast<int>(path));
+  detail::check_mixture_path("path", path);
   if (path == mixture_path::gemm) {
     DIFFSAMPLE_EXPECTS(kind_ == observation_kind::dense,
                        "path: gemm applies dense operators only; a " << to_string(kind_)

@@ -39,6 +39,9 @@ void check_buffer(const char* name, const void* ptr, std::int64_t count, std::si
 /// Checks 0 <= n and that n * d elements fit in int64 and in a size_t byte count.
 void check_count(const char* name, std::int64_t n, std::int64_t d = 1);
 
+/// Checks that `path` is one of mixture_path's values ("<name>: invalid value 7" otherwise).
+void check_mixture_path(const char* name, mixture_path path);
+
 /// Checks a finite positive value at most max_abs_value (step sizes, variances).
 void check_positive(const char* name, double value);
 /// Throws invalid_argument naming `name` when value > max_abs_value (1e18): finite as a double but beyond what the
