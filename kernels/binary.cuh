@@ -6,9 +6,17 @@
 // the smoothed density is p e^{alpha y} + (1 - p) e^{-alpha y} = cosh(theta + alpha y) / cosh(theta), hence
 //   log q(y) = logsumexp_k [ log w_k + sum_j (logcosh(theta_kj + alpha y_j) - logcosh(theta_kj)) ] - d log(2 cosh alpha),
 //   grad log q(y) = alpha sum_k r_k(y) tanh(theta_k + alpha y),   E[x | y] = sum_k r_k(y) tanh(theta_k + alpha y),
-// exact as a pmf on {-1,1}^d and smooth on all of R^d. Every term logcosh(theta + alpha y) - logcosh(theta) is
-// bounded by alpha |y|, so logits stay accurate in FP32 at any d. Several measurements y_1..y_m of one x enter only
-// through their sum u = y_1 + ... + y_m: the same formulas at the point u (the "offset" of the samplers below).
+// exact as a pmf on {-1,1}^d and smooth on all of R^d. Written so, log q is a difference of two numbers of size
+// d alpha (each logcosh(theta + alpha y) is about alpha |y|): FP32 lost ~1e-4 absolute at alpha = 1000, d = 1, and
+// the logits (hence the responsibilities r_k) as much. The kernels therefore take alpha |y_j| - log 2 out of every
+// coordinate's term before it is formed (logcosh_excess below: the part of size alpha never enters a rounding) and
+// add back the part all components share, alpha sum_j (|y_j| - 1) (zero on {-1,1}^d), with the normalisation
+// less d alpha (bernoulli_reduced_norm):
+//   log q(y) = logsumexp_k [ log w_k + sum_j (logcosh_excess(theta_kj, alpha, y_j) - logcosh(theta_kj)) ]
+//              + alpha sum_j (|y_j| - 1) - d (log 2 + log1p(e^{-2 alpha})),
+// every logit term bounded by |theta| + |logcosh(theta)| + log 2 <= 2 |theta| + log 2 at any alpha and any real y.
+// Several measurements y_1..y_m of one x enter only through their sum u = y_1 + ... + y_m: the same formulas at the
+// point u (the "offset" of the samplers below).
 #pragma once
 
 #include <cmath>
@@ -73,6 +81,29 @@ DS_HD_INLINE T logcosh(T z) {
   return a + ds_log1p(ds_exp(T(-2) * a)) - T(0.69314718055994530942);
 }
 
+/// logcosh(theta + alpha y) - alpha |y| + log 2 = (|z| - a) + log1p(e^{-2 |z|}), z = theta + alpha y, a = alpha |y|,
+/// with |z| - a formed without rounding theta into z: with v = theta sign(y), |z| = |v + a| is v + a when v + a >= 0,
+/// so |z| - a = v exactly, and -v - a otherwise (|v| > a there), so |z| - a = -v - 2 a, of size at most |theta| and
+/// within 2 ulp(a) <= 2 ulp(theta) of it. The rounding of |z| itself only reaches the log1p term, whose derivative is
+/// at most 2 e^{-2 |z|}.
+template <class T>
+DS_HD_INLINE T logcosh_excess(T theta, T alpha, T y) {
+  const T a = alpha * (y < T(0) ? -y : y);
+  const T v = y < T(0) ? -theta : theta;
+  const bool along = v + a >= T(0);
+  const T r = along ? v : -v - T(2) * a;
+  return r + ds_log1p(ds_exp(T(-2) * (along ? v + a : -v - a)));
+}
+
+/// alpha sum_j (|y_j| - 1): the part of log q that logcosh_excess takes out of every component's terms alike (zero
+/// on {-1,1}^d; |y_j| - 1 is exact for |y_j| in [1/2, 2], and an integer at the samplers' sums of measurements).
+template <class T, class Y>
+DS_HD_INLINE T bernoulli_level_shift(const Y& y, int d, T alpha) {
+  T s = T(0);
+  for (int j = 0; j < d; ++j) s += (T(y[j]) < T(0) ? -T(y[j]) : T(y[j])) - T(1);
+  return alpha * s;
+}
+
 /// log sigmoid(x) = -log(1 + e^{-x}), stable for either sign.
 template <class T>
 DS_HD_INLINE T log_sigmoid(T x) {
@@ -91,30 +122,38 @@ struct sum_point {
   DS_HD_INLINE auto operator[](int j) const -> decltype(u[j] + y[j]) { return u[j] + y[j]; }
 };
 
-/// d log(2 cosh alpha): the normalisation of the smoothed pmf, a constant of the call. Launchers compute it once
-/// and pass it in (a kernel that recomputes it after its component loop keeps alpha and its exponent live across
-/// the loop: binary_evaluate_functor spilled them).
+/// d (log 2 + log1p(e^{-2 alpha})) = d log(2 cosh alpha) - d alpha: the normalisation of the smoothed pmf less the
+/// d alpha that logcosh_excess and bernoulli_level_shift leave out, a constant of the call (between d log 2 and
+/// d log 4, so subtracting it cancels nothing of size alpha). Launchers compute it once and pass it in (a kernel that recomputes
+/// it after its component loop keeps alpha and its exponent live across the loop: binary_evaluate_functor spilled
+/// them).
 template <class T>
-DS_HD_INLINE T bernoulli_log_norm(int d, T alpha) {
-  return T(d) * (logcosh(alpha) + T(0.69314718055994530942));
+DS_HD_INLINE T bernoulli_reduced_norm(int d, T alpha) {
+  return T(d) * (T(0.69314718055994530942) + ds_log1p(ds_exp(T(-2) * alpha)));
 }
 
-/// log q(y) with log_norm = bernoulli_log_norm(d, alpha): the exact log pmf on {-1,1}^d (any real y accepted).
+/// The logit term of coordinate j of component k at y_j: logcosh(theta + alpha y_j) - logcosh(theta) - alpha |y_j|
+/// + log 2, bounded by 2 |theta| + log 2.
+template <class T, class P>
+DS_HD_INLINE T bernoulli_logit_term(const bernoulli_view<P>& m, int k, int j, T alpha, T yj) {
+  return logcosh_excess(T(m.theta[m.at(k, j)]), alpha, yj) - T(m.logcosh_theta[m.at(k, j)]);
+}
+
+/// log q(y) with log_norm = bernoulli_reduced_norm(d, alpha): the exact log pmf on {-1,1}^d (any real y accepted).
 template <class T, class P, class Y>
 DS_HD_INLINE T bernoulli_log_density(const bernoulli_view<P>& m, const Y& y, T alpha, T log_norm) {
   online_softmax<T> sm;
   T rescale, weight;
   for (int k = 0; k < m.components; ++k) {
     T l = T(m.log_weights[k]);
-    for (int j = 0; j < m.dim; ++j)
-      l += logcosh(T(m.theta[m.at(k, j)]) + alpha * T(y[j])) - T(m.logcosh_theta[m.at(k, j)]);
+    for (int j = 0; j < m.dim; ++j) l += bernoulli_logit_term(m, k, j, alpha, T(y[j]));
     sm.push(l, rescale, weight);
   }
-  return sm.log_sum() - log_norm;
+  return sm.log_sum() + bernoulli_level_shift(y, m.dim, alpha) - log_norm;
 }
 
 /// out = sum_k r_k(y) tanh(theta_k + alpha y) = E[x | y] (the score is alpha times it); returns log q(y) (normalised
-/// by log_norm = bernoulli_log_norm(d, alpha), as bernoulli_log_density). out may not alias y.
+/// by log_norm = bernoulli_reduced_norm(d, alpha), as bernoulli_log_density). out may not alias y.
 template <class T, class P, class Y, class G>
 DS_HD_INLINE T bernoulli_posterior_mean(const bernoulli_view<P>& m, const Y& y, T alpha, T log_norm, G& out) {
   const int d = m.dim;
@@ -124,8 +163,7 @@ DS_HD_INLINE T bernoulli_posterior_mean(const bernoulli_view<P>& m, const Y& y, 
   // tanh terms; recomputing the exponential costs less than storing K x d of them.
   for (int k = 0; k < m.components; ++k) {
     T l = T(m.log_weights[k]);
-    for (int j = 0; j < d; ++j)
-      l += logcosh(T(m.theta[m.at(k, j)]) + alpha * T(y[j])) - T(m.logcosh_theta[m.at(k, j)]);
+    for (int j = 0; j < d; ++j) l += bernoulli_logit_term(m, k, j, alpha, T(y[j]));
     T rescale, weight;
     sm.push(l, rescale, weight);
     for (int j = 0; j < d; ++j) {
@@ -138,14 +176,14 @@ DS_HD_INLINE T bernoulli_posterior_mean(const bernoulli_view<P>& m, const Y& y, 
   }
   const T inv_sum = ds_quotient(T(1), sm.sum);
   for (int j = 0; j < d; ++j) out[j] *= inv_sum;
-  return sm.log_sum() - log_norm;
+  return sm.log_sum() + bernoulli_level_shift(y, d, alpha) - log_norm;
 }
 
 /// One entry of a lattice table: the logit term and the posterior-mean term of one (component, coordinate) at the
 /// point alpha * level.
 struct lattice_term {
-  float logcosh_difference;  // logcosh(theta + alpha level) - logcosh(theta)
-  float tanh;                // tanh(theta + alpha level)
+  float logit;  // logcosh(theta + alpha level) - logcosh(theta) - alpha |level| + log 2 (bernoulli_logit_term)
+  float tanh;   // tanh(theta + alpha level)
 };
 
 /// The chains only visit integer points (states +-1; sums of m measurements in [-m, m]), where every term of the
@@ -156,7 +194,10 @@ struct lattice_table {
   int max_level;               // L
 };
 
-/// Fills the lattice table for flip strength alpha: one entry per index (run over K d (2 L + 1) indices).
+/// Fills the lattice table for flip strength alpha: one entry per index (run over K d (2 L + 1) indices). The logit
+/// term in FP64 from the FP32 theta (as the direct formulas read it), then rounded once: within half an FP32 ulp of
+/// a number bounded by 2 |theta| + log 2 (a logcosh difference, of size alpha |level|, lost ~1e-4 at alpha = 1000 in
+/// that rounding alone).
 struct lattice_table_functor {
   bernoulli_view<float> mix;
   double alpha;
@@ -167,30 +208,31 @@ struct lattice_table_functor {
     const std::int64_t kj = i / levels;
     const int level = int(i % levels) - max_level;
     const double theta = double(mix.theta[kj]);
-    double lc, t;
-    logcosh_tanh(theta + alpha * level, lc, t);
-    out[i] = {float(lc - logcosh(theta)), float(t)};
+    double unused, t;
+    logcosh_tanh(theta + alpha * level, unused, t);
+    out[i] = {float(logcosh_excess(theta, alpha, double(level)) - logcosh(theta)), float(t)};
   }
 };
 
-/// bernoulli_posterior_mean at an integer point y (|y_j| <= L) through the lattice table; log_norm = d log(2 cosh alpha).
+/// bernoulli_posterior_mean at an integer point y (|y_j| <= L) through the lattice table; log_norm =
+/// bernoulli_reduced_norm(d, alpha).
 template <class Y, class G>
 DS_HD_INLINE float lattice_posterior_mean(const bernoulli_view<float>& m, const lattice_table& table, const Y& y,
-                                          float log_norm, G& out) {
+                                          float alpha, float log_norm, G& out) {
   const int d = m.dim, levels = 2 * table.max_level + 1;
   online_softmax<float> sm;
   for (int j = 0; j < d; ++j) out[j] = 0;
   for (int k = 0; k < m.components; ++k) {
     const lattice_term* row = table.values + static_cast<std::int64_t>(k) * d * levels + table.max_level;
     float l = m.log_weights[k];
-    for (int j = 0; j < d; ++j) l += row[j * levels + int(y[j])].logcosh_difference;
+    for (int j = 0; j < d; ++j) l += row[j * levels + int(y[j])].logit;
     float rescale, weight;
     sm.push(l, rescale, weight);
     for (int j = 0; j < d; ++j) out[j] = out[j] * rescale + weight * row[j * levels + int(y[j])].tanh;
   }
   const float inv_sum = ds_quotient(1.f, sm.sum);
   for (int j = 0; j < d; ++j) out[j] *= inv_sum;
-  return sm.log_sum() - log_norm;
+  return sm.log_sum() + bernoulli_level_shift(y, d, alpha) - log_norm;
 }
 
 /// Settings of a discrete chain (one-stage discrete Langevin, its Metropolis-adjusted form, or the two-stage
@@ -204,14 +246,14 @@ struct discrete_params {
   std::uint64_t seed, first_chain, first_step;
   std::int64_t* accepted;  // n, or nullptr
   lattice_table table;     // values nullptr: direct formulas
-  float log_norm;          // d log(2 cosh alpha)
+  float log_norm;          // bernoulli_reduced_norm(d, alpha)
 };
 
 /// E[x | point] into out, returning log q(point): through the lattice table when the call built one.
 template <class Y, class G>
 DS_HD_INLINE float posterior_mean_at(const discrete_params& p, const Y& y, G& out) {
-  if (p.table.values != nullptr) return lattice_posterior_mean(p.mix, p.table, y, p.log_norm, out);
-  return bernoulli_posterior_mean(p.mix, y, p.alpha, bernoulli_log_norm(p.mix.dim, p.alpha), out);
+  if (p.table.values != nullptr) return lattice_posterior_mean(p.mix, p.table, y, p.alpha, p.log_norm, out);
+  return bernoulli_posterior_mean(p.mix, y, p.alpha, p.log_norm, out);
 }
 
 /// A zero vector of d coordinates (the offset of a single measurement).
@@ -366,7 +408,7 @@ struct binary_evaluate_functor {
   const float* y;
   float* out;
   float alpha;
-  float log_norm;  // bernoulli_log_norm(d, alpha)
+  float log_norm;  // bernoulli_reduced_norm(d, alpha)
   quantity what;
   DS_HD void operator()(std::int64_t i) const {
     const int d = mix.dim;

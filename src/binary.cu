@@ -133,7 +133,7 @@ executor bernoulli_mixture::evaluate(float* out, std::int64_t n, const float* y,
   const float a = float(alpha);
   kernels::for_each_index(where, n,
                           binary_evaluate_functor{storage_->view(where), y, out, a,
-                                                  kernels::bernoulli_log_norm(int(d), a), what},
+                                                  float(kernels::bernoulli_reduced_norm(int(d), double(a))), what},
                           exec.stream);
   return where;
 }
@@ -144,7 +144,7 @@ void bernoulli_mixture::evaluate_fp64(double* out, std::int64_t n, const double*
   check_evaluate(what, n, d, alpha);
   DIFFSAMPLE_EXPECTS(n == 0 || (y != nullptr && out != nullptr), "y, out: null pointer");
   const auto mix = storage_->view64();
-  const double log_norm = kernels::bernoulli_log_norm(int(d), alpha);
+  const double log_norm = kernels::bernoulli_reduced_norm(int(d), alpha);
   cpu::parallel_for_each(n, [&](std::int64_t i) {
     const strided_vec<const double> yi{y + i * d, 1, int(d)};
     strided_vec<double> oi{out + i * d, 1, int(d)};
@@ -215,7 +215,7 @@ void check_walk_jump(const bernoulli_mixture& prior, std::int64_t n, const discr
 kernels::discrete_params params(const bernoulli_mixture& prior, executor where, discrete_method method, double alpha,
                                 double eta, std::int64_t steps, std::uint64_t seed, std::uint64_t first_chain,
                                 std::uint64_t first_step, std::int64_t* accepted) {
-  const double log_norm = double(prior.dim()) * (kernels::logcosh(alpha) + 0.69314718055994530942);
+  const double log_norm = kernels::bernoulli_reduced_norm(int(prior.dim()), double(float(alpha)));
   return {prior.storage().view(where), float(alpha), float(eta), static_cast<int>(method), steps, seed, first_chain,
           first_step, accepted, {nullptr, 0}, float(log_norm)};
 }

@@ -15,6 +15,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/binary.cuh"
 #include "reference/helpers.hpp"
 
 using namespace diffsample;
@@ -78,6 +79,71 @@ void brute_force(const problem_params& q, const std::vector<double>& y, double a
     for (int j = 0; j < d; ++j) mean[j] += w * x[j];
   }
   for (int j = 0; j < d; ++j) mean[j] /= pmf;
+}
+
+/// The log density, posterior mean and error bounds of the mixture q at the FP32 point y, in long double from the
+/// probabilities, by a route of its own: each coordinate's term of component k, less alpha |y| - log 2, is
+///   t_kj = log(2 p e^{alpha (y - |y|)} + 2 (1 - p) e^{-alpha (y + |y|)})
+/// (cosh(theta + alpha y) / cosh(theta) = p e^{alpha y} + (1 - p) e^{-alpha y}; one exponent is 0, the other <= 0), and
+///   log q(y) = logsumexp_k (log w_k + sum_j t_kj) + alpha sum_j (|y_j| - 1) - d (log 2 + log1p(e^{-2 alpha})).
+/// logit_bound: max over k of sum_j |S_kj| + 4 sum_j M_kj, with S_kj = log w_k + t_k1 + ... + t_kj the partial sums
+/// (a recursive sum's rounding is at most u sum_j |S_kj|, u the unit roundoff) and M_kj = 3 |theta| + |logcosh(theta)|
+/// + ||z| - alpha |y|| + |t_kj| + log 2 the magnitudes of the pieces each term is formed from (theta's rounding to the
+/// working precision moves t_kj by at most 2 u |theta|; the pieces' own roundings by u each), so that logits formed
+/// without cancellation are within u logit_bound of the exact ones. shift_bound: the same for alpha sum_j (|y_j| - 1)
+/// (alpha (sum_j ||y_j| - 1| + sum_j |P_j| + |P_d|), P_j its partial sums). norm: d (log 2 + log1p(e^{-2 alpha})).
+struct accurate_values {
+  long double log_q = 0, logit_bound = 0, shift_bound = 0, norm = 0;
+  std::vector<long double> mean;
+};
+
+accurate_values accurate(const problem_params& q, const float* y, long double alpha) {
+  const int d = q.d, K = int(q.weights.size());
+  const long double ln2 = std::log(2.0L);
+  auto lc = [&](long double z) {
+    z = std::fabs(z);
+    return z + std::log1p(std::exp(-2 * z)) - ln2;
+  };
+  long double wsum = 0;
+  for (double w : q.weights) wsum += w;
+  accurate_values r;
+  r.mean.assign(d, 0.0L);
+  std::vector<long double> logit(K);
+  long double top = -INFINITY;
+  for (int k = 0; k < K; ++k) {
+    long double l = std::log(q.weights[k] / wsum), partial = 0, pieces = 0;
+    for (int j = 0; j < d; ++j) {
+      const long double p = q.probabilities[k * d + j], yj = y[j];
+      const long double theta = 0.5L * std::log(p / (1 - p)), z = theta + alpha * yj;
+      const long double e1 = std::log(2 * p) + alpha * (yj - std::fabs(yj));
+      const long double e2 = std::log(2 * (1 - p)) - alpha * (yj + std::fabs(yj));
+      const long double t = std::max(e1, e2) + std::log1p(std::exp(std::min(e1, e2) - std::max(e1, e2)));
+      l += t;
+      partial += std::fabs(l);
+      pieces += 3 * std::fabs(theta) + std::fabs(lc(theta)) + std::fabs(std::fabs(z) - alpha * std::fabs(yj)) +
+                std::fabs(t) + ln2;
+    }
+    logit[k] = l;
+    top = std::max(top, l);
+    r.logit_bound = std::max(r.logit_bound, partial + 4 * pieces);
+  }
+  long double sum = 0, shift = 0, shift_pieces = 0;
+  for (int k = 0; k < K; ++k) sum += std::exp(logit[k] - top);
+  for (int j = 0; j < d; ++j) {
+    shift += std::fabs((long double)y[j]) - 1;
+    shift_pieces += std::fabs(std::fabs((long double)y[j]) - 1) + std::fabs(shift);
+  }
+  r.shift_bound = alpha * (shift_pieces + std::fabs(shift));
+  r.norm = d * (ln2 + std::log1p(std::exp(-2 * alpha)));
+  r.log_q = top + std::log(sum) + alpha * shift - r.norm;
+  for (int k = 0; k < K; ++k) {
+    const long double resp = std::exp(logit[k] - top) / sum;
+    for (int j = 0; j < d; ++j) {
+      const long double p = q.probabilities[k * d + j];
+      r.mean[j] += resp * std::tanh(0.5L * std::log(p / (1 - p)) + alpha * (long double)y[j]);
+    }
+  }
+  return r;
 }
 
 /// The exact pmf of q on {-1,1}^d from the library's FP64 log density.
@@ -247,6 +313,118 @@ TEST(BernoulliMixture, LogDensityIsTheExactPmfAndDenoiserThePosteriorMean) {
       }
     }
     EXPECT_NEAR(total, 1.0, 1e-12);
+  }
+}
+
+// The log density and denoiser without cancellation at any alpha: FP32 (CPU executor) and FP64 (evaluate_fp64)
+// against the long-double values of accurate() over alpha = 1e-3 .. 1e4 and d = 1 .. 300 (K = 3), at random states
+// of {-1,1}^d, at real points near them (|y_j| in [0.7, 1.3]), at sums of two measurements (entries -2, 0, 2) and at
+// points whose coordinates are +-1 or c / alpha (c standard normal: tanh(theta + c) unsaturated, so that the
+// denoiser depends on the responsibilities). Tolerance from the working precision's unit roundoff u (2^-24, 2^-53):
+// the logits are within u logit_bound (accurate()); log q adds u shift_bound and the log-sum-exp's and the
+// normalisation's roundings, 8 u (|log q| + norm + 1); the denoiser moves by at most 3 u logit_bound through the
+// responsibilities plus (4 K + 8) u from its own tanh and sums. Seen failing with the former sums of
+// logcosh(theta + alpha y) - logcosh(theta) less d log(2 cosh alpha) (log q at alpha >= 100 for every d, FP32 off by
+// ~1e-4 at alpha = 1000, d = 1; the denoiser at the c / alpha points), and with alpha - log 2 (not alpha |y_j| -
+// log 2) taken out of the terms (the denoiser at the c / alpha points).
+TEST(BernoulliMixture, LogDensityAndDenoiserAccurateAtEveryAlpha) {
+  const int K = 3;
+  std::mt19937_64 g(41);
+  std::uniform_real_distribution<double> jitter(-0.3, 0.3);
+  std::normal_distribution<double> normal;
+  int failures = 0;
+  for (int d : {1, 8, 64, 300}) {
+    const auto q = random_problem(d, K, 40 + unsigned(d));
+    const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+    for (double alpha : {1e-3, 0.1, 1.0, 10.0, 100.0, 1000.0, 1e4}) {
+      const int n = 11;
+      std::vector<float> y32(n * d);
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j) {
+          const float sgn = (g() & 1) ? 1.f : -1.f;
+          float& v = y32[i * d + j];
+          if (i < 5) v = sgn;
+          else if (i < 7) v = sgn * float(1 + jitter(g));
+          else if (i < 8) v = float(2 * int(g() % 3) - 2);
+          else v = (g() & 1) && d > 1 ? sgn : float(normal(g) / alpha);
+        }
+      const std::vector<double> y64(y32.begin(), y32.end());
+      std::vector<float> lq32(n), den32(n * d);
+      std::vector<double> lq64(n), den64(n * d);
+      m.evaluate(lq32.data(), n, y32.data(), alpha, quantity::log_density, {executor::cpu});
+      m.evaluate(den32.data(), n, y32.data(), alpha, quantity::denoiser, {executor::cpu});
+      m.evaluate_fp64(lq64.data(), n, y64.data(), alpha, quantity::log_density);
+      m.evaluate_fp64(den64.data(), n, y64.data(), alpha, quantity::denoiser);
+      for (int i = 0; i < n; ++i) {
+        for (const long double u : {0x1p-24L, 0x1p-53L}) {
+          const bool single = u > 0x1p-30L;
+          // evaluate() reads alpha as a float
+          const accurate_values r = accurate(q, &y32[i * d], single ? (long double)float(alpha) : alpha);
+          const double got = single ? double(lq32[i]) : lq64[i];
+          const double tol =
+              double(u * (r.logit_bound + r.shift_bound) + 8 * u * (std::fabs(r.log_q) + r.norm + 1));
+          const bool ok = std::fabs(got - double(r.log_q)) <= tol;
+          EXPECT_TRUE(ok) << (single ? "FP32" : "FP64") << " log q, d = " << d << ", alpha = " << alpha
+                          << ", point " << i << ": " << got << " vs " << double(r.log_q) << " (tolerance " << tol
+                          << ")";
+          const double tol_mean = double(3 * u * r.logit_bound + (4 * K + 8) * u);
+          int bad = 0;
+          double worst = 0;
+          for (int j = 0; j < d; ++j) {
+            const double e = std::fabs((single ? double(den32[i * d + j]) : den64[i * d + j]) - double(r.mean[j]));
+            worst = std::max(worst, e);
+            bad += !(e <= tol_mean);
+          }
+          EXPECT_EQ(bad, 0) << (single ? "FP32" : "FP64") << " denoiser, d = " << d << ", alpha = " << alpha
+                            << ", point " << i << ": largest error " << worst << " (tolerance " << tol_mean << ")";
+          failures += !ok + (bad > 0);
+        }
+      }
+    }
+  }
+  EXPECT_EQ(failures, 0);
+}
+
+// The discrete samplers' lattice table (kernels::lattice_table_functor, levels -2..2) read by
+// kernels::lattice_posterior_mean, against accurate() at states of {-1,1}^d and at sums of two measurements, with the
+// FP32 tolerances of the test above (each entry is rounded once from FP64, within the same u |piece| allowance).
+// Seen failing with the entries stored as logcosh(theta + alpha level) - logcosh(theta) and the normalisation
+// d log(2 cosh alpha) (alpha >= 100).
+TEST(BernoulliMixture, LatticeTableAccurateAtEveryAlpha) {
+  const int K = 3, L = 2, levels = 2 * L + 1;
+  std::mt19937_64 g(43);
+  for (int d : {1, 8, 64, 300}) {
+    const auto q = random_problem(d, K, 44 + unsigned(d));
+    double wsum = 0;
+    for (double w : q.weights) wsum += w;
+    std::vector<float> log_w(K), theta(K * d), lc_theta(K * d);
+    for (int k = 0; k < K; ++k) log_w[k] = float(std::log(q.weights[k] / wsum));
+    for (int i = 0; i < K * d; ++i) {
+      const double p = q.probabilities[i], t = 0.5 * (std::log(p) - std::log1p(-p));
+      theta[i] = float(t);
+      lc_theta[i] = float(kernels::logcosh(t));
+    }
+    const kernels::bernoulli_view<float> view{log_w.data(), theta.data(), lc_theta.data(), K, d};
+    for (double alpha : {1e-3, 0.1, 1.0, 10.0, 100.0, 1000.0, 1e4}) {
+      std::vector<kernels::lattice_term> table(std::size_t(K) * d * levels);
+      const kernels::lattice_table_functor fill{view, alpha, L, table.data()};
+      for (std::int64_t e = 0; e < std::int64_t(table.size()); ++e) fill(e);
+      const float log_norm = float(kernels::bernoulli_reduced_norm(d, alpha));
+      for (int i = 0; i < 4; ++i) {
+        std::vector<float> y(d), out(d);
+        for (int j = 0; j < d; ++j) y[j] = i < 3 ? ((g() & 1) ? 1.f : -1.f) : float(2 * int(g() % 3) - 2);
+        const float lq = kernels::lattice_posterior_mean(view, {table.data(), L}, y, float(alpha), log_norm, out);
+        const accurate_values r = accurate(q, y.data(), float(alpha));
+        const long double u = 0x1p-24L;
+        const double tol =
+            double(u * (r.logit_bound + r.shift_bound) + 8 * u * (std::fabs(r.log_q) + r.norm + 1));
+        EXPECT_NEAR(lq, double(r.log_q), tol) << "d = " << d << ", alpha = " << alpha << ", point " << i;
+        const double tol_mean = double(3 * u * r.logit_bound + (4 * K + 8) * u);
+        int bad = 0;
+        for (int j = 0; j < d; ++j) bad += !(std::fabs(out[j] - double(r.mean[j])) <= tol_mean);
+        EXPECT_EQ(bad, 0) << "denoiser, d = " << d << ", alpha = " << alpha << ", point " << i;
+      }
+    }
   }
 }
 
