@@ -44,6 +44,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
+from .typing import ArrayObject, ProblemData, ProblemScalar
 from ._core import (  # noqa: F401  (re-exported)
     CudaError,
     DiffusionOptions,
@@ -88,6 +89,10 @@ def _forward(holder: str, core_class: str, name: str) -> property:
 
 Array = Any  # any DLPack-capable array: numpy.ndarray, torch.Tensor, cupy.ndarray, jax.Array
 Stream = Union[None, int, Any]
+# An observation operator as MixturePosterior takes it: an ObservationOperator or a (d_y, d_x) matrix.
+Operator = Union[ObservationOperator, ProblemData]
+# The operators of guided problems: one shared, or a list or tuple of B arrays or ObservationOperators.
+Operators = Union[Operator, Sequence[Union[ObservationOperator, ArrayObject]]]
 
 # ---- frameworks, devices, streams ----------------------------------------------------------------------------------
 
@@ -434,7 +439,8 @@ class GaussianMixture:
     InvalidArgument for a bad size or value (dim and K up to diffsample.limits.max_dim and max_components).
     """
 
-    def __init__(self, weights: Any, means: Any, variances: Any, *, _core_mixture: Any = None):
+    def __init__(self, weights: ProblemData, means: ProblemData, variances: ProblemData, *,
+                 _core_mixture: Any = None):
         if _core_mixture is not None:
             self._m = _core_mixture
             return
@@ -443,7 +449,7 @@ class GaussianMixture:
                                             _host(variances, "variances", (1, 2), "(K,) or (K, d)"))
 
     @classmethod
-    def empirical(cls, points: Any, variance: float) -> "GaussianMixture":
+    def empirical(cls, points: ProblemData, variance: float) -> "GaussianMixture":
         """Equal-weight mixture of N(point_i, variance I) over the rows of points.
 
         Args:
@@ -458,7 +464,7 @@ class GaussianMixture:
 
     @classmethod
     def grid(cls, dim: int, grid: int, spacing: float, variance: float,
-             weights: Sequence[float] = ()) -> "GaussianMixture":
+             weights: ProblemData = ()) -> "GaussianMixture":
         """A mixture with means on a grid x grid lattice (grid^2 components).
 
         Args:
@@ -938,8 +944,8 @@ class SamplingPlan:
                                                _enum(_core.Executor, device), _stream_handle(stream)), like)
 
     @classmethod
-    def guided(cls, d: int, A: Any, y: Any, sigma_y: Any, *, sampler: str = "smc", output: str = "denoiser",
-               device: str = "cpu", schedule: Union[None, str, NoiseSchedule] = None,
+    def guided(cls, d: int, A: Operators, y: ProblemData, sigma_y: ProblemData, *, sampler: str = "smc",
+               output: str = "denoiser", device: str = "cpu", schedule: Union[None, str, NoiseSchedule] = None,
                resampling: Optional[dict] = None, stream: Stream = None, like: Any = None,
                **options: Any) -> "SamplingPlan":
         """A plan for the guided samplers 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' and 'skrock' on d-dimensional
@@ -1188,13 +1194,13 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
 _A_SHAPE = "(d_y, d_x) (one observation: a (1, d_x) matrix)"
 
 
-def _operator(A: Any, name: str = "A", expected: str = _A_SHAPE) -> ObservationOperator:
+def _operator(A: Operator, name: str = "A", expected: str = _A_SHAPE) -> ObservationOperator:
     if isinstance(A, ObservationOperator):
         return A
     return ObservationOperator.dense(_host(A, name, (2,), expected))
 
 
-def _operators(A: Any) -> list:
+def _operators(A: Operators) -> list:
     """The operators of guided problems: one shared (an ObservationOperator, an array, or a nested sequence of numbers:
     one matrix) or a list or tuple of B arrays or ObservationOperators, one per problem."""
     if isinstance(A, (list, tuple)) and A and all(
@@ -1226,7 +1232,7 @@ class MixturePosterior:
     a component's A S_k A^T + sigma_y^2 I is not positive definite (d_y up to diffsample.limits.max_posterior_d_y).
     """
 
-    def __init__(self, prior: GaussianMixture, A: Any, sigma_y: float, y: Any):
+    def __init__(self, prior: GaussianMixture, A: Operator, sigma_y: ProblemScalar, y: ProblemData):
         self._p = _core.MixturePosterior(_mixture(prior), _operator(A), _host(sigma_y, "sigma_y", (0,), "a scalar"),
                                          _host(y, "y", (1,), "(d_y,)"))
 
@@ -1273,8 +1279,8 @@ class MixturePosterior:
 _GUIDED_OUTPUTS = ("particles", "log_weights", "samples", "log_normaliser", "ess_trace", "resample_count")
 
 
-def guided_sample(prior: GaussianMixture, A: Any, y: Any, sigma_y: Any, *, sampler: str = "smc",
-                  outputs: Sequence[str] = ("samples",), device: Any = None,
+def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y: ProblemData, *,
+                  sampler: str = "smc", outputs: Sequence[str] = ("samples",), device: Any = None,
                   schedule: Union[None, str, NoiseSchedule] = None, resampling: Optional[dict] = None,
                   stream: Stream = None, **options: Any) -> dict:
     """Posterior sampling for y_b = A_b x + sigma_y,b z with the mixture prior, B problems in one run.
@@ -1314,8 +1320,8 @@ def guided_sample(prior: GaussianMixture, A: Any, y: Any, sigma_y: Any, *, sampl
     return result
 
 
-def _guided_setup(A: Any, y: Any, sigma_y: Any, sampler: str, schedule: Any, resampling: Optional[dict],
-                  options: dict) -> Tuple[Any, Any]:
+def _guided_setup(A: Operators, y: ProblemData, sigma_y: ProblemData, sampler: str, schedule: Any,
+                  resampling: Optional[dict], options: dict) -> Tuple[Any, Any]:
     """GuidedProblems and GuidedOptions from guided_sample()'s arguments."""
     o = _fill(GuidedOptions(), options)
     o.sampler = _enum(_core.GuidedSampler, sampler)

@@ -214,6 +214,21 @@ void copy_strided(const array& a, std::vector<double>& out) {
   }
 }
 
+// The problem-data parameters: any object (read_host() decides what it accepts and names the argument in its errors),
+// typed in the signatures and the stub (_core.pyi) by the aliases of diffsample/typing.py, which the stub imports
+// (python/stub_patterns.txt): ProblemData (an array-like of real numbers), ProblemScalar (a number or 0-d array),
+// ProblemIndices (integers). tests/python/test_stubs.py holds the stub to these signatures.
+inline bool any_object(PyObject*) { return true; }
+struct problem_data : nb::object {
+  NB_OBJECT_DEFAULT(problem_data, object, "ProblemData", any_object)
+};
+struct problem_scalar : nb::object {
+  NB_OBJECT_DEFAULT(problem_scalar, object, "ProblemScalar", any_object)
+};
+struct problem_indices : nb::object {
+  NB_OBJECT_DEFAULT(problem_indices, object, "ProblemIndices", any_object)
+};
+
 host_data read_host(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
                     const std::string& expected) {
   if (obj.is_none()) raise_invalid(name + ": None, expected " + expected);
@@ -484,7 +499,7 @@ NB_MODULE(_core, m) {
       "A Gaussian mixture with diagonal or isotropic components, evaluated exactly at any channel (a, s).")
       .def(
           "__init__",
-          [](ds::gaussian_mixture* self, std::int64_t dim, nb::handle w, nb::handle mu, nb::handle v) {
+          [](ds::gaussian_mixture* self, std::int64_t dim, problem_data w, problem_data mu, problem_data v) {
             auto wv = host_vector(w, "weights", {1}, "(K,)");
             auto mv = host_vector(mu, "means", {1, 2}, "(K, d) or K * d values");
             auto vv = host_vector(v, "variances", {1, 2}, "(K,) or (K, d)");
@@ -595,7 +610,7 @@ NB_MODULE(_core, m) {
           "Exact samples of p_t into out (n, d) float32; optional int32 component labels (n,).")
       .def_static(
           "empirical",
-          [](nb::handle points, double variance) {
+          [](problem_data points, double variance) {
             host_data p = read_host(points, "points", {2}, "(n, d)");
             return ds::gaussian_mixture::empirical(p.shape[0], p.shape[1], p.values.data(), variance);
           },
@@ -604,9 +619,9 @@ NB_MODULE(_core, m) {
           "as float64).")
       .def_static(
           "grid",
-          [](std::int64_t dim, int grid, double spacing, double variance, nb::handle weights) {
+          [](std::int64_t dim, int grid, double spacing, double variance, std::optional<problem_data> weights) {
             std::vector<double> w;
-            if (!weights.is_none()) w = host_vector(weights, "weights", {1}, "(grid^2,) or empty");
+            if (weights) w = host_vector(*weights, "weights", {1}, "(grid^2,) or empty");
             return ds::grid_mixture(dim, grid, spacing, variance, std::move(w));
           },
           "dim"_a, "grid"_a, "spacing"_a, "variance"_a, "weights"_a = nb::none(),
@@ -946,7 +961,7 @@ NB_MODULE(_core, m) {
         std::vector<std::size_t> shape(h.shape.begin(), h.shape.end());
         return to_numpy(std::move(h.values), std::move(shape));
       },
-      "a"_a, "name"_a, "ndims"_a, "expected"_a,
+      "a"_a.none(), "name"_a, "ndims"_a, "expected"_a,
       "Host problem data a as a new C-contiguous float64 NumPy array (a copy), read as the operators and the "
       "posterior read theirs: any CPU array of a real dtype or nested sequence of numbers with one of ndims "
       "dimensions; errors name the argument `name` and say `expected`.",
@@ -954,7 +969,7 @@ NB_MODULE(_core, m) {
   nb::class_<ds::observation_operator>(m, "ObservationOperator", DS_DOC_FREE(observation_operator))
       .def_static(
           "dense",
-          [](nb::handle A) {
+          [](problem_data A) {
             host_data a = read_host(A, "A", {2}, "(d_y, d_x)");
             return ds::observation_operator::dense(a.shape[0], a.shape[1], std::move(a.values));
           },
@@ -963,13 +978,13 @@ NB_MODULE(_core, m) {
           "real dtype, any strides, or a nested sequence of numbers; CUDA arrays, complex and bool are refused).")
       .def_static(
           "mask",
-          [](std::int64_t d_x, nb::handle indices, nb::handle diagonal) {
+          [](std::int64_t d_x, problem_indices indices, std::optional<problem_data> diagonal) {
             host_data i = read_host(indices, "indices", {1}, "(d_y,) integers");
             if (!i.integral) raise_invalid("indices: dtype " + i.dtype + ", expected an integer dtype");
             std::vector<std::int64_t> idx(i.values.size());
             for (std::size_t k = 0; k < idx.size(); ++k) idx[k] = std::int64_t(i.values[k]);
             std::vector<double> g;
-            if (!diagonal.is_none()) g = host_vector(diagonal, "diagonal", {1}, "(d_y,)");
+            if (diagonal) g = host_vector(*diagonal, "diagonal", {1}, "(d_y,)");
             return ds::observation_operator::mask(d_x, std::move(idx), std::move(g));
           },
           "d_x"_a, "indices"_a, "diagonal"_a = nb::none(),
@@ -978,7 +993,7 @@ NB_MODULE(_core, m) {
           "dtype; diagonal of a real dtype, as float64); CUDA arrays are refused.")
       .def_static(
           "svd",
-          [](nb::handle U, nb::handle S, nb::handle V) {
+          [](problem_data U, problem_data S, problem_data V) {
             host_data u = read_host(U, "U", {2}, "(d_y, r)");
             std::vector<double> s = host_vector(S, "singular_values", {1}, "(r,)");
             host_data v = read_host(V, "V", {2}, "(d_x, r)");
@@ -1003,7 +1018,7 @@ NB_MODULE(_core, m) {
       .def(
           "__init__",
           [](ds::mixture_posterior* self, const ds::gaussian_mixture& prior, const ds::observation_operator& A,
-             nb::handle sigma, nb::handle obs) {
+             problem_scalar sigma, problem_data obs) {
             const double sigma_y = host_vector(sigma, "sigma_y", {0}, "a scalar")[0];
             std::vector<double> y = host_vector(obs, "y", {1}, "(d_y,)");
             nb::gil_scoped_release release;
@@ -1071,18 +1086,18 @@ NB_MODULE(_core, m) {
       // sequence of numbers, flattened in row-major order) and copied; read back as lists.
       .def_prop_rw(
           "A", [](const ds::guided_problems& g) { return g.A; },
-          [](ds::guided_problems& g, nb::handle v) {
+          [](ds::guided_problems& g, problem_data v) {
             g.A = host_vector(v, "A", {1, 2, 3}, "(d_y, d_x) or (B, d_y, d_x)");
           },
           DS_DOC(guided_problems, A))
       .def_rw("operators", &ds::guided_problems::operators, DS_DOC(guided_problems, operators))
       .def_prop_rw(
           "y", [](const ds::guided_problems& g) { return g.y; },
-          [](ds::guided_problems& g, nb::handle v) { g.y = host_vector(v, "y", {1, 2}, "(d_y,) or (B, d_y)"); },
+          [](ds::guided_problems& g, problem_data v) { g.y = host_vector(v, "y", {1, 2}, "(d_y,) or (B, d_y)"); },
           DS_DOC(guided_problems, y))
       .def_prop_rw(
           "sigma_y", [](const ds::guided_problems& g) { return g.sigma_y; },
-          [](ds::guided_problems& g, nb::handle v) {
+          [](ds::guided_problems& g, problem_data v) {
             g.sigma_y = host_vector(v, "sigma_y", {0, 1}, "a scalar or (B,)");
           },
           DS_DOC(guided_problems, sigma_y));

@@ -121,6 +121,10 @@ def refused(call, pattern):
     ("1-D U", lambda: ds.ObservationOperator.svd(np.ones(2), [1.0], np.eye(2)[:, :1]), r"^U: shape \(2,\)"),
     ("complex means", lambda: ds.GaussianMixture([1.0], np.zeros((1, 2), complex), [1.0]), r"^means: dtype complex"),
     ("2-D weights", lambda: ds.GaussianMixture([[1.0]], np.zeros((1, 2)), [1.0]), r"^weights: shape \(1, 1\)"),
+    ("None sigma_y", lambda: ds.MixturePosterior(prior(), A, None, Y), r"^sigma_y: None, expected a scalar"),
+    ("None y", lambda: guided(A, None, SIGMA), r"^y: None, expected \(d_y,\) or \(B, d_y\)"),
+    ("None A", lambda: guided(None, Y, SIGMA), r"^A: None, expected \(d_y, d_x\)"),
+    ("None means", lambda: ds.GaussianMixture([1.0], None, [1.0]), r"^means: None, expected \(K, d\)"),
 ])
 def test_wrong_problem_data_is_refused_by_name(what, call, pattern):
     refused(call, pattern)
