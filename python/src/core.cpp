@@ -333,6 +333,25 @@ nb::object plan_view(nb::handle owner, const T* p, std::int64_t rows, std::int64
 }
 #endif
 
+#ifdef DIFFSAMPLE_PY_PLANS
+// A sampling_plan as Python holds it, with the sizes of a guided plan's outputs (B problems, N particles, steps),
+// which the C++ plan keeps to itself: write_outputs checks the caller's arrays against these, so sizes the caller
+// passes cannot shrink the shapes checked (the plan writes its own B and steps + 1 values).
+struct py_sampling_plan : ds::sampling_plan {
+  explicit py_sampling_plan(ds::sampling_plan&& p) : ds::sampling_plan(std::move(p)) {}
+  bool guided = false;
+  std::int64_t problems = 0, particles = 0, steps = 0;
+};
+#endif
+
+// A 2-D problem-data array against the (rows, cols) the call reads it as: the library sees only the flattened
+// values, so a transposed or otherwise reshaped array of the right count would be read in the wrong order.
+void expect_shape(const host_data& h, const std::string& name, std::int64_t rows, std::int64_t cols,
+                  const std::string& expected) {
+  if (h.shape.size() == 2 && (h.shape[0] != rows || h.shape[1] != cols))
+    raise_invalid(name + ": shape " + shape_string(2, h.shape.data()) + ", expected " + expected);
+}
+
 nb::dict report(ds::executor ran) {
   nb::dict d;
   d["executor"] = ds::to_string(ran);
@@ -500,10 +519,14 @@ NB_MODULE(_core, m) {
       .def(
           "__init__",
           [](ds::gaussian_mixture* self, std::int64_t dim, problem_data w, problem_data mu, problem_data v) {
-            auto wv = host_vector(w, "weights", {1}, "(K,)");
-            auto mv = host_vector(mu, "means", {1, 2}, "(K, d) or K * d values");
-            auto vv = host_vector(v, "variances", {1, 2}, "(K,) or (K, d)");
-            new (self) ds::gaussian_mixture(dim, std::move(wv), std::move(mv), std::move(vv));
+            host_data wh = read_host(w, "weights", {1}, "(K,)");
+            const std::int64_t K = std::int64_t(wh.values.size());
+            const std::string kd = "(" + std::to_string(K) + ", " + std::to_string(dim) + ")";
+            host_data mh = read_host(mu, "means", {1, 2}, "(K, d) or K * d values");
+            expect_shape(mh, "means", K, dim, "(K, d) = " + kd + " or K * d values");
+            host_data vh = read_host(v, "variances", {1, 2}, "(K,) or (K, d)");
+            expect_shape(vh, "variances", K, dim, "(K,) or (K, d) = " + kd);
+            new (self) ds::gaussian_mixture(dim, std::move(wh.values), std::move(mh.values), std::move(vh.values));
           },
           "dim"_a, "weights"_a, "means"_a, "variances"_a,
           "K weights, K x d means, K (isotropic) or K x d (diagonal) variances: host problem data, copied as float64 "
@@ -767,7 +790,7 @@ NB_MODULE(_core, m) {
 #ifdef DIFFSAMPLE_PY_PLANS
   // ---- ask/tell plans -------------------------------------------------------------------------------------------
   m.attr("HAS_SAMPLING_PLANS") = true;
-  nb::class_<ds::sampling_plan>(
+  nb::class_<py_sampling_plan>(
       m, "SamplingPlan",
       "An ask/tell plan: ask() says where the model is needed (points, channel, output), the caller writes the "
       "model's output into the request's answer buffer, tell() applies the step. The plan owns its state.")
@@ -776,7 +799,8 @@ NB_MODULE(_core, m) {
           [](std::int64_t n, std::int64_t d, const ds::diffusion_options& o, ds::model_output out, ds::executor where,
              std::uintptr_t stream) {
             nb::gil_scoped_release release;
-            return ds::sampling_plan::diffusion(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+            return py_sampling_plan(
+                ds::sampling_plan::diffusion(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
           },
           "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
           "stream"_a = 0, "A plan for any diffusion sampler (Heun and SMS included).")
@@ -785,7 +809,8 @@ NB_MODULE(_core, m) {
           [](std::int64_t n, std::int64_t d, const ds::langevin_options& o, ds::model_output out, ds::executor where,
              std::uintptr_t stream) {
             nb::gil_scoped_release release;
-            return ds::sampling_plan::langevin(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+            return py_sampling_plan(
+                ds::sampling_plan::langevin(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
           },
           "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::score, "executor"_a = ds::executor::cpu,
           "stream"_a = 0, DS_DOC(sampling_plan, langevin))
@@ -794,19 +819,30 @@ NB_MODULE(_core, m) {
           [](std::int64_t d, const ds::guided_problems& pr, const ds::guided_options& o, ds::model_output out,
              ds::executor where, std::uintptr_t stream) {
             nb::gil_scoped_release release;
-            return ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+            py_sampling_plan pl(ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
+            pl.guided = true;
+            pl.problems = pr.problems;
+            pl.particles = o.particles;
+            pl.steps = o.steps;
+            return pl;
           },
           "d"_a, "problems"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
           "stream"_a = 0, "A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd, ddrm and skrock.")
       .def(
           "write_outputs",
-          [](ds::sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,
+          [](py_sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,
              std::optional<out_array> particles_out, std::optional<out_array> log_weights,
              std::optional<out_array> samples, std::optional<out_array> log_normaliser,
              std::optional<out_array> ess_trace, std::optional<out_array> resample_count, std::uintptr_t stream) {
             place p;
             const std::int64_t B = problems, N = particles, d = pl.dim();
             if (B * N != pl.rows()) raise_invalid("problems: problems x particles must be the plan's rows");
+            // The plan writes B and B x (steps + 1) values of its own: sizes that differ would pass smaller arrays.
+            if (pl.guided && (B != pl.problems || N != pl.particles || steps != pl.steps))
+              raise_invalid("write_outputs: problems = " + std::to_string(B) + ", particles = " + std::to_string(N) +
+                            ", steps = " + std::to_string(steps) + ", but the plan has " +
+                            std::to_string(pl.problems) + " problems of " + std::to_string(pl.particles) +
+                            " particles and " + std::to_string(pl.steps) + " steps");
             ds::guided_outputs outs;
             outs.particles = checked_opt<float>(particles_out, "particles", {B, N, d}, p);
             outs.log_weights = checked_opt<float>(log_weights, "log_weights", {B, N}, p);
@@ -830,7 +866,7 @@ NB_MODULE(_core, m) {
       .def(
           "ask",
           [](nb::handle self, std::int64_t k) {
-            const auto& pl = nb::cast<const ds::sampling_plan&>(self);
+            const auto& pl = nb::cast<const py_sampling_plan&>(self);
             ds::plan_request r = k == -1 ? pl.ask() : pl.request(k);  // request() refuses another negative k
             nb::dict d;
             d["index"] = r.index;
@@ -856,14 +892,14 @@ NB_MODULE(_core, m) {
           "at the points (mala).")
       .def(
           "tell",
-          [](ds::sampling_plan& pl, std::uintptr_t stream) {
+          [](py_sampling_plan& pl, std::uintptr_t stream) {
             nb::gil_scoped_release release;
             pl.tell(ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
           "stream"_a = 0, "Applies the answer written into the current ask's buffer and advances.")
       .def(
           "reset",
-          [](ds::sampling_plan& pl, std::optional<array> initial, std::uintptr_t stream) {
+          [](py_sampling_plan& pl, std::optional<array> initial, std::uintptr_t stream) {
             const float* ip = nullptr;
             if (initial) {
               place p;
@@ -876,14 +912,14 @@ NB_MODULE(_core, m) {
           "Starts the next trajectory from initial (rows, d) (copied) or the plan's own draw.")
       .def(
           "samples", [](nb::handle self) {
-            const auto& pl = nb::cast<const ds::sampling_plan&>(self);
+            const auto& pl = nb::cast<const py_sampling_plan&>(self);
             return plan_view(self, pl.samples(), pl.rows(), pl.dim(), pl.where(), true);
           },
           "The state (rows, d), a writable view of plan memory: the samples once done.")
       .def(
           "accepted",
           [](nb::handle self) -> nb::object {
-            const auto& pl = nb::cast<const ds::sampling_plan&>(self);
+            const auto& pl = nb::cast<const py_sampling_plan&>(self);
             if (pl.accepted() == nullptr) return nb::none();
             return plan_view<std::int64_t>(self, pl.accepted(), pl.rows(), 0, pl.where(), false);
           },
@@ -997,6 +1033,10 @@ NB_MODULE(_core, m) {
             host_data u = read_host(U, "U", {2}, "(d_y, r)");
             std::vector<double> s = host_vector(S, "singular_values", {1}, "(r,)");
             host_data v = read_host(V, "V", {2}, "(d_x, r)");
+            const std::int64_t r = std::int64_t(s.size());
+            const std::string rs = " with r = " + std::to_string(r) + " (the singular values)";
+            expect_shape(u, "U", u.shape[0], r, "(d_y, r)" + rs);
+            expect_shape(v, "V", v.shape[0], r, "(d_x, r)" + rs);
             return ds::observation_operator::svd(u.shape[0], v.shape[0], std::move(u.values), std::move(s),
                                                  std::move(v.values));
           },

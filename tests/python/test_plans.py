@@ -110,6 +110,27 @@ def test_guided_smc_plan_equals_guided_sample(mixture2):
         ds.SamplingPlan.diffusion(4, 2, sampler="ddpm", steps=2).outputs()
 
 
+def test_core_write_outputs_checks_the_plans_own_sizes(mixture2):
+    # diffsample._core's write_outputs takes problems, particles and steps from the caller; sizes other than the
+    # plan's (one problem of 2 N particles for 2 problems of N, the same rows) would check a smaller log_normaliser
+    # or ess_trace than the plan writes. They are refused and nothing is written, past the array or into it.
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, sampler="smc", particles=8, steps=3, seed=1)
+    plan.run(lambda x, a, s: mixture2.denoiser(np.ascontiguousarray(x), a, s))
+    core = plan._plan
+    buf = np.full(4, 7.0)
+    with pytest.raises(ds.InvalidArgument, match=r"^write_outputs: problems = 1, particles = 16, steps = 3, but "
+                                                 r"the plan has 2 problems of 8 particles and 3 steps"):
+        core.write_outputs(1, 16, 3, log_normaliser=buf[:1])
+    ess = np.full((2, 3), 7.0, dtype=np.float32)
+    with pytest.raises(ds.InvalidArgument, match=r"steps = 1, but the plan has .* and 3 steps"):
+        core.write_outputs(2, 8, 1, ess_trace=ess[:, :2].copy())
+    np.testing.assert_array_equal(buf, 7.0)
+    # The plan's own sizes write what outputs() gives.
+    core.write_outputs(2, 8, 3, log_normaliser=buf[:2])
+    np.testing.assert_array_equal(buf[:2], plan.outputs(("log_normaliser",))["log_normaliser"])
+    np.testing.assert_array_equal(buf[2:], 7.0)
+
+
 def test_dps_plan_asks_for_vector_jacobian_products(mixture2):
     fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, sampler="dps", particles=40, steps=10, seed=2,
                              outputs=("particles",))["particles"]
