@@ -146,11 +146,11 @@ DS_HD_INLINE T mixture_denoiser(const mixture_view<P>& m, const X& x, T a, T s, 
 /// Denoiser Jacobian-vector product J v, J = (a / s^2) Cov(x0 | x_t = x), computed as
 ///   J v = sum_k r_k [ (a v_k / c_k) * v + (s^2 / a) delta_k ((delta_k - score) . v) ],  delta_k = (a mu_k - x) / c_k,
 /// which follows from m_k = x / a + (s^2 / a) delta_k. The centred form needs no division by s^2 and no d x d
-/// matrix; three passes over the components (softmax statistics, score . v, accumulation). The FP64 reference, and
-/// the CUDA executor's public denoiser_jvp (mixture_jvp_functor): delta_k . v - score . v is the difference of two
-/// terms of size |x| |v| / c at the noisy end, so in FP32 it loses (|x| / (a |mu_k - mu_l|))^2 ulps there (1e-2
-/// relative at a = 0.003 on a unit grid); channel_jvp (below: the guided samplers' J v on both executors, the
-/// scalar target's public one) forms it without that loss. Written as channel_jvp, this kernel spilled.
+/// matrix; three passes over the components (softmax statistics, score . v, accumulation). The FP64 reference
+/// (denoiser_jvp_fp64, the tests' closed form): delta_k . v - score . v is the difference of two terms of size
+/// |x| |v| / c at the noisy end, so in FP32 it would lose (|x| / (a |mu_k - mu_l|))^2 ulps there (4e-2 relative at
+/// a = 0.003 on a unit grid); the FP32 products (channel_jvp below: the guided samplers' J v, and the public
+/// denoiser_jvp on the CUDA executor and the scalar target through mixture_jvp_functor) form it without that loss.
 template <class T, class P, class X, class V, class G>
 DS_HD_INLINE void mixture_denoiser_jvp(const mixture_view<P>& m, const X& x, const V& v, T a, T s, G& out) {
   const int d = m.dim;

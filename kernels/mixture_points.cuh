@@ -33,20 +33,35 @@ struct mixture_evaluate_functor {
   }
 };
 
-/// denoiser_jvp(): J v at point i (row-major x, v and out) at the channel (a, s).
+/// denoiser_jvp(): J v at point i (row-major x, v and out, d floats each) from the mixture's constants at the call's
+/// channel (kernels::channel_jvp: g_k from two parts centred on their weighted means, no division per component or
+/// coordinate). The CUDA executor's public product and the CPU executor's scalar target run this functor; the
+/// constants come from jvp_channel_table below, filled once per call by channel_table_functor.
 struct mixture_jvp_functor {
-  mixture_view<float> mix;
+  channel_view c;
   const float* x;
   const float* v;
   float* out;
-  float a, s;
+  int d;
   DS_HD void operator()(std::int64_t i) const {
-    const int d = mix.dim;
     const strided_vec<const float> xi{x + i * d, 1, d}, vi{v + i * d, 1, d};
     strided_vec<float> oi{out + i * d, 1, d};
-    mixture_denoiser_jvp(mix, xi, vi, a, s, oi);
+    channel_jvp<float>(c, xi, vi, oi);
   }
 };
+
+/// Floats of the one-channel table that mixture_jvp_functor reads: K component_constants (4 floats each) and, for
+/// diagonal components, K x d values 1 / c_kj; no scaled means (channel_jvp forms a mu inline).
+inline std::int64_t jvp_table_floats(const mixture_view<float>& m) {
+  return std::int64_t(m.components) * (4 + (m.isotropic ? 0 : std::int64_t(m.dim)));
+}
+
+/// That table laid out in `table` (jvp_table_floats(m) floats, 16-byte aligned), for channel_table_functor to fill
+/// and mixture_channels::at(0, a, s) to read.
+inline mixture_channels jvp_channel_table(const mixture_view<float>& m, float* table) {
+  float* inv_c = m.isotropic ? nullptr : table + 4 * std::int64_t(m.components);
+  return {m, reinterpret_cast<component_constants*>(table), inv_c, nullptr};
+}
 
 /// sample(): draw first + i at the channel (a, s^2): its component from the FP64 cumulative weights, then
 /// a mu_k + sqrt(a^2 var_k + s^2) z per coordinate.

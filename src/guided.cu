@@ -15,6 +15,7 @@
 #include "kernels/guided_diffpir.cuh"
 #include "kernels/guided_smc.cuh"
 #include "kernels/linalg.cuh"
+#include "kernels/mixture_points.cuh"
 #include "kernels/plan.cuh"
 #include "src/cpu/chains.hpp"
 #include "src/cpu/guided_jvp.hpp"
@@ -878,7 +879,14 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
             detail::baseline_guidance_gemm(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN, products->data());
           else
             stage();
-          detail::denoiser_jvp_unchecked(prior.storage(), x, v, BN, ch, jv, {where, stream});
+          // J v: on CUDA from the run's table at step k (the constants denoiser_jvp() computes for the call, the
+          // same functor), no table per step.
+          if (where == executor::cuda)
+            kernels::for_each_index(
+                where, BN, kernels::mixture_jvp_functor{p.channels.at(k, table[k].a, table[k].s), x, v, jv, int(d)},
+                stream);
+          else
+            detail::denoiser_jvp_unchecked(prior.storage(), x, v, BN, ch, jv, {where, stream});
           f.stage = 2;
           f.answer = jv;
           stage();

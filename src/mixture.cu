@@ -182,23 +182,31 @@ void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, 
   const std::int64_t d = mix.dim;
   const executor where = exec.kind;
   // Packs of points (src/cpu/denoiser_jvp.hpp) or, on the scalar target, one point at a time with the same constants
-  // (kernels::channel_jvp), as evaluate_direct_unchecked() does.
+  // (kernels::mixture_jvp_functor, kernels::channel_jvp), as evaluate_direct_unchecked() does.
   if (where == executor::cpu && n > 0) {
     on_host_channel(mix, ch, n,
                     [&](const kernels::channel_view& c, cpu::simd_target target) {
                       cpu::run_denoiser_jvp(target, c, x, v, n, d, out);
                     },
                     [&](const kernels::channel_view& c, std::int64_t first, std::int64_t last) {
-                      for (std::int64_t i = first; i < last; ++i) {
-                        const strided_vec<const float> xi{x + i * d, 1, int(d)}, vi{v + i * d, 1, int(d)};
-                        strided_vec<float> oi{out + i * d, 1, int(d)};
-                        kernels::channel_jvp<float>(c, xi, vi, oi);
-                      }
+                      const kernels::mixture_jvp_functor f{c, x, v, out, int(d)};
+                      for (std::int64_t i = first; i < last; ++i) f(i);
                     });
     return;
   }
-  kernels::for_each_index(where, n, kernels::mixture_jvp_functor{mix.view(where), x, v, out, float(ch.a), float(ch.s)},
+  if (n == 0) return;
+  // CUDA: the mixture's constants at the channel once per call (1 / c_k, a v_k / c_k, the logits' normalisers; FP64
+  // rounded to float, the values of the CPU executor's table), into a stream-ordered table, then the same functor per
+  // point: no division per component or coordinate in the per-point kernel.
+  const kernels::mixture_view<float> view = mix.view(where);
+  detail::scratch table(static_cast<std::size_t>(kernels::jvp_table_floats(view)) * sizeof(float), where,
+                        exec.stream);
+  const kernels::mixture_channels t = kernels::jvp_channel_table(view, static_cast<float*>(table.data()));
+  kernels::for_each_index(where, view.components,
+                          kernels::channel_table_functor<kernels::langevin_channel>{t, {float(ch.a), float(ch.s)}},
                           exec.stream);
+  kernels::for_each_index(
+      where, n, kernels::mixture_jvp_functor{t.at(0, float(ch.a), float(ch.s)), x, v, out, int(d)}, exec.stream);
 }
 
 void gaussian_mixture::evaluate_fp64(double* out, std::int64_t n, const double* x, channel ch, quantity what) const {

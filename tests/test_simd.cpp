@@ -10,6 +10,7 @@
 #include "src/cpu/denoiser_jvp.hpp"
 #include "src/cpu/radix_sort.hpp"
 #include "kernels/langevin.cuh"
+#include "kernels/mixture_points.cuh"
 
 #include <omp.h>
 
@@ -407,11 +408,59 @@ TEST(SimdJvp, ChannelJvpOfTheCudaExecutorWithinTheDerivedBound) {
   }
 }
 
+// kernels::mixture_jvp_functor, the CUDA executor's public denoiser_jvp (and the CPU executor's scalar target), run on
+// the host as the launcher runs it on the device: the one-channel table laid out by jvp_channel_table and filled by
+// channel_table_functor (FP64, rounded to float), then the functor over 64 row-major points at once; against the
+// FP64 closed form within the packed product's derived rounding bound (jvp_bound), on the mixtures of
+// PackedProductWithinRoundingOfTheFp64ClosedForm (45 components, isotropic and diagonal) at a = 0.003, 0.02, 0.3
+// and 0.95. Seen failing with the functor's former body (kernels::mixture_denoiser_jvp in FP32 on the mixture's
+// parameters, g_k = delta_k . v - score . v): up to 61 times the bound at a = 0.003, 15 at 0.02, 1.9 at 0.3.
+TEST(SimdJvp, PublicJvpFunctorOfTheCudaExecutorWithinTheDerivedBound) {
+  namespace kn = diffsample::kernels;
+  const int d = 5, K = 45, n = 64;
+  std::mt19937 gen(7);
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> unif(0.3, 1.5);
+  for (const bool iso : {true, false}) {
+    const random_jvp_mixture mix(K, d, iso, gen, normal, unif);
+    const kn::mixture_view<float> mf = mix.view_f32();
+    const kn::mixture_view<double> md = mix.view_f64();
+    for (const auto& [a, s] :
+         {std::pair<float, float>{0.003f, 1.0f}, {0.02f, 0.9998f}, {0.3f, 0.95f}, {0.95f, 0.3f}}) {
+      std::vector<float> table(std::size_t(kn::jvp_table_floats(mf)));
+      ASSERT_EQ(table.size(), std::size_t(K) * (iso ? 4 : 4 + d));
+      const kn::mixture_channels t = kn::jvp_channel_table(mf, table.data());
+      for (int k = 0; k < K; ++k) kn::channel_table_functor<kn::langevin_channel>{t, {a, s}}(k);
+      std::vector<float> x(n * d), v(n * d), out(n * d, std::nanf(""));
+      for (float& e : x) e = float(2.5 * normal(gen));
+      for (float& e : v) e = float(normal(gen));
+      const kn::mixture_jvp_functor f{t.at(0, a, s), x.data(), v.data(), out.data(), d};
+      for (std::int64_t i = 0; i < n; ++i) f(i);
+      double worst_ratio = 0;
+      for (int i = 0; i < n; ++i) {
+        const std::vector<double> xd(x.begin() + i * d, x.begin() + (i + 1) * d),
+            vd(v.begin() + i * d, v.begin() + (i + 1) * d);
+        std::vector<double> ref(d);
+        kn::mixture_denoiser_jvp(md, xd.data(), vd.data(), double(a), double(s), ref);
+        const std::vector<double> bounds = jvp_bound(md, xd, vd, a, s);
+        for (int j = 0; j < d; ++j) {
+          const double err = std::fabs(double(out[i * d + j]) - ref[j]);
+          EXPECT_LE(err, bounds[j]) << (iso ? "isotropic" : "diagonal") << " a " << a << " point " << i
+                                    << " coordinate " << j << ": " << out[i * d + j] << " against " << ref[j];
+          worst_ratio = std::max(worst_ratio, err / bounds[j]);
+        }
+      }
+      std::printf("mixture_jvp_functor, %s, a = %.3f: largest error / bound %.3g\n", iso ? "isotropic" : "diagonal",
+                  a, worst_ratio);
+    }
+  }
+}
+
 // The mixture's public denoiser_jvp on the CPU executor runs the packed product on every SIMD target (the scalar
-// target keeps kernels::mixture_denoiser_jvp): on a 3^5 grid mixture (spacing 2, variance 0.5; 243 components, a
-// partial last chunk) at a = 0.05 and a = 0.8, 203 points (no multiple of a pack width), bit-identical across 1 and
-// 2 threads and across a split of the points (37 + 166), and within SimdJvp's derived rounding bound (below) of
-// denoiser_jvp_fp64 at every coordinate, the scalar target (kernels::mixture_denoiser_jvp) included: seen failing
+// target kernels::mixture_jvp_functor): on a 3^5 grid mixture (spacing 2, variance 0.5; 243 components, a partial
+// last chunk) at a = 0.05 and a = 0.8, 203 points (no multiple of a pack width), bit-identical across 1 and 2
+// threads and across a split of the points (37 + 166), and within SimdJvp's derived rounding bound (below) of
+// denoiser_jvp_fp64 at every coordinate, the scalar target included: seen failing
 // there at a = 0.05 while its g_k = delta_k . v - score . v was a rounded difference of two terms of size |x| |v| / c
 // ((|x| / (a |mu_k - mu_l|))^2 ulps lost, ~1e-3 at a = 0.05).
 // Seen failing with the packed path reading v from the rows of x.
