@@ -2,10 +2,12 @@
 #include "cli/distributed.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <cuda_runtime_api.h>
 
@@ -19,6 +21,33 @@
 
 namespace diffsample::cli::distributed {
 namespace {
+
+// True while the failure being thrown is thrown by every launched process alike (by agree(), on_root(), or a
+// collective call of libdiffsample_mpi, which agree on their errors): end_job_if_alone() then leaves the processes
+// to exit together.
+bool agreed_failure = false;
+
+// f(), whose exceptions every launched process throws alike (a collective call that agrees on its errors).
+template <class F>
+decltype(auto) together(F&& f) {
+  try {
+    return f();
+  } catch (...) {
+    agreed_failure = true;
+    throw;
+  }
+}
+
+// The launcher's variable that holds this process's rank on its node, and its value; {nullptr, -1} when none is set.
+std::pair<const char*, int> local_rank_variable() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* v = std::getenv(name)) {
+      char* end = nullptr;
+      const long r = std::strtol(v, &end, 10);
+      if (end != v && *end == '\0' && r >= 0 && r < (1L << 30)) return {name, int(r)};
+    }
+  return {nullptr, -1};
+}
 
 std::int64_t launcher_size() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
@@ -91,6 +120,7 @@ void agree(std::exception_ptr failure) {
     int mine = failure ? me * 4 + kind : size * 4, lowest = size * 4;
     MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (lowest == size * 4) return;
+    agreed_failure = true;  // every process throws below
     try {
       mpi::agree(MPI_COMM_WORLD, failure);
     } catch (const std::exception& e) {
@@ -118,6 +148,24 @@ int on_root(bool spread, const std::function<int()>& tail) {
   return status;
 }
 
+void end_job_if_alone(int status, const std::string& message) {
+#if defined(DIFFSAMPLE_CLI_MPI)
+  int started = 0, done = 0;
+  MPI_Initialized(&started);
+  MPI_Finalized(&done);
+  if (!started || done || agreed_failure || launcher_size() <= 1) return;
+  int size = 1, me = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  std::fprintf(stderr, "diffsample: rank %d of %d: %s (ending every process: the others may be waiting for this one)\n",
+               me, size, message.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, status);
+#else
+  (void)status, (void)message;
+#endif
+}
+
 bool hides_devices(executor requested, std::int64_t processes) {
   return processes > 1 && requested == executor::cpu;
 }
@@ -128,22 +176,20 @@ void keep_off_devices(executor requested) {
   if (hides_devices(requested, launcher_size())) setenv("CUDA_VISIBLE_DEVICES", "-1", 1);
 }
 
-int launcher_local_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
-    if (const char* v = std::getenv(name)) {
-      char* end = nullptr;
-      const long r = std::strtol(v, &end, 10);
-      if (end != v && *end == '\0' && r >= 0 && r < (1L << 30)) return int(r);
-    }
-  return -1;
-}
+int launcher_local_rank() { return local_rank_variable().second; }
 
 void choose_device(executor requested) {
   keep_off_devices(requested);
   if (launcher_size() <= 1 || hides_devices(requested, launcher_size()) || requested == executor::cpu) return;
 #if defined(DIFFSAMPLE_CLI_MPI)
-  const int local = launcher_local_rank();
-  if (local < 0) return;  // left to select_device(), once MPI has started
+  int local = launcher_local_rank();
+  if (local < 0) {
+    // No local rank from the launcher: MPI's own, from the node split, which needs MPI started. Every process calls
+    // this first in its command, and whether it splits depends only on the launcher and the arguments (not on the
+    // devices it sees, which may differ between nodes), so the split is collective. Before anything reaches a device.
+    init();
+    local = mpi::local_rank(MPI_COMM_WORLD);
+  }
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
   const int device = mpi::rank_device(local, devices);
@@ -155,7 +201,27 @@ void choose_device(executor requested) {
 void select_device(executor where) {
 #if defined(DIFFSAMPLE_CLI_MPI)
   init();
-  (void)mpi::rank_execution(MPI_COMM_WORLD, where);
+  // The device choose_device() selected from the launcher's local rank, against the one MPI's node split gives
+  // (which rank_execution() selects below): they must be the same, or the tables built before MPI started would sit
+  // on another device than the rank's.
+  const int local = mpi::local_rank(MPI_COMM_WORLD);  // collective: on every process, whatever its executor
+  std::exception_ptr failure;
+  try {
+    const auto [name, variable] = local_rank_variable();
+    int devices = 0;
+    if (where != executor::cpu && variable >= 0 && cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0 &&
+        mpi::rank_device(variable, devices) != mpi::rank_device(local, devices))
+      throw error(std::string(name) + "=" + std::to_string(variable) + " selected device " +
+                  std::to_string(mpi::rank_device(variable, devices)) + ", but this process is rank " +
+                  std::to_string(local) + " of its node by MPI (MPI_Comm_split_type), whose device is " +
+                  std::to_string(mpi::rank_device(local, devices)) + " of " + std::to_string(devices) +
+                  ": the launcher's local rank must be MPI's (unset " + name + " to select by MPI's alone)");
+  } catch (...) {
+    (void)cudaGetLastError();
+    failure = std::current_exception();
+  }
+  agree(failure);
+  together([&] { (void)mpi::rank_execution(MPI_COMM_WORLD, where); });
 #else
   (void)where;
 #endif
@@ -178,9 +244,10 @@ run_result run(const gaussian_mixture& target, run_settings s, std::int64_t n, s
   } catch (...) {
     failure = std::current_exception();
   }
-  mpi::agree(MPI_COMM_WORLD, failure);
+  together([&] { mpi::agree(MPI_COMM_WORLD, failure); });
   const double t0 = MPI_Wtime();
-  std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, r.samples.data(), 0);
+  std::vector<float> all =
+      together([&] { return mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, r.samples.data(), 0); });
   // Per rank: chains, seconds, accepted proposals (MALA), total steps, gather seconds.
   const double accepted = r.acceptance >= 0 ? r.acceptance * double(mine.count) * double(r.total_steps) : -1.0;
   double stats[5] = {double(mine.count), r.seconds, accepted, double(r.total_steps), MPI_Wtime() - t0};
@@ -235,7 +302,7 @@ guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& pr
   } catch (...) {
     failure = std::current_exception();
   }
-  mpi::agree(MPI_COMM_WORLD, failure);
+  together([&] { mpi::agree(MPI_COMM_WORLD, failure); });
   guided_outputs g;
   g.samples = on->data();
   const bool smc = options.sampler == guided_sampler::smc;
@@ -244,8 +311,8 @@ guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& pr
     g.ess_trace = ess->data();
     g.resample_count = resamplings->data();
   }
-  const mpi::guided_result res =
-      mpi::guided_sample(MPI_COMM_WORLD, prior, g, problems, options, mpi::smc_mode::global, exec);
+  const mpi::guided_result res = together(
+      [&] { return mpi::guided_sample(MPI_COMM_WORLD, prior, g, problems, options, mpi::smc_mode::global, exec); });
   std::vector<float> samples;
   try {
     samples = on->to_host();
@@ -257,9 +324,10 @@ guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& pr
   } catch (...) {
     failure = std::current_exception();
   }
-  mpi::agree(MPI_COMM_WORLD, failure);
+  together([&] { mpi::agree(MPI_COMM_WORLD, failure); });
   const double t0 = MPI_Wtime();
-  std::vector<float> all = mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, samples.data(), 0);
+  std::vector<float> all =
+      together([&] { return mpi::gather_rows(MPI_COMM_WORLD, mine.count, d, samples.data(), 0); });
   double stats[5] = {double(mine.count), res.seconds, MPI_Wtime() - t0, res.comm.seconds, double(res.comm.bytes_sent)};
   int size = 1, me = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &size);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "cli/runner.hpp"
@@ -36,7 +37,11 @@ void keep_off_devices(executor requested);
 /// Collective over every launched process: selects this rank's GPU for @p where (diffsample::mpi::rank_execution:
 /// its rank among the node's ranks mod the node's devices; nothing for the CPU executor). Called before the run's
 /// mixture is built (a gaussian_mixture uploads its tables to the current device when it is built), so that the
-/// ranks of a node with several GPUs spread over them instead of all running on device 0.
+/// ranks of a node with several GPUs spread over them instead of all running on device 0. On a rank not on the CPU
+/// executor whose launcher's local rank (launcher_local_rank(), from which choose_device() selected the device
+/// before MPI started) gives another device than MPI's node split, every process throws error naming the variable
+/// ("rank r of P: OMPI_COMM_WORLD_LOCAL_RANK=1 selected device 1, but this process is rank 0 of its node by MPI
+/// ..."): the tables built so far are on the launcher's device, and MPI's choice would run the rank on another.
 void select_device(executor where);
 
 /// The launcher's rank of this process among the job's processes on its node (OMPI_COMM_WORLD_LOCAL_RANK,
@@ -44,14 +49,16 @@ void select_device(executor where);
 int launcher_local_rank();
 
 /// Called first by sample, demo and solve, with the executor the arguments ask for (requested_executor()), before
-/// anything of the command starts MPI or places something on a device: keep_off_devices(), then, under a launcher
-/// with more than one process and unless @p requested is the CPU executor, selects this process's GPU by the
-/// launcher's local rank, diffsample::mpi::rank_device(launcher_local_rank(), devices), the choice select_device()
-/// makes later from MPI's node split. So every table the command builds (a grid prior while the arguments are
-/// read, the problem file's; a gaussian_mixture uploads its tables to the current device when it is built) and the
-/// context with them land on the rank's own device, not on device 0, and so does anything MPI itself puts on the
-/// current device when it starts. Not collective, no MPI call; without a local rank from the launcher it selects
-/// nothing (select_device() still does, before the run's prior is built).
+/// anything of the command places something on a device: keep_off_devices(), then, under a launcher with more than
+/// one process and unless @p requested is the CPU executor, selects this process's GPU,
+/// diffsample::mpi::rank_device(local rank, devices), the choice select_device() makes later from MPI's node split.
+/// The local rank is the launcher's (launcher_local_rank()), read before MPI starts, so that anything MPI itself
+/// puts on the current device when it starts lands on the rank's device too; when the launcher sets none of those
+/// variables, MPI is started here and the local rank is MPI's own (diffsample::mpi::local_rank: MPI_Comm_split_type,
+/// collective: every process of the run calls this at the same point). So every table the command builds (a grid
+/// prior while the arguments are read, the problem file's; a gaussian_mixture uploads its tables to the current
+/// device when it is built) and the context with them land on the rank's own device, not on device 0.
+/// select_device() checks that the launcher's local rank gives the device MPI's gives.
 void choose_device(executor requested);
 
 /// The checks of a run before it starts, which one process can fail alone (its own arguments): collective over
@@ -67,6 +74,14 @@ void agree(std::exception_ptr failure);
 /// and status instead of the others exiting 0. Returns tail()'s status (0 on the other ranks). Without @p spread it
 /// returns tail().
 int on_root(bool spread, const std::function<int()>& tail);
+
+/// Called by the program's last handler, with the exit status and the message of the failure it caught: when MPI
+/// has started in this process (launched, not yet finalized) and that failure was not thrown by every process alike
+/// (by agree(), on_root(), or a collective call of libdiffsample_mpi, which agree on their errors), prints
+/// "diffsample: rank r of P: MESSAGE (ending every process: the others may be waiting for this one)" on stderr and
+/// ends the job (MPI_Abort with @p status; does not return): the other processes may be waiting in a collective this
+/// one will never enter, and its MPI_Finalize at exit would wait for them, so the run hung. Returns otherwise.
+void end_job_if_alone(int status, const std::string& message);
 
 /// One rank's share of a distributed run.
 struct rank_stats {

@@ -2,6 +2,7 @@
 // statuses (0 success, 1 bad input or failed run, 2 bad command line). With no subcommand it runs the demo.
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -31,10 +32,12 @@ int run(int argc, char** argv) {
   const char* command = argc >= 2 ? argv[1] : "";
   // Under mpirun sample (and demo) spread their chains, solve its SMC particles over the processes
   // (cli/distributed.hpp); bench and info run as one process.
+  // Refused by every process alike (an agreement), as every failure after MPI has started must be.
   for (const char* alone : {"bench", "info"})
     if (std::strcmp(command, alone) == 0 && cli::distributed::launched())
-      throw cli::usage_error(std::string(alone) + " runs as one process: under mpirun only sample, demo and solve "
-                                                  "spread their work over the processes");
+      cli::distributed::agree(std::make_exception_ptr(
+          cli::usage_error(std::string(alone) + " runs as one process: under mpirun only sample, demo and solve "
+                                                "spread their work over the processes")));
   if (std::strcmp(command, "info") == 0) return cli::run_info();
   if (std::strcmp(command, "sample") == 0) return cli::run_sample(argc, argv, 2);
   if (std::strcmp(command, "bench") == 0) return cli::run_bench(argc, argv, 2);
@@ -43,8 +46,11 @@ int run(int argc, char** argv) {
   return cli::run_demo(argc, argv, std::strcmp(command, "demo") == 0 ? 2 : 1);
 }
 
-// Prints "diffsample: <prefix><message>" on stderr and returns the exit status.
+// Prints "diffsample: <prefix><message>" on stderr and returns the exit status. Under mpirun, a failure of this
+// process alone after MPI has started (one the processes did not agree on) ends the job instead, with the message
+// and the status: the other processes may be waiting for this one in a collective (cli/distributed.hpp).
 int failed(int status, const char* message, const char* prefix = "") {
+  cli::distributed::end_job_if_alone(status, std::string(prefix) + message);
   std::fprintf(stderr, "diffsample: %s%s\n", prefix, message);
   return status;
 }

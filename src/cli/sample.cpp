@@ -319,8 +319,9 @@ int run_sample(int argc, char** argv, int first) {
     // The discrete samplers do not spread their chains: under mpirun every process ran all of them, printed its
     // report and wrote the same outputs.
     if (distributed::launched())
-      throw usage_error("sample: a Bernoulli-mixture prior (discrete_langevin, discrete_walk_jump) runs as one process "
-                        "(under mpirun only the Gaussian-mixture samplers spread their chains over the processes)");
+      distributed::agree(std::make_exception_ptr(usage_error(
+          "sample: a Bernoulli-mixture prior (discrete_langevin, discrete_walk_jump) runs as one process (under mpirun "
+          "only the Gaussian-mixture samplers spread their chains over the processes)")));
     return run_sample_binary(argc, argv, first);
   }
   const options o =

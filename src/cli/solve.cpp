@@ -207,85 +207,86 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                std::uint64_t seed, bool quiet, output_set& outputs) {
   const ds::linear_observation& obs = *file.observation;
   const std::int64_t d = mixture.dim();
-  if (!(obs.sigma_y > 0))
-    throw input_error(file.path + ": observation.sigma_y: the guided samplers need sigma_y > 0, got " +
-                      fmt(obs.sigma_y) + " (use --sampler exact for the noiseless posterior)");
   ds::guided_problems problems;
-  problems.problems = 1;
-  problems.d_y = obs.d_y;
-  if (file.observation_op && file.observation_op->kind() != ds::observation_kind::dense)
-    problems.operators = {*file.observation_op};  // masks run as a gather/scatter
-  else
-    problems.A = obs.A;
-  problems.y = obs.y;
-  problems.sigma_y = {obs.sigma_y};
   ds::guided_options g;
-  g.sampler = ds::parse_guided_sampler(method);
-  g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : 100;
-  apply_posterior_settings(o, file.sampler, g);
-  g.particles = n;
-  g.seed = seed;
-  if (o.has("--potential-scale")) {
-    const double scale = to_double("--potential-scale", o.get("--potential-scale"));
-    if (!(scale > 0)) throw usage_error("--potential-scale: must be > 0, got " + o.get("--potential-scale"));
-    double trace = 0;
-    for (double a : obs.A) trace += a * a;
-    g.potential_spread = scale * trace / double(obs.d_y);
-  }
-  if (o.has("--resampling"))
-    g.resampling.scheme = parse_flag("--resampling", o.get("--resampling"), ds::parse_resampling_scheme);
-  if (o.has("--ess-threshold")) {
-    g.resampling.ess_threshold = to_double("--ess-threshold", o.get("--ess-threshold"));
-  }
-  if (o.has("--time-grid")) {
-    const std::string name = o.get("--time-grid");
-    if (name == "uniform" || name == "quadratic") {
-      g.schedule.with_grid(ds::parse_time_grid(name), g.schedule.t_start, g.schedule.t_end);
-    } else if (name == "sqrt_alpha_bar" || name == "spectral" || name == "noise_ratio") {
-      g.grid = ds::parse_guided_grid(name);
-    } else {
-      throw usage_error("--time-grid: uniform, quadratic, sqrt_alpha_bar, spectral or noise_ratio (the grid ends at t = "
-                        "0), got " +
-                        name);
-    }
-  }
-  if (o.has("--ddim-eta")) {
-    g.ddim = true;
-    g.eta = to_double("--ddim-eta", o.get("--ddim-eta"));
-  }
-  if (o.has("--potentials"))
-    g.potentials = parse_flag("--potentials", o.get("--potentials"), ds::parse_guided_potentials);
-  g.start_correction = o.has("--start-correction");
-  // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
-  // key in the problem file (exit status 1).
-  const std::vector<setting> table = {
-      {"options.steps", "--steps"},
-      {"options.particles", o.has("--samples") ? "--samples" : "--particles"},
-      {"options.potential_spread", "--potential-scale", nullptr, "as the spread c = X trace(A A^T) / d_y"},
-      {"options.resampling.ess_threshold", "--ess-threshold"},
-      {"options.eta", "--ddim-eta"},
-      {"options.potentials", "--potentials"},
-      {"options.start_correction", "--start-correction"},
-      {"options.schedule", "--time-grid"},
-      {"options.grid", "--time-grid"},
-      {"options.dps_step", "--dps-step", "dps_step"},
-      {"options.guidance_scale", "--guidance-scale", "guidance_scale"},
-      {"options.operator_path", "--operator-path", "operator_path"},
-      {"options.diffpir_zeta", "--diffpir-zeta", "diffpir_zeta"},
-      {"options.diffpir_lambda", "--diffpir-lambda", "diffpir_lambda"},
-      {"options.skrock_stages", "--skrock-stages", "skrock_stages"},
-      {"options.skrock_eta", "--skrock-eta", "skrock_eta"},
-      {"options.skrock_step_fraction", "--skrock-step-fraction", "skrock_step_fraction"},
-      {"options.ddrm_eta", "--ddrm-eta", "ddrm_eta"},
-      {"options.ddrm_eta_b", "--ddrm-eta-b", "ddrm_eta_b"},
-      {"options.dcps_blocks", "--dcps-blocks", "dcps_blocks"},
-      {"options.dcps_langevin_steps", "--dcps-langevin-steps", "dcps_langevin_steps"},
-      {"options.dcps_langevin_step", "--dcps-langevin-step", "dcps_langevin_step"},
-      {"options.dcps_gradient_steps", "--dcps-gradient-steps", "dcps_gradient_steps"},
-      {"options.dcps_learning_rate", "--dcps-learning-rate", "dcps_learning_rate"},
-  };
-  std::exception_ptr refused;  // under mpirun every process reports it alike
+  // Every setting of the run and its checks, under mpirun by every process alike (an agreement): the command
+  // line of one process alone can hold a value the others refuse or accept, and MPI has started.
+  std::exception_ptr refused;
   try {
+    if (!(obs.sigma_y > 0))
+      throw input_error(file.path + ": observation.sigma_y: the guided samplers need sigma_y > 0, got " +
+                        fmt(obs.sigma_y) + " (use --sampler exact for the noiseless posterior)");
+    problems.problems = 1;
+    problems.d_y = obs.d_y;
+    if (file.observation_op && file.observation_op->kind() != ds::observation_kind::dense)
+      problems.operators = {*file.observation_op};  // masks run as a gather/scatter
+    else
+      problems.A = obs.A;
+    problems.y = obs.y;
+    problems.sigma_y = {obs.sigma_y};
+    g.sampler = ds::parse_guided_sampler(method);
+    g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : 100;
+    apply_posterior_settings(o, file.sampler, g);
+    g.particles = n;
+    g.seed = seed;
+    if (o.has("--potential-scale")) {
+      const double scale = to_double("--potential-scale", o.get("--potential-scale"));
+      if (!(scale > 0)) throw usage_error("--potential-scale: must be > 0, got " + o.get("--potential-scale"));
+      double trace = 0;
+      for (double a : obs.A) trace += a * a;
+      g.potential_spread = scale * trace / double(obs.d_y);
+    }
+    if (o.has("--resampling"))
+      g.resampling.scheme = parse_flag("--resampling", o.get("--resampling"), ds::parse_resampling_scheme);
+    if (o.has("--ess-threshold")) {
+      g.resampling.ess_threshold = to_double("--ess-threshold", o.get("--ess-threshold"));
+    }
+    if (o.has("--time-grid")) {
+      const std::string name = o.get("--time-grid");
+      if (name == "uniform" || name == "quadratic") {
+        g.schedule.with_grid(ds::parse_time_grid(name), g.schedule.t_start, g.schedule.t_end);
+      } else if (name == "sqrt_alpha_bar" || name == "spectral" || name == "noise_ratio") {
+        g.grid = ds::parse_guided_grid(name);
+      } else {
+        throw usage_error("--time-grid: uniform, quadratic, sqrt_alpha_bar, spectral or noise_ratio (the grid ends "
+                          "at t = 0), got " + name);
+      }
+    }
+    if (o.has("--ddim-eta")) {
+      g.ddim = true;
+      g.eta = to_double("--ddim-eta", o.get("--ddim-eta"));
+    }
+    if (o.has("--potentials"))
+      g.potentials = parse_flag("--potentials", o.get("--potentials"), ds::parse_guided_potentials);
+    g.start_correction = o.has("--start-correction");
+    // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
+    // key in the problem file (exit status 1).
+    const std::vector<setting> table = {
+        {"options.steps", "--steps"},
+        {"options.particles", o.has("--samples") ? "--samples" : "--particles"},
+        {"options.potential_spread", "--potential-scale", nullptr, "as the spread c = X trace(A A^T) / d_y"},
+        {"options.resampling.ess_threshold", "--ess-threshold"},
+        {"options.eta", "--ddim-eta"},
+        {"options.potentials", "--potentials"},
+        {"options.start_correction", "--start-correction"},
+        {"options.schedule", "--time-grid"},
+        {"options.grid", "--time-grid"},
+        {"options.dps_step", "--dps-step", "dps_step"},
+        {"options.guidance_scale", "--guidance-scale", "guidance_scale"},
+        {"options.operator_path", "--operator-path", "operator_path"},
+        {"options.diffpir_zeta", "--diffpir-zeta", "diffpir_zeta"},
+        {"options.diffpir_lambda", "--diffpir-lambda", "diffpir_lambda"},
+        {"options.skrock_stages", "--skrock-stages", "skrock_stages"},
+        {"options.skrock_eta", "--skrock-eta", "skrock_eta"},
+        {"options.skrock_step_fraction", "--skrock-step-fraction", "skrock_step_fraction"},
+        {"options.ddrm_eta", "--ddrm-eta", "ddrm_eta"},
+        {"options.ddrm_eta_b", "--ddrm-eta-b", "ddrm_eta_b"},
+        {"options.dcps_blocks", "--dcps-blocks", "dcps_blocks"},
+        {"options.dcps_langevin_steps", "--dcps-langevin-steps", "dcps_langevin_steps"},
+        {"options.dcps_langevin_step", "--dcps-langevin-step", "dcps_langevin_step"},
+        {"options.dcps_gradient_steps", "--dcps-gradient-steps", "dcps_gradient_steps"},
+        {"options.dcps_learning_rate", "--dcps-learning-rate", "dcps_learning_rate"},
+    };
     check_settings(o, &file, table, [&] { (void)ds::guided_workspace_bytes(mixture, problems, g); });
     check_memory(n, d, 6, "--particles");  // this machine's memory: under mpirun, possibly one process alone
   } catch (...) {
@@ -476,8 +477,9 @@ int run_solve(int argc, char** argv, int first) {
     if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
       throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
   if (method == "exact" && distributed::launched())
-    throw usage_error("solve: --sampler exact runs as one process (under mpirun the guided samplers spread their "
-                      "particles over the processes)");
+    distributed::agree(std::make_exception_ptr(usage_error(
+        "solve: --sampler exact runs as one process (under mpirun the guided samplers spread their particles over the "
+        "processes)")));
   if (method == "exact" && o.has("--steps"))
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))

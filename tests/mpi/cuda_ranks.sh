@@ -9,7 +9,10 @@
 # runtime finds no driver here), after their tables and buffers are made.
 # Seen failing before the program selected the device first: rank 1 built the grid prior's tables on device 0
 # (cudaMemGetInfo, cudaMalloc, cudaMemcpyAsync) before it set device 1.
-# Also: a failure of the device on one rank alone stops every rank with its error (below).
+# The same without the launcher's local-rank variables (the device from MPI's node split), and with a variable that
+# disagrees with MPI's node split (refused on every rank).
+# Also: a failure of the device on one rank alone stops every rank with its error, and a failure of one rank alone
+# where no agreement follows ends the job (below).
 # Usage: cuda_ranks.sh DIFFSAMPLE RUNTIME_PROBE MPIEXEC [MPIEXEC_FLAGS...]
 set -eu
 program=$1
@@ -26,6 +29,41 @@ examples=$(dirname "$0")/../../examples
 $probed "$program" sample --sampler ula --chains 101 --steps 5 --executor cuda --quiet --out "$dir/x.npy" \
   2>/dev/null || true
 grep -q '^rank - touch cudaMalloc 0$' "$dir/runtime.log"
+# check_ranks NP LAUNCH RUN: runs 'diffsample RUN' on NP ranks under the stand-in (LAUNCH: what comes between the
+# launcher and the program, the stand-in's environment) and checks that each rank selected its device first.
+check_ranks() {
+  np=$1
+  launch=$2
+  run=$3
+  shift 3
+  rm -f "$dir/runtime.log"
+  # The run itself fails at its first kernel, on every rank alike (timeout: nobody may hang).
+  # shellcheck disable=SC2086
+  timeout 120 "$@" -np "$np" $launch "$program" $run --quiet 2>"$dir/err.txt" || true
+  if grep -q 'did not stop' "$dir/err.txt"; then
+    echo "cuda_ranks.sh: 'diffsample $run' (np $np) did not fail on every rank alike:" >&2
+    cat "$dir/err.txt" >&2
+    exit 1
+  fi
+  r=0
+  while [ "$r" -lt "$np" ]; do
+    device=$((r % 2))
+    grep "^rank $r " "$dir/runtime.log" >"$dir/rank.log" || true
+    if ! grep -q ' touch ' "$dir/rank.log"; then
+      echo "cuda_ranks.sh: rank $r of 'diffsample $run' (np $np) placed nothing on a device" >&2
+      exit 1
+    fi
+    # The first line of the rank: selecting its device; then nothing on any other device.
+    if [ "$(head -1 "$dir/rank.log")" != "rank $r set $device" ] ||
+       grep ' touch ' "$dir/rank.log" | grep -v " $device\$" >/dev/null; then
+      echo "cuda_ranks.sh: rank $r of 'diffsample $run' (np $np, $launch) reached a device before selecting" \
+           "device $device, or another device:" >&2
+      cat "$dir/rank.log" >&2
+      exit 1
+    fi
+    r=$((r + 1))
+  done
+}
 for np in 2 3; do
   for run in "sample --sampler ula --chains 101 --steps 5 --executor cuda --out $dir/x.npy" \
              "sample --sampler ddim --chains 101 --steps 5 --out $dir/x.npy" \
@@ -33,34 +71,57 @@ for np in 2 3; do
              "demo --chains 101 --steps 5 --executor cuda" \
              "solve --problem $examples/posterior_d10.json --particles 101 --steps 5 --executor cuda --out $dir/x.npy" \
              "solve --problem $examples/posterior_d10.json --sampler dps --particles 101 --steps 5 --out $dir/x.npy"; do
-    rm -f "$dir/runtime.log"
-    # The run itself fails at its first kernel, on every rank alike (timeout: nobody may hang).
-    # shellcheck disable=SC2086
-    timeout 120 "$@" -np "$np" $probed "$program" $run --quiet 2>"$dir/err.txt" || true
-    if grep -q 'did not stop' "$dir/err.txt"; then
-      echo "cuda_ranks.sh: 'diffsample $run' (np $np) did not fail on every rank alike:" >&2
-      cat "$dir/err.txt" >&2
-      exit 1
-    fi
-    r=0
-    while [ "$r" -lt "$np" ]; do
-      device=$((r % 2))
-      grep "^rank $r " "$dir/runtime.log" >"$dir/rank.log" || true
-      if ! grep -q ' touch ' "$dir/rank.log"; then
-        echo "cuda_ranks.sh: rank $r of 'diffsample $run' (np $np) placed nothing on a device" >&2
-        exit 1
-      fi
-      # The first line of the rank: selecting its device; then nothing on any other device.
-      if [ "$(head -1 "$dir/rank.log")" != "rank $r set $device" ] ||
-         grep ' touch ' "$dir/rank.log" | grep -v " $device\$" >/dev/null; then
-        echo "cuda_ranks.sh: rank $r of 'diffsample $run' (np $np) reached a device before selecting device" \
-             "$device, or another device:" >&2
-        cat "$dir/rank.log" >&2
-        exit 1
-      fi
-      r=$((r + 1))
-    done
+    check_ranks "$np" "$probed" "$run" "$@"
   done
+done
+# Under a launcher that sets none of the local-rank variables, the program starts MPI first and selects the device
+# from MPI's node split (MPI_Comm_split_type), still before anything reaches a device. Seen failing before: rank 1
+# built the grid prior on device 0 (cudaMemGetInfo, cudaMalloc) before it set device 1.
+unlaunched="env -u OMPI_COMM_WORLD_LOCAL_RANK -u MPI_LOCALRANKID -u SLURM_LOCALID"
+for np in 2 3; do
+  for run in "sample --problem $examples/grid2d_ddpm.json --chains 101 --steps 5 --executor cuda --out $dir/x.npy" \
+             "solve --problem $examples/posterior_d10.json --particles 101 --steps 5 --out $dir/x.npy"; do
+    check_ranks "$np" "$unlaunched ${probed#env }" "$run" "$@"
+  done
+done
+# A launcher's local rank that gives another device than MPI's node split (the ranks' variables swapped at np 2): the
+# tables are on the launcher's device, MPI's would run the rank on the other. Every rank stops with rank 0's error
+# naming the variable, status 1. Seen failing without the check: the ranks went on (and failed at their first kernel).
+printf '%s\n' '#!/bin/sh' 'export OMPI_COMM_WORLD_LOCAL_RANK=$((OMPI_COMM_WORLD_SIZE - 1 - OMPI_COMM_WORLD_RANK))' \
+  'exec "$@"' >"$dir/swap.sh"
+set +e
+# shellcheck disable=SC2086
+timeout 120 "$@" -np 2 $probed sh "$dir/swap.sh" "$program" sample --problem "$examples/grid2d_ddpm.json" --chains 101 \
+  --steps 5 --executor cuda --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+if [ "$status" != 1 ] ||
+   [ "$(grep -c 'rank 0 of 2: OMPI_COMM_WORLD_LOCAL_RANK=1 selected device 1, but this process is rank 0 of its node' \
+        "$dir/err.txt")" != 2 ]; then
+  echo "cuda_ranks.sh: swapped OMPI_COMM_WORLD_LOCAL_RANK: status $status, not its error on every rank:" >&2
+  cat "$dir/err.txt" >&2
+  exit 1
+fi
+# A failure of the last process alone after MPI has started, where no agreement follows: without the launcher's
+# local rank MPI starts first thing, and the last rank alone is given a problem file it cannot open. It must end
+# the job with its message (MPI_Abort), not leave the others waiting in the device selection. Seen failing: a hang
+# (killed by the timeout), the last rank waiting in MPI_Finalize.
+printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'size=${OMPI_COMM_WORLD_SIZE:-${PMI_SIZE:-1}}' \
+  'extra=$1' 'shift' 'if [ "$rank" = "$((size - 1))" ]; then exec "$@" $extra; fi' 'exec "$@"' >"$dir/alone.sh"
+for np in 2 3; do
+  set +e
+  # shellcheck disable=SC2086
+  timeout 60 "$@" -np "$np" $unlaunched ${probed#env } sh "$dir/alone.sh" "--problem $dir/none.json" "$program" sample \
+    --chains 101 --steps 5 --executor cuda --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+  status=$?
+  set -e
+  if [ "$status" = 0 ] || [ "$status" = 124 ] ||
+     ! grep -q "rank $((np - 1)) of $np: .*none.json: cannot open.*ending every process" "$dir/err.txt"; then
+    echo "cuda_ranks.sh: a problem file the last rank alone cannot open (np $np, no local rank from the launcher):" \
+         "status $status (124: a hang), not its error:" >&2
+    cat "$dir/err.txt" >&2
+    exit 1
+  fi
 done
 # A device whose memory others hold on the last rank alone (the stand-in reports no free memory there): the run's
 # prior (sample: a problem file's explicit mixture, built after MPI has started) or the prior and posterior (solve)

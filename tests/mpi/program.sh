@@ -94,6 +94,19 @@ if timeout 120 "$@" -np 2 sh "$dir/last.sh" "--step-size 1e30" "$program" sample
   exit 1
 fi
 test "$(grep -c 'rank 1 of 2: --step-size: 1e+30 is above 1e+18' "$dir/err.txt")" = 2  # the same message from both ranks
+# The same for solve, whose guided settings are read after MPI has started: --potential-scale 0 on the last rank
+# alone. Every rank stops with that rank's message, exit status 2. Seen failing: a hang (killed by the timeout), the
+# last rank waiting in MPI_Finalize and the others in the check before the run.
+set +e
+timeout 120 "$@" -np 2 sh "$dir/last.sh" "--potential-scale 0" "$program" solve --problem "$problem" --particles 101 \
+  --steps 5 --executor cpu --quiet --out "$dir/many.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+if [ "$status" != 2 ] || [ "$(grep -c 'rank 1 of 2: --potential-scale: must be > 0, got 0' "$dir/err.txt")" != 2 ]; then
+  echo "program.sh: --potential-scale 0 on the last rank: status $status (124: a hang), not its error on every rank" >&2
+  cat "$dir/err.txt" >&2
+  exit 1
+fi
 # A failure on one process only after the run, where rank 0 writes the gathered samples: a file-size limit on rank 0
 # alone (ulimit -f, SIGXFSZ ignored, so the write fails with EFBIG; Open MPI over TCP here, whose shared-memory
 # segment the limit would refuse) makes its --out fail. Every rank must stop with rank 0's error and a non-zero
