@@ -169,7 +169,8 @@ int sample_main(const options& o, const char* command) {
   check_memory(n, d, 1, "--chains");
 
   // Under mpirun each rank selects its GPU (its rank on the node mod the node's devices) before the mixture's tables
-  // reach the current device (already selected by the launcher's local rank: distributed::choose_device()).
+  // reach the current device (already selected by distributed::choose_device(), which this checks against MPI's
+  // node split).
   const bool spread = distributed::launched();
   if (spread) distributed::select_device(where);
   // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its

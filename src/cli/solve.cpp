@@ -512,8 +512,8 @@ int run_solve(int argc, char** argv, int first) {
   check_memory(n, d, 3, "--samples");
 
   // Under mpirun each rank selects its GPU (its rank on the node mod the node's devices) before the mixture's and the
-  // posterior's tables reach the current device (already selected by the launcher's local rank:
-  // distributed::choose_device() above).
+  // posterior's tables reach the current device (already selected by distributed::choose_device() above, which this
+  // checks against MPI's node split).
   if (distributed::launched()) distributed::select_device(where);
   // The prior's and the posterior's tables on the device can fail on one rank alone: every rank stops with its error.
   std::optional<ds::gaussian_mixture> built;
