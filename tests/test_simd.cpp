@@ -151,12 +151,22 @@ TEST(SimdMath, PhiloxPackEqualsTheScalarStreamAndNormalsAgree) {
 
 namespace {
 
-/// Runs f with the CPU executor's target forced to `target` (DIFFSAMPLE_CPU_TARGET).
+/// Runs f with the CPU executor's target forced to `target` (DIFFSAMPLE_CPU_TARGET), or with the variable unset
+/// (the widest target the CPU has) when `target` is null; the caller's setting is restored afterwards, so a suite
+/// run under DIFFSAMPLE_CPU_TARGET keeps it for the tests that follow.
 template <class F>
 void with_target(const char* target, F f) {
-  setenv("DIFFSAMPLE_CPU_TARGET", target, 1);
+  const char* outer = std::getenv("DIFFSAMPLE_CPU_TARGET");
+  const std::string saved = outer != nullptr ? outer : "";
+  if (target != nullptr)
+    setenv("DIFFSAMPLE_CPU_TARGET", target, 1);
+  else
+    unsetenv("DIFFSAMPLE_CPU_TARGET");
   f();
-  unsetenv("DIFFSAMPLE_CPU_TARGET");
+  if (outer != nullptr)
+    setenv("DIFFSAMPLE_CPU_TARGET", saved.c_str(), 1);
+  else
+    unsetenv("DIFFSAMPLE_CPU_TARGET");
 }
 
 const char* const targets[] = {"scalar", "sse2", "avx2", "avx512"};
@@ -347,7 +357,9 @@ TEST(SimdTargets, AnUnknownTargetNameIsReportedOnce) {
   const auto mix = grid_mixture(2, 3, 2.0, 0.5);
   const std::vector<float> x = {0.3f, -0.2f, 1.0f, 2.0f};
   std::vector<float> widest(4), named(4);
-  mix.evaluate(widest.data(), 2, x.data(), channel{0.5, 0.8}, quantity::score, {executor::cpu});
+  with_target(nullptr, [&] {
+    mix.evaluate(widest.data(), 2, x.data(), channel{0.5, 0.8}, quantity::score, {executor::cpu});
+  });
   with_target("Scalar", [&] {
     ::testing::internal::CaptureStderr();
     mix.evaluate(named.data(), 2, x.data(), channel{0.5, 0.8}, quantity::score, {executor::cpu});
