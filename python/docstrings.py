@@ -2,8 +2,9 @@
 
 Reads include/diffsample/*.hpp and collects the documentation comment of every documented declaration: the `///`
 lines before it or the `///<` comment after it (continued on `///<` lines below), keyed by its scope and name,
-`langevin_options::step_size`, `sampling_plan::tell`, `gaussian_mixture::evaluate` (an overloaded name keeps its
-first comment). As a script it writes a C++ header that python/src/core.cpp includes (python/CMakeLists.txt runs
+`langevin_options::step_size`, `sampling_plan::tell`, `gaussian_mixture::evaluate`; an overloaded name's first
+documented declaration has that key and the k-th `name#k` (`mixture_posterior::sample#3`, DS_DOC_OVERLOAD(scope,
+name, k) in the bindings). As a script it writes a C++ header that python/src/core.cpp includes (python/CMakeLists.txt runs
 it at every build, so the extension's docstrings are the headers' text of that build):
 
     python3 python/docstrings.py OUT.hpp [--limits-stub limits.pyi] include/diffsample/*.hpp
@@ -40,12 +41,12 @@ def _declared_name(code: str) -> str:
     """The name a declaration line introduces: a function's name before its '(', else the last identifier before
     '=', '{', ';' or ','; '' when there is none."""
     code = re.sub(r"\[\[[^\]]*\]\]", "", code)  # attributes ([[deprecated("...")]])
+    if re.search(r"(?<![A-Za-z0-9_])operator(?![A-Za-z0-9_])", code):
+        return ""  # an operator overload (operator=, operator()), not a name that contains "operator"
     paren, equal = code.find("("), code.find("=")
     if equal >= 0 and (paren < 0 or equal < paren):
         paren = -1  # a member with an initialiser: `noise_schedule schedule = noise_schedule::vp_linear();`
     head = code[:paren] if paren >= 0 else re.split(r"[={;,]", code, maxsplit=1)[0]
-    if paren >= 0 and "operator" in head:
-        return ""
     names = [n for n in _IDENT.findall(head) if n not in _SKIP]
     return names[-1] if names else ""
 
@@ -58,6 +59,7 @@ def _clean(lines: List[str]) -> str:
 def parse(paths: Iterable[Path]) -> Dict[str, str]:
     """Every documented declaration of the headers: 'scope::name' (or 'name' at namespace scope) -> its comment."""
     docs: Dict[str, str] = {}
+    documented: Dict[str, int] = {}  # documented declarations of each key so far (overloads)
     for path in paths:
         scopes: List[tuple] = []  # (name, brace depth inside it)
         depth = 0
@@ -83,6 +85,9 @@ def parse(paths: Iterable[Path]) -> Dict[str, str]:
             if name and stripped and not stripped.startswith(("//", "#", "}", "public:", "private:", "protected:")):
                 text = trailing if trailing is not None else _clean(pending) if pending else None
                 if text is not None:
+                    documented[key] = documented.get(key, 0) + 1
+                    if documented[key] > 1:  # an overload: its own key, 'scope::name#k'
+                        key = f"{key}#{documented[key]}"
                     docs.setdefault(key, text)
                     last_key = key if trailing is not None and docs[key] == text else ""
             if stripped and not stripped.startswith("//"):
@@ -147,16 +152,32 @@ def limit_text(value: int) -> str:
     return str(value)
 
 
+# The exceptions of error.hpp under their Python names (diffsample.InvalidArgument, ...).
+_EXCEPTIONS = {"invalid_argument": "InvalidArgument", "out_of_memory": "OutOfMemory", "cuda_error": "CudaError",
+               "error": "Error"}
+
+
+def _doxygen(text: str) -> str:
+    """A comment's Doxygen commands in words: `@throws invalid_argument when ...` as `Raises InvalidArgument when
+    ...` (the Python exception), `@return x` as `Returns x`, `@param name  text` as `name: text`, `@p name` as
+    the name."""
+    text = re.sub(r"@throws\s+([A-Za-z_]+)", lambda m: "Raises " + _EXCEPTIONS.get(m.group(1), m.group(1)), text)
+    text = re.sub(r"@returns?\b", "Returns", text)
+    text = re.sub(r"@param\s+([A-Za-z_][A-Za-z0-9_, ]*?)\s{2,}|@param\s+([A-Za-z_][A-Za-z0-9_]*)\s",
+                  lambda m: (m.group(1) or m.group(2)) + ": ", text)
+    return re.sub(r"@p\s+([A-Za-z_])", r"\1", text)
+
+
 def python_text(text: str, values: Dict[str, int]) -> str:
-    """A comment's `limits::name` references as the Python names with their values (names not among the limits are
-    left as they are)."""
+    """A comment as Python's docstrings read it: its `limits::name` references as the Python names with their values
+    (names not among the limits are left as they are) and its Doxygen commands in words (_doxygen)."""
     def ref(m: "re.Match") -> str:
         name = m.group(1)
         if name not in values:
             return m.group(0)
         return f"diffsample.limits.{name} ({limit_text(values[name])})"
 
-    return _LIMIT_REF.sub(ref, text)
+    return _doxygen(_LIMIT_REF.sub(ref, text))
 
 
 def limits_doc(docs: Dict[str, str], values: Dict[str, int]) -> str:
@@ -178,13 +199,15 @@ def _c_string(text: str) -> str:
 def header(docs: Dict[str, str], values: Dict[str, int]) -> str:
     lines = ["// Generated by python/docstrings.py from include/diffsample/*.hpp: do not edit.", "#pragma once", ""]
     for key in sorted(docs):
-        lines.append("#define DS_DOC_" + key.replace("::", "__") + " " + _c_string(docs[key]))
+        lines.append("#define DS_DOC_" + key.replace("::", "__").replace("#", "__") + " " + _c_string(docs[key]))
     lines += ["", "/// The constants of diffsample::limits (limits.hpp), as X(name) for each.",
               "#define DS_LIMITS(X) " + " ".join(f"X({name})" for name in values),
               "/// The docstring of the Python module diffsample.limits.",
               "#define DS_LIMITS_DOC " + _c_string(limits_doc(docs, values))]
     lines += ["", "/// The Doxygen comment of scope::name in the public headers, as a C string.",
               "#define DS_DOC(scope, name) DS_DOC_##scope##__##name",
+              "/// The comment of the k-th documented declaration of scope::name (k >= 2: an overload).",
+              "#define DS_DOC_OVERLOAD(scope, name, k) DS_DOC_##scope##__##name##__##k",
               "/// The Doxygen comment of a declaration at namespace scope.", "#define DS_DOC_FREE(name) DS_DOC_##name",
               ""]
     return "\n".join(lines)

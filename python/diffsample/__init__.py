@@ -968,7 +968,7 @@ class SamplingPlan:
             A: a (d_y, d) matrix or ObservationOperator shared by every problem (a nested sequence of numbers is one
                 matrix), or a list or tuple of B arrays or ObservationOperators, one per problem.
             y: observations, (d_y,) or (B, d_y).
-            sigma_y: the observation noise, a scalar or B values.
+            sigma_y: the observation noise, a scalar or B values, each > 0.
             sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' or 'skrock'.
             output: what the caller's model answers: 'denoiser', 'score' or 'eps' ('score' for skrock).
             device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there.
@@ -1227,9 +1227,10 @@ class MixturePosterior:
     complex, bool and non-numeric data, another number of dimensions and non-finite values are refused, naming the
     argument.
 
-    Computed in FP64 on the host (synchronous; O(K (d_x^3 + d_y^3))); when a GPU is present the sampling tables
-    are then copied to the device and the constructor synchronises. Raises InvalidArgument when sizes disagree or
-    a component's A S_k A^T + sigma_y^2 I is not positive definite (d_y up to diffsample.limits.max_posterior_d_y).
+    Computed in FP64 on the host (synchronous; O(K (d_x^3 + d_y^3 + d_y d_x^2))); when a GPU is present the
+    sampling tables are then copied to the device and the constructor synchronises. Raises InvalidArgument when sizes
+    disagree, a value is not finite, sigma_y < 0, or a component's A Sigma_k A^T + sigma_y^2 I is not positive
+    definite (d_y up to diffsample.limits.max_posterior_d_y).
     """
 
     def __init__(self, prior: GaussianMixture, A: Operator, sigma_y: ProblemScalar, y: ProblemData):
@@ -1276,6 +1277,19 @@ class MixturePosterior:
         return (out, lab) if labels else out
 
 
+def _cpp_doc(obj: Any, *keys: str) -> None:
+    """Appends to obj's docstring the headers' comments of keys (diffsample._core._header_docs, from
+    python/docstrings.py at build time), so the Python function carries the C++ documentation of its call."""
+    if obj.__doc__ is None:  # python -OO
+        return
+    text = "\n\n".join(_core._header_docs[k] for k in keys)
+    indented = "\n".join(("    " + line) if line else "" for line in text.splitlines())
+    obj.__doc__ = obj.__doc__.rstrip() + "\n\n    From the C++ documentation:\n\n" + indented + "\n"
+
+
+_cpp_doc(MixturePosterior, "mixture_posterior", "mixture_posterior::mixture_posterior#3",
+         "mixture_posterior::mixture_posterior")
+
 _GUIDED_OUTPUTS = ("particles", "log_weights", "samples", "log_normaliser", "ess_trace", "resample_count")
 
 
@@ -1289,12 +1303,8 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
         prior: the GaussianMixture prior (dimension d).
         A: a (d_y, d) matrix or ObservationOperator shared by every problem (a nested sequence of numbers is one
             matrix), or a list or tuple of B arrays or ObservationOperators, one per problem.
-        y: the observations, (d_y,) or (B, d_y) (d_y up to diffsample.limits.max_guided_d_y).
-        sigma_y: the observation noise, a scalar or (B,).
-
-    A, y and sigma_y are host problem data, read once and copied into the problems as float64 (see
-    MixturePosterior): CPU arrays of a real dtype or nested sequences of numbers; CUDA arrays and wrong shapes are
-    refused, naming the argument.
+        y: the observations, (d_y,) or (B, d_y) (d_y up to diffsample.limits.max_guided_d_y), finite.
+        sigma_y: the observation noise, a scalar or (B,), each > 0.
         sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'skrock', 'tmpd', 'ddrm' or 'dcps'.
         outputs: the arrays to return, by name: 'particles' (B, N, d) float32, 'log_weights' (B, N) float32,
             'samples' (B, N, d) float32 (SMC's final resampling), 'log_normaliser' (B,) float64, 'ess_trace'
@@ -1309,15 +1319,24 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
             operator_path='automatic' (default), 'gemm' or 'direct' forces or forbids a dense operator's products
             over all particles per step (dps, pigdm; tmpd on the CPU) or leaves them to the size rule.
 
+    A, y and sigma_y are host problem data, read once and copied into the problems as float64 (see
+    MixturePosterior): CPU arrays of a real dtype or nested sequences of numbers; CUDA arrays and wrong shapes are
+    refused, naming the argument.
+
     Returns a dict of the named outputs (new arrays) plus 'report' ({'executor', 'launches', 'operator_path'}: the
     executor that ran, the launches, and 'gemm' or 'direct', the path the operator's products took). Asynchronous on
-    CUDA (read the outputs after the stream); on the CPU it returns when done.
+    CUDA (read the outputs after the stream); on the CPU it returns when done. Raises InvalidArgument for
+    inconsistent sizes, non-finite values, a non-positive sigma_y, an invalid schedule or options, before anything
+    runs.
     """
     pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
     result = _guided_outputs(outputs, device, pr.problems, o.particles, prior.dim, o.steps)
     args = [result.get(k) for k in _GUIDED_OUTPUTS]
     result["report"] = _core.guided_sample(_mixture(prior), pr, o, *args, _stream(device, stream))
     return result
+
+
+_cpp_doc(guided_sample, "guided_problems", "guided_sample")
 
 
 def _guided_setup(A: Operators, y: ProblemData, sigma_y: ProblemData, sampler: str, schedule: Any,

@@ -827,7 +827,7 @@ NB_MODULE(_core, m) {
             return pl;
           },
           "d"_a, "problems"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
-          "stream"_a = 0, "A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd, ddrm and skrock.")
+          "stream"_a = 0, DS_DOC(sampling_plan, guided))
       .def(
           "write_outputs",
           [](py_sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,
@@ -856,7 +856,8 @@ NB_MODULE(_core, m) {
           "problems"_a, "particles"_a, "steps"_a, "particles_out"_a = nb::none(), "log_weights"_a = nb::none(),
           "samples"_a = nb::none(), "log_normaliser"_a = nb::none(), "ess_trace"_a = nb::none(),
           "resample_count"_a = nb::none(), "stream"_a = 0,
-          "A done guided SMC trajectory's outputs, as guided_sample writes them, into the given arrays.")
+          DS_DOC(sampling_plan, write_outputs) "\n\nproblems, particles and steps: the plan's B, N and options.steps "
+          "(other values are refused); the arrays' shapes as for guided_sample.")
       .def_prop_ro("rows", &ds::sampling_plan::rows, DS_DOC(sampling_plan, rows))
       .def_prop_ro("dim", &ds::sampling_plan::dim, DS_DOC(sampling_plan, dim))
       .def_prop_ro("executor", &ds::sampling_plan::where, DS_DOC(sampling_plan, where))
@@ -990,6 +991,16 @@ NB_MODULE(_core, m) {
       "out[b, j] = states[b, ancestors[b, j]] for states (B, N, d); out must not overlap states.");
 
   // ---- observations and the exact posterior ---------------------------------------------------------------------
+  // The headers' comments of the calls the package wraps in Python functions, for their docstrings.
+  {
+    nb::dict docs;
+    docs["guided_sample"] = DS_DOC_FREE(guided_sample);
+    docs["mixture_posterior"] = DS_DOC_FREE(mixture_posterior);
+    docs["mixture_posterior::mixture_posterior"] = DS_DOC(mixture_posterior, mixture_posterior);
+    docs["mixture_posterior::mixture_posterior#3"] = DS_DOC_OVERLOAD(mixture_posterior, mixture_posterior, 3);
+    docs["guided_problems"] = DS_DOC_FREE(guided_problems);
+    m.attr("_header_docs") = docs;
+  }
   m.def(
       "_read_host",
       [](nb::handle a, const std::string& name, std::vector<std::size_t> ndims, const std::string& expected) {
@@ -1010,8 +1021,9 @@ NB_MODULE(_core, m) {
             return ds::observation_operator::dense(a.shape[0], a.shape[1], std::move(a.values));
           },
           "A"_a,
-          "A dense (d_y, d_x) matrix: host problem data, copied into the operator as float64 (any CPU array of a "
-          "real dtype, any strides, or a nested sequence of numbers; CUDA arrays, complex and bool are refused).")
+          DS_DOC(observation_operator, dense) "\n\nA: the (d_y, d_x) matrix (d_y and d_x are its shape), host problem "
+          "data copied into the operator as float64 (any CPU array of a real dtype, any strides, or a nested sequence "
+          "of numbers; CUDA arrays, complex and bool are refused).")
       .def_static(
           "mask",
           [](std::int64_t d_x, problem_indices indices, std::optional<problem_data> diagonal) {
@@ -1024,9 +1036,9 @@ NB_MODULE(_core, m) {
             return ds::observation_operator::mask(d_x, std::move(idx), std::move(g));
           },
           "d_x"_a, "indices"_a, "diagonal"_a = nb::none(),
-          "A masking operator on R^{d_x}: observed value i is diagonal[i] * x[indices[i]] (diagonal None or "
-          "empty: ones); indices are distinct, each in [0, d_x). Host problem data, copied (indices of an integer "
-          "dtype; diagonal of a real dtype, as float64); CUDA arrays are refused.")
+          DS_DOC(observation_operator, mask) "\n\nindices: the d_y observed coordinates, of an integer dtype; "
+          "diagonal: the d_y gains, or None (all ones). Host problem data, copied (the gains as float64); CUDA "
+          "arrays are refused.")
       .def_static(
           "svd",
           [](problem_data U, problem_data S, problem_data V) {
@@ -1041,8 +1053,8 @@ NB_MODULE(_core, m) {
                                                  std::move(v.values));
           },
           "U"_a, "singular_values"_a, "V"_a,
-          "A = U diag(S) V^T with U (d_y, r) and V (d_x, r) of orthonormal columns and S the r singular_values: host "
-          "problem data, copied as float64 (CPU arrays of a real dtype; CUDA arrays refused).")
+          DS_DOC(observation_operator, svd) "\n\nU (d_y, r), singular_values (r,) and V (d_x, r): host problem data, "
+          "copied as float64 (CPU arrays of a real dtype; CUDA arrays refused); d_y, d_x and r are their shapes.")
       .def_prop_ro("kind", &ds::observation_operator::kind, DS_DOC(observation_operator, kind))
       .def_prop_ro("d_y", &ds::observation_operator::d_y, DS_DOC(observation_operator, d_y))
       .def_prop_ro("d_x", &ds::observation_operator::d_x, DS_DOC(observation_operator, d_x))
@@ -1053,8 +1065,7 @@ NB_MODULE(_core, m) {
           },
           "A as a dense (d_y, d_x) float64 array.");
 
-  nb::class_<ds::mixture_posterior>(m, "MixturePosterior",
-                                    "The exact posterior mixture of a Gaussian-mixture prior under y = A x + sigma_y z.")
+  nb::class_<ds::mixture_posterior>(m, "MixturePosterior", DS_DOC_FREE(mixture_posterior))
       .def(
           "__init__",
           [](ds::mixture_posterior* self, const ds::gaussian_mixture& prior, const ds::observation_operator& A,
@@ -1065,8 +1076,10 @@ NB_MODULE(_core, m) {
             new (self) ds::mixture_posterior(prior, A, sigma_y, std::move(y));
           },
           "prior"_a, "operator"_a, "sigma_y"_a, "y"_a,
-          "Computes the posterior (FP64, host); sigma_y (a scalar) and y (d_y,) are host problem data, copied as "
-          "float64.")
+          "Computes the posterior of prior under y = A x + sigma_y z (FP64, on the CPU executor); sigma_y (a scalar) "
+          "and y (d_y,) are host problem data, copied as float64.\n\n"
+          DS_DOC_OVERLOAD(mixture_posterior, mixture_posterior, 3)
+          "\n\nThe constructor above, from a linear_observation: " DS_DOC(mixture_posterior, mixture_posterior))
       .def_prop_ro("components", &ds::mixture_posterior::components, DS_DOC(mixture_posterior, components))
       .def_prop_ro("dim", &ds::mixture_posterior::dim, DS_DOC(mixture_posterior, dim))
       .def_prop_ro("weights", [](const ds::mixture_posterior& q) { return to_numpy(q.weights(), {q.weights().size()}); },
@@ -1087,12 +1100,12 @@ NB_MODULE(_core, m) {
                    DS_DOC(mixture_posterior, covariances) " (a NumPy copy)", nb::rv_policy::move)
       .def_prop_ro("log_evidence", &ds::mixture_posterior::log_evidence, DS_DOC(mixture_posterior, log_evidence))
       .def("mean", [](const ds::mixture_posterior& q) { return to_numpy(q.mean(), {std::size_t(q.dim())}); },
-           "Mean of the posterior (d_x,).")
+           DS_DOC(mixture_posterior, mean) " A new (d_x,) float64 NumPy array.")
       .def("covariance",
            [](const ds::mixture_posterior& q) {
              return to_numpy(q.covariance(), {std::size_t(q.dim()), std::size_t(q.dim())});
            },
-           "Covariance of the posterior (d_x, d_x).")
+           DS_DOC(mixture_posterior, covariance) " A new (d_x, d_x) float64 NumPy array.")
       .def(
           "sample",
           [](const ds::mixture_posterior& q, out_array out, std::uint64_t seed, std::optional<out_array> labels,
@@ -1115,7 +1128,9 @@ NB_MODULE(_core, m) {
             return report(ran);
           },
           "out"_a, "seed"_a, "labels"_a = nb::none(), "first_index"_a = 0, "stream"_a = 0,
-          "Exact posterior samples into out (n, d_x), float32 or float64.");
+          "Exact posterior samples into out (n, d_x), float32 or float64, on out's executor (labels: None or (n,) "
+          "int32 on the same device); sample i uses the Philox stream (seed, first_index + i, 0).\n\n"
+          DS_DOC_OVERLOAD(mixture_posterior, sample, 3) "\n" DS_DOC_OVERLOAD(mixture_posterior, sample, 4));
 
   // ---- guided posterior sampling ------------------------------------------------------------------------------
   nb::class_<ds::guided_problems>(m, "GuidedProblems", DS_DOC_FREE(guided_problems))
@@ -1207,7 +1222,9 @@ NB_MODULE(_core, m) {
       "prior"_a, "problems"_a, "options"_a, "particles"_a = nb::none(), "log_weights"_a = nb::none(),
       "samples"_a = nb::none(), "log_normaliser"_a = nb::none(), "ess_trace"_a = nb::none(),
       "resample_count"_a = nb::none(), "stream"_a = 0,
-      "Runs a guided posterior sampler on every problem; outputs are optional arrays on one device.");
+      "Runs options.sampler on every problem of problems; the outputs (particles (B, N, d), log_weights (B, N), "
+      "samples (B, N, d), ess_trace (B, steps + 1) float32, log_normaliser (B,) float64, resample_count (B,) int32) "
+      "are optional arrays on one device, whose executor runs the call.\n\n" DS_DOC_FREE(guided_sample));
 
   // ---- metrics --------------------------------------------------------------------------------------------------
   m.def(

@@ -100,7 +100,8 @@ def test_package_properties_forward_the_core_docstrings(package_name):
 
 def test_the_parser_reads_the_comment_forms_of_the_headers(tmp_path):
     # The forms the headers use: `///` lines before a declaration, a trailing `///<` continued on `///<` lines,
-    # members with initialisers that call functions, overloads (the first comment kept), nested scopes.
+    # members with initialisers that call functions, overloads (the first comment under the name, the k-th under
+    # name#k), nested scopes.
     h = tmp_path / "h.hpp"
     h.write_text(
         "/// A struct.\n"
@@ -119,7 +120,77 @@ def test_the_parser_reads_the_comment_forms_of_the_headers(tmp_path):
         "int g(const s& v);\n")
     docs = docstrings.parse([h])
     assert docs == {"s": "A struct.", "s::a": "the a\ncontinued", "s::b": "Before b.", "s::f": "First f.",
-                    "g": "Free g."}
+                    "s::f#2": "Second f.", "g": "Free g."}
+
+
+def test_the_parser_reads_operator_names_overloads_and_doxygen_commands(tmp_path):
+    # A name containing "operator" is a name (observation_operator's factories were left out when any "operator" in
+    # the declaration read as an operator overload); the k-th documented overload is 'name#k'; Doxygen commands
+    # read as words with the Python exceptions.
+    h = tmp_path / "h.hpp"
+    h.write_text(
+        "class observation_operator {\n"
+        "  /// Empty.\n"
+        "  observation_operator() = default;\n"
+        "  /// Dense.\n"
+        "  /// @param A  the matrix\n"
+        "  /// @throws invalid_argument when @p A is empty\n"
+        "  static observation_operator dense(std::vector<double> A);\n"
+        "  /// Assignment.\n"
+        "  observation_operator& operator=(const observation_operator&);\n"
+        "  /// First sample.\n"
+        "  void sample(float* out) const;\n"
+        "  void sample(int) const;\n"
+        "  /// Second sample.\n"
+        "  /// @return the executor\n"
+        "  executor sample(double* out) const;\n"
+        "};\n")
+    docs = docstrings.parse([h])
+    assert docs == {"observation_operator::observation_operator": "Empty.",
+                    "observation_operator::dense": "Dense.\nA: the matrix\nRaises InvalidArgument when A is empty",
+                    "observation_operator::sample": "First sample.",
+                    "observation_operator::sample#2": "Second sample.\nReturns the executor"}
+    out = tmp_path / "docs.hpp"
+    docstrings.main(["docstrings.py", str(out), str(h)])
+    assert '#define DS_DOC_observation_operator__sample__2 "Second sample.\\nReturns the executor"' in out.read_text()
+
+
+# The guided and posterior calls of diffsample._core and the headers' comments each docstring carries.
+CALLS = {
+    ("ObservationOperator", "dense"): ["observation_operator::dense"],
+    ("ObservationOperator", "mask"): ["observation_operator::mask"],
+    ("ObservationOperator", "svd"): ["observation_operator::svd"],
+    ("MixturePosterior", "__init__"): ["mixture_posterior::mixture_posterior#3", "mixture_posterior::mixture_posterior"],
+    ("MixturePosterior", "mean"): ["mixture_posterior::mean"],
+    ("MixturePosterior", "covariance"): ["mixture_posterior::covariance"],
+    ("MixturePosterior", "sample"): ["mixture_posterior::sample#3", "mixture_posterior::sample#4"],
+    (None, "guided_sample"): ["guided_sample"],
+    ("SamplingPlan", "guided"): ["sampling_plan::guided"],
+    ("SamplingPlan", "write_outputs"): ["sampling_plan::write_outputs"],
+}
+
+
+@pytest.mark.parametrize("owner, name", sorted(CALLS, key=str))
+def test_guided_and_posterior_calls_carry_the_headers_comments(owner, name):
+    if owner == "SamplingPlan" and not ds._core.HAS_SAMPLING_PLANS:
+        pytest.skip("no plans in this build")
+    obj = getattr(getattr(ds._core, owner) if owner else ds._core, name)
+    doc = "\n".join(d for _, d, _ in obj.__nb_signature__)
+    for key in CALLS[(owner, name)]:
+        assert DOCS[key] in doc, f"{owner}.{name}: docstring {doc!r} lacks the header's comment of {key}: {DOCS[key]!r}"
+    assert "@" not in doc, f"{owner}.{name}: a Doxygen command left in {doc!r}"
+
+
+def test_the_package_carries_the_headers_comments_of_its_wrapped_calls():
+    assert ds._core.MixturePosterior.__doc__ == DOCS["mixture_posterior"]
+    for key, text in ds._core._header_docs.items():
+        assert text == DOCS[key], key
+    for obj, keys in ((ds.MixturePosterior, ["mixture_posterior", "mixture_posterior::mixture_posterior#3",
+                                             "mixture_posterior::mixture_posterior"]),
+                      (ds.guided_sample, ["guided_problems", "guided_sample"])):
+        doc = inspect.getdoc(obj)
+        for key in keys:
+            assert DOCS[key] in doc, f"{obj.__name__}: lacks the header's comment of {key}"
 
 
 # ---- every public callable of the package documents its parameters ------------------------------------------------
