@@ -430,13 +430,11 @@ void guided_operator_crossover(bool tmpd) {
     guided_sampler sampler;
     dps_step_form step;
   };
-  std::vector<form> forms;
-  if (tmpd)
-    forms = {{"tmpd", guided_sampler::tmpd, dps_step_form::likelihood}};
-  else
-    forms = {{"dps (likelihood step)", guided_sampler::dps, dps_step_form::likelihood},
-             {"dps (normalised step)", guided_sampler::dps, dps_step_form::normalised},
-             {"pigdm", guided_sampler::pigdm, dps_step_form::likelihood}};
+  const std::vector<form> forms =
+      tmpd ? std::vector<form>{{"tmpd", guided_sampler::tmpd, dps_step_form::likelihood}}
+           : std::vector<form>{{"dps (likelihood step)", guided_sampler::dps, dps_step_form::likelihood},
+                               {"dps (normalised step)", guided_sampler::dps, dps_step_form::normalised},
+                               {"pigdm", guided_sampler::pigdm, dps_step_form::likelihood}};
   std::printf("guided runs, dense operator: direct / gemm whole-run time ratio (>1: gemm faster), median [min, max] of "
               "%d interleaved rounds; K = %d, %d steps, CPU executor, %d threads, BLAS %s\n",
               rounds, K, steps, cpu_threads(), cpu_blas_name().c_str());

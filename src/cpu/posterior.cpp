@@ -214,9 +214,11 @@ DS_SIMD_INLINE void transform_tile(const double* U, const double* m, int d, int 
       for (int t = 0; t < T; ++t) acc[g][t] = acc[g][t] + r[t] * z;
     }
   }
+  // jd[t] = the coordinates j0 + t width + w of the tile's lanes (small integers, exact in FP64).
+  alignas(64) static constexpr double lane_index[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  static_assert(width <= 8, "lane_index covers one vector of doubles");
   nd jd[T];
-  for (int t = 0; t < T; ++t)
-    for (int w = 0; w < width; ++w) jd[t][w] = double(j0 + t * width + w);
+  for (int t = 0; t < T; ++t) jd[t] = load(lane_index) + splat(double(j0 + t * width));
   for (int l = j0; l < j0 + n; ++l) {
     const double* row = U + static_cast<std::int64_t>(l) * d + j0;
     nd r[T];
