@@ -381,7 +381,14 @@ def _fill(options: Any, settings: dict) -> Any:
         current = getattr(options, key)
         if type(current) in _PARSERS:
             value = _enum(type(current), value)
-        setattr(options, key, value)
+        elif isinstance(value, bool) and not isinstance(current, bool):
+            # bool is an int to Python and the binding: particles=True would run one particle.
+            raise TypeError(f"{key}: a bool, expected {type(current).__name__}")
+        try:
+            setattr(options, key, value)
+        except TypeError:  # nanobind's message names neither the setting nor the value
+            raise TypeError(f"{key}: a {type(value).__name__} ({value!r}), expected {type(current).__name__}") \
+                from None
     return options
 
 
@@ -1270,6 +1277,8 @@ class MixturePosterior:
         Returns out, or (out, labels) when labels is True. Asynchronous on CUDA; on the CPU it returns when done.
         """
         if out is None:
+            if dtype not in ("float32", "float64"):
+                raise InvalidArgument(f"dtype: {dtype!r}, expected 'float32' or 'float64'")
             out = _empty(None, (_count(n), self.dim), dtype)
         _writable(out, "out", None)
         lab = _empty(out, (_shape(out)[0],), "int32") if labels else None
@@ -1367,6 +1376,8 @@ def _guided_outputs(outputs: Sequence[str], device: Any, B: int, N: int, d: int,
     shapes = {"particles": ((B, N, d), "float32"), "log_weights": ((B, N), "float32"),
               "samples": ((B, N, d), "float32"), "log_normaliser": ((B,), "float64"),
               "ess_trace": ((B, steps + 1), "float32"), "resample_count": ((B,), "int32")}
+    if isinstance(outputs, str):
+        raise InvalidArgument(f"outputs: a str ({outputs!r}), expected a sequence of names, e.g. ({outputs!r},)")
     result = {}
     for name in outputs:
         if name not in shapes:

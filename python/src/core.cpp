@@ -949,6 +949,8 @@ NB_MODULE(_core, m) {
         std::int64_t B = dim_of(lw, 0), N = dim_of(lw, 1);
         ds::particle_outputs outs;
         if (anc) {
+          if (anc->dtype() != nb::dtype<std::int64_t>() && anc->dtype() != nb::dtype<std::int32_t>())
+            raise_invalid("ancestors: dtype " + dtype_string(anc->dtype()) + ", expected int32 or int64");
           if (anc->dtype() == nb::dtype<std::int64_t>())
             outs.ancestors64 = checked<std::int64_t>(*anc, "ancestors", {B, N}, p);
           else
@@ -976,6 +978,8 @@ NB_MODULE(_core, m) {
         std::int64_t B = dim_of(states, 0), N = dim_of(states, 1), d = dim_of(states, 2);
         float* op = checked<float>(out, "out", {B, N, d}, p);
         ds::executor ran;
+        if (anc.dtype() != nb::dtype<std::int64_t>() && anc.dtype() != nb::dtype<std::int32_t>())
+          raise_invalid("ancestors: dtype " + dtype_string(anc.dtype()) + ", expected int32 or int64");
         if (anc.dtype() == nb::dtype<std::int64_t>()) {
           const std::int64_t* ap = checked<std::int64_t>(anc, "ancestors", {B, N}, p);
           nb::gil_scoped_release release;
@@ -1114,6 +1118,8 @@ NB_MODULE(_core, m) {
             std::int64_t n = out.ndim() == 2 ? std::int64_t(out.shape(0)) : -1;
             std::int32_t* lp = nullptr;
             ds::executor ran;
+            if (out.dtype() != nb::dtype<double>() && out.dtype() != nb::dtype<float>())
+              raise_invalid("out: dtype " + dtype_string(out.dtype()) + ", expected float32 or float64");
             if (out.dtype() == nb::dtype<double>()) {
               double* op = checked<double>(out, "out", {-1, q.dim()}, p);
               lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);

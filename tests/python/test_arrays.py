@@ -94,6 +94,40 @@ def test_errors_name_the_argument_and_value(mixture2):
         mixture2.score(x, out=ro)
 
 
+def test_option_and_dtype_errors_name_the_argument(mixture2):
+    # A keyword setting of the wrong type names the setting (nanobind's own message names neither it nor the
+    # value), and a bool for a number is refused (True would run one particle).
+    A, y = [[1.0, 0.5]], [0.25]
+    with pytest.raises(TypeError, match=r"^particles: a float \(4\.7\), expected int$"):
+        ds.guided_sample(mixture2, A, y, 0.5, particles=4.7, steps=2)
+    with pytest.raises(TypeError, match=r"^guidance_scale: a str \('2'\), expected float$"):
+        ds.guided_sample(mixture2, A, y, 0.5, sampler="dps", guidance_scale="2", steps=2)
+    with pytest.raises(TypeError, match=r"^particles: a bool, expected int$"):
+        ds.guided_sample(mixture2, A, y, 0.5, particles=True, steps=2)
+    with pytest.raises(TypeError, match=r"^steps: a bool, expected int$"):
+        ds.diffusion(mixture2, 4, steps=True)
+    with pytest.raises(TypeError, match=r"^ess_threshold: a str"):
+        ds.guided_sample(mixture2, A, y, 0.5, particles=4, steps=2, resampling={"ess_threshold": "0.5"})
+    # Bool settings and ints for floats are taken.
+    out = ds.guided_sample(mixture2, A, y, 0.5, particles=4, steps=2, final_resample=True, guidance_scale=1)
+    assert out["samples"].shape == (1, 4, 2)
+    # One name given as a str (it would be read letter by letter).
+    with pytest.raises(ds.InvalidArgument, match=r"^outputs: a str \('samples'\), expected a sequence of names, "
+                                                 r"e\.g\. \('samples',\)"):
+        ds.guided_sample(mixture2, A, y, 0.5, particles=4, steps=2, outputs="samples")
+    # Dtypes that one of two dtypes would take say both.
+    lw = np.zeros((2, 4), dtype=np.float32)
+    with pytest.raises(ds.InvalidArgument, match=r"^ancestors: dtype float32, expected int32 or int64$"):
+        ds.resample(lw, ancestors=np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(ds.InvalidArgument, match=r"^ancestors: dtype uint8, expected int32 or int64$"):
+        ds.gather_particles(np.zeros((2, 4, 3), dtype=np.float32), np.zeros((2, 4), dtype=np.uint8))
+    posterior = ds.MixturePosterior(mixture2, A, 0.5, y)
+    with pytest.raises(ds.InvalidArgument, match=r"^dtype: 'int32', expected 'float32' or 'float64'$"):
+        posterior.sample(3, dtype="int32")
+    with pytest.raises(ds.InvalidArgument, match=r"^out: dtype float16, expected float32 or float64$"):
+        posterior.sample(out=np.zeros((3, 2), dtype=np.float16))
+
+
 @requires_gpu
 def test_torch_cuda_tensors_on_the_current_stream(mixture2):
     x = torch.randn(1000, 2, device="cuda")
