@@ -52,8 +52,8 @@ PyObject* exc_cuda = nullptr;
 
 // ---- arrays -------------------------------------------------------------------------------------------------------
 
-using array = nb::ndarray<nb::ro>;   // any dtype, shape, device; read-only arrays accepted (inputs)
-using out_array = nb::ndarray<>;     // writable (outputs)
+using array = nb::ndarray<nb::ro, nb::array_api>;  // any dtype, shape, device; read-only arrays accepted (inputs)
+using out_array = nb::ndarray<nb::array_api>;      // writable (outputs)
 
 template <class T>
 const char* dtype_name() {
