@@ -37,12 +37,13 @@ if ! python3 -c 'import numpy' >/dev/null 2>&1; then
   echo "install-deps: installing numpy into $(command -v python3) (pip)" >&2
   python3 -m pip install -q numpy 2>/dev/null || python3 -m pip install -q --break-system-packages numpy
 fi
-# The Python package's build and tests (PyPI): nanobind, scikit-build-core and pytest (a few MB; PyTorch only with
-# DIFFSAMPLE_WITH_TORCH=1, below: examples/python/neural_prior.py uses it when present and NumPy otherwise).
-if ! python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
-  echo "install-deps: installing nanobind, scikit-build-core and pytest (pip)" >&2
-  python3 -m pip install -q nanobind scikit-build-core pytest 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages nanobind scikit-build-core pytest
+# The Python package's build and tests (PyPI): nanobind, scikit-build-core, pytest and mypy (tests/python/test_stubs.py
+# type-checks a usage file against the stub with it; about 70 MB installed). PyTorch only with
+# DIFFSAMPLE_WITH_TORCH=1, below: examples/python/neural_prior.py uses it when present and NumPy otherwise.
+if ! python3 -c 'import nanobind, scikit_build_core, pytest, mypy' >/dev/null 2>&1; then
+  echo "install-deps: installing nanobind, scikit-build-core, pytest and mypy (pip)" >&2
+  python3 -m pip install -q nanobind scikit-build-core pytest mypy 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages nanobind scikit-build-core pytest mypy
 fi
 # PyTorch, when DIFFSAMPLE_WITH_TORCH=1 (.ci/run sets it): the Python example's network and the pytest suite's
 # PyTorch cases (CPU tensors; CUDA tensors where a GPU is). PyPI's Linux wheel brings its CUDA libraries as
