@@ -228,6 +228,11 @@ struct problem_scalar : nb::object {
 struct problem_indices : nb::object {
   NB_OBJECT_DEFAULT(problem_indices, object, "ProblemIndices", any_object)
 };
+// A view of plan memory: a NumPy array on the CPU executor, a DLPack-capable array on CUDA (the package hands it
+// to the caller's framework), so typed as any array in the signatures and the stub rather than `object`.
+struct array_view : nb::object {
+  NB_OBJECT_DEFAULT(array_view, object, "typing.Any", any_object)
+};
 
 host_data read_host(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
                     const std::string& expected) {
@@ -914,15 +919,15 @@ NB_MODULE(_core, m) {
       .def(
           "samples", [](nb::handle self) {
             const auto& pl = nb::cast<const py_sampling_plan&>(self);
-            return plan_view(self, pl.samples(), pl.rows(), pl.dim(), pl.where(), true);
+            return nb::borrow<array_view>(plan_view(self, pl.samples(), pl.rows(), pl.dim(), pl.where(), true));
           },
           "The state (rows, d), a writable view of plan memory: the samples once done.")
       .def(
           "accepted",
-          [](nb::handle self) -> nb::object {
+          [](nb::handle self) -> array_view {
             const auto& pl = nb::cast<const py_sampling_plan&>(self);
-            if (pl.accepted() == nullptr) return nb::none();
-            return plan_view<std::int64_t>(self, pl.accepted(), pl.rows(), 0, pl.where(), false);
+            if (pl.accepted() == nullptr) return nb::borrow<array_view>(nb::none());
+            return nb::borrow<array_view>(plan_view<std::int64_t>(self, pl.accepted(), pl.rows(), 0, pl.where(), false));
           },
           "MALA plans: the proposals accepted per row in the current trajectory, a (rows,) int64 read-only view of "
           "plan memory; None for other plans.");

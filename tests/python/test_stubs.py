@@ -284,6 +284,9 @@ def test_problem_data_parameters_are_typed_with_the_aliases():
     bare = [f"{n}: {p[0]}" for n, defs in st.items() for _, fn in defs for p in stub_parameters(fn)[0]
             if p[2] is not None and re.fullmatch(r"object( \| None)?", p[2])]
     assert not bare, f"parameters typed as object in the stub: {bare}"
+    # Nor a result (the plans' views of their memory are arrays of the executor's kind: Any).
+    results = [n for n, defs in st.items() for _, fn in defs if stub_parameters(fn)[1] == "object"]
+    assert not results, f"results typed as object in the stub: {results}"
     assert "from .typing import ProblemData, ProblemIndices, ProblemScalar" in STUB.read_text()
 
 
