@@ -124,9 +124,9 @@ struct sum_point {
 
 /// d (log 2 + log1p(e^{-2 alpha})) = d log(2 cosh alpha) - d alpha: the normalisation of the smoothed pmf less the
 /// d alpha that logcosh_excess and bernoulli_level_shift leave out, a constant of the call (between d log 2 and
-/// d log 4, so subtracting it cancels nothing of size alpha). Launchers compute it once and pass it in (a kernel that recomputes
-/// it after its component loop keeps alpha and its exponent live across the loop: binary_evaluate_functor spilled
-/// them).
+/// d log 4, so subtracting it cancels nothing of size alpha). Launchers compute it once and pass it in (a kernel
+/// that recomputes it after its component loop keeps alpha and its exponent live across the loop:
+/// binary_evaluate_functor spilled them).
 template <class T>
 DS_HD_INLINE T bernoulli_reduced_norm(int d, T alpha) {
   return T(d) * (T(0.69314718055994530942) + ds_log1p(ds_exp(T(-2) * alpha)));

@@ -114,7 +114,10 @@ DS_HD_INLINE bool tmpd_update(const guided_params& p, std::uint64_t id, std::int
                               const tmpd_scratch& w) {
   const int d = p.d, dy = p.d_y;
   const guided_step st = p.steps[k];
-  const bool ok = cholesky_failure(w.cyy, dy) < 0;
+  // Each pivot against its own diagonal entry: that entry is ratio a_o^T (J a_o) + sigma_y^2, a quadratic form of the
+  // PSD C (a sum of non-negative parts up to FP32 rounding) plus sigma_y^2, so rows of A on very different scales are
+  // not taken for a singular matrix.
+  const bool ok = cholesky_failure_scaled(w.cyy, dy) < 0;
   if (!ok) {
     for (int j = 0; j < d; ++j) x[j] = NAN;
     return false;

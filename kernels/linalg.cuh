@@ -54,7 +54,8 @@ DS_HD_INLINE std::int64_t cholesky_failure(double* m, std::int64_t n) { return c
 /// scales with m_jj; rows on very different scales (an observation's A = diag(1e9, 1e-9)) are then not taken for
 /// singular. Only for matrices whose diagonal carries no cancellation (sums of squares, such as A Sigma A^T +
 /// sigma_y^2 I): a diagonal entry that is itself a rounding residue (a covariance Sigma - W^T W of rank < n) would
-/// pass its own test.
+/// pass its own test. Used for the exact posterior's A Sigma_k A^T + sigma_y^2 I and the guided samplers' d_y x d_y
+/// matrices (c A A^T + tau I of SMC, Pi-GDM, DiffPIR and DCPS; TMPD's A C A^T + sigma_y^2 I).
 DS_HD_INLINE std::int64_t cholesky_failure_scaled(double* m, std::int64_t n) { return cholesky_with_test(m, n, true); }
 
 /// cholesky_failure() as a yes/no: true when the factor exists.

@@ -171,10 +171,12 @@ void start_correction_cpu(const detail::mixture_storage& mix, const kernels::gui
 constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 // Inverse and log-determinant of a symmetric positive-definite n x n matrix (FP64 Cholesky, then the inverse's
-// columns by forward and back substitution).
+// columns by forward and back substitution). Each pivot is tested against its own diagonal entry
+// (kernels::cholesky_failure_scaled): the matrices are c A A^T + tau I (c, tau >= 0), whose diagonal entries are sums
+// of squares, so rows of A on very different scales are not taken for a singular matrix.
 double invert_spd(std::vector<double>& m, int n, const char* what) {
   std::vector<double> L = m;
-  const std::int64_t row = kernels::cholesky_failure(L.data(), n);
+  const std::int64_t row = kernels::cholesky_failure_scaled(L.data(), n);
   DIFFSAMPLE_EXPECTS(row < 0, what << ": matrix not numerically positive definite (pivot at row " << row << ")");
   double logdet = 0;
   for (int i = 0; i < n; ++i) logdet += 2 * std::log(L[i * n + i]);

@@ -32,10 +32,12 @@ struct dcps_layout {
               work = 0;
 };
 
-// Inverse of a symmetric positive-definite n x n matrix in place (FP64 Cholesky).
+// Inverse of a symmetric positive-definite n x n matrix in place (FP64 Cholesky). The matrix is v A A^T + sigma_y^2 I,
+// whose diagonal entries are sums of squares: each pivot is tested against its own (kernels::cholesky_failure_scaled),
+// so rows of A on very different scales are not taken for a singular matrix.
 void invert(std::vector<double>& m, std::int64_t n) {
   std::vector<double> L = m;
-  const std::int64_t row = kernels::cholesky_failure(L.data(), n);
+  const std::int64_t row = kernels::cholesky_failure_scaled(L.data(), n);
   DIFFSAMPLE_EXPECTS(row < 0, "problems: a DCPS potential's covariance is not numerically positive definite (row "
                                   << row << ")");
   std::fill(m.begin(), m.end(), 0.0);

@@ -256,15 +256,24 @@ TEST(Tmpd, CovarianceFromJvpsMatchesExactPosteriorCovariance) {
 //   x' = c0 m + c1 x + scale * (c0 s^2 / a) * (a / s^2) C A^T (A C A^T + sigma_y^2 I)^-1 (y - A m)
 // with m and C exact (math.md), the system solved by elimination, and a deterministic kernel (sig = 0). Tolerance
 // 1e-4 relative to the largest |x'| (FP32 JVPs and Cholesky). Seen failing with the guidance sign flipped.
-TEST(Tmpd, OneStepMatchesFp64Reference) {
+// row_scale multiplies row 0 of A and y_0; mix0 > 0 replaces row 1 by row 0 (unscaled) + mix0 x row 1, correlating
+// the rows. Returns the FP64 matrix A C A^T + sigma_y^2 I of the reference.
+namespace {
+
+std::vector<double> check_tmpd_one_step(double row_scale, double mix0, double sigma2) {
   const small_mixture mix;
   const int d = mix.d, dy = 2;
   std::mt19937_64 gen(11);
   std::normal_distribution<double> z;
-  std::vector<float> A(dy * d), y(dy);
-  for (auto& v : A) v = float(z(gen));
-  for (auto& v : y) v = float(3 * z(gen));
-  const double a = 0.7, s = std::sqrt(1 - a * a), c0 = 0.4, c1 = 0.55, sigma2 = 0.3, scale = 0.8;
+  std::vector<double> A64(dy * d), y64(dy);
+  for (auto& v : A64) v = z(gen);
+  for (auto& v : y64) v = 3 * z(gen);
+  if (mix0 > 0)
+    for (int j = 0; j < d; ++j) A64[d + j] = A64[j] + mix0 * A64[d + j];
+  for (int j = 0; j < d; ++j) A64[j] *= row_scale;
+  y64[0] *= row_scale;
+  const std::vector<float> A(A64.begin(), A64.end()), y(y64.begin(), y64.end());
+  const double a = 0.7, s = std::sqrt(1 - a * a), c0 = 0.4, c1 = 0.55, scale = 0.8;
   kn::guided_step st{};
   st.a = float(a);
   st.s = float(s);
@@ -282,7 +291,7 @@ TEST(Tmpd, OneStepMatchesFp64Reference) {
   std::vector<double> dw(dy * dy + dy);
   const kn::tmpd_scratch w = kn::tmpd_scratch::rows(fw.data(), dw.data(), d, dy);
   kn::strided_vec<float> xp{xf.data(), 1, d};
-  ASSERT_TRUE(kn::tmpd_step(p, 0, 0, float(scale), float(sigma2), xp, w));
+  EXPECT_TRUE(kn::tmpd_step(p, 0, 0, float(scale), float(sigma2), xp, w));
   std::vector<double> m, C;
   mix.moments(x, a, s, m, C);
   std::vector<double> CAt(d * dy, 0.0), M(dy * dy, 0.0), r(dy);
@@ -307,6 +316,97 @@ TEST(Tmpd, OneStepMatchesFp64Reference) {
     top = std::max(top, std::abs(ref[j]));
   }
   for (int j = 0; j < d; ++j) EXPECT_NEAR(xf[j], ref[j], 1e-4 * top) << "coordinate " << j;
+  return M;
+}
+
+}  // namespace
+
+TEST(Tmpd, OneStepMatchesFp64Reference) { check_tmpd_one_step(1.0, 0.0, 0.3); }
+
+// The same with rows of A 1e6 apart (row 0 and y_0 scaled by 1e6, row 1 correlated with row 0): A C A^T +
+// sigma_y^2 I is positive definite, its pivot 1 far above 1e-13 of its own diagonal entry but below 1e-13 of the
+// largest (row 0's, 1e12 times larger), which the reference's matrix is checked to be. The step must pass the
+// Cholesky and match the FP64 formula as above.
+TEST(Tmpd, OneStepWithRowsOnVeryDifferentScales) {
+  std::vector<double> M = check_tmpd_one_step(1e6, 0.3, 0.01);
+  std::vector<double> L = M;
+  EXPECT_GE(kn::cholesky_failure(L.data(), 2), 0) << "the largest-entry test should refuse this matrix";
+  L = M;
+  EXPECT_LT(kn::cholesky_failure_scaled(L.data(), 2), 0);
+  std::printf("A C A^T + sigma_y^2 I = [%.6g %.6g; %.6g %.6g]\n", M[0], M[1], M[2], M[3]);
+}
+
+// guided_sample on the CPU executor with the rows of A 1e6 apart (d = 10, d_y = 2: row 1 = g0 + 0.1 g1, row 0 =
+// 1e6 g0, y = A x0 + sigma_y z, sigma_y = 0.1), so that the d_y x d_y matrices (c A A^T + tau I of Pi-GDM, DiffPIR,
+// SMC (potential_spread 1e-4) and DCPS (dcps_bridge_variance); TMPD's A C A^T + sigma_y^2 I) are positive definite
+// with a pivot below 1e-13 of row 0's diagonal entry but far above its own. Each sampler runs on the problem and on
+// the same problem with its rows (and y) swapped (the same posterior): both must run and give finite samples.
+// Row 0 pins g0 . x to sigma_y / 1e6 = 1e-7, below what FP32 samples resolve (u sum_j |g0_j x_j|, u = 2^-24): TMPD,
+// Pi-GDM and DiffPIR, whose guidance solves with the whole matrix, must meet it within 16 u sum_j |g0_j x_j| in
+// every sample (measured at most 2.6 u on the scalar, SSE2, AVX2 and AVX-512 targets). SMC (2e4 to 8e4 u with
+// potentials this sharp) and DCPS (1.4e6 u: tamed Langevin steps) are only run. Seen failing before each pivot was
+// tested against its own diagonal entry: "matrix not numerically positive definite (pivot at row 1)" from Pi-GDM,
+// DiffPIR, SMC and DCPS, and every TMPD sample NaN in the original row order (the swapped order passed the former
+// test), also with only the packed TMPD tell (src/cpu/jacobian_tells.cpp) left on the former test.
+TEST(GuidedSamplers, RowsOnVeryDifferentScales) {
+  benchmark_problem p = make_problem(10, 2, 7);
+  auto& o = p.observation;
+  const std::int64_t d = 10;
+  std::mt19937_64 gen(8);
+  std::normal_distribution<double> z;
+  std::vector<double> g0(d);
+  for (std::int64_t j = 0; j < d; ++j) {
+    g0[j] = o.A[j];
+    o.A[d + j] = o.A[j] + 0.1 * o.A[d + j];
+    o.A[j] *= 1e6;
+  }
+  o.sigma_y = 0.1;
+  const auto& means = p.prior.means();
+  std::vector<double> x0(d);
+  for (std::int64_t j = 0; j < d; ++j) x0[j] = means[3 * d + j] + z(gen);
+  for (int i = 0; i < 2; ++i) {
+    o.y[i] = o.sigma_y * z(gen);
+    for (std::int64_t j = 0; j < d; ++j) o.y[i] += o.A[i * d + j] * x0[j];
+  }
+  ds::linear_observation swapped = o;
+  for (std::int64_t j = 0; j < d; ++j) std::swap(swapped.A[j], swapped.A[d + j]);
+  std::swap(swapped.y[0], swapped.y[1]);
+  const std::int64_t N = 256;
+  const double u = std::ldexp(1.0, -24);
+  for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir,
+                               ds::guided_sampler::smc, ds::guided_sampler::dcps}) {
+    ds::guided_options opt = options(s, N, 50, 13);
+    opt.dcps_bridge_variance = true;  // DCPS's S = v A A^T + sigma_y^2 I (v = 0 without it)
+    opt.potential_spread = 1e-4;      // SMC's S = var_k I + sig2_k A A^T with var_k below sig2_k's scale
+    const bool pinned = s != ds::guided_sampler::smc && s != ds::guided_sampler::dcps;
+    for (const ds::linear_observation* obs : {&o, &swapped}) {
+      const char* order = obs == &o ? "" : " (rows swapped)";
+      std::vector<float> x;
+      try {
+        x = run(p.prior, replicate(*obs, 1), opt);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << ds::to_string(s) << order << ": " << e.what();
+        continue;
+      }
+      std::int64_t nonfinite = 0, off = 0;
+      double worst = 0;  // largest misfit in units of u sum_j |g0_j x_j|
+      for (std::int64_t n = 0; n < N; ++n) {
+        double r = o.y[0] / 1e6, size = 0;
+        for (std::int64_t j = 0; j < d; ++j) {
+          nonfinite += !std::isfinite(x[n * d + j]);
+          r -= g0[j] * x[n * d + j];
+          size += std::fabs(g0[j] * x[n * d + j]);
+        }
+        worst = std::max(worst, std::fabs(r) / (u * size));
+        off += !(std::fabs(r) <= 16 * u * size);
+      }
+      std::printf("%s%s: largest |y_0 / 1e6 - g0 . x| %.3g u sum_j |g0_j x_j|\n", ds::to_string(s), order, worst);
+      EXPECT_EQ(nonfinite, 0) << ds::to_string(s) << order;
+      if (pinned) {
+        EXPECT_EQ(off, 0) << ds::to_string(s) << order << ": samples off row 0's constraint";
+      }
+    }
+  }
 }
 
 // Determinism: the same particles with 1 and 2 CPU threads, and problem 0 of a two-problem call equal to the

@@ -77,7 +77,7 @@ void store_operator_row(const kernels::guided_params& p, const pack_rows& pk, in
 }
 
 /// The last product's tell on a pack in packs: cyy = sym(A C A^T) + sigma_y^2 I (kernels::tmpd_covariance, from the
-/// products jr: d_y x d packs), its factor (kernels::cholesky_failure), f = cyy^-1 r and the update of x
+/// products jr: d_y x d packs), its factor (kernels::cholesky_failure_scaled), f = cyy^-1 r and the update of x
 /// (kernels::tmpd_update), lane by lane; leaves x' in xs. g: d packs, fo: d_y packs of scratch. Not inlined: the
 /// plan's tell and the fused run execute the same code on a pack.
 __attribute__((noinline)) void tmpd_update_packs(const kernels::tmpd_stage_functor& f, const pack_rows& pk,
@@ -112,19 +112,15 @@ __attribute__((noinline)) void tmpd_update_packs(const kernels::tmpd_stage_funct
     }
     c[o * dy + o] += double(f.sigma2[b]);
   }
-  // kernels::cholesky_failure in every lane; a failed lane goes on with meaningless values and ends NaN.
-  vd scale = vd{};
-  for (int j = 0; j < dy; ++j) {
-    const vd v = c[j * dy + j];
-    const vd a = v < 0 ? -v : v;
-    scale = a > scale ? a : scale;
-  }
+  // kernels::cholesky_failure_scaled in every lane (each pivot against its own diagonal entry, as
+  // kernels::tmpd_update); a failed lane goes on with meaningless values and ends NaN.
   vl failed = vl{};
   for (int j = 0; j < dy; ++j) {
-    vd pivot = c[j * dy + j];
+    const vd own = c[j * dy + j];
+    vd pivot = own;
     for (int k = 0; k < j; ++k) pivot -= c[j * dy + k] * c[j * dy + k];
     const vl finite = (pivot <= 1.7976931348623157e308) & (pivot >= -1.7976931348623157e308);
-    failed |= ~(pivot > 1e-13 * scale) | ~finite;
+    failed |= ~(pivot > 1e-13 * own) | ~finite;
     vd root = pivot;
     for (int l = 0; l < lanes; ++l) root[l] = __builtin_sqrt(root[l]);
     c[j * dy + j] = root;
