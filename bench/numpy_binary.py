@@ -4,8 +4,10 @@
 The same step as kernels/binary.cuh: on a K-component Bernoulli mixture at flip strength alpha, every chain computes
 E[x | y] = sum_k r_k(y) tanh(theta_k + alpha y) (r_k the softmax of log w_k + sum_j logcosh(theta_kj + alpha y_j) -
 logcosh(theta_kj)), then flips coordinate j with probability sigmoid(-(alpha E[x|y]_j y_j + 2 / eta)). NumPy runs it
-vectorised over chains (float32), once evaluating the formulas and once through the same lattice table as the
-library (the logcosh difference and tanh of every (k, j) at y_j = -1 and +1, selected per step); the library runs its fused functor through the C ABI (ctypes,
+vectorised over chains (float32), once evaluating the formulas and once through a lattice table like the library's
+(the logcosh difference and tanh of every (k, j) at y_j = -1 and +1, selected per step; the library's table holds the
+logcosh difference less alpha - log 2, the same for every component at y_j = +-1, so the same softmax without the
+FP32 rounding of a number of size alpha); the library runs its fused functor through the C ABI (ctypes,
 ds_discrete_langevin on the CPU executor). Rounds alternate between the two so that machine load hits both alike.
 
 Usage: python3 bench/numpy_binary.py [--lib build/libdiffsample.so] [--chains 4096] [--steps 10] [--rounds 3]
@@ -46,7 +48,7 @@ def numpy_steps(y, theta, logcosh_theta, log_w, alpha, eta, steps, rng):
 
 
 def numpy_steps_table(y, table_l, table_t, log_w, alpha, eta, steps, rng):
-    """The same steps through the lattice table the library uses: table_l[s], table_t[s] (K x d) hold the logcosh
+    """The same steps through a lattice table like the library's: table_l[s], table_t[s] (K x d) hold the logcosh
     difference and tanh at y_j = -1 (s = 0) and +1 (s = 1); each step selects entries instead of evaluating exp."""
     for _ in range(steps):
         plus = (y > 0)[:, None, :]                                    # n x 1 x d
