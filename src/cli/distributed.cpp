@@ -38,9 +38,13 @@ decltype(auto) together(F&& f) {
   }
 }
 
-// The launcher's variable that holds this process's rank on its node, and its value; {nullptr, -1} when none is set.
+// The launcher's variable that holds this process's rank on its node, and its value; {nullptr, -1} when none is set
+// (or none holds a rank). The MPI libraries' own launchers first: Open MPI's mpirun, MVAPICH2's mpirun_rsh, MPICH's
+// and Intel MPI's Hydra, HPE Cray's PALS mpiexec, Cray PMI; Slurm's srun last, because a launcher started inside an
+// allocation passes on to the processes it starts the SLURM_LOCALID of the step it runs in (0 in a batch script).
 std::pair<const char*, int> local_rank_variable() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                           "PALS_LOCAL_RANKID", "PMI_LOCAL_RANK", "SLURM_LOCALID"})
     if (const char* v = std::getenv(name)) {
       char* end = nullptr;
       const long r = std::strtol(v, &end, 10);
@@ -50,7 +54,7 @@ std::pair<const char*, int> local_rank_variable() {
 }
 
 std::int64_t launcher_size() {
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMI_SIZE"})
     if (const char* v = std::getenv(name)) return std::atoll(v);
   return 1;
 }
@@ -133,6 +137,19 @@ void agree(std::exception_ptr failure) {
   if (failure) std::rethrow_exception(failure);
 }
 
+void check_arguments(const std::function<void()>& check) {
+  std::exception_ptr failure;
+  try {
+    check();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  // Started here when choose_device() did not (a launcher's local rank, or the CPU executor): every process of a
+  // launched run reaches this point, whatever its arguments. Without MPI in the program, launched() throws.
+  if (launcher_size() > 1) (void)launched();
+  agree(failure);
+}
+
 int on_root(bool spread, const std::function<int()>& tail) {
   if (!spread) return tail();
   std::exception_ptr failure;
@@ -180,16 +197,18 @@ int launcher_local_rank() { return local_rank_variable().second; }
 
 void choose_device(executor requested) {
   keep_off_devices(requested);
-  if (launcher_size() <= 1 || hides_devices(requested, launcher_size()) || requested == executor::cpu) return;
+  if (launcher_size() <= 1) return;
 #if defined(DIFFSAMPLE_CLI_MPI)
   int local = launcher_local_rank();
   if (local < 0) {
     // No local rank from the launcher: MPI's own, from the node split, which needs MPI started. Every process calls
-    // this first in its command, and whether it splits depends only on the launcher and the arguments (not on the
-    // devices it sees, which may differ between nodes), so the split is collective. Before anything reaches a device.
+    // this first in its command and splits whatever executor its arguments ask for (a process on the CPU executor
+    // too, its GPUs hidden above), so the split is collective: whether a process splits depends on the launcher's
+    // variables alone, not on its own arguments or on the devices it sees. Before anything reaches a device.
     init();
     local = mpi::local_rank(MPI_COMM_WORLD);
   }
+  if (requested == executor::cpu) return;
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
   const int device = mpi::rank_device(local, devices);

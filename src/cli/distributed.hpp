@@ -15,7 +15,8 @@
 
 namespace diffsample::cli::distributed {
 
-/// True when an MPI launcher started this process among more than one (OMPI_COMM_WORLD_SIZE or PMI_SIZE > 1).
+/// True when an MPI launcher started this process among more than one (OMPI_COMM_WORLD_SIZE, MV2_COMM_WORLD_SIZE or
+/// PMI_SIZE > 1); starts MPI if it has not started.
 /// @throws error when so but the program was built without MPI
 bool launched();
 
@@ -44,8 +45,11 @@ void keep_off_devices(executor requested);
 /// ..."): the tables built so far are on the launcher's device, and MPI's choice would run the rank on another.
 void select_device(executor where);
 
-/// The launcher's rank of this process among the job's processes on its node (OMPI_COMM_WORLD_LOCAL_RANK,
-/// MPI_LOCALRANKID or SLURM_LOCALID), or -1 when none of them is set. No MPI call.
+/// The launcher's rank of this process among the job's processes on its node, from the first of these variables that
+/// holds one: OMPI_COMM_WORLD_LOCAL_RANK (Open MPI), MV2_COMM_WORLD_LOCAL_RANK (MVAPICH2), MPI_LOCALRANKID (MPICH's
+/// and Intel MPI's Hydra), PALS_LOCAL_RANKID (HPE Cray PALS), PMI_LOCAL_RANK (Cray PMI), SLURM_LOCALID (Slurm: last,
+/// since a launcher started inside an allocation passes on the SLURM_LOCALID of its own step); -1 when none does.
+/// No MPI call.
 int launcher_local_rank();
 
 /// Called first by sample, demo and solve, with the executor the arguments ask for (requested_executor()), before
@@ -55,7 +59,7 @@ int launcher_local_rank();
 /// The local rank is the launcher's (launcher_local_rank()), read before MPI starts, so that anything MPI itself
 /// puts on the current device when it starts lands on the rank's device too; when the launcher sets none of those
 /// variables, MPI is started here and the local rank is MPI's own (diffsample::mpi::local_rank: MPI_Comm_split_type,
-/// collective: every process of the run calls this at the same point). So every table the command builds (a grid
+/// collective: every process of the run calls this at the same point, whatever executor it asks for). So every table the command builds (a grid
 /// prior while the arguments are read, the problem file's; a gaussian_mixture uploads its tables to the current
 /// device when it is built) and the context with them land on the rank's own device, not on device 0.
 /// select_device() checks that the launcher's local rank gives the device MPI's gives.
@@ -67,6 +71,16 @@ void choose_device(executor requested);
 /// as diffsample::mpi::agree() gives it) and its message prefixed "rank r of P: ". Not launched, it rethrows
 /// @p failure, if any.
 void agree(std::exception_ptr failure);
+
+/// Called by sample, demo and solve after choose_device(), with the reading of their arguments (@p check: the
+/// options and their values, the problem file, the outputs; nothing collective): runs @p check and, under a
+/// launcher with more than one process, starts MPI if choose_device() did not and agrees on its failure (agree():
+/// every process throws the lowest failing rank's error, "rank r of P: ", with its class, usage_error status 2 for
+/// an argument). So a bad argument, given to every process or to one alone, ends every process with the same
+/// message and status and MPI_Finalize, whether or not MPI started before the arguments were read (without a
+/// launcher's local rank it does: the device comes from MPI's node split), not through end_job_if_alone()'s
+/// MPI_Abort nor by one process leaving before MPI starts. Not launched, it rethrows @p check's failure.
+void check_arguments(const std::function<void()>& check);
 
 /// The end of a command whose samples rank 0 holds: with @p spread (launched), rank 0 runs @p tail (its scores,
 /// report and outputs) while the others wait for it, and a failure there (an output it cannot write, its standard

@@ -73,20 +73,33 @@ const char* demo_usage =
     "  --help                     this text\n"
     "Every other setting is sample's default (diffsample sample --help).\n";
 
-/// `sample` on a Gaussian-mixture prior, from parsed options; @p command is "sample" or "demo" (the header line, and
-/// the demo's description of its prior).
-int sample_main(const options& o, const char* command) {
-  const bool quiet = o.has("--quiet");
-
-  // Prior and settings: the problem file, then the command line over it.
+/// A `sample` or `demo` run as its arguments give it: the prior and the settings, the problem file's and the command
+/// line's, checked, and the outputs checked.
+struct sample_plan {
+  options o;
   problem file;
+  prior_spec prior;
+  std::string source = "built-in";
+  run_settings s;
+  bool langevin = false, jump = false;
+  output_set outputs;
+  std::int64_t n = 0;
+};
+
+/// Reads the plan of `sample` on a Gaussian-mixture prior from its parsed options (@p p.o); @p command is "sample"
+/// or "demo" (the demo's description of its prior). Nothing collective: under mpirun, distributed::check_arguments()
+/// agrees on its failure.
+void read_sample(sample_plan& p, const char* command) {
+  const options& o = p.o;
+  // Prior and settings: the problem file, then the command line over it.
+  problem& file = p.file;
   if (o.has("--problem")) file = read_problem(o.get("--problem"));
   const bool grid_flags = o.has("--dim") || o.has("--grid") || o.has("--spacing") || o.has("--variance");
   if (file.prior && grid_flags)
     throw usage_error("--dim/--grid/--spacing/--variance conflict with the prior of " + file.path +
                       " (the built-in grid prior is used only without one)");
-  prior_spec prior;
-  std::string source = "built-in";
+  prior_spec& prior = p.prior;
+  std::string& source = p.source;
   if (file.prior) {
     prior = *file.prior;
     source = file.path;
@@ -98,7 +111,7 @@ int sample_main(const options& o, const char* command) {
     if (std::string(command) == "demo") prior.description = std::to_string(g * g) + "-component Gaussian mixture";
   }
 
-  run_settings s;
+  run_settings& s = p.s;
   const sampler_spec& f = file.sampler;
   if (f.name) s.sampler = *f.name;
   if (o.has("--sampler")) s.sampler = o.get("--sampler");
@@ -111,8 +124,8 @@ int sample_main(const options& o, const char* command) {
                         "stochastic_localization, walk_jump or sequential_measurements)");
     }
   }
-  const bool langevin = is_langevin(s.sampler);
-  const bool jump = s.sampler == "walk_jump" || s.sampler == "sequential_measurements";
+  const bool langevin = p.langevin = is_langevin(s.sampler);
+  const bool jump = p.jump = s.sampler == "walk_jump" || s.sampler == "sequential_measurements";
   // Options that the chosen sampler does not use are refused rather than silently ignored.
   auto refuse = [&](const char* flag, bool unused) {
     if (unused && o.has(flag)) throw usage_error(std::string(flag) + " does not apply to the sampler " + s.sampler);
@@ -160,13 +173,27 @@ int sample_main(const options& o, const char* command) {
   if (f.seed) s.seed = *f.seed;
   if (o.has("--seed")) s.seed = to_seed(o.get("--seed"));
 
-  output_set outputs;
-  check_outputs(outputs, o, {"--out", "--report", "--plot"}, &file);
+  check_outputs(p.outputs, o, {"--out", "--report", "--plot"}, &file);
   const executor where = resolve(s.exec, executor_source(o, file));
   s.exec = where;
-  const std::int64_t n = s.chains > 0 ? s.chains : (where == executor::cuda ? (std::int64_t(1) << 20) : 16384);
+  p.n = s.chains > 0 ? s.chains : (where == executor::cuda ? (std::int64_t(1) << 20) : 16384);
+  check_memory(p.n, prior.dim, 1, "--chains");
+}
+
+/// `sample` on a Gaussian-mixture prior, from its plan (read_sample()); @p command is "sample" or "demo" (the header
+/// line).
+int sample_main(sample_plan& p, const char* command) {
+  const options& o = p.o;
+  const bool quiet = o.has("--quiet");
+  const problem& file = p.file;
+  const prior_spec& prior = p.prior;
+  const std::string& source = p.source;
+  const run_settings& s = p.s;
+  const bool langevin = p.langevin, jump = p.jump;
+  output_set& outputs = p.outputs;
+  const executor where = s.exec;
+  const std::int64_t n = p.n;
   const std::int64_t d = prior.dim;
-  check_memory(n, d, 1, "--chains");
 
   // Under mpirun each rank selects its GPU (its rank on the node mod the node's devices) before the mixture's tables
   // reach the current device (already selected by distributed::choose_device(), which this checks against MPI's
@@ -316,35 +343,49 @@ int run_sample(int argc, char** argv, int first) {
   // other selects its own GPU. A grid prior, built-in or read from a problem file (here already, to tell a binary
   // prior), is a gaussian_mixture, whose tables go to the current device.
   distributed::choose_device(requested_executor(argc, argv, first));
-  if (wants_binary_sample(argc, argv, first)) {
-    // The discrete samplers do not spread their chains: under mpirun every process ran all of them, printed its
-    // report and wrote the same outputs.
-    if (distributed::launched())
-      distributed::agree(std::make_exception_ptr(usage_error(
-          "sample: a Bernoulli-mixture prior (discrete_langevin, discrete_walk_jump) runs as one process (under mpirun "
-          "only the Gaussian-mixture samplers spread their chains over the processes)")));
-    return run_sample_binary(argc, argv, first);
-  }
-  const options o =
-      parse_options(argc, argv, first, sample_usage,
-                    {"--problem",   "--dim",          "--grid",      "--spacing",  "--variance", "--sampler", "--steps",
-                     "--chains",    "--schedule",     "--time-grid", "--t-start",  "--t-end",    "--eta",     "--sigma",
-                     "--step-size", "--measurements", "--seed",      "--executor", "--out",      "--report",  "--plot"},
-                    {"--final-denoise", "--quiet"});
-  return sample_main(o, "sample");
+  // The arguments and the problem file, read by every process and agreed on under mpirun (a bad argument stops every
+  // process alike, exit status 2), before anything collective.
+  bool binary = false;
+  sample_plan plan;
+  distributed::check_arguments([&] {
+    if (wants_binary_sample(argc, argv, first)) {
+      // The discrete samplers do not spread their chains: under mpirun every process ran all of them, printed its
+      // report and wrote the same outputs.
+      if (distributed::launched())
+        throw usage_error(
+            "sample: a Bernoulli-mixture prior (discrete_langevin, discrete_walk_jump) runs as one process (under "
+            "mpirun only the Gaussian-mixture samplers spread their chains over the processes)");
+      binary = true;
+      return;
+    }
+    plan.o = parse_options(argc, argv, first, sample_usage,
+                           {"--problem",   "--dim",          "--grid",      "--spacing",  "--variance", "--sampler",
+                            "--steps",     "--chains",       "--schedule",  "--time-grid", "--t-start",  "--t-end",
+                            "--eta",       "--sigma",        "--step-size", "--measurements", "--seed",  "--executor",
+                            "--out",       "--report",       "--plot"},
+                           {"--final-denoise", "--quiet"});
+    read_sample(plan, "sample");
+  });
+  if (binary) return run_sample_binary(argc, argv, first);
+  return sample_main(plan, "sample");
 }
 
 int run_demo(int argc, char** argv, int first) {
   distributed::choose_device(requested_executor(argc, argv, first));  // as run_sample()
-  options o = parse_options(argc, argv, first, demo_usage,
-                            {"--executor", "--method", "--chains", "--steps", "--step-size", "--dim", "--seed"},
-                            {"--quiet"}, "demo");
-  // --method is sample's --sampler, restricted to the Langevin updates.
-  if (o.has("--method")) {
-    o.values["--sampler"] = to_string(parse_flag("--method", o.get("--method"), parse_langevin_method));
-    o.values.erase("--method");
-  }
-  return sample_main(o, "demo");
+  sample_plan plan;
+  distributed::check_arguments([&] {
+    options& o = plan.o;
+    o = parse_options(argc, argv, first, demo_usage,
+                      {"--executor", "--method", "--chains", "--steps", "--step-size", "--dim", "--seed"}, {"--quiet"},
+                      "demo");
+    // --method is sample's --sampler, restricted to the Langevin updates.
+    if (o.has("--method")) {
+      o.values["--sampler"] = to_string(parse_flag("--method", o.get("--method"), parse_langevin_method));
+      o.values.erase("--method");
+    }
+    read_sample(plan, "demo");
+  });
+  return sample_main(plan, "demo");
 }
 
 }  // namespace diffsample::cli

@@ -446,14 +446,23 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   });
 }
 
-}  // namespace
+/// A `solve` run as its arguments give it: the options, the problem file, the sampler and the settings read before
+/// the prior is built, and the outputs checked.
+struct solve_plan {
+  options o;
+  problem file;
+  std::string method;
+  ds::executor where = ds::executor::cpu;
+  std::int64_t n = 0;
+  std::uint64_t seed = 1;
+  output_set outputs;
+};
 
-int run_solve(int argc, char** argv, int first) {
-  // Under mpirun, before anything starts CUDA or MPI: a process on the CPU executor hides the GPUs from itself, any
-  // other selects its own GPU (a grid prior in the problem file is a gaussian_mixture, whose tables go to the
-  // current device).
-  distributed::choose_device(requested_executor(argc, argv, first));
-  const options o = parse_options(argc, argv, first, solve_usage,
+/// Reads the plan of `solve` from its arguments argv[first..argc). Nothing collective: under mpirun,
+/// distributed::check_arguments() agrees on its failure.
+void read_solve(solve_plan& p, int argc, char** argv, int first) {
+  options& o = p.o;
+  o = parse_options(argc, argv, first, solve_usage,
                                   {"--problem", "--samples", "--particles", "--steps", "--sampler", "--executor", "--seed",
                                    "--out", "--report", "--plot", "--ess-plot", "--potential-scale", "--resampling",
                                    "--ess-threshold", "--time-grid", "--ddim-eta", "--potentials", "--dps-step",
@@ -463,11 +472,10 @@ int run_solve(int argc, char** argv, int first) {
                                    "--dcps-bridge-variance", "--dcps-gradient-steps", "--dcps-learning-rate",
                                    "--dcps-absolute-step"},
                                   {"--quiet", "--start-correction"});
-  const bool quiet = o.has("--quiet");
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
   if (o.has("--samples") && o.has("--particles"))
     throw usage_error("solve: --samples and --particles are the same setting; give one");
-  const std::string method = o.has("--sampler") ? o.get("--sampler") : "smc";
+  const std::string& method = p.method = o.has("--sampler") ? o.get("--sampler") : "smc";
   if (method != "exact" && method != "smc" && method != "dps" && method != "pigdm" && method != "diffpir" &&
       method != "skrock" && method != "tmpd" && method != "ddrm" &&
       method != "dcps")
@@ -477,9 +485,9 @@ int run_solve(int argc, char** argv, int first) {
     if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
       throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
   if (method == "exact" && distributed::launched())
-    distributed::agree(std::make_exception_ptr(usage_error(
+    throw usage_error(
         "solve: --sampler exact runs as one process (under mpirun the guided samplers spread their particles over the "
-        "processes)")));
+        "processes)");
   if (method == "exact" && o.has("--steps"))
     throw usage_error("solve: --steps applies to the guided samplers, not to --sampler exact");
   if (method != "smc" && o.has("--ess-plot"))
@@ -489,27 +497,46 @@ int run_solve(int argc, char** argv, int first) {
     if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
   if ((method == "skrock" || method == "exact") && o.has("--time-grid"))
     throw usage_error("--time-grid: " + method + " has no diffusion grid");
-  const problem file = read_problem(o.get("--problem"));
+  const problem& file = p.file = read_problem(o.get("--problem"));
   if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
   if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");
   if (o.has("--steps")) to_steps(o.get("--steps"), 1);
-  const ds::executor where =
+  const ds::executor where = p.where =
       resolve(o.has("--executor") ? parse_flag("--executor", o.get("--executor"), ds::parse_executor)
                                   : ds::parse_executor(file.sampler.executor.value_or("auto")),
               executor_source(o, file));
   const char* count_flag = o.has("--particles") ? "--particles" : "--samples";
-  const std::int64_t n = o.has(count_flag) ? to_int(count_flag, o.get(count_flag), 1)
+  const std::int64_t n = p.n = o.has(count_flag) ? to_int(count_flag, o.get(count_flag), 1)
                          : method == "exact"                     ? 16384
                          : where == ds::executor::cuda           ? 65536
                                                                  : 4096;
-  const std::uint64_t seed =
-      o.has("--seed") ? to_seed(o.get("--seed")) : file.sampler.seed.value_or(1);
-  output_set outputs;
-  check_outputs(outputs, o, {"--out", "--report", "--plot", "--ess-plot"}, &file);
+  p.seed = o.has("--seed") ? to_seed(o.get("--seed")) : file.sampler.seed.value_or(1);
+  check_outputs(p.outputs, o, {"--out", "--report", "--plot", "--ess-plot"}, &file);
+  check_memory(n, file.prior->dim, 3, "--samples");
+}
+
+}  // namespace
+
+int run_solve(int argc, char** argv, int first) {
+  // Under mpirun, before anything starts CUDA or MPI: a process on the CPU executor hides the GPUs from itself, any
+  // other selects its own GPU (a grid prior in the problem file is a gaussian_mixture, whose tables go to the
+  // current device).
+  distributed::choose_device(requested_executor(argc, argv, first));
+  // The arguments and the problem file, read by every process and agreed on under mpirun (a bad argument stops every
+  // process alike, exit status 2), before anything collective.
+  solve_plan plan;
+  distributed::check_arguments([&] { read_solve(plan, argc, argv, first); });
+  const options& o = plan.o;
+  const bool quiet = o.has("--quiet");
+  const problem& file = plan.file;
+  const std::string& method = plan.method;
+  const ds::executor where = plan.where;
+  const std::int64_t n = plan.n;
+  const std::uint64_t seed = plan.seed;
+  output_set& outputs = plan.outputs;
   const prior_spec& prior = *file.prior;
   const ds::linear_observation& obs = *file.observation;
   const std::int64_t d = prior.dim;
-  check_memory(n, d, 3, "--samples");
 
   // Under mpirun each rank selects its GPU (its rank on the node mod the node's devices) before the mixture's and the
   // posterior's tables reach the current device (already selected by distributed::choose_device() above, which this

@@ -10,9 +10,10 @@
 # Seen failing before the program selected the device first: rank 1 built the grid prior's tables on device 0
 # (cudaMemGetInfo, cudaMalloc, cudaMemcpyAsync) before it set device 1.
 # The same without the launcher's local-rank variables (the device from MPI's node split), and with a variable that
-# disagrees with MPI's node split (refused on every rank).
-# Also: a failure of the device on one rank alone stops every rank with its error, and a failure of one rank alone
-# where no agreement follows ends the job (below).
+# disagrees with MPI's node split (refused on every rank); each launcher's variable honoured, in the program's order.
+# A bad argument, on every rank or on the last alone, without a local-rank variable (MPI started first): every rank
+# exits with the same message and status, not through MPI_Abort; and the node split made whatever the executor.
+# Also: a failure of the device on one rank alone stops every rank with its error (below).
 # Usage: cuda_ranks.sh DIFFSAMPLE RUNTIME_PROBE MPIEXEC [MPIEXEC_FLAGS...]
 set -eu
 program=$1
@@ -77,7 +78,8 @@ done
 # Under a launcher that sets none of the local-rank variables, the program starts MPI first and selects the device
 # from MPI's node split (MPI_Comm_split_type), still before anything reaches a device. Seen failing before: rank 1
 # built the grid prior on device 0 (cudaMemGetInfo, cudaMalloc) before it set device 1.
-unlaunched="env -u OMPI_COMM_WORLD_LOCAL_RANK -u MPI_LOCALRANKID -u SLURM_LOCALID"
+unlaunched="env -u OMPI_COMM_WORLD_LOCAL_RANK -u MV2_COMM_WORLD_LOCAL_RANK -u MPI_LOCALRANKID -u PALS_LOCAL_RANKID \
+  -u PMI_LOCAL_RANK -u SLURM_LOCALID"
 for np in 2 3; do
   for run in "sample --problem $examples/grid2d_ddpm.json --chains 101 --steps 5 --executor cuda --out $dir/x.npy" \
              "solve --problem $examples/posterior_d10.json --particles 101 --steps 5 --out $dir/x.npy"; do
@@ -102,27 +104,121 @@ if [ "$status" != 1 ] ||
   cat "$dir/err.txt" >&2
   exit 1
 fi
-# A failure of the last process alone after MPI has started, where no agreement follows: without the launcher's
-# local rank MPI starts first thing, and the last rank alone is given a problem file it cannot open. It must end
-# the job with its message (MPI_Abort), not leave the others waiting in the device selection. Seen failing: a hang
-# (killed by the timeout), the last rank waiting in MPI_Finalize.
-printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'size=${OMPI_COMM_WORLD_SIZE:-${PMI_SIZE:-1}}' \
-  'extra=$1' 'shift' 'if [ "$rank" = "$((size - 1))" ]; then exec "$@" $extra; fi' 'exec "$@"' >"$dir/alone.sh"
-for np in 2 3; do
+# The local-rank variables of the other launchers (MVAPICH2's mpirun_rsh, MPICH's and Intel MPI's Hydra, HPE Cray's
+# PALS, Cray PMI, Slurm's srun), Open MPI's removed, set by local.sh from the rank (one node: the local rank is the
+# rank): NAME=rank sets the right value, NAME=swapped the other rank's, NAME=V the value V. Each adjacent pair of the
+# program's order with the earlier variable swapped and the later one right: the earlier one is honoured (rank 0's
+# first runtime call sets device 1, before MPI starts) and every rank stops with rank 0's error naming it;
+# SLURM_LOCALID, the last, alone. Seen failing before MV2_COMM_WORLD_LOCAL_RANK, PALS_LOCAL_RANKID and PMI_LOCAL_RANK
+# were read: with each of them swapped the ranks went on (to their first kernel) on the next variable's device or
+# MPI's; and with SLURM_LOCALID read before PMI_LOCAL_RANK: PMI_LOCAL_RANK swapped went on.
+cat >"$dir/local.sh" <<'SH'
+#!/bin/sh
+while [ "$1" != -- ]; do
+  name=${1%%=*}
+  how=${1#*=}
+  case $how in
+    swapped) value=$((OMPI_COMM_WORLD_SIZE - 1 - OMPI_COMM_WORLD_RANK)) ;;
+    rank) value=$OMPI_COMM_WORLD_RANK ;;
+    *) value=$how ;;
+  esac
+  export "$name=$value"
+  shift
+done
+shift
+exec "$@"
+SH
+previous=OMPI_COMM_WORLD_LOCAL_RANK
+for name in MV2_COMM_WORLD_LOCAL_RANK MPI_LOCALRANKID PALS_LOCAL_RANKID PMI_LOCAL_RANK SLURM_LOCALID -; do
+  if [ "$name" = - ]; then
+    set_vars="$previous=swapped"  # the last of the order, alone
+  else
+    set_vars="$previous=swapped $name=rank"
+  fi
+  rm -f "$dir/runtime.log"
   set +e
   # shellcheck disable=SC2086
-  timeout 60 "$@" -np "$np" $unlaunched ${probed#env } sh "$dir/alone.sh" "--problem $dir/none.json" "$program" sample \
-    --chains 101 --steps 5 --executor cuda --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+  timeout 60 "$@" -np 2 $unlaunched ${probed#env } sh "$dir/local.sh" $set_vars -- "$program" sample \
+    --problem "$examples/grid2d_ddpm.json" --chains 101 --steps 5 --executor cuda --quiet --out "$dir/x.npy" \
+    2>"$dir/err.txt"
   status=$?
   set -e
-  if [ "$status" = 0 ] || [ "$status" = 124 ] ||
-     ! grep -q "rank $((np - 1)) of $np: .*none.json: cannot open.*ending every process" "$dir/err.txt"; then
-    echo "cuda_ranks.sh: a problem file the last rank alone cannot open (np $np, no local rank from the launcher):" \
-         "status $status (124: a hang), not its error:" >&2
+  if [ "$status" != 1 ] || [ "$(grep '^rank 0 ' "$dir/runtime.log" | head -1)" != "rank 0 set 1" ] ||
+     [ "$(grep -c "rank 0 of 2: $previous=1 selected device 1, but this process is rank 0 of its node" \
+          "$dir/err.txt")" != 2 ]; then
+    echo "cuda_ranks.sh: $set_vars: status $status, rank 0's device not the variable's or not its error on every" \
+         "rank:" >&2
+    cat "$dir/err.txt" "$dir/runtime.log" >&2
+    exit 1
+  fi
+  previous=$name
+done
+# A launcher started inside a Slurm allocation passes on the SLURM_LOCALID of its step (0 in a batch script) to every
+# process it starts: under MVAPICH2's variable the ranks still select devices 0 and 1. Seen failing before
+# MV2_COMM_WORLD_LOCAL_RANK was read: rank 1 set device 0 (from SLURM_LOCALID) first.
+check_ranks 2 "$unlaunched ${probed#env } sh $dir/local.sh SLURM_LOCALID=0 MV2_COMM_WORLD_LOCAL_RANK=rank --" \
+  "sample --problem $examples/grid2d_ddpm.json --chains 101 --steps 5 --executor cuda --out $dir/x.npy" "$@"
+# Arguments refused after MPI has started: without the launcher's local rank MPI starts first thing (the device from
+# MPI's node split), before the arguments and the problem file are read. Every rank must exit with the lowest
+# failing rank's message and the program's status (2 for an argument, 1 for a problem file it cannot open) through
+# the agreement and MPI_Finalize: not MPI_Abort ("ending every process", the fallback for a failure the ranks did
+# not agree on) and not a hang (the 60 s watchdog). The argument refused by every rank (--steps -5), or given to the
+# last rank alone (--seed x: sample and solve), or the problem file the last rank alone cannot open. Seen failing
+# before the arguments were agreed on: status 2 (or 1) from MPI_Abort, each rank's "ending every process" and Open
+# MPI's MPI_ABORT notice.
+printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'size=${OMPI_COMM_WORLD_SIZE:-${PMI_SIZE:-1}}' \
+  'extra=$1' 'shift' 'if [ "$rank" = "$((size - 1))" ]; then exec "$@" $extra; fi' 'exec "$@"' >"$dir/alone.sh"
+# check_agreed NP STATUS MESSAGE RUN...: runs RUN (what follows the launcher's flags) on NP ranks without the
+# launcher's local rank and checks the status and MESSAGE (a grep pattern) once from every rank.
+check_agreed() {
+  np=$1
+  expected_status=$2
+  message=$3
+  shift 3
+  set +e
+  # shellcheck disable=SC2086
+  timeout 60 $launcher -np "$np" $unlaunched ${probed#env } "$@" --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+  status=$?
+  set -e
+  if [ "$status" != "$expected_status" ] || [ "$(grep -c "$message" "$dir/err.txt")" != "$np" ] ||
+     grep -q 'ending every process\|MPI_ABORT' "$dir/err.txt"; then
+    echo "cuda_ranks.sh: '$*' (np $np, no local rank from the launcher): status $status (124: a hang), not" \
+         "$expected_status with '$message' from every rank through the agreement:" >&2
     cat "$dir/err.txt" >&2
     exit 1
   fi
+}
+launcher="$*"  # the launcher and its flags (check_agreed's own arguments are the run)
+for np in 2 3; do
+  last=$((np - 1))
+  check_agreed "$np" 2 "^diffsample: rank 0 of $np: --steps: expected an integer >= 0, got '-5'\$" \
+    "$program" sample --steps -5 --executor cuda
+  check_agreed "$np" 2 "^diffsample: rank $last of $np: --seed: expected an integer" \
+    sh "$dir/alone.sh" "--seed x" "$program" sample --problem "$examples/grid2d_ddpm.json" --chains 101 --steps 5 \
+    --executor cuda
+  check_agreed "$np" 1 "^diffsample: rank $last of $np: .*none.json: cannot open" \
+    sh "$dir/alone.sh" "--problem $dir/none.json" "$program" sample --chains 101 --steps 5 --executor cuda
 done
+check_agreed 3 2 "^diffsample: rank 2 of 3: --seed: expected an integer" \
+  sh "$dir/alone.sh" "--seed x" "$program" solve --problem "$examples/posterior_d10.json" --particles 101 --steps 5 \
+  --executor cuda
+# Without the launcher's local rank every process makes MPI's node split first thing, whatever executor it asks for:
+# here the last rank alone on the CPU executor, the others on CUDA (the stand-in's), which stop at their first kernel.
+# Every rank must exit with rank 0's error (status 1). Seen failing when a process on the CPU executor skipped the
+# split: status 15 (Open MPI's "Data unpack would read past end of buffer", the others' split meeting its next
+# collective).
+set +e
+# shellcheck disable=SC2086
+timeout 60 "$@" -np 2 $unlaunched ${probed#env } sh "$dir/alone.sh" "--executor cpu" "$program" sample --sampler ula \
+  --chains 101 --steps 5 --quiet 2>"$dir/err.txt"
+status=$?
+set -e
+if [ "$status" != 1 ] || [ "$(grep -c '^diffsample: rank 0 of 2: ' "$dir/err.txt")" != 2 ]; then
+  echo "cuda_ranks.sh: the last rank alone on the CPU executor, no local rank from the launcher: status $status," \
+       "not rank 0's error on both ranks:" >&2
+  cat "$dir/err.txt" >&2
+  exit 1
+fi
 # A device whose memory others hold on the last rank alone (the stand-in reports no free memory there): the run's
 # prior (sample: a problem file's explicit mixture, built after MPI has started) or the prior and posterior (solve)
 # cannot be placed on it. Every rank must stop with that rank's error, status 1, none wait. Seen failing: a hang

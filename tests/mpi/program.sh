@@ -76,18 +76,40 @@ if [ "$status" != 2 ] || ! grep -q "a Bernoulli-mixture prior .* runs as one pro
   cat "$dir/out.txt" "$dir/err.txt" >&2
   exit 1
 fi
-# A usage error stops every rank with the program's status (mpirun passes a non-zero status on).
-if "$@" -np 2 "$program" sample --steps -5 --executor cpu --quiet 2>"$dir/err.txt"; then
-  echo "program.sh: an invalid --steps under mpirun succeeded" >&2
-  exit 1
-fi
-grep -q -- "--steps" "$dir/err.txt"
+# last.sh EXTRA PROGRAM ARGS...: the last rank runs the program with EXTRA after its arguments, the others without.
+printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'size=${OMPI_COMM_WORLD_SIZE:-${PMI_SIZE:-1}}' \
+  'extra=$1' 'shift' 'if [ "$rank" = "$((size - 1))" ]; then exec "$@" $extra; fi' 'exec "$@"' >"$dir/last.sh"
+# A bad argument, given to every rank or to the last alone, is agreed on (the arguments and the problem file are read
+# before anything collective, and MPI then starts whatever the launcher gave): every rank exits 2 with the lowest
+# failing rank's message, after MPI_Finalize, not MPI_Abort. Seen failing before: each rank printed its own message
+# without "rank r of P" (every rank) and mpirun ended the others (the last alone: one message).
+for run in "sample --sampler ula --chains 101 --steps 5" "solve --problem $problem --particles 101 --steps 5"; do
+  for extra in "" "--seed x"; do
+    set +e
+    if [ -z "$extra" ]; then
+      # shellcheck disable=SC2086
+      timeout 60 "$@" -np 2 "$program" $run --seed -1 --executor cpu --quiet 2>"$dir/err.txt"
+    else
+      # shellcheck disable=SC2086
+      timeout 60 "$@" -np 2 sh "$dir/last.sh" "$extra" "$program" $run --executor cpu --quiet 2>"$dir/err.txt"
+    fi
+    status=$?
+    set -e
+    failing=0 given="every rank"
+    [ -z "$extra" ] || failing=1 given="the last rank alone"
+    if [ "$status" != 2 ] || grep -q 'ending every process\|MPI_ABORT' "$dir/err.txt" ||
+       [ "$(grep -c "^diffsample: rank $failing of 2: --seed: expected an integer in \[0, " "$dir/err.txt")" != 2 ]; then
+      echo "program.sh: '$run' with a bad --seed on $given: status $status, not" \
+           "2 with rank $failing's message from both ranks:" >&2
+      cat "$dir/err.txt" >&2
+      exit 1
+    fi
+  done
+done
 # A failure on one process only, after MPI has started (the last rank alone gets a step size the library refuses,
 # which the program's check before the run reports with the flag): every rank stops with that rank's message, none
 # waits for the other. Seen failing: a hang (killed by the timeout) with the other rank in MPI_Gatherv, and again
 # with the check before the run made on each rank alone.
-printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'size=${OMPI_COMM_WORLD_SIZE:-${PMI_SIZE:-1}}' \
-  'extra=$1' 'shift' 'if [ "$rank" = "$((size - 1))" ]; then exec "$@" $extra; fi' 'exec "$@"' >"$dir/last.sh"
 if timeout 120 "$@" -np 2 sh "$dir/last.sh" "--step-size 1e30" "$program" sample --sampler ula --chains 101 --steps 5 \
   --executor cpu --quiet --out "$dir/many.npy" 2>"$dir/err.txt"; then
   echo "program.sh: a failure on the last rank under mpirun succeeded" >&2
