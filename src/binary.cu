@@ -287,11 +287,16 @@ executor discrete_langevin(const bernoulli_mixture& prior, float* y, discrete_la
   if (outputs.accepted != nullptr)
     detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
   if (n == 0) return where;
+  const std::size_t need = discrete_langevin_workspace_bytes(prior, n, o);
+  // The counts and the workspace are written while other chains still read y: none may share memory.
+  detail::check_disjoint({{"y", y, static_cast<std::size_t>(n * prior.dim()) * sizeof(float)},
+                          {"outputs.accepted", outputs.accepted, static_cast<std::size_t>(n) * sizeof(std::int64_t)},
+                          {"workspace", workspace, need}});
   const kernels::discrete_langevin_body body{
       params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, o.first_step, outputs.accepted),
       o.start_uniform};
-  run_chains(prior, body, y, n, 4, 1, o.alpha, !o.start_uniform, discrete_langevin_workspace_bytes(prior, n, o),
-             workspace, workspace_bytes, where, exec.stream);
+  run_chains(prior, body, y, n, 4, 1, o.alpha, !o.start_uniform, need, workspace, workspace_bytes, where,
+             exec.stream);
   return where;
 }
 
@@ -312,11 +317,18 @@ executor discrete_walk_jump(const bernoulli_mixture& prior, float* x, discrete_w
   if (outputs.accepted != nullptr)
     detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
   if (n == 0) return where;
+  const std::size_t need = discrete_walk_jump_workspace_bytes(prior, n, o);
+  // Each output is written by its own chain while the others run: no two may share memory.
+  const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);
+  detail::check_disjoint({{"x", x, x_bytes},
+                          {"outputs.noisy", outputs.noisy, x_bytes},
+                          {"outputs.accepted", outputs.accepted, static_cast<std::size_t>(n) * sizeof(std::int64_t)},
+                          {"workspace", workspace, need}});
   const kernels::discrete_walk_jump_body body{
       params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, 0, outputs.accepted),
       o.measurements, o.mean, outputs.noisy};
-  run_chains(prior, body, x, n, 5, o.measurements, o.alpha, false, discrete_walk_jump_workspace_bytes(prior, n, o),
-             workspace, workspace_bytes, where, exec.stream);
+  run_chains(prior, body, x, n, 5, o.measurements, o.alpha, false, need, workspace, workspace_bytes, where,
+             exec.stream);
   return where;
 }
 

@@ -244,13 +244,19 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_
   const std::int64_t records = o.record_every > 0 ? total / o.record_every : 0;
   if (outputs.trajectory != nullptr) {
     DIFFSAMPLE_EXPECTS(o.record_every > 0, "outputs.trajectory: given but options.record_every is 0");
-    detail::check_count("trajectory records x n", records * n, d);
+    // records x (n d) checked before it is formed: records x n could wrap around 2^64 into range.
+    if (n > 0) detail::check_count("outputs.trajectory: records", records, n * d);
     detail::check_buffer("outputs.trajectory", outputs.trajectory, records * n * d, sizeof(float), where);
   }
   diffusion_report report{where, register_path(mixture, where), total};
   if (n == 0) return report;
 
   const std::size_t need = table_bytes(o) + channel_bytes(mixture, o) + state_bytes(mixture, n);
+  // The trajectory and the workspace are written while other chains still read x: none may share memory.
+  const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);
+  detail::check_disjoint({{"x", x, x_bytes},
+                          {"outputs.trajectory", outputs.trajectory, outputs.trajectory ? x_bytes * records : 0},
+                          {"workspace", workspace, need}});
   std::unique_ptr<detail::scratch> owned;
   unsigned char* ws = detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   auto* table_dst = reinterpret_cast<diffusion_step*>(ws);

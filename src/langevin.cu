@@ -81,7 +81,8 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_out
   const std::int64_t records = o.record_every > 0 ? o.steps / o.record_every : 0;
   if (outputs.trajectory != nullptr) {
     DIFFSAMPLE_EXPECTS(o.record_every > 0, "outputs.trajectory: given but options.record_every is 0");
-    detail::check_count("trajectory records x n", records * n, d);
+    // records x (n d) checked before it is formed: records x n could wrap around 2^64 into range.
+    if (n > 0) detail::check_count("outputs.trajectory: records", records, n * d);
     detail::check_buffer("outputs.trajectory", outputs.trajectory, records * n * d, sizeof(float), where);
   }
   if (outputs.accepted != nullptr)
@@ -90,6 +91,13 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_out
   langevin_report report{where, register_path(mixture, where)};
   if (n == 0) return report;
   const std::size_t need = langevin_workspace_bytes(mixture, n, o);
+  // x is read and written in place; the trajectory, the counts and the workspace are written while other chains
+  // still read x, so no two of them may share memory.
+  const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);
+  detail::check_disjoint({{"x", x, x_bytes},
+                          {"outputs.trajectory", outputs.trajectory, outputs.trajectory ? x_bytes * records : 0},
+                          {"outputs.accepted", outputs.accepted, static_cast<std::size_t>(n) * sizeof(std::int64_t)},
+                          {"workspace", workspace, need}});
   std::unique_ptr<detail::scratch> owned;
   unsigned char* ws = detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   // The constants of the target channel, computed once per call on the executor that runs the chains.

@@ -318,12 +318,8 @@ executor gather_checked(const float* states, std::int64_t problems, std::int64_t
   detail::check_buffer("ancestors", ancestors, count, sizeof(Index), where);
   detail::check_buffer("out", out, count * dim, sizeof(float), where);
   // Any overlap, not only out == states: the gather would overwrite states it has still to read.
-  const auto first = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p); };
-  const std::uintptr_t bytes = static_cast<std::uintptr_t>(count * dim) * sizeof(float);
-  DIFFSAMPLE_EXPECTS(count * dim == 0 || first(out) + bytes <= first(states) || first(states) + bytes <= first(out),
-                     "out: must not overlap states (out " << static_cast<const void*>(out) << ", states "
-                                                          << static_cast<const void*>(states) << ", " << bytes
-                                                          << " bytes each)");
+  const std::size_t bytes = static_cast<std::size_t>(count * dim) * sizeof(float);
+  detail::check_disjoint({{"states", states, bytes}, {"out", out, bytes}});
   gather(states, problems, particles, dim, ancestors, out, where, exec.stream);
   return where;
 }
@@ -356,23 +352,19 @@ executor resample(particle_outputs out, std::int64_t problems, std::int64_t part
   detail::check_buffer("outputs.normalised_weights", out.normalised_weights, out.normalised_weights ? count : 0,
                        sizeof(float), where);
   detail::check_buffer("outputs.reports", out.reports, out.reports ? problems : 0, alignof(particle_report), where);
-  // The passes read the log-weights after writing outputs (the ancestor search reads them again), so no output may
-  // share their memory: normalised weights written in place gave wrong ancestors.
-  const auto refuse_overlap = [&](const char* name, const void* p, std::size_t bytes) {
-    const auto at = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q); };
-    const std::size_t lw_bytes = static_cast<std::size_t>(count) * sizeof(float);
-    DIFFSAMPLE_EXPECTS(p == nullptr || bytes == 0 || at(p) + bytes <= at(log_weights) ||
-                           at(log_weights) + lw_bytes <= at(p),
-                       "outputs." << name << ": must not overlap log_weights (" << name << " " << p
-                                  << ", log_weights " << static_cast<const void*>(log_weights) << ")");
-  };
-  refuse_overlap("normalised_weights", out.normalised_weights, static_cast<std::size_t>(count) * sizeof(float));
-  refuse_overlap("ancestors", out.ancestors, static_cast<std::size_t>(count) * sizeof(std::int32_t));
-  refuse_overlap("ancestors64", out.ancestors64, static_cast<std::size_t>(count) * sizeof(std::int64_t));
-  refuse_overlap("reports", out.reports, static_cast<std::size_t>(problems) * sizeof(particle_report));
   if (count == 0) return where;
 
   const workspace_layout w = layout(problems, particles, o.scheme);
+  // The passes read the log-weights after writing outputs (the ancestor search reads them again), so no output may
+  // share their memory (normalised weights written in place gave wrong ancestors), nor another output's or the
+  // workspace's.
+  const std::size_t items = static_cast<std::size_t>(count);
+  detail::check_disjoint({{"log_weights", log_weights, items * sizeof(float)},
+                          {"outputs.normalised_weights", out.normalised_weights, items * sizeof(float)},
+                          {"outputs.ancestors", out.ancestors, items * sizeof(std::int32_t)},
+                          {"outputs.ancestors64", out.ancestors64, items * sizeof(std::int64_t)},
+                          {"outputs.reports", out.reports, static_cast<std::size_t>(problems) * sizeof(particle_report)},
+                          {"workspace", workspace, w.total}});
   std::unique_ptr<detail::scratch> owned;
   workspace = detail::workspace_or_scratch(w.total, workspace, workspace_bytes, 16, where, exec.stream, owned);
   detail::resample_unchecked(log_weights, problems, particles, o, out, where, exec.stream, workspace);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <memory>
 #include <vector>
@@ -38,6 +39,18 @@ void check_buffer(const char* name, const void* ptr, std::int64_t count, std::si
 
 /// Checks 0 <= n and that n * d elements fit in int64 and in a size_t byte count.
 void check_count(const char* name, std::int64_t n, std::int64_t d = 1);
+
+/// One caller buffer of a call, for check_disjoint(): its name, its first byte and its size in bytes (absent when ptr
+/// is null or bytes is 0).
+struct buffer_span {
+  const char* name;
+  const void* ptr;
+  std::size_t bytes;
+};
+
+/// Throws invalid_argument naming both buffers when two of `spans` share a byte: a launch that reads one while it
+/// writes the other, or writes both, would lose data. Compares addresses on the host (no synchronisation).
+void check_disjoint(std::initializer_list<buffer_span> spans);
 
 /// Checks that `path` is one of mixture_path's values ("<name>: invalid value 7" otherwise).
 void check_mixture_path(const char* name, mixture_path path);

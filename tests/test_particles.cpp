@@ -514,6 +514,42 @@ TEST(Particles, OutputsMustNotOverlapTheLogWeights) {
   EXPECT_TRUE(std::equal(nw.begin(), nw.end(), two.begin() + B * N));
 }
 
+// Two outputs of resample() in the same memory, or an output in the caller's workspace, lost one of them: the
+// normalised weights written over the ancestors (or the workspace's prefix sums over the ancestors) without a word.
+// Each pair is refused before anything is written, the message naming both. Seen failing before the check: no
+// exception, the buffer changed.
+TEST(Particles, OutputsMustNotOverlapEachOtherOrTheWorkspace) {
+  const std::int64_t B = 2, N = 100, count = B * N;
+  std::vector<float> lw(count);
+  for (std::size_t i = 0; i < lw.size(); ++i) lw[i] = float(std::cos(0.21 * double(i)));
+  ds::resampling_options o;
+  o.scheme = ds::resampling_scheme::systematic;
+  o.ess_threshold = 2.0;  // always resample
+  const std::size_t need = ds::resampling_workspace_bytes(B, N, o.scheme);
+  std::vector<float> buffer(count * 2 + need / sizeof(float) + 64, 0.f);
+  std::vector<float> nw(count);
+  const std::vector<float> before = buffer;
+  auto* shared = reinterpret_cast<std::int32_t*>(buffer.data() + 16);  // 64 bytes in: every alignment holds
+  auto expect_refused = [&](ds::particle_outputs out, void* ws, std::size_t ws_bytes, const char* a, const char* b) {
+    try {
+      ds::resample(out, B, N, lw.data(), o, cpu(), ws, ws_bytes);
+      ADD_FAILURE() << a << " and " << b << ": accepted";
+    } catch (const ds::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(a) + ": must not overlap " + b), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(buffer, before) << a << " and " << b;
+  };
+  ds::particle_outputs out;
+  out.ancestors = shared;
+  out.normalised_weights = reinterpret_cast<float*>(shared) + count / 2;  // from the ancestors' middle
+  expect_refused(out, nullptr, 0, "outputs.ancestors", "outputs.normalised_weights");
+  out.normalised_weights = nw.data();
+  out.reports = reinterpret_cast<ds::particle_report*>(shared + count - 4);  // over the last 4 ancestors
+  expect_refused(out, nullptr, 0, "outputs.reports", "outputs.ancestors");
+  out.reports = nullptr;
+  expect_refused(out, shared, need, "workspace", "outputs.ancestors");  // the workspace at the ancestors
+}
+
 // N = 5000 runs the tiled passes (two 4096-particle tiles), N = 4096, 1000 and 1 the one-kernel path of problems
 // of one tile.
 TEST(Particles, CudaAndCpuExecutorsPickTheSameAncestors) {

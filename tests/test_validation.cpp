@@ -136,6 +136,120 @@ TEST(Validation, LangevinOptions) {
   EXPECT_EQ(langevin_workspace_bytes(mix, 4, o), 256u);  // register path: the channel table only
 }
 
+// The chain samplers read x (y) while they write the trajectory, the counts, the walk-jump's sums and the workspace,
+// so a buffer in x's memory lost data without a word: a trajectory at x held the final state in its first record,
+// counts written into x replaced states by integers. Every overlap of two buffers of a call is refused, before
+// anything is written, with a message naming both; adjacent buffers run. Seen failing before the check: no exception
+// for any case, x or the output changed.
+TEST(Validation, ChainBuffersMustNotOverlap) {
+  const auto mix = small();  // d = 2
+  const bernoulli_mixture bern(2, {1.0}, {0.3, 0.6});
+  const std::int64_t n = 4, d = 2, rows = n * d;  // x: 8 floats; 2 records: 16 floats; counts: n int64 = 8 floats
+  const execution cpu{executor::cpu};
+  langevin_options l;
+  l.steps = 2;
+  l.record_every = 1;
+  diffusion_options df;
+  df.steps = 2;
+  df.record_every = 1;
+  discrete_langevin_options dl;
+  dl.steps = 2;
+  discrete_walk_jump_options dw;
+  dw.steps = 2;
+  // One call with `output` (of `floats` floats) placed `shift` floats after x (negative: before), in one buffer.
+  struct place {
+    const char* output;
+    std::int64_t floats;
+  };
+  const place places[] = {{"outputs.trajectory", 2 * rows}, {"outputs.accepted", 2 * n}, {"workspace", 0},
+                          {"outputs.noisy", rows}};
+  for (int sampler = 0; sampler < 4; ++sampler) {
+    for (const place& pl : places) {
+      const bool langevin_output = pl.output != std::string("outputs.noisy");
+      if (sampler == 0 && !langevin_output) continue;                                       // langevin
+      if (sampler == 1 && pl.output != std::string("outputs.trajectory") &&
+          pl.output != std::string("workspace"))
+        continue;                                                                          // diffusion
+      if (sampler == 2 && pl.output != std::string("outputs.accepted") && pl.output != std::string("workspace"))
+        continue;                                                                          // discrete langevin
+      if (sampler == 3 && pl.output == std::string("outputs.trajectory")) continue;        // discrete walk-jump
+      const std::size_t need = sampler == 0   ? langevin_workspace_bytes(mix, n, l)
+                               : sampler == 1 ? diffusion_workspace_bytes(mix, n, df)
+                               : sampler == 2 ? discrete_langevin_workspace_bytes(bern, n, dl)
+                                              : discrete_walk_jump_workspace_bytes(bern, n, dw);
+      const std::int64_t floats = pl.floats > 0 ? pl.floats : std::int64_t(need / sizeof(float));
+      // At x, its last 2 floats over x's first 2 (starting before x), over x's last 2 (starting inside x); shifts
+      // stay a multiple of 4 floats (16 bytes: the workspace's alignment).
+      for (const std::int64_t shift : {std::int64_t(0), -(floats - 4), rows - 4}) {
+        const std::int64_t before = floats + 64;  // room on both sides
+        std::vector<float> buffer(before + rows + floats + 64);
+        for (std::size_t i = 0; i < buffer.size(); ++i) buffer[i] = (i % 2 == 0 ? 1.f : -1.f);  // +-1: valid y too
+        float* x = buffer.data() + before;
+        void* p = x + shift;
+        const std::vector<float> copy = buffer;
+        const auto call = [&] {
+          float* traj = pl.output == std::string("outputs.trajectory") ? static_cast<float*>(p) : nullptr;
+          auto* acc = pl.output == std::string("outputs.accepted") ? static_cast<std::int64_t*>(p) : nullptr;
+          void* ws = pl.output == std::string("workspace") ? p : nullptr;
+          const std::size_t ws_bytes = ws ? need : 0;
+          auto* noisy = pl.output == std::string("outputs.noisy") ? static_cast<float*>(p) : nullptr;
+          if (sampler == 0) {
+            langevin_options o = l;
+            if (!traj) o.record_every = 0;
+            langevin(mix, x, {traj, acc}, n, o, cpu, ws, ws_bytes);
+          } else if (sampler == 1) {
+            diffusion_options o = df;
+            if (!traj) o.record_every = 0;
+            diffusion(mix, x, {traj}, n, o, cpu, ws, ws_bytes);
+          } else if (sampler == 2) {
+            discrete_langevin(bern, x, {acc}, n, dl, cpu, ws, ws_bytes);
+          } else {
+            discrete_walk_jump(bern, x, {noisy, acc}, n, dw, cpu, ws, ws_bytes);
+          }
+        };
+        const char* x_name = sampler == 2 ? "y" : "x";
+        SCOPED_TRACE(std::string("sampler ") + std::to_string(sampler) + ", " + pl.output + " at x + " +
+                     std::to_string(shift));
+        expect_error(call, {pl.output, (std::string("must not overlap ") + x_name).c_str()});
+        EXPECT_EQ(buffer, copy);
+      }
+    }
+  }
+  // Two outputs sharing memory (x apart from both): the trajectory and the counts, the sums and the counts.
+  std::vector<float> x(rows, 1.f), shared(2 * rows + 2 * n);
+  const std::vector<float> shared_before = shared;
+  expect_error([&] { langevin(mix, x.data(), {shared.data(), reinterpret_cast<std::int64_t*>(shared.data() + 2 * rows - 2)}, n, l, cpu); },
+               {"outputs.accepted", "must not overlap outputs.trajectory"});
+  expect_error([&] { discrete_walk_jump(bern, x.data(), {shared.data(), reinterpret_cast<std::int64_t*>(shared.data() + rows - 2)}, n, dw, cpu); },
+               {"outputs.accepted", "must not overlap outputs.noisy"});
+  EXPECT_EQ(shared, shared_before);
+  // Adjacent buffers run: x, the trajectory and the counts back to back.
+  std::vector<float> all(rows + 2 * rows + 2 * n, 0.5f);
+  float* xa = all.data();
+  EXPECT_NO_THROW(langevin(mix, xa, {xa + rows, reinterpret_cast<std::int64_t*>(xa + 3 * rows)}, n, l, cpu));
+  EXPECT_NO_THROW(diffusion(mix, xa, {xa + rows}, n, df, cpu));
+}
+
+// The trajectory's size was formed as records x n before its check: 64 records of n = 2^58 chains wrapped around 2^64
+// to 0 elements, so any trajectory pointer passed as large enough. Seen failing before the fix: the error came later,
+// from the workspace size, naming n and not the trajectory.
+TEST(Validation, TrajectorySizeBeyondSixtyFourBitsIsRefused) {
+  const gaussian_mixture mix3(3, {1}, {0, 0, 0}, {1});
+  const std::int64_t n = std::int64_t(1) << 58;  // n x d x 8 bytes fits in int64, 64 x n x d does not
+  std::vector<float> x(12), traj(12);
+  const execution cpu{executor::cpu};
+  langevin_options l;
+  l.steps = 64;
+  l.record_every = 1;
+  expect_error([&] { langevin(mix3, x.data(), {traj.data(), nullptr}, n, l, cpu); },
+               {"outputs.trajectory: records", "64", "overflow"});
+  diffusion_options df;
+  df.steps = 64;
+  df.record_every = 1;
+  expect_error([&] { diffusion(mix3, x.data(), {traj.data()}, n, df, cpu); },
+               {"outputs.trajectory: records", "64", "overflow"});
+}
+
 // The workspace queries of the chain samplers multiplied the state's floats by 4 in size_t after checking n x d
 // elements against 8 bytes each: at n x d just below 2^60 (d = 40, outside the register list, so the state is in the
 // workspace) diffusion_workspace_bytes returned 11072 bytes, langevin_workspace_bytes 6464 and

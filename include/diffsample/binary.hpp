@@ -145,9 +145,11 @@ DIFFSAMPLE_API std::size_t discrete_langevin_workspace_bytes(const bernoulli_mix
 /// Runs options.steps steps of n chains on q (one fused launch). @p y (n x d) holds the start and receives the final
 /// states (entries +-1 as floats). outputs.accepted (optional, n int64) receives each chain's accepted moves (the
 /// step count for the unadjusted methods). Without @p workspace a buffer of discrete_langevin_workspace_bytes() is
-/// allocated for the call (stream-ordered on CUDA), never per step. Asynchronous on the CUDA executor.
+/// allocated for the call (stream-ordered on CUDA), never per step. No two of y, outputs.accepted and the workspace
+/// may share memory. Asynchronous on the CUDA executor.
 /// @return the executor that ran
-/// @throws invalid_argument for bad sizes, strengths, steps, pointers (before anything is launched)
+/// @throws invalid_argument for bad sizes, strengths, steps, pointers (overlapping ones included), before anything
+///         is launched
 DIFFSAMPLE_API executor discrete_langevin(const bernoulli_mixture& prior, float* y,
                                           discrete_langevin_outputs outputs, std::int64_t n,
                                           const discrete_langevin_options& options, execution exec = {},
@@ -190,10 +192,11 @@ DIFFSAMPLE_API std::size_t discrete_walk_jump_workspace_bytes(const bernoulli_mi
                                                               const discrete_walk_jump_options& options);
 
 /// Discrete walk-jump sampling of the prior: writes n x d jumps to @p x (entries +-1, or E[x | y] with
-/// options.mean). The input content of @p x is not read. Asynchronous on the CUDA executor; workspace as for
-/// discrete_langevin().
+/// options.mean). The input content of @p x is not read. No two of x, the outputs and the workspace may share
+/// memory. Asynchronous on the CUDA executor; workspace as for discrete_langevin().
 /// @return the executor that ran
-/// @throws invalid_argument for bad sizes, strengths, steps, pointers (before anything is launched)
+/// @throws invalid_argument for bad sizes, strengths, steps, pointers (overlapping ones included), before anything
+///         is launched
 DIFFSAMPLE_API executor discrete_walk_jump(const bernoulli_mixture& prior, float* x,
                                            discrete_walk_jump_outputs outputs, std::int64_t n,
                                            const discrete_walk_jump_options& options, execution exec = {},

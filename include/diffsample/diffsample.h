@@ -609,7 +609,8 @@ DS_API ds_status ds_langevin_workspace_bytes(const ds_mixture* mixture, int64_t 
 
 /**
  * Runs options->steps Langevin steps of every chain in one fused launch. @p x (n x d) holds the initial states and
- * receives the final ones. Asynchronous on the CUDA executor.
+ * receives the final ones. No two of @p x, @p trajectory, @p accepted and @p workspace may overlap
+ * (DS_INVALID_ARGUMENT). Asynchronous on the CUDA executor.
  * @param trajectory       (steps / record_every) x n x d floats when options->record_every > 0, else NULL
  *                         (NULL with record_every > 0 is refused)
  * @param accepted         n accepted-proposal counts (MALA; ULA variants write the step count), or NULL
@@ -718,7 +719,8 @@ DS_API ds_status ds_diffusion_workspace_bytes(const ds_mixture* mixture, int64_t
 /**
  * Runs the whole trajectory of n chains of options->sampler on the mixture's exact denoiser in one fused launch
  * (diffsample::diffusion). @p x (n x d) receives the samples, and holds the initial states when
- * options->draw_initial is 0. The per-step coefficients are computed on the host in FP64 and copied once per call.
+ * options->draw_initial is 0; no two of @p x, @p trajectory and @p workspace may overlap (DS_INVALID_ARGUMENT). The
+ * per-step coefficients are computed on the host in FP64 and copied once per call.
  * Asynchronous on the CUDA executor (no host synchronisation).
  * @param trajectory       (total_steps / record_every) x n x d floats when options->record_every > 0, else NULL
  *                         (NULL with record_every > 0 is refused)
@@ -960,7 +962,8 @@ DS_API ds_status ds_resampling_workspace_bytes(int64_t problems, int64_t particl
  * (diffsample::resample): the same inputs give the same ancestors on every run, thread count and executor. NaN and
  * +inf log-weights count as -inf; a problem whose weights are all zero is reported failed and keeps the identity.
  * Every buffer is device-accessible on the CUDA executor and host-accessible on the CPU one; the output pointers
- * are optional (without ancestors nothing is resampled); none may overlap @p log_weights (DS_INVALID_ARGUMENT).
+ * are optional (without ancestors nothing is resampled); none may overlap @p log_weights, another output or
+ * @p workspace (DS_INVALID_ARGUMENT).
  * Asynchronous on the CUDA executor (reports are written to device memory then).
  * @param log_weights         B x N floats
  * @param problems            B >= 0
@@ -1274,7 +1277,8 @@ DS_API ds_status ds_discrete_workspace_bytes(const ds_bernoulli_mixture* mixture
 
 /**
  * Discrete Langevin on q: options->steps steps of n chains in one fused launch; @p y (n x d) holds the start (an
- * entry > 0 is +1) unless options->start_uniform, and receives the final states. Asynchronous on the CUDA executor.
+ * entry > 0 is +1) unless options->start_uniform, and receives the final states. No two of @p y, @p accepted and
+ * @p workspace may overlap (DS_INVALID_ARGUMENT). Asynchronous on the CUDA executor.
  * @param accepted         n accepted-move counts, or NULL
  * @param workspace        ds_discrete_workspace_bytes() bytes, or NULL to allocate for the call
  * @param ran              receives the executor that ran (may be NULL)
@@ -1285,8 +1289,8 @@ DS_API ds_status ds_discrete_langevin(const ds_bernoulli_mixture* mixture, float
 
 /**
  * Discrete walk-jump: per measurement, options->steps steps of the discrete chain on the measurement given the earlier
- * ones, then the jump sign(E[x | y_1..m]) (or E[x | y_1..m] with options->mean) written to @p x (n x d).
- * Asynchronous on the CUDA executor.
+ * ones, then the jump sign(E[x | y_1..m]) (or E[x | y_1..m] with options->mean) written to @p x (n x d). No two of
+ * @p x, @p noisy, @p accepted and @p workspace may overlap (DS_INVALID_ARGUMENT). Asynchronous on the CUDA executor.
  * @param noisy     n x d: the sum of the measurements, or NULL
  * @param accepted  n accepted-move counts, or NULL
  * @param ran       receives the executor that ran (may be NULL)

@@ -94,12 +94,13 @@ DIFFSAMPLE_API std::size_t diffusion_workspace_bytes(const gaussian_mixture& mix
 
 /// Runs the whole trajectory of n chains in one fused launch. @p x (n x d, row-major) receives the samples (and
 /// holds the initial states when options.draw_initial is false); @p outputs names the optional buffers (pass {}
-/// for none). The per-step coefficients are computed on the
+/// for none); no two of x, the trajectory and the workspace may share memory. The per-step coefficients are computed
+/// on the
 /// host in FP64 and copied once per call (cudaMemcpyAsync on exec.stream) into the workspace. Asynchronous on the
 /// CUDA executor: no host synchronisation; without a caller workspace one stream-ordered allocation is made
 /// per call, never per step.
-/// @throws invalid_argument for bad sizes, pointers, schedules (non-monotone, a channel where a step divides by
-///         s = 0 or a = 0) or options, before anything is launched
+/// @throws invalid_argument for bad sizes, pointers (overlapping ones included), schedules (non-monotone, a channel
+///         where a step divides by s = 0 or a = 0) or options, before anything is launched
 DIFFSAMPLE_API diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_outputs outputs,
                                           std::int64_t n, const diffusion_options& options, execution exec = {},
                                           void* workspace = nullptr, std::size_t workspace_bytes = 0);

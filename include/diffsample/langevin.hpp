@@ -62,9 +62,10 @@ DIFFSAMPLE_API std::size_t langevin_workspace_bytes(const gaussian_mixture& mixt
                                                     const langevin_options& options);
 
 /// Runs @p options.steps steps of every chain in one fused launch. @p x (n x d, row-major) holds the initial
-/// states and receives the final ones; @p outputs names the optional buffers (pass {} for none). Asynchronous on
-/// the CUDA executor (no host synchronisation).
-/// @throws invalid_argument for bad sizes, step sizes, pointers or channels (before anything is launched)
+/// states and receives the final ones; @p outputs names the optional buffers (pass {} for none). No two of x, the
+/// outputs and the workspace may share memory. Asynchronous on the CUDA executor (no host synchronisation).
+/// @throws invalid_argument for bad sizes, step sizes, pointers (overlapping ones included) or channels (before
+///         anything is launched)
 DIFFSAMPLE_API langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_outputs outputs,
                                         std::int64_t n, const langevin_options& options, execution exec = {},
                                         void* workspace = nullptr, std::size_t workspace_bytes = 0);

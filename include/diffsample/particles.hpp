@@ -62,7 +62,8 @@ struct particle_report {
 
 /// Output buffers of resample(). Every pointer is optional; on the CUDA executor they must be device-accessible
 /// (device or managed memory), on the CPU executor host-accessible. Without ancestors nothing is resampled
-/// (statistics only, resampled = 0). No output may overlap the log-weights (invalid_argument).
+/// (statistics only, resampled = 0). No output may overlap the log-weights, another output or the workspace
+/// (invalid_argument naming both).
 struct particle_outputs {
   std::int32_t* ancestors = nullptr;    ///< B x N ancestor indices within the problem (0..N-1), or
   std::int64_t* ancestors64 = nullptr;  ///< the same as int64 (at most one of the two)

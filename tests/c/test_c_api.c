@@ -1385,6 +1385,29 @@ static void test_entry_validation(void) {
   dopt.steps = 4;
   dopt.record_every = 2;
   EXPECT_ERROR(ds_diffusion_sample(m, x, 4, &dopt, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "trajectory");
+  /* A trajectory or counts in x's memory would lose data: refused, naming both, x unchanged (2 records: 16 floats
+     from traj, x being its second half; counts: 4 int64 over x). */
+  {
+    float traj[24] = {0};
+    float* xs = traj + 8;
+    int64_t* acc = (int64_t*)(void*)xs;
+    int i, same = 1;
+    for (i = 0; i < 8; ++i) xs[i] = 0.25f * (float)i;
+    lo.method = DS_MALA;
+    lo.steps = 2;
+    lo.record_every = 1;
+    EXPECT_ERROR(ds_langevin(m, xs, 4, &lo, traj, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "outputs.trajectory: must not overlap x");
+    lo.record_every = 0;
+    EXPECT_ERROR(ds_langevin(m, xs, 4, &lo, NULL, acc, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "outputs.accepted: must not overlap x");
+    dopt.steps = 2;
+    dopt.record_every = 1;
+    EXPECT_ERROR(ds_diffusion(m, xs, 4, &dopt, traj, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "outputs.trajectory: must not overlap x");
+    for (i = 0; i < 8; ++i) same = same && xs[i] == 0.25f * (float)i;
+    CHECK(same);
+  }
   ds_mixture_destroy(m);
 }
 
