@@ -47,8 +47,6 @@ linear_observation from_operator(const gaussian_mixture& prior, const observatio
                                  std::vector<double> y) {
   DIFFSAMPLE_EXPECTS(!A.empty(), "observation: the operator is empty (build it with observation_operator::dense, "
                                  "mask or svd)");
-  DIFFSAMPLE_EXPECTS(A.d_x() == prior.dim(),
-                     "observation: the operator's d_x " << A.d_x() << " is not the prior's dimension " << prior.dim());
   validate_sizes(prior, A.d_y(), A.d_x());  // before A.matrix() holds d_y x d_x doubles
   linear_observation obs;
   obs.d_y = A.d_y();

@@ -126,8 +126,17 @@ TEST(Observation, RejectsBadInput) {
   // An empty operator is refused where one is used.
   const ds::gaussian_mixture prior = ds::grid_mixture(2, 2, 4.0, 1.0);
   expect_invalid([&] { ds::mixture_posterior(prior, ds::observation_operator{}, 1.0, {0.0}); }, "empty");
-  expect_invalid([&] { ds::mixture_posterior(prior, ds::observation_operator::mask(3, {0}), 1.0, {0.0}); },
-                 "prior's dimension");
+  // A d_x other than the prior's dimension: one check, one message, through an operator or a dense observation
+  // (an operator's mismatch had its own wording, checked again with the dense one's).
+  const char* mismatch = "observation.d_x: must equal the prior's dimension 2, got 3";
+  expect_invalid([&] { ds::mixture_posterior(prior, ds::observation_operator::mask(3, {0}), 1.0, {0.0}); }, mismatch);
+  ds::linear_observation obs;
+  obs.d_y = 1;
+  obs.d_x = 3;
+  obs.A = {1.0, 0.0, 0.0};
+  obs.sigma_y = 1.0;
+  obs.y = {0.0};
+  expect_invalid([&] { ds::mixture_posterior(prior, obs); }, mismatch);
 }
 
 // A mask is stored as its d_y indices and gains, but mask() sized a table by d_x, which it never checked (dense() and
