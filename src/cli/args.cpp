@@ -23,7 +23,7 @@ options parse_options(int argc, char** argv, int first, const char* usage, const
   options o;
   for (int i = first; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--help" || a == "-h") print_and_exit(usage);
+    if (a == "--help" || a == "-h") throw help_request{usage};
     if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
       if (o.has(a)) throw usage_error(a + ": given twice");
       o.values[a] = "";

@@ -23,7 +23,16 @@ struct options {
   const std::string& get(const std::string& f) const { return values.at(f); }
 };
 
-/// Parses argv[first..argc): `--help`/`-h` prints @p usage and exits; every other argument must be a flag of
+/// What `--help` or `-h` asks for: the subcommand's usage text, which the program prints on stdout before it exits
+/// with status 0 (main()). Thrown by parse_options() rather than printed there, so that under mpirun the processes
+/// agree on it with the rest of their arguments (distributed::check_arguments()): one process that exited while the
+/// others waited for it left the run hanging. Not a std::exception: no handler of errors takes it. @p text is null
+/// on a process that prints nothing (another one prints the text).
+struct help_request {
+  const char* text;
+};
+
+/// Parses argv[first..argc): `--help`/`-h` throws help_request{usage}; every other argument must be a flag of
 /// @p with_value (followed by its value) or of @p switches, each given at most once. @p command names the
 /// subcommand in messages (default argv[first - 1]).
 options parse_options(int argc, char** argv, int first, const char* usage, const std::vector<std::string>& with_value,

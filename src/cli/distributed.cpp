@@ -13,6 +13,8 @@
 
 #include <diffsample/error.hpp>
 
+#include "cli/args.hpp"
+
 #if defined(DIFFSAMPLE_CLI_MPI)
 #include <mpi.h>
 
@@ -139,15 +141,33 @@ void agree(std::exception_ptr failure) {
 
 void check_arguments(const std::function<void()>& check) {
   std::exception_ptr failure;
+  const char* help = nullptr;
   try {
     check();
+  } catch (const help_request& h) {
+    help = h.text;
   } catch (...) {
     failure = std::current_exception();
   }
   // Started here when choose_device() did not (a launcher's local rank, or the CPU executor): every process of a
   // launched run reaches this point, whatever its arguments. Without MPI in the program, launched() throws.
   if (launcher_size() > 1) (void)launched();
-  agree(failure);
+  agree(failure);  // a failure on any process wins over a --help
+#if defined(DIFFSAMPLE_CLI_MPI)
+  int started = 0;
+  MPI_Initialized(&started);
+  if (started && launcher_size() > 1) {
+    // --help on any process: every process ends, and the lowest one that asked prints the usage text (once).
+    int size = 1, me = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    int mine = help != nullptr ? me : size, lowest = size;
+    MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (lowest < size) throw help_request{lowest == me ? help : nullptr};
+    return;
+  }
+#endif
+  if (help != nullptr) throw help_request{help};
 }
 
 int on_root(bool spread, const std::function<int()>& tail) {

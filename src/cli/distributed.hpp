@@ -79,7 +79,10 @@ void agree(std::exception_ptr failure);
 /// an argument). So a bad argument, given to every process or to one alone, ends every process with the same
 /// message and status and MPI_Finalize, whether or not MPI started before the arguments were read (without a
 /// launcher's local rank it does: the device comes from MPI's node split), not through end_job_if_alone()'s
-/// MPI_Abort nor by one process leaving before MPI starts. Not launched, it rethrows @p check's failure.
+/// MPI_Abort nor by one process leaving before MPI starts. A help_request (--help) is agreed on too, after the
+/// failures: when no process failed and any asked for help, every process throws help_request, whose text only the
+/// lowest one that asked holds (it prints the usage once; every process exits 0). Not launched, it rethrows @p
+/// check's failure or help_request.
 void check_arguments(const std::function<void()>& check);
 
 /// The end of a command whose samples rank 0 holds: with @p spread (launched), rank 0 runs @p tail (its scores,

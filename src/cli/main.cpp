@@ -9,6 +9,7 @@
 
 #include <diffsample/error.hpp>
 
+#include "cli/args.hpp"
 #include "cli/commands.hpp"
 #include "cli/distributed.hpp"
 #include "cli/output.hpp"
@@ -63,6 +64,10 @@ int main(int argc, char** argv) {
     const int status = run(argc, argv);
     cli::check_stdout();  // every subcommand: results that did not reach stdout are a failed run
     return status;
+  } catch (const cli::help_request& help) {
+    // A subcommand's --help (cli/args.hpp); under mpirun the process that prints it, or one that does not.
+    if (help.text != nullptr) cli::print_and_exit(help.text);
+    return 0;
   } catch (const cli::usage_error& e) {
     return failed(2, e.what());
   } catch (const cli::input_error& e) {

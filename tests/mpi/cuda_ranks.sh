@@ -202,6 +202,29 @@ done
 check_agreed 3 2 "^diffsample: rank 2 of 3: --seed: expected an integer" \
   sh "$dir/alone.sh" "--seed x" "$program" solve --problem "$examples/posterior_d10.json" --particles 101 --steps 5 \
   --executor cuda
+# --help without the launcher's local rank, on every rank or on the last alone (sample, np 2): every rank exits 0 and
+# the usage is printed once. Seen failing before --help was agreed on: the usage twice (every rank) and a hang (the
+# last alone: it exited, and waited in MPI_Finalize, while the other waited in the agreement).
+for how in every last; do
+  set +e
+  if [ "$how" = every ]; then
+    # shellcheck disable=SC2086
+    timeout 60 "$@" -np 2 $unlaunched ${probed#env } "$program" sample --help --executor cuda >"$dir/out.txt" \
+      2>"$dir/err.txt"
+  else
+    # shellcheck disable=SC2086
+    timeout 60 "$@" -np 2 $unlaunched ${probed#env } sh "$dir/alone.sh" --help "$program" sample --executor cuda \
+      >"$dir/out.txt" 2>"$dir/err.txt"
+  fi
+  status=$?
+  set -e
+  if [ "$status" != 0 ] || [ "$(grep -c '^usage: diffsample sample' "$dir/out.txt")" != 1 ]; then
+    echo "cuda_ranks.sh: sample --help on $how rank (np 2, no local rank from the launcher): status $status" \
+         "(124: a hang), not 0 with the usage once:" >&2
+    cat "$dir/out.txt" "$dir/err.txt" >&2
+    exit 1
+  fi
+done
 # Without the launcher's local rank every process makes MPI's node split first thing, whatever executor it asks for:
 # here the last rank alone on the CPU executor, the others on CUDA (the stand-in's), which stop at their first kernel.
 # Every rank must exit with rank 0's error (status 1). Seen failing when a process on the CPU executor skipped the

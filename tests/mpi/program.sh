@@ -106,6 +106,19 @@ for run in "sample --sampler ula --chains 101 --steps 5" "solve --problem $probl
     fi
   done
 done
+# --help on the last rank alone: every rank exits 0, the usage printed once. Seen failing before --help was agreed
+# on: a hang (status 124, the last rank gone before MPI started while the other waited in the agreement; in a run of
+# sample, status 1: mpirun ended the job).
+set +e
+timeout 60 "$@" -np 2 sh "$dir/last.sh" --help "$program" solve --problem "$problem" --executor cpu >"$dir/out.txt" \
+  2>"$dir/err.txt"
+status=$?
+set -e
+if [ "$status" != 0 ] || [ "$(grep -c '^usage: diffsample solve' "$dir/out.txt")" != 1 ]; then
+  echo "program.sh: solve --help on the last rank alone: status $status, not 0 with the usage once:" >&2
+  cat "$dir/out.txt" "$dir/err.txt" >&2
+  exit 1
+fi
 # A failure on one process only, after MPI has started (the last rank alone gets a step size the library refuses,
 # which the program's check before the run reports with the flag): every rank stops with that rank's message, none
 # waits for the other. Seen failing: a hang (killed by the timeout) with the other rank in MPI_Gatherv, and again
