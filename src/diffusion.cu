@@ -389,23 +389,37 @@ diffusion_plan::~diffusion_plan() = default;
 diffusion_plan::diffusion_plan(diffusion_plan&&) noexcept = default;
 diffusion_plan& diffusion_plan::operator=(diffusion_plan&&) noexcept = default;
 
-std::int64_t diffusion_plan::steps() const noexcept { return storage_->steps; }
-executor diffusion_plan::where() const noexcept { return storage_->where; }
-bool diffusion_plan::needs_final_jump() const noexcept { return storage_->final_jump; }
-const std::int64_t* diffusion_plan::step_counter() const noexcept { return &storage_->state_ptr->step; }
+// A moved-from plan holds no storage: its noexcept getters give an empty plan (0 steps, null counter) and every other
+// call throws, naming the call (a null dereference before).
+std::int64_t diffusion_plan::steps() const noexcept { return storage_ ? storage_->steps : 0; }
+executor diffusion_plan::where() const noexcept { return storage_ ? storage_->where : executor::cpu; }
+bool diffusion_plan::needs_final_jump() const noexcept { return storage_ && storage_->final_jump; }
+const std::int64_t* diffusion_plan::step_counter() const noexcept {
+  return storage_ ? &storage_->state_ptr->step : nullptr;
+}
+
+namespace {
+const detail::plan_storage& live(const std::unique_ptr<detail::plan_storage>& storage, const char* call) {
+  DIFFSAMPLE_EXPECTS(storage != nullptr, call << ": this diffusion_plan was moved from and holds no plan; assign a "
+                                                 "plan to it (or make a new one) before using it");
+  return *storage;
+}
+}  // namespace
 
 channel diffusion_plan::step_channel(std::int64_t k) const {
-  DIFFSAMPLE_EXPECTS(k >= 0 && k <= storage_->steps, "k: must be in [0, " << storage_->steps << "], got " << k);
-  return {storage_->table[k].a, storage_->table[k].s};
+  const auto& st = live(storage_, "step_channel");
+  DIFFSAMPLE_EXPECTS(k >= 0 && k <= st.steps, "k: must be in [0, " << st.steps << "], got " << k);
+  return {st.table[k].a, st.table[k].s};
 }
 
 double diffusion_plan::step_time(std::int64_t k) const {
-  DIFFSAMPLE_EXPECTS(k >= 0 && k <= storage_->steps, "k: must be in [0, " << storage_->steps << "], got " << k);
-  return storage_->times[k];
+  const auto& st = live(storage_, "step_time");
+  DIFFSAMPLE_EXPECTS(k >= 0 && k <= st.steps, "k: must be in [0, " << st.steps << "], got " << k);
+  return st.times[k];
 }
 
 void diffusion_plan::reset(float* x, execution exec) {
-  const auto& st = *storage_;
+  const auto& st = live(storage_, "reset");
   const cudaStream_t stream = detail::plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS(x != nullptr || st.n == 0 || !st.draw_initial, "x: null pointer");
   kernels::for_each_index<32>(st.where, 1,
@@ -439,12 +453,12 @@ cudaStream_t apply_update(const detail::plan_storage& st, float* x, const float*
 }  // namespace
 
 void diffusion_plan::step(float* x, const float* model, execution exec) {
-  const cudaStream_t stream = apply_update(*storage_, x, model, false, exec);
+  const cudaStream_t stream = apply_update(live(storage_, "step"), x, model, false, exec);
   kernels::for_each_index<32>(storage_->where, 1, kernels::plan_advance_functor{storage_->state_ptr}, stream);
 }
 
 void diffusion_plan::finish(float* x, const float* model, execution exec) {
-  apply_update(*storage_, x, model, true, exec);
+  apply_update(live(storage_, "finish"), x, model, true, exec);
 }
 
 // --- ask/tell program ---------------------------------------------------------------------------------------------

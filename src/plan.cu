@@ -6,6 +6,8 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
+#include <sstream>
 #include <utility>
 
 #include "kernels/plan.cuh"
@@ -63,6 +65,44 @@ struct chain_plan_storage final : sampling_plan_storage {
 
 namespace {
 
+// A plan's host buffers, zeroed; out_of_memory naming the plan when the host cannot give them (std::bad_alloc, which
+// is no diffsample::error, before).
+template <class T>
+void host_assign(std::vector<T>& host, std::size_t count, const char* what) {
+  try {
+    host.assign(count, T{});
+  } catch (const std::bad_alloc&) {
+    std::ostringstream msg;
+    msg << what << ": could not allocate " << count * sizeof(T) << " bytes of host memory";
+    throw out_of_memory(msg.str());
+  }
+}
+
+// reset(initial): x <- initial (bytes). initial == x (reset(samples()): continue from the state) copies nothing;
+// any other overlap with x is refused (cudaMemcpyAsync does not define overlapping copies).
+// check_initial() refuses the overlap before reset() launches anything.
+void check_initial(const float* x, const float* initial, std::size_t bytes) {
+  if (initial == nullptr || bytes == 0 || initial == x) return;
+  const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  DIFFSAMPLE_EXPECTS(at(initial) + bytes <= at(x) || at(x) + bytes <= at(initial),
+                     "initial: overlaps samples() without being it (" << static_cast<const void*>(initial)
+                                                                       << " and " << static_cast<const void*>(x)
+                                                                       << "); pass samples() itself or a buffer "
+                                                                          "of your own");
+}
+
+void copy_initial(float* x, const float* initial, std::size_t bytes, executor where, cudaStream_t stream) {
+  if (bytes == 0 || initial == x) return;
+  if (where == executor::cuda)
+    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(x, initial, bytes, cudaMemcpyDefault, stream));
+  else
+    std::memcpy(x, initial, bytes);
+}
+
+}  // namespace
+
+namespace {
+
 std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::int64_t n, std::int64_t d,
                                                     execution exec) {
   auto st = std::make_unique<chain_plan_storage>();
@@ -96,7 +136,7 @@ std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::i
     DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(exec.stream));
   } else {
     check_allocation("sampling_plan", float_bytes, st->where);
-    st->host.assign(floats, 0.f);
+    host_assign(st->host, floats, "sampling_plan");
     base = st->host.data();
     st->host_state = initial;
     st->state = &st->host_state;
@@ -151,43 +191,75 @@ sampling_plan sampling_plan::guided(std::int64_t dim, const guided_problems& pro
   return sampling_plan(detail::make_guided_plan(dim, problems, options, output, exec));
 }
 
-std::int64_t sampling_plan::rows() const noexcept { return storage_->rows; }
-std::int64_t sampling_plan::dim() const noexcept { return storage_->d; }
-executor sampling_plan::where() const noexcept { return storage_->where; }
-std::int64_t sampling_plan::asks() const noexcept { return storage_->asks; }
-std::int64_t sampling_plan::position() const noexcept { return storage_->position; }
+// A moved-from plan holds no storage: its noexcept getters give an empty plan (0 rows, 0 asks, done, null
+// pointers) and every other call throws, naming the call (a null dereference before).
+std::int64_t sampling_plan::rows() const noexcept { return storage_ ? storage_->rows : 0; }
+std::int64_t sampling_plan::dim() const noexcept { return storage_ ? storage_->d : 0; }
+executor sampling_plan::where() const noexcept { return storage_ ? storage_->where : executor::cpu; }
+std::int64_t sampling_plan::asks() const noexcept { return storage_ ? storage_->asks : 0; }
+std::int64_t sampling_plan::position() const noexcept { return storage_ ? storage_->position : 0; }
 bool sampling_plan::done() const noexcept { return position() == asks(); }
-float* sampling_plan::samples() const noexcept { return storage_->samples(); }
-const std::int64_t* sampling_plan::position_counter() const noexcept { return storage_->counter(); }
-const std::int64_t* sampling_plan::accepted() const noexcept { return storage_->accepted(); }
+float* sampling_plan::samples() const noexcept { return storage_ ? storage_->samples() : nullptr; }
+const std::int64_t* sampling_plan::position_counter() const noexcept {
+  return storage_ ? storage_->counter() : nullptr;
+}
+const std::int64_t* sampling_plan::accepted() const noexcept { return storage_ ? storage_->accepted() : nullptr; }
+
+namespace {
+detail::sampling_plan_storage& live(const std::unique_ptr<detail::sampling_plan_storage>& storage, const char* call) {
+  DIFFSAMPLE_EXPECTS(storage != nullptr, call << ": this sampling_plan was moved from and holds no plan; assign a plan "
+                                                 "to it (or make a new one) before using it");
+  return *storage;
+}
+}  // namespace
 
 plan_request sampling_plan::request(std::int64_t k) const {
-  DIFFSAMPLE_EXPECTS(k >= 0 && k < asks(), "k: must be in [0, " << asks() << "), got " << k);
-  return storage_->request(k);
+  detail::sampling_plan_storage& st = live(storage_, "request");
+  DIFFSAMPLE_EXPECTS(k >= 0 && k < st.asks, "k: must be in [0, " << st.asks << "), got " << k);
+  return st.request(k);
 }
 
 plan_request sampling_plan::ask() const {
+  detail::sampling_plan_storage& st = live(storage_, "ask");
+  DIFFSAMPLE_EXPECTS(st.started, "ask: no trajectory started: call reset() first (it starts the trajectory, its "
+                                 "random key and its initial state)");
   DIFFSAMPLE_EXPECTS(!done(), "ask: the trajectory is done (" << asks() << " asks); call reset() to start another");
-  return request(position());
+  plan_request r = st.request(st.position);
+  st.asked = st.position;
+  return r;
 }
 
 void sampling_plan::tell(execution exec) {
+  detail::sampling_plan_storage& st = live(storage_, "tell");
+  DIFFSAMPLE_EXPECTS(st.started, "tell: no trajectory started: call reset() first (it starts the trajectory, its "
+                                 "random key and its initial state)");
   DIFFSAMPLE_EXPECTS(!done(), "tell: the trajectory is done (" << asks() << " asks); call reset() to start another");
-  const cudaStream_t stream = detail::plan_stream(storage_->where, exec);
-  const std::int64_t k = storage_->position;
-  storage_->position = k + 1;
-  storage_->tell(k, stream);
+  const std::int64_t k = st.position;
+  // Once ask() is used in a trajectory, each tell() must follow the ask() of its position: a second tell() after
+  // one ask() would apply ask k + 1 with ask k's answer.
+  DIFFSAMPLE_EXPECTS(st.asked < 0 || st.asked == k,
+                     "tell: ask " << k << " was not asked: ask " << st.asked << " was already told (a second tell() "
+                                  "for one ask() would apply ask " << k << " with ask " << st.asked
+                                  << "'s answer); call ask() before each tell()");
+  const cudaStream_t stream = detail::plan_stream(st.where, exec);
+  st.position = k + 1;
+  st.tell(k, stream);
 }
 
 void sampling_plan::write_outputs(const guided_outputs& outputs, execution exec) {
-  DIFFSAMPLE_EXPECTS(done(), "write_outputs: the trajectory is not done (" << position() << " of " << asks()
-                                                                          << " asks told)");
-  storage_->write_outputs(outputs, detail::plan_stream(storage_->where, exec));
+  detail::sampling_plan_storage& st = live(storage_, "write_outputs");
+  DIFFSAMPLE_EXPECTS(st.started && done(), "write_outputs: the trajectory is not done ("
+                                               << (st.started ? position() : 0) << " of " << asks()
+                                               << " asks told" << (st.started ? "" : "; no reset() yet") << ")");
+  st.write_outputs(outputs, detail::plan_stream(st.where, exec));
 }
 
 void sampling_plan::reset(const float* initial, execution exec) {
-  storage_->reset(initial, detail::plan_stream(storage_->where, exec));
-  storage_->position = 0;
+  detail::sampling_plan_storage& st = live(storage_, "reset");
+  st.reset(initial, detail::plan_stream(st.where, exec));
+  st.position = 0;
+  st.asked = -1;
+  st.started = true;
 }
 
 namespace detail {
@@ -211,24 +283,42 @@ unsigned char* workspace_plan_storage::allocate(const std::vector<unsigned char>
     DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(base + at_state, &initial, sizeof initial, cudaMemcpyHostToDevice, stream));
     DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
   } else {
-    host.assign(total, 0);
+    host_assign(host, total, "guided plan");
     base = host.data();
     std::memcpy(base, tables.data(), tables.size());
     std::memcpy(base + at_state, &initial, sizeof initial);
   }
   state = reinterpret_cast<kernels::plan_state*>(base + at_state);
+  memory = base;
+  memory_bytes = total;
   return base;
 }
 
+void workspace_plan_storage::refuse_overlaps(std::initializer_list<output_range> outputs) const {
+  // Addresses compared as integers: the caller's buffers are other allocations.
+  const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  const auto overlap = [&](const void* p, std::size_t pb, const void* q, std::size_t qb) {
+    return pb > 0 && qb > 0 && at(p) < at(q) + qb && at(q) < at(p) + pb;
+  };
+  for (auto i = outputs.begin(); i != outputs.end(); ++i) {
+    if (i->ptr == nullptr) continue;
+    DIFFSAMPLE_EXPECTS(!overlap(i->ptr, i->bytes, memory, memory_bytes),
+                       "outputs." << i->name << ": overlaps the plan's own memory (" << i->ptr << ", the plan's "
+                                  << static_cast<const void*>(memory) << " .. +" << memory_bytes
+                                  << " bytes: samples(), the asks' buffers and the state the outputs are computed "
+                                     "from); pass a buffer of your own");
+    for (auto j = outputs.begin(); j != i; ++j)
+      DIFFSAMPLE_EXPECTS(j->ptr == nullptr || !overlap(i->ptr, i->bytes, j->ptr, j->bytes),
+                         "outputs." << i->name << ": overlaps outputs." << j->name << " (" << i->ptr << " and "
+                                    << j->ptr << "): each output needs its own buffer");
+  }
+}
+
 bool workspace_plan_storage::start(const float* initial, cudaStream_t stream) {
+  check_initial(x, initial, static_cast<std::size_t>(rows * d) * sizeof(float));
   kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
   if (initial == nullptr) return false;
-  const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
-  if (bytes == 0) return true;
-  if (where == executor::cuda)
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(x, initial, bytes, cudaMemcpyDefault, stream));
-  else
-    std::memmove(x, initial, bytes);
+  copy_initial(x, initial, static_cast<std::size_t>(rows * d) * sizeof(float), where, stream);
   return true;
 }
 
@@ -267,16 +357,14 @@ void chain_plan_storage::reset(const float* initial, cudaStream_t stream) {
   DIFFSAMPLE_EXPECTS(initial != nullptr || pr.draw_initial || rows == 0,
                      "initial: null pointer, and this plan has no initial draw of its own (a Langevin plan, or "
                      "options.draw_initial = false)");
+  check_initial(buffers.x, initial, static_cast<std::size_t>(rows * d) * sizeof(float));
   kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, pr.first_chain, std::uint64_t(rows)},
                               stream);
   if (rows == 0) return;
   float* x = buffers.x;
   const std::size_t bytes = static_cast<std::size_t>(rows * d) * sizeof(float);
   if (initial != nullptr) {
-    if (where == executor::cuda)
-      DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(x, initial, bytes, cudaMemcpyDefault, stream));
-    else
-      std::memmove(x, initial, bytes);
+    copy_initial(x, initial, bytes, where, stream);
   } else {
     const std::int64_t blocks = buffers.blocks_per_row;
     const kernels::plan_initial_functor draw{x, state, int(d), blocks, pr.initial_scale, pr.seed};

@@ -2,7 +2,9 @@
 // samplers in src/plan.cu, the guided samplers in src/guided.cu) behind one interface.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -27,6 +29,8 @@ static_assert(plan_request_order.dim == 3 && plan_request_order.time == 6.0 &&
 struct sampling_plan_storage {
   executor where = executor::cpu;
   std::int64_t rows = 0, d = 0, asks = 0, position = 0;
+  bool started = false;     // a reset() has started a trajectory (ask() and tell() need one)
+  std::int64_t asked = -1;  // position of the last ask() in this trajectory; -1 when none (request()-only loops)
   virtual ~sampling_plan_storage() = default;
   /// The ask at position k (0 <= k < asks, checked by the caller).
   virtual plan_request request(std::int64_t k) const = 0;
@@ -76,6 +80,8 @@ struct workspace_plan_storage : sampling_plan_storage {
   void* device = nullptr;  // CUDA executor: the allocation
   std::vector<unsigned char> host;  // CPU executor: the allocation
   kernels::plan_state* state = nullptr;
+  const unsigned char* memory = nullptr;  // the allocation (either one) and its size in bytes
+  std::size_t memory_bytes = 0;
   float* x = nullptr;  // rows x d: the particles
   model_output output = model_output::denoiser;  // what the caller's model answers
   plan_steps steps;
@@ -98,6 +104,15 @@ struct workspace_plan_storage : sampling_plan_storage {
   bool start(const float* initial, cudaStream_t stream);
   float* samples() const override { return x; }
   const std::int64_t* counter() const override;
+  /// The caller's output buffers of write_outputs(), each {name, pointer (null: skipped), bytes}: @throws
+  /// invalid_argument naming the output when one overlaps the plan's own memory (samples(), the asks' buffers, the
+  /// plan's state, which the outputs are computed from) or another output.
+  struct output_range {
+    const char* name;
+    const void* ptr;
+    std::size_t bytes;
+  };
+  void refuse_overlaps(std::initializer_list<output_range> outputs) const;
 };
 
 /// The plan of a guided sampler (smc, dps or pigdm) for d-dimensional states (src/guided.cu).

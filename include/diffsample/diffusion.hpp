@@ -157,9 +157,11 @@ class DIFFSAMPLE_API diffusion_plan {
   diffusion_plan(std::int64_t n, std::int64_t dim, const diffusion_options& options, model_output output,
                  execution exec = {});
   ~diffusion_plan();
-  /// Moves the plan and its device buffers; the moved-from plan may only be destroyed or assigned.
+  /// Moves the plan and its device buffers. The moved-from plan holds none: steps() is 0, step_counter() null, and
+  /// step_channel(), step_time(), reset(), step() and finish() throw invalid_argument naming the call, until a plan
+  /// is assigned to it.
   diffusion_plan(diffusion_plan&&) noexcept;
-  /// Moves the plan and its device buffers; the moved-from plan may only be destroyed or assigned.
+  /// Moves the plan and its device buffers; the moved-from plan is as after the move constructor.
   diffusion_plan& operator=(diffusion_plan&&) noexcept;
   diffusion_plan(const diffusion_plan&) = delete;
   diffusion_plan& operator=(const diffusion_plan&) = delete;

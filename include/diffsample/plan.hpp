@@ -55,7 +55,8 @@ struct sampling_plan_storage;
 ///     // plan.samples(): rows() x dim() results
 ///
 /// The plan owns its state (samples()), the points it asks about and the answer buffer; all are allocated once by
-/// the constructor. ask() is host-only and cheap; tell() issues one launch (on the CUDA executor) or one pass of the
+/// the constructor (out_of_memory when the executor cannot give them). A plan is not thread-safe: one thread at a
+/// time may call it (distinct plans are independent). ask() is host-only and cheap; tell() issues one launch (on the CUDA executor) or one pass of the
 /// CPU pool and never synchronises or allocates. Positions and pointers of the asks depend only on the options, so
 /// a loop (reset, then ask/model/tell asks() times) captured in a CUDA graph replays a whole trajectory with fresh
 /// noise per replay: the random key of a trajectory lives in device memory and reset() advances it there.
@@ -152,9 +153,11 @@ class DIFFSAMPLE_API sampling_plan {
                               model_output output = model_output::denoiser, execution exec = {});
 
   ~sampling_plan();
-  /// Moves the plan and its buffers; the moved-from plan may only be destroyed or assigned.
+  /// Moves the plan and its buffers. The moved-from plan holds none: its getters give an empty plan (0 rows and
+  /// asks, done(), null pointers) and ask(), request(), tell(), reset() and write_outputs() throw invalid_argument
+  /// naming the call, until a plan is assigned to it.
   sampling_plan(sampling_plan&&) noexcept;
-  /// Moves the plan and its buffers; the moved-from plan may only be destroyed or assigned.
+  /// Moves the plan and its buffers; the moved-from plan is as after the move constructor.
   sampling_plan& operator=(sampling_plan&&) noexcept;
   sampling_plan(const sampling_plan&) = delete;
   sampling_plan& operator=(const sampling_plan&) = delete;
@@ -166,31 +169,41 @@ class DIFFSAMPLE_API sampling_plan {
   std::int64_t position() const noexcept;  ///< asks told in the current trajectory (host-side count)
   bool done() const noexcept;              ///< position() == asks()
 
-  /// The next ask (position()). Host-only; no launch, no synchronisation.
-  /// @throws invalid_argument when the trajectory is done
+  /// The next ask (position()). Host-only; no launch, no synchronisation. Calling it again before tell() gives the
+  /// same ask (nothing advances).
+  /// @throws invalid_argument before the first reset() (no trajectory: the state is not drawn) and when the
+  ///         trajectory is done
   plan_request ask() const;
   /// The ask at position @p k of every trajectory (for setting up a captured loop).
   /// @throws invalid_argument unless 0 <= k < asks()
   plan_request request(std::int64_t k) const;
   /// Applies the answer written into ask().answer and advances to the next ask, on exec.stream. Asynchronous on the
-  /// CUDA executor; no allocation, no synchronisation, no validation on the device (capturable).
-  /// @throws invalid_argument when the trajectory is done or exec.kind is neither automatic nor where() (checked on
-  ///         the host)
+  /// CUDA executor; no allocation, no synchronisation, no validation on the device (capturable). The answer is not
+  /// read on the host: a non-finite one makes its row's state non-finite (guided SMC: its particle's weight zero,
+  /// as resample() counts NaN log-weights) and touches no other row or problem. tell() needs no ask() (loops of
+  /// request(k) and tell(), as a captured loop is set up, run), but once ask() has been called in a trajectory each
+  /// tell() must follow the ask() of its position: a second tell() after one ask() would apply the next ask with
+  /// the previous one's answer, and is refused.
+  /// @throws invalid_argument before the first reset(), when the trajectory is done, for a second tell() after one
+  ///         ask(), or when exec.kind is neither automatic nor where() (checked on the host)
   void tell(execution exec = {});
   /// Starts the next trajectory: position 0 and, on the device, the random key of the next trajectory's chains.
   /// The initial state is @p initial (rows() x dim() on the plan's executor, copied with cudaMemcpyAsync) when
   /// given, otherwise drawn as the fused sampler draws it (diffusion plans with options.draw_initial), on
   /// exec.stream. Asynchronous on the CUDA executor; capturable.
-  /// @throws invalid_argument when @p initial is null and the plan has no draw of its own, or exec.kind is neither
-  ///         automatic nor where()
+  /// reset(samples()) starts from the current state (nothing is copied). Callable at any position: a trajectory
+  /// interrupted by reset() leaves nothing behind (the next one is as if the interrupted one had run to the end).
+  /// @throws invalid_argument when @p initial is null and the plan has no draw of its own, overlaps samples()
+  ///         without being it, or exec.kind is neither automatic nor where()
   void reset(const float* initial = nullptr, execution exec = {});
   /// The state, rows() x dim() (plan memory on its executor): the samples once done(). Writable between asks.
   float* samples() const noexcept;
   /// The outputs of a done guided SMC trajectory as guided_sample() writes them (trajectory t: with options.seed +
   /// t): particles, log_weights, samples (the final resampling, options.final_resample), log_normaliser,
   /// ess_trace and resample_count, each null to skip, memory of the plan's executor. Asynchronous on exec.stream.
-  /// @throws invalid_argument unless the plan is a guided SMC plan and done(), for a buffer on another executor, or
-  ///         for outputs.samples without options.final_resample
+  /// @throws invalid_argument unless the plan is a guided SMC plan and done() (a trajectory begun by reset()), for a
+  ///         buffer on another executor, for an output that overlaps the plan's own memory (samples(), the asks'
+  ///         buffers) or another output, or for outputs.samples without options.final_resample
   void write_outputs(const guided_outputs& outputs, execution exec = {});
   /// Device (on the CPU executor, host) pointer to position() as the device sees it, advanced by tell() on the
   /// device: for models captured in a graph that need the step index.
