@@ -894,7 +894,8 @@ DS_API ds_status ds_sampling_plan_get_info(const ds_sampling_plan* plan, int64_t
                                            ds_executor* where);
 
 /**
- * The next ask (host-only: no launch, no synchronisation). DS_INVALID_ARGUMENT when the trajectory is done.
+ * The next ask (host-only: no launch, no synchronisation; asking again before the tell gives the same ask).
+ * DS_INVALID_ARGUMENT before the first ds_sampling_plan_reset() and when the trajectory is done.
  * @param request  request->struct_size must be set
  */
 DS_API ds_status ds_sampling_plan_ask(const ds_sampling_plan* plan, ds_plan_request* request);
@@ -905,21 +906,26 @@ DS_API ds_status ds_sampling_plan_request(const ds_sampling_plan* plan, int64_t 
 /**
  * Applies the answer written into the current ask's buffer and advances to the next ask, on exec.stream
  * (exec.kind: DS_EXECUTOR_AUTOMATIC or the plan's executor). Asynchronous on the CUDA executor; no allocation, no
- * synchronisation (capturable). DS_INVALID_ARGUMENT when the trajectory is done.
+ * synchronisation (capturable). DS_INVALID_ARGUMENT before the first ds_sampling_plan_reset(), when the trajectory
+ * is done, and for a second tell after one ds_sampling_plan_ask() (it would apply the next ask with the previous
+ * answer; loops of ds_sampling_plan_request() and tells without asks run). A plan is not thread-safe: one thread at
+ * a time may call it.
  */
 DS_API ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, ds_execution exec);
 
 /**
- * Starts the next trajectory (position 0, the next trajectory's random key advanced on the device). The initial
- * state is @p initial (rows x dim on the plan's executor) when not NULL, else drawn as the fused sampler draws it
- * (diffusion plans with draw_initial), on exec.stream. Asynchronous on the CUDA executor; capturable.
+ * Starts the next trajectory (position 0, the next trajectory's random key advanced on the device), at any position
+ * of the current one. The initial state is @p initial (rows x dim on the plan's executor) when not NULL, else drawn
+ * as the fused sampler draws it (diffusion plans with draw_initial), on exec.stream; the plan's own samples continue
+ * the state, another pointer that overlaps them is refused. Asynchronous on the CUDA executor; capturable.
  */
 DS_API ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, ds_execution exec);
 
 /**
  * A done guided SMC trajectory's outputs as ds_guided_sample() writes them (log-weights, resampled samples,
  * log-normaliser estimates, ESS trace, resampling counts, particles; NULL members skipped), memory of the plan's
- * executor, on exec.stream. DS_INVALID_ARGUMENT for another plan or a trajectory not done.
+ * executor, on exec.stream. DS_INVALID_ARGUMENT for another plan, a trajectory not done, or an output that overlaps
+ * the plan's own memory (its samples, the asks' buffers) or another output.
  */
 DS_API ds_status ds_sampling_plan_write_outputs(ds_sampling_plan* plan, const ds_guided_outputs* outputs,
                                                 ds_execution exec);

@@ -881,7 +881,8 @@ class SamplingPlan:
     ``SamplingPlan.langevin(n, d, output='score', method='ula', step_size=..., steps=..., target=(a, s))``. Per ask,
     ``r = plan.ask()`` gives the points (rows, d), the channel ``(r['a'], r['s'])`` and the output wanted; the caller
     writes its model's output into ``r['answer']`` (a view of the plan's buffer, in the caller's framework on CUDA)
-    and calls ``plan.tell()``. ``plan.samples()`` is the state. ``plan.run(model)`` does the loop with
+    and calls ``plan.tell()``, or passes it, ``plan.tell(output)`` (copied after checking its dtype, shape and
+    device). A plan is not thread-safe: one thread at a time may call it. ``plan.samples()`` is the state. ``plan.run(model)`` does the loop with
     ``model(points, a, s)`` returning the output. MALA plans ask for the log-density too: ``r['log_density']`` is
     then a (rows,) view to write it into, and ``run``'s model returns the pair ``(output, log_density)``. Fed the
     mixture's own outputs, a plan reproduces the fused sampler bit for bit on the CPU executor. Requires a library with plans (``diffsample._core.HAS_SAMPLING_PLANS``).
@@ -1046,17 +1047,39 @@ class SamplingPlan:
                 r[name] = _framework_view(r[name], self._like)
         return r
 
-    def tell(self, *, stream: Stream = None) -> None:
-        """Applies the answer written into the current ask's answer buffer and advances to the next ask.
+    def tell(self, answer: Array = None, log_density: Array = None, *, stream: Stream = None) -> None:
+        """Applies the current ask's answer and advances to the next ask.
 
         Args:
+            answer: None (the answer was written into ask()['answer']), or the model's output for the current ask, a
+                (rows, d) float32 array on the plan's device (any framework), copied into the ask's answer buffer
+                first. Checked as run() checks its model's output: another dtype, shape or device raises
+                InvalidArgument (writing into the ask()['answer'] view instead follows its framework's rules:
+                NumPy broadcasts a (d,) row and casts float64 silently).
+            log_density: for a plan that asks for the log-density (mala) with answer given: its (rows,) float32
+                values, copied into ask()['log_density'] likewise; refused for the other plans.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
                 framework (the legacy default stream without like). Ignored on the CPU.
 
         Asynchronous on CUDA (no allocation, no synchronisation): write the answer in that stream's order first.
-        Raises InvalidArgument when the trajectory is done.
+        Raises InvalidArgument before the first reset(), when the trajectory is done, and for a second tell() after
+        one ask() (it would apply the next ask with this one's answer; tell(answer) counts as that ask's ask()).
         """
-        self._plan.tell(_stream(self._like, stream))
+        h = _stream(self._like, stream)
+        if answer is not None or log_density is not None:
+            r = self.ask()
+            if answer is None:
+                raise InvalidArgument("answer: None with log_density given; pass both (or write both into ask()'s "
+                                      "views)")
+            if r["log_density"] is None and log_density is not None:
+                raise InvalidArgument(f"log_density: ask {r['index']} of this plan asks for no log-density")
+            if r["log_density"] is not None and log_density is None:
+                raise InvalidArgument(f"log_density: ask {r['index']} of this plan asks for the model's log-density "
+                                      "too (mala): pass tell(answer, log_density)")
+            if log_density is not None:
+                _answer(r["log_density"], log_density, "log_density")
+            _answer(r["answer"], answer, "answer")
+        self._plan.tell(h)
 
     def reset(self, initial: Array = None, *, stream: Stream = None) -> None:
         """Starts the next trajectory: position 0 and the next trajectory's random key.

@@ -409,6 +409,50 @@ int main(void) {
     EXPECT_ERROR(ds_sampling_plan_tell(NULL, cpu), DS_INVALID_ARGUMENT, "plan");
     ds_sampling_plan_destroy(NULL);
   }
+  {
+    /* A null handle is refused by every call that takes one (seen failing with ds_sampling_plan_accepted() not
+     * checking it: a segmentation fault), and calls out of sequence by their status and a message naming the call
+     * (seen failing before the checks: ask and tell ran on a plan never reset, a second tell after one ask ran). */
+    const int64_t n = 6, d = 2;
+    ds_diffusion_options o;
+    ds_sampling_plan* plan = NULL;
+    ds_plan_request r;
+    int64_t asks = 0, position = 0;
+    ds_executor where = DS_EXECUTOR_AUTOMATIC;
+    float* samples = NULL;
+    const int64_t* counter = NULL;
+    const int64_t* accepted = NULL;
+    ds_guided_outputs outputs;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    memset(&outputs, 0, sizeof outputs);
+    outputs.struct_size = sizeof outputs;
+    EXPECT_ERROR(ds_sampling_plan_get_info(NULL, &asks, &position, &where), DS_INVALID_ARGUMENT, "plan: null handle");
+    EXPECT_ERROR(ds_sampling_plan_ask(NULL, &r), DS_INVALID_ARGUMENT, "plan: null handle");
+    EXPECT_ERROR(ds_sampling_plan_request(NULL, 0, &r), DS_INVALID_ARGUMENT, "plan: null handle");
+    EXPECT_ERROR(ds_sampling_plan_tell(NULL, cpu), DS_INVALID_ARGUMENT, "plan: null handle");
+    EXPECT_ERROR(ds_sampling_plan_reset(NULL, NULL, cpu), DS_INVALID_ARGUMENT, "plan: null handle");
+    EXPECT_ERROR(ds_sampling_plan_write_outputs(NULL, &outputs, cpu), DS_INVALID_ARGUMENT, "plan: null handle");
+    EXPECT_ERROR(ds_sampling_plan_samples(NULL, &samples), DS_INVALID_ARGUMENT, "plan: null handle");
+    EXPECT_ERROR(ds_sampling_plan_position_counter(NULL, &counter), DS_INVALID_ARGUMENT, "plan: null handle");
+    EXPECT_ERROR(ds_sampling_plan_accepted(NULL, &accepted), DS_INVALID_ARGUMENT, "plan: null handle");
+    CHECK(samples == NULL && counter == NULL && accepted == NULL);
+
+    CHECK_OK(ds_diffusion_options_init(&o, sizeof o));
+    o.steps = 3;
+    CHECK_OK(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_DENOISER, cpu, &plan));
+    EXPECT_ERROR(ds_sampling_plan_ask(plan, &r), DS_INVALID_ARGUMENT, "ask: no trajectory started");
+    EXPECT_ERROR(ds_sampling_plan_tell(plan, cpu), DS_INVALID_ARGUMENT, "tell: no trajectory started");
+    CHECK_OK(ds_sampling_plan_reset(plan, NULL, cpu));
+    CHECK_OK(ds_sampling_plan_ask(plan, &r));
+    memset(r.answer, 0, sizeof(float) * (size_t)(n * d));
+    CHECK_OK(ds_sampling_plan_tell(plan, cpu));
+    EXPECT_ERROR(ds_sampling_plan_tell(plan, cpu), DS_INVALID_ARGUMENT, "tell: ask 1 was not asked");
+    CHECK_OK(ds_sampling_plan_get_info(plan, NULL, &position, NULL));
+    CHECK(position == 1);
+    EXPECT_ERROR(ds_sampling_plan_write_outputs(plan, &outputs, cpu), DS_INVALID_ARGUMENT, "not done");
+    ds_sampling_plan_destroy(plan);
+  }
   ds_mixture_destroy(m);
   if (failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", failures);

@@ -81,6 +81,62 @@ def test_ask_gives_views_of_the_plans_buffers(mixture2):
             plan.ask(bad)
 
 
+def test_tell_copies_a_checked_answer(mixture2):
+    # tell(answer) copies the model's output into the ask's buffer after run()'s checks: a (d,) row, float64 values
+    # and one row too few are refused (writing them into the ask()['answer'] view broadcasts or casts silently) and
+    # the plan does not advance; the checked answers give the fused sampler's samples. Seen failing before
+    # tell(answer) (TypeError: unexpected argument).
+    n = 16
+    fused = ds.diffusion(mixture2, n, sampler="ddpm", steps=3, seed=4)
+    plan = ds.SamplingPlan.diffusion(n, 2, output="denoiser", sampler="ddpm", steps=3, seed=4)
+    plan.reset()
+    while not plan.done:
+        r = plan.ask()
+        good = mixture2.denoiser(np.ascontiguousarray(r["points"]), r["a"], r["s"])
+        for bad, message in ((good[0], r"answer: shape \(2,\), expected \(16, 2\)"),
+                             (good.astype(np.float64), "answer: dtype float64, expected float32"),
+                             (good[1:], r"answer: shape \(15, 2\)"),
+                             ([[0.0, 0.0]] * n, "answer: a list")):
+            with pytest.raises(ds.InvalidArgument, match=message):
+                plan.tell(bad)
+            assert plan.position == r["index"]
+        with pytest.raises(ds.InvalidArgument, match="asks for no log-density"):
+            plan.tell(good, np.zeros(n, dtype=np.float32))
+        plan.tell(good)
+    np.testing.assert_array_equal(plan.samples(), fused)
+    # MALA: the log-density with the answer, checked the same way.
+    mala = ds.SamplingPlan.langevin(n, 2, method="mala", steps=2, step_size=0.1)
+    mala.reset(np.zeros((n, 2), dtype=np.float32))
+    score = np.zeros((n, 2), dtype=np.float32)
+    with pytest.raises(ds.InvalidArgument, match="log_density: ask 0 .* pass tell\\(answer, log_density\\)"):
+        mala.tell(score)
+    with pytest.raises(ds.InvalidArgument, match=r"log_density: shape \(15,\), expected \(16,\)"):
+        mala.tell(score, np.zeros(n - 1, dtype=np.float32))
+    mala.tell(score, np.zeros(n, dtype=np.float32))
+    assert mala.position == 1
+
+
+def test_plan_refuses_calls_out_of_sequence():
+    # Seen failing before the checks: ask() and tell() ran on a plan never reset, and a second tell() after one ask()
+    # applied the next ask with the previous answer.
+    plan = ds.SamplingPlan.diffusion(8, 2, output="denoiser", sampler="ddpm", steps=2)
+    with pytest.raises(ds.InvalidArgument, match=r"^ask: no trajectory started: call reset\(\) first"):
+        plan.ask()
+    with pytest.raises(ds.InvalidArgument, match=r"^tell: no trajectory started"):
+        plan.tell()
+    assert plan.ask(1)["index"] == 1  # the options' requests need no trajectory
+    plan.reset()
+    plan.ask()
+    plan.tell()
+    with pytest.raises(ds.InvalidArgument, match=r"^tell: ask 1 was not asked: ask 0 was already told"):
+        plan.tell()
+    assert plan.position == 1
+    plan.ask()
+    plan.tell()
+    with pytest.raises(ds.InvalidArgument, match="done"):
+        plan.tell()
+
+
 # Two problems y_b = A_b x + sigma_y,b z on the d = 2 mixture, d_y = 1.
 A2 = [np.array([[1.0, 0.5]]), np.array([[-0.3, 1.0]])]
 Y2 = np.array([[1.0], [-0.5]])
