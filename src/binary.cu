@@ -130,6 +130,10 @@ executor bernoulli_mixture::evaluate(float* out, std::int64_t n, const float* y,
   const executor where = detail::resolve_executor(exec.kind, y);
   detail::check_buffer("y", y, n * d, sizeof(float), where);
   detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
+  // Points are evaluated in parallel: out may not share y's memory, in place included.
+  detail::check_disjoint({{"y", y, static_cast<std::size_t>(n * d) * sizeof(float)},
+                          {"out", out, static_cast<std::size_t>(what == quantity::log_density ? n : n * d) *
+                                           sizeof(float)}});
   const float a = float(alpha);
   kernels::for_each_index(where, n,
                           binary_evaluate_functor{storage_->view(where), y, out, a,
@@ -167,6 +171,8 @@ executor bernoulli_mixture::sample(float* out, std::int64_t n, double alpha, std
   const executor where = detail::resolve_executor(exec.kind, out);
   detail::check_buffer("out", out, n * d, sizeof(float), where);
   if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);
+  detail::check_disjoint({{"out", out, static_cast<std::size_t>(n * d) * sizeof(float)},
+                          {"labels", labels, static_cast<std::size_t>(n) * sizeof(std::int32_t)}});
   const double flip = std::isinf(alpha) ? 0.0 : 1.0 / (1.0 + std::exp(2.0 * alpha));
   kernels::for_each_index(where, n,
                           binary_sample_functor{storage_->cumulative_for(where), storage_->probs(where), int(components()),

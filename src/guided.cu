@@ -739,6 +739,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
 
   std::unique_ptr<detail::scratch> owned;
+  detail::check_outputs_disjoint(out, B, BN, d, K, smc, workspace, l.total);
   if (workspace == nullptr) detail::check_allocation("guided workspace", l.total, where);
   unsigned char* ws = detail::workspace_or_scratch(l.total, workspace, workspace_bytes, 16, where, exec.stream, owned);
   if (where == executor::cuda) {
@@ -1240,6 +1241,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     if (out.resample_count != nullptr) detail::check_buffer("outputs.resample_count", out.resample_count, B, sizeof(std::int32_t), where);
     DIFFSAMPLE_EXPECTS(out.samples == nullptr || o.final_resample,
                        "outputs.samples: given but options.final_resample is false");
+    detail::check_outputs_disjoint(out, B, BL, d, o.steps, true, nullptr, 0);
     reduced = reduce_svd(given, prior.dim());
     const guided_problems& pr = reduced.active ? reduced.problems : given;
     guided_options lo = o;

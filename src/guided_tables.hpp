@@ -174,6 +174,24 @@ struct run_space {
   std::vector<unsigned char> host;  ///< the host tables (prepare_laid_out_run()), which a CPU run reads again
 };
 
+/// Refuses outputs of a guided run that share memory with each other or with the caller's workspace: each is written
+/// at the end from the run's state in the workspace, so one over another, or over the state, loses data. @p rows:
+/// problems x particles (of this shard); @p steps: the run's steps (the ESS trace holds problems x (steps + 1)); the
+/// SMC-only outputs count when @p smc; @p workspace_bytes: the bytes the run uses of @p workspace.
+inline void check_outputs_disjoint(const guided_outputs& out, std::int64_t problems, std::int64_t rows,
+                                   std::int64_t d, std::int64_t steps, bool smc, const void* workspace,
+                                   std::size_t workspace_bytes) {
+  const auto bytes = [](std::int64_t count, std::size_t each) { return static_cast<std::size_t>(count) * each; };
+  check_disjoint({{"outputs.particles", out.particles, bytes(rows * d, sizeof(float))},
+                  {"outputs.samples", out.samples, bytes(rows * d, sizeof(float))},
+                  {"outputs.log_weights", smc ? out.log_weights : nullptr, bytes(rows, sizeof(float))},
+                  {"outputs.log_normaliser", smc ? out.log_normaliser : nullptr, bytes(problems, sizeof(double))},
+                  {"outputs.ess_trace", smc ? out.ess_trace : nullptr, bytes(problems * (steps + 1), sizeof(float))},
+                  {"outputs.resample_count", smc ? out.resample_count : nullptr,
+                   bytes(problems, sizeof(std::int32_t))},
+                  {"workspace", workspace, workspace_bytes}});
+}
+
 inline const void* output_probe(const guided_outputs& out) {
   return out.particles != nullptr ? static_cast<const void*>(out.particles) : static_cast<const void*>(out.samples);
 }
@@ -185,6 +203,7 @@ inline void prepare_run(run_space& rs, const guided_problems& pr, const guided_o
   const std::int64_t BN = pr.problems * o.particles;
   if (out.particles != nullptr) check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), rs.where);
   if (out.samples != nullptr) check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), rs.where);
+  check_outputs_disjoint(out, pr.problems, BN, d, o.steps, false, workspace, total);
   if (workspace == nullptr) check_allocation("guided workspace", total, rs.where);
   rs.ws = workspace_or_scratch(total, workspace, workspace_bytes, 16, rs.where, exec.stream, rs.owned);
   if (rs.where == executor::cuda) {

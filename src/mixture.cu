@@ -250,6 +250,8 @@ executor gaussian_mixture::sample(float* out, std::int64_t n, channel ch, std::u
   const executor where = detail::resolve_executor(exec.kind, out);
   detail::check_buffer("out", out, n * d, sizeof(float), where);
   if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);
+  detail::check_disjoint({{"out", out, static_cast<std::size_t>(n * d) * sizeof(float)},
+                          {"labels", labels, static_cast<std::size_t>(n) * sizeof(std::int32_t)}});
   kernels::for_each_index(where, n,
                           kernels::mixture_sample_functor{storage_->view(where), storage_->cumulative_for(where), out,
                                                           labels, float(ch.a), float(ch.s * ch.s), seed, first_index},

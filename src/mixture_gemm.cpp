@@ -489,6 +489,16 @@ evaluate_report gaussian_mixture::evaluate(float* out, std::int64_t n, const flo
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
   const mixture_path path = detail::choose_path(*storage_, what, n, where, options);
+  // Points are evaluated in parallel (and the gemm path reads x after its products wrote out), so out may not share
+  // x's memory, in place included; nor may the caller's workspace.
+  const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);
+  const std::size_t ws_bytes = workspace != nullptr && path == mixture_path::gemm && where == executor::cuda
+                                   ? detail::gemm_cuda_workspace_bytes(what, n, components(), d, options)
+                                   : 0;
+  detail::check_disjoint({{"x", x, x_bytes},
+                          {"out", out, what == quantity::log_density ? static_cast<std::size_t>(n) * sizeof(float)
+                                                                     : x_bytes},
+                          {"workspace", workspace, ws_bytes}});
   if (path == mixture_path::direct) return {evaluate_direct(what, x, n, ch, out, {where, exec.stream}), path};
   return detail::gemm_evaluate(*storage_, what, x, n, ch, out, options, where, exec.stream, workspace,
                                workspace_bytes);
@@ -514,6 +524,10 @@ evaluate_report gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   detail::check_buffer("v", v, n * d, sizeof(float), where);
   detail::check_buffer("out", out, n * d, sizeof(float), where);
+  // Points are processed in parallel: out may share neither input's memory (x and v may share each other's).
+  const std::size_t bytes = static_cast<std::size_t>(n * d) * sizeof(float);
+  detail::check_disjoint({{"x", x, bytes}, {"out", out, bytes}});
+  detail::check_disjoint({{"v", v, bytes}, {"out", out, bytes}});
   const mixture_path path = detail::choose_path(*storage_, quantity::denoiser, n, where, options);
   if (path == mixture_path::direct) {
     detail::denoiser_jvp_unchecked(*storage_, x, v, n, ch, out, {where, exec.stream});

@@ -145,6 +145,8 @@ executor mixture_posterior::sample_on(T* out, std::int64_t n, std::uint64_t seed
   const executor where = detail::resolve_executor(exec.kind, out);
   detail::check_buffer("out", out, n * d, sizeof(T), where);
   if (labels != nullptr) detail::check_buffer("labels", labels, n, sizeof(std::int32_t), where);
+  detail::check_disjoint({{"out", out, static_cast<std::size_t>(n * d) * sizeof(T)},
+                          {"labels", labels, static_cast<std::size_t>(n) * sizeof(std::int32_t)}});
   if (n == 0) return where;
   const bool on_device = where == executor::cuda;
   DIFFSAMPLE_EXPECTS(!on_device || tables_->device != nullptr,

@@ -230,6 +230,105 @@ TEST(Validation, ChainBuffersMustNotOverlap) {
   EXPECT_NO_THROW(diffusion(mix, xa, {xa + rows}, n, df, cpu));
 }
 
+// The evaluations and exact samplers write their output point by point, in parallel, while other points still read
+// theirs: an out one row after x gave the next point's score from the previous point's output (CPU, direct and gemm
+// paths), log-densities written over x's first rows clobbered points not yet read, labels written over the samples
+// replaced coordinates. Every overlap of an output with an input or with the other output is refused, in place
+// included, the buffers untouched. Seen failing before the check: no exception, the buffer changed.
+TEST(Validation, EvaluationOutputsMustNotOverlapTheirInputs) {
+  const gaussian_mixture mix = grid_mixture(3, 3, 2.0, 0.5);
+  const bernoulli_mixture bern(3, {1.0, 2.0}, {0.2, 0.6, 0.9, 0.7, 0.4, 0.1});
+  linear_observation obs;
+  obs.d_y = 1;
+  obs.d_x = 3;
+  obs.A = {1, 0, 0};
+  obs.sigma_y = 0.5;
+  obs.y = {0.3};
+  const mixture_posterior post(mix, obs);
+  const std::int64_t n = 8, d = 3;
+  const execution cpu{executor::cpu};
+  std::vector<float> buffer(4 * n * d);
+  for (std::size_t i = 0; i < buffer.size(); ++i) buffer[i] = (i % 3 == 0 ? 1.f : -1.f);
+  const std::vector<float> before = buffer;
+  float* x = buffer.data() + n * d;  // room before and after
+  std::vector<float> v(n * d, 0.5f);
+  for (const std::int64_t shift : {std::int64_t(0), d, -d}) {
+    SCOPED_TRACE("out at x + " + std::to_string(shift));
+    float* out = x + shift;
+    for (const mixture_path path : {mixture_path::direct, mixture_path::gemm}) {
+      evaluate_options o;
+      o.path = path;
+      for (const quantity q : {quantity::score, quantity::denoiser, quantity::log_density}) {
+        if (q == quantity::log_density && shift < 0) continue;  // n floats just before x do not reach it
+        expect_error([&] { mix.evaluate(out, n, x, {1.0, 0.5}, q, o, cpu); }, {"out: must not overlap x"});
+      }
+      expect_error([&] { mix.denoiser_jvp(out, n, x, v.data(), {1.0, 0.5}, o, cpu); }, {"out: must not overlap x"});
+      expect_error([&] { mix.denoiser_jvp(out, n, v.data(), x, {1.0, 0.5}, o, cpu); }, {"out: must not overlap v"});
+    }
+    expect_error([&] { bern.evaluate(out, n, x, 1.0, quantity::score, cpu); }, {"out: must not overlap y"});
+    if (shift >= 0)
+      expect_error([&] { bern.evaluate(out, n, x, 1.0, quantity::log_density, cpu); }, {"out: must not overlap y"});
+    // Labels (n int32) over the samples' last rows.
+    auto* labels = reinterpret_cast<std::int32_t*>(x + n * d - n + (shift < 0 ? 0 : shift));
+    expect_error([&] { mix.sample(x, n, {}, 1, labels, 0, cpu); }, {"labels: must not overlap out"});
+    expect_error([&] { bern.sample(x, n, 1.0, 1, labels, 0, cpu); }, {"labels: must not overlap out"});
+    expect_error([&] { post.sample(x, n, 1, labels, 0, cpu); }, {"labels: must not overlap out"});
+    EXPECT_EQ(buffer, before);
+  }
+  // Separate buffers run; x and v may be one buffer (both are read only).
+  std::vector<float> out(n * d);
+  EXPECT_NO_THROW(mix.evaluate(out.data(), n, x, {1.0, 0.5}, quantity::score, cpu));
+  EXPECT_NO_THROW(mix.denoiser_jvp(out.data(), n, x, x, {1.0, 0.5}, cpu));
+}
+
+// guided_sample() writes every output at the end from the run's state in its workspace (SMC gathers its samples from
+// that state after it copied the particles out), so samples over the particles replaced them, and a workspace over an
+// output was overwritten by the run. Outputs sharing memory with each other or with the caller's workspace are
+// refused, for every sampler family's entry (the SMC / DPS run, TMPD's and DDRM's), before anything is written. Seen
+// failing before the check: no exception, the buffer changed.
+TEST(Validation, GuidedOutputsMustNotOverlap) {
+  const auto mix = small();  // d = 2
+  guided_problems g;
+  g.problems = 1;
+  g.d_y = 1;
+  g.A = {1, 0};
+  g.sigma_y = {0.5};
+  g.y = {0.3};
+  const std::int64_t N = 16, d = 2, rows = N * d;
+  const execution cpu{executor::cpu};
+  for (const guided_sampler sampler : {guided_sampler::smc, guided_sampler::dps, guided_sampler::tmpd,
+                                       guided_sampler::ddrm}) {
+    SCOPED_TRACE(to_string(sampler));
+    guided_options o;
+    o.sampler = sampler;
+    o.particles = N;
+    o.steps = 3;
+    const std::size_t need = guided_workspace_bytes(mix, g, o);
+    std::vector<float> buffer(2 * rows + need / sizeof(float) + 64, 0.25f);
+    const std::vector<float> before = buffer;
+    float* particles = buffer.data() + 16;
+    guided_outputs out;
+    out.particles = particles;
+    for (const std::int64_t shift : {std::int64_t(0), d, -d}) {
+      out.samples = particles + shift;
+      expect_error([&] { guided_sample(mix, out, g, o, cpu); },
+                   {"outputs.samples: must not overlap outputs.particles"});
+    }
+    out.samples = nullptr;
+    expect_error([&] { guided_sample(mix, out, g, o, cpu, particles - 8, need); },
+                 {"workspace: must not overlap outputs.particles"});
+    if (sampler == guided_sampler::smc) {
+      std::vector<float> separate(rows);
+      out.particles = separate.data();
+      out.log_weights = particles;  // N floats
+      out.ess_trace = particles + N / 2;  // 4 floats over the log-weights' second half
+      expect_error([&] { guided_sample(mix, out, g, o, cpu); },
+                   {"outputs.ess_trace: must not overlap outputs.log_weights"});
+    }
+    EXPECT_EQ(buffer, before);
+  }
+}
+
 // The trajectory's size was formed as records x n before its check: 64 records of n = 2^58 chains wrapped around 2^64
 // to 0 elements, so any trajectory pointer passed as large enough. Seen failing before the fix: the error came later,
 // from the workspace size, naming n and not the trajectory.

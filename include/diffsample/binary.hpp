@@ -54,7 +54,8 @@ class DIFFSAMPLE_API bernoulli_mixture {
   /// Evaluates @p what at n points y (n x d row-major, any real values) for the flip strength @p alpha > 0:
   /// log_density: log q(y) (n floats; on {-1,1}^d the exact log pmf of the noisy variable), score: grad log q(y),
   /// denoiser: E[x | y] = score / alpha (n x d floats each). FP32, one-pass online softmax over components. Buffers are
-  /// device-accessible for the CUDA executor and host-accessible for the CPU one. Asynchronous on the CUDA executor.
+  /// device-accessible for the CUDA executor and host-accessible for the CPU one; @p out may not overlap @p y, in
+  /// place included (invalid_argument). Asynchronous on the CUDA executor.
   /// @return the executor that ran
   executor evaluate(float* out, std::int64_t n, const float* y, double alpha, quantity what,
                     execution exec = {}) const;
@@ -75,7 +76,7 @@ class DIFFSAMPLE_API bernoulli_mixture {
   /// Exact samples of the noisy variable y (entries +-1, as floats): point i draws its component and coordinates from
   /// the Philox stream (seed, first_index + i, 0). @p alpha > 0, or +infinity for samples of the prior itself.
   /// @param out     n x d floats
-  /// @param labels  optional n int32 component indices (nullptr to skip)
+  /// @param labels  optional n int32 component indices (nullptr to skip), not overlapping @p out
   /// @param first_index 0..limits::max_first_chain
   /// @return the executor that ran. Asynchronous on the CUDA executor.
   executor sample(float* out, std::int64_t n, double alpha, std::uint64_t seed, std::int32_t* labels = nullptr,

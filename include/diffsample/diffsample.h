@@ -409,7 +409,8 @@ typedef struct ds_guided_options {
 
 /**
  * Output buffers of ds_guided_sample() (diffsample::guided_outputs): device-accessible on the CUDA executor,
- * host-accessible on the CPU one; NULL to skip. Initialise with ds_guided_outputs_init() (all NULL).
+ * host-accessible on the CPU one; NULL to skip. Initialise with ds_guided_outputs_init() (all NULL). No two of them,
+ * nor one and the workspace, may overlap (DS_INVALID_ARGUMENT).
  */
 typedef struct ds_guided_outputs {
   size_t struct_size;       /**< sizeof(ds_guided_outputs), set by ds_guided_outputs_init() */
@@ -505,15 +506,16 @@ DS_API ds_status ds_mixture_shape(const ds_mixture* mixture, int64_t* components
 
 /**
  * Evaluates @p what at n points x (n x d) of channel @p ch, in FP32. @p out holds n floats (DS_LOG_DENSITY) or
- * n x d floats (DS_SCORE, DS_DENOISER). Asynchronous on the CUDA executor.
+ * n x d floats (DS_SCORE, DS_DENOISER) and may not overlap @p x, in place included (DS_INVALID_ARGUMENT).
+ * Asynchronous on the CUDA executor.
  * @param ran  receives the executor that ran (may be NULL)
  */
 DS_API ds_status ds_mixture_evaluate(const ds_mixture* mixture, ds_quantity what, const float* x, int64_t n,
                                      ds_channel ch, float* out, ds_execution exec, ds_executor* ran);
 
 /**
- * Jacobian of the denoiser times v, per point: (d E[x0 | x_t = x] / dx) v. x, v and out are n x d.
- * Asynchronous on the CUDA executor.
+ * Jacobian of the denoiser times v, per point: (d E[x0 | x_t = x] / dx) v. x, v and out are n x d; out may overlap
+ * neither x nor v (DS_INVALID_ARGUMENT). Asynchronous on the CUDA executor.
  * @param ran  receives the executor that ran (may be NULL)
  */
 DS_API ds_status ds_mixture_denoiser_jvp(const ds_mixture* mixture, const float* x, const float* v, int64_t n,
@@ -583,7 +585,7 @@ DS_API ds_status ds_mixture_chosen_path(const ds_mixture* mixture, int64_t n, ds
  * Exact samples of p_t: point i draws from the Philox stream (seed, first_index + i, 0). Asynchronous on the CUDA
  * executor.
  * @param out     n x d floats
- * @param labels  n component indices, or NULL to skip
+ * @param labels  n component indices, or NULL to skip; not overlapping @p out
  * @param ran     receives the executor that ran (may be NULL)
  */
 DS_API ds_status ds_mixture_sample(const ds_mixture* mixture, float* out, int64_t n, ds_channel ch, uint64_t seed,

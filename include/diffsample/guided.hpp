@@ -252,7 +252,8 @@ struct guided_options {
   std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
 };
 
-/// Caller buffers (device-accessible on the CUDA executor, host-accessible on the CPU one); nullptr to skip.
+/// Caller buffers (device-accessible on the CUDA executor, host-accessible on the CPU one); nullptr to skip. No two
+/// of them, nor one and the caller's workspace, may share memory (invalid_argument naming both).
 struct guided_outputs {
   float* particles = nullptr;        ///< B x N x d_x final particles (weighted by log_weights for smc)
   float* log_weights = nullptr;      ///< B x N final log-weights, unnormalised (smc; zeros after a resampling)

@@ -134,8 +134,8 @@ class DIFFSAMPLE_API gaussian_mixture {
 
   /// Evaluates @p what at n points x (n x d row-major) of the channel @p ch, in FP32 with a one-pass online
   /// softmax over components. @p out holds n floats (log_density) or n x d floats (score, denoiser).
-  /// Buffers are device-accessible for the CUDA executor and host-accessible for the CPU one. Asynchronous on the
-  /// CUDA executor. @return the executor that ran.
+  /// Buffers are device-accessible for the CUDA executor and host-accessible for the CPU one; @p out may not overlap
+  /// @p x, in place included (invalid_argument). Asynchronous on the CUDA executor. @return the executor that ran.
   executor evaluate(float* out, std::int64_t n, const float* x, channel ch, quantity what,
                     execution exec = {}) const;
   /// evaluate() in the argument order before 0.3.0 (output after the inputs).
@@ -199,7 +199,8 @@ class DIFFSAMPLE_API gaussian_mixture {
   }
 
   /// Jacobian of the denoiser times v: (d E[x0|x_t=x] / dx) v, per point, with no d x d matrix formed.
-  /// x, v and out are n x d. Asynchronous on the CUDA executor. @return the executor that ran.
+  /// x, v and out are n x d; out may overlap neither x nor v (invalid_argument). Asynchronous on the CUDA executor.
+  /// @return the executor that ran.
   executor denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,
                         execution exec = {}) const;
   /// denoiser_jvp() in the argument order before 0.3.0 (output after the inputs).
@@ -239,7 +240,7 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// Exact samples of p_t: point i draws its component and noise from the Philox stream (seed, first_index + i, 0),
   /// so samples do not depend on batch split or executor (up to the last bits of the normals).
   /// @param out         n x d floats
-  /// @param labels      optional n int32 component indices (nullptr to skip)
+  /// @param labels      optional n int32 component indices (nullptr to skip), not overlapping @p out
   /// @param first_index 0..limits::max_first_chain
   /// @return the executor that ran. Asynchronous on the CUDA executor.
   executor sample(float* out, std::int64_t n, channel ch, std::uint64_t seed, std::int32_t* labels = nullptr,

@@ -85,7 +85,7 @@ class DIFFSAMPLE_API mixture_posterior {
   /// x = m'_k + L_k z with L_k the Cholesky factor of S'_k. Results do not depend on how a set of samples is split
   /// into calls, on the thread count, or (up to rounding of the FP64 arithmetic) on the executor.
   /// @param out     n x d_x host doubles
-  /// @param labels  optional n host int32 component indices (nullptr to skip)
+  /// @param labels  optional n host int32 component indices (nullptr to skip), not overlapping @p out
   void sample(double* out, std::int64_t n, std::uint64_t seed, std::int32_t* labels = nullptr,
               std::uint64_t first_index = 0) const;
   /// The same samples rounded to float (n x d_x host floats), e.g. for sliced_wasserstein() against a sampler.
