@@ -440,6 +440,11 @@ cudaStream_t apply_update(const detail::plan_storage& st, float* x, const float*
                           execution exec) {
   const cudaStream_t stream = detail::plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
+  // Each thread reads its block of x and of the model's output and writes x: a model buffer that shares a byte with
+  // x would be read after other threads wrote it (a shifted view), or would have replaced the state the update
+  // needs (x itself). Refused on the host, before the launch (no synchronisation; capturable).
+  const std::size_t bytes = static_cast<std::size_t>(st.n * st.d) * sizeof(float);
+  detail::check_disjoint({{"x", x, bytes}, {"model", model, bytes}});
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
   const kernels::plan_step_functor f{st.table_ptr, st.convert_ptr, st.state_ptr, st.steps, x, model,
                                      int(st.d), blocks, final_jump, st.seed};

@@ -211,16 +211,27 @@ detail::sampling_plan_storage& live(const std::unique_ptr<detail::sampling_plan_
                                                  "to it (or make a new one) before using it");
   return *storage;
 }
+
+// live(), and not after a tell() that threw part-way through its update: the state may hold part of that update
+// (guided SMC: weighted, not resampled), so only reset() is accepted.
+detail::sampling_plan_storage& usable(const std::unique_ptr<detail::sampling_plan_storage>& storage,
+                                      const char* call) {
+  detail::sampling_plan_storage& st = live(storage, call);
+  DIFFSAMPLE_EXPECTS(st.failed < 0, call << ": the last tell() failed (ask " << st.failed
+                                         << "'s update threw part-way, so the state may hold part of it); call "
+                                            "reset() to start another trajectory");
+  return st;
+}
 }  // namespace
 
 plan_request sampling_plan::request(std::int64_t k) const {
-  detail::sampling_plan_storage& st = live(storage_, "request");
+  detail::sampling_plan_storage& st = usable(storage_, "request");
   DIFFSAMPLE_EXPECTS(k >= 0 && k < st.asks, "k: must be in [0, " << st.asks << "), got " << k);
   return st.request(k);
 }
 
 plan_request sampling_plan::ask() const {
-  detail::sampling_plan_storage& st = live(storage_, "ask");
+  detail::sampling_plan_storage& st = usable(storage_, "ask");
   DIFFSAMPLE_EXPECTS(st.started, "ask: no trajectory started: call reset() first (it starts the trajectory, its "
                                  "random key and its initial state)");
   DIFFSAMPLE_EXPECTS(!done(), "ask: the trajectory is done (" << asks() << " asks); call reset() to start another");
@@ -230,7 +241,7 @@ plan_request sampling_plan::ask() const {
 }
 
 void sampling_plan::tell(execution exec) {
-  detail::sampling_plan_storage& st = live(storage_, "tell");
+  detail::sampling_plan_storage& st = usable(storage_, "tell");
   DIFFSAMPLE_EXPECTS(st.started, "tell: no trajectory started: call reset() first (it starts the trajectory, its "
                                  "random key and its initial state)");
   DIFFSAMPLE_EXPECTS(!done(), "tell: the trajectory is done (" << asks() << " asks); call reset() to start another");
@@ -242,12 +253,19 @@ void sampling_plan::tell(execution exec) {
                                   "for one ask() would apply ask " << k << " with ask " << st.asked
                                   << "'s answer); call ask() before each tell()");
   const cudaStream_t stream = detail::plan_stream(st.where, exec);
+  // The position advances once the update has been issued; an update that throws (a failed launch) may have
+  // changed part of the state, so the plan then refuses everything but reset().
+  try {
+    st.tell(k, stream);
+  } catch (...) {
+    st.failed = k;
+    throw;
+  }
   st.position = k + 1;
-  st.tell(k, stream);
 }
 
 void sampling_plan::write_outputs(const guided_outputs& outputs, execution exec) {
-  detail::sampling_plan_storage& st = live(storage_, "write_outputs");
+  detail::sampling_plan_storage& st = usable(storage_, "write_outputs");
   DIFFSAMPLE_EXPECTS(st.started && done(), "write_outputs: the trajectory is not done ("
                                                << (st.started ? position() : 0) << " of " << asks()
                                                << " asks told" << (st.started ? "" : "; no reset() yet") << ")");
@@ -259,6 +277,7 @@ void sampling_plan::reset(const float* initial, execution exec) {
   st.reset(initial, detail::plan_stream(st.where, exec));
   st.position = 0;
   st.asked = -1;
+  st.failed = -1;
   st.started = true;
 }
 

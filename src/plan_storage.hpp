@@ -31,6 +31,9 @@ struct sampling_plan_storage {
   std::int64_t rows = 0, d = 0, asks = 0, position = 0;
   bool started = false;     // a reset() has started a trajectory (ask() and tell() need one)
   std::int64_t asked = -1;  // position of the last ask() in this trajectory; -1 when none (request()-only loops)
+  // The ask whose tell() threw part-way through its update (the state may hold part of it); -1 when none. Every call
+  // but reset() is refused until a reset() succeeds.
+  std::int64_t failed = -1;
   virtual ~sampling_plan_storage() = default;
   /// The ask at position k (0 <= k < asks, checked by the caller).
   virtual plan_request request(std::int64_t k) const = 0;

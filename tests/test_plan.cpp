@@ -1544,6 +1544,49 @@ TEST(SamplingPlan, MovedFromPlansRefuseEveryCall) {
   expect_refusal([&] { stepwise.finish(x.data(), m.data()); }, {"finish", "moved from"}, "finish");
 }
 
+// A diffusion_plan's step() and finish() read x and the model's output at x and write x, one Philox block of a row
+// per thread: a model buffer that shares memory with x (a shifted view, or x itself, which holds the state the
+// update needs) is refused, naming both, before anything runs. Seen failing (no error; x overwritten) without the
+// check.
+TEST(SamplingPlan, DiffusionPlanRefusesAModelBufferSharingMemoryWithX) {
+  const std::int64_t n = 4, d = 3;
+  const gaussian_mixture mix = test_mixture(d);
+  diffusion_options o;
+  o.steps = 4;
+  diffusion_plan plan(n, d, o, model_output::denoiser, cpu);
+  // One buffer holding x (n x d), then n x d + 1 floats: the model at x + n d is disjoint, at x + 1 or x + n d - 1
+  // it overlaps x partially.
+  std::vector<float> buffer(3 * n * d + 1);
+  float* x = buffer.data();
+  plan.reset(x, cpu);
+  const std::vector<float> drawn(x, x + n * d);
+  const std::int64_t* counter = plan.step_counter();
+  for (const std::int64_t shift : {std::int64_t(0), std::int64_t(1), n * d - 1}) {
+    const std::string what = "model at x + " + std::to_string(shift);
+    expect_refusal([&] { plan.step(x, x + shift, cpu); }, {"model", "must not overlap x"}, what.c_str());
+    expect_refusal([&] { plan.finish(x, x + shift, cpu); }, {"model", "must not overlap x"}, what.c_str());
+    // x + shift as the state and x as the model: the same two buffers, the other way round.
+    expect_refusal([&] { plan.step(x + shift, x, cpu); }, {"model", "must not overlap x"}, what.c_str());
+    EXPECT_EQ(*counter, 0) << what;  // nothing advanced
+  }
+  EXPECT_EQ(std::vector<float>(x, x + n * d), drawn);  // nothing written
+  // Adjacent buffers share no byte: the whole trajectory runs and equals one with separate buffers.
+  float* model = x + n * d;
+  std::vector<float> y = drawn, m(n * d);
+  for (std::int64_t k = 0; k < plan.steps(); ++k) {
+    const channel at = plan.step_channel(k);
+    mix.evaluate(model, n, x, at, quantity::denoiser, cpu);
+    plan.step(x, model, cpu);
+  }
+  diffusion_plan twin(n, d, o, model_output::denoiser, cpu);
+  twin.reset(y.data(), cpu);
+  for (std::int64_t k = 0; k < twin.steps(); ++k) {
+    mix.evaluate(m.data(), n, y.data(), twin.step_channel(k), quantity::denoiser, cpu);
+    twin.step(y.data(), m.data(), cpu);
+  }
+  EXPECT_EQ(std::vector<float>(x, x + n * d), y);
+}
+
 // Seen failing with std::bad_alloc (no diffsample::error) out of the host allocation of the CPU plan's buffers.
 TEST(SamplingPlan, HostBuffersBeyondTheHostAreOutOfMemory) {
   // n = 2^40 rows of d = 3: 2 x 12 TiB of buffers, under limits::max_host_bytes (64 TiB) but beyond any host.

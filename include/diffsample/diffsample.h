@@ -789,8 +789,9 @@ DS_API ds_status ds_diffusion_plan_reset_on(ds_diffusion_plan* plan, float* x, d
 /**
  * Applies the update of the current step to x given the model output at x (both n x d, device memory on the CUDA
  * executor, host memory on the CPU one) and advances the step counter; past the last step x is left unchanged.
- * Asynchronous on the CUDA executor (on exec.stream), no allocation, no validation beyond null pointers and the
- * executor, so that it can be captured in a CUDA graph.
+ * Asynchronous on the CUDA executor (on exec.stream), no allocation, no validation beyond the host-side checks of
+ * the pointers and the executor, so that it can be captured in a CUDA graph. @p x and @p model must not share memory,
+ * not even as the same buffer (DS_INVALID_ARGUMENT naming both, nothing advanced; as ds_diffusion_plan_finish_on()).
  * @param exec  exec.kind is the plan's executor or DS_EXECUTOR_AUTOMATIC
  */
 DS_API ds_status ds_diffusion_plan_step_on(ds_diffusion_plan* plan, float* x, const float* model, ds_execution exec);
@@ -910,8 +911,9 @@ DS_API ds_status ds_sampling_plan_request(const ds_sampling_plan* plan, int64_t 
  * (exec.kind: DS_EXECUTOR_AUTOMATIC or the plan's executor). Asynchronous on the CUDA executor; no allocation, no
  * synchronisation (capturable). DS_INVALID_ARGUMENT before the first ds_sampling_plan_reset(), when the trajectory
  * is done, and for a second tell after one ds_sampling_plan_ask() (it would apply the next ask with the previous
- * answer; loops of ds_sampling_plan_request() and tells without asks run). A plan is not thread-safe: one thread at
- * a time may call it.
+ * answer; loops of ds_sampling_plan_request() and tells without asks run). A tell whose update fails part-way (a
+ * failed launch: DS_CUDA_ERROR) does not advance, and every call but ds_sampling_plan_reset() then fails with
+ * DS_INVALID_ARGUMENT ("the last tell() failed"). A plan is not thread-safe: one thread at a time may call it.
  */
 DS_API ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, ds_execution exec);
 

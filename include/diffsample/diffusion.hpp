@@ -184,9 +184,14 @@ class DIFFSAMPLE_API diffusion_plan {
   void reset(float* x, execution exec = {});
   /// Applies the update of the current step to x given the model output at x (both n x dim, on the plan's
   /// executor) and advances the step counter. A call past the last step leaves x unchanged. Asynchronous on
-  /// exec.stream; no validation beyond null pointers and the executor, so that it can be captured.
+  /// exec.stream; no validation beyond the host-side checks of the pointers and the executor, so that it can be
+  /// captured. x and model must not share memory, not even as the same buffer: the update reads the state and the
+  /// model's output at it, and a model that wrote its output into x has replaced the state.
+  /// @throws invalid_argument, before anything is launched and with nothing advanced, for a null x or model, a
+  ///         model buffer that overlaps x (naming both), or another executor
   void step(float* x, const float* model, execution exec = {});
   /// The final jump x <- E[x0 | x] from the model output at step_channel(steps()). Asynchronous on exec.stream.
+  /// @throws invalid_argument as step()
   void finish(float* x, const float* model, execution exec = {});
 
   /// reset() on a raw stream (the plan's executor): the form before every call took an execution.

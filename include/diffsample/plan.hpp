@@ -183,9 +183,12 @@ class DIFFSAMPLE_API sampling_plan {
   /// as resample() counts NaN log-weights) and touches no other row or problem. tell() needs no ask() (loops of
   /// request(k) and tell(), as a captured loop is set up, run), but once ask() has been called in a trajectory each
   /// tell() must follow the ask() of its position: a second tell() after one ask() would apply the next ask with
-  /// the previous one's answer, and is refused.
+  /// the previous one's answer, and is refused. position() advances once the update has been issued: an update
+  /// that throws part-way (a failed launch) leaves position() where it was and the plan refusing ask(), request(),
+  /// tell() and write_outputs() ("the last tell() failed") until reset(), as the state may hold part of it.
   /// @throws invalid_argument before the first reset(), when the trajectory is done, for a second tell() after one
-  ///         ask(), or when exec.kind is neither automatic nor where() (checked on the host)
+  ///         ask(), after a tell() that failed, or when exec.kind is neither automatic nor where() (checked on the
+  ///         host); what the update throws (cuda_error) passes through
   void tell(execution exec = {});
   /// Starts the next trajectory: position 0 and, on the device, the random key of the next trajectory's chains.
   /// The initial state is @p initial (rows() x dim() on the plan's executor, copied with cudaMemcpyAsync) when

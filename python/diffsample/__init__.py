@@ -799,7 +799,7 @@ class DiffusionPlan:
         Args:
             x: (n, d) float32 writable array on the plan's device: the chains' state.
             model: (n, d) float32 array on the plan's device: the model's output (the plan's output kind) at x and
-                step_channel(k) of the current step k.
+                step_channel(k) of the current step k; its memory must not overlap x's (x itself included).
             stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
                 cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
 
@@ -834,7 +834,8 @@ class DiffusionPlan:
 
         Args:
             model: a callable model(x, a, s) returning its output (the plan's output kind) at x for the channel
-                (a, s) (floats): an (n, d) float32 array on the plan's device (the buffer may be reused).
+                (a, s) (floats): an (n, d) float32 array on the plan's device (the buffer may be reused; not x
+                or a view of it, which step() refuses).
             x: (n, d) float32 writable array on the plan's device holding the state; None: a new NumPy array (CPU
                 plans only).
             stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with

@@ -552,6 +552,9 @@ static void test_plan(void) {
     EXPECT_ERROR(ds_diffusion_plan_step(plan, x, NULL, NULL), DS_INVALID_ARGUMENT, "model");
     EXPECT_ERROR(ds_diffusion_plan_step_on(plan, NULL, model, cpu), DS_INVALID_ARGUMENT, "x");
     EXPECT_ERROR(ds_diffusion_plan_finish_on(plan, x, NULL, cpu), DS_INVALID_ARGUMENT, "model");
+    /* The model buffer shares memory with x: x itself or a shifted view. */
+    EXPECT_ERROR(ds_diffusion_plan_step_on(plan, x, x, cpu), DS_INVALID_ARGUMENT, "model: must not overlap x");
+    EXPECT_ERROR(ds_diffusion_plan_finish_on(plan, x + 1, x, cpu), DS_INVALID_ARGUMENT, "model: must not overlap x");
     EXPECT_ERROR(ds_diffusion_plan_reset_on(plan, NULL, cpu), DS_INVALID_ARGUMENT, "x");
     {
       /* The execution names the plan's executor (or automatic): a CPU plan refuses a CUDA one, an unknown kind fails. */
