@@ -8,6 +8,7 @@
 #include "kernels/linalg.cuh"
 #include "src/cuda_check.hpp"
 #include "src/guided_samplers.hpp"
+#include "src/schedule_defaults.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/guided.hpp>
 
@@ -63,9 +64,10 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const gui
       o.grid == guided_grid::sqrt_alpha_bar || o.grid == guided_grid::spectral || o.grid == guided_grid::noise_ratio,
       "options.grid: invalid value " << static_cast<int>(o.grid));
   const noise_schedule& sc = o.schedule;
-  (void)sc.points(1);  // the schedule's parameters and ends (what points() checks of a one-step grid)
+  (void)sc.points(1);  // the schedule's parameters and ends (what points() checks of a one-step grid), so that the
+                      // loops below read channels with detail::point_at(), without at()'s checks
   const std::int64_t K = o.steps;
-  auto a_of = [&](double u) { return sc.at(time_at(sc, u)).a; };
+  auto a_of = [&](double u) { return detail::point_at(sc, time_at(sc, u)).a; };
   const double a0 = a_of(0), a1 = a_of(1);
   DIFFSAMPLE_EXPECTS(std::isfinite(a0) && std::isfinite(a1) && a1 > a0,
                      "options.grid: " << to_string(o.grid) << " needs a signal scale a that increases from t_start = "
@@ -73,7 +75,7 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const gui
                                       << ")");
   // s / a decreases along the grid; solve on its negative, which increases.
   auto minus_ratio = [&](double u) {
-    const schedule_point p = sc.at(time_at(sc, u));
+    const schedule_point p = detail::point_at(sc, time_at(sc, u));
     return -p.s / p.a;
   };
   if (o.grid == guided_grid::noise_ratio) {
@@ -102,7 +104,7 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const gui
   // The knots, as fractions u of the way from t_start to t_end: where s / a = sigma_y / S_i, strictly inside.
   std::vector<double> knots;
   if (o.grid == guided_grid::spectral) {
-    const double r0 = sc.at(sc.t_start).s / a0, r1 = sc.at(sc.t_end).s / a1;
+    const double r0 = detail::point_at(sc, sc.t_start).s / a0, r1 = detail::point_at(sc, sc.t_end).s / a1;
     const std::int64_t count = pr.operators.empty()
                                    ? (pr.A.size() == static_cast<std::size_t>(pr.d_y * d) ? 1 : pr.problems)
                                    : static_cast<std::int64_t>(pr.operators.size());

@@ -6,6 +6,7 @@
 
 #include "src/cuda_check.hpp"
 #include "src/limits.hpp"
+#include "src/schedule_defaults.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/schedule.hpp>
 
@@ -156,15 +157,25 @@ void check_parameters(const noise_schedule& sc) {
 }  // namespace
 
 schedule_point noise_schedule::at(double t) const {
+  DIFFSAMPLE_EXPECTS(kind >= schedule_kind::vp_linear && kind <= schedule_kind::stochastic_localization,
+                     "schedule.kind: invalid value " << static_cast<int>(kind));
+  // The parameters too, as points() checks them: an empty vp_table was read out of bounds, a NaN or non-monotone
+  // parameter gave NaN or a channel no grid accepts.
+  check_parameters(*this);
   check_domain(*this, t);
+  return detail::point_at(*this, t);
+}
+
+schedule_point detail::point_at(const noise_schedule& sc, double t) {
   schedule_point p;
   p.t = t;
-  switch (kind) {
+  switch (sc.kind) {
     case schedule_kind::vp_linear:
-      return vp_point(t, -(beta_min * t + 0.5 * (beta_max - beta_min) * t * t), -(beta_min + (beta_max - beta_min) * t));
+      return vp_point(t, -(sc.beta_min * t + 0.5 * (sc.beta_max - sc.beta_min) * t * t),
+                      -(sc.beta_min + (sc.beta_max - sc.beta_min) * t));
     case schedule_kind::vp_cosine: {
-      const double scale = half_pi / (1 + cosine_offset);
-      const double theta = (t + cosine_offset) * scale, theta0 = cosine_offset * scale;
+      const double scale = half_pi / (1 + sc.cosine_offset);
+      const double theta = (t + sc.cosine_offset) * scale, theta0 = sc.cosine_offset * scale;
       p.a = std::cos(theta) / std::cos(theta0);
       if (t == 1) p.a = 0;  // cos(pi/2) is 6e-17 in floating point; alpha-bar(1) = 0 exactly
       p.da_dt = -std::sin(theta) * scale / std::cos(theta0);
@@ -174,18 +185,18 @@ schedule_point noise_schedule::at(double t) const {
     }
     case schedule_kind::vp_table: {
       // log alpha-bar is piecewise linear in t between the table's nodes n / N (node 0 is alpha-bar = 1).
-      const std::size_t N = alpha_bar.size();
+      const std::size_t N = sc.alpha_bar.size();
       const double u = t * double(N);
       std::size_t n = static_cast<std::size_t>(std::floor(u));
       if (n >= N) n = N - 1;
-      const double lo = n == 0 ? 0.0 : std::log(alpha_bar[n - 1]);
-      const double hi = std::log(alpha_bar[n]);
+      const double lo = n == 0 ? 0.0 : std::log(sc.alpha_bar[n - 1]);
+      const double hi = std::log(sc.alpha_bar[n]);
       return vp_point(t, lo + (hi - lo) * (u - double(n)), (hi - lo) * double(N));
     }
     case schedule_kind::variance_exploding: {
-      const double rate = std::log(sigma_max / sigma_min);
+      const double rate = std::log(sc.sigma_max / sc.sigma_min);
       p.a = 1;
-      p.s = sigma_min * std::exp(rate * t);
+      p.s = sc.sigma_min * std::exp(rate * t);
       p.ds_dt = rate * p.s;
       return p;
     }
@@ -209,7 +220,7 @@ schedule_point noise_schedule::at(double t) const {
       p.ds_dt = p.s > 0 ? 0.5 / p.s : 0.0;
       return p;
   }
-  DIFFSAMPLE_EXPECTS(false, "schedule.kind: invalid value " << static_cast<int>(kind));
+  DIFFSAMPLE_EXPECTS(false, "schedule.kind: invalid value " << static_cast<int>(sc.kind));
   return p;
 }
 
@@ -256,7 +267,8 @@ std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
       DIFFSAMPLE_EXPECTS((t[k] - t[k - 1]) * direction > 0,
                          "schedule.times[" << k << "]: " << t[k] << " after " << t[k - 1]
                                            << " is not strictly monotone from t_start to t_end");
-    out[k] = at(t[k]);
+    check_domain(*this, t[k]);
+    out[k] = detail::point_at(*this, t[k]);  // the parameters were checked above
     const schedule_point& p = out[k];
     DIFFSAMPLE_EXPECTS(std::isfinite(p.a) && std::isfinite(p.s) && p.a >= 0 && p.s >= 0 && p.a + p.s > 0,
                        "schedule: invalid channel a = " << p.a << ", s = " << p.s << " at t = " << p.t);

@@ -1,5 +1,6 @@
 // The default noise schedule of each kind (internal, header-only over the public factories), shared by the C ABI's
-// ds_schedule_init() and the program, so that the choice of factory per kind is written once.
+// ds_schedule_init() and the program, so that the choice of factory per kind is written once; and the unchecked
+// channel of a schedule already validated.
 #pragma once
 
 #include <utility>
@@ -22,5 +23,9 @@ inline noise_schedule default_schedule(schedule_kind kind, std::vector<double> a
   }
   return noise_schedule::vp_linear();
 }
+
+/// noise_schedule::at() without its checks (src/schedule.cpp), for loops over a schedule whose parameters and times
+/// were validated once (points()): at() checks the parameters on every call, a vp_table's whole table.
+schedule_point point_at(const noise_schedule& sc, double t);
 
 }  // namespace diffsample::detail

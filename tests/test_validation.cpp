@@ -329,6 +329,22 @@ TEST(Validation, GuidedOutputsMustNotOverlap) {
   }
 }
 
+// noise_schedule::at() checked only the time's domain: a vp_table out of order or a VE schedule with a NaN sigma gave
+// channels (or NaN) that points() refuses, and an empty vp_table was read out of bounds. at() checks the parameters
+// as points() does. Seen failing before the fix: no exception for the first three, then a segmentation fault at the
+// empty table.
+TEST(Validation, ScheduleChannelChecksTheParameters) {
+  expect_error([] { noise_schedule::vp_table({0.9, 0.95, 0.5}).at(0.5); }, {"schedule.alpha_bar[1]", "0.95"});
+  expect_error([] { noise_schedule::variance_exploding(not_a_number, 10).at(0.5); },
+               {"schedule.sigma_min", "nan"});
+  expect_error([] { noise_schedule::vp_linear(infinity, 20).at(0.5); }, {"schedule.beta_min", "inf"});
+  noise_schedule empty = noise_schedule::vp_linear();
+  empty.kind = schedule_kind::vp_table;  // no table
+  expect_error([&] { empty.at(0.5); }, {"schedule.alpha_bar", "empty"});
+  // Valid schedules answer as before.
+  EXPECT_NEAR(noise_schedule::vp_table({0.9, 0.5}).at(0.5).a, std::sqrt(0.9), 1e-15);
+}
+
 // The trajectory's size was formed as records x n before its check: 64 records of n = 2^58 chains wrapped around 2^64
 // to 0 elements, so any trajectory pointer passed as large enough. Seen failing before the fix: the error came later,
 // from the workspace size, naming n and not the trajectory.
