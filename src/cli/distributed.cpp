@@ -75,6 +75,17 @@ void init() {
   MPI_Init(nullptr, nullptr);
   std::atexit(finish);
 }
+
+// True in a launched run whose MPI has started, with the world's size and this process's rank: the processes'
+// collective agreements (agree(), check_arguments()) run only then.
+bool launched_world(int& size, int& me) {
+  int started = 0;
+  MPI_Initialized(&started);
+  if (!started || launcher_size() <= 1) return false;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  return true;
+}
 #endif
 
 }  // namespace
@@ -105,12 +116,8 @@ int rank() {
 
 void agree(std::exception_ptr failure) {
 #if defined(DIFFSAMPLE_CLI_MPI)
-  int started = 0;
-  MPI_Initialized(&started);
-  if (started && launcher_size() > 1) {
-    int size = 1, me = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  int size = 1, me = 0;
+  if (launched_world(size, me)) {
     int kind = 3;  // of a failure: 1 input_error, 2 usage_error, 3 any other
     if (failure) {
       try {
@@ -154,13 +161,9 @@ void check_arguments(const std::function<void()>& check) {
   if (launcher_size() > 1) (void)launched();
   agree(failure);  // a failure on any process wins over a --help
 #if defined(DIFFSAMPLE_CLI_MPI)
-  int started = 0;
-  MPI_Initialized(&started);
-  if (started && launcher_size() > 1) {
+  int size = 1, me = 0;
+  if (launched_world(size, me)) {
     // --help on any process: every process ends, and the lowest one that asked prints the usage text (once).
-    int size = 1, me = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    MPI_Comm_rank(MPI_COMM_WORLD, &me);
     int mine = help != nullptr ? me : size, lowest = size;
     MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (lowest < size) throw help_request{lowest == me ? help : nullptr};
