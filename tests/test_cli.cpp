@@ -1428,6 +1428,13 @@ TEST_F(Cli, IntegerOptionsAreDecimal) {
   const result hex = run(common + " --steps 0x10");
   EXPECT_EQ(hex.rc, 2);
   EXPECT_NE(hex.err.find("--steps: expected an integer >= 0, got '0x10'"), std::string::npos) << hex.err;
+  // Leading white space (a quoting slip) is refused as trailing characters are, for integers and numbers alike.
+  const result space = run(common + " --steps ' 10'");
+  EXPECT_EQ(space.rc, 2);
+  EXPECT_NE(space.err.find("--steps: expected an integer >= 0, got ' 10'"), std::string::npos) << space.err;
+  const result number = run("sample --sampler ula --executor cpu --chains 8 --quiet --step-size ' 0.01'");
+  EXPECT_EQ(number.rc, 2);
+  EXPECT_NE(number.err.find("--step-size: expected a finite number, got ' 0.01'"), std::string::npos) << number.err;
 }
 
 // Seeds are 64-bit unsigned in the library, and the program takes the whole range, from the command line (every

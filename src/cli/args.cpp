@@ -39,11 +39,19 @@ options parse_options(int argc, char** argv, int first, const char* usage, const
   return o;
 }
 
+namespace {
+// strtoll / strtod skip leading white space; a value that starts with some ("' 10'", a quoting slip) is refused as
+// the trailing characters are, and as --seed refuses it.
+bool leading_space(const std::string& text) {
+  return !text.empty() && std::isspace(static_cast<unsigned char>(text[0]));
+}
+}  // namespace
+
 std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value) {
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(text.c_str(), &end, 10);  // decimal, as in problem files: 010 is ten
-  if (errno != 0 || end == text.c_str() || *end != '\0' || v < min_value)
+  if (errno != 0 || end == text.c_str() || *end != '\0' || leading_space(text) || v < min_value)
     throw usage_error(flag + ": expected an integer >= " + std::to_string(min_value) + ", got '" + text + "'");
   return v;
 }
@@ -70,7 +78,7 @@ std::int64_t to_steps(const std::string& text, std::int64_t min_value) {
 double to_double(const std::string& flag, const std::string& text) {
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
-  if (end == text.c_str() || *end != '\0' || !std::isfinite(v))
+  if (end == text.c_str() || *end != '\0' || leading_space(text) || !std::isfinite(v))
     throw usage_error(flag + ": expected a finite number, got '" + text + "'");
   return v;
 }
