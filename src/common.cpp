@@ -119,16 +119,17 @@ void check_buffer(const char* name, const void* ptr, std::int64_t count, std::si
   }
 }
 
-void check_disjoint(std::initializer_list<buffer_span> spans) {
+bool share_memory(const buffer_span& a, const buffer_span& b) {
+  if (a.ptr == nullptr || a.bytes == 0 || b.ptr == nullptr || b.bytes == 0) return false;
   const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  // Compared without forming ptr + bytes past the other's start, which could wrap around the address space.
+  return at(a.ptr) <= at(b.ptr) ? at(b.ptr) - at(a.ptr) < a.bytes : at(a.ptr) - at(b.ptr) < b.bytes;
+}
+
+void check_disjoint(std::initializer_list<buffer_span> spans) {
   for (auto a = spans.begin(); a != spans.end(); ++a) {
-    if (a->ptr == nullptr || a->bytes == 0) continue;
     for (auto b = a + 1; b != spans.end(); ++b) {
-      if (b->ptr == nullptr || b->bytes == 0) continue;
-      // Compared without forming ptr + bytes past the other's start, which could wrap around the address space.
-      const bool apart = at(a->ptr) <= at(b->ptr) ? at(b->ptr) - at(a->ptr) >= a->bytes
-                                                  : at(a->ptr) - at(b->ptr) >= b->bytes;
-      DIFFSAMPLE_EXPECTS(apart, b->name << ": must not overlap " << a->name << " (" << b->name << " " << b->ptr << ", "
+      DIFFSAMPLE_EXPECTS(!share_memory(*a, *b), b->name << ": must not overlap " << a->name << " (" << b->name << " " << b->ptr << ", "
                                         << b->bytes << " bytes; " << a->name << " " << a->ptr << ", " << a->bytes
                                         << " bytes)");
     }

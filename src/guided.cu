@@ -1774,12 +1774,13 @@ struct smc_plan_storage final : workspace_plan_storage {
     // An output in the plan's memory would be written while it is read (samples() as outputs.samples: the final
     // resampling gathered in place and lost the particles), and two that overlap would overwrite one another.
     const auto floats = [](std::int64_t count) { return static_cast<std::size_t>(count) * sizeof(float); };
-    refuse_overlaps({{"particles", out.particles, floats(BN * d)},
-                     {"log_weights", out.log_weights, floats(BN)},
-                     {"samples", out.samples, floats(BN * d)},
-                     {"log_normaliser", out.log_normaliser, static_cast<std::size_t>(B) * sizeof(double)},
-                     {"ess_trace", out.ess_trace, floats(B * (K + 1))},
-                     {"resample_count", out.resample_count, static_cast<std::size_t>(B) * sizeof(std::int32_t)}});
+    refuse_overlaps({{"outputs.particles", out.particles, floats(BN * d)},
+                     {"outputs.log_weights", out.log_weights, floats(BN)},
+                     {"outputs.samples", out.samples, floats(BN * d)},
+                     {"outputs.log_normaliser", out.log_normaliser, static_cast<std::size_t>(B) * sizeof(double)},
+                     {"outputs.ess_trace", out.ess_trace, floats(B * (K + 1))},
+                     {"outputs.resample_count", out.resample_count,
+                      static_cast<std::size_t>(B) * sizeof(std::int32_t)}});
     if (out.particles != nullptr)
       kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{x, out.particles}, stream);
     if (out.log_weights != nullptr)

@@ -82,9 +82,8 @@ void host_assign(std::vector<T>& host, std::size_t count, const char* what) {
 // any other overlap with x is refused (cudaMemcpyAsync does not define overlapping copies).
 // check_initial() refuses the overlap before reset() launches anything.
 void check_initial(const float* x, const float* initial, std::size_t bytes) {
-  if (initial == nullptr || bytes == 0 || initial == x) return;
-  const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
-  DIFFSAMPLE_EXPECTS(at(initial) + bytes <= at(x) || at(x) + bytes <= at(initial),
+  if (initial == x) return;
+  DIFFSAMPLE_EXPECTS(!share_memory({"initial", initial, bytes}, {"samples()", x, bytes}),
                      "initial: overlaps samples() without being it (" << static_cast<const void*>(initial)
                                                                        << " and " << static_cast<const void*>(x)
                                                                        << "); pass samples() itself or a buffer "
@@ -313,24 +312,14 @@ unsigned char* workspace_plan_storage::allocate(const std::vector<unsigned char>
   return base;
 }
 
-void workspace_plan_storage::refuse_overlaps(std::initializer_list<output_range> outputs) const {
-  // Addresses compared as integers: the caller's buffers are other allocations.
-  const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
-  const auto overlap = [&](const void* p, std::size_t pb, const void* q, std::size_t qb) {
-    return pb > 0 && qb > 0 && at(p) < at(q) + qb && at(q) < at(p) + pb;
-  };
-  for (auto i = outputs.begin(); i != outputs.end(); ++i) {
-    if (i->ptr == nullptr) continue;
-    DIFFSAMPLE_EXPECTS(!overlap(i->ptr, i->bytes, memory, memory_bytes),
-                       "outputs." << i->name << ": overlaps the plan's own memory (" << i->ptr << ", the plan's "
-                                  << static_cast<const void*>(memory) << " .. +" << memory_bytes
-                                  << " bytes: samples(), the asks' buffers and the state the outputs are computed "
-                                     "from); pass a buffer of your own");
-    for (auto j = outputs.begin(); j != i; ++j)
-      DIFFSAMPLE_EXPECTS(j->ptr == nullptr || !overlap(i->ptr, i->bytes, j->ptr, j->bytes),
-                         "outputs." << i->name << ": overlaps outputs." << j->name << " (" << i->ptr << " and "
-                                    << j->ptr << "): each output needs its own buffer");
-  }
+void workspace_plan_storage::refuse_overlaps(std::initializer_list<buffer_span> outputs) const {
+  for (const buffer_span& o : outputs)
+    DIFFSAMPLE_EXPECTS(!share_memory(o, {"the plan's memory", memory, memory_bytes}),
+                       o.name << ": overlaps the plan's own memory (" << o.ptr << ", the plan's "
+                              << static_cast<const void*>(memory) << " .. +" << memory_bytes
+                              << " bytes: samples(), the asks' buffers and the state the outputs are computed "
+                                 "from); pass a buffer of your own");
+  check_disjoint(outputs);  // each output needs its own buffer
 }
 
 bool workspace_plan_storage::start(const float* initial, cudaStream_t stream) {

@@ -13,6 +13,8 @@
 #include <diffsample/guided.hpp>
 #include <diffsample/plan.hpp>
 
+#include "src/validate.hpp"
+
 namespace diffsample::kernels {
 struct plan_state;
 }
@@ -109,13 +111,8 @@ struct workspace_plan_storage : sampling_plan_storage {
   const std::int64_t* counter() const override;
   /// The caller's output buffers of write_outputs(), each {name, pointer (null: skipped), bytes}: @throws
   /// invalid_argument naming the output when one overlaps the plan's own memory (samples(), the asks' buffers, the
-  /// plan's state, which the outputs are computed from) or another output.
-  struct output_range {
-    const char* name;
-    const void* ptr;
-    std::size_t bytes;
-  };
-  void refuse_overlaps(std::initializer_list<output_range> outputs) const;
+  /// plan's state, which the outputs are computed from) or another output (detail::check_disjoint).
+  void refuse_overlaps(std::initializer_list<buffer_span> outputs) const;
 };
 
 /// The plan of a guided sampler (smc, dps or pigdm) for d-dimensional states (src/guided.cu).

@@ -48,6 +48,9 @@ struct buffer_span {
   std::size_t bytes;
 };
 
+/// True when a and b share a byte (an absent buffer shares none). Compares addresses on the host.
+bool share_memory(const buffer_span& a, const buffer_span& b);
+
 /// Throws invalid_argument naming both buffers when two of `spans` share a byte: a launch that reads one while it
 /// writes the other, or writes both, would lose data. Compares addresses on the host (no synchronisation).
 void check_disjoint(std::initializer_list<buffer_span> spans);
