@@ -190,13 +190,10 @@ int on_root(bool spread, const std::function<int()>& tail) {
 
 void end_job_if_alone(int status, const std::string& message) {
 #if defined(DIFFSAMPLE_CLI_MPI)
-  int started = 0, done = 0;
-  MPI_Initialized(&started);
-  MPI_Finalized(&done);
-  if (!started || done || agreed_failure || launcher_size() <= 1) return;
+  int done = 0;
+  MPI_Finalized(&done);  // first: nothing else may be called after MPI_Finalize
   int size = 1, me = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  if (done || agreed_failure || !launched_world(size, me)) return;
   std::fprintf(stderr, "diffsample: rank %d of %d: %s (ending every process: the others may be waiting for this one)\n",
                me, size, message.c_str());
   std::fflush(stderr);
