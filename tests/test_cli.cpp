@@ -1435,6 +1435,31 @@ TEST_F(Cli, IntegerOptionsAreDecimal) {
   const result number = run("sample --sampler ula --executor cpu --chains 8 --quiet --step-size ' 0.01'");
   EXPECT_EQ(number.rc, 2);
   EXPECT_NE(number.err.find("--step-size: expected a finite number, got ' 0.01'"), std::string::npos) << number.err;
+  // A '+' sign is refused by every numeric flag, as --seed refuses it, and numbers are decimal too: no hexadecimal
+  // float. A '-' sign, a fraction without a leading digit and a signed exponent are decimal and taken.
+  const std::string ula = "sample --sampler ula --executor cpu --chains 8 --quiet";
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {common + " --steps +10", "--steps: expected an integer >= 0, got '+10'"},
+           {"sample --sampler ddpm --executor cpu --quiet --steps 5 --chains +8",
+            "--chains: expected an integer >= 1, got '+8'"},
+           {ula + " --step-size +0.01", "--step-size: expected a finite number, got '+0.01'"},
+           {ula + " --step-size 0x1p-7", "--step-size: expected a finite number, got '0x1p-7'"},
+           {common + " --steps 5 --t-end +0.001", "--t-end: expected a finite number, got '+0.001'"},
+           {common + " --steps 5 --seed +5", "--seed: expected an integer in [0, 18446744073709551615]"}}) {
+    const result bad = run(args);
+    EXPECT_EQ(bad.rc, 2) << args;
+    EXPECT_NE(bad.err.find(message), std::string::npos) << args << ": " << bad.err;
+  }
+  for (const std::string& good : {ula + " --steps 5 --step-size .01", ula + " --steps 5 --step-size 1E-2",
+                                  ula + " --steps 5 --step-size 1e+0", ula + " --steps 5 --step-size 1.e-2"}) {
+    const result r = run(good);
+    EXPECT_EQ(r.rc, 0) << good << ": " << r.err;
+  }
+  // A negative number is read as one, then refused by the library's check of the value, not as malformed.
+  const result negative = run(ula + " --steps 5 --step-size -1e-2");
+  EXPECT_EQ(negative.rc, 2);
+  EXPECT_EQ(negative.err.find("expected a finite number"), std::string::npos) << negative.err;
+  EXPECT_NE(negative.err.find("--step-size"), std::string::npos) << negative.err;
 }
 
 // Seeds are 64-bit unsigned in the library, and the program takes the whole range, from the command line (every

@@ -40,10 +40,37 @@ options parse_options(int argc, char** argv, int first, const char* usage, const
 }
 
 namespace {
-// strtoll / strtod skip leading white space; a value that starts with some ("' 10'", a quoting slip) is refused as
-// the trailing characters are, and as --seed refuses it.
-bool leading_space(const std::string& text) {
-  return !text.empty() && std::isspace(static_cast<unsigned char>(text[0]));
+// Numeric flags are decimal, as the values of problem files (JSON numbers): strtoll / strtod alone would also take
+// leading white space ("' 10'", a quoting slip), a '+' sign, and strtod hexadecimal numbers ("0x1p-7"), "inf" and
+// "nan". These are refused as trailing characters are, and as --seed refuses them.
+bool digits(const std::string& text, std::size_t& at) {
+  const std::size_t from = at;
+  while (at < text.size() && text[at] >= '0' && text[at] <= '9') ++at;
+  return at > from;
+}
+
+/// -?[0-9]+
+bool decimal_integer(const std::string& text) {
+  std::size_t at = text.size() > 0 && text[0] == '-' ? 1 : 0;
+  return digits(text, at) && at == text.size();
+}
+
+/// -?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?
+bool decimal_number(const std::string& text) {
+  std::size_t at = text.size() > 0 && text[0] == '-' ? 1 : 0;
+  const bool whole = digits(text, at);
+  bool fraction = false;
+  if (at < text.size() && text[at] == '.') {
+    ++at;
+    fraction = digits(text, at);
+  }
+  if (!whole && !fraction) return false;
+  if (at < text.size() && (text[at] == 'e' || text[at] == 'E')) {
+    ++at;
+    if (at < text.size() && (text[at] == '+' || text[at] == '-')) ++at;
+    if (!digits(text, at)) return false;
+  }
+  return at == text.size();
 }
 }  // namespace
 
@@ -51,7 +78,7 @@ std::int64_t to_int(const std::string& flag, const std::string& text, std::int64
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(text.c_str(), &end, 10);  // decimal, as in problem files: 010 is ten
-  if (errno != 0 || end == text.c_str() || *end != '\0' || leading_space(text) || v < min_value)
+  if (!decimal_integer(text) || errno != 0 || end == text.c_str() || *end != '\0' || v < min_value)
     throw usage_error(flag + ": expected an integer >= " + std::to_string(min_value) + ", got '" + text + "'");
   return v;
 }
@@ -78,7 +105,7 @@ std::int64_t to_steps(const std::string& text, std::int64_t min_value) {
 double to_double(const std::string& flag, const std::string& text) {
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
-  if (end == text.c_str() || *end != '\0' || leading_space(text) || !std::isfinite(v))
+  if (!decimal_number(text) || end == text.c_str() || *end != '\0' || !std::isfinite(v))
     throw usage_error(flag + ": expected a finite number, got '" + text + "'");
   return v;
 }

@@ -38,7 +38,7 @@ struct help_request {
 options parse_options(int argc, char** argv, int first, const char* usage, const std::vector<std::string>& with_value,
                       const std::vector<std::string>& switches, const char* command = nullptr);
 
-/// An integer >= @p min_value.
+/// A decimal integer (-?[0-9]+: no '+' sign, no white space, no prefix; 010 is ten) >= @p min_value.
 std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value);
 /// An integer in [min_value, limit] (a limit of src/limits.hpp: "--flag = value, the limit is N" above it).
 std::int64_t to_int(const std::string& flag, const std::string& text, std::int64_t min_value, std::int64_t limit);
@@ -46,7 +46,8 @@ std::int64_t to_int(const std::string& flag, const std::string& text, std::int64
 std::uint64_t to_seed(const std::string& text);
 /// --steps: an integer in [min_value, limits::max_steps].
 std::int64_t to_steps(const std::string& text, std::int64_t min_value);
-/// A finite number.
+/// A finite decimal number (-?([0-9]+(.[0-9]*)?|.[0-9]+)([eE][+-]?[0-9]+)?: no '+' sign before it, no white
+/// space, no hexadecimal, inf or nan): a JSON number of a problem file, and also "5." and ".5".
 double to_double(const std::string& flag, const std::string& text);
 /// A switch given as a value: "0" (false) or "1" (true).
 bool to_bool(const std::string& flag, const std::string& text);
