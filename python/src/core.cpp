@@ -338,6 +338,16 @@ nb::object plan_view(nb::handle owner, const T* p, std::int64_t rows, std::int64
 }
 #endif
 
+// A diffusion_plan as Python holds it, with the n x d it was built for: the C++ plan takes raw pointers and reads and
+// writes n x d floats through them, so the binding checks the caller's arrays against these sizes (an array of
+// another shape would be read or written past its end).
+struct py_diffusion_plan : ds::diffusion_plan {
+  py_diffusion_plan(std::int64_t rows, std::int64_t dim, const ds::diffusion_options& o, ds::model_output out,
+                    ds::execution exec)
+      : ds::diffusion_plan(rows, dim, o, out, exec), n(rows), d(dim) {}
+  std::int64_t n, d;
+};
+
 #ifdef DIFFSAMPLE_PY_PLANS
 // A sampling_plan as Python holds it, with the sizes of a guided plan's outputs (B problems, N particles, steps),
 // which the C++ plan keeps to itself: write_outputs checks the caller's arrays against these, so sizes the caller
@@ -735,16 +745,16 @@ NB_MODULE(_core, m) {
       "mixture"_a, "x"_a, "options"_a, "trajectory"_a = nb::none(), "stream"_a = 0,
       "Runs the whole reverse-diffusion trajectory of every chain of x (n, d) in one fused launch.");
 
-  nb::class_<ds::diffusion_plan>(
+  nb::class_<py_diffusion_plan>(
       m, "DiffusionPlan",
       "Stepwise sampling with a caller's model: per step evaluate the model at step_channel(k) on x, write its "
       "output into a buffer, call step(x, model). Nothing allocates or synchronises per step.")
       .def(
           "__init__",
-          [](ds::diffusion_plan* self, std::int64_t n, std::int64_t d, const ds::diffusion_options& o,
+          [](py_diffusion_plan* self, std::int64_t n, std::int64_t d, const ds::diffusion_options& o,
              ds::model_output out, ds::executor where, std::uintptr_t stream) {
             nb::gil_scoped_release release;
-            new (self) ds::diffusion_plan(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+            new (self) py_diffusion_plan(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
           },
           "n"_a, "d"_a, "options"_a, "output"_a, "executor"_a = ds::executor::cpu, "stream"_a = 0,
           "A plan for n chains of dimension d whose model writes `output`.")
@@ -753,7 +763,7 @@ NB_MODULE(_core, m) {
       .def_prop_ro("needs_final_jump", &ds::diffusion_plan::needs_final_jump, DS_DOC(diffusion_plan, needs_final_jump))
       .def(
           "step_channel",
-          [](const ds::diffusion_plan& pl, std::int64_t k) {
+          [](const py_diffusion_plan& pl, std::int64_t k) {
             auto c = pl.step_channel(k);
             return std::make_pair(c.a, c.s);
           },
@@ -761,19 +771,19 @@ NB_MODULE(_core, m) {
       .def("step_time", &ds::diffusion_plan::step_time, "k"_a, "Time of step k in the schedule.")
       .def(
           "reset",
-          [](ds::diffusion_plan& pl, out_array x, std::uintptr_t stream) {
+          [](py_diffusion_plan& pl, out_array x, std::uintptr_t stream) {
             place p;
-            float* xp = checked<float>(x, "x", {-1, -1}, p);
+            float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
             pl.reset(xp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
           "x"_a, "stream"_a = 0, "Starts the next trajectory (and draws x when options.draw_initial).")
       .def(
           "step",
-          [](ds::diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
+          [](py_diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
             place p;
-            float* xp = checked<float>(x, "x", {-1, -1}, p);
-            const float* mp = checked<float>(model, "model", {dim_of(x, 0), dim_of(x, 1)}, p);
+            float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
+            const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
             if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
             nb::gil_scoped_release release;
             pl.step(xp, mp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
@@ -781,10 +791,10 @@ NB_MODULE(_core, m) {
           "x"_a, "model"_a, "stream"_a = 0, "Applies the current step's update to x given the model output at x.")
       .def(
           "finish",
-          [](ds::diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
+          [](py_diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
             place p;
-            float* xp = checked<float>(x, "x", {-1, -1}, p);
-            const float* mp = checked<float>(model, "model", {dim_of(x, 0), dim_of(x, 1)}, p);
+            float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
+            const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
             if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
             nb::gil_scoped_release release;
             pl.finish(xp, mp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});

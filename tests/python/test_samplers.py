@@ -48,6 +48,28 @@ def test_plan_stepwise_api(mixture2):
         ds.DiffusionPlan(10, 2, sampler="ode_heun", steps=5)
 
 
+@pytest.mark.parametrize("call", ["reset", "step", "finish"])
+def test_plan_refuses_arrays_of_another_shape_than_its_n_x_d(call):
+    # The plan reads and writes its own n x d floats through the arrays' pointers: a state or model output of another
+    # shape (fewer rows: written past its end; more rows: rows left out silently) is refused before anything runs.
+    # Larger shapes first, so that a binding without the check fails here without writing past an array.
+    plan = ds.DiffusionPlan(10, 2, sampler="walk_jump", sigma=1.0, step_size=0.1, steps=3)
+    good = np.zeros((10, 2), np.float32)
+    plan.reset(good.copy())
+    for shape in [(11, 2), (10, 3), (20, 1), (9, 2), (2, 10), (1, 1)]:
+        for name in (["x"] if call == "reset" else ["x", "model"]):
+            bad = np.full(shape, 7.0, np.float32)
+            x, model = (bad, good) if name == "x" else (good.copy(), bad)
+            before = x.copy()
+            with pytest.raises(ds.InvalidArgument, match=rf"{name}: shape \({shape[0]}, {shape[1]}\), expected "
+                                                         r"\(10, 2\)"):
+                getattr(plan, call)(x) if call == "reset" else getattr(plan, call)(x, model)
+            np.testing.assert_array_equal(x, before)
+    # The low-level plan checks the same (the package's methods pass the arrays through).
+    with pytest.raises(ds.InvalidArgument, match=r"x: shape \(11, 2\), expected \(10, 2\)"):
+        plan._plan.reset(np.zeros((11, 2), np.float32), 0)
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "reverse_sde", "ode_euler", "ode_heun", "stochastic_localization",
                                      "walk_jump", "sequential_measurements"])
 def test_every_fused_sampler_runs_and_splits_by_first_chain(mixture2, sampler):
