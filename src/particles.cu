@@ -317,9 +317,12 @@ executor gather_checked(const float* states, std::int64_t problems, std::int64_t
   detail::check_buffer("states", states, count * dim, sizeof(float), where);
   detail::check_buffer("ancestors", ancestors, count, sizeof(Index), where);
   detail::check_buffer("out", out, count * dim, sizeof(float), where);
-  // Any overlap, not only out == states: the gather would overwrite states it has still to read.
+  // Any overlap, not only out == states: the gather would overwrite states it has still to read, and ancestors in
+  // out's memory would be overwritten by rows written before those indices are read.
   const std::size_t bytes = static_cast<std::size_t>(count * dim) * sizeof(float);
-  detail::check_disjoint({{"states", states, bytes}, {"out", out, bytes}});
+  detail::check_disjoint({{"states", states, bytes},
+                          {"ancestors", ancestors, static_cast<std::size_t>(count) * sizeof(Index)},
+                          {"out", out, bytes}});
   gather(states, problems, particles, dim, ancestors, out, where, exec.stream);
   return where;
 }

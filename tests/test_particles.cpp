@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -450,6 +451,40 @@ TEST(Particles, GatherRejectsOverlappingBuffers) {
   // Adjacent buffers do not overlap.
   std::vector<float> two(2 * n * d, 0.f);
   EXPECT_NO_THROW(ds::gather_particles(two.data() + n * d, 1, n, d, two.data(), a.data(), cpu()));
+}
+
+// The gather reads ancestor j while it writes out's rows, so ancestors kept in out's memory were overwritten by rows
+// written before they were read: out = (30, 31), (20, 21), then rows gathered by indices made of those floats' bits.
+// Both index types, ancestors at out's start and in its middle; refused and out untouched.
+TEST(Particles, GatherRejectsAncestorsInsideOut) {
+  const std::int64_t n = 4, d = 2;
+  const std::vector<float> states = {0, 1, 10, 11, 20, 21, 30, 31};
+  for (std::int64_t offset : {0, 3}) {
+    std::vector<float> out(n * d + 4, -1.f);
+    auto* a32 = reinterpret_cast<std::int32_t*>(out.data() + offset);
+    for (std::int32_t j = 0; j < n; ++j) a32[j] = std::int32_t(n - 1 - j);
+    std::vector<float> before = out;
+    try {
+      ds::gather_particles(out.data(), 1, n, d, states.data(), a32, cpu());
+      ADD_FAILURE() << "ancestors inside out accepted (offset " << offset << ")";
+    } catch (const ds::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("must not overlap ancestors"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(0, std::memcmp(out.data(), before.data(), out.size() * sizeof(float))) << "offset " << offset;
+
+    std::vector<std::int64_t> a64buf(n * d);
+    auto* o64 = reinterpret_cast<float*>(a64buf.data());  // out in the int64 ancestors' memory
+    for (std::int64_t j = 0; j < n; ++j) a64buf[j] = n - 1 - j;
+    const auto before64 = a64buf;
+    EXPECT_THROW(ds::gather_particles(o64 + offset, 1, n, d, states.data(), a64buf.data(), cpu()),
+                 ds::invalid_argument);
+    EXPECT_EQ(a64buf, before64) << "offset " << offset;
+  }
+  // Separate buffers gather the rows in the ancestors' order.
+  std::vector<float> out(n * d);
+  const std::vector<std::int32_t> a = {3, 2, 1, 0};
+  ds::gather_particles(out.data(), 1, n, d, states.data(), a.data(), cpu());
+  EXPECT_EQ(out, (std::vector<float>{30, 31, 20, 21, 10, 11, 0, 1}));
 }
 
 // resample() reads the log-weights after it has written outputs (the ancestor search of every scheme but metropolis

@@ -992,7 +992,7 @@ DS_API ds_status ds_resample(const float* log_weights, int64_t problems, int64_t
 
 /**
  * Gathers particle states by ancestor: out[b, j, :] = states[b, ancestors[b, j], :] for B x N particles of
- * dimension d. @p states and @p out must not overlap. Asynchronous on the CUDA executor.
+ * dimension d. @p out must not overlap @p states or @p ancestors. Asynchronous on the CUDA executor.
  * @param states     B x N x d floats
  * @param ancestors  B x N indices in 0..N-1 (an index outside it gives a row of NaN)
  * @param out        B x N x d floats

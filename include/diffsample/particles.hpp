@@ -103,9 +103,9 @@ resample(const float* log_weights, std::int64_t problems, std::int64_t particles
 }
 
 /// Gathers particle states by ancestor: out[b, j, :] = states[b, ancestors[b, j], :] for B x N particles of
-/// dimension dim. @p states and @p out must not overlap. An ancestor outside 0..N-1 gives a row of NaN (nothing
-/// outside problem b's states is read; the indices are not scanned before the launch). Asynchronous on the CUDA
-/// executor.
+/// dimension dim. @p out must not overlap @p states or @p ancestors. An ancestor outside 0..N-1 gives a row of NaN
+/// (nothing outside problem b's states is read; the indices are not scanned before the launch). Asynchronous on the
+/// CUDA executor.
 /// @return the executor that ran.
 DIFFSAMPLE_API executor gather_particles(float* out, std::int64_t problems, std::int64_t particles, std::int64_t dim,
                                          const float* states, const std::int32_t* ancestors, execution exec = {});

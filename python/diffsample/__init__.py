@@ -1205,7 +1205,7 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
         ancestors: (B, N) int32 or int64 array on states' device (e.g. resample()'s), indices in 0..N-1 (an
             index outside it gives a row of NaN).
         out: None (a new (B, N, d) float32 array of states' framework and device) or a (B, N, d) float32
-            writable array on that device that does not overlap states.
+            writable array on that device that overlaps neither states nor ancestors.
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
             cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
 
