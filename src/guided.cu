@@ -412,7 +412,9 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   if (pr.operators.empty())
     detail::check_range("problems.A", pr.A, -max_abs_value, max_abs_value, "the FP32 samplers square A x");
   detail::check_values("problems.sigma_y", pr.sigma_y, true);
-  detail::check_range("problems.sigma_y", pr.sigma_y, 0, max_abs_value, "the FP32 samplers square sigma_y");
+  // A variance's bounds on sigma_y^2 (min_variance = 1e-36): sigma_y^2 and 1 / sigma_y^2 stay normal FP32 numbers.
+  detail::check_range("problems.sigma_y", pr.sigma_y, std::sqrt(min_variance), max_abs_value,
+                      "the FP32 samplers square sigma_y");
   DIFFSAMPLE_EXPECTS(std::isfinite(o.potential_spread) && o.potential_spread >= 0,
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
   detail::check_at_most_max_abs("options.potential_spread", o.potential_spread);

@@ -633,3 +633,35 @@ TEST(Validation, ValuesBeyondFp32) {
     expect_error([&] { guided_sample(mix, outputs, g, go, cpu); }, {"options.", "1e+19", "FP32"});
   }
 }
+
+// sigma_y is squared by the FP32 guided samplers as a variance is: below 1e-18 (sqrt(min_variance)) sigma_y^2 is no
+// longer a normal FP32 number and 1 / sigma_y^2 overflows. Before: sigma_y = 1e-19 gave NaN samples from DCPS,
+// 1e-20 a log-normaliser of -inf from SMC, 1e-45 NaN samples from DDRM, all accepted. The bound itself passes, for
+// every sampler, in guided_sample() and in the ask/tell plan alike.
+TEST(Validation, GuidedSigmaYSquaresToANormalFp32Number) {
+  const auto mix = small();
+  guided_problems g;
+  g.problems = 2;
+  g.d_y = 1;
+  g.A = {1, 0.5};
+  g.y = {0.3, -0.2};
+  guided_options o;
+  o.particles = 16;
+  o.steps = 4;
+  o.dcps_blocks = 1;
+  std::vector<float> out(2 * 16 * 2);
+  guided_outputs outputs;
+  outputs.samples = out.data();
+  const execution cpu{executor::cpu};
+  for (guided_sampler s : {guided_sampler::smc, guided_sampler::dcps, guided_sampler::ddrm, guided_sampler::pigdm}) {
+    o.sampler = s;
+    for (double tiny : {1e-19, 1e-30, 1e-45}) {
+      g.sigma_y = {0.5, tiny};
+      expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"problems.sigma_y[1]", "FP32"});
+      g.sigma_y = {tiny};
+      expect_error([&] { sampling_plan::guided(2, g, o, model_output::denoiser, cpu); }, {"problems.sigma_y[0]"});
+    }
+    g.sigma_y = {1e-18};
+    EXPECT_NO_THROW(guided_sample(mix, outputs, g, o, cpu)) << to_string(s);
+  }
+}

@@ -326,7 +326,7 @@ typedef struct ds_guided_problems {
   const double* A;       /**< d_y x d_x (shared) or B x d_y x d_x, row-major (default NULL) */
   int64_t A_count;       /**< entries of A: d_y d_x or B d_y d_x (default 0) */
   const double* y;       /**< B x d_y observations (default NULL) */
-  const double* sigma_y; /**< 1 value (shared) or B values, each > 0 (default NULL) */
+  const double* sigma_y; /**< 1 value (shared) or B values, each in [1e-18, 1e18] (default NULL) */
   int64_t sigma_y_count; /**< entries of sigma_y: 1 or B (default 0) */
   /** Instead of A (leave A NULL then): mask (inpainting) operators, observed value i of a problem being
    *  gains[i] x[mask[i]]. d_y coordinate indices shared by every problem, or B x d_y (one row per problem), each

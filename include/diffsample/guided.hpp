@@ -94,7 +94,7 @@ struct guided_problems {
   /// entries, a mask's gains and an SVD's singular values must lie in [-max_abs_value, max_abs_value], as A's.
   std::vector<observation_operator> operators;
   std::vector<double> y;         ///< B x d_y observations, finite
-  std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each > 0 and <= max_abs_value
+  std::vector<double> sigma_y;   ///< 1 value (shared) or B values, each in [1e-18, max_abs_value]
 };
 
 /// The intermediate potentials of guided_sampler::smc (README: "Moment-projected potentials").

@@ -977,7 +977,7 @@ class SamplingPlan:
             A: a (d_y, d) matrix or ObservationOperator shared by every problem (a nested sequence of numbers is one
                 matrix), or a list or tuple of B arrays or ObservationOperators, one per problem.
             y: observations, (d_y,) or (B, d_y).
-            sigma_y: the observation noise, a scalar or B values, each > 0.
+            sigma_y: the observation noise, a scalar or B values, each in [1e-18, 1e18].
             sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' or 'skrock'.
             output: what the caller's model answers: 'denoiser', 'score' or 'eps' ('score' for skrock).
             device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there.
@@ -1337,7 +1337,7 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
         A: a (d_y, d) matrix or ObservationOperator shared by every problem (a nested sequence of numbers is one
             matrix), or a list or tuple of B arrays or ObservationOperators, one per problem.
         y: the observations, (d_y,) or (B, d_y) (d_y up to diffsample.limits.max_guided_d_y), finite.
-        sigma_y: the observation noise, a scalar or (B,), each > 0.
+        sigma_y: the observation noise, a scalar or (B,), each in [1e-18, 1e18].
         sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'skrock', 'tmpd', 'ddrm' or 'dcps'.
         outputs: the arrays to return, by name: 'particles' (B, N, d) float32, 'log_weights' (B, N) float32,
             'samples' (B, N, d) float32 (SMC's final resampling), 'log_normaliser' (B,) float64, 'ess_trace'
