@@ -1741,10 +1741,12 @@ struct smc_plan_storage final : workspace_plan_storage {
       kernels::for_each_index<128>(where, BN, mutate, stream);
     }
   }
-  void reset(const float* initial, cudaStream_t stream) override {
+  void check_reset(const float* initial) const override {
     DIFFSAMPLE_EXPECTS(initial == nullptr,
                        "initial: a guided SMC plan draws its own particles (its first weights are those of x ~ "
                        "N(0, s_0^2 I)); pass null");
+  }
+  void reset(const float*, cudaStream_t stream) override {
     kernels::for_each_index<32>(where, 1, smc_reset_functor{state, keys, seed}, stream);
     const std::int64_t BN = rows;
     kernels::for_each_index(where, B, kernels::guided_problem_init_functor{log_z, previous_lse, counts, log_n()},
@@ -1926,10 +1928,13 @@ struct skrock_plan_storage final : workspace_plan_storage {
     else
       kernels::for_each_index(where, rows, stage(kernels::skrock_op_stage, k, k + 1), stream);
   }
-  void reset(const float* initial, cudaStream_t stream) override {
+  void check_reset(const float* initial) const override {
     DIFFSAMPLE_EXPECTS(initial != nullptr,
                        "initial: a SKRock plan starts from the caller's particles (rows() x dim(), draws of the "
                        "prior; guided_sample() draws them from its mixture), got a null pointer");
+    workspace_plan_storage::check_reset(initial);
+  }
+  void reset(const float* initial, cudaStream_t stream) override {
     start(initial, stream);
     kernels::for_each_index(where, rows, stage(kernels::skrock_op_start, 0, 0), stream);
   }

@@ -57,6 +57,7 @@ struct chain_plan_storage final : sampling_plan_storage {
   }
   plan_request request(std::int64_t k) const override;
   void tell(std::int64_t k, cudaStream_t stream) override;
+  void check_reset(const float* initial) const override;
   void reset(const float* initial, cudaStream_t stream) override;
   float* samples() const override { return buffers.x; }
   const std::int64_t* counter() const override { return &state->step; }
@@ -212,10 +213,13 @@ detail::sampling_plan_storage& live(const std::unique_ptr<detail::sampling_plan_
 }
 
 // live(), and not after a tell() that threw part-way through its update: the state may hold part of that update
-// (guided SMC: weighted, not resampled), so only reset() is accepted.
+// (guided SMC: weighted, not resampled), so only reset() is accepted. The same after a reset() that threw once it
+// had begun its work (the random key advanced, the state half drawn or copied).
 detail::sampling_plan_storage& usable(const std::unique_ptr<detail::sampling_plan_storage>& storage,
                                       const char* call) {
   detail::sampling_plan_storage& st = live(storage, call);
+  DIFFSAMPLE_EXPECTS(!st.reset_failed, call << ": the last reset() failed part-way (the state and the random key "
+                                               "may hold part of it); call reset() again to start a trajectory");
   DIFFSAMPLE_EXPECTS(st.failed < 0, call << ": the last tell() failed (ask " << st.failed
                                          << "'s update threw part-way, so the state may hold part of it); call "
                                             "reset() to start another trajectory");
@@ -273,7 +277,14 @@ void sampling_plan::write_outputs(const guided_outputs& outputs, execution exec)
 
 void sampling_plan::reset(const float* initial, execution exec) {
   detail::sampling_plan_storage& st = live(storage_, "reset");
-  st.reset(initial, detail::plan_stream(st.where, exec));
+  // Arguments first: a refused reset() changes nothing, and the plan goes on as it was.
+  const cudaStream_t stream = detail::plan_stream(st.where, exec);
+  st.check_reset(initial);
+  // The work: what throws from here (a failed launch, copy or allocation) may have changed part of the state or
+  // advanced the random key, so the plan then refuses every call but reset(), as after a failed tell().
+  st.reset_failed = true;
+  st.reset(initial, stream);
+  st.reset_failed = false;
   st.position = 0;
   st.asked = -1;
   st.failed = -1;
@@ -322,8 +333,11 @@ void workspace_plan_storage::refuse_overlaps(std::initializer_list<buffer_span> 
   check_disjoint(outputs);  // each output needs its own buffer
 }
 
-bool workspace_plan_storage::start(const float* initial, cudaStream_t stream) {
+void workspace_plan_storage::check_reset(const float* initial) const {
   check_initial(x, initial, static_cast<std::size_t>(rows * d) * sizeof(float));
+}
+
+bool workspace_plan_storage::start(const float* initial, cudaStream_t stream) {
   kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, 0, std::uint64_t(rows)}, stream);
   if (initial == nullptr) return false;
   copy_initial(x, initial, static_cast<std::size_t>(rows * d) * sizeof(float), where, stream);
@@ -331,10 +345,6 @@ bool workspace_plan_storage::start(const float* initial, cudaStream_t stream) {
 }
 
 const std::int64_t* workspace_plan_storage::counter() const { return &state->step; }
-
-void sampling_plan_storage::write_outputs(const guided_outputs&, cudaStream_t) {
-  DIFFSAMPLE_EXPECTS(false, "write_outputs: only a guided SMC plan has outputs beyond samples()");
-}
 
 plan_request chain_plan_storage::request(std::int64_t k) const {
   const kernels::plan_entry& e = program.entries[static_cast<std::size_t>(k)];
@@ -360,12 +370,15 @@ void chain_plan_storage::tell(std::int64_t k, cudaStream_t stream) {
   }
 }
 
-void chain_plan_storage::reset(const float* initial, cudaStream_t stream) {
-  const plan_program& pr = program;
-  DIFFSAMPLE_EXPECTS(initial != nullptr || pr.draw_initial || rows == 0,
+void chain_plan_storage::check_reset(const float* initial) const {
+  DIFFSAMPLE_EXPECTS(initial != nullptr || program.draw_initial || rows == 0,
                      "initial: null pointer, and this plan has no initial draw of its own (a Langevin plan, or "
                      "options.draw_initial = false)");
   check_initial(buffers.x, initial, static_cast<std::size_t>(rows * d) * sizeof(float));
+}
+
+void chain_plan_storage::reset(const float* initial, cudaStream_t stream) {
+  const plan_program& pr = program;
   kernels::for_each_index<32>(where, 1, kernels::plan_reset_functor{state, pr.first_chain, std::uint64_t(rows)},
                               stream);
   if (rows == 0) return;

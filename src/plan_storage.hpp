@@ -36,15 +36,26 @@ struct sampling_plan_storage {
   // The ask whose tell() threw part-way through its update (the state may hold part of it); -1 when none. Every call
   // but reset() is refused until a reset() succeeds.
   std::int64_t failed = -1;
+  // A reset() threw after it began changing the state (a failed launch or copy): the state, the random key and the
+  // position may each hold part of it. Every call but reset() is refused until a reset() succeeds.
+  bool reset_failed = false;
   virtual ~sampling_plan_storage() = default;
   /// The ask at position k (0 <= k < asks, checked by the caller).
   virtual plan_request request(std::int64_t k) const = 0;
   /// Applies the answer of ask k (position == k).
   virtual void tell(std::int64_t k, cudaStream_t stream) = 0;
+  /// Refuses reset(@p initial)'s arguments (invalid_argument); changes nothing. sampling_plan::reset() calls it
+  /// before reset(), which then only does the work.
+  virtual void check_reset(const float* initial) const = 0;
+  /// Starts the next trajectory (arguments checked by check_reset()).
   virtual void reset(const float* initial, cudaStream_t stream) = 0;
   virtual float* samples() const = 0;
-  /// A done trajectory's outputs beyond samples() (guided SMC plans only).
-  virtual void write_outputs(const guided_outputs& outputs, cudaStream_t stream);
+  /// A done trajectory's outputs beyond samples() (guided SMC plans only). Inline, as every virtual function here:
+  /// the class has no key function, so a storage of the library's tests (outside the library, which exports none
+  /// of this) gets its vtable and type information.
+  virtual void write_outputs(const guided_outputs&, cudaStream_t) {
+    DIFFSAMPLE_EXPECTS(false, "write_outputs: only a guided SMC plan has outputs beyond samples()");
+  }
   virtual const std::int64_t* counter() const = 0;
   /// The request of ask k: the model's @p output at rows() x d @p points and channel @p at (the schedule's @p time)
   /// into @p answer, or J^T @p vector there when a vector is given.
@@ -103,6 +114,8 @@ struct workspace_plan_storage : sampling_plan_storage {
   /// start, zeroes the rest and starts the state at trajectory 0; synchronises @p stream once (CUDA executor).
   /// Returns the workspace's base. @throws invalid_argument when the allocation is too large.
   unsigned char* allocate(const std::vector<unsigned char>& tables, std::size_t workspace_bytes, cudaStream_t stream);
+  /// Refuses an @p initial that overlaps x without being it.
+  void check_reset(const float* initial) const override;
   /// Starts the next trajectory on @p stream: step 0 and the trajectory's first particle id (state->chain_base =
   /// trajectory rows), then copies @p initial (rows x d, any memory cudaMemcpyDefault reads) into x when it is not
   /// null. Returns whether it copied (when not, the plan draws its own initial state).

@@ -16,6 +16,7 @@
 #include "kernels/guided_skrock.cuh"
 #include "reference/helpers.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/plan_storage.hpp"
 #include <diffsample/diffsample.hpp>
 #include <diffsample/plan.hpp>
 
@@ -1468,6 +1469,105 @@ TEST(SamplingPlan, ResetMidTrajectoryStartsTheNextTrajectoryAfresh) {
       expect_same(a, b, c.name);
     }
   }
+}
+
+// A plan around a storage of the test's own (plan.hpp's friend), so that its work can throw part-way on the CPU: no
+// CPU input makes a plan's tell() or reset() throw once its arguments passed, a failed launch or copy on the CUDA
+// executor does.
+struct diffsample::detail::sampling_plan_access {
+  static sampling_plan make(std::unique_ptr<sampling_plan_storage> storage) {
+    return sampling_plan(std::move(storage));
+  }
+};
+
+namespace {
+
+// Two rows of three, four asks; tell k adds 1 to the state, reset() zeroes it and the counter. Throws (as a failed
+// launch does, cuda_error) in the middle of its work when told to: reset() after zeroing half the state, tell()
+// after updating the first row.
+struct faulty_storage final : detail::sampling_plan_storage {
+  mutable std::vector<float> x = std::vector<float>(6, 7.f), answer = std::vector<float>(6, 0.f);
+  std::int64_t step = 0;
+  bool fail_reset = false, fail_tell = false;
+  faulty_storage() {
+    rows = 2;
+    d = 3;
+    asks = 4;
+  }
+  plan_request request(std::int64_t k) const override {
+    return ask(k, x.data(), channel{1.0, 0.5}, 0.0, model_output::denoiser, answer.data());
+  }
+  void tell(std::int64_t, cudaStream_t) override {
+    for (int i = 0; i < 3; ++i) x[i] += 1.f;
+    if (fail_tell) throw cuda_error("tell: a launch failed after the first row's update", 700);
+    for (int i = 3; i < 6; ++i) x[i] += 1.f;
+    ++step;
+  }
+  void check_reset(const float* initial) const override {
+    DIFFSAMPLE_EXPECTS(initial == nullptr, "initial: this plan draws its own state; pass null");
+  }
+  void reset(const float*, cudaStream_t) override {
+    for (int i = 0; i < 3; ++i) x[i] = 0.f;
+    if (fail_reset) throw cuda_error("reset: a launch failed after half the state was drawn", 700);
+    for (int i = 3; i < 6; ++i) x[i] = 0.f;
+    step = 0;
+  }
+  float* samples() const override { return x.data(); }
+  const std::int64_t* counter() const override { return &step; }
+};
+
+}  // namespace
+
+// Seen failing before the reset() guard: after a reset() that threw part-way, ask() gave ask 2 of the interrupted
+// trajectory over a half-zeroed state, and tell() applied it.
+TEST(SamplingPlan, AFailedResetOrTellRefusesEveryCallButReset) {
+  auto owned = std::make_unique<faulty_storage>();
+  faulty_storage& st = *owned;
+  sampling_plan plan = detail::sampling_plan_access::make(std::move(owned));
+  plan.reset(nullptr, cpu);
+  plan.ask();
+  plan.tell(cpu);
+  plan.ask();
+  plan.tell(cpu);
+  ASSERT_EQ(plan.position(), 2);
+  // A refused reset() (its argument) changes nothing: the trajectory goes on.
+  float other[6] = {};
+  expect_refusal([&] { plan.reset(other, cpu); }, {"initial"}, "refused reset");
+  EXPECT_EQ(plan.ask().index, 2);
+  // A reset() that throws part-way: every call but reset() is refused, whatever the interrupted trajectory's state.
+  st.fail_reset = true;
+  EXPECT_THROW(plan.reset(nullptr, cpu), cuda_error);
+  expect_refusal([&] { plan.ask(); }, {"ask", "the last reset() failed", "call reset()"}, "after a failed reset");
+  expect_refusal([&] { plan.request(0); }, {"request", "the last reset() failed"}, "after a failed reset");
+  expect_refusal([&] { plan.tell(cpu); }, {"tell", "the last reset() failed"}, "after a failed reset");
+  expect_refusal([&] { plan.write_outputs(guided_outputs{}, cpu); }, {"write_outputs", "the last reset() failed"},
+                 "after a failed reset");
+  EXPECT_EQ(plan.samples()[0], 0.f);  // the work that was done stays done: the refusals are what protects it
+  EXPECT_EQ(plan.samples()[5], 2.f);
+  // A refused reset() does not lift the refusal; a reset() that succeeds does.
+  st.fail_reset = false;
+  expect_refusal([&] { plan.reset(other, cpu); }, {"initial"}, "refused reset after a failed one");
+  expect_refusal([&] { plan.ask(); }, {"the last reset() failed"}, "after a refused reset");
+  plan.reset(nullptr, cpu);
+  EXPECT_EQ(plan.position(), 0);
+  EXPECT_EQ(plan.ask().index, 0);
+  EXPECT_EQ(std::vector<float>(plan.samples(), plan.samples() + 6), std::vector<float>(6, 0.f));
+  // A tell() that throws part-way: position() stays, and every call but reset() is refused.
+  plan.tell(cpu);
+  st.fail_tell = true;
+  plan.ask();
+  EXPECT_THROW(plan.tell(cpu), cuda_error);
+  EXPECT_EQ(plan.position(), 1);
+  expect_refusal([&] { plan.ask(); }, {"ask", "the last tell() failed", "ask 1"}, "after a failed tell");
+  expect_refusal([&] { plan.request(3); }, {"request", "the last tell() failed"}, "after a failed tell");
+  expect_refusal([&] { plan.tell(cpu); }, {"tell", "the last tell() failed"}, "after a failed tell");
+  st.fail_tell = false;
+  plan.reset(nullptr, cpu);
+  while (!plan.done()) {
+    plan.ask();
+    plan.tell(cpu);
+  }
+  EXPECT_EQ(std::vector<float>(plan.samples(), plan.samples() + 6), std::vector<float>(6, 4.f));
 }
 
 // Seen failing (before the check) with the final resampling gathered in place into samples() (the samples differed

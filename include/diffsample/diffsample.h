@@ -921,7 +921,10 @@ DS_API ds_status ds_sampling_plan_tell(ds_sampling_plan* plan, ds_execution exec
  * Starts the next trajectory (position 0, the next trajectory's random key advanced on the device), at any position
  * of the current one. The initial state is @p initial (rows x dim on the plan's executor) when not NULL, else drawn
  * as the fused sampler draws it (diffusion plans with draw_initial), on exec.stream; the plan's own samples continue
- * the state, another pointer that overlaps them is refused. Asynchronous on the CUDA executor; capturable.
+ * the state, another pointer that overlaps them is refused. Asynchronous on the CUDA executor; capturable. A refused
+ * reset (DS_INVALID_ARGUMENT) changes nothing; a reset that fails once its work began (a failed launch or copy:
+ * DS_CUDA_ERROR) leaves every call but ds_sampling_plan_reset() failing with DS_INVALID_ARGUMENT ("the last reset()
+ * failed") until a reset succeeds.
  */
 DS_API ds_status ds_sampling_plan_reset(ds_sampling_plan* plan, const float* initial, ds_execution exec);
 

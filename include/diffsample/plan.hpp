@@ -42,6 +42,7 @@ struct plan_request {
 
 namespace detail {
 struct sampling_plan_storage;
+struct sampling_plan_access;
 }
 
 /// A sampler driven step by step by a caller's model. Use:
@@ -196,8 +197,13 @@ class DIFFSAMPLE_API sampling_plan {
   /// exec.stream. Asynchronous on the CUDA executor; capturable.
   /// reset(samples()) starts from the current state (nothing is copied). Callable at any position: a trajectory
   /// interrupted by reset() leaves nothing behind (the next one is as if the interrupted one had run to the end).
+  /// The arguments are checked first: a refused reset() changes nothing. A reset() that throws once its work has
+  /// begun (a failed launch or copy: the random key may have advanced, the state be half drawn) leaves the plan
+  /// refusing ask(), request(), tell() and write_outputs() ("the last reset() failed") until a reset() succeeds,
+  /// as after a failed tell().
   /// @throws invalid_argument when @p initial is null and the plan has no draw of its own, overlaps samples()
-  ///         without being it, or exec.kind is neither automatic nor where()
+  ///         without being it, or exec.kind is neither automatic nor where(); what the work throws (cuda_error)
+  ///         passes through
   void reset(const float* initial = nullptr, execution exec = {});
   /// The state, rows() x dim() (plan memory on its executor): the samples once done(). Writable between asks.
   float* samples() const noexcept;
@@ -217,6 +223,7 @@ class DIFFSAMPLE_API sampling_plan {
   const std::int64_t* accepted() const noexcept;
 
  private:
+  friend struct detail::sampling_plan_access;  // internal: a plan around a given storage (the library's tests)
   explicit sampling_plan(std::unique_ptr<detail::sampling_plan_storage> storage);
   std::unique_ptr<detail::sampling_plan_storage> storage_;
 };
