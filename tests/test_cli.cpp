@@ -1266,6 +1266,10 @@ TEST_F(Cli, ValuesBeyondFp32AreRefusedWithTheirField) {
           "solve --sampler exact", "p.json: observation.y: value 0 is 1e+160");
   refused("{" + prior + ", \"observation\": {\"A\": [[1e300, 0]], \"sigma_y\": 0.5, \"y\": [1]}}",
           "solve --sampler exact", "p.json: observation");
+  // A sigma_y that the exact posterior takes but whose square is no normal FP32 number: the guided samplers refuse
+  // it, naming the file's field (not the library's problems.sigma_y[0]).
+  refused("{" + prior + ", \"observation\": {\"A\": [[1, 0]], \"sigma_y\": 1e-19, \"y\": [1]}}",
+          "solve --steps 5 --particles 64", "p.json: observation.sigma_y: the guided samplers need sigma_y >= 1e-18");
   // The same kinds of values on the command line are a bad command line.
   const result v = run("sample --variance 1e-300 --out " + path("out.npy") + kQuick);
   expect_failure(v, "--variance");

@@ -216,6 +216,12 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     if (!(obs.sigma_y > 0))
       throw input_error(file.path + ": observation.sigma_y: the guided samplers need sigma_y > 0, got " +
                         fmt(obs.sigma_y) + " (use --sampler exact for the noiseless posterior)");
+    // The library's own bound (guided_sample's validation), named here with the file's field: below 1e-18 the FP32
+    // samplers' sigma_y^2 is no normal number.
+    if (obs.sigma_y < std::sqrt(ds::min_variance))
+      throw input_error(file.path + ": observation.sigma_y: the guided samplers need sigma_y >= " +
+                        fmt(std::sqrt(ds::min_variance)) + " (they square it in FP32), got " + fmt(obs.sigma_y) +
+                        " (use --sampler exact for the posterior at this noise)");
     problems.problems = 1;
     problems.d_y = obs.d_y;
     if (file.observation_op && file.observation_op->kind() != ds::observation_kind::dense)

@@ -1,0 +1,61 @@
+#!/bin/sh
+# mpirun -np P diffsample solve when the posterior's checks fail on some processes only: every process must stop with
+# the lowest failing rank's message and the status of its kind, none left waiting (each run under a watchdog:
+# status 124 is a hang).
+# Usage: one_rank.sh DIFFSAMPLE MPIEXEC [MPIEXEC_FLAGS...]
+set -eu
+program=$1
+shift
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+export OMP_NUM_THREADS=1
+problem=$(dirname "$0")/../../examples/posterior_d10.json
+# ranks.sh ARGS_0 ARGS_1 ... -- PROGRAM ARGS...: rank r runs the program with ARGS_r after its arguments.
+printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' 'eval "extra=\${$((rank + 1))}"' \
+  'while [ "$1" != "--" ]; do shift; done' 'shift' 'exec "$@" $extra' >"$dir/ranks.sh"
+# expect NAME STATUS COUNT PATTERN: the last run ended with STATUS and PATTERN on COUNT lines of its stderr.
+expect() {
+  if [ "$status" != "$2" ] || [ "$(grep -c "$4" "$dir/err.txt")" != "$3" ]; then
+    echo "one_rank.sh: $1: status $status (124: a hang), not $2 with '$4' from each of the $3 ranks:" >&2
+    cat "$dir/err.txt" >&2
+    exit 1
+  fi
+}
+
+# A problem file that each process reads, bad on ranks 1 and 2 of 3 with different errors (sigma_y = 0, which the
+# exact posterior takes and the guided samplers refuse; sigma_y = 1e-19, whose FP32 square is no normal number). The
+# checks run after MPI has started (the prior's tables are built first): every rank stops with rank 1's message,
+# exit status 1 (a file's value). Seen failing with solve's agreement on its checks replaced by each rank throwing its
+# own failure: ranks 1 and 2 each ended the job through the MPI_Abort fallback with their own message, rank 0 with
+# none.
+sed 's/"sigma_y": 0.5/"sigma_y": 0/' "$problem" >"$dir/zero.json"
+sed 's/"sigma_y": 0.5/"sigma_y": 1e-19/' "$problem" >"$dir/tiny.json"
+set +e
+timeout 120 "$@" -np 3 sh "$dir/ranks.sh" "--problem $problem" "--problem $dir/zero.json" "--problem $dir/tiny.json" \
+  -- "$program" solve --particles 101 --steps 5 --executor cpu --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+expect "sigma_y bad on ranks 1 and 2" 1 3 \
+  "^diffsample: rank 1 of 3: .*zero.json: observation.sigma_y: the guided samplers need sigma_y > 0, got 0"
+# The same with the last rank alone failing: its message from every rank.
+set +e
+timeout 120 "$@" -np 2 sh "$dir/ranks.sh" "--problem $problem" "--problem $dir/tiny.json" \
+  -- "$program" solve --particles 101 --steps 5 --executor cpu --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+expect "sigma_y bad on the last rank" 1 2 \
+  "^diffsample: rank 1 of 2: .*tiny.json: observation.sigma_y: the guided samplers need sigma_y >= 1e-18"
+# A guided setting on the command line that the library's check refuses on ranks 1 and 2 of 3 (a guidance scale above
+# the FP32 bound, one below 0): rank 1's message naming the flag, exit status 2 (a bad command line).
+set +e
+timeout 120 "$@" -np 3 sh "$dir/ranks.sh" "" "--guidance-scale 1e30" "--guidance-scale -1" \
+  -- "$program" solve --problem "$problem" --sampler dps --particles 101 --steps 5 --executor cpu --quiet \
+  --out "$dir/x.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+expect "--guidance-scale bad on ranks 1 and 2" 2 3 "^diffsample: rank 1 of 3: --guidance-scale: 1e+30 is above 1e+18"
+if [ -e "$dir/x.npy" ]; then
+  echo "one_rank.sh: a failed run wrote its --out" >&2
+  exit 1
+fi
+echo "one_rank.sh: ok"
