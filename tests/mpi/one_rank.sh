@@ -1,11 +1,12 @@
 #!/bin/sh
-# mpirun -np P diffsample solve when the posterior's checks fail on some processes only: every process must stop with
-# the lowest failing rank's message and the status of its kind, none left waiting (each run under a watchdog:
-# status 124 is a hang).
-# Usage: one_rank.sh DIFFSAMPLE MPIEXEC [MPIEXEC_FLAGS...]
+# mpirun -np P diffsample when something fails on some processes only. solve's posterior checks: every process must
+# stop with the lowest failing rank's message and the status of its kind. A failure that no agreement covers: the
+# process ends the job (MPI_Abort) with its message. None left waiting (each run under a watchdog: 124 is a hang).
+# Usage: one_rank.sh DIFFSAMPLE STDOUT_FAULT_LIBRARY MPIEXEC [MPIEXEC_FLAGS...]
 set -eu
 program=$1
-shift
+fault=$2
+shift 2
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 export OMP_NUM_THREADS=1
@@ -58,4 +59,27 @@ if [ -e "$dir/x.npy" ]; then
   echo "one_rank.sh: a failed run wrote its --out" >&2
   exit 1
 fi
+
+# A failure after MPI has started that the processes do not agree on: every failure the command line or a file can
+# provoke is agreed on (above, and tests/mpi/program.sh), but the program checks its standard output once more at
+# the end of every subcommand, after the last collective, on each process alone. Standard output failing on rank 1
+# of 2 or 3 (stdout_fault.c, preloaded there only): that rank prints its message with its rank and ends the job
+# (MPI_Abort with the status, 1), whatever the others do by then (in MPI_Finalize, or gone), and no rank is left
+# running. Seen failing with end_job_if_alone() doing nothing: rank 1 printed 'diffsample: standard output: write
+# failed' without its rank and the job ended through mpirun's count of non-zero statuses.
+printf '%s
+' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' \
+  'if [ "$rank" = 1 ]; then LD_PRELOAD=$FAULT exec "$@"; fi' 'exec "$@"' >"$dir/fault.sh"
+for np in 2 3; do
+  for run in "sample --sampler ula --chains 101 --steps 5" "solve --problem $problem --particles 101 --steps 5"; do
+    set +e
+    # shellcheck disable=SC2086
+    FAULT=$fault timeout 120 "$@" -np "$np" sh "$dir/fault.sh" "$program" $run --executor cpu --quiet \
+      2>"$dir/err.txt" >/dev/null
+    status=$?
+    set -e
+    expect "'$run' with standard output failing on rank 1 of $np" 1 1 \
+      "^diffsample: rank 1 of $np: standard output: write failed: Input/output error (ending every process: "
+  done
+done
 echo "one_rank.sh: ok"
