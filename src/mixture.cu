@@ -262,9 +262,11 @@ executor gaussian_mixture::sample(float* out, std::int64_t n, channel ch, std::u
 gaussian_mixture grid_mixture(std::int64_t dim, int grid, double spacing, double variance,
                               std::vector<double> weights) {
   limits::check("grid", grid, 1, limits::max_grid);
-  DIFFSAMPLE_EXPECTS(dim >= 1, "dim: must be >= 1, got " << dim);
+  limits::check("dim", dim, 1, limits::max_dim);
   detail::check_finite("spacing", spacing);
   const std::int64_t K = std::int64_t(grid) * grid;
+  // K x dim means, up to 2^48 values: refused as the host allocation it would be, before it is tried.
+  detail::check_allocation("grid_mixture: means", static_cast<std::size_t>(K * dim) * sizeof(double), executor::cpu);
   if (weights.empty()) weights.assign(K, 1.0);
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(weights.size()) == K,
                      "weights: grid " << grid << " needs " << K << " weights, got " << weights.size());

@@ -665,3 +665,23 @@ TEST(Validation, GuidedSigmaYSquaresToANormalFp32Number) {
     EXPECT_NO_THROW(guided_sample(mix, outputs, g, o, cpu)) << to_string(s);
   }
 }
+
+// grid_mixture() allocated its K x dim means before any check of dim: dim = 2^40 threw std::bad_alloc (no library
+// error, no name; through the C ABI "host allocation failed"), and dim = 2^24 with a 4096-point grid asked for 2 PiB.
+// dim is checked against limits::max_dim and the means' bytes against the host limit, naming what, before allocating.
+TEST(Validation, GridMixtureChecksItsSizeBeforeAllocating) {
+  expect_error([] { grid_mixture(std::int64_t(1) << 40, 2, 1.0, 1.0); }, {"dim", "1099511627776", "2^24"});
+  expect_error([] { grid_mixture(-1, 2, 1.0, 1.0); }, {"dim", "-1"});
+  try {
+    grid_mixture(limits::max_dim, int(limits::max_grid), 1.0, 1.0);
+    ADD_FAILURE() << "2^24 x 2^24 means accepted";
+  } catch (const out_of_memory& e) {
+    EXPECT_NE(std::string(e.what()).find("grid_mixture"), std::string::npos) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not out_of_memory: " << e.what();
+  }
+  ds_mixture* m = nullptr;
+  EXPECT_EQ(ds_grid_mixture_create(std::int64_t(1) << 40, 2, 1.0, 1.0, nullptr, 0, &m), DS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ds_last_error()).find("dim"), std::string::npos) << ds_last_error();
+  EXPECT_EQ(grid_mixture(3, 2, 1.0, 1.0).dim(), 3);
+}
