@@ -165,6 +165,19 @@ def _count(n: Any) -> int:
     return int(n)
 
 
+_UINT64_MAX = 2**64 - 1
+
+
+def _integer(value: Any, name: str, lo: int, hi: int) -> int:
+    """value as a Python int in [lo, hi], else InvalidArgument naming the argument: a bool, a float (1.5 would be cut
+    to 1 without a word) or any other non-integer is refused, as is an integer out of the range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"{name}: {int(value)} is outside [{lo}, {hi}]")
+    return int(value)
+
+
 def _empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
     """A new array of like's framework and device (NumPy when like is None, a NumPy array or a CPU JAX array)."""
     shape = tuple(int(s) for s in shape)
@@ -299,6 +312,10 @@ def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = Fa
     return a
 
 
+_READ_ONLY = ("{0}: a read-only NumPy array, which the call would write into; pass a writable array ({0}.copy() "
+              "would be a copy that does not receive the results)")
+
+
 def _writable(a: Any, name: str, dtype: Optional[str] = "float32") -> Any:
     """Refuses an array that a call would write into but that must not be written in place: a JAX array (immutable:
     JAX may share its buffer between arrays) or a PyTorch tensor that requires grad (writing it outside autograd
@@ -306,6 +323,8 @@ def _writable(a: Any, name: str, dtype: Optional[str] = "float32") -> Any:
     if a is None:
         return a
     if type(a) is np.ndarray:
+        if not a.flags.writeable:
+            raise InvalidArgument(_READ_ONLY.format(name))
         return _array(a, name, dtype, True)
     fw = _framework(a)
     if fw == "jax":
@@ -387,9 +406,36 @@ def _fill(options: Any, settings: dict) -> Any:
         try:
             setattr(options, key, value)
         except TypeError:  # nanobind's message names neither the setting nor the value
+            if isinstance(value, (int, np.integer)) and isinstance(current, int) and not isinstance(current, bool):
+                lo, hi = _integer_range(options, key)
+                raise InvalidArgument(f"{key}: {int(value)} is outside [{lo}, {hi}] (the setting's integer type)") \
+                    from None
             raise TypeError(f"{key}: a {type(value).__name__} ({value!r}), expected {type(current).__name__}") \
                 from None
     return options
+
+
+def _integer_range(options: Any, key: str) -> Tuple[int, int]:
+    """The range of an integer setting as the binding stores it (int32, int64 or uint64), found by trying its
+    bounds on a fresh options object (only on the error path)."""
+    probe = type(options)()
+    for lo, hi in ((0, _UINT64_MAX), (-2**63, 2**63 - 1), (-2**31, 2**31 - 1)):
+        try:
+            setattr(probe, key, lo)
+            setattr(probe, key, hi)
+            return lo, hi
+        except TypeError:
+            continue
+    return 0, 2**31 - 1
+
+
+def _target(target: Any) -> Tuple[float, float]:
+    """The channel (a, s) of a Langevin target as two floats, else InvalidArgument naming target."""
+    try:
+        a, s = target
+        return float(a), float(s)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"target: expected the channel (a, s), two numbers, got {target!r}") from None
 
 
 def _schedule(schedule: Union[None, str, NoiseSchedule]) -> Optional[NoiseSchedule]:
@@ -397,10 +443,6 @@ def _schedule(schedule: Union[None, str, NoiseSchedule]) -> Optional[NoiseSchedu
         return schedule
     kind = _core.parse_schedule_kind(schedule)
     return getattr(NoiseSchedule, kind.name)()
-
-
-def _f64(a: Any) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
 
 
 _HOST_COPY = {"torch": "{}.cpu()", "cupy": "cupy.asnumpy({})", "jax": "jax.device_get({})"}
@@ -570,11 +612,11 @@ class GaussianMixture:
 
         Returns out, (n, d) float32. Asynchronous on CUDA; on the CPU it returns when done.
         """
+        _array(x, "x"), _array(v, "v")
         if out is None:
             out = _empty(x, _shape(x), "float32")
         else:
             _writable(out, "out")
-        _array(x, "x"), _array(v, "v")
         self._m.denoiser_jvp(x, v, float(a), float(s), out, _stream(x, stream))
         return out
 
@@ -592,7 +634,7 @@ class GaussianMixture:
         q = _core.Quantity.__members__.get(what) if isinstance(what, str) else None
         if q is None:
             raise InvalidArgument(f"what: {what!r} is not 'score', 'denoiser' or 'log_density'")
-        x = _f64(x)
+        x = _host(x, "x", (2,), "(n, d)")
         out = np.empty((x.shape[0],) if q == _core.Quantity.log_density else x.shape, dtype=np.float64)
         self._m.evaluate_fp64(q, x, float(a), float(s), out)
         return out
@@ -607,7 +649,7 @@ class GaussianMixture:
 
         Returns a new NumPy float64 array (n, d). Synchronous (host only).
         """
-        x, v = _f64(x), _f64(v)
+        x, v = _host(x, "x", (2,), "(n, d)"), _host(v, "v", (2,), "(n, d)")
         out = np.empty(x.shape, dtype=np.float64)
         self._m.denoiser_jvp_fp64(x, v, float(a), float(s), out)
         return out
@@ -640,7 +682,8 @@ class GaussianMixture:
             lab = _empty(out, (_shape(out)[0],), "int32")
         elif labels is not False and labels is not None:
             lab = _writable(labels, "labels", "int32")
-        self._m.sample(out, float(a), float(s), int(seed), lab, int(first_index), _stream(out, stream))
+        self._m.sample(out, float(a), float(s), _integer(seed, "seed", 0, _UINT64_MAX), lab,
+                       _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
         return (out, lab) if lab is not None else out
 
 
@@ -674,7 +717,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
     Raises InvalidArgument for a bad option (steps up to diffsample.limits.max_steps) or array.
     """
     o = _fill(LangevinOptions(), options)
-    o.target_a, o.target_s = float(target[0]), float(target[1])
+    o.target_a, o.target_s = _target(target)
     _writable(x, "x"), _writable(_trajectory(trajectory, o), "trajectory"), _writable(accepted, "accepted", "int64")
     _core.langevin(_mixture(mixture), x, o, trajectory, accepted, _stream(x, stream))
     return x
@@ -788,7 +831,7 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray:  # NumPy's case inline: step() runs this per step
+        if type(x) is not np.ndarray or not x.flags.writeable:  # NumPy's case inline: step() runs this per step
             _writable(x, "x")
         self._plan.reset(x, _stream(x, stream))
         return x
@@ -805,9 +848,9 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA (no allocation, no synchronisation); on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray:
+        if type(x) is not np.ndarray or not x.flags.writeable:
             _writable(x, "x")
-        _array(model, "model")
+        _model(model)
         self._plan.step(x, model, _stream(x, stream))
         return x
 
@@ -822,9 +865,9 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray:
+        if type(x) is not np.ndarray or not x.flags.writeable:
             _writable(x, "x")
-        _array(model, "model")
+        _model(model)
         self._plan.finish(x, model, _stream(x, stream))
         return x
 
@@ -853,11 +896,18 @@ class DiffusionPlan:
         p.reset(x, h)
         for k in range(p.steps):
             a, s = p.step_channel(k)
-            p.step(x, _array(model(x, a, s), "model"), h)
+            p.step(x, _model(model(x, a, s)), h)
         if p.needs_final_jump:
             a, s = p.step_channel(p.steps)
-            p.finish(x, _array(model(x, a, s), "model"), h)
+            p.finish(x, _model(model(x, a, s)), h)
         return x
+
+
+def _model(output: Any) -> Any:
+    """A model's output for DiffusionPlan.step / finish: an array (checked as _array checks), not None."""
+    if output is None:
+        raise InvalidArgument("model: None, expected the model's (n, d) float32 output")
+    return _array(output, "model")
 
 
 def _framework_view(view: Any, like: Any) -> Any:
@@ -948,7 +998,7 @@ class SamplingPlan:
         Returns a SamplingPlan with rows = n. Synchronises once (the constructor's uploads on CUDA).
         """
         o = _fill(LangevinOptions(), options)
-        o.target_a, o.target_s = float(target[0]), float(target[1])
+        o.target_a, o.target_s = _target(target)
         return cls(_core.SamplingPlan.langevin(int(n), int(d), o, _enum(_core.ModelOutput, output),
                                                _enum(_core.Executor, device), _stream_handle(stream)), like)
 
@@ -1181,6 +1231,9 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
     """
     o = _fill(ResamplingOptions(), options)
     _array(log_weights, "log_weights")
+    if log_weights is None or len(_shape(log_weights)) != 2:
+        got = "None" if log_weights is None else f"shape {_shape(log_weights)}"
+        raise InvalidArgument(f"log_weights: {got}, expected a (B, N) float32 array")
     B, N = _shape(log_weights)
     if ancestors is None:
         ancestors = _empty(log_weights, (B, N), "int32")
@@ -1306,7 +1359,8 @@ class MixturePosterior:
             out = _empty(None, (_count(n), self.dim), dtype)
         _writable(out, "out", None)
         lab = _empty(out, (_shape(out)[0],), "int32") if labels else None
-        self._p.sample(out, int(seed), lab, int(first_index), _stream(out, stream))
+        self._p.sample(out, _integer(seed, "seed", 0, _UINT64_MAX), lab,
+                       _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
         return (out, lab) if labels else out
 
 
@@ -1363,6 +1417,10 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
     runs.
     """
     pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
+    if device is not None and not (hasattr(device, "__dlpack__") or hasattr(device, "__array_interface__")):
+        raise InvalidArgument(f"device: a {type(device).__name__} ({device!r}); pass None (NumPy outputs, the CPU "
+                              "executor) or an array whose framework and device the outputs follow, e.g. "
+                              "torch.empty(0, device='cuda')")
     result = _guided_outputs(outputs, device, pr.problems, o.particles, prior.dim, o.steps)
     args = [result.get(k) for k in _GUIDED_OUTPUTS]
     result["report"] = _core.guided_sample(_mixture(prior), pr, o, *args, _stream(device, stream))
@@ -1397,6 +1455,10 @@ def _guided_setup(A: Operators, y: ProblemData, sigma_y: ProblemData, sampler: s
 
 def _guided_outputs(outputs: Sequence[str], device: Any, B: int, N: int, d: int, steps: int) -> dict:
     """New arrays for the named guided outputs, in device's framework."""
+    # The library's own checks of these sizes, before the arrays are allocated (numpy would refuse a negative size
+    # in its own words, or try terabytes).
+    _core._check_limit("options.particles", N, 1, limits.max_particles)
+    _core._check_limit("options.steps", steps, 1, limits.max_steps)
     shapes = {"particles": ((B, N, d), "float32"), "log_weights": ((B, N), "float32"),
               "samples": ((B, N, d), "float32"), "log_normaliser": ((B,), "float64"),
               "ess_trace": ((B, steps + 1), "float32"), "resample_count": ((B,), "int32")}
@@ -1429,7 +1491,9 @@ def sliced_wasserstein(a: Array, b: Array, *, directions: int = 256, seed: int =
     Returns the distance as a Python float. Synchronises the stream on CUDA (it returns a host value).
     """
     _array(a, "a"), _array(b, "b")
-    return _core.sliced_wasserstein(a, b, directions, seed, p, _stream(a, stream))
+    return _core.sliced_wasserstein(a, b, _integer(directions, "directions", 1, 2**31 - 1),
+                                    _integer(seed, "seed", 0, _UINT64_MAX), _integer(p, "p", 1, 2),
+                                    _stream(a, stream))
 
 
 def component_weights(reference: Any, x: Array) -> np.ndarray:

@@ -25,6 +25,7 @@
 
 #include "docstrings.hpp"
 #include "src/enum_tables.hpp"
+#include "src/limits.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -1020,6 +1021,14 @@ NB_MODULE(_core, m) {
     docs["guided_problems"] = DS_DOC_FREE(guided_problems);
     m.attr("_header_docs") = docs;
   }
+  m.def(
+      "_check_limit",
+      [](const std::string& name, std::int64_t value, std::int64_t lo, std::int64_t limit) {
+        ds::limits::check(name, value, lo, limit);
+      },
+      "name"_a, "value"_a, "lo"_a, "limit"_a,
+      "Raises InvalidArgument with the library's message (limits.hpp) unless lo <= value <= limit: the package's "
+      "check of a size it allocates for before the library sees it.");
   m.def(
       "_read_host",
       [](nb::handle a, const std::string& name, std::vector<std::size_t> ndims, const std::string& expected) {

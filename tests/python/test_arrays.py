@@ -90,7 +90,7 @@ def test_errors_name_the_argument_and_value(mixture2):
     # A read-only output is refused before anything runs.
     ro = np.zeros((8, 2), dtype=np.float32)
     ro.flags.writeable = False
-    with pytest.raises(TypeError):
+    with pytest.raises(ds.InvalidArgument, match=r"^out: a read-only NumPy array"):
         mixture2.score(x, out=ro)
 
 

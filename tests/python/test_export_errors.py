@@ -91,6 +91,98 @@ def test_other_arguments_are_named_too(mixture2):
     refused(lambda: plan.step(x, X.astype(np.float64)), r"model: dtype float64, expected float32")
 
 
+def read_only(shape, dtype=np.float32):
+    a = np.zeros(shape, dtype)
+    a.flags.writeable = False
+    return a
+
+
+def test_read_only_outputs_are_refused_by_name(mixture2):
+    """A read-only NumPy array given where the call writes reached nanobind, whose TypeError ("incompatible function
+    arguments") names neither the argument nor the fault. Each is refused with InvalidArgument naming it, the array
+    untouched. Seen failing before the fix: TypeError for every case."""
+    x = X.copy()
+    plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3)
+    cases = [
+        ("out", lambda: mixture2.score(X, out=read_only((8, 2)))),
+        ("out", lambda: mixture2.log_density(X, out=read_only(8))),
+        ("out", lambda: mixture2.denoiser_jvp(X, X, out=read_only((8, 2)))),
+        ("out", lambda: mixture2.sample(out=read_only((8, 2)))),
+        ("labels", lambda: mixture2.sample(8, labels=read_only(8, np.int32))),
+        ("x", lambda: ds.langevin(mixture2, read_only((8, 2)), method="ula", step_size=0.01, steps=2)),
+        ("trajectory", lambda: ds.langevin(mixture2, x, method="ula", step_size=0.01, steps=2, record_every=1,
+                                           trajectory=read_only((2, 8, 2)))),
+        ("out", lambda: ds.diffusion(mixture2, out=read_only((8, 2)), steps=2)),
+        ("ancestors", lambda: ds.resample(X.reshape(2, 8), ancestors=read_only((2, 8), np.int32))),
+        ("out", lambda: ds.gather_particles(X.reshape(1, 8, 2), np.zeros((1, 8), np.int32),
+                                            out=read_only((1, 8, 2)))),
+        ("out", lambda: ds.MixturePosterior(mixture2, [[1.0, 0.0]], 0.5, [0.1]).sample(out=read_only((8, 2)))),
+        ("x", lambda: plan.reset(read_only((8, 2)))),
+        ("x", lambda: plan.step(read_only((8, 2)), X)),
+        ("x", lambda: plan.finish(read_only((8, 2)), X)),
+    ]
+    for name, call in cases:
+        refused(call, rf"^{name}: a read-only NumPy array, which the call would write into")
+    np.testing.assert_array_equal(x, X)
+
+
+def test_integer_arguments_are_checked_by_name(mixture2):
+    """Seeds, first indices and counts passed to the binding directly: a float was cut (seed=1.5 ran seed 1), a bool
+    taken as 0 or 1 (directions=True ran one direction), and a negative or too large value gave nanobind's
+    TypeError naming nothing. Keyword settings out of their integer type's range said 'a int (-1), expected int'.
+    Seen failing before the fix: those results and messages."""
+    post = ds.MixturePosterior(mixture2, [[1.0, 0.0]], 0.5, [0.1])
+    for sample in (mixture2.sample, post.sample):
+        refused(lambda: sample(3, seed=1.5), r"^seed: expected an integer in \[0, 18446744073709551615\], got 1\.5")
+        refused(lambda: sample(3, seed=-1), r"^seed: -1 is outside \[0, 18446744073709551615\]")
+        refused(lambda: sample(3, seed=2**64), r"^seed: 18446744073709551616 is outside")
+        refused(lambda: sample(3, first_index=-1), r"^first_index: -1 is outside")
+        refused(lambda: sample(3, first_index=True), r"^first_index: expected an integer")
+        np.testing.assert_array_equal(sample(3, seed=np.uint64(7)), sample(3, seed=7))
+    refused(lambda: ds.sliced_wasserstein(X, X, directions=True), r"^directions: expected an integer in \[1, ")
+    refused(lambda: ds.sliced_wasserstein(X, X, directions=0), r"^directions: 0 is outside \[1, 2147483647\]")
+    refused(lambda: ds.sliced_wasserstein(X, X, directions=2**31), r"^directions: 2147483648 is outside")
+    refused(lambda: ds.sliced_wasserstein(X, X, seed=-1), r"^seed: -1 is outside")
+    refused(lambda: ds.sliced_wasserstein(X, X, p=True), r"^p: expected an integer in \[1, 2\], got True")
+    refused(lambda: ds.langevin(mixture2, X.copy(), seed=-1), r"^seed: -1 is outside \[0, 18446744073709551615\] "
+                                                              r"\(the setting's integer type\)")
+    refused(lambda: ds.resample(X.reshape(2, 8), metropolis_steps=2**40),
+            r"^metropolis_steps: 1099511627776 is outside \[-2147483648, 2147483647\]")
+
+
+def test_shapes_and_arguments_the_package_reads_itself_are_named(mixture2):
+    """Arguments the package unpacked or allocated for before the library saw them: a 1-D log_weights ("not enough
+    values to unpack"), a one-number target (IndexError), a list x of denoiser_jvp (AttributeError), a model that
+    returned None (nanobind's TypeError), particles = -1 (NumPy's "negative dimensions") or 2^40 (a MemoryError for
+    8 TiB), device='cuda' as a string (ran on the CPU into NumPy arrays), complex or bool points of the FP64
+    references (the imaginary part dropped, True read as 1). Seen failing before the fix: those exceptions or runs."""
+    refused(lambda: ds.resample(X[0]), r"^log_weights: shape \(2,\), expected a \(B, N\) float32 array")
+    refused(lambda: ds.resample(X[None]), r"^log_weights: shape \(1, 8, 2\)")
+    refused(lambda: ds.langevin(mixture2, X.copy(), target=(1.0,)), r"^target: expected the channel \(a, s\)")
+    refused(lambda: ds.SamplingPlan.langevin(8, 2, target=None), r"^target: expected the channel")
+    refused(lambda: mixture2.denoiser_jvp([[0.0, 0.0]], X[:1]), r"^x: a list, expected an array")
+    plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3)
+    refused(lambda: plan.run(lambda x, a, s: None), r"^model: None, expected the model's \(n, d\) float32 output")
+    x = plan.reset(X.copy())
+    refused(lambda: plan.step(x, None), r"^model: None")
+    A, y = [[1.0, 0.5]], [0.25]
+    refused(lambda: ds.guided_sample(mixture2, A, y, 0.5, particles=-1, steps=2),
+            r"^options\.particles = -1, must be at least 1")
+    refused(lambda: ds.guided_sample(mixture2, A, y, 0.5, particles=2**40, steps=2),
+            r"^options\.particles = 1099511627776, the limit is 16777216 \(2\^24\)")
+    refused(lambda: ds.guided_sample(mixture2, A, y, 0.5, particles=4, steps=2**40),
+            r"^options\.steps = 1099511627776, the limit is")
+    refused(lambda: ds.guided_sample(mixture2, A, y, 0.5, particles=4, steps=2, device="cuda"),
+            r"^device: a str \('cuda'\); pass None")
+    for what in ("score", "log_density"):
+        refused(lambda: mixture2.evaluate_fp64(what, np.ones((2, 2), complex)), r"^x: .*complex")
+        refused(lambda: mixture2.evaluate_fp64(what, np.ones((2, 2), bool)), r"^x: .*bool")
+        refused(lambda: mixture2.evaluate_fp64(what, [1.0, 2.0]), r"^x: .*\(n, d\)")
+    refused(lambda: mixture2.denoiser_jvp_fp64(np.ones((2, 2)), np.ones((2, 2), complex)), r"^v: .*complex")
+    np.testing.assert_allclose(mixture2.evaluate_fp64("score", X.astype(np.float64)),
+                               mixture2.score(X), rtol=1e-4, atol=1e-5)
+
+
 @needs_torch
 @pytest.mark.parametrize("make, pattern", [
     (lambda: torch._neg_view(torch.from_numpy(X.copy())),
