@@ -184,6 +184,16 @@ void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std
   }
 }
 
+// The result and the caller's workspace share no byte with either sample set (a and b may be one array): a result
+// written after a pass would be read back as samples by the next, and the workspace is written before b is read.
+void check_apart(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std::int64_t d,
+                 const double* result, const void* workspace, std::size_t workspace_bytes) {
+  const detail::buffer_span out = {"result", result, result ? sizeof(double) : 0};
+  const detail::buffer_span ws = {"workspace", workspace, workspace ? workspace_bytes : 0};
+  detail::check_disjoint({{"a", a, static_cast<std::size_t>(n_a * d) * sizeof(float)}, out, ws});
+  detail::check_disjoint({{"b", b, static_cast<std::size_t>(n_b * d) * sizeof(float)}, out, ws});
+}
+
 }  // namespace
 
 std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, std::int64_t n_b, std::int64_t d,
@@ -205,6 +215,7 @@ executor sliced_wasserstein_async(double* result, std::int64_t n_a, std::int64_t
   detail::check_buffer("b", b, n_b * d, sizeof(float), where);
   DIFFSAMPLE_EXPECTS(result != nullptr, "result: null pointer");
   detail::check_buffer("result", result, 1, sizeof(double), where);
+  check_apart(a, n_a, b, n_b, d, result, workspace, workspace_bytes);
   std::unique_ptr<detail::scratch> owned;
   run(a, n_a, b, n_b, d, directions, seed, p, result, where, exec.stream, workspace, workspace_bytes, owned,
       nullptr);
@@ -218,6 +229,7 @@ double sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, co
   const executor where = detail::resolve_executor(exec.kind, a);
   detail::check_buffer("a", a, n_a * d, sizeof(float), where);
   detail::check_buffer("b", b, n_b * d, sizeof(float), where);
+  check_apart(a, n_a, b, n_b, d, nullptr, workspace, workspace_bytes);
   std::unique_ptr<detail::scratch> owned;
   double* slot = nullptr;
   run(a, n_a, b, n_b, d, directions, seed, p, nullptr, where, exec.stream, workspace, workspace_bytes, owned, &slot);

@@ -329,6 +329,43 @@ TEST(SlicedWasserstein, Validation) {
   EXPECT_TRUE(std::isnan(r));
 }
 
+// The result and a caller's workspace may not share memory with the samples: with fewer directions per pass than
+// directions, the result written after the first pass was read back as samples by the next (a result inside a
+// changed the distance and the caller's a), and a workspace over b was overwritten by the projections before b was
+// read. Refused naming both, the samples untouched; a and b may still be one array (distance 0).
+TEST(SlicedWasserstein, ResultAndWorkspaceMustNotOverlapTheSamples) {
+  const std::vector<float> a = normals(10, 2, 1), b = normals(12, 2, 2);
+  const std::size_t one_pass = ds::sliced_wasserstein_workspace_bytes(10, 12, 2, 1, ds::executor::cpu);
+  std::vector<unsigned char> ws(one_pass + 64);
+  double separate = 0;
+  ds::sliced_wasserstein_async(&separate, 10, 12, 2, a.data(), b.data(), 8, 1, 1, cpu(), ws.data(), ws.size());
+  for (int which : {0, 1}) {  // the result inside a, inside b
+    std::vector<float> held = which == 0 ? a : b;
+    const std::vector<float> before = held;
+    double* result = reinterpret_cast<double*>(held.data() + 4);
+    const float* pa = which == 0 ? held.data() : a.data();
+    const float* pb = which == 1 ? held.data() : b.data();
+    expect_invalid([&] { ds::sliced_wasserstein_async(result, 10, 12, 2, pa, pb, 8, 1, 1, cpu(), ws.data(),
+                                                      ws.size()); },
+                   which == 0 ? "result: must not overlap a" : "result: must not overlap b");
+    EXPECT_EQ(held, before) << which;
+  }
+  // A workspace that holds b.
+  std::vector<unsigned char> big(one_pass + 12 * 2 * sizeof(float) + 64);
+  float* inside = reinterpret_cast<float*>(big.data() + one_pass);
+  std::copy(b.begin(), b.end(), inside);
+  double r = 0;
+  expect_invalid([&] { ds::sliced_wasserstein_async(&r, 10, 12, 2, a.data(), inside, 8, 1, 1, cpu(), big.data(),
+                                                    big.size()); },
+                 "must not overlap b");
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), inside));
+  expect_invalid([&] { ds::sliced_wasserstein(10, 12, 2, a.data(), inside, 8, 1, 1, cpu(), big.data(), big.size()); },
+                 "must not overlap b");
+  // One array as both samples: fine.
+  EXPECT_EQ(ds::sliced_wasserstein(10, 10, 2, a.data(), a.data(), 8, 1, 1, cpu()), 0.0);
+  EXPECT_GT(separate, 0.0);
+}
+
 // ---- component weights ---------------------------------------------------------------------------------------
 
 namespace {

@@ -685,3 +685,39 @@ TEST(Validation, GridMixtureChecksItsSizeBeforeAllocating) {
   EXPECT_NE(std::string(ds_last_error()).find("dim"), std::string::npos) << ds_last_error();
   EXPECT_EQ(grid_mixture(3, 2, 1.0, 1.0).dim(), 3);
 }
+
+// The C ABI's host outputs of an analytic posterior and of the component weights were copied into the caller's
+// buffers one after the other: a covariance over the mean replaced part of the mean, component means over the
+// weights replaced weights, and weights written over the samples destroyed them. Any two that share a byte are
+// refused naming both, nothing written.
+TEST(Validation, CHostOutputsMustNotOverlap) {
+  const double w[2] = {0.4, 0.6}, mu[4] = {-1, 0, 1, 0.5}, var[2] = {0.5, 1.0}, A[2] = {1, 0.5}, y[1] = {0.3};
+  ds_mixture* m = nullptr;
+  ASSERT_EQ(ds_mixture_create(2, 2, w, mu, var, 2, &m), DS_SUCCESS);
+  ds_posterior* q = nullptr;
+  ASSERT_EQ(ds_posterior_create(m, 1, A, 0.5, y, &q), DS_SUCCESS);
+  auto refused = [](ds_status s, const char* fragment) {
+    EXPECT_EQ(s, DS_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(ds_last_error()).find(fragment), std::string::npos) << ds_last_error();
+  };
+  std::vector<double> buf(16, -7.0);
+  const std::vector<double> before = buf;
+  refused(ds_posterior_moments(q, buf.data(), buf.data() + 1), "covariance: must not overlap mean");
+  refused(ds_posterior_components(q, buf.data(), nullptr, buf.data() + 1, nullptr), "means: must not overlap weights");
+  refused(ds_posterior_components(q, nullptr, buf.data() + 8, nullptr, buf.data() + 2),
+          "covariances: must not overlap log_weights");
+  EXPECT_EQ(buf, before);
+  std::vector<float> x = {0.1f, 0.2f, -0.5f, 1.0f, 0.3f, 0.3f, 2.0f, -1.0f};
+  const std::vector<float> x0 = x;
+  refused(ds_component_weights(m, x.data(), 4, reinterpret_cast<double*>(x.data() + 2)), "out: must not overlap x");
+  refused(ds_posterior_component_weights(q, x.data(), 4, reinterpret_cast<double*>(x.data())),
+          "out: must not overlap x");
+  EXPECT_EQ(x, x0);
+  // Separate buffers: written.
+  EXPECT_EQ(ds_posterior_moments(q, buf.data(), buf.data() + 2), DS_SUCCESS);
+  EXPECT_EQ(ds_posterior_components(q, buf.data(), buf.data() + 2, buf.data() + 4, buf.data() + 8), DS_SUCCESS);
+  double cw[2];
+  EXPECT_EQ(ds_component_weights(m, x.data(), 4, cw), DS_SUCCESS);
+  ds_posterior_destroy(q);
+  ds_mixture_destroy(m);
+}

@@ -1113,7 +1113,7 @@ DS_API ds_status ds_posterior_shape(const ds_posterior* posterior, int64_t* comp
 DS_API ds_status ds_posterior_log_evidence(const ds_posterior* posterior, double* out);
 
 /**
- * Copies the posterior components out (host memory); every output pointer may be NULL.
+ * Copies the posterior components out (host memory); every output pointer may be NULL; no two may overlap.
  * @param weights      K normalised weights w'_k
  * @param log_weights  K values log w'_k (finite even when w'_k underflows)
  * @param means        K x d_x component means
@@ -1123,7 +1123,8 @@ DS_API ds_status ds_posterior_components(const ds_posterior* posterior, double* 
                                          double* means, double* covariances);
 
 /**
- * Mean (d_x values) and covariance (d_x x d_x) of the whole posterior mixture (host memory); either may be NULL.
+ * Mean (d_x values) and covariance (d_x x d_x) of the whole posterior mixture (host memory); either may be NULL;
+ * they may not overlap.
  */
 DS_API ds_status ds_posterior_moments(const ds_posterior* posterior, double* mean, double* covariance);
 
@@ -1188,7 +1189,8 @@ DS_API ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const flo
 
 /**
  * The asynchronous form of ds_sliced_wasserstein_on(): never synchronises; the distance lands in *result (device-
- * accessible on CUDA, host memory on the CPU) when the stream reaches it.
+ * accessible on CUDA, host memory on the CPU) when the stream reaches it. Neither result nor the workspace may
+ * overlap a or b (DS_INVALID_ARGUMENT).
  * @param result  one double where the executor writes the distance
  * @param ran     receives the executor that ran (may be NULL)
  */

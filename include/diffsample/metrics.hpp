@@ -78,8 +78,9 @@ DIFFSAMPLE_API std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, 
 ///                  nullptr to allocate stream-ordered
 /// @return the executor that ran
 /// @throws invalid_argument for n_a, n_b, d or directions < 1, d > limits::max_int_count, p not 1 or 2, a null
-///         pointer, a pointer on the wrong side, sizes whose byte count overflows, or a workspace too small for one
-///         direction; out_of_memory when the scratch does not fit
+///         pointer, a pointer on the wrong side, sizes whose byte count overflows, a workspace too small for one
+///         direction, or a result or workspace that shares memory with a or b (a and b may be one array);
+///         out_of_memory when the scratch does not fit
 DIFFSAMPLE_API executor sliced_wasserstein_async(double* result, std::int64_t n_a, std::int64_t n_b,
                                                  std::int64_t dim, const float* a, const float* b, int directions,
                                                  std::uint64_t seed, int p, execution exec = {},

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <new>
 #include <string>
 #include <type_traits>
@@ -117,6 +118,30 @@ inline const mixture_posterior& get(const ds_posterior* p, const char* name = "p
 template <class T>
 void require_out(const char* name, T* p) {
   if (p == nullptr) fail(std::string(name) + ": null output pointer");
+}
+
+/// One host output of a C entry point that the C layer itself writes (its name, first byte and size in bytes).
+struct host_span {
+  const char* name;
+  const void* ptr;
+  std::size_t bytes;
+};
+
+/// Fails naming both when two of `spans` share a byte (an absent one, null or empty, shares none): the C layer copies
+/// its outputs one after the other, so overlapping ones would overwrite each other or the inputs. The same message as
+/// the library's checks of its own buffers ("b: must not overlap a (...)"); kept here so that src/c_api/ needs no
+/// symbol the library does not export.
+inline void check_apart(std::initializer_list<host_span> spans) {
+  const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  for (auto a = spans.begin(); a != spans.end(); ++a)
+    for (auto b = a + 1; b != spans.end(); ++b) {
+      if (a->ptr == nullptr || a->bytes == 0 || b->ptr == nullptr || b->bytes == 0) continue;
+      const bool shared = at(a->ptr) <= at(b->ptr) ? at(b->ptr) - at(a->ptr) < a->bytes
+                                                   : at(a->ptr) - at(b->ptr) < b->bytes;
+      if (shared)
+        fail(std::string(b->name) + ": must not overlap " + a->name + " (" + b->name + " " + std::to_string(b->bytes) +
+             " bytes, " + a->name + " " + std::to_string(a->bytes) + " bytes, sharing memory)");
+    }
 }
 
 /// `count` values from a caller's array (null only when count is 0).

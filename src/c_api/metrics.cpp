@@ -14,6 +14,10 @@ ds_status component_weights(const Reference* reference, const float* x, int64_t 
   return guard([&] {
     const auto& r = get(reference);
     require_out("out", out);
+    // The weights are written over the caller's memory after the run: not over the samples it passed.
+    if (n > 0 && n <= ds::limits::max_items / r.dim())
+      check_apart({{"x", x, static_cast<std::size_t>(n * r.dim()) * sizeof(float)},
+                                  {"out", out, static_cast<std::size_t>(r.components()) * sizeof(double)}});
     const std::vector<double> w = ds::component_weights(r, n, x);
     std::copy(w.begin(), w.end(), out);
   });

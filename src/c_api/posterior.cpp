@@ -94,6 +94,12 @@ ds_status ds_posterior_components(const ds_posterior* posterior, double* weights
                                   double* covariances) {
   return guard([&] {
     const auto& p = get(posterior);
+    const std::size_t K = static_cast<std::size_t>(p.components()), d = static_cast<std::size_t>(p.dim());
+    // Copied one after the other: outputs that share a byte would overwrite each other.
+    check_apart({{"weights", weights, K * sizeof(double)},
+                                {"log_weights", log_weights, K * sizeof(double)},
+                                {"means", means, K * d * sizeof(double)},
+                                {"covariances", covariances, K * d * d * sizeof(double)}});
     auto copy = [](const std::vector<double>& from, double* to) {
       if (to) std::copy(from.begin(), from.end(), to);
     };
@@ -107,6 +113,8 @@ ds_status ds_posterior_components(const ds_posterior* posterior, double* weights
 ds_status ds_posterior_moments(const ds_posterior* posterior, double* mean, double* covariance) {
   return guard([&] {
     const auto& p = get(posterior);
+    const std::size_t d = static_cast<std::size_t>(p.dim());
+    check_apart({{"mean", mean, d * sizeof(double)}, {"covariance", covariance, d * d * sizeof(double)}});
     // Both are computed before either is written, so that a failure leaves the outputs unchanged.
     const std::vector<double> mu = mean ? p.mean() : std::vector<double>{};
     const std::vector<double> cov = covariance ? p.covariance() : std::vector<double>{};
