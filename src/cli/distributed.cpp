@@ -173,6 +173,91 @@ void check_arguments(const std::function<void()>& check) {
   if (help != nullptr) throw help_request{help};
 }
 
+namespace {
+// FNV-1a over a file's bytes, as 16 hex digits; "unreadable" when it cannot be read now (it was read just before).
+std::string digest(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return "unreadable";
+  std::uint64_t h = 1469598103934665603ull;
+  unsigned char buffer[1 << 16];
+  for (std::size_t got; (got = std::fread(buffer, 1, sizeof buffer, f)) > 0;)
+    for (std::size_t i = 0; i < got; ++i) h = (h ^ buffer[i]) * 1099511628211ull;
+  std::fclose(f);
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+}  // namespace
+
+void same_run_everywhere(const options& o, const std::vector<std::string>& files,
+                         const std::vector<std::string>& per_process) {
+#if defined(DIFFSAMPLE_CLI_MPI)
+  int size = 1, me = 0;
+  if (!launched_world(size, me)) return;
+  // This process's run as (name, value) lines in order of name: its flags, then its files' digests, in the order
+  // read, under the name '\x7f' and the file's position (after every flag; the paths may differ between
+  // processes, the contents may not: --problem's value is compared through them, its presence as a flag's). Rank
+  // 0's is broadcast; each compares.
+  std::vector<std::pair<std::string, std::string>> mine;
+  for (const auto& [flag, value] : o.values)
+    if (std::find(per_process.begin(), per_process.end(), flag) == per_process.end()) mine.emplace_back(flag, value);
+  char position[32];
+  for (std::size_t k = 0; k < files.size(); ++k) {
+    std::snprintf(position, sizeof position, "\x7f%08zu", k);
+    mine.emplace_back(position, digest(files[k]));
+  }
+  std::string text;
+  for (const auto& [name, value] : mine) text += name + '\0' + value + '\0';
+  long long length = static_cast<long long>(text.size());
+  MPI_Bcast(&length, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+  std::string root(static_cast<std::size_t>(length), '\0');
+  if (me == 0) root = text;
+  MPI_Bcast(root.data(), static_cast<int>(length), MPI_CHAR, 0, MPI_COMM_WORLD);
+  std::vector<std::pair<std::string, std::string>> theirs;
+  for (std::size_t at = 0; at < root.size();) {
+    const std::size_t name_end = root.find('\0', at), value_end = root.find('\0', name_end + 1);
+    theirs.emplace_back(root.substr(at, name_end - at), root.substr(name_end + 1, value_end - name_end - 1));
+    at = value_end + 1;
+  }
+  std::exception_ptr failure;
+  try {
+    const std::string why = " (every process of a run under mpirun must be given the same arguments and files)";
+    // The first name (in order: the flags, then the files) whose value differs or that one side lacks.
+    std::size_t i = 0, j = 0;
+    while (i < mine.size() || j < theirs.size()) {
+      const bool here = i < mine.size(), there = j < theirs.size();
+      const std::string& name = here && (!there || mine[i].first <= theirs[j].first) ? mine[i].first : theirs[j].first;
+      const bool file = name[0] == '\x7f';
+      const std::size_t k = file ? std::stoul(name.substr(1)) : 0;
+      const std::string shown = !file ? name : k < files.size() ? files[k] : "file " + std::to_string(k + 1);
+      const bool mine_has = here && mine[i].first == name, theirs_has = there && theirs[j].first == name;
+      std::string problem;
+      if (mine_has && theirs_has && mine[i].second != theirs[j].second && name != "--problem")
+        problem = file ? "its content differs from rank 0's copy"
+                       : "'" + mine[i].second + "' on this process, '" + theirs[j].second + "' on rank 0";
+      else if (mine_has && !theirs_has)
+        problem = file ? "read by this process, not by rank 0 (it reads " + std::to_string(k) + " files)"
+                       : "given on this process ('" + mine[i].second + "'), not on rank 0";
+      else if (!mine_has && theirs_has)
+        problem = file ? "rank 0 reads " + std::to_string(k + 1) + " files or more, this process " +
+                             std::to_string(files.size())
+                       : "given on rank 0 ('" + theirs[j].second + "'), not on this process";
+      if (!problem.empty()) {
+        if (file) throw input_error(shown + ": " + problem + why);
+        throw usage_error(shown + ": " + problem + why);
+      }
+      i += mine_has ? 1 : 0;
+      j += theirs_has ? 1 : 0;
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  agree(failure);
+#else
+  (void)o, (void)files, (void)per_process;
+#endif
+}
+
 int on_root(bool spread, const std::function<int()>& tail) {
   if (!spread) return tail();
   std::exception_ptr failure;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/args.hpp"
 #include "cli/runner.hpp"
 
 namespace diffsample::cli::distributed {
@@ -84,6 +85,23 @@ void agree(std::exception_ptr failure);
 /// lowest one that asked holds (it prints the usage once; every process exits 0). Not launched, it rethrows @p
 /// check's failure or help_request.
 void check_arguments(const std::function<void()>& check);
+
+/// Called by sample, demo and solve on every process once their checks of the run's settings are agreed on (so that
+/// a value one process refuses is reported by that check), before the run: under a launcher with more than one
+/// process, every process must run its part of the same run, so each compares its options (@p o, the flags and their values,
+/// but for those in @p per_process: the executor, the outputs, which rank 0 alone writes, --quiet) and the bytes of
+/// the files it read (@p files: the problem file and its .npy files) with rank 0's. A difference on any process stops
+/// every process with the lowest differing rank's message, as agree() does: usage_error (status 2) naming the flag
+/// ("--steps: '6' on this process, '5' on rank 0"), input_error (1) naming a file whose content differs. Before,
+/// sample ran each process's slice of the chains with its own settings (another sampler, seed or step count) and
+/// wrote the mixture without a word. Not launched: nothing.
+void same_run_everywhere(const options& o, const std::vector<std::string>& files,
+                         const std::vector<std::string>& per_process);
+
+/// The flags that may differ between the processes of a run: the executor (CPU ranks among CUDA ones), the outputs
+/// (rank 0 alone writes them) and --quiet.
+inline const std::vector<std::string> per_process_flags = {"--executor", "--out", "--report", "--plot", "--ess-plot",
+                                                           "--quiet"};
 
 /// The end of a command whose samples rank 0 holds: with @p spread (launched), rank 0 runs @p tail (its scores,
 /// report and outputs) while the others wait for it, and a failure there (an output it cannot write, its standard

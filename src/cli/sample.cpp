@@ -226,6 +226,9 @@ int sample_main(sample_plan& p, const char* command) {
     refused = std::current_exception();
   }
   distributed::agree(refused);
+  // Every process runs its slice of one run: the same settings and files on every process (after the checks, so that
+  // a value one process refuses is reported by its own check).
+  distributed::same_run_everywhere(o, p.file.files, distributed::per_process_flags);
   const gaussian_mixture& target = *built;
   // Under mpirun every process runs its slice of the chains and rank 0 alone prints and writes (cli/distributed.hpp).
   const bool speak = !quiet && distributed::rank() == 0;

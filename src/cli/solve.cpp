@@ -299,6 +299,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     refused = std::current_exception();
   }
   distributed::agree(refused);
+  // Every process runs its share of one filter: the same settings and files on every process (after the checks, so
+  // that a value one process refuses is reported by its own check).
+  distributed::same_run_everywhere(o, file.files, distributed::per_process_flags);
 
   std::vector<float> x, ess(std::size_t(g.steps + 1));  // x: the samples, from the run
   double log_z = 0;

@@ -60,6 +60,43 @@ if [ -e "$dir/x.npy" ]; then
   exit 1
 fi
 
+# Settings that each process accepts but that differ between them: every process must run its part of one run.
+# sample with another seed on rank 1 and another again on rank 2 of 3 (each process would sample its slice of the
+# chains with its own seed, the others' slices missing), and MALA on rank 1 of 2 beside ULA on rank 0; solve with a
+# problem file whose y differs on rank 1 (the same path on another node can hold another file). Every process stops
+# with rank 1's message, status 2 (a flag) or 1 (a file). The same problem file at another path on rank 1 runs, its
+# samples those of one process. Seen failing before the comparison: each run exited 0 (sample wrote the slices of
+# different runs as one sample).
+set +e
+timeout 120 "$@" -np 3 sh "$dir/ranks.sh" "--seed 1" "--seed 2" "--seed 3" \
+  -- "$program" sample --sampler ula --chains 101 --steps 5 --executor cpu --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+expect "--seed differing on ranks 1 and 2" 2 3 "^diffsample: rank 1 of 3: --seed: '2' on this process, '1' on rank 0"
+set +e
+timeout 120 "$@" -np 2 sh "$dir/ranks.sh" "--sampler ula" "--sampler mala" \
+  -- "$program" sample --chains 101 --steps 5 --executor cpu --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+expect "--sampler differing on rank 1" 2 2 "^diffsample: rank 1 of 2: --sampler: 'mala' on this process, 'ula' on rank 0"
+sed 's/"y": \[1.5/"y": [1.6/' "$problem" >"$dir/other_y.json"
+set +e
+timeout 120 "$@" -np 2 sh "$dir/ranks.sh" "--problem $problem" "--problem $dir/other_y.json" \
+  -- "$program" solve --particles 101 --steps 5 --executor cpu --quiet --out "$dir/x.npy" 2>"$dir/err.txt"
+status=$?
+set -e
+expect "a problem file whose y differs on rank 1" 1 2 \
+  "^diffsample: rank 1 of 2: .*other_y.json: its content differs from rank 0's copy"
+if [ -e "$dir/x.npy" ]; then
+  echo "one_rank.sh: a failed run wrote its --out" >&2
+  exit 1
+fi
+cp "$problem" "$dir/copy.json"
+"$program" solve --problem "$problem" --particles 101 --steps 5 --executor cpu --quiet --out "$dir/one.npy"
+timeout 120 "$@" -np 2 sh "$dir/ranks.sh" "--problem $problem" "--problem $dir/copy.json" \
+  -- "$program" solve --particles 101 --steps 5 --executor cpu --quiet --out "$dir/x.npy"
+cmp "$dir/one.npy" "$dir/x.npy"
+
 # A failure after MPI has started that the processes do not agree on: every failure the command line or a file can
 # provoke is agreed on (above, and tests/mpi/program.sh), but the program checks its standard output once more at
 # the end of every subcommand, after the last collective, on each process alone. Standard output failing on rank 1
