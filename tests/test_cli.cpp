@@ -629,6 +629,39 @@ TEST_F(Cli, SolveDrawsTheEssTrace) {
   EXPECT_EQ(slurp(path("old.svg")), "old");
 }
 
+// solve's diffusion steps come from the problem file's sampler.steps unless --steps gives them, as its seed and executor
+// do (and as sample takes its steps): a file with "steps": 7 runs 7 steps (report, ESS trace of 8 values, the samples
+// of --steps 7 byte for byte), --steps 5 overrides it, and a file value the guided samplers refuse (0) is reported
+// with the file's key (exit status 1). Seen failing before: solve ran 100 steps whatever the file said.
+TEST_F(Cli, SolveTakesItsStepsFromTheProblemFile) {
+  const std::string body = R"({"prior": {"grid": {"dim": 2}}, "observation": {"A": [[1, 0.5]], "sigma_y": 0.4,
+    "y": [0.7]}, "sampler": {"steps": )";
+  write("p7.json", body + "7, \"seed\": 3}}");
+  const std::string base = " --executor cpu --particles 64 --quiet --sampler smc";
+  ASSERT_EQ(run("solve --problem " + path("p7.json") + base + " --report " + path("r.json") + " --out " +
+                path("file.npy")).rc, 0);
+  nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["steps"], 7);
+  EXPECT_EQ(j["ess_trace"].size(), 8u);
+  ASSERT_EQ(run("solve --problem " + path("p7.json") + base + " --steps 7 --out " + path("flag.npy")).rc, 0);
+  EXPECT_EQ(slurp(path("file.npy")), slurp(path("flag.npy")));
+  for (const char* sampler : {"dps", "skrock"}) {
+    ASSERT_EQ(run("solve --problem " + path("p7.json") + " --executor cpu --particles 16 --quiet --sampler " + sampler +
+                  " --report " + path("r.json")).rc, 0);
+    EXPECT_EQ(nlohmann::json::parse(slurp(path("r.json")))["steps"], 7) << sampler;
+  }
+  ASSERT_EQ(run("solve --problem " + path("p7.json") + base + " --steps 5 --report " + path("r.json")).rc, 0);
+  j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["steps"], 5);
+  EXPECT_EQ(j["ess_trace"].size(), 6u);
+  write("p0.json", body + "0}}");
+  const result r = run("solve --problem " + path("p0.json") + base + " --out " + path("out.npy"));
+  EXPECT_EQ(r.rc, 1);
+  expect_failure(r, "sampler.steps");
+  // --sampler exact has no steps: the file's value is not its business.
+  EXPECT_EQ(run("solve --problem " + path("p0.json") + " --sampler exact --samples 16 --quiet").rc, 0);
+}
+
 TEST_F(Cli, BenchPrintsTheTable) {
   const result r = run("bench --executor cpu --chains 256 --steps 2 --dims 2,10 --report " + path("b.json"));
   ASSERT_EQ(r.rc, 0) << r.err;

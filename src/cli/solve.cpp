@@ -231,7 +231,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     problems.y = obs.y;
     problems.sigma_y = {obs.sigma_y};
     g.sampler = ds::parse_guided_sampler(method);
-    g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : 100;
+    // --steps, else the problem file's sampler.steps (as its seed and executor), else 100.
+    g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : file.sampler.steps.value_or(100);
     apply_posterior_settings(o, file.sampler, g);
     g.particles = n;
     g.seed = seed;
@@ -268,7 +269,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
     // key in the problem file (exit status 1).
     const std::vector<setting> table = {
-        {"options.steps", "--steps"},
+        {"options.steps", "--steps", "steps"},
         {"options.particles", o.has("--samples") ? "--samples" : "--particles"},
         {"options.potential_spread", "--potential-scale", nullptr, "as the spread c = X trace(A A^T) / d_y"},
         {"options.resampling.ess_threshold", "--ess-threshold"},
