@@ -1545,6 +1545,62 @@ TEST_F(Cli, DivergedSolveIsReportedWithItsStep) {
   EXPECT_EQ(ds::npy::read_f32(path("out.npy")).rows, 256);
 }
 
+// A guided run that diverges on a guided time grid (--time-grid sqrt_alpha_bar or noise_ratio: a custom grid the
+// library builds from the schedule's ends) is reported as on the schedule's own grid, and its step is the run's:
+// the first k such that the run's first k steps (the first k + 1 of guided_times(), run as a custom grid) leave a
+// non-finite value, computed here through the library (a linear scan) on the problem the program reads. Seen
+// failing before: the program searched the schedule's uniform points with the guided grid still set, and the
+// library refused that ("schedule.times: a custom grid of 1 steps needs 2 times, got 26"): exit status 1, no report,
+// no samples written.
+TEST_F(Cli, DivergedSolveOnAGuidedGridIsReportedWithTheRunsStep) {
+  std::string text = slurp(DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json");
+  const auto at = text.find("\"sigma_y\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, text.find_first_of(",}", at) - at, "\"sigma_y\": 0.0005");
+  write("p.json", text);
+  const ds::cli::problem file = ds::cli::read_problem(path("p.json"));
+  const ds::gaussian_mixture prior(file.prior->dim, file.prior->weights, file.prior->means, file.prior->variances);
+  ds::guided_problems pr;
+  pr.d_y = file.observation->d_y;
+  pr.A = file.observation->A;
+  pr.y = file.observation->y;
+  pr.sigma_y = {file.observation->sigma_y};
+  for (const char* grid : {"sqrt_alpha_bar", "noise_ratio"}) {
+    const result r = run("solve --problem " + path("p.json") + " --sampler dps --dps-step likelihood --guidance-scale 3 "
+                         "--executor cpu --particles 64 --steps 30 --seed 4 --time-grid " + grid + " --out " +
+                         path("out.npy") + " --report " + path("r.json"));
+    ASSERT_EQ(r.rc, 0) << grid << ": " << r.err;
+    EXPECT_NE(r.out.find("dps diverged at step "), std::string::npos) << r.out;
+    const auto report = nlohmann::json::parse(slurp(path("r.json")));
+    EXPECT_GT(report["non_finite_values"].get<std::int64_t>(), 0) << grid;
+    EXPECT_EQ(ds::npy::read_f32(path("out.npy")).rows, 64);
+    // The run's step: the first k whose first k steps leave a non-finite particle.
+    ds::guided_options o;
+    o.sampler = ds::guided_sampler::dps;
+    o.dps_step = ds::dps_step_form::likelihood;
+    o.guidance_scale = 3;
+    o.particles = 64;
+    o.steps = 30;
+    o.seed = 4;
+    o.grid = ds::parse_guided_grid(grid);
+    const std::vector<double> times = ds::guided_times(prior, pr, o);
+    std::int64_t first = 0;
+    for (std::int64_t k = 1; k <= o.steps && first == 0; ++k) {
+      ds::guided_options h = o;
+      h.grid = ds::guided_grid::schedule;
+      h.steps = k;
+      h.schedule.with_times(std::vector<double>(times.begin(), times.begin() + k + 1));
+      std::vector<float> x(64 * prior.dim());
+      ds::guided_outputs out;
+      out.particles = x.data();
+      ds::guided_sample(prior, out, pr, h, {ds::executor::cpu});
+      if (std::any_of(x.begin(), x.end(), [](float v) { return !std::isfinite(v); })) first = k;
+    }
+    ASSERT_GT(first, 0) << grid << ": the run must diverge for this test";
+    EXPECT_EQ(report["diverged_at_step"].get<std::int64_t>(), first) << grid;
+  }
+}
+
 // Inputs kept by scripts/fuzz.sh problem (crashes it found, then fixed) and hand-written hostile files: each must
 // parse, or be refused with input_error on one line that starts with the file name, never crash or throw anything
 // else. A parsed prior is accepted by the library.

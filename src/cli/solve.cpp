@@ -90,17 +90,17 @@ const char* operator_kind(const problem& file) {
   return file.observation_op ? ds::to_string(file.observation_op->kind()) : "dense";
 }
 
-/// Runs the guided sampler of @p g for its first @p k steps only (the same grid points, as a custom grid of k + 1
-/// times; every step draws from the Philox stream (seed, particle, step), so these steps are those of the full run)
-/// and returns the non-finite values among the particles.
+/// Runs the guided sampler of @p g for its first @p k steps only (the run's grid points, @p times: the first k + 1 as
+/// a custom grid of the schedule, which the guided grids' own placement must not replace; every step draws from the
+/// Philox stream (seed, particle, step), so these steps are those of the full run) and returns the non-finite values
+/// among the particles.
 std::int64_t non_finite_after(const ds::gaussian_mixture& mixture, const ds::guided_problems& problems,
-                              const ds::guided_options& g, const std::vector<ds::schedule_point>& points,
-                              std::int64_t k, ds::executor where) {
+                              const ds::guided_options& g, const std::vector<double>& times, std::int64_t k,
+                              ds::executor where) {
   ds::guided_options h = g;
   h.steps = k;
-  std::vector<double> times(std::size_t(k + 1));
-  for (std::int64_t i = 0; i <= k; ++i) times[std::size_t(i)] = points[std::size_t(i)].t;
-  h.schedule.with_times(times);
+  h.grid = ds::guided_grid::schedule;
+  h.schedule.with_times(std::vector<double>(times.begin(), times.begin() + k + 1));
   exec_buffer<float> x(where, g.particles * mixture.dim());
   ds::guided_outputs out;
   out.particles = x.data();
@@ -112,11 +112,13 @@ std::int64_t non_finite_after(const ds::gaussian_mixture& mixture, const ds::gui
 /// first k steps (a value that is not finite stays so: every step maps it to inf or NaN). @p g diverged.
 std::int64_t divergence_step(const ds::gaussian_mixture& mixture, const ds::guided_problems& problems,
                              const ds::guided_options& g, ds::executor where) {
-  const std::vector<ds::schedule_point> points = g.schedule.points(g.steps);
+  // The times the run took: guided_times() places the guided grids (sqrt_alpha_bar, spectral, noise_ratio), which
+  // the schedule's own points are not.
+  const std::vector<double> times = ds::guided_times(mixture, problems, g);
   std::int64_t lo = 1, hi = g.steps;
   while (lo < hi) {
     const std::int64_t mid = lo + (hi - lo) / 2;
-    if (non_finite_after(mixture, problems, g, points, mid, where) > 0)
+    if (non_finite_after(mixture, problems, g, times, mid, where) > 0)
       hi = mid;
     else
       lo = mid + 1;
