@@ -29,11 +29,13 @@ Two measurements:
   grad log ghat_k(x) = J A^T (y - A m(x)) / V (V's own dependence on x left out; J is symmetric, so the JVPs that
   give V give the gradient too); weights ghat_{k+1}(x') p(x' | x) / (ghat_k(x) q(x' | x)), resampling at ESS < N / 2,
   the last point (s = 0) the likelihood. Cost per particle and step: one denoiser and d_y JVPs, as the moment
-  potentials. --dy sets d_y (instances as posterior_table.py builds them for that d_y).
+  potentials. --dy sets d_y (instances as posterior_table.py builds them for that d_y). --multistep compares the
+  twisted filter with the DDPM kernel against the same filter whose kernel mean (in p and q alike) takes the
+  second-order multistep extrapolation of bench/smc_kernel_numpy.py, paired in the same way.
 
 usage: python3 bench/smc_spread_numpy.py [--dx 10] [--instances 20] [--rhos 0.98,0.99] [--ladder -12,10]
        python3 bench/smc_spread_numpy.py --trace 13,7 [--dx 10] [--seeds 8]
-       python3 bench/smc_spread_numpy.py --twisted [--dx 10] [--instances 20] [--start gauss|exact]
+       python3 bench/smc_spread_numpy.py --twisted [--dx 10] [--instances 20] [--start gauss|exact] [--multistep]
        python3 bench/smc_spread_numpy.py --twisted --instance I [--seeds 8] [--dx 10] [--start gauss|exact]
 """
 import argparse
@@ -44,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from posterior_table import Instance, sliced_w1, tv  # noqa: E402
-from smc_kernel_numpy import denoise, kernel, systematic, vp_linear  # noqa: E402
+from smc_kernel_numpy import denoise, extrapolate, kernel, systematic, vp_linear  # noqa: E402
 
 
 def ess(lw):
@@ -163,8 +165,11 @@ def moment_parts(inst, x, a, s):
     return m, a_cov_a, cov_a
 
 
-def twisted_smc(inst, n, steps, rng, start="gauss"):
-    """The twisted filter of --twisted. Returns the equally weighted samples and the resamplings."""
+def twisted_smc(inst, n, steps, rng, start="gauss", order=1):
+    """The twisted filter of --twisted. order 2: the kernel mean c0 m + c1 x takes the second-order multistep
+    extrapolation of bench/smc_kernel_numpy.py (m_k + (m_k - m_{k-1}) / (2 r_k), the particle's previous denoiser
+    output carried with its ancestor through resampling; the first and the last step order 1) in the prior kernel p
+    and in the proposal q alike. Returns the equally weighted samples and the resamplings."""
     A, y, sy = inst.A, inst.y, inst.sigma_y
     dy = A.shape[0]
     pts = [vp_linear(t) for t in np.linspace(1, 0, steps + 1)]
@@ -185,12 +190,13 @@ def twisted_smc(inst, n, steps, rng, start="gauss"):
     lg, grad, m = potential(x, 0)
     lw = lg.copy()
     resamplings = 0
+    m_prev = None
     for k in range(steps):
         c0, c1, sig2 = kernel(pts, k)
-        mu = c0 * m + c1 * x
+        mu = c0 * extrapolate(pts, k, m, m_prev, order) + c1 * x
         if ess(lw) < 0.5 * n:
             idx = systematic(lw, rng)
-            x, lg, grad, mu, lw = x[idx], lg[idx], grad[idx], mu[idx], np.zeros(n)
+            x, lg, grad, mu, m, lw = x[idx], lg[idx], grad[idx], mu[idx], m[idx], np.zeros(n)
             resamplings += 1
         shift = sig2 * grad
         xp = mu + shift + np.sqrt(sig2) * rng.standard_normal(mu.shape)
@@ -198,7 +204,7 @@ def twisted_smc(inst, n, steps, rng, start="gauss"):
         d = xp - mu
         log_p_over_q = ((((d - shift) ** 2).sum(1) - (d * d).sum(1)) / (2 * sig2)) if sig2 > 0 else 0.0
         lw = lw + lgp - lg + log_p_over_q
-        x, lg, grad, m = xp, lgp, gradp, mp
+        x, lg, grad, m, m_prev = xp, lgp, gradp, mp, m
     return x[systematic(lw, rng)], resamplings
 
 
@@ -216,6 +222,8 @@ def main():
     ap.add_argument("--twisted", action="store_true", help="the twisted filter against the library's")
     ap.add_argument("--instance", type=int, default=None, help="with --twisted: one instance over --seeds seeds")
     ap.add_argument("--start", default="gauss", choices=["gauss", "exact"], help="with --twisted: the first draws")
+    ap.add_argument("--multistep", action="store_true",
+                    help="with --twisted: the twisted filter with the DDPM kernel against the multistep kernel")
     args = ap.parse_args()
     d_x = args.dx
     rng = np.random.default_rng([0, d_x, args.dy])
@@ -265,7 +273,9 @@ def main():
                   f"{max(v):.4f})")
         return
     if args.twisted:
-        sw, dw = {"floor": [], "linear": [], "twisted": []}, {"floor": [], "linear": [], "twisted": []}
+        # with --multistep: the twisted filter with the DDPM kernel against the same with the multistep kernel
+        names = ["floor", "twisted", "twisted_ms"] if args.multistep else ["floor", "linear", "twisted"]
+        sw, dw = {name: [] for name in names}, {name: [] for name in names}
         for i, inst in enumerate(insts[:args.instances]):
             line = f"instance {i}:"
             for name in sw:
@@ -275,7 +285,8 @@ def main():
                 elif name == "linear":
                     x, nres, _ = smc(inst, args.particles, args.steps, srng, start=args.start)
                 else:
-                    x, nres = twisted_smc(inst, args.particles, args.steps, srng, args.start)
+                    x, nres = twisted_smc(inst, args.particles, args.steps, srng, args.start,
+                                          2 if name == "twisted_ms" else 1)
                 sw[name].append(sliced_w1(x, inst.sample(len(x), srng), 100, srng))
                 dw[name].append(tv(np.bincount(mode_of(inst, x), minlength=25).astype(float), inst.post_w))
                 line += f"  {name}: SW {sw[name][-1]:.3f} dw {dw[name][-1]:.4f} ({nres} resamplings)"
@@ -285,9 +296,9 @@ def main():
             print(f"{name}: SW {np.median(v):.3f} / {v.mean():.3f} +- {v.std(ddof=1):.3f}, dw {w.mean():.4f} +- "
                   f"{w.std(ddof=1):.4f}")
         for label, t in (("dw", dw), ("SW", sw)):
-            dd = np.array(t["twisted"]) - np.array(t["linear"])
-            print(f"paired {label} change (twisted - linear): {dd.mean():+.4f} +- {dd.std(ddof=1) / np.sqrt(len(dd)):.4f}"
-                  f" (se over {len(dd)} instances), lower on {int(np.sum(dd < 0))}")
+            dd = np.array(t[names[2]]) - np.array(t[names[1]])
+            print(f"paired {label} change ({names[2]} - {names[1]}): {dd.mean():+.4f} +- "
+                  f"{dd.std(ddof=1) / np.sqrt(len(dd)):.4f} (se over {len(dd)} instances), lower on {int(np.sum(dd < 0))}")
         return
     rhos = [float(v) for v in args.rhos.split(",")]
     ladder = tuple(int(v) for v in args.ladder.split(","))
