@@ -294,6 +294,7 @@ executor discrete_langevin(const bernoulli_mixture& prior, float* y, discrete_la
     detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
   if (n == 0) return where;
   const std::size_t need = discrete_langevin_workspace_bytes(prior, n, o);
+  detail::check_workspace_bytes(need, workspace, workspace_bytes);
   // The counts and the workspace are written while other chains still read y: none may share memory.
   detail::check_disjoint({{"y", y, static_cast<std::size_t>(n * prior.dim()) * sizeof(float)},
                           {"outputs.accepted", outputs.accepted, static_cast<std::size_t>(n) * sizeof(std::int64_t)},
@@ -324,6 +325,7 @@ executor discrete_walk_jump(const bernoulli_mixture& prior, float* x, discrete_w
     detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
   if (n == 0) return where;
   const std::size_t need = discrete_walk_jump_workspace_bytes(prior, n, o);
+  detail::check_workspace_bytes(need, workspace, workspace_bytes);
   // Each output is written by its own chain while the others run: no two may share memory.
   const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);
   detail::check_disjoint({{"x", x, x_bytes},

@@ -119,6 +119,12 @@ void check_buffer(const char* name, const void* ptr, std::int64_t count, std::si
   }
 }
 
+void check_workspace_bytes(std::size_t need, const void* workspace, std::size_t workspace_bytes) {
+  if (workspace != nullptr)
+    DIFFSAMPLE_EXPECTS(workspace_bytes >= need,
+                       "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
+}
+
 bool share_memory(const buffer_span& a, const buffer_span& b) {
   if (a.ptr == nullptr || a.bytes == 0 || b.ptr == nullptr || b.bytes == 0) return false;
   const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
@@ -221,8 +227,7 @@ void upload_and_wait(void* device, const void* host, std::size_t bytes, cudaStre
 unsigned char* workspace_or_scratch(std::size_t need, void* workspace, std::size_t workspace_bytes, std::size_t align,
                                     executor where, cudaStream_t stream, std::unique_ptr<scratch>& owned) {
   if (workspace != nullptr) {
-    DIFFSAMPLE_EXPECTS(workspace_bytes >= need,
-                       "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
+    check_workspace_bytes(need, workspace, workspace_bytes);
     check_buffer("workspace", workspace, static_cast<std::int64_t>((need + align - 1) / align), align, where);
     return static_cast<unsigned char*>(workspace);
   }

@@ -252,6 +252,7 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_
   if (n == 0) return report;
 
   const std::size_t need = table_bytes(o) + channel_bytes(mixture, o) + state_bytes(mixture, n);
+  detail::check_workspace_bytes(need, workspace, workspace_bytes);
   // The trajectory and the workspace are written while other chains still read x: none may share memory.
   const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);
   detail::check_disjoint({{"x", x, x_bytes},

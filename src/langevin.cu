@@ -91,6 +91,7 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_out
   langevin_report report{where, register_path(mixture, where)};
   if (n == 0) return report;
   const std::size_t need = langevin_workspace_bytes(mixture, n, o);
+  detail::check_workspace_bytes(need, workspace, workspace_bytes);
   // x is read and written in place; the trajectory, the counts and the workspace are written while other chains
   // still read x, so no two of them may share memory.
   const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);

@@ -358,6 +358,7 @@ executor resample(particle_outputs out, std::int64_t problems, std::int64_t part
   if (count == 0) return where;
 
   const workspace_layout w = layout(problems, particles, o.scheme);
+  detail::check_workspace_bytes(w.total, workspace, workspace_bytes);
   // The passes read the log-weights after writing outputs (the ancestor search reads them again), so no output may
   // share their memory (normalised weights written in place gave wrong ancestors), nor another output's or the
   // workspace's.

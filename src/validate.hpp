@@ -48,6 +48,10 @@ struct buffer_span {
   std::size_t bytes;
 };
 
+/// Checks that a caller's workspace (when given) holds the @p need bytes the call needs: "workspace_bytes: G given,
+/// N needed". Called before the overlap checks, which measure the workspace by what the call will use.
+void check_workspace_bytes(std::size_t need, const void* workspace, std::size_t workspace_bytes);
+
 /// True when a and b share a byte (an absent buffer shares none). Compares addresses on the host.
 bool share_memory(const buffer_span& a, const buffer_span& b);
 

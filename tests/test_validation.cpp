@@ -721,3 +721,32 @@ TEST(Validation, CHostOutputsMustNotOverlap) {
   ds_posterior_destroy(q);
   ds_mixture_destroy(m);
 }
+
+// A caller's workspace smaller than the call needs, placed just before x, was refused as overlapping x: the overlap
+// check measured it with the bytes needed, not the bytes given, and ran first. The size is checked first, so the
+// message says what is wrong ("workspace_bytes: 8 given, N needed").
+TEST(Validation, ATooSmallWorkspaceIsRefusedForItsSize) {
+  const auto mix = small();
+  const execution cpu{executor::cpu};
+  std::vector<float> buf(64, 0.5f);
+  void* ws = buf.data();
+  float* x = buf.data() + 2;  // 8 bytes after the workspace's start
+  langevin_options l;
+  l.steps = 2;
+  expect_error([&] { langevin(mix, x, {}, 4, l, cpu, ws, 8); }, {"workspace_bytes: 8 given"});
+  diffusion_options d;
+  d.steps = 2;
+  expect_error([&] { diffusion(mix, x, {}, 4, d, cpu, ws, 8); }, {"workspace_bytes: 8 given"});
+  particle_outputs out;
+  std::vector<std::int32_t> anc(8);
+  out.ancestors = anc.data();
+  expect_error([&] { resample(out, 2, 4, x, resampling_options{}, cpu, ws, 8); }, {"workspace_bytes: 8 given"});
+  const bernoulli_mixture b(2, {1.0}, {0.3, 0.7});
+  std::vector<float> y(64, 1.f);
+  discrete_langevin_options o;
+  o.steps = 2;
+  expect_error([&] { discrete_langevin(b, y.data() + 2, {}, 4, o, cpu, y.data(), 8); }, {"workspace_bytes: 8 given"});
+  discrete_walk_jump_options w;
+  w.steps = 2;
+  expect_error([&] { discrete_walk_jump(b, y.data() + 2, {}, 4, w, cpu, y.data(), 8); }, {"workspace_bytes: 8 given"});
+}
