@@ -893,6 +893,35 @@ TEST_F(Cli, ConflictingOptions) {
   expect_failure(run("sample --sampler ddpm --time-grid geometric --out " + path("out.npy") + kQuick), "geometric");
 }
 
+// A Bernoulli-mixture prior runs only the discrete samplers, whose eta is any positive step: a problem file with such
+// a prior takes "eta": 2 whether the sampler is named in the file or on the command line, and runs with it (the
+// report's eta); eta = 0 is refused with the file's key either way (the library's check), and a Gaussian prior's
+// DDIM eta stays in [0, 1]. Seen failing before: without sampler.name the file's eta 2 was refused as a DDIM eta
+// ("sampler.eta: must be in [0, 1], got 2", exit status 1).
+TEST_F(Cli, BernoulliPriorsTakeTheDiscreteStepFromTheFileWhoeverNamesTheSampler) {
+  const std::string prior = R"({"prior": {"probabilities": [[0.9, 0.2, 0.7], [0.1, 0.6, 0.3]], "weights": [1, 2]},
+    "sampler": {)";
+  write("named.json", prior + R"("name": "discrete_langevin", "eta": 2.0, "seed": 3}})");
+  write("unnamed.json", prior + R"("eta": 2.0, "seed": 3}})");
+  for (const char* file : {"named.json", "unnamed.json"}) {
+    const result r = run("sample --problem " + path(file) + " --sampler discrete_langevin --executor cpu --chains 64 "
+                         "--steps 5 --quiet --report " + path("r.json") + " --out " + path(std::string(file) + ".npy"));
+    ASSERT_EQ(r.rc, 0) << file << ": " << r.err;
+    EXPECT_EQ(nlohmann::json::parse(slurp(path("r.json")))["settings"]["eta"], 2.0) << file;
+  }
+  EXPECT_EQ(slurp(path("named.json.npy")), slurp(path("unnamed.json.npy")));
+  write("zero.json", prior + R"("eta": 0.0}})");
+  const result r = run("sample --problem " + path("zero.json") + " --sampler discrete_langevin --executor cpu --out " +
+                       path("out.npy"));
+  EXPECT_EQ(r.rc, 1);
+  expect_failure(r, "sampler.eta");
+  write("gauss.json", R"({"prior": {"grid": {"dim": 2}}, "sampler": {"eta": 2.0}})");
+  const result g = run("sample --problem " + path("gauss.json") + " --sampler ddim --executor cpu --out " +
+                       path("out.npy"));
+  EXPECT_EQ(g.rc, 1);
+  expect_failure(g, "sampler.eta: must be in [0, 1]");
+}
+
 TEST_F(Cli, BinaryPriorsSampleWithTheDiscreteSamplers) {
   // The binary path: an inline Bernoulli prior with int8 output (a '|i1' .npy of -1 and 1), the report and the
   // picture; the digits example's walk-jump with two measurements and --mean (float32 in [-1, 1]); errors named.

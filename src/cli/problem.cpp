@@ -309,7 +309,8 @@ class reader {
     return s;
   }
 
-  sampler_spec sampler(const json& j) const {
+  /// @p binary: the file's prior is a Bernoulli mixture, which only the discrete samplers run (whichever names them).
+  sampler_spec sampler(const json& j, bool binary) const {
     only_keys(j, "sampler",
               {"name", "schedule", "time_grid", "t_start", "t_end", "alpha_bar", "steps", "chains", "measurements",
                "eta", "sigma", "step_size", "seed", "executor", "final_denoise", "alpha", "method", "dps_step",
@@ -367,7 +368,7 @@ class reader {
     if (s.measurements) check_limit("sampler.measurements", *s.measurements, diffsample::limits::max_inner_steps);
     if (j.contains("eta")) s.eta = number(j["eta"], "sampler.eta");
     // DDIM's eta is in [0, 1]; the discrete samplers' eta (their step) is any positive number.
-    const bool discrete = s.name && (*s.name == "discrete_langevin" || *s.name == "discrete_walk_jump");
+    const bool discrete = binary || (s.name && (*s.name == "discrete_langevin" || *s.name == "discrete_walk_jump"));
     if (s.eta && !(*s.eta >= 0 && (discrete || *s.eta <= 1)))
       bad("sampler.eta", std::string("must be in ") + (discrete ? "(0, inf)" : "[0, 1]") + ", got " + fmt(*s.eta));
     if (j.contains("sigma")) s.sigma = number(j["sigma"], "sampler.sigma");
@@ -621,7 +622,7 @@ problem parse_problem(std::string_view json_text, const std::string& path, bool 
     p.binary_prior = r.binary_prior(doc["prior"]);
   else if (doc.contains("prior"))
     p.prior = r.prior(doc["prior"]);
-  if (doc.contains("sampler")) p.sampler = r.sampler(doc["sampler"]);
+  if (doc.contains("sampler")) p.sampler = r.sampler(doc["sampler"], p.binary_prior.has_value());
   if (doc.contains("observation")) {
     if (p.binary_prior) r.bad("observation", "applies to Gaussian-mixture priors, not to a Bernoulli-mixture prior");
     if (!p.prior) r.bad("observation", "needs a prior in the same file");
