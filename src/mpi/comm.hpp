@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <diffsample/mpi.hpp>
@@ -27,15 +28,25 @@ inline int size_of(MPI_Comm comm) {
   return s;
 }
 
-/// An argument every rank must pass alike: an integer, a double compared by its bits, or a digest of an array.
+/// An argument every rank must pass alike: an integer, a double compared by its bits, a digest of an array, or a
+/// value shown by its name (an enum, through @p name_of; a bool as true / false).
 struct common_value {
-  enum class kind : int { integer, real, digest };
+  enum class kind : int { integer, real, digest, named };
   std::string name;
   std::int64_t value;
   kind as = kind::integer;
+  const char* (*name_of)(std::int64_t) = nullptr;  // kind::named: the value's name ("unknown" outside the enum)
 };
 common_value same(std::string name, std::int64_t v);
 common_value same(std::string name, double v);
+/// A flag every rank must pass alike, shown as true / false in a mismatch message.
+common_value same_flag(std::string name, bool v);
+/// An enum every rank must pass alike, shown by its to_string() name in a mismatch message.
+template <class E>
+common_value same_enum(std::string name, E v) {
+  return {std::move(name), static_cast<std::int64_t>(v), common_value::kind::named,
+          [](std::int64_t x) -> const char* { return to_string(static_cast<E>(x)); }};
+}
 /// A 64-bit digest of the bits of @p count 8-byte values (FNV-1a over words: a change to any one value changes it).
 std::int64_t digest(const void* values, std::size_t count, std::int64_t seed = 0);
 

@@ -31,6 +31,8 @@ double now() {
 using detail::rank_of;
 using detail::size_of;
 using detail::same;
+using detail::same_enum;
+using detail::same_flag;
 using detail::same_everywhere;
 
 // bytes from src to dst, on the host or (a CUDA rank) with cudaMemcpy; throws cuda_error when the copy fails.
@@ -78,6 +80,10 @@ common_value same(std::string name, double v) {
   std::memcpy(&bits, &v, sizeof bits);
   return {std::move(name), bits, common_value::kind::real};
 }
+common_value same_flag(std::string name, bool v) {
+  return {std::move(name), std::int64_t(v), common_value::kind::named,
+          [](std::int64_t x) -> const char* { return x == 0 ? "false" : x == 1 ? "true" : "unknown"; }};
+}
 
 std::int64_t digest(const void* values, std::size_t count, std::int64_t seed) {
   std::uint64_t h = 14695981039346656037ull ^ static_cast<std::uint64_t>(seed);
@@ -98,6 +104,8 @@ std::string shown(const common_value& c, std::int64_t v) {
   std::ostringstream s;
   if (c.as == common_value::kind::integer) {
     s << v;
+  } else if (c.as == common_value::kind::named) {
+    s << c.name_of(v);
   } else if (c.as == common_value::kind::real) {
     double d = 0;
     std::memcpy(&d, &v, sizeof d);
@@ -117,11 +125,11 @@ void add_array(std::vector<common_value>& v, const std::string& name, const std:
 }
 
 void add_schedule(std::vector<common_value>& v, const std::string& name, const noise_schedule& s) {
-  v.insert(v.end(), {same(name + ".kind", std::int64_t(s.kind)), same(name + ".beta_min", s.beta_min),
+  v.insert(v.end(), {same_enum(name + ".kind", s.kind), same(name + ".beta_min", s.beta_min),
                      same(name + ".beta_max", s.beta_max), same(name + ".cosine_offset", s.cosine_offset)});
   add_array(v, name + ".alpha_bar", s.alpha_bar);
   v.insert(v.end(), {same(name + ".sigma_min", s.sigma_min), same(name + ".sigma_max", s.sigma_max),
-                     same(name + ".grid", std::int64_t(s.grid)), same(name + ".t_start", s.t_start),
+                     same_enum(name + ".grid", s.grid), same(name + ".t_start", s.t_start),
                      same(name + ".t_end", s.t_end)});
   add_array(v, name + ".times", s.times);
 }
@@ -132,7 +140,7 @@ void add_mixture(std::vector<common_value>& v, const std::string& name, const ga
   h = digest(m.means().data(), m.means().size(), h);
   h = digest(m.variances().data(), m.variances().size(), h);
   v.insert(v.end(), {same(name + " dimension", m.dim()), same(name + " components", m.components()),
-                     same(name + " isotropic", std::int64_t(m.isotropic())), {name, h, common_value::kind::digest}});
+                     same_flag(name + " isotropic", m.isotropic()), {name, h, common_value::kind::digest}});
 }
 
 }  // namespace
@@ -166,7 +174,7 @@ void check_tables_device(const gaussian_mixture& mixture, execution exec, const 
 
 std::vector<common_value> langevin_arguments(const gaussian_mixture& mixture, std::int64_t n,
                                              const langevin_options& o) {
-  std::vector<common_value> v = {same("n", n), same("options.method", std::int64_t(o.method)),
+  std::vector<common_value> v = {same("n", n), same_enum("options.method", o.method),
                                  same("options.step_size", o.step_size), same("options.steps", o.steps),
                                  same("options.target.a", o.target.a), same("options.target.s", o.target.s),
                                  same("options.seed", std::int64_t(o.seed)),
@@ -179,12 +187,12 @@ std::vector<common_value> langevin_arguments(const gaussian_mixture& mixture, st
 
 std::vector<common_value> diffusion_arguments(const gaussian_mixture& mixture, std::int64_t n,
                                               const diffusion_options& o) {
-  std::vector<common_value> v = {same("n", n), same("options.sampler", std::int64_t(o.sampler))};
+  std::vector<common_value> v = {same("n", n), same_enum("options.sampler", o.sampler)};
   add_schedule(v, "options.schedule", o.schedule);
   v.insert(v.end(), {same("options.steps", o.steps), same("options.eta", o.eta), same("options.sigma", o.sigma),
                      same("options.step_size", o.step_size), same("options.measurements", o.measurements),
-                     same("options.final_denoise", std::int64_t(o.final_denoise)),
-                     same("options.draw_initial", std::int64_t(o.draw_initial)),
+                     same_flag("options.final_denoise", o.final_denoise),
+                     same_flag("options.draw_initial", o.draw_initial),
                      same("options.seed", std::int64_t(o.seed)),
                      same("options.first_chain", std::int64_t(o.first_chain)),
                      same("options.record_every", o.record_every)});
@@ -195,21 +203,26 @@ std::vector<common_value> diffusion_arguments(const gaussian_mixture& mixture, s
 std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture& prior,
                                            const guided_problems& problems, const guided_options& o,
                                            const guided_outputs& outputs) {
-  std::vector<common_value> v = {same("mode", std::int64_t(mode)), same("options.sampler", std::int64_t(o.sampler)),
+  std::vector<common_value> v = {{"mode", std::int64_t(mode), common_value::kind::named,
+                                  [](std::int64_t x) -> const char* {
+                                    return x == std::int64_t(smc_mode::global)    ? "global"
+                                           : x == std::int64_t(smc_mode::islands) ? "islands"
+                                                                                  : "unknown";
+                                  }}, same_enum("options.sampler", o.sampler),
                                  same("options.particles", o.particles), same("options.steps", o.steps),
                                  same("problems.problems", problems.problems), same("problems.d_y", problems.d_y),
                                  same("prior dimension", prior.dim()), same("options.seed", std::int64_t(o.seed))};
   add_schedule(v, "options.schedule", o.schedule);
   v.insert(v.end(),
-           {same("options.grid", std::int64_t(o.grid)), same("options.ddim", std::int64_t(o.ddim)),
+           {same_enum("options.grid", o.grid), same_flag("options.ddim", o.ddim),
             same("options.eta", o.eta), same("options.potential_spread", o.potential_spread),
-            same("options.potentials", std::int64_t(o.potentials)),
-            same("options.resampling.scheme", std::int64_t(o.resampling.scheme)),
+            same_enum("options.potentials", o.potentials),
+            same_enum("options.resampling.scheme", o.resampling.scheme),
             same("options.resampling.ess_threshold", o.resampling.ess_threshold),
             same("options.resampling.metropolis_steps", std::int64_t(o.resampling.metropolis_steps)),
-            same("options.start_correction", std::int64_t(o.start_correction)),
-            same("options.final_resample", std::int64_t(o.final_resample)),
-            same("options.guidance_scale", o.guidance_scale), same("options.dps_step", std::int64_t(o.dps_step)),
+            same_flag("options.start_correction", o.start_correction),
+            same_flag("options.final_resample", o.final_resample),
+            same("options.guidance_scale", o.guidance_scale), same_enum("options.dps_step", o.dps_step),
             same("options.diffpir_zeta", o.diffpir_zeta), same("options.diffpir_lambda", o.diffpir_lambda),
             same("options.skrock_stages", o.skrock_stages), same("options.skrock_eta", o.skrock_eta),
             same("options.skrock_step_fraction", o.skrock_step_fraction),
@@ -219,9 +232,9 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
             same("options.dcps_langevin_step", o.dcps_langevin_step),
             same("options.dcps_gradient_steps", o.dcps_gradient_steps),
             same("options.dcps_learning_rate", o.dcps_learning_rate),
-            same("options.dcps_bridge_variance", std::int64_t(o.dcps_bridge_variance)),
-            same("options.dcps_absolute_step", std::int64_t(o.dcps_absolute_step)),
-            same("options.operator_path", std::int64_t(o.operator_path))});
+            same_flag("options.dcps_bridge_variance", o.dcps_bridge_variance),
+            same_flag("options.dcps_absolute_step", o.dcps_absolute_step),
+            same_enum("options.operator_path", o.operator_path)});
   add_array(v, "problems.A", problems.A);
   // The operators: kind, shape and every stored array, in one digest.
   std::int64_t h = 0;
@@ -239,9 +252,11 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
   add_array(v, "problems.y", problems.y);
   add_array(v, "problems.sigma_y", problems.sigma_y);
   add_mixture(v, "prior", prior);
-  // Island mode combines the islands' log Z over the ranks (a collective that needs every rank's estimate).
-  if (mode == smc_mode::islands)
-    v.push_back(same("outputs.log_normaliser given", std::int64_t(outputs.log_normaliser != nullptr)));
+  // Island mode combines the islands' log Z over the ranks (a collective that needs every rank's estimate). Listed in
+  // either mode (false in global mode), so that every rank gathers as many values whatever its mode: a rank in the
+  // other mode is then reported by "mode" instead of failing the gather (MPI_ERR_TRUNCATE).
+  v.push_back(same_flag("outputs.log_normaliser given",
+                        mode == smc_mode::islands && outputs.log_normaliser != nullptr));
   return v;
 }
 
@@ -564,7 +579,7 @@ comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t proble
   comm_stats stats;
   same_everywhere(comm, stats,
                   {same("problems", problems), same("particles", particles),
-                   same("options.scheme", std::int64_t(options.scheme)), same("options.ess_threshold", options.ess_threshold),
+                   same_enum("options.scheme", options.scheme), same("options.ess_threshold", options.ess_threshold),
                    same("options.seed", std::int64_t(options.seed)), same("options.step", std::int64_t(options.step)),
                    same("options.metropolis_steps", std::int64_t(options.metropolis_steps))});
   std::unique_ptr<detail::resampler> rs;

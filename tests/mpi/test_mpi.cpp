@@ -1179,6 +1179,83 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
   }
 }
 
+// A mismatch message shows an enum by its name and a flag as true / false, not as the number it is stored as
+// ("options.sampler: ddim here, ddpm on rank 0"; before: "2 here, 1 on rank 0" style numbers, seen failing).
+TEST_F(Mpi, MismatchMessagesNameEnumsAndFlags) {
+  if (ranks() == 1) GTEST_SKIP() << "a mismatch needs two ranks";
+  const bool last = rank() == ranks() - 1;
+  const ds::gaussian_mixture prior = prior2();
+  const std::int64_t n = 10, N = 30;
+  std::vector<float> x(2 * n, 0.f);
+  {
+    ds::langevin_options o;
+    o.steps = 3;
+    o.method = last ? ds::langevin_method::ula : ds::langevin_method::mala;
+    expect_same_error_everywhere([&] { ds::mpi::langevin(MPI_COMM_WORLD, prior, x.data(), {}, n, o, cpu()); },
+                                 "options.method: ula here, mala on rank 0 (every rank must pass the same)");
+  }
+  {
+    ds::diffusion_options o;
+    o.steps = 4;
+    o.sampler = last ? ds::diffusion_sampler::ddim : ds::diffusion_sampler::ddpm;
+    expect_same_error_everywhere([&] { ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), {}, n, o, cpu()); },
+                                 "options.sampler: ddim here, ddpm on rank 0");
+    o.sampler = ds::diffusion_sampler::ddpm;
+    if (last) o.schedule = ds::noise_schedule::vp_cosine();
+    expect_same_error_everywhere([&] { ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), {}, n, o, cpu()); },
+                                 "options.schedule.kind: vp_cosine here, vp_linear on rank 0");
+    o.schedule = {};
+    o.final_denoise = last;
+    expect_same_error_everywhere([&] { ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), {}, n, o, cpu()); },
+                                 "options.final_denoise: true here, false on rank 0");
+  }
+  const ds::guided_problems pr = problems2();
+  std::vector<float> rows(2 * N * 2);
+  ds::guided_outputs out{};
+  out.samples = rows.data();
+  using gfield = void (*)(ds::guided_options&);
+  const std::vector<std::pair<std::string, gfield>> guided_cases = {
+      {"options.potentials: moment here, linear on rank 0",
+       [](ds::guided_options& o) { o.potentials = ds::guided_potentials::moment; }},
+      {"options.resampling.scheme: stratified here, systematic on rank 0",
+       [](ds::guided_options& o) { o.resampling.scheme = ds::resampling_scheme::stratified; }},
+      {"options.grid: sqrt_alpha_bar here, schedule on rank 0",
+       [](ds::guided_options& o) { o.grid = ds::guided_grid::sqrt_alpha_bar; }},
+      {"options.dps_step: normalised here, likelihood on rank 0",
+       [](ds::guided_options& o) { o.dps_step = ds::dps_step_form::normalised; }},
+      {"options.operator_path: gemm here, automatic on rank 0",
+       [](ds::guided_options& o) { o.operator_path = ds::mixture_path::gemm; }},
+      {"options.ddim: true here, false on rank 0", [](ds::guided_options& o) { o.ddim = true; }},
+  };
+  for (const auto& [needle, change] : guided_cases) {
+    SCOPED_TRACE(needle);
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = 5;
+    if (last) change(o);
+    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o); }, needle.c_str());
+  }
+  {
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = 5;
+    expect_same_error_everywhere(
+        [&] {
+          ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o,
+                                 last ? ds::mpi::smc_mode::islands : ds::mpi::smc_mode::global, cpu());
+        },
+        "mode: islands here, global on rank 0");
+  }
+  {
+    ds::resampling_options ro;
+    ro.scheme = last ? ds::resampling_scheme::residual : ds::resampling_scheme::multinomial;
+    const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+    const std::vector<float> lw(s.count, 0.f);
+    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), ro); },
+                                 "options.scheme: residual here, multinomial on rank 0");
+  }
+}
+
 // Ends the process (and so the mpirun job) when a collective call has not returned within @p seconds: a rank left
 // waiting for another that threw fails the test in seconds instead of at ctest's timeout.
 class watchdog {
