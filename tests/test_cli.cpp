@@ -662,6 +662,39 @@ TEST_F(Cli, SolveTakesItsStepsFromTheProblemFile) {
   EXPECT_EQ(run("solve --problem " + path("p0.json") + " --sampler exact --samples 16 --quiet").rc, 0);
 }
 
+// solve's time grid comes from the problem file's sampler.time_grid unless --time-grid gives it (solve --help: each
+// sampler setting "may also be given in the problem file's sampler section"): a file with "quadratic" gives the
+// samples of --time-grid quadratic byte for byte and not those of the uniform grid, --time-grid uniform overrides
+// it, skrock (no diffusion grid) leaves it alone, and "geometric", which sample takes and the guided samplers do
+// not, is refused with the file's key (exit status 1). Seen failing before: the file's value was read, checked and
+// ignored (the uniform grid whatever the file said).
+TEST_F(Cli, SolveTakesItsTimeGridFromTheProblemFile) {
+  const std::string body = R"({"prior": {"grid": {"dim": 2}}, "observation": {"A": [[1, 0.5]], "sigma_y": 0.4,
+    "y": [0.7]}, "sampler": {"steps": 6, "seed": 3)";
+  write("plain.json", body + "}}");
+  write("quadratic.json", body + ", \"time_grid\": \"quadratic\"}}");
+  write("geometric.json", body + ", \"time_grid\": \"geometric\"}}");
+  for (const char* sampler : {"smc", "dps", "ddrm"}) {
+    SCOPED_TRACE(sampler);
+    const std::string base = std::string(" --executor cpu --particles 64 --quiet --sampler ") + sampler + " --out ";
+    ASSERT_EQ(run("solve --problem " + path("quadratic.json") + base + path("file.npy")).rc, 0);
+    ASSERT_EQ(run("solve --problem " + path("plain.json") + " --time-grid quadratic" + base + path("flag.npy")).rc, 0);
+    ASSERT_EQ(run("solve --problem " + path("plain.json") + base + path("uniform.npy")).rc, 0);
+    ASSERT_EQ(run("solve --problem " + path("quadratic.json") + " --time-grid uniform" + base + path("over.npy")).rc,
+              0);
+    EXPECT_TRUE(slurp(path("file.npy")) == slurp(path("flag.npy"))) << "the file's quadratic grid is not --time-grid's";
+    EXPECT_FALSE(slurp(path("file.npy")) == slurp(path("uniform.npy"))) << "the file's grid was ignored";
+    EXPECT_TRUE(slurp(path("over.npy")) == slurp(path("uniform.npy"))) << "--time-grid did not override the file";
+  }
+  EXPECT_EQ(run("solve --problem " + path("quadratic.json") + " --executor cpu --particles 16 --quiet --sampler skrock")
+                .rc,
+            0);
+  const result r = run("solve --problem " + path("geometric.json") + " --executor cpu --particles 16 --quiet");
+  EXPECT_EQ(r.rc, 1);
+  expect_failure(r, "sampler.time_grid");
+  EXPECT_NE(r.err.find("geometric"), std::string::npos) << r.err;
+}
+
 TEST_F(Cli, BenchPrintsTheTable) {
   const result r = run("bench --executor cpu --chains 256 --steps 2 --dims 2,10 --report " + path("b.json"));
   ASSERT_EQ(r.rc, 0) << r.err;

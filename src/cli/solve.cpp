@@ -34,7 +34,8 @@ const char* solve_usage =
     "  --sampler NAME          smc (Monte Carlo guided diffusion, default), dps, pigdm, diffpir, skrock, tmpd, ddrm,\n"
     "                          dcps, or exact (the exact posterior's own samples: the reference itself)\n"
     "  --particles N           particles (samples) per problem (default 4096 on the CPU, 65536 on a GPU)\n"
-    "  --steps N               diffusion steps of the guided samplers, skrock's iterations (default 100)\n"
+    "  --steps N               diffusion steps of the guided samplers, skrock's iterations (default: the problem\n"
+    "                          file's sampler.steps, else 100)\n"
     "  --dps-step likelihood|normalised  dps: the likelihood score (default) or the step as published,\n"
     "                          zeta J A^T (y - A m) / |y - A m|\n"
     "  --guidance-scale G      dps, pigdm and tmpd: guidance multiplier, the normalised step's zeta (default 1)\n"
@@ -61,6 +62,7 @@ const char* solve_usage =
     "                          quadratic in t, sqrt_alpha_bar (uniform in a = sqrt(alpha-bar)), or spectral\n"
     "                          (sqrt_alpha_bar plus the time where s / a = sigma_y / S_i for each singular value S_i),\n"
     "                          or noise_ratio (uniform in (s / a)^(1/7), then the uniform grid's last step)\n"
+    "                          (a problem file's sampler.time_grid: uniform or quadratic)\n"
     "  (each of these may also be given in the problem file's sampler section, with '_' for '-'; the command line\n"
     "   wins)\n"
     "  --samples N             alias of --particles (the exact sampler's sample count)\n"
@@ -250,6 +252,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     if (o.has("--ess-threshold")) {
       g.resampling.ess_threshold = to_double("--ess-threshold", o.get("--ess-threshold"));
     }
+    // --time-grid, else the problem file's sampler.time_grid (every sampler with a diffusion grid: skrock has none
+    // and leaves the file's value to the samplers that read it, as it leaves dps_step).
     if (o.has("--time-grid")) {
       const std::string name = o.get("--time-grid");
       if (name == "uniform" || name == "quadratic") {
@@ -260,6 +264,12 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
         throw usage_error("--time-grid: uniform, quadratic, sqrt_alpha_bar, spectral or noise_ratio (the grid ends "
                           "at t = 0), got " + name);
       }
+    } else if (file.sampler.time_grid && g.sampler != ds::guided_sampler::skrock) {
+      const std::string& name = *file.sampler.time_grid;  // uniform, quadratic or geometric (checked by the reader)
+      if (name != "uniform" && name != "quadratic")
+        throw input_error(file.path + ": sampler.time_grid: solve's samplers take uniform or quadratic from a problem "
+                          "file (or --time-grid sqrt_alpha_bar, spectral or noise_ratio), got " + name);
+      g.schedule.with_grid(ds::parse_time_grid(name), g.schedule.t_start, g.schedule.t_end);
     }
     if (o.has("--ddim-eta")) {
       g.ddim = true;
@@ -278,8 +288,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
         {"options.eta", "--ddim-eta"},
         {"options.potentials", "--potentials"},
         {"options.start_correction", "--start-correction"},
-        {"options.schedule", "--time-grid"},
-        {"options.grid", "--time-grid"},
+        {"options.schedule", "--time-grid", "time_grid"},
+        {"options.grid", "--time-grid", "time_grid"},
         {"options.dps_step", "--dps-step", "dps_step"},
         {"options.guidance_scale", "--guidance-scale", "guidance_scale"},
         {"options.operator_path", "--operator-path", "operator_path"},
