@@ -8,6 +8,7 @@
 #include "src/limits.hpp"
 #include "src/schedule_defaults.hpp"
 #include <diffsample/error.hpp>
+#include <diffsample/mixture.hpp>
 #include <diffsample/schedule.hpp>
 
 namespace diffsample {
@@ -149,6 +150,8 @@ void check_parameters(const noise_schedule& sc) {
       DIFFSAMPLE_EXPECTS(std::isfinite(sc.sigma_max) && sc.sigma_max > sc.sigma_min,
                          "schedule.sigma_max: must be finite and above sigma_min = " << sc.sigma_min << ", got "
                                                                                       << sc.sigma_max);
+      DIFFSAMPLE_EXPECTS(sc.sigma_max <= max_abs_value, "schedule.sigma_max: " << sc.sigma_max << " is above "
+                                                            << max_abs_value << " (the FP32 kernels square s)");
       break;
     default: break;
   }
@@ -272,6 +275,13 @@ std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
     const schedule_point& p = out[k];
     DIFFSAMPLE_EXPECTS(std::isfinite(p.a) && std::isfinite(p.s) && p.a >= 0 && p.s >= 0 && p.a + p.s > 0,
                        "schedule: invalid channel a = " << p.a << ", s = " << p.s << " at t = " << p.t);
+    // Every sampler's FP32 kernels square a and s (a channel's bound, as for evaluate()'s): a larger one gave NaN.
+    // The slack covers the formulas' rounding (variance_exploding's exp(log(sigma_max / sigma_min) t) ends a few
+    // ulps above a sigma_max of 1e18); the FP32 squares have far more room than that.
+    constexpr double bound = max_abs_value * (1 + 1e-12);
+    DIFFSAMPLE_EXPECTS(p.a <= bound && p.s <= bound,
+                       "schedule: the channel a = " << p.a << ", s = " << p.s << " at t = " << p.t << " is beyond "
+                                                    << max_abs_value << " (the FP32 kernels square a and s)");
     // Signal-to-noise ratio a^2 / s^2 strictly increasing, compared without dividing: s_k a_{k+1} > s_{k+1} a_k.
     if (k > 0)
       DIFFSAMPLE_EXPECTS(out[k - 1].s * p.a > p.s * out[k - 1].a,

@@ -750,3 +750,37 @@ TEST(Validation, ATooSmallWorkspaceIsRefusedForItsSize) {
   w.steps = 2;
   expect_error([&] { discrete_walk_jump(b, y.data() + 2, {}, 4, w, cpu, y.data(), 8); }, {"workspace_bytes: 8 given"});
 }
+
+// A schedule's channels beyond max_abs_value (1e18) passed: the FP32 kernels square a and s, so a variance-exploding
+// sigma_max of 1e20 gave NaN samples from Pi-GDM, DDRM, TMPD, DCPS and DPS (1e25: SMC too), and stochastic
+// localization's a = t up to 1e40 NaN samples from every sampler. The schedule refuses sigma_max above it, and
+// points() a grid point whose a or s is beyond it, naming the time, so every sampler built on the grid refuses
+// them; 1e18 itself passes.
+TEST(Validation, ScheduleChannelsWithinFp32Squares) {
+  const auto mix = small();
+  const execution cpu{executor::cpu};
+  expect_error([] { noise_schedule::variance_exploding(0.01, 1e20).points(10); }, {"schedule.sigma_max", "1e+20"});
+  expect_error([] { noise_schedule::stochastic_localization(1e-3, 1e40).points(10); }, {"schedule", "a = ", "beyond 1e+18"});
+  EXPECT_NO_THROW(noise_schedule::variance_exploding(0.01, 1e18).points(10));
+  std::vector<float> x(8, 0.f);
+  diffusion_options d;
+  d.sampler = diffusion_sampler::reverse_sde;
+  d.schedule = noise_schedule::variance_exploding(0.01, 1e20);
+  d.steps = 4;
+  expect_error([&] { diffusion(mix, x.data(), {}, 4, d, cpu); }, {"schedule.sigma_max", "1e+20"});
+  guided_problems g;
+  g.problems = 1;
+  g.d_y = 1;
+  g.A = {1, 0.5};
+  g.y = {0.3};
+  g.sigma_y = {0.5};
+  guided_options o;
+  o.sampler = guided_sampler::pigdm;
+  o.schedule = d.schedule;
+  o.particles = 4;
+  o.steps = 4;
+  std::vector<float> out(8);
+  guided_outputs outputs;
+  outputs.samples = out.data();
+  expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"schedule.sigma_max", "1e+20"});
+}

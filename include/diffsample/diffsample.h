@@ -165,7 +165,7 @@ typedef struct ds_schedule {
   const double* alpha_bar; /**< vp_table: alpha-bar at t = n / N for n = 1..N, host memory (default NULL) */
   int64_t alpha_bar_count; /**< vp_table: N, the number of entries of alpha_bar (default 0) */
   double sigma_min;        /**< variance_exploding: s(0) (default 0.01) */
-  double sigma_max;        /**< variance_exploding: s(1) (default 50) */
+  double sigma_max;        /**< variance_exploding: s(1), <= 1e18 (default 50) */
   ds_time_grid grid;       /**< how the sampling times are spread (default: the kind's) */
   double t_start;          /**< first (noisiest) time of the grid; ornstein_uhlenbeck: the horizon (default 5) */
   double t_end;            /**< last (cleanest) time of the grid (defaults of t_start, t_end: the kind's factory) */

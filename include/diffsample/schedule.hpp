@@ -60,7 +60,7 @@ struct DIFFSAMPLE_API noise_schedule {
   double cosine_offset = 0.008;      ///< vp_cosine: theta(t) = (t + offset) / (1 + offset) * pi / 2
   std::vector<double> alpha_bar;     ///< vp_table: alpha-bar at t = n / N for n = 1..N (alpha-bar(0) = 1)
   double sigma_min = 0.01;           ///< variance_exploding: s(0)
-  double sigma_max = 50.0;           ///< variance_exploding: s(1)
+  double sigma_max = 50.0;           ///< variance_exploding: s(1), at most max_abs_value (1e18)
   time_grid grid = time_grid::uniform;  ///< how the sampling times are spread
   double t_start = 1.0;              ///< first (noisiest) time of the grid
   double t_end = 0.0;                ///< last (cleanest) time of the grid
@@ -92,8 +92,9 @@ struct DIFFSAMPLE_API noise_schedule {
   schedule_point at(double t) const;
 
   /// The steps + 1 points of the grid in sampling order. Validates the schedule: parameters finite and in range,
-  /// times strictly monotone and inside the domain, a >= 0 and s >= 0 with a + s > 0, and the signal-to-noise
-  /// ratio a^2 / s^2 strictly increasing along the grid (so every step removes noise).
+  /// times strictly monotone and inside the domain, 0 <= a, s <= max_abs_value (1e18; the FP32 kernels square
+  /// them) with a + s > 0, and the signal-to-noise ratio a^2 / s^2 strictly increasing along the grid (so every
+  /// step removes noise).
   /// @throws invalid_argument naming the field and the bad value
   std::vector<schedule_point> points(std::int64_t steps) const;
 };
