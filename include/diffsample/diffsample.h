@@ -781,7 +781,8 @@ DS_API ds_status ds_diffusion_plan_step_counter(const ds_diffusion_plan* plan, c
 
 /**
  * Resets the step counter to 0 and, when the options drew the initial state, writes x = s_0 z (n x d, on the plan's
- * executor) as ds_diffusion() does. Asynchronous on the CUDA executor (on exec.stream).
+ * executor) as ds_diffusion() does. @p x may be NULL when nothing is written to it (options.draw_initial 0: the
+ * initial state is the caller's; or n = 0). Asynchronous on the CUDA executor (on exec.stream).
  * @param exec  exec.kind is the plan's executor or DS_EXECUTOR_AUTOMATIC (anything else fails, naming both)
  */
 DS_API ds_status ds_diffusion_plan_reset_on(ds_diffusion_plan* plan, float* x, ds_execution exec);

@@ -556,6 +556,29 @@ static void test_plan(void) {
     EXPECT_ERROR(ds_diffusion_plan_step_on(plan, x, x, cpu), DS_INVALID_ARGUMENT, "model: must not overlap x");
     EXPECT_ERROR(ds_diffusion_plan_finish_on(plan, x + 1, x, cpu), DS_INVALID_ARGUMENT, "model: must not overlap x");
     EXPECT_ERROR(ds_diffusion_plan_reset_on(plan, NULL, cpu), DS_INVALID_ARGUMENT, "x");
+    if (c == 0) {
+      /* A plan whose initial state is the caller's (draw_initial 0) writes nothing at reset: a null x is accepted, as
+       * by diffusion_plan::reset(), and the counter returns to 0; the plan then steps the caller's state as usual. */
+      ds_diffusion_options own = o;
+      ds_diffusion_plan* keep = NULL;
+      const int64_t* kc = NULL;
+      own.draw_initial = 0;
+      CHECK_OK(ds_diffusion_plan_create(n, d, &own, DS_MODEL_DENOISER, cpu, &keep));
+      if (keep != NULL) {
+        ds_channel ch0 = {0, 0};
+        CHECK_OK(ds_diffusion_plan_step_counter(keep, &kc));
+        CHECK_OK(ds_diffusion_plan_reset_on(keep, NULL, cpu));
+        CHECK_OK(ds_diffusion_plan_reset(keep, NULL, NULL));
+        CHECK(kc != NULL && *kc == 0);
+        CHECK_OK(ds_diffusion_plan_step_channel(keep, 0, &ch0, NULL));
+        CHECK_OK(ds_mixture_evaluate(m, DS_DENOISER, x, n, ch0, model, cpu, NULL));
+        CHECK_OK(ds_diffusion_plan_step_on(keep, x, model, cpu));
+        CHECK(kc != NULL && *kc == 1);
+        CHECK_OK(ds_diffusion_plan_reset_on(keep, NULL, cpu));
+        CHECK(kc != NULL && *kc == 0);
+        ds_diffusion_plan_destroy(keep);
+      }
+    }
     {
       /* The execution names the plan's executor (or automatic): a CPU plan refuses a CUDA one, an unknown kind fails. */
       const ds_execution cuda = {DS_EXECUTOR_CUDA, NULL}, unknown = {(ds_executor)9, NULL};
