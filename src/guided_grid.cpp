@@ -64,6 +64,12 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const gui
       o.grid == guided_grid::sqrt_alpha_bar || o.grid == guided_grid::spectral || o.grid == guided_grid::noise_ratio,
       "options.grid: invalid value " << static_cast<int>(o.grid));
   const noise_schedule& sc = o.schedule;
+  // A grid option places the steps + 1 times itself, between t_start and t_end; custom times would be replaced.
+  DIFFSAMPLE_EXPECTS(sc.grid != time_grid::custom,
+                     "options.grid: " << to_string(o.grid) << " places the grid's times itself, but "
+                                      << "options.schedule.times holds a custom grid (" << sc.times.size()
+                                      << " times): pass one or the other (options.grid = schedule runs on the "
+                                      << "custom times)");
   (void)sc.points(1);  // the schedule's parameters and ends (what points() checks of a one-step grid), so that the
                       // loops below read channels with detail::point_at(), without at()'s checks
   const std::int64_t K = o.steps;

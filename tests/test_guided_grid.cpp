@@ -208,6 +208,39 @@ TEST(GuidedGrid, RefusesWhatTheScheduleCannotGive) {
   EXPECT_EQ(ds::guided_times(prior(6), pr, o).size(), 4u);
 }
 
+// A grid option places the times itself: with a schedule that already holds custom times the two conflict, and
+// both guided_times() and guided_sample() refuse it naming both options (it failed with "schedule.times: a custom
+// grid of 1 steps needs 2 times, got 16", naming neither).
+TEST(GuidedGrid, RefusesAGridOptionOnCustomScheduleTimes) {
+  ds::guided_problems pr;
+  pr.A = two_rows(2.0, 0.5);
+  pr.d_y = 2;
+  pr.y = {0.3, -0.2};
+  pr.sigma_y = {0.3};
+  std::vector<double> times(16);
+  for (int k = 0; k < 16; ++k) times[k] = 1.0 - k / 15.0;
+  for (const ds::guided_grid g : {ds::guided_grid::sqrt_alpha_bar, ds::guided_grid::spectral, ds::guided_grid::noise_ratio}) {
+    ds::guided_options o = grid_options(g, 15);
+    o.schedule.with_times(times);
+    const std::string message = refusal(pr, o);
+    EXPECT_NE(message.find("options.grid"), std::string::npos) << message;
+    EXPECT_NE(message.find(ds::to_string(g)), std::string::npos) << message;
+    EXPECT_NE(message.find("options.schedule.times"), std::string::npos) << message;
+    std::vector<float> x(64 * 6);
+    ds::guided_outputs outs;
+    outs.samples = x.data();
+    try {
+      ds::guided_sample(prior(6), outs, pr, o, {ds::executor::cpu, nullptr});
+      ADD_FAILURE() << ds::to_string(g) << ": guided_sample accepted the conflict";
+    } catch (const ds::invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()), message);
+    }
+    // Either option alone runs: the custom times on the schedule's grid, the grid option on the schedule's own.
+    o.grid = ds::guided_grid::schedule;
+    EXPECT_EQ(ds::guided_times(prior(6), pr, o), times) << ds::to_string(g);
+  }
+}
+
 // A run on a grid option is the run on the schedule's custom times that guided_times() returns, bit for bit (SMC and
 // DDRM, CPU executor).
 TEST(GuidedGrid, SamplersRunOnTheGuidedTimes) {

@@ -124,7 +124,7 @@ DIFFSAMPLE_API const char* to_string(guided_potentials s) noexcept;
 DIFFSAMPLE_API guided_potentials parse_guided_potentials(const std::string& name);
 
 /// Where the guided samplers (every one but skrock) place the steps + 1 times of their grid (README: "Time grids of
-/// the guided samplers").
+/// the guided samplers"). Every value but schedule is refused on a schedule with custom times (time_grid::custom).
 enum class guided_grid : int {
   /// The schedule's own grid (options.schedule.grid, t_start, t_end: uniform in t by default).
   schedule = 0,
