@@ -695,6 +695,128 @@ TEST_F(Cli, SolveTakesItsTimeGridFromTheProblemFile) {
   EXPECT_NE(r.err.find("geometric"), std::string::npos) << r.err;
 }
 
+// Every setting solve --help says a problem file's sampler section may give reaches the sampler, and the command line
+// wins: for each, the file's value b gives other samples than its value a, the same samples as the flag with b, and
+// the flag with a over a file with b gives a's samples (byte for byte). Seen failing with one file setting dropped
+// from apply_posterior_settings (ddrm_eta: the file's two values gave the same samples) and, before the file's
+// time_grid reached the samplers, for time_grid.
+TEST_F(Cli, SolveFileSettingsReachTheSamplerAndTheFlagsWin) {
+  struct row {
+    const char* sampler;
+    const char* key;  // the file's key; the flag is --key with '-' for '_'
+    const char* a;    // two values of the setting, as JSON and as the flag takes them
+    const char* b;
+  };
+  const row rows[] = {
+      {"smc", "steps", "4", "5"},
+      {"smc", "seed", "3", "4"},
+      {"smc", "time_grid", "\"uniform\"", "\"quadratic\""},
+      {"dps", "dps_step", "\"likelihood\"", "\"normalised\""},
+      {"dps", "guidance_scale", "1", "0.5"},
+      {"pigdm", "guidance_scale", "1", "0.5"},
+      {"tmpd", "guidance_scale", "1", "0.5"},
+      {"dps", "operator_path", "\"direct\"", "\"gemm\""},
+      {"diffpir", "diffpir_zeta", "0.1", "0.3"},
+      {"diffpir", "diffpir_lambda", "7", "3"},
+      {"skrock", "skrock_stages", "10", "5"},
+      {"skrock", "skrock_eta", "0.05", "0.1"},
+      {"skrock", "skrock_step_fraction", "0.005", "0.01"},
+      {"ddrm", "ddrm_eta", "0.85", "0.5"},
+      {"ddrm", "ddrm_eta_b", "1", "0.5"},
+      {"dcps", "dcps_blocks", "2", "1"},
+      {"dcps", "dcps_langevin_steps", "5", "2"},
+      {"dcps", "dcps_langevin_step", "0.001", "0.002"},
+      {"dcps", "dcps_bridge_variance", "false", "true"},
+      {"dcps", "dcps_gradient_steps", "2", "1"},
+      {"dcps", "dcps_learning_rate", "0.1", "0.2"},
+      {"dcps", "dcps_absolute_step", "false", "true"},
+  };
+  const std::string body = R"({"prior": {"grid": {"dim": 2}}, "observation": {"A": [[1, 0.5]], "sigma_y": 0.4,
+    "y": [0.7]}, "sampler": {)";
+  // The flag's spelling of a JSON value: strings unquoted, booleans as 0 / 1.
+  const auto as_flag = [](std::string v) {
+    if (v == "false") return std::string("0");
+    if (v == "true") return std::string("1");
+    if (!v.empty() && v.front() == '"') v = v.substr(1, v.size() - 2);
+    return v;
+  };
+  for (const row& r : rows) {
+    const std::string key = r.key;
+    SCOPED_TRACE(std::string(r.sampler) + " " + key);
+    std::string flag = "--" + key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    // The run's other settings, in the file unless the row sets them.
+    std::string rest;
+    if (key != "steps") rest += ", \"steps\": 4";
+    if (key != "seed") rest += ", \"seed\": 3";
+    write("a.json", body + "\"" + key + "\": " + r.a + rest + "}}");
+    write("b.json", body + "\"" + key + "\": " + r.b + rest + "}}");
+    const std::string base = std::string(" --executor cpu --particles 32 --quiet --sampler ") + r.sampler + " --out ";
+    ASSERT_EQ(run("solve --problem " + path("a.json") + base + path("a.npy")).rc, 0);
+    ASSERT_EQ(run("solve --problem " + path("b.json") + base + path("b.npy")).rc, 0);
+    ASSERT_EQ(run("solve --problem " + path("a.json") + " " + flag + " " + as_flag(r.b) + base + path("ab.npy")).rc, 0);
+    ASSERT_EQ(run("solve --problem " + path("b.json") + " " + flag + " " + as_flag(r.a) + base + path("ba.npy")).rc, 0);
+    EXPECT_FALSE(slurp(path("a.npy")) == slurp(path("b.npy"))) << "the file's value did not reach the sampler";
+    EXPECT_TRUE(slurp(path("ab.npy")) == slurp(path("b.npy"))) << "the flag over the file is not the file's value";
+    EXPECT_TRUE(slurp(path("ba.npy")) == slurp(path("a.npy"))) << "the flag did not win over the file";
+  }
+}
+
+// Every sampler setting a problem file may give sample reaches the run, and the command line wins (README: "Command-
+// line options override the problem file's sampler settings"): for each key, the file's value b gives other samples
+// than its value a, the flag with b over a file with a gives b's samples, and the flag with a over a file with b gives
+// a's (byte for byte; alpha_bar and final_denoise, which have no flag that sets either value, only the first). Seen
+// failing with one file setting dropped from read_sample (the file's t_end: its two values gave the same samples).
+TEST_F(Cli, SampleFileSettingsReachTheRunAndTheFlagsWin) {
+  struct row {
+    const char* key;   // the file's key
+    const char* flag;  // its flag, or nullptr
+    const char* a;     // two values, as JSON
+    const char* b;
+    const char* rest;  // the row's other file settings
+  };
+  const row rows[] = {
+      {"name", "--sampler", "\"mala\"", "\"ula\"", ""},
+      {"steps", "--steps", "4", "5", ""},
+      {"chains", "--chains", "64", "65", ""},
+      {"seed", "--seed", "3", "4", ""},
+      {"step_size", "--step-size", "0.03", "0.05", ""},
+      {"schedule", "--schedule", "\"vp_linear\"", "\"vp_cosine\"", ", \"name\": \"ddpm\""},
+      {"time_grid", "--time-grid", "\"uniform\"", "\"quadratic\"", ", \"name\": \"ddpm\""},
+      {"t_start", "--t-start", "1", "0.8", ", \"name\": \"ddpm\""},
+      {"t_end", "--t-end", "0", "0.05", ", \"name\": \"ddim\""},
+      {"eta", "--eta", "0", "0.5", ", \"name\": \"ddim\""},
+      {"sigma", "--sigma", "1", "0.7", ", \"name\": \"walk_jump\""},
+      {"step_size", "--step-size", "0.1", "0.05", ", \"name\": \"walk_jump\""},
+      {"measurements", "--measurements", "4", "2", ", \"name\": \"sequential_measurements\""},
+      {"final_denoise", nullptr, "false", "true", ", \"name\": \"ddpm\""},
+      {"alpha_bar", nullptr, "[0.99, 0.9, 0.5, 0.1]", "[0.99, 0.8, 0.5, 0.1]",
+       ", \"name\": \"ddpm\", \"schedule\": \"vp_table\""},
+  };
+  const auto unquoted = [](std::string v) { return !v.empty() && v.front() == '"' ? v.substr(1, v.size() - 2) : v; };
+  for (const row& r : rows) {
+    const std::string key = r.key;
+    SCOPED_TRACE(key + std::string(r.rest));
+    std::string rest = r.rest;
+    if (key != "steps") rest += ", \"steps\": 4";
+    if (key != "chains") rest += ", \"chains\": 64";
+    const std::string head = R"({"prior": {"grid": {"dim": 2, "size": 3}}, "sampler": {"executor": "cpu", ")";
+    write("a.json", head + key + "\": " + r.a + rest + "}}");
+    write("b.json", head + key + "\": " + r.b + rest + "}}");
+    const std::string base = " --quiet --out ";
+    ASSERT_EQ(run("sample --problem " + path("a.json") + base + path("a.npy")).rc, 0);
+    ASSERT_EQ(run("sample --problem " + path("b.json") + base + path("b.npy")).rc, 0);
+    EXPECT_FALSE(slurp(path("a.npy")) == slurp(path("b.npy"))) << "the file's value did not reach the run";
+    if (!r.flag) continue;
+    ASSERT_EQ(run("sample --problem " + path("a.json") + " " + r.flag + " " + unquoted(r.b) + base + path("ab.npy")).rc,
+              0);
+    ASSERT_EQ(run("sample --problem " + path("b.json") + " " + r.flag + " " + unquoted(r.a) + base + path("ba.npy")).rc,
+              0);
+    EXPECT_TRUE(slurp(path("ab.npy")) == slurp(path("b.npy"))) << "the flag over the file is not the file's value";
+    EXPECT_TRUE(slurp(path("ba.npy")) == slurp(path("a.npy"))) << "the flag did not win over the file";
+  }
+}
+
 TEST_F(Cli, BenchPrintsTheTable) {
   const result r = run("bench --executor cpu --chains 256 --steps 2 --dims 2,10 --report " + path("b.json"));
   ASSERT_EQ(r.rc, 0) << r.err;
