@@ -1,7 +1,8 @@
 /* The C ABI's forms of what the C++ API has beyond the first C release: ds_diffusion (and its former name), int64
  * ancestors, the executor and asynchronous forms of the sliced Wasserstein distance, component weights, SVD
- * operators in guided problems, the SMC potentials and time-grid settings and the grid's times, and the names of every enum. Each new form is checked
- * against the form it mirrors, bit for bit where the computation is the same, or against a closed form. CPU executor
+ * operators in guided problems, the SMC potentials and time-grid settings and the grid's times, and the names of
+ * every enum. Each new form is checked against the form it mirrors, bit for bit where the computation is the same, or
+ * against a closed form; and every field of the Langevin, diffusion and guided options changes the run. CPU executor
  * only (host buffers): no GPU needed. Exits nonzero on any failed check. */
 #include <diffsample/diffsample.h>
 
@@ -253,6 +254,189 @@ static void test_guided_times(ds_mixture* m) {
   EXPECT_INVALID(ds_guided_times(m, &gp, &go, times, K + 1), "options.grid");
 }
 
+
+/* Every field of ds_langevin_options, ds_diffusion_options (its schedule's fields included) and ds_guided_options
+ * reaches the run: changed alone from a base setting (each row under a sampler that reads it), it changes the
+ * output bit pattern. A field that the C-to-C++ copy dropped would leave the output of the base setting. Not
+ * covered here: particles (the output's size), final_resample (decides whether samples may be given), record_every
+ * (the trajectory's size) and the arrays alpha_bar and times (checked with their kinds in test_c_api.c). Seen
+ * failing with guided_fields' X(ddrm_eta) and diffusion's X(sigma) removed from src/c_api/ (those two rows). */
+#define L_ROW(NAME, BASE, CHANGE)                                      \
+  static void lb_##NAME(ds_langevin_options* o) { (void)o; BASE; }     \
+  static void lc_##NAME(ds_langevin_options* o) { CHANGE; }
+#define D_ROW(NAME, BASE, CHANGE)                                      \
+  static void db_##NAME(ds_diffusion_options* o) { (void)o; BASE; }    \
+  static void dc_##NAME(ds_diffusion_options* o) { CHANGE; }
+#define G_ROW(NAME, BASE, CHANGE)                                      \
+  static void gb_##NAME(ds_guided_options* o) { (void)o; BASE; }       \
+  static void gc_##NAME(ds_guided_options* o) { CHANGE; }
+L_ROW(method, , o->method = DS_ULA)
+L_ROW(step_size, , o->step_size = 0.02)
+L_ROW(steps, , o->steps = 6)
+L_ROW(target_a, , o->target.a = 0.9)
+L_ROW(target_s, , o->target.s = 0.3)
+L_ROW(seed, , o->seed = 7)
+L_ROW(first_chain, , o->first_chain = 3)
+L_ROW(first_step, , o->first_step = 2)
+D_ROW(sampler, , o->sampler = DS_DIFFUSION_DDIM)
+D_ROW(steps, , o->steps = 6)
+D_ROW(eta, o->sampler = DS_DIFFUSION_DDIM, o->eta = 0.5)
+D_ROW(sigma, o->sampler = DS_DIFFUSION_WALK_JUMP, o->sigma = 0.7)
+D_ROW(step_size, o->sampler = DS_DIFFUSION_WALK_JUMP, o->step_size = 0.05)
+D_ROW(measurements, o->sampler = DS_DIFFUSION_SEQUENTIAL_MEASUREMENTS, o->measurements = 2)
+/* At t_end = 0 the last step already lands on the denoiser: final_denoise shows from t_end > 0. */
+D_ROW(final_denoise, o->schedule.t_end = 0.05, o->final_denoise = 1)
+D_ROW(draw_initial, , o->draw_initial = 0)
+D_ROW(seed, , o->seed = 7)
+D_ROW(first_chain, , o->first_chain = 3)
+D_ROW(schedule_kind, , ds_schedule_init(&o->schedule, sizeof o->schedule, DS_SCHEDULE_VP_COSINE))
+D_ROW(schedule_beta_min, , o->schedule.beta_min = 0.2)
+D_ROW(schedule_beta_max, , o->schedule.beta_max = 15)
+D_ROW(schedule_cosine_offset, ds_schedule_init(&o->schedule, sizeof o->schedule, DS_SCHEDULE_VP_COSINE),
+      o->schedule.cosine_offset = 0.02)
+D_ROW(schedule_sigma_min,
+      o->sampler = DS_DIFFUSION_REVERSE_SDE;
+      ds_schedule_init(&o->schedule, sizeof o->schedule, DS_SCHEDULE_VARIANCE_EXPLODING), o->schedule.sigma_min = 0.02)
+D_ROW(schedule_sigma_max,
+      o->sampler = DS_DIFFUSION_REVERSE_SDE;
+      ds_schedule_init(&o->schedule, sizeof o->schedule, DS_SCHEDULE_VARIANCE_EXPLODING), o->schedule.sigma_max = 40)
+D_ROW(schedule_grid, , o->schedule.grid = DS_TIME_GRID_QUADRATIC)
+D_ROW(schedule_t_start, , o->schedule.t_start = 0.9)
+D_ROW(schedule_t_end, , o->schedule.t_end = 0.01)
+G_ROW(sampler, , o->sampler = DS_GUIDED_DPS)
+G_ROW(schedule_beta_max, , o->schedule.beta_max = 15)
+G_ROW(schedule_grid, , o->schedule.grid = DS_TIME_GRID_QUADRATIC)
+G_ROW(steps, , o->steps = 6)
+G_ROW(ddim, o->eta = 0.5, o->ddim = 1)
+G_ROW(eta, o->ddim = 1, o->eta = 0.5)
+G_ROW(potential_spread, , o->potential_spread = 2)
+G_ROW(resampling_scheme, , o->resampling.scheme = DS_RESAMPLING_MULTINOMIAL)
+G_ROW(resampling_ess_threshold, , o->resampling.ess_threshold = 1)
+G_ROW(resampling_metropolis_steps, o->resampling.scheme = DS_RESAMPLING_METROPOLIS; o->resampling.ess_threshold = 1,
+      o->resampling.metropolis_steps = 2)
+G_ROW(guidance_scale, o->sampler = DS_GUIDED_DPS, o->guidance_scale = 0.5)
+G_ROW(seed, , o->seed = 7)
+G_ROW(dps_step, o->sampler = DS_GUIDED_DPS, o->dps_step = DS_DPS_STEP_NORMALISED)
+G_ROW(diffpir_zeta, o->sampler = DS_GUIDED_DIFFPIR, o->diffpir_zeta = 0.3)
+G_ROW(diffpir_lambda, o->sampler = DS_GUIDED_DIFFPIR, o->diffpir_lambda = 3)
+G_ROW(skrock_stages, o->sampler = DS_GUIDED_SKROCK, o->skrock_stages = 5)
+G_ROW(skrock_eta, o->sampler = DS_GUIDED_SKROCK, o->skrock_eta = 0.1)
+G_ROW(skrock_step_fraction, o->sampler = DS_GUIDED_SKROCK, o->skrock_step_fraction = 0.01)
+G_ROW(skrock_lipschitz, o->sampler = DS_GUIDED_SKROCK, o->skrock_lipschitz = 30)
+G_ROW(ddrm_eta, o->sampler = DS_GUIDED_DDRM, o->ddrm_eta = 0.5)
+G_ROW(ddrm_eta_b, o->sampler = DS_GUIDED_DDRM, o->ddrm_eta_b = 0.5)
+G_ROW(dcps_blocks, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dcps_langevin_steps = 3, o->dcps_blocks = 1)
+G_ROW(dcps_langevin_steps, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dcps_langevin_steps = 3,
+      o->dcps_langevin_steps = 2)
+G_ROW(dcps_langevin_step, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dcps_langevin_steps = 3,
+      o->dcps_langevin_step = 2e-3)
+G_ROW(dcps_gradient_steps, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dcps_langevin_steps = 3,
+      o->dcps_gradient_steps = 1)
+G_ROW(dcps_learning_rate, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dcps_langevin_steps = 3,
+      o->dcps_learning_rate = 0.2)
+G_ROW(dcps_bridge_variance, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dcps_langevin_steps = 3,
+      o->dcps_bridge_variance = 1)
+G_ROW(dcps_absolute_step, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dcps_langevin_steps = 3,
+      o->dcps_absolute_step = 1)
+G_ROW(potentials, , o->potentials = DS_POTENTIALS_MOMENT)
+G_ROW(grid, , o->grid = DS_GUIDED_GRID_SQRT_ALPHA_BAR)
+G_ROW(start_correction, , o->start_correction = 1)
+G_ROW(operator_path, o->sampler = DS_GUIDED_DPS; o->operator_path = DS_MIXTURE_PATH_DIRECT,
+      o->operator_path = DS_MIXTURE_PATH_GEMM)
+
+static void test_every_option_field(ds_mixture* m) {
+  enum { n = 64, N = 64 };
+  static const struct {
+    const char* name;
+    void (*base)(ds_langevin_options*);
+    void (*change)(ds_langevin_options*);
+  } lrows[] = {
+#define L_ENTRY(NAME) {#NAME, lb_##NAME, lc_##NAME},
+      L_ENTRY(method) L_ENTRY(step_size) L_ENTRY(steps) L_ENTRY(target_a) L_ENTRY(target_s) L_ENTRY(seed)
+      L_ENTRY(first_chain) L_ENTRY(first_step)};
+  static const struct {
+    const char* name;
+    void (*base)(ds_diffusion_options*);
+    void (*change)(ds_diffusion_options*);
+  } drows[] = {
+#define D_ENTRY(NAME) {#NAME, db_##NAME, dc_##NAME},
+      D_ENTRY(sampler) D_ENTRY(steps) D_ENTRY(eta) D_ENTRY(sigma) D_ENTRY(step_size) D_ENTRY(measurements)
+      D_ENTRY(final_denoise) D_ENTRY(draw_initial) D_ENTRY(seed) D_ENTRY(first_chain) D_ENTRY(schedule_kind)
+      D_ENTRY(schedule_beta_min) D_ENTRY(schedule_beta_max) D_ENTRY(schedule_cosine_offset)
+      D_ENTRY(schedule_sigma_min) D_ENTRY(schedule_sigma_max) D_ENTRY(schedule_grid) D_ENTRY(schedule_t_start)
+      D_ENTRY(schedule_t_end)};
+  static const struct {
+    const char* name;
+    void (*base)(ds_guided_options*);
+    void (*change)(ds_guided_options*);
+  } grows[] = {
+#define G_ENTRY(NAME) {#NAME, gb_##NAME, gc_##NAME},
+      G_ENTRY(sampler) G_ENTRY(schedule_beta_max) G_ENTRY(schedule_grid) G_ENTRY(steps) G_ENTRY(ddim) G_ENTRY(eta)
+      G_ENTRY(potential_spread) G_ENTRY(resampling_scheme) G_ENTRY(resampling_ess_threshold)
+      G_ENTRY(resampling_metropolis_steps) G_ENTRY(guidance_scale) G_ENTRY(seed) G_ENTRY(dps_step)
+      G_ENTRY(diffpir_zeta) G_ENTRY(diffpir_lambda) G_ENTRY(skrock_stages) G_ENTRY(skrock_eta)
+      G_ENTRY(skrock_step_fraction) G_ENTRY(skrock_lipschitz) G_ENTRY(ddrm_eta) G_ENTRY(ddrm_eta_b)
+      G_ENTRY(dcps_blocks) G_ENTRY(dcps_langevin_steps) G_ENTRY(dcps_langevin_step) G_ENTRY(dcps_gradient_steps)
+      G_ENTRY(dcps_learning_rate) G_ENTRY(dcps_bridge_variance) G_ENTRY(dcps_absolute_step) G_ENTRY(potentials)
+      G_ENTRY(grid) G_ENTRY(start_correction) G_ENTRY(operator_path)};
+  static float a[N * 2], b[N * 2];
+  size_t i;
+  int k;
+  for (i = 0; i < sizeof lrows / sizeof lrows[0]; ++i) {
+    ds_langevin_options o;
+    CHECK_OK(ds_langevin_options_init(&o, sizeof o));
+    o.steps = 5;
+    lrows[i].base(&o);
+    for (k = 0; k < 2 * n; ++k) a[k] = b[k] = 0.5f * (float)(k % 7) - 1.5f;
+    CHECK_OK(ds_langevin(m, a, n, &o, NULL, NULL, cpu, NULL, 0, NULL));
+    lrows[i].change(&o);
+    CHECK_OK(ds_langevin(m, b, n, &o, NULL, NULL, cpu, NULL, 0, NULL));
+    if (memcmp(a, b, sizeof(float) * 2 * n) == 0) {
+      fprintf(stderr, "ds_langevin_options.%s: changing it left the samples as they were\n", lrows[i].name);
+      ++failures;
+    }
+  }
+  for (i = 0; i < sizeof drows / sizeof drows[0]; ++i) {
+    ds_diffusion_options o;
+    CHECK_OK(ds_diffusion_options_init(&o, sizeof o));
+    o.steps = 5;
+    drows[i].base(&o);
+    for (k = 0; k < 2 * n; ++k) a[k] = b[k] = 0.5f * (float)(k % 7) - 1.5f;
+    CHECK_OK(ds_diffusion(m, a, n, &o, NULL, cpu, NULL, 0, NULL));
+    drows[i].change(&o);
+    CHECK_OK(ds_diffusion(m, b, n, &o, NULL, cpu, NULL, 0, NULL));
+    if (memcmp(a, b, sizeof(float) * 2 * n) == 0) {
+      fprintf(stderr, "ds_diffusion_options.%s: changing it left the samples as they were\n", drows[i].name);
+      ++failures;
+    }
+  }
+  for (i = 0; i < sizeof grows / sizeof grows[0]; ++i) {
+    const double A[2] = {1, 0.5}, y = 0.7, sigma_y = 0.4;
+    ds_guided_problems gp;
+    ds_guided_options o;
+    ds_guided_outputs out;
+    CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+    gp.A = A;
+    gp.A_count = 2;
+    gp.y = &y;
+    gp.sigma_y = &sigma_y;
+    gp.sigma_y_count = 1;
+    CHECK_OK(ds_guided_options_init(&o, sizeof o));
+    o.particles = N;
+    o.steps = 5;
+    grows[i].base(&o);
+    CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+    out.particles = a;
+    CHECK_OK(ds_guided_sample(m, &gp, &o, &out, cpu, NULL, 0, NULL));
+    grows[i].change(&o);
+    out.particles = b;
+    CHECK_OK(ds_guided_sample(m, &gp, &o, &out, cpu, NULL, 0, NULL));
+    if (memcmp(a, b, sizeof(float) * 2 * N) == 0) {
+      fprintf(stderr, "ds_guided_options.%s: changing it left the particles as they were\n", grows[i].name);
+      ++failures;
+    }
+  }
+}
 /* Every enum's names: each value's name parses back to it. */
 static void test_names(void) {
   ds_guided_potentials p = DS_POTENTIALS_LINEAR;
@@ -389,6 +573,7 @@ int main(void) {
   test_guided_times(m);
   test_names();
   test_evaluate_path();
+  test_every_option_field(m);
   ds_mixture_destroy(m);
   if (failures) {
     fprintf(stderr, "test_c_api_coverage: %d check(s) failed\n", failures);
