@@ -80,3 +80,42 @@ def test_every_guided_keyword_changes_the_run(key, base, value):
     run = lambda **kw: ds.guided_sample(m, [[1.0, 0.5]], [0.7], 0.4, outputs=("particles",),
                                         **dict({"particles": 64, "steps": 5}, **dict(base, **kw)))["particles"]
     assert not np.array_equal(run(), run(**{key: value}))
+
+
+def _model(m, output):
+    if output == "score":
+        return lambda x, a, s: m.score(np.asarray(x), a, s)
+    return lambda x, a, s: m.denoiser(np.asarray(x), a, s)
+
+
+PLANS = [  # (constructor, keyword, base settings, changed value)
+    ("langevin", "target", {"method": "ula"}, (0.9, 0.3)),
+    ("langevin", "step_size", {"method": "ula"}, 0.02),
+    ("diffusion", "schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
+    ("diffusion", "eta", {"sampler": "ddim"}, 0.5),
+    ("diffusion_plan", "schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
+    ("diffusion_plan", "sampler", {}, "ddim"),
+    ("guided", "resampling", {}, {"scheme": "multinomial"}),
+    ("guided", "schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
+    ("guided", "diffpir_zeta", {"sampler": "diffpir"}, 0.3),
+]
+
+
+@pytest.mark.parametrize("kind,key,base,value", PLANS, ids=[f"{p[0]}-{p[1]}" for p in PLANS])
+def test_every_plan_keyword_changes_the_run(kind, key, base, value):
+    # The plans take their settings through the same helpers as the fused calls, but for the constructors' own
+    # handling of target (SamplingPlan.langevin), schedule and resampling.
+    m = ds.GaussianMixture(**MIXTURE)
+
+    def run(**kw):
+        kw = dict({"steps": 5}, **dict(base, **kw))
+        if kind == "langevin":
+            return ds.SamplingPlan.langevin(64, 2, **kw).run(_model(m, "score"), start())
+        if kind == "diffusion":
+            return ds.SamplingPlan.diffusion(64, 2, **kw).run(_model(m, "denoiser"))
+        if kind == "diffusion_plan":
+            return ds.DiffusionPlan(64, 2, **kw).run(_model(m, "denoiser"), np.zeros((64, 2), np.float32))
+        plan = ds.SamplingPlan.guided(2, [[1.0, 0.5]], [0.7], 0.4, particles=64, **kw)
+        return plan.run(_model(m, "denoiser"))
+
+    assert not np.array_equal(run(), run(**{key: value}))
