@@ -147,6 +147,10 @@ void bernoulli_mixture::evaluate_fp64(double* out, std::int64_t n, const double*
   const std::int64_t d = dim();
   check_evaluate(what, n, d, alpha);
   DIFFSAMPLE_EXPECTS(n == 0 || (y != nullptr && out != nullptr), "y, out: null pointer");
+  const std::size_t y_bytes = static_cast<std::size_t>(n * d) * sizeof(double);
+  detail::check_disjoint(
+      {{"y", y, y_bytes}, {"out", out, what == quantity::log_density ? static_cast<std::size_t>(n) * sizeof(double)
+                                                                      : y_bytes}});
   const auto mix = storage_->view64();
   const double log_norm = kernels::bernoulli_reduced_norm(int(d), alpha);
   cpu::parallel_for_each(n, [&](std::int64_t i) {

@@ -210,10 +210,17 @@ void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, 
 }
 
 void gaussian_mixture::evaluate_fp64(double* out, std::int64_t n, const double* x, channel ch, quantity what) const {
+  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
+                     "what: invalid quantity " << static_cast<int>(what));
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
   detail::check_channel("ch", ch);
   DIFFSAMPLE_EXPECTS(n == 0 || (x != nullptr && out != nullptr), "x, out: null pointer");
+  // Points run in parallel: out in x's memory (in place included) would overwrite points still being read.
+  const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(double);
+  detail::check_disjoint(
+      {{"x", x, x_bytes}, {"out", out, what == quantity::log_density ? static_cast<std::size_t>(n) * sizeof(double)
+                                                                      : x_bytes}});
   const auto mix = storage_->view64();
   cpu::parallel_for_each(n, [&](std::int64_t i) {
     const strided_vec<const double> xi{x + i * d, 1, int(d)};
@@ -233,6 +240,9 @@ void gaussian_mixture::denoiser_jvp_fp64(double* out, std::int64_t n, const doub
   detail::check_count("n", n, d);
   detail::check_channel("ch", ch);
   DIFFSAMPLE_EXPECTS(n == 0 || (x != nullptr && v != nullptr && out != nullptr), "x, v, out: null pointer");
+  const std::size_t bytes = static_cast<std::size_t>(n * d) * sizeof(double);
+  detail::check_disjoint({{"x", x, bytes}, {"out", out, bytes}});
+  detail::check_disjoint({{"v", v, bytes}, {"out", out, bytes}});  // x and v may be one array
   const auto mix = storage_->view64();
   cpu::parallel_for_each(n, [&](std::int64_t i) {
     const strided_vec<const double> xi{x + i * d, 1, int(d)}, vi{v + i * d, 1, int(d)};

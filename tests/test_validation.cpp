@@ -784,3 +784,29 @@ TEST(Validation, ScheduleChannelsWithinFp32Squares) {
   outputs.samples = out.data();
   expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"schedule.sigma_max", "1e+20"});
 }
+
+// The FP64 host references ran in parallel over points with out in x's (or v's) memory: each point's outputs
+// overwrote other points' inputs while they were read (the FP32 evaluations refuse the same overlap). Refused naming
+// both, the caller's x untouched.
+TEST(Validation, Fp64ReferencesRefuseOutputsOverTheirInputs) {
+  const auto mix = small();
+  std::vector<double> x = {0.1, -0.3, 1.2, 0.4, -2.0, 0.7, 0.5, 0.5};
+  const std::vector<double> x0 = x;
+  expect_error([&] { mix.evaluate_fp64(x.data(), 4, x.data(), {1.0, 0.5}, quantity::score); },
+               {"out: must not overlap x"});
+  expect_error([&] { mix.evaluate_fp64(x.data() + 1, 4, x.data(), {1.0, 0.5}, quantity::log_density); },
+               {"out: must not overlap x"});
+  std::vector<double> v = {1, 0, 0, 1, 1, 1, 0.5, -0.5};
+  expect_error([&] { mix.denoiser_jvp_fp64(v.data(), 4, x.data(), v.data(), {1.0, 0.5}); },
+               {"out: must not overlap v"});
+  expect_error([&] { mix.denoiser_jvp_fp64(x.data() + 2, 4, x.data(), v.data(), {1.0, 0.5}); },
+               {"out: must not overlap x"});
+  const bernoulli_mixture b(2, {1.0}, {0.3, 0.7});
+  expect_error([&] { b.evaluate_fp64(x.data(), 4, x.data(), 1.0, quantity::denoiser); }, {"out: must not overlap y"});
+  EXPECT_EQ(x, x0);
+  std::vector<double> out(8);
+  expect_error([&] { mix.evaluate_fp64(out.data(), 4, x.data(), {1.0, 0.5}, static_cast<quantity>(7)); },
+               {"what: invalid quantity 7"});  // ran as the denoiser
+  mix.evaluate_fp64(out.data(), 4, x.data(), {1.0, 0.5}, quantity::score);
+  mix.denoiser_jvp_fp64(out.data(), 4, x.data(), v.data(), {1.0, 0.5});
+}

@@ -65,7 +65,7 @@ class DIFFSAMPLE_API bernoulli_mixture {
     return evaluate(out, n, y, alpha, what, exec);
   }
 
-  /// FP64 reference of evaluate() on the host (synchronous, OpenMP over points).
+  /// FP64 reference of evaluate() on the host (synchronous, OpenMP over points); @p out may not overlap @p y.
   void evaluate_fp64(double* out, std::int64_t n, const double* y, double alpha, quantity what) const;
   /// evaluate_fp64() in the argument order before 0.3.0 (output after the inputs).
   [[deprecated("outputs first: evaluate_fp64(out, n, y, alpha, what)")]] void evaluate_fp64(

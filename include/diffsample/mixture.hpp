@@ -209,7 +209,8 @@ class DIFFSAMPLE_API gaussian_mixture {
     return denoiser_jvp(out, n, x, v, ch, exec);
   }
 
-  /// FP64 reference of evaluate() on the host (synchronous, single-threaded per point, OpenMP over points).
+  /// FP64 reference of evaluate() on the host (synchronous, single-threaded per point, OpenMP over points). @p out
+  /// may not overlap @p x (invalid_argument), as for evaluate().
   void evaluate_fp64(double* out, std::int64_t n, const double* x, channel ch, quantity what) const;
   /// evaluate_fp64() in the argument order before 0.3.0 (output after the inputs).
   [[deprecated("outputs first: evaluate_fp64(out, n, x, ch, what)")]] void evaluate_fp64(
@@ -229,7 +230,7 @@ class DIFFSAMPLE_API gaussian_mixture {
     return denoiser_jvp(out, n, x, v, ch, options, exec);
   }
 
-  /// FP64 reference of denoiser_jvp() on the host.
+  /// FP64 reference of denoiser_jvp() on the host. @p out may overlap neither @p x nor @p v (invalid_argument).
   void denoiser_jvp_fp64(double* out, std::int64_t n, const double* x, const double* v, channel ch) const;
   /// denoiser_jvp_fp64() in the argument order before 0.3.0 (output after the inputs).
   [[deprecated("outputs first: denoiser_jvp_fp64(out, n, x, v, ch)")]] void denoiser_jvp_fp64(
