@@ -538,6 +538,9 @@ evaluate_report gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const
 
 mixture_path gaussian_mixture::chosen_path(std::int64_t n, quantity what, const evaluate_options& options,
                                            executor where) const {
+  DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
+                     "what: invalid quantity " << static_cast<int>(what));
+  detail::check_count("n", n, dim());  // as evaluate() checks them: the query refuses what the call would
   DIFFSAMPLE_EXPECTS(where == executor::cpu || where == executor::cuda,
                      "where: expected cpu or cuda, got " << to_string(where));
   return detail::choose_path(*storage_, what, n, where, options);

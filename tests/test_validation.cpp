@@ -810,3 +810,19 @@ TEST(Validation, Fp64ReferencesRefuseOutputsOverTheirInputs) {
   mix.evaluate_fp64(out.data(), 4, x.data(), {1.0, 0.5}, quantity::score);
   mix.denoiser_jvp_fp64(out.data(), 4, x.data(), v.data(), {1.0, 0.5});
 }
+
+// chosen_path() answered for any n and quantity (ds_mixture_chosen_path(-1) returned a path); it checks them as
+// evaluate() does, so the query refuses what the call would.
+TEST(Validation, ChosenPathChecksWhatEvaluateChecks) {
+  const auto mix = small();
+  expect_error([&] { mix.chosen_path(-1, quantity::score, {}, executor::cpu); }, {"n: must be >= 0, got -1"});
+  expect_error([&] { mix.chosen_path(2, static_cast<quantity>(7), {}, executor::cpu); }, {"what: invalid quantity 7"});
+  ds_mixture_path path;
+  const double w[2] = {1, 1}, mu[4] = {0, 0, 1, 1}, v[2] = {1, 1};
+  ds_mixture* m = nullptr;
+  ASSERT_EQ(ds_mixture_create(2, 2, w, mu, v, 2, &m), DS_SUCCESS);
+  EXPECT_EQ(ds_mixture_chosen_path(m, -1, DS_SCORE, nullptr, DS_EXECUTOR_CPU, &path), DS_INVALID_ARGUMENT);
+  EXPECT_EQ(ds_mixture_chosen_path(m, 10, DS_SCORE, nullptr, DS_EXECUTOR_CPU, &path), DS_SUCCESS);
+  ds_mixture_destroy(m);
+  EXPECT_NO_THROW(mix.chosen_path(0, quantity::log_density, {}, executor::cpu));  // n = 0 runs, as evaluate()
+}
