@@ -253,6 +253,8 @@ def main():
     ap.add_argument("--mala", default="",
                     help="STEPS,GAMMA: a row smc+mala, smc's samples moved by STEPS preconditioned MALA steps of "
                          "length GAMMA on p(x) p(y | x) (a NumPy prototype of a final resample-move)")
+    ap.add_argument("--paired-against", default="smc",
+                    help="the row the paired changes are taken against (default smc; e.g. smc[LABEL] for a variant)")
     ap.add_argument("--seeds", type=int, default=1, help="sampler seeds per instance (run-to-run spread)")
     ap.add_argument("--instance", type=int, default=-1, help="only this instance index (with --seeds)")
     ap.add_argument("--per-instance", action="store_true", help="print every instance's scores")
@@ -397,22 +399,25 @@ def table(args, prog, tmp, samplers, d_x, d_y):
         print("(seed 002 publishes d_y = 1 only: no published rows)")
     print("seconds per run (CPU executor, this machine's load): "
           + ", ".join(f"{k} {r['time'] / r['runs']:.2f}" for k, r in rows.items() if r["runs"] and k != "exact (floor)"))
-    # Paired changes against smc (the same instances and seeds): mean +- se of the differences, and on how many runs
-    # the row is lower.
-    if "smc" in rows and rows["smc"]["sw"]:
-        base = {key: (sw, dw) for key, sw, dw in zip(rows["smc"]["key"], rows["smc"]["sw"], rows["smc"]["dw"])}
+    # Paired changes against smc, or the row --paired-against names (the same instances and seeds): mean +- se of the
+    # differences, and on how many runs the row is lower.
+    ref = args.paired_against
+    if ref in rows and rows[ref]["sw"]:
+        base = {key: (sw, dw, w) for key, sw, dw, w in
+                zip(rows[ref]["key"], rows[ref]["sw"], rows[ref]["dw"], rows[ref]["within"])}
         for name, r in rows.items():
-            if name in ("smc", "exact (floor)") or not r["sw"]:
+            if name in (ref, "exact (floor)") or not r["sw"]:
                 continue
-            pairs = [(sw - base[key][0], dw - base[key][1]) for key, sw, dw in zip(r["key"], r["sw"], r["dw"])
-                     if key in base]
+            pairs = [(sw - base[key][0], dw - base[key][1], w - base[key][2])
+                     for key, sw, dw, w in zip(r["key"], r["sw"], r["dw"], r["within"]) if key in base]
             if len(pairs) < 2:
                 continue
             d = np.asarray(pairs)
             se = d.std(axis=0, ddof=1) / np.sqrt(len(d))
-            print(f"paired {name} - smc over {len(d)} runs: dw {d[:, 1].mean():+.4f} +- {se[1]:.4f} (lower on "
+            print(f"paired {name} - {ref} over {len(d)} runs: dw {d[:, 1].mean():+.4f} +- {se[1]:.4f} (lower on "
                   f"{int(np.sum(d[:, 1] < 0))}), SW {d[:, 0].mean():+.3f} +- {se[0]:.3f} (lower on "
-                  f"{int(np.sum(d[:, 0] < 0))})")
+                  f"{int(np.sum(d[:, 0] < 0))}), SW within {d[:, 2].mean():+.3f} +- {se[2]:.3f} (lower on "
+                  f"{int(np.sum(d[:, 2] < 0))})")
     fl = rows["exact (floor)"]
     if "smc" in rows and rows["smc"]["sw"] and fl["sw"]:
         print(f"smc / floor: SW median {np.median(rows['smc']['sw']) / np.median(fl['sw']):.2f}x, "

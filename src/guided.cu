@@ -266,18 +266,23 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
 }
 
 struct layout {
-  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, sigma2, table_end;  // from the host
+  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, sigma2, move_precision,
+      table_end;  // from the host
   std::size_t channels;  // the mixture's constants per channel (guided_params::channels), filled on the executor
   std::int64_t channel_count;
   std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, moment, shift,
-      total;
+      moves, total;
   std::size_t resampling_bytes;
   operator_shape operators;  // how A reaches the kernels
 };
 
 // Channels of the run's constant table (guided_params::channels): one per step for the grid samplers, one (the
 // prior's (1, 0)) for SKRock.
-std::int64_t channel_count(const guided_options& o) { return o.sampler == guided_sampler::skrock ? 1 : o.steps; }
+// SMC with final moves: one more, the grid's last point (a_K, 0) (kernels::final_move_params::channel).
+bool final_moves_run(const guided_options& o) { return o.sampler == guided_sampler::smc && o.final_moves > 0; }
+std::int64_t channel_count(const guided_options& o) {
+  return o.sampler == guided_sampler::skrock ? 1 : o.steps + (final_moves_run(o) ? 1 : 0);
+}
 
 // `mix`: the prior, whose constants at the run's channels the layout holds; nullptr for an ask/tell plan or a run
 // that keeps its constants on the host.
@@ -309,6 +314,9 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
                 : o.sampler == guided_sampler::skrock ? (2 * B + 3 * static_cast<std::size_t>(o.skrock_stages)) * sizeof(float)
                                                       : 0);
   l.sigma2 = put(B * sizeof(float));
+  // The final moves' W_b = (lambda a_K^2 sigma_{y,b}^2 I + A_b A_b^T)^-1 (kernels::final_move_params).
+  const bool moves = final_moves_run(o);
+  l.move_precision = put(moves ? B * dy * (sh.mask ? 1 : dy) * sizeof(float) : 0);
   l.table_end = at;
   l.channel_count = mix != nullptr ? channel_count(o) : 0;
   l.channels = put(mix != nullptr ? kernels::mixture_channels::table_floats(*mix, l.channel_count) * sizeof(float) : 0);
@@ -336,6 +344,9 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   // DPS and Pi-GDM on the CPU executor run step by step (baseline_stage_functor): B N shifts.
   const bool baseline = o.sampler == guided_sampler::dps || o.sampler == guided_sampler::pigdm;
   l.shift = put(baseline ? B * N * sizeof(float) : 0);
+  // The final moves' proposal noise (d floats per particle) and their d_y products (4 d_y); the gradients and the
+  // proposal reuse x, mu and mu2.
+  l.moves = put(moves ? B * N * (d + 4 * dy) * sizeof(float) : 0);
   l.total = at;
   return l;
 }
@@ -421,6 +432,15 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment ||
                          o.potentials == guided_potentials::twisted,
                      "options.potentials: invalid value " << static_cast<int>(o.potentials));
+  limits::check("options.final_moves", o.final_moves, 0, limits::max_inner_steps);
+  DIFFSAMPLE_EXPECTS(o.final_moves == 0 || o.sampler == guided_sampler::smc,
+                     "options.final_moves: an SMC setting, got " << o.final_moves << " with sampler "
+                                                                  << to_string(o.sampler));
+  DIFFSAMPLE_EXPECTS(o.final_moves == 0 || o.final_resample,
+                     "options.final_moves: moves the final resampling's samples, but options.final_resample is false");
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.final_move_step) && o.final_move_step >= 0,
+                     "options.final_move_step: must be finite and >= 0 (0: 2 d_x^(-1/3)), got " << o.final_move_step);
+  detail::check_at_most_max_abs("options.final_move_step", o.final_move_step);
   DIFFSAMPLE_EXPECTS(!o.start_correction || o.potentials != guided_potentials::moment,
                      "options.start_correction: needs linear or twisted potentials, got " << to_string(o.potentials));
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || pr.d_y <= kernels::moment_potential_max_dy,
@@ -474,6 +494,14 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(std::isfinite(o.dcps_learning_rate) && o.dcps_learning_rate >= 0,
                      "options.dcps_learning_rate: must be finite and >= 0, got " << o.dcps_learning_rate);
   detail::check_at_most_max_abs("options.dcps_learning_rate", o.dcps_learning_rate);
+}
+
+// The prior's largest curvature max_k 1 / min_j v_kj (the final moves' lambda at a = 1): the Hessian of -log p_0
+// within a component, which the preconditioner of the final moves matches.
+double largest_prior_curvature(const std::vector<double>& variances) {
+  double c = 0;
+  for (double v : variances) c = std::max(c, 1.0 / v);
+  return c;
 }
 
 // The host tables, laid out exactly as their device copy.
@@ -641,6 +669,28 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     }
     constants[b] = constant + (reduced.active ? reduced.log_constant[b] : 0.0);
   }
+  if (final_moves_run(o)) {
+    // W_b = (lambda_0 sigma_{y,b}^2 I + A_b A_b^T)^-1, lambda_0 the prior's curvature at a = 1 (at the channel
+    // (a, 0) the curvature is lambda_0 / a^2 and the noise a sigma_y: the a^2 cancel).
+    DIFFSAMPLE_EXPECTS(pts.back().s == 0.0, "options.final_moves: the moves target the posterior at the grid's last "
+                                            "point, which needs s = 0 there, got s = "
+                                                << pts.back().s);
+    const double lambda0 = largest_prior_curvature(prior_variances);
+    auto* W = reinterpret_cast<float*>(blob.data() + l.move_precision);
+    for (std::int64_t b = 0; b < B; ++b) {
+      const double* AAt = gram.data() + (sh.count == 1 ? 0 : b) * dy * dy;
+      const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
+      const double tau = lambda0 * sy * sy;
+      if (sh.mask) {
+        for (std::int64_t i = 0; i < dy; ++i) W[b * dy + i] = float(1.0 / (tau + AAt[i * dy + i]));
+        continue;
+      }
+      for (std::int64_t i = 0; i < dy; ++i)
+        for (std::int64_t j = 0; j < dy; ++j) S[i * dy + j] = AAt[i * dy + j] + (i == j ? tau : 0.0);
+      invert_spd(S, int(dy), "options.final_moves: lambda sigma_y^2 I + A A^T");
+      for (std::int64_t i = 0; i < dy * dy; ++i) W[b * dy * dy + i] = float(S[i]);
+    }
+  }
   return blob;
 }
 
@@ -760,11 +810,15 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   // The mixture's constants at every channel of the run, once per call on the executor (FP64, rounded to float):
   // every particle's denoiser, score and J v read them (kernels::guided_channel), on both executors the same values.
   p.channels = kernels::mixture_channels::in(p.mix, l.channel_count, reinterpret_cast<float*>(ws + l.channels));
-  kernels::for_each_index(
-      where, l.channel_count * p.mix.components,
-      kernels::channel_table_functor<kernels::guided_channels>{
-          p.channels, {o.sampler == guided_sampler::skrock ? nullptr : p.steps}},
-      exec.stream);
+  const std::vector<schedule_point> grid_points = o.schedule.points(K);
+  kernels::guided_channels channel_set{o.sampler == guided_sampler::skrock ? nullptr : p.steps};
+  if (final_moves_run(o)) {
+    channel_set.last = K;
+    channel_set.last_a = float(grid_points.back().a);
+  }
+  kernels::for_each_index(where, l.channel_count * p.mix.components,
+                          kernels::channel_table_functor<kernels::guided_channels>{p.channels, channel_set},
+                          exec.stream);
 
   float* x = reinterpret_cast<float*>(ws + l.x);
   float* mu = reinterpret_cast<float*>(ws + l.mu);
@@ -1099,6 +1153,23 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                                                     p.coordinate_stride},
                             stream);
     report.launches += 2;
+    if (final_moves_run(o)) {
+      // The final resample-move (kernels::final_move_functor) on the samples; x, mu and mu2 are free now.
+      const double a = grid_points.back().a;
+      kernels::final_move_params q{};
+      q.W = reinterpret_cast<const float*>(ws + l.move_precision);
+      q.channel = p.channels.at(K, float(a), 0.f);
+      q.a = float(a);
+      q.curvature = float(largest_prior_curvature(prior.variances()) / (a * a));
+      q.step = float(o.final_move_step > 0 ? o.final_move_step : 2.0 * std::cbrt(1.0 / double(d)));
+      q.last = K;
+      q.first_step = static_cast<std::uint64_t>(K + 1);
+      q.moves = int(o.final_moves);
+      float* moves = reinterpret_cast<float*>(ws + l.moves);
+      kernels::for_each_index<128>(
+          where, BN, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BN * d}, stream);
+      ++report.launches;
+    }
   }
   finish_problems(where, B, log_z, reinterpret_cast<const double*>(ws + l.constants), counts, out, stream);
   ++report.launches;
@@ -1227,6 +1298,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     o = detail::resolve_grid(prior.dim(), given, options);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
+    DIFFSAMPLE_EXPECTS(o.final_moves == 0, "options.final_moves: not supported by a distributed run, got "
+                                               << o.final_moves << " (guided_sample() runs them)");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
@@ -1991,6 +2064,10 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
   validate(d, given, options);
+  DIFFSAMPLE_EXPECTS(options.final_moves == 0,
+                     "options.final_moves: not supported by a guided plan, got "
+                         << options.final_moves << " (the moves need the prior's log-density: guided_sample() runs "
+                                                   "them on its mixture)");
   const guided_options o = detail::resolve_grid(d, given, options);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));

@@ -1200,6 +1200,8 @@ NB_MODULE(_core, m) {
       .def_rw("resampling", &ds::guided_options::resampling, DS_DOC(guided_options, resampling))
       .def_rw("start_correction", &ds::guided_options::start_correction, DS_DOC(guided_options, start_correction))
       .def_rw("final_resample", &ds::guided_options::final_resample, DS_DOC(guided_options, final_resample))
+      .def_rw("final_moves", &ds::guided_options::final_moves, DS_DOC(guided_options, final_moves))
+      .def_rw("final_move_step", &ds::guided_options::final_move_step, DS_DOC(guided_options, final_move_step))
       .def_rw("guidance_scale", &ds::guided_options::guidance_scale, DS_DOC(guided_options, guidance_scale))
       .def_rw("operator_path", &ds::guided_options::operator_path, DS_DOC(guided_options, operator_path))
       .def_rw("dps_step", &ds::guided_options::dps_step, DS_DOC(guided_options, dps_step))
