@@ -253,6 +253,10 @@ def main():
     ap.add_argument("--mala", default="",
                     help="STEPS,GAMMA: a row smc+mala, smc's samples moved by STEPS preconditioned MALA steps of "
                          "length GAMMA on p(x) p(y | x) (a NumPy prototype of a final resample-move)")
+    ap.add_argument("--common-reference", action="store_true",
+                    help="score every row of an instance and seed against the same exact samples and SW directions "
+                         "(the floor row too: its own exact samples against them), so that paired SW changes carry no "
+                         "reference noise (default: fresh reference samples per row, as the published table)")
     ap.add_argument("--paired-against", default="smc",
                     help="the row the paired changes are taken against (default smc; e.g. smc[LABEL] for a variant)")
     ap.add_argument("--seeds", type=int, default=1, help="sampler seeds per instance (run-to-run spread)")
@@ -315,10 +319,18 @@ def draw(args, prog, name, inst, path, tmp, seed, srng, state):
     return x
 
 
-def score(inst, x, srng):
-    """(SW, dw, SW within) of samples x against exact posterior samples of the same size."""
-    ref = inst.sample(len(x), srng)
+def score(inst, x, srng, common=None):
+    """(SW, dw, SW within) of samples x against exact posterior samples of the same size. common: None, or a
+    (reference samples, direction seed) pair shared by every row of one run (--common-reference): the SW of every row
+    is then taken against the same exact samples along the same directions, so that paired differences between
+    rows carry no reference noise."""
     counts = inst.shares(x)
+    if common is not None:
+        ref, dseed = common
+        within_ref = inst.sample_counts(counts, srng)
+        return (sliced_w1(x, ref[:len(x)], 100, np.random.default_rng(dseed)), tv(counts, inst.post_w),
+                sliced_w1(x, within_ref, 100, np.random.default_rng(dseed)))
+    ref = inst.sample(len(x), srng)
     return (sliced_w1(x, ref, 100, srng), tv(counts, inst.post_w),
             sliced_w1(x, inst.sample_counts(counts, srng), 100, srng))
 
@@ -356,6 +368,10 @@ def table(args, prog, tmp, samplers, d_x, d_y):
             seed = args.seed + 1 + i + 1000 * s
             srng = np.random.default_rng([seed, d_x, d_y, 7])
             state = {}
+            common = None
+            if args.common_reference:
+                crng = np.random.default_rng([seed, d_x, d_y, 11])
+                common = (inst.sample(args.particles if not args.default_settings else 4096, crng), [seed, d_x, d_y, 13])
             for name in names:
                 if i >= limit.get(name, len(instances)):
                     continue
@@ -366,7 +382,7 @@ def table(args, prog, tmp, samplers, d_x, d_y):
                 if not np.all(np.isfinite(x)):
                     rows[name]["diverged"] += 1
                     continue
-                sw, dw, within = score(inst, x, srng)
+                sw, dw, within = score(inst, x, srng, common)
                 rows[name]["sw"].append(sw)
                 rows[name]["dw"].append(dw)
                 rows[name]["within"].append(within)

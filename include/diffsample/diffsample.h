@@ -405,6 +405,11 @@ typedef struct ds_guided_options {
                                       particle by particle (DIRECT); AUTOMATIC follows the size rule
                                       (diffsample::guided_options::operator_path; default DS_MIXTURE_PATH_AUTOMATIC);
                                       masks, SVD operators and the other samplers run direct whatever it says */
+  /* Appended in the eleventh layout (a caller of an earlier one gets the defaults). */
+  int64_t final_moves;       /**< SMC: preconditioned MALA steps per sample on p(x) p(y | x) after the final resampling,
+                                  0..2^20 (diffsample::guided_options::final_moves; not in a plan; default 0) */
+  double final_move_step;    /**< SMC: their step in the preconditioner's units, >= 0; 0 takes 2 d_x^(-1/3)
+                                  (diffsample::guided_options::final_move_step; default 0) */
 } ds_guided_options;
 
 /**

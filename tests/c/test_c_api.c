@@ -1203,6 +1203,83 @@ static void test_operator_path(void) {
   ds_mixture_destroy(prior);
 }
 
+/* The eleventh layout's final_moves and final_move_step reach the sampler. SMC on a 2 x 16 dense operator with 64
+ * particles: with the moves the samples differ from the plain run's and no row repeats (the final resampling of the
+ * plain run repeats rows), a caller of the tenth layout keeps the plain run bit for bit whatever lies past its
+ * struct's end, and a negative count or step is refused, naming the field. Seen failing with final_moves dropped in
+ * the C-to-C++ copy (the moved run bit for bit the plain one). */
+static int repeated_rows(const float* x, int n, int d) {
+  int i, j, repeats = 0;
+  for (i = 0; i < n; ++i)
+    for (j = 0; j < i; ++j)
+      if (memcmp(x + i * d, x + j * d, sizeof(float) * (size_t)d) == 0) {
+        ++repeats;
+        break;
+      }
+  return repeats;
+}
+
+static void test_final_moves(void) {
+  enum { N = 64, d = 16, dy = 2, K = 3 };
+  double w[K], mu[K * d], var[K], A[dy * d], y[dy];
+  const double sigma_y = 0.3;
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  ds_mixture* prior = NULL;
+  ds_guided_problems gp;
+  ds_guided_options go, tenth;
+  ds_guided_outputs out;
+  float x_plain[N * d], x_moved[N * d], x_tenth[N * d];
+  int i, k;
+  for (k = 0; k < K; ++k) {
+    w[k] = 1.0 + k;
+    var[k] = 0.5;
+    for (i = 0; i < d; ++i) mu[k * d + i] = 3.0 * sin(1.3 * (k * d + i));
+  }
+  for (i = 0; i < dy * d; ++i) A[i] = 0.25 * cos(0.9 * i + 0.4);
+  for (i = 0; i < dy; ++i) y[i] = 0.3 * sin(0.7 * i);
+  CHECK_OK(ds_mixture_create(d, K, w, mu, var, K, &prior));
+  if (prior == NULL) return;
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.problems = 1;
+  gp.d_y = dy;
+  gp.A = A;
+  gp.A_count = dy * d;
+  gp.y = y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  CHECK(go.final_moves == 0 && go.final_move_step == 0.0);
+  go.sampler = DS_GUIDED_SMC;
+  go.particles = N;
+  go.steps = 10;
+  go.seed = 31;
+  out.samples = x_plain;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  go.final_moves = 5;
+  go.final_move_step = 0.5;
+  out.samples = x_moved;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  if (memcmp(x_plain, x_moved, sizeof x_plain) == 0) {
+    fprintf(stderr, "final_moves: bit for bit the plain run (the field did not reach the sampler)\n");
+    ++failures;
+  }
+  CHECK(repeated_rows(x_plain, N, d) > 0);
+  CHECK(repeated_rows(x_moved, N, d) == 0);
+  tenth = go;
+  tenth.struct_size = offsetof(ds_guided_options, final_moves);
+  out.samples = x_tenth; /* final_moves = 5 lies past the tenth layout's end: never read */
+  CHECK_OK(ds_guided_sample(prior, &gp, &tenth, &out, cpu, NULL, 0, NULL));
+  CHECK(memcmp(x_plain, x_tenth, sizeof x_plain) == 0);
+  CHECK_OK(ds_guided_options_init(&tenth, offsetof(ds_guided_options, final_moves)));
+  go.final_moves = -1;
+  EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "final_moves");
+  go.final_moves = 5;
+  go.final_move_step = -1.0;
+  EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "final_move_step");
+  ds_mixture_destroy(prior);
+}
+
 static void test_guided_mask(void) {
   enum { B = 16, N = 1024, d = 2 };
   const double w[3] = {0.2, 0.5, 0.3};
@@ -1454,6 +1531,7 @@ int main(void) {
   test_dcps_bridge_variance();
   test_dcps_absolute_step();
   test_operator_path();
+  test_final_moves();
   test_binary();
   if (failures) {
     fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);
