@@ -19,6 +19,7 @@
 #include <diffsample/diffsample.hpp>
 #include <fstream>
 #include <sstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -309,6 +310,23 @@ TEST_F(Cli, PosteriorSamplerSettings) {
 // rule), the forced gemm path's samples differ from the direct ones in their last bits only, the command line wins
 // over the file, and a bad name or another sampler is refused with the flag (exit status 2) or the file's key (1).
 // Seen failing before the flag existed (exit status 2 on --operator-path; the file's key refused as unknown).
+// --final-moves and --final-move-step reach the library: SMC's samples after the final resampling repeat rows, after
+// 5 moves none does. Seen failing with the flags read but not passed on (the moved file equal to the plain one).
+TEST_F(Cli, FinalMovesReachTheLibrary) {
+  const std::string d10 = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --particles 256 "
+                          "--steps 10 --quiet --potentials twisted --start-correction --out ";
+  ASSERT_EQ(run(d10 + path("plain.npy")).rc, 0);
+  ASSERT_EQ(run(d10 + path("moved.npy") + " --final-moves 5 --final-move-step 0.5").rc, 0);
+  const auto distinct = [&](const std::string& file) {
+    const auto x = ds::npy::read_f32(path(file), 10);
+    std::set<std::vector<float>> rows;
+    for (std::size_t i = 0; i + 10 <= x.values.size(); i += 10) rows.emplace(x.values.begin() + i, x.values.begin() + i + 10);
+    return rows.size();
+  };
+  EXPECT_LT(distinct("plain.npy"), 256u);
+  EXPECT_EQ(distinct("moved.npy"), 256u);
+}
+
 TEST_F(Cli, OperatorPath) {
   const std::string d10 = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --particles 256 "
                           "--steps 10 --quiet --report " + path("r.json");
@@ -1569,6 +1587,9 @@ TEST_F(Cli, NumericSettingsAreCheckedAgainstTheLibraryBeforeTheRun) {
       {d10 + " --ess-threshold -1", "--ess-threshold: must be finite and >= 0, got -1"},
       {d10 + " --ddim-eta 2", "--ddim-eta: must be in [0, 1], got 2"},
       {d10 + " --potentials moment --start-correction", "--start-correction: needs linear or twisted potentials"},
+      {d10 + " --final-moves 2000000", "--final-moves = 2000000, the limit is 1048576 (2^20)"},
+      {d10 + " --final-moves 2 --final-move-step -1", "--final-move-step: must be finite and >= 0"},
+      {d10 + " --sampler dps --final-moves 2", "--final-moves: an SMC setting, not one of dps"},
       {d8 + " --eta 1e30", "--eta: 1e+30 is above 1e+18"},
       {d8 + " --steps 2000000000", "--steps: first_step + steps = 0 + 2000000000, the limit is 1073741823"},
       {d8 + " --sampler discrete_walk_jump --steps 100000 --measurements 100000",

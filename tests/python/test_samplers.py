@@ -208,7 +208,7 @@ def test_guided_operator_path_reaches_the_library():
 
 def test_guided_final_moves_reach_the_library():
     # final_moves / final_move_step (GuidedOptions fields): the SMC's samples after the final resampling repeat
-    # rows, after 5 moves none; the moved run repeats bit for bit; a plan refuses the option, naming it. Seen
+    # rows, after 5 moves none; the moved run repeats bit for bit; a negative count is refused, naming it. Seen
     # failing with the fields left out of the binding (unknown keyword).
     prior, A, sy, y = posterior_case()
     kw = dict(sampler="smc", particles=256, steps=20, seed=4)
