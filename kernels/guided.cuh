@@ -71,6 +71,16 @@ struct guided_params {
   /// on the run's executor, so that no particle computes a per-component constant or divides per component and
   /// coordinate. Empty in an ask/tell plan, whose prior is the caller's model.
   mixture_channels channels{};
+  /// SMC with the multistep kernel (guided_options::multistep_kernel; nullptr: the kernel mean c0 m + c1 x): per
+  /// transition k the coefficient w_k = h_k / (2 h_{k-1}) of the extrapolated denoiser m_k + w_k (m_k - m_{k-1})
+  /// (h the steps in lambda = log(a / s); 0 at the first step and at a last step to s = 0), see multistep_row.
+  const float* multistep = nullptr;
+  /// With `multistep`: 2 x B N x d, the denoiser outputs of the particles at two consecutive transitions in the run's
+  /// layout (transition k's in half k & 1, particle i's at its row i: pre-resampling order).
+  float* multistep_m = nullptr;
+  /// With `multistep`: B N ancestors (indices within the problem) of the resampling between transitions k - 1 and
+  /// k (the identity where a problem was not resampled), through which a particle finds its ancestor's m_{k-1}.
+  const std::int32_t* ancestors = nullptr;
 };
 
 /// The channels of a guided run's constant table (guided_params::channels): channel c is step c's (a, s), or
@@ -381,6 +391,39 @@ struct guided_start_lse_functor {
   }
 };
 
+/// The denoiser that enters the kernel mean of transition k for particle i (SMC): m_k itself, or with the multistep
+/// kernel (guided_params::multistep; the SDE-DPM-Solver++(2M) form of Lu et al. 2022, second order in the step)
+///   m_k + w_k (m_k - m_{k-1}),  w_k = 1 / (2 r_k),  r_k = h_{k-1} / h_k,  h_k = lambda_{k+1} - lambda_k,
+/// lambda = log(a / s), m_{k-1} the denoiser output of the particle's ancestor at transition k - 1 (it travels with
+/// the ancestor through the resampling). The kernel's variance and the potentials' own use of m stay as they are.
+/// operator()(j, m_j) keeps m_j (coordinate j of m_k) for transition k + 1 and returns coordinate j of the kernel's
+/// denoiser; read m_j before writing a kernel mean that aliases m.
+struct multistep_row {
+  float w = 0.f;
+  strided_vec<float> previous{nullptr, 0, 0};  // the ancestor's m_{k-1} (read when w != 0)
+  strided_vec<float> keep{nullptr, 0, 0};      // particle i's m_k (nullptr: no multistep kernel)
+  DS_HD_INLINE float operator()(int j, float m) const {
+    if (keep.p == nullptr) return m;
+    keep[j] = m;
+    return w != 0.f ? m + w * (m - previous[j]) : m;
+  }
+};
+
+/// The multistep_row of transition k for particle i of problem b (b = i / particles, which the callers have).
+DS_HD_INLINE multistep_row guided_multistep_row(const guided_params& p, std::int64_t k, std::int64_t i,
+                                                std::int64_t b) {
+  multistep_row row;
+  if (p.multistep == nullptr) return row;
+  const std::int64_t half = p.problems * p.particles * p.d;
+  row.keep = guided_slice(p, p.multistep_m + (k & 1) * half, i, p.d, 0, p.d);
+  row.w = p.multistep[k];
+  if (row.w != 0.f) {
+    row.previous = guided_slice(p, p.multistep_m + ((k + 1) & 1) * half,
+                                b * p.particles + static_cast<std::int64_t>(p.ancestors[i]), p.d, 0, p.d);
+  }
+  return row;
+}
+
 /// The weight of transition k of a particle x of problem b, in two halves around its denoiser m: guided_weight_now
 /// gives the current potential's quadratic form q_now (r: d_y scratch), guided_weight_next the kernel mean
 /// mu = c0 m + c1 x (m and mu may alias) and the increment log N(a_next y; A mu, S) - log g_k(x) (constants
@@ -396,9 +439,9 @@ DS_HD_INLINE float guided_weight_now(const guided_params& p, std::int64_t k, std
 
 template <class X, class M, class U, class R>
 DS_HD_INLINE float guided_weight_next(const guided_params& p, std::int64_t k, std::int64_t b, const X& x, const M& m,
-                                      U& mu, R& r, float q_now) {
+                                      U& mu, R& r, float q_now, const multistep_row& ms) {
   const guided_step st = p.steps[k];
-  for (int j = 0; j < p.d; ++j) mu[j] = transition_update(st)(x[j], m[j]);
+  for (int j = 0; j < p.d; ++j) mu[j] = transition_update(st)(x[j], ms(j, m[j]));
   guided_residual(p, b, st.a_next, mu, r);
   const float* P = guided_precision(p, k, b);
   float q_next = 0;
@@ -427,7 +470,7 @@ struct guided_weight_functor {
     // Current potential g_k(x).
     const float q_now = guided_weight_now(p, k, b, xi, ri);
     guided_denoiser(guided_channel(p, k), xi, acc);
-    lw[i] += guided_weight_next(p, k, b, xi, acc, mi, ri, q_now);
+    lw[i] += guided_weight_next(p, k, b, xi, acc, mi, ri, q_now, guided_multistep_row(p, k, i, b));
   }
 };
 
@@ -451,7 +494,7 @@ struct guided_weight_answer_functor {
                        ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
     const float q_now = guided_weight_now(p, k, b, xi, ri);
     answer_as_denoiser(p.d, ux, um, xi, answer + i * p.d, mi);
-    lw[i] += guided_weight_next(p, k, b, xi, mi, mi, ri, q_now);
+    lw[i] += guided_weight_next(p, k, b, xi, mi, mi, ri, q_now, guided_multistep_row(p, k, i, b));
   }
 };
 
@@ -531,7 +574,8 @@ DS_HD_INLINE void moment_put(float (&V)[moment_packed], int o, int c, float valu
 /// of A; the d_y x d_y matrix is symmetrised). Then
 ///   lw  = log g_0(x)                                     (k = 0: x ~ N(0, s_0^2 I))
 ///   lw += log g_k(x) - log ghat_k(x)                     (k > 0: x was drawn from the Gaussian-twisted kernel)
-///   mu  = c0 m + c1 x,  lz = log Z_k(x) - log g_k(x)     (applied after the resampling of point k)
+///   mu  = c0 m + c1 x,  lz = log Z_k(x) - log g_k(x)     (applied after the resampling of point k; m in mu is
+///                                                        multistep_row's with the multistep kernel)
 /// with ghat_k(x) = N(a_k y; A x, sigma_{y,k}^2 I) the linear potential that steers the exact Gaussian mutation and
 /// Z_k(x) = N(a_{k+1} y; A mu, S_k) its predictive (quadratic parts only; their constants are added on the host).
 /// The weights multiply to p(y | x_0) over the proposal (the last point has s = 0, where g = ghat = the likelihood).
@@ -598,7 +642,8 @@ DS_HD_INLINE float moment_log_potential(const guided_params& p, std::int64_t b, 
 /// guided_moment_functor.
 template <class X, class M, class U, class R>
 DS_HD_INLINE void moment_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
-                                const M& m, float (&V)[moment_packed], U& mi, R& ri, float& lw, float& lz) {
+                                const M& m, float (&V)[moment_packed], U& mi, R& ri, float& lw, float& lz,
+                                const multistep_row& ms) {
   const guided_step st = p.steps[k];
   const int dy = p.d_y;
   float q_hat = 0;
@@ -613,7 +658,7 @@ DS_HD_INLINE void moment_finish(const guided_params& p, std::int64_t k, std::int
   else
     lw += log_g + 0.5f * q_hat;
   // Kernel mean and the predictive of the next linear potential.
-  for (int j = 0; j < p.d; ++j) mi[j] = transition_update(st)(xi[j], m[j]);
+  for (int j = 0; j < p.d; ++j) mi[j] = transition_update(st)(xi[j], ms(j, m[j]));
   guided_residual(p, b, st.a_next, mi, ri);
   const float* P = guided_precision(p, k, b);
   float q_next = 0;
@@ -654,7 +699,7 @@ struct guided_moment_functor {
       channel_jvp<float>(ch, xi, vi, ui);
       moment_row(p, b, cov_scale, ui, vi, [&](int c, float value) { moment_put(V, o, c, value, s2y); });
     }
-    moment_finish(p, k, b, s2y, xi, m, V, mi, ri, lw[i], lz[i]);
+    moment_finish(p, k, b, s2y, xi, m, V, mi, ri, lw[i], lz[i], guided_multistep_row(p, k, i, b));
   }
 };
 
@@ -698,7 +743,7 @@ struct moment_stage_functor {
         float V[moment_packed];
         moment_pack(dy, s2y, Mi, V);
         strided_vec<float> mui{mu + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
-        moment_finish(p, k, b, s2y, xi, mi, V, mui, ri, lw[i], lz[i]);
+        moment_finish(p, k, b, s2y, xi, mi, V, mui, ri, lw[i], lz[i], guided_multistep_row(p, k, i, b));
         return;
       }
     }
@@ -714,14 +759,15 @@ struct moment_stage_functor {
 ///   lw += log g_k(x)                          (k = 0: lw is 0, or the start correction's log-ratio; k > 0: the
 ///                                              pending part came with the mutation)
 ///   h   = sig^2 J A^T V^-1 (y - A m)          (the gradient of log g_k with V held fixed, times sig^2)
-///   mu  = c0 m + c1 x + h,  lz = -|h|^2 / (2 sig^2) - log g_k(x)
+///   mu  = c0 m + c1 x + h,  lz = -|h|^2 / (2 sig^2) - log g_k(x)  (m in mu: multistep_row's)
 /// into shift (h), mu and lz; the mutation draws x' = mu + sig z from its ancestor's and adds lz - z . h / sig, so
 /// that the weights carry g_{k+1}(x') p(x' | x) / (g_k(x) q(x' | x)), p the backward kernel N(c0 m + c1 x, sig^2 I)
 /// and q the proposal N(mu, sig^2 I) (twisted_mutate_functor). r: d_y scratch.
 template <class X, class M, class U, class MU, class H, class R>
 DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
                                  const M& m, const U& u, std::int64_t u_rows, std::int64_t u_step,
-                                 float (&V)[moment_packed], MU& mi, H& hi, R& ri, float& lw, float& lz) {
+                                 float (&V)[moment_packed], MU& mi, H& hi, R& ri, float& lw, float& lz,
+                                 const multistep_row& ms) {
   const guided_step st = p.steps[k];
   const int dy = p.d_y;
   const float log_g = moment_log_potential(p, b, s2y, m, V, ri);
@@ -739,7 +785,7 @@ DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::in
     for (int o = 0; o < dy; ++o) g += ri[o] * u[o * u_rows + j * u_step];
     const float h = sig2 * g;
     hi[j] = h;
-    mi[j] = transition_update(st)(xi[j], m[j]) + h;
+    mi[j] = transition_update(st)(xi[j], ms(j, m[j])) + h;
     norm += h * h;
   }
   lz = (sig2 > 0.f ? -0.5f * norm / sig2 : 0.f) - log_g;
@@ -781,7 +827,8 @@ struct guided_twisted_functor {
       channel_jvp<float>(ch, xi, vi, ui);
       moment_row(p, b, cov_scale, ui, vi, [&](int c, float value) { moment_put(V, o, c, value, s2y); });
     }
-    twisted_finish(p, k, b, s2y, xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, V, mi, hi, ri, lw[i], lz[i]);
+    twisted_finish(p, k, b, s2y, xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, V, mi, hi, ri, lw[i], lz[i],
+                   guided_multistep_row(p, k, i, b));
   }
 };
 
@@ -824,7 +871,8 @@ struct twisted_stage_functor {
         float V[moment_packed];
         moment_pack(dy, s2y, Mi, V);
         strided_vec<float> mui{mu + i * d, 1, d}, hi{shift + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
-        twisted_finish(p, k, b, s2y, xi, mi, u + i * d, plane, 1, V, mui, hi, ri, lw[i], lz[i]);
+        twisted_finish(p, k, b, s2y, xi, mi, u + i * d, plane, 1, V, mui, hi, ri, lw[i], lz[i],
+                       guided_multistep_row(p, k, i, b));
         return;
       }
     }

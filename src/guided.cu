@@ -266,12 +266,12 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
 }
 
 struct layout {
-  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, sigma2, move_precision,
+  std::size_t steps, inv_var, noise_std, precision, A, mask, y, constants, extra, sigma2, move_precision, multistep,
       table_end;  // from the host
   std::size_t channels;  // the mixture's constants per channel (guided_params::channels), filled on the executor
   std::int64_t channel_count;
   std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, moment, shift,
-      moves, total;
+      moves, multistep_m, total;
   std::size_t resampling_bytes;
   operator_shape operators;  // how A reaches the kernels
 };
@@ -317,6 +317,9 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   // The final moves' W_b = (lambda a_K^2 sigma_{y,b}^2 I + A_b A_b^T)^-1 (kernels::final_move_params).
   const bool moves = final_moves_run(o);
   l.move_precision = put(moves ? B * dy * (sh.mask ? 1 : dy) * sizeof(float) : 0);
+  // The multistep kernel's coefficients w_k (guided_params::multistep), one per step.
+  const bool multistep = o.sampler == guided_sampler::smc && o.multistep_kernel;
+  l.multistep = put(multistep ? K * sizeof(float) : 0);
   l.table_end = at;
   l.channel_count = mix != nullptr ? channel_count(o) : 0;
   l.channels = put(mix != nullptr ? kernels::mixture_channels::table_floats(*mix, l.channel_count) * sizeof(float) : 0);
@@ -347,6 +350,8 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   // The final moves' proposal noise (d floats per particle) and their d_y products (4 d_y); the gradients and the
   // proposal reuse x, mu and mu2.
   l.moves = put(moves ? B * N * (d + 4 * dy) * sizeof(float) : 0);
+  // The multistep kernel's denoiser outputs of two consecutive transitions (guided_params::multistep_m).
+  l.multistep_m = put(multistep ? 2 * B * N * d * sizeof(float) : 0);
   l.total = at;
   return l;
 }
@@ -443,6 +448,8 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   detail::check_at_most_max_abs("options.final_move_step", o.final_move_step);
   DIFFSAMPLE_EXPECTS(!o.start_correction || o.potentials != guided_potentials::moment,
                      "options.start_correction: needs linear or twisted potentials, got " << to_string(o.potentials));
+  DIFFSAMPLE_EXPECTS(!o.multistep_kernel || o.sampler == guided_sampler::smc,
+                     "options.multistep_kernel: the smc sampler's option, got sampler " << to_string(o.sampler));
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || pr.d_y <= kernels::moment_potential_max_dy,
                      "options.potentials: " << to_string(o.potentials) << " potentials need d_y <= "
                                             << kernels::moment_potential_max_dy << ", got d_y = " << pr.d_y);
@@ -595,6 +602,21 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
       st.sig = float(q.s * std::sqrt(o.diffpir_zeta));
     }
     steps[k] = st;
+  }
+  if (o.sampler == guided_sampler::smc && o.multistep_kernel) {
+    // w_k = h_k / (2 h_{k-1}), h_k = lambda_{k+1} - lambda_k, lambda = log(a / s) (FP64); 0 at the first step and
+    // at a last step to s = 0, which keep the denoiser (kernels::multistep_row).
+    auto* w = reinterpret_cast<float*>(blob.data() + l.multistep);
+    const auto lambda = [&](std::int64_t k) { return std::log(pts[k].a / pts[k].s); };
+    for (std::int64_t k = 0; k < K; ++k) {
+      w[k] = 0.f;
+      if (k == 0 || !(pts[k + 1].s > 0)) continue;
+      const double h_prev = lambda(k) - lambda(k - 1), h = lambda(k + 1) - lambda(k);
+      DIFFSAMPLE_EXPECTS(std::isfinite(h_prev) && std::isfinite(h) && h_prev > 0 && h > 0,
+                         "options.multistep_kernel: needs log(a / s) to increase strictly along the grid, got steps "
+                             << h_prev << " and " << h << " in it at grid points " << k - 1 << " .. " << k + 1);
+      w[k] = float(0.5 * h / h_prev);
+    }
   }
 
   const double log_two_pi = kernels::log_two_pi<double>();
@@ -972,6 +994,13 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   auto* counts = reinterpret_cast<std::int32_t*>(ws + l.counts);
   void* resampling_ws = ws + l.resampling;
   const double log_n = std::log(double(N));
+  if (o.multistep_kernel) {
+    // Each weighting keeps its particles' denoiser outputs and reads their ancestors' previous ones through the
+    // ancestors of the resampling in between (kernels::multistep_row).
+    p.multistep = reinterpret_cast<const float*>(ws + l.multistep);
+    p.multistep_m = reinterpret_cast<float*>(ws + l.multistep_m);
+    p.ancestors = ancestors;
+  }
 
   resampling_options ro = o.resampling;
   ro.seed = o.seed ^ 0x9E3779B97F4A7C15ull;  // a stream apart from the mutations'
@@ -1300,6 +1329,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
     DIFFSAMPLE_EXPECTS(o.final_moves == 0, "options.final_moves: not supported by a distributed run, got "
                                                << o.final_moves << " (guided_sample() runs them)");
+    DIFFSAMPLE_EXPECTS(!o.multistep_kernel,
+                       "options.multistep_kernel: not available in a distributed run (guided_sample() runs it)");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
@@ -2071,6 +2102,8 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   const guided_options o = detail::resolve_grid(d, given, options);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
+  DIFFSAMPLE_EXPECTS(!o.multistep_kernel,
+                     "options.multistep_kernel: not available in a sampling plan (guided_sample() runs it)");
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
   if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
   if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);

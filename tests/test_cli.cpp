@@ -305,6 +305,22 @@ TEST_F(Cli, PosteriorSamplerSettings) {
                  "sampler.dcps_absolute_step");
 }
 
+// solve --multistep-kernel reaches the library (guided_options::multistep_kernel): the same seed gives other samples
+// with it than without (the kernel mean moves from the second step on), and it is an SMC setting, refused with
+// another sampler (status 2). Seen failing with the flag parsed but not copied into the options (the files equal).
+TEST_F(Cli, MultistepKernel) {
+  const std::string d10 = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --particles 256 "
+                          "--steps 10 --seed 3 --quiet";
+  ASSERT_EQ(run(d10 + " --out " + path("ddpm.npy")).rc, 0);
+  ASSERT_EQ(run(d10 + " --multistep-kernel --out " + path("multistep.npy")).rc, 0);
+  const std::string ddpm = slurp(path("ddpm.npy")), multistep = slurp(path("multistep.npy"));
+  ASSERT_EQ(ddpm.size(), multistep.size());
+  EXPECT_TRUE(ddpm != multistep) << "--multistep-kernel: the same samples as without it";
+  const result r = run(d10 + " --sampler dps --multistep-kernel --out " + path("dps.npy"));
+  EXPECT_EQ(r.rc, 2);
+  expect_failure(r, "--multistep-kernel: an SMC setting, not one of dps");
+}
+
 // solve --operator-path and the problem file's operator_path set guided_options::operator_path for dps, pigdm and tmpd:
 // the report echoes the setting and the path that ran (posterior_d10: 3 x 10 and 256 particles, direct by the size
 // rule), the forced gemm path's samples differ from the direct ones in their last bits only, the command line wins

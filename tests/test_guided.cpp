@@ -10,12 +10,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <diffsample/guided.hpp>
 #include <diffsample/metrics.hpp>
+#include <diffsample/plan.hpp>
 #include <diffsample/posterior.hpp>
 
 #include "kernels/guided.cuh"
@@ -996,4 +998,148 @@ TEST(Guided, GpuFinalSamplesComeInAnExchangeableOrder) {
   const std::int64_t n = 8192, d = 2;
   const smc_result gpu = run(p, g, options(ds::guided_sampler::smc, n, 20, 3), ds::executor::cuda);
   EXPECT_NEAR(block_variance_ratio(gpu.samples, n, d, 32), 1.0, 5 * std::sqrt(2.0 / 255.0));
+}
+
+namespace {
+
+// The multistep kernel (guided_options::multistep_kernel) on a deterministic kernel (DDIM, eta = 0: x' = c1 x + c0 m'
+// exactly, m' the kernel's denoiser) and a Gaussian prior N(mu0, v0 I), whose denoiser is affine:
+// m(x) = mu0 + a v0 / (a^2 v0 + s^2) (x - a mu0). Every particle's path is then a known function of its first draw
+// x_0 = s_0 z (z from its Philox stream, step 0, as the sampler draws it), computed here in FP64 from the schedule:
+// c1 = s' / s, c0 = a' - s' a / s, and with the multistep kernel m' = m_k + w_k (m_k - m_{k-1}), w_k = h_k /
+// (2 h_{k-1}), h_k = lambda_{k+1} - lambda_k, lambda = log(a / s), for 0 < k with s_{k+1} > 0 (m_{k-1} the previous
+// denoiser output of the same path: a resampled particle continues its ancestor's path, m_{k-1} included).
+std::vector<double> multistep_paths(const std::vector<ds::schedule_point>& pts, const std::vector<float>& x0,
+                                    std::int64_t n, std::int64_t d, const std::vector<double>& mu0, double v0,
+                                    bool multistep) {
+  const std::int64_t K = std::int64_t(pts.size()) - 1;
+  std::vector<double> out(n * d);
+  const auto lambda = [&](std::int64_t k) { return std::log(pts[k].a / pts[k].s); };
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::vector<double> x(x0.begin() + i * d, x0.begin() + (i + 1) * d), m(d), previous(d);
+    for (std::int64_t k = 0; k < K; ++k) {
+      const double a = pts[k].a, s = pts[k].s, an = pts[k + 1].a, sn = pts[k + 1].s;
+      const double w =
+          multistep && k > 0 && sn > 0 ? 0.5 * (lambda(k + 1) - lambda(k)) / (lambda(k) - lambda(k - 1)) : 0.0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        m[j] = mu0[j] + a * v0 / (a * a * v0 + s * s) * (x[j] - a * mu0[j]);
+        const double kernel_m = m[j] + w * (m[j] - previous[j]);
+        x[j] = sn / s * x[j] + (an - sn * a / s) * kernel_m;
+      }
+      previous = m;
+    }
+    std::copy(x.begin(), x.end(), out.begin() + i * d);
+  }
+  return out;
+}
+
+}  // namespace
+
+// Each final particle of the SMC with the multistep kernel must be the FP64 path above of one of the first draws
+// (within 1e-5 (1 + |x|): FP32 rounding over 20 steps; measured 4e-7 at most), with linear, moment and twisted potentials and on every CPU
+// target (DIFFSAMPLE_CPU_TARGET) and, where a GPU is present, the CUDA executor. N = 1 checks the kernel mean itself;
+// N = 64 on an observation that makes the filter resample (checked: resample_count > 0) checks that m_{k-1} travels
+// with the ancestor (a resampled particle that took its own row's m_{k-1} would follow no path of the set). The
+// DDPM-kernel run must match the paths with w = 0 (the harness: first draws, coefficients), and the two sets of paths
+// must differ by far more than the tolerance, so that a wrong coefficient shows. Seen to fail with w_k = h_k / h_{k-1}
+// (the factor 1/2 left out: N = 1 off by 0.03 .. 0.2) and with m_{k-1} read from the particle's own row instead of its
+// ancestor's (N = 64: particles off every path by up to 0.5, all three potentials).
+TEST(Guided, MultistepKernelFollowsItsExactPath) {
+  const std::int64_t d = 2, K = 20;
+  const std::vector<double> mu0 = {1.5, -0.5};
+  const double v0 = 2.0;
+  const ds::gaussian_mixture prior(d, {1.0}, mu0, {v0});
+  ds::guided_problems g;
+  g.d_y = 1;
+  g.A = {1.0, 0.3};
+  g.y = {3.0};
+  g.sigma_y = {0.3};
+  std::vector<ds::executor> executors = {ds::executor::cpu};
+  if (ds::cuda_available()) executors.push_back(ds::executor::cuda);
+  for (const ds::executor where : executors)
+    for (const auto potentials :
+         {ds::guided_potentials::linear, ds::guided_potentials::moment, ds::guided_potentials::twisted})
+      for (const std::int64_t N : {std::int64_t(1), std::int64_t(64)}) {
+        ds::guided_options o = options(ds::guided_sampler::smc, N, K, 17);
+        o.ddim = true;
+        o.eta = 0.0;
+        o.potentials = potentials;
+        o.final_resample = false;
+        const std::vector<ds::schedule_point> pts = o.schedule.points(K);
+        std::vector<float> x0(N * d);
+        for (std::int64_t i = 0; i < N; ++i) {
+          ds::kernels::philox rng(o.seed, static_cast<std::uint64_t>(i), 0);
+          rng.normals(int(d), [&](int j, float z) { x0[i * d + j] = float(pts[0].s) * z; });
+        }
+        const auto sample = [&](bool multistep, std::int32_t* resamplings) {
+          o.multistep_kernel = multistep;
+          std::vector<float> x(N * d, NAN);
+          ds::guided_outputs out;
+          if (where == ds::executor::cuda) {
+            ds::testing::device_buffer<float> xs(x);
+            ds::testing::device_buffer<std::int32_t> count(1);
+            out.particles = xs.ptr;
+            out.resample_count = count.ptr;
+            ds::guided_sample(prior, out, g, o, {where, nullptr});
+            x = xs.download();
+            *resamplings = count.download()[0];
+          } else {
+            out.particles = x.data();
+            out.resample_count = resamplings;
+            ds::guided_sample(prior, out, g, o, {where, nullptr});
+          }
+          return x;
+        };
+        for (const bool multistep : {false, true}) {
+          const std::vector<double> paths = multistep_paths(pts, x0, N, d, mu0, v0, multistep);
+          const std::vector<double> other = multistep_paths(pts, x0, N, d, mu0, v0, !multistep);
+          std::int32_t resamplings = -1;
+          const std::vector<float> x = sample(multistep, &resamplings);
+          double worst = 0, apart = 0;
+          for (std::int64_t i = 0; i < N; ++i) {
+            double nearest = INFINITY;
+            for (std::int64_t j = 0; j < N; ++j) {
+              double e = 0;
+              for (std::int64_t c = 0; c < d; ++c)
+                e = std::max(e, std::abs(x[i * d + c] - paths[j * d + c]) / (1 + std::abs(paths[j * d + c])));
+              nearest = std::min(nearest, e);
+            }
+            worst = std::max(worst, nearest);
+            for (std::int64_t c = 0; c < d; ++c) apart = std::max(apart, std::abs(paths[i * d + c] - other[i * d + c]));
+          }
+          std::printf("%s, %s potentials, N = %lld, %s kernel: worst distance to a path %.2e (paths of the two "
+                      "kernels %.3f apart), %d resamplings\n",
+                      ds::to_string(where), ds::to_string(potentials), static_cast<long long>(N),
+                      multistep ? "multistep" : "DDPM", worst, apart, resamplings);
+          EXPECT_LE(worst, 1e-5);
+          EXPECT_GE(apart, 1e-2);
+          if (N > 1) {
+            EXPECT_GT(resamplings, 0);
+          }
+        }
+      }
+}
+
+// guided_options::multistep_kernel is an SMC option of guided_sample(): refused by the other samplers, by the ask/tell
+// plan and by a distributed run, each naming the option.
+TEST(Guided, MultistepKernelRefusedWhereItDoesNotRun) {
+  const benchmark_problem p = make_problem(4, 3);
+  const ds::guided_problems g = replicate(p.observation, 1);
+  ds::guided_options o = options(ds::guided_sampler::dps, 8, 10, 1);
+  o.multistep_kernel = true;
+  std::vector<float> samples(8 * 4);
+  ds::guided_outputs out;
+  out.samples = samples.data();
+  const auto expect_refused = [](const std::function<void()>& f) {
+    try {
+      f();
+      ADD_FAILURE() << "not refused";
+    } catch (const ds::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("options.multistep_kernel"), std::string::npos) << e.what();
+    }
+  };
+  expect_refused([&] { ds::guided_sample(p.prior, out, g, o, cpu()); });
+  o.sampler = ds::guided_sampler::smc;
+  expect_refused([&] { (void)ds::sampling_plan::guided(4, g, o, ds::model_output::denoiser, cpu()); });
+  EXPECT_NO_THROW(ds::guided_sample(p.prior, out, g, o, cpu()));
 }

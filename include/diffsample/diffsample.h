@@ -410,6 +410,11 @@ typedef struct ds_guided_options {
                                   0..2^20 (diffsample::guided_options::final_moves; not in a plan; default 0) */
   double final_move_step;    /**< SMC: their step in the preconditioner's units, >= 0; 0 takes 2 d_x^(-1/3)
                                   (diffsample::guided_options::final_move_step; default 0) */
+  /* Appended in the twelfth layout (a caller of an earlier one gets the default). */
+  int multistep_kernel;      /**< smc: nonzero takes the second-order multistep backward kernel, whose mean extrapolates
+                                  the denoiser from the particle's previous output
+                                  (diffsample::guided_options::multistep_kernel; not in a plan nor a distributed run;
+                                  default 0) */
 } ds_guided_options;
 
 /**

@@ -191,6 +191,14 @@ struct guided_options {
   /// consistent (README: "Start correction"). Linear or twisted potentials; the ask/tell plan asks the caller's
   /// model for the 4 evaluations first (sampling_plan::guided); the MPI shards weight their own particles.
   bool start_correction = false;
+  /// SMC: the second-order multistep backward kernel (SDE-DPM-Solver++(2M) of Lu et al. 2022, midpoint form): the
+  /// kernel mean c0 m + c1 x takes m_k + (m_k - m_{k-1}) / (2 r_k) instead of the denoiser output m_k, with
+  /// r_k = h_{k-1} / h_k the ratio of consecutive steps in lambda = log(a / s) and m_{k-1} the particle's previous
+  /// denoiser output, which travels with its ancestor through the resampling. The first step and a last step to
+  /// s = 0 keep m_k; the variance and the potentials are unchanged, as is the cost in denoiser evaluations (2 B N d
+  /// floats more workspace). With linear, moment or twisted potentials, on both executors; not in the ask/tell plan
+  /// nor the MPI shards (README: "Backward kernels at the same budget").
+  bool multistep_kernel = false;
   /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).
   bool final_resample = true;
   /// SMC: a final resample-move. After the final resampling each sample (outputs.samples) runs final_moves

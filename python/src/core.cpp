@@ -1199,6 +1199,7 @@ NB_MODULE(_core, m) {
       .def_rw("potentials", &ds::guided_options::potentials, DS_DOC(guided_options, potentials))
       .def_rw("resampling", &ds::guided_options::resampling, DS_DOC(guided_options, resampling))
       .def_rw("start_correction", &ds::guided_options::start_correction, DS_DOC(guided_options, start_correction))
+      .def_rw("multistep_kernel", &ds::guided_options::multistep_kernel, DS_DOC(guided_options, multistep_kernel))
       .def_rw("final_resample", &ds::guided_options::final_resample, DS_DOC(guided_options, final_resample))
       .def_rw("final_moves", &ds::guided_options::final_moves, DS_DOC(guided_options, final_moves))
       .def_rw("final_move_step", &ds::guided_options::final_move_step, DS_DOC(guided_options, final_move_step))

@@ -14,7 +14,8 @@ namespace diffsample::c_api {
   X(skrock_stages) X(skrock_eta) X(skrock_step_fraction) X(ddrm_eta) X(ddrm_eta_b) X(dcps_blocks)             \
   X(dcps_langevin_steps) X(dcps_langevin_step) X(dcps_gradient_steps) X(dcps_learning_rate) X(skrock_lipschitz) \
   X(final_moves) X(final_move_step)
-#define DS_GUIDED_FLAGS(X) X(ddim) X(final_resample) X(start_correction) X(dcps_bridge_variance) X(dcps_absolute_step)
+#define DS_GUIDED_FLAGS(X) \
+  X(ddim) X(final_resample) X(start_correction) X(dcps_bridge_variance) X(dcps_absolute_step) X(multistep_kernel)
 
 #define DS_GUIDED_CONVERTED(X) X(sampler) X(dps_step) X(potentials) X(grid) X(schedule) X(resampling) X(operator_path)
 

@@ -86,6 +86,8 @@ const char* solve_usage =
     "  --final-moves K         after the final resampling, K preconditioned MALA steps per sample on p(x) p(y | x) at\n"
     "                          the grid's last point (one prior score per sample and step; default 0)\n"
     "  --final-move-step H     their step in the preconditioner's units (default 2 d^(-1/3))\n"
+    "  --multistep-kernel      second-order multistep backward kernel: the kernel mean takes m_k + (m_k - m_{k-1}) /\n"
+    "                          (2 r_k), m_{k-1} the particle's previous denoiser output (no extra evaluation)\n"
     "  --quiet                 print nothing on success (and no progress line)\n"
     "A progress line (elapsed time: the run is one library call) is drawn on stderr when it is a terminal.\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
@@ -283,6 +285,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     g.start_correction = o.has("--start-correction");
     if (o.has("--final-moves")) g.final_moves = to_int("--final-moves", o.get("--final-moves"), 0);
     if (o.has("--final-move-step")) g.final_move_step = to_double("--final-move-step", o.get("--final-move-step"));
+    g.multistep_kernel = o.has("--multistep-kernel");
     // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
     // key in the problem file (exit status 1).
     const std::vector<setting> table = {
@@ -295,6 +298,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
         {"options.start_correction", "--start-correction"},
         {"options.final_moves", "--final-moves"},
         {"options.final_move_step", "--final-move-step"},
+        {"options.multistep_kernel", "--multistep-kernel"},
         {"options.schedule", "--time-grid", "time_grid"},
         {"options.grid", "--time-grid", "time_grid"},
         {"options.dps_step", "--dps-step", "dps_step"},
@@ -500,7 +504,7 @@ void read_solve(solve_plan& p, int argc, char** argv, int first) {
                                    "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step",
                                    "--dcps-bridge-variance", "--dcps-gradient-steps", "--dcps-learning-rate",
                                    "--dcps-absolute-step", "--final-moves", "--final-move-step"},
-                                  {"--quiet", "--start-correction"});
+                                  {"--quiet", "--start-correction", "--multistep-kernel"});
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
   if (o.has("--samples") && o.has("--particles"))
     throw usage_error("solve: --samples and --particles are the same setting; give one");
@@ -523,7 +527,7 @@ void read_solve(solve_plan& p, int argc, char** argv, int first) {
     throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
   for (const char* f :
        {"--potential-scale", "--resampling", "--ess-threshold", "--ddim-eta", "--potentials", "--start-correction",
-        "--final-moves", "--final-move-step"})
+        "--final-moves", "--final-move-step", "--multistep-kernel"})
     if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
   if ((method == "skrock" || method == "exact") && o.has("--time-grid"))
     throw usage_error("--time-grid: " + method + " has no diffusion grid");

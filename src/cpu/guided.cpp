@@ -72,6 +72,7 @@ void weight_from_denoiser(const kernels::guided_params& p, std::int64_t k, float
   fpack q_now(0.f);
   for (int o = 0; o < dy; ++o) q_now = q_now + r[o] * r[o];
   q_now = q_now * fpack(p.inv_var[k * p.problems + b]);
+  multistep_packs(p, k, pk, ms);
   const fpack c0(st.c0), c1(st.c1);
   for (int j = 0; j < d; ++j) ms[j] = c0 * ms[j] + c1 * xs[j];
   residual(p, b, st.a_next, ms, r);

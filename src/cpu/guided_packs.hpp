@@ -49,6 +49,28 @@ struct pack_rows {
   }
 };
 
+/// kernels::multistep_row on a pack (rows row-major): the denoiser ms of transition k kept at the lanes' rows for
+/// transition k + 1, then replaced by the kernel's denoiser m + w_k (m - m_{k-1}), m_{k-1} from the rows of the
+/// lanes' ancestors. Nothing without the multistep kernel (guided_params::multistep).
+inline void multistep_packs(const kernels::guided_params& p, std::int64_t k, const pack_rows& pk, fpack* ms) {
+  if (p.multistep == nullptr) return;
+  const int d = p.d;
+  const std::int64_t half = p.problems * p.particles * d;
+  pk.store(ms, p.multistep_m + (k & 1) * half, d);
+  const float w = p.multistep[k];
+  if (w == 0.f) return;
+  const float* previous = p.multistep_m + ((k + 1) & 1) * half;
+  const float* rows[lanes];
+  for (int l = 0; l < lanes; ++l)
+    rows[l] = previous + (pk.b * p.particles + static_cast<std::int64_t>(p.ancestors[pk.i0 + (l < pk.valid ? l : 0)])) * d;
+  const fpack wk(w);
+  for (int j = 0; j < d; ++j) {
+    fpack mj;
+    for (int l = 0; l < lanes; ++l) mj.v[l] = rows[l][j];
+    ms[j] = ms[j] + wk * (ms[j] - mj);
+  }
+}
+
 /// r = scale y_b - A_b x - noise z (d_y packs), as guided_residual.
 inline void residual(const kernels::guided_params& p, std::int64_t b, float scale, const fpack* x, fpack* r,
                      float noise = 0.f, const fpack* z = nullptr) {

@@ -302,6 +302,7 @@ __attribute__((noinline)) void moment_finish_packs(const kernels::moment_stage_f
     else
       f.lw[pk.i0 + l] += add.v[l];
   }
+  multistep_packs(p, f.k, pk, ms);
   const fpack cx(st.c1), cm(st.c0);  // kernels::transition_update: ds_fma(cm, m, cx x)
   for (int j = 0; j < d; ++j) ms[j] = ds_fma(cm, ms[j], cx * xs[j]);
   residual(p, b, st.a_next, ms, r);
@@ -388,6 +389,7 @@ __attribute__((noinline)) void twisted_finish_packs(const kernels::twisted_stage
     for (int e = o + 1; e < dy; ++e) acc = acc - M[e * dy + o] * r[e];
     r[o] = acc / M[o * dy + o];
   }
+  multistep_packs(p, f.k, pk, ms);
   const float sig2f = st.sig * st.sig;
   const fpack sig2(sig2f), cx(st.c1), cm(st.c0);  // kernels::transition_update: ds_fma(cm, m, cx x)
   fpack norm(0.f);

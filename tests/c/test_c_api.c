@@ -1280,6 +1280,51 @@ static void test_final_moves(void) {
   ds_mixture_destroy(prior);
 }
 
+/* The twelfth layout's multistep_kernel reaches the sampler: off after init, an SMC run with it differs from the run
+ * without (the same seed; the kernel mean moves from the second step on), and DPS refuses it, naming the field. Seen
+ * failing with the field dropped in the C-to-C++ copy (the two runs bit for bit equal). */
+static void test_multistep_kernel(void) {
+  enum { N = 16, d = 3, K = 2 };
+  const double w[K] = {0.4, 0.6}, mu[K * d] = {2, -1, 0.5, -2, 1, 0}, var[K] = {0.5, 0.7}, A[d] = {1, 0.5, -0.2};
+  const double y = 0.7, sigma_y = 0.4;
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  ds_mixture* prior = NULL;
+  ds_guided_problems gp;
+  ds_guided_options go;
+  ds_guided_outputs out;
+  float x_ddpm[N * d], x_multistep[N * d];
+  CHECK_OK(ds_mixture_create(d, K, w, mu, var, K, &prior));
+  if (prior == NULL) return;
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.problems = 1;
+  gp.d_y = 1;
+  gp.A = A;
+  gp.A_count = d;
+  gp.y = &y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  CHECK(go.multistep_kernel == 0);
+  go.particles = N;
+  go.steps = 10;
+  go.seed = 5;
+  out.particles = x_ddpm;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  go.multistep_kernel = 1;
+  out.particles = x_multistep;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  if (memcmp(x_ddpm, x_multistep, sizeof x_ddpm) == 0) {
+    fprintf(stderr, "multistep_kernel: bit for bit the DDPM run (the field did not reach the sampler)\n");
+    ++failures;
+  }
+  go.sampler = DS_GUIDED_DPS;
+  out.particles = NULL;
+  out.samples = x_multistep;
+  EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "multistep_kernel");
+  ds_mixture_destroy(prior);
+}
+
 static void test_guided_mask(void) {
   enum { B = 16, N = 1024, d = 2 };
   const double w[3] = {0.2, 0.5, 0.3};
@@ -1532,6 +1577,7 @@ int main(void) {
   test_dcps_absolute_step();
   test_operator_path();
   test_final_moves();
+  test_multistep_kernel();
   test_binary();
   if (failures) {
     fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);

@@ -236,6 +236,21 @@ def test_guided_time_grid_reaches_the_library():
         ds.guided_sample(prior, A, y, sy, grid="uniform", **kw)
 
 
+def test_guided_multistep_kernel_reaches_the_library():
+    # multistep_kernel (a GuidedOptions field, off by default) changes an SMC run and repeats bit for bit; DPS refuses
+    # it, naming it.
+    prior, A, sy, y = posterior_case()
+    kw = dict(sampler="smc", particles=128, steps=20, seed=4)
+    assert ds.GuidedOptions().multistep_kernel is False
+    plain = ds.guided_sample(prior, A, y, sy, **kw)["samples"]
+    multistep = ds.guided_sample(prior, A, y, sy, multistep_kernel=True, **kw)["samples"]
+    again = ds.guided_sample(prior, A, y, sy, multistep_kernel=True, **kw)["samples"]
+    assert not np.array_equal(plain, multistep)
+    np.testing.assert_array_equal(multistep, again)
+    with pytest.raises(ds.InvalidArgument, match="multistep_kernel"):
+        ds.guided_sample(prior, A, y, sy, sampler="dps", particles=16, steps=5, multistep_kernel=True)
+
+
 def test_smc_matches_the_exact_posterior():
     # SMC targets the posterior as N grows (C++ tests hold its derived tolerances); here the Python route must give
     # what those tests see: the recovered weights near the exact ones and log p(y) near the exact evidence.
