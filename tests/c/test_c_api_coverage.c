@@ -341,6 +341,7 @@ G_ROW(dcps_absolute_step, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dc
 G_ROW(potentials, , o->potentials = DS_POTENTIALS_MOMENT)
 G_ROW(grid, , o->grid = DS_GUIDED_GRID_SQRT_ALPHA_BAR)
 G_ROW(start_correction, , o->start_correction = 1)
+G_ROW(multistep_kernel, , o->multistep_kernel = 1)
 G_ROW(operator_path, o->sampler = DS_GUIDED_DPS; o->operator_path = DS_MIXTURE_PATH_DIRECT,
       o->operator_path = DS_MIXTURE_PATH_GEMM)
 
@@ -378,7 +379,7 @@ static void test_every_option_field(ds_mixture* m) {
       G_ENTRY(skrock_step_fraction) G_ENTRY(skrock_lipschitz) G_ENTRY(ddrm_eta) G_ENTRY(ddrm_eta_b)
       G_ENTRY(dcps_blocks) G_ENTRY(dcps_langevin_steps) G_ENTRY(dcps_langevin_step) G_ENTRY(dcps_gradient_steps)
       G_ENTRY(dcps_learning_rate) G_ENTRY(dcps_bridge_variance) G_ENTRY(dcps_absolute_step) G_ENTRY(potentials)
-      G_ENTRY(grid) G_ENTRY(start_correction) G_ENTRY(operator_path)};
+      G_ENTRY(grid) G_ENTRY(start_correction) G_ENTRY(multistep_kernel) G_ENTRY(operator_path)};
   static float a[N * 2], b[N * 2];
   size_t i;
   int k;
