@@ -155,6 +155,10 @@ template <class T, class P, class X, class V, class G>
 DS_HD_INLINE void mixture_denoiser_jvp(const mixture_view<P>& m, const X& x, const V& v, T a, T s, G& out) {
   const int d = m.dim;
   const T s2 = s * s;
+  if (a == T(0)) {  // J = (a / s^2) Cov(x0 | x_t) = 0: x_t carries nothing of x0 (s^2 / a below is not formed)
+    for (int j = 0; j < d; ++j) out[j] = T(0);
+    return;
+  }
   online_softmax<T> sm;
   T rescale, weight;
   for (int k = 0; k < m.components; ++k) sm.push(component_logit(m, k, x, a, s2), rescale, weight);
@@ -647,7 +651,7 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     p_mean = ds_fma(r, g.p, p_mean);
     q_mean = ds_fma(r, g.q, q_mean);
   }
-  // Pass 3: accumulate.
+  // Pass 3: accumulate (a > 0: mixture_jvp_functor answers a = 0 without it).
   const T ratio = T(c.s2 / c.a);
   for_coordinates<Rolled>(d, [&](int j) { out[j] = T(0); });
   for (int k = 0; k < c.components; ++k) {

@@ -241,7 +241,7 @@ DS_HD_INLINE void gemm_finish_row(int what, const gemm_point_state& st, const fl
 DS_HD_INLINE void gemm_finish_jvp_row(const gemm_point_state& st, float b_sum, const float* acc2, const float* xc,
                                       const float* v, int d, float a, float s2, float* out) {
   const float inv_sum = 1.f / st.sum;
-  const float f = s2 / a;
+  const float f = a > 0.f ? s2 / a : 0.f;  // a = 0: J v = 0 (x_sum, sum_k w_k a v_k / c_k, is 0 too)
   for (int j = 0; j < d; ++j) out[j] = (v[j] * st.x_sum + f * (a * acc2[j] - xc[j] * b_sum)) * inv_sum;
 }
 

@@ -169,8 +169,11 @@ void check_at_most_max_abs(const char* name, double value) {
 }
 
 void check_channel(const char* name, channel ch, bool require_noise) {
-  DIFFSAMPLE_EXPECTS(std::isfinite(ch.a) && ch.a > 0, name << ".a: must be positive and finite, got " << ch.a);
+  DIFFSAMPLE_EXPECTS(std::isfinite(ch.a) && ch.a >= 0, name << ".a: must be >= 0 and finite, got " << ch.a);
   DIFFSAMPLE_EXPECTS(std::isfinite(ch.s) && ch.s >= 0, name << ".s: must be >= 0 and finite, got " << ch.s);
+  // a = 0 is N(0, s^2 I) whatever the prior (the end of the linear interpolant and of the cosine schedule); with
+  // s = 0 too it is a point mass at 0, which has no density.
+  DIFFSAMPLE_EXPECTS(ch.a > 0 || ch.s > 0, name << ".s: must be positive where a = 0, got " << ch.s);
   DIFFSAMPLE_EXPECTS(ch.a <= max_abs_value, name << ".a: " << ch.a << " is above " << max_abs_value
                                                  << " (the FP32 kernels square it)");
   DIFFSAMPLE_EXPECTS(ch.s <= max_abs_value, name << ".s: " << ch.s << " is above " << max_abs_value

@@ -316,6 +316,75 @@ TEST(Mixture, FarPointsAndTinyNoiseStayFinite) {
   }
 }
 
+// At a = 0 (s > 0) the channel forgets x0: p_t = N(0, s^2 I) whatever the prior, its score is -x / s^2, the
+// denoiser E[x0 | x_t] is the prior mean sum_k w_k mu_k, and its Jacobian (a / s^2) Cov(x0 | x_t) is 0. The FP64
+// reference gives these closed forms (both variance forms), and is continuous there: at small a the denoiser is the
+// prior mean plus (a / s^2) Cov_0 x and J v = (a / s^2) Cov_0 v (Cov_0 the prior's covariance) up to O(a^2). Seen failing before a = 0 was accepted
+// (invalid_argument "ch.a: must be positive"), and with the JVP's s^2 / a left unguarded (NaN).
+TEST(Mixture, ZeroSignalScaleIsTheClosedFormGaussianAndContinuous) {
+  const int d = 6, n = 5;
+  const double s = 0.7;
+  for (bool iso : {true, false}) {
+    const auto mix = random_mixture(5, d, iso, 2.0, 21);
+    const int K = int(mix.components());
+    const auto x = random_points(n, d, 1.5, 4), v = random_points(n, d, 1.0, 6);
+    std::vector<double> mean(d, 0.0), cov(d * d, 0.0);
+    for (int k = 0; k < K; ++k)
+      for (int j = 0; j < d; ++j) mean[j] += mix.weights()[k] * mix.means()[k * d + j];
+    for (int k = 0; k < K; ++k)
+      for (int i = 0; i < d; ++i) {
+        const double di = mix.means()[k * d + i] - mean[i];
+        for (int j = 0; j < d; ++j) cov[i * d + j] += mix.weights()[k] * di * (mix.means()[k * d + j] - mean[j]);
+        cov[i * d + i] += mix.weights()[k] * mix.variances()[iso ? k : k * d + i];
+      }
+    const char* form = iso ? "isotropic" : "diagonal";
+    // a = 0: the closed forms.
+    std::vector<double> logp(n), score(n * d), den(n * d), jvp(n * d, 1.0);
+    mix.evaluate_fp64(logp.data(), n, x.data(), {0.0, s}, quantity::log_density);
+    mix.evaluate_fp64(score.data(), n, x.data(), {0.0, s}, quantity::score);
+    mix.evaluate_fp64(den.data(), n, x.data(), {0.0, s}, quantity::denoiser);
+    mix.denoiser_jvp_fp64(jvp.data(), n, x.data(), v.data(), {0.0, s});
+    for (int i = 0; i < n; ++i) {
+      double xx = 0;
+      for (int j = 0; j < d; ++j) xx += x[i * d + j] * x[i * d + j];
+      const double gauss = -0.5 * xx / (s * s) - 0.5 * d * std::log(2 * M_PI * s * s);
+      EXPECT_NEAR(logp[i], gauss, 1e-12 * (1 + std::abs(gauss))) << form << " point " << i;
+      for (int j = 0; j < d; ++j) {
+        const std::size_t e = std::size_t(i) * d + j;
+        EXPECT_NEAR(score[e], -x[e] / (s * s), 1e-12 * (1 + std::abs(x[e]) / (s * s))) << form << " point " << i;
+        EXPECT_NEAR(den[e], mean[j], 1e-12 * (1 + std::abs(mean[j]))) << form << " point " << i;
+        EXPECT_EQ(jvp[e], 0.0) << form << " point " << i;
+      }
+    }
+    // Small a: first order in a from the closed forms. The second-order terms are of relative size
+    // a |x| |mu| / s^2 (<= 4.5 x 2.5 / 0.49 a here), so 25 a of the first-order term's scale bounds them; a = 1e-3
+    // and 1e-4 (much smaller a would measure the reference's own rounding: its centred JVP loses
+    // (|x| / (a |mu_k - mu_l|))^2 ulps, 6e-5 relative at a = 1e-6).
+    for (const double a : {1e-3, 1e-4}) {
+      std::vector<double> den_a(n * d), jvp_a(n * d), score_a(n * d);
+      mix.evaluate_fp64(den_a.data(), n, x.data(), {a, s}, quantity::denoiser);
+      mix.evaluate_fp64(score_a.data(), n, x.data(), {a, s}, quantity::score);
+      mix.denoiser_jvp_fp64(jvp_a.data(), n, x.data(), v.data(), {a, s});
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j) {
+          double cx = 0, cv = 0, cmax = 0;
+          for (int l = 0; l < d; ++l) {
+            cx += cov[j * d + l] * x[i * d + l];
+            cv += cov[j * d + l] * v[i * d + l];
+            cmax = std::max(cmax, std::abs(cov[j * d + l]));
+          }
+          const std::size_t e = std::size_t(i) * d + j;
+          const double first = a / (s * s) * cmax * 4;  // the size of the first-order terms (|x|, |v| of order 1)
+          const double tol = 25 * a * first;
+          EXPECT_NEAR(den_a[e], mean[j] + a / (s * s) * cx, tol) << form << " a " << a << " point " << i;
+          EXPECT_NEAR(jvp_a[e], a / (s * s) * cv, tol) << form << " a " << a << " point " << i;
+          // score = (a E[x0 | x] - x) / s^2.
+          EXPECT_NEAR(score_a[e], (a * mean[j] - x[e]) / (s * s), tol + 1e-13) << form << " a " << a << " point " << i;
+        }
+    }
+  }
+}
+
 TEST(Mixture, ExactSamplesHaveMixtureMomentsAndWeights) {
   // n = 2^17 samples of a 1-D three-component mixture at a channel: the sample mean has standard error
   // sqrt(Var / n) and each component share sqrt(w (1 - w) / n); 5 standard errors each.
@@ -409,6 +478,20 @@ TEST(MixtureGpu, CudaMatchesCpu) {
     const auto gpu = dout.download();
     for (std::int64_t i = 0; i < n * d; ++i)
       ASSERT_NEAR(gpu[i], cpu[i], 1e-4 * (1 + std::abs(cpu[i]))) << "jvp, isotropic " << iso << ", " << i;
+  }
+  // At a = 0 (the linear interpolant's and the cosine schedule's t = 1): the same closed forms on both executors
+  // (N(0, s^2 I), the prior mean, J v = 0), through the same functors.
+  for (quantity q : {quantity::score, quantity::denoiser}) {
+    mix.evaluate(cpu.data(), n, x.data(), {0.0, 0.5}, q, {executor::cpu});
+    EXPECT_EQ(mix.evaluate(dout.ptr, n, dx.ptr, {0.0, 0.5}, q), executor::cuda);
+    const auto gpu = dout.download();
+    for (std::int64_t i = 0; i < n * d; ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-4 * (1 + std::abs(cpu[i]))) << "a = 0, " << i;
+  }
+  for (bool iso : {true, false}) {
+    const auto m2 = random_mixture(25, d, iso, 4.0, 7);
+    EXPECT_EQ(m2.denoiser_jvp(dout.ptr, n, dx.ptr, dv.ptr, {0.0, 0.5}), executor::cuda);
+    const auto gpu = dout.download();
+    for (std::int64_t i = 0; i < n * d; ++i) ASSERT_EQ(gpu[i], 0.f) << "jvp at a = 0, isotropic " << iso << ", " << i;
   }
   // Exact samples: component labels come from uniform bits, identical on both executors.
   std::vector<std::int32_t> lcpu(n);

@@ -179,6 +179,35 @@ TEST(SamplingPlan, AsksAreWhereTheSamplerEvaluates) {
   EXPECT_EQ(ddpm.request(2).answer, ddpm.request(0).answer);
 }
 
+// Plans that start where a = 0 (the linear interpolant's and vp_cosine's t = 1) ask the model there first; the
+// library's own mixture answers that ask (N(0, s^2 I): its denoiser is the prior mean) and the trajectories equal
+// the fused samplers' bit for bit. Seen failing before evaluate() accepted a = 0 ("ch.a: must be positive").
+TEST(SamplingPlan, PlansAskingAtAZeroAreAnsweredByTheLibrarysMixture) {
+  const std::int64_t n = 40, d = 3;
+  const gaussian_mixture mix = test_mixture(d);
+  std::vector<diffusion_options> cases;
+  diffusion_options o;
+  o.seed = 5;
+  o.steps = 12;
+  o.sampler = diffusion_sampler::ode_euler;
+  o.schedule = noise_schedule::linear_interpolant().with_grid(time_grid::uniform, 1.0, 0.0);
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::ode_heun;
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::ddpm;
+  o.schedule = noise_schedule::vp_cosine();
+  cases.push_back(o);
+  o.sampler = diffusion_sampler::ddim;
+  o.eta = 0.0;
+  cases.push_back(o);
+  for (const diffusion_options& c : cases) {
+    sampling_plan plan = sampling_plan::diffusion(n, d, c, model_output::denoiser, cpu);
+    EXPECT_EQ(plan.request(0).at.a, 0.0) << name(c);
+    EXPECT_GT(plan.request(0).at.s, 0.0) << name(c);
+    EXPECT_EQ(fused(mix, 2 * n, c), run_plan(plan, mix, 2)) << name(c);
+  }
+}
+
 // Seen failing with the eps conversion's sign flipped (every chain far).
 TEST(SamplingPlan, ScoreAndEpsOutputsMatchTheDenoiserOutput) {
   // The conversion x0 = (q + s^2 score) / a or (q - s eps) / a rounds differently from the direct denoiser: chains

@@ -525,6 +525,68 @@ TEST(SimdJvp, PublicProductOnEveryTargetBitIdenticalAcrossSplitsAndNearFp64) {
   }
 }
 
+// At a = 0 (s > 0) every path of the public evaluate() and denoiser_jvp() on the CPU executor (each SIMD target;
+// the direct path for both variance forms, the gemm path for the isotropic mixture when a BLAS is available) gives
+// the closed forms: log p = log N(x; 0, s^2 I), score -x / s^2, denoiser the prior mean sum_k w_k mu_k, J v = 0
+// exactly. FP32 tolerances: the log-density and score are one Gaussian term each (1e-5 relative); the denoiser is
+// sum_k r_k mu_k / sum_k r_k with r_k = exp(logit_k - max), whose FP32 logits |x|^2 / (2 s^2) ~ 40 are rounded to
+// ~4e-6 absolute, so 2e-5 relative plus 2e-5 of the largest mean. Seen failing before a = 0 was accepted
+// (invalid_argument "ch.a: must be positive"), and with the packed JVP's s^2 / a left unguarded (NaN on every
+// target).
+TEST(SimdTargetsZeroSignal, EveryPathGivesTheClosedFormsAtAZero) {
+  const int d = 7, n = 37;
+  const double s = 0.6;
+  std::mt19937 gen(4);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<double> u(0.3, 1.5);
+  std::vector<float> x(n * d), v(n * d);
+  for (auto& e : x) e = 1.2f * normal(gen);
+  for (auto& e : v) e = normal(gen);
+  for (bool iso : {true, false}) {
+    const int K = 11;
+    std::vector<double> w(K), mu(K * d), var(iso ? K : K * d);
+    for (auto& e : w) e = u(gen);
+    for (auto& e : mu) e = 3 * u(gen) - 2.5;
+    for (auto& e : var) e = u(gen);
+    const gaussian_mixture mix(d, w, mu, var);
+    std::vector<double> mean(d, 0.0);
+    double mmax = 0;
+    for (int k = 0; k < K; ++k)
+      for (int j = 0; j < d; ++j) mean[j] += mix.weights()[k] * mix.means()[k * d + j];
+    for (double m : mean) mmax = std::max(mmax, std::abs(m));
+    std::vector<mixture_path> paths{mixture_path::direct};
+    if (iso && cpu_blas_available()) paths.push_back(mixture_path::gemm);
+    for (const char* t : targets) {
+      with_target(t, [&] {
+        for (const mixture_path path : paths) {
+          evaluate_options eo;
+          eo.path = path;
+          const std::string where = std::string(t) + (iso ? " isotropic " : " diagonal ") + to_string(path);
+          std::vector<float> logp(n), score(n * d), den(n * d), jvp(n * d, 1.f);
+          EXPECT_EQ(mix.evaluate(logp.data(), n, x.data(), {0.0, s}, quantity::log_density, eo, {executor::cpu}).path,
+                    path);
+          mix.evaluate(score.data(), n, x.data(), {0.0, s}, quantity::score, eo, {executor::cpu});
+          mix.evaluate(den.data(), n, x.data(), {0.0, s}, quantity::denoiser, eo, {executor::cpu});
+          mix.denoiser_jvp(jvp.data(), n, x.data(), v.data(), {0.0, s}, eo, {executor::cpu});
+          for (int i = 0; i < n; ++i) {
+            double xx = 0;
+            for (int j = 0; j < d; ++j) xx += double(x[i * d + j]) * x[i * d + j];
+            const double gauss = -0.5 * xx / (s * s) - 0.5 * d * std::log(2 * M_PI * s * s);
+            EXPECT_NEAR(logp[i], gauss, 1e-5 * (1 + std::abs(gauss))) << where << " point " << i;
+            for (int j = 0; j < d; ++j) {
+              const std::size_t e = std::size_t(i) * d + j;
+              const double sc = -double(x[e]) / (s * s);
+              EXPECT_NEAR(score[e], sc, 1e-5 * (1 + std::abs(sc))) << where << " point " << i;
+              EXPECT_NEAR(den[e], mean[j], 2e-5 * (std::abs(mean[j]) + mmax)) << where << " point " << i;
+              EXPECT_EQ(jvp[e], 0.f) << where << " point " << i;
+            }
+          }
+        }
+      });
+    }
+  }
+}
+
 class SimdTargets : public ::testing::TestWithParam<int> {};  // parameter: d (register list, or workspace)
 
 TEST_P(SimdTargets, SplitsAndThreadsBitIdenticalAndTargetsAgree) {

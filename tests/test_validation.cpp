@@ -76,7 +76,9 @@ TEST(Validation, EvaluationArguments) {
   expect_error([&] { mix.evaluate(out.data(), -1, x.data(), {}, quantity::score, cpu); }, {"n", "-1"});
   expect_error([&] { mix.evaluate(out.data(), 4, nullptr, {}, quantity::score, cpu); }, {"x", "null"});
   expect_error([&] { mix.evaluate(nullptr, 4, x.data(), {}, quantity::score, cpu); }, {"out", "null"});
-  expect_error([&] { mix.evaluate(out.data(), 2, x.data() , {0.0, 1.0}, quantity::score, cpu); }, {"ch.a", "0"});
+  expect_error([&] { mix.evaluate(out.data(), 2, x.data(), {-0.5, 1.0}, quantity::score, cpu); }, {"ch.a", "-0.5"});
+  // a = 0 is the Gaussian N(0, s^2 I) (test_mixture): it needs s > 0, else the channel is a point mass at 0.
+  expect_error([&] { mix.evaluate(out.data(), 2, x.data(), {0.0, 0.0}, quantity::score, cpu); }, {"ch.s", "a = 0"});
   expect_error([&] { mix.evaluate(out.data(), 2, x.data(), {1.0, -0.5}, quantity::score, cpu); }, {"ch.s", "-0.5"});
   expect_error([&] { mix.evaluate(out.data(), 2, x.data(), {not_a_number, 1.0}, quantity::score, cpu); },
                {"ch.a", "nan"});

@@ -91,7 +91,8 @@ typedef enum ds_langevin_method {
   DS_LANGEVIN_METHOD_MAX_ENUM = 0x7FFFFFFF /**< not a method: keeps the enum 32-bit */
 } ds_langevin_method;
 
-/** The Gaussian channel x_t = a x0 + s z (0 < a <= 1e18, 0 <= s <= 1e18). {1, 0} is the prior itself. */
+/** The Gaussian channel x_t = a x0 + s z (0 <= a <= 1e18, 0 <= s <= 1e18, not both 0; a = 0 is N(0, s^2 I)). {1, 0}
+ * is the prior itself. */
 typedef struct ds_channel {
   double a; /**< signal scale */
   double s; /**< noise scale */

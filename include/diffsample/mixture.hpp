@@ -26,8 +26,9 @@ constexpr double min_variance = 1e-36;
 /// Largest variance a mixture component accepts (10^36): a standard deviation of at most max_abs_value.
 constexpr double max_variance = 1e36;
 
-/// The Gaussian channel x_t = a x0 + s z. 0 < a <= max_abs_value and 0 <= s <= max_abs_value (the FP32 kernels square
-/// them). The default (1, 0) is the prior itself.
+/// The Gaussian channel x_t = a x0 + s z. 0 <= a <= max_abs_value and 0 <= s <= max_abs_value (the FP32 kernels square
+/// them), not both 0. The default (1, 0) is the prior itself; a = 0 (the linear interpolant's and the cosine
+/// schedule's t = 1) is N(0, s^2 I) whatever the prior: score -x / s^2, denoiser the prior mean, its Jacobian 0.
 struct channel {
   double a = 1.0;  ///< signal scale alpha(t)
   double s = 0.0;  ///< noise scale beta(t)

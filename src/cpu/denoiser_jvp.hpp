@@ -141,7 +141,7 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       }
     }
   }
-  const T ratio(c.s2 / c.a);
+  const T ratio(c.a > 0.f ? c.s2 / c.a : 0.f);  // a = 0: J v = 0 (x_scale, a v_k / c_k, is 0 too)
   for (int q = 0; q < count; ++q) {
     const T* vq = v + static_cast<std::int64_t>(q) * d;
     T* oq = out + static_cast<std::int64_t>(q) * d;
