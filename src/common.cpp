@@ -10,6 +10,7 @@
 
 #include "src/cuda_check.hpp"
 #include "src/limits.hpp"
+#include "src/overlap.hpp"
 #include "src/validate.hpp"
 #include <diffsample/diffsample.hpp>
 
@@ -125,12 +126,7 @@ void check_workspace_bytes(std::size_t need, const void* workspace, std::size_t 
                        "workspace_bytes: " << workspace_bytes << " given, " << need << " needed");
 }
 
-bool share_memory(const buffer_span& a, const buffer_span& b) {
-  if (a.ptr == nullptr || a.bytes == 0 || b.ptr == nullptr || b.bytes == 0) return false;
-  const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
-  // Compared without forming ptr + bytes past the other's start, which could wrap around the address space.
-  return at(a.ptr) <= at(b.ptr) ? at(b.ptr) - at(a.ptr) < a.bytes : at(a.ptr) - at(b.ptr) < b.bytes;
-}
+bool share_memory(const buffer_span& a, const buffer_span& b) { return bytes_overlap(a.ptr, a.bytes, b.ptr, b.bytes); }
 
 void check_disjoint(std::initializer_list<buffer_span> spans) {
   for (auto a = spans.begin(); a != spans.end(); ++a) {

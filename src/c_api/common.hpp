@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "src/enum_tables.hpp"
+#include "src/overlap.hpp"
 #include "src/limits.hpp"
 #include <diffsample/diffsample.hpp>
 
@@ -129,16 +130,12 @@ struct host_span {
 
 /// Fails naming both when two of `spans` share a byte (an absent one, null or empty, shares none): the C layer copies
 /// its outputs one after the other, so overlapping ones would overwrite each other or the inputs. The same message as
-/// the library's checks of its own buffers ("b: must not overlap a (...)"); kept here so that src/c_api/ needs no
-/// symbol the library does not export.
+/// the library's checks of its own buffers ("b: must not overlap a (...)"), with their comparison (the header-only
+/// detail::bytes_overlap), so that src/c_api/ needs no symbol the library does not export.
 inline void check_apart(std::initializer_list<host_span> spans) {
-  const auto at = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
   for (auto a = spans.begin(); a != spans.end(); ++a)
     for (auto b = a + 1; b != spans.end(); ++b) {
-      if (a->ptr == nullptr || a->bytes == 0 || b->ptr == nullptr || b->bytes == 0) continue;
-      const bool shared = at(a->ptr) <= at(b->ptr) ? at(b->ptr) - at(a->ptr) < a->bytes
-                                                   : at(a->ptr) - at(b->ptr) < b->bytes;
-      if (shared)
+      if (diffsample::detail::bytes_overlap(a->ptr, a->bytes, b->ptr, b->bytes))
         fail(std::string(b->name) + ": must not overlap " + a->name + " (" + b->name + " " + std::to_string(b->bytes) +
              " bytes, " + a->name + " " + std::to_string(a->bytes) + " bytes, sharing memory)");
     }
