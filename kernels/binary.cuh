@@ -373,7 +373,8 @@ struct discrete_walk_jump_body {
 
 /// Runs a discrete chain body over workspace: 4 vectors of d floats per chain (5 for walk-jump, whose last one holds
 /// the sum of the measurements), laid out as in kernels/chain_runner.cuh (coordinate-major on CUDA, chain-major on
-/// the CPU); x (n x d) in and out.
+/// the CPU); x (n x d) in and out. A loaded start with an entry other than +-1 gives a row of NaN and -1 accepted
+/// moves for that chain.
 template <class Body>
 struct binary_chain_functor {
   Body body;
@@ -388,8 +389,21 @@ struct binary_chain_functor {
     // Named vectors, no array of them: an array indexed through the swaps would live in local memory.
     strided_vec<float> y = w[0], s = w[1], yp = w[2], sp = w[3];
     float* row = x + i * d;
-    if (loads_state)
-      for (int j = 0; j < d; ++j) y[j] = row[j] > 0.f ? 1.f : -1.f;
+    if (loads_state) {
+      // A start off {-1,1}^d: NaN over the row and -1 accepted moves, as no chain can give. The host refuses such
+      // a start before a CPU launch; device-resident starts are not scanned (that would need a read-back).
+      bool on_lattice = true;
+      for (int j = 0; j < d; ++j) {
+        const float v = row[j];
+        on_lattice = on_lattice && (v == 1.f || v == -1.f);
+        y[j] = v;
+      }
+      if (!on_lattice) {
+        for (int j = 0; j < d; ++j) row[j] = NAN;
+        if (body.p.accepted != nullptr) body.p.accepted[i] = -1;
+        return;
+      }
+    }
     if constexpr (std::is_same<Body, discrete_walk_jump_body>::value) {
       strided_vec<float> u = w[4];
       body(i, y, s, yp, sp, u);

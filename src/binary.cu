@@ -222,6 +222,15 @@ void check_walk_jump(const bernoulli_mixture& prior, std::int64_t n, const discr
                                                                      << " (the random stream's steps)");
 }
 
+/// The caller's start on the host (CPU executor): every entry +1 or -1. Device-resident starts are left to the chain
+/// functor (a row of NaN, -1 accepted moves), as a scan would synchronise.
+void check_start(const float* y, std::int64_t n, std::int64_t d) {
+  for (std::int64_t e = 0; e < n * d; ++e)
+    DIFFSAMPLE_EXPECTS(y[e] == 1.f || y[e] == -1.f,
+                       "y: entry " << e << " (chain " << e / d << ", coordinate " << e % d << ") is " << y[e]
+                                   << ": a start state's entries must be +1 or -1 (or set options.start_uniform)");
+}
+
 kernels::discrete_params params(const bernoulli_mixture& prior, executor where, discrete_method method, double alpha,
                                 double eta, std::int64_t steps, std::uint64_t seed, std::uint64_t first_chain,
                                 std::uint64_t first_step, std::int64_t* accepted) {
@@ -303,6 +312,7 @@ executor discrete_langevin(const bernoulli_mixture& prior, float* y, discrete_la
   detail::check_disjoint({{"y", y, static_cast<std::size_t>(n * prior.dim()) * sizeof(float)},
                           {"outputs.accepted", outputs.accepted, static_cast<std::size_t>(n) * sizeof(std::int64_t)},
                           {"workspace", workspace, need}});
+  if (!o.start_uniform && where == executor::cpu) check_start(y, n, prior.dim());
   const kernels::discrete_langevin_body body{
       params(prior, where, o.method, o.alpha, o.eta, o.steps, o.seed, o.first_chain, o.first_step, outputs.accepted),
       o.start_uniform};

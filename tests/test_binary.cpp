@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -809,6 +810,83 @@ TEST(DiscreteLangevin, BitIdenticalAcrossChainAndStepSplits) {
     EXPECT_EQ(one, steps) << to_string(method);
     for (std::int64_t i = 0; i < n; ++i) EXPECT_EQ(acc[i], acc_a[i] + acc_b[i]);
     for (float v : one) EXPECT_TRUE(v == 1.f || v == -1.f);
+  }
+}
+
+TEST(DiscreteLangevin, RefusesStartStatesOtherThanPlusMinusOne) {
+  // The caller's start must lie on {-1,1}^d. On the CPU executor (host data) every entry is checked before the run:
+  // a value other than +1 or -1 (0, +-0.5, 2, -0.0, +-inf, NaN) throws invalid_argument naming y, the entry, its chain
+  // and coordinate, and leaves y and the counts untouched. With start_uniform the input is not read, so any content
+  // is accepted.
+  const auto q = random_problem(3, 2, 51);
+  const bernoulli_mixture m(q.d, q.weights, q.probabilities);
+  const std::int64_t n = 4, d = q.d;
+  discrete_langevin_options o;
+  o.steps = 3;
+  o.seed = 52;
+  for (const float bad : {0.f, 0.5f, -0.5f, 2.f, -0.f, INFINITY, -INFINITY, NAN}) {
+    std::vector<float> y(n * d, 1.f);
+    for (std::int64_t i = 0; i < n * d; i += 2) y[i] = -1.f;
+    y[2 * d + 1] = bad;  // chain 2, coordinate 1: entry 7
+    const std::vector<float> before = y;
+    std::vector<std::int64_t> accepted(n, 99);
+    try {
+      discrete_langevin(m, y.data(), {accepted.data()}, n, o, {executor::cpu});
+      ADD_FAILURE() << "start entry " << bad << " accepted";
+    } catch (const invalid_argument& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("y: entry 7 (chain 2, coordinate 1)"), std::string::npos) << what;
+      EXPECT_NE(what.find("+1 or -1"), std::string::npos) << what;
+    }
+    EXPECT_EQ(std::memcmp(y.data(), before.data(), y.size() * sizeof(float)), 0) << bad;
+    EXPECT_EQ(accepted, std::vector<std::int64_t>(n, 99)) << bad;
+    auto uniform = o;
+    uniform.start_uniform = true;
+    EXPECT_NO_THROW(discrete_langevin(m, y.data(), {accepted.data()}, n, uniform, {executor::cpu})) << bad;
+    for (float v : y) EXPECT_TRUE(v == 1.f || v == -1.f);
+  }
+}
+
+TEST(DiscreteLangevin, ChainFunctorMarksAnInvalidStartWithNaN) {
+  // Device-resident starts are not scanned before the launch (that would need a synchronising read-back): the chain
+  // functor both executors run writes NaN over a chain whose start has an entry other than +-1 and -1 to its
+  // accepted count, and leaves every other chain as a run without it would leave it. Called
+  // here directly, on the host, over a mixture view built from the FP32 parameters.
+  const int d = 3, K = 1;
+  const std::vector<float> theta{0.3f, -0.2f, 0.1f}, log_weights{0.f};
+  std::vector<float> logcosh_theta;
+  for (float t : theta) logcosh_theta.push_back(float(kernels::logcosh(double(t))));
+  kernels::discrete_params p{};
+  p.mix = {log_weights.data(), theta.data(), logcosh_theta.data(), K, d};
+  p.alpha = 1.f;
+  p.eta = 1.f;
+  p.method = 1;
+  p.steps = 5;
+  p.seed = 53;
+  p.log_norm = float(kernels::bernoulli_reduced_norm(d, 1.0));
+  const std::int64_t n = 3;
+  std::vector<std::int64_t> accepted(n, 99);
+  p.accepted = accepted.data();
+  std::vector<float> x{1, -1, 1, 1, 0.5f, -1, -1, -1, 1}, ws(4 * n * d);
+  const std::vector<float> start = x;
+  const kernels::binary_chain_functor<kernels::discrete_langevin_body> f{{p, false}, x.data(), ws.data(), n, d,
+                                                                          false, true};
+  for (std::int64_t i = 0; i < n; ++i) f(i);
+  for (int j = 0; j < d; ++j) EXPECT_TRUE(std::isnan(x[d + j])) << j;
+  EXPECT_EQ(accepted[1], -1);
+  // The valid chains ran: the same as a run of those two chains alone (chain ids kept by first_chain).
+  for (std::int64_t i : {0, 2}) {
+    std::vector<float> one(start.begin() + i * d, start.begin() + (i + 1) * d), ws1(4 * d);
+    std::vector<std::int64_t> acc1(1);
+    auto p1 = p;
+    p1.first_chain = std::uint64_t(i);
+    p1.accepted = acc1.data();
+    const kernels::binary_chain_functor<kernels::discrete_langevin_body> g{{p1, false}, one.data(), ws1.data(), 1, d,
+                                                                            false, true};
+    g(0);
+    for (int j = 0; j < d; ++j) EXPECT_EQ(x[i * d + j], one[j]) << i << " " << j;
+    EXPECT_EQ(accepted[i], acc1[0]);
+    EXPECT_GE(accepted[i], 0);
   }
 }
 

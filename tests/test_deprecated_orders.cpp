@@ -126,7 +126,9 @@ TEST(DeprecatedOrders, DiscreteSamplers) {
   discrete_langevin_options lo;
   lo.steps = 15;
   lo.seed = 9;
-  std::vector<float> c1 = y, c2 = y;
+  std::vector<float> c1(y.size());
+  for (std::size_t i = 0; i < y.size(); ++i) c1[i] = y[i] > 0 ? 1.f : -1.f;  // a start on {-1,1}^d
+  std::vector<float> c2 = c1;
   std::vector<std::int64_t> a1(n, -1), a2(n, -2);
   EXPECT_EQ(discrete_langevin(prior, c1.data(), {a1.data()}, n, lo, cpu), executor::cpu);
   EXPECT_EQ(discrete_langevin(prior, c2.data(), n, lo, a2.data(), cpu).ran, executor::cpu);

@@ -123,7 +123,8 @@ struct discrete_langevin_options {
   /// the uniform start)
   std::uint64_t first_step = 0;
   /// When true, chains start uniformly on {-1,1}^d from the stream (seed, chain, limits::max_stream_steps - 1) and
-  /// the input states are not read; when false, the input x gives the start (an entry > 0 is +1, any other value -1).
+  /// the input states are not read; when false, the input y gives the start, every entry +1 or -1 (see
+  /// discrete_langevin() for what happens to another value).
   bool start_uniform = false;
 };
 
@@ -143,14 +144,18 @@ struct discrete_langevin_outputs {
 DIFFSAMPLE_API std::size_t discrete_langevin_workspace_bytes(const bernoulli_mixture& prior, std::int64_t n,
                                                              const discrete_langevin_options& options);
 
-/// Runs options.steps steps of n chains on q (one fused launch). @p y (n x d) holds the start and receives the final
-/// states (entries +-1 as floats). outputs.accepted (optional, n int64) receives each chain's accepted moves (the
+/// Runs options.steps steps of n chains on q (one fused launch). @p y (n x d) holds the start (unless
+/// options.start_uniform; every entry +1 or -1) and receives the final states (entries +-1 as floats). A start entry
+/// with another value (0, -0.0, 0.5, NaN, ...) is refused on the CPU executor, which scans the host data before the
+/// run (invalid_argument naming y, the entry, its chain and coordinate); on the CUDA executor the start is not
+/// scanned, as that would synchronise the host: the chain writes NaN over its row of y and -1 to its accepted count,
+/// and the other chains run as without it. outputs.accepted (optional, n int64) receives each chain's accepted moves (the
 /// step count for the unadjusted methods). Without @p workspace a buffer of discrete_langevin_workspace_bytes() is
 /// allocated for the call (stream-ordered on CUDA), never per step. No two of y, outputs.accepted and the workspace
 /// may share memory. Asynchronous on the CUDA executor.
 /// @return the executor that ran
-/// @throws invalid_argument for bad sizes, strengths, steps, pointers (overlapping ones included), before anything
-///         is launched
+/// @throws invalid_argument for bad sizes, strengths, steps, pointers (overlapping ones included), or (CPU executor)
+///         a start entry other than +-1, before anything is launched
 DIFFSAMPLE_API executor discrete_langevin(const bernoulli_mixture& prior, float* y,
                                           discrete_langevin_outputs outputs, std::int64_t n,
                                           const discrete_langevin_options& options, execution exec = {},

@@ -1303,9 +1303,11 @@ DS_API ds_status ds_discrete_workspace_bytes(const ds_bernoulli_mixture* mixture
                                              const ds_discrete_options* options, int walk_jump, size_t* bytes);
 
 /**
- * Discrete Langevin on q: options->steps steps of n chains in one fused launch; @p y (n x d) holds the start (an
- * entry > 0 is +1) unless options->start_uniform, and receives the final states. No two of @p y, @p accepted and
- * @p workspace may overlap (DS_INVALID_ARGUMENT). Asynchronous on the CUDA executor.
+ * Discrete Langevin on q: options->steps steps of n chains in one fused launch; @p y (n x d) holds the start (every
+ * entry +1 or -1) unless options->start_uniform, and receives the final states. On the CPU executor a start with
+ * another value is refused before the run (DS_INVALID_ARGUMENT naming the entry); on the CUDA executor it is not
+ * scanned (no synchronisation): that chain's row becomes NaN and its accepted count -1. No two of @p y, @p accepted
+ * and @p workspace may overlap (DS_INVALID_ARGUMENT). Asynchronous on the CUDA executor.
  * @param accepted         n accepted-move counts, or NULL
  * @param workspace        ds_discrete_workspace_bytes() bytes, or NULL to allocate for the call
  * @param ran              receives the executor that ran (may be NULL)

@@ -1470,6 +1470,15 @@ static void test_binary(void) {
     o.mean = 0;
     CHECK_OK(ds_discrete_walk_jump(m, x, n, &o, NULL, NULL, cpu, NULL, 0, NULL));
     for (i = 0; i < n * 3; ++i) CHECK(x[i] == 1.f || x[i] == -1.f);
+    /* A start off {-1,1}^d is refused on the host, naming the entry; with start_uniform it is not read. */
+    o.start_uniform = 0;
+    y[4] = 0.f;
+    EXPECT_ERROR(ds_discrete_langevin(m, y, n, &o, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "y: entry 4 (chain 1, coordinate 1) is 0");
+    CHECK(y[4] == 0.f);
+    o.start_uniform = 1;
+    CHECK_OK(ds_discrete_langevin(m, y, n, &o, NULL, cpu, NULL, 0, NULL));
+    CHECK(y[4] == 1.f || y[4] == -1.f);
     o.alpha = 0;
     EXPECT_ERROR(ds_discrete_langevin(m, y, n, &o, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "alpha");
     o.alpha = 1;
