@@ -38,6 +38,7 @@ The low-level module ``diffsample._core`` exposes the C++ API one to one (explic
 """
 from __future__ import annotations
 
+import collections.abc
 import sys
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
@@ -122,8 +123,8 @@ def _is_cuda(x: Any) -> bool:
 def _stream_handle(stream: Any) -> int:
     if stream is None:
         return 0
-    if isinstance(stream, int):
-        return stream
+    if isinstance(stream, (int, np.integer, bool, np.bool_)):
+        return _integer(stream, "stream", 0, _UINT64_MAX, "a CUDA stream handle")
     if hasattr(stream, "cuda_stream"):  # torch.cuda.Stream
         return int(stream.cuda_stream)
     if hasattr(stream, "ptr"):  # cupy.cuda.Stream
@@ -158,7 +159,7 @@ def _count(n: Any) -> int:
     """The n of a call that allocates its output (out=None): an integer >= 0, else InvalidArgument naming n."""
     if n is None:
         raise InvalidArgument("n: None; give the number of samples n, or out= to fill")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise InvalidArgument(f"n: expected an integer >= 0, got {n!r}")
     if n < 0:
         raise InvalidArgument(f"n: must be >= 0, got {n}")
@@ -166,22 +167,108 @@ def _count(n: Any) -> int:
 
 
 _UINT64_MAX = 2**64 - 1
+# The ranges of the binding's integer parameters (a value outside one would be nanobind's TypeError, which names
+# neither the argument nor the value).
+_INT64 = (-2**63, 2**63 - 1)
+_INT32 = (-2**31, 2**31 - 1)
 
 
-def _integer(value: Any, name: str, lo: int, hi: int) -> int:
-    """value as a Python int in [lo, hi], else InvalidArgument naming the argument: a bool, a float (1.5 would be cut
-    to 1 without a word) or any other non-integer is refused, as is an integer out of the range."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+# ---- scalar arguments -----------------------------------------------------------------------------------------------
+# The package's functions check their scalar arguments here, by name, before the binding sees them: nanobind's
+# TypeError for a value of the wrong type or out of its C++ type names neither, and Python's own conversions would
+# accept what they should not (int(1.5) is 1, float("2") is 2.0, bool("no") is True).
+
+
+def _integer(value: Any, name: str, lo: int, hi: int, range_is: str = "") -> int:
+    """value as a Python int in [lo, hi], else InvalidArgument naming the argument: None, a bool, a float (1.5 would
+    be cut to 1 without a word) or any other non-integer is refused, as is an integer out of the range (range_is:
+    what the range is, said after it)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise InvalidArgument(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
     if not lo <= value <= hi:
-        raise InvalidArgument(f"{name}: {int(value)} is outside [{lo}, {hi}]")
+        raise InvalidArgument(f"{name}: {int(value)} is outside [{lo}, {hi}]" + (f" ({range_is})" if range_is else ""))
     return int(value)
 
 
-def _empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
-    """A new array of like's framework and device (NumPy when like is None, a NumPy array or a CPU JAX array)."""
+def _int64(value: Any, name: str) -> int:
+    """An integer argument the binding takes as int64 (the library checks its value)."""
+    return _integer(value, name, *_INT64, "the argument's integer type, int64")
+
+
+def _describe(value: Any) -> str:
+    """A value as an error message shows it: its type and repr (the repr alone: None, True)."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"a {type(value).__name__} ({text})"
+
+
+def _real(value: Any, name: str) -> float:
+    """A real-number argument as a Python float, else InvalidArgument naming it: None, strings (float('2') would read
+    them), bools (True would be 1.0), complex numbers and anything float() does not take are refused. NumPy
+    scalars, 0-d arrays and one-element tensors are read as float() reads them."""
+    if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+        raise InvalidArgument(f"{name}: {_describe(value)}, expected a real number")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidArgument(f"{name}: {_describe(value)}, expected a real number") from None
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean argument: True or False (Python's or NumPy's), else InvalidArgument naming it; a truthy string
+    ('no') or number is not taken as True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InvalidArgument(f"{name}: {_describe(value)}, expected True or False")
+
+
+_ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8, "uint8": 1}
+
+
+def _spell(limit: int) -> str:
+    """A limit as the library's messages print it: "70368744177664 (2^46)" (src/limits.hpp, limits::spell)."""
+    for k in range(16, 63):
+        if limit == 2**k:
+            return f"{limit} (2^{k})"
+        if limit == 2**k - 1:
+            return f"{limit} (2^{k} - 1)"
+    return str(limit)
+
+
+def _check_size(shape: Tuple[int, ...], dtype: str, name: str, host: bool) -> None:
+    """The library's limits on an array the package is about to allocate, checked before the allocation, naming the
+    argument whose value sets its size: the element count within a 64-bit byte count (as the library's calls check
+    their n x d: InvalidArgument) and, for host memory, limits.max_host_bytes (the library's OutOfMemory for a
+    request it refuses as absurd)."""
+    elements = 1
+    for extent in shape:
+        elements *= extent
+    if elements > (2**63 - 1) // 8:
+        raise InvalidArgument(f"{name}: {' x '.join(str(e) for e in shape)} elements overflow a 64-bit byte count")
+    nbytes = elements * _ITEMSIZE[dtype]
+    if host and nbytes > limits.max_host_bytes:
+        raise OutOfMemory(f"{name}: needs {nbytes} bytes of host memory for the {shape} {dtype} output, the limit is "
+                          f"{_spell(limits.max_host_bytes)} (diffsample.limits.max_host_bytes)")
+
+
+def _empty(like: Any, shape: Sequence[int], dtype: str, name: Optional[str] = None) -> Any:
+    """A new array of like's framework and device (NumPy when like is None, a NumPy array or a CPU JAX array).
+    name: the argument whose value sets the size (n, particles, ...): the size is checked against the library's
+    limits first (_check_size) and a failed host allocation is OutOfMemory naming it."""
     shape = tuple(int(s) for s in shape)
     fw = _framework(like) if like is not None else "numpy"
+    if name is not None:
+        _check_size(shape, dtype, name, fw not in ("torch", "cupy") or not _is_cuda(like))
+        try:
+            return _empty(like, shape, dtype)
+        except MemoryError:
+            nbytes = _ITEMSIZE[dtype]
+            for extent in shape:
+                nbytes *= extent
+            raise OutOfMemory(f"{name}: the {shape} {dtype} output ({nbytes} bytes) could not be allocated") from None
     if fw == "torch":
         import torch
 
@@ -233,15 +320,18 @@ def _convert_expression(fw: str, name: str, dtype: str) -> str:
     return f"{name}.astype(numpy.{dtype})"
 
 
-def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = False) -> Any:
+def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = False, required: bool = False) -> Any:
     """Refuses, naming the argument and saying what to pass instead, an array the library cannot read as it is
     through DLPack: another dtype than ``dtype`` (None: the binding checks among the dtypes it takes) or one DLPack
     cannot carry (object, string, datetime, structured, big-endian), a PyTorch tensor torch would not export or would
     export wrongly (sparse, on a device other than cpu or cuda, a lazy negation or conjugation view: torch's export
     drops those bits, so the library would read the base's values), or an object that is no array. Nothing is
     converted. write: a is written (the hints ask for an array of the right kind rather than a converted copy).
+    required: None is refused (else None passes: an optional array not given).
     Returns a. Shape, C-contiguity and the call's device are checked by the binding."""
     if a is None:
+        if required:
+            raise InvalidArgument(f"{name}: None, expected {'a ' + dtype if dtype else 'an'} array")
         return a
     t = type(a)
     if t is np.ndarray:
@@ -316,12 +406,12 @@ _READ_ONLY = ("{0}: a read-only NumPy array, which the call would write into; pa
               "would be a copy that does not receive the results)")
 
 
-def _writable(a: Any, name: str, dtype: Optional[str] = "float32") -> Any:
+def _writable(a: Any, name: str, dtype: Optional[str] = "float32", required: bool = False) -> Any:
     """Refuses an array that a call would write into but that must not be written in place: a JAX array (immutable:
     JAX may share its buffer between arrays) or a PyTorch tensor that requires grad (writing it outside autograd
-    would leave autograd's graph wrong); and what _array refuses. Returns a."""
+    would leave autograd's graph wrong); and what _array refuses (None too when required). Returns a."""
     if a is None:
-        return a
+        return _array(a, name, dtype, True, required)
     if type(a) is np.ndarray:
         if not a.flags.writeable:
             raise InvalidArgument(_READ_ONLY.format(name))
@@ -386,9 +476,20 @@ _PARSERS = {
 }
 
 
-def _enum(kind: type, value: Any) -> Any:
+def _enum(kind: type, value: Any, name: Optional[str] = None) -> Any:
+    """An enum value from its name (a str) or the enum itself. name: the argument, named in the errors: an unknown
+    name, and (when name is given) any other value (InvalidArgument; the binding would take a bool or an int
+    for a value of the enum without a word, and refuse anything else with a TypeError naming nothing)."""
     if isinstance(value, str):
-        return _PARSERS[kind](value)
+        try:
+            return _PARSERS[kind](value)
+        except InvalidArgument as e:
+            if name is None or str(e).startswith(name + ":"):
+                raise
+            raise InvalidArgument(f"{name}: {e}") from None
+    if name is not None and not isinstance(value, kind):
+        raise InvalidArgument(f"{name}: {_describe(value)}, expected a name ({', '.join(kind.__members__)}) or a "
+                              f"diffsample._core.{kind.__name__}")
     return value
 
 
@@ -399,8 +500,13 @@ def _fill(options: Any, settings: dict) -> Any:
             raise TypeError(f"{type(options).__name__} has no setting {key!r}")
         current = getattr(options, key)
         if type(current) in _PARSERS:
-            value = _enum(type(current), value)
-        elif isinstance(value, bool) and not isinstance(current, bool):
+            if not isinstance(value, (str, type(current))):  # the binding takes an int (or a bool) as a value
+                raise TypeError(f"{key}: {_describe(value)}, expected a name ({', '.join(type(current).__members__)})"
+                                f" or a diffsample._core.{type(current).__name__}")
+            value = _enum(type(current), value, key)
+        elif isinstance(current, bool) and isinstance(value, np.bool_):
+            value = bool(value)
+        elif isinstance(value, (bool, np.bool_)) and not isinstance(current, bool):
             # bool is an int to Python and the binding: particles=True would run one particle.
             raise TypeError(f"{key}: a bool, expected {type(current).__name__}")
         try:
@@ -433,14 +539,17 @@ def _target(target: Any) -> Tuple[float, float]:
     """The channel (a, s) of a Langevin target as two floats, else InvalidArgument naming target."""
     try:
         a, s = target
-        return float(a), float(s)
     except (TypeError, ValueError):
-        raise InvalidArgument(f"target: expected the channel (a, s), two numbers, got {target!r}") from None
+        raise InvalidArgument(f"target: expected the channel (a, s), two numbers, got {_describe(target)}") from None
+    return _real(a, "target[0] (a)"), _real(s, "target[1] (s)")
 
 
 def _schedule(schedule: Union[None, str, NoiseSchedule]) -> Optional[NoiseSchedule]:
     if schedule is None or isinstance(schedule, NoiseSchedule):
         return schedule
+    if not isinstance(schedule, str):
+        raise InvalidArgument(f"schedule: {_describe(schedule)}, expected None, a NoiseSchedule or a schedule kind's "
+                              "name ('vp_linear', 'vp_cosine', ...)")
     kind = _core.parse_schedule_kind(schedule)
     return getattr(NoiseSchedule, kind.name)()
 
@@ -509,7 +618,7 @@ class GaussianMixture:
         Returns a new GaussianMixture with K = n components (synchronises as the constructor does).
         """
         return cls(None, None, None, _core_mixture=_core.GaussianMixtureCore.empirical(
-            _host(points, "points", (2,), "(n, d)"), variance))
+            _host(points, "points", (2,), "(n, d)"), _real(variance, "variance")))
 
     @classmethod
     def grid(cls, dim: int, grid: int, spacing: float, variance: float,
@@ -526,7 +635,9 @@ class GaussianMixture:
         Returns a new GaussianMixture (synchronises as the constructor does).
         """
         w = _host(weights, "weights", (1,), "(grid^2,) or empty")
-        return cls(None, None, None, _core_mixture=_core.GaussianMixtureCore.grid(dim, grid, spacing, variance, w))
+        return cls(None, None, None, _core_mixture=_core.GaussianMixtureCore.grid(
+            _int64(dim, "dim"), _integer(grid, "grid", *_INT32, "the argument's integer type, int32"),
+            _real(spacing, "spacing"), _real(variance, "variance"), w))
 
     components = _forward("_m", "GaussianMixtureCore", "components")
     dim = _forward("_m", "GaussianMixtureCore", "dim")
@@ -539,13 +650,14 @@ class GaussianMixture:
         return f"GaussianMixture(K={self.components}, d={self.dim}, isotropic={self.isotropic})"
 
     def _evaluate(self, what, x, a, s, out, path, stream):
-        _array(x, "x")
+        _array(x, "x", required=True)
         n = _shape(x)[0] if len(_shape(x)) >= 1 else 0
         if out is None:
             out = _empty(x, (n,) if what == _core.Quantity.log_density else (n, self.dim), "float32")
         else:
             _writable(out, "out")
-        self._m.evaluate(what, x, float(a), float(s), out, _enum(_core.MixturePath, path), _stream(x, stream))
+        self._m.evaluate(what, x, _real(a, "a"), _real(s, "s"), out, _enum(_core.MixturePath, path, "path"),
+                         _stream(x, stream))
         return out
 
     def score(self, x: Array, a: float = 1.0, s: float = 0.0, *, out: Array = None, path: str = "automatic",
@@ -612,12 +724,12 @@ class GaussianMixture:
 
         Returns out, (n, d) float32. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        _array(x, "x"), _array(v, "v")
+        _array(x, "x", required=True), _array(v, "v", required=True)
         if out is None:
             out = _empty(x, _shape(x), "float32")
         else:
             _writable(out, "out")
-        self._m.denoiser_jvp(x, v, float(a), float(s), out, _stream(x, stream))
+        self._m.denoiser_jvp(x, v, _real(a, "a"), _real(s, "s"), out, _stream(x, stream))
         return out
 
     def evaluate_fp64(self, what: str, x: Any, a: float = 1.0, s: float = 0.0) -> np.ndarray:
@@ -636,7 +748,7 @@ class GaussianMixture:
             raise InvalidArgument(f"what: {what!r} is not 'score', 'denoiser' or 'log_density'")
         x = _host(x, "x", (2,), "(n, d)")
         out = np.empty((x.shape[0],) if q == _core.Quantity.log_density else x.shape, dtype=np.float64)
-        self._m.evaluate_fp64(q, x, float(a), float(s), out)
+        self._m.evaluate_fp64(q, x, _real(a, "a"), _real(s, "s"), out)
         return out
 
     def denoiser_jvp_fp64(self, x: Any, v: Any, a: float = 1.0, s: float = 0.0) -> np.ndarray:
@@ -651,7 +763,7 @@ class GaussianMixture:
         """
         x, v = _host(x, "x", (2,), "(n, d)"), _host(v, "v", (2,), "(n, d)")
         out = np.empty(x.shape, dtype=np.float64)
-        self._m.denoiser_jvp_fp64(x, v, float(a), float(s), out)
+        self._m.denoiser_jvp_fp64(x, v, _real(a, "a"), _real(s, "s"), out)
         return out
 
     def sample(self, n: Optional[int] = None, a: float = 1.0, s: float = 0.0, *, seed: int = 0,
@@ -675,22 +787,37 @@ class GaussianMixture:
         returns when done.
         """
         if out is None:
-            out = _empty(None, (_count(n), self.dim), "float32")
+            out = _empty(None, (_count(n), self.dim), "float32", "n")
         _writable(out, "out")
         lab = None
-        if labels is True:
-            lab = _empty(out, (_shape(out)[0],), "int32")
-        elif labels is not False and labels is not None:
+        if isinstance(labels, (bool, np.bool_)):
+            if labels:
+                lab = _empty(out, (_shape(out)[0],), "int32")
+        elif labels is not None:
             lab = _writable(labels, "labels", "int32")
-        self._m.sample(out, float(a), float(s), _integer(seed, "seed", 0, _UINT64_MAX), lab,
+        self._m.sample(out, _real(a, "a"), _real(s, "s"), _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
         return (out, lab) if lab is not None else out
 
 
-def _mixture(m: Any) -> Any:
+def _mixture(m: Any, name: str = "mixture") -> Any:
+    """The core mixture of a GaussianMixture (or a GaussianMixtureCore), else InvalidArgument naming the argument."""
     if isinstance(m, GaussianMixture):
         return m._m
-    return m
+    if isinstance(m, _core.GaussianMixtureCore):
+        return m
+    raise InvalidArgument(f"{name}: {_describe(m)}, expected a GaussianMixture")
+
+
+def _reference(reference: Any) -> Any:
+    """The core object of component_weights()'s reference: a MixturePosterior or a GaussianMixture."""
+    if isinstance(reference, MixturePosterior):
+        return reference._p
+    if isinstance(reference, _core.MixturePosterior):
+        return reference
+    if isinstance(reference, (GaussianMixture, _core.GaussianMixtureCore)):
+        return _mixture(reference)
+    raise InvalidArgument(f"reference: {_describe(reference)}, expected a MixturePosterior or a GaussianMixture")
 
 
 # ---- Langevin and diffusion -----------------------------------------------------------------------------------------
@@ -718,8 +845,10 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
     """
     o = _fill(LangevinOptions(), options)
     o.target_a, o.target_s = _target(target)
-    _writable(x, "x"), _writable(_trajectory(trajectory, o), "trajectory"), _writable(accepted, "accepted", "int64")
-    _core.langevin(_mixture(mixture), x, o, trajectory, accepted, _stream(x, stream))
+    m = _mixture(mixture)
+    _writable(x, "x", required=True), _writable(_trajectory(trajectory, o), "trajectory")
+    _writable(accepted, "accepted", "int64")
+    _core.langevin(m, x, o, trajectory, accepted, _stream(x, stream))
     return x
 
 
@@ -754,10 +883,11 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     the CPU it returns when done. Raises InvalidArgument for a bad option or array.
     """
     o = _diffusion_options(schedule, options)
+    m = _mixture(mixture)
     if out is None:
-        out = _empty(None, (_count(n), mixture.dim), "float32")
+        out = _empty(None, (_count(n), m.dim), "float32", "n")
     _writable(out, "out"), _writable(_trajectory(trajectory, o), "trajectory")
-    _core.diffusion(_mixture(mixture), out, o, trajectory, _stream(out, stream))
+    _core.diffusion(m, out, o, trajectory, _stream(out, stream))
     return out
 
 
@@ -790,10 +920,10 @@ class DiffusionPlan:
     def __init__(self, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
                  schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None, **options: Any):
         o = _diffusion_options(schedule, options)
-        self.n, self.d = int(n), int(d)
+        self.n, self.d = _int64(n, "n"), _int64(d, "d")
         self.options = o
-        self._plan = _core.DiffusionPlan(self.n, self.d, o, _enum(_core.ModelOutput, output),
-                                         _enum(_core.Executor, device), _stream_handle(stream))
+        self._plan = _core.DiffusionPlan(self.n, self.d, o, _enum(_core.ModelOutput, output, "output"),
+                                         _enum(_core.Executor, device, "device"), _stream_handle(stream))
 
     steps = _forward("_plan", "DiffusionPlan", "steps")
     needs_final_jump = _forward("_plan", "DiffusionPlan", "needs_final_jump")
@@ -807,7 +937,7 @@ class DiffusionPlan:
 
         Returns a tuple of two floats (host values; no synchronisation).
         """
-        return self._plan.step_channel(k)
+        return self._plan.step_channel(_int64(k, "k"))
 
     def step_time(self, k: int) -> float:
         """The schedule's time t of step k.
@@ -817,7 +947,7 @@ class DiffusionPlan:
 
         Returns a float (host value; no synchronisation).
         """
-        return self._plan.step_time(k)
+        return self._plan.step_time(_int64(k, "k"))
 
     def reset(self, x: Array, *, stream: Stream = None) -> Array:
         """Starts the next trajectory: step 0 and the next trajectory's random key; draws x when draw_initial.
@@ -832,7 +962,7 @@ class DiffusionPlan:
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
         if type(x) is not np.ndarray or not x.flags.writeable:  # NumPy's case inline: step() runs this per step
-            _writable(x, "x")
+            _writable(x, "x", required=True)
         self._plan.reset(x, _stream(x, stream))
         return x
 
@@ -849,7 +979,7 @@ class DiffusionPlan:
         Returns x. Asynchronous on CUDA (no allocation, no synchronisation); on the CPU it returns when done.
         """
         if type(x) is not np.ndarray or not x.flags.writeable:
-            _writable(x, "x")
+            _writable(x, "x", required=True)
         _model(model)
         self._plan.step(x, model, _stream(x, stream))
         return x
@@ -866,7 +996,7 @@ class DiffusionPlan:
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
         if type(x) is not np.ndarray or not x.flags.writeable:
-            _writable(x, "x")
+            _writable(x, "x", required=True)
         _model(model)
         self._plan.finish(x, model, _stream(x, stream))
         return x
@@ -886,10 +1016,11 @@ class DiffusionPlan:
 
         Returns x, the samples. Nothing synchronises beyond what model does; on CUDA read x after the stream.
         """
+        _callable(model, "model")
         if x is None:
             if self._plan.executor != _core.Executor.cpu:
                 raise InvalidArgument("x: a CUDA plan needs x, an (n, d) float32 CUDA array")
-            x = _empty(None, (self.n, self.d), "float32")
+            x = _empty(None, (self.n, self.d), "float32", "n")
         _writable(x, "x")
         h = _stream(x, stream)
         p = self._plan
@@ -901,6 +1032,12 @@ class DiffusionPlan:
             a, s = p.step_channel(p.steps)
             p.finish(x, _model(model(x, a, s)), h)
         return x
+
+
+def _callable(f: Any, name: str) -> None:
+    """Refuses, naming the argument, a model that cannot be called (before the plan starts)."""
+    if not callable(f):
+        raise InvalidArgument(f"{name}: {_describe(f)}, expected a callable {name}(x, a, s)")
 
 
 def _model(output: Any) -> Any:
@@ -971,8 +1108,9 @@ class SamplingPlan:
         Returns a SamplingPlan with rows = n. Synchronises once (the constructor's uploads on CUDA).
         """
         o = _diffusion_options(schedule, options)
-        return cls(_core.SamplingPlan.diffusion(int(n), int(d), o, _enum(_core.ModelOutput, output),
-                                                _enum(_core.Executor, device), _stream_handle(stream)), like)
+        return cls(_core.SamplingPlan.diffusion(_int64(n, "n"), _int64(d, "d"), o,
+                                                _enum(_core.ModelOutput, output, "output"),
+                                                _enum(_core.Executor, device, "device"), _stream_handle(stream)), like)
 
     @classmethod
     def langevin(cls, n: int, d: int, *, output: str = "score", device: str = "cpu",
@@ -999,8 +1137,9 @@ class SamplingPlan:
         """
         o = _fill(LangevinOptions(), options)
         o.target_a, o.target_s = _target(target)
-        return cls(_core.SamplingPlan.langevin(int(n), int(d), o, _enum(_core.ModelOutput, output),
-                                               _enum(_core.Executor, device), _stream_handle(stream)), like)
+        return cls(_core.SamplingPlan.langevin(_int64(n, "n"), _int64(d, "d"), o,
+                                               _enum(_core.ModelOutput, output, "output"),
+                                               _enum(_core.Executor, device, "device"), _stream_handle(stream)), like)
 
     @classmethod
     def guided(cls, d: int, A: Operators, y: ProblemData, sigma_y: ProblemData, *, sampler: str = "smc",
@@ -1043,8 +1182,8 @@ class SamplingPlan:
         uploads on CUDA).
         """
         pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
-        plan = cls(_core.SamplingPlan.guided(int(d), pr, o, _enum(_core.ModelOutput, output),
-                                             _enum(_core.Executor, device), _stream_handle(stream)), like)
+        plan = cls(_core.SamplingPlan.guided(_int64(d, "d"), pr, o, _enum(_core.ModelOutput, output, "output"),
+                                             _enum(_core.Executor, device, "device"), _stream_handle(stream)), like)
         plan._guided = (pr.problems, o.particles, o.steps)
         return plan
 
@@ -1092,7 +1231,7 @@ class SamplingPlan:
         log-density: mala). Views of the plan's memory: NumPy on the CPU, like's framework on CUDA. Host-only: no
         launch, no synchronisation.
         """
-        r = self._plan.ask(k)
+        r = self._plan.ask(_int64(k, "k"))
         for name in ("points", "answer", "vector", "log_density"):
             if r.get(name) is not None:
                 r[name] = _framework_view(r[name], self._like)
@@ -1177,6 +1316,7 @@ class SamplingPlan:
         Returns a copy of the samples (rows, d) float32: NumPy on the CPU, like's framework on CUDA (a clone queued
         on that framework's stream; nothing synchronises beyond what model does).
         """
+        _callable(model, "model")
         p = self._plan
         for k in range(p.asks):  # host-only requests: refuse before the first tell
             if p.ask(k)["vector"] is not None:
@@ -1242,7 +1382,7 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
     _writable(ancestors, "ancestors", None), _writable(normalised_weights, "normalised_weights")
     # The reports: a NumPy record array on the CPU whatever the framework, a device array on CUDA.
     rep = None
-    if reports:
+    if _flag(reports, "reports"):
         rep = _empty(log_weights if _is_cuda(log_weights) else None, (B, _core.PARTICLE_REPORT_BYTES), "uint8")
     _core.resample(log_weights, o, ancestors, normalised_weights, rep, _stream(log_weights, stream))
     if rep is not None and isinstance(rep, np.ndarray):
@@ -1264,7 +1404,7 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
 
     Returns out. Asynchronous on CUDA; on the CPU it returns when done.
     """
-    _array(states, "states"), _array(ancestors, "ancestors", None)
+    _array(states, "states", required=True), _array(ancestors, "ancestors", None, required=True)
     if out is None:
         out = _empty(states, _shape(states), "float32")
     _writable(out, "out")
@@ -1318,7 +1458,8 @@ class MixturePosterior:
     """
 
     def __init__(self, prior: GaussianMixture, A: Operator, sigma_y: ProblemScalar, y: ProblemData):
-        self._p = _core.MixturePosterior(_mixture(prior), _operator(A), _host(sigma_y, "sigma_y", (0,), "a scalar"),
+        self._p = _core.MixturePosterior(_mixture(prior, "prior"), _operator(A),
+                                         _host(sigma_y, "sigma_y", (0,), "a scalar"),
                                          _host(y, "y", (1,), "(d_y,)"))
 
     components = _forward("_p", "MixturePosterior", "components")
@@ -1356,12 +1497,12 @@ class MixturePosterior:
         if out is None:
             if dtype not in ("float32", "float64"):
                 raise InvalidArgument(f"dtype: {dtype!r}, expected 'float32' or 'float64'")
-            out = _empty(None, (_count(n), self.dim), dtype)
+            out = _empty(None, (_count(n), self.dim), dtype, "n")
         _writable(out, "out", None)
-        lab = _empty(out, (_shape(out)[0],), "int32") if labels else None
+        lab = _empty(out, (_shape(out)[0],), "int32") if _flag(labels, "labels") else None
         self._p.sample(out, _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
-        return (out, lab) if labels else out
+        return (out, lab) if lab is not None else out
 
 
 def _cpp_doc(obj: Any, *keys: str) -> None:
@@ -1416,14 +1557,15 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
     inconsistent sizes, non-finite values, a non-positive sigma_y, an invalid schedule or options, before anything
     runs.
     """
+    core_prior = _mixture(prior, "prior")
     pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
     if device is not None and not (hasattr(device, "__dlpack__") or hasattr(device, "__array_interface__")):
         raise InvalidArgument(f"device: a {type(device).__name__} ({device!r}); pass None (NumPy outputs, the CPU "
                               "executor) or an array whose framework and device the outputs follow, e.g. "
                               "torch.empty(0, device='cuda')")
-    result = _guided_outputs(outputs, device, pr.problems, o.particles, prior.dim, o.steps)
+    result = _guided_outputs(outputs, device, pr.problems, o.particles, core_prior.dim, o.steps)
     args = [result.get(k) for k in _GUIDED_OUTPUTS]
-    result["report"] = _core.guided_sample(_mixture(prior), pr, o, *args, _stream(device, stream))
+    result["report"] = _core.guided_sample(core_prior, pr, o, *args, _stream(device, stream))
     return result
 
 
@@ -1434,10 +1576,13 @@ def _guided_setup(A: Operators, y: ProblemData, sigma_y: ProblemData, sampler: s
                   resampling: Optional[dict], options: dict) -> Tuple[Any, Any]:
     """GuidedProblems and GuidedOptions from guided_sample()'s arguments."""
     o = _fill(GuidedOptions(), options)
-    o.sampler = _enum(_core.GuidedSampler, sampler)
+    o.sampler = _enum(_core.GuidedSampler, sampler, "sampler")
     sched = _schedule(schedule)
     if sched is not None:
         o.schedule = sched
+    if resampling is not None and not isinstance(resampling, collections.abc.Mapping):
+        raise InvalidArgument(f"resampling: {_describe(resampling)}, expected None or a dict of ResamplingOptions "
+                              "fields, e.g. {'scheme': 'systematic'}")
     if resampling:
         r = o.resampling
         _fill(r, resampling)
@@ -1453,6 +1598,12 @@ def _guided_setup(A: Operators, y: ProblemData, sigma_y: ProblemData, sampler: s
     return pr, o
 
 
+# The argument whose value sets each guided output's size (named when the allocation is refused).
+_GUIDED_SIZE_BY = {"particles": "options.particles", "log_weights": "options.particles",
+                   "samples": "options.particles", "log_normaliser": "y", "ess_trace": "options.steps",
+                   "resample_count": "y"}
+
+
 def _guided_outputs(outputs: Sequence[str], device: Any, B: int, N: int, d: int, steps: int) -> dict:
     """New arrays for the named guided outputs, in device's framework."""
     # The library's own checks of these sizes, before the arrays are allocated (numpy would refuse a negative size
@@ -1464,12 +1615,14 @@ def _guided_outputs(outputs: Sequence[str], device: Any, B: int, N: int, d: int,
               "ess_trace": ((B, steps + 1), "float32"), "resample_count": ((B,), "int32")}
     if isinstance(outputs, str):
         raise InvalidArgument(f"outputs: a str ({outputs!r}), expected a sequence of names, e.g. ({outputs!r},)")
+    if not isinstance(outputs, collections.abc.Iterable):
+        raise InvalidArgument(f"outputs: {_describe(outputs)}, expected a sequence of names, e.g. ('samples',)")
     result = {}
     for name in outputs:
         if name not in shapes:
             raise InvalidArgument(f"outputs: unknown output {name!r} (one of {', '.join(_GUIDED_OUTPUTS)})")
         shape, dtype = shapes[name]
-        result[name] = _empty(device, shape, dtype)
+        result[name] = _empty(device, shape, dtype, _GUIDED_SIZE_BY[name])
     return result
 
 
@@ -1490,7 +1643,7 @@ def sliced_wasserstein(a: Array, b: Array, *, directions: int = 256, seed: int =
 
     Returns the distance as a Python float. Synchronises the stream on CUDA (it returns a host value).
     """
-    _array(a, "a"), _array(b, "b")
+    _array(a, "a", required=True), _array(b, "b", required=True)
     return _core.sliced_wasserstein(a, b, _integer(directions, "directions", 1, 2**31 - 1),
                                     _integer(seed, "seed", 0, _UINT64_MAX), _integer(p, "p", 1, 2),
                                     _stream(a, stream))
@@ -1505,8 +1658,7 @@ def component_weights(reference: Any, x: Array) -> np.ndarray:
 
     Returns a new (K,) float64 NumPy array. Synchronous (host only).
     """
-    ref = reference._p if isinstance(reference, MixturePosterior) else _mixture(reference)
-    return _core.component_weights(ref, _array(x, "x"))
+    return _core.component_weights(_reference(reference), _array(x, "x", required=True))
 
 
 def component_weight_error(reference: Any, x: Array) -> float:
@@ -1518,5 +1670,4 @@ def component_weight_error(reference: Any, x: Array) -> float:
 
     Returns a Python float. Synchronous (host only).
     """
-    ref = reference._p if isinstance(reference, MixturePosterior) else _mixture(reference)
-    return _core.component_weight_error(ref, _array(x, "x"))
+    return _core.component_weight_error(_reference(reference), _array(x, "x", required=True))

@@ -1,0 +1,198 @@
+"""Scalar, enum, boolean and required-array arguments of the package's functions are checked by name before the
+binding sees them (diffsample/__init__.py: _integer, _int64, _real, _flag, _enum, _array(required=True),
+_mixture): a value nanobind would refuse with a TypeError naming neither the argument nor the value (None for a
+float or an array, an integer beyond the binding's int64 or int32, an int for an enum), or that Python's own
+conversions would take silently (int(1.5) == 1, float('2') == 2.0, bool('no') is True, an int as an enum value), is an
+InvalidArgument naming the argument. Sizes of the outputs the package allocates are checked against the library's
+limits before the allocation (n and the guided outputs), and a failed allocation is the package's OutOfMemory
+naming n. Seen failing against the package before these checks (each row: a TypeError, AttributeError or ValueError
+naming nothing, NumPy's MemoryError or ValueError, or no error at all)."""
+import numpy as np
+import pytest
+
+import diffsample as ds
+
+MIXTURE = dict(weights=[0.5, 0.5], means=[[0.0, 0.0], [1.0, 1.0]], variances=[1.0, 1.0])
+
+
+def x4():
+    return np.zeros((4, 2), np.float32)
+
+
+@pytest.fixture(scope="module")
+def m():
+    return ds.GaussianMixture(**MIXTURE)
+
+
+# (id, call(m), regex of the InvalidArgument's message)
+CASES = [
+    ("empirical-variance-None", lambda m: ds.GaussianMixture.empirical(np.zeros((2, 2)), None),
+     r"^variance: None, expected a real number"),
+    ("empirical-variance-str", lambda m: ds.GaussianMixture.empirical(np.zeros((2, 2)), "1.0"),
+     r"^variance: a str \('1.0'\), expected a real number"),
+    ("grid-grid-int32", lambda m: ds.GaussianMixture.grid(2, 2**33, 1.0, 1.0),
+     r"^grid: 8589934592 is outside \[-2147483648, 2147483647\] \(the argument's integer type, int32\)"),
+    ("grid-dim-int64", lambda m: ds.GaussianMixture.grid(2**63, 2, 1.0, 1.0),
+     r"^dim: 9223372036854775808 is outside \[-9223372036854775808, 9223372036854775807\]"),
+    ("grid-dim-float", lambda m: ds.GaussianMixture.grid(2.0, 2, 1.0, 1.0), r"^dim: expected an integer"),
+    ("grid-spacing-None", lambda m: ds.GaussianMixture.grid(2, 2, None, 1.0), r"^spacing: None, expected"),
+    ("score-path-int", lambda m: m.score(x4(), path=7),
+     r"^path: a int \(7\), expected a name \(automatic, direct, gemm\) or a diffsample._core.MixturePath"),
+    ("score-path-bool", lambda m: m.score(x4(), path=True), r"^path: True, expected a name"),
+    ("score-x-None", lambda m: m.score(None), r"^x: None, expected a float32 array"),
+    ("score-a-None", lambda m: m.score(x4(), None, 0.5), r"^a: None, expected a real number"),
+    ("score-s-str", lambda m: m.score(x4(), 1.0, "0.5"), r"^s: a str \('0.5'\), expected a real number"),
+    ("score-a-bool", lambda m: m.score(x4(), True, 0.5), r"^a: True, expected a real number"),
+    ("score-stream-uint64", lambda m: m.score(x4(), stream=2**64),
+     r"^stream: 18446744073709551616 is outside \[0, 18446744073709551615\] \(a CUDA stream handle\)"),
+    ("score-stream-negative", lambda m: m.score(x4(), stream=-1), r"^stream: -1 is outside"),
+    ("jvp-v-None", lambda m: m.denoiser_jvp(x4(), None), r"^v: None, expected a float32 array"),
+    ("fp64-s-None", lambda m: m.evaluate_fp64("score", np.zeros((2, 2)), 1.0, None), r"^s: None"),
+    ("sample-a-None", lambda m: m.sample(4, None), r"^a: None, expected a real number"),
+    ("langevin-x-None", lambda m: ds.langevin(m, None, steps=2), r"^x: None, expected a float32 array"),
+    ("langevin-mixture", lambda m: ds.langevin(None, x4(), steps=2), r"^mixture: None, expected a GaussianMixture"),
+    ("langevin-target-str", lambda m: ds.langevin(m, x4(), target=("1", 0.0), steps=2),
+     r"^target\[0\] \(a\): a str \('1'\), expected a real number"),
+    ("diffusion-mixture", lambda m: ds.diffusion("prior", 4, steps=2), r"^mixture: a str \('prior'\), expected"),
+    ("diffusion-schedule-int", lambda m: ds.diffusion(m, 4, steps=2, schedule=3),
+     r"^schedule: a int \(3\), expected None, a NoiseSchedule or a schedule kind's name"),
+    ("diffusion-sampler-int", lambda m: ds.diffusion(m, 4, steps=2, sampler=7), None),  # TypeError: a setting
+    ("plan-n-float", lambda m: ds.DiffusionPlan(4.5, 2, steps=2), r"^n: expected an integer"),
+    ("plan-d-None", lambda m: ds.DiffusionPlan(4, None, steps=2), r"^d: expected an integer .*got None"),
+    ("plan-n-int64", lambda m: ds.DiffusionPlan(2**63, 2, steps=2), r"^n: 9223372036854775808 is outside"),
+    ("plan-device-None", lambda m: ds.DiffusionPlan(4, 2, device=None, steps=2),
+     r"^device: None, expected a name \(automatic, cuda, cpu\)"),
+    ("plan-device-unknown", lambda m: ds.DiffusionPlan(4, 2, device="tpu", steps=2), r"^device: executor: unknown"),
+    ("plan-output-bool", lambda m: ds.DiffusionPlan(4, 2, output=True, steps=2), r"^output: True, expected a name"),
+    ("plan-step_channel-k", lambda m: ds.DiffusionPlan(4, 2, steps=2).step_channel(2**63), r"^k: 9223372036854775808"),
+    ("plan-step_time-k", lambda m: ds.DiffusionPlan(4, 2, steps=2).step_time(None), r"^k: expected an integer"),
+    ("plan-reset-x-None", lambda m: ds.DiffusionPlan(4, 2, steps=2).reset(None), r"^x: None, expected"),
+    ("plan-run-model", lambda m: ds.DiffusionPlan(4, 2, steps=2).run(None), r"^model: None, expected a callable"),
+    ("sp-ask-k", lambda m: ds.SamplingPlan.diffusion(4, 2, steps=2).ask(2**63),
+     r"^k: 9223372036854775808 is outside \[-9223372036854775808, 9223372036854775807\]"),
+    ("sp-ask-k-float", lambda m: ds.SamplingPlan.diffusion(4, 2, steps=2).ask(1.0), r"^k: expected an integer"),
+    ("sp-langevin-d", lambda m: ds.SamplingPlan.langevin(4, "2", steps=2), r"^d: expected an integer"),
+    ("sp-guided-d", lambda m: ds.SamplingPlan.guided(None, [[1.0, 0.0]], [0.5], 0.5, steps=2, particles=4),
+     r"^d: expected an integer"),
+    ("sp-run-model", lambda m: ds.SamplingPlan.diffusion(4, 2, steps=2).run(3), r"^model: a int \(3\), expected"),
+    ("gather-states-None", lambda m: ds.gather_particles(None, np.zeros((1, 4), np.int32)), r"^states: None"),
+    ("gather-ancestors-None", lambda m: ds.gather_particles(np.zeros((1, 4, 2), np.float32), None),
+     r"^ancestors: None, expected an array"),
+    ("posterior-prior", lambda m: ds.MixturePosterior(None, [[1.0, 0.0]], 0.5, [0.5]), r"^prior: None, expected"),
+    ("guided-prior", lambda m: ds.guided_sample(3, [[1.0, 0.0]], [0.5], 0.5, steps=2, particles=4),
+     r"^prior: a int \(3\), expected a GaussianMixture"),
+    ("guided-sampler-None", lambda m: ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, sampler=None, steps=2),
+     r"^sampler: None, expected a name"),
+    ("guided-resampling-str", lambda m: ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, resampling="systematic"),
+     r"^resampling: a str \('systematic'\), expected None or a dict"),
+    ("guided-outputs-None", lambda m: ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, outputs=None, steps=2),
+     r"^outputs: None, expected a sequence of names"),
+    ("sliced-b-None", lambda m: ds.sliced_wasserstein(x4(), None), r"^b: None, expected a float32 array"),
+    ("weights-reference", lambda m: ds.component_weights("m", x4()), r"^reference: a str \('m'\), expected"),
+    ("weights-x-None", lambda m: ds.component_weight_error(m, None), r"^x: None, expected a float32 array"),
+]
+
+
+@pytest.mark.parametrize("call,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_arguments_are_refused_by_name(m, call, pattern):
+    if pattern is None:  # a keyword setting: a TypeError naming it (README, "Errors")
+        with pytest.raises(TypeError, match=r"^sampler: a int \(7\), expected a name \(ddpm, "):
+            call(m)
+        return
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        call(m)
+
+
+def test_valid_scalars_still_pass(m):
+    """What the checks take: NumPy integers and floats, 0-d arrays, ints for floats, NumPy bools, enum values."""
+    x = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    ref = m.score(x, 1.0, 0.5)
+    np.testing.assert_array_equal(m.score(x, np.float32(1.0), np.array(0.5), path=ds._core.MixturePath.automatic),
+                                  ref)
+    np.testing.assert_array_equal(m.score(x, 1, 0.5, stream=np.uint64(0)), ref)
+    plan = ds.SamplingPlan.diffusion(np.int64(4), np.int32(2), steps=2)
+    assert plan.ask(np.int64(0))["index"] == 0
+    assert ds.DiffusionPlan(4, 2, steps=3).step_channel(np.int64(3)) == ds.DiffusionPlan(4, 2, steps=3).step_channel(3)
+    g = ds.GaussianMixture.grid(np.int64(2), np.int32(3), np.float64(1.0), 1)
+    assert g.components == 9
+
+
+# ---- booleans -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["no", "", 1, 0, None, 1.0])
+def test_resample_reports_takes_booleans_only(value):
+    lw = np.zeros((2, 4), np.float32)
+    with pytest.raises(ds.InvalidArgument, match=r"^reports: .*expected True or False"):
+        ds.resample(lw, reports=value)
+
+
+def test_numpy_bools_are_booleans(m):
+    lw = np.zeros((2, 4), np.float32)
+    assert ds.resample(lw, reports=np.bool_(False))[2] is None
+    assert ds.resample(lw, reports=np.bool_(True))[2].shape == (2,)
+    out, labels = m.sample(8, seed=3, labels=np.bool_(True))
+    assert labels.shape == (8,) and labels.dtype == np.int32
+    np.testing.assert_array_equal(out, m.sample(8, seed=3))
+    assert isinstance(m.sample(8, seed=3, labels=np.bool_(False)), np.ndarray)
+    post = ds.MixturePosterior(m, [[1.0, 0.0]], 0.5, [0.5])
+    assert len(post.sample(8, labels=np.bool_(True))) == 2
+    # A boolean setting takes a NumPy bool as the bool it is (the binding alone refuses it).
+    start = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    np.testing.assert_array_equal(ds.diffusion(m, out=start.copy(), steps=3, draw_initial=np.bool_(False)),
+                                  ds.diffusion(m, out=start.copy(), steps=3, draw_initial=False))
+
+
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_posterior_labels_take_booleans_only(m, value):
+    post = ds.MixturePosterior(m, [[1.0, 0.0]], 0.5, [0.5])
+    with pytest.raises(ds.InvalidArgument, match=r"^labels: .*expected True or False"):
+        post.sample(4, labels=value)
+
+
+def test_boolean_settings_refuse_strings(m):
+    with pytest.raises(TypeError, match=r"^draw_initial: a str \('no'\), expected bool"):
+        ds.diffusion(m, 4, steps=2, draw_initial="no")
+
+
+# ---- sizes of the outputs the package allocates ---------------------------------------------------------------------
+
+
+def test_huge_n_is_refused_before_allocating(m):
+    # 2^45 x 2 float32 = 2^48 bytes: above limits.max_host_bytes (2^46), refused as the library refuses such a request.
+    assert 2**45 * 2 * 4 > ds.limits.max_host_bytes
+    pattern = r"^n: needs 281474976710656 bytes of host memory for the \(35184372088832, 2\) float32 output, the " \
+              r"limit is 70368744177664 \(2\^46\)"
+    with pytest.raises(ds.OutOfMemory, match=pattern):
+        m.sample(2**45)
+    with pytest.raises(ds.OutOfMemory, match=pattern):
+        ds.diffusion(m, 2**45, steps=2)
+    post = ds.MixturePosterior(m, [[1.0, 0.0]], 0.5, [0.5])
+    with pytest.raises(ds.OutOfMemory, match=r"^n: needs 562949953421312 bytes .*float64 output"):
+        post.sample(2**45, dtype="float64")
+    # n x d elements beyond a 64-bit byte count: the library's check_count, an InvalidArgument.
+    for n in (2**62, 2**63, 2**64):
+        with pytest.raises(ds.InvalidArgument, match=rf"^n: {n} x 2 elements overflow a 64-bit byte count"):
+            m.sample(n)
+
+
+def test_a_failed_allocation_is_out_of_memory_naming_n(m, monkeypatch):
+    """Below the limit the allocation itself may fail: NumPy's MemoryError becomes the package's OutOfMemory
+    (still a MemoryError) naming n. np.empty is replaced by one that fails, so nothing large is asked of the host."""
+    def failing(*args, **kwargs):
+        raise MemoryError("Unable to allocate")
+
+    monkeypatch.setattr(np, "empty", failing)
+    with pytest.raises(ds.OutOfMemory, match=r"^n: the \(1048576, 2\) float32 output \(8388608 bytes\) could not be "
+                                             r"allocated") as e:
+        m.sample(2**20)
+    assert isinstance(e.value, MemoryError)
+    with pytest.raises(ds.OutOfMemory, match=r"^n: the \(16, 2\) float32 output"):
+        ds.DiffusionPlan(16, 2, steps=2).run(lambda x, a, s: x)
+
+
+def test_guided_outputs_are_checked_before_allocating(m):
+    # 2^24 particles x 2^20 problems x d = 2: 2^45 float32 values, 2^47 bytes.
+    y = np.zeros((2**20, 1))
+    with pytest.raises(ds.OutOfMemory, match=r"^options.particles: needs 140737488355328 bytes of host memory"):
+        ds.guided_sample(m, [[1.0, 0.0]], y, 0.5, outputs=("particles",), particles=2**24, steps=2)
