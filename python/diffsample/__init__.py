@@ -428,10 +428,14 @@ def _writable(a: Any, name: str, dtype: Optional[str] = "float32", required: boo
 
 def _trajectory(trajectory: Any, options: Any) -> Any:
     """Refuses a trajectory array given without record_every (0: the library records nothing, and its shape check
-    would ask for a (0, n, d) array). Returns trajectory."""
+    would ask for a (0, n, d) array), and record_every without a trajectory array (nothing would be recorded; the C
+    ABI refuses it too). Returns trajectory."""
     if trajectory is not None and options.record_every <= 0:
         raise InvalidArgument(f"trajectory: given, but record_every is {options.record_every} (nothing is "
                               "recorded); set record_every=k to record the state after every k-th step")
+    if trajectory is None and options.record_every > 0:
+        raise InvalidArgument(f"record_every: {options.record_every}, but no trajectory array is given (nothing "
+                              "would be recorded); pass trajectory=, or leave record_every at 0")
     return trajectory
 
 
@@ -832,7 +836,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
         x: (n, d) float32 writable, C-contiguous array (NumPy, PyTorch, CuPy; CPU or CUDA: the executor follows
             it) holding the chains' initial states; overwritten with the final states.
         trajectory: None, or a (steps // record_every, n, d) float32 array on x's device receiving every
-            record_every-th state.
+            record_every-th state; required when record_every > 0, refused when it is 0.
         accepted: None, or an (n,) int64 array on x's device receiving each chain's accepted proposals (MALA).
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
             cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
@@ -870,7 +874,8 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
         out: (n, d) float32 writable, C-contiguous array (NumPy, PyTorch, CuPy; CPU or CUDA: the executor follows
             it) receiving the samples; with draw_initial=False it holds the initial states on entry.
         trajectory: None, or a (records, n, d) float32 array on out's device receiving every record_every-th
-            state (records = total steps // record_every; sequential_measurements: steps x measurements in all).
+            state (records = total steps // record_every; sequential_measurements: steps x measurements in all);
+            required when record_every > 0, refused when it is 0.
         schedule: a NoiseSchedule, or a schedule kind's name ('vp_linear', 'vp_cosine', 'variance_exploding', ...);
             None: the options' default.
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with

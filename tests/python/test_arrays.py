@@ -87,6 +87,16 @@ def test_errors_name_the_argument_and_value(mixture2):
     assert not traj.any()
     ds.langevin(mixture2, x.copy(), method="ula", step_size=0.01, steps=3, record_every=1, trajectory=traj)
     assert traj.all()
+    # record_every without a trajectory (nothing would be recorded) is refused naming it, as the C ABI refuses it,
+    # before anything runs.
+    start = x.copy()
+    with pytest.raises(ds.InvalidArgument, match="record_every: 1, but no trajectory"):
+        ds.langevin(mixture2, start, method="ula", step_size=0.01, steps=3, record_every=1)
+    with pytest.raises(ds.InvalidArgument, match="record_every: 2, but no trajectory"):
+        ds.diffusion(mixture2, out=start, steps=4, record_every=2)
+    with pytest.raises(ds.InvalidArgument, match="record_every: 2, but no trajectory"):
+        ds.diffusion(mixture2, 8, steps=4, record_every=2)
+    assert np.array_equal(start, x)
     # A read-only output is refused before anything runs.
     ro = np.zeros((8, 2), dtype=np.float32)
     ro.flags.writeable = False
