@@ -11,6 +11,10 @@
 // with xbar0 = V^T m (m the denoiser) and eps = (x - a m) / s. The complement of V is never formed: the full-space
 // DDIM update is made first and its projection on V replaced, xt' = u + V (v - V^T u), which needs only V; the
 // observed components' noise is V^T xi, independent of the complement's part of xi. Then x' = a' xt'.
+// The kernels form a' xt' directly (every term above times a', so a' sigma' = s'): the VE quantities sigma = s / a
+// are never formed, since their squares leave FP32 where a is tiny (an OU schedule of horizon 50 starts at
+// a = 2e-22, sigma = 5e21, sigma^2 = 3e43: NaN before). The cases compare s' with a' n_i and the noise of the
+// second is sqrt(s'^2 - (a' n_i eta_b)^2), both below the schedule's bound on s (1e18) squared.
 #pragma once
 
 #include "kernels/config.cuh"
@@ -20,10 +24,9 @@
 
 namespace diffsample::kernels {
 
-/// One DDRM transition: channel (a, s) of x, signal scale a_next and VE noise level sigma_next = s_next / a_next of
-/// the next point.
+/// One DDRM transition: channel (a, s) of x and channel (a_next, s_next) of the next point.
 struct ddrm_step {
-  float a, s, a_next, sigma_next;
+  float a, s, a_next, s_next;
   float inv_s;  // 1 / s, from the host (no division in the step)
 };
 
@@ -50,7 +53,7 @@ struct ddrm_params {
   int d, r;
   float eta, eta_b;
   float keep;               // sqrt(1 - eta^2)
-  float sigma_start;        // s_0 / a_0
+  float s_start;            // s_0
   float a_start;            // a_0
   std::uint64_t seed;
   /// A shard of a larger run, as kernels::guided_params::stream_skip and stream_first (0: every particle here).
@@ -119,28 +122,29 @@ struct ddrm_scratch {
 
 /// The initial state at the first grid point (VE level sigma_T = s_0 / a_0): xt = sigma_T xi, then every observed
 /// component with n_i < sigma_T is set to ybar_i + sqrt(sigma_T^2 - n_i^2) (V^T xi)_i (the published p(x_T | y));
-/// x = a_0 xt. Stream step 0 of the Philox stream @p id: ddrm_init's arithmetic, for the stepwise run.
+/// x = a_0 xt, formed as x = s_0 xi with the observed components a_0 ybar_i + sqrt(s_0^2 - (a_0 n_i)^2) (V^T xi)_i
+/// where a_0 n_i < s_0 (no sigma_T: see the top of this file). Stream step 0 of the Philox stream @p id:
+/// ddrm_init's arithmetic, for the stepwise run.
 template <class X>
 DS_HD_INLINE void ddrm_init_stream(const ddrm_params& p, std::uint64_t id, std::int64_t b, X& x,
                                    const ddrm_scratch& w) {
-  const float sT = p.sigma_start;
+  const float s0 = p.s_start, a0 = p.a_start;
   philox rng(p.seed, id, 0);
   rng.normals(p.d, [&](int j, float z) {
     w.xi[j] = z;
-    x[j] = sT * z;
+    x[j] = s0 * z;
   });
   ddrm_project(p, b, w.xi, w.proj_xi);
   const float* ybar = p.ybar + b * p.r;
   const float* noise = p.noise + b * p.r;
   for (int c = 0; c < p.r; ++c) {
-    const float n = noise[c];
-    const float keep = sT * w.proj_xi[c];  // the current spectral value
+    const float an = a0 * noise[c];       // a_0 n_i (negative where unobserved)
+    const float keep = s0 * w.proj_xi[c];  // the current spectral value
     float target = keep;
-    if (n >= 0.f && n < sT) target = ybar[c] + ddrm_sqrt(sT * sT - n * n) * w.proj_xi[c];
+    if (an >= 0.f && an < s0) target = a0 * ybar[c] + ddrm_sqrt(s0 * s0 - an * an) * w.proj_xi[c];
     w.proj_m[c] = target - keep;
   }
   ddrm_lift(p, b, w.proj_m, x);
-  for (int j = 0; j < p.d; ++j) x[j] *= p.a_start;
 }
 
 /// The DDRM transition k of one particle in place from its denoiser w.m at step k's channel (stream step k + 1 of
@@ -153,16 +157,16 @@ DS_HD_INLINE void ddrm_update(const ddrm_params& p, std::uint64_t id, std::int64
   const ddrm_step st = p.steps[k];
   const int d = p.d;
   const strided_vec<float> m = w.m;
-  const float sn = st.sigma_next;
+  const float an = st.a_next, sn = st.s_next;  // a' and s' = a' sigma'
   const float keep = p.keep;
-  const float spread = p.eta * sn;  // std of the fresh noise
+  const float spread = p.eta * sn;  // std of the fresh noise (times a')
   philox rng(p.seed, id, static_cast<std::uint64_t>(k) + 1);
-  // u = m + sigma' sqrt(1 - eta^2) eps + eta sigma' xi (the VE-scaled DDIM update), in x.
+  // a' u = a' m + s' sqrt(1 - eta^2) eps + eta s' xi (the VE-scaled DDIM update times a'), in x.
   const float inv_s = st.inv_s;
   rng.normals(d, [&](int j, float z) {
     w.xi[j] = z;
     const float eps = (x[j] - st.a * m[j]) * inv_s;
-    x[j] = m[j] + sn * keep * eps + spread * z;
+    x[j] = an * m[j] + sn * keep * eps + spread * z;
   });
   ddrm_project(p, b, x, w.proj_u);
   ddrm_project(p, b, w.xi, w.proj_xi);
@@ -171,21 +175,20 @@ DS_HD_INLINE void ddrm_update(const ddrm_params& p, std::uint64_t id, std::int64
   const float* noise = p.noise + b * p.r;
   const float* inv_noise = p.inv_noise + b * p.r;
   for (int c = 0; c < p.r; ++c) {
-    const float n = noise[c];
-    float v = w.proj_u[c];  // unobserved: the DDIM update as it is
+    const float n = an * noise[c];  // a' n_i (negative where unobserved)
+    float v = w.proj_u[c];          // unobserved: the DDIM update as it is
     if (n >= 0.f) {
       const float x0 = w.proj_m[c];
       if (sn < n) {
-        v = x0 + sn * keep * (ybar[c] - x0) * inv_noise[c] + spread * w.proj_xi[c];
+        v = an * x0 + sn * keep * (ybar[c] - x0) * inv_noise[c] + spread * w.proj_xi[c];
       } else {
-        v = (1.f - p.eta_b) * x0 + p.eta_b * ybar[c] +
-            ddrm_sqrt(sn * sn - n * n * p.eta_b * p.eta_b) * w.proj_xi[c];
+        const float nb = n * p.eta_b;
+        v = an * ((1.f - p.eta_b) * x0 + p.eta_b * ybar[c]) + ddrm_sqrt(sn * sn - nb * nb) * w.proj_xi[c];
       }
     }
     w.proj_m[c] = v - w.proj_u[c];
   }
   ddrm_lift(p, b, w.proj_m, x);
-  for (int j = 0; j < d; ++j) x[j] *= st.a_next;
 }
 
 /// The initial state (ddrm_init_stream) of particle i of problem b, from the particle's stream (ddrm_stream).

@@ -115,7 +115,7 @@ struct ddrm_layout {
   std::int64_t r = 0, operators = 1;
   std::size_t steps = 0, V = 0, ybar = 0, noise = 0, inv_noise = 0, table_end = 0, channels = 0, x = 0, work = 0;
   std::size_t answer = 0;  // B N x d: the stepwise run's answers (CPU executor, plans)
-  float sigma_start = 1.f, a_start = 1.f;
+  float s_start = 1.f, a_start = 1.f;
 };
 
 std::int64_t operator_count(const guided_problems& pr, std::int64_t d) {
@@ -156,15 +156,14 @@ ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, cons
                        "options.schedule: a = 0 at t = " << (pts[k].a > 0 ? pts[k + 1].t : pts[k].t)
                                                          << ": DDRM's scaling x / a needs a > 0");
   }
-  l.sigma_start = float(pts[0].s / pts[0].a);
+  l.s_start = float(pts[0].s);
   l.a_start = float(pts[0].a);
   if (host == nullptr) return l;
   host->assign(l.table_end, 0);
   unsigned char* base = host->data();
   auto* steps = reinterpret_cast<kernels::ddrm_step*>(base + l.steps);
   for (std::int64_t k = 0; k < K; ++k)
-    steps[k] = {float(pts[k].a), float(pts[k].s), float(pts[k + 1].a), float(pts[k + 1].s / pts[k + 1].a),
-                float(1.0 / pts[k].s)};
+    steps[k] = {float(pts[k].a), float(pts[k].s), float(pts[k + 1].a), float(pts[k + 1].s), float(1.0 / pts[k].s)};
   auto* V = reinterpret_cast<float*>(base + l.V);
   for (std::int64_t c = 0; c < l.operators; ++c)
     for (std::int64_t j = 0; j < d; ++j)
@@ -207,7 +206,7 @@ kernels::ddrm_params bind_ddrm(const ddrm_layout& l, unsigned char* ws, std::int
   p.eta = float(o.ddrm_eta);
   p.eta_b = float(o.ddrm_eta_b);
   p.keep = float(std::sqrt(std::max(0.0, 1.0 - o.ddrm_eta * o.ddrm_eta)));
-  p.sigma_start = l.sigma_start;
+  p.s_start = l.s_start;
   p.a_start = l.a_start;
   p.seed = o.seed;
   return p;

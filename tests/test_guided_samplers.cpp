@@ -434,20 +434,20 @@ TEST(GuidedSamplers, BitIdenticalAcrossThreadsAndBatchSplits) {
   }
 }
 
-// One DDRM transition from a fixed state against the published update in FP64, with the kernel's own normals
-// (kernels/rng.cuh, stream (seed, 0, 1)) and a rank-2 operator in d = 4 given by an orthonormal V: the components
-// cover all three cases (one observed with less noise than sigma', one with more, and the unobserved complement).
-// Tolerance 1e-5 relative (FP32). Seen failing with eta_b's weight applied to the observed value's complement.
-TEST(Ddrm, OneStepMatchesFp64Reference) {
+// One DDRM transition from a fixed state against the published update in FP64 (in its VE scaling xt = x / a, which
+// FP64 holds at any a here), with the kernel's own normals (kernels/rng.cuh, stream (seed, 0, 1)) and a rank-2
+// operator in d = 4 given by an orthonormal V: component 0 observed with noise n_0, component 1 with n_1, the
+// unobserved complement. Tolerance 1e-5 relative (FP32).
+namespace {
+void check_ddrm_one_step(double a, double s, double a_next, double s_next, std::vector<float> noise) {
   const small_mixture mix;
   const int d = mix.d, r = 2;
   // V: two orthonormal columns (rotations of e0, e1).
   const double c = std::cos(0.3), s_ = std::sin(0.3);
   const std::vector<float> V = {float(c), 0.f, float(s_), 0.f, 0.f, 1.f, 0.f, 0.f};  // d x r, column 0 = (c, s, 0, 0)
-  // Noise levels: component 0 observed with n = 0.2 (< sigma'), component 1 with n = 2.0 (> sigma').
-  const std::vector<float> ybar = {1.3f, -0.7f}, noise = {0.2f, 2.0f}, inv_noise = {5.0f, 0.5f};
-  const double a = 0.6, s = 0.8, a_next = 0.8, sigma_next = 0.75, eta = 0.85, eta_b = 0.9;
-  kn::ddrm_step st{float(a), float(s), float(a_next), float(sigma_next), float(1 / s)};
+  const std::vector<float> ybar = {1.3f, -0.7f}, inv_noise = {1.f / noise[0], 1.f / noise[1]};
+  const double sigma_next = s_next / a_next, eta = 0.85, eta_b = 0.9;
+  kn::ddrm_step st{float(a), float(s), float(a_next), float(s_next), float(1 / s)};
   kn::ddrm_params p{};
   std::vector<float> table(kn::mixture_channels::table_floats(mix.view(), 1));
   p.channels = kn::mixture_channels::in(mix.view(), 1, table.data());
@@ -495,7 +495,43 @@ TEST(Ddrm, OneStepMatchesFp64Reference) {
                                          : pm + sigma_next * keep * (ybar[i] - pm) / n + eta * sigma_next * pxi;
     for (int j = 0; j < d; ++j) out[j] += col(i, j) * (v_ref - pu);
   }
-  for (int j = 0; j < d; ++j) EXPECT_NEAR(xf[j], a_next * out[j], 1e-5 * (1 + std::abs(a_next * out[j])));
+  for (int j = 0; j < d; ++j)
+    EXPECT_NEAR(xf[j], a_next * out[j], 1e-5 * (1 + std::abs(a_next * out[j]))) << "a " << a << " coordinate " << j;
+
+  // The initial state at channel (a, s) (ddrm_init, stream step 0): xt = sigma xi, observed components with n <
+  // sigma set to ybar + sqrt(sigma^2 - n^2) (V^T xi), x = a xt.
+  p.s_start = float(s);
+  p.a_start = float(a);
+  kn::ddrm_init(p, 0, 0, xp, w);
+  kn::philox rng0(13, 0, 0);
+  rng0.normals(d, [&](int j, float z) { xi[j] = z; });
+  const double sigma = s / a;
+  std::vector<double> x0(d);
+  for (int j = 0; j < d; ++j) x0[j] = sigma * xi[j];
+  for (int i = 0; i < r; ++i) {
+    double pxi = 0;
+    for (int j = 0; j < d; ++j) pxi += col(i, j) * xi[j];
+    const double n = noise[i];
+    if (!(n < sigma)) continue;
+    const double target = ybar[i] + std::sqrt(sigma * sigma - n * n) * pxi;
+    for (int j = 0; j < d; ++j) x0[j] += col(i, j) * (target - sigma * pxi);
+  }
+  for (int j = 0; j < d; ++j)
+    EXPECT_NEAR(xf[j], a * x0[j], 1e-5 * (1 + std::abs(a * x0[j]))) << "initial state, a " << a << " coordinate " << j;
+}
+}  // namespace
+
+// Component 0 observed with less noise than sigma' (n = 0.2), component 1 with more (n = 2.0). Seen failing with
+// eta_b's weight applied to the observed value's complement.
+TEST(Ddrm, OneStepMatchesFp64Reference) { check_ddrm_one_step(0.6, 0.8, 0.8, 0.6, {0.2f, 2.0f}); }
+
+// The same at the start of an Ornstein-Uhlenbeck schedule of horizon 50 (a = e^-50 = 1.9e-22, s = 1; the next
+// point t = 49.5): sigma = s / a = 5e21, whose square leaves FP32. Component 1's noise n = 1e22 keeps it in the
+// sigma' < n case (a' n = 3.3 > s'). Seen failing before the kernels formed a' xt' directly: every coordinate NaN
+// (sqrt of inf - inf), initial state and step.
+TEST(Ddrm, OneStepMatchesFp64ReferenceAtAnOuHorizonOf50) {
+  check_ddrm_one_step(std::exp(-50.0), std::sqrt(-std::expm1(-100.0)), std::exp(-49.5),
+                      std::sqrt(-std::expm1(-99.0)), {0.2f, 1e22f});
 }
 
 // The host factorisation of a dense A (eigendecomposition of A A^T, V = A^T U / S) against the same A given as an
@@ -1274,7 +1310,7 @@ TEST(GuidedSamplers, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
       q.eta = 0.5f;
       q.eta_b = 0.7f;
       q.keep = std::sqrt(0.75f);
-      q.sigma_start = 1.5f;
+      q.s_start = 0.45f;
       q.a_start = 0.3f;
       q.seed = 23;
       q.coordinate_stride = p.coordinate_stride;

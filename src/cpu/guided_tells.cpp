@@ -49,14 +49,14 @@ __attribute__((noinline)) void ddrm_tell_packs(const kernels::ddrm_stage_functor
   const kernels::ddrm_step st = p.steps[f.k];
   const fpack ux(f.ux), um(f.um);
   for (int j = 0; j < d; ++j) ms[j] = ds_fma(ux, xs[j], um * ms[j]);  // kernels::answer_as_denoiser
-  const float sn = st.sigma_next;
-  const fpack step(sn * p.keep), spread(p.eta * sn), a(st.a), inv_s(st.inv_s);
+  const float an = st.a_next, sn = st.s_next;
+  const fpack step(sn * p.keep), spread(p.eta * sn), a(st.a), inv_s(st.inv_s), a_next(an);
   const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::ddrm_stream(p, pk.i0, b);
   philox_pack rng(p.seed, id, static_cast<std::uint64_t>(f.k) + 1);
-  rng.normals(d, [&](int j, fpack z) {  // u = m + sigma' sqrt(1 - eta^2) eps + eta sigma' xi, in x
+  rng.normals(d, [&](int j, fpack z) {  // a' u = a' m + s' sqrt(1 - eta^2) eps + eta s' xi, in x
     xi[j] = z;
     const fpack eps = (xs[j] - a * ms[j]) * inv_s;
-    xs[j] = ms[j] + step * eps + spread * z;
+    xs[j] = a_next * ms[j] + step * eps + spread * z;
   });
   const float* V = p.V + b * p.V_stride;
   for (int i = 0; i < r; ++i) proj_u[i] = proj_xi[i] = proj_m[i] = fpack(0.f);
@@ -74,25 +74,25 @@ __attribute__((noinline)) void ddrm_tell_packs(const kernels::ddrm_stage_functor
   const float* noise = p.noise + b * r;
   const float* inv_noise = p.inv_noise + b * r;
   for (int c = 0; c < r; ++c) {
-    const float n = noise[c];
-    fpack v = proj_u[c];  // unobserved: the DDIM update as it is
+    const float n = an * noise[c];  // a' n_i (negative where unobserved)
+    fpack v = proj_u[c];            // unobserved: the DDIM update as it is
     if (n >= 0.f) {
       const fpack x0 = proj_m[c];
       if (sn < n) {
-        v = x0 + step * (fpack(ybar[c]) - x0) * fpack(inv_noise[c]) + spread * proj_xi[c];
+        v = a_next * x0 + step * (fpack(ybar[c]) - x0) * fpack(inv_noise[c]) + spread * proj_xi[c];
       } else {
-        v = fpack(1.f - p.eta_b) * x0 + fpack(p.eta_b * ybar[c]) +
-            fpack(kernels::ddrm_sqrt(sn * sn - n * n * p.eta_b * p.eta_b)) * proj_xi[c];
+        const float nb = n * p.eta_b;
+        v = a_next * (fpack(1.f - p.eta_b) * x0 + fpack(p.eta_b * ybar[c])) +
+            fpack(kernels::ddrm_sqrt(sn * sn - nb * nb)) * proj_xi[c];
       }
     }
     proj_m[c] = v - proj_u[c];
   }
-  const fpack a_next(st.a_next);
-  for (int j = 0; j < d; ++j) {  // x' = a' (u + V (v - V^T u))
+  for (int j = 0; j < d; ++j) {  // x' = a' u + V (a' v - V^T a' u)
     const float* row = V + static_cast<std::int64_t>(j) * r;
     fpack acc(0.f);
     for (int i = 0; i < r; ++i) acc = acc + fpack(row[i]) * proj_m[i];
-    xs[j] = (xs[j] + acc) * a_next;
+    xs[j] = xs[j] + acc;
   }
 }
 
