@@ -320,8 +320,8 @@ struct plan_storage {
 diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_options& o, model_output output,
                                execution exec)
     : storage_(std::make_unique<detail::plan_storage>()) {
+  limits::check("dim", d, 1, limits::max_dim);  // first: check_count would name n for a d below 1
   detail::check_count("n", n, d);
-  limits::check("dim", d, 1, limits::max_dim);
   DIFFSAMPLE_EXPECTS(o.sampler != diffusion_sampler::ode_heun && o.sampler != diffusion_sampler::sequential_measurements,
                      "options.sampler: " << to_string(o.sampler)
                                          << " evaluates the model away from x and is available only fused (diffusion())");

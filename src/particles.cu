@@ -311,6 +311,9 @@ template <class Index>
 executor gather_checked(const float* states, std::int64_t problems, std::int64_t particles, std::int64_t dim,
                         const Index* ancestors, float* out, execution exec) {
   check_sizes(problems, particles);
+  // The dimension first, by its own name (check_count would name the count it multiplies); no upper bound but the
+  // byte count's.
+  limits::check("dim", dim, 1, std::numeric_limits<std::int64_t>::max());
   detail::check_count("problems x particles", problems * particles, dim);
   const executor where = detail::resolve_executor(exec.kind, states);
   const std::int64_t count = problems * particles;

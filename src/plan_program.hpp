@@ -34,12 +34,13 @@ struct plan_program {
 void denoiser_form(model_output output, double a, double s, const schedule_point* p, std::int64_t k, double& ux,
                    double& um);
 
-/// The checks a chain program starts with, in this order: n x d fits, d in [1, limits::max_dim], the family's
-/// @p validate_options(options), and no recording (a plan records nothing: its samples are read between asks).
+/// The checks a chain program starts with, in this order: d in [1, limits::max_dim] (first, so that a d below 1
+/// is named as dim), n x d fits, the family's @p validate_options(options), and no recording (a plan records
+/// nothing: its samples are read between asks).
 template <class Options, class Validate>
 void check_program(std::int64_t n, std::int64_t d, const Options& options, Validate validate_options) {
-  check_count("n", n, d);
   limits::check("dim", d, 1, limits::max_dim);
+  check_count("n", n, d);
   validate_options(options);
   DIFFSAMPLE_EXPECTS(options.record_every == 0, "options.record_every: a plan records nothing (read samples() between "
                                                 "asks), got " << options.record_every);

@@ -533,6 +533,25 @@ TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
 
 // The C ABI's last error belongs to the calling thread: a success on one thread neither clears nor replaces the
 // message of another thread's failure.
+TEST(Validation, ADimensionBelowOneIsNamedAsTheDimension) {
+  // A dimension argument of 0 or -1 is refused naming that argument (gather_particles' dim, the plans' dim), not
+  // the count it multiplies (it said "problems x particles: dimension must be >= 1" and "n: dimension ...").
+  const execution cpu{executor::cpu};
+  std::vector<float> states(8), out(8);
+  std::vector<std::int32_t> ancestors(2);
+  for (const std::int64_t dim : {std::int64_t(0), std::int64_t(-1)}) {
+    const std::string want = "dim = " + std::to_string(dim) + ", must be at least 1";
+    SCOPED_TRACE(want);
+    expect_error([&] { gather_particles(out.data(), 1, 2, dim, states.data(), ancestors.data(), cpu); },
+                 {want.c_str()});
+    expect_error([&] { diffusion_plan(4, dim, diffusion_options{}, model_output::denoiser, cpu); }, {want.c_str()});
+    expect_error([&] { sampling_plan::diffusion(4, dim, diffusion_options{}, model_output::denoiser, cpu); },
+                 {want.c_str()});
+    expect_error([&] { sampling_plan::langevin(4, dim, langevin_options{}, model_output::score, cpu); },
+                 {want.c_str()});
+  }
+}
+
 TEST(Validation, CLastErrorIsPerThread) {
   std::promise<void> failed, succeeded;
   std::string seen_by_failing_thread, seen_by_succeeding_thread;
