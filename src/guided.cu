@@ -1282,6 +1282,16 @@ class staged_shard final : public guided_shard {
   std::vector<unsigned char> rows_, out_;
 };
 
+// Floats per exchanged row of a shard's resampling between two transitions: the kernel mean (d), with moment
+// potentials the pending weight (1), with twisted ones also the proposal's shift (d), and with the multistep kernel the
+// particle's denoiser output of the weighting just done (d, last), which then lives in its descendants' slots.
+std::int64_t exchanged_floats(const guided_options& o, std::int64_t d) {
+  const std::int64_t w = o.potentials == guided_potentials::twisted  ? 2 * d + 1
+                         : o.potentials == guided_potentials::moment ? d + 1
+                                                                     : d;
+  return o.multistep_kernel ? w + d : w;
+}
+
 // bytes from src to dst on the executor (device to device on CUDA, in the stream's order).
 void copy_on(executor where, void* dst, const void* src, std::size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return;
@@ -1329,8 +1339,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
     DIFFSAMPLE_EXPECTS(o.final_moves == 0, "options.final_moves: not supported by a distributed run, got "
                                                << o.final_moves << " (guided_sample() runs them)");
-    DIFFSAMPLE_EXPECTS(!o.multistep_kernel,
-                       "options.multistep_kernel: not available in a distributed run (guided_sample() runs it)");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
@@ -1359,12 +1367,16 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
     detail::check_allocation("guided workspace", l.total, where);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
-    if (o.potentials != guided_potentials::linear) {
+    if (o.potentials != guided_potentials::linear || o.multistep_kernel) {
       // The exchanged rows of the moment potentials (the mean and the pending weight: d + 1 floats), before and
       // after the exchange, and the ancestors' pending weights: on the executor. Twisted potentials: the rows
-      // carry the proposal's shift too (2 d + 1 floats), and the ancestors' shifts follow (d floats).
-      const std::int64_t w = o.potentials == guided_potentials::twisted ? 2 * prior.dim() + 1 : prior.dim() + 1;
-      const std::int64_t extra = o.potentials == guided_potentials::twisted ? prior.dim() + 1 : 1;
+      // carry the proposal's shift too (2 d + 1 floats), and the ancestors' shifts follow (d floats). The multistep
+      // kernel adds the denoiser output of the weighting to every row (d floats; linear potentials: the mean and
+      // it, 2 d floats).
+      const std::int64_t w = exchanged_floats(o, prior.dim());
+      const std::int64_t extra = o.potentials == guided_potentials::twisted ? prior.dim() + 1
+                                 : o.potentials == guided_potentials::moment ? 1
+                                                                             : 0;
       const std::size_t floats = static_cast<std::size_t>(given.problems * local) * (2 * w + extra);
       detail::check_allocation("distributed moment rows", floats * sizeof(float), where);
       moment_rows = std::make_unique<detail::scratch>(std::max<std::size_t>(floats, 1) * sizeof(float), where,
@@ -1431,6 +1443,20 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   std::vector<std::int32_t> slots(static_cast<std::size_t>(BL));
   for (std::int64_t i = 0; i < BL; ++i) slots[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % local);
   copy_on(where, ancestors, slots.data(), slots.size() * sizeof(std::int32_t), stream);  // H2D on CUDA
+  // The multistep kernel: weighting k keeps each particle's denoiser output in half k & 1 of multistep_m (row i,
+  // particle i's); the resampling after it carries that row with the particle's other rows to the slots of its
+  // descendants, on whichever shard they live, back into half k & 1, so that weighting k + 1 finds its ancestor's
+  // m_k at its own slot (p.ancestors: the identity above), as guided_sample() finds it through the ancestors.
+  const bool multistep = o.multistep_kernel;
+  if (multistep) {
+    p.multistep = reinterpret_cast<const float*>(ws + l.multistep);
+    p.multistep_m = reinterpret_cast<float*>(ws + l.multistep_m);
+    p.ancestors = ancestors;
+  }
+  const auto kept = [&](std::int64_t k) { return p.multistep_m + (k & 1) * p.problems * p.particles * d; };
+  // Whether the rows exchanged after weighting k carry its denoiser outputs (a weighting k + 1 reads them).
+  const auto carries_kept = [&](std::int64_t k) { return multistep && k + 1 < K; };
+  const std::int64_t exchanged = exchanged_floats(o, d);  // per row of the packed buffers below, at most
   resampling_options ro = o.resampling;
   ro.seed = o.seed ^ 0x9E3779B97F4A7C15ull;  // as guided_sample()
 
@@ -1498,10 +1524,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
     float* moments = reinterpret_cast<float*>(ws + l.moment);
     float* shift = mu2;  // guided_sample()'s: free until the rows are exchanged
-    const std::size_t wide = 2 * row + sizeof(float);
     float* packed = static_cast<float*>(moment_rows->data());
-    float* moved = packed + BL * (2 * d + 1);
-    float* moved_lz = moved + BL * (2 * d + 1);
+    float* moved = packed + BL * exchanged;
+    float* moved_lz = moved + BL * exchanged;
     float* moved_shift = moved_lz + BL;
     kernels::for_each_index(where, BL, kernels::twisted_start_functor{p, mu, lw, corrected}, stream);
     ++report.launches;
@@ -1511,14 +1536,18 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
             where, BL, kernels::guided_twisted_functor{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
       else
         twisted_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, shift, lw, lz, r, work, moments);
+      const bool carry = carries_kept(k);
+      const std::size_t wide = 2 * row + sizeof(float) + (carry ? row : 0);
       copy_rows(where, packed, wide, mu, row, row, BL, stream);
       copy_rows(where, packed + d, wide, shift, row, row, BL, stream);
       copy_rows(where, packed + 2 * d, wide, lz, sizeof(float), sizeof(float), BL, stream);
+      if (carry) copy_rows(where, packed + 2 * d + 1, wide, kept(k), row, row, BL, stream);
       ro.step = static_cast<std::uint64_t>(k);
       exchange.resample(lw, B, ro, reports, packed, wide, moved);
       copy_rows(where, mu2, row, moved, wide, row, BL, stream);
       copy_rows(where, moved_shift, row, moved + d, wide, row, BL, stream);
       copy_rows(where, moved_lz, sizeof(float), moved + 2 * d, wide, sizeof(float), BL, stream);
+      if (carry) copy_rows(where, kept(k), row, moved + 2 * d + 1, wide, row, BL, stream);
       kernels::for_each_index(where, B,
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
@@ -1537,10 +1566,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     float* lz = reinterpret_cast<float*>(ws + l.lz);
     float* work = reinterpret_cast<float*>(ws + l.work);
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
-    const std::size_t wide = row + sizeof(float);
     float* packed = static_cast<float*>(moment_rows->data());
-    float* moved = packed + BL * (d + 1);
-    float* moved_lz = moved + BL * (d + 1);
+    float* moved = packed + BL * exchanged;
+    float* moved_lz = moved + BL * exchanged;
     float* moments = reinterpret_cast<float*>(ws + l.moment);
     for (std::int64_t k = 0; k < K; ++k) {
       if (where == executor::cuda)
@@ -1548,12 +1576,16 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
             where, BL, kernels::guided_moment_functor{p, k, sigma2, x, mu, lw, lz, work, r}, stream);
       else
         moment_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, lw, lz, r, work, moments);
+      const bool carry = carries_kept(k);
+      const std::size_t wide = row + sizeof(float) + (carry ? row : 0);
       copy_rows(where, packed, wide, mu, row, row, BL, stream);
       copy_rows(where, packed + d, wide, lz, sizeof(float), sizeof(float), BL, stream);
+      if (carry) copy_rows(where, packed + d + 1, wide, kept(k), row, row, BL, stream);
       ro.step = static_cast<std::uint64_t>(k);
       exchange.resample(lw, B, ro, reports, packed, wide, moved);
       copy_rows(where, mu2, row, moved, wide, row, BL, stream);
       copy_rows(where, moved_lz, sizeof(float), moved + d, wide, sizeof(float), BL, stream);
+      if (carry) copy_rows(where, kept(k), row, moved + d + 1, wide, row, BL, stream);
       kernels::for_each_index(where, B,
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
@@ -1579,7 +1611,17 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
         cpu::parallel_for_each(BL, channel_weight_functor{p, k, x, mu, lw, r, fill_step_channel(channels, p.steps[k])});
       }
       ro.step = static_cast<std::uint64_t>(k + 1);
-      exchange.resample(lw, B, ro, reports, mu, row, mu2);
+      if (carries_kept(k)) {
+        float* packed = static_cast<float*>(moment_rows->data());
+        float* moved = packed + BL * exchanged;
+        copy_rows(where, packed, 2 * row, mu, row, row, BL, stream);
+        copy_rows(where, packed + d, 2 * row, kept(k), row, row, BL, stream);
+        exchange.resample(lw, B, ro, reports, packed, 2 * row, moved);
+        copy_rows(where, mu2, row, moved, 2 * row, row, BL, stream);
+        copy_rows(where, kept(k), row, moved + d, 2 * row, row, BL, stream);
+      } else {
+        exchange.resample(lw, B, ro, reports, mu, row, mu2);
+      }
       kernels::for_each_index(where, B,
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k + 1, log_n},

@@ -221,6 +221,7 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
             same("options.resampling.ess_threshold", o.resampling.ess_threshold),
             same("options.resampling.metropolis_steps", std::int64_t(o.resampling.metropolis_steps)),
             same_flag("options.start_correction", o.start_correction),
+            same_flag("options.multistep_kernel", o.multistep_kernel),
             same_flag("options.final_resample", o.final_resample),
             same("options.guidance_scale", o.guidance_scale), same_enum("options.dps_step", o.dps_step),
             same("options.diffpir_zeta", o.diffpir_zeta), same("options.diffpir_lambda", o.diffpir_lambda),

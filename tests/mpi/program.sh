@@ -49,6 +49,17 @@ for np in 2 3; do
     --executor cpu --quiet --out "$dir/many.npy"
   cmp "$dir/one.npy" "$dir/many.npy"
 done
+# solve --multistep-kernel: each particle's denoiser output of the last weighting travels with it between the
+# processes; linear and twisted potentials, the samples of one process byte for byte.
+for potentials in linear twisted; do
+  "$program" solve --problem "$problem" --multistep-kernel --potentials "$potentials" --particles 301 --steps 20 \
+    --executor cpu --quiet --out "$dir/one.npy"
+  for np in 2 3; do
+    "$@" -np "$np" "$program" solve --problem "$problem" --multistep-kernel --potentials "$potentials" \
+      --particles 301 --steps 20 --executor cpu --quiet --out "$dir/many.npy"
+    cmp "$dir/one.npy" "$dir/many.npy"
+  done
+done
 # solve's other samplers: each rank's particles on their own streams, the same samples.
 for sampler in dps dcps; do
   "$program" solve --problem "$problem" --sampler "$sampler" --particles 300 --steps 20 --executor cpu --quiet \

@@ -436,6 +436,131 @@ TEST_F(Mpi, GuidedSmcWithTheStartCorrectionEqualsOneProcess) {
   }
 }
 
+// The multistep kernel (options.multistep_kernel): weighting k keeps each particle's denoiser output m_k, which must
+// reach the particle's descendants wherever the resampling puts them (another rank included), as the particle's own
+// rows do, for weighting k + 1 to extrapolate from its ancestor's. Linear, moment and twisted potentials, every
+// scheme (the prefix schemes send the rows rank to rank, the others fetch them after a gathered decision); N = 50
+// splits unevenly over 3 ranks, N = 2 leaves the third without particles. Particles, samples and log-weights bit for
+// bit, resampling counts equal, log Z and the ESS trace to the rounding of the reductions' order. Seen failing with
+// the exchanged rows' m_k not written back (each particle extrapolating from its own m_{k-1}: every P, every
+// potential) and, at P = 2 and 3 only, with the rows received from another rank losing their last float (the last
+// coordinate of the ancestor's m_k).
+TEST_F(Mpi, GuidedSmcWithTheMultistepKernelEqualsOneProcess) {
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, d = 2, K = 10;
+  for (ds::guided_potentials potentials :
+       {ds::guided_potentials::linear, ds::guided_potentials::moment, ds::guided_potentials::twisted})
+    for (ds::resampling_scheme scheme : every_scheme)
+      for (std::int64_t N : {std::int64_t(50), std::int64_t(2)}) {
+        ds::guided_options o;
+        o.particles = N;
+        o.steps = K;
+        o.seed = 29;
+        o.potentials = potentials;
+        o.multistep_kernel = true;
+        o.resampling.scheme = scheme;
+        o.resampling.ess_threshold = N == 2 ? 2.0 : 0.7;
+        std::vector<float> particles(B * N * d), samples(B * N * d), lw(B * N), ess(B * (K + 1));
+        std::vector<double> logz(B);
+        std::vector<std::int32_t> count(B);
+        ds::guided_outputs out{particles.data(), lw.data(), samples.data(), logz.data(), ess.data(), count.data()};
+        ds::guided_sample(prior, out, pr, o, cpu());
+        // The kernel changes the run (else this test could not tell).
+        ds::guided_options plain = o;
+        plain.multistep_kernel = false;
+        std::vector<float> plain_particles(B * N * d);
+        ds::guided_outputs plain_out{};
+        plain_out.particles = plain_particles.data();
+        ds::guided_sample(prior, plain_out, pr, plain, cpu());
+
+        const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+        std::vector<float> mp(B * s.count * d + 1), ms(B * s.count * d + 1), mlw(B * s.count + 1),
+            mess(B * (K + 1));
+        std::vector<double> mlogz(B);
+        std::vector<std::int32_t> mcount(B);
+        ds::guided_outputs mo{mp.data(), mlw.data(), ms.data(), mlogz.data(), mess.data(), mcount.data()};
+        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o);
+        const std::string name = std::string(ds::to_string(potentials)) + " " + ds::to_string(scheme) + " N " +
+                                 std::to_string(N);
+        EXPECT_FALSE(same_bits(particles.data(), plain_particles.data(), B * N * d))
+            << name << ": the multistep kernel must change the particles";
+        EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d))
+            << name << " rank " << rank();
+        EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d))
+            << name << " rank " << rank();
+        EXPECT_TRUE(same_bits(mlw.data(), rows_of(lw, B, N, 1, s).data(), B * s.count)) << name << " rank " << rank();
+        for (std::int64_t b = 0; b < B; ++b) {
+          EXPECT_EQ(mcount[b], count[b]) << name;
+          EXPECT_GT(count[b], 1) << name << ": the test must resample between weightings";
+          EXPECT_NEAR(mlogz[b], logz[b], 1e-9 * (1 + std::abs(logz[b]))) << name;
+        }
+        for (std::int64_t c = 0; c < B * (K + 1); ++c) EXPECT_NEAR(mess[c], ess[c], 1e-5f * ess[c]) << name;
+      }
+}
+
+// Island mode with the multistep kernel: each rank runs guided_sample() on its share with seed + rank, the kernel's
+// rows staying with the rank's particles: its samples are that run's bit for bit, and log Z is log sum_r (n_r / N) Z_r
+// (as IslandsCombineTheirLogNormalisers). Seen failing with the option dropped from the islands' runs (the samples
+// and log Z differed on every rank, at every P).
+TEST_F(Mpi, IslandsRunTheMultistepKernel) {
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, N = 40, d = 2;
+  for (ds::guided_potentials potentials : {ds::guided_potentials::linear, ds::guided_potentials::twisted}) {
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = 8;
+    o.seed = 35;
+    o.potentials = potentials;
+    o.multistep_kernel = true;
+    o.resampling.ess_threshold = 0.7;
+    const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+    std::vector<float> samples(B * s.count * d);
+    std::vector<double> logz(B);
+    ds::guided_outputs out{};
+    out.samples = samples.data();
+    out.log_normaliser = logz.data();
+    ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, cpu());
+    const std::string name = ds::to_string(potentials);
+    // Reference: every island run here (this rank's samples from its own), then log sum_r (n_r / N) Z_r.
+    std::vector<std::vector<double>> terms(static_cast<std::size_t>(B));
+    for (int r = 0; r < ranks(); ++r) {
+      ds::guided_options io = o;
+      const ds::mpi::shard is = ds::mpi::shard_of(N, r, ranks());
+      io.particles = is.count;
+      io.seed = o.seed + r;
+      std::vector<float> island(B * is.count * d), plain(B * is.count * d);
+      std::vector<double> z(B);
+      std::vector<std::int32_t> count(B);
+      ds::guided_outputs iout{};
+      iout.samples = island.data();
+      iout.log_normaliser = z.data();
+      iout.resample_count = count.data();
+      ds::guided_sample(prior, iout, pr, io, cpu());
+      for (std::int64_t b = 0; b < B; ++b) {
+        terms[b].push_back(z[b] + std::log(double(is.count) / double(N)));
+        EXPECT_GT(count[b], 1) << name << ": the islands must resample";
+      }
+      if (r != rank()) continue;
+      EXPECT_TRUE(same_bits(samples.data(), island.data(), B * s.count * d)) << name << " rank " << rank();
+      io.multistep_kernel = false;
+      ds::guided_outputs pout{};
+      pout.samples = plain.data();
+      ds::guided_sample(prior, pout, pr, io, cpu());
+      EXPECT_FALSE(same_bits(island.data(), plain.data(), B * s.count * d))
+          << name << ": the multistep kernel must change the samples";
+    }
+    for (std::int64_t b = 0; b < B; ++b) {
+      const double m = *std::max_element(terms[b].begin(), terms[b].end());
+      double sum = 0;
+      for (double t : terms[b]) sum += std::exp(t - m);
+      const double expected = m + std::log(sum);
+      EXPECT_NEAR(logz[b], expected, 1e-12 * (1 + std::abs(expected))) << name;
+    }
+  }
+}
+
 // Buffers of a rank without particles may be null (0 rows): at P = 3 with N = 2 the last rank passes no samples
 // buffer while the others do, and still takes part in the final resampling and gather. And a rank with particles
 // that wants no samples, beside ranks that do (P >= 2: rank 0 passes none). Seen failing (hang, then the test's
@@ -488,9 +613,11 @@ TEST_F(Mpi, GuidedSmcOnCudaRanksEqualsOneDevice) {
   const std::int64_t B = pr.problems, N = 50, d = 2, K = 12;
   for (ds::guided_potentials potentials :
        {ds::guided_potentials::linear, ds::guided_potentials::moment, ds::guided_potentials::twisted})
-  for (ds::resampling_scheme scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
+  for (ds::resampling_scheme scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual})
+  for (bool multistep : {false, true}) {
     ds::guided_options o;
     o.potentials = potentials;
+    o.multistep_kernel = multistep;  // its kept denoiser rows exchanged through the host with the others
     o.particles = N;
     o.steps = K;
     o.seed = 21;
@@ -518,7 +645,8 @@ TEST_F(Mpi, GuidedSmcOnCudaRanksEqualsOneDevice) {
     const ds::mpi::guided_result res =
         ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o, ds::mpi::smc_mode::global, exec);
     EXPECT_EQ(res.local.ran, ds::executor::cuda);
-    const std::string name = std::string(ds::to_string(scheme)) + " " + ds::to_string(potentials);
+    const std::string name =
+        std::string(ds::to_string(scheme)) + " " + ds::to_string(potentials) + (multistep ? " multistep" : "");
     EXPECT_TRUE(same_bits(mp.download().data(), rows_of(particles.download(), B, N, d, s).data(), B * s.count * d))
         << name << " rank " << rank();
     EXPECT_TRUE(same_bits(ms.download().data(), rows_of(samples.download(), B, N, d, s).data(), B * s.count * d))
@@ -1110,6 +1238,7 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
       {"options.resampling.metropolis_steps",
        [](ds::guided_options& o, ds::guided_problems&) { o.resampling.metropolis_steps = 9; }},
       {"options.start_correction", [](ds::guided_options& o, ds::guided_problems&) { o.start_correction = true; }},
+      {"options.multistep_kernel", [](ds::guided_options& o, ds::guided_problems&) { o.multistep_kernel = true; }},
       {"options.final_resample", [](ds::guided_options& o, ds::guided_problems&) { o.final_resample = false; }},
       {"options.guidance_scale", [](ds::guided_options& o, ds::guided_problems&) { o.guidance_scale = 0.5; }},
       {"options.dps_step",

@@ -188,7 +188,8 @@ int main(int argc, char** argv) {
     CHECK(strstr(ds_mpi_last_error(), "problems") != NULL, "the argument named in the message");
   }
 
-  /* Guided SMC (one global filter), DPS (independent particles) and guided SMC with the start correction against one
+  /* Guided SMC (one global filter), DPS (independent particles), guided SMC with the start correction and guided SMC
+   * with the multistep kernel (its denoiser rows travelling with the particles between the ranks) against one
    * process's ds_guided_sample(). */
   const double A[2] = {1.0, 0.5}, y[2] = {0.7, -1.5}, sigma_y = 0.3;
   ds_guided_problems gp;
@@ -206,15 +207,16 @@ int main(int argc, char** argv) {
   float* g_whole = calloc((size_t)(GB * GP * d), sizeof(float));
   float* g_mine = calloc((size_t)(GB * gc * d + 1), sizeof(float));
   double logz[2] = {0, 0}, mine_logz[2] = {1, 1};
-  for (int sampler = 0; sampler < 3; ++sampler) {
+  for (int sampler = 0; sampler < 4; ++sampler) {
     ds_guided_options go;
     ds_guided_options_init(&go, sizeof go);
     go.sampler = sampler == 1 ? DS_GUIDED_DPS : DS_GUIDED_SMC;
     go.start_correction = sampler == 2;
+    go.multistep_kernel = sampler == 3;
     go.particles = GP;
     go.steps = 10;
     go.seed = 13;
-    go.resampling.ess_threshold = 0.8;
+    go.resampling.ess_threshold = sampler == 3 ? 2.0 : 0.8; /* the multistep kernel: a resampling between weightings */
     ds_guided_outputs gw, gm;
     ds_guided_outputs_init(&gw, sizeof gw);
     ds_guided_outputs_init(&gm, sizeof gm);
@@ -234,7 +236,8 @@ int main(int argc, char** argv) {
       CHECK(memcmp(g_mine + b * gc * d, g_whole + (b * GP + gf) * d, (size_t)(gc * d) * sizeof(float)) == 0,
             sampler == 0   ? "guided SMC samples bit for bit"
             : sampler == 1 ? "DPS samples bit for bit"
-                           : "guided SMC samples with the start correction bit for bit");
+            : sampler == 2 ? "guided SMC samples with the start correction bit for bit"
+                           : "guided SMC samples with the multistep kernel bit for bit");
     if (sampler != 1)
       for (int b = 0; b < 2; ++b)
         CHECK(fabs(mine_logz[b] - logz[b]) <= 1e-9 * (1 + fabs(logz[b])), "log Z reduced over the ranks");
