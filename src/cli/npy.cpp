@@ -6,6 +6,7 @@
 
 #include <diffsample/error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cfloat>
 #include <cmath>
@@ -159,25 +160,38 @@ matrix<T> decode(const void* bytes, std::size_t size, const std::string& name) {
   m.stored = h.type;
   m.values.resize(static_cast<std::size_t>(h.count));
   const unsigned char* data = static_cast<const unsigned char*>(bytes) + h.data_offset;
+  // Element i of the file goes to row-major index at(i): a 2-D Fortran-order file holds column i / rows, row
+  // i % rows (a 1-D array is the same in either order).
+  const bool transpose = h.fortran_order && m.ndim == 2;
+  const auto at = [&](std::int64_t i) { return transpose ? (i % m.rows) * m.cols + i / m.rows : i; };
+  // An element's bytes in host (little-endian) order.
+  const auto element = [&](std::int64_t i, unsigned char* out, std::size_t item) {
+    std::memcpy(out, data + item * static_cast<std::size_t>(i), item);
+    if (h.big_endian) std::reverse(out, out + item);
+  };
   if (h.type == dtype::float32) {
     for (std::int64_t i = 0; i < h.count; ++i) {
+      unsigned char b[4];
+      element(i, b, 4);
       float v;
-      std::memcpy(&v, data + 4 * i, 4);
-      m.values[i] = static_cast<T>(v);
+      std::memcpy(&v, b, 4);
+      m.values[at(i)] = static_cast<T>(v);
     }
   } else {
     for (std::int64_t i = 0; i < h.count; ++i) {
+      unsigned char b[8];
+      element(i, b, 8);
       double v;
-      std::memcpy(&v, data + 8 * i, 8);
+      std::memcpy(&v, b, 8);
       if constexpr (sizeof(T) == 4) {
         if (std::isfinite(v) && std::fabs(v) > double(FLT_MAX)) {
           std::ostringstream s;
           s.precision(17);
-          s << "value " << v << " at index " << i << " is beyond float32 range";
+          s << "value " << v << " at index " << at(i) << " is beyond float32 range";
           bad(name, s.str());
         }
       }
-      m.values[i] = static_cast<T>(v);
+      m.values[at(i)] = static_cast<T>(v);
     }
   }
   return m;
@@ -287,16 +301,15 @@ header parse_header(const void* bytes, std::size_t size, const std::string& name
   if (!seen_order) r.fail("missing key 'fortran_order'");
   if (!seen_shape) r.fail("missing key 'shape'");
 
-  if (descr == "<f4") {
+  if (descr == "<f4" || descr == ">f4") {
     h.type = dtype::float32;
-  } else if (descr == "<f8") {
+  } else if (descr == "<f8" || descr == ">f8") {
     h.type = dtype::float64;
-  } else if (descr == ">f4" || descr == ">f8") {
-    bad(name, "wrong dtype '" + descr + "': big-endian data is not supported (expected '<f4' or '<f8')");
   } else {
-    bad(name, "wrong dtype '" + descr + "' (expected '<f4' float32 or '<f8' float64)");
+    bad(name, "wrong dtype '" + descr + "' (expected '<f4' float32 or '<f8' float64, or big-endian '>f4', '>f8')");
   }
-  if (fortran) bad(name, "Fortran order is not supported (save the array in C order)");
+  h.big_endian = descr[0] == '>';
+  h.fortran_order = fortran;
   if (h.shape.empty()) bad(name, "0-d arrays are not supported (expected 1-D or 2-D)");
   if (h.shape.size() > 2)
     bad(name, std::to_string(h.shape.size()) + "-d shape " + shape_string(h.shape) +

@@ -1,5 +1,5 @@
-// NumPy .npy files for the diffsample program: strict reading of float32/float64 arrays (1-D or 2-D, C order,
-// little-endian, format versions 1.0, 2.0 and 3.0) and atomic writing of float32 N x d matrices.
+// NumPy .npy files for the diffsample program: strict reading of float32/float64 arrays (1-D or 2-D, C or Fortran
+// order, little- or big-endian, format versions 1.0, 2.0 and 3.0) and atomic writing of float32 N x d matrices.
 //
 // Part of the program, not of the library: built as the static library diffsample_npy, which the program, its
 // tests and the fuzzers link (not installed, not exported from libdiffsample.so).
@@ -18,11 +18,12 @@ namespace diffsample::npy {
 
 /// Element type of a .npy file.
 enum class dtype : int {
-  float32 = 0,  ///< '<f4'
-  float64 = 1,  ///< '<f8'
+  float32 = 0,  ///< '<f4' (or big-endian '>f4')
+  float64 = 1,  ///< '<f8' (or big-endian '>f8')
 };
 
-/// A decoded array in C order. A 1-D array of n values has ndim 1, rows n and cols 1.
+/// A decoded array in C order (a Fortran-order file is transposed into it, big-endian values byte-swapped). A 1-D
+/// array of n values has ndim 1, rows n and cols 1.
 template <class T>
 struct matrix {
   int ndim = 2;           ///< 1 or 2, as stored in the file
@@ -39,11 +40,14 @@ struct header {
   std::vector<std::int64_t> shape;   ///< one or two non-negative dimensions
   std::size_t data_offset = 0;       ///< bytes before the data
   std::int64_t count = 0;            ///< number of elements
+  bool fortran_order = false;        ///< the file stores the array column by column
+  bool big_endian = false;           ///< the file's descr is '>f4' or '>f8'
 };
 
 /// Parses and validates the header of an in-memory .npy image of @p size bytes; @p name prefixes messages.
-/// Checks the magic, version, header dictionary (exactly 'descr', 'fortran_order' and 'shape'), dtype, order,
-/// rank, and that the data that follows is exactly count x itemsize bytes. Reads nothing past @p size.
+/// Checks the magic, version, header dictionary (exactly 'descr', 'fortran_order' and 'shape'), dtype ('<f4',
+/// '<f8', '>f4', '>f8'), rank, and that the data that follows is exactly count x itemsize bytes. Reads nothing past
+/// @p size.
 header parse_header(const void* bytes, std::size_t size, const std::string& name);
 
 /// Decodes an in-memory image as float32 (float64 data is rounded; values beyond float range are refused).
