@@ -1337,8 +1337,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     o = detail::resolve_grid(prior.dim(), given, options);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
-    DIFFSAMPLE_EXPECTS(o.final_moves == 0, "options.final_moves: not supported by a distributed run, got "
-                                               << o.final_moves << " (guided_sample() runs them)");
+    DIFFSAMPLE_EXPECTS(o.final_moves == 0, "options.final_moves: not supported by the global distributed filter, got "
+                                               << o.final_moves << " (guided_sample() and island mode run them)");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)

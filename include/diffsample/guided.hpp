@@ -210,7 +210,8 @@ struct guided_options {
   /// preconditioner is M = (lambda I + A^T A / (a sigma_y)^2)^-1, lambda = max_k 1 / min_j v_kj / a^2 the prior's
   /// largest curvature: within a mode of equal variances M is its exact posterior covariance. One evaluation of the
   /// prior's score per sample and move. 0 (default) .. limits::max_inner_steps; needs a grid ending at s = 0 and
-  /// final_resample; not in an ask/tell plan or a distributed run.
+  /// final_resample; not in an ask/tell plan or the global distributed filter (mpi::guided_sample in island mode
+  /// runs them on each island).
   std::int64_t final_moves = 0;
   /// SMC: the MALA step h of the final moves in the preconditioner's units (x' = x + (h / 2) M g + sqrt(h) M^1/2 z),
   /// finite, >= 0 and <= max_abs_value. 0 (default): h = 2 d_x^(-1/3), whose acceptance on a Gaussian the

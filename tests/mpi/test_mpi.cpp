@@ -1289,6 +1289,24 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
     expect_alike(name,
                  [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, cpu()); });
   }
+  // Guided SMC islands: the final resample-move, which the global filter refuses but each island's guided_sample()
+  // runs (a rank with other moves would return other samples, with no error).
+  const std::vector<std::pair<std::string, gfield>> island_cases = {
+      {"options.final_moves", [](ds::guided_options& o, ds::guided_problems&) { o.final_moves = 2; }},
+      {"options.final_move_step", [](ds::guided_options& o, ds::guided_problems&) { o.final_move_step = 0.5; }},
+  };
+  for (const auto& [name, change] : island_cases) {
+    ds::guided_options o;
+    o.particles = N;
+    o.steps = 5;
+    o.final_moves = name == "options.final_move_step" ? 1 : 0;
+    ds::guided_problems pr = problems2();
+    if (last) change(o, pr);
+    ds::guided_outputs out{};
+    out.samples = samples.data();
+    expect_alike(name,
+                 [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, cpu()); });
+  }
   // The prior's components (the mixture every rank samples).
   {
     const ds::gaussian_mixture other(2, {0.3, 0.7}, {-2.0, 0.0, 2.0, 1.5}, {0.25, 0.5});
