@@ -2036,6 +2036,14 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   st->ess = reinterpret_cast<float*>(base + at_ess);
   st->keys = reinterpret_cast<smc_plan_keys*>(base + at_keys);
   st->p.seed_at = &st->keys->mutation;
+  if (o.multistep_kernel) {
+    // As guided_sample(): each weighting keeps its particles' denoiser outputs (2 B N d floats of the layout) and
+    // reads their ancestors' previous ones through the ancestors of the resampling in between
+    // (kernels::multistep_row); the first transition's w_0 = 0 reads none, so a trajectory needs no reset of them.
+    st->p.multistep = reinterpret_cast<const float*>(base + l.multistep);
+    st->p.multistep_m = reinterpret_cast<float*>(base + l.multistep_m);
+    st->p.ancestors = st->ancestors;
+  }
   if (st->moment) {
     float* work = reinterpret_cast<float*>(base + l.work);
     st->m = work;
@@ -2144,8 +2152,6 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   const guided_options o = detail::resolve_grid(d, given, options);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
-  DIFFSAMPLE_EXPECTS(!o.multistep_kernel,
-                     "options.multistep_kernel: not available in a sampling plan (guided_sample() runs it)");
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
   if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
   if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);

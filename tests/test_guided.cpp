@@ -1120,8 +1120,8 @@ TEST(Guided, MultistepKernelFollowsItsExactPath) {
       }
 }
 
-// guided_options::multistep_kernel is an SMC option of guided_sample(): refused by the other samplers, by the ask/tell
-// plan and by a distributed run, each naming the option.
+// guided_options::multistep_kernel is an SMC option of guided_sample() and of the SMC's ask/tell plan: refused by the
+// other samplers, run or planned, naming the option and the sampler.
 TEST(Guided, MultistepKernelRefusedWhereItDoesNotRun) {
   const benchmark_problem p = make_problem(4, 3);
   const ds::guided_problems g = replicate(p.observation, 1);
@@ -1130,16 +1130,28 @@ TEST(Guided, MultistepKernelRefusedWhereItDoesNotRun) {
   std::vector<float> samples(8 * 4);
   ds::guided_outputs out;
   out.samples = samples.data();
-  const auto expect_refused = [](const std::function<void()>& f) {
+  const auto expect_refused = [](const std::function<void()>& f, const std::string& sampler) {
     try {
       f();
-      ADD_FAILURE() << "not refused";
+      ADD_FAILURE() << "not refused: " << sampler;
     } catch (const ds::invalid_argument& e) {
       EXPECT_NE(std::string(e.what()).find("options.multistep_kernel"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("got sampler " + sampler), std::string::npos) << e.what();
     }
   };
-  expect_refused([&] { ds::guided_sample(p.prior, out, g, o, cpu()); });
+  expect_refused([&] { ds::guided_sample(p.prior, out, g, o, cpu()); }, "dps");
+  // Every other sampler with a plan, asked as its plan asks (SKRock: the score, with a Lipschitz bound).
+  for (const ds::guided_sampler s :
+       {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::dcps,
+        ds::guided_sampler::tmpd, ds::guided_sampler::ddrm, ds::guided_sampler::skrock}) {
+    ds::guided_options os = o;
+    os.sampler = s;
+    os.skrock_lipschitz = 4.0;
+    const ds::model_output output =
+        s == ds::guided_sampler::skrock ? ds::model_output::score : ds::model_output::denoiser;
+    expect_refused([&] { (void)ds::sampling_plan::guided(4, g, os, output, cpu()); }, ds::to_string(s));
+  }
   o.sampler = ds::guided_sampler::smc;
-  expect_refused([&] { (void)ds::sampling_plan::guided(4, g, o, ds::model_output::denoiser, cpu()); });
   EXPECT_NO_THROW(ds::guided_sample(p.prior, out, g, o, cpu()));
+  EXPECT_NO_THROW((void)ds::sampling_plan::guided(4, g, o, ds::model_output::denoiser, cpu()));
 }

@@ -1176,6 +1176,58 @@ TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactl
   }
 }
 
+// Seen failing with the plan's weightings reading the particle's own previous denoiser instead of its ancestor's,
+// and with the plan's w_k dropped (the kernel mean back to c0 m + c1 x), each in the plan's path only.
+TEST(SamplingPlan, GuidedSmcPlanWithTheMultistepKernelReproducesGuidedSampleExactly) {
+  // options.multistep_kernel: the kernel mean takes m_k + w_k (m_k - m_{k-1}), m_{k-1} the denoiser output of the
+  // particle's ancestor at the previous transition. Linear, moment and twisted potentials, linear and twisted also
+  // with the start correction; multinomial resampling at threshold 1, so that every transition resamples and the
+  // ancestors are not the identity. Fed the mixture's denoiser (and denoiser_jvp), the plan gives guided_sample()'s
+  // six outputs bit for bit, two trajectories (the second equal to guided_sample() with seed + 1), three problems of
+  // 37 particles (partial SIMD packs); the option changes the run (guided_sample() without it differs).
+  const std::int64_t d = 3, N = 37, K = 8;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
+  struct variant {
+    guided_potentials potentials;
+    bool corrected;
+  };
+  for (const variant v : {variant{guided_potentials::linear, false}, variant{guided_potentials::moment, false},
+                          variant{guided_potentials::twisted, false}, variant{guided_potentials::linear, true},
+                          variant{guided_potentials::twisted, true}}) {
+    guided_options o = corrected_smc(v.potentials, N, K, 43);
+    if (!v.corrected) {
+      o.start_correction = false;
+      o.schedule = guided_options{}.schedule;
+    }
+    o.multistep_kernel = true;
+    o.resampling.scheme = resampling_scheme::multinomial;
+    o.resampling.ess_threshold = 1.0;
+    const std::string name = std::string(to_string(v.potentials)) + (v.corrected ? " with the start correction" : "");
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    const std::int64_t per = v.potentials == guided_potentials::linear ? 1 : 1 + pr.d_y;
+    EXPECT_EQ(plan.asks(), (v.corrected ? 4 : 0) + K * per) << name;
+    for (int t = 0; t < 2; ++t) {
+      smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
+      guided_options ot = o;
+      ot.seed = o.seed + static_cast<std::uint64_t>(t);
+      guided_sample(mix, fused.outputs(), pr, ot, cpu);
+      run_smc_plan_with_jacobians(plan, mix);
+      plan.write_outputs(stepped.outputs(), cpu);
+      const std::string what = name + ", trajectory " + std::to_string(t);
+      expect_same(fused, stepped, what);
+      for (float x : stepped.samples) ASSERT_TRUE(std::isfinite(x)) << what;
+      // Every column 0 .. K of the ESS trace resampled.
+      for (std::int32_t c : fused.counts) EXPECT_EQ(c, std::int32_t(K + 1)) << what;
+      guided_options plain = ot;
+      plain.multistep_kernel = false;
+      smc_outputs ddpm(pr.problems, N, d, K);
+      guided_sample(mix, ddpm.outputs(), pr, plain, cpu);
+      EXPECT_NE(ddpm.particles, fused.particles) << what;
+    }
+  }
+}
+
 // Seen failing with the fused run's tell of each ask issued before the pack's answer to it (every sampler's
 // particles, and the moment SMC's every output, differed).
 TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
@@ -1827,42 +1879,57 @@ TEST(SamplingPlan, GpuPlanMatchesCpuPlan) {
 
 TEST(SamplingPlan, GpuSmcPlanMatchesTheFusedSmc) {
   DIFFSAMPLE_REQUIRE_GPU();
-  // A CUDA SMC plan answered by the CUDA evaluate() against the CUDA guided_sample(): the same weighting, device
-  // resampling and mutation. Rounding of the denoiser may tip a resampling decision, so particles are compared to
-  // 1e-2 with at most 1% beyond, and log-normalisers to 1e-3 (their spread over seeds is 1e-2 here).
+  // A CUDA SMC plan answered by the CUDA evaluate() (and denoiser_jvp()) against the CUDA guided_sample(): the same
+  // weighting, device resampling and mutation; linear potentials, then the multistep kernel with linear, moment and
+  // twisted potentials (the previous denoiser outputs read through the device ancestors). Rounding of the denoiser
+  // may tip a resampling decision, so particles are compared to 1e-2 with at most 1% beyond, and log-normalisers to
+  // 1e-3 (their spread over seeds is 1e-2 here).
   const std::int64_t d = 3, N = 256, K = 10;
   const gaussian_mixture mix = test_mixture(d);
   const guided_problems pr = three_problems();
   const execution gpu{executor::cuda, nullptr};
-  guided_options o;
-  o.sampler = guided_sampler::smc;
-  o.particles = N;
-  o.steps = K;
-  o.final_resample = false;
-  const std::int64_t BN = pr.problems * N;
-  diffsample::testing::device_buffer<float> x_fused(BN * d), x_plan(BN * d);
-  diffsample::testing::device_buffer<double> lz_fused(pr.problems), lz_plan(pr.problems);
-  guided_outputs out;
-  out.particles = x_fused.ptr;
-  out.log_normaliser = lz_fused.ptr;
-  guided_sample(mix, out, pr, o, gpu);
-  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, gpu);
-  plan.reset(nullptr, gpu);
-  while (!plan.done()) {
-    const plan_request r = plan.ask();
-    mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, gpu);
-    plan.tell(gpu);
+  struct variant {
+    guided_potentials potentials;
+    bool multistep;
+  };
+  for (const variant v : {variant{guided_potentials::linear, false}, variant{guided_potentials::linear, true},
+                          variant{guided_potentials::moment, true}, variant{guided_potentials::twisted, true}}) {
+    const std::string what = std::string(to_string(v.potentials)) + (v.multistep ? ", multistep kernel" : "");
+    guided_options o;
+    o.sampler = guided_sampler::smc;
+    o.potentials = v.potentials;
+    o.multistep_kernel = v.multistep;
+    o.particles = N;
+    o.steps = K;
+    o.final_resample = false;
+    const std::int64_t BN = pr.problems * N;
+    diffsample::testing::device_buffer<float> x_fused(BN * d), x_plan(BN * d);
+    diffsample::testing::device_buffer<double> lz_fused(pr.problems), lz_plan(pr.problems);
+    guided_outputs out;
+    out.particles = x_fused.ptr;
+    out.log_normaliser = lz_fused.ptr;
+    guided_sample(mix, out, pr, o, gpu);
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, gpu);
+    plan.reset(nullptr, gpu);
+    while (!plan.done()) {
+      const plan_request r = plan.ask();
+      if (r.vector == nullptr)
+        mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, gpu);
+      else
+        mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, gpu);
+      plan.tell(gpu);
+    }
+    out.particles = x_plan.ptr;
+    out.log_normaliser = lz_plan.ptr;
+    plan.write_outputs(out, gpu);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+    const std::vector<float> a = x_fused.download(), b = x_plan.download();
+    std::int64_t far = 0;
+    for (std::int64_t i = 0; i < BN * d; ++i) far += !(std::abs(a[i] - b[i]) <= 1e-2);
+    EXPECT_LE(far, BN * d / 100) << what;
+    const std::vector<double> la = lz_fused.download(), lb = lz_plan.download();
+    for (std::int64_t b2 = 0; b2 < pr.problems; ++b2) EXPECT_NEAR(la[b2], lb[b2], 1e-3) << what << ", problem " << b2;
   }
-  out.particles = x_plan.ptr;
-  out.log_normaliser = lz_plan.ptr;
-  plan.write_outputs(out, gpu);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const std::vector<float> a = x_fused.download(), b = x_plan.download();
-  std::int64_t far = 0;
-  for (std::int64_t i = 0; i < BN * d; ++i) far += std::abs(a[i] - b[i]) > 1e-2;
-  EXPECT_LE(far, BN * d / 100);
-  const std::vector<double> la = lz_fused.download(), lb = lz_plan.download();
-  for (std::int64_t b2 = 0; b2 < pr.problems; ++b2) EXPECT_NEAR(la[b2], lb[b2], 1e-3) << b2;
 }
 
 TEST(SamplingPlan, CapturedTrajectoryDrawsFreshNoiseOnEveryReplay) {

@@ -414,8 +414,8 @@ typedef struct ds_guided_options {
   /* Appended in the twelfth layout (a caller of an earlier one gets the default). */
   int multistep_kernel;      /**< smc: nonzero takes the second-order multistep backward kernel, whose mean extrapolates
                                   the denoiser from the particle's previous output
-                                  (diffsample::guided_options::multistep_kernel; also in a distributed run; not in a
-                                  plan; default 0) */
+                                  (diffsample::guided_options::multistep_kernel; also in a plan and a distributed
+                                  run; default 0) */
 } ds_guided_options;
 
 /**

@@ -196,9 +196,9 @@ struct guided_options {
   /// r_k = h_{k-1} / h_k the ratio of consecutive steps in lambda = log(a / s) and m_{k-1} the particle's previous
   /// denoiser output, which travels with its ancestor through the resampling. The first step and a last step to
   /// s = 0 keep m_k; the variance and the potentials are unchanged, as is the cost in denoiser evaluations (2 B N d
-  /// floats more workspace). With linear, moment or twisted potentials, on both executors and in a distributed run
-  /// (mpi::guided_sample: the output travels with the particle between the ranks); not in the ask/tell plan (README:
-  /// "Backward kernels at the same budget").
+  /// floats more workspace). With linear, moment or twisted potentials, on both executors, in the ask/tell plan
+  /// (sampling_plan::guided) and in a distributed run (mpi::guided_sample: the output travels with the particle
+  /// between the ranks) (README: "Backward kernels at the same budget").
   bool multistep_kernel = false;
   /// SMC: after the last step draw equally weighted samples with one more resampling (outputs.samples).
   bool final_resample = true;

@@ -372,6 +372,57 @@ int main(void) {
                    "options.start_correction");
       o.start_correction = 0;
       o.potentials = DS_POTENTIALS_LINEAR;
+      /* The multistep kernel (m_k + w_k (m_k - m_{k-1}), m_{k-1} the ancestor's): linear, moment and twisted
+       * potentials, and twisted with the start correction, resampled at every transition (multinomial at threshold
+       * 1); the same outputs as ds_guided_sample() bit for bit, which differ from the run without the kernel. Other
+       * samplers' plans refuse it, naming the option and the sampler. */
+      o.multistep_kernel = 1;
+      o.resampling.scheme = DS_RESAMPLING_MULTINOMIAL;
+      o.resampling.ess_threshold = 1.0;
+      for (int c = 0; c < 4; ++c) {
+        static const char* const names[4] = {"linear potentials", "moment potentials", "twisted potentials",
+                                             "twisted potentials with the start correction"};
+        int32_t counts[2] = {0, 0};
+        float plain[n * d];
+        plan = NULL;
+        o.potentials = c == 0 ? DS_POTENTIALS_LINEAR : c == 1 ? DS_POTENTIALS_MOMENT : DS_POTENTIALS_TWISTED;
+        o.start_correction = c == 3;
+        o.multistep_kernel = 0;
+        CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+        memcpy(plain, fused, sizeof plain);
+        o.multistep_kernel = 1;
+        outputs.resample_count = counts;
+        CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
+        outputs.resample_count = NULL;
+        CHECK(counts[0] == 11 && counts[1] == 11); /* columns 0 .. K of the ESS trace */
+        if (memcmp(plain, fused, sizeof plain) == 0) {
+          fprintf(stderr, "smc multistep kernel (%s): the particles of the run without it\n", names[c]);
+          ++failures;
+        }
+        CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+        if (plan != NULL) {
+          CHECK(run(plan, m, NULL, stepped, 50) == (c == 3 ? 4 : 0) + 10 * (c == 0 ? 1 : 1 + pr.d_y));
+          CHECK_OK(ds_sampling_plan_write_outputs(plan, &mine, cpu));
+          if (memcmp(fused, stepped, sizeof fused) != 0 || memcmp(lw_fused, lw_plan, sizeof lw_plan) != 0 ||
+              memcmp(samples_fused, samples_plan, sizeof samples_plan) != 0 ||
+              memcmp(lz_fused, lz_plan, sizeof lz_plan) != 0) {
+            fprintf(stderr, "smc plan (multistep kernel, %s): outputs differ from the fused sampler's\n",
+                    names[c]);
+            ++failures;
+          }
+          ds_sampling_plan_destroy(plan);
+        }
+      }
+      o.start_correction = 0;
+      o.potentials = DS_POTENTIALS_LINEAR;
+      o.sampler = DS_GUIDED_DPS;
+      plan = NULL;
+      EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
+                   "options.multistep_kernel: the smc sampler's option, got sampler dps");
+      o.sampler = DS_GUIDED_SMC;
+      o.multistep_kernel = 0;
+      o.resampling.scheme = DS_RESAMPLING_SYSTEMATIC;
+      o.resampling.ess_threshold = 0.5;
     }
   }
 

@@ -395,3 +395,36 @@ def test_smc_plan_with_the_start_correction_equals_the_fused_run(mixture2, poten
         np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
     with pytest.raises(ds.InvalidArgument, match="start_correction"):
         ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **dict(options, potentials="moment"))
+
+
+@pytest.mark.parametrize("potentials,corrected", [("linear", False), ("moment", False), ("twisted", False),
+                                                  ("linear", True), ("twisted", True)])
+def test_smc_plan_with_the_multistep_kernel_equals_the_fused_run(mixture2, potentials, corrected):
+    # multistep_kernel: the kernel mean takes m_k + w_k (m_k - m_{k-1}), m_{k-1} the denoiser output of the particle's
+    # ancestor. Resampled at every transition (multinomial at threshold 1), fed the mixture's denoiser (and its JVP)
+    # the plan gives guided_sample()'s outputs bit for bit; they differ from the run without the kernel. Other
+    # samplers' plans refuse it, naming the sampler.
+    names = ("particles", "samples", "log_weights", "log_normaliser", "ess_trace", "resample_count")
+    options = dict(sampler="smc", potentials=potentials, particles=30, steps=8, seed=11, start_correction=corrected,
+                   multistep_kernel=True, resampling=dict(scheme="multinomial", ess_threshold=1.0))
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=names, **options)
+    np.testing.assert_array_equal(fused["resample_count"], [9, 9])  # columns 0 .. 8 of the ESS trace
+    plain = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("particles",), **dict(options, multistep_kernel=False))
+    assert not np.array_equal(plain["particles"], fused["particles"])
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **options)
+    assert plan.asks == (4 if corrected else 0) + 8 * (1 if potentials == "linear" else 2)
+    plan.reset()
+    while not plan.done:
+        r = plan.ask()
+        x = np.ascontiguousarray(r["points"])
+        if r["vector"] is None:
+            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
+        else:
+            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
+        plan.tell()
+    got = plan.outputs(names)
+    for name in names:
+        np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
+    with pytest.raises(ds.InvalidArgument, match="multistep_kernel: the smc sampler's option, got sampler pigdm"):
+        ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **dict(options, sampler="pigdm", potentials="linear",
+                                                         start_correction=False))
