@@ -143,19 +143,26 @@ DS_HD_INLINE T mixture_denoiser(const mixture_view<P>& m, const X& x, T a, T s, 
   return sm.log_sum();
 }
 
-/// Denoiser Jacobian-vector product J v, J = (a / s^2) Cov(x0 | x_t = x), computed as
-///   J v = sum_k r_k [ (a v_k / c_k) * v + (s^2 / a) delta_k ((delta_k - score) . v) ],  delta_k = (a mu_k - x) / c_k,
-/// which follows from m_k = x / a + (s^2 / a) delta_k. The centred form needs no division by s^2 and no d x d
-/// matrix; three passes over the components (softmax statistics, score . v, accumulation). The FP64 reference
-/// (denoiser_jvp_fp64, the tests' closed form): delta_k . v - score . v is the difference of two terms of size
-/// |x| |v| / c at the noisy end, so in FP32 it would lose (|x| / (a |mu_k - mu_l|))^2 ulps there (4e-2 relative at
-/// a = 0.003 on a unit grid); the FP32 products (channel_jvp below: the guided samplers' J v, and the public
-/// denoiser_jvp on the CUDA executor and the scalar target through mixture_jvp_functor) form it without that loss.
+/// Denoiser Jacobian-vector product J v, J = (a / s^2) Cov(x0 | x_t = x), from the law of total covariance:
+/// Cov(x0 | x) = sum_k r_k diag(v_k s^2 / c_k) + sum_k r_k (m_k - m)(m_k - m)^T (m_k component k's posterior mean,
+/// m = sum_k r_k m_k), and m_k - m_l = s^2 (n_k - n_l) with
+///   n_kj = mu_kj / c_kj + a x_j (v_kj - v_0j) / (c_kj c_0j)
+/// (the difference of (s^2 mu_k + a v_k x) / c_k over components, v_k / c_k - v_l / c_l = s^2 (v_k - v_l) / (c_k c_l),
+/// measured from component 0), so
+///   J v = sum_k r_k [ (a v_k / c_k) v + a s^2 n_k ((n_k - nbar) . v) ],  nbar = sum_l r_l n_l,
+/// where n_k . v - nbar . v is formed as p_k - sum_l r_l p_l (p_k = n_k . v) and the accumulation leaves out nbar's
+/// part (its weight sum_k r_k (p_k - pbar) is zero). Three passes over the components (softmax statistics, pbar, the
+/// sum); no division by a or s and no d x d matrix. The FP64 reference (denoiser_jvp_fp64, the tests' closed form).
+/// The cancellations left are p_k - pbar and the sum, each of terms of size |n| |v| against a result of size
+/// |n_k - n_l| |v|: about |mu| / |mu_k - mu_l| ulps, whatever a. Formed before as (s^2 / a) delta_k (delta_k . v -
+/// score . v), delta_k = (a mu_k - x) / c_k, whose difference of two terms of size |x| |v| / c lost (|x| / (a |mu_k -
+/// mu_l|))^2 ulps at the noisy end (6e-5 relative in FP64 at a = 1e-6 on a unit grid, all of it at a = 1e-9), and
+/// whose s^2 / a overflowed FP32 below a = 3e-39.
 template <class T, class P, class X, class V, class G>
 DS_HD_INLINE void mixture_denoiser_jvp(const mixture_view<P>& m, const X& x, const V& v, T a, T s, G& out) {
   const int d = m.dim;
-  const T s2 = s * s;
-  if (a == T(0)) {  // J = (a / s^2) Cov(x0 | x_t) = 0: x_t carries nothing of x0 (s^2 / a below is not formed)
+  const T s2 = s * s, a2 = a * a;
+  if (a == T(0)) {  // J = (a / s^2) Cov(x0 | x_t) = 0: x_t carries nothing of x0
     for (int j = 0; j < d; ++j) out[j] = T(0);
     return;
   }
@@ -163,24 +170,30 @@ DS_HD_INLINE void mixture_denoiser_jvp(const mixture_view<P>& m, const X& x, con
   T rescale, weight;
   for (int k = 0; k < m.components; ++k) sm.push(component_logit(m, k, x, a, s2), rescale, weight);
   const T inv_sum = T(1) / sm.sum;
-  // Pass 2: alpha = score . v = sum_k r_k (delta_k . v).
-  T alpha = 0;
-  for (int k = 0; k < m.components; ++k) {
-    const T r = ds_exp(component_logit(m, k, x, a, s2) - sm.max) * inv_sum;
-    T dv = 0;
-    for (int j = 0; j < d; ++j) dv += (a * T(m.mean(k, j)) - T(x[j])) / (a * a * T(m.variance(k, j)) + s2) * T(v[j]);
-    alpha += r * dv;
-  }
+  // n_kj (above): 1 / c_kj and a x_j (v_kj - v_0j) / (c_kj c_0j).
+  auto n_kj = [&](int k, int j) {
+    const T vk = T(m.variance(k, j)), v0 = T(m.variance(0, j));
+    const T ck = a2 * vk + s2, c0 = a2 * v0 + s2;
+    return T(m.mean(k, j)) / ck + a * T(x[j]) * (vk - v0) / (ck * c0);
+  };
+  auto p_k = [&](int k) {
+    T acc = 0;
+    for (int j = 0; j < d; ++j) acc += n_kj(k, j) * T(v[j]);
+    return acc;
+  };
+  // Pass 2: pbar = sum_k r_k (n_k . v).
+  T pbar = 0;
+  for (int k = 0; k < m.components; ++k)
+    pbar += ds_exp(component_logit(m, k, x, a, s2) - sm.max) * inv_sum * p_k(k);
   // Pass 3: accumulate.
   for (int j = 0; j < d; ++j) out[j] = 0;
+  const T scale = a * s2;
   for (int k = 0; k < m.components; ++k) {
     const T r = ds_exp(component_logit(m, k, x, a, s2) - sm.max) * inv_sum;
-    T dv = 0;
-    for (int j = 0; j < d; ++j) dv += (a * T(m.mean(k, j)) - T(x[j])) / (a * a * T(m.variance(k, j)) + s2) * T(v[j]);
-    const T centred = (s2 / a) * (dv - alpha);
+    const T g = scale * (p_k(k) - pbar);
     for (int j = 0; j < d; ++j) {
-      const T inv_c = T(1) / (a * a * T(m.variance(k, j)) + s2);
-      out[j] += r * (a * T(m.variance(k, j)) * inv_c * T(v[j]) + centred * (a * T(m.mean(k, j)) - T(x[j])) * inv_c);
+      const T vk = T(m.variance(k, j));
+      out[j] += r * (a * vk / (a2 * vk + s2) * T(v[j]) + g * n_kj(k, j));
     }
   }
 }

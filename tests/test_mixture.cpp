@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <vector>
 
@@ -296,6 +297,71 @@ TEST(Mixture, ChannelJvpFromTheConstantsMatchesFp64) {
   }
 }
 
+// The FP64 reference JVP (denoiser_jvp_fp64) at the noisy end of a diffusion, a = 1e-3 down to 1.9e-22 (an
+// Ornstein-Uhlenbeck horizon of 50; s = sqrt(1 - a^2)), against the posterior covariance formed explicitly in long
+// double: J v = (a / s^2) sum_k r_k [diag(v_k s^2 / c_k) v + (m_k - m)((m_k - m) . v)], m_k = (s^2 mu_k + a v_k x) /
+// c_k straight from its definition (no term of size |x| / a: its cancellations are of |mu| against |mu_k - mu_l|,
+// whatever a). Both variance forms, 5 components in d = 6. Tolerance 1e-12 of the point's largest |J v| (the
+// reference's remaining cancellations cost about |mu| / |mu_k - mu_l| FP64 ulps). Seen failing with the former
+// form (s^2 / a) delta_k (delta_k . v - score . v): 2.3e-10 of max |J v| at a = 1e-3, 3.4e-4 at 1e-6, 182 at 1e-9,
+// 1e10 at 1e-13 (both variance forms).
+TEST(Mixture, Fp64JvpAccurateAtTinySignalScales) {
+  using ld = long double;
+  const int d = 6, n = 6;
+  for (bool iso : {true, false}) {
+    const auto mix = random_mixture(5, d, iso, 2.0, 31);
+    const int K = int(mix.components());
+    const auto x = random_points(n, d, 1.5, 7), v = random_points(n, d, 1.0, 8);
+    for (const double a : {1e-3, 1e-6, 1e-9, 1e-13, std::exp(-50.0)}) {
+      const double s = std::sqrt(1 - a * a);
+      std::vector<double> got(n * d);
+      mix.denoiser_jvp_fp64(got.data(), n, x.data(), v.data(), {a, s});
+      double worst = 0;
+      for (int i = 0; i < n; ++i) {
+        const double* xi = x.data() + i * d;
+        const double* vi = v.data() + i * d;
+        std::vector<ld> logit(K), r(K), mk(std::size_t(K) * d), mbar(d, 0), ref(d, 0);
+        ld mx = -INFINITY, sum = 0;
+        const ld A = a, S2 = ld(s) * ld(s);
+        for (int k = 0; k < K; ++k) {
+          ld q = 0, logc = 0;
+          for (int j = 0; j < d; ++j) {
+            const ld vk = mix.variances()[iso ? k : k * d + j], c = A * A * vk + S2;
+            const ld diff = ld(xi[j]) - A * ld(mix.means()[k * d + j]);
+            q += diff * diff / c;
+            logc += std::log(c);
+            mk[k * d + j] = (S2 * ld(mix.means()[k * d + j]) + A * vk * ld(xi[j])) / c;
+          }
+          logit[k] = std::log(ld(mix.weights()[k])) - 0.5L * (q + logc);
+          mx = std::max(mx, logit[k]);
+        }
+        for (int k = 0; k < K; ++k) sum += (r[k] = std::exp(logit[k] - mx));
+        for (int k = 0; k < K; ++k) r[k] /= sum;
+        for (int k = 0; k < K; ++k)
+          for (int j = 0; j < d; ++j) mbar[j] += r[k] * mk[k * d + j];
+        for (int k = 0; k < K; ++k) {
+          ld dot = 0;
+          for (int j = 0; j < d; ++j) dot += (mk[k * d + j] - mbar[j]) * ld(vi[j]);
+          for (int j = 0; j < d; ++j) {
+            const ld vk = mix.variances()[iso ? k : k * d + j], c = A * A * vk + S2;
+            ref[j] += r[k] * (vk * S2 / c * ld(vi[j]) + (mk[k * d + j] - mbar[j]) * dot);
+          }
+        }
+        ld scale = 0;
+        for (int j = 0; j < d; ++j) scale = std::max(scale, std::fabs(ref[j] *= A / S2));
+        for (int j = 0; j < d; ++j) {
+          const double err = double(std::fabs(ld(got[i * d + j]) - ref[j]) / scale);
+          worst = std::max(worst, err);
+          EXPECT_LE(err, 1e-12) << (iso ? "isotropic" : "diagonal") << " a " << a << " point " << i << " coordinate "
+                                << j << ": " << got[i * d + j] << " against " << double(ref[j]);
+        }
+      }
+      std::printf("%s, a = %.3g: largest |J v - long double| / max |J v| %.3g\n", iso ? "isotropic" : "diagonal", a,
+                  worst);
+    }
+  }
+}
+
 TEST(Mixture, FarPointsAndTinyNoiseStayFinite) {
   const int d = 8;
   const auto mix = random_mixture(25, d, false, 8.0, 4, /*tiny_weight=*/1e-30);
@@ -358,8 +424,7 @@ TEST(Mixture, ZeroSignalScaleIsTheClosedFormGaussianAndContinuous) {
     }
     // Small a: first order in a from the closed forms. The second-order terms are of relative size
     // a |x| |mu| / s^2 (<= 4.5 x 2.5 / 0.49 a here), so 25 a of the first-order term's scale bounds them; a = 1e-3
-    // and 1e-4 (much smaller a would measure the reference's own rounding: its centred JVP loses
-    // (|x| / (a |mu_k - mu_l|))^2 ulps, 6e-5 relative at a = 1e-6).
+    // and 1e-4 (the reference's accuracy at smaller a: Fp64JvpAccurateAtTinySignalScales).
     for (const double a : {1e-3, 1e-4}) {
       std::vector<double> den_a(n * d), jvp_a(n * d), score_a(n * d);
       mix.evaluate_fp64(den_a.data(), n, x.data(), {a, s}, quantity::denoiser);
