@@ -1262,7 +1262,13 @@ class SamplingPlan:
         """
         h = _stream(self._like, stream)
         if answer is not None or log_density is not None:
-            r = self.ask()
+            try:
+                r = self.ask()
+            except InvalidArgument as e:  # refused (no trajectory, done, a failed call): name the call made, tell
+                text = str(e)
+                if not text.startswith("ask: "):
+                    raise
+                raise InvalidArgument("tell: " + text[len("ask: "):]) from None
             if answer is None:
                 raise InvalidArgument("answer: None with log_density given; pass both (or write both into ask()'s "
                                       "views)")

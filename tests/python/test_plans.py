@@ -137,6 +137,24 @@ def test_plan_refuses_calls_out_of_sequence():
         plan.tell()
 
 
+def test_plan_tell_with_an_answer_names_tell_when_refused():
+    # tell(answer) asks for the current ask itself; refused before reset() and once done, its error names tell (the
+    # call made), as tell() without an answer does, not ask. Seen failing with the refusals of the inner ask()
+    # passed through ("ask: no trajectory started", "ask: the trajectory is done").
+    plan = ds.SamplingPlan.diffusion(8, 2, output="denoiser", sampler="ddpm", steps=1)
+    answer = np.zeros((8, 2), dtype=np.float32)
+    with pytest.raises(ds.InvalidArgument, match=r"^tell: no trajectory started: call reset\(\) first"):
+        plan.tell(answer)
+    assert plan.position == 0
+    plan.reset()
+    plan.tell(answer)
+    assert plan.done
+    with pytest.raises(ds.InvalidArgument, match=r"^tell: the trajectory is done \(1 asks\); call reset\(\)"):
+        plan.tell(answer)
+    with pytest.raises(ds.InvalidArgument, match=r"^ask: the trajectory is done"):
+        plan.ask()  # ask() itself still names ask
+
+
 # Two problems y_b = A_b x + sigma_y,b z on the d = 2 mixture, d_y = 1.
 A2 = [np.array([[1.0, 0.5]]), np.array([[-0.3, 1.0]])]
 Y2 = np.array([[1.0], [-0.5]])
