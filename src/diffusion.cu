@@ -330,6 +330,9 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
   limits::check("options.steps", o.steps, 1, limits::max_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1, "options.eta: must be in [0, 1], got " << o.eta);
   limits::check("options.first_chain", o.first_chain, 0, limits::max_first_chain);
+  // As sampling_plan refuses it: the plan keeps no trajectory, and x is the caller's between steps.
+  DIFFSAMPLE_EXPECTS(o.record_every == 0, "options.record_every: a plan records nothing (x is the caller's between "
+                                          "steps), got " << o.record_every);
   if (!uses_schedule(o.sampler)) {
     detail::check_positive("options.sigma", o.sigma);
     detail::check_positive("options.step_size", o.step_size);

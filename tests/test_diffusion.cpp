@@ -683,6 +683,17 @@ TEST(DiffusionPlan, RejectsFusedOnlySamplersAndStopsAfterTheLastStep) {
   o.sampler = diffusion_sampler::ddpm;
   o.schedule = noise_schedule::vp_cosine();  // a = 0 at t = 1: a score does not give x0 there
   EXPECT_THROW(diffusion_plan(10, 2, o, model_output::score, cpu), invalid_argument);
+  // A plan records nothing (x is the caller's between steps): record_every is refused naming it, as
+  // sampling_plan::diffusion refuses it (it was accepted and ignored).
+  o = diffusion_options{};
+  o.record_every = 2;
+  try {
+    diffusion_plan(10, 2, o, model_output::denoiser, cpu);
+    ADD_FAILURE() << "record_every = 2 accepted";
+  } catch (const invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("options.record_every: a plan records nothing"), std::string::npos)
+        << e.what();
+  }
   o = diffusion_options{};
   o.steps = 3;
   diffusion_plan plan(4, 2, o, model_output::denoiser, cpu);

@@ -758,8 +758,8 @@ DS_API DS_DEPRECATED("use ds_diffusion()") ds_status ds_diffusion_sample(
  * declared @p output into a buffer and calls ds_diffusion_plan_step_on(). Samplers: ddpm, ddim, reverse_sde,
  * ode_euler, stochastic_localization, walk_jump (ode_heun and sequential_measurements are fused only). With the
  * mixture's denoiser as the model the result equals ds_diffusion_sample() bit for bit on the CPU executor.
- * Creation validates, builds the coefficient table and allocates device memory once (cudaMalloc and a synchronous
- * copy: it synchronises; nothing afterwards does).
+ * Creation validates (options->record_every must be 0: the plan records nothing), builds the coefficient table and
+ * allocates device memory once (cudaMalloc and a synchronous copy: it synchronises; nothing afterwards does).
  * @param n, dim  batch size and dimension of x and of the model buffer (n x dim floats each)
  * @param output  what the model writes
  * @param exec    DS_EXECUTOR_CUDA or DS_EXECUTOR_CPU (automatic picks CUDA when a GPU is present)
