@@ -1909,6 +1909,7 @@ struct smc_plan_storage final : workspace_plan_storage {
     // Linear potentials: column 0 is resampled now (moment potentials weight x by g_0 at the first transition).
     if (!moment) resample_column(0, stream);
   }
+  bool has_outputs() const override { return true; }
   void write_outputs(const guided_outputs& out, cudaStream_t stream) override {
     const std::int64_t BN = rows;
     if (out.particles != nullptr) check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), where);

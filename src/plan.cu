@@ -269,6 +269,7 @@ void sampling_plan::tell(execution exec) {
 
 void sampling_plan::write_outputs(const guided_outputs& outputs, execution exec) {
   detail::sampling_plan_storage& st = usable(storage_, "write_outputs");
+  DIFFSAMPLE_EXPECTS(st.has_outputs(), "write_outputs: only a guided SMC plan has outputs beyond samples()");
   DIFFSAMPLE_EXPECTS(st.started && done(), "write_outputs: the trajectory is not done ("
                                                << (st.started ? position() : 0) << " of " << asks()
                                                << " asks told" << (st.started ? "" : "; no reset() yet") << ")");

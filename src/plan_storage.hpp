@@ -56,6 +56,9 @@ struct sampling_plan_storage {
   virtual void write_outputs(const guided_outputs&, cudaStream_t) {
     DIFFSAMPLE_EXPECTS(false, "write_outputs: only a guided SMC plan has outputs beyond samples()");
   }
+  /// Whether write_outputs() applies (guided SMC plans): sampling_plan::write_outputs() refuses another plan first,
+  /// before asking whether its trajectory is done.
+  virtual bool has_outputs() const { return false; }
   virtual const std::int64_t* counter() const = 0;
   /// The request of ask k: the model's @p output at rows() x d @p points and channel @p at (the schedule's @p time)
   /// into @p answer, or J^T @p vector there when a vector is given.

@@ -1493,6 +1493,11 @@ TEST(SamplingPlan, RefusesCallsOutOfSequence) {
     expect_refusal([&] { plan.ask(); }, {"ask", "reset()"}, what);
     expect_refusal([&] { plan.tell(); }, {"tell", "reset()"}, what);
     if (c.smc) expect_refusal([&] { plan.write_outputs(guided_outputs{}, cpu); }, {"write_outputs", "reset()"}, what);
+    // Another plan has no outputs beyond samples(), done or not: refused as such, not as a trajectory not done yet
+    // (seen failing so before the check of the plan's kind came first).
+    if (!c.smc)
+      expect_refusal([&] { plan.write_outputs(guided_outputs{}, cpu); },
+                     {"write_outputs: only a guided SMC plan has outputs"}, what);
     EXPECT_EQ(plan.request(0).index, 0) << what;  // requests are the options' and need no trajectory
     plan.reset(start);
     // ask() twice without a tell(): the same ask, nothing advances.
@@ -1506,6 +1511,9 @@ TEST(SamplingPlan, RefusesCallsOutOfSequence) {
     // A second tell() for that ask is refused: it would apply ask 1 with ask 0's answer.
     expect_refusal([&] { plan.tell(); }, {"tell", "ask 1", "ask()"}, what);
     EXPECT_EQ(plan.position(), 1) << what;
+    if (!c.smc)
+      expect_refusal([&] { plan.write_outputs(guided_outputs{}, cpu); },
+                     {"write_outputs: only a guided SMC plan has outputs"}, what);
     // Done: no more asks or tells until reset().
     while (!plan.done()) {
       answer(plan.ask(), mix);

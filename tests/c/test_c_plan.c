@@ -501,7 +501,8 @@ int main(void) {
     EXPECT_ERROR(ds_sampling_plan_tell(plan, cpu), DS_INVALID_ARGUMENT, "tell: ask 1 was not asked");
     CHECK_OK(ds_sampling_plan_get_info(plan, NULL, &position, NULL));
     CHECK(position == 1);
-    EXPECT_ERROR(ds_sampling_plan_write_outputs(plan, &outputs, cpu), DS_INVALID_ARGUMENT, "not done");
+    EXPECT_ERROR(ds_sampling_plan_write_outputs(plan, &outputs, cpu), DS_INVALID_ARGUMENT,
+                 "write_outputs: only a guided SMC plan has outputs");
     ds_sampling_plan_destroy(plan);
   }
   ds_mixture_destroy(m);
