@@ -79,6 +79,12 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_out
   const executor where = detail::resolve_executor(exec.kind, x);
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   const std::int64_t records = o.record_every > 0 ? o.steps / o.record_every : 0;
+  // record_every asks for a recording: without a buffer it would go nowhere (as the C API refuses it). n = 0 records
+  // nothing either way (an MPI rank without rows may hold no buffer).
+  DIFFSAMPLE_EXPECTS(outputs.trajectory != nullptr || o.record_every == 0 || n == 0,
+                     "outputs.trajectory: null, but options.record_every is "
+                         << o.record_every << " (nothing would be recorded; give a buffer of (steps / record_every)"
+                         << " x n x d floats, or set record_every to 0)");
   if (outputs.trajectory != nullptr) {
     DIFFSAMPLE_EXPECTS(o.record_every > 0, "outputs.trajectory: given but options.record_every is 0");
     // records x (n d) checked before it is formed: records x n could wrap around 2^64 into range.

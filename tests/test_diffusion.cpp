@@ -455,8 +455,9 @@ TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
   o.sigma = -1;
   EXPECT_NE(message(o).find("options.sigma"), std::string::npos) << message(o);
   o = diffusion_options{};
-  o.record_every = 10;
-  EXPECT_NE(std::string(message(o)), "x");  // no trajectory buffer: recording is simply skipped
+  o.record_every = 10;  // no trajectory buffer: the recording would go nowhere (it was skipped without a word)
+  EXPECT_NE(message(o).find("outputs.trajectory: null, but options.record_every is 10"), std::string::npos)
+      << message(o);
   o.steps = 0;
   EXPECT_NE(message(o).find("options.steps"), std::string::npos) << message(o);
 }

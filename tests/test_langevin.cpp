@@ -258,6 +258,29 @@ TEST(Langevin, TrajectoryRecordsEveryKthState) {
   EXPECT_EQ(std::vector<float>(traj.begin() + 2 * n * 2, traj.end()), y);
 }
 
+// record_every without a trajectory buffer recorded nothing and said nothing; it is refused before anything runs (x
+// untouched), naming the buffer and the setting, as the C API refuses it. n = 0 has nothing to record.
+TEST(Langevin, RecordEveryWithoutATrajectoryIsRefused) {
+  const auto mix = grid_mixture(2, 2, 2.0, 0.5);
+  const std::int64_t n = 8;
+  std::vector<float> x(n * 2, 0.25f);
+  const std::vector<float> before = x;
+  langevin_options o;
+  o.steps = 4;
+  o.record_every = 2;
+  try {
+    langevin(mix, x.data(), {}, n, o, {executor::cpu});
+    ADD_FAILURE() << "record_every = 2 without a trajectory ran";
+  } catch (const invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("outputs.trajectory: null, but options.record_every is 2"), std::string::npos) << what;
+  }
+  EXPECT_EQ(x, before);
+  EXPECT_NO_THROW(langevin(mix, x.data(), {}, 0, o, {executor::cpu}));
+  o.record_every = 0;
+  EXPECT_NO_THROW(langevin(mix, x.data(), {}, n, o, {executor::cpu}));
+}
+
 // The CUDA register path reads the mixture from a copy in 48 KiB of shared memory (kernels/chain_launch.cuh); a
 // mixture whose copy is larger (K (d + 4) floats, isotropic) runs on the workspace path there, so the workspace size
 // includes the chains' state, while the CPU executor keeps the register path. Seen failing with the register path

@@ -68,7 +68,9 @@ struct diffusion_options {
   bool draw_initial = true;
   std::uint64_t seed = 0;         ///< Philox key
   std::uint64_t first_chain = 0;  ///< id of the call's first chain in the random stream
-  std::int64_t record_every = 0;  ///< if > 0, write the state after every record_every-th step to the trajectory
+  /// if > 0, write the state after every record_every-th step to outputs.trajectory, which must then be given
+  /// (refused without it for n > 0: the recording would go nowhere)
+  std::int64_t record_every = 0;
 };
 
 /// Optional outputs (caller buffers on the executor's side; nullptr to skip).

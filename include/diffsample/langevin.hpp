@@ -35,7 +35,9 @@ struct langevin_options {
   std::uint64_t first_chain = 0;  ///< id of the call's first chain in the random stream
   /// step index of the call's first step in the random stream: first_step + steps <= limits::max_stream_steps
   std::uint64_t first_step = 0;
-  std::int64_t record_every = 0;  ///< if > 0, write the state after every record_every-th step to trajectory
+  /// if > 0, write the state after every record_every-th step to outputs.trajectory, which must then be given
+  /// (refused without it for n > 0: the recording would go nowhere)
+  std::int64_t record_every = 0;
 };
 
 /// Optional outputs of a Langevin run (caller buffers, on the executor's side; nullptr to skip).

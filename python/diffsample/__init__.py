@@ -426,16 +426,17 @@ def _writable(a: Any, name: str, dtype: Optional[str] = "float32", required: boo
     return _array(a, name, dtype, True)
 
 
-def _trajectory(trajectory: Any, options: Any) -> Any:
+def _trajectory(trajectory: Any, options: Any, records: str) -> Any:
     """Refuses a trajectory array given without record_every (0: the library records nothing, and its shape check
-    would ask for a (0, n, d) array), and record_every without a trajectory array (nothing would be recorded; the C
-    ABI refuses it too). Returns trajectory."""
+    would ask for a (0, n, d) array), and record_every without a trajectory array (the recording would go nowhere;
+    the library refuses it too). records: the trajectory's first extent in words. Returns trajectory."""
     if trajectory is not None and options.record_every <= 0:
         raise InvalidArgument(f"trajectory: given, but record_every is {options.record_every} (nothing is "
                               "recorded); set record_every=k to record the state after every k-th step")
     if trajectory is None and options.record_every > 0:
-        raise InvalidArgument(f"record_every: {options.record_every}, but no trajectory array is given (nothing "
-                              "would be recorded); pass trajectory=, or leave record_every at 0")
+        raise InvalidArgument(f"record_every: {options.record_every}, but no trajectory array to record into; pass "
+                              f"trajectory=, a ({records} // record_every, n, d) float32 array, or leave "
+                              "record_every at 0")
     return trajectory
 
 
@@ -836,7 +837,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
         x: (n, d) float32 writable, C-contiguous array (NumPy, PyTorch, CuPy; CPU or CUDA: the executor follows
             it) holding the chains' initial states; overwritten with the final states.
         trajectory: None, or a (steps // record_every, n, d) float32 array on x's device receiving every
-            record_every-th state; required when record_every > 0, refused when it is 0.
+            record_every-th state: required when record_every > 0, refused when it is 0.
         accepted: None, or an (n,) int64 array on x's device receiving each chain's accepted proposals (MALA).
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
             cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
@@ -850,7 +851,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
     o = _fill(LangevinOptions(), options)
     o.target_a, o.target_s = _target(target)
     m = _mixture(mixture)
-    _writable(x, "x", required=True), _writable(_trajectory(trajectory, o), "trajectory")
+    _writable(x, "x", required=True), _writable(_trajectory(trajectory, o, "steps"), "trajectory")
     _writable(accepted, "accepted", "int64")
     _core.langevin(m, x, o, trajectory, accepted, _stream(x, stream))
     return x
@@ -891,7 +892,7 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     m = _mixture(mixture)
     if out is None:
         out = _empty(None, (_count(n), m.dim), "float32", "n")
-    _writable(out, "out"), _writable(_trajectory(trajectory, o), "trajectory")
+    _writable(out, "out"), _writable(_trajectory(trajectory, o, "total steps"), "trajectory")
     _core.diffusion(m, out, o, trajectory, _stream(out, stream))
     return out
 

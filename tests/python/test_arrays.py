@@ -159,3 +159,26 @@ def test_torch_cuda_tensors_on_the_current_stream(mixture2):
 def test_version_is_the_librarys():
     from importlib.metadata import version
     assert ds.__version__ == ds._core.version() == version("diffsample")
+
+
+def test_record_every_without_a_trajectory_is_refused(mixture2):
+    """record_every=k without a trajectory array recorded nothing and said nothing (the C++ library skipped the
+    recording); the package refuses it naming both, before anything runs, and the library itself refuses it too
+    (diffsample._core, as its C API does). Seen failing before: both calls ran and returned x."""
+    x = np.random.default_rng(1).normal(size=(8, 2)).astype(np.float32)
+    before = x.copy()
+    with pytest.raises(ds.InvalidArgument, match=r"^record_every: 2, but no trajectory array to record into; pass "
+                                                 r"trajectory=, a \(steps // record_every, n, d\) float32 array"):
+        ds.langevin(mixture2, x, method="ula", step_size=0.01, steps=4, record_every=2)
+    with pytest.raises(ds.InvalidArgument, match=r"^record_every: 3, but no trajectory array .*\(total steps //"):
+        ds.diffusion(mixture2, out=x, steps=6, draw_initial=False, record_every=3)
+    np.testing.assert_array_equal(x, before)
+    o = ds.LangevinOptions()
+    o.steps, o.record_every = 4, 2
+    with pytest.raises(ds.InvalidArgument, match=r"^outputs.trajectory: null, but options.record_every is 2"):
+        ds._core.langevin(mixture2._m, x, o, None, None, 0)
+    d = ds.DiffusionOptions()
+    d.steps, d.record_every = 6, 3
+    with pytest.raises(ds.InvalidArgument, match=r"^outputs.trajectory: null, but options.record_every is 3"):
+        ds._core.diffusion(mixture2._m, x, d, None, 0)
+    np.testing.assert_array_equal(x, before)
