@@ -235,6 +235,60 @@ struct array_view : nb::object {
   NB_OBJECT_DEFAULT(array_view, object, "typing.Any", any_object)
 };
 
+// Integer and real parameters of the classes the package re-exports as they are bound (ObservationOperator.mask's
+// d_x, NoiseSchedule's factories, at() and points()): typed int and float in the signatures and the stub, taken as
+// any object, so that what nanobind would refuse with a TypeError naming neither the argument nor the value (a float
+// for an int, an integer beyond int64, a str), or take silently (a bool), is an InvalidArgument naming the argument,
+// in the words of the package's own checks of its arguments (diffsample/__init__.py: _integer, _real). None is still
+// nanobind's TypeError: letting it through (has_arg_defaults) would type these parameters `int | None` in the stub.
+struct py_int : nb::object {
+  NB_OBJECT_DEFAULT(py_int, object, "int", any_object)
+};
+struct py_real : nb::object {
+  NB_OBJECT_DEFAULT(py_real, object, "float", any_object)
+};
+
+bool is_bool(nb::handle h) {
+  const std::string type = Py_TYPE(h.ptr())->tp_name;
+  return PyBool_Check(h.ptr()) || type == "numpy.bool" || type == "numpy.bool_";
+}
+
+// A value as the package's messages show it: None and bools as their repr, anything else as its type and repr.
+std::string describe(nb::handle h) {
+  std::string text = nb::repr(h).c_str();
+  if (h.is_none() || PyBool_Check(h.ptr())) return text;
+  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  return std::string("a ") + nb::str(h.type().attr("__name__")).c_str() + " (" + text + ")";
+}
+
+std::int64_t int64_arg(nb::handle h, const std::string& name) {
+  const std::string range = "[-9223372036854775808, 9223372036854775807]";
+  nb::object index;
+  if (!h.is_none() && !is_bool(h) && !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr())) {
+    index = nb::steal(PyNumber_Index(h.ptr()));
+    if (!index.is_valid()) PyErr_Clear();
+  }
+  if (!index.is_valid())
+    raise_invalid(name + ": expected an integer in " + range + ", got " + nb::repr(h).c_str());
+  int overflow = 0;
+  const long long value = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  if (overflow != 0)
+    raise_invalid(name + ": " + nb::str(index).c_str() + " is outside " + range +
+                  " (the argument's integer type, int64)");
+  return std::int64_t(value);
+}
+
+double real_arg(nb::handle h, const std::string& name) {
+  if (h.is_none() || is_bool(h) || PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr()))
+    raise_invalid(name + ": " + describe(h) + ", expected a real number");
+  const double value = PyFloat_AsDouble(h.ptr());
+  if (value == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    raise_invalid(name + ": " + describe(h) + ", expected a real number");
+  }
+  return value;
+}
+
 host_data read_host(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
                     const std::string& expected) {
   if (obj.is_none()) raise_invalid(name + ": None, expected " + expected);
@@ -493,35 +547,49 @@ NB_MODULE(_core, m) {
       .def_rw("t_start", &ds::noise_schedule::t_start, DS_DOC(noise_schedule, t_start))
       .def_rw("t_end", &ds::noise_schedule::t_end, DS_DOC(noise_schedule, t_end))
       .def_rw("times", &ds::noise_schedule::times, DS_DOC(noise_schedule, times))
-      .def_static("vp_linear", &ds::noise_schedule::vp_linear, "beta_min"_a = 0.1, "beta_max"_a = 20.0,
-                  DS_DOC(noise_schedule, vp_linear))
-      .def_static("vp_cosine", &ds::noise_schedule::vp_cosine, "offset"_a = 0.008,
+      .def_static("vp_linear",
+                  [](py_real lo, py_real hi) {
+                    return ds::noise_schedule::vp_linear(real_arg(lo, "beta_min"), real_arg(hi, "beta_max"));
+                  },
+                  "beta_min"_a = 0.1, "beta_max"_a = 20.0, DS_DOC(noise_schedule, vp_linear))
+      .def_static("vp_cosine", [](py_real offset) { return ds::noise_schedule::vp_cosine(real_arg(offset, "offset")); },
+                  "offset"_a = 0.008,
                   DS_DOC(noise_schedule, vp_cosine) "\n\noffset: the cosine's offset in theta(t) = (t + offset) / (1 + "
                                                     "offset) * pi / 2, in [0, 1) (cosine_offset).")
       .def_static("vp_table", &ds::noise_schedule::vp_table, "alpha_bar"_a,
                   DS_DOC(noise_schedule, vp_table) "\n\nalpha_bar: the N values alpha-bar_1..N (a sequence of floats).")
-      .def_static("variance_exploding", &ds::noise_schedule::variance_exploding, "sigma_min"_a = 0.01,
-                  "sigma_max"_a = 50.0, DS_DOC(noise_schedule, variance_exploding))
-      .def_static("ornstein_uhlenbeck", &ds::noise_schedule::ornstein_uhlenbeck, "horizon"_a = 5.0,
-                  DS_DOC(noise_schedule, ornstein_uhlenbeck))
+      .def_static("variance_exploding",
+                  [](py_real lo, py_real hi) {
+                    return ds::noise_schedule::variance_exploding(real_arg(lo, "sigma_min"), real_arg(hi, "sigma_max"));
+                  },
+                  "sigma_min"_a = 0.01, "sigma_max"_a = 50.0, DS_DOC(noise_schedule, variance_exploding))
+      .def_static("ornstein_uhlenbeck",
+                  [](py_real horizon) { return ds::noise_schedule::ornstein_uhlenbeck(real_arg(horizon, "horizon")); },
+                  "horizon"_a = 5.0, DS_DOC(noise_schedule, ornstein_uhlenbeck))
       .def_static("linear_interpolant", &ds::noise_schedule::linear_interpolant,
                   DS_DOC(noise_schedule, linear_interpolant))
-      .def_static("stochastic_localization", &ds::noise_schedule::stochastic_localization, "t_min"_a = 1e-3,
-                  "t_max"_a = 1e3, DS_DOC(noise_schedule, stochastic_localization))
-      .def("with_grid", [](ds::noise_schedule s, ds::time_grid g, double a, double b) { return s.with_grid(g, a, b); },
+      .def_static("stochastic_localization",
+                  [](py_real lo, py_real hi) {
+                    return ds::noise_schedule::stochastic_localization(real_arg(lo, "t_min"), real_arg(hi, "t_max"));
+                  },
+                  "t_min"_a = 1e-3, "t_max"_a = 1e3, DS_DOC(noise_schedule, stochastic_localization))
+      .def("with_grid",
+           [](ds::noise_schedule s, ds::time_grid g, py_real a, py_real b) {
+             return s.with_grid(g, real_arg(a, "start"), real_arg(b, "end"));
+           },
            "grid"_a, "start"_a, "end"_a,
            "A copy with the grid kind (a TimeGrid) and its ends set: the grid runs from time start to time end.")
       .def("with_times", [](ds::noise_schedule s, std::vector<double> t) { return s.with_times(std::move(t)); },
            "times"_a, "A copy with a custom grid of steps + 1 times.")
       .def("at",
-           [](const ds::noise_schedule& s, double t) {
-             auto p = s.at(t);
+           [](const ds::noise_schedule& s, py_real t) {
+             auto p = s.at(real_arg(t, "t"));
              return std::make_tuple(p.a, p.s, p.da_dt, p.ds_dt);
            },
            "t"_a, "(a, s, da/dt, ds/dt) at time t.")
       .def("points",
-           [](const ds::noise_schedule& s, std::int64_t steps) {
-             auto pts = s.points(steps);
+           [](const ds::noise_schedule& s, py_int steps) {
+             auto pts = s.points(int64_arg(steps, "steps"));
              std::vector<double> v;
              for (auto& p : pts) v.insert(v.end(), {p.t, p.a, p.s, p.da_dt, p.ds_dt});
              return to_numpy(std::move(v), {pts.size(), 5});
@@ -1054,7 +1122,8 @@ NB_MODULE(_core, m) {
           "of numbers; CUDA arrays, complex and bool are refused).")
       .def_static(
           "mask",
-          [](std::int64_t d_x, problem_indices indices, std::optional<problem_data> diagonal) {
+          [](py_int dx, problem_indices indices, std::optional<problem_data> diagonal) {
+            const std::int64_t d_x = int64_arg(dx, "d_x");
             host_data i = read_host(indices, "indices", {1}, "(d_y,) integers");
             if (!i.integral) raise_invalid("indices: dtype " + i.dtype + ", expected an integer dtype");
             std::vector<std::int64_t> idx(i.values.size());

@@ -196,3 +196,44 @@ def test_guided_outputs_are_checked_before_allocating(m):
     y = np.zeros((2**20, 1))
     with pytest.raises(ds.OutOfMemory, match=r"^options.particles: needs 140737488355328 bytes of host memory"):
         ds.guided_sample(m, [[1.0, 0.0]], y, 0.5, outputs=("particles",), particles=2**24, steps=2)
+
+
+# ---- the bound classes the package re-exports: ObservationOperator.mask, NoiseSchedule ------------------------------
+# Their int and float parameters are converted by the binding (core.cpp: int64_arg, real_arg), in the package's
+# words. Seen failing against the binding before (nanobind's TypeError naming nothing; bools taken as numbers). None
+# is still nanobind's TypeError there (the stub would otherwise type the parameters `int | None`).
+
+CORE_CASES = [
+    ("mask-d_x-int64", lambda: ds.ObservationOperator.mask(2**63, [0]),
+     r"^d_x: 9223372036854775808 is outside \[-9223372036854775808, 9223372036854775807\] \(the argument's integer "
+     r"type, int64\)"),
+    ("mask-d_x-float", lambda: ds.ObservationOperator.mask(2.0, [0]), r"^d_x: expected an integer .*, got 2.0"),
+    ("mask-d_x-bool", lambda: ds.ObservationOperator.mask(True, [0]), r"^d_x: expected an integer .*, got True"),
+    ("points-steps-int64", lambda: ds.NoiseSchedule.vp_linear().points(-2**63 - 1),
+     r"^steps: -9223372036854775809 is outside"),
+    ("points-steps-float", lambda: ds.NoiseSchedule.vp_linear().points(3.0), r"^steps: expected an integer"),
+    ("vp_linear-str", lambda: ds.NoiseSchedule.vp_linear("0.1"), r"^beta_min: a str \('0.1'\), expected a real number"),
+    ("vp_cosine-bool", lambda: ds.NoiseSchedule.vp_cosine(True), r"^offset: True, expected a real number"),
+    ("ve-sigma_max", lambda: ds.NoiseSchedule.variance_exploding(0.01, np.bool_(True)),
+     r"^sigma_max: a bool \(np.True_\), expected"),
+    ("ou-horizon", lambda: ds.NoiseSchedule.ornstein_uhlenbeck("5"), r"^horizon: a str \('5'\), expected"),
+    ("sl-t_max", lambda: ds.NoiseSchedule.stochastic_localization(1e-3, b"1"), r"^t_max: a bytes \(b'1'\), expected"),
+    ("at-t", lambda: ds.NoiseSchedule.vp_linear().at("0.5"), r"^t: a str \('0.5'\), expected a real number"),
+    ("with_grid-end", lambda: ds.NoiseSchedule.vp_linear().with_grid(ds._core.TimeGrid.uniform, 1.0, [0.0]),
+     r"^end: a list \(\[0.0\]\), expected a real number"),
+]
+
+
+@pytest.mark.parametrize("call,pattern", [c[1:] for c in CORE_CASES], ids=[c[0] for c in CORE_CASES])
+def test_bound_class_arguments_are_refused_by_name(call, pattern):
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        call()
+
+
+def test_bound_class_arguments_take_numbers():
+    assert ds.ObservationOperator.mask(np.int64(3), [0]).d_x == 3
+    assert ds.NoiseSchedule.vp_linear().points(np.int32(3)).shape == (4, 5)
+    a = ds.NoiseSchedule.vp_linear(np.float32(0.5), 10).at(np.float64(0.25))
+    b = ds.NoiseSchedule.vp_linear(0.5, 10.0).at(0.25)
+    assert a == b
+    assert ds.NoiseSchedule.vp_linear().with_grid(ds._core.TimeGrid.uniform, 1, 0).t_end == 0.0
