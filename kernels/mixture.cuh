@@ -592,20 +592,21 @@ DS_HD_INLINE T channel_logit(const channel_view& c, int k, const X& x) {
 }
 
 /// Denoiser Jacobian-vector product J v at the channel from its constants, one point per call (the CUDA guided
-/// samplers' J v and the scalar target's): the formula and the three passes of mixture_denoiser_jvp,
-///   J v = sum_k r_k [ (a v_k / c_k) v + (s^2 / a) delta_k g_k ],  delta_k = (a mu_k - x) / c_k,
-/// with g_k = (delta_k - score) . v formed from two parts, each centred on its weighted mean:
-///   g_k = (p_k - sum_l r_l p_l) - (q_k - sum_l r_l q_l),  p_k = ((a mu_k - z) / c_k) . v,
-///   q_k = ((x - z) / c_k - (x - z) / c_top) . v,  z = a mu_top, top the component of the largest logit
-/// (isotropic: (x - z) . v once, times 1 / c_k - 1 / c_top). At the noisy end (a small) every delta_k is close to
-/// -x / c, and delta_k . v - score . v is the difference of two terms of size |x| |v| / c whose rounding, carried by
-/// every g_k alike, the accumulation's -x / c parts multiply again: (|x| / (a |mu_k - mu_l|))^2 ulps lost, 1e-2
-/// relative at a = 0.003 on a unit grid. Split so, x's part is zero for components of equal c_k (q_k = 0 exactly),
-/// the means are measured from the nearest mode rather than the origin, and the accumulation leaves out the part of
-/// delta_k common to all components (it sums to zero against g), as the CPU executor's packed product centres both
-/// factors (src/cpu/denoiser_jvp.hpp). 1 / c_k, a v_k / c_k and the logits'
-/// normalisers come from the channel's table: one division per call (s^2 / a, and 1 / sum of the softmax) instead
-/// of one per component and coordinate. out may not alias x or v.
+/// samplers' J v and the scalar target's): mixture_denoiser_jvp's form,
+///   J v = sum_k r_k [ (a v_k / c_k) v + a s^2 n_k g_k ],  g_k = (n_k - nbar) . v,
+/// with n_k measured from the component of the largest logit (top; any shift common to all k leaves n_k - nbar as it
+/// is): n_kj = (mu_kj - mu_top,j) / c_kj + (x_j - a mu_top,j) e_kj, e_kj = a (v_kj - v_top,j) / (c_kj c_top,j)
+/// (= (1 / c_top,j - 1 / c_kj) / a, formed without that difference of rounded reciprocals), and g_k from two parts
+/// each centred on its weighted mean:
+///   g_k = (p_k - sum_l r_l p_l) + (q_k - sum_l r_l q_l),  p_k = ((mu_k - mu_top) / c_k) . v,
+///   q_k = ((x - a mu_top) e_k) . v
+/// (isotropic: (x - a mu_top) . v once, times e_k). No term of size |x| / a: the rounding left is of |mu_k - mu_top|
+/// against |mu_k - mu_l|, whatever a, and nothing divides by a (s^2 / a overflowed FP32 below a = 3e-39). Formed
+/// before as (s^2 / a) delta_k g_k with delta_k = (a mu_k - x) / c_k, the same quantity, whose x-parts used the
+/// difference 1 / c_k - 1 / c_top of the table's rounded reciprocals. x's part is zero for components of equal
+/// variance (q_k = 0 exactly), and the accumulation leaves out the part of n_k common to all components (it sums to
+/// zero against g), as the CPU executor's packed product centres both factors (src/cpu/denoiser_jvp.hpp). 1 / c_k and
+/// a v_k / c_k come from the channel's table: no division. out may not alias x or v.
 /// Rolled: the accumulation's loops over coordinates stay rolled on the device (for_coordinates), for kernels whose
 /// registers they set: unrolled, the addresses of the strided x, v and out and of the component's rows for several
 /// coordinates at once took TMPD's fused kernel from 96 to 128 registers; the moment-projected SMC's kernel, rolled,
@@ -627,11 +628,16 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     }
   }
   const T inv_sum = T(1) / run_sum;
-  const float* zmu = c.means + static_cast<std::int64_t>(top) * d;  // z = a mu_top
-  // (x - z) . v (isotropic components: q_k = ((x - z) . v) (1 / c_k - 1 / c_top)).
+  const std::int64_t top_off = static_cast<std::int64_t>(top) * d;
+  const float* zmu = c.means + top_off;  // mu_top; z = a mu_top
+  // (x - z) . v (isotropic components: q_k = ((x - z) . v) e_k).
   T xv = T(0);
   if (c.isotropic)
     for (int j = 0; j < d; ++j) xv = ds_fma(T(x[j]) - T(c.a * zmu[j]), T(v[j]), xv);
+  // e_k of an isotropic component: a (v_k - v_top) / (c_k c_top).
+  auto e_iso = [&](int k) {
+    return T(c.a * (c.variances[k] - c.variances[top])) * T(c.comp[k].inv_c) * T(c.comp[top].inv_c);
+  };
   // p_k and q_k of component k.
   struct pq {
     T p, q;
@@ -641,17 +647,17 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     const float* mu = c.means + off;
     pq r{T(0), T(0)};
     if (c.isotropic) {
-      for (int j = 0; j < d; ++j) r.p = ds_fma(T(c.a * mu[j]) - T(c.a * zmu[j]), T(v[j]), r.p);
-      const T ic = T(c.comp[k].inv_c);
-      r.p = r.p * ic;
-      r.q = xv * (ic - T(c.comp[top].inv_c));
+      for (int j = 0; j < d; ++j) r.p = ds_fma(T(mu[j] - zmu[j]), T(v[j]), r.p);
+      r.p = r.p * T(c.comp[k].inv_c);
+      r.q = xv * e_iso(k);
       return r;
     }
-    const float *ic = c.inv_c + off, *ict = c.inv_c + static_cast<std::int64_t>(top) * d;
+    const float *ic = c.inv_c + off, *ict = c.inv_c + top_off, *var = c.variances + off, *vt = c.variances + top_off;
     for (int j = 0; j < d; ++j) {
       const T icj = T(ic[j]), zj = T(c.a * zmu[j]);
-      r.p = ds_fma((T(c.a * mu[j]) - zj) * icj, T(v[j]), r.p);
-      r.q = ds_fma((T(x[j]) - zj) * (icj - T(ict[j])), T(v[j]), r.q);
+      const T ej = T(c.a * (var[j] - vt[j])) * icj * T(ict[j]);
+      r.p = ds_fma(T(mu[j] - zmu[j]) * icj, T(v[j]), r.p);
+      r.q = ds_fma((T(x[j]) - zj) * ej, T(v[j]), r.q);
     }
     return r;
   };
@@ -664,31 +670,33 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     p_mean = ds_fma(r, g.p, p_mean);
     q_mean = ds_fma(r, g.q, q_mean);
   }
-  // Pass 3: accumulate (a > 0: mixture_jvp_functor answers a = 0 without it).
-  const T ratio = T(c.s2 / c.a);
+  // Pass 3: accumulate.
+  const T scale = T(c.a * c.s2);
   for_coordinates<Rolled>(d, [&](int j) { out[j] = T(0); });
   for (int k = 0; k < c.components; ++k) {
     const T r = softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum;
     const pq g = parts(k);
-    // delta_kj = (a mu_kj - z_j) / c_kj - (x_j - z_j) (1 / c_kj - 1 / c_top,j) - (x_j - z_j) / c_top,j, and the last
-    // term's sum_k r_k g_k (...) is zero (sum_k r_k g_k = 0): left out, its rounding (|x| |g| / c) with it.
-    const T rg = r * ratio * ((g.p - p_mean) - (g.q - q_mean));
+    // n_kj = (mu_kj - mu_top,j) / c_kj + (x_j - z_j) e_kj; the sum over k of r_k g_k times a part common to every
+    // component is zero (sum_k r_k g_k = 0): left out, its rounding with it.
+    const T rg = r * scale * ((g.p - p_mean) + (g.q - q_mean));
     const std::int64_t off = static_cast<std::int64_t>(k) * d;
     const float* mu = c.means + off;
     if (c.isotropic) {
       const component_constants cc = c.comp[k];
-      const T rx = r * T(cc.x_scale), ick = T(cc.inv_c), dic = ick - T(c.comp[top].inv_c);
+      const T rx = r * T(cc.x_scale), ick = T(cc.inv_c), ek = e_iso(k);
       for_coordinates<Rolled>(d, [&](int j) {
         const T zj = T(c.a * zmu[j]);
-        const T dj = (T(c.a * mu[j]) - zj) * ick - (T(x[j]) - zj) * dic;
-        out[j] = ds_fma(rx, T(v[j]), ds_fma(rg, dj, T(out[j])));
+        const T nj = T(mu[j] - zmu[j]) * ick + (T(x[j]) - zj) * ek;
+        out[j] = ds_fma(rx, T(v[j]), ds_fma(rg, nj, T(out[j])));
       });
     } else {
-      const float *ic = c.inv_c + off, *var = c.variances + off, *ict = c.inv_c + static_cast<std::int64_t>(top) * d;
+      const float *ic = c.inv_c + off, *var = c.variances + off, *ict = c.inv_c + top_off,
+                  *vt = c.variances + top_off;
       for_coordinates<Rolled>(d, [&](int j) {
         const T icj = T(ic[j]), zj = T(c.a * zmu[j]);
-        const T dj = (T(c.a * mu[j]) - zj) * icj - (T(x[j]) - zj) * (icj - T(ict[j]));
-        out[j] = ds_fma(r * T(c.a * var[j]) * icj, T(v[j]), ds_fma(rg, dj, T(out[j])));
+        const T ej = T(c.a * (var[j] - vt[j])) * icj * T(ict[j]);
+        const T nj = T(mu[j] - zmu[j]) * icj + (T(x[j]) - zj) * ej;
+        out[j] = ds_fma(r * T(c.a * var[j]) * icj, T(v[j]), ds_fma(rg, nj, T(out[j])));
       });
     }
   }

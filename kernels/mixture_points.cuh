@@ -46,7 +46,7 @@ struct mixture_jvp_functor {
   DS_HD void operator()(std::int64_t i) const {
     const strided_vec<const float> xi{x + i * d, 1, d}, vi{v + i * d, 1, d};
     strided_vec<float> oi{out + i * d, 1, d};
-    if (c.a == 0.f) {  // J = (a / s^2) Cov(x0 | x_t) = 0: x_t carries nothing of x0 (channel_jvp divides by a)
+    if (c.a == 0.f) {  // J = (a / s^2) Cov(x0 | x_t) = 0: x_t carries nothing of x0
       for (int j = 0; j < d; ++j) oi[j] = 0.f;
       return;
     }

@@ -280,6 +280,70 @@ std::vector<double> jvp_bound(const diffsample::kernels::mixture_view<double>& m
   return bound;
 }
 
+/// The derived rounding bound of jvp_bound for the products' present form, J v = sum_k r_k (a v_k / c_k) v + a s^2
+/// sum_k r_k f_k (f_k . v), f_k = n_k - nbar, n_kj = (mu_kj - z_j) / c_kj + (x_j - a z_j) a (v_kj - v_ref,j) /
+/// (c_kj c_ref,j) with the reference component `ref` (its mean z when `shift`, else z = 0): the same steps with
+/// delta_k -> n_k (magnitude N_kj, the sum of its two terms' magnitudes: what its roundings scale with), score ->
+/// nbar, e_k -> f_k, s^2 / a -> a s^2.
+std::vector<double> jvp_bound_n(const diffsample::kernels::mixture_view<double>& md, const std::vector<double>& xd,
+                                const std::vector<double>& vd, double a, double s, int ref, bool shift) {
+  namespace kn = diffsample::kernels;
+  const int K = md.components, d = md.dim;
+  std::vector<double> r(K), q(K), n(K * d), N(K * d), nbar(d, 0.0), Nbar(d, 0.0), f(K * d), bound(d, 0.0);
+  double mx = -INFINITY;
+  for (int k = 0; k < K; ++k) {
+    r[k] = kn::component_logit(md, k, xd.data(), a, s * s);
+    mx = std::max(mx, r[k]);
+    q[k] = 0;
+    for (int j = 0; j < d; ++j) {
+      const double c = a * a * md.variance(k, j) + s * s, cr = a * a * md.variance(ref, j) + s * s;
+      const double diff = a * md.mean(k, j) - xd[j], z = shift ? md.mean(ref, j) : 0.0;
+      q[k] += diff * diff / c;
+      const double t1 = (md.mean(k, j) - z) / c, t2 = (xd[j] - a * z) * a * (md.variance(k, j) - md.variance(ref, j)) / (c * cr);
+      n[k * d + j] = t1 + t2;
+      N[k * d + j] = std::fabs(t1) + std::fabs(t2);
+    }
+  }
+  double sum = 0;
+  for (int k = 0; k < K; ++k) sum += (r[k] = std::exp(r[k] - mx));
+  for (int k = 0; k < K; ++k) r[k] /= sum;
+  for (int k = 0; k < K; ++k)
+    for (int j = 0; j < d; ++j) {
+      nbar[j] += r[k] * n[k * d + j];
+      Nbar[j] += r[k] * N[k * d + j];
+    }
+  for (int k = 0; k < K; ++k)
+    for (int j = 0; j < d; ++j) f[k * d + j] = n[k * d + j] - nbar[j];
+  const double ratio = a * s * s;
+  for (int j = 0; j < d; ++j) {
+    for (int k = 0; k < K; ++k) {
+      double E = 0, F = 0;
+      for (int i = 0; i < d; ++i) {
+        E += std::fabs(f[k * d + i] * vd[i]);
+        F += (N[k * d + i] + Nbar[i]) * std::fabs(vd[i]);
+      }
+      const double c = a * a * md.variance(k, j) + s * s;
+      const double T = a * md.variance(k, j) / c * std::fabs(vd[j]) + ratio * std::fabs(f[k * d + j]) * E;
+      bound[j] += r[k] * (((d + 2) * q[k] / 2 + 64) * T +
+                          8 * ratio * ((N[k * d + j] + Nbar[j]) * E + std::fabs(f[k * d + j]) * F));
+    }
+    bound[j] *= std::ldexp(1.0, -24);
+  }
+  return bound;
+}
+
+/// The component of the largest FP64 logit at x (the kernel's top, up to near-ties).
+int top_component(const diffsample::kernels::mixture_view<double>& md, const std::vector<double>& xd, double a,
+                  double s) {
+  int top = 0;
+  double best = -INFINITY;
+  for (int k = 0; k < md.components; ++k) {
+    const double l = diffsample::kernels::component_logit(md, k, xd.data(), a, s * s);
+    if (l > best) best = l, top = k;
+  }
+  return top;
+}
+
 }  // namespace
 
 // The packed denoiser Jacobian-vector product (src/cpu/denoiser_jvp.hpp, two passes over the components, centred
@@ -349,6 +413,131 @@ TEST(SimdJvp, PackedProductWithinRoundingOfTheFp64ClosedForm) {
   }
 }
 
+
+// The three FP32 products at the noisy end of a diffusion, a = 1e-3 down to 1.9e-22 (an Ornstein-Uhlenbeck horizon
+// of 50; s = 1 in FP32): the packed product (SSE2 pack, 4 points x 3 vectors), kernels::channel_jvp (the CUDA
+// executor's and the scalar target's) and the public denoiser_jvp on every CPU target, against the FP64 closed form
+// (itself accurate there: Mixture.Fp64JvpAccurateAtTinySignalScales) within jvp_bound_n, the derived bound of the
+// present form (relative to J v, which is of size a); on the mixtures of PackedProductWithinRoundingOfTheFp64ClosedForm
+// (45 components, isotropic and diagonal). At a = 1e-40 (below FP32's normal range) every path gives finite values
+// of at most 1e-30. Seen failing with the products formed from delta_k = (a mu_k - x) / c_k and s^2 / a: the packed
+// product off by 1e6 .. 1e22 times the bound from a = 1e-6 on (J v of O(1) against a true 1e-11 at a = 1e-13; NaN
+// samples from DPS, Pi-GDM and TMPD on an OU horizon of 50), channel_jvp by up to 5e3 times it, and NaN at a = 1e-40.
+TEST(SimdJvp, TinySignalScalesWithinTheDerivedBound) {
+  namespace kn = diffsample::kernels;
+  const int d = 5, K = 45, count = 3;
+  std::mt19937 gen(15);
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> unif(0.3, 1.5);
+  for (const bool iso : {true, false}) {
+    const random_jvp_mixture mix(K, d, iso, gen, normal, unif);
+    const kn::mixture_view<float> mf = mix.view_f32();
+    const kn::mixture_view<double> md = mix.view_f64();
+    // The public API over the same (FP32-rounded) parameters.
+    std::vector<double> w(K), mu64(mix.muf.begin(), mix.muf.end()), var64(mix.varf.begin(), mix.varf.end());
+    for (int k = 0; k < K; ++k) w[k] = std::exp(mix.lw[k]);
+    const gaussian_mixture pub(d, w, mu64, var64);
+    for (const double a64 : {1e-3, 1e-6, 1e-13, std::exp(-50.0), 1e-40}) {
+      const float a = float(a64), s = float(std::sqrt(1 - a64 * a64));
+      const bool tiny = a64 < 1e-38;
+      std::vector<float> table(kn::mixture_channels::table_floats(mf, 1));
+      const kn::mixture_channels t = kn::mixture_channels::in(mf, 1, table.data());
+      for (int k = 0; k < K; ++k) kn::channel_table_functor<kn::langevin_channel>{t, {a, s}}(k);
+      const kn::channel_view ch = t.at(0, a, s);
+      double worst_packed = 0, worst_kernel = 0, worst_public = 0;
+      auto check = [&](const char* what, double got, double ref, double bound, double& worst) {
+        if (tiny) {
+          EXPECT_TRUE(std::isfinite(got) && std::fabs(got) <= 1e-30) << what << " a " << a64 << ": " << got;
+          return;
+        }
+        const double err = std::fabs(got - ref);
+        EXPECT_LE(err, bound) << what << (iso ? " isotropic" : " diagonal") << " a " << a64 << ": " << got
+                              << " against " << ref;
+        worst = std::max(worst, err / bound);
+      };
+      for (int rep = 0; rep < 4; ++rep) {
+        simd::fpack x[d], v[count * d], out[count * d];
+        std::vector<simd::fpack> scratch(simd::denoiser_jvp_scratch(d, count, K));
+        for (int j = 0; j < d; ++j)
+          for (int l = 0; l < simd::lanes; ++l) x[j].v[l] = float(2.5 * normal(gen));
+        for (int e = 0; e < count * d; ++e)
+          for (int l = 0; l < simd::lanes; ++l) v[e].v[l] = float(normal(gen));
+        simd::channel_denoiser_jvp(ch, x, d, v, count, out, scratch.data());
+        for (int l = 0; l < simd::lanes; ++l) {
+          std::vector<float> xf(d), vf(d), kout(d), pout(d);
+          std::vector<double> xd(d), vd(d), ref(d);
+          for (int j = 0; j < d; ++j) xd[j] = xf[j] = x[j].v[l];
+          const int top = top_component(md, xd, a, s);
+          for (int qv = 0; qv < count; ++qv) {
+            for (int j = 0; j < d; ++j) vd[j] = vf[j] = v[qv * d + j].v[l];
+            kn::mixture_denoiser_jvp(md, xd.data(), vd.data(), double(a), double(s), ref);
+            const std::vector<double> b0 = jvp_bound_n(md, xd, vd, a, s, 0, false),
+                                      bt = jvp_bound_n(md, xd, vd, a, s, top, true);
+            const kn::strided_vec<const float> xs{xf.data(), 1, d}, vs{vf.data(), 1, d};
+            kn::strided_vec<float> os{kout.data(), 1, d};
+            kn::channel_jvp<float>(ch, xs, vs, os);
+            for (int j = 0; j < d; ++j) {
+              check("packed", out[qv * d + j].v[l], ref[j], b0[j], worst_packed);
+              check("channel_jvp", kout[j], ref[j], std::max(b0[j], bt[j]), worst_kernel);
+            }
+            for (const char* tg : targets) {
+              with_target(tg, [&] {
+                pub.denoiser_jvp(pout.data(), 1, xf.data(), vf.data(), channel{a, s}, {executor::cpu});
+              });
+              for (int j = 0; j < d; ++j) check(tg, pout[j], ref[j], std::max(b0[j], bt[j]), worst_public);
+            }
+          }
+        }
+      }
+      std::printf("%s, a = %.3g: largest error / bound: packed %.3g, channel_jvp %.3g, public %.3g\n",
+                  iso ? "isotropic" : "diagonal", a64, worst_packed, worst_kernel, worst_public);
+    }
+  }
+}
+
+
+// Every guided sampler on an Ornstein-Uhlenbeck schedule of horizon 50 (a = e^-50 = 1.9e-22 at the first point;
+// uniform grid, 100 steps, 128 particles) with a 25-component grid prior (modes 8 apart) in d = 10 and d_y = 2, on
+// every CPU target: every sample finite. Seen failing before the JVPs were formed without s^2 / a and delta_k =
+// (a mu_k - x) / c_k: DPS, Pi-GDM and TMPD all NaN on the SSE2, AVX2 and AVX-512 targets (the packed J v of O(1e9)
+// at a = 2e-22, against a true 1e-19); DDRM was NaN on every target before its kernels left the VE scaling.
+TEST(SimdGuided, EverySamplerFiniteOnAnOuHorizonOf50) {
+  const int d = 10, dy = 2;
+  std::vector<double> w(25);
+  std::mt19937_64 gen(5);
+  std::uniform_real_distribution<double> u(0.1, 1.0);
+  std::normal_distribution<double> z;
+  for (auto& e : w) e = u(gen);
+  const gaussian_mixture prior = grid_mixture(d, 5, 8.0, 1.0, w);
+  guided_problems pr;
+  pr.problems = 1;
+  pr.d_y = dy;
+  pr.A.resize(dy * d);
+  for (auto& e : pr.A) e = z(gen);
+  pr.sigma_y = {0.7};
+  pr.y = {3.0, -2.0};
+  for (const char* t : targets) {
+    with_target(t, [&] {
+      for (const guided_sampler s :
+           {guided_sampler::smc, guided_sampler::dps, guided_sampler::pigdm, guided_sampler::diffpir,
+            guided_sampler::skrock, guided_sampler::tmpd, guided_sampler::ddrm, guided_sampler::dcps}) {
+        guided_options o;
+        o.sampler = s;
+        o.particles = 128;
+        o.steps = 100;
+        o.seed = 3;
+        o.schedule = noise_schedule::ornstein_uhlenbeck(50.0);
+        std::vector<float> x(o.particles * d);
+        guided_outputs out;
+        out.samples = x.data();
+        guided_sample(prior, out, pr, o, {executor::cpu});
+        std::int64_t bad = 0;
+        for (float e : x) bad += !std::isfinite(e);
+        EXPECT_EQ(bad, 0) << to_string(s) << " on " << t;
+      }
+    });
+  }
+}
 
 // DIFFSAMPLE_CPU_TARGET with a value that names no target (here "Scalar": the names are lower case) runs the widest
 // target, as without the variable, and says so once per process on stderr, naming the value and the valid names.

@@ -3,18 +3,21 @@
 // J u, the moment-projected SMC's A J A^T) without kernels::mixture_denoiser_jvp's per-lane branches and its three
 // passes that recompute every logit.
 //
-// With delta_k = (a mu_k - x) / c_k, r_k the posterior component weights and score = sum_k r_k delta_k,
-//   J v = sum_k r_k (a v_k / c_k) v + (s^2 / a) sum_k r_k e_k (e_k . v),   e_k = delta_k - score,
-// the same quantity as kernels::mixture_denoiser_jvp's sum_k r_k delta_k (delta_k . v - score . v), with both factors
-// centred. Centring matters where a is small (the noisy end of a diffusion): every delta_k is then close to -x / c,
-// and the uncentred forms lose about (|x| / (a |mu_k - mu_l|))^2 of float precision (1e-2 relative at a = 0.02 on a
-// unit-spaced grid), the centred one about |x| / (a |mu_k - mu_l|) of it.
+// With r_k the posterior component weights, J = (a / s^2) Cov(x0 | x) and the posterior means' differences
+// m_k - m_l = s^2 (n_k - n_l), n_kj = mu_kj / c_kj + x_j e_kj, e_kj = a (v_kj - v_0j) / (c_kj c_0j),
+//   J v = sum_k r_k (a v_k / c_k) v + a s^2 sum_k r_k f_k (f_k . v),   f_k = n_k - sum_l r_l n_l,
+// kernels::mixture_denoiser_jvp's form with both factors centred. No term of size |x| / a: the centring loses about
+// |mu| / |mu_k - mu_l| of float precision whatever a. Formed before from delta_k = (a mu_k - x) / c_k (f_k a times
+// delta_k - score), where every delta_k is close to -x / c at small a: about |x| / (a |mu_k - mu_l|) of precision lost
+// in each factor (J v of O(1) against a true 6e-11 at a = 1e-13 on a grid of spacing 8; NaN samples from DPS, Pi-GDM
+// and TMPD on an Ornstein-Uhlenbeck schedule of horizon 50, a = 2e-22).
 // Two passes over the components: the first is the denoiser's chunked online softmax (kernels::channel_chunk_weights,
-// constants per channel) with the score sum, keeping each chunk's weights and running maximum; the second rescales
-// them to the final maximum (one exp per chunk), centres the chunk's deltas on the score, and accumulates (the
-// centred deltas formed twice, for e_k . v and for the sum, rather than stored: 8 d packs of them would leave L1 at
-// d = 100). `count` vectors at the same point share the weights and the score: per component and coordinate 7 FLOP
-// (logit, delta, score sum) plus 6 per vector (delta and its centring twice, e . v, the sum).
+// constants per channel) with the sum of the n_k, keeping each chunk's weights and running maximum; the second
+// rescales them to the final maximum (one exp per chunk), centres the chunk's n_k, and accumulates (the centred n_k
+// formed twice, for f_k . v and for the sum, rather than stored: 8 d packs of them would leave L1 at d = 100).
+// `count` vectors at the same point share the weights and nbar: per component and coordinate 7 FLOP (logit, n_kj,
+// the sum; 10 for diagonal components, whose e_kj is formed per coordinate) plus 6 per vector (n_kj and its centring
+// twice, f . v, the sum).
 #pragma once
 
 #include <cstdint>
@@ -44,37 +47,45 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
   };
   const view xv{x, d};
   const int chunks = (c.components + C - 1) / C;
-  T* s1 = scratch;          // sum_k w_k delta_k, then the score
+  T* s1 = scratch;          // sum_k w_k n_k, then nbar = sum_k r_k n_k
   T* xpart = s1 + d;        // diagonal components: sum_k w_k a v_kj / c_kj per coordinate
   T* wts = xpart + d;       // chunks x C: each chunk's weights relative to its running maximum
   T* cmax = wts + chunks * C;  // chunks: that running maximum
-  T* dv = cmax + chunks;    // C x count: r_k (e_k . v_q)
+  T* dv = cmax + chunks;    // C x count: r_k (f_k . v_q)
   T xs_iso = T(0.f);        // isotropic: sum_k w_k a v_k / c_k
   for (int j = 0; j < d; ++j) s1[j] = T(0.f);
   if (!c.isotropic)
     for (int j = 0; j < d; ++j) xpart[j] = T(0.f);
-  // Pointers of the chunk's components (a past-the-end component repeats the last: its weight is 0).
-  const float *am[C], *ic[C], *var[C];
-  float ic_iso[C];
-  const bool scaled = c.scaled_means != nullptr;
+  // Pointers of the chunk's components (a past-the-end component repeats the last: its weight is 0); component 0's
+  // 1 / c and variances for e_k.
+  const float *mu[C], *ic[C], *var[C];
+  float ic_iso[C], e_iso[C];
+  const float* ic0 = c.isotropic ? nullptr : c.inv_c;
+  const float* var0 = c.variances;
   auto set_chunk = [&](int k0) {
     for (int kk = 0; kk < C; ++kk) {
       const int k = k0 + kk < c.components ? k0 + kk : c.components - 1;
       const std::int64_t off = static_cast<std::int64_t>(k) * d;
-      am[kk] = scaled ? c.scaled_means + off : c.means + off;
+      mu[kk] = c.means + off;
       ic[kk] = c.isotropic ? nullptr : c.inv_c + off;
       var[kk] = c.isotropic ? nullptr : c.variances + off;
       ic_iso[kk] = c.isotropic ? c.comp[k].inv_c : 0.f;
+      e_iso[kk] = c.isotropic ? c.a * (c.variances[k] - var0[0]) * c.comp[k].inv_c * c.comp[0].inv_c : 0.f;
     }
   };
-  auto deltas = [&](int j, T (&dk)[C]) {
+  auto deltas = [&](int j, T (&dk)[C]) {  // n_kj
     const T xj = x[j];
+    if (c.isotropic) {
+      for (int kk = 0; kk < C; ++kk) dk[kk] = ds_fma(xj, T(e_iso[kk]), T(mu[kk][j]) * T(ic_iso[kk]));
+      return;
+    }
+    const float v0 = var0[j], i0 = ic0[j];
     for (int kk = 0; kk < C; ++kk) {
-      const T diff = (scaled ? T(am[kk][j]) : T(c.a * am[kk][j])) - xj;
-      dk[kk] = c.isotropic ? diff * T(ic_iso[kk]) : diff * T(ic[kk][j]);
+      const float icj = ic[kk][j];
+      dk[kk] = ds_fma(xj, T(c.a * (var[kk][j] - v0) * icj * i0), T(mu[kk][j]) * T(icj));
     }
   };
-  // Pass 1: weights, the score sum and the coefficient of v.
+  // Pass 1: weights, the sum of the n_k and the coefficient of v.
   T run_max = T(-INFINITY), run_sum = T(0.f);
   for (int ci = 0; ci < chunks; ++ci) {
     const int k0 = ci * C;
@@ -106,8 +117,8 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
     }
   }
   const T inv_sum = T(1.f) / run_sum;
-  for (int j = 0; j < d; ++j) s1[j] = s1[j] * inv_sum;  // the score
-  // Pass 2: sum_k r_k e_k (e_k . v_q), r_k = w_k exp(chunk max - final max) / sum.
+  for (int j = 0; j < d; ++j) s1[j] = s1[j] * inv_sum;  // nbar
+  // Pass 2: sum_k r_k f_k (f_k . v_q), r_k = w_k exp(chunk max - final max) / sum.
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(count) * d; ++i) out[i] = T(0.f);
   for (int ci = 0; ci < chunks; ++ci) {
     const int k0 = ci * C;
@@ -128,7 +139,7 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       const T r = wts[ci * C + kk] * f;
       for (int q = 0; q < count; ++q) dv[kk * count + q] = dv[kk * count + q] * r;
     }
-    for (int j = 0; j < d; ++j) {  // e_kj again (recomputed: 8 d stored packs would leave L1 at large d)
+    for (int j = 0; j < d; ++j) {  // f_kj again (recomputed: 8 d stored packs would leave L1 at large d)
       T dk[C];
       deltas(j, dk);
       const T sj = s1[j];
@@ -141,7 +152,7 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       }
     }
   }
-  const T ratio(c.a > 0.f ? c.s2 / c.a : 0.f);  // a = 0: J v = 0 (x_scale, a v_k / c_k, is 0 too)
+  const T ratio(c.a * c.s2);  // a = 0: J v = 0 (x_scale, a v_k / c_k, is 0 too)
   for (int q = 0; q < count; ++q) {
     const T* vq = v + static_cast<std::int64_t>(q) * d;
     T* oq = out + static_cast<std::int64_t>(q) * d;
