@@ -512,12 +512,19 @@ double largest_prior_curvature(const std::vector<double>& variances) {
 }
 
 // The host tables, laid out exactly as their device copy.
-// prior_variances: the prior's variances (SKRock's step bound only; empty for the guided plans).
+// prior_variances: the prior's variances (SKRock's step bound and the final moves' curvature; empty for the guided
+// plans). When given, *grid gets the grid's points and *prior_curvature the final moves' lambda_0 (0 without final
+// moves), for the caller's own use.
 std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double>& prior_variances,
                                         const guided_problems& pr, const guided_options& o, const layout& l,
-                                        float* initial_scale, const svd_reduction& reduced) {
+                                        float* initial_scale, const svd_reduction& reduced,
+                                        std::vector<schedule_point>* grid = nullptr,
+                                        double* prior_curvature = nullptr) {
   const std::int64_t B = pr.problems, dy = pr.d_y, K = o.steps;
-  const std::vector<schedule_point> pts = o.schedule.points(K);
+  std::vector<schedule_point> own;
+  std::vector<schedule_point>& pts = grid != nullptr ? *grid : own;
+  pts = o.schedule.points(K);
+  if (prior_curvature != nullptr) *prior_curvature = 0;
   *initial_scale = float(pts.front().s);
   std::vector<unsigned char> blob(l.table_end, 0);
   auto* steps = reinterpret_cast<guided_step*>(blob.data() + l.steps);
@@ -698,6 +705,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
                                             "point, which needs s = 0 there, got s = "
                                                 << pts.back().s);
     const double lambda0 = largest_prior_curvature(prior_variances);
+    if (prior_curvature != nullptr) *prior_curvature = lambda0;
     auto* W = reinterpret_cast<float*>(blob.data() + l.move_precision);
     for (std::int64_t b = 0; b < B; ++b) {
       const double* AAt = gram.data() + (sh.count == 1 ? 0 : b) * dy * dy;
@@ -809,8 +817,10 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);  // the table's size
   const layout l = make_layout(prior.dim(), pr, o, &shape);
   float initial_scale = 1.f;
-  const std::vector<unsigned char> blob =
-      build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
+  std::vector<schedule_point> grid_points;  // the grid's points and the final moves' lambda_0, from build_tables
+  double prior_curvature = 0;
+  const std::vector<unsigned char> blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale,
+                                                       reduced, &grid_points, &prior_curvature);
 
   std::unique_ptr<detail::scratch> owned;
   detail::check_outputs_disjoint(out, B, BN, d, K, smc, workspace, l.total);
@@ -832,7 +842,6 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   // The mixture's constants at every channel of the run, once per call on the executor (FP64, rounded to float):
   // every particle's denoiser, score and J v read them (kernels::guided_channel), on both executors the same values.
   p.channels = kernels::mixture_channels::in(p.mix, l.channel_count, reinterpret_cast<float*>(ws + l.channels));
-  const std::vector<schedule_point> grid_points = o.schedule.points(K);
   kernels::guided_channels channel_set{o.sampler == guided_sampler::skrock ? nullptr : p.steps};
   if (final_moves_run(o)) {
     channel_set.last = K;
@@ -1189,7 +1198,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       q.W = reinterpret_cast<const float*>(ws + l.move_precision);
       q.channel = p.channels.at(K, float(a), 0.f);
       q.a = float(a);
-      q.curvature = float(largest_prior_curvature(prior.variances()) / (a * a));
+      q.curvature = float(prior_curvature / (a * a));
       q.step = float(o.final_move_step > 0 ? o.final_move_step : 2.0 * std::cbrt(1.0 / double(d)));
       q.last = K;
       q.first_step = static_cast<std::uint64_t>(K + 1);
