@@ -240,6 +240,7 @@ void sampler_products() {
   go.particles = particles.data();
   auto run = [&](guided_sampler which) {
     guided_options o;
+    o.potentials = guided_potentials::linear;  // the SMC step whose A x0_hat is timed below (not the default)
     o.sampler = which;
     o.particles = N;
     o.steps = steps;

@@ -171,6 +171,18 @@ def run(cmd):
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
+def default_potentials(prog):
+    """What the plain smc row runs: the default of solve's --potentials (from its help), described."""
+    help_text = run([prog, "solve", "--help"]).stdout
+    pot = re.search(r"--potentials\s+NAME\s+([^:]*)", help_text)
+    default = re.search(r"([a-z_]+)\s*\(default\)", pot.group(1)) if pot else None
+    name = default.group(1) if default else "unknown"
+    if name == "automatic":
+        return ("automatic (twisted potentials with --start-correction and --multistep-kernel at d_y <= 8 on a grid "
+                "ending at t = 0, else linear)")
+    return name
+
+
 def discover(prog, tmp):
     """Samplers `solve` offers: the words of its --sampler help entry and the KNOWN names, each run once on a small
     problem; those that run (exit 0) are kept. With --dps-step in the help, dps runs once per step form."""
@@ -199,8 +211,10 @@ def discover(prog, tmp):
             out += ["dps:" + f for f in forms.group(1).split("|")]
         else:
             out.append(w)
-    # smc once per potentials form: the words of --potentials' entry before its first ':' (e.g. "linear (default) or
-    # moment"), each run once; the default form is the plain "smc" row.
+    # smc once per potentials form: the words of --potentials' entry before its first ':' (e.g. "automatic
+    # (default), linear, moment or twisted"), each run once; the default form is the plain "smc" row (its name is
+    # printed with the table: automatic resolves to twisted potentials with the start correction and the multistep
+    # kernel at d_y <= 8, else linear ones).
     pot = re.search(r"--potentials\s+NAME\s+([^:]*)", help_text)
     if "smc" in out and pot:
         default = re.search(r"([a-z_]+)\s*\(default\)", pot.group(1))
@@ -286,6 +300,8 @@ def main():
               f"steps {'default' if args.default_settings else args.steps}, CPU executor, instances' seed {args.seed}"
               + (f", time grid {args.time_grid}" if args.time_grid else "")
               + "".join(f"; smc[{v.partition('=')[0]}]: {v.partition('=')[2]}" for v in args.variant))
+        if "smc" in samplers:
+            print("smc: solve's default potentials, " + default_potentials(prog))
         for d_y in [int(v) for v in args.dy.split(",")]:
             for d_x in [int(v) for v in args.dx.split(",")]:
                 table(args, prog, tmp, samplers, d_x, d_y)

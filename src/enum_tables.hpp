@@ -90,7 +90,8 @@
 #define DIFFSAMPLE_GUIDED_POTENTIALS_VALUES(X)             \
   X(guided_potentials, linear, DS_POTENTIALS_LINEAR)       \
   X(guided_potentials, moment, DS_POTENTIALS_MOMENT)       \
-  X(guided_potentials, twisted, DS_POTENTIALS_TWISTED)
+  X(guided_potentials, twisted, DS_POTENTIALS_TWISTED)       \
+  X(guided_potentials, automatic, DS_POTENTIALS_AUTOMATIC)
 
 #define DIFFSAMPLE_GUIDED_GRID_VALUES(X)                        \
   X(guided_grid, schedule, DS_GUIDED_GRID_SCHEDULE)             \

@@ -435,7 +435,7 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
                      "options.potential_spread: must be finite and >= 0, got " << o.potential_spread);
   detail::check_at_most_max_abs("options.potential_spread", o.potential_spread);
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment ||
-                         o.potentials == guided_potentials::twisted,
+                         o.potentials == guided_potentials::twisted || o.potentials == guided_potentials::automatic,
                      "options.potentials: invalid value " << static_cast<int>(o.potentials));
   limits::check("options.final_moves", o.final_moves, 0, limits::max_inner_steps);
   DIFFSAMPLE_EXPECTS(o.final_moves == 0 || o.sampler == guided_sampler::smc,
@@ -450,7 +450,9 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
                      "options.start_correction: needs linear or twisted potentials, got " << to_string(o.potentials));
   DIFFSAMPLE_EXPECTS(!o.multistep_kernel || o.sampler == guided_sampler::smc,
                      "options.multistep_kernel: the smc sampler's option, got sampler " << to_string(o.sampler));
-  DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || pr.d_y <= kernels::moment_potential_max_dy,
+  // automatic takes linear potentials past d_y = 8 (detail::resolve_options).
+  DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::automatic ||
+                         pr.d_y <= kernels::moment_potential_max_dy,
                      "options.potentials: " << to_string(o.potentials) << " potentials need d_y <= "
                                             << kernels::moment_potential_max_dy << ", got d_y = " << pr.d_y);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1,
@@ -760,7 +762,7 @@ void finish_problems(executor where, std::int64_t B, const double* log_z, const 
 std::vector<double> guided_times(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& given) {
   validate(prior.dim(), problems, given);
-  const guided_options options = detail::resolve_grid(prior.dim(), problems, given);
+  const guided_options options = detail::resolve_options(prior.dim(), problems, given, detail::resolve_route::run);
   const std::vector<schedule_point> pts = options.schedule.points(options.steps);
   std::vector<double> times(pts.size());
   for (std::size_t k = 0; k < pts.size(); ++k) times[k] = pts[k].t;
@@ -770,7 +772,7 @@ std::vector<double> guided_times(const gaussian_mixture& prior, const guided_pro
 std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                    const guided_options& given) {
   validate(prior.dim(), problems, given);
-  const guided_options options = detail::resolve_grid(prior.dim(), problems, given);
+  const guided_options options = detail::resolve_options(prior.dim(), problems, given, detail::resolve_route::run);
   (void)options.schedule.points(options.steps);
   switch (options.sampler) {
     case guided_sampler::tmpd: return detail::tmpd_workspace_bytes(prior, problems, options);
@@ -787,7 +789,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                             const guided_options& options, execution exec, void* workspace,
                             std::size_t workspace_bytes) {
   validate(prior.dim(), given, options);
-  const guided_options o = detail::resolve_grid(prior.dim(), given, options);
+  const guided_options o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::run);
   switch (o.sampler) {
     case guided_sampler::tmpd: return detail::tmpd_sample(prior, given, o, out, exec, workspace, workspace_bytes);
     case guided_sampler::ddrm: return detail::ddrm_sample(prior, given, o, out, exec, workspace, workspace_bytes);
@@ -1343,7 +1345,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   guided_options o = options;
   try {
     validate(prior.dim(), given, options);
-    o = detail::resolve_grid(prior.dim(), given, options);
+    o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::run);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
     DIFFSAMPLE_EXPECTS(o.final_moves == 0, "options.final_moves: not supported by the global distributed filter, got "
@@ -2159,7 +2161,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                      "options.final_moves: not supported by a guided plan, got "
                          << options.final_moves << " (the moves need the prior's log-density: guided_sample() runs "
                                                    "them on its mixture)");
-  const guided_options o = detail::resolve_grid(d, given, options);
+  const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);

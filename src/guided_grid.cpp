@@ -181,4 +181,31 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const gui
   return out;
 }
 
+bool multistep_grid_ok(const std::vector<schedule_point>& pts) {
+  // The loop of build_tables()'s multistep weights, w_k = h_k / (2 h_{k-1}), h_k = lambda_{k+1} - lambda_k.
+  const auto lambda = [&](std::size_t k) { return std::log(pts[k].a / pts[k].s); };
+  for (std::size_t k = 1; k + 1 < pts.size(); ++k) {
+    if (!(pts[k + 1].s > 0)) continue;
+    const double h_prev = lambda(k) - lambda(k - 1), h = lambda(k + 1) - lambda(k);
+    if (!(std::isfinite(h_prev) && std::isfinite(h) && h_prev > 0 && h > 0)) return false;
+  }
+  return true;
+}
+
+guided_options resolve_options(std::int64_t d, const guided_problems& pr, const guided_options& given,
+                               resolve_route route) {
+  guided_options o = resolve_grid(d, pr, given);
+  if (o.potentials != guided_potentials::automatic) return o;
+  o.potentials = guided_potentials::linear;
+  // The plan's model is the caller's (it may not answer Jacobian products); the other samplers have no potentials.
+  if (route == resolve_route::plan || o.sampler != guided_sampler::smc) return o;
+  if (pr.d_y > kernels::moment_potential_max_dy) return o;
+  const std::vector<schedule_point> pts = o.schedule.points(o.steps);
+  if (!(pts.back().s == 0.0)) return o;
+  o.potentials = guided_potentials::twisted;
+  o.start_correction = true;
+  o.multistep_kernel = o.multistep_kernel || multistep_grid_ok(pts);
+  return o;
+}
+
 }  // namespace diffsample::detail

@@ -44,4 +44,20 @@ void symmetric_eigen(std::vector<double> G, std::int64_t n, std::vector<double>&
 /// options and problems are validated.
 guided_options resolve_grid(std::int64_t d, const guided_problems& problems, const guided_options& options);
 
+/// Where a run's options are resolved: a run on the library's mixture (guided_sample(), guided_times(),
+/// guided_workspace_bytes(), a distributed run's shards) or an ask/tell plan (the caller's model).
+enum class resolve_route { run, plan };
+
+/// Whether the multistep kernel's weights exist on the grid @p pts: log(a / s) increases strictly (finite steps)
+/// at every point where build_tables() forms a weight (from the second step on, except a last step to s = 0).
+bool multistep_grid_ok(const std::vector<schedule_point>& pts);
+
+/// The options every path runs: resolve_grid(), then guided_potentials::automatic resolved (guided_potentials'
+/// documentation). For smc on the run route: twisted potentials with start_correction, and multistep_kernel where
+/// multistep_grid_ok() (or the caller set it), when d_y <= kernels::moment_potential_max_dy and the grid ends at
+/// s = 0; else linear, the other settings as given. On the plan route, or for another sampler: linear. Explicit
+/// potentials pass unchanged. Call after the options and problems are validated, once per run.
+guided_options resolve_options(std::int64_t d, const guided_problems& problems, const guided_options& options,
+                               resolve_route route);
+
 }  // namespace diffsample::detail

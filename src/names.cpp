@@ -99,7 +99,8 @@ dps_step_form parse_dps_step_form(const std::string& name) {
 }
 
 guided_potentials parse_guided_potentials(const std::string& name) {
-  return parse_named<guided_potentials>(name, "potentials: unknown SMC potentials");
+  return parse_named<guided_potentials>(name, "potentials: unknown SMC potentials",
+                                        {{"auto", guided_potentials::automatic}});
 }
 
 guided_grid parse_guided_grid(const std::string& name) {

@@ -311,14 +311,54 @@ TEST_F(Cli, PosteriorSamplerSettings) {
 TEST_F(Cli, MultistepKernel) {
   const std::string d10 = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu --particles 256 "
                           "--steps 10 --seed 3 --quiet";
-  ASSERT_EQ(run(d10 + " --out " + path("ddpm.npy")).rc, 0);
-  ASSERT_EQ(run(d10 + " --multistep-kernel --out " + path("multistep.npy")).rc, 0);
+  // Linear potentials: the default ones take the multistep kernel themselves on this problem.
+  ASSERT_EQ(run(d10 + " --potentials linear --out " + path("ddpm.npy")).rc, 0);
+  ASSERT_EQ(run(d10 + " --potentials linear --multistep-kernel --out " + path("multistep.npy")).rc, 0);
   const std::string ddpm = slurp(path("ddpm.npy")), multistep = slurp(path("multistep.npy"));
   ASSERT_EQ(ddpm.size(), multistep.size());
   EXPECT_TRUE(ddpm != multistep) << "--multistep-kernel: the same samples as without it";
   const result r = run(d10 + " --sampler dps --multistep-kernel --out " + path("dps.npy"));
   EXPECT_EQ(r.rc, 2);
   expect_failure(r, "--multistep-kernel: an SMC setting, not one of dps");
+}
+
+// solve's default potentials are the library's (guided_potentials::automatic): on posterior_d10 (d_y = 3, a grid
+// ending at t = 0) the default run gives, byte for byte, the run with --potentials twisted --start-correction
+// --multistep-kernel, as do --potentials automatic and its alias auto, and not the run with --potentials linear; the
+// problem file's sampler.potentials sets them too (linear: the --potentials linear file), the command line wins
+// over it, a bad name is refused with the file's key (exit status 1), and the report echoes the potentials as given.
+// Seen failing with the library's resolution leaving the start correction off (the default file differed from the
+// explicit one).
+TEST_F(Cli, SolveDefaultPotentials) {
+  const std::string base = "solve --executor cpu --particles 128 --steps 12 --seed 4 --quiet";
+  const std::string d10 = base + " --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json";
+  ASSERT_EQ(run(d10 + " --report " + path("r.json") + " --out " + path("default.npy")).rc, 0);
+  EXPECT_EQ(nlohmann::json::parse(slurp(path("r.json")))["potentials"], "automatic");
+  ASSERT_EQ(run(d10 + " --potentials twisted --start-correction --multistep-kernel --out " + path("explicit.npy")).rc,
+            0);
+  ASSERT_EQ(run(d10 + " --potentials automatic --out " + path("automatic.npy")).rc, 0);
+  ASSERT_EQ(run(d10 + " --potentials auto --out " + path("auto.npy")).rc, 0);
+  ASSERT_EQ(run(d10 + " --potentials linear --out " + path("linear.npy")).rc, 0);
+  const std::string dflt = slurp(path("default.npy"));
+  ASSERT_FALSE(dflt.empty());
+  EXPECT_TRUE(dflt == slurp(path("explicit.npy"))) << "the default run is not the explicit twisted one";
+  EXPECT_TRUE(dflt == slurp(path("automatic.npy"))) << "--potentials automatic";
+  EXPECT_TRUE(dflt == slurp(path("auto.npy"))) << "--potentials auto";
+  EXPECT_TRUE(dflt != slurp(path("linear.npy"))) << "the default run is the linear one";
+  // The problem file's key: posterior_d10's problem with sampler.potentials set.
+  nlohmann::json file = nlohmann::json::parse(slurp(DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json"));
+  file["sampler"]["potentials"] = "linear";
+  std::ofstream(path("linear.json")) << file.dump();
+  const std::string from_file = base + " --problem " + path("linear.json");
+  ASSERT_EQ(run(from_file + " --out " + path("file_linear.npy")).rc, 0);
+  EXPECT_TRUE(slurp(path("file_linear.npy")) == slurp(path("linear.npy"))) << "sampler.potentials = linear";
+  ASSERT_EQ(run(from_file + " --potentials automatic --out " + path("file_auto.npy")).rc, 0);
+  EXPECT_TRUE(slurp(path("file_auto.npy")) == dflt) << "the command line over the file";
+  file["sampler"]["potentials"] = "quadratic";
+  std::ofstream(path("bad.json")) << file.dump();
+  const result bad = run(base + " --problem " + path("bad.json") + " --out " + path("bad.npy"));
+  EXPECT_EQ(bad.rc, 1);
+  expect_failure(bad, "sampler.potentials");
 }
 
 // solve --operator-path and the problem file's operator_path set guided_options::operator_path for dps, pigdm and tmpd:
@@ -472,18 +512,24 @@ TEST_F(Cli, SolveWithGuidedSmcIsScoredAgainstTheExactPosterior) {
 }
 
 // solve's SMC settings reach the library: --potential-scale 4 is the default spread (same samples, bit for bit),
-// another scale, scheme, threshold, grid, DDIM eta or the moment or twisted potentials change the samples; bad values and non-SMC samplers are refused.
+// another scale, scheme, threshold, grid, DDIM eta or the moment or twisted potentials change the samples (against
+// the linear potentials, whose spread the scale sets); bad values and non-SMC samplers are refused.
 TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
-  const std::string base = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
-                           "/posterior_d10.json --sampler smc --executor cpu --particles 256 --steps 20 --seed 5 "
-                           "--quiet --out ";
+  const std::string problem = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
+                              "/posterior_d10.json --sampler smc --executor cpu --particles 256 --steps 20 --seed 5 "
+                              "--quiet";
+  const std::string base = problem + " --potentials linear --out ";
   ASSERT_EQ(run(base + path("default.npy")).rc, 0);
   ASSERT_EQ(run(base + path("four.npy") + " --potential-scale 4").rc, 0);
   EXPECT_EQ(slurp(path("four.npy")), slurp(path("default.npy")));
   for (const char* flag : {"--potential-scale 1", "--resampling multinomial", "--ess-threshold 2",
                            "--time-grid quadratic", "--time-grid sqrt_alpha_bar", "--time-grid spectral",
-                           "--ddim-eta 0.5", "--potentials moment", "--potentials twisted"}) {
+                           "--ddim-eta 0.5"}) {
     ASSERT_EQ(run(base + path("other.npy") + " " + flag).rc, 0) << flag;
+    EXPECT_NE(slurp(path("other.npy")), slurp(path("default.npy"))) << flag;
+  }
+  for (const char* flag : {"--potentials moment", "--potentials twisted"}) {
+    ASSERT_EQ(run(problem + " --out " + path("other.npy") + " " + flag).rc, 0) << flag;
     EXPECT_NE(slurp(path("other.npy")), slurp(path("default.npy"))) << flag;
   }
   for (const char* flag : {"--potential-scale 0", "--resampling sorted", "--ess-threshold -1",

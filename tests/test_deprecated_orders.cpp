@@ -94,6 +94,7 @@ TEST(DeprecatedOrders, Samplers) {
   problems.y = {0.4};
   problems.sigma_y = {0.3};
   guided_options go;
+  go.potentials = guided_potentials::linear;
   go.steps = 6;
   go.particles = 16;
   go.seed = 5;

@@ -43,6 +43,7 @@ std::vector<double> two_rows(double S0, double S1) {
 
 ds::guided_options grid_options(ds::guided_grid grid, std::int64_t steps) {
   ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
   o.grid = grid;
   o.steps = steps;
   o.particles = 64;

@@ -225,6 +225,7 @@ run_result run(const problem& p, std::int64_t B, std::int64_t N, std::int64_t st
   g.sigma_y = {p.sigma_y};
   for (std::int64_t b = 0; b < B; ++b) g.y.insert(g.y.end(), p.y.begin(), p.y.end());
   ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
   o.particles = N;
   o.steps = steps;
   o.seed = seed;
@@ -299,6 +300,7 @@ TEST(Observation, RankDeficientSvdRunsOnItsRange) {
   g.y = p.y;
   g.sigma_y = {p.sigma_y};
   ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
   o.particles = 64;
   o.steps = 10;
   const std::size_t reduced = ds::guided_workspace_bytes(p.prior, g, o);
@@ -339,6 +341,7 @@ TEST(Observation, GuidedRejectsInconsistentOperators) {
   g.operators = {ds::observation_operator::mask(3, {1})};
   g.A = {1, 0, 0};
   ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
   o.particles = 16;
   o.steps = 4;
   expect_invalid([&] { ds::guided_workspace_bytes(prior, g, o); }, "either A or operators");
@@ -369,6 +372,7 @@ TEST(Observation, GuidedHoldsOperatorValuesAndSigmaYToTheFp32Range) {
   g.y = {0.5, -0.3};
   g.sigma_y = {0.5};
   ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
   o.particles = 16;
   o.steps = 4;
   g.operators = {ds::observation_operator::mask(3, {1, 2}, {1e30, 1.0})};
@@ -407,6 +411,7 @@ TEST(Observation, BaselinesFollowTheSameTrajectoriesOnBothPaths) {
       g.y = p.y;
       g.y.insert(g.y.end(), p.y.begin(), p.y.end());
       ds::guided_options o;
+      o.potentials = ds::guided_potentials::linear;
       o.sampler = s;
       o.particles = 256;
       o.steps = 50;
@@ -443,6 +448,7 @@ TEST(Observation, GpuMaskAndSvdGuidedRunsMatchTheCpu) {
     g.sigma_y = {p->sigma_y};
     for (std::int64_t b = 0; b < B; ++b) g.y.insert(g.y.end(), p->y.begin(), p->y.end());
     ds::guided_options o;
+    o.potentials = ds::guided_potentials::linear;
     o.particles = N;
     o.steps = 100;
     o.seed = 5;

@@ -104,6 +104,7 @@ guided_problems masked_problem(std::int64_t d) {
 // Case c of the DPS / Pi-GDM comparisons, one step of N particles: DPS, Pi-GDM, DPS's normalised step.
 guided_options baseline_case(int c, std::int64_t N) {
   guided_options o;
+  o.potentials = guided_potentials::linear;
   o.sampler = c == 1 ? guided_sampler::pigdm : guided_sampler::dps;
   if (c == 2) o.dps_step = dps_step_form::normalised;
   o.particles = N;
@@ -512,6 +513,7 @@ TEST(OperatorGemm, GuidedRunsFollowTheMeasuredBounds) {
     pr.y.assign(std::size_t(c.problems * c.dy), 0.3);
     pr.sigma_y = {0.5};
     guided_options o;
+    o.potentials = guided_potentials::linear;
     o.sampler = c.sampler;
     o.particles = c.N;
     o.steps = 1;

@@ -302,6 +302,7 @@ TEST(Validation, GuidedOutputsMustNotOverlap) {
                                        guided_sampler::ddrm}) {
     SCOPED_TRACE(to_string(sampler));
     guided_options o;
+    o.potentials = guided_potentials::linear;
     o.sampler = sampler;
     o.particles = N;
     o.steps = 3;
@@ -602,6 +603,7 @@ TEST(Validation, ValuesBeyondFp32) {
   g.y = {-1e300};
   std::vector<float> out(2 * 16);
   guided_options o;
+  o.potentials = guided_potentials::linear;
   o.particles = 16;
   o.steps = 2;
   guided_outputs outputs;
@@ -667,6 +669,7 @@ TEST(Validation, GuidedSigmaYSquaresToANormalFp32Number) {
   g.A = {1, 0.5};
   g.y = {0.3, -0.2};
   guided_options o;
+  o.potentials = guided_potentials::linear;
   o.particles = 16;
   o.steps = 4;
   o.dcps_blocks = 1;

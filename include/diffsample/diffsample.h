@@ -303,6 +303,9 @@ typedef enum ds_guided_potentials {
   DS_POTENTIALS_LINEAR = 0, /**< N(a_k y; A x, a_k^2 sigma_y^2 + s_k^2 c): exact predictive, exact mutation */
   DS_POTENTIALS_MOMENT = 1, /**< N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the denoiser and its JVPs (d_y <= 8) */
   DS_POTENTIALS_TWISTED = 2, /**< the moment potentials with a proposal moved along their gradient (d_y <= 8) */
+  DS_POTENTIALS_AUTOMATIC = 3, /**< the default: twisted with start_correction and multistep_kernel when d_y <= 8 and
+                                    the grid ends at s = 0, else linear; linear in a sampling plan (README: "Default
+                                    potentials") */
   DS_GUIDED_POTENTIALS_MAX_ENUM = 0x7FFFFFFF /**< not a value: keeps the enum 32-bit */
 } ds_guided_potentials;
 
@@ -380,7 +383,7 @@ typedef struct ds_guided_options {
   int64_t dcps_gradient_steps;
   double dcps_learning_rate;    /**< dcps: gradient step length in units of the kernel's scale, >= 0 (default 0.1) */
   /* Appended in the fourth layout (a caller of an earlier one gets the default). */
-  ds_guided_potentials potentials; /**< smc: intermediate potentials (default DS_POTENTIALS_LINEAR) */
+  ds_guided_potentials potentials; /**< smc: intermediate potentials (default DS_POTENTIALS_AUTOMATIC) */
   /* Appended in the fifth layout, inside the fourth's tail padding (the size is the same; the init function writes
      the default there). */
   ds_guided_grid grid;       /**< all samplers but skrock: placement of the grid's times (default DS_GUIDED_GRID_SCHEDULE) */

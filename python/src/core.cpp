@@ -512,7 +512,7 @@ NB_MODULE(_core, m) {
   m.def("parse_resampling_scheme", &ds::parse_resampling_scheme, "name"_a, "Parses a resampling scheme's name.");
   m.def("parse_guided_sampler", &ds::parse_guided_sampler, "name"_a, "Parses a guided sampler's name.");
   m.def("parse_dps_step_form", &ds::parse_dps_step_form, "name"_a, "Parses 'likelihood' or 'normalised'.");
-  m.def("parse_guided_potentials", &ds::parse_guided_potentials, "name"_a, "Parses 'linear', 'moment' or 'twisted'.");
+  m.def("parse_guided_potentials", &ds::parse_guided_potentials, "name"_a, "Parses 'automatic' (or 'auto'), 'linear', 'moment' or 'twisted'.");
   m.def("parse_guided_grid", &ds::parse_guided_grid, "name"_a, "Parses 'schedule', 'sqrt_alpha_bar', 'spectral' or 'noise_ratio'.");
   m.def("parse_mixture_path", &ds::parse_mixture_path, "name"_a, "Parses 'auto'/'automatic', 'direct' or 'gemm'.");
 

@@ -317,7 +317,7 @@ class reader {
                "guidance_scale", "diffpir_zeta", "diffpir_lambda", "skrock_stages", "skrock_eta",
                "skrock_step_fraction", "ddrm_eta", "ddrm_eta_b", "dcps_blocks",
                "dcps_langevin_steps", "dcps_langevin_step", "dcps_bridge_variance",
-               "dcps_gradient_steps", "dcps_learning_rate", "dcps_absolute_step", "operator_path"});
+               "dcps_gradient_steps", "dcps_learning_rate", "dcps_absolute_step", "operator_path", "potentials"});
     sampler_spec s;
     for (auto it = j.begin(); it != j.end(); ++it) s.keys.insert(it.key());
     // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
@@ -384,6 +384,8 @@ class reader {
       s.dps_step = name("dps_step", [](const std::string& t) { diffsample::parse_dps_step_form(t); });
     if (j.contains("operator_path"))
       s.operator_path = name("operator_path", [](const std::string& t) { diffsample::parse_mixture_path(t); });
+    if (j.contains("potentials"))
+      s.potentials = name("potentials", [](const std::string& t) { diffsample::parse_guided_potentials(t); });
     // The posterior samplers' settings: numbers here, their ranges those of guided_sample(), whose check solve runs
     // before the run and reports with these keys (cli/args.hpp, check_settings).
     for (const auto& [key, field] :

@@ -71,6 +71,7 @@ struct sampler_spec {
   std::optional<std::string> method;    ///< discrete samplers: one_stage, metropolis, two_stage
   // Posterior samplers of solve (guided_options' fields of the same names).
   std::optional<std::string> dps_step;  ///< dps: likelihood or normalised
+  std::optional<std::string> potentials;  ///< smc: automatic, linear, moment or twisted (a guided_potentials)
   std::optional<std::string> operator_path;  ///< dps, pigdm, tmpd: automatic, gemm or direct (a mixture_path)
   std::optional<double> guidance_scale, diffpir_zeta, diffpir_lambda, skrock_eta, skrock_step_fraction;
   std::optional<std::int64_t> skrock_stages;

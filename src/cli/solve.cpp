@@ -74,20 +74,25 @@ const char* solve_usage =
     "  --ess-plot FILE.svg     smc: write an SVG of ESS / N against the step (resamplings show as jumps back to 1;\n"
     "                          the resampling threshold dashed)\n"
     "SMC settings (defaults: the library's guided_options):\n"
-    "  --potential-scale X     intermediate potentials' spread c = X trace(A A^T) / d_y (default 4)\n"
+    "  --potential-scale X     intermediate potentials' spread c = X trace(A A^T) / d_y (default 4; linear and\n"
+    "                          moment potentials)\n"
     "  --resampling NAME       systematic (default), stratified, residual, multinomial, metropolis, rejection\n"
     "  --ess-threshold T       resample when ESS < T N (default 0.5)\n"
     "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
-    "  --potentials NAME       linear (default), moment: N(y; A m(x), sigma_y^2 I + A Cov(x0|x) A^T) from the\n"
-    "                          denoiser and its Jacobian (d_y <= 8), or twisted: the moment potentials with the\n"
-    "                          proposal moved along their gradient (d_y <= 8)\n"
+    "  --potentials NAME       automatic (default), linear, moment or twisted: automatic is twisted with\n"
+    "                          --start-correction and --multistep-kernel when d_y <= 8 and the grid ends at t = 0\n"
+    "                          (about 1 + d_y denoiser evaluations per particle and step), else linear; linear\n"
+    "                          N(a y; A x, a^2 sigma_y^2 + s^2 c) (one evaluation); moment N(y; A m(x), sigma_y^2 I +\n"
+    "                          A Cov(x0|x) A^T) from the denoiser and its Jacobian (d_y <= 8); twisted: the moment\n"
+    "                          potentials with the proposal moved along their gradient (d_y <= 8)\n"
     "  --start-correction      weight the starting draws by p_0(x) / N(x; 0, s_0^2 I) (4 denoiser evaluations per\n"
-    "                          particle; linear or twisted potentials)\n"
+    "                          particle; linear or twisted potentials; on with the automatic potentials' twisted)\n"
     "  --final-moves K         after the final resampling, K preconditioned MALA steps per sample on p(x) p(y | x) at\n"
     "                          the grid's last point (one prior score per sample and step; default 0)\n"
     "  --final-move-step H     their step in the preconditioner's units (default 2 d^(-1/3))\n"
     "  --multistep-kernel      second-order multistep backward kernel: the kernel mean takes m_k + (m_k - m_{k-1}) /\n"
-    "                          (2 r_k), m_{k-1} the particle's previous denoiser output (no extra evaluation)\n"
+    "                          (2 r_k), m_{k-1} the particle's previous denoiser output (no extra evaluation; on\n"
+    "                          with the automatic potentials' twisted)\n"
     "  --quiet                 print nothing on success (and no progress line)\n"
     "A progress line (elapsed time: the run is one library call) is drawn on stderr when it is a terminal.\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
@@ -280,8 +285,11 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       g.ddim = true;
       g.eta = to_double("--ddim-eta", o.get("--ddim-eta"));
     }
+    // --potentials, else the problem file's sampler.potentials, else the library's default (automatic).
     if (o.has("--potentials"))
       g.potentials = parse_flag("--potentials", o.get("--potentials"), ds::parse_guided_potentials);
+    else if (file.sampler.potentials && g.sampler == ds::guided_sampler::smc)
+      g.potentials = ds::parse_guided_potentials(*file.sampler.potentials);
     g.start_correction = o.has("--start-correction");
     if (o.has("--final-moves")) g.final_moves = to_int("--final-moves", o.get("--final-moves"), 0);
     if (o.has("--final-move-step")) g.final_move_step = to_double("--final-move-step", o.get("--final-move-step"));
@@ -294,7 +302,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
         {"options.potential_spread", "--potential-scale", nullptr, "as the spread c = X trace(A A^T) / d_y"},
         {"options.resampling.ess_threshold", "--ess-threshold"},
         {"options.eta", "--ddim-eta"},
-        {"options.potentials", "--potentials"},
+        {"options.potentials", "--potentials", "potentials"},
         {"options.start_correction", "--start-correction"},
         {"options.final_moves", "--final-moves"},
         {"options.final_move_step", "--final-move-step"},
@@ -458,6 +466,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       } else if (g.sampler == ds::guided_sampler::dcps) {
         DS_ECHO(dcps_blocks) DS_ECHO(dcps_langevin_steps) DS_ECHO(dcps_langevin_step) DS_ECHO(dcps_bridge_variance)
         DS_ECHO(dcps_gradient_steps) DS_ECHO(dcps_learning_rate) DS_ECHO(dcps_absolute_step)
+      } else if (g.sampler == ds::guided_sampler::smc) {
+        j["potentials"] = ds::to_string(g.potentials);  // as given: automatic is resolved inside the run
       }
   #undef DS_ECHO
       j["non_finite_values"] = non_finite;

@@ -136,7 +136,8 @@ static void test_guided_svd(ds_mixture* m) {
   gp.sigma_y = &sigma_y;
   gp.sigma_y_count = 1;
   CHECK_OK(ds_guided_options_init(&go, sizeof go));
-  CHECK(go.potentials == DS_POTENTIALS_LINEAR);
+  CHECK(go.potentials == DS_POTENTIALS_AUTOMATIC);
+  go.potentials = DS_POTENTIALS_LINEAR;
   go.particles = N;
   go.steps = 30;
   go.seed = 2;
@@ -179,6 +180,39 @@ static void test_guided_svd(ds_mixture* m) {
   CHECK(isfinite(z_svd));
   go.potentials = (ds_guided_potentials)7;
   EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "options.potentials");
+  /* The default potentials reach the library through the C struct: a struct from ds_guided_options_init() runs, bit
+   * for bit, as twisted potentials with the start correction and the multistep kernel (d_y = 1, a grid ending at
+   * s = 0), and not as the linear ones. Seen failing with the resolution leaving the start correction off. */
+  {
+    ds_guided_options dflt, twisted;
+    float s_default[N * 2], s_twisted[N * 2], s_linear[N * 2];
+    double z_default = 0, z_twisted = 0, z_linear = 0;
+    CHECK_OK(ds_guided_options_init(&dflt, sizeof dflt));
+    CHECK(dflt.potentials == DS_POTENTIALS_AUTOMATIC && dflt.start_correction == 0 && dflt.multistep_kernel == 0);
+    dflt.particles = N;
+    dflt.steps = 30;
+    dflt.seed = 2;
+    twisted = dflt;
+    twisted.potentials = DS_POTENTIALS_TWISTED;
+    twisted.start_correction = 1;
+    twisted.multistep_kernel = 1;
+    out.samples = s_default;
+    out.log_normaliser = &z_default;
+    CHECK_OK(ds_guided_sample(m, &gp, &dflt, &out, cpu, NULL, 0, NULL));
+    out.samples = s_twisted;
+    out.log_normaliser = &z_twisted;
+    CHECK_OK(ds_guided_sample(m, &gp, &twisted, &out, cpu, NULL, 0, NULL));
+    twisted.potentials = DS_POTENTIALS_LINEAR;
+    twisted.start_correction = 0;
+    twisted.multistep_kernel = 0;
+    out.samples = s_linear;
+    out.log_normaliser = &z_linear;
+    CHECK_OK(ds_guided_sample(m, &gp, &twisted, &out, cpu, NULL, 0, NULL));
+    CHECK(memcmp(s_default, s_twisted, sizeof s_default) == 0 && z_default == z_twisted);
+    CHECK(memcmp(s_default, s_linear, sizeof s_default) != 0);
+    out.samples = samples_svd;
+    out.log_normaliser = &z_svd;
+  }
   go.potentials = DS_POTENTIALS_LINEAR;
   /* The time grid: the default is the schedule's; the spectral grid runs; an out-of-range value is refused by name. */
   CHECK(go.grid == DS_GUIDED_GRID_SCHEDULE);
@@ -202,6 +236,7 @@ static void test_guided_svd(ds_mixture* m) {
     CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL));
     CHECK_OK(ds_guided_options_init(&fifth, offsetof(ds_guided_options, start_correction)));
     CHECK(fifth.struct_size == offsetof(ds_guided_options, start_correction));
+    fifth.potentials = DS_POTENTIALS_LINEAR;
     fifth.particles = N;
     fifth.steps = 30;
     fifth.seed = 2;
@@ -309,7 +344,7 @@ G_ROW(schedule_grid, , o->schedule.grid = DS_TIME_GRID_QUADRATIC)
 G_ROW(steps, , o->steps = 6)
 G_ROW(ddim, o->eta = 0.5, o->ddim = 1)
 G_ROW(eta, o->ddim = 1, o->eta = 0.5)
-G_ROW(potential_spread, , o->potential_spread = 2)
+G_ROW(potential_spread, o->potentials = DS_POTENTIALS_LINEAR, o->potential_spread = 2)
 G_ROW(resampling_scheme, , o->resampling.scheme = DS_RESAMPLING_MULTINOMIAL)
 G_ROW(resampling_ess_threshold, , o->resampling.ess_threshold = 1)
 G_ROW(resampling_metropolis_steps, o->resampling.scheme = DS_RESAMPLING_METROPOLIS; o->resampling.ess_threshold = 1,
@@ -340,8 +375,8 @@ G_ROW(dcps_absolute_step, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dc
       o->dcps_absolute_step = 1)
 G_ROW(potentials, , o->potentials = DS_POTENTIALS_MOMENT)
 G_ROW(grid, , o->grid = DS_GUIDED_GRID_SQRT_ALPHA_BAR)
-G_ROW(start_correction, , o->start_correction = 1)
-G_ROW(multistep_kernel, , o->multistep_kernel = 1)
+G_ROW(start_correction, o->potentials = DS_POTENTIALS_LINEAR, o->start_correction = 1)
+G_ROW(multistep_kernel, o->potentials = DS_POTENTIALS_LINEAR, o->multistep_kernel = 1)
 G_ROW(operator_path, o->sampler = DS_GUIDED_DPS; o->operator_path = DS_MIXTURE_PATH_DIRECT,
       o->operator_path = DS_MIXTURE_PATH_GEMM)
 
@@ -449,6 +484,12 @@ static void test_names(void) {
   CHECK(strcmp(ds_guided_potentials_name(DS_POTENTIALS_TWISTED), "twisted") == 0);
   CHECK_OK(ds_parse_guided_potentials("twisted", &p));
   CHECK(p == DS_POTENTIALS_TWISTED);
+  CHECK(strcmp(ds_guided_potentials_name(DS_POTENTIALS_AUTOMATIC), "automatic") == 0);
+  CHECK_OK(ds_parse_guided_potentials("automatic", &p));
+  CHECK(p == DS_POTENTIALS_AUTOMATIC);
+  p = DS_POTENTIALS_LINEAR;
+  CHECK_OK(ds_parse_guided_potentials("auto", &p));
+  CHECK(p == DS_POTENTIALS_AUTOMATIC);
   EXPECT_INVALID(ds_parse_guided_potentials("quadratic", &p), "quadratic");
   {
     ds_guided_grid g = DS_GUIDED_GRID_SCHEDULE;

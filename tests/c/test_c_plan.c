@@ -281,13 +281,16 @@ int main(void) {
     o.sampler = DS_GUIDED_PIGDM;
 
     /* The guided SMC on the same problems: one ask per transition; log-weights, final samples and log-normalisers
-     * from ds_sampling_plan_write_outputs() equal ds_guided_sample()'s bit for bit (on every CPU target). */
+     * from ds_sampling_plan_write_outputs() equal ds_guided_sample()'s bit for bit (on every CPU target), with
+     * linear potentials (the plan's choice for the default, DS_POTENTIALS_AUTOMATIC, which ds_guided_sample()
+     * resolves to twisted ones here). */
     {
       float lw_fused[n], lw_plan[n], samples_fused[n * d], samples_plan[n * d];
       double lz_fused[2], lz_plan[2];
       ds_guided_outputs mine;
       plan = NULL;
       o.sampler = DS_GUIDED_SMC;
+      o.potentials = DS_POTENTIALS_LINEAR;
       outputs.log_weights = lw_fused;
       outputs.samples = samples_fused;
       outputs.log_normaliser = lz_fused;

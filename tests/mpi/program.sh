@@ -20,7 +20,8 @@ for sampler in "mala" "ddim --eta 0.3" "walk_jump"; do
     grep -q '"gather_seconds"' "$dir/many.json"
   done
 done
-# solve: the SMC particles over the processes, the samples of one process byte for byte, one report.
+# solve: the SMC particles over the processes, the samples of one process byte for byte, one report (the default
+# potentials: twisted with the start correction and the multistep kernel on this problem, d_y = 3).
 problem=$(dirname "$0")/../../examples/posterior_d10.json
 "$program" solve --problem "$problem" --particles 500 --steps 20 --executor cpu --quiet --out "$dir/one.npy"
 for np in 2 3; do
@@ -41,11 +42,11 @@ for np in 2 3; do
   cmp "$dir/one.npy" "$dir/many.npy"
 done
 # solve --start-correction: each rank weights its own particles (the ranks' logsumexps of the log-ratios combined);
-# the samples of one process byte for byte.
-"$program" solve --problem "$problem" --start-correction --particles 301 --steps 20 --executor cpu --quiet \
-  --out "$dir/one.npy"
+# the samples of one process byte for byte (linear potentials; the default run above has it with twisted ones).
+"$program" solve --problem "$problem" --potentials linear --start-correction --particles 301 --steps 20 \
+  --executor cpu --quiet --out "$dir/one.npy"
 for np in 2 3; do
-  "$@" -np "$np" "$program" solve --problem "$problem" --start-correction --particles 301 --steps 20 \
+  "$@" -np "$np" "$program" solve --problem "$problem" --potentials linear --start-correction --particles 301 --steps 20 \
     --executor cpu --quiet --out "$dir/many.npy"
   cmp "$dir/one.npy" "$dir/many.npy"
 done

@@ -561,6 +561,57 @@ TEST_F(Mpi, IslandsRunTheMultistepKernel) {
   }
 }
 
+// The default potentials (guided_potentials::automatic) resolve on every rank as in one process: in both modes the
+// distributed run with the default options gives, bit for bit, the distributed run with twisted potentials, the start
+// correction and the multistep kernel given explicitly (d_y = 1, a grid ending at s = 0), and on a grid ending above
+// s = 0 the run with linear potentials; each pair of references differs, so the check can tell which ran. N = 50
+// splits unevenly over 3 ranks. Seen failing (P = 2) with automatic leaving the start correction off (both modes
+// differed from the twisted reference) and with its s = 0 condition dropped (the t_end = 0.05 run refused).
+TEST_F(Mpi, DefaultPotentialsResolveOnEveryRank) {
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems, N = 50, d = 2;
+  ASSERT_EQ(ds::guided_options{}.potentials, ds::guided_potentials::automatic);
+  for (ds::mpi::smc_mode mode : {ds::mpi::smc_mode::global, ds::mpi::smc_mode::islands})
+    for (bool to_zero : {true, false}) {
+      ds::guided_options o;
+      o.particles = N;
+      o.steps = 10;
+      o.seed = 43;
+      o.resampling.ess_threshold = 0.7;
+      if (!to_zero) o.schedule.with_grid(ds::time_grid::uniform, 1.0, 0.05);
+      ds::guided_options twisted = o, linear = o;
+      twisted.potentials = ds::guided_potentials::twisted;
+      twisted.start_correction = twisted.multistep_kernel = true;
+      linear.potentials = ds::guided_potentials::linear;
+      const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+      auto run = [&](const ds::guided_options& g, std::vector<double>& logz) {
+        std::vector<float> samples(B * s.count * d + 1);
+        logz.assign(B, 0.0);
+        ds::guided_outputs out{};
+        out.samples = samples.data();
+        out.log_normaliser = logz.data();
+        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, g, mode, cpu());
+        return samples;
+      };
+      std::vector<double> z_auto, z_twisted, z_linear;
+      const std::vector<float> x_auto = run(o, z_auto);
+      const std::vector<float> x_twisted = to_zero ? run(twisted, z_twisted) : std::vector<float>{};
+      const std::vector<float> x_linear = run(linear, z_linear);
+      const std::string name = std::string(mode == ds::mpi::smc_mode::global ? "global" : "islands") +
+                               (to_zero ? ", grid to s = 0" : ", grid to t = 0.05");
+      const std::vector<float>& expected = to_zero ? x_twisted : x_linear;
+      const std::vector<double>& expected_z = to_zero ? z_twisted : z_linear;
+      EXPECT_TRUE(same_bits(x_auto.data(), expected.data(), B * s.count * d)) << name << " rank " << rank();
+      for (std::int64_t b = 0; b < B; ++b) EXPECT_EQ(z_auto[b], expected_z[b]) << name << " rank " << rank();
+      if (to_zero) {
+        bool differ = false;
+        for (std::int64_t b = 0; b < B; ++b) differ = differ || z_twisted[b] != z_linear[b];
+        EXPECT_TRUE(differ) << name << ": the twisted and linear references must differ";
+      }
+    }
+}
+
 // Buffers of a rank without particles may be null (0 rows): at P = 3 with N = 2 the last rank passes no samples
 // buffer while the others do, and still takes part in the final resampling and gather. And a rank with particles
 // that wants no samples, beside ranks that do (P >= 2: rank 0 passes none). Seen failing (hang, then the test's
@@ -571,6 +622,7 @@ TEST_F(Mpi, GuidedSmcSamplesWantedOnSomeRanksOnly) {
   const std::int64_t B = pr.problems, d = 2;
   for (std::int64_t N : {std::int64_t(2), std::int64_t(50)}) {
     ds::guided_options o;
+    o.potentials = ds::guided_potentials::linear;
     o.particles = N;
     o.steps = 6;
     o.seed = 4;
@@ -757,6 +809,7 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
        {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
         ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
     ds::guided_options o;
+    o.potentials = ds::guided_potentials::linear;
     o.sampler = sampler;
     o.particles = N;
     o.steps = 8;
@@ -797,6 +850,7 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionOnCudaRanksEqualOneDevice) {
        {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
         ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
     ds::guided_options o;
+    o.potentials = ds::guided_potentials::linear;
     o.sampler = sampler;
     o.particles = N;
     o.steps = 8;
@@ -864,6 +918,7 @@ TEST_F(Mpi, StandInDevicesRefuseTablesOnAnotherDeviceThanTheRanks) {
   ds::guided_outputs out{};
   out.samples = samples.ptr;
   ds::guided_options smc;
+  smc.potentials = ds::guided_potentials::linear;
   smc.particles = 7;
   smc.steps = 2;
   ds::guided_options dps = smc;
@@ -928,6 +983,7 @@ TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 40, d = 2;
   ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
   o.particles = N;
   o.steps = 8;
   o.seed = 33;
@@ -1008,6 +1064,7 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
   }
   {
     ds::guided_options o;
+    o.potentials = ds::guided_potentials::linear;
     o.particles = N;
     o.steps = 5;
     o.resampling.scheme = ds::resampling_scheme::metropolis;
@@ -1070,6 +1127,7 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
     // without an agreement on them the ranks' exchanges would not match (seen failing: MPI_ERR_TRUNCATE abort at
     // P = 3 for the particles and the problems, a hang at P = 2 for the steps).
     ds::guided_options o;
+    o.potentials = ds::guided_potentials::linear;
     o.particles = last ? N + 1 : N;
     o.steps = 5;
     std::vector<float> wide(2 * (N + 1) * 2);
@@ -1275,6 +1333,7 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
   std::vector<float> samples(2 * N * 2, 0.f);
   for (const auto& [name, change] : guided_cases) {
     ds::guided_options o;
+    o.potentials = ds::guided_potentials::linear;
     o.particles = N;
     o.steps = 5;
     o.ddim = name == "options.eta";
@@ -1315,6 +1374,7 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
     expect_alike("mixture",
                  [&] { ds::mpi::diffusion(MPI_COMM_WORLD, last ? other : prior, x.data(), {}, n, o, cpu()); });
     ds::guided_options g;
+    g.potentials = ds::guided_potentials::linear;
     g.particles = N;
     g.steps = 5;
     ds::guided_outputs out{};
@@ -1362,7 +1422,7 @@ TEST_F(Mpi, MismatchMessagesNameEnumsAndFlags) {
   out.samples = rows.data();
   using gfield = void (*)(ds::guided_options&);
   const std::vector<std::pair<std::string, gfield>> guided_cases = {
-      {"options.potentials: moment here, linear on rank 0",
+      {"options.potentials: moment here, automatic on rank 0",  // the option as given (the default), not resolved
        [](ds::guided_options& o) { o.potentials = ds::guided_potentials::moment; }},
       {"options.resampling.scheme: stratified here, systematic on rank 0",
        [](ds::guided_options& o) { o.resampling.scheme = ds::resampling_scheme::stratified; }},
@@ -1384,6 +1444,7 @@ TEST_F(Mpi, MismatchMessagesNameEnumsAndFlags) {
   }
   {
     ds::guided_options o;
+    o.potentials = ds::guided_potentials::linear;
     o.particles = N;
     o.steps = 5;
     expect_same_error_everywhere(
@@ -1553,6 +1614,7 @@ TEST_F(Mpi, GuidedSmcWhoseLastRankRunsOutOfMemoryAnywhereFailsEveryRank) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
   o.particles = 100000 * std::int64_t(ranks());
   o.steps = 2;
   o.final_resample = false;
@@ -1611,6 +1673,7 @@ TEST_F(Mpi, IslandsWithALogNormaliserOnSomeRanksOnlyFailEveryRank) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
   ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
   o.particles = 30;
   o.steps = 4;
   std::vector<float> samples(2 * 30 * 2);
@@ -1655,6 +1718,7 @@ TEST_F(Mpi, CommStatsCountEveryByteSentAtTheMpiCalls) {
   for (ds::mpi::smc_mode mode : {ds::mpi::smc_mode::global, ds::mpi::smc_mode::islands}) {
     for (ds::resampling_scheme scheme : every_scheme) {
       ds::guided_options o;
+      o.potentials = ds::guided_potentials::linear;
       o.particles = N;
       o.steps = K;
       o.resampling.scheme = scheme;

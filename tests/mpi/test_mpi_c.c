@@ -207,16 +207,19 @@ int main(int argc, char** argv) {
   float* g_whole = calloc((size_t)(GB * GP * d), sizeof(float));
   float* g_mine = calloc((size_t)(GB * gc * d + 1), sizeof(float));
   double logz[2] = {0, 0}, mine_logz[2] = {1, 1};
-  for (int sampler = 0; sampler < 4; ++sampler) {
+  for (int sampler = 0; sampler < 5; ++sampler) {
     ds_guided_options go;
     ds_guided_options_init(&go, sizeof go);
+    /* 0, 2, 3: linear potentials, plain, with the start correction, with the multistep kernel; 4: the default
+     * potentials (automatic: here twisted with both, d_y = 1 and a grid ending at s = 0). */
+    if (sampler != 4) go.potentials = DS_POTENTIALS_LINEAR;
     go.sampler = sampler == 1 ? DS_GUIDED_DPS : DS_GUIDED_SMC;
     go.start_correction = sampler == 2;
     go.multistep_kernel = sampler == 3;
     go.particles = GP;
     go.steps = 10;
     go.seed = 13;
-    go.resampling.ess_threshold = sampler == 3 ? 2.0 : 0.8; /* the multistep kernel: a resampling between weightings */
+    go.resampling.ess_threshold = sampler >= 3 ? 2.0 : 0.8; /* the multistep kernel: a resampling between weightings */
     ds_guided_outputs gw, gm;
     ds_guided_outputs_init(&gw, sizeof gw);
     ds_guided_outputs_init(&gm, sizeof gm);
@@ -237,7 +240,8 @@ int main(int argc, char** argv) {
             sampler == 0   ? "guided SMC samples bit for bit"
             : sampler == 1 ? "DPS samples bit for bit"
             : sampler == 2 ? "guided SMC samples with the start correction bit for bit"
-                           : "guided SMC samples with the multistep kernel bit for bit");
+            : sampler == 3 ? "guided SMC samples with the multistep kernel bit for bit"
+                           : "guided SMC samples with the default potentials bit for bit");
     if (sampler != 1)
       for (int b = 0; b < 2; ++b)
         CHECK(fabs(mine_logz[b] - logz[b]) <= 1e-9 * (1 + fabs(logz[b])), "log Z reduced over the ranks");

@@ -32,8 +32,8 @@ DCPS = {"sampler": "dcps", "dcps_blocks": 2, "dcps_langevin_steps": 3}
 GUIDED = [
     ("sampler", {}, "dps"), ("steps", {}, 6), ("seed", {}, 7), ("ddim", {"eta": 0.5}, True),
     ("eta", {"ddim": True}, 0.5),
-    ("potential_spread", {}, 2.0), ("potentials", {}, "moment"), ("grid", {}, "sqrt_alpha_bar"),
-    ("start_correction", {}, True), ("schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
+    ("potential_spread", {"potentials": "linear"}, 2.0), ("potentials", {}, "moment"), ("grid", {}, "sqrt_alpha_bar"),
+    ("start_correction", {"potentials": "linear"}, True), ("schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
     ("resampling", {}, {"scheme": "multinomial"}), ("resampling", {}, {"ess_threshold": 1.0}),
     ("resampling", {"resampling": {"scheme": "metropolis", "ess_threshold": 1.0}},
      {"scheme": "metropolis", "ess_threshold": 1.0, "metropolis_steps": 2}),

@@ -169,14 +169,16 @@ def test_guided_smc_plan_equals_guided_sample(mixture2):
                                   seed=4)
     assert plan.rows == 2 * 61 and plan.asks == 12
     for seed in (4, 5):
-        fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, sampler="smc", particles=61, steps=12, seed=seed,
-                                 outputs=names)
+        # The plan takes linear potentials for the default potentials='automatic' (guided_sample() twisted ones).
+        fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, sampler="smc", potentials="linear", particles=61,
+                                 steps=12, seed=seed, outputs=names)
         x = plan.run(lambda x, a, s: mixture2.denoiser(np.ascontiguousarray(x), a, s, path="direct"))
         got = plan.outputs(names)
         for name in names:
             np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
         np.testing.assert_array_equal(x.reshape(2, 61, 2), ds.guided_sample(
-            mixture2, A2, Y2, SIGMA2, sampler="smc", particles=61, steps=12, seed=seed, outputs=("particles",)
+            mixture2, A2, Y2, SIGMA2, sampler="smc", potentials="linear", particles=61, steps=12, seed=seed,
+            outputs=("particles",)
         )["particles"])
     with pytest.raises(ds.InvalidArgument, match="initial"):
         plan.reset(np.zeros((122, 2), dtype=np.float32))

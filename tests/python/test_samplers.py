@@ -240,7 +240,7 @@ def test_guided_multistep_kernel_reaches_the_library():
     # multistep_kernel (a GuidedOptions field, off by default) changes an SMC run and repeats bit for bit; DPS refuses
     # it, naming it.
     prior, A, sy, y = posterior_case()
-    kw = dict(sampler="smc", particles=128, steps=20, seed=4)
+    kw = dict(sampler="smc", potentials="linear", particles=128, steps=20, seed=4)
     assert ds.GuidedOptions().multistep_kernel is False
     plain = ds.guided_sample(prior, A, y, sy, **kw)["samples"]
     multistep = ds.guided_sample(prior, A, y, sy, multistep_kernel=True, **kw)["samples"]
@@ -249,6 +249,26 @@ def test_guided_multistep_kernel_reaches_the_library():
     np.testing.assert_array_equal(multistep, again)
     with pytest.raises(ds.InvalidArgument, match="multistep_kernel"):
         ds.guided_sample(prior, A, y, sy, sampler="dps", particles=16, steps=5, multistep_kernel=True)
+
+
+def test_guided_default_potentials_reach_the_library():
+    # The default potentials ('automatic', GuidedOptions' default) pass through the Python route: a run without the
+    # keyword equals, bit for bit, twisted potentials with the start correction and the multistep kernel (d_y = 1, a
+    # grid ending at t = 0), as do potentials='automatic' and 'auto', and not the linear run. Seen failing with the
+    # resolution leaving the start correction off.
+    prior, A, sy, y = posterior_case()
+    assert ds.GuidedOptions().potentials == ds._core.GuidedPotentials.automatic
+    kw = dict(sampler="smc", particles=64, steps=12, seed=8, outputs=("samples", "log_normaliser"))
+    plain = ds.guided_sample(prior, A, y, sy, **kw)
+    twisted = ds.guided_sample(prior, A, y, sy, potentials="twisted", start_correction=True, multistep_kernel=True,
+                               **kw)
+    for name in ("samples", "log_normaliser"):
+        np.testing.assert_array_equal(plain[name], twisted[name], err_msg=name)
+        for given in ("automatic", "auto"):
+            np.testing.assert_array_equal(ds.guided_sample(prior, A, y, sy, potentials=given, **kw)[name],
+                                          plain[name], err_msg=name)
+    linear = ds.guided_sample(prior, A, y, sy, potentials="linear", **kw)
+    assert not np.array_equal(plain["samples"], linear["samples"])
 
 
 def test_smc_matches_the_exact_posterior():
