@@ -613,19 +613,13 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     steps[k] = st;
   }
   if (o.sampler == guided_sampler::smc && o.multistep_kernel) {
-    // w_k = h_k / (2 h_{k-1}), h_k = lambda_{k+1} - lambda_k, lambda = log(a / s) (FP64); 0 at the first step and
-    // at a last step to s = 0, which keep the denoiser (kernels::multistep_row).
+    // The weights w_k of kernels::multistep_row (detail::multistep_weights, which resolve_options checks too).
+    double h_prev = 0, h = 0;
     auto* w = reinterpret_cast<float*>(blob.data() + l.multistep);
-    const auto lambda = [&](std::int64_t k) { return std::log(pts[k].a / pts[k].s); };
-    for (std::int64_t k = 0; k < K; ++k) {
-      w[k] = 0.f;
-      if (k == 0 || !(pts[k + 1].s > 0)) continue;
-      const double h_prev = lambda(k) - lambda(k - 1), h = lambda(k + 1) - lambda(k);
-      DIFFSAMPLE_EXPECTS(std::isfinite(h_prev) && std::isfinite(h) && h_prev > 0 && h > 0,
-                         "options.multistep_kernel: needs log(a / s) to increase strictly along the grid, got steps "
-                             << h_prev << " and " << h << " in it at grid points " << k - 1 << " .. " << k + 1);
-      w[k] = float(0.5 * h / h_prev);
-    }
+    const std::int64_t k = detail::multistep_weights(pts, w, &h_prev, &h);
+    DIFFSAMPLE_EXPECTS(k < 0, "options.multistep_kernel: needs log(a / s) to increase strictly along the grid, got "
+                              "steps " << h_prev << " and " << h << " in it at grid points " << k - 1 << " .. "
+                                       << k + 1);
   }
 
   const double log_two_pi = kernels::log_two_pi<double>();

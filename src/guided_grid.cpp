@@ -181,15 +181,20 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const gui
   return out;
 }
 
-bool multistep_grid_ok(const std::vector<schedule_point>& pts) {
-  // The loop of build_tables()'s multistep weights, w_k = h_k / (2 h_{k-1}), h_k = lambda_{k+1} - lambda_k.
+std::int64_t multistep_weights(const std::vector<schedule_point>& pts, float* w, double* h_prev, double* h) {
+  // w_k = h_k / (2 h_{k-1}), h_k = lambda_{k+1} - lambda_k, lambda = log(a / s) (FP64); 0 at the first step and at a
+  // last step to s = 0, which keep the denoiser (kernels::multistep_row).
   const auto lambda = [&](std::size_t k) { return std::log(pts[k].a / pts[k].s); };
-  for (std::size_t k = 1; k + 1 < pts.size(); ++k) {
-    if (!(pts[k + 1].s > 0)) continue;
-    const double h_prev = lambda(k) - lambda(k - 1), h = lambda(k + 1) - lambda(k);
-    if (!(std::isfinite(h_prev) && std::isfinite(h) && h_prev > 0 && h > 0)) return false;
+  const std::size_t K = pts.size() - 1;
+  for (std::size_t k = 0; k < K; ++k) {
+    if (w != nullptr) w[k] = 0.f;
+    if (k == 0 || !(pts[k + 1].s > 0)) continue;
+    *h_prev = lambda(k) - lambda(k - 1);
+    *h = lambda(k + 1) - lambda(k);
+    if (!(std::isfinite(*h_prev) && std::isfinite(*h) && *h_prev > 0 && *h > 0)) return static_cast<std::int64_t>(k);
+    if (w != nullptr) w[k] = float(0.5 * *h / *h_prev);
   }
-  return true;
+  return -1;
 }
 
 guided_options resolve_options(std::int64_t d, const guided_problems& pr, const guided_options& given,
@@ -204,7 +209,8 @@ guided_options resolve_options(std::int64_t d, const guided_problems& pr, const 
   if (!(pts.back().s == 0.0)) return o;
   o.potentials = guided_potentials::twisted;
   o.start_correction = true;
-  o.multistep_kernel = o.multistep_kernel || multistep_grid_ok(pts);
+  double h_prev = 0, h = 0;
+  o.multistep_kernel = o.multistep_kernel || multistep_weights(pts, nullptr, &h_prev, &h) < 0;
   return o;
 }
 

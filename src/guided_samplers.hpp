@@ -48,15 +48,17 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& problems, con
 /// guided_workspace_bytes(), a distributed run's shards) or an ask/tell plan (the caller's model).
 enum class resolve_route { run, plan };
 
-/// Whether the multistep kernel's weights exist on the grid @p pts: log(a / s) increases strictly (finite steps)
-/// at every point where build_tables() forms a weight (from the second step on, except a last step to s = 0).
-bool multistep_grid_ok(const std::vector<schedule_point>& pts);
+/// The multistep kernel's weights w_k = h_k / (2 h_{k-1}) on the grid @p pts (h_k = lambda_{k+1} - lambda_k,
+/// lambda = log(a / s); 0 at the first step and at a last step to s = 0) into @p w (pts.size() - 1 floats; nullptr:
+/// only the check). Returns -1, or the first k at which log(a / s) does not increase strictly (finite steps), with
+/// that point's steps in *h_prev and *h (w then holds the weights before k only).
+std::int64_t multistep_weights(const std::vector<schedule_point>& pts, float* w, double* h_prev, double* h);
 
 /// The options every path runs: resolve_grid(), then guided_potentials::automatic resolved (guided_potentials'
 /// documentation). For smc on the run route: twisted potentials with start_correction, and multistep_kernel where
-/// multistep_grid_ok() (or the caller set it), when d_y <= kernels::moment_potential_max_dy and the grid ends at
-/// s = 0; else linear, the other settings as given. On the plan route, or for another sampler: linear. Explicit
-/// potentials pass unchanged. Call after the options and problems are validated, once per run.
+/// multistep_weights() finds no failing point (or the caller set it), when d_y <= kernels::moment_potential_max_dy
+/// and the grid ends at s = 0; else linear, the other settings as given. On the plan route, or for another sampler:
+/// linear. Explicit potentials pass unchanged. Call after the options and problems are validated, once per run.
 guided_options resolve_options(std::int64_t d, const guided_problems& problems, const guided_options& options,
                                resolve_route route);
 
