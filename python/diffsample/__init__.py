@@ -499,45 +499,15 @@ def _enum(kind: type, value: Any, name: Optional[str] = None) -> Any:
 
 
 def _fill(options: Any, settings: dict) -> Any:
-    """Sets options' fields from keyword settings; names of enum values may be given as strings."""
+    """Sets options' fields from keyword settings. The binding's setters check each value and name the setting
+    (python/src/core.cpp, def_setting): a value of the wrong type is a TypeError (an enum value given as an int, a
+    bool for a number, a float for an int), an integer outside the field's C++ type or a real number that is not
+    finite an InvalidArgument; names of enum values may be given as strings."""
     for key, value in settings.items():
         if key.startswith("_") or not hasattr(options, key):
             raise TypeError(f"{type(options).__name__} has no setting {key!r}")
-        current = getattr(options, key)
-        if type(current) in _PARSERS:
-            if not isinstance(value, (str, type(current))):  # the binding takes an int (or a bool) as a value
-                raise TypeError(f"{key}: {_describe(value)}, expected a name ({', '.join(type(current).__members__)})"
-                                f" or a diffsample._core.{type(current).__name__}")
-            value = _enum(type(current), value, key)
-        elif isinstance(current, bool) and isinstance(value, np.bool_):
-            value = bool(value)
-        elif isinstance(value, (bool, np.bool_)) and not isinstance(current, bool):
-            # bool is an int to Python and the binding: particles=True would run one particle.
-            raise TypeError(f"{key}: a bool, expected {type(current).__name__}")
-        try:
-            setattr(options, key, value)
-        except TypeError:  # nanobind's message names neither the setting nor the value
-            if isinstance(value, (int, np.integer)) and isinstance(current, int) and not isinstance(current, bool):
-                lo, hi = _integer_range(options, key)
-                raise InvalidArgument(f"{key}: {int(value)} is outside [{lo}, {hi}] (the setting's integer type)") \
-                    from None
-            raise TypeError(f"{key}: a {type(value).__name__} ({value!r}), expected {type(current).__name__}") \
-                from None
+        setattr(options, key, value)
     return options
-
-
-def _integer_range(options: Any, key: str) -> Tuple[int, int]:
-    """The range of an integer setting as the binding stores it (int32, int64 or uint64), found by trying its
-    bounds on a fresh options object (only on the error path)."""
-    probe = type(options)()
-    for lo, hi in ((0, _UINT64_MAX), (-2**63, 2**63 - 1), (-2**31, 2**31 - 1)):
-        try:
-            setattr(probe, key, lo)
-            setattr(probe, key, hi)
-            return lo, hi
-        except TypeError:
-            continue
-    return 0, 2**31 - 1
 
 
 def _target(target: Any) -> Tuple[float, float]:
@@ -1082,16 +1052,22 @@ class SamplingPlan:
     mixture's own outputs, a plan reproduces the fused sampler bit for bit on the CPU executor. Requires a library with plans (``diffsample._core.HAS_SAMPLING_PLANS``).
 
     Make plans with the class methods diffusion(), langevin() and guided(); ``SamplingPlan(core_plan, like)`` wraps
-    a ``diffsample._core.SamplingPlan`` (core_plan) whose CUDA buffers are shown as arrays of like's framework
-    (like: a PyTorch or CuPy array; None: PyTorch when imported, else CuPy; CPU plans give NumPy views). The plans'
+    a ``diffsample._core.SamplingPlan`` (core_plan; anything else raises InvalidArgument) whose CUDA buffers are
+    shown as arrays of like's framework (like: a PyTorch or CuPy array; None: PyTorch when imported, else CuPy; CPU
+    plans give NumPy views); a wrapped guided SMC plan gives outputs() too. The plans'
     constructors upload their tables and synchronise; ask() is host-only, and tell(), reset() and the outputs are
     asynchronous on CUDA: no per-ask allocation or synchronisation.
     """
 
     def __init__(self, core_plan: Any, like: Any = None):
+        if not _core.HAS_SAMPLING_PLANS or not isinstance(core_plan, _core.SamplingPlan):
+            raise InvalidArgument(f"core_plan: {_describe(core_plan)}, expected a diffsample._core.SamplingPlan "
+                                  "(make plans with SamplingPlan.diffusion(), langevin() or guided())")
+        if like is not None and not hasattr(like, "__dlpack__") and not hasattr(like, "__array_interface__"):
+            raise InvalidArgument(f"like: {_describe(like)}, expected None or an array whose framework the CUDA "
+                                  "views follow (a PyTorch tensor or a CuPy array)")
         self._plan = core_plan
         self._like = like
-        self._guided = None
 
     @classmethod
     def diffusion(cls, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
@@ -1188,10 +1164,8 @@ class SamplingPlan:
         uploads on CUDA).
         """
         pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
-        plan = cls(_core.SamplingPlan.guided(_int64(d, "d"), pr, o, _enum(_core.ModelOutput, output, "output"),
+        return cls(_core.SamplingPlan.guided(_int64(d, "d"), pr, o, _enum(_core.ModelOutput, output, "output"),
                                              _enum(_core.Executor, device, "device"), _stream_handle(stream)), like)
-        plan._guided = (pr.problems, o.particles, o.steps)
-        return plan
 
     def outputs(self, outputs: Sequence[str] = ("samples",), *, stream: Stream = None) -> dict:
         """A done guided SMC trajectory's outputs as guided_sample() returns them.
@@ -1206,9 +1180,10 @@ class SamplingPlan:
         Returns a dict of new arrays (NumPy on the CPU, like's framework on CUDA) by name. Asynchronous on CUDA.
         Raises InvalidArgument for a plan other than guided SMC, or before the trajectory is done.
         """
-        if getattr(self, "_guided", None) is None:
+        sizes = self._plan.guided_sizes  # the core plan's own: a wrapped core plan has them too
+        if sizes is None:
             raise InvalidArgument("outputs: only a guided SMC plan has outputs beyond samples()")
-        B, N, K = self._guided
+        B, N, K = sizes
         device = None
         if self._plan.executor == _core.Executor.cuda:
             device = self.samples()

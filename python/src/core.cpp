@@ -28,6 +28,8 @@
 #include "src/limits.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -289,6 +291,147 @@ double real_arg(nb::handle h, const std::string& name) {
   return value;
 }
 
+// ---- settings: the fields of the options structs and schedules --------------------------------------------------
+//
+// Every field of LangevinOptions, DiffusionOptions, ResamplingOptions, GuidedOptions, NoiseSchedule and
+// GuidedProblems is set through a setter that takes any object (None too) and checks it here, naming the field:
+// nanobind's own setters refused None, a str for an enum or a float for an int with a TypeError naming neither the
+// field nor the value ("incompatible function arguments"), and took a bool as a number and an int as an enum value.
+// The words are those of the package's keyword settings (diffsample/__init__.py, _fill), which set fields through
+// these setters: a value of the wrong type is a TypeError (`particles: a float (4.7), expected int`), an integer
+// outside the field's C++ type or a real number that is not finite an InvalidArgument. Value ranges beyond that are
+// the library's checks where the options are used (their messages name options.<field>). The setters keep the
+// signature nanobind gives a field of the C++ type (nb::sig), so the stub is what it was.
+[[noreturn]] void raise_type(const std::string& message) { throw nb::type_error(message.c_str()); }
+
+std::string setting_got(nb::handle h) {
+  if (is_bool(h)) return "a bool";
+  return describe(h);
+}
+
+template <class E>
+E parse_enum(const std::string& s) {
+  if constexpr (std::is_same_v<E, ds::executor>) return ds::parse_executor(s);
+  else if constexpr (std::is_same_v<E, ds::schedule_kind>) return ds::parse_schedule_kind(s);
+  else if constexpr (std::is_same_v<E, ds::time_grid>) return ds::parse_time_grid(s);
+  else if constexpr (std::is_same_v<E, ds::diffusion_sampler>) return ds::parse_diffusion_sampler(s);
+  else if constexpr (std::is_same_v<E, ds::model_output>) return ds::parse_model_output(s);
+  else if constexpr (std::is_same_v<E, ds::langevin_method>) return ds::parse_langevin_method(s);
+  else if constexpr (std::is_same_v<E, ds::resampling_scheme>) return ds::parse_resampling_scheme(s);
+  else if constexpr (std::is_same_v<E, ds::guided_sampler>) return ds::parse_guided_sampler(s);
+  else if constexpr (std::is_same_v<E, ds::dps_step_form>) return ds::parse_dps_step_form(s);
+  else if constexpr (std::is_same_v<E, ds::guided_potentials>) return ds::parse_guided_potentials(s);
+  else if constexpr (std::is_same_v<E, ds::guided_grid>) return ds::parse_guided_grid(s);
+  else if constexpr (std::is_same_v<E, ds::mixture_path>) return ds::parse_mixture_path(s);
+  else static_assert(sizeof(E) == 0, "an enum field without a parser");
+}
+
+template <class T>
+inline constexpr bool is_vector_v = false;
+template <class T>
+inline constexpr bool is_vector_v<std::vector<T>> = true;
+
+// The field's type as nanobind's signatures name it (the stub simplifies the module prefix).
+template <class M>
+std::string setting_type() {
+  if constexpr (std::is_same_v<M, bool>) return "bool";
+  else if constexpr (std::is_integral_v<M>) return "int";
+  else if constexpr (std::is_floating_point_v<M>) return "float";
+  else if constexpr (std::is_same_v<M, std::vector<double>>) return "collections.abc.Sequence[float]";
+  else if constexpr (is_vector_v<M>)
+    return "collections.abc.Sequence[" + std::string(nb::type_name(nb::type<typename M::value_type>()).c_str()) + "]";
+  else return nb::type_name(nb::type<M>()).c_str();
+}
+
+template <class M>
+M setting_value(nb::handle h, const std::string& name) {
+  if constexpr (std::is_same_v<M, bool>) {
+    if (!is_bool(h)) raise_type(name + ": " + setting_got(h) + ", expected bool");
+    return PyObject_IsTrue(h.ptr()) == 1;
+  } else if constexpr (std::is_integral_v<M>) {
+    nb::object index;
+    if (!h.is_none() && !is_bool(h) && !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr())) {
+      index = nb::steal(PyNumber_Index(h.ptr()));
+      if (!index.is_valid()) PyErr_Clear();
+    }
+    if (!index.is_valid()) raise_type(name + ": " + setting_got(h) + ", expected int");
+    constexpr auto lo = std::numeric_limits<M>::min();
+    constexpr auto hi = std::numeric_limits<M>::max();
+    bool inside = false;
+    M value{};
+    if constexpr (std::is_signed_v<M>) {
+      int overflow = 0;
+      const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+      inside = overflow == 0 && v >= lo && v <= hi;
+      value = M(v);
+    } else {
+      const bool negative = PyObject_RichCompareBool(index.ptr(), nb::int_(0).ptr(), Py_LT) == 1;
+      if (!negative) {
+        const unsigned long long v = PyLong_AsUnsignedLongLong(index.ptr());
+        if (PyErr_Occurred()) PyErr_Clear();
+        else inside = v <= hi, value = M(v);
+      }
+    }
+    if (!inside)
+      raise_invalid(name + ": " + nb::str(index).c_str() + " is outside [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "] (the setting's integer type)");
+    return value;
+  } else if constexpr (std::is_floating_point_v<M>) {
+    if (h.is_none() || is_bool(h) || PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr()))
+      raise_type(name + ": " + setting_got(h) + ", expected float");
+    const double value = PyFloat_AsDouble(h.ptr());
+    if (value == -1.0 && PyErr_Occurred()) {
+      PyErr_Clear();
+      raise_type(name + ": " + setting_got(h) + ", expected float");
+    }
+    if (!std::isfinite(value))
+      raise_invalid(name + ": " + nb::repr(nb::float_(value)).c_str() + ", expected a finite number");
+    return M(value);
+  } else if constexpr (std::is_enum_v<M>) {
+    if (PyUnicode_Check(h.ptr())) {
+      try {
+        return parse_enum<M>(nb::cast<std::string>(h));
+      } catch (const ds::invalid_argument& e) {
+        const std::string what = e.what();
+        if (what.rfind(name + ":", 0) == 0) throw;
+        raise_invalid(name + ": " + what);
+      }
+    }
+    nb::handle type = nb::type<M>();
+    if (!nb::isinstance(h, type)) {
+      std::string names;
+      for (nb::handle key : type.attr("__members__"))
+        names += (names.empty() ? "" : ", ") + std::string(nb::str(key).c_str());
+      raise_type(name + ": " + setting_got(h) + ", expected a name (" + names + ") or a " +
+                 nb::type_name(type).c_str());
+    }
+    return nb::cast<M>(h);
+  } else {
+    M value;
+    if (h.is_none() || !nb::try_cast(h, value)) {
+      std::string expected;
+      if constexpr (std::is_same_v<M, std::vector<double>>) expected = "a sequence of floats";
+      else if constexpr (is_vector_v<M>)
+        expected = "a sequence of " + std::string(nb::type_name(nb::type<typename M::value_type>()).c_str());
+      else expected = "a " + std::string(nb::type_name(nb::type<M>()).c_str());
+      raise_type(name + ": " + setting_got(h) + ", expected " + expected);
+    }
+    return value;
+  }
+}
+
+// A field of an options struct (or a member reached through getter/setter lambdas) bound with the checked setter.
+template <class C, class M>
+void def_setting(nb::class_<C>& cls, const char* name, M C::*member, const char* doc) {
+  const std::string sig = std::string("def ") + name + "(self, arg: " + setting_type<M>() + ", /) -> None";
+  const std::string field = name;
+  cls.def_prop_rw(
+      name, [member](C& c) -> M& { return c.*member; },
+      [member, field](C& c, nb::handle v) { c.*member = setting_value<M>(v, field); },
+      nb::for_getter(nb::rv_policy::reference_internal), nb::for_setter(nb::arg("arg").none()),
+      nb::for_setter(nb::sig(sig.c_str())), doc);
+}
+
 host_data read_host(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
                     const std::string& expected) {
   if (obj.is_none()) raise_invalid(name + ": None, expected " + expected);
@@ -534,19 +677,20 @@ NB_MODULE(_core, m) {
   }
 
   // ---- schedules ------------------------------------------------------------------------------------------------
-  nb::class_<ds::noise_schedule>(m, "NoiseSchedule", DS_DOC_FREE(noise_schedule))
-      .def(nb::init<>())
-      .def_rw("kind", &ds::noise_schedule::kind, DS_DOC(noise_schedule, kind))
-      .def_rw("beta_min", &ds::noise_schedule::beta_min, DS_DOC(noise_schedule, beta_min))
-      .def_rw("beta_max", &ds::noise_schedule::beta_max, DS_DOC(noise_schedule, beta_max))
-      .def_rw("cosine_offset", &ds::noise_schedule::cosine_offset, DS_DOC(noise_schedule, cosine_offset))
-      .def_rw("alpha_bar", &ds::noise_schedule::alpha_bar, DS_DOC(noise_schedule, alpha_bar))
-      .def_rw("sigma_min", &ds::noise_schedule::sigma_min, DS_DOC(noise_schedule, sigma_min))
-      .def_rw("sigma_max", &ds::noise_schedule::sigma_max, DS_DOC(noise_schedule, sigma_max))
-      .def_rw("grid", &ds::noise_schedule::grid, DS_DOC(noise_schedule, grid))
-      .def_rw("t_start", &ds::noise_schedule::t_start, DS_DOC(noise_schedule, t_start))
-      .def_rw("t_end", &ds::noise_schedule::t_end, DS_DOC(noise_schedule, t_end))
-      .def_rw("times", &ds::noise_schedule::times, DS_DOC(noise_schedule, times))
+  nb::class_<ds::noise_schedule> cls_noise_schedule(m, "NoiseSchedule", DS_DOC_FREE(noise_schedule));
+  cls_noise_schedule.def(nb::init<>());
+  def_setting(cls_noise_schedule, "kind", &ds::noise_schedule::kind, DS_DOC(noise_schedule, kind));
+  def_setting(cls_noise_schedule, "beta_min", &ds::noise_schedule::beta_min, DS_DOC(noise_schedule, beta_min));
+  def_setting(cls_noise_schedule, "beta_max", &ds::noise_schedule::beta_max, DS_DOC(noise_schedule, beta_max));
+  def_setting(cls_noise_schedule, "cosine_offset", &ds::noise_schedule::cosine_offset, DS_DOC(noise_schedule, cosine_offset));
+  def_setting(cls_noise_schedule, "alpha_bar", &ds::noise_schedule::alpha_bar, DS_DOC(noise_schedule, alpha_bar));
+  def_setting(cls_noise_schedule, "sigma_min", &ds::noise_schedule::sigma_min, DS_DOC(noise_schedule, sigma_min));
+  def_setting(cls_noise_schedule, "sigma_max", &ds::noise_schedule::sigma_max, DS_DOC(noise_schedule, sigma_max));
+  def_setting(cls_noise_schedule, "grid", &ds::noise_schedule::grid, DS_DOC(noise_schedule, grid));
+  def_setting(cls_noise_schedule, "t_start", &ds::noise_schedule::t_start, DS_DOC(noise_schedule, t_start));
+  def_setting(cls_noise_schedule, "t_end", &ds::noise_schedule::t_end, DS_DOC(noise_schedule, t_end));
+  def_setting(cls_noise_schedule, "times", &ds::noise_schedule::times, DS_DOC(noise_schedule, times));
+  cls_noise_schedule
       .def_static("vp_linear",
                   [](py_real lo, py_real hi) {
                     return ds::noise_schedule::vp_linear(real_arg(lo, "beta_min"), real_arg(hi, "beta_max"));
@@ -736,19 +880,24 @@ NB_MODULE(_core, m) {
           "values, None or empty: equal) are host problem data, copied as float64.");
 
   // ---- Langevin -------------------------------------------------------------------------------------------------
-  nb::class_<ds::langevin_options>(m, "LangevinOptions", DS_DOC_FREE(langevin_options))
-      .def(nb::init<>())
-      .def_rw("method", &ds::langevin_options::method, DS_DOC(langevin_options, method))
-      .def_rw("step_size", &ds::langevin_options::step_size, DS_DOC(langevin_options, step_size))
-      .def_rw("steps", &ds::langevin_options::steps, DS_DOC(langevin_options, steps))
+  nb::class_<ds::langevin_options> cls_langevin_options(m, "LangevinOptions", DS_DOC_FREE(langevin_options));
+  cls_langevin_options.def(nb::init<>());
+  def_setting(cls_langevin_options, "method", &ds::langevin_options::method, DS_DOC(langevin_options, method));
+  def_setting(cls_langevin_options, "step_size", &ds::langevin_options::step_size, DS_DOC(langevin_options, step_size));
+  def_setting(cls_langevin_options, "steps", &ds::langevin_options::steps, DS_DOC(langevin_options, steps));
+  cls_langevin_options
       .def_prop_rw("target_a", [](const ds::langevin_options& o) { return o.target.a; },
-                   [](ds::langevin_options& o, double a) { o.target.a = a; }, "target channel's a")
+                   [](ds::langevin_options& o, nb::handle a) { o.target.a = setting_value<double>(a, "target_a"); },
+                   nb::for_setter(nb::arg("arg").none()),
+                   nb::for_setter(nb::sig("def target_a(self, arg: float, /) -> None")), "target channel's a")
       .def_prop_rw("target_s", [](const ds::langevin_options& o) { return o.target.s; },
-                   [](ds::langevin_options& o, double s) { o.target.s = s; }, "target channel's s")
-      .def_rw("seed", &ds::langevin_options::seed, DS_DOC(langevin_options, seed))
-      .def_rw("first_chain", &ds::langevin_options::first_chain, DS_DOC(langevin_options, first_chain))
-      .def_rw("first_step", &ds::langevin_options::first_step, DS_DOC(langevin_options, first_step))
-      .def_rw("record_every", &ds::langevin_options::record_every, DS_DOC(langevin_options, record_every));
+                   [](ds::langevin_options& o, nb::handle s) { o.target.s = setting_value<double>(s, "target_s"); },
+                   nb::for_setter(nb::arg("arg").none()),
+                   nb::for_setter(nb::sig("def target_s(self, arg: float, /) -> None")), "target channel's s");
+  def_setting(cls_langevin_options, "seed", &ds::langevin_options::seed, DS_DOC(langevin_options, seed));
+  def_setting(cls_langevin_options, "first_chain", &ds::langevin_options::first_chain, DS_DOC(langevin_options, first_chain));
+  def_setting(cls_langevin_options, "first_step", &ds::langevin_options::first_step, DS_DOC(langevin_options, first_step));
+  def_setting(cls_langevin_options, "record_every", &ds::langevin_options::record_every, DS_DOC(langevin_options, record_every));
   m.def(
       "langevin",
       [](const ds::gaussian_mixture& g, out_array x, const ds::langevin_options& o, std::optional<out_array> traj,
@@ -773,20 +922,20 @@ NB_MODULE(_core, m) {
       "Runs options.steps Langevin steps of every chain of x (n, d) in place.");
 
   // ---- diffusion ------------------------------------------------------------------------------------------------
-  nb::class_<ds::diffusion_options>(m, "DiffusionOptions", DS_DOC_FREE(diffusion_options))
-      .def(nb::init<>())
-      .def_rw("sampler", &ds::diffusion_options::sampler, DS_DOC(diffusion_options, sampler))
-      .def_rw("schedule", &ds::diffusion_options::schedule, DS_DOC(diffusion_options, schedule))
-      .def_rw("steps", &ds::diffusion_options::steps, DS_DOC(diffusion_options, steps))
-      .def_rw("eta", &ds::diffusion_options::eta, DS_DOC(diffusion_options, eta))
-      .def_rw("sigma", &ds::diffusion_options::sigma, DS_DOC(diffusion_options, sigma))
-      .def_rw("step_size", &ds::diffusion_options::step_size, DS_DOC(diffusion_options, step_size))
-      .def_rw("measurements", &ds::diffusion_options::measurements, DS_DOC(diffusion_options, measurements))
-      .def_rw("final_denoise", &ds::diffusion_options::final_denoise, DS_DOC(diffusion_options, final_denoise))
-      .def_rw("draw_initial", &ds::diffusion_options::draw_initial, DS_DOC(diffusion_options, draw_initial))
-      .def_rw("seed", &ds::diffusion_options::seed, DS_DOC(diffusion_options, seed))
-      .def_rw("first_chain", &ds::diffusion_options::first_chain, DS_DOC(diffusion_options, first_chain))
-      .def_rw("record_every", &ds::diffusion_options::record_every, DS_DOC(diffusion_options, record_every));
+  nb::class_<ds::diffusion_options> cls_diffusion_options(m, "DiffusionOptions", DS_DOC_FREE(diffusion_options));
+  cls_diffusion_options.def(nb::init<>());
+  def_setting(cls_diffusion_options, "sampler", &ds::diffusion_options::sampler, DS_DOC(diffusion_options, sampler));
+  def_setting(cls_diffusion_options, "schedule", &ds::diffusion_options::schedule, DS_DOC(diffusion_options, schedule));
+  def_setting(cls_diffusion_options, "steps", &ds::diffusion_options::steps, DS_DOC(diffusion_options, steps));
+  def_setting(cls_diffusion_options, "eta", &ds::diffusion_options::eta, DS_DOC(diffusion_options, eta));
+  def_setting(cls_diffusion_options, "sigma", &ds::diffusion_options::sigma, DS_DOC(diffusion_options, sigma));
+  def_setting(cls_diffusion_options, "step_size", &ds::diffusion_options::step_size, DS_DOC(diffusion_options, step_size));
+  def_setting(cls_diffusion_options, "measurements", &ds::diffusion_options::measurements, DS_DOC(diffusion_options, measurements));
+  def_setting(cls_diffusion_options, "final_denoise", &ds::diffusion_options::final_denoise, DS_DOC(diffusion_options, final_denoise));
+  def_setting(cls_diffusion_options, "draw_initial", &ds::diffusion_options::draw_initial, DS_DOC(diffusion_options, draw_initial));
+  def_setting(cls_diffusion_options, "seed", &ds::diffusion_options::seed, DS_DOC(diffusion_options, seed));
+  def_setting(cls_diffusion_options, "first_chain", &ds::diffusion_options::first_chain, DS_DOC(diffusion_options, first_chain));
+  def_setting(cls_diffusion_options, "record_every", &ds::diffusion_options::record_every, DS_DOC(diffusion_options, record_every));
   m.def(
       "diffusion",
       [](const ds::gaussian_mixture& g, out_array x, const ds::diffusion_options& o, std::optional<out_array> traj,
@@ -942,6 +1091,14 @@ NB_MODULE(_core, m) {
           "resample_count"_a = nb::none(), "stream"_a = 0,
           DS_DOC(sampling_plan, write_outputs) "\n\nproblems, particles and steps: the plan's B, N and options.steps "
           "(other values are refused); the arrays' shapes as for guided_sample.")
+      .def_prop_ro(
+          "guided_sizes",
+          [](const py_sampling_plan& pl) -> std::optional<std::tuple<std::int64_t, std::int64_t, std::int64_t>> {
+            if (!pl.guided) return std::nullopt;
+            return std::make_tuple(pl.problems, pl.particles, pl.steps);
+          },
+          "A guided plan's (problems, particles, steps): the B, N and options.steps of write_outputs' arrays; None "
+          "for the other plans.")
       .def_prop_ro("rows", &ds::sampling_plan::rows, DS_DOC(sampling_plan, rows))
       .def_prop_ro("dim", &ds::sampling_plan::dim, DS_DOC(sampling_plan, dim))
       .def_prop_ro("executor", &ds::sampling_plan::where, DS_DOC(sampling_plan, where))
@@ -1015,13 +1172,13 @@ NB_MODULE(_core, m) {
 #endif
 
   // ---- particles ------------------------------------------------------------------------------------------------
-  nb::class_<ds::resampling_options>(m, "ResamplingOptions", DS_DOC_FREE(resampling_options))
-      .def(nb::init<>())
-      .def_rw("scheme", &ds::resampling_options::scheme, DS_DOC(resampling_options, scheme))
-      .def_rw("ess_threshold", &ds::resampling_options::ess_threshold, DS_DOC(resampling_options, ess_threshold))
-      .def_rw("seed", &ds::resampling_options::seed, DS_DOC(resampling_options, seed))
-      .def_rw("step", &ds::resampling_options::step, DS_DOC(resampling_options, step))
-      .def_rw("metropolis_steps", &ds::resampling_options::metropolis_steps,
+  nb::class_<ds::resampling_options> cls_resampling_options(m, "ResamplingOptions", DS_DOC_FREE(resampling_options));
+  cls_resampling_options.def(nb::init<>());
+  def_setting(cls_resampling_options, "scheme", &ds::resampling_options::scheme, DS_DOC(resampling_options, scheme));
+  def_setting(cls_resampling_options, "ess_threshold", &ds::resampling_options::ess_threshold, DS_DOC(resampling_options, ess_threshold));
+  def_setting(cls_resampling_options, "seed", &ds::resampling_options::seed, DS_DOC(resampling_options, seed));
+  def_setting(cls_resampling_options, "step", &ds::resampling_options::step, DS_DOC(resampling_options, step));
+  def_setting(cls_resampling_options, "metropolis_steps", &ds::resampling_options::metropolis_steps,
               DS_DOC(resampling_options, metropolis_steps));
   m.attr("PARTICLE_REPORT_BYTES") = sizeof(ds::particle_report);
   m.def(
@@ -1232,10 +1389,12 @@ NB_MODULE(_core, m) {
           DS_DOC_OVERLOAD(mixture_posterior, sample, 3) "\n" DS_DOC_OVERLOAD(mixture_posterior, sample, 4));
 
   // ---- guided posterior sampling ------------------------------------------------------------------------------
-  nb::class_<ds::guided_problems>(m, "GuidedProblems", DS_DOC_FREE(guided_problems))
-      .def(nb::init<>())
-      .def_rw("problems", &ds::guided_problems::problems, DS_DOC(guided_problems, problems))
-      .def_rw("d_y", &ds::guided_problems::d_y, DS_DOC(guided_problems, d_y))
+  nb::class_<ds::guided_problems> cls_guided_problems(m, "GuidedProblems", DS_DOC_FREE(guided_problems));
+  cls_guided_problems.def(nb::init<>());
+  def_setting(cls_guided_problems, "problems", &ds::guided_problems::problems, DS_DOC(guided_problems, problems));
+  def_setting(cls_guided_problems, "d_y", &ds::guided_problems::d_y, DS_DOC(guided_problems, d_y));
+  // None reaches read_host, which refuses it naming the field.
+  cls_guided_problems
       // A, y and sigma_y: host problem data, read as read_host() reads it (any CPU array of a real dtype or nested
       // sequence of numbers, flattened in row-major order) and copied; read back as lists.
       .def_prop_rw(
@@ -1243,59 +1402,63 @@ NB_MODULE(_core, m) {
           [](ds::guided_problems& g, problem_data v) {
             g.A = host_vector(v, "A", {1, 2, 3}, "(d_y, d_x) or (B, d_y, d_x)");
           },
-          DS_DOC(guided_problems, A))
-      .def_rw("operators", &ds::guided_problems::operators, DS_DOC(guided_problems, operators))
+          nb::for_setter(nb::arg("arg").none()), nb::for_setter(nb::sig("def A(self, arg: ProblemData, /) -> None")),
+          DS_DOC(guided_problems, A));
+  def_setting(cls_guided_problems, "operators", &ds::guided_problems::operators, DS_DOC(guided_problems, operators));
+  cls_guided_problems
       .def_prop_rw(
           "y", [](const ds::guided_problems& g) { return g.y; },
           [](ds::guided_problems& g, problem_data v) { g.y = host_vector(v, "y", {1, 2}, "(d_y,) or (B, d_y)"); },
+          nb::for_setter(nb::arg("arg").none()), nb::for_setter(nb::sig("def y(self, arg: ProblemData, /) -> None")),
           DS_DOC(guided_problems, y))
       .def_prop_rw(
           "sigma_y", [](const ds::guided_problems& g) { return g.sigma_y; },
           [](ds::guided_problems& g, problem_data v) {
             g.sigma_y = host_vector(v, "sigma_y", {0, 1}, "a scalar or (B,)");
           },
-          DS_DOC(guided_problems, sigma_y));
-  nb::class_<ds::guided_options>(m, "GuidedOptions", DS_DOC_FREE(guided_options))
-      .def(nb::init<>())
-      .def_rw("sampler", &ds::guided_options::sampler, DS_DOC(guided_options, sampler))
-      .def_rw("schedule", &ds::guided_options::schedule, DS_DOC(guided_options, schedule))
-      .def_rw("steps", &ds::guided_options::steps, DS_DOC(guided_options, steps))
-      .def_rw("grid", &ds::guided_options::grid, DS_DOC(guided_options, grid))
-      .def_rw("ddim", &ds::guided_options::ddim, DS_DOC(guided_options, ddim))
-      .def_rw("eta", &ds::guided_options::eta, DS_DOC(guided_options, eta))
-      .def_rw("particles", &ds::guided_options::particles, DS_DOC(guided_options, particles))
-      .def_rw("potential_spread", &ds::guided_options::potential_spread, DS_DOC(guided_options, potential_spread))
-      .def_rw("potentials", &ds::guided_options::potentials, DS_DOC(guided_options, potentials))
-      .def_rw("resampling", &ds::guided_options::resampling, DS_DOC(guided_options, resampling))
-      .def_rw("start_correction", &ds::guided_options::start_correction, DS_DOC(guided_options, start_correction))
-      .def_rw("multistep_kernel", &ds::guided_options::multistep_kernel, DS_DOC(guided_options, multistep_kernel))
-      .def_rw("final_resample", &ds::guided_options::final_resample, DS_DOC(guided_options, final_resample))
-      .def_rw("final_moves", &ds::guided_options::final_moves, DS_DOC(guided_options, final_moves))
-      .def_rw("final_move_step", &ds::guided_options::final_move_step, DS_DOC(guided_options, final_move_step))
-      .def_rw("guidance_scale", &ds::guided_options::guidance_scale, DS_DOC(guided_options, guidance_scale))
-      .def_rw("operator_path", &ds::guided_options::operator_path, DS_DOC(guided_options, operator_path))
-      .def_rw("dps_step", &ds::guided_options::dps_step, DS_DOC(guided_options, dps_step))
-      .def_rw("diffpir_zeta", &ds::guided_options::diffpir_zeta, DS_DOC(guided_options, diffpir_zeta))
-      .def_rw("diffpir_lambda", &ds::guided_options::diffpir_lambda, DS_DOC(guided_options, diffpir_lambda))
-      .def_rw("skrock_stages", &ds::guided_options::skrock_stages, DS_DOC(guided_options, skrock_stages))
-      .def_rw("skrock_eta", &ds::guided_options::skrock_eta, DS_DOC(guided_options, skrock_eta))
-      .def_rw("skrock_step_fraction", &ds::guided_options::skrock_step_fraction,
-              DS_DOC(guided_options, skrock_step_fraction))
-      .def_rw("skrock_lipschitz", &ds::guided_options::skrock_lipschitz, DS_DOC(guided_options, skrock_lipschitz))
-      .def_rw("ddrm_eta", &ds::guided_options::ddrm_eta, DS_DOC(guided_options, ddrm_eta))
-      .def_rw("ddrm_eta_b", &ds::guided_options::ddrm_eta_b, DS_DOC(guided_options, ddrm_eta_b))
-      .def_rw("dcps_blocks", &ds::guided_options::dcps_blocks, DS_DOC(guided_options, dcps_blocks))
-      .def_rw("dcps_langevin_steps", &ds::guided_options::dcps_langevin_steps,
-              DS_DOC(guided_options, dcps_langevin_steps))
-      .def_rw("dcps_langevin_step", &ds::guided_options::dcps_langevin_step, DS_DOC(guided_options, dcps_langevin_step))
-      .def_rw("dcps_gradient_steps", &ds::guided_options::dcps_gradient_steps,
-              DS_DOC(guided_options, dcps_gradient_steps))
-      .def_rw("dcps_learning_rate", &ds::guided_options::dcps_learning_rate, DS_DOC(guided_options, dcps_learning_rate))
-      .def_rw("dcps_bridge_variance", &ds::guided_options::dcps_bridge_variance,
-              DS_DOC(guided_options, dcps_bridge_variance))
-      .def_rw("dcps_absolute_step", &ds::guided_options::dcps_absolute_step,
-              DS_DOC(guided_options, dcps_absolute_step))
-      .def_rw("seed", &ds::guided_options::seed, DS_DOC(guided_options, seed));
+          nb::for_setter(nb::arg("arg").none()),
+          nb::for_setter(nb::sig("def sigma_y(self, arg: ProblemData, /) -> None")), DS_DOC(guided_problems, sigma_y));
+  nb::class_<ds::guided_options> cls_guided_options(m, "GuidedOptions", DS_DOC_FREE(guided_options));
+  cls_guided_options.def(nb::init<>());
+  def_setting(cls_guided_options, "sampler", &ds::guided_options::sampler, DS_DOC(guided_options, sampler));
+  def_setting(cls_guided_options, "schedule", &ds::guided_options::schedule, DS_DOC(guided_options, schedule));
+  def_setting(cls_guided_options, "steps", &ds::guided_options::steps, DS_DOC(guided_options, steps));
+  def_setting(cls_guided_options, "grid", &ds::guided_options::grid, DS_DOC(guided_options, grid));
+  def_setting(cls_guided_options, "ddim", &ds::guided_options::ddim, DS_DOC(guided_options, ddim));
+  def_setting(cls_guided_options, "eta", &ds::guided_options::eta, DS_DOC(guided_options, eta));
+  def_setting(cls_guided_options, "particles", &ds::guided_options::particles, DS_DOC(guided_options, particles));
+  def_setting(cls_guided_options, "potential_spread", &ds::guided_options::potential_spread, DS_DOC(guided_options, potential_spread));
+  def_setting(cls_guided_options, "potentials", &ds::guided_options::potentials, DS_DOC(guided_options, potentials));
+  def_setting(cls_guided_options, "resampling", &ds::guided_options::resampling, DS_DOC(guided_options, resampling));
+  def_setting(cls_guided_options, "start_correction", &ds::guided_options::start_correction, DS_DOC(guided_options, start_correction));
+  def_setting(cls_guided_options, "multistep_kernel", &ds::guided_options::multistep_kernel, DS_DOC(guided_options, multistep_kernel));
+  def_setting(cls_guided_options, "final_resample", &ds::guided_options::final_resample, DS_DOC(guided_options, final_resample));
+  def_setting(cls_guided_options, "final_moves", &ds::guided_options::final_moves, DS_DOC(guided_options, final_moves));
+  def_setting(cls_guided_options, "final_move_step", &ds::guided_options::final_move_step, DS_DOC(guided_options, final_move_step));
+  def_setting(cls_guided_options, "guidance_scale", &ds::guided_options::guidance_scale, DS_DOC(guided_options, guidance_scale));
+  def_setting(cls_guided_options, "operator_path", &ds::guided_options::operator_path, DS_DOC(guided_options, operator_path));
+  def_setting(cls_guided_options, "dps_step", &ds::guided_options::dps_step, DS_DOC(guided_options, dps_step));
+  def_setting(cls_guided_options, "diffpir_zeta", &ds::guided_options::diffpir_zeta, DS_DOC(guided_options, diffpir_zeta));
+  def_setting(cls_guided_options, "diffpir_lambda", &ds::guided_options::diffpir_lambda, DS_DOC(guided_options, diffpir_lambda));
+  def_setting(cls_guided_options, "skrock_stages", &ds::guided_options::skrock_stages, DS_DOC(guided_options, skrock_stages));
+  def_setting(cls_guided_options, "skrock_eta", &ds::guided_options::skrock_eta, DS_DOC(guided_options, skrock_eta));
+  def_setting(cls_guided_options, "skrock_step_fraction", &ds::guided_options::skrock_step_fraction,
+              DS_DOC(guided_options, skrock_step_fraction));
+  def_setting(cls_guided_options, "skrock_lipschitz", &ds::guided_options::skrock_lipschitz, DS_DOC(guided_options, skrock_lipschitz));
+  def_setting(cls_guided_options, "ddrm_eta", &ds::guided_options::ddrm_eta, DS_DOC(guided_options, ddrm_eta));
+  def_setting(cls_guided_options, "ddrm_eta_b", &ds::guided_options::ddrm_eta_b, DS_DOC(guided_options, ddrm_eta_b));
+  def_setting(cls_guided_options, "dcps_blocks", &ds::guided_options::dcps_blocks, DS_DOC(guided_options, dcps_blocks));
+  def_setting(cls_guided_options, "dcps_langevin_steps", &ds::guided_options::dcps_langevin_steps,
+              DS_DOC(guided_options, dcps_langevin_steps));
+  def_setting(cls_guided_options, "dcps_langevin_step", &ds::guided_options::dcps_langevin_step, DS_DOC(guided_options, dcps_langevin_step));
+  def_setting(cls_guided_options, "dcps_gradient_steps", &ds::guided_options::dcps_gradient_steps,
+              DS_DOC(guided_options, dcps_gradient_steps));
+  def_setting(cls_guided_options, "dcps_learning_rate", &ds::guided_options::dcps_learning_rate, DS_DOC(guided_options, dcps_learning_rate));
+  def_setting(cls_guided_options, "dcps_bridge_variance", &ds::guided_options::dcps_bridge_variance,
+              DS_DOC(guided_options, dcps_bridge_variance));
+  def_setting(cls_guided_options, "dcps_absolute_step", &ds::guided_options::dcps_absolute_step,
+              DS_DOC(guided_options, dcps_absolute_step));
+  def_setting(cls_guided_options, "seed", &ds::guided_options::seed, DS_DOC(guided_options, seed));
   m.def(
       "guided_sample",
       [](const ds::gaussian_mixture& prior, const ds::guided_problems& pr, const ds::guided_options& o,

@@ -207,6 +207,28 @@ def test_core_write_outputs_checks_the_plans_own_sizes(mixture2):
     np.testing.assert_array_equal(buf[2:], 7.0)
 
 
+def test_a_wrapped_core_plan_gives_the_outputs(mixture2):
+    # SamplingPlan(core_plan) around a guided SMC plan of diffsample._core answered outputs() with "only a guided SMC
+    # plan has outputs" (the sizes were kept by SamplingPlan.guided() only); the sizes are the core plan's own now,
+    # so the wrapper gives what the plan that made it gives. What is no core plan is refused by name, not later with
+    # an AttributeError.
+    names = ("samples", "log_weights", "log_normaliser", "ess_trace", "resample_count")
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, sampler="smc", particles=8, steps=3, seed=2)
+    model = lambda x, a, s: mixture2.denoiser(np.ascontiguousarray(x), a, s, path="direct")  # noqa: E731
+    plan.run(model)
+    wrapped = ds.SamplingPlan(plan._plan)
+    assert plan._plan.guided_sizes == (2, 8, 3)
+    got, want = wrapped.outputs(names), plan.outputs(names)
+    for name in names:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert ds.SamplingPlan.diffusion(4, 2, sampler="ddpm", steps=2)._plan.guided_sizes is None
+    for bad in (None, 3, plan):
+        with pytest.raises(ds.InvalidArgument, match=r"^core_plan: .*, expected a diffsample\._core\.SamplingPlan"):
+            ds.SamplingPlan(bad)
+    with pytest.raises(ds.InvalidArgument, match=r"^like: a str \('torch'\), expected None or an array"):
+        ds.SamplingPlan(plan._plan, like="torch")
+
+
 def test_dps_plan_asks_for_vector_jacobian_products(mixture2):
     fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, sampler="dps", particles=40, steps=10, seed=2,
                              outputs=("particles",))["particles"]
