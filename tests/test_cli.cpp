@@ -1868,6 +1868,33 @@ TEST_F(Cli, DivergedSolveOnAGuidedGridIsReportedWithTheRunsStep) {
   }
 }
 
+// A diverged DCPS run is reported without a step. Its first k steps are not a DCPS run of k steps: the blocks are
+// cut from the number of steps (steps / dcps_blocks each, every potential aiming at its block's clean end) and the
+// Langevin noise sits at stream steps after steps x (dcps_gradient_steps + 1). The bisection ran such shorter runs:
+// it named a step of other runs (17 of 20 here with 5 blocks), and with as many blocks as steps its first shorter
+// run was refused ("options.dcps_blocks: must be in [1, steps = 10], got 20"): exit status 1, no report, no samples.
+// sigma_y = 1e-18 makes the potentials' gradients overflow FP32 (DCPS diverges; the smallest sigma_y accepted).
+TEST_F(Cli, DivergedDcpsSolveIsReportedWithoutAStep) {
+  std::string text = slurp(DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json");
+  const auto at = text.find("\"sigma_y\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, text.find_first_of(",}", at) - at, "\"sigma_y\": 1e-18");
+  write("p.json", text);
+  for (const char* blocks : {"20", "5"}) {
+    const result r = run("solve --problem " + path("p.json") + " --sampler dcps --dcps-blocks " + blocks +
+                         " --executor cpu --particles 64 --steps 20 --out " + path("out.npy") + " --report " +
+                         path("r.json"));
+    ASSERT_EQ(r.rc, 0) << blocks << " blocks: " << r.err;
+    EXPECT_NE(r.out.find("dcps diverged: "), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("diverged at step"), std::string::npos) << r.out;
+    const auto report = nlohmann::json::parse(slurp(path("r.json")));
+    EXPECT_GT(report["non_finite_values"].get<std::int64_t>(), 0) << blocks;
+    EXPECT_TRUE(report["diverged_at_step"].is_null()) << blocks;
+    EXPECT_TRUE(report["sliced_w1"]["value"].is_null()) << blocks;
+    EXPECT_EQ(ds::npy::read_f32(path("out.npy")).rows, 64);
+  }
+}
+
 // Inputs kept by scripts/fuzz.sh problem (crashes it found, then fixed) and hand-written hostile files: each must
 // parse, or be refused with input_error on one line that starts with the file name, never crash or throw anything
 // else. A parsed prior is accepted by the library.

@@ -121,9 +121,13 @@ std::int64_t non_finite_after(const ds::gaussian_mixture& mixture, const ds::gui
 }
 
 /// The first step after which the sampler's particles hold a non-finite value, found by bisection over runs of the
-/// first k steps (a value that is not finite stays so: every step maps it to inf or NaN). @p g diverged.
+/// first k steps (a value that is not finite stays so: every step maps it to inf or NaN). @p g diverged. 0 for dcps,
+/// whose first k steps are not a run of k steps: its blocks are cut from the number of steps (each potential aims at
+/// its block's clean end) and its Langevin noise sits at stream steps after steps x (dcps_gradient_steps + 1), so a
+/// shorter run is another run (and one with fewer steps than dcps_blocks is refused).
 std::int64_t divergence_step(const ds::gaussian_mixture& mixture, const ds::guided_problems& problems,
                              const ds::guided_options& g, ds::executor where) {
+  if (g.sampler == ds::guided_sampler::dcps) return 0;
   // The times the run took: guided_times() places the guided grids (sqrt_alpha_bar, spectral, noise_ratio), which
   // the schedule's own points are not.
   const std::vector<double> times = ds::guided_times(mixture, problems, g);
@@ -407,10 +411,14 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                     k, static_cast<long long>(ranks[k].chains),
                     ranks[k].seconds > 0 ? double(ranks[k].chains) * double(g.steps) / ranks[k].seconds : 0.0,
                     ranks[k].seconds, ranks[k].comm_seconds, ranks[k].bytes_sent, ranks[k].gather_seconds);
-      if (non_finite > 0)
+      if (non_finite > 0 && diverged_at > 0)
         std::printf("%s diverged at step %lld of %lld: %lld non-finite values in the samples (its guidance is unstable for this sigma_y; smc is not)\n",
                     method.c_str(), static_cast<long long>(diverged_at), static_cast<long long>(g.steps),
                     static_cast<long long>(non_finite));
+      else if (non_finite > 0)
+        std::printf("%s diverged: %lld non-finite values in the samples (its guidance is unstable for this sigma_y; smc "
+                    "is not; its first steps are no run of their own, so no step is named)\n",
+                    method.c_str(), static_cast<long long>(non_finite));
       else
         std::printf(
             "sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
@@ -471,7 +479,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       }
   #undef DS_ECHO
       j["non_finite_values"] = non_finite;
-      j["diverged_at_step"] = non_finite > 0 ? json(diverged_at) : json(nullptr);
+      j["diverged_at_step"] = diverged_at > 0 ? json(diverged_at) : json(nullptr);
       j["sliced_w1"] = {{"value", non_finite == 0 ? json(sw) : json(nullptr)},
                         {"floor", floor},
                         {"samples", m},
