@@ -32,6 +32,7 @@
 #include <limits>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -420,6 +421,33 @@ M setting_value(nb::handle h, const std::string& name) {
   }
 }
 
+// A bound type's Python name as nanobind's signatures give it (diffsample._core.X; _core.X when stubgen imports the
+// extension as a top-level module), for the signatures written out with nb::sig.
+template <class T>
+std::string py_name() {
+  return nb::type_name(nb::type<T>()).c_str();
+}
+
+// A signature written out (nb::sig: the parameters that take None to refuse it by name keep their types in the stub)
+// returning T.
+template <class T>
+nb::sig sig_to(const std::string& head) {
+  static std::deque<std::string> keep;  // nb::sig holds a pointer (nanobind copies the text when it binds)
+  keep.push_back(head + " -> " + py_name<T>());
+  return nb::sig(keep.back().c_str());
+}
+
+// A parameter of a bound class's method checked as a field is (None, the wrong type, an enum's name), every refusal
+// an InvalidArgument naming the parameter, as the package's and the binding's other argument checks are.
+template <class M>
+M arg_value(nb::handle h, const std::string& name) {
+  try {
+    return setting_value<M>(h, name);
+  } catch (const nb::builtin_exception& e) {  // the setting's TypeError
+    raise_invalid(e.what());
+  }
+}
+
 // A field of an options struct (or a member reached through getter/setter lambdas) bound with the checked setter.
 template <class C, class M>
 void def_setting(nb::class_<C>& cls, const char* name, M C::*member, const char* doc) {
@@ -682,7 +710,8 @@ NB_MODULE(_core, m) {
   def_setting(cls_noise_schedule, "kind", &ds::noise_schedule::kind, DS_DOC(noise_schedule, kind));
   def_setting(cls_noise_schedule, "beta_min", &ds::noise_schedule::beta_min, DS_DOC(noise_schedule, beta_min));
   def_setting(cls_noise_schedule, "beta_max", &ds::noise_schedule::beta_max, DS_DOC(noise_schedule, beta_max));
-  def_setting(cls_noise_schedule, "cosine_offset", &ds::noise_schedule::cosine_offset, DS_DOC(noise_schedule, cosine_offset));
+  def_setting(cls_noise_schedule, "cosine_offset", &ds::noise_schedule::cosine_offset,
+              DS_DOC(noise_schedule, cosine_offset));
   def_setting(cls_noise_schedule, "alpha_bar", &ds::noise_schedule::alpha_bar, DS_DOC(noise_schedule, alpha_bar));
   def_setting(cls_noise_schedule, "sigma_min", &ds::noise_schedule::sigma_min, DS_DOC(noise_schedule, sigma_min));
   def_setting(cls_noise_schedule, "sigma_max", &ds::noise_schedule::sigma_max, DS_DOC(noise_schedule, sigma_max));
@@ -695,42 +724,63 @@ NB_MODULE(_core, m) {
                   [](py_real lo, py_real hi) {
                     return ds::noise_schedule::vp_linear(real_arg(lo, "beta_min"), real_arg(hi, "beta_max"));
                   },
-                  "beta_min"_a = 0.1, "beta_max"_a = 20.0, DS_DOC(noise_schedule, vp_linear))
+                  "beta_min"_a.none() = 0.1, "beta_max"_a.none() = 20.0,
+                  sig_to<ds::noise_schedule>("def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0)"),
+                  DS_DOC(noise_schedule, vp_linear))
       .def_static("vp_cosine", [](py_real offset) { return ds::noise_schedule::vp_cosine(real_arg(offset, "offset")); },
-                  "offset"_a = 0.008,
+                  "offset"_a.none() = 0.008, sig_to<ds::noise_schedule>("def vp_cosine(offset: float = 0.008)"),
                   DS_DOC(noise_schedule, vp_cosine) "\n\noffset: the cosine's offset in theta(t) = (t + offset) / (1 + "
                                                     "offset) * pi / 2, in [0, 1) (cosine_offset).")
-      .def_static("vp_table", &ds::noise_schedule::vp_table, "alpha_bar"_a,
+      .def_static("vp_table",
+                  [](nb::handle a) {
+                    return ds::noise_schedule::vp_table(arg_value<std::vector<double>>(a, "alpha_bar"));
+                  },
+                  "alpha_bar"_a.none(),
+                  sig_to<ds::noise_schedule>("def vp_table(alpha_bar: collections.abc.Sequence[float])"),
                   DS_DOC(noise_schedule, vp_table) "\n\nalpha_bar: the N values alpha-bar_1..N (a sequence of floats).")
       .def_static("variance_exploding",
                   [](py_real lo, py_real hi) {
                     return ds::noise_schedule::variance_exploding(real_arg(lo, "sigma_min"), real_arg(hi, "sigma_max"));
                   },
-                  "sigma_min"_a = 0.01, "sigma_max"_a = 50.0, DS_DOC(noise_schedule, variance_exploding))
+                  "sigma_min"_a.none() = 0.01, "sigma_max"_a.none() = 50.0,
+                  sig_to<ds::noise_schedule>(
+                      "def variance_exploding(sigma_min: float = 0.01, sigma_max: float = 50.0)"),
+                  DS_DOC(noise_schedule, variance_exploding))
       .def_static("ornstein_uhlenbeck",
                   [](py_real horizon) { return ds::noise_schedule::ornstein_uhlenbeck(real_arg(horizon, "horizon")); },
-                  "horizon"_a = 5.0, DS_DOC(noise_schedule, ornstein_uhlenbeck))
+                  "horizon"_a.none() = 5.0,
+                  sig_to<ds::noise_schedule>("def ornstein_uhlenbeck(horizon: float = 5.0)"),
+                  DS_DOC(noise_schedule, ornstein_uhlenbeck))
       .def_static("linear_interpolant", &ds::noise_schedule::linear_interpolant,
                   DS_DOC(noise_schedule, linear_interpolant))
       .def_static("stochastic_localization",
                   [](py_real lo, py_real hi) {
                     return ds::noise_schedule::stochastic_localization(real_arg(lo, "t_min"), real_arg(hi, "t_max"));
                   },
-                  "t_min"_a = 1e-3, "t_max"_a = 1e3, DS_DOC(noise_schedule, stochastic_localization))
+                  "t_min"_a.none() = 1e-3, "t_max"_a.none() = 1e3,
+                  sig_to<ds::noise_schedule>(
+                      "def stochastic_localization(t_min: float = 0.001, t_max: float = 1000.0)"),
+                  DS_DOC(noise_schedule, stochastic_localization))
       .def("with_grid",
-           [](ds::noise_schedule s, ds::time_grid g, py_real a, py_real b) {
-             return s.with_grid(g, real_arg(a, "start"), real_arg(b, "end"));
+           [](ds::noise_schedule s, nb::handle g, py_real a, py_real b) {
+             return s.with_grid(arg_value<ds::time_grid>(g, "grid"), real_arg(a, "start"), real_arg(b, "end"));
            },
-           "grid"_a, "start"_a, "end"_a,
+           "grid"_a.none(), "start"_a.none(), "end"_a.none(),
+           sig_to<ds::noise_schedule>("def with_grid(self, grid: " + py_name<ds::time_grid>() +
+                                                " | str, start: float, end: float)"),
            "A copy with the grid kind (a TimeGrid) and its ends set: the grid runs from time start to time end.")
-      .def("with_times", [](ds::noise_schedule s, std::vector<double> t) { return s.with_times(std::move(t)); },
-           "times"_a, "A copy with a custom grid of steps + 1 times.")
+      .def("with_times",
+           [](ds::noise_schedule s, nb::handle t) { return s.with_times(arg_value<std::vector<double>>(t, "times")); },
+           "times"_a.none(),
+           sig_to<ds::noise_schedule>("def with_times(self, times: collections.abc.Sequence[float])"),
+           "A copy with a custom grid of steps + 1 times.")
       .def("at",
            [](const ds::noise_schedule& s, py_real t) {
              auto p = s.at(real_arg(t, "t"));
              return std::make_tuple(p.a, p.s, p.da_dt, p.ds_dt);
            },
-           "t"_a, "(a, s, da/dt, ds/dt) at time t.")
+           "t"_a.none(), nb::sig("def at(self, t: float) -> tuple[float, float, float, float]"),
+           "(a, s, da/dt, ds/dt) at time t.")
       .def("points",
            [](const ds::noise_schedule& s, py_int steps) {
              auto pts = s.points(int64_arg(steps, "steps"));
@@ -738,7 +788,8 @@ NB_MODULE(_core, m) {
              for (auto& p : pts) v.insert(v.end(), {p.t, p.a, p.s, p.da_dt, p.ds_dt});
              return to_numpy(std::move(v), {pts.size(), 5});
            },
-           "steps"_a, "The steps + 1 grid points as rows (t, a, s, da/dt, ds/dt); validates the schedule.");
+           "steps"_a.none(), nb::sig("def points(self, steps: int) -> numpy.ndarray[dtype=float64]"),
+           "The steps + 1 grid points as rows (t, a, s, da/dt, ds/dt); validates the schedule.");
 
   // ---- mixtures -------------------------------------------------------------------------------------------------
   nb::class_<ds::gaussian_mixture>(
@@ -895,9 +946,12 @@ NB_MODULE(_core, m) {
                    nb::for_setter(nb::arg("arg").none()),
                    nb::for_setter(nb::sig("def target_s(self, arg: float, /) -> None")), "target channel's s");
   def_setting(cls_langevin_options, "seed", &ds::langevin_options::seed, DS_DOC(langevin_options, seed));
-  def_setting(cls_langevin_options, "first_chain", &ds::langevin_options::first_chain, DS_DOC(langevin_options, first_chain));
-  def_setting(cls_langevin_options, "first_step", &ds::langevin_options::first_step, DS_DOC(langevin_options, first_step));
-  def_setting(cls_langevin_options, "record_every", &ds::langevin_options::record_every, DS_DOC(langevin_options, record_every));
+  def_setting(cls_langevin_options, "first_chain", &ds::langevin_options::first_chain,
+              DS_DOC(langevin_options, first_chain));
+  def_setting(cls_langevin_options, "first_step", &ds::langevin_options::first_step,
+              DS_DOC(langevin_options, first_step));
+  def_setting(cls_langevin_options, "record_every", &ds::langevin_options::record_every,
+              DS_DOC(langevin_options, record_every));
   m.def(
       "langevin",
       [](const ds::gaussian_mixture& g, out_array x, const ds::langevin_options& o, std::optional<out_array> traj,
@@ -929,13 +983,19 @@ NB_MODULE(_core, m) {
   def_setting(cls_diffusion_options, "steps", &ds::diffusion_options::steps, DS_DOC(diffusion_options, steps));
   def_setting(cls_diffusion_options, "eta", &ds::diffusion_options::eta, DS_DOC(diffusion_options, eta));
   def_setting(cls_diffusion_options, "sigma", &ds::diffusion_options::sigma, DS_DOC(diffusion_options, sigma));
-  def_setting(cls_diffusion_options, "step_size", &ds::diffusion_options::step_size, DS_DOC(diffusion_options, step_size));
-  def_setting(cls_diffusion_options, "measurements", &ds::diffusion_options::measurements, DS_DOC(diffusion_options, measurements));
-  def_setting(cls_diffusion_options, "final_denoise", &ds::diffusion_options::final_denoise, DS_DOC(diffusion_options, final_denoise));
-  def_setting(cls_diffusion_options, "draw_initial", &ds::diffusion_options::draw_initial, DS_DOC(diffusion_options, draw_initial));
+  def_setting(cls_diffusion_options, "step_size", &ds::diffusion_options::step_size,
+              DS_DOC(diffusion_options, step_size));
+  def_setting(cls_diffusion_options, "measurements", &ds::diffusion_options::measurements,
+              DS_DOC(diffusion_options, measurements));
+  def_setting(cls_diffusion_options, "final_denoise", &ds::diffusion_options::final_denoise,
+              DS_DOC(diffusion_options, final_denoise));
+  def_setting(cls_diffusion_options, "draw_initial", &ds::diffusion_options::draw_initial,
+              DS_DOC(diffusion_options, draw_initial));
   def_setting(cls_diffusion_options, "seed", &ds::diffusion_options::seed, DS_DOC(diffusion_options, seed));
-  def_setting(cls_diffusion_options, "first_chain", &ds::diffusion_options::first_chain, DS_DOC(diffusion_options, first_chain));
-  def_setting(cls_diffusion_options, "record_every", &ds::diffusion_options::record_every, DS_DOC(diffusion_options, record_every));
+  def_setting(cls_diffusion_options, "first_chain", &ds::diffusion_options::first_chain,
+              DS_DOC(diffusion_options, first_chain));
+  def_setting(cls_diffusion_options, "record_every", &ds::diffusion_options::record_every,
+              DS_DOC(diffusion_options, record_every));
   m.def(
       "diffusion",
       [](const ds::gaussian_mixture& g, out_array x, const ds::diffusion_options& o, std::optional<out_array> traj,
@@ -1175,7 +1235,8 @@ NB_MODULE(_core, m) {
   nb::class_<ds::resampling_options> cls_resampling_options(m, "ResamplingOptions", DS_DOC_FREE(resampling_options));
   cls_resampling_options.def(nb::init<>());
   def_setting(cls_resampling_options, "scheme", &ds::resampling_options::scheme, DS_DOC(resampling_options, scheme));
-  def_setting(cls_resampling_options, "ess_threshold", &ds::resampling_options::ess_threshold, DS_DOC(resampling_options, ess_threshold));
+  def_setting(cls_resampling_options, "ess_threshold", &ds::resampling_options::ess_threshold,
+              DS_DOC(resampling_options, ess_threshold));
   def_setting(cls_resampling_options, "seed", &ds::resampling_options::seed, DS_DOC(resampling_options, seed));
   def_setting(cls_resampling_options, "step", &ds::resampling_options::step, DS_DOC(resampling_options, step));
   def_setting(cls_resampling_options, "metropolis_steps", &ds::resampling_options::metropolis_steps,
@@ -1273,7 +1334,7 @@ NB_MODULE(_core, m) {
             host_data a = read_host(A, "A", {2}, "(d_y, d_x)");
             return ds::observation_operator::dense(a.shape[0], a.shape[1], std::move(a.values));
           },
-          "A"_a,
+          "A"_a.none(), sig_to<ds::observation_operator>("def dense(A: ProblemData)"),
           DS_DOC(observation_operator, dense) "\n\nA: the (d_y, d_x) matrix (d_y and d_x are its shape), host problem "
           "data copied into the operator as float64 (any CPU array of a real dtype, any strides, or a nested sequence "
           "of numbers; CUDA arrays, complex and bool are refused).")
@@ -1289,7 +1350,9 @@ NB_MODULE(_core, m) {
             if (diagonal) g = host_vector(*diagonal, "diagonal", {1}, "(d_y,)");
             return ds::observation_operator::mask(d_x, std::move(idx), std::move(g));
           },
-          "d_x"_a, "indices"_a, "diagonal"_a = nb::none(),
+          "d_x"_a.none(), "indices"_a.none(), "diagonal"_a = nb::none(),
+          sig_to<ds::observation_operator>(
+              "def mask(d_x: int, indices: ProblemIndices, diagonal: ProblemData | None = None)"),
           DS_DOC(observation_operator, mask) "\n\nindices: the d_y observed coordinates, of an integer dtype; "
           "diagonal: the d_y gains, or None (all ones). Host problem data, copied (the gains as float64); CUDA "
           "arrays are refused.")
@@ -1306,7 +1369,9 @@ NB_MODULE(_core, m) {
             return ds::observation_operator::svd(u.shape[0], v.shape[0], std::move(u.values), std::move(s),
                                                  std::move(v.values));
           },
-          "U"_a, "singular_values"_a, "V"_a,
+          "U"_a.none(), "singular_values"_a.none(), "V"_a.none(),
+          sig_to<ds::observation_operator>(
+              "def svd(U: ProblemData, singular_values: ProblemData, V: ProblemData)"),
           DS_DOC(observation_operator, svd) "\n\nU (d_y, r), singular_values (r,) and V (d_x, r): host problem data, "
           "copied as float64 (CPU arrays of a real dtype; CUDA arrays refused); d_y, d_x and r are their shapes.")
       .def_prop_ro("kind", &ds::observation_operator::kind, DS_DOC(observation_operator, kind))
@@ -1427,33 +1492,46 @@ NB_MODULE(_core, m) {
   def_setting(cls_guided_options, "ddim", &ds::guided_options::ddim, DS_DOC(guided_options, ddim));
   def_setting(cls_guided_options, "eta", &ds::guided_options::eta, DS_DOC(guided_options, eta));
   def_setting(cls_guided_options, "particles", &ds::guided_options::particles, DS_DOC(guided_options, particles));
-  def_setting(cls_guided_options, "potential_spread", &ds::guided_options::potential_spread, DS_DOC(guided_options, potential_spread));
+  def_setting(cls_guided_options, "potential_spread", &ds::guided_options::potential_spread,
+              DS_DOC(guided_options, potential_spread));
   def_setting(cls_guided_options, "potentials", &ds::guided_options::potentials, DS_DOC(guided_options, potentials));
   def_setting(cls_guided_options, "resampling", &ds::guided_options::resampling, DS_DOC(guided_options, resampling));
-  def_setting(cls_guided_options, "start_correction", &ds::guided_options::start_correction, DS_DOC(guided_options, start_correction));
-  def_setting(cls_guided_options, "multistep_kernel", &ds::guided_options::multistep_kernel, DS_DOC(guided_options, multistep_kernel));
-  def_setting(cls_guided_options, "final_resample", &ds::guided_options::final_resample, DS_DOC(guided_options, final_resample));
+  def_setting(cls_guided_options, "start_correction", &ds::guided_options::start_correction,
+              DS_DOC(guided_options, start_correction));
+  def_setting(cls_guided_options, "multistep_kernel", &ds::guided_options::multistep_kernel,
+              DS_DOC(guided_options, multistep_kernel));
+  def_setting(cls_guided_options, "final_resample", &ds::guided_options::final_resample,
+              DS_DOC(guided_options, final_resample));
   def_setting(cls_guided_options, "final_moves", &ds::guided_options::final_moves, DS_DOC(guided_options, final_moves));
-  def_setting(cls_guided_options, "final_move_step", &ds::guided_options::final_move_step, DS_DOC(guided_options, final_move_step));
-  def_setting(cls_guided_options, "guidance_scale", &ds::guided_options::guidance_scale, DS_DOC(guided_options, guidance_scale));
-  def_setting(cls_guided_options, "operator_path", &ds::guided_options::operator_path, DS_DOC(guided_options, operator_path));
+  def_setting(cls_guided_options, "final_move_step", &ds::guided_options::final_move_step,
+              DS_DOC(guided_options, final_move_step));
+  def_setting(cls_guided_options, "guidance_scale", &ds::guided_options::guidance_scale,
+              DS_DOC(guided_options, guidance_scale));
+  def_setting(cls_guided_options, "operator_path", &ds::guided_options::operator_path,
+              DS_DOC(guided_options, operator_path));
   def_setting(cls_guided_options, "dps_step", &ds::guided_options::dps_step, DS_DOC(guided_options, dps_step));
-  def_setting(cls_guided_options, "diffpir_zeta", &ds::guided_options::diffpir_zeta, DS_DOC(guided_options, diffpir_zeta));
-  def_setting(cls_guided_options, "diffpir_lambda", &ds::guided_options::diffpir_lambda, DS_DOC(guided_options, diffpir_lambda));
-  def_setting(cls_guided_options, "skrock_stages", &ds::guided_options::skrock_stages, DS_DOC(guided_options, skrock_stages));
+  def_setting(cls_guided_options, "diffpir_zeta", &ds::guided_options::diffpir_zeta,
+              DS_DOC(guided_options, diffpir_zeta));
+  def_setting(cls_guided_options, "diffpir_lambda", &ds::guided_options::diffpir_lambda,
+              DS_DOC(guided_options, diffpir_lambda));
+  def_setting(cls_guided_options, "skrock_stages", &ds::guided_options::skrock_stages,
+              DS_DOC(guided_options, skrock_stages));
   def_setting(cls_guided_options, "skrock_eta", &ds::guided_options::skrock_eta, DS_DOC(guided_options, skrock_eta));
   def_setting(cls_guided_options, "skrock_step_fraction", &ds::guided_options::skrock_step_fraction,
               DS_DOC(guided_options, skrock_step_fraction));
-  def_setting(cls_guided_options, "skrock_lipschitz", &ds::guided_options::skrock_lipschitz, DS_DOC(guided_options, skrock_lipschitz));
+  def_setting(cls_guided_options, "skrock_lipschitz", &ds::guided_options::skrock_lipschitz,
+              DS_DOC(guided_options, skrock_lipschitz));
   def_setting(cls_guided_options, "ddrm_eta", &ds::guided_options::ddrm_eta, DS_DOC(guided_options, ddrm_eta));
   def_setting(cls_guided_options, "ddrm_eta_b", &ds::guided_options::ddrm_eta_b, DS_DOC(guided_options, ddrm_eta_b));
   def_setting(cls_guided_options, "dcps_blocks", &ds::guided_options::dcps_blocks, DS_DOC(guided_options, dcps_blocks));
   def_setting(cls_guided_options, "dcps_langevin_steps", &ds::guided_options::dcps_langevin_steps,
               DS_DOC(guided_options, dcps_langevin_steps));
-  def_setting(cls_guided_options, "dcps_langevin_step", &ds::guided_options::dcps_langevin_step, DS_DOC(guided_options, dcps_langevin_step));
+  def_setting(cls_guided_options, "dcps_langevin_step", &ds::guided_options::dcps_langevin_step,
+              DS_DOC(guided_options, dcps_langevin_step));
   def_setting(cls_guided_options, "dcps_gradient_steps", &ds::guided_options::dcps_gradient_steps,
               DS_DOC(guided_options, dcps_gradient_steps));
-  def_setting(cls_guided_options, "dcps_learning_rate", &ds::guided_options::dcps_learning_rate, DS_DOC(guided_options, dcps_learning_rate));
+  def_setting(cls_guided_options, "dcps_learning_rate", &ds::guided_options::dcps_learning_rate,
+              DS_DOC(guided_options, dcps_learning_rate));
   def_setting(cls_guided_options, "dcps_bridge_variance", &ds::guided_options::dcps_bridge_variance,
               DS_DOC(guided_options, dcps_bridge_variance));
   def_setting(cls_guided_options, "dcps_absolute_step", &ds::guided_options::dcps_absolute_step,

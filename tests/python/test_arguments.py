@@ -201,7 +201,8 @@ def test_guided_outputs_are_checked_before_allocating(m):
 # ---- the bound classes the package re-exports: ObservationOperator.mask, NoiseSchedule ------------------------------
 # Their int and float parameters are converted by the binding (core.cpp: int64_arg, real_arg), in the package's
 # words. Seen failing against the binding before (nanobind's TypeError naming nothing; bools taken as numbers). None
-# is still nanobind's TypeError there (the stub would otherwise type the parameters `int | None`).
+# is refused the same way (the NONE_CASES: nanobind's TypeError naming nothing before); the parameters take it
+# (nb::arg().none()) only to refuse it, and keep their types in the stub (signatures written out with nb::sig).
 
 CORE_CASES = [
     ("mask-d_x-int64", lambda: ds.ObservationOperator.mask(2**63, [0]),
@@ -222,6 +223,46 @@ CORE_CASES = [
     ("with_grid-end", lambda: ds.NoiseSchedule.vp_linear().with_grid(ds._core.TimeGrid.uniform, 1.0, [0.0]),
      r"^end: a list \(\[0.0\]\), expected a real number"),
 ]
+
+
+SCHEDULE = ds.NoiseSchedule.vp_linear()
+NONE_CASES = [
+    ("mask-d_x", lambda: ds.ObservationOperator.mask(None, [0]), r"^d_x: expected an integer .*, got None$"),
+    ("mask-indices", lambda: ds.ObservationOperator.mask(2, None), r"^indices: None, expected \(d_y,\) integers$"),
+    ("dense-A", lambda: ds.ObservationOperator.dense(None), r"^A: None, expected \(d_y, d_x\)$"),
+    ("svd-U", lambda: ds.ObservationOperator.svd(None, [1.0], [[1.0]]), r"^U: None, expected \(d_y, r\)$"),
+    ("svd-V", lambda: ds.ObservationOperator.svd([[1.0]], [1.0], None), r"^V: None, expected \(d_x, r\)$"),
+    ("svd-s", lambda: ds.ObservationOperator.svd([[1.0]], None, [[1.0]]), r"^singular_values: None, expected"),
+    ("vp_linear", lambda: ds.NoiseSchedule.vp_linear(None), r"^beta_min: None, expected a real number$"),
+    ("vp_linear-max", lambda: ds.NoiseSchedule.vp_linear(0.1, None), r"^beta_max: None, expected a real number$"),
+    ("vp_cosine", lambda: ds.NoiseSchedule.vp_cosine(None), r"^offset: None, expected a real number$"),
+    ("vp_table", lambda: ds.NoiseSchedule.vp_table(None), r"^alpha_bar: None, expected a sequence of floats$"),
+    ("vp_table-str", lambda: ds.NoiseSchedule.vp_table("0.5"), r"^alpha_bar: a str \('0.5'\), expected a sequence"),
+    ("ve", lambda: ds.NoiseSchedule.variance_exploding(None), r"^sigma_min: None, expected a real number$"),
+    ("ou", lambda: ds.NoiseSchedule.ornstein_uhlenbeck(None), r"^horizon: None, expected a real number$"),
+    ("sl", lambda: ds.NoiseSchedule.stochastic_localization(1e-3, None), r"^t_max: None, expected a real number$"),
+    ("with_grid-grid", lambda: SCHEDULE.with_grid(None, 1.0, 0.0),
+     r"^grid: None, expected a name \(uniform, .*\) or a diffsample\._core\.TimeGrid$"),
+    ("with_grid-grid-int", lambda: SCHEDULE.with_grid(1, 1.0, 0.0), r"^grid: a int \(1\), expected a name"),
+    ("with_grid-grid-name", lambda: SCHEDULE.with_grid("nonsense", 1.0, 0.0), r"^grid: .*'nonsense'"),
+    ("with_grid-start", lambda: SCHEDULE.with_grid("uniform", None, 0.0), r"^start: None, expected a real number$"),
+    ("with_times", lambda: SCHEDULE.with_times(None), r"^times: None, expected a sequence of floats$"),
+    ("at", lambda: SCHEDULE.at(None), r"^t: None, expected a real number$"),
+    ("points", lambda: SCHEDULE.points(None), r"^steps: expected an integer .*, got None$"),
+]
+
+
+@pytest.mark.parametrize("call,pattern", [c[1:] for c in NONE_CASES], ids=[c[0] for c in NONE_CASES])
+def test_bound_class_arguments_refuse_none_by_name(call, pattern):
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        call()
+
+
+def test_with_grid_takes_a_grid_name():
+    a = SCHEDULE.with_grid("quadratic", 1.0, 0.0)
+    b = SCHEDULE.with_grid(ds._core.TimeGrid.quadratic, 1.0, 0.0)
+    assert a.grid == b.grid == ds._core.TimeGrid.quadratic
+    np.testing.assert_array_equal(a.points(4), b.points(4))
 
 
 @pytest.mark.parametrize("call,pattern", [c[1:] for c in CORE_CASES], ids=[c[0] for c in CORE_CASES])

@@ -111,6 +111,9 @@ def runtime_parameters(sig, defaults):
             m = re.search(r"\s*= \\(\d+)$", p)
             default = ("value", defaults[int(m.group(1))])
             p = p[:m.start()]
+        elif re.search(r"\s=\s", p):  # a signature written out (nb::sig): the default as text
+            p, _, text = p.partition(" = ")
+            default = ("value", eval(text, dict(vars(core))))
         name, _, annotation = p.partition(":")
         name = name.strip()
         kind = "var" if name.startswith("*") else mode
