@@ -254,21 +254,47 @@ def _check_size(shape: Tuple[int, ...], dtype: str, name: str, host: bool) -> No
                           f"{_spell(limits.max_host_bytes)} (diffsample.limits.max_host_bytes)")
 
 
-def _empty(like: Any, shape: Sequence[int], dtype: str, name: Optional[str] = None) -> Any:
+def _allocation_failed(e: BaseException) -> bool:
+    """Whether an exception from a framework's allocation says the memory could not be had: NumPy's MemoryError
+    (CuPy's OutOfMemoryError is one), PyTorch's OutOfMemoryError (CUDA) and the RuntimeError of its CPU allocator
+    ("DefaultCPUAllocator: can't allocate memory"). Other errors (a CUDA error left by an earlier kernel, ...) are
+    not: they propagate as they are."""
+    if isinstance(e, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(e, oom):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+
+
+def _empty(like: Any, shape: Sequence[int], dtype: str, name: Optional[str] = None, role: str = "out") -> Any:
     """A new array of like's framework and device (NumPy when like is None, a NumPy array or a CPU JAX array).
     name: the argument whose value sets the size (n, particles, ...): the size is checked against the library's
-    limits first (_check_size) and a failed host allocation is OutOfMemory naming it."""
+    limits first (_check_size). role: the array's name in the call (out, labels, ancestors, ...). An allocation the
+    framework fails (host or device memory: NumPy's MemoryError, PyTorch's OutOfMemoryError or its CPU allocator's
+    RuntimeError, CuPy's OutOfMemoryError) is OutOfMemory naming name (else role), with the framework's message and
+    its exception as the cause."""
     shape = tuple(int(s) for s in shape)
     fw = _framework(like) if like is not None else "numpy"
     if name is not None:
         _check_size(shape, dtype, name, fw not in ("torch", "cupy") or not _is_cuda(like))
-        try:
-            return _empty(like, shape, dtype)
-        except MemoryError:
-            nbytes = _ITEMSIZE[dtype]
-            for extent in shape:
-                nbytes *= extent
-            raise OutOfMemory(f"{name}: the {shape} {dtype} output ({nbytes} bytes) could not be allocated") from None
+    try:
+        return _allocate(like, fw, shape, dtype)
+    except Exception as e:
+        if not _allocation_failed(e):
+            raise
+        nbytes = _ITEMSIZE[dtype]
+        for extent in shape:
+            nbytes *= extent
+        where = f" on {like.device}" if fw in ("torch", "cupy") and _is_cuda(like) else ""
+        what = "output" if role == "out" else role
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OutOfMemory(f"{name or role}: the {shape} {dtype} {what} ({nbytes} bytes) could not be allocated{where} "
+                          f"({type(e).__name__}: {cause})") from e
+
+
+def _allocate(like: Any, fw: str, shape: Tuple[int, ...], dtype: str) -> Any:
     if fw == "torch":
         import torch
 
@@ -767,7 +793,7 @@ class GaussianMixture:
         lab = None
         if isinstance(labels, (bool, np.bool_)):
             if labels:
-                lab = _empty(out, (_shape(out)[0],), "int32")
+                lab = _empty(out, (_shape(out)[0],), "int32", role="labels")
         elif labels is not None:
             lab = _writable(labels, "labels", "int32")
         self._m.sample(out, _real(a, "a"), _real(s, "s"), _integer(seed, "seed", 0, _UINT64_MAX), lab,
@@ -991,6 +1017,8 @@ class DiffusionPlan:
                 cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
 
         Returns x, the samples. Nothing synchronises beyond what model does; on CUDA read x after the stream.
+        An exception model raises (a PyTorch CUDA out-of-memory error, ...) propagates as it is; x then holds the
+        state before the step model was evaluated for, and the next run() or reset() starts a new trajectory.
         """
         _callable(model, "model")
         if x is None:
@@ -1301,7 +1329,9 @@ class SamplingPlan:
                 framework (the legacy default stream without like). Ignored on the CPU.
 
         Returns a copy of the samples (rows, d) float32: NumPy on the CPU, like's framework on CUDA (a clone queued
-        on that framework's stream; nothing synchronises beyond what model does).
+        on that framework's stream; nothing synchronises beyond what model does). An exception model raises (a
+        PyTorch CUDA out-of-memory error, ...) propagates as it is; the plan stays at the ask it was evaluated for
+        (position), and the next run() or reset() starts a new trajectory.
         """
         _callable(model, "model")
         p = self._plan
@@ -1363,14 +1393,15 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
         raise InvalidArgument(f"log_weights: {got}, expected a (B, N) float32 array")
     B, N = _shape(log_weights)
     if ancestors is None:
-        ancestors = _empty(log_weights, (B, N), "int32")
+        ancestors = _empty(log_weights, (B, N), "int32", role="ancestors")
     if normalised_weights is None:
-        normalised_weights = _empty(log_weights, (B, N), "float32")
+        normalised_weights = _empty(log_weights, (B, N), "float32", role="normalised_weights")
     _writable(ancestors, "ancestors", None), _writable(normalised_weights, "normalised_weights")
     # The reports: a NumPy record array on the CPU whatever the framework, a device array on CUDA.
     rep = None
     if _flag(reports, "reports"):
-        rep = _empty(log_weights if _is_cuda(log_weights) else None, (B, _core.PARTICLE_REPORT_BYTES), "uint8")
+        rep = _empty(log_weights if _is_cuda(log_weights) else None, (B, _core.PARTICLE_REPORT_BYTES), "uint8",
+                     role="reports")
     _core.resample(log_weights, o, ancestors, normalised_weights, rep, _stream(log_weights, stream))
     if rep is not None and isinstance(rep, np.ndarray):
         rep = rep.view(PARTICLE_REPORT_DTYPE).reshape(B)
@@ -1486,7 +1517,7 @@ class MixturePosterior:
                 raise InvalidArgument(f"dtype: {dtype!r}, expected 'float32' or 'float64'")
             out = _empty(None, (_count(n), self.dim), dtype, "n")
         _writable(out, "out", None)
-        lab = _empty(out, (_shape(out)[0],), "int32") if _flag(labels, "labels") else None
+        lab = _empty(out, (_shape(out)[0],), "int32", role="labels") if _flag(labels, "labels") else None
         self._p.sample(out, _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
         return (out, lab) if lab is not None else out
