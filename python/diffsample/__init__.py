@@ -360,6 +360,8 @@ def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = Fa
             raise InvalidArgument(f"{name}: None, expected {'a ' + dtype if dtype else 'an'} array")
         return a
     t = type(a)
+    if t is not np.ndarray and isinstance(a, np.ma.MaskedArray):
+        raise InvalidArgument(_MASKED.format(name, "written" if write else "read"))
     if t is np.ndarray:
         d = a.dtype
         if dtype is not None and d is _NP_DTYPES[dtype]:  # the common case, first (NumPy's dtype.name is slow)
@@ -428,8 +430,27 @@ def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = Fa
     return a
 
 
-_READ_ONLY = ("{0}: a read-only NumPy array, which the call would write into; pass a writable array ({0}.copy() "
+_READ_ONLY = ("{0}: a read-only {1}, which the call would write into; pass a writable array ({0}.copy() "
               "would be a copy that does not receive the results)")
+# A masked array's mask means nothing to the library: it would read (or write) the elements under the mask too.
+_MASKED = ("{0}: a NumPy masked array; the library ignores the mask, so the masked elements would be {1} as any "
+           "other: pass {0}.filled(value) or {0}.data explicitly")
+
+
+def _read_only(a: Any) -> Optional[str]:
+    """What a is, when it is an array that must not be written (a NumPy array or subclass with its writeable flag
+    off, a read-only memoryview, an object whose __array_interface__ says read-only); None otherwise."""
+    if isinstance(a, np.ndarray):
+        return None if a.flags.writeable else ("NumPy array" if type(a) is np.ndarray else
+                                               f"NumPy array ({type(a).__name__})")
+    if isinstance(a, memoryview):
+        return "memoryview" if a.readonly else None
+    interface = getattr(a, "__array_interface__", None)
+    if isinstance(interface, dict):
+        data = interface.get("data")
+        if isinstance(data, tuple) and len(data) == 2 and data[1]:
+            return f"{type(a).__name__} (its __array_interface__ says read-only)"
+    return None
 
 
 def _writable(a: Any, name: str, dtype: Optional[str] = "float32", required: bool = False) -> Any:
@@ -440,8 +461,11 @@ def _writable(a: Any, name: str, dtype: Optional[str] = "float32", required: boo
         return _array(a, name, dtype, True, required)
     if type(a) is np.ndarray:
         if not a.flags.writeable:
-            raise InvalidArgument(_READ_ONLY.format(name))
+            raise InvalidArgument(_READ_ONLY.format(name, "NumPy array"))
         return _array(a, name, dtype, True)
+    kind = _read_only(a)
+    if kind is not None and not isinstance(a, np.ma.MaskedArray):
+        raise InvalidArgument(_READ_ONLY.format(name, kind))
     fw = _framework(a)
     if fw == "jax":
         raise InvalidArgument(f"{name}: a JAX array is immutable and cannot be written in place; pass a NumPy "
@@ -922,10 +946,26 @@ class DiffusionPlan:
     def __init__(self, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
                  schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None, **options: Any):
         o = _diffusion_options(schedule, options)
-        self.n, self.d = _int64(n, "n"), _int64(d, "d")
-        self.options = o
-        self._plan = _core.DiffusionPlan(self.n, self.d, o, _enum(_core.ModelOutput, output, "output"),
+        self._n, self._d = _int64(n, "n"), _int64(d, "d")
+        self._options = o
+        self._plan = _core.DiffusionPlan(self._n, self._d, o, _enum(_core.ModelOutput, output, "output"),
                                          _enum(_core.Executor, device, "device"), _stream_handle(stream))
+
+    @property
+    def n(self) -> int:
+        """Chains per trajectory (rows of x and of the model's output), as made."""
+        return self._n
+
+    @property
+    def d(self) -> int:
+        """Dimension of a chain, as made."""
+        return self._d
+
+    @property
+    def options(self) -> Any:
+        """The plan's settings, read-only: the plan built its coefficient table from them when it was made, so
+        setting a field here would change nothing (refused with AttributeError; make a new plan instead)."""
+        return _FixedSettings(self._options, "DiffusionPlan.options")
 
     steps = _forward("_plan", "DiffusionPlan", "steps")
     needs_final_jump = _forward("_plan", "DiffusionPlan", "needs_final_jump")
@@ -1024,7 +1064,7 @@ class DiffusionPlan:
         if x is None:
             if self._plan.executor != _core.Executor.cpu:
                 raise InvalidArgument("x: a CUDA plan needs x, an (n, d) float32 CUDA array")
-            x = _empty(None, (self.n, self.d), "float32", "n")
+            x = _empty(None, (self._n, self._d), "float32", "n")
         _writable(x, "x")
         h = _stream(x, stream)
         p = self._plan
@@ -1036,6 +1076,33 @@ class DiffusionPlan:
             a, s = p.step_channel(p.steps)
             p.finish(x, _model(model(x, a, s)), h)
         return x
+
+
+class _FixedSettings:
+    """Read-only view of settings a plan was made with (its options, their schedule): fields read as the options'
+    own; setting one is refused, since the plan does not read them again."""
+
+    __slots__ = ("_settings", "_where")
+
+    def __init__(self, settings: Any, where: str):
+        object.__setattr__(self, "_settings", settings)
+        object.__setattr__(self, "_where", where)
+
+    def __getattr__(self, key: str) -> Any:
+        value = getattr(self._settings, key)
+        if isinstance(value, (_core.NoiseSchedule, _core.ResamplingOptions)):
+            return _FixedSettings(value, f"{self._where}.{key}")
+        return value
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"{self._where}.{key}: the plan's settings are fixed when it is made (setting one here "
+                             "would change nothing); make a new plan with the settings wanted")
+
+    def __dir__(self) -> list:
+        return dir(self._settings)
+
+    def __repr__(self) -> str:
+        return f"<read-only {type(self._settings).__name__} of {self._where.split('.')[0]}>"
 
 
 def _callable(f: Any, name: str) -> None:

@@ -126,6 +126,61 @@ def test_read_only_outputs_are_refused_by_name(mixture2):
     np.testing.assert_array_equal(x, X)
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_other_read_only_outputs_are_refused_by_name(mixture2):
+    """Read-only arrays of other types given where the call writes: a NumPy subclass (np.matrix, a user's ndarray
+    subclass) and a memoryview over bytes reached nanobind, whose TypeError ("incompatible function arguments")
+    named nothing. Seen failing before the fix: TypeError for every case."""
+    matrix = np.asmatrix(np.zeros((8, 2), np.float32))
+    matrix.flags.writeable = False
+
+    class Sub(np.ndarray):
+        pass
+
+    sub = read_only((8, 2)).view(Sub)
+    frozen = memoryview(bytes(64)).cast("B").cast("f", (8, 2))
+    plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3)
+    cases = [
+        ("out", lambda: mixture2.score(X, out=matrix), r"NumPy array \(matrix\)"),
+        ("out", lambda: mixture2.score(X, out=sub), r"NumPy array \(Sub\)"),
+        ("out", lambda: mixture2.score(X, out=frozen), "memoryview"),
+        ("x", lambda: ds.langevin(mixture2, sub, method="ula", step_size=0.01, steps=2), r"NumPy array \(Sub\)"),
+        ("x", lambda: plan.step(sub, X), r"NumPy array \(Sub\)"),
+        ("out", lambda: ds.diffusion(mixture2, out=frozen, steps=2), "memoryview"),
+    ]
+    for name, call, kind in cases:
+        refused(call, rf"^{name}: a read-only {kind}, which the call would write into")
+    assert not matrix.any() and not sub.any() and bytes(frozen.cast("B")) == bytes(64)
+    # A writable memoryview is written in place (the results are there).
+    buffer = bytearray(64)
+    mixture2.score(X, out=memoryview(buffer).cast("B").cast("f", (8, 2)))
+    np.testing.assert_array_equal(np.frombuffer(buffer, np.float32).reshape(8, 2), mixture2.score(X))
+
+
+def test_masked_arrays_are_refused_by_name(mixture2):
+    """A NumPy masked array's mask means nothing to the library: as an input its masked elements were read as
+    data, as an output they were written under the mask (the results hidden), as problem data they became the
+    problem's values, all without a word. Seen failing before the fix: every case ran."""
+    mask = np.zeros((8, 2), bool)
+    mask[:, 0] = True
+    masked = np.ma.masked_array(X.copy(), mask=mask)
+    out = np.ma.masked_array(np.zeros((8, 2), np.float32), mask=mask)
+    cases = [
+        ("x", lambda: mixture2.score(masked), "read"),
+        ("out", lambda: mixture2.score(X, out=out), "written"),
+        ("x", lambda: ds.langevin(mixture2, masked, method="ula", step_size=0.01, steps=2), "written"),
+        ("means", lambda: ds.GaussianMixture([1.0], np.ma.masked_array([[0.0, 1.0]], mask=[[1, 0]]), [1.0]),
+         "read"),
+        ("y", lambda: ds.guided_sample(mixture2, [[1.0, 0.0]], np.ma.masked_array([0.5], mask=[1]), 0.5,
+                                       particles=4, steps=2), "read"),
+    ]
+    for name, call, how in cases:
+        refused(call, rf"^{name}: a NumPy masked array; the library ignores the mask, so the masked elements "
+                      rf"would be {how} as any other: pass {name}\.filled\(value\) or {name}\.data explicitly$")
+    assert not out.data.any()
+    np.testing.assert_array_equal(masked.data, X)
+
+
 def test_integer_arguments_are_checked_by_name(mixture2):
     """Seeds, first indices and counts passed to the binding directly: a float was cut (seed=1.5 ran seed 1), a bool
     taken as 0 or 1 (directions=True ran one direction), and a negative or too large value gave nanobind's

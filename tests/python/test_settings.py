@@ -141,3 +141,21 @@ def test_object_fields():
         ds.NoiseSchedule().times = None
     with pytest.raises(AttributeError):
         g.partcles = 3  # no such field: not created
+
+
+def test_a_diffusion_plans_settings_are_read_only():
+    # DiffusionPlan.options was the options object the plan was made from: setting a field there (plan.options.steps
+    # = 3) was accepted and changed nothing (the plan's table was built), as did plan.n = 5 until run() allocated
+    # the wrong x. Both are refused now; the values read as before. Seen failing before: no error for any.
+    plan = ds.DiffusionPlan(4, 2, steps=10, schedule="vp_cosine", seed=3)
+    assert (plan.options.steps, plan.options.seed, plan.n, plan.d) == (10, 3, 4, 2)
+    assert plan.options.schedule.kind == ds._core.ScheduleKind.vp_cosine
+    with pytest.raises(AttributeError, match=r"^DiffusionPlan\.options\.steps: the plan's settings are fixed when "
+                                             r"it is made"):
+        plan.options.steps = 3
+    with pytest.raises(AttributeError, match=r"^DiffusionPlan\.options\.schedule\.beta_max: the plan's settings"):
+        plan.options.schedule.beta_max = 5.0
+    for name in ("n", "d"):
+        with pytest.raises(AttributeError):
+            setattr(plan, name, 5)
+    assert plan.steps == 10 and plan.options.steps == 10 and plan.n == 4
