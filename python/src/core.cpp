@@ -1005,8 +1005,13 @@ NB_MODULE(_core, m) {
         std::int64_t n = std::int64_t(x.shape(0));
         ds::diffusion_outputs outs;
         if (traj) {
-          std::int64_t total = o.sampler == ds::diffusion_sampler::sequential_measurements ? o.steps * o.measurements
-                                                                                            : o.steps;
+          // The trajectory's extent, from options the library has not validated yet: a product beyond int64 (UB,
+          // in practice a wrapped count that asked for another shape) is refused here naming both.
+          std::int64_t total = o.steps;
+          if (o.sampler == ds::diffusion_sampler::sequential_measurements &&
+              __builtin_mul_overflow(o.steps, o.measurements, &total))
+            raise_invalid("options.steps x options.measurements: " + std::to_string(o.steps) + " x " +
+                          std::to_string(o.measurements) + " overflow a 64-bit count");
           std::int64_t records = o.record_every > 0 ? total / o.record_every : 0;
           outs.trajectory = checked<float>(*traj, "trajectory", {records, n, g.dim()}, p);
         }
@@ -1129,7 +1134,9 @@ NB_MODULE(_core, m) {
              std::optional<out_array> ess_trace, std::optional<out_array> resample_count, std::uintptr_t stream) {
             place p;
             const std::int64_t B = problems, N = particles, d = pl.dim();
-            if (B * N != pl.rows()) raise_invalid("problems: problems x particles must be the plan's rows");
+            std::int64_t rows = 0;
+            if (__builtin_mul_overflow(B, N, &rows) || rows != pl.rows())
+              raise_invalid("problems: problems x particles must be the plan's rows");
             // The plan writes B and B x (steps + 1) values of its own: sizes that differ would pass smaller arrays.
             if (pl.guided && (B != pl.problems || N != pl.particles || steps != pl.steps))
               raise_invalid("write_outputs: problems = " + std::to_string(B) + ", particles = " + std::to_string(N) +
@@ -1141,6 +1148,7 @@ NB_MODULE(_core, m) {
             outs.log_weights = checked_opt<float>(log_weights, "log_weights", {B, N}, p);
             outs.samples = checked_opt<float>(samples, "samples", {B, N, d}, p);
             outs.log_normaliser = checked_opt<double>(log_normaliser, "log_normaliser", {B}, p);
+            if (ess_trace) ds::limits::check("steps", steps, 1, ds::limits::max_steps);  // steps + 1 below
             outs.ess_trace = checked_opt<float>(ess_trace, "ess_trace", {B, steps + 1}, p);
             outs.resample_count = checked_opt<std::int32_t>(resample_count, "resample_count", {B}, p);
             nb::gil_scoped_release release;
@@ -1345,7 +1353,13 @@ NB_MODULE(_core, m) {
             host_data i = read_host(indices, "indices", {1}, "(d_y,) integers");
             if (!i.integral) raise_invalid("indices: dtype " + i.dtype + ", expected an integer dtype");
             std::vector<std::int64_t> idx(i.values.size());
-            for (std::size_t k = 0; k < idx.size(); ++k) idx[k] = std::int64_t(i.values[k]);
+            for (std::size_t k = 0; k < idx.size(); ++k) {
+              // A uint64 index from 2^63 on is no int64 (the conversion would be undefined): refused here; every
+              // index the library takes (< d_x) is exact in the float64 copy.
+              if (!(i.values[k] >= -0x1p63 && i.values[k] < 0x1p63))
+                raise_invalid("indices: index " + std::to_string(k) + " is at least 2^63, outside [0, d_x)");
+              idx[k] = std::int64_t(i.values[k]);
+            }
             std::vector<double> g;
             if (diagonal) g = host_vector(*diagonal, "diagonal", {1}, "(d_y,)");
             return ds::observation_operator::mask(d_x, std::move(idx), std::move(g));
@@ -1550,7 +1564,8 @@ NB_MODULE(_core, m) {
         outs.log_weights = checked_opt<float>(log_weights, "log_weights", {B, N}, p);
         outs.samples = checked_opt<float>(samples, "samples", {B, N, d}, p);
         outs.log_normaliser = checked_opt<double>(log_normaliser, "log_normaliser", {B}, p);
-        outs.ess_trace = checked_opt<float>(ess_trace, "ess_trace", {B, o.steps + 1}, p);
+        if (ess_trace) ds::limits::check("options.steps", o.steps, 1, ds::limits::max_steps);  // the library's check,
+        outs.ess_trace = checked_opt<float>(ess_trace, "ess_trace", {B, o.steps + 1}, p);    // before o.steps + 1
         outs.resample_count = checked_opt<std::int32_t>(resample_count, "resample_count", {B}, p);
         ds::guided_report r;
         {

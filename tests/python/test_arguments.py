@@ -278,3 +278,28 @@ def test_bound_class_arguments_take_numbers():
     b = ds.NoiseSchedule.vp_linear(0.5, 10.0).at(0.25)
     assert a == b
     assert ds.NoiseSchedule.vp_linear().with_grid(ds._core.TimeGrid.uniform, 1, 0).t_end == 0.0
+
+
+def test_counts_from_options_do_not_overflow_in_the_binding(mixture2):
+    # The binding sizes a sequential-measurements trajectory as steps x measurements before the library validates
+    # the options: 2^40 x 2^40 overflowed int64 (undefined; it wrapped to 0 and the message asked for a (0, 4, 2)
+    # trajectory). Refused naming both; seen failing before the fix ("trajectory: shape (1, 4, 2), expected (0, 4,
+    # 2)").
+    x = np.zeros((4, 2), np.float32)
+    with pytest.raises(ds.InvalidArgument, match=r"^options\.steps x options\.measurements: 1099511627776 x "
+                                                 r"1099511627776 overflow a 64-bit count$"):
+        ds.diffusion(mixture2, out=x, sampler="sequential_measurements", steps=2**40, measurements=2**40,
+                     record_every=1, trajectory=np.zeros((1, 4, 2), np.float32))
+    # The guided ess_trace's steps + 1: the library's limit check runs first.
+    pr, o = ds._guided_setup([[1.0, 0.0]], [0.5], 0.3, "smc", None, None, {"steps": 2**63 - 1, "particles": 4})
+    with pytest.raises(ds.InvalidArgument, match=r"^options\.steps = 9223372036854775807, the limit is"):
+        ds._core.guided_sample(mixture2._m, pr, o, ess_trace=np.zeros((1, 1), np.float32))
+
+
+def test_mask_indices_beyond_int64_are_refused_by_name():
+    # A uint64 index from 2^63 on was converted to int64 (undefined: it read as -2^63, and the library's message
+    # named that value). Seen failing before the fix ("index 0 is -9223372036854775808").
+    with pytest.raises(ds.InvalidArgument, match=r"^indices: index 1 is at least 2\^63, outside \[0, d_x\)$"):
+        ds.ObservationOperator.mask(3, np.array([1, 2**63 + 5], dtype=np.uint64))
+    np.testing.assert_array_equal(ds.ObservationOperator.mask(3, np.array([2, 0], dtype=np.uint64)).matrix(),
+                                  [[0, 0, 1], [1, 0, 0]])
