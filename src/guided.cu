@@ -1287,16 +1287,6 @@ class staged_shard final : public guided_shard {
   std::vector<unsigned char> rows_, out_;
 };
 
-// Floats per exchanged row of a shard's resampling between two transitions: the kernel mean (d), with moment
-// potentials the pending weight (1), with twisted ones also the proposal's shift (d), and with the multistep kernel the
-// particle's denoiser output of the weighting just done (d, last), which then lives in its descendants' slots.
-std::int64_t exchanged_floats(const guided_options& o, std::int64_t d) {
-  const std::int64_t w = o.potentials == guided_potentials::twisted  ? 2 * d + 1
-                         : o.potentials == guided_potentials::moment ? d + 1
-                                                                     : d;
-  return o.multistep_kernel ? w + d : w;
-}
-
 // bytes from src to dst on the executor (device to device on CUDA, in the stream's order).
 void copy_on(executor where, void* dst, const void* src, std::size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return;
@@ -1321,6 +1311,121 @@ void copy_rows(executor where, void* dst, std::size_t dst_pitch, const void* src
                 width);
 }
 
+// One field of the rows a shard's resampling moves: `floats` floats per particle, B x local rows (row-major, on the
+// executor) at `from` before the exchange, in the particles' pre-resampling order, and at `to` after it, each slot
+// holding its ancestor's. A field kept in two halves (the multistep kernel's denoiser outputs, half k & 1 of
+// multistep_m) lies `alternate` floats further at odd k; one without `every_step` travels only when a weighting k + 1
+// reads it (k + 1 < K); an `own` field's destination is rows of the row table's storage.
+struct row_field {
+  const float* from = nullptr;
+  float* to = nullptr;
+  std::int64_t floats = 0;
+  std::int64_t alternate = 0;
+  bool every_step = true;
+  bool own = false;
+  bool travels(std::int64_t k, std::int64_t K) const { return every_step || k + 1 < K; }
+  const float* source(std::int64_t k) const { return from + (k & 1) * alternate; }
+  float* destination(std::int64_t k) const { return to + (k & 1) * alternate; }
+  std::size_t bytes() const { return static_cast<std::size_t>(floats) * sizeof(float); }
+};
+
+// The rows of a distributed filter's resamplings, described once from the run's options (exchanged_fields) and moved
+// by exchange(). Its storage (storage_floats(), on the executor, allocated before the shards agree) holds, when the
+// table has more than one field, the packed rows before and after the exchange (the widest row), then the `own`
+// fields' destinations; a table of one field with its destination needs none.
+class row_table {
+ public:
+  /// Floats of storage for `rows` rows of @p fields (their floats and `own` flags; the pointers are not read).
+  static std::int64_t storage_floats(const std::vector<row_field>& fields, std::int64_t rows) {
+    std::int64_t width = 0, own = 0;
+    for (const row_field& f : fields) {
+      width += f.floats;
+      if (f.own) own += f.floats;
+    }
+    return rows * ((fields.size() > 1 ? 2 * width : 0) + own);
+  }
+  /// The fields bound to their rows (B x local = `rows` each); `storage` holds storage_floats(fields, rows).
+  row_table(std::vector<row_field> fields, std::int64_t rows, float* storage, executor where, cudaStream_t stream)
+      : fields_(std::move(fields)), rows_(rows), where_(where), stream_(stream) {
+    std::int64_t width = 0;
+    for (const row_field& f : fields_) width += f.floats;
+    float* next = storage;
+    if (fields_.size() > 1) {
+      packed_ = next;
+      moved_ = packed_ + rows * width;
+      next = moved_ + rows * width;
+    }
+    for (row_field& f : fields_)
+      if (f.own) {
+        f.to = next;
+        next += rows * f.floats;
+      }
+  }
+  /// The destination of the field whose rows are at @p from before the exchange (at even k).
+  float* to_of(const float* from) const {
+    for (const row_field& f : fields_)
+      if (f.from == from) return f.to;
+    return nullptr;
+  }
+  /// The resampling after weighting k of K (column o.step) through @p shard, moving the fields that travel then.
+  /// One field is the resampling's rows itself, from its rows to its destination (no copy); more are packed, field
+  /// after field, into rows of their summed width, exchanged, and unpacked into their destinations: one copy in and
+  /// one out per field on the executor (one cudaMemcpy2DAsync each on CUDA), as the resampling moves contiguous rows.
+  /// Every field is packed before any is unpacked (a destination may be another field's source).
+  void exchange(guided_shard& shard, const float* lw, std::int64_t problems, const resampling_options& o,
+                particle_report* reports, std::int64_t k, std::int64_t K) const {
+    std::size_t wide = 0, travelling = 0;
+    const row_field* only = nullptr;
+    for (const row_field& f : fields_)
+      if (f.travels(k, K)) {
+        wide += f.bytes();
+        ++travelling;
+        only = &f;
+      }
+    if (travelling == 1) {
+      shard.resample(lw, problems, o, reports, only->source(k), wide, only->destination(k));
+      return;
+    }
+    std::int64_t at = 0;  // floats into the row
+    for (const row_field& f : fields_)
+      if (f.travels(k, K)) {
+        copy_rows(where_, packed_ + at, wide, f.source(k), f.bytes(), f.bytes(), rows_, stream_);
+        at += f.floats;
+      }
+    shard.resample(lw, problems, o, reports, packed_, wide, moved_);
+    at = 0;
+    for (const row_field& f : fields_)
+      if (f.travels(k, K)) {
+        copy_rows(where_, f.destination(k), f.bytes(), moved_ + at, wide, f.bytes(), rows_, stream_);
+        at += f.floats;
+      }
+  }
+
+ private:
+  std::vector<row_field> fields_;
+  std::int64_t rows_ = 0;
+  executor where_ = executor::cpu;
+  cudaStream_t stream_ = nullptr;
+  float* packed_ = nullptr;
+  float* moved_ = nullptr;
+};
+
+// The fields a shard's resampling after each weighting carries, in row order: the kernel mean (d floats; the
+// proposal's mean with twisted potentials) from `mean` into `after`; with twisted potentials the proposal's shift h
+// (d, from `shift`, own); with moment or twisted potentials the pending weight (1, from `pending`, own); with the
+// multistep kernel the particle's denoiser output of the weighting (d, in place in half k & 1 of `kept`, halves `half`
+// floats apart; not after the last weighting), which then lives in its descendants' slots. Rows of 4 d bytes
+// (linear), 4 (d + 1) (moment) and 4 (2 d + 1) (twisted), 4 d more with the multistep kernel.
+std::vector<row_field> exchanged_fields(const guided_options& o, std::int64_t d, const float* mean, float* after,
+                                        const float* shift, const float* pending, float* kept, std::int64_t half) {
+  std::vector<row_field> fields{{mean, after, d}};
+  if (o.potentials == guided_potentials::twisted) fields.push_back({shift, nullptr, d, 0, true, true});
+  if (o.potentials == guided_potentials::twisted || o.potentials == guided_potentials::moment)
+    fields.push_back({pending, nullptr, 1, 0, true, true});
+  if (o.multistep_kernel) fields.push_back({kept, kept, d, half, false, false});
+  return fields;
+}
+
 }  // namespace
 
 guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_problems& given,
@@ -1334,7 +1439,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   layout l{};
   std::vector<unsigned char> blob;
   float initial_scale = 1.f;
-  std::unique_ptr<detail::scratch> owned, moment_rows;
+  std::unique_ptr<detail::scratch> owned;
+  std::unique_ptr<detail::scratch> row_storage;
   std::vector<std::int64_t> order;
   guided_options o = options;
   try {
@@ -1372,20 +1478,13 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
     detail::check_allocation("guided workspace", l.total, where);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
-    if (o.potentials != guided_potentials::linear || o.multistep_kernel) {
-      // The exchanged rows of the moment potentials (the mean and the pending weight: d + 1 floats), before and
-      // after the exchange, and the ancestors' pending weights: on the executor. Twisted potentials: the rows
-      // carry the proposal's shift too (2 d + 1 floats), and the ancestors' shifts follow (d floats). The multistep
-      // kernel adds the denoiser output of the weighting to every row (d floats; linear potentials: the mean and
-      // it, 2 d floats).
-      const std::int64_t w = exchanged_floats(o, prior.dim());
-      const std::int64_t extra = o.potentials == guided_potentials::twisted ? prior.dim() + 1
-                                 : o.potentials == guided_potentials::moment ? 1
-                                                                             : 0;
-      const std::size_t floats = static_cast<std::size_t>(given.problems * local) * (2 * w + extra);
-      detail::check_allocation("distributed moment rows", floats * sizeof(float), where);
-      moment_rows = std::make_unique<detail::scratch>(std::max<std::size_t>(floats, 1) * sizeof(float), where,
-                                                      exec.stream);
+    // The storage of the rows the resamplings between two transitions exchange (the row table's, below).
+    const std::int64_t row_floats = row_table::storage_floats(
+        exchanged_fields(o, d, nullptr, nullptr, nullptr, nullptr, nullptr, 0), BL);
+    if (row_floats > 0) {
+      const std::size_t floats = static_cast<std::size_t>(row_floats);
+      detail::check_allocation("distributed exchanged rows", floats * sizeof(float), where);
+      row_storage = std::make_unique<detail::scratch>(floats * sizeof(float), where, exec.stream);
     }
     // Row first + i of problem b of guided_sample()'s samples is slot perm_b(first + i) of the final resampling. The
     // final resampling and gather are collective: this shard takes part whenever any shard asks for samples (below),
@@ -1458,10 +1557,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     p.multistep_m = reinterpret_cast<float*>(ws + l.multistep_m);
     p.ancestors = ancestors;
   }
-  const auto kept = [&](std::int64_t k) { return p.multistep_m + (k & 1) * p.problems * p.particles * d; };
-  // Whether the rows exchanged after weighting k carry its denoiser outputs (a weighting k + 1 reads them).
-  const auto carries_kept = [&](std::int64_t k) { return multistep && k + 1 < K; };
-  const std::int64_t exchanged = exchanged_floats(o, d);  // per row of the packed buffers below, at most
   resampling_options ro = o.resampling;
   ro.seed = o.seed ^ 0x9E3779B97F4A7C15ull;  // as guided_sample()
 
@@ -1496,11 +1591,16 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     channel_table.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
     channels = kernels::mixture_channels::in(p.mix, 1, channel_table.data());
   }
+  // The resamplings of the particles themselves (the last column's of the moment and twisted potentials, the first
+  // column's of the linear ones, the final one): one field, the rows of x into mu2.
+  const auto resample_particles = [&](const resampling_options& with) {
+    row_table({{x, mu2, d}}, BL, nullptr, where, stream).exchange(exchange, lw, B, with, reports, 0, K);
+  };
   // Resampling at column c of the ESS trace with the particles' rows following their ancestors, as guided_sample()'s
   // resample_step.
   auto resample_step = [&](std::int64_t column) {
     ro.step = static_cast<std::uint64_t>(column);
-    exchange.resample(lw, B, ro, reports, x, row, mu2);
+    resample_particles(ro);
     std::swap(x, mu2);
     kernels::for_each_index(where, B,
                             kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
@@ -1520,6 +1620,15 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
       cpu::parallel_for_each(BL, mutate);
     }
   };
+  const bool pending = o.potentials == guided_potentials::moment || o.potentials == guided_potentials::twisted;
+  // Linear potentials resample the starting particles first (column 0): x and mu2 trade buffers.
+  if (!pending) resample_step(0);
+  // The rows exchanged after each weighting, bound once to the buffers the loops below use: the kernel mean into mu2,
+  // the twisted potentials' shift (computed into mu2, free until the exchange), the pending weight lz, the multistep
+  // kernel's kept denoiser outputs in place.
+  const row_table rows(exchanged_fields(o, d, mu, mu2, mu2, pending ? reinterpret_cast<float*>(ws + l.lz) : nullptr,
+                                        p.multistep_m, p.problems * p.particles * d),
+                       BL, row_storage ? static_cast<float*>(row_storage->data()) : nullptr, where, stream);
   if (o.potentials == guided_potentials::twisted) {
     // guided_sample()'s twisted loop: weight by g_k and compute the proposals, resample, draw every particle from
     // its ancestor's proposal; the exchanged row carries the ancestor's proposal mean, its shift h (d floats each)
@@ -1529,10 +1638,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
     float* moments = reinterpret_cast<float*>(ws + l.moment);
     float* shift = mu2;  // guided_sample()'s: free until the rows are exchanged
-    float* packed = static_cast<float*>(moment_rows->data());
-    float* moved = packed + BL * exchanged;
-    float* moved_lz = moved + BL * exchanged;
-    float* moved_shift = moved_lz + BL;
+    // The ancestors' shifts and pending weights, after each exchange (the table's; their means into mu2).
+    const float* moved_shift = rows.to_of(shift);
+    const float* moved_lz = rows.to_of(lz);
     kernels::for_each_index(where, BL, kernels::twisted_start_functor{p, mu, lw, corrected}, stream);
     ++report.launches;
     for (std::int64_t k = 0; k < K; ++k) {
@@ -1541,18 +1649,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
             where, BL, kernels::guided_twisted_functor{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
       else
         twisted_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, shift, lw, lz, r, work, moments);
-      const bool carry = carries_kept(k);
-      const std::size_t wide = 2 * row + sizeof(float) + (carry ? row : 0);
-      copy_rows(where, packed, wide, mu, row, row, BL, stream);
-      copy_rows(where, packed + d, wide, shift, row, row, BL, stream);
-      copy_rows(where, packed + 2 * d, wide, lz, sizeof(float), sizeof(float), BL, stream);
-      if (carry) copy_rows(where, packed + 2 * d + 1, wide, kept(k), row, row, BL, stream);
       ro.step = static_cast<std::uint64_t>(k);
-      exchange.resample(lw, B, ro, reports, packed, wide, moved);
-      copy_rows(where, mu2, row, moved, wide, row, BL, stream);
-      copy_rows(where, moved_shift, row, moved + d, wide, row, BL, stream);
-      copy_rows(where, moved_lz, sizeof(float), moved + 2 * d, wide, sizeof(float), BL, stream);
-      if (carry) copy_rows(where, kept(k), row, moved + 2 * d + 1, wide, row, BL, stream);
+      rows.exchange(exchange, lw, B, ro, reports, k, K);
       kernels::for_each_index(where, B,
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
@@ -1571,9 +1669,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     float* lz = reinterpret_cast<float*>(ws + l.lz);
     float* work = reinterpret_cast<float*>(ws + l.work);
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
-    float* packed = static_cast<float*>(moment_rows->data());
-    float* moved = packed + BL * exchanged;
-    float* moved_lz = moved + BL * exchanged;
+    const float* moved_lz = rows.to_of(lz);  // the ancestors' pending weights, after each exchange
     float* moments = reinterpret_cast<float*>(ws + l.moment);
     for (std::int64_t k = 0; k < K; ++k) {
       if (where == executor::cuda)
@@ -1581,16 +1677,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
             where, BL, kernels::guided_moment_functor{p, k, sigma2, x, mu, lw, lz, work, r}, stream);
       else
         moment_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, lw, lz, r, work, moments);
-      const bool carry = carries_kept(k);
-      const std::size_t wide = row + sizeof(float) + (carry ? row : 0);
-      copy_rows(where, packed, wide, mu, row, row, BL, stream);
-      copy_rows(where, packed + d, wide, lz, sizeof(float), sizeof(float), BL, stream);
-      if (carry) copy_rows(where, packed + d + 1, wide, kept(k), row, row, BL, stream);
       ro.step = static_cast<std::uint64_t>(k);
-      exchange.resample(lw, B, ro, reports, packed, wide, moved);
-      copy_rows(where, mu2, row, moved, wide, row, BL, stream);
-      copy_rows(where, moved_lz, sizeof(float), moved + d, wide, sizeof(float), BL, stream);
-      if (carry) copy_rows(where, kept(k), row, moved + d + 1, wide, row, BL, stream);
+      rows.exchange(exchange, lw, B, ro, reports, k, K);
       kernels::for_each_index(where, B,
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
@@ -1602,7 +1690,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     }
     resample_step(K);
   } else {
-    resample_step(0);
     for (std::int64_t k = 0; k < K; ++k) {
       const kernels::guided_weight_functor weight{p, k, x, mu, lw, r};
       if (where == executor::cuda) {
@@ -1616,17 +1703,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
         cpu::parallel_for_each(BL, channel_weight_functor{p, k, x, mu, lw, r, fill_step_channel(channels, p.steps[k])});
       }
       ro.step = static_cast<std::uint64_t>(k + 1);
-      if (carries_kept(k)) {
-        float* packed = static_cast<float*>(moment_rows->data());
-        float* moved = packed + BL * exchanged;
-        copy_rows(where, packed, 2 * row, mu, row, row, BL, stream);
-        copy_rows(where, packed + d, 2 * row, kept(k), row, row, BL, stream);
-        exchange.resample(lw, B, ro, reports, packed, 2 * row, moved);
-        copy_rows(where, mu2, row, moved, 2 * row, row, BL, stream);
-        copy_rows(where, kept(k), row, moved + d, 2 * row, row, BL, stream);
-      } else {
-        exchange.resample(lw, B, ro, reports, mu, row, mu2);
-      }
+      rows.exchange(exchange, lw, B, ro, reports, k, K);
       kernels::for_each_index(where, B,
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k + 1, log_n},
@@ -1639,7 +1716,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   if (out.log_weights != nullptr)
     copy_on(where, out.log_weights, lw, static_cast<std::size_t>(BL) * sizeof(float), stream);
   if (samples_anywhere) {
-    exchange.resample(lw, B, final_resampling(ro, K), reports, x, row, mu2);
+    resample_particles(final_resampling(ro, K));
     // A shard that asked for no samples gathers its rows into x (its particles, already copied out in the stream's
     // order, are not read again).
     exchange.fetch(mu2, B, row, order.data(), out.samples != nullptr ? out.samples : x);
