@@ -15,6 +15,7 @@
 #define DIFFSAMPLE_PY_PLANS 1
 #endif
 
+#include <cuda_runtime_api.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -557,7 +558,15 @@ nb::object plan_view(nb::handle owner, const T* p, std::int64_t rows, std::int64
     if (!writable) o.attr("setflags")("write"_a = false);
     return o;
   }
+  // The device the plan's memory is on (the device current when the plan was made), not always device 0: a view
+  // labelled cuda:0 over memory of another device would be read by the caller's framework on the wrong device.
   int device = 0;
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) == cudaSuccess && attributes.type != cudaMemoryTypeUnregistered &&
+      attributes.type != cudaMemoryTypeHost)
+    device = attributes.device;
+  else
+    cudaGetLastError();  // a failed query leaves no sticky error for the next call
   auto a = nb::ndarray<T>(const_cast<T*>(p), ndim, shape, owner, nullptr, nb::dtype<T>(), nb::device::cuda::value,
                           device);
   return nb::cast(a, nb::rv_policy::reference);

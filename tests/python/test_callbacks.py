@@ -136,3 +136,29 @@ def test_cuda_out_of_memory_in_the_model_leaves_the_plan_usable(mixture2):
     with pytest.raises(ds.OutOfMemory, match=r"^options\.particles: .* could not be allocated on cuda"):
         ds.guided_sample(mixture2, [[1.0, 0.0]], y, 0.5, outputs=("particles",), particles=2**24, steps=2,
                          device=like)
+
+
+def _two_gpus():
+    """Why the two-device test cannot run here, or '' when it can."""
+    if not ds.cuda_available() or torch is None or not torch.cuda.is_available():
+        return "no CUDA device with PyTorch CUDA"
+    return "" if torch.cuda.device_count() >= 2 else "fewer than two CUDA devices"
+
+
+@pytest.mark.skipif(_two_gpus() != "", reason=_two_gpus() or "two gpus")
+@plans
+def test_plan_views_name_the_plans_device(mixture2):
+    # A CUDA plan made while device 1 is current keeps its memory there; its views were labelled cuda:0 whatever the
+    # device (the binding passed device 0 to DLPack), so torch read them on the wrong device. Not run here (no GPU).
+    model = lambda x, a, s: torch.from_numpy(mixture2.denoiser(x.cpu().numpy(), a, s)).to(x.device)  # noqa: E731
+    results = []
+    for device in (0, 1):
+        like = torch.zeros(1, device=f"cuda:{device}")
+        with torch.cuda.device(device):
+            plan = ds.SamplingPlan.diffusion(64, 2, sampler="ddpm", steps=3, seed=5, device="cuda", like=like)
+            r = plan.ask(0)
+            for view in (r["points"], r["answer"], plan.samples()):
+                assert view.device == torch.device(f"cuda:{device}")
+            results.append(plan.run(model).cpu())
+            torch.cuda.synchronize(device)
+    assert torch.equal(results[0], results[1])  # the same executor's kernels on either device
