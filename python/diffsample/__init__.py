@@ -166,6 +166,16 @@ def _count(n: Any) -> int:
     return int(n)
 
 
+def _count_agrees(n: Any, out: Any) -> None:
+    """n given with out=: it must be out's number of rows (else it would be ignored without a word)."""
+    if n is None:
+        return
+    rows = _shape(out)[0] if hasattr(out, "shape") and len(_shape(out)) >= 1 else None
+    if _count(n) != rows:
+        raise InvalidArgument(f"n: {n}, but out has {rows} rows (out= sets the number of samples; give n or out, or "
+                              "the same count)")
+
+
 _UINT64_MAX = 2**64 - 1
 # The ranges of the binding's integer parameters (a value outside one would be nanobind's TypeError, which names
 # neither the argument nor the value).
@@ -798,7 +808,8 @@ class GaussianMixture:
         (seed, first_index + i, 0), so samples split across calls by first_index equal one call's.
 
         Args:
-            n: number of samples when out is None (then out is a new (n, d) float32 NumPy array).
+            n: number of samples when out is None (then out is a new (n, d) float32 NumPy array); given with
+                out, it must be out's number of rows.
             a, s: the channel's scale and noise level (1, 0: the mixture itself).
             seed: the random stream's seed.
             out: (n, d) float32 writable array to fill, any DLPack array (NumPy, PyTorch, CuPy), CPU or CUDA: the
@@ -814,6 +825,7 @@ class GaussianMixture:
         if out is None:
             out = _empty(None, (_count(n), self.dim), "float32", "n")
         _writable(out, "out")
+        _count_agrees(n, out)
         lab = None
         if isinstance(labels, (bool, np.bool_)):
             if labels:
@@ -891,7 +903,8 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
 
     Args:
         mixture: the GaussianMixture to sample.
-        n: number of chains when out is None (then out is a new (n, d) float32 NumPy array: the CPU executor).
+        n: number of chains when out is None (then out is a new (n, d) float32 NumPy array: the CPU executor);
+            given with out, it must be out's number of rows.
         out: (n, d) float32 writable, C-contiguous array (NumPy, PyTorch, CuPy; CPU or CUDA: the executor follows
             it) receiving the samples; with draw_initial=False it holds the initial states on entry.
         trajectory: None, or a (records, n, d) float32 array on out's device receiving every record_every-th
@@ -912,6 +925,9 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     m = _mixture(mixture)
     if out is None:
         out = _empty(None, (_count(n), m.dim), "float32", "n")
+    else:
+        _writable(out, "out")
+        _count_agrees(n, out)
     _writable(out, "out"), _writable(_trajectory(trajectory, o, "total steps"), "trajectory")
     _core.diffusion(m, out, o, trajectory, _stream(out, stream))
     return out
@@ -1568,7 +1584,8 @@ class MixturePosterior:
         """Exact posterior samples. Sample i uses the Philox stream (seed, first_index + i, 0).
 
         Args:
-            n: number of samples when out is None (then out is a new (n, d_x) NumPy array of dtype).
+            n: number of samples when out is None (then out is a new (n, d_x) NumPy array of dtype); given
+                with out, it must be out's number of rows.
             seed: the random stream's seed.
             out: (n, d_x) float32 or float64 writable array to fill (NumPy, PyTorch, CuPy; CPU or CUDA: the
                 executor follows it).
@@ -1584,6 +1601,7 @@ class MixturePosterior:
                 raise InvalidArgument(f"dtype: {dtype!r}, expected 'float32' or 'float64'")
             out = _empty(None, (_count(n), self.dim), dtype, "n")
         _writable(out, "out", None)
+        _count_agrees(n, out)
         lab = _empty(out, (_shape(out)[0],), "int32", role="labels") if _flag(labels, "labels") else None
         self._p.sample(out, _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))

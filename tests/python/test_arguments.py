@@ -303,3 +303,24 @@ def test_mask_indices_beyond_int64_are_refused_by_name():
         ds.ObservationOperator.mask(3, np.array([1, 2**63 + 5], dtype=np.uint64))
     np.testing.assert_array_equal(ds.ObservationOperator.mask(3, np.array([2, 0], dtype=np.uint64)).matrix(),
                                   [[0, 0, 1], [1, 0, 0]])
+
+
+def test_n_given_with_out_must_agree(mixture2):
+    # n and out= given together: n was ignored without a word (sample(10, out=a 5-row array) filled 5 rows and
+    # returned them). A count that disagrees with out's rows is refused naming n; the same count is accepted.
+    # Seen failing before the fix (no error in any case).
+    posterior = ds.MixturePosterior(mixture2, [[1.0, 0.0]], 0.5, [0.1])
+    out = np.zeros((5, 2), np.float32)
+    calls = [
+        lambda n: mixture2.sample(n, out=out),
+        lambda n: ds.diffusion(mixture2, n, out=out, steps=2),
+        lambda n: posterior.sample(n, out=out),
+    ]
+    for call in calls:
+        with pytest.raises(ds.InvalidArgument, match=r"^n: 10, but out has 5 rows \(out= sets the number of "
+                                                     r"samples; give n or out, or the same count\)$"):
+            call(10)
+        assert not out.any()
+        assert call(5) is out
+        assert call(None) is out
+        out[:] = 0
