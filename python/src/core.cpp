@@ -29,6 +29,7 @@
 #include "src/limits.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <cstdint>
@@ -576,11 +577,36 @@ nb::object plan_view(nb::handle owner, const T* p, std::int64_t rows, std::int64
 // A diffusion_plan as Python holds it, with the n x d it was built for: the C++ plan takes raw pointers and reads and
 // writes n x d floats through them, so the binding checks the caller's arrays against these sizes (an array of
 // another shape would be read or written past its end).
+// One call at a time per plan. A plan is not thread-safe (README), and its calls release the GIL while they run, so
+// two Python threads sharing a plan (a thread pool, a data loader's workers) ran tell() or step() on it at once and
+// raced on its state without a word. The second call is refused instead, naming the call.
+struct plan_lock {
+  std::atomic<bool> busy{false};
+  plan_lock() = default;
+  plan_lock(plan_lock&&) noexcept {}  // a plan moved into its Python object is idle
+};
+
+class exclusive_call {
+ public:
+  exclusive_call(plan_lock& lock, const char* call) : busy_(lock.busy) {
+    if (busy_.exchange(true))
+      raise_invalid(std::string(call) + ": the plan is running a call on another thread (a plan takes one call at a "
+                                        "time; give each thread its own plan, or serialise the calls)");
+  }
+  ~exclusive_call() { busy_.store(false); }
+  exclusive_call(const exclusive_call&) = delete;
+  exclusive_call& operator=(const exclusive_call&) = delete;
+
+ private:
+  std::atomic<bool>& busy_;
+};
+
 struct py_diffusion_plan : ds::diffusion_plan {
   py_diffusion_plan(std::int64_t rows, std::int64_t dim, const ds::diffusion_options& o, ds::model_output out,
                     ds::execution exec)
       : ds::diffusion_plan(rows, dim, o, out, exec), n(rows), d(dim) {}
   std::int64_t n, d;
+  plan_lock lock;
 };
 
 #ifdef DIFFSAMPLE_PY_PLANS
@@ -591,6 +617,7 @@ struct py_sampling_plan : ds::sampling_plan {
   explicit py_sampling_plan(ds::sampling_plan&& p) : ds::sampling_plan(std::move(p)) {}
   bool guided = false;
   std::int64_t problems = 0, particles = 0, steps = 0;
+  mutable plan_lock lock;
 };
 #endif
 
@@ -1064,6 +1091,7 @@ NB_MODULE(_core, m) {
       .def(
           "reset",
           [](py_diffusion_plan& pl, out_array x, std::uintptr_t stream) {
+            exclusive_call one(pl.lock, "reset");
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
@@ -1073,6 +1101,7 @@ NB_MODULE(_core, m) {
       .def(
           "step",
           [](py_diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
+            exclusive_call one(pl.lock, "step");
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
@@ -1084,6 +1113,7 @@ NB_MODULE(_core, m) {
       .def(
           "finish",
           [](py_diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
+            exclusive_call one(pl.lock, "finish");
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
@@ -1141,6 +1171,7 @@ NB_MODULE(_core, m) {
              std::optional<out_array> particles_out, std::optional<out_array> log_weights,
              std::optional<out_array> samples, std::optional<out_array> log_normaliser,
              std::optional<out_array> ess_trace, std::optional<out_array> resample_count, std::uintptr_t stream) {
+            exclusive_call one(pl.lock, "write_outputs");
             place p;
             const std::int64_t B = problems, N = particles, d = pl.dim();
             std::int64_t rows = 0;
@@ -1186,6 +1217,7 @@ NB_MODULE(_core, m) {
           "ask",
           [](nb::handle self, std::int64_t k) {
             const auto& pl = nb::cast<const py_sampling_plan&>(self);
+            exclusive_call one(pl.lock, "ask");
             ds::plan_request r = k == -1 ? pl.ask() : pl.request(k);  // request() refuses another negative k
             nb::dict d;
             d["index"] = r.index;
@@ -1212,6 +1244,7 @@ NB_MODULE(_core, m) {
       .def(
           "tell",
           [](py_sampling_plan& pl, std::uintptr_t stream) {
+            exclusive_call one(pl.lock, "tell");
             nb::gil_scoped_release release;
             pl.tell(ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
@@ -1219,6 +1252,7 @@ NB_MODULE(_core, m) {
       .def(
           "reset",
           [](py_sampling_plan& pl, std::optional<array> initial, std::uintptr_t stream) {
+            exclusive_call one(pl.lock, "reset");
             const float* ip = nullptr;
             if (initial) {
               place p;

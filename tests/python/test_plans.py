@@ -470,3 +470,56 @@ def test_smc_plan_with_the_multistep_kernel_equals_the_fused_run(mixture2, poten
     with pytest.raises(ds.InvalidArgument, match="multistep_kernel: the smc sampler's option, got sampler pigdm"):
         ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **dict(options, sampler="pigdm", potentials="linear",
                                                          start_correction=False))
+
+
+def _contend(call, first, rounds):
+    """Runs first() `rounds` times on a thread (retrying a call refused because this thread's was running) while
+    this thread calls call() until it ends; returns the messages of the refusals call() got (other errors
+    propagate)."""
+    import threading
+
+    failures, refused = [], []
+
+    def worker():
+        try:
+            done = 0
+            while done < rounds:
+                try:
+                    first()
+                    done += 1
+                except ds.InvalidArgument as e:  # refused while this thread's call() ran: try again
+                    if "another thread" not in str(e):
+                        raise
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            failures.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    while t.is_alive():
+        try:
+            call()
+        except ds.InvalidArgument as e:
+            if "another thread" not in str(e):
+                raise
+            refused.append(str(e))
+    t.join()
+    assert not failures, failures
+    return refused
+
+
+def test_a_plan_takes_one_call_at_a_time():
+    # A plan's calls release the GIL while they run, so two threads sharing one plan ran its tell() / step() at once,
+    # racing on the plan's state without a word. The second call is refused while the first runs (the first is not
+    # disturbed). Seen failing before the fix: no refusal in either loop.
+    n = 2**18
+    plan = ds.DiffusionPlan(n, 2, sampler="ddpm", steps=100)
+    x, m = np.zeros((n, 2), np.float32), np.zeros((n, 2), np.float32)
+    x2, m2 = np.zeros((n, 2), np.float32), np.zeros((n, 2), np.float32)
+    plan.reset(x)
+    refused = _contend(lambda: plan.step(x2, m2), lambda: plan.step(x, m), 8)
+    assert refused and refused[0] == ("step: the plan is running a call on another thread (a plan takes one call at a "
+                                      "time; give each thread its own plan, or serialise the calls)")
+    sp = ds.SamplingPlan.diffusion(n, 2, sampler="ddpm", steps=100)
+    sp.reset()
+    refused = _contend(lambda: sp.ask(), lambda: (sp.ask(), sp.tell()), 8)
+    assert refused and refused[0].startswith("ask: the plan is running a call on another thread")
