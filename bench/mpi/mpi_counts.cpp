@@ -2,12 +2,13 @@
 // libdiffsample_mpi issues (and bench_mpi's own) passes through these wrappers, which add the payload this process
 // hands to the other ranks (Alltoallv: its send counts to other ranks; the all-to-all, all-gather and all-reduce
 // forms: the send buffer times P - 1; a broadcast root: the buffer times P - 1; a gather: the send buffer off the
-// root), then call the PMPI_ entry point. bench_mpi is linked with ENABLE_EXPORTS so that the shared library's calls
+// root), then call the PMPI_ entry point. Each MPI_Alltoallv's datatype size is also recorded (the row it moves). bench_mpi is linked with ENABLE_EXPORTS so that the shared library's calls
 // resolve here.
 #include "bench/mpi/mpi_counts.hpp"
 
 namespace {
 std::int64_t sent_bytes = 0, alltoallv_bytes = 0;
+std::vector<std::int64_t> alltoallv_rows;
 
 std::int64_t type_bytes(MPI_Datatype t) {
   int s = 0;
@@ -28,6 +29,7 @@ std::int64_t others(MPI_Comm c) {
 
 std::int64_t mpi_counts::sent() { return sent_bytes; }
 std::int64_t mpi_counts::sent_alltoallv() { return alltoallv_bytes; }
+const std::vector<std::int64_t>& mpi_counts::alltoallv_types() { return alltoallv_rows; }
 
 extern "C" {
 int MPI_Alltoallv(const void* sb, const int sc[], const int sd[], MPI_Datatype st, void* rb, const int rc[],
@@ -37,6 +39,7 @@ int MPI_Alltoallv(const void* sb, const int sc[], const int sd[], MPI_Datatype s
   for (int k = 0; k < p; ++k)
     if (k != me) alltoallv_bytes += std::int64_t(sc[k]) * type_bytes(st);
   sent_bytes += alltoallv_bytes - before;
+  alltoallv_rows.push_back(type_bytes(st));
   return PMPI_Alltoallv(sb, sc, sd, st, rb, rc, rd, rt, c);
 }
 int MPI_Alltoall(const void* sb, int sc, MPI_Datatype st, void* rb, int rc, MPI_Datatype rt, MPI_Comm c) {

@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace mpi_counts {
 /// Payload sent to other ranks by every MPI collective of this process so far.
@@ -11,4 +12,7 @@ std::int64_t sent();
 /// The part of sent() that went through MPI_Alltoallv (the rows of the resamplings, and the gathered schemes'
 /// requests); the rest is the small collectives.
 std::int64_t sent_alltoallv();
+/// The datatype size (bytes) of every MPI_Alltoallv of this process so far, in call order: the row each exchange
+/// moves.
+const std::vector<std::int64_t>& alltoallv_types();
 }  // namespace mpi_counts

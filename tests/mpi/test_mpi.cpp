@@ -499,6 +499,72 @@ TEST_F(Mpi, GuidedSmcWithTheMultistepKernelEqualsOneProcess) {
       }
 }
 
+// The row each resampling of the global filter moves, as MPI moves it (the datatype of every MPI_Alltoallv, recorded
+// by bench/mpi/mpi_counts.cpp), whatever P: after weighting k the kernel mean (4 d bytes), with moment potentials and
+// the pending weight (4 (d + 1)), with twisted ones and the shift (4 (2 d + 1)), and with the multistep kernel its
+// denoiser output (4 d more) after every weighting but the last (no weighting reads that one); the particles' own
+// resamplings (column 0 of the linear filter, column K of the others, the final one, whose permuted gather fetches 4 d
+// rows with 8-byte indices first) 4 d. The gathered schemes fetch every resampling's rows the same way. Every problem
+// resamples at every column (ess_threshold 2), so the sequence is fixed. Every layout of the row table: each
+// potential with and without the multistep kernel, a prefix scheme and a gathered one; N = 7 splits unevenly over 3
+// ranks. Seen failing with the multistep kernel's rows sent after the last weighting too (twisted: 40 bytes where 28
+// were due, and likewise for the other potentials, both schemes, every rank at P = 1 to 3), which
+// GuidedSmcWithTheMultistepKernelEqualsOneProcess passes (the particles do not depend on it).
+TEST_F(Mpi, EachResamplingMovesTheRowItsFilterNeeds) {
+  // d = 3: no row is as wide as the 8-byte indices.
+  const ds::gaussian_mixture prior(3, {0.3, 0.7}, {-2.0, 0.0, 1.0, 2.0, 1.0, -0.5}, {0.25, 0.5});
+  ds::guided_problems pr;
+  pr.problems = 2;
+  pr.d_y = 1;
+  pr.A = {1.0, 0.5, -0.3, 0.2, 1.0, 0.4};
+  pr.y = {0.7, -1.5};
+  pr.sigma_y = {0.3};
+  const std::int64_t B = pr.problems, N = 7, d = 3, K = 4;
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  for (ds::guided_potentials potentials :
+       {ds::guided_potentials::linear, ds::guided_potentials::moment, ds::guided_potentials::twisted})
+    for (bool multistep : {false, true})
+      for (ds::resampling_scheme scheme : {ds::resampling_scheme::systematic, ds::resampling_scheme::residual}) {
+        ds::guided_options o;
+        o.particles = N;
+        o.steps = K;
+        o.seed = 3;
+        o.potentials = potentials;
+        o.multistep_kernel = multistep;
+        o.resampling.scheme = scheme;
+        o.resampling.ess_threshold = 2.0;
+        const bool gathered = scheme == ds::resampling_scheme::residual;
+        std::vector<std::int64_t> expected;
+        const auto moved = [&](std::int64_t bytes) {
+          if (gathered) expected.push_back(8);
+          expected.push_back(bytes);
+        };
+        const bool linear = potentials == ds::guided_potentials::linear;
+        const std::int64_t weighted = potentials == ds::guided_potentials::twisted ? 4 * (2 * d + 1)
+                                      : potentials == ds::guided_potentials::moment ? 4 * (d + 1)
+                                                                                     : 4 * d;
+        if (linear) moved(4 * d);  // column 0
+        for (std::int64_t k = 0; k < K; ++k) moved(weighted + (multistep && k + 1 < K ? 4 * d : 0));
+        if (!linear) moved(4 * d);  // column K
+        moved(4 * d);               // the final resampling
+        expected.push_back(8);      // the samples' permuted gather
+        expected.push_back(4 * d);
+        std::vector<float> samples(B * s.count * d + 1);
+        std::vector<std::int32_t> count(B);
+        ds::guided_outputs out{};
+        out.samples = samples.data();
+        out.resample_count = count.data();
+        const std::size_t before = mpi_counts::alltoallv_types().size();
+        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, cpu());
+        const std::vector<std::int64_t>& types = mpi_counts::alltoallv_types();
+        const std::vector<std::int64_t> rows(types.begin() + static_cast<std::ptrdiff_t>(before), types.end());
+        const std::string name = std::string(ds::to_string(potentials)) + (multistep ? " multistep " : " ") +
+                                 ds::to_string(scheme) + ", rank " + std::to_string(rank());
+        EXPECT_EQ(rows, expected) << name;
+        for (std::int64_t b = 0; b < B; ++b) EXPECT_EQ(count[b], K + 1) << name << ": every column must resample";
+      }
+}
+
 // Island mode with the multistep kernel: each rank runs guided_sample() on its share with seed + rank, the kernel's
 // rows staying with the rank's particles: its samples are that run's bit for bit, and log Z is log sum_r (n_r / N) Z_r
 // (as IslandsCombineTheirLogNormalisers). Seen failing with the option dropped from the islands' runs (the samples
