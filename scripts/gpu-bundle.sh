@@ -34,19 +34,36 @@ for name in $gpu_benches; do
   [ -f "$build/bench/$name" ] && [ -x "$build/bench/$name" ] && cp "$build/bench/$name" "$bundle/bench/"
 done
 git rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"
-# Libraries resolved from the system's folders, less those every Linux with a CUDA toolkit has.
-for f in "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/*; do ldd "$f" 2>/dev/null || true; done |
-  awk '$2 == "=>" && $3 ~ /^\// && $3 !~ /^\/usr\/local\/cuda/ {print $1, $3}' | sort -u |
-  while read -r name path; do
-    case "$name" in
-      libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|ld-linux*|libgcc_s.so.*|libstdc++.so.*) continue ;;
-      libcu*|libnv*|libdiffsample.so.*) continue ;;  # the GPU machine's CUDA toolkit has the CUDA libraries
-    esac
-    cp -L "$path" "$bundle/lib/$name"
+# Libraries resolved from the system's folders, less those every Linux with a CUDA toolkit has: in lib/ those of the
+# library and the programs that do not use MPI, in lib/mpi/ those only the MPI programs (test_mpi, test_mpi_c) load
+# (Open MPI, hwloc, libevent, zlib, udev ...), which gpu-check.sh gives to those programs alone, so that PyTorch, the
+# Python package's build and the other tools there keep the machine's own copies.
+resolved() {  # resolved FILE...: "name path" of each system library the files load
+  for f in "$@"; do ldd "$f" 2>/dev/null || true; done |
+    awk '$2 == "=>" && $3 ~ /^\// && $3 !~ /^\/usr\/local\/cuda/ {print $1, $3}' | sort -u |
+    while read -r name path; do
+      case "$name" in
+        libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|ld-linux*|libgcc_s.so.*|libstdc++.so.*) continue ;;
+        libcu*|libnv*|libdiffsample.so.*) continue ;;  # the GPU machine's CUDA toolkit has the CUDA libraries
+      esac
+      echo "$name $path"
+    done
+}
+plain=() mpi=()
+for f in "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/*; do
+  case "$(ldd "$f" 2>/dev/null || true)" in *libmpi.so*|*libmpi_*) mpi+=("$f") ;; *) plain+=("$f") ;; esac
+done
+resolved "${plain[@]}" | while read -r name path; do cp -L "$path" "$bundle/lib/$name"; done
+if [ ${#mpi[@]} -gt 0 ]; then
+  mkdir -p "$bundle/lib/mpi"
+  resolved "${mpi[@]}" | while read -r name path; do
+    [ -e "$bundle/lib/$name" ] || cp -L "$path" "$bundle/lib/mpi/$name"
   done
+fi
 # Debug sections are not needed to run; strip them to stay inside a carried tree's size limit.
 if command -v strip >/dev/null 2>&1; then
-  strip --strip-debug "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/* 2>/dev/null || true
+  strip --strip-debug "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/*.so* \
+    "$bundle"/lib/mpi/*.so* 2>/dev/null || true
 fi
 # Packed from the bundle's parent folder, so that the archive holds gpu-bundle/... (gpu-check.sh looks for tests/
 # two levels down at most) whatever path the bundle was given as.
@@ -64,8 +81,8 @@ echo "gpu-bundle: $bundle/ $(mib "$unpacked"), $bundle.tar.xz $(mib "$archive");
 # The newest C library the bundle asks for: the GPU machine's must be at least that (a lower one fails at load time,
 # which gpu-check.sh's library check reports).
 glibc_of() { for f in "$@"; do objdump -T "$f" 2>/dev/null | grep -o 'GLIBC_2\.[0-9]*' || true; done | sort -u -V | tail -1; }
-echo "gpu-bundle: needs $(glibc_of "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/*)" \
-  "or newer on the GPU machine ($(glibc_of "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/*) without" \
-  "lib/, whose MPI libraries only test_mpi loads)"
+echo "gpu-bundle: needs $(glibc_of "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/*.so* \
+  "$bundle"/lib/mpi/*.so*) or newer on the GPU machine ($(glibc_of "$bundle"/libdiffsample.so.* "${plain[@]}" \
+  "$bundle"/lib/*.so*) without the MPI programs and lib/mpi/)"
 [ $((archive + tree)) -lt $((56 * 1048576)) ] ||
   echo "gpu-bundle: WARNING: less than 8 MiB left under the 64 MiB a device call carries" >&2

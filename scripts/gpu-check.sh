@@ -25,8 +25,9 @@
 # sanitizer runs together DIFFSAMPLE_SANITIZER_BUDGET (default 120). The whole check ends within about the budget
 # plus 15 s. Each section of the results file says how long it
 # took. Every tool is looked up first; the results file says which are missing and what was skipped for it. Without
-# a GPU it says so and exits 0 without writing anything. Otherwise the exit status is 0 only when everything that ran
-# passed and some GPU test passed.
+# a GPU (neither nvidia-smi nor PyTorch sees one) it writes the results file all the same, <UTC time>-no-GPU.md (to
+# --out alone when given), with the tools and, with --prebuilt, the bundle's library check, builds and runs nothing
+# else, and exits 2. Otherwise the exit status is 0 only when everything that ran passed and some GPU test passed.
 #
 # A lent GPU machine of the device tool (bare: no package downloads, no GoogleTest; it has nvcc, PyTorch,
 # compute-sanitizer; the working tree and up to 8 carried ignored paths travel, 64 MiB in all), in one go:
@@ -72,24 +73,29 @@ gpu_benches="bench_langevin bench_diffusion bench_binary bench_plan bench_smc"
 SECONDS=0
 
 have() { command -v "$1" >/dev/null 2>&1; }
-# A GPU: nvidia-smi lists one, or (no nvidia-smi) PyTorch sees one.
+# A GPU: nvidia-smi lists one, or (no nvidia-smi, or it lists none) PyTorch sees one.
 gpu_name=""
 if have nvidia-smi; then
   gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-elif have python3; then
+fi
+if [ -z "$gpu_name" ] && have python3; then
   gpu_name=$(python3 -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' \
     2>/dev/null)
 fi
+# Without one the check still writes its results file (the tools, and with --prebuilt the bundle's library check,
+# which need no GPU), runs nothing else and exits 2: a call on a machine whose GPU is not seen comes back with the
+# reason rather than with nothing.
+no_gpu_reason=""
 if [ -z "$gpu_name" ]; then
-  echo "gpu-check: no GPU found (nvidia-smi $(have nvidia-smi && echo "lists none" || echo "missing")): nothing to" \
-    "check here, no results file written" >&2
-  exit 0
+  no_gpu_reason="no GPU found (nvidia-smi $(have nvidia-smi && echo "lists none" || echo "missing"), and PyTorch sees none)"
+  echo "gpu-check: $no_gpu_reason: nothing runs but the tools and the bundle's library check" >&2
 fi
 
 # --- binaries: a bundle (folder or archive) or a build here ---------------------------------------------------
 unpacked=""
 # The unpacked bundle goes when the check ends, also when it is stopped (TERM from a time limit, INT).
-trap '[ -n "$unpacked" ] && rm -rf "$unpacked"' EXIT
+tmp_out=""
+trap '[ -n "$unpacked" ] && rm -rf "$unpacked"; [ -n "$tmp_out" ] && rm -rf "$tmp_out"' EXIT
 trap 'exit 143' TERM INT
 if [ -n "$prebuilt" ] && [ -f "$prebuilt" ]; then
   unpacked=$(mktemp -d)
@@ -102,8 +108,14 @@ if [ -n "$prebuilt" ] && [ -f "$prebuilt" ]; then
 fi
 
 stamp=$(date -u +%Y-%m-%dT%H%M)
-mkdir -p bench/results
-out=bench/results/${stamp}-$(echo "$gpu_name" | tr ' /' '--').md
+if [ -n "$no_gpu_reason" ] && [ -n "$copy_to" ]; then
+  # No GPU: the file goes to --out alone, not into bench/results/ (which keeps the GPU runs).
+  tmp_out=$(mktemp -d)
+  out=$tmp_out/${stamp}-no-GPU.md
+else
+  mkdir -p bench/results
+  out=bench/results/${stamp}-$(echo "${gpu_name:-no GPU}" | tr ' /' '--').md
+fi
 # Each section says how long it took (for sizing the next run); with --out the results file is copied there after
 # every section, so that a run stopped from outside (a device call's own time limit) still leaves what it got.
 section_start=0
@@ -133,7 +145,8 @@ over_budget() { [ "$(remaining)" -lt 5 ]; }
   echo "# gpu-check $stamp"
   echo
   echo "- commit: $(cat "${prebuilt:-/nonexistent}/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)"
-  echo "- device: $(nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "$gpu_name")"
+  echo "- device: $(nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null | grep . ||
+    echo "${gpu_name:-$no_gpu_reason}")"
   echo "- driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null || echo unknown)"
   echo "- nvcc: $(have nvcc && nvcc --version 2>/dev/null | tail -1 || echo missing)"
   echo "- binaries: ${prebuilt:-built here in build-gpu}"
@@ -156,12 +169,22 @@ done
 [ $have_timeout = 0 ] && echo "timeout missing: runs are not time-limited (the budget is still checked between runs)" >>"$out"
 endsection
 
+mpi_libs=""
+# LD_LIBRARY_PATH for a program of the bundle: with lib/mpi/ after the rest for the MPI programs.
+mpi_library_path() {
+  case "$(basename "$1")" in
+    test_mpi*|libdiffsample_mpi*) echo "${LD_LIBRARY_PATH:-}${mpi_libs:+:$mpi_libs}" ;;
+    *) echo "${LD_LIBRARY_PATH:-}" ;;
+  esac
+}
 if [ -n "$prebuilt" ]; then
   [ -d "$prebuilt/tests" ] || { note "--prebuilt $prebuilt: no tests/ folder there"; exit 1; }
   bin=$(cd "$prebuilt" && pwd)
   # The bundle's own libraries first, then this machine's CUDA runtime and cuBLAS (not bundled): the toolkit's
-  # folders, and where those lack them, the folders of Python's CUDA wheels (PyTorch's nvidia-* packages).
+  # folders, and where those lack them, the folders of Python's CUDA wheels (PyTorch's nvidia-* packages). lib/mpi/
+  # (what only the MPI programs load: Open MPI, hwloc, zlib ...) goes to the MPI run alone (mpi_library_path).
   export LD_LIBRARY_PATH="$bin:$bin/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  [ -d "$bin/lib/mpi" ] && mpi_libs="$bin/lib/mpi"
   add_library_dir() {  # appends a folder once (by its real path)
     local dir
     dir=$(readlink -f "$1" 2>/dev/null) && [ -d "$dir" ] || return 0
@@ -175,7 +198,7 @@ if [ -n "$prebuilt" ]; then
   done
   library_missing() {
     for f in "$bin"/libdiffsample.so.* "$bin"/tests/test_* "$bin"/bench/bench_*; do
-      [ -f "$f" ] && ldd "$f" 2>/dev/null
+      [ -f "$f" ] && LD_LIBRARY_PATH="$(mpi_library_path "$f")" ldd "$f" 2>/dev/null
     done | grep "not found" | sort -u
   }
   if have ldd && have python3 && [ -n "$(library_missing)" ]; then
@@ -197,6 +220,8 @@ for p in site.getsitepackages(): print(*sorted(glob.glob(p + "/nvidia/*/lib")))'
     echo "all found" >>"$out"
   fi
   endsection
+elif [ -n "$no_gpu_reason" ]; then
+  bin=build-gpu  # nothing is built without a GPU
 else
   bin=build-gpu
   section "build (sm_90)"
@@ -209,6 +234,18 @@ else
   fi
   endsection
   [ $status = 0 ] || { note "build failed: see $out"; exit 1; }
+fi
+
+if [ -n "$no_gpu_reason" ]; then
+  {
+    printf '\n## summary\n\n- %s: no tests, benchmarks, sanitizers or baselines run%s\n' "$no_gpu_reason" \
+      "$([ -n "$prebuilt" ] && echo " (the bundle's library check above did run)")"
+    printf '\nstatus: 2 (no GPU) after %s s\n' "$SECONDS"
+  } >>"$out"
+  save
+  echo "gpu-check: $no_gpu_reason; results: ${tmp_out:+$copy_to/}${tmp_out:+$(basename "$out")}${tmp_out:-$out}" \
+    "(status 2, ${SECONDS} s)"
+  exit 2
 fi
 
 # The GPU tests, read from the sources (tests/ travels with the repository); a name pattern if python3 is missing.
@@ -233,6 +270,8 @@ run_tests() {  # run_tests TITLE FILTER
     name=$(basename "$t")
     # test_cli drives the diffsample program through the build machine's paths; its GPU test needs the program.
     if [ -n "$prebuilt" ] && [ "$name" = test_cli ]; then echo "### $name: skipped (paths of the build machine)"; continue; fi
+    # The MPI programs run under mpiexec in their own section (alone, MPI_Init may hang where there is no MPI).
+    case "$name" in test_mpi*) continue ;; esac
     [ "$(count_tests "$t" "$filter")" = 0 ] && continue
     if over_budget; then echo "### $name: skipped (time budget spent)"; failed=1; continue; fi
     echo "### $name"
@@ -289,7 +328,8 @@ else
   # Open MPI: more ranks than cores, and root in containers.
   mpiexec --version 2>/dev/null | grep -q "Open MPI\|OpenRTE" && mpi_flags=(--oversubscribe --allow-run-as-root)
   mpi_log=$(mktemp)
-  OMP_NUM_THREADS=1 limit "$mpi_timeout" mpiexec ${mpi_flags[@]+"${mpi_flags[@]}"} -n 2 "$bin/tests/test_mpi" \
+  OMP_NUM_THREADS=1 LD_LIBRARY_PATH="$(mpi_library_path test_mpi)" limit "$mpi_timeout" mpiexec \
+    ${mpi_flags[@]+"${mpi_flags[@]}"} -n 2 "$bin/tests/test_mpi" \
     --gtest_filter="$mpi_filter" --gtest_brief=1 --gtest_color=no >"$mpi_log" 2>&1
   rc=$?
   cat "$mpi_log" >>"$out"
@@ -352,6 +392,7 @@ if [ $have_sanitizer = 1 ]; then
   for t in "$bin"/tests/test_*; do
     over_budget && break
     [ -x "$t" ] && [ -f "$t" ] && [ "$(basename "$t")" != test_cli ] || continue
+    case "$(basename "$t")" in test_mpi*) continue ;; esac
     listed=$(count_tests "$t" "$gpu_filter")
     [ "${listed:-0}" = 0 ] || targets+=("$listed:$t")
   done
