@@ -429,10 +429,22 @@ double diffusion_plan::step_time(std::int64_t k) const {
   return st.times[k];
 }
 
+namespace {
+// The caller's float buffers of the stepwise plan, checked for alignment on the host as the fused calls' buffers are
+// (check_buffer's words): a misaligned float pointer was written without a word on the CPU executor and is a
+// misaligned-address fault, which ends the CUDA context, on the CUDA executor.
+void check_float_aligned(const char* name, const float* p) {
+  DIFFSAMPLE_EXPECTS(reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0,
+                     name << ": pointer " << static_cast<const void*>(p) << " is not aligned to " << sizeof(float)
+                          << " bytes");
+}
+}  // namespace
+
 void diffusion_plan::reset(float* x, execution exec) {
   const auto& st = live(storage_, "reset");
   const cudaStream_t stream = detail::plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS(x != nullptr || st.n == 0 || !st.draw_initial, "x: null pointer");
+  check_float_aligned("x", x);
   kernels::for_each_index<32>(st.where, 1,
                               kernels::plan_reset_functor{st.state_ptr, st.first_chain, std::uint64_t(st.n)}, stream);
   const std::int64_t blocks = kernels::philox_blocks(int(st.d));
@@ -451,6 +463,8 @@ cudaStream_t apply_update(const detail::plan_storage& st, float* x, const float*
                           execution exec) {
   const cudaStream_t stream = detail::plan_stream(st.where, exec);
   DIFFSAMPLE_EXPECTS((x != nullptr && model != nullptr) || st.n == 0, "x, model: null pointer");
+  check_float_aligned("x", x);
+  check_float_aligned("model", model);
   // Each thread reads its block of x and of the model's output and writes x: a model buffer that shares a byte with
   // x would be read after other threads wrote it (a shifted view), or would have replaced the state the update
   // needs (x itself). Refused on the host, before the launch (no synchronisation; capturable).

@@ -1820,6 +1820,31 @@ TEST(SamplingPlan, DiffusionPlanRefusesAModelBufferSharingMemoryWithX) {
   EXPECT_EQ(std::vector<float>(x, x + n * d), y);
 }
 
+// A diffusion_plan's reset(), step() and finish() took float pointers off their alignment without a word (the CPU
+// executor wrote through them; on the CUDA executor a misaligned-address fault ends the context). They are refused
+// on the host, in the words of the fused calls' buffer check, before anything runs. Seen failing without the check
+// (no error; the state drawn and stepped through the misaligned pointer).
+TEST(SamplingPlan, DiffusionPlanRefusesMisalignedBuffers) {
+  const std::int64_t n = 4, d = 3;
+  diffusion_options o;
+  o.steps = 4;
+  diffusion_plan plan(n, d, o, model_output::denoiser, cpu);
+  std::vector<float> buffer(2 * n * d + 2, 7.0f), good(n * d);
+  // One byte past an aligned float: every float of the view is misaligned.
+  float* off = reinterpret_cast<float*>(reinterpret_cast<char*>(buffer.data() + n * d + 1) + 1);
+  const std::vector<float> before = buffer;
+  expect_refusal([&] { plan.reset(off, cpu); }, {"x: pointer", "is not aligned to 4 bytes"}, "reset");
+  plan.reset(good.data(), cpu);
+  const std::int64_t* counter = plan.step_counter();
+  expect_refusal([&] { plan.step(off, good.data(), cpu); }, {"x: pointer", "is not aligned to 4 bytes"}, "step x");
+  std::vector<float> state = good;
+  expect_refusal([&] { plan.step(state.data(), off, cpu); }, {"model: pointer", "is not aligned"}, "step model");
+  expect_refusal([&] { plan.finish(state.data(), off, cpu); }, {"model: pointer", "is not aligned"}, "finish");
+  EXPECT_EQ(*counter, 0);
+  EXPECT_EQ(state, good);
+  EXPECT_EQ(std::memcmp(buffer.data(), before.data(), buffer.size() * sizeof(float)), 0);
+}
+
 // Seen failing with std::bad_alloc (no diffsample::error) out of the host allocation of the CPU plan's buffers.
 TEST(SamplingPlan, HostBuffersBeyondTheHostAreOutOfMemory) {
   // n = 2^40 rows of d = 3: 2 x 12 TiB of buffers, under limits::max_host_bytes (64 TiB) but beyond any host.

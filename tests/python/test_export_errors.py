@@ -157,6 +157,23 @@ def test_other_read_only_outputs_are_refused_by_name(mixture2):
     np.testing.assert_array_equal(np.frombuffer(buffer, np.float32).reshape(8, 2), mixture2.score(X))
 
 
+def test_misaligned_plan_buffers_are_refused_by_name():
+    """A float32 view one byte off its alignment given to DiffusionPlan.reset / step / finish was written through
+    without a word (the fused calls refused it, the stepwise plan did not check; on CUDA it would be a
+    misaligned-address fault). Seen failing before the library's check (no error in any case)."""
+    raw = np.zeros(8 * 2 * 4 + 4, np.uint8)
+    off = np.frombuffer(raw.data, np.float32, count=16, offset=1).reshape(8, 2)
+    assert not off.flags.aligned and off.flags.writeable
+    plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3)
+    refused(lambda: plan.reset(off), r"^x: pointer 0x[0-9a-f]+ is not aligned to 4 bytes$")
+    x = np.zeros((8, 2), np.float32)
+    plan.reset(x)
+    refused(lambda: plan.step(off, X), r"^x: pointer .* is not aligned to 4 bytes$")
+    refused(lambda: plan.step(x.copy(), off), r"^model: pointer .* is not aligned to 4 bytes$")
+    refused(lambda: plan.finish(x.copy(), off), r"^model: pointer .* is not aligned to 4 bytes$")
+    assert not raw.any()
+
+
 def test_masked_arrays_are_refused_by_name(mixture2):
     """A NumPy masked array's mask means nothing to the library: as an input its masked elements were read as
     data, as an output they were written under the mask (the results hidden), as problem data they became the
