@@ -606,17 +606,44 @@ struct py_diffusion_plan : ds::diffusion_plan {
                     ds::execution exec)
       : ds::diffusion_plan(rows, dim, o, out, exec), n(rows), d(dim) {}
   std::int64_t n, d;
+  int device = 0;  // the CUDA device of the plan's memory (current when it was made); 0 on the CPU
   plan_lock lock;
 };
+
+// The device current when a plan was made, where a CUDA plan's memory is; 0 on the CPU executor.
+int current_device(ds::executor where) {
+  int device = 0;
+  if (where == ds::executor::cuda && cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    device = 0;
+  }
+  return device;
+}
+
+// Refuses a call's arrays on another executor or CUDA device than the plan's: its memory is there and its kernels
+// run there (a CUDA plan made on device 0 stepped an x of device 1 across the devices, a fault where they cannot
+// reach each other's memory).
+template <class Plan>
+void expect_plan_place(const Plan& pl, const place& p) {
+  if (p.where == ds::executor::automatic) return;  // no array
+  const int plan_device = pl.where() == ds::executor::cuda ? pl.device : 0;
+  if (p.where != pl.where() || p.device_id != plan_device)
+    raise_invalid(std::string(p.first) + ": on " + ds::to_string(p.where) + ":" + std::to_string(p.device_id) +
+                  ", but the plan is on " + ds::to_string(pl.where()) + ":" + std::to_string(plan_device) +
+                  " (its memory and kernels are there: pass arrays on that device)");
+}
 
 #ifdef DIFFSAMPLE_PY_PLANS
 // A sampling_plan as Python holds it, with the sizes of a guided plan's outputs (B problems, N particles, steps),
 // which the C++ plan keeps to itself: write_outputs checks the caller's arrays against these, so sizes the caller
 // passes cannot shrink the shapes checked (the plan writes its own B and steps + 1 values).
 struct py_sampling_plan : ds::sampling_plan {
-  explicit py_sampling_plan(ds::sampling_plan&& p) : ds::sampling_plan(std::move(p)) {}
+  explicit py_sampling_plan(ds::sampling_plan&& p) : ds::sampling_plan(std::move(p)) {
+    device = current_device(where());
+  }
   bool guided = false;
   std::int64_t problems = 0, particles = 0, steps = 0;
+  int device = 0;  // the CUDA device of the plan's memory (current when it was made); 0 on the CPU
   mutable plan_lock lock;
 };
 #endif
@@ -1074,6 +1101,7 @@ NB_MODULE(_core, m) {
              ds::model_output out, ds::executor where, std::uintptr_t stream) {
             nb::gil_scoped_release release;
             new (self) py_diffusion_plan(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
+            self->device = current_device(self->where());
           },
           "n"_a, "d"_a, "options"_a, "output"_a, "executor"_a = ds::executor::cpu, "stream"_a = 0,
           "A plan for n chains of dimension d whose model writes `output`.")
@@ -1094,7 +1122,7 @@ NB_MODULE(_core, m) {
             exclusive_call one(pl.lock, "reset");
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
-            if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
+            expect_plan_place(pl, p);
             pl.reset(xp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
           "x"_a, "stream"_a = 0, "Starts the next trajectory (and draws x when options.draw_initial).")
@@ -1105,7 +1133,7 @@ NB_MODULE(_core, m) {
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
-            if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
+            expect_plan_place(pl, p);
             nb::gil_scoped_release release;
             pl.step(xp, mp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
@@ -1117,7 +1145,7 @@ NB_MODULE(_core, m) {
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
-            if (p.where != pl.where()) raise_invalid("x: on the wrong device for this plan");
+            expect_plan_place(pl, p);
             nb::gil_scoped_release release;
             pl.finish(xp, mp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },
@@ -1257,7 +1285,7 @@ NB_MODULE(_core, m) {
             if (initial) {
               place p;
               ip = checked<float>(*initial, "initial", {pl.rows(), pl.dim()}, p);
-              if (p.where != pl.where()) raise_invalid("initial: on the wrong device for this plan");
+              expect_plan_place(pl, p);
             }
             pl.reset(ip, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
           },

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import diffsample as ds
-from conftest import torch_or_none
+from conftest import requires_gpu, torch_or_none
 
 torch = torch_or_none()
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
@@ -318,3 +318,49 @@ def test_sampling_plan_copies_a_negated_view_by_its_values(mixture2):
     got = ds.SamplingPlan.diffusion(16, 2, sampler="ddpm", steps=3, seed=4).run(
         lambda x, a, s: torch._neg_view(-good(x, a, s)))
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+class FakeCuda:
+    """A host NumPy array exported through DLPack labelled as memory of CUDA device `device`. The binding must refuse
+    it before anything reads it (a kernel or the CPU executor dereferencing it would be wrong either way)."""
+
+    def __init__(self, a, device):
+        self.a, self.device, self.shape, self.dtype = a, device, a.shape, a.dtype
+
+    def __dlpack_device__(self):
+        return (2, self.device)
+
+    def __dlpack__(self, **kwargs):
+        import ctypes
+
+        capsule = self.a.__dlpack__()  # a legacy "dltensor" capsule: DLManagedTensor, DLTensor first
+        get = ctypes.pythonapi.PyCapsule_GetPointer
+        get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        device = (ctypes.c_int32 * 2).from_address(get(capsule, b"dltensor") + 8)  # DLTensor.device after data
+        device[0], device[1] = 2, self.device  # kDLCUDA, device id
+        return capsule
+
+
+def test_plan_arrays_on_another_device_are_refused_naming_both():
+    # A plan's calls compared only the executor of their arrays with the plan's ("x: on the wrong device for this
+    # plan"), not the CUDA device: a CUDA plan made on device 0 took arrays of device 1 and ran its kernels on them
+    # from device 0. The message names the array's device and the plan's. (CPU plans here; the CUDA case below.)
+    x = FakeCuda(np.zeros((8, 2), np.float32), 1)
+    plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3)
+    refused(lambda: plan.reset(x), r"^x: on cuda:1, but the plan is on cpu:0 \(its memory and kernels are there: pass "
+                                    r"arrays on that device\)$")
+    if ds._core.HAS_SAMPLING_PLANS:
+        refused(lambda: ds.SamplingPlan.diffusion(8, 2, steps=3).reset(x), r"^initial: on cuda:1, but the plan is "
+                                                                          r"on cpu:0")
+
+
+@requires_gpu
+def test_cuda_plan_refuses_arrays_of_another_device():
+    # A CUDA plan on device 0 given an x labelled cuda:1 (host memory underneath: a kernel would fault on it) is
+    # refused before anything is launched. Not run here (no GPU).
+    import torch
+
+    with torch.cuda.device(0):
+        plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3, device="cuda")
+        x = FakeCuda(np.zeros((8, 2), np.float32), 1)
+        refused(lambda: plan.reset(x), r"^x: on cuda:1, but the plan is on cuda:0")
