@@ -31,12 +31,18 @@ Two measurements:
   the last point (s = 0) the likelihood. Cost per particle and step: one denoiser and d_y JVPs, as the moment
   potentials. --dy sets d_y (instances as posterior_table.py builds them for that d_y). --multistep compares the
   twisted filter with the DDPM kernel against the same filter whose kernel mean (in p and q alike) takes the
-  second-order multistep extrapolation of bench/smc_kernel_numpy.py, paired in the same way.
+  second-order multistep extrapolation of bench/smc_kernel_numpy.py, paired in the same way. --defensive
+  KIND,EPS,KAPPA compares the twisted filter with the multistep kernel against the same filter with a defensive
+  potential (1 - EPS) ghat_k + EPS gdef_k (see twisted_smc), scored against one set of reference samples and SW
+  directions per run for every row, --runs seeds per instance (paired changes averaged per instance first), with each
+  run's lowest ESS; with --instance, the runs with a collapse (lowest ESS below --ess-below) are counted.
 
 usage: python3 bench/smc_spread_numpy.py [--dx 10] [--instances 20] [--rhos 0.98,0.99] [--ladder -12,10]
        python3 bench/smc_spread_numpy.py --trace 13,7 [--dx 10] [--seeds 8]
        python3 bench/smc_spread_numpy.py --twisted [--dx 10] [--instances 20] [--start gauss|exact] [--multistep]
        python3 bench/smc_spread_numpy.py --twisted --instance I [--seeds 8] [--dx 10] [--start gauss|exact]
+       python3 bench/smc_spread_numpy.py --twisted --start exact --defensive inflate,0.1,16 [--dx 10] [--dy 1]
+           [--particles 2000] [--runs 1] [--instance I --seeds 60 --ess-below 500]
 """
 import argparse
 import os
@@ -165,14 +171,21 @@ def moment_parts(inst, x, a, s):
     return m, a_cov_a, cov_a
 
 
-def twisted_smc(inst, n, steps, rng, start="gauss", order=1):
+def twisted_smc(inst, n, steps, rng, start="gauss", order=1, defensive=None, info=None):
     """The twisted filter of --twisted. order 2: the kernel mean c0 m + c1 x takes the second-order multistep
     extrapolation of bench/smc_kernel_numpy.py (m_k + (m_k - m_{k-1}) / (2 r_k), the particle's previous denoiser
     output carried with its ancestor through resampling; the first and the last step order 1) in the prior kernel p
-    and in the proposal q alike. Returns the equally weighted samples and the resamplings."""
+    and in the proposal q alike. defensive: None, or (kind, eps, kappa): the potential is the two-component mixture
+    (1 - eps) ghat_k + eps gdef_k, gdef_k the moment potential with its predictive variance sigma_y^2 + A Cov A^T
+    inflated to sigma_y^2 + kappa A Cov A^T (kind "inflate"), or the linear potential N(y; A x / a, (sigma_y^2 +
+    s^2 c / a^2) I), c = 4 trace(A A^T) / d_y (kind "linear"); both components are the likelihood at s = 0, so the
+    target stays exact; the twisted shift follows the mixture's gradient (each component's, weighted by its share of
+    the mixture at x). info: None, or a dict that receives the lowest ESS ("min_ess"). Returns the equally weighted
+    samples and the resamplings."""
     A, y, sy = inst.A, inst.y, inst.sigma_y
     dy = A.shape[0]
     pts = [vp_linear(t) for t in np.linspace(1, 0, steps + 1)]
+    c_lin = 4 * np.trace(A @ A.T) / dy
 
     def potential(x, k):
         a, s = pts[k]
@@ -180,20 +193,40 @@ def twisted_smc(inst, n, steps, rng, start="gauss", order=1):
             r = y[None] - x @ A.T
             return -0.5 * (r * r).sum(1) / sy ** 2, np.zeros_like(x), x
         m, a_cov_a, cov_a = moment_parts(inst, x, a, s)
-        V = sy * sy * np.eye(dy)[None] + 0.5 * (a_cov_a + a_cov_a.transpose(0, 2, 1))
+        acv = 0.5 * (a_cov_a + a_cov_a.transpose(0, 2, 1))
+        V = sy * sy * np.eye(dy)[None] + acv
         r = y[None] - m @ A.T
         Vr = np.linalg.solve(V, r[:, :, None])[:, :, 0]
         lg = -0.5 * (r * Vr).sum(1) - 0.5 * np.linalg.slogdet(V)[1]
-        return lg, (a / (s * s)) * np.einsum("njo,no->nj", cov_a, Vr), m
+        grad = (a / (s * s)) * np.einsum("njo,no->nj", cov_a, Vr)
+        if defensive is None:
+            return lg, grad, m
+        kind, eps, kappa = defensive
+        if kind == "inflate":
+            V2 = sy * sy * np.eye(dy)[None] + kappa * acv
+            Vr2 = np.linalg.solve(V2, r[:, :, None])[:, :, 0]
+            lg2 = -0.5 * (r * Vr2).sum(1) - 0.5 * np.linalg.slogdet(V2)[1]
+            grad2 = (a / (s * s)) * np.einsum("njo,no->nj", cov_a, Vr2)
+        else:  # linear: N(y; A x / a, (sigma_y^2 + s^2 c / a^2) I)
+            v2 = sy * sy + s * s * c_lin / (a * a)
+            r2 = y[None] - (x @ A.T) / a
+            lg2 = -0.5 * (r2 * r2).sum(1) / v2 - 0.5 * dy * np.log(v2)
+            grad2 = (r2 @ A) / (a * v2)
+        l1, l2 = np.log1p(-eps) + lg, np.log(eps) + lg2
+        lmix = np.logaddexp(l1, l2)
+        p1 = np.exp(l1 - lmix)[:, None]
+        return lmix, p1 * grad + (1 - p1) * grad2, m
 
     x = start_draws(inst, n, pts, rng, start)
     lg, grad, m = potential(x, 0)
     lw = lg.copy()
     resamplings = 0
     m_prev = None
+    lowest = n
     for k in range(steps):
         c0, c1, sig2 = kernel(pts, k)
         mu = c0 * extrapolate(pts, k, m, m_prev, order) + c1 * x
+        lowest = min(lowest, ess(lw))
         if ess(lw) < 0.5 * n:
             idx = systematic(lw, rng)
             x, lg, grad, mu, m, lw = x[idx], lg[idx], grad[idx], mu[idx], m[idx], np.zeros(n)
@@ -205,6 +238,8 @@ def twisted_smc(inst, n, steps, rng, start="gauss", order=1):
         log_p_over_q = ((((d - shift) ** 2).sum(1) - (d * d).sum(1)) / (2 * sig2)) if sig2 > 0 else 0.0
         lw = lw + lgp - lg + log_p_over_q
         x, lg, grad, m, m_prev = xp, lgp, gradp, mp, m
+    if info is not None:
+        info["min_ess"] = min(lowest, ess(lw))
     return x[systematic(lw, rng)], resamplings
 
 
@@ -224,7 +259,19 @@ def main():
     ap.add_argument("--start", default="gauss", choices=["gauss", "exact"], help="with --twisted: the first draws")
     ap.add_argument("--multistep", action="store_true",
                     help="with --twisted: the twisted filter with the DDPM kernel against the multistep kernel")
+    ap.add_argument("--defensive", default="",
+                    help="KIND,EPS,KAPPA with --twisted: the twisted filter with the multistep kernel (as --multistep's "
+                         "second row) against the same with the defensive potential (1 - EPS) g + EPS g_def, g_def "
+                         "the moment potential with its A Cov A^T times KAPPA (KIND inflate) or the linear potential "
+                         "(KIND linear); with --instance: the lowest ESS of each run too")
+    ap.add_argument("--runs", type=int, default=1, help="with --twisted over instances: seeds per instance")
+    ap.add_argument("--ess-below", type=float, default=500, help="with --defensive --instance: count runs whose "
+                                                                  "lowest ESS falls below this")
     args = ap.parse_args()
+    defensive = None
+    if args.defensive:
+        kind, eps, kappa = args.defensive.split(",")
+        defensive = (kind, float(eps), float(kappa))
     d_x = args.dx
     rng = np.random.default_rng([0, d_x, args.dy])
     insts = [Instance(rng, d_x, args.dy) for _ in range(max(args.instances, 20))]
@@ -253,6 +300,31 @@ def main():
             print(f"| samples | {np.mean(final):.4f} +- {np.std(final, ddof=1) / np.sqrt(len(final)):.4f} | | |",
                   flush=True)
         return
+    if args.twisted and args.instance is not None and defensive is not None:
+        inst = insts[args.instance]
+        rows = {"twisted_ms": None, "defensive": defensive}
+        dw, low = {name: [] for name in rows}, {name: [] for name in rows}
+        for seed in range(args.seeds):
+            line = f"seed {seed}:"
+            for name, dfn in rows.items():
+                info = {}
+                x, nres = twisted_smc(inst, args.particles, args.steps, np.random.default_rng([seed, args.instance, 99]),
+                                      args.start, 2, dfn, info)
+                dw[name].append(tv(np.bincount(mode_of(inst, x), minlength=25).astype(float), inst.post_w))
+                low[name].append(info["min_ess"])
+                line += f"  {name}: dw {dw[name][-1]:.4f} lowest ESS {low[name][-1]:.0f} ({nres} resamplings)"
+            print(line, flush=True)
+        print(f"d_x {d_x}, instance {args.instance} (sigma_y {inst.sigma_y:.4g}), {args.seeds} seeds, "
+              f"{args.particles} particles, start {args.start}, multistep kernel; defensive {args.defensive}")
+        for name in rows:
+            v, e = np.array(dw[name]), np.array(low[name])
+            print(f"  {name}: dw {v.mean():.4f} +- {v.std(ddof=1) / np.sqrt(len(v)):.4f} (se; {v.min():.4f} .. "
+                  f"{v.max():.4f}), {int(np.sum(v > 0.08))} runs above 0.08; lowest ESS < {args.ess_below:.0f} on "
+                  f"{int(np.sum(e < args.ess_below))} runs (lowest {e.min():.0f}, median {np.median(e):.0f})")
+        dd = np.array(dw["defensive"]) - np.array(dw["twisted_ms"])
+        print(f"  paired dw change (defensive - twisted_ms): {dd.mean():+.4f} +- {dd.std(ddof=1) / np.sqrt(len(dd)):.4f}"
+              f", lower on {int(np.sum(dd < 0))} of {len(dd)}")
+        return
     if args.twisted and args.instance is not None:
         inst = insts[args.instance]
         dw = {"linear": [], "twisted": []}
@@ -274,29 +346,48 @@ def main():
         return
     if args.twisted:
         # with --multistep: the twisted filter with the DDPM kernel against the same with the multistep kernel
-        names = ["floor", "twisted", "twisted_ms"] if args.multistep else ["floor", "linear", "twisted"]
-        sw, dw = {name: [] for name in names}, {name: [] for name in names}
+        names = (["floor", "twisted_ms", "defensive"] if defensive is not None
+                 else ["floor", "twisted", "twisted_ms"] if args.multistep else ["floor", "linear", "twisted"])
+        # runs[name][i]: (SW, dw, lowest ESS) of each run on instance i; run r of instance i has the seeds
+        # [1 + i + 1000 r, ...] (r = 0: the earlier single-run measurements' seeds).
+        runs = {name: [[] for _ in range(args.instances)] for name in names}
         for i, inst in enumerate(insts[:args.instances]):
-            line = f"instance {i}:"
-            for name in sw:
-                srng = np.random.default_rng([1 + i, d_x, args.dy, 7])
-                if name == "floor":  # a second exact sample set
-                    x, nres = inst.sample(args.particles, np.random.default_rng([1 + i, d_x, args.dy, 8])), 0
-                elif name == "linear":
-                    x, nres, _ = smc(inst, args.particles, args.steps, srng, start=args.start)
-                else:
-                    x, nres = twisted_smc(inst, args.particles, args.steps, srng, args.start,
-                                          2 if name == "twisted_ms" else 1)
-                sw[name].append(sliced_w1(x, inst.sample(len(x), srng), 100, srng))
-                dw[name].append(tv(np.bincount(mode_of(inst, x), minlength=25).astype(float), inst.post_w))
-                line += f"  {name}: SW {sw[name][-1]:.3f} dw {dw[name][-1]:.4f} ({nres} resamplings)"
-            print(line, flush=True)
-        for name in sw:
-            v, w = np.array(sw[name]), np.array(dw[name])
-            print(f"{name}: SW {np.median(v):.3f} / {v.mean():.3f} +- {v.std(ddof=1):.3f}, dw {w.mean():.4f} +- "
-                  f"{w.std(ddof=1):.4f}")
-        for label, t in (("dw", dw), ("SW", sw)):
-            dd = np.array(t[names[2]]) - np.array(t[names[1]])
+            for r in range(args.runs):
+                line = f"instance {i}" + (f" run {r}" if args.runs > 1 else "") + ":"
+                for name in names:
+                    srng = np.random.default_rng([1 + i + 1000 * r, d_x, args.dy, 7])
+                    info = {"min_ess": np.nan}
+                    if name == "floor":  # a second exact sample set
+                        x, nres = inst.sample(args.particles,
+                                              np.random.default_rng([1 + i + 1000 * r, d_x, args.dy, 8])), 0
+                    elif name == "linear":
+                        x, nres, _ = smc(inst, args.particles, args.steps, srng, start=args.start)
+                    else:
+                        x, nres = twisted_smc(inst, args.particles, args.steps, srng, args.start,
+                                              1 if name == "twisted" else 2, defensive if name == "defensive" else None,
+                                              info)
+                    if defensive is not None:  # one reference sample set and direction draw for every row
+                        ref_rng = np.random.default_rng([1 + i + 1000 * r, d_x, args.dy, 9])
+                        sw = sliced_w1(x, inst.sample(len(x), ref_rng), 100, ref_rng)
+                    else:
+                        sw = sliced_w1(x, inst.sample(len(x), srng), 100, srng)
+                    dw = tv(np.bincount(mode_of(inst, x), minlength=25).astype(float), inst.post_w)
+                    runs[name][i].append((sw, dw, info["min_ess"]))
+                    line += f"  {name}: SW {sw:.3f} dw {dw:.4f} ({nres} resamplings"
+                    line += f", lowest ESS {info['min_ess']:.0f})" if name not in ("floor", "linear") else ")"
+                print(line, flush=True)
+        print(f"d_x {d_x}, d_y {args.dy}, {args.instances} instances x {args.runs} runs, {args.particles} particles x "
+              f"{args.steps} steps, start {args.start}" + (f", defensive {args.defensive}" if defensive else ""))
+        for name in names:
+            v = np.array([t for per in runs[name] for t in per])
+            print(f"{name}: SW {np.median(v[:, 0]):.3f} / {v[:, 0].mean():.3f} +- {v[:, 0].std(ddof=1):.3f}, dw "
+                  f"{v[:, 1].mean():.4f} +- {v[:, 1].std(ddof=1):.4f}"
+                  + (f", lowest ESS < {args.ess_below:.0f} on {int(np.sum(v[:, 2] < args.ess_below))} of {len(v)} runs"
+                     if name not in ("floor", "linear") else ""))
+        # Paired changes averaged over an instance's runs first; se over the instances.
+        a, b = np.array(runs[names[2]]), np.array(runs[names[1]])
+        for label, col in (("dw", 1), ("SW", 0)):
+            dd = (a[:, :, col] - b[:, :, col]).mean(1)
             print(f"paired {label} change ({names[2]} - {names[1]}): {dd.mean():+.4f} +- "
                   f"{dd.std(ddof=1) / np.sqrt(len(dd)):.4f} (se over {len(dd)} instances), lower on {int(np.sum(dd < 0))}")
         return
