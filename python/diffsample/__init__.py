@@ -579,6 +579,17 @@ def _target(target: Any) -> Tuple[float, float]:
     return _real(a, "target[0] (a)"), _real(s, "target[1] (s)")
 
 
+def _langevin_options(settings: dict, target: Any) -> Any:
+    """LangevinOptions from keyword settings and the target channel. target_a / target_s given as settings were set
+    and then overwritten by target's (1, 0) without a word: they are refused, pointing at target=."""
+    for key in ("target_a", "target_s"):
+        if key in settings:
+            raise TypeError(f"{key}: set the target channel with target=(a, s), not {key}=")
+    o = _fill(LangevinOptions(), settings)
+    o.target_a, o.target_s = _target(target)
+    return o
+
+
 def _schedule(schedule: Union[None, str, NoiseSchedule]) -> Optional[NoiseSchedule]:
     if schedule is None or isinstance(schedule, NoiseSchedule):
         return schedule
@@ -880,8 +891,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
     Returns x (the same object). Asynchronous on CUDA (read x after the stream); on the CPU it returns when done.
     Raises InvalidArgument for a bad option (steps up to diffsample.limits.max_steps) or array.
     """
-    o = _fill(LangevinOptions(), options)
-    o.target_a, o.target_s = _target(target)
+    o = _langevin_options(options, target)
     m = _mixture(mixture)
     _writable(x, "x", required=True), _writable(_trajectory(trajectory, o, "steps"), "trajectory")
     _writable(accepted, "accepted", "int64")
@@ -1228,8 +1238,7 @@ class SamplingPlan:
 
         Returns a SamplingPlan with rows = n. Synchronises once (the constructor's uploads on CUDA).
         """
-        o = _fill(LangevinOptions(), options)
-        o.target_a, o.target_s = _target(target)
+        o = _langevin_options(options, target)
         return cls(_core.SamplingPlan.langevin(_int64(n, "n"), _int64(d, "d"), o,
                                                _enum(_core.ModelOutput, output, "output"),
                                                _enum(_core.Executor, device, "device"), _stream_handle(stream)), like)

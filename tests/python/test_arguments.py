@@ -324,3 +324,17 @@ def test_n_given_with_out_must_agree(mixture2):
         assert call(5) is out
         assert call(None) is out
         out[:] = 0
+
+
+@pytest.mark.skipif(not ds._core.HAS_SAMPLING_PLANS, reason="the library has no ask/tell plans")
+def test_langevin_target_is_set_by_target_only(mixture2):
+    # langevin(..., target_a=0.5, target_s=0.5) set the options' fields and then overwrote them with target's
+    # default (1, 0): the chains ran on the mixture itself without a word. The keywords are refused, naming target=.
+    # Seen failing before the fix (no error; the run equalled the one without them).
+    x = np.ones((4, 2), np.float32)
+    for key in ("target_a", "target_s"):
+        with pytest.raises(TypeError, match=rf"^{key}: set the target channel with target=\(a, s\), not {key}=$"):
+            ds.langevin(mixture2, x.copy(), steps=3, step_size=0.1, **{key: 0.5})
+        with pytest.raises(TypeError, match=rf"^{key}: set the target channel with target="):
+            ds.SamplingPlan.langevin(4, 2, steps=3, step_size=0.1, **{key: 0.5})
+    np.testing.assert_array_equal(x, 1.0)
