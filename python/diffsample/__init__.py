@@ -1588,7 +1588,7 @@ class MixturePosterior:
         """Covariance of the posterior: a new (d_x, d_x) float64 NumPy array (host; synchronous)."""
         return self._p.covariance()
 
-    def sample(self, n: Optional[int] = None, *, seed: int = 0, out: Array = None, dtype: str = "float32",
+    def sample(self, n: Optional[int] = None, *, seed: int = 0, out: Array = None, dtype: Optional[str] = None,
                labels: bool = False, first_index: int = 0, stream: Stream = None) -> Any:
         """Exact posterior samples. Sample i uses the Philox stream (seed, first_index + i, 0).
 
@@ -1598,19 +1598,23 @@ class MixturePosterior:
             seed: the random stream's seed.
             out: (n, d_x) float32 or float64 writable array to fill (NumPy, PyTorch, CuPy; CPU or CUDA: the
                 executor follows it).
-            dtype: 'float32' or 'float64', the dtype of a new out.
+            dtype: 'float32' or 'float64', the dtype of a new out (None: float32); given with out, it must be
+                out's dtype.
             labels: True to also return each sample's component index, an (n,) int32 array on out's device.
             first_index: index of the first sample in the random stream (<= diffsample.limits.max_first_chain).
             stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
 
         Returns out, or (out, labels) when labels is True. Asynchronous on CUDA; on the CPU it returns when done.
         """
+        if dtype is not None and dtype not in ("float32", "float64"):
+            raise InvalidArgument(f"dtype: {dtype!r}, expected 'float32' or 'float64'")
         if out is None:
-            if dtype not in ("float32", "float64"):
-                raise InvalidArgument(f"dtype: {dtype!r}, expected 'float32' or 'float64'")
-            out = _empty(None, (_count(n), self.dim), dtype, "n")
+            out = _empty(None, (_count(n), self.dim), dtype or "float32", "n")
         _writable(out, "out", None)
         _count_agrees(n, out)
+        if dtype is not None and str(out.dtype).replace("torch.", "") != dtype:
+            raise InvalidArgument(f"dtype: {dtype!r}, but out is {str(out.dtype).replace('torch.', '')} (out= sets "
+                                  "the dtype; give dtype or out, or the same dtype)")
         lab = _empty(out, (_shape(out)[0],), "int32", role="labels") if _flag(labels, "labels") else None
         self._p.sample(out, _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))

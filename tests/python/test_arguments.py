@@ -324,6 +324,12 @@ def test_n_given_with_out_must_agree(mixture2):
         assert call(5) is out
         assert call(None) is out
         out[:] = 0
+    # dtype given with out: it was ignored too (dtype="float64" filled a float32 out).
+    with pytest.raises(ds.InvalidArgument, match=r"^dtype: 'float64', but out is float32 \(out= sets the dtype; "):
+        posterior.sample(out=out, dtype="float64")
+    assert not out.any()
+    assert posterior.sample(out=out, dtype="float32") is out
+    assert posterior.sample(3, dtype="float64").dtype == np.float64 and posterior.sample(3).dtype == np.float32
 
 
 @pytest.mark.skipif(not ds._core.HAS_SAMPLING_PLANS, reason="the library has no ask/tell plans")
