@@ -643,6 +643,9 @@ class GaussianMixture:
     InvalidArgument for a bad size or value (dim and K up to diffsample.limits.max_dim and max_components).
     """
 
+    # No other attributes: one set on the object (plan.eta = 0.5, a misspelt name) would change nothing.
+    __slots__ = ("_m", "__weakref__")
+
     def __init__(self, weights: ProblemData, means: ProblemData, variances: ProblemData, *,
                  _core_mixture: Any = None):
         if _core_mixture is not None:
@@ -969,6 +972,9 @@ class DiffusionPlan:
     later call of the plan synchronises.
     """
 
+    # No other attributes: one set on the object (plan.eta = 0.5, a misspelt name) would change nothing.
+    __slots__ = ("_n", "_d", "_options", "_plan", "__weakref__")
+
     def __init__(self, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
                  schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None, **options: Any):
         o = _diffusion_options(schedule, options)
@@ -1179,6 +1185,9 @@ class SamplingPlan:
     constructors upload their tables and synchronise; ask() is host-only, and tell(), reset() and the outputs are
     asynchronous on CUDA: no per-ask allocation or synchronisation.
     """
+
+    # No other attributes: one set on the object (plan.eta = 0.5, a misspelt name) would change nothing.
+    __slots__ = ("_plan", "_like", "__weakref__")
 
     def __init__(self, core_plan: Any, like: Any = None):
         if not _core.HAS_SAMPLING_PLANS or not isinstance(core_plan, _core.SamplingPlan):
@@ -1566,6 +1575,9 @@ class MixturePosterior:
     disagree, a value is not finite, sigma_y < 0, or a component's A Sigma_k A^T + sigma_y^2 I is not positive
     definite (d_y up to diffsample.limits.max_posterior_d_y).
     """
+
+    # No other attributes: one set on the object (plan.eta = 0.5, a misspelt name) would change nothing.
+    __slots__ = ("_p", "__weakref__")
 
     def __init__(self, prior: GaussianMixture, A: Operator, sigma_y: ProblemScalar, y: ProblemData):
         self._p = _core.MixturePosterior(_mixture(prior, "prior"), _operator(A),

@@ -159,3 +159,19 @@ def test_a_diffusion_plans_settings_are_read_only():
         with pytest.raises(AttributeError):
             setattr(plan, name, 5)
     assert plan.steps == 10 and plan.options.steps == 10 and plan.n == 4
+
+
+def test_the_package_objects_take_no_other_attributes(mixture2):
+    # plan.eta = 0.5, mixture.variance = 2 or a misspelt name was stored on the Python object and read by nothing:
+    # the settings are fixed when the object is made. Such an assignment is an AttributeError now. Seen failing
+    # before (no error for any).
+    objects = [mixture2, ds.DiffusionPlan(4, 2, steps=3), ds.MixturePosterior(mixture2, [[1.0, 0.0]], 0.5, [0.1])]
+    if ds._core.HAS_SAMPLING_PLANS:
+        objects.append(ds.SamplingPlan.diffusion(4, 2, steps=3))
+    for obj in objects:
+        with pytest.raises(AttributeError):
+            obj.eta = 0.5
+        assert not hasattr(obj, "eta")
+    import weakref
+
+    assert all(weakref.ref(obj)() is obj for obj in objects)
