@@ -751,6 +751,14 @@ void finish_problems(executor where, std::int64_t B, const double* log_z, const 
       stream);
 }
 
+/// The potentials, start correction and multistep kernel of a run, from its resolved options (smc only).
+void report_resolved(guided_report& report, const guided_options& resolved) {
+  if (resolved.sampler != guided_sampler::smc) return;
+  report.potentials = resolved.potentials;
+  report.start_correction = resolved.start_correction;
+  report.multistep_kernel = resolved.multistep_kernel;
+}
+
 }  // namespace
 
 std::vector<double> guided_times(const gaussian_mixture& prior, const guided_problems& problems,
@@ -853,6 +861,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   const cudaStream_t stream = exec.stream;
   guided_report report;
   report.ran = where;
+  report_resolved(report, o);
 
   // The CPU executor's SIMD target, and the mixture's constants at step k's channel for the SMC's weighting step
   // (the run's table).
@@ -1542,6 +1551,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   const std::size_t row = static_cast<std::size_t>(d) * sizeof(float);
   guided_report report;
   report.ran = where;
+  report_resolved(report, o);
 
   // The rows arrive in slot order, so every slot's ancestor is its own row of the exchanged buffer.
   std::vector<std::int32_t> slots(static_cast<std::size_t>(BL));

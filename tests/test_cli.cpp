@@ -160,6 +160,34 @@ TEST_F(Cli, EverySubcommandHasHelp) {
   EXPECT_EQ(run("info").rc, 0);
 }
 
+// --version, -V and the version subcommand print "diffsample X.Y.Z", the library's version() (CMake's project
+// VERSION, the one source), and exit 0 with nothing on stderr; info's first line is the same. version and info take
+// no options but --help (an unknown one: exit status 2, naming it). Seen failing before the flags existed (--version
+// ran the demo's parser: "unknown option '--version'", exit status 2) and with info ignoring its arguments.
+TEST_F(Cli, VersionPrintsTheLibraryVersion) {
+  const std::string expected = std::string("diffsample ") + ds::version() + "\n";
+  for (const char* cmd : {"--version", "-V", "version"}) {
+    const result r = run(cmd);
+    EXPECT_EQ(r.rc, 0) << cmd << ": " << r.err;
+    EXPECT_EQ(r.out, expected) << cmd;
+    EXPECT_TRUE(r.err.empty()) << cmd << ": " << r.err;
+  }
+  const result info = run("info");
+  ASSERT_EQ(info.rc, 0) << info.err;
+  EXPECT_EQ(info.out.rfind(expected, 0), 0u) << info.out;
+  for (const char* cmd : {"version --help", "info --help", "--version -h"}) {
+    const result r = run(cmd);
+    EXPECT_EQ(r.rc, 0) << cmd;
+    EXPECT_EQ(r.out.rfind("usage: diffsample", 0), 0u) << cmd << ": " << r.out;
+  }
+  for (const char* cmd : {"version --bogus", "--version 2", "info --executor cpu"}) {
+    const result r = run(cmd);
+    EXPECT_EQ(r.rc, 2) << cmd;
+    expect_failure(r, "unknown option");
+  }
+  EXPECT_NE(run("--help").out.find("diffsample version"), std::string::npos);
+}
+
 TEST_F(Cli, WithoutASubcommandTheDemoRuns) {
   const result r = run("--executor cpu --chains 512 --steps 10");
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -359,6 +387,62 @@ TEST_F(Cli, SolveDefaultPotentials) {
   const result bad = run(base + " --problem " + path("bad.json") + " --out " + path("bad.npy"));
   EXPECT_EQ(bad.rc, 1);
   expect_failure(bad, "sampler.potentials");
+}
+
+// solve names the potentials that ran (guided_report), beside the option as given: the default on posterior_d10
+// (d_y = 3) prints "potentials: automatic -> twisted (start correction, multistep kernel)" and reports
+// potentials_ran twisted with both corrections; on a problem with d_y = 9 automatic resolves to linear, with the
+// multistep kernel when asked; explicit potentials print as given. Seen failing with the report's resolved fields
+// left at their defaults (the default run printed "automatic -> linear").
+TEST_F(Cli, SolveNamesThePotentialsThatRan) {
+  const std::string base = "solve --executor cpu --particles 64 --steps 8 --seed 4";
+  const std::string d10 = base + " --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json";
+  const auto line = [](const result& r) {
+    const std::size_t at = r.out.find("\npotentials: ");
+    if (at == std::string::npos) return std::string("(none)");
+    return r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1);
+  };
+  result r = run(d10 + " --report " + path("r.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(line(r), "potentials: automatic -> twisted (start correction, multistep kernel)") << r.out;
+  nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["potentials"], "automatic");
+  EXPECT_EQ(j["start_correction"], false);
+  EXPECT_EQ(j["multistep_kernel"], false);
+  EXPECT_EQ(j["potentials_ran"], "twisted");
+  EXPECT_EQ(j["start_correction_ran"], true);
+  EXPECT_EQ(j["multistep_kernel_ran"], true);
+  r = run(d10 + " --potentials twisted");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(line(r), "potentials: twisted");
+  r = run(d10 + " --potentials linear --start-correction");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(line(r), "potentials: linear (start correction)");
+  // d_y = 9 > 8: linear, the caller's multistep kernel kept.
+  nlohmann::json file = nlohmann::json::parse(slurp(DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json"));
+  nlohmann::json A = nlohmann::json::array(), y = nlohmann::json::array();
+  for (int i = 0; i < 9; ++i) {
+    std::vector<double> row(10, 0.0);
+    row[i] = 1.0;
+    A.push_back(row);
+    y.push_back(0.5 * (i % 3) - 0.5);
+  }
+  file["observation"]["A"] = A;
+  file["observation"]["y"] = y;
+  std::ofstream(path("dy9.json")) << file.dump();
+  r = run(base + " --problem " + path("dy9.json") + " --multistep-kernel --report " + path("r9.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(line(r), "potentials: automatic -> linear (multistep kernel)");
+  j = nlohmann::json::parse(slurp(path("r9.json")));
+  EXPECT_EQ(j["potentials_ran"], "linear");
+  EXPECT_EQ(j["start_correction_ran"], false);
+  EXPECT_EQ(j["multistep_kernel"], true);
+  EXPECT_EQ(j["multistep_kernel_ran"], true);
+  // Samplers without potentials print no such line and report none.
+  r = run(d10 + " --sampler dps --report " + path("rd.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(line(r), "(none)");
+  EXPECT_FALSE(nlohmann::json::parse(slurp(path("rd.json"))).contains("potentials_ran"));
 }
 
 // solve --operator-path and the problem file's operator_path set guided_options::operator_path for dps, pigdm and tmpd:
@@ -1031,6 +1115,13 @@ TEST_F(Cli, MissingOrUnreadableFiles) {
   mkdir(path("folder.json").c_str(), 0755);
   expect_failure(run("sample --problem " + path("folder.json") + " --out " + path("out.npy")), "folder.json");
   expect_failure(run("solve --out " + path("out.npy")), "--problem");
+  // An empty name (an unset variable in "--problem $FILE") is a bad command line naming the flag, for every command
+  // that reads a problem file (seen failing before: ": cannot open: No such file or directory", exit status 1).
+  for (const char* cmd : {"sample", "solve", "sample --sampler discrete_walk_jump"}) {
+    const result r = run(std::string(cmd) + " --problem '' --out " + path("out.npy"));
+    EXPECT_EQ(r.rc, 2) << cmd;
+    expect_failure(r, "--problem: empty file name");
+  }
 }
 
 TEST_F(Cli, TruncatedNpy) {
@@ -1200,6 +1291,90 @@ TEST_F(Cli, BinaryPriorsSampleWithTheDiscreteSamplers) {
   expect_failure(run("sample --sampler discrete_langevin --out " + path("out2.npy")), "--problem", "out2.npy");
   expect_failure(run("sample --problem " + d8 + " --out " + path("out2.npy") + " --plot " + path("no/p.svg")),
                  "cannot write", "out2.npy");
+}
+
+/// The tile "jumps-C-R" or "noisy-C-R" of a discrete --plot (column C, chain R) as d values: +1 for a black cell,
+/// -1 for none, grey levels between; empty when the SVG has no such tile.
+std::vector<float> plot_tile(const std::string& svg, const std::string& grid, int column, int chain, int d) {
+  const std::string open = "<g id=\"" + grid + "-" + std::to_string(column) + "-" + std::to_string(chain) + "\">";
+  const std::size_t from = svg.find(open);
+  if (from == std::string::npos) return {};
+  const std::string g = svg.substr(from, svg.find("</g>", from) - from);
+  const int cols = int(std::ceil(std::sqrt(double(d))));
+  std::vector<float> v(std::size_t(d), -1.f);
+  long x0 = 0, y0 = 0;
+  bool frame = true;
+  for (std::size_t at = g.find("<rect "); at != std::string::npos; at = g.find("<rect ", at + 1)) {
+    long x = 0, y = 0, w = 0;
+    int level = 0;
+    if (std::sscanf(g.c_str() + at, "<rect x=\"%ld\" y=\"%ld\" width=\"%ld\"", &x, &y, &w) != 3) return {};
+    if (frame) {
+      x0 = x + 1, y0 = y + 1, frame = false;
+      continue;
+    }
+    const std::size_t fill = g.find("fill=\"rgb(", at);
+    if (fill == std::string::npos || std::sscanf(g.c_str() + fill, "fill=\"rgb(%d", &level) != 1) return {};
+    const long j = (y - y0) / w * cols + (x - x0) / w;
+    if (j < 0 || j >= d) return {};
+    v[std::size_t(j)] = float(1.0 - 2.0 * level / 255.0);
+  }
+  return v;
+}
+
+// sample's --plot for the discrete samplers shows the run it drew. walk-jump with m > 1 measurements: one column per
+// measurement (labelled 1..m), the measurement's last state y_r (entries +-1) on top and the jump after the first r
+// measurements below, which for the first chains is the --out of a run with --measurements r (the same chains: the
+// first r measurements of a longer run are those of a run of r); with m = 20, 12 evenly spaced measurements, the
+// first and the last included, named in the title. One walk (m = 1, and discrete_langevin): snapshots from step 0 to
+// the last step, whose jump (walk-jump) or state (langevin) is the run's --out. Seen failing before the columns
+// followed the measurements (the plot showed the first measurement's walk alone, its last snapshot at step 11 of
+// 20), and with the column of measurement r drawn from r - 1 measurements.
+TEST_F(Cli, DiscretePlotShowsEveryMeasurement) {
+  const int d = 8, rows = 6;
+  const std::string run_args = "sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json --executor cpu --chains 50 "
+                               "--seed 5 --quiet --sampler ";
+  const auto first_rows = [&](const std::string& file, int chain) {
+    const ds::npy::matrix<float> m = ds::npy::read_f32(path(file));
+    return std::vector<float>(m.values.begin() + chain * d, m.values.begin() + (chain + 1) * d);
+  };
+  for (int r = 1; r <= 3; ++r)
+    ASSERT_EQ(run(run_args + "discrete_walk_jump --steps 20 --measurements " + std::to_string(r) + " --out " + path("m" +
+                  std::to_string(r) + ".npy")).rc, 0);
+  ASSERT_EQ(run(run_args + "discrete_walk_jump --steps 20 --measurements 3 --plot " + path("p3.svg")).rc, 0);
+  const std::string svg = slurp(path("p3.svg"));
+  EXPECT_NE(svg.find("all 3 measurements"), std::string::npos);
+  EXPECT_TRUE(plot_tile(svg, "jumps", 3, 0, d).empty()) << "a fourth column";
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NE(svg.find("text-anchor=\"middle\">" + std::to_string(c + 1) + "</text>"), std::string::npos) << c;
+    for (int chain = 0; chain < rows; ++chain) {
+      const std::vector<float> y = plot_tile(svg, "noisy", c, chain, d);
+      ASSERT_EQ(y.size(), std::size_t(d)) << "column " << c << ", chain " << chain;
+      for (float v : y) EXPECT_TRUE(v == 1.f || v == -1.f) << v;
+      EXPECT_EQ(plot_tile(svg, "jumps", c, chain, d), first_rows("m" + std::to_string(c + 1) + ".npy", chain))
+          << "measurement " << c + 1 << ", chain " << chain;
+    }
+  }
+  // m = 20: 12 of them, the last one the run's.
+  ASSERT_EQ(run(run_args + "discrete_walk_jump --measurements 20 --steps 3 --plot " + path("p20.svg") + " --out " +
+                path("m20.npy")).rc, 0);
+  const std::string many = slurp(path("p20.svg"));
+  EXPECT_NE(many.find("12 of 20 measurements"), std::string::npos);
+  EXPECT_FALSE(plot_tile(many, "jumps", 11, 0, d).empty());
+  EXPECT_TRUE(plot_tile(many, "jumps", 12, 0, d).empty());
+  EXPECT_NE(many.find("text-anchor=\"middle\">20</text>"), std::string::npos);
+  for (int chain = 0; chain < rows; ++chain)
+    EXPECT_EQ(plot_tile(many, "jumps", 11, chain, d), first_rows("m20.npy", chain)) << chain;
+  // One walk: 12 snapshots ending at step 20, the run's jump (walk-jump) and state (langevin).
+  for (const char* sampler : {"discrete_walk_jump", "discrete_langevin"}) {
+    ASSERT_EQ(run(run_args + sampler + " --steps 20 --plot " + path("w.svg") + " --out " + path("w.npy")).rc, 0)
+        << sampler;
+    const std::string walk = slurp(path("w.svg"));
+    EXPECT_NE(walk.find("text-anchor=\"middle\">20</text>"), std::string::npos) << sampler;
+    EXPECT_TRUE(plot_tile(walk, "jumps", 12, 0, d).empty()) << sampler;
+    const char* grid = std::string(sampler) == "discrete_walk_jump" ? "jumps" : "noisy";
+    for (int chain = 0; chain < rows; ++chain)
+      EXPECT_EQ(plot_tile(walk, grid, 11, chain, d), first_rows("w.npy", chain)) << sampler << ", chain " << chain;
+  }
 }
 
 // --- outputs: identity, regular files, all or none, signals, standard output --------------------------------

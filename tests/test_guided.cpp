@@ -1293,6 +1293,48 @@ TEST(Guided, DefaultPotentialsResolvePerRun) {
   }
 }
 
+// guided_report names the potentials, start correction and multistep kernel a run took, automatic resolved: at
+// d_y = 3 twisted with both corrections; at d_y = 9 linear with the caller's flags (none, then the multistep kernel);
+// on a grid ending above s = 0 linear; explicit choices as given; dps, which has no potentials, linear and neither
+// correction. Seen failing with the report left at its defaults (d_y = 3 reported linear, no corrections).
+TEST(Guided, ReportNamesThePotentialsThatRan) {
+  const benchmark_problem p = make_problem(4, 5);
+  ds::guided_options o;
+  o.particles = 32;
+  o.steps = 8;
+  o.seed = 3;
+  const auto report = [&](const ds::guided_problems& g, const ds::guided_options& e) {
+    std::vector<float> x(static_cast<std::size_t>(g.problems * e.particles * p.prior.dim()));
+    ds::guided_outputs out;
+    out.particles = x.data();
+    return ds::guided_sample(p.prior, out, g, e, cpu());
+  };
+  const auto expect = [](const ds::guided_report& r, ds::guided_potentials potentials, bool corrected,
+                         bool multistep, const char* what) {
+    EXPECT_EQ(r.potentials, potentials) << what << ": " << ds::to_string(r.potentials);
+    EXPECT_EQ(r.start_correction, corrected) << what;
+    EXPECT_EQ(r.multistep_kernel, multistep) << what;
+  };
+  const ds::guided_problems small = random_problems(p.prior, 3, 7), large = random_problems(p.prior, 9, 8);
+  expect(report(small, o), ds::guided_potentials::twisted, true, true, "automatic, d_y = 3");
+  expect(report(large, o), ds::guided_potentials::linear, false, false, "automatic, d_y = 9");
+  ds::guided_options e = o;
+  e.multistep_kernel = true;
+  expect(report(large, e), ds::guided_potentials::linear, false, true, "automatic, d_y = 9, multistep kernel");
+  e = o;
+  e.schedule.with_grid(ds::time_grid::uniform, 1.0, 0.05);
+  expect(report(small, e), ds::guided_potentials::linear, false, false, "automatic, grid ending at t = 0.05");
+  e = o;
+  e.potentials = ds::guided_potentials::moment;
+  expect(report(small, e), ds::guided_potentials::moment, false, false, "moment");
+  e.potentials = ds::guided_potentials::linear;
+  e.start_correction = true;
+  expect(report(small, e), ds::guided_potentials::linear, true, false, "linear, start correction");
+  e = o;
+  e.sampler = ds::guided_sampler::dps;
+  expect(report(small, e), ds::guided_potentials::linear, false, false, "dps");
+}
+
 // The default potentials against the exact posterior at the budget they are meant for (100 steps), the checks of
 // check_posterior (8 replicas of N = 2048 at d_x = 10): component weights within 5 se + 0.02, the misfit along A
 // within 4 se, the within-component distance within 2x the floor. Measured: max weight error 0.0096, misfit 0.752

@@ -315,6 +315,15 @@ struct guided_report {
   /// operator_gemm_worthwhile(), TMPD past d_y x d_x >= 4096, or forced by guided_options::operator_path), else
   /// direct.
   mixture_path operator_path = mixture_path::direct;
+  /// smc: the intermediate potentials that ran, guided_options::potentials with automatic resolved for this run
+  /// (twisted or linear: guided_potentials::automatic); the other samplers, which have none, leave linear.
+  guided_potentials potentials = guided_potentials::linear;
+  /// smc: whether the start correction ran (guided_options::start_correction, or turned on by automatic potentials
+  /// resolved to twisted); false for the other samplers.
+  bool start_correction = false;
+  /// smc: whether the multistep backward kernel ran (guided_options::multistep_kernel, or turned on by automatic
+  /// potentials resolved to twisted); false for the other samplers.
+  bool multistep_kernel = false;
 };
 
 /// Bytes of workspace guided_sample() needs (state buffers, the per-step tables and the resampling workspace).

@@ -1646,6 +1646,9 @@ NB_MODULE(_core, m) {
         auto dct = report(r.ran);
         dct["launches"] = r.launches;
         dct["operator_path"] = ds::to_string(r.operator_path);
+        dct["potentials"] = ds::to_string(r.potentials);
+        dct["start_correction"] = r.start_correction;
+        dct["multistep_kernel"] = r.multistep_kernel;
         return dct;
       },
       "prior"_a, "problems"_a, "options"_a, "particles"_a = nb::none(), "log_weights"_a = nb::none(),

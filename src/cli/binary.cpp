@@ -134,11 +134,13 @@ double max_mean_z(const std::vector<float>& a, const std::vector<float>& b, std:
   return worst;
 }
 
-/// An SVG of two image grids: rows are chains, columns snapshots along the walk; the top grid shows the noisy
-/// states y (black = +1), the bottom one their jumps sign(E[x | y]) (or E[x | y] as grey levels).
+/// An SVG of two image grids: rows are chains, columns the snapshots @p labels name; the top grid shows noisy
+/// states (black = +1), labelled @p top_label, the bottom one the jumps sign(E[x | y]) (or E[x | y] as grey levels).
+/// Each tile is a group with the id "noisy-C-R" or "jumps-C-R" (column C, chain R), whose first rect is its frame.
 std::string svg_chains(const std::string& title, const std::vector<std::vector<float>>& noisy,
                        const std::vector<std::vector<float>>& jumps, std::int64_t rows, std::int64_t d,
-                       const std::vector<std::int64_t>& steps) {
+                       const std::vector<std::string>& labels, const std::string& top_label,
+                       const std::string& caption) {
   const std::int64_t cols_px = std::int64_t(std::ceil(std::sqrt(double(d))));
   const std::int64_t rows_px = (d + cols_px - 1) / cols_px;
   const int cell = std::max(2, int(48 / cols_px)), gap = 6, left = 70, top = 40;
@@ -151,14 +153,15 @@ std::string svg_chains(const std::string& title, const std::vector<std::vector<f
     << width << ' ' << height << "\" font-family=\"sans-serif\" font-size=\"12\" shape-rendering=\"crispEdges\">\n"
     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     << "<text x=\"" << width / 2 << "\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">" << title << "</text>\n";
-  auto grid = [&](const std::vector<std::vector<float>>& frames, std::int64_t y0, const char* label) {
+  auto grid = [&](const std::vector<std::vector<float>>& frames, std::int64_t y0, const std::string& label,
+                  const char* id) {
     s << "<text x=\"8\" y=\"" << y0 + grid_h / 2 << "\" transform=\"rotate(-90 14 " << y0 + grid_h / 2
       << ")\" text-anchor=\"middle\">" << label << "</text>\n";
     for (std::int64_t c = 0; c < snaps; ++c)
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t x0 = left + c * (tile_w + gap), yy = y0 + r * (tile_h + gap);
-        s << "<rect x=\"" << x0 - 1 << "\" y=\"" << yy - 1 << "\" width=\"" << tile_w + 2 << "\" height=\"" << tile_h + 2
-          << "\" fill=\"none\" stroke=\"#bbbbbb\"/>\n";
+        s << "<g id=\"" << id << '-' << c << '-' << r << "\">\n<rect x=\"" << x0 - 1 << "\" y=\"" << yy - 1
+          << "\" width=\"" << tile_w + 2 << "\" height=\"" << tile_h + 2 << "\" fill=\"none\" stroke=\"#bbbbbb\"/>\n";
         for (std::int64_t j = 0; j < d; ++j) {
           const double v = frames[c][r * d + j];
           const int level = int(std::lround(255 * (1 - std::clamp((v + 1) / 2, 0.0, 1.0))));  // +1 black
@@ -167,16 +170,27 @@ std::string svg_chains(const std::string& title, const std::vector<std::vector<f
             << cell << "\" height=\"" << cell << "\" fill=\"rgb(" << level << ',' << level << ',' << level
             << ")\"/>\n";
         }
+        s << "</g>\n";
       }
   };
-  grid(noisy, top, "noisy states y");
-  grid(jumps, top + grid_h + 40, "jumps");
+  grid(noisy, top, top_label, "noisy");
+  grid(jumps, top + grid_h + 40, "jumps", "jumps");
   for (std::int64_t c = 0; c < snaps; ++c)
     s << "<text x=\"" << left + c * (tile_w + gap) + tile_w / 2 << "\" y=\"" << top + grid_h + 22
-      << "\" text-anchor=\"middle\">" << steps[c] << "</text>\n";
-  s << "<text x=\"" << left << "\" y=\"" << height - 16 << "\">columns: step of the walk; rows: chains; black = +1"
-    << "</text>\n</svg>\n";
+      << "\" text-anchor=\"middle\">" << labels[c] << "</text>\n";
+  s << "<text x=\"" << left << "\" y=\"" << height - 16 << "\">" << caption << "</text>\n</svg>\n";
   return s.str();
+}
+
+/// The snapshots of --plot: @p count values from 0 to @p last (both included), evenly spaced and rounded, without
+/// repeats (fewer when last + 1 < count).
+std::vector<std::int64_t> spread_points(std::int64_t last, std::int64_t count) {
+  std::vector<std::int64_t> at;
+  for (std::int64_t c = 0; c < count; ++c) {
+    const std::int64_t v = count > 1 ? std::int64_t(std::llround(double(c) * double(last) / double(count - 1))) : last;
+    if (at.empty() || v != at.back()) at.push_back(v);
+  }
+  return at;
 }
 
 }  // namespace
@@ -357,29 +371,64 @@ int run_sample_binary(int argc, char** argv, int first) {
     }
   }
   if (has("--plot")) {
-    // The first chains of the run (same seed, same chain ids: identical walks), advanced in consecutive calls
-    // (first_step), with the jump of each snapshot.
+    // The first chains of the run (same seed, same chain ids: identical walks) on the CPU executor.
     const std::int64_t rows = std::min<std::int64_t>(n, 6), snaps = 12;
-    const std::int64_t every = std::max<std::int64_t>(1, steps / (snaps - 1));
-    std::vector<float> y(std::size_t(rows * d)), den(y.size());
     std::vector<std::vector<float>> noisy, jumps;
-    std::vector<std::int64_t> at;
-    l.steps = 0;
-    for (std::int64_t c = 0; c < snaps; ++c) {
-      ds::discrete_langevin(prior, y.data(), {}, rows, l, {ds::executor::cpu});
-      prior.evaluate(den.data(), rows, y.data(), alpha, ds::quantity::denoiser, {ds::executor::cpu});
-      if (!mean)
-        for (float& v : den) v = v >= 0.f ? 1.f : -1.f;
-      noisy.push_back(y);
-      jumps.push_back(den);
-      at.push_back(std::int64_t(l.first_step + l.steps));
-      l.first_step += std::uint64_t(l.steps);
-      l.start_uniform = false;
-      l.steps = every;
+    std::vector<std::string> labels;
+    std::string title, top_label, caption;
+    if (walk_jump && measurements > 1) {
+      // One column per measurement (at most 12, evenly spaced, the first and the last included): the walk's state
+      // y_r that ends measurement r and the jump sign(E[x | y_1..r]) after it, from walk-jump runs of the first r
+      // and r - 1 measurements (measurement r's steps use the stream steps r x steps + k whatever m is, so these
+      // are the run's measurements; y_r = u_r - u_(r-1), u the sum the run outputs as noisy).
+      std::vector<float> u(std::size_t(rows * d)), u_before(u.size()), jump(u.size());
+      ds::discrete_walk_jump_options p = w;
+      for (const std::int64_t before : spread_points(measurements - 1, snaps)) {
+        std::fill(u_before.begin(), u_before.end(), 0.f);
+        if (before > 0) {
+          p.measurements = before;
+          ds::discrete_walk_jump(prior, jump.data(), {u_before.data(), nullptr}, rows, p, {ds::executor::cpu});
+        }
+        p.measurements = before + 1;
+        ds::discrete_walk_jump(prior, jump.data(), {u.data(), nullptr}, rows, p, {ds::executor::cpu});
+        std::vector<float> y(u.size());
+        for (std::size_t i = 0; i < y.size(); ++i) y[i] = u[i] - u_before[i];
+        noisy.push_back(y);
+        jumps.push_back(jump);
+        labels.push_back(std::to_string(before + 1));
+      }
+      title = std::string("discrete walk-jump (") + ds::to_string(method) + ", alpha " + fmt(alpha, 3) + ", eta " +
+              fmt(eta, 3) + ", " + std::to_string(steps) + " steps per measurement): " +
+              (measurements > snaps ? std::to_string(noisy.size()) + " of " : std::string("all ")) +
+              std::to_string(measurements) + " measurements, " + spec.description;
+      top_label = "measurement y_r";
+      caption = "columns: measurement r (top: the walk's state ending it; bottom: the jump after y_1..r); rows: "
+                "chains; black = +1";
+    } else {
+      // One walk (discrete_langevin, or walk-jump's single measurement, whose walk it is): snapshots from the
+      // uniform start to the last step, advanced in consecutive calls (first_step), with the jump of each.
+      std::vector<float> y(std::size_t(rows * d)), den(y.size());
+      std::int64_t done = 0;
+      l.steps = 0;
+      for (const std::int64_t at : spread_points(steps, snaps)) {
+        l.steps = at - done;
+        ds::discrete_langevin(prior, y.data(), {}, rows, l, {ds::executor::cpu});
+        prior.evaluate(den.data(), rows, y.data(), alpha, ds::quantity::denoiser, {ds::executor::cpu});
+        if (!mean)
+          for (float& v : den) v = v >= 0.f ? 1.f : -1.f;
+        noisy.push_back(y);
+        jumps.push_back(den);
+        labels.push_back(std::to_string(at));
+        l.first_step += std::uint64_t(l.steps);
+        l.start_uniform = false;
+        done = at;
+      }
+      title = std::string("discrete walk (") + ds::to_string(method) + ", alpha " + fmt(alpha, 3) + ", eta " +
+              fmt(eta, 3) + ") and its jumps, " + spec.description;
+      top_label = "noisy states y";
+      caption = "columns: step of the walk; rows: chains; black = +1";
     }
-    const std::string title = std::string("discrete walk (") + ds::to_string(method) + ", alpha " + fmt(alpha, 3) +
-                              ", eta " + fmt(eta, 3) + ") and its jumps, " + spec.description;
-    const std::string svg = svg_chains(title, noisy, jumps, rows, d, at);
+    const std::string svg = svg_chains(title, noisy, jumps, rows, d, labels, top_label, caption);
     outputs.stage("--plot", {{svg.data(), svg.size()}});
   }
   if (has("--report")) {

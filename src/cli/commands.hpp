@@ -1,5 +1,5 @@
 // The subcommands of the diffsample program, one file each: sample.cpp (sample and the demo), solve.cpp, bench.cpp,
-// info.cpp; binary.cpp holds sample on Bernoulli-mixture priors. main.cpp picks one.
+// info.cpp (info and version); binary.cpp holds sample on Bernoulli-mixture priors. main.cpp picks one.
 #pragma once
 
 namespace diffsample::cli {
@@ -13,6 +13,9 @@ int run_bench(int argc, char** argv, int first);
 /// `diffsample solve --problem FILE [options]`: the exact posterior of a problem file, and exact samples of it.
 int run_solve(int argc, char** argv, int first);
 /// `diffsample info`: the executors, GPU, driver and runtime of this machine.
-int run_info();
+int run_info(int argc, char** argv, int first);
+/// `diffsample version` (also `--version`, `-V`): "diffsample X.Y.Z", the library's version() (CMake's project
+/// VERSION).
+int run_version(int argc, char** argv, int first);
 
 }  // namespace diffsample::cli

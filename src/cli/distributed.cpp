@@ -460,6 +460,7 @@ guided_run solve_guided(const gaussian_mixture& prior, const guided_problems& pr
   MPI_Gather(stats, 5, MPI_DOUBLE, every.data(), 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
   if (me != 0) return guided_run{};
   out.samples = std::move(all);
+  out.local = res.local;
   ranks.assign(static_cast<std::size_t>(size), {});
   for (int k = 0; k < size; ++k) {
     ranks[k] = rank_stats{static_cast<std::int64_t>(every[5 * k]), every[5 * k + 1], every[5 * k + 2],

@@ -141,6 +141,7 @@ struct guided_run {
   double log_z = 0;            ///< smc: log p(y) estimate (global)
   std::int32_t resamplings = 0;
   double seconds = 0;          ///< the slowest rank's time in the sampler
+  guided_report local;         ///< rank 0's guided_report (the potentials that ran: the same resolution on every rank)
 };
 
 /// Collective over every launched process: a guided sampler on one problem with the particles spread over the

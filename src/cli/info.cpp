@@ -1,10 +1,11 @@
-// `diffsample info`: the executors of this machine, its GPU, driver and runtime.
+// `diffsample info`: the executors of this machine, its GPU, driver and runtime; `diffsample version`.
 #include <cstdio>
 
 #include <cuda_runtime_api.h>
 
 #include <diffsample/diffsample.hpp>
 
+#include "cli/args.hpp"
 #include "cli/commands.hpp"
 
 namespace diffsample::cli {
@@ -14,9 +15,25 @@ void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw error(std::string(what) + ": " + cudaGetErrorString(status));
 }
 
+const char* info_usage =
+    "usage: diffsample info\n"
+    "Describes the machine: the library's version, the CPU executor's threads, and the GPU, its memory, driver and\n"
+    "runtime versions (or why no GPU was found). Takes no options.\n";
+
+const char* version_usage =
+    "usage: diffsample version (or diffsample --version, diffsample -V)\n"
+    "Prints the library's version, \"diffsample MAJOR.MINOR.PATCH\", and exits with status 0. Takes no options.\n";
+
 }  // namespace
 
-int run_info() {
+int run_version(int argc, char** argv, int first) {
+  parse_options(argc, argv, first, version_usage, {}, {}, "version");  // only --help
+  std::printf("diffsample %s\n", version());
+  return 0;
+}
+
+int run_info(int argc, char** argv, int first) {
+  parse_options(argc, argv, first, info_usage, {}, {});  // only --help
   std::printf("diffsample %s\n", version());
   std::printf("CPU executor: %d OpenMP threads\n", cpu_threads());
   if (!cuda_available()) {

@@ -27,6 +27,7 @@ const char* usage =
     "                                        exact posterior (or --sampler exact)\n"
     "       diffsample bench [options]       throughput table of ULA, MALA, DDPM, DDIM and ODE-Heun\n"
     "       diffsample info                  describe the machine: executor, GPU, driver and runtime\n"
+    "       diffsample version               the library's version (also diffsample --version or -V)\n"
     "       diffsample COMMAND --help        the options of a subcommand (diffsample demo --help: the demo's)\n";
 
 int run(int argc, char** argv) {
@@ -39,7 +40,9 @@ int run(int argc, char** argv) {
       cli::distributed::agree(std::make_exception_ptr(
           cli::usage_error(std::string(alone) + " runs as one process: under mpirun only sample, demo and solve "
                                                 "spread their work over the processes")));
-  if (std::strcmp(command, "info") == 0) return cli::run_info();
+  if (std::strcmp(command, "info") == 0) return cli::run_info(argc, argv, 2);
+  if (std::strcmp(command, "version") == 0 || std::strcmp(command, "--version") == 0 || std::strcmp(command, "-V") == 0)
+    return cli::run_version(argc, argv, 2);
   if (std::strcmp(command, "sample") == 0) return cli::run_sample(argc, argv, 2);
   if (std::strcmp(command, "bench") == 0) return cli::run_bench(argc, argv, 2);
   if (std::strcmp(command, "solve") == 0) return cli::run_solve(argc, argv, 2);

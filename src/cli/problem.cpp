@@ -555,6 +555,9 @@ std::string peek_executor(const std::string& path) noexcept {
 }
 
 problem read_problem(const std::string& path) {
+  // Every caller reads --problem's value: an empty one (an unset shell variable, --problem "$FILE") is a bad command
+  // line, as an empty output name is, not a file that cannot be opened (": cannot open").
+  if (path.empty()) throw usage_error("--problem: empty file name");
   // A regular file of at most max_problem_bytes: a device (/dev/zero), a fifo or a huge file is refused before
   // anything is read.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);

@@ -97,7 +97,7 @@ struct problem {
 };
 
 /// Reads and validates a problem file. Throws input_error for unreadable files, malformed JSON, unknown keys,
-/// wrong types or shapes, non-finite values and bad .npy files.
+/// wrong types or shapes, non-finite values and bad .npy files; usage_error for an empty @p path (--problem '').
 problem read_problem(const std::string& path);
 
 /// The sampler.executor string of the problem file @p path when it can be read as JSON and holds one, else empty.

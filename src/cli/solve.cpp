@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
+#include <string>
 
 #include <diffsample/diffsample.hpp>
 
@@ -85,6 +86,7 @@ const char* solve_usage =
     "                          N(a y; A x, a^2 sigma_y^2 + s^2 c) (one evaluation); moment N(y; A m(x), sigma_y^2 I +\n"
     "                          A Cov(x0|x) A^T) from the denoiser and its Jacobian (d_y <= 8); twisted: the moment\n"
     "                          potentials with the proposal moved along their gradient (d_y <= 8)\n"
+    "                          (the summary's potentials: line and the report's potentials_ran name what ran)\n"
     "  --start-correction      weight the starting draws by p_0(x) / N(x; 0, s_0^2 I) (4 denoiser evaluations per\n"
     "                          particle; linear or twisted potentials; on with the automatic potentials' twisted)\n"
     "  --final-moves K         after the final resampling, K preconditioned MALA steps per sample on p(x) p(y | x) at\n"
@@ -100,6 +102,17 @@ const char* solve_usage =
 /// "dense", "mask" or "svd": how the problem file gave A.
 const char* operator_kind(const problem& file) {
   return file.observation_op ? ds::to_string(file.observation_op->kind()) : "dense";
+}
+
+/// The potentials of an SMC run: as given, then, for automatic, what the run resolved them to, with the corrections
+/// that ran beside them ("automatic -> twisted (start correction, multistep kernel)", "linear").
+std::string potentials_text(ds::guided_potentials given, const ds::guided_report& ran) {
+  std::string text = ds::to_string(ran.potentials);
+  if (ran.start_correction || ran.multistep_kernel)
+    text += std::string(" (") + (ran.start_correction ? "start correction" : "") +
+            (ran.start_correction && ran.multistep_kernel ? ", " : "") +
+            (ran.multistep_kernel ? "multistep kernel" : "") + ")";
+  return given == ds::guided_potentials::automatic ? std::string("automatic -> ") + text : text;
 }
 
 /// Runs the guided sampler of @p g for its first @p k steps only (the run's grid points, @p times: the first k + 1 as
@@ -344,6 +357,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   std::int32_t resamplings = 0;
   std::vector<distributed::rank_stats> ranks;
   std::optional<ds::mixture_path> operator_path_ran;  // one process: the path its run took (guided_report)
+  ds::guided_report ran;  // what the run did: on rank 0 under mpirun, its potentials (resolved alike on every rank)
   const auto t0 = std::chrono::steady_clock::now();
   // One problem runs as one library call that cannot be split (SMC resamples across all particles at every step), so
   // the progress line is indeterminate: the elapsed time, redrawn while the call runs.
@@ -356,6 +370,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     ess = std::move(run.ess);
     log_z = run.log_z;
     resamplings = run.resamplings;
+    ran = run.local;
   } else {
     exec_buffer<float> dx(where, n * d), dess(where, g.steps + 1);
     exec_buffer<double> dz(where, 1);
@@ -367,7 +382,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       out.ess_trace = dess.data();
       out.resample_count = dr.data();
     }
-    operator_path_ran = ds::guided_sample(mixture, out, problems, g, {where}).operator_path;
+    ran = ds::guided_sample(mixture, out, problems, g, {where});
+    operator_path_ran = ran.operator_path;
     x = std::move(dx.to_host());
     if (g.sampler == ds::guided_sampler::smc) {
       ess = std::move(dess.to_host());
@@ -402,6 +418,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       std::printf("particles x steps: %lld x %lld in %.3f s (%.4g particle-steps/s)\n", static_cast<long long>(n),
                   static_cast<long long>(g.steps), seconds, seconds > 0 ? double(n) * g.steps / seconds : 0.0);
       if (g.sampler == ds::guided_sampler::smc) {
+        std::printf("potentials: %s\n", potentials_text(g.potentials, ran).c_str());
         std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
         std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
       }
@@ -475,7 +492,13 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
         DS_ECHO(dcps_blocks) DS_ECHO(dcps_langevin_steps) DS_ECHO(dcps_langevin_step) DS_ECHO(dcps_bridge_variance)
         DS_ECHO(dcps_gradient_steps) DS_ECHO(dcps_learning_rate) DS_ECHO(dcps_absolute_step)
       } else if (g.sampler == ds::guided_sampler::smc) {
-        j["potentials"] = ds::to_string(g.potentials);  // as given: automatic is resolved inside the run
+        // As given (automatic is resolved inside the run), and what ran.
+        j["potentials"] = ds::to_string(g.potentials);
+        j["start_correction"] = g.start_correction;
+        j["multistep_kernel"] = g.multistep_kernel;
+        j["potentials_ran"] = ds::to_string(ran.potentials);
+        j["start_correction_ran"] = ran.start_correction;
+        j["multistep_kernel_ran"] = ran.multistep_kernel;
       }
   #undef DS_ECHO
       j["non_finite_values"] = non_finite;

@@ -254,8 +254,9 @@ def test_guided_multistep_kernel_reaches_the_library():
 def test_guided_default_potentials_reach_the_library():
     # The default potentials ('automatic', GuidedOptions' default) pass through the Python route: a run without the
     # keyword equals, bit for bit, twisted potentials with the start correction and the multistep kernel (d_y = 1, a
-    # grid ending at t = 0), as do potentials='automatic' and 'auto', and not the linear run. Seen failing with the
-    # resolution leaving the start correction off.
+    # grid ending at t = 0), as do potentials='automatic' and 'auto', and not the linear run; its report names the
+    # twisted potentials and both corrections. Seen failing with the resolution leaving the start correction off, and
+    # (the report) before the report carried the potentials (KeyError).
     prior, A, sy, y = posterior_case()
     assert ds.GuidedOptions().potentials == ds._core.GuidedPotentials.automatic
     kw = dict(sampler="smc", particles=64, steps=12, seed=8, outputs=("samples", "log_normaliser"))
@@ -269,6 +270,13 @@ def test_guided_default_potentials_reach_the_library():
                                           plain[name], err_msg=name)
     linear = ds.guided_sample(prior, A, y, sy, potentials="linear", **kw)
     assert not np.array_equal(plain["samples"], linear["samples"])
+    # The report names what ran: the default resolved, explicit potentials as given, dps none.
+    assert {k: plain["report"][k] for k in ("potentials", "start_correction", "multistep_kernel")} == \
+        {"potentials": "twisted", "start_correction": True, "multistep_kernel": True}
+    assert (linear["report"]["potentials"], linear["report"]["start_correction"],
+            linear["report"]["multistep_kernel"]) == ("linear", False, False)
+    dps = ds.guided_sample(prior, A, y, sy, sampler="dps", particles=16, steps=5)
+    assert (dps["report"]["potentials"], dps["report"]["start_correction"]) == ("linear", False)
 
 
 def test_smc_matches_the_exact_posterior():
