@@ -1219,6 +1219,35 @@ TEST_F(Cli, ConflictingOptions) {
   expect_failure(run("sample --sampler ddpm --time-grid geometric --out " + path("out.npy") + kQuick), "geometric");
 }
 
+// A flag's value that reads as an option ("--out --quiet": the value forgotten) is a bad command line naming the flag
+// (exit status 2), in every subcommand's parser, not a file named "--quiet" written in silence while the option
+// meant goes unread; a file of such a name is reachable as ./--quiet or by its full path. Seen failing before the
+// check (exit status 0, the samples in a file named --quiet, the report in one named --out).
+TEST_F(Cli, AValueThatReadsAsAnOptionIsRefused) {
+  const std::string P = " --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json";
+  const std::string D = " --problem " DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json";
+  const std::pair<std::string, std::string> cases[] = {
+      {std::string("sample") + kQuick + " --out --quiet", "--out: missing value: '--quiet' is an option"},
+      {"solve" + P + " --particles 64 --steps 5 --report --out " + path("out.npy"),
+       "--report: missing value: '--out' is an option"},
+      {"solve --problem --quiet --out " + path("out.npy"), "--problem: missing value: '--quiet' is an option"},
+      {"sample" + D + " --sampler discrete_walk_jump --chains 64 --steps 5 --plot --mean --out " + path("out.npy"),
+       "--plot: missing value: '--mean' is an option"},
+      {std::string("sample") + kQuick + " --out --qiet", "--out: missing value: '--qiet' reads as an option"},
+      {"bench --chains 8 --steps 1 --dims 2 --executor cpu --report -h", "--report: missing value: '-h' is an option"},
+  };
+  for (const auto& [args, message] : cases) {
+    const result r = run(args);
+    EXPECT_EQ(r.rc, 2) << args;
+    expect_failure(r, message);
+  }
+  const result named = run(std::string("sample") + kQuick + " --quiet --out " + path("--quiet"));
+  EXPECT_EQ(named.rc, 0) << named.err;
+  EXPECT_TRUE(exists(path("--quiet")));
+  EXPECT_EQ(run("sample --seed -1 --out " + path("out.npy")).err.find("missing value"), std::string::npos)
+      << "a negative number is a value";
+}
+
 // A Bernoulli-mixture prior runs only the discrete samplers, whose eta is any positive step: a problem file with such
 // a prior takes "eta": 2 whether the sampler is named in the file or on the command line, and runs with it (the
 // report's eta); eta = 0 is refused with the file's key either way (the library's check), and a Gaussian prior's

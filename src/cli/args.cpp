@@ -30,6 +30,16 @@ options parse_options(int argc, char** argv, int first, const char* usage, const
     } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
       if (i + 1 >= argc) throw usage_error(a + ": missing value");
       if (o.has(a)) throw usage_error(a + ": given twice");
+      // A value that reads as an option is a forgotten value ("--out --quiet"), not a file named --quiet written
+      // while --quiet goes unread. A negative number ("-1") is a value; a file of such a name is ./--quiet.
+      const std::string v = argv[i + 1];
+      const auto listed = [&](const std::vector<std::string>& flags) {
+        return std::find(flags.begin(), flags.end(), v) != flags.end();
+      };
+      const bool option = v == "--help" || v == "-h" || listed(with_value) || listed(switches);
+      if (option || v.rfind("--", 0) == 0)
+        throw usage_error(a + ": missing value: '" + v + "' " + (option ? "is an option" : "reads as an option") +
+                          " (a file of that name is ./" + v + ")");
       o.values[a] = argv[++i];
     } else {
       throw usage_error("unknown option '" + a + "' (see diffsample " +

@@ -33,7 +33,8 @@ struct help_request {
 };
 
 /// Parses argv[first..argc): `--help`/`-h` throws help_request{usage}; every other argument must be a flag of
-/// @p with_value (followed by its value) or of @p switches, each given at most once. @p command names the
+/// @p with_value (followed by its value, which may not read as an option: a flag of this command, --help, -h or
+/// anything starting with "--") or of @p switches, each given at most once. @p command names the
 /// subcommand in messages (default argv[first - 1]).
 options parse_options(int argc, char** argv, int first, const char* usage, const std::vector<std::string>& with_value,
                       const std::vector<std::string>& switches, const char* command = nullptr);

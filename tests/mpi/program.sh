@@ -21,7 +21,8 @@ for sampler in "mala" "ddim --eta 0.3" "walk_jump"; do
   done
 done
 # solve: the SMC particles over the processes, the samples of one process byte for byte, one report (the default
-# potentials: twisted with the start correction and the multistep kernel on this problem, d_y = 3).
+# potentials: twisted with the start correction and the multistep kernel on this problem, d_y = 3, as the summary's
+# potentials: line and the report's potentials_ran say).
 problem=$(dirname "$0")/../../examples/posterior_d10.json
 "$program" solve --problem "$problem" --particles 500 --steps 20 --executor cpu --quiet --out "$dir/one.npy"
 for np in 2 3; do
@@ -31,6 +32,9 @@ for np in 2 3; do
   test "$(grep -c '^diffsample solve:' "$dir/many.txt")" = 1
   test "$(grep -c '^rank [0-9]*: ' "$dir/many.txt")" = "$np"
   grep -q '"mpi_seconds"' "$dir/many.json"
+  # What ran, from rank 0's report of the library's resolution.
+  grep -qx 'potentials: automatic -> twisted (start correction, multistep kernel)' "$dir/many.txt"
+  grep -q '"potentials_ran": "twisted"' "$dir/many.json"
 done
 # solve --potentials twisted: the exchanged rows carry the proposals (mean, shift, pending weight); 301 particles
 # split unevenly over 2 and 3 processes, the samples of one process byte for byte.

@@ -631,8 +631,10 @@ TEST_F(Mpi, IslandsRunTheMultistepKernel) {
 // distributed run with the default options gives, bit for bit, the distributed run with twisted potentials, the start
 // correction and the multistep kernel given explicitly (d_y = 1, a grid ending at s = 0), and on a grid ending above
 // s = 0 the run with linear potentials; each pair of references differs, so the check can tell which ran. N = 50
-// splits unevenly over 3 ranks. Seen failing (P = 2) with automatic leaving the start correction off (both modes
-// differed from the twisted reference) and with its s = 0 condition dropped (the t_end = 0.05 run refused).
+// splits unevenly over 3 ranks; each rank's guided_report names the potentials and corrections that ran. Seen failing
+// (P = 2) with automatic leaving the start correction off (both modes differed from the twisted reference), with its
+// s = 0 condition dropped (the t_end = 0.05 run refused), and (the report) in global mode with guided_smc_shard's
+// report left at its defaults (linear named where twisted ran).
 TEST_F(Mpi, DefaultPotentialsResolveOnEveryRank) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
@@ -651,17 +653,23 @@ TEST_F(Mpi, DefaultPotentialsResolveOnEveryRank) {
       twisted.start_correction = twisted.multistep_kernel = true;
       linear.potentials = ds::guided_potentials::linear;
       const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+      ds::guided_report report;  // of the last run
       auto run = [&](const ds::guided_options& g, std::vector<double>& logz) {
         std::vector<float> samples(B * s.count * d + 1);
         logz.assign(B, 0.0);
         ds::guided_outputs out{};
         out.samples = samples.data();
         out.log_normaliser = logz.data();
-        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, g, mode, cpu());
+        report = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, g, mode, cpu()).local;
         return samples;
       };
       std::vector<double> z_auto, z_twisted, z_linear;
       const std::vector<float> x_auto = run(o, z_auto);
+      // Each rank's report names what ran: twisted with both corrections, or linear with neither.
+      EXPECT_EQ(report.potentials, to_zero ? ds::guided_potentials::twisted : ds::guided_potentials::linear)
+          << (to_zero ? "to s = 0" : "to t = 0.05") << " rank " << rank();
+      EXPECT_EQ(report.start_correction, to_zero) << rank();
+      EXPECT_EQ(report.multistep_kernel, to_zero) << rank();
       const std::vector<float> x_twisted = to_zero ? run(twisted, z_twisted) : std::vector<float>{};
       const std::vector<float> x_linear = run(linear, z_linear);
       const std::string name = std::string(mode == ds::mpi::smc_mode::global ? "global" : "islands") +
