@@ -188,6 +188,20 @@ TEST_F(Cli, VersionPrintsTheLibraryVersion) {
   EXPECT_NE(run("--help").out.find("diffsample version"), std::string::npos);
 }
 
+// A first argument that is no option and no command is a misspelt command, named as one (exit status 2), not an
+// unknown option of the demo. Seen failing before ("unknown option 'smaple' (see diffsample demo --help)").
+TEST_F(Cli, AnUnknownCommandIsNamed) {
+  for (const char* cmd : {"smaple", "solv --problem x.json", "''"}) {
+    const result r = run(cmd);
+    EXPECT_EQ(r.rc, 2) << cmd;
+    expect_failure(r, "unknown command '");
+    EXPECT_NE(r.err.find("expected demo, sample, solve, bench, info or version"), std::string::npos) << r.err;
+  }
+  EXPECT_NE(run("smaple").err.find("'smaple'"), std::string::npos);
+  const result demo = run("--steps 2 --chains 8 --executor cpu --quiet");  // options alone: the demo
+  EXPECT_EQ(demo.rc, 0) << demo.err;
+}
+
 TEST_F(Cli, WithoutASubcommandTheDemoRuns) {
   const result r = run("--executor cpu --chains 512 --steps 10");
   ASSERT_EQ(r.rc, 0) << r.err;

@@ -47,6 +47,13 @@ int run(int argc, char** argv) {
   if (std::strcmp(command, "bench") == 0) return cli::run_bench(argc, argv, 2);
   if (std::strcmp(command, "solve") == 0) return cli::run_solve(argc, argv, 2);
   if (std::strcmp(command, "--help") == 0 || std::strcmp(command, "-h") == 0) cli::print_and_exit(usage);
+  // A first argument that is neither an option nor a command is a misspelt command ("smaple"), not an unknown option
+  // of the demo; agreed on under mpirun as the demo's own arguments are.
+  if (argc >= 2 && command[0] != '-' && std::strcmp(command, "demo") != 0)
+    cli::distributed::check_arguments([&] {
+      throw cli::usage_error("unknown command '" + std::string(command) +
+                             "' (expected demo, sample, solve, bench, info or version; see diffsample --help)");
+    });
   return cli::run_demo(argc, argv, std::strcmp(command, "demo") == 0 ? 2 : 1);
 }
 
