@@ -15,6 +15,18 @@
 // form's bound or carry a weight below e^-20 of the largest, so the responsibilities keep the centred form's
 // accuracy up to those factors.
 // The weighted sum of the means is the second product: A += W M' with W_k = exp(l_k - max) / c_k.
+//
+// The denoiser JVP, J = (a / s^2) Cov(x0 | x), from the law of total covariance as kernels::mixture_denoiser_jvp
+// forms it, in the centred coordinates: component k's posterior mean is m_k = (s^2 mu_k + a v_k x) / c_k and
+// m_k - m_l = s^2 (n_k - n_l) with
+//   n_k = mu'_k / c_k + x' e_k,  e_k = a (v_k - v_0) / (c_k c_0)
+// (the centre's part m a^2 (v_l - v_k) / (c_k c_l) joins x's: x - a m = x'), so
+//   J v = a [ v sum_k r_k v_k / c_k + s^2 sum_k r_k (p_k - pbar) n_k ],  p_k = n_k . v = (mu'_k . v) / c_k + e_k (x' . v),
+// pbar = sum_k r_k p_k. mu'_k . v is a third product (H = V M'^T) beside the logits; the first pass gets the softmax
+// statistics and pbar, the second B_k = w_k (p_k - pbar) and sum_k (B_k / c_k) mu'_k as a fourth product, x' sum_k
+// B_k e_k and a applied last (in FP64: below FP32's normal range a is not rounded). No term of size |x| / a and no
+// division by a: the cancellations left (p_k - pbar, the sums over k) are of |mu'| against |mu_k - mu_l|, whatever
+// a. e_k = 0 exactly when the variances are equal (an empirical prior).
 #pragma once
 
 #include <cmath>
@@ -34,7 +46,9 @@ struct gemm_component {
   float inv_c;       // 1 / c_k
   float x_scale;     // a v_k / c_k: the denoiser's coefficient of x
   float norm;        // |mu'_k|
-  float pad;
+  float e;           // a (v_k - v_0) / (c_k c_0): the JVP's coefficient of x' in n_k
+  float var_c;       // v_k / c_k: the JVP's coefficient of a v
+  float pad[2];
 };
 
 /// Running softmax statistics of one point: max and sum of exp(l - max), and sum_k w_k / c_k, sum_k w_k a v_k / c_k.
@@ -42,20 +56,24 @@ struct gemm_point_state {
   float max, sum, inv_c_sum, x_sum;
 };
 
-/// The denoiser JVP's first-pass sum: sum_k w_k dv_k, dv_k = delta_k . v, delta_k = (a mu_k - x) / c_k (so that
-/// alpha = score . v = dv_sum / sum); and the point's x' . v.
+/// The denoiser JVP's sums of one point (w_k = exp(l_k - max), rescaled with the running maximum in the first pass):
+/// p_sum = sum_k w_k p_k (pbar = p_sum / sum), var_sum = sum_k w_k v_k / c_k, the point's x' . v, the component of
+/// the largest logit (top, and that logit), and from the second pass be = sum_k B_k e_k and b_sum = sum_k B_k
+/// (B_k = w_k (p_k - pbar)).
 struct gemm_jvp_state {
-  float dv_sum, xv;
+  float p_sum, var_sum, xv, be, b_sum, top_logit;
+  int top;
 };
 
-/// JVP operands of one point for gemm_chunk_row's first pass: h = the chunk's mu'_k . v (a product V M'^T), v the
-/// point's direction, acc2 unused there, st its sums.
+/// JVP operands of one point for gemm_chunk_row's first pass: h = the chunk's mu'_k . v (a product V M'^T), st its
+/// sums.
 struct gemm_jvp_row {
-  float* h;
-  const float* v;
-  float* acc2;
+  const float* h;
   gemm_jvp_state* st;
 };
+
+/// p_k = n_k . v of component g from h = mu'_k . v and the point's x' . v.
+DS_HD_INLINE float gemm_jvp_p(const gemm_component& g, float h, float xv) { return h * g.inv_c + g.e * xv; }
 
 constexpr float gemm_window_nats = 20.f;      // weights below e^-20 of the maximum are not corrected
 constexpr float gemm_correct_factor = 4.f;    // correct when the bound exceeds 4 x the centred form's bound
@@ -70,7 +88,7 @@ struct gemm_component_functor {
   int d;
   double a, s;
   DS_HD void operator()(std::int64_t k) const {
-    const double v = variances[k], c = a * a * v + s * s;
+    const double v = variances[k], c = a * a * v + s * s, v0 = variances[0], c0 = a * a * v0 + s * s;
     const double log_norm = double(log_weights[k]) - 0.5 * d * (log_two_pi<double>() + log(c));
     gemm_component g;
     g.log_norm = float(log_norm);
@@ -80,7 +98,9 @@ struct gemm_component_functor {
     g.inv_c = float(1.0 / c);
     g.x_scale = float(a * v / c);
     g.norm = float(sqrt(norms2[k]));
-    g.pad = 0.f;
+    g.e = float(a * (v - v0) / (c * c0));
+    g.var_c = float(v / c);
+    g.pad[0] = g.pad[1] = 0.f;
     out[k] = g;
   }
 };
@@ -94,12 +114,11 @@ struct gemm_chunk_bound {
 
 /// The logits of one point for a chunk of `count` components starting at k0, from row = G_i (count floats,
 /// overwritten with the logits): the expanded form, then the correction (centred form from xc_i and the centred
-/// means) of those the bound flags against the running maximum run_max. Returns the new maximum. With h (JVP), h
-/// holds mu'_k . v on entry and (a mu'_k - x') . v on exit (centred form where the logit was corrected).
+/// means) of those the bound flags against the running maximum run_max. Returns the new maximum.
 /// xc: x' of the point (d floats); xn = |x'|; xx = |x'|^2; means: centred means K x d; gamma: gamma_d + 2 u_in.
 DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_component* comp, const float* xc, float xn,
-                               float xx, const float* means, int d, float a, float gamma, float run_max, float* h,
-                               const float* v, float xv, const gemm_chunk_bound* cb = nullptr) {
+                               float xx, const float* means, int d, float a, float gamma, float run_max,
+                               const gemm_chunk_bound* cb = nullptr) {
   const float u = 5.9604644775390625e-08f;  // 2^-24
   const float gamma_d = float(d) * u / (1.f - float(d) * u);
   float chunk_max = -INFINITY, e_max = 0.f;
@@ -112,8 +131,6 @@ DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_compone
       row[kk] = l;
       chunk_max = l > chunk_max ? l : chunk_max;
     }
-    if (h != nullptr)
-      for (int kk = 0; kk < count; ++kk) h[kk] = a * h[kk] - xv;  // (a mu'_k - x') . v, expanded
   } else {
     for (int kk = 0; kk < count; ++kk) {
       const gemm_component g = comp[k0 + kk];
@@ -123,7 +140,6 @@ DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_compone
       row[kk] = l;
       chunk_max = l > chunk_max ? l : chunk_max;
       e_max = e > e_max ? e : e_max;
-      if (h != nullptr) h[kk] = a * h[kk] - xv;  // (a mu'_k - x') . v, expanded
     }
   }
   float top = run_max > chunk_max ? run_max : chunk_max;
@@ -140,13 +156,11 @@ DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_compone
     const float centred_bound = 0.5f * gamma_d * (q_est > 0.f ? q_est : 0.f);
     if (!(e > gemm_correct_factor * centred_bound + gemm_correct_floor)) continue;
     const float* mu = means + std::int64_t(k0 + kk) * d;
-    float q = 0.f, hv = 0.f;
+    float q = 0.f;
     for (int j = 0; j < d; ++j) {
       const float diff = xc[j] - a * mu[j];
       q += diff * diff;
-      if (h != nullptr) hv += diff * v[j];
     }
-    if (h != nullptr) h[kk] = -hv;  // (a mu'_k - x') . v in the centred form as well
     q *= g.inv_c;
     q = q < max_mahalanobis<float>() ? q : max_mahalanobis<float>();
     const float exact = g.log_norm - 0.5f * q;
@@ -158,51 +172,65 @@ DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_compone
 
 /// One point's work on a chunk: the logits (gemm_logits), the running state updated, the accumulator row acc_i (d
 /// floats, nullptr for log_density or the JVP's first pass) rescaled when the maximum moves, and row overwritten with
-/// W_ik = exp(l_k - max) / c_k for the second product. With jvp.h (the JVP's first pass), also sum_k w_k dv_k.
+/// W_ik = exp(l_k - max) / c_k for the second product. With jvp.h (the JVP's first pass), also its sums p_sum and
+/// var_sum.
 DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_component* comp, const float* xc, float xn,
                                  float xx, const float* means, int d, float a, float gamma, gemm_point_state& st,
-                                 float* acc, gemm_jvp_row jvp = {nullptr, nullptr, nullptr, nullptr},
+                                 float* acc, gemm_jvp_row jvp = {nullptr, nullptr},
                                  const gemm_chunk_bound* cb = nullptr) {
-  const float top = gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, st.max, jvp.h, jvp.v,
-                                jvp.h != nullptr ? jvp.st->xv : 0.f, cb);
+  const float top = gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, st.max, cb);
   const float rescale = softmax_exp(st.max - top);  // 0 on the first chunk, exactly 1 if the maximum did not move
-  float sum = 0.f, inv_c_sum = 0.f, x_sum = 0.f, dv_sum = 0.f;
+  const float xv = jvp.h != nullptr ? jvp.st->xv : 0.f;
+  float sum = 0.f, inv_c_sum = 0.f, x_sum = 0.f, p_sum = 0.f, var_sum = 0.f;
   for (int kk = 0; kk < count; ++kk) {
     const gemm_component g = comp[k0 + kk];
-    const float w = softmax_exp(row[kk] - top);
+    const float l = row[kk];
+    const float w = softmax_exp(l - top);
     sum += w;
     inv_c_sum += w * g.inv_c;
     x_sum += w * g.x_scale;
     row[kk] = w * g.inv_c;
-    if (jvp.h != nullptr) dv_sum += w * jvp.h[kk] * g.inv_c;  // w_k delta_k . v
+    if (jvp.h != nullptr) {
+      p_sum += w * gemm_jvp_p(g, jvp.h[kk], xv);
+      var_sum += w * g.var_c;
+      if (l > jvp.st->top_logit) {
+        jvp.st->top_logit = l;
+        jvp.st->top = k0 + kk;
+      }
+    }
   }
   if (rescale != 1.f && acc != nullptr)
     for (int j = 0; j < d; ++j) acc[j] *= rescale;
-  if (jvp.h != nullptr) jvp.st->dv_sum = jvp.st->dv_sum * rescale + dv_sum;
+  if (jvp.h != nullptr) {
+    jvp.st->p_sum = jvp.st->p_sum * rescale + p_sum;
+    jvp.st->var_sum = jvp.st->var_sum * rescale + var_sum;
+  }
   st.sum = st.sum * rescale + sum;
   st.inv_c_sum = st.inv_c_sum * rescale + inv_c_sum;
   st.x_sum = st.x_sum * rescale + x_sum;
   st.max = top;
 }
 
-/// The JVP's second pass over a chunk, with the point's final maximum and alpha = score . v known: the same logits
-/// again, and h overwritten with B_k = w_k (dv_k - alpha) / c_k (w_k = exp(l_k - max)) for the product
-/// sum_k B_k mu'_k; returns sum_k B_k. Centring dv_k on alpha before summing keeps the terms small where one
-/// component dominates (dv_k -> alpha), instead of subtracting two large sums.
-DS_HD_INLINE float gemm_jvp_second_row(float* row, float* h, const float* v, float xv, int count, int k0,
-                                       const gemm_component* comp, const float* xc, float xn, float xx,
-                                       const float* means, int d, float a, float gamma, float final_max,
-                                       float alpha, const gemm_chunk_bound* cb = nullptr) {
-  (void)gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, final_max, h, v, xv, cb);
-  float b_sum = 0.f;
+/// The JVP's second pass over a chunk, with the point's final maximum and pbar known: the same logits again, h
+/// (mu'_k . v on entry) overwritten with B_k / c_k, B_k = w_k (p_k - pbar) (w_k = exp(l_k - max)), for the product
+/// sum_k (B_k / c_k) mu'_k, and js.be += sum_k B_k e_k. Centring p_k on pbar before the sums keeps their terms of the
+/// size of p_k - p_l.
+DS_HD_INLINE void gemm_jvp_second_row(float* row, float* h, gemm_jvp_state& js, int count, int k0,
+                                      const gemm_component* comp, const float* xc, float xn, float xx,
+                                      const float* means, int d, float a, float gamma, float final_max, float pbar,
+                                      const gemm_chunk_bound* cb = nullptr) {
+  (void)gemm_logits(row, count, k0, comp, xc, xn, xx, means, d, a, gamma, final_max, cb);
+  float be = 0.f, b_sum = 0.f;
   for (int kk = 0; kk < count; ++kk) {
     const gemm_component g = comp[k0 + kk];
     const float w = softmax_exp(row[kk] - final_max);
-    const float b = w * (h[kk] * g.inv_c - alpha) * g.inv_c;
-    h[kk] = b;
+    const float b = w * (gemm_jvp_p(g, h[kk], js.xv) - pbar);
+    h[kk] = b * g.inv_c;
+    be += b * g.e;
     b_sum += b;
   }
-  return b_sum;
+  js.be += be;
+  js.b_sum += b_sum;
 }
 
 /// Merges state b (with accumulator acc_b) into state a (acc_a); either may be empty (max = -inf).
@@ -236,13 +264,18 @@ DS_HD_INLINE void gemm_finish_row(int what, const gemm_point_state& st, const fl
   }
 }
 
-/// The denoiser JVP of a point: J v = [v sum_k w_k a v_k / c_k + (s^2 / a) (a acc2 - x' b_sum)] / sum, acc2 =
-/// sum_k B_k mu'_k, the gemm form of sum_k r_k [(a v_k / c_k) v + (s^2 / a) delta_k (delta_k . v - alpha)].
-DS_HD_INLINE void gemm_finish_jvp_row(const gemm_point_state& st, float b_sum, const float* acc2, const float* xc,
-                                      const float* v, int d, float a, float s2, float* out) {
+/// The denoiser JVP of a point: J v = a [v var_sum + s^2 (acc2 + x' be - n_top b_sum)] / sum, acc2 =
+/// sum_k (B_k / c_k) mu'_k, the gemm form of a sum_k r_k [(v_k / c_k) v + s^2 (p_k - pbar) (n_k - n_top)]: n_top
+/// (the component of the largest logit, top: its mean mu'_top and constants g_top) is common to every k, and
+/// sum_k B_k = 0 but for rounding; taking it out removes the rounding of pbar times n_top where top dominates (that
+/// rounding, u |p_top| |n_top|, was the largest error there). a multiplies last, in FP64 (a = 0: J v = 0).
+DS_HD_INLINE void gemm_finish_jvp_row(const gemm_point_state& st, const gemm_jvp_state& js, const float* acc2,
+                                      const float* xc, const float* v, const float* mu_top,
+                                      const gemm_component& g_top, int d, double a, float s2, float* out) {
   const float inv_sum = 1.f / st.sum;
-  const float f = a > 0.f ? s2 / a : 0.f;  // a = 0: J v = 0 (x_sum, sum_k w_k a v_k / c_k, is 0 too)
-  for (int j = 0; j < d; ++j) out[j] = (v[j] * st.x_sum + f * (a * acc2[j] - xc[j] * b_sum)) * inv_sum;
+  const float bc = js.b_sum * g_top.inv_c, be = js.be - js.b_sum * g_top.e;
+  for (int j = 0; j < d; ++j)
+    out[j] = float(a * double((v[j] * js.var_sum + s2 * ((acc2[j] - mu_top[j] * bc) + xc[j] * be)) * inv_sum));
 }
 
 // --- the CUDA executor's per-point functors around the products (src/mixture_gemm.cu launches them) -------------
@@ -318,61 +351,58 @@ struct gemm_jvp_start_functor {
   const float* xc;
   const float* v;
   gemm_jvp_state* js;
-  float* bsum;
   std::int64_t first;
   int d;
   DS_HD void operator()(std::int64_t r) const {
     double q = 0;
     for (int j = 0; j < d; ++j) q += double(xc[r * d + j]) * v[(first + r) * d + j];
-    js[r] = gemm_jvp_state{0.f, float(q)};
-    bsum[r] = 0.f;
+    js[r] = gemm_jvp_state{0.f, 0.f, float(q), 0.f, 0.f, -INFINITY, 0};
   }
 };
 
-// First pass over a chunk: softmax statistics and sum_k w_k delta_k . v (h holds mu'_k . v on entry).
+// First pass over a chunk: softmax statistics and the JVP's first sums (h holds mu'_k . v).
 struct gemm_jvp_first_functor {
   gemm_chunk_rows c;
-  float* h;
-  const float* v;
+  const float* h;
   gemm_point_state* st;
   gemm_jvp_state* js;
-  std::int64_t first;
   DS_HD void operator()(std::int64_t r) const {
     gemm_chunk_row(c.g + r * c.count, c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
-                            c.means, c.d, c.a, c.gamma, st[r], nullptr,
-                            {h + r * c.count, v + (first + r) * c.d, nullptr, js + r});
+                            c.means, c.d, c.a, c.gamma, st[r], nullptr, {h + r * c.count, js + r});
   }
 };
 
-// Second pass over a chunk: h becomes B_k = w_k (dv_k - alpha) / c_k for the product sum_k B_k mu'_k.
+// Second pass over a chunk: h becomes B_k / c_k for the product sum_k (B_k / c_k) mu'_k, and be accumulates.
 struct gemm_jvp_second_functor {
   gemm_chunk_rows c;
   float* h;
-  const float* v;
   const gemm_point_state* st;
-  const gemm_jvp_state* js;
-  float* bsum;
-  std::int64_t first;
+  gemm_jvp_state* js;
   DS_HD void operator()(std::int64_t r) const {
-    bsum[r] += gemm_jvp_second_row(c.g + r * c.count, h + r * c.count, v + (first + r) * c.d, js[r].xv,
-                                            c.count, c.k0, c.comp, c.xc + r * c.d, c.xn[2 * r], c.xn[2 * r + 1],
-                                            c.means, c.d, c.a, c.gamma, st[r].max, js[r].dv_sum / st[r].sum);
+    gemm_jvp_second_row(c.g + r * c.count, h + r * c.count, js[r], c.count, c.k0, c.comp, c.xc + r * c.d,
+                                 c.xn[2 * r], c.xn[2 * r + 1], c.means, c.d, c.a, c.gamma, st[r].max,
+                                 js[r].p_sum / st[r].sum);
   }
 };
 
 struct gemm_jvp_finish_functor {
   const gemm_point_state* st;
-  const float* bsum;
+  const gemm_jvp_state* js;
   const float* acc;
   const float* xc;
   const float* v;
+  const float* means;  // centred, K x d
+  const gemm_component* comp;
   float* out;
   std::int64_t first;
   int d;
-  float a, s2;
+  double a;
+  float s2;
   DS_HD void operator()(std::int64_t r) const {
     const std::int64_t i = first + r;
-    gemm_finish_jvp_row(st[r], bsum[r], acc + r * d, xc + r * d, v + i * d, d, a, s2, out + i * d);
+    const int top = js[r].top;
+    gemm_finish_jvp_row(st[r], js[r], acc + r * d, xc + r * d, v + i * d, means + std::int64_t(top) * d, comp[top],
+                        d, a, s2, out + i * d);
   }
 };
 

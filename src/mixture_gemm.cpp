@@ -199,6 +199,7 @@ struct cpu_call {
   float* out;
   std::int64_t n, K, d, block, chunk, blocks, splits, per_split;
   float a, s2, gamma;
+  double a64;                                          // the channel's a, for the JVP's last factor
   int what;                                            // 0 log-density, 1 score, 2 denoiser, 3 denoiser JVP
   const float* v;                                      // JVP: the directions, n x d
   std::vector<kernels::gemm_point_state>* part_state;  // splits x n, when splits > 1
@@ -224,7 +225,7 @@ void centre_rows(const cpu_call& c, std::int64_t first, std::int64_t rows, float
 
 void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
   const cpu_call& c = *static_cast<const cpu_call*>(context);
-  thread_local std::vector<float> xc, G, acc, xn, xx, H, acc2, xx2;
+  thread_local std::vector<float> xc, G, acc, xn, xx, H, acc2;
   thread_local std::vector<kernels::gemm_point_state> st;
   thread_local std::vector<kernels::gemm_jvp_state> js;
   const std::int64_t d = c.d;
@@ -243,12 +244,11 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
     const std::int64_t k_begin = sp * c.per_split, k_end = std::min(c.K, k_begin + c.per_split);
     const float* means = c.t->means32.data();
     if (jvp) {
-      // Two passes over the components: softmax statistics and alpha = score . v, then sum_k B_k mu'_k.
+      // Two passes over the components (kernels/mixture_gemm.cuh): softmax statistics and pbar, then
+      // sum_k (B_k / c_k) mu'_k and sum_k B_k e_k.
       H.resize(std::size_t(rows * c.chunk));
       acc2.assign(std::size_t(rows * d), 0.f);
-      js.assign(std::size_t(rows), kernels::gemm_jvp_state{0.f, 0.f});
-      std::vector<float>& bsum = xx2;
-      bsum.assign(std::size_t(rows), 0.f);
+      js.assign(std::size_t(rows), kernels::gemm_jvp_state{0.f, 0.f, 0.f, 0.f, 0.f, -INFINITY, 0});
       for (std::int64_t r = 0; r < rows; ++r) {
         double q = 0;
         for (std::int64_t j = 0; j < d; ++j) q += double(xc[r * d + j]) * c.v[(first + r) * d + j];
@@ -260,8 +260,7 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
         product_logits(int(rows), count, int(d), c.v + first * d, means + k0 * d, H.data());
         for (std::int64_t r = 0; r < rows; ++r)
           kernels::gemm_chunk_row(G.data() + r * count, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r],
-                                  means, int(d), c.a, c.gamma, st[r], nullptr,
-                                  {H.data() + r * count, c.v + (first + r) * d, nullptr, &js[r]},
+                                  means, int(d), c.a, c.gamma, st[r], nullptr, {H.data() + r * count, &js[r]},
                                   c.bounds + k0 / c.chunk);
       }
       for (std::int64_t k0 = k_begin; k0 < k_end; k0 += c.chunk) {
@@ -269,16 +268,16 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
         product_logits(int(rows), count, int(d), xc.data(), means + k0 * d, G.data());
         product_logits(int(rows), count, int(d), c.v + first * d, means + k0 * d, H.data());
         for (std::int64_t r = 0; r < rows; ++r)
-          bsum[r] += kernels::gemm_jvp_second_row(G.data() + r * count, H.data() + r * count, c.v + (first + r) * d,
-                                                  js[r].xv, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r],
-                                                  means, int(d), c.a, c.gamma, st[r].max,
-                                                  js[r].dv_sum / st[r].sum, c.bounds + k0 / c.chunk);
+          kernels::gemm_jvp_second_row(G.data() + r * count, H.data() + r * count, js[r], count, int(k0), c.comp,
+                                       xc.data() + r * d, xn[r], xx[r], means, int(d), c.a, c.gamma, st[r].max,
+                                       js[r].p_sum / st[r].sum, c.bounds + k0 / c.chunk);
         product_means(int(rows), count, int(d), H.data(), means + k0 * d, acc2.data());
       }
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t i = first + r;
-        kernels::gemm_finish_jvp_row(st[r], bsum[r], acc2.data() + r * d, xc.data() + r * d, c.v + i * d, int(d),
-                                     c.a, c.s2, c.out + i * d);
+        kernels::gemm_finish_jvp_row(st[r], js[r], acc2.data() + r * d, xc.data() + r * d, c.v + i * d,
+                                     means + std::int64_t(js[r].top) * d, c.comp[js[r].top], int(d), c.a64, c.s2,
+                                     c.out + i * d);
       }
       continue;
     }
@@ -288,7 +287,7 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
       for (std::int64_t r = 0; r < rows; ++r)
         kernels::gemm_chunk_row(G.data() + r * count, count, int(k0), c.comp, xc.data() + r * d, xn[r], xx[r], means,
                                 int(d), c.a, c.gamma, st[r], with_acc ? acc.data() + r * d : nullptr,
-                                {nullptr, nullptr, nullptr, nullptr}, c.bounds + k0 / c.chunk);
+                                {nullptr, nullptr}, c.bounds + k0 / c.chunk);
       if (with_acc) product_means(int(rows), count, int(d), G.data(), means + k0 * d, acc.data());
     }
     if (c.splits == 1) {
@@ -366,6 +365,7 @@ void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, int what
     c.per_split = K;
   }
   c.a = float(ch.a);
+  c.a64 = ch.a;
   c.s2 = float(ch.s * ch.s);
   const double u = std::ldexp(1.0, -24);
   c.gamma = float(double(d) * u / (1 - double(d) * u));

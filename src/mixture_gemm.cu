@@ -36,11 +36,11 @@ constexpr std::int64_t cuda_default_pass = 8192;
 std::size_t round_up(std::size_t b) { return (b + align_bytes - 1) / align_bytes * align_bytes; }
 
 struct layout {
-  std::size_t comp, xc, g, acc, state, norms, cublas, h, js, bsum, total;
+  std::size_t comp, xc, g, acc, state, norms, cublas, h, js, total;
 };
 
-// jvp: the denoiser JVP's buffers too (h: the second product's operand per chunk, acc = sum_k B_k mu'_k, the JVP
-// states and sum_k B_k per point).
+// jvp: the denoiser JVP's buffers too (h: mu'_k . v, then the fourth product's operand, per chunk; acc =
+// sum_k (B_k / c_k) mu'_k; the JVP's sums per point).
 layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::int64_t d, std::int64_t chunk,
                         bool jvp = false) {
   layout l{};
@@ -59,7 +59,6 @@ layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::i
   l.cublas = take(cublas_workspace_bytes);
   l.h = take(jvp ? sizeof(float) * std::size_t(pass * chunk) : 0);
   l.js = take(jvp ? sizeof(kernels::gemm_jvp_state) * std::size_t(pass) : 0);
-  l.bsum = take(jvp ? sizeof(float) * std::size_t(pass) : 0);
   l.total = at;
   return l;
 }
@@ -179,7 +178,7 @@ std::size_t gemm_cuda_jvp_workspace_bytes(std::int64_t n, std::int64_t K, std::i
 void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, const float* x, const float* v,
                             std::int64_t n, channel ch, float* out, const evaluate_options& o, cudaStream_t stream) {
   // The CPU executor's two passes (src/mixture_gemm.cpp, cpu_task), with cuBLAS products: per chunk G = X' M'^T and
-  // H = V M'^T in both passes, and acc += B M' in the second.
+  // H = V M'^T in both passes, and acc += (B / c) M' in the second.
   const std::int64_t K = st.components, d = st.dim;
   const std::int64_t pass = gemm_cuda_pass_points(n, o), chunk = gemm_chunk(o, K);
   const layout l = workspace_layout(quantity::denoiser, pass, K, d, chunk, true);
@@ -193,7 +192,6 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
   auto* xn = reinterpret_cast<float*>(base + l.norms);
   auto* h = reinterpret_cast<float*>(base + l.h);
   auto* js = reinterpret_cast<kernels::gemm_jvp_state*>(base + l.js);
-  auto* bsum = reinterpret_cast<float*>(base + l.bsum);
   const float a = float(ch.a), s2 = float(ch.s * ch.s);
   const cuda_call call = start_cuda_call(st, t, ch, o, stream, comp, base + l.cublas);
   for (std::int64_t first = 0; first < n; first += pass) {
@@ -201,7 +199,7 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
     const float* vb = v + first * d;
     kernels::for_each_index(executor::cuda, rows,
                             gemm_centre_functor{x, t.device_centre, xc, xn, state, acc, first, int(d), a}, stream);
-    kernels::for_each_index(executor::cuda, rows, gemm_jvp_start_functor{xc, v, js, bsum, first, int(d)}, stream);
+    kernels::for_each_index(executor::cuda, rows, gemm_jvp_start_functor{xc, v, js, first, int(d)}, stream);
     for (int second = 0; second < 2; ++second)
       for (std::int64_t k0 = 0; k0 < K; k0 += chunk) {
         const int count = int(std::min(chunk, K - k0));
@@ -212,16 +210,15 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
                                           vb, int(d), &zero, h, count));
         const gemm_chunk_rows c{g, comp, xc, xn, t.device_means, count, int(k0), int(d), a, call.gamma};
         if (second == 0) {
-          kernels::for_each_index(executor::cuda, rows, gemm_jvp_first_functor{c, h, v, state, js, first}, stream);
+          kernels::for_each_index(executor::cuda, rows, gemm_jvp_first_functor{c, h, state, js}, stream);
         } else {
-          kernels::for_each_index(executor::cuda, rows, gemm_jvp_second_functor{c, h, v, state, js, bsum, first},
-                                  stream);
+          kernels::for_each_index(executor::cuda, rows, gemm_jvp_second_functor{c, h, state, js}, stream);
           DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(call.handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, m, int(d),
                                             h, count, &one, acc, int(d)));
         }
       }
     kernels::for_each_index(executor::cuda, rows,
-                            gemm_jvp_finish_functor{state, bsum, acc, xc, v, out, first, int(d), a, s2}, stream);
+                            gemm_jvp_finish_functor{state, js, acc, xc, v, t.device_means, comp, out, first, int(d), ch.a, s2}, stream);
   }
 }
 

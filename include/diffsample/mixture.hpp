@@ -220,7 +220,8 @@ class DIFFSAMPLE_API gaussian_mixture {
   }
   /// denoiser_jvp() with a choice of path and a report of what ran. The gemm path (BLAS on the CPU executor, cuBLAS
   /// on the CUDA executor, where the call allocates its device workspace on the stream) forms mu_k . v as a third
-  /// product and sum_k r_k dv_k mu_k / c_k as a fourth, with the same recentring and correction as evaluate().
+  /// product and sum_k r_k (p_k - pbar) mu_k / c_k as a fourth (the direct path's law-of-total-covariance form,
+  /// accurate relative to J v at any a), with the same recentring and correction as evaluate().
   /// The plain denoiser_jvp() always runs the direct path.
   evaluate_report denoiser_jvp(float* out, std::int64_t n, const float* x, const float* v, channel ch,
                                const evaluate_options& options, execution exec = {}) const;
