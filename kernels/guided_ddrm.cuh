@@ -123,8 +123,9 @@ struct ddrm_scratch {
 /// The initial state at the first grid point (VE level sigma_T = s_0 / a_0): xt = sigma_T xi, then every observed
 /// component with n_i < sigma_T is set to ybar_i + sqrt(sigma_T^2 - n_i^2) (V^T xi)_i (the published p(x_T | y));
 /// x = a_0 xt, formed as x = s_0 xi with the observed components a_0 ybar_i + sqrt(s_0^2 - (a_0 n_i)^2) (V^T xi)_i
-/// where a_0 n_i < s_0 (no sigma_T: see the top of this file). Stream step 0 of the Philox stream @p id:
-/// ddrm_init's arithmetic, for the stepwise run.
+/// where a_0 n_i < s_0 (no sigma_T: see the top of this file). At a_0 = 0 (sigma_T infinite) that is x = s_0 xi:
+/// x_T carries nothing of x0 or y. Stream step 0 of the Philox stream @p id: ddrm_init's arithmetic, for the
+/// stepwise run.
 template <class X>
 DS_HD_INLINE void ddrm_init_stream(const ddrm_params& p, std::uint64_t id, std::int64_t b, X& x,
                                    const ddrm_scratch& w) {
@@ -138,10 +139,10 @@ DS_HD_INLINE void ddrm_init_stream(const ddrm_params& p, std::uint64_t id, std::
   const float* ybar = p.ybar + b * p.r;
   const float* noise = p.noise + b * p.r;
   for (int c = 0; c < p.r; ++c) {
-    const float an = a0 * noise[c];       // a_0 n_i (negative where unobserved)
+    const float an = a0 * noise[c];       // a_0 n_i (-0 where unobserved at a_0 = 0: the sign is noise's)
     const float keep = s0 * w.proj_xi[c];  // the current spectral value
     float target = keep;
-    if (an >= 0.f && an < s0) target = a0 * ybar[c] + ddrm_sqrt(s0 * s0 - an * an) * w.proj_xi[c];
+    if (noise[c] >= 0.f && an < s0) target = a0 * ybar[c] + ddrm_sqrt(s0 * s0 - an * an) * w.proj_xi[c];
     w.proj_m[c] = target - keep;
   }
   ddrm_lift(p, b, w.proj_m, x);

@@ -148,14 +148,13 @@ ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, cons
   l.x = l.blob.put(B * N * d * sizeof(float));
   l.work = l.blob.put(B * N * kernels::ddrm_scratch::floats(int(d), int(l.r)) * sizeof(float));
   l.answer = l.blob.put(B * N * d * sizeof(float));
+  // The step divides by s at the point it starts from (eps = (x - a m) / s) and nothing by a: it is formed in x = a xt
+  // (kernels/guided_ddrm.cuh), so a = 0 at the first point (the linear interpolant's and vp_cosine's t = 1) runs,
+  // starting from x = s_0 xi; the grid's increasing signal-to-noise ratio keeps a > 0 at every later point.
   const std::vector<schedule_point> pts = o.schedule.points(K);
-  for (std::int64_t k = 0; k < K; ++k) {
+  for (std::int64_t k = 0; k < K; ++k)
     DIFFSAMPLE_EXPECTS(pts[k].s > 0, "options.schedule: s = 0 at t = " << pts[k].t << " (step " << k
                                                                         << "), where DDRM divides by s");
-    DIFFSAMPLE_EXPECTS(pts[k].a > 0 && pts[k + 1].a > 0,
-                       "options.schedule: a = 0 at t = " << (pts[k].a > 0 ? pts[k + 1].t : pts[k].t)
-                                                         << ": DDRM's scaling x / a needs a > 0");
-  }
   l.s_start = float(pts[0].s);
   l.a_start = float(pts[0].a);
   if (host == nullptr) return l;

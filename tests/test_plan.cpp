@@ -1270,6 +1270,47 @@ TEST(SamplingPlan, GuidedSmcPlanWithTheMultistepKernelReproducesGuidedSampleExac
   }
 }
 
+// DDRM from a = 0 (the linear interpolant's t = 1): its step is formed in x = a xt and divides only by s, so the plan
+// and the fused run accept the schedule (both refused it before: "DDRM's scaling x / a needs a > 0"; seen failing
+// so); the plan asks at a = 0 first, the library's mixture answers (its denoiser is the prior mean there), and the
+// trajectories agree bit for bit. A score or eps model does not give x0 at a = 0: that plan is refused naming a = 0.
+TEST(SamplingPlan, DdrmFromAZeroSignalScale) {
+  const std::int64_t d = 4, N = 45;
+  const gaussian_mixture mix = test_mixture(d);
+  guided_problems pr;
+  pr.problems = 2;
+  pr.d_y = 2;
+  for (int b = 0; b < 2; ++b) {
+    const std::vector<double> A = {0.9, -0.3 * b, 0.4, 0.1, 0.2, 1.1 - 0.2 * b, -0.5, 0.3};
+    pr.A.insert(pr.A.end(), A.begin(), A.end());
+    pr.y.push_back(1.5 - b);
+    pr.y.push_back(-0.5 + 0.8 * b);
+  }
+  pr.sigma_y = {0.4, 0.25};
+  guided_options o;
+  o.sampler = guided_sampler::ddrm;
+  o.particles = N;
+  o.steps = 7;
+  o.seed = 53;
+  o.schedule = noise_schedule::linear_interpolant().with_grid(time_grid::uniform, 1.0, 0.0);
+  std::vector<float> fused(pr.problems * N * d, NAN);
+  guided_outputs out;
+  out.particles = fused.data();
+  guided_sample(mix, out, pr, o, cpu);
+  for (float v : fused) ASSERT_TRUE(std::isfinite(v));
+  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+  EXPECT_EQ(plan.request(0).at.a, 0.0);
+  EXPECT_EQ(fused, run_jacobian_plan(plan, mix));
+  for (model_output m : {model_output::score, model_output::eps}) {
+    try {
+      (void)sampling_plan::guided(d, pr, o, m, cpu);
+      ADD_FAILURE() << to_string(m) << ": a = 0 accepted";
+    } catch (const invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("a = 0"), std::string::npos) << e.what();
+    }
+  }
+}
+
 // Seen failing with the fused run's tell of each ask issued before the pack's answer to it (every sampler's
 // particles, and the moment SMC's every output, differed).
 TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
