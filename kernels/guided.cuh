@@ -143,7 +143,9 @@ DS_HD_INLINE void denoiser_at(const mixture_at& c, const X& x, G& out) {
 }
 template <class X, class V, class G>
 DS_HD_INLINE void jvp_at(const channel_view& c, const X& x, const V& v, G& out) {
-  channel_jvp<float, true>(c, x, v, out);  // rolled: TMPD's fused kernel 96 registers instead of 128
+  // The parts and the accumulation rolled: TMPD's fused kernel 96 registers, DCPS's 128 (ptxas, sm_90); with only
+  // the accumulation rolled 128 and 165, with the logits rolled instead of the parts 164 for DCPS.
+  channel_jvp<float, jvp_loops<0, 1, 1>>(c, x, v, out);
 }
 template <class X, class V, class G>
 DS_HD_INLINE void jvp_at(const mixture_at& c, const X& x, const V& v, G& out) {
@@ -264,17 +266,18 @@ DS_HD_INLINE void answer_as_denoiser(int d, float ux, float um, const X& x, cons
 }
 
 /// Gauss-Legendre nodes and weights of the SMC's start correction on [0, 1] (4 points: exact for polynomials of
-/// degree 7 along the segment).
+/// degree 7 along the segment). Selected rather than read from a local array: the node's index is a run-time loop
+/// counter, and an array indexed by it went to a 16-byte stack frame (a local store and load per call) in the
+/// initial and stepwise start kernels.
 constexpr int start_correction_nodes = 4;
 DS_HD_INLINE float start_correction_node(int j) {
-  constexpr float n[start_correction_nodes] = {0.0694318442029737f, 0.3300094782075719f, 0.6699905217924281f,
-                                               0.9305681557970263f};
-  return n[j];
+  return j == 0   ? 0.0694318442029737f
+         : j == 1 ? 0.3300094782075719f
+         : j == 2 ? 0.6699905217924281f
+                  : 0.9305681557970263f;
 }
 DS_HD_INLINE float start_correction_weight(int j) {
-  constexpr float w[start_correction_nodes] = {0.1739274225687269f, 0.3260725774312731f, 0.3260725774312731f,
-                                               0.1739274225687269f};
-  return w[j];
+  return j == 0 || j == 3 ? 0.1739274225687269f : 0.3260725774312731f;
 }
 
 /// Initial particles x = s_0 z (stream step 0) and their weight log g_0(x) (without its constant). With
@@ -1072,7 +1075,9 @@ struct guided_baseline_functor {
       const channel_view ch = guided_channel(p, k);
       guided_denoiser(ch, xi, mi);
       const float shift = baseline_guidance(p, g, b, k, mi, vi, ri);
-      channel_jvp<float>(ch, xi, vi, ji);
+      // The logits unrolled twice: 80 registers (ptxas, sm_90); 96 with every loop as the compiler chooses, with the
+      // logits rolled or unrolled 3, 4 or 8 times, or the parts rolled; 72 with spills with the passes rolled.
+      channel_jvp<float, jvp_loops<2, 0, 0>>(ch, xi, vi, ji);
       baseline_update(p, k, stream, shift, xi, mi, ji);
     }
   }

@@ -309,25 +309,36 @@ struct channel_table_functor {
   }
 };
 
-// DS_ROLLED: a loop kept rolled on the device (no unrolling: the same operations in the same order, fewer registers).
 #if defined(__CUDA_ARCH__)
 #define DS_UNROLL _Pragma("unroll")
-#define DS_ROLLED _Pragma("unroll 1")
 #else
 #define DS_UNROLL
-#define DS_ROLLED
 #endif
 
-/// f(j) for j = 0 .. d - 1 in order, the loop kept rolled on the device when Rolled (DS_ROLLED), else unrolled as the
-/// compiler chooses: the same operations either way, only the registers differ.
-template <bool Rolled, class F>
+/// f(j) for j = 0 .. d - 1 in order. On the device the loop is unrolled Unroll times (1: kept rolled), or as the
+/// compiler chooses for Unroll = 0; the host ignores it. The same operations in the same order either way: only the
+/// registers and the loop's instructions differ.
+template <int Unroll, class F>
 DS_HD_INLINE void for_coordinates(int d, F&& f) {
-  if constexpr (Rolled) {
-    DS_ROLLED for (int j = 0; j < d; ++j) f(j);
+#if defined(__CUDA_ARCH__)
+  if constexpr (Unroll > 0) {
+#pragma unroll Unroll
+    for (int j = 0; j < d; ++j) f(j);
   } else {
     for (int j = 0; j < d; ++j) f(j);
   }
+#else
+  for (int j = 0; j < d; ++j) f(j);
+#endif
 }
+
+/// How channel_jvp unrolls its loops over coordinates on the device (for_coordinates' Unroll: 0 the compiler's
+/// choice, 1 rolled, n n times): the logits of its three passes, the parts p_k, q_k of passes 2 and 3 (and
+/// (x - z) . v), and the accumulation of J v. Registers only: the results are the same bits whatever the choice.
+template <int Logits, int Parts, int Accumulation>
+struct jvp_loops {
+  static constexpr int logits = Logits, parts = Parts, accumulation = Accumulation;
+};
 
 /// Whether the loops read a mu from the table: on the host (the SIMD loops take it as a broadcast memory operand
 /// instead of a scalar multiply and a broadcast); the device forms a mu inline (one FMA from a register).
@@ -567,25 +578,25 @@ DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
 }
 
 /// Logit of component k at the channel from its constants: log_norm_k - 1/2 min(sum_j (x_j - a mu_kj)^2 / c_kj,
-/// cap), the same operations as channel_chunk_weights' for one component (no division).
-template <class T, class X>
+/// cap), the same operations as channel_chunk_weights' for one component (no division). Unroll: for_coordinates'.
+template <class T, int Unroll = 0, class X>
 DS_HD_INLINE T channel_logit(const channel_view& c, int k, const X& x) {
   const int d = x.size();
   const float* mu = c.means + static_cast<std::int64_t>(k) * d;
   const component_constants cc = c.comp[k];
   T q = T(0);
   if (c.isotropic) {
-    for (int j = 0; j < d; ++j) {
+    for_coordinates<Unroll>(d, [&](int j) {
       const T diff = T(c.a * mu[j]) - T(x[j]);
       q = ds_fma(diff, diff, q);
-    }
+    });
     q = q * T(cc.inv_c);
   } else {
     const float* ic = c.inv_c + static_cast<std::int64_t>(k) * d;
-    for (int j = 0; j < d; ++j) {
+    for_coordinates<Unroll>(d, [&](int j) {
       const T diff = T(c.a * mu[j]) - T(x[j]);
       q = ds_fma(diff * diff, T(ic[j]), q);
-    }
+    });
   }
   q = ds_min(q, T(max_mahalanobis<float>()));
   return T(cc.log_norm) - T(0.5f) * q;
@@ -607,18 +618,20 @@ DS_HD_INLINE T channel_logit(const channel_view& c, int k, const X& x) {
 /// variance (q_k = 0 exactly), and the accumulation leaves out the part of n_k common to all components (it sums to
 /// zero against g), as the CPU executor's packed product centres both factors (src/cpu/denoiser_jvp.hpp). 1 / c_k and
 /// a v_k / c_k come from the channel's table: no division. out may not alias x or v.
-/// Rolled: the accumulation's loops over coordinates stay rolled on the device (for_coordinates), for kernels whose
-/// registers they set: unrolled, the addresses of the strided x, v and out and of the component's rows for several
-/// coordinates at once took TMPD's fused kernel from 96 to 128 registers; the moment-projected SMC's kernel, rolled,
-/// fell to 64 registers with spills. The same operations either way.
-template <class T, bool Rolled = false, class X, class V, class G>
+/// Loops (jvp_loops): how the loops over coordinates unroll on the device, for the fused kernels whose registers the
+/// JVP sets. Unrolled, the loads and strided addresses of several coordinates of x, v and a component's rows are live
+/// at once inside the three passes (nvdisasm's live ranges put the peak of the DPS / Pi-GDM and DCPS kernels in the
+/// logits and the parts of passes 2 and 3); rolled everywhere, the moment-projected SMC's kernel fell to 64 registers
+/// with spills, and ptxas spills a few of the DPS / Pi-GDM kernel's long-lived values at 72. The choices per kernel
+/// are ptxas's register counts measured in bench/static_record.md. The same operations either way.
+template <class T, class Loops = jvp_loops<0, 0, 0>, class X, class V, class G>
 DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& out) {
   const int d = x.size();
   // Pass 1: softmax statistics, and the component of the largest logit (top).
   T run_max = T(-INFINITY), run_sum = T(0);
   int top = 0;
   for (int k = 0; k < c.components; ++k) {
-    const T l = channel_logit<T>(c, k, x);
+    const T l = channel_logit<T, Loops::logits>(c, k, x);
     if (l > run_max) {
       run_sum = ds_fma(run_sum, softmax_exp(run_max - l), T(1));
       run_max = l;
@@ -633,7 +646,7 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
   // (x - z) . v (isotropic components: q_k = ((x - z) . v) e_k).
   T xv = T(0);
   if (c.isotropic)
-    for (int j = 0; j < d; ++j) xv = ds_fma(T(x[j]) - T(c.a * zmu[j]), T(v[j]), xv);
+    for_coordinates<Loops::parts>(d, [&](int j) { xv = ds_fma(T(x[j]) - T(c.a * zmu[j]), T(v[j]), xv); });
   // e_k of an isotropic component: a (v_k - v_top) / (c_k c_top).
   auto e_iso = [&](int k) {
     return T(c.a * (c.variances[k] - c.variances[top])) * T(c.comp[k].inv_c) * T(c.comp[top].inv_c);
@@ -647,34 +660,34 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     const float* mu = c.means + off;
     pq r{T(0), T(0)};
     if (c.isotropic) {
-      for (int j = 0; j < d; ++j) r.p = ds_fma(T(mu[j] - zmu[j]), T(v[j]), r.p);
+      for_coordinates<Loops::parts>(d, [&](int j) { r.p = ds_fma(T(mu[j] - zmu[j]), T(v[j]), r.p); });
       r.p = r.p * T(c.comp[k].inv_c);
       r.q = xv * e_iso(k);
       return r;
     }
     const float *ic = c.inv_c + off, *ict = c.inv_c + top_off, *var = c.variances + off, *vt = c.variances + top_off;
-    for (int j = 0; j < d; ++j) {
+    for_coordinates<Loops::parts>(d, [&](int j) {
       const T icj = T(ic[j]), zj = T(c.a * zmu[j]);
       const T ej = T(c.a * (var[j] - vt[j])) * icj * T(ict[j]);
       r.p = ds_fma(T(mu[j] - zmu[j]) * icj, T(v[j]), r.p);
       r.q = ds_fma((T(x[j]) - zj) * ej, T(v[j]), r.q);
-    }
+    });
     return r;
   };
 
   // Pass 2: the weighted means of p_k and q_k.
   T p_mean = T(0), q_mean = T(0);
   for (int k = 0; k < c.components; ++k) {
-    const T r = softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum;
+    const T r = softmax_exp(channel_logit<T, Loops::logits>(c, k, x) - run_max) * inv_sum;
     const pq g = parts(k);
     p_mean = ds_fma(r, g.p, p_mean);
     q_mean = ds_fma(r, g.q, q_mean);
   }
   // Pass 3: accumulate.
   const T scale = T(c.a * c.s2);
-  for_coordinates<Rolled>(d, [&](int j) { out[j] = T(0); });
+  for_coordinates<Loops::accumulation>(d, [&](int j) { out[j] = T(0); });
   for (int k = 0; k < c.components; ++k) {
-    const T r = softmax_exp(channel_logit<T>(c, k, x) - run_max) * inv_sum;
+    const T r = softmax_exp(channel_logit<T, Loops::logits>(c, k, x) - run_max) * inv_sum;
     const pq g = parts(k);
     // n_kj = (mu_kj - mu_top,j) / c_kj + (x_j - z_j) e_kj; the sum over k of r_k g_k times a part common to every
     // component is zero (sum_k r_k g_k = 0): left out, its rounding with it.
@@ -684,7 +697,7 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     if (c.isotropic) {
       const component_constants cc = c.comp[k];
       const T rx = r * T(cc.x_scale), ick = T(cc.inv_c), ek = e_iso(k);
-      for_coordinates<Rolled>(d, [&](int j) {
+      for_coordinates<Loops::accumulation>(d, [&](int j) {
         const T zj = T(c.a * zmu[j]);
         const T nj = T(mu[j] - zmu[j]) * ick + (T(x[j]) - zj) * ek;
         out[j] = ds_fma(rx, T(v[j]), ds_fma(rg, nj, T(out[j])));
@@ -692,7 +705,7 @@ DS_HD_INLINE void channel_jvp(const channel_view& c, const X& x, const V& v, G& 
     } else {
       const float *ic = c.inv_c + off, *var = c.variances + off, *ict = c.inv_c + top_off,
                   *vt = c.variances + top_off;
-      for_coordinates<Rolled>(d, [&](int j) {
+      for_coordinates<Loops::accumulation>(d, [&](int j) {
         const T icj = T(ic[j]), zj = T(c.a * zmu[j]);
         const T ej = T(c.a * (var[j] - vt[j])) * icj * T(ict[j]);
         const T nj = T(mu[j] - zmu[j]) * icj + (T(x[j]) - zj) * ej;
