@@ -243,8 +243,9 @@ if [ -n "$no_gpu_reason" ]; then
     printf '\nstatus: 2 (no GPU) after %s s\n' "$SECONDS"
   } >>"$out"
   save
-  echo "gpu-check: $no_gpu_reason; results: ${tmp_out:+$copy_to/}${tmp_out:+$(basename "$out")}${tmp_out:-$out}" \
-    "(status 2, ${SECONDS} s)"
+  shown=$out
+  [ -n "$tmp_out" ] && shown=$copy_to/$(basename "$out")
+  echo "gpu-check: $no_gpu_reason; results: $shown (status 2, ${SECONDS} s)"
   exit 2
 fi
 
