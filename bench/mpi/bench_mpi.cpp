@@ -14,6 +14,7 @@
 //     (4 d / P) sum_k E|D_k|  +  (P - 1) (52 B + 8)  (the maximum and invalid count, 12 bytes, and the ranks'
 //                                                     integer and FP64 sums, 40 bytes, per problem; two 4-byte
 //                                                     agreements, at the start and before the row exchange)
+//       +  32 B (P - 1) / P  (the FP64 report sums carried from each rank but the last to the next, in rank order)
 //   and at most 4 d N (P - 1) / P from one rank when all the weight sits on one rank's particles (the worst skew).
 // Multinomial: the slots' keys are independent, so a slot's ancestor is on another rank with probability about
 // (P - 1) / P whatever the skew: 4 d N (P - 1) / P^2 + 60 (P - 1) bytes per rank. Residual, Metropolis, rejection:
@@ -285,8 +286,9 @@ int main(int argc, char** argv) {
     }
     const double per = std::max(1, resamplings);
     // Every transition (and the initial resampling) runs its starting agreement and the two statistics collectives
-    // whether or not it resamples; one that resamples agrees again before the row exchange.
-    const double collective_bytes = double(ranks - 1) * ((52.0 + 4.0) * double(K + 1) / per + 4.0);
+    // whether or not it resamples, and every rank but the last sends the next its running FP64 report sums (32
+    // bytes); one that resamples agrees again before the row exchange.
+    const double collective_bytes = double(ranks - 1) * ((52.0 + 4.0 + 32.0 / ranks) * double(K + 1) / per + 4.0);
     double model = 4.0 * d * model_rows / ranks / std::max(1, seen) + collective_bytes;
     const double nn = double(N), pp = double(ranks), moved = nn * (pp - 1) / (pp * pp);  // random ancestors
     if (scheme == ds::resampling_scheme::multinomial) model = 4.0 * d * moved + collective_bytes;

@@ -2,7 +2,7 @@
 // libdiffsample_mpi issues (and bench_mpi's own) passes through these wrappers, which add the payload this process
 // hands to the other ranks (Alltoallv: its send counts to other ranks; the all-to-all, all-gather and all-reduce
 // forms: the send buffer times P - 1; a broadcast root: the buffer times P - 1; a gather: the send buffer off the
-// root), then call the PMPI_ entry point. Each MPI_Alltoallv's datatype size is also recorded (the row it moves). bench_mpi is linked with ENABLE_EXPORTS so that the shared library's calls
+// root; a point-to-point send: its buffer), then call the PMPI_ entry point. Each MPI_Alltoallv's datatype size is also recorded (the row it moves). bench_mpi is linked with ENABLE_EXPORTS so that the shared library's calls
 // resolve here.
 #include "bench/mpi/mpi_counts.hpp"
 
@@ -41,6 +41,10 @@ int MPI_Alltoallv(const void* sb, const int sc[], const int sd[], MPI_Datatype s
   sent_bytes += alltoallv_bytes - before;
   alltoallv_rows.push_back(type_bytes(st));
   return PMPI_Alltoallv(sb, sc, sd, st, rb, rc, rd, rt, c);
+}
+int MPI_Send(const void* b, int n, MPI_Datatype t, int dest, int tag, MPI_Comm c) {
+  sent_bytes += std::int64_t(n) * type_bytes(t);
+  return PMPI_Send(b, n, t, dest, tag, c);
 }
 int MPI_Alltoall(const void* sb, int sc, MPI_Datatype st, void* rb, int rc, MPI_Datatype rt, MPI_Comm c) {
   sent_bytes += others(c) * sc * type_bytes(st);

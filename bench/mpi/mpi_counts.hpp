@@ -7,7 +7,7 @@
 #include <vector>
 
 namespace mpi_counts {
-/// Payload sent to other ranks by every MPI collective of this process so far.
+/// Payload sent to other ranks by every MPI collective and MPI_Send of this process so far.
 std::int64_t sent();
 /// The part of sent() that went through MPI_Alltoallv (the rows of the resamplings, and the gathered schemes'
 /// requests); the rest is the small collectives.

@@ -161,9 +161,11 @@ DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count,
 /// Schemes: multinomial, stratified and systematic by the global prefix; residual, metropolis and rejection (whose
 /// ancestors depend on weights anywhere in the problem) by gathering every rank's log-weights (4 N bytes per problem
 /// received by each rank, B x N floats and int64 of host scratch) and running resample() on the whole problems on
-/// every rank, then fetching each slot's row from its holder. Reports hold the global statistics (prefix schemes:
-/// ess, log_sum_exp are FP64 sums added per rank then in rank order, so within rounding of resample()'s, and the
-/// decision uses the integer fixed-point ESS and is exact; gathered schemes: resample()'s reports bit for bit).
+/// every rank, then fetching each slot's row from its holder. Reports and outputs.normalised_weights equal those of
+/// resample() on the CPU executor bit for bit, whatever P: the decision uses the integer fixed-point ESS; the FP64
+/// ess, log_sum_exp and log_normaliser_increment come from the same weights (fixed_exp) added in the same order (the
+/// prefix schemes carry the running sums from rank to rank, one MPI_Send of 32 B bytes per rank but the last; the
+/// gathered schemes run resample() itself). (resample() on the CUDA executor adds in another order: within rounding.)
 /// outputs.ancestors (int32) and outputs.normalised_weights (B x count) are supported too.
 /// @throws invalid_argument on every rank for an invalid argument on any rank
 DIFFSAMPLE_API comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t problems,

@@ -1,10 +1,12 @@
 // Global, exact resampling over MPI. Every rank holds particles [first, first + local) of each problem (the block
 // split of shard_of()) and computes, as resample() does on all N:
 //   1. the problem's largest valid log-weight and invalid count (MPI_Allreduce, max and sum);
-//   2. its particles' fixed-point weights q_i = floor(2^k exp(l_i - max)), k = 62 - ceil(log2 N), and their
-//      rank-local inclusive prefix; the ranks' integer totals (with sum q^2 and the FP64 report sums) are gathered
-//      (MPI_Allgather), so every rank knows each rank's offset in the global integer prefix (the exclusive scan of
-//      the totals) and the global total T, hence the same fixed-point ESS and resampling decision;
+//   2. its particles' fixed-point weights q_i = floor(2^k w_i), w_i = fixed_exp(l_i - max), k = 62 - ceil(log2 N),
+//      and their rank-local inclusive prefix; the FP64 report sums of w_i and w_i^2 in resample()'s order, carried
+//      from rank to rank (MPI_Send / MPI_Recv, rank order); the ranks' integer totals (with sum q^2, and the last
+//      rank's FP64 sums) are gathered (MPI_Allgather), so every rank knows each rank's offset in the global integer
+//      prefix (the exclusive scan of the totals) and the global total T, hence the same fixed-point ESS and
+//      resampling decision, and resample()'s reports bit for bit;
 //   3. for a resampled problem, the key x_j in [0, T) of every slot j from the shared Philox uniforms (the formulas
 //      of kernels::select_ancestor_functor): a slot's ancestor is the first particle whose global prefix exceeds
 //      x_j, i.e. the first rank whose prefix end exceeds x_j, then the rank-local search at x_j minus its offset.
@@ -189,6 +191,8 @@ void resampler::reserve(std::int64_t problems, const resampling_options& o) {
     grow(mine_, static_cast<std::size_t>(B));
     grow(all_, static_cast<std::size_t>(B * P));
     grow(units_, static_cast<std::size_t>(B * L));
+    grow(weights_, static_cast<std::size_t>(B * L));
+    grow(carry_, static_cast<std::size_t>(B));
     grow(ends_, static_cast<std::size_t>(B * P));
     grow(states_, static_cast<std::size_t>(B));
     grow(source_, static_cast<std::size_t>(B * L));
@@ -245,30 +249,63 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
   stats_.bytes_sent += other * B * 12;
   stats_.bytes_received += other * B * 12;
 
-  // 2. Fixed-point weights, rank-local inclusive prefix, the ranks' sums.
+  // 2. Fixed-point weights and their FP64 values (fixed_weight_pair, as resample()), rank-local inclusive prefix.
   rank_sums* mine = mine_.data();
   rank_sums* all = all_.data();
+  double* w = weights_.data();
   for (std::int64_t b = 0; b < B; ++b) {
     const float* lw = log_weights + b * L;
     std::uint64_t total = 0;
     u128 q2;
-    double sum_w = 0, sum_w2 = 0;
     if (max[b] > -INFINITY) {
       for (std::int64_t i = 0; i < L; ++i) {
-        const std::uint64_t q = kernels::fixed_weight(lw[i], max[b], bits);
-        total += q;
-        q2 = q2 + kernels::mul_wide(q, q);
+        const kernels::weight_pair wq = kernels::fixed_weight_pair(lw[i], max[b], bits);
+        total += wq.q;
+        q2 = q2 + kernels::mul_wide(wq.q, wq.q);
         units_[b * L + i] = total;
-        if (!kernels::invalid_log_weight(lw[i])) {
-          const double w = std::exp(double(lw[i]) - double(max[b]));
-          sum_w += w;
-          sum_w2 += w * w;
-        }
+        w[b * L + i] = wq.w;
       }
     } else {
       std::fill(units_.begin() + b * L, units_.begin() + (b + 1) * L, 0);
+      std::fill_n(w + b * L, L, 0.0);
     }
-    mine[b] = rank_sums{total, q2.lo, q2.hi, sum_w, sum_w2};
+    mine[b] = rank_sums{total, q2.lo, q2.hi, 0, 0};
+  }
+  // The FP64 report sums in resample()'s order on the CPU executor (particle order within tiles of cpu_tile
+  // particles, then the tiles in order), hence its bits whatever P: the running sums travel along the ranks in rank
+  // order (rank r receives rank r - 1's, adds its particles, sends them on: 4 doubles per problem), and the last
+  // rank's totals reach every rank with the integer sums below.
+  report_carry* carry = carry_.data();
+  if (rank_ > 0) {
+    timed clock(stats_);
+    MPI_Recv(carry, int(B * sizeof(report_carry)), MPI_BYTE, rank_ - 1, report_sums_tag, comm_, MPI_STATUS_IGNORE);
+    stats_.bytes_received += B * std::int64_t(sizeof(report_carry));
+  } else {
+    std::fill_n(carry, B, report_carry{});
+  }
+  for (std::int64_t b = 0; b < B; ++b) {
+    report_carry c = carry[b];
+    for (std::int64_t i = 0; i < L; ++i) {
+      const std::int64_t g = first_ + i;  // within the problem
+      if (g > 0 && g % kernels::cpu_tile == 0) {
+        c.sum_w += c.tile_w;
+        c.sum_w2 += c.tile_w2;
+        c.tile_w = c.tile_w2 = 0;
+      }
+      const double x = w[b * L + i];
+      c.tile_w += x;
+      c.tile_w2 += x * x;
+    }
+    if (rank_ == P - 1) {
+      mine[b].sum_w = c.sum_w + c.tile_w;
+      mine[b].sum_w2 = c.sum_w2 + c.tile_w2;
+    }
+    carry[b] = c;
+  }
+  if (rank_ < P - 1) {
+    timed clock(stats_);
+    MPI_Send(carry, int(B * sizeof(report_carry)), MPI_BYTE, rank_ + 1, report_sums_tag, comm_);
+    stats_.bytes_sent += B * std::int64_t(sizeof(report_carry));
   }
   {
     timed clock(stats_);
@@ -282,15 +319,13 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
   for (std::int64_t b = 0; b < B; ++b) {
     std::uint64_t total = 0;
     u128 q2;
-    double sum_w = 0, sum_w2 = 0;
     for (std::int64_t r = 0; r < P; ++r) {
       const rank_sums& s = all[r * B + b];
       total += s.total;
       q2 = q2 + u128{s.q2_lo, s.q2_hi};
-      sum_w += s.sum_w;
-      sum_w2 += s.sum_w2;
       ends_[b * P + r] = total;
     }
+    const double sum_w = all[(P - 1) * B + b].sum_w, sum_w2 = all[(P - 1) * B + b].sum_w2;
     const kernels::problem_state st = kernels::decide_problem(max[b], nans[b], total, q2, sum_w, sum_w2,
                                                               o.ess_threshold, N,
                                                               reports == nullptr ? nullptr : reports + b);
@@ -301,7 +336,7 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
       for (std::int64_t i = 0; i < L; ++i)
         normalised[b * L + i] = (total == 0 || kernels::invalid_log_weight(lw[i]))
                                     ? 0.f
-                                    : float(std::exp(double(lw[i]) - double(max[b])) / sum_w);
+                                    : float(w[b * L + i] / sum_w);
     }
   }
   const auto* in = static_cast<const unsigned char*>(rows);

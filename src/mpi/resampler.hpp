@@ -33,6 +33,14 @@ struct rank_sums {
   double sum_w, sum_w2;
 };
 
+/// Per problem: the FP64 report sums carried from rank to rank in step 2 of resampler::run() (the sums of the
+/// tiles completed so far and of the current tile's particles so far).
+struct report_carry {
+  double sum_w = 0, sum_w2 = 0, tile_w = 0, tile_w2 = 0;
+};
+/// The tag of that carry's messages (the only point-to-point messages of the library).
+constexpr int report_sums_tag = 0x6473;
+
 /// Particles [first, first + count) of each problem's N on every rank, in the block split of shard_of().
 class resampler {
  public:
@@ -95,6 +103,8 @@ class resampler {
   std::vector<rank_sums> mine_, all_;  // what step 2 of run() gathers: this rank's and every rank's
   std::vector<unsigned char> workspace_;  // resample()'s, for the gathered schemes
   std::vector<std::uint64_t> units_, ends_;
+  std::vector<double> weights_;       // this rank's FP64 weights exp(l - max), B x local
+  std::vector<report_carry> carry_;   // B
   std::vector<kernels::problem_state> states_;
   std::vector<int> source_, send_counts_, recv_counts_, send_displs_, recv_displs_, cursor_;
   std::vector<std::int64_t> picks_;
