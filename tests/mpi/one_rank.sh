@@ -119,4 +119,34 @@ for np in 2 3; do
       "^diffsample: rank 1 of $np: standard output: write failed: Input/output error (ending every process: "
   done
 done
+# Standard output failing on rank 0 of 2 or 3, the rank that prints the results and writes the outputs: the run fails
+# on every process (exit status 1, rank 0's message) and leaves the outputs as they were: --out and --report, which
+# exist beforehand, keep their contents, --plot (and solve's --ess-plot), which do not, are not created, and no
+# temporary is left in their folder. Seen failing with solve's and sample's standard-output check moved after the
+# outputs' renames: the run failed, but with the new files over the old ones.
+printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' \
+  'if [ "$rank" = 0 ]; then LD_PRELOAD=$FAULT exec "$@"; fi' 'exec "$@"' >"$dir/fault0.sh"
+mkdir "$dir/outputs"
+for np in 2 3; do
+  for run in "sample --sampler ula --chains 101 --steps 5" \
+    "solve --problem $problem --particles 101 --steps 5 --ess-plot $dir/outputs/e.svg"; do
+    printf 'earlier samples\n' >"$dir/outputs/x.npy"
+    printf 'earlier report\n' >"$dir/outputs/r.json"
+    set +e
+    # shellcheck disable=SC2086
+    FAULT=$fault timeout 120 "$@" -np "$np" sh "$dir/fault0.sh" "$program" $run --executor cpu \
+      --out "$dir/outputs/x.npy" --report "$dir/outputs/r.json" --plot "$dir/outputs/p.svg" 2>"$dir/err.txt" >/dev/null
+    status=$?
+    set -e
+    expect "'$run' with standard output failing on rank 0 of $np" 1 "$np" \
+      "^diffsample: rank 0 of $np: standard output: write failed: Input/output error"
+    left=$(cd "$dir/outputs" && ls -A | tr '\n' ' ')
+    if [ "$left" != "r.json x.npy " ] || [ "$(cat "$dir/outputs/x.npy")" != "earlier samples" ] ||
+      [ "$(cat "$dir/outputs/r.json")" != "earlier report" ]; then
+      echo "one_rank.sh: '$run' with standard output failing on rank 0 of $np changed the outputs: $left" >&2
+      head -c 200 "$dir/outputs/x.npy" "$dir/outputs/r.json" >&2
+      exit 1
+    fi
+  done
+done
 echo "one_rank.sh: ok"
