@@ -8,6 +8,7 @@
 #include "kernels/config.cuh"
 #include "kernels/guided.cuh"
 #include "kernels/plan.cuh"
+#include <diffsample/guided.hpp>
 
 namespace diffsample::kernels {
 
@@ -69,8 +70,8 @@ struct permuted_gather_functor {
 };
 
 // The Philox keys of an SMC plan's trajectory, in device memory: trajectory t draws as guided_sample() with
-// options.seed + t, its mutations from seed + t, its resampling from (seed + t) ^ resampling_key and the final
-// samples' order from (seed + t) ^ order_key. reset() advances them on the device (smc_reset_functor), so a captured
+// options.seed = s_t = guided_run_seed(seed, t), its mutations from s_t, its resampling from s_t ^ resampling_key and
+// the final samples' order from s_t ^ order_key. reset() advances them on the device (smc_reset_functor), so a captured
 // trajectory replays with the next trajectory's keys.
 constexpr std::uint64_t resampling_key = 0x9E3779B97F4A7C15ull;  // as guided_sample(): apart from the mutations'
 constexpr std::uint64_t order_key = 0x5851F42D4C957F2Dull;       // the samples' order: a stream of its own
@@ -90,13 +91,13 @@ struct twisted_tell_functor {
   }
 };
 
-/// Starts the next trajectory of an SMC plan (one thread): step 0 and the keys of seed + trajectory.
+/// Starts the next trajectory of an SMC plan (one thread): step 0 and the keys of guided_run_seed(seed, trajectory).
 struct smc_reset_functor {
   plan_state* state;
   smc_plan_keys* keys;
   std::uint64_t seed;
   DS_HD void operator()(std::int64_t) const {
-    const std::uint64_t s = seed + state->trajectory;
+    const std::uint64_t s = guided_run_seed(seed, state->trajectory);
     state->step = 0;
     state->trajectory += 1;
     keys->mutation = s;

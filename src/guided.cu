@@ -1809,7 +1809,7 @@ using kernels::twisted_tell_functor;
 // into its own buffer (the gradient needs every row's), told as guided_sample()'s CPU run (tell_twisted).
 struct smc_plan_storage final : workspace_plan_storage {
   kernels::guided_params p{};    // p.seed_at: keys->mutation
-  std::uint64_t seed = 0;        // options.seed: trajectory t runs with seed + t (keys advanced on the device)
+  std::uint64_t seed = 0;        // options.seed: trajectory t runs with guided_run_seed(seed, t) (keys advanced on the device)
   std::int64_t B = 0, N = 0, K = 0;
   bool final_resample = true;
   // Moment-projected potentials: 1 + d_y asks per transition (the model's output, then J^T a_o for every row a_o

@@ -657,7 +657,7 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
   // tells, fed the mixture's denoiser, give guided_sample()'s particles, log-weights, final samples, ESS trace,
   // log-normaliser and resampling counts bit for bit; systematic resampling at the default threshold, and
   // multinomial at threshold 1 (a resampling at every transition). A second trajectory equals guided_sample() with
-  // seed + 1.
+  // guided_run_seed(seed, 1).
   const std::int64_t d = 3, N = 37, K = 10;
   const gaussian_mixture mix = test_mixture(d);
   const guided_problems pr = three_problems();
@@ -686,7 +686,7 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
     if (c == 1) {
       EXPECT_EQ(fused.counts, std::vector<std::int32_t>(pr.problems, std::int32_t(K + 1)));
     }
-    o.seed += 1;
+    o.seed = guided_run_seed(o.seed, 1);
     guided_sample(mix, fused.outputs(), pr, o, cpu);
     run_smc_plan(plan, mix);
     plan.write_outputs(stepped.outputs(), cpu);
@@ -863,7 +863,7 @@ TEST(SamplingPlan, GuidedDcpsPlanReproducesGuidedSampleExactly) {
 }
 
 // The trajectory keys of a guided SMC plan live in its device memory and reset() advances them there: trajectory t
-// of one plan, whatever came before it, equals guided_sample() with seed + t in every output (the host holds no key
+// of one plan, whatever came before it, equals guided_sample() with guided_run_seed(seed, t) in every output (the host holds no key
 // of its own, so the CPU executor runs the same key path a captured CUDA trajectory replays). Seen failing with the
 // resampling key left at the first trajectory's (trajectory 1's ancestors and ESS trace differ).
 TEST(SamplingPlan, GuidedSmcPlanKeysEachTrajectoryOnTheDevice) {
@@ -882,7 +882,7 @@ TEST(SamplingPlan, GuidedSmcPlanKeysEachTrajectoryOnTheDevice) {
   for (int t = 0; t < 3; ++t) {
     smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
     guided_options ot = o;
-    ot.seed = o.seed + static_cast<std::uint64_t>(t);
+    ot.seed = guided_run_seed(o.seed, static_cast<std::uint64_t>(t));
     guided_sample(mix, fused.outputs(), pr, ot, cpu);
     run_smc_plan(plan, mix);
     plan.write_outputs(stepped.outputs(), cpu);
@@ -890,6 +890,34 @@ TEST(SamplingPlan, GuidedSmcPlanKeysEachTrajectoryOnTheDevice) {
     EXPECT_NE(stepped.particles, previous) << t;
     previous = stepped.particles;
   }
+}
+
+// SMC plans at consecutive seeds are independent: no trajectory of the plan with seed 6 repeats one of the plan with
+// seed 5. Seen failing with trajectory t keyed by seed + t (trajectory 1 of seed 5 was trajectory 0 of seed 6 bit for
+// bit: particles, resampling and the samples' order).
+TEST(SamplingPlan, GuidedSmcPlansOfConsecutiveSeedsShareNoTrajectory) {
+  const std::int64_t d = 3, N = 29, K = 6;
+  const gaussian_mixture mix = test_mixture(d);
+  const guided_problems pr = three_problems();
+  guided_options o;
+  o.potentials = guided_potentials::linear;
+  o.sampler = guided_sampler::smc;
+  o.particles = N;
+  o.steps = K;
+  std::vector<std::vector<float>> runs[2];
+  for (int c = 0; c < 2; ++c) {
+    o.seed = 5 + std::uint64_t(c);
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    for (int t = 0; t < 3; ++t) {
+      smc_outputs stepped(pr.problems, N, d, K);
+      run_smc_plan(plan, mix);
+      plan.write_outputs(stepped.outputs(), cpu);
+      runs[c].push_back(stepped.samples);
+    }
+  }
+  for (int t = 0; t < 3; ++t)
+    for (int u = 0; u < 3; ++u)
+      EXPECT_NE(runs[0][t], runs[1][u]) << "trajectory " << t << " of seed 5, trajectory " << u << " of seed 6";
 }
 
 // Seen failing with the tells applying step j / d_y's coefficients instead of step j / (1 + d_y)'s, and with the
@@ -945,7 +973,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithTwistedPotentialsReproducesGuidedSampleExact
   // particle's own A), each answered into its own buffer (the proposal's gradient needs every row's); the tells
   // weight by the moment potential, resample and draw from the twisted proposal, and the last one weights by the
   // likelihood. Fed the mixture's denoiser and denoiser_jvp, the plan gives guided_sample()'s six outputs bit for
-  // bit; a second trajectory equals guided_sample() with seed + 1.
+  // bit; a second trajectory equals guided_sample() with guided_run_seed(seed, 1).
   const std::int64_t d = 3, N = 37, K = 8;
   const gaussian_mixture mix = test_mixture(d);
   const guided_problems pr = three_problems();
@@ -960,7 +988,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithTwistedPotentialsReproducesGuidedSampleExact
   for (int t = 0; t < 2; ++t) {
     smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
     guided_options ot = o;
-    ot.seed = o.seed + static_cast<std::uint64_t>(t);
+    ot.seed = guided_run_seed(o.seed, static_cast<std::uint64_t>(t));
     guided_sample(mix, fused.outputs(), pr, ot, cpu);
     plan.reset();
     std::vector<const float*> answers;
@@ -1049,7 +1077,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithTheStartCorrectionReproducesGuidedSampleExac
   // options.start_correction: the plan's first four asks are the model's output at u_n x (n = 0 .. 3, the
   // Gauss-Legendre nodes on [0, 1]) and the first grid point's channel; then the transitions' asks. Fed the
   // mixture's denoiser (and denoiser_jvp), the plan gives guided_sample()'s six outputs bit for bit, linear and
-  // twisted potentials, two trajectories (the second equal to guided_sample() with seed + 1), three problems of 37
+  // twisted potentials, two trajectories (the second equal to guided_sample() with guided_run_seed(seed, 1)), three problems of 37
   // particles (partial SIMD packs).
   const std::int64_t d = 3, N = 37, K = 6;
   const gaussian_mixture mix = test_mixture(d);
@@ -1076,7 +1104,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithTheStartCorrectionReproducesGuidedSampleExac
     for (int t = 0; t < 2; ++t) {
       smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
       guided_options ot = o;
-      ot.seed = o.seed + static_cast<std::uint64_t>(t);
+      ot.seed = guided_run_seed(o.seed, static_cast<std::uint64_t>(t));
       guided_sample(mix, fused.outputs(), pr, ot, cpu);
       run_smc_plan_with_jacobians(plan, mix);
       plan.write_outputs(stepped.outputs(), cpu);
@@ -1179,7 +1207,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactl
   // Moment-projected potentials: per transition the model's output, then d_y = 2 asks for J^T a_o with the rows
   // a_o of each particle's own A (three problems, three operators). Fed the mixture's denoiser and denoiser_jvp,
   // the plan gives guided_sample()'s six outputs bit for bit (the CPU executor's fused run weights step by step
-  // through the same stage functor); a second trajectory equals guided_sample() with seed + 1.
+  // through the same stage functor); a second trajectory equals guided_sample() with guided_run_seed(seed, 1).
   const std::int64_t d = 3, N = 37, K = 8;
   const gaussian_mixture mix = test_mixture(d);
   const guided_problems pr = three_problems();
@@ -1194,7 +1222,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactl
   for (int t = 0; t < 2; ++t) {
     smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
     guided_options ot = o;
-    ot.seed = o.seed + static_cast<std::uint64_t>(t);
+    ot.seed = guided_run_seed(o.seed, static_cast<std::uint64_t>(t));
     guided_sample(mix, fused.outputs(), pr, ot, cpu);
     plan.reset();
     while (!plan.done()) {
@@ -1225,7 +1253,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithTheMultistepKernelReproducesGuidedSampleExac
   // particle's ancestor at the previous transition. Linear, moment and twisted potentials, linear and twisted also
   // with the start correction; multinomial resampling at threshold 1, so that every transition resamples and the
   // ancestors are not the identity. Fed the mixture's denoiser (and denoiser_jvp), the plan gives guided_sample()'s
-  // six outputs bit for bit, two trajectories (the second equal to guided_sample() with seed + 1), three problems of
+  // six outputs bit for bit, two trajectories (the second equal to guided_sample() with guided_run_seed(seed, 1)), three problems of
   // 37 particles (partial SIMD packs); the option changes the run (guided_sample() without it differs).
   const std::int64_t d = 3, N = 37, K = 8;
   const gaussian_mixture mix = test_mixture(d);
@@ -1252,7 +1280,7 @@ TEST(SamplingPlan, GuidedSmcPlanWithTheMultistepKernelReproducesGuidedSampleExac
     for (int t = 0; t < 2; ++t) {
       smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
       guided_options ot = o;
-      ot.seed = o.seed + static_cast<std::uint64_t>(t);
+      ot.seed = guided_run_seed(o.seed, static_cast<std::uint64_t>(t));
       guided_sample(mix, fused.outputs(), pr, ot, cpu);
       run_smc_plan_with_jacobians(plan, mix);
       plan.write_outputs(stepped.outputs(), cpu);

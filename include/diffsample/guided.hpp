@@ -339,6 +339,16 @@ DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior,
 DIFFSAMPLE_API std::vector<double> guided_times(const gaussian_mixture& prior, const guided_problems& problems,
                                                 const guided_options& options);
 
+/// The seed of run t of a family of SMC runs keyed by one options.seed: trajectory t of a guided SMC ask/tell plan
+/// (sampling_plan::guided) and the island of rank t in mpi::guided_sample's island mode run as guided_sample() with
+/// options.seed = guided_run_seed(seed, t) = seed + t * 0xDA942042E4DD58B5 (mod 2^64). Run 0 keeps the seed; the
+/// runs of two seeds less than 2^46 apart share no seed for t < 2^16 (every multiple t C, 0 < t < 2^16, of the odd
+/// constant C lies at least 2^46 from 0 mod 2^64), so replicates at consecutive seeds are independent runs. (It was
+/// seed + t: trajectory 1 of seed s was trajectory 0 of seed s + 1.)
+constexpr std::uint64_t guided_run_seed(std::uint64_t seed, std::uint64_t t) noexcept {
+  return seed + t * 0xDA942042E4DD58B5ull;
+}
+
 /// Runs a guided sampler on every problem. The tables are built on the host in FP64 (O(steps B d_y^3 +
 /// steps B d_y^2 d_x)) and copied once (cudaMemcpyAsync on exec.stream); then each SMC transition issues a fixed
 /// handful of launches (weighting, resample(), bookkeeping, mutation from the ancestors' means) with no allocation and

@@ -185,7 +185,7 @@ enum class smc_mode : int {
   /// guided_sample() (particles and samples bit for bit on the CPU executor, whatever P).
   global = 0,
   /// Independent filters (islands): rank r runs guided_sample() with its count of the N particles and the seed
-  /// options.seed + r (rank 0 keeps options.seed); log Z is the particle-weighted mean of the islands' Z_r, in log
+  /// guided_run_seed(options.seed, r) (rank 0 keeps options.seed); log Z is the particle-weighted mean of the islands' Z_r, in log
   /// space (unbiased for Z); samples are the union of the islands' equally weighted samples. Biased against one
   /// filter of N: each island carries the O(1 / (N / P)) bias of a filter of N / P particles, and the union weighs
   /// the islands equally instead of by Z_r (README: "Island mode").

@@ -119,7 +119,7 @@ class DIFFSAMPLE_API sampling_plan {
   /// log-normaliser, as guided_sample() does, and the last of them resamples column 0 (linear potentials). The
   /// transitions' asks follow. reset() draws the particles itself (initial must be null); write_outputs() gives the
   /// log-weights, the resampled samples, log-normaliser estimates, ESS trace and resampling counts of a done
-  /// trajectory. Trajectory t runs as guided_sample() with options.seed + t: the
+  /// trajectory. Trajectory t runs as guided_sample() with options.seed = guided_run_seed(seed, t): the
   /// keys live in device memory and reset() advances them there, so a captured trajectory (reset, asks, tells and
   /// write_outputs) replays with fresh noise, replay t equal to uncaptured trajectory t.
   /// DCPS: the asks of guided_sample()'s run, in order. Per block l of the time grid, its options.dcps_langevin_steps

@@ -714,7 +714,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
                                                                 << " ranks");
       guided_options o = options;
       o.particles = res.particles.count;
-      o.seed = options.seed + static_cast<std::uint64_t>(rank);
+      o.seed = guided_run_seed(options.seed, static_cast<std::uint64_t>(rank));
       res.local = diffsample::guided_sample(prior, outputs, problems, o, exec);
       // Every rank's estimate, read back from the executor before the agreement (outputs.log_normaliser is given on
       // every rank or on none: compared first).

@@ -595,8 +595,9 @@ TEST_F(Mpi, EachResamplingMovesTheRowItsFilterNeeds) {
       }
 }
 
-// Island mode with the multistep kernel: each rank runs guided_sample() on its share with seed + rank, the kernel's
-// rows staying with the rank's particles: its samples are that run's bit for bit, and log Z is log sum_r (n_r / N) Z_r
+// Island mode with the multistep kernel: each rank runs guided_sample() on its share with guided_run_seed(seed,
+// rank), the kernel's rows staying with the rank's particles: its samples are that run's bit for bit, and log Z is
+// log sum_r (n_r / N) Z_r
 // (as IslandsCombineTheirLogNormalisers). Seen failing with the option dropped from the islands' runs (the samples
 // and log Z differed on every rank, at every P).
 TEST_F(Mpi, IslandsRunTheMultistepKernel) {
@@ -625,7 +626,7 @@ TEST_F(Mpi, IslandsRunTheMultistepKernel) {
       ds::guided_options io = o;
       const ds::mpi::shard is = ds::mpi::shard_of(N, r, ranks());
       io.particles = is.count;
-      io.seed = o.seed + r;
+      io.seed = ds::guided_run_seed(o.seed, std::uint64_t(r));
       std::vector<float> island(B * is.count * d), plain(B * is.count * d);
       std::vector<double> z(B);
       std::vector<std::int32_t> count(B);
@@ -1106,7 +1107,7 @@ TEST_F(Mpi, IslandsCombineTheirLogNormalisers) {
       ds::guided_options io = o;
       const ds::mpi::shard is = ds::mpi::shard_of(N, r, ranks());
       io.particles = is.count;
-      io.seed = o.seed + r;
+      io.seed = ds::guided_run_seed(o.seed, std::uint64_t(r));
       std::vector<double> z(B);
       ds::guided_outputs iout{};
       iout.log_normaliser = z.data();

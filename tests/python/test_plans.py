@@ -163,12 +163,13 @@ SIGMA2 = [0.4, 0.6]
 
 def test_guided_smc_plan_equals_guided_sample(mixture2):
     # The plan's tells weight, resample and mutate; fed the mixture's denoiser (direct path) the plan gives
-    # guided_sample()'s outputs bit for bit, and a second trajectory equals guided_sample() with the next seed.
+    # guided_sample()'s outputs bit for bit, and a second trajectory equals guided_sample() with guided_run_seed(4, 1).
     names = ("samples", "log_weights", "log_normaliser", "ess_trace", "resample_count")
     plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, sampler="smc", output="denoiser", particles=61, steps=12,
                                   seed=4)
     assert plan.rows == 2 * 61 and plan.asks == 12
-    for seed in (4, 5):
+    # Trajectory t runs as guided_sample() with guided_run_seed(seed, t) = seed + t * 0xDA942042E4DD58B5 (mod 2^64).
+    for seed in (4, (4 + 0xDA942042E4DD58B5) % 2**64):
         # The plan takes linear potentials for the default potentials='automatic' (guided_sample() twisted ones).
         fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, sampler="smc", potentials="linear", particles=61,
                                  steps=12, seed=seed, outputs=names)
