@@ -34,6 +34,13 @@ void denoiser_form(model_output output, double a, double s, const schedule_point
     um = output == model_output::score ? s * s / a : -s / a;
   } else if (output == model_output::velocity) {
     DIFFSAMPLE_EXPECTS(p != nullptr, "output: velocity needs a schedule-based sampler (step " << k << ")");
+    if (p->s == 0 && p->a > 0) {
+      // At s = 0 the point is a x0 itself: x0 = x / a whatever the model says (the grid's clean end, where the
+      // velocity's s' / s is not defined; refused before, so a velocity plan on any grid ending at t = 0 was).
+      ux = 1 / p->a;
+      um = 0;
+      return;
+    }
     const double fx = p->s > 0 ? p->ds_dt / p->s : 0.0, fm = p->s > 0 ? p->da_dt - p->ds_dt * p->a / p->s : 0.0;
     DIFFSAMPLE_EXPECTS(p->s > 0 && fm != 0 && std::isfinite(fm),
                        "output: a velocity model does not determine x0 at t = " << p->t << " (step " << k << ")");
