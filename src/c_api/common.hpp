@@ -141,11 +141,29 @@ inline void check_apart(std::initializer_list<host_span> spans) {
     }
 }
 
-/// `count` values from a caller's array (null only when count is 0).
+/// Refuses a count that sizes a caller's array unless it is one of @p allowed (its length as the other arguments fix
+/// it, described by @p expected), before the array is read: a wrong count must not read past the array's end.
+inline void check_count(const std::string& name, std::int64_t count, std::initializer_list<std::int64_t> allowed,
+                        const std::string& expected) {
+  for (std::int64_t a : allowed)
+    if (count == a) return;
+  fail(name + ": expected " + expected + ", got " + std::to_string(count) + " (checked before the array is read)");
+}
+
+/// `count` values from a caller's array (null only when count is 0). A count beyond the host's limit is refused as
+/// the count (`name`_count), and one the host cannot hold names the array.
 inline std::vector<double> copy_array(const std::string& name, const double* p, std::int64_t count) {
   if (count < 0) fail(name + ": negative count " + std::to_string(count));
+  constexpr std::int64_t most = limits::max_host_bytes / std::int64_t(sizeof(double));
+  if (count > most) fail(limits::above(name + "_count", std::to_string(count), most, "values of host memory"));
   if (count > 0 && p == nullptr) fail(name + ": null pointer for " + std::to_string(count) + " values");
-  return count > 0 ? std::vector<double>(p, p + count) : std::vector<double>{};
+  if (count == 0) return {};
+  try {
+    return std::vector<double>(p, p + count);
+  } catch (const std::bad_alloc&) {
+    throw out_of_memory(name + ": cannot copy " + std::to_string(count) + " values (" +
+                        std::to_string(count * std::int64_t(sizeof(double))) + " bytes) to host memory");
+  }
 }
 
 /// Checks the shape of a mixture before any of its arrays is read (the C++ constructor checks the rest).
@@ -328,6 +346,8 @@ T zero_struct() noexcept {
 // --- conversions shared between domains (src/c_api/diffusion.cpp, particles.cpp) --------------------------------
 ds_schedule to_c(const noise_schedule& from);
 noise_schedule to_cpp(const std::string& what, const ds_schedule& from);
+/// Refuses what.times_count unless 0 or steps + 1 (for a steps within the limits), before the times are read.
+void check_times_count(const std::string& what, const ds_schedule& s, std::int64_t steps);
 ds_resampling_options to_c(const resampling_options& from);
 resampling_options to_cpp(const std::string& what, const ds_resampling_options& from);
 // src/c_api/diffusion.cpp and langevin.cpp, also used by the sampling plans (src/c_api/plan.cpp); the options'

@@ -25,6 +25,12 @@ ds_schedule to_c(const noise_schedule& from) {
   return to_c_struct<ds_schedule>(from, schedule_fields);
 }
 
+void check_times_count(const std::string& what, const ds_schedule& s, std::int64_t steps) {
+  if (s.times_count == 0 || !limits::within(steps, 1, limits::max_steps)) return;  // a bad steps is refused as such
+  check_count(what + ".times_count", s.times_count, {steps + 1},
+              "steps + 1 = " + std::to_string(steps + 1) + " times for " + std::to_string(steps) + " steps");
+}
+
 noise_schedule to_cpp(const std::string& what, const ds_schedule& from) {
   check_size<ds_schedule>(what, from.struct_size);
   noise_schedule to = to_cpp_struct<noise_schedule>(what, from, schedule_fields);
@@ -51,7 +57,9 @@ ds_diffusion_options to_c(const ds::diffusion_options& from) {
   return to_c_struct<ds_diffusion_options>(from, diffusion_fields);
 }
 ds::diffusion_options to_cpp(const ds_diffusion_options* p) {
-  return options_to_cpp<ds::diffusion_options>(p, diffusion_fields);
+  const ds_diffusion_options c = read_struct("options", p, to_c(ds::diffusion_options{}));
+  check_times_count("options.schedule", c.schedule, c.steps);
+  return to_cpp_struct<ds::diffusion_options>("options", c, diffusion_fields);
 }
 
 }  // namespace diffsample::c_api
@@ -83,6 +91,7 @@ ds_status ds_schedule_init(ds_schedule* schedule, size_t struct_size, ds_schedul
 ds_status ds_schedule_points(const ds_schedule* schedule, int64_t steps, ds_schedule_point* out) {
   return guard([&] {
     if (schedule == nullptr) fail("schedule: null pointer (initialise it with ds_schedule_init())");
+    check_times_count("schedule", *schedule, steps);
     const ds::noise_schedule s = to_cpp("schedule", *schedule);
     require_out("out", out);
     const std::vector<ds::schedule_point> points = s.points(steps);

@@ -27,7 +27,11 @@ constexpr auto guided_fields = [](auto& to, const auto& from, const std::string&
 
 ds_guided_options to_c(const ds::guided_options& from) { return to_c_struct<ds_guided_options>(from, guided_fields); }
 
-ds::guided_options to_cpp(const ds_guided_options* p) { return options_to_cpp<ds::guided_options>(p, guided_fields); }
+ds::guided_options to_cpp(const ds_guided_options* p) {
+  const ds_guided_options c = read_struct("options", p, to_c(ds::guided_options{}));
+  check_times_count("options.schedule", c.schedule, c.steps);
+  return to_cpp_struct<ds::guided_options>("options", c, guided_fields);
+}
 
 ds_guided_problems default_problems() {
   const ds::guided_problems d;
@@ -45,6 +49,13 @@ ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x) {
   ds::guided_problems r;
   r.problems = g.problems;
   r.d_y = g.d_y;
+  // The counts are checked against the lengths B, d_y and d_x fix before their arrays are read.
+  const std::int64_t one = g.d_y * d_x;
+  if (g.A_count != 0)
+    check_count("problems.A_count", g.A_count, {one, g.problems * one},
+                "d_y x d_x = " + std::to_string(one) + " or B x d_y x d_x = " + std::to_string(g.problems * one) +
+                    " (or 0 with mask or SVD operators)");
+  check_count("problems.sigma_y_count", g.sigma_y_count, {1, g.problems}, "1 or B = " + std::to_string(g.problems));
   r.A = copy_array("problems.A", g.A, g.A_count);
   if (g.mask != nullptr || g.mask_count != 0) {
     if (g.A != nullptr) fail("problems.mask: give either A or mask, not both");

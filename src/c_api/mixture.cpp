@@ -43,6 +43,11 @@ ds_status ds_grid_mixture_create(int64_t dim, int grid, double spacing, double v
                                  int64_t weights_count, ds_mixture** out) {
   return guard([&] {
     require_out("out", out);
+    // grid x grid weights (or none: equal weights), checked before they are read.
+    ds::limits::check("grid", grid, 1, ds::limits::max_grid);
+    if (weights_count != 0)
+      check_count("weights_count", weights_count, {std::int64_t(grid) * grid},
+                  "grid x grid = " + std::to_string(std::int64_t(grid) * grid) + " (or 0 for equal weights)");
     auto w = copy_array("weights", weights, weights_count);
     *out = new ds_mixture{ds::grid_mixture(dim, grid, spacing, variance, std::move(w))};
   });

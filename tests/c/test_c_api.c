@@ -1573,9 +1573,107 @@ static void test_entry_validation(void) {
   ds_mixture_destroy(m);
 }
 
+/* A count that sizes a caller's array is checked against the length the other arguments give it before the array is
+ * read: a wrong one is refused naming the count, never read past the array's end (each array below is exactly as
+ * long as the right count), and a huge one is refused as the count, not met as a failed host allocation or an
+ * internal error. Arrays whose length nothing else fixes (a vp_table's alpha-bar) name themselves when they cannot
+ * be copied. */
+static void test_counts_checked_before_reads(void) {
+  const double w[2] = {1.0, 1.0};
+  const double mu[4] = {0, 0, 1, 1};
+  const double var[2] = {1.0, 0.5};
+  const double A[2] = {1.0, 0.0};
+  const double y[1] = {0.5};
+  const double sy[1] = {0.1};
+  const double w9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  const double times[5] = {1.0, 0.75, 0.5, 0.25, 0.0};
+  const double alpha_bar[3] = {0.9, 0.5, 0.1};
+  const int64_t huge[3] = {(int64_t)1 << 40, INT64_MAX, 3};
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  float x[4 * 2] = {0};
+  float particles[8 * 2];
+  ds_mixture* m = NULL;
+  ds_mixture* g = NULL;
+  ds_guided_problems p;
+  ds_guided_options o;
+  ds_guided_outputs out;
+  ds_diffusion_options d;
+  ds_schedule s, d_schedule, o_schedule;
+  ds_schedule_point points[5];
+  int i;
+  CHECK_OK(ds_mixture_create(2, 2, w, mu, var, 2, &m));
+  CHECK_OK(ds_guided_problems_init(&p, sizeof p));
+  CHECK_OK(ds_guided_options_init(&o, sizeof o));
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  CHECK_OK(ds_diffusion_options_init(&d, sizeof d));
+  p.problems = 1;
+  p.d_y = 1;
+  p.A = A;
+  p.A_count = 2;
+  p.y = y;
+  p.sigma_y = sy;
+  p.sigma_y_count = 1;
+  o.steps = 4;
+  o.particles = 8;
+  o.potentials = DS_POTENTIALS_LINEAR;
+  out.particles = particles;
+  d.steps = 4;
+  d_schedule = d.schedule;
+  o_schedule = o.schedule;
+  CHECK_OK(ds_guided_sample(m, &p, &o, &out, cpu, NULL, 0, NULL));
+  CHECK_OK(ds_grid_mixture_create(2, 3, 1.0, 0.1, w9, 9, &g));
+  ds_mixture_destroy(g);
+  g = NULL;
+  for (i = 0; i < 3; ++i) {
+    p.A_count = huge[i];
+    EXPECT_ERROR(ds_guided_sample(m, &p, &o, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "problems.A_count");
+    p.A_count = 2;
+    p.sigma_y_count = huge[i];
+    EXPECT_ERROR(ds_guided_sample(m, &p, &o, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "problems.sigma_y_count");
+    p.sigma_y_count = 1;
+    EXPECT_ERROR(ds_grid_mixture_create(2, 3, 1.0, 0.1, w9, huge[i] == 3 ? 10 : huge[i], &g), DS_INVALID_ARGUMENT,
+                 "weights_count");
+    CHECK(g == NULL);
+    /* times holds steps + 1 = 5 values. */
+    d.schedule.grid = DS_TIME_GRID_CUSTOM;
+    d.schedule.times = times;
+    d.schedule.times_count = i == 2 ? 6 : huge[i];
+    EXPECT_ERROR(ds_diffusion(m, x, 4, &d, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "options.schedule.times_count");
+    o.schedule.grid = DS_TIME_GRID_CUSTOM;
+    o.schedule.times = times;
+    o.schedule.times_count = d.schedule.times_count;
+    EXPECT_ERROR(ds_guided_sample(m, &p, &o, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "options.schedule.times_count");
+    s = d.schedule;
+    EXPECT_ERROR(ds_schedule_points(&s, 4, points), DS_INVALID_ARGUMENT, "schedule.times_count");
+    d.schedule.times_count = 5;
+    o.schedule.times_count = 5;
+    CHECK_OK(ds_diffusion(m, x, 4, &d, NULL, cpu, NULL, 0, NULL));
+    CHECK_OK(ds_guided_sample(m, &p, &o, &out, cpu, NULL, 0, NULL));
+    s = d.schedule;
+    CHECK_OK(ds_schedule_points(&s, 4, points));
+    d.schedule = d_schedule;
+    o.schedule = o_schedule;
+  }
+  /* A vp_table's length is the caller's: one that cannot be copied names the table. */
+  CHECK_OK(ds_schedule_init(&d.schedule, sizeof d.schedule, DS_SCHEDULE_VP_TABLE));
+  d.schedule.alpha_bar = alpha_bar;
+  d.schedule.alpha_bar_count = 3;
+  CHECK_OK(ds_diffusion(m, x, 4, &d, NULL, cpu, NULL, 0, NULL));
+  d.schedule.alpha_bar_count = huge[0];
+  EXPECT_ERROR(ds_diffusion(m, x, 4, &d, NULL, cpu, NULL, 0, NULL), DS_OUT_OF_MEMORY, "options.schedule.alpha_bar");
+  d.schedule.alpha_bar_count = huge[1];
+  EXPECT_ERROR(ds_diffusion(m, x, 4, &d, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+               "options.schedule.alpha_bar_count");
+  ds_mixture_destroy(m);
+}
+
 int main(void) {
   test_library();
   test_entry_validation();
+  test_counts_checked_before_reads();
   test_gaussian();
   test_create_errors();
   test_langevin();
