@@ -68,6 +68,7 @@ noise_schedule noise_schedule::stochastic_localization(double t_min, double t_ma
 
 noise_schedule& noise_schedule::with_grid(time_grid g, double start, double end) {
   grid = g;
+  if (g != time_grid::custom) times.clear();  // the grid replaces a custom one: its times would be refused
   t_start = start;
   t_end = end;
   return *this;
@@ -232,6 +233,12 @@ std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
                      "schedule.kind: invalid value " << static_cast<int>(kind));
   limits::check("steps", steps, 1, limits::max_steps);
   check_parameters(*this);
+  // Times are the custom grid's only: with another grid they would be ignored, and the run take a grid its caller
+  // did not ask for.
+  DIFFSAMPLE_EXPECTS(times.empty() || grid == time_grid::custom,
+                     "schedule.times: " << times.size() << " times given, but schedule.grid is " << to_string(grid)
+                                        << ", which places its own: set grid = custom to run on them (with_times() "
+                                        << "does), or leave times empty");
   std::vector<double> t(static_cast<std::size_t>(steps) + 1);
   const double N = double(steps);
   switch (grid) {

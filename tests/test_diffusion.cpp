@@ -418,6 +418,34 @@ TEST(Diffusion, CallerWorkspaceGivesTheSameSamples) {
   EXPECT_THROW(diffusion(mix, x.data(), {}, n, o, cpu, ws.data(), bytes - 4), invalid_argument);
 }
 
+// Times set on a schedule whose grid is not custom (the field written directly: the C ABI's schedule.times, Python's
+// NoiseSchedule.times) were ignored: the run took the schedule's own grid. They are refused naming both fields, and
+// with_grid() to another grid drops the times it replaces.
+TEST(Diffusion, TimesWithoutCustomGridAreRefused) {
+  noise_schedule s = noise_schedule::vp_linear();
+  s.times = {1.0, 0.3, 0.0};  // grid stays uniform
+  std::string what;
+  try {
+    (void)s.points(2);
+  } catch (const invalid_argument& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("schedule.times"), std::string::npos) << what;
+  EXPECT_NE(what.find("schedule.grid"), std::string::npos) << what;
+  const gaussian_mixture mix = test_mixture(2);
+  std::vector<float> x(20);
+  diffusion_options o;
+  o.steps = 2;
+  o.schedule = s;
+  EXPECT_THROW(diffusion(mix, x.data(), {}, 10, o, cpu), invalid_argument);
+  // The same times as a custom grid run on them; with_grid() to uniform drops them and runs the uniform grid.
+  s.grid = time_grid::custom;
+  EXPECT_EQ(s.points(2)[1].t, 0.3);
+  const noise_schedule replaced = noise_schedule::vp_linear().with_times({1.0, 0.3, 0.0}).with_grid(time_grid::uniform, 1.0, 0.0);
+  EXPECT_TRUE(replaced.times.empty());
+  EXPECT_EQ(replaced.points(2)[1].t, 0.5);
+}
+
 TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
   const gaussian_mixture mix = test_mixture(2);
   std::vector<float> x(20);

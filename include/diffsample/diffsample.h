@@ -170,7 +170,8 @@ typedef struct ds_schedule {
   ds_time_grid grid;       /**< how the sampling times are spread (default: the kind's) */
   double t_start;          /**< first (noisiest) time of the grid; ornstein_uhlenbeck: the horizon (default 5) */
   double t_end;            /**< last (cleanest) time of the grid (defaults of t_start, t_end: the kind's factory) */
-  const double* times;     /**< DS_TIME_GRID_CUSTOM: steps + 1 times in sampling order, host memory (default NULL) */
+  const double* times;     /**< DS_TIME_GRID_CUSTOM: steps + 1 times in sampling order, host memory (default NULL;
+                                refused with another grid, which places its own times) */
   int64_t times_count;     /**< number of entries of times (default 0) */
 } ds_schedule;
 

@@ -64,7 +64,7 @@ struct DIFFSAMPLE_API noise_schedule {
   time_grid grid = time_grid::uniform;  ///< how the sampling times are spread
   double t_start = 1.0;              ///< first (noisiest) time of the grid
   double t_end = 0.0;                ///< last (cleanest) time of the grid
-  std::vector<double> times;         ///< time_grid::custom: steps + 1 times in sampling order
+  std::vector<double> times;         ///< time_grid::custom: steps + 1 times in sampling order (else empty)
 
   /// Continuous-time VP with linear beta(t); beta_min = 0.1, beta_max = 20 matches DDPM's 1000 steps of
   /// beta in [1e-4, 0.02]. Grid: uniform from t = 1 to 0.
@@ -82,7 +82,7 @@ struct DIFFSAMPLE_API noise_schedule {
   /// Stochastic localization Z_t = t X + B_t. Grid: geometric from t_min to t_max (the signal grows with t).
   static noise_schedule stochastic_localization(double t_min = 1e-3, double t_max = 1e3);
 
-  /// Sets the grid kind and its ends (returns *this for chaining).
+  /// Sets the grid kind and its ends (returns *this for chaining); a grid other than custom drops custom times.
   noise_schedule& with_grid(time_grid g, double start, double end);
   /// Sets a custom grid of steps + 1 times in sampling order (returns *this for chaining).
   noise_schedule& with_times(std::vector<double> custom_times);
@@ -94,7 +94,7 @@ struct DIFFSAMPLE_API noise_schedule {
   /// The steps + 1 points of the grid in sampling order. Validates the schedule: parameters finite and in range,
   /// times strictly monotone and inside the domain, 0 <= a, s <= max_abs_value (1e18; the FP32 kernels square
   /// them) with a + s > 0, and the signal-to-noise ratio a^2 / s^2 strictly increasing along the grid (so every
-  /// step removes noise).
+  /// step removes noise); times given with a grid other than custom are refused (they would be ignored).
   /// @throws invalid_argument naming the field and the bad value
   std::vector<schedule_point> points(std::int64_t steps) const;
 };

@@ -357,6 +357,10 @@ static void test_schedule(void) {
   s.times_count = 4;
   CHECK_OK(ds_schedule_points(&s, 3, p));
   for (k = 0; k < 4; ++k) CHECK(p[k].t == times[k] && near(p[k].a, 1 - times[k], 1e-15) && near(p[k].s, times[k], 1e-15));
+  /* The same times with the uniform grid would be ignored (they were): refused naming both fields. */
+  s.grid = DS_TIME_GRID_UNIFORM;
+  EXPECT_ERROR(ds_schedule_points(&s, 3, p), DS_INVALID_ARGUMENT, "schedule.grid is uniform");
+  s.grid = DS_TIME_GRID_CUSTOM;
 
   /* Errors name the field. */
   s.times = NULL;
