@@ -4,13 +4,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -293,6 +296,29 @@ TEST_F(NpyFiles, MissingFileIsAnOsError) {
   } catch (const diffsample::error& e) {
     EXPECT_EQ(std::string(e.what()).rfind(path + ": cannot open", 0), 0u) << e.what();
   }
+}
+
+// A fifo named as an input array is refused as not a regular file, without waiting for a writer: the reader opened
+// it blocking, so a problem file naming one hung the program in open() before its check ran.
+TEST_F(NpyFiles, FifoIsRefusedWithoutWaitingForAWriter) {
+  const std::string path = (dir_ / "pipe.npy").string();
+  ASSERT_EQ(::mkfifo(path.c_str(), 0644), 0);
+  auto reading = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      npy::read_f64(path);
+      return "accepted";
+    } catch (const diffsample::error& e) {
+      return e.what();
+    }
+  });
+  if (reading.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    ADD_FAILURE() << "the read is still waiting in open() after 5 s";
+    const int writer = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);  // lets the blocked open() return
+    if (writer >= 0) ::close(writer);
+  }
+  const std::string message = reading.get();
+  EXPECT_EQ(message.rfind(path + ": ", 0), 0u) << message;
+  EXPECT_NE(message.find("not a regular file"), std::string::npos) << message;
 }
 
 TEST_F(NpyFiles, FailedWriteLeavesNothing) {

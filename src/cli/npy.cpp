@@ -199,7 +199,9 @@ matrix<T> decode(const void* bytes, std::size_t size, const std::string& name) {
 
 std::vector<unsigned char> slurp(const std::string& path) {
   // Regular files only: a folder, a device (/dev/zero) or a fifo has no size to trust and could be read forever.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a fifo's open() would otherwise wait for a writer, before the check below could refuse it (it has no
+  // effect on a regular file's reads).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) os_error(path, "cannot open", errno);
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
