@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -33,6 +34,8 @@ struct job {
   int helpers;                          // pool threads asked to take part
   std::atomic<std::int64_t> next{0};    // first index not yet claimed
   std::atomic<std::int64_t> remaining;  // chunks not yet finished
+  std::atomic<bool> failed{false};      // a chunk threw: `error` holds the first exception
+  std::exception_ptr error;
 };
 
 class pool {
@@ -49,9 +52,9 @@ class pool {
 
   bool try_run(std::int64_t n, std::int64_t chunk, void (*body)(void*, std::int64_t, std::int64_t), void* context,
                int helpers) {
+    auto j = std::make_shared<job>();  // before the pool is marked busy: a failed allocation leaves it free
     bool expected = false;
     if (!busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) return false;
-    auto j = std::make_shared<job>();
     j->body = body;
     j->context = context;
     j->n = n;
@@ -67,11 +70,17 @@ class pool {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        while (static_cast<int>(threads_.size()) < helpers) {
-          const int index = static_cast<int>(threads_.size());
-          threads_.emplace_back([this, index, seen = generation_] { loop(index, seen); });
+        // A thread the system refuses (std::system_error under a process or memory limit, on a machine shared
+        // with other work) leaves the job to the threads there are: the loop runs on fewer, never fails for it.
+        try {
+          while (static_cast<int>(threads_.size()) < helpers) {
+            const int index = static_cast<int>(threads_.size());
+            threads_.emplace_back([this, index, seen = generation_] { loop(index, seen); });
+          }
+        } catch (...) {
         }
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        if (static_cast<int>(threads_.size()) < helpers) j->helpers = static_cast<int>(threads_.size());
       }
       current_ = j;
       ++generation_;
@@ -89,19 +98,39 @@ class pool {
       current_.reset();
     }
     busy_.store(false, std::memory_order_release);
+    // Every chunk has finished or was skipped, so nothing uses the caller's context any more: its exception may
+    // unwind the caller's frame.
+    if (j->failed.load(std::memory_order_acquire)) std::rethrow_exception(j->error);
     return true;
   }
 
  private:
+  // Counts @p chunks as finished, waking the caller when they were the last.
+  void finish(job& j, std::int64_t chunks) {
+    if (j.remaining.fetch_sub(chunks, std::memory_order_acq_rel) == chunks) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_.notify_all();
+    }
+  }
+
+  // Runs chunks until none is left. A body that throws (std::bad_alloc from a per-thread buffer, say) must not end
+  // the process from a pool thread nor leave the job unfinished: its first exception is kept for the caller, the
+  // chunks not yet claimed are skipped (counted as finished), and those running elsewhere finish first.
   void work(job& j) {
     for (;;) {
       const std::int64_t b = j.next.fetch_add(j.chunk, std::memory_order_relaxed);
       if (b >= j.n) return;
-      j.body(j.context, b, b + j.chunk < j.n ? b + j.chunk : j.n);
-      if (j.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        done_.notify_all();
+      try {
+        j.body(j.context, b, b + j.chunk < j.n ? b + j.chunk : j.n);
+      } catch (...) {
+        if (!j.failed.exchange(true, std::memory_order_acq_rel)) j.error = std::current_exception();
+        // Claim every chunk from here on: a chunk claimed before this (first < n) is still counted by its thread.
+        const std::int64_t first = j.next.exchange(j.n, std::memory_order_relaxed);
+        const std::int64_t skipped = first < j.n ? (j.n - first + j.chunk - 1) / j.chunk : 0;
+        finish(j, 1 + skipped);
+        continue;
       }
+      finish(j, 1);
     }
   }
 

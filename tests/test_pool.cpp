@@ -1,0 +1,144 @@
+// The CPU executor's thread pool (src/cpu/pool.cpp, compiled into this test): every index runs once, on more than one
+// thread when several are allowed, and an exception thrown by the loop's body, on the calling thread or on a pool
+// thread, reaches the caller of parallel_for once every chunk in flight has finished, leaving the pool usable.
+// A system that refuses new threads (a process limit on a shared machine) leaves the loop to the threads there are.
+// Seen failing before the pool caught its bodies' exceptions: a throw on a pool thread ended the process
+// (std::terminate), and one on the calling thread left the pool marked busy, so that every later loop ran on the
+// calling thread alone; and before it caught a refused thread: std::system_error from parallel_for.
+#include <gtest/gtest.h>
+
+#include "src/cpu/pool.hpp"
+
+#include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using diffsample::cpu::parallel_for_each;
+
+/// The threads that ran a loop of n indices, each index taking about a millisecond (so that the pool's threads
+/// wake in time to take some), with every index checked to have run exactly once.
+std::set<std::thread::id> threads_of_a_loop(std::int64_t n) {
+  std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
+  std::mutex m;
+  std::set<std::thread::id> ids;
+  parallel_for_each(
+      n,
+      [&](std::int64_t i) {
+        runs[static_cast<std::size_t>(i)].fetch_add(1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        std::lock_guard<std::mutex> lock(m);
+        ids.insert(std::this_thread::get_id());
+      },
+      1);
+  for (std::int64_t i = 0; i < n; ++i) EXPECT_EQ(runs[static_cast<std::size_t>(i)].load(), 1) << "index " << i;
+  return ids;
+}
+
+class Pool : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    saved_ = omp_get_max_threads();
+    omp_set_num_threads(4);  // pool threads exist whatever the machine's core count
+  }
+  void TearDown() override { omp_set_num_threads(saved_); }
+  int saved_ = 1;
+};
+
+TEST_F(Pool, RunsEveryIndexOnceOnSeveralThreads) { EXPECT_GT(threads_of_a_loop(200).size(), 1u); }
+
+TEST_F(Pool, ExceptionOnAPoolThreadReachesTheCaller) {
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<int> thrown{0};
+  EXPECT_THROW(parallel_for_each(
+                   200,
+                   [&](std::int64_t) {
+                     std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                     if (std::this_thread::get_id() != caller) {
+                       thrown.fetch_add(1);
+                       throw std::runtime_error("pool thread");
+                     }
+                   },
+                   1),
+               std::runtime_error);
+  EXPECT_GE(thrown.load(), 1);
+  EXPECT_GT(threads_of_a_loop(200).size(), 1u);  // still parallel afterwards
+}
+
+TEST_F(Pool, ExceptionOnTheCallingThreadLeavesThePoolUsable) {
+  const std::thread::id caller = std::this_thread::get_id();
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_THROW(parallel_for_each(
+                     200,
+                     [&](std::int64_t) {
+                       std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                       if (std::this_thread::get_id() == caller) throw std::runtime_error("calling thread");
+                     },
+                     1),
+                 std::runtime_error);
+    EXPECT_GT(threads_of_a_loop(200).size(), 1u) << "round " << round;
+  }
+}
+
+// The first exception wins and the rest of the loop is skipped: far fewer indices run than the loop has.
+TEST_F(Pool, ExceptionSkipsTheChunksNotYetClaimed) {
+  std::atomic<std::int64_t> ran{0};
+  try {
+    parallel_for_each(
+        100000,
+        [&](std::int64_t i) {
+          ran.fetch_add(1);
+          if (i == 0) throw std::logic_error("first");
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+        },
+        1);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::logic_error& e) {
+    EXPECT_STREQ(e.what(), "first");
+  }
+  EXPECT_LT(ran.load(), 1000);
+}
+
+// In a fresh process (the death test's re-run of this program, so that the pool has no thread yet) where no thread
+// can be made (RLIMIT_NPROC of 1 for an unprivileged user: root drops to nobody first, as the limit does not bind
+// root), a loop asking for 4 threads runs every index once on the calling thread, and does not throw.
+// The death test's body: its exit code says what happened (0: every index ran once).
+[[noreturn]] void loop_where_no_thread_can_be_made() {
+  if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(3);
+  rlimit one;
+  one.rlim_cur = one.rlim_max = 1;
+  if (::setrlimit(RLIMIT_NPROC, &one) != 0) ::_exit(4);
+  try {
+    std::thread probe([] {});  // the limit holds: no thread can be made
+    probe.join();
+    ::_exit(5);
+  } catch (const std::system_error&) {
+  }
+  std::vector<int> runs(100, 0);
+  try {
+    parallel_for_each(100, [&](std::int64_t i) { ++runs[static_cast<std::size_t>(i)]; }, 1);
+  } catch (...) {
+    ::_exit(1);
+  }
+  for (int r : runs)
+    if (r != 1) ::_exit(2);
+  ::_exit(0);
+}
+
+TEST_F(Pool, RunsOnTheCallingThreadWhenNoThreadCanBeMade) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(loop_where_no_thread_can_be_made(), ::testing::ExitedWithCode(0), "");
+}
+
+}  // namespace
