@@ -437,11 +437,13 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment ||
                          o.potentials == guided_potentials::twisted || o.potentials == guided_potentials::automatic,
                      "options.potentials: invalid value " << static_cast<int>(o.potentials));
-  limits::check("options.final_moves", o.final_moves, 0, limits::max_inner_steps);
-  DIFFSAMPLE_EXPECTS(o.final_moves == 0 || o.sampler == guided_sampler::smc,
+  DIFFSAMPLE_EXPECTS(o.final_moves >= -1,
+                     "options.final_moves: must be -1 (automatic) or >= 0, got " << o.final_moves);
+  limits::check("options.final_moves", o.final_moves, -1, limits::max_inner_steps);
+  DIFFSAMPLE_EXPECTS(o.final_moves <= 0 || o.sampler == guided_sampler::smc,
                      "options.final_moves: an SMC setting, got " << o.final_moves << " with sampler "
                                                                   << to_string(o.sampler));
-  DIFFSAMPLE_EXPECTS(o.final_moves == 0 || o.final_resample,
+  DIFFSAMPLE_EXPECTS(o.final_moves <= 0 || o.final_resample,
                      "options.final_moves: moves the final resampling's samples, but options.final_resample is false");
   DIFFSAMPLE_EXPECTS(std::isfinite(o.final_move_step) && o.final_move_step >= 0,
                      "options.final_move_step: must be finite and >= 0 (0: 2 d_x^(-1/3)), got " << o.final_move_step);
@@ -757,6 +759,7 @@ void report_resolved(guided_report& report, const guided_options& resolved) {
   report.potentials = resolved.potentials;
   report.start_correction = resolved.start_correction;
   report.multistep_kernel = resolved.multistep_kernel;
+  report.final_moves = resolved.final_moves;
 }
 
 }  // namespace
@@ -862,6 +865,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   guided_report report;
   report.ran = where;
   report_resolved(report, o);
+  if (out.samples == nullptr) report.final_moves = 0;  // the moves act on the final resampling's samples only
 
   // The CPU executor's SIMD target, and the mixture's constants at step k's channel for the SMC's weighting step
   // (the run's table).
@@ -1454,7 +1458,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   guided_options o = options;
   try {
     validate(prior.dim(), given, options);
-    o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::run);
+    o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::shard);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
     DIFFSAMPLE_EXPECTS(o.final_moves == 0, "options.final_moves: not supported by the global distributed filter, got "
@@ -2238,7 +2242,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
   validate(d, given, options);
-  DIFFSAMPLE_EXPECTS(options.final_moves == 0,
+  DIFFSAMPLE_EXPECTS(options.final_moves <= 0,
                      "options.final_moves: not supported by a guided plan, got "
                          << options.final_moves << " (the moves need the prior's log-density: guided_sample() runs "
                                                    "them on its mixture)");

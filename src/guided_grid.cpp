@@ -200,6 +200,9 @@ std::int64_t multistep_weights(const std::vector<schedule_point>& pts, float* w,
 guided_options resolve_options(std::int64_t d, const guided_problems& pr, const guided_options& given,
                                resolve_route route) {
   guided_options o = resolve_grid(d, pr, given);
+  // final_moves = -1 (automatic): none unless the automatic potentials resolve to twisted below.
+  const bool automatic_moves = o.final_moves < 0;
+  if (automatic_moves) o.final_moves = 0;
   if (o.potentials != guided_potentials::automatic) return o;
   o.potentials = guided_potentials::linear;
   // The plan's model is the caller's (it may not answer Jacobian products); the other samplers have no potentials.
@@ -211,6 +214,9 @@ guided_options resolve_options(std::int64_t d, const guided_problems& pr, const 
   o.start_correction = true;
   double h_prev = 0, h = 0;
   o.multistep_kernel = o.multistep_kernel || multistep_weights(pts, nullptr, &h_prev, &h) < 0;
+  // The final moves need the prior's log-density at the grid's last point (the run route: not a plan, not the global
+  // distributed filter's shards) and the final resampling's samples.
+  if (automatic_moves && route == resolve_route::run && o.final_resample) o.final_moves = automatic_final_moves;
   return o;
 }
 

@@ -45,8 +45,9 @@ void symmetric_eigen(std::vector<double> G, std::int64_t n, std::vector<double>&
 guided_options resolve_grid(std::int64_t d, const guided_problems& problems, const guided_options& options);
 
 /// Where a run's options are resolved: a run on the library's mixture (guided_sample(), guided_times(),
-/// guided_workspace_bytes(), a distributed run's shards) or an ask/tell plan (the caller's model).
-enum class resolve_route { run, plan };
+/// guided_workspace_bytes(), island mode's islands), the global distributed filter's shards (guided_smc_shard(): the
+/// potentials as on the run route, no final moves) or an ask/tell plan (the caller's model).
+enum class resolve_route { run, shard, plan };
 
 /// The multistep kernel's weights w_k = h_k / (2 h_{k-1}) on the grid @p pts (h_k = lambda_{k+1} - lambda_k,
 /// lambda = log(a / s); 0 at the first step and at a last step to s = 0) into @p w (pts.size() - 1 floats; nullptr:
@@ -58,7 +59,9 @@ std::int64_t multistep_weights(const std::vector<schedule_point>& pts, float* w,
 /// documentation). For smc on the run route: twisted potentials with start_correction, and multistep_kernel where
 /// multistep_weights() finds no failing point (or the caller set it), when d_y <= kernels::moment_potential_max_dy
 /// and the grid ends at s = 0; else linear, the other settings as given. On the plan route, or for another sampler:
-/// linear. Explicit potentials pass unchanged. Call after the options and problems are validated, once per run.
+/// linear. Explicit potentials pass unchanged. final_moves = -1 (automatic) resolves to automatic_final_moves where
+/// automatic potentials resolve to twisted on the run route with final_resample, else to 0; explicit counts pass
+/// unchanged. Call after the options and problems are validated, once per run.
 guided_options resolve_options(std::int64_t d, const guided_problems& problems, const guided_options& options,
                                resolve_route route);
 

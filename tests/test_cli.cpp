@@ -372,7 +372,8 @@ TEST_F(Cli, MultistepKernel) {
 // Seen failing with the library's resolution leaving the start correction off (the default file differed from the
 // explicit one).
 TEST_F(Cli, SolveDefaultPotentials) {
-  const std::string base = "solve --executor cpu --particles 128 --steps 12 --seed 4 --quiet";
+  // The potentials only: the final moves pinned off (the automatic ones: SolveDefaultFinalMoves).
+  const std::string base = "solve --executor cpu --particles 128 --steps 12 --seed 4 --quiet --final-moves 0";
   const std::string d10 = base + " --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json";
   ASSERT_EQ(run(d10 + " --report " + path("r.json") + " --out " + path("default.npy")).rc, 0);
   EXPECT_EQ(nlohmann::json::parse(slurp(path("r.json")))["potentials"], "automatic");
@@ -401,6 +402,65 @@ TEST_F(Cli, SolveDefaultPotentials) {
   const result bad = run(base + " --problem " + path("bad.json") + " --out " + path("bad.npy"));
   EXPECT_EQ(bad.rc, 1);
   expect_failure(bad, "sampler.potentials");
+}
+
+// solve's default final moves are the library's (guided_options::final_moves = -1, automatic): on posterior_d10
+// (d_y = 3, the automatic potentials twisted) the default run gives, byte for byte, the run with --potentials twisted
+// --start-correction --multistep-kernel --final-moves 4, as do --final-moves auto, automatic and -1, and not the run
+// with --final-moves 0; the summary prints "final moves: automatic -> 4 per sample" and the report echoes the
+// setting as given and the moves that ran; on a problem with d_y = 9 (linear potentials) none run; -2 and a bad
+// name are refused naming --final-moves (exit status 2). Seen failing with the library resolving -1 to 0 (the
+// default file was the --final-moves 0 one) and with the CLI's default left at 0.
+TEST_F(Cli, SolveDefaultFinalMoves) {
+  const std::string base = "solve --executor cpu --particles 128 --steps 12 --seed 4";
+  const std::string d10 = base + " --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json";
+  const auto line = [](const result& r) {
+    const std::size_t at = r.out.find("\nfinal moves: ");
+    if (at == std::string::npos) return std::string("(none)");
+    return r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1);
+  };
+  result r = run(d10 + " --report " + path("r.json") + " --out " + path("default.npy"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(line(r), "final moves: automatic -> 4 per sample") << r.out;
+  nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
+  EXPECT_EQ(j["final_moves"], "automatic");
+  EXPECT_EQ(j["final_moves_ran"], 4);
+  ASSERT_EQ(run(d10 + " --quiet --potentials twisted --start-correction --multistep-kernel --final-moves 4 --out " +
+                path("explicit.npy")).rc,
+            0);
+  const std::string dflt = slurp(path("default.npy"));
+  ASSERT_FALSE(dflt.empty());
+  EXPECT_TRUE(dflt == slurp(path("explicit.npy"))) << "the default run is not the explicit one with 4 moves";
+  for (const char* name : {"auto", "automatic", "-1"}) {
+    ASSERT_EQ(run(d10 + " --quiet --final-moves " + name + " --out " + path("named.npy")).rc, 0) << name;
+    EXPECT_TRUE(dflt == slurp(path("named.npy"))) << "--final-moves " << name;
+  }
+  r = run(d10 + " --final-moves 0 --report " + path("r0.json") + " --out " + path("off.npy"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(line(r), "final moves: 0 per sample") << r.out;
+  EXPECT_TRUE(dflt != slurp(path("off.npy"))) << "--final-moves 0: the moves ran";
+  j = nlohmann::json::parse(slurp(path("r0.json")));
+  EXPECT_EQ(j["final_moves"], 0);
+  EXPECT_EQ(j["final_moves_ran"], 0);
+  nlohmann::json file = nlohmann::json::parse(slurp(DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json"));
+  nlohmann::json A = nlohmann::json::array(), y = nlohmann::json::array();
+  for (int i = 0; i < 9; ++i) {
+    std::vector<double> row(10, 0.0);
+    row[i] = 1.0;
+    A.push_back(row);
+    y.push_back(0.5 * (i % 3) - 0.5);
+  }
+  file["observation"]["A"] = A;
+  file["observation"]["y"] = y;
+  std::ofstream(path("dy9.json")) << file.dump();
+  r = run(base + " --problem " + path("dy9.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(line(r), "final moves: automatic -> 0 per sample") << r.out;
+  for (const char* bad : {"-2", "several"}) {
+    r = run(d10 + " --final-moves " + bad);
+    EXPECT_EQ(r.rc, 2) << bad;
+    expect_failure(r, "--final-moves");
+  }
 }
 
 // solve names the potentials that ran (guided_report), beside the option as given: the default on posterior_d10

@@ -1238,6 +1238,7 @@ TEST(Guided, DefaultPotentialsResolvePerRun) {
   ASSERT_EQ(o.potentials, ds::guided_potentials::automatic);
   ASSERT_FALSE(o.start_correction);
   ASSERT_FALSE(o.multistep_kernel);
+  o.final_moves = 0;  // the potentials only (the automatic final moves: DefaultFinalMovesResolvePerRun)
   o.particles = N;
   o.steps = K;
   o.seed = 19;
@@ -1290,6 +1291,84 @@ TEST(Guided, DefaultPotentialsResolvePerRun) {
     ds::guided_options ms = above_linear;
     ms.multistep_kernel = true;
     EXPECT_FALSE(automatic == run_all(p.prior, g, ms));
+  }
+}
+
+// guided_options::final_moves = -1, the default, resolved with the potentials (detail::resolve_options): where the
+// automatic potentials resolve to twisted (d_y = 3, a grid ending at s = 0) the default run is, bit for bit, the run
+// with twisted potentials, both corrections and automatic_final_moves = 4 final moves given explicitly (and not the
+// one without moves, nor with 3 or 5), and needs its workspace; explicit final_moves = 0 is that run without moves.
+// Where they resolve to linear (d_y = 9; a grid ending at t = 0.05, where explicit moves are refused) it is the run
+// without moves, refused nowhere; with potentials given explicitly (twisted) too. The report names the moves that ran
+// (none without outputs.samples). -2 is refused, naming options.final_moves. Seen failing with the resolution giving
+// 0 moves (the d_y = 3 default run was the run without moves), with it giving 4 whatever the potentials resolved to
+// (d_y = 9 and t_end = 0.05 refused: the moves need a grid ending at s = 0 / ran at d_y = 9), and with -2 accepted as
+// automatic.
+TEST(Guided, DefaultFinalMovesResolvePerRun) {
+  const benchmark_problem p = make_problem(4, 5);
+  ds::guided_options o;
+  ASSERT_EQ(o.final_moves, -1);
+  ASSERT_EQ(ds::automatic_final_moves, 4);
+  o.particles = 48;
+  o.steps = 12;
+  o.seed = 23;
+  o.resampling.ess_threshold = 0.8;
+  const auto explicit_run = [&](ds::guided_potentials potentials, bool corrections, std::int64_t moves) {
+    ds::guided_options e = o;
+    e.potentials = potentials;
+    e.start_correction = e.multistep_kernel = corrections;
+    e.final_moves = moves;
+    return e;
+  };
+  const auto report = [&](const ds::guided_problems& g, const ds::guided_options& e, bool samples) {
+    std::vector<float> x(static_cast<std::size_t>(g.problems * e.particles * p.prior.dim()));
+    ds::guided_outputs out;
+    (samples ? out.samples : out.particles) = x.data();
+    return ds::guided_sample(p.prior, out, g, e, cpu()).final_moves;
+  };
+  {
+    const ds::guided_problems g = random_problems(p.prior, 3, 7);
+    const ds::guided_options moved = explicit_run(ds::guided_potentials::twisted, true, 4);
+    const all_outputs automatic = run_all(p.prior, g, o);
+    EXPECT_TRUE(automatic == run_all(p.prior, g, moved)) << "d_y = 3: not the twisted run with 4 final moves";
+    const all_outputs unmoved = run_all(p.prior, g, explicit_run(ds::guided_potentials::twisted, true, 0));
+    EXPECT_FALSE(automatic == unmoved) << "d_y = 3: the final moves must run";
+    EXPECT_FALSE(automatic == run_all(p.prior, g, explicit_run(ds::guided_potentials::twisted, true, 3)));
+    EXPECT_FALSE(automatic == run_all(p.prior, g, explicit_run(ds::guided_potentials::twisted, true, 5)));
+    ds::guided_options off = o;
+    off.final_moves = 0;
+    EXPECT_TRUE(run_all(p.prior, g, off) == unmoved) << "d_y = 3, final_moves = 0: moves ran";
+    EXPECT_EQ(ds::guided_workspace_bytes(p.prior, g, o), ds::guided_workspace_bytes(p.prior, g, moved));
+    EXPECT_EQ(report(g, o, true), 4);
+    EXPECT_EQ(report(g, o, false), 0) << "no samples, no moves";
+    EXPECT_EQ(report(g, off, true), 0);
+    // Explicit potentials keep the caller's count: none by default.
+    EXPECT_TRUE(run_all(p.prior, g, explicit_run(ds::guided_potentials::twisted, true, -1)) == unmoved);
+    EXPECT_EQ(report(g, explicit_run(ds::guided_potentials::twisted, true, -1), true), 0);
+    ds::guided_options bad = o;
+    bad.final_moves = -2;
+    try {
+      run_all(p.prior, g, bad);
+      ADD_FAILURE() << "final_moves = -2 accepted";
+    } catch (const ds::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("options.final_moves"), std::string::npos) << e.what();
+    }
+  }
+  {
+    const ds::guided_problems g = random_problems(p.prior, 9, 8);
+    EXPECT_TRUE(run_all(p.prior, g, o) == run_all(p.prior, g, explicit_run(ds::guided_potentials::linear, false, 0)))
+        << "d_y = 9: not the linear run without moves";
+    EXPECT_EQ(report(g, o, true), 0);
+  }
+  {
+    const ds::guided_problems g = random_problems(p.prior, 3, 9);
+    ds::guided_options above = o;
+    above.schedule.with_grid(ds::time_grid::uniform, 1.0, 0.05);
+    ds::guided_options above_linear = explicit_run(ds::guided_potentials::linear, false, 0);
+    above_linear.schedule = above.schedule;
+    EXPECT_TRUE(run_all(p.prior, g, above) == run_all(p.prior, g, above_linear))
+        << "grid ending above s = 0: not the linear run without moves";
+    EXPECT_EQ(report(g, above, true), 0);
   }
 }
 

@@ -354,7 +354,7 @@ TEST(GuidedMoves, RejectsInvalidSettings) {
   };
   const ds::guided_options base = ds::testing::options(ds::guided_sampler::smc, 16, 4, 1);
   ds::guided_options o = base;
-  o.final_moves = -1;
+  o.final_moves = -2;  // -1 is the automatic default
   refused(o, "options.final_moves");
   o.final_moves = ds::limits::max_inner_steps + 1;
   refused(o, "options.final_moves");

@@ -725,7 +725,10 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
 // start correction's 4 asks first when the caller sets it) and gives, bit for bit, the plan built with linear
 // potentials and guided_sample() with linear potentials; guided_sample() with the default options (twisted here:
 // d_y = 2, a grid ending at s = 0) differs. Seen failing with the plan resolving automatic as a run does (twisted
-// potentials with the multistep kernel: the plan refused it).
+// potentials with the multistep kernel: the plan refused it). The default final_moves = -1 (automatic) resolves to
+// none in the plan, without a refusal (the outputs above are those of guided_sample() without moves), while an
+// explicit count is refused, naming options.final_moves. Seen failing with the plan refusing any final_moves but 0
+// (the default plan refused).
 TEST(SamplingPlan, GuidedSmcPlanTakesLinearPotentialsByDefault) {
   const std::int64_t d = 3, N = 37, K = 10;
   const gaussian_mixture mix = test_mixture(d);
@@ -733,6 +736,7 @@ TEST(SamplingPlan, GuidedSmcPlanTakesLinearPotentialsByDefault) {
   for (const bool corrected : {false, true}) {
     guided_options o;
     ASSERT_EQ(o.potentials, guided_potentials::automatic);
+    ASSERT_EQ(o.final_moves, -1);
     o.particles = N;
     o.steps = K;
     o.seed = 29;
@@ -755,6 +759,14 @@ TEST(SamplingPlan, GuidedSmcPlanTakesLinearPotentialsByDefault) {
     expect_same(a, fused, what + ", guided_sample() with linear potentials");
     guided_sample(mix, twisted.outputs(), pr, o, cpu);
     EXPECT_NE(a.log_z, twisted.log_z) << what << ": guided_sample() with the default potentials runs twisted ones";
+    guided_options moved = o;
+    moved.final_moves = 2;
+    try {
+      (void)sampling_plan::guided(d, pr, moved, model_output::denoiser, cpu);
+      ADD_FAILURE() << what << ": a plan with final_moves = 2 accepted";
+    } catch (const invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("options.final_moves"), std::string::npos) << e.what();
+    }
   }
 }
 

@@ -412,7 +412,10 @@ typedef struct ds_guided_options {
                                       masks, SVD operators and the other samplers run direct whatever it says */
   /* Appended in the eleventh layout (a caller of an earlier one gets the defaults). */
   int64_t final_moves;       /**< SMC: preconditioned MALA steps per sample on p(x) p(y | x) after the final resampling,
-                                  0..2^20 (diffsample::guided_options::final_moves; not in a plan; default 0) */
+                                  0..2^20, or -1 (default, automatic): 4 where DS_POTENTIALS_AUTOMATIC resolves to
+                                  twisted and the moves run (ds_guided_sample with final_resample, island mode), else
+                                  0 (diffsample::guided_options::final_moves; K > 0 not in a plan or the global
+                                  distributed filter, where -1 resolves to 0) */
   double final_move_step;    /**< SMC: their step in the preconditioner's units, >= 0; 0 takes 2 d_x^(-1/3)
                                   (diffsample::guided_options::final_move_step; default 0) */
   /* Appended in the twelfth layout (a caller of an earlier one gets the default). */

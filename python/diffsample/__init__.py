@@ -1680,10 +1680,11 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
     refused, naming the argument.
 
     Returns a dict of the named outputs (new arrays) plus 'report' ({'executor', 'launches', 'operator_path',
-    'potentials', 'start_correction', 'multistep_kernel'}: the executor that ran, the launches, 'gemm' or 'direct',
-    the path the operator's products took, and for smc the potentials that ran ('automatic' resolved: 'twisted' or
-    'linear') and whether the start correction and the multistep kernel ran; the other samplers: 'linear', False,
-    False). Asynchronous on
+    'potentials', 'start_correction', 'multistep_kernel', 'final_moves'}: the executor that ran, the launches, 'gemm'
+    or 'direct', the path the operator's products took, and for smc the potentials that ran ('automatic' resolved:
+    'twisted' or 'linear'), whether the start correction and the multistep kernel ran and the final moves per sample
+    (final_moves=-1 or 'auto', the default, resolved: 4 with the twisted potentials, else 0); the other samplers:
+    'linear', False, False, 0). Asynchronous on
     CUDA (read the outputs after the stream); on the CPU it returns when done. Raises InvalidArgument for
     inconsistent sizes, non-finite values, a non-positive sigma_y, an invalid schedule or options, before anything
     runs.

@@ -1587,7 +1587,22 @@ NB_MODULE(_core, m) {
               DS_DOC(guided_options, multistep_kernel));
   def_setting(cls_guided_options, "final_resample", &ds::guided_options::final_resample,
               DS_DOC(guided_options, final_resample));
-  def_setting(cls_guided_options, "final_moves", &ds::guided_options::final_moves, DS_DOC(guided_options, final_moves));
+  // final_moves: an int, or 'auto' / 'automatic' for -1 (the automatic default), as potentials takes 'automatic'.
+  cls_guided_options.def_prop_rw(
+      "final_moves", [](ds::guided_options& c) { return c.final_moves; },
+      [](ds::guided_options& c, nb::handle v) {
+        if (nb::isinstance<nb::str>(v)) {
+          const std::string name = nb::cast<std::string>(v);
+          if (name != "auto" && name != "automatic")
+            raise_invalid("final_moves: unknown name '" + name + "', expected 'auto', 'automatic', -1 or a "
+                          "count >= 0");
+          c.final_moves = -1;
+          return;
+        }
+        c.final_moves = setting_value<std::int64_t>(v, "final_moves");
+      },
+      nb::for_setter(nb::arg("arg").none()),
+      nb::for_setter(nb::sig("def final_moves(self, arg: int | str, /) -> None")), DS_DOC(guided_options, final_moves));
   def_setting(cls_guided_options, "final_move_step", &ds::guided_options::final_move_step,
               DS_DOC(guided_options, final_move_step));
   def_setting(cls_guided_options, "guidance_scale", &ds::guided_options::guidance_scale,
@@ -1649,6 +1664,7 @@ NB_MODULE(_core, m) {
         dct["potentials"] = ds::to_string(r.potentials);
         dct["start_correction"] = r.start_correction;
         dct["multistep_kernel"] = r.multistep_kernel;
+        dct["final_moves"] = r.final_moves;
         return dct;
       },
       "prior"_a, "problems"_a, "options"_a, "particles"_a = nb::none(), "log_weights"_a = nb::none(),

@@ -89,8 +89,9 @@ const char* solve_usage =
     "                          (the summary's potentials: line and the report's potentials_ran name what ran)\n"
     "  --start-correction      weight the starting draws by p_0(x) / N(x; 0, s_0^2 I) (4 denoiser evaluations per\n"
     "                          particle; linear or twisted potentials; on with the automatic potentials' twisted)\n"
-    "  --final-moves K         after the final resampling, K preconditioned MALA steps per sample on p(x) p(y | x) at\n"
-    "                          the grid's last point (one prior score per sample and step; default 0)\n"
+    "  --final-moves K|auto    after the final resampling, K preconditioned MALA steps per sample on p(x) p(y | x) at\n"
+    "                          the grid's last point (one prior score per sample and step); auto (default, or -1):\n"
+    "                          4 where the automatic potentials run twisted, else 0 (the summary's final moves: line)\n"
     "  --final-move-step H     their step in the preconditioner's units (default 2 d^(-1/3))\n"
     "  --multistep-kernel      second-order multistep backward kernel: the kernel mean takes m_k + (m_k - m_{k-1}) /\n"
     "                          (2 r_k), m_{k-1} the particle's previous denoiser output (no extra evaluation; on\n"
@@ -113,6 +114,13 @@ std::string potentials_text(ds::guided_potentials given, const ds::guided_report
             (ran.start_correction && ran.multistep_kernel ? ", " : "") +
             (ran.multistep_kernel ? "multistep kernel" : "") + ")";
   return given == ds::guided_potentials::automatic ? std::string("automatic -> ") + text : text;
+}
+
+/// The final moves of an SMC run: as given, then, for automatic (-1), what the run resolved them to
+/// ("automatic -> 4", "0").
+std::string final_moves_text(std::int64_t given, const ds::guided_report& ran) {
+  const std::string text = std::to_string(ran.final_moves) + " per sample";
+  return given < 0 ? std::string("automatic -> ") + text : text;
 }
 
 /// Runs the guided sampler of @p g for its first @p k steps only (the run's grid points, @p times: the first k + 1 as
@@ -308,7 +316,11 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     else if (file.sampler.potentials && g.sampler == ds::guided_sampler::smc)
       g.potentials = ds::parse_guided_potentials(*file.sampler.potentials);
     g.start_correction = o.has("--start-correction");
-    if (o.has("--final-moves")) g.final_moves = to_int("--final-moves", o.get("--final-moves"), 0);
+    // --final-moves auto (or automatic, or -1) is the library's default: resolved inside the run.
+    if (o.has("--final-moves")) {
+      const std::string& moves = o.get("--final-moves");
+      g.final_moves = moves == "auto" || moves == "automatic" ? -1 : to_int("--final-moves", moves, -1);
+    }
     if (o.has("--final-move-step")) g.final_move_step = to_double("--final-move-step", o.get("--final-move-step"));
     g.multistep_kernel = o.has("--multistep-kernel");
     // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
@@ -419,6 +431,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                   static_cast<long long>(g.steps), seconds, seconds > 0 ? double(n) * g.steps / seconds : 0.0);
       if (g.sampler == ds::guided_sampler::smc) {
         std::printf("potentials: %s\n", potentials_text(g.potentials, ran).c_str());
+        std::printf("final moves: %s\n", final_moves_text(g.final_moves, ran).c_str());
         std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
         std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
       }
@@ -499,6 +512,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
         j["potentials_ran"] = ds::to_string(ran.potentials);
         j["start_correction_ran"] = ran.start_correction;
         j["multistep_kernel_ran"] = ran.multistep_kernel;
+        j["final_moves"] = g.final_moves < 0 ? json("automatic") : json(g.final_moves);
+        j["final_moves_ran"] = ran.final_moves;
       }
   #undef DS_ECHO
       j["non_finite_values"] = non_finite;

@@ -1210,11 +1210,13 @@ static void test_operator_path(void) {
   ds_mixture_destroy(prior);
 }
 
-/* The eleventh layout's final_moves and final_move_step reach the sampler. SMC on a 2 x 16 dense operator with 64
+/* The eleventh layout's final_moves and final_move_step reach the sampler. init sets final_moves = -1 (automatic):
+ * with the default potentials the run is the explicit twisted one with 4 moves. SMC on a 2 x 16 dense operator with 64
  * particles: with the moves the samples differ from the plain run's and no row repeats (the final resampling of the
  * plain run repeats rows), a caller of the tenth layout keeps the plain run bit for bit whatever lies past its
- * struct's end, and a negative count or step is refused, naming the field. Seen failing with final_moves dropped in
- * the C-to-C++ copy (the moved run bit for bit the plain one). */
+ * struct's end, and a count below -1 or a negative step is refused, naming the field. Seen failing with final_moves
+ * dropped in the C-to-C++ copy (the moved run bit for bit the plain one), and with init's default 0 (the default run
+ * without the moves). */
 static int repeated_rows(const float* x, int n, int d) {
   int i, j, repeats = 0;
   for (i = 0; i < n; ++i)
@@ -1256,12 +1258,27 @@ static void test_final_moves(void) {
   gp.sigma_y_count = 1;
   CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
   CHECK_OK(ds_guided_options_init(&go, sizeof go));
-  CHECK(go.final_moves == 0 && go.final_move_step == 0.0);
-  go.potentials = DS_POTENTIALS_LINEAR;
+  CHECK(go.final_moves == -1 && go.final_move_step == 0.0); /* -1: automatic */
   go.sampler = DS_GUIDED_SMC;
   go.particles = N;
   go.steps = 10;
   go.seed = 31;
+  /* The default (automatic potentials, automatic moves: twisted here, d_y = 2 and a grid ending at s = 0) is, bit
+   * for bit, twisted potentials with both corrections and 4 final moves given explicitly, and not the same without
+   * the moves. */
+  out.samples = x_plain;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  tenth = go;
+  tenth.potentials = DS_POTENTIALS_TWISTED;
+  tenth.start_correction = tenth.multistep_kernel = 1;
+  tenth.final_moves = 4;
+  out.samples = x_moved;
+  CHECK_OK(ds_guided_sample(prior, &gp, &tenth, &out, cpu, NULL, 0, NULL));
+  CHECK(memcmp(x_plain, x_moved, sizeof x_plain) == 0);
+  tenth.final_moves = 0;
+  CHECK_OK(ds_guided_sample(prior, &gp, &tenth, &out, cpu, NULL, 0, NULL));
+  CHECK(memcmp(x_plain, x_moved, sizeof x_plain) != 0);
+  go.potentials = DS_POTENTIALS_LINEAR; /* explicit potentials: final_moves = -1 runs none */
   out.samples = x_plain;
   CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
   go.final_moves = 5;
@@ -1280,7 +1297,7 @@ static void test_final_moves(void) {
   CHECK_OK(ds_guided_sample(prior, &gp, &tenth, &out, cpu, NULL, 0, NULL));
   CHECK(memcmp(x_plain, x_tenth, sizeof x_plain) == 0);
   CHECK_OK(ds_guided_options_init(&tenth, offsetof(ds_guided_options, final_moves)));
-  go.final_moves = -1;
+  go.final_moves = -2;
   EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT, "final_moves");
   go.final_moves = 5;
   go.final_move_step = -1.0;

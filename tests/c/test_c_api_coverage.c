@@ -181,14 +181,16 @@ static void test_guided_svd(ds_mixture* m) {
   go.potentials = (ds_guided_potentials)7;
   EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL), "options.potentials");
   /* The default potentials reach the library through the C struct: a struct from ds_guided_options_init() runs, bit
-   * for bit, as twisted potentials with the start correction and the multistep kernel (d_y = 1, a grid ending at
-   * s = 0), and not as the linear ones. Seen failing with the resolution leaving the start correction off. */
+   * for bit, as twisted potentials with the start correction, the multistep kernel and 4 final moves (final_moves =
+   * -1, automatic; d_y = 1, a grid ending at s = 0), and not as the linear ones. Seen failing with the resolution
+   * leaving the start correction off. */
   {
     ds_guided_options dflt, twisted;
     float s_default[N * 2], s_twisted[N * 2], s_linear[N * 2];
     double z_default = 0, z_twisted = 0, z_linear = 0;
     CHECK_OK(ds_guided_options_init(&dflt, sizeof dflt));
-    CHECK(dflt.potentials == DS_POTENTIALS_AUTOMATIC && dflt.start_correction == 0 && dflt.multistep_kernel == 0);
+    CHECK(dflt.potentials == DS_POTENTIALS_AUTOMATIC && dflt.start_correction == 0 && dflt.multistep_kernel == 0 &&
+          dflt.final_moves == -1);
     dflt.particles = N;
     dflt.steps = 30;
     dflt.seed = 2;
@@ -196,6 +198,7 @@ static void test_guided_svd(ds_mixture* m) {
     twisted.potentials = DS_POTENTIALS_TWISTED;
     twisted.start_correction = 1;
     twisted.multistep_kernel = 1;
+    twisted.final_moves = 4;
     out.samples = s_default;
     out.log_normaliser = &z_default;
     CHECK_OK(ds_guided_sample(m, &gp, &dflt, &out, cpu, NULL, 0, NULL));
@@ -205,6 +208,7 @@ static void test_guided_svd(ds_mixture* m) {
     twisted.potentials = DS_POTENTIALS_LINEAR;
     twisted.start_correction = 0;
     twisted.multistep_kernel = 0;
+    twisted.final_moves = -1;
     out.samples = s_linear;
     out.log_normaliser = &z_linear;
     CHECK_OK(ds_guided_sample(m, &gp, &twisted, &out, cpu, NULL, 0, NULL));
