@@ -6,10 +6,11 @@ GPU (CUDA executor) or the CPU (the same kernels on the library's thread pool).
 Arrays cross by DLPack in both directions without copies: NumPy arrays, PyTorch CPU and CUDA tensors, CuPy arrays
 and JAX arrays (inputs) are read in place, and outputs are written into the caller's ``out=`` array or into a new
 array of the input's framework on the input's device. The executor follows the arrays' device (CPU arrays: the CPU
-executor; CUDA arrays: the CUDA executor). On CUDA the calls run on the framework's current stream (PyTorch:
-``torch.cuda.current_stream()``, CuPy: ``cupy.cuda.get_current_stream()``) unless ``stream=`` names one (an int
-handle, a ``torch.cuda.Stream``, a ``cupy.cuda.Stream`` or any object with ``cuda_stream`` or ``ptr``); they are
-asynchronous on that stream, as in C++. Long calls release the GIL. Errors raise ``diffsample.Error`` subclasses
+executor; CUDA arrays: the CUDA executor, on the arrays' device, made current for the call). On CUDA the calls run
+on the framework's current stream of that device (PyTorch: ``torch.cuda.current_stream()``, CuPy:
+``cupy.cuda.get_current_stream()``) unless ``stream=`` names one of that device (an int handle, a
+``torch.cuda.Stream``, a ``cupy.cuda.Stream`` or any object with ``cuda_stream``, ``ptr`` or ``__cuda_stream__``;
+a stream for a call on CPU arrays is refused); they are asynchronous on that stream, as in C++. Long calls release the GIL. Errors raise ``diffsample.Error`` subclasses
 (``InvalidArgument`` is also a ``ValueError``) carrying the library's message, which names the argument and value.
 The size limits those messages name are ``diffsample.limits`` (``diffsample.limits.max_steps`` ...), the C++
 constants of ``include/diffsample/limits.hpp``.
@@ -120,22 +121,46 @@ def _is_cuda(x: Any) -> bool:
     return False
 
 
+_STREAM_KINDS = ("None (the framework's current stream), an int handle, a torch.cuda.Stream, a cupy.cuda.Stream or an "
+                 "object with cuda_stream, ptr or __cuda_stream__()")
+
+
+def _handle(value: Any, stream: Any, source: str) -> int:
+    """A stream object's handle (source: where it came from, cuda_stream, ptr or __cuda_stream__()[1]) as an int in
+    [0, 2^64 - 1], else InvalidArgument naming stream: int() would cut a float, read a str, and a negative or too
+    large handle was nanobind's TypeError naming neither."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value <= _UINT64_MAX:
+        raise InvalidArgument(f"stream: a {type(stream).__name__} whose {source} is {_describe(value)}, expected a "
+                              f"CUDA stream handle, an integer in [0, {_UINT64_MAX}]")
+    return int(value)
+
+
 def _stream_handle(stream: Any) -> int:
+    """The handle of a stream= argument (0 for None), checked: see _STREAM_KINDS. Where the call runs decides the
+    rest (the binding: a stream for a call on CPU arrays, or of another device than the arrays', is refused)."""
     if stream is None:
         return 0
     if isinstance(stream, (int, np.integer, bool, np.bool_)):
         return _integer(stream, "stream", 0, _UINT64_MAX, "a CUDA stream handle")
     if hasattr(stream, "cuda_stream"):  # torch.cuda.Stream
-        return int(stream.cuda_stream)
+        return _handle(stream.cuda_stream, stream, "cuda_stream")
     if hasattr(stream, "ptr"):  # cupy.cuda.Stream
-        return int(stream.ptr)
+        return _handle(stream.ptr, stream, "ptr")
     if hasattr(stream, "__cuda_stream__"):  # CUDA stream protocol: (version, handle)
-        return int(stream.__cuda_stream__()[1])
-    raise InvalidArgument(f"stream: {stream!r} is not a CUDA stream (int handle, torch.cuda.Stream, cupy Stream)")
+        try:
+            answer = stream.__cuda_stream__()
+        except Exception as e:
+            raise InvalidArgument(f"stream: {type(stream).__name__}.__cuda_stream__() raised {type(e).__name__}: {e}"
+                                  ) from e
+        if not isinstance(answer, tuple) or len(answer) != 2:
+            raise InvalidArgument(f"stream: {type(stream).__name__}.__cuda_stream__() returned {_describe(answer)}, "
+                                  "expected the pair (version, handle)")
+        return _handle(answer[1], stream, "__cuda_stream__() handle")
+    raise InvalidArgument(f"stream: {_describe(stream)} is not a CUDA stream; pass {_STREAM_KINDS}")
 
 
 def _stream(x: Any, stream: Stream) -> int:
-    """The stream of a call: the caller's, else the current stream of x's framework (0 on the CPU)."""
+    """The stream of a call: the caller's, else the current stream of x's framework on x's device (0 on the CPU)."""
     if stream is not None:
         return _stream_handle(stream)
     if x is None or not _is_cuda(x):
@@ -148,7 +173,9 @@ def _stream(x: Any, stream: Stream) -> int:
     if fw == "cupy":
         import cupy
 
-        return int(cupy.cuda.get_current_stream().ptr)
+        # CuPy's current stream is per device: x's device's, which need not be the current device.
+        with cupy.cuda.Device(x.device.id):
+            return int(cupy.cuda.get_current_stream().ptr)
     return 0
 
 
@@ -720,7 +747,7 @@ class GaussianMixture:
                 device (NumPy for NumPy and CPU JAX inputs; CUDA JAX inputs need out).
             path: 'automatic', 'direct' (one pass over components) or 'gemm' (isotropic mixtures: matrix products).
             stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream); None: the framework's
-                current stream. Ignored on the CPU.
+                current stream. CPU calls: None or 0.
 
         Returns out, (n, d) float32. Asynchronous on CUDA (except the mixture's first gemm-path call there, which
         builds its tables and synchronises); on the CPU it returns when done.
@@ -736,7 +763,7 @@ class GaussianMixture:
             a, s: the channel's scale and noise level.
             out: (n, d) float32 writable array on x's device; None: a new array of x's framework and device.
             path: 'automatic', 'direct' or 'gemm' (as for score()).
-            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. CPU calls: None or 0.
 
         Returns out, (n, d) float32. Asynchronous on CUDA (the first gemm-path call of the mixture there
         synchronises); on the CPU it returns when done.
@@ -752,7 +779,7 @@ class GaussianMixture:
             a, s: the channel's scale and noise level.
             out: (n,) float32 writable array on x's device; None: a new array of x's framework and device.
             path: 'automatic', 'direct' or 'gemm' (as for score()).
-            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. CPU calls: None or 0.
 
         Returns out, (n,) float32. Asynchronous on CUDA (the first gemm-path call of the mixture there
         synchronises); on the CPU it returns when done.
@@ -769,7 +796,7 @@ class GaussianMixture:
             v: (n, d) float32 vectors on x's device.
             a, s: the channel's scale and noise level.
             out: (n, d) float32 writable array on x's device; None: a new array of x's framework and device.
-            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. CPU calls: None or 0.
 
         Returns out, (n, d) float32. Asynchronous on CUDA; on the CPU it returns when done.
         """
@@ -831,7 +858,7 @@ class GaussianMixture:
             labels: False (none), True (a new (n,) int32 array of out's framework and device) or an (n,) int32
                 array on out's device: each sample's component index.
             first_index: index of the first sample in the random stream (<= diffsample.limits.max_first_chain).
-            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. CPU calls: None or 0.
 
         Returns out (n, d) float32, or (out, labels) when labels is not False. Asynchronous on CUDA; on the CPU it
         returns when done.
@@ -886,7 +913,7 @@ def langevin(mixture: GaussianMixture, x: Array, *, trajectory: Array = None, ac
             record_every-th state: required when record_every > 0, refused when it is 0.
         accepted: None, or an (n,) int64 array on x's device receiving each chain's accepted proposals (MALA).
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
-            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
         target: the channel (a, s) of the target density (default (1, 0): the mixture itself).
         **options: LangevinOptions fields as keywords: method ('ula', 'mala', 'tamed_ula'), step_size, steps,
             seed, first_chain, first_step, record_every. Chain i uses the Philox stream (seed, first_chain + i).
@@ -926,7 +953,7 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
         schedule: a NoiseSchedule, or a schedule kind's name ('vp_linear', 'vp_cosine', 'variance_exploding', ...);
             None: the options' default.
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
-            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
         **options: DiffusionOptions fields as keywords: sampler ('ddpm', 'ddim', 'reverse_sde', 'ode_euler',
             'ode_heun', 'stochastic_localization', 'walk_jump', 'sequential_measurements'), steps, eta, sigma,
             step_size, measurements, final_denoise, draw_initial, seed, first_chain, record_every.
@@ -1031,7 +1058,7 @@ class DiffusionPlan:
                 PyTorch or CuPy CUDA array for 'cuda'); overwritten with the initial draw when draw_initial (the
                 default), else it must hold the initial states.
             stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
-                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
@@ -1048,7 +1075,7 @@ class DiffusionPlan:
             model: (n, d) float32 array on the plan's device: the model's output (the plan's output kind) at x and
                 step_channel(k) of the current step k; its memory must not overlap x's (x itself included).
             stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
-                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
 
         Returns x. Asynchronous on CUDA (no allocation, no synchronisation); on the CPU it returns when done.
         """
@@ -1065,7 +1092,7 @@ class DiffusionPlan:
             x: (n, d) float32 writable array on the plan's device: the chains' state.
             model: (n, d) float32 array on the plan's device: the model's output at x and step_channel(steps).
             stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
-                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
@@ -1086,7 +1113,7 @@ class DiffusionPlan:
             x: (n, d) float32 writable array on the plan's device holding the state; None: a new NumPy array (CPU
                 plans only).
             stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
-                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+                cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
 
         Returns x, the samples. Nothing synchronises beyond what model does; on CUDA read x after the stream.
         An exception model raises (a PyTorch CUDA out-of-memory error, ...) propagates as it is; x then holds the
@@ -1304,7 +1331,7 @@ class SamplingPlan:
                 float32 (the final resampling), 'log_normaliser' (B,) float64, 'ess_trace' (B, steps + 1) float32
                 and 'resample_count' (B,) int32.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
-                framework (the legacy default stream without like). Ignored on the CPU.
+                framework (the legacy default stream without like). CPU calls: None or 0.
 
         Returns a dict of new arrays (NumPy on the CPU, like's framework on CUDA) by name. Asynchronous on CUDA.
         Raises InvalidArgument for a plan other than guided SMC, or before the trajectory is done.
@@ -1359,7 +1386,7 @@ class SamplingPlan:
             log_density: for a plan that asks for the log-density (mala) with answer given: its (rows,) float32
                 values, copied into ask()['log_density'] likewise; refused for the other plans.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
-                framework (the legacy default stream without like). Ignored on the CPU.
+                framework (the legacy default stream without like). CPU calls: None or 0.
 
         Asynchronous on CUDA (no allocation, no synchronisation): write the answer in that stream's order first.
         Raises InvalidArgument before the first reset(), when the trajectory is done, and for a second tell() after
@@ -1395,7 +1422,7 @@ class SamplingPlan:
                 C-contiguous array on the plan's device (NumPy / CPU tensor, or a CUDA tensor / CuPy array), copied
                 in as the initial state.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of initial's
-                framework, else like's (the legacy default stream without like). Ignored on the CPU.
+                framework, else like's (the legacy default stream without like). CPU calls: None or 0.
 
         Asynchronous on CUDA; on the CPU it returns when done.
         """
@@ -1427,7 +1454,7 @@ class SamplingPlan:
                 moment- and twisted-potential smc) need ask() and tell(): run() refuses them before it starts.
             initial: as for reset(): None or the (rows, d) float32 initial state on the plan's device.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
-                framework (the legacy default stream without like). Ignored on the CPU.
+                framework (the legacy default stream without like). CPU calls: None or 0.
 
         Returns a copy of the samples (rows, d) float32: NumPy on the CPU, like's framework on CUDA (a clone queued
         on that framework's stream; nothing synchronises beyond what model does). An exception model raises (a
@@ -1477,7 +1504,7 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
         normalised_weights: None (a new (B, N) float32 array) or a (B, N) float32 writable array on that device.
         reports: True to return the per-problem reports, False for none.
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
-            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
         **options: ResamplingOptions fields as keywords: scheme ('multinomial', 'stratified', 'systematic',
             'residual', 'metropolis', 'rejection'), ess_threshold (resample only problems whose ESS / N is below
             it), seed, step, metropolis_steps.
@@ -1519,7 +1546,7 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
         out: None (a new (B, N, d) float32 array of states' framework and device) or a (B, N, d) float32
             writable array on that device that overlaps neither states nor ancestors.
         stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
-            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. Ignored on the CPU.
+            cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
 
     Returns out. Asynchronous on CUDA; on the CPU it returns when done.
     """
@@ -1614,7 +1641,7 @@ class MixturePosterior:
                 out's dtype.
             labels: True to also return each sample's component index, an (n,) int32 array on out's device.
             first_index: index of the first sample in the random stream (<= diffsample.limits.max_first_chain).
-            stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+            stream: CUDA stream for CUDA arrays; None: the framework's current stream. CPU calls: None or 0.
 
         Returns out, or (out, labels) when labels is True. Asynchronous on CUDA; on the CPU it returns when done.
         """
@@ -1670,7 +1697,7 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
         schedule: a NoiseSchedule or a schedule kind's name; None: the options' default.
         resampling: None, or a dict of ResamplingOptions fields (scheme, ess_threshold, ...).
         stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of device's
-            framework. Ignored on the CPU.
+            framework. CPU calls: None or 0.
         **options: GuidedOptions fields as keywords (particles, steps, seed, ddim, eta, guidance_scale, ...);
             operator_path='automatic' (default), 'gemm' or 'direct' forces or forbids a dense operator's products
             over all particles per step (dps, pigdm; tmpd on the CPU) or leaves them to the size rule.
@@ -1771,7 +1798,7 @@ def sliced_wasserstein(a: Array, b: Array, *, directions: int = 256, seed: int =
         directions: number of random directions (>= 1).
         seed: the directions' random stream (direction t uses the Philox stream (seed, t, 0)).
         p: 1 or 2.
-        stream: CUDA stream for CUDA arrays; None: the framework's current stream. Ignored on the CPU.
+        stream: CUDA stream for CUDA arrays; None: the framework's current stream. CPU calls: None or 0.
 
     Returns the distance as a Python float. Synchronises the stream on CUDA (it returns a host value).
     """

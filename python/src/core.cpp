@@ -27,6 +27,7 @@
 #include "docstrings.hpp"
 #include "src/enum_tables.hpp"
 #include "src/limits.hpp"
+#include "src/mixture_storage.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -35,10 +36,12 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 namespace nb = nanobind;
@@ -180,11 +183,149 @@ T* checked_opt(const std::optional<A>& a, const char* name, std::initializer_lis
 template <class A>
 std::int64_t dim_of(const A& a, std::size_t i) { return i < a.ndim() ? std::int64_t(a.shape(i)) : -2; }
 
-ds::execution exec_of(const place& p, std::uintptr_t stream) {
-  ds::execution e;
-  e.kind = p.where == ds::executor::automatic ? ds::executor::cpu : p.where;
-  e.stream = reinterpret_cast<cudaStream_t>(stream);
-  return e;
+// ---- devices and streams ------------------------------------------------------------------------------------------
+//
+// A call runs on the device of its arrays. The CUDA runtime launches on the calling thread's current device, which
+// need not be theirs (a PyTorch tensor on cuda:1 while cuda:0 is current): the library's kernels, its workspace and
+// the legacy default stream were the current device's, reading and writing another device's memory (a fault where
+// the devices cannot reach each other's memory, silent peer traffic where they can), and a stream of the arrays'
+// device could not take the launch. So a call on CUDA arrays makes their device current while it runs and restores
+// the caller's after (cudaSetDevice selects, it does not synchronise); a device the runtime does not see is refused
+// naming it. The caller's stream must be one of that device's (checked with cudaStreamGetDevice), and a stream given
+// for a call that runs on the CPU executor is refused: it says the caller meant a CUDA run, which this is not.
+
+// Makes a CUDA device current for the life of the object and restores the device current before.
+class device_scope {
+ public:
+  device_scope() = default;
+  device_scope(const device_scope&) = delete;
+  device_scope& operator=(const device_scope&) = delete;
+  ~device_scope() {
+    if (previous_ >= 0 && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
+  }
+
+  // who: what is on the device ("x", "the plan"), named in the errors.
+  void enter(int device, const std::string& who) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+      cudaGetLastError();
+      count = 0;
+    }
+    if (device < 0 || device >= count)
+      raise_invalid(who + ": on cuda:" + std::to_string(device) + ", but the CUDA runtime sees " +
+                    (count == 0 ? "no device (" + ds::cuda_unavailable_reason() + ")"
+                                : std::to_string(count) + (count == 1 ? " device (cuda:0)"
+                                                                      : " devices (cuda:0 to cuda:" +
+                                                                            std::to_string(count - 1) + ")")));
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess) {
+      cudaGetLastError();
+      current = -1;
+    }
+    if (current == device) return;
+    const cudaError_t status = cudaSetDevice(device);
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      throw ds::cuda_error(who + ": on cuda:" + std::to_string(device) + ", which cannot be made current for the call "
+                           "(cudaSetDevice: " + cudaGetErrorString(status) + ")", int(status));
+    }
+    previous_ = current;
+  }
+
+ private:
+  int previous_ = -1;  // the device to restore; -1: none
+};
+
+// Checks the caller's stream against where a call runs (where, device; who: what put it there, "x is on cpu:0"):
+// none (0) on the CPU executor, one of the device's streams on CUDA.
+void check_stream(std::uintptr_t stream, ds::executor where, int device, const std::string& who) {
+  if (stream == 0) return;
+  if (where != ds::executor::cuda)
+    raise_invalid("stream: " + std::to_string(stream) + ", but the call runs on the CPU executor (" + who +
+                  "); a stream orders CUDA work only: pass stream=None");
+  const auto handle = reinterpret_cast<cudaStream_t>(stream);
+  if (handle == cudaStreamLegacy || handle == cudaStreamPerThread) return;  // the current device's own
+#if CUDART_VERSION >= 12080
+  int on = -1;
+  const cudaError_t status = cudaStreamGetDevice(handle, &on);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    raise_invalid("stream: " + std::to_string(stream) + " is not a CUDA stream the runtime knows "
+                  "(cudaStreamGetDevice: " + cudaGetErrorString(status) + ")");
+  }
+  if (on != device)
+    raise_invalid("stream: a stream of cuda:" + std::to_string(on) + ", but " + who +
+                  " (a call runs on its arrays' device, and a kernel cannot be launched into another device's "
+                  "stream): pass a stream of cuda:" + std::to_string(device) + " or None");
+#else
+  (void)device;
+  (void)who;
+#endif
+}
+
+std::string where_text(ds::executor where, int device) {
+  return std::string(ds::to_string(where)) + ":" + std::to_string(where == ds::executor::cuda ? device : 0);
+}
+
+// Where a call on the arrays of p runs: the executor and the caller's stream (checked), with the arrays' CUDA device
+// current while the object lives.
+struct run_on {
+  run_on(const place& p, std::uintptr_t stream) : run_on(p.where, p.device_id, p.first, stream) {}
+  // first: the argument (or object) whose device the call takes, named in the errors; nullptr: no array.
+  run_on(ds::executor where, int device, const char* first, std::uintptr_t stream) {
+    exec.kind = where == ds::executor::automatic ? ds::executor::cpu : where;
+    exec.stream = reinterpret_cast<cudaStream_t>(stream);
+    if (where == ds::executor::automatic) return;  // no array: nothing says where the caller meant it to run
+    if (where == ds::executor::cuda) scope.enter(device, first);
+    check_stream(stream, where, device, std::string(first) + " is on " + where_text(where, device));
+  }
+  ds::execution exec;
+  device_scope scope;
+};
+
+// The CUDA device of a device allocation; -1 when the runtime cannot tell (no device, host memory).
+int device_of(const void* pointer) {
+  if (pointer == nullptr) return -1;
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged ? attributes.device : -1;
+}
+
+// Refuses an object whose device tables (uploaded to the device current when it was built) are on another CUDA
+// device than the call's arrays: its kernels would read another device's memory. name: the object's argument;
+// tables: the device the tables are on (-1: none, or unknown).
+void expect_tables_on(int tables, const place& p, const std::string& name, const char* kind) {
+  if (p.where != ds::executor::cuda || tables < 0 || tables == p.device_id) return;
+  raise_invalid(name + ": its tables are on cuda:" + std::to_string(tables) + ", but " + p.first + " is on cuda:" +
+                std::to_string(p.device_id) + " (a " + kind + " copies its tables to the device current when it is "
+                "made: make it with cuda:" + std::to_string(p.device_id) + " current, e.g. under "
+                "torch.cuda.device(" + std::to_string(p.device_id) + "), or pass arrays on cuda:" +
+                std::to_string(tables) + ")");
+}
+
+void expect_tables_on(const ds::gaussian_mixture& g, const place& p, const std::string& name) {
+  if (p.where == ds::executor::cuda) expect_tables_on(device_of(g.storage().device), p, name, "GaussianMixture");
+}
+
+// The device each MixturePosterior made here copied its sampling tables to (the device current when it was made;
+// -1 without one): the C++ class keeps its tables to itself. Every posterior the module makes goes through its
+// __init__, which sets its entry, so an entry left by a freed object is overwritten before a new one at its address
+// is read.
+std::mutex posterior_devices_mutex;
+std::unordered_map<const ds::mixture_posterior*, int> posterior_devices;
+
+void expect_tables_on(const ds::mixture_posterior& q, const place& p, const std::string& name) {
+  if (p.where != ds::executor::cuda) return;
+  int tables = -1;
+  {
+    std::lock_guard<std::mutex> lock(posterior_devices_mutex);
+    auto it = posterior_devices.find(&q);
+    if (it != posterior_devices.end()) tables = it->second;
+  }
+  expect_tables_on(tables, p, name, "MixturePosterior");
 }
 
 // ---- problem data (host, FP64) -------------------------------------------------------------------------------------
@@ -633,6 +774,22 @@ void expect_plan_place(const Plan& pl, const place& p) {
                   " (its memory and kernels are there: pass arrays on that device)");
 }
 
+// A plan's call: the plan's CUDA device current while it runs (a plan made on cuda:1 and stepped while cuda:0 is
+// current launched on cuda:0), the caller's stream checked against the plan's executor and device.
+struct plan_run : run_on {
+  template <class Plan>
+  plan_run(const Plan& pl, std::uintptr_t stream) : run_on(pl.where(), pl.device, "the plan", stream) {}
+};
+
+// A plan's constructor: the stream of its uploads checked against where it is made (the current device on CUDA;
+// none on the CPU executor).
+void check_plan_stream(ds::executor where, std::uintptr_t stream) {
+  if (where == ds::executor::automatic) where = ds::cuda_available() ? ds::executor::cuda : ds::executor::cpu;
+  const int device = current_device(where);
+  check_stream(stream, where, device, "the plan is made on " + where_text(where, device) +
+                                          (where == ds::executor::cuda ? ", the current device" : ""));
+}
+
 #ifdef DIFFSAMPLE_PY_PLANS
 // A sampling_plan as Python holds it, with the sizes of a guided plan's outputs (B problems, N particles, steps),
 // which the C++ plan keeps to itself: write_outputs checks the caller's arrays against these, so sizes the caller
@@ -901,9 +1058,11 @@ NB_MODULE(_core, m) {
             ds::evaluate_options o;
             o.path = path;
             ds::evaluate_report r;
+            run_on on(p, stream);
+            expect_tables_on(g, p, "mixture");
             {
               nb::gil_scoped_release release;
-              r = g.evaluate(op, n, xp, {a, s}, what, o, exec_of(p, stream));
+              r = g.evaluate(op, n, xp, {a, s}, what, o, on.exec);
             }
             auto d = report(r.ran);
             d["path"] = ds::to_string(r.path);
@@ -922,9 +1081,11 @@ NB_MODULE(_core, m) {
             const float* vp = checked<float>(v, "v", {n, g.dim()}, p);
             float* op = checked<float>(out, "out", {n, g.dim()}, p);
             ds::executor ran;
+            run_on on(p, stream);
+            expect_tables_on(g, p, "mixture");
             {
               nb::gil_scoped_release release;
-              ran = g.denoiser_jvp(op, n, xp, vp, {a, s}, exec_of(p, stream));
+              ran = g.denoiser_jvp(op, n, xp, vp, {a, s}, on.exec);
             }
             return report(ran);
           },
@@ -965,9 +1126,11 @@ NB_MODULE(_core, m) {
             std::int64_t n = std::int64_t(out.shape(0));
             std::int32_t* lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
             ds::executor ran;
+            run_on on(p, stream);
+            expect_tables_on(g, p, "mixture");
             {
               nb::gil_scoped_release release;
-              ran = g.sample(op, n, {a, s}, seed, lp, first_index, exec_of(p, stream));
+              ran = g.sample(op, n, {a, s}, seed, lp, first_index, on.exec);
             }
             return report(ran);
           },
@@ -1027,9 +1190,11 @@ NB_MODULE(_core, m) {
         outs.trajectory = checked_opt<float>(traj, "trajectory", {records, n, g.dim()}, p);
         outs.accepted = checked_opt<std::int64_t>(accepted, "accepted", {n}, p);
         ds::langevin_report r;
+        run_on on(p, stream);
+        expect_tables_on(g, p, "mixture");
         {
           nb::gil_scoped_release release;
-          r = ds::langevin(g, xp, outs, n, o, exec_of(p, stream));
+          r = ds::langevin(g, xp, outs, n, o, on.exec);
         }
         auto d = report(r.ran);
         d["register_path"] = r.register_path;
@@ -1079,9 +1244,11 @@ NB_MODULE(_core, m) {
           outs.trajectory = checked<float>(*traj, "trajectory", {records, n, g.dim()}, p);
         }
         ds::diffusion_report r;
+        run_on on(p, stream);
+        expect_tables_on(g, p, "mixture");
         {
           nb::gil_scoped_release release;
-          r = ds::diffusion(g, xp, outs, n, o, exec_of(p, stream));
+          r = ds::diffusion(g, xp, outs, n, o, on.exec);
         }
         auto d = report(r.ran);
         d["register_path"] = r.register_path;
@@ -1099,6 +1266,7 @@ NB_MODULE(_core, m) {
           "__init__",
           [](py_diffusion_plan* self, std::int64_t n, std::int64_t d, const ds::diffusion_options& o,
              ds::model_output out, ds::executor where, std::uintptr_t stream) {
+            check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             new (self) py_diffusion_plan(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
             self->device = current_device(self->where());
@@ -1123,7 +1291,8 @@ NB_MODULE(_core, m) {
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             expect_plan_place(pl, p);
-            pl.reset(xp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
+            plan_run on(pl, stream);
+            pl.reset(xp, on.exec);
           },
           "x"_a, "stream"_a = 0, "Starts the next trajectory (and draws x when options.draw_initial).")
       .def(
@@ -1134,8 +1303,9 @@ NB_MODULE(_core, m) {
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
             expect_plan_place(pl, p);
+            plan_run on(pl, stream);
             nb::gil_scoped_release release;
-            pl.step(xp, mp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
+            pl.step(xp, mp, on.exec);
           },
           "x"_a, "model"_a, "stream"_a = 0, "Applies the current step's update to x given the model output at x.")
       .def(
@@ -1146,8 +1316,9 @@ NB_MODULE(_core, m) {
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
             expect_plan_place(pl, p);
+            plan_run on(pl, stream);
             nb::gil_scoped_release release;
-            pl.finish(xp, mp, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
+            pl.finish(xp, mp, on.exec);
           },
           "x"_a, "model"_a, "stream"_a = 0, "The final jump x <- E[x0 | x] from the model output.");
 
@@ -1163,6 +1334,7 @@ NB_MODULE(_core, m) {
           "diffusion",
           [](std::int64_t n, std::int64_t d, const ds::diffusion_options& o, ds::model_output out, ds::executor where,
              std::uintptr_t stream) {
+            check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             return py_sampling_plan(
                 ds::sampling_plan::diffusion(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
@@ -1173,6 +1345,7 @@ NB_MODULE(_core, m) {
           "langevin",
           [](std::int64_t n, std::int64_t d, const ds::langevin_options& o, ds::model_output out, ds::executor where,
              std::uintptr_t stream) {
+            check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             return py_sampling_plan(
                 ds::sampling_plan::langevin(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
@@ -1183,6 +1356,7 @@ NB_MODULE(_core, m) {
           "guided",
           [](std::int64_t d, const ds::guided_problems& pr, const ds::guided_options& o, ds::model_output out,
              ds::executor where, std::uintptr_t stream) {
+            check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             py_sampling_plan pl(ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
             pl.guided = true;
@@ -1219,8 +1393,10 @@ NB_MODULE(_core, m) {
             if (ess_trace) ds::limits::check("steps", steps, 1, ds::limits::max_steps);  // steps + 1 below
             outs.ess_trace = checked_opt<float>(ess_trace, "ess_trace", {B, steps + 1}, p);
             outs.resample_count = checked_opt<std::int32_t>(resample_count, "resample_count", {B}, p);
+            expect_plan_place(pl, p);
+            plan_run on(pl, stream);
             nb::gil_scoped_release release;
-            pl.write_outputs(outs, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
+            pl.write_outputs(outs, on.exec);
           },
           "problems"_a, "particles"_a, "steps"_a, "particles_out"_a = nb::none(), "log_weights"_a = nb::none(),
           "samples"_a = nb::none(), "log_normaliser"_a = nb::none(), "ess_trace"_a = nb::none(),
@@ -1273,8 +1449,9 @@ NB_MODULE(_core, m) {
           "tell",
           [](py_sampling_plan& pl, std::uintptr_t stream) {
             exclusive_call one(pl.lock, "tell");
+            plan_run on(pl, stream);
             nb::gil_scoped_release release;
-            pl.tell(ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
+            pl.tell(on.exec);
           },
           "stream"_a = 0, "Applies the answer written into the current ask's buffer and advances.")
       .def(
@@ -1287,7 +1464,8 @@ NB_MODULE(_core, m) {
               ip = checked<float>(*initial, "initial", {pl.rows(), pl.dim()}, p);
               expect_plan_place(pl, p);
             }
-            pl.reset(ip, ds::execution{ds::executor::automatic, reinterpret_cast<cudaStream_t>(stream)});
+            plan_run on(pl, stream);
+            pl.reset(ip, on.exec);
           },
           "initial"_a = nb::none(), "stream"_a = 0,
           "Starts the next trajectory from initial (rows, d) (copied) or the plan's own draw.")
@@ -1341,9 +1519,10 @@ NB_MODULE(_core, m) {
         outs.reports = reinterpret_cast<ds::particle_report*>(
             checked_opt<std::uint8_t>(reports, "reports", {B, std::int64_t(sizeof(ds::particle_report))}, p));
         ds::executor ran;
+        run_on on(p, stream);
         {
           nb::gil_scoped_release release;
-          ran = ds::resample(outs, B, N, lp, o, exec_of(p, stream));
+          ran = ds::resample(outs, B, N, lp, o, on.exec);
         }
         return report(ran);
       },
@@ -1363,12 +1542,14 @@ NB_MODULE(_core, m) {
           raise_invalid("ancestors: dtype " + dtype_string(anc.dtype()) + ", expected int32 or int64");
         if (anc.dtype() == nb::dtype<std::int64_t>()) {
           const std::int64_t* ap = checked<std::int64_t>(anc, "ancestors", {B, N}, p);
+          run_on on(p, stream);
           nb::gil_scoped_release release;
-          ran = ds::gather_particles(op, B, N, d, sp, ap, exec_of(p, stream));
+          ran = ds::gather_particles(op, B, N, d, sp, ap, on.exec);
         } else {
           const std::int32_t* ap = checked<std::int32_t>(anc, "ancestors", {B, N}, p);
+          run_on on(p, stream);
           nb::gil_scoped_release release;
-          ran = ds::gather_particles(op, B, N, d, sp, ap, exec_of(p, stream));
+          ran = ds::gather_particles(op, B, N, d, sp, ap, on.exec);
         }
         return report(ran);
       },
@@ -1476,8 +1657,18 @@ NB_MODULE(_core, m) {
              problem_scalar sigma, problem_data obs) {
             const double sigma_y = host_vector(sigma, "sigma_y", {0}, "a scalar")[0];
             std::vector<double> y = host_vector(obs, "y", {1}, "(d_y,)");
-            nb::gil_scoped_release release;
-            new (self) ds::mixture_posterior(prior, A, sigma_y, std::move(y));
+            {
+              nb::gil_scoped_release release;
+              new (self) ds::mixture_posterior(prior, A, sigma_y, std::move(y));
+            }
+            // The device its tables were copied to: the current one, when the runtime sees a device.
+            int device = -1;
+            if (ds::cuda_available() && cudaGetDevice(&device) != cudaSuccess) {
+              cudaGetLastError();
+              device = -1;
+            }
+            std::lock_guard<std::mutex> lock(posterior_devices_mutex);
+            posterior_devices[self] = device;
           },
           "prior"_a, "operator"_a, "sigma_y"_a, "y"_a,
           "Computes the posterior of prior under y = A x + sigma_y z (FP64, on the CPU executor); sigma_y (a scalar) "
@@ -1523,13 +1714,17 @@ NB_MODULE(_core, m) {
             if (out.dtype() == nb::dtype<double>()) {
               double* op = checked<double>(out, "out", {-1, q.dim()}, p);
               lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
+              run_on on(p, stream);
+              expect_tables_on(q, p, "posterior");
               nb::gil_scoped_release release;
-              ran = q.sample(op, n, seed, lp, first_index, exec_of(p, stream));
+              ran = q.sample(op, n, seed, lp, first_index, on.exec);
             } else {
               float* op = checked<float>(out, "out", {-1, q.dim()}, p);
               lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
+              run_on on(p, stream);
+              expect_tables_on(q, p, "posterior");
               nb::gil_scoped_release release;
-              ran = q.sample(op, n, seed, lp, first_index, exec_of(p, stream));
+              ran = q.sample(op, n, seed, lp, first_index, on.exec);
             }
             return report(ran);
           },
@@ -1654,9 +1849,11 @@ NB_MODULE(_core, m) {
         outs.ess_trace = checked_opt<float>(ess_trace, "ess_trace", {B, o.steps + 1}, p);    // before o.steps + 1
         outs.resample_count = checked_opt<std::int32_t>(resample_count, "resample_count", {B}, p);
         ds::guided_report r;
+        run_on on(p, stream);
+        expect_tables_on(prior, p, "prior");
         {
           nb::gil_scoped_release release;
-          r = ds::guided_sample(prior, outs, pr, o, exec_of(p, stream));
+          r = ds::guided_sample(prior, outs, pr, o, on.exec);
         }
         auto dct = report(r.ran);
         dct["launches"] = r.launches;
@@ -1681,9 +1878,9 @@ NB_MODULE(_core, m) {
         place p;
         const float* ap = checked<float>(a, "a", {-1, -1}, p);
         const float* bp = checked<float>(b, "b", {-1, dim_of(a, 1)}, p);
+        run_on on(p, stream);
         nb::gil_scoped_release release;
-        return ds::sliced_wasserstein(dim_of(a, 0), dim_of(b, 0), dim_of(a, 1), ap, bp, directions, seed, pw,
-                                      exec_of(p, stream));
+        return ds::sliced_wasserstein(dim_of(a, 0), dim_of(b, 0), dim_of(a, 1), ap, bp, directions, seed, pw, on.exec);
       },
       "a"_a, "b"_a, "directions"_a = 256, "seed"_a = 0, "p"_a = 1, "stream"_a = 0,
       "Sliced Wasserstein-p distance between two float32 sample sets (n_a, d) and (n_b, d) on one device.");

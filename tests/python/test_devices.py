@@ -1,0 +1,218 @@
+"""Where a call runs, and the stream= argument.
+
+A call on CUDA arrays runs on their device: the binding makes it current for the call and restores the caller's
+after, refuses a device the CUDA runtime does not see, a mixture or posterior whose tables are on another device,
+and a stream of another device. The device checks run here on arrays that say through DLPack that they live on a
+CUDA device (dlpack_fake.FakeCudaArray), so they run on machines without that device (or any GPU); the device
+switch itself needs two GPUs (test_arrays_on_a_second_gpu_run_there).
+
+stream= is checked before anything runs: a value of the wrong type, a negative or too large handle, an object whose
+handle is none of those, and a stream given for a call that runs on the CPU executor are InvalidArgument naming
+stream (they were a TypeError or ValueError naming nothing, or were ignored)."""
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import diffsample as ds
+from conftest import torch_or_none
+from dlpack_fake import FakeCudaArray
+
+torch = torch_or_none()
+
+# A device no machine has: the runtime's count is below it everywhere, GPU machines included.
+FAR = 64
+UNSEEN = rf"on cuda:{FAR}, but the CUDA runtime sees (no device \(.*\)|\d+ devices? \(cuda:0.*\))"
+
+
+@pytest.fixture(scope="module")
+def m():
+    return ds.GaussianMixture([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]], [1.0, 1.0])
+
+
+def x4():
+    return np.zeros((4, 2), np.float32)
+
+
+def far(*shape, dtype="float32"):
+    return FakeCudaArray(shape, FAR, dtype)
+
+
+# ---- the device of a call ----------------------------------------------------------------------------------------
+
+DEVICE_CASES = [
+    ("score", lambda m: m.score(far(4, 2), out=far(4, 2)), "x"),
+    ("log_density", lambda m: m.log_density(far(4, 2), out=far(4)), "x"),
+    ("denoiser_jvp", lambda m: m.denoiser_jvp(far(4, 2), far(4, 2), out=far(4, 2)), "x"),
+    ("sample", lambda m: m.sample(out=far(4, 2)), "out"),
+    ("langevin", lambda m: ds.langevin(m, far(4, 2), steps=2, step_size=0.1), "x"),
+    ("diffusion", lambda m: ds.diffusion(m, out=far(4, 2), steps=2), "x"),
+    ("resample", lambda m: ds.resample(far(2, 4), ancestors=far(2, 4, dtype="int32"),
+                                       normalised_weights=far(2, 4), reports=False), "log_weights"),
+    ("gather", lambda m: ds.gather_particles(far(1, 4, 2), far(1, 4, dtype="int32"), out=far(1, 4, 2)), "states"),
+    ("sliced_wasserstein", lambda m: ds.sliced_wasserstein(far(4, 2), far(4, 2)), "a"),
+    ("posterior", lambda m: ds.MixturePosterior(m, [[1.0, 0.0]], 0.5, [0.5]).sample(out=far(4, 2)), "out"),
+]
+
+
+@pytest.mark.parametrize("call,first", [c[1:] for c in DEVICE_CASES], ids=[c[0] for c in DEVICE_CASES])
+def test_a_cuda_device_the_runtime_does_not_see_is_refused_by_name(m, call, first):
+    """Arrays on a CUDA device other than the current one ran with the current device's kernels and streams; the
+    call now runs on the arrays' device, and one the runtime does not see is refused naming the argument and the
+    device. Seen failing before: 'executor: cuda was requested but no GPU is usable' (no device named), and on GPU
+    machines a launch on the current device over another device's memory."""
+    with pytest.raises(ds.InvalidArgument, match=rf"^{first}: {UNSEEN}"):
+        call(m)
+
+
+def test_arrays_of_one_call_on_two_devices_are_refused(m):
+    with pytest.raises(ds.InvalidArgument, match=r"^out: on cuda:2 but x is on cuda:1 \(every array of a call"):
+        m.score(FakeCudaArray((4, 2), 1), out=FakeCudaArray((4, 2), 2))
+
+
+def test_cupy_arrays_take_the_current_stream_of_their_own_device(monkeypatch):
+    """CuPy's current stream is per device: an array on cuda:1 while cuda:0 was current took cuda:0's stream (a
+    launch on cuda:1 cannot go into it). Checked with a stand-in for CuPy that gives each device its own stream."""
+    entered = []
+
+    class Device:
+        def __init__(self, index):
+            self.index = index
+
+        def __enter__(self):
+            entered.append(self.index)
+
+        def __exit__(self, *exc):
+            entered.pop()
+
+    def get_current_stream():
+        return types.SimpleNamespace(ptr=1000 + (entered[-1] if entered else 0))
+
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(Device=Device, get_current_stream=get_current_stream)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    array = type("ndarray", (FakeCudaArray,), {"__module__": "cupy"})((4, 2), 3)
+    array.device = types.SimpleNamespace(id=3)
+    assert ds._stream(array, None) == 1003
+    assert ds._stream(array, 77) == 77
+
+
+@pytest.mark.skipif(torch is None or not torch.cuda.is_available() or torch.cuda.device_count() < 2
+                    or not ds.cuda_available(), reason="needs PyTorch and two CUDA devices")
+def test_arrays_on_a_second_gpu_run_there():
+    """A mixture made on cuda:1 evaluated at cuda:1 tensors while cuda:0 is current: the call runs on cuda:1 (the
+    result equals the CPU executor's) and cuda:0 stays current. The same mixture at cuda:0 tensors is refused (its
+    tables are on cuda:1), as is a stream of cuda:0 for cuda:1 tensors."""
+    torch.cuda.set_device(0)
+    with torch.cuda.device(1):
+        m1 = ds.GaussianMixture([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]], [1.0, 1.0])
+    x = np.random.default_rng(1).normal(size=(64, 2)).astype(np.float32)
+    got = m1.score(torch.tensor(x, device="cuda:1"), 1.0, 0.5, path="direct")
+    torch.cuda.synchronize(1)
+    assert torch.cuda.current_device() == 0
+    np.testing.assert_allclose(got.cpu().numpy(), m1.score(x, 1.0, 0.5, path="direct"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ds.InvalidArgument, match=r"^mixture: its tables are on cuda:1, but x is on cuda:0"):
+        m1.score(torch.tensor(x, device="cuda:0"), 1.0, 0.5)
+    with pytest.raises(ds.InvalidArgument, match=r"^stream: a stream of cuda:0, but x is on cuda:1"):
+        m1.score(torch.tensor(x, device="cuda:1"), 1.0, 0.5, stream=torch.cuda.current_stream(0))
+    assert torch.cuda.current_device() == 0
+
+
+# ---- stream= -----------------------------------------------------------------------------------------------------
+
+
+class Attr:
+    """A stream object exposing its handle as an attribute (torch: cuda_stream, CuPy: ptr)."""
+
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+
+class Protocol:
+    """A stream object of the CUDA stream protocol, __cuda_stream__() -> (version, handle)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def __cuda_stream__(self):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+STREAM_CASES = [
+    ("cuda_stream-negative", Attr(cuda_stream=-1), r"^stream: a Attr whose cuda_stream is a int \(-1\), expected a CUDA "
+                                                   r"stream handle, an integer in \[0, 18446744073709551615\]"),
+    ("cuda_stream-None", Attr(cuda_stream=None), r"^stream: a Attr whose cuda_stream is None, expected"),
+    ("cuda_stream-float", Attr(cuda_stream=1.5), r"^stream: a Attr whose cuda_stream is a float \(1.5\), expected"),
+    ("cuda_stream-str", Attr(cuda_stream="7"), r"^stream: a Attr whose cuda_stream is a str \('7'\), expected"),
+    ("cuda_stream-2^64", Attr(cuda_stream=2**64), r"^stream: a Attr whose cuda_stream is a int \(18446744073709551616"),
+    ("ptr-negative", Attr(ptr=-5), r"^stream: a Attr whose ptr is a int \(-5\), expected"),
+    ("protocol-int", Protocol(5), r"^stream: Protocol.__cuda_stream__\(\) returned a int \(5\), expected the pair "
+                                  r"\(version, handle\)"),
+    ("protocol-short", Protocol((0,)), r"^stream: Protocol.__cuda_stream__\(\) returned a tuple"),
+    ("protocol-negative", Protocol((0, -1)), r"^stream: a Protocol whose __cuda_stream__\(\) handle is a int \(-1\)"),
+    ("protocol-raises", Protocol(RuntimeError("closed")),
+     r"^stream: Protocol.__cuda_stream__\(\) raised RuntimeError: closed"),
+    ("object", object(), r"^stream: a object \(<object object at \w+>\) is not a CUDA stream; pass None"),
+    ("float", 1.5, r"^stream: a float \(1.5\) is not a CUDA stream"),
+    ("str", "0", r"^stream: a str \('0'\) is not a CUDA stream"),
+    ("bool", True, r"^stream: expected an integer in \[0, 18446744073709551615\], got True"),
+    ("negative", -1, r"^stream: -1 is outside \[0, 18446744073709551615\] \(a CUDA stream handle\)"),
+]
+
+
+@pytest.mark.parametrize("stream,pattern", [c[1:] for c in STREAM_CASES], ids=[c[0] for c in STREAM_CASES])
+def test_stream_values_are_checked_by_name(m, stream, pattern):
+    """Seen failing before: nanobind's 'evaluate(): incompatible function arguments' (negative handles), int()'s
+    TypeError or ValueError (None, '7'), IndexError and TypeError of the protocol's answer, and a float handle cut to
+    an int without a word."""
+    out = np.zeros((4, 2), np.float32)
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        m.score(x4(), out=out, stream=stream)
+    assert not out.any()
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        ds.DiffusionPlan(4, 2, steps=2, stream=stream)
+
+
+CPU_STREAM = r"^stream: 7, but the call runs on the CPU executor \({} is on cpu:0\); a stream orders CUDA work only"
+
+
+def test_a_stream_for_a_call_on_the_cpu_is_refused(m):
+    """A stream given for CPU arrays was ignored without a word: the caller meant a CUDA run (a CUDA stream with
+    arrays left on the host). None and 0 (no stream) still pass."""
+    out = np.zeros((4, 2), np.float32)
+    for stream in (7, Attr(cuda_stream=7), Attr(ptr=7), Protocol((0, 7))):
+        with pytest.raises(ds.InvalidArgument, match=CPU_STREAM.format("x")):
+            m.score(x4(), out=out, stream=stream)
+    assert not out.any()
+    with pytest.raises(ds.InvalidArgument, match=CPU_STREAM.format("out")):
+        m.sample(4, stream=7)
+    with pytest.raises(ds.InvalidArgument, match=CPU_STREAM.format("log_weights")):
+        ds.resample(np.zeros((2, 4), np.float32), stream=7)
+    with pytest.raises(ds.InvalidArgument, match=CPU_STREAM.format("x")):
+        ds.langevin(m, x4(), steps=2, step_size=0.1, stream=7)
+    made = r"^stream: 7, but the call runs on the CPU executor \(the plan is made on cpu:0\)"
+    with pytest.raises(ds.InvalidArgument, match=made):
+        ds.DiffusionPlan(4, 2, steps=2, device="cpu", stream=7)
+    with pytest.raises(ds.InvalidArgument, match=made):
+        ds.SamplingPlan.langevin(4, 2, steps=2, step_size=0.1, device="cpu", stream=7)
+    plan = ds.DiffusionPlan(4, 2, steps=2, device="cpu")
+    x = x4()
+    with pytest.raises(ds.InvalidArgument, match=CPU_STREAM.format("the plan")):
+        plan.reset(x, stream=7)
+    sp = ds.SamplingPlan.diffusion(4, 2, steps=2)
+    with pytest.raises(ds.InvalidArgument, match=CPU_STREAM.format("the plan")):
+        sp.reset(stream=7)
+    sp.reset()
+    with pytest.raises(ds.InvalidArgument, match=CPU_STREAM.format("the plan")):
+        sp.tell(stream=7)
+    assert sp.position == 0  # nothing ran
+    # No stream: None, 0, NumPy's 0, a default stream's handle 0.
+    ref = m.score(x4(), 1.0, 0.5)
+    for stream in (None, 0, np.uint64(0), Attr(cuda_stream=0)):
+        np.testing.assert_array_equal(m.score(x4(), 1.0, 0.5, stream=stream), ref)
+    plan.reset(x, stream=0)
+    sp.tell(stream=0)
+    assert sp.position == 1
