@@ -3,6 +3,7 @@
 // caller's stream. Workspace comes from the caller (size from gemm_cuda_workspace_bytes) or from one stream-ordered
 // allocation per call; cuBLAS gets its own workspace from the same buffer, so it allocates nothing per call.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 
@@ -59,8 +60,16 @@ layout workspace_layout(quantity what, std::int64_t pass, std::int64_t K, std::i
   l.cublas = take(cublas_workspace_bytes);
   l.h = take(jvp ? sizeof(float) * std::size_t(pass * chunk) : 0);
   l.js = take(jvp ? sizeof(kernels::gemm_jvp_state) * std::size_t(pass) : 0);
-  l.total = at;
+  // The regions sit at 256-byte offsets from a base aligned to 256 bytes (cublasSetWorkspace refuses a workspace
+  // off that alignment, and the functors read floats): the slack aligns a caller's workspace of any address.
+  l.total = at + align_bytes;
   return l;
+}
+
+// The base of the regions in `workspace`: its first address aligned to align_bytes (within the layout's slack).
+char* aligned_base(void* workspace) {
+  const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(workspace);
+  return static_cast<char*>(workspace) + (align_bytes - at % align_bytes) % align_bytes;
 }
 
 // The products' scalars (cuBLAS's host pointer mode): C = one A B + zero C, or + one C to accumulate.
@@ -140,7 +149,7 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
                      "workspace_bytes: the gemm path needs " << l.total << " bytes, got " << workspace_bytes);
   if (workspace != nullptr) check_buffer("workspace", workspace, std::int64_t(l.total), 1, executor::cuda);
   scratch own(workspace == nullptr ? l.total : 0, executor::cuda, stream);
-  char* base = static_cast<char*>(workspace != nullptr ? workspace : own.data());
+  char* base = aligned_base(workspace != nullptr ? workspace : own.data());
   auto* comp = reinterpret_cast<kernels::gemm_component*>(base + l.comp);
   auto* xc = reinterpret_cast<float*>(base + l.xc);
   auto* g = reinterpret_cast<float*>(base + l.g);
@@ -183,7 +192,7 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
   const std::int64_t pass = gemm_cuda_pass_points(n, o), chunk = gemm_chunk(o, K);
   const layout l = workspace_layout(quantity::denoiser, pass, K, d, chunk, true);
   scratch own(l.total, executor::cuda, stream);
-  char* base = static_cast<char*>(own.data());
+  char* base = aligned_base(own.data());
   auto* comp = reinterpret_cast<kernels::gemm_component*>(base + l.comp);
   auto* xc = reinterpret_cast<float*>(base + l.xc);
   auto* g = reinterpret_cast<float*>(base + l.g);

@@ -515,6 +515,50 @@ TEST(GemmPathGpu, MatchesCpu) {
   }
 }
 
+// A caller's workspace need not be 256-byte aligned: evaluate_workspace_bytes() holds the slack and the call aligns
+// its regions (cuBLAS's workspace among them: cublasSetWorkspace refuses one off 256 bytes). Workspaces 4 and 16
+// bytes into a device allocation give the bits of the call's own stream-ordered workspace. Before, the regions
+// started at the caller's address: an offset of 16 bytes (which every other call's workspace may have) put cuBLAS's
+// workspace off its alignment. Not run here (no GPU).
+TEST(GemmPathGpu, AWorkspaceAtAnyFloatAlignedAddressGivesTheSameBits) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    (void)cudaGetLastError();
+    GTEST_SKIP() << "no CUDA device (" << cuda_unavailable_reason() << ")";
+  }
+  const int K = 600, d = 64, n = 300;
+  const gaussian_mixture m = data_mixture(K, d, 0.02, 31);
+  const channel ch{1.0, 0.3};
+  const std::vector<float> x = points(m, n, ch, false, 9);
+  evaluate_options o;
+  o.path = mixture_path::gemm;
+  o.point_block = 128;  // three passes
+  const quantity q = quantity::score;
+  const std::size_t bytes = m.evaluate_workspace_bytes(n, q, o, {executor::cuda});
+  float *dx = nullptr, *dout = nullptr;
+  char* ws = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dx), x.size() * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dout), x.size() * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&ws), bytes + 16), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  m.prepare_gemm(executor::cuda);
+  std::vector<float> own(x.size()), got(x.size());
+  (void)m.evaluate(dout, n, dx, ch, q, o, {executor::cuda, nullptr});
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(own.data(), dout, own.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (const std::size_t offset : {std::size_t(4), std::size_t(16)}) {
+    ASSERT_EQ(cudaMemset(dout, 0xff, x.size() * sizeof(float)), cudaSuccess);
+    EXPECT_NO_THROW(m.evaluate(dout, n, dx, ch, q, o, {executor::cuda, nullptr}, ws + offset, bytes))
+        << "offset " << offset;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(got.data(), dout, got.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(std::memcmp(got.data(), own.data(), own.size() * sizeof(float)), 0) << "offset " << offset;
+  }
+  cudaFree(dx);
+  cudaFree(dout);
+  cudaFree(ws);
+}
+
 // The denoiser JVP on the CUDA gemm path (cuBLAS products, the CPU path's two passes and per-point functions)
 // against the CPU gemm path, three passes of points, near the data and at small noise. Both run the same algorithm
 // on the same FP32 tables; they differ by the BLAS's summation order in the four products, each within gamma_d (d =
