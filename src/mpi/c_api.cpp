@@ -148,11 +148,16 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
     int64_t block[4096];
     for (int64_t at = 0; at < count && copied == DS_SUCCESS; at += 4096) {
       const int64_t k = std::min<int64_t>(4096, count - at);
-      const cudaError_t e = cudaMemcpy(block, accepted + at, static_cast<std::size_t>(k) * sizeof(int64_t),
-                                       cudaMemcpyDefault);
+      // On the call's stream, then waited for: a plain cudaMemcpy runs on the legacy default stream, which does not
+      // wait for a stream created with cudaStreamNonBlocking (the counts were read before the chains wrote them).
+      cudaError_t e = cudaMemcpyAsync(block, accepted + at, static_cast<std::size_t>(k) * sizeof(int64_t),
+                                      cudaMemcpyDefault, exec.stream);
+      if (e == cudaSuccess) e = cudaStreamSynchronize(exec.stream);
       if (e != cudaSuccess) {
+        (void)cudaGetLastError();
         copied = DS_CUDA_ERROR;
-        message = std::string("accepted: cudaMemcpy failed: ") + cudaGetErrorString(e);
+        message = std::string("accepted: read back failed: ") + cudaGetErrorString(e);
+        break;
       }
       for (int64_t i = 0; i < k; ++i) mine[0] += block[i];
     }

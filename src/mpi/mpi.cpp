@@ -35,16 +35,31 @@ using detail::same_enum;
 using detail::same_flag;
 using detail::same_everywhere;
 
-// bytes from src to dst, on the host or (a CUDA rank) with cudaMemcpy; throws cuda_error when the copy fails.
-void copy_back(void* dst, const void* src, std::size_t bytes, executor ran) {
+// Waits for a CUDA rank's stream; throws cuda_error naming `what` when the work on it failed (the error state
+// cleared, so that later calls are not blamed for it).
+void wait_for(cudaStream_t stream, const char* what) {
+  const cudaError_t status = cudaStreamSynchronize(stream);
+  if (status == cudaSuccess) return;
+  (void)cudaGetLastError();
+  throw cuda_error(std::string(what) + ": cudaStreamSynchronize: " + cudaGetErrorString(status), int(status));
+}
+
+// bytes from src to dst, on the host or (a CUDA rank) on the call's stream, then waited for: the values are the ones
+// the call's kernels wrote (a plain cudaMemcpy runs on the legacy default stream, which does not wait for a stream
+// created with cudaStreamNonBlocking, and read log_normaliser before the run had written it). Throws cuda_error when
+// the copy fails.
+void copy_back(void* dst, const void* src, std::size_t bytes, executor ran, cudaStream_t stream) {
   if (ran != executor::cuda) {
     std::memcpy(dst, src, bytes);
     return;
   }
-  const cudaError_t status = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
-  if (status != cudaSuccess)
-    throw cuda_error(std::string("guided_sample: cudaMemcpy of log_normaliser: ") + cudaGetErrorString(status),
+  const cudaError_t status = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw cuda_error(std::string("guided_sample: cudaMemcpyAsync of log_normaliser: ") + cudaGetErrorString(status),
                      int(status));
+  }
+  wait_for(stream, "guided_sample: log_normaliser");
 }
 
 // agree(), timed and counted in stats (its 4 bytes to each other rank).
@@ -451,16 +466,19 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
     if (outputs.accepted != nullptr && rep.rows.count > 0) {
       if (rep.ran == executor::cuda) {
         counted.resize(static_cast<std::size_t>(rep.rows.count));
-        const cudaError_t status =
-            cudaMemcpyAsync(counted.data(), outputs.accepted, counted.size() * sizeof(std::int64_t),
-                            cudaMemcpyDefault, exec.stream);
-        DIFFSAMPLE_EXPECTS(status == cudaSuccess && cudaStreamSynchronize(exec.stream) == cudaSuccess,
-                           "outputs.accepted: read back failed (" << cudaGetErrorString(status) << ")");
+        const cudaError_t status = cudaMemcpyAsync(counted.data(), outputs.accepted,
+                                                   counted.size() * sizeof(std::int64_t), cudaMemcpyDefault, exec.stream);
+        if (status != cudaSuccess) {
+          (void)cudaGetLastError();
+          throw cuda_error(std::string("outputs.accepted: read back: cudaMemcpyAsync: ") + cudaGetErrorString(status),
+                           int(status));
+        }
+        wait_for(exec.stream, "outputs.accepted: read back");
       } else if (counted.empty()) {
         counted.assign(outputs.accepted, outputs.accepted + rep.rows.count);
       }
     }
-    if (rep.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
+    if (rep.ran == executor::cuda) wait_for(exec.stream, "the chains");
     rep.seconds = now() - t0;
   });
   // Accepted proposals over all ranks, when every rank counted them.
@@ -490,7 +508,7 @@ chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
     const diffusion_options o = shard_options(comm, n, options, rep);
     const double t0 = now();
     rep.ran = diffsample::diffusion(mixture, x, outputs, rep.rows.count, o, exec).ran;
-    if (rep.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
+    if (rep.ran == executor::cuda) wait_for(exec.stream, "the chains");
     rep.seconds = now() - t0;
   });
   return rep;
@@ -721,7 +739,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
       if (outputs.log_normaliser != nullptr) {
         mine.assign(static_cast<std::size_t>(problems.problems), 0.0);
         all.resize(static_cast<std::size_t>(problems.problems) * size_of(comm));
-        copy_back(mine.data(), outputs.log_normaliser, mine.size() * sizeof(double), res.local.ran);
+        copy_back(mine.data(), outputs.log_normaliser, mine.size() * sizeof(double), res.local.ran, exec.stream);
       }
     });
     // log Z = log sum_r (n_r / N) Z_r per problem.
@@ -740,7 +758,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
         mine[b] = m > -INFINITY ? m + std::log(s) : -INFINITY;
       }
       collectively(comm, res.comm, [&] {  // a failed copy throws on every rank
-        copy_back(outputs.log_normaliser, mine.data(), mine.size() * sizeof(double), res.local.ran);
+        copy_back(outputs.log_normaliser, mine.data(), mine.size() * sizeof(double), res.local.ran, exec.stream);
       });
     }
     res.seconds = now() - t0;
@@ -758,7 +776,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
         o.particles = res.particles.count;
         res.local = diffsample::detail::guided_sample_streams(prior, problems, o, outputs, exec, options.particles,
                                                               res.particles.first);
-        if (res.local.ran == executor::cuda) cudaStreamSynchronize(exec.stream);
+        if (res.local.ran == executor::cuda) wait_for(exec.stream, "guided_sample");
       }
     });
     res.seconds = now() - t0;
@@ -782,9 +800,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   res.particles = shard{sh->first(), sh->local()};
   try {
     res.local = diffsample::detail::guided_smc_shard(prior, problems, options, outputs, exec, *sh);
-    const cudaError_t status = res.local.ran == executor::cuda ? cudaStreamSynchronize(exec.stream) : cudaSuccess;
-    if (status != cudaSuccess)
-      throw cuda_error(std::string("guided_sample: cudaStreamSynchronize: ") + cudaGetErrorString(status), int(status));
+    if (res.local.ran == executor::cuda) wait_for(exec.stream, "guided_sample");
   } catch (...) {
     sh->agree(std::current_exception());  // this rank's own failure: the others throw it at their next agreement
     throw;

@@ -825,6 +825,46 @@ TEST_F(Mpi, GuidedSmcOnCudaRanksEqualsOneDevice) {
   }
 }
 
+// Island mode on CUDA ranks reads each island's log-normaliser back on the call's stream. On a stream created with
+// cudaStreamNonBlocking and held by a host function for 300 ms when the call starts, the run's kernels wait behind
+// it; a read-back on the legacy default stream (a plain cudaMemcpy, as before) does not wait, and combined the NaN
+// the buffer was filled with, after which the run's own write left one island's uncombined value. The combined
+// values must equal the same call's on the rank's own stream, bit for bit. At one rank the combination is the
+// island's own value, so this tells the two apart from two ranks on (gpu-check runs two).
+TEST_F(Mpi, IslandsOnCudaRanksReadTheirLogNormaliserOnTheCallsStream) {
+  int devices = ds::cuda_available() ? 1 : 0, everywhere = 0;
+  MPI_Allreduce(&devices, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);  // skip on every rank or on none
+  if (everywhere == 0) GTEST_SKIP() << "no CUDA device on every rank: " << ds::cuda_unavailable_reason();
+  using diffsample::testing::device_buffer;
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t B = pr.problems;
+  ds::guided_options o;
+  o.particles = 16 * ranks();
+  o.steps = 8;
+  o.seed = 5;
+  device_buffer<double> own(B), held(B);
+  ds::guided_outputs out{};
+  out.log_normaliser = own.ptr;
+  ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, exec);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(cudaMemset(held.ptr, 0xff, B * sizeof(double)), cudaSuccess);  // NaN until the run writes it
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaLaunchHostFunc(
+                stream, [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }, nullptr),
+            cudaSuccess);
+  out.log_normaliser = held.ptr;
+  ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands,
+                         ds::execution{ds::executor::cuda, stream});
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+  const std::vector<double> a = own.download(), b = held.download();
+  for (std::int64_t p = 0; p < B; ++p) EXPECT_EQ(b[p], a[p]) << "problem " << p << " rank " << rank();
+}
+
 // rank_execution on ranks that resolve differently: executor::automatic resolves to the CPU on a rank without a
 // device and to CUDA on a rank with one (one node with a GPU hidden from some ranks, a failed device). Here the last
 // rank passes the CPU and the others CUDA, the same paths. Every rank must leave the call (no rank left in a
