@@ -15,6 +15,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "src/cli/npy.hpp"
@@ -22,6 +23,14 @@
 
 namespace npy = diffsample::npy;
 namespace fs = std::filesystem;
+
+// Every umask() call of this program (the library linked in included) comes here, is counted and goes on to the
+// kernel: ReadingTheUmaskLeavesItAlone checks that reading the umask never sets it.
+static int umask_calls = 0;
+extern "C" mode_t umask(mode_t mask) noexcept {
+  ++umask_calls;
+  return mode_t(::syscall(SYS_umask, mask));
+}
 
 namespace {
 
@@ -149,6 +158,22 @@ TEST_F(NpyFiles, WritesKeepThePermissionsOfWhatTheyReplace) {
   EXPECT_EQ(npy::read_f32(c, 2).rows, 1);
   EXPECT_EQ(npy::replacement_mode(c), 0640u);
   EXPECT_EQ(listing().size(), 3u);  // no temporary left behind
+}
+
+// Reading the umask must not set it: umask(0) then back, the only way umask() reads it, gives every file another
+// thread of the program creates in between 0666 (the program runs OpenMP and pool threads). Seen failing with that
+// pair of calls (4 umask() calls here); /proc/self/status reads the umask without changing it.
+TEST_F(NpyFiles, ReadingTheUmaskLeavesItAlone) {
+  const mode_t saved = ::umask(027);
+  umask_calls = 0;
+  const std::string fresh = (dir_ / "new.npy").string();
+  const unsigned mode = npy::replacement_mode(fresh);
+  const unsigned mask = npy::current_umask();
+  const int calls = umask_calls;
+  ::umask(saved);
+  EXPECT_EQ(calls, 0) << "umask() was called to read the umask";
+  EXPECT_EQ(mode, 0640u);
+  EXPECT_EQ(mask, 027u);
 }
 
 TEST_F(NpyFiles, ReadsFloat64AndAllVersions) {

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -431,12 +432,51 @@ void write_f32(const std::string& path, const float* values, std::int64_t rows, 
   }
 }
 
+namespace {
+
+// The umask as the kernel reports it in /proc/self/status ("Umask:\t0022", Linux 4.7 and later), or -1 where that
+// line cannot be read. Reading it changes nothing, unlike umask(), which can only read the mask by setting it.
+long umask_from_proc() {
+  const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char text[8192];
+  std::size_t size = 0;
+  for (;;) {
+    const ssize_t k = ::read(fd, text + size, sizeof text - 1 - size);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;
+    size += std::size_t(k);
+    if (size == sizeof text - 1) break;
+  }
+  ::close(fd);
+  text[size] = '\0';
+  const char* line = std::strstr(text, "\nUmask:");
+  if (line == nullptr) return -1;
+  char* end = nullptr;
+  const unsigned long mask = std::strtoul(line + 7, &end, 8);
+  return end == line + 7 || mask > 0777 ? -1 : long(mask);
+}
+
+// The umask read once at program start, during static initialisation, before the program (or a test) starts any
+// thread: the fallback where /proc cannot tell, and the only moment at which umask(0) and back races with nothing.
+mode_t umask_at_start() {
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  return mask;
+}
+const mode_t startup_umask = umask_at_start();
+
+}  // namespace
+
+unsigned current_umask() {
+  const long mask = umask_from_proc();
+  return mask >= 0 ? unsigned(mask) : unsigned(startup_umask);
+}
+
 unsigned replacement_mode(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return unsigned(st.st_mode & 0777);
-  const mode_t mask = ::umask(0);  // read without changing it: set it back at once
-  ::umask(mask);
-  return unsigned(0666 & ~mask);
+  return unsigned(0666 & ~current_umask());
 }
 
 int read_fully(int fd, void* data, std::size_t size) {

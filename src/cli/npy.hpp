@@ -79,6 +79,11 @@ void write_f32(const std::string& path, const float* values, std::int64_t rows, 
 /// write_f32() and the program's outputs (cli/output.hpp) follow this one rule.
 unsigned replacement_mode(const std::string& path);
 
+/// The process's umask, read without changing it (the Umask line of /proc/self/status); where that cannot be read,
+/// the umask the process had at start (read during static initialisation, before any thread exists). Setting the
+/// umask to read it back, as umask() alone can, would give every file another thread creates meanwhile mode 0666.
+unsigned current_umask();
+
 /// Reads @p size bytes of the open file @p fd into @p data, retrying reads a signal interrupted (the program's file
 /// reads: .npy and problem files). Returns 0, the errno of a failed read, or -1 when the file ended early (it shrank
 /// while being read). Leaves @p fd open.
