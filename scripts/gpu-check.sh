@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: runs the GPU tests (those scripts/gpu_tests.py finds: every test that calls
-# DIFFSAMPLE_REQUIRE_GPU), the MPI tests of CUDA ranks (tests/mpi/test_mpi's Mpi.*Cuda* under mpiexec -n 2, both
-# ranks sharing the GPU on a machine of one; skipped, and said so, without test_mpi or mpiexec), the benchmarks of
-# the CUDA executor, compute-sanitizer memcheck and racecheck on the GPU tests only (CPU-only tests never run under a
-# sanitizer), the PyTorch baselines and the Python package's tests, in that order, within a time budget, and writes
+# DIFFSAMPLE_REQUIRE_GPU), compute-sanitizer on the GPU tests only (CPU-only tests never run under a sanitizer):
+# memcheck on every program, racecheck and synccheck on those that run the block-cooperative kernels, initcheck, then
+# racecheck and synccheck on the rest, within the sanitizers' share of the budget; then the MPI tests of CUDA ranks
+# (tests/mpi/test_mpi's Mpi.*Cuda* under mpiexec -n 2, both ranks sharing the GPU on a machine of one; skipped, and
+# said so, without test_mpi or mpiexec), the benchmarks of the CUDA executor, the PyTorch baselines and the Python
+# package's tests, in that order (correctness before figures: a first run's few minutes go to what a GPU alone can
+# check), within a time budget, and writes
 # everything to a dated results file, bench/results/<UTC date>-<device>.md (its path and a summary are printed last).
 #
 # Usage: scripts/gpu-check.sh [--prebuilt DIR|ARCHIVE] [--quick] [--all-tests] [--out DIR] [chains] [steps]
@@ -12,7 +15,7 @@
 #                   machine may lack) as scripts/gpu-bundle.sh lays them out. Build where the toolchain and the test
 #                   dependencies are, carry the bundle; nothing is downloaded or installed here. The CUDA runtime
 #                   and cuBLAS come from this machine: its toolkit's folders, else Python's nvidia-* wheels' folders.
-#   --quick         GPU tests and sanitizers only (no benchmarks, no baselines, no Python package)
+#   --quick         GPU tests, sanitizers and MPI tests only (no benchmarks, no baselines, no Python package)
 #   --all-tests     also run the CPU-only tests (CI runs them on every commit; off by default to save GPU time)
 #   --out DIR       also copy the results file to DIR, after every section (a run stopped from outside keeps what
 #                   it got there)
@@ -157,13 +160,28 @@ over_budget() { [ "$(remaining)" -lt 5 ]; }
 # --- tools ------------------------------------------------------------------------------------------------------
 section "tools"
 have_timeout=0; have timeout && have_timeout=1
-have_sanitizer=0; have compute-sanitizer && have_sanitizer=1
+# compute-sanitizer: on PATH, else where a toolkit or Python's CUDA wheels keep it (a toolkit's bin/ need not be on
+# PATH beside an nvcc that is, and the wheel nvidia-cuda-sanitizer-api puts it under site-packages).
+sanitizer=$(command -v compute-sanitizer 2>/dev/null)
+if [ -z "$sanitizer" ]; then
+  for candidate in ${CUDA_HOME:+"$CUDA_HOME/bin/compute-sanitizer" "$CUDA_HOME/compute-sanitizer/compute-sanitizer"} \
+    $(have nvcc && echo "$(dirname "$(command -v nvcc)")/compute-sanitizer") \
+    /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
+    /usr/local/cuda-1*/bin/compute-sanitizer /usr/local/cuda-1*/compute-sanitizer/compute-sanitizer \
+    $(have python3 && python3 -c 'import site, glob
+for p in site.getsitepackages(): print(*sorted(glob.glob(p + "/nvidia/cuda_sanitizer_api/compute-sanitizer/compute-sanitizer")))' \
+      2>/dev/null); do
+    if [ -x "$candidate" ] && [ -f "$candidate" ]; then sanitizer=$candidate; break; fi
+  done
+fi
+have_sanitizer=0; [ -n "$sanitizer" ] && have_sanitizer=1
 have_torch=0
 have python3 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1 &&
   have_torch=1
-for tool in nvidia-smi timeout compute-sanitizer ncu python3 cmake nvcc tar xz ldd; do
+for tool in nvidia-smi timeout ncu python3 cmake nvcc tar xz ldd; do
   if have "$tool"; then echo "found: $tool ($(command -v "$tool"))" >>"$out"; else echo "MISSING: $tool" >>"$out"; fi
 done
+[ $have_sanitizer = 1 ] && echo "found: compute-sanitizer ($sanitizer)" >>"$out" || echo "MISSING: compute-sanitizer" >>"$out"
 [ $have_torch = 1 ] && echo "found: PyTorch with CUDA" >>"$out" || echo "MISSING: PyTorch with CUDA (baselines skipped)" >>"$out"
 [ $have_sanitizer = 0 ] && echo "compute-sanitizer missing: sanitizer runs skipped" >>"$out"
 [ $have_timeout = 0 ] && echo "timeout missing: runs are not time-limited (the budget is still checked between runs)" >>"$out"
@@ -302,6 +320,92 @@ run_tests() {  # run_tests TITLE FILTER
 passed_tests=0 skipped_tests=0
 run_tests "GPU tests" "$gpu_filter"
 grep -h "^\[  SKIPPED \]\|FAILED\|TIMED OUT" "$out" | head -40
+# --- sanitizers: the GPU tests only, within their own share of the budget -------------------------------------------
+section "compute-sanitizer (memcheck, racecheck, synccheck, initcheck) on the GPU tests"
+if [ $have_sanitizer = 1 ]; then
+  sanitized=0 sanitizer_failed=0 sanitizer_passed=0 sanitizer_skipped=0 cut=0 unsupported=0
+  sanitizer_start=$SECONDS
+  log=$(mktemp)
+  # The programs with GPU tests, and how many each has, listed once.
+  targets=()
+  for t in "$bin"/tests/test_*; do
+    over_budget && break
+    [ -x "$t" ] && [ -f "$t" ] && [ "$(basename "$t")" != test_cli ] || continue
+    case "$(basename "$t")" in test_mpi*) continue ;; esac
+    listed=$(count_tests "$t" "$gpu_filter")
+    [ "${listed:-0}" = 0 ] || targets+=("$listed:$t")
+  done
+  # The runs, most informative first, until the sanitizers' share of the budget is spent: memcheck on every program
+  # (out-of-bounds and misaligned accesses, failed API calls); racecheck and synccheck, which look only at shared
+  # memory and barriers, first on the programs whose GPU tests run the block-cooperative kernels (the resampling
+  # passes' CUB block reductions and scans, the sliced Wasserstein block sum, the chain kernels' staged tables);
+  # initcheck (reads of device memory never written: workspace taken as zeroed) on every program; then racecheck and
+  # synccheck on the rest (their kernels' shared memory is per-thread scratch).
+  shared_first=" test_particles test_metrics test_langevin test_diffusion "
+  runs=()
+  for target in ${targets[@]+"${targets[@]}"}; do runs+=("memcheck:$target"); done
+  for tool in racecheck synccheck; do
+    for target in ${targets[@]+"${targets[@]}"}; do
+      case "$shared_first" in *" $(basename "${target#*:}") "*) runs+=("$tool:$target") ;; esac
+    done
+  done
+  for target in ${targets[@]+"${targets[@]}"}; do runs+=("initcheck:$target"); done
+  for tool in racecheck synccheck; do
+    for target in ${targets[@]+"${targets[@]}"}; do
+      case "$shared_first" in *" $(basename "${target#*:}") "*) ;; *) runs+=("$tool:$target") ;; esac
+    done
+  done
+  left=${#runs[@]}
+  for run in ${runs[@]+"${runs[@]}"}; do
+    tool=${run%%:*} target=${run#*:}
+    listed=${target%%:*} t=${target#*:}
+    name=$(basename "$t")
+    if over_budget || [ $((SECONDS - sanitizer_start)) -ge "$sanitizer_budget" ]; then
+      echo "### $tool $name and the $((left - 1)) runs after it: skipped (the sanitizers' ${sanitizer_budget} s or the whole budget spent)"
+      cut=1
+      break
+    fi
+    left=$((left - 1))
+    echo "### $tool $name ($listed tests, limit ${sanitizer_timeout}s)"
+    # DIFFSAMPLE_SANITIZER_RUN lets the largest cases (2^24 particles) skip under the sanitizers.
+    DIFFSAMPLE_SANITIZER_RUN=1 limit "$sanitizer_timeout" "$sanitizer" --tool "$tool" --error-exitcode 3 \
+      --print-limit 20 "$t" --gtest_filter="$gpu_filter" --gtest_brief=1 >"$log" 2>&1
+    rc=$?
+    cat "$log"
+    passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1 | grep . || echo 0)
+    skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1 | grep . || echo 0)
+    sanitizer_passed=$((sanitizer_passed + passed)) sanitizer_skipped=$((sanitizer_skipped + skipped))
+    # compute-sanitizer refuses some machines' devices outright (seen under gVisor): no use trying the rest.
+    if grep -q "Device not supported" "$log"; then
+      echo "compute-sanitizer: device not supported on this machine; no further sanitizer runs"
+      unsupported=1
+      break
+    fi
+    case $rc in
+      0) sanitized=$((sanitized + 1)) ;;
+      124|137) echo "TIMED OUT after the limit: $tool $name"; sanitizer_failed=1 ;;
+      *) echo "FAILED ($rc): $tool $name"; sanitizer_failed=1 ;;
+    esac
+  done >>"$out" 2>&1
+  rm -f "$log"
+  # A run whose tests all skipped exits 0 without checking anything: only runs with passing tests count as clean.
+  if [ $unsupported = 1 ]; then
+    summary+=("compute-sanitizer: UNSUPPORTED on this machine's device (nothing checked)")
+  elif [ $sanitizer_failed = 1 ]; then
+    summary+=("compute-sanitizer: FAILED or timed out ($sanitized runs exited 0; see the file)"); status=1
+  elif [ $sanitizer_passed = 0 ]; then
+    summary+=("compute-sanitizer: NOTHING CHECKED ($sanitized runs exited 0, $sanitizer_skipped tests skipped$(
+      [ $cut = 1 ] && echo "; cut by the time budget"))"); status=1
+  else
+    line="compute-sanitizer: $sanitized runs clean, $sanitizer_passed tests passed under it, $sanitizer_skipped skipped"
+    summary+=("$line$([ $cut = 1 ] && echo "; the rest cut by the time budget")")
+  fi
+else
+  echo "skipped: compute-sanitizer not found" >>"$out"
+  summary+=("compute-sanitizer: MISSING, skipped")
+fi
+endsection
+
 if [ $all_tests = 1 ]; then passed_tests=0 skipped_tests=0; run_tests "CPU-only tests" "-$gpu_filter"; fi
 
 # --- the MPI tests of CUDA ranks: test_mpi under mpiexec with 2 ranks (mpi::rank_execution gives each its device:
@@ -352,7 +456,7 @@ else
 fi
 endsection
 
-# --- benchmarks of the CUDA executor (before the sanitizers: the figures are what a first run is for) ---------------
+# --- benchmarks of the CUDA executor (after the tests and the sanitizers: a wrong result makes its figure moot) -------
 # Each benchmark's output is line-buffered (stdbuf) so that a run stopped at its limit keeps what it printed.
 line_buffered=()
 have stdbuf && line_buffered=(stdbuf -oL -eL)
@@ -381,72 +485,6 @@ if [ $quick = 0 ]; then
   done
   summary+=("benchmarks: $bench_ran of $(echo $gpu_benches | wc -w) ran to the end${bench_bad[0]+ (${bench_bad[*]})}")
 fi
-
-# --- sanitizers: the GPU tests only, within their own share of the budget -------------------------------------------
-section "compute-sanitizer (memcheck, racecheck) on the GPU tests"
-if [ $have_sanitizer = 1 ]; then
-  sanitized=0 sanitizer_failed=0 sanitizer_passed=0 sanitizer_skipped=0 cut=0 unsupported=0
-  sanitizer_start=$SECONDS
-  log=$(mktemp)
-  # The programs with GPU tests, and how many each has, listed once.
-  targets=()
-  for t in "$bin"/tests/test_*; do
-    over_budget && break
-    [ -x "$t" ] && [ -f "$t" ] && [ "$(basename "$t")" != test_cli ] || continue
-    case "$(basename "$t")" in test_mpi*) continue ;; esac
-    listed=$(count_tests "$t" "$gpu_filter")
-    [ "${listed:-0}" = 0 ] || targets+=("$listed:$t")
-  done
-  for tool in memcheck racecheck; do
-    over_budget && { echo "### $tool: skipped (the whole budget spent)"; cut=1; break; }
-    for target in ${targets[@]+"${targets[@]}"}; do
-      listed=${target%%:*} t=${target#*:}
-      name=$(basename "$t")
-      if over_budget || [ $((SECONDS - sanitizer_start)) -ge "$sanitizer_budget" ]; then
-        echo "### $tool $name and the rest: skipped (the sanitizers' ${sanitizer_budget} s or the whole budget spent)"
-        cut=1
-        break 2
-      fi
-      echo "### $tool $name ($listed tests, limit ${sanitizer_timeout}s)"
-      # DIFFSAMPLE_SANITIZER_RUN lets the largest cases (2^24 particles) skip under the sanitizers.
-      DIFFSAMPLE_SANITIZER_RUN=1 limit "$sanitizer_timeout" compute-sanitizer --tool $tool --error-exitcode 3 "$t" \
-        --gtest_filter="$gpu_filter" --gtest_brief=1 >"$log" 2>&1
-      rc=$?
-      cat "$log"
-      passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1 | grep . || echo 0)
-      skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1 | grep . || echo 0)
-      sanitizer_passed=$((sanitizer_passed + passed)) sanitizer_skipped=$((sanitizer_skipped + skipped))
-      # compute-sanitizer refuses some machines' devices outright (seen under gVisor): no use trying the rest.
-      if grep -q "Device not supported" "$log"; then
-        echo "compute-sanitizer: device not supported on this machine; no further sanitizer runs"
-        unsupported=1
-        break 2
-      fi
-      case $rc in
-        0) sanitized=$((sanitized + 1)) ;;
-        124|137) echo "TIMED OUT after the limit: $tool $name"; sanitizer_failed=1 ;;
-        *) echo "FAILED ($rc): $tool $name"; sanitizer_failed=1 ;;
-      esac
-    done
-  done >>"$out" 2>&1
-  rm -f "$log"
-  # A run whose tests all skipped exits 0 without checking anything: only runs with passing tests count as clean.
-  if [ $unsupported = 1 ]; then
-    summary+=("compute-sanitizer: UNSUPPORTED on this machine's device (nothing checked)")
-  elif [ $sanitizer_failed = 1 ]; then
-    summary+=("compute-sanitizer: FAILED or timed out ($sanitized runs exited 0; see the file)"); status=1
-  elif [ $sanitizer_passed = 0 ]; then
-    summary+=("compute-sanitizer: NOTHING CHECKED ($sanitized runs exited 0, $sanitizer_skipped tests skipped$(
-      [ $cut = 1 ] && echo "; cut by the time budget"))"); status=1
-  else
-    line="compute-sanitizer: $sanitized runs clean, $sanitizer_passed tests passed under it, $sanitizer_skipped skipped"
-    summary+=("$line$([ $cut = 1 ] && echo "; the rest cut by the time budget")")
-  fi
-else
-  echo "skipped: compute-sanitizer not found" >>"$out"
-  summary+=("compute-sanitizer: MISSING, skipped")
-fi
-endsection
 
 # --- baselines and the Python package ----------------------------------------------------------------------------
 if [ $quick = 0 ]; then
