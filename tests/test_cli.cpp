@@ -1529,6 +1529,76 @@ TEST_F(Cli, OutputsNeverNameAnInputOrEachOther) {
   EXPECT_EQ(slurp(path("b.npy")), "old");
 }
 
+// An output named through a symbolic link is written through it, as cp and numpy.save do: the file the link leads
+// to is replaced (keeping its permissions) or, for a dangling link, created, and the link stays; the temporary is
+// made beside that file, in its folder. The checks are those of that file and its folder: a dangling link to another
+// output names the same file, a link into a missing folder and a loop of links are refused before the run, each
+// link left as it was. Seen failing with the links replaced by regular files (their targets left as they were) and
+// the three bad links accepted and replaced.
+TEST_F(Cli, OutputsAreWrittenThroughSymbolicLinks) {
+  auto is_link = [&](const std::string& name) {
+    struct stat st {};
+    return lstat(path(name).c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+  };
+  auto listing = [&](const std::string& folder) {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(folder)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  ASSERT_EQ(mkdir(path("data").c_str(), 0755), 0);
+  write("data/s.npy", "old");
+  ASSERT_EQ(chmod(path("data/s.npy").c_str(), 0640), 0);
+  ASSERT_EQ(symlink("data/s.npy", path("s.npy").c_str()), 0);            // relative, to an existing file
+  ASSERT_EQ(symlink(path("data/r.json").c_str(), path("r.json").c_str()), 0);  // absolute, dangling
+  const result r = run("sample --out " + path("s.npy") + " --report " + path("r.json") + kQuick);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(is_link("s.npy"));
+  EXPECT_TRUE(is_link("r.json"));
+  EXPECT_EQ(ds::npy::read_f32(path("data/s.npy")).rows, 512);
+  struct stat st {};
+  ASSERT_EQ(stat(path("data/s.npy").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(nlohmann::json::parse(slurp(path("data/r.json")))["settings"]["chains"], 512);
+  EXPECT_EQ(listing(dir_), (std::vector<std::string>{"data", "r.json", "s.npy", "stderr", "stdout"}));
+  EXPECT_EQ(listing(path("data")), (std::vector<std::string>{"r.json", "s.npy"}));
+
+  ASSERT_EQ(symlink("data/p.svg", path("p.svg").c_str()), 0);
+  const result same = run("sample --plot " + path("p.svg") + " --report " + path("data/p.svg") + kQuick);
+  EXPECT_EQ(same.rc, 2) << same.err;
+  EXPECT_NE(same.err.find("name the same file"), std::string::npos) << same.err;
+  ASSERT_EQ(symlink("nowhere/x.npy", path("missing.npy").c_str()), 0);
+  const result missing = run("sample --out " + path("missing.npy") + kQuick);
+  EXPECT_EQ(missing.rc, 1) << missing.err;
+  EXPECT_NE(missing.err.find("missing.npy: cannot write: folder '" + path("nowhere") + "'"), std::string::npos)
+      << missing.err;
+  ASSERT_EQ(symlink("loop_b.npy", path("loop_a.npy").c_str()), 0);
+  ASSERT_EQ(symlink("loop_a.npy", path("loop_b.npy").c_str()), 0);
+  const result loop = run("sample --out " + path("loop_a.npy") + kQuick);
+  EXPECT_EQ(loop.rc, 1) << loop.err;
+  EXPECT_NE(loop.err.find("loop_a.npy: cannot follow the symbolic link"), std::string::npos) << loop.err;
+  for (const char* name : {"p.svg", "missing.npy", "loop_a.npy", "loop_b.npy"}) EXPECT_TRUE(is_link(name)) << name;
+  EXPECT_EQ(listing(path("data")), (std::vector<std::string>{"r.json", "s.npy"}));
+}
+
+// An output whose name is as long as the file system allows (NAME_MAX) is written, new or over an existing file: its
+// temporary and the backup of the file it replaces get names shortened to fit. Seen failing after the run with
+// "cannot open a temporary file: File name too long" (NAME.tmp.XXXXXX is 11 bytes longer). A name beyond the limit
+// is refused before the run, not after it.
+TEST_F(Cli, OutputsWithTheLongestNames) {
+  long name_max = pathconf(dir_.c_str(), _PC_NAME_MAX);
+  if (name_max <= 0 || name_max > 4096) name_max = 255;
+  const std::string name = std::string(std::size_t(name_max) - 4, 'n') + ".npy";
+  for (int i = 0; i < 2; ++i) {  // new, then replaced
+    const result r = run("sample --out " + path(name) + kQuick);
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(ds::npy::read_f32(path(name)).rows, 512);
+    EXPECT_EQ(files(), std::vector<std::string>{name});
+  }
+  const std::string too_long = std::string(std::size_t(name_max) + 1, 'n');
+  expect_failure(run("sample --out " + path(too_long) + kQuick), "cannot write: File name too long", too_long);
+}
+
 // An existing target that is not a regular file is refused before the run: a device (not replaced by a regular
 // file, even as root), a folder, a fifo (no hang).
 TEST_F(Cli, NonRegularTargetsAreRefused) {

@@ -176,6 +176,66 @@ TEST_F(NpyFiles, ReadingTheUmaskLeavesItAlone) {
   EXPECT_EQ(mask, 027u);
 }
 
+// A symbolic link is written through, as numpy.save and cp do: the file it leads to is replaced (keeping its
+// permissions) and the link stays a link; a dangling link creates the file it names; relative links are read from
+// their own folder, chains followed; a loop of links is refused with nothing written. Temporaries go beside the
+// file replaced (the rename stays in one folder), and none is left. Seen failing with the link replaced by a
+// regular file and its target left with the old data.
+TEST_F(NpyFiles, WritesThroughSymbolicLinks) {
+  auto mode_of = [](const fs::path& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 ? unsigned(st.st_mode & 07777) : 0u;
+  };
+  const std::vector<float> v = {1.f, 2.f};
+  fs::create_directory(dir_ / "data");
+  const fs::path target = dir_ / "data" / "x.npy";
+  std::ofstream(target) << "old";
+  ASSERT_EQ(::chmod(target.c_str(), 0640), 0);
+  fs::create_symlink("data/x.npy", dir_ / "link.npy");   // relative, read from dir_
+  fs::create_symlink(dir_ / "link.npy", dir_ / "chain.npy");  // absolute, to another link
+  npy::write_f32((dir_ / "chain.npy").string(), v.data(), 1, 2);
+  EXPECT_TRUE(fs::is_symlink(dir_ / "chain.npy"));
+  EXPECT_TRUE(fs::is_symlink(dir_ / "link.npy"));
+  EXPECT_EQ(npy::read_f32(target.string(), 2).values, v);
+  EXPECT_EQ(mode_of(target), 0640u);
+  EXPECT_EQ(npy::write_target((dir_ / "chain.npy").string()), (dir_ / "data/x.npy").string());
+
+  fs::create_symlink("new.npy", dir_ / "data" / "dangling.npy");  // relative to data/, not to the caller
+  npy::write_f32((dir_ / "data" / "dangling.npy").string(), v.data(), 1, 2);
+  EXPECT_TRUE(fs::is_symlink(dir_ / "data" / "dangling.npy"));
+  EXPECT_EQ(npy::read_f32((dir_ / "data" / "new.npy").string(), 2).values, v);
+
+  fs::create_symlink("loop_b.npy", dir_ / "loop_a.npy");
+  fs::create_symlink("loop_a.npy", dir_ / "loop_b.npy");
+  try {
+    npy::write_f32((dir_ / "loop_a.npy").string(), v.data(), 1, 2);
+    ADD_FAILURE() << "a loop of links was written";
+  } catch (const diffsample::error& e) {
+    EXPECT_NE(std::string(e.what()).find("symbolic link"), std::string::npos) << e.what();
+  }
+  auto sorted = [](std::vector<std::string> names) {
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  EXPECT_EQ(sorted(listing()), (std::vector<std::string>{"chain.npy", "data", "link.npy", "loop_a.npy", "loop_b.npy"}));
+  std::vector<std::string> in_data;
+  for (const auto& entry : fs::directory_iterator(dir_ / "data")) in_data.push_back(entry.path().filename().string());
+  EXPECT_EQ(sorted(in_data), (std::vector<std::string>{"dangling.npy", "new.npy", "x.npy"}));
+}
+
+// A file whose name is as long as the file system allows (NAME_MAX) is written and replaced: its temporary's name is
+// shortened to fit. Seen failing with the temporary named NAME.tmp.XXXXXX ("File name too long").
+TEST_F(NpyFiles, TheLongestNamesAreWritten) {
+  long name_max = ::pathconf(dir_.c_str(), _PC_NAME_MAX);
+  if (name_max <= 0 || name_max > 4096) name_max = 255;
+  const std::string path = (dir_ / (std::string(std::size_t(name_max) - 4, 'n') + ".npy")).string();
+  const std::vector<float> v = {1.f, 2.f}, w = {3.f, 4.f};
+  npy::write_f32(path, v.data(), 1, 2);
+  npy::write_f32(path, w.data(), 1, 2);
+  EXPECT_EQ(npy::read_f32(path, 2).values, w);
+  EXPECT_EQ(listing().size(), 1u);  // no temporary left behind
+}
+
 TEST_F(NpyFiles, ReadsFloat64AndAllVersions) {
   const std::vector<double> v = {1.0 / 3.0, -2.0, 1e300};
   const auto f64 = image(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", bytes_of(v));

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,8 @@ namespace {
 constexpr unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 // Largest accepted dimension and element count: keeps count x 8 bytes far from overflow.
 constexpr std::int64_t max_count = std::int64_t{1} << 56;
+// Symbolic links followed from an output's name to the file it replaces (the kernel's own limit, MAXSYMLINKS).
+constexpr int max_links = 40;
 
 [[noreturn]] void bad(const std::string& name, const std::string& problem) {
   throw invalid_argument(name + ": " + problem);
@@ -400,8 +403,9 @@ std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, st
 void write_f32(const std::string& path, const float* values, std::int64_t rows, std::int64_t cols) {
   if (path.empty()) throw invalid_argument("path: empty file name");
   const std::vector<unsigned char> image = encode_f32(values, rows, cols);
+  const std::string target = write_target(path);
 
-  std::string tmp = path + ".tmp.XXXXXX";
+  std::string tmp = sibling_pattern(target, ".tmp.");
   const int fd = mkstemp(tmp.data());
   if (fd < 0) os_error(path, "cannot create a temporary file " + tmp, errno);
   auto abandon = [&](const std::string& what, int err) {
@@ -418,14 +422,14 @@ void write_f32(const std::string& path, const float* values, std::int64_t rows, 
     }
     done += static_cast<std::size_t>(k);
   }
-  if (::fchmod(fd, mode_t(replacement_mode(path))) != 0) abandon("chmod failed", errno);
+  if (::fchmod(fd, mode_t(replacement_mode(target))) != 0) abandon("chmod failed", errno);
   if (::fsync(fd) != 0) abandon("fsync failed", errno);
   if (::close(fd) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     os_error(path, "close failed", err);
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::rename(tmp.c_str(), target.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     os_error(path, "cannot rename the temporary file into place", err);
@@ -477,6 +481,37 @@ unsigned replacement_mode(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return unsigned(st.st_mode & 0777);
   return unsigned(0666 & ~current_umask());
+}
+
+std::string write_target(const std::string& path) {
+  std::string p = path;
+  for (int links = 0;; ++links) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return p;
+    if (links == max_links) os_error(path, "cannot follow the symbolic link", ELOOP);
+    std::string to(PATH_MAX, '\0');
+    const ssize_t k = ::readlink(p.c_str(), to.data(), to.size());
+    if (k < 0) os_error(path, "cannot read the symbolic link " + p, errno);
+    if (k == 0 || std::size_t(k) >= to.size()) os_error(path, "cannot read the symbolic link " + p, ENAMETOOLONG);
+    to.resize(std::size_t(k));
+    // A relative link is read from the folder that holds it.
+    const auto slash = p.find_last_of('/');
+    p = to[0] == '/' || slash == std::string::npos ? to : p.substr(0, slash + 1) + to;
+  }
+}
+
+std::string sibling_pattern(const std::string& target, const char* tag) {
+  const auto slash = target.find_last_of('/');
+  const std::string folder = slash == std::string::npos ? "" : target.substr(0, slash + 1);
+  std::string name = slash == std::string::npos ? target : target.substr(slash + 1);
+  // Keep the name within the file system's limit on one component (NAME_MAX, 255 bytes on Linux's file systems):
+  // a target whose name fits must not fail for its temporary's longer one.
+  long name_max = ::pathconf(folder.empty() ? "." : folder.c_str(), _PC_NAME_MAX);
+  if (name_max <= 0) name_max = NAME_MAX;
+  const std::size_t suffix = std::strlen(tag) + 6;
+  if (name.size() + suffix > std::size_t(name_max))
+    name.resize(std::size_t(name_max) > suffix ? std::size_t(name_max) - suffix : 0);
+  return folder + name + tag + "XXXXXX";
 }
 
 int read_fully(int fd, void* data, std::size_t size) {

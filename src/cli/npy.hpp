@@ -71,7 +71,9 @@ std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, st
 /// Writes a float32 rows x cols row-major matrix to @p path. The data goes to a temporary file in the same
 /// directory, which is synced and renamed over @p path at the end: on failure no partial file is left and an
 /// existing @p path is untouched. The file keeps the permissions of the regular file it replaces; a new one gets
-/// 0666 less the umask (replacement_mode()).
+/// 0666 less the umask (replacement_mode()). A @p path that is a symbolic link is written through: the file it
+/// leads to is replaced (or created, for a dangling link) and the link stays (write_target()), as numpy.save and
+/// cp do.
 void write_f32(const std::string& path, const float* values, std::int64_t rows, std::int64_t cols);
 
 /// The permission bits of a file written over @p path (as a temporary renamed into place, which mkstemp makes 0600):
@@ -83,6 +85,17 @@ unsigned replacement_mode(const std::string& path);
 /// the umask the process had at start (read during static initialisation, before any thread exists). Setting the
 /// umask to read it back, as umask() alone can, would give every file another thread creates meanwhile mode 0666.
 unsigned current_umask();
+
+/// The file that a write to @p path replaces: @p path itself, or, when @p path is a symbolic link, the file the
+/// link leads to, followed link by link (a relative link is read from the folder that holds it; at most 40 links,
+/// then ELOOP). The last name may not exist (a dangling link: the write creates the file it names). Throws
+/// diffsample::error for a link that cannot be read or a loop.
+std::string write_target(const std::string& path);
+
+/// A mkstemp() pattern for a file beside @p target: its folder, its name, @p tag, then "XXXXXX"
+/// ("out.npy.tmp.XXXXXX"). The name is shortened to keep the whole within the file system's limit on a name
+/// (NAME_MAX), so that a target whose name fits never fails for its temporary's.
+std::string sibling_pattern(const std::string& target, const char* tag);
 
 /// Reads @p size bytes of the open file @p fd into @p data, retrying reads a signal interrupted (the program's file
 /// reads: .npy and problem files). Returns 0, the errno of a failed read, or -1 when the file ended early (it shrank

@@ -146,30 +146,43 @@ void output_set::add_input(const std::string& path, const std::string& what) {
 
 void output_set::add_output(const std::string& flag, const std::string& path) {
   if (path.empty()) throw usage_error(flag + ": empty file name");
-  const std::string dir = folder_of(path);
+  // A symbolic link is written through: the file it leads to is the one checked, staged beside and replaced.
+  std::string target;
+  try {
+    target = npy::write_target(path);
+  } catch (const diffsample::error& e) {
+    throw input_error(e.what());  // "PATH: cannot follow the symbolic link: Too many levels of symbolic links"
+  }
+  const std::string through = target == path ? "" : " (the symbolic link leads to '" + target + "')";
+  const std::string dir = folder_of(target);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0)
-    throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
-  if (!S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: '" + dir + "' is not a folder");
+    throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno) + through);
+  if (!S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: '" + dir + "' is not a folder" + through);
   if (::access(dir.c_str(), W_OK) != 0)
-    throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno));
-  if (::stat(path.c_str(), &st) == 0) {
+    throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno) + through);
+  if (::stat(target.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode))
       throw input_error(path + ": cannot write: it is " + kind_of(st.st_mode) +
-                        " (outputs replace regular files only)");
+                        " (outputs replace regular files only)" + through);
     // A write-protected file is not replaced behind its protection (the rename needs no write permission on it):
     // no write permission for this user, or none for anyone (which access() does not report to root).
-    if ((st.st_mode & 0222) == 0 || ::access(path.c_str(), W_OK) != 0) {
+    if ((st.st_mode & 0222) == 0 || ::access(target.c_str(), W_OK) != 0) {
       char mode[8];
       std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
       throw input_error(path + ": cannot write: it is read-only (mode " + mode +
-                        "); make it writable or choose another name");
+                        "); make it writable or choose another name" + through);
     }
+  } else if (errno != ENOENT) {
+    // A name too long for the file system, a path through something that is not a folder: found now, not after
+    // the run.
+    throw input_error(path + ": cannot write: " + std::strerror(errno) + through);
   }
   entry e;
   e.flag = flag;
   e.path = path;
-  e.id = identify(path);
+  e.target = target;
+  e.id = identify(target);
   for (const auto& [what, id] : inputs_)
     if (id == e.id) throw input_error(flag + " " + path + ": is the input " + what + " (an output never replaces an input)");
   for (const auto& other : outputs_)
@@ -187,7 +200,7 @@ output_set::entry& output_set::find(const std::string& flag) {
 void output_set::stage(const std::string& flag, const std::vector<std::pair<const void*, std::size_t>>& parts) {
   entry& e = find(flag);
   install_handlers();
-  const std::string pattern = e.path + ".tmp.XXXXXX";
+  const std::string pattern = npy::sibling_pattern(e.target, ".tmp.");
   if (pattern.size() >= PATH_MAX) throw diffsample::error(e.path + ": cannot open: file name too long");
   int fd = -1;
   {
@@ -218,7 +231,7 @@ void output_set::stage(const std::string& flag, const std::vector<std::pair<cons
       left -= std::size_t(w);
     }
   }
-  if (err == 0 && ::fchmod(fd, mode_t(npy::replacement_mode(e.path))) != 0) err = errno;
+  if (err == 0 && ::fchmod(fd, mode_t(npy::replacement_mode(e.target))) != 0) err = errno;
   if (err == 0 && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err != 0) {
@@ -248,7 +261,7 @@ backup make_backup(const std::string& path) {
   }
   if (S_ISDIR(st.st_mode)) return b;  // a folder that appeared since the checks: the rename over it fails
   for (int attempt = 0;; ++attempt) {
-    std::string name = path + ".old.XXXXXX";
+    std::string name = npy::sibling_pattern(path, ".old.");
     if (name.size() >= PATH_MAX) throw diffsample::error(path + ": cannot keep the previous file: file name too long");
     const int fd = ::mkstemp(name.data());  // a unique name, then the link takes its place
     if (fd < 0) throw diffsample::error(path + ": cannot keep the previous file: " + std::strerror(errno));
@@ -283,10 +296,10 @@ void output_set::commit() {
   std::size_t renamed = 0;
   std::string failure;
   try {
-    for (std::size_t i = 0; i < staged.size(); ++i) backups[i] = make_backup(staged[i]->path);
+    for (std::size_t i = 0; i < staged.size(); ++i) backups[i] = make_backup(staged[i]->target);
     for (; renamed < staged.size(); ++renamed) {
       entry& e = *staged[renamed];
-      if (::rename(e.temporary.c_str(), e.path.c_str()) != 0)
+      if (::rename(e.temporary.c_str(), e.target.c_str()) != 0)
         throw diffsample::error(e.path + ": cannot rename the temporary file over it: " + std::strerror(errno));
     }
   } catch (const diffsample::error& x) {
@@ -305,7 +318,7 @@ void output_set::commit() {
   std::string kept;
   for (std::size_t i = 0; i < staged.size(); ++i) {
     const backup& b = backups[i];
-    const std::string& path = staged[i]->path;
+    const std::string& path = staged[i]->target;
     if (i < renamed) {
       temporary_used[staged[i]->slot] = 0;
       staged[i]->slot = -1;

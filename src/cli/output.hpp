@@ -2,7 +2,8 @@
 //
 // Outputs are checked before a run starts (folders exist and are writable, an existing target is a regular file,
 // no output names an input file or another output: compared by file identity, not by spelling) and written after
-// it succeeded as one transaction: every output goes to a temporary file in its target's folder first, and only
+// it succeeded as one transaction: every output goes to a temporary file in its target's folder first (the target of
+// an output named through a symbolic link being the file the link leads to: the link stays), and only
 // when all of them are written and synced are they renamed over their targets. A failure before the renames removes
 // every temporary and leaves every target untouched; so does a rename that fails after others succeeded (each target
 // renamed over is put back from a hard link to its previous file made before the first rename, or removed if it did
@@ -42,7 +43,9 @@ class output_set {
   /// An input file of the run (the problem file, its .npy files), which no output may name.
   void add_input(const std::string& path, const std::string& what);
   /// Checks the output @p path of option @p flag (usage_error for two outputs naming one file; input_error for an
-  /// output naming an input, a missing or unwritable folder, or an existing target that is not a regular file).
+  /// output naming an input, a missing or unwritable folder, an existing target that is not a regular file or is
+  /// read-only, or a name the file system refuses). A symbolic link is followed to the file it leads to
+  /// (npy::write_target()), which is then checked, staged beside and replaced, in its own folder.
   void add_output(const std::string& flag, const std::string& path);
 
   /// Writes the concatenation of @p parts to a new temporary file beside the output of @p flag (registered for
@@ -57,6 +60,7 @@ class output_set {
  private:
   struct entry {
     std::string flag, path;
+    std::string target;  // the file replaced: path, or where the symbolic link path leads (npy::write_target)
     file_identity id;
     std::string temporary;  // empty until staged
     int slot = -1;          // signal-handler registration
