@@ -70,6 +70,11 @@ void install_handlers() {
     if (sigaction(s, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
     sigaction(s, &sa, nullptr);
   }
+  // A write past the file-size limit (ulimit -f, RLIMIT_FSIZE) raises SIGXFSZ, whose default action kills the process
+  // and leaves the temporary written so far. Ignored, the write fails with EFBIG instead: the output's error is
+  // reported and every temporary removed, as for a full disk.
+  struct sigaction xfsz {};
+  if (sigaction(SIGXFSZ, nullptr, &xfsz) == 0 && xfsz.sa_handler == SIG_DFL) ::signal(SIGXFSZ, SIG_IGN);
   handlers_installed = true;
 }
 

@@ -10,7 +10,9 @@
 // not exist); SIGINT, SIGTERM, SIGHUP and SIGQUIT during the writes remove
 // the temporaries too (the handler unlinks the registered names, then the signal takes its default action). The
 // thread that writes the outputs takes these signals: one that another thread (an OpenMP worker) receives is sent on
-// to it, so that it waits while that thread blocks them (a temporary's registration, the renames).
+// to it, so that it waits while that thread blocks them (a temporary's registration, the renames). SIGXFSZ is
+// ignored, so that a write past the file-size limit fails with EFBIG and is undone like any failed write, rather
+// than killing the process with its temporary left.
 #pragma once
 
 #include <cstddef>
