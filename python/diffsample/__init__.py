@@ -348,7 +348,24 @@ def _allocate(like: Any, fw: str, shape: Tuple[int, ...], dtype: str) -> Any:
 
 
 def _shape(x: Any) -> Tuple[int, ...]:
-    return tuple(int(s) for s in x.shape)
+    """An array's shape; a buffer without a shape attribute (bytes, bytearray, array.array), which the binding reads
+    through the buffer protocol, has its buffer's (an AttributeError naming nothing before)."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        shape = memoryview(x).shape
+    return tuple(int(s) for s in shape)
+
+
+def _dtype_name(x: Any) -> str:
+    """An array's dtype as the package's messages name it ('float32'); a buffer without a dtype attribute (a
+    memoryview, bytes) has its buffer format's."""
+    if hasattr(x, "dtype"):
+        return str(x.dtype).replace("torch.", "")
+    fmt = memoryview(x).format
+    try:
+        return np.dtype(fmt).name
+    except TypeError:
+        return fmt
 
 
 # How each framework spells the explicit conversion to a dtype the library takes (a copy the caller asks for).
@@ -442,10 +459,14 @@ def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = Fa
             raise InvalidArgument(f"{name}: a tensor with the conjugate bit set (a lazy .conj() view); "
                                   + _instead(f"{name}.resolve_conj()", write))
         return a
-    if not hasattr(a, "__dlpack__") and not hasattr(a, "__array_interface__"):
+    if not hasattr(a, "__dlpack__"):
         try:
             memoryview(a)
         except TypeError:
+            if hasattr(a, "__array_interface__"):  # NumPy's protocol, which the binding does not read
+                raise InvalidArgument(f"{name}: a {type(a).__name__} with __array_interface__ only; the library reads "
+                                      f"arrays through DLPack or the buffer protocol: pass numpy.asarray({name}) "
+                                      "(the same memory, no copy)") from None
             raise InvalidArgument(f"{name}: a {type(a).__name__}, expected an array (NumPy, PyTorch, JAX, CuPy; any "
                                   "DLPack array); "
                                   + _instead(f"numpy.asarray({name}, dtype=numpy.{dtype or 'float32'})", write)
@@ -1520,6 +1541,13 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
         got = "None" if log_weights is None else f"shape {_shape(log_weights)}"
         raise InvalidArgument(f"log_weights: {got}, expected a (B, N) float32 array")
     B, N = _shape(log_weights)
+    # The library's checks of the sizes, before the package allocates for them: a (B, 0) array holds nothing, but
+    # its reports would take B x PARTICLE_REPORT_BYTES bytes (an OutOfMemory for them, or gigabytes taken, before
+    # the library refused N = 0).
+    _core._check_limit("particles", N, 0, limits.max_particles)
+    if B > 0 and N == 0:
+        raise InvalidArgument("particles: must be >= 1 when problems > 0, got 0 (log_weights has shape "
+                              f"{(B, N)})")
     if ancestors is None:
         ancestors = _empty(log_weights, (B, N), "int32", role="ancestors")
     if normalised_weights is None:
@@ -1651,9 +1679,9 @@ class MixturePosterior:
             out = _empty(None, (_count(n), self.dim), dtype or "float32", "n")
         _writable(out, "out", None)
         _count_agrees(n, out)
-        if dtype is not None and str(out.dtype).replace("torch.", "") != dtype:
-            raise InvalidArgument(f"dtype: {dtype!r}, but out is {str(out.dtype).replace('torch.', '')} (out= sets "
-                                  "the dtype; give dtype or out, or the same dtype)")
+        if dtype is not None and _dtype_name(out) != dtype:
+            raise InvalidArgument(f"dtype: {dtype!r}, but out is {_dtype_name(out)} (out= sets the dtype; give dtype "
+                                  "or out, or the same dtype)")
         lab = _empty(out, (_shape(out)[0],), "int32", role="labels") if _flag(labels, "labels") else None
         self._p.sample(out, _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))

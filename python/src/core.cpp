@@ -603,6 +603,95 @@ void def_setting(nb::class_<C>& cls, const char* name, M C::*member, const char*
       nb::for_setter(nb::sig(sig.c_str())), doc);
 }
 
+// ---- calls bound as (*args, **kwargs) -------------------------------------------------------------------------
+//
+// The callables of the classes and functions the package re-exports as they are bound (NoiseSchedule,
+// ObservationOperator, the options classes, cpu_threads() ...) take their arguments as (*args, **kwargs), with the
+// signature written out (nb::sig: the stub is the one a typed signature gives). nanobind's own matching refused a
+// missing, extra or misspelt argument, and a constructor given any argument, with "f(): incompatible function
+// arguments. The following argument types are supported: ...", or "no constructor defined!", for every mismatch.
+// They are matched here as Python matches a def's parameters, and a mismatch is the TypeError Python words for one,
+// naming the call; the values are then checked by name as before (InvalidArgument).
+std::string counted(std::size_t n, const char* what) {
+  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+}
+
+class call_arguments {
+ public:
+  // call: the name the errors give ("NoiseSchedule.at"); names: the parameters in order; required: how many of the
+  // first must be given (the others have defaults).
+  call_arguments(const std::string& call, const nb::args& args, const nb::kwargs& kwargs,
+                 std::initializer_list<const char*> names, std::size_t required)
+      : names_(names), values_(names.size()) {
+    if (args.size() > names_.size())
+      raise_type(call + "() takes " + counted(names_.size(), "positional argument") + " but " +
+                 std::to_string(args.size()) + (args.size() == 1 ? " was" : " were") + " given");
+    for (std::size_t i = 0; i < args.size(); ++i) values_[i] = args[i];
+    for (auto [key, value] : kwargs) {
+      const std::string k = nb::str(key).c_str();
+      auto it = std::find_if(names_.begin(), names_.end(), [&](const char* n) { return k == n; });
+      if (it == names_.end()) raise_type(call + "() got an unexpected keyword argument '" + k + "'");
+      nb::handle& slot = values_[std::size_t(it - names_.begin())];
+      if (slot.is_valid()) raise_type(call + "() got multiple values for argument '" + k + "'");
+      slot = value;
+    }
+    std::string missing;
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < required; ++i)
+      if (!values_[i].is_valid()) missing += (count++ ? ", '" : "'") + std::string(names_[i]) + "'";
+    if (count != 0) raise_type(call + "() missing " + counted(count, "required argument") + ": " + missing);
+  }
+
+  // The i-th parameter's value; an invalid handle when it was not given.
+  nb::handle operator[](std::size_t i) const { return values_[i]; }
+  bool given(std::size_t i) const { return values_[i].is_valid(); }
+  double real(std::size_t i, double fallback) const { return given(i) ? real_arg(values_[i], names_[i]) : fallback; }
+
+ private:
+  std::vector<const char*> names_;
+  std::vector<nb::handle> values_;
+};
+
+// The constructor of an options class (LangevinOptions(steps=100, step_size=0.01)): keyword settings only, each set
+// through the field's checked setter (an unknown name is the TypeError of the package's keyword settings).
+template <class C>
+void init_settings(C* self, const nb::args& args, const nb::kwargs& kwargs, const char* name) {
+  if (args.size() != 0)
+    raise_type(std::string(name) + "() takes keyword settings only (" + name + "(field=value, ...)), but " +
+               counted(args.size(), "positional argument") + (args.size() == 1 ? " was" : " were") + " given");
+  C value{};
+  if (kwargs.size() != 0) {
+    nb::handle type = nb::type<C>();
+    // A copy as a Python object, whose setters check each value.
+    nb::object settings = nb::cast(value, nb::rv_policy::copy);
+    for (auto [key, v] : kwargs) {
+      const std::string k = nb::str(key).c_str();
+      nb::object field;
+      if (!k.empty() && k[0] != '_' && nb::hasattr(type, k.c_str())) field = type.attr(k.c_str());
+      if (!field.is_valid() || !PyObject_TypeCheck(field.ptr(), &PyProperty_Type) || field.attr("fset").is_none())
+        raise_type(std::string(name) + " has no setting '" + k + "'");
+      nb::setattr(settings, k.c_str(), v);
+    }
+    value = nb::cast<C&>(settings);
+  }
+  new (self) C(std::move(value));
+}
+
+// The constructor's part of an options class's docstring.
+#define DS_PY_SETTINGS_DOC(name)                                                                                    \
+  "\n\n" name "(**settings): the defaults, with each keyword setting given set through its field's checked setter "  \
+  "(" name "(field=value) is " name "() then .field = value); an unknown name is a TypeError."
+
+template <class C>
+void def_init_settings(nb::class_<C>& cls, const char* name) {
+  cls.def(
+      "__init__",
+      [name](C* self, nb::args args, nb::kwargs kwargs) { init_settings(self, args, kwargs, name); },
+      nb::sig("def __init__(self, **settings: typing.Any) -> None"),
+      "Default settings, changed by the keyword settings given (each checked by its field's setter; an unknown name "
+      "is a TypeError).");
+}
+
 host_data read_host(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
                     const std::string& expected) {
   if (obj.is_none()) raise_invalid(name + ": None, expected " + expected);
@@ -908,11 +997,36 @@ NB_MODULE(_core, m) {
   m.def("parse_mixture_path", &ds::parse_mixture_path, "name"_a, "Parses 'auto'/'automatic', 'direct' or 'gemm'.");
 
   m.def("version", &ds::version, "The library's version (its CMake project version, e.g. '0.3.0').");
-  m.def("cuda_available", &ds::cuda_available, "True when the CUDA runtime finds at least one device.");
-  m.def("cuda_unavailable_reason", &ds::cuda_unavailable_reason,
-        "Why no GPU is used: the CUDA runtime's message, or '' when a device was found.");
-  m.def("cpu_threads", &ds::cpu_threads, "Number of threads the CPU executor uses.");
-  m.def("cpu_blas_name", &ds::cpu_blas_name, "Name of the CPU BLAS of the gemm path, or 'none'.");
+  // The queries the package re-exports: no arguments (an argument is a TypeError naming the call, as for a def).
+  m.def(
+      "cuda_available",
+      [](nb::args args, nb::kwargs kwargs) {
+        call_arguments("cuda_available", args, kwargs, {}, 0);
+        return ds::cuda_available();
+      },
+      nb::sig("def cuda_available() -> bool"), "True when the CUDA runtime finds at least one device.");
+  m.def(
+      "cuda_unavailable_reason",
+      [](nb::args args, nb::kwargs kwargs) {
+        call_arguments("cuda_unavailable_reason", args, kwargs, {}, 0);
+        return ds::cuda_unavailable_reason();
+      },
+      nb::sig("def cuda_unavailable_reason() -> str"),
+      "Why no GPU is used: the CUDA runtime's message, or '' when a device was found.");
+  m.def(
+      "cpu_threads",
+      [](nb::args args, nb::kwargs kwargs) {
+        call_arguments("cpu_threads", args, kwargs, {}, 0);
+        return ds::cpu_threads();
+      },
+      nb::sig("def cpu_threads() -> int"), "Number of threads the CPU executor uses.");
+  m.def(
+      "cpu_blas_name",
+      [](nb::args args, nb::kwargs kwargs) {
+        call_arguments("cpu_blas_name", args, kwargs, {}, 0);
+        return ds::cpu_blas_name();
+      },
+      nb::sig("def cpu_blas_name() -> str"), "Name of the CPU BLAS of the gemm path, or 'none'.");
 
   // ---- limits ---------------------------------------------------------------------------------------------------
   // diffsample.limits: every constant of diffsample::limits (limits.hpp) as an int, the names listed by the
@@ -925,8 +1039,9 @@ NB_MODULE(_core, m) {
   }
 
   // ---- schedules ------------------------------------------------------------------------------------------------
-  nb::class_<ds::noise_schedule> cls_noise_schedule(m, "NoiseSchedule", DS_DOC_FREE(noise_schedule));
-  cls_noise_schedule.def(nb::init<>());
+  nb::class_<ds::noise_schedule> cls_noise_schedule(m, "NoiseSchedule",
+      DS_DOC_FREE(noise_schedule) DS_PY_SETTINGS_DOC("NoiseSchedule"));
+  def_init_settings(cls_noise_schedule, "NoiseSchedule");
   def_setting(cls_noise_schedule, "kind", &ds::noise_schedule::kind, DS_DOC(noise_schedule, kind));
   def_setting(cls_noise_schedule, "beta_min", &ds::noise_schedule::beta_min, DS_DOC(noise_schedule, beta_min));
   def_setting(cls_noise_schedule, "beta_max", &ds::noise_schedule::beta_max, DS_DOC(noise_schedule, beta_max));
@@ -941,74 +1056,87 @@ NB_MODULE(_core, m) {
   def_setting(cls_noise_schedule, "times", &ds::noise_schedule::times, DS_DOC(noise_schedule, times));
   cls_noise_schedule
       .def_static("vp_linear",
-                  [](py_real lo, py_real hi) {
-                    return ds::noise_schedule::vp_linear(real_arg(lo, "beta_min"), real_arg(hi, "beta_max"));
+                  [](nb::args args, nb::kwargs kwargs) {
+                    call_arguments a("NoiseSchedule.vp_linear", args, kwargs, {"beta_min", "beta_max"}, 0);
+                    return ds::noise_schedule::vp_linear(a.real(0, 0.1), a.real(1, 20.0));
                   },
-                  "beta_min"_a.none() = 0.1, "beta_max"_a.none() = 20.0,
                   sig_to<ds::noise_schedule>("def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0)"),
                   DS_DOC(noise_schedule, vp_linear))
-      .def_static("vp_cosine", [](py_real offset) { return ds::noise_schedule::vp_cosine(real_arg(offset, "offset")); },
-                  "offset"_a.none() = 0.008, sig_to<ds::noise_schedule>("def vp_cosine(offset: float = 0.008)"),
+      .def_static("vp_cosine",
+                  [](nb::args args, nb::kwargs kwargs) {
+                    call_arguments a("NoiseSchedule.vp_cosine", args, kwargs, {"offset"}, 0);
+                    return ds::noise_schedule::vp_cosine(a.real(0, 0.008));
+                  },
+                  sig_to<ds::noise_schedule>("def vp_cosine(offset: float = 0.008)"),
                   DS_DOC(noise_schedule, vp_cosine) "\n\noffset: the cosine's offset in theta(t) = (t + offset) / (1 + "
                                                     "offset) * pi / 2, in [0, 1) (cosine_offset).")
       .def_static("vp_table",
-                  [](nb::handle a) {
-                    return ds::noise_schedule::vp_table(arg_value<std::vector<double>>(a, "alpha_bar"));
+                  [](nb::args args, nb::kwargs kwargs) {
+                    call_arguments a("NoiseSchedule.vp_table", args, kwargs, {"alpha_bar"}, 1);
+                    return ds::noise_schedule::vp_table(arg_value<std::vector<double>>(a[0], "alpha_bar"));
                   },
-                  "alpha_bar"_a.none(),
                   sig_to<ds::noise_schedule>("def vp_table(alpha_bar: collections.abc.Sequence[float])"),
                   DS_DOC(noise_schedule, vp_table) "\n\nalpha_bar: the N values alpha-bar_1..N (a sequence of floats).")
       .def_static("variance_exploding",
-                  [](py_real lo, py_real hi) {
-                    return ds::noise_schedule::variance_exploding(real_arg(lo, "sigma_min"), real_arg(hi, "sigma_max"));
+                  [](nb::args args, nb::kwargs kwargs) {
+                    call_arguments a("NoiseSchedule.variance_exploding", args, kwargs, {"sigma_min", "sigma_max"}, 0);
+                    return ds::noise_schedule::variance_exploding(a.real(0, 0.01), a.real(1, 50.0));
                   },
-                  "sigma_min"_a.none() = 0.01, "sigma_max"_a.none() = 50.0,
                   sig_to<ds::noise_schedule>(
                       "def variance_exploding(sigma_min: float = 0.01, sigma_max: float = 50.0)"),
                   DS_DOC(noise_schedule, variance_exploding))
       .def_static("ornstein_uhlenbeck",
-                  [](py_real horizon) { return ds::noise_schedule::ornstein_uhlenbeck(real_arg(horizon, "horizon")); },
-                  "horizon"_a.none() = 5.0,
+                  [](nb::args args, nb::kwargs kwargs) {
+                    call_arguments a("NoiseSchedule.ornstein_uhlenbeck", args, kwargs, {"horizon"}, 0);
+                    return ds::noise_schedule::ornstein_uhlenbeck(a.real(0, 5.0));
+                  },
                   sig_to<ds::noise_schedule>("def ornstein_uhlenbeck(horizon: float = 5.0)"),
                   DS_DOC(noise_schedule, ornstein_uhlenbeck))
-      .def_static("linear_interpolant", &ds::noise_schedule::linear_interpolant,
-                  DS_DOC(noise_schedule, linear_interpolant))
-      .def_static("stochastic_localization",
-                  [](py_real lo, py_real hi) {
-                    return ds::noise_schedule::stochastic_localization(real_arg(lo, "t_min"), real_arg(hi, "t_max"));
+      .def_static("linear_interpolant",
+                  [](nb::args args, nb::kwargs kwargs) {
+                    call_arguments("NoiseSchedule.linear_interpolant", args, kwargs, {}, 0);
+                    return ds::noise_schedule::linear_interpolant();
                   },
-                  "t_min"_a.none() = 1e-3, "t_max"_a.none() = 1e3,
+                  sig_to<ds::noise_schedule>("def linear_interpolant()"), DS_DOC(noise_schedule, linear_interpolant))
+      .def_static("stochastic_localization",
+                  [](nb::args args, nb::kwargs kwargs) {
+                    call_arguments a("NoiseSchedule.stochastic_localization", args, kwargs, {"t_min", "t_max"}, 0);
+                    return ds::noise_schedule::stochastic_localization(a.real(0, 1e-3), a.real(1, 1e3));
+                  },
                   sig_to<ds::noise_schedule>(
                       "def stochastic_localization(t_min: float = 0.001, t_max: float = 1000.0)"),
                   DS_DOC(noise_schedule, stochastic_localization))
       .def("with_grid",
-           [](ds::noise_schedule s, nb::handle g, py_real a, py_real b) {
-             return s.with_grid(arg_value<ds::time_grid>(g, "grid"), real_arg(a, "start"), real_arg(b, "end"));
+           [](ds::noise_schedule s, nb::args args, nb::kwargs kwargs) {
+             call_arguments a("NoiseSchedule.with_grid", args, kwargs, {"grid", "start", "end"}, 3);
+             return s.with_grid(arg_value<ds::time_grid>(a[0], "grid"), a.real(1, 0), a.real(2, 0));
            },
-           "grid"_a.none(), "start"_a.none(), "end"_a.none(),
            sig_to<ds::noise_schedule>("def with_grid(self, grid: " + py_name<ds::time_grid>() +
                                                 " | str, start: float, end: float)"),
            "A copy with the grid kind (a TimeGrid) and its ends set: the grid runs from time start to time end.")
       .def("with_times",
-           [](ds::noise_schedule s, nb::handle t) { return s.with_times(arg_value<std::vector<double>>(t, "times")); },
-           "times"_a.none(),
+           [](ds::noise_schedule s, nb::args args, nb::kwargs kwargs) {
+             call_arguments a("NoiseSchedule.with_times", args, kwargs, {"times"}, 1);
+             return s.with_times(arg_value<std::vector<double>>(a[0], "times"));
+           },
            sig_to<ds::noise_schedule>("def with_times(self, times: collections.abc.Sequence[float])"),
            "A copy with a custom grid of steps + 1 times.")
       .def("at",
-           [](const ds::noise_schedule& s, py_real t) {
-             auto p = s.at(real_arg(t, "t"));
+           [](const ds::noise_schedule& s, nb::args args, nb::kwargs kwargs) {
+             call_arguments a("NoiseSchedule.at", args, kwargs, {"t"}, 1);
+             auto p = s.at(a.real(0, 0));
              return std::make_tuple(p.a, p.s, p.da_dt, p.ds_dt);
            },
-           "t"_a.none(), nb::sig("def at(self, t: float) -> tuple[float, float, float, float]"),
-           "(a, s, da/dt, ds/dt) at time t.")
+           nb::sig("def at(self, t: float) -> tuple[float, float, float, float]"), "(a, s, da/dt, ds/dt) at time t.")
       .def("points",
-           [](const ds::noise_schedule& s, py_int steps) {
-             auto pts = s.points(int64_arg(steps, "steps"));
+           [](const ds::noise_schedule& s, nb::args args, nb::kwargs kwargs) {
+             call_arguments a("NoiseSchedule.points", args, kwargs, {"steps"}, 1);
+             auto pts = s.points(int64_arg(a[0], "steps"));
              std::vector<double> v;
              for (auto& p : pts) v.insert(v.end(), {p.t, p.a, p.s, p.da_dt, p.ds_dt});
              return to_numpy(std::move(v), {pts.size(), 5});
            },
-           "steps"_a.none(), nb::sig("def points(self, steps: int) -> numpy.ndarray[dtype=float64]"),
+           nb::sig("def points(self, steps: int) -> numpy.ndarray[dtype=float64]"),
            "The steps + 1 grid points as rows (t, a, s, da/dt, ds/dt); validates the schedule.");
 
   // ---- mixtures -------------------------------------------------------------------------------------------------
@@ -1157,8 +1285,9 @@ NB_MODULE(_core, m) {
           "values, None or empty: equal) are host problem data, copied as float64.");
 
   // ---- Langevin -------------------------------------------------------------------------------------------------
-  nb::class_<ds::langevin_options> cls_langevin_options(m, "LangevinOptions", DS_DOC_FREE(langevin_options));
-  cls_langevin_options.def(nb::init<>());
+  nb::class_<ds::langevin_options> cls_langevin_options(m, "LangevinOptions",
+      DS_DOC_FREE(langevin_options) DS_PY_SETTINGS_DOC("LangevinOptions"));
+  def_init_settings(cls_langevin_options, "LangevinOptions");
   def_setting(cls_langevin_options, "method", &ds::langevin_options::method, DS_DOC(langevin_options, method));
   def_setting(cls_langevin_options, "step_size", &ds::langevin_options::step_size, DS_DOC(langevin_options, step_size));
   def_setting(cls_langevin_options, "steps", &ds::langevin_options::steps, DS_DOC(langevin_options, steps));
@@ -1204,8 +1333,9 @@ NB_MODULE(_core, m) {
       "Runs options.steps Langevin steps of every chain of x (n, d) in place.");
 
   // ---- diffusion ------------------------------------------------------------------------------------------------
-  nb::class_<ds::diffusion_options> cls_diffusion_options(m, "DiffusionOptions", DS_DOC_FREE(diffusion_options));
-  cls_diffusion_options.def(nb::init<>());
+  nb::class_<ds::diffusion_options> cls_diffusion_options(m, "DiffusionOptions",
+      DS_DOC_FREE(diffusion_options) DS_PY_SETTINGS_DOC("DiffusionOptions"));
+  def_init_settings(cls_diffusion_options, "DiffusionOptions");
   def_setting(cls_diffusion_options, "sampler", &ds::diffusion_options::sampler, DS_DOC(diffusion_options, sampler));
   def_setting(cls_diffusion_options, "schedule", &ds::diffusion_options::schedule, DS_DOC(diffusion_options, schedule));
   def_setting(cls_diffusion_options, "steps", &ds::diffusion_options::steps, DS_DOC(diffusion_options, steps));
@@ -1489,8 +1619,9 @@ NB_MODULE(_core, m) {
 #endif
 
   // ---- particles ------------------------------------------------------------------------------------------------
-  nb::class_<ds::resampling_options> cls_resampling_options(m, "ResamplingOptions", DS_DOC_FREE(resampling_options));
-  cls_resampling_options.def(nb::init<>());
+  nb::class_<ds::resampling_options> cls_resampling_options(m, "ResamplingOptions",
+      DS_DOC_FREE(resampling_options) DS_PY_SETTINGS_DOC("ResamplingOptions"));
+  def_init_settings(cls_resampling_options, "ResamplingOptions");
   def_setting(cls_resampling_options, "scheme", &ds::resampling_options::scheme, DS_DOC(resampling_options, scheme));
   def_setting(cls_resampling_options, "ess_threshold", &ds::resampling_options::ess_threshold,
               DS_DOC(resampling_options, ess_threshold));
@@ -1587,22 +1718,35 @@ NB_MODULE(_core, m) {
       "posterior read theirs: any CPU array of a real dtype or nested sequence of numbers with one of ndims "
       "dimensions; errors name the argument `name` and say `expected`.",
       nb::rv_policy::move);
-  nb::class_<ds::observation_operator>(m, "ObservationOperator", DS_DOC_FREE(observation_operator))
+  nb::class_<ds::observation_operator>(m, "ObservationOperator",
+                                       DS_DOC_FREE(observation_operator) "\n\nObservationOperator(*args, **kwargs) "
+                                       "is refused with a TypeError: make operators with dense(), mask() or svd().")
+      .def(
+          "__init__",
+          [](ds::observation_operator*, nb::args, nb::kwargs) {
+            raise_type("ObservationOperator() makes no operator: use ObservationOperator.dense(A), "
+                       "ObservationOperator.mask(d_x, indices, diagonal=None) or ObservationOperator.svd(U, "
+                       "singular_values, V)");
+          },
+          nb::sig("def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None"),
+          "Refused with a TypeError: make operators with dense(), mask() or svd().")
       .def_static(
           "dense",
-          [](problem_data A) {
-            host_data a = read_host(A, "A", {2}, "(d_y, d_x)");
+          [](nb::args args, nb::kwargs kwargs) {
+            call_arguments arguments("ObservationOperator.dense", args, kwargs, {"A"}, 1);
+            host_data a = read_host(arguments[0], "A", {2}, "(d_y, d_x)");
             return ds::observation_operator::dense(a.shape[0], a.shape[1], std::move(a.values));
           },
-          "A"_a.none(), sig_to<ds::observation_operator>("def dense(A: ProblemData)"),
+          sig_to<ds::observation_operator>("def dense(A: ProblemData)"),
           DS_DOC(observation_operator, dense) "\n\nA: the (d_y, d_x) matrix (d_y and d_x are its shape), host problem "
           "data copied into the operator as float64 (any CPU array of a real dtype, any strides, or a nested sequence "
           "of numbers; CUDA arrays, complex and bool are refused).")
       .def_static(
           "mask",
-          [](py_int dx, problem_indices indices, std::optional<problem_data> diagonal) {
-            const std::int64_t d_x = int64_arg(dx, "d_x");
-            host_data i = read_host(indices, "indices", {1}, "(d_y,) integers");
+          [](nb::args args, nb::kwargs kwargs) {
+            call_arguments arguments("ObservationOperator.mask", args, kwargs, {"d_x", "indices", "diagonal"}, 2);
+            const std::int64_t d_x = int64_arg(arguments[0], "d_x");
+            host_data i = read_host(arguments[1], "indices", {1}, "(d_y,) integers");
             if (!i.integral) raise_invalid("indices: dtype " + i.dtype + ", expected an integer dtype");
             std::vector<std::int64_t> idx(i.values.size());
             for (std::size_t k = 0; k < idx.size(); ++k) {
@@ -1613,10 +1757,10 @@ NB_MODULE(_core, m) {
               idx[k] = std::int64_t(i.values[k]);
             }
             std::vector<double> g;
-            if (diagonal) g = host_vector(*diagonal, "diagonal", {1}, "(d_y,)");
+            if (arguments.given(2) && !arguments[2].is_none())
+              g = host_vector(arguments[2], "diagonal", {1}, "(d_y,)");
             return ds::observation_operator::mask(d_x, std::move(idx), std::move(g));
           },
-          "d_x"_a.none(), "indices"_a.none(), "diagonal"_a = nb::none(),
           sig_to<ds::observation_operator>(
               "def mask(d_x: int, indices: ProblemIndices, diagonal: ProblemData | None = None)"),
           DS_DOC(observation_operator, mask) "\n\nindices: the d_y observed coordinates, of an integer dtype; "
@@ -1624,10 +1768,11 @@ NB_MODULE(_core, m) {
           "arrays are refused.")
       .def_static(
           "svd",
-          [](problem_data U, problem_data S, problem_data V) {
-            host_data u = read_host(U, "U", {2}, "(d_y, r)");
-            std::vector<double> s = host_vector(S, "singular_values", {1}, "(r,)");
-            host_data v = read_host(V, "V", {2}, "(d_x, r)");
+          [](nb::args args, nb::kwargs kwargs) {
+            call_arguments arguments("ObservationOperator.svd", args, kwargs, {"U", "singular_values", "V"}, 3);
+            host_data u = read_host(arguments[0], "U", {2}, "(d_y, r)");
+            std::vector<double> s = host_vector(arguments[1], "singular_values", {1}, "(r,)");
+            host_data v = read_host(arguments[2], "V", {2}, "(d_x, r)");
             const std::int64_t r = std::int64_t(s.size());
             const std::string rs = " with r = " + std::to_string(r) + " (the singular values)";
             expect_shape(u, "U", u.shape[0], r, "(d_y, r)" + rs);
@@ -1635,7 +1780,6 @@ NB_MODULE(_core, m) {
             return ds::observation_operator::svd(u.shape[0], v.shape[0], std::move(u.values), std::move(s),
                                                  std::move(v.values));
           },
-          "U"_a.none(), "singular_values"_a.none(), "V"_a.none(),
           sig_to<ds::observation_operator>(
               "def svd(U: ProblemData, singular_values: ProblemData, V: ProblemData)"),
           DS_DOC(observation_operator, svd) "\n\nU (d_y, r), singular_values (r,) and V (d_x, r): host problem data, "
@@ -1645,10 +1789,11 @@ NB_MODULE(_core, m) {
       .def_prop_ro("d_x", &ds::observation_operator::d_x, DS_DOC(observation_operator, d_x))
       .def(
           "matrix",
-          [](const ds::observation_operator& A) {
+          [](const ds::observation_operator& A, nb::args args, nb::kwargs kwargs) {
+            call_arguments("ObservationOperator.matrix", args, kwargs, {}, 0);
             return to_numpy(A.matrix(), {std::size_t(A.d_y()), std::size_t(A.d_x())});
           },
-          "A as a dense (d_y, d_x) float64 array.");
+          nb::sig("def matrix(self) -> numpy.ndarray[dtype=float64]"), "A as a dense (d_y, d_x) float64 array.");
 
   nb::class_<ds::mixture_posterior>(m, "MixturePosterior", DS_DOC_FREE(mixture_posterior))
       .def(
@@ -1734,8 +1879,9 @@ NB_MODULE(_core, m) {
           DS_DOC_OVERLOAD(mixture_posterior, sample, 3) "\n" DS_DOC_OVERLOAD(mixture_posterior, sample, 4));
 
   // ---- guided posterior sampling ------------------------------------------------------------------------------
-  nb::class_<ds::guided_problems> cls_guided_problems(m, "GuidedProblems", DS_DOC_FREE(guided_problems));
-  cls_guided_problems.def(nb::init<>());
+  nb::class_<ds::guided_problems> cls_guided_problems(m, "GuidedProblems",
+      DS_DOC_FREE(guided_problems) DS_PY_SETTINGS_DOC("GuidedProblems"));
+  def_init_settings(cls_guided_problems, "GuidedProblems");
   def_setting(cls_guided_problems, "problems", &ds::guided_problems::problems, DS_DOC(guided_problems, problems));
   def_setting(cls_guided_problems, "d_y", &ds::guided_problems::d_y, DS_DOC(guided_problems, d_y));
   // None reaches read_host, which refuses it naming the field.
@@ -1763,8 +1909,9 @@ NB_MODULE(_core, m) {
           },
           nb::for_setter(nb::arg("arg").none()),
           nb::for_setter(nb::sig("def sigma_y(self, arg: ProblemData, /) -> None")), DS_DOC(guided_problems, sigma_y));
-  nb::class_<ds::guided_options> cls_guided_options(m, "GuidedOptions", DS_DOC_FREE(guided_options));
-  cls_guided_options.def(nb::init<>());
+  nb::class_<ds::guided_options> cls_guided_options(m, "GuidedOptions",
+      DS_DOC_FREE(guided_options) DS_PY_SETTINGS_DOC("GuidedOptions"));
+  def_init_settings(cls_guided_options, "GuidedOptions");
   def_setting(cls_guided_options, "sampler", &ds::guided_options::sampler, DS_DOC(guided_options, sampler));
   def_setting(cls_guided_options, "schedule", &ds::guided_options::schedule, DS_DOC(guided_options, schedule));
   def_setting(cls_guided_options, "steps", &ds::guided_options::steps, DS_DOC(guided_options, steps));

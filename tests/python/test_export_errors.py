@@ -2,6 +2,7 @@
 view, another dtype, a dtype DLPack cannot carry, a device other than the CPU or CUDA, a list) are refused before
 anything runs, with an InvalidArgument that names the argument, says what is wrong and what to pass instead; nothing
 is converted or copied silently. NumPy cases always run; the PyTorch and JAX cases skip without their framework."""
+import array
 import re
 
 import numpy as np
@@ -364,3 +365,42 @@ def test_cuda_plan_refuses_arrays_of_another_device():
         plan = ds.DiffusionPlan(8, 2, sampler="ddpm", steps=3, device="cuda")
         x = FakeCuda(np.zeros((8, 2), np.float32), 1)
         refused(lambda: plan.reset(x), r"^x: on cuda:1, but the plan is on cuda:0")
+
+
+class ArrayInterfaceOnly:
+    """An object that exposes NumPy's __array_interface__ and nothing the binding reads (no DLPack, no buffer)."""
+
+    def __init__(self, a):
+        self._a = a
+        self.__array_interface__ = a.__array_interface__
+
+
+def test_buffers_without_shape_and_array_interface_objects_are_refused_by_name(mixture2):
+    """bytes, bytearray and array.array (the buffer protocol without a shape attribute) and objects with only
+    __array_interface__ reached the package's own shape() and gave AttributeError ("'bytes' object has no attribute
+    'shape'"), naming nothing; MixturePosterior.sample(out=memoryview) an AttributeError for its dtype. Seen failing
+    before the fix: those AttributeErrors."""
+    refused(lambda: mixture2.score(b"\0" * 32), r"^x: dtype uint8, expected float32")
+    refused(lambda: mixture2.score(bytearray(32)), r"^x: dtype uint8, expected float32")
+    refused(lambda: mixture2.score(array.array("f", [0.0] * 8)), r"^x: shape \(8,\), expected \(\*, 2\)")
+    refused(lambda: ds.resample(array.array("f", [0.0] * 8)), r"^log_weights: shape \(8,\), expected a \(B, N\)")
+    for call, name in ((lambda a: mixture2.score(a), "x"), (lambda a: ds.resample(a), "log_weights"),
+                       (lambda a: mixture2.score(X, out=a), "out")):
+        refused(lambda: call(ArrayInterfaceOnly(np.zeros((8, 2), np.float32))),
+                rf"^{name}: a ArrayInterfaceOnly with __array_interface__ only; the library reads arrays through "
+                rf"DLPack or the buffer protocol: pass numpy\.asarray\({name}\) \(the same memory, no copy\)")
+    post = ds.MixturePosterior(mixture2, [[1.0, 0.0]], 0.5, [0.5])
+    out = np.zeros((8, 2), np.float32)
+    assert isinstance(post.sample(out=memoryview(out), dtype="float32", seed=2), memoryview)
+    np.testing.assert_array_equal(out, post.sample(8, seed=2))
+    refused(lambda: post.sample(out=memoryview(out), dtype="float64"),
+            r"^dtype: 'float64', but out is float32 \(out= sets the dtype")
+
+
+def test_resample_checks_the_sizes_before_it_allocates():
+    """A (B, 0) log_weights holds nothing, but resample() allocated its B reports (B x PARTICLE_REPORT_BYTES bytes)
+    before the library refused N = 0: 2^40 problems were an OutOfMemory for 40 TiB of reports, fewer took gigabytes
+    first. Seen failing before the fix: OutOfMemory 'reports: the (1099511627776, 40) uint8 reports ...'."""
+    refused(lambda: ds.resample(np.zeros((2**40, 0), np.float32)),
+            r"^particles: must be >= 1 when problems > 0, got 0 \(log_weights has shape \(1099511627776, 0\)\)")
+    assert ds.resample(np.zeros((0, 3), np.float32))[2].shape == (0,)

@@ -1,0 +1,138 @@
+"""Wrong calls of the package's public callables never reach nanobind's matching: a missing, extra or misspelt
+argument is the TypeError Python words for a def (naming the call), a value of the wrong type an InvalidArgument
+naming the argument (or the TypeError of a keyword setting), and the options classes take their settings as
+keywords. Before, the callables the package re-exports from the binding (NoiseSchedule, ObservationOperator, the
+options classes, cpu_threads() ...) answered every mismatch with nanobind's "f(): incompatible function arguments.
+The following argument types are supported: ..." (or "no constructor defined!"), and a stream object with a
+negative handle reached the binding's evaluate() with the same error."""
+import re
+
+import numpy as np
+import pytest
+
+import diffsample as ds
+
+NANOBIND = re.compile(r"incompatible function arguments|no constructor defined|Invoked with types")
+S = ds.NoiseSchedule
+A = ds.ObservationOperator
+
+
+class Handle:
+    def __init__(self, value):
+        self.cuda_stream = value
+
+
+@pytest.fixture(scope="module")
+def m():
+    return ds.GaussianMixture([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]], [1.0, 1.0])
+
+
+# (id, call(m), exception, regex of its message)
+CASES = [
+    ("LangevinOptions-positional", lambda m: ds.LangevinOptions(3), TypeError,
+     r"^LangevinOptions\(\) takes keyword settings only \(LangevinOptions\(field=value, \.\.\.\)\), but 1 positional "
+     r"argument was given$"),
+    ("DiffusionOptions-unknown", lambda m: ds.DiffusionOptions(stpes=3), TypeError,
+     r"^DiffusionOptions has no setting 'stpes'$"),
+    ("ResamplingOptions-private", lambda m: ds.ResamplingOptions(__class__=3), TypeError,
+     r"^ResamplingOptions has no setting '__class__'$"),
+    ("GuidedOptions-method", lambda m: ds.GuidedOptions(steps=2, sampler=3), TypeError,
+     r"^sampler: a int \(3\), expected a name"),
+    ("GuidedOptions-value", lambda m: ds.GuidedOptions(eta=float("nan")), ds.InvalidArgument,
+     r"^eta: nan, expected a finite number"),
+    ("GuidedProblems-positional", lambda m: ds.GuidedProblems(1, 2), TypeError,
+     r"^GuidedProblems\(\) takes keyword settings only .* but 2 positional arguments were given$"),
+    ("GuidedProblems-y", lambda m: ds.GuidedProblems(y="1 0"), ds.InvalidArgument, r"^y: a str"),
+    ("NoiseSchedule-positional", lambda m: S("vp_linear"), TypeError, r"^NoiseSchedule\(\) takes keyword settings"),
+    ("NoiseSchedule-read-only", lambda m: S(at=1.0), TypeError, r"^NoiseSchedule has no setting 'at'$"),
+    ("ObservationOperator()", lambda m: A(), TypeError,
+     r"^ObservationOperator\(\) makes no operator: use ObservationOperator\.dense\(A\), ObservationOperator\.mask"),
+    ("dense-missing", lambda m: A.dense(), TypeError,
+     r"^ObservationOperator\.dense\(\) missing 1 required argument: 'A'$"),
+    ("dense-extra", lambda m: A.dense(np.eye(2), 3), TypeError,
+     r"^ObservationOperator\.dense\(\) takes 1 positional argument but 2 were given$"),
+    ("dense-keyword", lambda m: A.dense(a=np.eye(2)), TypeError,
+     r"^ObservationOperator\.dense\(\) got an unexpected keyword argument 'a'$"),
+    ("dense-twice", lambda m: A.dense(np.eye(2), A=np.eye(2)), TypeError,
+     r"^ObservationOperator\.dense\(\) got multiple values for argument 'A'$"),
+    ("mask-missing", lambda m: A.mask(2), TypeError,
+     r"^ObservationOperator\.mask\(\) missing 1 required argument: 'indices'$"),
+    ("svd-missing", lambda m: A.svd(), TypeError,
+     r"^ObservationOperator\.svd\(\) missing 3 required arguments: 'U', 'singular_values', 'V'$"),
+    ("matrix-extra", lambda m: A.dense(np.eye(2)).matrix(1), TypeError,
+     r"^ObservationOperator\.matrix\(\) takes 0 positional arguments but 1 was given$"),
+    ("vp_linear-extra", lambda m: S.vp_linear(0.1, 20.0, 3), TypeError,
+     r"^NoiseSchedule\.vp_linear\(\) takes 2 positional arguments but 3 were given$"),
+    ("vp_linear-keyword", lambda m: S.vp_linear(beta=1), TypeError,
+     r"^NoiseSchedule\.vp_linear\(\) got an unexpected keyword argument 'beta'$"),
+    ("vp_linear-None", lambda m: S.vp_linear(None), ds.InvalidArgument, r"^beta_min: None, expected a real number"),
+    ("vp_cosine-extra", lambda m: S.vp_cosine(0.1, 2), TypeError, r"^NoiseSchedule\.vp_cosine\(\) takes 1 positional"),
+    ("vp_table-missing", lambda m: S.vp_table(), TypeError,
+     r"^NoiseSchedule\.vp_table\(\) missing 1 required argument: 'alpha_bar'$"),
+    ("variance_exploding-keyword", lambda m: S.variance_exploding(sigma=1), TypeError,
+     r"^NoiseSchedule\.variance_exploding\(\) got an unexpected keyword argument 'sigma'$"),
+    ("ornstein_uhlenbeck-extra", lambda m: S.ornstein_uhlenbeck(1, 2), TypeError,
+     r"^NoiseSchedule\.ornstein_uhlenbeck\(\) takes 1 positional argument but 2 were given$"),
+    ("linear_interpolant-extra", lambda m: S.linear_interpolant(1), TypeError,
+     r"^NoiseSchedule\.linear_interpolant\(\) takes 0 positional arguments but 1 was given$"),
+    ("stochastic_localization-keyword", lambda m: S.stochastic_localization(t=1), TypeError,
+     r"^NoiseSchedule\.stochastic_localization\(\) got an unexpected keyword argument 't'$"),
+    ("with_grid-missing", lambda m: S.vp_linear().with_grid("uniform"), TypeError,
+     r"^NoiseSchedule\.with_grid\(\) missing 2 required arguments: 'start', 'end'$"),
+    ("with_times-missing", lambda m: S.vp_linear().with_times(), TypeError,
+     r"^NoiseSchedule\.with_times\(\) missing 1 required argument: 'times'$"),
+    ("at-missing", lambda m: S.vp_linear().at(), TypeError, r"^NoiseSchedule\.at\(\) missing 1 required argument: 't'$"),
+    ("at-None", lambda m: S.vp_linear().at(None), ds.InvalidArgument, r"^t: None, expected a real number"),
+    ("points-extra", lambda m: S.vp_linear().points(2, 3), TypeError,
+     r"^NoiseSchedule\.points\(\) takes 1 positional argument but 2 were given$"),
+    ("cpu_threads-extra", lambda m: ds.cpu_threads(4), TypeError,
+     r"^cpu_threads\(\) takes 0 positional arguments but 1 was given$"),
+    ("cpu_blas_name-keyword", lambda m: ds.cpu_blas_name(name="x"), TypeError,
+     r"^cpu_blas_name\(\) got an unexpected keyword argument 'name'$"),
+    ("cuda_available-extra", lambda m: ds.cuda_available(0), TypeError, r"^cuda_available\(\) takes 0 positional"),
+    ("cuda_unavailable_reason-extra", lambda m: ds.cuda_unavailable_reason(0), TypeError,
+     r"^cuda_unavailable_reason\(\) takes 0 positional"),
+    ("score-stream-negative-handle", lambda m: m.score(np.zeros((4, 2), np.float32), stream=Handle(-1)),
+     ds.InvalidArgument, r"^stream: a Handle whose cuda_stream is a int \(-1\)"),
+    ("plan-stream-negative-handle", lambda m: ds.DiffusionPlan(4, 2, steps=2, stream=Handle(-1)),
+     ds.InvalidArgument, r"^stream: a Handle whose cuda_stream is a int \(-1\)"),
+]
+
+
+@pytest.mark.parametrize("call,kind,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_wrong_calls_are_worded_not_nanobinds(m, call, kind, pattern):
+    with pytest.raises(kind, match=pattern) as caught:
+        call(m)
+    assert not NANOBIND.search(str(caught.value))
+
+
+def test_the_callables_still_take_what_their_signatures_say():
+    """Positional and keyword forms, defaults, and None for mask's diagonal, as the signatures (and the stub) give
+    them; the options classes with keyword settings equal the fields set one by one."""
+    assert S.vp_linear(beta_max=10.0).beta_max == 10.0 and S.vp_linear().beta_min == 0.1
+    assert S.vp_linear(0.2, 15.0).beta_min == 0.2
+    assert S.vp_cosine(offset=0.01).cosine_offset == 0.01
+    assert S.variance_exploding(0.02).sigma_min == 0.02 and S.ornstein_uhlenbeck(horizon=3.0).t_start == 3.0
+    assert S.stochastic_localization(t_max=100.0).kind == S.stochastic_localization().kind
+    assert S.linear_interpolant().kind == S.linear_interpolant().kind
+    assert S.vp_table(alpha_bar=[0.9, 0.5, 0.1]).alpha_bar == [0.9, 0.5, 0.1]
+    np.testing.assert_array_equal(S.vp_linear().with_grid(grid="quadratic", start=1.0, end=0.01).points(4),
+                                  S.vp_linear().with_grid("quadratic", 1.0, 0.01).points(steps=4))
+    assert S.vp_linear().with_times(times=[1.0, 0.5, 0.0]).times == [1.0, 0.5, 0.0]
+    assert S.vp_linear().at(t=0.5) == S.vp_linear().at(0.5)
+    np.testing.assert_array_equal(A.dense(A=np.eye(2)).matrix(), np.eye(2))
+    np.testing.assert_array_equal(A.mask(3, [0, 2], None).matrix(), A.mask(d_x=3, indices=[0, 2]).matrix())
+    np.testing.assert_array_equal(A.svd(U=np.eye(2), singular_values=[2.0, 1.0], V=np.eye(2)).matrix(),
+                                  np.diag([2.0, 1.0]))
+    o = ds.GuidedOptions(particles=8, steps=3, sampler="dps", eta=0.5, final_moves="auto")
+    one = ds.GuidedOptions()
+    one.particles, one.steps, one.sampler, one.eta, one.final_moves = 8, 3, "dps", 0.5, "auto"
+    for field in ("particles", "steps", "sampler", "eta", "final_moves"):
+        assert getattr(o, field) == getattr(one, field)
+    assert ds.LangevinOptions(target_a=0.5, method="mala").target_a == 0.5
+    assert ds.ResamplingOptions(scheme="systematic").scheme == ds._core.ResamplingScheme.systematic
+    assert ds.GuidedProblems(y=[[0.5, 1.0]], sigma_y=0.25).sigma_y == [0.25]
+    assert ds.NoiseSchedule(beta_max=5.0).beta_max == 5.0
+    assert ds.DiffusionOptions().steps == ds.DiffusionOptions(steps=ds.DiffusionOptions().steps).steps
+    assert isinstance(ds.cpu_threads(), int) and isinstance(ds.cpu_blas_name(), str)
+    assert isinstance(ds.cuda_available(), bool) and isinstance(ds.cuda_unavailable_reason(), str)
