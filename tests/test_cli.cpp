@@ -1581,6 +1581,27 @@ TEST_F(Cli, OutputsAreWrittenThroughSymbolicLinks) {
   EXPECT_EQ(listing(path("data")), (std::vector<std::string>{"r.json", "s.npy"}));
 }
 
+// The links of /proc lead to open files whatever their text reads: /dev/stdout on a pipe reads "pipe:[N]", a file
+// descriptor of a deleted file "NAME (deleted)". Neither is written through (that text names no file to replace): the
+// pipe is refused as a fifo, as before links were followed, and the deleted file as a file without a name, both
+// before the run. Seen failing after the run with "cannot open a temporary file" once links were followed.
+TEST_F(Cli, LinksOfProcAreNotWrittenThrough) {
+  if (!exists("/proc/self/fd")) GTEST_SKIP() << "no /proc";
+  auto shell = [&](const std::string& line) {
+    std::system(("sh -c \"" + line + "\"").c_str());
+    return slurp(path("stderr"));
+  };
+  const std::string program = "'" + std::string(DIFFSAMPLE_CLI_PATH) + "' sample" + kQuick;
+  std::string err = shell(program + " --out /dev/stdout 2>'" + path("stderr") + "' | cat >/dev/null");
+  EXPECT_NE(err.find("/dev/stdout: cannot write: it is a fifo"), std::string::npos) << err;
+  err = shell("exec 7>'" + path("gone.npy") + "'; rm '" + path("gone.npy") + "'; " + program +
+              " --out /proc/self/fd/7 2>'" + path("stderr") + "'");
+  EXPECT_NE(err.find("/proc/self/fd/7: cannot write: it leads to an open file that has no name to replace"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(files(), std::vector<std::string>{});
+}
+
 // An output whose name is as long as the file system allows (NAME_MAX) is written, new or over an existing file: its
 // temporary and the backup of the file it replaces get names shortened to fit. Seen failing after the run with
 // "cannot open a temporary file: File name too long" (NAME.tmp.XXXXXX is 11 bytes longer). A name beyond the limit

@@ -159,6 +159,19 @@ void output_set::add_output(const std::string& flag, const std::string& path) {
     throw input_error(e.what());  // "PATH: cannot follow the symbolic link: Too many levels of symbolic links"
   }
   const std::string through = target == path ? "" : " (the symbolic link leads to '" + target + "')";
+  if (target != path) {
+    // The file the kernel opens for the name must be the one its links name: not so for the links of /proc, which
+    // lead to open files whatever their text reads ("pipe:[1234]", "/tmp/x (deleted)"); /dev/stdout is one.
+    struct stat opened {}, named {};
+    if (::stat(path.c_str(), &opened) == 0 &&
+        (::stat(target.c_str(), &named) != 0 || named.st_dev != opened.st_dev || named.st_ino != opened.st_ino)) {
+      if (!S_ISREG(opened.st_mode))
+        throw input_error(path + ": cannot write: it is " + kind_of(opened.st_mode) +
+                          " (outputs replace regular files only)");
+      throw input_error(path + ": cannot write: it leads to an open file that has no name to replace (" + target +
+                        ")");
+    }
+  }
   const std::string dir = folder_of(target);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0)
