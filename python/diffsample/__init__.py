@@ -25,8 +25,8 @@ means and variances, an observation operator's matrix, mask or SVD factors, and 
 ``MixturePosterior``, ``guided_sample`` and ``SamplingPlan.guided`` are read once and copied into the problem as
 float64, from any CPU array of a real dtype (NumPy, PyTorch, JAX; float32 and integers widened exactly; any strides)
 or numbers and nested sequences of numbers. CUDA arrays (copy them to the host explicitly, e.g. ``A.cpu()``),
-complex, bool and non-numeric data, another number of dimensions and non-finite values are refused with
-``InvalidArgument`` naming the argument.
+complex, bool and non-numeric data, another number of dimensions, non-finite values and integers beyond 2^53 in
+magnitude (no float64 holds them exactly) are refused with ``InvalidArgument`` naming the argument.
 
 Synchronisation (as in C++): calls that run on CUDA arrays are asynchronous on their stream (they return once the
 work is queued; read the results in that stream's order or after synchronising it) unless their docstring says they

@@ -345,15 +345,28 @@ struct host_data {
   bool integral = false;  // an integer dtype
 };
 
+// Copies a's values in row-major order as doubles. An int64 or uint64 value beyond 2^53 in magnitude has no exact
+// double: refused naming name[k] when exact (it was rounded without a word, though integers are documented to widen
+// exactly), kept rounded otherwise (mask indices, whose range the library checks).
 template <class T>
-void copy_strided(const array& a, std::vector<double>& out) {
+void copy_strided(const array& a, std::vector<double>& out, const std::string& name, bool exact) {
   const T* base = static_cast<const T*>(a.data());
   const std::size_t nd = a.ndim();
   std::vector<std::int64_t> index(nd, 0);
   for (std::size_t k = 0; k < out.size(); ++k) {
     std::int64_t offset = 0;
     for (std::size_t j = 0; j < nd; ++j) offset += index[j] * std::int64_t(a.stride(j));
-    out[k] = double(base[offset]);
+    const T value = base[offset];
+    if constexpr (std::is_integral_v<T> && sizeof(T) == 8) {
+      constexpr T exact_limit = T(1) << 53;
+      bool inexact = value > exact_limit;
+      if constexpr (std::is_signed_v<T>) inexact = inexact || value < -exact_limit;
+      if (exact && inexact)
+        raise_invalid(name + "[" + std::to_string(k) + "]: " + std::to_string(value) +
+                      " is not exact in float64 (the problem keeps float64 values, exact for integers up to 2^53 in "
+                      "magnitude); pass float64 values");
+    }
+    out[k] = double(value);
     for (std::size_t j = nd; j-- > 0;) {  // row-major order
       if (++index[j] < std::int64_t(a.shape(j))) break;
       index[j] = 0;
@@ -693,7 +706,7 @@ void def_init_settings(nb::class_<C>& cls, const char* name) {
 }
 
 host_data read_host(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
-                    const std::string& expected) {
+                    const std::string& expected, bool exact = true) {
   if (obj.is_none()) raise_invalid(name + ": None, expected " + expected);
   // A NumPy-style dtype that holds no numbers (object, string, datetime, void) is refused before the import, which
   // cannot represent it.
@@ -734,30 +747,50 @@ host_data read_host(nb::handle obj, const std::string& name, const std::vector<s
     raise_invalid(name + ": arrays on " + device_name(dt) + " are not supported (problem data is read on the host)");
   host_data h;
   h.shape.resize(a.ndim());
-  std::size_t n = 1;
-  for (std::size_t i = 0; i < a.ndim(); ++i) n *= std::size_t(h.shape[i] = std::int64_t(a.shape(i)));
+  for (std::size_t i = 0; i < a.ndim(); ++i) h.shape[i] = std::int64_t(a.shape(i));
   bool ok_ndim = false;
   for (std::size_t k : ndims) ok_ndim = ok_ndim || k == a.ndim();
   if (!ok_ndim)
     raise_invalid(name + ": shape " + shape_string(h.shape.size(), h.shape.data()) + ", expected " + expected);
-  h.values.resize(n);
   const nb::dlpack::dtype t = a.dtype();
   h.dtype = dtype_string(t);
   h.integral = t.code == uint8_t(nb::dlpack::dtype_code::Int) || t.code == uint8_t(nb::dlpack::dtype_code::UInt);
-  if (t == nb::dtype<double>()) copy_strided<double>(a, h.values);
-  else if (t == nb::dtype<float>()) copy_strided<float>(a, h.values);
-  else if (t == nb::dtype<std::int64_t>()) copy_strided<std::int64_t>(a, h.values);
-  else if (t == nb::dtype<std::int32_t>()) copy_strided<std::int32_t>(a, h.values);
-  else if (t == nb::dtype<std::int16_t>()) copy_strided<std::int16_t>(a, h.values);
-  else if (t == nb::dtype<std::int8_t>()) copy_strided<std::int8_t>(a, h.values);
-  else if (t == nb::dtype<std::uint64_t>()) copy_strided<std::uint64_t>(a, h.values);
-  else if (t == nb::dtype<std::uint32_t>()) copy_strided<std::uint32_t>(a, h.values);
-  else if (t == nb::dtype<std::uint16_t>()) copy_strided<std::uint16_t>(a, h.values);
-  else if (t == nb::dtype<std::uint8_t>()) copy_strided<std::uint8_t>(a, h.values);
+  void (*copy)(const array&, std::vector<double>&, const std::string&, bool) = nullptr;
+  if (t == nb::dtype<double>()) copy = copy_strided<double>;
+  else if (t == nb::dtype<float>()) copy = copy_strided<float>;
+  else if (t == nb::dtype<std::int64_t>()) copy = copy_strided<std::int64_t>;
+  else if (t == nb::dtype<std::int32_t>()) copy = copy_strided<std::int32_t>;
+  else if (t == nb::dtype<std::int16_t>()) copy = copy_strided<std::int16_t>;
+  else if (t == nb::dtype<std::int8_t>()) copy = copy_strided<std::int8_t>;
+  else if (t == nb::dtype<std::uint64_t>()) copy = copy_strided<std::uint64_t>;
+  else if (t == nb::dtype<std::uint32_t>()) copy = copy_strided<std::uint32_t>;
+  else if (t == nb::dtype<std::uint16_t>()) copy = copy_strided<std::uint16_t>;
+  else if (t == nb::dtype<std::uint8_t>()) copy = copy_strided<std::uint8_t>;
   else
     raise_invalid(name + ": dtype " + dtype_string(t) +
                   ", expected real numbers (float32, float64 or an integer dtype; copied into the problem as "
                   "float64)");
+  // The copy's size, before it is allocated: a view of few values can say many (numpy.broadcast_to of one value to
+  // (2^20, 2^20) holds 8 bytes and says 2^40 values), whose float64 copy was std::bad_alloc naming nothing, or took
+  // gigabytes before the library's limits refused the sizes. Within limits.max_host_bytes, as every host allocation
+  // a call asks for; an allocation that fails below it is OutOfMemory naming the argument.
+  std::int64_t count = 1;
+  bool over = false;
+  for (std::int64_t extent : h.shape) over = over || __builtin_mul_overflow(count, extent, &count);
+  const std::string values = shape_string(h.shape.size(), h.shape.data()) + " values";
+  if (over || count > ds::limits::max_host_bytes / std::int64_t(sizeof(double)))
+    throw ds::out_of_memory(name + ": its " + values + " need " +
+                            (over ? std::string("more than 2^63") : std::to_string(count) + " x 8") +
+                            " bytes of host memory for their float64 copy, the limit is " +
+                            ds::limits::spell(ds::limits::max_host_bytes) + " (diffsample.limits.max_host_bytes)");
+  try {
+    h.values.resize(std::size_t(count));
+  } catch (const std::bad_alloc&) {
+    throw ds::out_of_memory(name + ": the float64 copy of its " + values + " (" +
+                            std::to_string(count * std::int64_t(sizeof(double))) +
+                            " bytes) could not be allocated on the host");
+  }
+  copy(a, h.values, name, exact);
   return h;
 }
 
@@ -1746,7 +1779,7 @@ NB_MODULE(_core, m) {
           [](nb::args args, nb::kwargs kwargs) {
             call_arguments arguments("ObservationOperator.mask", args, kwargs, {"d_x", "indices", "diagonal"}, 2);
             const std::int64_t d_x = int64_arg(arguments[0], "d_x");
-            host_data i = read_host(arguments[1], "indices", {1}, "(d_y,) integers");
+            host_data i = read_host(arguments[1], "indices", {1}, "(d_y,) integers", false);
             if (!i.integral) raise_invalid("indices: dtype " + i.dtype + ", expected an integer dtype");
             std::vector<std::int64_t> idx(i.values.size());
             for (std::size_t k = 0; k < idx.size(); ++k) {

@@ -200,3 +200,39 @@ def test_grid_weights_read_problem_data():
                                   ds.GaussianMixture.grid(2, 2, 1.0, 0.1, [0.1, 0.2, 0.3, 0.4]).weights)
     refused(lambda: ds.GaussianMixture.grid(2, 2, 1.0, 0.1, CudaArray()), r"^weights: a CudaArray on CUDA")
     refused(lambda: ds.GaussianMixture.grid(2, 2, 1.0, 0.1, [[1.0, 1.0, 1.0, 1.0]]), r"^weights: shape \(1, 4\)")
+
+
+def test_integers_without_an_exact_float64_are_refused():
+    """int64 and uint64 values beyond 2^53 in magnitude have no exact float64 and were rounded without a word
+    (2^53 + 1 read as 2^53), though integers are documented to widen exactly. Refused naming the flat index; 2^53
+    itself and mask indices (their range is the library's check) still pass. Seen failing before the fix: the
+    rounded values accepted."""
+    refused(lambda: ds.GaussianMixture([1.0], np.array([[2**53 + 1]], np.int64), [1.0]),
+            r"^means\[0\]: 9007199254740993 is not exact in float64 \(the problem keeps float64 values, exact for "
+            r"integers up to 2\^53 in magnitude\); pass float64 values")
+    refused(lambda: ds.ObservationOperator.dense(np.array([[1, 2**64 - 1]], np.uint64)),
+            r"^A\[1\]: 18446744073709551615 is not exact in float64")
+    refused(lambda: ds.MixturePosterior(prior(), A, SIGMA, [0, -(2**60) - 1]), r"^y\[1\]: -1152921504606846977 is not")
+    assert ds.GaussianMixture([1.0], np.array([[-(2**53)]], np.int64), [1.0]).means[0, 0] == -(2.0**53)
+    np.testing.assert_array_equal(ds.ObservationOperator.mask(3, np.array([2, 0], np.int64)).matrix(),
+                                  [[0, 0, 1.0], [1.0, 0, 0]])
+    with pytest.raises(ds.InvalidArgument) as caught:
+        ds.ObservationOperator.mask(3, np.array([2**60 + 1], np.int64))
+    assert "not exact" not in str(caught.value)
+
+
+def test_problem_data_sizes_are_checked_before_the_copy():
+    """A view of few values can say many: numpy.broadcast_to of one value to (2^22, 2^22) holds 8 bytes and says 2^44
+    values, whose float64 copy (128 TiB) was std::bad_alloc as a bare MemoryError naming nothing (smaller ones took
+    gigabytes before the library's limits refused them). The copy's size is checked first against
+    limits.max_host_bytes, an OutOfMemory naming the argument. Seen failing before the fix: MemoryError
+    'std::bad_alloc'."""
+    huge = np.broadcast_to(np.float64(1.0), (2**22, 2**22))
+    for call, name in ((lambda: ds.GaussianMixture([1.0], huge, [1.0]), "means"),
+                       (lambda: ds.ObservationOperator.dense(huge), "A"),
+                       (lambda: ds.GaussianMixture.empirical(huge, 1.0), "points"),
+                       (lambda: prior().evaluate_fp64("score", huge), "x")):
+        with pytest.raises(ds.OutOfMemory, match=rf"^{name}: its \(4194304, 4194304\) values need 17592186044416 x 8 "
+                                                 r"bytes of host memory for their float64 copy, the limit is "
+                                                 r"70368744177664 \(2\^46\) \(diffsample.limits.max_host_bytes\)$"):
+            call()
