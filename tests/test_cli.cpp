@@ -1,6 +1,7 @@
 // The diffsample program, run as a user would: subcommands, problem files, outputs, and one test per class of bad
 // input (each must give one line on stderr naming the problem, a non-zero exit, and no output file).
 #include <dirent.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <diffsample/diffsample.hpp>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <set>
 #include <string>
@@ -1618,6 +1620,90 @@ TEST_F(Cli, OutputsWithTheLongestNames) {
   }
   const std::string too_long = std::string(std::size_t(name_max) + 1, 'n');
   expect_failure(run("sample --out " + path(too_long) + kQuick), "cannot write: File name too long", too_long);
+}
+
+// In a sticky folder (/tmp) only the owner of a file or of the folder may replace it. A file of another user there is
+// refused before the run; seen failing after it ("cannot rename the temporary file over it: Operation not
+// permitted"), with the backup link NAME.old.XXXXXX left beside the file. Should the rename fail all the same (the
+// file changed hands after the checks), the message names a backup it could not remove instead of saying that
+// everything is as it was. Run as root, which makes the folder, the other user's file and a user (65534) to run as.
+TEST_F(Cli, AnotherUsersFileInAStickyFolderIsRefused) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to make a file of another user";
+  const uid_t other = 65534;
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(path("sticky").c_str(), 0755), 0);
+  ASSERT_EQ(chmod(path("sticky").c_str(), 01777), 0);
+  write("sticky/shared.npy", "old");
+  ASSERT_EQ(chmod(path("sticky/shared.npy").c_str(), 0666), 0);
+  auto as_other = [&](const std::function<int()>& body) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      if (setgroups(0, nullptr) != 0 || setgid(other) != 0 || setuid(other) != 0) _exit(125);
+      _exit(body());
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  };
+  const std::string err = path("sticky/err");
+  const int rc = as_other([&] {
+    const std::string cmd = "'" + std::string(DIFFSAMPLE_CLI_PATH) + "' sample" + kQuick + " --out " +
+                            path("sticky/shared.npy") + " >/dev/null 2>'" + err + "'";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    return 127;
+  });
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(slurp(err).find("shared.npy: cannot write: it belongs to another user (uid 0) in the sticky folder"),
+            std::string::npos)
+      << slurp(err);
+  EXPECT_EQ(slurp(path("sticky/shared.npy")), "old");
+  auto listing = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(path("sticky")))
+      names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  EXPECT_EQ(listing(), (std::vector<std::string>{"err", "shared.npy"}));
+
+  // The file is the other user's at the checks and root's at the commit.
+  ASSERT_EQ(chown(path("sticky/shared.npy").c_str(), other, other), 0);
+  int ready[2], go[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(go), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (setgroups(0, nullptr) != 0 || setgid(other) != 0 || setuid(other) != 0) _exit(125);
+    int code = 0;
+    try {
+      ds::cli::output_set out;
+      out.add_output("--out", path("sticky/shared.npy"));
+      const std::string data = "new";
+      out.stage("--out", {{data.data(), data.size()}});
+      char c = 1;
+      if (::write(ready[1], &c, 1) != 1 || ::read(go[0], &c, 1) != 1) _exit(124);
+      out.commit();
+      code = 2;
+    } catch (const ds::error& e) {
+      std::ofstream(path("sticky/message")) << e.what();
+    }
+    _exit(code);
+  }
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(chown(path("sticky/shared.npy").c_str(), 0, 0), 0);
+  ASSERT_EQ(::write(go[1], &c, 1), 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  for (int fd : {ready[0], ready[1], go[0], go[1]}) close(fd);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::string message = slurp(path("sticky/message"));
+  EXPECT_NE(message.find("cannot rename the temporary file over it"), std::string::npos) << message;
+  EXPECT_EQ(message.find("every output is left as it was"), std::string::npos) << message;
+  EXPECT_NE(message.find(", a second name of " + path("sticky/shared.npy") + ", could not be removed"),
+            std::string::npos)
+      << message;
+  EXPECT_EQ(slurp(path("sticky/shared.npy")), "old");
 }
 
 // An existing target that is not a regular file is refused before the run: a device (not replaced by a regular

@@ -173,12 +173,13 @@ void output_set::add_output(const std::string& flag, const std::string& path) {
     }
   }
   const std::string dir = folder_of(target);
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0)
+  struct stat folder {};
+  if (::stat(dir.c_str(), &folder) != 0)
     throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno) + through);
-  if (!S_ISDIR(st.st_mode)) throw input_error(path + ": cannot write: '" + dir + "' is not a folder" + through);
+  if (!S_ISDIR(folder.st_mode)) throw input_error(path + ": cannot write: '" + dir + "' is not a folder" + through);
   if (::access(dir.c_str(), W_OK) != 0)
     throw input_error(path + ": cannot write: folder '" + dir + "': " + std::strerror(errno) + through);
+  struct stat st {};
   if (::stat(target.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode))
       throw input_error(path + ": cannot write: it is " + kind_of(st.st_mode) +
@@ -191,6 +192,12 @@ void output_set::add_output(const std::string& flag, const std::string& path) {
       throw input_error(path + ": cannot write: it is read-only (mode " + mode +
                         "); make it writable or choose another name" + through);
     }
+    // In a sticky folder (/tmp) only the owner of a file or of the folder may rename over it (root may too): the
+    // rename after the run would fail.
+    const uid_t me = ::geteuid();
+    if ((folder.st_mode & S_ISVTX) && me != 0 && st.st_uid != me && folder.st_uid != me)
+      throw input_error(path + ": cannot write: it belongs to another user (uid " + std::to_string(st.st_uid) +
+                        ") in the sticky folder '" + dir + "', where only its owner may replace it" + through);
   } else if (errno != ENOENT) {
     // A name too long for the file system, a path through something that is not a folder: found now, not after
     // the run.
@@ -345,7 +352,9 @@ void output_set::commit() {
                                         : "; the previous " + path + " is kept as " + b.name;
     } else if (!b.name.empty()) {
       const bool back = b.moved ? ::rename(b.name.c_str(), path.c_str()) == 0 : ::unlink(b.name.c_str()) == 0;
-      if (!back && b.moved) kept += "; the previous " + path + " is kept as " + b.name;
+      if (!back)
+        kept += b.moved ? "; the previous " + path + " is kept as " + b.name
+                        : "; " + b.name + ", a second name of " + path + ", could not be removed";
     }
   }
   throw diffsample::error(failure + (kept.empty() ? "; every output is left as it was" : kept));
