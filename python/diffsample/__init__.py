@@ -497,7 +497,9 @@ _MASKED = ("{0}: a NumPy masked array; the library ignores the mask, so the mask
 
 def _read_only(a: Any) -> Optional[str]:
     """What a is, when it is an array that must not be written (a NumPy array or subclass with its writeable flag
-    off, a read-only memoryview, an object whose __array_interface__ says read-only); None otherwise."""
+    off, a read-only memoryview, an object whose __array_interface__ says read-only, another read-only buffer such as
+    bytes, which reached the binding's import of a writable array and its TypeError naming nothing); None
+    otherwise."""
     if isinstance(a, np.ndarray):
         return None if a.flags.writeable else ("NumPy array" if type(a) is np.ndarray else
                                                f"NumPy array ({type(a).__name__})")
@@ -508,6 +510,12 @@ def _read_only(a: Any) -> Optional[str]:
         data = interface.get("data")
         if isinstance(data, tuple) and len(data) == 2 and data[1]:
             return f"{type(a).__name__} (its __array_interface__ says read-only)"
+    if not hasattr(a, "__dlpack__"):
+        try:
+            if memoryview(a).readonly:
+                return type(a).__name__
+        except TypeError:
+            pass
     return None
 
 
@@ -1673,8 +1681,12 @@ class MixturePosterior:
 
         Returns out, or (out, labels) when labels is True. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        if dtype is not None and dtype not in ("float32", "float64"):
-            raise InvalidArgument(f"dtype: {dtype!r}, expected 'float32' or 'float64'")
+        if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+            dtype = np.dtype(dtype).name  # numpy.float32, numpy.dtype('float64'): their names
+        if dtype is not None and (not isinstance(dtype, str) or dtype not in ("float32", "float64")):
+            # (an array compared with the names was NumPy's "truth value of an array ... is ambiguous")
+            shown = repr(dtype) if isinstance(dtype, str) else _describe(dtype)
+            raise InvalidArgument(f"dtype: {shown}, expected 'float32' or 'float64'")
         if out is None:
             out = _empty(None, (_count(n), self.dim), dtype or "float32", "n")
         _writable(out, "out", None)

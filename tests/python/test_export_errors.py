@@ -404,3 +404,19 @@ def test_resample_checks_the_sizes_before_it_allocates():
     refused(lambda: ds.resample(np.zeros((2**40, 0), np.float32)),
             r"^particles: must be >= 1 when problems > 0, got 0 \(log_weights has shape \(1099511627776, 0\)\)")
     assert ds.resample(np.zeros((0, 3), np.float32))[2].shape == (0,)
+
+
+def test_read_only_buffers_as_written_arrays_are_refused_by_name(mixture2):
+    """bytes (a read-only buffer) given as an array the call writes reached the binding's import of a writable array:
+    nanobind's "incompatible function arguments" TypeError, naming nothing. Seen failing before the fix: that
+    TypeError for labels=, langevin's x and a plan's x."""
+    post = ds.MixturePosterior(mixture2, [[1.0, 0.0]], 0.5, [0.5])
+    pattern = r"^{}: a read-only bytes, which the call would write into; pass a writable array"
+    refused(lambda: mixture2.sample(out=np.zeros((8, 2), np.float32), labels=b"\0" * 32), pattern.format("labels"))
+    refused(lambda: ds.langevin(mixture2, b"\0" * 64, steps=2, step_size=0.1), pattern.format("x"))
+    refused(lambda: ds.DiffusionPlan(8, 2, steps=2).reset(b"\0" * 64), pattern.format("x"))
+    refused(lambda: post.sample(out=b"\0" * 64), pattern.format("out"))
+    # A writable buffer is written as any array.
+    out = bytearray(64)
+    mixture2.sample(out=memoryview(out).cast("f", (8, 2)), seed=4)
+    np.testing.assert_array_equal(np.frombuffer(out, np.float32).reshape(8, 2), mixture2.sample(8, seed=4))

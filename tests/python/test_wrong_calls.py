@@ -4,7 +4,8 @@ naming the argument (or the TypeError of a keyword setting), and the options cla
 keywords. Before, the callables the package re-exports from the binding (NoiseSchedule, ObservationOperator, the
 options classes, cpu_threads() ...) answered every mismatch with nanobind's "f(): incompatible function arguments.
 The following argument types are supported: ..." (or "no constructor defined!"), and a stream object with a
-negative handle reached the binding's evaluate() with the same error."""
+negative handle reached the binding's evaluate() with the same error. MixturePosterior.sample's dtype compared an
+array with the dtype names (NumPy's "truth value of an array ... is ambiguous" ValueError)."""
 import re
 
 import numpy as np
@@ -20,6 +21,10 @@ A = ds.ObservationOperator
 class Handle:
     def __init__(self, value):
         self.cuda_stream = value
+
+
+def posterior(m):
+    return ds.MixturePosterior(m, [[1.0, 0.0]], 0.5, [0.5])
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +99,12 @@ CASES = [
      r"^cuda_unavailable_reason\(\) takes 0 positional"),
     ("score-stream-negative-handle", lambda m: m.score(np.zeros((4, 2), np.float32), stream=Handle(-1)),
      ds.InvalidArgument, r"^stream: a Handle whose cuda_stream is a int \(-1\)"),
+    ("posterior-dtype-array", lambda m: posterior(m).sample(4, dtype=np.zeros(3)), ds.InvalidArgument,
+     r"^dtype: a ndarray \(array\(\[0\., 0\., 0\.\]\)\), expected 'float32' or 'float64'$"),
+    ("posterior-dtype-list", lambda m: posterior(m).sample(4, dtype=["float32"]), ds.InvalidArgument,
+     r"^dtype: a list \(\['float32'\]\), expected 'float32' or 'float64'$"),
+    ("posterior-dtype-int32", lambda m: posterior(m).sample(4, dtype=np.int32), ds.InvalidArgument,
+     r"^dtype: 'int32', expected 'float32' or 'float64'$"),
     ("plan-stream-negative-handle", lambda m: ds.DiffusionPlan(4, 2, steps=2, stream=Handle(-1)),
      ds.InvalidArgument, r"^stream: a Handle whose cuda_stream is a int \(-1\)"),
 ]
@@ -134,5 +145,113 @@ def test_the_callables_still_take_what_their_signatures_say():
     assert ds.GuidedProblems(y=[[0.5, 1.0]], sigma_y=0.25).sigma_y == [0.25]
     assert ds.NoiseSchedule(beta_max=5.0).beta_max == 5.0
     assert ds.DiffusionOptions().steps == ds.DiffusionOptions(steps=ds.DiffusionOptions().steps).steps
+    # MixturePosterior.sample's dtype: a name, or NumPy's type or dtype of it.
+    m = ds.GaussianMixture([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]], [1.0, 1.0])
+    assert posterior(m).sample(4, dtype=np.float64).dtype == np.float64
+    assert posterior(m).sample(4, dtype=np.dtype("float32")).dtype == np.float32
     assert isinstance(ds.cpu_threads(), int) and isinstance(ds.cpu_blas_name(), str)
     assert isinstance(ds.cuda_available(), bool) and isinstance(ds.cuda_unavailable_reason(), str)
+
+
+# ---- a sweep of wrong values ---------------------------------------------------------------------------------------
+
+WRONG = [None, "x", 1.5, -1, 2**70, object(), [], {}, b"ab", np.zeros(3), np.zeros((4, 2)), (1, 2), True,
+         float("nan"), lambda *a: 0]
+
+
+def _x():
+    return np.zeros((4, 2), np.float32)
+
+
+def _model(points, a, s):
+    return np.zeros((4, 2), np.float32)
+
+
+def _sweep_calls(m):
+    """(name, callable, args, kwargs) of a valid call of every public entry point that takes arguments."""
+    post = ds.MixturePosterior(m, [[1.0, 0.0]], 0.5, [0.5])
+
+    def plan():
+        return ds.DiffusionPlan(4, 2, steps=2)
+
+    def ask_plan():
+        p = ds.SamplingPlan.diffusion(4, 2, steps=2)
+        p.reset()
+        return p
+
+    def stepped(*a, **k):
+        p = plan()
+        p.reset(_x())
+        return p.step(*a, **k)
+
+    def outputs(*a, **k):
+        p = ds.SamplingPlan.guided(2, [[1.0, 0.0]], [0.5], 0.5, steps=2, particles=4)
+        p.run(_model)
+        return p.outputs(*a, **k)
+
+    return [
+        ("GaussianMixture", ds.GaussianMixture, [[0.5, 0.5], [[0, 0], [1, 1]], [1, 1]], {}),
+        ("empirical", ds.GaussianMixture.empirical, [np.zeros((2, 2)), 1.0], {}),
+        ("grid", ds.GaussianMixture.grid, [2, 2, 1.0, 1.0], {}),
+        ("score", m.score, [_x(), 1.0, 0.5], {"path": "automatic", "out": _x()}),
+        ("log_density", m.log_density, [_x(), 1.0, 0.5], {}),
+        ("denoiser_jvp", m.denoiser_jvp, [_x(), _x(), 1.0, 0.5], {}),
+        ("evaluate_fp64", m.evaluate_fp64, ["score", np.zeros((4, 2)), 1.0, 0.5], {}),
+        ("denoiser_jvp_fp64", m.denoiser_jvp_fp64, [np.zeros((4, 2)), np.zeros((4, 2)), 1.0, 0.5], {}),
+        ("sample", m.sample, [4, 1.0, 0.5], {"seed": 1, "labels": False, "first_index": 0}),
+        ("langevin", ds.langevin, [m, _x()], {"steps": 2, "step_size": 0.1, "target": (1.0, 0.0)}),
+        ("diffusion", ds.diffusion, [m, 4], {"steps": 2, "schedule": "vp_linear"}),
+        ("DiffusionPlan", ds.DiffusionPlan, [4, 2], {"steps": 2, "output": "denoiser", "device": "cpu"}),
+        ("DiffusionPlan.step_channel", lambda *a, **k: plan().step_channel(*a, **k), [0], {}),
+        ("DiffusionPlan.reset", lambda *a, **k: plan().reset(*a, **k), [_x()], {}),
+        ("DiffusionPlan.step", stepped, [_x(), _x()], {}),
+        ("DiffusionPlan.run", lambda *a, **k: plan().run(*a, **k), [_model], {}),
+        ("SamplingPlan.diffusion", ds.SamplingPlan.diffusion, [4, 2], {"steps": 2}),
+        ("SamplingPlan.langevin", ds.SamplingPlan.langevin, [4, 2], {"steps": 2, "step_size": 0.1}),
+        ("SamplingPlan.guided", ds.SamplingPlan.guided, [2, [[1.0, 0.0]], [0.5], 0.5], {"steps": 2, "particles": 2}),
+        ("SamplingPlan.ask", lambda *a, **k: ask_plan().ask(*a, **k), [0], {}),
+        ("SamplingPlan.tell", lambda *a, **k: ask_plan().tell(*a, **k), [_x()], {}),
+        ("SamplingPlan.reset", lambda *a, **k: ds.SamplingPlan.diffusion(4, 2, steps=2).reset(*a, **k), [_x()], {}),
+        ("SamplingPlan.outputs", outputs, [("samples",)], {}),
+        ("resample", ds.resample, [np.zeros((2, 4), np.float32)], {"scheme": "systematic", "reports": True}),
+        ("gather_particles", ds.gather_particles, [np.zeros((1, 4, 2), np.float32), np.zeros((1, 4), np.int32)], {}),
+        ("MixturePosterior", ds.MixturePosterior, [m, [[1.0, 0.0]], 0.5, [0.5]], {}),
+        ("MixturePosterior.sample", post.sample, [4], {"seed": 0, "dtype": "float32", "labels": False}),
+        ("guided_sample", ds.guided_sample, [m, [[1.0, 0.0]], [0.5], 0.5],
+         {"steps": 2, "particles": 2, "outputs": ("samples",), "resampling": {"scheme": "systematic"}}),
+        ("sliced_wasserstein", ds.sliced_wasserstein, [_x(), _x()], {"directions": 4, "seed": 0, "p": 1}),
+        ("component_weights", ds.component_weights, [m, _x()], {}),
+        ("component_weight_error", ds.component_weight_error, [post, _x()], {}),
+        ("with_grid", ds.NoiseSchedule.vp_linear().with_grid, ["uniform", 1.0, 0.0], {}),
+        ("mask", ds.ObservationOperator.mask, [2, [0]], {"diagonal": [1.0]}),
+        ("svd", ds.ObservationOperator.svd, [np.eye(2), [1.0, 1.0], np.eye(2)], {}),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_no_wrong_value_reaches_nanobind_or_escapes_unnamed(m):
+    """Every public entry point, each argument in turn replaced by each of WRONG: the call runs, or raises the
+    package's Error or a TypeError without nanobind's words; never nanobind's TypeError, and never another exception
+    (AttributeError, ValueError, IndexError: naming nothing). Before the fixes of this file and of
+    test_export_errors.py the sweep found bytes reaching the binding's writable arrays (labels, x) and an array as
+    MixturePosterior.sample's dtype (ValueError)."""
+    found = []
+    for name, call, args, kwargs in _sweep_calls(m):
+        call(*args, **kwargs)  # the valid call runs
+        slots = [(i, None) for i in range(len(args))] + [(None, k) for k in kwargs]
+        for (i, key), wrong in ((slot, value) for slot in slots for value in WRONG):
+            a, k = list(args), dict(kwargs)
+            if key is None:
+                a[i] = wrong
+            else:
+                k[key] = wrong
+            try:
+                call(*a, **k)
+            except ds.Error:
+                pass
+            except TypeError as e:
+                if NANOBIND.search(str(e)):
+                    found.append(f"{name} {i if key is None else key}={wrong!r:.20}: {str(e)[:100]}")
+            except Exception as e:  # noqa: BLE001 (what the sweep looks for)
+                found.append(f"{name} {i if key is None else key}={wrong!r:.20}: {type(e).__name__}: {e}"[:160])
+    assert not found, "\n".join(found)
