@@ -10,8 +10,9 @@ executor; CUDA arrays: the CUDA executor, on the arrays' device, made current fo
 on the framework's current stream of that device (PyTorch: ``torch.cuda.current_stream()``, CuPy:
 ``cupy.cuda.get_current_stream()``) unless ``stream=`` names one of that device (an int handle, a
 ``torch.cuda.Stream``, a ``cupy.cuda.Stream`` or any object with ``cuda_stream``, ``ptr`` or ``__cuda_stream__``;
-a stream for a call on CPU arrays is refused); they are asynchronous on that stream, as in C++. Long calls release the GIL. Errors raise ``diffsample.Error`` subclasses
-(``InvalidArgument`` is also a ``ValueError``) carrying the library's message, which names the argument and value.
+a stream for a call on CPU arrays is refused); they are asynchronous on that stream, as in C++. Long calls release
+the GIL. Errors raise ``diffsample.Error`` subclasses (``InvalidArgument`` is also a ``ValueError``) carrying the
+library's message, which names the argument and value.
 The size limits those messages name are ``diffsample.limits`` (``diffsample.limits.max_steps`` ...), the C++
 constants of ``include/diffsample/limits.hpp``.
 
@@ -556,6 +557,14 @@ def _trajectory(trajectory: Any, options: Any, records: str) -> Any:
     return trajectory
 
 
+def _cuda_index(a: Any) -> Optional[int]:
+    """The CUDA device index of a CUDA array (its DLPack device's id); None when it cannot say."""
+    try:
+        return int(a.__dlpack_device__()[1])
+    except Exception:
+        return None
+
+
 def _answer(dst: Any, value: Any, name: str) -> None:
     """dst[...] = value for a model's output value, refusing what the package refuses everywhere else: another
     dtype than float32 (no conversion), another shape (no broadcasting), another device. A tensor that requires
@@ -572,6 +581,10 @@ def _answer(dst: Any, value: Any, name: str) -> None:
     if _is_cuda(value) != _is_cuda(dst):
         where, plan = ("cuda", "cpu") if _is_cuda(value) else ("cpu", "cuda")
         raise InvalidArgument(f"{name}: on {where}, but the plan's buffers are on {plan}")
+    if _is_cuda(value) and _cuda_index(value) != _cuda_index(dst):
+        # (the framework's copy across devices ran without a word, and synchronised them)
+        raise InvalidArgument(f"{name}: on cuda:{_cuda_index(value)}, but the plan's buffers are on "
+                              f"cuda:{_cuda_index(dst)}")
     if _framework(value) == "torch":
         value = value.detach()
         if value.is_neg() and type(dst) is np.ndarray:  # a copy by design: torch's copy resolves the bit, NumPy's
@@ -1243,7 +1256,7 @@ class SamplingPlan:
     """
 
     # No other attributes: one set on the object (plan.eta = 0.5, a misspelt name) would change nothing.
-    __slots__ = ("_plan", "_like", "__weakref__")
+    __slots__ = ("_plan", "_like", "_on_device", "__weakref__")
 
     def __init__(self, core_plan: Any, like: Any = None):
         if not _core.HAS_SAMPLING_PLANS or not isinstance(core_plan, _core.SamplingPlan):
@@ -1254,6 +1267,17 @@ class SamplingPlan:
                                   "views follow (a PyTorch tensor or a CuPy array)")
         self._plan = core_plan
         self._like = like
+        self._on_device = None  # an array of like's framework on the plan's CUDA device, made when first needed
+
+    def _stream(self, stream: Stream) -> int:
+        """The stream of a call of the plan: the caller's, else (CUDA) the current stream of like's framework on the
+        plan's device (like may be on another device: its own device's stream cannot take the plan's launches), or
+        the legacy default stream without like; 0 on the CPU."""
+        if stream is not None or self._like is None or self._plan.executor != _core.Executor.cuda:
+            return _stream(None, stream)
+        if self._on_device is None:
+            self._on_device = _framework_view(self._plan.samples(), self._like)
+        return _stream(self._on_device, None)
 
     @classmethod
     def diffusion(cls, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
@@ -1360,7 +1384,7 @@ class SamplingPlan:
                 float32 (the final resampling), 'log_normaliser' (B,) float64, 'ess_trace' (B, steps + 1) float32
                 and 'resample_count' (B,) int32.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
-                framework (the legacy default stream without like). CPU calls: None or 0.
+                framework on the plan's device (the legacy default stream without like). CPU calls: None or 0.
 
         Returns a dict of new arrays (NumPy on the CPU, like's framework on CUDA) by name. Asynchronous on CUDA.
         Raises InvalidArgument for a plan other than guided SMC, or before the trajectory is done.
@@ -1374,7 +1398,8 @@ class SamplingPlan:
             device = self.samples()
         result = _guided_outputs(outputs, device, B, N, self.dim, K)
         args = [result.get(k) for k in _GUIDED_OUTPUTS]
-        self._plan.write_outputs(B, N, K, *args, _stream(device if device is not None else self._like, stream))
+        h = _stream(device, stream) if device is not None else self._stream(stream)
+        self._plan.write_outputs(B, N, K, *args, h)
         return result
 
     rows = _forward("_plan", "SamplingPlan", "rows")
@@ -1415,13 +1440,13 @@ class SamplingPlan:
             log_density: for a plan that asks for the log-density (mala) with answer given: its (rows,) float32
                 values, copied into ask()['log_density'] likewise; refused for the other plans.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
-                framework (the legacy default stream without like). CPU calls: None or 0.
+                framework on the plan's device (the legacy default stream without like). CPU calls: None or 0.
 
         Asynchronous on CUDA (no allocation, no synchronisation): write the answer in that stream's order first.
         Raises InvalidArgument before the first reset(), when the trajectory is done, and for a second tell() after
         one ask() (it would apply the next ask with this one's answer; tell(answer) counts as that ask's ask()).
         """
-        h = _stream(self._like, stream)
+        h = self._stream(stream)
         if answer is not None or log_density is not None:
             try:
                 r = self.ask()
@@ -1451,12 +1476,13 @@ class SamplingPlan:
                 C-contiguous array on the plan's device (NumPy / CPU tensor, or a CUDA tensor / CuPy array), copied
                 in as the initial state.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of initial's
-                framework, else like's (the legacy default stream without like). CPU calls: None or 0.
+                framework, else like's on the plan's device (the legacy default stream without like). CPU calls:
+                None or 0.
 
         Asynchronous on CUDA; on the CPU it returns when done.
         """
         _array(initial, "initial")
-        self._plan.reset(initial, _stream(initial if initial is not None else self._like, stream))
+        self._plan.reset(initial, _stream(initial, stream) if initial is not None else self._stream(stream))
 
     def samples(self) -> Any:
         """The state, a (rows, d) float32 writable view of the plan's memory (the samples once done): NumPy on the
@@ -1483,7 +1509,7 @@ class SamplingPlan:
                 moment- and twisted-potential smc) need ask() and tell(): run() refuses them before it starts.
             initial: as for reset(): None or the (rows, d) float32 initial state on the plan's device.
             stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of like's
-                framework (the legacy default stream without like). CPU calls: None or 0.
+                framework on the plan's device (the legacy default stream without like). CPU calls: None or 0.
 
         Returns a copy of the samples (rows, d) float32: NumPy on the CPU, like's framework on CUDA (a clone queued
         on that framework's stream; nothing synchronises beyond what model does). An exception model raises (a
@@ -1497,7 +1523,7 @@ class SamplingPlan:
                 raise InvalidArgument(f"model: ask {k} of this plan wants J^T v (ask()['vector'] set), which "
                                       "run()'s model(points, a, s) cannot answer; drive it with ask() and tell()")
         self.reset(initial, stream=stream)
-        h = _stream(self._like, stream)
+        h = self._stream(stream)
         while not p.done:
             r = self.ask()
             out = model(r["points"], r["a"], r["s"])

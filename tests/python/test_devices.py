@@ -98,6 +98,67 @@ def test_cupy_arrays_take_the_current_stream_of_their_own_device(monkeypatch):
     assert ds._stream(array, 77) == 77
 
 
+def _fake_cupy(monkeypatch):
+    """A stand-in for CuPy with a current stream per device (ptr 1000 + device) and from_dlpack, and its array type
+    (module cupy) for arrays on a given device."""
+    entered = []
+
+    class Device:
+        def __init__(self, index):
+            self.index = index
+
+        def __enter__(self):
+            entered.append(self.index)
+
+        def __exit__(self, *exc):
+            entered.pop()
+
+    ndarray = type("ndarray", (FakeCudaArray,), {"__module__": "cupy"})
+
+    def array_on(device):
+        a = ndarray((4, 2), device)
+        a.device = types.SimpleNamespace(id=device)
+        return a
+
+    def from_dlpack(view):
+        return array_on(int(view.__dlpack_device__()[1]))
+
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(
+        Device=Device, get_current_stream=lambda: types.SimpleNamespace(ptr=1000 + (entered[-1] if entered else 0)))
+    cupy.from_dlpack = from_dlpack
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    return array_on
+
+
+def test_a_cuda_plan_takes_the_current_stream_of_its_own_device(monkeypatch):
+    """A SamplingPlan's calls without stream= took the current stream of like's device, and like (the array whose
+    framework the views follow) may be on another device than the plan: a stream its launches cannot go into. They
+    take the current stream of like's framework on the plan's device. Checked with a stand-in plan on cuda:2 and
+    CuPy's stand-in, like on cuda:0. Seen failing before: tell() on stream 1000 (cuda:0's)."""
+    array_on = _fake_cupy(monkeypatch)
+    told = []
+    core = types.SimpleNamespace(executor=ds._core.Executor.cuda, samples=lambda: FakeCudaArray((4, 2), 2),
+                                 tell=told.append, reset=lambda initial, h: told.append(("reset", h)))
+    plan = object.__new__(ds.SamplingPlan)
+    plan._plan, plan._like = core, array_on(0)
+    if hasattr(ds.SamplingPlan, "_on_device"):
+        plan._on_device = None
+    plan.tell()
+    plan.tell(stream=5)
+    plan.reset()
+    plan.reset(array_on(2))
+    assert told == [1002, 5, ("reset", 1002), ("reset", 1002)]
+
+
+def test_an_answer_on_another_cuda_device_than_the_plan_is_refused():
+    """SamplingPlan.tell(answer) and run()'s model output compared only CUDA against CPU: an answer on cuda:1 for a
+    plan on cuda:0 was copied across the devices by the framework without a word. Seen failing before: the stand-in
+    arrays' TypeError from the copy."""
+    with pytest.raises(ds.InvalidArgument, match=r"^answer: on cuda:1, but the plan's buffers are on cuda:0$"):
+        ds._answer(FakeCudaArray((4, 2), 0), FakeCudaArray((4, 2), 1), "answer")
+
+
 @pytest.mark.skipif(torch is None or not torch.cuda.is_available() or torch.cuda.device_count() < 2
                     or not ds.cuda_available(), reason="needs PyTorch and two CUDA devices")
 def test_arrays_on_a_second_gpu_run_there():
