@@ -277,3 +277,17 @@ def test_a_stream_for_a_call_on_the_cpu_is_refused(m):
     plan.reset(x, stream=0)
     sp.tell(stream=0)
     assert sp.position == 1
+
+
+@pytest.mark.skipif(not ds._core.HAS_SAMPLING_PLANS, reason="a library without sampling plans")
+def test_guided_plan_outputs_on_another_device_are_refused():
+    """write_outputs() (SamplingPlan.outputs() allocates on the plan's device; the core call takes the caller's
+    arrays) compared no device: a CPU plan wrote its outputs from the host through the pointer of a CUDA array. It
+    refuses them as the plan's other calls do. The array here points nowhere: before the check the host write
+    faulted (the process died), so this was read, not run, against the previous binding."""
+    plan = ds.SamplingPlan.guided(2, [[1.0, 0.0]], [0.5], 0.5, steps=2, particles=4)
+    plan.run(lambda points, a, s: np.zeros((4, 2), np.float32))
+    with pytest.raises(ds.InvalidArgument, match=r"^samples: on cuda:1, but the plan is on cpu:0 \(its memory and "
+                                                 r"kernels are there"):
+        plan._plan.write_outputs(1, 4, 2, None, None, FakeCudaArray((1, 4, 2), 1))
+    assert plan.outputs(("samples",))["samples"].shape == (1, 4, 2)
