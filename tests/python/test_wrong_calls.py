@@ -225,6 +225,23 @@ def _sweep_calls(m):
         ("with_grid", ds.NoiseSchedule.vp_linear().with_grid, ["uniform", 1.0, 0.0], {}),
         ("mask", ds.ObservationOperator.mask, [2, [0]], {"diagonal": [1.0]}),
         ("svd", ds.ObservationOperator.svd, [np.eye(2), [1.0, 1.0], np.eye(2)], {}),
+        ("dense", ds.ObservationOperator.dense, [np.eye(2)], {}),
+        ("vp_linear", S.vp_linear, [0.1, 20.0], {}),
+        ("vp_cosine", S.vp_cosine, [0.008], {}),
+        ("vp_table", S.vp_table, [[0.9, 0.1]], {}),
+        ("variance_exploding", S.variance_exploding, [0.01, 50.0], {}),
+        ("ornstein_uhlenbeck", S.ornstein_uhlenbeck, [5.0], {}),
+        ("stochastic_localization", S.stochastic_localization, [1e-3, 1e3], {}),
+        ("with_times", S.vp_linear().with_times, [[1.0, 0.0]], {}),
+        ("at", S.vp_linear().at, [0.5], {}),
+        ("points", S.vp_linear().points, [2], {}),
+        ("LangevinOptions", ds.LangevinOptions, [], {"steps": 2, "method": "ula", "target_a": 1.0}),
+        ("DiffusionOptions", ds.DiffusionOptions, [], {"steps": 2, "schedule": S.vp_linear(), "draw_initial": True}),
+        ("GuidedOptions", ds.GuidedOptions, [], {"particles": 4, "final_moves": "auto",
+                                                 "resampling": ds.ResamplingOptions()}),
+        ("GuidedProblems", ds.GuidedProblems, [], {"y": [[0.5]], "A": [[1.0, 0.0]], "operators": [], "problems": 1}),
+        ("ResamplingOptions", ds.ResamplingOptions, [], {"scheme": "systematic", "ess_threshold": 0.5}),
+        ("NoiseSchedule", ds.NoiseSchedule, [], {"times": [1.0, 0.0], "kind": "vp_linear"}),
     ]
 
 
