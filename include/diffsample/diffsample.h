@@ -19,7 +19,10 @@
  * previous layout, so that a library can keep accepting an older, smaller layout and give its missing fields their
  * defaults. Structs the library writes (the reports, ::ds_diffusion_plan_info, ::ds_particle_report) and
  * ::ds_channel, ::ds_execution and ::ds_schedule_point carry no size: their layout is fixed, and a change to one is
- * a new struct with new functions.
+ * a new struct with new functions. Two structs the library writes are versioned all the same, the caller setting
+ * struct_size so that they can grow: ::ds_plan_request and ::ds_guided_report2 (the report of ds_guided_sample2(),
+ * which grew out of the fixed ::ds_guided_report); the library writes the fields of the layout the caller's size
+ * names.
  */
 #ifndef DIFFSAMPLE_DIFFSAMPLE_H
 #define DIFFSAMPLE_DIFFSAMPLE_H
@@ -440,11 +443,35 @@ typedef struct ds_guided_outputs {
   int32_t* resample_count;  /**< B resamplings per problem, final resample excluded (smc) */
 } ds_guided_outputs;
 
-/** What a guided run did. */
+/** What a guided run did (ds_guided_sample()); fixed layout. ::ds_guided_report2 adds the settings the run resolved. */
 typedef struct ds_guided_report {
   ds_executor ran;  /**< executor that ran */
   int64_t launches; /**< kernel launches (or CPU loops) issued */
 } ds_guided_report;
+
+/**
+ * What a guided run did, with the settings it resolved (diffsample::guided_report), from ds_guided_sample2().
+ * Versioned although the library writes it: initialise it with ds_guided_report2_init() (or set struct_size =
+ * sizeof(ds_guided_report2)); the library checks struct_size before the run and writes only the fields of the layout
+ * that size names, so that later fields can be appended.
+ */
+typedef struct ds_guided_report2 {
+  size_t struct_size;   /**< sizeof(ds_guided_report2), set by ds_guided_report2_init() */
+  ds_executor ran;      /**< executor that ran */
+  int64_t launches;     /**< kernel launches (or CPU loops) issued */
+  /** how a dense operator's A and A^T reached the particles: DS_MIXTURE_PATH_GEMM when the run applied them as
+   *  matrix products over all particles per step, else DS_MIXTURE_PATH_DIRECT
+   *  (diffsample::guided_report::operator_path) */
+  ds_mixture_path operator_path;
+  /** smc: the potentials that ran, DS_POTENTIALS_AUTOMATIC resolved (twisted or linear); DS_POTENTIALS_LINEAR for
+   *  the other samplers */
+  ds_guided_potentials potentials;
+  int start_correction; /**< smc: 1 when the start correction ran (asked for, or turned on by automatic potentials
+                             resolved to twisted), else 0; 0 for the other samplers */
+  int multistep_kernel; /**< smc: 1 when the multistep backward kernel ran (likewise), else 0; 0 for the others */
+  int64_t final_moves;  /**< smc: the final MALA moves that ran per sample (options.final_moves with -1 resolved; 0
+                             without outputs.samples); 0 for the other samplers */
+} ds_guided_report2;
 
 /** Opaque exact posterior mixture of a mixture prior under a dense linear-Gaussian observation. */
 typedef struct ds_posterior ds_posterior;
@@ -1091,6 +1118,27 @@ DS_API ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_probl
                                   const ds_guided_options* options, const ds_guided_outputs* outputs,
                                   ds_execution exec, void* workspace, size_t workspace_bytes,
                                   ds_guided_report* report);
+
+/**
+ * Writes an empty report (DS_EXECUTOR_AUTOMATIC, every count and flag 0, DS_MIXTURE_PATH_DIRECT,
+ * DS_POTENTIALS_LINEAR) and sets report->struct_size.
+ * @param report       the struct to initialise
+ * @param struct_size  sizeof(ds_guided_report2) as the caller's header declares it
+ * @return DS_INVALID_ARGUMENT for a null pointer or a struct_size of no known layout (nothing written then)
+ */
+DS_API ds_status ds_guided_report2_init(ds_guided_report2* report, size_t struct_size);
+
+/**
+ * ds_guided_sample() with the full report: the same run, whose ::ds_guided_report2 also says which potentials,
+ * start correction, multistep kernel, final moves and operator path ran, with the automatic settings resolved
+ * (DS_POTENTIALS_AUTOMATIC, final_moves -1, DS_MIXTURE_PATH_AUTOMATIC). Asynchronous on the CUDA executor.
+ * @param report  from ds_guided_report2_init(), or NULL; a struct_size of no known layout fails with
+ *                DS_INVALID_ARGUMENT before anything runs
+ */
+DS_API ds_status ds_guided_sample2(const ds_mixture* prior, const ds_guided_problems* problems,
+                                   const ds_guided_options* options, const ds_guided_outputs* outputs,
+                                   ds_execution exec, void* workspace, size_t workspace_bytes,
+                                   ds_guided_report2* report);
 
 /**
  * Creates the exact posterior mixture of @p prior given y = A x + sigma_y z (diffsample::mixture_posterior):

@@ -121,6 +121,38 @@ guided_arguments guided_arguments_from_c(const ds_guided_problems* problems, con
 
 }  // namespace diffsample::c_api
 
+namespace {
+
+// The body of ds_guided_sample() and ds_guided_sample2(): the arguments read and checked in order (then
+// @p check_more, the caller's own checks), then the run.
+template <class Check>
+ds::guided_report guided_run(const ds_mixture* prior, const ds_guided_problems* problems,
+                             const ds_guided_options* options, const ds_guided_outputs* outputs, ds_execution exec,
+                             void* workspace, size_t workspace_bytes, Check check_more) {
+  const auto& m = get(prior, "prior");
+  const auto g = to_cpp(problems, m.dim());
+  const auto o = to_cpp(options);
+  const auto out = to_cpp(outputs);
+  const ds::execution e = to_cpp(exec);
+  check_more();
+  return ds::guided_sample(m, out, g, o, e, workspace, workspace_bytes);
+}
+
+// The full report in this library's layout of ds_guided_report2.
+ds_guided_report2 to_c_report(const ds::guided_report& r) {
+  auto c = zero_struct<ds_guided_report2>();
+  c.ran = to_c(r.ran);
+  c.launches = r.launches;
+  c.operator_path = to_c_enum<ds_mixture_path>(r.operator_path);
+  c.potentials = to_c_enum<ds_guided_potentials>(r.potentials);
+  c.start_correction = r.start_correction ? 1 : 0;
+  c.multistep_kernel = r.multistep_kernel ? 1 : 0;
+  c.final_moves = r.final_moves;
+  return c;
+}
+
+}  // namespace
+
 extern "C" {
 
 ds_status ds_guided_problems_init(ds_guided_problems* problems, size_t struct_size) {
@@ -161,12 +193,32 @@ ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* pr
                            const ds_guided_options* options, const ds_guided_outputs* outputs, ds_execution exec,
                            void* workspace, size_t workspace_bytes, ds_guided_report* report) {
   return guard([&] {
-    const auto& m = get(prior, "prior");
-    const auto g = to_cpp(problems, m.dim());
-    const auto o = to_cpp(options);
-    const auto out = to_cpp(outputs);
-    const ds::guided_report r = ds::guided_sample(m, out, g, o, to_cpp(exec), workspace, workspace_bytes);
+    const ds::guided_report r = guided_run(prior, problems, options, outputs, exec, workspace, workspace_bytes, [] {});
     if (report) *report = ds_guided_report{to_c(r.ran), r.launches};
+  });
+}
+
+ds_status ds_guided_report2_init(ds_guided_report2* report, size_t struct_size) {
+  return guard([&] { init_struct(report, struct_size, to_c_report(ds::guided_report{})); });
+}
+
+ds_status ds_guided_sample2(const ds_mixture* prior, const ds_guided_problems* problems,
+                            const ds_guided_options* options, const ds_guided_outputs* outputs, ds_execution exec,
+                            void* workspace, size_t workspace_bytes, ds_guided_report2* report) {
+  return guard([&] {
+    std::size_t report_size = 0;
+    // The report's layout is checked with the other arguments, before the run.
+    auto check_report = [&] {
+      if (report == nullptr) return;
+      std::memcpy(&report_size, static_cast<const void*>(report), sizeof report_size);
+      check_size<ds_guided_report2>("report", report_size);
+    };
+    const ds::guided_report r =
+        guided_run(prior, problems, options, outputs, exec, workspace, workspace_bytes, check_report);
+    if (report == nullptr) return;
+    ds_guided_report2 c = to_c_report(r);
+    c.struct_size = report_size;
+    std::memcpy(static_cast<void*>(report), &c, report_size);
   });
 }
 

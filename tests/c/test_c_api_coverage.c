@@ -1,9 +1,10 @@
 /* The C ABI's forms of what the C++ API has beyond the first C release: ds_diffusion (and its former name), int64
  * ancestors, the executor and asynchronous forms of the sliced Wasserstein distance, component weights, SVD
- * operators in guided problems, the SMC potentials and time-grid settings and the grid's times, and the names of
- * every enum. Each new form is checked against the form it mirrors, bit for bit where the computation is the same, or
- * against a closed form; and every field of the Langevin, diffusion and guided options changes the run. CPU executor
- * only (host buffers): no GPU needed. Exits nonzero on any failed check. */
+ * operators in guided problems, the SMC potentials and time-grid settings and the grid's times, the full guided
+ * report (ds_guided_sample2), and the names of every enum. Each new form is checked against the form it mirrors, bit
+ * for bit where the computation is the same, or against a closed form; and every field of the Langevin, diffusion and
+ * guided options changes the run. CPU executor only (host buffers): no GPU needed. Exits nonzero on any failed
+ * check. */
 #include <diffsample/diffsample.h>
 
 #include "check.h"
@@ -251,6 +252,112 @@ static void test_guided_svd(ds_mixture* m) {
     out.samples = samples_svd;
     out.log_normaliser = &z_svd;
   }
+}
+
+/* ds_guided_sample2: the same run as ds_guided_sample (samples, log-normaliser, executor and launches bit for bit),
+ * with a ds_guided_report2 that says what ran with the automatic settings resolved, as guided_report does in C++
+ * (guided_sample() resolves DS_POTENTIALS_AUTOMATIC at d_y <= 8 on a grid ending at s = 0 to twisted potentials with
+ * the start correction, the multistep kernel and 4 final moves; at d_y = 9 to linear ones with the caller's flags;
+ * explicit settings run as given; no outputs.samples, no final moves). A report of no known layout is refused before
+ * anything runs. */
+static void test_guided_report2(ds_mixture* m) {
+  enum { N = 64, DY = 9 };
+  const double A[2] = {1, -0.5}, y = 0.7, sigma_y = 0.4;
+  double A9[DY * 2], y9[DY];
+  ds_guided_problems gp;
+  ds_guided_options go;
+  ds_guided_outputs out;
+  ds_guided_report r1;
+  ds_guided_report2 r2;
+  float s1[N * 2], s2[N * 2];
+  double z1 = 0, z2 = 0;
+  int i;
+  for (i = 0; i < DY; ++i) {
+    A9[2 * i] = 1.0 / (1 + i);
+    A9[2 * i + 1] = (i % 2) ? 0.5 : -0.25;
+    y9[i] = 0.1 * i;
+  }
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.A = A;
+  gp.A_count = 2;
+  gp.y = &y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  go.particles = N;
+  go.steps = 12;
+  go.seed = 5;
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  /* The init function: an empty report of the caller's size; a null pointer or an unknown size is refused. */
+  memset(&r2, 0x5A, sizeof r2);
+  CHECK_OK(ds_guided_report2_init(&r2, sizeof r2));
+  CHECK(r2.struct_size == sizeof r2 && r2.ran == DS_EXECUTOR_AUTOMATIC && r2.launches == 0 &&
+        r2.operator_path == DS_MIXTURE_PATH_DIRECT && r2.potentials == DS_POTENTIALS_LINEAR &&
+        r2.start_correction == 0 && r2.multistep_kernel == 0 && r2.final_moves == 0);
+  EXPECT_INVALID(ds_guided_report2_init(NULL, sizeof r2), "ds_guided_report2");
+  EXPECT_INVALID(ds_guided_report2_init(&r2, sizeof r2 - 8), "ds_guided_report2");
+  CHECK(r2.struct_size == sizeof r2);
+
+  /* Automatic (the defaults), d_y = 1: twisted, both corrections, 4 moves; the same run as ds_guided_sample. */
+  out.samples = s1;
+  out.log_normaliser = &z1;
+  CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, &r1));
+  out.samples = s2;
+  out.log_normaliser = &z2;
+  CHECK_OK(ds_guided_report2_init(&r2, sizeof r2));
+  CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
+  CHECK(memcmp(s1, s2, sizeof s1) == 0 && z1 == z2);
+  CHECK(r2.struct_size == sizeof r2 && r2.ran == r1.ran && r2.ran == DS_EXECUTOR_CPU && r2.launches == r1.launches);
+  CHECK(r2.potentials == DS_POTENTIALS_TWISTED && r2.start_correction == 1 && r2.multistep_kernel == 1 &&
+        r2.final_moves == 4 && r2.operator_path == DS_MIXTURE_PATH_DIRECT);
+  /* Without outputs.samples the moves do not run. */
+  out.samples = NULL;
+  CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
+  CHECK(r2.potentials == DS_POTENTIALS_TWISTED && r2.start_correction == 1 && r2.multistep_kernel == 1 &&
+        r2.final_moves == 0);
+  out.samples = s2;
+  /* Explicit settings run as given: linear with the start correction and 2 moves; twisted with neither. */
+  go.potentials = DS_POTENTIALS_LINEAR;
+  go.start_correction = 1;
+  go.final_moves = 2;
+  CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
+  CHECK(r2.potentials == DS_POTENTIALS_LINEAR && r2.start_correction == 1 && r2.multistep_kernel == 0 &&
+        r2.final_moves == 2);
+  go.potentials = DS_POTENTIALS_TWISTED;
+  go.start_correction = 0;
+  go.final_moves = 0;
+  CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
+  CHECK(r2.potentials == DS_POTENTIALS_TWISTED && r2.start_correction == 0 && r2.multistep_kernel == 0 &&
+        r2.final_moves == 0);
+  /* Automatic at d_y = 9: linear, with the caller's multistep kernel, no moves. */
+  go.potentials = DS_POTENTIALS_AUTOMATIC;
+  go.final_moves = -1;
+  go.multistep_kernel = 1;
+  gp.d_y = DY;
+  gp.A = A9;
+  gp.A_count = DY * 2;
+  gp.y = y9;
+  CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
+  CHECK(r2.potentials == DS_POTENTIALS_LINEAR && r2.start_correction == 0 && r2.multistep_kernel == 1 &&
+        r2.final_moves == 0);
+  /* Another sampler: no potentials, nothing SMC's; the operator path it took (forced GEMM for DPS). */
+  go.sampler = DS_GUIDED_DPS;
+  go.multistep_kernel = 0;
+  go.operator_path = DS_MIXTURE_PATH_GEMM;
+  CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
+  CHECK(r2.potentials == DS_POTENTIALS_LINEAR && r2.start_correction == 0 && r2.multistep_kernel == 0 &&
+        r2.final_moves == 0 && r2.operator_path == DS_MIXTURE_PATH_GEMM);
+  go.operator_path = DS_MIXTURE_PATH_DIRECT;
+  CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
+  CHECK(r2.operator_path == DS_MIXTURE_PATH_DIRECT);
+  /* A NULL report runs; a report of no known layout is refused before the run (the samples stay as they were). */
+  CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, NULL));
+  memset(s2, 0, sizeof s2);
+  r2.struct_size = 12;
+  EXPECT_INVALID(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2), "report.struct_size");
+  for (i = 0; i < N * 2; ++i) CHECK(s2[i] == 0.0f);
+  CHECK(r2.struct_size == 12 && r2.operator_path == DS_MIXTURE_PATH_DIRECT);
+  EXPECT_INVALID(ds_guided_sample2(NULL, &gp, &go, &out, cpu, NULL, 0, &r2), "prior");
 }
 
 /* ds_guided_times: the schedule's own grid is ds_schedule_points' times; the sqrt_alpha_bar grid is uniform in
@@ -616,6 +723,7 @@ int main(void) {
   test_sliced_wasserstein();
   test_component_weights();
   test_guided_svd(m);
+  test_guided_report2(m);
   test_guided_times(m);
   test_names();
   test_evaluate_path();
