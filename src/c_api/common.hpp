@@ -347,8 +347,10 @@ T zero_struct() noexcept {
 // --- conversions shared between domains (src/c_api/diffusion.cpp, particles.cpp) --------------------------------
 ds_schedule to_c(const noise_schedule& from);
 noise_schedule to_cpp(const std::string& what, const ds_schedule& from);
-/// Refuses what.times_count unless 0 or steps + 1 (for a steps within the limits), before the times are read.
-void check_times_count(const std::string& what, const ds_schedule& s, std::int64_t steps);
+/// Checks the schedule's struct_size, then refuses what.times_count unless 0 or steps + 1, and a steps (named
+/// steps_name) outside 1..limits::max_steps with times, before the times are read.
+void check_times_count(const std::string& what, const ds_schedule& s, const std::string& steps_name,
+                       std::int64_t steps);
 ds_resampling_options to_c(const resampling_options& from);
 resampling_options to_cpp(const std::string& what, const ds_resampling_options& from);
 // src/c_api/diffusion.cpp and langevin.cpp, also used by the sampling plans (src/c_api/plan.cpp); the options'

@@ -25,8 +25,13 @@ ds_schedule to_c(const noise_schedule& from) {
   return to_c_struct<ds_schedule>(from, schedule_fields);
 }
 
-void check_times_count(const std::string& what, const ds_schedule& s, std::int64_t steps) {
-  if (s.times_count == 0 || !limits::within(steps, 1, limits::max_steps)) return;  // a bad steps is refused as such
+void check_times_count(const std::string& what, const ds_schedule& s, const std::string& steps_name,
+                       std::int64_t steps) {
+  check_size<ds_schedule>(what, s.struct_size);
+  if (s.times_count == 0) return;
+  // Every call that reads a schedule takes 1..max_steps steps: one outside them is refused here, naming it, since no
+  // times_count can be right for it and the times must not be read.
+  limits::check(steps_name, steps, 1, limits::max_steps);
   check_count(what + ".times_count", s.times_count, {steps + 1},
               "steps + 1 = " + std::to_string(steps + 1) + " times for " + std::to_string(steps) + " steps");
 }
@@ -58,7 +63,7 @@ ds_diffusion_options to_c(const ds::diffusion_options& from) {
 }
 ds::diffusion_options to_cpp(const ds_diffusion_options* p) {
   const ds_diffusion_options c = read_struct("options", p, to_c(ds::diffusion_options{}));
-  check_times_count("options.schedule", c.schedule, c.steps);
+  check_times_count("options.schedule", c.schedule, "options.steps", c.steps);
   return to_cpp_struct<ds::diffusion_options>("options", c, diffusion_fields);
 }
 
@@ -91,7 +96,7 @@ ds_status ds_schedule_init(ds_schedule* schedule, size_t struct_size, ds_schedul
 ds_status ds_schedule_points(const ds_schedule* schedule, int64_t steps, ds_schedule_point* out) {
   return guard([&] {
     if (schedule == nullptr) fail("schedule: null pointer (initialise it with ds_schedule_init())");
-    check_times_count("schedule", *schedule, steps);
+    check_times_count("schedule", *schedule, "steps", steps);
     const ds::noise_schedule s = to_cpp("schedule", *schedule);
     require_out("out", out);
     const std::vector<ds::schedule_point> points = s.points(steps);

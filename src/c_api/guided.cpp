@@ -29,7 +29,7 @@ ds_guided_options to_c(const ds::guided_options& from) { return to_c_struct<ds_g
 
 ds::guided_options to_cpp(const ds_guided_options* p) {
   const ds_guided_options c = read_struct("options", p, to_c(ds::guided_options{}));
-  check_times_count("options.schedule", c.schedule, c.steps);
+  check_times_count("options.schedule", c.schedule, "options.steps", c.steps);
   return to_cpp_struct<ds::guided_options>("options", c, guided_fields);
 }
 
