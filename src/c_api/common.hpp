@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <initializer_list>
@@ -163,6 +164,40 @@ inline std::vector<double> copy_array(const std::string& name, const double* p, 
   } catch (const std::bad_alloc&) {
     throw out_of_memory(name + ": cannot copy " + std::to_string(count) + " values (" +
                         std::to_string(count * std::int64_t(sizeof(double))) + " bytes) to host memory");
+  }
+}
+
+/// One field of diffsample::observation_operator's messages ("observation.indices") and the C argument that carries
+/// it ("problems.mask"), where the factory was given entries offset.. of the C array (a row of a B x d_y one): a
+/// message about the whole field gets @p part after the name ("problems.mask (row 1): ..."), one about an entry the
+/// entry's index in the C array ("observation.diagonal[2]" becomes "problems.mask_gains[5]").
+struct renamed_field {
+  const char* cpp;
+  std::string c;
+  std::string part = {};
+  std::int64_t offset = 0;
+};
+
+/// make()'s value (an observation_operator built from a C caller's arrays), with a refusal's message naming the C
+/// argument instead of the C++ factory's field: the C caller passed problems.mask, not observation.indices.
+template <class Make>
+auto with_c_names(std::initializer_list<renamed_field> fields, Make make) {
+  try {
+    return make();
+  } catch (const invalid_argument& e) {
+    const std::string message = e.what();
+    for (const renamed_field& f : fields) {
+      const std::size_t n = std::strlen(f.cpp);
+      if (message.compare(0, n, f.cpp) != 0 || message.size() == n) continue;
+      if (message[n] == ':') throw invalid_argument(f.c + f.part + message.substr(n));
+      char* end = nullptr;
+      const long long i = message[n] == '[' ? std::strtoll(message.c_str() + n + 1, &end, 10) : 0;
+      if (end != nullptr && *end == ']') {
+        const std::size_t close = std::size_t(end - message.c_str());
+        throw invalid_argument(f.c + "[" + std::to_string(i + f.offset) + "]" + message.substr(close + 1));
+      }
+    }
+    throw;
   }
 }
 

@@ -68,7 +68,14 @@ ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x) {
       std::vector<std::int64_t> rows(g.mask + c * g.d_y, g.mask + (c + 1) * g.d_y);
       std::vector<double> row_gains;
       if (!gains.empty()) row_gains.assign(gains.begin() + c * g.d_y, gains.begin() + (c + 1) * g.d_y);
-      r.operators.push_back(ds::observation_operator::mask(d_x, std::move(rows), std::move(row_gains)));
+      // A row's refusal names the C fields (and the row, one per problem).
+      const std::string row = g.mask_count == g.d_y ? "" : " (row " + std::to_string(c) + ")";
+      r.operators.push_back(with_c_names({{"observation.indices", "problems.mask", row, c * g.d_y},
+                                          {"observation.diagonal", "problems.mask_gains", row, c * g.d_y}},
+                                         [&] {
+                                           return ds::observation_operator::mask(d_x, std::move(rows),
+                                                                                 std::move(row_gains));
+                                         }));
     }
   }
   if (g.svd_count != 0) {
@@ -86,9 +93,17 @@ ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x) {
     auto part = [](const std::vector<double>& v, std::int64_t c, std::int64_t size) {
       return std::vector<double>(v.begin() + c * size, v.begin() + (c + 1) * size);
     };
-    for (std::int64_t c = 0; c < g.svd_count; ++c)
-      r.operators.push_back(ds::observation_operator::svd(g.d_y, d_x, part(U, c, g.d_y * rank), part(S, c, rank),
-                                                          part(V, c, d_x * rank)));
+    for (std::int64_t c = 0; c < g.svd_count; ++c) {
+      const std::string op = g.svd_count == 1 ? "" : " (operator " + std::to_string(c) + ")";
+      r.operators.push_back(with_c_names(
+          {{"observation.U", "problems.svd_U", op, c * g.d_y * rank},
+           {"observation.singular_values", "problems.svd_S", op, c * rank},
+           {"observation.V", "problems.svd_V", op, c * d_x * rank}},
+          [&] {
+            return ds::observation_operator::svd(g.d_y, d_x, part(U, c, g.d_y * rank), part(S, c, rank),
+                                                 part(V, c, d_x * rank));
+          }));
+    }
   }
   r.y = copy_array("problems.y", g.y, g.problems * g.d_y);
   r.sigma_y = copy_array("problems.sigma_y", g.sigma_y, g.sigma_y_count);

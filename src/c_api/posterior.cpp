@@ -59,7 +59,10 @@ ds_status ds_posterior_create_masked(const ds_mixture* prior, int64_t d_y, const
     if (d_y < 1 || d_y > m.dim()) fail("d_y: must be in [1, d_x = " + std::to_string(m.dim()) + "], got " + std::to_string(d_y));
     if (mask == nullptr) fail("mask: null pointer for " + std::to_string(d_y) + " indices");
     std::vector<std::int64_t> indices(mask, mask + d_y);
-    const auto op = ds::observation_operator::mask(m.dim(), std::move(indices), copy_array("gains", gains, gains ? d_y : 0));
+    std::vector<double> g = copy_array("gains", gains, gains ? d_y : 0);
+    const auto op = with_c_names({{"observation.indices", "mask"}, {"observation.diagonal", "gains"}}, [&] {
+      return ds::observation_operator::mask(m.dim(), std::move(indices), std::move(g));
+    });
     *out = new ds_posterior{ds::mixture_posterior(m, op, sigma_y, copy_array("y", y, d_y))};
   });
 }
@@ -74,8 +77,11 @@ ds_status ds_posterior_create_svd(const ds_mixture* prior, int64_t d_y, int64_t 
     if (rank < 1 || rank > std::min<std::int64_t>(d_y, m.dim()))
       fail("rank: must be in [1, min(d_y, d_x) = " + std::to_string(std::min<std::int64_t>(d_y, m.dim())) +
            "], got " + std::to_string(rank));
-    const auto op = ds::observation_operator::svd(d_y, m.dim(), copy_array("U", U, d_y * rank),
-                                                  copy_array("S", S, rank), copy_array("V", V, m.dim() * rank));
+    std::vector<double> u = copy_array("U", U, d_y * rank), s = copy_array("S", S, rank),
+                        v = copy_array("V", V, m.dim() * rank);
+    const auto op = with_c_names({{"observation.U", "U"}, {"observation.singular_values", "S"}, {"observation.V", "V"}},
+                                 [&] { return ds::observation_operator::svd(d_y, m.dim(), std::move(u), std::move(s),
+                                                                            std::move(v)); });
     *out = new ds_posterior{ds::mixture_posterior(m, op, sigma_y, copy_array("y", y, d_y))};
   });
 }

@@ -360,6 +360,68 @@ static void test_guided_report2(ds_mixture* m) {
   EXPECT_INVALID(ds_guided_sample2(NULL, &gp, &go, &out, cpu, NULL, 0, &r2), "prior");
 }
 
+/* A mask's or SVD operator's refusal names the C argument that carries the bad value (problems.mask, problems.svd_S,
+ * ds_posterior_create_masked's mask, ...) and, for an entry, its index in the caller's array, not the C++ factory's
+ * field (observation.indices, observation.singular_values), which a C caller never passed. */
+static void test_operator_messages(ds_mixture* m) {
+  const double y[2] = {0.5, -0.5}, sigma_y = 0.3, U[2] = {1, 0}, V[2] = {1, 0}, bad_U[2] = {2, 0};
+  const double S_bad[2] = {1, -1}, gains[2] = {1, NAN};
+  const int64_t out_of_range[1] = {5}, rows[2] = {0, 0}, twice[2] = {1, 1};
+  ds_guided_problems gp;
+  ds_guided_options go;
+  ds_posterior* post = NULL;
+  size_t bytes = 0;
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  gp.y = y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  gp.mask = out_of_range;
+  gp.mask_count = 1;
+  EXPECT_INVALID(ds_guided_workspace_bytes(m, &gp, &go, &bytes), "problems.mask: index 0 is 5, outside [0, 2)");
+  /* Two problems, one row each: row 1's gain is NaN, entry 1 of mask_gains. */
+  gp.problems = 2;
+  gp.mask = rows;
+  gp.mask_count = 2;
+  gp.mask_gains = gains;
+  EXPECT_INVALID(ds_guided_workspace_bytes(m, &gp, &go, &bytes), "problems.mask_gains[1]: must be finite");
+  gp.mask_gains = NULL;
+  gp.problems = 1;
+  gp.d_y = 2;
+  gp.mask = twice;
+  EXPECT_INVALID(ds_guided_workspace_bytes(m, &gp, &go, &bytes), "problems.mask: coordinate 1 appears twice");
+  gp.d_y = 1;
+  gp.mask = NULL;
+  gp.mask_count = 0;
+  /* Two SVD operators of rank 1: operator 1's singular value is negative. */
+  {
+    const double U2[2] = {1, 1}, V2[4] = {1, 0, 0, 1};
+    gp.problems = 2;
+    gp.svd_count = 2;
+    gp.svd_rank = 1;
+    gp.svd_U = U2;
+    gp.svd_S = S_bad;
+    gp.svd_V = V2;
+    EXPECT_INVALID(ds_guided_workspace_bytes(m, &gp, &go, &bytes), "problems.svd_S (operator 1): value 0 is -1");
+  }
+  gp.problems = 1;
+  gp.svd_count = 1;
+  gp.svd_U = bad_U;
+  gp.svd_S = S_bad;
+  gp.svd_V = V;
+  EXPECT_INVALID(ds_guided_workspace_bytes(m, &gp, &go, &bytes), "problems.svd_U: columns are not orthonormal");
+  /* The exact posterior's forms name their own arguments. */
+  EXPECT_INVALID(ds_posterior_create_masked(m, 1, out_of_range, NULL, sigma_y, y, &post), "mask: index 0 is 5");
+  EXPECT_INVALID(ds_posterior_create_masked(m, 2, rows + 0, gains, sigma_y, y, &post), "mask: coordinate 0 appears");
+  {
+    const int64_t two[2] = {0, 1};
+    EXPECT_INVALID(ds_posterior_create_masked(m, 2, two, gains, sigma_y, y, &post), "gains[1]: must be finite");
+  }
+  EXPECT_INVALID(ds_posterior_create_svd(m, 1, 1, U, S_bad + 1, V, sigma_y, y, &post), "S: value 0 is -1");
+  EXPECT_INVALID(ds_posterior_create_svd(m, 1, 1, bad_U, S_bad, V, sigma_y, y, &post), "U: columns are not");
+  CHECK(post == NULL);
+}
+
 /* ds_guided_times: the schedule's own grid is ds_schedule_points' times; the sqrt_alpha_bar grid is uniform in
  * a = sqrt(alpha-bar(t)), checked against vp_linear's closed form alpha-bar(t) = exp(-(beta_min t + (beta_max -
  * beta_min) t^2 / 2)) (the grid's bisection resolves t to double precision: 1e-9 leaves room for rounding); a
@@ -724,6 +786,7 @@ int main(void) {
   test_component_weights();
   test_guided_svd(m);
   test_guided_report2(m);
+  test_operator_messages(m);
   test_guided_times(m);
   test_names();
   test_evaluate_path();
