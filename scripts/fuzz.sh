@@ -9,8 +9,9 @@
 #            examples/*.json plus tests/data/fuzz-problem/. Crashing inputs are written to tests/data/fuzz-problem/,
 #            replayed by test_cli. It links libdiffsample.so: from $DIFFSAMPLE_LIB_DIR if set, else build/ if it
 #            holds one, else the library alone is built with CMake under $FUZZ_WORK/lib (a few minutes, once).
-#   c_api    fuzz/fuzz_c_api.cpp: the C API's create and sample entry points (src/c_api/*.cpp compiled into the
-#            harness with the sanitizers, over libdiffsample.so found as for problem), from tests/data/fuzz-c-api/.
+#   c_api    fuzz/fuzz_c_api.cpp: the C API's create and sample entry points, schedules with custom times, guided
+#            problems and grid mixtures (src/c_api/*.cpp compiled into the harness with the sanitizers, over
+#            libdiffsample.so found as for problem), from tests/data/fuzz-c-api/.
 #            Crashing inputs are written there, replayed by ctest's test_c_api_fuzz_replay.
 #
 # A crash stops the run of that target: fix the reader, then commit the input next to the others.
