@@ -658,7 +658,15 @@ class call_arguments {
   // The i-th parameter's value; an invalid handle when it was not given.
   nb::handle operator[](std::size_t i) const { return values_[i]; }
   bool given(std::size_t i) const { return values_[i].is_valid(); }
-  double real(std::size_t i, double fallback) const { return given(i) ? real_arg(values_[i], names_[i]) : fallback; }
+  // A real parameter: given, a finite real number (the fields it sets refuse others when set one by one: a NaN
+  // given here was kept until the schedule was used); not given, the default.
+  double real(std::size_t i, double fallback) const {
+    if (!given(i)) return fallback;
+    const double value = real_arg(values_[i], names_[i]);
+    if (!std::isfinite(value))
+      raise_invalid(std::string(names_[i]) + ": " + nb::repr(nb::float_(value)).c_str() + ", expected a finite number");
+    return value;
+  }
 
  private:
   std::vector<const char*> names_;

@@ -272,3 +272,22 @@ def test_no_wrong_value_reaches_nanobind_or_escapes_unnamed(m):
             except Exception as e:  # noqa: BLE001 (what the sweep looks for)
                 found.append(f"{name} {i if key is None else key}={wrong!r:.20}: {type(e).__name__}: {e}"[:160])
     assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("call,name,shown", [
+    (lambda: S.vp_linear(float("nan")), "beta_min", "nan"),
+    (lambda: S.vp_linear(beta_max=float("inf")), "beta_max", "inf"),
+    (lambda: S.vp_cosine(float("nan")), "offset", "nan"),
+    (lambda: S.variance_exploding(sigma_max=float("inf")), "sigma_max", "inf"),
+    (lambda: S.ornstein_uhlenbeck(float("nan")), "horizon", "nan"),
+    (lambda: S.stochastic_localization(t_min=float("-inf")), "t_min", "-inf"),
+    (lambda: S.vp_linear().with_grid("uniform", float("nan"), 0.0), "start", "nan"),
+    (lambda: S.vp_linear().at(float("nan")), "t", "nan"),
+], ids=["vp_linear", "vp_linear-beta_max", "vp_cosine", "variance_exploding", "ornstein_uhlenbeck",
+        "stochastic_localization", "with_grid", "at"])
+def test_schedule_factories_refuse_non_finite_numbers(call, name, shown):
+    """NoiseSchedule's factories took NaN and infinity and made the schedule, refused only where it was used
+    (schedule.beta_min: must be >= 0 and finite, got nan), though the same field set by itself (s.beta_min = nan)
+    is refused at once. Seen failing before the fix: the schedules made without an error."""
+    with pytest.raises(ds.InvalidArgument, match=rf"^{name}: {shown}, expected a finite number$"):
+        call()
