@@ -1220,17 +1220,22 @@ def _model(output: Any) -> Any:
 
 
 def _framework_view(view: Any, like: Any) -> Any:
-    """A plan buffer on CUDA (a DLPack object) as an array of like's framework (torch, else cupy); CPU: NumPy."""
+    """A plan buffer on CUDA (a DLPack object) as an array of like's framework (torch, else cupy); CPU: NumPy.
+    A like of another framework (NumPy, JAX: the views were PyTorch tensors whatever like was, or PyTorch's
+    ImportError) and, without like, a framework that cannot be imported are InvalidArgument naming like."""
     if isinstance(view, np.ndarray):
         return view
     fw = _framework(like) if like is not None else ("torch" if "torch" in sys.modules else "cupy")
-    if fw == "cupy":
-        import cupy
-
-        return cupy.from_dlpack(view)
-    import torch
-
-    return torch.from_dlpack(view)
+    if fw not in ("torch", "cupy"):
+        raise InvalidArgument(f"like: {_describe(like)}; a CUDA plan's memory is shown as arrays of like's "
+                              "framework, PyTorch or CuPy: pass like=a torch tensor or a CuPy array")
+    try:
+        module = __import__(fw)
+    except ImportError as e:
+        raise InvalidArgument(f"like: None, and {'PyTorch' if fw == 'torch' else 'CuPy'} cannot be imported ({e}); "
+                              "a CUDA plan's memory is shown as PyTorch tensors or CuPy arrays: install one, or "
+                              "pass like=") from e
+    return module.from_dlpack(view)
 
 
 class SamplingPlan:

@@ -291,3 +291,24 @@ def test_guided_plan_outputs_on_another_device_are_refused():
                                                  r"kernels are there"):
         plan._plan.write_outputs(1, 4, 2, None, None, FakeCudaArray((1, 4, 2), 1))
     assert plan.outputs(("samples",))["samples"].shape == (1, 4, 2)
+
+
+def test_a_cuda_plan_refuses_a_like_of_another_framework(monkeypatch):
+    """A CUDA plan shows its memory as arrays of like's framework, PyTorch or CuPy: a NumPy or JAX like gave PyTorch
+    tensors whatever like was (or PyTorch's ImportError), and without like a missing CuPy was a bare ImportError.
+    Checked with a stand-in core plan on cuda:0. Seen failing before the fix: ModuleNotFoundError 'No module named
+    ...' naming nothing."""
+    core = types.SimpleNamespace(executor=ds._core.Executor.cuda, samples=lambda: FakeCudaArray((4, 2), 0))
+    plan = object.__new__(ds.SamplingPlan)
+    plan._plan, plan._like = core, np.zeros(1, np.float32)
+    with pytest.raises(ds.InvalidArgument, match=r"^like: a ndarray \(.*\); a CUDA plan's memory is shown as arrays "
+                                                 r"of like's framework, PyTorch or CuPy"):
+        plan.samples()
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # an import of cupy fails
+    plan._like = None
+    with pytest.raises(ds.InvalidArgument, match=r"^like: None, and CuPy cannot be imported"):
+        plan.samples()
+    array_on = _fake_cupy(monkeypatch)
+    plan._like = array_on(0)
+    assert plan.samples().device.id == 0
