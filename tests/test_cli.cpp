@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -1607,7 +1608,7 @@ TEST_F(Cli, LinksOfProcAreNotWrittenThrough) {
 // An output whose name is as long as the file system allows (NAME_MAX) is written, new or over an existing file: its
 // temporary and the backup of the file it replaces get names shortened to fit. Seen failing after the run with
 // "cannot open a temporary file: File name too long" (NAME.tmp.XXXXXX is 11 bytes longer). A name beyond the limit
-// is refused before the run, not after it.
+// is refused before the run, not after it, and so is a path whose temporary's would pass PATH_MAX.
 TEST_F(Cli, OutputsWithTheLongestNames) {
   long name_max = pathconf(dir_.c_str(), _PC_NAME_MAX);
   if (name_max <= 0 || name_max > 4096) name_max = 255;
@@ -1620,6 +1621,19 @@ TEST_F(Cli, OutputsWithTheLongestNames) {
   }
   const std::string too_long = std::string(std::size_t(name_max) + 1, 'n');
   expect_failure(run("sample --out " + path(too_long) + kQuick), "cannot write: File name too long", too_long);
+  // A path within PATH_MAX (4096 bytes on Linux) whose temporary's is not: refused before the run too (seen failing
+  // after it with "cannot open: file name too long").
+  std::string deep = dir_;
+  while (deep.size() + 101 + 60 < PATH_MAX - 4) {  // leaves 60 to 160 bytes for the file's name
+    deep += "/" + std::string(100, 'd');
+    ASSERT_EQ(mkdir(deep.c_str(), 0755), 0) << deep.size();
+  }
+  const std::string file = deep + "/" + std::string(PATH_MAX - 4 - deep.size() - 1, 'f');
+  ASSERT_EQ(file.size(), std::size_t(PATH_MAX - 4));
+  const result r = run("sample --out " + file + kQuick);
+  EXPECT_EQ(r.rc, 1) << r.err;
+  EXPECT_NE(r.err.find(": cannot write: the path is too long for its temporary file"), std::string::npos) << r.err;
+  EXPECT_FALSE(exists(file));
 }
 
 // In a sticky folder (/tmp) only the owner of a file or of the folder may replace it. A file of another user there is

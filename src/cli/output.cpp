@@ -172,6 +172,13 @@ void output_set::add_output(const std::string& flag, const std::string& path) {
                         ")");
     }
   }
+  // A temporary's name lives in a buffer of PATH_MAX bytes (the signal handler reads it), as does the backup's:
+  // a path too long for them is refused now, not after the run.
+  const std::size_t longest = npy::sibling_pattern(target, ".tmp.").size();
+  if (longest >= PATH_MAX)
+    throw input_error(path + ": cannot write: the path is too long for its temporary file (" +
+                      std::to_string(longest) + " bytes, the limit is " + std::to_string(PATH_MAX - 1) + ")" +
+                      through);
   const std::string dir = folder_of(target);
   struct stat folder {};
   if (::stat(dir.c_str(), &folder) != 0)
