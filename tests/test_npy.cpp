@@ -160,6 +160,35 @@ TEST_F(NpyFiles, WritesKeepThePermissionsOfWhatTheyReplace) {
   EXPECT_EQ(listing().size(), 3u);  // no temporary left behind
 }
 
+// The owner and group of a file another user could still read (by its group) before it was replaced. As root the
+// file is 65534:65534's and keeps both; otherwise it is moved to one of this user's other groups, which it keeps (the
+// test is skipped for a user in no other group). Seen failing with the writer's own user and group on the new file.
+TEST_F(NpyFiles, WritesKeepTheOwnerAndGroupOfWhatTheyReplace) {
+  uid_t uid = ::geteuid();
+  gid_t gid = ::getegid();
+  if (uid == 0) {
+    uid = gid = 65534;
+  } else {
+    std::vector<gid_t> groups(std::size_t(std::max(0, ::getgroups(0, nullptr))));
+    groups.resize(std::size_t(std::max(0, ::getgroups(int(groups.size()), groups.data()))));
+    const auto other = std::find_if(groups.begin(), groups.end(), [&](gid_t g) { return g != gid; });
+    if (other == groups.end()) GTEST_SKIP() << "this user is in no group but its own";
+    gid = *other;
+  }
+  const std::string path = (dir_ / "shared.npy").string();
+  std::ofstream(path) << "old";
+  ASSERT_EQ(::chown(path.c_str(), uid, gid), 0);
+  ASSERT_EQ(::chmod(path.c_str(), 0640), 0);
+  const std::vector<float> v = {1.f, 2.f};
+  npy::write_f32(path, v.data(), 1, 2);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, uid);
+  EXPECT_EQ(st.st_gid, gid);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(npy::read_f32(path, 2).values, v);
+}
+
 // Reading the umask must not set it: umask(0) then back, the only way umask() reads it, gives every file another
 // thread of the program creates in between 0666 (the program runs OpenMP and pool threads). Seen failing with that
 // pair of calls (4 umask() calls here); /proc/self/status reads the umask without changing it.

@@ -422,7 +422,7 @@ void write_f32(const std::string& path, const float* values, std::int64_t rows, 
     }
     done += static_cast<std::size_t>(k);
   }
-  if (::fchmod(fd, mode_t(replacement_mode(target))) != 0) abandon("chmod failed", errno);
+  if (const int err = match_replaced(fd, target)) abandon("chmod failed", err);
   if (::fsync(fd) != 0) abandon("fsync failed", errno);
   if (::close(fd) != 0) {
     const int err = errno;
@@ -481,6 +481,17 @@ unsigned replacement_mode(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return unsigned(st.st_mode & 0777);
   return unsigned(0666 & ~current_umask());
+}
+
+int match_replaced(int fd, const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      (st.st_uid != ::geteuid() || st.st_gid != ::getegid())) {
+    // The owner only root may give away; the group any of its members may set. Before the mode: a chown by another
+    // than root clears the set-user and set-group bits, which the mode below does not set anyway.
+    if (::fchown(fd, st.st_uid, st.st_gid) != 0) (void)::fchown(fd, uid_t(-1), st.st_gid);
+  }
+  return ::fchmod(fd, mode_t(replacement_mode(path))) == 0 ? 0 : errno;
 }
 
 std::string write_target(const std::string& path) {

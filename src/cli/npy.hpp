@@ -81,6 +81,12 @@ void write_f32(const std::string& path, const float* values, std::int64_t rows, 
 /// write_f32() and the program's outputs (cli/output.hpp) follow this one rule.
 unsigned replacement_mode(const std::string& path);
 
+/// Gives the open file @p fd, a temporary about to be renamed over @p path, what it keeps of the regular file
+/// @p path names: its owner and group where this process may set them (the owner as root, the group as one of its
+/// members; otherwise they stay this process's, silently), and the permission bits of replacement_mode(). Returns 0,
+/// or the errno of a failed fchmod.
+int match_replaced(int fd, const std::string& path);
+
 /// The process's umask, read without changing it (the Umask line of /proc/self/status); where that cannot be read,
 /// the umask the process had at start (read during static initialisation, before any thread exists). Setting the
 /// umask to read it back, as umask() alone can, would give every file another thread creates meanwhile mode 0666.

@@ -263,7 +263,7 @@ void output_set::stage(const std::string& flag, const std::vector<std::pair<cons
       left -= std::size_t(w);
     }
   }
-  if (err == 0 && ::fchmod(fd, mode_t(npy::replacement_mode(e.target))) != 0) err = errno;
+  if (err == 0) err = npy::match_replaced(fd, e.target);
   if (err == 0 && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err != 0) {
