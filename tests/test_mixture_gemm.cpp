@@ -491,6 +491,8 @@ TEST(GemmPathGpu, MatchesCpu) {
         ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dout), gpu.size() * sizeof(float)), cudaSuccess);
         ASSERT_EQ(cudaMalloc(&ws, bytes), cudaSuccess);
         ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+        // The copy's DMA is ordered on the legacy default stream only: wait for it before the non-blocking stream.
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         cudaStream_t stream;
         ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
         m.prepare_gemm(executor::cuda);

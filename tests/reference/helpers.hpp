@@ -31,8 +31,12 @@ struct device_buffer {
   }
   device_buffer(const std::vector<T>& host) : device_buffer(host.size()) { upload(host); }
   ~device_buffer() { cudaFree(ptr); }
+  /// Copies host to the buffer and waits until the copy has landed: cudaMemcpy from pageable memory returns once the
+  /// data is staged, its DMA ordered on the legacy default stream only, so a launch on a stream created with
+  /// cudaStreamNonBlocking could read the buffer before it (src/validate.hpp, upload_and_wait).
   void upload(const std::vector<T>& host) {
-    if (cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess)
+    if (cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess)
       throw std::runtime_error("cudaMemcpy H2D failed");
   }
   std::vector<T> download() const {
