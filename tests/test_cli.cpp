@@ -1288,6 +1288,24 @@ TEST_F(Cli, OutputsKeepTheOwnerAndGroupOfWhatTheyReplace) {
   EXPECT_EQ(ds::npy::read_f32(path("shared.npy")).rows, 512);
 }
 
+// "-" is standard output to most programs: as an output's name it is refused, naming the flag, rather than written
+// as a file named "-" in the current folder (seen so: exit status 0 and a file ./-). ./- is a file of that name.
+TEST_F(Cli, ADashIsNotStandardOutput) {
+  const std::string program = "cd '" + dir_ + "' && '" + std::string(DIFFSAMPLE_CLI_PATH) + "' ";
+  for (const char* flag : {"--out", "--report", "--plot"}) {
+    const int status = std::system((program + "sample" + kQuick + " " + flag + " - >'" + path("stdout") + "' 2>'" +
+                                    path("stderr") + "'").c_str());
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << flag << ": status " << status;
+    const std::string err = slurp(path("stderr"));
+    EXPECT_NE(err.find(std::string(flag) + ": '-' is not standard output here"), std::string::npos) << err;
+    EXPECT_FALSE(exists(path("-"))) << flag;
+  }
+  const int status = std::system((program + "sample" + kQuick + " --out ./- >'" + path("stdout") + "' 2>'" +
+                                  path("stderr") + "'").c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(path("stderr"));
+  EXPECT_EQ(ds::npy::read_f32(path("-")).rows, 512);
+}
+
 TEST_F(Cli, SizesBeyondMemory) {
   expect_failure(run("sample --executor cpu --chains 1000000000000000 --out " + path("out.npy")), "GiB");
   expect_failure(run("sample --executor cpu --dim 1000000000 --out " + path("out.npy")), "the limit is 16777216 (2^24)");

@@ -151,6 +151,9 @@ void output_set::add_input(const std::string& path, const std::string& what) {
 
 void output_set::add_output(const std::string& flag, const std::string& path) {
   if (path.empty()) throw usage_error(flag + ": empty file name");
+  // "-" means standard output to most programs; here it would be a file named "-" in the current folder.
+  if (path == "-")
+    throw usage_error(flag + ": '-' is not standard output here: outputs are files (a file of that name is ./-)");
   // A symbolic link is written through: the file it leads to is the one checked, staged beside and replaced.
   std::string target;
   try {
