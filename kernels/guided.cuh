@@ -374,12 +374,19 @@ struct guided_start_stage_functor {
 /// After guided_init_functor with the start correction: the normalisation of problem b's starting weights is
 /// logsumexp_j of the log-ratios, not log N (the ratio is known up to a constant, so the log-normaliser's first
 /// increment is logsumexp(log g_0 + ratio) - logsumexp(ratio), the self-normalised estimate of E_{p_0}[g_0]).
+/// The logsumexp is a running one, the particles in order (an order-dependent sum): with @p running_sum, the
+/// running state (max, sum) of problem b comes in as (previous_lse[b], running_sum[b]) and goes out there unfinished,
+/// so that a run whose particles are split over shards continues one state through the shards in order (the
+/// distributed filter: guided_shard::in_order) and finishes it with guided_start_lse_finish_functor, the bits of one
+/// process's.
 struct guided_start_lse_functor {
   guided_params p;
   const float* ratio;     // coordinate 0 of each particle's slot (see guided_init_functor)
-  double* previous_lse;   // B
+  double* previous_lse;   // B: the logsumexp, or (with running_sum) the running max
+  double* running_sum = nullptr;  // B: the running sum (nullptr: start from nothing and finish)
   DS_HD void operator()(std::int64_t b) const {
-    double m = -INFINITY, sum = 0;
+    double m = running_sum != nullptr ? previous_lse[b] : -INFINITY;
+    double sum = running_sum != nullptr ? running_sum[b] : 0.0;
     for (std::int64_t j = 0; j < p.particles; ++j) {
       const double v = guided_slice(p, ratio, b * p.particles + j, p.d, 0, 1)[0];
       if (!(v > -INFINITY) || v != v) continue;
@@ -390,7 +397,23 @@ struct guided_start_lse_functor {
         sum += ds_exp(v - m);
       }
     }
-    previous_lse[b] = m + ds_log(sum);
+    if (running_sum != nullptr) {
+      previous_lse[b] = m;
+      running_sum[b] = sum;
+    } else {
+      previous_lse[b] = m + ds_log(sum);
+    }
+  }
+};
+
+/// The end of a running logsumexp of guided_start_lse_functor: previous_lse[b] = max + log(sum), as it finishes one;
+/// running_sum[b] is left at 0.
+struct guided_start_lse_finish_functor {
+  double* previous_lse;  // B: the running max in, the logsumexp out
+  double* running_sum;   // B
+  DS_HD void operator()(std::int64_t b) const {
+    previous_lse[b] = previous_lse[b] + ds_log(running_sum[b]);
+    running_sum[b] = 0.0;
   }
 };
 

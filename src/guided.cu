@@ -1583,17 +1583,28 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   if (corrected) {
     // The start correction of each particle held here, as guided_sample() computes it on the same executor (on the
     // CPU executor in the plan's stages around evaluate(), fused into the draw on CUDA); then the log-normaliser's
-    // first normalisation, the logsumexp of the log-ratios over all N: this shard's, combined over the shards.
+    // first normalisation, the logsumexp of the log-ratios over all N. guided_sample() computes it as a running
+    // logsumexp over the particles in order, whose rounding depends on that order: its state (B maxima, then B
+    // sums) goes through the shards in order (shard.in_order), each continuing it over its particles, so the result
+    // is one process's bit for bit on the same executor. On the executor, the state sits in previous_lse (maxima)
+    // and log_z (sums, 0 again once finished, as guided_problem_init_functor left it).
     if (where == executor::cpu) start_correction_cpu(prior.storage(), p, BL, x, lw, r, mu, mu2);
-    std::vector<double> lse(static_cast<std::size_t>(B), -INFINITY);
-    if (local > 0) {
-      kernels::for_each_index(where, B, kernels::guided_start_lse_functor{p, mu, previous_lse}, stream);
-      copy_on(where, lse.data(), previous_lse, lse.size() * sizeof(double), stream);
+    std::vector<double> state(static_cast<std::size_t>(2 * B), 0.0);
+    std::fill_n(state.begin(), B, -INFINITY);
+    const std::size_t half = static_cast<std::size_t>(B) * sizeof(double);
+    shard.in_order(state.data(), state.size() * sizeof(double), [&] {
+      if (local == 0) return;
+      copy_on(where, previous_lse, state.data(), half, stream);  // staged before it returns
+      copy_on(where, log_z, state.data() + B, half, stream);
+      kernels::for_each_index(where, B, kernels::guided_start_lse_functor{p, mu, previous_lse, log_z}, stream);
+      copy_on(where, state.data(), previous_lse, half, stream);
+      copy_on(where, state.data() + B, log_z, half, stream);
       if (where == executor::cuda) DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
-    }
-    shard.log_sum_exp(lse.data(), B);
-    copy_on(where, previous_lse, lse.data(), lse.size() * sizeof(double), stream);  // staged before it returns
-    report.launches += where == executor::cpu ? 3 + 2 * kernels::start_correction_nodes : 3;
+    });
+    copy_on(where, previous_lse, state.data(), half, stream);
+    copy_on(where, log_z, state.data() + B, half, stream);
+    kernels::for_each_index(where, B, kernels::guided_start_lse_finish_functor{previous_lse, log_z}, stream);
+    report.launches += where == executor::cpu ? 4 + 2 * kernels::start_correction_nodes : 4;
   }
   // On a SIMD target the weighting and the mutation run on packs of particles as in guided_sample(), whose lanes
   // draw the particles' own streams: the shards' particles stay those of one process bit for bit.

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <functional>
 
 #include <diffsample/export.hpp>
 #include <diffsample/guided.hpp>
@@ -34,11 +35,16 @@ class guided_shard {
   /// whichever shard holds it) of the slot's ancestor; a problem that is not resampled keeps its own rows.
   virtual void resample(const float* log_weights, std::int64_t problems, const resampling_options& options,
                         particle_report* reports, const void* rows, std::size_t row_bytes, void* out) = 0;
-  /// Collective: @p values (B doubles, host memory) hold each problem's logsumexp over the particles held here
-  /// (-inf for none); on return, each problem's logsumexp over every shard's particles (one process: unchanged).
-  virtual void log_sum_exp(double* values, std::int64_t problems) {
-    (void)values;
-    (void)problems;
+  /// Collective, in shard order: a running state (@p bytes of host memory at @p state) continued over every shard's
+  /// particles in the order of one process, so that an order-dependent reduction (a running logsumexp) gives its
+  /// bits: the first shard starts from the state it is given, each other shard receives its predecessor's state,
+  /// and each calls @p step (which continues the state over the particles held here), then passes the state on. On
+  /// return every shard holds the last shard's final state. A failure of @p step on any shard throws on every shard
+  /// (the chain completes first). One process: step().
+  virtual void in_order(void* state, std::size_t bytes, const std::function<void()>& step) {
+    (void)state;
+    (void)bytes;
+    step();
   }
   /// Collective: out[b local + i] = the row of particle index[b local + i] (0..N-1 within problem b, on whichever
   /// shard holds it) of @p rows (B x local rows of @p row_bytes).

@@ -8,6 +8,14 @@
 /// when a rank's differ). Every function here is
 /// synchronous: it returns once this rank's work (on the CUDA executor, its stream) and its communication are done.
 ///
+/// The library's messages never meet the caller's on a communicator: resample() and guided_sample() (global SMC), which send
+/// point-to-point messages, send them on a duplicate of the communicator made by the call (MPI_Comm_dup, collective
+/// over it) and freed before it returns (MPI_Comm_free), so that a receive of the caller's pending on the
+/// communicator (MPI_ANY_SOURCE, MPI_ANY_TAG) never takes them, nor the library's receives a message of the caller's;
+/// the other calls use collectives alone, which MPI keeps apart from point-to-point messages. As for any collective,
+/// every rank makes the calls on a communicator in the same order, and no other thread runs a collective on it
+/// meanwhile.
+///
 /// Results do not depend on the number of ranks P: chain i of a sharded run, and particle j of a distributed SMC
 /// run, draw from the Philox streams they draw from in a single-process run, and the resampling picks the same
 /// ancestors from the same integer fixed-point weights (README: "Distributed runs").
@@ -164,7 +172,8 @@ DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count,
 /// every rank, then fetching each slot's row from its holder. Reports and outputs.normalised_weights equal those of
 /// resample() on the CPU executor bit for bit, whatever P: the decision uses the integer fixed-point ESS; the FP64
 /// ess, log_sum_exp and log_normaliser_increment come from the same weights (fixed_exp) added in the same order (the
-/// prefix schemes carry the running sums from rank to rank, one MPI_Send of 32 B bytes per rank but the last; the
+/// prefix schemes carry the running sums from rank to rank, one MPI_Send of 32 B bytes per rank but the last, on the
+/// call's duplicate of @p comm; the
 /// gathered schemes run resample() itself). (resample() on the CUDA executor adds in another order: within rounding.)
 /// outputs.ancestors (int32) and outputs.normalised_weights (B x count) are supported too.
 /// @throws invalid_argument on every rank for an invalid argument on any rank

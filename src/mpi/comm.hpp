@@ -28,6 +28,25 @@ inline int size_of(MPI_Comm comm) {
   return s;
 }
 
+/// A communicator of the library's own for the length of one call: MPI_Comm_dup of the caller's (collective over
+/// it, as every call of diffsample/mpi.hpp is), freed by the destructor (MPI_Comm_free). The library's point-to-point
+/// messages travel on it, never on the caller's communicator, where a receive of the caller's posted before the call
+/// (MPI_ANY_SOURCE, MPI_ANY_TAG) would take them, or the library's receive a message of the caller's. Throws error
+/// when MPI_Comm_dup fails (under an error handler that returns; the default one ends the job).
+class private_comm {
+ public:
+  explicit private_comm(MPI_Comm comm);
+  ~private_comm() {
+    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  }
+  private_comm(const private_comm&) = delete;
+  private_comm& operator=(const private_comm&) = delete;
+  MPI_Comm get() const { return comm_; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+};
+
 /// An argument every rank must pass alike: an integer, a double compared by its bits, a digest of an array, or a
 /// value shown by its name (an enum, through @p name_of; a bool as true / false).
 struct common_value {

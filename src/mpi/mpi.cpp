@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <new>
 #include <sstream>
 #include <string>
@@ -88,6 +89,16 @@ void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
 }  // namespace
 
 namespace detail {
+
+private_comm::private_comm(MPI_Comm comm) {
+  const int status = MPI_Comm_dup(comm, &comm_);
+  if (status == MPI_SUCCESS) return;
+  comm_ = MPI_COMM_NULL;
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int length = 0;
+  MPI_Error_string(status, text, &length);
+  throw error(std::string("MPI_Comm_dup of the caller's communicator failed: ") + text);
+}
 
 common_value same(std::string name, std::int64_t v) { return {std::move(name), v, common_value::kind::integer}; }
 common_value same(std::string name, double v) {
@@ -602,25 +613,26 @@ comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t proble
                    same_enum("options.scheme", options.scheme), same("options.ess_threshold", options.ess_threshold),
                    same("options.seed", std::int64_t(options.seed)), same("options.step", std::int64_t(options.step)),
                    same("options.metropolis_steps", std::int64_t(options.metropolis_steps))});
-  std::unique_ptr<detail::resampler> rs;
+  // Every rank reaches this point (the comparison above throws on every rank alike): the resampler's duplicate of
+  // comm (collective) is made here, on the stack, before anything that could fail on one rank alone.
+  detail::resampler rs(comm, particles, stats);
   std::vector<std::int64_t> own, picked;
   collectively(comm, stats, [&] {
     DIFFSAMPLE_EXPECTS(particles >= 1, "particles: must be >= 1, got " << particles);
-    rs = std::make_unique<detail::resampler>(comm, particles, stats);
-    rs->check(problems, options);
+    rs.check(problems, options);
     DIFFSAMPLE_EXPECTS(outputs.ancestors == nullptr || outputs.ancestors64 == nullptr,
                        "outputs: give ancestors or ancestors64, not both");
-    const std::int64_t count = problems * rs->local();
+    const std::int64_t count = problems * rs.local();
     DIFFSAMPLE_EXPECTS(count == 0 || log_weights != nullptr, "log_weights: null pointer for " << count << " values");
     // Every rank exchanges the rows' global indices (whether or not it asked for ancestors), so that the collectives
     // match whatever each rank passed; allocated before the agreement, so that a failed allocation fails every rank.
     own.resize(static_cast<std::size_t>(count));
     picked.resize(static_cast<std::size_t>(count));
   });
-  const std::int64_t B = problems, L = rs->local(), count = B * L;
-  for (std::int64_t s = 0; s < count; ++s) own[s] = rs->first() + s % L;
-  rs->run(log_weights, B, options, outputs.reports, own.data(), sizeof(std::int64_t), picked.data(),
-          outputs.normalised_weights);
+  const std::int64_t B = problems, L = rs.local(), count = B * L;
+  for (std::int64_t s = 0; s < count; ++s) own[s] = rs.first() + s % L;
+  rs.run(log_weights, B, options, outputs.reports, own.data(), sizeof(std::int64_t), picked.data(),
+         outputs.normalised_weights);
   for (std::int64_t s = 0; s < count; ++s) {
     if (outputs.ancestors64 != nullptr) outputs.ancestors64[s] = picked[s];
     if (outputs.ancestors != nullptr) outputs.ancestors[s] = static_cast<std::int32_t>(picked[s]);
@@ -630,15 +642,16 @@ comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t proble
 
 namespace {
 
-// The guided SMC shard over MPI. Each exchange (resample, fetch) starts with an agreement (one 4-byte MPI_Allreduce),
-// and so does the end of the run (guided_sample below): a rank that throws between two exchanges, where the filter
-// runs on its own (its kernels, a CUDA rank's host staging), calls agree(error) instead of its next exchange, and the
-// others, at the start of theirs, throw its error with it. An error thrown on every rank at once (by an agreement)
-// is rethrown as it is.
+// The guided SMC shard over MPI. Each exchange (resample, fetch, in_order) starts with an agreement (one 4-byte
+// MPI_Allreduce), and so does the end of the run (guided_sample below): a rank that throws between two exchanges,
+// where the filter runs on its own (its kernels, a CUDA rank's host staging), calls agree(error) instead of its next
+// exchange, and the others, at the start of theirs, throw its error with it. An error thrown on every rank at once
+// (by an agreement) is rethrown as it is. Every message travels on the resampler's duplicate of the caller's
+// communicator (made by the constructor, collective; freed by the destructor).
 class mpi_shard final : public diffsample::detail::guided_shard {
  public:
-  mpi_shard(MPI_Comm comm, std::int64_t particles, comm_stats& stats) : comm_(comm), rs_(comm, particles, stats),
-                                                                         stats_(stats) {}
+  mpi_shard(MPI_Comm comm, std::int64_t particles, comm_stats& stats) : rs_(comm, particles, stats),
+                                                                         comm_(rs_.comm()), stats_(stats) {}
   std::int64_t first() const override { return rs_.first(); }
   std::int64_t local() const override { return rs_.local(); }
   void agree(std::exception_ptr error) override {
@@ -661,23 +674,43 @@ class mpi_shard final : public diffsample::detail::guided_shard {
     agree(nullptr);
     together([&] { rs_.fetch(rows, problems, row_bytes, index, out); });
   }
-  void log_sum_exp(double* values, std::int64_t problems) override {
+  // The state travels from rank r - 1 to rank r (MPI_Recv), which continues it over its particles and sends it on
+  // to rank r + 1 (MPI_Send), whether or not its step failed, so that the chain always completes; the failures are
+  // agreed on after it, and the last rank's state is broadcast (MPI_Bcast).
+  void in_order(void* state, std::size_t bytes, const std::function<void()>& step) override {
     agree(nullptr);
-    const int P = rs_.ranks();
+    const int r = rs_.rank(), P = rs_.ranks();
+    const std::int64_t n = static_cast<std::int64_t>(bytes);
+    if (r > 0) {
+      together([&] {
+        detail::timed clock(stats_);
+        MPI_Recv(state, int(bytes), MPI_BYTE, r - 1, detail::report_sums_tag, comm_, MPI_STATUS_IGNORE);
+      });
+      stats_.bytes_received += n;
+    }
+    std::exception_ptr failure;
+    try {
+      step();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (r < P - 1) {
+      together([&] {
+        detail::timed clock(stats_);
+        MPI_Send(state, int(bytes), MPI_BYTE, r + 1, detail::report_sums_tag, comm_);
+      });
+      stats_.bytes_sent += n;
+    }
+    agree(failure);
     if (P == 1) return;
-    std::vector<double> all(static_cast<std::size_t>(problems * P));
     together([&] {
       detail::timed clock(stats_);
-      MPI_Allgather(values, int(problems), MPI_DOUBLE, all.data(), int(problems), MPI_DOUBLE, comm_);
+      MPI_Bcast(state, int(bytes), MPI_BYTE, P - 1, comm_);
     });
-    stats_.bytes_sent += 8 * problems * (P - 1);
-    stats_.bytes_received += 8 * problems * (P - 1);
-    for (std::int64_t b = 0; b < problems; ++b) {  // in rank order, the same sum on every rank
-      double m = -INFINITY, sum = 0;
-      for (int r = 0; r < P; ++r) m = std::max(m, all[r * problems + b]);
-      for (int r = 0; r < P && m > -INFINITY; ++r) sum += std::exp(all[r * problems + b] - m);
-      values[b] = m > -INFINITY ? m + std::log(sum) : -INFINITY;
-    }
+    if (r == P - 1)
+      stats_.bytes_sent += n * (P - 1);
+    else
+      stats_.bytes_received += n;
   }
   bool any(bool mine) override {
     int v = mine ? 1 : 0, all = 0;
@@ -704,8 +737,8 @@ class mpi_shard final : public diffsample::detail::guided_shard {
       throw;
     }
   }
+  detail::resampler rs_;  // first: its communicator is comm_
   MPI_Comm comm_;
-  detail::resampler rs_;
   comm_stats& stats_;
   std::exception_ptr own_;
   bool together_ = false;

@@ -3,7 +3,8 @@
 //   1. the problem's largest valid log-weight and invalid count (MPI_Allreduce, max and sum);
 //   2. its particles' fixed-point weights q_i = floor(2^k w_i), w_i = fixed_exp(l_i - max), k = 62 - ceil(log2 N),
 //      and their rank-local inclusive prefix; the FP64 report sums of w_i and w_i^2 in resample()'s order, carried
-//      from rank to rank (MPI_Send / MPI_Recv, rank order); the ranks' integer totals (with sum q^2, and the last
+//      from rank to rank (MPI_Send / MPI_Recv, rank order, on the resampler's own duplicate of the caller's
+//      communicator, where no message of the caller's can match them); the ranks' integer totals (with sum q^2, and the last
 //      rank's FP64 sums) are gathered (MPI_Allgather), so every rank knows each rank's offset in the global integer
 //      prefix (the exclusive scan of the totals) and the global total T, hence the same fixed-point ESS and
 //      resampling decision, and resample()'s reports bit for bit;
@@ -95,11 +96,13 @@ void displacements(const std::vector<int>& counts, std::vector<int>& displs) {
 
 }  // namespace
 
-resampler::resampler(MPI_Comm comm, std::int64_t particles, comm_stats& stats) : comm_(comm), n_(particles), stats_(stats) {
-  MPI_Comm_rank(comm, &rank_);
-  MPI_Comm_size(comm, &ranks_);
+resampler::resampler(MPI_Comm comm, std::int64_t particles, comm_stats& stats)
+    : own_(comm), comm_(own_.get()), n_(std::max<std::int64_t>(particles, 0)), stats_(stats) {
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &ranks_);
   first_ = first_of(rank_);
   local_ = first_of(rank_ + 1) - first_;
+  n_ = particles;  // as given, for check()
 }
 
 resampler::~resampler() {

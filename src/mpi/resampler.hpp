@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/particles.cuh"
+#include "src/mpi/comm.hpp"
 #include <diffsample/mpi.hpp>
 
 namespace diffsample::mpi::detail {
@@ -38,12 +39,17 @@ struct rank_sums {
 struct report_carry {
   double sum_w = 0, sum_w2 = 0, tile_w = 0, tile_w2 = 0;
 };
-/// The tag of that carry's messages (the only point-to-point messages of the library).
+/// The tag of that carry's messages, and of the start correction's running logsumexp (in_order() of the guided shard,
+/// src/mpi/mpi.cpp): the only point-to-point messages of the library, on the resampler's own communicator.
 constexpr int report_sums_tag = 0x6473;
 
-/// Particles [first, first + count) of each problem's N on every rank, in the block split of shard_of().
+/// Particles [first, first + count) of each problem's N on every rank, in the block split of shard_of(). Every
+/// message it exchanges travels on a duplicate of the caller's communicator (private_comm) made by the constructor
+/// and freed by the destructor: both are collective over @p comm (every rank constructs and destroys it at the same
+/// point of its calls on @p comm).
 class resampler {
  public:
+  /// Collective over @p comm (MPI_Comm_dup). Any @p particles is taken (check() refuses those below 1).
   resampler(MPI_Comm comm, std::int64_t particles, comm_stats& stats);
   ~resampler();
   resampler(const resampler&) = delete;
@@ -53,6 +59,8 @@ class resampler {
   std::int64_t local() const { return local_; }
   int rank() const { return rank_; }
   int ranks() const { return ranks_; }
+  /// The resampler's own communicator (the caller's duplicated), for the messages of its owner's calls too.
+  MPI_Comm comm() const { return comm_; }
 
   /// The checks of everything resample() is given besides the log-weights (scheme, sizes); throws invalid_argument
   /// naming the options' fields after @p name.
@@ -88,6 +96,7 @@ class resampler {
   void alltoallv(const void* send, const std::vector<int>& sc, void* recv, const std::vector<int>& rc,
                  std::size_t row_bytes);
 
+  private_comm own_;  // first: constructed before, freed after, everything that uses it
   MPI_Comm comm_;
   int rank_ = 0, ranks_ = 1;
   std::int64_t n_ = 0, first_ = 0, local_ = 0;
