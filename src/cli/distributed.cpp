@@ -14,6 +14,7 @@
 #include <diffsample/error.hpp>
 
 #include "cli/args.hpp"
+#include "cli/output.hpp"
 
 #if defined(DIFFSAMPLE_CLI_MPI)
 #include <mpi.h>
@@ -258,16 +259,30 @@ void same_run_everywhere(const options& o, const std::vector<std::string>& files
 #endif
 }
 
-int on_root(bool spread, const std::function<int()>& tail) {
-  if (!spread) return tail();
+int on_root(bool spread, const std::function<int()>& stage, const std::function<void()>& commit) {
+  if (!spread) {
+    const int status = stage();
+    commit();
+    return status;
+  }
+  // Rank 0 stages its outputs; every other process checks its own standard output (the check the program makes at
+  // its end, made here before anything is committed): all agree, then rank 0 commits, agreed on again.
+  const bool root = rank() == 0;
   std::exception_ptr failure;
   int status = 0;
-  if (rank() == 0) {
-    try {
-      status = tail();
-    } catch (...) {
-      failure = std::current_exception();
-    }
+  try {
+    if (root)
+      status = stage();
+    else
+      check_stdout();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  agree(failure);
+  try {
+    if (root) commit();
+  } catch (...) {
+    failure = std::current_exception();
   }
   agree(failure);
   return status;

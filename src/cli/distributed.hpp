@@ -103,12 +103,18 @@ void same_run_everywhere(const options& o, const std::vector<std::string>& files
 inline const std::vector<std::string> per_process_flags = {"--executor", "--out", "--report", "--plot", "--ess-plot",
                                                            "--quiet"};
 
-/// The end of a command whose samples rank 0 holds: with @p spread (launched), rank 0 runs @p tail (its scores,
-/// report and outputs) while the others wait for it, and a failure there (an output it cannot write, its standard
-/// output, its memory) throws on every process as agree() does, so that every process exits with rank 0's error
-/// and status instead of the others exiting 0. Returns tail()'s status (0 on the other ranks). Without @p spread it
-/// returns tail().
-int on_root(bool spread, const std::function<int()>& tail);
+/// The end of a command whose samples rank 0 holds, in two steps, so that a failure on any process is agreed on
+/// before any output changes. With @p spread (launched): rank 0 runs @p stage (its scores, its report and standard
+/// output, checked, and its outputs written to temporary files), while every other process checks what can fail on
+/// it alone (its standard output, check_stdout(), which the program checks again at its end); then every process
+/// agrees (agree()): when any failed, every process throws the lowest failing rank's error with its status and
+/// message ("rank r of P: ..."), and rank 0's temporaries are removed as the error leaves the command (its
+/// output_set), so that no output is created or replaced. Otherwise rank 0 runs @p commit (the renames, all or
+/// none), agreed on too, so that a failed rename stops every process with rank 0's error. Before, a failure of a
+/// process other than rank 0 at the end (its standard output) came after rank 0 had renamed its outputs: the run
+/// failed (that process ended the job) with the new outputs in place. Returns stage()'s status (0 on the other
+/// ranks). Without @p spread: stage(), then commit().
+int on_root(bool spread, const std::function<int()>& stage, const std::function<void()>& commit);
 
 /// Called by the program's last handler, with the exit status and the message of the failure it caught: when MPI
 /// has started in this process (launched, not yet finalized) and that failure was not thrown by every process alike

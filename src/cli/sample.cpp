@@ -242,8 +242,8 @@ int sample_main(sample_plan& p, const char* command) {
   const std::int64_t chunks = forced_chunks > 0 ? forced_chunks : bar.on() ? 20 : 1;
   std::vector<distributed::rank_stats> ranks;
   const run_result r = spread ? distributed::run(target, s, n, chunks, &bar, ranks) : run_sampler(target, s, n, chunks, &bar);
-  // Rank 0 holds the samples: it scores, prints and writes them while the others wait, and a failure there stops
-  // every process with its error.
+  // Rank 0 holds the samples: it scores, prints and stages them while the others check their own standard output;
+  // a failure on any process stops every process with its error before rank 0 commits the outputs (on_root).
   return distributed::on_root(spread, [&]() -> int {
     // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
     const std::int64_t m = scored_samples(n);
@@ -334,9 +334,8 @@ int sample_main(sample_plan& p, const char* command) {
       j["accuracy"] = acc;
       stage_report(outputs, o, j);
     }
-    outputs.commit();
     return 0;
-  });
+  }, [&] { outputs.commit(); });
 }
 
 }  // namespace

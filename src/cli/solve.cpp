@@ -405,8 +405,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   line.finish();
-  // Rank 0 holds the samples: it scores, prints and writes them while the others wait, and a failure there stops
-  // every process with its error.
+  // Rank 0 holds the samples: it scores, prints and stages them while the others check their own standard output;
+  // a failure on any process stops every process with its error before rank 0 commits the outputs (on_root).
   return distributed::on_root(spread, [&]() -> int {
 
     // Accuracy: sliced W1 (sliced_directions) against as many exact posterior samples, beside the floor of two
@@ -530,9 +530,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       }
       stage_report(outputs, o, j);
     }
-    outputs.commit();
     return 0;
-  });
+  }, [&] { outputs.commit(); });
 }
 
 /// A `solve` run as its arguments give it: the options, the problem file, the sampler and the settings read before

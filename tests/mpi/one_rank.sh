@@ -1,7 +1,7 @@
 #!/bin/sh
 # mpirun -np P diffsample when something fails on some processes only. solve's posterior checks: every process must
-# stop with the lowest failing rank's message and the status of its kind. A failure that no agreement covers: the
-# process ends the job (MPI_Abort) with its message. None left waiting (each run under a watchdog: 124 is a hang).
+# stop with the lowest failing rank's message and the status of its kind; so must a process whose standard output
+# fails, before any output changes. None left waiting (each run under a watchdog: 124 is a hang).
 # Usage: one_rank.sh DIFFSAMPLE STDOUT_FAULT_LIBRARY MPIEXEC [MPIEXEC_FLAGS...]
 set -eu
 program=$1
@@ -99,56 +99,52 @@ timeout 120 "$@" -np 2 sh "$dir/ranks.sh" "--problem $problem" "--problem $dir/c
   -- "$program" solve --particles 101 --steps 5 --executor cpu --quiet --out "$dir/x.npy"
 cmp "$dir/one.npy" "$dir/x.npy"
 
-# A failure after MPI has started that the processes do not agree on: every failure the command line or a file can
-# provoke is agreed on (above, and tests/mpi/program.sh), but the program checks its standard output once more at
-# the end of every subcommand, after the last collective, on each process alone. Standard output failing on rank 1
-# of 2 or 3 (stdout_fault.c, preloaded there only): that rank prints its message with its rank and ends the job
-# (MPI_Abort with the status, 1), whatever the others do by then (in MPI_Finalize, or gone), and no rank is left
-# running. Seen failing with end_job_if_alone() doing nothing: rank 1 printed 'diffsample: standard output: write
-# failed' without its rank and the job ended through mpirun's count of non-zero statuses.
-printf '%s
-' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' \
-  'if [ "$rank" = 1 ]; then LD_PRELOAD=$FAULT exec "$@"; fi' 'exec "$@"' >"$dir/fault.sh"
-for np in 2 3; do
-  for run in "sample --sampler ula --chains 101 --steps 5" "solve --problem $problem --particles 101 --steps 5"; do
-    set +e
-    # shellcheck disable=SC2086
-    FAULT=$fault timeout 120 "$@" -np "$np" sh "$dir/fault.sh" "$program" $run --executor cpu --quiet \
-      2>"$dir/err.txt" >/dev/null
-    status=$?
-    set -e
-    expect "'$run' with standard output failing on rank 1 of $np" 1 1 \
-      "^diffsample: rank 1 of $np: standard output: write failed: Input/output error (ending every process: "
-  done
-done
-# Standard output failing on rank 0 of 2 or 3, the rank that prints the results and writes the outputs: the run fails
-# on every process (exit status 1, rank 0's message) and leaves the outputs as they were: --out and --report, which
-# exist beforehand, keep their contents, --plot (and solve's --ess-plot), which do not, are not created, and no
-# temporary is left in their folder. Seen failing with solve's and sample's standard-output check moved after the
-# outputs' renames: the run failed, but with the new files over the old ones.
+# Standard output failing on one process only (stdout_fault.c, preloaded there), after MPI has started: rank 1 of 2
+# or 3, which prints nothing (the program's check of its standard output fails), or rank 0, which prints the results
+# and writes the outputs. The run must fail on every process alike, each exiting with status 1 and the failing
+# rank's message (no MPI_Abort), and leave the outputs as they were: --out and --report, which exist beforehand, keep
+# their contents, --plot (and solve's --ess-plot), which do not, are not created, and no temporary is left in their
+# folder. Seen failing, rank 1: before every process's standard output was agreed on ahead of rank 0's renames, rank
+# 1 failed at the program's end, after rank 0 had renamed the new outputs over the old ones, and ended the job
+# (MPI_Abort) with its message alone; rank 0: with solve's and sample's standard-output check moved after the
+# outputs' renames (the run failed, with the new files over the old ones).
 printf '%s\n' '#!/bin/sh' 'rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}' \
-  'if [ "$rank" = 0 ]; then LD_PRELOAD=$FAULT exec "$@"; fi' 'exec "$@"' >"$dir/fault0.sh"
+  'if [ "$rank" = "$FAULT_RANK" ]; then LD_PRELOAD=$FAULT "$@"; else "$@"; fi' \
+  's=$?; echo "$s" >"$STATUS_DIR/status.$rank"; exit $s' >"$dir/fault.sh"
 mkdir "$dir/outputs"
-for np in 2 3; do
-  for run in "sample --sampler ula --chains 101 --steps 5" \
-    "solve --problem $problem --particles 101 --steps 5 --ess-plot $dir/outputs/e.svg"; do
-    printf 'earlier samples\n' >"$dir/outputs/x.npy"
-    printf 'earlier report\n' >"$dir/outputs/r.json"
-    set +e
-    # shellcheck disable=SC2086
-    FAULT=$fault timeout 120 "$@" -np "$np" sh "$dir/fault0.sh" "$program" $run --executor cpu \
-      --out "$dir/outputs/x.npy" --report "$dir/outputs/r.json" --plot "$dir/outputs/p.svg" 2>"$dir/err.txt" >/dev/null
-    status=$?
-    set -e
-    expect "'$run' with standard output failing on rank 0 of $np" 1 "$np" \
-      "^diffsample: rank 0 of $np: standard output: write failed: Input/output error"
-    left=$(cd "$dir/outputs" && ls -A | tr '\n' ' ')
-    if [ "$left" != "r.json x.npy " ] || [ "$(cat "$dir/outputs/x.npy")" != "earlier samples" ] ||
-      [ "$(cat "$dir/outputs/r.json")" != "earlier report" ]; then
-      echo "one_rank.sh: '$run' with standard output failing on rank 0 of $np changed the outputs: $left" >&2
-      head -c 200 "$dir/outputs/x.npy" "$dir/outputs/r.json" >&2
-      exit 1
-    fi
+for failing in 1 0; do
+  for np in 2 3; do
+    for run in "sample --sampler ula --chains 101 --steps 5" \
+      "solve --problem $problem --particles 101 --steps 5 --ess-plot $dir/outputs/e.svg"; do
+      printf 'earlier samples\n' >"$dir/outputs/x.npy"
+      printf 'earlier report\n' >"$dir/outputs/r.json"
+      rm -f "$dir"/status.*
+      set +e
+      # shellcheck disable=SC2086
+      FAULT=$fault FAULT_RANK=$failing STATUS_DIR=$dir timeout 120 "$@" -np "$np" sh "$dir/fault.sh" "$program" $run \
+        --executor cpu --out "$dir/outputs/x.npy" --report "$dir/outputs/r.json" --plot "$dir/outputs/p.svg" \
+        2>"$dir/err.txt" >/dev/null
+      status=$?
+      set -e
+      expect "'$run' with standard output failing on rank $failing of $np" 1 "$np" \
+        "^diffsample: rank $failing of $np: standard output: write failed: Input/output error$"
+      # Each process's status as it exited (mpirun may end the others once one has exited non-zero: a process
+      # ended so writes none; each message above was printed after the agreement).
+      statuses=$(cat "$dir"/status.* 2>/dev/null | tr '\n' ' ')
+      if [ -z "$statuses" ] || [ -n "$(echo "$statuses" | tr -d '1 ')" ]; then
+        echo "one_rank.sh: '$run' with standard output failing on rank $failing of $np: exit statuses '$statuses'," \
+             "not 1 on each rank" >&2
+        cat "$dir/err.txt" >&2
+        exit 1
+      fi
+      left=$(cd "$dir/outputs" && ls -A | tr '\n' ' ')
+      if [ "$left" != "r.json x.npy " ] || [ "$(cat "$dir/outputs/x.npy")" != "earlier samples" ] ||
+        [ "$(cat "$dir/outputs/r.json")" != "earlier report" ]; then
+        echo "one_rank.sh: '$run' with standard output failing on rank $failing of $np changed the outputs: $left" >&2
+        head -c 200 "$dir/outputs/x.npy" "$dir/outputs/r.json" >&2
+        exit 1
+      fi
+    done
   done
 done
 echo "one_rank.sh: ok"

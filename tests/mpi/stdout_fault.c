@@ -1,7 +1,7 @@
 /* A failing standard output, preloaded (LD_PRELOAD) into one process of the program by tests/mpi/one_rank.sh:
- * fflush(stdout) fails with EIO; every other stream flushes as usual. The program checks its standard output at the
- * end of every subcommand (after the last collective of a run under mpirun), so the process fails there alone: the
- * one failure after MPI has started that no agreement covers, which ends the job through the MPI_Abort fallback. */
+ * fflush(stdout) fails with EIO; every other stream flushes as usual. Under mpirun every process checks its standard
+ * output before rank 0 commits the outputs, and the processes agree on the result: the run fails on every process
+ * with the failing rank's message, and no output changes. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
