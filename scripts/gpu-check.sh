@@ -367,7 +367,8 @@ if [ $have_sanitizer = 1 ]; then
     fi
     left=$((left - 1))
     echo "### $tool $name ($listed tests, limit ${sanitizer_timeout}s)"
-    # DIFFSAMPLE_SANITIZER_RUN lets the largest cases (2^24 particles) skip under the sanitizers.
+    # DIFFSAMPLE_SANITIZER_RUN lets the largest cases skip under the sanitizers (resample's 2^24 particles, the
+    # d = 100 posterior test's 8 x 8192 particles over 500 steps: DIFFSAMPLE_SKIP_UNDER_SANITIZER).
     DIFFSAMPLE_SANITIZER_RUN=1 limit "$sanitizer_timeout" "$sanitizer" --tool "$tool" --error-exitcode 3 \
       --print-limit 20 "$t" --gtest_filter="$gpu_filter" --gtest_brief=1 >"$log" 2>&1
     rc=$?

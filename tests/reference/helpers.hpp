@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
@@ -19,6 +20,16 @@ namespace diffsample::testing {
   do {                                                                                                \
     if (!::diffsample::cuda_available())                                                              \
       GTEST_SKIP() << "no CUDA device: " << ::diffsample::cuda_unavailable_reason();                  \
+  } while (0)
+
+/// Skips the current test under compute-sanitizer (scripts/gpu-check.sh sets DIFFSAMPLE_SANITIZER_RUN), with the
+/// reason: for a statistical test whose size is its point, which the plain GPU run covers, and which would spend a
+/// sanitizer run's whole time limit (the kernels there run one to two orders of magnitude slower) and take the
+/// other GPU tests of its program down with it.
+#define DIFFSAMPLE_SKIP_UNDER_SANITIZER(why)                                                          \
+  do {                                                                                                \
+    if (std::getenv("DIFFSAMPLE_SANITIZER_RUN") != nullptr)                                           \
+      GTEST_SKIP() << "under compute-sanitizer (DIFFSAMPLE_SANITIZER_RUN): " << why;                  \
   } while (0)
 
 /// A device buffer for GPU tests (synchronous copies; tests only).
