@@ -815,7 +815,6 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
     res.seconds = now() - t0;
     return res;
   }
-  std::unique_ptr<mpi_shard> sh;
   std::exception_ptr early;
   try {
     limits::check("options.particles", options.particles, 1, limits::max_particles);
@@ -824,22 +823,24 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
     early = std::current_exception();
   }
   agree_counted(comm, res.comm, early);
-  sh = std::make_unique<mpi_shard>(comm, options.particles, res.comm);
+  // On the stack, right after the agreement, where every rank arrives: its resampler's duplicate of comm is
+  // collective, and no allocation of one rank alone may precede it.
+  mpi_shard filter(comm, options.particles, res.comm);
   try {
-    sh->resampler().check(problems.problems, options.resampling, "options.resampling");
+    filter.resampler().check(problems.problems, options.resampling, "options.resampling");
   } catch (...) {
-    sh->fail(std::current_exception());
+    filter.fail(std::current_exception());
   }
-  res.particles = shard{sh->first(), sh->local()};
+  res.particles = shard{filter.first(), filter.local()};
   try {
-    res.local = diffsample::detail::guided_smc_shard(prior, problems, options, outputs, exec, *sh);
+    res.local = diffsample::detail::guided_smc_shard(prior, problems, options, outputs, exec, filter);
     if (res.local.ran == executor::cuda) wait_for(exec.stream, "guided_sample");
   } catch (...) {
-    sh->agree(std::current_exception());  // this rank's own failure: the others throw it at their next agreement
+    filter.agree(std::current_exception());  // this rank's own failure: the others throw it at their next agreement
     throw;
   }
-  sh->agree(nullptr);  // the end: every rank returns, or every rank throws the error of one that failed after the
-                       // last exchange
+  filter.agree(nullptr);  // the end: every rank returns, or every rank throws the error of one that failed after the
+                          // last exchange
   res.seconds = now() - t0;
   return res;
 }
