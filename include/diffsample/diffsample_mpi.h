@@ -8,6 +8,11 @@
  * digest; and return DS_INVALID_ARGUMENT on every rank when a rank's differ). Each returns the same
  * ::ds_status on every rank: when any rank's arguments are invalid, every rank gets that rank's status and
  * ds_mpi_last_error() the same message ("rank r of P: ..."), and no rank is left waiting in a collective. Link with -ldiffsample_mpi -ldiffsample and the MPI library.
+ *
+ * ds_mpi_resample and ds_mpi_guided_sample (global mode), which send point-to-point messages, send them on a
+ * duplicate of the communicator that the call makes (MPI_Comm_dup) and frees before it returns, so that a receive of
+ * the caller's pending on the communicator (MPI_ANY_SOURCE, MPI_ANY_TAG) never takes them; the other calls use
+ * collectives alone. As for any collective, every rank makes the calls on a communicator in the same order.
  */
 #ifndef DIFFSAMPLE_DIFFSAMPLE_MPI_H
 #define DIFFSAMPLE_DIFFSAMPLE_MPI_H
