@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -341,10 +342,22 @@ void output_set::commit() {
     failure = x.what();
   }
   if (failure.empty()) {
+    std::vector<std::string> folders;
     for (std::size_t i = 0; i < staged.size(); ++i) {
       if (!backups[i].name.empty()) ::unlink(backups[i].name.c_str());
       temporary_used[staged[i]->slot] = 0;
       staged[i]->slot = -1;
+      const std::string folder = folder_of(staged[i]->target);
+      if (std::find(folders.begin(), folders.end(), folder) == folders.end()) folders.push_back(folder);
+    }
+    // The outputs' data were synced before the renames; the renames (and the backups' removal) are on the disk once
+    // their folders are synced too: a power loss after the program ends then finds the new outputs, not the old.
+    // Best effort (some file systems refuse fsync on a folder): the outputs are in place either way.
+    for (const std::string& folder : folders) {
+      const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) continue;
+      (void)::fsync(fd);
+      ::close(fd);
     }
     return;
   }
