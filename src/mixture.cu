@@ -274,6 +274,16 @@ gaussian_mixture grid_mixture(std::int64_t dim, int grid, double spacing, double
   limits::check("grid", grid, 1, limits::max_grid);
   limits::check("dim", dim, 1, limits::max_dim);
   detail::check_finite("spacing", spacing);
+  // The means and the variance the constructor checks, named here as the caller gave them: the outermost means lie
+  // at +-spacing (grid - 1) / 2 (computed as below), every component has the one variance.
+  const double centre = 0.5 * (grid - 1);
+  DIFFSAMPLE_EXPECTS(std::fabs(spacing * centre) <= max_abs_value,
+                     "spacing: " << spacing << " puts the outermost means of a " << grid << " x " << grid
+                                 << " grid at +-" << std::fabs(spacing * centre) << ", outside [" << -max_abs_value
+                                 << ", " << max_abs_value << "] (the FP32 kernels square coordinate differences)");
+  DIFFSAMPLE_EXPECTS(variance >= min_variance && variance <= max_variance,
+                     "variance: " << variance << " is outside [" << min_variance << ", " << max_variance
+                                  << "] (a variance and its inverse must be normal FP32 numbers)");
   const std::int64_t K = std::int64_t(grid) * grid;
   // K x dim means, up to 2^48 values: refused as the host allocation it would be, before it is tried.
   detail::check_allocation("grid_mixture: means", static_cast<std::size_t>(K * dim) * sizeof(double), executor::cpu);
@@ -281,7 +291,6 @@ gaussian_mixture grid_mixture(std::int64_t dim, int grid, double spacing, double
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(weights.size()) == K,
                      "weights: grid " << grid << " needs " << K << " weights, got " << weights.size());
   std::vector<double> means(K * dim);
-  const double centre = 0.5 * (grid - 1);
   for (std::int64_t k = 0; k < K; ++k)
     for (std::int64_t j = 0; j < dim; ++j) {
       const std::int64_t g = (j % 2 == 0) ? k / grid : k % grid;

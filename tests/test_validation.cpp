@@ -710,6 +710,27 @@ TEST(Validation, GridMixtureChecksItsSizeBeforeAllocating) {
   EXPECT_EQ(grid_mixture(3, 2, 1.0, 1.0).dim(), 3);
 }
 
+// grid_mixture() refused a spacing whose outermost means lie beyond max_abs_value, and a variance outside
+// [min_variance, max_variance], through the constructor's checks of the tables it built: "means[0]: -1.5e+18 is
+// outside ...", "variances[0]: 1e-40 is outside ...", arguments the caller (and a C caller of
+// ds_grid_mixture_create, whose fuzz inputs showed it) never passed. Each is refused naming its own argument; the
+// largest spacing the means allow still builds.
+TEST(Validation, GridMixtureNamesItsSpacingAndVariance) {
+  expect_error([] { grid_mixture(2, 4, 1e18, 1.0); }, {"spacing: 1e+18", "4 x 4 grid", "1.5e+18"});
+  expect_error([] { grid_mixture(2, 2, -1e300, 1.0); }, {"spacing: -1e+300"});
+  expect_error([] { grid_mixture(2, 2, 1.0, 1e-40); }, {"variance: 1e-40", "1e-36"});
+  expect_error([] { grid_mixture(2, 2, 1.0, std::nan("")); }, {"variance: nan"});
+  expect_error([] { grid_mixture(2, 2, 1.0, -1.0); }, {"variance: -1"});
+  EXPECT_EQ(grid_mixture(2, 3, 1e18, 1.0).components(), 9);  // outermost means at +-1e18 exactly
+  EXPECT_EQ(grid_mixture(2, 1, 1e300, 1.0).components(), 1);  // one component, at the origin
+  ds_mixture* m = nullptr;
+  EXPECT_EQ(ds_grid_mixture_create(2, 4, 1e18, 1.0, nullptr, 0, &m), DS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ds_last_error()).find("spacing"), std::string::npos) << ds_last_error();
+  EXPECT_EQ(ds_grid_mixture_create(2, 2, 1.0, 1e40, nullptr, 0, &m), DS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ds_last_error()).find("variance: 1e+40"), std::string::npos) << ds_last_error();
+  EXPECT_EQ(m, nullptr);
+}
+
 // The C ABI's host outputs of an analytic posterior and of the component weights were copied into the caller's
 // buffers one after the other: a covariance over the mean replaced part of the mean, component means over the
 // weights replaced weights, and weights written over the samples destroyed them. Any two that share a byte are

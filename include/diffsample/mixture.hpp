@@ -264,8 +264,10 @@ class DIFFSAMPLE_API gaussian_mixture {
 /// across higher coordinates (coordinate j uses the grid coordinate j mod 2), with isotropic variance @p variance
 /// and the given weights (K = g^2 entries; pass {} for equal weights). The 25-component benchmark mixture is
 /// grid_mixture(d, 5, spacing, variance, weights).
-/// @throws invalid_argument for dim outside [1, limits::max_dim] or grid outside [1, limits::max_grid], and
-///         out_of_memory when the K x dim means exceed limits::max_host_bytes, before anything is allocated
+/// @throws invalid_argument for dim outside [1, limits::max_dim] or grid outside [1, limits::max_grid], a spacing
+///         that puts the outermost means beyond max_abs_value or a variance outside [min_variance, max_variance]
+///         (each named as given), and out_of_memory when the K x dim means exceed limits::max_host_bytes, before
+///         anything is allocated
 DIFFSAMPLE_API gaussian_mixture grid_mixture(std::int64_t dim, int grid, double spacing, double variance,
                                              std::vector<double> weights = {});
 
