@@ -13,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <diffsample/guided.hpp>
@@ -431,6 +432,131 @@ TEST(GuidedSamplers, BitIdenticalAcrossThreadsAndBatchSplits) {
       ASSERT_EQ(one[i], two[i]) << ds::to_string(s) << " index " << i;
       ASSERT_EQ(one[i], batch[i]) << ds::to_string(s) << " index " << i;
     }
+  }
+}
+
+// Every problem of a batch reads only its own tables: in a two-problem call with different operators (per-problem
+// dense matrices, masks with different indices and gains, or rank-2 SVD operators, which run on their projected
+// problems), different y and different sigma_y, problem 0's outputs equal those of the call whose two problems are
+// both problem 0, and problem 1's those of the call whose two problems are both problem 1, bit for bit (particle j
+// of problem b draws from the stream b N + j in each call, so only the tables can differ). Every sampler: SMC with
+// each potential (the twisted ones with the start correction, the multistep kernel and the final moves) and all its
+// outputs (particles, log-weights, samples, log-normaliser, ESS trace, resampling counts), DPS with both step forms,
+// DCPS with both bridge covariances. d_x = 7 leaves a partial SIMD pack. Seen failing (problem 1 only, each sampler
+// it concerns) with problem 0's sigma_y taken for every problem in the SMC / DPS / Pi-GDM / DiffPIR tables, in
+// SKRock's, TMPD's, the final moves' and the SVD reduction's log-normaliser constant, with problem 0's factors in
+// DDRM's tables and with problem 0's A A^T in DCPS's bridge covariances.
+TEST(GuidedSamplers, EachProblemOfABatchReadsOnlyItsOwnTables) {
+  const std::int64_t d = 7, dy = 3, N = 16, K = 10;
+  std::mt19937_64 gen(29);
+  std::normal_distribution<double> z;
+  std::uniform_real_distribution<double> u(0.4, 1.8);
+  std::vector<double> means(2 * d), variances(2 * d);
+  for (double& v : means) v = 1.5 * z(gen);
+  for (double& v : variances) v = u(gen);
+  const ds::gaussian_mixture prior(d, {0.35, 0.65}, means, variances);
+  // Orthonormal columns (Gram-Schmidt) for the SVD operators.
+  const auto orthonormal = [&](std::int64_t n, std::int64_t r) {
+    std::vector<double> X(n * r);
+    for (double& v : X) v = z(gen);
+    for (std::int64_t a = 0; a < r; ++a) {
+      for (std::int64_t c = 0; c < a; ++c) {
+        double s = 0;
+        for (std::int64_t i = 0; i < n; ++i) s += X[i * r + a] * X[i * r + c];
+        for (std::int64_t i = 0; i < n; ++i) X[i * r + a] -= s * X[i * r + c];
+      }
+      double s = 0;
+      for (std::int64_t i = 0; i < n; ++i) s += X[i * r + a] * X[i * r + a];
+      for (std::int64_t i = 0; i < n; ++i) X[i * r + a] /= std::sqrt(s);
+    }
+    return X;
+  };
+  struct problem {
+    ds::observation_operator op;
+    std::vector<double> y;
+    double sigma_y;
+  };
+  for (int kind = 0; kind < 3; ++kind) {
+    problem P[2];
+    for (int b = 0; b < 2; ++b) {
+      if (kind == 0) {
+        std::vector<double> A(dy * d);
+        for (double& v : A) v = z(gen);
+        P[b].op = ds::observation_operator::dense(dy, d, A);
+      } else if (kind == 1) {
+        P[b].op = ds::observation_operator::mask(d, {b == 0 ? 6 : 1, 0, 3 + b}, {1.3 - b, -0.7, 0.9 + 0.4 * b});
+      } else {
+        P[b].op = ds::observation_operator::svd(dy, d, orthonormal(dy, 2), {1.5 - 0.6 * b, 0.4 + 0.5 * b},
+                                                orthonormal(d, 2));
+      }
+      for (std::int64_t o = 0; o < dy; ++o) P[b].y.push_back(z(gen));
+      P[b].sigma_y = b == 0 ? 0.5 : 0.8;
+    }
+    const auto batch = [&](int first, int second) {
+      ds::guided_problems g;
+      g.problems = 2;
+      g.d_y = dy;
+      for (int b : {first, second}) {
+        g.operators.push_back(P[b].op);
+        g.y.insert(g.y.end(), P[b].y.begin(), P[b].y.end());
+        g.sigma_y.push_back(P[b].sigma_y);
+      }
+      return g;
+    };
+    using S = ds::guided_sampler;
+    for (S s : {S::smc, S::dps, S::pigdm, S::diffpir, S::skrock, S::tmpd, S::ddrm, S::dcps})
+      for (int variant = 0; variant < (s == S::smc ? 3 : s == S::dps || s == S::dcps ? 2 : 1); ++variant) {
+        ds::guided_options o = options(s, N, K, 31);
+        o.dcps_langevin_steps = 3;
+        o.dcps_bridge_variance = variant == 1;
+        if (s == S::dps) {
+          o.guidance_scale = 0.1;
+          o.dps_step = variant == 0 ? ds::dps_step_form::likelihood : ds::dps_step_form::normalised;
+        }
+        if (s == S::smc) {
+          o.potentials = static_cast<ds::guided_potentials>(variant);  // linear, moment, twisted
+          o.start_correction = o.potentials != ds::guided_potentials::moment;
+          o.multistep_kernel = true;
+          o.final_moves = o.potentials == ds::guided_potentials::twisted ? 2 : 0;
+        }
+        struct outputs {
+          std::vector<float> x, lw, samples, ess;
+          std::vector<double> lz;
+          std::vector<std::int32_t> counts;
+        };
+        const auto run_batch = [&](const ds::guided_problems& g) {
+          outputs r{std::vector<float>(2 * N * d), std::vector<float>(2 * N), std::vector<float>(2 * N * d),
+                    std::vector<float>(2 * (K + 1)), std::vector<double>(2), std::vector<std::int32_t>(2)};
+          ds::guided_outputs out;
+          out.particles = r.x.data();
+          if (s == S::smc) {
+            out.log_weights = r.lw.data();
+            out.samples = r.samples.data();
+            out.ess_trace = r.ess.data();
+            out.log_normaliser = r.lz.data();
+            out.resample_count = r.counts.data();
+          }
+          ds::guided_sample(prior, out, g, o, {ds::executor::cpu, nullptr});
+          return r;
+        };
+        const outputs mixed = run_batch(batch(0, 1));
+        const std::string what = std::string(ds::to_string(s)) + " variant " + std::to_string(variant) +
+                                 " operator " + ds::to_string(P[0].op.kind());
+        for (int b = 0; b < 2; ++b) {
+          const outputs alone = run_batch(batch(b, b));
+          const auto rows = [&](const std::vector<float>& v, std::int64_t per) {
+            return std::vector<float>(v.begin() + b * per, v.begin() + (b + 1) * per);
+          };
+          for (float v : rows(alone.x, N * d)) ASSERT_TRUE(std::isfinite(v)) << what;
+          EXPECT_EQ(rows(mixed.x, N * d), rows(alone.x, N * d)) << what << ", problem " << b;
+          if (s != S::smc) continue;
+          EXPECT_EQ(rows(mixed.lw, N), rows(alone.lw, N)) << what << ", problem " << b;
+          EXPECT_EQ(rows(mixed.samples, N * d), rows(alone.samples, N * d)) << what << ", problem " << b;
+          EXPECT_EQ(rows(mixed.ess, K + 1), rows(alone.ess, K + 1)) << what << ", problem " << b;
+          EXPECT_EQ(mixed.lz[b], alone.lz[b]) << what << ", problem " << b;
+          EXPECT_EQ(mixed.counts[b], alone.counts[b]) << what << ", problem " << b;
+        }
+      }
   }
 }
 
