@@ -489,5 +489,10 @@ struct guided_arguments {
 DIFFSAMPLE_API guided_arguments guided_arguments_from_c(const ds_guided_problems* problems,
                                                         const ds_guided_options* options,
                                                         const ds_guided_outputs* outputs, std::int64_t d_x);
+// ds_guided_sample2()'s report (src/c_api/guided.cpp), also written by ds_mpi_guided_sample2: the caller's
+// struct_size, checked (0 for a null report; throws invalid_argument naming report.struct_size), and the report
+// written in the layout that size names.
+DIFFSAMPLE_API std::size_t guided_report2_size(const ds_guided_report2* report);
+DIFFSAMPLE_API void write_guided_report2(const guided_report& from, ds_guided_report2* to, std::size_t struct_size);
 
 }  // namespace diffsample::c_api

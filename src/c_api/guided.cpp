@@ -129,6 +129,14 @@ ds::guided_outputs to_cpp(const ds_guided_outputs* p) {
 
 namespace diffsample::c_api {
 
+std::size_t guided_report2_size(const ds_guided_report2* report) {
+  if (report == nullptr) return 0;
+  std::size_t size = 0;
+  std::memcpy(&size, static_cast<const void*>(report), sizeof size);
+  check_size<ds_guided_report2>("report", size);
+  return size;
+}
+
 guided_arguments guided_arguments_from_c(const ds_guided_problems* problems, const ds_guided_options* options,
                                          const ds_guided_outputs* outputs, std::int64_t d_x) {
   return guided_arguments{::to_cpp(problems, d_x), ::to_cpp(options), ::to_cpp(outputs)};
@@ -167,6 +175,14 @@ ds_guided_report2 to_c_report(const ds::guided_report& r) {
 }
 
 }  // namespace
+
+namespace diffsample::c_api {
+void write_guided_report2(const guided_report& from, ds_guided_report2* to, std::size_t struct_size) {
+  ds_guided_report2 c = to_c_report(from);
+  c.struct_size = struct_size;
+  std::memcpy(static_cast<void*>(to), &c, struct_size);
+}
+}  // namespace diffsample::c_api
 
 extern "C" {
 
@@ -223,17 +239,10 @@ ds_status ds_guided_sample2(const ds_mixture* prior, const ds_guided_problems* p
   return guard([&] {
     std::size_t report_size = 0;
     // The report's layout is checked with the other arguments, before the run.
-    auto check_report = [&] {
-      if (report == nullptr) return;
-      std::memcpy(&report_size, static_cast<const void*>(report), sizeof report_size);
-      check_size<ds_guided_report2>("report", report_size);
-    };
+    auto check_report = [&] { report_size = guided_report2_size(report); };
     const ds::guided_report r =
         guided_run(prior, problems, options, outputs, exec, workspace, workspace_bytes, check_report);
-    if (report == nullptr) return;
-    ds_guided_report2 c = to_c_report(r);
-    c.struct_size = report_size;
-    std::memcpy(static_cast<void*>(report), &c, report_size);
+    if (report != nullptr) write_guided_report2(r, report, report_size);
   });
 }
 

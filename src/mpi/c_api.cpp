@@ -222,9 +222,10 @@ ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_t probl
   return DS_SUCCESS;
 }
 
-ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_guided_problems* problems,
-                               const ds_guided_options* options, const ds_guided_outputs* outputs,
-                               ds_mpi_smc_mode mode, ds_execution exec, ds_mpi_guided_result* result) {
+ds_status ds_mpi_guided_sample2(MPI_Comm comm, const ds_mixture* prior, const ds_guided_problems* problems,
+                                const ds_guided_options* options, const ds_guided_outputs* outputs,
+                                ds_mpi_smc_mode mode, ds_execution exec, ds_mpi_guided_result* result,
+                                ds_guided_report2* local) {
   static_assert(int(DS_MPI_SMC_GLOBAL) == int(diffsample::mpi::smc_mode::global) &&
                     int(DS_MPI_SMC_ISLANDS) == int(diffsample::mpi::smc_mode::islands),
                 "ds_mpi_smc_mode must equal diffsample::mpi::smc_mode");
@@ -235,12 +236,14 @@ ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_
   const diffsample::gaussian_mixture* mixture = nullptr;
   diffsample::c_api::guided_arguments args;
   diffsample::execution ex;
+  std::size_t local_size = 0;
   try {
     mixture = &diffsample::c_api::get(prior, "prior");
     args = diffsample::c_api::guided_arguments_from_c(problems, options, outputs, mixture->dim());
     if (mode != DS_MPI_SMC_GLOBAL && mode != DS_MPI_SMC_ISLANDS)
       diffsample::c_api::fail("mode: invalid value " + std::to_string(int(mode)));
     ex = diffsample::c_api::to_cpp(exec);
+    local_size = diffsample::c_api::guided_report2_size(local);
   } catch (...) {
     status = status_of(std::current_exception(), message);
   }
@@ -260,8 +263,15 @@ ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_
     result->seconds = r.seconds;
     result->comm = ds_mpi_comm_stats{r.comm.seconds, r.comm.bytes_sent, r.comm.bytes_received, r.comm.exchanges};
   }
+  if (local != nullptr) diffsample::c_api::write_guided_report2(r.local, local, local_size);
   last_error.clear();
   return DS_SUCCESS;
+}
+
+ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, const ds_guided_problems* problems,
+                               const ds_guided_options* options, const ds_guided_outputs* outputs,
+                               ds_mpi_smc_mode mode, ds_execution exec, ds_mpi_guided_result* result) {
+  return ds_mpi_guided_sample2(comm, prior, problems, options, outputs, mode, exec, result, nullptr);
 }
 
 }  // extern "C"

@@ -263,6 +263,41 @@ int main(int argc, char** argv) {
     CHECK(gs == DS_INVALID_ARGUMENT, "an unreadable options struct fails every rank");
     CHECK(strstr(ds_mpi_last_error(), "options") != NULL, "the struct named in the message");
   }
+  /* ds_mpi_guided_sample2: this rank's full report with the default settings resolved as the distributed run
+   * resolves them (d_y = 1, a grid ending at s = 0: twisted with both corrections; no final moves in the global
+   * filter, 4 in island mode), the same report ds_guided_sample2 gives one process for the island's run; a report of
+   * no known layout on the last rank fails every rank before the run. */
+  {
+    ds_guided_options go;
+    ds_guided_options_init(&go, sizeof go);
+    go.particles = GP;
+    go.steps = 6;
+    go.seed = 21;
+    ds_guided_outputs gm;
+    ds_guided_outputs_init(&gm, sizeof gm);
+    gm.samples = g_mine;
+    ds_guided_report2 local;
+    ds_mpi_guided_result gr;
+    for (int islands = 0; islands < 2; ++islands) {
+      ds_guided_report2_init(&local, sizeof local);
+      memset(&gr, 0xff, sizeof gr);
+      CHECK(ds_mpi_guided_sample2(MPI_COMM_WORLD, mix, &gp, &go, &gm, islands ? DS_MPI_SMC_ISLANDS : DS_MPI_SMC_GLOBAL,
+                                  cpu, &gr, &local) == DS_SUCCESS,
+            "ds_mpi_guided_sample2");
+      CHECK(local.struct_size == sizeof local && local.ran == DS_EXECUTOR_CPU && gr.local.ran == DS_EXECUTOR_CPU &&
+                local.launches == gr.local.launches,
+            "the full report's executor and launches, as the result's");
+      CHECK(local.potentials == DS_POTENTIALS_TWISTED && local.start_correction == 1 && local.multistep_kernel == 1,
+            "the default potentials resolved to twisted with both corrections");
+      CHECK(local.final_moves == (islands ? 4 : 0), "the final moves that ran: none in the global filter, 4 per island");
+    }
+    ds_guided_report2_init(&local, sizeof local);
+    if (rank == ranks - 1) local.struct_size = 12;
+    const ds_status gs =
+        ds_mpi_guided_sample2(MPI_COMM_WORLD, mix, &gp, &go, &gm, DS_MPI_SMC_GLOBAL, cpu, NULL, &local);
+    CHECK(gs == DS_INVALID_ARGUMENT, "a report of no known layout fails every rank");
+    CHECK(strstr(ds_mpi_last_error(), "report.struct_size") != NULL, "the report named in the message");
+  }
   free(g_whole);
   free(g_mine);
 
