@@ -1097,3 +1097,162 @@ TEST(Diffusion, FirstStepOfEverySamplerUsesTheDocumentedStream) {
     }
   }
 }
+
+// Every step of every sampler, not only the first: chain i's whole recorded trajectory (and its final jump) rebuilt
+// in FP64 from the documented stream and math.md 3-4, on a three-component diagonal mixture whose denoiser is the
+// FP64 reference (evaluate_fp64). The schedule's points are points()'s (SchedulesMatchTheirClosedForms pins them);
+// the updates are written here from the formulas, not from the library's table: DDPM as the posterior of the
+// forward step x = r x' + sqrt(v) z (r = a / a', v = s^2 - r^2 s'^2; mean var (a' m / s'^2 + r x / v), var
+// s'^2 v / s^2), DDIM from eps = (x - a m) / s, the reverse SDE with f = a'/a and g^2 = d(s^2)/dt - 2 f s^2, the
+// ODE's velocity (Heun's corrector at the next point, Euler on a step ending at s = 0), stochastic localization
+// as Z + delta m + sqrt(delta) xi, walk-jump and SMS as ULA on (E[x0 | ybar_m] - y) / sigma^2 with the next
+// measurement started at ybar plus sigma times the step's second block of normals. n = 7 leaves a partial SIMD
+// pack; d = 2 runs the register path, d = 3 the workspace path and a partial Philox block; steps = 1 is a
+// single-step grid. Tolerance: each step is within 2e-5 (1 + |x|) (FirstStepOfEverySamplerUsesTheDocumentedStream:
+// FP32 coefficients, host normals to 1e-5), and the step maps here are contractions or expand by at most a factor
+// of a few over five steps, so 5e-4 (1 + |x|) holds with room; a wrong coefficient of any later step moves a
+// state by far more. Seen failing with the next SMS measurement started at S / (m + 1) + sigma xi instead of
+// S / m + sigma xi, which every other test of this file passed.
+TEST(Diffusion, EveryStepOfEverySamplerFollowsItsUpdate) {
+  const std::vector<double> w = {0.2, 0.5, 0.3};
+  for (std::int64_t d : {2, 3}) {
+    std::vector<double> mu, var;
+    for (std::int64_t k = 0; k < 3; ++k)
+      for (std::int64_t j = 0; j < d; ++j) {
+        mu.push_back(1.5 * std::cos(1.3 * k + 0.7 * j) + 0.5 * k);
+        var.push_back(0.3 + 0.2 * ((k + j) % 3));
+      }
+    const gaussian_mixture mix(d, w, mu, var);
+    auto denoise = [&](const std::vector<double>& x, double a, double s) {
+      std::vector<double> m(d);
+      mix.evaluate_fp64(m.data(), 1, x.data(), {a, s}, quantity::denoiser);
+      return m;
+    };
+    struct probe {
+      diffusion_sampler sampler;
+      noise_schedule schedule;
+      double eta;
+      bool final_denoise;
+    };
+    const std::vector<probe> probes = {
+        {diffusion_sampler::ddpm, noise_schedule::vp_linear(), 0, false},
+        {diffusion_sampler::ddpm, noise_schedule::variance_exploding(0.01, 20), 0, true},
+        {diffusion_sampler::ddim, noise_schedule::vp_cosine().with_grid(time_grid::quadratic, 0.99, 0.0), 0.4, false},
+        {diffusion_sampler::reverse_sde, noise_schedule::ornstein_uhlenbeck(3.0).with_grid(time_grid::uniform, 3.0, 0.02),
+         0, true},
+        {diffusion_sampler::reverse_sde, noise_schedule::variance_exploding(0.01, 20), 0, false},
+        {diffusion_sampler::ode_euler, noise_schedule::linear_interpolant().with_grid(time_grid::uniform, 0.95, 0.0), 0,
+         false},
+        {diffusion_sampler::ode_heun, noise_schedule::variance_exploding(0.01, 20), 0, false},
+        {diffusion_sampler::ode_heun, noise_schedule::ornstein_uhlenbeck(2.0), 0, false},
+        {diffusion_sampler::stochastic_localization, noise_schedule::stochastic_localization(0.01, 50), 0, true},
+        {diffusion_sampler::walk_jump, {}, 0, true},
+        {diffusion_sampler::sequential_measurements, {}, 0, true}};
+    for (std::int64_t steps : {1, 5}) {
+      for (const probe& pr : probes) {
+        diffusion_options o;
+        o.sampler = pr.sampler;
+        o.schedule = pr.schedule;
+        o.eta = pr.eta;
+        o.final_denoise = pr.final_denoise;
+        o.steps = steps;
+        o.sigma = 1.5;
+        o.step_size = 0.2;
+        o.measurements = 3;
+        o.seed = 77;
+        o.first_chain = 3;
+        o.record_every = 1;
+        const bool langevin = pr.sampler == diffusion_sampler::walk_jump ||
+                              pr.sampler == diffusion_sampler::sequential_measurements;
+        const std::int64_t M = pr.sampler == diffusion_sampler::sequential_measurements ? o.measurements : 1;
+        const std::int64_t total = steps * M, n = 7;
+        std::vector<float> x(n * d), traj(total * n * d);
+        diffusion(mix, x.data(), {traj.data()}, n, o, cpu);
+        const std::vector<schedule_point> pts = langevin ? std::vector<schedule_point>{} : o.schedule.points(steps);
+        const std::string what = std::string(to_string(o.sampler)) + " " +
+                                 (langevin ? "" : to_string(o.schedule.kind)) + ", d = " + std::to_string(d) +
+                                 ", steps = " + std::to_string(steps);
+        for (std::int64_t i = 0; i < n; ++i) {
+          const std::uint64_t id = o.first_chain + std::uint64_t(i);
+          const auto z0 = diffsample::testing::documented_normals(o.seed, id, 0, int(d));
+          const double scale = langevin ? o.sigma : pts[0].s;
+          std::vector<double> y(d), sum(d, 0.0);
+          for (std::int64_t j = 0; j < d; ++j) y[j] = scale * z0[j];
+          auto expect_state = [&](const std::vector<double>& want, const float* got, const std::string& where) {
+            for (std::int64_t j = 0; j < d; ++j)
+              EXPECT_NEAR(got[j], want[j], 5e-4 * (1 + std::abs(want[j]))) << what << ", chain " << i << ", " << where;
+          };
+          for (std::int64_t k = 0; k < total; ++k) {
+            // Two blocks' worth of normals: the step's, then (SMS) the next measurement's start.
+            const int block = int((d + 3) / 4 * 4);
+            const auto z = diffsample::testing::documented_normals(o.seed, id, std::uint64_t(k) + 1, 2 * block);
+            std::vector<double> next(d);
+            if (langevin) {
+              const std::int64_t m = k / steps + 1;
+              std::vector<double> ybar(d);
+              for (std::int64_t j = 0; j < d; ++j) ybar[j] = (sum[j] + y[j]) / double(m);
+              const auto den = denoise(ybar, 1.0, o.sigma / std::sqrt(double(m)));
+              for (std::int64_t j = 0; j < d; ++j)
+                next[j] = y[j] + o.step_size * (den[j] - y[j]) / (o.sigma * o.sigma) + std::sqrt(2 * o.step_size) * z[j];
+              if ((k + 1) % steps == 0 && m < M)
+                for (std::int64_t j = 0; j < d; ++j) {
+                  sum[j] += next[j];
+                  next[j] = sum[j] / double(m) + o.sigma * z[block + j];
+                }
+            } else {
+              const schedule_point &p = pts[k], &q = pts[k + 1];
+              const double dt = q.t - p.t;
+              const auto m = denoise(y, p.a, p.s);
+              for (std::int64_t j = 0; j < d; ++j) {
+                switch (pr.sampler) {
+                  case diffusion_sampler::ddpm: {
+                    const double r = p.a / q.a, v = p.s * p.s - r * r * q.s * q.s;
+                    const double post = q.s * q.s * v / (p.s * p.s);
+                    const double mean = q.s == 0 ? q.a * m[j] : post * (q.a * m[j] / (q.s * q.s) + r * y[j] / v);
+                    next[j] = mean + std::sqrt(post) * z[j];
+                    break;
+                  }
+                  case diffusion_sampler::ddim: {
+                    const double r = p.a / q.a, v = p.s * p.s - r * r * q.s * q.s;
+                    const double sigma = o.eta * std::sqrt(q.s * q.s * v / (p.s * p.s));
+                    const double eps = (y[j] - p.a * m[j]) / p.s;
+                    next[j] = q.a * m[j] + std::sqrt(q.s * q.s - sigma * sigma) * eps + sigma * z[j];
+                    break;
+                  }
+                  case diffusion_sampler::reverse_sde: {
+                    const double f = p.da_dt / p.a, g2 = 2 * p.s * p.ds_dt - 2 * f * p.s * p.s;
+                    const double score = (p.a * m[j] - y[j]) / (p.s * p.s);
+                    next[j] = y[j] + dt * (f * y[j] - g2 * score) + std::sqrt(-g2 * dt) * z[j];
+                    break;
+                  }
+                  case diffusion_sampler::stochastic_localization:
+                    next[j] = y[j] + dt * m[j] + std::sqrt(dt) * z[j];
+                    break;
+                  default:  // the ODEs: Euler's predictor here, Heun's corrector below
+                    next[j] = y[j] + dt * (p.ds_dt / p.s * y[j] + (p.da_dt - p.ds_dt * p.a / p.s) * m[j]);
+                }
+              }
+              if (pr.sampler == diffusion_sampler::ode_heun && q.s > 0) {
+                const auto m2 = denoise(next, q.a, q.s);
+                for (std::int64_t j = 0; j < d; ++j) {
+                  const double b1 = p.ds_dt / p.s * y[j] + (p.da_dt - p.ds_dt * p.a / p.s) * m[j];
+                  const double b2 = q.ds_dt / q.s * next[j] + (q.da_dt - q.ds_dt * q.a / q.s) * m2[j];
+                  next[j] = y[j] + 0.5 * dt * (b1 + b2);
+                }
+              }
+            }
+            y = next;
+            expect_state(y, traj.data() + (k * n + i) * d, "step " + std::to_string(k));
+          }
+          if (o.final_denoise || pr.sampler == diffusion_sampler::stochastic_localization || langevin) {
+            std::vector<double> point(d);
+            for (std::int64_t j = 0; j < d; ++j) point[j] = (sum[j] + y[j]) / double(M);
+            y = langevin ? denoise(point, 1.0, o.sigma / std::sqrt(double(M)))
+                         : denoise(y, pts[steps].a, pts[steps].s);
+          }
+          expect_state(y, x.data() + i * d, "output");
+        }
+      }
+    }
+  }
+}
