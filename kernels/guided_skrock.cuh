@@ -12,6 +12,7 @@
 #pragma once
 
 #include "kernels/guided.cuh"
+#include "kernels/mixture_points.cuh"
 
 namespace diffsample::kernels {
 
@@ -21,6 +22,9 @@ struct skrock_params {
   const float* inv_noise_var;  // B: 1 / sigma_y^2 per problem
   const float* coefficients;   // stages x 3: mu_j, nu_j, kappa_j (j = 1..s)
   int stages;
+  /// The prior's FP64 cumulative weights (K, on the run's executor) for the exact initial draws (prior_draw); nullptr
+  /// where nothing draws from the prior (an ask/tell plan, whose state is the caller's).
+  const double* cumulative = nullptr;
 };
 
 /// g += A_b^T (y_b - A_b x) / sigma_y^2, the likelihood's part of the drift (r: d_y scratch).
@@ -103,20 +107,11 @@ DS_HD_INLINE void skrock_iteration(const guided_params& p, const skrock_params& 
   skrock_iteration_of(p, q, b, guided_stream(p, i, b), n, x, cur, old, g, r);
 }
 
-/// An exact draw from the prior: component k by its weight (one uniform), then mean_k + sqrt(v_k) z.
+/// SKRock's initial state: the exact prior draw `key` (stream step 0), as gaussian_mixture::sample() draws it at
+/// channel (1, 0) (exact_draw: the component by a 64-bit uniform against the FP64 cumulative weights).
 template <class X>
-DS_HD_INLINE void prior_draw(const mixture_view<float>& m, philox& rng, X& x) {
-  const float u = rng.uniform();
-  float cumulative = 0.f;
-  int k = m.components - 1;
-  for (int c = 0; c < m.components - 1; ++c) {
-    cumulative += ds_exp(m.log_weights[c]);
-    if (u <= cumulative) {
-      k = c;
-      break;
-    }
-  }
-  rng.normals(m.dim, [&](int j, float z) { x[j] = m.mean(k, j) + ds_sqrt(m.variance(k, j)) * z; });
+DS_HD_INLINE void prior_draw(const guided_params& p, const skrock_params& q, std::uint64_t key, X& x) {
+  exact_draw(p.mix, q.cumulative, p.seed, key, 1.f, 0.f, x);
 }
 
 /// A whole SKRock chain per particle: an exact prior draw (stream step 0), then `iterations` iterations. The drift
@@ -139,10 +134,7 @@ struct guided_skrock_functor {
     // The problem once, not per iteration (a 64-bit division). The stream (a shard's offset included: two
     // multiply-adds) per iteration instead of held across it: held, the kernel took 128 registers instead of 96.
     const std::int64_t b = i / p.particles;
-    {
-      philox rng(p.seed, guided_stream(p, i, b), 0);
-      prior_draw(p.mix, rng, xi);
-    }
+    prior_draw(p, q, guided_stream(p, i, b), xi);
     for (std::int64_t n = 0; n < iterations; ++n)
       skrock_iteration_of(p, q, b, guided_stream(p, i, b), n, xi, cur, old, g, ri);
   }
@@ -185,10 +177,7 @@ struct skrock_stage_functor {
     const auto key = [&] { return (id_base != nullptr ? *id_base : 0) + guided_stream(p, i, b); };
     strided_vec<float> xi{x + i * d, 1, d}, ci{cur + i * d, 1, d}, oi{old + i * d, 1, d}, gi{g + i * d, 1, d},
         ri{r + i * p.d_y, 1, p.d_y};
-    if (op == skrock_op_initial) {
-      philox rng(p.seed, key(), 0);
-      prior_draw(p.mix, rng, xi);
-    }
+    if (op == skrock_op_initial) prior_draw(p, q, key(), xi);
     if (op != skrock_op_stage) {
       if (iterations > 0) skrock_perturb(p, q, key(), b, 0, xi, ci);
       return;

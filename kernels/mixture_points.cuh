@@ -67,8 +67,25 @@ inline mixture_channels jvp_channel_table(const mixture_view<float>& m, float* t
   return {m, reinterpret_cast<component_constants*>(table), inv_c, nullptr};
 }
 
-/// sample(): draw first + i at the channel (a, s^2): its component from the FP64 cumulative weights, then
-/// a mu_k + sqrt(a^2 var_k + s^2) z per coordinate.
+/// Exact draw `id` of the mixture at the channel (a, s^2) from the Philox stream (seed, id, 0): its component k by
+/// the 64-bit uniform of component_uniform against the FP64 cumulative weights (its high word the stream's first
+/// output, its low word an output far beyond any normal of the step, 2^33 of its 2^34 outputs in), then
+/// out_j = a mu_kj + sqrt(a^2 var_kj + s^2) z_j with the stream's next normals; returns k. The one exact draw of the
+/// library: gaussian_mixture::sample() and SKRock's initial prior draws (kernels/guided_skrock.cuh), so that no
+/// sampler picks a component against FP32 running sums (which lose every weight below half an ulp of the sum
+/// before it: 3e-8 once the sum passes 0.5, so that thousands of small components were never drawn).
+template <class X>
+DS_HD_INLINE int exact_draw(const mixture_view<float>& m, const double* cumulative, std::uint64_t seed,
+                            std::uint64_t id, float a, float s2, X& out) {
+  philox rng(seed, id, 0);
+  const unsigned hi = rng.bits();
+  const unsigned lo = philox(seed, id, 0, std::uint64_t(1) << 33).bits();
+  const int k = pick_component(cumulative, m.components, component_uniform(hi, lo));
+  rng.normals(m.dim, [&](int j, float z) { out[j] = a * m.mean(k, j) + ds_sqrt(a * a * m.variance(k, j) + s2) * z; });
+  return k;
+}
+
+/// sample(): draw first + i at the channel (a, s^2) (exact_draw).
 struct mixture_sample_functor {
   mixture_view<float> mix;
   const double* cumulative;  // FP64
@@ -77,20 +94,9 @@ struct mixture_sample_functor {
   float a, s2;
   std::uint64_t seed, first;
   DS_HD void operator()(std::int64_t i) const {
-    const std::uint64_t id = first + static_cast<std::uint64_t>(i);
-    philox rng(seed, id, 0);
-    // The component's 64-bit uniform: output 0 of the stream (the normals follow it, as before) and one output far
-    // beyond any normal of the step (2^33 of its 2^34 outputs in).
-    const unsigned hi = rng.bits();
-    const unsigned lo = philox(seed, id, 0, std::uint64_t(1) << 33).bits();
-    const int k = pick_component(cumulative, mix.components, component_uniform(hi, lo));
-    if (labels != nullptr) labels[i] = k;
     float* o = out + i * mix.dim;
-    const auto& m = mix;
-    const float aa = a, ss2 = s2;
-    rng.normals(mix.dim, [&](int j, float z) {
-      o[j] = aa * m.mean(k, j) + ds_sqrt(aa * aa * m.variance(k, j) + ss2) * z;
-    });
+    const int k = exact_draw(mix, cumulative, seed, first + static_cast<std::uint64_t>(i), a, s2, o);
+    if (labels != nullptr) labels[i] = k;
   }
 };
 

@@ -905,7 +905,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       // Drift evaluation by drift evaluation with the mixture's score at channel (1, 0), as a caller's model gives
       // it to the ask/tell plan, through the same stage functor: the plan answered by the mixture reproduces this
       // run bit for bit (given this run's exact prior draws as its initial state).
-      const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
+      const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages),
+                                     prior.storage().cumulative_for(where)};
       float *cur = mu, *old = mu + BN * d, *g = mu + 2 * BN * d;
       kernels::skrock_stage_functor f{p, q, kernels::skrock_op_initial, 0, 0, K, x, cur, old, g, g, r, nullptr,
                                       nullptr, 0};
@@ -932,7 +933,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
         }
       if (!fused) report.launches += 2 * K * o.skrock_stages;
     } else if (o.sampler == guided_sampler::skrock) {
-      const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages)};
+      const kernels::skrock_params q{extra, extra + B, extra + 2 * B, int(o.skrock_stages),
+                                     prior.storage().cumulative_for(where)};
       detail::launch_skrock(where, BN, p, q, K, x, mu, r, stream);
     } else {
       const kernels::baseline_settings g{float(o.guidance_scale),

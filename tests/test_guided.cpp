@@ -668,7 +668,14 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
   // SKRock: 3 stages, small steps (any values run the same indexing).
   std::vector<float> skrock_step(B, 0.01f), skrock_inv(B, 0.5f), skrock_coefficients(9);
   for (auto& c : skrock_coefficients) c = 0.5f * u(gen);
-  const k::skrock_params skrock{skrock_step.data(), skrock_inv.data(), skrock_coefficients.data(), 3};
+  // The FP64 cumulative weights of log_w (their total, 0.98, scaled to 1) for the exact prior draws.
+  std::vector<double> cumulative(K);
+  double total = 0;
+  for (int c = 0; c < K; ++c) total += std::exp(double(log_w[c]));
+  for (int c = 0; c < K; ++c) cumulative[c] = (c > 0 ? cumulative[c - 1] : 0.0) + std::exp(double(log_w[c])) / total;
+  cumulative[K - 1] = 1.0;
+  const k::skrock_params skrock{skrock_step.data(), skrock_inv.data(), skrock_coefficients.data(), 3,
+                                cumulative.data()};
 
   const k::baseline_settings settings{0.7f, false, nullptr};
   struct run_outputs {
@@ -746,10 +753,7 @@ TEST(Guided, CoordinateMajorLayoutMatchesRowMajorBitForBit) {
         xd{ref_dps.data() + i * d, 1, d};
     k::baseline_initial(p, k::guided_stream(p, i, b), xp);
     for (int s = 0; s < steps; ++s) k::diffpir_step(p, i, s, xp, mi, ri);
-    {
-      k::philox rng(p.seed, static_cast<std::uint64_t>(i), 0);
-      k::prior_draw(p.mix, rng, xk);
-    }
+    k::prior_draw(p, skrock, static_cast<std::uint64_t>(i), xk);
     for (int s = 0; s < 2; ++s) k::skrock_iteration(p_prior, skrock, i, s, xk, mi, oi, vi, ri);
     k::baseline_initial(p, k::guided_stream(p, i, b), xd);
     for (int s = 0; s < steps; ++s) {
@@ -1446,4 +1450,54 @@ TEST(Guided, DefaultPotentialsLogNormaliser) {
   std::printf("default potentials, N = 1024, 100 steps: mean log Z-hat %.4f, exact %.4f, |error| %.4f, se %.4f, "
               "resamplings %d\n", ds::testing::mean(lz), exact, err, se, r.resamplings[0]);
   EXPECT_LE(err, 4 * se + 0.05);
+}
+
+// SKRock's initial state is an exact prior draw per particle. It picked the component against an FP32 running sum of
+// the weights, which loses every weight below half an ulp of the sum before it: here component 0 of weight 3/4,
+// then 4094 components of weight 2^-27 each (7.5e-9, under half the ulp of 0.75, 3e-8), then one of the rest. The
+// small ones hold 4094 2^-27 = 3.05e-5 of the mass and were never drawn (all of it went to the last component). Over
+// N = 2^21 draws the count in each group is binomial around N w: 64 for the small ones, within 5 standard deviations
+// (sqrt(N w (1 - w)) each) of the exact FP64 weights. The draws go through the very functor of the CPU executor's
+// run (op skrock_op_initial, no iteration); the fused functor calls the same prior_draw. Seen failing on the FP32
+// running sum (0 small draws).
+TEST(Guided, SkrockPriorDrawsKeepThousandsOfSmallComponents) {
+  namespace k = ds::kernels;
+  const int K = 4096, small = K - 2;
+  const double w_small = std::ldexp(1.0, -27), w_first = 0.75, w_last = 0.25 - small * w_small;
+  std::vector<double> w(K, w_small), cumulative(K);
+  w[0] = w_first;
+  w[K - 1] = w_last;
+  std::vector<float> log_w(K), means(K, 0.f), vars(K, 1e-6f);
+  double running = 0;
+  for (int c = 0; c < K; ++c) {
+    log_w[c] = float(std::log(w[c]));
+    running += w[c];  // binary fractions: exact
+    cumulative[c] = running;
+  }
+  ASSERT_EQ(cumulative[K - 1], 1.0);
+  means[0] = -10.f;  // the groups apart: x < -5, |x| < 5, x > 5
+  means[K - 1] = 10.f;
+  const std::int64_t N = std::int64_t(1) << 21;
+  k::guided_params p{};
+  p.mix = {log_w.data(), means.data(), vars.data(), K, 1, true};
+  p.problems = 1;
+  p.particles = N;
+  p.d = 1;
+  p.d_y = 0;
+  p.seed = 17;
+  const float one = 1.f;
+  const k::skrock_params q{&one, &one, &one, 1, cumulative.data()};
+  std::vector<float> x(N), unused(N);  // cur, old, g and the answer: untouched without iterations
+  float* u = unused.data();
+  const k::skrock_stage_functor f{p, q, k::skrock_op_initial, 0, 0, 0, x.data(), u, u, u, u, nullptr, nullptr,
+                                  nullptr, 0};
+  for (std::int64_t i = 0; i < N; ++i) f(i);
+  std::int64_t counts[3] = {0, 0, 0};
+  for (float v : x) ++counts[v < -5.f ? 0 : v > 5.f ? 2 : 1];
+  const double expected[3] = {w_first, small * w_small, w_last};
+  for (int g = 0; g < 3; ++g) {
+    const double mean = double(N) * expected[g], sd = std::sqrt(mean * (1 - expected[g]));
+    EXPECT_NEAR(double(counts[g]), mean, 5 * sd) << "group " << g << " (0: the heavy first component, 1: the "
+                                                 << small << " small ones, 2: the last)";
+  }
 }

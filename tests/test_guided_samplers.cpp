@@ -1221,7 +1221,9 @@ TEST(GuidedSamplers, FusedFunctorsOfAShardDrawTheWholeRunsStreams) {
   const kn::mixture_channels prior_channel = channel_table(base.mix, 1, kn::guided_channels{nullptr}, prior_table);
   std::vector<float> skrock_step = {0.01f, 0.02f}, skrock_inv = {0.5f, 0.8f}, skrock_coefficients(9);
   for (auto& c : skrock_coefficients) c = 0.5f * u(gen);
-  const kn::skrock_params skrock{skrock_step.data(), skrock_inv.data(), skrock_coefficients.data(), 3};
+  const std::vector<double> cumulative = {0.2, 0.7, 1.0};  // the weights 0.2, 0.5, 0.3
+  const kn::skrock_params skrock{skrock_step.data(), skrock_inv.data(), skrock_coefficients.data(), 3,
+                                 cumulative.data()};
   std::vector<kn::dcps_step> dsteps(steps);
   for (auto& st : dsteps) {
     st = {u(gen), u(gen), u(gen), u(gen), 0.3f * u(gen), {}};

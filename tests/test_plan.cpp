@@ -13,9 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/guided_skrock.cuh"
 #include "reference/helpers.hpp"
-#include "src/mixture_storage.hpp"
 #include "src/plan_storage.hpp"
 #include <diffsample/diffsample.hpp>
 #include <diffsample/plan.hpp>
@@ -536,10 +534,10 @@ TEST(SamplingPlan, GuidedPlanReproducesDdrmExactly) {
 TEST(SamplingPlan, GuidedPlanReproducesSkrockExactly) {
   // Three problems of 17 particles, 5 iterations of 4 stages: one ask per drift evaluation, the prior's score at
   // channel (1, 0) at the stage's point. Given the Lipschitz bound guided_sample() takes from the mixture (max_k
-  // 1 / v_k) and, as its initial particles, the exact prior draws guided_sample() makes (kernels::prior_draw on
-  // particle i's stream, step 0), the plan answered by the mixture's score gives guided_sample()'s particles bit for
-  // bit (the CPU executor runs SKRock drift by drift through the same stage functor); a second trajectory from the
-  // same particles draws fresh noise.
+  // 1 / v_k) and, as its initial particles, the exact prior draws guided_sample() makes (gaussian_mixture::sample()
+  // at channel (1, 0) with the run's seed: particle i's stream, step 0), the plan answered by the mixture's score
+  // gives guided_sample()'s particles bit for bit (the CPU executor runs SKRock drift by drift through the same stage
+  // functor); a second trajectory from the same particles draws fresh noise.
   const std::int64_t d = 3;
   const gaussian_mixture mix = test_mixture(d);
   const guided_problems pr = three_problems();
@@ -562,14 +560,7 @@ TEST(SamplingPlan, GuidedPlanReproducesSkrockExactly) {
   guided_sample(mix, out, pr, o, cpu);
   EXPECT_EQ(given, fused) << "options.skrock_lipschitz = the mixture's own bound";
   std::vector<float> initial(BN * d);
-  const detail::mixture_storage& st = mix.storage();
-  const kernels::mixture_view<float> view{st.log_weights32.data(), st.means32.data(), st.variances32.data(),
-                                          int(st.components), int(st.dim), st.isotropic};
-  for (std::int64_t i = 0; i < BN; ++i) {
-    kernels::philox rng(o.seed, static_cast<std::uint64_t>(i), 0);
-    kernels::strided_vec<float> row{initial.data() + i * d, 1, int(d)};
-    kernels::prior_draw(view, rng, row);
-  }
+  mix.sample(initial.data(), BN, channel{1.0, 0.0}, o.seed, nullptr, 0, cpu);
   sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::score, cpu);
   EXPECT_EQ(plan.rows(), BN);
   EXPECT_EQ(plan.asks(), o.steps * o.skrock_stages);
@@ -1406,14 +1397,7 @@ TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
     out.particles = fused.data();
     guided_sample(mix, out, pr, o, cpu);
     for (double v : mix.variances()) o.skrock_lipschitz = std::max(o.skrock_lipschitz, 1 / v);
-    const detail::mixture_storage& st = mix.storage();
-    const kernels::mixture_view<float> view{st.log_weights32.data(), st.means32.data(), st.variances32.data(),
-                                            int(st.components), int(st.dim), st.isotropic};
-    for (std::int64_t i = 0; i < BN; ++i) {
-      kernels::philox rng(o.seed, static_cast<std::uint64_t>(i), 0);
-      kernels::strided_vec<float> row{initial.data() + i * d, 1, int(d)};
-      kernels::prior_draw(view, rng, row);
-    }
+    mix.sample(initial.data(), BN, channel{1.0, 0.0}, o.seed, nullptr, 0, cpu);
     sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::score, cpu);
     plan.reset(initial.data());
     while (!plan.done()) {
