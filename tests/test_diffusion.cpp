@@ -531,6 +531,41 @@ TEST(Diffusion, SchedulesMatchTheirClosedForms) {
   EXPECT_NEAR(tab.at(1.0).s, std::sqrt(0.9), 1e-12);
 }
 
+// A vp_table's derivative d log alpha-bar / dt (which the ODE and SDE samplers' coefficients take, through da_dt and
+// ds_dt) was the slope of one segment beside the time, first order, and at a node the segment above or below by the
+// rounding of t N. Tables sampled from vp_linear (log alpha-bar quadratic in t, so its derivative -beta(t) is linear)
+// must now give -beta(t) to rounding at every node (central differences inside, one-sided second-order ones at the
+// ends, all exact on a quadratic) and between nodes (linear between the nodes' values), and at the nodes, where the
+// table's channel is vp_linear's, da_dt and ds_dt equal vp_linear's closed forms. Bound from first principles: each
+// log alpha-bar node carries an error of at most 2^-52 (|log alpha-bar| + 1) (the table's rounding and the log's);
+// the differences weigh them by at most 4 N (the ends' (3 + 4 + 1) / 2 N), the rest is a few ulps of beta. Seen
+// failing on the one-sided slope by 1e-2 (= (beta_max - beta_min) / (2 N) at N = 1000) at every node.
+TEST(Diffusion, VpTableDerivativeIsSecondOrder) {
+  const double b0 = 0.1, b1 = 20.0;
+  const auto log_abar = [&](double t) { return -(b0 * t + 0.5 * (b1 - b0) * t * t); };
+  const auto beta = [&](double t) { return b0 + (b1 - b0) * t; };
+  const noise_schedule linear = noise_schedule::vp_linear(b0, b1);
+  for (int N : {2, 3, 7, 1000}) {
+    std::vector<double> table(N);
+    for (int n = 1; n <= N; ++n) table[n - 1] = std::exp(log_abar(double(n) / N));
+    const noise_schedule tab = noise_schedule::vp_table(table);
+    const double tol = 4 * N * std::ldexp(1.0, -52) * (-log_abar(1.0) + 1) + 1e-14 * beta(1.0);
+    for (int n = 0; n <= N; ++n) {
+      const double t = double(n) / N;
+      const schedule_point p = tab.at(t), q = linear.at(t);
+      EXPECT_NEAR(2 * p.da_dt / p.a, -beta(t), tol) << "N = " << N << ", node " << n;
+      EXPECT_NEAR(p.da_dt, q.da_dt, tol * q.a) << "N = " << N << ", node " << n;
+      if (n > 0) {  // s = 0 at t = 0: ds_dt is reported as 0 there
+        EXPECT_NEAR(p.ds_dt, q.ds_dt, 1e-9 * std::abs(q.ds_dt)) << "N = " << N << ", node " << n;
+      }
+    }
+    for (double t : {0.013, 0.25 / N, 0.31, 0.5 + 0.5 / N, 0.77, 1 - 0.3 / N}) {
+      const schedule_point p = tab.at(t);
+      EXPECT_NEAR(2 * p.da_dt / p.a, -beta(t), tol) << "N = " << N << ", t = " << t;
+    }
+  }
+}
+
 TEST(Diffusion, CpuAndGpuAgree) {
   DIFFSAMPLE_REQUIRE_GPU();
   // The executors draw the same uniform bits; normals differ only in their last bits (__sincosf), so chains agree
