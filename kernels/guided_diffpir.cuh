@@ -3,9 +3,9 @@
 // re-noising. Formulas in the README ("DiffPIR"); shared by both executors.
 //
 // Step k goes from grid point k (channel a, s) to k + 1 (a', s'). The host folds into the tables:
-// - the precision table of step k and problem b: (A A^T + rho_k I)^-1, rho_k = lambda sigma_y^2 a^2 / s^2 (masks:
-//   its diagonal), so that the proximal step is x0 = m + A^T (A A^T + rho_k I)^-1 (y - A m), the Woodbury form of
-//   (A^T A + rho_k I)^-1 (A^T y + rho_k m);
+// - the precision table of step k and problem b: (A A^T + w_k I)^-1, w_k = rho_k / 2 = lambda sigma_y^2 a^2 / (2 s^2)
+//   (DeepInverse's convention: the prox of 2 f / rho_k, f = |y - A z|^2 / 2; masks: its diagonal), so that the
+//   proximal step is x0 = m + A^T (A A^T + w_k I)^-1 (y - A m), the Woodbury form of (A^T A + w_k I)^-1 (A^T y + w_k m);
 // - the re-noising x' = a' x0 + s' (sqrt(1 - zeta) eps + sqrt(zeta) z), eps = (x - a x0) / s, written as
 //   x' = c0 x0 + c1 x + sig z with c1 = s' sqrt(1 - zeta) / s, c0 = a' - c1 a, sig = s' sqrt(zeta), in the step's
 //   c0, c1 and sig fields (the DDPM kernel's fields, which DiffPIR does not use).

@@ -624,6 +624,11 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
                                        << k + 1);
   }
 
+  // DiffPIR's proximal step x0 = argmin_z |y - A z|^2 + (rho_k / 2) |z - m|^2 with rho_k = lambda sigma_y^2 a^2 / s^2:
+  // DeepInverse's prox of 2 f / rho_k, f(z) = |y - A z|^2 / 2 (README, "DiffPIR"). Its weight rho_k / 2.
+  const auto diffpir_weight = [&](const guided_options& opt, double sy, const schedule_point& p) {
+    return 0.5 * opt.diffpir_lambda * sy * sy * p.a * p.a / (p.s * p.s);
+  };
   const double log_two_pi = kernels::log_two_pi<double>();
   std::vector<double> S(dy * dy), var(K + 1);
   for (std::int64_t b = 0; b < B; ++b) {
@@ -658,7 +663,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
             case guided_sampler::smc: v = var[k + 1] + sig2[k] * g2; break;
             case guided_sampler::dps: v = sy * sy; break;
             case guided_sampler::pigdm: v = p.s * p.s / (p.a * p.a + p.s * p.s) * g2 + sy * sy; break;
-            case guided_sampler::diffpir: v = g2 + o.diffpir_lambda * sy * sy * p.a * p.a / (p.s * p.s); break;
+            case guided_sampler::diffpir: v = g2 + diffpir_weight(o, sy, p); break;
             case guided_sampler::skrock: break;  // no grid tables (returned above)
             default: break;  // the samplers of src/guided_tables.hpp build their own tables
           }
@@ -681,8 +686,8 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
               S[i * dy + j] = r2 * AAt[i * dy + j] + sy * sy * diag;
               break;
             }
-            case guided_sampler::diffpir:  // A A^T + rho_k I, rho_k = lambda sigma_y^2 a^2 / s^2
-              S[i * dy + j] = AAt[i * dy + j] + o.diffpir_lambda * sy * sy * p.a * p.a / (p.s * p.s) * diag;
+            case guided_sampler::diffpir:  // A A^T + (rho_k / 2) I
+              S[i * dy + j] = AAt[i * dy + j] + diffpir_weight(o, sy, p) * diag;
               break;
             case guided_sampler::skrock: break;  // no grid tables (returned above)
             default: break;

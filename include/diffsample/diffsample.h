@@ -370,7 +370,8 @@ typedef struct ds_guided_options {
   /* Appended in the second layout (a caller of the first layout gets the defaults below). */
   ds_dps_step dps_step;      /**< dps: guidance step (default DS_DPS_STEP_LIKELIHOOD) */
   double diffpir_zeta;       /**< diffpir: share of fresh noise in the re-noising, in [0, 1] (default 0.1) */
-  double diffpir_lambda;     /**< diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2, > 0 (default 7) */
+  double diffpir_lambda;     /**< diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2, proximal weight rho_k / 2
+                                  (DeepInverse's lambda_), > 0 (default 7) */
   /** skrock: stages per iteration, 2..200 (diffsample::limits::max_skrock_stages) (default 10) */
   int64_t skrock_stages;
   double skrock_eta;         /**< skrock: damping, in (0, 1] (default 0.05) */

@@ -33,9 +33,9 @@ enum class guided_sampler : int {
   /// Pseudo-inverse guided diffusion (Song et al.): as dps with the likelihood N(y; A m, r_k^2 A A^T + sigma_y^2 I),
   /// r_k^2 = s_k^2 / (a_k^2 + s_k^2) (= 1 - alpha-bar_k on VP schedules). Biased; a cheap baseline.
   pigdm = 2,
-  /// DiffPIR (Zhu et al. 2023): at each step the denoiser m, the proximal data step
-  /// x0 = argmin_z |y - A z|^2 + rho_k |z - m|^2 = m + A^T (A A^T + rho_k I)^-1 (y - A m), rho_k = lambda sigma_y^2
-  /// a_k^2 / s_k^2, then x' = a' x0 + s' (sqrt(1 - zeta) (x - a x0) / s + sqrt(zeta) z). Biased; a baseline.
+  /// DiffPIR (Zhu et al. 2023) in DeepInverse's convention: at each step the denoiser m, the proximal data step
+  /// x0 = argmin_z |y - A z|^2 + (rho_k / 2) |z - m|^2 = m + A^T (A A^T + rho_k / 2 I)^-1 (y - A m), rho_k = lambda
+  /// sigma_y^2 a_k^2 / s_k^2, then x' = a' x0 + s' (sqrt(1 - zeta) (x - a x0) / s + sqrt(zeta) z). Biased; a baseline.
   diffpir = 3,
   /// SKRock (Pereyra, Vargas Mieles, Zygalakis 2020): `steps` iterations of the s-stage stabilised Runge-Kutta-Chebyshev
   /// Langevin scheme on p(x | y), drift grad log p(x) + A^T (y - A x) / sigma_y^2 (the prior's own score, channel
@@ -245,7 +245,9 @@ struct guided_options {
                                 ///< step), in [0, max_abs_value]
   dps_step_form dps_step = dps_step_form::likelihood;  ///< dps: the guidance step's form
   double diffpir_zeta = 0.1;     ///< diffpir: share of fresh noise in the re-noising, in [0, 1]
-  double diffpir_lambda = 7.0;   ///< diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2, finite and > 0
+  /// diffpir: lambda of rho_k = lambda sigma_y^2 a_k^2 / s_k^2 (the proximal weight is rho_k / 2: DeepInverse's
+  /// lambda_, twice the paper's), finite and > 0
+  double diffpir_lambda = 7.0;
   /// skrock: stages s per iteration, 2..limits::max_skrock_stages (s drift evaluations each)
   std::int64_t skrock_stages = 10;
   double skrock_eta = 0.05;            ///< skrock: damping eta, in (0, 1]
