@@ -271,8 +271,12 @@ struct layout {
   std::size_t channels;  // the mixture's constants per channel (guided_params::channels), filled on the executor
   std::int64_t channel_count;
   std::size_t x, mu, mu2, lw, r, ancestors, reports, log_z, previous_lse, counts, resampling, lz, work, moment, shift,
-      moves, multistep_m, total;
+      moves, multistep_m, products, total;
   std::size_t resampling_bytes;
+  // DPS / Pi-GDM with the guidance as products over all particles (baseline_products()): the products' buffer at
+  // `products`, the layout's last, whose final cuda_only bytes (cuBLAS's workspace) only the CUDA executor uses.
+  bool gemm = false;
+  std::size_t cuda_only = 0;
   operator_shape operators;  // how A reaches the kernels
 };
 
@@ -284,10 +288,20 @@ std::int64_t channel_count(const guided_options& o) {
   return o.sampler == guided_sampler::skrock ? 1 : o.steps + (final_moves_run(o) ? 1 : 0);
 }
 
+// Whether guided_sample()'s DPS / Pi-GDM run takes its guidance as matrix products over all particles (either
+// executor; src/operator_gemm.hpp) on the problems `pr` it runs: dense rows given as such (an SVD operator's reduced
+// rows, `reduced`, keep the kernels' path) and the path rule.
+bool baseline_products(std::int64_t dim, const guided_problems& pr, const guided_options& o, bool reduced) {
+  if (reduced || (o.sampler != guided_sampler::dps && o.sampler != guided_sampler::pigdm)) return false;
+  const operator_shape sh = shape_of(pr, dim);
+  return detail::baseline_operator_gemm(sh.mask, sh.count == 1, o.particles, pr.problems * o.particles, pr.d_y, dim,
+                                        o.operator_path);
+}
+
 // `mix`: the prior, whose constants at the run's channels the layout holds; nullptr for an ask/tell plan or a run
-// that keeps its constants on the host.
+// that keeps its constants on the host. `products`: baseline_products() of the run (guided_sample() only).
 layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_options& o,
-                   const kernels::mixture_view<float>* mix) {
+                   const kernels::mixture_view<float>* mix, bool products = false) {
   const std::size_t B = pr.problems, N = o.particles, d = dim, dy = pr.d_y, K = o.steps;
   const operator_shape sh = shape_of(pr, dim);
   const std::size_t a_count = sh.count * dy * (sh.mask ? 1 : d);
@@ -352,6 +366,13 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   l.moves = put(moves ? B * N * (d + 4 * dy) * sizeof(float) : 0);
   // The multistep kernel's denoiser outputs of two consecutive transitions (guided_params::multistep_m).
   l.multistep_m = put(multistep ? 2 * B * N * d * sizeof(float) : 0);
+  // The products' buffer (u = P r, and on the CUDA executor cuBLAS's workspace) after 256 bytes of slack, in which
+  // the CUDA run aligns it (cublasSetWorkspace needs 256-byte alignment; a caller's workspace has 16). Last, so that
+  // the CPU executor's own allocation leaves out cuBLAS's part. The query takes no executor: a caller's workspace
+  // holds the CUDA size on either.
+  l.gemm = products;
+  l.cuda_only = products ? detail::baseline_guidance_gemm_cuda_only_bytes() : 0;
+  l.products = put(products ? 256 + detail::baseline_guidance_gemm_bytes(B * N, dy, executor::cuda) : 0);
   l.total = at;
   return l;
 }
@@ -791,8 +812,10 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
     default: break;
   }
   const svd_reduction reduced = reduce_svd(problems, prior.dim());
+  const guided_problems& pr = reduced.active ? reduced.problems : problems;
   const kernels::mixture_view<float> view = prior.storage().view(executor::cpu);
-  return make_layout(prior.dim(), reduced.active ? reduced.problems : problems, options, &view).total;
+  return make_layout(prior.dim(), pr, options, &view, baseline_products(prior.dim(), pr, options, reduced.active))
+      .total;
 }
 
 guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, const guided_problems& given,
@@ -827,7 +850,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                        "outputs.samples: given but options.final_resample is false");
   }
   const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);  // the table's size
-  const layout l = make_layout(prior.dim(), pr, o, &shape);
+  const layout l = make_layout(prior.dim(), pr, o, &shape, baseline_products(prior.dim(), pr, o, reduced.active));
   float initial_scale = 1.f;
   std::vector<schedule_point> grid_points;  // the grid's points and the final moves' lambda_0, from build_tables
   double prior_curvature = 0;
@@ -836,8 +859,12 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
 
   std::unique_ptr<detail::scratch> owned;
   detail::check_outputs_disjoint(out, B, BN, d, K, smc, workspace, l.total);
-  if (workspace == nullptr) detail::check_allocation("guided workspace", l.total, where);
-  unsigned char* ws = detail::workspace_or_scratch(l.total, workspace, workspace_bytes, 16, where, exec.stream, owned);
+  // A caller's workspace holds the query's l.total on either executor; the CPU executor's own allocation leaves out
+  // cuBLAS's part of the products' buffer (the layout's last bytes), which it never touches.
+  const std::size_t own = where == executor::cpu ? l.total - l.cuda_only : l.total;
+  if (workspace == nullptr) detail::check_allocation("guided workspace", own, where);
+  unsigned char* ws = detail::workspace_or_scratch(workspace != nullptr ? l.total : own, workspace, workspace_bytes, 16,
+                                                   where, exec.stream, owned);
   if (where == executor::cuda) {
     DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, exec.stream));
   } else {
@@ -945,8 +972,9 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       const kernels::baseline_settings g{float(o.guidance_scale),
                                          o.sampler == guided_sampler::dps && o.dps_step == dps_step_form::normalised,
                                          extra};
-      // A dense operator (not an SVD's reduced rows) as two matrix products per step when that pays.
-      const bool gemm = !reduced.active && detail::baseline_operator_gemm(p, BN, o.operator_path);
+      // A dense operator (not an SVD's reduced rows) as two matrix products per step when that pays
+      // (baseline_products(), as the layout and the workspace query decided).
+      const bool gemm = l.gemm;
       if (where == executor::cuda && !gemm) {
         kernels::for_each_index_scratch<128>(where, BN, kernels::guided_baseline_functor{p, K, x, mu, r, g}, stream);
       } else {
@@ -954,10 +982,11 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
         // through the same stage functors: the plan answered by the mixture reproduces this run bit for bit. The
         // CUDA executor runs so only for the products (cuBLAS), with the particles row-major as in its plan.
         if (where == executor::cuda) p.coordinate_stride = 0;
-        std::unique_ptr<detail::scratch> products;  // u = P r between the products (and cuBLAS's workspace)
-        if (gemm)
-          products = std::make_unique<detail::scratch>(detail::baseline_guidance_gemm_bytes(p, BN, where), where,
-                                                       stream);
+        // u = P r between the products (and cuBLAS's workspace), from the run's workspace: on the CUDA executor at
+        // the first 256-byte aligned address of its slot (the slot's slack), on the CPU executor at its start.
+        unsigned char* products = ws + l.products;
+        if (where == executor::cuda)
+          products += (256 - reinterpret_cast<std::uintptr_t>(products) % 256) % 256;
         const auto* table = reinterpret_cast<const guided_step*>(blob.data() + l.steps);
         float* shift = reinterpret_cast<float*>(ws + l.shift);
         float *m = mu, *v = mu + BN * d, *jv = mu + 2 * BN * d;
@@ -979,10 +1008,9 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
           f.stage = 1;
           f.answer = m;
           if (gemm && where == executor::cuda)
-            detail::baseline_guidance_gemm_cuda(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN, products->data(),
-                                                stream);
+            detail::baseline_guidance_gemm_cuda(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN, products, stream);
           else if (gemm)
-            detail::baseline_guidance_gemm(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN, products->data());
+            detail::baseline_guidance_gemm(p, g, k, f.ux, f.um, x, m, m, v, shift, r, BN, products);
           else
             stage();
           // J v: on CUDA from the run's table at step k (the constants denoiser_jvp() computes for the call, the

@@ -15,12 +15,12 @@
 
 namespace diffsample::detail {
 
-bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows, mixture_path path) {
+bool baseline_operator_gemm(bool mask, bool shared, std::int64_t particles, std::int64_t rows, std::int64_t d_y,
+                            std::int64_t d, mixture_path path) {
   // Dense rows (no mask), shared or per problem; the size rule on the rows one product covers unless forced.
-  if (p.mask != nullptr || path == mixture_path::direct) return false;
+  if (mask || path == mixture_path::direct) return false;
   if (path == mixture_path::gemm) return true;
-  const std::int64_t per_product = p.A_stride == 0 ? rows : p.particles;
-  return operator_gemm_worthwhile(per_product, p.d_y, p.d);
+  return operator_gemm_worthwhile(shared ? rows : particles, d_y, d);
 }
 
 bool tmpd_operator_gemm(const kernels::guided_params& p, mixture_path path) {

@@ -43,9 +43,11 @@ cublasHandle_t operator_handle(std::unique_lock<std::mutex>& lock) {
 
 }  // namespace
 
-std::size_t baseline_guidance_gemm_bytes(const kernels::guided_params& p, std::int64_t rows, executor where) {
-  return u_bytes(rows, p.d_y) + (where == executor::cuda ? cublas_workspace_bytes : 0);
+std::size_t baseline_guidance_gemm_bytes(std::int64_t rows, std::int64_t d_y, executor where) {
+  return u_bytes(rows, d_y) + (where == executor::cuda ? cublas_workspace_bytes : 0);
 }
+
+std::size_t baseline_guidance_gemm_cuda_only_bytes() { return cublas_workspace_bytes; }
 
 void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels::baseline_settings& g,
                                  std::int64_t k, float ux, float um, const float* x, float* m, const float* answer,

@@ -26,11 +26,14 @@ void dense_rows_forward_gemm(const float* A, std::int64_t d_y, std::int64_t d_x,
 void dense_rows_transpose_gemm(const float* A, std::int64_t d_y, std::int64_t d_x, const float* U, std::int64_t n,
                                float* V);
 
-/// True when the DPS / Pi-GDM run (stepwise on either executor) applies the operator of `p` as matrix products over
-/// `rows` particles: dense rows (not a mask; an SVD operator reaches the kernels reduced to dense rows and is excluded by
-/// the caller) and, under mixture_path::automatic, operator_gemm_worthwhile() on the rows of one product
-/// (guided_options::operator_path: gemm takes the products for any dense rows, direct never).
-bool baseline_operator_gemm(const kernels::guided_params& p, std::int64_t rows, mixture_path path);
+/// True when the DPS / Pi-GDM run (stepwise on either executor) applies its operator as matrix products over `rows`
+/// particles (`particles` per problem), from the sizes alone, as guided_workspace_bytes() knows them: dense rows
+/// (`mask` false; an SVD operator reaches the kernels reduced to dense rows and is excluded by the caller) and, under
+/// mixture_path::automatic, operator_gemm_worthwhile() on the rows of one product (all rows when `shared`, one A for
+/// all problems; else a problem's) (guided_options::operator_path: gemm takes the products for any dense rows,
+/// direct never).
+bool baseline_operator_gemm(bool mask, bool shared, std::int64_t particles, std::int64_t rows, std::int64_t d_y,
+                            std::int64_t d, mixture_path path);
 
 /// True when TMPD's CPU run (and its plan) forms the covariances A C A^T of all particles as FP64 products: dense rows
 /// (not a mask) and, under mixture_path::automatic, d_y x d_x >= tmpd_gemm_min_size (gemm forces, direct forbids).
@@ -45,7 +48,7 @@ constexpr std::int64_t tmpd_gemm_min_size = 4096;
 /// Stage 1 of kernels::baseline_stage_functor (the guidance half-step of step k) for all `rows` particles, with
 /// A m, P r (per problem) and A^T u as matrix products: m = ux x + um answer, r = y - A m, shift and u = P r (or r
 /// for the normalised step), v = A^T u. The same values as the functor up to the products' summation order.
-/// workspace: baseline_guidance_gemm_bytes(p, rows, executor::cpu) bytes of host memory (u).
+/// workspace: baseline_guidance_gemm_bytes(rows, p.d_y, executor::cpu) bytes of host memory (u).
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
                             float ux, float um, const float* x, float* m, const float* answer, float* v,
                             float* shift, float* r, std::int64_t rows, void* workspace);
@@ -63,12 +66,15 @@ std::size_t tmpd_covariance_gemm_values(const kernels::guided_params& p, std::in
 
 /// Bytes of workspace of baseline_guidance_gemm() (cpu) or baseline_guidance_gemm_cuda() (cuda) over `rows`
 /// particles: u (rows x d_y floats), and on the CUDA executor cuBLAS's own workspace.
-std::size_t baseline_guidance_gemm_bytes(const kernels::guided_params& p, std::int64_t rows, executor where);
+std::size_t baseline_guidance_gemm_bytes(std::int64_t rows, std::int64_t d_y, executor where);
+/// The part of baseline_guidance_gemm_bytes(rows, d_y, executor::cuda) that only the CUDA executor uses: cuBLAS's
+/// own workspace, the workspace's last bytes (it starts 256-byte aligned when the workspace does).
+std::size_t baseline_guidance_gemm_cuda_only_bytes();
 
 /// baseline_guidance_gemm() on the CUDA executor (src/operator_gemm.cu): the products through cuBLAS (FP32, no
 /// TF32) on one handle per device kept for the process, the work between them as one functor, all enqueued on
 /// `stream` (nothing synchronises). Particles row-major (coordinate_stride 0); every pointer, the tables of `p` and
-/// `g` included, is device memory; workspace holds baseline_guidance_gemm_bytes(p, rows, executor::cuda).
+/// `g` included, is device memory; workspace holds baseline_guidance_gemm_bytes(rows, p.d_y, executor::cuda).
 void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels::baseline_settings& g,
                                  std::int64_t k, float ux, float um, const float* x, float* m, const float* answer,
                                  float* v, float* shift, float* r, std::int64_t rows, void* workspace,

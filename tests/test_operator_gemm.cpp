@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <new>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/guided.cuh"
@@ -22,11 +23,17 @@ namespace {
 // Allocations made while `counting` is set, on any thread (the pool's included): the global operator new below.
 std::atomic<bool> counting{false};
 std::atomic<long> allocations{0};
+// Of those, the ones of exactly `watched_size` bytes.
+std::atomic<std::size_t> watched_size{0};
+std::atomic<long> watched_allocations{0};
 }  // namespace
 
 // Out of line, so that the compiler does not pair an inlined malloc with a delete expression's free.
 __attribute__((noinline)) void* operator new(std::size_t size) {
-  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
+  if (counting.load(std::memory_order_relaxed)) {
+    allocations.fetch_add(1, std::memory_order_relaxed);
+    if (size == watched_size.load(std::memory_order_relaxed)) watched_allocations.fetch_add(1, std::memory_order_relaxed);
+  }
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }
@@ -400,6 +407,78 @@ TEST(OperatorGemm, DirectPathAllocatesNothing) {
       EXPECT_EQ(ran, mixture_path::direct);
       EXPECT_LE(made, pool) << to_string(op.kind()) << (transpose ? " transposed" : " forward");
     }
+}
+
+// DPS and Pi-GDM on the products' path take the products' buffer from the run's workspace, which
+// guided_workspace_bytes() counts: u = P r (B N d_y floats, rounded to 256 bytes), cuBLAS's workspace (4 MiB; the
+// query takes no executor, so a caller's workspace holds it on the CPU executor too) and 256 bytes in which the CUDA
+// run aligns them, so the query grows by exactly that over the same run forced direct (shared A and one A per
+// problem). A workspace of exactly the query's size is accepted, one byte less refused naming the workspace; the
+// run with the caller's workspace allocates no buffer of u's size (none of the call's allocations has it; the former
+// run made one) and is bit for bit the run that allocates its own. Masks and SVD operators, which never take the
+// products, need the same bytes under either path. Seen failing with the products' buffer allocated per call
+// outside the workspace (the query did not grow; the run allocated u's bytes).
+TEST(OperatorGemm, DpsAndPigdmProductsBufferComesFromTheWorkspace) {
+  const std::int64_t d = 64, dy = 48, N = 40;
+  const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
+  guided_problems per_problem = dense_problems(d, dy);
+  for (std::int64_t b = 0; b < per_problem.problems; ++b)
+    per_problem.operators.push_back(observation_operator::dense(dy, d, random_values(dy * d, 70 + b, 1.0 / 8.0)));
+  per_problem.A.clear();
+  for (const guided_problems& pr : {dense_problems(d, dy), per_problem})
+    for (int c = 0; c < 2; ++c) {
+      guided_options o = baseline_case(c, N);
+      const std::size_t BN = std::size_t(pr.problems * N);
+      const std::size_t u_bytes = (BN * dy * sizeof(float) + 255) / 256 * 256;
+      o.operator_path = mixture_path::direct;
+      const std::size_t direct = guided_workspace_bytes(mix, pr, o);
+      // Shared A: gemm by the size rule (120 rows of 48 x 64); one A per problem (40 rows a product): forced.
+      o.operator_path = pr.operators.empty() ? mixture_path::automatic : mixture_path::gemm;
+      const std::size_t bytes = guided_workspace_bytes(mix, pr, o);
+      EXPECT_EQ(bytes - direct, 256 + u_bytes + (std::size_t(4) << 20)) << to_string(o.sampler);
+
+      std::vector<float> own(BN * d), given(BN * d);
+      guided_outputs out;
+      out.particles = own.data();
+      EXPECT_EQ(guided_sample(mix, out, pr, o, host).operator_path, mixture_path::gemm);
+      std::vector<unsigned char> workspace(bytes);
+      out.particles = given.data();
+      try {
+        guided_sample(mix, out, pr, o, host, workspace.data(), bytes - 1);
+        ADD_FAILURE() << "a workspace one byte short of the query was accepted";
+      } catch (const invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("workspace"), std::string::npos) << e.what();
+      }
+      guided_sample(mix, out, pr, o, host, workspace.data(), bytes);  // the pool and the tables' first use
+      watched_size = u_bytes;
+      watched_allocations = 0;
+      counting = true;
+      const guided_report rep = guided_sample(mix, out, pr, o, host, workspace.data(), bytes);
+      counting = false;
+      EXPECT_EQ(rep.operator_path, mixture_path::gemm);
+      EXPECT_EQ(watched_allocations.load(), 0) << to_string(o.sampler) << ": the products' buffer was allocated";
+      EXPECT_EQ(given, own) << to_string(o.sampler);
+    }
+  // No products, no products' buffer.
+  const guided_problems masked = masked_problem(d);
+  guided_problems svd;
+  svd.problems = 1;
+  svd.d_y = 8;
+  std::vector<double> U(8 * 4, 0.0), V(d * 4, 0.0);
+  for (int k = 0; k < 4; ++k) {
+    U[(2 * k) * 4 + k] = 1.0;
+    V[(3 * k + 1) * 4 + k] = 1.0;
+  }
+  svd.operators.push_back(observation_operator::svd(8, d, U, {2.0, 1.0, 0.5, 0.25}, V));
+  svd.y.assign(8, 0.2);
+  svd.sigma_y = {0.3};
+  for (const guided_problems* pr : {&masked, static_cast<const guided_problems*>(&svd)}) {
+    guided_options o = baseline_case(0, N);
+    o.operator_path = mixture_path::gemm;
+    const std::size_t forced = guided_workspace_bytes(mix, *pr, o);
+    o.operator_path = mixture_path::direct;
+    EXPECT_EQ(forced, guided_workspace_bytes(mix, *pr, o));
+  }
 }
 
 // The CUDA executor: DPS and Pi-GDM with the dense 48 x 64 operator and 3 x 40 particles run step by step with the

@@ -339,7 +339,9 @@ struct guided_report {
   std::int64_t final_moves = 0;
 };
 
-/// Bytes of workspace guided_sample() needs (state buffers, the per-step tables and the resampling workspace).
+/// Bytes of workspace guided_sample() needs (state buffers, the per-step tables and the resampling workspace; DPS
+/// and Pi-GDM when they take the operator's products, guided_report::operator_path gemm, also the products' buffer,
+/// cuBLAS's 4 MiB included on either executor, as the query takes none).
 /// @throws invalid_argument as guided_sample() does
 DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                                   const guided_options& options);
