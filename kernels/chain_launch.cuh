@@ -105,8 +105,7 @@ cudaError_t launch_chains(std::int64_t n, const F& f, cudaStream_t stream) {
   constexpr bool single = decltype(f.chain)::single_channel;
   const bool staged = chain_staging_fits(f.chain.p.mix.mix, single);
   const std::size_t bytes = staged ? static_cast<std::size_t>(chain_staged_bytes(f.chain.p.mix.mix, single)) : 0;
-  chain_kernel<Block><<<grid_size(n, Block), Block, bytes, stream>>>(n, f, staged);
-  return cudaPeekAtLastError();
+  return checked_launch([&] { chain_kernel<Block><<<grid_size(n, Block), Block, bytes, stream>>>(n, f, staged); });
 }
 #endif
 

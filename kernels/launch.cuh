@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_runtime.h>
 
@@ -13,6 +14,28 @@
 namespace diffsample::kernels {
 
 constexpr int default_block = 256;
+
+/// Runs `launch` (a kernel launch, or a call that launches kernels and returns a cudaError_t, as CUB's do) and
+/// returns the error of that launch alone: the launch-error idiom of every launch site of the library. The CUDA
+/// runtime keeps one last error per host thread, which a failed call sets and only cudaGetLastError() resets. Read
+/// after a launch without a reset before it (cudaPeekAtLastError()), it reported an error that a
+/// caller's earlier failed call had left there as the launch's own, which the library then threw. So the pending
+/// error is cleared before the launch (the call that failed returned it to its caller already) and the launch's own
+/// error is read and cleared right after it. A sticky error (a kernel's fault: the context is unusable) survives
+/// both reads: the launch fails with it, and it is reported as the launch's error, which it is, as nothing can
+/// run on that context any more.
+template <class Launch>
+cudaError_t checked_launch(Launch&& launch) {
+  (void)cudaGetLastError();
+  if constexpr (std::is_void_v<decltype(launch())>) {
+    launch();
+    return cudaGetLastError();
+  } else {
+    const cudaError_t status = launch();
+    const cudaError_t pending = cudaGetLastError();
+    return status != cudaSuccess ? status : pending;
+  }
+}
 
 /// Blocks for n threads of block size `block`, capped at the grid limit (grid-stride loops cover the rest). The one
 /// grid-size helper of the library: kernels with one block per item pass n = items x block.
@@ -33,8 +56,7 @@ static __global__ void __launch_bounds__(Block) for_each_index_kernel(std::int64
 /// Launches f(i) for i in [0, n) on `stream` (n > 0), Block threads per block; returns the launch's error.
 template <int Block, class F>
 cudaError_t launch_for_each_index(std::int64_t n, const F& f, cudaStream_t stream) {
-  for_each_index_kernel<Block><<<grid_size(n, Block), Block, 0, stream>>>(n, f);
-  return cudaPeekAtLastError();
+  return checked_launch([&] { for_each_index_kernel<Block><<<grid_size(n, Block), Block, 0, stream>>>(n, f); });
 }
 
 /// Dynamic shared memory a kernel may take without opting in (every architecture the library builds for).
@@ -73,8 +95,8 @@ cudaError_t launch_for_each_index_scratch(std::int64_t n, const F& f, cudaStream
   const bool shared = block >= 32;
   const int threads = shared ? block : Block;
   const std::size_t bytes = shared ? static_cast<std::size_t>(threads) * width * sizeof(float) : 0;
-  for_each_index_scratch_kernel<Block><<<grid_size(n, threads), threads, bytes, stream>>>(n, shared, f);
-  return cudaPeekAtLastError();
+  return checked_launch(
+      [&] { for_each_index_scratch_kernel<Block><<<grid_size(n, threads), threads, bytes, stream>>>(n, shared, f); });
 }
 
 }  // namespace diffsample::kernels

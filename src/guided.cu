@@ -859,6 +859,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
 
   std::unique_ptr<detail::scratch> owned;
   detail::check_outputs_disjoint(out, B, BN, d, K, smc, workspace, l.total);
+  // The resamplings' check on the CUDA executor (resample_unchecked() repeats it), before anything is launched.
+  if (smc && where == executor::cuda) detail::check_resampling_scan(B, N, exec.stream);
   // A caller's workspace holds the query's l.total on either executor; the CPU executor's own allocation leaves out
   // cuBLAS's part of the products' buffer (the layout's last bytes), which it never touches.
   const std::size_t own = where == executor::cpu ? l.total - l.cuda_only : l.total;
@@ -2153,6 +2155,8 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   st->seed = o.seed;
   st->final_resample = o.final_resample;
   st->ro = o.resampling;
+  // The resamplings' check on the CUDA executor, before the plan launches anything.
+  if (plan_executor(exec) == executor::cuda) check_resampling_scan(B, N, exec.stream);
   // One allocation: guided_sample()'s workspace (tables first), then the answer, the ESS trace, the keys and the
   // state.
   const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));

@@ -263,30 +263,44 @@ void fill_tile_cpu(const pass_params& p, const fill_params& f, std::int64_t t) {
   }
 }
 
-/// Exclusive scan of n tile totals into offsets, modulo 2^64: CUB's single-pass (decoupled look-back) scan.
-void scan_tiles(const std::uint64_t* totals, std::uint64_t* offsets, std::int64_t n, void* temp,
-                std::size_t reserved, cudaStream_t stream) {
+/// The bytes of temporary storage CUB's scan of `tiles` tile totals asks (a size query: nothing is launched),
+/// checked against the workspace's reserve (scan_reserve()), so that the check comes before any launch.
+std::size_t checked_scan_bytes(std::int64_t tiles, cudaStream_t stream) {
   std::size_t bytes = 0;
-  DIFFSAMPLE_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, bytes, totals, offsets, n, stream));
+  const std::uint64_t* totals = nullptr;
+  std::uint64_t* offsets = nullptr;
+  DIFFSAMPLE_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, bytes, totals, offsets, tiles, stream));
+  const std::size_t reserved = scan_reserve(tiles);
   DIFFSAMPLE_EXPECTS(bytes <= reserved, "resampling workspace: CUB's scan asks " << bytes << " bytes, "
                                                                                  << reserved << " reserved");
-  DIFFSAMPLE_CUDA_TRY(cub::DeviceScan::ExclusiveSum(temp, bytes, totals, offsets, n, stream));
+  return bytes;
 }
 
+/// Exclusive scan of n tile totals into offsets, modulo 2^64: CUB's single-pass (decoupled look-back) scan, with
+/// the temporary storage checked_scan_bytes() answered.
+void scan_tiles(const std::uint64_t* totals, std::uint64_t* offsets, std::int64_t n, void* temp, std::size_t bytes,
+                cudaStream_t stream) {
+  DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
+      [&] { return cub::DeviceScan::ExclusiveSum(temp, bytes, totals, offsets, n, stream); }));
+}
+
+// Passes 1 to 5 on the GPU; scan_bytes: checked_scan_bytes() of the problems' tiles, asked before any launch.
 void statistics_cuda(const pass_params& p, std::int64_t problems, void* scan_temp, std::size_t scan_bytes,
                      cudaStream_t stream) {
   const auto grid = [](std::int64_t blocks) { return kernels::grid_size(blocks * tile_threads, tile_threads); };
   const std::int64_t count = problems * p.per;
-  kernels::tile_max_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count);
-  kernels::problem_max_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, problems);
-  kernels::tile_weights_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count);
-  DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+  DIFFSAMPLE_CUDA_TRY(
+      kernels::checked_launch([&] { kernels::tile_max_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count); }));
+  DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
+      [&] { kernels::problem_max_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, problems); }));
+  DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
+      [&] { kernels::tile_weights_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count); }));
   scan_tiles(p.totals, p.offsets, count, scan_temp, scan_bytes, stream);
-  kernels::problem_finish_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, problems);
-  DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+  DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
+      [&] { kernels::problem_finish_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, problems); }));
   if (p.scheme != resampling_scheme::residual) return;
-  kernels::tile_copies_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count);
-  DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+  DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
+      [&] { kernels::tile_copies_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count); }));
   scan_tiles(p.copies, p.copies_offsets, count, scan_temp, scan_bytes, stream);
   kernels::for_each_index(executor::cuda, problems, copies_total_functor{p}, stream);
 }
@@ -372,6 +386,7 @@ executor resample(particle_outputs out, std::int64_t problems, std::int64_t part
                           {"outputs.ancestors64", out.ancestors64, items * sizeof(std::int64_t)},
                           {"outputs.reports", out.reports, static_cast<std::size_t>(problems) * sizeof(particle_report)},
                           {"workspace", workspace, w.total}});
+  if (where == executor::cuda) detail::check_resampling_scan(problems, particles, exec.stream);
   std::unique_ptr<detail::scratch> owned;
   workspace = detail::workspace_or_scratch(w.total, workspace, workspace_bytes, 16, where, exec.stream, owned);
   detail::resample_unchecked(log_weights, problems, particles, o, out, where, exec.stream, workspace);
@@ -425,6 +440,11 @@ kernels::select_ancestor_functor<std::int32_t> detail::resample_statistics_cpu(
           o.metropolis_steps, o.seed, o.step, out.ancestors, seed_at};
 }
 
+void detail::check_resampling_scan(std::int64_t problems, std::int64_t particles, cudaStream_t stream) {
+  const std::int64_t per = tiles_per_problem(particles, kernels::cuda_tile);
+  if (problems > 0 && per > 1) (void)checked_scan_bytes(problems * per, stream);
+}
+
 void detail::resample_unchecked(const float* log_weights, std::int64_t problems, std::int64_t particles,
                                 const resampling_options& o, const particle_outputs& out, executor where,
                                 cudaStream_t stream, void* workspace, const std::uint64_t* seed_at) {
@@ -437,14 +457,17 @@ void detail::resample_unchecked(const float* log_weights, std::int64_t problems,
     const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs, seed_at};
     const auto grid = [](std::int64_t blocks) { return kernels::grid_size(blocks * tile_threads, tile_threads); };
     if (p.per == 1) {
-      kernels::one_tile_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, f, problems);
-      DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+      DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
+          [&] { kernels::one_tile_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, f, problems); }));
     } else {
+      // CUB's scan storage is checked before the first pass is launched (nothing launches before every check).
+      const std::size_t scan_bytes = checked_scan_bytes(problems * p.per, stream);
       const workspace_layout w = layout(problems, particles, o.scheme);
-      statistics_cuda(p, problems, static_cast<unsigned char*>(workspace) + w.scan, w.units - w.scan, stream);
+      statistics_cuda(p, problems, static_cast<unsigned char*>(workspace) + w.scan, scan_bytes, stream);
       if (out.normalised_weights != nullptr || (ancestors && !stores_q(o.scheme))) {
-        kernels::tile_fill_kernel<<<grid(problems * p.per), tile_threads, 0, stream>>>(p, f, problems * p.per);
-        DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+        DIFFSAMPLE_CUDA_TRY(kernels::checked_launch([&] {
+          kernels::tile_fill_kernel<<<grid(problems * p.per), tile_threads, 0, stream>>>(p, f, problems * p.per);
+        }));
       }
     }
   } else {

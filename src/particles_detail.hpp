@@ -18,6 +18,12 @@ void resample_unchecked(const float* log_weights, std::int64_t problems, std::in
                         const resampling_options& options, const particle_outputs& out, executor where,
                         cudaStream_t stream, void* workspace, const std::uint64_t* seed_at = nullptr);
 
+/// The CUDA executor's check of the resampling of `problems` x `particles` that resample_unchecked() repeats before
+/// its first pass: the temporary storage CUB's scan asks (a size query, nothing launched; it depends on the device)
+/// fits the workspace's reserve; invalid_argument otherwise. A run that resamples between launches of its own calls
+/// it with its other checks, so that nothing is launched before all of them pass.
+void check_resampling_scan(std::int64_t problems, std::int64_t particles, cudaStream_t stream);
+
 /// The passes of resample_unchecked() on the CPU executor alone (int32 ancestors) up to the selection, which it
 /// returns: called with g it writes ancestors[g], so that a sampler can select each particle's ancestor inside its
 /// own per-particle pass instead of a separate one (stratified and systematic then select by a search over the

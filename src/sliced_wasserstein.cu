@@ -152,12 +152,15 @@ void run(const float* a, std::int64_t n_a, const float* b, std::int64_t n_b, std
       cub::DoubleBuffer<float> keys(keys0, reinterpret_cast<float*>(base + l.keys1));
       const std::int64_t* const_offsets = offsets;  // the type the size query instantiated
       std::size_t temp_bytes = l.temp_bytes;
-      DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(base + l.temp, temp_bytes, keys, int(items),
-                                                                  int(2 * count), const_offsets, const_offsets + 1, 0,
-                                                                  int(sizeof(float) * 8), stream));
-      kernels::wasserstein_direction_kernel<<<unsigned(count), kernels::distance_block, 0, stream>>>(
-          kernels::wasserstein_direction_functor{keys.Current(), keys0, values, n_a, n_b, p});
-      DIFFSAMPLE_CUDA_TRY(cudaPeekAtLastError());
+      DIFFSAMPLE_CUDA_TRY(kernels::checked_launch([&] {
+        return cub::DeviceSegmentedRadixSort::SortKeys(base + l.temp, temp_bytes, keys, int(items), int(2 * count),
+                                                       const_offsets, const_offsets + 1, 0, int(sizeof(float) * 8),
+                                                       stream);
+      }));
+      DIFFSAMPLE_CUDA_TRY(kernels::checked_launch([&] {
+        kernels::wasserstein_direction_kernel<<<unsigned(count), kernels::distance_block, 0, stream>>>(
+            kernels::wasserstein_direction_functor{keys.Current(), keys0, values, n_a, n_b, p});
+      }));
     } else {
       const bool radix = cpu::chain_target() != cpu::simd_target::scalar;
       cpu::parallel_for_each(

@@ -447,6 +447,41 @@ TEST(ValidationGpu, PointersMustMatchTheExecutor) {
                               {"workspace", "device memory"});
 }
 
+// A caller's earlier failed CUDA call leaves its error in the runtime's per-thread last-error state (a refused
+// cudaMalloc here: cudaErrorMemoryAllocation, not sticky). The library's launchers read that state after a launch
+// with cudaPeekAtLastError() and threw the stale error as their launch's (out_of_memory); every launch now clears a
+// pending error first and reads and clears its own after it (kernels::checked_launch). An evaluation (the
+// for_each_index launcher), a Langevin run (the chain launcher) and a resampling of two tiles (its passes and CUB's
+// scan) each run after such a failure and leave no error pending. Compiled here; not yet run on a GPU.
+TEST(ValidationGpu, ACallersStaleCudaErrorIsNotALaunchError) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const auto leave_an_error = [] {
+    void* p = nullptr;
+    ASSERT_EQ(cudaMalloc(&p, std::size_t(1) << 62), cudaErrorMemoryAllocation);
+  };
+  const auto mix = small();
+  dt::device_buffer<float> x(std::vector<float>(8, 0.5f)), out(8);
+  leave_an_error();
+  EXPECT_NO_THROW(mix.evaluate(out.ptr, 4, x.ptr, {}, quantity::score, {executor::cuda}));
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  langevin_options lo;
+  lo.steps = 2;
+  leave_an_error();
+  EXPECT_NO_THROW(langevin(mix, x.ptr, {}, 4, lo, {executor::cuda}));
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::int64_t particles = 8192;  // two CUDA tiles: the tile passes and the scan
+  dt::device_buffer<float> log_weights(std::vector<float>(particles, 0.f));
+  dt::device_buffer<std::int32_t> ancestors(particles);
+  particle_outputs po;
+  po.ancestors = ancestors.ptr;
+  resampling_options ro;
+  ro.ess_threshold = 2.0;  // resample whatever the ESS
+  leave_an_error();
+  EXPECT_NO_THROW(resample(po, 1, particles, log_weights.ptr, ro, {executor::cuda}));
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
 // Values the FP32 kernels cannot represent are refused where they enter: means beyond 1e18, variances outside
 // [1e-36, 1e36] (a variance of 1e-300 rounds to 0 in FP32 and once gave -inf scores), observations beyond 1e18
 // (y = 1e160 once gave log p(y) = -nan), and a posterior whose log-evidence is not finite.
