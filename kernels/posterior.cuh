@@ -52,7 +52,21 @@ struct posterior_component_functor {
       r[i] = s;
     }
     singular[k] = cholesky_failure_scaled(c, m) < 0 ? 0 : 1;  // c's diagonal is a sum of squares plus s2
-    if (singular[k]) return;
+    if (singular[k]) {
+      // Defined outputs all the same (zeros, as the CPU executor's buffers start): the CUDA executor copies every
+      // component's outputs back with the flags, and a copy of unwritten device memory is what initcheck reports.
+      // Not unrolled on the device: unrolled, these loops took the 32-thread kernel from 80 registers to 128.
+      log_joint[k] = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll 1
+#endif
+      for (std::int64_t j = 0; j < d; ++j) means[k * d + j] = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll 1
+#endif
+      for (std::int64_t e = 0; e < d * d; ++e) covariances[k * d * d + e] = factors[k * d * d + e] = 0;
+      return;
+    }
     forward_substitute(c, m, a_sigma, d);
     forward_substitute(c, m, r, 1);
     double log_det_half = 0, quad = 0;

@@ -6,6 +6,7 @@
 #include <set>
 #include <vector>
 
+#include "kernels/posterior.cuh"
 #include "kernels/rng.cuh"
 #include "reference/helpers.hpp"
 
@@ -419,6 +420,38 @@ TEST(Posterior, BadlyScaledOperatorRowsAreNotSingular) {
   // A singular S is still refused: rows (1e9, 1e9) and (1, 1) with sigma_y = 0.
   EXPECT_THROW(ds::mixture_posterior(prior, ds::linear_observation{2, 2, {1e9, 1e9, 1, 1}, 0.0, {0.5, 0.5}}),
                ds::invalid_argument);
+}
+
+// A component whose A Sigma_k A^T + sigma_y^2 I is singular still gets defined outputs from the functor both
+// executors run (kernels::posterior_component_functor): the CUDA executor copies every component's outputs back
+// with the singular flags before it refuses the observation, and a copy of device memory no kernel wrote is what
+// compute-sanitizer's initcheck reports. Run here on the host over outputs filled with NaN: component 1 (variances
+// (1, 0), A = I, sigma_y = 0: C = diag(1, 0)) is flagged and its outputs are zeros; component 0 (C = I) is not.
+// Seen failing with the former early return (component 1's outputs left NaN).
+TEST(Posterior, SingularComponentWritesDefinedOutputs) {
+  const std::int64_t K = 2, d = 2, m = 2;
+  const std::vector<double> means{0.0, 0.0, 1.0, 1.0}, variances{1.0, 1.0, 1.0, 0.0}, log_w{std::log(0.5), std::log(0.5)};
+  const std::vector<double> A{1.0, 0.0, 0.0, 1.0}, y{0.5, 0.5};
+  const double nan = std::nan("");
+  std::vector<double> work(K * (m * d + m * m + m), nan), log_joint(K, nan), post_means(K * d, nan),
+      covariances(K * d * d, nan), factors(K * d * d, nan);
+  std::vector<std::int32_t> singular(K, -1);
+  const ds::kernels::posterior_component_functor f{means.data(),     variances.data(), log_w.data(),
+                                                   false,            A.data(),         y.data(),
+                                                   0.0,              m,                d,
+                                                   work.data(),      log_joint.data(), post_means.data(),
+                                                   covariances.data(), factors.data(), singular.data()};
+  for (std::int64_t k = 0; k < K; ++k) f(k);
+  EXPECT_EQ(singular[0], 0);
+  EXPECT_EQ(singular[1], 1);
+  EXPECT_TRUE(std::isfinite(log_joint[0]));
+  EXPECT_EQ(log_joint[1], 0.0);
+  for (std::int64_t j = 0; j < d; ++j) EXPECT_EQ(post_means[d + j], 0.0) << j;
+  for (std::int64_t e = 0; e < d * d; ++e) {
+    EXPECT_TRUE(std::isfinite(covariances[e]) && std::isfinite(factors[e])) << e;
+    EXPECT_EQ(covariances[d * d + e], 0.0) << e;
+    EXPECT_EQ(factors[d * d + e], 0.0) << e;
+  }
 }
 
 TEST(Posterior, InvalidArgumentsAreRejected) {
