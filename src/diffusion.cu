@@ -189,6 +189,10 @@ void validate_options(const diffusion_options& o) {
     limits::check("options.steps x measurements", total_steps(o), 1, kernels::philox_max_step - 1,
                   "the random stream's steps");
   }
+  // Past the steps no record falls due: the trajectory was taken and never written.
+  DIFFSAMPLE_EXPECTS(o.record_every <= total_steps(o),
+                     "options.record_every: " << o.record_every << " is more than the run's " << total_steps(o)
+                                              << " steps (nothing would be recorded)");
 }
 
 void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_options& o) {

@@ -41,6 +41,10 @@ void validate_options(const langevin_options& o) {
                      "options.method: invalid value " << static_cast<int>(o.method));
   detail::check_channel("options.target", o.target);
   DIFFSAMPLE_EXPECTS(o.record_every >= 0, "options.record_every: must be >= 0, got " << o.record_every);
+  // Past the steps no record falls due: the trajectory was taken and never written.
+  DIFFSAMPLE_EXPECTS(o.record_every == 0 || o.record_every <= o.steps,
+                     "options.record_every: " << o.record_every << " is more than options.steps = " << o.steps
+                                              << " (nothing would be recorded)");
   // Compared without forming first_step + steps, which can wrap around 2^64 back into range.
   DIFFSAMPLE_EXPECTS(o.first_step <= kernels::philox_max_step &&
                          static_cast<std::uint64_t>(o.steps) <= kernels::philox_max_step - o.first_step,

@@ -165,7 +165,23 @@ std::vector<double> observation_operator::gram() const {
   return G;
 }
 
+namespace {
+
+// The host forms' arguments: a built operator, both vectors given and disjoint (apply_transpose() zeroes x before it
+// reads y, and apply() writes y[i] before it reads x[i + 1]: a shared vector gave wrong values without a word).
+void check_host_vectors(const observation_operator& op, const char* in, const double* a, std::int64_t a_count,
+                        const char* out, const double* b, std::int64_t b_count) {
+  DIFFSAMPLE_EXPECTS(!op.empty(), "observation: the operator is empty");
+  DIFFSAMPLE_EXPECTS(a != nullptr, in << ": null pointer");
+  DIFFSAMPLE_EXPECTS(b != nullptr, out << ": null pointer");
+  detail::check_disjoint({{in, a, static_cast<std::size_t>(a_count) * sizeof(double)},
+                          {out, b, static_cast<std::size_t>(b_count) * sizeof(double)}});
+}
+
+}  // namespace
+
 void observation_operator::apply(const double* x, double* y) const {
+  check_host_vectors(*this, "x", x, d_x_, "y", y, d_y_);
   switch (kind_) {
     case observation_kind::dense:
       for (std::int64_t i = 0; i < d_y_; ++i) {
@@ -193,6 +209,7 @@ void observation_operator::apply(const double* x, double* y) const {
 }
 
 void observation_operator::apply_transpose(const double* y, double* x) const {
+  check_host_vectors(*this, "y", y, d_y_, "x", x, d_x_);
   std::fill(x, x + d_x_, 0.0);
   switch (kind_) {
     case observation_kind::dense:
@@ -271,6 +288,9 @@ evaluate_report observation_operator::apply_batch(float* out, std::int64_t n, co
   const std::int64_t in = transpose ? d_y_ : d_x_, width = transpose ? d_x_ : d_y_;
   detail::check_buffer("x", x, n * in, sizeof(float), where);
   detail::check_buffer("out", out, n * width, sizeof(float), where);
+  // Each point's outputs are written while other points (and, in place, its own) are still read.
+  detail::check_disjoint({{"x", x, static_cast<std::size_t>(n * in) * sizeof(float)},
+                          {"out", out, static_cast<std::size_t>(n * width) * sizeof(float)}});
   if (n == 0) return {where, chosen};
   if (chosen == mixture_path::gemm) {
     if (transpose)

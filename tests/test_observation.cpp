@@ -139,6 +139,40 @@ TEST(Observation, RejectsBadInput) {
   expect_invalid([&] { ds::mixture_posterior(prior, obs); }, mismatch);
 }
 
+// apply(), apply_transpose() and apply_batch() write their output while they read their input: a shared buffer gave
+// wrong values without a word (apply_transpose zeroed x, and so y, before reading y: A^T y = 0; apply_batch in
+// place overwrote the rows of points not yet read). Each refuses it naming both buffers, with the output untouched,
+// as it refuses a null vector and an empty operator (which it dereferenced or read as nothing). Seen failing before
+// the fix: no exception from any call below.
+TEST(Observation, ApplyRefusesSharedNullAndEmpty) {
+  const ds::observation_operator ops[] = {ds::observation_operator::dense(2, 3, {1, 2, 3, 4, 5, 6}),
+                                          ds::observation_operator::mask(3, {0, 2}, {2.0, -1.0})};
+  for (const ds::observation_operator& op : ops) {
+    std::vector<double> v = {1.0, -2.0, 0.5};
+    const std::vector<double> before = v;
+    expect_invalid([&] { op.apply(v.data(), v.data()); }, "must not overlap");
+    expect_invalid([&] { op.apply_transpose(v.data(), v.data()); }, "must not overlap");
+    expect_invalid([&] { op.apply(v.data() + 1, v.data()); }, "must not overlap");  // partly shared
+    EXPECT_EQ(v, before);
+    expect_invalid([&] { op.apply(nullptr, v.data()); }, "x: null pointer");
+    expect_invalid([&] { op.apply_transpose(v.data(), nullptr); }, "x: null pointer");
+    std::vector<float> rows = {1.f, -2.f, 0.5f, 3.f, 4.f, -1.f};
+    const std::vector<float> rows_before = rows;
+    for (const ds::mixture_path path : {ds::mixture_path::direct, ds::mixture_path::automatic}) {
+      expect_invalid([&] { op.apply_batch(rows.data(), 2, rows.data(), false, path, {ds::executor::cpu}); },
+                     "must not overlap");
+      EXPECT_EQ(rows, rows_before);
+    }
+    std::vector<double> y(2), x(3);
+    EXPECT_NO_THROW(op.apply(v.data(), y.data()));
+    EXPECT_NO_THROW(op.apply_transpose(y.data(), x.data()));
+  }
+  const ds::observation_operator empty;
+  double a[3] = {1, 2, 3}, b[3] = {0, 0, 0};
+  expect_invalid([&] { empty.apply(a, b); }, "empty");
+  expect_invalid([&] { empty.apply_transpose(a, b); }, "empty");
+}
+
 // A mask is stored as its d_y indices and gains, but mask() sized a table by d_x, which it never checked (dense() and
 // svd() check it against limits::max_operator_values), and the exact posterior built an operator's dense d_y x d_x
 // matrix before it checked d_y and d_y x d_x against its own limits: a diagonal mask on a prior of dimension 2^24

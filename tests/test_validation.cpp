@@ -906,3 +906,38 @@ TEST(Validation, ChosenPathChecksWhatEvaluateChecks) {
   ds_mixture_destroy(m);
   EXPECT_NO_THROW(mix.chosen_path(0, quantity::log_density, {}, executor::cpu));  // n = 0 runs, as evaluate()
 }
+
+// A record_every beyond the run's steps records nothing: the trajectory buffer was taken (or demanded) and never
+// written, so the caller read its own contents as the records. Refused before anything runs, x untouched; the run's
+// own step count (SMS: steps x measurements) is the bound. Seen failing before the fix: every call below returned.
+TEST(Validation, RecordEveryBeyondTheStepsIsRefused) {
+  const gaussian_mixture m = small();
+  std::vector<float> x(2 * 2, 0.25f), trajectory(4 * 2 * 2, -7.f);
+  langevin_options lo;
+  lo.steps = 3;
+  lo.record_every = 4;
+  expect_error([&] { langevin(m, x.data(), {trajectory.data(), nullptr}, 2, lo, {executor::cpu}); },
+               {"options.record_every: 4 is more than options.steps = 3"});
+  lo.steps = 0;
+  lo.record_every = 1;
+  expect_error([&] { langevin(m, x.data(), {trajectory.data(), nullptr}, 2, lo, {executor::cpu}); },
+               {"options.record_every: 1 is more than options.steps = 0"});
+  diffusion_options d;
+  d.steps = 3;
+  d.record_every = 4;
+  expect_error([&] { diffusion(m, x.data(), {trajectory.data()}, 2, d, {executor::cpu}); },
+               {"options.record_every: 4 is more than the run's 3 steps"});
+  d.sampler = diffusion_sampler::sequential_measurements;
+  d.steps = 2;
+  d.measurements = 2;
+  d.record_every = 5;
+  expect_error([&] { diffusion(m, x.data(), {trajectory.data()}, 2, d, {executor::cpu}); },
+               {"options.record_every: 5 is more than the run's 4 steps"});
+  for (float v : x) ASSERT_EQ(v, 0.25f);
+  for (float v : trajectory) ASSERT_EQ(v, -7.f);
+  d.record_every = 4;  // one record
+  EXPECT_NO_THROW(diffusion(m, x.data(), {trajectory.data()}, 2, d, {executor::cpu}));
+  lo.steps = 3;
+  lo.record_every = 3;
+  EXPECT_NO_THROW(langevin(m, x.data(), {trajectory.data(), nullptr}, 2, lo, {executor::cpu}));
+}
