@@ -7,6 +7,7 @@
 
 #define DS_SIMD_TARGET 0
 #include "src/cpu/simd.hpp"
+#include "reference/cpu_target.hpp"
 #include "src/cpu/denoiser_jvp.hpp"
 #include "src/cpu/radix_sort.hpp"
 #include "kernels/langevin.cuh"
@@ -151,23 +152,7 @@ TEST(SimdMath, PhiloxPackEqualsTheScalarStreamAndNormalsAgree) {
 
 namespace {
 
-/// Runs f with the CPU executor's target forced to `target` (DIFFSAMPLE_CPU_TARGET), or with the variable unset
-/// (the widest target the CPU has) when `target` is null; the caller's setting is restored afterwards, so a suite
-/// run under DIFFSAMPLE_CPU_TARGET keeps it for the tests that follow.
-template <class F>
-void with_target(const char* target, F f) {
-  const char* outer = std::getenv("DIFFSAMPLE_CPU_TARGET");
-  const std::string saved = outer != nullptr ? outer : "";
-  if (target != nullptr)
-    setenv("DIFFSAMPLE_CPU_TARGET", target, 1);
-  else
-    unsetenv("DIFFSAMPLE_CPU_TARGET");
-  f();
-  if (outer != nullptr)
-    setenv("DIFFSAMPLE_CPU_TARGET", saved.c_str(), 1);
-  else
-    unsetenv("DIFFSAMPLE_CPU_TARGET");
-}
+using diffsample::testing::with_target;
 
 const char* const targets[] = {"scalar", "sse2", "avx2", "avx512"};
 

@@ -10,32 +10,19 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <diffsample/diffsample.hpp>
 
+#include "reference/cpu_target.hpp"
+
 namespace ds = diffsample;
 
 namespace {
 
-/// Runs f with the CPU executor's target forced to `target` (DIFFSAMPLE_CPU_TARGET; null: the widest), restoring the
-/// caller's setting afterwards.
-void with_target(const char* target, const std::function<void()>& f) {
-  const char* outer = std::getenv("DIFFSAMPLE_CPU_TARGET");
-  const std::string saved = outer != nullptr ? outer : "";
-  if (target != nullptr)
-    setenv("DIFFSAMPLE_CPU_TARGET", target, 1);
-  else
-    unsetenv("DIFFSAMPLE_CPU_TARGET");
-  f();
-  if (outer != nullptr)
-    setenv("DIFFSAMPLE_CPU_TARGET", saved.c_str(), 1);
-  else
-    unsetenv("DIFFSAMPLE_CPU_TARGET");
-}
+using diffsample::testing::with_target;
 
 const char* const targets[] = {"scalar", nullptr};
 const char* name_of(const char* target) { return target != nullptr ? target : "widest"; }
