@@ -74,26 +74,7 @@ def test_arrays_of_one_call_on_two_devices_are_refused(m):
 def test_cupy_arrays_take_the_current_stream_of_their_own_device(monkeypatch):
     """CuPy's current stream is per device: an array on cuda:1 while cuda:0 was current took cuda:0's stream (a
     launch on cuda:1 cannot go into it). Checked with a stand-in for CuPy that gives each device its own stream."""
-    entered = []
-
-    class Device:
-        def __init__(self, index):
-            self.index = index
-
-        def __enter__(self):
-            entered.append(self.index)
-
-        def __exit__(self, *exc):
-            entered.pop()
-
-    def get_current_stream():
-        return types.SimpleNamespace(ptr=1000 + (entered[-1] if entered else 0))
-
-    cupy = types.ModuleType("cupy")
-    cupy.cuda = types.SimpleNamespace(Device=Device, get_current_stream=get_current_stream)
-    monkeypatch.setitem(sys.modules, "cupy", cupy)
-    array = type("ndarray", (FakeCudaArray,), {"__module__": "cupy"})((4, 2), 3)
-    array.device = types.SimpleNamespace(id=3)
+    array = _fake_cupy(monkeypatch)(3)
     assert ds._stream(array, None) == 1003
     assert ds._stream(array, 77) == 77
 
