@@ -6,7 +6,9 @@ GPU (CUDA executor) or the CPU (the same kernels on the library's thread pool).
 Arrays cross by DLPack in both directions without copies: NumPy arrays, PyTorch CPU and CUDA tensors, CuPy arrays
 and JAX arrays (inputs) are read in place, and outputs are written into the caller's ``out=`` array or into a new
 array of the input's framework on the input's device. The executor follows the arrays' device (CPU arrays: the CPU
-executor; CUDA arrays: the CUDA executor, on the arrays' device, made current for the call). On CUDA the calls run
+executor; CUDA arrays: the CUDA executor, on the arrays' device, made current for the call). One rule for every
+call: each array it takes is on the call's device, an array given only to say where it runs included
+(``guided_sample``'s ``device=``); arrays on two devices are refused, and a call without any array runs on the CPU. On CUDA the calls run
 on the framework's current stream of that device (PyTorch: ``torch.cuda.current_stream()``, CuPy:
 ``cupy.cuda.get_current_stream()``) unless ``stream=`` names one of that device (an int handle, a
 ``torch.cuda.Stream``, a ``cupy.cuda.Stream`` or any object with ``cuda_stream``, ``ptr`` or ``__cuda_stream__``;
@@ -1763,8 +1765,9 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
         outputs: the arrays to return, by name: 'particles' (B, N, d) float32, 'log_weights' (B, N) float32,
             'samples' (B, N, d) float32 (SMC's final resampling), 'log_normaliser' (B,) float64, 'ess_trace'
             (B, steps + 1) float32, 'resample_count' (B,) int32 (N = particles).
-        device: None (NumPy outputs: the CPU executor), or an array (e.g. a CUDA tensor or CuPy array) whose
-            framework and device the new outputs follow: the executor follows them.
+        device: None (NumPy outputs: the CPU executor), or an array (e.g. a CUDA tensor or CuPy array; any dtype
+            and shape) whose framework and device the new outputs follow: the call runs on its device, with or
+            without outputs (outputs=() with a CUDA device runs on that device's CUDA executor).
         schedule: a NoiseSchedule or a schedule kind's name; None: the options' default.
         resampling: None, or a dict of ResamplingOptions fields (scheme, ess_threshold, ...).
         stream: CUDA stream (int handle, torch.cuda.Stream, CuPy stream); None: the current stream of device's
@@ -1793,9 +1796,11 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
         raise InvalidArgument(f"device: a {type(device).__name__} ({device!r}); pass None (NumPy outputs, the CPU "
                               "executor) or an array whose framework and device the outputs follow, e.g. "
                               "torch.empty(0, device='cuda')")
+    _array(device, "device", None)
     result = _guided_outputs(outputs, device, pr.problems, o.particles, core_prior.dim, o.steps)
     args = [result.get(k) for k in _GUIDED_OUTPUTS]
-    result["report"] = _core.guided_sample(core_prior, pr, o, *args, _stream(device, stream))
+    # device goes to the binding too: it says where the call runs even when no output does (outputs=()).
+    result["report"] = _core.guided_sample(core_prior, pr, o, *args, _stream(device, stream), device=device)
     return result
 
 

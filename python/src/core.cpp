@@ -111,6 +111,33 @@ const char* device_name(int device_type) {
   }
 }
 
+// The one rule of where a call runs: on the device of its arrays. Every array a call takes (inputs, outputs, and
+// an array given only to say where the call runs: guided_sample's device, a plan's like) is located here: the first
+// fixes the call's place (CPU arrays, pinned host memory included: the CPU executor; CUDA and managed memory: the
+// CUDA executor on the array's device), each other one must be on the same executor and device. A call without any
+// array runs on the CPU executor (run_on), where a stream is refused as it is for CPU arrays.
+template <class A>
+void locate(const A& a, const char* name, place& p) {
+  ds::executor where;
+  int dt = a.device_type();
+  if (dt == nb::device::cpu::value || dt == nb::device::cuda_host::value)
+    where = ds::executor::cpu;
+  else if (dt == nb::device::cuda::value || dt == nb::device::cuda_managed::value)
+    where = ds::executor::cuda;
+  else
+    raise_invalid(std::string(name) + ": arrays on " + device_name(dt) + " are not supported (cpu or cuda)");
+  int id = (where == ds::executor::cuda) ? a.device_id() : 0;
+  if (p.where == ds::executor::automatic) {
+    p.where = where;
+    p.device_id = id;
+    p.first = name;
+  } else if (p.where != where || p.device_id != id) {
+    raise_invalid(std::string(name) + ": on " + ds::to_string(where) + ":" + std::to_string(id) + " but " +
+                  p.first + " is on " + ds::to_string(p.where) + ":" + std::to_string(p.device_id) +
+                  " (every array of a call must be on one device)");
+  }
+}
+
 // Checks an array's dtype, shape (-1: any), C-contiguity and device, and records or checks the call's place.
 template <class T, class A>
 T* checked(const A& a, const char* name, std::initializer_list<std::int64_t> shape, place& p) {
@@ -154,24 +181,7 @@ T* checked(const A& a, const char* name, std::initializer_list<std::int64_t> sha
     }
     expect *= got[j];
   }
-  ds::executor where;
-  int dt = a.device_type();
-  if (dt == nb::device::cpu::value || dt == nb::device::cuda_host::value)
-    where = ds::executor::cpu;
-  else if (dt == nb::device::cuda::value || dt == nb::device::cuda_managed::value)
-    where = ds::executor::cuda;
-  else
-    raise_invalid(std::string(name) + ": arrays on " + device_name(dt) + " are not supported (cpu or cuda)");
-  int id = (where == ds::executor::cuda) ? a.device_id() : 0;
-  if (p.where == ds::executor::automatic) {
-    p.where = where;
-    p.device_id = id;
-    p.first = name;
-  } else if (p.where != where || p.device_id != id) {
-    raise_invalid(std::string(name) + ": on " + ds::to_string(where) + ":" + std::to_string(id) + " but " +
-                  p.first + " is on " + ds::to_string(p.where) + ":" + std::to_string(p.device_id) +
-                  " (every array of a call must be on one device)");
-  }
+  locate(a, name, p);
   return static_cast<T*>(const_cast<void*>(static_cast<const void*>(a.data())));
 }
 
@@ -275,7 +285,10 @@ struct run_on {
   run_on(ds::executor where, int device, const char* first, std::uintptr_t stream) {
     exec.kind = where == ds::executor::automatic ? ds::executor::cpu : where;
     exec.stream = reinterpret_cast<cudaStream_t>(stream);
-    if (where == ds::executor::automatic) return;  // no array: nothing says where the caller meant it to run
+    if (where == ds::executor::automatic) {  // no array: the CPU executor, which takes no stream
+      check_stream(stream, ds::executor::cpu, 0, "the call has no array: no output, no device");
+      return;
+    }
     if (where == ds::executor::cuda) scope.enter(device, first);
     check_stream(stream, where, device, std::string(first) + " is on " + where_text(where, device));
   }
@@ -2025,8 +2038,9 @@ NB_MODULE(_core, m) {
       [](const ds::gaussian_mixture& prior, const ds::guided_problems& pr, const ds::guided_options& o,
          std::optional<out_array> particles, std::optional<out_array> log_weights, std::optional<out_array> samples,
          std::optional<out_array> log_normaliser, std::optional<out_array> ess_trace,
-         std::optional<out_array> resample_count, std::uintptr_t stream) {
+         std::optional<out_array> resample_count, std::uintptr_t stream, std::optional<array> device) {
         place p;
+        if (device) locate(*device, "device", p);  // where the call runs, outputs or none
         std::int64_t B = pr.problems, N = o.particles, d = prior.dim();
         ds::guided_outputs outs;
         outs.particles = checked_opt<float>(particles, "particles", {B, N, d}, p);
@@ -2054,10 +2068,12 @@ NB_MODULE(_core, m) {
       },
       "prior"_a, "problems"_a, "options"_a, "particles"_a = nb::none(), "log_weights"_a = nb::none(),
       "samples"_a = nb::none(), "log_normaliser"_a = nb::none(), "ess_trace"_a = nb::none(),
-      "resample_count"_a = nb::none(), "stream"_a = 0,
+      "resample_count"_a = nb::none(), "stream"_a = 0, "device"_a = nb::none(),
       "Runs options.sampler on every problem of problems; the outputs (particles (B, N, d), log_weights (B, N), "
       "samples (B, N, d), ess_trace (B, steps + 1) float32, log_normaliser (B,) float64, resample_count (B,) int32) "
-      "are optional arrays on one device, whose executor runs the call.\n\n" DS_DOC_FREE(guided_sample));
+      "are optional arrays on one device, whose executor runs the call; device: None or an array (any dtype and "
+      "shape) on the device the call runs on, which the outputs must be on too (with no output and no device the "
+      "call runs on the CPU executor).\n\n" DS_DOC_FREE(guided_sample));
 
   // ---- metrics --------------------------------------------------------------------------------------------------
   m.def(

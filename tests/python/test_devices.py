@@ -53,6 +53,9 @@ DEVICE_CASES = [
     ("gather", lambda m: ds.gather_particles(far(1, 4, 2), far(1, 4, dtype="int32"), out=far(1, 4, 2)), "states"),
     ("sliced_wasserstein", lambda m: ds.sliced_wasserstein(far(4, 2), far(4, 2)), "a"),
     ("posterior", lambda m: ds.MixturePosterior(m, [[1.0, 0.0]], 0.5, [0.5]).sample(out=far(4, 2)), "out"),
+    # device= says where the call runs, with or without outputs: with none it ran on the CPU without a word.
+    ("guided-no-outputs", lambda m: ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, outputs=(), device=far(0),
+                                                     particles=4, steps=2), "device"),
 ]
 
 
@@ -69,6 +72,48 @@ def test_a_cuda_device_the_runtime_does_not_see_is_refused_by_name(m, call, firs
 def test_arrays_of_one_call_on_two_devices_are_refused(m):
     with pytest.raises(ds.InvalidArgument, match=r"^out: on cuda:2 but x is on cuda:1 \(every array of a call"):
         m.score(FakeCudaArray((4, 2), 1), out=FakeCudaArray((4, 2), 2))
+
+
+GUIDED = dict(particles=4, steps=2)
+
+
+def test_guided_sample_runs_on_its_device_without_outputs(m, monkeypatch):
+    """guided_sample(device=a CUDA array, outputs=()) ran on the CPU executor (report 'cpu') without a word: the
+    binding chose the executor from the outputs alone, and there were none. The device now goes to the binding,
+    which places the call there whatever the outputs: here a device the runtime does not see, so the call is refused
+    naming device (on a GPU machine too: no machine has cuda:64). Checked with a DLPack array and with CuPy's
+    stand-in (whose current stream the package takes first). Seen failing before the fix: a dict with
+    report['executor'] == 'cpu'."""
+    with pytest.raises(ds.InvalidArgument, match=rf"^device: {UNSEEN}"):
+        ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, outputs=(), device=far(0), **GUIDED)
+    array_on = _fake_cupy(monkeypatch)
+    with pytest.raises(ds.InvalidArgument, match=rf"^device: {UNSEEN}"):
+        ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, outputs=(), device=array_on(FAR), **GUIDED)
+    # A CPU device, or none: the CPU executor, with or without outputs.
+    for device in (None, np.zeros(0, np.float32)):
+        for outputs in ((), ("samples",)):
+            r = ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, outputs=outputs, device=device, **GUIDED)
+            assert r["report"]["executor"] == "cpu"
+
+
+def test_guided_sample_outputs_on_another_device_than_device_are_refused(m):
+    """The binding's outputs and its device are one call's arrays: on two devices they are refused naming both."""
+    pr, o = ds._guided_setup([[1.0, 0.0]], [0.5], 0.5, "smc", None, None, dict(GUIDED))
+    with pytest.raises(ds.InvalidArgument, match=r"^samples: on cuda:1 but device is on cpu:0 \(every array"):
+        ds._core.guided_sample(m._m, pr, o, samples=FakeCudaArray((1, 4, 2), 1), device=np.zeros(0))
+    with pytest.raises(ds.InvalidArgument, match=r"^samples: on cpu:0 but device is on cuda:1 \(every array"):
+        ds._core.guided_sample(m._m, pr, o, samples=np.zeros((1, 4, 2), np.float32), device=FakeCudaArray((0,), 1))
+
+
+def test_a_stream_for_a_call_without_arrays_is_refused(m):
+    """guided_sample(outputs=(), stream=7) without device ran on the CPU and dropped the stream without a word (a
+    stream for CPU arrays is refused): a call without any array runs on the CPU executor and refuses a stream too."""
+    with pytest.raises(ds.InvalidArgument, match=r"^stream: 7, but the call runs on the CPU executor \(the call has "
+                                                 r"no array: no output, no device\); a stream orders CUDA work only"):
+        ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, outputs=(), stream=7, **GUIDED)
+    with pytest.raises(ds.InvalidArgument, match=r"^stream: 7, but the call runs on the CPU executor \(device is on "
+                                                 r"cpu:0\)"):
+        ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, outputs=(), stream=7, device=np.zeros(0), **GUIDED)
 
 
 def test_cupy_arrays_take_the_current_stream_of_their_own_device(monkeypatch):
