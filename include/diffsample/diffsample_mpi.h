@@ -7,7 +7,10 @@
  * that changes the result: the sizes, every option, the schedule's arrays, the mixture and the problems' data by a
  * digest; and return DS_INVALID_ARGUMENT on every rank when a rank's differ). Each returns the same
  * ::ds_status on every rank: when any rank's arguments are invalid, every rank gets that rank's status and
- * ds_mpi_last_error() the same message ("rank r of P: ..."), and no rank is left waiting in a collective. Link with -ldiffsample_mpi -ldiffsample and the MPI library.
+ * ds_mpi_last_error() the same message ("rank r of P: ..."), and no rank is left waiting in a collective. Like
+ * the C++ calls of diffsample/mpi.hpp, every call is synchronous: on a CUDA rank it waits for its work on
+ * exec.stream before it returns, and a kernel that failed on one rank makes every rank return DS_CUDA_ERROR with that
+ * rank's message. Link with -ldiffsample_mpi -ldiffsample and the MPI library.
  *
  * ds_mpi_resample and ds_mpi_guided_sample (global mode), which send point-to-point messages, send them on a
  * duplicate of the communicator that the call makes (MPI_Comm_dup) and frees before it returns, so that a receive of

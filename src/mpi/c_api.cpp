@@ -51,7 +51,10 @@ void init_defaults(ds_diffusion_options* o) { ds_diffusion_options_init(o, sizeo
 // reads them, into their C++ form), agreed; then what every rank must pass alike (detail::same_chain_arguments, the
 // C++ calls' own lists, so a rank with another n or
 // any other option fails every rank with the same message before any chain runs); then run(o) on this rank's `count`
-// rows with its options (its first chain offset by the rows before it); every rank returns the status of the lowest
+// rows with its options (its first chain offset by the rows before it), which returns its status and sets `ran` to
+// the executor that ran; a CUDA rank's stream is then waited for (detail::wait_for, as the C++ calls do: the call
+// synchronises, and a kernel's failure on one rank fails every rank with DS_CUDA_ERROR instead of returning
+// DS_SUCCESS there and leaving the others to the caller's next call); every rank returns the status of the lowest
 // failing rank. The options are read as far as their struct_size says, once it is a layout this library knows (the
 // core call then reads the copy as it would the caller's struct).
 template <class Options, class Run>
@@ -98,8 +101,12 @@ ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const O
     where.kind = static_cast<diffsample::executor>(exec.kind);
     where.stream = exec.stream;
     diffsample::mpi::detail::check_tables_device(*m, where, "mixture");
-    status = run(&o);
-    if (status != DS_SUCCESS) message = ds_last_error();
+    ds_executor ran = DS_EXECUTOR_AUTOMATIC;
+    status = run(&o, ran);
+    if (status != DS_SUCCESS)
+      message = ds_last_error();
+    else if (ran == DS_EXECUTOR_CUDA)
+      diffsample::mpi::detail::wait_for(exec.stream, "the chains");
   } catch (...) {
     status = status_of(std::current_exception(), message);
   }
@@ -133,9 +140,12 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
                           ds_execution exec, ds_langevin_report* report, int64_t* accepted_total) {
   ds_langevin_report rep{};
   int64_t count = 0;
-  const ds_status status = run_shard(comm, mixture, n, options, exec, count, [&](const ds_langevin_options* o) {
-    return ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
-  });
+  const auto run = [&](const ds_langevin_options* o, ds_executor& ran) {
+    const ds_status st = ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
+    ran = rep.ran;
+    return st;
+  };
+  const ds_status status = run_shard(comm, mixture, n, options, exec, count, run);
   if (status != DS_SUCCESS) return status;
   if (report != nullptr) *report = rep;
   // Accepted proposals over the ranks, when every rank counted them: summed where they are on the host, copied from a
@@ -176,9 +186,12 @@ ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, i
                            ds_diffusion_report* report) {
   ds_diffusion_report rep{};
   int64_t count = 0;
-  const ds_status status = run_shard(comm, mixture, n, options, exec, count, [&](const ds_diffusion_options* o) {
-    return ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);
-  });
+  const auto run = [&](const ds_diffusion_options* o, ds_executor& ran) {
+    const ds_status st = ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);
+    ran = rep.ran;
+    return st;
+  };
+  const ds_status status = run_shard(comm, mixture, n, options, exec, count, run);
   if (status == DS_SUCCESS && report != nullptr) *report = rep;
   return status;
 }

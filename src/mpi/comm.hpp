@@ -28,6 +28,13 @@ inline int size_of(MPI_Comm comm) {
   return s;
 }
 
+/// Waits for a CUDA rank's stream: every call of diffsample/mpi.hpp and diffsample_mpi.h that ran work on the CUDA
+/// executor calls it before its last agreement (the calls synchronise, and a kernel's failure on one rank, which
+/// surfaces here, then fails every rank instead of leaving it to the caller's next call on that rank alone). Throws
+/// cuda_error naming @p what when the work on the stream failed (the error state cleared, so that later calls are
+/// not blamed for it).
+void wait_for(cudaStream_t stream, const char* what);
+
 /// A communicator of the library's own for the length of one call: MPI_Comm_dup of the caller's (collective over
 /// it, as every call of diffsample/mpi.hpp is), freed by the destructor (MPI_Comm_free). The library's point-to-point
 /// messages travel on it, never on the caller's communicator, where a receive of the caller's posted before the call

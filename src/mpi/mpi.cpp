@@ -35,15 +35,7 @@ using detail::same;
 using detail::same_enum;
 using detail::same_flag;
 using detail::same_everywhere;
-
-// Waits for a CUDA rank's stream; throws cuda_error naming `what` when the work on it failed (the error state
-// cleared, so that later calls are not blamed for it).
-void wait_for(cudaStream_t stream, const char* what) {
-  const cudaError_t status = cudaStreamSynchronize(stream);
-  if (status == cudaSuccess) return;
-  (void)cudaGetLastError();
-  throw cuda_error(std::string(what) + ": cudaStreamSynchronize: " + cudaGetErrorString(status), int(status));
-}
+using detail::wait_for;
 
 // bytes from src to dst, on the host or (a CUDA rank) on the call's stream, then waited for: the values are the ones
 // the call's kernels wrote (a plain cudaMemcpy runs on the legacy default stream, which does not wait for a stream
@@ -89,6 +81,13 @@ void collectively(MPI_Comm comm, comm_stats& stats, F&& f) {
 }  // namespace
 
 namespace detail {
+
+void wait_for(cudaStream_t stream, const char* what) {
+  const cudaError_t status = cudaStreamSynchronize(stream);
+  if (status == cudaSuccess) return;
+  (void)cudaGetLastError();
+  throw cuda_error(std::string(what) + ": cudaStreamSynchronize: " + cudaGetErrorString(status), int(status));
+}
 
 private_comm::private_comm(MPI_Comm comm) {
   const int status = MPI_Comm_dup(comm, &comm_);
@@ -767,6 +766,9 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
       o.particles = res.particles.count;
       o.seed = guided_run_seed(options.seed, static_cast<std::uint64_t>(rank));
       res.local = diffsample::guided_sample(prior, outputs, problems, o, exec);
+      // The island's run waited for whether or not its log-normaliser is read back: its kernels' failure fails every
+      // rank here (without the wait, a failure on one rank returned success everywhere).
+      if (res.local.ran == executor::cuda) wait_for(exec.stream, "guided_sample");
       // Every rank's estimate, read back from the executor before the agreement (outputs.log_normaliser is given on
       // every rank or on none: compared first).
       if (outputs.log_normaliser != nullptr) {

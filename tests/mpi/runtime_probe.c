@@ -6,7 +6,8 @@
  * cudaSetDevice appends "rank R set D". cudaMemGetInfo reports $RUNTIME_PROBE_FREE_BYTES free (default 16 GiB). Allocations are host memory (named device memory of the device current at
  * the allocation by cudaPointerGetAttributes) and copies are memcpy, so a gaussian_mixture's tables and a run's
  * buffers can be made; kernels are not launched by the stand-in (the real runtime, which finds no driver here,
- * refuses them, and the run then fails on every rank). */
+ * refuses them, and the run then fails on every rank). $RUNTIME_PROBE_SYNC_ERROR makes cudaStreamSynchronize fail
+ * (below). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,10 +136,14 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
   return 0;
 }
 
+/* $RUNTIME_PROBE_SYNC_ERROR (read at each call, so that a test sets it around one call on one rank): the error code
+ * the synchronisation returns, as the real one returns a kernel's failure (700, cudaErrorIllegalAddress); 0 or unset,
+ * success. */
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   (void)stream;
   record("touch cudaStreamSynchronize", current);
-  return 0;
+  const char* failure = getenv("RUNTIME_PROBE_SYNC_ERROR");
+  return failure == NULL ? 0 : atoi(failure);
 }
 
 cudaError_t cudaDeviceSynchronize(void) {

@@ -1098,6 +1098,42 @@ TEST_F(Mpi, StandInDevicesRefuseTablesOnAnotherDeviceThanTheRanks) {
   }
 }
 
+// Under the stand-in runtime: a CUDA run whose stream's synchronisation fails on the last rank alone (700, illegal
+// address, as the real runtime reports a failed kernel; n = 0, so that no rank launches a kernel the stand-in cannot
+// run) throws that rank's cuda_error on every rank, from mpi::langevin and mpi::diffusion, which wait for the stream
+// before their last agreement (the rule the C calls follow too: tests/mpi/test_mpi_c.c).
+TEST_F(Mpi, StandInKernelFailureOnOneRankThrowsOnEveryRank) {
+  if (std::getenv("RUNTIME_PROBE_DEVICES") == nullptr || ranks() < 2)
+    GTEST_SKIP() << "runs on 2 or more ranks under the stand-in runtime (ctest test_mpi_stand_in_np2, _np3)";
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  const ds::gaussian_mixture m = prior2();
+  ds::langevin_options lo;
+  lo.steps = 2;
+  ds::diffusion_options dop;
+  dop.steps = 2;
+  const std::string expected =
+      "rank " + std::to_string(ranks() - 1) + " of " + std::to_string(ranks()) + ": the chains: cudaStreamSynchronize: ";
+  for (int call = 0; call < 2; ++call) {
+    if (rank() == ranks() - 1) setenv("RUNTIME_PROBE_SYNC_ERROR", "700", 1);
+    std::string got = "returned";
+    int code = 0;
+    try {
+      if (call == 0)
+        ds::mpi::langevin(MPI_COMM_WORLD, m, nullptr, {}, 0, lo, exec);
+      else
+        ds::mpi::diffusion(MPI_COMM_WORLD, m, nullptr, {}, 0, dop, exec);
+    } catch (const ds::cuda_error& e) {
+      got = e.what();
+      code = e.code();
+    } catch (const std::exception& e) {
+      got = std::string("another error: ") + e.what();
+    }
+    unsetenv("RUNTIME_PROBE_SYNC_ERROR");
+    EXPECT_EQ(got.rfind(expected, 0), 0u) << "rank " << rank() << ", call " << call << ": " << got;
+    EXPECT_EQ(code, 700) << "rank " << rank() << ", call " << call;
+  }
+}
+
 // On CUDA ranks (a real device; skips without one): a mixture built after mpi::rank_execution runs on every rank, and
 // on a node of two or more devices one built on another device than the rank's is refused on every rank with rank
 // 0's message. The stand-in test above checks the same without a GPU.

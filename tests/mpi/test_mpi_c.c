@@ -72,6 +72,26 @@ static void stand_in_devices(int rank, int ranks) {
         fprintf(stderr, "test_mpi_c: rank %d: status %d, %s\n", rank, (int)st, message);
     }
   }
+  /* A CUDA run whose kernels fail on the last rank alone (its stream's synchronisation returns 700, illegal address,
+   * as the real runtime reports a failed kernel; n = 0, so that no rank launches a kernel the stand-in cannot run):
+   * ds_mpi_langevin and ds_mpi_diffusion wait for the stream, as the C++ calls do, and every rank returns
+   * DS_CUDA_ERROR with the last rank's message. Seen failing before the wait: DS_SUCCESS on every rank. */
+  for (int call = 0; call < 2; ++call) {
+    if (rank == ranks - 1) setenv("RUNTIME_PROBE_SYNC_ERROR", "700", 1);
+    const ds_status st = call == 0 ? ds_mpi_langevin(MPI_COMM_WORLD, late, NULL, 0, &lo, NULL, NULL, gpu, NULL, NULL)
+                                   : ds_mpi_diffusion(MPI_COMM_WORLD, late, NULL, 0, &dop, NULL, gpu, NULL);
+    unsetenv("RUNTIME_PROBE_SYNC_ERROR");
+    const char* message = ds_mpi_last_error();
+    snprintf(expected, sizeof expected, "rank %d of %d: the chains: cudaStreamSynchronize: ", ranks - 1, ranks);
+    CHECK(st == DS_CUDA_ERROR && strncmp(message, expected, strlen(expected)) == 0,
+          call == 0 ? "ds_mpi_langevin: a kernel failing on the last rank fails every rank"
+                    : "ds_mpi_diffusion: a kernel failing on the last rank fails every rank");
+    char rank0[256] = {0};
+    strncpy(rank0, message, sizeof rank0 - 1);
+    MPI_Bcast(rank0, (int)sizeof rank0, MPI_CHAR, 0, MPI_COMM_WORLD);
+    CHECK(strcmp(rank0, message) == 0, "the same message on every rank");
+    if (st != DS_CUDA_ERROR) fprintf(stderr, "test_mpi_c: rank %d: status %d, %s\n", rank, (int)st, message);
+  }
   cudaFree(x);
   ds_mixture_destroy(early);
   ds_mixture_destroy(late);
