@@ -8,7 +8,8 @@ and JAX arrays (inputs) are read in place, and outputs are written into the call
 array of the input's framework on the input's device. The executor follows the arrays' device (CPU arrays: the CPU
 executor; CUDA arrays: the CUDA executor, on the arrays' device, made current for the call). One rule for every
 call: each array it takes is on the call's device, an array given only to say where it runs included
-(``guided_sample``'s ``device=``); arrays on two devices are refused, and a call without any array runs on the CPU. On CUDA the calls run
+(``guided_sample``'s ``device=``, a ``SamplingPlan``'s ``like=``); arrays on two devices are refused, and a call
+without any array runs on the CPU. On CUDA the calls run
 on the framework's current stream of that device (PyTorch: ``torch.cuda.current_stream()``, CuPy:
 ``cupy.cuda.get_current_stream()``) unless ``stream=`` names one of that device (an int handle, a
 ``torch.cuda.Stream``, a ``cupy.cuda.Stream`` or any object with ``cuda_stream``, ``ptr`` or ``__cuda_stream__``;
@@ -1240,6 +1241,20 @@ def _framework_view(view: Any, like: Any) -> Any:
     return module.from_dlpack(view)
 
 
+def _plan_like(like: Any) -> Any:
+    """A plan's like= checked: None or an array the binding can read (any dtype and shape), else InvalidArgument
+    naming like. Returns like."""
+    if like is not None and not hasattr(like, "__dlpack__") and not hasattr(like, "__array_interface__"):
+        raise InvalidArgument(f"like: {_describe(like)}, expected None or an array whose framework the CUDA "
+                              "views follow (a PyTorch tensor or a CuPy array)")
+    return _array(like, "like", None)
+
+
+def _plan_device(device: Any) -> Any:
+    """A plan constructor's device=: None (like's device, else the CPU) or an executor's name."""
+    return None if device is None else _enum(_core.Executor, device, "device")
+
+
 class SamplingPlan:
     """An ask/tell plan for every diffusion sampler (Heun and SMS included), for ULA / tamed ULA / MALA, and for every
     guided sampler.
@@ -1256,8 +1271,8 @@ class SamplingPlan:
 
     Make plans with the class methods diffusion(), langevin() and guided(); ``SamplingPlan(core_plan, like)`` wraps
     a ``diffsample._core.SamplingPlan`` (core_plan; anything else raises InvalidArgument) whose CUDA buffers are
-    shown as arrays of like's framework (like: a PyTorch or CuPy array; None: PyTorch when imported, else CuPy; CPU
-    plans give NumPy views); a wrapped guided SMC plan gives outputs() too. The plans'
+    shown as arrays of like's framework (like: a PyTorch or CuPy array on the plan's executor, another is refused;
+    None: PyTorch when imported, else CuPy; CPU plans give NumPy views); a wrapped guided SMC plan gives outputs() too. The plans'
     constructors upload their tables and synchronise; ask() is host-only, and tell(), reset() and the outputs are
     asynchronous on CUDA: no per-ask allocation or synchronisation.
     """
@@ -1269,9 +1284,12 @@ class SamplingPlan:
         if not _core.HAS_SAMPLING_PLANS or not isinstance(core_plan, _core.SamplingPlan):
             raise InvalidArgument(f"core_plan: {_describe(core_plan)}, expected a diffsample._core.SamplingPlan "
                                   "(make plans with SamplingPlan.diffusion(), langevin() or guided())")
-        if like is not None and not hasattr(like, "__dlpack__") and not hasattr(like, "__array_interface__"):
-            raise InvalidArgument(f"like: {_describe(like)}, expected None or an array whose framework the CUDA "
-                                  "views follow (a PyTorch tensor or a CuPy array)")
+        _plan_like(like)
+        if like is not None and _is_cuda(like) != (core_plan.executor == _core.Executor.cuda):
+            # (the constructors' rule, plan_executor in the binding: a plan is where its like is)
+            raise InvalidArgument(f"like: on {'cuda' if _is_cuda(like) else 'cpu'}, but core_plan runs on the "
+                                  f"{core_plan.executor.name} executor (a plan's views follow like's framework on the "
+                                  "plan's device): pass like on the plan's executor")
         self._plan = core_plan
         self._like = like
         self._on_device = None  # an array of like's framework on the plan's CUDA device, made when first needed
@@ -1287,7 +1305,7 @@ class SamplingPlan:
         return _stream(self._on_device, None)
 
     @classmethod
-    def diffusion(cls, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
+    def diffusion(cls, n: int, d: int, *, output: str = "denoiser", device: Optional[str] = None,
                   schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None,
                   like: Any = None, **options: Any) -> "SamplingPlan":
         """A plan for a diffusion sampler (every one, Heun and SMS included): one ask per model evaluation.
@@ -1296,11 +1314,14 @@ class SamplingPlan:
             n: chains (rows of the state).
             d: dimension of a chain.
             output: what the caller's model answers: 'denoiser', 'score' or 'eps'.
-            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there.
+            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there. None (default):
+                like's (a CUDA like: 'cuda', the plan made on like's device; a CPU like: 'cpu'), else 'cpu'. A
+                device that contradicts like ('cpu' with a CUDA like, 'cuda' with a CPU one) is refused; 'auto'
+                follows like when given.
             stream: CUDA stream of the constructor's uploads (int handle, torch.cuda.Stream, CuPy stream); None: the
                 legacy default stream.
-            like: an array whose framework the CUDA views of ask() and samples() follow (None: PyTorch when
-                imported, else CuPy).
+            like: an array (any dtype and shape) whose framework the CUDA views of ask() and samples() follow (None:
+                PyTorch when imported, else CuPy), and whose device the plan is made on.
             schedule: a NoiseSchedule or a schedule kind's name; None: the options' default.
             **options: DiffusionOptions fields as keywords, as for diffusion() (sampler, steps, eta, seed, ...).
 
@@ -1309,10 +1330,10 @@ class SamplingPlan:
         o = _diffusion_options(schedule, options)
         return cls(_core.SamplingPlan.diffusion(_int64(n, "n"), _int64(d, "d"), o,
                                                 _enum(_core.ModelOutput, output, "output"),
-                                                _enum(_core.Executor, device, "device"), _stream_handle(stream)), like)
+                                                _plan_device(device), _stream_handle(stream), _plan_like(like)), like)
 
     @classmethod
-    def langevin(cls, n: int, d: int, *, output: str = "score", device: str = "cpu",
+    def langevin(cls, n: int, d: int, *, output: str = "score", device: Optional[str] = None,
                  target: Tuple[float, float] = (1.0, 0.0), stream: Stream = None, like: Any = None,
                  **options: Any) -> "SamplingPlan":
         """A plan for ULA, tamed ULA or MALA (method='mala') on p_t at the channel target = (a, s); settings as for
@@ -1324,11 +1345,14 @@ class SamplingPlan:
             n: chains (rows of the state).
             d: dimension of a chain.
             output: what the caller's model answers: 'score' (default), 'denoiser' or 'eps' (at target's channel).
-            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there.
+            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there. None (default):
+                like's (a CUDA like: 'cuda', the plan made on like's device; a CPU like: 'cpu'), else 'cpu'. A
+                device that contradicts like ('cpu' with a CUDA like, 'cuda' with a CPU one) is refused; 'auto'
+                follows like when given.
             stream: CUDA stream of the constructor's uploads (int handle, torch.cuda.Stream, CuPy stream); None: the
                 legacy default stream.
-            like: an array whose framework the CUDA views of ask() and samples() follow (None: PyTorch when
-                imported, else CuPy).
+            like: an array (any dtype and shape) whose framework the CUDA views of ask() and samples() follow (None:
+                PyTorch when imported, else CuPy), and whose device the plan is made on.
             target: the channel (a, s) of the target density p_t (default (1, 0)).
             **options: LangevinOptions fields as keywords (method, step_size, steps, seed, first_chain, ...).
 
@@ -1337,11 +1361,12 @@ class SamplingPlan:
         o = _langevin_options(options, target)
         return cls(_core.SamplingPlan.langevin(_int64(n, "n"), _int64(d, "d"), o,
                                                _enum(_core.ModelOutput, output, "output"),
-                                               _enum(_core.Executor, device, "device"), _stream_handle(stream)), like)
+                                               _plan_device(device), _stream_handle(stream), _plan_like(like)), like)
 
     @classmethod
     def guided(cls, d: int, A: Operators, y: ProblemData, sigma_y: ProblemData, *, sampler: str = "smc",
-               output: str = "denoiser", device: str = "cpu", schedule: Union[None, str, NoiseSchedule] = None,
+               output: str = "denoiser", device: Optional[str] = None,
+               schedule: Union[None, str, NoiseSchedule] = None,
                resampling: Optional[dict] = None, stream: Stream = None, like: Any = None,
                **options: Any) -> "SamplingPlan":
         """A plan for the guided samplers 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' and 'skrock' on d-dimensional
@@ -1367,11 +1392,14 @@ class SamplingPlan:
             sigma_y: the observation noise, a scalar or B values, each in [1e-18, 1e18].
             sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'dcps', 'tmpd', 'ddrm' or 'skrock'.
             output: what the caller's model answers: 'denoiser', 'score' or 'eps' ('score' for skrock).
-            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there.
+            device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there. None (default):
+                like's (a CUDA like: 'cuda', the plan made on like's device; a CPU like: 'cpu'), else 'cpu'. A
+                device that contradicts like ('cpu' with a CUDA like, 'cuda' with a CPU one) is refused; 'auto'
+                follows like when given.
             stream: CUDA stream of the constructor's uploads (int handle, torch.cuda.Stream, CuPy stream); None: the
                 legacy default stream.
-            like: an array whose framework the CUDA views of ask() and samples() follow (None: PyTorch when
-                imported, else CuPy).
+            like: an array (any dtype and shape) whose framework the CUDA views of ask() and samples() follow (None:
+                PyTorch when imported, else CuPy), and whose device the plan is made on.
             schedule: a NoiseSchedule or a schedule kind's name; None: the options' default.
             resampling: None, or a dict of ResamplingOptions fields (scheme, ess_threshold, ...).
             **options: GuidedOptions fields as keywords (particles, steps, seed, eta, ...).
@@ -1381,7 +1409,7 @@ class SamplingPlan:
         """
         pr, o = _guided_setup(A, y, sigma_y, sampler, schedule, resampling, options)
         return cls(_core.SamplingPlan.guided(_int64(d, "d"), pr, o, _enum(_core.ModelOutput, output, "output"),
-                                             _enum(_core.Executor, device, "device"), _stream_handle(stream)), like)
+                                             _plan_device(device), _stream_handle(stream), _plan_like(like)), like)
 
     def outputs(self, outputs: Sequence[str] = ("samples",), *, stream: Stream = None) -> dict:
         """A done guided SMC trajectory's outputs as guided_sample() returns them.

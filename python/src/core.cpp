@@ -933,6 +933,26 @@ void check_plan_stream(ds::executor where, std::uintptr_t stream) {
                                           (where == ds::executor::cuda ? ", the current device" : ""));
 }
 
+// The executor a SamplingPlan is made for, by locate()'s rule with like as the call's one array: like (an array
+// whose framework the plan's views follow) on a CUDA device makes a CUDA plan on that device (made current in scope
+// while the plan is made: its memory is where the current device was), a CPU like a CPU plan; no like: the executor
+// asked for (none: the CPU). An executor that contradicts like ('cpu' with a CUDA like, 'cuda' with a CPU one) is
+// refused naming both; 'automatic' follows like. A CUDA like made a CPU plan without a word (the executor's default).
+ds::executor plan_executor(std::optional<ds::executor> requested, const std::optional<array>& like,
+                           device_scope& scope) {
+  place p;
+  if (like) locate(*like, "like", p);
+  if (p.where == ds::executor::automatic) return requested.value_or(ds::executor::cpu);
+  if (requested && *requested != ds::executor::automatic && *requested != p.where)
+    raise_invalid("like: on " + where_text(p.where, p.device_id) + ", but the plan's executor is " +
+                  ds::to_string(*requested) + " (a plan is made where like is, and shows its memory as arrays of "
+                  "like's framework there): pass like on " +
+                  (*requested == ds::executor::cuda ? std::string("a CUDA device") : std::string("the CPU")) +
+                  ", or leave the executor to like");
+  if (p.where == ds::executor::cuda) scope.enter(p.device_id, "like");
+  return p.where;
+}
+
 #ifdef DIFFSAMPLE_PY_PLANS
 // A sampling_plan as Python holds it, with the sizes of a guided plan's outputs (B problems, N particles, steps),
 // which the C++ plan keeps to itself: write_outputs checks the caller's arrays against these, so sizes the caller
@@ -1510,36 +1530,47 @@ NB_MODULE(_core, m) {
 #ifdef DIFFSAMPLE_PY_PLANS
   // ---- ask/tell plans -------------------------------------------------------------------------------------------
   m.attr("HAS_SAMPLING_PLANS") = true;
+#define PLAN_PLACE_DOC                                                                                              \
+  "executor: None (like's: CUDA on like's device for a CUDA like, else the CPU), 'cpu', 'cuda' or 'automatic' "    \
+  "(like's when given); like: None or an array (any dtype and shape) on the device the plan is made on, the device " \
+  "made current while it is made; an executor that contradicts like is refused."
   nb::class_<py_sampling_plan>(
       m, "SamplingPlan",
       "An ask/tell plan: ask() says where the model is needed (points, channel, output), the caller writes the "
       "model's output into the request's answer buffer, tell() applies the step. The plan owns its state.")
       .def_static(
           "diffusion",
-          [](std::int64_t n, std::int64_t d, const ds::diffusion_options& o, ds::model_output out, ds::executor where,
-             std::uintptr_t stream) {
+          [](std::int64_t n, std::int64_t d, const ds::diffusion_options& o, ds::model_output out,
+             std::optional<ds::executor> executor, std::uintptr_t stream, std::optional<array> like) {
+            device_scope scope;
+            const ds::executor where = plan_executor(executor, like, scope);
             check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             return py_sampling_plan(
                 ds::sampling_plan::diffusion(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
           },
-          "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
-          "stream"_a = 0, "A plan for any diffusion sampler (Heun and SMS included).")
+          "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = nb::none(),
+          "stream"_a = 0, "like"_a = nb::none(),
+          "A plan for any diffusion sampler (Heun and SMS included). " PLAN_PLACE_DOC)
       .def_static(
           "langevin",
-          [](std::int64_t n, std::int64_t d, const ds::langevin_options& o, ds::model_output out, ds::executor where,
-             std::uintptr_t stream) {
+          [](std::int64_t n, std::int64_t d, const ds::langevin_options& o, ds::model_output out,
+             std::optional<ds::executor> executor, std::uintptr_t stream, std::optional<array> like) {
+            device_scope scope;
+            const ds::executor where = plan_executor(executor, like, scope);
             check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             return py_sampling_plan(
                 ds::sampling_plan::langevin(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
           },
-          "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::score, "executor"_a = ds::executor::cpu,
-          "stream"_a = 0, DS_DOC(sampling_plan, langevin))
+          "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::score, "executor"_a = nb::none(),
+          "stream"_a = 0, "like"_a = nb::none(), DS_DOC(sampling_plan, langevin) "\n\n" PLAN_PLACE_DOC)
       .def_static(
           "guided",
           [](std::int64_t d, const ds::guided_problems& pr, const ds::guided_options& o, ds::model_output out,
-             ds::executor where, std::uintptr_t stream) {
+             std::optional<ds::executor> executor, std::uintptr_t stream, std::optional<array> like) {
+            device_scope scope;
+            const ds::executor where = plan_executor(executor, like, scope);
             check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             py_sampling_plan pl(ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
@@ -1549,8 +1580,8 @@ NB_MODULE(_core, m) {
             pl.steps = o.steps;
             return pl;
           },
-          "d"_a, "problems"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = ds::executor::cpu,
-          "stream"_a = 0, DS_DOC(sampling_plan, guided))
+          "d"_a, "problems"_a, "options"_a, "output"_a = ds::model_output::denoiser, "executor"_a = nb::none(),
+          "stream"_a = 0, "like"_a = nb::none(), DS_DOC(sampling_plan, guided) "\n\n" PLAN_PLACE_DOC)
       .def(
           "write_outputs",
           [](py_sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,

@@ -338,3 +338,56 @@ def test_a_cuda_plan_refuses_a_like_of_another_framework(monkeypatch):
     array_on = _fake_cupy(monkeypatch)
     plan._like = array_on(0)
     assert plan.samples().device.id == 0
+
+
+# ---- a plan's like= ------------------------------------------------------------------------------------------------
+
+PLAN_MAKERS = [
+    ("diffusion", lambda **kw: ds.SamplingPlan.diffusion(4, 2, steps=2, **kw)),
+    ("langevin", lambda **kw: ds.SamplingPlan.langevin(4, 2, steps=2, step_size=0.1, **kw)),
+    ("guided", lambda **kw: ds.SamplingPlan.guided(2, [[1.0, 0.0]], [0.5], 0.5, steps=2, particles=4, **kw)),
+]
+plan_makers = pytest.mark.parametrize("make", [c[1] for c in PLAN_MAKERS], ids=[c[0] for c in PLAN_MAKERS])
+needs_plans = pytest.mark.skipif(not ds._core.HAS_SAMPLING_PLANS, reason="a library without sampling plans")
+
+
+@needs_plans
+@plan_makers
+def test_a_plan_is_made_on_its_likes_device(make, monkeypatch):
+    """SamplingPlan.diffusion/langevin/guided(like=a CUDA array) without device= made a CPU plan (device defaulted
+    to 'cpu'), whose views are NumPy arrays whatever like is: a CUDA like ran everything on the CPU without a word.
+    like now places the plan as any array places a call (device=None follows it), on like's device: here one the
+    runtime does not see, refused naming like. 'auto' follows like too. Seen failing before the fix: a plan with
+    executor cpu."""
+    for like in (far(0), _fake_cupy(monkeypatch)(FAR)):
+        for device in ({}, {"device": "auto"}, {"device": "cuda"}):
+            with pytest.raises(ds.InvalidArgument, match=rf"^like: {UNSEEN}"):
+                make(like=like, **device)
+    assert make(like=np.zeros(0, np.float32)).executor == ds._core.Executor.cpu
+    assert make().executor == ds._core.Executor.cpu
+
+
+@needs_plans
+@plan_makers
+def test_a_plan_device_that_contradicts_like_is_refused(make):
+    """device='cpu' with a CUDA like made a CPU plan, and device='cuda' with a CPU like a CUDA plan shown in like's
+    framework on the GPU: mixed devices taken without a word. Both are refused naming like and the executor."""
+    with pytest.raises(ds.InvalidArgument, match=r"^like: on cuda:64, but the plan's executor is cpu \(a plan is made "
+                                                 r"where like is.*\): pass like on the CPU, or leave the executor"):
+        make(like=far(0), device="cpu")
+    with pytest.raises(ds.InvalidArgument, match=r"^like: on cpu:0, but the plan's executor is cuda .*: pass like on a "
+                                                 r"CUDA device"):
+        make(like=np.zeros(0, np.float32), device="cuda")
+    with pytest.raises(ds.InvalidArgument, match=r"^like: a str \('cuda'\), expected None or an array"):
+        make(like="cuda")
+
+
+@needs_plans
+def test_a_wrapped_plan_refuses_a_like_on_another_executor():
+    """SamplingPlan(core_plan, like) with a CUDA like around a CPU plan gave NumPy views without a word (and a CPU
+    like around a CUDA plan showed its memory in like's framework on the GPU); refused as the constructors refuse
+    a like that contradicts the executor."""
+    core = ds.SamplingPlan.diffusion(4, 2, steps=2)._plan
+    with pytest.raises(ds.InvalidArgument, match=r"^like: on cuda, but core_plan runs on the cpu executor"):
+        ds.SamplingPlan(core, far(0))
+    assert ds.SamplingPlan(core, np.zeros(0, np.float32)).executor == ds._core.Executor.cpu
