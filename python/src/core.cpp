@@ -1496,6 +1496,7 @@ NB_MODULE(_core, m) {
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             expect_plan_place(pl, p);
             plan_run on(pl, stream);
+            nb::gil_scoped_release release;  // the initial draw: n x d normals, a step's work
             pl.reset(xp, on.exec);
           },
           "x"_a, "stream"_a = 0, "Starts the next trajectory (and draws x when options.draw_initial).")
@@ -1680,6 +1681,7 @@ NB_MODULE(_core, m) {
               expect_plan_place(pl, p);
             }
             plan_run on(pl, stream);
+            nb::gil_scoped_release release;  // the initial draw or copy: rows x d values, a step's work
             pl.reset(ip, on.exec);
           },
           "initial"_a = nb::none(), "stream"_a = 0,
