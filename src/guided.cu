@@ -2281,29 +2281,12 @@ std::unique_ptr<sampling_plan_storage> make_skrock_plan(std::int64_t d, const gu
 
 }  // namespace
 
-std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& given,
-                                                        const guided_options& options, model_output output,
-                                                        execution exec) {
-  DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc || options.sampler == guided_sampler::dps ||
-                         options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::diffpir ||
-                         options.sampler == guided_sampler::dcps || options.sampler == guided_sampler::tmpd ||
-                         options.sampler == guided_sampler::ddrm || options.sampler == guided_sampler::skrock,
-                     "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps, tmpd, ddrm or skrock, got "
-                         << to_string(options.sampler));
-  limits::check("dim", d, 1, limits::max_dim);
-  validate(d, given, options);
-  DIFFSAMPLE_EXPECTS(options.final_moves <= 0,
-                     "options.final_moves: not supported by a guided plan, got "
-                         << options.final_moves << " (the moves need the prior's log-density: guided_sample() runs "
-                                                   "them on its mixture)");
-  const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);
-  DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
-                     "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
-  if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
-  if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
-  if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);
-  if (o.sampler == guided_sampler::ddrm) return make_ddrm_plan(d, given, o, output, plan_executor(exec), exec.stream);
-  if (o.sampler == guided_sampler::skrock) return make_skrock_plan(d, given, o, output, exec);
+namespace {
+
+// The DPS, Pi-GDM and DiffPIR plan.
+std::unique_ptr<sampling_plan_storage> make_baseline_plan(std::int64_t d, const guided_problems& given,
+                                                          const guided_options& o, model_output output,
+                                                          execution exec) {
   auto st = std::make_unique<guided_plan_storage>();
   st->diffpir = o.sampler == guided_sampler::diffpir;
   plan_setup setup;
@@ -2329,6 +2312,48 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   st->answer = rows_at(3);
   st->shift = reinterpret_cast<float*>(base + at_shift);
   st->r = reinterpret_cast<float*>(base + at_r);
+  return st;
+}
+
+// The plan of the resolved options `o` (make_guided_plan() below validates and resolves them).
+std::unique_ptr<sampling_plan_storage> make_resolved_guided_plan(std::int64_t d, const guided_problems& given,
+                                                                 const guided_options& o, model_output output,
+                                                                 execution exec) {
+  if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
+  if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
+  if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);
+  if (o.sampler == guided_sampler::ddrm) return make_ddrm_plan(d, given, o, output, plan_executor(exec), exec.stream);
+  if (o.sampler == guided_sampler::skrock) return make_skrock_plan(d, given, o, output, exec);
+  return make_baseline_plan(d, given, o, output, exec);
+}
+
+}  // namespace
+
+std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const guided_problems& given,
+                                                        const guided_options& options, model_output output,
+                                                        execution exec) {
+  DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc || options.sampler == guided_sampler::dps ||
+                         options.sampler == guided_sampler::pigdm || options.sampler == guided_sampler::diffpir ||
+                         options.sampler == guided_sampler::dcps || options.sampler == guided_sampler::tmpd ||
+                         options.sampler == guided_sampler::ddrm || options.sampler == guided_sampler::skrock,
+                     "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps, tmpd, ddrm or skrock, got "
+                         << to_string(options.sampler));
+  limits::check("dim", d, 1, limits::max_dim);
+  validate(d, given, options);
+  DIFFSAMPLE_EXPECTS(options.final_moves <= 0,
+                     "options.final_moves: not supported by a guided plan, got "
+                         << options.final_moves << " (the moves need the prior's log-density: guided_sample() runs "
+                                                   "them on its mixture)");
+  const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);
+  DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
+                     "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
+  std::unique_ptr<sampling_plan_storage> st = make_resolved_guided_plan(d, given, o, output, exec);
+  // What guided_sample() reports of its run, for the plan's (sampling_plan::report()).
+  guided_report report;
+  report.ran = st->where;
+  report.operator_path = st->operator_path();
+  report_resolved(report, o);
+  st->report = report;
   return st;
 }
 

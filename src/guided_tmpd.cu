@@ -194,6 +194,7 @@ struct tmpd_plan_storage final : workspace_plan_storage {
   }
   bool gemm = false;            // CPU executor: covariances as products (tmpd_finish_gemm), as guided_sample()
   std::vector<double> widened;  // their FP64 scratch
+  mixture_path operator_path() const override { return gemm ? mixture_path::gemm : mixture_path::direct; }
   void tell(std::int64_t j, cudaStream_t stream) override {
     const std::int64_t k = j / per_step, o = j % per_step - 1;
     const kernels::tmpd_stage_functor f = stage(o < 0 ? kernels::tmpd_op_m : kernels::tmpd_op_ju, int(o), k, j + 1);

@@ -283,6 +283,13 @@ void sampling_plan::write_outputs(const guided_outputs& outputs, execution exec)
   st.write_outputs(outputs, detail::plan_stream(st.where, exec));
 }
 
+guided_report sampling_plan::report() const {
+  const detail::sampling_plan_storage& st = live(storage_, "report");
+  DIFFSAMPLE_EXPECTS(st.report.has_value(), "report: only a guided plan (sampling_plan::guided) has a guided_report; "
+                                            "this plan is a diffusion or Langevin plan");
+  return *st.report;
+}
+
 void sampling_plan::reset(const float* initial, execution exec) {
   detail::sampling_plan_storage& st = live(storage_, "reset");
   // Arguments first: a refused reset() changes nothing, and the plan goes on as it was.

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -68,6 +69,12 @@ struct sampling_plan_storage {
   }
   /// MALA plans: the accepted proposals per row; null for the others.
   virtual const std::int64_t* accepted() const { return nullptr; }
+  /// Guided plans: the path of a dense operator's products in the tells (gemm: TMPD's covariances as products on
+  /// the CPU executor); direct for the others.
+  virtual mixture_path operator_path() const { return mixture_path::direct; }
+  /// Guided plans: the settings the plan runs (sampling_plan::report()), set by make_guided_plan(); empty for the
+  /// chain plans.
+  std::optional<guided_report> report;
 };
 
 /// The guided plans' conversion of a model's answer r of kind @p output at the channel (a, s) to the denoiser

@@ -1842,6 +1842,129 @@ TEST(SamplingPlan, MovedFromPlansRefuseEveryCall) {
   expect_refusal([&] { stepwise.finish(x.data(), m.data()); }, {"finish", "moved from"}, "finish");
 }
 
+namespace {
+
+// The settings of two guided reports: everything but launches (a plan's report counts none).
+void expect_same_settings(const guided_report& plan, const guided_report& fused, const std::string& what) {
+  EXPECT_EQ(plan.ran, fused.ran) << what;
+  EXPECT_EQ(plan.operator_path, fused.operator_path) << what;
+  EXPECT_EQ(plan.potentials, fused.potentials) << what;
+  EXPECT_EQ(plan.start_correction, fused.start_correction) << what;
+  EXPECT_EQ(plan.multistep_kernel, fused.multistep_kernel) << what;
+  EXPECT_EQ(plan.final_moves, fused.final_moves) << what;
+}
+
+}  // namespace
+
+// A guided plan reports the settings it runs (sampling_plan::report()), set when it is made and the same after a
+// trajectory; fed the mixture's own model, a plan that runs what guided_sample() runs gives its outputs bit for bit
+// and reports what it reports (launches aside: 0). Automatic settings, each resolved as the plan runs it:
+// - smc, the default options (automatic potentials, final_moves = -1) at d_y = 2: the plan runs linear potentials
+//   and no moves, guided_sample() twisted ones with both corrections and 4 moves, so the reports differ; the plan's
+//   report made explicit (its potentials, corrections and moves) is the run guided_sample() reproduces;
+// - smc, automatic potentials with the caller's start correction and multistep kernel: kept, linear;
+// - smc, automatic potentials on a grid ending at t = 0.05 (s > 0): linear in both, no conversion needed;
+// - tmpd at d_y x d_x = 64 x 64 >= 4096, operator path automatic: gemm in both (the covariances as products);
+// - dps, pigdm, diffpir and ddrm, operator path automatic at d_y x d_x = 2 x 3: direct, linear, 0 moves.
+// Seen failing with the TMPD plan reporting the direct path while its tells form the covariances as products.
+TEST(SamplingPlan, GuidedPlansReportTheSettingsTheyRunAsGuidedSampleDoes) {
+  struct config {
+    std::string what;
+    guided_options o;
+    bool large = false;  // tmpd at 64 x 64
+  };
+  std::vector<config> configs;
+  guided_options base;
+  base.particles = 13;
+  base.steps = 6;
+  base.seed = 41;
+  {
+    config c{"smc, default options", base};
+    configs.push_back(c);
+    c.what = "smc, automatic potentials with both corrections";
+    c.o.start_correction = true;
+    c.o.multistep_kernel = true;
+    configs.push_back(c);
+    c = config{"smc, automatic potentials on a grid ending at t = 0.05", base};
+    c.o.schedule.with_grid(time_grid::uniform, 1.0, 0.05);
+    configs.push_back(c);
+  }
+  for (guided_sampler s : {guided_sampler::dps, guided_sampler::pigdm, guided_sampler::diffpir, guided_sampler::ddrm}) {
+    config c{std::string("automatic operator path, ") + to_string(s), base};
+    c.o.sampler = s;
+    configs.push_back(c);
+  }
+  {
+    config c{"tmpd at 64 x 64, automatic operator path", base, true};
+    c.o.sampler = guided_sampler::tmpd;
+    c.o.particles = 4;
+    c.o.steps = 2;
+    configs.push_back(c);
+  }
+  guided_problems large;  // one problem, A = I + a small full matrix, 64 x 64
+  large.problems = 1;
+  large.d_y = 64;
+  for (int i = 0; i < 64; ++i) {
+    for (int j = 0; j < 64; ++j) large.A.push_back((i == j ? 1.0 : 0.0) + 0.01 * std::sin(1.0 + i + 3.0 * j));
+    large.y.push_back(std::cos(0.5 * i));
+  }
+  large.sigma_y = {0.4};
+  for (const config& c : configs) {
+    const std::int64_t d = c.large ? 64 : 3;
+    const gaussian_mixture mix = test_mixture(d);
+    const guided_problems pr = c.large ? large : three_problems();
+    guided_options o = c.o;
+    sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+    const guided_report made = plan.report();
+    EXPECT_EQ(made.ran, executor::cpu) << c.what;
+    EXPECT_EQ(made.launches, 0) << c.what;
+    EXPECT_EQ(made.final_moves, 0) << c.what;
+    const bool smc = o.sampler == guided_sampler::smc;
+    EXPECT_EQ(made.potentials, guided_potentials::linear) << c.what;
+    EXPECT_EQ(made.start_correction, smc && o.start_correction) << c.what;
+    EXPECT_EQ(made.multistep_kernel, smc && o.multistep_kernel) << c.what;
+    EXPECT_EQ(made.operator_path, c.large ? mixture_path::gemm : mixture_path::direct) << c.what;
+    const std::int64_t K = o.steps, B = pr.problems, N = o.particles;
+    smc_outputs fused(B, N, d, K), stepped(B, N, d, K);
+    guided_outputs out = fused.outputs();
+    if (!smc) out = guided_outputs{fused.particles.data()};
+    if (c.what == "smc, default options") {
+      // guided_sample() resolves the same options otherwise here: the plan's report says what the plan runs.
+      const guided_report automatic = guided_sample(mix, out, pr, o, cpu);
+      EXPECT_EQ(automatic.potentials, guided_potentials::twisted) << c.what;
+      EXPECT_TRUE(automatic.start_correction && automatic.multistep_kernel) << c.what;
+      EXPECT_EQ(automatic.final_moves, automatic_final_moves) << c.what;
+    }
+    if (smc) {  // the plan's resolution made explicit
+      o.potentials = made.potentials;
+      o.start_correction = made.start_correction;
+      o.multistep_kernel = made.multistep_kernel;
+      o.final_moves = made.final_moves;
+    }
+    const guided_report report = guided_sample(mix, out, pr, o, cpu);
+    EXPECT_GT(report.launches, 0) << c.what;
+    expect_same_settings(made, report, c.what);
+    if (smc) {
+      run_smc_plan_with_jacobians(plan, mix);
+      plan.write_outputs(stepped.outputs(), cpu);
+      expect_same(fused, stepped, c.what);
+    } else {
+      EXPECT_EQ(run_jacobian_plan(plan, mix), fused.particles) << c.what;
+    }
+    expect_same_settings(plan.report(), report, c.what + ", after the trajectory");
+    EXPECT_EQ(plan.report().launches, 0) << c.what;
+  }
+  // Only a guided plan has a guided report; a moved-from plan refuses the call, naming it.
+  diffusion_options od;
+  od.steps = 3;
+  sampling_plan chain = sampling_plan::diffusion(4, 2, od, model_output::denoiser, cpu);
+  expect_refusal([&] { (void)chain.report(); }, {"report", "only a guided plan"}, "diffusion plan");
+  sampling_plan guided = sampling_plan::guided(3, three_problems(), base, model_output::denoiser, cpu);
+  sampling_plan taken = std::move(guided);
+  expect_refusal([&] { (void)guided.report(); }, {"report", "moved from"}, "moved-from plan");  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(taken.report().potentials, guided_potentials::linear);
+}
+
 // A diffusion_plan's step() and finish() read x and the model's output at x and write x, one Philox block of a row
 // per thread: a model buffer that shares memory with x (a shifted view, or x itself, which holds the state the
 // update needs) is refused, naming both, before anything runs. Seen failing (no error; x overwritten) without the

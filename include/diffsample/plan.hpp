@@ -214,6 +214,21 @@ class DIFFSAMPLE_API sampling_plan {
   ///         buffer on another executor, for an output that overlaps the plan's own memory (samples(), the asks'
   ///         buffers) or another output, or for outputs.samples without options.final_resample
   void write_outputs(const guided_outputs& outputs, execution exec = {});
+  /// A guided plan's report: what guided_sample() reports of its run (guided_report), for the plan's own run, so
+  /// that a caller whose model drives the plan sees what the automatic settings resolved to. Set when the plan is
+  /// made (host-only; no launch, no synchronisation; the same at every position and trajectory): ran, the plan's
+  /// executor; potentials, start_correction and multistep_kernel for smc, guided_options::potentials automatic
+  /// resolved as a plan resolves it (linear; README "Default potentials"); final_moves, 0 (a plan runs none:
+  /// final_moves = -1 resolves to 0, a count above 0 is refused); operator_path, gemm where the plan's tells apply
+  /// a dense operator as matrix products over all particles (TMPD on the CPU executor past the size rule or forced),
+  /// else direct (DPS and Pi-GDM plans take the guidance per particle, whatever guided_options::operator_path
+  /// says). The other samplers report linear, false, false and 0, as guided_sample() does. launches is 0: a plan's
+  /// launches are its tells', issued by the caller's loop (and replayed unseen by a captured graph). The
+  /// per-problem results of a run (log-weights, log-normaliser estimates, ESS trace, resampling counts) are
+  /// outputs, not report fields: write_outputs() gives them. Fed the mixture's own model, a plan that runs what
+  /// guided_sample() runs reports what guided_sample() reports, launches aside.
+  /// @throws invalid_argument for a plan that is not guided (diffusion, langevin) and for a moved-from plan
+  guided_report report() const;
   /// Device (on the CPU executor, host) pointer to position() as the device sees it, advanced by tell() on the
   /// device: for models captured in a graph that need the step index.
   const std::int64_t* position_counter() const noexcept;
