@@ -1000,6 +1000,21 @@ DS_API ds_status ds_sampling_plan_position_counter(const ds_sampling_plan* plan,
  */
 DS_API ds_status ds_sampling_plan_accepted(const ds_sampling_plan* plan, const int64_t** accepted);
 
+/**
+ * A guided plan's report (diffsample::sampling_plan::report), in the ::ds_guided_report2 of ds_guided_sample2():
+ * the settings the plan runs, set when it was made (host-only, the same at every position and trajectory). ran is
+ * the plan's executor; for DS_GUIDED_SMC the potentials (DS_POTENTIALS_AUTOMATIC resolved as a plan resolves it:
+ * DS_POTENTIALS_LINEAR), start_correction and multistep_kernel; final_moves 0 (a plan runs none);
+ * operator_path DS_MIXTURE_PATH_GEMM where the tells apply a dense operator as matrix products (TMPD on the CPU
+ * executor), else DS_MIXTURE_PATH_DIRECT; launches 0 (a plan's launches are its tells'). Fed the mixture's own
+ * model, a plan that runs what ds_guided_sample2() runs reports what it reports, launches aside; the per-problem
+ * results are ds_sampling_plan_write_outputs()'s.
+ * @param report  from ds_guided_report2_init(): the fields of the layout its struct_size names are written
+ * @return DS_INVALID_ARGUMENT for a null plan or report, a struct_size of no known layout, or a plan that is not
+ *         guided (nothing written then)
+ */
+DS_API ds_status ds_sampling_plan_report(const ds_sampling_plan* plan, ds_guided_report2* report);
+
 /* --- SMC primitives --------------------------------------------------------------------------------------- */
 
 /**

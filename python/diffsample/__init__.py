@@ -1519,6 +1519,18 @@ class SamplingPlan:
         _array(initial, "initial")
         self._plan.reset(initial, _stream(initial, stream) if initial is not None else self._stream(stream))
 
+    def report(self) -> dict:
+        """A guided plan's report: the settings it runs, as guided_sample()'s 'report' gives them (the same keys:
+        'executor', 'launches', 'operator_path', 'potentials', 'start_correction', 'multistep_kernel',
+        'final_moves'), so that a caller driving the plan with its own model sees what the automatic settings
+        resolved to. Set when the plan is made (host-only): for smc, potentials='automatic' resolves to 'linear' in a
+        plan (guided_sample() may run 'twisted' ones); final_moves is 0 (a plan runs none); operator_path is 'gemm'
+        where the tells apply a dense operator as matrix products (tmpd on the CPU), else 'direct'; launches is 0
+        (a plan's launches are its tells'). Fed the mixture's own model, a plan that runs what guided_sample() runs
+        reports what it reports, launches aside. The per-problem results are outputs() (smc).
+        Raises InvalidArgument for a plan that is not guided."""
+        return self._plan.report()
+
     def samples(self) -> Any:
         """The state, a (rows, d) float32 writable view of the plan's memory (the samples once done): NumPy on the
         CPU, like's framework on CUDA. No copy, no synchronisation (on CUDA read it in the plan's stream order)."""

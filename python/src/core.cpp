@@ -982,6 +982,18 @@ nb::dict report(ds::executor ran) {
   return d;
 }
 
+// A guided_report as guided_sample() and a guided plan's report() give it.
+nb::dict guided_report_dict(const ds::guided_report& r) {
+  auto dct = report(r.ran);
+  dct["launches"] = r.launches;
+  dct["operator_path"] = ds::to_string(r.operator_path);
+  dct["potentials"] = ds::to_string(r.potentials);
+  dct["start_correction"] = r.start_correction;
+  dct["multistep_kernel"] = r.multistep_kernel;
+  dct["final_moves"] = r.final_moves;
+  return dct;
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -1627,6 +1639,13 @@ NB_MODULE(_core, m) {
           },
           "A guided plan's (problems, particles, steps): the B, N and options.steps of write_outputs' arrays; None "
           "for the other plans.")
+      .def(
+          "report",
+          [](const py_sampling_plan& pl) {
+            exclusive_call one(pl.lock, "report");
+            return guided_report_dict(pl.report());
+          },
+          DS_DOC(sampling_plan, report) "\n\nA dict with the keys of guided_sample()'s report.")
       .def_prop_ro("rows", &ds::sampling_plan::rows, DS_DOC(sampling_plan, rows))
       .def_prop_ro("dim", &ds::sampling_plan::dim, DS_DOC(sampling_plan, dim))
       .def_prop_ro("executor", &ds::sampling_plan::where, DS_DOC(sampling_plan, where))
@@ -2090,14 +2109,7 @@ NB_MODULE(_core, m) {
           nb::gil_scoped_release release;
           r = ds::guided_sample(prior, outs, pr, o, on.exec);
         }
-        auto dct = report(r.ran);
-        dct["launches"] = r.launches;
-        dct["operator_path"] = ds::to_string(r.operator_path);
-        dct["potentials"] = ds::to_string(r.potentials);
-        dct["start_correction"] = r.start_correction;
-        dct["multistep_kernel"] = r.multistep_kernel;
-        dct["final_moves"] = r.final_moves;
-        return dct;
+        return guided_report_dict(r);
       },
       "prior"_a, "problems"_a, "options"_a, "particles"_a = nb::none(), "log_weights"_a = nb::none(),
       "samples"_a = nb::none(), "log_normaliser"_a = nb::none(), "ess_trace"_a = nb::none(),

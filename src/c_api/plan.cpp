@@ -141,4 +141,14 @@ ds_status ds_sampling_plan_accepted(const ds_sampling_plan* plan, const int64_t*
                    [&] { return reinterpret_cast<const int64_t*>(get(plan, "plan").plan.accepted()); });
 }
 
+ds_status ds_sampling_plan_report(const ds_sampling_plan* plan, ds_guided_report2* report) {
+  return guard([&] {
+    const auto& p = get(plan, "plan").plan;
+    require_out("report", report);
+    const std::size_t size = guided_report2_size(report);
+    const ds::guided_report r = p.report();
+    write_guided_report2(r, report, size);
+  });
+}
+
 }  // extern "C"

@@ -2,7 +2,8 @@
  * library's own denoiser or score (ds_mixture_evaluate) reproduce the fused samplers bit for bit on the CPU
  * executor, and so do MALA plans (score and log-density) against ds_langevin() and Pi-GDM, DCPS, TMPD and guided SMC
  * plans against ds_guided_sample(); the request struct is versioned (struct_size); misuse gets an error naming the
- * argument. Exits nonzero on the first failed check. */
+ * argument; a guided plan's report (ds_sampling_plan_report) equals ds_guided_sample2()'s for the run the plan makes.
+ * Exits nonzero on the first failed check. */
 #include <diffsample/diffsample.h>
 
 #include "check.h"
@@ -50,6 +51,22 @@ static int64_t run(ds_sampling_plan* plan, const ds_mixture* m, const float* ini
   CHECK_OK(ds_sampling_plan_samples(plan, &samples));
   if (samples != NULL) memcpy(out, samples, sizeof(float) * rows * d);
   return told;
+}
+
+/* The settings two guided reports give (launches aside: a plan's report counts none); prints the first that
+ * differs. */
+static void expect_same_settings(const ds_guided_report2* plan, const ds_guided_report2* fused, const char* what) {
+  if (plan->ran != fused->ran || plan->operator_path != fused->operator_path || plan->potentials != fused->potentials ||
+      plan->start_correction != fused->start_correction || plan->multistep_kernel != fused->multistep_kernel ||
+      plan->final_moves != fused->final_moves) {
+    fprintf(stderr,
+            "%s: the plan reports ran %d, operator_path %d, potentials %d, start_correction %d, multistep_kernel %d, "
+            "final_moves %lld; ds_guided_sample2 %d, %d, %d, %d, %d, %lld\n",
+            what, (int)plan->ran, (int)plan->operator_path, (int)plan->potentials, plan->start_correction,
+            plan->multistep_kernel, (long long)plan->final_moves, (int)fused->ran, (int)fused->operator_path,
+            (int)fused->potentials, fused->start_correction, fused->multistep_kernel, (long long)fused->final_moves);
+    ++failures;
+  }
 }
 
 int main(void) {
@@ -426,6 +443,107 @@ int main(void) {
       o.multistep_kernel = 0;
       o.resampling.scheme = DS_RESAMPLING_SYSTEMATIC;
       o.resampling.ess_threshold = 0.5;
+    }
+  }
+
+  /* A guided plan's report (ds_sampling_plan_report, in ds_guided_sample2()'s ds_guided_report2): the settings
+   * the plan runs, the same before and after a trajectory, equal to ds_guided_sample2()'s report of the same run
+   * (launches aside). The default DS_POTENTIALS_AUTOMATIC resolves to linear potentials in a plan (and to twisted
+   * ones with both corrections and 4 final moves in ds_guided_sample2() here: d_y = 2), so the plan reports what
+   * ds_guided_sample2() reports with linear potentials; explicit twisted potentials with both corrections; TMPD
+   * with its covariances as products (DS_MIXTURE_PATH_GEMM, CPU executor); DPS with the path forced to gemm runs
+   * its guidance per particle in a plan and says so (DS_MIXTURE_PATH_DIRECT). Refusals name the argument. */
+  {
+    const double A[2 * 2 * 3] = {1.0, 0.0, -0.5, 0.3, 1.0, 0.4, 0.8, 0.2, 0.0, -0.3, 0.9, 0.5};
+    const double y[2 * 2] = {1.5, -0.5, 0.2, 1.1};
+    const double sigma_y[2] = {0.3, 0.5};
+    float samples[n * d];
+    ds_guided_problems pr;
+    ds_guided_options o;
+    ds_guided_outputs outputs;
+    ds_guided_report2 mine, theirs;
+    ds_sampling_plan* plan = NULL;
+    CHECK_OK(ds_guided_problems_init(&pr, sizeof pr));
+    CHECK_OK(ds_guided_options_init(&o, sizeof o));
+    CHECK_OK(ds_guided_outputs_init(&outputs, sizeof outputs));
+    pr.problems = 2;
+    pr.d_y = 2;
+    pr.A = A;
+    pr.A_count = 12;
+    pr.y = y;
+    pr.sigma_y = sigma_y;
+    pr.sigma_y_count = 2;
+    o.particles = 25;
+    o.steps = 6;
+    o.seed = 11;
+    outputs.particles = fused;
+    outputs.samples = samples;
+    for (int c = 0; c < 5; ++c) {
+      static const char* const names[5] = {"smc, automatic potentials", "smc, twisted with both corrections",
+                                           "tmpd, operator path gemm", "tmpd, automatic operator path",
+                                           "dps, operator path gemm"};
+      o.sampler = c < 2 ? DS_GUIDED_SMC : c < 4 ? DS_GUIDED_TMPD : DS_GUIDED_DPS;
+      o.potentials = c == 0 ? DS_POTENTIALS_AUTOMATIC : c == 1 ? DS_POTENTIALS_TWISTED : DS_POTENTIALS_LINEAR;
+      o.start_correction = c == 1;
+      o.multistep_kernel = c == 1;
+      o.operator_path = c == 2 || c == 4 ? DS_MIXTURE_PATH_GEMM : DS_MIXTURE_PATH_AUTOMATIC;
+      outputs.samples = o.sampler == DS_GUIDED_SMC ? samples : NULL;
+      plan = NULL;
+      CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
+      if (plan == NULL) continue;
+      CHECK_OK(ds_guided_report2_init(&mine, sizeof mine));
+      CHECK_OK(ds_sampling_plan_report(plan, &mine));
+      CHECK(mine.struct_size == sizeof mine && mine.ran == DS_EXECUTOR_CPU && mine.launches == 0 &&
+            mine.final_moves == 0);
+      if (c == 0) {
+        CHECK(mine.potentials == DS_POTENTIALS_LINEAR && mine.start_correction == 0 && mine.multistep_kernel == 0);
+        CHECK_OK(ds_guided_report2_init(&theirs, sizeof theirs));
+        CHECK_OK(ds_guided_sample2(m, &pr, &o, &outputs, cpu, NULL, 0, &theirs));
+        CHECK(theirs.potentials == DS_POTENTIALS_TWISTED && theirs.final_moves == 4);
+        o.potentials = mine.potentials; /* what the plan resolved, made explicit */
+      }
+      CHECK_OK(ds_guided_report2_init(&theirs, sizeof theirs));
+      CHECK_OK(ds_guided_sample2(m, &pr, &o, &outputs, cpu, NULL, 0, &theirs));
+      CHECK(theirs.launches > 0);
+      if (c == 4) {
+        CHECK(theirs.operator_path == DS_MIXTURE_PATH_GEMM && mine.operator_path == DS_MIXTURE_PATH_DIRECT);
+        theirs.operator_path = DS_MIXTURE_PATH_DIRECT; /* the one setting a DPS plan runs otherwise */
+      }
+      expect_same_settings(&mine, &theirs, names[c]);
+      if (c == 1) CHECK(mine.potentials == DS_POTENTIALS_TWISTED && mine.start_correction == 1 && mine.multistep_kernel == 1);
+      if (c == 2) CHECK(mine.operator_path == DS_MIXTURE_PATH_GEMM);
+      if (c == 3) CHECK(mine.operator_path == DS_MIXTURE_PATH_DIRECT);
+      /* After a trajectory fed the mixture's model: the same report, and (c < 4) ds_guided_sample2()'s particles. */
+      run(plan, m, NULL, stepped, 50);
+      CHECK_OK(ds_guided_report2_init(&theirs, sizeof theirs));
+      CHECK_OK(ds_sampling_plan_report(plan, &theirs));
+      expect_same_settings(&mine, &theirs, "the report after the trajectory");
+      CHECK(theirs.launches == 0);
+      if (c < 4 && memcmp(fused, stepped, sizeof fused) != 0) {
+        fprintf(stderr, "%s: the plan's particles differ from ds_guided_sample2()'s\n", names[c]);
+        ++failures;
+      }
+      if (c == 0) {
+        /* Refusals: a null report, a struct_size of no layout (nothing written), a null plan. */
+        EXPECT_ERROR(ds_sampling_plan_report(plan, NULL), DS_INVALID_ARGUMENT, "report");
+        theirs.struct_size = sizeof theirs + 8;
+        theirs.final_moves = 77;
+        EXPECT_ERROR(ds_sampling_plan_report(plan, &theirs), DS_INVALID_ARGUMENT, "report.struct_size");
+        CHECK(theirs.final_moves == 77);
+        EXPECT_ERROR(ds_sampling_plan_report(NULL, &mine), DS_INVALID_ARGUMENT, "plan: null handle");
+      }
+      ds_sampling_plan_destroy(plan);
+    }
+    {
+      /* A plan that is not guided has no guided report. */
+      ds_diffusion_options diffusion;
+      CHECK_OK(ds_diffusion_options_init(&diffusion, sizeof diffusion));
+      diffusion.steps = 3;
+      plan = NULL;
+      CHECK_OK(ds_sampling_plan_create_diffusion(n, d, &diffusion, DS_MODEL_DENOISER, cpu, &plan));
+      CHECK_OK(ds_guided_report2_init(&mine, sizeof mine));
+      EXPECT_ERROR(ds_sampling_plan_report(plan, &mine), DS_INVALID_ARGUMENT, "report: only a guided plan");
+      ds_sampling_plan_destroy(plan);
     }
   }
 

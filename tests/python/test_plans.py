@@ -189,6 +189,38 @@ def test_guided_smc_plan_equals_guided_sample(mixture2):
         ds.SamplingPlan.diffusion(4, 2, sampler="ddpm", steps=2).outputs()
 
 
+def test_guided_plan_reports_the_settings_it_runs(mixture2):
+    # report(): guided_sample()'s report of the run the plan makes, set when the plan is made. The default options
+    # (potentials='automatic', final_moves=-1) resolve to linear potentials and no moves in the plan, to twisted ones
+    # with both corrections and 4 moves in guided_sample() (d_y = 1); the plan's report made explicit is the run
+    # guided_sample() reproduces bit for bit, reporting the same (launches aside: 0 in a plan). TMPD with the path
+    # forced to gemm reports gemm in both; a plan that is not guided refuses, naming report.
+    names = ("samples", "log_weights", "log_normaliser")
+    opts = dict(sampler="smc", particles=23, steps=5, seed=3)
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **opts)
+    made = plan.report()
+    assert made == {"executor": "cpu", "launches": 0, "operator_path": "direct", "potentials": "linear",
+                    "start_correction": False, "multistep_kernel": False, "final_moves": 0}
+    automatic = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("samples",), **opts)["report"]
+    assert (automatic["potentials"], automatic["start_correction"], automatic["final_moves"]) == ("twisted", True, 4)
+    explicit = dict(opts, potentials=made["potentials"], start_correction=made["start_correction"],
+                    multistep_kernel=made["multistep_kernel"], final_moves=made["final_moves"])
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=names, **explicit)
+    assert fused["report"]["launches"] > 0
+    plan.run(lambda x, a, s: mixture2.denoiser(np.ascontiguousarray(x), a, s, path="direct"))
+    got = plan.outputs(names)
+    for name in names:
+        np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
+    assert plan.report() == dict(fused["report"], launches=0)
+    assert plan._plan.report() == made  # the core plan's own
+    opts = dict(sampler="tmpd", particles=8, steps=3, seed=3, operator_path="gemm")
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **opts)
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("particles",), **opts)["report"]
+    assert plan.report() == dict(fused, launches=0) and fused["operator_path"] == "gemm"
+    with pytest.raises(ds.InvalidArgument, match="report: only a guided plan"):
+        ds.SamplingPlan.diffusion(4, 2, sampler="ddpm", steps=2).report()
+
+
 def test_core_write_outputs_checks_the_plans_own_sizes(mixture2):
     # diffsample._core's write_outputs takes problems, particles and steps from the caller; sizes other than the
     # plan's (one problem of 2 N particles for 2 problems of N, the same rows) would check a smaller log_normaliser
