@@ -6,8 +6,10 @@
 // resolve here.
 #include "bench/mpi/mpi_counts.hpp"
 
+#include <algorithm>
+
 namespace {
-std::int64_t sent_bytes = 0, alltoallv_bytes = 0;
+std::int64_t sent_bytes = 0, alltoallv_bytes = 0, largest_bytes = 0;
 std::vector<std::int64_t> alltoallv_rows;
 
 std::int64_t type_bytes(MPI_Datatype t) {
@@ -30,6 +32,8 @@ std::int64_t others(MPI_Comm c) {
 std::int64_t mpi_counts::sent() { return sent_bytes; }
 std::int64_t mpi_counts::sent_alltoallv() { return alltoallv_bytes; }
 const std::vector<std::int64_t>& mpi_counts::alltoallv_types() { return alltoallv_rows; }
+std::int64_t mpi_counts::largest() { return largest_bytes; }
+void mpi_counts::reset_largest() { largest_bytes = 0; }
 
 extern "C" {
 int MPI_Alltoallv(const void* sb, const int sc[], const int sd[], MPI_Datatype st, void* rb, const int rc[],
@@ -44,6 +48,7 @@ int MPI_Alltoallv(const void* sb, const int sc[], const int sd[], MPI_Datatype s
 }
 int MPI_Send(const void* b, int n, MPI_Datatype t, int dest, int tag, MPI_Comm c) {
   sent_bytes += std::int64_t(n) * type_bytes(t);
+  largest_bytes = std::max(largest_bytes, std::int64_t(n) * type_bytes(t));
   return PMPI_Send(b, n, t, dest, tag, c);
 }
 int MPI_Alltoall(const void* sb, int sc, MPI_Datatype st, void* rb, int rc, MPI_Datatype rt, MPI_Comm c) {
@@ -56,6 +61,7 @@ int MPI_Allreduce(const void* sb, void* rb, int n, MPI_Datatype t, MPI_Op op, MP
 }
 int MPI_Allgather(const void* sb, int sc, MPI_Datatype st, void* rb, int rc, MPI_Datatype rt, MPI_Comm c) {
   sent_bytes += others(c) * sc * type_bytes(st);
+  largest_bytes = std::max(largest_bytes, std::int64_t(sc) * type_bytes(st));
   return PMPI_Allgather(sb, sc, st, rb, rc, rt, c);
 }
 int MPI_Allgatherv(const void* sb, int sc, MPI_Datatype st, void* rb, const int rc[], const int rd[], MPI_Datatype rt,
@@ -65,6 +71,7 @@ int MPI_Allgatherv(const void* sb, int sc, MPI_Datatype st, void* rb, const int 
 }
 int MPI_Bcast(void* b, int n, MPI_Datatype t, int root, MPI_Comm c) {
   if (rank_in(c) == root) sent_bytes += others(c) * n * type_bytes(t);
+  largest_bytes = std::max(largest_bytes, std::int64_t(n) * type_bytes(t));
   return PMPI_Bcast(b, n, t, root, c);
 }
 int MPI_Gather(const void* sb, int sc, MPI_Datatype st, void* rb, int rc, MPI_Datatype rt, int root, MPI_Comm c) {

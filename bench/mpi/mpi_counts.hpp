@@ -15,4 +15,8 @@ std::int64_t sent_alltoallv();
 /// The datatype size (bytes) of every MPI_Alltoallv of this process so far, in call order: the row each exchange
 /// moves.
 const std::vector<std::int64_t>& alltoallv_types();
+/// The most bytes one MPI_Send, MPI_Bcast or MPI_Allgather of this process has handed over since the last
+/// reset_largest() (the library's byte messages go in chunks: src/mpi/messages.hpp).
+std::int64_t largest();
+void reset_largest();
 }  // namespace mpi_counts

@@ -139,7 +139,8 @@ struct moments {
   std::vector<double> variance;  ///< dim values
   std::int64_t n = 0;            ///< rows over all ranks
 };
-/// Collective; see moments. @throws invalid_argument (on every rank) for dim < 1, count < 0 or a null pointer.
+/// Collective; see moments. @throws invalid_argument (on every rank) for dim outside 1..limits::max_dim, count < 0
+/// or a null pointer.
 DIFFSAMPLE_API moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t dim, const float* x);
 /// row_moments() in the argument order before 0.3.0 (the rows before their sizes).
 [[deprecated("sizes first: row_moments(comm, count, dim, x)")]] inline moments row_moments(MPI_Comm comm,

@@ -16,6 +16,7 @@
 #include <diffsample/mpi.hpp>
 
 #include "src/mpi/comm.hpp"
+#include "src/mpi/messages.hpp"
 
 namespace {
 
@@ -38,7 +39,7 @@ ds_status agree(MPI_Comm comm, ds_status status, std::string message) {
   long long header[2] = {static_cast<long long>(status), static_cast<long long>(message.size())};
   MPI_Bcast(header, 2, MPI_LONG_LONG, lowest, comm);
   message.resize(static_cast<std::size_t>(header[1]));
-  if (header[1] > 0) MPI_Bcast(message.data(), int(header[1]), MPI_CHAR, lowest, comm);
+  diffsample::mpi::detail::bcast_bytes(message.data(), message.size(), lowest, comm);
   last_error = "rank " + std::to_string(lowest) + " of " + std::to_string(ranks) + ": " + message;
   return static_cast<ds_status>(header[0]);
 }

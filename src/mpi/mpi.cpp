@@ -15,6 +15,7 @@
 #include "src/cuda_check.hpp"
 #include "src/guided_shard.hpp"
 #include "src/mpi/comm.hpp"
+#include "src/mpi/messages.hpp"
 #include "src/mpi/resampler.hpp"
 #include "src/limits.hpp"
 #include "src/mixture_storage.hpp"
@@ -364,7 +365,7 @@ void agree(MPI_Comm comm, std::exception_ptr error) {
   }
   MPI_Bcast(header, 3, MPI_LONG_LONG, lowest, comm);
   message.resize(static_cast<std::size_t>(header[2]));
-  if (header[2] > 0) MPI_Bcast(message.data(), int(header[2]), MPI_CHAR, lowest, comm);
+  detail::bcast_bytes(message.data(), message.size(), lowest, comm);
   std::ostringstream what;
   what << "rank " << lowest << " of " << ranks << ": " << message;
   switch (header[0]) {
@@ -533,7 +534,7 @@ moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t d, const flo
   std::size_t width = 0;
   std::vector<double> mine, all;
   collectively(comm, unused, [&] {
-    DIFFSAMPLE_EXPECTS(d >= 1, "dim: must be >= 1, got " << d);
+    limits::check("dim", d, 1, limits::max_dim);  // and so 1 + 2 d, the int count of the gather below
     DIFFSAMPLE_EXPECTS(count >= 0, "count: must be >= 0, got " << count);
     DIFFSAMPLE_EXPECTS(count == 0 || x != nullptr, "x: null pointer for " << count << " rows");
     width = static_cast<std::size_t>(1 + 2 * d);
@@ -683,7 +684,7 @@ class mpi_shard final : public diffsample::detail::guided_shard {
     if (r > 0) {
       together([&] {
         detail::timed clock(stats_);
-        MPI_Recv(state, int(bytes), MPI_BYTE, r - 1, detail::report_sums_tag, comm_, MPI_STATUS_IGNORE);
+        detail::recv_bytes(state, bytes, r - 1, detail::report_sums_tag, comm_);
       });
       stats_.bytes_received += n;
     }
@@ -696,7 +697,7 @@ class mpi_shard final : public diffsample::detail::guided_shard {
     if (r < P - 1) {
       together([&] {
         detail::timed clock(stats_);
-        MPI_Send(state, int(bytes), MPI_BYTE, r + 1, detail::report_sums_tag, comm_);
+        detail::send_bytes(state, bytes, r + 1, detail::report_sums_tag, comm_);
       });
       stats_.bytes_sent += n;
     }
@@ -704,7 +705,7 @@ class mpi_shard final : public diffsample::detail::guided_shard {
     if (P == 1) return;
     together([&] {
       detail::timed clock(stats_);
-      MPI_Bcast(state, int(bytes), MPI_BYTE, P - 1, comm_);
+      detail::bcast_bytes(state, bytes, P - 1, comm_);
     });
     if (r == P - 1)
       stats_.bytes_sent += n * (P - 1);

@@ -25,6 +25,7 @@
 
 #include "src/cuda_check.hpp"
 #include "src/limits.hpp"
+#include "src/mpi/messages.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -137,6 +138,11 @@ void resampler::check(std::int64_t problems, const resampling_options& o, const 
 MPI_Datatype resampler::row_type(std::size_t row_bytes) {
   if (type_ != MPI_DATATYPE_NULL && type_bytes_ == row_bytes) return type_;
   if (type_ != MPI_DATATYPE_NULL) MPI_Type_free(&type_);
+  // The datatype's count is an int. Every rank moves rows of the same size, so a refusal throws on every rank alike;
+  // the library's rows are far below it (mpi::resample's 8 bytes, the filter's at most 4 (3 d + 1) with d up to
+  // limits::max_dim).
+  limits::check("row bytes", static_cast<std::int64_t>(row_bytes), 0, limits::max_int_count,
+                "an MPI datatype's int count");
   MPI_Type_contiguous(static_cast<int>(row_bytes), MPI_BYTE, &type_);
   MPI_Type_commit(&type_);
   type_bytes_ = row_bytes;
@@ -281,7 +287,7 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
   report_carry* carry = carry_.data();
   if (rank_ > 0) {
     timed clock(stats_);
-    MPI_Recv(carry, int(B * sizeof(report_carry)), MPI_BYTE, rank_ - 1, report_sums_tag, comm_, MPI_STATUS_IGNORE);
+    recv_bytes(carry, static_cast<std::size_t>(B) * sizeof(report_carry), rank_ - 1, report_sums_tag, comm_);
     stats_.bytes_received += B * std::int64_t(sizeof(report_carry));
   } else {
     std::fill_n(carry, B, report_carry{});
@@ -307,12 +313,12 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
   }
   if (rank_ < P - 1) {
     timed clock(stats_);
-    MPI_Send(carry, int(B * sizeof(report_carry)), MPI_BYTE, rank_ + 1, report_sums_tag, comm_);
+    send_bytes(carry, static_cast<std::size_t>(B) * sizeof(report_carry), rank_ + 1, report_sums_tag, comm_);
     stats_.bytes_sent += B * std::int64_t(sizeof(report_carry));
   }
   {
     timed clock(stats_);
-    MPI_Allgather(mine, int(B * sizeof(rank_sums)), MPI_BYTE, all, int(B * sizeof(rank_sums)), MPI_BYTE, comm_);
+    allgather_bytes(mine, static_cast<std::size_t>(B) * sizeof(rank_sums), all, comm_);
   }
   stats_.bytes_sent += other * B * std::int64_t(sizeof(rank_sums));
   stats_.bytes_received += other * B * std::int64_t(sizeof(rank_sums));

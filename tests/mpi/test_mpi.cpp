@@ -27,6 +27,7 @@
 #include <diffsample/mpi.hpp>
 
 #include "bench/mpi/mpi_counts.hpp"   // bytes counted at the MPI calls
+#include "src/mpi/messages.hpp"       // compiled in (tests/CMakeLists.txt): the library's byte messages
 #include "reference/helpers.hpp"  // device_buffer
 
 namespace ds = diffsample;
@@ -1693,6 +1694,53 @@ TEST_F(Mpi, GatherRowsBeyondTheRootsIntCountsFailsOnEveryRank) {
   watchdog guard("gather_rows", 60);
   expect_same_failure_everywhere<ds::invalid_argument>(
       [&] { ds::mpi::gather_rows(MPI_COMM_WORLD, count, width, x.data()); }, 0, "gather_rows");
+}
+
+// The library's messages of any size (src/mpi/messages.hpp; counts above INT_MAX bytes went into an int and wrapped):
+// with chunk limits from 1 byte up, a point-to-point chain from rank to rank, a broadcast from the last rank and an
+// all-gather arrive whole, every MPI call handing over at most the chunk (counted at the calls), and the bytes sent
+// are the payload's. The library calls them with the limit INT_MAX; these small ones run the same loops.
+TEST_F(Mpi, ByteMessagesGoInChunksOfAtMostTheLimit) {
+  namespace detail = ds::mpi::detail;
+  const int r = rank(), P = ranks();
+  auto byte = [](std::size_t i, int from, int salt) {
+    return static_cast<unsigned char>((i * 131 + std::size_t(from) * 7 + std::size_t(salt) * 29 + 1) & 0xff);
+  };
+  for (std::size_t chunk : {std::size_t(1), std::size_t(3), std::size_t(64), detail::max_message_bytes})
+    for (std::size_t bytes : {0, 1, 5, 64, 65, 1000}) {
+      SCOPED_TRACE("chunk " + std::to_string(chunk) + ", bytes " + std::to_string(bytes));
+      mpi_counts::reset_largest();
+      const std::int64_t before = mpi_counts::sent();
+      std::vector<unsigned char> mine(bytes), got(bytes, 0), cast(bytes, 0), all(bytes * P, 0);
+      for (std::size_t i = 0; i < bytes; ++i) mine[i] = byte(i, r, 0);
+      if (r > 0) detail::recv_bytes(got.data(), bytes, r - 1, 5, MPI_COMM_WORLD, chunk);
+      if (r < P - 1) detail::send_bytes(mine.data(), bytes, r + 1, 5, MPI_COMM_WORLD, chunk);
+      if (r == P - 1)
+        for (std::size_t i = 0; i < bytes; ++i) cast[i] = byte(i, r, 1);
+      detail::bcast_bytes(cast.data(), bytes, P - 1, MPI_COMM_WORLD, chunk);
+      detail::allgather_bytes(mine.data(), bytes, all.data(), MPI_COMM_WORLD, chunk);
+      bool chained = true, broadcast = true, gathered = true;
+      for (std::size_t i = 0; i < bytes; ++i) {
+        chained = chained && (r == 0 || got[i] == byte(i, r - 1, 0));
+        broadcast = broadcast && cast[i] == byte(i, P - 1, 1);
+        for (int q = 0; q < P; ++q) gathered = gathered && all[q * bytes + i] == byte(i, q, 0);
+      }
+      EXPECT_TRUE(chained) << "rank " << r;
+      EXPECT_TRUE(broadcast) << "rank " << r;
+      EXPECT_TRUE(gathered) << "rank " << r;
+      EXPECT_LE(mpi_counts::largest(), std::int64_t(std::min(chunk, bytes))) << "rank " << r;
+      const std::int64_t payload = std::int64_t(bytes) * ((r < P - 1 ? 1 : 0) + (r == P - 1 ? P - 1 : 0) + (P - 1));
+      EXPECT_EQ(mpi_counts::sent() - before, payload) << "rank " << r;
+    }
+}
+
+// row_moments' gather holds 1 + 2 dim doubles per rank in an int count: a dimension beyond limits::max_dim is refused
+// naming it on every rank (seen failing: dim = 2^50 allocated 2^51 doubles first, and every rank threw
+// out_of_memory).
+TEST_F(Mpi, RowMomentsRefuseADimensionBeyondTheLimit) {
+  const std::int64_t d = std::int64_t(1) << 50;
+  expect_same_failure_everywhere<ds::invalid_argument>(
+      [&] { ds::mpi::row_moments(MPI_COMM_WORLD, 0, d, nullptr); }, 0, "dim = 1125899906842624, the limit is");
 }
 
 // This process's address space in bytes (/proc/self/statm).
