@@ -404,14 +404,27 @@ def _convert_expression(fw: str, name: str, dtype: str) -> str:
     return f"{name}.astype(numpy.{dtype})"
 
 
-def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = False, required: bool = False) -> Any:
+def _whole_strides(a: np.ndarray, name: str, write: bool) -> None:
+    """Refuses a NumPy array read or written in place whose byte strides are not multiples of its item size (a
+    field of a packed structured array): neither DLPack nor the buffer import can describe it, and the binding's
+    import failed with nanobind's TypeError naming nothing."""
+    size = a.dtype.itemsize
+    if any(stride % size for stride in a.strides):
+        raise InvalidArgument(f"{name}: strides {a.strides} bytes, not multiples of its item size ({size} bytes: a "
+                              "field of a packed structured array?), which no array protocol the library reads can "
+                              "describe; " + _instead(f"numpy.ascontiguousarray({name})", write))
+
+
+def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = False, required: bool = False,
+           in_place: bool = True) -> Any:
     """Refuses, naming the argument and saying what to pass instead, an array the library cannot read as it is
     through DLPack: another dtype than ``dtype`` (None: the binding checks among the dtypes it takes) or one DLPack
     cannot carry (object, string, datetime, structured, big-endian), a PyTorch tensor torch would not export or would
     export wrongly (sparse, on a device other than cpu or cuda, a lazy negation or conjugation view: torch's export
     drops those bits, so the library would read the base's values), or an object that is no array. Nothing is
     converted. write: a is written (the hints ask for an array of the right kind rather than a converted copy).
-    required: None is refused (else None passes: an optional array not given).
+    required: None is refused (else None passes: an optional array not given). in_place: a is read or written in
+    place (False: problem data, copied by the binding whatever its strides).
     Returns a. Shape, C-contiguity and the call's device are checked by the binding."""
     if a is None:
         if required:
@@ -423,6 +436,8 @@ def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = Fa
     if t is np.ndarray:
         d = a.dtype
         if dtype is not None and d is _NP_DTYPES[dtype]:  # the common case, first (NumPy's dtype.name is slow)
+            if not a.flags.c_contiguous:
+                _whole_strides(a, name, write)
             return a
         fw = "numpy"
         if d.kind not in "biufc" or d.fields is not None:
@@ -437,6 +452,8 @@ def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = Fa
         if dtype is not None:
             raise InvalidArgument(f"{name}: dtype {d.name}, expected {dtype}; "
                                   f"{_convert_hint(fw, name, dtype, write)}")
+        if in_place and not a.flags.c_contiguous:
+            _whole_strides(a, name, write)
         return a
     fw = _framework(a)
     if fw == "torch":
@@ -689,7 +706,7 @@ def _host(a: Any, name: str, ndims: Tuple[int, ...], expected: str) -> np.ndarra
             hint = _HOST_COPY[fw].format(name) if fw in _HOST_COPY else "copy it to the host explicitly"
             raise InvalidArgument(f"{name}: a {type(a).__name__} on CUDA; problem data is read on the host and "
                                   f"copied into the problem as float64: pass a CPU array ({hint})")
-        _array(a, name, None)
+        _array(a, name, None, in_place=False)
     return _core._read_host(a, name, list(ndims), expected)
 
 
@@ -1107,7 +1124,7 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray or not x.flags.writeable:  # NumPy's case inline: step() runs this per step
+        if type(x) is not np.ndarray or not x.flags.writeable or not x.flags.c_contiguous:  # NumPy's case inline: step() runs this per step
             _writable(x, "x", required=True)
         self._plan.reset(x, _stream(x, stream))
         return x
@@ -1124,7 +1141,7 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA (no allocation, no synchronisation); on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray or not x.flags.writeable:
+        if type(x) is not np.ndarray or not x.flags.writeable or not x.flags.c_contiguous:
             _writable(x, "x", required=True)
         _model(model)
         self._plan.step(x, model, _stream(x, stream))
@@ -1141,7 +1158,7 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray or not x.flags.writeable:
+        if type(x) is not np.ndarray or not x.flags.writeable or not x.flags.c_contiguous:
             _writable(x, "x", required=True)
         _model(model)
         self._plan.finish(x, model, _stream(x, stream))

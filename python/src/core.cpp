@@ -743,19 +743,22 @@ host_data read_host(nb::handle obj, const std::string& name, const std::vector<s
   if (std::string dt = non_numeric(obj); !dt.empty())
     raise_invalid(name + ": dtype " + dt + ", expected real numbers");
   if (!nb::try_cast(obj, a)) {
-    // Not an array the binding imports: a Python number or (nested) sequence of numbers, through NumPy.
+    // Not an array the binding imports: a Python number or (nested) sequence of numbers, or an array whose strides
+    // no array protocol can describe (a field of a packed structured array: byte strides that are not multiples
+    // of the item size), through NumPy, as a C-contiguous array (the values are copied below anyway).
     std::string type = nb::str(obj.type().attr("__name__")).c_str();
     if (PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr()))
       raise_invalid(name + ": a " + type + ", expected real numbers");
     nb::object converted;
     try {
-      converted = nb::module_::import_("numpy").attr("asarray")(obj);
+      converted = nb::module_::import_("numpy").attr("asarray")(obj, "order"_a = "C");
     } catch (nb::python_error&) {
       raise_invalid(name + ": a " + type + ", expected an array or a (nested) sequence of numbers");
     }
     std::string dt = non_numeric(converted);
     if (!dt.empty() || !nb::try_cast(converted, a)) {
-      if (dt.empty()) dt = nb::str(converted.attr("dtype")).c_str();
+      // (the dtype's str(): nb::str of the attribute accessor borrowed the dtype object, whose c_str() was null)
+      if (dt.empty()) dt = nb::str(nb::object(converted.attr("dtype"))).c_str();
       raise_invalid(name + ": a " + type + " that NumPy reads as dtype " + dt + ", expected real numbers");
     }
   }

@@ -55,6 +55,32 @@ def test_non_contiguous_arrays_are_refused_with_advice_for_reads_and_writes(mixt
     assert not t.any()
 
 
+def packed_field(shape, dtype="<f4"):
+    """A view of one field of a packed structured array: byte strides that are not multiples of its item size (6
+    bytes per element of a 4-byte dtype), which neither DLPack nor the buffer protocol can describe."""
+    a = np.zeros(shape, dtype=[("v", dtype), ("pad", "<i2")])
+    a["v"] = np.arange(a.size).reshape(shape)
+    return a["v"]
+
+
+def test_arrays_with_strides_of_no_whole_item_are_refused_by_name(mixture2):
+    """An array read or written in place with byte strides that are not multiples of its item size (a field of a
+    packed structured array) was nanobind's TypeError 'incompatible function arguments', naming nothing: it is an
+    InvalidArgument naming the argument, with advice for reads and writes, and nothing is written."""
+    why = r"strides \(\d+, 6\) bytes, not multiples of its item size \(4 bytes: a field of a packed structured array\?\)"
+    v = packed_field((4, 2))
+    refused(lambda: mixture2.score(v, 1.0, 0.5), rf"^x: {why}.*pass numpy\.ascontiguousarray\(x\) \(a copy\)")
+    out = packed_field((4, 2))
+    refused(lambda: mixture2.score(X[:4], 1.0, 0.5, out=out), rf"^out: {why}.*would be a copy that does not receive")
+    np.testing.assert_array_equal(out, np.arange(8).reshape(4, 2))
+    refused(lambda: ds.langevin(mixture2, packed_field((4, 2)), steps=2, step_size=0.1), rf"^x: {why}")
+    refused(lambda: ds.resample(packed_field((2, 4))), rf"^log_weights: {why}")
+    refused(lambda: ds.resample(np.zeros((2, 4), np.float32), ancestors=packed_field((2, 4), "<i4")),
+            rf"^ancestors: {why}")
+    plan = ds.DiffusionPlan(4, 2, sampler="ddpm", steps=2)
+    refused(lambda: plan.reset(packed_field((4, 2))), rf"^x: {why}")
+
+
 def test_empty_arrays_are_contiguous(mixture2):
     """An array without elements is contiguous whatever its strides (NumPy exports an empty array's strides as 0):
     such arrays were refused as 'not C-contiguous (strides 0, 0 elements for shape (0, 3))', so resample() of no

@@ -70,6 +70,21 @@ def test_float32_integer_and_strided_numpy_give_the_float64_problem():
                                   np.diag([2.0, 1.0]))
 
 
+def test_problem_data_with_strides_of_no_whole_item_is_read():
+    """Problem data is read whatever its strides, a field of a packed structured array too (byte strides that are
+    not multiples of the item size, which neither DLPack nor the buffer protocol describes): it went through NumPy,
+    which hands back the same view, and building the error message read a null string (a segmentation fault). It is
+    read through a C-contiguous copy. A dtype the binding cannot import even so (big-endian, given to the core
+    directly) is an InvalidArgument naming it, where it crashed the same way."""
+    packed = np.zeros(A.shape, dtype=[("v", "<f4"), ("pad", "<i2")])
+    packed["v"] = A
+    same_as_float64(posterior_means, packed["v"], SIGMA, Y)
+    m = ds.GaussianMixture([0.25, 0.75], packed["v"], [0.25, 0.5])
+    np.testing.assert_array_equal(m.means, A)
+    with pytest.raises(ds.InvalidArgument, match=r"^y: a ndarray that NumPy reads as dtype >f4, expected real numbers"):
+        ds._core._read_host(np.zeros(2, ">f4"), "y", [1], "(d_y,)")
+
+
 @needs_torch
 def test_torch_tensors_give_the_float64_problem():
     same_as_float64(posterior_means, torch.tensor(A, dtype=torch.float32), torch.tensor(SIGMA),
