@@ -309,19 +309,21 @@ def _allocation_failed(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
 
 
-def _empty(like: Any, shape: Sequence[int], dtype: str, name: Optional[str] = None, role: str = "out") -> Any:
+def _empty(like: Any, shape: Sequence[int], dtype: str, name: Optional[str] = None, role: str = "out",
+           instead: Optional[str] = None) -> Any:
     """A new array of like's framework and device (NumPy when like is None, a NumPy array or a CPU JAX array).
     name: the argument whose value sets the size (n, particles, ...): the size is checked against the library's
     limits first (_check_size). role: the array's name in the call (out, labels, ancestors, ...). An allocation the
     framework fails (host or device memory: NumPy's MemoryError, PyTorch's OutOfMemoryError or its CPU allocator's
     RuntimeError, CuPy's OutOfMemoryError) is OutOfMemory naming name (else role), with the framework's message and
-    its exception as the cause."""
+    its exception as the cause. A CUDA like of a framework the package cannot allocate in (JAX, any other DLPack
+    array) is InvalidArgument naming role, with instead: what to pass (default: role= itself, a CUDA array)."""
     shape = tuple(int(s) for s in shape)
     fw = _framework(like) if like is not None else "numpy"
     if name is not None:
         _check_size(shape, dtype, name, fw not in ("torch", "cupy") or not _is_cuda(like))
     try:
-        return _allocate(like, fw, shape, dtype)
+        return _allocate(like, fw, shape, dtype, role, instead)
     except Exception as e:
         if not _allocation_failed(e):
             raise
@@ -329,13 +331,13 @@ def _empty(like: Any, shape: Sequence[int], dtype: str, name: Optional[str] = No
         for extent in shape:
             nbytes *= extent
         where = f" on {like.device}" if fw in ("torch", "cupy") and _is_cuda(like) else ""
-        what = "output" if role == "out" else role
+        what = "output" if role == "out" or role in _GUIDED_OUTPUTS else role
         cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OutOfMemory(f"{name or role}: the {shape} {dtype} {what} ({nbytes} bytes) could not be allocated{where} "
                           f"({type(e).__name__}: {cause})") from e
 
 
-def _allocate(like: Any, fw: str, shape: Tuple[int, ...], dtype: str) -> Any:
+def _allocate(like: Any, fw: str, shape: Tuple[int, ...], dtype: str, role: str, instead: Optional[str]) -> Any:
     if fw == "torch":
         import torch
 
@@ -346,8 +348,11 @@ def _allocate(like: Any, fw: str, shape: Tuple[int, ...], dtype: str) -> Any:
         with cupy.cuda.Device(like.device.id):
             return cupy.empty(shape, dtype=dtype)
     if like is not None and _is_cuda(like):
+        # (every such output was named out, and the advice was out=, which resample and guided_sample do not take)
         raise InvalidArgument(
-            f"out: cannot allocate a CUDA output for a {type(like).__name__}; pass out= (e.g. a torch or cupy array)")
+            f"{role}: cannot allocate a new CUDA array like a {type(like).__name__} (the package allocates CUDA "
+            "arrays with PyTorch or CuPy only); "
+            + (instead or f"pass {role}=, a writable CUDA array on that device (e.g. a torch or cupy array)"))
     return np.empty(shape, dtype=dtype)
 
 
@@ -1655,7 +1660,7 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
     rep = None
     if _flag(reports, "reports"):
         rep = _empty(log_weights if _is_cuda(log_weights) else None, (B, _core.PARTICLE_REPORT_BYTES), "uint8",
-                     role="reports")
+                     role="reports", instead="pass reports=False, or log_weights as a torch or cupy array")
     _core.resample(log_weights, o, ancestors, normalised_weights, rep, _stream(log_weights, stream))
     if rep is not None and isinstance(rep, np.ndarray):
         rep = rep.view(PARTICLE_REPORT_DTYPE).reshape(B)
@@ -1784,7 +1789,9 @@ class MixturePosterior:
         if dtype is not None and _dtype_name(out) != dtype:
             raise InvalidArgument(f"dtype: {dtype!r}, but out is {_dtype_name(out)} (out= sets the dtype; give dtype "
                                   "or out, or the same dtype)")
-        lab = _empty(out, (_shape(out)[0],), "int32", role="labels") if _flag(labels, "labels") else None
+        lab = (_empty(out, (_shape(out)[0],), "int32", role="labels",
+                      instead="pass labels=False, or out= as a torch or cupy array") if _flag(labels, "labels")
+               else None)
         self._p.sample(out, _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
         return (out, lab) if lab is not None else out
@@ -1914,7 +1921,8 @@ def _guided_outputs(outputs: Sequence[str], device: Any, B: int, N: int, d: int,
         if name not in shapes:
             raise InvalidArgument(f"outputs: unknown output {name!r} (one of {', '.join(_GUIDED_OUTPUTS)})")
         shape, dtype = shapes[name]
-        result[name] = _empty(device, shape, dtype, _GUIDED_SIZE_BY[name])
+        result[name] = _empty(device, shape, dtype, _GUIDED_SIZE_BY[name], role=name,
+                              instead="pass device= a torch or cupy array on that device")
     return result
 
 

@@ -391,3 +391,29 @@ def test_a_wrapped_plan_refuses_a_like_on_another_executor():
     with pytest.raises(ds.InvalidArgument, match=r"^like: on cuda, but core_plan runs on the cpu executor"):
         ds.SamplingPlan(core, far(0))
     assert ds.SamplingPlan(core, np.zeros(0, np.float32)).executor == ds._core.Executor.cpu
+
+
+ALLOCATION_CASES = [
+    ("score", lambda m: m.score(far(4, 2)), "out", r"pass out=, a writable CUDA array"),
+    ("resample", lambda m: ds.resample(far(2, 4)), "ancestors", r"pass ancestors=, a writable CUDA array"),
+    ("resample-reports", lambda m: ds.resample(far(2, 4), ancestors=far(2, 4, dtype="int32"),
+                                               normalised_weights=far(2, 4)),
+     "reports", r"pass reports=False, or log_weights as a torch or cupy array"),
+    ("sample-labels", lambda m: m.sample(out=far(4, 2), labels=True), "labels", r"pass labels=, a writable"),
+    ("posterior-labels", lambda m: ds.MixturePosterior(m, [[1.0, 0.0]], 0.5, [0.5]).sample(out=far(4, 2), labels=True),
+     "labels", r"pass labels=False, or out= as a torch or cupy array"),
+    ("guided", lambda m: ds.guided_sample(m, [[1.0, 0.0]], [0.5], 0.5, device=far(0), **GUIDED),
+     "samples", r"pass device= a torch or cupy array on that device"),
+]
+
+
+@pytest.mark.parametrize("call,name,advice", [c[1:] for c in ALLOCATION_CASES], ids=[c[0] for c in ALLOCATION_CASES])
+def test_a_new_cuda_array_the_package_cannot_allocate_names_the_array(m, call, name, advice):
+    """A new output like a CUDA array of a framework the package does not allocate in (JAX, another DLPack array)
+    was refused as 'out: ...; pass out=' whatever the array was: resample's ancestors and reports, the labels and
+    guided_sample's outputs (neither resample nor guided_sample takes out=). The message names the array and says
+    what the call takes instead. Seen failing before: every case (all said out, and score's wording changed)."""
+    with pytest.raises(ds.InvalidArgument, match=rf"^{name}: cannot allocate a new CUDA array like a FakeCudaArray "
+                                                 rf"\(the package allocates CUDA arrays with PyTorch or CuPy only\); "
+                                                 rf"{advice}"):
+        call(m)
