@@ -1242,6 +1242,9 @@ NB_MODULE(_core, m) {
             expect_shape(mh, "means", K, dim, "(K, d) = " + kd + " or K * d values");
             host_data vh = read_host(v, "variances", {1, 2}, "(K,) or (K, d)");
             expect_shape(vh, "variances", K, dim, "(K,) or (K, d) = " + kd);
+            // The tables (and on a GPU their upload and the synchronisation of the legacy default stream, which
+            // waits for the device's other work): without the GIL, as every call that runs work.
+            nb::gil_scoped_release release;
             new (self) ds::gaussian_mixture(dim, std::move(wh.values), std::move(mh.values), std::move(vh.values));
           },
           "dim"_a, "weights"_a, "means"_a, "variances"_a,
@@ -1357,6 +1360,7 @@ NB_MODULE(_core, m) {
           "empirical",
           [](problem_data points, double variance) {
             host_data p = read_host(points, "points", {2}, "(n, d)");
+            nb::gil_scoped_release release;  // the constructor's tables (and upload and synchronisation)
             return ds::gaussian_mixture::empirical(p.shape[0], p.shape[1], p.values.data(), variance);
           },
           "points"_a, "variance"_a,
@@ -1367,6 +1371,7 @@ NB_MODULE(_core, m) {
           [](std::int64_t dim, int grid, double spacing, double variance, std::optional<problem_data> weights) {
             std::vector<double> w;
             if (weights) w = host_vector(*weights, "weights", {1}, "(grid^2,) or empty");
+            nb::gil_scoped_release release;  // the constructor's tables (and upload and synchronisation)
             return ds::grid_mixture(dim, grid, spacing, variance, std::move(w));
           },
           "dim"_a, "grid"_a, "spacing"_a, "variance"_a, "weights"_a = nb::none(),

@@ -1,4 +1,8 @@
 """Shared fixtures of the diffsample pytest suite (CPU; GPU tests skip without a CUDA device and PyTorch CUDA)."""
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -42,3 +46,35 @@ def mixture_diag():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def runs_beside(call):
+    """Whether this thread ran Python while another thread was inside call(), i.e. whether call() released the GIL:
+    with a switch interval of a minute the worker keeps the GIL from its start to its end unless the call releases
+    it, so this thread (waiting for the GIL in Thread.start()) reads the clock after the call's end when it does not,
+    and inside the call when it does (a few tries, for a machine too loaded to wake this thread in time)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)
+    try:
+        for _ in range(3):
+            times = {}
+
+            def worker():
+                times["enter"] = time.perf_counter()
+                try:
+                    call()
+                except BaseException as e:  # noqa: BLE001 (raised on this thread below)
+                    times["error"] = e
+                times["exit"] = time.perf_counter()
+
+            t = threading.Thread(target=worker)
+            t.start()
+            times["here"] = time.perf_counter()
+            t.join()
+            if "error" in times:
+                raise times["error"]
+            if times["enter"] < times["here"] < times["exit"]:
+                return True
+        return False
+    finally:
+        sys.setswitchinterval(old)

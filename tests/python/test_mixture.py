@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import diffsample as ds
+from conftest import runs_beside
 import reference as ref
 
 CHANNELS = [(1.0, 0.0), (0.8, 0.6), (0.3, 0.95), (1.0, 2.0)]
@@ -90,3 +91,15 @@ def test_exact_samples_have_the_mixture_weights(mixture2):
     # The split rule: the first 100 samples of a call from first_index = 0 equal a call of 100 samples.
     np.testing.assert_array_equal(m.sample(100, seed=7), x[:100])
     np.testing.assert_array_equal(m.sample(100, seed=7, first_index=100), x[100:200])
+
+
+def test_mixture_constructors_release_the_gil():
+    """GaussianMixture's constructors (the class, empirical(), grid()) held the GIL while building the mixture's
+    tables, and on a GPU while uploading them and synchronising the legacy default stream (which waits for the
+    device's other work): no other Python thread ran meanwhile, where every other call that runs work releases it.
+    Seen failing before the fix: this thread never ran inside any of the three."""
+    K, d = 1024, 128
+    means = np.zeros((K, d))
+    assert runs_beside(lambda: ds.GaussianMixture(np.ones(K), means, np.ones(K)))
+    assert runs_beside(lambda: ds.GaussianMixture.empirical(means, 1.0))
+    assert runs_beside(lambda: ds.GaussianMixture.grid(d, 32, 1.0, 1.0))

@@ -1,10 +1,9 @@
 """The ask/tell plans from Python: fed the mixture's own outputs they equal the fused samplers bit for bit (CPU)."""
-import sys
-
 import numpy as np
 import pytest
 
 import diffsample as ds
+from conftest import runs_beside
 
 pytestmark = pytest.mark.skipif(not ds._core.HAS_SAMPLING_PLANS, reason="the library has no ask/tell plans")
 
@@ -560,36 +559,6 @@ def test_a_plan_takes_one_call_at_a_time():
     assert refused and refused[0].startswith("ask: the plan is running a call on another thread")
 
 
-def _runs_beside(call):
-    """Whether this thread ran Python while another thread was inside call(), i.e. whether call() released the GIL:
-    with a switch interval of a minute the worker keeps the GIL from its start to its end unless the call releases
-    it, so this thread (waiting for the GIL in Thread.start()) reads the clock after the call's end when it does not,
-    and inside the call when it does (a few tries, for a machine too loaded to wake this thread in time)."""
-    import threading
-    import time
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(60.0)
-    try:
-        for _ in range(3):
-            times = {}
-
-            def worker():
-                times["enter"] = time.perf_counter()
-                call()
-                times["exit"] = time.perf_counter()
-
-            t = threading.Thread(target=worker)
-            t.start()
-            times["here"] = time.perf_counter()
-            t.join()
-            if times["enter"] < times["here"] < times["exit"]:
-                return True
-        return False
-    finally:
-        sys.setswitchinterval(old)
-
-
 def test_plan_resets_release_the_gil():
     """DiffusionPlan.reset() and SamplingPlan.reset() held the GIL for their initial draw (n x d normals, a step's
     work, on the library's threads), where every other call that runs work releases it: no other Python thread ran
@@ -598,10 +567,10 @@ def test_plan_resets_release_the_gil():
     n, d = 2**17, 8
     x = np.zeros((n, d), np.float32)
     m = ds.GaussianMixture([0.5, 0.5], [[0.0] * d, [1.0] * d], [1.0, 1.0])
-    assert _runs_beside(lambda: m.score(x, out=np.empty_like(x)))
+    assert runs_beside(lambda: m.score(x, out=np.empty_like(x)))
     plan = ds.DiffusionPlan(n, d, sampler="ddpm", steps=2)
-    assert _runs_beside(lambda: plan.reset(x))
+    assert runs_beside(lambda: plan.reset(x))
     if ds._core.HAS_SAMPLING_PLANS:
         sp = ds.SamplingPlan.diffusion(n, d, sampler="ddpm", steps=2)
-        assert _runs_beside(lambda: sp.reset())
-        assert _runs_beside(lambda: sp.reset(x))
+        assert runs_beside(lambda: sp.reset())
+        assert runs_beside(lambda: sp.reset(x))
