@@ -1552,9 +1552,9 @@ NB_MODULE(_core, m) {
   // ---- ask/tell plans -------------------------------------------------------------------------------------------
   m.attr("HAS_SAMPLING_PLANS") = true;
 #define PLAN_PLACE_DOC                                                                                              \
-  "executor: None (like's: CUDA on like's device for a CUDA like, else the CPU), 'cpu', 'cuda' or 'automatic' "    \
-  "(like's when given); like: None or an array (any dtype and shape) on the device the plan is made on, the device " \
-  "made current while it is made; an executor that contradicts like is refused."
+  "executor: None (like's: CUDA on like's device for a CUDA like, else the CPU), Executor.cpu, Executor.cuda or "  \
+  "Executor.automatic (like's when like is given); like: None or an array (any dtype and shape) on the device the " \
+  "plan is made on, made current while it is made; an executor that contradicts like is refused."
   nb::class_<py_sampling_plan>(
       m, "SamplingPlan",
       "An ask/tell plan: ask() says where the model is needed (points, channel, output), the caller writes the "
