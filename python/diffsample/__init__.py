@@ -1129,7 +1129,8 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray or not x.flags.writeable or not x.flags.c_contiguous:  # NumPy's case inline: step() runs this per step
+        # NumPy's case inline (step() runs this per step): a writable C-contiguous array needs no check here.
+        if type(x) is not np.ndarray or not x.flags.writeable or not x.flags.c_contiguous:
             _writable(x, "x", required=True)
         self._plan.reset(x, _stream(x, stream))
         return x
@@ -1294,9 +1295,9 @@ class SamplingPlan:
     Make plans with the class methods diffusion(), langevin() and guided(); ``SamplingPlan(core_plan, like)`` wraps
     a ``diffsample._core.SamplingPlan`` (core_plan; anything else raises InvalidArgument) whose CUDA buffers are
     shown as arrays of like's framework (like: a PyTorch or CuPy array on the plan's executor, another is refused;
-    None: PyTorch when imported, else CuPy; CPU plans give NumPy views); a wrapped guided SMC plan gives outputs() too. The plans'
-    constructors upload their tables and synchronise; ask() is host-only, and tell(), reset() and the outputs are
-    asynchronous on CUDA: no per-ask allocation or synchronisation.
+    None: PyTorch when imported, else CuPy; CPU plans give NumPy views); a wrapped guided SMC plan gives outputs()
+    too. The plans' constructors upload their tables and synchronise; ask() is host-only, and tell(), reset() and
+    the outputs are asynchronous on CUDA: no per-ask allocation or synchronisation.
     """
 
     # No other attributes: one set on the object (plan.eta = 0.5, a misspelt name) would change nothing.

@@ -67,7 +67,8 @@ def test_arrays_with_strides_of_no_whole_item_are_refused_by_name(mixture2):
     """An array read or written in place with byte strides that are not multiples of its item size (a field of a
     packed structured array) was nanobind's TypeError 'incompatible function arguments', naming nothing: it is an
     InvalidArgument naming the argument, with advice for reads and writes, and nothing is written."""
-    why = r"strides \(\d+, 6\) bytes, not multiples of its item size \(4 bytes: a field of a packed structured array\?\)"
+    why = (r"strides \(\d+, 6\) bytes, not multiples of its item size \(4 bytes: a field of a packed structured "
+           r"array\?\)")
     v = packed_field((4, 2))
     refused(lambda: mixture2.score(v, 1.0, 0.5), rf"^x: {why}.*pass numpy\.ascontiguousarray\(x\) \(a copy\)")
     out = packed_field((4, 2))
