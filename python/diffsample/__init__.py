@@ -246,11 +246,22 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__} ({text})"
 
 
+def _complex_or_bool(value: Any) -> bool:
+    """Whether float() would take value with a loss: a complex number (NumPy's complex scalars convert, with a
+    ComplexWarning only, to their real part; a complex tensor raised torch's RuntimeError) or a bool array or
+    tensor (True read as 1.0), judged by its dtype. The binding's real arguments refuse the same (complex_or_bool)."""
+    if isinstance(value, complex):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and ("complex" in str(dtype) or "bool" in str(dtype))
+
+
 def _real(value: Any, name: str) -> float:
     """A real-number argument as a Python float, else InvalidArgument naming it: None, strings (float('2') would read
-    them), bools (True would be 1.0), complex numbers and anything float() does not take are refused. NumPy
-    scalars, 0-d arrays and one-element tensors are read as float() reads them."""
-    if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+    them), bools (True would be 1.0; bool arrays and tensors too), complex numbers (NumPy's complex scalars too,
+    whose imaginary part float() dropped with a warning only) and anything float() does not take are refused. NumPy
+    scalars, 0-d arrays and one-element tensors of a real dtype are read as float() reads them."""
+    if value is None or isinstance(value, (str, bytes, bool, np.bool_)) or _complex_or_bool(value):
         raise InvalidArgument(f"{name}: {_describe(value)}, expected a real number")
     try:
         return float(value)

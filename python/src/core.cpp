@@ -450,8 +450,18 @@ std::int64_t int64_arg(nb::handle h, const std::string& name) {
   return std::int64_t(value);
 }
 
+// A value float() would take with a loss, so no real number here: a complex one (NumPy's complex scalars convert,
+// with a ComplexWarning only, to their real part) or a bool array or tensor (True read as 1.0), judged by its dtype
+// (NumPy's, PyTorch's, JAX's: complex64, torch.bool, ...). The package's _real() refuses the same values.
+bool complex_or_bool(nb::handle h) {
+  if (PyComplex_Check(h.ptr())) return true;
+  if (!nb::hasattr(h, "dtype")) return false;
+  const std::string type = nb::str(nb::object(h.attr("dtype"))).c_str();
+  return type.find("complex") != std::string::npos || type.find("bool") != std::string::npos;
+}
+
 double real_arg(nb::handle h, const std::string& name) {
-  if (h.is_none() || is_bool(h) || PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr()))
+  if (h.is_none() || is_bool(h) || PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr()) || complex_or_bool(h))
     raise_invalid(name + ": " + describe(h) + ", expected a real number");
   const double value = PyFloat_AsDouble(h.ptr());
   if (value == -1.0 && PyErr_Occurred()) {
@@ -547,7 +557,7 @@ M setting_value(nb::handle h, const std::string& name) {
                     std::to_string(hi) + "] (the setting's integer type)");
     return value;
   } else if constexpr (std::is_floating_point_v<M>) {
-    if (h.is_none() || is_bool(h) || PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr()))
+    if (h.is_none() || is_bool(h) || PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr()) || complex_or_bool(h))
       raise_type(name + ": " + setting_got(h) + ", expected float");
     const double value = PyFloat_AsDouble(h.ptr());
     if (value == -1.0 && PyErr_Occurred()) {

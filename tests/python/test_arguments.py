@@ -117,6 +117,40 @@ def test_valid_scalars_still_pass(m):
     assert g.components == 9
 
 
+LOSSY_REALS = [
+    ("complex128", np.complex128(1 + 2j), "complex128"),
+    ("complex64", np.complex64(0.5), "complex64"),
+    ("bool-0d", np.array(True), "ndarray"),
+]
+try:
+    import torch
+
+    LOSSY_REALS += [("torch-complex", torch.tensor(1 + 2j), "Tensor"), ("torch-bool", torch.tensor(True), "Tensor")]
+except ImportError:
+    pass
+
+
+@pytest.mark.parametrize("value,kind", [c[1:] for c in LOSSY_REALS], ids=[c[0] for c in LOSSY_REALS])
+def test_complex_and_bool_values_are_no_real_numbers(m, value, kind):
+    """float() takes NumPy's complex scalars, dropping the imaginary part with a ComplexWarning only, and bool
+    arrays and tensors as 1.0 or 0.0 (a complex tensor was torch's RuntimeError naming nothing): the package's real
+    arguments (_real), the bound classes' (real_arg) and the options' float fields (setting_value) took them without
+    a word. Each refuses them by name, as it refuses a bool and a complex number. Seen failing before the fix: each
+    value accepted (the complex tensor's RuntimeError for the package's and real_arg's)."""
+    shown = rf"a {kind} \(.*\)"
+    with pytest.raises(ds.InvalidArgument, match=rf"^a: {shown}, expected a real number$"):
+        m.score(x4(), value, 0.5)
+    with pytest.raises(ds.InvalidArgument, match=rf"^variance: {shown}, expected a real number$"):
+        ds.GaussianMixture.empirical(np.zeros((2, 2)), value)
+    with pytest.raises(ds.InvalidArgument, match=rf"^beta_min: {shown}, expected a real number$"):
+        ds.NoiseSchedule.vp_linear(value)
+    o = ds.DiffusionOptions()
+    with pytest.raises(TypeError, match=rf"^eta: {shown}, expected float$"):
+        o.eta = value
+    with pytest.raises(TypeError, match=rf"^eta: {shown}, expected float$"):
+        ds.diffusion(m, 4, steps=2, eta=value)
+
+
 # ---- booleans -------------------------------------------------------------------------------------------------------
 
 
