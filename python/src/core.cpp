@@ -433,10 +433,21 @@ std::string describe(nb::handle h) {
   return std::string("a ") + nb::str(h.type().attr("__name__")).c_str() + " (" + text + ")";
 }
 
+// A value float() or an index would take with a loss, so no real number and no integer here: a complex one (NumPy's
+// complex scalars convert, with a ComplexWarning only, to their real part) or a bool array or tensor (True read as
+// 1.0 or 1; torch.tensor(True) has __index__), judged by its dtype (NumPy's, PyTorch's, JAX's: complex64,
+// torch.bool, ...). The package's _real() refuses the same values; its _integer() takes ints and NumPy integers only.
+bool complex_or_bool(nb::handle h) {
+  if (PyComplex_Check(h.ptr())) return true;
+  if (!nb::hasattr(h, "dtype")) return false;
+  const std::string type = nb::str(nb::object(h.attr("dtype"))).c_str();
+  return type.find("complex") != std::string::npos || type.find("bool") != std::string::npos;
+}
+
 std::int64_t int64_arg(nb::handle h, const std::string& name) {
   const std::string range = "[-9223372036854775808, 9223372036854775807]";
   nb::object index;
-  if (!h.is_none() && !is_bool(h) && !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr())) {
+  if (!h.is_none() && !is_bool(h) && !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr()) && !complex_or_bool(h)) {
     index = nb::steal(PyNumber_Index(h.ptr()));
     if (!index.is_valid()) PyErr_Clear();
   }
@@ -448,16 +459,6 @@ std::int64_t int64_arg(nb::handle h, const std::string& name) {
     raise_invalid(name + ": " + nb::str(index).c_str() + " is outside " + range +
                   " (the argument's integer type, int64)");
   return std::int64_t(value);
-}
-
-// A value float() would take with a loss, so no real number here: a complex one (NumPy's complex scalars convert,
-// with a ComplexWarning only, to their real part) or a bool array or tensor (True read as 1.0), judged by its dtype
-// (NumPy's, PyTorch's, JAX's: complex64, torch.bool, ...). The package's _real() refuses the same values.
-bool complex_or_bool(nb::handle h) {
-  if (PyComplex_Check(h.ptr())) return true;
-  if (!nb::hasattr(h, "dtype")) return false;
-  const std::string type = nb::str(nb::object(h.attr("dtype"))).c_str();
-  return type.find("complex") != std::string::npos || type.find("bool") != std::string::npos;
 }
 
 double real_arg(nb::handle h, const std::string& name) {
@@ -530,7 +531,7 @@ M setting_value(nb::handle h, const std::string& name) {
     return PyObject_IsTrue(h.ptr()) == 1;
   } else if constexpr (std::is_integral_v<M>) {
     nb::object index;
-    if (!h.is_none() && !is_bool(h) && !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr())) {
+    if (!h.is_none() && !is_bool(h) && !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr()) && !complex_or_bool(h)) {
       index = nb::steal(PyNumber_Index(h.ptr()));
       if (!index.is_valid()) PyErr_Clear();
     }

@@ -151,6 +151,20 @@ def test_complex_and_bool_values_are_no_real_numbers(m, value, kind):
         ds.diffusion(m, 4, steps=2, eta=value)
 
 
+@pytest.mark.skipif("torch" not in globals(), reason="PyTorch is not installed")
+def test_a_bool_tensor_is_no_integer():
+    """torch.tensor(True) has __index__, so the binding's integer readers (the options' int fields, the bound
+    classes' integers such as ObservationOperator.mask's d_x) took it as 1, where a bool is refused. Refused by name;
+    an integer tensor still passes. Seen failing before the fix: steps set to 1, a mask of d_x = 1."""
+    o = ds.DiffusionOptions()
+    with pytest.raises(TypeError, match=r"^steps: a Tensor \(tensor\(True\)\), expected int$"):
+        o.steps = torch.tensor(True)
+    with pytest.raises(ds.InvalidArgument, match=r"^d_x: expected an integer in .*, got tensor\(True\)$"):
+        ds.ObservationOperator.mask(torch.tensor(True), [0])
+    o.steps = torch.tensor(3)
+    assert o.steps == 3
+
+
 # ---- booleans -------------------------------------------------------------------------------------------------------
 
 
