@@ -1860,6 +1860,7 @@ NB_MODULE(_core, m) {
           [](nb::args args, nb::kwargs kwargs) {
             call_arguments arguments("ObservationOperator.dense", args, kwargs, {"A"}, 1);
             host_data a = read_host(arguments[0], "A", {2}, "(d_y, d_x)");
+            nb::gil_scoped_release release;  // the operator's checks and tables
             return ds::observation_operator::dense(a.shape[0], a.shape[1], std::move(a.values));
           },
           sig_to<ds::observation_operator>("def dense(A: ProblemData)"),
@@ -1884,6 +1885,7 @@ NB_MODULE(_core, m) {
             std::vector<double> g;
             if (arguments.given(2) && !arguments[2].is_none())
               g = host_vector(arguments[2], "diagonal", {1}, "(d_y,)");
+            nb::gil_scoped_release release;  // the operator's checks
             return ds::observation_operator::mask(d_x, std::move(idx), std::move(g));
           },
           sig_to<ds::observation_operator>(
@@ -1902,6 +1904,8 @@ NB_MODULE(_core, m) {
             const std::string rs = " with r = " + std::to_string(r) + " (the singular values)";
             expect_shape(u, "U", u.shape[0], r, "(d_y, r)" + rs);
             expect_shape(v, "V", v.shape[0], r, "(d_x, r)" + rs);
+            // The factors' orthonormality check: O((d_y + d_x) r^2), seconds for factors of a few thousand.
+            nb::gil_scoped_release release;
             return ds::observation_operator::svd(u.shape[0], v.shape[0], std::move(u.values), std::move(s),
                                                  std::move(v.values));
           },

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import diffsample as ds
-from conftest import requires_gpu, torch_or_none
+from conftest import requires_gpu, runs_beside, torch_or_none
 
 torch = torch_or_none()
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
@@ -251,3 +251,12 @@ def test_problem_data_sizes_are_checked_before_the_copy():
                                                  r"bytes of host memory for their float64 copy, the limit is "
                                                  r"70368744177664 \(2\^46\) \(diffsample.limits.max_host_bytes\)$"):
             call()
+
+
+def test_the_svd_operator_releases_the_gil():
+    """ObservationOperator.svd checks its factors' orthonormality, O((d_y + d_x) r^2) (seconds for factors of a few
+    thousand), and held the GIL meanwhile: no other Python thread ran. It releases it once the data is read (dense
+    and mask too). Seen failing before the fix: this thread never ran inside the constructor."""
+    d = 256
+    U = np.eye(d)
+    assert runs_beside(lambda: ds.ObservationOperator.svd(U, np.ones(d), U))
