@@ -588,6 +588,23 @@ M setting_value(nb::handle h, const std::string& name) {
     }
     return nb::cast<M>(h);
   } else {
+    if constexpr (std::is_same_v<M, std::vector<double>>) {
+      // nanobind's conversion takes each value as float() does: a bool as 1.0, a NumPy complex value as its real
+      // part (a ComplexWarning only); refused here, an array by its dtype, a sequence item by item.
+      bool lossy = !h.is_none() && complex_or_bool(h);
+      if (!lossy && !h.is_none() && !nb::hasattr(h, "dtype") && !PyUnicode_Check(h.ptr()) &&
+          !PyBytes_Check(h.ptr()) && PySequence_Check(h.ptr())) {
+        nb::object items = nb::steal(PySequence_Fast(h.ptr(), "a sequence"));
+        if (!items.is_valid()) PyErr_Clear();
+        for (Py_ssize_t k = 0; items.is_valid() && k < PySequence_Fast_GET_SIZE(items.ptr()) && !lossy; ++k) {
+          nb::handle item = PySequence_Fast_GET_ITEM(items.ptr(), k);
+          lossy = is_bool(item) || complex_or_bool(item);
+        }
+      }
+      if (lossy)
+        raise_type(name + ": " + setting_got(h) + ", expected a sequence of floats (a bool or complex value is no "
+                   "real number)");
+    }
     M value;
     if (h.is_none() || !nb::try_cast(h, value)) {
       std::string expected;

@@ -175,3 +175,26 @@ def test_the_package_objects_take_no_other_attributes(mixture2):
     import weakref
 
     assert all(weakref.ref(obj)() is obj for obj in objects)
+
+
+LOSSY_SEQUENCES = [
+    ("bool-item", [True, 0.5, 0.9]),
+    ("complex-item", [np.complex128(0.1 + 2j), 0.5, 0.9]),
+    ("bool-array", np.array([True, False, True])),
+    ("complex-array", np.array([0.1 + 2j, 0.5, 0.9])),
+]
+
+
+@pytest.mark.parametrize("value", [c[1] for c in LOSSY_SEQUENCES], ids=[c[0] for c in LOSSY_SEQUENCES])
+def test_float_sequences_refuse_bools_and_complex_values(value):
+    """A sequence of floats (NoiseSchedule.times, with_times(), vp_table()) went through nanobind's conversion, which
+    takes each value as float() does: True as 1.0, a NumPy complex value as its real part with a ComplexWarning only.
+    Refused naming the field, as a single real setting refuses them. Seen failing before the fix: each value taken."""
+    pattern = r"expected a sequence of floats \(a bool or complex value is no real number\)$"
+    with pytest.raises(TypeError, match=r"^times: a (list|ndarray) \(.*\), " + pattern):
+        ds.NoiseSchedule().times = value
+    with pytest.raises(ds.InvalidArgument, match=r"^times: .*" + pattern):
+        ds.NoiseSchedule.vp_linear().with_times(value)
+    with pytest.raises(ds.InvalidArgument, match=r"^alpha_bar: .*" + pattern):
+        ds.NoiseSchedule.vp_table(value)
+    ds.NoiseSchedule.vp_linear().with_times([0.1, 0.5, 0.9])  # floats still pass
