@@ -1985,11 +1985,24 @@ NB_MODULE(_core, m) {
                    },
                    DS_DOC(mixture_posterior, covariances) " (a NumPy copy)", nb::rv_policy::move)
       .def_prop_ro("log_evidence", &ds::mixture_posterior::log_evidence, DS_DOC(mixture_posterior, log_evidence))
-      .def("mean", [](const ds::mixture_posterior& q) { return to_numpy(q.mean(), {std::size_t(q.dim())}); },
+      .def("mean",
+           [](const ds::mixture_posterior& q) {
+             std::vector<double> v;
+             {
+               nb::gil_scoped_release release;  // O(K d) on the host
+               v = q.mean();
+             }
+             return to_numpy(std::move(v), {std::size_t(q.dim())});
+           },
            DS_DOC(mixture_posterior, mean) " A new (d_x,) float64 NumPy array.")
       .def("covariance",
            [](const ds::mixture_posterior& q) {
-             return to_numpy(q.covariance(), {std::size_t(q.dim()), std::size_t(q.dim())});
+             std::vector<double> c;
+             {
+               nb::gil_scoped_release release;  // O(K d^2) on the host: a second for thousands of components
+               c = q.covariance();
+             }
+             return to_numpy(std::move(c), {std::size_t(q.dim()), std::size_t(q.dim())});
            },
            DS_DOC(mixture_posterior, covariance) " A new (d_x, d_x) float64 NumPy array.")
       .def(

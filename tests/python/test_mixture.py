@@ -103,3 +103,13 @@ def test_mixture_constructors_release_the_gil():
     assert runs_beside(lambda: ds.GaussianMixture(np.ones(K), means, np.ones(K)))
     assert runs_beside(lambda: ds.GaussianMixture.empirical(means, 1.0))
     assert runs_beside(lambda: ds.GaussianMixture.grid(d, 32, 1.0, 1.0))
+
+
+def test_posterior_covariance_releases_the_gil():
+    """MixturePosterior.covariance() sums K d x d matrices on the host (O(K d^2): a second for thousands of
+    components) and held the GIL meanwhile. Seen failing before the fix: this thread never ran inside it."""
+    K, d = 64, 128
+    rng = np.random.default_rng(0)
+    prior = ds.GaussianMixture(np.ones(K), rng.normal(size=(K, d)), np.ones((K, d)))
+    posterior = ds.MixturePosterior(prior, np.eye(1, d), 0.5, [0.0])
+    assert runs_beside(posterior.covariance)
