@@ -1,5 +1,7 @@
 // Langevin family against exact answers: ULA's stationary variance on a Gaussian, MALA's invariance of the
-// mixture, tamed ULA's stability, and independence from batch split, step split and executor.
+// mixture, tamed ULA's stability, one step of each method against its formula in FP64 with the documented stream
+// (MALA's accept/reject against the Metropolis-Hastings ratio), MALA's exactness at a noisy channel, and independence
+// from batch split, step split and executor.
 // Seen failing against wrong kernels: MALA without the proposal-density correction (MALA variance and mixture
 // tests), ULA noise sqrt(gamma) instead of sqrt(2 gamma) (ULA and MALA variance tests).
 #include <gtest/gtest.h>
@@ -383,4 +385,233 @@ TEST(LangevinGpu, EveryRegisterDimensionEveryMethodAndTheOutputs) {
       }
     }
   }
+}
+
+// --- One step against FP64 formulas with the documented stream ----------------------------------------------------
+//
+// The target below is a diagonal two-component mixture seen at the channel (a, s) = (0.8, 0.6) (options.target), so
+// that log p_t is not a quadratic and every constant of the channel (c_kj = a^2 v_kj + s^2, the means a mu_kj) enters.
+// The FP64 reference is written from the formulas (shared math.md sections 1 and 2), not from the kernels.
+
+namespace {
+
+struct channel_mixture64 {
+  int d;
+  std::vector<double> w, mu, v;  // K, K x d, K x d (diagonal)
+  double a, s;
+  int components() const { return static_cast<int>(w.size()); }
+  /// log p_t(x) and its gradient: l_k = log w_k - 1/2 sum_j (x_j - a mu_kj)^2 / c_kj - 1/2 sum_j log(2 pi c_kj),
+  /// log p = logsumexp_k l_k, grad = sum_k r_k (a mu_k - x) / c_k.
+  double log_density(const std::vector<double>& x, std::vector<double>* grad = nullptr) const {
+    const int K = components();
+    std::vector<double> l(K);
+    for (int k = 0; k < K; ++k) {
+      l[k] = std::log(w[k]);
+      for (int j = 0; j < d; ++j) {
+        const double c = a * a * v[k * d + j] + s * s, e = x[j] - a * mu[k * d + j];
+        l[k] -= 0.5 * (e * e / c + std::log(2 * M_PI * c));
+      }
+    }
+    const double top = *std::max_element(l.begin(), l.end());
+    double sum = 0;
+    for (double t : l) sum += std::exp(t - top);
+    const double lse = top + std::log(sum);
+    if (grad) {
+      grad->assign(d, 0.0);
+      for (int k = 0; k < K; ++k) {
+        const double r = std::exp(l[k] - lse);
+        for (int j = 0; j < d; ++j)
+          (*grad)[j] += r * (a * mu[k * d + j] - x[j]) / (a * a * v[k * d + j] + s * s);
+      }
+    }
+    return lse;
+  }
+  gaussian_mixture build() const { return gaussian_mixture(d, w, mu, v); }
+};
+
+channel_mixture64 two_diagonal_components(int d) {
+  channel_mixture64 m{d, {0.35, 0.65}, std::vector<double>(2 * d), std::vector<double>(2 * d), 0.8, 0.6};
+  for (int j = 0; j < d; ++j) {
+    m.mu[j] = -1.0 + 0.3 * j;
+    m.mu[d + j] = 1.5 - 0.2 * j;
+    m.v[j] = 0.4 + 0.1 * j;
+    m.v[d + j] = 0.9 - 0.05 * j;
+  }
+  return m;
+}
+
+/// Starting points spread well beyond the target (coordinates in [-4, 4]), so that MALA rejects often.
+std::vector<float> spread_points(std::int64_t n, int d) {
+  std::vector<float> x(n * d);
+  for (std::int64_t e = 0; e < n * d; ++e) x[e] = float(-4.0 + 8.0 * double((e * 7919) % 1000) / 999.0);
+  return x;
+}
+
+}  // namespace
+
+class LangevinOneStep : public ::testing::TestWithParam<int> {};  // parameter: d (2 register path, 3 and 5 workspace)
+
+// MALA's kernel against the Metropolis-Hastings rule in FP64, step by step, with the documented stream: chain i at step
+// k draws z (the first d normals of (seed, first_chain + i, first_step + k)) and u (the uniform after them), proposes
+// x' = x + gamma g(x) + sqrt(2 gamma) z and accepts iff log u < log alpha,
+//   log alpha = log p(x') - log p(x) + log q(x | x') - log q(x' | x),
+//   log q(b | a) = -|b - a - gamma g(a)|^2 / (4 gamma)   (the density of N(a + gamma g(a), 2 gamma I) up to a constant
+//   that cancels), written from both points rather than from z.
+// The kernel rounds in FP32: log alpha to about 1e-5 here (terms of order 10), so a chain whose |log u - log alpha|
+// falls below 1e-3 at some step has an undecidable step and is left out from there (about 1e-3 of the steps; at
+// most a tenth of the chains is allowed to be). Every other chain must match: its accepted count exactly, its state
+// within 1e-4 relative (FP32 states after three steps). Both decisions must occur often: at least n / 8 of each
+// among the 3 n steps (about 1000 accepts and 120 .. 130 rejects here).
+// Since the reference's rule satisfies detailed balance with respect to p_t exactly (the ratio of the two proposal
+// densities is in it), a kernel that follows it leaves p_t invariant; MalaIsExactOnADiagonalGaussianAtAChannel
+// checks the consequence statistically.
+// Seen failing with 1 / (2 gamma) for 1 / (4 gamma) in the reverse move's term, with the forward term's sign
+// flipped, with the state's score or its log p kept after an accepted move, and with the uniform drawn before the
+// normals.
+TEST_P(LangevinOneStep, MalaAcceptsExactlyByTheMetropolisHastingsRatio) {
+  const int d = GetParam();
+  const channel_mixture64 m = two_diagonal_components(d);
+  const gaussian_mixture mix = m.build();
+  const std::int64_t n = 512;
+  std::vector<float> x = spread_points(n, d);
+  const std::vector<float> start = x;
+  langevin_options o;
+  o.method = langevin_method::mala;
+  o.step_size = 0.3;
+  o.steps = 3;
+  o.target = {m.a, m.s};
+  o.seed = 99;
+  o.first_chain = 1000;
+  o.first_step = 17;
+  std::vector<std::int64_t> accepted(n, -1);
+  langevin(mix, x.data(), {nullptr, accepted.data()}, n, o, {executor::cpu});
+  const double gamma = o.step_size;
+  int undecidable = 0;
+  std::int64_t accepts = 0, rejects = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::vector<double> xi(start.begin() + i * d, start.begin() + (i + 1) * d), g, gp;
+    double logp = m.log_density(xi, &g);
+    std::int64_t count = 0;
+    bool decided = true;
+    for (std::int64_t k = 0; k < o.steps && decided; ++k) {
+      const std::uint64_t id = o.first_chain + std::uint64_t(i), step = o.first_step + std::uint64_t(k);
+      const auto z = dt::documented_normals(o.seed, id, step, d);
+      const double log_u = std::log(double(dt::documented_uniform_after_normals(o.seed, id, step, d)));
+      std::vector<double> xp(d);
+      for (int j = 0; j < d; ++j) xp[j] = xi[j] + gamma * g[j] + std::sqrt(2 * gamma) * z[j];
+      const double logp_new = m.log_density(xp, &gp);
+      double forward = 0, backward = 0;
+      for (int j = 0; j < d; ++j) {
+        const double f = xp[j] - xi[j] - gamma * g[j], b = xi[j] - xp[j] - gamma * gp[j];
+        forward += f * f;
+        backward += b * b;
+      }
+      const double log_alpha = logp_new - logp - backward / (4 * gamma) + forward / (4 * gamma);
+      if (std::abs(log_u - log_alpha) < 1e-3) {
+        decided = false;
+        break;
+      }
+      if (log_u < log_alpha) {
+        xi = xp;
+        g = gp;
+        logp = logp_new;
+        ++count;
+        ++accepts;
+      } else {
+        ++rejects;
+      }
+    }
+    if (!decided) {
+      ++undecidable;
+      continue;
+    }
+    EXPECT_EQ(accepted[i], count) << "d " << d << " chain " << i;
+    for (int j = 0; j < d; ++j)
+      EXPECT_NEAR(x[i * d + j], xi[j], 1e-4 * (1 + std::abs(xi[j]))) << "d " << d << " chain " << i << " coordinate " << j;
+  }
+  EXPECT_LE(undecidable, n / 10);
+  EXPECT_GT(accepts, n / 8) << "too few accepted moves for the test to check them";
+  EXPECT_GT(rejects, n / 8) << "too few rejected moves for the test to check them";
+}
+
+// ULA and tamed ULA from points where the score is far from zero, two steps (the second from the state the first
+// left, so the score is recomputed there), against x <- x + gamma g + sqrt(2 gamma) z and
+// x <- x + gamma g / (1 + gamma |g|) + sqrt(2 gamma) z (math.md section 2) in FP64 with the documented normals. At
+// |x| <= 4 the score is at most ~15 in each coordinate, so FP32 keeps 1e-5 relative. accepted counts every step.
+// Seen failing with the tamed drift gamma / (1 + |g|) and gamma / (1 + gamma |g|^2), and with ULA's drift gamma / 2.
+TEST_P(LangevinOneStep, UlaAndTamedUlaStepsMatchTheirFormulas) {
+  const int d = GetParam();
+  const channel_mixture64 m = two_diagonal_components(d);
+  const gaussian_mixture mix = m.build();
+  const std::int64_t n = 64;
+  for (auto method : {langevin_method::ula, langevin_method::tamed_ula}) {
+    std::vector<float> x = spread_points(n, d);
+    const std::vector<float> start = x;
+    langevin_options o;
+    o.method = method;
+    o.step_size = 0.05;
+    o.steps = 2;
+    o.target = {m.a, m.s};
+    o.seed = 5;
+    o.first_chain = 3;
+    o.first_step = 40;
+    std::vector<std::int64_t> accepted(n, -1);
+    langevin(mix, x.data(), {nullptr, accepted.data()}, n, o, {executor::cpu});
+    const double gamma = o.step_size;
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::vector<double> xi(start.begin() + i * d, start.begin() + (i + 1) * d), g;
+      for (std::int64_t k = 0; k < o.steps; ++k) {
+        m.log_density(xi, &g);
+        double norm2 = 0;
+        for (double t : g) norm2 += t * t;
+        const double drift = method == langevin_method::ula ? gamma : gamma / (1 + gamma * std::sqrt(norm2));
+        const auto z = dt::documented_normals(o.seed, o.first_chain + i, o.first_step + k, d);
+        for (int j = 0; j < d; ++j) xi[j] += drift * g[j] + std::sqrt(2 * gamma) * z[j];
+      }
+      EXPECT_EQ(accepted[i], o.steps) << to_string(method);
+      for (int j = 0; j < d; ++j)
+        EXPECT_NEAR(x[i * d + j], xi[j], 1e-5 * (1 + std::abs(xi[j])))
+            << to_string(method) << " d " << d << " chain " << i << " coordinate " << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dims, LangevinOneStep, ::testing::Values(2, 3, 5));
+
+// MALA leaves p_t exactly invariant: on a diagonal Gaussian N(m, diag(v)) seen at the channel (a, s) = (0.8, 0.6)
+// the target is N(a m, diag(a^2 v + s^2)); chains started at exact draws of it must still be distributed so after
+// 60 steps. n = 2^14 independent chains: per coordinate the mean's standard error is sqrt(c_j / n) and the variance's
+// sqrt(2 / n) c_j (1.1%); 5 standard errors. The step gamma = 0.4 min c_j would give ULA a variance
+// 1 / (1 - gamma / (2 c_j)) - 1 >= 25% too large in the narrowest coordinate (over 20 standard errors), and a MALA
+// whose ratio had a proposal density of the wrong width or a stale state a wrong law.
+// Seen failing with 1 / (2 gamma) for 1 / (4 gamma) in the reverse move's term, with the forward term's sign flipped,
+// and with the state's score or its log p kept after an accepted move.
+TEST(Langevin, MalaIsExactOnADiagonalGaussianAtAChannel) {
+  const int d = 3;
+  const std::vector<double> mean = {1.0, -2.0, 0.5}, var = {0.3, 1.2, 0.6};
+  const double a = 0.8, s = 0.6;
+  const gaussian_mixture prior(d, {1.0}, mean, var);
+  std::vector<double> c(d);
+  for (int j = 0; j < d; ++j) c[j] = a * a * var[j] + s * s;
+  const std::int64_t n = 1 << 14;
+  std::vector<float> x(n * d);
+  prior.sample(x.data(), n, {a, s}, 21, nullptr, 0, {executor::cpu});
+  langevin_options o;
+  o.method = langevin_method::mala;
+  o.step_size = 0.4 * *std::min_element(c.begin(), c.end());
+  o.steps = 60;
+  o.target = {a, s};
+  o.seed = 22;
+  std::vector<std::int64_t> accepted(n);
+  langevin(prior, x.data(), {nullptr, accepted.data()}, n, o, {executor::cpu});
+  for (int j = 0; j < d; ++j) {
+    const auto col = dt::column(x, d, j);
+    EXPECT_NEAR(dt::mean(col), a * mean[j], 5 * std::sqrt(c[j] / n)) << "coordinate " << j;
+    EXPECT_NEAR(dt::variance(col), c[j], 5 * std::sqrt(2.0 / n) * c[j]) << "coordinate " << j;
+  }
+  double rate = 0;
+  for (auto k : accepted) rate += double(k);
+  rate /= double(n) * double(o.steps);
+  EXPECT_GT(rate, 0.5);
+  EXPECT_LT(rate, 1.0);
 }

@@ -24,4 +24,14 @@ inline std::vector<float> documented_normals(std::uint64_t seed, std::uint64_t i
   return z;
 }
 
+/// The uniform in (0, 1] that stream (seed, id, step) gives after its first d normals: curand_uniform's first output
+/// of the block after the ceil(d / 4) blocks of curand_normal4 (MALA's acceptance draws it after its proposal's
+/// normals, README "Langevin samplers").
+inline float documented_uniform_after_normals(std::uint64_t seed, std::uint64_t id, std::uint64_t step, int d) {
+  curandStatePhilox4_32_10_t state;
+  curand_init(seed, id, step << 34, &state);
+  for (int j = 0; j < d; j += 4) (void)curand_normal4(&state);
+  return curand_uniform(&state);
+}
+
 }  // namespace diffsample::testing
