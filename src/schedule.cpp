@@ -141,7 +141,44 @@ void check_domain(const noise_schedule& sc, double t) {
   }
 }
 
+// Every parameter is read by one kind (t_start, t_end and grid by all, times by the custom grid, checked in
+// points()): one set to another value than its default (noise_schedule's member initialisers, which every factory
+// leaves to the kinds that do not read it) on a kind that does not read it was ignored, and the run took a channel
+// its caller did not ask for. A NaN differs from every default and is refused too.
+void check_unread_parameters(const noise_schedule& sc) {
+  const noise_schedule defaults;
+  struct parameter {
+    const char* name;
+    schedule_kind reader;
+    bool is_default;
+    double value;
+    double default_value;
+  };
+  const parameter parameters[] = {
+      {"beta_min", schedule_kind::vp_linear, sc.beta_min == defaults.beta_min, sc.beta_min, defaults.beta_min},
+      {"beta_max", schedule_kind::vp_linear, sc.beta_max == defaults.beta_max, sc.beta_max, defaults.beta_max},
+      {"cosine_offset", schedule_kind::vp_cosine, sc.cosine_offset == defaults.cosine_offset, sc.cosine_offset,
+       defaults.cosine_offset},
+      {"sigma_min", schedule_kind::variance_exploding, sc.sigma_min == defaults.sigma_min, sc.sigma_min,
+       defaults.sigma_min},
+      {"sigma_max", schedule_kind::variance_exploding, sc.sigma_max == defaults.sigma_max, sc.sigma_max,
+       defaults.sigma_max},
+  };
+  for (const parameter& p : parameters)
+    DIFFSAMPLE_EXPECTS(p.is_default || p.reader == sc.kind,
+                       "schedule." << p.name << ": " << p.value << " is set, but schedule.kind "
+                                   << to_string(sc.kind) << " does not read it (only " << to_string(p.reader)
+                                   << " does): leave it at its default " << p.default_value << " or set kind = "
+                                   << to_string(p.reader));
+  DIFFSAMPLE_EXPECTS(sc.alpha_bar.empty() || sc.kind == schedule_kind::vp_table,
+                     "schedule.alpha_bar: " << sc.alpha_bar.size() << " values are set, but schedule.kind "
+                                            << to_string(sc.kind)
+                                            << " does not read them (only vp_table does): leave alpha_bar empty or "
+                                            << "set kind = vp_table");
+}
+
 void check_parameters(const noise_schedule& sc) {
+  check_unread_parameters(sc);
   switch (sc.kind) {
     case schedule_kind::vp_linear:
       DIFFSAMPLE_EXPECTS(std::isfinite(sc.beta_min) && sc.beta_min >= 0,

@@ -1058,6 +1058,25 @@ TEST_F(Cli, SampleFileSettingsReachTheRunAndTheFlagsWin) {
   }
 }
 
+// A problem file's alpha_bar is vp_table's alone: with another schedule (the file's, or --schedule over a file's
+// vp_table) the run dropped it and sampled the other schedule without a word. Refused, naming the field and the
+// kind: from the file (exit status 1) and from the flag (2). Seen failing before the fix: both runs succeeded.
+TEST_F(Cli, AlphaBarOnAnotherScheduleIsRefused) {
+  const std::string head = R"({"prior": {"grid": {"dim": 2, "size": 3}}, "sampler": {"executor": "cpu", )"
+                           R"("name": "ddpm", "steps": 4, "chains": 64, "alpha_bar": [0.99, 0.9, 0.5, 0.1], )";
+  write("cosine.json", head + R"("schedule": "vp_cosine"}})");
+  write("table.json", head + R"("schedule": "vp_table"}})");
+  const result file = run("sample --quiet --problem " + path("cosine.json") + " --out " + path("out.npy"));
+  expect_failure(file, "sampler: schedule.alpha_bar: 4 values are set, but schedule.kind vp_cosine does not read them");
+  EXPECT_EQ(file.rc, 1);
+  const result flag =
+      run("sample --quiet --problem " + path("table.json") + " --schedule vp_linear --out " + path("out.npy"));
+  expect_failure(flag, "--schedule/--time-grid/--t-start/--t-end: schedule.alpha_bar: 4 values are set, but "
+                       "schedule.kind vp_linear does not read them");
+  EXPECT_EQ(flag.rc, 2);
+  ASSERT_EQ(run("sample --quiet --problem " + path("table.json") + " --out " + path("out.npy")).rc, 0);
+}
+
 TEST_F(Cli, BenchPrintsTheTable) {
   const result r = run("bench --executor cpu --chains 256 --steps 2 --dims 2,10 --report " + path("b.json"));
   ASSERT_EQ(r.rc, 0) << r.err;

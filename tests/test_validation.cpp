@@ -348,6 +348,60 @@ TEST(Validation, ScheduleChannelChecksTheParameters) {
   EXPECT_NEAR(noise_schedule::vp_table({0.9, 0.5}).at(0.5).a, std::sqrt(0.9), 1e-15);
 }
 
+// A parameter set on a schedule kind that does not read it (vp_cosine's alpha_bar, variance_exploding's beta_max) was
+// ignored: the run took the kind's channel with no word of the value. It is refused, naming the field and the kind,
+// by points() and at() (and so by every sampler), for every parameter on every kind but its reader; the defaults
+// every factory leaves stay accepted, and a NaN in an unread field is refused as any other value. Seen failing
+// before the fix: no exception for any of the 36 pairs.
+TEST(Validation, ScheduleParameterTheKindDoesNotReadIsRefused) {
+  struct parameter {
+    const char* name;
+    schedule_kind reader;
+    void (*set)(noise_schedule&);
+  };
+  const parameter parameters[] = {
+      {"schedule.beta_min", schedule_kind::vp_linear, [](noise_schedule& s) { s.beta_min = 0.2; }},
+      {"schedule.beta_max", schedule_kind::vp_linear, [](noise_schedule& s) { s.beta_max = not_a_number; }},
+      {"schedule.cosine_offset", schedule_kind::vp_cosine, [](noise_schedule& s) { s.cosine_offset = 0.01; }},
+      {"schedule.alpha_bar", schedule_kind::vp_table, [](noise_schedule& s) { s.alpha_bar = {0.9, 0.5}; }},
+      {"schedule.sigma_min", schedule_kind::variance_exploding, [](noise_schedule& s) { s.sigma_min = 0.02; }},
+      {"schedule.sigma_max", schedule_kind::variance_exploding, [](noise_schedule& s) { s.sigma_max = 40; }},
+  };
+  const noise_schedule kinds[] = {noise_schedule::vp_linear(),          noise_schedule::vp_cosine(),
+                                  noise_schedule::vp_table({0.9, 0.5}), noise_schedule::variance_exploding(),
+                                  noise_schedule::ornstein_uhlenbeck(), noise_schedule::linear_interpolant(),
+                                  noise_schedule::stochastic_localization()};
+  int refused = 0;
+  for (const noise_schedule& base : kinds) {
+    SCOPED_TRACE(to_string(base.kind));
+    EXPECT_NO_THROW((void)base.points(4));  // every factory's defaults pass
+    for (const parameter& p : parameters) {
+      SCOPED_TRACE(p.name);
+      noise_schedule s = base;
+      p.set(s);
+      if (p.reader == s.kind) {
+        if (std::string(p.name) != "schedule.beta_max") EXPECT_NO_THROW((void)s.points(4));  // its own field
+        continue;
+      }
+      const std::string kind = std::string("schedule.kind ") + to_string(s.kind) + " does not read";
+      const std::string reader = std::string("only ") + to_string(p.reader);
+      expect_error([&] { (void)s.points(4); }, {p.name, kind.c_str(), reader.c_str()});
+      expect_error([&] { (void)s.at(s.t_end); }, {p.name, kind.c_str()});
+      ++refused;
+    }
+  }
+  EXPECT_EQ(refused, 7 * 6 - 6);  // every pair but the six of each parameter with its reader
+  // A sampler refuses it before it runs.
+  const gaussian_mixture mix = small();
+  std::vector<float> x(8, 0.f);
+  diffusion_options d;
+  d.steps = 4;
+  d.schedule = noise_schedule::vp_cosine();
+  d.schedule.alpha_bar = {0.9, 0.5};
+  expect_error([&] { diffusion(mix, x.data(), {}, 4, d, execution{executor::cpu}); },
+               {"schedule.alpha_bar", "vp_cosine"});
+}
+
 // The trajectory's size was formed as records x n before its check: 64 records of n = 2^58 chains wrapped around 2^64
 // to 0 elements, so any trajectory pointer passed as large enough. Seen failing before the fix: the error came later,
 // from the workspace size, naming n and not the trajectory.

@@ -158,7 +158,9 @@ typedef enum ds_time_grid {
 /**
  * A noise schedule and its time grid (diffsample::noise_schedule): initialise with ds_schedule_init(), which fills
  * in the parameters and the grid of the kind's factory with its default arguments, then change fields. Only the
- * fields of the chosen kind are read. The arrays are borrowed for the duration of each call that reads the schedule.
+ * fields of the chosen kind are read: a parameter of another kind (beta_min, beta_max, cosine_offset, alpha_bar,
+ * sigma_min, sigma_max) set away from the default ds_schedule_init() gave it is refused with DS_INVALID_ARGUMENT,
+ * naming the field and the kind. The arrays are borrowed for the duration of each call that reads the schedule.
  */
 typedef struct ds_schedule {
   size_t struct_size;      /**< sizeof(ds_schedule), set by ds_schedule_init() */

@@ -52,7 +52,10 @@ struct schedule_point {
 };
 
 /// A schedule and its time grid. Build one with the factory functions, then adjust the grid with with_grid() or
-/// with_times(). Plain data: copy it freely; points() validates it.
+/// with_times(). Plain data: copy it freely; points() validates it. Each parameter is read by one kind only (beta_min
+/// and beta_max by vp_linear, cosine_offset by vp_cosine, alpha_bar by vp_table, sigma_min and sigma_max by
+/// variance_exploding; grid, t_start and t_end by every kind): one set away from its default here on another kind is
+/// refused by points() and at(), naming the field and the kind, rather than ignored.
 struct DIFFSAMPLE_API noise_schedule {
   schedule_kind kind = schedule_kind::vp_linear;  ///< channel family
   double beta_min = 0.1;             ///< vp_linear: beta(0) (the continuous-time VP SDE of Song et al.)
@@ -88,13 +91,15 @@ struct DIFFSAMPLE_API noise_schedule {
   noise_schedule& with_times(std::vector<double> custom_times);
 
   /// The channel and its derivatives at time t. @throws invalid_argument if t is outside the schedule's domain or a
-  /// parameter is invalid (as points() checks them: an empty or not decreasing vp_table, a NaN rate or sigma).
+  /// parameter is invalid (as points() checks them: an empty or not decreasing vp_table, a NaN rate or sigma, a
+  /// parameter of another kind set away from its default).
   schedule_point at(double t) const;
 
   /// The steps + 1 points of the grid in sampling order. Validates the schedule: parameters finite and in range,
   /// times strictly monotone and inside the domain, 0 <= a, s <= max_abs_value (1e18; the FP32 kernels square
   /// them) with a + s > 0, and the signal-to-noise ratio a^2 / s^2 strictly increasing along the grid (so every
   /// step removes noise); times given with a grid other than custom are refused (they would be ignored).
+  /// A parameter of another kind than this one's, set away from its default, is refused too (it would be ignored).
   /// @throws invalid_argument naming the field and the bad value
   std::vector<schedule_point> points(std::int64_t steps) const;
 };

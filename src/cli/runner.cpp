@@ -136,6 +136,9 @@ noise_schedule make_schedule(const run_settings& s, diffusion_sampler sampler) {
   if (kind == schedule_kind::vp_table && s.alpha_bar.empty())
     throw input_error("schedule vp_table needs sampler.alpha_bar in a problem file");
   noise_schedule sched = detail::default_schedule(kind, s.alpha_bar);
+  // The file's alpha_bar goes to every kind, so that the library refuses it where the kind does not read it (with
+  // --schedule vp_cosine, say) instead of the run dropping it.
+  sched.alpha_bar = s.alpha_bar;
   if (!s.time_grid.empty() || s.t_start || s.t_end) {
     const time_grid g = s.time_grid.empty() ? sched.grid : parse_time_grid(s.time_grid);
     if (g == time_grid::custom) throw usage_error("time grid 'custom' is not available from the program");

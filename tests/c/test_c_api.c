@@ -376,6 +376,19 @@ static void test_schedule(void) {
   s.grid = DS_TIME_GRID_UNIFORM;
   EXPECT_ERROR(ds_schedule_points(&s, 10, NULL), DS_INVALID_ARGUMENT, "out");
   EXPECT_ERROR(ds_schedule_points(NULL, 10, p), DS_INVALID_ARGUMENT, "schedule");
+  /* A field of another kind than the schedule's, set away from its default, was ignored: refused naming the field and
+     the kind (a table on vp_cosine, beta_max on variance_exploding). */
+  CHECK_OK(ds_schedule_init(&s, sizeof s, DS_SCHEDULE_VP_COSINE));
+  s.alpha_bar = times + 1; /* 0.5, 0.1: a valid vp_table */
+  s.alpha_bar_count = 2;
+  EXPECT_ERROR(ds_schedule_points(&s, 10, p), DS_INVALID_ARGUMENT, "schedule.alpha_bar: 2 values are set, but schedule.kind vp_cosine");
+  s.kind = DS_SCHEDULE_VP_TABLE;
+  CHECK_OK(ds_schedule_points(&s, 10, p));
+  CHECK_OK(ds_schedule_init(&s, sizeof s, DS_SCHEDULE_VARIANCE_EXPLODING));
+  s.beta_max = 10.0;
+  EXPECT_ERROR(ds_schedule_points(&s, 10, p), DS_INVALID_ARGUMENT, "schedule.beta_max: 10 is set, but schedule.kind variance_exploding");
+  s.beta_max = 20.0; /* the default again */
+  CHECK_OK(ds_schedule_points(&s, 10, p));
 }
 
 /* --- reverse diffusion ------------------------------------------------------------------------------------------ */

@@ -291,3 +291,27 @@ def test_schedule_factories_refuse_non_finite_numbers(call, name, shown):
     is refused at once. Seen failing before the fix: the schedules made without an error."""
     with pytest.raises(ds.InvalidArgument, match=rf"^{name}: {shown}, expected a finite number$"):
         call()
+
+
+@pytest.mark.parametrize("make,field,kind", [
+    (lambda: _set(S.vp_cosine(), alpha_bar=[0.9, 0.5]), "alpha_bar", "vp_cosine"),
+    (lambda: _set(S.variance_exploding(), beta_max=10.0), "beta_max", "variance_exploding"),
+    (lambda: _set(S.vp_linear(), sigma_min=0.02), "sigma_min", "vp_linear"),
+    (lambda: _set(S.ornstein_uhlenbeck(), cosine_offset=0.01), "cosine_offset", "ornstein_uhlenbeck"),
+], ids=["alpha_bar-vp_cosine", "beta_max-variance_exploding", "sigma_min-vp_linear", "cosine_offset-ou"])
+def test_schedule_fields_of_another_kind_are_refused(make, field, kind):
+    """A field the schedule's kind does not read (a table on vp_cosine) was ignored, and the run took the kind's
+    channel. Refused by points() and at() (and so by every sampler), naming the field and the kind. Seen failing
+    before the fix: no exception."""
+    s = make()
+    pattern = rf"^schedule\.{field}: .* (is|are) set, but schedule\.kind {kind} does not read"
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        s.points(4)
+    with pytest.raises(ds.InvalidArgument, match=pattern):
+        s.at(s.t_end)
+
+
+def _set(schedule, **fields):
+    for name, value in fields.items():
+        setattr(schedule, name, value)
+    return schedule
