@@ -5,6 +5,7 @@
 // chunks.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/linalg.cuh"
 #include "kernels/mixture.cuh"
@@ -56,6 +57,95 @@ std::shared_ptr<const posterior_tables> make_posterior_tables(std::int64_t compo
 }  // namespace detail
 
 namespace detail {
+
+namespace {
+
+/// Component k in the square-root information form, for a component whose A Sigma_k A^T + sigma_y^2 I the
+/// covariance form refused as numerically singular while sigma_y > 0 (more rows than A has rank, with sigma_y small
+/// against A Sigma_k A^T: the matrix is positive definite, its smallest eigenvalue sigma_y^2, but below the pivot test's
+/// 1e-13 of its diagonal). With D = Sigma_k^(1/2), B = A D and r = y - A mu_k, x = mu_k + D u has the prior u ~ N(0, I)
+/// and the observation r = B u + sigma_y z, so the posterior of u is the least-squares problem
+///   min_u |M u - b|^2,  M = [B / sigma_y; I]  ((m + d) x d),  b = [r / sigma_y; 0],
+/// solved by Householder QR, M = Q R: u* = R^-1 (Q^T b)_(0..d), Cov(u) = (R^T R)^-1 = R^-1 R^-T, the minimum
+/// |(Q^T b)_(d..m+d)|^2 = r^T C^-1 r (a sum of squares: no cancellation), and log det C = m log sigma_y^2 +
+/// 2 sum_j log |R_jj| (det(sigma_y^2 I + B B^T) = sigma_y^(2m) det(I + B^T B / sigma_y^2)). R^T R >= I, so R is
+/// invertible whenever its entries are finite. Returns false (the component stays refused) when they are not.
+bool posterior_component_qr(const double* mu, const double* v, std::int64_t v_stride, double log_prior_weight,
+                            const double* A, const double* y, double sigma_y, std::int64_t m, std::int64_t d,
+                            double& log_joint, double* mean, double* cov, double* factor) {
+  const std::int64_t rows = m + d;
+  std::vector<double> M(static_cast<std::size_t>(rows * d), 0.0), b(static_cast<std::size_t>(rows), 0.0), sd(d);
+  for (std::int64_t j = 0; j < d; ++j) sd[j] = std::sqrt(v[j * v_stride]);
+  for (std::int64_t i = 0; i < m; ++i) {
+    double r = y[i];
+    for (std::int64_t j = 0; j < d; ++j) {
+      r -= A[i * d + j] * mu[j];
+      M[i * d + j] = A[i * d + j] * sd[j] / sigma_y;
+    }
+    b[i] = r / sigma_y;
+  }
+  for (std::int64_t j = 0; j < d; ++j) M[(m + j) * d + j] = 1.0;
+  // Householder QR, column by column, applied to b as well; R is left in M's first d rows.
+  for (std::int64_t c = 0; c < d; ++c) {
+    double norm = 0;
+    for (std::int64_t i = c; i < rows; ++i) norm += M[i * d + c] * M[i * d + c];
+    norm = std::sqrt(norm);
+    if (!(norm > 0) || !std::isfinite(norm)) return false;
+    const double alpha = M[c * d + c] > 0 ? -norm : norm;  // the sign that avoids cancellation in v_0
+    std::vector<double> h(static_cast<std::size_t>(rows - c));
+    for (std::int64_t i = c; i < rows; ++i) h[i - c] = M[i * d + c];
+    h[0] -= alpha;
+    double hh = 0;
+    for (double t : h) hh += t * t;
+    if (hh > 0) {
+      for (std::int64_t k = c; k < d; ++k) {
+        double s = 0;
+        for (std::int64_t i = c; i < rows; ++i) s += h[i - c] * M[i * d + k];
+        s = 2 * s / hh;
+        for (std::int64_t i = c; i < rows; ++i) M[i * d + k] -= s * h[i - c];
+      }
+      double s = 0;
+      for (std::int64_t i = c; i < rows; ++i) s += h[i - c] * b[i];
+      s = 2 * s / hh;
+      for (std::int64_t i = c; i < rows; ++i) b[i] -= s * h[i - c];
+    }
+  }
+  // u* = R^-1 b_(0..d) by back substitution; T = R^-1 (upper triangular) column by column.
+  double log_det = double(m) * std::log(sigma_y * sigma_y), quad = 0;
+  for (std::int64_t j = 0; j < d; ++j) log_det += 2 * std::log(std::abs(M[j * d + j]));
+  for (std::int64_t i = d; i < rows; ++i) quad += b[i] * b[i];
+  std::vector<double> u(d), T(static_cast<std::size_t>(d * d), 0.0);
+  for (std::int64_t i = d - 1; i >= 0; --i) {
+    double s = b[i];
+    for (std::int64_t k = i + 1; k < d; ++k) s -= M[i * d + k] * u[k];
+    u[i] = s / M[i * d + i];
+  }
+  for (std::int64_t c = 0; c < d; ++c)
+    for (std::int64_t i = c; i >= 0; --i) {
+      double s = i == c ? 1.0 : 0.0;
+      for (std::int64_t k = i + 1; k <= c; ++k) s -= M[i * d + k] * T[k * d + c];
+      T[i * d + c] = s / M[i * d + i];
+    }
+  log_joint = log_prior_weight - 0.5 * (double(m) * kernels::log_two_pi<double>() + log_det + quad);
+  for (std::int64_t j = 0; j < d; ++j) mean[j] = mu[j] + sd[j] * u[j];
+  // S' = D T T^T D.
+  for (std::int64_t j = 0; j < d; ++j)
+    for (std::int64_t l = 0; l <= j; ++l) {
+      double s = 0;
+      for (std::int64_t k = std::max(j, l); k < d; ++k) s += T[j * d + k] * T[l * d + k];
+      cov[j * d + l] = cov[l * d + j] = sd[j] * sd[l] * s;
+    }
+  for (std::int64_t e = 0; e < d * d; ++e) factor[e] = cov[e];
+  kernels::psd_factor(factor, d);
+  if (!std::isfinite(log_joint)) return false;
+  for (std::int64_t j = 0; j < d; ++j)
+    if (!std::isfinite(mean[j])) return false;
+  for (std::int64_t e = 0; e < d * d; ++e)
+    if (!std::isfinite(cov[e]) || !std::isfinite(factor[e])) return false;
+  return true;
+}
+
+}  // namespace
 
 std::int64_t posterior_components(const gaussian_mixture& prior, const linear_observation& obs, executor where,
                                   cudaStream_t stream, posterior_components_out& out) {
@@ -121,6 +211,16 @@ std::int64_t posterior_components(const gaussian_mixture& prior, const linear_ob
     DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(singular.data(), d_singular, K * sizeof(std::int32_t),
                                         cudaMemcpyDeviceToHost, stream));
     DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
+  }
+  // A component the covariance form refused while sigma_y > 0 is positive definite all the same: computed again in the
+  // square-root information form (posterior_component_qr), on the host whichever executor ran the others.
+  for (std::int64_t k = 0; k < K; ++k) {
+    if (!singular[k] || !(obs.sigma_y > 0)) continue;
+    const bool iso = prior.isotropic();
+    if (posterior_component_qr(pm.data() + k * d, pv.data() + (iso ? k : k * d), iso ? 0 : 1, log_w[k], obs.A.data(),
+                               obs.y.data(), obs.sigma_y, m, d, out.log_joint[k], out.means.data() + k * d,
+                               out.covariances.data() + k * d * d, out.factors.data() + k * d * d))
+      singular[k] = 0;
   }
   for (std::int64_t k = 0; k < K; ++k)
     if (singular[k]) return k;

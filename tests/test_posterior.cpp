@@ -2,7 +2,9 @@
 // against quadrature in 1-D and 2-D, limiting cases that recover the prior, and the moments of exact samples.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -506,5 +508,389 @@ TEST(Posterior, ImportanceSamplingFromThePriorAgreesWithTheClosedForm) {
   for (int j = 0; j < 2; ++j) {
     const double m = ds::testing::mean(ds::testing::column(resampled, 2, j));
     EXPECT_NEAR(m, mean[j], 6 * std::sqrt(cov[j * 2 + j] * (1 / report[0].ess + 1.0 / n))) << j;
+  }
+}
+
+// --- Against an independent FP64 reference: random operators of every shape and kind ------------------------------
+//
+// The reference is the information form of shared math.md section 5, written here without the library's linear
+// algebra: per component S'_k = (Sigma_k^-1 + A^T A / sigma_y^2)^-1 and m'_k = S'_k (A^T y / sigma_y^2 +
+// Sigma_k^-1 mu_k) by Gauss-Jordan elimination with partial pivoting in long double, and
+// w'_k ∝ w_k N(y; A mu_k, sigma_y^2 I + A Sigma_k A^T) with the d_y x d_y covariance's determinant and inverse taken
+// by the same elimination. A is built here from its parts (mask indices and gains, SVD factors), never through
+// observation_operator::matrix(). y is drawn from the model (a prior draw observed with noise), as a real observation
+// is. The library works in the covariance (Kalman) form instead; both are FP64 on matrices whose condition numbers
+// are below 1e4 here, so they agree to ~1e-12, and 1e-9 leaves room without letting any wrong term through.
+
+namespace {
+
+using ld = long double;
+
+/// Inverse and log |det| of an n x n matrix by Gauss-Jordan elimination with partial pivoting.
+std::vector<ld> invert(std::vector<ld> a, int n, ld* log_det) {
+  std::vector<ld> b(std::size_t(n) * n, 0.0L);
+  for (int i = 0; i < n; ++i) b[i * n + i] = 1;
+  ld ld_sum = 0;
+  for (int c = 0; c < n; ++c) {
+    int p = c;
+    for (int r = c + 1; r < n; ++r)
+      if (std::fabs(a[r * n + c]) > std::fabs(a[p * n + c])) p = r;
+    for (int k = 0; k < n; ++k) {
+      std::swap(a[c * n + k], a[p * n + k]);
+      std::swap(b[c * n + k], b[p * n + k]);
+    }
+    const ld pivot = a[c * n + c];
+    ld_sum += std::log(std::fabs(pivot));
+    for (int k = 0; k < n; ++k) {
+      a[c * n + k] /= pivot;
+      b[c * n + k] /= pivot;
+    }
+    for (int r = 0; r < n; ++r) {
+      if (r == c) continue;
+      const ld f = a[r * n + c];
+      for (int k = 0; k < n; ++k) {
+        a[r * n + k] -= f * a[c * n + k];
+        b[r * n + k] -= f * b[c * n + k];
+      }
+    }
+  }
+  if (log_det) *log_det = ld_sum;
+  return b;
+}
+
+struct posterior_case {
+  const char* name;
+  int d_x, d_y;
+  std::vector<double> A;  // d_y x d_x, built from the operator's parts
+  ds::observation_operator op;
+};
+
+/// Checks the library's posterior (through the operator) against the reference for prior `prior` (weights w, means
+/// mu, per-coordinate variances v, K x d_x) and noise sigma_y.
+void check_against_information_form(const posterior_case& c, const ds::gaussian_mixture& prior,
+                                    const std::vector<double>& w, const std::vector<double>& mu,
+                                    const std::vector<double>& v, double sigma_y, std::uint64_t seed) {
+  const int dx = c.d_x, dy = c.d_y, K = static_cast<int>(w.size());
+  // y = A x0 + sigma_y z, x0 a draw of the prior's component 1.
+  std::vector<double> x0(dx), y(dy);
+  std::uint64_t state = seed;
+  auto normal = [&]() {  // Box-Muller on a 64-bit LCG: any fixed sequence serves
+    auto uniform = [&]() {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      return (double(state >> 11) + 0.5) * 0x1.0p-53;
+    };
+    return std::sqrt(-2 * std::log(uniform())) * std::cos(two_pi * uniform());
+  };
+  for (int j = 0; j < dx; ++j) x0[j] = mu[dx + j] + std::sqrt(v[dx + j]) * normal();
+  for (int i = 0; i < dy; ++i) {
+    y[i] = sigma_y * normal();
+    for (int j = 0; j < dx; ++j) y[i] += c.A[i * dx + j] * x0[j];
+  }
+  const ds::mixture_posterior post(prior, c.op, sigma_y, y);
+  const ld s2 = ld(sigma_y) * sigma_y;
+  std::vector<ld> log_joint(K), means(std::size_t(K) * dx), covs(std::size_t(K) * dx * dx);
+  for (int k = 0; k < K; ++k) {
+    std::vector<ld> P(std::size_t(dx) * dx, 0.0L), h(dx);
+    for (int i = 0; i < dx; ++i) {
+      P[i * dx + i] = 1.0L / v[k * dx + i];
+      h[i] = mu[k * dx + i] / ld(v[k * dx + i]);
+      for (int r = 0; r < dy; ++r) h[i] += ld(c.A[r * dx + i]) * y[r] / s2;
+      for (int j = 0; j < dx; ++j)
+        for (int r = 0; r < dy; ++r) P[i * dx + j] += ld(c.A[r * dx + i]) * c.A[r * dx + j] / s2;
+    }
+    const std::vector<ld> S = invert(P, dx, nullptr);
+    for (int i = 0; i < dx; ++i) {
+      ld m = 0;
+      for (int j = 0; j < dx; ++j) m += S[i * dx + j] * h[j];
+      means[k * dx + i] = m;
+      for (int j = 0; j < dx; ++j) covs[(k * dx + i) * dx + j] = S[i * dx + j];
+    }
+    std::vector<ld> C(std::size_t(dy) * dy, 0.0L), r(dy);
+    for (int i = 0; i < dy; ++i) {
+      r[i] = y[i];
+      for (int j = 0; j < dx; ++j) r[i] -= ld(c.A[i * dx + j]) * mu[k * dx + j];
+      for (int l = 0; l < dy; ++l)
+        for (int j = 0; j < dx; ++j) C[i * dy + l] += ld(c.A[i * dx + j]) * v[k * dx + j] * c.A[l * dx + j];
+      C[i * dy + i] += s2;
+    }
+    ld log_det = 0;
+    const std::vector<ld> Ci = invert(C, dy, &log_det);
+    ld quad = 0;
+    for (int i = 0; i < dy; ++i)
+      for (int l = 0; l < dy; ++l) quad += r[i] * Ci[i * dy + l] * r[l];
+    log_joint[k] = std::log(ld(w[k])) - 0.5L * (dy * std::log(ld(two_pi)) + log_det + quad);
+  }
+  const ld top = *std::max_element(log_joint.begin(), log_joint.end());
+  ld sum = 0;
+  for (ld t : log_joint) sum += std::exp(t - top);
+  const ld log_z = top + std::log(sum);
+  const double tol = 1e-9;
+  EXPECT_NEAR(post.log_evidence(), double(log_z), tol * (1 + std::fabs(double(log_z)))) << c.name;
+  std::vector<double> mean(dx, 0.0);
+  for (int k = 0; k < K; ++k) {
+    const double lw = double(log_joint[k] - log_z);
+    EXPECT_NEAR(post.log_weights()[k], lw, tol * (1 + std::fabs(lw))) << c.name << " component " << k;
+    EXPECT_NEAR(post.weights()[k], std::exp(lw), 1e-12) << c.name << " component " << k;
+    for (int i = 0; i < dx; ++i) {
+      const double m = double(means[k * dx + i]), sd = std::sqrt(double(covs[(k * dx + i) * dx + i]));
+      mean[i] += std::exp(lw) * m;
+      EXPECT_NEAR(post.means()[k * dx + i], m, tol * (std::fabs(m) + sd)) << c.name << " component " << k << " mean " << i;
+      for (int j = 0; j < dx; ++j) {
+        const double s = double(covs[(k * dx + i) * dx + j]);
+        const double scale = std::sqrt(double(covs[(k * dx + i) * dx + i]) * double(covs[(k * dx + j) * dx + j]));
+        EXPECT_NEAR(post.covariances()[(k * dx + i) * dx + j], s, tol * scale)
+            << c.name << " component " << k << " covariance " << i << ", " << j;
+      }
+    }
+  }
+  for (int i = 0; i < dx; ++i) EXPECT_NEAR(post.mean()[i], mean[i], 1e-9 * (1 + std::fabs(mean[i]))) << c.name;
+}
+
+/// Orthonormal columns (n x r, row-major) from fixed values by Gram-Schmidt.
+std::vector<double> orthonormal_columns(int n, int r, double phase) {
+  std::vector<double> q(std::size_t(n) * r);
+  for (int k = 0; k < r; ++k) {
+    for (int i = 0; i < n; ++i) q[i * r + k] = std::sin(phase + 1.7 * i + 2.3 * k * k + 0.4 * i * k);
+    for (int l = 0; l < k; ++l) {
+      double dot = 0;
+      for (int i = 0; i < n; ++i) dot += q[i * r + k] * q[i * r + l];
+      for (int i = 0; i < n; ++i) q[i * r + k] -= dot * q[i * r + l];
+    }
+    double norm = 0;
+    for (int i = 0; i < n; ++i) norm += q[i * r + k] * q[i * r + k];
+    for (int i = 0; i < n; ++i) q[i * r + k] /= std::sqrt(norm);
+  }
+  return q;
+}
+
+std::vector<posterior_case> operator_cases() {
+  std::vector<posterior_case> cases;
+  auto dense = [&](const char* name, int dx, int dy, std::vector<double> A) {
+    cases.push_back({name, dx, dy, A, ds::observation_operator::dense(dy, dx, A)});
+  };
+  auto fill = [](int dy, int dx, double phase) {
+    std::vector<double> A(std::size_t(dy) * dx);
+    for (int i = 0; i < dy; ++i)
+      for (int j = 0; j < dx; ++j) A[i * dx + j] = std::cos(phase + 1.3 * i + 0.7 * j + 0.2 * i * j);
+    return A;
+  };
+  dense("dense 1 x 3", 3, 1, fill(1, 3, 0.1));
+  dense("dense 3 x 3", 3, 3, fill(3, 3, 0.2));
+  dense("dense 5 x 2 (d_y > d_x)", 2, 5, fill(5, 2, 0.3));
+  {
+    // Rank 2 of 6 x 4: every row a combination of two base rows.
+    const std::vector<double> base = fill(2, 4, 0.4);
+    std::vector<double> A(6 * 4);
+    for (int i = 0; i < 6; ++i)
+      for (int j = 0; j < 4; ++j) A[i * 4 + j] = (1.0 + 0.5 * i) * base[j] + std::sin(1.0 + i) * base[4 + j];
+    dense("dense 6 x 4 of rank 2", 4, 6, A);
+  }
+  {
+    // Rank 1 of 2 x 4: proportional rows (d_y < d_x, still rank-deficient).
+    std::vector<double> A = fill(1, 4, 0.5);
+    for (int j = 0; j < 4; ++j) A.push_back(-2.0 * A[j]);
+    dense("dense 2 x 4 of rank 1", 4, 2, A);
+  }
+  {
+    // Mask of 3 of 5 coordinates, out of order, with gains.
+    const std::vector<std::int64_t> idx = {4, 0, 2};
+    const std::vector<double> gains = {2.0, 1.0, 0.5};
+    std::vector<double> A(3 * 5, 0.0);
+    for (int i = 0; i < 3; ++i) A[i * 5 + idx[i]] = gains[i];
+    cases.push_back({"mask {4, 0, 2} with gains", 5, 3, A, ds::observation_operator::mask(5, idx, gains)});
+  }
+  {
+    // SVD of rank 2, 4 x 5: A = U diag(S) V^T.
+    const std::vector<double> U = orthonormal_columns(4, 2, 0.3), V = orthonormal_columns(5, 2, 1.1), S = {1.5, 0.4};
+    std::vector<double> A(4 * 5, 0.0);
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 5; ++j)
+        for (int k = 0; k < 2; ++k) A[i * 5 + j] += U[i * 2 + k] * S[k] * V[j * 2 + k];
+    cases.push_back({"svd 4 x 5 of rank 2", 5, 4, A, ds::observation_operator::svd(4, 5, U, S, V)});
+  }
+  return cases;
+}
+
+}  // namespace
+
+// Every kind and shape of operator (dense with d_y below, equal to and above d_x, rank-deficient ones with d_y above
+// and below d_x, a mask with gains and indices out of order, an SVD of lower rank) against the reference above, for a
+// diagonal three-component prior and an isotropic one, at sigma_y = 0.5 and 0.05. Seen failing (kernels/posterior.cuh
+// broken, then restored) with the component evidences' log-determinant dropped, with the mean's gain A^T instead of
+// Sigma_k A^T, with an isotropic prior's variance read per coordinate, and with the residual y - A mu_k reading A
+// transposed (which only a non-square A shows).
+TEST(Posterior, EveryOperatorKindMatchesTheInformationForm) {
+  std::uint64_t seed = 1;
+  for (const posterior_case& c : operator_cases()) {
+    const int dx = c.d_x, K = 3;
+    std::vector<double> w = {0.25, 0.45, 0.30}, mu(K * dx), v(K * dx), v_iso(K * dx);
+    for (int k = 0; k < K; ++k)
+      for (int j = 0; j < dx; ++j) {
+        mu[k * dx + j] = 2.0 * std::sin(1.0 + 3.1 * k + 0.9 * j);
+        v[k * dx + j] = 0.3 + 0.25 * ((k + 2 * j) % 4);
+        v_iso[k * dx + j] = 0.4 + 0.3 * k;
+      }
+    const ds::gaussian_mixture diagonal(dx, w, mu, v);
+    const ds::gaussian_mixture isotropic(dx, w, mu, {0.4, 0.7, 1.0});
+    for (double sigma_y : {0.5, 0.05}) {
+      check_against_information_form(c, diagonal, w, mu, v, sigma_y, ++seed);
+      check_against_information_form(c, isotropic, w, mu, v_iso, sigma_y, ++seed);
+    }
+  }
+}
+
+// More rows than A has rank, with sigma_y small against A Sigma_k A^T: C_k = A Sigma_k A^T + sigma_y^2 I is positive
+// definite (its smallest eigenvalues are sigma_y^2), but they fall below the Cholesky test's 1e-13 of the diagonal,
+// and up to 0.4.0 the constructor refused the observation ("not positive definite ... sigma_y = 0 needs A of full row
+// rank"). Such a component is computed in the square-root information form now. Two cases with references of their
+// own in long double:
+//  - A of 5 x 2 (full column rank) at sigma_y = 1e-8: the information form as above (its d_x x d_x matrix has the
+//    condition number of A^T A, ~10), the evidence from r^T C^-1 r = min_x |y - A x|^2 / sigma_y^2 +
+//    (x - mu)^T Sigma^-1 (x - mu), attained at m' (two sums of squares: nothing cancels), and log det C = d_y log
+//    sigma_y^2 + log det Sigma + log det(Sigma^-1 + A^T A / sigma_y^2);
+//  - A of 4 x 3 and rank 1, rows c_i a^T, at sigma_y = 1e-7: y is then one scalar observation of t = a^T x,
+//    ybar = c^T y / |c|^2 with noise sigma_y / |c|, and the likelihood factors as
+//    (2 pi sigma_y^2)^(-d_y/2) exp(-|y - c ybar|^2 / (2 sigma_y^2)) (2 pi sigma_y^2 / |c|^2)^(1/2) N(t; ybar, ...),
+//    so S' = Sigma - g g^T / q, m' = mu + g (ybar - a^T mu) / q with g = Sigma a, q = a^T Sigma a + sigma_y^2 / |c|^2.
+// The square-root form's own rounding (measured against 60-digit references): means within ~1e-7 posterior standard
+// deviations, log weights ~1e-8, covariances ~1e-15 relative; the tolerances are 1e-5 sd, 1e-6 and 1e-9.
+// Seen failing before the fix (invalid_argument from the constructor for both).
+TEST(Posterior, SmallNoiseBeyondTheOperatorsRankIsComputed) {
+  const int K = 3;
+  const std::vector<double> w = {0.25, 0.45, 0.30};
+  auto check = [&](const char* name, int dx, int dy, const std::vector<double>& A, double sigma_y,
+                   const std::vector<double>& mu, const std::vector<double>& v, const std::vector<double>& y,
+                   const std::vector<ld>& log_joint, const std::vector<ld>& means, const std::vector<ld>& covs) {
+    const ds::gaussian_mixture prior(dx, w, mu, v);
+    std::unique_ptr<ds::mixture_posterior> post;
+    ASSERT_NO_THROW(post = std::make_unique<ds::mixture_posterior>(prior, ds::linear_observation{dy, dx, A, sigma_y, y}))
+        << name;
+    const ld top = *std::max_element(log_joint.begin(), log_joint.end());
+    ld sum = 0;
+    for (ld t : log_joint) sum += std::exp(t - top);
+    const ld log_z = top + std::log(sum);
+    EXPECT_NEAR(post->log_evidence(), double(log_z), 1e-6 * (1 + std::fabs(double(log_z)))) << name;
+    for (int k = 0; k < K; ++k) {
+      EXPECT_NEAR(post->log_weights()[k], double(log_joint[k] - log_z), 1e-6) << name << " component " << k;
+      for (int i = 0; i < dx; ++i) {
+        const double sd = std::sqrt(double(covs[(k * dx + i) * dx + i]));
+        EXPECT_NEAR(post->means()[k * dx + i], double(means[k * dx + i]), 1e-5 * sd) << name << " component " << k;
+        for (int j = 0; j < dx; ++j) {
+          const double scale = sd * std::sqrt(double(covs[(k * dx + j) * dx + j]));
+          EXPECT_NEAR(post->covariances()[(k * dx + i) * dx + j], double(covs[(k * dx + i) * dx + j]), 1e-9 * scale)
+              << name << " component " << k << " covariance " << i << ", " << j;
+        }
+      }
+    }
+    // The samples' factor spans the covariance: the sample covariance of 20000 draws of the heaviest component is
+    // within 5 standard errors of S' on the diagonal (standard error sqrt(2 / n) S'_ii).
+    const int n = 20000;
+    std::vector<double> x(std::size_t(n) * dx);
+    std::vector<std::int32_t> labels(n);
+    post->sample(x.data(), n, 7, labels.data());
+    const int heavy = int(std::max_element(post->weights().begin(), post->weights().end()) - post->weights().begin());
+    for (int i = 0; i < dx; ++i) {
+      std::vector<double> c;
+      for (int s = 0; s < n; ++s)
+        if (labels[s] == heavy) c.push_back(x[std::size_t(s) * dx + i]);
+      ASSERT_GT(c.size(), 1000u) << name;
+      const double var = double(covs[(heavy * dx + i) * dx + i]);
+      EXPECT_NEAR(ds::testing::variance(c), var, 5 * std::sqrt(2.0 / double(c.size())) * var) << name << " " << i;
+    }
+  };
+  auto prior_values = [&](int dx, std::vector<double>& mu, std::vector<double>& v) {
+    mu.assign(K * dx, 0.0);
+    v.assign(K * dx, 0.0);
+    for (int k = 0; k < K; ++k)
+      for (int j = 0; j < dx; ++j) {
+        mu[k * dx + j] = 2.0 * std::sin(1.0 + 3.1 * k + 0.9 * j);
+        v[k * dx + j] = 0.3 + 0.25 * ((k + 2 * j) % 4);
+      }
+  };
+  auto observe = [&](const std::vector<double>& A, int dx, int dy, const std::vector<double>& mu,
+                     const std::vector<double>& v, double sigma_y) {
+    const std::vector<double> z = {0.3, -1.1, 0.8, 1.4, -0.6, 0.2};  // fixed normals: x0 from component 1, then noise
+    std::vector<double> x0(dx), y(dy);
+    for (int j = 0; j < dx; ++j) x0[j] = mu[dx + j] + std::sqrt(v[dx + j]) * z[j];
+    for (int i = 0; i < dy; ++i) {
+      y[i] = sigma_y * z[5 - i];
+      for (int j = 0; j < dx; ++j) y[i] += A[i * dx + j] * x0[j];
+    }
+    return y;
+  };
+  {
+    const int dx = 2, dy = 5;
+    const double sigma_y = 1e-8;
+    std::vector<double> A(dy * dx), mu, v;
+    for (int i = 0; i < dy; ++i)
+      for (int j = 0; j < dx; ++j) A[i * dx + j] = std::cos(0.3 + 1.3 * i + 0.7 * j + 0.2 * i * j);
+    prior_values(dx, mu, v);
+    const std::vector<double> y = observe(A, dx, dy, mu, v, sigma_y);
+    const ld s2 = ld(sigma_y) * sigma_y;
+    std::vector<ld> log_joint(K), means(K * dx), covs(K * dx * dx);
+    for (int k = 0; k < K; ++k) {
+      std::vector<ld> P(dx * dx, 0.0L), h(dx);
+      ld log_det = dy * std::log(s2);
+      for (int i = 0; i < dx; ++i) {
+        P[i * dx + i] = 1.0L / v[k * dx + i];
+        h[i] = mu[k * dx + i] / ld(v[k * dx + i]);
+        log_det += std::log(ld(v[k * dx + i]));
+        for (int r = 0; r < dy; ++r) h[i] += ld(A[r * dx + i]) * y[r] / s2;
+        for (int j = 0; j < dx; ++j)
+          for (int r = 0; r < dy; ++r) P[i * dx + j] += ld(A[r * dx + i]) * A[r * dx + j] / s2;
+      }
+      ld log_det_p = 0;
+      const std::vector<ld> S = invert(P, dx, &log_det_p);
+      ld quad = 0;
+      for (int i = 0; i < dx; ++i) {
+        ld m = 0;
+        for (int j = 0; j < dx; ++j) m += S[i * dx + j] * h[j];
+        means[k * dx + i] = m;
+        for (int j = 0; j < dx; ++j) covs[(k * dx + i) * dx + j] = S[i * dx + j];
+        quad += (m - mu[k * dx + i]) * (m - mu[k * dx + i]) / ld(v[k * dx + i]);
+      }
+      for (int r = 0; r < dy; ++r) {
+        ld e = y[r];
+        for (int j = 0; j < dx; ++j) e -= ld(A[r * dx + j]) * means[k * dx + j];
+        quad += e * e / s2;
+      }
+      log_joint[k] = std::log(ld(w[k])) - 0.5L * (dy * std::log(ld(two_pi)) + log_det + log_det_p + quad);
+    }
+    check("5 x 2 at sigma_y = 1e-8", dx, dy, A, sigma_y, mu, v, y, log_joint, means, covs);
+  }
+  {
+    const int dx = 3, dy = 4;
+    const double sigma_y = 1e-7;
+    const std::vector<double> a = {0.7, -0.4, 1.1}, c = {1.0, -2.0, 0.5, 3.0};
+    std::vector<double> A(dy * dx), mu, v;
+    for (int i = 0; i < dy; ++i)
+      for (int j = 0; j < dx; ++j) A[i * dx + j] = c[i] * a[j];
+    prior_values(dx, mu, v);
+    const std::vector<double> y = observe(A, dx, dy, mu, v, sigma_y);
+    ld cc = 0, cy = 0;
+    for (int i = 0; i < dy; ++i) {
+      cc += ld(c[i]) * c[i];
+      cy += ld(c[i]) * y[i];
+    }
+    const ld ybar = cy / cc, s2 = ld(sigma_y) * sigma_y, s2_bar = s2 / cc;
+    ld rest = 0;  // |y - c ybar|^2
+    for (int i = 0; i < dy; ++i) rest += (y[i] - c[i] * ybar) * (y[i] - c[i] * ybar);
+    std::vector<ld> log_joint(K), means(K * dx), covs(K * dx * dx);
+    for (int k = 0; k < K; ++k) {
+      std::vector<ld> g(dx);
+      ld q = s2_bar, am = 0;
+      for (int j = 0; j < dx; ++j) {
+        g[j] = ld(v[k * dx + j]) * a[j];
+        q += ld(a[j]) * g[j];
+        am += ld(a[j]) * mu[k * dx + j];
+      }
+      for (int i = 0; i < dx; ++i) {
+        means[k * dx + i] = mu[k * dx + i] + g[i] * (ybar - am) / q;
+        for (int j = 0; j < dx; ++j) covs[(k * dx + i) * dx + j] = (i == j ? ld(v[k * dx + i]) : 0.0L) - g[i] * g[j] / q;
+      }
+      log_joint[k] = std::log(ld(w[k])) - 0.5L * dy * std::log(ld(two_pi) * s2) - rest / (2 * s2) +
+                     0.5L * std::log(ld(two_pi) * s2_bar) - 0.5L * (std::log(ld(two_pi) * q) + (ybar - am) * (ybar - am) / q);
+    }
+    check("4 x 3 of rank 1 at sigma_y = 1e-7", dx, dy, A, sigma_y, mu, v, y, log_joint, means, covs);
   }
 }

@@ -41,10 +41,12 @@ struct linear_observation {
 /// share that device copy.
 class DIFFSAMPLE_API mixture_posterior {
  public:
+  /// A component whose A Sigma_k A^T + sigma_y^2 I fails that test while sigma_y > 0 (more rows than A has rank,
+  /// with sigma_y small against A Sigma_k A^T) is computed in the square-root information form instead (on the host).
   /// @throws invalid_argument when sizes disagree, a value is not finite, sigma_y < 0, or
   ///         A Sigma_k A^T + sigma_y^2 I is not numerically positive definite for some component (a Cholesky pivot
-  ///         at or below 1e-13 times its own diagonal entry, e.g. sigma_y = 0 with A not of full row rank);
-  ///         the message names the argument and value
+  ///         at or below 1e-13 times its own diagonal entry) with sigma_y = 0 (A not of full row rank), or with a
+  ///         sigma_y so small that A Sigma_k^(1/2) / sigma_y overflows; the message names the argument and value
   mixture_posterior(const gaussian_mixture& prior, const linear_observation& observation);
   /// The same posterior computed on a chosen executor: one functor call per component (its closed form and the
   /// Cholesky factor of S'_k, serial FP64) on the CUDA executor (one thread per component) or the CPU one (OpenMP
