@@ -40,7 +40,7 @@ flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 
 fuzz_npy() {
   mkdir -p "$work/corpus" tests/data/fuzz
-  "$CXX_FUZZ" "${flags[@]}" -I include -I . fuzz/fuzz_npy.cpp src/cli/npy.cpp -o "$work/fuzz_npy"
+  "$CXX_FUZZ" "${flags[@]}" -I include -I . fuzz/fuzz_npy.cpp src/cli/npy.cpp src/cli/output.cpp -o "$work/fuzz_npy"
 
   # Seeds: numpy-style headers for each version, dtype and rank (data 64-byte aligned, as numpy.save writes them).
   seed() {  # seed NAME MAJOR DICT DATA-BYTES
@@ -89,7 +89,7 @@ fuzz_problem() {
   local lib
   lib=$(library_dir)
   mkdir -p "$work/corpus-problem" tests/data/fuzz-problem
-  "$CXX_FUZZ" "${flags[@]}" -I include -I src -I . fuzz/fuzz_problem.cpp src/cli/problem.cpp src/cli/npy.cpp \
+  "$CXX_FUZZ" "${flags[@]}" -I include -I src -I . fuzz/fuzz_problem.cpp src/cli/problem.cpp src/cli/npy.cpp src/cli/output.cpp \
     -L "$lib" -ldiffsample -Wl,-rpath,"$lib" -o "$work/fuzz_problem"
   cp examples/*.json "$work/corpus-problem/"
   # The reader refuses 256 MiB and more in one array it builds (a grid prior of 2^24 doubles is 128 MiB).

@@ -10,12 +10,16 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "src/cli/npy.hpp"
@@ -33,6 +37,8 @@ extern "C" mode_t umask(mode_t mask) noexcept {
 }
 
 namespace {
+
+void caller_handler(int) {}
 
 // A .npy image with the given version, header dictionary text (padded with spaces and a newline so that the data
 // is 64-byte aligned, as numpy does) and raw data bytes.
@@ -448,6 +454,79 @@ TEST_F(NpyFiles, FailedWriteLeavesNothing) {
   EXPECT_THROW(npy::write_f32((dir_ / "y.npy").string(), v.data(), 1, 0), diffsample::invalid_argument);
   EXPECT_THROW(npy::write_f32((dir_ / "y.npy").string(), v.data(), -1, 2), diffsample::invalid_argument);
   EXPECT_EQ(listing(), std::vector<std::string>{"target.npy"});
+}
+
+// write_f32 wrote as the program's outputs did before their guards: a name under /proc/self/fd (a link whose text
+// names no file: a deleted file's "NAME (deleted)") was followed by its text and a new file of that name created, a
+// fifo or a read-only file was replaced, and a write past the file-size limit killed the process (SIGXFSZ) with its
+// temporary left. It now goes through the program's output writer (cli::output_set), one output, so each is refused
+// as the program refuses it, and nothing is left behind. Seen failing before: "x (deleted)" created, the fifo and the
+// read-only file replaced, the child killed by SIGXFSZ.
+TEST_F(NpyFiles, WritesAreRefusedAsTheProgramsOutputsAre) {
+  const std::vector<float> v = {1.f, 2.f};
+  const auto refused = [&](const std::string& path, const std::string& needle) {
+    try {
+      npy::write_f32(path, v.data(), 1, 2);
+      ADD_FAILURE() << path << ": written";
+    } catch (const diffsample::error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(path + ": ", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  if (fs::exists("/proc/self/fd")) {
+    const std::string gone = (dir_ / "x").string();
+    const int fd = ::open(gone.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::unlink(gone.c_str()), 0);
+    refused("/proc/self/fd/" + std::to_string(fd), "leads to an open file that has no name to replace");
+    ::close(fd);
+  }
+  const std::string fifo = (dir_ / "pipe.npy").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  refused(fifo, "it is a fifo");
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  const std::string locked = put("locked.npy", {'o', 'l', 'd'});
+  ASSERT_EQ(::chmod(locked.c_str(), 0444), 0);
+  refused(locked, "it is read-only (mode 0444)");
+  std::ifstream in(locked, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "old");
+  std::vector<std::string> names = listing();
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"locked.npy", "pipe.npy"}));  // no "x (deleted)", no temporary
+}
+
+// A write past the file-size limit (RLIMIT_FSIZE): SIGXFSZ at its default action killed the process with the
+// temporary left; the writer ignores it, so that the write fails with EFBIG and is undone. In a child process (the
+// limit and the signal's disposition are the process's); seen failing before: the child killed by SIGXFSZ. The
+// writer removes its temporary on SIGINT where the signal has its default action, and leaves a handler of the
+// caller's own in place.
+TEST_F(NpyFiles, AWritePastTheFileSizeLimitFailsAndLeavesNothing) {
+  const std::string path = (dir_ / "big.npy").string();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::signal(SIGXFSZ, SIG_DFL);
+    ::signal(SIGINT, caller_handler);  // a handler of the caller's own, which the writer keeps
+    const rlimit limit{4096, 4096};
+    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) ::_exit(3);
+    const std::vector<float> v(1 << 16, 1.f);  // 256 KiB
+    try {
+      npy::write_f32((dir_ / "small.npy").string(), v.data(), 1, 2);  // within the limit
+      ::unlink((dir_ / "small.npy").c_str());
+      struct sigaction now {};
+      if (::sigaction(SIGINT, nullptr, &now) != 0 || now.sa_handler != caller_handler) ::_exit(4);
+      npy::write_f32(path, v.data(), 1 << 10, 1 << 6);
+    } catch (const diffsample::error& e) {
+      ::_exit(std::string(e.what()).find("write failed") != std::string::npos ? 0 : 2);
+    }
+    ::_exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_FALSE(WIFSIGNALED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1: written past the limit; 2: another message; 3: no limit; 4: the caller's SIGINT handler replaced";
+  EXPECT_TRUE(listing().empty());
 }
 
 // Inputs kept by scripts/fuzz.sh (crashes it found, then fixed, and interesting corpus entries): each must decode or

@@ -2,6 +2,8 @@
 // strict recursive-descent reader that accepts what numpy.save writes (and harmless variations in spacing, quotes
 // and key order) and refuses everything else with a one-line message naming the file.
 #include "src/cli/npy.hpp"
+#include "src/cli/output.hpp"
+#include "src/cli/problem.hpp"
 #include "src/limits.hpp"
 
 #include <diffsample/error.hpp>
@@ -403,37 +405,22 @@ std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, st
 void write_f32(const std::string& path, const float* values, std::int64_t rows, std::int64_t cols) {
   if (path.empty()) throw invalid_argument("path: empty file name");
   const std::vector<unsigned char> image = encode_f32(values, rows, cols);
-  const std::string target = write_target(path);
-
-  std::string tmp = sibling_pattern(target, ".tmp.");
-  const int fd = mkstemp(tmp.data());
-  if (fd < 0) os_error(path, "cannot create a temporary file " + tmp, errno);
-  auto abandon = [&](const std::string& what, int err) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    os_error(path, what, err);
-  };
-  std::size_t done = 0;
-  while (done < image.size()) {
-    const ssize_t k = ::write(fd, image.data() + done, image.size() - done);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      abandon("write failed", errno);
-    }
-    done += static_cast<std::size_t>(k);
+  // The program's output writer with one output, so that a file written here is checked, staged and renamed as the
+  // program's outputs are: a link of /proc whose text names no file to replace, a target that is not a regular
+  // file, is read-only or is another user's in a sticky folder are refused before anything is written; the
+  // temporary is removed on SIGINT, SIGTERM, SIGHUP and SIGQUIT; a write past the file-size limit fails (SIGXFSZ
+  // ignored) and is undone. Its own writer wrote through a link's text, replaced fifos and read-only files, and was
+  // killed by SIGXFSZ with its temporary left.
+  cli::output_set out;
+  try {
+    out.add_output("path", path);
+  } catch (const cli::input_error& e) {
+    throw diffsample::error(e.what());  // "PATH: cannot write: it is a fifo (outputs replace regular files only)"
+  } catch (const cli::usage_error& e) {
+    throw invalid_argument(e.what());  // "path: '-' is not standard output here: ..."
   }
-  if (const int err = match_replaced(fd, target)) abandon("chmod failed", err);
-  if (::fsync(fd) != 0) abandon("fsync failed", errno);
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    os_error(path, "close failed", err);
-  }
-  if (::rename(tmp.c_str(), target.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    os_error(path, "cannot rename the temporary file into place", err);
-  }
+  out.stage("path", {{image.data(), image.size()}});
+  out.commit();
 }
 
 namespace {

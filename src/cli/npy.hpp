@@ -68,7 +68,12 @@ std::vector<unsigned char> encode_header_f32(std::int64_t rows, std::int64_t col
 /// Encodes a float32 rows x cols row-major matrix as a .npy image (format 1.0, or 2.0 when the header needs it).
 std::vector<unsigned char> encode_f32(const float* values, std::int64_t rows, std::int64_t cols);
 
-/// Writes a float32 rows x cols row-major matrix to @p path. The data goes to a temporary file in the same
+/// Writes a float32 rows x cols row-major matrix to @p path, through the program's output writer (cli::output_set
+/// in src/cli/output.hpp, one output), so that it is checked and replaced as the program's outputs are: a target
+/// that is not a regular file, is read-only or is another user's in a sticky folder, and a link of /proc whose text
+/// names no file to replace, are refused (diffsample::error) before anything is written; SIGXFSZ at its default
+/// action is ignored (a write past the file-size limit fails and is undone), and SIGINT, SIGTERM, SIGHUP and SIGQUIT
+/// at theirs remove the temporary. The data goes to a temporary file in the same
 /// directory, which is synced and renamed over @p path at the end: on failure no partial file is left and an
 /// existing @p path is untouched. The file keeps the permissions of the regular file it replaces; a new one gets
 /// 0666 less the umask (replacement_mode()). A @p path that is a symbolic link is written through: the file it

@@ -1,5 +1,5 @@
 // Output files and standard output of the diffsample program (see output.hpp).
-#include "cli/output.hpp"
+#include "src/cli/output.hpp"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -17,8 +17,8 @@
 #include <vector>
 #include <diffsample/error.hpp>
 
-#include "cli/npy.hpp"
-#include "cli/problem.hpp"
+#include "src/cli/npy.hpp"
+#include "src/cli/problem.hpp"
 
 namespace diffsample::cli {
 
@@ -31,7 +31,6 @@ constexpr int max_temporaries = 16;
 char temporary_names[max_temporaries][PATH_MAX];
 volatile sig_atomic_t temporary_used[max_temporaries];
 const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-bool handlers_installed = false;
 bool stdout_was_closed = false;
 
 // The thread that writes the outputs: the one that blocks the cleanup signals around each temporary's registration
@@ -58,17 +57,20 @@ extern "C" void remove_temporaries_and_die(int sig) {
   ::raise(sig);
 }
 
+// Checked at every stage(), not once per process: a signal set back to its default action since (a forked child
+// that resets its signals, a caller between two writes) takes the handler again.
 void install_handlers() {
   output_thread = current_thread();
-  if (handlers_installed) return;
   struct sigaction sa {};
   sa.sa_handler = remove_temporaries_and_die;
   sigemptyset(&sa.sa_mask);
   for (int s : cleanup_signals) sigaddset(&sa.sa_mask, s);
   for (int s : cleanup_signals) {
     struct sigaction old {};
-    // A signal the caller's shell ignores (nohup, a background job's SIGINT) stays ignored.
-    if (sigaction(s, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+    // A signal the caller's shell ignores (nohup, a background job's SIGINT) stays ignored, and one the process
+    // handles itself keeps its handler (a program that writes through npy::write_f32 with its own SIGINT handler):
+    // only the default action, which would leave the temporary, is replaced.
+    if (sigaction(s, nullptr, &old) == 0 && old.sa_handler != SIG_DFL) continue;
     sigaction(s, &sa, nullptr);
   }
   // A write past the file-size limit (ulimit -f, RLIMIT_FSIZE) raises SIGXFSZ, whose default action kills the process
@@ -76,7 +78,6 @@ void install_handlers() {
   // reported and every temporary removed, as for a full disk.
   struct sigaction xfsz {};
   if (sigaction(SIGXFSZ, nullptr, &xfsz) == 0 && xfsz.sa_handler == SIG_DFL) ::signal(SIGXFSZ, SIG_IGN);
-  handlers_installed = true;
 }
 
 /// Blocks the cleanup signals for its lifetime.

@@ -12,7 +12,11 @@
 // thread that writes the outputs takes these signals: one that another thread (an OpenMP worker) receives is sent on
 // to it, so that it waits while that thread blocks them (a temporary's registration, the renames). SIGXFSZ is
 // ignored, so that a write past the file-size limit fails with EFBIG and is undone like any failed write, rather
-// than killing the process with its temporary left.
+// than killing the process with its temporary left. The signals' handlers replace only their default actions (a
+// handler of the process's own stays), checked at every stage().
+//
+// Every file the program writes goes through an output_set, and so does npy::write_f32 (one output): both live in
+// the static library diffsample_npy.
 #pragma once
 
 #include <cstddef>
