@@ -125,7 +125,8 @@ typedef struct ds_langevin_options {
   /** step index of the call's first step in the random stream: first_step + steps <= 2^30
    *  (diffsample::limits::max_stream_steps) (default 0) */
   uint64_t first_step;
-  int64_t record_every;      /**< if > 0, record the state after every record_every-th step (default 0) */
+  int64_t record_every;      /**< if > 0, record the state after every record_every-th step (default 0); at most
+                                  steps (a larger value, which would record nothing, is refused) */
 } ds_langevin_options;
 
 /** What a Langevin run did. */
@@ -228,7 +229,9 @@ typedef struct ds_diffusion_options {
   int draw_initial;             /**< nonzero: draw the initial state, ignoring x's contents (default 1) */
   uint64_t seed;                /**< Philox key (default 0) */
   uint64_t first_chain;         /**< id of the call's first chain in the random stream (default 0) */
-  int64_t record_every;         /**< if > 0, record the state after every record_every-th step (default 0) */
+  int64_t record_every;         /**< if > 0, record the state after every record_every-th step (default 0); at
+                                     most the total steps (steps, or steps x measurements for SMS: a larger value,
+                                     which would record nothing, is refused) */
 } ds_diffusion_options;
 
 /** What a reverse-diffusion run did. */

@@ -69,7 +69,9 @@ struct diffusion_options {
   std::uint64_t seed = 0;         ///< Philox key
   std::uint64_t first_chain = 0;  ///< id of the call's first chain in the random stream
   /// if > 0, write the state after every record_every-th step to outputs.trajectory, which must then be given
-  /// (refused without it for n > 0: the recording would go nowhere)
+  /// (refused without it for n > 0: the recording would go nowhere). At most the run's total steps (steps, or
+  /// steps x measurements for SMS): a larger value is refused, naming both, since no record would fall due and the
+  /// trajectory would keep the caller's contents.
   std::int64_t record_every = 0;
 };
 
@@ -102,7 +104,8 @@ DIFFSAMPLE_API std::size_t diffusion_workspace_bytes(const gaussian_mixture& mix
 /// CUDA executor: no host synchronisation; without a caller workspace one stream-ordered allocation is made
 /// per call, never per step.
 /// @throws invalid_argument for bad sizes, pointers (overlapping ones included), schedules (non-monotone, a channel
-///         where a step divides by s = 0 or a = 0) or options, before anything is launched
+///         where a step divides by s = 0 or a = 0) or options (options.record_every above the total steps or
+///         without outputs.trajectory among them), before anything is launched
 DIFFSAMPLE_API diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_outputs outputs,
                                           std::int64_t n, const diffusion_options& options, execution exec = {},
                                           void* workspace = nullptr, std::size_t workspace_bytes = 0);

@@ -36,7 +36,8 @@ struct langevin_options {
   /// step index of the call's first step in the random stream: first_step + steps <= limits::max_stream_steps
   std::uint64_t first_step = 0;
   /// if > 0, write the state after every record_every-th step to outputs.trajectory, which must then be given
-  /// (refused without it for n > 0: the recording would go nowhere)
+  /// (refused without it for n > 0: the recording would go nowhere). At most steps: a larger value is refused,
+  /// naming both, since no record would fall due and the trajectory would keep the caller's contents.
   std::int64_t record_every = 0;
 };
 
@@ -66,8 +67,8 @@ DIFFSAMPLE_API std::size_t langevin_workspace_bytes(const gaussian_mixture& mixt
 /// Runs @p options.steps steps of every chain in one fused launch. @p x (n x d, row-major) holds the initial
 /// states and receives the final ones; @p outputs names the optional buffers (pass {} for none). No two of x, the
 /// outputs and the workspace may share memory. Asynchronous on the CUDA executor (no host synchronisation).
-/// @throws invalid_argument for bad sizes, step sizes, pointers (overlapping ones included) or channels (before
-///         anything is launched)
+/// @throws invalid_argument for bad sizes, step sizes, pointers (overlapping ones included), channels, or
+///         options.record_every above options.steps or without outputs.trajectory (before anything is launched)
 DIFFSAMPLE_API langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_outputs outputs,
                                         std::int64_t n, const langevin_options& options, execution exec = {},
                                         void* workspace = nullptr, std::size_t workspace_bytes = 0);

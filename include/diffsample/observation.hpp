@@ -79,8 +79,12 @@ class DIFFSAMPLE_API observation_operator {
   /// A A^T (d_y x d_y, row-major): diag(g^2) for a mask, U diag(S^2) U^T for an SVD.
   std::vector<double> gram() const;
   /// y = A x (x: d_x values, y: d_y values, host), in the operator's own form.
+  /// @throws invalid_argument for an empty operator, a null x or y, or x and y sharing memory (y is written while x
+  ///         is still read), naming both; y is then left untouched
   void apply(const double* x, double* y) const;
   /// x = A^T y (y: d_y values, x: d_x values, host), in the operator's own form.
+  /// @throws invalid_argument for an empty operator, a null x or y, or x and y sharing memory (x is zeroed before y
+  ///         is read), naming both; x is then left untouched
   void apply_transpose(const double* y, double* x) const;
 
   /// A (transpose false: n points of d_x floats in, n x d_y out) or A^T (transpose true: n x d_y in, n x d_x out)
@@ -91,8 +95,9 @@ class DIFFSAMPLE_API observation_operator {
   /// (forcing gemm on them is an invalid_argument). The operator's factors are rounded to FP32 once, at
   /// construction: the direct path allocates nothing.
   /// @return the executor and the path that ran
-  /// @throws invalid_argument for an empty operator, n < 0, a null buffer with n > 0, a CUDA executor (no device
-  ///         form yet) or a forced gemm on a mask or SVD operator
+  /// @throws invalid_argument for an empty operator, n < 0, a null buffer with n > 0, out sharing memory with x (an
+  ///         evaluation in place included: each point's outputs are written while other points are still read), a
+  ///         CUDA executor (no device form yet) or a forced gemm on a mask or SVD operator
   evaluate_report apply_batch(float* out, std::int64_t n, const float* x, bool transpose,
                               mixture_path path = mixture_path::automatic, execution exec = {}) const;
   /// The path apply_batch() runs for n points under @p path: gemm for a dense operator when forced, or when
