@@ -27,11 +27,10 @@ Every array argument is checked for dtype, shape, C-contiguity and device before
 Problem data is the exception, because the C++ API keeps its own float64 copy on the host: a mixture's weights,
 means and variances, an observation operator's matrix, mask or SVD factors, and ``y`` and ``sigma_y`` of
 ``MixturePosterior``, ``guided_sample`` and ``SamplingPlan.guided`` are read once and copied into the problem as
-float64, from any CPU array of a real dtype (NumPy, PyTorch, JAX; float32 and integers widened exactly; any strides)
-or numbers and nested sequences of numbers. CUDA arrays (copy them to the host explicitly, e.g. ``A.cpu()``),
-complex, bool and non-numeric data, another number of dimensions, non-finite values and integers beyond 2^53 in
-magnitude (no float64 holds them exactly) are refused with ``InvalidArgument`` naming the argument.
-
+float64, from any CPU array of a real dtype (NumPy, PyTorch, JAX; float16, bfloat16, float32 and integers widened
+exactly; any strides) or numbers and nested sequences of numbers. CUDA arrays (copy them to the host explicitly, e.g.
+``A.cpu()``), complex, bool and non-numeric data, another number of dimensions, non-finite values and integers beyond
+2^53 in magnitude (no float64 holds them exactly) are refused with ``InvalidArgument`` naming the argument.
 Synchronisation (as in C++): calls that run on CUDA arrays are asynchronous on their stream (they return once the
 work is queued; read the results in that stream's order or after synchronising it) unless their docstring says they
 synchronise: constructors that upload tables (``GaussianMixture``, ``MixturePosterior``, the plans), the first
@@ -601,10 +600,35 @@ def _cuda_index(a: Any) -> Optional[int]:
         return None
 
 
+def _memory(a: Any) -> Optional[Tuple[int, int, Tuple[int, ...], Tuple[int, ...]]]:
+    """The bytes an array's elements span, (first, end, shape, byte strides), for NumPy, PyTorch and CuPy arrays;
+    None for another framework or an array without elements."""
+    fw = _framework(a)
+    try:
+        if fw == "torch":
+            size = a.element_size()
+            start, strides = a.data_ptr(), tuple(int(st) * size for st in a.stride())
+        elif fw == "numpy":
+            size, start, strides = a.itemsize, a.__array_interface__["data"][0], tuple(a.strides)
+        elif fw == "cupy":
+            size, start, strides = a.itemsize, int(a.data.ptr), tuple(a.strides)
+        else:
+            return None
+        shape = tuple(int(e) for e in a.shape)
+    except Exception:
+        return None
+    if 0 in shape:
+        return None
+    low = sum(min(0, (e - 1) * st) for e, st in zip(shape, strides))
+    high = sum(max(0, (e - 1) * st) for e, st in zip(shape, strides))
+    return (start + low, start + high + size, shape, strides)
+
+
 def _answer(dst: Any, value: Any, name: str) -> None:
     """dst[...] = value for a model's output value, refusing what the package refuses everywhere else: another
-    dtype than float32 (no conversion), another shape (no broadcasting), another device. A tensor that requires
-    grad is read detached (as the package's functions read it)."""
+    dtype than float32 (no conversion), another shape (no broadcasting), another device, an array that partly
+    overlaps dst (the same memory laid out otherwise: the copy would overwrite what it still reads). A tensor that
+    requires grad is read detached (as the package's functions read it)."""
     if value is dst:
         return
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
@@ -621,6 +645,12 @@ def _answer(dst: Any, value: Any, name: str) -> None:
         # (the framework's copy across devices ran without a word, and synchronised them)
         raise InvalidArgument(f"{name}: on cuda:{_cuda_index(value)}, but the plan's buffers are on "
                               f"cuda:{_cuda_index(dst)}")
+    here, there = _memory(value), _memory(dst)
+    if here is not None and there is not None and here[0] < there[1] and there[0] < here[1] and here != there:
+        # (PyTorch's copy refused it with its RuntimeError; NumPy's copied through a temporary without a word)
+        raise InvalidArgument(f"{name}: partly overlaps the plan's buffer it is copied into (the same memory laid "
+                              f"out otherwise), which the copy writes while it reads {name}: write into the buffer "
+                              "itself (ask()'s view) or pass a separate array")
     if _framework(value) == "torch":
         value = value.detach()
         if value.is_neg() and type(dst) is np.ndarray:  # a copy by design: torch's copy resolves the bit, NumPy's
@@ -711,11 +741,11 @@ _HOST_COPY = {"torch": "{}.cpu()", "cupy": "cupy.asnumpy({})", "jax": "jax.devic
 def _host(a: Any, name: str, ndims: Tuple[int, ...], expected: str) -> np.ndarray:
     """Problem data (a mixture's parameters, an operator's matrix or factors, y, sigma_y): the C++ API keeps these
     as float64 on the host, so they are read and copied, not read in place. Takes a CPU array of any framework and
-    strides with a real dtype (float32, float64, integers: widened exactly), or a number or nested sequence of
-    numbers; refuses, naming the argument, a CUDA array (the copy to the host is the caller's to make), what
-    _array refuses (a sparse or meta tensor, a lazy negation view, a NumPy object or string array, ...), complex,
-    bool and non-numeric data, and another number of dimensions than ndims (expected: the shape in words).
-    Returns a new C-contiguous float64 NumPy array."""
+    strides with a real dtype (float16, bfloat16, float32, float64, integers: widened exactly), or a number or nested
+    sequence of numbers; refuses, naming the argument, a CUDA array (the copy to the host is the caller's to make), what
+    _array refuses (a sparse or meta tensor, a lazy negation view, a NumPy object or string array, ...), complex, bool
+    and non-numeric data, and another number of dimensions than ndims (expected: the shape in words). Returns a new
+    C-contiguous float64 NumPy array."""
     if hasattr(a, "__dlpack__") or hasattr(a, "__array_interface__") or hasattr(a, "__dlpack_device__"):
         if _is_cuda(a):
             fw = _framework(a)
@@ -740,8 +770,8 @@ class GaussianMixture:
       each positive and finite.
 
     The parameters are host problem data: read once and copied into the mixture as float64 (any CPU array of a real
-    dtype, float32 and integers widened exactly, or nested sequences of numbers; CUDA arrays, complex, bool and
-    non-numeric data are refused, naming the argument). Scores, denoisers
+    dtype, float16, bfloat16, float32 and integers widened exactly, or nested sequences of numbers; CUDA arrays,
+    complex, bool and non-numeric data are refused, naming the argument). Scores, denoisers
     E[x0 | x_t], log-densities and the denoiser's Jacobian-vector products are closed forms computed in FP32 on the
     executor of the evaluated arrays (FP64 host references: ``*_fp64``). When a GPU is present the constructor copies
     the FP32 tables to the device and synchronises, so the mixture is ready for kernels on any stream. Raises
@@ -927,8 +957,9 @@ class GaussianMixture:
         (seed, first_index + i, 0), so samples split across calls by first_index equal one call's.
 
         Args:
-            n: number of samples when out is None (then out is a new (n, d) float32 NumPy array); given with
-                out, it must be out's number of rows.
+            n: number of samples when out is None (then out is a new (n, d) float32 array of labels'
+                framework and device when labels is an array, else NumPy); given with out, it must be out's number
+                of rows.
             a, s: the channel's scale and noise level (1, 0: the mixture itself).
             seed: the random stream's seed.
             out: (n, d) float32 writable array to fill, any DLPack array (NumPy, PyTorch, CuPy), CPU or CUDA: the
@@ -941,16 +972,18 @@ class GaussianMixture:
         Returns out (n, d) float32, or (out, labels) when labels is not False. Asynchronous on CUDA; on the CPU it
         returns when done.
         """
+        given = None if isinstance(labels, (bool, np.bool_)) or labels is None else labels
         if out is None:
-            out = _empty(None, (_count(n), self.dim), "float32", "n")
+            # A new out follows the arrays the caller gave (labels=, an array): its framework and device.
+            if given is not None:
+                _writable(given, "labels", "int32")
+            out = _empty(given, (_count(n), self.dim), "float32", "n",
+                         instead="pass out=, a writable (n, d) float32 CUDA array on labels' device")
         _writable(out, "out")
         _count_agrees(n, out)
-        lab = None
-        if isinstance(labels, (bool, np.bool_)):
-            if labels:
-                lab = _empty(out, (_shape(out)[0],), "int32", role="labels")
-        elif labels is not None:
-            lab = _writable(labels, "labels", "int32")
+        lab = given if given is None else _writable(given, "labels", "int32")
+        if given is None and labels is not None and labels:
+            lab = _empty(out, (_shape(out)[0],), "int32", role="labels")
         self._m.sample(out, _real(a, "a"), _real(s, "s"), _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
         return (out, lab) if lab is not None else out
@@ -1021,8 +1054,9 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
 
     Args:
         mixture: the GaussianMixture to sample.
-        n: number of chains when out is None (then out is a new (n, d) float32 NumPy array: the CPU executor);
-            given with out, it must be out's number of rows.
+        n: number of chains when out is None (then out is a new (n, d) float32 array of trajectory's framework
+            and device when trajectory is given, else NumPy: the CPU executor); given with out, it must be out's
+            number of rows.
         out: (n, d) float32 writable, C-contiguous array (NumPy, PyTorch, CuPy; CPU or CUDA: the executor follows
             it) receiving the samples; with draw_initial=False it holds the initial states on entry.
         trajectory: None, or a (records, n, d) float32 array on out's device receiving every record_every-th
@@ -1042,7 +1076,10 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     o = _diffusion_options(schedule, options)
     m = _mixture(mixture)
     if out is None:
-        out = _empty(None, (_count(n), m.dim), "float32", "n")
+        # A new out follows the arrays the caller gave (trajectory=): its framework and device.
+        _writable(_trajectory(trajectory, o, "total steps"), "trajectory")
+        out = _empty(trajectory, (_count(n), m.dim), "float32", "n",
+                     instead="pass out=, a writable (n, d) float32 CUDA array on trajectory's device")
     else:
         _writable(out, "out")
         _count_agrees(n, out)
@@ -1305,7 +1342,8 @@ class SamplingPlan:
 
     Make plans with the class methods diffusion(), langevin() and guided(); ``SamplingPlan(core_plan, like)`` wraps
     a ``diffsample._core.SamplingPlan`` (core_plan; anything else raises InvalidArgument) whose CUDA buffers are
-    shown as arrays of like's framework (like: a PyTorch or CuPy array on the plan's executor, another is refused;
+    shown as arrays of like's framework (like: a PyTorch or CuPy array on the plan's executor and CUDA device,
+    another is refused naming both;
     None: PyTorch when imported, else CuPy; CPU plans give NumPy views); a wrapped guided SMC plan gives outputs()
     too. The plans' constructors upload their tables and synchronise; ask() is host-only, and tell(), reset() and
     the outputs are asynchronous on CUDA: no per-ask allocation or synchronisation.
@@ -1324,6 +1362,14 @@ class SamplingPlan:
             raise InvalidArgument(f"like: on {'cuda' if _is_cuda(like) else 'cpu'}, but core_plan runs on the "
                                   f"{core_plan.executor.name} executor (a plan's views follow like's framework on the "
                                   "plan's device): pass like on the plan's executor")
+        if like is not None and _is_cuda(like):
+            # Which CUDA device too: the plan's memory is on the device current when it was made (its samples'
+            # DLPack device says which), and its views follow like's framework on like's device.
+            here, there = _cuda_index(like), _cuda_index(core_plan.samples())
+            if here != there:
+                raise InvalidArgument(f"like: on cuda:{here}, but core_plan is on cuda:{there} (its memory and "
+                                      "kernels are there, and its views follow like's framework on like's device): "
+                                      f"pass like on cuda:{there}")
         self._plan = core_plan
         self._like = like
         self._on_device = None  # an array of like's framework on the plan's CUDA device, made when first needed
@@ -1735,10 +1781,10 @@ class MixturePosterior:
     - sigma_y: the observation noise's standard deviation (>= 0), a scalar.
     - y: the observation, (d_y,).
 
-    A, sigma_y and y are host problem data: read once and copied into the posterior as float64 (any CPU array of a
-    real dtype, float32 and integers widened exactly, or numbers and nested sequences of numbers); CUDA arrays,
-    complex, bool and non-numeric data, another number of dimensions and non-finite values are refused, naming the
-    argument.
+    A, sigma_y and y are host problem data: read once and copied into the posterior as float64 (any CPU array of a real
+    dtype, float16, bfloat16, float32 and integers widened exactly, or numbers and nested sequences of numbers); CUDA
+    arrays, complex, bool and non-numeric data, another number of dimensions and non-finite values are refused, naming
+    the argument.
 
     Computed in FP64 on the host (synchronous; O(K (d_x^3 + d_y^3 + d_y d_x^2))); when a GPU is present the
     sampling tables are then copied to the device and the constructor synchronises. Raises InvalidArgument when sizes

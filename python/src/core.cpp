@@ -141,8 +141,15 @@ void locate(const A& a, const char* name, place& p) {
 // Checks an array's dtype, shape (-1: any), C-contiguity and device, and records or checks the call's place.
 template <class T, class A>
 T* checked(const A& a, const char* name, std::initializer_list<std::int64_t> shape, place& p) {
-  if (a.dtype() != nb::dtype<T>())
-    raise_invalid(std::string(name) + ": dtype " + dtype_string(a.dtype()) + ", expected " + dtype_name<T>());
+  if (a.dtype() != nb::dtype<T>()) {
+    std::string message = std::string(name) + ": dtype " + dtype_string(a.dtype()) + ", expected " + dtype_name<T>();
+    // An array the call writes takes the library's results in its own dtype, in place: no widening or narrowing
+    // (16-bit floats are taken as problem data only, read and widened to float64).
+    if constexpr (std::is_same_v<A, out_array>)
+      message += std::string("; the call writes ") + dtype_name<T>() + " results into " + name + " in place: pass a " +
+                 dtype_name<T>() + " array (a converted copy of " + name + " would not receive the results)";
+    raise_invalid(message);
+  }
   std::vector<std::int64_t> got(a.ndim());
   for (std::size_t i = 0; i < a.ndim(); ++i) got[i] = std::int64_t(a.shape(i));
   bool ok = a.ndim() == shape.size();
@@ -346,17 +353,46 @@ void expect_tables_on(const ds::mixture_posterior& q, const place& p, const std:
 // The C++ API takes a problem's data (a mixture's parameters, an observation operator's matrix, mask or SVD factors,
 // the observations y and noise levels sigma_y) as std::vector<double> on the host and keeps its own copy, so these
 // arguments are read once and copied, not read in place: any array the library can import (DLPack or the buffer
-// protocol: NumPy, PyTorch, JAX, CuPy) on the CPU, of any strides, of a real dtype (float32, float64, integers:
-// widened exactly to double), or a Python number or nested sequence of numbers (read through numpy.asarray). CUDA
-// arrays are refused (the copy to the host is the caller's to make explicitly), as are complex, bool and
-// non-numeric data; the number of dimensions is checked against `expected`. Errors name the argument. Finiteness
-// and value ranges are the library's checks (its messages name the field: observation.A[0], problems.y[1], ...).
+// protocol: NumPy, PyTorch, JAX, CuPy) on the CPU, of any strides, of a real dtype (float16, bfloat16, float32,
+// float64, integers: widened exactly to double), or a Python number or nested sequence of numbers (read through
+// numpy.asarray). CUDA arrays are refused (the copy to the host is the caller's to make explicitly), as are complex,
+// bool and non-numeric data; the number of dimensions is checked against `expected`. Errors name the argument.
+// Finiteness and value ranges are the library's checks (its messages name the field: observation.A[0], problems.y[1],
+// ...).
 struct host_data {
   std::vector<double> values;
   std::vector<std::int64_t> shape;
   std::string dtype;      // as dtype_string() names it
   bool integral = false;  // an integer dtype
 };
+
+// The 16-bit floating-point formats problem data may come in (NumPy's float16, PyTorch's and JAX's bfloat16, ...):
+// every value of either is a float64 value (a subset of float32's, themselves float64's), so they widen exactly,
+// as float32 and the integers up to 2^53 do. Read bit by bit: the host compiler need not know either type.
+struct float16_bits {
+  std::uint16_t bits;
+  explicit operator double() const {
+    const int sign = bits >> 15, exponent = (bits >> 10) & 0x1f, mantissa = bits & 0x3ff;
+    double magnitude;
+    if (exponent == 0x1f)
+      magnitude = mantissa != 0 ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+    else if (exponent == 0)
+      magnitude = std::ldexp(double(mantissa), -24);  // subnormal: mantissa x 2^-24
+    else
+      magnitude = std::ldexp(double(mantissa | 0x400), exponent - 25);
+    return sign ? -magnitude : magnitude;
+  }
+};
+struct bfloat16_bits {
+  std::uint16_t bits;
+  explicit operator double() const {  // the high half of a float32
+    const std::uint32_t word = std::uint32_t(bits) << 16;
+    float value;
+    std::memcpy(&value, &word, sizeof value);
+    return double(value);
+  }
+};
+static_assert(sizeof(float16_bits) == 2 && sizeof(bfloat16_bits) == 2);
 
 // Copies a's values in row-major order as doubles. An int64 or uint64 value beyond 2^53 in magnitude has no exact
 // double: refused naming name[k] when exact (it was rounded without a word, though integers are documented to widen
@@ -471,6 +507,21 @@ double real_arg(nb::handle h, const std::string& name) {
   }
   return value;
 }
+
+// The one conversion of the binding's real-number parameters (typed float: py_real, and the real parameters of the
+// calls bound as (*args, **kwargs)): a real number that is finite, else InvalidArgument naming the argument. A double
+// parameter took a bool as 1.0 and a NumPy complex value as its real part (a ComplexWarning only), and a NaN went on
+// to the library, whose message named its own field (ch.a) rather than the argument; every real parameter of the
+// module is one the library requires finite (a channel's a and s, a variance, a grid's spacing, a schedule's
+// parameters).
+double finite_real_arg(nb::handle h, const std::string& name) {
+  const double value = real_arg(h, name);
+  if (!std::isfinite(value))
+    raise_invalid(name + ": " + nb::repr(nb::float_(value)).c_str() + ", expected a finite number");
+  return value;
+}
+
+ds::channel channel_arg(nb::handle a, nb::handle s) { return {finite_real_arg(a, "a"), finite_real_arg(s, "s")}; }
 
 // ---- settings: the fields of the options structs and schedules --------------------------------------------------
 //
@@ -703,10 +754,7 @@ class call_arguments {
   // given here was kept until the schedule was used); not given, the default.
   double real(std::size_t i, double fallback) const {
     if (!given(i)) return fallback;
-    const double value = real_arg(values_[i], names_[i]);
-    if (!std::isfinite(value))
-      raise_invalid(std::string(names_[i]) + ": " + nb::repr(nb::float_(value)).c_str() + ", expected a finite number");
-    return value;
+    return finite_real_arg(values_[i], names_[i]);
   }
 
  private:
@@ -818,10 +866,13 @@ host_data read_host(nb::handle obj, const std::string& name, const std::vector<s
   else if (t == nb::dtype<std::uint32_t>()) copy = copy_strided<std::uint32_t>;
   else if (t == nb::dtype<std::uint16_t>()) copy = copy_strided<std::uint16_t>;
   else if (t == nb::dtype<std::uint8_t>()) copy = copy_strided<std::uint8_t>;
+  else if (t == nb::dlpack::dtype{uint8_t(nb::dlpack::dtype_code::Float), 16, 1}) copy = copy_strided<float16_bits>;
+  else if (t == nb::dlpack::dtype{uint8_t(nb::dlpack::dtype_code::Bfloat), 16, 1})
+    copy = copy_strided<bfloat16_bits>;
   else
     raise_invalid(name + ": dtype " + dtype_string(t) +
-                  ", expected real numbers (float32, float64 or an integer dtype; copied into the problem as "
-                  "float64)");
+                  ", expected real numbers (float16, bfloat16, float32, float64 or an integer dtype; copied into the "
+                  "problem as float64)");
   // The copy's size, before it is allocated: a view of few values can say many (numpy.broadcast_to of one value to
   // (2^20, 2^20) holds 8 bytes and says 2^40 values), whose float64 copy was std::bad_alloc naming nothing, or took
   // gigabytes before the library's limits refused the sizes. Within limits.max_host_bytes, as every host allocation
@@ -1296,8 +1347,9 @@ NB_MODULE(_core, m) {
                    DS_DOC(gaussian_mixture, variances) " (a NumPy copy)", nb::rv_policy::move)
       .def(
           "evaluate",
-          [](const ds::gaussian_mixture& g, ds::quantity what, array x, double a, double s, out_array out,
+          [](const ds::gaussian_mixture& g, ds::quantity what, array x, py_real a, py_real s, out_array out,
              ds::mixture_path path, std::uintptr_t stream) {
+            const ds::channel ch = channel_arg(a, s);
             place p;
             const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
             std::int64_t n = dim_of(x, 0);
@@ -1310,7 +1362,7 @@ NB_MODULE(_core, m) {
             expect_tables_on(g, p, "mixture");
             {
               nb::gil_scoped_release release;
-              r = g.evaluate(op, n, xp, {a, s}, what, o, on.exec);
+              r = g.evaluate(op, n, xp, ch, what, o, on.exec);
             }
             auto d = report(r.ran);
             d["path"] = ds::to_string(r.path);
@@ -1321,8 +1373,9 @@ NB_MODULE(_core, m) {
           "(float32). Returns {'executor', 'path'}.")
       .def(
           "denoiser_jvp",
-          [](const ds::gaussian_mixture& g, array x, array v, double a, double s, out_array out,
+          [](const ds::gaussian_mixture& g, array x, array v, py_real a, py_real s, out_array out,
              std::uintptr_t stream) {
+            const ds::channel ch = channel_arg(a, s);
             place p;
             const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
             std::int64_t n = dim_of(x, 0);
@@ -1333,7 +1386,7 @@ NB_MODULE(_core, m) {
             expect_tables_on(g, p, "mixture");
             {
               nb::gil_scoped_release release;
-              ran = g.denoiser_jvp(op, n, xp, vp, {a, s}, on.exec);
+              ran = g.denoiser_jvp(op, n, xp, vp, ch, on.exec);
             }
             return report(ran);
           },
@@ -1341,7 +1394,8 @@ NB_MODULE(_core, m) {
           "Writes (dD/dx) v, the denoiser's Jacobian times v (the Jacobian is symmetric, so also J^T v), into out.")
       .def(
           "evaluate_fp64",
-          [](const ds::gaussian_mixture& g, ds::quantity what, array x, double a, double s, out_array out) {
+          [](const ds::gaussian_mixture& g, ds::quantity what, array x, py_real a, py_real s, out_array out) {
+            const ds::channel ch = channel_arg(a, s);
             place p;
             const double* xp = checked<double>(x, "x", {-1, g.dim()}, p);
             std::int64_t n = dim_of(x, 0);
@@ -1349,12 +1403,13 @@ NB_MODULE(_core, m) {
                                                              : checked<double>(out, "out", {n, g.dim()}, p);
             if (p.where != ds::executor::cpu) raise_invalid("x: evaluate_fp64 runs on the host; pass CPU arrays");
             nb::gil_scoped_release release;
-            g.evaluate_fp64(op, n, xp, {a, s}, what);
+            g.evaluate_fp64(op, n, xp, ch, what);
           },
           "what"_a, "x"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of evaluate (float64 CPU arrays).")
       .def(
           "denoiser_jvp_fp64",
-          [](const ds::gaussian_mixture& g, array x, array v, double a, double s, out_array out) {
+          [](const ds::gaussian_mixture& g, array x, array v, py_real a, py_real s, out_array out) {
+            const ds::channel ch = channel_arg(a, s);
             place p;
             const double* xp = checked<double>(x, "x", {-1, g.dim()}, p);
             std::int64_t n = dim_of(x, 0);
@@ -1362,13 +1417,14 @@ NB_MODULE(_core, m) {
             double* op = checked<double>(out, "out", {n, g.dim()}, p);
             if (p.where != ds::executor::cpu) raise_invalid("x: denoiser_jvp_fp64 runs on the host; pass CPU arrays");
             nb::gil_scoped_release release;
-            g.denoiser_jvp_fp64(op, n, xp, vp, {a, s});
+            g.denoiser_jvp_fp64(op, n, xp, vp, ch);
           },
           "x"_a, "v"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of denoiser_jvp (float64 CPU arrays).")
       .def(
           "sample",
-          [](const ds::gaussian_mixture& g, out_array out, double a, double s, std::uint64_t seed,
+          [](const ds::gaussian_mixture& g, out_array out, py_real a, py_real s, std::uint64_t seed,
              std::optional<out_array> labels, std::uint64_t first_index, std::uintptr_t stream) {
+            const ds::channel ch = channel_arg(a, s);
             place p;
             float* op = checked<float>(out, "out", {-1, g.dim()}, p);
             std::int64_t n = std::int64_t(out.shape(0));
@@ -1378,7 +1434,7 @@ NB_MODULE(_core, m) {
             expect_tables_on(g, p, "mixture");
             {
               nb::gil_scoped_release release;
-              ran = g.sample(op, n, {a, s}, seed, lp, first_index, on.exec);
+              ran = g.sample(op, n, ch, seed, lp, first_index, on.exec);
             }
             return report(ran);
           },
@@ -1386,21 +1442,23 @@ NB_MODULE(_core, m) {
           "Exact samples of p_t into out (n, d) float32; optional int32 component labels (n,).")
       .def_static(
           "empirical",
-          [](problem_data points, double variance) {
+          [](problem_data points, py_real variance) {
             host_data p = read_host(points, "points", {2}, "(n, d)");
+            const double v = finite_real_arg(variance, "variance");
             nb::gil_scoped_release release;  // the constructor's tables (and upload and synchronisation)
-            return ds::gaussian_mixture::empirical(p.shape[0], p.shape[1], p.values.data(), variance);
+            return ds::gaussian_mixture::empirical(p.shape[0], p.shape[1], p.values.data(), v);
           },
           "points"_a, "variance"_a,
           "Equal-weight mixture of N(point_i, variance I) over the rows of points ((n, d) host problem data, copied "
           "as float64).")
       .def_static(
           "grid",
-          [](std::int64_t dim, int grid, double spacing, double variance, std::optional<problem_data> weights) {
+          [](std::int64_t dim, int grid, py_real spacing, py_real variance, std::optional<problem_data> weights) {
+            const double h = finite_real_arg(spacing, "spacing"), v = finite_real_arg(variance, "variance");
             std::vector<double> w;
             if (weights) w = host_vector(*weights, "weights", {1}, "(grid^2,) or empty");
             nb::gil_scoped_release release;  // the constructor's tables (and upload and synchronisation)
-            return ds::grid_mixture(dim, grid, spacing, variance, std::move(w));
+            return ds::grid_mixture(dim, grid, h, v, std::move(w));
           },
           "dim"_a, "grid"_a, "spacing"_a, "variance"_a, "weights"_a = nb::none(),
           "Means on a g x g grid in the first two coordinates, repeated across higher coordinates; weights (grid^2 "

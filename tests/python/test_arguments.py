@@ -392,3 +392,45 @@ def test_langevin_target_is_set_by_target_only(mixture2):
         with pytest.raises(TypeError, match=rf"^{key}: set the target channel with target="):
             ds.SamplingPlan.langevin(4, 2, steps=3, step_size=0.1, **{key: 0.5})
     np.testing.assert_array_equal(x, 1.0)
+
+
+# The low-level functions of diffsample._core, which the package's checks do not guard when called directly: every
+# real parameter of the module goes through the binding's one conversion (finite_real_arg).
+CORE_REALS = [
+    ("evaluate-a", lambda m, v: m._m.evaluate(ds._core.Quantity.score, x4(), v, 0.5, x4()), "a"),
+    ("evaluate-s", lambda m, v: m._m.evaluate(ds._core.Quantity.log_density, x4(), 1.0, v, np.zeros(4, np.float32)),
+     "s"),
+    ("denoiser_jvp-s", lambda m, v: m._m.denoiser_jvp(x4(), x4(), 1.0, v, x4()), "s"),
+    ("evaluate_fp64-a", lambda m, v: m._m.evaluate_fp64(ds._core.Quantity.score, np.zeros((4, 2)), v, 0.5,
+                                                        np.zeros((4, 2))), "a"),
+    ("denoiser_jvp_fp64-a", lambda m, v: m._m.denoiser_jvp_fp64(np.zeros((4, 2)), np.zeros((4, 2)), v, 0.5,
+                                                                np.zeros((4, 2))), "a"),
+    ("sample-s", lambda m, v: m._m.sample(x4(), 1.0, v, 0), "s"),
+    ("empirical-variance", lambda m, v: ds._core.GaussianMixtureCore.empirical(np.zeros((2, 2)), v), "variance"),
+    ("grid-spacing", lambda m, v: ds._core.GaussianMixtureCore.grid(2, 2, v, 1.0), "spacing"),
+    ("grid-variance", lambda m, v: ds._core.GaussianMixtureCore.grid(2, 2, 1.0, v), "variance"),
+]
+CORE_BAD_REALS = [
+    ("True", True, r"True, expected a real number"),
+    ("numpy-complex", np.complex128(0.5 + 1j), r"a complex128 \(.*\), expected a real number"),
+    ("nan", float("nan"), r"nan, expected a finite number"),
+    ("inf", np.float64("inf"), r"inf, expected a finite number"),
+]
+
+
+@pytest.mark.parametrize("value,message", [c[1:] for c in CORE_BAD_REALS], ids=[c[0] for c in CORE_BAD_REALS])
+@pytest.mark.parametrize("call,name", [c[1:] for c in CORE_REALS], ids=[c[0] for c in CORE_REALS])
+def test_core_real_parameters_refuse_bools_complex_values_and_nan_by_name(m, call, name, value, message):
+    """The _core functions' real parameters were nanobind's float conversion: True ran as 1.0, a NumPy complex value
+    as its real part (a ComplexWarning only), and a NaN went on to the library, which refused it naming its own field
+    (ch.a: must be >= 0 and finite) or not at all. Refused here naming the argument. Seen failing before the fix:
+    each True and complex value ran, each NaN was 'ch.a: ...' or 'variance: must be in ...'."""
+    with pytest.raises(ds.InvalidArgument, match=rf"^{name}: {message}$"):
+        call(m, value)
+
+
+@pytest.mark.parametrize("call,name", [c[1:] for c in CORE_REALS], ids=[c[0] for c in CORE_REALS])
+def test_core_real_parameters_take_real_numbers(m, call, name):
+    """Python and NumPy reals and integers still pass (a 0-d float array too)."""
+    for value in (0.5, 1, np.float32(0.25), np.int64(1), np.array(0.5)):
+        call(m, value)

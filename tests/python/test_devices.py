@@ -418,3 +418,86 @@ def test_a_new_cuda_array_the_package_cannot_allocate_names_the_array(m, call, n
                                                  rf"\(the package allocates CUDA arrays with PyTorch or CuPy only\); "
                                                  rf"{advice}"):
         call(m)
+
+
+def test_a_wrapped_plan_refuses_a_like_on_another_cuda_device(monkeypatch):
+    """SamplingPlan(core_plan, like) compared only CPU against CUDA: a like on cuda:1 around a plan on cuda:0 was
+    taken, and the plan's views were shown in like's framework on like's device. Refused naming both devices (the
+    plan's: its samples' DLPack device). Checked with a stand-in core plan on cuda:2 (the package's _core seen
+    through a copy whose SamplingPlan is the stand-in's class). Seen failing before the fix: no error."""
+    class CorePlan:
+        executor = ds._core.Executor.cuda
+
+        def samples(self):
+            return FakeCudaArray((4, 2), 2)
+
+    core = types.SimpleNamespace(**{k: getattr(ds._core, k) for k in dir(ds._core) if not k.startswith("__")})
+    core.SamplingPlan, core.HAS_SAMPLING_PLANS = CorePlan, True
+    monkeypatch.setattr(ds, "_core", core)
+    for device in (0, 1):
+        with pytest.raises(ds.InvalidArgument, match=rf"^like: on cuda:{device}, but core_plan is on cuda:2 \(.*\): "
+                                                     r"pass like on cuda:2$"):
+            ds.SamplingPlan(CorePlan(), FakeCudaArray((0,), device))
+    assert ds.SamplingPlan(CorePlan(), FakeCudaArray((0,), 2))._like.device == 2
+    assert ds.SamplingPlan(CorePlan())._like is None
+
+
+def _fake_cupy_empty(monkeypatch):
+    """_fake_cupy with cupy.empty (an array on the device current in its stand-in), recording each allocation as
+    (shape, dtype, device). Returns (shaped(shape, device, dtype): a stand-in CuPy array, the allocations)."""
+    array_on = _fake_cupy(monkeypatch)
+    made = []
+    cupy = sys.modules["cupy"]
+    current = []
+    device_class = cupy.cuda.Device
+
+    class Device(device_class):
+        def __enter__(self):
+            current.append(self.index)
+            return super().__enter__()
+
+        def __exit__(self, *exc):
+            current.pop()
+            return super().__exit__(*exc)
+
+    ndarray = type(array_on(0))
+
+    def shaped(shape, device, dtype="float32"):
+        a = ndarray(tuple(shape), device, dtype)
+        a.device = types.SimpleNamespace(id=device)
+        return a
+
+    def empty(shape, dtype):
+        made.append((tuple(shape), str(dtype), current[-1] if current else 0))
+        return shaped(shape, current[-1] if current else 0, str(dtype))
+
+    cupy.cuda.Device, cupy.empty = Device, empty
+    return shaped, made
+
+
+def test_new_outputs_follow_the_arrays_the_caller_gave(m, monkeypatch):
+    """diffusion(m, n, trajectory=<CUDA array>) and GaussianMixture.sample(n, labels=<CUDA array>) made a NumPy out,
+    so the call was refused as mixed devices naming an x or out the caller never passed ('trajectory: on cuda:64 but
+    x is on cpu:0'). The new out follows the given array's framework and device (the package's rule for outputs):
+    here CuPy's stand-in on a device no machine has, so the call goes on to be refused as that device's (naming the
+    new out, made on it), and a CUDA array of a framework the package cannot allocate in is refused saying to pass
+    out=. Seen failing before the fix: the mixed-device message, no CuPy allocation."""
+    shaped, made = _fake_cupy_empty(monkeypatch)
+    with pytest.raises(ds.InvalidArgument, match=rf"^x: {UNSEEN}"):
+        ds.diffusion(m, 4, trajectory=shaped((2, 4, 2), FAR), steps=2, record_every=1)
+    assert made == [((4, 2), "float32", FAR)]
+    with pytest.raises(ds.InvalidArgument, match=rf"^out: {UNSEEN}"):
+        m.sample(4, labels=shaped((4,), FAR, "int32"))
+    assert made[1:] == [((4, 2), "float32", FAR)]
+    with pytest.raises(ds.InvalidArgument, match=r"^out: cannot allocate a new CUDA array like a FakeCudaArray .*; "
+                                                 r"pass out=, a writable \(n, d\) float32 CUDA array on trajectory's"):
+        ds.diffusion(m, 4, trajectory=far(2, 4, 2), steps=2, record_every=1)
+    with pytest.raises(ds.InvalidArgument, match=r"^out: cannot allocate .*; pass out=, a writable \(n, d\) float32 "
+                                                 r"CUDA array on labels' device"):
+        m.sample(4, labels=far(4, dtype="int32"))
+    # CPU arrays given: the new out is of their framework (NumPy here), and the call runs.
+    traj = np.zeros((2, 4, 2), np.float32)
+    out = ds.diffusion(m, 4, trajectory=traj, steps=2, record_every=1)
+    assert type(out) is np.ndarray and out.shape == (4, 2)
+    out, lab = m.sample(4, labels=np.zeros(4, np.int32))
+    assert type(out) is np.ndarray and lab.shape == (4,)

@@ -574,3 +574,28 @@ def test_plan_resets_release_the_gil():
         sp = ds.SamplingPlan.diffusion(n, d, sampler="ddpm", steps=2)
         assert runs_beside(lambda: sp.reset())
         assert runs_beside(lambda: sp.reset(x))
+
+
+def test_an_answer_that_partly_overlaps_the_plans_buffer_is_refused():
+    """An answer laid over the plan's own answer buffer otherwise than the buffer itself (an as_strided view of it)
+    was PyTorch's RuntimeError ('unsupported operation: some elements of the input tensor and the written-to tensor
+    refer to a single memory location') for a tensor, and a NumPy view was copied through a temporary without a
+    word. Both are refused as InvalidArgument naming the argument; the buffer itself (and a view of it laid out the
+    same way) is still taken, and the plan does not advance on a refusal. Seen failing before the fix: the
+    RuntimeError, and no error for NumPy."""
+    plan = ds.SamplingPlan.diffusion(4, 2, output="denoiser", sampler="ddpm", steps=2, seed=1)
+    plan.reset()
+    r = plan.ask()
+    buffer = r["answer"]
+    shifted = [np.lib.stride_tricks.as_strided(buffer.ravel()[1:], (4, 2), (4, 4))]
+    torch = __import__("conftest").torch_or_none()
+    if torch is not None:
+        shifted.append(torch.from_numpy(buffer).as_strided((4, 2), (1, 1), 1))
+    for bad in shifted:
+        with pytest.raises(ds.InvalidArgument, match=r"^answer: partly overlaps the plan's buffer it is copied into "
+                                                     r"\(the same memory laid out otherwise\)"):
+            plan.tell(bad)
+        assert plan.position == r["index"]
+    buffer[...] = 0.5
+    plan.tell(buffer.view())
+    assert plan.position == r["index"] + 1

@@ -260,3 +260,51 @@ def test_the_svd_operator_releases_the_gil():
     d = 256
     U = np.eye(d)
     assert runs_beside(lambda: ds.ObservationOperator.svd(U, np.ones(d), U))
+
+
+def test_float16_problem_data_widens_exactly():
+    """float16 values are float64 values, as float32's are, but problem data of that dtype was refused ('dtype
+    float16, expected real numbers'). Read and widened exactly: the problem is the float64 one, and every finite
+    float16 value (subnormals, -0.0 and the extremes included) reaches the problem unchanged. Seen failing before the
+    fix: InvalidArgument."""
+    same_as_float64(posterior_means, A.astype(np.float16), np.float16(SIGMA), Y.astype(np.float16))
+    same_as_float64(guided, A.astype(np.float16), Y.astype(np.float16), np.float16(SIGMA))
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    every = every[np.isfinite(every)][None, :]
+    got = ds.ObservationOperator.dense(every).matrix()
+    np.testing.assert_array_equal(got, every.astype(np.float64))
+    assert np.array_equal(np.signbit(got), np.signbit(every))
+
+
+@needs_torch
+def test_bfloat16_problem_data_widens_exactly():
+    """The same for bfloat16 (PyTorch's): its values are float32's high halves. Seen failing before the fix:
+    InvalidArgument 'dtype bfloat16, expected real numbers'."""
+    b = torch.bfloat16
+    same_as_float64(posterior_means, torch.tensor(A, dtype=b), torch.tensor(SIGMA, dtype=b), torch.tensor(Y, dtype=b))
+    g = ds.GaussianMixture(torch.tensor([0.25, 0.75], dtype=b), torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=b),
+                           torch.tensor([0.25, 0.5], dtype=b))
+    np.testing.assert_array_equal(g.means, prior().means)
+    np.testing.assert_array_equal(g.variances, prior().variances)
+    every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(b)
+    every = every[torch.isfinite(every)][None, :]
+    got = ds.ObservationOperator.dense(every).matrix()
+    np.testing.assert_array_equal(got, every.double().numpy())
+    assert np.array_equal(np.signbit(got), every.double().signbit().numpy())
+
+
+def test_16_bit_floats_are_refused_for_arrays_written_in_place():
+    """Arrays the library writes take its float32 results as they are: a float16 or bfloat16 output is refused, by
+    the binding too (diffsample._core, which the package's checks do not guard), saying why and what to pass. Seen
+    failing before: the binding's message said only 'expected float32'."""
+    x = np.zeros((4, 2), np.float32)
+    outs = [("float16", np.zeros((4, 2), np.float16))]
+    if torch is not None:
+        outs.append(("bfloat16", torch.zeros((4, 2), dtype=torch.bfloat16)))
+    for name, out in outs:
+        refused(lambda: prior()._m.evaluate(ds._core.Quantity.score, x, 1.0, 0.0, out),
+                rf"^out: dtype {name}, expected float32; the call writes float32 results into out in place: pass a "
+                r"float32 array \(a converted copy of out would not receive the results\)$")
+        refused(lambda: prior().score(x, out=out), rf"^out: dtype {name}, expected float32; pass a float32 array")
+    refused(lambda: ds._core.langevin(prior()._m, np.zeros((4, 2), np.float16), ds.LangevinOptions()),
+            r"^x: dtype float16, expected float32; the call writes float32 results into x in place")
