@@ -4,11 +4,14 @@
 // same time (the chains walk the components in the same order), so each shared-memory read is one broadcast, with
 // no bank conflict, instead of a trip through L1 that competes with the workspace path's own traffic.
 //
-// What is staged (mixture_channels::staged_floats): the means and, for diagonal components, the variances (the
-// parameters every channel reads); with `whole` (a table of one channel: Langevin) also that channel's constants
-// (log weight folded with the normalising constant, 1 / c, the denoiser factors) and its 1 / c_kj. A diffusion
-// run's constants differ per step (two channels per step, thousands of steps), so they stay in global memory and
-// are read uniformly through L1. The CPU executor runs the same functors on the tables in host memory.
+// What is staged (mixture_channels::staged lays it out, staged_floats counts it): the means and, for diagonal
+// components, the variances (the parameters every channel reads); an isotropic mixture's K variances only for a chain
+// body that reads them (reads_isotropic_variances: channel_jvp's e_k; none does today, and without them ptxas keeps
+// the chain kernels' code as it was: the copy, in any form tried, moved the diffusion kernels' registers, D = 4 from
+// 86 to 90-96); with a table of one channel (Langevin) also that channel's constants (log weight folded with the
+// normalising constant, 1 / c, the denoiser factors) and its 1 / c_kj. A diffusion run's constants differ per step
+// (two channels per step, thousands of steps), so they stay in global memory and are read uniformly through L1. The
+// CPU executor runs the same functors on the tables in host memory.
 #pragma once
 
 #include <cstdint>
@@ -23,14 +26,18 @@ namespace diffsample::kernels {
 /// Dynamic shared memory a chain launch stages at most (every architecture takes 48 KiB without opting in).
 constexpr std::int64_t chain_staging_bytes = 48 * 1024;
 
-/// Bytes a chain launch stages for the mixture m (single_channel: the table's one channel too).
-inline std::int64_t chain_staged_bytes(const mixture_view<float>& m, bool single_channel) {
-  return mixture_channels::staged_floats(m, single_channel) * std::int64_t(sizeof(float));
+/// Bytes a chain launch of the chain body Body stages for the mixture m (its single_channel: the table's one channel
+/// too; its reads_isotropic_variances: an isotropic mixture's variances too).
+template <class Body>
+std::int64_t chain_staged_bytes(const mixture_view<float>& m) {
+  return mixture_channels::staged_floats(m, Body::single_channel, Body::reads_isotropic_variances) *
+         std::int64_t(sizeof(float));
 }
 
 /// Whether the register path runs a mixture on the CUDA executor: its staged part fits (else the workspace path).
-inline bool chain_staging_fits(const mixture_view<float>& m, bool single_channel) {
-  return chain_staged_bytes(m, single_channel) <= chain_staging_bytes;
+template <class Body>
+bool chain_staging_fits(const mixture_view<float>& m) {
+  return chain_staged_bytes<Body>(m) <= chain_staging_bytes;
 }
 
 #if defined(__CUDACC__)
@@ -49,30 +56,12 @@ __device__ __forceinline__ void stage_copy(float* to, const float* from, std::in
 }
 
 /// The table t with its staged parts read from `smem` (mixture_channels::staged_floats floats, 16-byte aligned),
-/// copied there by the threads of the block; returns after the block's barrier. Every pointer that may be read is
-/// set to a shared address whatever the mixture's kind (an unused one too), so that no read sees a pointer that
-/// could be global or shared.
-template <bool WithChannel>
+/// copied there by the threads of the block (mixture_channels::staged lays them out); returns after the block's
+/// barrier. IsotropicVariances: the chain body's reads_isotropic_variances (kernels/chain_runner.cuh).
+template <bool WithChannel, bool IsotropicVariances>
 __device__ __forceinline__ mixture_channels stage_channels(const mixture_channels& t, float* smem) {
-  const std::int64_t K = t.mix.components, Kd = K * t.mix.dim, padded = mixture_channels::padded(Kd);
-  const bool diagonal = !t.mix.isotropic;
-  mixture_channels s = t;
-  float* at = smem;
-  stage_copy(at, t.mix.means, Kd);
-  s.mix.means = at;
-  at += padded;
-  s.mix.variances = at;
-  if (diagonal) {
-    stage_copy(at, t.mix.variances, Kd);
-    at += padded;
-  }
-  if (WithChannel) {
-    stage_copy(at, reinterpret_cast<const float*>(t.comp), 4 * K);
-    s.comp = reinterpret_cast<component_constants*>(at);
-    at += 4 * K;
-    s.inv_c = at;
-    if (diagonal) stage_copy(at, t.inv_c, Kd);
-  }
+  const mixture_channels s = t.staged<WithChannel, IsotropicVariances>(
+      smem, [](float* to, const float* from, std::int64_t count) { stage_copy(to, from, count); });
   __syncthreads();
   return s;
 }
@@ -90,7 +79,8 @@ static __global__ void __launch_bounds__(Block) chain_kernel(std::int64_t n, F f
   const std::int64_t step = static_cast<std::int64_t>(blockDim.x) * gridDim.x;
   if (F::always_staged || staged) {
     F g = f;
-    g.chain.p.mix = stage_channels<decltype(f.chain)::single_channel>(
+    using body = decltype(f.chain);
+    g.chain.p.mix = stage_channels<body::single_channel, body::reads_isotropic_variances>(
         f.chain.p.mix, reinterpret_cast<float*>(chain_staging_storage));
     for (std::int64_t i = first; i < n; i += step) g(i);
   } else {
@@ -102,9 +92,9 @@ static __global__ void __launch_bounds__(Block) chain_kernel(std::int64_t n, F f
 /// register-path functor, whose launcher checked chain_staging_fits). Returns the launch's error.
 template <int Block, class F>
 cudaError_t launch_chains(std::int64_t n, const F& f, cudaStream_t stream) {
-  constexpr bool single = decltype(f.chain)::single_channel;
-  const bool staged = chain_staging_fits(f.chain.p.mix.mix, single);
-  const std::size_t bytes = staged ? static_cast<std::size_t>(chain_staged_bytes(f.chain.p.mix.mix, single)) : 0;
+  using body = decltype(f.chain);
+  const bool staged = chain_staging_fits<body>(f.chain.p.mix.mix);
+  const std::size_t bytes = staged ? static_cast<std::size_t>(chain_staged_bytes<body>(f.chain.p.mix.mix)) : 0;
   return checked_launch([&] { chain_kernel<Block><<<grid_size(n, Block), Block, bytes, stream>>>(n, f, staged); });
 }
 #endif

@@ -3,7 +3,12 @@
 //   bool loads_state() const                  whether x holds the chain's initial state
 //   void operator()(lane, x, v1, v2, v3) const  runs the chain(s) of `lane` on state x and three scratch vectors
 // and both runners below run it, on either executor, with one chain per lane (scalar_lane). The CPU executor's
-// SIMD runners (src/cpu/) run the same bodies over packs of chains.
+// SIMD runners (src/cpu/) run the same bodies over packs of chains. For the CUDA chain kernel, which stages the
+// body's table p.mix in shared memory (kernels/chain_launch.cuh), a body also declares
+//   static constexpr bool single_channel             whether p.mix has one channel (staged with it)
+//   static constexpr bool reads_isotropic_variances  whether it reads an isotropic mixture's variances through p.mix
+//                                                    (channel_jvp does, as do the mixture_view functions): staged only
+//                                                    then, so that a body that does not pays nothing for them
 #pragma once
 
 #include "kernels/config.cuh"

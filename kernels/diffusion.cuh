@@ -152,6 +152,9 @@ DS_HD_INLINE void diffusion_chain(const diffusion_params& p, const L& lane, V& x
 /// The initial state is read from x unless the library draws it.
 struct diffusion_chain_body {
   static constexpr bool single_channel = false;  // p.mix has two channels per step
+  // No J v (channel_jvp) and no mixture_view function: a CUDA chain launch need not stage an isotropic mixture's
+  // variances (kernels/chain_launch.cuh).
+  static constexpr bool reads_isotropic_variances = false;
   diffusion_params p;
   DS_HD_INLINE bool loads_state() const { return !p.draw_initial; }
   template <class L, class V>

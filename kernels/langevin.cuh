@@ -111,6 +111,9 @@ DS_HD_INLINE void langevin_chain(const langevin_params& p, const L& lane, V& x, 
 /// The Langevin chain body for the runners of kernels/chain_runner.cuh (scratch: g, x', g').
 struct langevin_chain_body {
   static constexpr bool single_channel = true;  // p.mix has the target channel only
+  // No J v (channel_jvp) and no mixture_view function: a CUDA chain launch need not stage an isotropic mixture's
+  // variances (kernels/chain_launch.cuh).
+  static constexpr bool reads_isotropic_variances = false;
   langevin_params p;
   DS_HD_INLINE bool loads_state() const { return true; }
   template <class L, class V>

@@ -213,7 +213,8 @@ struct alignas(16) component_constants {
 /// One channel of a mixture as the per-chain functions read it: parameters and the constants above.
 struct channel_view {
   const float* means;                // K x d
-  const float* variances;            // K x d for diagonal components, else unused
+  const float* variances;            // K x d for diagonal components, K for isotropic ones (channel_jvp's e_k; a
+                                     // chain launch stages them only for a body that reads them)
   const component_constants* comp;   // K
   const float* inv_c;                // K x d for diagonal components, else unused
   const float* scaled_means;         // K x d: a mu, the same float product as computed inline; or nullptr
@@ -254,11 +255,47 @@ struct mixture_channels {
   /// `floats` rounded up to a multiple of 4 (16 bytes).
   DS_HD_INLINE static std::int64_t padded(std::int64_t floats) { return (floats + 3) / 4 * 4; }
   /// Floats that a CUDA chain launch stages in shared memory (kernels/chain_launch.cuh): the means and, for diagonal
-  /// components, the variances, each padded to 16 bytes; with_channel (a table of one channel) also its constants
-  /// (4 K) and, for diagonal components, its 1 / c_kj (K d).
-  static std::int64_t staged_floats(const mixture_view<float>& m, bool with_channel) {
+  /// components, the variances, each padded to 16 bytes; with isotropic_variances an isotropic mixture's K variances
+  /// in the variances' place (padded); with_channel (a table of one channel) also its constants (4 K) and, for
+  /// diagonal components, its 1 / c_kj (K d).
+  static std::int64_t staged_floats(const mixture_view<float>& m, bool with_channel, bool isotropic_variances) {
     const std::int64_t K = m.components, Kd = padded(K * std::int64_t(m.dim));
-    return Kd * (m.isotropic ? 1 : 2) + (with_channel ? 4 * K + (m.isotropic ? 0 : Kd) : 0);
+    const std::int64_t variances = m.isotropic ? (isotropic_variances ? padded(K) : 0) : Kd;
+    return Kd + variances + (with_channel ? 4 * K + (m.isotropic ? 0 : Kd) : 0);
+  }
+  /// This table with its staged parts in `smem` (staged_floats(mix, WithChannel, IsotropicVariances) floats, 16-byte
+  /// aligned), each part copied there by copy(to, from, count): the layout of kernels/chain_launch.cuh's
+  /// stage_channels, which copies with the threads of a block, made here so that a host test can stage a table with
+  /// std::copy. Every pointer a reader may follow points into `smem` whatever the mixture's kind (an unused one too),
+  /// so that no read on the device sees a pointer that could be global or shared. Without IsotropicVariances an
+  /// isotropic mixture's K variances are not copied and the staged mix.variances does not hold them: only for a
+  /// reader that never reads them (a chain body whose reads_isotropic_variances is false: no channel_jvp, no
+  /// mixture_view function).
+  template <bool WithChannel, bool IsotropicVariances, class Copy>
+  DS_HD_INLINE mixture_channels staged(float* smem, Copy&& copy) const {
+    const std::int64_t K = mix.components, Kd = K * mix.dim, padded_kd = padded(Kd);
+    const bool diagonal = !mix.isotropic;
+    mixture_channels s = *this;
+    float* at = smem;
+    copy(at, mix.means, Kd);
+    s.mix.means = at;
+    at += padded_kd;
+    s.mix.variances = at;
+    if (diagonal) {
+      copy(at, mix.variances, Kd);
+      at += padded_kd;
+    } else if (IsotropicVariances) {
+      copy(at, mix.variances, K);
+      at += padded(K);
+    }
+    if (WithChannel) {
+      copy(at, reinterpret_cast<const float*>(comp), 4 * K);
+      s.comp = reinterpret_cast<component_constants*>(at);
+      at += 4 * K;
+      s.inv_c = at;
+      if (diagonal) copy(at, inv_c, Kd);
+    }
+    return s;
   }
   /// The table laid out in `table` (table_floats(m, channels) floats).
   static mixture_channels in(const mixture_view<float>& m, std::int64_t channels, float* table) {

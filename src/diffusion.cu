@@ -220,8 +220,7 @@ std::size_t channel_bytes(const gaussian_mixture& mixture, const diffusion_optio
 bool register_path(const gaussian_mixture& mixture, executor where) {
   return is_register_dim(mixture.dim()) &&
          (where == executor::cpu ||
-          kernels::chain_staging_fits(mixture.storage().view(executor::cpu),
-                                      kernels::diffusion_chain_body::single_channel));
+          kernels::chain_staging_fits<kernels::diffusion_chain_body>(mixture.storage().view(executor::cpu)));
 }
 
 // The workspace size asks for the state whenever CUDA would need it.

@@ -65,7 +65,7 @@ void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_op
 bool register_path(const gaussian_mixture& mixture, executor where) {
   return is_register_dim(mixture.dim()) &&
          (where == executor::cpu ||
-          kernels::chain_staging_fits(mixture.storage().view(executor::cpu), kernels::langevin_chain_body::single_channel));
+          kernels::chain_staging_fits<kernels::langevin_chain_body>(mixture.storage().view(executor::cpu)));
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 // running maximum grows (ScoreIsGradientOfLogDensity, DenoiserIsTweedieOfScore).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/mixture.cuh"
@@ -253,7 +255,13 @@ TEST(Mixture, DenoiserJvpMatchesFiniteDifferencesAndFp32) {
 // kernels::channel_jvp (the CUDA guided samplers' J v from a channel's constants: no division per component and
 // coordinate) against the FP64 JVP at the float-rounded inputs, both variance forms and three channels (the
 // constants rounded to float once per channel; same tolerance as the FP32 JVP above, 5e-3 relative to the entry
-// plus 1e-3 of the largest: a few hundred float ulps of the per-component sums).
+// plus 1e-3 of the largest: a few hundred float ulps of the per-component sums). The same table staged as a CUDA
+// chain launch stages it in shared memory (mixture_channels::staged, the layout kernels/chain_launch.cuh copies with
+// the threads of a block; here into a NaN-filled host buffer with std::copy), with and without its channel: with the
+// isotropic variances (a chain body whose reads_isotropic_variances is true) channel_jvp on the staged view equals
+// the table's bit for bit, and in either form the denoiser does (the one the chain bodies read). Seen failing with
+// the isotropic variances left out of the staged table (the staged view's variances fell on the channel's constants
+// or past the copy).
 TEST(Mixture, ChannelJvpFromTheConstantsMatchesFp64) {
   const int d = 6, K = 5, n = 4;
   struct one_channel {
@@ -293,6 +301,39 @@ TEST(Mixture, ChannelJvpFromTheConstantsMatchesFp64) {
       std::vector<double> xr(xf.begin(), xf.end()), dr(df.begin(), df.end()), ref(x.size());
       mix.denoiser_jvp_fp64(ref.data(), n, xr.data(), dr.data(), ch);
       expect_close(got, ref, 5e-3, iso ? "channel jvp, isotropic" : "channel jvp, diagonal");
+      std::vector<float> denoised(x.size());
+      for (int i = 0; i < n; ++i) {
+        const kernels::strided_vec<const float> xi{xf.data() + i * d, 1, d};
+        kernels::strided_vec<float> oi{denoised.data() + i * d, 1, d};
+        kernels::channel_denoiser<float>(c, xi, oi);
+      }
+      const auto copy = [](float* to, const float* from, std::int64_t count) { std::copy(from, from + count, to); };
+      for (int form = 0; form < 4; ++form) {
+        const bool with_channel = form & 1, isotropic_variances = form & 2;
+        std::vector<float> smem(
+            static_cast<std::size_t>(kernels::mixture_channels::staged_floats(view, with_channel, isotropic_variances)),
+            NAN);
+        const kernels::mixture_channels st =
+            form == 0   ? t.staged<false, false>(smem.data(), copy)
+            : form == 1 ? t.staged<true, false>(smem.data(), copy)
+            : form == 2 ? t.staged<false, true>(smem.data(), copy)
+                        : t.staged<true, true>(smem.data(), copy);
+        const kernels::channel_view sc = st.at(0, float(ch.a), float(ch.s));
+        std::vector<float> staged_jvp(x.size()), staged_denoised(x.size());
+        for (int i = 0; i < n; ++i) {
+          const kernels::strided_vec<const float> xi{xf.data() + i * d, 1, d}, di{df.data() + i * d, 1, d};
+          kernels::strided_vec<float> oi{staged_jvp.data() + i * d, 1, d}, mi{staged_denoised.data() + i * d, 1, d};
+          kernels::channel_jvp<float>(sc, xi, di, oi);
+          kernels::channel_denoiser<float>(sc, xi, mi);
+        }
+        const std::string what = std::string(iso ? "isotropic" : "diagonal") +
+                                 ", staged with_channel = " + std::to_string(with_channel) +
+                                 ", isotropic_variances = " + std::to_string(isotropic_variances);
+        EXPECT_EQ(staged_denoised, denoised) << what;
+        if (isotropic_variances || !iso) {
+          EXPECT_EQ(staged_jvp, got) << what;
+        }
+      }
     }
   }
 }
