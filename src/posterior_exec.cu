@@ -63,7 +63,7 @@ namespace {
 /// Component k in the square-root information form, for a component whose A Sigma_k A^T + sigma_y^2 I the
 /// covariance form refused as numerically singular while sigma_y > 0 (more rows than A has rank, with sigma_y small
 /// against A Sigma_k A^T: the matrix is positive definite, its smallest eigenvalue sigma_y^2, but below the pivot test's
-/// 1e-13 of its diagonal). With D = Sigma_k^(1/2), B = A D and r = y - A mu_k, x = mu_k + D u has the prior u ~ N(0, I)
+/// 1e-13 of its diagonal), or whose Sigma_k - W^T W cancels (sigma_y small against A Sigma_k A^T). With D = Sigma_k^(1/2), B = A D and r = y - A mu_k, x = mu_k + D u has the prior u ~ N(0, I)
 /// and the observation r = B u + sigma_y z, so the posterior of u is the least-squares problem
 ///   min_u |M u - b|^2,  M = [B / sigma_y; I]  ((m + d) x d),  b = [r / sigma_y; 0],
 /// solved by Householder QR, M = Q R: u* = R^-1 (Q^T b)_(0..d), Cov(u) = (R^T R)^-1 = R^-1 R^-T, the minimum
@@ -212,15 +212,37 @@ std::int64_t posterior_components(const gaussian_mixture& prior, const linear_ob
                                         cudaMemcpyDeviceToHost, stream));
     DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
   }
-  // A component the covariance form refused while sigma_y > 0 is positive definite all the same: computed again in the
-  // square-root information form (posterior_component_qr), on the host whichever executor ran the others.
+  // A component the covariance form refused while sigma_y > 0 is positive definite all the same, and one where
+  // sigma_y^2 is below 1e-6 of the largest predictive variance a_i Sigma_k a_i^T + sigma_y^2 lost digits in
+  // S' = Sigma_k - W^T W (about 1e-16 / ratio of S' along the observed directions: 2e-4 at sigma_y = 1e-6 for a square
+  // A of unit scale): both are computed again in the square-root information form (posterior_component_qr), which
+  // nothing cancels, on the host whichever executor ran the others.
+  const bool iso = prior.isotropic();
+  std::vector<double> mean, cov, factor;
   for (std::int64_t k = 0; k < K; ++k) {
-    if (!singular[k] || !(obs.sigma_y > 0)) continue;
-    const bool iso = prior.isotropic();
-    if (posterior_component_qr(pm.data() + k * d, pv.data() + (iso ? k : k * d), iso ? 0 : 1, log_w[k], obs.A.data(),
-                               obs.y.data(), obs.sigma_y, m, d, out.log_joint[k], out.means.data() + k * d,
-                               out.covariances.data() + k * d * d, out.factors.data() + k * d * d))
-      singular[k] = 0;
+    if (!(obs.sigma_y > 0)) break;
+    if (!singular[k]) {
+      double largest = 0;
+      for (std::int64_t i = 0; i < m; ++i) {
+        double c = s2;
+        for (std::int64_t j = 0; j < d; ++j) c += obs.A[i * d + j] * obs.A[i * d + j] * pv[iso ? k : k * d + j];
+        largest = std::max(largest, c);
+      }
+      if (!(s2 < 1e-6 * largest)) continue;
+    }
+    // Into scratch first: a component the covariance form did compute keeps its values if this one fails.
+    double log_joint = 0;
+    mean.assign(d, 0.0);
+    cov.assign(d * d, 0.0);
+    factor.assign(d * d, 0.0);
+    if (!posterior_component_qr(pm.data() + k * d, pv.data() + (iso ? k : k * d), iso ? 0 : 1, log_w[k], obs.A.data(),
+                                obs.y.data(), obs.sigma_y, m, d, log_joint, mean.data(), cov.data(), factor.data()))
+      continue;
+    out.log_joint[k] = log_joint;
+    std::copy(mean.begin(), mean.end(), out.means.begin() + k * d);
+    std::copy(cov.begin(), cov.end(), out.covariances.begin() + k * d * d);
+    std::copy(factor.begin(), factor.end(), out.factors.begin() + k * d * d);
+    singular[k] = 0;
   }
   for (std::int64_t k = 0; k < K; ++k)
     if (singular[k]) return k;

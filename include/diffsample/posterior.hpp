@@ -42,7 +42,8 @@ struct linear_observation {
 class DIFFSAMPLE_API mixture_posterior {
  public:
   /// A component whose A Sigma_k A^T + sigma_y^2 I fails that test while sigma_y > 0 (more rows than A has rank,
-  /// with sigma_y small against A Sigma_k A^T) is computed in the square-root information form instead (on the host).
+  /// with sigma_y small against A Sigma_k A^T), or whose sigma_y^2 is below 1e-6 of its largest predictive variance
+  /// (where Sigma_k - W^T W cancels), is computed in the square-root information form instead (on the host).
   /// @throws invalid_argument when sizes disagree, a value is not finite, sigma_y < 0, or
   ///         A Sigma_k A^T + sigma_y^2 I is not numerically positive definite for some component (a Cholesky pivot
   ///         at or below 1e-13 times its own diagonal entry) with sigma_y = 0 (A not of full row rank), or with a
