@@ -2336,13 +2336,18 @@ TEST_F(Cli, IntegerOptionsAreDecimal) {
            {ula + " --step-size +0.01", "--step-size: expected a finite number, got '+0.01'"},
            {ula + " --step-size 0x1p-7", "--step-size: expected a finite number, got '0x1p-7'"},
            {common + " --steps 5 --t-end +0.001", "--t-end: expected a finite number, got '+0.001'"},
-           {common + " --steps 5 --seed +5", "--seed: expected an integer in [0, 18446744073709551615]"}}) {
+           {common + " --steps 5 --seed +5", "--seed: expected an integer in [0, 18446744073709551615]"},
+           // A non-zero number below the smallest double reads as 0; --eta takes 0, so it would have run as 0.
+           {"sample --sampler ddim --executor cpu --chains 8 --quiet --steps 5 --eta 1e-400",
+            "--eta: '1e-400' is not zero but below the smallest double"}}) {
     const result bad = run(args);
     EXPECT_EQ(bad.rc, 2) << args;
     EXPECT_NE(bad.err.find(message), std::string::npos) << args << ": " << bad.err;
   }
+  const std::string ddim = "sample --sampler ddim --executor cpu --chains 8 --quiet --steps 5";
   for (const std::string& good : {ula + " --steps 5 --step-size .01", ula + " --steps 5 --step-size 1E-2",
-                                  ula + " --steps 5 --step-size 1e+0", ula + " --steps 5 --step-size 1.e-2"}) {
+                                  ula + " --steps 5 --step-size 1e+0", ula + " --steps 5 --step-size 1.e-2",
+                                  ddim + " --eta 0e-400", ddim + " --eta 0.000"}) {
     const result r = run(good);
     EXPECT_EQ(r.rc, 0) << good << ": " << r.err;
   }

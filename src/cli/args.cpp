@@ -117,6 +117,11 @@ double to_double(const std::string& flag, const std::string& text) {
   const double v = std::strtod(text.c_str(), &end);
   if (!decimal_number(text) || end == text.c_str() || *end != '\0' || !std::isfinite(v))
     throw usage_error(flag + ": expected a finite number, got '" + text + "'");
+  if (v == 0.0) {  // a non-zero number too small for a double reads as 0: refused rather than run as 0
+    const std::string mantissa = text.substr(0, text.find_first_of("eE"));
+    if (mantissa.find_first_of("123456789") != std::string::npos)
+      throw usage_error(flag + ": '" + text + "' is not zero but below the smallest double (about 4.9e-324)");
+  }
   return v;
 }
 
