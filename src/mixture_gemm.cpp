@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -561,9 +562,25 @@ gaussian_mixture gaussian_mixture::empirical(std::int64_t n, std::int64_t dim, c
   DIFFSAMPLE_EXPECTS(points != nullptr, "points: null pointer");
   DIFFSAMPLE_EXPECTS(std::isfinite(variance) && variance >= min_variance && variance <= max_variance,
                      "variance: must be in [" << min_variance << ", " << max_variance << "], got " << variance);
-  std::vector<double> means(points, points + n * dim);
-  return gaussian_mixture(dim, std::vector<double>(std::size_t(n), 1.0), std::move(means),
-                          std::vector<double>(std::size_t(n), variance));
+  // n x dim doubles are copied (and the mixture keeps them, with their FP32 copy): the product is refused beyond the
+  // host's limit before anything is allocated (n, dim <= 2^24 keep it within int64), and an allocation the host cannot
+  // give is out_of_memory naming the points, not std::bad_alloc.
+  const std::int64_t values = n * dim;
+  if (values > limits::max_host_bytes / std::int64_t(sizeof(double)))
+    throw out_of_memory("points: n x dim = " + std::to_string(n) + " x " + std::to_string(dim) + " values need " +
+                        std::to_string(values) + " x 8 bytes of host memory, the limit is " +
+                        limits::spell(limits::max_host_bytes) + " (limits::max_host_bytes)");
+  std::vector<double> means, weights, variances;
+  try {
+    means.assign(points, points + values);
+    weights.assign(std::size_t(n), 1.0);
+    variances.assign(std::size_t(n), variance);
+  } catch (const std::bad_alloc&) {
+    throw out_of_memory("points: the copy of n x dim = " + std::to_string(n) + " x " + std::to_string(dim) +
+                        " values (" + std::to_string(values * std::int64_t(sizeof(double))) +
+                        " bytes) could not be allocated on the host");
+  }
+  return gaussian_mixture(dim, std::move(weights), std::move(means), std::move(variances));
 }
 
 }  // namespace diffsample

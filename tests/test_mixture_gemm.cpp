@@ -14,8 +14,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
+#include <typeinfo>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -461,6 +464,36 @@ TEST(Empirical, EqualWeightsAndValidation) {
   m.evaluate(out.data(), 1, x.data(), {1.0, 1e-2}, quantity::denoiser, o, {executor::cpu});
   EXPECT_NEAR(out[0], 1.0, 2e-3);
   EXPECT_NEAR(out[1], 2.0, 2e-3);
+}
+
+// Seen failing with std::bad_alloc (no diffsample::error) out of the copy of the n x dim points: 2^24 x 2^24 values
+// (2 PiB) beyond limits::max_host_bytes, and 2^24 x 2^18 (32 TiB) within it but beyond any host. Both are now
+// out_of_memory naming the points and their sizes, before a point is read (the array here holds one).
+TEST(Empirical, PointsBeyondTheHostAreOutOfMemory) {
+  const std::vector<double> one = {0.5};
+  const auto expect_oom = [&](std::int64_t n, std::int64_t dim, const char* part) {
+    try {
+      (void)gaussian_mixture::empirical(n, dim, one.data(), 0.01);
+      ADD_FAILURE() << n << " x " << dim << ": no error";
+    } catch (const out_of_memory& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << n << " x " << dim << ": " << typeid(e).name() << ": " << e.what();
+    }
+  };
+  expect_oom(std::int64_t(1) << 24, std::int64_t(1) << 24,
+             "points: n x dim = 16777216 x 16777216 values need 281474976710656 x 8 bytes of host memory, the limit "
+             "is 70368744177664 (2^46)");
+  // Under vm.overcommit_memory = 1 the kernel might grant 32 TiB and the copy would read past the array: skipped.
+  std::FILE* f = std::fopen("/proc/sys/vm/overcommit_memory", "r");
+  int mode = 0;
+  if (f != nullptr) {
+    if (std::fscanf(f, "%d", &mode) != 1) mode = 0;
+    std::fclose(f);
+  }
+  if (mode == 1) GTEST_SKIP() << "vm.overcommit_memory = 1 grants any allocation";
+  expect_oom(std::int64_t(1) << 24, std::int64_t(1) << 18,
+             "points: the copy of n x dim = 16777216 x 262144 values (35184372088832 bytes) could not be allocated");
 }
 
 // The CUDA gemm path against the CPU gemm path (the same functors around cuBLAS instead of the BLAS).

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -404,6 +405,35 @@ TEST_F(NpyFiles, RefusesMalformedHeaders) {
                                   data),
                  "too large");
   expect_refused("after.npy", image(1, dict2("<f4", 1, 1) + " junk", data), "unexpected text after the dictionary");
+}
+
+// Seen failing with std::bad_alloc (no diffsample::error, nothing naming the file) out of the read buffer: a valid
+// 8 TiB file (sparse: it takes no disk) of 2^40 float64 values, which no host holds, is out_of_memory naming the file
+// and the bytes.
+TEST_F(NpyFiles, FileBeyondTheHostIsOutOfMemory) {
+  // Under vm.overcommit_memory = 1 the kernel might grant the 8 TiB and the read would exhaust the host: skipped.
+  std::FILE* f = std::fopen("/proc/sys/vm/overcommit_memory", "r");
+  int mode = 0;
+  if (f != nullptr) {
+    if (std::fscanf(f, "%d", &mode) != 1) mode = 0;
+    std::fclose(f);
+  }
+  if (mode == 1) GTEST_SKIP() << "vm.overcommit_memory = 1 grants any allocation";
+  const std::int64_t count = std::int64_t(1) << 40;
+  const auto header =
+      image(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (" + std::to_string(count) + ",), }", {});
+  const std::string path = put("huge.npy", header);
+  if (::truncate(path.c_str(), off_t(header.size()) + off_t(count) * 8) != 0)
+    GTEST_SKIP() << "this file system holds no sparse 8 TiB file";
+  try {
+    (void)npy::read_f64(path);
+    ADD_FAILURE() << "no error";
+  } catch (const diffsample::out_of_memory& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.rfind(path + ": the file's bytes (", 0), 0u) << msg;
+    EXPECT_NE(msg.find("could not be allocated on the host"), std::string::npos) << msg;
+  }
+  fs::remove(path);
 }
 
 TEST_F(NpyFiles, MissingFileIsAnOsError) {

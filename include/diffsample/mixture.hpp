@@ -190,8 +190,12 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// The empirical distribution of n points in dimension d smoothed by an isotropic Gaussian of variance
   /// @p variance: a mixture of n equal-weight components N(point_i, variance I). Its score at any channel is the
   /// exact score of the smoothed data, the "optimal denoiser" of a diffusion model trained to zero loss.
-  /// @param points  n x d row-major host array
-  /// @throws invalid_argument naming the bad argument and value
+  /// @param n       1..limits::max_components
+  /// @param dim     1..limits::max_dim
+  /// @param points  n x d row-major host array (copied as the means)
+  /// @throws invalid_argument naming the bad argument and value; out_of_memory naming the points when their n x d
+  ///         doubles exceed limits::max_host_bytes (before anything is allocated or read) or the host cannot give
+  ///         their copy
   static gaussian_mixture empirical(std::int64_t n, std::int64_t dim, const double* points, double variance);
   /// empirical() in the argument order before 0.3.0 (the points before their sizes).
   [[deprecated("sizes first: empirical(n, dim, points, variance)")]] static gaussian_mixture empirical(

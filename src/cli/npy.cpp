@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <new>
 #include <sstream>
 
 #include <fcntl.h>
@@ -39,6 +40,18 @@ constexpr int max_links = 40;
 
 [[noreturn]] void os_error(const std::string& name, const std::string& what, int err) {
   throw error(name + ": " + what + ": " + std::strerror(err));
+}
+
+// `count` elements in `v`: a size the host cannot give is diffsample::out_of_memory naming the file and the bytes (it
+// was std::bad_alloc, which names nothing, and which the program's problem files could not attribute to a field).
+template <class V>
+void allocate(V& v, std::size_t count, const std::string& name, const char* what) {
+  try {
+    v.resize(count);
+  } catch (const std::bad_alloc&) {
+    throw out_of_memory(name + ": " + what + " (" + std::to_string(count) + " x " +
+                        std::to_string(sizeof(typename V::value_type)) + " bytes) could not be allocated on the host");
+  }
 }
 
 std::string shape_string(const std::vector<std::int64_t>& shape) {
@@ -164,7 +177,7 @@ matrix<T> decode(const void* bytes, std::size_t size, const std::string& name) {
   m.rows = h.shape[0];
   m.cols = h.shape.size() == 2 ? h.shape[1] : 1;
   m.stored = h.type;
-  m.values.resize(static_cast<std::size_t>(h.count));
+  allocate(m.values, static_cast<std::size_t>(h.count), name, "its values");
   const unsigned char* data = static_cast<const unsigned char*>(bytes) + h.data_offset;
   // Element i of the file goes to row-major index at(i): a 2-D Fortran-order file holds column i / rows, row
   // i % rows (a 1-D array is the same in either order).
@@ -227,7 +240,13 @@ std::vector<unsigned char> slurp(const std::string& path) {
     bad(path, "file of " + std::to_string(st.st_size) + " bytes is too large (the limit is " +
                   diffsample::limits::spell(max_count) + " values)");
   }
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
+  std::vector<unsigned char> bytes;
+  try {
+    allocate(bytes, static_cast<std::size_t>(st.st_size), path, "the file's bytes");
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
   if (const int err = read_fully(fd, bytes.data(), bytes.size())) {
     ::close(fd);
     os_error(path, err > 0 ? "read failed" : "read failed: the file shrank while being read", err > 0 ? err : EIO);

@@ -5,8 +5,9 @@
 // tests and the fuzzers link (not installed, not exported from libdiffsample.so).
 //
 // Every failure throws: diffsample::invalid_argument for a malformed or unsupported file or a bad argument,
-// diffsample::error for an operating-system failure (open, read, write, rename). Messages are one line that starts
-// with the file name: "samples.npy: truncated data: expected 800 bytes after the header, found 792".
+// diffsample::error for an operating-system failure (open, read, write, rename), diffsample::out_of_memory for a file
+// or an array the host cannot hold (never std::bad_alloc). Messages are one line that starts with the file name:
+// "samples.npy: truncated data: expected 800 bytes after the header, found 792".
 #pragma once
 
 #include <cstddef>

@@ -77,6 +77,13 @@ class reader {
     if (value > limit) throw input_error(path_ + ": " + diffsample::limits::message(field, value, 0, limit));
   }
 
+  /// Refuses a prior's n x d array (one row per component) beyond the mixture's limits, naming the field: it was
+  /// refused later by the mixture, as "weights: components" or "dim", which an empirical prior's points do not name.
+  void check_shape(const array& a, const std::string& field, const char* rows) const {
+    check_limit(field + ": " + rows + " (rows)", a.rows, diffsample::limits::max_components);
+    check_limit(field + ": dim (columns)", a.cols, diffsample::limits::max_dim);
+  }
+
   void only_keys(const json& object, const std::string& field, std::set<std::string> allowed) const {
     if (!object.is_object()) bad(field, std::string("expected an object, got ") + object.type_name());
     for (auto it = object.begin(); it != object.end(); ++it)
@@ -213,6 +220,7 @@ class reader {
       if (!p.contains("points")) bad("prior.points", "missing (the n x d data points of the empirical prior)");
       if (!p.contains("variance")) bad("prior.variance", "missing (the variance of every point's component)");
       const array points = matrix(p["points"], "prior.points", -1, -1);
+      check_shape(points, "prior.points", "points");
       const double variance = number(p["variance"], "prior.variance");
       if (!(variance > 0)) bad("prior.variance", "must be > 0, got " + fmt(variance));
       in_range({variance}, "prior.variance", "", min_variance, max_variance,
@@ -265,6 +273,7 @@ class reader {
     if (!p.contains("variances")) bad("prior.variances", "missing");
     prior_spec s;
     const array means = matrix(p["means"], "prior.means", -1, -1);
+    check_shape(means, "prior.means", "components");
     const std::int64_t K = means.rows;
     s.dim = means.cols;
     s.means = means.values;
