@@ -800,8 +800,14 @@ std::vector<double> guided_times(const gaussian_mixture& prior, const guided_pro
   return times;
 }
 
-std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
-                                   const guided_options& given) {
+namespace {
+
+// The query's layout, or for TMPD, DDRM and DCPS their own query (none of which holds a CUDA-only part): `cuda_only`
+// receives the bytes only the CUDA executor uses (cuBLAS's workspace of DPS / Pi-GDM's products), which the total
+// counts.
+std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& given,
+                         std::size_t* cuda_only) {
+  *cuda_only = 0;
   validate(prior.dim(), problems, given);
   const guided_options options = detail::resolve_options(prior.dim(), problems, given, detail::resolve_route::run);
   (void)options.schedule.points(options.steps);
@@ -814,8 +820,25 @@ std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_p
   const svd_reduction reduced = reduce_svd(problems, prior.dim());
   const guided_problems& pr = reduced.active ? reduced.problems : problems;
   const kernels::mixture_view<float> view = prior.storage().view(executor::cpu);
-  return make_layout(prior.dim(), pr, options, &view, baseline_products(prior.dim(), pr, options, reduced.active))
-      .total;
+  const layout l =
+      make_layout(prior.dim(), pr, options, &view, baseline_products(prior.dim(), pr, options, reduced.active));
+  *cuda_only = l.cuda_only;
+  return l.total;
+}
+
+}  // namespace
+
+std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                   const guided_options& options) {
+  std::size_t cuda_only = 0;
+  return guided_query(prior, problems, options, &cuda_only);
+}
+
+std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                   const guided_options& options, execution exec) {
+  std::size_t cuda_only = 0;
+  const std::size_t total = guided_query(prior, problems, options, &cuda_only);
+  return detail::plan_executor(exec) == executor::cpu ? total - cuda_only : total;
 }
 
 guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, const guided_problems& given,
@@ -858,15 +881,16 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                                                        reduced, &grid_points, &prior_curvature);
 
   std::unique_ptr<detail::scratch> owned;
-  detail::check_outputs_disjoint(out, B, BN, d, K, smc, workspace, l.total);
+  // The CPU executor needs the layout less cuBLAS's part of the products' buffer (its last bytes), which it never
+  // touches: guided_workspace_bytes(..., exec) on the CPU executor; a caller's workspace of the executor-free
+  // query's size (the bound on either executor) is accepted too.
+  const std::size_t need = where == executor::cpu ? l.total - l.cuda_only : l.total;
+  detail::check_outputs_disjoint(out, B, BN, d, K, smc, workspace, need);
   // The resamplings' check on the CUDA executor (resample_unchecked() repeats it), before anything is launched.
   if (smc && where == executor::cuda) detail::check_resampling_scan(B, N, exec.stream);
-  // A caller's workspace holds the query's l.total on either executor; the CPU executor's own allocation leaves out
-  // cuBLAS's part of the products' buffer (the layout's last bytes), which it never touches.
-  const std::size_t own = where == executor::cpu ? l.total - l.cuda_only : l.total;
-  if (workspace == nullptr) detail::check_allocation("guided workspace", own, where);
-  unsigned char* ws = detail::workspace_or_scratch(workspace != nullptr ? l.total : own, workspace, workspace_bytes, 16,
-                                                   where, exec.stream, owned);
+  if (workspace == nullptr) detail::check_allocation("guided workspace", need, where);
+  unsigned char* ws =
+      detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   if (where == executor::cuda) {
     DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, exec.stream));
   } else {

@@ -413,7 +413,8 @@ TEST(OperatorGemm, DirectPathAllocatesNothing) {
 // guided_workspace_bytes() counts: u = P r (B N d_y floats, rounded to 256 bytes), cuBLAS's workspace (4 MiB; the
 // query takes no executor, so a caller's workspace holds it on the CPU executor too) and 256 bytes in which the CUDA
 // run aligns them, so the query grows by exactly that over the same run forced direct (shared A and one A per
-// problem). A workspace of exactly the query's size is accepted, one byte less refused naming the workspace; the
+// problem). A workspace of exactly the query's size is accepted, one byte less than the CPU executor's query
+// (guided_workspace_bytes with an execution) refused naming the workspace; the
 // run with the caller's workspace allocates no buffer of u's size (none of the call's allocations has it; the former
 // run made one) and is bit for bit the run that allocates its own. Masks and SVD operators, which never take the
 // products, need the same bytes under either path. Seen failing with the products' buffer allocated per call
@@ -444,8 +445,9 @@ TEST(OperatorGemm, DpsAndPigdmProductsBufferComesFromTheWorkspace) {
       std::vector<unsigned char> workspace(bytes);
       out.particles = given.data();
       try {
-        guided_sample(mix, out, pr, o, host, workspace.data(), bytes - 1);
-        ADD_FAILURE() << "a workspace one byte short of the query was accepted";
+        // The CPU run needs the query less cuBLAS's 4 MiB (CpuWorkspaceQueryLeavesOutCublasBytes).
+        guided_sample(mix, out, pr, o, host, workspace.data(), guided_workspace_bytes(mix, pr, o, host) - 1);
+        ADD_FAILURE() << "a workspace one byte short of the CPU query was accepted";
       } catch (const invalid_argument& e) {
         EXPECT_NE(std::string(e.what()).find("workspace"), std::string::npos) << e.what();
       }
@@ -478,6 +480,51 @@ TEST(OperatorGemm, DpsAndPigdmProductsBufferComesFromTheWorkspace) {
     const std::size_t forced = guided_workspace_bytes(mix, *pr, o);
     o.operator_path = mixture_path::direct;
     EXPECT_EQ(forced, guided_workspace_bytes(mix, *pr, o));
+  }
+}
+
+// guided_workspace_bytes() with an execution answers for that executor: on the CPU executor DPS and Pi-GDM's products
+// leave out cuBLAS's 4 MiB, which the CPU run never touches, and guided_sample() on the CPU executor accepts a
+// workspace of that size (one byte less is refused naming the workspace) with the outputs of the run that allocates
+// its own, bit for bit. The form without an execution stays the bound on either executor, still accepted on the CPU;
+// automatic answers for CUDA when a GPU is usable, else the CPU; a run without products needs the same bytes on both.
+// Seen failing with the CPU run refusing the smaller workspace (it asked for the bound: cuBLAS's bytes included).
+TEST(OperatorGemm, CpuWorkspaceQueryLeavesOutCublasBytes) {
+  const std::int64_t d = 64, dy = 48, N = 40;
+  const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
+  const guided_problems pr = dense_problems(d, dy);
+  const std::size_t cublas = std::size_t(4) << 20;
+  for (int c = 0; c < 2; ++c) {
+    guided_options o = baseline_case(c, N);
+    o.operator_path = mixture_path::gemm;
+    const std::size_t bound = guided_workspace_bytes(mix, pr, o);
+    const std::size_t cpu_bytes = guided_workspace_bytes(mix, pr, o, host);
+    EXPECT_EQ(bound - cpu_bytes, cublas) << to_string(o.sampler);
+    EXPECT_EQ(guided_workspace_bytes(mix, pr, o, execution{}), cuda_available() ? bound : cpu_bytes);
+    if (cuda_available())
+      EXPECT_EQ(guided_workspace_bytes(mix, pr, o, execution{executor::cuda, nullptr}), bound);
+    else
+      EXPECT_THROW(guided_workspace_bytes(mix, pr, o, execution{executor::cuda, nullptr}), invalid_argument);
+    const std::size_t BN = std::size_t(pr.problems * N);
+    std::vector<float> own(BN * d), given(BN * d), bounded(BN * d);
+    guided_outputs out;
+    out.particles = own.data();
+    EXPECT_EQ(guided_sample(mix, out, pr, o, host).operator_path, mixture_path::gemm);
+    std::vector<unsigned char> workspace(bound);
+    out.particles = given.data();
+    try {
+      guided_sample(mix, out, pr, o, host, workspace.data(), cpu_bytes - 1);
+      ADD_FAILURE() << "a workspace one byte short of the CPU query was accepted";
+    } catch (const invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("workspace"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(guided_sample(mix, out, pr, o, host, workspace.data(), cpu_bytes).operator_path, mixture_path::gemm);
+    EXPECT_EQ(given, own) << to_string(o.sampler);
+    out.particles = bounded.data();
+    guided_sample(mix, out, pr, o, host, workspace.data(), bound);
+    EXPECT_EQ(bounded, own) << to_string(o.sampler);
+    o.operator_path = mixture_path::direct;
+    EXPECT_EQ(guided_workspace_bytes(mix, pr, o, host), guided_workspace_bytes(mix, pr, o));
   }
 }
 

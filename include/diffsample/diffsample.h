@@ -1115,6 +1115,16 @@ DS_API ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_gui
                                            const ds_guided_options* options, size_t* bytes);
 
 /**
+ * ds_guided_workspace_bytes() for the executor @p exec names (diffsample::guided_workspace_bytes with an execution):
+ * on DS_EXECUTOR_CPU less the bytes only the CUDA executor uses (cuBLAS's 4 MiB workspace of DPS and Pi-GDM's
+ * operator products); on DS_EXECUTOR_CUDA the size of ds_guided_workspace_bytes(), which names no executor and so
+ * answers the bound on either; DS_EXECUTOR_AUTOMATIC answers for CUDA when a GPU is usable, else the CPU.
+ * @param bytes  receives the size
+ */
+DS_API ds_status ds_guided_workspace_bytes_on(const ds_mixture* prior, const ds_guided_problems* problems,
+                                              const ds_guided_options* options, ds_execution exec, size_t* bytes);
+
+/**
  * The steps + 1 times, in sampling order, of the grid ds_guided_sample() runs on with these options
  * (diffsample::guided_times): the schedule's own grid for DS_GUIDED_GRID_SCHEDULE, else the grid options->grid
  * places. Fails as ds_guided_sample() does, and for a grid the schedule cannot give.

@@ -339,12 +339,21 @@ struct guided_report {
   std::int64_t final_moves = 0;
 };
 
-/// Bytes of workspace guided_sample() needs (state buffers, the per-step tables and the resampling workspace; DPS
-/// and Pi-GDM when they take the operator's products, guided_report::operator_path gemm, also the products' buffer,
-/// cuBLAS's 4 MiB included on either executor, as the query takes none).
+/// Bytes of workspace guided_sample() needs on either executor (state buffers, the per-step tables and the
+/// resampling workspace; DPS and Pi-GDM when they take the operator's products, guided_report::operator_path gemm,
+/// also the products' buffer, cuBLAS's 4 MiB workspace included). This form names no executor, so it answers the
+/// bound on both: the CUDA executor's size, which the CPU executor accepts too. The form with an execution answers
+/// for one executor.
 /// @throws invalid_argument as guided_sample() does
 DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                                   const guided_options& options);
+/// Bytes of workspace guided_sample() needs on the executor @p exec names: on the CPU executor less the bytes only
+/// the CUDA executor uses (cuBLAS's 4 MiB workspace of DPS and Pi-GDM's products, which the CPU run never touches),
+/// on the CUDA executor the bound of the form without an execution. exec.kind automatic answers for the executor a
+/// call with device buffers would run on: CUDA when a GPU is usable, else the CPU (the stream is not used).
+/// @throws invalid_argument as guided_sample() does, and for exec.kind cuda without a usable GPU
+DIFFSAMPLE_API std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
+                                                  const guided_options& options, execution exec);
 
 /// The steps + 1 times, in sampling order, of the grid guided_sample() runs on with these options (the schedule's
 /// own grid for guided_grid::schedule; the spectral grid from the singular values of every problem's operator:
@@ -371,7 +380,8 @@ constexpr std::uint64_t guided_run_seed(std::uint64_t seed, std::uint64_t t) noe
 /// iterations of s stages each, the schedule unused), dps and pigdm too on the CUDA executor, while on the CPU
 /// executor they run step by step (the mixture's denoiser, the guidance, its J v, the update: the stages of the
 /// ask/tell plan, sampling_plan::guided). Without a caller workspace one stream-ordered
-/// allocation is made per call. Asynchronous on the CUDA executor.
+/// allocation is made per call; a caller's workspace holds guided_workspace_bytes(prior, problems, options, exec)
+/// bytes (the form without an execution answers for either executor). Asynchronous on the CUDA executor.
 /// @throws invalid_argument for inconsistent sizes, non-finite values, non-positive sigma_y, an invalid schedule
 ///         or options, before anything is launched
 DIFFSAMPLE_API guided_report guided_sample(const gaussian_mixture& prior, guided_outputs outputs,

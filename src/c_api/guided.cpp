@@ -206,6 +206,14 @@ ds_status ds_guided_workspace_bytes(const ds_mixture* prior, const ds_guided_pro
   });
 }
 
+ds_status ds_guided_workspace_bytes_on(const ds_mixture* prior, const ds_guided_problems* problems,
+                                       const ds_guided_options* options, ds_execution exec, size_t* bytes) {
+  return write_out("bytes", bytes, [&] {
+    const auto& m = get(prior, "prior");
+    return ds::guided_workspace_bytes(m, to_cpp(problems, m.dim()), to_cpp(options), to_cpp(exec));
+  });
+}
+
 ds_status ds_guided_times(const ds_mixture* prior, const ds_guided_problems* problems,
                           const ds_guided_options* options, double* times, int64_t count) {
   return guard([&] {

@@ -776,6 +776,51 @@ static void test_evaluate_path(void) {
   ds_mixture_destroy(m);
 }
 
+/* ds_guided_workspace_bytes_on(): on the CPU executor DPS's products (forced, with a dense A on the 2-d mixture)
+ * leave out cuBLAS's 4 MiB, and ds_guided_sample() on the CPU accepts a workspace of that size (one byte less is
+ * refused naming the workspace) with the particles of the run that allocates its own; ds_guided_workspace_bytes()
+ * stays the bound on either executor. */
+static void test_guided_workspace_on(ds_mixture* m) {
+  enum { N = 8 };
+  const double A[2] = {1.0, -0.5}, y[1] = {0.4}, sigma_y = 0.5;
+  float own[N * 2], given[N * 2];
+  unsigned char* workspace;
+  size_t bound = 0, on_cpu = 0, automatic = 0;
+  int i;
+  ds_guided_problems gp;
+  ds_guided_options go;
+  ds_guided_outputs out;
+  const ds_execution automatic_exec = {DS_EXECUTOR_AUTOMATIC, NULL};
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.A = A;
+  gp.A_count = 2;
+  gp.y = y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  go.sampler = DS_GUIDED_DPS;
+  go.particles = N;
+  go.steps = 3;
+  go.operator_path = DS_MIXTURE_PATH_GEMM;
+  CHECK_OK(ds_guided_workspace_bytes(m, &gp, &go, &bound));
+  CHECK_OK(ds_guided_workspace_bytes_on(m, &gp, &go, cpu, &on_cpu));
+  CHECK(bound - on_cpu == ((size_t)4 << 20));
+  CHECK_OK(ds_guided_workspace_bytes_on(m, &gp, &go, automatic_exec, &automatic));
+  CHECK(automatic == (ds_cuda_available() ? bound : on_cpu));
+  EXPECT_INVALID(ds_guided_workspace_bytes_on(m, &gp, &go, cpu, NULL), "bytes");
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  out.particles = own;
+  CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, NULL));
+  workspace = (unsigned char*)malloc(on_cpu);
+  CHECK(workspace != NULL);
+  if (workspace == NULL) return;
+  out.particles = given;
+  EXPECT_INVALID(ds_guided_sample(m, &gp, &go, &out, cpu, workspace, on_cpu - 1, NULL), "workspace");
+  CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, workspace, on_cpu, NULL));
+  for (i = 0; i < N * 2; ++i) CHECK(given[i] == own[i]);
+  free(workspace);
+}
+
 int main(void) {
   const double w[2] = {0.3, 0.7}, mu[4] = {-1, 0.5, 2, -0.5}, var[2] = {0.4, 0.2};
   ds_mixture* m = NULL;
@@ -791,6 +836,7 @@ int main(void) {
   test_names();
   test_evaluate_path();
   test_every_option_field(m);
+  test_guided_workspace_on(m);
   ds_mixture_destroy(m);
   if (failures) {
     fprintf(stderr, "test_c_api_coverage: %d check(s) failed\n", failures);
