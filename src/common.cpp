@@ -201,6 +201,19 @@ void check_range(const char* name, const std::vector<double>& values, double lo,
   }
 }
 
+bool stream_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaError_t e = cudaStreamIsCapturing(stream, &status);
+  if (e == cudaErrorStreamCaptureImplicit) {
+    // The legacy stream while a blocking stream captures: not an error of the capture (it is not invalidated), but
+    // the runtime records it as the thread's last error.
+    (void)cudaGetLastError();
+    return true;
+  }
+  DIFFSAMPLE_CUDA_TRY(e);
+  return status != cudaStreamCaptureStatusNone;
+}
+
 void check_allocation(const char* what, std::size_t bytes, executor where) {
   if (where == executor::cuda) {
     std::size_t free_bytes = 0, total_bytes = 0;

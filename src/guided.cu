@@ -888,6 +888,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   detail::check_outputs_disjoint(out, B, BN, d, K, smc, workspace, need);
   // The resamplings' check on the CUDA executor (resample_unchecked() repeats it), before anything is launched.
   if (smc && where == executor::cuda) detail::check_resampling_scan(B, N, exec.stream);
+  // The products' cuBLAS handle of this device, before the first launch (refused under capture when still to be made).
+  if (l.gemm && where == executor::cuda) detail::operator_gemm_prepare(&exec.stream);
   if (workspace == nullptr) detail::check_allocation("guided workspace", need, where);
   unsigned char* ws =
       detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);

@@ -21,6 +21,7 @@
 #include "src/mixture_gemm.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/mixture_unchecked.hpp"
+#include "src/operator_gemm.hpp"
 #include "src/validate.hpp"
 #include "src/limits.hpp"
 #include <diffsample/error.hpp>
@@ -419,6 +420,29 @@ const gemm_tables& gemm_tables_for(const mixture_storage& st, executor where) {
   return *st.gemm;
 }
 
+namespace {
+
+// The first gemm-path call of a mixture on the CUDA executor builds its device tables and cuBLAS handle
+// (gemm_prepare_device: cudaMalloc, uploads that synchronise the legacy stream, cublasCreate), none of which a stream
+// capture can record: cudaMalloc and the synchronisation are prohibited under capture (or join and break a blocking
+// stream's), and cublasCreate allocates outside any stream. Under capture that call is refused before anything runs,
+// naming the remedy, instead of failing inside the CUDA runtime or cuBLAS; once the tables exist every call is
+// capturable (with a caller workspace: cuBLAS works in the workspace given to cublasSetWorkspace).
+void check_gemm_capture(const mixture_storage& st, cudaStream_t stream) {
+  bool ready;
+  {
+    std::lock_guard<std::mutex> lock(st.gemm_mutex);
+    ready = st.gemm_device_ready;
+  }
+  DIFFSAMPLE_EXPECTS(ready || !stream_capturing(stream),
+                     "exec.stream: is being captured into a CUDA graph, and this first gemm-path call of the mixture "
+                     "on the CUDA executor would build its device tables and cuBLAS handle (cudaMalloc, synchronised "
+                     "uploads, cublasCreate), which a capture cannot record: call prepare_gemm(executor::cuda) on the "
+                     "mixture before the capture begins");
+}
+
+}  // namespace
+
 std::int64_t gemm_chunk(const evaluate_options& o, std::int64_t K) {
   const std::int64_t c = o.component_chunk > 0 ? o.component_chunk : default_chunk;
   return std::min(c, K);
@@ -446,6 +470,7 @@ evaluate_report gemm_evaluate(const mixture_storage& st, quantity what, const fl
   limits::check("options.component_chunk", o.component_chunk, 0, limits::max_gemm_tile);
   limits::check("options.point_block", o.point_block, 0, limits::max_gemm_tile);
   if (n == 0) return {where, mixture_path::gemm};
+  if (where == executor::cuda) check_gemm_capture(st, stream);
   const gemm_tables& t = gemm_tables_for(st, where);
   if (where == executor::cuda) {
     gemm_evaluate_cuda(st, t, what, x, n, ch, out, o, stream, workspace, workspace_bytes);
@@ -462,6 +487,7 @@ evaluate_report gemm_denoiser_jvp(const mixture_storage& st, const float* x, con
   limits::check("options.component_chunk", o.component_chunk, 0, limits::max_gemm_tile);
   limits::check("options.point_block", o.point_block, 0, limits::max_gemm_tile);
   if (n == 0) return {where, mixture_path::gemm};
+  if (where == executor::cuda) check_gemm_capture(st, stream);
   if (where == executor::cuda)
     gemm_denoiser_jvp_cuda(st, gemm_tables_for(st, executor::cuda), x, v, n, ch, out, o, stream);
   else
@@ -553,6 +579,9 @@ void gaussian_mixture::prepare_gemm(executor where) const {
   DIFFSAMPLE_EXPECTS(where == executor::cpu || cuda_available(),
                      "where: cuda requested but no GPU is present (" << cuda_unavailable_reason() << ")");
   (void)detail::gemm_tables_for(*storage_, where);
+  // guided_sample()'s operator products take one cuBLAS handle per device: made here too, so that this call is the
+  // one warm-up a capture of either needs.
+  if (where == executor::cuda) detail::operator_gemm_prepare(nullptr);
 }
 
 gaussian_mixture gaussian_mixture::empirical(std::int64_t n, std::int64_t dim, const double* points,

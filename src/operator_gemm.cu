@@ -15,6 +15,7 @@
 #include "src/launch.hpp"
 #include "src/mixture_gemm_cublas.hpp"
 #include "src/operator_gemm.hpp"
+#include "src/validate.hpp"
 
 namespace diffsample::detail {
 
@@ -28,16 +29,27 @@ std::size_t u_bytes(std::int64_t rows, std::int64_t dy) {
   return (sizeof(float) * std::size_t(rows * dy) + align_bytes - 1) / align_bytes * align_bytes;
 }
 
-// One cuBLAS handle per device for the operator products, made on first use (cublasCreate allocates; once per device
-// and process) and kept: destroying one synchronises the device. Calls hold `lock` while they use it.
-cublasHandle_t operator_handle(std::unique_lock<std::mutex>& lock) {
+// One cuBLAS handle per device for the operator products, made ahead of a run's first launch
+// (operator_gemm_prepare(); cublasCreate allocates; once per device and process) and kept: destroying one
+// synchronises the device. Calls hold `lock` while they use it. With `capture_check`, a handle still to be made while
+// that stream captures is refused (cublasCreate allocates outside any stream: a capture cannot record it).
+cublasHandle_t operator_handle(std::unique_lock<std::mutex>& lock, const cudaStream_t* capture_check = nullptr) {
   static std::mutex mutex;
   static std::map<int, cublasHandle_t> handles;
   int device = 0;
   DIFFSAMPLE_CUDA_TRY(cudaGetDevice(&device));
   lock = std::unique_lock<std::mutex>(mutex);
   cublasHandle_t& h = handles[device];
-  if (h == nullptr) DIFFSAMPLE_CUBLAS_TRY(cublasCreate(&h));
+  if (h == nullptr) {
+    DIFFSAMPLE_EXPECTS(capture_check == nullptr || !stream_capturing(*capture_check),
+                       "exec.stream: is being captured into a CUDA graph, and this first run of the operator's "
+                       "products on device "
+                           << device
+                           << " would create their cuBLAS handle (cublasCreate), which a capture cannot record: call "
+                              "prepare_gemm(executor::cuda) on any mixture (or run the call once) with that device "
+                              "current before the capture begins");
+    DIFFSAMPLE_CUBLAS_TRY(cublasCreate(&h));
+  }
   return h;
 }
 
@@ -48,6 +60,11 @@ std::size_t baseline_guidance_gemm_bytes(std::int64_t rows, std::int64_t d_y, ex
 }
 
 std::size_t baseline_guidance_gemm_cuda_only_bytes() { return cublas_workspace_bytes; }
+
+void operator_gemm_prepare(const cudaStream_t* capture_check) {
+  std::unique_lock<std::mutex> lock;
+  (void)operator_handle(lock, capture_check);
+}
 
 void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels::baseline_settings& g,
                                  std::int64_t k, float ux, float um, const float* x, float* m, const float* answer,

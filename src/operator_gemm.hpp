@@ -71,6 +71,12 @@ std::size_t baseline_guidance_gemm_bytes(std::int64_t rows, std::int64_t d_y, ex
 /// own workspace, the workspace's last bytes (it starts 256-byte aligned when the workspace does).
 std::size_t baseline_guidance_gemm_cuda_only_bytes();
 
+/// Makes the current device's cuBLAS handle of baseline_guidance_gemm_cuda() unless it exists (cublasCreate: once per
+/// device and process), so that a run makes it before its first launch. With @p capture_check, a handle still to be
+/// made while that stream is being captured is refused (invalid_argument naming the remedy, prepare_gemm()): a
+/// capture cannot record cublasCreate.
+void operator_gemm_prepare(const cudaStream_t* capture_check);
+
 /// baseline_guidance_gemm() on the CUDA executor (src/operator_gemm.cu): the products through cuBLAS (FP32, no
 /// TF32) on one handle per device kept for the process, the work between them as one functor, all enqueued on
 /// `stream` (nothing synchronises). Particles row-major (coordinate_stride 0); every pointer, the tables of `p` and

@@ -89,6 +89,12 @@ void check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d
 /// stream see the data once this returns (a plain cudaMemcpy from pageable memory may return before its DMA lands).
 void upload_and_wait(void* device, const void* host, std::size_t bytes, cudaStream_t stream);
 
+/// Whether work issued to `stream` now would be recorded by a CUDA stream capture (cudaStreamIsCapturing: active or
+/// invalidated), the legacy stream while a blocking stream of the device captures included (work there would join
+/// that capture). For the one-time set-up a capture cannot record (cudaMalloc, synchronised uploads, cublasCreate),
+/// which is refused under capture with the remedy instead of failing inside the CUDA runtime or cuBLAS.
+bool stream_capturing(cudaStream_t stream);
+
 /// Throws out_of_memory when `bytes` exceed the free device memory (CUDA) or are absurd for the host.
 void check_allocation(const char* what, std::size_t bytes, executor where);
 

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <typeinfo>
@@ -548,6 +549,84 @@ TEST(GemmPathGpu, MatchesCpu) {
       }
     }
   }
+}
+
+// The first gemm-path call of a mixture on the CUDA executor builds its device tables and cuBLAS handle (cudaMalloc,
+// uploads synchronised on the legacy stream, cublasCreate), which a stream capture cannot record: under capture
+// (relaxed mode, as any validated call needs; a blocking and a non-blocking stream) evaluate() and denoiser_jvp()
+// refuse it with invalid_argument naming prepare_gemm(executor::cuda), before anything is issued, and the capture
+// stays valid (it ends with an empty graph). After prepare_gemm() the call is captured, and two replays of the graph
+// give the uncaptured call's outputs bit for bit. Before, the capture failed inside the CUDA runtime (the legacy
+// stream's upload joins a blocking stream's capture: cudaErrorStreamCaptureImplicit, the capture invalidated) or
+// cuBLAS. Not run here (no GPU).
+TEST(GemmPathGpu, FirstCallUnderCaptureIsRefusedUntilPrepared) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    (void)cudaGetLastError();
+    GTEST_SKIP() << "no CUDA device (" << cuda_unavailable_reason() << ")";
+  }
+  const int K = 3000, d = 64, n = 300;
+  const channel ch{1.0, 0.3};
+  evaluate_options o;
+  o.path = mixture_path::gemm;
+  const gaussian_mixture probe = data_mixture(K, d, 0.02, 31);
+  const std::vector<float> x = points(probe, n, ch, false, 7);
+  const std::size_t bytes = probe.evaluate_workspace_bytes(n, quantity::score, o, {executor::cuda});
+  float *dx = nullptr, *dout = nullptr;
+  void* ws = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dx), x.size() * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dout), x.size() * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&ws, bytes), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (const unsigned flags : {unsigned(cudaStreamDefault), unsigned(cudaStreamNonBlocking)}) {
+    const gaussian_mixture m = data_mixture(K, d, 0.02, 31);  // tables not built yet
+    cudaStream_t stream;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream, flags), cudaSuccess);
+    const execution gpu{executor::cuda, stream};
+    const auto expect_refused = [&](const std::function<void()>& call, const char* what) {
+      cudaGraph_t graph = nullptr;
+      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+      try {
+        call();
+        ADD_FAILURE() << what << " (flags " << flags << "): accepted under capture";
+      } catch (const invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("prepare_gemm(executor::cuda)"), std::string::npos) << e.what();
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << what << " (flags " << flags << "): " << e.what();
+      }
+      EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess) << what << ": the capture was invalidated";
+      if (graph != nullptr) cudaGraphDestroy(graph);
+    };
+    expect_refused([&] { (void)m.evaluate(dout, n, dx, ch, quantity::score, o, gpu, ws, bytes); }, "evaluate");
+    expect_refused([&] { (void)m.denoiser_jvp(dout, n, dx, dx, ch, o, gpu); }, "denoiser_jvp");
+    std::vector<float> direct(x.size()), replayed(x.size());
+    m.prepare_gemm(executor::cuda);
+    (void)m.evaluate(dout, n, dx, ch, quantity::score, o, gpu, ws, bytes);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(direct.data(), dout, direct.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemset(dout, 0, x.size() * sizeof(float)), cudaSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+    (void)m.evaluate(dout, n, dx, ch, quantity::score, o, gpu, ws, bytes);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int replay = 0; replay < 2; ++replay) {
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(replayed.data(), dout, replayed.size() * sizeof(float), cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      EXPECT_EQ(0, std::memcmp(replayed.data(), direct.data(), direct.size() * sizeof(float))) << "replay " << replay;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
+  cudaFree(dx);
+  cudaFree(dout);
+  cudaFree(ws);
 }
 
 // A caller's workspace need not be 256-byte aligned: evaluate_workspace_bytes() holds the slack and the call aligns

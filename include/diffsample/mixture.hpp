@@ -149,9 +149,10 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// needs evaluate_workspace_bytes() of device workspace: pass it to keep the call free of allocation, or nullptr
   /// for one stream-ordered allocation per call. Asynchronous on the CUDA executor (no host synchronisation), except
   /// that the first gemm-path call of a mixture on the CUDA executor prepares its tables and cuBLAS handle
-  /// (allocates and synchronises; prepare_gemm() does this ahead).
-  /// @throws invalid_argument as evaluate() does, and when gemm is forced on a diagonal mixture or the workspace
-  ///         is too small
+  /// (allocates and synchronises; prepare_gemm() does this ahead, and must have done it before the call is captured
+  /// in a CUDA graph).
+  /// @throws invalid_argument as evaluate() does, when gemm is forced on a diagonal mixture or the workspace is too
+  ///         small, and for that first CUDA gemm-path call while exec.stream is being captured
   evaluate_report evaluate(float* out, std::int64_t n, const float* x, channel ch, quantity what,
                            const evaluate_options& options, execution exec = {}, void* workspace = nullptr,
                            std::size_t workspace_bytes = 0) const;
@@ -184,7 +185,10 @@ class DIFFSAMPLE_API gaussian_mixture {
   }
 
   /// Builds the gemm path's tables (recentred means, norms) for the executor ahead of the first gemm-path call; on
-  /// the CUDA executor also the cuBLAS handle. Allocates and synchronises; thread-safe; idempotent.
+  /// the CUDA executor also the mixture's cuBLAS handle and the current device's handle of guided_sample()'s operator
+  /// products. Allocates and synchronises; thread-safe; idempotent. Call it before capturing gemm-path calls (or
+  /// guided_sample()'s products) in a CUDA graph: none of this can be captured, and a first gemm-path call of the
+  /// mixture on the CUDA executor under stream capture is refused (invalid_argument naming this call).
   void prepare_gemm(executor where) const;
 
   /// The empirical distribution of n points in dimension d smoothed by an isotropic Gaussian of variance
