@@ -1823,15 +1823,20 @@ namespace detail {
 namespace {
 
 // DPS and Pi-GDM: two asks per step k: 2k the model's output at the particles (turned into the denoiser), 2k + 1
-// J^T v there; the tells are baseline_stage_functor's stages 1 and 2, as the CPU executor's fused run issues them.
+// J^T v there; the tells are baseline_stage_functor's stages 1 and 2, as the CPU executor's fused run issues them,
+// with stage 1 as matrix products over all particles (baseline_guidance_gemm) where guided_sample() takes them for
+// the same options (baseline_products()): the same operator path, so the same arithmetic.
 // DiffPIR: one ask per step k, the model's output at the particles; the tell is diffpir_stage_functor's stage 1
 // (the data step and the re-noising), as the CPU executor's fused run issues it.
 struct guided_plan_storage final : workspace_plan_storage {
   bool diffpir = false;
+  bool gemm = false;  // DPS / Pi-GDM: the guidance half-step as products (baseline_products()), as guided_sample()
   std::int64_t asks_per_step = 2;
   kernels::guided_params p{};
   kernels::baseline_settings g{};
   float *m = nullptr, *v = nullptr, *answer = nullptr, *shift = nullptr, *r = nullptr;
+  void* products = nullptr;  // gemm: baseline_guidance_gemm_bytes(rows, d_y, where), 256-byte aligned
+  mixture_path operator_path() const override { return gemm ? mixture_path::gemm : mixture_path::direct; }
   plan_request request(std::int64_t k) const override {
     const std::size_t t = static_cast<std::size_t>(k / asks_per_step);
     const bool jvp = k % asks_per_step == 1;
@@ -1862,8 +1867,20 @@ struct guided_plan_storage final : workspace_plan_storage {
       cpu::run_diffpir_tell(target, diffpir_stage(1, k, k + 1));  // on packs, as guided_sample()'s fused run
     else if (diffpir)
       kernels::for_each_index(where, rows, diffpir_stage(1, k, k + 1), stream);
+    else if (gemm && k % 2 == 0)
+      guidance_products(k / 2, stream);
     else
       run_stage(stage(1 + int(k % 2), k / 2, k + 1), stream);
+  }
+  /// Stage 1 of step k as guided_sample() runs it on the products path: A m, P r and A^T u over all particles (the
+  /// CUDA executor's through cuBLAS, particles row-major as here), then the position, which the stage functor's
+  /// thread 0 stores on the other path (tell k = 2 k_step is told at position k: one past it).
+  void guidance_products(std::int64_t k, cudaStream_t stream) const {
+    if (where == executor::cuda)
+      baseline_guidance_gemm_cuda(p, g, k, ux(k), um(k), x, m, answer, v, shift, r, rows, products, stream);
+    else
+      baseline_guidance_gemm(p, g, k, ux(k), um(k), x, m, answer, v, shift, r, rows, products);
+    kernels::for_each_index<32>(where, 1, kernels::plan_advance_functor{state}, stream);
   }
   void reset(const float* initial, cudaStream_t stream) override {
     if (start(initial, stream)) return;
@@ -2321,12 +2338,20 @@ std::unique_ptr<sampling_plan_storage> make_baseline_plan(std::int64_t d, const 
   const layout& l = setup.l;
   const float initial_scale = setup.initial_scale;
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, BN = B * N;
-  // One allocation: the tables, x, m, v, the answer, the shifts, the residuals, the state.
+  // DPS / Pi-GDM's guidance as products exactly where guided_sample() takes them for these options and problems
+  // (dense rows given as such; an SVD operator's reduced rows keep the per-particle path), on either executor.
+  st->gemm = baseline_products(d, pr, o, setup.reduced.active);
+  // One allocation: the tables, x, m, v, the answer, the shifts, the residuals, the products' buffer (gemm: u and, on
+  // the CUDA executor, cuBLAS's workspace, at a 256-byte boundary of the allocation, which cudaMalloc aligns), the
+  // state.
   const std::size_t rows_bytes = align_up(static_cast<std::size_t>(BN * d) * sizeof(float));
   const std::size_t at_x = align_up(l.table_end), at_shift = at_x + 4 * rows_bytes;
   const std::size_t at_r = at_shift + align_up(static_cast<std::size_t>(BN) * sizeof(float));
-  const std::size_t at_end = at_r + static_cast<std::size_t>(BN * dy) * sizeof(float);
+  const std::size_t at_products = (at_r + static_cast<std::size_t>(BN * dy) * sizeof(float) + 255) / 256 * 256;
+  const std::size_t at_end = st->gemm ? at_products + baseline_guidance_gemm_bytes(BN, dy, st->where)
+                                      : at_r + static_cast<std::size_t>(BN * dy) * sizeof(float);
   unsigned char* base = st->allocate(setup.tables, at_end, exec.stream);
+  if (st->gemm) st->products = base + at_products;
   st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
   st->g = kernels::baseline_settings{float(o.guidance_scale),
                                      o.sampler == guided_sampler::dps && o.dps_step == dps_step_form::normalised,

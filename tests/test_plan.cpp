@@ -1965,6 +1965,75 @@ TEST(SamplingPlan, GuidedPlansReportTheSettingsTheyRunAsGuidedSampleDoes) {
   EXPECT_EQ(taken.report().potentials, guided_potentials::linear);
 }
 
+// Every guided plan runs the operator path guided_sample() resolves for the same options, and its report says which:
+// fed the mixture's own model, the plan gives guided_sample()'s outputs bit for bit and reports the same settings
+// with guided_options::operator_path automatic, direct and gemm, for dps (both step forms), pigdm, diffpir, ddrm,
+// tmpd, dcps and smc. Two problem sets: one problem of 64 particles with a shared dense 32 x 32 operator (automatic
+// takes DPS / Pi-GDM's products there: operator_gemm_worthwhile(64, 32, 32); TMPD's covariances stay direct,
+// 32 x 32 < 4096), and three problems of d_y x d_x = 2 x 3 with one operator each (automatic: direct everywhere; gemm
+// forced: a product per problem). Seen failing with the DPS and Pi-GDM plans running the guidance per particle
+// whatever the path (their particles differed from guided_sample()'s in the last bits, their report said direct).
+TEST(SamplingPlan, GuidedPlansRunTheOperatorPathGuidedSampleRuns) {
+  guided_problems large;
+  large.problems = 1;
+  large.d_y = 32;
+  for (int i = 0; i < 32; ++i) {
+    for (int j = 0; j < 32; ++j) large.A.push_back((i == j ? 1.0 : 0.0) + 0.05 * std::sin(1.0 + i + 3.0 * j));
+    large.y.push_back(std::cos(0.5 * i));
+  }
+  large.sigma_y = {0.4};
+  struct sampler_case {
+    const char* what;
+    guided_sampler sampler;
+    bool normalised;
+  };
+  const sampler_case samplers[] = {{"dps", guided_sampler::dps, false},       {"dps normalised", guided_sampler::dps, true},
+                                   {"pigdm", guided_sampler::pigdm, false},   {"diffpir", guided_sampler::diffpir, false},
+                                   {"ddrm", guided_sampler::ddrm, false},     {"tmpd", guided_sampler::tmpd, false},
+                                   {"dcps", guided_sampler::dcps, false},     {"smc", guided_sampler::smc, false}};
+  int products = 0;  // runs that took the products (the test would pass vacuously without them)
+  for (int set = 0; set < 2; ++set) {
+    const std::int64_t d = set == 0 ? 32 : 3;
+    const gaussian_mixture mix = test_mixture(d);
+    const guided_problems pr = set == 0 ? large : three_problems();
+    for (const sampler_case& s : samplers)
+      for (mixture_path path : {mixture_path::automatic, mixture_path::direct, mixture_path::gemm}) {
+        const std::string what = std::string(s.what) + ", " + (set == 0 ? "32 x 32" : "2 x 3") + ", operator path " +
+                                 to_string(path);
+        guided_options o;
+        o.sampler = s.sampler;
+        o.dps_step = s.normalised ? dps_step_form::normalised : dps_step_form::likelihood;
+        o.guidance_scale = s.normalised ? 0.5 : 1.0;
+        o.potentials = guided_potentials::linear;
+        o.operator_path = path;
+        o.particles = set == 0 ? 64 : 13;
+        o.steps = s.sampler == guided_sampler::tmpd || s.sampler == guided_sampler::dcps ? 2 : 4;
+        o.dcps_blocks = 2;
+        o.dcps_langevin_steps = 1;
+        o.dcps_gradient_steps = 1;
+        o.dcps_langevin_step = 0.05;
+        o.seed = 53;
+        const std::int64_t B = pr.problems, N = o.particles, K = o.steps;
+        sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+        smc_outputs fused(B, N, d, K), stepped(B, N, d, K);
+        const bool smc = s.sampler == guided_sampler::smc;
+        const guided_report report = guided_sample(mix, smc ? fused.outputs() : guided_outputs{fused.particles.data()},
+                                                   pr, o, cpu);
+        expect_same_settings(plan.report(), report, what);
+        products += report.operator_path == mixture_path::gemm;
+        if (smc) {
+          run_smc_plan_with_jacobians(plan, mix);
+          plan.write_outputs(stepped.outputs(), cpu);
+          expect_same(fused, stepped, what);
+        } else {
+          EXPECT_EQ(run_jacobian_plan(plan, mix), fused.particles) << what;
+        }
+      }
+  }
+  // dps (twice) and pigdm: gemm forced in both sets, automatic in the large one; tmpd: gemm forced in both.
+  EXPECT_EQ(products, 3 * 3 + 2);
+}
+
 // A diffusion_plan's step() and finish() read x and the model's output at x and write x, one Philox block of a row
 // per thread: a model buffer that shares memory with x (a shifted view, or x itself, which holds the state the
 // update needs) is refused, naming both, before anything runs. Seen failing (no error; x overwritten) without the

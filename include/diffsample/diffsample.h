@@ -418,7 +418,8 @@ typedef struct ds_guided_options {
                                       A m and A^T u as matrix products over all particles per step (GEMM), or
                                       particle by particle (DIRECT); AUTOMATIC follows the size rule
                                       (diffsample::guided_options::operator_path; default DS_MIXTURE_PATH_AUTOMATIC);
-                                      masks, SVD operators and the other samplers run direct whatever it says */
+                                      masks, SVD operators and the other samplers run direct whatever it says;
+                                      a guided plan runs the path ds_guided_sample() resolves */
   /* Appended in the eleventh layout (a caller of an earlier one gets the defaults). */
   int64_t final_moves;       /**< SMC: preconditioned MALA steps per sample on p(x) p(y | x) after the final resampling,
                                   0..2^20, or -1 (default, automatic): 4 where DS_POTENTIALS_AUTOMATIC resolves to
@@ -1010,7 +1011,8 @@ DS_API ds_status ds_sampling_plan_accepted(const ds_sampling_plan* plan, const i
  * the settings the plan runs, set when it was made (host-only, the same at every position and trajectory). ran is
  * the plan's executor; for DS_GUIDED_SMC the potentials (DS_POTENTIALS_AUTOMATIC resolved as a plan resolves it:
  * DS_POTENTIALS_LINEAR), start_correction and multistep_kernel; final_moves 0 (a plan runs none);
- * operator_path DS_MIXTURE_PATH_GEMM where the tells apply a dense operator as matrix products (TMPD on the CPU
+ * operator_path DS_MIXTURE_PATH_GEMM where the tells apply a dense operator as matrix products (the path
+ * ds_guided_sample2() resolves for the same options and problems: DPS and Pi-GDM on either executor, TMPD on the CPU
  * executor), else DS_MIXTURE_PATH_DIRECT; launches 0 (a plan's launches are its tells'). Fed the mixture's own
  * model, a plan that runs what ds_guided_sample2() runs reports what it reports, launches aside; the per-problem
  * results are ds_sampling_plan_write_outputs()'s.

@@ -296,8 +296,10 @@ struct guided_options {
   /// particles per step (DPS / Pi-GDM on either executor, TMPD and its sampling_plan on the CPU executor):
   /// automatic (default) follows operator_gemm_worthwhile() (TMPD: d_y x d_x >= 4096), gemm forces the products
   /// there, direct forbids them.
-  /// Elsewhere (masks, SVD operators, the other samplers, DPS / Pi-GDM's sampling_plan) the run is direct whatever
-  /// this says; guided_report::operator_path says which ran. The paths differ only in the FP32 / FP64 sums' order.
+  /// Elsewhere (masks, SVD operators, the other samplers) the run is direct whatever this says;
+  /// guided_report::operator_path says which ran. A guided sampling_plan runs the path guided_sample() resolves for
+  /// the same options and problems (sampling_plan::report() says which). The paths differ only in the FP32 / FP64
+  /// sums' order.
   mixture_path operator_path = mixture_path::automatic;
   std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
 };

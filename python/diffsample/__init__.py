@@ -1605,7 +1605,8 @@ class SamplingPlan:
         'final_moves'), so that a caller driving the plan with its own model sees what the automatic settings
         resolved to. Set when the plan is made (host-only): for smc, potentials='automatic' resolves to 'linear' in a
         plan (guided_sample() may run 'twisted' ones); final_moves is 0 (a plan runs none); operator_path is 'gemm'
-        where the tells apply a dense operator as matrix products (tmpd on the CPU), else 'direct'; launches is 0
+        where the tells apply a dense operator as matrix products, else 'direct': the path guided_sample() resolves
+        for the same options (dps and pigdm; tmpd on the CPU), which the plan runs; launches is 0
         (a plan's launches are its tells'). Fed the mixture's own model, a plan that runs what guided_sample() runs
         reports what it reports, launches aside. The per-problem results are outputs() (smc).
         Raises InvalidArgument for a plan that is not guided."""

@@ -284,6 +284,28 @@ def test_dps_plan_asks_for_vector_jacobian_products(mixture2):
     assert calls == [] and plan.done
 
 
+@pytest.mark.parametrize("path", ["automatic", "direct", "gemm"])
+def test_dps_plan_runs_the_operator_path_guided_sample_runs(mixture2, path):
+    # The plan takes its guidance as matrix products over all particles exactly where guided_sample() does (gemm
+    # forced here; the size rule leaves these small operators direct under 'automatic'): the same particles bit for
+    # bit and the same report. Seen failing with the plan running it per particle and reporting 'direct'.
+    opts = dict(sampler="dps", particles=40, steps=6, seed=5, operator_path=path)
+    fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("particles",), **opts)
+    plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **opts)
+    assert plan.report() == dict(fused["report"], launches=0)
+    assert plan.report()["operator_path"] == ("gemm" if path == "gemm" else "direct")
+    plan.reset()
+    while not plan.done:
+        r = plan.ask()
+        x = np.ascontiguousarray(r["points"])
+        if r["vector"] is None:
+            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
+        else:
+            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
+        plan.tell()
+    np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused["particles"])
+
+
 def test_dcps_plan_asks_at_the_fits_draws_and_equals_guided_sample(mixture2):
     # DCPS asks at the particles (Langevin steps, transitions) and at its variational fits' draws q (gradient steps),
     # each J^T v ask at the points of the ask before it; fed the mixture's denoiser and J v it gives guided_sample()'s
