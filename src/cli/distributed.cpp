@@ -20,6 +20,8 @@
 #include <mpi.h>
 
 #include <diffsample/mpi.hpp>
+
+#include "src/mpi/messages.hpp"
 #endif
 
 namespace diffsample::cli::distributed {
@@ -213,7 +215,8 @@ void same_run_everywhere(const options& o, const std::vector<std::string>& files
   MPI_Bcast(&length, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
   std::string root(static_cast<std::size_t>(length), '\0');
   if (me == 0) root = text;
-  MPI_Bcast(root.data(), static_cast<int>(length), MPI_CHAR, 0, MPI_COMM_WORLD);
+  // In chunks of at most INT_MAX bytes (src/mpi/messages.hpp): the length cast to MPI's int count wrapped above it.
+  diffsample::mpi::detail::bcast_bytes(root.data(), root.size(), 0, MPI_COMM_WORLD);
   std::vector<std::pair<std::string, std::string>> theirs;
   for (std::size_t at = 0; at < root.size();) {
     const std::size_t name_end = root.find('\0', at), value_end = root.find('\0', name_end + 1);
