@@ -52,11 +52,12 @@ def runs_beside(call):
     """Whether this thread ran Python while another thread was inside call(), i.e. whether call() released the GIL:
     with a switch interval of a minute the worker keeps the GIL from its start to its end unless the call releases
     it, so this thread (waiting for the GIL in Thread.start()) reads the clock after the call's end when it does not,
-    and inside the call when it does (a few tries, for a machine too loaded to wake this thread in time)."""
+    and inside the call when it does (up to 20 tries, for a machine too loaded to wake this thread within a short
+    call: a call that holds the GIL fails every try, so more tries cost nothing in strictness)."""
     old = sys.getswitchinterval()
     sys.setswitchinterval(60.0)
     try:
-        for _ in range(3):
+        for _ in range(20):
             times = {}
 
             def worker():
