@@ -2341,6 +2341,10 @@ std::unique_ptr<sampling_plan_storage> make_baseline_plan(std::int64_t d, const 
   // DPS / Pi-GDM's guidance as products exactly where guided_sample() takes them for these options and problems
   // (dense rows given as such; an SVD operator's reduced rows keep the per-particle path), on either executor.
   st->gemm = baseline_products(d, pr, o, setup.reduced.active);
+  // The products' cuBLAS handle of this device now, as guided_sample() makes it before its first launch: a first
+  // gemm tell inside a CUDA graph capture would otherwise create it there (refused under capture when still to be
+  // made, naming prepare_gemm).
+  if (st->gemm && st->where == executor::cuda) detail::operator_gemm_prepare(&exec.stream);
   // One allocation: the tables, x, m, v, the answer, the shifts, the residuals, the products' buffer (gemm: u and, on
   // the CUDA executor, cuBLAS's workspace, at a 256-byte boundary of the allocation, which cudaMalloc aligns), the
   // state.
