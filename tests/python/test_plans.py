@@ -18,6 +18,20 @@ CASES = [
 ]
 
 
+def _answer_with_the_mixture(plan, mixture):
+    """Runs a guided plan from its start, answering every ask with the mixture's own model: its denoiser, or the
+    vector-Jacobian product of its denoiser where the ask carries a vector."""
+    plan.reset()
+    while not plan.done:
+        r = plan.ask()
+        x = np.ascontiguousarray(r["points"])
+        if r["vector"] is None:
+            r["answer"][...] = mixture.denoiser(x, r["a"], r["s"], path="direct")
+        else:
+            r["answer"][...] = mixture.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
+        plan.tell()
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c["sampler"] for c in CASES])
 def test_diffusion_plans_equal_the_fused_samplers(mixture2, case):
     n = 200
@@ -267,15 +281,7 @@ def test_dps_plan_asks_for_vector_jacobian_products(mixture2):
     fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, sampler="dps", particles=40, steps=10, seed=2,
                              outputs=("particles",))["particles"]
     plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, sampler="dps", particles=40, steps=10, seed=2)
-    plan.reset()
-    while not plan.done:
-        r = plan.ask()
-        x = np.ascontiguousarray(r["points"])
-        if r["vector"] is None:
-            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
-        else:
-            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
-        plan.tell()
+    _answer_with_the_mixture(plan, mixture2)
     np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused)
     # run()'s model(points, a, s) cannot answer the J^T v asks: refused before any ask, the plan left as it was.
     calls = []
@@ -294,15 +300,7 @@ def test_dps_plan_runs_the_operator_path_guided_sample_runs(mixture2, path):
     plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **opts)
     assert plan.report() == dict(fused["report"], launches=0)
     assert plan.report()["operator_path"] == ("gemm" if path == "gemm" else "direct")
-    plan.reset()
-    while not plan.done:
-        r = plan.ask()
-        x = np.ascontiguousarray(r["points"])
-        if r["vector"] is None:
-            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
-        else:
-            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
-        plan.tell()
+    _answer_with_the_mixture(plan, mixture2)
     np.testing.assert_array_equal(plan.samples().reshape(2, 40, 2), fused["particles"])
 
 
@@ -511,15 +509,7 @@ def test_smc_plan_with_the_multistep_kernel_equals_the_fused_run(mixture2, poten
     assert not np.array_equal(plain["particles"], fused["particles"])
     plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **options)
     assert plan.asks == (4 if corrected else 0) + 8 * (1 if potentials == "linear" else 2)
-    plan.reset()
-    while not plan.done:
-        r = plan.ask()
-        x = np.ascontiguousarray(r["points"])
-        if r["vector"] is None:
-            r["answer"][...] = mixture2.denoiser(x, r["a"], r["s"], path="direct")
-        else:
-            r["answer"][...] = mixture2.denoiser_jvp(x, np.ascontiguousarray(r["vector"]), r["a"], r["s"])
-        plan.tell()
+    _answer_with_the_mixture(plan, mixture2)
     got = plan.outputs(names)
     for name in names:
         np.testing.assert_array_equal(got[name], fused[name], err_msg=name)
