@@ -140,6 +140,13 @@ ds_status ds_mixture_chosen_path(const ds_mixture* mixture, int64_t n, ds_quanti
   });
 }
 
+ds_status ds_mixture_prepare_gemm(const ds_mixture* mixture, ds_executor where) {
+  return guard([&] {
+    const auto& m = get(mixture);
+    m.prepare_gemm(enum_to_cpp<ds::executor>("where", where));
+  });
+}
+
 ds_status ds_mixture_sample(const ds_mixture* mixture, float* out, int64_t n, ds_channel ch, uint64_t seed,
                             int32_t* labels, uint64_t first_index, ds_execution exec, ds_executor* ran) {
   return guard([&] {

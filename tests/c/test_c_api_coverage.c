@@ -1,10 +1,10 @@
 /* The C ABI's forms of what the C++ API has beyond the first C release: ds_diffusion (and its former name), int64
  * ancestors, the executor and asynchronous forms of the sliced Wasserstein distance, component weights, SVD
  * operators in guided problems, the SMC potentials and time-grid settings and the grid's times, the full guided
- * report (ds_guided_sample2), and the names of every enum. Each new form is checked against the form it mirrors, bit
- * for bit where the computation is the same, or against a closed form; and every field of the Langevin, diffusion and
- * guided options changes the run. CPU executor only (host buffers): no GPU needed. Exits nonzero on any failed
- * check. */
+ * report (ds_guided_sample2), the gemm path's preparation (ds_mixture_prepare_gemm), and the names of every enum.
+ * Each new form is checked against the form it mirrors, bit for bit where the computation is the same, or against a
+ * closed form; and every field of the Langevin, diffusion and guided options changes the run. CPU executor only
+ * (host buffers): no GPU needed. Exits nonzero on any failed check. */
 #include <diffsample/diffsample.h>
 
 #include "check.h"
@@ -776,6 +776,49 @@ static void test_evaluate_path(void) {
   ds_mixture_destroy(m);
 }
 
+/* ds_mixture_prepare_gemm() (gaussian_mixture::prepare_gemm): on the CPU executor it succeeds, twice, and the gemm
+ * path then gives what it gives on a mixture never prepared, bit for bit (the tables it builds are the ones the first
+ * gemm-path call would build); a diagonal mixture's CPU tables too, as in C++. DS_EXECUTOR_CUDA succeeds with a GPU
+ * and is refused naming `where` and the missing GPU without one; automatic, a value outside the enum and a null
+ * mixture are refused by name, and a success clears the last error. */
+static void test_prepare_gemm(void) {
+  enum { d = 16, n = 8, grid = 3 };
+  ds_mixture *prepared = NULL, *fresh = NULL;
+  CHECK_OK(ds_grid_mixture_create(d, grid, 2.0, 0.5, NULL, 0, &prepared));
+  CHECK_OK(ds_grid_mixture_create(d, grid, 2.0, 0.5, NULL, 0, &fresh));
+  float x[n * d], a[n * d], b[n * d];
+  for (int i = 0; i < n * d; ++i) x[i] = (float)(2.0 * sin(0.61 * i + 0.3));
+  const ds_channel ch = {0.8, 0.5};
+  ds_evaluate_options o;
+  ds_mixture_path path = DS_MIXTURE_PATH_AUTOMATIC;
+  CHECK_OK(ds_evaluate_options_init(&o, sizeof o));
+  o.path = DS_MIXTURE_PATH_GEMM;
+  EXPECT_INVALID(ds_mixture_prepare_gemm(prepared, DS_EXECUTOR_AUTOMATIC), "where");
+  CHECK_OK(ds_mixture_prepare_gemm(prepared, DS_EXECUTOR_CPU));
+  CHECK(strcmp(ds_last_error(), "") == 0);
+  CHECK_OK(ds_mixture_prepare_gemm(prepared, DS_EXECUTOR_CPU)); /* idempotent */
+  CHECK_OK(ds_mixture_evaluate_with(prepared, a, n, x, ch, DS_DENOISER, &o, cpu, NULL, 0, NULL, &path));
+  CHECK(path == DS_MIXTURE_PATH_GEMM);
+  CHECK_OK(ds_mixture_evaluate_with(fresh, b, n, x, ch, DS_DENOISER, &o, cpu, NULL, 0, NULL, &path));
+  CHECK(path == DS_MIXTURE_PATH_GEMM && memcmp(a, b, sizeof a) == 0);
+  if (ds_cuda_available()) {
+    CHECK_OK(ds_mixture_prepare_gemm(prepared, DS_EXECUTOR_CUDA));
+  } else {
+    EXPECT_INVALID(ds_mixture_prepare_gemm(prepared, DS_EXECUTOR_CUDA), "where: cuda requested but no GPU");
+  }
+  EXPECT_INVALID(ds_mixture_prepare_gemm(prepared, (ds_executor)9), "where");
+  EXPECT_INVALID(ds_mixture_prepare_gemm(NULL, DS_EXECUTOR_CPU), "mixture");
+  {
+    const double w[2] = {0.5, 0.5}, mu[4] = {0, 0, 1, 1}, var[4] = {1, 2, 1, 2};
+    ds_mixture* diag = NULL;
+    CHECK_OK(ds_mixture_create(2, 2, w, mu, var, 4, &diag));
+    CHECK_OK(ds_mixture_prepare_gemm(diag, DS_EXECUTOR_CPU));
+    ds_mixture_destroy(diag);
+  }
+  ds_mixture_destroy(prepared);
+  ds_mixture_destroy(fresh);
+}
+
 /* ds_guided_workspace_bytes_on(): on the CPU executor DPS's products (forced, with a dense A on the 2-d mixture)
  * leave out cuBLAS's 4 MiB, and ds_guided_sample() on the CPU accepts a workspace of that size (one byte less is
  * refused naming the workspace) with the particles of the run that allocates its own; ds_guided_workspace_bytes()
@@ -835,6 +878,7 @@ int main(void) {
   test_guided_times(m);
   test_names();
   test_evaluate_path();
+  test_prepare_gemm();
   test_every_option_field(m);
   test_guided_workspace_on(m);
   ds_mixture_destroy(m);
