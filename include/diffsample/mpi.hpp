@@ -177,7 +177,8 @@ DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count,
 /// call's duplicate of @p comm; the
 /// gathered schemes run resample() itself). (resample() on the CUDA executor adds in another order: within rounding.)
 /// outputs.ancestors (int32) and outputs.normalised_weights (B x count) are supported too.
-/// @throws invalid_argument on every rank for an invalid argument on any rank
+/// @throws invalid_argument on every rank for an invalid argument on any rank, an output that overlaps the
+///         log-weights or another output included
 DIFFSAMPLE_API comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t problems,
                                    std::int64_t particles, const float* log_weights,
                                    const resampling_options& options);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <new>
 #include <sstream>
 #include <string>
@@ -19,6 +20,7 @@
 #include "src/mpi/resampler.hpp"
 #include "src/limits.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/overlap.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mpi.hpp>
 
@@ -54,6 +56,25 @@ void copy_back(void* dst, const void* src, std::size_t bytes, executor ran, cuda
                      int(status));
   }
   wait_for(stream, "guided_sample: log_normaliser");
+}
+
+// One of this rank's buffers of a call, for check_apart(): its name, first byte and size in bytes (absent when null
+// or empty).
+struct host_span {
+  const char* name;
+  const void* ptr;
+  std::size_t bytes;
+};
+
+// Throws invalid_argument naming both when two of `spans` share a byte, in the words of the library's own check
+// (detail::check_disjoint, which libdiffsample does not export), with its comparison (detail::bytes_overlap).
+void check_apart(std::initializer_list<host_span> spans) {
+  for (auto a = spans.begin(); a != spans.end(); ++a)
+    for (auto b = a + 1; b != spans.end(); ++b)
+      DIFFSAMPLE_EXPECTS(!diffsample::detail::bytes_overlap(a->ptr, a->bytes, b->ptr, b->bytes),
+                         b->name << ": must not overlap " << a->name << " (" << b->name << " " << b->ptr << ", "
+                                 << b->bytes << " bytes; " << a->name << " " << a->ptr << ", " << a->bytes
+                                 << " bytes)");
 }
 
 // agree(), timed and counted in stats (its 4 bytes to each other rank).
@@ -624,6 +645,14 @@ comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t proble
                        "outputs: give ancestors or ancestors64, not both");
     const std::int64_t count = problems * rs.local();
     DIFFSAMPLE_EXPECTS(count == 0 || log_weights != nullptr, "log_weights: null pointer for " << count << " values");
+    // The normalised weights are written while the log-weights are still read, the reports beside them and the
+    // ancestors last: no output may share memory with the log-weights or another output (as resample() refuses).
+    const std::size_t items = static_cast<std::size_t>(count);
+    check_apart({{"log_weights", log_weights, items * sizeof(float)},
+                 {"outputs.normalised_weights", outputs.normalised_weights, items * sizeof(float)},
+                 {"outputs.ancestors", outputs.ancestors, items * sizeof(std::int32_t)},
+                 {"outputs.ancestors64", outputs.ancestors64, items * sizeof(std::int64_t)},
+                 {"outputs.reports", outputs.reports, static_cast<std::size_t>(problems) * sizeof(particle_report)}});
     // Every rank exchanges the rows' global indices (whether or not it asked for ancestors), so that the collectives
     // match whatever each rank passed; allocated before the agreement, so that a failed allocation fails every rank.
     own.resize(static_cast<std::size_t>(count));

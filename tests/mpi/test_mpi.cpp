@@ -1359,6 +1359,58 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
   }
 }
 
+// mpi::resample() writes outputs.normalised_weights while it still reads the log-weights, the reports beside them,
+// and the ancestors last: an output sharing memory with the log-weights or another output gave wrong weights or lost
+// outputs with no error (resample() refuses these). Overlapping buffers on the last rank only: every rank throws the
+// invalid_argument naming both, and no rank's outputs are written.
+TEST_F(Mpi, ResampleRefusesOutputsThatOverlapTheLogWeightsOrEachOther) {
+  const bool last = rank() == ranks() - 1;
+  const std::int64_t B = 2, N = 30;
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  const std::int64_t count = B * s.count;
+  ds::resampling_options o;
+  o.scheme = ds::resampling_scheme::systematic;
+  o.ess_threshold = 2.0;  // always resample
+  struct overlap_case {
+    const char* needle;
+    int which;
+  };
+  for (const overlap_case c : {overlap_case{"outputs.normalised_weights: must not overlap log_weights", 0},
+                               overlap_case{"outputs.ancestors64: must not overlap outputs.normalised_weights", 1},
+                               overlap_case{"outputs.reports: must not overlap log_weights", 2},
+                               overlap_case{"outputs.ancestors: must not overlap log_weights", 3}}) {
+    SCOPED_TRACE(c.needle);
+    // One block of memory: the log-weights (with a spare value after them), then room for every output.
+    std::vector<std::int64_t> block(static_cast<std::size_t>(4 * count + 8 * B + 16), 0);
+    float* lw = reinterpret_cast<float*>(block.data());
+    for (std::int64_t i = 0; i <= count; ++i) lw[i] = -0.01f * float(i % 7);
+    std::vector<float> normalised(static_cast<std::size_t>(count) + 1, -7.f);
+    std::vector<std::int64_t> ancestors64(static_cast<std::size_t>(count) + 1, -7);
+    std::vector<std::int32_t> ancestors(static_cast<std::size_t>(count) + 1, -7);
+    std::vector<ds::particle_report> reports(static_cast<std::size_t>(B));
+    ds::particle_outputs po;
+    po.normalised_weights = normalised.data();
+    po.reports = reports.data();
+    if (c.which == 3)
+      po.ancestors = ancestors.data();
+    else
+      po.ancestors64 = ancestors64.data();
+    if (last && count > 0) {
+      if (c.which == 0) po.normalised_weights = lw + 1;
+      if (c.which == 1) po.ancestors64 = reinterpret_cast<std::int64_t*>(normalised.data());
+      if (c.which == 2) po.reports = reinterpret_cast<ds::particle_report*>(block.data());
+      if (c.which == 3) po.ancestors = reinterpret_cast<std::int32_t*>(lw);
+    }
+    const std::vector<std::int64_t> before = block;
+    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, po, B, N, lw, o); }, c.needle);
+    EXPECT_EQ(block, before) << "the log-weights and outputs in them must be left as they were";
+    for (float v : normalised) EXPECT_EQ(v, -7.f);
+    for (std::int64_t v : ancestors64) EXPECT_EQ(v, -7);
+    for (std::int32_t v : ancestors) EXPECT_EQ(v, -7);
+    for (const ds::particle_report& r : reports) EXPECT_EQ(r.ess, 0.0);
+  }
+}
+
 // Every argument that changes a result, changed on the last rank only to a value valid on its own: at P > 1 every rank
 // throws the same invalid_argument naming it ("rank P-1 of P: NAME: ..."), at P = 1 the call runs (the value is
 // valid). Seen failing before the comparison covered them: every rank returned, with other rows on the last rank.
