@@ -1153,6 +1153,40 @@ TEST_F(Cli, DuplicateKeysAreRefused) {
   EXPECT_TRUE(nested.prior.has_value());
 }
 
+// A number that is not zero but below the smallest double (1e-400) read as 0 and ran: sigma_y = 1e-400 as a
+// noise-free observation, eta = 1e-400 as deterministic DDIM (the command line refuses it for a flag). It is refused
+// with its field, at any depth; zero written with an exponent and the subnormal doubles are values. Seen failing
+// before the check: every file below parsed, its number 0.
+TEST_F(Cli, NumbersBelowTheSmallestDoubleAreRefused) {
+  const std::string prior = "\"prior\": {\"means\": [[0, 1], [2, 3]], \"variances\": [1, 1]}";
+  const std::string observation = "\"observation\": {\"A\": [[1, 0]], \"y\": [0.5], \"sigma_y\": ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{" + prior + ", " + observation + "1e-400}}", "observation.sigma_y: 1e-400"},
+      {"{" + prior + ", \"sampler\": {\"name\": \"ddim\", \"eta\": 1e-400}}", "sampler.eta: 1e-400"},
+      {"{\"prior\": {\"means\": [[0, 1], [-2.5e-999, 3]], \"variances\": [1, 1]}}", "prior.means[1][0]: -2.5e-999"},
+      {"{" + prior + ", \"comment\": [0, {\"x\": [1, 0.00001e-330]}]}", "comment[1].x[1]: 0.00001e-330"},
+  };
+  for (const auto& [text, needle] : cases) {
+    try {
+      (void)ds::cli::parse_problem(text, "p.json", /*read_files=*/false);
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const ds::cli::input_error& e) {
+      EXPECT_EQ(std::string(e.what()), "p.json: " + needle + " is not zero but below the smallest double (about 4.9e-324)")
+          << text;
+    }
+  }
+  write("p.json", cases[0].first);
+  expect_failure(run("solve --problem " + path("p.json") + " --sampler exact --samples 8 --quiet --out " +
+                     path("out.npy")),
+                 "p.json: observation.sigma_y: 1e-400 is not zero but below the smallest double");
+  for (const char* zero : {"0e-400", "0.000e-999", "-0.0e-400", "4.9e-324", "1e-310"}) {
+    const ds::cli::problem p =
+        ds::cli::parse_problem("{" + prior + ", " + observation + zero + "}}", "q.json", false);
+    ASSERT_TRUE(p.observation.has_value()) << zero;
+    EXPECT_EQ(p.observation->sigma_y, std::strtod(zero, nullptr)) << zero;
+  }
+}
+
 TEST_F(Cli, WrongShapes) {
   write("ragged.json", "{\"prior\": {\"means\": [[0, 0], [1]], \"variances\": [1, 1]}}");
   expect_failure(run("sample --problem " + path("ragged.json") + " --out " + path("out.npy")), "ragged");

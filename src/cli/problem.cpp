@@ -563,6 +563,81 @@ std::string peek_executor(const std::string& path) noexcept {
   }
 }
 
+namespace {
+
+// A SAX pass over a parsed file (nlohmann's, the number's own text at hand) that refuses a number which is not zero
+// but reads as 0 because it lies below the smallest double (1e-400): the DOM parse keeps the 0 and the run would take
+// it (sigma_y = 0, a noise-free observation; eta = 0), as the command line refuses it for a flag. Names the field as
+// the reader does ("observation.sigma_y", "prior.means[0][1]").
+class underflow_check {
+ public:
+  explicit underflow_check(const std::string& path) : path_(path) {}
+  bool null() { return value(); }
+  bool boolean(bool) { return value(); }
+  bool number_integer(json::number_integer_t) { return value(); }
+  bool number_unsigned(json::number_unsigned_t) { return value(); }
+  bool number_float(json::number_float_t v, const json::string_t& text) {
+    if (v == 0.0) {
+      const std::string mantissa = text.substr(0, text.find_first_of("eE"));
+      if (mantissa.find_first_of("123456789") != std::string::npos)
+        throw input_error(path_ + ": " + field() + ": " + printable(text) +
+                          " is not zero but below the smallest double (about 4.9e-324)");
+    }
+    return value();
+  }
+  bool string(json::string_t&) { return value(); }
+  bool binary(json::binary_t&) { return value(); }
+  bool start_object(std::size_t) {
+    frames_.push_back({false, 0, {}});
+    return true;
+  }
+  bool key(json::string_t& k) {
+    frames_.back().key = k;
+    return true;
+  }
+  bool end_object() {
+    frames_.pop_back();
+    return value();
+  }
+  bool start_array(std::size_t) {
+    frames_.push_back({true, 0, {}});
+    return true;
+  }
+  bool end_array() {
+    frames_.pop_back();
+    return value();
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+    throw input_error(path_ + ": malformed JSON: " + printable(e.what(), 4096));  // not reached: parsed before
+  }
+
+ private:
+  struct frame {
+    bool array;
+    std::int64_t index;
+    std::string key;
+  };
+  // A value ended: the next one of an array has the next index.
+  bool value() {
+    if (!frames_.empty() && frames_.back().array) ++frames_.back().index;
+    return true;
+  }
+  std::string field() const {
+    std::string name;
+    for (const frame& f : frames_) {
+      if (f.array)
+        name += "[" + std::to_string(f.index) + "]";
+      else
+        name += (name.empty() ? "" : ".") + printable(f.key);
+    }
+    return name;
+  }
+  const std::string& path_;
+  std::vector<frame> frames_;
+};
+
+}  // namespace
+
 problem read_problem(const std::string& path) {
   // Every caller reads --problem's value: an empty one (an unset shell variable, --problem "$FILE") is a bad command
   // line, as an empty output name is, not a file that cannot be opened (": cannot open").
@@ -627,6 +702,8 @@ problem parse_problem(std::string_view json_text, const std::string& path, bool 
   } catch (const json::exception& e) {  // e.g. a number beyond double range
     throw input_error(path + ": a number is not finite (beyond double range): " + printable(e.what(), 4096));
   }
+  underflow_check underflow(path);
+  json::sax_parse(json_text, &underflow);
   reader r(path, read_files);
   r.only_keys(doc, "", {"prior", "sampler", "observation", "comment"});
   problem p;
