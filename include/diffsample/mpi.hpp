@@ -139,8 +139,8 @@ struct moments {
   std::vector<double> variance;  ///< dim values
   std::int64_t n = 0;            ///< rows over all ranks
 };
-/// Collective; see moments. @throws invalid_argument (on every rank) for dim outside 1..limits::max_dim, count < 0
-/// or a null pointer.
+/// Collective; see moments. @throws invalid_argument (on every rank) for dim outside 1..limits::max_dim, count < 0,
+/// count x dim above limits::max_items or a null pointer.
 DIFFSAMPLE_API moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t dim, const float* x);
 /// row_moments() in the argument order before 0.3.0 (the rows before their sizes).
 [[deprecated("sizes first: row_moments(comm, count, dim, x)")]] inline moments row_moments(MPI_Comm comm,
@@ -152,7 +152,8 @@ DIFFSAMPLE_API moments row_moments(MPI_Comm comm, std::int64_t count, std::int64
 
 /// Gathers the ranks' rows (host floats, @p count rows of @p width on this rank) on @p root in rank order
 /// (MPI_Gatherv); returns them there and an empty vector elsewhere. Collective: a failure on the root (the total
-/// beyond MPI_Gatherv's int counts, its allocation) throws on every rank, as does any rank's invalid argument.
+/// beyond MPI_Gatherv's int counts, its allocation) throws on every rank, as does any rank's invalid argument (width
+/// outside 1..limits::max_int_count, count x width above it).
 DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t width, const float* x,
                                               int root = 0);
 /// gather_rows() in the argument order before 0.3.0 (the rows before their sizes).

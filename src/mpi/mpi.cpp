@@ -557,6 +557,8 @@ moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t d, const flo
   collectively(comm, unused, [&] {
     limits::check("dim", d, 1, limits::max_dim);  // and so 1 + 2 d, the int count of the gather below
     DIFFSAMPLE_EXPECTS(count >= 0, "count: must be >= 0, got " << count);
+    // count x dim indexes x: a count whose product overflows would read anywhere.
+    limits::check("count", count, 0, limits::max_items / d, "count x dim values of x within 2^62 - 1");
     DIFFSAMPLE_EXPECTS(count == 0 || x != nullptr, "x: null pointer for " << count << " rows");
     width = static_cast<std::size_t>(1 + 2 * d);
     mine.assign(width, 0.0);
@@ -595,7 +597,8 @@ std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t w
   const int rank = rank_of(comm), ranks = size_of(comm);
   comm_stats unused;
   collectively(comm, unused, [&] {
-    DIFFSAMPLE_EXPECTS(width >= 1, "width: must be >= 1, got " << width);
+    // Each bounded before their product is formed (a width of 2^62 + 1 times 4 rows wrapped to 4 values).
+    limits::check("width", width, 1, limits::max_int_count, "MPI_Gatherv's int counts");
     limits::check("count", count, 0, limits::max_int_count);
     limits::check("count x width", count * width, 0, limits::max_int_count, "MPI_Gatherv's int counts");
     DIFFSAMPLE_EXPECTS(count == 0 || x != nullptr, "x: null pointer for " << count << " rows");

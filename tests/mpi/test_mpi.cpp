@@ -1359,6 +1359,19 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
   }
 }
 
+// gather_rows() formed count x width before bounding width: 4 rows of width 2^62 + 1 wrapped to 4 values, gathered
+// as such with no error; row_moments() bounded neither count x dim, and read x at indices that overflow. Both are
+// refused on every rank, naming the size.
+TEST_F(Mpi, RowSizesWhoseProductOverflowsAreRefused) {
+  const std::vector<float> x(8, 1.f);
+  expect_same_failure_everywhere<ds::invalid_argument>(
+      [&] { (void)ds::mpi::gather_rows(MPI_COMM_WORLD, 4, (std::int64_t(1) << 62) + 1, x.data()); }, 0,
+      "width = 4611686018427387905, the limit is");
+  expect_same_failure_everywhere<ds::invalid_argument>(
+      [&] { (void)ds::mpi::row_moments(MPI_COMM_WORLD, std::int64_t(1) << 62, 4, x.data()); }, 0,
+      "count = 4611686018427387904, the limit is");
+}
+
 // mpi::resample() writes outputs.normalised_weights while it still reads the log-weights, the reports beside them,
 // and the ancestors last: an output sharing memory with the log-weights or another output gave wrong weights or lost
 // outputs with no error (resample() refuses these). Overlapping buffers on the last rank only: every rank throws the
