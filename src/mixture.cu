@@ -1,6 +1,8 @@
 // Gaussian mixtures: validation and storage, then the launchers of evaluate / denoiser_jvp / sample, each one
 // functor over points (kernels/mixture_points.cuh) run by either executor.
 #include <cmath>
+#include <new>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -92,16 +94,33 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
   detail::check_range("variances", variances, min_variance, max_variance,
                       "a variance and its inverse must be normal FP32 numbers");
   auto& st = *storage_;
-  detail::normalise_weights(weights, st.log_weights, st.cumulative);
+  // The host tables made here (the weights' logs and running sums in FP64, the FP32 copies of the weights' logs, the
+  // means and the variances) are allocated one after the other; one the host cannot give is out_of_memory naming it
+  // and its size, as the library reports every allocation, not std::bad_alloc.
+  const char* making = "the log-weights and cumulative weights (K doubles each)";
+  std::size_t making_bytes = 2 * sizeof(double) * static_cast<std::size_t>(K);
+  try {
+    detail::normalise_weights(weights, st.log_weights, st.cumulative);
+    making = "the FP32 copy of the log-weights (K floats)";
+    making_bytes = sizeof(float) * static_cast<std::size_t>(K);
+    st.log_weights32.assign(st.log_weights.begin(), st.log_weights.end());
+    making = "the FP32 copy of the means (K x d floats)";
+    making_bytes = sizeof(float) * means.size();
+    st.means32.assign(means.begin(), means.end());
+    making = iso ? "the FP32 copy of the variances (K floats)" : "the FP32 copy of the variances (K x d floats)";
+    making_bytes = sizeof(float) * variances.size();
+    st.variances32.assign(variances.begin(), variances.end());
+  } catch (const std::bad_alloc&) {
+    throw out_of_memory("gaussian_mixture: " + std::string(making) + " for K = " + std::to_string(K) + ", d = " +
+                        std::to_string(dim) + " could not be allocated on the host (" + std::to_string(making_bytes) +
+                        " bytes)");
+  }
   st.components = K;
   st.dim = dim;
   st.isotropic = iso;
   st.weights = std::move(weights);
   st.means = std::move(means);
   st.variances = std::move(variances);
-  st.log_weights32.assign(st.log_weights.begin(), st.log_weights.end());
-  st.means32.assign(st.means.begin(), st.means.end());
-  st.variances32.assign(st.variances.begin(), st.variances.end());
 
   if (cuda_available()) {
     const std::size_t count = static_cast<std::size_t>(st.variances_offset()) + st.variances32.size();

@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include "kernels/mixture.cuh"
 #include "reference/helpers.hpp"
 
@@ -638,4 +641,43 @@ TEST(Mixture, ComponentsBelowTheFp32UniformsResolutionAreDrawn) {
   EXPECT_NEAR(double(tiny) / n, p, 5 * std::sqrt(p * (1 - p) / n));
   ASSERT_GT(tiny, 0);
   EXPECT_NEAR(double(quarter) / tiny, 0.25, 5 * std::sqrt(0.25 * 0.75 / (p * n)));
+}
+
+// The constructor's FP32 copy of the means, in a fresh process (the death test's re-run of this program: a small heap,
+// so that the copy cannot come from memory the allocator already holds) whose address space is limited (RLIMIT_AS)
+// to what it holds once the K x d = 1 x 2^23 means (64 MiB of doubles) are made, plus 8 MiB: the 32 MiB copy cannot
+// be allocated, every smaller table can. The body's exit code says what happened (0: out_of_memory naming the copy,
+// 1: std::bad_alloc, 2: no exception, 3: another exception, 4: the limit could not be set); its message goes to
+// stderr. Seen failing with std::bad_alloc (exit 1), which is no diffsample::error and names nothing.
+[[noreturn]] void construct_where_the_fp32_means_cannot_be_allocated() {
+  (void)cuda_available();  // the runtime's probe before the limit, as a program would have made it
+  const std::int64_t d = std::int64_t(1) << 23;
+  std::vector<double> means(static_cast<std::size_t>(d), 0.0);
+  std::size_t pages = 0;
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%zu", &pages) != 1) pages = 0;
+    std::fclose(f);
+  }
+  rlimit limit{};
+  if (pages == 0 || ::getrlimit(RLIMIT_AS, &limit) != 0) ::_exit(4);
+  limit.rlim_cur = pages * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) + (std::size_t(8) << 20);
+  if (::setrlimit(RLIMIT_AS, &limit) != 0) ::_exit(4);
+  try {
+    const gaussian_mixture m(d, {1.0}, std::move(means), {1.0});
+    ::_exit(2);
+  } catch (const out_of_memory& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    ::_exit(0);
+  } catch (const std::bad_alloc&) {
+    ::_exit(1);
+  } catch (...) {
+    ::_exit(3);
+  }
+}
+
+TEST(Mixture, HostTablesBeyondTheHostAreOutOfMemory) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(construct_where_the_fp32_means_cannot_be_allocated(), ::testing::ExitedWithCode(0),
+              "gaussian_mixture: the FP32 copy of the means \\(K x d floats\\) for K = 1, d = 8388608 could not be "
+              "allocated on the host \\(33554432 bytes\\)");
 }

@@ -115,7 +115,9 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// When a GPU is present the FP32 parameter tables are copied to the device on the legacy default stream and that
   /// stream is synchronised: construction synchronises, and the tables are in place for kernels on any stream
   /// (non-blocking ones included) when the constructor returns.
-  /// @throws invalid_argument naming the bad argument and value; cuda_error if the device copy fails
+  /// @throws invalid_argument naming the bad argument and value; out_of_memory naming the table (FP32 copy of the
+  ///         means, ...) and its size when the host cannot hold it, or when the device copy needs more memory than
+  ///         is free; cuda_error if the device copy fails
   gaussian_mixture(std::int64_t dim, std::vector<double> weights, std::vector<double> means,
                    std::vector<double> variances);
   ~gaussian_mixture();
