@@ -1,5 +1,6 @@
 // Noise schedules: closed-form channels (a, s) and their time derivatives, time grids, and the validation that
 // every sampler relies on before it builds its coefficient table.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -122,6 +123,21 @@ double vp_table_slope(const noise_schedule& sc, std::size_t n) {
   const double end = sign * (-3 * f(e) + 4 * f(e1) - f(e2)) * scale / 2;
   const double segment = sign * (f(e1) - f(e)) * scale;
   return end < 0 ? end : segment;
+}
+
+// The slope of log alpha-bar at node n that the interpolant between nodes takes (vp_table_slope), limited to 3 times
+// the smaller of the two neighbouring segments' slopes (Fritsch and Carlson's sufficient condition: a cubic Hermite
+// segment whose end slopes have the sign of its secant and are at most 3 times it is monotone), so that alpha-bar
+// decreases strictly between nodes too. Second-order slopes of a smooth alpha-bar sampled finely enough are within
+// that bound (a quadratic log alpha-bar's are at most twice the secant): the limit acts only on tables that bend
+// sharply.
+double vp_table_node_slope(const noise_schedule& sc, std::size_t n) {
+  const std::size_t N = sc.alpha_bar.size();
+  const double scale = double(N);
+  double m = vp_table_slope(sc, n);  // negative, as every secant
+  if (n > 0) m = std::max(m, 3 * (vp_table_log(sc, n) - vp_table_log(sc, n - 1)) * scale);
+  if (n < N) m = std::max(m, 3 * (vp_table_log(sc, n + 1) - vp_table_log(sc, n)) * scale);
+  return m;
 }
 
 void check_domain(const noise_schedule& sc, double t) {
@@ -250,14 +266,24 @@ schedule_point detail::point_at(const noise_schedule& sc, double t) {
       return p;
     }
     case schedule_kind::vp_table: {
-      // log alpha-bar is piecewise linear in t between the table's nodes n / N (node 0 is alpha-bar = 1); its time
-      // derivative is that of the alpha-bar the table samples, to second order (vp_table_slope), linear between nodes.
+      // log alpha-bar between the table's nodes n / N (node 0 is alpha-bar = 1) is the cubic Hermite interpolant of
+      // the nodes' values and slopes (vp_table_node_slope: the derivative of the alpha-bar the table samples, to
+      // second order), and the time derivative reported is that interpolant's own: the channel (a, s) and
+      // (da_dt, ds_dt) describe one path, as the probability-flow ODE and the reverse SDE need. (The value was
+      // log-linear between nodes while the derivative interpolated the node slopes linearly: the ODE samplers
+      // followed another path than the channels their denoiser was evaluated at, and converged, as the steps grew,
+      // to a map off the exact one.)
       const std::size_t N = sc.alpha_bar.size();
       const double u = t * double(N);
       std::size_t n = static_cast<std::size_t>(std::floor(u));
       if (n >= N) n = N - 1;
-      const double lo = vp_table_log(sc, n), hi = vp_table_log(sc, n + 1), w = u - double(n);
-      return vp_point(t, lo + (hi - lo) * w, (1 - w) * vp_table_slope(sc, n) + w * vp_table_slope(sc, n + 1));
+      const double f0 = vp_table_log(sc, n), f1 = vp_table_log(sc, n + 1), w = u - double(n);
+      const double h = 1.0 / double(N), d0 = vp_table_node_slope(sc, n) * h, d1 = vp_table_node_slope(sc, n + 1) * h;
+      const double w2 = w * w, w3 = w2 * w;
+      // H(w) = f0 + (f1 - f0) h01(w) + d0 h10(w) + d1 h11(w) (h00 + h01 = 1), and dH/dt = N dH/dw.
+      const double value = f0 + (f1 - f0) * (3 * w2 - 2 * w3) + d0 * (w3 - 2 * w2 + w) + d1 * (w3 - w2);
+      const double slope = ((f1 - f0) * (6 * w - 6 * w2) + d0 * (3 * w2 - 4 * w + 1) + d1 * (3 * w2 - 2 * w)) * double(N);
+      return vp_point(t, value, slope);
     }
     case schedule_kind::variance_exploding: {
       const double rate = std::log(sc.sigma_max / sc.sigma_min);

@@ -15,7 +15,7 @@ namespace diffsample {
 enum class schedule_kind : int {
   vp_linear = 0,                ///< variance preserving, beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1]
   vp_cosine = 1,                ///< variance preserving, alpha-bar(t) = cos^2(theta(t)) / cos^2(theta(0)), t in [0, 1]
-  vp_table = 2,                 ///< variance preserving, the caller's alpha-bar at t = n / N (log-linear between)
+  vp_table = 2,                 ///< variance preserving, the caller's alpha-bar at t = n / N (monotone cubic between)
   variance_exploding = 3,       ///< a = 1, s = sigma_min (sigma_max / sigma_min)^t, t in [0, 1]
   ornstein_uhlenbeck = 4,       ///< a = exp(-t), s = sqrt(1 - exp(-2t)), t >= 0
   linear_interpolant = 5,       ///< a = 1 - t, s = t, t in [0, 1]
