@@ -443,8 +443,9 @@ struct array_view : nb::object {
   NB_OBJECT_DEFAULT(array_view, object, "typing.Any", any_object)
 };
 
-// Integer and real parameters of the classes the package re-exports as they are bound (ObservationOperator.mask's
-// d_x, NoiseSchedule's factories, at() and points()): typed int and float in the signatures and the stub, taken as
+// Integer and real parameters of the module's functions and methods (ObservationOperator.mask's d_x,
+// NoiseSchedule's factories, at() and points(), every stream, seed, size and index of _core's own calls, the
+// channels' a and s): typed int and float in the signatures and the stub, taken as
 // any object, so that what nanobind would refuse with a TypeError naming neither the argument nor the value (a float
 // for an int, an integer beyond int64, a str), or take silently (a bool), is an InvalidArgument naming the argument,
 // in the words of the package's own checks of its arguments (diffsample/__init__.py: _integer, _real). None is still
@@ -454,6 +455,19 @@ struct py_int : nb::object {
 };
 struct py_real : nb::object {
   NB_OBJECT_DEFAULT(py_real, object, "float", any_object)
+};
+// An enum parameter of _core's own functions (GaussianMixtureCore.evaluate's what and path, the plans' output and
+// executor): typed as the enum in the signatures and the stub, taken as any object and read by enum_arg() (after
+// setting_value), which takes the enum or its name and refuses anything else naming the argument. nanobind's enum
+// conversion took an int or a bool as the enum value it equals (what=1 evaluated the score, executor=True asked for
+// CUDA) and refused another int or a name with a TypeError naming neither.
+template <class E>
+struct py_enum : nb::object {
+  static constexpr auto Name = nb::detail::const_name<E>();
+  py_enum(nb::handle h, nb::detail::borrow_t) : nb::object(h, nb::detail::borrow_t{}) {}
+  py_enum(nb::handle h, nb::detail::steal_t) : nb::object(h, nb::detail::steal_t{}) {}
+  py_enum() : nb::object() {}
+  static bool check_(nb::handle) { return true; }
 };
 
 bool is_bool(nb::handle h) {
@@ -480,8 +494,18 @@ bool complex_or_bool(nb::handle h) {
   return type.find("complex") != std::string::npos || type.find("bool") != std::string::npos;
 }
 
-std::int64_t int64_arg(nb::handle h, const std::string& name) {
-  const std::string range = "[-9223372036854775808, 9223372036854775807]";
+// The one conversion of the binding's integer parameters (typed int: py_int), to the C++ type T the library takes:
+// an int, a NumPy integer scalar or a 0-d integer array or tensor (anything with __index__ but a bool), within T's
+// range, else InvalidArgument naming the argument, in the words of the package's _integer(). Refused: None, a
+// bool (Python's True, numpy.True_, a bool array or tensor: nanobind's int conversion took True as 1, so
+// stream=True ran on cudaStreamLegacy and seed=True as seed 1), a float even with an integral value (the package's
+// rule: DiffusionPlan(4.0, 2) is refused as 4.5 is, never cut) and anything else. range_is: what the range is, said
+// after it (default: the argument's integer type).
+template <class T>
+T int_arg(nb::handle h, const std::string& name, const char* range_is = nullptr) {
+  static_assert(std::is_integral_v<T> && sizeof(T) == 8 || std::is_same_v<T, int>, "an integer type of the API");
+  constexpr T lo = std::numeric_limits<T>::min(), hi = std::numeric_limits<T>::max();
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
   nb::object index;
   if (!h.is_none() && !is_bool(h) && !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr()) && !complex_or_bool(h)) {
     index = nb::steal(PyNumber_Index(h.ptr()));
@@ -489,12 +513,32 @@ std::int64_t int64_arg(nb::handle h, const std::string& name) {
   }
   if (!index.is_valid())
     raise_invalid(name + ": expected an integer in " + range + ", got " + nb::repr(h).c_str());
-  int overflow = 0;
-  const long long value = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
-  if (overflow != 0)
-    raise_invalid(name + ": " + nb::str(index).c_str() + " is outside " + range +
-                  " (the argument's integer type, int64)");
-  return std::int64_t(value);
+  bool inside = false;
+  T value{};
+  if constexpr (std::is_signed_v<T>) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+    inside = overflow == 0 && v >= lo && v <= hi;
+    value = T(v);
+  } else if (PyObject_RichCompareBool(index.ptr(), nb::int_(0).ptr(), Py_LT) != 1) {
+    const unsigned long long v = PyLong_AsUnsignedLongLong(index.ptr());
+    if (PyErr_Occurred()) PyErr_Clear();
+    else inside = true, value = T(v);
+  }
+  if (!inside) {
+    const char* type = std::is_same_v<T, int> ? "int32" : std::is_signed_v<T> ? "int64" : "uint64";
+    raise_invalid(name + ": " + nb::str(index).c_str() + " is outside " + range + " (" +
+                  (range_is ? std::string(range_is) : "the argument's integer type, " + std::string(type)) + ")");
+  }
+  return value;
+}
+
+std::int64_t int64_arg(nb::handle h, const std::string& name) { return int_arg<std::int64_t>(h, name); }
+
+// A stream= parameter of _core: a CUDA stream handle, an integer in [0, 2^64 - 1] (0: none, the CPU executor's).
+std::uintptr_t stream_arg(nb::handle h) {
+  static_assert(sizeof(std::uintptr_t) == sizeof(std::uint64_t));
+  return std::uintptr_t(int_arg<std::uint64_t>(h, "stream", "a CUDA stream handle"));
 }
 
 double real_arg(nb::handle h, const std::string& name) {
@@ -555,6 +599,16 @@ E parse_enum(const std::string& s) {
   else if constexpr (std::is_same_v<E, ds::guided_potentials>) return ds::parse_guided_potentials(s);
   else if constexpr (std::is_same_v<E, ds::guided_grid>) return ds::parse_guided_grid(s);
   else if constexpr (std::is_same_v<E, ds::mixture_path>) return ds::parse_mixture_path(s);
+  else if constexpr (std::is_same_v<E, ds::quantity>) {  // (the library has no parser: from its one list)
+#define DIFFSAMPLE_PY_QUANTITY_NAME(type, value, c_name) \
+  if (s == #value) return ds::type::value;
+    DIFFSAMPLE_QUANTITY_VALUES(DIFFSAMPLE_PY_QUANTITY_NAME)
+#undef DIFFSAMPLE_PY_QUANTITY_NAME
+#define DIFFSAMPLE_PY_QUANTITY_LIST(type, value, c_name) #value ", "
+    const std::string names = DIFFSAMPLE_QUANTITY_VALUES(DIFFSAMPLE_PY_QUANTITY_LIST);
+#undef DIFFSAMPLE_PY_QUANTITY_LIST
+    raise_invalid("unknown quantity '" + s + "' (" + names.substr(0, names.size() - 2) + ")");
+  }
   else static_assert(sizeof(E) == 0, "an enum field without a parser");
 }
 
@@ -694,6 +748,17 @@ M arg_value(nb::handle h, const std::string& name) {
   } catch (const nb::builtin_exception& e) {  // the setting's TypeError
     raise_invalid(e.what());
   }
+}
+
+// An enum parameter of _core's own functions (py_enum): the enum or its name, else InvalidArgument naming it.
+template <class E>
+E enum_arg(const py_enum<E>& h, const std::string& name) {
+  return arg_value<E>(h, name);
+}
+template <class E>
+std::optional<E> enum_arg(const std::optional<py_enum<E>>& h, const std::string& name) {
+  if (!h) return std::nullopt;
+  return arg_value<E>(*h, name);
 }
 
 // A field of an options struct (or a member reached through getter/setter lambdas) bound with the checked setter.
@@ -1313,7 +1378,8 @@ NB_MODULE(_core, m) {
       "A Gaussian mixture with diagonal or isotropic components, evaluated exactly at any channel (a, s).")
       .def(
           "__init__",
-          [](ds::gaussian_mixture* self, std::int64_t dim, problem_data w, problem_data mu, problem_data v) {
+          [](ds::gaussian_mixture* self, py_int dim_arg, problem_data w, problem_data mu, problem_data v) {
+            const std::int64_t dim = int_arg<std::int64_t>(dim_arg, "dim");
             host_data wh = read_host(w, "weights", {1}, "(K,)");
             const std::int64_t K = std::int64_t(wh.values.size());
             const std::string kd = "(" + std::to_string(K) + ", " + std::to_string(dim) + ")";
@@ -1347,9 +1413,12 @@ NB_MODULE(_core, m) {
                    DS_DOC(gaussian_mixture, variances) " (a NumPy copy)", nb::rv_policy::move)
       .def(
           "evaluate",
-          [](const ds::gaussian_mixture& g, ds::quantity what, array x, py_real a, py_real s, out_array out,
-             ds::mixture_path path, std::uintptr_t stream) {
+          [](const ds::gaussian_mixture& g, py_enum<ds::quantity> what_arg, array x, py_real a, py_real s,
+             out_array out, py_enum<ds::mixture_path> path_arg, py_int stream_h) {
+            const ds::quantity what = enum_arg(what_arg, "what");
             const ds::channel ch = channel_arg(a, s);
+            const ds::mixture_path path = enum_arg(path_arg, "path");
+            const std::uintptr_t stream = stream_arg(stream_h);
             place p;
             const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
             std::int64_t n = dim_of(x, 0);
@@ -1373,9 +1442,9 @@ NB_MODULE(_core, m) {
           "(float32). Returns {'executor', 'path'}.")
       .def(
           "denoiser_jvp",
-          [](const ds::gaussian_mixture& g, array x, array v, py_real a, py_real s, out_array out,
-             std::uintptr_t stream) {
+          [](const ds::gaussian_mixture& g, array x, array v, py_real a, py_real s, out_array out, py_int stream_h) {
             const ds::channel ch = channel_arg(a, s);
+            const std::uintptr_t stream = stream_arg(stream_h);
             place p;
             const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
             std::int64_t n = dim_of(x, 0);
@@ -1394,7 +1463,9 @@ NB_MODULE(_core, m) {
           "Writes (dD/dx) v, the denoiser's Jacobian times v (the Jacobian is symmetric, so also J^T v), into out.")
       .def(
           "evaluate_fp64",
-          [](const ds::gaussian_mixture& g, ds::quantity what, array x, py_real a, py_real s, out_array out) {
+          [](const ds::gaussian_mixture& g, py_enum<ds::quantity> what_arg, array x, py_real a, py_real s,
+             out_array out) {
+            const ds::quantity what = enum_arg(what_arg, "what");
             const ds::channel ch = channel_arg(a, s);
             place p;
             const double* xp = checked<double>(x, "x", {-1, g.dim()}, p);
@@ -1422,9 +1493,12 @@ NB_MODULE(_core, m) {
           "x"_a, "v"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of denoiser_jvp (float64 CPU arrays).")
       .def(
           "sample",
-          [](const ds::gaussian_mixture& g, out_array out, py_real a, py_real s, std::uint64_t seed,
-             std::optional<out_array> labels, std::uint64_t first_index, std::uintptr_t stream) {
+          [](const ds::gaussian_mixture& g, out_array out, py_real a, py_real s, py_int seed_arg,
+             std::optional<out_array> labels, py_int first_index_arg, py_int stream_h) {
             const ds::channel ch = channel_arg(a, s);
+            const std::uint64_t seed = int_arg<std::uint64_t>(seed_arg, "seed");
+            const std::uint64_t first_index = int_arg<std::uint64_t>(first_index_arg, "first_index");
+            const std::uintptr_t stream = stream_arg(stream_h);
             place p;
             float* op = checked<float>(out, "out", {-1, g.dim()}, p);
             std::int64_t n = std::int64_t(out.shape(0));
@@ -1453,7 +1527,9 @@ NB_MODULE(_core, m) {
           "as float64).")
       .def_static(
           "grid",
-          [](std::int64_t dim, int grid, py_real spacing, py_real variance, std::optional<problem_data> weights) {
+          [](py_int dim_arg, py_int grid_arg, py_real spacing, py_real variance, std::optional<problem_data> weights) {
+            const std::int64_t dim = int_arg<std::int64_t>(dim_arg, "dim");
+            const int grid = int_arg<int>(grid_arg, "grid");
             const double h = finite_real_arg(spacing, "spacing"), v = finite_real_arg(variance, "variance");
             std::vector<double> w;
             if (weights) w = host_vector(*weights, "weights", {1}, "(grid^2,) or empty");
@@ -1490,7 +1566,8 @@ NB_MODULE(_core, m) {
   m.def(
       "langevin",
       [](const ds::gaussian_mixture& g, out_array x, const ds::langevin_options& o, std::optional<out_array> traj,
-         std::optional<out_array> accepted, std::uintptr_t stream) {
+         std::optional<out_array> accepted, py_int stream_h) {
+        const std::uintptr_t stream = stream_arg(stream_h);
         place p;
         float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
         std::int64_t n = std::int64_t(x.shape(0));
@@ -1537,7 +1614,8 @@ NB_MODULE(_core, m) {
   m.def(
       "diffusion",
       [](const ds::gaussian_mixture& g, out_array x, const ds::diffusion_options& o, std::optional<out_array> traj,
-         std::uintptr_t stream) {
+         py_int stream_h) {
+        const std::uintptr_t stream = stream_arg(stream_h);
         place p;
         float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
         std::int64_t n = std::int64_t(x.shape(0));
@@ -1574,8 +1652,12 @@ NB_MODULE(_core, m) {
       "output into a buffer, call step(x, model). Nothing allocates or synchronises per step.")
       .def(
           "__init__",
-          [](py_diffusion_plan* self, std::int64_t n, std::int64_t d, const ds::diffusion_options& o,
-             ds::model_output out, ds::executor where, std::uintptr_t stream) {
+          [](py_diffusion_plan* self, py_int n_arg, py_int d_arg, const ds::diffusion_options& o,
+             py_enum<ds::model_output> output, py_enum<ds::executor> executor, py_int stream_h) {
+            const std::int64_t n = int_arg<std::int64_t>(n_arg, "n"), d = int_arg<std::int64_t>(d_arg, "d");
+            const ds::model_output out = enum_arg(output, "output");
+            const ds::executor where = enum_arg(executor, "executor");
+            const std::uintptr_t stream = stream_arg(stream_h);
             check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             new (self) py_diffusion_plan(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
@@ -1588,15 +1670,18 @@ NB_MODULE(_core, m) {
       .def_prop_ro("needs_final_jump", &ds::diffusion_plan::needs_final_jump, DS_DOC(diffusion_plan, needs_final_jump))
       .def(
           "step_channel",
-          [](const py_diffusion_plan& pl, std::int64_t k) {
-            auto c = pl.step_channel(k);
+          [](const py_diffusion_plan& pl, py_int k) {
+            auto c = pl.step_channel(int_arg<std::int64_t>(k, "k"));
             return std::make_pair(c.a, c.s);
           },
           "k"_a, "(a, s): the channel at which the model is evaluated before step k (k = steps for finish()).")
-      .def("step_time", &ds::diffusion_plan::step_time, "k"_a, "Time of step k in the schedule.")
+      .def(
+          "step_time", [](const py_diffusion_plan& pl, py_int k) { return pl.step_time(int_arg<std::int64_t>(k, "k")); },
+          "k"_a, "Time of step k in the schedule.")
       .def(
           "reset",
-          [](py_diffusion_plan& pl, out_array x, std::uintptr_t stream) {
+          [](py_diffusion_plan& pl, out_array x, py_int stream_h) {
+            const std::uintptr_t stream = stream_arg(stream_h);
             exclusive_call one(pl.lock, "reset");
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
@@ -1608,7 +1693,8 @@ NB_MODULE(_core, m) {
           "x"_a, "stream"_a = 0, "Starts the next trajectory (and draws x when options.draw_initial).")
       .def(
           "step",
-          [](py_diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
+          [](py_diffusion_plan& pl, out_array x, array model, py_int stream_h) {
+            const std::uintptr_t stream = stream_arg(stream_h);
             exclusive_call one(pl.lock, "step");
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
@@ -1621,7 +1707,8 @@ NB_MODULE(_core, m) {
           "x"_a, "model"_a, "stream"_a = 0, "Applies the current step's update to x given the model output at x.")
       .def(
           "finish",
-          [](py_diffusion_plan& pl, out_array x, array model, std::uintptr_t stream) {
+          [](py_diffusion_plan& pl, out_array x, array model, py_int stream_h) {
+            const std::uintptr_t stream = stream_arg(stream_h);
             exclusive_call one(pl.lock, "finish");
             place p;
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
@@ -1647,10 +1734,13 @@ NB_MODULE(_core, m) {
       "model's output into the request's answer buffer, tell() applies the step. The plan owns its state.")
       .def_static(
           "diffusion",
-          [](std::int64_t n, std::int64_t d, const ds::diffusion_options& o, ds::model_output out,
-             std::optional<ds::executor> executor, std::uintptr_t stream, std::optional<array> like) {
+          [](py_int n_arg, py_int d_arg, const ds::diffusion_options& o, py_enum<ds::model_output> output,
+             std::optional<py_enum<ds::executor>> executor, py_int stream_h, std::optional<array> like) {
+            const std::int64_t n = int_arg<std::int64_t>(n_arg, "n"), d = int_arg<std::int64_t>(d_arg, "d");
+            const ds::model_output out = enum_arg(output, "output");
+            const std::uintptr_t stream = stream_arg(stream_h);
             device_scope scope;
-            const ds::executor where = plan_executor(executor, like, scope);
+            const ds::executor where = plan_executor(enum_arg(executor, "executor"), like, scope);
             check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             return py_sampling_plan(
@@ -1661,10 +1751,13 @@ NB_MODULE(_core, m) {
           "A plan for any diffusion sampler (Heun and SMS included). " PLAN_PLACE_DOC)
       .def_static(
           "langevin",
-          [](std::int64_t n, std::int64_t d, const ds::langevin_options& o, ds::model_output out,
-             std::optional<ds::executor> executor, std::uintptr_t stream, std::optional<array> like) {
+          [](py_int n_arg, py_int d_arg, const ds::langevin_options& o, py_enum<ds::model_output> output,
+             std::optional<py_enum<ds::executor>> executor, py_int stream_h, std::optional<array> like) {
+            const std::int64_t n = int_arg<std::int64_t>(n_arg, "n"), d = int_arg<std::int64_t>(d_arg, "d");
+            const ds::model_output out = enum_arg(output, "output");
+            const std::uintptr_t stream = stream_arg(stream_h);
             device_scope scope;
-            const ds::executor where = plan_executor(executor, like, scope);
+            const ds::executor where = plan_executor(enum_arg(executor, "executor"), like, scope);
             check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             return py_sampling_plan(
@@ -1674,10 +1767,13 @@ NB_MODULE(_core, m) {
           "stream"_a = 0, "like"_a = nb::none(), DS_DOC(sampling_plan, langevin) "\n\n" PLAN_PLACE_DOC)
       .def_static(
           "guided",
-          [](std::int64_t d, const ds::guided_problems& pr, const ds::guided_options& o, ds::model_output out,
-             std::optional<ds::executor> executor, std::uintptr_t stream, std::optional<array> like) {
+          [](py_int d_arg, const ds::guided_problems& pr, const ds::guided_options& o, py_enum<ds::model_output> output,
+             std::optional<py_enum<ds::executor>> executor, py_int stream_h, std::optional<array> like) {
+            const std::int64_t d = int_arg<std::int64_t>(d_arg, "d");
+            const ds::model_output out = enum_arg(output, "output");
+            const std::uintptr_t stream = stream_arg(stream_h);
             device_scope scope;
-            const ds::executor where = plan_executor(executor, like, scope);
+            const ds::executor where = plan_executor(enum_arg(executor, "executor"), like, scope);
             check_plan_stream(where, stream);
             nb::gil_scoped_release release;
             py_sampling_plan pl(ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
@@ -1691,10 +1787,14 @@ NB_MODULE(_core, m) {
           "stream"_a = 0, "like"_a = nb::none(), DS_DOC(sampling_plan, guided) "\n\n" PLAN_PLACE_DOC)
       .def(
           "write_outputs",
-          [](py_sampling_plan& pl, std::int64_t problems, std::int64_t particles, std::int64_t steps,
+          [](py_sampling_plan& pl, py_int problems_arg, py_int particles_arg, py_int steps_arg,
              std::optional<out_array> particles_out, std::optional<out_array> log_weights,
              std::optional<out_array> samples, std::optional<out_array> log_normaliser,
-             std::optional<out_array> ess_trace, std::optional<out_array> resample_count, std::uintptr_t stream) {
+             std::optional<out_array> ess_trace, std::optional<out_array> resample_count, py_int stream_h) {
+            const std::int64_t problems = int_arg<std::int64_t>(problems_arg, "problems");
+            const std::int64_t particles = int_arg<std::int64_t>(particles_arg, "particles");
+            const std::int64_t steps = int_arg<std::int64_t>(steps_arg, "steps");
+            const std::uintptr_t stream = stream_arg(stream_h);
             exclusive_call one(pl.lock, "write_outputs");
             place p;
             const std::int64_t B = problems, N = particles, d = pl.dim();
@@ -1748,7 +1848,8 @@ NB_MODULE(_core, m) {
       .def_prop_ro("done", &ds::sampling_plan::done, DS_DOC(sampling_plan, done))
       .def(
           "ask",
-          [](nb::handle self, std::int64_t k) {
+          [](nb::handle self, py_int k_arg) {
+            const std::int64_t k = int_arg<std::int64_t>(k_arg, "k");
             const auto& pl = nb::cast<const py_sampling_plan&>(self);
             exclusive_call one(pl.lock, "ask");
             ds::plan_request r = k == -1 ? pl.ask() : pl.request(k);  // request() refuses another negative k
@@ -1776,7 +1877,8 @@ NB_MODULE(_core, m) {
           "at the points (mala).")
       .def(
           "tell",
-          [](py_sampling_plan& pl, std::uintptr_t stream) {
+          [](py_sampling_plan& pl, py_int stream_h) {
+            const std::uintptr_t stream = stream_arg(stream_h);
             exclusive_call one(pl.lock, "tell");
             plan_run on(pl, stream);
             nb::gil_scoped_release release;
@@ -1785,7 +1887,8 @@ NB_MODULE(_core, m) {
           "stream"_a = 0, "Applies the answer written into the current ask's buffer and advances.")
       .def(
           "reset",
-          [](py_sampling_plan& pl, std::optional<array> initial, std::uintptr_t stream) {
+          [](py_sampling_plan& pl, std::optional<array> initial, py_int stream_h) {
+            const std::uintptr_t stream = stream_arg(stream_h);
             exclusive_call one(pl.lock, "reset");
             const float* ip = nullptr;
             if (initial) {
@@ -1833,7 +1936,8 @@ NB_MODULE(_core, m) {
   m.def(
       "resample",
       [](array lw, const ds::resampling_options& o, std::optional<out_array> anc, std::optional<out_array> weights,
-         std::optional<out_array> reports, std::uintptr_t stream) {
+         std::optional<out_array> reports, py_int stream_h) {
+        const std::uintptr_t stream = stream_arg(stream_h);
         place p;
         const float* lp = checked<float>(lw, "log_weights", {-1, -1}, p);
         std::int64_t B = dim_of(lw, 0), N = dim_of(lw, 1);
@@ -1863,7 +1967,8 @@ NB_MODULE(_core, m) {
       "int32 or int64, normalised_weights (B, N) float32, reports (B, PARTICLE_REPORT_BYTES) uint8.");
   m.def(
       "gather_particles",
-      [](array states, array anc, out_array out, std::uintptr_t stream) {
+      [](array states, array anc, out_array out, py_int stream_h) {
+        const std::uintptr_t stream = stream_arg(stream_h);
         place p;
         const float* sp = checked<float>(states, "states", {-1, -1, -1}, p);
         std::int64_t B = dim_of(states, 0), N = dim_of(states, 1), d = dim_of(states, 2);
@@ -1900,8 +2005,9 @@ NB_MODULE(_core, m) {
   }
   m.def(
       "_check_limit",
-      [](const std::string& name, std::int64_t value, std::int64_t lo, std::int64_t limit) {
-        ds::limits::check(name, value, lo, limit);
+      [](const std::string& name, py_int value, py_int lo, py_int limit) {
+        ds::limits::check(name, int_arg<std::int64_t>(value, "value"), int_arg<std::int64_t>(lo, "lo"),
+                          int_arg<std::int64_t>(limit, "limit"));
       },
       "name"_a, "value"_a, "lo"_a, "limit"_a,
       "Raises InvalidArgument with the library's message (limits.hpp) unless lo <= value <= limit: the package's "
@@ -2065,8 +2171,11 @@ NB_MODULE(_core, m) {
            DS_DOC(mixture_posterior, covariance) " A new (d_x, d_x) float64 NumPy array.")
       .def(
           "sample",
-          [](const ds::mixture_posterior& q, out_array out, std::uint64_t seed, std::optional<out_array> labels,
-             std::uint64_t first_index, std::uintptr_t stream) {
+          [](const ds::mixture_posterior& q, out_array out, py_int seed_arg, std::optional<out_array> labels,
+             py_int first_index_arg, py_int stream_h) {
+            const std::uint64_t seed = int_arg<std::uint64_t>(seed_arg, "seed");
+            const std::uint64_t first_index = int_arg<std::uint64_t>(first_index_arg, "first_index");
+            const std::uintptr_t stream = stream_arg(stream_h);
             place p;
             std::int64_t n = out.ndim() == 2 ? std::int64_t(out.shape(0)) : -1;
             std::int32_t* lp = nullptr;
@@ -2201,7 +2310,8 @@ NB_MODULE(_core, m) {
       [](const ds::gaussian_mixture& prior, const ds::guided_problems& pr, const ds::guided_options& o,
          std::optional<out_array> particles, std::optional<out_array> log_weights, std::optional<out_array> samples,
          std::optional<out_array> log_normaliser, std::optional<out_array> ess_trace,
-         std::optional<out_array> resample_count, std::uintptr_t stream, std::optional<array> device) {
+         std::optional<out_array> resample_count, py_int stream_h, std::optional<array> device) {
+        const std::uintptr_t stream = stream_arg(stream_h);
         place p;
         if (device) locate(*device, "device", p);  // where the call runs, outputs or none
         std::int64_t B = pr.problems, N = o.particles, d = prior.dim();
@@ -2234,7 +2344,11 @@ NB_MODULE(_core, m) {
   // ---- metrics --------------------------------------------------------------------------------------------------
   m.def(
       "sliced_wasserstein",
-      [](array a, array b, int directions, std::uint64_t seed, int pw, std::uintptr_t stream) {
+      [](array a, array b, py_int directions_arg, py_int seed_arg, py_int p_arg, py_int stream_h) {
+        const int directions = int_arg<int>(directions_arg, "directions");
+        const std::uint64_t seed = int_arg<std::uint64_t>(seed_arg, "seed");
+        const int pw = int_arg<int>(p_arg, "p");
+        const std::uintptr_t stream = stream_arg(stream_h);
         place p;
         const float* ap = checked<float>(a, "a", {-1, -1}, p);
         const float* bp = checked<float>(b, "b", {-1, dim_of(a, 1)}, p);

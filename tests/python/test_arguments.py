@@ -434,3 +434,191 @@ def test_core_real_parameters_take_real_numbers(m, call, name):
     """Python and NumPy reals and integers still pass (a 0-d float array too)."""
     for value in (0.5, 1, np.float32(0.25), np.int64(1), np.array(0.5)):
         call(m, value)
+
+
+# Every integer parameter of diffsample._core's own functions and methods, given value v, the others valid:
+# (id, call(m, v), name, a valid value). They were nanobind's int conversion, which took a bool as 0 or 1
+# (stream=True ran on handle 1, cudaStreamLegacy; seed=True as seed 1; GaussianMixtureCore(True, ...) made a 1-d
+# mixture) and refused numpy.True_ and a float with nanobind's TypeError naming neither argument nor value. They go
+# through the binding's one conversion of integer parameters (int_arg), as the package's _integer() checks them:
+# ints and NumPy integers only, by name.
+def _plans_or_skip():
+    if not ds._core.HAS_SAMPLING_PLANS:
+        pytest.skip("the library has no ask/tell plans")
+
+
+def _diffusion_plan(n=4, d=2, output=None, executor=None, stream=0):
+    output = ds._core.ModelOutput.denoiser if output is None else output
+    executor = ds._core.Executor.cpu if executor is None else executor
+    return ds._core.DiffusionPlan(n, d, ds.DiffusionOptions(steps=3), output, executor, stream)
+
+
+def _sampling_plan(kind="diffusion", n=4, d=2, output=None, executor=None, stream=0):
+    _plans_or_skip()
+    if kind == "guided":
+        args = (d, _guided_problems(), ds.GuidedOptions(particles=4, steps=3))
+    elif kind == "langevin":
+        args = (n, d, ds.LangevinOptions(steps=3, step_size=0.1))
+    else:
+        args = (n, d, ds.DiffusionOptions(steps=3))
+    make = getattr(ds._core.SamplingPlan, kind)
+    kwargs = {} if output is None else {"output": output}
+    if executor is not None:
+        kwargs["executor"] = executor
+    return make(*args, stream=stream, **kwargs)
+
+
+def _guided_problems():
+    pr = ds.GuidedProblems(problems=1, d_y=1)
+    pr.operators = [ds.ObservationOperator.dense([[1.0, 1.0]])]
+    pr.y, pr.sigma_y = [0.5], [0.5]
+    return pr
+
+
+def _started(plan):
+    plan.reset()
+    return plan
+
+
+def _guided_plan():
+    return _sampling_plan("guided")
+
+
+def _posterior(m):
+    return ds.MixturePosterior(m, [[1.0, 1.0]], 0.5, [0.5])._p
+
+
+_Q = ds._core.Quantity
+CORE_INTS = [
+    ("GaussianMixtureCore-dim", lambda m, v: ds._core.GaussianMixtureCore(v, [1.0], [[0.0, 0.0]], [1.0]), "dim", 2),
+    ("evaluate-stream", lambda m, v: m._m.evaluate(_Q.score, x4(), 1.0, 0.5, x4(), stream=v), "stream", 0),
+    ("denoiser_jvp-stream", lambda m, v: m._m.denoiser_jvp(x4(), x4(), 1.0, 0.5, x4(), stream=v), "stream", 0),
+    ("sample-seed", lambda m, v: m._m.sample(x4(), 1.0, 0.0, v), "seed", 1),
+    ("sample-first_index", lambda m, v: m._m.sample(x4(), 1.0, 0.0, 1, first_index=v), "first_index", 1),
+    ("sample-stream", lambda m, v: m._m.sample(x4(), 1.0, 0.0, 1, stream=v), "stream", 0),
+    ("grid-dim", lambda m, v: ds._core.GaussianMixtureCore.grid(v, 2, 1.0, 1.0), "dim", 2),
+    ("grid-grid", lambda m, v: ds._core.GaussianMixtureCore.grid(2, v, 1.0, 1.0), "grid", 2),
+    ("langevin-stream", lambda m, v: ds._core.langevin(m._m, x4(), ds.LangevinOptions(steps=1, step_size=0.1),
+                                                       stream=v), "stream", 0),
+    ("diffusion-stream", lambda m, v: ds._core.diffusion(m._m, x4(), ds.DiffusionOptions(steps=2), stream=v),
+     "stream", 0),
+    ("DiffusionPlan-n", lambda m, v: _diffusion_plan(n=v), "n", 2),
+    ("DiffusionPlan-d", lambda m, v: _diffusion_plan(d=v), "d", 2),
+    ("DiffusionPlan-stream", lambda m, v: _diffusion_plan(stream=v), "stream", 0),
+    ("DiffusionPlan.step_channel-k", lambda m, v: _diffusion_plan().step_channel(v), "k", 1),
+    ("DiffusionPlan.step_time-k", lambda m, v: _diffusion_plan().step_time(v), "k", 1),
+    ("DiffusionPlan.reset-stream", lambda m, v: _diffusion_plan().reset(x4(), stream=v), "stream", 0),
+    ("DiffusionPlan.step-stream", lambda m, v: _diffusion_plan().step(x4(), x4(), stream=v), "stream", 0),
+    ("DiffusionPlan.finish-stream", lambda m, v: _diffusion_plan().finish(x4(), x4(), stream=v), "stream", 0),
+    ("SamplingPlan.diffusion-n", lambda m, v: _sampling_plan("diffusion", n=v), "n", 2),
+    ("SamplingPlan.diffusion-d", lambda m, v: _sampling_plan("diffusion", d=v), "d", 2),
+    ("SamplingPlan.diffusion-stream", lambda m, v: _sampling_plan("diffusion", stream=v), "stream", 0),
+    ("SamplingPlan.langevin-n", lambda m, v: _sampling_plan("langevin", n=v), "n", 2),
+    ("SamplingPlan.langevin-d", lambda m, v: _sampling_plan("langevin", d=v), "d", 2),
+    ("SamplingPlan.langevin-stream", lambda m, v: _sampling_plan("langevin", stream=v), "stream", 0),
+    ("SamplingPlan.guided-d", lambda m, v: _sampling_plan("guided", d=v), "d", 2),
+    ("SamplingPlan.guided-stream", lambda m, v: _sampling_plan("guided", stream=v), "stream", 0),
+    ("SamplingPlan.write_outputs-problems", lambda m, v: _guided_plan().write_outputs(v, 4, 3), "problems", 1),
+    ("SamplingPlan.write_outputs-particles", lambda m, v: _guided_plan().write_outputs(1, v, 3), "particles", 4),
+    ("SamplingPlan.write_outputs-steps", lambda m, v: _guided_plan().write_outputs(1, 4, v), "steps", 3),
+    ("SamplingPlan.write_outputs-stream", lambda m, v: _guided_plan().write_outputs(1, 4, 3, stream=v), "stream", 0),
+    ("SamplingPlan.ask-k", lambda m, v: _sampling_plan().ask(v), "k", 1),
+    ("SamplingPlan.tell-stream", lambda m, v: _started(_sampling_plan()).tell(stream=v), "stream", 0),
+    ("SamplingPlan.reset-stream", lambda m, v: _sampling_plan().reset(stream=v), "stream", 0),
+    ("resample-stream", lambda m, v: ds._core.resample(np.zeros((1, 4), np.float32), ds.ResamplingOptions(),
+                                                       stream=v), "stream", 0),
+    ("gather_particles-stream", lambda m, v: ds._core.gather_particles(
+        np.zeros((1, 4, 2), np.float32), np.zeros((1, 4), np.int32), np.zeros((1, 4, 2), np.float32), stream=v),
+     "stream", 0),
+    ("_check_limit-value", lambda m, v: ds._core._check_limit("n", v, 0, 5), "value", 1),
+    ("_check_limit-lo", lambda m, v: ds._core._check_limit("n", 1, v, 5), "lo", 1),
+    ("_check_limit-limit", lambda m, v: ds._core._check_limit("n", 1, 0, v), "limit", 1),
+    ("MixturePosterior.sample-seed", lambda m, v: _posterior(m).sample(x4(), v), "seed", 1),
+    ("MixturePosterior.sample-first_index", lambda m, v: _posterior(m).sample(x4(), 1, first_index=v),
+     "first_index", 1),
+    ("MixturePosterior.sample-stream", lambda m, v: _posterior(m).sample(x4(), 1, stream=v), "stream", 0),
+    ("guided_sample-stream", lambda m, v: ds._core.guided_sample(
+        m._m, _guided_problems(), ds.GuidedOptions(particles=4, steps=3), stream=v), "stream", 0),
+    ("sliced_wasserstein-directions", lambda m, v: ds._core.sliced_wasserstein(x4(), x4(), v), "directions", 4),
+    ("sliced_wasserstein-seed", lambda m, v: ds._core.sliced_wasserstein(x4(), x4(), 4, v), "seed", 1),
+    ("sliced_wasserstein-p", lambda m, v: ds._core.sliced_wasserstein(x4(), x4(), 4, 0, v), "p", 1),
+    ("sliced_wasserstein-stream", lambda m, v: ds._core.sliced_wasserstein(x4(), x4(), stream=v), "stream", 0),
+]
+# Not integers: bools of every kind (a 0-d bool array has __index__ in NumPy < 2, a bool tensor always), and floats
+# even with an integral value (the package's rule, _integer(): DiffusionPlan(4.0, 2) is refused as 4.5 is).
+CORE_BAD_INTS = [
+    ("True", True, "True"), ("False", False, "False"), ("numpy-True", np.True_, r"np\.True_|True"),
+    ("numpy-False", np.False_, r"np\.False_|False"), ("bool-array", np.array(True), r"array\(True\)"),
+    ("float-1.0", 1.0, r"1\.0"), ("numpy-float-1.0", np.float64(1.0), r"(np\.float64\()?1\.0\)?"),
+]
+
+
+@pytest.mark.parametrize("value,shown", [c[1:] for c in CORE_BAD_INTS], ids=[c[0] for c in CORE_BAD_INTS])
+@pytest.mark.parametrize("call,name,good", [c[1:] for c in CORE_INTS], ids=[c[0] for c in CORE_INTS])
+def test_core_integer_parameters_refuse_bools_and_floats_by_name(m, call, name, good, value, shown):
+    """Seen failing before the fix: each True and False ran as 1 and 0 (or was refused as a value by the library
+    naming the field, not as a bool), each NumPy bool and float was nanobind's TypeError naming nothing."""
+    with pytest.raises(ds.InvalidArgument, match=rf"^{name}: expected an integer in \[-?\d+, \d+\], got ({shown})$"):
+        call(m, value)
+
+
+@pytest.mark.parametrize("call,name,good", [c[1:] for c in CORE_INTS], ids=[c[0] for c in CORE_INTS])
+def test_core_integer_parameters_take_ints_and_numpy_integers(m, call, name, good):
+    """Python ints, NumPy integer scalars of any width and 0-d integer arrays still pass (a guided plan's
+    write_outputs then refuses only the trajectory that is not done)."""
+    for value in (good, np.int64(good), np.int32(good), np.uint8(good), np.array(good)):
+        try:
+            call(m, value)
+        except ds.InvalidArgument as e:
+            assert "the trajectory is not done" in str(e), (value, str(e))
+
+
+@pytest.mark.parametrize("call,name,good", [c[1:] for c in CORE_INTS], ids=[c[0] for c in CORE_INTS])
+def test_core_integer_parameters_refuse_values_beyond_their_type_by_name(m, call, name, good):
+    """An integer beyond the parameter's C++ type was nanobind's TypeError naming nothing."""
+    with pytest.raises(ds.InvalidArgument, match=rf"^{name}: 1180591620717411303424 is outside \[-?\d+, \d+\] \("):
+        call(m, 2**70)
+
+
+# The enum parameters of _core's own functions: the enum or its name, nothing else. nanobind's enum conversion took
+# an int or a bool as the value it equals (what=1 evaluated the score, executor=True asked for CUDA, output=0 made
+# a score plan) and refused another int (what=7) or a name with its TypeError naming nothing.
+CORE_ENUMS = [
+    ("evaluate-what", lambda m, v: m._m.evaluate(v, x4(), 1.0, 0.5, x4()), "what", _Q.score, "score"),
+    ("evaluate-path", lambda m, v: m._m.evaluate(_Q.score, x4(), 1.0, 0.5, x4(), path=v), "path",
+     ds._core.MixturePath.direct, "direct"),
+    ("evaluate_fp64-what", lambda m, v: m._m.evaluate_fp64(v, np.zeros((4, 2)), 1.0, 0.5, np.zeros((4, 2))), "what",
+     _Q.denoiser, "denoiser"),
+    ("DiffusionPlan-output", lambda m, v: _diffusion_plan(output=v), "output", ds._core.ModelOutput.eps, "eps"),
+    ("DiffusionPlan-executor", lambda m, v: _diffusion_plan(executor=v), "executor", ds._core.Executor.cpu, "cpu"),
+    ("SamplingPlan.diffusion-output", lambda m, v: _sampling_plan("diffusion", output=v), "output",
+     ds._core.ModelOutput.eps, "eps"),
+    ("SamplingPlan.diffusion-executor", lambda m, v: _sampling_plan("diffusion", executor=v), "executor",
+     ds._core.Executor.cpu, "cpu"),
+    ("SamplingPlan.langevin-output", lambda m, v: _sampling_plan("langevin", output=v), "output",
+     ds._core.ModelOutput.score, "score"),
+    ("SamplingPlan.langevin-executor", lambda m, v: _sampling_plan("langevin", executor=v), "executor",
+     ds._core.Executor.cpu, "cpu"),
+    ("SamplingPlan.guided-output", lambda m, v: _sampling_plan("guided", output=v), "output",
+     ds._core.ModelOutput.denoiser, "denoiser"),
+    ("SamplingPlan.guided-executor", lambda m, v: _sampling_plan("guided", executor=v), "executor",
+     ds._core.Executor.cpu, "cpu"),
+]
+
+
+@pytest.mark.parametrize("value", [1, True, np.int64(1), 7, 1.0], ids=["1", "True", "numpy-1", "7", "1.0"])
+@pytest.mark.parametrize("call,name,member,text", [c[1:] for c in CORE_ENUMS], ids=[c[0] for c in CORE_ENUMS])
+def test_core_enum_parameters_refuse_ints_and_bools_by_name(m, call, name, member, text, value):
+    """Seen failing before the fix: 1, True and numpy 1 ran as the enum's value 1, 7 and 1.0 were nanobind's
+    TypeError naming nothing."""
+    with pytest.raises(ds.InvalidArgument, match=rf"^{name}: a (bool|\w+ \(.*\)), expected a name \(.*\) or a "
+                                                 rf"diffsample\._core\.\w+$"):
+        call(m, value)
+
+
+@pytest.mark.parametrize("call,name,member,text", [c[1:] for c in CORE_ENUMS], ids=[c[0] for c in CORE_ENUMS])
+def test_core_enum_parameters_take_the_enum_and_its_name(m, call, name, member, text):
+    call(m, member)
+    call(m, text)
+    with pytest.raises(ds.InvalidArgument, match=rf"^{name}: .*'nonsense'"):
+        call(m, "nonsense")
