@@ -973,6 +973,10 @@ TEST_F(Cli, SolveFileSettingsReachTheSamplerAndTheFlagsWin) {
       {"smc", "steps", "4", "5"},
       {"smc", "seed", "3", "4"},
       {"smc", "time_grid", "\"uniform\"", "\"quadratic\""},
+      {"smc", "schedule", "\"vp_linear\"", "\"variance_exploding\""},
+      {"smc", "t_start", "1", "0.8"},
+      {"smc", "t_end", "0", "0.05"},
+      {"ddrm", "schedule", "\"vp_linear\"", "\"vp_cosine\""},
       {"dps", "dps_step", "\"likelihood\"", "\"normalised\""},
       {"dps", "guidance_scale", "1", "0.5"},
       {"pigdm", "guidance_scale", "1", "0.5"},
@@ -1021,6 +1025,63 @@ TEST_F(Cli, SolveFileSettingsReachTheSamplerAndTheFlagsWin) {
     EXPECT_FALSE(slurp(path("a.npy")) == slurp(path("b.npy"))) << "the file's value did not reach the sampler";
     EXPECT_TRUE(slurp(path("ab.npy")) == slurp(path("b.npy"))) << "the flag over the file is not the file's value";
     EXPECT_TRUE(slurp(path("ba.npy")) == slurp(path("a.npy"))) << "the flag did not win over the file";
+  }
+}
+
+// solve's diffusion grid takes the problem file's schedule keys as sample does (the flags' rows are in
+// SolveFileSettingsReachTheSamplerAndTheFlagsWin): alpha_bar, which no flag sets, reaches the run (two tables give
+// other samples, and the report names vp_table); vp_table without a table is refused naming the file's key (exit
+// status 1) or the flag (2); a schedule the samplers cannot run (vp_cosine's a = 0 at t = 1) is refused before the
+// run with the file's key or the flags, not the library's option; skrock and exact, which have no diffusion grid,
+// refuse the flags and leave the file's keys to the samplers that read them. Seen failing before: solve ran
+// vp_linear on a uniform grid from 1 to 0 whatever the file's schedule, alpha_bar, t_start and t_end said, and had
+// no --schedule, --t-start or --t-end.
+TEST_F(Cli, SolveTakesItsScheduleFromTheProblemFile) {
+  const std::string body = R"({"prior": {"grid": {"dim": 2}}, "observation": {"A": [[1, 0.5]], "sigma_y": 0.4,
+    "y": [0.7]}, "sampler": {"steps": 4, "seed": 3)";
+  write("a.json", body + R"(, "schedule": "vp_table", "alpha_bar": [0.99, 0.9, 0.5, 0.1]}})");
+  write("b.json", body + R"(, "schedule": "vp_table", "alpha_bar": [0.99, 0.8, 0.5, 0.1]}})");
+  write("plain.json", body + "}}");
+  write("table.json", body + R"(, "schedule": "vp_table"}})");
+  write("cosine.json", body + R"(, "schedule": "vp_cosine"}})");
+  const std::string base = " --executor cpu --particles 32 --quiet";
+  ASSERT_EQ(run("solve --problem " + path("a.json") + base + " --out " + path("a.npy") + " --report " +
+                path("a.json.report")).rc,
+            0);
+  ASSERT_EQ(run("solve --problem " + path("b.json") + base + " --out " + path("b.npy")).rc, 0);
+  ASSERT_EQ(run("solve --problem " + path("plain.json") + base + " --out " + path("plain.npy")).rc, 0);
+  EXPECT_FALSE(slurp(path("a.npy")) == slurp(path("b.npy"))) << "the file's alpha_bar did not reach the sampler";
+  EXPECT_FALSE(slurp(path("a.npy")) == slurp(path("plain.npy"))) << "the file's vp_table did not reach the sampler";
+  const nlohmann::json j = nlohmann::json::parse(slurp(path("a.json.report")));
+  EXPECT_EQ(j["schedule"], "vp_table");
+  EXPECT_EQ(j["time_grid"], "uniform");
+  // Over the file's table, --schedule runs its own schedule, which refuses the table (as sample does).
+  result r = run("solve --problem " + path("a.json") + base + " --schedule vp_linear --out " + path("out.npy"));
+  expect_failure(r, "--schedule/--time-grid/--t-start/--t-end: schedule.alpha_bar: 4 values are set");
+  EXPECT_EQ(r.rc, 2);
+  r = run("solve --problem " + path("table.json") + base + " --out " + path("out.npy"));
+  expect_failure(r, "table.json: sampler.schedule: vp_table needs sampler.alpha_bar");
+  EXPECT_EQ(r.rc, 1);
+  r = run("solve --problem " + path("plain.json") + base + " --schedule vp_table --out " + path("out.npy"));
+  expect_failure(r, "--schedule: vp_table needs its table");
+  EXPECT_EQ(r.rc, 2);
+  r = run("solve --problem " + path("cosine.json") + base + " --out " + path("out.npy"));
+  expect_failure(r, "cosine.json: sampler.schedule/");
+  EXPECT_NE(r.err.find("a = 0 at t = 1"), std::string::npos) << r.err;
+  EXPECT_EQ(r.rc, 1);
+  r = run("solve --problem " + path("plain.json") + base + " --schedule vp_cosine --out " + path("out.npy"));
+  expect_failure(r, "--schedule/--time-grid/--t-start/--t-end: a = 0 at t = 1");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_EQ(run("solve --problem " + path("cosine.json") + base + " --t-start 0.95").rc, 0);
+  for (const char* sampler : {"skrock", "exact"}) {
+    SCOPED_TRACE(sampler);
+    for (const char* flag : {"--schedule vp_cosine", "--t-start 0.5", "--t-end 0.1"}) {
+      r = run("solve --problem " + path("plain.json") + base + " --sampler " + sampler + " " + flag + " --out " +
+              path("out.npy"));
+      expect_failure(r, "has no diffusion grid");
+      EXPECT_EQ(r.rc, 2);
+    }
+    EXPECT_EQ(run("solve --problem " + path("cosine.json") + base + " --sampler " + sampler).rc, 0);
   }
 }
 
@@ -1424,12 +1485,47 @@ TEST_F(Cli, ADashIsNotStandardOutput) {
   EXPECT_EQ(ds::npy::read_f32(path("-")).rows, 512);
 }
 
+// A count on the command line that no run of the program can hold (beyond limits::max_host_bytes, or beyond this
+// machine's memory) is a bad command line: exit status 2, naming the flag, in every subcommand. The same count from
+// a problem file's sampler.chains is bad input (exit status 1, naming the key), and an allocation that fails at run
+// time (here under an address-space limit, for a count the machine could hold) stays a failed run, exit status 1.
+// Seen failing before: every count on the command line exited 1, the file's named --chains.
 TEST_F(Cli, SizesBeyondMemory) {
-  expect_failure(run("sample --executor cpu --chains 1000000000000000 --out " + path("out.npy")), "GiB");
-  expect_failure(run("sample --executor cpu --dim 1000000000 --out " + path("out.npy")), "the limit is 16777216 (2^24)");
-  expect_failure(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --samples 100000000000000 --out " +
-                     path("out.npy")),
-                 "GiB");
+  const auto status = [&](const std::string& args, int rc, const std::string& needle) {
+    const result r = run(args + " --out " + path("out.npy"));
+    expect_failure(r, needle);
+    EXPECT_EQ(r.rc, rc) << args << ": " << r.err;
+  };
+  const std::string d10 = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --executor cpu";
+  status("sample --executor cpu --chains 1000000000000000", 2,
+         "--chains: 1000000000000000 x 2 samples need 7.451e+06 GiB of host memory, the limit is 70368744177664 (2^46)");
+  status("sample --executor cpu --dim 1000000000", 2, "the limit is 16777216 (2^24)");
+  status(d10 + " --samples 100000000000000", 2, "--samples: 100000000000000 x 10 samples need");
+  status(d10 + " --particles 100000000000000", 2, "--particles: 100000000000000 x 10 samples need");
+  status(d10 + " --sampler exact --samples 100000000000000", 2, "--samples: 100000000000000 x 10 samples need");
+  status("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json --executor cpu --chains 1000000000000000", 2,
+         "--chains: 1000000000000000 x 8 samples need");
+  const result bench = run("bench --executor cpu --chains 1000000000000000");
+  EXPECT_EQ(bench.rc, 2) << bench.err;
+  EXPECT_NE(bench.err.find("--chains: 1000000000000000 x 2 samples need"), std::string::npos) << bench.err;
+  // Beyond this machine's memory but within the fixed limit: the flag too, exit status 2.
+  const double memory = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  if (memory > 0 && memory < 1e13) {
+    const std::string chains = std::to_string(std::int64_t(memory / 4));  // x 2 floats: twice the memory
+    status("sample --executor cpu --chains " + chains, 2, "more than this machine's");
+  }
+  // From the problem file: its key, exit status 1.
+  write("huge.json", R"({"prior": {"grid": {"dim": 2}}, "sampler": {"chains": 1000000000000000}})");
+  write("bits.json", R"({"prior": {"probabilities": [[0.5, 0.5]]}, "sampler": {"chains": 1000000000000000}})");
+  status("sample --executor cpu --problem " + path("huge.json"), 1, "huge.json: sampler.chains: 1000000000000000 x 2");
+  status("sample --executor cpu --problem " + path("bits.json"), 1, "bits.json: sampler.chains: 1000000000000000 x 2");
+  // An allocation that fails at run time: out of host memory, exit status 1.
+  const std::string command = std::string("ulimit -v 1000000 && '") + DIFFSAMPLE_CLI_PATH +
+                              "' sample --executor cpu --chains 100000000 --steps 1 --quiet 2>'" + path("stderr") + "'";
+  const int raw = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(raw));
+  EXPECT_EQ(WEXITSTATUS(raw), 1) << slurp(path("stderr"));
+  EXPECT_NE(slurp(path("stderr")).find("out of host memory"), std::string::npos) << slurp(path("stderr"));
 }
 
 TEST_F(Cli, CudaExecutorWithoutAGpu) {
@@ -2266,7 +2362,7 @@ TEST_F(Cli, ExitStatusFollowsTheTable) {
   // The demo has the limits of `sample`, refused at once, with no overflow of chains x dim.
   status("demo --dim 10000000 --chains 64 --steps 2", 2,
          "mean values (components x dimension) = 25 x 10000000, the limit is 16777216 (2^24)");
-  status("demo --chains 4611686018427387904 --dim 4", 1, "GiB");
+  status("demo --chains 4611686018427387904 --dim 4", 2, "--chains: 4611686018427387904 x 4 samples need");
   write("gpu.json", "{\"prior\": {\"grid\": {\"dim\": 2}}, \"sampler\": {\"executor\": \"tpu\"}}");
   status("sample --problem " + path("gpu.json") + " --chains 64 --steps 5", 1,
          "gpu.json: sampler.executor: unknown name 'tpu'");

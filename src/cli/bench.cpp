@@ -52,7 +52,7 @@ int run_bench(int argc, char** argv, int first) {
     }
   }
   for (auto d : dims) (void)grid_prior(d, 5, 2.0, 0.25, {}, "--dims");  // every dimension before the first run
-  for (auto d : dims) check_memory(n, d, 2, "--chains");
+  for (auto d : dims) check_memory(n, d, 2, "--chains", o.has("--chains"));
 
   std::printf("diffsample bench: 25-component grid mixture, %lld chains x %lld steps, executor %s\n",
               static_cast<long long>(n), static_cast<long long>(steps), executor_text(where).c_str());

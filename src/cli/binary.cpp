@@ -274,13 +274,7 @@ int run_sample_binary(int argc, char** argv, int first) {
     outputs.add_input(file.files[i], (i == 0 ? "problem file " : "array file ") + file.files[i]);
   for (const char* flag : {"--out", "--report", "--plot"})
     if (has(flag)) outputs.add_output(flag, o[flag]);
-  {
-    const long double bytes = (long double)n * d * 4.0L * 7;
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    if (pages > 0 && page > 0 && bytes > 0.8L * pages * (long double)page)
-      throw input_error("--chains: " + std::to_string(n) + " chains of dimension " + std::to_string(d) +
-                        " need more memory than this machine has");
-  }
+  check_memory(n, d, 7, count_source(options{o}, file, "--chains", "chains"), has("--chains"));
 
   const ds::bernoulli_mixture prior(d, spec.weights, spec.probabilities);
   // The settings both discrete samplers take; Langevin chains start uniformly, as the walk's do.

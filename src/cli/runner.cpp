@@ -93,14 +93,29 @@ void wait(executor where) {
   if (where == executor::cuda) check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
-void check_memory(std::int64_t n, std::int64_t d, int copies, const std::string& what) {
+void check_memory(std::int64_t n, std::int64_t d, int copies, const std::string& what, bool from_flag) {
   const long double bytes = (long double)n * (long double)d * 4.0L * copies;
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   const long double total = pages > 0 && page > 0 ? (long double)pages * page : 0;
-  if (bytes > 9.0e18L || (total > 0 && bytes > total * 0.8L))
-    throw input_error(what + ": " + std::to_string(n) + " x " + std::to_string(d) + " samples need " +
-                      fmt(double(bytes / 1073741824.0L), 4) + " GiB of host memory, more than this machine's " +
-                      fmt(double(total / 1073741824.0L), 4) + " GiB allows");
+  // A count from the command line that no run can hold is a bad command line, as a value above any other limit is;
+  // from the problem file (or the default, against the file's prior) a bad input.
+  const auto refuse = [&](const std::string& text) {
+    if (from_flag) throw usage_error(text);
+    throw input_error(text);
+  };
+  const std::string need = what + ": " + std::to_string(n) + " x " + std::to_string(d) + " samples need " +
+                           fmt(double(bytes / 1073741824.0L), 4) + " GiB of host memory";
+  if (bytes > (long double)diffsample::limits::max_host_bytes)
+    refuse(need + ", the limit is " + diffsample::limits::spell(diffsample::limits::max_host_bytes) +
+           " bytes (limits::max_host_bytes, 64 TiB)");
+  if (total > 0 && bytes > total * 0.8L)
+    refuse(need + ", more than this machine's " + fmt(double(total / 1073741824.0L), 4) + " GiB allows (80%: " +
+           fmt(double(total * 0.8L / 1073741824.0L), 4) + " GiB)");
+}
+
+std::string count_source(const options& o, const problem& file, const char* flag, const char* key) {
+  if (o.has(flag) || file.sampler.keys.count(key) == 0) return flag;
+  return file.path + ": sampler." + key;
 }
 
 template <class T>
@@ -145,6 +160,41 @@ noise_schedule make_schedule(const run_settings& s, diffusion_sampler sampler) {
     sched.with_grid(g, s.t_start.value_or(sched.t_start), s.t_end.value_or(sched.t_end));
   }
   return sched;
+}
+
+void read_schedule(const options& o, const sampler_spec& f, run_settings& s) {
+  if (f.schedule) s.schedule = *f.schedule;  // checked by the reader
+  if (o.has("--schedule")) s.schedule = o.get("--schedule");
+  if (o.has("--schedule")) parse_flag("--schedule", s.schedule, parse_schedule_kind);
+  s.t_start = f.t_start;
+  s.t_end = f.t_end;
+  for (const char* flag : {"--t-start", "--t-end"}) {
+    if (!o.has(flag)) continue;
+    const double t = to_double(flag, o.get(flag));
+    if (t < 0) throw usage_error(std::string(flag) + ": must be >= 0, got " + o.get(flag));
+    (std::string(flag) == "--t-start" ? s.t_start : s.t_end) = t;
+  }
+  if (f.alpha_bar) s.alpha_bar = *f.alpha_bar;
+}
+
+noise_schedule checked_schedule(const options& o, const problem& file, const run_settings& s,
+                                diffusion_sampler sampler, std::int64_t steps) {
+  // vp_table is a table: from the file alone (make_schedule() refuses it without one, naming neither).
+  if (s.schedule == "vp_table" && s.alpha_bar.empty()) {
+    if (o.has("--schedule"))
+      throw usage_error("--schedule: vp_table needs its table, the problem file's sampler.alpha_bar" +
+                        std::string(file.path.empty() ? " (no --problem given)" : ", which " + file.path + " lacks"));
+    throw input_error(file.path + ": sampler.schedule: vp_table needs sampler.alpha_bar (its table)");
+  }
+  try {
+    noise_schedule sched = make_schedule(s, sampler);
+    (void)sched.points(std::max<std::int64_t>(steps, 1));
+    return sched;
+  } catch (const invalid_argument& e) {
+    const bool from_flags = o.has("--schedule") || o.has("--time-grid") || o.has("--t-start") || o.has("--t-end");
+    if (from_flags) throw usage_error(std::string("--schedule/--time-grid/--t-start/--t-end: ") + e.what());
+    throw input_error(file.path + ": sampler: " + e.what());
+  }
 }
 
 langevin_options langevin_settings(const run_settings& s) {

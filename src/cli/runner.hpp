@@ -36,9 +36,16 @@ std::string executor_text(executor e);
 /// Waits for the executor's work (the CUDA device; nothing on the CPU).
 void wait(executor where);
 
-/// Refuses n x d float buffers (times @p copies) that do not fit in the machine's memory, before allocating
-/// (input_error naming @p what; computed in long double, so no product overflows).
-void check_memory(std::int64_t n, std::int64_t d, int copies, const std::string& what);
+/// Refuses n x d float buffers (times @p copies) that the program can never hold, before allocating: more bytes
+/// than limits::max_host_bytes, or more than 80% of this machine's memory (computed in long double, so no product
+/// overflows). @p what names where n came from: a flag ("--chains"; @p from_flag true, a bad command line, usage_error,
+/// exit status 2), else the problem file's key or the default (input_error, exit status 1). An allocation that
+/// fails later, at run time, is no argument's fault: it stays a failed run (exit status 1).
+void check_memory(std::int64_t n, std::int64_t d, int copies, const std::string& what, bool from_flag);
+
+/// Where a run's count came from, as check_memory() names it: @p flag when the command line gives it or the file does
+/// not (the default), else the problem file's key ("p.json: sampler.chains").
+std::string count_source(const options& o, const problem& file, const char* flag, const char* key);
 
 /// @p count values of T where the executor reads and writes them: device memory on CUDA (freed on scope exit),
 /// host memory on the CPU. to_host() copies them back (synchronising) and returns the host copy.
@@ -82,6 +89,18 @@ struct run_settings {
 /// The noise schedule of a diffusion run: the named kind (default vp_linear, stochastic_localization for that
 /// sampler) with the settings' time grid.
 noise_schedule make_schedule(const run_settings& s, diffusion_sampler sampler);
+
+/// The schedule's settings of a run, into @p s: the problem file's sampler.schedule, t_start, t_end and alpha_bar,
+/// then --schedule, --t-start and --t-end over them (their values checked, a bad one a usage_error naming the flag).
+/// `sample` and `solve` read them alike; the time grid each reads itself (solve's --time-grid has grids of its own).
+void read_schedule(const options& o, const sampler_spec& f, run_settings& s);
+
+/// make_schedule() on a grid of @p steps steps, checked: a setting the library refuses is reported with where it
+/// came from, the flags (--schedule/--time-grid/--t-start/--t-end, usage_error, exit status 2) or the problem file's
+/// sampler section (input_error, exit status 1); vp_table without the file's alpha_bar likewise, naming --schedule or
+/// sampler.schedule.
+noise_schedule checked_schedule(const options& o, const problem& file, const run_settings& s,
+                                diffusion_sampler sampler, std::int64_t steps);
 
 /// The library's options of a Langevin run (@p s names ula, mala or tamed_ula) and of a reverse-diffusion run: the
 /// settings with the program's defaults for those left unset.

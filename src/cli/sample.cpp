@@ -155,20 +155,11 @@ void read_sample(sample_plan& p, const char* command) {
   // Unset is -1 (the sampler's default), so a value <= 0 is refused here, and every other by the library's check.
   if (o.has("--step-size") && !(s.step_size > 0))
     throw usage_error("--step-size: must be > 0, got " + o.get("--step-size"));
-  if (f.schedule) s.schedule = *f.schedule;
-  if (o.has("--schedule")) s.schedule = o.get("--schedule");
-  if (o.has("--schedule")) parse_flag("--schedule", s.schedule, parse_schedule_kind);
+  read_schedule(o, f, s);
   if (f.time_grid) s.time_grid = *f.time_grid;
   if (o.has("--time-grid")) s.time_grid = o.get("--time-grid");
   if (o.has("--time-grid") && parse_flag("--time-grid", s.time_grid, parse_time_grid) == time_grid::custom)
     throw usage_error("--time-grid: 'custom' is not available from the program (uniform, quadratic or geometric)");
-  s.t_start = f.t_start;
-  s.t_end = f.t_end;
-  if (o.has("--t-start")) s.t_start = to_double("--t-start", o.get("--t-start"));
-  if (o.has("--t-end")) s.t_end = to_double("--t-end", o.get("--t-end"));
-  for (const char* flag : {"--t-start", "--t-end"})
-    if (o.has(flag) && to_double(flag, o.get(flag)) < 0) throw usage_error(std::string(flag) + ": must be >= 0, got " + o.get(flag));
-  if (f.alpha_bar) s.alpha_bar = *f.alpha_bar;
   s.final_denoise = f.final_denoise.value_or(false) || o.has("--final-denoise");
   if (f.seed) s.seed = *f.seed;
   if (o.has("--seed")) s.seed = to_seed(o.get("--seed"));
@@ -177,7 +168,7 @@ void read_sample(sample_plan& p, const char* command) {
   const executor where = resolve(s.exec, executor_source(o, file));
   s.exec = where;
   p.n = s.chains > 0 ? s.chains : (where == executor::cuda ? (std::int64_t(1) << 20) : 16384);
-  check_memory(p.n, prior.dim, 1, "--chains");
+  check_memory(p.n, prior.dim, 1, count_source(o, file, "--chains", "chains"), o.has("--chains"));
 }
 
 /// `sample` on a Gaussian-mixture prior, from its plan (read_sample()); @p command is "sample" or "demo" (the header
@@ -210,16 +201,7 @@ int sample_main(sample_plan& p, const char* command) {
     built.emplace(d, prior.weights, prior.means, prior.variances);
     // The schedule from the merged settings, built before the run: a setting the library refuses is reported with
     // where it came from (the problem file's sampler section, exit status 1, or the command line, 2).
-    if (!langevin && !jump) {
-      try {
-        make_schedule(s, parse_diffusion_sampler(s.sampler)).points(std::max<std::int64_t>(s.steps, 1));
-      } catch (const invalid_argument& e) {
-        const bool from_flags =
-            o.has("--schedule") || o.has("--time-grid") || o.has("--t-start") || o.has("--t-end");
-        if (from_flags) throw usage_error(std::string("--schedule/--time-grid/--t-start/--t-end: ") + e.what());
-        throw input_error(file.path + ": sampler: " + e.what());
-      }
-    }
+    if (!langevin && !jump) (void)checked_schedule(o, file, s, parse_diffusion_sampler(s.sampler), s.steps);
     check_settings(o, &file, sampler_settings, [&] { check_run(*built, s, n); });
     if (const char* forced = std::getenv("DIFFSAMPLE_CHUNKS")) forced_chunks = to_int("DIFFSAMPLE_CHUNKS", forced, 1);
   } catch (...) {

@@ -64,6 +64,10 @@ const char* solve_usage =
     "                          (sqrt_alpha_bar plus the time where s / a = sigma_y / S_i for each singular value S_i),\n"
     "                          or noise_ratio (uniform in (s / a)^(1/7), then the uniform grid's last step)\n"
     "                          (a problem file's sampler.time_grid: uniform or quadratic)\n"
+    "  --schedule NAME         every sampler but skrock: the noise schedule, vp_linear (default), vp_cosine,\n"
+    "                          vp_table (file only: its sampler.alpha_bar), variance_exploding, ornstein_uhlenbeck,\n"
+    "                          ... (sample --help; the samplers need a signal scale a > 0 on the grid)\n"
+    "  --t-start T, --t-end T  every sampler but skrock: ends of the time grid (default: the schedule's)\n"
     "  (each of these may also be given in the problem file's sampler section, with '_' for '-'; the command line\n"
     "   wins)\n"
     "  --samples N             alias of --particles (the exact sampler's sample count)\n"
@@ -99,6 +103,12 @@ const char* solve_usage =
     "  --quiet                 print nothing on success (and no progress line)\n"
     "A progress line (elapsed time: the run is one library call) is drawn on stderr when it is a terminal.\n"
     "Exit status: 0 success, 1 bad input or failed run, 2 bad command line.\n";
+
+/// The flag of the particle count: --samples (its alias) when given, else --particles (which also names the default).
+const char* count_flag(const options& o) { return o.has("--samples") ? "--samples" : "--particles"; }
+
+/// Whether the command line gave the particle count (a count the program cannot hold is then a bad command line).
+bool count_given(const options& o) { return o.has("--samples") || o.has("--particles"); }
 
 /// "dense", "mask" or "svd": how the problem file gave A.
 const char* operator_kind(const problem& file) {
@@ -248,6 +258,38 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   const std::int64_t d = mixture.dim();
   ds::guided_problems problems;
   ds::guided_options g;
+  // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
+  // key in the problem file (exit status 1); also a setting the run itself refuses as it starts, before it launches
+  // anything (the schedule's a = 0 where the samplers need a > 0, which the workspace query does not check).
+  const std::vector<setting> table = {
+      {"options.steps", "--steps", "steps"},
+      {"options.particles", count_flag(o)},
+      {"options.potential_spread", "--potential-scale", nullptr, "as the spread c = X trace(A A^T) / d_y"},
+      {"options.resampling.ess_threshold", "--ess-threshold"},
+      {"options.eta", "--ddim-eta"},
+      {"options.potentials", "--potentials", "potentials"},
+      {"options.start_correction", "--start-correction"},
+      {"options.final_moves", "--final-moves"},
+      {"options.final_move_step", "--final-move-step"},
+      {"options.multistep_kernel", "--multistep-kernel"},
+      {"options.schedule", "--schedule/--time-grid/--t-start/--t-end", "schedule/time_grid/t_start/t_end/alpha_bar"},
+      {"options.grid", "--time-grid", "time_grid"},
+      {"options.dps_step", "--dps-step", "dps_step"},
+      {"options.guidance_scale", "--guidance-scale", "guidance_scale"},
+      {"options.operator_path", "--operator-path", "operator_path"},
+      {"options.diffpir_zeta", "--diffpir-zeta", "diffpir_zeta"},
+      {"options.diffpir_lambda", "--diffpir-lambda", "diffpir_lambda"},
+      {"options.skrock_stages", "--skrock-stages", "skrock_stages"},
+      {"options.skrock_eta", "--skrock-eta", "skrock_eta"},
+      {"options.skrock_step_fraction", "--skrock-step-fraction", "skrock_step_fraction"},
+      {"options.ddrm_eta", "--ddrm-eta", "ddrm_eta"},
+      {"options.ddrm_eta_b", "--ddrm-eta-b", "ddrm_eta_b"},
+      {"options.dcps_blocks", "--dcps-blocks", "dcps_blocks"},
+      {"options.dcps_langevin_steps", "--dcps-langevin-steps", "dcps_langevin_steps"},
+      {"options.dcps_langevin_step", "--dcps-langevin-step", "dcps_langevin_step"},
+      {"options.dcps_gradient_steps", "--dcps-gradient-steps", "dcps_gradient_steps"},
+      {"options.dcps_learning_rate", "--dcps-learning-rate", "dcps_learning_rate"},
+  };
   // Every setting of the run and its checks, under mpirun by every process alike (an agreement): the command
   // line of one process alone can hold a value the others refuse or accept, and MPI has started.
   std::exception_ptr refused;
@@ -287,24 +329,30 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     if (o.has("--ess-threshold")) {
       g.resampling.ess_threshold = to_double("--ess-threshold", o.get("--ess-threshold"));
     }
-    // --time-grid, else the problem file's sampler.time_grid (every sampler with a diffusion grid: skrock has none
-    // and leaves the file's value to the samplers that read it, as it leaves dps_step).
-    if (o.has("--time-grid")) {
-      const std::string name = o.get("--time-grid");
-      if (name == "uniform" || name == "quadratic") {
-        g.schedule.with_grid(ds::parse_time_grid(name), g.schedule.t_start, g.schedule.t_end);
-      } else if (name == "sqrt_alpha_bar" || name == "spectral" || name == "noise_ratio") {
-        g.grid = ds::parse_guided_grid(name);
-      } else {
-        throw usage_error("--time-grid: uniform, quadratic, sqrt_alpha_bar, spectral or noise_ratio (the grid ends "
-                          "at t = 0), got " + name);
+    // The schedule of every sampler with a diffusion grid (skrock has none, and leaves the file's keys to the samplers
+    // that read them, as it leaves dps_step): the problem file's sampler.schedule, alpha_bar, t_start, t_end and
+    // time_grid, as `sample` reads them, then --schedule, --t-start, --t-end and --time-grid over them.
+    if (g.sampler != ds::guided_sampler::skrock) {
+      run_settings s;
+      read_schedule(o, file.sampler, s);
+      if (o.has("--time-grid")) {
+        const std::string name = o.get("--time-grid");
+        if (name == "uniform" || name == "quadratic") {
+          s.time_grid = name;
+        } else if (name == "sqrt_alpha_bar" || name == "spectral" || name == "noise_ratio") {
+          g.grid = ds::parse_guided_grid(name);
+        } else {
+          throw usage_error("--time-grid: uniform, quadratic, sqrt_alpha_bar, spectral or noise_ratio (the grid ends "
+                            "at t = 0), got " + name);
+        }
+      } else if (file.sampler.time_grid) {
+        const std::string& name = *file.sampler.time_grid;  // uniform, quadratic or geometric (checked by the reader)
+        if (name != "uniform" && name != "quadratic")
+          throw input_error(file.path + ": sampler.time_grid: solve's samplers take uniform or quadratic from a "
+                            "problem file (or --time-grid sqrt_alpha_bar, spectral or noise_ratio), got " + name);
+        s.time_grid = name;
       }
-    } else if (file.sampler.time_grid && g.sampler != ds::guided_sampler::skrock) {
-      const std::string& name = *file.sampler.time_grid;  // uniform, quadratic or geometric (checked by the reader)
-      if (name != "uniform" && name != "quadratic")
-        throw input_error(file.path + ": sampler.time_grid: solve's samplers take uniform or quadratic from a problem "
-                          "file (or --time-grid sqrt_alpha_bar, spectral or noise_ratio), got " + name);
-      g.schedule.with_grid(ds::parse_time_grid(name), g.schedule.t_start, g.schedule.t_end);
+      g.schedule = checked_schedule(o, file, s, ds::diffusion_sampler::ddpm, g.steps);
     }
     if (o.has("--ddim-eta")) {
       g.ddim = true;
@@ -323,39 +371,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     }
     if (o.has("--final-move-step")) g.final_move_step = to_double("--final-move-step", o.get("--final-move-step"));
     g.multistep_kernel = o.has("--multistep-kernel");
-    // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
-    // key in the problem file (exit status 1).
-    const std::vector<setting> table = {
-        {"options.steps", "--steps", "steps"},
-        {"options.particles", o.has("--samples") ? "--samples" : "--particles"},
-        {"options.potential_spread", "--potential-scale", nullptr, "as the spread c = X trace(A A^T) / d_y"},
-        {"options.resampling.ess_threshold", "--ess-threshold"},
-        {"options.eta", "--ddim-eta"},
-        {"options.potentials", "--potentials", "potentials"},
-        {"options.start_correction", "--start-correction"},
-        {"options.final_moves", "--final-moves"},
-        {"options.final_move_step", "--final-move-step"},
-        {"options.multistep_kernel", "--multistep-kernel"},
-        {"options.schedule", "--time-grid", "time_grid"},
-        {"options.grid", "--time-grid", "time_grid"},
-        {"options.dps_step", "--dps-step", "dps_step"},
-        {"options.guidance_scale", "--guidance-scale", "guidance_scale"},
-        {"options.operator_path", "--operator-path", "operator_path"},
-        {"options.diffpir_zeta", "--diffpir-zeta", "diffpir_zeta"},
-        {"options.diffpir_lambda", "--diffpir-lambda", "diffpir_lambda"},
-        {"options.skrock_stages", "--skrock-stages", "skrock_stages"},
-        {"options.skrock_eta", "--skrock-eta", "skrock_eta"},
-        {"options.skrock_step_fraction", "--skrock-step-fraction", "skrock_step_fraction"},
-        {"options.ddrm_eta", "--ddrm-eta", "ddrm_eta"},
-        {"options.ddrm_eta_b", "--ddrm-eta-b", "ddrm_eta_b"},
-        {"options.dcps_blocks", "--dcps-blocks", "dcps_blocks"},
-        {"options.dcps_langevin_steps", "--dcps-langevin-steps", "dcps_langevin_steps"},
-        {"options.dcps_langevin_step", "--dcps-langevin-step", "dcps_langevin_step"},
-        {"options.dcps_gradient_steps", "--dcps-gradient-steps", "dcps_gradient_steps"},
-        {"options.dcps_learning_rate", "--dcps-learning-rate", "dcps_learning_rate"},
-    };
     check_settings(o, &file, table, [&] { (void)ds::guided_workspace_bytes(mixture, problems, g); });
-    check_memory(n, d, 6, "--particles");  // this machine's memory: under mpirun, possibly one process alone
+    check_memory(n, d, 6, count_flag(o), count_given(o));  // this machine's memory: under mpirun, possibly one process alone
   } catch (...) {
     refused = std::current_exception();
   }
@@ -376,32 +393,36 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   const bool spread = distributed::launched();
   ticker line(method + ": " + std::to_string(n) + " particles x " + std::to_string(g.steps) + " steps",
               quiet || spread);
-  if (spread) {  // particles over the processes
-    distributed::guided_run run = distributed::solve_guided(mixture, problems, g, where, ranks);
-    x = std::move(run.samples);  // on rank 0 (empty elsewhere)
-    ess = std::move(run.ess);
-    log_z = run.log_z;
-    resamplings = run.resamplings;
-    ran = run.local;
-  } else {
-    exec_buffer<float> dx(where, n * d), dess(where, g.steps + 1);
-    exec_buffer<double> dz(where, 1);
-    exec_buffer<std::int32_t> dr(where, 1);
-    ds::guided_outputs out;
-    out.samples = dx.data();
-    if (g.sampler == ds::guided_sampler::smc) {
-      out.log_normaliser = dz.data();
-      out.ess_trace = dess.data();
-      out.resample_count = dr.data();
+  try {
+    if (spread) {  // particles over the processes
+      distributed::guided_run run = distributed::solve_guided(mixture, problems, g, where, ranks);
+      x = std::move(run.samples);  // on rank 0 (empty elsewhere)
+      ess = std::move(run.ess);
+      log_z = run.log_z;
+      resamplings = run.resamplings;
+      ran = run.local;
+    } else {
+      exec_buffer<float> dx(where, n * d), dess(where, g.steps + 1);
+      exec_buffer<double> dz(where, 1);
+      exec_buffer<std::int32_t> dr(where, 1);
+      ds::guided_outputs out;
+      out.samples = dx.data();
+      if (g.sampler == ds::guided_sampler::smc) {
+        out.log_normaliser = dz.data();
+        out.ess_trace = dess.data();
+        out.resample_count = dr.data();
+      }
+      ran = ds::guided_sample(mixture, out, problems, g, {where});
+      operator_path_ran = ran.operator_path;
+      x = std::move(dx.to_host());
+      if (g.sampler == ds::guided_sampler::smc) {
+        ess = std::move(dess.to_host());
+        log_z = dz.to_host()[0];
+        resamplings = dr.to_host()[0];
+      }
     }
-    ran = ds::guided_sample(mixture, out, problems, g, {where});
-    operator_path_ran = ran.operator_path;
-    x = std::move(dx.to_host());
-    if (g.sampler == ds::guided_sampler::smc) {
-      ess = std::move(dess.to_host());
-      log_z = dz.to_host()[0];
-      resamplings = dr.to_host()[0];
-    }
+  } catch (const ds::invalid_argument& e) {
+    report_setting(o, &file, table, e.what());
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   line.finish();
@@ -474,6 +495,12 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       j["seed"] = seed;
       j["particles"] = n;
       j["steps"] = g.steps;
+      if (g.sampler != ds::guided_sampler::skrock) {  // the diffusion grid's schedule (skrock has none)
+        j["schedule"] = ds::to_string(g.schedule.kind);
+        j["time_grid"] = g.grid == ds::guided_grid::schedule ? ds::to_string(g.schedule.grid) : ds::to_string(g.grid);
+        j["t_start"] = g.schedule.t_start;
+        j["t_end"] = g.schedule.t_end;
+      }
       j["seconds"] = seconds;
       j["particle_steps_per_second"] = seconds > 0 ? double(n) * g.steps / seconds : 0.0;
       if (!ranks.empty()) {
@@ -558,7 +585,8 @@ void read_solve(solve_plan& p, int argc, char** argv, int first) {
                                    "--skrock-eta", "--skrock-step-fraction", "--ddrm-eta", "--ddrm-eta-b",
                                    "--dcps-blocks", "--dcps-langevin-steps", "--dcps-langevin-step",
                                    "--dcps-bridge-variance", "--dcps-gradient-steps", "--dcps-learning-rate",
-                                   "--dcps-absolute-step", "--final-moves", "--final-move-step"},
+                                   "--dcps-absolute-step", "--final-moves", "--final-move-step", "--schedule",
+                                   "--t-start", "--t-end"},
                                   {"--quiet", "--start-correction", "--multistep-kernel"});
   if (!o.has("--problem")) throw usage_error("solve: --problem FILE.json is required (see diffsample solve --help)");
   if (o.has("--samples") && o.has("--particles"))
@@ -584,8 +612,9 @@ void read_solve(solve_plan& p, int argc, char** argv, int first) {
        {"--potential-scale", "--resampling", "--ess-threshold", "--ddim-eta", "--potentials", "--start-correction",
         "--final-moves", "--final-move-step", "--multistep-kernel"})
     if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
-  if ((method == "skrock" || method == "exact") && o.has("--time-grid"))
-    throw usage_error("--time-grid: " + method + " has no diffusion grid");
+  for (const char* f : {"--time-grid", "--schedule", "--t-start", "--t-end"})
+    if ((method == "skrock" || method == "exact") && o.has(f))
+      throw usage_error(std::string(f) + ": " + method + " has no diffusion grid");
   const problem& file = p.file = read_problem(o.get("--problem"));
   if (!file.prior) throw input_error(file.path + ": prior: missing (solve needs a prior and an observation)");
   if (!file.observation) throw input_error(file.path + ": observation: missing (solve needs A, sigma_y and y)");
@@ -594,14 +623,14 @@ void read_solve(solve_plan& p, int argc, char** argv, int first) {
       resolve(o.has("--executor") ? parse_flag("--executor", o.get("--executor"), ds::parse_executor)
                                   : ds::parse_executor(file.sampler.executor.value_or("auto")),
               executor_source(o, file));
-  const char* count_flag = o.has("--particles") ? "--particles" : "--samples";
-  const std::int64_t n = p.n = o.has(count_flag) ? to_int(count_flag, o.get(count_flag), 1)
+  const char* count = count_flag(o);
+  const std::int64_t n = p.n = o.has(count) ? to_int(count, o.get(count), 1)
                          : method == "exact"                     ? 16384
                          : where == ds::executor::cuda           ? 65536
                                                                  : 4096;
   p.seed = o.has("--seed") ? to_seed(o.get("--seed")) : file.sampler.seed.value_or(1);
   check_outputs(p.outputs, o, {"--out", "--report", "--plot", "--ess-plot"}, &file);
-  check_memory(n, file.prior->dim, 3, "--samples");
+  check_memory(n, file.prior->dim, 3, count_flag(o), count_given(o));
 }
 
 }  // namespace
