@@ -219,10 +219,116 @@ struct svd_reduction {
   std::int64_t spread_rows = 0;      // the original d_y
 };
 
-svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d) {
+// A scaled Cholesky pivot of A A^T below this share of its own diagonal entry (rows within about 0.01 rad of linear
+// dependence, or dependent: repeated rows, d_y > d_x, a rank-deficient A) reduces the run's observation to
+// orthogonal rows (reduce_rank): the d_y x d_y tables (c A A^T + tau I)^-1, stored in FP32, would then carry a
+// condition number above 1e4, and 1 / tau in the directions A^T maps to zero (singular to working precision when
+// tau, e.g. DiffPIR's rho_k / 2 ~ sigma_y^2, is below 1e-13 of A A^T).
+constexpr double gram_pivot_floor = 1e-4;
+
+// Whether the n x n Gram matrix G = A A^T has a scaled Cholesky pivot at or below gram_pivot_floor.
+bool gram_near_singular(std::vector<double> G, std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j) {
+    const double own = G[j * n + j];
+    double pivot = own;
+    for (std::int64_t k = 0; k < j; ++k) pivot -= G[j * n + k] * G[j * n + k];
+    if (!(pivot > gram_pivot_floor * own)) return true;
+    const double l = std::sqrt(pivot);
+    G[j * n + j] = l;
+    for (std::int64_t i = j + 1; i < n; ++i) {
+      double t = G[i * n + j];
+      for (std::int64_t k = 0; k < j; ++k) t -= G[i * n + k] * G[j * n + k];
+      G[i * n + j] = t / l;
+    }
+  }
+  return false;
+}
+
+// Any operator's A = U diag(S) V^T (detail::row_svd, FP64) of numerical rank r_b observes nothing along U's last
+// d_y - r_b columns. In the basis U the observation is U^T y = diag(S) V^T x + sigma_y U^T z, the same posterior,
+// DiffPIR proximal step (A'^T A' = A^T A, A'^T y' = A^T y) and DPS / Pi-GDM guidance (A'^T (c A' A'^T + tau I)^-1
+// (y' - A' m) = A^T (c A A^T + tau I)^-1 (y - A m)). The run keeps r = max_b r_b rows: row i of problem b is
+// (S_i V_i^T, U_i^T y_b), a zero row of A' past r_b; the rows past r (which do not depend on x) leave the tables and
+// join the log-normaliser as in reduce_svd, -(d_y - r)/2 log(2 pi sigma_y^2) - |U_{>r}^T y|^2 / (2 sigma_y^2). A' A'^T
+// is diagonal: the tables' inverses are exact in every direction, and the 1 / tau of the directions A^T maps to
+// zero never enters them.
+svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
   svd_reduction out;
+  const std::int64_t dy = pr.d_y, B = pr.problems;
+  const bool dense = pr.operators.empty();
+  const std::int64_t count = dense ? (pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : B)
+                                   : static_cast<std::int64_t>(pr.operators.size());
+  std::vector<std::vector<double>> U(count), S(count), V(count);
+  std::vector<std::int64_t> ranks(count);
+  std::int64_t rank = 1;  // an all-zero A keeps one (zero) row
+  for (std::int64_t c = 0; c < count; ++c) {
+    const std::vector<double> A = dense ? std::vector<double>(pr.A.begin() + c * dy * d, pr.A.begin() + (c + 1) * dy * d)
+                                        : pr.operators[c].matrix();
+    ranks[c] = detail::row_svd(A.data(), dy, d, U[c], S[c], V[c]);
+    rank = std::max(rank, ranks[c]);
+  }
+  out.active = true;
+  out.spread_rows = dy;
+  guided_problems& r = out.problems;
+  r.problems = B;
+  r.d_y = rank;
+  r.sigma_y = pr.sigma_y;
+  r.A.assign(static_cast<std::size_t>(count * rank * d), 0.0);
+  for (std::int64_t c = 0; c < count; ++c)
+    for (std::int64_t i = 0; i < ranks[c]; ++i)
+      for (std::int64_t j = 0; j < d; ++j) r.A[(c * rank + i) * d + j] = S[c][i] * V[c][j * dy + i];
+  const double log_two_pi = kernels::log_two_pi<double>();
+  r.y.resize(B * rank);
+  out.log_constant.resize(B);
+  out.outside.resize(B);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::vector<double>& Ub = U[count == 1 ? 0 : b];
+    const double* y = pr.y.data() + b * dy;
+    double outside = 0;  // |U_{>r}^T y|^2
+    for (std::int64_t i = 0; i < dy; ++i) {
+      double t = 0;
+      for (std::int64_t o = 0; o < dy; ++o) t += Ub[o * dy + i] * y[o];
+      if (i < rank)
+        r.y[b * rank + i] = t;
+      else
+        outside += t * t;
+    }
+    const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
+    out.outside[b] = outside;
+    out.log_constant[b] =
+        -0.5 * double(dy - rank) * (log_two_pi + 2 * std::log(sy)) - outside / (2 * sy * sy);
+  }
+  return out;
+}
+
+// The reduction a run takes: SVD operators of a common rank r < d_y (every sampler); else, for the samplers whose
+// tables invert c A A^T + tau I (smc, pigdm, diffpir), reduce_rank when some operator other than a mask has A A^T
+// near singular (gram_near_singular); else none.
+svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d, guided_sampler sampler) {
+  svd_reduction out;
+  const std::int64_t dy = pr.d_y;
+  if (sampler == guided_sampler::smc || sampler == guided_sampler::pigdm || sampler == guided_sampler::diffpir) {
+    bool near_singular = false;
+    std::vector<double> G(static_cast<std::size_t>(dy * dy));
+    if (pr.operators.empty()) {
+      const std::int64_t count = pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : pr.problems;
+      for (std::int64_t c = 0; c < count && !near_singular; ++c) {
+        kernels::gram(pr.A.data() + c * dy * d, dy, d, G.data());
+        near_singular = gram_near_singular(G, dy);
+      }
+    } else {
+      const bool svd_reduces =
+          std::all_of(pr.operators.begin(), pr.operators.end(), [&](const observation_operator& op) {
+            return op.kind() == observation_kind::svd && op.diagonal().size() == pr.operators[0].diagonal().size() &&
+                   static_cast<std::int64_t>(op.diagonal().size()) < dy;
+          });
+      for (std::size_t c = 0; c < pr.operators.size() && !near_singular && !svd_reduces; ++c)
+        if (pr.operators[c].kind() != observation_kind::mask) near_singular = gram_near_singular(pr.operators[c].gram(), dy);
+    }
+    if (near_singular) return reduce_rank(pr, d);
+  }
   if (pr.operators.empty()) return out;
-  const std::int64_t dy = pr.d_y, rank = static_cast<std::int64_t>(pr.operators[0].diagonal().size());
+  const std::int64_t rank = static_cast<std::int64_t>(pr.operators[0].diagonal().size());
   for (const observation_operator& op : pr.operators)
     if (op.kind() != observation_kind::svd || static_cast<std::int64_t>(op.diagonal().size()) != rank) return out;
   if (rank >= dy) return out;
@@ -817,7 +923,7 @@ std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& p
     case guided_sampler::dcps: return detail::dcps_workspace_bytes(prior, problems, options);
     default: break;
   }
-  const svd_reduction reduced = reduce_svd(problems, prior.dim());
+  const svd_reduction reduced = reduce_svd(problems, prior.dim(), options.sampler);
   const guided_problems& pr = reduced.active ? reduced.problems : problems;
   const kernels::mixture_view<float> view = prior.storage().view(executor::cpu);
   const layout l =
@@ -852,7 +958,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
     case guided_sampler::dcps: return detail::dcps_sample(prior, given, o, out, exec, workspace, workspace_bytes);
     default: break;
   }
-  const svd_reduction reduced = reduce_svd(given, prior.dim());
+  const svd_reduction reduced = reduce_svd(given, prior.dim(), o.sampler);
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const std::int64_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;
   const std::int64_t BN = B * N;
@@ -1543,7 +1649,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     DIFFSAMPLE_EXPECTS(out.samples == nullptr || o.final_resample,
                        "outputs.samples: given but options.final_resample is false");
     detail::check_outputs_disjoint(out, B, BL, d, o.steps, true, nullptr, 0);
-    reduced = reduce_svd(given, prior.dim());
+    reduced = reduce_svd(given, prior.dim(), o.sampler);
     const guided_problems& pr = reduced.active ? reduced.problems : given;
     guided_options lo = o;
     lo.particles = std::max<std::int64_t>(local, 1);  // the shard's buffers
@@ -2165,7 +2271,7 @@ struct plan_setup {
 template <class Storage, class AsksPerStep>
 void set_up_plan(Storage& st, plan_setup& setup, std::int64_t d, const guided_problems& given,
                  const guided_options& o, model_output output, execution exec, AsksPerStep asks_per_step) {
-  setup.reduced = reduce_svd(given, d);
+  setup.reduced = reduce_svd(given, d, o.sampler);
   setup.problems = setup.reduced.active ? &setup.reduced.problems : &given;
   const guided_problems& pr = *setup.problems;
   setup.l = make_layout(d, pr, o, nullptr);
@@ -2296,7 +2402,7 @@ std::unique_ptr<sampling_plan_storage> make_skrock_plan(std::int64_t d, const gu
                      "(> 0; guided_sample() takes it from the mixture's variances), got "
                          << o.skrock_lipschitz);
   auto st = std::make_unique<skrock_plan_storage>();
-  const svd_reduction reduced = reduce_svd(given, d);
+  const svd_reduction reduced = reduce_svd(given, d, o.sampler);
   const guided_problems& pr = reduced.active ? reduced.problems : given;
   const layout l = make_layout(d, pr, o, nullptr);
   float initial_scale = 1.f;

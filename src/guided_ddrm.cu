@@ -7,6 +7,7 @@
 // plan fed the mixture reproduces guided_sample() bit for bit.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -61,6 +62,65 @@ void symmetric_eigen(std::vector<double> G, std::int64_t n, std::vector<double>&
   }
   values.resize(n);
   for (std::int64_t i = 0; i < n; ++i) values[i] = G[i * n + i];
+}
+
+std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vector<double>& U, std::vector<double>& S,
+                     std::vector<double>& V) {
+  // R = Q^T A with Q orthogonal, rotated pairwise until the rows of R are orthogonal; then A = Q R, S_i = |R_i|.
+  const double eps = std::numeric_limits<double>::epsilon();
+  std::vector<double> R(A, A + dy * dx), Q(dy * dy, 0.0);
+  for (std::int64_t i = 0; i < dy; ++i) Q[i * dy + i] = 1.0;
+  for (int sweep = 0; sweep < 80; ++sweep) {
+    bool rotated = false;
+    for (std::int64_t p = 0; p < dy; ++p)
+      for (std::int64_t q = p + 1; q < dy; ++q) {
+        double alpha = 0, beta = 0, gamma = 0;
+        for (std::int64_t j = 0; j < dx; ++j) {
+          alpha += R[p * dx + j] * R[p * dx + j];
+          beta += R[q * dx + j] * R[q * dx + j];
+          gamma += R[p * dx + j] * R[q * dx + j];
+        }
+        if (!(std::abs(gamma) > eps * std::sqrt(alpha) * std::sqrt(beta))) continue;
+        rotated = true;
+        const double zeta = (beta - alpha) / (2 * gamma);
+        const double t = (zeta >= 0 ? 1.0 : -1.0) / (std::abs(zeta) + std::hypot(1.0, zeta));
+        const double c = 1 / std::sqrt(1 + t * t), s = c * t;
+        for (std::int64_t j = 0; j < dx; ++j) {
+          const double rp = R[p * dx + j], rq = R[q * dx + j];
+          R[p * dx + j] = c * rp - s * rq;
+          R[q * dx + j] = s * rp + c * rq;
+        }
+        for (std::int64_t o = 0; o < dy; ++o) {
+          const double qp = Q[o * dy + p], qq = Q[o * dy + q];
+          Q[o * dy + p] = c * qp - s * qq;
+          Q[o * dy + q] = s * qp + c * qq;
+        }
+      }
+    if (!rotated) break;
+  }
+  std::vector<double> norm(dy);
+  std::vector<std::int64_t> order(dy);
+  for (std::int64_t i = 0; i < dy; ++i) {
+    double n2 = 0;
+    for (std::int64_t j = 0; j < dx; ++j) n2 += R[i * dx + j] * R[i * dx + j];
+    norm[i] = std::sqrt(n2);
+    order[i] = i;
+  }
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t x, std::int64_t y) { return norm[x] > norm[y]; });
+  U.assign(dy * dy, 0.0);
+  S.assign(dy, 0.0);
+  V.assign(dx * dy, 0.0);
+  const double tolerance = double(std::max(dy, dx)) * eps * norm[order[0]];
+  std::int64_t rank = 0;
+  for (std::int64_t i = 0; i < dy; ++i) {
+    const std::int64_t from = order[i];
+    S[i] = norm[from];
+    for (std::int64_t o = 0; o < dy; ++o) U[o * dy + i] = Q[o * dy + from];
+    if (!(S[i] > 0)) continue;
+    for (std::int64_t j = 0; j < dx; ++j) V[j * dy + i] = R[from * dx + j] / S[i];
+    if (S[i] > tolerance) ++rank;
+  }
+  return rank;
 }
 
 namespace {

@@ -39,6 +39,13 @@ double largest_eigenvalue(const double* m, std::int64_t n);
 /// total (or 100 sweeps).
 void symmetric_eigen(std::vector<double> G, std::int64_t n, std::vector<double>& values, std::vector<double>& E);
 
+/// The SVD A = U diag(S) V^T of a d_y x d_x row-major matrix by one-sided Jacobi rotations of its rows (FP64; each
+/// singular value to about 1e-16 of the largest, absolute): U (d_y x d_y, row-major, orthogonal), S (d_y values,
+/// non-increasing), V (d_x x d_y, row-major; column i is row i of U^T A over S_i, zero where S_i is). Returns the
+/// numerical rank: the count of S_i above max(d_y, d_x) 2.2e-16 S_0 (numpy's matrix_rank rule).
+std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vector<double>& U, std::vector<double>& S,
+                     std::vector<double>& V);
+
 /// @p options (for priors of dimension @p d) with the grid of options.grid resolved into the schedule's custom times (guided_times()); the options
 /// themselves when options.grid is guided_grid::schedule or the sampler has no grid (skrock). Call after the
 /// options and problems are validated.
