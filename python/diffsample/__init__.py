@@ -34,7 +34,8 @@ exactly; any strides) or numbers and nested sequences of numbers. CUDA arrays (c
 Synchronisation (as in C++): calls that run on CUDA arrays are asynchronous on their stream (they return once the
 work is queued; read the results in that stream's order or after synchronising it) unless their docstring says they
 synchronise: constructors that upload tables (``GaussianMixture``, ``MixturePosterior``, the plans), the first
-gemm-path evaluation of a mixture on CUDA, and calls that return a value the kernels computed
+gemm-path evaluation of a mixture on CUDA (``GaussianMixture.prepare_gemm`` does it ahead, as a CUDA graph capture
+needs), and calls that return a value the kernels computed
 (``sliced_wasserstein``). On the CPU every call returns when its work is done. Host-only calls (``*_fp64``,
 ``component_weights``) are synchronous.
 
@@ -987,6 +988,40 @@ class GaussianMixture:
         self._m.sample(out, _real(a, "a"), _real(s, "s"), _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
         return (out, lab) if lab is not None else out
+
+    def prepare_gemm(self, device: Union[None, str, Any] = None, *, like: Any = None) -> None:
+        """Builds the gemm path's tables for an executor ahead of the mixture's first gemm-path call (C++
+        ``gaussian_mixture::prepare_gemm``): on CUDA also the mixture's cuBLAS handle and the device's cuBLAS handle
+        of guided_sample()'s operator products. Call it with the device's before capturing gemm-path calls
+        (``score(x, path='gemm')``, ``denoiser``, ``log_density``, ``denoiser_jvp``, or guided_sample()'s operator
+        products) in a CUDA graph (``torch.cuda.graph``, ``cupy.cuda.Graph``): none of that set-up can be captured,
+        and a first gemm-path call of the mixture on CUDA under stream capture is refused (InvalidArgument naming
+        ``prepare_gemm(executor::cuda)``). Idempotent (a second call does nothing) and thread-safe.
+
+        Args:
+            device: 'cpu' or 'cuda' (or a diffsample._core.Executor): the executor whose tables are built; 'cuda'
+                without like: the current CUDA device. None (default): like's (a CUDA like: 'cuda' on like's device;
+                a CPU like: 'cpu'), else 'cpu'. 'auto' follows like, and is refused without it. A device that
+                contradicts like is refused, and so is 'cuda' where no GPU is usable.
+            like: None, or an array (any dtype and shape; a CUDA tensor or CuPy array, ...) on the device to
+                prepare, made current for the call, as the calls that follow will run there (the device of the
+                arrays they take). It must be the device the mixture's tables are on (the device current when the
+                mixture was made).
+
+        Returns None. Allocates and synchronises (on CUDA: uploads, cuBLAS handles); releases the GIL. Raises
+        InvalidArgument naming device or like.
+        """
+        where = None if device is None else _enum(_core.Executor, device, "device")
+        if like is not None and not hasattr(like, "__dlpack__") and not hasattr(like, "__array_interface__"):
+            raise InvalidArgument(f"like: {_describe(like)}, expected None or an array on the device to prepare "
+                                  "(e.g. a CUDA tensor)")
+        _array(like, "like", None)
+        if like is None and where == _core.Executor.automatic:
+            raise InvalidArgument("device: automatic, and no like to follow; prepare_gemm builds one executor's "
+                                  "tables: pass 'cpu' or 'cuda' (or like=, an array on the device to prepare)")
+        if like is None and where == _core.Executor.cuda and not cuda_available():
+            raise InvalidArgument(f"device: cuda was requested but no GPU is usable ({cuda_unavailable_reason()})")
+        self._m.prepare_gemm(where, like)
 
 
 def _mixture(m: Any, name: str = "mixture") -> Any:

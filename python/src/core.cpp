@@ -1514,6 +1514,52 @@ NB_MODULE(_core, m) {
           },
           "out"_a, "a"_a, "s"_a, "seed"_a, "labels"_a = nb::none(), "first_index"_a = 0, "stream"_a = 0,
           "Exact samples of p_t into out (n, d) float32; optional int32 component labels (n,).")
+      .def(
+          "prepare_gemm",
+          [](const ds::gaussian_mixture& g, std::optional<py_enum<ds::executor>> executor,
+             std::optional<array> like) {
+            // Where, by the plans' rule (plan_executor): like's executor and device (made current for the call),
+            // else the executor asked for (CUDA: on the current device), else the CPU.
+            const std::optional<ds::executor> requested = enum_arg(executor, "executor");
+            place p;
+            if (like) locate(*like, "like", p);
+            ds::executor where = requested.value_or(ds::executor::cpu);
+            if (p.where != ds::executor::automatic) {
+              if (requested && *requested != ds::executor::automatic && *requested != p.where)
+                raise_invalid("like: on " + where_text(p.where, p.device_id) + ", but " + ds::to_string(*requested) +
+                              " was asked for (like says where the tables are built): pass like on " +
+                              (*requested == ds::executor::cuda ? std::string("a CUDA device") : std::string("the CPU")) +
+                              ", or leave the executor to like");
+              where = p.where;
+            }
+            if (where == ds::executor::automatic)
+              raise_invalid("executor: automatic, and no like to follow; prepare_gemm builds one executor's "
+                            "tables: pass cpu or cuda (or like, an array on the device to prepare)");
+            device_scope scope;
+            if (where == ds::executor::cuda) {
+              if (like) {
+                scope.enter(p.device_id, "like");  // refuses a device the runtime does not see, naming like
+              } else {
+                if (!ds::cuda_available())  // (the library's words, naming the argument)
+                  raise_invalid("executor: cuda was requested but no GPU is usable (" +
+                                ds::cuda_unavailable_reason() + ")");
+                p.where = ds::executor::cuda;
+                p.device_id = current_device(ds::executor::cuda);
+                p.first = "the current device";
+              }
+              // The gemm tables go beside the mixture's tables: a like on another device than theirs (or, without
+              // like, another current device) is refused, as every call's arrays are.
+              expect_tables_on(g, p, "mixture");
+            }
+            nb::gil_scoped_release release;  // tables, uploads, cuBLAS handles: allocates and synchronises
+            g.prepare_gemm(where);
+          },
+          "executor"_a = nb::none(), "like"_a = nb::none(),
+          DS_DOC(gaussian_mixture, prepare_gemm) "\n\nexecutor: None (like's: CUDA on like's device for a CUDA "
+          "like, else the CPU), Executor.cpu, Executor.cuda (the current device without like) or "
+          "Executor.automatic (like's; refused without like); like: None or an array (any dtype and shape) on the "
+          "device to prepare, made current for the call; an executor that contradicts like is refused, and so is "
+          "Executor.cuda without a GPU. Releases the GIL.")
       .def_static(
           "empirical",
           [](problem_data points, py_real variance) {

@@ -113,3 +113,67 @@ def test_posterior_covariance_releases_the_gil():
     prior = ds.GaussianMixture(np.ones(K), rng.normal(size=(K, d)), np.ones((K, d)))
     posterior = ds.MixturePosterior(prior, np.eye(1, d), 0.5, [0.0])
     assert runs_beside(posterior.covariance)
+
+
+def test_prepare_gemm_on_the_cpu(rng):
+    """GaussianMixture.prepare_gemm (C++ gaussian_mixture::prepare_gemm, which Python had no form of) builds the CPU
+    gemm tables ahead: it returns None, a second call does nothing, and the gemm path after it gives what a fresh
+    mixture's first gemm-path call gives, bit for bit. device=None and a CPU like= mean the CPU, as the plans'
+    device and like do."""
+    args = ([0.2, 0.5, 0.3], [[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]], [0.3, 0.8, 0.5])
+    x = points(rng, 64, 2)
+    want = {name: getattr(ds.GaussianMixture(*args), name)(x, 0.8, 0.6, path="gemm")
+            for name in ("score", "denoiser", "log_density")}
+    for call in (lambda m: m.prepare_gemm("cpu"), lambda m: m.prepare_gemm(), lambda m: m.prepare_gemm(device="cpu"),
+                 lambda m: m.prepare_gemm(ds._core.Executor.cpu), lambda m: m.prepare_gemm(like=x),
+                 lambda m: m.prepare_gemm("auto", like=x), lambda m: m._m.prepare_gemm(ds._core.Executor.cpu)):
+        m = ds.GaussianMixture(*args)
+        assert call(m) is None
+        assert call(m) is None
+        for name, expected in want.items():
+            np.testing.assert_array_equal(getattr(m, name)(x, 0.8, 0.6, path="gemm"), expected, err_msg=name)
+
+
+def test_prepare_gemm_refuses_by_name(mixture2):
+    """What prepare_gemm cannot do is refused naming the argument: an executor that is no name or Executor (an int or
+    a bool would have been taken as the enum's value), 'auto' with nothing to follow (the library builds one
+    executor's tables), a like that is no array, and a device that contradicts like."""
+    from dlpack_fake import FakeCudaArray
+
+    for bad in (1, True, 2.5, "gpus"):
+        with pytest.raises(ds.InvalidArgument, match=r"^device: "):
+            mixture2.prepare_gemm(bad)
+        with pytest.raises(ds.InvalidArgument, match=r"^executor: "):
+            mixture2._m.prepare_gemm(bad)
+    with pytest.raises(ds.InvalidArgument, match=r"^device: automatic, and no like to follow; .*pass 'cpu' or 'cuda'"):
+        mixture2.prepare_gemm("auto")
+    with pytest.raises(ds.InvalidArgument, match=r"^executor: automatic, and no like to follow"):
+        mixture2._m.prepare_gemm(ds._core.Executor.automatic)
+    with pytest.raises(ds.InvalidArgument, match=r"^like: a str \('cuda'\), expected None or an array"):
+        mixture2.prepare_gemm(like="cuda")
+    with pytest.raises(ds.InvalidArgument, match=r"^like: on cuda:64, but cpu was asked for .*: pass like on the CPU"):
+        mixture2.prepare_gemm("cpu", like=FakeCudaArray((1,), 64))
+    with pytest.raises(ds.InvalidArgument, match=r"^like: on cpu:0, but cuda was asked for .*: pass like on a CUDA "):
+        mixture2.prepare_gemm("cuda", like=np.zeros(1, np.float32))
+    # A CUDA like is prepared on like's device, made current: one the runtime does not see is refused naming like.
+    for device in (None, "cuda", "auto"):
+        with pytest.raises(ds.InvalidArgument, match=r"^like: on cuda:64, but the CUDA runtime sees "):
+            mixture2.prepare_gemm(device, like=FakeCudaArray((1,), 64))
+
+
+@pytest.mark.skipif(ds.cuda_available(), reason="a GPU is usable here")
+def test_prepare_gemm_for_cuda_without_a_gpu_is_refused_by_name(mixture2):
+    """As every CUDA request without a GPU (the plans' executor='cuda'): InvalidArgument naming the argument and the
+    CUDA runtime's reason, before anything is built."""
+    with pytest.raises(ds.InvalidArgument, match=r"^device: cuda was requested but no GPU is usable \(.+\)$"):
+        mixture2.prepare_gemm("cuda")
+    with pytest.raises(ds.InvalidArgument, match=r"^executor: cuda was requested but no GPU is usable \(.+\)$"):
+        mixture2._m.prepare_gemm(ds._core.Executor.cuda)
+
+
+def test_prepare_gemm_releases_the_gil():
+    """prepare_gemm builds tables (and on a GPU uploads them and makes cuBLAS handles, synchronising) without the
+    GIL, as the constructors do."""
+    K, d = 1024, 128
+    m = ds.GaussianMixture(np.ones(K), np.random.default_rng(0).normal(size=(K, d)), np.ones(K))
+    assert runs_beside(lambda: m.prepare_gemm("cpu"))
