@@ -9,6 +9,7 @@
 //
 // Usage: empirical_digits [examples/digits_points.npy] [chains=64] [steps=200] [out.svg]
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -88,9 +89,13 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Samples (top row) above their nearest training digits (bottom row), 8 x 8 grey squares each.
+// Samples (top row) above their nearest training digits (bottom row), 8 x 8 grey squares each. Throws if the file
+// cannot be opened, written or closed (a full disk, /dev/full: the stream fails at its last flush), so that the
+// program never reports a picture it did not write.
 void write_svg(const std::string& path, const std::vector<std::vector<float>>& rows, int count) {
+  errno = 0;
   std::ofstream out(path);
+  if (!out) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno ? errno : EIO));
   const int cell = 4, gap = 6, size = 8 * cell;
   const int width = count * (size + gap) + gap, height = int(rows.size()) * (size + gap) + gap;
   out << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
@@ -105,6 +110,9 @@ void write_svg(const std::string& path, const std::vector<std::vector<float>>& r
             << "' fill='rgb(" << grey << "," << grey << "," << grey << ")'/>\n";
       }
   out << "</svg>\n";
+  errno = 0;
+  out.close();  // flushes: a write error shows here at the latest
+  if (!out) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno ? errno : EIO));
 }
 
 }  // namespace
