@@ -301,32 +301,46 @@ svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
   return out;
 }
 
+// Whether some operator of `pr` other than a mask has A A^T near singular (gram_near_singular). With
+// `svd_projected`, a set of SVD operators of one rank r < d_y is left to reduce_svd's own projection.
+bool rank_reduction_needed(const guided_problems& pr, std::int64_t d, bool svd_projected) {
+  const std::int64_t dy = pr.d_y;
+  std::vector<double> G(static_cast<std::size_t>(dy * dy));
+  if (pr.operators.empty()) {
+    const std::int64_t count = pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : pr.problems;
+    for (std::int64_t c = 0; c < count; ++c) {
+      kernels::gram(pr.A.data() + c * dy * d, dy, d, G.data());
+      if (gram_near_singular(G, dy)) return true;
+    }
+    return false;
+  }
+  const bool projected =
+      svd_projected && std::all_of(pr.operators.begin(), pr.operators.end(), [&](const observation_operator& op) {
+        return op.kind() == observation_kind::svd && op.diagonal().size() == pr.operators[0].diagonal().size() &&
+               static_cast<std::int64_t>(op.diagonal().size()) < dy;
+      });
+  if (projected) return false;
+  for (const observation_operator& op : pr.operators)
+    if (op.kind() != observation_kind::mask && gram_near_singular(op.gram(), dy)) return true;
+  return false;
+}
+
+// TMPD's problems: reduce_rank when rank_reduction_needed. Its per-particle A Cov(x0 | x) A^T + sigma_y^2 I has
+// eigenvalues sigma_y^2 along the directions A^T maps to zero, and its Cholesky failed there at a small sigma_y
+// (every particle set to NaN); on A' of orthogonal rows it is positive definite. TMPD has no log-normaliser, so the
+// rows past the rank are dropped.
+svd_reduction reduce_for_tmpd(const guided_problems& pr, std::int64_t d) {
+  return rank_reduction_needed(pr, d, false) ? reduce_rank(pr, d) : svd_reduction{};
+}
+
 // The reduction a run takes: SVD operators of a common rank r < d_y (every sampler); else, for the samplers whose
-// tables invert c A A^T + tau I (smc, pigdm, diffpir), reduce_rank when some operator other than a mask has A A^T
-// near singular (gram_near_singular); else none.
+// tables invert c A A^T + tau I (smc, pigdm, diffpir), reduce_rank when rank_reduction_needed; else none.
 svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d, guided_sampler sampler) {
   svd_reduction out;
   const std::int64_t dy = pr.d_y;
-  if (sampler == guided_sampler::smc || sampler == guided_sampler::pigdm || sampler == guided_sampler::diffpir) {
-    bool near_singular = false;
-    std::vector<double> G(static_cast<std::size_t>(dy * dy));
-    if (pr.operators.empty()) {
-      const std::int64_t count = pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : pr.problems;
-      for (std::int64_t c = 0; c < count && !near_singular; ++c) {
-        kernels::gram(pr.A.data() + c * dy * d, dy, d, G.data());
-        near_singular = gram_near_singular(G, dy);
-      }
-    } else {
-      const bool svd_reduces =
-          std::all_of(pr.operators.begin(), pr.operators.end(), [&](const observation_operator& op) {
-            return op.kind() == observation_kind::svd && op.diagonal().size() == pr.operators[0].diagonal().size() &&
-                   static_cast<std::int64_t>(op.diagonal().size()) < dy;
-          });
-      for (std::size_t c = 0; c < pr.operators.size() && !near_singular && !svd_reduces; ++c)
-        if (pr.operators[c].kind() != observation_kind::mask) near_singular = gram_near_singular(pr.operators[c].gram(), dy);
-    }
-    if (near_singular) return reduce_rank(pr, d);
-  }
+  if ((sampler == guided_sampler::smc || sampler == guided_sampler::pigdm || sampler == guided_sampler::diffpir) &&
+      rank_reduction_needed(pr, d, true))
+    return reduce_rank(pr, d);
   if (pr.operators.empty()) return out;
   const std::int64_t rank = static_cast<std::int64_t>(pr.operators[0].diagonal().size());
   for (const observation_operator& op : pr.operators)
@@ -918,7 +932,10 @@ std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& p
   const guided_options options = detail::resolve_options(prior.dim(), problems, given, detail::resolve_route::run);
   (void)options.schedule.points(options.steps);
   switch (options.sampler) {
-    case guided_sampler::tmpd: return detail::tmpd_workspace_bytes(prior, problems, options);
+    case guided_sampler::tmpd: {
+      const svd_reduction reduced = reduce_for_tmpd(problems, prior.dim());
+      return detail::tmpd_workspace_bytes(prior, reduced.active ? reduced.problems : problems, options);
+    }
     case guided_sampler::ddrm: return detail::ddrm_workspace_bytes(prior, problems, options);
     case guided_sampler::dcps: return detail::dcps_workspace_bytes(prior, problems, options);
     default: break;
@@ -953,7 +970,11 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   validate(prior.dim(), given, options);
   const guided_options o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::run);
   switch (o.sampler) {
-    case guided_sampler::tmpd: return detail::tmpd_sample(prior, given, o, out, exec, workspace, workspace_bytes);
+    case guided_sampler::tmpd: {
+      const svd_reduction reduced = reduce_for_tmpd(given, prior.dim());
+      return detail::tmpd_sample(prior, reduced.active ? reduced.problems : given, o, out, exec, workspace,
+                                 workspace_bytes);
+    }
     case guided_sampler::ddrm: return detail::ddrm_sample(prior, given, o, out, exec, workspace, workspace_bytes);
     case guided_sampler::dcps: return detail::dcps_sample(prior, given, o, out, exec, workspace, workspace_bytes);
     default: break;
@@ -2482,7 +2503,10 @@ std::unique_ptr<sampling_plan_storage> make_resolved_guided_plan(std::int64_t d,
                                                                  execution exec) {
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
   if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
-  if (o.sampler == guided_sampler::tmpd) return make_tmpd_plan(d, given, o, output, plan_executor(exec), exec.stream);
+  if (o.sampler == guided_sampler::tmpd) {
+    const svd_reduction reduced = reduce_for_tmpd(given, d);
+    return make_tmpd_plan(d, reduced.active ? reduced.problems : given, o, output, plan_executor(exec), exec.stream);
+  }
   if (o.sampler == guided_sampler::ddrm) return make_ddrm_plan(d, given, o, output, plan_executor(exec), exec.stream);
   if (o.sampler == guided_sampler::skrock) return make_skrock_plan(d, given, o, output, exec);
   return make_baseline_plan(d, given, o, output, exec);

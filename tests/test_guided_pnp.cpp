@@ -447,6 +447,65 @@ TEST(GuidedPnp, PigdmStepWithMoreRowsThanRankAtASmallSigmaY) {
   }
 }
 
+// TMPD's step on the same observations: the DDPM draw c_m m + c_x x + sig z plus (c_m s^2 / a) J A^T (A C A^T +
+// sigma_y^2 I)^-1 (y - A m) with J = (a / s^2) C, C = Cov(x0 | x) (from the reference's JVPs), the guidance computed
+// as (C A^T A + sigma_y^2 I)^-1 C A^T (y - A m) in quadruple precision (no d_y x d_y matrix); tolerance 1e-4
+// (1 + |x'|) (expect_close's). Seen to fail before TMPD ran the reduced problem: every sample NaN for the first two
+// (the per-particle Cholesky of A C A^T + sigma_y^2 I failed; nothing was refused).
+TEST(GuidedPnp, TmpdStepWithMoreRowsThanRankAtASmallSigmaY) {
+  const ds::gaussian_mixture prior(4, {0.4, 0.6}, {-1.0, 0.5, 0.0, 1.0, 1.5, -0.5, 1.0, 0.5}, {0.7, 1.2});
+  const mixture64 m(prior);
+  for (const rank_case& c : more_rows_than_rank()) {
+    const ds::linear_observation obs = as_observation(c, 1e-7);
+    ds::guided_options o = options(ds::guided_sampler::tmpd, 8, 1, 13);
+    o.schedule.with_times({0.5, 0.4});
+    const std::vector<ds::schedule_point> pts = o.schedule.points(1);
+    const double a = pts[0].a, s = pts[0].s, a1 = pts[1].a, s1 = pts[1].s;
+    const double rho = a / a1, v = s * s - rho * rho * s1 * s1;
+    const double cx = rho * s1 * s1 / (s * s), cm = a1 * v / (s * s), sig = std::sqrt(s1 * s1 * v / (s * s));
+    const double tau = obs.sigma_y * obs.sigma_y;
+    std::vector<float> got;
+    try {
+      got = run(prior, as_problems(obs), o);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << c.what << ": " << e.what();
+      continue;
+    }
+    std::vector<std::vector<double>> want;
+    for (std::uint64_t i = 0; i < 8; ++i) {
+      std::vector<double> x = normals(13, i, 0, 4), z = normals(13, i, 1, 4);
+      for (double& t : x) t *= s;
+      const std::vector<double> mean = m.denoiser(x, a, s);
+      const std::vector<double> res = residual(obs, mean);
+      std::vector<wide> atr(4, wide(0));  // A^T (y - A m) in `wide`: in FP64 it would leave range(A^T) by 1e-16
+      for (int q = 0; q < 4; ++q)
+        for (std::int64_t k = 0; k < c.d_y; ++k) atr[q] += wide(c.A[k * 4 + q]) * wide(res[k]);
+      std::vector<double> C(16);  // Cov(x0 | x) = (s^2 / a) J, column by column
+      for (int q = 0; q < 4; ++q) {
+        std::vector<double> e(4, 0.0);
+        e[q] = 1;
+        const std::vector<double> col = m.jvp(x, e, a, s);
+        for (int r = 0; r < 4; ++r) C[r * 4 + q] = s * s / a * col[r];
+      }
+      std::vector<wide> M(16), rhs(4, wide(0));
+      for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < 4; ++q) {
+          wide acc = r == q ? wide(tau) : wide(0);
+          for (int l = 0; l < 4; ++l)
+            for (std::int64_t k = 0; k < c.d_y; ++k) acc += wide(C[r * 4 + l]) * wide(c.A[k * 4 + l]) * wide(c.A[k * 4 + q]);
+          M[r * 4 + q] = acc;
+          rhs[r] += wide(C[r * 4 + q]) * atr[q];
+        }
+      const std::vector<wide> g = solve_wide(M, rhs, 4);  // C A^T (A C A^T + tau I)^-1 (y - A m)
+      std::vector<double> next(4);
+      for (int j = 0; j < 4; ++j)
+        next[j] = cm * mean[j] + cx * x[j] + sig * z[j] + o.guidance_scale * cm * double(g[j]);
+      want.push_back(next);
+    }
+    expect_close(got, want, c.what);
+  }
+}
+
 // One DPS step in the published form against FP64: x = s_0 z_0, m = m(x), r = y - A m, the DDPM draw
 // c_m m + c_x x + sig z_1 (c_x = rho s'^2 / s^2, c_m = a' v / s^2, sig^2 = s'^2 v / s^2, rho = a / a',
 // v = s^2 - rho^2 s'^2) plus zeta J A^T r / |r|, J = (a / s^2) Cov(x0 | x) computed from the mixture's posterior
