@@ -405,8 +405,9 @@ pass_params make_params(const float* log_weights, std::int64_t problems, std::in
           particles,
           kernels::fixed_point_bits(particles),
           o.scheme,
-          // Without an output for ancestors nothing is resampled, whatever the threshold.
-          (out.ancestors || out.ancestors64) ? o.ess_threshold : 0.0,
+          // The decision (and each report's `resampled`) is the same whatever outputs the call writes: without an
+          // output for ancestors the drawn ancestors are just not written.
+          o.ess_threshold,
           tile,
           tiles_per_problem(particles, tile),
           reinterpret_cast<problem_state*>(ws + w.states),

@@ -128,7 +128,6 @@ TEST(Particles, StatisticsMatchFp64Reference) {
     EXPECT_NEAR(reports[p].log_sum_exp, ref.lse, 1e-12 * (1 + std::abs(ref.lse))) << p;
     EXPECT_NEAR(reports[p].log_normaliser_increment, ref.lse - std::log(double(n)), 1e-12 * (1 + std::abs(ref.lse)));
     EXPECT_NEAR(reports[p].ess, ref.ess, 1e-11 * ref.ess) << p;
-    EXPECT_EQ(reports[p].resampled, 0);  // no ancestors requested: statistics only
     double sum = 0;
     for (int i = 0; i < n; ++i) sum += w[p * n + i];
     EXPECT_NEAR(sum, 1.0, 1e-5);  // float outputs: n * 2^-24 rounding
@@ -241,6 +240,56 @@ TEST(Particles, AdaptiveThreshold) {
 // replicates is then within 5 sqrt(max(N w_i, 1/4) / B) of N w_i except with probability < 1e-6 per check.
 // Seen failing against wrong kernels: rejection that accepts the starting particle without a test (every count
 // 1), metropolis accepting with probability min(1, q_a / q_prop), and stratified with v drawn in [0, T / N).
+// The threshold decides the same with and without an output for ancestors: every report (resampled included) and the
+// normalised weights are the same bit for bit whether the call writes ancestors, ancestors64 or none, for every
+// scheme, with a problem far below the threshold (ESS ~ 4 of 100), one at ESS = N, one failed, and with the threshold
+// 0 (statistics only: nothing resampled). Seen failing: without ancestors the threshold was read as 0, so the first
+// problem reported resampled = 0 there and 1 with ancestors (mpi::resample, which has no such branch, reported 1).
+TEST(Particles, ReportsAreTheSameWithAndWithoutAncestors) {
+  const int b = 3, n = 100;
+  std::vector<float> lw(b * n, 0.f);
+  for (int i = 0; i < n; ++i) lw[i] = -0.5f * i;  // problem 0: ESS ~ 4, below N / 2
+  for (int i = 0; i < n; ++i) lw[2 * n + i] = neg_inf;  // problem 2: failed
+  const auto as_bytes = [](const std::vector<ds::particle_report>& r) {
+    return std::string(reinterpret_cast<const char*>(r.data()), r.size() * sizeof(ds::particle_report));
+  };
+  for (double threshold : {0.5, 0.0}) {
+    for (auto scheme : all_schemes) {
+      ds::resampling_options o;
+      o.scheme = scheme;
+      o.ess_threshold = threshold;
+      o.seed = 11;
+      std::vector<ds::particle_report> plain(b), with32(b), with64(b);
+      std::vector<float> w_plain(b * n), w32(b * n), w64(b * n);
+      std::vector<std::int32_t> a32(b * n);
+      std::vector<std::int64_t> a64(b * n);
+      ds::particle_outputs out;
+      out.reports = plain.data();
+      out.normalised_weights = w_plain.data();
+      ds::resample(out, b, n, lw.data(), o, cpu());
+      out.reports = with32.data();
+      out.normalised_weights = w32.data();
+      out.ancestors = a32.data();
+      ds::resample(out, b, n, lw.data(), o, cpu());
+      out.reports = with64.data();
+      out.normalised_weights = w64.data();
+      out.ancestors = nullptr;
+      out.ancestors64 = a64.data();
+      ds::resample(out, b, n, lw.data(), o, cpu());
+      const std::string where = std::string(ds::to_string(scheme)) + " at threshold " + std::to_string(threshold);
+      EXPECT_EQ(plain[0].resampled, threshold > 0 ? 1 : 0) << where;
+      EXPECT_EQ(plain[1].resampled, 0) << where;
+      EXPECT_EQ(plain[2].resampled, 0) << where;
+      EXPECT_EQ(plain[2].failed, 1) << where;
+      EXPECT_EQ(as_bytes(plain), as_bytes(with32)) << where;
+      EXPECT_EQ(as_bytes(plain), as_bytes(with64)) << where;
+      EXPECT_EQ(w_plain, w32) << where;
+      EXPECT_EQ(w_plain, w64) << where;
+      for (int i = 0; i < b * n; ++i) ASSERT_EQ(a64[i], a32[i]) << where << " slot " << i;
+    }
+  }
+}
+
 TEST(Particles, OffspringCountsAreUnbiased) {
   const int n = 16, replicates = 4000;
   std::vector<double> w(n);

@@ -284,7 +284,8 @@ typedef struct ds_particle_report {
   double log_sum_exp;              /**< logsumexp(log w), max-shifted (-inf when failed) */
   int64_t nan_count;               /**< log-weights that were NaN or +inf, treated as -inf */
   int32_t failed;                  /**< 1 when every weight is zero */
-  int32_t resampled;               /**< 1 when the ancestors of this problem were resampled, 0 when identity */
+  int32_t resampled;               /**< 1 when this problem is resampled (ESS below the threshold): its ancestors are
+                                        drawn, and written when an ancestors output is given; 0 when identity */
 } ds_particle_report;
 
 /** Guided posterior sampler (values match diffsample::guided_sampler; formulas in the README). */
@@ -1057,7 +1058,8 @@ DS_API ds_status ds_resampling_workspace_bytes(int64_t problems, int64_t particl
  * (diffsample::resample): the same inputs give the same ancestors on every run, thread count and executor. NaN and
  * +inf log-weights count as -inf; a problem whose weights are all zero is reported failed and keeps the identity.
  * Every buffer is device-accessible on the CUDA executor and host-accessible on the CPU one; the output pointers
- * are optional (without ancestors nothing is resampled); none may overlap @p log_weights, another output or
+ * are optional, and the threshold decides the same whichever are given (without ancestors the reports and
+ * normalised weights are those of the call with them); none may overlap @p log_weights, another output or
  * @p workspace (DS_INVALID_ARGUMENT).
  * Asynchronous on the CUDA executor (reports are written to device memory then).
  * @param log_weights         B x N floats

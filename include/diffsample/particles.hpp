@@ -57,13 +57,17 @@ struct particle_report {
   double log_sum_exp = 0;       ///< logsumexp(log w), max-shifted, in FP64 (-inf when failed)
   std::int64_t nan_count = 0;   ///< log-weights that were NaN or +inf; they are treated as -inf
   std::int32_t failed = 0;      ///< 1 when every weight is zero (all log-weights -inf, NaN or +inf)
-  std::int32_t resampled = 0;   ///< 1 when the ancestors of this problem were resampled, 0 when identity
+  /// 1 when this problem is resampled (its fixed-point ESS below options.ess_threshold x N, and not failed): its
+  /// ancestors are drawn, and written when an ancestors output is given; 0 when its ancestors are the identity. The
+  /// same whichever outputs the call writes.
+  std::int32_t resampled = 0;
 };
 
 /// Output buffers of resample(). Every pointer is optional; on the CUDA executor they must be device-accessible
-/// (device or managed memory), on the CPU executor host-accessible. Without ancestors nothing is resampled
-/// (statistics only, resampled = 0). No output may overlap the log-weights, another output or the workspace
-/// (invalid_argument naming both).
+/// (device or managed memory), on the CPU executor host-accessible. The threshold decides the same whichever are
+/// given: without ancestors the reports (resampled included) and normalised weights are those of the call with them
+/// (options.ess_threshold = 0 for statistics only, resampled = 0). No output may overlap the log-weights, another
+/// output or the workspace (invalid_argument naming both).
 struct particle_outputs {
   std::int32_t* ancestors = nullptr;    ///< B x N ancestor indices within the problem (0..N-1), or
   std::int64_t* ancestors64 = nullptr;  ///< the same as int64 (at most one of the two)

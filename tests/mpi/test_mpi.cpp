@@ -274,6 +274,33 @@ TEST_F(Mpi, GlobalResamplingPicksTheOneProcessAncestors) {
   }
 }
 
+// Reports alone (no ancestors on any rank, nor in the one-process call): the decisions are resample()'s, whose
+// threshold now decides the same with and without an output for ancestors. Seen failing: resample() read the
+// threshold as 0 without ancestors and reported resampled = 0 where mpi::resample reported 1 (problem 0, ESS ~ 4 of
+// 100 at threshold 0.5).
+TEST_F(Mpi, ReportsWithoutAncestorsEqualOneProcess) {
+  const std::int64_t B = 2, N = 100;
+  std::vector<float> lw(B * N, 0.f);
+  for (std::int64_t i = 0; i < N; ++i) lw[i] = -0.5f * float(i);
+  ds::resampling_options o;
+  o.ess_threshold = 0.5;
+  std::vector<ds::particle_report> whole(B), mine(B);
+  ds::particle_outputs wo;
+  wo.reports = whole.data();
+  ds::resample(wo, B, N, lw.data(), o, cpu());
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  const std::vector<float> rows = rows_of(lw, B, N, 1, s);
+  ds::particle_outputs po;
+  po.reports = mine.data();
+  ds::mpi::resample(MPI_COMM_WORLD, po, B, N, rows.data(), o);
+  EXPECT_EQ(whole[0].resampled, 1);
+  EXPECT_EQ(whole[1].resampled, 0);
+  for (std::int64_t b = 0; b < B; ++b) {
+    EXPECT_EQ(mine[b].resampled, whole[b].resampled) << "problem " << b << " rank " << rank();
+    EXPECT_EQ(mine[b].failed, whole[b].failed) << "problem " << b << " rank " << rank();
+  }
+}
+
 TEST_F(Mpi, ResamplingReportsEqualOneProcessBitForBitAcrossTiles) {
   // resample() on the CPU executor sums the FP64 weights tile by tile (kernels::cpu_tile = 2^16 particles), then the
   // tiles in order: N = 2^17 puts a tile boundary at rank 1's first particle at P = 2 and inside a rank at P = 1 and
