@@ -1085,6 +1085,79 @@ TEST_F(Cli, SolveTakesItsScheduleFromTheProblemFile) {
   }
 }
 
+// A problem-file key that no sampler of the file's prior reads is refused naming it (exit status 1), not ignored: a
+// Bernoulli-mixture prior runs only the discrete samplers, which read none of the Gaussian samplers' keys, and a
+// Gaussian-mixture prior (or none: the built-in grid) never runs them (alpha and method are theirs). A file's
+// sampler.name or sampler.method its prior's samplers cannot take is named with its key, exit status 1, and a flag
+// over it still wins. Seen failing before: every such file ran (exit status 0, the key ignored), and the names
+// exited 2 as if the command line had given them ("--method: unknown 'bogus'", "sampler 'ddpm' does not sample").
+TEST_F(Cli, ProblemFileKeysNoSamplerOfThePriorReadsAreRefused) {
+  const std::string bits = R"({"prior": {"probabilities": [[0.9, 0.2], [0.1, 0.6]]}, "sampler": {)";
+  const std::string grid = R"({"prior": {"grid": {"dim": 2}}, "sampler": {)";
+  struct row {
+    const char* key;
+    const char* value;
+  };
+  const row gaussian[] = {
+      {"schedule", "\"vp_cosine\""}, {"time_grid", "\"quadratic\""}, {"t_start", "0.9"}, {"t_end", "0.1"},
+      {"alpha_bar", "[0.9, 0.5]"}, {"sigma", "0.5"}, {"step_size", "0.1"}, {"final_denoise", "true"},
+      {"dps_step", "\"normalised\""}, {"guidance_scale", "0.5"}, {"operator_path", "\"gemm\""},
+      {"potentials", "\"linear\""}, {"diffpir_zeta", "0.2"}, {"diffpir_lambda", "3"}, {"skrock_stages", "5"},
+      {"skrock_eta", "0.1"}, {"skrock_step_fraction", "0.01"}, {"ddrm_eta", "0.5"}, {"ddrm_eta_b", "0.5"},
+      {"dcps_blocks", "2"}, {"dcps_langevin_steps", "5"}, {"dcps_langevin_step", "0.002"},
+      {"dcps_bridge_variance", "true"}, {"dcps_gradient_steps", "1"}, {"dcps_learning_rate", "0.2"},
+      {"dcps_absolute_step", "true"}};
+  const row discrete[] = {{"alpha", "0.5"}, {"method", "\"two_stage\""}};
+  // Refused on the one prior, read on the other (the file parses).
+  const auto check = [](const std::string& refused, const std::string& read, const std::string& key,
+                        const std::string& words) {
+    SCOPED_TRACE(key);
+    try {
+      (void)ds::cli::parse_problem(refused, "p.json", false);
+      ADD_FAILURE() << "accepted: " << refused;
+    } catch (const ds::cli::input_error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("p.json: sampler." + key + ": " + words, 0), 0u) << e.what();
+    }
+    EXPECT_NO_THROW((void)ds::cli::parse_problem(read, "p.json", false));
+  };
+  for (const row& r : gaussian)
+    check(bits + "\"" + r.key + "\": " + r.value + "}}", grid + "\"" + r.key + "\": " + r.value + "}}", r.key,
+          "a Gaussian-mixture prior's setting");
+  for (const row& r : discrete) {
+    check(grid + "\"" + r.key + "\": " + r.value + "}}", bits + "\"" + r.key + "\": " + r.value + "}}", r.key,
+          "a setting of the discrete samplers");
+    check(R"({"sampler": {")" + std::string(r.key) + "\": " + r.value + "}}",
+          bits + "\"" + r.key + "\": " + r.value + "}}", r.key, "a setting of the discrete samplers");
+  }
+  // The program: the key, exit status 1, nothing written.
+  const auto status = [&](const std::string& args, int rc, const std::string& needle) {
+    const result r = run(args + " --executor cpu --chains 16 --steps 2 --out " + path("out.npy"));
+    expect_failure(r, needle);
+    EXPECT_EQ(r.rc, rc) << args << ": " << r.err;
+  };
+  write("bits_schedule.json", bits + R"("schedule": "vp_cosine"}})");
+  write("grid_alpha.json", grid + R"("name": "ddpm", "alpha": 0.5}})");
+  write("bits_method.json", bits + R"("method": "bogus"}})");
+  write("bits_ddpm.json", bits + R"("name": "ddpm"}})");
+  write("grid_discrete.json", grid + R"("name": "discrete_langevin"}})");
+  status("sample --problem " + path("bits_schedule.json"), 1, "bits_schedule.json: sampler.schedule: ");
+  status("sample --problem " + path("grid_alpha.json"), 1, "grid_alpha.json: sampler.alpha: ");
+  status("sample --problem " + path("bits_method.json"), 1, "bits_method.json: sampler.method: ");
+  status("sample --problem " + path("bits_ddpm.json"), 1,
+         "bits_ddpm.json: sampler.name: 'ddpm' does not sample a Bernoulli-mixture prior");
+  status("sample --problem " + path("grid_discrete.json"), 1,
+         "grid_discrete.json: sampler.name: 'discrete_langevin' does not sample a Gaussian-mixture prior");
+  // The command line's sampler over the file's name: the flag wins; a flag the prior's samplers cannot take is still
+  // the command line's fault (exit status 2).
+  EXPECT_EQ(run("sample --problem " + path("bits_ddpm.json") + " --sampler discrete_langevin --executor cpu --chains 16 "
+                "--steps 2 --quiet").rc,
+            0);
+  EXPECT_EQ(run("sample --problem " + path("grid_discrete.json") + " --sampler ddpm --executor cpu --chains 16 "
+                "--steps 2 --quiet").rc,
+            0);
+  status("sample --problem " + path("bits_ddpm.json") + " --sampler ddim", 2, "sampler 'ddim' does not sample");
+}
+
 // Every sampler setting a problem file may give sample reaches the run, and the command line wins (README: "Command-
 // line options override the problem file's sampler settings"): for each key, the file's value b gives other samples
 // than its value a, the flag with b over a file with a gives b's samples, and the flag with a over a file with b gives

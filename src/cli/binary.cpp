@@ -233,6 +233,9 @@ int run_sample_binary(int argc, char** argv, int first) {
   const sampler_spec& f = file.sampler;
 
   std::string sampler = has("--sampler") ? o["--sampler"] : f.name.value_or("discrete_walk_jump");
+  if (!is_binary_sampler(sampler) && !has("--sampler"))
+    throw input_error(file.path + ": sampler.name: '" + sampler + "' does not sample a Bernoulli-mixture prior " +
+                      "(expected discrete_langevin or discrete_walk_jump)");
   if (!is_binary_sampler(sampler))
     throw usage_error("sampler '" + sampler + "' does not sample a Bernoulli-mixture prior (expected " +
                       "discrete_langevin or discrete_walk_jump)");

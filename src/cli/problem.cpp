@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <diffsample/binary.hpp>
 #include <diffsample/diffusion.hpp>
 #include <diffsample/error.hpp>
 #include <diffsample/execution.hpp>
@@ -329,6 +330,27 @@ class reader {
                "dcps_gradient_steps", "dcps_learning_rate", "dcps_absolute_step", "operator_path", "potentials"});
     sampler_spec s;
     for (auto it = j.begin(); it != j.end(); ++it) s.keys.insert(it.key());
+    // A key that no subcommand reads for this file's prior is refused by name rather than ignored: one file serves
+    // sample and solve, but a Bernoulli-mixture prior only the discrete samplers (which read none of the Gaussian
+    // samplers' keys), and a Gaussian-mixture prior (or the built-in one) never them (alpha and method are theirs).
+    if (binary) {
+      for (const char* key :
+           {"schedule", "time_grid", "t_start", "t_end", "alpha_bar", "sigma", "step_size", "final_denoise",
+            "dps_step", "guidance_scale", "operator_path", "potentials", "diffpir_zeta", "diffpir_lambda",
+            "skrock_stages", "skrock_eta", "skrock_step_fraction", "ddrm_eta", "ddrm_eta_b", "dcps_blocks",
+            "dcps_langevin_steps", "dcps_langevin_step", "dcps_bridge_variance", "dcps_gradient_steps",
+            "dcps_learning_rate", "dcps_absolute_step"})
+        if (j.contains(key))
+          bad(std::string("sampler.") + key,
+              "a Gaussian-mixture prior's setting: the discrete samplers of this Bernoulli-mixture prior "
+              "(prior.probabilities) do not read it");
+    } else {
+      for (const char* key : {"alpha", "method"})
+        if (j.contains(key))
+          bad(std::string("sampler.") + key,
+              "a setting of the discrete samplers, which need a Bernoulli-mixture prior (prior.probabilities): no "
+              "sampler of this file's prior reads it");
+    }
     // Names are parsed here so that a bad one is reported with the file's field (exit status 1).
     auto name = [&](const char* key, auto parse) {
       const std::string field = std::string("sampler.") + key;
@@ -388,7 +410,8 @@ class reader {
       s.seed = j["seed"].is_number_unsigned() ? j["seed"].get<std::uint64_t>()
                                               : std::uint64_t(integer(j["seed"], "sampler.seed", 0));
     if (j.contains("alpha")) s.alpha = number(j["alpha"], "sampler.alpha");
-    if (j.contains("method")) s.method = string(j["method"], "sampler.method");
+    if (j.contains("method"))
+      s.method = name("method", [](const std::string& t) { diffsample::parse_discrete_method(t); });
     if (j.contains("dps_step"))
       s.dps_step = name("dps_step", [](const std::string& t) { diffsample::parse_dps_step_form(t); });
     if (j.contains("operator_path"))

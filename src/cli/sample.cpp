@@ -119,9 +119,13 @@ void read_sample(sample_plan& p, const char* command) {
     try {
       s.sampler = to_string(parse_diffusion_sampler(s.sampler));
     } catch (const invalid_argument&) {
-      throw usage_error("sampler '" + s.sampler +
-                        "' is unknown (expected ula, mala, tamed_ula, ddpm, ddim, reverse_sde, ode_euler, ode_heun, "
-                        "stochastic_localization, walk_jump or sequential_measurements)");
+      const std::string known = "(expected ula, mala, tamed_ula, ddpm, ddim, reverse_sde, ode_euler, ode_heun, "
+                                "stochastic_localization, walk_jump or sequential_measurements)";
+      // The file's name (a discrete sampler's, which a Gaussian-mixture prior does not run): its key, exit status 1.
+      if (!o.has("--sampler"))
+        throw input_error(file.path + ": sampler.name: '" + s.sampler +
+                          "' does not sample a Gaussian-mixture prior " + known);
+      throw usage_error("sampler '" + s.sampler + "' is unknown " + known);
     }
   }
   const bool langevin = p.langevin = is_langevin(s.sampler);
