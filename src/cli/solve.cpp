@@ -315,6 +315,22 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     // --steps, else the problem file's sampler.steps (as its seed and executor), else 100.
     g.steps = o.has("--steps") ? to_steps(o.get("--steps"), 1) : file.sampler.steps.value_or(100);
     apply_posterior_settings(o, file.sampler, g);
+    // gemm forces the operator's products where a run of dps, pigdm or tmpd can take them (a dense A; tmpd on the CPU
+    // executor only); elsewhere the library runs direct whatever it says, so the program refuses it rather than
+    // ignore it, naming where it came from (flag: exit status 2; the file's key: 1).
+    if (g.operator_path == ds::mixture_path::gemm &&
+        (g.sampler == ds::guided_sampler::dps || g.sampler == ds::guided_sampler::pigdm ||
+         g.sampler == ds::guided_sampler::tmpd)) {
+      const bool dense = !file.observation_op || file.observation_op->kind() == ds::observation_kind::dense;
+      if (!dense || (g.sampler == ds::guided_sampler::tmpd && where == ds::executor::cuda)) {
+        const std::string why =
+            !dense ? std::string("this problem's operator is a ") + operator_kind(file) +
+                         ", which runs per particle (direct) whatever the path; gemm needs a dense A"
+                   : std::string("tmpd takes the operator's products on the CPU executor only");
+        if (o.has("--operator-path")) throw usage_error("--operator-path: gemm: " + why);
+        throw input_error(file.path + ": sampler.operator_path: gemm: " + why);
+      }
+    }
     g.particles = n;
     g.seed = seed;
     if (o.has("--potential-scale")) {
