@@ -969,6 +969,19 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                             std::size_t workspace_bytes) {
   validate(prior.dim(), given, options);
   const guided_options o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::run);
+  // smc's own outputs: the other samplers write particles and samples only, and left these buffers as they were,
+  // so a caller read whatever they held as log-weights, evidence estimates or ESS (Python's new outputs:
+  // uninitialised memory). Refused, naming the output, before anything runs.
+  if (o.sampler != guided_sampler::smc) {
+    const char* smc_only = out.log_weights != nullptr      ? "outputs.log_weights"
+                           : out.log_normaliser != nullptr ? "outputs.log_normaliser"
+                           : out.ess_trace != nullptr      ? "outputs.ess_trace"
+                           : out.resample_count != nullptr ? "outputs.resample_count"
+                                                           : nullptr;
+    DIFFSAMPLE_EXPECTS(smc_only == nullptr, smc_only << ": written by smc only; " << to_string(o.sampler)
+                                                     << " writes outputs.particles and outputs.samples (its "
+                                                        "particles, equally weighted)");
+  }
   switch (o.sampler) {
     case guided_sampler::tmpd: {
       const svd_reduction reduced = reduce_for_tmpd(given, prior.dim());

@@ -456,6 +456,57 @@ TEST(Guided, RejectsInvalidInput) {
   EXPECT_THROW(ds::parse_guided_sampler("mcmc"), ds::invalid_argument);
 }
 
+// log_weights, log_normaliser, ess_trace and resample_count are smc's outputs: the other samplers left them as they
+// were, so a caller read what the buffers held as results (Python's new outputs: uninitialised memory). Refused for
+// them, naming the output, with nothing written; smc still fills each. Seen failing before the check: every
+// sampler returned with the sentinels in place.
+TEST(Guided, SmcOutputsAreRefusedForTheOtherSamplers) {
+  const benchmark_problem p = make_problem(2, 5);
+  const ds::guided_problems g = replicate(p.observation, 1);
+  const std::int64_t N = 8, K = 4;
+  for (ds::guided_sampler s : {ds::guided_sampler::smc, ds::guided_sampler::dps, ds::guided_sampler::pigdm,
+                               ds::guided_sampler::diffpir, ds::guided_sampler::skrock, ds::guided_sampler::tmpd,
+                               ds::guided_sampler::ddrm, ds::guided_sampler::dcps}) {
+    const ds::guided_options o = options(s, N, K, 1);
+    const bool smc = s == ds::guided_sampler::smc;
+    for (int which = 0; which < 4; ++which) {
+      std::vector<float> x(N * 2), lw(N, -7.f), ess(K + 1, -7.f);
+      std::vector<double> z(1, -7.0);
+      std::vector<std::int32_t> count(1, -7);
+      ds::guided_outputs out;
+      out.particles = x.data();
+      const char* names[] = {"outputs.log_weights", "outputs.log_normaliser", "outputs.ess_trace",
+                             "outputs.resample_count"};
+      if (which == 0) out.log_weights = lw.data();
+      if (which == 1) out.log_normaliser = z.data();
+      if (which == 2) out.ess_trace = ess.data();
+      if (which == 3) out.resample_count = count.data();
+      const std::string what = std::string(ds::to_string(s)) + " " + names[which];
+      if (smc) {
+        EXPECT_NO_THROW(ds::guided_sample(p.prior, out, g, o, cpu())) << what;
+        EXPECT_TRUE(lw[0] != -7.f || z[0] != -7.0 || ess[0] != -7.f || count[0] != -7) << what;
+        continue;
+      }
+      try {
+        ds::guided_sample(p.prior, out, g, o, cpu());
+        ADD_FAILURE() << what << ": not refused";
+      } catch (const ds::invalid_argument& e) {
+        EXPECT_EQ(std::string(e.what()).rfind(std::string(names[which]) + ": written by smc only; " +
+                                                  ds::to_string(s) + " writes outputs.particles",
+                                              0),
+                  0u)
+            << e.what();
+      }
+      EXPECT_TRUE(lw[0] == -7.f && z[0] == -7.0 && ess[0] == -7.f && count[0] == -7) << what;
+      out.log_weights = nullptr;
+      out.log_normaliser = nullptr;
+      out.ess_trace = nullptr;
+      out.resample_count = nullptr;
+      EXPECT_NO_THROW(ds::guided_sample(p.prior, out, g, o, cpu())) << what;  // valid options: runs without them
+    }
+  }
+}
+
 // A caller's workspace of guided_workspace_bytes() gives the same results, bit for bit, as the call's own scratch
 // (CPU executor: keyed random streams and exact resampling make the run a function of the inputs). Per-problem A
 // and sigma_y are used here. Seen to fail with the table copy skipped for a caller's

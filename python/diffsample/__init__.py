@@ -973,7 +973,9 @@ class GaussianMixture:
         Returns out (n, d) float32, or (out, labels) when labels is not False. Asynchronous on CUDA; on the CPU it
         returns when done.
         """
-        given = None if isinstance(labels, (bool, np.bool_)) or labels is None else labels
+        if labels is None:  # (it ran as False: a boolean argument takes True and False only, as resample's reports)
+            raise InvalidArgument("labels: None, expected True, False or an (n,) int32 array")
+        given = None if isinstance(labels, (bool, np.bool_)) else labels
         if out is None:
             # A new out follows the arrays the caller gave (labels=, an array): its framework and device.
             if given is not None:
@@ -983,7 +985,7 @@ class GaussianMixture:
         _writable(out, "out")
         _count_agrees(n, out)
         lab = given if given is None else _writable(given, "labels", "int32")
-        if given is None and labels is not None and labels:
+        if given is None and labels:
             lab = _empty(out, (_shape(out)[0],), "int32", role="labels")
         self._m.sample(out, _real(a, "a"), _real(s, "s"), _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
@@ -1922,7 +1924,9 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
         sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'skrock', 'tmpd', 'ddrm' or 'dcps'.
         outputs: the arrays to return, by name: 'particles' (B, N, d) float32, 'log_weights' (B, N) float32,
             'samples' (B, N, d) float32 (SMC's final resampling), 'log_normaliser' (B,) float64, 'ess_trace'
-            (B, steps + 1) float32, 'resample_count' (B,) int32 (N = particles).
+            (B, steps + 1) float32, 'resample_count' (B,) int32 (N = particles). 'log_weights', 'log_normaliser',
+            'ess_trace' and 'resample_count' are smc's: the other samplers write 'particles' and 'samples' (the same
+            equally weighted particles) and refuse the others (InvalidArgument naming outputs).
         device: None (NumPy outputs: the CPU executor), or an array (e.g. a CUDA tensor or CuPy array; any dtype
             and shape) whose framework and device the new outputs follow: the call runs on its device, with or
             without outputs (outputs=() with a CUDA device runs on that device's CUDA executor).
@@ -1955,6 +1959,14 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
                               "executor) or an array whose framework and device the outputs follow, e.g. "
                               "torch.empty(0, device='cuda')")
     _array(device, "device", None)
+    if o.sampler != _core.GuidedSampler.smc and not isinstance(outputs, str) and \
+            isinstance(outputs, collections.abc.Iterable):
+        outputs = tuple(outputs)
+        for name in outputs:
+            if name in _SMC_OUTPUTS:
+                # (they were allocated and returned unwritten: uninitialised memory read as results)
+                raise InvalidArgument(f"outputs: {name!r} is written by smc only; sampler {o.sampler.name!r} "
+                                      "writes 'particles' and 'samples' (its particles, equally weighted)")
     result = _guided_outputs(outputs, device, pr.problems, o.particles, core_prior.dim, o.steps)
     args = [result.get(k) for k in _GUIDED_OUTPUTS]
     # device goes to the binding too: it says where the call runs even when no output does (outputs=()).
@@ -1990,6 +2002,9 @@ def _guided_setup(A: Operators, y: ProblemData, sigma_y: ProblemData, sampler: s
     pr.sigma_y = _host(sigma_y, "sigma_y", (0, 1), "a scalar or (B,)")
     return pr, o
 
+
+# The outputs only smc writes (the other samplers write particles and samples).
+_SMC_OUTPUTS = ("log_weights", "log_normaliser", "ess_trace", "resample_count")
 
 # The argument whose value sets each guided output's size (named when the allocation is refused).
 _GUIDED_SIZE_BY = {"particles": "options.particles", "log_weights": "options.particles",

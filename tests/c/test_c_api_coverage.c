@@ -340,10 +340,17 @@ static void test_guided_report2(ds_mixture* m) {
   CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
   CHECK(r2.potentials == DS_POTENTIALS_LINEAR && r2.start_correction == 0 && r2.multistep_kernel == 1 &&
         r2.final_moves == 0);
-  /* Another sampler: no potentials, nothing SMC's; the operator path it took (forced GEMM for DPS). */
+  /* Another sampler: no potentials, nothing SMC's; the operator path it took (forced GEMM for DPS). SMC's outputs
+     are refused for it (they were left unwritten), naming the output, and the samples stay as they were. */
   go.sampler = DS_GUIDED_DPS;
   go.multistep_kernel = 0;
   go.operator_path = DS_MIXTURE_PATH_GEMM;
+  z2 = -7.0;
+  memset(s2, 0, sizeof s2);
+  EXPECT_INVALID(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2),
+                 "outputs.log_normaliser: written by smc only; dps writes outputs.particles and outputs.samples");
+  CHECK(z2 == -7.0 && s2[0] == 0.f);
+  out.log_normaliser = NULL;
   CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
   CHECK(r2.potentials == DS_POTENTIALS_LINEAR && r2.start_correction == 0 && r2.multistep_kernel == 0 &&
         r2.final_moves == 0 && r2.operator_path == DS_MIXTURE_PATH_GEMM);

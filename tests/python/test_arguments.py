@@ -622,3 +622,41 @@ def test_core_enum_parameters_take_the_enum_and_its_name(m, call, name, member, 
     call(m, text)
     with pytest.raises(ds.InvalidArgument, match=rf"^{name}: .*'nonsense'"):
         call(m, "nonsense")
+
+
+def test_mixture_sample_labels_none_is_refused(m):
+    """labels takes True, False or an int32 array; None ran as False without a word (MixturePosterior.sample and
+    resample's reports refused it). Seen failing before the fix: the call returned the samples alone."""
+    with pytest.raises(ds.InvalidArgument, match=r"^labels: None, expected True, False or an \(n,\) int32 array$"):
+        m.sample(4, labels=None)
+    assert m.sample(4, labels=False).shape == (4, 2)
+    out, lab = m.sample(4, labels=True)
+    assert lab.dtype == np.int32 and lab.shape == (4,)
+
+
+@pytest.mark.parametrize("sampler", ["dps", "pigdm", "diffpir", "skrock", "tmpd", "ddrm", "dcps"])
+def test_guided_smc_outputs_are_refused_for_the_other_samplers(m, sampler):
+    """log_weights, log_normaliser, ess_trace and resample_count are written by smc only: for the other samplers
+    guided_sample allocated them and returned them unwritten (NumPy's uninitialised memory, read as results). Refused
+    naming outputs (the package) and the library's output (diffsample._core.guided_sample). Seen failing before the
+    fix: every call returned, its 'log_normaliser' holding whatever the allocation held."""
+    A, y = [[1.0, 1.0]], [0.5]
+    settings = dict(sampler=sampler, particles=4, steps=4)
+    for name in ("log_weights", "log_normaliser", "ess_trace", "resample_count"):
+        with pytest.raises(ds.InvalidArgument, match=rf"^outputs: '{name}' is written by smc only; sampler "
+                                                     rf"'{sampler}' writes 'particles' and 'samples'"):
+            ds.guided_sample(m, A, y, 0.5, outputs=("samples", name), **settings)
+        pr = ds.GuidedProblems(problems=1, d_y=1)
+        pr.operators = [ds.ObservationOperator.dense(A)]
+        pr.y, pr.sigma_y = y, [0.5]
+        o = ds.GuidedOptions(**settings)
+        arrays = {"log_weights": np.full((1, 4), -7, np.float32), "log_normaliser": np.full(1, -7.0),
+                  "ess_trace": np.full((1, 5), -7, np.float32), "resample_count": np.full(1, -7, np.int32)}
+        with pytest.raises(ds.InvalidArgument, match=rf"^outputs\.{name}: written by smc only; {sampler} writes "):
+            ds._core.guided_sample(m._m, pr, o, **{name: arrays[name]})
+        assert (arrays[name] == -7).all()
+    r = ds.guided_sample(m, A, y, 0.5, outputs=("particles", "samples"), **settings)
+    np.testing.assert_array_equal(r["particles"], r["samples"])
+    smc = ds.guided_sample(m, A, y, 0.5, sampler="smc", particles=4, steps=4,
+                           outputs=("log_weights", "log_normaliser", "ess_trace", "resample_count"))
+    assert np.isfinite(smc["log_normaliser"]).all() and (smc["resample_count"] >= 0).all()
