@@ -921,16 +921,19 @@ class GaussianMixture:
         """FP64 host reference of score(), denoiser() or log_density().
 
         Args:
-            what: 'score', 'denoiser' or 'log_density'.
+            what: 'score', 'denoiser' or 'log_density' (or a diffsample._core.Quantity).
             x: (n, d) points on the host, any array-like (converted to float64 NumPy).
             a, s: the channel's scale and noise level.
 
         Returns a new NumPy float64 array: (n, d) for 'score' and 'denoiser', (n,) for 'log_density'. Synchronous
         (host only).
         """
-        q = _core.Quantity.__members__.get(what) if isinstance(what, str) else None
-        if q is None:
-            raise InvalidArgument(f"what: {what!r} is not 'score', 'denoiser' or 'log_density'")
+        if isinstance(what, str):
+            q = _core.Quantity.__members__.get(what)
+            if q is None:
+                raise InvalidArgument(f"what: {what!r} is not 'score', 'denoiser' or 'log_density'")
+        else:  # the enum too, as every enum argument of the package (it was refused as no name)
+            q = _enum(_core.Quantity, what, "what")
         x = _host(x, "x", (2,), "(n, d)")
         out = np.empty((x.shape[0],) if q == _core.Quantity.log_density else x.shape, dtype=np.float64)
         self._m.evaluate_fp64(q, x, _real(a, "a"), _real(s, "s"), out)

@@ -660,3 +660,16 @@ def test_guided_smc_outputs_are_refused_for_the_other_samplers(m, sampler):
     smc = ds.guided_sample(m, A, y, 0.5, sampler="smc", particles=4, steps=4,
                            outputs=("log_weights", "log_normaliser", "ess_trace", "resample_count"))
     assert np.isfinite(smc["log_normaliser"]).all() and (smc["resample_count"] >= 0).all()
+
+
+def test_evaluate_fp64_takes_the_quantity_enum(m):
+    """evaluate_fp64's what took names only: the enum, which every other enum argument of the package takes, was
+    refused as 'what: Quantity.score is not ...'. Seen failing before the fix. Anything else is refused by name."""
+    x = np.array([[0.5, -0.25], [1.0, 2.0]])
+    for name in ("score", "denoiser", "log_density"):
+        np.testing.assert_array_equal(m.evaluate_fp64(getattr(ds._core.Quantity, name), x), m.evaluate_fp64(name, x))
+    for bad in (1, True, None):
+        with pytest.raises(ds.InvalidArgument, match=r"^what: .*expected a name \(log_density, score, denoiser\)"):
+            m.evaluate_fp64(bad, x)
+    with pytest.raises(ds.InvalidArgument, match=r"^what: 'scores' is not 'score', 'denoiser' or 'log_density'$"):
+        m.evaluate_fp64("scores", x)

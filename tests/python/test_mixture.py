@@ -48,9 +48,11 @@ def test_fp64_reference_names_an_unknown_quantity(mixture2):
     a string on to the binding (TypeError), where every other bad argument raises InvalidArgument naming it (the
     module's contract). Seen failing before the fix: AttributeError."""
     x = np.zeros((3, 2))
-    for bad in ("scor", "__doc__", "Score", 1):
+    for bad in ("scor", "__doc__", "Score"):
         with pytest.raises(ds.InvalidArgument, match=r"what: .* is not 'score', 'denoiser' or 'log_density'"):
             mixture2.evaluate_fp64(bad, x)
+    with pytest.raises(ds.InvalidArgument, match=r"what: a int \(1\), expected a name \(log_density, score, "):
+        mixture2.evaluate_fp64(1, x)
     assert mixture2.evaluate_fp64("log_density", x).shape == (3,)
 
 
