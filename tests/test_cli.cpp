@@ -1184,6 +1184,31 @@ TEST_F(Cli, OperatorPathGemmWithoutADenseOperatorIsRefused) {
   EXPECT_EQ(run("solve --problem " + path("mask.json") + " --sampler smc" + base).rc, 0);
 }
 
+// SMC flags that the run's settings never read are refused (exit status 2), not ignored: --potential-scale with the
+// twisted potentials (from --potentials or the file's sampler.potentials), which do not use the spread, and
+// --final-move-step with --final-moves 0. Seen failing before: both ran (exit status 0) and the samples were those of
+// the same run without the flag, byte for byte.
+TEST_F(Cli, SmcFlagsTheRunNeverReadsAreRefused) {
+  const std::string d10 = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
+                          "/posterior_d10.json --executor cpu --particles 16 --steps 2 --quiet --out " + path("out.npy");
+  result r = run(d10 + " --potentials twisted --potential-scale 2");
+  expect_failure(r, "--potential-scale: the twisted potentials do not use the spread");
+  EXPECT_EQ(r.rc, 2);
+  write("twisted.json", R"({"prior": {"grid": {"dim": 2}}, "observation": {"A": [[1, 0.5]], "sigma_y": 0.4,
+    "y": [0.7]}, "sampler": {"potentials": "twisted"}})");
+  r = run("solve --problem " + path("twisted.json") +
+          " --executor cpu --particles 16 --steps 2 --quiet --potential-scale 2 --out " + path("out.npy"));
+  expect_failure(r, "twisted.json: sampler.potentials");
+  EXPECT_EQ(r.rc, 2);
+  r = run(d10 + " --final-moves 0 --final-move-step 0.5");
+  expect_failure(r, "--final-move-step: no final moves run (--final-moves 0)");
+  EXPECT_EQ(r.rc, 2);
+  // Where the settings read them, they run.
+  EXPECT_EQ(run(d10 + " --potentials linear --potential-scale 2").rc, 0);
+  std::remove(path("out.npy").c_str());
+  EXPECT_EQ(run(d10 + " --potentials linear --final-moves 1 --final-move-step 0.5").rc, 0);
+}
+
 // Every sampler setting a problem file may give sample reaches the run, and the command line wins (README: "Command-
 // line options override the problem file's sampler settings"): for each key, the file's value b gives other samples
 // than its value a, the flag with b over a file with a gives b's samples, and the flag with a over a file with b gives

@@ -387,6 +387,15 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     }
     if (o.has("--final-move-step")) g.final_move_step = to_double("--final-move-step", o.get("--final-move-step"));
     g.multistep_kernel = o.has("--multistep-kernel");
+    // Two SMC flags that a run of the given settings never reads are refused rather than ignored: the potentials'
+    // spread where the potentials are twisted (they do not use it), and the final moves' step where none run. (Under
+    // automatic potentials or final moves the library decides inside the run; the summary names what ran.)
+    if (o.has("--potential-scale") && g.potentials == ds::guided_potentials::twisted)
+      throw usage_error("--potential-scale: the twisted potentials do not use the spread (linear and moment "
+                        "potentials do)" +
+                        std::string(o.has("--potentials") ? "" : "; twisted from " + file.path + ": sampler.potentials"));
+    if (o.has("--final-move-step") && g.final_moves == 0)
+      throw usage_error("--final-move-step: no final moves run (--final-moves 0)");
     check_settings(o, &file, table, [&] { (void)ds::guided_workspace_bytes(mixture, problems, g); });
     check_memory(n, d, 6, count_flag(o), count_given(o));  // this machine's memory: under mpirun, possibly one process alone
   } catch (...) {
