@@ -325,12 +325,16 @@ bool rank_reduction_needed(const guided_problems& pr, std::int64_t d, bool svd_p
   return false;
 }
 
-// TMPD's problems: reduce_rank when rank_reduction_needed. Its per-particle A Cov(x0 | x) A^T + sigma_y^2 I has
-// eigenvalues sigma_y^2 along the directions A^T maps to zero, and its Cholesky failed there at a small sigma_y
-// (every particle set to NaN); on A' of orthogonal rows it is positive definite. TMPD has no log-normaliser, so the
-// rows past the rank are dropped.
-svd_reduction reduce_for_tmpd(const guided_problems& pr, std::int64_t d) {
-  return rank_reduction_needed(pr, d, false) ? reduce_rank(pr, d) : svd_reduction{};
+// The problems of TMPD and DCPS (src/guided_tables.hpp's samplers; DDRM factors its operators itself):
+// reduce_rank when rank_reduction_needed, for TMPD always and for DCPS with dcps_bridge_variance (its tables are
+// then (v A A^T + sigma_y^2 I)^-1; else I / sigma_y^2). TMPD's per-particle A Cov(x0 | x) A^T + sigma_y^2 I and
+// DCPS's v A A^T + sigma_y^2 I have eigenvalues sigma_y^2 along the directions A^T maps to zero: at a small
+// sigma_y TMPD's Cholesky failed in every particle (each set to NaN) and DCPS refused the table; on A' of
+// orthogonal rows both are positive definite, and both read them only through A^T (.)^-1 (y - A m), which the
+// rotation keeps. Neither has a log-normaliser: the rows past the rank are dropped.
+svd_reduction reduce_for_table_sampler(const guided_problems& pr, std::int64_t d, const guided_options& o) {
+  const bool inverts = o.sampler == guided_sampler::tmpd || (o.sampler == guided_sampler::dcps && o.dcps_bridge_variance);
+  return inverts && rank_reduction_needed(pr, d, false) ? reduce_rank(pr, d) : svd_reduction{};
 }
 
 // The reduction a run takes: SVD operators of a common rank r < d_y (every sampler); else, for the samplers whose
@@ -933,11 +937,14 @@ std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& p
   (void)options.schedule.points(options.steps);
   switch (options.sampler) {
     case guided_sampler::tmpd: {
-      const svd_reduction reduced = reduce_for_tmpd(problems, prior.dim());
+      const svd_reduction reduced = reduce_for_table_sampler(problems, prior.dim(), options);
       return detail::tmpd_workspace_bytes(prior, reduced.active ? reduced.problems : problems, options);
     }
     case guided_sampler::ddrm: return detail::ddrm_workspace_bytes(prior, problems, options);
-    case guided_sampler::dcps: return detail::dcps_workspace_bytes(prior, problems, options);
+    case guided_sampler::dcps: {
+      const svd_reduction reduced = reduce_for_table_sampler(problems, prior.dim(), options);
+      return detail::dcps_workspace_bytes(prior, reduced.active ? reduced.problems : problems, options);
+    }
     default: break;
   }
   const svd_reduction reduced = reduce_svd(problems, prior.dim(), options.sampler);
@@ -984,12 +991,16 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   }
   switch (o.sampler) {
     case guided_sampler::tmpd: {
-      const svd_reduction reduced = reduce_for_tmpd(given, prior.dim());
+      const svd_reduction reduced = reduce_for_table_sampler(given, prior.dim(), o);
       return detail::tmpd_sample(prior, reduced.active ? reduced.problems : given, o, out, exec, workspace,
                                  workspace_bytes);
     }
     case guided_sampler::ddrm: return detail::ddrm_sample(prior, given, o, out, exec, workspace, workspace_bytes);
-    case guided_sampler::dcps: return detail::dcps_sample(prior, given, o, out, exec, workspace, workspace_bytes);
+    case guided_sampler::dcps: {
+      const svd_reduction reduced = reduce_for_table_sampler(given, prior.dim(), o);
+      return detail::dcps_sample(prior, reduced.active ? reduced.problems : given, o, out, exec, workspace,
+                                 workspace_bytes);
+    }
     default: break;
   }
   const svd_reduction reduced = reduce_svd(given, prior.dim(), o.sampler);
@@ -2515,10 +2526,11 @@ std::unique_ptr<sampling_plan_storage> make_resolved_guided_plan(std::int64_t d,
                                                                  const guided_options& o, model_output output,
                                                                  execution exec) {
   if (o.sampler == guided_sampler::smc) return make_smc_plan(d, given, o, output, exec);
-  if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, given, o, output, plan_executor(exec), exec.stream);
-  if (o.sampler == guided_sampler::tmpd) {
-    const svd_reduction reduced = reduce_for_tmpd(given, d);
-    return make_tmpd_plan(d, reduced.active ? reduced.problems : given, o, output, plan_executor(exec), exec.stream);
+  if (o.sampler == guided_sampler::dcps || o.sampler == guided_sampler::tmpd) {
+    const svd_reduction reduced = reduce_for_table_sampler(given, d, o);
+    const guided_problems& pr = reduced.active ? reduced.problems : given;
+    if (o.sampler == guided_sampler::dcps) return make_dcps_plan(d, pr, o, output, plan_executor(exec), exec.stream);
+    return make_tmpd_plan(d, pr, o, output, plan_executor(exec), exec.stream);
   }
   if (o.sampler == guided_sampler::ddrm) return make_ddrm_plan(d, given, o, output, plan_executor(exec), exec.stream);
   if (o.sampler == guided_sampler::skrock) return make_skrock_plan(d, given, o, output, exec);
