@@ -1066,7 +1066,7 @@ TEST_F(Cli, SolveTakesItsScheduleFromTheProblemFile) {
   expect_failure(r, "--schedule: vp_table needs its table");
   EXPECT_EQ(r.rc, 2);
   r = run("solve --problem " + path("cosine.json") + base + " --out " + path("out.npy"));
-  expect_failure(r, "cosine.json: sampler.schedule/");
+  expect_failure(r, "cosine.json: sampler.schedule: ");
   EXPECT_NE(r.err.find("a = 0 at t = 1"), std::string::npos) << r.err;
   EXPECT_EQ(r.rc, 1);
   r = run("solve --problem " + path("plain.json") + base + " --schedule vp_cosine --out " + path("out.npy"));

@@ -178,6 +178,17 @@ std::string key_fields(const std::string& list) {
   return out;
 }
 
+/// The keys of @p list that @p file gives, where the list names alternatives ("schedule/time_grid/t_start"): the
+/// file's "schedule" alone names sampler.schedule, not every key that could have set the option. A product's factors
+/// ("steps x measurements") are kept whole.
+std::string given_keys(const std::string& list, const problem& file) {
+  if (list.find(" x ") != std::string::npos) return list;
+  std::string out;
+  for (const std::string& k : parts(list))
+    if (file.sampler.keys.count(k) != 0) out += (out.empty() ? "" : "/") + k;
+  return out.empty() ? list : out;
+}
+
 }  // namespace
 
 void report_setting(const options& o, const problem* file, const std::vector<setting>& table,
@@ -205,8 +216,8 @@ void report_setting(const options& o, const problem* file, const std::vector<set
     if (!named) continue;
     const bool as_key = key_given && !flag_given;
     file_named = file_named || as_key;
-    const std::string shown =
-        as_key ? key_fields(s->key) : std::string(s->flag) + (s->note ? std::string(" (") + s->note + ")" : "");
+    const std::string shown = as_key ? key_fields(given_keys(s->key, *file))
+                                     : std::string(s->flag) + (s->note ? std::string(" (") + s->note + ")" : "");
     for (std::size_t at = find_word(text, option); at != std::string::npos;
          at = find_word(text, option, at + shown.size()))
       text.replace(at, option.size(), shown);
