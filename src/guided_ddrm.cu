@@ -153,6 +153,25 @@ thin_svd factor(const observation_operator* op, const double* dense, std::int64_
     f.S.push_back(s);
     ++f.r;
   }
+  // The eigenvalues of A A^T resolve singular values only down to about 1e-8 of the largest, hence that cut; but a
+  // direction it drops may be observed (a row scaled by 1e-7, with sigma_y small enough to see it), and DDRM then
+  // ignored its observation. Where the cut dropped a direction, the SVD of A itself (row_svd: singular values to
+  // about 1e-16 of the largest) decides the rank; if it finds more, its factors replace these.
+  if (f.r < dy) {
+    std::vector<double> U, S, V;
+    const std::int64_t rank = row_svd(A.data(), dy, d, U, S, V);
+    if (rank > f.r) {
+      f.r = rank;
+      f.S.assign(S.begin(), S.begin() + rank);
+      f.U.assign(dy * rank, 0.0);
+      f.V.assign(d * rank, 0.0);
+      for (std::int64_t i = 0; i < rank; ++i) {
+        for (std::int64_t o = 0; o < dy; ++o) f.U[o * rank + i] = U[o * dy + i];
+        for (std::int64_t j = 0; j < d; ++j) f.V[j * rank + i] = V[j * dy + i];
+      }
+      return f;
+    }
+  }
   f.U.assign(dy * f.r, 0.0);
   f.V.assign(d * f.r, 0.0);
   std::int64_t i = 0;
