@@ -67,9 +67,20 @@ void symmetric_eigen(std::vector<double> G, std::int64_t n, std::vector<double>&
 std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vector<double>& U, std::vector<double>& S,
                      std::vector<double>& V) {
   // R = Q^T A with Q orthogonal, rotated pairwise until the rows of R are orthogonal; then A = Q R, S_i = |R_i|.
+  // Q is held transposed (its columns contiguous).
   const double eps = std::numeric_limits<double>::epsilon();
   std::vector<double> R(A, A + dy * dx), Q(dy * dy, 0.0);
   for (std::int64_t i = 0; i < dy; ++i) Q[i * dy + i] = 1.0;
+  // Rows of norm below max(d_y, d_x) eps times A's largest row norm (at most S_0: below the rank test's threshold,
+  // so never counted) are not rotated: such rounding residues are never orthogonal to working precision, and
+  // rotating them kept every sweep busy to the sweep limit.
+  double widest = 0;
+  for (std::int64_t i = 0; i < dy; ++i) {
+    double n2 = 0;
+    for (std::int64_t j = 0; j < dx; ++j) n2 += R[i * dx + j] * R[i * dx + j];
+    widest = std::max(widest, n2);
+  }
+  const double negligible = double(std::max(dy, dx)) * eps * double(std::max(dy, dx)) * eps * widest;
   for (int sweep = 0; sweep < 80; ++sweep) {
     bool rotated = false;
     for (std::int64_t p = 0; p < dy; ++p)
@@ -80,6 +91,7 @@ std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vec
           beta += R[q * dx + j] * R[q * dx + j];
           gamma += R[p * dx + j] * R[q * dx + j];
         }
+        if (!(alpha > negligible && beta > negligible)) continue;
         if (!(std::abs(gamma) > eps * std::sqrt(alpha) * std::sqrt(beta))) continue;
         rotated = true;
         const double zeta = (beta - alpha) / (2 * gamma);
@@ -90,10 +102,10 @@ std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vec
           R[p * dx + j] = c * rp - s * rq;
           R[q * dx + j] = s * rp + c * rq;
         }
-        for (std::int64_t o = 0; o < dy; ++o) {
-          const double qp = Q[o * dy + p], qq = Q[o * dy + q];
-          Q[o * dy + p] = c * qp - s * qq;
-          Q[o * dy + q] = s * qp + c * qq;
+        for (std::int64_t o = 0; o < dy; ++o) {  // Q's columns p and q, stored as rows of Q^T
+          const double qp = Q[p * dy + o], qq = Q[q * dy + o];
+          Q[p * dy + o] = c * qp - s * qq;
+          Q[q * dy + o] = s * qp + c * qq;
         }
       }
     if (!rotated) break;
@@ -115,7 +127,7 @@ std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vec
   for (std::int64_t i = 0; i < dy; ++i) {
     const std::int64_t from = order[i];
     S[i] = norm[from];
-    for (std::int64_t o = 0; o < dy; ++o) U[o * dy + i] = Q[o * dy + from];
+    for (std::int64_t o = 0; o < dy; ++o) U[o * dy + i] = Q[from * dy + o];
     if (!(S[i] > 0)) continue;
     for (std::int64_t j = 0; j < dx; ++j) V[j * dy + i] = R[from * dx + j] / S[i];
     if (S[i] > tolerance) ++rank;
