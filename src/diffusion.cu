@@ -268,13 +268,16 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_
   detail::check_disjoint({{"x", x, x_bytes},
                           {"outputs.trajectory", outputs.trajectory, outputs.trajectory ? x_bytes * records : 0},
                           {"workspace", workspace, need}});
+  // The step table is built on the host per call: a captured graph would copy it again at every replay, after tb
+  // is gone (the plans capture instead).
+  if (where == executor::cuda) detail::refuse_capture(exec.stream, "diffusion()", "sampling_plan::diffusion or diffusion_plan");
   std::unique_ptr<detail::scratch> owned;
   unsigned char* ws = detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   auto* table_dst = reinterpret_cast<diffusion_step*>(ws);
   const std::size_t copy_bytes = tb.steps.size() * sizeof(diffusion_step);
   if (where == executor::cuda) {
-    // From pageable memory the copy returns once the source is staged, so tb may go out of scope afterwards.
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(table_dst, tb.steps.data(), copy_bytes, cudaMemcpyHostToDevice, exec.stream));
+    // Through a pinned staging block (no host synchronisation); tb may go out of scope afterwards.
+    detail::upload_async(table_dst, tb.steps.data(), copy_bytes, exec.stream);
   } else {
     std::memcpy(table_dst, tb.steps.data(), copy_bytes);
   }

@@ -1039,13 +1039,16 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   detail::check_outputs_disjoint(out, B, BN, d, K, smc, workspace, need);
   // The resamplings' check on the CUDA executor (resample_unchecked() repeats it), before anything is launched.
   if (smc && where == executor::cuda) detail::check_resampling_scan(B, N, exec.stream);
-  // The products' cuBLAS handle of this device, before the first launch (refused under capture when still to be made).
+  // The tables are this call's own, built on the host: a captured graph would copy them again at every replay
+  // after the call has released them.
+  if (where == executor::cuda) detail::refuse_capture(exec.stream, "guided_sample()", "sampling_plan::guided");
+  // The products' cuBLAS handle of this device, before the first launch.
   if (l.gemm && where == executor::cuda) detail::operator_gemm_prepare(&exec.stream);
   if (workspace == nullptr) detail::check_allocation("guided workspace", need, where);
   unsigned char* ws =
       detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   if (where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, exec.stream));
+    detail::upload_async(ws, blob.data(), blob.size(), exec.stream);  // pinned staging: no host synchronisation
   } else {
     std::memcpy(ws, blob.data(), blob.size());
   }

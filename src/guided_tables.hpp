@@ -166,7 +166,7 @@ inline kernels::guided_params linear_params(const gaussian_mixture& prior, const
 }
 
 /// Where the run happens and its workspace: the caller's (checked) or one owned allocation; the host blob copied in
-/// (cudaMemcpyAsync on the stream for the CUDA executor).
+/// (upload_async() on the stream for the CUDA executor, refused under stream capture).
 struct run_space {
   executor where = executor::cpu;
   unsigned char* ws = nullptr;
@@ -204,10 +204,11 @@ inline void prepare_run(run_space& rs, const guided_problems& pr, const guided_o
   if (out.particles != nullptr) check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), rs.where);
   if (out.samples != nullptr) check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), rs.where);
   check_outputs_disjoint(out, pr.problems, BN, d, o.steps, false, workspace, total);
+  if (rs.where == executor::cuda) refuse_capture(exec.stream, "guided_sample()", "sampling_plan::guided");
   if (workspace == nullptr) check_allocation("guided workspace", total, rs.where);
   rs.ws = workspace_or_scratch(total, workspace, workspace_bytes, 16, rs.where, exec.stream, rs.owned);
   if (rs.where == executor::cuda) {
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(rs.ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, exec.stream));
+    upload_async(rs.ws, blob.data(), blob.size(), exec.stream);  // pinned staging: no host synchronisation
   } else {
     std::memcpy(rs.ws, blob.data(), blob.size());
   }

@@ -89,6 +89,20 @@ void check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d
 /// stream see the data once this returns (a plain cudaMemcpy from pageable memory may return before its DMA lands).
 void upload_and_wait(void* device, const void* host, std::size_t bytes, cudaStream_t stream);
 
+/// Copies `bytes` of host memory to the device on `stream` without synchronising: through a pinned block of the
+/// process's staging pool (src/host_staging.hpp) whose event has completed, so `host` may be reused at once and the
+/// host never waits for the stream; when the pool is at staging_limit_bytes (or pinned memory cannot be had), from
+/// pageable memory, which the CUDA runtime may copy synchronously with respect to the stream. Not for a capturing
+/// stream (refuse_capture() first): a graph would read the block again at every replay.
+void upload_async(void* device, const void* host, std::size_t bytes, cudaStream_t stream);
+
+/// The pinned bytes the staging pool of upload_async() holds at most (256 MiB).
+constexpr std::size_t staging_limit_bytes = std::size_t(256) << 20;
+
+/// Throws invalid_argument naming exec.stream, @p call and @p remedy (the capturable alternative) when `stream` is
+/// being captured (stream_capturing()): for the calls that copy per-call host tables (upload_async()).
+void refuse_capture(cudaStream_t stream, const char* call, const char* remedy);
+
 /// Whether work issued to `stream` now would be recorded by a CUDA stream capture (cudaStreamIsCapturing: active or
 /// invalidated), the legacy stream while a blocking stream of the device captures included (work there would join
 /// that capture). For the one-time set-up a capture cannot record (cudaMalloc, synchronised uploads, cublasCreate),

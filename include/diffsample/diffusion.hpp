@@ -100,12 +100,15 @@ DIFFSAMPLE_API std::size_t diffusion_workspace_bytes(const gaussian_mixture& mix
 /// holds the initial states when options.draw_initial is false); @p outputs names the optional buffers (pass {}
 /// for none); no two of x, the trajectory and the workspace may share memory. The per-step coefficients are computed
 /// on the
-/// host in FP64 and copied once per call (cudaMemcpyAsync on exec.stream) into the workspace. Asynchronous on the
-/// CUDA executor: no host synchronisation; without a caller workspace one stream-ordered allocation is made
-/// per call, never per step.
+/// host in FP64 and copied once per call into the workspace (on exec.stream, through a pinned staging block of the
+/// library's, so the copy does not wait for the stream while that pool's 256 MiB suffice). Asynchronous on the
+/// CUDA executor: no host synchronisation; without a caller workspace one stream-ordered allocation is made per call, never per step. Not
+/// capturable in a CUDA graph (the table is the call's own host memory, which a replay would read again): capture a
+/// diffusion_plan or sampling_plan::diffusion loop instead.
 /// @throws invalid_argument for bad sizes, pointers (overlapping ones included), schedules (non-monotone, a channel
 ///         where a step divides by s = 0 or a = 0) or options (options.record_every above the total steps or
-///         without outputs.trajectory among them), before anything is launched
+///         without outputs.trajectory among them), or for a CUDA run while exec.stream is being captured, before
+///         anything is launched
 DIFFSAMPLE_API diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_outputs outputs,
                                           std::int64_t n, const diffusion_options& options, execution exec = {},
                                           void* workspace = nullptr, std::size_t workspace_bytes = 0);

@@ -376,16 +376,20 @@ constexpr std::uint64_t guided_run_seed(std::uint64_t seed, std::uint64_t t) noe
 }
 
 /// Runs a guided sampler on every problem. The tables are built on the host in FP64 (O(steps B d_y^3 +
-/// steps B d_y^2 d_x)) and copied once (cudaMemcpyAsync on exec.stream); then each SMC transition issues a fixed
+/// steps B d_y^2 d_x)) and copied once (on exec.stream, through a pinned staging block of the library's up to
+/// 256 MiB of tables in flight, so the copy does not wait for the stream; beyond that from pageable memory, which
+/// the CUDA runtime may copy synchronously with the stream's earlier work); then each SMC transition issues a fixed
 /// handful of launches (weighting, resample(), bookkeeping, mutation from the ancestors' means) with no allocation and
 /// no host synchronisation; diffpir and skrock run fused in one launch (skrock: no diffusion grid; its `steps` are
 /// iterations of s stages each, the schedule unused), dps and pigdm too on the CUDA executor, while on the CPU
 /// executor they run step by step (the mixture's denoiser, the guidance, its J v, the update: the stages of the
 /// ask/tell plan, sampling_plan::guided). Without a caller workspace one stream-ordered
 /// allocation is made per call; a caller's workspace holds guided_workspace_bytes(prior, problems, options, exec)
-/// bytes (the form without an execution answers for either executor). Asynchronous on the CUDA executor.
+/// bytes (the form without an execution answers for either executor). Asynchronous on the CUDA executor. Not
+/// capturable in a CUDA graph (the tables are the call's own host memory, which a replay would read again): a
+/// sampling_plan::guided loop captures instead.
 /// @throws invalid_argument for inconsistent sizes, non-finite values, non-positive sigma_y, an invalid schedule
-///         or options, before anything is launched
+///         or options, or for a CUDA run while exec.stream is being captured, before anything is launched
 DIFFSAMPLE_API guided_report guided_sample(const gaussian_mixture& prior, guided_outputs outputs,
                                            const guided_problems& problems, const guided_options& options,
                                            execution exec = {}, void* workspace = nullptr,
