@@ -639,8 +639,8 @@ DS_API ds_status ds_mixture_chosen_path(const ds_mixture* mixture, int64_t n, ds
  * (diffsample::gaussian_mixture::prepare_gemm): on DS_EXECUTOR_CUDA also the mixture's cuBLAS handle and the current
  * device's cuBLAS handle of the guided samplers' operator products. Allocates and synchronises; thread-safe;
  * idempotent (a second call does nothing). Call it before capturing gemm-path calls (ds_mixture_evaluate_with(),
- * ds_mixture_denoiser_jvp_with(), or the operator products of ds_guided_sample()) in a CUDA graph: none of this can
- * be captured, and a first gemm-path call of the mixture on the CUDA executor while its stream is being captured
+ * ds_mixture_denoiser_jvp_with()) in a CUDA graph: none of this can be captured (ds_guided_sample() itself cannot
+ * be captured: it copies per-call host tables, and fails with DS_INVALID_ARGUMENT under capture), and a first gemm-path call of the mixture on the CUDA executor while its stream is being captured
  * fails with DS_INVALID_ARGUMENT, its message naming the C++ form of this call, prepare_gemm(executor::cuda).
  * @param where  DS_EXECUTOR_CPU or DS_EXECUTOR_CUDA: DS_INVALID_ARGUMENT naming @p where for DS_EXECUTOR_AUTOMATIC,
  *               a value outside the enum, and DS_EXECUTOR_CUDA when no GPU is present

@@ -187,10 +187,11 @@ class DIFFSAMPLE_API gaussian_mixture {
   }
 
   /// Builds the gemm path's tables (recentred means, norms) for the executor ahead of the first gemm-path call; on
-  /// the CUDA executor also the mixture's cuBLAS handle and the current device's handle of guided_sample()'s operator
-  /// products. Allocates and synchronises; thread-safe; idempotent. Call it before capturing gemm-path calls (or
-  /// guided_sample()'s products) in a CUDA graph: none of this can be captured, and a first gemm-path call of the
-  /// mixture on the CUDA executor under stream capture is refused (invalid_argument naming this call).
+  /// the CUDA executor also the mixture's cuBLAS handle and the current device's handle of the guided samplers'
+  /// operator products (which a DPS or Pi-GDM plan on the products path makes when it is created). Allocates and
+  /// synchronises; thread-safe; idempotent. Call it before capturing gemm-path calls in a CUDA graph: none of this
+  /// can be captured, and a first gemm-path call of the mixture on the CUDA executor under stream capture is refused
+  /// (invalid_argument naming this call). guided_sample() itself is refused under capture on any path.
   void prepare_gemm(executor where) const;
 
   /// The empirical distribution of n points in dimension d smoothed by an isotropic Gaussian of variance

@@ -997,11 +997,13 @@ class GaussianMixture:
     def prepare_gemm(self, device: Union[None, str, Any] = None, *, like: Any = None) -> None:
         """Builds the gemm path's tables for an executor ahead of the mixture's first gemm-path call (C++
         ``gaussian_mixture::prepare_gemm``): on CUDA also the mixture's cuBLAS handle and the device's cuBLAS handle
-        of guided_sample()'s operator products. Call it with the device's before capturing gemm-path calls
-        (``score(x, path='gemm')``, ``denoiser``, ``log_density``, ``denoiser_jvp``, or guided_sample()'s operator
-        products) in a CUDA graph (``torch.cuda.graph``, ``cupy.cuda.Graph``): none of that set-up can be captured,
-        and a first gemm-path call of the mixture on CUDA under stream capture is refused (InvalidArgument naming
-        ``prepare_gemm(executor::cuda)``). Idempotent (a second call does nothing) and thread-safe.
+        of the guided samplers' operator products. Call it with the device's before capturing gemm-path calls
+        (``score(x, path='gemm')``, ``denoiser``, ``log_density``, ``denoiser_jvp``) in a CUDA graph
+        (``torch.cuda.graph``, ``cupy.cuda.Graph``): none of that set-up can be captured, and a first gemm-path call
+        of the mixture on CUDA under stream capture is refused (InvalidArgument naming
+        ``prepare_gemm(executor::cuda)``). guided_sample() itself cannot be captured (it copies per-call host tables
+        and is refused under capture; a SamplingPlan's loop captures). Idempotent (a second call does nothing) and
+        thread-safe.
 
         Args:
             device: 'cpu' or 'cuda' (or a diffsample._core.Executor): the executor whose tables are built; 'cuda'
