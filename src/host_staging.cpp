@@ -51,14 +51,14 @@ struct cuda_staging {
     return e;
   }
   void destroy(event e) { (void)cudaEventDestroy(e); }
-  bool completed(event e) {
+  int state(event e) {
     const cudaError_t status = cudaEventQuery(e);  // never waits; an event never recorded has completed
-    if (status == cudaErrorNotReady) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    DIFFSAMPLE_CUDA_TRY(status);
-    return true;
+    if (status == cudaSuccess) return 1;
+    (void)cudaGetLastError();
+    // Not ready yet; or the event is gone (its context destroyed by cudaDeviceReset, which frees the block's pinned
+    // memory too) or the context holds a sticky error: the block is retired, and the call's own copy or launch
+    // reports a sticky error.
+    return status == cudaErrorNotReady ? 0 : -1;
   }
   void copy(void* dst, const void* src, std::size_t bytes, stream s) {
     DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));

@@ -18,7 +18,9 @@
 //   void* allocate(std::size_t bytes);             pinned memory, nullptr when none can be had
 //   event make_event(int device);                  an event of that device
 //   void destroy(event);                           releases an event (never waits)
-//   bool completed(event);                         whether the work the event last recorded has run (never waits)
+//   int state(event);                              1 when the work the event last recorded has run, 0 while it has
+//                                                  not (never waits), -1 when the event can no longer be queried
+//                                                  (its context destroyed, cudaDeviceReset): the block is retired
 //   void copy(void* dst, const void* src, std::size_t bytes, stream);  the asynchronous copy from pinned src
 //   void record(event, stream);                    records the event after the copy on the stream
 #pragma once
@@ -104,7 +106,9 @@ class staging_pool {
     for (const std::unique_ptr<block>& b : blocks_) {
       if (b->taken || b->device != device || b->bytes < bytes || (best != nullptr && b->bytes >= best->bytes))
         continue;
-      if (backend_.completed(b->ready)) best = b.get();
+      const int state = backend_.state(b->ready);
+      if (state > 0) best = b.get();
+      if (state < 0) b->taken = true;  // retired: its memory may be gone with its context; never touched again
     }
     if (best == nullptr) {
       const std::size_t size = block_bytes(bytes);

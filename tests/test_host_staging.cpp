@@ -3,6 +3,7 @@
 // copy only when the test says so; and, on a GPU, the calls' refusal under stream capture (skipped without one).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -36,6 +37,7 @@ struct fake_device {
     int stream = -1;
     std::size_t after = 0;  // completed once `after` copies of its stream have run
     int device = 0;
+    bool dead = false;  // its context gone (cudaDeviceReset): the query fails
   };
   std::vector<event_state> events;
 
@@ -65,9 +67,10 @@ struct fake_backend {
     return int(dev->events.size()) - 1;
   }
   void destroy(event) { ++dev->events_destroyed; }
-  bool completed(event e) {
+  int state(event e) {
     const fake_device::event_state& st = dev->events[std::size_t(e)];
-    return st.stream < 0 || dev->ran[st.stream] >= st.after;
+    if (st.dead) return -1;
+    return st.stream < 0 || dev->ran[st.stream] >= st.after ? 1 : 0;
   }
   void copy(void* dst, const void* src, std::size_t bytes, stream s) {
     if (dev->fail_copy) throw std::runtime_error("copy failed");
@@ -202,6 +205,24 @@ TEST(HostStaging, FailuresLeaveNoBlockInDoubt) {
   dev.fail_record = false;
   dev.run(0);
   ASSERT_TRUE(p.copy(out.data(), a.data(), a.size(), 0));  // a new block: the retired one is never reused
+  EXPECT_EQ(p.blocks(), 2u);
+}
+
+// A block whose event can no longer be queried (its context destroyed by cudaDeviceReset, which frees the block's
+// pinned memory with it) is retired: never written again, and a new block serves.
+TEST(HostStaging, ABlockWhoseEventIsGoneIsRetired) {
+  fake_device dev;
+  pool p(fake_backend{&dev}, limit);
+  std::vector<unsigned char> a = bytes_of(100, 1), out(100);
+  ASSERT_TRUE(p.copy(out.data(), a.data(), a.size(), 0));
+  dev.run(0);
+  dev.events[0].dead = true;
+  std::fill(dev.memory[0].begin(), dev.memory[0].end(), 0x5a);
+  ASSERT_TRUE(p.copy(out.data(), a.data(), a.size(), 0));
+  EXPECT_EQ(p.blocks(), 2u);
+  EXPECT_TRUE(std::all_of(dev.memory[0].begin(), dev.memory[0].end(), [](unsigned char c) { return c == 0x5a; }));
+  dev.run(0);
+  ASSERT_TRUE(p.copy(out.data(), a.data(), a.size(), 0));
   EXPECT_EQ(p.blocks(), 2u);
 }
 
