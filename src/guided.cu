@@ -660,6 +660,25 @@ double largest_prior_curvature(const std::vector<double>& variances) {
   return c;
 }
 
+// The checks of a run's grid @p pts under its resolved options @p o that build_tables() makes before it builds
+// anything, made by guided_workspace_bytes() too, so that the query refuses what the run refuses (skrock has no
+// grid): moment and twisted potentials need s = 0 at the last point (the likelihood), every step s > 0 where it
+// starts and a > 0 at both ends (detail::check_backward_step()), and the final moves s = 0 at the last point.
+void check_grid(const guided_options& o, const std::vector<schedule_point>& pts) {
+  if (o.sampler == guided_sampler::skrock) return;
+  const bool moment = o.sampler == guided_sampler::smc &&
+                      (o.potentials == guided_potentials::moment || o.potentials == guided_potentials::twisted);
+  DIFFSAMPLE_EXPECTS(!moment || pts.back().s == 0.0,
+                     "options.potentials: " << to_string(o.potentials)
+                                            << " potentials need a grid ending at s = 0 (the likelihood), got s = "
+                                            << pts.back().s);
+  detail::check_backward_steps(pts, "the potentials");
+  DIFFSAMPLE_EXPECTS(!final_moves_run(o) || pts.back().s == 0.0,
+                     "options.final_moves: the moves target the posterior at the grid's last point, which needs s = "
+                     "0 there, got s = "
+                         << pts.back().s);
+}
+
 // The host tables, laid out exactly as their device copy.
 // prior_variances: the prior's variances (SKRock's step bound and the final moves' curvature; empty for the guided
 // plans). When given, *grid gets the grid's points and *prior_curvature the final moves' lambda_0 (0 without final
@@ -673,6 +692,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   std::vector<schedule_point> own;
   std::vector<schedule_point>& pts = grid != nullptr ? *grid : own;
   pts = o.schedule.points(K);
+  check_grid(o, pts);
   if (prior_curvature != nullptr) *prior_curvature = 0;
   *initial_scale = float(pts.front().s);
   std::vector<unsigned char> blob(l.table_end, 0);
@@ -687,10 +707,6 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   auto* sigma2 = reinterpret_cast<float*>(blob.data() + l.sigma2);
   const bool twisted = o.sampler == guided_sampler::smc && o.potentials == guided_potentials::twisted;
   const bool moment = (o.sampler == guided_sampler::smc && o.potentials == guided_potentials::moment) || twisted;
-  DIFFSAMPLE_EXPECTS(!moment || pts.back().s == 0.0,
-                     "options.potentials: " << to_string(o.potentials)
-                                            << " potentials need a grid ending at s = 0 (the likelihood), got s = "
-                                            << pts.back().s);
   const operator_shape& sh = l.operators;
   // The operators as the kernels read them, and A A^T of each (FP64).
   std::vector<double> gram(static_cast<std::size_t>(sh.count * dy * dy));
@@ -848,10 +864,8 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   }
   if (final_moves_run(o)) {
     // W_b = (lambda_0 sigma_{y,b}^2 I + A_b A_b^T)^-1, lambda_0 the prior's curvature at a = 1 (at the channel
-    // (a, 0) the curvature is lambda_0 / a^2 and the noise a sigma_y: the a^2 cancel).
-    DIFFSAMPLE_EXPECTS(pts.back().s == 0.0, "options.final_moves: the moves target the posterior at the grid's last "
-                                            "point, which needs s = 0 there, got s = "
-                                                << pts.back().s);
+    // (a, 0) the curvature is lambda_0 / a^2 and the noise a sigma_y: the a^2 cancel). check_grid() checked s = 0 at
+    // the last point.
     const double lambda0 = largest_prior_curvature(prior_variances);
     if (prior_curvature != nullptr) *prior_curvature = lambda0;
     auto* W = reinterpret_cast<float*>(blob.data() + l.move_precision);
@@ -934,7 +948,7 @@ std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& p
   *cuda_only = 0;
   validate(prior.dim(), problems, given);
   const guided_options options = detail::resolve_options(prior.dim(), problems, given, detail::resolve_route::run);
-  (void)options.schedule.points(options.steps);
+  const std::vector<schedule_point> pts = options.schedule.points(options.steps);
   switch (options.sampler) {
     case guided_sampler::tmpd: {
       const svd_reduction reduced = reduce_for_table_sampler(problems, prior.dim(), options);
@@ -947,6 +961,7 @@ std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& p
     }
     default: break;
   }
+  check_grid(options, pts);  // the run's checks of its grid (build_tables())
   const svd_reduction reduced = reduce_svd(problems, prior.dim(), options.sampler);
   const guided_problems& pr = reduced.active ? reduced.problems : problems;
   const kernels::mixture_view<float> view = prior.storage().view(executor::cpu);

@@ -60,16 +60,29 @@ struct linear_tables {
   std::vector<schedule_point> points;
 };
 
-/// Step k of a guided run from schedule point p to the next point q: channel (p.a, p.s), the DDPM / DDIM backward
-/// kernel N(c0 x0 + c1 x, sig^2 I) of kernels/backward.cuh (into *kernel when given) and the guidance factor
-/// c0 s^2 / a. Checks s > 0 at p and a > 0 at both (@p who: what needs a > 0, for the message).
-inline kernels::guided_step backward_step(const schedule_point& p, const schedule_point& q, std::int64_t k,
-                                          const guided_options& o, const char* who,
-                                          kernels::backward_coefficients* kernel = nullptr) {
+/// The schedule's check of step k from point p to the next point q: s > 0 at p (a DDPM step divides by s^2) and
+/// a > 0 at both (@p who: what needs a > 0, for the message).
+inline void check_backward_step(const schedule_point& p, const schedule_point& q, std::int64_t k, const char* who) {
   DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
                                                                 << "), where a DDPM step divides by s^2");
   DIFFSAMPLE_EXPECTS(p.a > 0 && q.a > 0,
                      "options.schedule: a = 0 at t = " << (p.a > 0 ? q.t : p.t) << ": " << who << " need a > 0");
+}
+
+/// check_backward_step() of every step of the grid @p pts (steps + 1 points), in order: what a run checks as it
+/// builds its tables, and its workspace query too (which builds none).
+inline void check_backward_steps(const std::vector<schedule_point>& pts, const char* who) {
+  for (std::size_t k = 0; k + 1 < pts.size(); ++k)
+    check_backward_step(pts[k], pts[k + 1], static_cast<std::int64_t>(k), who);
+}
+
+/// Step k of a guided run from schedule point p to the next point q: channel (p.a, p.s), the DDPM / DDIM backward
+/// kernel N(c0 x0 + c1 x, sig^2 I) of kernels/backward.cuh (into *kernel when given) and the guidance factor
+/// c0 s^2 / a. Checks the step with check_backward_step().
+inline kernels::guided_step backward_step(const schedule_point& p, const schedule_point& q, std::int64_t k,
+                                          const guided_options& o, const char* who,
+                                          kernels::backward_coefficients* kernel = nullptr) {
+  check_backward_step(p, q, k, who);
   const kernels::backward_coefficients bk = kernels::ddpm_ddim_kernel(p.a, p.s, q.a, q.s, o.ddim, o.eta);
   if (kernel != nullptr) *kernel = bk;
   kernels::guided_step st{};
@@ -84,7 +97,7 @@ inline kernels::guided_step backward_step(const schedule_point& p, const schedul
 }
 
 /// Lays out and fills the shared tables at the front of @p blob (grown as needed) and checks the schedule (s > 0
-/// at every point a step starts from, a > 0 everywhere).
+/// at every point a step starts from, a > 0 everywhere), also when @p blob is null (the workspace query's layout).
 inline linear_tables put_linear_tables(std::int64_t d, const guided_problems& pr, const guided_options& o,
                                        blob_layout& layout, std::vector<unsigned char>* blob) {
   const std::int64_t dy = pr.d_y, K = o.steps, B = pr.problems;
@@ -100,6 +113,7 @@ inline linear_tables put_linear_tables(std::int64_t d, const guided_problems& pr
   t.A = layout.put(t.operators * per * sizeof(float));
   t.mask = layout.put(t.masks ? t.operators * dy * sizeof(std::int32_t) : 0);
   t.y = layout.put(B * dy * sizeof(float));
+  check_backward_steps(t.points, "the samplers");
   if (blob == nullptr) return t;
   blob->resize(std::max(blob->size(), layout.at));
   unsigned char* base = blob->data();

@@ -779,6 +779,82 @@ TEST(Validation, GuidedSigmaYSquaresToANormalFp32Number) {
   }
 }
 
+// guided_workspace_bytes() refuses what guided_sample() refuses of the schedule, with the same message: a grid with
+// a = 0 where a sampler needs a > 0 (vp_cosine's and the linear interpolant's t = 1; DDRM and SKRock run there),
+// moment and twisted potentials or final moves on a grid that does not end at s = 0. Seen failing before: the query
+// returned a size for each of these (TMPD and DCPS laid out their tables without the schedule's check, the other
+// samplers never reached it), and only the run refused them.
+TEST(Validation, GuidedWorkspaceQueryRefusesWhatTheRunRefuses) {
+  const auto mix = small();
+  guided_problems g;
+  g.problems = 1;
+  g.d_y = 1;
+  g.A = {1, 0.5};
+  g.y = {0.3};
+  g.sigma_y = {0.5};
+  const std::int64_t N = 8;
+  std::vector<float> samples(N * 2);
+  guided_outputs out;
+  out.samples = samples.data();
+  const execution cpu{executor::cpu};
+  // The run's message, or "" when it runs.
+  auto refusal = [](auto&& call) -> std::string {
+    try {
+      call();
+    } catch (const invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  struct setting {
+    const char* name;
+    noise_schedule schedule;
+    guided_potentials potentials;
+    std::int64_t final_moves;
+  };
+  const noise_schedule early_end = noise_schedule::vp_linear().with_grid(time_grid::uniform, 1.0, 0.1);
+  const setting settings[] = {
+      {"vp_cosine", noise_schedule::vp_cosine(), guided_potentials::linear, 0},
+      {"linear_interpolant", noise_schedule::linear_interpolant(), guided_potentials::linear, 0},
+      {"moment potentials ending at s > 0", early_end, guided_potentials::moment, 0},
+      {"twisted potentials ending at s > 0", early_end, guided_potentials::twisted, 0},
+      {"final moves ending at s > 0", early_end, guided_potentials::linear, 2},
+  };
+  int refused = 0;
+  for (const guided_sampler sampler : {guided_sampler::smc, guided_sampler::dps, guided_sampler::pigdm,
+                                       guided_sampler::diffpir, guided_sampler::skrock, guided_sampler::tmpd,
+                                       guided_sampler::ddrm, guided_sampler::dcps}) {
+    for (const setting& s : settings) {
+      if (sampler != guided_sampler::smc && (s.potentials != guided_potentials::linear || s.final_moves != 0))
+        continue;  // smc's own settings
+      SCOPED_TRACE(std::string(to_string(sampler)) + ", " + s.name);
+      guided_options o;
+      o.sampler = sampler;
+      o.schedule = s.schedule;
+      o.potentials = s.potentials;
+      o.final_moves = s.final_moves;
+      o.particles = N;
+      o.steps = 4;
+      o.dcps_blocks = 2;
+      const std::string run = refusal([&] { guided_sample(mix, out, g, o, cpu); });
+      EXPECT_EQ(refusal([&] { (void)guided_workspace_bytes(mix, g, o); }), run);
+      EXPECT_EQ(refusal([&] { (void)guided_workspace_bytes(mix, g, o, cpu); }), run);
+      // DDRM starts from a = 0 (its step divides by s alone) and SKRock has no grid: both run on every grid here.
+      const bool runs = sampler == guided_sampler::ddrm || sampler == guided_sampler::skrock;
+      EXPECT_EQ(run.empty(), runs) << run;
+      if (!run.empty()) {
+        ++refused;
+        EXPECT_NE(run.find(s.final_moves > 0                            ? "options.final_moves"
+                           : s.potentials != guided_potentials::linear ? "options.potentials"
+                                                                        : "a = 0 at t = 1"),
+                  std::string::npos)
+            << run;
+      }
+    }
+  }
+  EXPECT_EQ(refused, 6 * 2 + 3);
+}
+
 // grid_mixture() allocated its K x dim means before any check of dim: dim = 2^40 threw std::bad_alloc (no library
 // error, no name; through the C ABI "host allocation failed"), and dim = 2^24 with a 4096-point grid asked for 2 PiB.
 // dim is checked against limits::max_dim and the means' bytes against the host limit, naming what, before allocating.
