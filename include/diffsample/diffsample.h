@@ -439,7 +439,9 @@ typedef struct ds_guided_options {
 /**
  * Output buffers of ds_guided_sample() (diffsample::guided_outputs): device-accessible on the CUDA executor,
  * host-accessible on the CPU one; NULL to skip. Initialise with ds_guided_outputs_init() (all NULL). No two of them,
- * nor one and the workspace, may overlap (DS_INVALID_ARGUMENT).
+ * nor one and the workspace, may overlap (DS_INVALID_ARGUMENT). log_weights, log_normaliser, ess_trace and
+ * resample_count are written by smc only: with another sampler each must be NULL (DS_INVALID_ARGUMENT naming the
+ * first given).
  */
 typedef struct ds_guided_outputs {
   size_t struct_size;       /**< sizeof(ds_guided_outputs), set by ds_guided_outputs_init() */

@@ -305,7 +305,9 @@ struct guided_options {
 };
 
 /// Caller buffers (device-accessible on the CUDA executor, host-accessible on the CPU one); nullptr to skip. No two
-/// of them, nor one and the caller's workspace, may share memory (invalid_argument naming both).
+/// of them, nor one and the caller's workspace, may share memory (invalid_argument naming both). log_weights,
+/// log_normaliser, ess_trace and resample_count are written by smc only: with another sampler each must be nullptr
+/// (invalid_argument naming the first given).
 struct guided_outputs {
   float* particles = nullptr;        ///< B x N x d_x final particles (weighted by log_weights for smc)
   float* log_weights = nullptr;      ///< B x N final log-weights, unnormalised (smc; zeros after a resampling)
@@ -389,7 +391,9 @@ constexpr std::uint64_t guided_run_seed(std::uint64_t seed, std::uint64_t t) noe
 /// capturable in a CUDA graph (the tables are the call's own host memory, which a replay would read again): a
 /// sampling_plan::guided loop captures instead.
 /// @throws invalid_argument for inconsistent sizes, non-finite values, non-positive sigma_y, an invalid schedule
-///         or options, or for a CUDA run while exec.stream is being captured, before anything is launched
+///         or options, overlapping outputs, an output that smc alone writes (log_weights, log_normaliser,
+///         ess_trace, resample_count) given to another sampler, or for a CUDA run while exec.stream is being
+///         captured, before anything is launched
 DIFFSAMPLE_API guided_report guided_sample(const gaussian_mixture& prior, guided_outputs outputs,
                                            const guided_problems& problems, const guided_options& options,
                                            execution exec = {}, void* workspace = nullptr,
