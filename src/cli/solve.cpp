@@ -258,9 +258,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   const std::int64_t d = mixture.dim();
   ds::guided_problems problems;
   ds::guided_options g;
-  // Every setting against the library's own limits before the run, reported with its flag (exit status 2) or its
-  // key in the problem file (exit status 1); also a setting the run itself refuses as it starts, before it launches
-  // anything (the schedule's a = 0 where the samplers need a > 0, which the workspace query does not check).
+  // Every setting against the library's own limits before the run (the workspace query refuses what the run
+  // refuses, the schedule's a = 0 where the samplers need a > 0 included), reported with its flag (exit status 2) or
+  // its key in the problem file (exit status 1).
   const std::vector<setting> table = {
       {"options.steps", "--steps", "steps"},
       {"options.particles", count_flag(o)},
@@ -418,36 +418,39 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   const bool spread = distributed::launched();
   ticker line(method + ": " + std::to_string(n) + " particles x " + std::to_string(g.steps) + " steps",
               quiet || spread);
-  try {
-    if (spread) {  // particles over the processes
-      distributed::guided_run run = distributed::solve_guided(mixture, problems, g, where, ranks);
-      x = std::move(run.samples);  // on rank 0 (empty elsewhere)
-      ess = std::move(run.ess);
-      log_z = run.log_z;
-      resamplings = run.resamplings;
-      ran = run.local;
-    } else {
-      exec_buffer<float> dx(where, n * d), dess(where, g.steps + 1);
-      exec_buffer<double> dz(where, 1);
-      exec_buffer<std::int32_t> dr(where, 1);
-      ds::guided_outputs out;
-      out.samples = dx.data();
-      if (g.sampler == ds::guided_sampler::smc) {
-        out.log_normaliser = dz.data();
-        out.ess_trace = dess.data();
-        out.resample_count = dr.data();
-      }
-      ran = ds::guided_sample(mixture, out, problems, g, {where});
-      operator_path_ran = ran.operator_path;
-      x = std::move(dx.to_host());
-      if (g.sampler == ds::guided_sampler::smc) {
-        ess = std::move(dess.to_host());
-        log_z = dz.to_host()[0];
-        resamplings = dr.to_host()[0];
-      }
+  if (spread) {  // particles over the processes
+    distributed::guided_run run;
+    // The global distributed filter refuses a setting that guided_sample() and its query accept (final moves): named
+    // as the query's refusals are, on every process alike (the library's MPI call agrees on its errors).
+    try {
+      run = distributed::solve_guided(mixture, problems, g, where, ranks);
+    } catch (const ds::invalid_argument& e) {
+      report_setting(o, &file, table, e.what());
     }
-  } catch (const ds::invalid_argument& e) {
-    report_setting(o, &file, table, e.what());
+    x = std::move(run.samples);  // on rank 0 (empty elsewhere)
+    ess = std::move(run.ess);
+    log_z = run.log_z;
+    resamplings = run.resamplings;
+    ran = run.local;
+  } else {
+    exec_buffer<float> dx(where, n * d), dess(where, g.steps + 1);
+    exec_buffer<double> dz(where, 1);
+    exec_buffer<std::int32_t> dr(where, 1);
+    ds::guided_outputs out;
+    out.samples = dx.data();
+    if (g.sampler == ds::guided_sampler::smc) {
+      out.log_normaliser = dz.data();
+      out.ess_trace = dess.data();
+      out.resample_count = dr.data();
+    }
+    ran = ds::guided_sample(mixture, out, problems, g, {where});
+    operator_path_ran = ran.operator_path;
+    x = std::move(dx.to_host());
+    if (g.sampler == ds::guided_sampler::smc) {
+      ess = std::move(dess.to_host());
+      log_z = dz.to_host()[0];
+      resamplings = dr.to_host()[0];
+    }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   line.finish();
