@@ -10,6 +10,7 @@
 #include "kernels/backward.cuh"
 #include "kernels/diffusion.cuh"
 #include "kernels/plan.cuh"
+#include "src/chain_checks.hpp"
 #include "src/chain_launch.hpp"
 #include "src/cpu/chains.hpp"
 #include "src/cuda_check.hpp"
@@ -236,10 +237,14 @@ std::size_t diffusion_workspace_bytes(const gaussian_mixture& mixture, std::int6
   return table_bytes(o) + channel_bytes(mixture, o) + state_bytes(mixture, n);
 }
 
-diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_outputs outputs, std::int64_t n,
-                           const diffusion_options& o, execution exec, void* workspace, std::size_t workspace_bytes) {
+namespace {
+
+// The checks of diffusion() but its workspace's (detail::check_diffusion_arguments): the executor the call runs on.
+// Sets *tb to the step table when given (diffusion() builds it once).
+executor check_arguments(const gaussian_mixture& mixture, const float* x, const diffusion_outputs& outputs,
+                         std::int64_t n, const diffusion_options& o, execution exec, table* tb_out) {
   validate(mixture, n, o);
-  const table tb = build_table(o);
+  table tb = build_table(o);
   const std::int64_t d = mixture.dim();
   const std::int64_t total = total_steps(o);
   const executor where = detail::resolve_executor(exec.kind, x);
@@ -258,6 +263,30 @@ diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_
     if (n > 0) detail::check_count("outputs.trajectory: records", records, n * d);
     detail::check_buffer("outputs.trajectory", outputs.trajectory, records * n * d, sizeof(float), where);
   }
+  // The trajectory is written while other chains still read x: they may not share memory (diffusion() adds its
+  // workspace).
+  const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);
+  detail::check_disjoint({{"x", x, x_bytes},
+                          {"outputs.trajectory", outputs.trajectory, outputs.trajectory ? x_bytes * records : 0}});
+  if (tb_out != nullptr) *tb_out = std::move(tb);
+  return where;
+}
+
+}  // namespace
+
+void detail::check_diffusion_arguments(const gaussian_mixture& mixture, const float* x,
+                                       const diffusion_outputs& outputs, std::int64_t n,
+                                       const diffusion_options& options, execution exec) {
+  (void)check_arguments(mixture, x, outputs, n, options, exec, nullptr);
+}
+
+diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_outputs outputs, std::int64_t n,
+                           const diffusion_options& o, execution exec, void* workspace, std::size_t workspace_bytes) {
+  table tb;
+  const executor where = check_arguments(mixture, x, outputs, n, o, exec, &tb);
+  const std::int64_t d = mixture.dim();
+  const std::int64_t total = total_steps(o);
+  const std::int64_t records = o.record_every > 0 ? total / o.record_every : 0;
   diffusion_report report{where, register_path(mixture, where), total};
   if (n == 0) return report;
 

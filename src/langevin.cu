@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "kernels/langevin.cuh"
+#include "src/chain_checks.hpp"
 #include "src/chain_launch.hpp"
 #include "src/cpu/chains.hpp"
 #include "src/cuda_check.hpp"
@@ -76,8 +77,11 @@ std::size_t langevin_workspace_bytes(const gaussian_mixture& mixture, std::int64
   return table_bytes(mixture) + state;
 }
 
-langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_outputs outputs, std::int64_t n,
-                         const langevin_options& o, execution exec, void* workspace, std::size_t workspace_bytes) {
+namespace {
+
+// The checks of langevin() but its workspace's (detail::check_langevin_arguments): the executor the call runs on.
+executor check_arguments(const gaussian_mixture& mixture, const float* x, const langevin_outputs& outputs,
+                         std::int64_t n, const langevin_options& o, execution exec) {
   validate(mixture, n, o);
   const std::int64_t d = mixture.dim();
   const executor where = detail::resolve_executor(exec.kind, x);
@@ -97,7 +101,27 @@ langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_out
   }
   if (outputs.accepted != nullptr)
     detail::check_buffer("outputs.accepted", outputs.accepted, n, sizeof(std::int64_t), where);
+  // x is read and written in place; the trajectory and the counts are written while other chains still read x, so
+  // no two of them may share memory (langevin() adds its workspace).
+  const std::size_t x_bytes = static_cast<std::size_t>(n * d) * sizeof(float);
+  detail::check_disjoint({{"x", x, x_bytes},
+                          {"outputs.trajectory", outputs.trajectory, outputs.trajectory ? x_bytes * records : 0},
+                          {"outputs.accepted", outputs.accepted, static_cast<std::size_t>(n) * sizeof(std::int64_t)}});
+  return where;
+}
 
+}  // namespace
+
+void detail::check_langevin_arguments(const gaussian_mixture& mixture, const float* x, const langevin_outputs& outputs,
+                                      std::int64_t n, const langevin_options& options, execution exec) {
+  (void)check_arguments(mixture, x, outputs, n, options, exec);
+}
+
+langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_outputs outputs, std::int64_t n,
+                         const langevin_options& o, execution exec, void* workspace, std::size_t workspace_bytes) {
+  const executor where = check_arguments(mixture, x, outputs, n, o, exec);
+  const std::int64_t d = mixture.dim();
+  const std::int64_t records = o.record_every > 0 ? o.steps / o.record_every : 0;
   langevin_report report{where, register_path(mixture, where)};
   if (n == 0) return report;
   const std::size_t need = langevin_workspace_bytes(mixture, n, o);

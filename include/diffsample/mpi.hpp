@@ -108,7 +108,8 @@ struct chain_report {
 /// single-process langevin() of n chains bit for bit (CPU executor). outputs.trajectory and outputs.accepted are
 /// this rank's rows. The accepted proposals are summed over the ranks (counted in a host buffer of this call when
 /// outputs.accepted is nullptr and the rank runs on the CPU; read back from outputs.accepted otherwise).
-/// Validation is collective: an invalid argument on any rank throws the same error on every rank.
+/// Validation is collective: an invalid argument on any rank (its buffers included) throws the same error on every
+/// rank, before any rank runs a chain, so that a failed call leaves every rank's x and outputs as they were.
 DIFFSAMPLE_API chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
                                      langevin_outputs outputs, std::int64_t n, const langevin_options& options,
                                      execution exec = {});
@@ -121,7 +122,7 @@ langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t 
 
 /// diffusion() on chains shard_of(n, comm) of n, as langevin() above: chain first + i uses the stream of chain
 /// options.first_chain + first + i, so the union of the ranks' rows equals a single-process run bit for bit (CPU
-/// executor). Collective validation.
+/// executor). Collective validation, before any rank runs a chain (as langevin() above).
 DIFFSAMPLE_API chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
                                       diffusion_outputs outputs, std::int64_t n, const diffusion_options& options,
                                       execution exec = {});

@@ -15,6 +15,7 @@
 #include <diffsample/error.hpp>
 #include <diffsample/mpi.hpp>
 
+#include "src/chain_checks.hpp"
 #include "src/mpi/comm.hpp"
 #include "src/mpi/messages.hpp"
 
@@ -58,9 +59,9 @@ void init_defaults(ds_diffusion_options* o) { ds_diffusion_options_init(o, sizeo
 // DS_SUCCESS there and leaving the others to the caller's next call); every rank returns the status of the lowest
 // failing rank. The options are read as far as their struct_size says, once it is a layout this library knows (the
 // core call then reads the copy as it would the caller's struct).
-template <class Options, class Run>
+template <class Options, class Check, class Run>
 ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const Options* options, ds_execution exec,
-                    int64_t& count, Run run) {
+                    int64_t& count, Check check, Run run) {
   ds_status status = DS_SUCCESS;
   std::string message;
   Options full{};
@@ -96,12 +97,21 @@ ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const O
   Options o{};
   std::memcpy(static_cast<void*>(&o), static_cast<const void*>(options), full.struct_size);
   o.first_chain += static_cast<uint64_t>(s.first);
+  // This rank's buffers checked as the core call checks them, and agreed on before any rank runs: a bad buffer on one
+  // rank must not leave the other ranks' chains run and their x overwritten by a call that fails.
   try {
     // The mixture's tables on the device this rank runs on (diffsample::mpi::detail::check_tables_device).
     diffsample::execution where;
     where.kind = static_cast<diffsample::executor>(exec.kind);
     where.stream = exec.stream;
     diffsample::mpi::detail::check_tables_device(*m, where, "mixture");
+    check(*m, diffsample::c_api::to_cpp(&o), diffsample::c_api::to_cpp(exec));
+  } catch (...) {
+    status = status_of(std::current_exception(), message);
+  }
+  status = agree(comm, status, message);
+  if (status != DS_SUCCESS) return status;
+  try {
     ds_executor ran = DS_EXECUTOR_AUTOMATIC;
     status = run(&o, ran);
     if (status != DS_SUCCESS)
@@ -141,12 +151,20 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
                           ds_execution exec, ds_langevin_report* report, int64_t* accepted_total) {
   ds_langevin_report rep{};
   int64_t count = 0;
+  const auto check = [&](const diffsample::gaussian_mixture& m, const diffsample::langevin_options& o,
+                          diffsample::execution e) {
+    diffsample::c_api::check_trajectory(o.record_every, trajectory);
+    diffsample::langevin_outputs out;
+    out.trajectory = trajectory;
+    out.accepted = reinterpret_cast<std::int64_t*>(accepted);
+    diffsample::detail::check_langevin_arguments(m, x, out, count, o, e);
+  };
   const auto run = [&](const ds_langevin_options* o, ds_executor& ran) {
     const ds_status st = ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
     ran = rep.ran;
     return st;
   };
-  const ds_status status = run_shard(comm, mixture, n, options, exec, count, run);
+  const ds_status status = run_shard(comm, mixture, n, options, exec, count, check, run);
   if (status != DS_SUCCESS) return status;
   if (report != nullptr) *report = rep;
   // Accepted proposals over the ranks, when every rank counted them: summed where they are on the host, copied from a
@@ -187,12 +205,19 @@ ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, i
                            ds_diffusion_report* report) {
   ds_diffusion_report rep{};
   int64_t count = 0;
+  const auto check = [&](const diffsample::gaussian_mixture& m, const diffsample::diffusion_options& o,
+                          diffsample::execution e) {
+    diffsample::c_api::check_trajectory(o.record_every, trajectory);
+    diffsample::diffusion_outputs out;
+    out.trajectory = trajectory;
+    diffsample::detail::check_diffusion_arguments(m, x, out, count, o, e);
+  };
   const auto run = [&](const ds_diffusion_options* o, ds_executor& ran) {
     const ds_status st = ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);
     ran = rep.ran;
     return st;
   };
-  const ds_status status = run_shard(comm, mixture, n, options, exec, count, run);
+  const ds_status status = run_shard(comm, mixture, n, options, exec, count, check, run);
   if (status == DS_SUCCESS && report != nullptr) *report = rep;
   return status;
 }

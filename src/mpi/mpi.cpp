@@ -13,6 +13,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "src/chain_checks.hpp"
 #include "src/cuda_check.hpp"
 #include "src/guided_shard.hpp"
 #include "src/mpi/comm.hpp"
@@ -484,15 +485,21 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
   detail::same_chain_arguments(comm, rep.comm, mixture, n, options);
   std::vector<std::int64_t> counted;
   bool counting = outputs.accepted != nullptr;  // not outputs.accepted alone: an empty buffer's data() may be null
+  langevin_options o;
+  // Every rank's buffers are checked and agreed on before any rank runs: a bad buffer on one rank must not leave the
+  // others' chains run and their x overwritten by a call that fails.
   collectively(comm, rep.comm, [&] {
     detail::check_tables_device(mixture, exec, "mixture");
-    const langevin_options o = shard_options(comm, n, options, rep);
+    o = shard_options(comm, n, options, rep);
     const bool host = exec.kind == executor::cpu || (exec.kind == executor::automatic && !cuda_available());
     if (outputs.accepted == nullptr && host) {
       counted.assign(static_cast<std::size_t>(rep.rows.count), 0);
       outputs.accepted = counted.data();
       counting = true;
     }
+    diffsample::detail::check_langevin_arguments(mixture, x, outputs, rep.rows.count, o, exec);
+  });
+  collectively(comm, rep.comm, [&] {
     const double t0 = now();
     rep.ran = diffsample::langevin(mixture, x, outputs, rep.rows.count, o, exec).ran;
     if (outputs.accepted != nullptr && rep.rows.count > 0) {
@@ -535,9 +542,14 @@ chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
                        std::int64_t n, const diffusion_options& options, execution exec) {
   chain_report rep;
   detail::same_chain_arguments(comm, rep.comm, mixture, n, options);
+  diffusion_options o;
+  // Every rank's buffers are checked and agreed on before any rank runs (as langevin() above).
   collectively(comm, rep.comm, [&] {
     detail::check_tables_device(mixture, exec, "mixture");
-    const diffusion_options o = shard_options(comm, n, options, rep);
+    o = shard_options(comm, n, options, rep);
+    diffsample::detail::check_diffusion_arguments(mixture, x, outputs, rep.rows.count, o, exec);
+  });
+  collectively(comm, rep.comm, [&] {
     const double t0 = now();
     rep.ran = diffsample::diffusion(mixture, x, outputs, rep.rows.count, o, exec).ran;
     if (rep.ran == executor::cuda) wait_for(exec.stream, "the chains");

@@ -1386,6 +1386,41 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
   }
 }
 
+// A bad buffer on one rank (here a trajectory that overlaps x on the last) was found by that rank's own langevin() or
+// diffusion() while the other ranks ran their chains: every rank threw, but the others' x and trajectories had been
+// written by the failed call. Every rank's buffers are now checked and agreed on before any rank runs.
+TEST_F(Mpi, ABadBufferOnOneRankLeavesEveryRanksBuffersAsTheyWere) {
+  const bool last = rank() == ranks() - 1;
+  const ds::gaussian_mixture prior = prior2();
+  const std::int64_t n = 10, d = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
+  const std::size_t values = static_cast<std::size_t>(s.count * d);
+  for (int call = 0; call < 2; ++call) {
+    SCOPED_TRACE(call == 0 ? "langevin" : "diffusion");
+    std::vector<float> x(values, 0.25f), trajectory(values, 0.25f);
+    float* t = last ? x.data() : trajectory.data();
+    if (call == 0) {
+      ds::langevin_options o;
+      o.steps = 4;
+      o.record_every = 4;  // one record of count x d
+      ds::langevin_outputs out;
+      out.trajectory = t;
+      expect_same_error_everywhere([&] { ds::mpi::langevin(MPI_COMM_WORLD, prior, x.data(), out, n, o, cpu()); },
+                                   "outputs.trajectory: must not overlap x");
+    } else {
+      ds::diffusion_options o;
+      o.steps = 4;
+      o.record_every = 4;
+      ds::diffusion_outputs out;
+      out.trajectory = t;
+      expect_same_error_everywhere([&] { ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), out, n, o, cpu()); },
+                                   "outputs.trajectory: must not overlap x");
+    }
+    EXPECT_EQ(x, std::vector<float>(values, 0.25f)) << "x written by a failed call";
+    EXPECT_EQ(trajectory, std::vector<float>(values, 0.25f)) << "the trajectory written by a failed call";
+  }
+}
+
 // gather_rows() formed count x width before bounding width: 4 rows of width 2^62 + 1 wrapped to 4 values, gathered
 // as such with no error; row_moments() bounded neither count x dim, and read x at indices that overflow. Both are
 // refused on every rank, naming the size.

@@ -321,6 +321,36 @@ int main(int argc, char** argv) {
   free(g_whole);
   free(g_mine);
 
+  /* A trajectory that overlaps x on the last rank only: every rank returns DS_INVALID_ARGUMENT naming it before any
+   * rank runs, and every rank's x and trajectory are left as they were. Seen failing before the agreement on the
+   * buffers: the other ranks ran their chains, wrote x and their trajectory, then returned the last rank's error. */
+  {
+    const size_t values = (size_t)(count * d);
+    float* rows = malloc(values * sizeof(float));
+    float* traj = malloc(values * sizeof(float));
+    ds_langevin_options one = lo;
+    one.record_every = one.steps; /* one record: count x d floats */
+    ds_diffusion_options done = dopt;
+    done.record_every = done.steps;
+    for (int call = 0; call < 2; ++call) {
+      for (size_t i = 0; i < values; ++i) rows[i] = traj[i] = 0.25f;
+      float* t = rank == ranks - 1 ? rows : traj;
+      const ds_status st = call == 0 ? ds_mpi_langevin(MPI_COMM_WORLD, mix, rows, n, &one, t, NULL, cpu, NULL, NULL)
+                                     : ds_mpi_diffusion(MPI_COMM_WORLD, mix, rows, n, &done, t, cpu, NULL);
+      CHECK(st == DS_INVALID_ARGUMENT, call == 0 ? "ds_mpi_langevin: an overlap on the last rank fails every rank"
+                                                 : "ds_mpi_diffusion: an overlap on the last rank fails every rank");
+      char overlap[96];
+      snprintf(overlap, sizeof overlap, "rank %d of %d: outputs.trajectory: must not overlap x", ranks - 1, ranks);
+      CHECK(strncmp(ds_mpi_last_error(), overlap, strlen(overlap)) == 0, "the overlap named in the message");
+      int untouched = 1;
+      for (size_t i = 0; i < values; ++i) untouched = untouched && rows[i] == 0.25f && traj[i] == 0.25f;
+      CHECK(untouched, call == 0 ? "ds_mpi_langevin: no rank's x or trajectory written"
+                                 : "ds_mpi_diffusion: no rank's x or trajectory written");
+    }
+    free(rows);
+    free(traj);
+  }
+
   /* An invalid step size on the last rank only: every rank returns DS_INVALID_ARGUMENT with the same message. */
   if (rank == ranks - 1) lo.step_size = -1.0;
   const ds_status status = ds_mpi_langevin(MPI_COMM_WORLD, mix, mine, n, &lo, NULL, NULL, cpu, NULL, NULL);
