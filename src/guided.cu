@@ -527,6 +527,20 @@ kernels::guided_params bind_tables(const layout& l, unsigned char* ws, const ker
   return p;
 }
 
+// smc's own outputs given to another sampler, which writes particles and samples only (guided_sample() and
+// detail::check_guided_outputs()).
+void check_smc_only_outputs(guided_sampler sampler, const guided_outputs& out) {
+  if (sampler == guided_sampler::smc) return;
+  const char* smc_only = out.log_weights != nullptr      ? "outputs.log_weights"
+                         : out.log_normaliser != nullptr ? "outputs.log_normaliser"
+                         : out.ess_trace != nullptr      ? "outputs.ess_trace"
+                         : out.resample_count != nullptr ? "outputs.resample_count"
+                                                         : nullptr;
+  DIFFSAMPLE_EXPECTS(smc_only == nullptr, smc_only << ": written by smc only; " << to_string(sampler)
+                                                   << " writes outputs.particles and outputs.samples (its "
+                                                      "particles, equally weighted)");
+}
+
 void validate(std::int64_t d, const guided_problems& pr, const guided_options& o) {
   DIFFSAMPLE_EXPECTS(std::find(std::begin(known_guided_samplers), std::end(known_guided_samplers), o.sampler) !=
                          std::end(known_guided_samplers),
@@ -994,16 +1008,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   // smc's own outputs: the other samplers write particles and samples only, and left these buffers as they were,
   // so a caller read whatever they held as log-weights, evidence estimates or ESS (Python's new outputs:
   // uninitialised memory). Refused, naming the output, before anything runs.
-  if (o.sampler != guided_sampler::smc) {
-    const char* smc_only = out.log_weights != nullptr      ? "outputs.log_weights"
-                           : out.log_normaliser != nullptr ? "outputs.log_normaliser"
-                           : out.ess_trace != nullptr      ? "outputs.ess_trace"
-                           : out.resample_count != nullptr ? "outputs.resample_count"
-                                                           : nullptr;
-    DIFFSAMPLE_EXPECTS(smc_only == nullptr, smc_only << ": written by smc only; " << to_string(o.sampler)
-                                                     << " writes outputs.particles and outputs.samples (its "
-                                                        "particles, equally weighted)");
-  }
+  check_smc_only_outputs(o.sampler, out);
   switch (o.sampler) {
     case guided_sampler::tmpd: {
       const svd_reduction reduced = reduce_for_table_sampler(given, prior.dim(), o);
@@ -1460,6 +1465,34 @@ namespace detail {
 particle_streams& current_particle_streams() noexcept {
   thread_local particle_streams streams;
   return streams;
+}
+
+void check_guided_outputs(const gaussian_mixture& prior, const guided_problems& problems,
+                          const guided_options& options, const guided_outputs& out, execution exec) {
+  validate(prior.dim(), problems, options);
+  check_smc_only_outputs(options.sampler, out);
+  const std::int64_t B = problems.problems, N = options.particles, d = prior.dim(), K = options.steps;
+  const std::int64_t BN = B * N;
+  const bool smc = options.sampler == guided_sampler::smc;
+  // The buffer that places the run, as guided_sample() picks it.
+  const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
+                      : out.samples != nullptr ? static_cast<const void*>(out.samples)
+                      : out.log_normaliser != nullptr ? static_cast<const void*>(out.log_normaliser)
+                                                      : static_cast<const void*>(out.log_weights);
+  const executor where = resolve_executor(exec.kind, probe);
+  if (out.particles != nullptr) check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), where);
+  if (out.samples != nullptr) check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), where);
+  if (smc) {
+    if (out.log_weights != nullptr) check_buffer("outputs.log_weights", out.log_weights, BN, sizeof(float), where);
+    if (out.log_normaliser != nullptr)
+      check_buffer("outputs.log_normaliser", out.log_normaliser, B, sizeof(double), where);
+    if (out.ess_trace != nullptr) check_buffer("outputs.ess_trace", out.ess_trace, B * (K + 1), sizeof(float), where);
+    if (out.resample_count != nullptr)
+      check_buffer("outputs.resample_count", out.resample_count, B, sizeof(std::int32_t), where);
+    DIFFSAMPLE_EXPECTS(out.samples == nullptr || options.final_resample,
+                       "outputs.samples: given but options.final_resample is false");
+  }
+  check_outputs_disjoint(out, B, BN, d, K, smc, nullptr, 0);
 }
 
 guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_problems& problems,

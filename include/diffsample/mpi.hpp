@@ -220,7 +220,8 @@ struct guided_result {
 /// d_x rows (rows [first, first + count) of each problem of the single-process outputs; outputs.samples may be
 /// null on some ranks, a rank without particles included: the final gather runs on every rank when any rank passes
 /// it), outputs.log_weights B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
-/// combined, the ESS trace and count this rank's island's). Validation is collective.
+/// combined, the ESS trace and count this rank's island's). Validation is collective: every rank's outputs are
+/// checked and agreed on before any rank runs, so that a failed call leaves every rank's outputs as they were.
 /// dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd, whose particles never interact, run this rank's share on their
 /// single-process Philox streams with no communication, on either executor: outputs.samples and outputs.particles
 /// hold this rank's rows, equal to the single-process rows on the same executor bit for bit; @p mode is ignored.

@@ -799,6 +799,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   same_everywhere(comm, res.comm, detail::guided_arguments(mode, prior, problems, options, outputs));
   if (mode == smc_mode::islands) {
     std::vector<double> mine, all;
+    guided_options o = options;
     collectively(comm, res.comm, [&] {
       detail::check_tables_device(prior, exec, "prior");
       res.particles = shard_of(options.particles, comm);
@@ -807,9 +808,13 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
       DIFFSAMPLE_EXPECTS(res.particles.count >= 1, "options.particles: island mode needs at least one particle per "
                                                    "rank, got " << options.particles << " over " << size_of(comm)
                                                                 << " ranks");
-      guided_options o = options;
       o.particles = res.particles.count;
       o.seed = guided_run_seed(options.seed, static_cast<std::uint64_t>(rank));
+      diffsample::detail::check_guided_outputs(prior, problems, o, outputs, exec);
+    });
+    // Every rank's outputs agreed on above, before any island runs: a bad output on one rank must not leave the
+    // others' written by a call that fails.
+    collectively(comm, res.comm, [&] {
       res.local = diffsample::guided_sample(prior, outputs, problems, o, exec);
       // The island's run waited for whether or not its log-normaliser is read back: its kernels' failure fails every
       // rank here (without the wait, a failure on one rank returned success everywhere).
@@ -851,6 +856,14 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
       detail::check_tables_device(prior, exec, "prior");
       res.particles = shard_of(options.particles, comm);
       (void)guided_workspace_bytes(prior, problems, options);  // the options' checks, on every rank
+      if (res.particles.count > 0) {
+        guided_options o = options;
+        o.particles = res.particles.count;
+        diffsample::detail::check_guided_outputs(prior, problems, o, outputs, exec);
+      }
+    });
+    // Every rank's outputs agreed on above, before any rank runs (as island mode).
+    collectively(comm, res.comm, [&] {
       if (res.particles.count > 0) {
         guided_options o = options;
         o.particles = res.particles.count;

@@ -1421,6 +1421,40 @@ TEST_F(Mpi, ABadBufferOnOneRankLeavesEveryRanksBuffersAsTheyWere) {
   }
 }
 
+// Island mode and the samplers whose particles never interact (dps, ddrm, ...) ran each rank's guided_sample() on its
+// own: a bad output on one rank (here outputs.samples overlapping outputs.particles on the last) failed every rank,
+// but only after the other ranks had run and written their outputs. Every rank's outputs are now checked and agreed
+// on before any rank runs. (The global filter agreed already before its first exchange, its outputs written last.)
+TEST_F(Mpi, GuidedBadOutputsOnOneRankLeaveEveryRanksOutputsAsTheyWere) {
+  const bool last = rank() == ranks() - 1;
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t N = 12, d = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  const std::size_t values = static_cast<std::size_t>(pr.problems * s.count * d);
+  struct run_case {
+    ds::guided_sampler sampler;
+    ds::mpi::smc_mode mode;
+  };
+  for (const run_case c : {run_case{ds::guided_sampler::smc, ds::mpi::smc_mode::islands},
+                           run_case{ds::guided_sampler::dps, ds::mpi::smc_mode::global},
+                           run_case{ds::guided_sampler::ddrm, ds::mpi::smc_mode::global}}) {
+    SCOPED_TRACE(ds::to_string(c.sampler));
+    ds::guided_options o;
+    o.sampler = c.sampler;
+    o.particles = N;
+    o.steps = 4;
+    std::vector<float> particles(values, 0.25f), samples(values, 0.25f);
+    ds::guided_outputs out{};
+    out.particles = particles.data();
+    out.samples = last ? particles.data() : samples.data();
+    expect_same_error_everywhere([&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, c.mode, cpu()); },
+                                 "outputs.samples: must not overlap outputs.particles");
+    EXPECT_EQ(particles, std::vector<float>(values, 0.25f)) << "particles written by a failed call";
+    EXPECT_EQ(samples, std::vector<float>(values, 0.25f)) << "samples written by a failed call";
+  }
+}
+
 // gather_rows() formed count x width before bounding width: 4 rows of width 2^62 + 1 wrapped to 4 values, gathered
 // as such with no error; row_moments() bounded neither count x dim, and read x at indices that overflow. Both are
 // refused on every rank, naming the size.
