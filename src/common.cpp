@@ -258,6 +258,13 @@ void check_allocation(const char* what, std::size_t bytes, executor where) {
   }
 }
 
+void check_allocation(const char* what, std::size_t bytes, executor where, cudaStream_t stream) {
+  // The capture check before any other runtime call (see validate.hpp): a captured allocation is made at each launch
+  // of the graph, so the free memory now is not asked for.
+  if (where == executor::cuda && bytes > 0 && stream_capturing(stream)) return;
+  check_allocation(what, bytes, where);
+}
+
 void upload_and_wait(void* device, const void* host, std::size_t bytes, cudaStream_t stream) {
   DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream));
   DIFFSAMPLE_CUDA_TRY(cudaStreamSynchronize(stream));
@@ -276,7 +283,7 @@ unsigned char* workspace_or_scratch(std::size_t need, void* workspace, std::size
 
 scratch::scratch(std::size_t bytes, executor where, cudaStream_t stream) : where_(where), stream_(stream) {
   if (bytes == 0) return;
-  check_allocation("workspace", bytes, where);
+  check_allocation("workspace", bytes, where, stream);
   if (where == executor::cuda) {
     DIFFSAMPLE_CUDA_TRY(cudaMallocAsync(&ptr_, bytes, stream));
   } else {

@@ -1064,7 +1064,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   if (where == executor::cuda) detail::refuse_capture(exec.stream, "guided_sample()", "sampling_plan::guided");
   // The products' cuBLAS handle of this device, before the first launch.
   if (l.gemm && where == executor::cuda) detail::operator_gemm_prepare(&exec.stream);
-  if (workspace == nullptr) detail::check_allocation("guided workspace", need, where);
+  if (workspace == nullptr) detail::check_allocation("guided workspace", need, where, exec.stream);
   unsigned char* ws =
       detail::workspace_or_scratch(need, workspace, workspace_bytes, 16, where, exec.stream, owned);
   if (where == executor::cuda) {
@@ -1754,14 +1754,14 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
     l = make_layout(prior.dim(), pr, lo, where == executor::cuda ? &shape : nullptr);
     blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
-    detail::check_allocation("guided workspace", l.total, where);
+    detail::check_allocation("guided workspace", l.total, where, exec.stream);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
     // The storage of the rows the resamplings between two transitions exchange (the row table's, below).
     const std::int64_t row_floats = row_table::storage_floats(
         exchanged_fields(o, d, nullptr, nullptr, nullptr, nullptr, nullptr, 0), BL);
     if (row_floats > 0) {
       const std::size_t floats = static_cast<std::size_t>(row_floats);
-      detail::check_allocation("distributed exchanged rows", floats * sizeof(float), where);
+      detail::check_allocation("distributed exchanged rows", floats * sizeof(float), where, exec.stream);
       row_storage = std::make_unique<detail::scratch>(floats * sizeof(float), where, exec.stream);
     }
     // Row first + i of problem b of guided_sample()'s samples is slot perm_b(first + i) of the final resampling. The

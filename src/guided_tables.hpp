@@ -219,7 +219,7 @@ inline void prepare_run(run_space& rs, const guided_problems& pr, const guided_o
   if (out.samples != nullptr) check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), rs.where);
   check_outputs_disjoint(out, pr.problems, BN, d, o.steps, false, workspace, total);
   if (rs.where == executor::cuda) refuse_capture(exec.stream, "guided_sample()", "sampling_plan::guided");
-  if (workspace == nullptr) check_allocation("guided workspace", total, rs.where);
+  if (workspace == nullptr) check_allocation("guided workspace", total, rs.where, exec.stream);
   rs.ws = workspace_or_scratch(total, workspace, workspace_bytes, 16, rs.where, exec.stream, rs.owned);
   if (rs.where == executor::cuda) {
     upload_async(rs.ws, blob.data(), blob.size(), exec.stream);  // pinned staging: no host synchronisation

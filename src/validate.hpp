@@ -109,8 +109,18 @@ void refuse_capture(cudaStream_t stream, const char* call, const char* remedy);
 /// which is refused under capture with the remedy instead of failing inside the CUDA runtime or cuBLAS.
 bool stream_capturing(cudaStream_t stream);
 
-/// Throws out_of_memory when `bytes` exceed the free device memory (CUDA) or are absurd for the host.
+/// Throws out_of_memory when `bytes` exceed the free device memory (CUDA) or are absurd for the host. For an
+/// allocation that is not stream-ordered (cudaMalloc in a constructor or a plan's creation, which synchronise).
 void check_allocation(const char* what, std::size_t bytes, executor where);
+
+/// check_allocation() of a stream-ordered allocation on `stream` (scratch: cudaMallocAsync), which a CUDA graph
+/// capture of `stream` records. The capture check comes first (stream_capturing(), cudaStreamIsCapturing, which is
+/// legal under capture and leaves it valid), and under capture nothing else is asked of the runtime:
+/// cudaMemGetInfo is not stream-ordered and not among the calls documented as capture-safe (under the global and
+/// thread-local capture modes a call the runtime deems unsafe fails and invalidates the capture), and the free memory
+/// it would report says nothing about a graph's launch, when a captured cudaMallocAsync allocates. Outside a capture
+/// it is check_allocation() above.
+void check_allocation(const char* what, std::size_t bytes, executor where, cudaStream_t stream);
 
 /// "cpu" / "cuda" device-side memory: a stream-ordered buffer on CUDA (cudaMallocAsync/cudaFreeAsync, no host
 /// synchronisation), or a host vector on the CPU. Used once per call for workspace, never per step.

@@ -7,7 +7,7 @@
  * the allocation by cudaPointerGetAttributes) and copies are memcpy, so a gaussian_mixture's tables and a run's
  * buffers can be made; kernels are not launched by the stand-in (the real runtime, which finds no driver here,
  * refuses them, and the run then fails on every rank). $RUNTIME_PROBE_SYNC_ERROR makes cudaStreamSynchronize fail
- * (below). */
+ * and $RUNTIME_PROBE_CAPTURING makes cudaStreamIsCapturing report a capture (below). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +144,17 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   record("touch cudaStreamSynchronize", current);
   const char* failure = getenv("RUNTIME_PROBE_SYNC_ERROR");
   return failure == NULL ? 0 : atoi(failure);
+}
+
+/* $RUNTIME_PROBE_CAPTURING (read at each call): nonzero reports every stream as being captured into a CUDA graph
+ * (cudaStreamCaptureStatusActive, 1), as the runtime does while a capture is under way; 0 or unset, none (0). Each
+ * query appends "rank R query cudaStreamIsCapturing D". */
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, int* status) {
+  (void)stream;
+  record("query cudaStreamIsCapturing", current);
+  const char* capturing = getenv("RUNTIME_PROBE_CAPTURING");
+  *status = capturing != NULL && atoi(capturing) != 0 ? 1 : 0;
+  return 0;
 }
 
 cudaError_t cudaDeviceSynchronize(void) {

@@ -1162,6 +1162,59 @@ TEST_F(Mpi, StandInKernelFailureOnOneRankThrowsOnEveryRank) {
   }
 }
 
+// Under the stand-in runtime: the stream-ordered scratch of a call without a workspace (resample() on the CUDA
+// executor) asks whether its stream is being captured before any other runtime call, and under a capture
+// (RUNTIME_PROBE_CAPTURING=1: cudaStreamIsCapturing reports an active capture) does not ask for the free memory
+// (cudaMemGetInfo is no capture-safe call, and a captured cudaMallocAsync allocates at each launch of the graph);
+// outside a capture it asks, as before. The stand-in runs no kernel: each call ends in the runtime's launch error
+// after its allocation. Each rank on its own (no collective). Seen failing: cudaMemGetInfo before the capture check.
+TEST_F(Mpi, StandInScratchUnderCaptureAsksForNoFreeMemory) {
+  if (std::getenv("RUNTIME_PROBE_DEVICES") == nullptr)
+    GTEST_SKIP() << "runs under the stand-in runtime (ctest test_mpi_stand_in_np2, _np3)";
+  using diffsample::testing::device_buffer;
+  const std::string log = ::testing::TempDir() + "probe_capture_" + std::to_string(::getpid()) + ".log";
+  setenv("RUNTIME_PROBE_LOG", log.c_str(), 1);
+  const std::int64_t B = 2, N = 64;
+  device_buffer<float> lw(std::size_t(B * N));
+  device_buffer<std::int32_t> ancestors(std::size_t(B * N));
+  ds::particle_outputs po;
+  po.ancestors = ancestors.ptr;
+  for (const bool capturing : {true, false}) {
+    std::remove(log.c_str());
+    setenv("RUNTIME_PROBE_CAPTURING", capturing ? "1" : "0", 1);
+    std::string ended = "returned";
+    try {
+      ds::resample(po, B, N, lw.ptr, {}, {ds::executor::cuda, nullptr});
+    } catch (const std::exception& e) {  // the stand-in's kernel launch
+      ended = e.what();
+    }
+    std::ifstream in(log);
+    std::vector<std::string> calls;
+    for (std::string line; std::getline(in, line);) calls.push_back(line.substr(line.find(' ', 5) + 1));
+    const auto at = [&](const std::string& call) {
+      for (std::size_t i = 0; i < calls.size(); ++i)
+        if (calls[i].rfind(call, 0) == 0) return std::ptrdiff_t(i);
+      return std::ptrdiff_t(-1);
+    };
+    const std::ptrdiff_t query = at("query cudaStreamIsCapturing"), info = at("touch cudaMemGetInfo"),
+                         allocation = at("touch cudaMallocAsync");
+    const std::string where =
+        std::string(capturing ? "capturing" : "not capturing") + ", rank " + std::to_string(rank()) + ": " + ended;
+    ASSERT_GE(allocation, 0) << where;
+    EXPECT_GE(query, 0) << where;
+    EXPECT_LT(query, allocation) << where;
+    if (capturing) {
+      EXPECT_EQ(info, -1) << where;
+    } else {
+      EXPECT_GT(info, query) << where;
+      EXPECT_LT(info, allocation) << where;
+    }
+  }
+  unsetenv("RUNTIME_PROBE_CAPTURING");
+  unsetenv("RUNTIME_PROBE_LOG");
+  std::remove(log.c_str());
+}
+
 // On CUDA ranks (a real device; skips without one): a mixture built after mpi::rank_execution runs on every rank, and
 // on a node of two or more devices one built on another device than the rank's is refused on every rank with rank
 // 0's message. The stand-in test above checks the same without a GPU.
