@@ -1195,15 +1195,22 @@ struct guided_gather_functor {
 
 /// The SMC's final resample-move (guided_options::final_moves): each equally weighted sample runs `moves`
 /// preconditioned MALA steps on the target of the grid's last point (s = 0, signal scale a = a_K),
-///   pi(x) = p_a(x) N(a y; A x, a^2 sigma_y^2 I),   grad log pi = score_a(x) + A^T (a y - A x) inv_s2,
-/// with p_a the prior at the channel (a, 0) (the mixture's score and log-density from the run's table: the same
-/// evaluation gives both), inv_s2 = 1 / (a^2 sigma_y^2) = inv_var[K B + b]. Proposal
+///   pi(x) = p_a(x) N(a y; A x, a^2 sigma_y^2 I),   grad log pi = g_p(x) + A^T r(x) inv_s2,   r = a y - A x,
+/// with p_a the prior at the channel (a, 0) and g_p its score (the mixture's score and log-density from the run's
+/// table: the same evaluation gives both), inv_s2 = 1 / s2 = 1 / (a^2 sigma_y^2) = inv_var[K B + b]. Proposal
 ///   x' = x + M ((h / 2) g + n),   n = sqrt(h lambda) z_1 + sqrt(h inv_s2) A^T z_2,  z_1 ~ N(0, I_d), z_2 ~ N(0, I_dy),
 /// so that M n ~ N(0, h M) with the preconditioner M = (lambda I + inv_s2 A^T A)^-1 = (I - A^T W A) / lambda,
-/// W = (lambda a^2 sigma_y^2 I + A A^T)^-1 (Woodbury; per problem from the host, the diagonal for masks) and
-/// lambda = the prior's curvature at the channel (max_k 1 / min_j v_kj over a^2). The proposal densities need only
-/// quadratic forms of M: log q(x' | x) = -n^T M n / (2 h), log q(x | x') = -v^T M v / (2 h) with
-/// v = n + (h / 2) (g + g'), since x - x' - (h / 2) M g' = -M v; and w^T M w = (|w|^2 - (A w)^T W (A w)) / lambda.
+/// W = (lambda s2 I + A A^T)^-1 (Woodbury; per problem from the host, the diagonal for masks) and lambda = the
+/// prior's curvature at the channel (max_k 1 / min_j v_kj over a^2). The proposal densities need only quadratic
+/// forms of M: log q(x' | x) = -n^T M n / (2 h), log q(x | x') = -v^T M v / (2 h) with v = n + (h / 2) (g + g'),
+/// since x - x' - (h / 2) M g' = -M v.
+/// Every vector u here (g, n, v, (h / 2) g + n) splits as u = u_p + A^T mu with u_p of order 1 and mu of order
+/// 1 / s2 (the likelihood's gradient, the noise along A^T): the terms in mu are never formed. With mu~ = s2 mu (of
+/// order sigma_y) and e = A u_p - lambda mu~, from M A^T = s2 A^T W and A A^T W = I - lambda s2 W:
+///   M u = (u_p - A^T W e) / lambda,   u^T M u = |u_p|^2 / lambda + inv_s2 |mu~|^2 - e^T W e / lambda,
+/// every term of order 1 whatever sigma_y. (The unsplit forms, |u|^2 - (A u)^T W (A u) and u - A^T W A u, cancel
+/// terms of order 1 / s2 down to order 1: at sigma_y = 1e-5 FP32 left nothing of the Metropolis test.) For g,
+/// mu~ = r; for n, mu~ = sqrt(h s2) z_2.
 /// Move m draws from stream step first_step + m of the sample's row (z_1, then z_2, then the uniform).
 struct final_move_params {
   const float* W;           // B x d_y x d_y (masks: B x d_y): (lambda a^2 sigma_{y,b}^2 I + A_b A_b^T)^-1
@@ -1216,99 +1223,104 @@ struct final_move_params {
   int moves;
 };
 
-/// log pi(v) (up to the constant of the likelihood); grad = grad log pi(v); minus_ag = -A grad; r: d_y scratch.
-template <class V, class G, class S, class R>
+/// log pi(v) (up to the constant of the likelihood); grad = the prior's score g_p(v) (the likelihood's part of the
+/// gradient is A^T r inv_s2, kept as r); r = a y - A v (d_y).
+template <class V, class G, class R>
 DS_HD_INLINE float final_move_target(const guided_params& p, const final_move_params& q, std::int64_t b,
-                                     float inv_s2, const V& v, G& grad, S& minus_ag, R& r) {
+                                     float inv_s2, const V& v, G& grad, R& r) {
   const float log_prior = channel_score<float>(q.channel, v, grad);
   guided_residual(p, b, q.a, v, r);  // a y - A v
   float sq = 0.f;
-  for (int o = 0; o < p.d_y; ++o) {
-    sq += r[o] * r[o];
-    r[o] *= inv_s2;
-  }
-  guided_add_rows(p, b, r, grad);
-  guided_residual(p, b, 0.f, grad, minus_ag);
+  for (int o = 0; o < p.d_y; ++o) sq += r[o] * r[o];
   return log_prior - 0.5f * sq * inv_s2;
+}
+
+/// e = A u_p - lambda mu~ into e (from -A u_p, which e may hold on entry), and e^T W e; with `into` (d_y values, not
+/// aliasing e) also W e.
+template <class E, class Mu, class Into>
+DS_HD_INLINE float final_move_split(const guided_params& p, const final_move_params& q, std::int64_t b,
+                                    float lambda, const Mu& mu, E& e, Into* into) {
+  const int dy = p.d_y;
+  for (int o = 0; o < dy; ++o) e[o] = -e[o] - lambda * mu[o];
+  float ewe = 0.f;
+  if (p.mask != nullptr) {
+    const float* W = q.W + b * dy;
+    for (int o = 0; o < dy; ++o) {
+      const float we = W[o] * e[o];
+      ewe += e[o] * we;
+      if (into != nullptr) (*into)[o] = we;
+    }
+  } else {
+    const float* W = q.W + b * static_cast<std::int64_t>(dy) * dy;
+    for (int o = 0; o < dy; ++o) {
+      float we = 0.f;
+      for (int c = 0; c < dy; ++c) we += W[o * dy + c] * e[c];
+      ewe += e[o] * we;
+      if (into != nullptr) (*into)[o] = we;
+    }
+  }
+  return ewe;
 }
 
 struct final_move_functor {
   guided_params p;
   final_move_params q;
   float* x;    // B N x d, row-major: the samples
-  float* g;    // B N x d scratch in the run's layout: grad log pi(x)
+  float* g;    // B N x d scratch in the run's layout: the prior's score at x
   float* xp;   // B N x d scratch: the proposal
-  float* gp;   // B N x d scratch: grad log pi(x')
-  float* n;    // B N x d scratch: the proposal's noise n
-  float* t;    // B N x 4 d_y scratch: -A g, -A n, -A g' and the residual
+  float* gp;   // B N x d scratch: the prior's score at x'
+  float* n;    // B N x d scratch: the proposal's noise n_p, then v_p
+  float* t;    // B N x 4 d_y scratch: the residuals r(x) and r(x'), mu~ of n (then of v), and e
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     const int d = p.d, dy = p.d_y;
     strided_vec<float> xi = particle_slice(0, x, i, d, 0, d), gi = guided_slice(p, g, i, d, 0, d),
                        xpi = guided_slice(p, xp, i, d, 0, d), gpi = guided_slice(p, gp, i, d, 0, d),
                        ni = guided_slice(p, n, i, d, 0, d);
-    strided_vec<float> ag = guided_slice(p, t, i, 4 * dy, 0, dy), an = guided_slice(p, t, i, 4 * dy, dy, dy),
-                       agp = guided_slice(p, t, i, 4 * dy, 2 * dy, dy), r = guided_slice(p, t, i, 4 * dy, 3 * dy, dy);
+    strided_vec<float> r = guided_slice(p, t, i, 4 * dy, 0, dy), rp = guided_slice(p, t, i, 4 * dy, dy, dy),
+                       nu = guided_slice(p, t, i, 4 * dy, 2 * dy, dy), e = guided_slice(p, t, i, 4 * dy, 3 * dy, dy);
     const float inv_s2 = p.inv_var[q.last * p.problems + b];
     const float h = q.step, lambda = q.curvature, half = 0.5f * h;
-    const float noise_x = ds_sqrt(h * lambda), noise_y = ds_sqrt(h * inv_s2);
-    const float inv_2hl = 1.f / (2.f * h * lambda);
-    float log_pi = final_move_target(p, q, b, inv_s2, xi, gi, ag, r);
+    const float noise_x = ds_sqrt(h * lambda), noise_y = ds_sqrt(h / inv_s2);
+    const float inv_lambda = 1.f / lambda, inv_2h = 1.f / (2.f * h);
+    float log_pi = final_move_target(p, q, b, inv_s2, xi, gi, r);
     for (int m = 0; m < q.moves; ++m) {
       philox rng(guided_seed(p), guided_stream(p, i, b), q.first_step + static_cast<std::uint64_t>(m));
-      rng.normals(d, [&](int j, float z) { ni[j] = noise_x * z; });
-      rng.normals(dy, [&](int o, float z) { r[o] = noise_y * z; });
-      guided_add_rows(p, b, r, ni);          // n
-      guided_residual(p, b, 0.f, ni, an);    // -A n
-      // u = W A ((h / 2) g + n) into r, and (A n)^T W (A n).
-      float nwn = 0.f;
-      if (p.mask != nullptr) {
-        const float* W = q.W + b * dy;
-        for (int o = 0; o < dy; ++o) {
-          nwn += an[o] * W[o] * an[o];
-          r[o] = -W[o] * (half * ag[o] + an[o]);
-        }
-      } else {
-        const float* W = q.W + b * static_cast<std::int64_t>(dy) * dy;
-        for (int o = 0; o < dy; ++o) {
-          float un = 0.f, ug = 0.f;
-          for (int c = 0; c < dy; ++c) {
-            un -= W[o * dy + c] * an[c];
-            ug -= W[o * dy + c] * ag[c];
-          }
-          nwn -= an[o] * un;
-          r[o] = half * ug + un;
-        }
-      }
+      rng.normals(d, [&](int j, float z) { ni[j] = noise_x * z; });  // n_p
+      rng.normals(dy, [&](int o, float z) { nu[o] = noise_y * z; });  // mu~ of n
+      // n^T M n: e = A n_p - lambda mu~.
       float nn = 0.f;
-      for (int j = 0; j < d; ++j) {
-        nn += ni[j] * ni[j];
-        xpi[j] = xi[j] + (half * gi[j] + ni[j]) / lambda;
-      }
-      for (int o = 0; o < dy; ++o) r[o] = -r[o] / lambda;
-      guided_add_rows(p, b, r, xpi);         // x' = x + M ((h / 2) g + n)
-      const float log_forward = -(nn - nwn) * inv_2hl;
-      const float log_pi_new = final_move_target(p, q, b, inv_s2, xpi, gpi, agp, r);
-      // v = n + (h / 2) (g + g'): |v|^2 and (A v)^T W (A v).
+      for (int j = 0; j < d; ++j) nn += ni[j] * ni[j];
+      float nu2 = 0.f;
+      for (int o = 0; o < dy; ++o) nu2 += nu[o] * nu[o];
+      guided_residual(p, b, 0.f, ni, e);  // -A n_p
+      const float nmn = nn * inv_lambda + nu2 * inv_s2 - final_move_split(p, q, b, lambda, nu, e, static_cast<strided_vec<float>*>(nullptr)) *
+                                                                   inv_lambda;
+      // x' = x + M w, w = (h / 2) g + n: w_p = (h / 2) g_p + n_p into x' - x, mu~ = (h / 2) r + mu~ of n (into rp).
+      for (int j = 0; j < d; ++j) xpi[j] = half * gi[j] + ni[j];
+      for (int o = 0; o < dy; ++o) rp[o] = half * r[o] + nu[o];
+      guided_residual(p, b, 0.f, xpi, e);  // -A w_p
+      final_move_split(p, q, b, lambda, rp, e, &rp);  // rp = W e
+      for (int o = 0; o < dy; ++o) rp[o] = -rp[o];
+      guided_add_rows(p, b, rp, xpi);  // w_p - A^T W e
+      for (int j = 0; j < d; ++j) xpi[j] = xi[j] + xpi[j] * inv_lambda;
+      const float log_forward = -nmn * inv_2h;
+      const float log_pi_new = final_move_target(p, q, b, inv_s2, xpi, gpi, rp);
+      // v = n + (h / 2) (g + g'): v_p = n_p + (h / 2) (g_p + g_p'), mu~ = mu~ of n + (h / 2) (r + r').
       float vv = 0.f;
       for (int j = 0; j < d; ++j) {
-        const float vj = ni[j] + half * (gi[j] + gpi[j]);
-        vv += vj * vj;
+        ni[j] += half * (gi[j] + gpi[j]);
+        vv += ni[j] * ni[j];
       }
-      for (int o = 0; o < dy; ++o) r[o] = -(an[o] + half * (ag[o] + agp[o]));  // A v
-      float vwv = 0.f;
-      if (p.mask != nullptr) {
-        const float* W = q.W + b * dy;
-        for (int o = 0; o < dy; ++o) vwv += r[o] * W[o] * r[o];
-      } else {
-        const float* W = q.W + b * static_cast<std::int64_t>(dy) * dy;
-        for (int o = 0; o < dy; ++o) {
-          float u = 0.f;
-          for (int c = 0; c < dy; ++c) u += W[o * dy + c] * r[c];
-          vwv += r[o] * u;
-        }
+      float psi2 = 0.f;
+      for (int o = 0; o < dy; ++o) {
+        nu[o] += half * (r[o] + rp[o]);
+        psi2 += nu[o] * nu[o];
       }
-      const float log_backward = -(vv - vwv) * inv_2hl;
+      guided_residual(p, b, 0.f, ni, e);  // -A v_p
+      const float vmv = vv * inv_lambda + psi2 * inv_s2 -
+                        final_move_split(p, q, b, lambda, nu, e, static_cast<strided_vec<float>*>(nullptr)) * inv_lambda;
+      const float log_backward = -vmv * inv_2h;
       const float log_alpha = log_pi_new - log_pi + log_backward - log_forward;
       const float u = rng.uniform();
       if (ds_log(u) < log_alpha) {  // NaN: rejected
@@ -1316,7 +1328,7 @@ struct final_move_functor {
           xi[j] = xpi[j];
           gi[j] = gpi[j];
         }
-        for (int o = 0; o < dy; ++o) ag[o] = agp[o];
+        for (int o = 0; o < dy; ++o) r[o] = rp[o];
         log_pi = log_pi_new;
       }
     }
