@@ -244,6 +244,33 @@ bool gram_near_singular(std::vector<double> G, std::int64_t n) {
   return false;
 }
 
+// The set-up of a reduction of `pr` to `rank` rows (reduce_rank, reduce_svd): active, the original d_y as the
+// potentials' spread rows, the r-dimensional problems' count, d_y and sigma_y, and room for their y (B r values) and
+// the B log-normaliser parts; the caller fills the rows of A and U^T y.
+svd_reduction start_reduction(const guided_problems& pr, std::int64_t rank) {
+  svd_reduction out;
+  out.active = true;
+  out.spread_rows = pr.d_y;
+  guided_problems& r = out.problems;
+  r.problems = pr.problems;
+  r.d_y = rank;
+  r.sigma_y = pr.sigma_y;
+  r.y.resize(pr.problems * rank);
+  out.log_constant.resize(pr.problems);
+  out.outside.resize(pr.problems);
+  return out;
+}
+
+// Problem b's part of the observation outside the kept rows: `outside` = |y - U U^T y|^2 (the d_y - rank rows that do
+// not depend on x), and the log-normaliser's part -(d_y - r)/2 (log 2 pi + 2 log sigma_y) - outside / (2 sigma_y^2).
+void finish_reduction(svd_reduction& out, const guided_problems& pr, std::int64_t b, std::int64_t rank,
+                      double outside) {
+  const double log_two_pi = kernels::log_two_pi<double>();
+  const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
+  out.outside[b] = outside;
+  out.log_constant[b] = -0.5 * double(pr.d_y - rank) * (log_two_pi + 2 * std::log(sy)) - outside / (2 * sy * sy);
+}
+
 // Any operator's A = U diag(S) V^T (detail::row_svd, FP64) of numerical rank r_b observes nothing along U's last
 // d_y - r_b columns. In the basis U the observation is U^T y = diag(S) V^T x + sigma_y U^T z, the same posterior,
 // DiffPIR proximal step (A'^T A' = A^T A, A'^T y' = A^T y) and DPS / Pi-GDM guidance (A'^T (c A' A'^T + tau I)^-1
@@ -253,7 +280,6 @@ bool gram_near_singular(std::vector<double> G, std::int64_t n) {
 // is diagonal: the tables' inverses are exact in every direction, and the 1 / tau of the directions A^T maps to
 // zero never enters them.
 svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
-  svd_reduction out;
   const std::int64_t dy = pr.d_y, B = pr.problems;
   const bool dense = pr.operators.empty();
   const std::int64_t count = dense ? (pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : B)
@@ -267,20 +293,12 @@ svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
     ranks[c] = detail::row_svd(A.data(), dy, d, U[c], S[c], V[c]);
     rank = std::max(rank, ranks[c]);
   }
-  out.active = true;
-  out.spread_rows = dy;
+  svd_reduction out = start_reduction(pr, rank);
   guided_problems& r = out.problems;
-  r.problems = B;
-  r.d_y = rank;
-  r.sigma_y = pr.sigma_y;
   r.A.assign(static_cast<std::size_t>(count * rank * d), 0.0);
   for (std::int64_t c = 0; c < count; ++c)
     for (std::int64_t i = 0; i < ranks[c]; ++i)
       for (std::int64_t j = 0; j < d; ++j) r.A[(c * rank + i) * d + j] = S[c][i] * V[c][j * dy + i];
-  const double log_two_pi = kernels::log_two_pi<double>();
-  r.y.resize(B * rank);
-  out.log_constant.resize(B);
-  out.outside.resize(B);
   for (std::int64_t b = 0; b < B; ++b) {
     const std::vector<double>& Ub = U[count == 1 ? 0 : b];
     const double* y = pr.y.data() + b * dy;
@@ -293,10 +311,7 @@ svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
       else
         outside += t * t;
     }
-    const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
-    out.outside[b] = outside;
-    out.log_constant[b] =
-        -0.5 * double(dy - rank) * (log_two_pi + 2 * std::log(sy)) - outside / (2 * sy * sy);
+    finish_reduction(out, pr, b, rank, outside);
   }
   return out;
 }
@@ -340,32 +355,23 @@ svd_reduction reduce_for_table_sampler(const guided_problems& pr, std::int64_t d
 // The reduction a run takes: SVD operators of a common rank r < d_y (every sampler); else, for the samplers whose
 // tables invert c A A^T + tau I (smc, pigdm, diffpir), reduce_rank when rank_reduction_needed; else none.
 svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d, guided_sampler sampler) {
-  svd_reduction out;
   const std::int64_t dy = pr.d_y;
   if ((sampler == guided_sampler::smc || sampler == guided_sampler::pigdm || sampler == guided_sampler::diffpir) &&
       rank_reduction_needed(pr, d, true))
     return reduce_rank(pr, d);
-  if (pr.operators.empty()) return out;
+  if (pr.operators.empty()) return {};
   const std::int64_t rank = static_cast<std::int64_t>(pr.operators[0].diagonal().size());
   for (const observation_operator& op : pr.operators)
-    if (op.kind() != observation_kind::svd || static_cast<std::int64_t>(op.diagonal().size()) != rank) return out;
-  if (rank >= dy) return out;
-  out.active = true;
-  out.spread_rows = dy;
+    if (op.kind() != observation_kind::svd || static_cast<std::int64_t>(op.diagonal().size()) != rank) return {};
+  if (rank >= dy) return {};
+  svd_reduction out = start_reduction(pr, rank);
   guided_problems& r = out.problems;
-  r.problems = pr.problems;
-  r.d_y = rank;
-  r.sigma_y = pr.sigma_y;
   for (const observation_operator& op : pr.operators) {
     const std::vector<double>& S = op.diagonal();
     const std::vector<double>& V = op.V();
     for (std::int64_t i = 0; i < rank; ++i)
       for (std::int64_t j = 0; j < d; ++j) r.A.push_back(S[i] * V[j * rank + i]);
   }
-  const double log_two_pi = kernels::log_two_pi<double>();
-  r.y.resize(pr.problems * rank);
-  out.log_constant.resize(pr.problems);
-  out.outside.resize(pr.problems);
   for (std::int64_t b = 0; b < pr.problems; ++b) {
     const std::vector<double>& U = pr.operators[pr.operators.size() == 1 ? 0 : b].U();
     const double* y = pr.y.data() + b * dy;
@@ -381,10 +387,7 @@ svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d, guided_sampl
       for (std::int64_t i = 0; i < rank; ++i) s -= U[o * rank + i] * yr[i];
       outside += s * s;
     }
-    const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
-    out.outside[b] = outside;
-    out.log_constant[b] =
-        -0.5 * double(dy - rank) * (log_two_pi + 2 * std::log(sy)) - outside / (2 * sy * sy);
+    finish_reduction(out, pr, b, rank, outside);
   }
   return out;
 }
