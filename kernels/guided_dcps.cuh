@@ -202,6 +202,23 @@ DS_HD_INLINE const float* dcps_step_precision(const dcps_params& p, std::int64_t
   return p.step_precision + (j * p.g.problems + b) * p.g.d_y * p.g.d_y;
 }
 
+/// |v| of the d entries of v (any lane type T: float here, a pack of lanes on the CPU executor), from the largest
+/// magnitude top = max_j |v_j| the caller found: top sqrt(sum_j (v_j / top)^2), so that the sum of squares neither
+/// overflows nor underflows FP32. The tamed Langevin step and the normalised gradient steps divide by this norm; the
+/// potentials' gradients are of order |A|^2 |y - A x| / sigma_y^2, whose plain sum of squares overflowed to infinity
+/// from sigma_y of about 1e-10 (entries past 1.8e19): the steps then had length 0 and the run went unguided.
+template <class T, class V>
+DS_HD_INLINE T dcps_scaled_norm(const V& v, int d, T top) {
+  const T scale = ds_max(top, T(1.17549435e-38f));  // FLT_MIN: its reciprocal is finite
+  const T inv = T(1.f) / scale;
+  T sum(0.f);
+  for (int j = 0; j < d; ++j) {
+    const T e = v[j] * inv;
+    sum = sum + e * e;
+  }
+  return scale * ds_sqrt(sum);
+}
+
 /// The update of a tamed ULA step of block l (stream step dcps_counter_langevin(l, t) of particle `id`), from the
 /// denoiser m(x) in w.m() and grad log beta(x) in w.grad().
 template <class X>
@@ -212,13 +229,13 @@ DS_HD_INLINE void dcps_langevin_update(const dcps_params& p, std::uint64_t id, s
   // G = prior score (a m - x) / s^2 + grad log beta.
   const strided_vec<float> m = w.m(), grad = w.grad();
   const float inv_s2 = 1.f / (pot.s * pot.s);
-  float norm2 = 0.f;
+  float top = 0.f;
   for (int j = 0; j < d; ++j) {
     const float gj = (pot.a * m[j] - x[j]) * inv_s2 + grad[j];
     grad[j] = gj;
-    norm2 += gj * gj;
+    top = ds_max(top, ds_abs(gj));
   }
-  const float step = p.gamma / (1.f + p.gamma * ds_sqrt(norm2));
+  const float step = p.gamma / (1.f + p.gamma * dcps_scaled_norm(grad, d, top));
   const float noise = ds_sqrt(2.f * p.gamma);
   philox rng(p.g.seed, id, dcps_counter_langevin(p, l, t));
   rng.normals(d, [&](int j, float z) { x[j] = x[j] + step * grad[j] + noise * z; });
@@ -281,17 +298,18 @@ DS_HD_INLINE void dcps_gradient_update(const dcps_params& p, std::int64_t j, con
   const float lr_mu = p.absolute_step ? p.rho : p.rho * st.sig * root_d;
   const float lr_l = p.absolute_step ? p.rho : p.rho * root_d;
   const strided_vec<float> grad = w.grad(), mu = w.mu(), l = w.l(), eps = w.eps(), u = w.u(), gl = w.gl();
-  float n_mu = 0.f, n_l = 0.f;
+  float top_mu = 0.f, top_l = 0.f;
   for (int c = 0; c < d; ++c) {
     const float sd = ds_exp(l[c]);
     const float gm = -grad[c] + (mu[c] - x[c]) * inv_sig2;
     const float gv = -grad[c] * sd * eps[c] + sd * sd * inv_sig2 - 1.f;
     u[c] = gm;
     gl[c] = gv;
-    n_mu += gm * gm;
-    n_l += gv * gv;
+    top_mu = ds_max(top_mu, ds_abs(gm));
+    top_l = ds_max(top_l, ds_abs(gv));
   }
-  const float s_mu = lr_mu / (1e-30f + ds_sqrt(n_mu)), s_l = lr_l / (1e-30f + ds_sqrt(n_l));
+  const float s_mu = lr_mu / (1e-30f + dcps_scaled_norm(u, d, top_mu));
+  const float s_l = lr_l / (1e-30f + dcps_scaled_norm(gl, d, top_l));
   for (int c = 0; c < d; ++c) {
     mu[c] -= s_mu * u[c];
     l[c] -= s_l * gl[c];

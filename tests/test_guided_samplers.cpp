@@ -1091,12 +1091,16 @@ TEST(Dcps, PotentialGradientMatchesFiniteDifferences) {
 // One tamed ULA step of DCPS against the formula in FP64 with the kernel's own normals (stream
 // dcps_counter_langevin): x' = x + gamma G / (1 + gamma |G|) + sqrt(2 gamma) xi, G = (a m - x) / s^2 + grad log beta,
 // the gradient taken from the kernel's own (tested above) function. Tolerance 1e-5 relative. Seen failing with the
-// taming dropped (step gamma instead of gamma / (1 + gamma |G|)).
+// taming dropped (step gamma instead of gamma / (1 + gamma |G|)). Also with the precision 1e24 of a potential at
+// sigma_y = 1e-12, where G's entries are about 1e24 and their plain FP32 sum of squares overflowed: the step was 0
+// and x' = x + sqrt(2 gamma) xi (seen failing so, every coordinate off by 0.27 to 0.57).
 TEST(Dcps, LangevinStepMatchesFp64Reference) {
+  for (const float precision : {2.0f, 1e24f}) {
+  SCOPED_TRACE(precision);
   const small_mixture mix;
   const int d = mix.d, dy = 1;
   std::vector<float> A = {0.5f, -1.0f, 0.3f, 0.8f}, y = {1.5f};
-  const std::vector<float> P = {2.0f};
+  const std::vector<float> P = {precision};
   kn::guided_step unused{};
   kn::dcps_block block{};
   block.start = {0.6f, 0.8f, 0.7f, 0.4f, 0.95f};
@@ -1140,6 +1144,7 @@ TEST(Dcps, LangevinStepMatchesFp64Reference) {
   for (int j = 0; j < d; ++j) {
     const double ref = x[j] + step * G[j] + std::sqrt(2 * gamma) * xi[j];
     EXPECT_NEAR(xf[j], ref, 1e-5 * (1 + std::abs(ref))) << "coordinate " << j;
+  }
   }
 }
 
@@ -1282,14 +1287,18 @@ TEST(Dcps, BridgeVarianceOptionSetsThePotentialsCovariance) {
 // x' = mu + e^l z. Tolerance 1e-4 relative (FP32 JVPs through two normalised steps). Both step forms: lengths
 // rho sig sqrt(d) and rho sqrt(d) (relative, the default) and rho for both vectors (absolute_step, the published
 // form). Seen failing with the KL's prior term (mu - mu_p) / sig^2 dropped from the mean's gradient, and with
-// absolute_step ignored by the kernel (coordinate errors 0.06 to 0.15).
+// absolute_step ignored by the kernel (coordinate errors 0.06 to 0.15). Also with the precision 1e24 of a potential
+// at sigma_y = 1e-12 (gradients of about 1e24): the plain FP32 sums of squares of the two gradients overflowed, both
+// steps had length 0 and the draw came from the unconditional kernel (seen failing so, coordinates off by about 0.1).
 TEST(Dcps, TransitionMatchesFp64Reference) {
+  for (const float precision : {1.5f, 1e24f})
   for (const int absolute : {0, 1}) {
     SCOPED_TRACE(absolute ? "absolute step" : "relative step");
+    SCOPED_TRACE(precision);
   const small_mixture mix;
   const int d = mix.d, dy = 1;
   std::vector<float> A = {0.5f, -1.0f, 0.3f, 0.8f}, y = {1.5f};
-  const std::vector<float> P = {1.5f};
+  const std::vector<float> P = {precision};
   kn::guided_step unused{};
   kn::dcps_step st{};
   st.a = 0.6f;
@@ -1365,6 +1374,53 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
     EXPECT_NEAR(xf[j], ref, 1e-4 * (1 + std::abs(ref))) << "coordinate " << j;
   }
   }
+}
+
+// DCPS's steps at a tiny sigma_y through the whole sampler (the CPU executor's pack code, which the FP64 tests above do
+// not run): once the likelihood's gradient, of order 1 / sigma_y^2, outweighs the prior's score, the tamed Langevin
+// step and the normalised gradient steps follow its direction only (their lengths do not depend on its size), so a
+// run at sigma_y = 1e-12 gives the samples of the run at 1e-7 (same seed and y) up to FP32 rounding. Prior N(m, I_4),
+// a 2 x 4 operator of full rank, 256 particles, 20 steps, 2 blocks of 10 Langevin steps. Checked: the two runs'
+// misfits E|y - A x|^2 within 1% and every coordinate within 1e-3 (1 + |x|) of the other run's. Seen failing before
+// the norms were taken on scaled entries: at 1e-12 the gradients' plain FP32 sums of squares overflowed (entries past
+// 1.8e19), every step had length 0 and the run went unguided (misfit 4.17 against 1.22, coordinates up to 1.4 apart).
+TEST(Dcps, TinySigmaYRunsAsTheLikelihoodDominatedLimit) {
+  const std::int64_t N = 256, d = 4;
+  const ds::gaussian_mixture prior(d, {1.0}, {0.5, -1.0, 1.5, 0.0}, {1.0});
+  ds::linear_observation obs;
+  obs.d_y = 2;
+  obs.d_x = d;
+  obs.A = {0.8, -0.4, 1.1, 0.3, -0.6, 1.2, 0.2, 0.9};
+  obs.y = {1.7, -0.8};
+  auto run_at = [&](double sigma_y) {
+    obs.sigma_y = sigma_y;
+    ds::guided_options o = options(ds::guided_sampler::dcps, N, 20, 29);
+    o.dcps_blocks = 2;
+    o.dcps_langevin_steps = 10;
+    return run(prior, replicate(obs, 1), o);
+  };
+  auto misfit = [&](const std::vector<float>& x) {
+    double sum = 0;
+    for (std::int64_t i = 0; i < N; ++i)
+      for (int r = 0; r < 2; ++r) {
+        double e = obs.y[r];
+        for (std::int64_t j = 0; j < d; ++j) e -= obs.A[r * d + j] * x[i * d + j];
+        sum += e * e;
+      }
+    return sum / double(N);
+  };
+  const std::vector<float> near = run_at(1e-7), tiny = run_at(1e-12);
+  const double m_near = misfit(near), m_tiny = misfit(tiny);
+  std::int64_t far = 0;
+  double worst = 0;
+  for (std::size_t i = 0; i < near.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(tiny[i])) << "value " << i;
+    worst = std::max(worst, double(std::abs(tiny[i] - near[i])));
+    if (!(std::abs(tiny[i] - near[i]) <= 1e-3 * (1 + std::abs(near[i])))) ++far;
+  }
+  std::printf("dcps at sigma_y 1e-7 / 1e-12: misfit %.4f / %.4f, largest difference %.3g\n", m_near, m_tiny, worst);
+  EXPECT_NEAR(m_tiny, m_near, 0.01 * m_near);
+  EXPECT_EQ(far, 0);
 }
 
 // options.dcps_absolute_step through the whole sampler (the CPU executor's pack code, which the FP64 test above does

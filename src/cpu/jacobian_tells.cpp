@@ -259,14 +259,14 @@ void langevin_update(const kernels::dcps_params& p, std::uint64_t id, std::int64
   const int d = p.g.d;
   const kernels::dcps_potential pot = p.blocks[l].start;
   const fpack inv_s2(1.f / (pot.s * pot.s)), a(pot.a);
-  fpack norm2(0.f);
+  fpack top(0.f);
   for (int j = 0; j < d; ++j) {
     const fpack gj = (a * w.m[j] - w.x[j]) * inv_s2 + w.grad[j];
     w.grad[j] = gj;
-    norm2 = norm2 + gj * gj;
+    top = ds_max(top, ds_abs(gj));
   }
   const fpack gamma(p.gamma);
-  const fpack step = gamma / (fpack(1.f) + gamma * ds_sqrt(norm2));
+  const fpack step = gamma / (fpack(1.f) + gamma * kernels::dcps_scaled_norm(w.grad, d, top));
   const fpack noise(kernels::ds_sqrt(2.f * p.gamma));
   philox_pack rng(p.g.seed, id, kernels::dcps_counter_langevin(p, l, t));
   rng.normals(d, [&](int j, fpack z) { w.x[j] = w.x[j] + step * w.grad[j] + noise * z; });
@@ -295,17 +295,18 @@ void gradient_update(const kernels::dcps_params& p, std::int64_t j, const dcps_p
   const float root_d = kernels::ds_sqrt(float(d));
   const fpack lr_mu(p.absolute_step ? p.rho : p.rho * st.sig * root_d);
   const fpack lr_l(p.absolute_step ? p.rho : p.rho * root_d);
-  fpack n_mu(0.f), n_l(0.f);
+  fpack top_mu(0.f), top_l(0.f);
   for (int c = 0; c < d; ++c) {
     const fpack sd = ds_exp(w.l[c]);
     const fpack gm = -w.grad[c] + (w.mu[c] - w.x[c]) * inv_sig2;
     const fpack gv = -w.grad[c] * sd * w.eps[c] + sd * sd * inv_sig2 - fpack(1.f);
     w.u[c] = gm;
     w.q[c] = gv;
-    n_mu = n_mu + gm * gm;
-    n_l = n_l + gv * gv;
+    top_mu = ds_max(top_mu, ds_abs(gm));
+    top_l = ds_max(top_l, ds_abs(gv));
   }
-  const fpack s_mu = lr_mu / (fpack(1e-30f) + ds_sqrt(n_mu)), s_l = lr_l / (fpack(1e-30f) + ds_sqrt(n_l));
+  const fpack s_mu = lr_mu / (fpack(1e-30f) + kernels::dcps_scaled_norm(w.u, d, top_mu));
+  const fpack s_l = lr_l / (fpack(1e-30f) + kernels::dcps_scaled_norm(w.q, d, top_l));
   for (int c = 0; c < d; ++c) {
     w.mu[c] = w.mu[c] - s_mu * w.u[c];
     w.l[c] = w.l[c] - s_l * w.q[c];
