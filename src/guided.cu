@@ -3,9 +3,12 @@
 // (weighting, resample(), bookkeeping, gather_particles(), mutation) over B problems x N particles, or one fused
 // launch for the DPS and Pi-GDM baselines, DiffPIR and SKRock (src/guided_diffpir.cu, src/guided_skrock.cu).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +25,7 @@
 #include "src/cpu/guided_tells.hpp"
 #include "src/cuda_check.hpp"
 #include "src/fused_stepwise.hpp"
+#include "src/guided_reduction.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/operator_gemm.hpp"
 #include "src/guided_shard.hpp"
@@ -271,6 +275,93 @@ void finish_reduction(svd_reduction& out, const guided_problems& pr, std::int64_
   out.log_constant[b] = -0.5 * double(pr.d_y - rank) * (log_two_pi + 2 * std::log(sy)) - outside / (2 * sy * sy);
 }
 
+// The SVDs A_c = U_c diag(S_c) V_c^T (detail::row_svd) of the `count` operators of a reduce_rank run (1 shared or
+// B), their numerical ranks and r = max_c rank_c (at least 1: an all-zero A keeps one zero row).
+struct operator_svds {
+  std::vector<std::vector<double>> U, S, V;
+  std::vector<std::int64_t> ranks;
+  std::int64_t rank = 1;
+};
+
+// The factorisations of the last detail::reduction_memo_entries operator sets (src/guided_reduction.hpp), the most
+// recently used first, each keyed by d_y, d_x and the bits of its operators' dense matrices.
+class factorisation_memo {
+ public:
+  std::shared_ptr<const operator_svds> find(std::int64_t dy, std::int64_t d, const std::vector<double>& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->dy != dy || it->d != d || it->key.size() != key.size() ||
+          std::memcmp(it->key.data(), key.data(), key.size() * sizeof(double)) != 0)
+        continue;
+      entries_.splice(entries_.begin(), entries_, it);
+      return entries_.front().svds;
+    }
+    return nullptr;
+  }
+  void keep(std::int64_t dy, std::int64_t d, std::vector<double> key, std::shared_ptr<const operator_svds> svds) {
+    std::size_t values = key.size();
+    for (std::size_t c = 0; c < svds->U.size(); ++c) values += svds->U[c].size() + svds->S[c].size() + svds->V[c].size();
+    if (values > detail::reduction_memo_bytes / sizeof(double)) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const entry& e : entries_)  // another thread factored the same operators meanwhile
+      if (e.dy == dy && e.d == d && e.key.size() == key.size() &&
+          std::memcmp(e.key.data(), key.data(), key.size() * sizeof(double)) == 0)
+        return;
+    entries_.push_front(entry{dy, d, std::move(key), std::move(svds)});
+    while (entries_.size() > detail::reduction_memo_entries) entries_.pop_back();
+  }
+
+ private:
+  struct entry {
+    std::int64_t dy, d;
+    std::vector<double> key;
+    std::shared_ptr<const operator_svds> svds;
+  };
+  std::mutex mutex_;
+  std::list<entry> entries_;
+};
+
+factorisation_memo& the_factorisation_memo() {
+  static factorisation_memo memo;
+  return memo;
+}
+
+std::atomic<std::int64_t> factorisations_made{0};
+
+// The factorisations of reduce_rank's operators (pr's dense rows, or each operator's matrix()), from the memo when
+// the same operators were factored last (the same bits: row_svd is a function of them), else computed and kept.
+std::shared_ptr<const operator_svds> factor_operators(const guided_problems& pr, std::int64_t d) {
+  const std::int64_t dy = pr.d_y;
+  const bool dense = pr.operators.empty();
+  const std::int64_t count = dense ? (pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : pr.problems)
+                                   : static_cast<std::int64_t>(pr.operators.size());
+  const std::size_t size = static_cast<std::size_t>(dy * d);
+  std::vector<double> key;
+  if (dense) {
+    key.assign(pr.A.begin(), pr.A.begin() + count * size);
+  } else {
+    key.reserve(count * size);
+    for (const observation_operator& op : pr.operators) {
+      const std::vector<double> A = op.matrix();
+      key.insert(key.end(), A.begin(), A.end());
+    }
+  }
+  factorisation_memo& memo = the_factorisation_memo();
+  if (std::shared_ptr<const operator_svds> kept = memo.find(dy, d, key)) return kept;
+  auto f = std::make_shared<operator_svds>();
+  f->U.resize(count);
+  f->S.resize(count);
+  f->V.resize(count);
+  f->ranks.resize(count);
+  for (std::int64_t c = 0; c < count; ++c) {
+    f->ranks[c] = detail::row_svd(key.data() + c * size, dy, d, f->U[c], f->S[c], f->V[c]);
+    f->rank = std::max(f->rank, f->ranks[c]);
+  }
+  factorisations_made.fetch_add(1, std::memory_order_relaxed);
+  memo.keep(dy, d, std::move(key), f);
+  return f;
+}
+
 // Any operator's A = U diag(S) V^T (detail::row_svd, FP64) of numerical rank r_b observes nothing along U's last
 // d_y - r_b columns. In the basis U the observation is U^T y = diag(S) V^T x + sigma_y U^T z, the same posterior,
 // DiffPIR proximal step (A'^T A' = A^T A, A'^T y' = A^T y) and DPS / Pi-GDM guidance (A'^T (c A' A'^T + tau I)^-1
@@ -281,18 +372,12 @@ void finish_reduction(svd_reduction& out, const guided_problems& pr, std::int64_
 // zero never enters them.
 svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
   const std::int64_t dy = pr.d_y, B = pr.problems;
-  const bool dense = pr.operators.empty();
-  const std::int64_t count = dense ? (pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : B)
-                                   : static_cast<std::int64_t>(pr.operators.size());
-  std::vector<std::vector<double>> U(count), S(count), V(count);
-  std::vector<std::int64_t> ranks(count);
-  std::int64_t rank = 1;  // an all-zero A keeps one (zero) row
-  for (std::int64_t c = 0; c < count; ++c) {
-    const std::vector<double> A = dense ? std::vector<double>(pr.A.begin() + c * dy * d, pr.A.begin() + (c + 1) * dy * d)
-                                        : pr.operators[c].matrix();
-    ranks[c] = detail::row_svd(A.data(), dy, d, U[c], S[c], V[c]);
-    rank = std::max(rank, ranks[c]);
-  }
+  const std::shared_ptr<const operator_svds> f = factor_operators(pr, d);
+  const std::int64_t count = static_cast<std::int64_t>(f->ranks.size()), rank = f->rank;
+  const std::vector<std::vector<double>>& U = f->U;
+  const std::vector<std::vector<double>>& S = f->S;
+  const std::vector<std::vector<double>>& V = f->V;
+  const std::vector<std::int64_t>& ranks = f->ranks;
   svd_reduction out = start_reduction(pr, rank);
   guided_problems& r = out.problems;
   r.A.assign(static_cast<std::size_t>(count * rank * d), 0.0);
@@ -1464,6 +1549,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
 }
 
 namespace detail {
+
+std::int64_t reduction_factorisations() noexcept { return factorisations_made.load(std::memory_order_relaxed); }
 
 particle_streams& current_particle_streams() noexcept {
   thread_local particle_streams streams;
