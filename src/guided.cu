@@ -230,8 +230,27 @@ struct svd_reduction {
 // tau, e.g. DiffPIR's rho_k / 2 ~ sigma_y^2, is below 1e-13 of A A^T).
 constexpr double gram_pivot_floor = 1e-4;
 
-// Whether the n x n Gram matrix G = A A^T has a scaled Cholesky pivot at or below gram_pivot_floor.
-bool gram_near_singular(std::vector<double> G, std::int64_t n) {
+// Above the pivot floor, Pi-GDM's and DiffPIR's FP32 tables (c A A^T + tau I)^-1 still lose digits in proportion to
+// the condition number of A A^T scaled to a unit diagonal (the correlation matrix R of A's rows; the row scales
+// cancel in (.)^-1 (y - A m)), which their tables reach as tau / c goes to 0 (Pi-GDM's late steps at a small
+// sigma_y, DiffPIR's steps where rho_k is small): the FP32 rounding of the entries moves the table's products by
+// about cond_2(R) 2^-24 relative. Where that exceeds 2^-16 (cond_2(R) > 256) they run on the orthogonal rows of
+// reduce_rank too, whose tables are diagonal (measured on one step of 3 x 4 operators: up to 1e-6 of the step at
+// cond_2(R) = 242, 5e-6 at 1.6e3, 6e-5 at 1.6e4 on the direct tables; 5e-8 to 2.6e-7 on the orthogonal rows). SMC's
+// step tables var I + sig^2 A A^T keep var >= s^2 x (the potentials' spread, a share of trace(A A^T) / d_y) and stay
+// well conditioned; only its final moves' W reaches cond(R), and no error of theirs was measurable (GuidedMoves'
+// moments within 4.5 se of 4000 draws at cond_2(R) 4e2 and 4e3, sigma_y 1e-2 to 1e-5): SMC keeps the pivot test alone.
+constexpr double gram_condition_limit = 256;
+
+// Whether the n x n Gram matrix G = A A^T has a scaled Cholesky pivot at or below gram_pivot_floor, or (when
+// condition_limit > 0) the condition number of G scaled to a unit diagonal above condition_limit.
+bool gram_near_singular(std::vector<double> G, std::int64_t n, double condition_limit = 0) {
+  std::vector<double> R;
+  if (condition_limit > 0) {
+    R = G;
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t j = 0; j < n; ++j) R[i * n + j] = G[i * n + j] / std::sqrt(G[i * n + i] * G[j * n + j]);
+  }
   for (std::int64_t j = 0; j < n; ++j) {
     const double own = G[j * n + j];
     double pivot = own;
@@ -245,7 +264,16 @@ bool gram_near_singular(std::vector<double> G, std::int64_t n) {
       G[i * n + j] = t / l;
     }
   }
-  return false;
+  if (!(condition_limit > 0)) return false;
+  // cond_2(R) = lambda_max(R) lambda_max(R^-1) (power iterations), R^-1 from R's Cholesky factor (which exists: its
+  // pivots are G's scaled ones).
+  std::vector<double> L = R, inverse(static_cast<std::size_t>(n * n), 0.0);
+  if (kernels::cholesky_failure_scaled(L.data(), n) >= 0) return true;
+  for (std::int64_t i = 0; i < n; ++i) inverse[i * n + i] = 1.0;
+  kernels::forward_substitute(L.data(), n, inverse.data(), n);
+  kernels::back_substitute_transposed(L.data(), n, inverse.data(), n);
+  const double condition = detail::largest_eigenvalue(R.data(), n) * detail::largest_eigenvalue(inverse.data(), n);
+  return !(condition <= condition_limit);
 }
 
 // The set-up of a reduction of `pr` to `rank` rows (reduce_rank, reduce_svd): active, the original d_y as the
@@ -401,16 +429,17 @@ svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
   return out;
 }
 
-// Whether some operator of `pr` other than a mask has A A^T near singular (gram_near_singular). With
-// `svd_projected`, a set of SVD operators of one rank r < d_y is left to reduce_svd's own projection.
-bool rank_reduction_needed(const guided_problems& pr, std::int64_t d, bool svd_projected) {
+// Whether some operator of `pr` other than a mask has A A^T near singular (gram_near_singular, with
+// condition_limit). With `svd_projected`, a set of SVD operators of one rank r < d_y is left to reduce_svd's own
+// projection.
+bool rank_reduction_needed(const guided_problems& pr, std::int64_t d, bool svd_projected, double condition_limit = 0) {
   const std::int64_t dy = pr.d_y;
   std::vector<double> G(static_cast<std::size_t>(dy * dy));
   if (pr.operators.empty()) {
     const std::int64_t count = pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : pr.problems;
     for (std::int64_t c = 0; c < count; ++c) {
       kernels::gram(pr.A.data() + c * dy * d, dy, d, G.data());
-      if (gram_near_singular(G, dy)) return true;
+      if (gram_near_singular(G, dy, condition_limit)) return true;
     }
     return false;
   }
@@ -421,7 +450,7 @@ bool rank_reduction_needed(const guided_problems& pr, std::int64_t d, bool svd_p
       });
   if (projected) return false;
   for (const observation_operator& op : pr.operators)
-    if (op.kind() != observation_kind::mask && gram_near_singular(op.gram(), dy)) return true;
+    if (op.kind() != observation_kind::mask && gram_near_singular(op.gram(), dy, condition_limit)) return true;
   return false;
 }
 
@@ -438,11 +467,13 @@ svd_reduction reduce_for_table_sampler(const guided_problems& pr, std::int64_t d
 }
 
 // The reduction a run takes: SVD operators of a common rank r < d_y (every sampler); else, for the samplers whose
-// tables invert c A A^T + tau I (smc, pigdm, diffpir), reduce_rank when rank_reduction_needed; else none.
+// tables invert c A A^T + tau I (smc, pigdm, diffpir), reduce_rank when rank_reduction_needed (for pigdm and
+// diffpir with gram_condition_limit); else none.
 svd_reduction reduce_svd(const guided_problems& pr, std::int64_t d, guided_sampler sampler) {
   const std::int64_t dy = pr.d_y;
   if ((sampler == guided_sampler::smc || sampler == guided_sampler::pigdm || sampler == guided_sampler::diffpir) &&
-      rank_reduction_needed(pr, d, true))
+      rank_reduction_needed(pr, d, true,
+                            sampler == guided_sampler::smc ? 0.0 : gram_condition_limit))
     return reduce_rank(pr, d);
   if (pr.operators.empty()) return {};
   const std::int64_t rank = static_cast<std::int64_t>(pr.operators[0].diagonal().size());

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <diffsample/guided.hpp>
@@ -1049,4 +1050,84 @@ TEST(GuidedPnp, SkrockMatchesItsExactStationaryLawOnAGaussian) {
     EXPECT_NEAR(m, mu_exact[j], 5 * std::sqrt(want / double(N))) << "x_" << j;
     EXPECT_NEAR(v / want, 1.0, 5 * std::sqrt(2.0 / double(N - 1))) << "x_" << j;
   }
+}
+
+namespace {
+
+// Full-rank 3 x 4 operators whose A A^T is ill conditioned without a scaled Cholesky pivot below reduce_rank's floor
+// of 1e-4: row 3 = `scale` (row 1 + angle |row 1| e_2), about `angle` rad off row 1 (angle 0.1: cond_2 of A A^T scaled
+// to a unit diagonal 1.6e3, smallest scaled pivot 2.5e-3; angle 0.03: 1.6e4 and 2.5e-4); the entries FP32 values, so
+// that the reference solves the problem the kernels read.
+rank_case ill_conditioned(double angle, double scale) {
+  rank_case c{"", 3, {1, 2, 0, -1, 0, 1, 3, 1, 1, 2, 0, -1}, {0.5, -1.0, 0.5 * scale}};
+  c.A[9] += angle * std::sqrt(6.0);
+  for (int j = 0; j < 4; ++j) c.A[8 + j] *= scale;
+  for (double& v : c.A) v = double(float(v));
+  for (double& v : c.y) v = double(float(v));
+  return c;
+}
+
+}  // namespace
+
+// DiffPIR's and Pi-GDM's steps on full-rank but ill-conditioned operators (ill_conditioned: angles 0.1 and 0.03, row 3
+// at scales 1 and 0.03, sigma_y 1e-3 and 1e-7) against the solves in quadruple precision of the d_x-dimensional forms
+// (the references of the rank tests above), to 8e-7 (1 + |x'|) per coordinate (measured at most 2.6e-7 on the rows
+// reduce_rank makes orthogonal). Seen failing while only a scaled pivot below 1e-4 chose the orthogonal rows: the
+// FP32 tables (A A^T + w I)^-1 and (r^2 A A^T + sigma_y^2 I)^-1 of these operators were applied as they were, off by
+// up to 5e-6 (angle 0.1) and 6e-5 (angle 0.03) of the step.
+TEST(GuidedPnp, DiffpirAndPigdmStepsOnIllConditionedFullRankOperators) {
+  const ds::gaussian_mixture prior(4, {0.4, 0.6}, {-1.0, 0.5, 0.0, 1.0, 1.5, -0.5, 1.0, 0.5}, {0.7, 1.2});
+  const mixture64 m(prior);
+  for (double angle : {0.1, 0.03})
+    for (double scale : {1.0, 0.03})
+      for (double sy : {1e-3, 1e-7}) {
+        const rank_case c = ill_conditioned(angle, scale);
+        const ds::linear_observation obs = as_observation(c, sy);
+        const std::string what =
+            "angle " + std::to_string(angle) + ", scale " + std::to_string(scale) + ", sigma_y " + std::to_string(sy);
+        {
+          ds::guided_options o = options(ds::guided_sampler::diffpir, 8, 1, 9);
+          o.diffpir_zeta = 0.3;
+          o.schedule.with_times({0.5, 0.4});
+          const std::vector<ds::schedule_point> pts = o.schedule.points(1);
+          const double a = pts[0].a, s = pts[0].s, a1 = pts[1].a, s1 = pts[1].s;
+          const double w = 0.5 * o.diffpir_lambda * sy * sy * a * a / (s * s);
+          const std::vector<float> got = run(prior, as_problems(obs), o);
+          std::vector<std::vector<double>> want;
+          for (std::uint64_t i = 0; i < 8; ++i) {
+            std::vector<double> x = normals(9, i, 0, 4), z = normals(9, i, 1, 4);
+            for (double& v : x) v *= s;
+            const std::vector<wide> x0 = regularised_solve(c, 1.0, w, c.y, m.denoiser(x, a, s));
+            std::vector<double> next(4);
+            for (int j = 0; j < 4; ++j)
+              next[j] = a1 * double(x0[j]) + s1 * (std::sqrt(1 - o.diffpir_zeta) * (x[j] - a * double(x0[j])) / s +
+                                                   std::sqrt(o.diffpir_zeta) * z[j]);
+            want.push_back(next);
+          }
+          expect_close(got, want, ("diffpir, " + what).c_str(), 8e-7);
+        }
+        {
+          ds::guided_options o = options(ds::guided_sampler::pigdm, 8, 1, 11);
+          o.schedule.with_times({0.5, 0.4});
+          const std::vector<ds::schedule_point> pts = o.schedule.points(1);
+          const double a = pts[0].a, s = pts[0].s, a1 = pts[1].a, s1 = pts[1].s;
+          const double rho = a / a1, v = s * s - rho * rho * s1 * s1;
+          const double cx = rho * s1 * s1 / (s * s), cm = a1 * v / (s * s), sig = std::sqrt(s1 * s1 * v / (s * s));
+          const double r2 = s * s / (a * a + s * s);
+          const std::vector<float> got = run(prior, as_problems(obs), o);
+          std::vector<std::vector<double>> want;
+          for (std::uint64_t i = 0; i < 8; ++i) {
+            std::vector<double> x = normals(11, i, 0, 4), z = normals(11, i, 1, 4);
+            for (double& t : x) t *= s;
+            const std::vector<double> mean = m.denoiser(x, a, s);
+            const std::vector<wide> g = regularised_solve(c, r2, sy * sy, residual(obs, mean), std::vector<double>(4, 0.0));
+            const std::vector<double> jv = m.jvp(x, {double(g[0]), double(g[1]), double(g[2]), double(g[3])}, a, s);
+            std::vector<double> next(4);
+            for (int j = 0; j < 4; ++j)
+              next[j] = cm * mean[j] + cx * x[j] + sig * z[j] + o.guidance_scale * (cm * s * s / a) * jv[j];
+            want.push_back(next);
+          }
+          expect_close(got, want, ("pigdm, " + what).c_str(), 8e-7);
+        }
+      }
 }
