@@ -150,6 +150,12 @@ void check_count(const char* name, std::int64_t n, std::int64_t d) {
                      name << ": " << n << " x " << d << " elements overflow a 64-bit byte count");
 }
 
+void check_unread(const char* name, bool is_default, const std::string& method, const std::string& value,
+                  const std::string& fallback) {
+  DIFFSAMPLE_EXPECTS(is_default, name << ": not read by " << method << "; leave it at its default " << fallback
+                                      << ", got " << value);
+}
+
 void check_finite(const char* name, double value) {
   DIFFSAMPLE_EXPECTS(std::isfinite(value), name << ": must be finite, got " << value);
 }

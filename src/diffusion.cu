@@ -174,9 +174,27 @@ std::int64_t total_steps(const diffusion_options& o) {
   return o.sampler == diffusion_sampler::sequential_measurements ? o.steps * o.measurements : o.steps;
 }
 
+// The options the sampler does not read hold their defaults (README: "Options a method does not read"): the
+// schedule (walk_jump, SMS), eta (all but ddim), sigma and step_size (the schedule-based samplers), measurements (all
+// but SMS). final_denoise = true is what stochastic_localization, walk_jump and SMS do anyway, and passes.
+void check_unread_options(const diffusion_options& o) {
+  const diffusion_options d;
+  const std::string method = std::string("sampler ") + to_string(o.sampler);
+  const bool schedule = uses_schedule(o.sampler);
+  if (!schedule) detail::check_unread_schedule("options.schedule", o.schedule, method);
+  if (o.sampler != diffusion_sampler::ddim) detail::check_unread("options.eta", o.eta, d.eta, method);
+  if (schedule) {
+    detail::check_unread("options.sigma", o.sigma, d.sigma, method);
+    detail::check_unread("options.step_size", o.step_size, d.step_size, method);
+  }
+  if (o.sampler != diffusion_sampler::sequential_measurements)
+    detail::check_unread("options.measurements", o.measurements, d.measurements, method);
+}
+
 void validate_options(const diffusion_options& o) {
   DIFFSAMPLE_EXPECTS(o.sampler >= diffusion_sampler::ddpm && o.sampler <= diffusion_sampler::sequential_measurements,
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
+  check_unread_options(o);
   limits::check("options.steps", o.steps, 1, limits::max_steps);
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1,
                      "options.eta: must be in [0, 1], got " << o.eta);
@@ -373,6 +391,9 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
   DIFFSAMPLE_EXPECTS(std::isfinite(o.eta) && o.eta >= 0 && o.eta <= 1, "options.eta: must be in [0, 1], got " << o.eta);
   limits::check("options.first_chain", o.first_chain, 0, limits::max_first_chain);
   // As sampling_plan refuses it: the plan keeps no trajectory, and x is the caller's between steps.
+  DIFFSAMPLE_EXPECTS(o.sampler >= diffusion_sampler::ddpm && o.sampler <= diffusion_sampler::sequential_measurements,
+                     "options.sampler: invalid value " << static_cast<int>(o.sampler));
+  check_unread_options(o);
   DIFFSAMPLE_EXPECTS(o.record_every == 0, "options.record_every: a plan records nothing (x is the caller's between "
                                           "steps), got " << o.record_every);
   if (!uses_schedule(o.sampler)) {

@@ -660,10 +660,90 @@ void check_smc_only_outputs(guided_sampler sampler, const guided_outputs& out) {
                                                       "particles, equally weighted)");
 }
 
+// The options the sampler does not read hold their defaults (README: "Options a method does not read"), so that a
+// value set for another sampler cannot pass as if it had taken effect. resampling.seed and resampling.step are
+// set by the sampler itself (from options.seed and the step), for every sampler.
+void check_unread_options(const guided_options& o) {
+  const guided_options d;
+  const guided_sampler s = o.sampler;
+  const std::string method = std::string("sampler ") + to_string(s);
+  const auto unread = [&](const char* name, const auto& value, const auto& fallback) {
+    detail::check_unread(name, value, fallback, method);
+  };
+  const bool smc = s == guided_sampler::smc, dps = s == guided_sampler::dps, pigdm = s == guided_sampler::pigdm,
+             tmpd = s == guided_sampler::tmpd;
+  if (s == guided_sampler::skrock) {  // no diffusion grid: its steps are iterations on p(x | y)
+    detail::check_unread_schedule("options.schedule", o.schedule, method);
+    unread("options.grid", o.grid, d.grid);
+  }
+  if (!(smc || dps || pigdm || tmpd || s == guided_sampler::dcps)) {  // the DDPM / DDIM backward kernel
+    unread("options.ddim", o.ddim, d.ddim);
+    unread("options.eta", o.eta, d.eta);
+  } else if (!o.ddim) {  // eta is DDIM's stochasticity
+    detail::check_unread("options.eta", o.eta, d.eta, method + "'s DDPM kernel (options.ddim is false)");
+  }
+  if (!smc) {
+    unread("options.potential_spread", o.potential_spread, d.potential_spread);
+    // The value guided_report gives for a sampler without potentials (linear) passes as the default does.
+    detail::check_unread("options.potentials",
+                         o.potentials == guided_potentials::automatic || o.potentials == guided_potentials::linear,
+                         method, to_string(o.potentials), "automatic (or linear, what guided_report names)");
+    unread("options.resampling.scheme", o.resampling.scheme, d.resampling.scheme);
+    unread("options.resampling.ess_threshold", o.resampling.ess_threshold, d.resampling.ess_threshold);
+    unread("options.start_correction", o.start_correction, d.start_correction);
+    unread("options.multistep_kernel", o.multistep_kernel, d.multistep_kernel);
+    unread("options.final_resample", o.final_resample, d.final_resample);
+    // 0 (none) is what -1 resolves to for them, and what guided_report::final_moves gives: it passes.
+    detail::check_unread("options.final_moves", o.final_moves == d.final_moves || o.final_moves == 0, method,
+                         std::to_string(o.final_moves), "-1 (or 0, none)");
+    unread("options.final_move_step", o.final_move_step, d.final_move_step);
+  } else if (o.final_moves == 0) {
+    detail::check_unread("options.final_move_step", o.final_move_step, d.final_move_step,
+                         method + " with options.final_moves = 0 (no final moves)");
+  }
+  if (!smc || o.resampling.scheme != resampling_scheme::metropolis)
+    detail::check_unread("options.resampling.metropolis_steps", o.resampling.metropolis_steps,
+                         d.resampling.metropolis_steps,
+                         smc ? "resampling scheme " + std::string(to_string(o.resampling.scheme)) : method);
+  detail::check_unread("options.resampling.seed", o.resampling.seed, d.resampling.seed,
+                       "the caller: the sampler sets it from options.seed");
+  detail::check_unread("options.resampling.step", o.resampling.step, d.resampling.step,
+                       "the caller: the sampler sets it to each transition's index");
+  if (!(dps || pigdm || tmpd)) {
+    unread("options.guidance_scale", o.guidance_scale, d.guidance_scale);
+    unread("options.operator_path", o.operator_path, d.operator_path);
+  }
+  if (!dps) unread("options.dps_step", o.dps_step, d.dps_step);
+  if (s != guided_sampler::diffpir) {
+    unread("options.diffpir_zeta", o.diffpir_zeta, d.diffpir_zeta);
+    unread("options.diffpir_lambda", o.diffpir_lambda, d.diffpir_lambda);
+  }
+  if (s != guided_sampler::skrock) {
+    unread("options.skrock_stages", o.skrock_stages, d.skrock_stages);
+    unread("options.skrock_eta", o.skrock_eta, d.skrock_eta);
+    unread("options.skrock_step_fraction", o.skrock_step_fraction, d.skrock_step_fraction);
+    unread("options.skrock_lipschitz", o.skrock_lipschitz, d.skrock_lipschitz);
+  }
+  if (s != guided_sampler::ddrm) {
+    unread("options.ddrm_eta", o.ddrm_eta, d.ddrm_eta);
+    unread("options.ddrm_eta_b", o.ddrm_eta_b, d.ddrm_eta_b);
+  }
+  if (s != guided_sampler::dcps) {
+    unread("options.dcps_blocks", o.dcps_blocks, d.dcps_blocks);
+    unread("options.dcps_langevin_steps", o.dcps_langevin_steps, d.dcps_langevin_steps);
+    unread("options.dcps_langevin_step", o.dcps_langevin_step, d.dcps_langevin_step);
+    unread("options.dcps_gradient_steps", o.dcps_gradient_steps, d.dcps_gradient_steps);
+    unread("options.dcps_learning_rate", o.dcps_learning_rate, d.dcps_learning_rate);
+    unread("options.dcps_bridge_variance", o.dcps_bridge_variance, d.dcps_bridge_variance);
+    unread("options.dcps_absolute_step", o.dcps_absolute_step, d.dcps_absolute_step);
+  }
+}
+
 void validate(std::int64_t d, const guided_problems& pr, const guided_options& o) {
   DIFFSAMPLE_EXPECTS(std::find(std::begin(known_guided_samplers), std::end(known_guided_samplers), o.sampler) !=
                          std::end(known_guided_samplers),
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
+  check_unread_options(o);
   limits::check("problems.problems", pr.problems, 1, limits::max_guided_problems);
   limits::check("problems.d_y", pr.d_y, 1, limits::max_guided_d_y);
   limits::check("options.steps", o.steps, 1, limits::max_steps);
@@ -718,9 +798,6 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(o.final_moves >= -1,
                      "options.final_moves: must be -1 (automatic) or >= 0, got " << o.final_moves);
   limits::check("options.final_moves", o.final_moves, -1, limits::max_inner_steps);
-  DIFFSAMPLE_EXPECTS(o.final_moves <= 0 || o.sampler == guided_sampler::smc,
-                     "options.final_moves: an SMC setting, got " << o.final_moves << " with sampler "
-                                                                  << to_string(o.sampler));
   DIFFSAMPLE_EXPECTS(o.final_moves <= 0 || o.final_resample,
                      "options.final_moves: moves the final resampling's samples, but options.final_resample is false");
   DIFFSAMPLE_EXPECTS(std::isfinite(o.final_move_step) && o.final_move_step >= 0,
@@ -728,8 +805,6 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   detail::check_at_most_max_abs("options.final_move_step", o.final_move_step);
   DIFFSAMPLE_EXPECTS(!o.start_correction || o.potentials != guided_potentials::moment,
                      "options.start_correction: needs linear or twisted potentials, got " << to_string(o.potentials));
-  DIFFSAMPLE_EXPECTS(!o.multistep_kernel || o.sampler == guided_sampler::smc,
-                     "options.multistep_kernel: the smc sampler's option, got sampler " << to_string(o.sampler));
   // automatic takes linear potentials past d_y = 8 (detail::resolve_options).
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::automatic ||
                          pr.d_y <= kernels::moment_potential_max_dy,
@@ -1123,6 +1198,18 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                             const guided_options& options, execution exec, void* workspace,
                             std::size_t workspace_bytes) {
   validate(prior.dim(), given, options);
+  // The SMC's own outputs: another sampler wrote nothing into them (and the caller read its buffer as the result).
+  if (options.sampler != guided_sampler::smc) {
+    const std::string method = std::string("sampler ") + to_string(options.sampler);
+    const auto unwritten = [&](const char* name, const void* p) {
+      DIFFSAMPLE_EXPECTS(p == nullptr, name << ": not written by " << method
+                                            << " (an smc output, which the other samplers do not compute); pass null");
+    };
+    unwritten("outputs.log_weights", out.log_weights);
+    unwritten("outputs.log_normaliser", out.log_normaliser);
+    unwritten("outputs.ess_trace", out.ess_trace);
+    unwritten("outputs.resample_count", out.resample_count);
+  }
   const guided_options o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::run);
   // smc's own outputs: the other samplers write particles and samples only, and left these buffers as they were,
   // so a caller read whatever they held as log-weights, evidence estimates or ESS (Python's new outputs:
@@ -2722,10 +2809,20 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
   validate(d, given, options);
-  DIFFSAMPLE_EXPECTS(options.final_moves <= 0,
-                     "options.final_moves: not supported by a guided plan, got "
-                         << options.final_moves << " (the moves need the prior's log-density: guided_sample() runs "
-                                                   "them on its mixture)");
+  // The final moves need the prior's log-density (guided_sample() runs them on its mixture): a plan, whose prior is
+  // the caller's model, reads neither field (final_moves = 0, none, passes). Nor does a DPS or Pi-GDM plan read
+  // operator_path: it applies the operator directly (guided_sample() may take the products).
+  const guided_options defaults;
+  const std::string plan = std::string("a guided plan (sampler ") + to_string(options.sampler) + ")";
+  detail::check_unread("options.final_moves", options.final_moves == defaults.final_moves || options.final_moves == 0,
+                       plan + ": the moves need the prior's log-density, and guided_sample() runs them on its mixture",
+                       std::to_string(options.final_moves), "-1 (or 0, none)");
+  detail::check_unread("options.final_move_step", options.final_move_step, defaults.final_move_step, plan);
+  // direct, which such a plan runs, passes as the default does.
+  if (options.sampler == guided_sampler::dps || options.sampler == guided_sampler::pigdm)
+    detail::check_unread("options.operator_path", options.operator_path != mixture_path::gemm,
+                         plan + ", which applies the operator directly", to_string(options.operator_path),
+                         "automatic (or direct)");
   const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));

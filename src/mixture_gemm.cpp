@@ -448,8 +448,21 @@ std::int64_t gemm_chunk(const evaluate_options& o, std::int64_t K) {
   return std::min(c, K);
 }
 
+void check_evaluate_options(const evaluate_options& o) {
+  // The gemm path's sizes whatever the path (a negative chunk passed on the direct path), and on the direct path,
+  // which reads none of the gemm path's settings, each at its default (README: "Options a method does not read").
+  limits::check("options.component_chunk", o.component_chunk, 0, limits::max_gemm_tile);
+  limits::check("options.point_block", o.point_block, 0, limits::max_gemm_tile);
+  if (o.path != mixture_path::direct) return;
+  const evaluate_options d;
+  check_unread("options.allow_tf32", o.allow_tf32, d.allow_tf32, "path direct");
+  check_unread("options.component_chunk", o.component_chunk, d.component_chunk, "path direct");
+  check_unread("options.point_block", o.point_block, d.point_block, "path direct");
+}
+
 mixture_path choose_path(const mixture_storage& st, quantity, std::int64_t, executor where,
                          const evaluate_options& o) {
+  check_evaluate_options(o);
   if (o.path == mixture_path::direct) return mixture_path::direct;
   if (o.path == mixture_path::gemm) {
     DIFFSAMPLE_EXPECTS(st.isotropic, "options.path: gemm needs an isotropic mixture (variances given as K values); "
@@ -534,6 +547,7 @@ evaluate_report gaussian_mixture::evaluate(float* out, std::int64_t n, const flo
 std::size_t gaussian_mixture::evaluate_workspace_bytes(std::int64_t n, quantity what, const evaluate_options& options,
                                                        execution exec) const {
   detail::check_count("n", n, dim());
+  detail::check_evaluate_options(options);  // on every executor, as evaluate() checks them
   const executor where = exec.kind == executor::automatic
                              ? (cuda_available() ? executor::cuda : executor::cpu)
                              : detail::resolve_executor(exec.kind, nullptr);

@@ -64,7 +64,11 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
                             std::int64_t n, channel ch, float* out, const evaluate_options& o, cudaStream_t stream);
 std::size_t gemm_cuda_jvp_workspace_bytes(std::int64_t n, std::int64_t K, std::int64_t d, const evaluate_options& o);
 
-/// Which path evaluate() runs (never automatic).
+/// Checks evaluate_options whatever the path: the gemm path's sizes, and the direct path's refusal of the gemm
+/// path's settings (allow_tf32, component_chunk, point_block), which it does not read.
+void check_evaluate_options(const evaluate_options& o);
+
+/// Which path evaluate() runs (never automatic), after check_evaluate_options().
 mixture_path choose_path(const mixture_storage& st, quantity what, std::int64_t n, executor where,
                          const evaluate_options& o);
 

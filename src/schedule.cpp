@@ -8,6 +8,7 @@
 #include "src/cuda_check.hpp"
 #include "src/limits.hpp"
 #include "src/schedule_defaults.hpp"
+#include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/mixture.hpp>
 #include <diffsample/schedule.hpp>
@@ -387,5 +388,34 @@ std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
   }
   return out;
 }
+
+namespace detail {
+
+void check_unread_schedule(const char* name, const noise_schedule& s, const std::string& method) {
+  const noise_schedule d = noise_schedule::vp_linear();
+  const std::string at = name;
+  auto field = [&](const char* f, const auto& value, const auto& fallback) {
+    check_unread((at + "." + f).c_str(), value, fallback, method);
+  };
+  auto values = [&](const char* f, const std::vector<double>& value, const std::vector<double>& fallback) {
+    // Compared entry by entry: a NaN is never equal, so a vector holding one is refused too.
+    const bool same = value.size() == fallback.size() && std::equal(value.begin(), value.end(), fallback.begin());
+    check_unread((at + "." + f).c_str(), same, method, std::to_string(value.size()) + " values",
+                 std::to_string(fallback.size()) + " values");
+  };
+  field("kind", s.kind, d.kind);
+  field("beta_min", s.beta_min, d.beta_min);
+  field("beta_max", s.beta_max, d.beta_max);
+  field("cosine_offset", s.cosine_offset, d.cosine_offset);
+  values("alpha_bar", s.alpha_bar, d.alpha_bar);
+  field("sigma_min", s.sigma_min, d.sigma_min);
+  field("sigma_max", s.sigma_max, d.sigma_max);
+  field("grid", s.grid, d.grid);
+  field("t_start", s.t_start, d.t_start);
+  field("t_end", s.t_end, d.t_end);
+  values("times", s.times, d.times);
+}
+
+}  // namespace detail
 
 }  // namespace diffsample

@@ -7,13 +7,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
-#include <string>
 #include <memory>
+#include <sstream>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "src/cuda_check.hpp"
 #include <diffsample/execution.hpp>
 #include <diffsample/mixture.hpp>
+#include <diffsample/schedule.hpp>
 
 namespace diffsample::detail {
 
@@ -61,6 +64,37 @@ void check_disjoint(std::initializer_list<buffer_span> spans);
 
 /// Checks that `path` is one of mixture_path's values ("<name>: invalid value 7" otherwise).
 void check_mixture_path(const char* name, mixture_path path);
+
+/// The rule for an option that the chosen method (a sampler, a resampling scheme, an evaluation path, a plan) does
+/// not read: it must hold its default, so that a value set for it cannot pass as if it had taken effect. Throws
+/// "<name>: not read by <method>; leave it at its default <fallback>, got <value>" unless @p is_default.
+void check_unread(const char* name, bool is_default, const std::string& method, const std::string& value,
+                  const std::string& fallback);
+
+/// An option's value as check_unread() words it: numbers as streamed, true / false, enums by to_string().
+template <class T>
+std::string option_text(const T& value) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return value ? "true" : "false";
+  } else if constexpr (std::is_enum_v<T>) {
+    return to_string(value);
+  } else {
+    std::ostringstream s;
+    s << value;
+    return s.str();
+  }
+}
+
+/// check_unread() for one field: @p value against the field's @p fallback (the default of its options struct). A NaN
+/// is never the default, so it is refused too.
+template <class T>
+void check_unread(const char* name, const T& value, const T& fallback, const std::string& method) {
+  if (!(value == fallback)) check_unread(name, false, method, option_text(value), option_text(fallback));
+}
+
+/// check_unread() for a whole schedule against noise_schedule::vp_linear() (the default of diffusion_options and
+/// guided_options), naming its first field that differs ("options.schedule.kind", ".beta_min", ...).
+void check_unread_schedule(const char* name, const noise_schedule& schedule, const std::string& method);
 
 /// Checks a finite positive value at most max_abs_value (step sizes, variances).
 void check_positive(const char* name, double value);

@@ -181,6 +181,7 @@ std::vector<law_case> law_cases(std::int64_t d) {
   wj.name = "walk_jump";
   wj.options = o;
   wj.options.sampler = diffusion_sampler::walk_jump;
+  wj.options.schedule = noise_schedule::vp_linear();  // walk_jump and SMS read no schedule (and refuse another)
   wj.options.sigma = sigma;
   wj.options.step_size = 0.03 * sigma * sigma;
   wj.options.steps = 800;
@@ -668,6 +669,7 @@ std::vector<diffusion_options> plan_cases() {
   o.sampler = diffusion_sampler::ddim;
   o.eta = 0.5;
   cases.push_back(o);
+  o.eta = 0.0;  // read by ddim only (the other samplers refuse another value)
   o.sampler = diffusion_sampler::reverse_sde;
   o.schedule = noise_schedule::ornstein_uhlenbeck(4.0);
   cases.push_back(o);
@@ -679,6 +681,7 @@ std::vector<diffusion_options> plan_cases() {
   o.schedule = noise_schedule::stochastic_localization(1e-3, 1e2);
   cases.push_back(o);
   o.sampler = diffusion_sampler::walk_jump;
+  o.schedule = noise_schedule::vp_linear();  // walk_jump reads no schedule (and refuses another)
   o.sigma = 2.0;
   o.step_size = 0.1;
   cases.push_back(o);
@@ -1088,10 +1091,13 @@ TEST(Diffusion, FirstStepOfEverySamplerUsesTheDocumentedStream) {
       o.seed = 123;
       o.first_chain = 9;
       o.record_every = 1;
-      o.eta = 0.5;
-      o.sigma = 2.0;
-      o.step_size = 0.1;
-      o.measurements = 2;
+      // Each sampler's own settings (a sampler refuses the fields it does not read).
+      if (sampler == diffusion_sampler::ddim) o.eta = 0.5;
+      if (sampler == diffusion_sampler::walk_jump || sampler == diffusion_sampler::sequential_measurements) {
+        o.sigma = 2.0;
+        o.step_size = 0.1;
+      }
+      if (sampler == diffusion_sampler::sequential_measurements) o.measurements = 2;
       o.steps = 5;
       // The first step's channel (a0, s0) and the update x1 = f(x0, m(x0, a0, s0)) + cn z1, in closed form.
       double a0 = 1, s0 = 1, cx = 0, cm = 0, cn = 0;

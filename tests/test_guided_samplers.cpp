@@ -510,8 +510,10 @@ TEST(GuidedSamplers, RowsOnVeryDifferentScales) {
   for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir,
                                ds::guided_sampler::smc, ds::guided_sampler::dcps}) {
     ds::guided_options opt = options(s, N, 50, 13);
-    opt.dcps_bridge_variance = true;  // DCPS's S = v A A^T + sigma_y^2 I (v = 0 without it)
-    opt.potential_spread = 1e-4;      // SMC's S = var_k I + sig2_k A A^T with var_k below sig2_k's scale
+    // DCPS's S = v A A^T + sigma_y^2 I (v = 0 without it); SMC's S = var_k I + sig2_k A A^T with var_k below sig2_k's
+    // scale (each sampler's own setting: the others refuse it)
+    opt.dcps_bridge_variance = s == ds::guided_sampler::dcps;
+    if (s == ds::guided_sampler::smc) opt.potential_spread = 1e-4;
     const bool pinned = s != ds::guided_sampler::smc && s != ds::guided_sampler::dcps;
     for (const ds::linear_observation* obs : {&o, &swapped}) {
       const char* order = obs == &o ? "" : " (rows swapped)";
@@ -549,7 +551,7 @@ TEST(GuidedSamplers, BitIdenticalAcrossThreadsAndBatchSplits) {
   const benchmark_problem p = make_problem(10, 2, 5);
   for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::ddrm, ds::guided_sampler::dcps}) {
     ds::guided_options o = options(s, 64, 40, 9);
-    o.dcps_langevin_steps = 5;
+    if (s == ds::guided_sampler::dcps) o.dcps_langevin_steps = 5;  // the other samplers refuse it
     const int before = omp_get_max_threads();
     omp_set_num_threads(1);
     const std::vector<float> one = run(p.prior, replicate(p.observation, 1), o);
@@ -1096,7 +1098,7 @@ TEST(GuidedSamplers, GpuMatchesTheCpu) {
     }
     for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::ddrm, ds::guided_sampler::dcps}) {
       ds::guided_options o = options(s, d > 100 ? 64 : 256, 20, 9);
-      o.dcps_langevin_steps = 5;
+      if (s == ds::guided_sampler::dcps) o.dcps_langevin_steps = 5;  // the other samplers refuse it
       const std::vector<float> cpu = run(p.prior, g, o);
       const std::vector<float> gpu = run(p.prior, g, o, ds::executor::cuda);
       std::int64_t far = 0;
@@ -1663,7 +1665,7 @@ void expect_shard_rows_equal_the_whole_run(ds::executor where) {
                                ds::guided_sampler::ddrm, ds::guided_sampler::dcps, ds::guided_sampler::skrock,
                                ds::guided_sampler::tmpd}) {
     ds::guided_options o = options(s, N, 4, 23);
-    o.dcps_langevin_steps = 2;
+    if (s == ds::guided_sampler::dcps) o.dcps_langevin_steps = 2;  // the other samplers refuse it
     const std::vector<float> whole = run(p.prior, g, o, where);
     o.particles = local;
     std::vector<float> shard(B * local * d, NAN);

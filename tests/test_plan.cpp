@@ -94,6 +94,7 @@ std::vector<diffusion_options> diffusion_cases() {
   o.schedule = noise_schedule::stochastic_localization(1e-3, 1e2);
   cases.push_back(o);
   o.sampler = diffusion_sampler::walk_jump;
+  o.schedule = noise_schedule::vp_linear();  // walk_jump and SMS read no schedule (and refuse another)
   o.sigma = 2.0;
   o.step_size = 0.1;
   cases.push_back(o);
@@ -706,6 +707,7 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
   plan.write_outputs(out, cpu);
   EXPECT_THROW(plan.reset(stepped.particles.data(), cpu), invalid_argument);
   o.sampler = guided_sampler::dps;
+  o.final_resample = true;  // an SMC setting: DPS refuses another value
   sampling_plan dps = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
   run_guided_plan(dps, mix);
   EXPECT_THROW(dps.write_outputs(guided_outputs{}, cpu), invalid_argument);
@@ -833,7 +835,7 @@ TEST(SamplingPlan, GuidedDcpsPlanReproducesGuidedSampleExactly) {
     o.dcps_langevin_step = 0.05;
     o.seed = 29;
     o.ddim = c == 1;
-    o.eta = 0.0;
+    if (o.ddim) o.eta = 0.0;  // DDIM's eta (the DDPM kernel refuses another value than the default)
     const std::string what = c == 0 ? "ddpm" : "ddim";
     const std::int64_t BNd = pr.problems * N * d;
     std::vector<float> fused(2 * BNd);
@@ -1370,10 +1372,12 @@ TEST(SamplingPlan, FusedGuidedRunsMatchTheirPlansAtARegisterDimension) {
     o.sampler = sampler;
     o.particles = N;
     o.steps = 7;
-    o.dcps_blocks = 2;
-    o.dcps_langevin_steps = 2;
-    o.dcps_gradient_steps = 2;
-    o.dcps_langevin_step = 0.05;
+    if (sampler == guided_sampler::dcps) {  // DCPS's own settings: the other samplers refuse them
+      o.dcps_blocks = 2;
+      o.dcps_langevin_steps = 2;
+      o.dcps_gradient_steps = 2;
+      o.dcps_langevin_step = 0.05;
+    }
     o.seed = 53;
     std::vector<float> fused(pr.problems * N * d);
     guided_outputs out;
@@ -1538,7 +1542,7 @@ std::vector<plan_case> stateful_plans() {
     diffusion_options o;
     o.sampler = s;
     o.steps = 6;
-    o.measurements = 2;
+    if (s == diffusion_sampler::sequential_measurements) o.measurements = 2;
     o.final_denoise = s == diffusion_sampler::ddpm;
     o.seed = 5;
     cases.push_back({to_string(s), [=] { return sampling_plan::diffusion(n, d, o, model_output::denoiser, cpu); },
@@ -1560,12 +1564,16 @@ std::vector<plan_case> stateful_plans() {
     o.particles = n;
     o.steps = 4;
     o.seed = 7;
-    o.dcps_blocks = 2;
-    o.dcps_langevin_steps = 1;
-    o.dcps_gradient_steps = 1;
-    o.skrock_stages = 3;
-    o.skrock_step_fraction = 0.05;
-    o.skrock_lipschitz = 1.0;
+    if (s == guided_sampler::dcps) {  // each sampler's own settings: the others refuse them
+      o.dcps_blocks = 2;
+      o.dcps_langevin_steps = 1;
+      o.dcps_gradient_steps = 1;
+    }
+    if (s == guided_sampler::skrock) {
+      o.skrock_stages = 3;
+      o.skrock_step_fraction = 0.05;
+      o.skrock_lipschitz = 1.0;
+    }
     const model_output out = s == guided_sampler::skrock ? model_output::score : model_output::denoiser;
     cases.push_back({to_string(s), [=] { return sampling_plan::guided(d, three_problems(), o, out, cpu); },
                      s == guided_sampler::skrock, s == guided_sampler::smc});
@@ -2343,8 +2351,8 @@ TEST(SamplingPlan, CapturedGuidedTrajectoriesDrawFreshNoiseOnEveryReplay) {
     o.particles = N;
     o.steps = K;
     o.seed = 13;
-    o.resampling.ess_threshold = 1.0;
     const bool smc = sampler == guided_sampler::smc;
+    if (smc) o.resampling.ess_threshold = 1.0;  // the SMC's setting: DPS and Pi-GDM refuse it
     sampling_plan direct = sampling_plan::guided(d, pr, o, model_output::denoiser, on_stream);
     sampling_plan captured = sampling_plan::guided(d, pr, o, model_output::denoiser, on_stream);
     diffsample::testing::device_buffer<float> samples(BN * d);

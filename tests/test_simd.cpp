@@ -511,7 +511,8 @@ TEST(SimdGuided, EverySamplerFiniteOnAnOuHorizonOf50) {
         o.particles = 128;
         o.steps = 100;
         o.seed = 3;
-        o.schedule = noise_schedule::ornstein_uhlenbeck(50.0);
+        // SKRock has no diffusion grid (and refuses a schedule): it runs on its own
+        if (s != guided_sampler::skrock) o.schedule = noise_schedule::ornstein_uhlenbeck(50.0);
         std::vector<float> x(o.particles * d);
         guided_outputs out;
         out.samples = x.data();
@@ -893,14 +894,17 @@ guided_run run_guided(const gaussian_mixture& mix, const guided_problems& g, std
                       dps_step_form dps_step = dps_step_form::likelihood) {
   guided_options o;
   o.sampler = sampler;
+  // Each sampler's own settings (the others refuse them as unread).
   o.dps_step = dps_step;
   o.potentials = potentials;
-  o.dcps_blocks = 2;
-  o.dcps_langevin_steps = 3;
+  if (sampler == guided_sampler::dcps) {
+    o.dcps_blocks = 2;
+    o.dcps_langevin_steps = 3;
+  }
   o.particles = particles;
   o.steps = steps;
   o.seed = 31;
-  o.resampling.ess_threshold = ess_threshold;
+  if (sampler == guided_sampler::smc) o.resampling.ess_threshold = ess_threshold;
   guided_run r;
   r.x.resize(g.problems * particles * mix.dim());
   r.lw.resize(g.problems * particles);

@@ -735,12 +735,17 @@ TEST(Validation, ValuesBeyondFp32) {
     expect_error([&] { diffusion_plan(2, 2, d, model_output::score, cpu); }, {field, "1e+39"});
   }
   g.y = {0.5};
-  for (auto set : {+[](guided_options& o) { o.guidance_scale = 1e19; }, +[](guided_options& o) { o.potential_spread = 1e19; },
-                   +[](guided_options& o) { o.dcps_langevin_step = 1e19; },
-                   +[](guided_options& o) { o.dcps_learning_rate = 1e19; }}) {
+  // Each setting with a sampler that reads it (the others refuse it as unread).
+  using setting = void (*)(guided_options&);
+  const std::pair<guided_sampler, setting> settings[] = {
+      {guided_sampler::dps, [](guided_options& o) { o.guidance_scale = 1e19; }},
+      {guided_sampler::smc, [](guided_options& o) { o.potential_spread = 1e19; }},
+      {guided_sampler::dcps, [](guided_options& o) { o.dcps_langevin_step = 1e19; }},
+      {guided_sampler::dcps, [](guided_options& o) { o.dcps_learning_rate = 1e19; }}};
+  for (const auto& [sampler, set] : settings) {
     guided_options go = o;
-    go.sampler = guided_sampler::dcps;
-    go.dcps_blocks = 1;
+    go.sampler = sampler;
+    if (sampler == guided_sampler::dcps) go.dcps_blocks = 1;
     set(go);
     expect_error([&] { guided_sample(mix, outputs, g, go, cpu); }, {"options.", "1e+19", "FP32"});
   }
@@ -761,13 +766,13 @@ TEST(Validation, GuidedSigmaYSquaresToANormalFp32Number) {
   o.potentials = guided_potentials::linear;
   o.particles = 16;
   o.steps = 4;
-  o.dcps_blocks = 1;
   std::vector<float> out(2 * 16 * 2);
   guided_outputs outputs;
   outputs.samples = out.data();
   const execution cpu{executor::cpu};
   for (guided_sampler s : {guided_sampler::smc, guided_sampler::dcps, guided_sampler::ddrm, guided_sampler::pigdm}) {
     o.sampler = s;
+    o.dcps_blocks = s == guided_sampler::dcps ? 1 : guided_options{}.dcps_blocks;  // DCPS's (the others refuse it)
     for (double tiny : {1e-19, 1e-30, 1e-45}) {
       g.sigma_y = {0.5, tiny};
       expect_error([&] { guided_sample(mix, outputs, g, o, cpu); }, {"problems.sigma_y[1]", "FP32"});

@@ -214,7 +214,9 @@ typedef enum ds_model_output {
 
 /**
  * Settings of one reverse-diffusion run (diffsample::diffusion_options); initialise with ds_diffusion_options_init()
- * before changing fields. Chain i uses the Philox stream (seed, first_chain + i, k).
+ * before changing fields. Chain i uses the Philox stream (seed, first_chain + i, k). A field the sampler does not
+ * read keeps the value ds_diffusion_options_init() writes: another value is DS_INVALID_ARGUMENT naming the field and
+ * the sampler (README "Options a method does not read").
  */
 typedef struct ds_diffusion_options {
   size_t struct_size;           /**< sizeof(ds_diffusion_options), set by ds_diffusion_options_init() */
@@ -265,7 +267,8 @@ typedef enum ds_resampling_scheme {
   DS_RESAMPLING_SCHEME_MAX_ENUM = 0x7FFFFFFF /**< not a scheme: keeps the enum 32-bit */
 } ds_resampling_scheme;
 
-/** How and when to resample (diffsample::resampling_options); initialise with ds_resampling_options_init(). */
+/** How and when to resample (diffsample::resampling_options); initialise with ds_resampling_options_init().
+ * metropolis_steps other than 64 with another scheme than metropolis is DS_INVALID_ARGUMENT (it is not read). */
 typedef struct ds_resampling_options {
   size_t struct_size;          /**< sizeof(ds_resampling_options), set by ds_resampling_options_init() */
   ds_resampling_scheme scheme; /**< the scheme (default DS_RESAMPLING_SYSTEMATIC) */
@@ -359,7 +362,9 @@ typedef struct ds_guided_problems {
   const double* svd_V;     /**< svd_count x d_x x r, orthonormal columns */
 } ds_guided_problems;
 
-/** Settings of one guided run (diffsample::guided_options); initialise with ds_guided_options_init(). */
+/** Settings of one guided run (diffsample::guided_options); initialise with ds_guided_options_init(). A field the
+ * sampler does not read keeps the value ds_guided_options_init() writes: another value is DS_INVALID_ARGUMENT naming
+ * the field and the sampler (README "Options a method does not read"). */
 typedef struct ds_guided_options {
   size_t struct_size;        /**< sizeof(ds_guided_options), set by ds_guided_options_init() */
   ds_guided_sampler sampler; /**< posterior sampler (default DS_GUIDED_SMC) */

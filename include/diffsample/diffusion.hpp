@@ -51,7 +51,10 @@ DIFFSAMPLE_API const char* to_string(diffusion_sampler s) noexcept;
 DIFFSAMPLE_API diffusion_sampler parse_diffusion_sampler(const std::string& name);
 
 /// Settings of one run. Chain i uses the Philox stream (seed, first_chain + i, k): k = 0 for its initial noise and
-/// k = j + 1 for its j-th step, so a batch split by first_chain gives the same samples as one call.
+/// k = j + 1 for its j-th step, so a batch split by first_chain gives the same samples as one call. A field the
+/// sampler does not read (the schedule for walk_jump and SMS, eta for all but ddim, sigma and step_size for the
+/// schedule-based samplers, measurements for all but SMS) must hold its default: invalid_argument naming the field
+/// and the sampler otherwise (README: "Options a method does not read").
 struct diffusion_options {
   diffusion_sampler sampler = diffusion_sampler::ddpm;  ///< update rule
   noise_schedule schedule = noise_schedule::vp_linear();  ///< channel and time grid (diffusion samplers)

@@ -126,7 +126,7 @@ enum class guided_potentials : int {
   /// 1 + d_y denoiser-sized evaluations per particle and step instead of 1 (README: "Default potentials").
   /// The ask/tell plan (sampling_plan::guided) always takes linear potentials for automatic: its caller's model
   /// answers the asks and need not answer Jacobian products; ask for twisted there explicitly. The other samplers
-  /// ignore the potentials.
+  /// read no potentials: they refuse moment and twisted (linear, what guided_report names for them, passes).
   automatic = 3,
 };
 
@@ -172,7 +172,10 @@ constexpr double default_potential_scale = 4.0;
 /// exact floor at ~4 prior evaluations per sample (README "The final resample-move at d_y = 2").
 inline constexpr std::int64_t automatic_final_moves = 4;
 
-/// Settings of one run.
+/// Settings of one run. A field the sampler does not read (another sampler's field, the SMC's fields for the other
+/// samplers, eta with ddim false, the schedule and grid for skrock) must hold its default: invalid_argument naming
+/// the field and the sampler otherwise, from guided_sample(), the size query, guided_times() and the plan (README:
+/// "Options a method does not read").
 struct guided_options {
   guided_sampler sampler = guided_sampler::smc;  ///< posterior sampler
   /// Channel and time grid, sampled with DDPM steps between consecutive grid points (any schedule whose signal
@@ -202,7 +205,8 @@ struct guided_options {
   /// automatic (default): twisted potentials with the start correction and the multistep kernel where they run
   /// (d_y <= 8, a grid ending at s = 0), else linear ones; the ask/tell plan takes linear (guided_potentials::automatic).
   guided_potentials potentials = guided_potentials::automatic;
-  /// SMC resampling: scheme and ESS threshold (resampling.seed and resampling.step are set by the sampler).
+  /// SMC resampling: scheme and ESS threshold (resampling.seed and resampling.step are set by the sampler and must
+  /// stay 0; metropolis_steps is read with the metropolis scheme only).
   resampling_options resampling = {};
   /// SMC: weight the starting draws x ~ N(0, s_0^2 I) by p_0(x) / N(x; 0, s_0^2 I), p_0 the prior diffused to the
   /// first grid point, so that the filter starts from p_0 rather than from its Gaussian approximation (which misses
@@ -235,7 +239,9 @@ struct guided_options {
   /// runs them on each island). -1 (default, automatic): automatic_final_moves where the automatic potentials resolve
   /// to twisted (potentials automatic, d_y <= 8, a grid ending at s = 0) and the moves run (guided_sample() with
   /// final_resample, island mode), else 0: none in an ask/tell plan or the global distributed filter, and none with
-  /// potentials given explicitly (README "Default potentials"). guided_report::final_moves says what ran.
+  /// potentials given explicitly (README "Default potentials"). guided_report::final_moves says what ran. An ask/tell
+  /// plan reads neither this nor final_move_step: it refuses final_moves other than -1 and 0 (none), as the samplers
+  /// other than smc do, and a final_move_step other than 0.
   std::int64_t final_moves = -1;
   /// SMC: the MALA step h of the final moves in the preconditioner's units (x' = x + (h / 2) M g + sqrt(h) M^1/2 z),
   /// finite, >= 0 and <= max_abs_value. 0 (default): h = 2 d_x^(-1/3), whose acceptance on a Gaussian the
@@ -296,10 +302,10 @@ struct guided_options {
   /// particles per step (DPS / Pi-GDM on either executor, TMPD and its sampling_plan on the CPU executor):
   /// automatic (default) follows operator_gemm_worthwhile() (TMPD: d_y x d_x >= 4096), gemm forces the products
   /// there, direct forbids them.
-  /// Elsewhere (masks, SVD operators, the other samplers) the run is direct whatever this says;
-  /// guided_report::operator_path says which ran. A guided sampling_plan runs the path guided_sample() resolves for
-  /// the same options and problems (sampling_plan::report() says which). The paths differ only in the FP32 / FP64
-  /// sums' order.
+  /// Elsewhere (masks, SVD operators, TMPD on the CUDA executor) the run is direct whatever this says; the other
+  /// samplers do not read it and refuse a value other than automatic. guided_report::operator_path says which ran.
+  /// A guided sampling_plan runs the path guided_sample() resolves for the same options and problems
+  /// (sampling_plan::report() says which). The paths differ only in the FP32 / FP64 sums' order.
   mixture_path operator_path = mixture_path::automatic;
   std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
 };

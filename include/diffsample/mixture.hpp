@@ -62,7 +62,9 @@ DIFFSAMPLE_API const char* to_string(mixture_path p) noexcept;
 /// Parses "auto"/"automatic", "direct" or "gemm"; throws invalid_argument otherwise.
 DIFFSAMPLE_API mixture_path parse_mixture_path(const std::string& name);
 
-/// Settings of gaussian_mixture::evaluate() beyond the executor.
+/// Settings of gaussian_mixture::evaluate() beyond the executor. The direct path reads none of the gemm path's
+/// settings: with path = direct, allow_tf32, component_chunk and point_block must hold their defaults
+/// (invalid_argument naming the field otherwise).
 struct evaluate_options {
   mixture_path path = mixture_path::automatic;  ///< which path; automatic follows gemm_crossover()
   /// CUDA gemm path only: let cuBLAS round the operands of the logits' product to TF32 (10-bit mantissa, unit

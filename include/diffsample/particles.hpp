@@ -46,7 +46,9 @@ struct resampling_options {
   double ess_threshold = 0.5;
   std::uint64_t seed = 0;  ///< Philox seed; particle j of problem b draws from the stream (seed, b * N + j, step)
   std::uint64_t step = 0;  ///< step of the Philox stream (< limits::max_stream_steps): the SMC iteration index
-  int metropolis_steps = 64;  ///< Metropolis iterations per particle (scheme metropolis only), 1..limits::max_inner_steps
+  /// Metropolis iterations per particle, 1..limits::max_inner_steps; read by scheme metropolis only (the other
+  /// schemes refuse a value other than 64)
+  int metropolis_steps = 64;
 };
 
 /// Per-problem result of resample().

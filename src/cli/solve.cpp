@@ -199,8 +199,35 @@ const posterior_flag posterior_flags[] = {
     {"--dcps-absolute-step", "dcps_absolute_step", "dcps"},
 };
 
-/// The posterior samplers' settings: the problem file's sampler section, then the command line over it.
-void apply_posterior_settings(const options& o, const sampler_spec& file, ds::guided_options& g) {
+/// The posterior samplers' settings: the problem file's sampler section, then the command line over it. A file's
+/// setting reaches only the samplers that read it (a file serves every sampler; the library refuses a setting its
+/// sampler does not read), the command line's are checked against --sampler in read_solve().
+void apply_posterior_settings(const options& o, const sampler_spec& given, ds::guided_options& g) {
+  const std::string method = ds::to_string(g.sampler);
+  sampler_spec file = given;
+  const auto drop_unread = [&](const char* field, auto& value) {
+    for (const posterior_flag& f : posterior_flags)
+      if (std::string(f.field) == field &&
+          (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
+        value.reset();
+  };
+  drop_unread("dps_step", file.dps_step);
+  drop_unread("guidance_scale", file.guidance_scale);
+  drop_unread("operator_path", file.operator_path);
+  drop_unread("diffpir_zeta", file.diffpir_zeta);
+  drop_unread("diffpir_lambda", file.diffpir_lambda);
+  drop_unread("skrock_stages", file.skrock_stages);
+  drop_unread("skrock_eta", file.skrock_eta);
+  drop_unread("skrock_step_fraction", file.skrock_step_fraction);
+  drop_unread("ddrm_eta", file.ddrm_eta);
+  drop_unread("ddrm_eta_b", file.ddrm_eta_b);
+  drop_unread("dcps_blocks", file.dcps_blocks);
+  drop_unread("dcps_langevin_steps", file.dcps_langevin_steps);
+  drop_unread("dcps_langevin_step", file.dcps_langevin_step);
+  drop_unread("dcps_bridge_variance", file.dcps_bridge_variance);
+  drop_unread("dcps_gradient_steps", file.dcps_gradient_steps);
+  drop_unread("dcps_learning_rate", file.dcps_learning_rate);
+  drop_unread("dcps_absolute_step", file.dcps_absolute_step);
   if (file.dps_step) g.dps_step = ds::parse_dps_step_form(*file.dps_step);
   if (file.guidance_scale) g.guidance_scale = *file.guidance_scale;
   if (file.operator_path) g.operator_path = ds::parse_mixture_path(*file.operator_path);

@@ -656,8 +656,9 @@ static void test_resample(void) {
     o.seed = 99;
     o.step = 3;
     /* Metropolis chains move only when they propose particle 17: with 64 steps about (63/64)^64 = 37% of them never
-     * do (its bias for finite steps); with 2048 steps the chance is e^-32, and the draws are fixed by the seed. */
-    o.metropolis_steps = 2048;
+     * do (its bias for finite steps); with 2048 steps the chance is e^-32, and the draws are fixed by the seed. The
+     * other schemes read no metropolis_steps (and refuse another value than the default, 64). */
+    o.metropolis_steps = o.scheme == DS_RESAMPLING_METROPOLIS ? 2048 : 64;
     CHECK_OK(ds_resampling_workspace_bytes(B, N, o.scheme, &bytes));
     workspace = malloc(bytes + 1);
     CHECK_OK(ds_resample(lw, B, N, &o, a1, nw, reports, cpu, workspace, bytes, &ran));
@@ -909,9 +910,9 @@ static void test_guided(void) {
     CHECK_OK(ds_guided_outputs_init(&only, sizeof only));
     only.samples = samples;
     go.particles = 256;
-    go.dcps_langevin_steps = 5;
     for (i = DS_GUIDED_DPS; i <= DS_GUIDED_DCPS; ++i) {
       go.sampler = (ds_guided_sampler)i;
+      go.dcps_langevin_steps = i == DS_GUIDED_DCPS ? 5 : 50; /* DCPS's (the others refuse another value) */
       CHECK_OK(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, &report));
       for (j = 0; j < B * 256 * d; ++j) CHECK(isfinite(samples[j]));
     }

@@ -522,7 +522,7 @@ G_ROW(sampler, , o->sampler = DS_GUIDED_DPS)
 G_ROW(schedule_beta_max, , o->schedule.beta_max = 15)
 G_ROW(schedule_grid, , o->schedule.grid = DS_TIME_GRID_QUADRATIC)
 G_ROW(steps, , o->steps = 6)
-G_ROW(ddim, o->eta = 0.5, o->ddim = 1)
+G_ROW(ddim, , o->ddim = 1; o->eta = 0.5) /* eta alone is refused by the DDPM kernel (it is DDIM's) */
 G_ROW(eta, o->ddim = 1, o->eta = 0.5)
 G_ROW(potential_spread, o->potentials = DS_POTENTIALS_LINEAR, o->potential_spread = 2)
 G_ROW(resampling_scheme, , o->resampling.scheme = DS_RESAMPLING_MULTINOMIAL)

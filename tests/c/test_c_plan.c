@@ -232,6 +232,9 @@ int main(void) {
     }
     /* TMPD: per step the denoiser, then J^T a_o for both rows of A_b (30 asks); bit for bit again. */
     plan = NULL;
+    o.dcps_blocks = 4; /* DCPS's settings back to their defaults: the other samplers refuse them */
+    o.dcps_langevin_steps = 50;
+    o.dcps_langevin_step = 1e-3;
     o.sampler = DS_GUIDED_TMPD;
     CHECK_OK(ds_guided_sample(m, &pr, &o, &outputs, cpu, NULL, 0, NULL));
     CHECK_OK(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan));
@@ -433,12 +436,15 @@ int main(void) {
           ds_sampling_plan_destroy(plan);
         }
       }
+      /* The SMC's other settings back to their defaults: DPS refuses each (the first named would be potentials). */
       o.start_correction = 0;
-      o.potentials = DS_POTENTIALS_LINEAR;
+      o.potentials = DS_POTENTIALS_AUTOMATIC;
+      o.resampling.scheme = DS_RESAMPLING_SYSTEMATIC;
+      o.resampling.ess_threshold = 0.5;
       o.sampler = DS_GUIDED_DPS;
       plan = NULL;
       EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
-                   "options.multistep_kernel: the smc sampler's option, got sampler dps");
+                   "options.multistep_kernel: not read by sampler dps");
       o.sampler = DS_GUIDED_SMC;
       o.multistep_kernel = 0;
       o.resampling.scheme = DS_RESAMPLING_SYSTEMATIC;

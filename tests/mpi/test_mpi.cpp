@@ -165,7 +165,7 @@ TEST_F(Mpi, EveryDiffusionSamplerShardsBitForBit) {
     o.steps = 12;
     o.seed = 7 + k;
     o.first_chain = 100;
-    o.eta = 0.5;
+    if (o.sampler == ds::diffusion_sampler::ddim) o.eta = 0.5;  // the other samplers refuse it
     if (o.sampler == ds::diffusion_sampler::stochastic_localization)
       o.schedule = ds::noise_schedule::stochastic_localization();
     std::vector<float> whole(n * d);
@@ -991,13 +991,14 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
        {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
         ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
     ds::guided_options o;
-    o.potentials = ds::guided_potentials::linear;
     o.sampler = sampler;
     o.particles = N;
     o.steps = 8;
     o.seed = 13;
-    o.dcps_blocks = 2;
-    o.dcps_langevin_steps = 5;
+    if (sampler == ds::guided_sampler::dcps) {  // the other samplers refuse DCPS's settings
+      o.dcps_blocks = 2;
+      o.dcps_langevin_steps = 5;
+    }
     std::vector<float> whole(B * N * d);
     ds::guided_outputs out{};
     out.samples = whole.data();
@@ -1032,13 +1033,14 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionOnCudaRanksEqualOneDevice) {
        {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
         ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
     ds::guided_options o;
-    o.potentials = ds::guided_potentials::linear;
     o.sampler = sampler;
     o.particles = N;
     o.steps = 8;
     o.seed = 13;
-    o.dcps_blocks = 2;
-    o.dcps_langevin_steps = 5;
+    if (sampler == ds::guided_sampler::dcps) {  // the other samplers refuse DCPS's settings
+      o.dcps_blocks = 2;
+      o.dcps_langevin_steps = 5;
+    }
     device_buffer<float> whole(B * N * d), mine(B * s.count * d);
     ds::guided_outputs out{};
     out.samples = whole.ptr;
@@ -1677,7 +1679,7 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
     ds::diffusion_options o;
     o.sampler = c.sampler;
     o.steps = 4;
-    o.measurements = 1;
+    if (c.sampler == ds::diffusion_sampler::sequential_measurements) o.measurements = 1;  // the others refuse it
     c.base(o);
     if (last) c.change(o);
     ds::diffusion_outputs out;
@@ -1703,28 +1705,8 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
       {"options.start_correction", [](ds::guided_options& o, ds::guided_problems&) { o.start_correction = true; }},
       {"options.multistep_kernel", [](ds::guided_options& o, ds::guided_problems&) { o.multistep_kernel = true; }},
       {"options.final_resample", [](ds::guided_options& o, ds::guided_problems&) { o.final_resample = false; }},
-      {"options.guidance_scale", [](ds::guided_options& o, ds::guided_problems&) { o.guidance_scale = 0.5; }},
-      {"options.dps_step",
-       [](ds::guided_options& o, ds::guided_problems&) { o.dps_step = ds::dps_step_form::normalised; }},
-      {"options.diffpir_zeta", [](ds::guided_options& o, ds::guided_problems&) { o.diffpir_zeta = 0.2; }},
-      {"options.diffpir_lambda", [](ds::guided_options& o, ds::guided_problems&) { o.diffpir_lambda = 6.0; }},
-      {"options.skrock_stages", [](ds::guided_options& o, ds::guided_problems&) { o.skrock_stages = 5; }},
-      {"options.skrock_eta", [](ds::guided_options& o, ds::guided_problems&) { o.skrock_eta = 0.1; }},
-      {"options.skrock_step_fraction",
-       [](ds::guided_options& o, ds::guided_problems&) { o.skrock_step_fraction = 0.01; }},
-      {"options.skrock_lipschitz", [](ds::guided_options& o, ds::guided_problems&) { o.skrock_lipschitz = 3.0; }},
-      {"options.ddrm_eta", [](ds::guided_options& o, ds::guided_problems&) { o.ddrm_eta = 0.5; }},
-      {"options.ddrm_eta_b", [](ds::guided_options& o, ds::guided_problems&) { o.ddrm_eta_b = 0.5; }},
-      {"options.dcps_blocks", [](ds::guided_options& o, ds::guided_problems&) { o.dcps_blocks = 2; }},
-      {"options.dcps_langevin_steps", [](ds::guided_options& o, ds::guided_problems&) { o.dcps_langevin_steps = 3; }},
-      {"options.dcps_langevin_step", [](ds::guided_options& o, ds::guided_problems&) { o.dcps_langevin_step = 2e-3; }},
-      {"options.dcps_gradient_steps", [](ds::guided_options& o, ds::guided_problems&) { o.dcps_gradient_steps = 1; }},
-      {"options.dcps_learning_rate", [](ds::guided_options& o, ds::guided_problems&) { o.dcps_learning_rate = 0.2; }},
-      {"options.dcps_bridge_variance",
-       [](ds::guided_options& o, ds::guided_problems&) { o.dcps_bridge_variance = true; }},
-      {"options.dcps_absolute_step", [](ds::guided_options& o, ds::guided_problems&) { o.dcps_absolute_step = true; }},
-      {"options.operator_path",
-       [](ds::guided_options& o, ds::guided_problems&) { o.operator_path = ds::mixture_path::gemm; }},
+      // The fields of the other samplers (guidance_scale, dps_step, diffpir_*, skrock_*, ddrm_*, dcps_*,
+      // operator_path) are refused by SMC on every rank alike (tests/test_unread_options.cpp).
       {"options.seed", [](ds::guided_options& o, ds::guided_problems&) { o.seed = 4; }},
       {"problems.A", [](ds::guided_options&, ds::guided_problems& p) { p.A[1] = 0.6; }},
       {"problems.y", [](ds::guided_options&, ds::guided_problems& p) { p.y[1] = -1.4; }},
@@ -1742,6 +1724,7 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
     o.particles = N;
     o.steps = 5;
     o.ddim = name == "options.eta";
+    if (name == "options.resampling.metropolis_steps") o.resampling.scheme = ds::resampling_scheme::metropolis;
     ds::guided_problems pr = problems2();
     if (name == "problems.operators") {
       pr.A.clear();

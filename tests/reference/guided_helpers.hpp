@@ -30,7 +30,8 @@ inline guided_problems replicate(const linear_observation& o, std::int64_t copie
 /// default.
 inline guided_options options(guided_sampler s, std::int64_t particles, std::int64_t steps, std::uint64_t seed) {
   guided_options o;
-  o.potentials = guided_potentials::linear;
+  // Linear potentials for SMC (the other samplers read no potentials, and refuse a value set for them).
+  if (s == guided_sampler::smc) o.potentials = guided_potentials::linear;
   o.sampler = s;
   o.particles = particles;
   o.steps = steps;
