@@ -1233,9 +1233,12 @@ TEST(Diffusion, EveryStepOfEverySamplerFollowsItsUpdate) {
         o.eta = pr.eta;
         o.final_denoise = pr.final_denoise;
         o.steps = steps;
-        o.sigma = 1.5;
-        o.step_size = 0.2;
-        o.measurements = 3;
+        // Walk-jump's and SMS's settings (the schedule-based samplers refuse them as unread)
+        if (pr.sampler == diffusion_sampler::walk_jump || pr.sampler == diffusion_sampler::sequential_measurements) {
+          o.sigma = 1.5;
+          o.step_size = 0.2;
+        }
+        if (pr.sampler == diffusion_sampler::sequential_measurements) o.measurements = 3;
         o.seed = 77;
         o.first_chain = 3;
         o.record_every = 1;

@@ -642,8 +642,10 @@ TEST(GuidedSamplers, EachProblemOfABatchReadsOnlyItsOwnTables) {
     for (S s : {S::smc, S::dps, S::pigdm, S::diffpir, S::skrock, S::tmpd, S::ddrm, S::dcps})
       for (int variant = 0; variant < (s == S::smc ? 3 : s == S::dps || s == S::dcps ? 2 : 1); ++variant) {
         ds::guided_options o = options(s, N, K, 31);
-        o.dcps_langevin_steps = 3;
-        o.dcps_bridge_variance = variant == 1;
+        if (s == S::dcps) {  // DCPS's settings (the other samplers refuse them as unread)
+          o.dcps_langevin_steps = 3;
+          o.dcps_bridge_variance = variant == 1;
+        }
         if (s == S::dps) {
           o.guidance_scale = 0.1;
           o.dps_step = variant == 0 ? ds::dps_step_form::likelihood : ds::dps_step_form::normalised;
