@@ -617,7 +617,7 @@ TEST(GuidedPnp, BitIdenticalAcrossThreadsAndBatchSplits) {
   two.y = {0.8, -1.1, -0.4, 2.0};
   for (ds::guided_sampler s : {ds::guided_sampler::diffpir, ds::guided_sampler::skrock, ds::guided_sampler::dps}) {
     ds::guided_options o = options(s, 64, 20, 3);
-    o.dps_step = ds::dps_step_form::normalised;
+    if (s == ds::guided_sampler::dps) o.dps_step = ds::dps_step_form::normalised;  // DPS's (the others refuse it)
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
     const std::vector<float> one_thread = run(p.prior, two, o);
@@ -850,12 +850,15 @@ TEST(GuidedPnp, RejectsInvalidOptions) {
   o.skrock_step_fraction = NAN;
   expect_refused(o, "options.skrock_step_fraction");
   o = base;
+  o.sampler = ds::guided_sampler::diffpir;  // each sampler's own settings under it (the others refuse them unread)
   o.diffpir_zeta = 1.01;
-  expect_refused(o, "options.diffpir_zeta");
+  expect_refused(o, "options.diffpir_zeta: must be");
   o = base;
+  o.sampler = ds::guided_sampler::diffpir;
   o.diffpir_lambda = 0;
-  expect_refused(o, "options.diffpir_lambda");
+  expect_refused(o, "options.diffpir_lambda: must be");
   o = base;
+  o.sampler = ds::guided_sampler::dps;
   o.dps_step = static_cast<ds::dps_step_form>(7);
   expect_refused(o, "options.dps_step");
   o = base;
@@ -875,7 +878,7 @@ TEST(GuidedPnp, GpuMatchesTheCpu) {
   const problem p = example_d10(0.5);
   for (ds::guided_sampler s : {ds::guided_sampler::diffpir, ds::guided_sampler::skrock, ds::guided_sampler::dps}) {
     ds::guided_options o = options(s, 512, 50, 17);
-    o.dps_step = ds::dps_step_form::normalised;
+    if (s == ds::guided_sampler::dps) o.dps_step = ds::dps_step_form::normalised;  // DPS's (the others refuse it)
     const std::vector<float> host = run(p.prior, as_problems(p.observation), o);
     const std::vector<float> got = run(p.prior, as_problems(p.observation), o, ds::executor::cuda);
     std::int64_t far = 0;
@@ -955,7 +958,7 @@ TEST(GuidedPnp, MaskAndSvdOperatorsMatchTheDensePath) {
     dense.A = op->matrix();
     for (ds::guided_sampler s : {ds::guided_sampler::diffpir, ds::guided_sampler::skrock, ds::guided_sampler::dps}) {
       ds::guided_options o = options(s, 64, 20, 5);
-      o.dps_step = ds::dps_step_form::normalised;
+      if (s == ds::guided_sampler::dps) o.dps_step = ds::dps_step_form::normalised;  // DPS's (the others refuse it)
       const std::vector<float> a = run(prior, with_op, o), b = run(prior, dense, o);
       ASSERT_EQ(non_finite(a), 0);
       double worst = 0;

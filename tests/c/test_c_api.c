@@ -916,6 +916,7 @@ static void test_guided(void) {
       CHECK_OK(ds_guided_sample(prior, &gp, &go, &only, cpu, NULL, 0, &report));
       for (j = 0; j < B * 256 * d; ++j) CHECK(isfinite(samples[j]));
     }
+    go.dcps_langevin_steps = 50; /* the default again: the samplers below refuse DCPS's value */
     /* The second layout's settings: the published DPS step, and refused values naming their field. */
     CHECK(go.dps_step == DS_DPS_STEP_LIKELIHOOD && go.diffpir_zeta == 0.1 && go.diffpir_lambda == 7.0 &&
           go.skrock_stages == 10 && go.skrock_eta == 0.05 && go.skrock_step_fraction == 0.005);
