@@ -10,6 +10,7 @@
 
 #include "src/cuda_check.hpp"
 #include "src/limits.hpp"
+#include "src/option_readers.hpp"
 #include "src/overlap.hpp"
 #include "src/validate.hpp"
 #include <diffsample/diffsample.hpp>
@@ -152,8 +153,7 @@ void check_count(const char* name, std::int64_t n, std::int64_t d) {
 
 void check_unread(const char* name, bool is_default, const std::string& method, const std::string& value,
                   const std::string& fallback) {
-  DIFFSAMPLE_EXPECTS(is_default, name << ": not read by " << method << "; leave it at its default " << fallback
-                                      << ", got " << value);
+  if (!is_default) refuse_unread(name, method, value, fallback);
 }
 
 void check_finite(const char* name, double value) {

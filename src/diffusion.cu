@@ -17,6 +17,7 @@
 #include "src/launch.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/plan_program.hpp"
+#include "src/option_readers.hpp"
 #include "src/validate.hpp"
 #include "src/limits.hpp"
 #include <diffsample/diffusion.hpp>
@@ -174,21 +175,18 @@ std::int64_t total_steps(const diffusion_options& o) {
   return o.sampler == diffusion_sampler::sequential_measurements ? o.steps * o.measurements : o.steps;
 }
 
-// The options the sampler does not read hold their defaults (README: "Options a method does not read"): the
-// schedule (walk_jump, SMS), eta (all but ddim), sigma and step_size (the schedule-based samplers), measurements (all
-// but SMS). final_denoise = true is what stochastic_localization, walk_jump and SMS do anyway, and passes.
+// The options the sampler does not read hold their defaults (README: "Options a method does not read"): each field's
+// row in src/option_readers.hpp.
 void check_unread_options(const diffusion_options& o) {
+  using detail::unset;
   const diffusion_options d;
   const std::string method = std::string("sampler ") + to_string(o.sampler);
-  const bool schedule = uses_schedule(o.sampler);
-  if (!schedule) detail::check_unread_schedule("options.schedule", o.schedule, method);
-  if (o.sampler != diffusion_sampler::ddim) detail::check_unread("options.eta", o.eta, d.eta, method);
-  if (schedule) {
-    detail::check_unread("options.sigma", o.sigma, d.sigma, method);
-    detail::check_unread("options.step_size", o.step_size, d.step_size, method);
-  }
-  if (o.sampler != diffusion_sampler::sequential_measurements)
-    detail::check_unread("options.measurements", o.measurements, d.measurements, method);
+#define DIFFSAMPLE_DIFFUSION_CHECK_(F, R, W, V)                                                                 \
+  static_assert(detail::read_when::W == detail::read_when::always, "a diffusion sampler reads a field or not"); \
+  detail::check_unread_row("options." #F, o.F, d.F, V,                                                         \
+                           (detail::diffusion_readers::R & detail::methods(o.sampler)) != 0 ? std::string() : method);
+  DIFFSAMPLE_DIFFUSION_OPTION_READERS(DIFFSAMPLE_DIFFUSION_CHECK_)
+#undef DIFFSAMPLE_DIFFUSION_CHECK_
 }
 
 void validate_options(const diffusion_options& o) {

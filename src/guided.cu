@@ -34,6 +34,7 @@
 #include "src/limits.hpp"
 #include "src/mixture_storage.hpp"
 #include "src/mixture_unchecked.hpp"
+#include "src/option_readers.hpp"
 #include "src/particles_detail.hpp"
 #include "src/plan_program.hpp"
 #include "src/plan_storage.hpp"
@@ -661,82 +662,15 @@ void check_smc_only_outputs(guided_sampler sampler, const guided_outputs& out) {
 }
 
 // The options the sampler does not read hold their defaults (README: "Options a method does not read"), so that a
-// value set for another sampler cannot pass as if it had taken effect. resampling.seed and resampling.step are
-// set by the sampler itself (from options.seed and the step), for every sampler.
+// value set for another sampler cannot pass as if it had taken effect: each field's row in src/option_readers.hpp.
 void check_unread_options(const guided_options& o) {
+  using detail::unset;
   const guided_options d;
-  const guided_sampler s = o.sampler;
-  const std::string method = std::string("sampler ") + to_string(s);
-  const auto unread = [&](const char* name, const auto& value, const auto& fallback) {
-    detail::check_unread(name, value, fallback, method);
-  };
-  const bool smc = s == guided_sampler::smc, dps = s == guided_sampler::dps, pigdm = s == guided_sampler::pigdm,
-             tmpd = s == guided_sampler::tmpd;
-  if (s == guided_sampler::skrock) {  // no diffusion grid: its steps are iterations on p(x | y)
-    detail::check_unread_schedule("options.schedule", o.schedule, method);
-    unread("options.grid", o.grid, d.grid);
-  }
-  if (!(smc || dps || pigdm || tmpd || s == guided_sampler::dcps)) {  // the DDPM / DDIM backward kernel
-    unread("options.ddim", o.ddim, d.ddim);
-    unread("options.eta", o.eta, d.eta);
-  } else if (!o.ddim) {  // eta is DDIM's stochasticity
-    detail::check_unread("options.eta", o.eta, d.eta, method + "'s DDPM kernel (options.ddim is false)");
-  }
-  if (!smc) {
-    unread("options.potential_spread", o.potential_spread, d.potential_spread);
-    // The value guided_report gives for a sampler without potentials (linear) passes as the default does.
-    detail::check_unread("options.potentials",
-                         o.potentials == guided_potentials::automatic || o.potentials == guided_potentials::linear,
-                         method, to_string(o.potentials), "automatic (or linear, what guided_report names)");
-    unread("options.resampling.scheme", o.resampling.scheme, d.resampling.scheme);
-    unread("options.resampling.ess_threshold", o.resampling.ess_threshold, d.resampling.ess_threshold);
-    unread("options.start_correction", o.start_correction, d.start_correction);
-    unread("options.multistep_kernel", o.multistep_kernel, d.multistep_kernel);
-    unread("options.final_resample", o.final_resample, d.final_resample);
-    // 0 (none) is what -1 resolves to for them, and what guided_report::final_moves gives: it passes.
-    detail::check_unread("options.final_moves", o.final_moves == d.final_moves || o.final_moves == 0, method,
-                         std::to_string(o.final_moves), "-1 (or 0, none)");
-    unread("options.final_move_step", o.final_move_step, d.final_move_step);
-  } else if (o.final_moves == 0) {
-    detail::check_unread("options.final_move_step", o.final_move_step, d.final_move_step,
-                         method + " with options.final_moves = 0 (no final moves)");
-  }
-  if (!smc || o.resampling.scheme != resampling_scheme::metropolis)
-    detail::check_unread("options.resampling.metropolis_steps", o.resampling.metropolis_steps,
-                         d.resampling.metropolis_steps,
-                         smc ? "resampling scheme " + std::string(to_string(o.resampling.scheme)) : method);
-  detail::check_unread("options.resampling.seed", o.resampling.seed, d.resampling.seed,
-                       "the caller: the sampler sets it from options.seed");
-  detail::check_unread("options.resampling.step", o.resampling.step, d.resampling.step,
-                       "the caller: the sampler sets it to each transition's index");
-  if (!(dps || pigdm || tmpd)) {
-    unread("options.guidance_scale", o.guidance_scale, d.guidance_scale);
-    unread("options.operator_path", o.operator_path, d.operator_path);
-  }
-  if (!dps) unread("options.dps_step", o.dps_step, d.dps_step);
-  if (s != guided_sampler::diffpir) {
-    unread("options.diffpir_zeta", o.diffpir_zeta, d.diffpir_zeta);
-    unread("options.diffpir_lambda", o.diffpir_lambda, d.diffpir_lambda);
-  }
-  if (s != guided_sampler::skrock) {
-    unread("options.skrock_stages", o.skrock_stages, d.skrock_stages);
-    unread("options.skrock_eta", o.skrock_eta, d.skrock_eta);
-    unread("options.skrock_step_fraction", o.skrock_step_fraction, d.skrock_step_fraction);
-    unread("options.skrock_lipschitz", o.skrock_lipschitz, d.skrock_lipschitz);
-  }
-  if (s != guided_sampler::ddrm) {
-    unread("options.ddrm_eta", o.ddrm_eta, d.ddrm_eta);
-    unread("options.ddrm_eta_b", o.ddrm_eta_b, d.ddrm_eta_b);
-  }
-  if (s != guided_sampler::dcps) {
-    unread("options.dcps_blocks", o.dcps_blocks, d.dcps_blocks);
-    unread("options.dcps_langevin_steps", o.dcps_langevin_steps, d.dcps_langevin_steps);
-    unread("options.dcps_langevin_step", o.dcps_langevin_step, d.dcps_langevin_step);
-    unread("options.dcps_gradient_steps", o.dcps_gradient_steps, d.dcps_gradient_steps);
-    unread("options.dcps_learning_rate", o.dcps_learning_rate, d.dcps_learning_rate);
-    unread("options.dcps_bridge_variance", o.dcps_bridge_variance, d.dcps_bridge_variance);
-    unread("options.dcps_absolute_step", o.dcps_absolute_step, d.dcps_absolute_step);
-  }
+#define DIFFSAMPLE_GUIDED_CHECK_(F, R, W, V)                         \
+  detail::check_unread_row("options." #F, o.F, d.F, V,              \
+                           detail::guided_unread_by(detail::guided_readers::R, detail::read_when::W, o));
+  DIFFSAMPLE_GUIDED_OPTION_READERS(DIFFSAMPLE_GUIDED_CHECK_)
+#undef DIFFSAMPLE_GUIDED_CHECK_
 }
 
 void validate(std::int64_t d, const guided_problems& pr, const guided_options& o) {

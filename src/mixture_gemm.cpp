@@ -22,6 +22,7 @@
 #include "src/mixture_storage.hpp"
 #include "src/mixture_unchecked.hpp"
 #include "src/operator_gemm.hpp"
+#include "src/option_readers.hpp"
 #include "src/validate.hpp"
 #include "src/limits.hpp"
 #include <diffsample/error.hpp>
@@ -453,11 +454,14 @@ void check_evaluate_options(const evaluate_options& o) {
   // which reads none of the gemm path's settings, each at its default (README: "Options a method does not read").
   limits::check("options.component_chunk", o.component_chunk, 0, limits::max_gemm_tile);
   limits::check("options.point_block", o.point_block, 0, limits::max_gemm_tile);
-  if (o.path != mixture_path::direct) return;
+  // Each field's row in src/option_readers.hpp.
   const evaluate_options d;
-  check_unread("options.allow_tf32", o.allow_tf32, d.allow_tf32, "path direct");
-  check_unread("options.component_chunk", o.component_chunk, d.component_chunk, "path direct");
-  check_unread("options.point_block", o.point_block, d.point_block, "path direct");
+  const std::string method = std::string("path ") + to_string(o.path);
+#define DIFFSAMPLE_EVALUATE_CHECK_(F, R, W, V)                                                         \
+  static_assert(read_when::W == read_when::always, "a path reads a field or not");                     \
+  check_unread_row("options." #F, o.F, d.F, V, (evaluate_readers::R & methods(o.path)) != 0 ? std::string() : method);
+  DIFFSAMPLE_EVALUATE_OPTION_READERS(DIFFSAMPLE_EVALUATE_CHECK_)
+#undef DIFFSAMPLE_EVALUATE_CHECK_
 }
 
 mixture_path choose_path(const mixture_storage& st, quantity, std::int64_t, executor where,

@@ -38,6 +38,7 @@
 #include "src/cpu/pool.hpp"
 #include "src/cuda_check.hpp"
 #include "src/launch.hpp"
+#include "src/option_readers.hpp"
 #include "src/particles_detail.hpp"
 #include "src/validate.hpp"
 #include "src/limits.hpp"
@@ -361,9 +362,7 @@ executor resample(particle_outputs out, std::int64_t problems, std::int64_t part
   limits::check("options.step", o.step, 0, kernels::philox_max_step - 1, "the random stream's steps");
   if (o.scheme == resampling_scheme::metropolis)
     limits::check("options.metropolis_steps", o.metropolis_steps, 1, limits::max_inner_steps);
-  else  // read by the metropolis scheme only (README: "Options a method does not read")
-    detail::check_unread("options.metropolis_steps", o.metropolis_steps, resampling_options{}.metropolis_steps,
-                         std::string("scheme ") + to_string(o.scheme));
+  detail::check_unread_resampling("options", o);  // what the scheme does not read (src/option_readers.hpp)
   DIFFSAMPLE_EXPECTS(out.ancestors == nullptr || out.ancestors64 == nullptr,
                      "outputs: give ancestors or ancestors64, not both");
   const executor where = detail::resolve_executor(exec.kind, log_weights);

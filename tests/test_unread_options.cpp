@@ -12,7 +12,11 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
+
+#include "src/option_readers.hpp"
 
 using namespace diffsample;
 
@@ -149,9 +153,7 @@ TEST(UnreadOptions, GuidedSamplersRefuseTheFieldsTheyDoNotRead) {
       }
       // The DDPM kernel's eta names that kernel; every other refusal names the sampler.
       const bool kernel_eta = row.field == "options.eta" && guided_rows()[2].readers.count(name) != 0;
-      const std::string method = kernel_eta                                       ? "sampler " + name + "'s DDPM kernel"
-                                 : row.field == "options.resampling.seed" ||
-                                         row.field == "options.resampling.step" ? "the caller"
+      const std::string method = kernel_eta ? "sampler " + name + "'s DDPM kernel"
                                  : row.field == "options.resampling.metropolis_steps" && s == guided_sampler::smc
                                      ? "resampling scheme systematic"
                                      : "sampler " + name;
@@ -317,7 +319,9 @@ TEST(UnreadOptions, DiffusionSamplersRefuseTheFieldsTheyDoNotRead) {
     const bool plannable = s != diffusion_sampler::ode_heun && s != diffusion_sampler::sequential_measurements;
     diffusion_options base = diffusion_base(s);
     EXPECT_NO_THROW(diffusion(m, x.data(), {}, 3, base, cpu)) << name;
-    if (plannable) EXPECT_NO_THROW(diffusion_plan(3, 2, base, model_output::denoiser, cpu)) << name;
+    if (plannable) {
+      EXPECT_NO_THROW(diffusion_plan(3, 2, base, model_output::denoiser, cpu)) << name;
+    }
     // final_denoise = true is what stochastic_localization, walk_jump and SMS do anyway: every sampler takes it.
     base.final_denoise = true;
     EXPECT_NO_THROW(diffusion(m, x.data(), {}, 3, base, cpu)) << name;
@@ -456,4 +460,84 @@ TEST(UnreadOptions, DirectPathRefusesTheGemmSettings) {
   EXPECT_EQ(std::string(ds_last_error()).rfind("options.point_block: not read by path direct", 0), 0u)
       << ds_last_error();
   ds_mixture_destroy(cm);
+}
+
+namespace {
+
+// The number of fields of an aggregate: the most initializers T{...} takes, each a value that converts to any type.
+struct any_field {
+  template <class T>
+  operator T() const;  // only named in unevaluated contexts
+};
+
+template <class T, class... A>
+auto braces(int) -> decltype(T{std::declval<A>()...}, std::true_type{});
+template <class T, class... A>
+std::false_type braces(...);
+
+template <class T, std::size_t... I>
+constexpr bool takes(std::index_sequence<I...>) {
+  return decltype(braces<T, decltype((void)I, any_field{})...>(0))::value;
+}
+
+template <class T, std::size_t N = 0>
+constexpr std::size_t field_count() {
+  if constexpr (takes<T>(std::make_index_sequence<N + 1>{}))
+    return field_count<T, N + 1>();
+  else
+    return N;
+}
+
+}  // namespace
+
+// Every field of each options struct has one row in the table of which method reads it (src/option_readers.hpp), so
+// that a field added to a struct cannot miss the rule unnoticed: the rows (a nested struct's fields by their
+// member's name, resampling.scheme) are counted against the struct's fields, and no field has two. Every row that
+// some method does not read also has a row in this file's own table (guided_rows()), so that the refusals of a new
+// row are tested. Seen failing with DIFFSAMPLE_GUIDED_OPTION_READERS's row X(dcps_absolute_step, ...) removed.
+TEST(UnreadOptions, EveryFieldHasOneRow) {
+  static_assert(field_count<resampling_options>() == 5 && field_count<evaluate_options>() >= 4,
+                "the field count itself works");
+  std::vector<std::string> guided, diffusion, evaluate, resampling;
+  std::vector<detail::method_set> guided_readers;
+#define GUIDED_ROW(F, R, W, V)                                  \
+  guided.push_back(#F);                                         \
+  guided_readers.push_back(detail::read_when::W == detail::read_when::always ? detail::guided_readers::R : 0u);
+#define DIFFUSION_ROW(F, R, W, V) diffusion.push_back(#F);
+#define EVALUATE_ROW(F, R, W, V) evaluate.push_back(#F);
+#define RESAMPLING_ROW(F, R, W, V) resampling.push_back(#F);
+  DIFFSAMPLE_GUIDED_OPTION_READERS(GUIDED_ROW)
+  DIFFSAMPLE_DIFFUSION_OPTION_READERS(DIFFUSION_ROW)
+  DIFFSAMPLE_EVALUATE_OPTION_READERS(EVALUATE_ROW)
+  DIFFSAMPLE_RESAMPLING_OPTION_READERS(RESAMPLING_ROW)
+  const auto distinct = [](const std::vector<std::string>& rows, const std::string& table) {
+    std::set<std::string> seen;
+    for (const std::string& r : rows) EXPECT_TRUE(seen.insert(r).second) << table << ": two rows for " << r;
+  };
+  distinct(guided, "guided_options");
+  distinct(diffusion, "diffusion_options");
+  distinct(evaluate, "evaluate_options");
+  distinct(resampling, "resampling_options");
+  std::set<std::string> top;
+  std::size_t nested = 0;
+  for (const std::string& r : guided) {
+    top.insert(r.substr(0, r.find('.')));
+    nested += r.rfind("resampling.", 0) == 0;
+  }
+  EXPECT_EQ(top.size(), field_count<guided_options>()) << "a field of guided_options without a row";
+  EXPECT_EQ(nested, field_count<resampling_options>()) << "a field of guided_options::resampling without a row";
+  EXPECT_EQ(diffusion.size(), field_count<diffusion_options>()) << "a field of diffusion_options without a row";
+  EXPECT_EQ(evaluate.size(), field_count<evaluate_options>()) << "a field of evaluate_options without a row";
+  EXPECT_EQ(resampling.size(), field_count<resampling_options>()) << "a field of resampling_options without a row";
+  // This file's rows test every field that a guided sampler does not read (the schedule by one of its fields).
+  std::set<std::string> tested;
+  for (const auto& row : guided_rows()) {
+    const std::string f = row.field.substr(std::string("options.").size());
+    tested.insert(f.rfind("schedule.", 0) == 0 ? "schedule" : f);
+  }
+  for (std::size_t i = 0; i < guided.size(); ++i) {
+    if (guided_readers[i] != ~detail::method_set{0}) {
+      EXPECT_EQ(tested.count(guided[i]), 1u) << "options." << guided[i] << ": no row in guided_rows()";
+    }
+  }
 }

@@ -581,7 +581,10 @@ DS_API ds_status ds_mixture_evaluate(const ds_mixture* mixture, ds_quantity what
 DS_API ds_status ds_mixture_denoiser_jvp(const ds_mixture* mixture, const float* x, const float* v, int64_t n,
                                          ds_channel ch, float* out, ds_execution exec, ds_executor* ran);
 
-/** Options of ds_mixture_evaluate_with() and ds_mixture_denoiser_jvp_with() (diffsample::evaluate_options). */
+/** Options of ds_mixture_evaluate_with() and ds_mixture_denoiser_jvp_with() (diffsample::evaluate_options). With
+ * path DS_MIXTURE_PATH_DIRECT, which reads none of the gemm path's settings, allow_tf32, component_chunk and
+ * point_block keep the values ds_evaluate_options_init() writes: another value is DS_INVALID_ARGUMENT naming the
+ * field (README "Options a method does not read"). */
 typedef struct ds_evaluate_options {
   size_t struct_size;     /**< sizeof(ds_evaluate_options), set by ds_evaluate_options_init() */
   ds_mixture_path path;   /**< which path (default DS_MIXTURE_PATH_AUTOMATIC) */

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <diffsample/diffsample.hpp>
 
@@ -17,6 +18,8 @@
 #include "cli/plot.hpp"
 #include "cli/runner.hpp"
 #include "cli/score.hpp"
+#include "src/enum_tables.hpp"
+#include "src/option_readers.hpp"
 
 namespace diffsample::cli {
 namespace {
@@ -173,31 +176,49 @@ std::int64_t divergence_step(const ds::gaussian_mixture& mixture, const ds::guid
   return lo;
 }
 
-/// The flags of the posterior samplers' settings, the sampler that reads each, and its problem-file field.
+/// The flags of the posterior samplers' settings and their problem-file fields, each the name of the field of
+/// guided_options it sets; the library's table (src/option_readers.hpp) says which samplers read it.
 struct posterior_flag {
   const char* flag;
   const char* field;
-  const char* samplers;  // the --sampler values it applies to, space separated
 };
 const posterior_flag posterior_flags[] = {
-    {"--dps-step", "dps_step", "dps"},
-    {"--guidance-scale", "guidance_scale", "dps pigdm tmpd"},
-    {"--operator-path", "operator_path", "dps pigdm tmpd"},
-    {"--diffpir-zeta", "diffpir_zeta", "diffpir"},
-    {"--diffpir-lambda", "diffpir_lambda", "diffpir"},
-    {"--skrock-stages", "skrock_stages", "skrock"},
-    {"--skrock-eta", "skrock_eta", "skrock"},
-    {"--skrock-step-fraction", "skrock_step_fraction", "skrock"},
-    {"--ddrm-eta", "ddrm_eta", "ddrm"},
-    {"--ddrm-eta-b", "ddrm_eta_b", "ddrm"},
-    {"--dcps-blocks", "dcps_blocks", "dcps"},
-    {"--dcps-langevin-steps", "dcps_langevin_steps", "dcps"},
-    {"--dcps-langevin-step", "dcps_langevin_step", "dcps"},
-    {"--dcps-bridge-variance", "dcps_bridge_variance", "dcps"},
-    {"--dcps-gradient-steps", "dcps_gradient_steps", "dcps"},
-    {"--dcps-learning-rate", "dcps_learning_rate", "dcps"},
-    {"--dcps-absolute-step", "dcps_absolute_step", "dcps"},
+    {"--dps-step", "dps_step"},
+    {"--guidance-scale", "guidance_scale"},
+    {"--operator-path", "operator_path"},
+    {"--diffpir-zeta", "diffpir_zeta"},
+    {"--diffpir-lambda", "diffpir_lambda"},
+    {"--skrock-stages", "skrock_stages"},
+    {"--skrock-eta", "skrock_eta"},
+    {"--skrock-step-fraction", "skrock_step_fraction"},
+    {"--ddrm-eta", "ddrm_eta"},
+    {"--ddrm-eta-b", "ddrm_eta_b"},
+    {"--dcps-blocks", "dcps_blocks"},
+    {"--dcps-langevin-steps", "dcps_langevin_steps"},
+    {"--dcps-langevin-step", "dcps_langevin_step"},
+    {"--dcps-bridge-variance", "dcps_bridge_variance"},
+    {"--dcps-gradient-steps", "dcps_gradient_steps"},
+    {"--dcps-learning-rate", "dcps_learning_rate"},
+    {"--dcps-absolute-step", "dcps_absolute_step"},
 };
+
+/// Whether --sampler @p method reads the field of guided_options named @p field (exact reads none).
+bool sampler_reads(const std::string& method, const char* field) {
+  return method != "exact" && ds::detail::guided_sampler_reads(ds::parse_guided_sampler(method), field);
+}
+
+/// The --sampler values that read @p field, as "dps, pigdm or tmpd".
+std::string samplers_reading(const char* field) {
+  std::vector<std::string> names;
+#define DIFFSAMPLE_CLI_READER_(T, v, c) \
+  if (ds::detail::guided_sampler_reads(ds::guided_sampler::v, field)) names.push_back(#v);
+  DIFFSAMPLE_GUIDED_SAMPLER_VALUES(DIFFSAMPLE_CLI_READER_)
+#undef DIFFSAMPLE_CLI_READER_
+  std::string out;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return out;
+}
 
 /// The posterior samplers' settings: the problem file's sampler section, then the command line over it. A file's
 /// setting reaches only the samplers that read it (a file serves every sampler; the library refuses a setting its
@@ -206,10 +227,7 @@ void apply_posterior_settings(const options& o, const sampler_spec& given, ds::g
   const std::string method = ds::to_string(g.sampler);
   sampler_spec file = given;
   const auto drop_unread = [&](const char* field, auto& value) {
-    for (const posterior_flag& f : posterior_flags)
-      if (std::string(f.field) == field &&
-          (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
-        value.reset();
+    if (!sampler_reads(method, field)) value.reset();
   };
   drop_unread("dps_step", file.dps_step);
   drop_unread("guidance_scale", file.guidance_scale);
@@ -375,7 +393,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     // The schedule of every sampler with a diffusion grid (skrock has none, and leaves the file's keys to the samplers
     // that read them, as it leaves dps_step): the problem file's sampler.schedule, alpha_bar, t_start, t_end and
     // time_grid, as `sample` reads them, then --schedule, --t-start, --t-end and --time-grid over them.
-    if (g.sampler != ds::guided_sampler::skrock) {
+    if (ds::detail::guided_sampler_reads(g.sampler, "schedule")) {
       run_settings s;
       read_schedule(o, file.sampler, s);
       if (o.has("--time-grid")) {
@@ -404,7 +422,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     // --potentials, else the problem file's sampler.potentials, else the library's default (automatic).
     if (o.has("--potentials"))
       g.potentials = parse_flag("--potentials", o.get("--potentials"), ds::parse_guided_potentials);
-    else if (file.sampler.potentials && g.sampler == ds::guided_sampler::smc)
+    else if (file.sampler.potentials && ds::detail::guided_sampler_reads(g.sampler, "potentials"))
       g.potentials = ds::parse_guided_potentials(*file.sampler.potentials);
     g.start_correction = o.has("--start-correction");
     // --final-moves auto (or automatic, or -1) is the library's default: resolved inside the run.
@@ -653,8 +671,8 @@ void read_solve(solve_plan& p, int argc, char** argv, int first) {
     throw usage_error("--sampler: unknown posterior sampler '" + method +
                       "' (expected smc, dps, pigdm, diffpir, skrock, tmpd, ddrm, dcps or exact)");
   for (const posterior_flag& f : posterior_flags)
-    if (o.has(f.flag) && (" " + std::string(f.samplers) + " ").find(" " + method + " ") == std::string::npos)
-      throw usage_error(std::string(f.flag) + ": applies to --sampler " + f.samplers + ", not " + method);
+    if (o.has(f.flag) && !sampler_reads(method, f.field))
+      throw usage_error(std::string(f.flag) + ": applies to --sampler " + samplers_reading(f.field) + ", not " + method);
   if (method == "exact" && distributed::launched())
     throw usage_error(
         "solve: --sampler exact runs as one process (under mpirun the guided samplers spread their particles over the "

@@ -26,6 +26,7 @@
 #include "src/cuda_check.hpp"
 #include "src/limits.hpp"
 #include "src/mpi/messages.hpp"
+#include "src/option_readers.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -127,11 +128,7 @@ void resampler::check(std::int64_t problems, const resampling_options& o, const 
                      name << ".scheme: invalid value " << static_cast<int>(o.scheme));
   if (o.scheme == resampling_scheme::metropolis)
     limits::check(std::string(name) + ".metropolis_steps", o.metropolis_steps, 1, limits::max_inner_steps);
-  else  // as resample(): read by the metropolis scheme only (the words of detail::check_unread)
-    DIFFSAMPLE_EXPECTS(o.metropolis_steps == resampling_options{}.metropolis_steps,
-                       name << ".metropolis_steps: not read by scheme " << to_string(o.scheme)
-                            << "; leave it at its default " << resampling_options{}.metropolis_steps << ", got "
-                            << o.metropolis_steps);
+  diffsample::detail::check_unread_resampling(name, o);  // as resample(): what the scheme does not read
   limits::check("particles", n_, 1, limits::max_particles);
   limits::check("problems", problems, 1, limits::max_int_count);
   limits::check("problems x particles", problems * n_, 1, limits::max_int_count, "the MPI exchange's int counts");
