@@ -239,7 +239,8 @@ int main(int argc, char** argv) {
     go.particles = GP;
     go.steps = 10;
     go.seed = 13;
-    go.resampling.ess_threshold = sampler >= 3 ? 2.0 : 0.8; /* the multistep kernel: a resampling between weightings */
+    /* the multistep kernel: a resampling between weightings; DPS reads no resampling (and refuses the setting) */
+    if (sampler != 1) go.resampling.ess_threshold = sampler >= 3 ? 2.0 : 0.8;
     ds_guided_outputs gw, gm;
     ds_guided_outputs_init(&gw, sizeof gw);
     ds_guided_outputs_init(&gm, sizeof gm);
