@@ -1439,6 +1439,25 @@ TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
     expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o); },
                                  "options.scheme");
   }
+  {
+    // metropolis_steps is read by the metropolis scheme only (README "Options a method does not read"): another
+    // value with the systematic scheme is refused, as resample() refuses it, on every rank (given on every rank;
+    // given on one, the ranks first disagree, and every rank names the field).
+    ds::resampling_options o;
+    o.metropolis_steps = 9;
+    const std::vector<float> lw(s.count + 1, 0.f);
+    try {
+      ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o);
+      ADD_FAILURE() << "metropolis_steps with scheme systematic passed on rank " << rank();
+    } catch (const ds::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("options.metropolis_steps: not read by scheme systematic"),
+                std::string::npos)
+          << e.what();
+    }
+    o.metropolis_steps = last ? 9 : 64;
+    expect_same_error_everywhere([&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o); },
+                                 "options.metropolis_steps");
+  }
 }
 
 // A bad buffer on one rank (here a trajectory that overlaps x on the last) was found by that rank's own langevin() or
