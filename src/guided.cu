@@ -2744,19 +2744,14 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   limits::check("dim", d, 1, limits::max_dim);
   validate(d, given, options);
   // The final moves need the prior's log-density (guided_sample() runs them on its mixture): a plan, whose prior is
-  // the caller's model, reads neither field (final_moves = 0, none, passes). Nor does a DPS or Pi-GDM plan read
-  // operator_path: it applies the operator directly (guided_sample() may take the products).
+  // the caller's model, reads neither field (final_moves = 0, none, passes). operator_path is read as
+  // guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample() resolves.
   const guided_options defaults;
   const std::string plan = std::string("a guided plan (sampler ") + to_string(options.sampler) + ")";
   detail::check_unread("options.final_moves", options.final_moves == defaults.final_moves || options.final_moves == 0,
                        plan + ": the moves need the prior's log-density, and guided_sample() runs them on its mixture",
                        std::to_string(options.final_moves), "-1 (or 0, none)");
   detail::check_unread("options.final_move_step", options.final_move_step, defaults.final_move_step, plan);
-  // direct, which such a plan runs, passes as the default does.
-  if (options.sampler == guided_sampler::dps || options.sampler == guided_sampler::pigdm)
-    detail::check_unread("options.operator_path", options.operator_path != mixture_path::gemm,
-                         plan + ", which applies the operator directly", to_string(options.operator_path),
-                         "automatic (or direct)");
   const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));

@@ -9,6 +9,11 @@
 // UnreadOptions.EveryFieldHasOneRow (tests/test_unread_options.cpp) counts each struct's fields and fails when a
 // field has no row, so that a new field cannot be left out of the rule unnoticed.
 //
+// A noise_schedule's parameters by schedule kind are checked apart, in schedule.cpp's check_unread_parameters():
+// that is the schedule's own invariant (points() and at() check it for every caller, outside any method's options),
+// each parameter has exactly one reader kind, and its message names that kind as the fix ("leave it at its default
+// 20 or set kind = vp_linear"), which the rows here have no column for.
+//
 // A row is X(field, readers, when, reported):
 // - field: the member (a nested one as resampling.scheme), named "options.<field>" in messages;
 // - readers: the methods that read it, a name from the struct's *_readers namespace below (bit i: enum value i);
@@ -77,7 +82,10 @@ inline constexpr method_set ddrm = methods(s::ddrm);
 inline constexpr method_set dcps = methods(s::dcps);
 }  // namespace guided_readers
 
-// guided_options, by guided sampler.
+// guided_options, by guided sampler, in guided_sample() and sampling_plan::guided alike: operator_path is read by
+// DPS, Pi-GDM and TMPD and their plans (a plan runs the operator path guided_sample() resolves), and the one
+// difference is a plan's, checked beside the table in make_guided_plan (guided.cu): it reads neither final_moves
+// (0 passes) nor final_move_step.
 #define DIFFSAMPLE_GUIDED_OPTION_READERS(X)                                \
   X(sampler, all, always, unset)                                           \
   X(schedule, grid_samplers, always, unset)                                \

@@ -1974,13 +1974,15 @@ TEST(SamplingPlan, GuidedPlansReportTheSettingsTheyRunAsGuidedSampleDoes) {
 }
 
 // Every guided plan runs the operator path guided_sample() resolves for the same options, and its report says which:
-// fed the mixture's own model, the plan gives guided_sample()'s outputs bit for bit and reports the same settings
-// with guided_options::operator_path automatic, direct and gemm, for dps (both step forms), pigdm, diffpir, ddrm,
-// tmpd, dcps and smc. Two problem sets: one problem of 64 particles with a shared dense 32 x 32 operator (automatic
-// takes DPS / Pi-GDM's products there: operator_gemm_worthwhile(64, 32, 32); TMPD's covariances stay direct,
-// 32 x 32 < 4096), and three problems of d_y x d_x = 2 x 3 with one operator each (automatic: direct everywhere; gemm
-// forced: a product per problem). Seen failing with the DPS and Pi-GDM plans running the guidance per particle
-// whatever the path (their particles differed from guided_sample()'s in the last bits, their report said direct).
+// fed the mixture's own model, the plan gives guided_sample()'s outputs bit for bit and reports the same settings with
+// guided_options::operator_path automatic, direct and gemm, for dps (both step forms), pigdm and tmpd, and automatic
+// for diffpir, ddrm, dcps and smc, which do not read the path (direct and gemm are refused by the plan and by
+// guided_sample()'s checks alike: README "Options a method does not read"). Two problem sets: one problem of 64
+// particles with a shared dense 32 x 32 operator (automatic takes DPS / Pi-GDM's products there:
+// operator_gemm_worthwhile(64, 32, 32); TMPD's covariances stay direct, 32 x 32 < 4096), and three problems of d_y x
+// d_x = 2 x 3 with one operator each (automatic: direct everywhere; gemm forced: a product per problem). Seen failing
+// with the DPS and Pi-GDM plans running the guidance per particle whatever the path (their particles differed from
+// guided_sample()'s in the last bits, their report said direct).
 TEST(SamplingPlan, GuidedPlansRunTheOperatorPathGuidedSampleRuns) {
   guided_problems large;
   large.problems = 1;
@@ -2008,20 +2010,41 @@ TEST(SamplingPlan, GuidedPlansRunTheOperatorPathGuidedSampleRuns) {
       for (mixture_path path : {mixture_path::automatic, mixture_path::direct, mixture_path::gemm}) {
         const std::string what = std::string(s.what) + ", " + (set == 0 ? "32 x 32" : "2 x 3") + ", operator path " +
                                  to_string(path);
+        // Each sampler's own settings only: the others refuse them.
+        const bool guidance = s.sampler == guided_sampler::dps || s.sampler == guided_sampler::pigdm ||
+                              s.sampler == guided_sampler::tmpd;
         guided_options o;
         o.sampler = s.sampler;
-        o.dps_step = s.normalised ? dps_step_form::normalised : dps_step_form::likelihood;
-        o.guidance_scale = s.normalised ? 0.5 : 1.0;
+        if (s.sampler == guided_sampler::dps)
+          o.dps_step = s.normalised ? dps_step_form::normalised : dps_step_form::likelihood;
+        if (guidance) o.guidance_scale = s.normalised ? 0.5 : 1.0;
         o.potentials = guided_potentials::linear;
         o.operator_path = path;
         o.particles = set == 0 ? 64 : 13;
         o.steps = s.sampler == guided_sampler::tmpd || s.sampler == guided_sampler::dcps ? 2 : 4;
-        o.dcps_blocks = 2;
-        o.dcps_langevin_steps = 1;
-        o.dcps_gradient_steps = 1;
-        o.dcps_langevin_step = 0.05;
+        if (s.sampler == guided_sampler::dcps) {
+          o.dcps_blocks = 2;
+          o.dcps_langevin_steps = 1;
+          o.dcps_gradient_steps = 1;
+          o.dcps_langevin_step = 0.05;
+        }
         o.seed = 53;
         const std::int64_t B = pr.problems, N = o.particles, K = o.steps;
+        if (!guidance && path != mixture_path::automatic) {
+          const std::string unread =
+              std::string("options.operator_path: not read by sampler ") + to_string(s.sampler);
+          for (auto call : {std::function<void()>([&] { (void)sampling_plan::guided(d, pr, o, model_output::denoiser,
+                                                                                    cpu); }),
+                            std::function<void()>([&] { (void)guided_workspace_bytes(mix, pr, o); })}) {
+            try {
+              call();
+              ADD_FAILURE() << what << ": not refused";
+            } catch (const invalid_argument& e) {
+              EXPECT_EQ(std::string(e.what()).rfind(unread, 0), 0u) << what << ": " << e.what();
+            }
+          }
+          continue;
+        }
         sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
         smc_outputs fused(B, N, d, K), stepped(B, N, d, K);
         const bool smc = s.sampler == guided_sampler::smc;

@@ -204,9 +204,9 @@ TEST(UnreadOptions, GuidedSamplersRefuseTheSmcOutputsTheyDoNotWrite) {
   }
 }
 
-// A plan reads neither final-move field (the moves need the prior's log-density), nor a DPS or Pi-GDM plan the
-// operator path (it applies the operator directly: direct passes, gemm is refused), while guided_sample() reads all
-// three.
+// A plan reads neither final-move field (the moves need the prior's log-density), while guided_sample() reads both.
+// A DPS or Pi-GDM plan reads operator_path as guided_sample() does (it runs the path guided_sample() resolves:
+// SamplingPlan.GuidedPlansRunTheOperatorPathGuidedSampleRuns).
 TEST(UnreadOptions, GuidedPlansRefuseTheFieldsOnlyTheFusedRunReads) {
   const gaussian_mixture m = prior();
   const guided_problems pr = problems();
@@ -218,8 +218,6 @@ TEST(UnreadOptions, GuidedPlansRefuseTheFieldsOnlyTheFusedRunReads) {
   const std::vector<plan_row> rows = {
       {guided_sampler::smc, "options.final_moves", [](guided_options& o) { o.final_moves = 3; }},
       {guided_sampler::smc, "options.final_move_step", [](guided_options& o) { o.final_move_step = 0.5; }},
-      {guided_sampler::dps, "options.operator_path", [](guided_options& o) { o.operator_path = mixture_path::gemm; }},
-      {guided_sampler::pigdm, "options.operator_path", [](guided_options& o) { o.operator_path = mixture_path::gemm; }},
   };
   for (const plan_row& r : rows) {
     guided_options o = guided_base(r.sampler);
@@ -233,9 +231,6 @@ TEST(UnreadOptions, GuidedPlansRefuseTheFieldsOnlyTheFusedRunReads) {
   guided_options none = guided_base(guided_sampler::smc);
   none.final_moves = 0;
   EXPECT_NO_THROW((void)sampling_plan::guided(2, pr, none, model_output::denoiser, cpu));
-  guided_options direct = guided_base(guided_sampler::dps);
-  direct.operator_path = mixture_path::direct;
-  EXPECT_NO_THROW((void)sampling_plan::guided(2, pr, direct, model_output::denoiser, cpu));
   for (const guided_sampler s : guided_samplers) {
     guided_options g = guided_base(s);
     g.potentials = guided_potentials::linear;

@@ -424,7 +424,8 @@ typedef struct ds_guided_options {
                                       A m and A^T u as matrix products over all particles per step (GEMM), or
                                       particle by particle (DIRECT); AUTOMATIC follows the size rule
                                       (diffsample::guided_options::operator_path; default DS_MIXTURE_PATH_AUTOMATIC);
-                                      masks, SVD operators and the other samplers run direct whatever it says;
+                                      masks and SVD operators run direct whatever it says; the other samplers
+                                      do not read it and refuse a value other than AUTOMATIC;
                                       a guided plan runs the path ds_guided_sample() resolves */
   /* Appended in the eleventh layout (a caller of an earlier one gets the defaults). */
   int64_t final_moves;       /**< SMC: preconditioned MALA steps per sample on p(x) p(y | x) after the final resampling,

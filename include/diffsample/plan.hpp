@@ -222,8 +222,8 @@ class DIFFSAMPLE_API sampling_plan {
   /// final_moves = -1 resolves to 0, a count above 0 is refused); operator_path, gemm where the plan's tells apply
   /// a dense operator as matrix products over all particles, else direct: the path guided_sample() resolves for the
   /// same options and problems, which the plan runs (DPS and Pi-GDM on either executor and TMPD on the CPU executor,
-  /// past the size rule or forced by guided_options::operator_path; masks, SVD operators and the other samplers run
-  /// direct whatever it says, in both). The other samplers report linear, false, false and 0, as guided_sample()
+  /// past the size rule or forced by guided_options::operator_path; masks and SVD operators run direct whatever it
+  /// says, in both, and the other samplers, direct, refuse it other than automatic). The other samplers report linear, false, false and 0, as guided_sample()
   /// does. launches is 0: a plan's
   /// launches are its tells', issued by the caller's loop (and replayed unseen by a captured graph). The
   /// per-problem results of a run (log-weights, log-normaliser estimates, ESS trace, resampling counts) are
