@@ -1132,18 +1132,6 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
                             const guided_options& options, execution exec, void* workspace,
                             std::size_t workspace_bytes) {
   validate(prior.dim(), given, options);
-  // The SMC's own outputs: another sampler wrote nothing into them (and the caller read its buffer as the result).
-  if (options.sampler != guided_sampler::smc) {
-    const std::string method = std::string("sampler ") + to_string(options.sampler);
-    const auto unwritten = [&](const char* name, const void* p) {
-      DIFFSAMPLE_EXPECTS(p == nullptr, name << ": not written by " << method
-                                            << " (an smc output, which the other samplers do not compute); pass null");
-    };
-    unwritten("outputs.log_weights", out.log_weights);
-    unwritten("outputs.log_normaliser", out.log_normaliser);
-    unwritten("outputs.ess_trace", out.ess_trace);
-    unwritten("outputs.resample_count", out.resample_count);
-  }
   const guided_options o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::run);
   // smc's own outputs: the other samplers write particles and samples only, and left these buffers as they were,
   // so a caller read whatever they held as log-weights, evidence estimates or ESS (Python's new outputs:

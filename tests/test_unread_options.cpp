@@ -167,43 +167,6 @@ TEST(UnreadOptions, GuidedSamplersRefuseTheFieldsTheyDoNotRead) {
   }
 }
 
-// The SMC's own outputs (log_weights, log_normaliser, ess_trace, resample_count): the other samplers wrote nothing
-// into them, and the caller read its buffer as their result. Refused, naming the output and the sampler, with the
-// samples untouched; SMC writes them.
-TEST(UnreadOptions, GuidedSamplersRefuseTheSmcOutputsTheyDoNotWrite) {
-  const gaussian_mixture m = prior();
-  const guided_problems pr = problems();
-  std::vector<float> samples(8 * 2, -7.f), log_weights(8, -7.f), ess(5, -7.f);
-  std::vector<double> log_z(1, -7.0);
-  std::vector<std::int32_t> counts(1, -7);
-  const std::vector<std::pair<std::string, std::function<void(guided_outputs&)>>> rows = {
-      {"outputs.log_weights", [&](guided_outputs& o) { o.log_weights = log_weights.data(); }},
-      {"outputs.log_normaliser", [&](guided_outputs& o) { o.log_normaliser = log_z.data(); }},
-      {"outputs.ess_trace", [&](guided_outputs& o) { o.ess_trace = ess.data(); }},
-      {"outputs.resample_count", [&](guided_outputs& o) { o.resample_count = counts.data(); }},
-  };
-  for (const guided_sampler s : guided_samplers) {
-    guided_options o = guided_base(s);
-    for (const auto& [name, set] : rows) {
-      guided_outputs out;
-      out.samples = samples.data();
-      set(out);
-      if (s == guided_sampler::smc) {
-        EXPECT_NO_THROW(guided_sample(m, out, pr, o, cpu)) << name;
-        continue;
-      }
-      std::fill(samples.begin(), samples.end(), -7.f);
-      try {
-        guided_sample(m, out, pr, o, cpu);
-        ADD_FAILURE() << name << " not refused by " << to_string(s);
-      } catch (const invalid_argument& e) {
-        EXPECT_EQ(std::string(e.what()).rfind(name + ": not written by sampler " + to_string(s), 0), 0u) << e.what();
-      }
-      for (float v : samples) ASSERT_EQ(v, -7.f) << name << " / " << to_string(s);
-    }
-  }
-}
-
 // A plan reads neither final-move field (the moves need the prior's log-density), while guided_sample() reads both.
 // A DPS or Pi-GDM plan reads operator_path as guided_sample() does (it runs the path guided_sample() resolves:
 // SamplingPlan.GuidedPlansRunTheOperatorPathGuidedSampleRuns).
