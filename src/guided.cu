@@ -6,9 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -312,46 +310,9 @@ struct operator_svds {
   std::int64_t rank = 1;
 };
 
-// The factorisations of the last detail::reduction_memo_entries operator sets (src/guided_reduction.hpp), the most
-// recently used first, each keyed by d_y, d_x and the bits of its operators' dense matrices.
-class factorisation_memo {
- public:
-  std::shared_ptr<const operator_svds> find(std::int64_t dy, std::int64_t d, const std::vector<double>& key) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-      if (it->dy != dy || it->d != d || it->key.size() != key.size() ||
-          std::memcmp(it->key.data(), key.data(), key.size() * sizeof(double)) != 0)
-        continue;
-      entries_.splice(entries_.begin(), entries_, it);
-      return entries_.front().svds;
-    }
-    return nullptr;
-  }
-  void keep(std::int64_t dy, std::int64_t d, std::vector<double> key, std::shared_ptr<const operator_svds> svds) {
-    std::size_t values = key.size();
-    for (std::size_t c = 0; c < svds->U.size(); ++c) values += svds->U[c].size() + svds->S[c].size() + svds->V[c].size();
-    if (values > detail::reduction_memo_bytes / sizeof(double)) return;
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (const entry& e : entries_)  // another thread factored the same operators meanwhile
-      if (e.dy == dy && e.d == d && e.key.size() == key.size() &&
-          std::memcmp(e.key.data(), key.data(), key.size() * sizeof(double)) == 0)
-        return;
-    entries_.push_front(entry{dy, d, std::move(key), std::move(svds)});
-    while (entries_.size() > detail::reduction_memo_entries) entries_.pop_back();
-  }
-
- private:
-  struct entry {
-    std::int64_t dy, d;
-    std::vector<double> key;
-    std::shared_ptr<const operator_svds> svds;
-  };
-  std::mutex mutex_;
-  std::list<entry> entries_;
-};
-
-factorisation_memo& the_factorisation_memo() {
-  static factorisation_memo memo;
+// The factorisations of reduce_rank's operator sets (src/guided_reduction.hpp).
+detail::factorisation_memo<operator_svds>& the_factorisation_memo() {
+  static detail::factorisation_memo<operator_svds> memo;
   return memo;
 }
 
@@ -365,17 +326,8 @@ std::shared_ptr<const operator_svds> factor_operators(const guided_problems& pr,
   const std::int64_t count = dense ? (pr.A.size() == static_cast<std::size_t>(dy * d) ? 1 : pr.problems)
                                    : static_cast<std::int64_t>(pr.operators.size());
   const std::size_t size = static_cast<std::size_t>(dy * d);
-  std::vector<double> key;
-  if (dense) {
-    key.assign(pr.A.begin(), pr.A.begin() + count * size);
-  } else {
-    key.reserve(count * size);
-    for (const observation_operator& op : pr.operators) {
-      const std::vector<double> A = op.matrix();
-      key.insert(key.end(), A.begin(), A.end());
-    }
-  }
-  factorisation_memo& memo = the_factorisation_memo();
+  std::vector<double> key = detail::operator_matrices(pr, d);
+  detail::factorisation_memo<operator_svds>& memo = the_factorisation_memo();
   if (std::shared_ptr<const operator_svds> kept = memo.find(dy, d, key)) return kept;
   auto f = std::make_shared<operator_svds>();
   f->U.resize(count);
@@ -387,7 +339,9 @@ std::shared_ptr<const operator_svds> factor_operators(const guided_problems& pr,
     f->rank = std::max(f->rank, f->ranks[c]);
   }
   factorisations_made.fetch_add(1, std::memory_order_relaxed);
-  memo.keep(dy, d, std::move(key), f);
+  std::size_t values = 0;
+  for (std::int64_t c = 0; c < count; ++c) values += f->U[c].size() + f->S[c].size() + f->V[c].size();
+  memo.keep(dy, d, std::move(key), f, values);
   return f;
 }
 

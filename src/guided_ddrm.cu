@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "kernels/plan.cuh"
 #include "src/cpu/guided_tells.hpp"
 #include "src/fused_stepwise.hpp"
+#include "src/guided_reduction.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/guided_tables.hpp"
 #include "src/mixture_unchecked.hpp"
@@ -214,18 +216,43 @@ std::int64_t operator_count(const guided_problems& pr, std::int64_t d) {
   return pr.A.size() == static_cast<std::size_t>(pr.d_y * d) ? 1 : pr.problems;
 }
 
+std::atomic<std::int64_t> factorisations_made{0};
+
+// The thin SVDs of the problems' operators (factor()), from the memo of the last operator sets factored
+// (src/guided_reduction.hpp) when their matrices match bit for bit, else computed and kept. A set with an SVD operator
+// (whose factors are its own, not its matrix's: a cheap copy) is factored per call and not kept.
+std::shared_ptr<const std::vector<thin_svd>> factor_operators(const guided_problems& pr, std::int64_t d) {
+  const std::int64_t dy = pr.d_y, count = operator_count(pr, d);
+  auto f = std::make_shared<std::vector<thin_svd>>(static_cast<std::size_t>(count));
+  const bool own_factors = std::any_of(pr.operators.begin(), pr.operators.end(), [](const observation_operator& op) {
+    return op.kind() == observation_kind::svd;
+  });
+  if (own_factors) {
+    for (std::int64_t c = 0; c < count; ++c) (*f)[c] = factor(&pr.operators[c], nullptr, dy, d);
+    return f;
+  }
+  static factorisation_memo<std::vector<thin_svd>> memo;
+  std::vector<double> key = operator_matrices(pr, d);
+  if (std::shared_ptr<const std::vector<thin_svd>> kept = memo.find(dy, d, key)) return kept;
+  std::size_t values = 0;
+  for (std::int64_t c = 0; c < count; ++c) {
+    (*f)[c] = factor(nullptr, key.data() + c * dy * d, dy, d);
+    values += (*f)[c].U.size() + (*f)[c].S.size() + (*f)[c].V.size();
+  }
+  factorisations_made.fetch_add(1, std::memory_order_relaxed);
+  memo.keep(dy, d, std::move(key), f, values);
+  return f;
+}
+
 // prior: the mixture whose constants per step's channel the fused run tabulates (null for a plan: no table).
 ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, const guided_problems& pr,
                              const guided_options& o, std::vector<unsigned char>* host) {
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, K = o.steps;
   ddrm_layout l;
   l.operators = operator_count(pr, d);
-  std::vector<thin_svd> f(l.operators);
-  for (std::int64_t c = 0; c < l.operators; ++c) {
-    f[c] = factor(pr.operators.empty() ? nullptr : &pr.operators[c],
-                  pr.operators.empty() ? pr.A.data() + c * dy * d : nullptr, dy, d);
-    l.r = std::max(l.r, f[c].r);
-  }
+  const std::shared_ptr<const std::vector<thin_svd>> factors = factor_operators(pr, d);
+  const std::vector<thin_svd>& f = *factors;
+  for (std::int64_t c = 0; c < l.operators; ++c) l.r = std::max(l.r, f[c].r);
   l.r = std::max<std::int64_t>(l.r, 1);  // an all-zero A: one unobserved column keeps the kernels uniform
   l.steps = l.blob.put(K * sizeof(kernels::ddrm_step));
   l.V = l.blob.put(l.operators * d * l.r * sizeof(float));
@@ -303,6 +330,8 @@ kernels::ddrm_params bind_ddrm(const ddrm_layout& l, unsigned char* ws, std::int
 }
 
 }  // namespace
+
+std::int64_t ddrm_factorisations() noexcept { return factorisations_made.load(std::memory_order_relaxed); }
 
 std::size_t ddrm_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& options) {

@@ -396,10 +396,11 @@ TEST(GuidedSamplers, RepeatedRowsRunAsTheirScaledFullRankEquivalent) {
 }
 
 // An observation with more rows than rank is factored once per operator set (src/guided_reduction.hpp): the
-// guided_workspace_bytes() of a run and the guided_sample() that takes its workspace share one FP64 SVD (they each
-// factored the operators, 3.4 s for a 512 x 256 operator), as do runs with another y under the same operators and
-// a plan of them; an operator that differs in one bit is factored anew, and so are operators the memo no longer
-// holds. An 8 x 4 A with two repeated rows (Pi-GDM reduces it) and per-problem operators (B = 2).
+// guided_workspace_bytes() of a run and the guided_sample() that takes its workspace share one FP64 factorisation
+// (they each factored the operators: 3.4 s for a 512 x 256 operator in Pi-GDM's reduction, 45 s in DDRM's), as do
+// runs with another y under the same operators and a plan of them; an operator that differs in one bit is factored
+// anew, and so are operators the memo no longer holds. An 8 x 4 A with two repeated rows (Pi-GDM reduces it; DDRM
+// factors every operator) and per-problem operators (B = 2).
 TEST(GuidedSamplers, OneFactorisationServesTheQueryTheRunAndOtherObservations) {
   const ds::gaussian_mixture prior(4, {0.4, 0.6}, {-1.0, 0.5, 0.0, 1.0, 1.5, -0.5, 1.0, 0.5}, {0.7, 1.2});
   std::mt19937 gen(20261204);
@@ -420,53 +421,60 @@ TEST(GuidedSamplers, OneFactorisationServesTheQueryTheRunAndOtherObservations) {
     return y;
   };
   const ds::execution cpu{ds::executor::cpu, nullptr};
-  const ds::guided_options o = options(ds::guided_sampler::pigdm, N, 10, 5);
-  // The workspace query, then the run on the caller's workspace.
-  const auto run = [&](const ds::guided_problems& g) {
-    std::vector<float> x(static_cast<std::size_t>(g.problems * N * d), NAN);
-    ds::guided_outputs out;
-    out.samples = x.data();
-    const std::size_t bytes = ds::guided_workspace_bytes(prior, g, o, cpu);
-    std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
-    ds::guided_sample(prior, out, g, o, cpu, ws.data(), bytes);
-    return x;
-  };
-  const auto made = [] { return ds::detail::reduction_factorisations(); };
-  for (std::int64_t B : {1, 2}) {
-    ds::guided_problems g;
-    g.problems = B;
-    g.d_y = dy;
-    g.A = operators(B);
-    g.y = observations(B);
-    g.sigma_y = {1e-3};
-    std::int64_t before = made();
-    const std::vector<float> first = run(g);
-    EXPECT_EQ(made() - before, 1) << "B = " << B << ": the query and the run";
-    EXPECT_EQ(run(g), first) << "B = " << B;  // the same factors: the same samples
-    ds::guided_problems other_y = g;
-    other_y.y = observations(B);
-    ds::guided_problems other_sigma = g;
-    other_sigma.sigma_y = {2e-3};
-    before = made();
-    EXPECT_NE(run(other_y), first);
-    (void)run(other_sigma);
-    (void)ds::sampling_plan::guided(d, g, o, ds::model_output::denoiser, cpu);
-    EXPECT_EQ(made() - before, 0) << "B = " << B << ": another y or sigma_y under the same operators, and a plan";
-    ds::guided_problems one_bit = g;
-    one_bit.A.back() = std::nextafter(one_bit.A.back(), 10.0);
-    before = made();
-    (void)run(one_bit);
-    EXPECT_EQ(made() - before, 1) << "B = " << B << ": an operator one bit apart";
-    // Operators the memo no longer holds are factored anew, with the same samples.
-    for (std::size_t i = 0; i < ds::detail::reduction_memo_entries; ++i) {
-      ds::guided_problems evict = g;
-      evict.A = operators(B);
-      (void)run(evict);
+  for (ds::guided_sampler sampler : {ds::guided_sampler::pigdm, ds::guided_sampler::ddrm}) {
+    const ds::guided_options o = options(sampler, N, 10, 5);
+    // The workspace query, then the run on the caller's workspace.
+    const auto run = [&](const ds::guided_problems& g) {
+      std::vector<float> x(static_cast<std::size_t>(g.problems * N * d), NAN);
+      ds::guided_outputs out;
+      out.samples = x.data();
+      const std::size_t bytes = ds::guided_workspace_bytes(prior, g, o, cpu);
+      std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
+      ds::guided_sample(prior, out, g, o, cpu, ws.data(), bytes);
+      return x;
+    };
+    const std::string name = ds::to_string(sampler);
+    const auto made = [&] {
+      return sampler == ds::guided_sampler::ddrm ? ds::detail::ddrm_factorisations()
+                                                 : ds::detail::reduction_factorisations();
+    };
+    for (std::int64_t B : {1, 2}) {
+      ds::guided_problems g;
+      g.problems = B;
+      g.d_y = dy;
+      g.A = operators(B);
+      g.y = observations(B);
+      g.sigma_y = {1e-3};
+      std::int64_t before = made();
+      const std::vector<float> first = run(g);
+      EXPECT_EQ(made() - before, 1) << name << ", B = " << B << ": the query and the run";
+      EXPECT_EQ(run(g), first) << name << ", B = " << B;  // the same factors: the same samples
+      ds::guided_problems other_y = g;
+      other_y.y = observations(B);
+      ds::guided_problems other_sigma = g;
+      other_sigma.sigma_y = {2e-3};
+      before = made();
+      EXPECT_NE(run(other_y), first);
+      (void)run(other_sigma);
+      (void)ds::sampling_plan::guided(d, g, o, ds::model_output::denoiser, cpu);
+      EXPECT_EQ(made() - before, 0) << name << ", B = " << B
+                                    << ": another y or sigma_y under the same operators, and a plan";
+      ds::guided_problems one_bit = g;
+      one_bit.A.back() = std::nextafter(one_bit.A.back(), 10.0);
+      before = made();
+      (void)run(one_bit);
+      EXPECT_EQ(made() - before, 1) << name << ", B = " << B << ": an operator one bit apart";
+      // Operators the memo no longer holds are factored anew, with the same samples.
+      for (std::size_t i = 0; i < ds::detail::reduction_memo_entries; ++i) {
+        ds::guided_problems evict = g;
+        evict.A = operators(B);
+        (void)run(evict);
+      }
+      before = made();
+      EXPECT_EQ(run(g), first) << name << ", B = " << B;
+      EXPECT_EQ(made() - before, 1) << name << ", B = " << B << ": after " << ds::detail::reduction_memo_entries
+                                    << " other operator sets";
     }
-    before = made();
-    EXPECT_EQ(run(g), first) << "B = " << B;
-    EXPECT_EQ(made() - before, 1) << "B = " << B << ": after " << ds::detail::reduction_memo_entries
-                                  << " other operator sets";
   }
 }
 
