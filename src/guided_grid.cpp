@@ -2,11 +2,14 @@
 // spectral grid, which adds a point where the noise level s / a reaches each singular direction's observation noise
 // sigma_y / S_i, and the noise-ratio grid, uniform in (s / a)^(1 / 7). Host-only, FP64; the result is a custom grid of the schedule, so the samplers run unchanged.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "kernels/linalg.cuh"
 #include "src/cuda_check.hpp"
+#include "src/guided_reduction.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/schedule_defaults.hpp"
 #include <diffsample/error.hpp>
@@ -56,7 +59,36 @@ std::vector<double> singular_values(const guided_problems& pr, std::int64_t c, s
   return out;
 }
 
+std::atomic<std::int64_t> spectra_made{0};
+
+// The singular values of the problems' `count` operators (singular_values()), from the memo of the last operator
+// sets (src/guided_reduction.hpp) when their matrices match bit for bit, else computed and kept: dense operators
+// only (an SVD operator's values are its own, a cheap copy; a mask's are not taken from its matrix).
+std::shared_ptr<const std::vector<std::vector<double>>> operator_spectra(const guided_problems& pr, std::int64_t count,
+                                                                        std::int64_t d) {
+  auto S = std::make_shared<std::vector<std::vector<double>>>(static_cast<std::size_t>(count));
+  const bool dense = std::all_of(pr.operators.begin(), pr.operators.end(),
+                                 [](const observation_operator& op) { return op.kind() == observation_kind::dense; });
+  if (!dense) {
+    for (std::int64_t c = 0; c < count; ++c) (*S)[c] = singular_values(pr, c, d);
+    return S;
+  }
+  static factorisation_memo<std::vector<std::vector<double>>> memo;
+  std::vector<double> key = operator_matrices(pr, d);
+  if (std::shared_ptr<const std::vector<std::vector<double>>> kept = memo.find(pr.d_y, d, key)) return kept;
+  std::size_t values = 0;
+  for (std::int64_t c = 0; c < count; ++c) {
+    (*S)[c] = singular_values(pr, c, d);
+    values += (*S)[c].size();
+  }
+  spectra_made.fetch_add(1, std::memory_order_relaxed);
+  memo.keep(pr.d_y, d, std::move(key), S, values);
+  return S;
+}
+
 }  // namespace
+
+std::int64_t spectral_factorisations() noexcept { return spectra_made.load(std::memory_order_relaxed); }
 
 guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const guided_options& o) {
   if (o.grid == guided_grid::schedule || o.sampler == guided_sampler::skrock) return o;
@@ -114,8 +146,8 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& pr, const gui
     const std::int64_t count = pr.operators.empty()
                                    ? (pr.A.size() == static_cast<std::size_t>(pr.d_y * d) ? 1 : pr.problems)
                                    : static_cast<std::int64_t>(pr.operators.size());
-    std::vector<std::vector<double>> S(static_cast<std::size_t>(count));
-    for (std::int64_t c = 0; c < count; ++c) S[c] = singular_values(pr, c, d);
+    const std::shared_ptr<const std::vector<std::vector<double>>> spectra = operator_spectra(pr, count, d);
+    const std::vector<std::vector<double>>& S = *spectra;
     for (std::int64_t b = 0; b < pr.problems; ++b) {
       const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
       for (double s : S[count == 1 ? 0 : b]) {

@@ -1,13 +1,14 @@
 // The factorisations behind the guided samplers' treatment of an observation with more rows than rank (internal):
-// the reduction to the basis of each operator's SVD (src/guided.cu, reduce_rank: detail::row_svd) and DDRM's thin SVD
-// (src/guided_ddrm.cu). Each is FP64 host work of seconds to minutes for operators of a few hundred rows (reduce_rank
-// 3.4 s, DDRM 45 s for 512 x 256) that depends on the operators alone (not on y or sigma_y), so the factors of the
-// last reduction_memo_entries operator sets of each kind are kept in a factorisation_memo, keyed by every bit of the
-// operators (d_y, d_x and their dense matrices, the input the factorisation reads): guided_workspace_bytes() and the
-// guided_sample() that follows it, a plan made after either, or runs of the same operators with other observations y
-// factor once. An entry is at most reduction_memo_bytes (the operators and their factors); a larger set is factored
-// per call and not kept. Thread-safe: lookups hold a mutex; a factorisation runs outside it (two threads may factor
-// the same operators, with the same result).
+// the reduction to the basis of each operator's SVD (src/guided.cu, reduce_rank: detail::row_svd), DDRM's thin SVD
+// (src/guided_ddrm.cu) and the spectral grid's singular values (src/guided_grid.cpp, dense operators). Each is FP64
+// host work of seconds to minutes for operators of a few hundred rows (reduce_rank 3.4 s, DDRM 45 s for 512 x 256)
+// that depends on the operators alone (not on y or sigma_y), so the factors of the last reduction_memo_entries
+// operator sets of each kind are kept in a factorisation_memo, keyed by every bit of the operators (d_y, d_x and
+// their dense matrices, the input the factorisation reads): guided_workspace_bytes() and the guided_sample() that
+// follows it, a plan made after either, or runs of the same operators with other observations y factor once. An
+// entry is at most reduction_memo_bytes (the operators and their factors); a larger set is factored per call and not
+// kept. Thread-safe: lookups hold a mutex; a factorisation runs outside it (two threads may factor the same
+// operators, with the same result).
 #pragma once
 
 #include <cstddef>
@@ -33,6 +34,9 @@ inline constexpr std::size_t reduction_memo_bytes = std::size_t(128) << 20;
 DIFFSAMPLE_API std::int64_t reduction_factorisations() noexcept;
 /// Operator sets this process has factored for DDRM (each a miss of its memo), for the tests.
 DIFFSAMPLE_API std::int64_t ddrm_factorisations() noexcept;
+/// Operator sets this process has factored for the spectral grid's singular values (each a miss of its memo; dense
+/// operators only), for the tests.
+DIFFSAMPLE_API std::int64_t spectral_factorisations() noexcept;
 
 /// The problems' operators (1 shared or B: the dense rows given, or each operator's matrix()), d_y x d_x each,
 /// row-major, concatenated: what a factorisation of them reads, a factorisation_memo's key.

@@ -6,11 +6,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <string>
 #include <vector>
 
 #include <diffsample/error.hpp>
 #include <diffsample/guided.hpp>
+
+#include "src/guided_reduction.hpp"
 
 namespace ds = diffsample;
 
@@ -187,6 +190,42 @@ TEST(GuidedGrid, SpectralGridOfSeveralProblems) {
   ASSERT_EQ(t.size(), 31u);
   EXPECT_EQ(hits(t, spectral_time(1.5, 0.2)), 1);
   EXPECT_EQ(hits(t, spectral_time(1.5, 0.7)), 1);
+}
+
+// The spectral grid's singular values (an FP64 eigendecomposition of each dense operator's A A^T) are computed once
+// per operator set (src/guided_reduction.hpp): the workspace query and the run it sizes, guided_times() and runs
+// with another y under the same operator share them; an operator one bit apart is decomposed anew.
+TEST(GuidedGrid, SpectralValuesAreComputedOncePerOperatorSet) {
+  ds::guided_problems pr;
+  pr.A = two_rows(2.125, 0.375);  // used by no other test: the memo does not hold it yet
+  pr.d_y = 2;
+  pr.y = {0.3, -0.2};
+  pr.sigma_y = {0.05};
+  ds::guided_options o = grid_options(ds::guided_grid::spectral, 12);
+  o.particles = 8;
+  const ds::gaussian_mixture p = prior(6);
+  const ds::execution cpu{ds::executor::cpu, nullptr};
+  const auto run = [&](const ds::guided_problems& g) {
+    std::vector<float> x(static_cast<std::size_t>(o.particles * 6));
+    ds::guided_outputs out;
+    out.particles = x.data();
+    const std::size_t bytes = ds::guided_workspace_bytes(p, g, o, cpu);
+    std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
+    ds::guided_sample(p, out, g, o, cpu, ws.data(), bytes);
+  };
+  std::int64_t before = ds::detail::spectral_factorisations();
+  run(pr);
+  EXPECT_EQ(ds::detail::spectral_factorisations() - before, 1) << "the query and the run";
+  ds::guided_problems other = pr;
+  other.y = {-0.4, 0.1};
+  before = ds::detail::spectral_factorisations();
+  (void)ds::guided_times(p, pr, o);
+  run(other);
+  EXPECT_EQ(ds::detail::spectral_factorisations() - before, 0) << "guided_times() and another y";
+  other.A[0] = std::nextafter(other.A[0], 10.0);
+  before = ds::detail::spectral_factorisations();
+  (void)ds::guided_times(p, other, o);
+  EXPECT_EQ(ds::detail::spectral_factorisations() - before, 1) << "an operator one bit apart";
 }
 
 // Schedules without an increasing a, and too few steps for the spectral grid's segments, are refused by name.
