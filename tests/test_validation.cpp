@@ -380,7 +380,9 @@ TEST(Validation, ScheduleParameterTheKindDoesNotReadIsRefused) {
       noise_schedule s = base;
       p.set(s);
       if (p.reader == s.kind) {
-        if (std::string(p.name) != "schedule.beta_max") EXPECT_NO_THROW((void)s.points(4));  // its own field
+        if (std::string(p.name) != "schedule.beta_max") {
+          EXPECT_NO_THROW((void)s.points(4));  // its own field
+        }
         continue;
       }
       const std::string kind = std::string("schedule.kind ") + to_string(s.kind) + " does not read";
