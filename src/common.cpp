@@ -78,12 +78,15 @@ memory_kind pointer_kind(const void* ptr) noexcept {
   }
 }
 
+std::string no_usable_gpu(const char* argument) {
+  return std::string(argument) + ": cuda was requested but no GPU is usable (" + cuda_unavailable_reason() + ")";
+}
+
 executor resolve_executor(executor requested, const void* data) {
   switch (requested) {
     case executor::cpu: return executor::cpu;
     case executor::cuda:
-      DIFFSAMPLE_EXPECTS(cuda_available(), "executor: cuda was requested but no GPU is usable ("
-                                               << cuda_unavailable_reason() << ")");
+      DIFFSAMPLE_EXPECTS(cuda_available(), no_usable_gpu("executor"));
       return executor::cuda;
     case executor::automatic:
       if (cuda_available() && pointer_kind(data) != memory_kind::host) return executor::cuda;

@@ -594,8 +594,7 @@ mixture_path gaussian_mixture::chosen_path(std::int64_t n, quantity what, const 
 void gaussian_mixture::prepare_gemm(executor where) const {
   DIFFSAMPLE_EXPECTS(where == executor::cpu || where == executor::cuda,
                      "where: expected cpu or cuda, got " << to_string(where));
-  DIFFSAMPLE_EXPECTS(where == executor::cpu || cuda_available(),
-                     "where: cuda requested but no GPU is present (" << cuda_unavailable_reason() << ")");
+  DIFFSAMPLE_EXPECTS(where == executor::cpu || cuda_available(), detail::no_usable_gpu("where"));
   (void)detail::gemm_tables_for(*storage_, where);
   // guided_sample()'s operator products take one cuBLAS handle per device: made here too, so that this call is the
   // one warm-up a capture of either needs.

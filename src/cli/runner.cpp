@@ -60,7 +60,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 executor resolve(executor e, const std::string& source) {
   if (e == executor::automatic) return cuda_available() ? executor::cuda : executor::cpu;
   if (e == executor::cuda && !cuda_available())
-    throw input_error(source + ": no GPU is available (" + cuda_unavailable_reason() + ")");
+    throw input_error(source + ": no GPU is usable (" + cuda_unavailable_reason() + ")");
   return e;
 }
 

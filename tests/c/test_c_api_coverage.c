@@ -811,7 +811,7 @@ static void test_prepare_gemm(void) {
   if (ds_cuda_available()) {
     CHECK_OK(ds_mixture_prepare_gemm(prepared, DS_EXECUTOR_CUDA));
   } else {
-    EXPECT_INVALID(ds_mixture_prepare_gemm(prepared, DS_EXECUTOR_CUDA), "where: cuda requested but no GPU");
+    EXPECT_INVALID(ds_mixture_prepare_gemm(prepared, DS_EXECUTOR_CUDA), "where: cuda was requested but no GPU is usable (");
   }
   EXPECT_INVALID(ds_mixture_prepare_gemm(prepared, (ds_executor)9), "where");
   EXPECT_INVALID(ds_mixture_prepare_gemm(NULL, DS_EXECUTOR_CPU), "mixture");
