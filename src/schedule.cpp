@@ -237,6 +237,19 @@ void check_parameters(const noise_schedule& sc) {
   }
 }
 
+// The channel at one time, as every sampler needs it (points() and at() alike): finite, a, s >= 0 not both 0, and
+// within max_abs_value. Every sampler's FP32 kernels square a and s (a channel's bound, as for evaluate()'s): a larger
+// one gave NaN. The slack covers the formulas' rounding (variance_exploding's exp(log(sigma_max / sigma_min) t) ends
+// a few ulps above a sigma_max of 1e18); the FP32 squares have far more room than that.
+void check_channel(const schedule_point& p) {
+  DIFFSAMPLE_EXPECTS(std::isfinite(p.a) && std::isfinite(p.s) && p.a >= 0 && p.s >= 0 && p.a + p.s > 0,
+                     "schedule: invalid channel a = " << p.a << ", s = " << p.s << " at t = " << p.t);
+  constexpr double bound = max_abs_value * (1 + 1e-12);
+  DIFFSAMPLE_EXPECTS(p.a <= bound && p.s <= bound,
+                     "schedule: the channel a = " << p.a << ", s = " << p.s << " at t = " << p.t << " is beyond "
+                                                  << max_abs_value << " (the FP32 kernels square a and s)");
+}
+
 }  // namespace
 
 schedule_point noise_schedule::at(double t) const {
@@ -246,7 +259,11 @@ schedule_point noise_schedule::at(double t) const {
   // parameter gave NaN or a channel no grid accepts.
   check_parameters(*this);
   check_domain(*this, t);
-  return detail::point_at(*this, t);
+  // And the channel, as points() checks it: stochastic_localization's a = t passed beyond 1e18 here while points()
+  // refused the same time.
+  const schedule_point p = detail::point_at(*this, t);
+  check_channel(p);
+  return p;
 }
 
 schedule_point detail::point_at(const noise_schedule& sc, double t) {
@@ -369,15 +386,7 @@ std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
     check_domain(*this, t[k]);
     out[k] = detail::point_at(*this, t[k]);  // the parameters were checked above
     const schedule_point& p = out[k];
-    DIFFSAMPLE_EXPECTS(std::isfinite(p.a) && std::isfinite(p.s) && p.a >= 0 && p.s >= 0 && p.a + p.s > 0,
-                       "schedule: invalid channel a = " << p.a << ", s = " << p.s << " at t = " << p.t);
-    // Every sampler's FP32 kernels square a and s (a channel's bound, as for evaluate()'s): a larger one gave NaN.
-    // The slack covers the formulas' rounding (variance_exploding's exp(log(sigma_max / sigma_min) t) ends a few
-    // ulps above a sigma_max of 1e18); the FP32 squares have far more room than that.
-    constexpr double bound = max_abs_value * (1 + 1e-12);
-    DIFFSAMPLE_EXPECTS(p.a <= bound && p.s <= bound,
-                       "schedule: the channel a = " << p.a << ", s = " << p.s << " at t = " << p.t << " is beyond "
-                                                    << max_abs_value << " (the FP32 kernels square a and s)");
+    check_channel(p);
     // Signal-to-noise ratio a^2 / s^2 strictly increasing, compared without dividing: s_k a_{k+1} > s_{k+1} a_k.
     if (k > 0)
       DIFFSAMPLE_EXPECTS(out[k - 1].s * p.a > p.s * out[k - 1].a,

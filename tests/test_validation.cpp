@@ -976,6 +976,21 @@ TEST(Validation, ATooSmallWorkspaceIsRefusedForItsSize) {
   expect_error([&] { discrete_walk_jump(b, y.data() + 2, {}, 4, w, cpu, y.data(), 8); }, {"workspace_bytes: 8 given"});
 }
 
+// at() gave the channel points() refuses: stochastic localization's a = t = 1e40 (beyond max_abs_value, which the
+// FP32 kernels square) and a = s = 0 at t = 0 came back as values. It refuses them now with points()' words, naming
+// the time; 1e18 itself passes, as in points().
+TEST(Validation, ScheduleAtRefusesTheChannelsPointsRefuses) {
+  const noise_schedule sl = noise_schedule::stochastic_localization();
+  expect_error([&] { (void)sl.at(1e40); }, {"schedule: the channel a = 1e+40", "at t = 1e+40", "beyond 1e+18"});
+  expect_error([&] { (void)noise_schedule(sl).with_times({1e-3, 1e40}).points(1); },
+               {"schedule: the channel a = 1e+40", "at t = 1e+40", "beyond 1e+18"});
+  expect_error([&] { (void)sl.at(0); }, {"schedule: invalid channel a = 0, s = 0 at t = 0"});
+  expect_error([&] { (void)noise_schedule(sl).with_times({0, 1}).points(1); },
+               {"schedule: invalid channel a = 0, s = 0 at t = 0"});
+  EXPECT_EQ(sl.at(1e18).a, 1e18);
+  EXPECT_EQ(noise_schedule(sl).with_times({1e-3, 1e18}).points(1).back().a, 1e18);
+}
+
 // A schedule's channels beyond max_abs_value (1e18) passed: the FP32 kernels square a and s, so a variance-exploding
 // sigma_max of 1e20 gave NaN samples from Pi-GDM, DDRM, TMPD, DCPS and DPS (1e25: SMC too), and stochastic
 // localization's a = t up to 1e40 NaN samples from every sampler. The schedule refuses sigma_max above it, and

@@ -90,9 +90,10 @@ struct DIFFSAMPLE_API noise_schedule {
   /// Sets a custom grid of steps + 1 times in sampling order (returns *this for chaining).
   noise_schedule& with_times(std::vector<double> custom_times);
 
-  /// The channel and its derivatives at time t. @throws invalid_argument if t is outside the schedule's domain or a
+  /// The channel and its derivatives at time t. @throws invalid_argument if t is outside the schedule's domain, a
   /// parameter is invalid (as points() checks them: an empty or not decreasing vp_table, a NaN rate or sigma, a
-  /// parameter of another kind set away from its default).
+  /// parameter of another kind set away from its default), or the channel is one points() refuses (a or s beyond
+  /// max_abs_value, a = s = 0).
   schedule_point at(double t) const;
 
   /// The steps + 1 points of the grid in sampling order. Validates the schedule: parameters finite and in range,
