@@ -175,18 +175,38 @@ std::vector<double> component_weights(const mixture_posterior& reference, std::i
     for (std::int64_t k = shared ? 0 : f; k < (shared ? K : f + 1); ++k) half_logdet[k] = h;
   }
   if (shared) {
-    std::vector<double> c(K * d);  // L^-1 m_k
-    for (std::int64_t k = 0; k < K; ++k) forward_solve(L.data(), d, m.data() + k * d, c.data() + k * d);
-    return average_responsibility(K, d, x, n, std::size_t(d), [&](const float* xi, double* lg, double* z) {
-      forward_solve(L.data(), d, xi, z);
+    // Centred at m_0: c_k = L^-1 (m_k - m_0) once, and per sample w = L^-1 (x - m_0), so that z_k = L^-1 (x - m_k) =
+    // w - c_k. (It was L^-1 x - L^-1 m_k: for samples and means near 1e16 both terms are of order 1e16 / sqrt(S)
+    // and their difference lost every digit.) The log-weights are then taken relative to the most likely component
+    // r's, with q_k - q_r = sum_j (c_rj - c_kj) (z_kj + z_rj): q_k alone is |x - m_k|^2 / S, of order 1e16 for a
+    // sample 1e8 deviations from the means, and its rounding was of the order of the differences the softmax takes.
+    std::vector<double> c(K * d), centred(d);  // L^-1 (m_k - m_0)
+    for (std::int64_t k = 0; k < K; ++k) {
+      for (std::int64_t j = 0; j < d; ++j) centred[j] = m[k * d + j] - m[j];
+      forward_solve(L.data(), d, centred.data(), c.data() + k * d);
+    }
+    return average_responsibility(K, d, x, n, std::size_t(2 * d), [&](const float* xi, double* lg, double* work) {
+      double* diff = work;
+      double* w = work + d;
+      for (std::int64_t j = 0; j < d; ++j) diff[j] = double(xi[j]) - m[j];
+      forward_solve(L.data(), d, diff, w);
+      std::int64_t r = 0;
       for (std::int64_t k = 0; k < K; ++k) {
         double q = 0;
         for (std::int64_t j = 0; j < d; ++j) {
-          const double r = z[j] - c[k * d + j];
-          q += r * r;
+          const double z = w[j] - c[k * d + j];
+          q += z * z;
         }
         lg[k] = logw[k] - 0.5 * q - half_logdet[k];
+        if (lg[k] > lg[r]) r = k;
       }
+      for (std::int64_t k = 0; k < K; ++k) {
+        double dq = 0;  // q_k - q_r
+        for (std::int64_t j = 0; j < d; ++j)
+          dq += (c[r * d + j] - c[k * d + j]) * ((w[j] - c[k * d + j]) + (w[j] - c[r * d + j]));
+        if (k != r) lg[k] = logw[k] - logw[r] - 0.5 * dq;
+      }
+      lg[r] = 0;
     });
   }
   return average_responsibility(K, d, x, n, std::size_t(2 * d), [&](const float* xi, double* lg, double* work) {
@@ -213,15 +233,34 @@ std::vector<double> component_weights(const gaussian_mixture& reference, std::in
     logw[k] = std::log(reference.weights()[k]);
     for (std::int64_t j = 0; j < d; ++j) half_logdet[k] += 0.5 * std::log(iso ? v[k] : v[k * d + j]);
   }
+  // The log-weights relative to the most likely component r's, from differences that do not cancel:
+  // r_kj^2 / v_kj - r_rj^2 / v_rj = (mu_rj - mu_kj) (r_kj + r_rj) / v_kj + r_rj^2 (v_rj - v_kj) / (v_kj v_rj), with
+  // r_kj = x_j - mu_kj. (Each q_k = sum_j r_kj^2 / v_kj alone is of order 1e16 for a sample at 1e16 from means near
+  // 0 with variance 1e16, and its rounding was of the order of the differences the softmax takes: the weights came
+  // out as the mixture's, whatever the sample.)
+  auto var = [&](std::int64_t k, std::int64_t j) { return iso ? v[k] : v[k * d + j]; };
   return average_responsibility(K, d, x, n, 0, [&](const float* xi, double* lg, double*) {
+    std::int64_t r = 0;
     for (std::int64_t k = 0; k < K; ++k) {
       double q = 0;
       for (std::int64_t j = 0; j < d; ++j) {
-        const double r = double(xi[j]) - mu[k * d + j];
-        q += r * r / (iso ? v[k] : v[k * d + j]);
+        const double e = double(xi[j]) - mu[k * d + j];
+        q += e * e / var(k, j);
       }
       lg[k] = logw[k] - 0.5 * q - half_logdet[k];
+      if (lg[k] > lg[r]) r = k;
     }
+    for (std::int64_t k = 0; k < K; ++k) {
+      if (k == r) continue;
+      double dq = 0;  // q_k - q_r
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double ek = double(xi[j]) - mu[k * d + j], er = double(xi[j]) - mu[r * d + j];
+        const double vk = var(k, j), vr = var(r, j);
+        dq += (mu[r * d + j] - mu[k * d + j]) * (ek + er) / vk + (vr == vk ? 0.0 : er * er * ((vr - vk) / (vk * vr)));
+      }
+      lg[k] = logw[k] - logw[r] - 0.5 * dq - (half_logdet[k] - half_logdet[r]);
+    }
+    lg[r] = 0;
   });
 }
 

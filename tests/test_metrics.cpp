@@ -445,6 +445,45 @@ TEST(ComponentWeights, PosteriorFromExactSamples) {
   }
 }
 
+// Samples far from every mean against the components' spread, with log-weight differences of order 1: x = +-1e16
+// and 3e15 from means 0 and 1 (variance 1e16, so (x - 0.5) / v ~ 1), on the isotropic, the diagonal and the shared
+// posterior path. Each log-weight alone is -q_k / 2 with q_k ~ 1e16 (an ulp of 2), and the responsibilities came
+// from its rounding: the mixture's returned 0.5 and 0.5 or 0 and 1 for exact responsibilities 0.73 / 0.27.
+// They are now within 1e-12 of the exact ones (long double, from the centred difference of the two squares).
+TEST(ComponentWeights, SamplesFarFromTheMeans) {
+  const double v = 1e16;
+  const ds::gaussian_mixture iso(1, {0.3, 0.7}, {0.0, 1.0}, {v, v});
+  const ds::gaussian_mixture diagonal(2, {0.3, 0.7}, {0.0, 0.0, 1.0, 0.0}, {v, 1.0, v, 1.0});
+  ds::linear_observation o;
+  o.d_y = 1;
+  o.d_x = 1;
+  o.A = {1.0};
+  o.sigma_y = 1e8;  // the posterior's variance 5e15 is shared by both components
+  o.y = {0.0};
+  const ds::mixture_posterior post(iso, o);
+  ASSERT_EQ(post.covariances()[0], post.covariances()[1]);
+  for (const float x : {1e16f, -1e16f, 3e15f}) {
+    SCOPED_TRACE(x);
+    // lg_1 - lg_0 = log(w_1 / w_0) - ((x - m_1)^2 - (x - m_0)^2) / (2 S) = log(w_1 / w_0) - (m_0 - m_1)(2 x - m_0 -
+    // m_1) / (2 S).
+    auto exact = [&](long double lw0, long double lw1, long double m0, long double m1, long double S) {
+      const long double t = lw1 - lw0 - (m0 - m1) * (2 * (long double)x - m0 - m1) / (2 * S);
+      return double(1 / (1 + std::exp(-t)));
+    };
+    const double e = exact(std::log(0.3L), std::log(0.7L), 0, 1, v);
+    EXPECT_GT(e, 1e-3);  // a question the softmax must answer from the differences
+    EXPECT_LT(e, 1 - 1e-3);
+    EXPECT_NEAR(ds::component_weights(iso, 1, &x)[1], e, 1e-12);
+    const float x2[2] = {x, 0.5f};
+    EXPECT_NEAR(ds::component_weights(diagonal, 1, x2)[1], e, 1e-12);
+    const double p = exact(post.log_weights()[0], post.log_weights()[1], post.means()[0], post.means()[1],
+                           post.covariances()[0]);
+    EXPECT_GT(p, 1e-3);
+    EXPECT_LT(p, 1 - 1e-3);
+    EXPECT_NEAR(ds::component_weights(post, 1, &x)[1], p, 1e-12);
+  }
+}
+
 // Fixed blocks summed in block order: bit-identical results with 1 and 3 threads.
 TEST(ComponentWeights, IndependentOfThreadCount) {
   const ds::gaussian_mixture mix = ds::grid_mixture(2, 3, 1.0, 0.5);
