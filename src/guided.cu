@@ -1022,11 +1022,17 @@ void report_resolved(guided_report& report, const guided_options& resolved) {
   report.final_moves = resolved.final_moves;
 }
 
+std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& given,
+                         std::size_t* cuda_only);
+
 }  // namespace
 
 std::vector<double> guided_times(const gaussian_mixture& prior, const guided_problems& problems,
                                  const guided_options& given) {
-  validate(prior.dim(), problems, given);
+  // The run's checks (validate(), then its grid's: check_grid(), and TMPD's, DDRM's and DCPS's own), as the workspace
+  // query makes them: the times of a grid the run refuses are no answer.
+  std::size_t cuda_only = 0;
+  (void)guided_query(prior, problems, given, &cuda_only);
   const guided_options options = detail::resolve_options(prior.dim(), problems, given, detail::resolve_route::run);
   const std::vector<schedule_point> pts = options.schedule.points(options.steps);
   std::vector<double> times(pts.size());

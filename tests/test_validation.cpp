@@ -790,7 +790,8 @@ TEST(Validation, GuidedSigmaYSquaresToANormalFp32Number) {
 // a = 0 where a sampler needs a > 0 (vp_cosine's and the linear interpolant's t = 1; DDRM and SKRock run there),
 // moment and twisted potentials or final moves on a grid that does not end at s = 0. Seen failing before: the query
 // returned a size for each of these (TMPD and DCPS laid out their tables without the schedule's check, the other
-// samplers never reached it), and only the run refused them.
+// samplers never reached it), and only the run refused them. guided_times() refuses them too (seen failing: it
+// returned the times of each of these grids).
 TEST(Validation, GuidedWorkspaceQueryRefusesWhatTheRunRefuses) {
   const auto mix = small();
   guided_problems g;
@@ -849,6 +850,7 @@ TEST(Validation, GuidedWorkspaceQueryRefusesWhatTheRunRefuses) {
       const std::string run = refusal([&] { guided_sample(mix, out, g, o, cpu); });
       EXPECT_EQ(refusal([&] { (void)guided_workspace_bytes(mix, g, o); }), run);
       EXPECT_EQ(refusal([&] { (void)guided_workspace_bytes(mix, g, o, cpu); }), run);
+      EXPECT_EQ(refusal([&] { (void)guided_times(mix, g, o); }), run);  // the times of a grid the run refuses
       if (skrock) {
         EXPECT_EQ(run.rfind("options.schedule", 0), 0u) << run;
         EXPECT_NE(run.find("not read by sampler skrock"), std::string::npos) << run;
