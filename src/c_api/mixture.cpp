@@ -2,6 +2,7 @@
 // exact sampling.
 #include "src/c_api/common.hpp"
 
+#include <limits>
 #include <utility>
 
 using namespace diffsample::c_api;
@@ -17,6 +18,25 @@ ds_status evaluate_call(ds_executor* ran, ds_mixture_path* path_ran, F f) {
     set_ran(ran, r.ran);
     if (path_ran) *path_ran = to_c_enum<ds_mixture_path>(r.path);
   });
+}
+
+// Refuses, before the call runs, a `ran` or `path_ran` output (the C layer writes them after the call) that shares
+// memory with the call's output `out` of n x width floats (`labels`: n int32 of ds_mixture_sample): the call's
+// results would be overwritten by the report, or the report by them. A count the call refuses (n < 0, n x width
+// beyond 64 bits) is left to its own check.
+void check_reports_apart(const void* out, std::int64_t n, std::int64_t width, const ds_executor* ran,
+                         const ds_mixture_path* path_ran = nullptr, const std::int32_t* labels = nullptr) {
+  constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max() / std::int64_t(sizeof(float));
+  if (n < 0 || width < 1 || n > most / width) return;
+  const host_span report{"ran", ran, ran ? sizeof *ran : 0}, path{"path_ran", path_ran, path_ran ? sizeof *path_ran : 0};
+  check_apart({{"out", out, static_cast<std::size_t>(n * width) * sizeof(float)}, report, path});
+  // (out and labels apart: the call's own check, in its words)
+  check_apart({{"labels", labels, labels ? static_cast<std::size_t>(n) * sizeof(std::int32_t) : 0}, report});
+}
+
+// The floats per point of `what` (1 for the log-density, dim for the score and the denoiser).
+std::int64_t width_of(const ds::gaussian_mixture& m, ds::quantity what) {
+  return what == ds::quantity::log_density ? 1 : m.dim();
 }
 
 }  // namespace
@@ -64,13 +84,18 @@ ds_status ds_mixture_evaluate(const ds_mixture* mixture, ds_quantity what, const
   return guard([&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
+    check_reports_apart(out, n, width_of(m, q), ran);
     set_ran(ran, m.evaluate(out, n, x, to_cpp(ch), q, to_cpp(exec)));
   });
 }
 
 ds_status ds_mixture_denoiser_jvp(const ds_mixture* mixture, const float* x, const float* v, int64_t n, ds_channel ch,
                                   float* out, ds_execution exec, ds_executor* ran) {
-  return guard([&] { set_ran(ran, get(mixture).denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(exec))); });
+  return guard([&] {
+    const auto& m = get(mixture);
+    check_reports_apart(out, n, m.dim(), ran);
+    set_ran(ran, m.denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(exec)));
+  });
 }
 
 namespace {
@@ -111,6 +136,7 @@ ds_status ds_mixture_evaluate_with(const ds_mixture* mixture, float* out, int64_
   return evaluate_call(ran, path_ran, [&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
+    check_reports_apart(out, n, width_of(m, q), ran, path_ran);
     return m.evaluate(out, n, x, to_cpp(ch), q, to_cpp(options), to_cpp(exec), workspace, workspace_bytes);
   });
 }
@@ -127,7 +153,9 @@ ds_status ds_mixture_denoiser_jvp_with(const ds_mixture* mixture, float* out, in
                                        const float* v, ds_channel ch, const ds_evaluate_options* options,
                                        ds_execution exec, ds_executor* ran, ds_mixture_path* path_ran) {
   return evaluate_call(ran, path_ran, [&] {
-    return get(mixture).denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(options), to_cpp(exec));
+    const auto& m = get(mixture);
+    check_reports_apart(out, n, m.dim(), ran, path_ran);
+    return m.denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(options), to_cpp(exec));
   });
 }
 
@@ -150,7 +178,9 @@ ds_status ds_mixture_prepare_gemm(const ds_mixture* mixture, ds_executor where) 
 ds_status ds_mixture_sample(const ds_mixture* mixture, float* out, int64_t n, ds_channel ch, uint64_t seed,
                             int32_t* labels, uint64_t first_index, ds_execution exec, ds_executor* ran) {
   return guard([&] {
-    set_ran(ran, get(mixture).sample(out, n, to_cpp(ch), seed, labels, first_index, to_cpp(exec)));
+    const auto& m = get(mixture);
+    check_reports_apart(out, n, m.dim(), ran, nullptr, labels);
+    set_ran(ran, m.sample(out, n, to_cpp(ch), seed, labels, first_index, to_cpp(exec)));
   });
 }
 

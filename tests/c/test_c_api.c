@@ -1606,6 +1606,38 @@ static void test_entry_validation(void) {
     for (i = 0; i < 8; ++i) same = same && xs[i] == 0.25f * (float)i;
     CHECK(same);
   }
+  /* The executor that ran (and the path) are written after the call: one inside the call's output would overwrite a
+     result, or the result it. Refused naming both, out unchanged; just past out's end runs (4 points: a score is
+     8 floats, a log-density 4). */
+  {
+    float res[12];
+    ds_executor* in = (ds_executor*)(void*)(res + 3);
+    ds_executor* past = (ds_executor*)(void*)(res + 8);
+    ds_mixture_path* path_in = (ds_mixture_path*)(void*)(res + 7);
+    int32_t labels[4];
+    int i, same = 1;
+    for (i = 0; i < 12; ++i) res[i] = -7.0f;
+    EXPECT_ERROR(ds_mixture_evaluate(m, DS_SCORE, x, 4, prior, res, cpu, in), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap out");
+    EXPECT_ERROR(ds_mixture_evaluate(m, DS_LOG_DENSITY, x, 4, prior, res, cpu, in), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap out");
+    EXPECT_ERROR(ds_mixture_evaluate_with(m, res, 4, x, prior, DS_DENOISER, NULL, cpu, NULL, 0, NULL, path_in),
+                 DS_INVALID_ARGUMENT, "path_ran: must not overlap out");
+    EXPECT_ERROR(ds_mixture_denoiser_jvp(m, x, x, 4, prior, res, cpu, in), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap out");
+    EXPECT_ERROR(ds_mixture_denoiser_jvp_with(m, res, 4, x, x, prior, NULL, cpu, in, NULL), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap out");
+    EXPECT_ERROR(ds_mixture_sample(m, res, 4, prior, 1, NULL, 0, cpu, in), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap out");
+    EXPECT_ERROR(ds_mixture_sample(m, out, 4, prior, 1, labels, 0, cpu, (ds_executor*)(void*)(labels + 2)),
+                 DS_INVALID_ARGUMENT, "ran: must not overlap labels");
+    for (i = 0; i < 12; ++i) same = same && res[i] == -7.0f;
+    CHECK(same);
+    CHECK_OK(ds_mixture_evaluate(m, DS_LOG_DENSITY, x, 4, prior, res, cpu, in + 1));
+    CHECK(*(in + 1) == DS_EXECUTOR_CPU);
+    CHECK_OK(ds_mixture_evaluate(m, DS_SCORE, x, 4, prior, res, cpu, past));
+    CHECK(*past == DS_EXECUTOR_CPU);
+  }
   ds_mixture_destroy(m);
 }
 
