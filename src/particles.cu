@@ -126,7 +126,9 @@ workspace_layout layout(std::int64_t problems, std::int64_t particles, resamplin
 // Each pass runs over all tiles (or problems) on the pool; per-problem results combine tiles in tile order, so the
 // FP64 sums do not depend on the thread count either.
 
-void statistics_cpu(const pass_params& p, std::int64_t problems) {
+// `copies`: whether anything selects ancestors after these passes (residual resampling's copies are read by the
+// selection only: a call that writes reports or normalised weights alone skips their pass).
+void statistics_cpu(const pass_params& p, std::int64_t problems, bool copies) {
   const std::int64_t count = problems * p.per;
   // 1. Tile max and invalid count.
   cpu::parallel_for_each(count, [&](std::int64_t t) {
@@ -194,7 +196,7 @@ void statistics_cpu(const pass_params& p, std::int64_t problems) {
                    st);
     p.states[b] = st;
   });
-  if (p.scheme != resampling_scheme::residual) return;
+  if (p.scheme != resampling_scheme::residual || !copies) return;
   // Residual: tile totals of the copies floor(N q / T), their offsets, each problem's total of copies.
   cpu::parallel_for_each(count, [&](std::int64_t t) {
     const tile_range r = range_of(p, t);
@@ -285,9 +287,10 @@ void scan_tiles(const std::uint64_t* totals, std::uint64_t* offsets, std::int64_
       [&] { return cub::DeviceScan::ExclusiveSum(temp, bytes, totals, offsets, n, stream); }));
 }
 
-// Passes 1 to 5 on the GPU; scan_bytes: checked_scan_bytes() of the problems' tiles, asked before any launch.
+// Passes 1 to 5 on the GPU; scan_bytes: checked_scan_bytes() of the problems' tiles, asked before any launch;
+// copies: as statistics_cpu()'s (residual's copies only where ancestors are selected).
 void statistics_cuda(const pass_params& p, std::int64_t problems, void* scan_temp, std::size_t scan_bytes,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, bool copies) {
   const auto grid = [](std::int64_t blocks) { return kernels::grid_size(blocks * tile_threads, tile_threads); };
   const std::int64_t count = problems * p.per;
   DIFFSAMPLE_CUDA_TRY(
@@ -299,7 +302,7 @@ void statistics_cuda(const pass_params& p, std::int64_t problems, void* scan_tem
   scan_tiles(p.totals, p.offsets, count, scan_temp, scan_bytes, stream);
   DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
       [&] { kernels::problem_finish_kernel<<<grid(problems), tile_threads, 0, stream>>>(p, problems); }));
-  if (p.scheme != resampling_scheme::residual) return;
+  if (p.scheme != resampling_scheme::residual || !copies) return;
   DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
       [&] { kernels::tile_copies_kernel<<<grid(count), tile_threads, 0, stream>>>(p, count); }));
   scan_tiles(p.copies, p.copies_offsets, count, scan_temp, scan_bytes, stream);
@@ -423,10 +426,11 @@ pass_params make_params(const float* log_weights, std::int64_t problems, std::in
           out.reports};
 }
 
-// Passes 1 to 6 on the CPU; `runs`: stratified and systematic write their ancestors in the fill pass.
+// Passes 1 to 6 on the CPU; `runs`: stratified and systematic write their ancestors in the fill pass; `selects`:
+// whether ancestors are selected (in the fill pass or after it).
 void passes_cpu(const pass_params& p, std::int64_t problems, const resampling_options& o, const particle_outputs& out,
-                bool runs, const std::uint64_t* seed_at) {
-  statistics_cpu(p, problems);
+                bool runs, const std::uint64_t* seed_at, bool selects) {
+  statistics_cpu(p, problems, selects);
   const fill_params f{o.seed, o.step, out.ancestors, out.ancestors64, out.normalised_weights, runs, seed_at};
   cpu::parallel_for_each(problems * p.per, [&](std::int64_t t) { fill_tile_cpu(p, f, t); }, 1);
 }
@@ -438,7 +442,7 @@ kernels::select_ancestor_functor<std::int32_t> detail::resample_statistics_cpu(
     const particle_outputs& out, void* workspace, const std::uint64_t* seed_at) {
   const pass_params p = make_params(log_weights, problems, particles, o, out, executor::cpu, workspace);
   // The selection of every scheme runs per particle here, stratified and systematic by their search.
-  passes_cpu(p, problems, o, out, false, seed_at);
+  passes_cpu(p, problems, o, out, false, seed_at, true);  // the caller selects with the functor returned
   return {p.states, p.units, p.prefix, p.n,       p.bits,       o.scheme,
           o.metropolis_steps, o.seed, o.step, out.ancestors, seed_at};
 }
@@ -466,7 +470,7 @@ void detail::resample_unchecked(const float* log_weights, std::int64_t problems,
       // CUB's scan storage is checked before the first pass is launched (nothing launches before every check).
       const std::size_t scan_bytes = checked_scan_bytes(problems * p.per, stream);
       const workspace_layout w = layout(problems, particles, o.scheme);
-      statistics_cuda(p, problems, static_cast<unsigned char*>(workspace) + w.scan, scan_bytes, stream);
+      statistics_cuda(p, problems, static_cast<unsigned char*>(workspace) + w.scan, scan_bytes, stream, ancestors);
       if (out.normalised_weights != nullptr || (ancestors && !stores_q(o.scheme))) {
         DIFFSAMPLE_CUDA_TRY(kernels::checked_launch([&] {
           kernels::tile_fill_kernel<<<grid(problems * p.per), tile_threads, 0, stream>>>(p, f, problems * p.per);
@@ -474,7 +478,7 @@ void detail::resample_unchecked(const float* log_weights, std::int64_t problems,
       }
     }
   } else {
-    passes_cpu(p, problems, o, out, runs, seed_at);
+    passes_cpu(p, problems, o, out, runs, seed_at, ancestors);
   }
   if (!ancestors || runs) return;
   if (out.ancestors64 != nullptr)
