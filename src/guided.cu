@@ -26,6 +26,7 @@
 #include "src/guided_reduction.hpp"
 #include "src/guided_samplers.hpp"
 #include "src/operator_gemm.hpp"
+#include "src/guided_resolved.hpp"
 #include "src/guided_shard.hpp"
 #include "src/guided_tables.hpp"
 #include "src/launch.hpp"
@@ -1551,6 +1552,12 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
 namespace detail {
 
 std::int64_t reduction_factorisations() noexcept { return factorisations_made.load(std::memory_order_relaxed); }
+
+guided_options resolved_guided_options(const gaussian_mixture& prior, const guided_problems& problems,
+                                      const guided_options& options, bool distributed) {
+  validate(prior.dim(), problems, options);
+  return resolve_options(prior.dim(), problems, options, distributed ? resolve_route::shard : resolve_route::run);
+}
 
 particle_streams& current_particle_streams() noexcept {
   thread_local particle_streams streams;

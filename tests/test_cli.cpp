@@ -1209,6 +1209,32 @@ TEST_F(Cli, SmcFlagsTheRunNeverReadsAreRefused) {
   EXPECT_EQ(run(d10 + " --potentials linear --final-moves 1 --final-move-step 0.5").rc, 0);
 }
 
+// The same refusals against the settings the run resolves from its automatic choices: posterior_d10 (d_y = 3, a grid
+// ending at t = 0) runs the automatic potentials twisted with 4 final moves, so --potential-scale is unread there;
+// --final-moves auto runs none with explicit potentials or where the automatic ones resolve to linear (--t-end 0.01),
+// so --final-move-step is unread there. Seen failing before: each ran (exit status 0) with the flag ignored.
+TEST_F(Cli, SmcFlagsTheResolvedRunNeverReadsAreRefused) {
+  const std::string d10 = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
+                          "/posterior_d10.json --executor cpu --particles 16 --steps 2 --quiet --out " + path("out.npy");
+  result r = run(d10 + " --potential-scale 2");
+  expect_failure(r, "--potential-scale: the twisted potentials do not use the spread (linear and moment potentials "
+                    "do); twisted from --potentials automatic");
+  EXPECT_EQ(r.rc, 2);
+  r = run(d10 + " --potentials linear --final-move-step 0.5");
+  expect_failure(r, "--final-move-step: no final moves run (--final-moves auto resolves to none: it runs moves with "
+                    "the automatic potentials only)");
+  EXPECT_EQ(r.rc, 2);
+  r = run(d10 + " --t-end 0.01 --final-move-step 0.5");
+  expect_failure(r, "--final-move-step: no final moves run (--final-moves auto resolves to none: the automatic "
+                    "potentials resolve to linear here");
+  EXPECT_EQ(r.rc, 2);
+  // Where the resolved run reads them, they run: the automatic potentials' linear reads the spread, their twisted
+  // runs the final moves.
+  EXPECT_EQ(run(d10 + " --t-end 0.01 --potential-scale 2").rc, 0);
+  std::remove(path("out.npy").c_str());
+  EXPECT_EQ(run(d10 + " --final-move-step 0.5").rc, 0);
+}
+
 // A problem file serves every posterior sampler: its sampler section may hold every sampler's settings, and each
 // sampler takes those it reads (the library refuses a setting its sampler does not read: README "Options a method
 // does not read"). Each --sampler runs on a file with all of them; DPS's samples are those of a file with DPS's

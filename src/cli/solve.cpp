@@ -19,6 +19,7 @@
 #include "cli/runner.hpp"
 #include "cli/score.hpp"
 #include "src/enum_tables.hpp"
+#include "src/guided_resolved.hpp"
 #include "src/option_readers.hpp"
 
 namespace diffsample::cli {
@@ -432,9 +433,9 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     }
     if (o.has("--final-move-step")) g.final_move_step = to_double("--final-move-step", o.get("--final-move-step"));
     g.multistep_kernel = o.has("--multistep-kernel");
-    // Two SMC flags that a run of the given settings never reads are refused rather than ignored: the potentials'
-    // spread where the potentials are twisted (they do not use it), and the final moves' step where none run. (Under
-    // automatic potentials or final moves the library decides inside the run; the summary names what ran.)
+    // Two SMC flags that the run never reads are refused rather than ignored: the potentials' spread where the
+    // potentials run twisted, which do not use it, and the final moves' step where none run. Given explicitly, from
+    // the settings as given (the library refuses the step with --final-moves 0 too, in its words)...
     if (o.has("--potential-scale") && g.potentials == ds::guided_potentials::twisted)
       throw usage_error("--potential-scale: the twisted potentials do not use the spread (linear and moment "
                         "potentials do)" +
@@ -442,6 +443,26 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     if (o.has("--final-move-step") && g.final_moves == 0)
       throw usage_error("--final-move-step: no final moves run (--final-moves 0)");
     check_settings(o, &file, table, [&] { (void)ds::guided_workspace_bytes(mixture, problems, g); });
+    // ... and under the automatic choices, from the settings the run resolves (the library takes the flags there,
+    // as a caller cannot foresee its choice; this run's is known here): the automatic potentials run twisted at
+    // d_y <= 8 on a grid ending at t = 0, and --final-moves auto runs none with explicit potentials, where the
+    // automatic ones resolve to linear, or under mpirun (the global distributed filter runs no final moves).
+    if (g.sampler == ds::guided_sampler::smc && (o.has("--potential-scale") || o.has("--final-move-step"))) {
+      const bool spread_run = distributed::launched();
+      const ds::guided_options ran = ds::detail::resolved_guided_options(mixture, problems, g, spread_run);
+      if (o.has("--potential-scale") && ran.potentials == ds::guided_potentials::twisted)
+        throw usage_error("--potential-scale: the twisted potentials do not use the spread (linear and moment "
+                          "potentials do); twisted from --potentials automatic (d_y <= 8 and the grid ends at t = 0; "
+                          "--potentials linear or moment read the flag)");
+      if (o.has("--final-move-step") && ran.final_moves == 0)
+        throw usage_error(
+            std::string("--final-move-step: no final moves run (--final-moves auto resolves to none: ") +
+            (spread_run ? "the distributed filter under mpirun runs none"
+             : g.potentials != ds::guided_potentials::automatic
+                 ? "it runs moves with the automatic potentials only"
+                 : "the automatic potentials resolve to linear here (d_y > 8 or a grid that does not end at t = 0)") +
+            ")");
+    }
     check_memory(n, d, 6, count_flag(o), count_given(o));  // this machine's memory: under mpirun, possibly one process alone
   } catch (...) {
     refused = std::current_exception();
