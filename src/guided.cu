@@ -1817,14 +1817,14 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   std::unique_ptr<detail::scratch> owned;
   std::unique_ptr<detail::scratch> row_storage;
   std::vector<std::int64_t> order;
+  std::vector<schedule_point> grid_points;  // the grid's points and the final moves' lambda_0, from build_tables
+  double prior_curvature = 0;
   guided_options o = options;
   try {
     validate(prior.dim(), given, options);
     o = detail::resolve_options(prior.dim(), given, options, detail::resolve_route::shard);
     DIFFSAMPLE_EXPECTS(o.sampler == guided_sampler::smc,
                        "options.sampler: a distributed run supports smc only, got " << to_string(o.sampler));
-    DIFFSAMPLE_EXPECTS(o.final_moves == 0, "options.final_moves: not supported by the global distributed filter, got "
-                                               << o.final_moves << " (guided_sample() and island mode run them)");
     DIFFSAMPLE_EXPECTS(first >= 0 && local >= 0 && first + local <= N,
                        "shard: particles [" << first << ", " << first + local << ") outside [0, " << N << ")");
     const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
@@ -1850,7 +1850,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     // guided_sample() on CUDA); the CPU executor's shard fills one channel per step on the host.
     const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);
     l = make_layout(prior.dim(), pr, lo, where == executor::cuda ? &shape : nullptr);
-    blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced);
+    blob = build_tables(prior.dim(), prior.variances(), pr, o, l, &initial_scale, reduced, &grid_points,
+                        &prior_curvature);
     detail::check_allocation("guided workspace", l.total, where, exec.stream);
     owned = std::make_unique<detail::scratch>(l.total, where, exec.stream);
     // The storage of the rows the resamplings between two transitions exchange (the row table's, below).
@@ -1895,10 +1896,16 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   // A CUDA rank: the particles stay row-major (each exchanged row contiguous), the same functors as guided_sample()'s
   // CUDA run read them through the stride, and every exchange goes through the host (staged_shard).
   std::unique_ptr<staged_shard> staged;
+  // The final moves' channel, the grid's last point (a_K, 0): channel K of the run's table, as guided_sample().
+  kernels::guided_channels channel_set{p.steps};
+  if (final_moves_run(o)) {
+    channel_set.last = K;
+    channel_set.last_a = float(grid_points.back().a);
+  }
   if (where == executor::cuda) {
     p.channels = kernels::mixture_channels::in(p.mix, l.channel_count, reinterpret_cast<float*>(ws + l.channels));
     kernels::for_each_index(where, l.channel_count * p.mix.components,
-                            kernels::channel_table_functor<kernels::guided_channels>{p.channels, {p.steps}}, stream);
+                            kernels::channel_table_functor<kernels::guided_channels>{p.channels, channel_set}, stream);
     staged = std::make_unique<staged_shard>(shard, stream);
   }
   guided_shard& exchange = staged ? static_cast<guided_shard&>(*staged) : shard;
@@ -1918,6 +1925,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   guided_report report;
   report.ran = where;
   report_resolved(report, o);
+  if (out.samples == nullptr) report.final_moves = 0;  // the moves act on this shard's rows of the samples only
 
   // The rows arrive in slot order, so every slot's ancestor is its own row of the exchanged buffer.
   std::vector<std::int32_t> slots(static_cast<std::size_t>(BL));
@@ -2108,6 +2116,39 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     // order, are not read again).
     exchange.fetch(mu2, B, row, order.data(), out.samples != nullptr ? out.samples : x);
     report.launches += 2;
+    if (final_moves_run(o) && out.samples != nullptr && BL > 0) {
+      // The final resample-move on this shard's rows first .. first + local of every problem's samples: each row
+      // moves on its own (kernels::final_move_functor, guided_sample()'s call), drawing from its particle's stream
+      // (guided_stream: the shard's offset), so the rows are one process's bit for bit. x, mu and mu2 are free now.
+      const double a = grid_points.back().a;
+      kernels::final_move_params q{};
+      q.W = reinterpret_cast<const float*>(ws + l.move_precision);
+      // The CPU executor's shard has no channel table (its weighting fills one channel per step): the last point's
+      // channel gets a table of its own, filled by the same functor with the same values.
+      std::vector<float> last_channel;
+      if (where == executor::cuda) {
+        q.channel = p.channels.at(K, float(a), 0.f);
+      } else {
+        last_channel.resize(static_cast<std::size_t>(kernels::mixture_channels::table_floats(p.mix, 1)));
+        kernels::mixture_channels one = kernels::mixture_channels::in(p.mix, 1, last_channel.data());
+        // guided_sample()'s table of channel_count(o) channels carries the scaled means only within its limit.
+        if (!kernels::mixture_channels::with_scaled_means(p.mix, channel_count(o))) one.scaled_means = nullptr;
+        kernels::guided_channels at_last{nullptr, 0, float(a)};
+        kernels::for_each_index(where, p.mix.components,
+                                kernels::channel_table_functor<kernels::guided_channels>{one, at_last}, stream);
+        q.channel = one.at(0, float(a), 0.f);
+      }
+      q.a = float(a);
+      q.curvature = float(prior_curvature / (a * a));
+      q.step = float(o.final_move_step > 0 ? o.final_move_step : 2.0 * std::cbrt(1.0 / double(d)));
+      q.last = K;
+      q.first_step = static_cast<std::uint64_t>(K + 1);
+      q.moves = int(o.final_moves);
+      float* moves = reinterpret_cast<float*>(ws + l.moves);
+      kernels::for_each_index<128>(
+          where, BL, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BL * d}, stream);
+      ++report.launches;
+    }
   }
   finish_problems(where, B, log_z, reinterpret_cast<const double*>(ws + l.constants), counts, out, stream);
   ++report.launches;

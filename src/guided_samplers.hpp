@@ -53,7 +53,8 @@ guided_options resolve_grid(std::int64_t d, const guided_problems& problems, con
 
 /// Where a run's options are resolved: a run on the library's mixture (guided_sample(), guided_times(),
 /// guided_workspace_bytes(), island mode's islands), the global distributed filter's shards (guided_smc_shard(): the
-/// potentials as on the run route, no final moves) or an ask/tell plan (the caller's model).
+/// potentials and final moves as on the run route, each shard moving its own rows of the samples) or an ask/tell plan
+/// (the caller's model).
 enum class resolve_route { run, shard, plan };
 
 /// The multistep kernel's weights w_k = h_k / (2 h_{k-1}) on the grid @p pts (h_k = lambda_{k+1} - lambda_k,
@@ -67,7 +68,7 @@ std::int64_t multistep_weights(const std::vector<schedule_point>& pts, float* w,
 /// multistep_weights() finds no failing point (or the caller set it), when d_y <= kernels::moment_potential_max_dy
 /// and the grid ends at s = 0; else linear, the other settings as given. On the plan route, or for another sampler:
 /// linear. Explicit potentials pass unchanged. final_moves = -1 (automatic) resolves to automatic_final_moves where
-/// automatic potentials resolve to twisted on the run route with final_resample, else to 0; explicit counts pass
+/// automatic potentials resolve to twisted (run or shard route) with final_resample, else to 0; explicit counts pass
 /// unchanged. Call after the options and problems are validated, once per run.
 guided_options resolve_options(std::int64_t d, const guided_problems& problems, const guided_options& options,
                                resolve_route route);

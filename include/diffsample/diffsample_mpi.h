@@ -113,8 +113,8 @@ DS_API ds_status ds_mpi_guided_sample(MPI_Comm comm, const ds_mixture* prior, co
  * ds_mpi_guided_sample() with this rank's full report, as ds_guided_sample2() gives it: @p local (from
  * ds_guided_report2_init(), or NULL) receives this rank's executor and launches, the operator path, and for smc the
  * potentials, start correction, multistep kernel and final moves that ran, with the automatic settings resolved as
- * the distributed run resolves them (the global filter runs no final moves: final_moves -1 reports 0 there, 4 in
- * island mode where the potentials resolve to twisted). A @p local whose struct_size is of no known layout on any
+ * the distributed run resolves them (final_moves -1 reports 4 where the potentials resolve to twisted, in the global
+ * filter as in island mode; 0 on a rank of the global filter that passes no samples). A @p local whose struct_size is of no known layout on any
  * rank fails every rank before the run (DS_INVALID_ARGUMENT naming report.struct_size).
  */
 DS_API ds_status ds_mpi_guided_sample2(MPI_Comm comm, const ds_mixture* prior, const ds_guided_problems* problems,

@@ -235,13 +235,13 @@ struct guided_options {
   /// preconditioner is M = (lambda I + A^T A / (a sigma_y)^2)^-1, lambda = max_k 1 / min_j v_kj / a^2 the prior's
   /// largest curvature: within a mode of equal variances M is its exact posterior covariance. One evaluation of the
   /// prior's score per sample and move. 0 .. limits::max_inner_steps; needs a grid ending at s = 0 and
-  /// final_resample; not in an ask/tell plan or the global distributed filter (mpi::guided_sample in island mode
-  /// runs them on each island). -1 (default, automatic): automatic_final_moves where the automatic potentials resolve
-  /// to twisted (potentials automatic, d_y <= 8, a grid ending at s = 0) and the moves run (guided_sample() with
-  /// final_resample, island mode), else 0: none in an ask/tell plan or the global distributed filter, and none with
-  /// potentials given explicitly (README "Default potentials"). guided_report::final_moves says what ran. An ask/tell
-  /// plan reads neither this nor final_move_step: it refuses final_moves other than -1 and 0 (none), as the samplers
-  /// other than smc do, and a final_move_step other than 0.
+  /// final_resample; not in an ask/tell plan (mpi::guided_sample runs them on each island, and in the global
+  /// filter on each rank's rows of the samples, bit for bit one process's). -1 (default, automatic):
+  /// automatic_final_moves where the automatic potentials resolve to twisted (potentials automatic, d_y <= 8, a grid
+  /// ending at s = 0) and the moves run (guided_sample() and mpi::guided_sample() with final_resample), else 0:
+  /// none in an ask/tell plan, and none with potentials given explicitly (README "Default potentials").
+  /// guided_report::final_moves says what ran. An ask/tell plan reads neither this nor final_move_step: it refuses
+  /// final_moves other than -1 and 0 (none), as the samplers other than smc do, and a final_move_step other than 0.
   std::int64_t final_moves = -1;
   /// SMC: the MALA step h of the final moves in the preconditioner's units (x' = x + (h / 2) M g + sqrt(h) M^1/2 z),
   /// finite, >= 0 and <= max_abs_value. 0 (default): h = 2 d_x^(-1/3), whose acceptance on a Gaussian the

@@ -445,8 +445,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     check_settings(o, &file, table, [&] { (void)ds::guided_workspace_bytes(mixture, problems, g); });
     // ... and under the automatic choices, from the settings the run resolves (the library takes the flags there,
     // as a caller cannot foresee its choice; this run's is known here): the automatic potentials run twisted at
-    // d_y <= 8 on a grid ending at t = 0, and --final-moves auto runs none with explicit potentials, where the
-    // automatic ones resolve to linear, or under mpirun (the global distributed filter runs no final moves).
+    // d_y <= 8 on a grid ending at t = 0, and --final-moves auto runs none with explicit potentials or where the
+    // automatic ones resolve to linear (under mpirun too: the global distributed filter resolves them alike).
     if (g.sampler == ds::guided_sampler::smc && (o.has("--potential-scale") || o.has("--final-move-step"))) {
       const bool spread_run = distributed::launched();
       const ds::guided_options ran = ds::detail::resolved_guided_options(mixture, problems, g, spread_run);
@@ -457,8 +457,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       if (o.has("--final-move-step") && ran.final_moves == 0)
         throw usage_error(
             std::string("--final-move-step: no final moves run (--final-moves auto resolves to none: ") +
-            (spread_run ? "the distributed filter under mpirun runs none"
-             : g.potentials != ds::guided_potentials::automatic
+            (g.potentials != ds::guided_potentials::automatic
                  ? "it runs moves with the automatic potentials only"
                  : "the automatic potentials resolve to linear here (d_y > 8 or a grid that does not end at t = 0)") +
             ")");
@@ -486,8 +485,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
               quiet || spread);
   if (spread) {  // particles over the processes
     distributed::guided_run run;
-    // The global distributed filter refuses a setting that guided_sample() and its query accept (final moves): named
-    // as the query's refusals are, on every process alike (the library's MPI call agrees on its errors).
+    // A setting the distributed run refuses that guided_sample() and its query accept is named as the query's
+    // refusals are, on every process alike (the library's MPI call agrees on its errors).
     try {
       run = distributed::solve_guided(mixture, problems, g, where, ranks);
     } catch (const ds::invalid_argument& e) {

@@ -22,10 +22,10 @@ for sampler in "mala" "ddim --eta 0.3" "walk_jump"; do
 done
 # solve: the SMC particles over the processes, the samples of one process byte for byte, one report (the default
 # potentials: twisted with the start correction and the multistep kernel on this problem, d_y = 3, as the summary's
-# potentials: line and the report's potentials_ran say). The default final moves resolve to none in the distributed
-# filter (4 in one process on this problem): the one-process run turns them off.
+# potentials: line and the report's potentials_ran say), with the default final moves (4 on this problem, in one
+# process and in the distributed filter, where each process moves its own rows of the samples).
 problem=$(dirname "$0")/../../examples/posterior_d10.json
-"$program" solve --problem "$problem" --particles 500 --steps 20 --executor cpu --quiet --final-moves 0 \
+"$program" solve --problem "$problem" --particles 500 --steps 20 --executor cpu --quiet \
   --out "$dir/one.npy"
 for np in 2 3; do
   "$@" -np "$np" "$program" solve --problem "$problem" --particles 500 --steps 20 --executor cpu \
@@ -37,8 +37,8 @@ for np in 2 3; do
   # What ran, from rank 0's report of the library's resolution.
   grep -qx 'potentials: automatic -> twisted (start correction, multistep kernel)' "$dir/many.txt"
   grep -q '"potentials_ran": "twisted"' "$dir/many.json"
-  grep -qx 'final moves: automatic -> 0 per sample' "$dir/many.txt"
-  grep -q '"final_moves_ran": 0' "$dir/many.json"
+  grep -qx 'final moves: automatic -> 4 per sample' "$dir/many.txt"
+  grep -q '"final_moves_ran": 4' "$dir/many.json"
 done
 # solve --potentials twisted: the exchanged rows carry the proposals (mean, shift, pending weight); 301 particles
 # split unevenly over 2 and 3 processes, the samples of one process byte for byte.

@@ -399,6 +399,59 @@ TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
 }
 }
 
+// The final resample-move (options.final_moves) in the global filter: after the final resampling and gather each
+// shard moves its own rows of the samples with guided_sample()'s functor, each row drawing from its particle's stream,
+// so the samples are one process's bit for bit, as are the particles, log-weights and log Z (untouched by the moves).
+// Linear and twisted potentials, a mask operator and a dense one, N = 50 (17, 17, 16 over 3 ranks) and N = 2 (the
+// third rank holds no row); explicit counts and the default (automatic: 4 with the twisted potentials the default
+// resolves to). Each rank's report names the moves that ran. Seen failing with the shards run without the moves
+// (options.final_moves refused by the global filter; the default ran none: samples differed at every P).
+TEST_F(Mpi, GuidedSmcWithFinalMovesEqualsOneProcess) {
+  const ds::gaussian_mixture prior = prior2();
+  ds::guided_problems masked = problems2();
+  masked.A.clear();
+  masked.operators = {ds::observation_operator::mask(2, {1}, {0.8})};
+  for (const ds::guided_problems& pr : {problems2(), masked})
+    for (std::int64_t N : {std::int64_t(50), std::int64_t(2)})
+      for (std::int64_t moves : {std::int64_t(3), std::int64_t(-1)}) {
+        const std::int64_t B = pr.problems, d = 2, K = 8;
+        ds::guided_options o;
+        o.particles = N;
+        o.steps = K;
+        o.seed = 77;
+        o.resampling.ess_threshold = 0.7;
+        o.final_moves = moves;
+        o.potentials = moves < 0 ? ds::guided_potentials::automatic : ds::guided_potentials::linear;
+        std::vector<float> particles(B * N * d), samples(B * N * d), lw(B * N);
+        std::vector<double> logz(B);
+        ds::guided_outputs out{};
+        out.particles = particles.data();
+        out.log_weights = lw.data();
+        out.samples = samples.data();
+        out.log_normaliser = logz.data();
+        const ds::guided_report one = ds::guided_sample(prior, out, pr, o, cpu());
+        const std::int64_t expected_moves = moves < 0 ? ds::automatic_final_moves : moves;
+        EXPECT_EQ(one.final_moves, expected_moves);
+
+        const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+        std::vector<float> mp(B * s.count * d + 1), ms(B * s.count * d + 1), mlw(B * s.count + 1);
+        std::vector<double> mlogz(B);
+        ds::guided_outputs mo{};
+        mo.particles = mp.data();
+        mo.log_weights = mlw.data();
+        mo.samples = s.count > 0 ? ms.data() : nullptr;
+        mo.log_normaliser = mlogz.data();
+        const ds::guided_report mine = ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o).local;
+        const std::string name = std::string(pr.operators.empty() ? "dense" : "mask") + " N " + std::to_string(N) +
+                                 " final_moves " + std::to_string(moves) + " rank " + std::to_string(rank());
+        EXPECT_EQ(mine.final_moves, s.count > 0 ? expected_moves : 0) << name;
+        EXPECT_TRUE(same_bits(ms.data(), rows_of(samples, B, N, d, s).data(), B * s.count * d)) << name;
+        EXPECT_TRUE(same_bits(mp.data(), rows_of(particles, B, N, d, s).data(), B * s.count * d)) << name;
+        EXPECT_TRUE(same_bits(mlw.data(), rows_of(lw, B, N, 1, s).data(), B * s.count)) << name;
+        EXPECT_TRUE(same_bits(mlogz.data(), logz.data(), B)) << name;
+      }
+}
+
 TEST_F(Mpi, GuidedSmcWithFewerParticlesThanRanks) {
   // N = 2: at P = 3 the last rank holds no particle and still takes part in every exchange.
   for (ds::guided_potentials potentials : {ds::guided_potentials::linear, ds::guided_potentials::twisted}) {
@@ -696,10 +749,10 @@ TEST_F(Mpi, IslandsRunTheMultistepKernel) {
 // (P = 2) with automatic leaving the start correction off (both modes differed from the twisted reference), with its
 // s = 0 condition dropped (the t_end = 0.05 run refused), and (the report) in global mode with guided_smc_shard's
 // report left at its defaults (linear named where twisted ran). The default final_moves (-1, automatic) resolves
-// with them: automatic_final_moves = 4 on each island where they resolve to twisted (the reference gives 4
-// explicitly), none in the global filter (which refuses an explicit count, not the default) nor on the grid ending
-// above s = 0; each rank's report names the moves that ran. Seen failing with the shards resolving the moves as a
-// run does (the global run refused: options.final_moves not supported by the global distributed filter).
+// with them: automatic_final_moves = 4 where they resolve to twisted, in both modes (the reference gives 4
+// explicitly; each shard of the global filter moves its own rows of the samples), none on the grid ending above
+// s = 0; each rank's report names the moves that ran. Seen failing (global mode) with the shards resolving the
+// automatic moves to none, as they did before the global filter ran final moves.
 TEST_F(Mpi, DefaultPotentialsResolveOnEveryRank) {
   const ds::gaussian_mixture prior = prior2();
   const ds::guided_problems pr = problems2();
@@ -717,7 +770,7 @@ TEST_F(Mpi, DefaultPotentialsResolveOnEveryRank) {
       twisted.potentials = ds::guided_potentials::twisted;
       twisted.start_correction = twisted.multistep_kernel = true;
       const bool islands = mode == ds::mpi::smc_mode::islands;
-      twisted.final_moves = islands ? ds::automatic_final_moves : 0;
+      twisted.final_moves = ds::automatic_final_moves;
       linear.potentials = ds::guided_potentials::linear;
       const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
       ds::guided_report report;  // of the last run
@@ -737,7 +790,7 @@ TEST_F(Mpi, DefaultPotentialsResolveOnEveryRank) {
           << (to_zero ? "to s = 0" : "to t = 0.05") << " rank " << rank();
       EXPECT_EQ(report.start_correction, to_zero) << rank();
       EXPECT_EQ(report.multistep_kernel, to_zero) << rank();
-      EXPECT_EQ(report.final_moves, to_zero && islands ? ds::automatic_final_moves : 0) << rank();
+      EXPECT_EQ(report.final_moves, to_zero ? ds::automatic_final_moves : 0) << rank();
       const std::vector<float> x_twisted = to_zero ? run(twisted, z_twisted) : std::vector<float>{};
       const std::vector<float> x_linear = run(linear, z_linear);
       const std::string name = std::string(mode == ds::mpi::smc_mode::global ? "global" : "islands") +
