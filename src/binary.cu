@@ -101,6 +101,7 @@ bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weigh
   st.probabilities32.assign(st.probabilities.begin(), st.probabilities.end());
 
   if (cuda_available()) {
+    detail::refuse_legacy_capture("bernoulli_mixture's constructor", "make the mixture");
     const std::size_t count = 3 * K + 3 * K * dim;
     detail::check_allocation("bernoulli_mixture", count * sizeof(float), executor::cuda);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));

@@ -223,6 +223,30 @@ bool stream_capturing(cudaStream_t stream) {
   return status != cudaStreamCaptureStatusNone;
 }
 
+void refuse_capture_unrecordable(cudaStream_t stream, const char* stream_name, const std::string& call_does,
+                                 const char* remedy) {
+  DIFFSAMPLE_EXPECTS(!stream_capturing(stream), stream_name << ": is being captured into a CUDA graph, and " << call_does
+                                                            << ", which a capture cannot record: " << remedy);
+}
+
+void refuse_plan_capture(cudaStream_t stream, const char* call) {
+  refuse_capture_unrecordable(stream, "exec.stream",
+                              std::string(call) +
+                                  " allocates the plan's memory (cudaMalloc) and synchronises exec.stream after its "
+                                  "uploads",
+                              "make the plan before the capture begins (the plan's reset, step, ask and tell calls "
+                              "neither allocate nor wait, and are what a capture records)");
+}
+
+void refuse_legacy_capture(const char* call, const char* remedy) {
+  refuse_capture_unrecordable(cudaStreamLegacy, "a blocking stream of the current device",
+                              std::string(call) +
+                                  " allocates its device tables (cudaMalloc), uploads them on the legacy default "
+                                  "stream (which joins the capture of a blocking stream of the device) and "
+                                  "synchronises it",
+                              (std::string(remedy) + " before the capture begins").c_str());
+}
+
 namespace {
 
 // Bytes the current device's stream-ordered pool (cudaMallocAsync's) holds reserved but unused: what earlier calls

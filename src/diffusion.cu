@@ -424,6 +424,7 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
   }
   const kernels::plan_state initial{0, o.first_chain, 0};
   if (st.where == executor::cuda) {
+    detail::refuse_plan_capture(exec.stream, "diffusion_plan's constructor");  // before anything is issued
     const std::size_t table_b = (st.table.size() * sizeof(diffusion_step) + 255) / 256 * 256;
     const std::size_t convert_b = (st.convert.size() * sizeof(float) + 255) / 256 * 256;
     const std::size_t state_b = sizeof(kernels::plan_state);

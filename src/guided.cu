@@ -1832,6 +1832,14 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
                         : out.log_normaliser != nullptr ? static_cast<const void*>(out.log_normaliser)
                                                         : static_cast<const void*>(out.log_weights);
     where = detail::resolve_executor(exec.kind, probe);
+    // Before anything is issued (agreed on below with every other failure, so that every rank throws it): a
+    // distributed run copies tables it builds for this call alone (upload_async, below) and waits for exec.stream at
+    // every exchange of particles, neither of which a capture can record.
+    if (where == executor::cuda)
+      detail::refuse_capture_unrecordable(exec.stream, "exec.stream",
+                                          "mpi::guided_sample() copies tables it builds on the host for this call "
+                                          "alone and synchronises exec.stream at every exchange of particles",
+                                          "run it outside the capture (a distributed run cannot be captured)");
     const std::int64_t B = given.problems, d = prior.dim(), BL = B * local;
     if (out.particles != nullptr) detail::check_buffer("outputs.particles", out.particles, BL * d, sizeof(float), where);
     if (out.samples != nullptr) detail::check_buffer("outputs.samples", out.samples, BL * d, sizeof(float), where);
@@ -1886,7 +1894,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   unsigned char* ws = static_cast<unsigned char*>(owned->data());
   const cudaStream_t stream = exec.stream;
   if (where == executor::cuda)
-    DIFFSAMPLE_CUDA_TRY(cudaMemcpyAsync(ws, blob.data(), blob.size(), cudaMemcpyHostToDevice, stream));
+    detail::upload_async(ws, blob.data(), blob.size(), stream);  // pinned staging, as guided_sample()'s tables
   else
     std::memcpy(ws, blob.data(), blob.size());
   kernels::guided_params p = bind_tables(l, ws, prior.storage().view(where), B, std::max<std::int64_t>(local, 1), d,
@@ -2751,6 +2759,8 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
+  // Before anything is issued (the operator products' cuBLAS handle, the resamplings' check, the plan's memory).
+  if (plan_executor(exec) == executor::cuda) refuse_plan_capture(exec.stream, "sampling_plan::guided()");
   std::unique_ptr<sampling_plan_storage> st = make_resolved_guided_plan(d, given, o, output, exec);
   // What guided_sample() reports of its run, for the plan's (sampling_plan::report()).
   guided_report report;

@@ -123,6 +123,7 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
   st.variances = std::move(variances);
 
   if (cuda_available()) {
+    detail::refuse_legacy_capture("gaussian_mixture's constructor", "make the mixture");
     const std::size_t count = static_cast<std::size_t>(st.variances_offset()) + st.variances32.size();
     detail::check_allocation("gaussian_mixture", count * sizeof(float), executor::cuda);
     DIFFSAMPLE_CUDA_TRY(cudaMalloc(&st.device, count * sizeof(float)));

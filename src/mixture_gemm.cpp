@@ -595,6 +595,15 @@ void gaussian_mixture::prepare_gemm(executor where) const {
   DIFFSAMPLE_EXPECTS(where == executor::cpu || where == executor::cuda,
                      "where: expected cpu or cuda, got " << to_string(where));
   DIFFSAMPLE_EXPECTS(where == executor::cpu || cuda_available(), detail::no_usable_gpu("where"));
+  if (where == executor::cuda) {
+    bool ready;
+    {
+      std::lock_guard<std::mutex> lock(storage_->gemm_mutex);
+      ready = storage_->gemm_device_ready;
+    }
+    // The first time: before anything is issued (tables made once, on the legacy default stream).
+    if (!ready) detail::refuse_legacy_capture("prepare_gemm(executor::cuda), the first time for a mixture,", "call it");
+  }
   (void)detail::gemm_tables_for(*storage_, where);
   // guided_sample()'s operator products take one cuBLAS handle per device: made here too, so that this call is the
   // one warm-up a capture of either needs.

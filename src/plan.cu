@@ -111,9 +111,10 @@ void copy_initial(float* x, const float* initial, std::size_t bytes, executor wh
 namespace {
 
 std::unique_ptr<sampling_plan_storage> make_storage(plan_program program, std::int64_t n, std::int64_t d,
-                                                    execution exec) {
+                                                    execution exec, const char* call) {
   auto st = std::make_unique<chain_plan_storage>();
   st->where = plan_executor(exec);
+  if (st->where == executor::cuda) refuse_plan_capture(exec.stream, call);  // before anything is issued
   st->rows = n;
   st->d = d;
   st->program = std::move(program);
@@ -185,12 +186,14 @@ sampling_plan& sampling_plan::operator=(sampling_plan&&) noexcept = default;
 
 sampling_plan sampling_plan::diffusion(std::int64_t n, std::int64_t dim, const diffusion_options& options,
                                        model_output output, execution exec) {
-  return sampling_plan(detail::make_storage(detail::diffusion_program(n, dim, options, output), n, dim, exec));
+  return sampling_plan(
+      detail::make_storage(detail::diffusion_program(n, dim, options, output), n, dim, exec, "sampling_plan::diffusion()"));
 }
 
 sampling_plan sampling_plan::langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                       model_output output, execution exec) {
-  return sampling_plan(detail::make_storage(detail::langevin_program(n, dim, options, output), n, dim, exec));
+  return sampling_plan(
+      detail::make_storage(detail::langevin_program(n, dim, options, output), n, dim, exec, "sampling_plan::langevin()"));
 }
 
 sampling_plan sampling_plan::guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,

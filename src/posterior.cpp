@@ -68,6 +68,15 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
 mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear_observation& obs, execution exec) {
   validate(prior, obs);
   const executor where = detail::resolve_executor(exec.kind, obs.A.data());
+  const cudaStream_t stream = exec.stream != nullptr ? exec.stream : cudaStreamLegacy;
+  // Before anything is issued: the components computed on the device are read back, and the tables are allocated
+  // (cudaMalloc) and uploaded on the stream, which is then synchronised; none of it can be captured.
+  if (cuda_available())  // where == cuda is refused without a GPU
+    detail::refuse_capture_unrecordable(stream, "exec.stream",
+                                        "mixture_posterior's constructor allocates its device tables (cudaMalloc) "
+                                        "and synchronises exec.stream after uploading them (the legacy default "
+                                        "stream when exec.stream is null, which joins a blocking stream's capture)",
+                                        "make the posterior before the capture begins");
   const std::int64_t K = prior.components(), d = prior.dim();
   components_ = K;
   dim_ = d;
@@ -92,8 +101,7 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
     log_weights_[k] = c.log_joint[k] - log_evidence_;
     weights_[k] = std::exp(log_weights_[k]);
   }
-  tables_ = detail::make_posterior_tables(K, d, weights_, means_, c.factors,
-                                          exec.stream != nullptr ? exec.stream : cudaStreamLegacy);
+  tables_ = detail::make_posterior_tables(K, d, weights_, means_, c.factors, stream);
 }
 
 std::vector<double> mixture_posterior::mean() const {

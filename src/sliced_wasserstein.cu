@@ -233,6 +233,12 @@ double sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, co
   detail::check_buffer("a", a, n_a * d, sizeof(float), where);
   detail::check_buffer("b", b, n_b * d, sizeof(float), where);
   check_apart(a, n_a, b, n_b, d, nullptr, workspace, workspace_bytes);
+  // Before anything is issued: the synchronisation that returns the value would invalidate a capture of the stream.
+  if (where == executor::cuda)
+    detail::refuse_capture_unrecordable(exec.stream, "exec.stream",
+                                        "sliced_wasserstein() returns the distance on the host, for which it "
+                                        "synchronises exec.stream",
+                                        "capture sliced_wasserstein_async(), which writes it to device memory");
   std::unique_ptr<detail::scratch> owned;
   double* slot = nullptr;
   run(a, n_a, b, n_b, d, directions, seed, p, nullptr, where, exec.stream, workspace, workspace_bytes, owned, &slot);

@@ -141,6 +141,30 @@ constexpr std::size_t staging_limit_bytes = std::size_t(256) << 20;
 /// being captured (stream_capturing()): for the calls that copy per-call host tables (upload_async()).
 void refuse_capture(cudaStream_t stream, const char* call, const char* remedy);
 
+/// Throws invalid_argument when `stream` is being captured (stream_capturing()), for a call that does what a capture
+/// cannot record: a cudaMalloc (not stream-ordered, not observed by the capture, and one of the calls the runtime
+/// refuses under the global and thread-local capture modes, invalidating the capture) or a synchronisation of the
+/// stream (not permitted on a capturing stream: cudaErrorStreamCaptureUnsupported, and the capture is invalidated).
+/// Called before the call issues anything to the runtime, so that the capture stays valid. The message is
+/// "<stream_name>: is being captured into a CUDA graph, and <call_does>, which a capture cannot record: <remedy>":
+/// @p call_does names the call and what it does ("sampling_plan::diffusion() allocates ... and synchronises ..."),
+/// @p remedy what to do instead ("make the plan before the capture begins").
+void refuse_capture_unrecordable(cudaStream_t stream, const char* stream_name, const std::string& call_does,
+                                 const char* remedy);
+
+/// refuse_capture_unrecordable() for a plan's creation (sampling_plan's and diffusion_plan's, on the CUDA executor):
+/// @p call allocates the plan's memory (cudaMalloc) and synchronises exec.stream after its uploads; the remedy is to
+/// make the plan before the capture begins (the plan's own calls, which never allocate or wait, are what a capture
+/// records).
+void refuse_plan_capture(cudaStream_t stream, const char* call);
+
+/// refuse_capture_unrecordable() on the legacy default stream, for the set-up that runs there (the mixtures'
+/// constructors, prepare_gemm()): it is reported capturing while a blocking stream of the current device captures,
+/// whose capture the legacy stream's work would join. @p call allocates device tables (cudaMalloc) and synchronises
+/// the legacy stream after uploading them; the remedy is "<remedy> before the capture begins". A capture of a
+/// non-blocking stream is not seen here (the legacy stream does not join it).
+void refuse_legacy_capture(const char* call, const char* remedy);
+
 /// Whether work issued to `stream` now would be recorded by a CUDA stream capture (cudaStreamIsCapturing: active or
 /// invalidated), the legacy stream while a blocking stream of the device captures included (work there would join
 /// that capture). For the one-time set-up a capture cannot record (cudaMalloc, synchronised uploads, cublasCreate),

@@ -252,7 +252,9 @@ ds::guided_problems one_problem() {
 // them would copy those bytes again at every replay after the call has released them. Under stream capture they are
 // refused (invalid_argument naming exec.stream and the plan that captures) before anything is issued, and the
 // capture stays valid; then, uncaptured, two runs issued back to back without waiting in between (their tables
-// staged in two pinned blocks) give the bits of each run issued alone. Not run here (no GPU).
+// staged in two pinned blocks) give the bits of each run issued alone. A plan's creation, sliced_wasserstein() on the
+// stream and (on a blocking stream) a mixture's constructor, which allocate or synchronise, are refused by name too.
+// Not run here (no GPU).
 TEST(HostStagingGpu, PerCallTablesAreRefusedUnderCaptureAndStagedOtherwise) {
   DIFFSAMPLE_REQUIRE_GPU();
   const ds::gaussian_mixture prior = small_prior();
@@ -286,6 +288,16 @@ TEST(HostStagingGpu, PerCallTablesAreRefusedUnderCaptureAndStagedOtherwise) {
       gopt.sampler = s;
       refused([&] { (void)ds::guided_sample(prior, out, one_problem(), gopt, gpu); }, "sampling_plan::guided");
     }
+    // What a capture cannot record at all (cudaMalloc, a synchronisation): refused by name, the capture kept.
+    refused([&] { (void)ds::sampling_plan::diffusion(n, d, dopt, ds::model_output::denoiser, gpu); },
+            "sampling_plan::diffusion()");
+    refused([&] { (void)ds::sampling_plan::guided(d, one_problem(), gopt, ds::model_output::denoiser, gpu); },
+            "sampling_plan::guided()");
+    refused([&] { ds::diffusion_plan plan(n, d, dopt, ds::model_output::denoiser, gpu); },
+            "diffusion_plan's constructor");
+    refused([&] { (void)ds::sliced_wasserstein(n, n, d, x.ptr, y.ptr, 8, 1, 2, gpu); }, "sliced_wasserstein()");
+    if (flags == cudaStreamDefault)  // the legacy stream joins a blocking stream's capture
+      refused([&] { (void)small_prior(); }, "gaussian_mixture's constructor");
 
     // Each alone, then both back to back (the second table staged while the first copy may still wait): seed 1 with
     // 30 steps into x, seed 2 with 31 steps into y.

@@ -165,7 +165,9 @@ class DIFFSAMPLE_API diffusion_plan {
   /// @param n, dim    batch size and dimension of x and of the model buffer (n x dim floats each)
   /// @param exec      executor::cuda or executor::cpu (automatic picks CUDA when a GPU is present)
   /// @throws invalid_argument for bad sizes, unsupported samplers, invalid schedules or options.record_every other
-  ///         than 0 (a plan records nothing: x is the caller's between steps)
+  ///         than 0 (a plan records nothing: x is the caller's between steps), and on the CUDA executor while
+  ///         exec.stream is being captured into a CUDA graph (make the plan before the capture begins), before
+  ///         anything is issued
   diffusion_plan(std::int64_t n, std::int64_t dim, const diffusion_options& options, model_output output,
                  execution exec = {});
   ~diffusion_plan();

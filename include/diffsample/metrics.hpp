@@ -98,8 +98,10 @@ sliced_wasserstein_async(const float* a, std::int64_t n_a, const float* b, std::
 /// Sliced Wasserstein distance on an executor, returned on the host: sliced_wasserstein_async() followed by a
 /// copy of the value to the host. Synchronises exec.stream on the CUDA executor (it returns a host value).
 /// Same arguments, guarantees and agreement with the host sliced_wasserstein() as sliced_wasserstein_async().
-/// @throws invalid_argument as sliced_wasserstein_async(), and when the result is NaN because a sample holds a
-///         non-finite value (checked after the run)
+/// @throws invalid_argument as sliced_wasserstein_async(), when the result is NaN because a sample holds a
+///         non-finite value (checked after the run), and on the CUDA executor while exec.stream is being captured
+///         into a CUDA graph (the synchronisation cannot be captured: capture sliced_wasserstein_async()), before
+///         anything is issued
 DIFFSAMPLE_API double sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t dim, const float* a,
                                          const float* b, int directions, std::uint64_t seed, int p, execution exec,
                                          void* workspace = nullptr, std::size_t workspace_bytes = 0);

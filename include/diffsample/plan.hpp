@@ -82,7 +82,10 @@ class DIFFSAMPLE_API sampling_plan {
   /// @param output  what the caller's model returns: denoiser, score, eps or velocity (velocity only for samplers
   ///                with a schedule); converted to the denoiser per ask
   /// @param exec    executor::cuda or executor::cpu (automatic: CUDA when a GPU is present)
-  /// @throws invalid_argument for bad sizes, options, schedules or an output that does not determine the denoiser
+  /// @throws invalid_argument for bad sizes, options, schedules or an output that does not determine the denoiser,
+  ///         and on the CUDA executor while exec.stream is being captured into a CUDA graph (neither the allocation
+  ///         nor the synchronisation can be captured: make the plan before the capture begins), before anything is
+  ///         issued; the same for langevin() and guided()
   static sampling_plan diffusion(std::int64_t n, std::int64_t dim, const diffusion_options& options,
                                  model_output output = model_output::denoiser, execution exec = {});
   /// A plan for a Langevin chain targeting p_t at options.target (options.record_every = 0). The initial state is
@@ -94,7 +97,7 @@ class DIFFSAMPLE_API sampling_plan {
   /// score and log-density of the state and each step costs one evaluation, as in the fused chain. accepted()
   /// counts the accepted proposals per row.
   /// @param output  score, denoiser or eps (denoiser and eps need options.target.s > 0), converted to the score
-  /// @throws invalid_argument for bad sizes or options
+  /// @throws invalid_argument for bad sizes or options, and while exec.stream is being captured (as diffusion())
   static sampling_plan langevin(std::int64_t n, std::int64_t dim, const langevin_options& options,
                                 model_output output = model_output::score, execution exec = {});
   /// A plan for the guided samplers smc, dps, pigdm, diffpir, dcps, tmpd, ddrm and skrock on B = problems.problems problems of
@@ -149,7 +152,8 @@ class DIFFSAMPLE_API sampling_plan {
   /// Trajectory t keys particle i's stream t rows() + i.
   /// @param output  denoiser, score or eps (converted to the denoiser at each ask's channel); score for skrock
   /// @throws invalid_argument for another sampler (a skrock plan: for another output or skrock_lipschitz = 0), or as
-  ///         guided_sample() does for the problems and options
+  ///         guided_sample() does for the problems and options, and while exec.stream is being captured (as
+  ///         diffusion())
   static sampling_plan guided(std::int64_t dim, const guided_problems& problems, const guided_options& options,
                               model_output output = model_output::denoiser, execution exec = {});
 

@@ -54,7 +54,9 @@ class DIFFSAMPLE_API mixture_posterior {
   /// over components; what the constructor above runs). The results always land in host vectors, so on CUDA this
   /// uploads the inputs, runs on exec.stream and synchronises it. `automatic` picks the CPU (the inputs are host
   /// vectors). Components agree across executors up to FP64 rounding; the CPU result does not depend on threads.
-  /// @throws invalid_argument as above, or when cuda is requested without a GPU
+  /// @throws invalid_argument as above, when cuda is requested without a GPU, or when a GPU is present and
+  ///         exec.stream (the legacy default stream when null) is being captured into a CUDA graph (the allocation
+  ///         and the synchronisation cannot be captured), before anything is issued
   mixture_posterior(const gaussian_mixture& prior, const linear_observation& observation, execution exec);
   /// The posterior under y = A x + sigma_y z for an observation_operator of any kind (used through its dense
   /// matrix(), so the host cost is the dense one above).

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -1270,6 +1271,92 @@ TEST_F(Mpi, StandInScratchUnderCaptureAsksForNoFreeMemory) {
   std::remove(log.c_str());
 }
 
+// Under the stand-in runtime: what a capture cannot record (a plan's creation, the mixtures' and the exact
+// posterior's constructors and the first prepare_gemm(executor::cuda): cudaMalloc and a synchronisation;
+// sliced_wasserstein() on an execution: the synchronisation that returns its value) is refused while the stream is
+// being captured (RUNTIME_PROBE_CAPTURING=1: every stream, the legacy one included, reports an active capture), with
+// invalid_argument naming the call, before anything reaches the device: the capture query is the only runtime call
+// logged. Without a capture the same calls go on to the device (the stand-in runs no kernel, so some end in the
+// runtime's launch error there, and sliced_wasserstein() in CUB's size query). Each rank on its own (no collective). Seen failing before the checks: every call
+// went on to cudaMalloc (or its scratch) under the capture, and the plans and mixtures were made.
+TEST_F(Mpi, StandInSetUpUnderCaptureIsRefusedBeforeAnythingIsIssued) {
+  if (std::getenv("RUNTIME_PROBE_DEVICES") == nullptr)
+    GTEST_SKIP() << "runs under the stand-in runtime (ctest test_mpi_stand_in_np2, _np3)";
+  using diffsample::testing::device_buffer;
+  const std::string log = ::testing::TempDir() + "probe_set_up_" + std::to_string(::getpid()) + ".log";
+  setenv("RUNTIME_PROBE_LOG", log.c_str(), 1);
+  const ds::execution gpu{ds::executor::cuda, nullptr};
+  device_buffer<float> a(8), b(8);
+  ds::diffusion_options dop;
+  dop.steps = 2;
+  ds::langevin_options lo;
+  lo.steps = 2;
+  ds::guided_options go;
+  go.potentials = ds::guided_potentials::linear;
+  go.particles = 4;
+  go.steps = 2;
+  const ds::guided_problems pr = problems2();
+  ds::linear_observation obs;
+  obs.d_y = 1;
+  obs.d_x = 2;
+  obs.A = {1.0, 0.5};
+  obs.sigma_y = 0.3;
+  obs.y = {0.7};
+  for (const bool capturing : {true, false}) {
+    const ds::gaussian_mixture prior = prior2();  // outside the capture; its gemm tables not yet made
+    const std::vector<std::pair<std::string, std::function<void()>>> calls = {
+        {"sampling_plan::diffusion()",
+         [&] { (void)ds::sampling_plan::diffusion(4, 2, dop, ds::model_output::denoiser, gpu); }},
+        {"sampling_plan::langevin()",
+         [&] { (void)ds::sampling_plan::langevin(4, 2, lo, ds::model_output::score, gpu); }},
+        {"sampling_plan::guided()",
+         [&] { (void)ds::sampling_plan::guided(2, pr, go, ds::model_output::denoiser, gpu); }},
+        {"diffusion_plan's constructor", [&] { ds::diffusion_plan plan(4, 2, dop, ds::model_output::denoiser, gpu); }},
+        {"sliced_wasserstein()", [&] { (void)ds::sliced_wasserstein(4, 4, 2, a.ptr, b.ptr, 8, 1, 2, gpu); }},
+        {"mixture_posterior's constructor", [&] { ds::mixture_posterior posterior(prior, obs, gpu); }},
+        {"gaussian_mixture's constructor", [&] { (void)prior2(); }},
+        {"bernoulli_mixture's constructor", [&] { ds::bernoulli_mixture m(2, {0.5, 0.5}, {0.2, 0.8, 0.6, 0.4}); }},
+        {"prepare_gemm(executor::cuda)", [&] { prior.prepare_gemm(ds::executor::cuda); }},
+    };
+    for (const auto& [name, call] : calls) {
+      std::remove(log.c_str());
+      setenv("RUNTIME_PROBE_CAPTURING", capturing ? "1" : "0", 1);
+      std::string ended = "returned";
+      bool invalid = false;
+      try {
+        call();
+      } catch (const ds::invalid_argument& e) {
+        ended = e.what();
+        invalid = true;
+      } catch (const std::exception& e) {  // the stand-in's kernel launch, without a capture
+        ended = e.what();
+      }
+      unsetenv("RUNTIME_PROBE_CAPTURING");
+      std::ifstream in(log);
+      bool queried = false, touched = false;
+      for (std::string line; std::getline(in, line);) {
+        queried = queried || line.find(" query cudaStreamIsCapturing ") != std::string::npos;
+        touched = touched || line.find(" touch ") != std::string::npos;
+      }
+      const std::string where = name + (capturing ? ", capturing" : ", not capturing") + ", rank " +
+                                std::to_string(rank()) + ": " + ended;
+      const bool refused = ended.find("is being captured into a CUDA graph") != std::string::npos;
+      if (capturing) {
+        EXPECT_TRUE(invalid && refused) << where;
+        EXPECT_NE(ended.find(name), std::string::npos) << where;
+        EXPECT_TRUE(queried) << where;
+        EXPECT_FALSE(touched) << where;
+      } else {
+        EXPECT_FALSE(refused) << where;
+        // sliced_wasserstein() stops earlier, at CUB's size query, which the stand-in does not answer.
+        if (name != "sliced_wasserstein()") EXPECT_TRUE(touched) << where;
+      }
+    }
+  }
+  unsetenv("RUNTIME_PROBE_LOG");
+  std::remove(log.c_str());
+}
+
 // On CUDA ranks (a real device; skips without one): a mixture built after mpi::rank_execution runs on every rank, and
 // on a node of two or more devices one built on another device than the rank's is refused on every rank with rank
 // 0's message. The stand-in test above checks the same without a GPU.
@@ -1371,6 +1458,43 @@ void expect_same_failure_everywhere(F&& call, int failing, const char* needle) {
 template <class F>
 void expect_same_error_everywhere(F&& call, const char* needle) {
   expect_same_failure_everywhere<ds::invalid_argument>(call, ranks() - 1, needle);
+}
+
+// Under the stand-in runtime: mpi::guided_sample (global mode) on CUDA ranks copies tables it builds for the call
+// (through the pinned staging pool) and synchronises at every exchange, so a rank whose stream is being captured
+// (RUNTIME_PROBE_CAPTURING=1 on the last rank alone) refuses it before anything reaches its device, and every rank
+// throws that rank's invalid_argument. Seen failing before the check: the last rank allocated, copied its tables
+// and failed at its first kernel with the runtime's error instead.
+TEST_F(Mpi, StandInDistributedGuidedRefusesACapturingStreamOnEveryRank) {
+  if (std::getenv("RUNTIME_PROBE_DEVICES") == nullptr || ranks() < 2)
+    GTEST_SKIP() << "runs on 2 or more ranks under the stand-in runtime (ctest test_mpi_stand_in_np2, _np3)";
+  using diffsample::testing::device_buffer;
+  const bool last = rank() == ranks() - 1;
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const ds::mpi::shard g = ds::mpi::shard_of(7, MPI_COMM_WORLD);
+  device_buffer<float> samples(std::size_t(std::max<std::int64_t>(pr.problems * g.count, 1) * 2));
+  ds::guided_outputs out{};
+  out.samples = samples.ptr;
+  ds::guided_options smc;
+  smc.potentials = ds::guided_potentials::linear;
+  smc.particles = 7;
+  smc.steps = 2;
+  const std::string log = ::testing::TempDir() + "probe_mpi_capture_" + std::to_string(::getpid()) + ".log";
+  std::remove(log.c_str());
+  setenv("RUNTIME_PROBE_LOG", log.c_str(), 1);
+  if (last) setenv("RUNTIME_PROBE_CAPTURING", "1", 1);
+  expect_same_failure_everywhere<ds::invalid_argument>(
+      [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, smc, ds::mpi::smc_mode::global, exec); },
+      ranks() - 1, "exec.stream: is being captured into a CUDA graph, and mpi::guided_sample()");
+  unsetenv("RUNTIME_PROBE_CAPTURING");
+  unsetenv("RUNTIME_PROBE_LOG");
+  std::ifstream in(log);
+  bool touched = false;
+  for (std::string line; std::getline(in, line);) touched = touched || line.find(" touch ") != std::string::npos;
+  if (last) EXPECT_FALSE(touched) << "the capturing rank reached its device";
+  std::remove(log.c_str());
 }
 
 TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
