@@ -207,6 +207,7 @@ void resampler::reserve(std::int64_t problems, const resampling_options& o) {
     grow(ends_, static_cast<std::size_t>(B * P));
     grow(states_, static_cast<std::size_t>(B));
     grow(source_, static_cast<std::size_t>(B * L));
+    grow(reports_, static_cast<std::size_t>(B));
     if (gathered) {
       grow(gathered_, static_cast<std::size_t>(B * N));
       grow(whole_, static_cast<std::size_t>(B * N));
@@ -338,21 +339,30 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
     }
     const double sum_w = all[(P - 1) * B + b].sum_w, sum_w2 = all[(P - 1) * B + b].sum_w2;
     const kernels::problem_state st = kernels::decide_problem(max[b], nans[b], total, q2, sum_w, sum_w2,
-                                                              o.ess_threshold, N,
-                                                              reports == nullptr ? nullptr : reports + b);
+                                                              o.ess_threshold, N, reports_.data() + b);
     states_[b] = st;
     any = any || st.resample;
-    if (normalised != nullptr) {
+  }
+  // The reports and normalised weights, written once nothing can fail any more (step 4's buffers agreed on): a call
+  // that fails leaves the caller's outputs as they were (step 4 wrote its reports before, and a failed allocation
+  // there left them written with out unchanged).
+  const auto write_outputs = [&] {
+    for (std::int64_t b = 0; b < B; ++b) {
+      if (reports != nullptr) reports[b] = reports_[b];
+      if (normalised == nullptr) continue;
+      const std::uint64_t total = ends_[b * P + P - 1];
+      const double sum_w = all[(P - 1) * B + b].sum_w;
       const float* lw = log_weights + b * L;
       for (std::int64_t i = 0; i < L; ++i)
         normalised[b * L + i] = (total == 0 || kernels::invalid_log_weight(lw[i]))
                                     ? 0.f
                                     : float(w[b * L + i] / sum_w);
     }
-  }
+  };
   const auto* in = static_cast<const unsigned char*>(rows);
   auto* dst = static_cast<unsigned char*>(out);
   if (!any) {  // every rank knows: no exchange
+    write_outputs();
     if (B * L > 0) std::memcpy(dst, in, static_cast<std::size_t>(B * L) * row_bytes);
     return;
   }
@@ -406,10 +416,12 @@ void resampler::run(const float* log_weights, std::int64_t problems, const resam
     send_.resize(static_cast<std::size_t>(sends) * row_bytes);
     recv_.resize(static_cast<std::size_t>(receives) * row_bytes);
     displacements(send_counts_, cursor_);
+    (void)row_type(row_bytes);  // the exchange's datatype (its size check), before anything is written
   } catch (...) {
     failure = std::current_exception();
   }
   agree(failure);
+  write_outputs();
   for (std::size_t k = 0; k < picks_.size(); ++k)
     std::memcpy(send_.data() + static_cast<std::size_t>(cursor_[pick_dest_[k]]++) * row_bytes,
                 in + static_cast<std::size_t>(picks_[k]) * row_bytes, row_bytes);
@@ -459,19 +471,22 @@ void resampler::run_gathered(const float* log_weights, std::int64_t problems, co
   }
   agree(failure);
   bool any = false;
+  for (std::int64_t b = 0; b < B; ++b) any = any || whole_reports_[b].resampled != 0;
+  if (!any) {  // every rank knows: no exchange
+    if (B * L > 0) std::memcpy(out, rows, static_cast<std::size_t>(B * L) * row_bytes);
+  } else {
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t i = 0; i < L; ++i) index_[b * L + i] = ancestors_[b * N + first_ + i];
+    // Its buffers agreed on before it writes out; nothing fails after that.
+    fetch(rows, B, row_bytes, index_.data(), out);
+  }
+  // The reports and normalised weights once nothing can fail any more (fetch()'s buffers agreed on): a call that
+  // fails leaves the caller's outputs as they were.
   for (std::int64_t b = 0; b < B; ++b) {
-    any = any || whole_reports_[b].resampled != 0;
     if (reports != nullptr) reports[b] = whole_reports_[b];
     if (normalised != nullptr)
       std::copy_n(whole_normalised_.data() + b * N + first_, L, normalised + b * L);
   }
-  if (!any) {  // every rank knows: no exchange
-    if (B * L > 0) std::memcpy(out, rows, static_cast<std::size_t>(B * L) * row_bytes);
-    return;
-  }
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t i = 0; i < L; ++i) index_[b * L + i] = ancestors_[b * N + first_ + i];
-  fetch(rows, B, row_bytes, index_.data(), out);
 }
 
 void resampler::fetch(const void* rows, std::int64_t problems, std::size_t row_bytes, const std::int64_t* index,
@@ -500,6 +515,7 @@ void resampler::fetch(const void* rows, std::int64_t problems, std::size_t row_b
     incoming_.resize(static_cast<std::size_t>(served));
     send_.resize(static_cast<std::size_t>(served) * row_bytes);
     recv_.resize(static_cast<std::size_t>(wanted) * row_bytes);
+    (void)row_type(row_bytes);  // the exchange's datatype (its size check), before anything is written
   } catch (...) {
     failure = std::current_exception();
   }

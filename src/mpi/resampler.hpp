@@ -82,6 +82,8 @@ class resampler {
   // first grows (a decision every rank makes alike), with one agreement then; the buffers sized by what a rank
   // sends and receives are agreed on (one 4-byte MPI_Allreduce) before each row exchange, and the gathered
   // schemes' resample() before theirs. A failure outside these calls is the caller's to agree on.
+  // run() writes its outputs (reports, normalised weights, out) only once every one of these has passed: a call that
+  // fails leaves them as they were.
 
  private:
   void reserve(std::int64_t problems, const resampling_options& options);
@@ -122,6 +124,7 @@ class resampler {
   std::vector<float> gathered_, whole_, whole_normalised_;
   std::vector<std::int64_t> ancestors_, index_;
   std::vector<particle_report> whole_reports_;
+  std::vector<particle_report> reports_;  // B: run()'s reports, copied out once nothing can fail
 };
 
 }  // namespace diffsample::mpi::detail

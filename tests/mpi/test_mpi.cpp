@@ -2191,9 +2191,12 @@ TEST_F(Mpi, ResamplingScratchThatFailsOnOneRankFailsEveryRank) {
 
 // The same after the scratch was agreed on: all the weight on the last rank's particles, so that it alone sends
 // every row (N of them, 20 bytes per row of picks and send buffer), past what its address space allows, while the
-// scratch sized by its own particles (28 bytes each with the call's per-slot buffers) fits. Every rank must throw its
-// out_of_memory (seen failing with the row buffers' agreement taken out: the other ranks waited in MPI_Alltoallv,
-// the watchdog ended the job at P = 2 and 3).
+// scratch sized by its own particles (36 bytes each with the call's per-slot buffers: 28 before the FP64 weights
+// were kept, and the margin of 34 bytes then made this test fail in the scratch instead) fits. Every rank must
+// throw its out_of_memory (seen failing with the row buffers' agreement taken out: the other ranks waited in
+// MPI_Alltoallv, the watchdog ended the job at P = 2 and 3), and leave every rank's outputs (report, normalised
+// weights, ancestors, allocated before the limit) as they were: the call wrote the reports and normalised weights
+// before these buffers (seen failing: every rank's report and weights written by the failed call).
 TEST_F(Mpi, RowExchangeBuffersThatFailOnOneRankFailEveryRank) {
   if (ranks() == 1) GTEST_SKIP() << "needs two ranks (one rank sends to itself only)";
   const bool last = rank() == ranks() - 1;
@@ -2202,15 +2205,32 @@ TEST_F(Mpi, RowExchangeBuffersThatFailOnOneRankFailEveryRank) {
   std::vector<float> lw(static_cast<std::size_t>(L), last ? 0.f : -INFINITY);
   ds::resampling_options o;
   o.ess_threshold = 2.0;
+  ds::particle_report report;
+  report.ess = -1;
+  report.nan_count = -1;
+  report.resampled = -1;
+  std::vector<float> normalised(static_cast<std::size_t>(L), -7.f);
+  std::vector<std::int32_t> ancestors(static_cast<std::size_t>(L), -3);
+  ds::particle_outputs outputs;
+  outputs.reports = &report;
+  outputs.normalised_weights = normalised.data();
+  outputs.ancestors = ancestors.data();
   {
     std::vector<float> uniform(static_cast<std::size_t>(L), 0.f);
     watchdog guard("mpi::resample (no limit)", 120);
     EXPECT_NO_THROW(ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, uniform.data(), o));
   }
-  watchdog guard("mpi::resample", 60);
-  address_space_limit limit(last, static_cast<std::size_t>(34 * L));
-  expect_same_failure_everywhere<ds::out_of_memory>(
-      [&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o); }, ranks() - 1, "bad_alloc");
+  {
+    watchdog guard("mpi::resample", 60);
+    address_space_limit limit(last, static_cast<std::size_t>(44 * L));
+    expect_same_failure_everywhere<ds::out_of_memory>(
+        [&] { ds::mpi::resample(MPI_COMM_WORLD, outputs, 1, N, lw.data(), o); }, ranks() - 1, "bad_alloc");
+  }
+  EXPECT_EQ(report.ess, -1) << "rank " << rank();
+  EXPECT_EQ(report.nan_count, -1) << "rank " << rank();
+  EXPECT_EQ(report.resampled, -1) << "rank " << rank();
+  EXPECT_EQ(std::count(normalised.begin(), normalised.end(), -7.f), L) << "rank " << rank();
+  EXPECT_EQ(std::count(ancestors.begin(), ancestors.end(), -3), L) << "rank " << rank();
 }
 
 // The resident memory this process has held at most since the last reset_peak() (VmHWM, bytes).
