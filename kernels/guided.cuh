@@ -779,6 +779,76 @@ struct moment_stage_functor {
   }
 };
 
+/// The deterministic DDPM / DDIM step to s = 0 (x' = c0 m: no noise, and no c1 x term, which only that step lacks;
+/// check_grid() puts s > 0 at the start of every step), the grid's last step with moment or twisted potentials.
+DS_HD_INLINE bool final_transition(const guided_step& st) { return st.sig == 0.f && st.c1 == 0.f; }
+
+/// The twisted SMC's last transition, from x at the last noisy point (a, s) to s = 0, as the Gaussian moment of
+/// p(x_0 | x) conditioned on y: the kernel N(m, C_r), C_r = C A^T M^-1 A C the part of C = Cov(x_0 | x) = (s^2 / a) J
+/// that the observation sees (M = A C A^T, the moment matrix), whose predictive of y is N(A m, V), V = sigma_y^2 I + M:
+/// the moment potential g(x) itself. The particle is drawn from the kernel times the likelihood exactly, by the
+/// perturbation form in the d_y observed directions:
+///   x_0 = m + C A^T w,  w = V^-1 (y - A m - delta),  delta ~ N(0, sigma_y^2 I + sigma_y^4 M^-1),
+/// so that A x_0 - A m = M w ~ N(M V^-1 (y - A m), sigma_y^2 M V^-1), the exact conditional of the observed part, and
+/// the rest of x_0 follows it by the regression C A^T M^-1 of C. Its weight, likelihood x kernel / proposal, is g(x)
+/// whatever the draw: the transition is fully adapted (the deterministic step's likelihood at one point per
+/// particle degenerates once sigma_y is far below the spread s |A| of A m; README, "Accuracy at small sigma_y").
+/// In: w = V^-1 (y - A m), lv(o, c) V's Cholesky factor (c <= o), u(o, j) coordinate j of J a_o. Out: w. M is
+/// rebuilt from the u (symmetrised) and factorised with pivots floored at 1e-6 of its largest diagonal entry. Normals
+/// (2 d_y: delta's two parts) from stream step k + 1 of particle i of problem b.
+template <class LV, class U>
+DS_HD_INLINE void final_transition_draw(const guided_params& p, std::int64_t k, std::int64_t b, std::int64_t i,
+                                        float s2y, float cov_scale, const LV& lv, const U& u,
+                                        float (&w)[moment_potential_max_dy]) {
+  const int d = p.d, dy = p.d_y;
+  float L[moment_packed];
+  float largest = 0.f;
+  for (int o = 0; o < dy; ++o) {
+    const operator_row ro = guided_operator_row(p, b, o);
+    for (int c = 0; c <= o; ++c) {
+      const operator_row rc = guided_operator_row(p, b, c);
+      float oc = 0, co = 0;
+      for (int j = 0; j < d; ++j) {
+        oc += rc[j] * u(o, j);
+        co += ro[j] * u(c, j);
+      }
+      L[moment_at(o, c)] = 0.5f * cov_scale * (oc + co);
+    }
+    largest = L[moment_at(o, o)] > largest ? L[moment_at(o, o)] : largest;
+  }
+  const float floor = 1e-6f * largest + 1e-30f;
+  for (int o = 0; o < dy; ++o) {
+    for (int c = 0; c <= o; ++c) {
+      float acc = L[moment_at(o, c)];
+      for (int e = 0; e < c; ++e) acc -= L[moment_at(o, e)] * L[moment_at(c, e)];
+      if (c == o)
+        L[moment_at(o, o)] = ds_sqrt(acc > floor ? acc : floor);
+      else
+        L[moment_at(o, c)] = acc / L[moment_at(c, c)];
+    }
+  }
+  float z[2 * moment_potential_max_dy];  // zeta (d_y), then the observation normals (d_y)
+  philox rng(guided_seed(p), guided_stream(p, i, b), static_cast<std::uint64_t>(k) + 1);
+  rng.normals(2 * dy, [&](int j, float v) { z[j] = v; });
+  for (int o = dy - 1; o >= 0; --o) {  // t = L_M^-T zeta, a draw of N(0, M^-1), in place
+    float acc = z[o];
+    for (int e = o + 1; e < dy; ++e) acc -= L[moment_at(e, o)] * z[e];
+    z[o] = acc / L[moment_at(o, o)];
+  }
+  const float sy = ds_sqrt(s2y);
+  for (int o = 0; o < dy; ++o) {  // delta = sigma_y z_y + sigma_y^2 t, then L_V^-1 delta in place
+    float acc = sy * z[dy + o] + s2y * z[o];
+    for (int e = 0; e < o; ++e) acc -= lv(o, e) * z[dy + e];
+    z[dy + o] = acc / lv(o, o);
+  }
+  for (int o = dy - 1; o >= 0; --o) {  // L_V^-T: V^-1 delta
+    float acc = z[dy + o];
+    for (int e = o + 1; e < dy; ++e) acc -= lv(e, o) * z[dy + e];
+    z[dy + o] = acc / lv(o, o);
+  }
+  for (int o = 0; o < dy; ++o) w[o] -= z[dy + o];
+}
+
 /// The twisted SMC (guided_potentials::twisted) at grid point k < steps, for particle x of problem b with denoiser m
 /// and the d_y JVPs u_o = J a_o (a_o row o of A; row o of u at u + o u_rows, coordinate j at j u_step), from its
 /// packed V (moment_put; overwritten): with g_k the moment potential (moment_log_potential),
@@ -788,9 +858,15 @@ struct moment_stage_functor {
 ///   mu  = c0 m + c1 x + h,  lz = -|h|^2 / (2 sig^2) - log g_k(x)  (m in mu: multistep_row's)
 /// into shift (h), mu and lz; the mutation draws x' = mu + sig z from its ancestor's and adds lz - z . h / sig, so
 /// that the weights carry g_{k+1}(x') p(x' | x) / (g_k(x) q(x' | x)), p the backward kernel N(c0 m + c1 x, sig^2 I)
-/// and q the proposal N(mu, sig^2 I) (twisted_mutate_functor). r: d_y scratch.
-template <class X, class M, class U, class MU, class H, class R>
-DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::int64_t b, float s2y, const X& xi,
+/// and q the proposal N(mu, sig^2 I) (twisted_mutate_functor). r: d_y scratch. At the last transition
+/// (final_transition(): the deterministic step to s = 0) mu is instead the particle's draw at s = 0 from
+/// final_transition_draw() (normals of stream step k + 1 of particle i), h = 0 and lz = 0: that transition's
+/// weight is g_k(x) itself, already in lw, so the mutation copies mu and adds nothing, and no likelihood follows.
+/// Final = false compiles that branch out: the CUDA executor launches the kernels of the other transitions without
+/// it (its local arrays took guided_twisted_functor from 96 to 128 registers and its frame from 144 to 384 bytes).
+template <bool Final, class X, class M, class U, class MU, class H, class R>
+DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::int64_t i, std::int64_t b, float s2y,
+                                 const X& xi,
                                  const M& m, const U& u, std::int64_t u_rows, std::int64_t u_step,
                                  float (&V)[moment_packed], MU& mi, H& hi, R& ri, float& lw, float& lz,
                                  const multistep_row& ms) {
@@ -803,6 +879,22 @@ DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::in
     float acc = ri[o];
     for (int e = o + 1; e < dy; ++e) acc -= V[moment_at(e, o)] * ri[e];
     ri[o] = acc / V[moment_at(o, o)];
+  }
+  if (Final && final_transition(st)) {
+    const float cov_scale = st.s * st.s / st.a;
+    float w[moment_potential_max_dy];
+    for (int o = 0; o < dy; ++o) w[o] = ri[o];
+    final_transition_draw(
+        p, k, b, i, s2y, cov_scale, [&](int o, int c) { return V[moment_at(o, c)]; },
+        [&](int o, int j) { return float(u[o * u_rows + j * u_step]); }, w);
+    for (int j = 0; j < p.d; ++j) {
+      float g = 0;
+      for (int o = 0; o < dy; ++o) g += w[o] * u[o * u_rows + j * u_step];
+      hi[j] = 0.f;
+      mi[j] = transition_update(st)(xi[j], ms(j, m[j]) + cov_scale * g);
+    }
+    lz = 0.f;
+    return;
   }
   const float sig2 = st.sig * st.sig;
   float norm = 0;
@@ -818,7 +910,9 @@ DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::in
 }
 
 /// The twisted weighting of transition k, fused for one particle (the CUDA executor): the denoiser m, the d_y JVPs
-/// J a_o and twisted_finish. Scratch (2 + d_y) d floats: m, a row of A, the d_y JVPs.
+/// J a_o and twisted_finish. Scratch (2 + d_y) d floats: m, a row of A, the d_y JVPs. Final: twisted_finish's
+/// (true for the last transition; false elsewhere, where it changes nothing but the kernel's registers).
+template <bool Final = true>
 struct guided_twisted_functor {
   guided_params p;
   std::int64_t k;
@@ -853,7 +947,7 @@ struct guided_twisted_functor {
       channel_jvp<float>(ch, xi, vi, ui);
       moment_row(p, b, cov_scale, ui, vi, [&](int c, float value) { moment_put(V, o, c, value, s2y); });
     }
-    twisted_finish(p, k, b, s2y, xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, V, mi, hi, ri, lw[i], lz[i],
+    twisted_finish<Final>(p, k, i, b, s2y, xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, V, mi, hi, ri, lw[i], lz[i],
                    guided_multistep_row(p, k, i, b));
   }
 };
@@ -880,7 +974,10 @@ struct twisted_stage_functor {
   float* lw;               // rows
   float* lz;               // rows
   float* r;                // rows x 2 d_y scratch (the first d_y of each particle's slot)
-  DS_HD void operator()(std::int64_t i) const {
+  DS_HD void operator()(std::int64_t i) const { run<true>(i); }
+  /// The stage for particle i; Final as twisted_finish's (the CUDA plan's tells of the other transitions: false).
+  template <bool Final>
+  DS_HD void run(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
     const int d = p.d, dy = p.d_y;
     strided_vec<float> xi{const_cast<float*>(x) + i * d, 1, d}, mi{m + i * d, 1, d}, vi{v + i * d, 1, d};
@@ -897,7 +994,7 @@ struct twisted_stage_functor {
         float V[moment_packed];
         moment_pack(dy, s2y, Mi, V);
         strided_vec<float> mui{mu + i * d, 1, d}, hi{shift + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
-        twisted_finish(p, k, b, s2y, xi, mi, u + i * d, plane, 1, V, mui, hi, ri, lw[i], lz[i],
+        twisted_finish<Final>(p, k, i, b, s2y, xi, mi, u + i * d, plane, 1, V, mui, hi, ri, lw[i], lz[i],
                        guided_multistep_row(p, k, i, b));
         return;
       }
@@ -948,24 +1045,6 @@ struct twisted_start_functor {
   float* lw;           // B N
   bool corrected;
   DS_HD void operator()(std::int64_t i) const { lw[i] = corrected ? guided_slice(p, ratio, i, p.d, 0, 1)[0] : 0.f; }
-};
-
-/// The twisted SMC's last potential, the likelihood at s = 0 (the linear potential of the last grid point, whose
-/// constant the host adds): lw += -|a_K y - A x|^2 / (2 sigma_{y,K}^2).
-struct twisted_last_functor {
-  guided_params p;
-  std::int64_t last;  // the grid point: steps
-  const float* x;     // B N x d
-  float* lw;          // B N
-  float* r;           // B N x 2 d_y scratch (the first d_y of each particle's slot)
-  DS_HD void operator()(std::int64_t i) const {
-    const std::int64_t b = i / p.particles;
-    strided_vec<float> xi = guided_slice(p, x, i, p.d, 0, p.d), ri = guided_slice(p, r, i, 2 * p.d_y, 0, p.d_y);
-    guided_residual(p, b, p.steps[last - 1].a_next, xi, ri);
-    float q = 0;
-    for (int o = 0; o < p.d_y; ++o) q += ri[o] * ri[o];
-    lw[i] += -0.5f * q * p.inv_var[last * p.problems + b];
-  }
 };
 
 /// lw += lz of the particle's ancestor (the moment-projected SMC's pending weight, after the resampling).

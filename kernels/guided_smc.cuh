@@ -80,14 +80,16 @@ struct smc_plan_keys {
 };
 
 /// A twisted-potential SMC plan's tell of one ask: twisted_stage_functor (guided_sample()'s CPU stage), and
-/// thread 0 stores the next position.
+/// thread 0 stores the next position. Final: twisted_stage_functor::run's (false for the CUDA plan's tells of
+/// every transition but the last).
+template <bool Final = true>
 struct twisted_tell_functor {
   twisted_stage_functor stage;
   std::int64_t* position;
   std::int64_t next_position;
   DS_HD void operator()(std::int64_t i) const {
     if (i == 0) *position = next_position;
-    stage(i);
+    stage.template run<Final>(i);
   }
 };
 

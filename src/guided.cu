@@ -905,9 +905,9 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     // Linear potentials: log g_0's constant, then per step the predictive's over g_k's. Moment potentials (computed
     // whole per particle): per step the predictive's constant over that of the next linear potential, except the
     // last, which the likelihood at s = 0 replaces (the kernels add nothing there): hence its term is taken back.
-    // Twisted potentials: every weight is a ratio of normalised densities (the kernels compute log g_k whole and
-    // the last point's likelihood without its constant, added here); the per-step terms below do not apply.
-    double constant = -0.5 * double(dy) * (log_two_pi + std::log(var[moment ? K : 0]));
+    // Twisted potentials: every weight is a ratio of normalised densities (the kernels compute log g_k whole, and
+    // the last transition's weight is log g_{K-1} itself: kernels::final_transition_draw), so no constant at all.
+    double constant = twisted ? 0.0 : -0.5 * double(dy) * (log_two_pi + std::log(var[moment ? K : 0]));
     const int shift = moment ? 1 : 0;
     for (std::int64_t k = 0; k < K; ++k) {
       const schedule_point& p = pts[k];
@@ -1392,8 +1392,9 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
 
   if (o.potentials == guided_potentials::twisted) {
     // Point k: weight by g_k (the pending log p / q - log g_{k-1} came with the mutation), compute the proposal means
-    // mu + sig^2 grad log g_k and the pending parts, resample, draw every particle from its ancestor's proposal; at
-    // the last point (s = 0) weight by the likelihood and resample (column K).
+    // mu + sig^2 grad log g_k and the pending parts, resample, draw every particle from its ancestor's proposal; the
+    // last transition's proposal is the draw at s = 0 itself (kernels::final_transition_draw, weight g_{K-1}, fully
+    // adapted), so the mutation copies it; then resample (column K).
     float* lz = reinterpret_cast<float*>(ws + l.lz);
     float* work = reinterpret_cast<float*>(ws + l.work);
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
@@ -1405,17 +1406,18 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       if (where == executor::cpu) {
         twisted_weigh_cpu(prior.storage(), p, BN, k, sigma2, x, mu, shift, lw, lz, r, work, moments);
         report.launches += 1 + p.d_y;
+      } else if (k + 1 == K) {
+        kernels::for_each_index_scratch<128>(
+            where, BN, kernels::guided_twisted_functor<true>{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
       } else {
         kernels::for_each_index_scratch<128>(
-            where, BN, kernels::guided_twisted_functor{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
+            where, BN, kernels::guided_twisted_functor<false>{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
       }
       resample_and_record(k);
       kernels::for_each_index<128>(
           where, BN, kernels::twisted_mutate_functor{p, k, mu, shift, lz, ancestors, reports, lw, x}, stream);
       report.launches += 4;
     }
-    kernels::for_each_index<128>(where, BN, kernels::twisted_last_functor{p, K, x, lw, r}, stream);
-    ++report.launches;
     resample_step(K, x, mu2);
   } else if (o.potentials == guided_potentials::moment) {
     // Point k: weight by g_k (and take back the linear potential that steered the mutation into x), resample, mutate
@@ -2035,7 +2037,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
   if (o.potentials == guided_potentials::twisted) {
     // guided_sample()'s twisted loop: weight by g_k and compute the proposals, resample, draw every particle from
     // its ancestor's proposal; the exchanged row carries the ancestor's proposal mean, its shift h (d floats each)
-    // and its pending weight lz. At the last point the likelihood, then the resampling of column K.
+    // and its pending weight lz. After the last transition (fully adapted) the resampling of column K.
     float* lz = reinterpret_cast<float*>(ws + l.lz);
     float* work = reinterpret_cast<float*>(ws + l.work);
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
@@ -2047,9 +2049,12 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     kernels::for_each_index(where, BL, kernels::twisted_start_functor{p, mu, lw, corrected}, stream);
     ++report.launches;
     for (std::int64_t k = 0; k < K; ++k) {
-      if (where == executor::cuda)
+      if (where == executor::cuda && k + 1 == K)
         kernels::for_each_index_scratch<128>(
-            where, BL, kernels::guided_twisted_functor{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
+            where, BL, kernels::guided_twisted_functor<true>{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
+      else if (where == executor::cuda)
+        kernels::for_each_index_scratch<128>(
+            where, BL, kernels::guided_twisted_functor<false>{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
       else
         twisted_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, shift, lw, lz, r, work, moments);
       ro.step = static_cast<std::uint64_t>(k);
@@ -2063,8 +2068,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
           stream);
       report.launches += 4;
     }
-    kernels::for_each_index<128>(where, BL, kernels::twisted_last_functor{p, K, x, lw, r}, stream);
-    ++report.launches;
     resample_step(K);
   } else if (o.potentials == guided_potentials::moment) {
     // guided_sample()'s moment loop: weight by g_k, resample, mutate from the ancestors' means, add the ancestors'
@@ -2314,12 +2317,12 @@ struct smc_plan_storage final : workspace_plan_storage {
   // Twisted potentials: the tell of the transitions' ask k (kernels::twisted_stage_functor; on a SIMD target on packs,
   // cpu::run_twisted_tell, the pack code of guided_sample()'s fused run); the last ask of transition t also resamples
   // (column t) and draws every particle from its ancestor's proposal (kernels::twisted_mutate_functor), and after the
-  // last transition weights by the likelihood (kernels::twisted_last_functor) and resamples column K, as
-  // guided_sample()'s twisted loop.
+  // last transition (fully adapted: kernels::final_transition_draw) resamples column K, as guided_sample()'s twisted
+  // loop.
   void tell_twisted(std::int64_t k, std::int64_t next, cudaStream_t stream) {
     const std::int64_t BN = rows, t = k / asks_per_step;
     const int j = static_cast<int>(k % asks_per_step);
-    const twisted_tell_functor f{{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), BN, sigma2, x, m, v, answer,
+    const twisted_tell_functor<> f{{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), BN, sigma2, x, m, v, answer,
                                   u, moments, mu, shift, lw, lz, r},
                                  &state->step,
                                  next};
@@ -2329,8 +2332,11 @@ struct smc_plan_storage final : workspace_plan_storage {
       cpu::run_twisted_tell(target, f.stage);
     } else if (where == executor::cpu) {
       cpu::parallel_for_each(BN, f);
-    } else {
+    } else if (t + 1 == K) {
       kernels::for_each_index<128>(executor::cuda, BN, f, stream);
+    } else {  // without the last transition's draw (its registers)
+      kernels::for_each_index<128>(executor::cuda, BN, twisted_tell_functor<false>{f.stage, f.position, f.next_position},
+                                   stream);
     }
     if (j != asks_per_step - 1) return;
     resample_weights(t, stream);
@@ -2338,7 +2344,6 @@ struct smc_plan_storage final : workspace_plan_storage {
                                  kernels::twisted_mutate_functor{p, t, mu, shift, lz, ancestors, reports, lw, x},
                                  stream);
     if (t + 1 != K) return;
-    kernels::for_each_index<128>(where, BN, kernels::twisted_last_functor{p, K, x, lw, r}, stream);
     resample_column(K, stream);
   }
   // Resampling at column c with the particles following their ancestors (through the spare rows, then back).

@@ -111,7 +111,10 @@ enum class guided_potentials : int {
   /// particles move along the gradient of their potential, x' ~ N(mu(x) + sig^2 grad log g_k(x), sig^2 I) (mu, sig
   /// the DDPM / DDIM kernel's), grad log g_k(x) = J A^T V^-1 (y - A m(x)), V = sigma_y^2 I + A Cov(x0 | x) A^T (V's
   /// own dependence on x left out; the same d_y JVPs give V and the gradient), weighted by g_{k+1}(x') p(x' | x) /
-  /// (g_k(x) q(x' | x)); the last point (s = 0) is the likelihood. The same cost and limits as moment (d_y <= 8, a
+  /// (g_k(x) q(x' | x)). The last transition (to s = 0) is fully adapted: the particle is drawn from the Gaussian
+  /// moment N(m, Cov) of p(x0 | x), restricted to the observed directions, times the likelihood, with weight g_{K-1}
+  /// itself, so log Z-hat stays right at small sigma_y (README: "Accuracy at small sigma_y"). The same cost and
+  /// limits as moment (d_y <= 8, a
   /// grid ending at s = 0); start_correction applies. guided_sample(), the ask/tell plan
   /// and the MPI shards run it, the plan and the shards bit for bit guided_sample() on the CPU executor (README:
   /// "Moment-projected potentials").

@@ -390,8 +390,30 @@ __attribute__((noinline)) void twisted_finish_packs(const kernels::twisted_stage
     r[o] = acc / M[o * dy + o];
   }
   multistep_packs(p, f.k, pk, ms);
+  const fpack cx(st.c1), cm(st.c0);  // kernels::transition_update: ds_fma(cm, m, cx x)
+  if (kernels::final_transition(st)) {
+    // The last transition's draw at s = 0 (kernels::final_transition_draw), lane by lane; h = 0, lz = 0.
+    const float cov_scale = st.s * st.s / st.a;
+    for (int l = 0; l < pk.valid; ++l) {
+      float w[kernels::moment_potential_max_dy];
+      for (int o = 0; o < dy; ++o) w[o] = r[o].v[l];
+      kernels::final_transition_draw(
+          p, f.k, b, pk.i0 + l, f.sigma2_b[b], cov_scale, [&](int o, int c) { return M[o * dy + c].v[l]; },
+          [&](int o, int j) { return us[o * d + j].v[l]; }, w);
+      for (int o = 0; o < dy; ++o) r[o].v[l] = w[o];
+    }
+    const fpack scale(cov_scale);
+    for (int j = 0; j < d; ++j) {
+      fpack g(0.f);
+      for (int o = 0; o < dy; ++o) g = g + r[o] * us[o * d + j];
+      hs[j] = fpack(0.f);
+      ms[j] = ds_fma(cm, ms[j] + scale * g, cx * xs[j]);
+    }
+    for (int l = 0; l < pk.valid; ++l) f.lz[pk.i0 + l] = 0.f;
+    return;
+  }
   const float sig2f = st.sig * st.sig;
-  const fpack sig2(sig2f), cx(st.c1), cm(st.c0);  // kernels::transition_update: ds_fma(cm, m, cx x)
+  const fpack sig2(sig2f);
   fpack norm(0.f);
   for (int j = 0; j < d; ++j) {
     fpack g(0.f);
