@@ -1005,6 +1005,22 @@ resampling_options final_resampling(resampling_options ro, std::int64_t K) {
   return ro;
 }
 
+/// The final resample-move's settings (kernels::final_move_functor) at the grid's last point a, for guided_sample()
+/// and the distributed shard alike; the prior's channel at (a, 0) is the caller's (their channel tables differ).
+kernels::final_move_params final_move_settings(const layout& l, const unsigned char* ws, double a,
+                                               double prior_curvature, const guided_options& o, std::int64_t K,
+                                               std::int64_t d) {
+  kernels::final_move_params q{};
+  q.W = reinterpret_cast<const float*>(ws + l.move_precision);
+  q.a = float(a);
+  q.curvature = float(prior_curvature / (a * a));
+  q.step = float(o.final_move_step > 0 ? o.final_move_step : 2.0 * std::cbrt(1.0 / double(d)));
+  q.last = K;
+  q.first_step = static_cast<std::uint64_t>(K + 1);
+  q.moves = int(o.final_moves);
+  return q;
+}
+
 /// An SMC run's last launch: each problem's log-normaliser (the estimate plus the host's FP64 constants) and
 /// resample count, to the outputs that ask for them.
 void finish_problems(executor where, std::int64_t B, const double* log_z, const double* constants,
@@ -1531,15 +1547,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
     if (final_moves_run(o)) {
       // The final resample-move (kernels::final_move_functor) on the samples; x, mu and mu2 are free now.
       const double a = grid_points.back().a;
-      kernels::final_move_params q{};
-      q.W = reinterpret_cast<const float*>(ws + l.move_precision);
+      kernels::final_move_params q = final_move_settings(l, ws, a, prior_curvature, o, K, d);
       q.channel = p.channels.at(K, float(a), 0.f);
-      q.a = float(a);
-      q.curvature = float(prior_curvature / (a * a));
-      q.step = float(o.final_move_step > 0 ? o.final_move_step : 2.0 * std::cbrt(1.0 / double(d)));
-      q.last = K;
-      q.first_step = static_cast<std::uint64_t>(K + 1);
-      q.moves = int(o.final_moves);
       float* moves = reinterpret_cast<float*>(ws + l.moves);
       kernels::for_each_index<128>(
           where, BN, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BN * d}, stream);
@@ -2132,8 +2141,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
       // moves on its own (kernels::final_move_functor, guided_sample()'s call), drawing from its particle's stream
       // (guided_stream: the shard's offset), so the rows are one process's bit for bit. x, mu and mu2 are free now.
       const double a = grid_points.back().a;
-      kernels::final_move_params q{};
-      q.W = reinterpret_cast<const float*>(ws + l.move_precision);
+      kernels::final_move_params q = final_move_settings(l, ws, a, prior_curvature, o, K, d);
       // The CPU executor's shard has no channel table (its weighting fills one channel per step): the last point's
       // channel gets a table of its own, filled by the same functor with the same values.
       std::vector<float> last_channel;
@@ -2149,12 +2157,6 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
                                 kernels::channel_table_functor<kernels::guided_channels>{one, at_last}, stream);
         q.channel = one.at(0, float(a), 0.f);
       }
-      q.a = float(a);
-      q.curvature = float(prior_curvature / (a * a));
-      q.step = float(o.final_move_step > 0 ? o.final_move_step : 2.0 * std::cbrt(1.0 / double(d)));
-      q.last = K;
-      q.first_step = static_cast<std::uint64_t>(K + 1);
-      q.moves = int(o.final_moves);
       float* moves = reinterpret_cast<float*>(ws + l.moves);
       kernels::for_each_index<128>(
           where, BL, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BL * d}, stream);
