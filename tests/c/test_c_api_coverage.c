@@ -525,7 +525,7 @@ G_ROW(steps, , o->steps = 6)
 G_ROW(ddim, , o->ddim = 1; o->eta = 0.5) /* eta alone is refused by the DDPM kernel (it is DDIM's) */
 G_ROW(eta, o->ddim = 1, o->eta = 0.5)
 G_ROW(potential_spread, o->potentials = DS_POTENTIALS_LINEAR, o->potential_spread = 2)
-G_ROW(resampling_scheme, , o->resampling.scheme = DS_RESAMPLING_MULTINOMIAL)
+G_ROW(resampling_scheme, o->resampling.ess_threshold = 1, o->resampling.scheme = DS_RESAMPLING_MULTINOMIAL)
 G_ROW(resampling_ess_threshold, , o->resampling.ess_threshold = 1)
 G_ROW(resampling_metropolis_steps, o->resampling.scheme = DS_RESAMPLING_METROPOLIS; o->resampling.ess_threshold = 1,
       o->resampling.metropolis_steps = 2)
