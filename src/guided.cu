@@ -1090,6 +1090,35 @@ std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& p
   return l.total;
 }
 
+/// The executor a run's outputs place it on (the first of particles, samples, log_normaliser and log_weights given,
+/// as guided_sample() picks it) after each given output's check against the run's sizes (B problems, the options'
+/// particles and steps, dimension d), and smc's samples against final_resample: guided_sample() and
+/// detail::check_guided_outputs() alike.
+executor check_output_buffers(const guided_outputs& out, const guided_options& o, std::int64_t B, std::int64_t d,
+                              execution exec) {
+  const std::int64_t BN = B * o.particles, K = o.steps;
+  const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
+                      : out.samples != nullptr ? static_cast<const void*>(out.samples)
+                      : out.log_normaliser != nullptr ? static_cast<const void*>(out.log_normaliser)
+                                                      : static_cast<const void*>(out.log_weights);
+  const executor where = detail::resolve_executor(exec.kind, probe);
+  if (out.particles != nullptr) detail::check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), where);
+  if (out.samples != nullptr) detail::check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), where);
+  if (o.sampler == guided_sampler::smc) {
+    if (out.log_weights != nullptr)
+      detail::check_buffer("outputs.log_weights", out.log_weights, BN, sizeof(float), where);
+    if (out.log_normaliser != nullptr)
+      detail::check_buffer("outputs.log_normaliser", out.log_normaliser, B, sizeof(double), where);
+    if (out.ess_trace != nullptr)
+      detail::check_buffer("outputs.ess_trace", out.ess_trace, B * (K + 1), sizeof(float), where);
+    if (out.resample_count != nullptr)
+      detail::check_buffer("outputs.resample_count", out.resample_count, B, sizeof(std::int32_t), where);
+    DIFFSAMPLE_EXPECTS(out.samples == nullptr || o.final_resample,
+                       "outputs.samples: given but options.final_resample is false");
+  }
+  return where;
+}
+
 }  // namespace
 
 std::size_t guided_workspace_bytes(const gaussian_mixture& prior, const guided_problems& problems,
@@ -1133,21 +1162,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   const std::int64_t B = pr.problems, N = o.particles, d = prior.dim(), dy = pr.d_y, K = o.steps;
   const std::int64_t BN = B * N;
   const bool smc = o.sampler == guided_sampler::smc;
-  const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
-                      : out.samples != nullptr ? static_cast<const void*>(out.samples)
-                      : out.log_normaliser != nullptr ? static_cast<const void*>(out.log_normaliser)
-                                                      : static_cast<const void*>(out.log_weights);
-  const executor where = detail::resolve_executor(exec.kind, probe);
-  if (out.particles != nullptr) detail::check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), where);
-  if (out.samples != nullptr) detail::check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), where);
-  if (smc) {
-    if (out.log_weights != nullptr) detail::check_buffer("outputs.log_weights", out.log_weights, BN, sizeof(float), where);
-    if (out.log_normaliser != nullptr) detail::check_buffer("outputs.log_normaliser", out.log_normaliser, B, sizeof(double), where);
-    if (out.ess_trace != nullptr) detail::check_buffer("outputs.ess_trace", out.ess_trace, B * (K + 1), sizeof(float), where);
-    if (out.resample_count != nullptr) detail::check_buffer("outputs.resample_count", out.resample_count, B, sizeof(std::int32_t), where);
-    DIFFSAMPLE_EXPECTS(out.samples == nullptr || o.final_resample,
-                       "outputs.samples: given but options.final_resample is false");
-  }
+  const executor where = check_output_buffers(out, o, B, d, exec);
   const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);  // the table's size
   const layout l = make_layout(prior.dim(), pr, o, &shape, baseline_products(prior.dim(), pr, o, reduced.active));
   float initial_scale = 1.f;
@@ -1582,24 +1597,7 @@ void check_guided_outputs(const gaussian_mixture& prior, const guided_problems& 
   const std::int64_t B = problems.problems, N = options.particles, d = prior.dim(), K = options.steps;
   const std::int64_t BN = B * N;
   const bool smc = options.sampler == guided_sampler::smc;
-  // The buffer that places the run, as guided_sample() picks it.
-  const void* probe = out.particles != nullptr ? static_cast<const void*>(out.particles)
-                      : out.samples != nullptr ? static_cast<const void*>(out.samples)
-                      : out.log_normaliser != nullptr ? static_cast<const void*>(out.log_normaliser)
-                                                      : static_cast<const void*>(out.log_weights);
-  const executor where = resolve_executor(exec.kind, probe);
-  if (out.particles != nullptr) check_buffer("outputs.particles", out.particles, BN * d, sizeof(float), where);
-  if (out.samples != nullptr) check_buffer("outputs.samples", out.samples, BN * d, sizeof(float), where);
-  if (smc) {
-    if (out.log_weights != nullptr) check_buffer("outputs.log_weights", out.log_weights, BN, sizeof(float), where);
-    if (out.log_normaliser != nullptr)
-      check_buffer("outputs.log_normaliser", out.log_normaliser, B, sizeof(double), where);
-    if (out.ess_trace != nullptr) check_buffer("outputs.ess_trace", out.ess_trace, B * (K + 1), sizeof(float), where);
-    if (out.resample_count != nullptr)
-      check_buffer("outputs.resample_count", out.resample_count, B, sizeof(std::int32_t), where);
-    DIFFSAMPLE_EXPECTS(out.samples == nullptr || options.final_resample,
-                       "outputs.samples: given but options.final_resample is false");
-  }
+  check_output_buffers(out, options, B, d, exec);
   check_outputs_disjoint(out, B, BN, d, K, smc, nullptr, 0);
 }
 
