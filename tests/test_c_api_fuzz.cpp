@@ -15,7 +15,7 @@
 
 TEST(CApiFuzzRegressions, KeptInputsRunCleanly) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(__FILE__).parent_path() / "data" / "fuzz-c-api";
+  const fs::path dir = fs::path(DIFFSAMPLE_TEST_DATA_DIR) / "fuzz-c-api";
   ASSERT_TRUE(fs::is_directory(dir)) << dir;
   int files = 0;
   for (const auto& entry : fs::directory_iterator(dir)) {

@@ -2852,7 +2852,7 @@ TEST_F(Cli, DivergedDcpsSolveIsReportedWithoutAStep) {
 // else. A parsed prior is accepted by the library.
 TEST(CliFuzzRegressions, KeptProblemFilesParseOrAreRefused) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(__FILE__).parent_path() / "data" / "fuzz-problem";
+  const fs::path dir = fs::path(DIFFSAMPLE_TEST_DATA_DIR) / "fuzz-problem";
   ASSERT_TRUE(fs::is_directory(dir)) << dir;
   int files = 0, refused = 0;
   for (const auto& entry : fs::directory_iterator(dir)) {

@@ -562,7 +562,7 @@ TEST_F(NpyFiles, AWritePastTheFileSizeLimitFailsAndLeavesNothing) {
 // Inputs kept by scripts/fuzz.sh (crashes it found, then fixed, and interesting corpus entries): each must decode or
 // be refused with invalid_argument, never crash or throw anything else.
 TEST(NpyFuzzRegressions, KeptInputsDecodeOrAreRefused) {
-  const fs::path dir = fs::path(__FILE__).parent_path() / "data" / "fuzz";
+  const fs::path dir = fs::path(DIFFSAMPLE_TEST_DATA_DIR) / "fuzz";
   ASSERT_TRUE(fs::is_directory(dir)) << dir;
   int files = 0;
   for (const auto& entry : fs::directory_iterator(dir)) {
