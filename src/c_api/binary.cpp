@@ -83,6 +83,8 @@ ds_status ds_bernoulli_mixture_evaluate(const ds_bernoulli_mixture* mixture, ds_
   return guard([&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
+    check_written_apart({ran_span(ran)}, {{"out", out, floats(n, q == ds::quantity::log_density ? 1 : m.dim())},
+                                          {"y", y, floats(n, m.dim())}});
     set_ran(ran, m.evaluate(out, n, y, alpha, q, to_cpp(exec)));
   });
 }
@@ -90,7 +92,12 @@ ds_status ds_bernoulli_mixture_evaluate(const ds_bernoulli_mixture* mixture, ds_
 ds_status ds_bernoulli_mixture_sample(const ds_bernoulli_mixture* mixture, float* out, int64_t n, double alpha,
                                       uint64_t seed, int32_t* labels, uint64_t first_index, ds_execution exec,
                                       ds_executor* ran) {
-  return guard([&] { set_ran(ran, get(mixture).sample(out, n, alpha, seed, labels, first_index, to_cpp(exec))); });
+  return guard([&] {
+    const auto& m = get(mixture);
+    check_written_apart({ran_span(ran)}, {{"out", out, floats(n, m.dim())},
+                                          {"labels", labels, array_bytes(sizeof(std::int32_t), {n})}});
+    set_ran(ran, m.sample(out, n, alpha, seed, labels, first_index, to_cpp(exec)));
+  });
 }
 
 ds_status ds_discrete_options_init(ds_discrete_options* options, size_t struct_size) {
@@ -113,6 +120,9 @@ ds_status ds_discrete_langevin(const ds_bernoulli_mixture* mixture, float* y, in
   return guard([&] {
     const auto& m = get(mixture);
     const auto o = read_discrete(options);
+    check_written_apart({ran_span(ran)}, {{"y", y, floats(n, m.dim())},
+                                          {"accepted", accepted, array_bytes(sizeof(std::int64_t), {n})},
+                                          {"workspace", workspace, workspace_bytes}});
     set_ran(ran, ds::discrete_langevin(m, y, {reinterpret_cast<std::int64_t*>(accepted)}, n, to_langevin(o),
                                        to_cpp(exec), workspace, workspace_bytes));
   });
@@ -127,6 +137,10 @@ ds_status ds_discrete_walk_jump(const ds_bernoulli_mixture* mixture, float* x, i
     ds::discrete_walk_jump_outputs outputs;
     outputs.noisy = noisy;
     outputs.accepted = reinterpret_cast<std::int64_t*>(accepted);
+    check_written_apart({ran_span(ran)}, {{"x", x, floats(n, m.dim())},
+                                          {"noisy", noisy, floats(n, m.dim())},
+                                          {"accepted", accepted, array_bytes(sizeof(std::int64_t), {n})},
+                                          {"workspace", workspace, workspace_bytes}});
     set_ran(ran, ds::discrete_walk_jump(m, x, outputs, n, to_walk_jump(o), to_cpp(exec), workspace, workspace_bytes));
   });
 }

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <exception>
 #include <initializer_list>
+#include <limits>
 #include <new>
 #include <string>
 #include <type_traits>
@@ -141,6 +142,38 @@ inline void check_apart(std::initializer_list<host_span> spans) {
              " bytes, " + a->name + " " + std::to_string(a->bytes) + " bytes, sharing memory)");
     }
 }
+
+/// The bytes of a caller's array of the product of @p counts elements of @p element_bytes each, for check_apart() and
+/// check_written_apart(): 0 (no check) for counts the call refuses with its own check, which runs before anything is
+/// written (a count below 1 leaves the array empty; a product beyond a 64-bit byte count is refused by the call).
+inline std::size_t array_bytes(std::size_t element_bytes, std::initializer_list<std::int64_t> counts) {
+  const std::int64_t most = std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(element_bytes);
+  std::int64_t product = 1;
+  for (std::int64_t c : counts) {
+    if (c < 1 || product > most / c) return 0;
+    product *= c;
+  }
+  return static_cast<std::size_t>(product) * element_bytes;
+}
+
+/// array_bytes() of n points of `width` floats each.
+inline std::size_t floats(std::int64_t n, std::int64_t width) { return array_bytes(sizeof(float), {n, width}); }
+
+/// Refuses, before the call runs, a value the C layer writes after the call (@p written: the executor that ran, a
+/// report struct, a host result) that shares memory with another of them or with one of @p arrays, the arrays the
+/// call is handed (its outputs, the inputs it reads, its workspace as given): a report inside an output would be
+/// overwritten by the results, or overwrite one, and one inside an input or the workspace would change the caller's
+/// data (on the CUDA executor the call returns while its kernels still read and write them). check_apart()'s words,
+/// naming both ("ran: must not overlap out (...)"); the arrays' overlaps among themselves are the call's own checks,
+/// in its words.
+inline void check_written_apart(std::initializer_list<host_span> written, std::initializer_list<host_span> arrays) {
+  check_apart(written);
+  for (const host_span& a : arrays)
+    for (const host_span& w : written) check_apart({a, w});
+}
+
+/// The executor that ran, as check_written_apart() takes it (null: not asked for, so absent).
+inline host_span ran_span(const ds_executor* ran) { return {"ran", ran, sizeof(ds_executor)}; }
 
 /// Refuses a count that sizes a caller's array unless it is one of @p allowed (its length as the other arguments fix
 /// it, described by @p expected), before the array is read: a wrong count must not read past the array's end.

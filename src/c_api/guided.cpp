@@ -146,18 +146,30 @@ guided_arguments guided_arguments_from_c(const ds_guided_problems* problems, con
 
 namespace {
 
-// The body of ds_guided_sample() and ds_guided_sample2(): the arguments read and checked in order (then
-// @p check_more, the caller's own checks), then the run.
-template <class Check>
+// The body of ds_guided_sample() and ds_guided_sample2(): the arguments read and checked in order, then
+// @p report_span() (the caller's report: its name, address and the bytes the C layer writes, its layout checked),
+// then the report apart from the run's outputs and workspace (check_written_apart(): it is written after the run),
+// then the run. The problems' arrays are copied here, so the run never reads them.
+template <class ReportSpan>
 ds::guided_report guided_run(const ds_mixture* prior, const ds_guided_problems* problems,
                              const ds_guided_options* options, const ds_guided_outputs* outputs, ds_execution exec,
-                             void* workspace, size_t workspace_bytes, Check check_more) {
+                             void* workspace, size_t workspace_bytes, ReportSpan report_span) {
   const auto& m = get(prior, "prior");
   const auto g = to_cpp(problems, m.dim());
   const auto o = to_cpp(options);
   const auto out = to_cpp(outputs);
   const ds::execution e = to_cpp(exec);
-  check_more();
+  // (a count beyond its limit is refused by the run's own checks; steps is clamped to it so that steps + 1 stays in
+  // range)
+  const std::int64_t B = g.problems, N = o.particles, d = m.dim(), K = std::min(o.steps, ds::limits::max_steps);
+  check_written_apart({report_span()},
+                      {{"outputs.particles", out.particles, array_bytes(sizeof(float), {B, N, d})},
+                       {"outputs.log_weights", out.log_weights, array_bytes(sizeof(float), {B, N})},
+                       {"outputs.samples", out.samples, array_bytes(sizeof(float), {B, N, d})},
+                       {"outputs.log_normaliser", out.log_normaliser, array_bytes(sizeof(double), {B})},
+                       {"outputs.ess_trace", out.ess_trace, array_bytes(sizeof(float), {B, K + 1})},
+                       {"outputs.resample_count", out.resample_count, array_bytes(sizeof(std::int32_t), {B})},
+                       {"workspace", workspace, workspace_bytes}});
   return ds::guided_sample(m, out, g, o, e, workspace, workspace_bytes);
 }
 
@@ -232,7 +244,9 @@ ds_status ds_guided_sample(const ds_mixture* prior, const ds_guided_problems* pr
                            const ds_guided_options* options, const ds_guided_outputs* outputs, ds_execution exec,
                            void* workspace, size_t workspace_bytes, ds_guided_report* report) {
   return guard([&] {
-    const ds::guided_report r = guided_run(prior, problems, options, outputs, exec, workspace, workspace_bytes, [] {});
+    const ds::guided_report r = guided_run(prior, problems, options, outputs, exec, workspace, workspace_bytes, [&] {
+      return host_span{"report", report, sizeof(ds_guided_report)};
+    });
     if (report) *report = ds_guided_report{to_c(r.ran), r.launches};
   });
 }
@@ -247,7 +261,10 @@ ds_status ds_guided_sample2(const ds_mixture* prior, const ds_guided_problems* p
   return guard([&] {
     std::size_t report_size = 0;
     // The report's layout is checked with the other arguments, before the run.
-    auto check_report = [&] { report_size = guided_report2_size(report); };
+    auto check_report = [&] {
+      report_size = guided_report2_size(report);
+      return host_span{"report", report, report_size};
+    };
     const ds::guided_report r =
         guided_run(prior, problems, options, outputs, exec, workspace, workspace_bytes, check_report);
     if (report != nullptr) write_guided_report2(r, report, report_size);

@@ -25,7 +25,12 @@ ds_status component_weights(const Reference* reference, const float* x, int64_t 
 
 template <class Reference>
 ds_status component_weight_error(const Reference* reference, const float* x, int64_t n, double* out) {
-  return write_out("out", out, [&] { return ds::component_weight_error(get(reference), n, x); });
+  return write_out("out", out, [&] {
+    const auto& r = get(reference);
+    // The error is written over the caller's memory after the run: not over the samples it read.
+    check_written_apart({{"out", out, sizeof(double)}}, {{"x", x, floats(n, r.dim())}});
+    return ds::component_weight_error(r, n, x);
+  });
 }
 
 }  // namespace
@@ -36,6 +41,7 @@ ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int
                                 uint64_t seed, int p, double* out) {
   return guard([&] {
     require_out("out", out);
+    check_written_apart({{"out", out, sizeof(double)}}, {{"a", a, floats(n_a, dim)}, {"b", b, floats(n_b, dim)}});
     *out = ds::sliced_wasserstein(n_a, n_b, dim, a, b, directions, seed, p);
   });
 }
@@ -52,6 +58,10 @@ ds_status ds_sliced_wasserstein_on(const float* a, int64_t n_a, const float* b, 
                                    size_t workspace_bytes, double* out) {
   return guard([&] {
     require_out("out", out);
+    check_written_apart({{"out", out, sizeof(double)}},
+                        {{"a", a, floats(n_a, dim)},
+                         {"b", b, floats(n_b, dim)},
+                         {"workspace", workspace, workspace_bytes}});
     *out = ds::sliced_wasserstein(n_a, n_b, dim, a, b, directions, seed, p, to_cpp(exec), workspace, workspace_bytes);
   });
 }
@@ -60,6 +70,11 @@ ds_status ds_sliced_wasserstein_async(const float* a, int64_t n_a, const float* 
                                       int directions, uint64_t seed, int p, double* result, ds_execution exec,
                                       void* workspace, size_t workspace_bytes, ds_executor* ran) {
   return guard([&] {
+    check_written_apart({ran_span(ran)},
+                        {{"a", a, floats(n_a, dim)},
+                         {"b", b, floats(n_b, dim)},
+                         {"result", result, sizeof(double)},
+                         {"workspace", workspace, workspace_bytes}});
     set_ran(ran, ds::sliced_wasserstein_async(result, n_a, n_b, dim, a, b, directions, seed, p, to_cpp(exec), workspace,
                                               workspace_bytes));
   });

@@ -2,7 +2,6 @@
 // exact sampling.
 #include "src/c_api/common.hpp"
 
-#include <limits>
 #include <utility>
 
 using namespace diffsample::c_api;
@@ -20,18 +19,12 @@ ds_status evaluate_call(ds_executor* ran, ds_mixture_path* path_ran, F f) {
   });
 }
 
-// Refuses, before the call runs, a `ran` or `path_ran` output (the C layer writes them after the call) that shares
-// memory with the call's output `out` of n x width floats (`labels`: n int32 of ds_mixture_sample): the call's
-// results would be overwritten by the report, or the report by them. A count the call refuses (n < 0, n x width
-// beyond 64 bits) is left to its own check.
-void check_reports_apart(const void* out, std::int64_t n, std::int64_t width, const ds_executor* ran,
-                         const ds_mixture_path* path_ran = nullptr, const std::int32_t* labels = nullptr) {
-  constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max() / std::int64_t(sizeof(float));
-  if (n < 0 || width < 1 || n > most / width) return;
-  const host_span report{"ran", ran, ran ? sizeof *ran : 0}, path{"path_ran", path_ran, path_ran ? sizeof *path_ran : 0};
-  check_apart({{"out", out, static_cast<std::size_t>(n * width) * sizeof(float)}, report, path});
-  // (out and labels apart: the call's own check, in its words)
-  check_apart({{"labels", labels, labels ? static_cast<std::size_t>(n) * sizeof(std::int32_t) : 0}, report});
+// The mixture calls' reports apart from their arrays (check_written_apart(): ran and path_ran are written after the
+// call): out (n x width floats), the inputs x and v (n x d floats), labels (n int32 of ds_mixture_sample) and the
+// workspace of ds_mixture_evaluate_with.
+void check_reports_apart(std::initializer_list<host_span> arrays, const ds_executor* ran,
+                         const ds_mixture_path* path_ran = nullptr) {
+  check_written_apart({ran_span(ran), {"path_ran", path_ran, sizeof(ds_mixture_path)}}, arrays);
 }
 
 // The floats per point of `what` (1 for the log-density, dim for the score and the denoiser).
@@ -84,7 +77,7 @@ ds_status ds_mixture_evaluate(const ds_mixture* mixture, ds_quantity what, const
   return guard([&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
-    check_reports_apart(out, n, width_of(m, q), ran);
+    check_reports_apart({{"out", out, floats(n, width_of(m, q))}, {"x", x, floats(n, m.dim())}}, ran);
     set_ran(ran, m.evaluate(out, n, x, to_cpp(ch), q, to_cpp(exec)));
   });
 }
@@ -93,7 +86,8 @@ ds_status ds_mixture_denoiser_jvp(const ds_mixture* mixture, const float* x, con
                                   float* out, ds_execution exec, ds_executor* ran) {
   return guard([&] {
     const auto& m = get(mixture);
-    check_reports_apart(out, n, m.dim(), ran);
+    check_reports_apart({{"out", out, floats(n, m.dim())}, {"x", x, floats(n, m.dim())}, {"v", v, floats(n, m.dim())}},
+                        ran);
     set_ran(ran, m.denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(exec)));
   });
 }
@@ -136,7 +130,10 @@ ds_status ds_mixture_evaluate_with(const ds_mixture* mixture, float* out, int64_
   return evaluate_call(ran, path_ran, [&] {
     const auto& m = get(mixture);
     const auto q = enum_to_cpp<ds::quantity>("what", what);
-    check_reports_apart(out, n, width_of(m, q), ran, path_ran);
+    check_reports_apart({{"out", out, floats(n, width_of(m, q))},
+                         {"x", x, floats(n, m.dim())},
+                         {"workspace", workspace, workspace_bytes}},
+                        ran, path_ran);
     return m.evaluate(out, n, x, to_cpp(ch), q, to_cpp(options), to_cpp(exec), workspace, workspace_bytes);
   });
 }
@@ -154,7 +151,8 @@ ds_status ds_mixture_denoiser_jvp_with(const ds_mixture* mixture, float* out, in
                                        ds_execution exec, ds_executor* ran, ds_mixture_path* path_ran) {
   return evaluate_call(ran, path_ran, [&] {
     const auto& m = get(mixture);
-    check_reports_apart(out, n, m.dim(), ran, path_ran);
+    check_reports_apart({{"out", out, floats(n, m.dim())}, {"x", x, floats(n, m.dim())}, {"v", v, floats(n, m.dim())}},
+                        ran, path_ran);
     return m.denoiser_jvp(out, n, x, v, to_cpp(ch), to_cpp(options), to_cpp(exec));
   });
 }
@@ -179,7 +177,8 @@ ds_status ds_mixture_sample(const ds_mixture* mixture, float* out, int64_t n, ds
                             int32_t* labels, uint64_t first_index, ds_execution exec, ds_executor* ran) {
   return guard([&] {
     const auto& m = get(mixture);
-    check_reports_apart(out, n, m.dim(), ran, nullptr, labels);
+    check_reports_apart({{"out", out, floats(n, m.dim())}, {"labels", labels, array_bytes(sizeof(std::int32_t), {n})}},
+                        ran);
     set_ran(ran, m.sample(out, n, to_cpp(ch), seed, labels, first_index, to_cpp(exec)));
   });
 }

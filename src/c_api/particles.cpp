@@ -42,6 +42,12 @@ ds_status resample(const float* log_weights, int64_t problems, int64_t particles
       outputs.ancestors = reinterpret_cast<std::int32_t*>(ancestors);
     outputs.normalised_weights = normalised_weights;
     outputs.reports = reinterpret_cast<ds::particle_report*>(reports);
+    check_written_apart({ran_span(ran)},
+                        {{"log_weights", log_weights, floats(problems, particles)},
+                         {"ancestors", ancestors, array_bytes(sizeof(Index), {problems, particles})},
+                         {"normalised_weights", normalised_weights, floats(problems, particles)},
+                         {"reports", reports, array_bytes(sizeof(ds_particle_report), {problems})},
+                         {"workspace", workspace, workspace_bytes}});
     set_ran(ran, ds::resample(outputs, problems, particles, log_weights, o, to_cpp(exec), workspace, workspace_bytes));
   });
 }
@@ -52,6 +58,10 @@ ds_status gather(const float* states, int64_t problems, int64_t particles, int64
                  float* out, ds_execution exec, ds_executor* ran) {
   static_assert(sizeof(CIndex) == sizeof(Index));
   return guard([&] {
+    check_written_apart({ran_span(ran)},
+                        {{"states", states, array_bytes(sizeof(float), {problems, particles, dim})},
+                         {"ancestors", ancestors, array_bytes(sizeof(CIndex), {problems, particles})},
+                         {"out", out, array_bytes(sizeof(float), {problems, particles, dim})}});
     set_ran(ran, ds::gather_particles(out, problems, particles, dim, states, reinterpret_cast<const Index*>(ancestors),
                                       to_cpp(exec)));
   });

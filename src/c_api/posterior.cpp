@@ -16,6 +16,9 @@ ds_status sample(const ds_posterior* posterior, T* out, int64_t n, uint64_t seed
   return guard([&] {
     const auto& p = get(posterior);
     auto* l = reinterpret_cast<std::int32_t*>(labels);
+    // ran (the executor forms) is written after the call: apart from the samples and the labels.
+    check_written_apart({ran_span(ran)}, {{"out", out, array_bytes(sizeof(T), {n, p.dim()})},
+                                          {"labels", labels, array_bytes(sizeof(std::int32_t), {n})}});
     if (exec == nullptr)
       p.sample(out, n, seed, l, first_index);
     else

@@ -1641,6 +1641,226 @@ static void test_entry_validation(void) {
   ds_mixture_destroy(m);
 }
 
+/* A value the C layer writes after a call (the executor that ran, a report struct, a host result) shares no memory
+ * with the arrays the call is handed: one inside an output would be overwritten by the results (or overwrite one),
+ * one inside an input or the workspace would change the caller's data (on the CUDA executor the kernels still run
+ * when the call returns). Each is refused before the call runs, naming both, the caller's memory unchanged byte for
+ * byte; one just past the array's end runs. */
+static void test_written_apart(void) {
+  enum { n = 4, d = 2 };
+  const double w[2] = {1.0, 1.0}, mu[4] = {0, 0, 1, 1}, var[2] = {1.0, 0.5}, probs[4] = {0.9, 0.2, 0.3, 0.6};
+  const double A[2] = {1.0, 0.5}, y_obs[1] = {0.5}, sigma_y = 0.5;
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  const ds_channel prior = {1.0, 0.0};
+  ds_mixture* m = NULL;
+  ds_posterior* post = NULL;
+  ds_bernoulli_mixture* bm = NULL;
+  double store[64], before[64]; /* 8-byte aligned room for an array with a report inside */
+  float* f = (float*)(void*)store;
+  float x[n * d], y[n * d], other[n * d];
+  int32_t labels[n];
+  int64_t counts[n];
+  int i;
+#define DS_FILL()                                                    \
+  do {                                                               \
+    for (i = 0; i < 128; ++i) f[i] = 0.125f * (float)(i % 8) - 0.5f; \
+    memcpy(before, store, sizeof store);                             \
+  } while (0)
+#define DS_UNCHANGED() CHECK(memcmp(before, store, sizeof store) == 0)
+#define DS_AT(T, k) ((T*)(void*)(f + (k)))
+  for (i = 0; i < n * d; ++i) x[i] = y[i] = (i % 3) ? 1.f : -1.f;
+  CHECK_OK(ds_mixture_create(d, 2, w, mu, var, 2, &m));
+  CHECK_OK(ds_posterior_create(m, 1, A, sigma_y, y_obs, &post));
+  CHECK_OK(ds_bernoulli_mixture_create(d, 2, w, probs, &bm));
+  if (m == NULL || post == NULL || bm == NULL) return;
+
+  /* Gaussian mixture: ran inside the input x (an output: test_entry_validation). */
+  DS_FILL();
+  EXPECT_ERROR(ds_mixture_evaluate(m, DS_SCORE, f, n, prior, other, cpu, DS_AT(ds_executor, 2)), DS_INVALID_ARGUMENT,
+               "ran: must not overlap x");
+  EXPECT_ERROR(ds_mixture_denoiser_jvp(m, x, f, n, prior, other, cpu, DS_AT(ds_executor, 7)), DS_INVALID_ARGUMENT,
+               "ran: must not overlap v");
+  DS_UNCHANGED();
+
+  /* Bernoulli mixture: evaluate, sample and the discrete samplers. */
+  DS_FILL();
+  EXPECT_ERROR(ds_bernoulli_mixture_evaluate(bm, DS_SCORE, y, n, 0.8, f, cpu, DS_AT(ds_executor, 5)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap out");
+  EXPECT_ERROR(ds_bernoulli_mixture_evaluate(bm, DS_LOG_DENSITY, y, n, 0.8, f, cpu, DS_AT(ds_executor, 3)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap out");
+  EXPECT_ERROR(ds_bernoulli_mixture_evaluate(bm, DS_SCORE, f, n, 0.8, other, cpu, DS_AT(ds_executor, 0)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap y");
+  EXPECT_ERROR(ds_bernoulli_mixture_sample(bm, f, n, 0.8, 1, NULL, 0, cpu, DS_AT(ds_executor, 7)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap out");
+  EXPECT_ERROR(ds_bernoulli_mixture_sample(bm, other, n, 0.8, 1, DS_AT(int32_t, 0), 0, cpu, DS_AT(ds_executor, 3)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap labels");
+  DS_UNCHANGED();
+  CHECK_OK(ds_bernoulli_mixture_evaluate(bm, DS_LOG_DENSITY, y, n, 0.8, f, cpu, DS_AT(ds_executor, n)));
+  CHECK(*DS_AT(ds_executor, n) == DS_EXECUTOR_CPU);
+  {
+    ds_discrete_options o;
+    CHECK_OK(ds_discrete_options_init(&o, sizeof o));
+    o.steps = 3;
+    o.start_uniform = 1;
+    DS_FILL();
+    EXPECT_ERROR(ds_discrete_langevin(bm, f, n, &o, NULL, cpu, NULL, 0, DS_AT(ds_executor, 6)), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap y");
+    EXPECT_ERROR(ds_discrete_langevin(bm, y, n, &o, DS_AT(int64_t, 0), cpu, NULL, 0, DS_AT(ds_executor, 1)),
+                 DS_INVALID_ARGUMENT, "ran: must not overlap accepted");
+    EXPECT_ERROR(ds_discrete_langevin(bm, y, n, &o, NULL, cpu, f, 512, DS_AT(ds_executor, 100)), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap workspace");
+    o.start_uniform = 0;
+    EXPECT_ERROR(ds_discrete_walk_jump(bm, x, n, &o, f, counts, cpu, NULL, 0, DS_AT(ds_executor, 4)),
+                 DS_INVALID_ARGUMENT, "ran: must not overlap noisy");
+    EXPECT_ERROR(ds_discrete_walk_jump(bm, f, n, &o, NULL, NULL, cpu, NULL, 0, DS_AT(ds_executor, 4)),
+                 DS_INVALID_ARGUMENT, "ran: must not overlap x");
+    DS_UNCHANGED();
+  }
+
+  /* The analytic posterior's executor forms. */
+  DS_FILL();
+  EXPECT_ERROR(ds_posterior_sample_on(post, f, n, 3, NULL, 0, cpu, DS_AT(ds_executor, 5)), DS_INVALID_ARGUMENT,
+               "ran: must not overlap out");
+  EXPECT_ERROR(ds_posterior_sample_double_on(post, (double*)(void*)f, n, 3, NULL, 0, cpu, DS_AT(ds_executor, 15)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap out");
+  EXPECT_ERROR(ds_posterior_sample_on(post, other, n, 3, DS_AT(int32_t, 0), 0, cpu, DS_AT(ds_executor, 3)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap labels");
+  DS_UNCHANGED();
+  CHECK_OK(ds_posterior_sample_double_on(post, (double*)(void*)f, n, 3, labels, 0, cpu, DS_AT(ds_executor, 16)));
+  CHECK(*DS_AT(ds_executor, 16) == DS_EXECUTOR_CPU);
+
+  /* Resampling (2 problems of 4 particles) and the gather. */
+  {
+    ds_resampling_options o;
+    float lw[8] = {0, -1, -2, -3, 0, 0, 0, -9}, nw[8], states[8 * d], gathered[8 * d];
+    int32_t anc[8];
+    ds_particle_report reports[2];
+    CHECK_OK(ds_resampling_options_init(&o, sizeof o));
+    o.ess_threshold = 1.0;
+    DS_FILL();
+    EXPECT_ERROR(
+        ds_resample(lw, 2, 4, &o, anc, nw, (ds_particle_report*)(void*)f, cpu, NULL, 0, DS_AT(ds_executor, 9)),
+        DS_INVALID_ARGUMENT, "ran: must not overlap reports");
+    EXPECT_ERROR(ds_resample(lw, 2, 4, &o, DS_AT(int32_t, 0), nw, reports, cpu, NULL, 0, DS_AT(ds_executor, 7)),
+                 DS_INVALID_ARGUMENT, "ran: must not overlap ancestors");
+    EXPECT_ERROR(ds_resample_int64(lw, 2, 4, &o, DS_AT(int64_t, 0), NULL, NULL, cpu, NULL, 0, DS_AT(ds_executor, 15)),
+                 DS_INVALID_ARGUMENT, "ran: must not overlap ancestors");
+    EXPECT_ERROR(ds_resample(lw, 2, 4, &o, anc, f, NULL, cpu, NULL, 0, DS_AT(ds_executor, 2)), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap normalised_weights");
+    EXPECT_ERROR(ds_resample(f, 2, 4, &o, anc, nw, NULL, cpu, NULL, 0, DS_AT(ds_executor, 2)), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap log_weights");
+    DS_UNCHANGED();
+    CHECK_OK(ds_resample(lw, 2, 4, &o, anc, nw, reports, cpu, NULL, 0, NULL));
+    for (i = 0; i < 8 * d; ++i) states[i] = (float)i;
+    EXPECT_ERROR(ds_gather_particles(states, 2, 4, d, anc, f, cpu, DS_AT(ds_executor, 15)), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap out");
+    EXPECT_ERROR(ds_gather_particles(f, 2, 4, d, anc, gathered, cpu, DS_AT(ds_executor, 0)), DS_INVALID_ARGUMENT,
+                 "ran: must not overlap states");
+    EXPECT_ERROR(ds_gather_particles(states, 2, 4, d, DS_AT(int32_t, 0), gathered, cpu, DS_AT(ds_executor, 7)),
+                 DS_INVALID_ARGUMENT, "ran: must not overlap ancestors");
+    DS_UNCHANGED();
+    CHECK_OK(ds_gather_particles(states, 2, 4, d, anc, f, cpu, DS_AT(ds_executor, 16)));
+    CHECK(*DS_AT(ds_executor, 16) == DS_EXECUTOR_CPU);
+  }
+
+  /* Metrics: the host results are written after the run. */
+  DS_FILL();
+  EXPECT_ERROR(ds_sliced_wasserstein(f, n, x, n, d, 8, 1, 1, (double*)(void*)(f + 2)), DS_INVALID_ARGUMENT,
+               "out: must not overlap a");
+  EXPECT_ERROR(ds_sliced_wasserstein_on(x, n, f, n, d, 8, 1, 1, cpu, NULL, 0, (double*)(void*)(f + 6)),
+               DS_INVALID_ARGUMENT, "out: must not overlap b");
+  EXPECT_ERROR(ds_sliced_wasserstein_async(x, n, y, n, d, 8, 1, 1, (double*)(void*)f, cpu, NULL, 0,
+                                           DS_AT(ds_executor, 1)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap result");
+  EXPECT_ERROR(ds_sliced_wasserstein_async(f, n, y, n, d, 8, 1, 1, store + 40, cpu, NULL, 0, DS_AT(ds_executor, 3)),
+               DS_INVALID_ARGUMENT, "ran: must not overlap a");
+  EXPECT_ERROR(ds_component_weight_error(m, f, n, store + 2), DS_INVALID_ARGUMENT, "out: must not overlap x");
+  EXPECT_ERROR(ds_posterior_component_weight_error(post, f, n, store + 1), DS_INVALID_ARGUMENT,
+               "out: must not overlap x");
+  DS_UNCHANGED();
+  CHECK_OK(ds_component_weight_error(m, f, n, store + 4)); /* n x d floats = 4 doubles */
+
+  /* Chains: the report after the chains, their trajectory (2 records here), the counts and the workspace. */
+  {
+    ds_langevin_options lo;
+    ds_diffusion_options dopt;
+    CHECK_OK(ds_langevin_options_init(&lo, sizeof lo));
+    lo.steps = 2;
+    DS_FILL();
+    EXPECT_ERROR(ds_langevin(m, f, n, &lo, NULL, NULL, cpu, NULL, 0, DS_AT(ds_langevin_report, 4)),
+                 DS_INVALID_ARGUMENT, "report: must not overlap x");
+    EXPECT_ERROR(ds_langevin(m, x, n, &lo, NULL, DS_AT(int64_t, 0), cpu, NULL, 0, DS_AT(ds_langevin_report, 6)),
+                 DS_INVALID_ARGUMENT, "report: must not overlap accepted");
+    EXPECT_ERROR(ds_langevin(m, x, n, &lo, NULL, NULL, cpu, f, 512, DS_AT(ds_langevin_report, 100)),
+                 DS_INVALID_ARGUMENT, "report: must not overlap workspace");
+    lo.record_every = 1;
+    EXPECT_ERROR(ds_langevin(m, x, n, &lo, f, NULL, cpu, NULL, 0, DS_AT(ds_langevin_report, 12)), DS_INVALID_ARGUMENT,
+                 "report: must not overlap trajectory");
+    CHECK_OK(ds_diffusion_options_init(&dopt, sizeof dopt));
+    dopt.steps = 2;
+    dopt.record_every = 1;
+    EXPECT_ERROR(ds_diffusion(m, x, n, &dopt, f, cpu, NULL, 0, DS_AT(ds_diffusion_report, 10)), DS_INVALID_ARGUMENT,
+                 "report: must not overlap trajectory");
+    dopt.record_every = 0;
+    EXPECT_ERROR(ds_diffusion(m, f, n, &dopt, NULL, cpu, NULL, 0, DS_AT(ds_diffusion_report, 2)), DS_INVALID_ARGUMENT,
+                 "report: must not overlap x");
+    DS_UNCHANGED();
+    lo.record_every = 0;
+    CHECK_OK(ds_langevin(m, f, n, &lo, NULL, NULL, cpu, NULL, 0, DS_AT(ds_langevin_report, n * d)));
+    CHECK(DS_AT(ds_langevin_report, n * d)->ran == DS_EXECUTOR_CPU);
+  }
+
+  /* Guided sampling: the report (either layout) after the run, apart from its outputs and workspace. */
+  {
+    ds_guided_problems gp;
+    ds_guided_options go;
+    ds_guided_outputs out;
+    ds_guided_report2* r2 = DS_AT(ds_guided_report2, 4);
+    double log_z[1];
+    CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+    gp.problems = 1;
+    gp.d_y = 1;
+    gp.A = A;
+    gp.A_count = 2;
+    gp.y = y_obs;
+    gp.sigma_y = &sigma_y;
+    gp.sigma_y_count = 1;
+    CHECK_OK(ds_guided_options_init(&go, sizeof go));
+    go.particles = n;
+    go.steps = 3;
+    CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+    DS_FILL();
+    out.samples = f;
+    EXPECT_ERROR(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, DS_AT(ds_guided_report, 6)), DS_INVALID_ARGUMENT,
+                 "report: must not overlap outputs.samples");
+    out.samples = NULL;
+    out.ess_trace = f;
+    EXPECT_ERROR(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, DS_AT(ds_guided_report, 2)), DS_INVALID_ARGUMENT,
+                 "report: must not overlap outputs.ess_trace");
+    out.ess_trace = NULL;
+    out.log_normaliser = log_z;
+    EXPECT_ERROR(ds_guided_sample(m, &gp, &go, &out, cpu, f, 512, DS_AT(ds_guided_report, 100)), DS_INVALID_ARGUMENT,
+                 "report: must not overlap workspace");
+    CHECK_OK(ds_guided_report2_init(r2, sizeof *r2));
+    memcpy(before, store, sizeof store);
+    out.log_normaliser = NULL;
+    out.particles = f;
+    EXPECT_ERROR(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, r2), DS_INVALID_ARGUMENT,
+                 "report: must not overlap outputs.particles");
+    DS_UNCHANGED();
+    out.particles = NULL;
+    out.samples = f;
+    CHECK_OK(ds_guided_sample(m, &gp, &go, &out, cpu, NULL, 0, DS_AT(ds_guided_report, n * d)));
+    CHECK(DS_AT(ds_guided_report, n * d)->ran == DS_EXECUTOR_CPU);
+  }
+#undef DS_AT
+#undef DS_UNCHANGED
+#undef DS_FILL
+  ds_bernoulli_mixture_destroy(bm);
+  ds_posterior_destroy(post);
+  ds_mixture_destroy(m);
+}
+
 /* A count that sizes a caller's array is checked against the length the other arguments give it before the array is
  * read: a wrong one is refused naming the count, never read past the array's end (each array below is exactly as
  * long as the right count), and a huge one is refused as the count, not met as a failed host allocation or an
@@ -1741,6 +1961,7 @@ static void test_counts_checked_before_reads(void) {
 int main(void) {
   test_library();
   test_entry_validation();
+  test_written_apart();
   test_counts_checked_before_reads();
   test_gaussian();
   test_create_errors();
