@@ -60,12 +60,24 @@ void check_alpha(const char* name, double alpha) {
   DIFFSAMPLE_EXPECTS(std::isfinite(alpha) && alpha > 0, name << ": must be positive and finite, got " << alpha);
 }
 
-// The arguments evaluate() and evaluate_fp64() share: the quantity, n points of dimension d and the strength.
-void check_evaluate(quantity what, std::int64_t n, std::int64_t d, double alpha) {
+// The strength of the FP32 evaluation and of the discrete samplers, which take it as a float: at most max_abs_value,
+// as the other strengths and scales of the FP32 kernels. Above FLT_MAX it rounded to +inf, and the log density on
+// {-1,1}^d came out NaN (inf x 0 in alpha sum_j (|y_j| - 1)) where the FP64 reference is finite.
+void check_alpha_fp32(const char* name, double alpha) {
+  check_alpha(name, alpha);
+  detail::check_at_most_max_abs(name, alpha);
+}
+
+// The arguments evaluate() and evaluate_fp64() share: the quantity, n points of dimension d and the strength (at
+// most max_abs_value for the FP32 evaluate()).
+void check_evaluate(quantity what, std::int64_t n, std::int64_t d, double alpha, bool fp32) {
   DIFFSAMPLE_EXPECTS(what == quantity::log_density || what == quantity::score || what == quantity::denoiser,
                      "what: invalid quantity " << static_cast<int>(what));
   detail::check_count("n", n, d);
-  check_alpha("alpha", alpha);
+  if (fp32)
+    check_alpha_fp32("alpha", alpha);
+  else
+    check_alpha("alpha", alpha);
 }
 
 }  // namespace
@@ -127,7 +139,7 @@ const std::vector<double>& bernoulli_mixture::probabilities() const noexcept { r
 executor bernoulli_mixture::evaluate(float* out, std::int64_t n, const float* y, double alpha, quantity what,
                                      execution exec) const {
   const std::int64_t d = dim();
-  check_evaluate(what, n, d, alpha);
+  check_evaluate(what, n, d, alpha, true);
   const executor where = detail::resolve_executor(exec.kind, y);
   detail::check_buffer("y", y, n * d, sizeof(float), where);
   detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
@@ -146,7 +158,7 @@ executor bernoulli_mixture::evaluate(float* out, std::int64_t n, const float* y,
 void bernoulli_mixture::evaluate_fp64(double* out, std::int64_t n, const double* y, double alpha,
                                       quantity what) const {
   const std::int64_t d = dim();
-  check_evaluate(what, n, d, alpha);
+  check_evaluate(what, n, d, alpha, false);
   DIFFSAMPLE_EXPECTS(n == 0 || (y != nullptr && out != nullptr), "y, out: null pointer");
   const std::size_t y_bytes = static_cast<std::size_t>(n * d) * sizeof(double);
   detail::check_disjoint(
@@ -197,7 +209,7 @@ void check_discrete(const char* method_name, discrete_method method, double alph
   DIFFSAMPLE_EXPECTS(method == discrete_method::one_stage || method == discrete_method::metropolis ||
                          method == discrete_method::two_stage,
                      method_name << ": invalid value " << static_cast<int>(method));
-  check_alpha("options.alpha", alpha);
+  check_alpha_fp32("options.alpha", alpha);
   detail::check_positive("options.eta", eta);
   DIFFSAMPLE_EXPECTS(steps >= 0, "options.steps: must be >= 0, got " << steps);
   limits::check("options.first_chain", first_chain, 0, limits::max_first_chain);

@@ -547,6 +547,43 @@ TEST(BernoulliMixture, RejectsBadParameters) {
   EXPECT_THROW(parse_discrete_method("gibbs"), invalid_argument);
 }
 
+// The FP32 evaluation and the discrete samplers take alpha as a float: above FLT_MAX it became +inf, and the log
+// density at a point of {-1,1}^d came out NaN (inf x 0) where the FP64 reference is finite; the Metropolis chain
+// rejected every move. Such an alpha is refused, as eta is, above max_abs_value; the FP64 reference takes any.
+TEST(BernoulliMixture, StrengthBeyondTheFp32RangeIsRefused) {
+  const bernoulli_mixture m(2, {1.0, 2.0}, {0.2, 0.7, 0.6, 0.1});
+  std::vector<float> y{1.f, -1.f}, out(2);
+  for (const double alpha : {1e19, 1e39, 1e300}) {
+    for (const quantity q : {quantity::log_density, quantity::score, quantity::denoiser})
+      EXPECT_THROW(m.evaluate(out.data(), 1, y.data(), alpha, q, {executor::cpu}), invalid_argument) << alpha;
+    discrete_langevin_options o;
+    o.alpha = alpha;
+    o.steps = 2;
+    EXPECT_THROW(discrete_langevin(m, y.data(), {}, 1, o, {executor::cpu}), invalid_argument) << alpha;
+    EXPECT_THROW((void)discrete_langevin_workspace_bytes(m, 1, o), invalid_argument) << alpha;
+    discrete_walk_jump_options w;
+    w.alpha = alpha;
+    w.steps = 2;
+    EXPECT_THROW(discrete_walk_jump(m, out.data(), {}, 1, w, {executor::cpu}), invalid_argument) << alpha;
+    EXPECT_THROW((void)discrete_walk_jump_workspace_bytes(m, 1, w), invalid_argument) << alpha;
+    const std::vector<double> y64{1.0, -1.0};
+    double lq = 0;
+    m.evaluate_fp64(&lq, 1, y64.data(), alpha, quantity::log_density);
+    EXPECT_TRUE(std::isfinite(lq)) << alpha;
+  }
+  // max_abs_value itself runs, and the FP32 log density on the lattice agrees with the FP64 one.
+  m.evaluate(out.data(), 1, y.data(), max_abs_value, quantity::log_density, {executor::cpu});
+  const std::vector<double> y64{1.0, -1.0};
+  double lq = 0;
+  m.evaluate_fp64(&lq, 1, y64.data(), max_abs_value, quantity::log_density);
+  EXPECT_NEAR(out[0], lq, 1e-5 * std::fabs(lq));
+  try {
+    m.evaluate(out.data(), 1, y.data(), 1e39, quantity::log_density, {executor::cpu});
+  } catch (const invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("alpha: 1e+39 is above 1e+18"), std::string::npos) << e.what();
+  }
+}
+
 TEST(BernoulliMixture, DeterministicCoordinatesStayFinite) {
   // p = 0 and 1 (natural parameters clamped at +-20): the log density stays finite and the denoiser is +-1 there.
   const bernoulli_mixture m(2, {1.0, 1.0}, {0.0, 0.5, 1.0, 0.5});

@@ -51,7 +51,8 @@ class DIFFSAMPLE_API bernoulli_mixture {
   const std::vector<double>& weights() const noexcept;       ///< normalised weights, K
   const std::vector<double>& probabilities() const noexcept;  ///< K x d, P(x_j = +1 | k)
 
-  /// Evaluates @p what at n points y (n x d row-major, any real values) for the flip strength @p alpha > 0:
+  /// Evaluates @p what at n points y (n x d row-major, any real values) for the flip strength @p alpha in
+  /// (0, max_abs_value] (a float in the kernels; evaluate_fp64() takes any finite positive alpha):
   /// log_density: log q(y) (n floats; on {-1,1}^d the exact log pmf of the noisy variable), score: grad log q(y),
   /// denoiser: E[x | y] = score / alpha (n x d floats each). FP32, one-pass online softmax over components. Buffers are
   /// device-accessible for the CUDA executor and host-accessible for the CPU one; @p out may not overlap @p y, in
@@ -114,7 +115,7 @@ DIFFSAMPLE_API discrete_method parse_discrete_method(const std::string& name);
 /// same states as one call, on either executor.
 struct discrete_langevin_options {
   discrete_method method = discrete_method::metropolis;  ///< update rule
-  double alpha = 1.0;             ///< flip strength of the target q, > 0
+  double alpha = 1.0;             ///< flip strength of the target q, in (0, max_abs_value]
   double eta = 1.0;               ///< step eta > 0 (larger: more coordinates flip per step)
   std::int64_t steps = 100;       ///< number of steps, >= 0
   std::uint64_t seed = 0;         ///< Philox key
@@ -177,7 +178,7 @@ discrete_report discrete_langevin(const bernoulli_mixture& prior, float* y, std:
 /// limits::max_stream_steps - 1).
 struct discrete_walk_jump_options {
   discrete_method method = discrete_method::metropolis;  ///< the walk's update rule
-  double alpha = 1.0;               ///< flip strength of each measurement, > 0
+  double alpha = 1.0;               ///< flip strength of each measurement, in (0, max_abs_value]
   double eta = 1.0;                 ///< step of the walk, > 0
   std::int64_t steps = 100;         ///< steps per measurement, >= 0
   std::int64_t measurements = 1;    ///< m >= 1, measurements x steps <= limits::max_stream_steps - 1

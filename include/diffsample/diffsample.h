@@ -1360,7 +1360,7 @@ typedef enum ds_discrete_method {
 typedef struct ds_discrete_options {
   size_t struct_size;        /**< sizeof(ds_discrete_options), set by ds_discrete_options_init() */
   ds_discrete_method method; /**< update rule (default DS_DISCRETE_METROPOLIS) */
-  double alpha;              /**< flip strength, > 0 (default 1) */
+  double alpha;              /**< flip strength, in (0, 1e18] (default 1) */
   double eta;                /**< step, > 0 (default 1) */
   int64_t steps;             /**< steps (per measurement for walk-jump), >= 0 (default 100) */
   int64_t measurements;      /**< walk-jump: measurements of one x, >= 1 (default 1) */
@@ -1385,7 +1385,7 @@ DS_API ds_status ds_bernoulli_mixture_create(int64_t dim, int64_t components, co
 DS_API void ds_bernoulli_mixture_destroy(ds_bernoulli_mixture* mixture);
 
 /**
- * Evaluates @p what for the noisy law q at flip strength @p alpha > 0 at n points y (n x d, any real values):
+ * Evaluates @p what for the noisy law q at flip strength @p alpha in (0, 1e18] at n points y (n x d, any real values):
  * DS_LOG_DENSITY (n floats; the exact log pmf on {-1,1}^d), DS_SCORE (grad log q) or DS_DENOISER (E[x | y] =
  * score / alpha), n x d floats. Asynchronous on the CUDA executor.
  * @param ran  receives the executor that ran (may be NULL)
