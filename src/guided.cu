@@ -386,9 +386,8 @@ svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
 }
 
 // Whether some operator of `pr` other than a mask has A A^T near singular (gram_near_singular, with
-// condition_limit). With `svd_projected`, a set of SVD operators of one rank r < d_y is left to reduce_svd's own
-// projection.
-bool rank_reduction_needed(const guided_problems& pr, std::int64_t d, bool svd_projected, double condition_limit = 0) {
+// condition_limit), computed: rank_reduction_needed() below answers it, from its memo where it can.
+bool reduction_check(const guided_problems& pr, std::int64_t d, bool svd_projected, double condition_limit) {
   const std::int64_t dy = pr.d_y;
   std::vector<double> G(static_cast<std::size_t>(dy * dy));
   if (pr.operators.empty()) {
@@ -408,6 +407,80 @@ bool rank_reduction_needed(const guided_problems& pr, std::int64_t d, bool svd_p
   for (const observation_operator& op : pr.operators)
     if (op.kind() != observation_kind::mask && gram_near_singular(op.gram(), dy, condition_limit)) return true;
   return false;
+}
+
+// The answers of reduction_check() for the last operator sets (src/guided_reduction.hpp), and the checks computed.
+detail::factorisation_memo<bool>& the_check_memo() {
+  static detail::factorisation_memo<bool> memo;
+  return memo;
+}
+
+std::atomic<std::int64_t> reduction_checks_made{0};
+
+// Everything reduction_check() reads besides d_y and d_x, as FP64 values (a factorisation_memo's key), or an empty
+// vector where nothing needs a check (no operator other than a mask, or a projected SVD set: those answers cost
+// nothing) or the key would exceed reduction_memo_bytes. Dense rows: their values; operators: per operator its kind
+// and what its gram() reads (a dense operator's matrix; an SVD operator's rank, S and U; a mask nothing), then the
+// count of operators and which of the two forms, svd_projected and condition_limit (which fix how the values
+// before them are laid out, so that no two sets share a key).
+std::vector<double> reduction_check_key(const guided_problems& pr, std::int64_t d, bool svd_projected,
+                                        double condition_limit) {
+  const std::size_t size = static_cast<std::size_t>(pr.d_y * d), limit = detail::reduction_memo_bytes / sizeof(double);
+  std::vector<double> key;
+  std::size_t count = 0;
+  if (pr.operators.empty()) {
+    count = pr.A.size() == size ? 1 : static_cast<std::size_t>(pr.problems);
+    if (count * size > limit) return {};
+    key.assign(pr.A.begin(), pr.A.begin() + static_cast<std::ptrdiff_t>(count * size));
+  } else {
+    count = pr.operators.size();
+    const bool checked = std::any_of(pr.operators.begin(), pr.operators.end(), [](const observation_operator& op) {
+      return op.kind() != observation_kind::mask;
+    });
+    if (!checked) return {};
+    std::size_t values = 0;
+    for (const observation_operator& op : pr.operators)
+      values += 2 + (op.kind() == observation_kind::dense ? op.dense_matrix().size()
+                     : op.kind() == observation_kind::svd ? op.diagonal().size() + op.U().size()
+                                                           : 0);
+    if (values > limit) return {};
+    key.reserve(values + 4);
+    for (const observation_operator& op : pr.operators) {
+      key.push_back(static_cast<double>(static_cast<int>(op.kind())));
+      if (op.kind() == observation_kind::dense) {
+        key.push_back(static_cast<double>(op.dense_matrix().size()));
+        key.insert(key.end(), op.dense_matrix().begin(), op.dense_matrix().end());
+      } else if (op.kind() == observation_kind::svd) {
+        key.push_back(static_cast<double>(op.diagonal().size()));
+        key.insert(key.end(), op.diagonal().begin(), op.diagonal().end());
+        key.insert(key.end(), op.U().begin(), op.U().end());
+      } else {
+        key.push_back(0.0);
+      }
+    }
+  }
+  key.push_back(static_cast<double>(count));
+  key.push_back(pr.operators.empty() ? 0.0 : 1.0);
+  key.push_back(svd_projected ? 1.0 : 0.0);
+  key.push_back(condition_limit);
+  return key;
+}
+
+// Whether some operator of `pr` other than a mask has A A^T near singular (gram_near_singular, with
+// condition_limit). With `svd_projected`, a set of SVD operators of one rank r < d_y is left to reduce_svd's own
+// projection. The check (A A^T of every operator, its Cholesky factor and, with condition_limit, a condition
+// estimate: O(d_y^2 d_x + d_y^3) per operator) reads the operators alone, so its answer for the last
+// reduction_memo_entries operator sets is kept as the factorisations are (src/guided_reduction.hpp): a
+// guided_workspace_bytes() and the guided_sample() that follows it, or runs with another y, check once.
+bool rank_reduction_needed(const guided_problems& pr, std::int64_t d, bool svd_projected, double condition_limit = 0) {
+  std::vector<double> key = reduction_check_key(pr, d, svd_projected, condition_limit);
+  detail::factorisation_memo<bool>& memo = the_check_memo();
+  if (!key.empty())
+    if (std::shared_ptr<const bool> kept = memo.find(pr.d_y, d, key)) return *kept;
+  const bool needed = reduction_check(pr, d, svd_projected, condition_limit);
+  reduction_checks_made.fetch_add(1, std::memory_order_relaxed);
+  if (!key.empty()) memo.keep(pr.d_y, d, std::move(key), std::make_shared<const bool>(needed), 1);
+  return needed;
 }
 
 // The problems of TMPD and DCPS (src/guided_tables.hpp's samplers; DDRM factors its operators itself):
@@ -1578,6 +1651,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
 namespace detail {
 
 std::int64_t reduction_factorisations() noexcept { return factorisations_made.load(std::memory_order_relaxed); }
+std::int64_t reduction_checks() noexcept { return reduction_checks_made.load(std::memory_order_relaxed); }
 
 guided_options resolved_guided_options(const gaussian_mixture& prior, const guided_problems& problems,
                                       const guided_options& options, bool distributed) {

@@ -9,6 +9,8 @@
 // entry is at most reduction_memo_bytes (the operators and their factors); a larger set is factored per call and not
 // kept. Thread-safe: lookups hold a mutex; a factorisation runs outside it (two threads may factor the same
 // operators, with the same result).
+// The check whether a run reduces at all (src/guided.cu, rank_reduction_needed: A A^T's pivots and a condition
+// estimate, O(d_y^3) per operator) keeps its answers in a memo of the same kind, keyed by what that check reads.
 #pragma once
 
 #include <cstddef>
@@ -32,6 +34,9 @@ inline constexpr std::size_t reduction_memo_bytes = std::size_t(128) << 20;
 
 /// Operator sets this process has factored for reduce_rank (each a miss of its memo), for the tests.
 DIFFSAMPLE_API std::int64_t reduction_factorisations() noexcept;
+/// Checks whether a run needs the reduction (src/guided.cu, rank_reduction_needed) this process has computed (each a
+/// miss of its memo, or a set it does not keep), for the tests.
+DIFFSAMPLE_API std::int64_t reduction_checks() noexcept;
 /// Operator sets this process has factored for DDRM (each a miss of its memo), for the tests.
 DIFFSAMPLE_API std::int64_t ddrm_factorisations() noexcept;
 /// Operator sets this process has factored for the spectral grid's singular values (each a miss of its memo; dense

@@ -478,6 +478,87 @@ TEST(GuidedSamplers, OneFactorisationServesTheQueryTheRunAndOtherObservations) {
   }
 }
 
+// Whether a run needs the reduction (A A^T's scaled Cholesky pivots and, for Pi-GDM and DiffPIR, a condition
+// estimate: O(d_y^3) per operator) is checked once per operator set too: guided_workspace_bytes() and the
+// guided_sample() that takes its workspace each computed it (src/guided.cu, rank_reduction_needed), as did every run
+// with another y. Operators that differ in one bit, another sampler's check (SMC's pivots alone, Pi-GDM's condition
+// limit too) and operators the memo no longer holds are checked anew. The 2 x 4 operator's rows have correlation
+// 0.998: cond = 999 of the scaled A A^T, whose pivot 0.004 passes SMC's test, so Pi-GDM reduces it and SMC does not
+// (a check kept under the operators alone would have answered Pi-GDM with SMC's answer).
+TEST(GuidedSamplers, OneReductionCheckServesTheQueryTheRunAndOtherObservations) {
+  const ds::gaussian_mixture prior(4, {0.4, 0.6}, {-1.0, 0.5, 0.0, 1.0, 1.5, -0.5, 1.0, 0.5}, {0.7, 1.2});
+  const std::int64_t N = 8, d = 4, dy = 2;
+  const double c = 0.998, s = std::sqrt(1 - c * c);
+  const std::vector<double> A = {0.6, 0.8, 0.0, 0.0, c * 0.6, c * 0.8, s, 0.0};
+  const ds::execution cpu{ds::executor::cpu, nullptr};
+  const auto run = [&](const ds::guided_problems& g, const ds::guided_options& o) {
+    std::vector<float> x(static_cast<std::size_t>(g.problems * N * d), NAN);
+    ds::guided_outputs out;
+    out.samples = x.data();
+    const std::size_t bytes = ds::guided_workspace_bytes(prior, g, o, cpu);
+    std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
+    ds::guided_sample(prior, out, g, o, cpu, ws.data(), bytes);
+    return x;
+  };
+  for (bool operators : {false, true}) {
+    ds::guided_problems g;
+    g.problems = 1;
+    g.d_y = dy;
+    if (operators)
+      g.operators = {ds::observation_operator::dense(dy, d, A)};
+    else
+      g.A = A;
+    g.y = {0.3, -0.2};
+    g.sigma_y = {1e-2};
+    const std::string where = operators ? "operators" : "dense rows";
+    std::int64_t checks = ds::detail::reduction_checks(), factored = ds::detail::reduction_factorisations();
+    const ds::guided_options smc = options(ds::guided_sampler::smc, N, 6, 5);
+    const std::vector<float> smc_first = run(g, smc);
+    EXPECT_EQ(ds::detail::reduction_checks() - checks, 1) << where << ": smc's query and run";
+    EXPECT_EQ(ds::detail::reduction_factorisations() - factored, 0) << where << ": smc keeps the rows";
+    const ds::guided_options pigdm = options(ds::guided_sampler::pigdm, N, 6, 5);
+    checks = ds::detail::reduction_checks();
+    factored = ds::detail::reduction_factorisations();
+    const std::vector<float> first = run(g, pigdm);
+    EXPECT_EQ(ds::detail::reduction_checks() - checks, 1) << where << ": pigdm's query and run";
+    // Pi-GDM reduces these rows (the dense rows' run factors them; the operators' run finds their factors kept).
+    EXPECT_EQ(ds::detail::reduction_factorisations() - factored, operators ? 0 : 1) << where;
+    ds::guided_problems other_y = g;
+    other_y.y = {-0.1, 0.4};
+    checks = ds::detail::reduction_checks();
+    EXPECT_EQ(run(g, pigdm), first) << where;
+    EXPECT_EQ(run(g, smc), smc_first) << where;
+    EXPECT_NE(run(other_y, pigdm), first) << where;
+    EXPECT_EQ(ds::detail::reduction_checks() - checks, 0) << where << ": the same operators, and another y";
+    ds::guided_problems one_bit = g;
+    if (operators) {
+      std::vector<double> B = A;
+      B.back() = std::nextafter(B.back(), 1.0);
+      one_bit.operators = {ds::observation_operator::dense(dy, d, B)};
+    } else {
+      one_bit.A.back() = std::nextafter(one_bit.A.back(), 1.0);
+    }
+    checks = ds::detail::reduction_checks();
+    (void)run(one_bit, pigdm);
+    EXPECT_EQ(ds::detail::reduction_checks() - checks, 1) << where << ": an operator one bit apart";
+    // Operators the memo no longer holds are checked anew, with the same samples.
+    for (std::size_t i = 0; i < ds::detail::reduction_memo_entries; ++i) {
+      ds::guided_problems evict = g;
+      std::vector<double> B = A;
+      B[0] += 0.25 * double(i + 1);
+      if (operators)
+        evict.operators = {ds::observation_operator::dense(dy, d, B)};
+      else
+        evict.A = B;
+      (void)run(evict, pigdm);
+    }
+    checks = ds::detail::reduction_checks();
+    EXPECT_EQ(run(g, pigdm), first) << where;
+    EXPECT_EQ(ds::detail::reduction_checks() - checks, 1) << where << ": after " << ds::detail::reduction_memo_entries
+                                                          << " other operator sets";
+  }
+}
+
 // guided_sample on the CPU executor with the rows of A 1e6 apart (d = 10, d_y = 2: row 1 = g0 + 0.1 g1, row 0 =
 // 1e6 g0, y = A x0 + sigma_y z, sigma_y = 0.1), so that the d_y x d_y matrices (c A A^T + tau I of Pi-GDM, DiffPIR,
 // SMC (potential_spread 1e-4) and DCPS (dcps_bridge_variance); TMPD's A C A^T + sigma_y^2 I) are positive definite
