@@ -36,10 +36,12 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
     cpu::parallel_for_each(rows, [&](std::int64_t i) {
       for (int j = 0; j < d; ++j) m[i * d + j] = kernels::ds_fma(ux, x[i * d + j], um * answer[i * d + j]);
     });
-  // r = A m for every particle: one product when A is shared, one per problem otherwise.
-  const std::int64_t per = p.A_stride == 0 ? rows : p.particles;
+  // r = A m for every particle: one product when A is shared (per operator_gemm_max_columns particles), one per
+  // problem otherwise.
+  const std::int64_t per = p.A_stride == 0 ? std::min(rows, operator_gemm_max_columns) : p.particles;
   for (std::int64_t first = 0; first < rows; first += per)
-    dense_rows_forward_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, m + first * d, per, r + first * dy);
+    dense_rows_forward_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, m + first * d,
+                            std::min(per, rows - first), r + first * dy);
   // Per particle: r = y - A m and the step's factor (the normalised step: from |r|^2, and u = r itself).
   float* u = static_cast<float*>(workspace);
   if (g.normalised) {
@@ -63,8 +65,8 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
   const float* from = g.normalised ? r : u;
   // v = A^T u for every particle.
   for (std::int64_t first = 0; first < rows; first += per)
-    dense_rows_transpose_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, from + first * dy, per,
-                              v + first * d);
+    dense_rows_transpose_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, from + first * dy,
+                              std::min(per, rows - first), v + first * d);
 }
 
 namespace {

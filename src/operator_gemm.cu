@@ -83,17 +83,19 @@ void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels:
   DIFFSAMPLE_CUBLAS_TRY(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // FP32, no TF32
   const float one = 1.f, zero = 0.f;
   // r = A m for every particle (column-major: R^T (d_y x n) = A (stored as A^T, d x d_y: transposed) M^T), one
-  // product when A is shared, one per problem otherwise.
-  const std::int64_t per = p.A_stride == 0 ? rows : p.particles;
+  // product when A is shared (per operator_gemm_max_columns particles: cuBLAS counts columns in int), one per problem
+  // otherwise.
+  const std::int64_t per = p.A_stride == 0 ? std::min(rows, operator_gemm_max_columns) : p.particles;
+  const auto columns = [&](std::int64_t first) { return int(std::min(per, rows - first)); };
   for (std::int64_t first = 0; first < rows; first += per)
-    DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, dy, int(per), d, &one,
+    DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, dy, columns(first), d, &one,
                                       p.A + (first / p.particles) * p.A_stride, d, m + first * d, d, &zero,
                                       r + first * dy, dy));
   kernels::for_each_index(executor::cuda, rows, kernels::baseline_residual_functor{p, g, k, r, u, shift}, stream);
   // v = A^T u for every particle (column-major: V^T (d x n) = A^T (as stored) U^T).
   const float* from = g.normalised ? r : u;
   for (std::int64_t first = 0; first < rows; first += per)
-    DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, d, int(per), dy, &one,
+    DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, d, columns(first), dy, &one,
                                       p.A + (first / p.particles) * p.A_stride, d, from + first * dy, dy, &zero,
                                       v + first * d, d));
 }

@@ -19,6 +19,11 @@ struct tmpd_rows;
 
 namespace diffsample::detail {
 
+/// The most particles (columns) one product of the DPS / Pi-GDM guidance takes: BLAS and cuBLAS count a matrix's
+/// columns in int, so a shared operator's product over B N > 2^31 - 1 particles is split (int(B N) wrapped: negative,
+/// which cuBLAS refuses mid-run, or a small count that left the other particles' rows unwritten).
+inline constexpr std::int64_t operator_gemm_max_columns = std::int64_t(1) << 30;
+
 /// Y (n x d_y) = X A^T for X n x d_x: one sgemm (src/mixture_gemm.cpp cpu_sgemm), CPU executor.
 void dense_rows_forward_gemm(const float* A, std::int64_t d_y, std::int64_t d_x, const float* X, std::int64_t n,
                              float* Y);

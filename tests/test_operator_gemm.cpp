@@ -4,6 +4,7 @@
 // and SVD operators keeping their own forms.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -568,6 +569,61 @@ TEST(OperatorGemmGpu, DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan) {
   guided_outputs out;
   out.particles = particles.ptr;
   EXPECT_EQ(guided_sample(mix, out, masked, o, gpu).operator_path, mixture_path::direct);
+}
+
+// One operator shared by B N = 2^31 particles (128 problems of 2^24, d_x = d_y = 1): BLAS and cuBLAS count a product's
+// columns in int, and the DPS guidance took all B N particles as one product, int(2^31) = -2^31 columns, which
+// cuBLAS refuses mid-run (a count wrapped to a small positive one would have left the other particles' rows
+// unwritten). The products now take at most operator_gemm_max_columns particles each; the run must match the direct
+// (per-particle) run on the first and the last problem within 1e-4 of 1 + |x| (the bound of
+// DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan). About 70 GB of device memory: skipped with the reason on
+// a smaller device, and under compute-sanitizer.
+TEST(OperatorGemmGpu, ASharedOperatorOverMoreParticlesThanAnIntCounts) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  DIFFSAMPLE_SKIP_UNDER_SANITIZER("2^31 particles, about 70 GB of device memory");
+  const execution gpu{executor::cuda, nullptr};
+  const gaussian_mixture mix(1, {0.4, 0.6}, {-1.0, 1.5}, {0.5, 0.8});
+  const std::int64_t B = 128, N = std::int64_t(1) << 24, BN = B * N;
+  guided_problems pr;
+  pr.problems = B;
+  pr.d_y = 1;
+  pr.A = {0.8};
+  for (std::int64_t b = 0; b < B; ++b) pr.y.push_back(0.5 * std::sin(0.3 * double(b)));
+  pr.sigma_y = {0.5};
+  guided_options o;
+  o.sampler = guided_sampler::dps;
+  o.particles = N;
+  o.steps = 2;
+  o.seed = 17;
+  o.operator_path = mixture_path::gemm;
+  std::size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  const std::size_t need = guided_workspace_bytes(mix, pr, o, gpu) + std::size_t(BN) * sizeof(float) + (std::size_t(2) << 30);
+  if (free_bytes < need)
+    GTEST_SKIP() << "needs about " << need / 1e9 << " GB of device memory, " << free_bytes / 1e9 << " GB free";
+  diffsample::testing::device_buffer<float> particles(static_cast<std::size_t>(BN));
+  guided_outputs out;
+  out.particles = particles.ptr;
+  // The first and the last problem's particles of a run.
+  const auto ends = [&] {
+    std::vector<float> v(static_cast<std::size_t>(2 * N));
+    EXPECT_EQ(cudaMemcpy(v.data(), particles.ptr, N * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(v.data() + N, particles.ptr + (BN - N), N * sizeof(float), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    return v;
+  };
+  const guided_report rep = guided_sample(mix, out, pr, o, gpu);
+  EXPECT_EQ(rep.operator_path, mixture_path::gemm);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> got = ends();
+  o.operator_path = mixture_path::direct;
+  EXPECT_EQ(guided_sample(mix, out, pr, o, gpu).operator_path, mixture_path::direct);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> ref = ends();
+  double worst = 0;
+  for (std::size_t e = 0; e < ref.size(); ++e)
+    worst = std::max(worst, std::abs(got[e] - double(ref[e])) / (1 + std::abs(double(ref[e]))));
+  EXPECT_LE(worst, 1e-4);
 }
 
 // TMPD on the CPU executor with a dense 40 x 48 operator and 2 problems of 16 particles, forced to form A C A^T as
