@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -268,6 +269,34 @@ TEST_F(Cli, WritesSamplesReportAndPlot) {
           .rc,
       0);
   EXPECT_EQ(ds::npy::read_f32(path("y.npy"), 3).values, x.values);
+}
+
+// --plot where every plotted point has one value far from 0: the frame is 1.1e-6 wide around it, and at 3e9 (where
+// an ulp is 4.8e-7) the axis ticks' step rounded away, so that the tick loop never ended (and its vector grew until
+// memory ran out). The program runs under a 60 s alarm (kept across exec) and a 2 GiB address-space limit, so that
+// the old loop fails the test instead of hanging it.
+TEST_F(Cli, PlotOfPointsAtOneValueFarFromZeroEnds) {
+  write("p.json", R"({"prior": {"means": [[3000000000.0, 3000000000.0]], "variances": [1e-6]},
+                      "sampler": {"name": "ddpm", "steps": 5, "chains": 64}})");
+  const std::string cmd = std::string("'") + DIFFSAMPLE_CLI_PATH + "' sample --problem '" + path("p.json") +
+                          "' --executor cpu --quiet --plot '" + path("p.svg") + "' >'" + path("stdout") + "' 2>'" +
+                          path("stderr") + "'";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const rlimit limit{rlim_t(2) << 30, rlim_t(2) << 30};
+    setrlimit(RLIMIT_AS, &limit);
+    alarm(60);
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  ASSERT_EQ(WEXITSTATUS(status), 0) << slurp(path("stderr"));
+  const std::string svg = slurp(path("p.svg"));
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(svg.find("text-anchor=\"end\">3e+09</text>"), std::string::npos);  // a y tick at the points' value
 }
 
 TEST_F(Cli, DdpmIsScoredNearTheFloorAndAWrongSamplerIsNot) {

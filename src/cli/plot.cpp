@@ -10,15 +10,23 @@
 namespace diffsample::cli {
 namespace {
 
-/// Round tick values in [lo, hi]: multiples of 1, 2 or 5 times a power of ten, 4 to 10 of them.
+/// Round tick values in [lo, hi]: multiples of 1, 2 or 5 times a power of ten, 4 to 10 of them. The ticks are
+/// counted, not stepped to: where lo and hi are a few ulps apart far from 0 (every plotted point at one value, such
+/// as 3e9, leaves a frame 1.1e-6 wide) the step lies below the ulp, and `t += step` left t unchanged, so the loop
+/// never ended. Values that round to the one before are left out.
 std::vector<double> round_ticks(double lo, double hi) {
   std::vector<double> ticks;
   if (!(hi > lo) || !std::isfinite(lo) || !std::isfinite(hi)) return ticks;
   const double raw = (hi - lo) / 5, power = std::pow(10.0, std::floor(std::log10(raw)));
   const double step = raw / power < 1.5 ? power : raw / power < 3.5 ? 2 * power : raw / power < 7.5 ? 5 * power
                                                                                                      : 10 * power;
-  for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * step; t += step)
-    ticks.push_back(std::fabs(t) < 1e-9 * step ? 0.0 : t);
+  const double start = std::ceil(lo / step) * step, count = std::floor((hi - start) / step + 1e-9);
+  for (int i = 0; i <= count && i <= 10; ++i) {  // count is at most 7 but for rounding (a NaN count gives none)
+    const double t = start + i * step;
+    if (t > hi + 1e-9 * step) break;
+    const double tick = std::fabs(t) < 1e-9 * step ? 0.0 : t;
+    if (ticks.empty() || tick > ticks.back()) ticks.push_back(tick);
+  }
   return ticks;
 }
 
