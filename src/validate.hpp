@@ -29,8 +29,9 @@ memory_kind pointer_kind(const void* ptr) noexcept;
 executor resolve_executor(executor requested, const void* data);
 
 /// The one refusal of a forced CUDA executor where no GPU is usable, naming the argument that asked for it:
-/// "<argument>: cuda was requested but no GPU is usable (<the CUDA runtime's reason>)".
-std::string no_usable_gpu(const char* argument);
+/// "<argument>: cuda was requested but no GPU is usable (<the CUDA runtime's reason>)". Exported for the Python
+/// package, whose checks of a CUDA request before the library sees it use these words.
+DIFFSAMPLE_API std::string no_usable_gpu(const char* argument);
 
 /// The executor a plan runs on, fixed when it is made: `automatic` means the GPU when there is one, else the CPU
 /// (a plan holds no caller data to probe); cpu and cuda as resolve_executor() (cuda without a GPU is an error).

@@ -1026,8 +1026,8 @@ class GaussianMixture:
         if like is None and where == _core.Executor.automatic:
             raise InvalidArgument("device: automatic, and no like to follow; prepare_gemm builds one executor's "
                                   "tables: pass 'cpu' or 'cuda' (or like=, an array on the device to prepare)")
-        if like is None and where == _core.Executor.cuda and not cuda_available():
-            raise InvalidArgument(f"device: cuda was requested but no GPU is usable ({cuda_unavailable_reason()})")
+        if like is None and where == _core.Executor.cuda:
+            _core._check_gpu_usable("device")  # the library's words
         self._m.prepare_gemm(where, like)
 
 

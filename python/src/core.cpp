@@ -28,6 +28,7 @@
 #include "src/enum_tables.hpp"
 #include "src/limits.hpp"
 #include "src/mixture_storage.hpp"
+#include "src/validate.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -1541,8 +1542,7 @@ NB_MODULE(_core, m) {
                 scope.enter(p.device_id, "like");  // refuses a device the runtime does not see, naming like
               } else {
                 if (!ds::cuda_available())  // (the library's words, naming the argument)
-                  raise_invalid("executor: cuda was requested but no GPU is usable (" +
-                                ds::cuda_unavailable_reason() + ")");
+                  raise_invalid(ds::detail::no_usable_gpu("executor"));
                 p.where = ds::executor::cuda;
                 p.device_id = current_device(ds::executor::cuda);
                 p.first = "the current device";
@@ -2058,6 +2058,15 @@ NB_MODULE(_core, m) {
       "name"_a, "value"_a, "lo"_a, "limit"_a,
       "Raises InvalidArgument with the library's message (limits.hpp) unless lo <= value <= limit: the package's "
       "check of a size it allocates for before the library sees it.");
+  m.def(
+      "_check_gpu_usable",
+      [](const std::string& name) {
+        if (!ds::cuda_available()) raise_invalid(ds::detail::no_usable_gpu(name.c_str()));
+      },
+      "name"_a,
+      "Raises InvalidArgument with the library's message for a CUDA request where no GPU is usable, naming the "
+      "argument name, unless a GPU is usable: the package's check of a CUDA request it answers before the library "
+      "sees it.");
   m.def(
       "_read_host",
       [](nb::handle a, const std::string& name, std::vector<std::size_t> ndims, const std::string& expected) {

@@ -173,6 +173,30 @@ def test_prepare_gemm_for_cuda_without_a_gpu_is_refused_by_name(mixture2):
         mixture2._m.prepare_gemm(ds._core.Executor.cuda)
 
 
+@pytest.mark.skipif(ds.cuda_available(), reason="a GPU is usable here")
+def test_the_packages_no_gpu_refusals_take_the_librarys_message(mixture2):
+    """The package's own refusals of a CUDA request where no GPU is usable (prepare_gemm's device, and its core's
+    executor, checked before the library sees them) take the library's one message (detail::no_usable_gpu, through
+    _core._check_gpu_usable), word for word the library's own refusal of a plan's executor, with the argument's name.
+    Seen failing before: the package wrote the words itself (no _core._check_gpu_usable)."""
+    with pytest.raises(ds.InvalidArgument) as library:
+        ds.SamplingPlan.langevin(4, 2, device="cuda")  # refused by the library: "executor: ..."
+    words = str(library.value)
+    assert words.startswith("executor: cuda was requested but no GPU is usable (")
+    for call, name in ((lambda: ds._core._check_gpu_usable("device"), "device"),
+                       (lambda: mixture2.prepare_gemm("cuda"), "device"),
+                       (lambda: mixture2._m.prepare_gemm(ds._core.Executor.cuda), "executor"),
+                       (lambda: ds._core._check_gpu_usable("like"), "like")):
+        with pytest.raises(ds.InvalidArgument) as raised:
+            call()
+        assert str(raised.value) == name + words[len("executor"):]
+
+
+@pytest.mark.skipif(not ds.cuda_available(), reason="no GPU is usable here")
+def test_the_gpu_check_passes_where_a_gpu_is_usable():
+    assert ds._core._check_gpu_usable("device") is None
+
+
 def test_prepare_gemm_releases_the_gil():
     """prepare_gemm builds tables (and on a GPU uploads them and makes cuBLAS handles, synchronising) without the
     GIL, as the constructors do."""
