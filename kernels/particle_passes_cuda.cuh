@@ -169,14 +169,14 @@ union fill_temp {
 };
 
 /// 6. The fill pass of tile t, whose log-weights thread k holds as particles 16 k .. 16 k + 15 of the tile (blocked,
-/// so one block scan gives the in-tile prefix); base and copies_base: the tile's problem-local offsets. Stratified
+/// so one block scan gives the in-tile prefix); base: the tile's problem-local offset. Stratified
 /// and systematic: every particle's J(P_i) goes to shared memory, then the tile's slots [J(base), J(P_last)) are
 /// written in order by the block's threads, slot j's ancestor being the first particle with J(P_i) > j (a binary
 /// search in shared memory): coalesced writes, and a heavy particle's many slots are shared by the whole block.
 /// Called by every thread of the block with the same t and st (the branches are uniform); ends with a barrier.
 __device__ __forceinline__ void fill_tile(fill_temp& temp, const pass_params& p, const fill_params& f,
                                           std::int64_t t, const problem_state& st, const float (&l)[tile_items],
-                                          std::uint64_t base, std::uint64_t copies_base) {
+                                          std::uint64_t base) {
   const tile_range r = range_of(p, t);
   const std::int64_t first = r.b * p.n + r.lo;
   const int len = static_cast<int>(r.len);
@@ -210,6 +210,9 @@ __device__ __forceinline__ void fill_tile(fill_temp& temp, const pass_params& p,
         for (std::int64_t j = begin + threadIdx.x; j < end; j += tile_threads)
           write_ancestor(f, r.b * p.n + j, r.lo + upper_bound(temp.ends, len, std::int32_t(j)));
       } else if (p.scheme == resampling_scheme::residual) {
+        // The tile's problem-local offset of the copies, read here alone: the passes compute the copies only where
+        // ancestors are selected (statistics_cuda's `copies`), and a problem of one tile (one_tile_kernel) has none.
+        const std::uint64_t copies_base = p.per == 1 ? 0 : problem_offset(p.copies_offsets, p, t);
         std::uint64_t c[tile_items], C[tile_items];
         for (int m = 0; m < tile_items; ++m) c[m] = residual_copies(std::uint64_t(p.n), q[m], st.total);
         scan_u(temp.scan).InclusiveSum(c, C);
@@ -242,8 +245,7 @@ static __global__ void __launch_bounds__(tile_threads) tile_fill_kernel(pass_par
     float l[tile_items];
     load_f(temp.load).Load(p.log_weights + r.b * p.n + r.lo, l, static_cast<int>(r.len), -INFINITY);
     __syncthreads();
-    fill_tile(temp, p, f, t, st, l, problem_offset(p.offsets, p, t),
-              p.scheme == resampling_scheme::residual ? problem_offset(p.copies_offsets, p, t) : 0);
+    fill_tile(temp, p, f, t, st, l, problem_offset(p.offsets, p, t));
   }
 }
 
@@ -286,7 +288,7 @@ static __global__ void __launch_bounds__(tile_threads) one_tile_kernel(pass_para
     }
     __syncthreads();
     const problem_state st = shared_state;
-    fill_tile(temp, p, f, b, st, l, 0, 0);
+    fill_tile(temp, p, f, b, st, l, 0);
   }
 }
 

@@ -819,6 +819,48 @@ TEST(Particles, SelectionEqualsAGlobalSearch) {
   }
 }
 
+// Residual resampling on the CUDA executor's tile passes with normalised weights and reports but no ancestors: the
+// passes skip the residual copies and their scan (only the selection reads them), so the copies' offsets in the
+// workspace are never written, and the fill pass read them all the same for each tile (its copies_base, unused
+// without ancestors): compute-sanitizer's initcheck (scripts/gpu-check.sh runs it on this program) reports such a
+// read of never-written device memory; the plain run cannot see it (the value is unused), so it checks the outputs
+// against the CPU executor's: weights to float rounding, reports as expect_cuda_matches_cpu's. 3 problems of
+// 5000 particles (two tiles each), every problem resampled and the adaptive threshold.
+TEST(Particles, CudaResidualWeightsWithoutAncestorsReadOnlyWhatThePassesWrote) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  const std::int64_t b = 3, n = 5000;
+  const auto lw = random_log_weights(b * n, 12, -10.f, 1.f);
+  ds::testing::device_buffer<float> lw_d(lw);
+  for (double threshold : {2.0, 0.5}) {
+    ds::resampling_options o;
+    o.scheme = ds::resampling_scheme::residual;
+    o.ess_threshold = threshold;
+    o.seed = 31;
+    std::vector<float> w(b * n);
+    std::vector<ds::particle_report> reports(b);
+    ds::particle_outputs out;
+    out.normalised_weights = w.data();
+    out.reports = reports.data();
+    ds::resample(out, b, n, lw.data(), o, cpu());
+    ds::testing::device_buffer<float> w_d(b * n);
+    ds::testing::device_buffer<ds::particle_report> r_d(b);
+    out.normalised_weights = w_d.ptr;
+    out.reports = r_d.ptr;
+    EXPECT_EQ(ds::resample(out, b, n, lw_d.ptr, o, {ds::executor::cuda, nullptr}), ds::executor::cuda);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto wg = w_d.download();
+    std::size_t far = 0;
+    for (std::size_t i = 0; i < w.size(); ++i) far += std::abs(wg[i] - w[i]) > 1e-6f * w[i] + 1e-30f;
+    EXPECT_EQ(far, 0u) << "threshold " << threshold;
+    const auto r = r_d.download();
+    for (std::int64_t p = 0; p < b; ++p) {
+      EXPECT_EQ(r[p].resampled, reports[p].resampled) << p;
+      EXPECT_NEAR(r[p].ess, reports[p].ess, 1e-9 * reports[p].ess) << p;
+      EXPECT_NEAR(r[p].log_sum_exp, reports[p].log_sum_exp, 1e-9) << p;
+    }
+  }
+}
+
 // The GPU's tile passes (4096-particle tiles, offsets from CUB's device-wide scan of the tile totals, the fill
 // pass's slot ranges) against the CPU executor (2^16-particle tiles): 4 problems of 2^17 + 123 particles (a partial
 // last tile; problem 1 has NaNs, problem 2 fails, problem 3 has one weighted particle, whose tile fills every slot),
