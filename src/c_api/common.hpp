@@ -7,6 +7,7 @@
 
 #include <diffsample/diffsample.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -174,6 +175,32 @@ inline void check_written_apart(std::initializer_list<host_span> written, std::i
 
 /// The executor that ran, as check_written_apart() takes it (null: not asked for, so absent).
 inline host_span ran_span(const ds_executor* ran) { return {"ran", ran, sizeof(ds_executor)}; }
+
+/// The records of a chain run's trajectory: total_steps / record_every (total_steps = steps, or steps x measurements
+/// for SMS), 0 without a recording and for counts the call refuses (a product beyond 64 bits).
+inline std::int64_t trajectory_records(const langevin_options& o) {
+  return o.record_every > 0 ? o.steps / o.record_every : 0;
+}
+inline std::int64_t trajectory_records(const diffusion_options& o) {
+  const std::int64_t per_step =
+      o.sampler == diffusion_sampler::sequential_measurements ? std::max<std::int64_t>(o.measurements, 1) : 1;
+  if (o.record_every <= 0 || o.steps > std::numeric_limits<std::int64_t>::max() / per_step) return 0;
+  return o.steps * per_step / o.record_every;
+}
+
+/// A chain sampler's values written after the run (@p written: its report, an MPI call's accepted total) apart from
+/// its arrays (check_written_apart()): x (n x d floats), the trajectory (trajectory_records() x n x d floats), the
+/// accepted counts (n int64, Langevin) and the workspace.
+template <class Options>
+void check_chain_written_apart(std::initializer_list<host_span> written, const gaussian_mixture& m, std::int64_t n,
+                               const Options& o, const float* x, const float* trajectory,
+                               const std::int64_t* accepted, const void* workspace, std::size_t workspace_bytes) {
+  check_written_apart(written,
+                      {{"x", x, floats(n, m.dim())},
+                       {"trajectory", trajectory, array_bytes(sizeof(float), {trajectory_records(o), n, m.dim()})},
+                       {"accepted", accepted, array_bytes(sizeof(std::int64_t), {n})},
+                       {"workspace", workspace, workspace_bytes}});
+}
 
 /// Refuses a count that sizes a caller's array unless it is one of @p allowed (its length as the other arguments fix
 /// it, described by @p expected), before the array is read: a wrong count must not read past the array's end.

@@ -1,8 +1,6 @@
 // The C ABI of noise schedules and reverse diffusion: the whole-run sampler and the stepwise plan driven by the
 // caller's model.
 #include "src/c_api/common.hpp"
-
-#include <algorithm>
 #include "src/schedule_defaults.hpp"
 
 using namespace diffsample::c_api;
@@ -113,19 +111,9 @@ ds_status ds_diffusion(const ds_mixture* mixture, float* x, int64_t n, const ds_
                        float* trajectory, ds_execution exec, void* workspace, size_t workspace_bytes,
                        ds_diffusion_report* report) {
   return chain_call<ds::diffusion_outputs>(mixture, options, trajectory, [&](const auto& m, const auto& o, auto& out) {
-    // The report is written after the run: apart from the chains, the trajectory of total_steps / record_every
-    // records (total_steps = steps, or steps x measurements for SMS: a product the call bounds, so one beyond 64 bits
-    // is left to its check) and the workspace.
-    const std::int64_t per_step =
-        o.sampler == ds::diffusion_sampler::sequential_measurements ? std::max<std::int64_t>(o.measurements, 1) : 1;
-    const std::int64_t records =
-        o.record_every > 0 && o.steps <= std::numeric_limits<std::int64_t>::max() / per_step
-            ? o.steps * per_step / o.record_every
-            : 0;
-    check_written_apart({{"report", report, sizeof(ds_diffusion_report)}},
-                        {{"x", x, floats(n, m.dim())},
-                         {"trajectory", trajectory, array_bytes(sizeof(float), {records, n, m.dim()})},
-                         {"workspace", workspace, workspace_bytes}});
+    // The report is written after the run: apart from the chains, the trajectory and the workspace.
+    check_chain_written_apart({{"report", report, sizeof(ds_diffusion_report)}}, m, n, o, x, trajectory, nullptr,
+                              workspace, workspace_bytes);
     const ds::diffusion_report r = ds::diffusion(m, x, out, n, o, to_cpp(exec), workspace, workspace_bytes);
     if (report) *report = ds_diffusion_report{to_c(r.ran), r.register_path ? 1 : 0, r.total_steps};
   });

@@ -30,14 +30,9 @@ ds_status ds_langevin(const ds_mixture* mixture, float* x, int64_t n, const ds_l
                       ds_langevin_report* report) {
   return chain_call<ds::langevin_outputs>(mixture, options, trajectory, [&](const auto& m, const auto& o, auto& out) {
     out.accepted = reinterpret_cast<std::int64_t*>(accepted);
-    // The report is written after the run: apart from the chains, the trajectory of steps / record_every records,
-    // the counts and the workspace.
-    const std::int64_t records = o.record_every > 0 ? o.steps / o.record_every : 0;
-    check_written_apart({{"report", report, sizeof(ds_langevin_report)}},
-                        {{"x", x, floats(n, m.dim())},
-                         {"trajectory", trajectory, array_bytes(sizeof(float), {records, n, m.dim()})},
-                         {"accepted", accepted, array_bytes(sizeof(std::int64_t), {n})},
-                         {"workspace", workspace, workspace_bytes}});
+    // The report is written after the run: apart from the chains, the trajectory, the counts and the workspace.
+    check_chain_written_apart({{"report", report, sizeof(ds_langevin_report)}}, m, n, o, x, trajectory, out.accepted,
+                              workspace, workspace_bytes);
     const ds::langevin_report r = ds::langevin(m, x, out, n, o, to_cpp(exec), workspace, workspace_bytes);
     if (report) *report = ds_langevin_report{to_c(r.ran), r.register_path ? 1 : 0};
   });

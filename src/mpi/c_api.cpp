@@ -158,6 +158,10 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
     out.trajectory = trajectory;
     out.accepted = reinterpret_cast<std::int64_t*>(accepted);
     diffsample::detail::check_langevin_arguments(m, x, out, count, o, e);
+    // The report and the total are written after the run (the total after the counts are read): apart from them.
+    diffsample::c_api::check_chain_written_apart(
+        {{"report", report, sizeof(ds_langevin_report)}, {"accepted_total", accepted_total, sizeof(int64_t)}}, m,
+        count, o, x, trajectory, out.accepted, nullptr, 0);
   };
   const auto run = [&](const ds_langevin_options* o, ds_executor& ran) {
     const ds_status st = ds_langevin(mixture, x, count, o, trajectory, accepted, exec, nullptr, 0, &rep);
@@ -211,6 +215,9 @@ ds_status ds_mpi_diffusion(MPI_Comm comm, const ds_mixture* mixture, float* x, i
     diffsample::diffusion_outputs out;
     out.trajectory = trajectory;
     diffsample::detail::check_diffusion_arguments(m, x, out, count, o, e);
+    // The report is written after the run: apart from the rows and the trajectory.
+    diffsample::c_api::check_chain_written_apart({{"report", report, sizeof(ds_diffusion_report)}}, m, count, o, x,
+                                                 trajectory, nullptr, nullptr, 0);
   };
   const auto run = [&](const ds_diffusion_options* o, ds_executor& ran) {
     const ds_status st = ds_diffusion(mixture, x, count, o, trajectory, exec, nullptr, 0, &rep);

@@ -350,6 +350,62 @@ int main(int argc, char** argv) {
     free(traj);
   }
 
+  /* A report (or the accepted total) the C layer writes after the run, inside x, the trajectory or the counts on the
+   * last rank only: every rank returns DS_INVALID_ARGUMENT naming both before any rank runs, every rank's buffers as
+   * they were. Seen failing before: the run went on and wrote the report over the last rank's rows (and counts). */
+  {
+    const size_t values = (size_t)(count * d) + 8;
+    double* store = malloc(values * sizeof(double)); /* 8-byte aligned: reports hold int64 */
+    float* rows = (float*)(void*)store;
+    float* other = malloc(values * sizeof(float));
+    int64_t* acc = malloc(((size_t)count + 1) * sizeof(int64_t));
+    const int last = rank == ranks - 1;
+    ds_langevin_options one = lo;
+    one.record_every = one.steps; /* one record: count x d floats */
+    ds_diffusion_options done = dopt;
+    done.record_every = done.steps;
+    for (int call = 0; call < 5; ++call) {
+      ds_langevin_report lrep;
+      ds_diffusion_report drep;
+      int64_t total_out = 0;
+      const char* named = "report: must not overlap x";
+      ds_status st;
+      for (size_t i = 0; i < values; ++i) rows[i] = other[i] = 0.25f;
+      for (int64_t i = 0; i <= count; ++i) acc[i] = 7;
+      if (call == 0) {
+        st = ds_mpi_langevin(MPI_COMM_WORLD, mix, rows, n, &lo, NULL, NULL, cpu,
+                             last ? (ds_langevin_report*)(void*)(rows + 2) : &lrep, NULL);
+      } else if (call == 1) {
+        named = "report: must not overlap trajectory";
+        st = ds_mpi_langevin(MPI_COMM_WORLD, mix, other, n, &one, rows, NULL, cpu,
+                             last ? (ds_langevin_report*)(void*)(rows + 2) : &lrep, NULL);
+      } else if (call == 2) {
+        named = "accepted_total: must not overlap accepted";
+        st = ds_mpi_langevin(MPI_COMM_WORLD, mix, other, n, &lo, NULL, acc, cpu, &lrep,
+                             last ? acc + count - 1 : &total_out);
+      } else if (call == 3) {
+        named = "report: must not overlap trajectory";
+        st = ds_mpi_diffusion(MPI_COMM_WORLD, mix, other, n, &done, rows, cpu,
+                              last ? (ds_diffusion_report*)(void*)(rows + 2) : &drep);
+      } else {
+        st = ds_mpi_diffusion(MPI_COMM_WORLD, mix, rows, n, &dopt, NULL, cpu,
+                              last ? (ds_diffusion_report*)(void*)(rows + 2) : &drep);
+      }
+      CHECK(st == DS_INVALID_ARGUMENT, "a report inside the last rank's buffers fails every rank");
+      char expected_words[96];
+      snprintf(expected_words, sizeof expected_words, "rank %d of %d: %s", ranks - 1, ranks, named);
+      CHECK(strncmp(ds_mpi_last_error(), expected_words, strlen(expected_words)) == 0,
+            "the report and the buffer named in the message");
+      int untouched = 1;
+      for (size_t i = 0; i < values; ++i) untouched = untouched && rows[i] == 0.25f && other[i] == 0.25f;
+      for (int64_t i = 0; i <= count; ++i) untouched = untouched && acc[i] == 7;
+      CHECK(untouched, "no rank's rows, trajectory or counts written");
+    }
+    free(store);
+    free(other);
+    free(acc);
+  }
+
   /* An invalid step size on the last rank only: every rank returns DS_INVALID_ARGUMENT with the same message. */
   if (rank == ranks - 1) lo.step_size = -1.0;
   const ds_status status = ds_mpi_langevin(MPI_COMM_WORLD, mix, mine, n, &lo, NULL, NULL, cpu, NULL, NULL);
