@@ -202,6 +202,24 @@ void check_chain_written_apart(std::initializer_list<host_span> written, const g
                        {"workspace", workspace, workspace_bytes}});
 }
 
+/// A guided run's values written after the run (@p written: its report, an MPI call's result) apart from its outputs
+/// (B problems of @p rows particles of dimension d each: all of them, or an MPI rank's share; @p steps transitions)
+/// and its workspace (check_written_apart()). A count beyond its limit is refused by the run's own checks: steps is
+/// clamped to it so that steps + 1 stays in range.
+inline void check_guided_written_apart(std::initializer_list<host_span> written, const guided_outputs& out,
+                                       std::int64_t B, std::int64_t rows, std::int64_t d, std::int64_t steps,
+                                       const void* workspace, std::size_t workspace_bytes) {
+  const std::int64_t K = std::min(steps, limits::max_steps);
+  check_written_apart(written,
+                      {{"outputs.particles", out.particles, array_bytes(sizeof(float), {B, rows, d})},
+                       {"outputs.log_weights", out.log_weights, array_bytes(sizeof(float), {B, rows})},
+                       {"outputs.samples", out.samples, array_bytes(sizeof(float), {B, rows, d})},
+                       {"outputs.log_normaliser", out.log_normaliser, array_bytes(sizeof(double), {B})},
+                       {"outputs.ess_trace", out.ess_trace, array_bytes(sizeof(float), {B, K + 1})},
+                       {"outputs.resample_count", out.resample_count, array_bytes(sizeof(std::int32_t), {B})},
+                       {"workspace", workspace, workspace_bytes}});
+}
+
 /// Refuses a count that sizes a caller's array unless it is one of @p allowed (its length as the other arguments fix
 /// it, described by @p expected), before the array is read: a wrong count must not read past the array's end.
 inline void check_count(const std::string& name, std::int64_t count, std::initializer_list<std::int64_t> allowed,

@@ -159,17 +159,8 @@ ds::guided_report guided_run(const ds_mixture* prior, const ds_guided_problems* 
   const auto o = to_cpp(options);
   const auto out = to_cpp(outputs);
   const ds::execution e = to_cpp(exec);
-  // (a count beyond its limit is refused by the run's own checks; steps is clamped to it so that steps + 1 stays in
-  // range)
-  const std::int64_t B = g.problems, N = o.particles, d = m.dim(), K = std::min(o.steps, ds::limits::max_steps);
-  check_written_apart({report_span()},
-                      {{"outputs.particles", out.particles, array_bytes(sizeof(float), {B, N, d})},
-                       {"outputs.log_weights", out.log_weights, array_bytes(sizeof(float), {B, N})},
-                       {"outputs.samples", out.samples, array_bytes(sizeof(float), {B, N, d})},
-                       {"outputs.log_normaliser", out.log_normaliser, array_bytes(sizeof(double), {B})},
-                       {"outputs.ess_trace", out.ess_trace, array_bytes(sizeof(float), {B, K + 1})},
-                       {"outputs.resample_count", out.resample_count, array_bytes(sizeof(std::int32_t), {B})},
-                       {"workspace", workspace, workspace_bytes}});
+  check_guided_written_apart({report_span()}, out, g.problems, o.particles, m.dim(), o.steps, workspace,
+                             workspace_bytes);
   return ds::guided_sample(m, out, g, o, e, workspace, workspace_bytes);
 }
 

@@ -290,6 +290,14 @@ ds_status ds_mpi_guided_sample2(MPI_Comm comm, const ds_mixture* prior, const ds
       diffsample::c_api::fail("mode: invalid value " + std::to_string(int(mode)));
     ex = diffsample::c_api::to_cpp(exec);
     local_size = diffsample::c_api::guided_report2_size(local);
+    // The result and the report are written after the run: apart from this rank's outputs (B x count rows of its
+    // share of the particles, a count the run refuses left to its check) and from each other.
+    const std::int64_t N = args.options.particles;
+    const std::int64_t count =
+        N >= 1 && N <= diffsample::limits::max_particles ? diffsample::mpi::shard_of(N, comm).count : 0;
+    diffsample::c_api::check_guided_written_apart(
+        {{"result", result, sizeof(ds_mpi_guided_result)}, {"local", local, local_size}}, args.outputs,
+        args.problems.problems, count, mixture->dim(), args.options.steps, nullptr, 0);
   } catch (...) {
     status = status_of(std::current_exception(), message);
   }

@@ -316,6 +316,27 @@ int main(int argc, char** argv) {
         ds_mpi_guided_sample2(MPI_COMM_WORLD, mix, &gp, &go, &gm, DS_MPI_SMC_GLOBAL, cpu, NULL, &local);
     CHECK(gs == DS_INVALID_ARGUMENT, "a report of no known layout fails every rank");
     CHECK(strstr(ds_mpi_last_error(), "report.struct_size") != NULL, "the report named in the message");
+    /* The result and the full report, written after the run, inside the last rank's samples (B x count rows): every
+     * rank fails before the run naming both, no rank's samples written. Seen failing before: the run went on and
+     * wrote them over the last rank's samples. */
+    const size_t bytes = (size_t)(GB * gc * d) * sizeof(float);
+    float* before = malloc(bytes);
+    for (int which = 0; which < 2; ++which) {
+      const int last = rank == ranks - 1;
+      ds_mpi_guided_result* res = which == 0 && last ? (ds_mpi_guided_result*)(void*)(g_mine + 2) : &gr;
+      ds_guided_report2* loc = which == 1 && last ? (ds_guided_report2*)(void*)(g_mine + 2) : &local;
+      for (int64_t i = 0; i < GB * gc * d; ++i) g_mine[i] = 0.5f;
+      ds_guided_report2_init(loc, sizeof *loc);
+      memcpy(before, g_mine, bytes);
+      const ds_status st = ds_mpi_guided_sample2(MPI_COMM_WORLD, mix, &gp, &go, &gm, DS_MPI_SMC_GLOBAL, cpu, res, loc);
+      CHECK(st == DS_INVALID_ARGUMENT, "a result or report inside the last rank's samples fails every rank");
+      char named[96];
+      snprintf(named, sizeof named, "rank %d of %d: %s: must not overlap outputs.samples", ranks - 1, ranks,
+               which == 0 ? "result" : "local");
+      CHECK(strncmp(ds_mpi_last_error(), named, strlen(named)) == 0, "the result or report named with the samples");
+      CHECK(memcmp(before, g_mine, bytes) == 0, "no rank's samples written");
+    }
+    free(before);
   }
   free(g_whole);
   free(g_mine);
