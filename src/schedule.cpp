@@ -95,7 +95,9 @@ schedule_point vp_point(double t, double log_abar, double dlog_abar) {
   schedule_point p;
   p.t = t;
   p.a = std::exp(0.5 * log_abar);
-  p.s = std::sqrt(-std::expm1(log_abar));  // expm1 keeps s accurate when alpha-bar is close to 1
+  // expm1 keeps s accurate when alpha-bar is close to 1; the max makes s = +0 where log alpha-bar is +0 (a vp_table's
+  // node 0), whose -expm1 is -0 and its square root -0.
+  p.s = std::sqrt(std::max(0.0, -std::expm1(log_abar)));
   p.da_dt = 0.5 * p.a * dlog_abar;
   p.ds_dt = p.s > 0 ? -p.a * p.a * dlog_abar / (2 * p.s) : 0.0;
   return p;

@@ -594,6 +594,9 @@ TEST(Diffusion, VpTableDerivativeIsSecondOrder) {
       EXPECT_NEAR(p.da_dt, q.da_dt, tol * q.a) << "N = " << N << ", node " << n;
       if (n > 0) {  // s = 0 at t = 0: ds_dt is reported as 0 there
         EXPECT_NEAR(p.ds_dt, q.ds_dt, 1e-9 * std::abs(q.ds_dt)) << "N = " << N << ", node " << n;
+      } else {  // +0, as vp_linear's (node 0's log alpha-bar is +0, whose -expm1 is -0: s was -0)
+        EXPECT_EQ(p.s, 0.0);
+        EXPECT_FALSE(std::signbit(p.s)) << "N = " << N << ": s = -0 at t = 0";
       }
     }
     for (double t : {0.013, 0.25 / N, 0.31, 0.5 + 0.5 / N, 0.77, 1 - 0.3 / N}) {
