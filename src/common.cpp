@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 #include <omp.h>
 
+#include "src/chain_checks.hpp"
 #include "src/cuda_check.hpp"
 #include "src/limits.hpp"
 #include "src/option_readers.hpp"
@@ -227,6 +228,12 @@ void refuse_capture_unrecordable(cudaStream_t stream, const char* stream_name, c
                                  const char* remedy) {
   DIFFSAMPLE_EXPECTS(!stream_capturing(stream), stream_name << ": is being captured into a CUDA graph, and " << call_does
                                                             << ", which a capture cannot record: " << remedy);
+}
+
+void refuse_distributed_capture(executor where, execution exec, const char* call_does) {
+  if (where != executor::cuda) return;
+  refuse_capture_unrecordable(exec.stream, "exec.stream", call_does,
+                              "run it outside the capture (a distributed run cannot be captured)");
 }
 
 void refuse_plan_capture(cudaStream_t stream, const char* call) {

@@ -290,10 +290,10 @@ executor check_arguments(const gaussian_mixture& mixture, const float* x, const 
 
 }  // namespace
 
-void detail::check_diffusion_arguments(const gaussian_mixture& mixture, const float* x,
-                                       const diffusion_outputs& outputs, std::int64_t n,
-                                       const diffusion_options& options, execution exec) {
-  (void)check_arguments(mixture, x, outputs, n, options, exec, nullptr);
+executor detail::check_diffusion_arguments(const gaussian_mixture& mixture, const float* x,
+                                           const diffusion_outputs& outputs, std::int64_t n,
+                                           const diffusion_options& options, execution exec) {
+  return check_arguments(mixture, x, outputs, n, options, exec, nullptr);
 }
 
 diffusion_report diffusion(const gaussian_mixture& mixture, float* x, diffusion_outputs outputs, std::int64_t n,

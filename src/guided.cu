@@ -27,6 +27,7 @@
 #include "src/guided_samplers.hpp"
 #include "src/operator_gemm.hpp"
 #include "src/guided_resolved.hpp"
+#include "src/chain_checks.hpp"
 #include "src/guided_shard.hpp"
 #include "src/guided_tables.hpp"
 #include "src/launch.hpp"
@@ -1664,15 +1665,16 @@ particle_streams& current_particle_streams() noexcept {
   return streams;
 }
 
-void check_guided_outputs(const gaussian_mixture& prior, const guided_problems& problems,
-                          const guided_options& options, const guided_outputs& out, execution exec) {
+executor check_guided_outputs(const gaussian_mixture& prior, const guided_problems& problems,
+                              const guided_options& options, const guided_outputs& out, execution exec) {
   validate(prior.dim(), problems, options);
   check_smc_only_outputs(options.sampler, out);
   const std::int64_t B = problems.problems, N = options.particles, d = prior.dim(), K = options.steps;
   const std::int64_t BN = B * N;
   const bool smc = options.sampler == guided_sampler::smc;
-  check_output_buffers(out, options, B, d, exec);
+  const executor where = check_output_buffers(out, options, B, d, exec);
   check_outputs_disjoint(out, B, BN, d, K, smc, nullptr, 0);
+  return where;
 }
 
 guided_report guided_sample_streams(const gaussian_mixture& prior, const guided_problems& problems,
@@ -1918,11 +1920,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     // Before anything is issued (agreed on below with every other failure, so that every rank throws it): a
     // distributed run copies tables it builds for this call alone (upload_async, below) and waits for exec.stream at
     // every exchange of particles, neither of which a capture can record.
-    if (where == executor::cuda)
-      detail::refuse_capture_unrecordable(exec.stream, "exec.stream",
-                                          "mpi::guided_sample() copies tables it builds on the host for this call "
-                                          "alone and synchronises exec.stream at every exchange of particles",
-                                          "run it outside the capture (a distributed run cannot be captured)");
+    detail::refuse_distributed_capture(where, exec,
+                                       "mpi::guided_sample() copies tables it builds on the host for this call alone "
+                                       "and synchronises exec.stream at every exchange of particles");
     const std::int64_t B = given.problems, d = prior.dim(), BL = B * local;
     if (out.particles != nullptr) detail::check_buffer("outputs.particles", out.particles, BL * d, sizeof(float), where);
     if (out.samples != nullptr) detail::check_buffer("outputs.samples", out.samples, BL * d, sizeof(float), where);

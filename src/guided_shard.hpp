@@ -69,10 +69,10 @@ DIFFSAMPLE_API guided_report guided_smc_shard(const gaussian_mixture& prior, con
 /// SMC-only rule for outputs.samples, and no two outputs sharing memory. libdiffsample_mpi runs it on every rank and
 /// agrees on it before any rank runs its own guided_sample() (island mode, the samplers whose particles never
 /// interact), so that a bad output on one rank leaves every rank's outputs as they were. A sampler's own checks
-/// still run in its call. @throws invalid_argument naming the output
-DIFFSAMPLE_API void check_guided_outputs(const gaussian_mixture& prior, const guided_problems& problems,
-                                         const guided_options& options, const guided_outputs& outputs,
-                                         execution exec);
+/// still run in its call. Returns the executor the call runs on. @throws invalid_argument naming the output
+DIFFSAMPLE_API executor check_guided_outputs(const gaussian_mixture& prior, const guided_problems& problems,
+                                             const guided_options& options, const guided_outputs& outputs,
+                                             execution exec);
 
 /// The Philox streams of the particles of the guided_sample() calls made on this thread: a call holds particles
 /// [first, first + options.particles) of `total` per problem, particle j of problem b drawing from the stream of

@@ -112,9 +112,10 @@ executor check_arguments(const gaussian_mixture& mixture, const float* x, const 
 
 }  // namespace
 
-void detail::check_langevin_arguments(const gaussian_mixture& mixture, const float* x, const langevin_outputs& outputs,
-                                      std::int64_t n, const langevin_options& options, execution exec) {
-  (void)check_arguments(mixture, x, outputs, n, options, exec);
+executor detail::check_langevin_arguments(const gaussian_mixture& mixture, const float* x,
+                                          const langevin_outputs& outputs, std::int64_t n,
+                                          const langevin_options& options, execution exec) {
+  return check_arguments(mixture, x, outputs, n, options, exec);
 }
 
 langevin_report langevin(const gaussian_mixture& mixture, float* x, langevin_outputs outputs, std::int64_t n,

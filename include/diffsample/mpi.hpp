@@ -109,7 +109,9 @@ struct chain_report {
 /// this rank's rows. The accepted proposals are summed over the ranks (counted in a host buffer of this call when
 /// outputs.accepted is nullptr and the rank runs on the CPU; read back from outputs.accepted otherwise).
 /// Validation is collective: an invalid argument on any rank (its buffers included) throws the same error on every
-/// rank, before any rank runs a chain, so that a failed call leaves every rank's x and outputs as they were.
+/// rank, before any rank runs a chain, so that a failed call leaves every rank's x and outputs as they were. On a
+/// CUDA rank the call waits for exec.stream after the chains, which a CUDA graph capture cannot record: a rank whose
+/// exec.stream is being captured is refused within that validation (invalid_argument on every rank, nothing issued).
 DIFFSAMPLE_API chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
                                      langevin_outputs outputs, std::int64_t n, const langevin_options& options,
                                      execution exec = {});
@@ -122,7 +124,8 @@ langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t 
 
 /// diffusion() on chains shard_of(n, comm) of n, as langevin() above: chain first + i uses the stream of chain
 /// options.first_chain + first + i, so the union of the ranks' rows equals a single-process run bit for bit (CPU
-/// executor). Collective validation, before any rank runs a chain (as langevin() above).
+/// executor). Collective validation, before any rank runs a chain, a capturing exec.stream on a CUDA rank refused
+/// (as langevin() above).
 DIFFSAMPLE_API chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
                                       diffusion_outputs outputs, std::int64_t n, const diffusion_options& options,
                                       execution exec = {});
@@ -221,7 +224,10 @@ struct guided_result {
 /// null on some ranks, a rank without particles included: the final gather runs on every rank when any rank passes
 /// it), outputs.log_weights B x count; log_normaliser, ess_trace and resample_count are global and the same on every rank (islands: log Z
 /// combined, the ESS trace and count this rank's island's). Validation is collective: every rank's outputs are
-/// checked and agreed on before any rank runs, so that a failed call leaves every rank's outputs as they were.
+/// checked and agreed on before any rank runs, so that a failed call leaves every rank's outputs as they were. On a
+/// CUDA rank every mode copies tables built for the call and waits for exec.stream, which a CUDA graph capture cannot
+/// record: a rank whose exec.stream is being captured is refused within that validation (invalid_argument on every
+/// rank, nothing issued).
 /// dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd, whose particles never interact, run this rank's share on their
 /// single-process Philox streams with no communication, on either executor: outputs.samples and outputs.particles
 /// hold this rank's rows, equal to the single-process rows on the same executor bit for bit; @p mode is ignored.

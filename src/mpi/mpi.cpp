@@ -497,7 +497,11 @@ chain_report langevin(MPI_Comm comm, const gaussian_mixture& mixture, float* x, 
       outputs.accepted = counted.data();
       counting = true;
     }
-    diffsample::detail::check_langevin_arguments(mixture, x, outputs, rep.rows.count, o, exec);
+    const executor where = diffsample::detail::check_langevin_arguments(mixture, x, outputs, rep.rows.count, o, exec);
+    // The run is waited for below (its failure agreed on by every rank): refused here on a capturing stream, before
+    // any rank runs.
+    diffsample::detail::refuse_distributed_capture(where, exec,
+                                                   "mpi::langevin() synchronises exec.stream after this rank's chains");
   });
   collectively(comm, rep.comm, [&] {
     const double t0 = now();
@@ -547,7 +551,10 @@ chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
   collectively(comm, rep.comm, [&] {
     detail::check_tables_device(mixture, exec, "mixture");
     o = shard_options(comm, n, options, rep);
-    diffsample::detail::check_diffusion_arguments(mixture, x, outputs, rep.rows.count, o, exec);
+    const executor where = diffsample::detail::check_diffusion_arguments(mixture, x, outputs, rep.rows.count, o, exec);
+    // As langevin() above (diffusion() itself refuses the capture too, but only once the other ranks have run).
+    diffsample::detail::refuse_distributed_capture(where, exec,
+                                                   "mpi::diffusion() synchronises exec.stream after this rank's chains");
   });
   collectively(comm, rep.comm, [&] {
     const double t0 = now();
@@ -810,7 +817,11 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
                                                                 << " ranks");
       o.particles = res.particles.count;
       o.seed = guided_run_seed(options.seed, static_cast<std::uint64_t>(rank));
-      diffsample::detail::check_guided_outputs(prior, problems, o, outputs, exec);
+      const executor where = diffsample::detail::check_guided_outputs(prior, problems, o, outputs, exec);
+      diffsample::detail::refuse_distributed_capture(where, exec,
+                                                     "mpi::guided_sample() (island mode) copies tables it builds on the "
+                                                     "host for this call alone and synchronises exec.stream after "
+                                                     "this rank's island");
     });
     // Every rank's outputs agreed on above, before any island runs: a bad output on one rank must not leave the
     // others' written by a call that fails.
@@ -859,7 +870,11 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
       if (res.particles.count > 0) {
         guided_options o = options;
         o.particles = res.particles.count;
-        diffsample::detail::check_guided_outputs(prior, problems, o, outputs, exec);
+        const executor where = diffsample::detail::check_guided_outputs(prior, problems, o, outputs, exec);
+        diffsample::detail::refuse_distributed_capture(where, exec,
+                                                       "mpi::guided_sample() copies tables it builds on the host for "
+                                                       "this call alone and synchronises exec.stream after this "
+                                                       "rank's share");
       }
     });
     // Every rank's outputs agreed on above, before any rank runs (as island mode).

@@ -1498,6 +1498,68 @@ TEST_F(Mpi, StandInDistributedGuidedRefusesACapturingStreamOnEveryRank) {
   std::remove(log.c_str());
 }
 
+// Under the stand-in runtime: mpi::langevin and mpi::diffusion on CUDA ranks wait for the rank's stream after its
+// chains, and mpi::guided_sample in island mode and for the samplers whose particles never interact (dps) after the
+// rank's run (its tables copied for the call alone), none of which a capture can record. A rank whose stream is
+// being captured (RUNTIME_PROBE_CAPTURING=1 on the last rank alone) refuses each within the agreement that precedes
+// every rank's run: every rank throws that rank's invalid_argument, and no rank reaches its device. Seen failing
+// before the check: every rank ran (allocations and its first kernel) and threw rank 0's cuda_error from the
+// stand-in's kernel launch; mpi::diffusion's own refusal (diffusion()'s, with its single-process remedy) came only
+// after the other ranks had run.
+TEST_F(Mpi, StandInShardedRunsRefuseACapturingStreamOnEveryRank) {
+  if (std::getenv("RUNTIME_PROBE_DEVICES") == nullptr || ranks() < 2)
+    GTEST_SKIP() << "runs on 2 or more ranks under the stand-in runtime (ctest test_mpi_stand_in_np2, _np3)";
+  using diffsample::testing::device_buffer;
+  const bool last = rank() == ranks() - 1;
+  const ds::execution exec = ds::mpi::rank_execution(MPI_COMM_WORLD, ds::executor::cuda);
+  const ds::gaussian_mixture prior = prior2();
+  const std::int64_t n = 11, d = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(n, MPI_COMM_WORLD);
+  device_buffer<float> x(std::size_t(s.count * d));
+  ds::langevin_options lo;
+  lo.steps = 2;
+  ds::diffusion_options dop;
+  dop.steps = 2;
+  const ds::guided_problems pr = problems2();
+  const ds::mpi::shard g = ds::mpi::shard_of(7, MPI_COMM_WORLD);
+  device_buffer<float> samples(std::size_t(pr.problems * g.count * d));
+  ds::guided_outputs out{};
+  out.samples = samples.ptr;
+  ds::guided_options smc;
+  smc.potentials = ds::guided_potentials::linear;
+  smc.particles = 7;
+  smc.steps = 2;
+  ds::guided_options dps = smc;
+  dps.sampler = ds::guided_sampler::dps;
+  dps.potentials = ds::guided_potentials::automatic;
+  const std::vector<std::pair<std::string, std::function<void()>>> calls = {
+      {"mpi::langevin() synchronises exec.stream",
+       [&] { ds::mpi::langevin(MPI_COMM_WORLD, prior, x.ptr, {}, n, lo, exec); }},
+      {"mpi::diffusion() synchronises exec.stream",
+       [&] { ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.ptr, {}, n, dop, exec); }},
+      {"mpi::guided_sample() (island mode) copies tables",
+       [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, smc, ds::mpi::smc_mode::islands, exec); }},
+      {"mpi::guided_sample() copies tables",
+       [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, dps, ds::mpi::smc_mode::global, exec); }},
+  };
+  const std::string log = ::testing::TempDir() + "probe_mpi_sharded_capture_" + std::to_string(::getpid()) + ".log";
+  for (const auto& [name, call] : calls) {
+    SCOPED_TRACE(name);
+    std::remove(log.c_str());
+    setenv("RUNTIME_PROBE_LOG", log.c_str(), 1);
+    if (last) setenv("RUNTIME_PROBE_CAPTURING", "1", 1);
+    expect_same_failure_everywhere<ds::invalid_argument>(
+        call, ranks() - 1, ("exec.stream: is being captured into a CUDA graph, and " + name).c_str());
+    unsetenv("RUNTIME_PROBE_CAPTURING");
+    unsetenv("RUNTIME_PROBE_LOG");
+    std::ifstream in(log);
+    bool touched = false;
+    for (std::string line; std::getline(in, line);) touched = touched || line.find(" touch ") != std::string::npos;
+    EXPECT_FALSE(touched) << "rank " << rank() << " reached its device";
+  }
+  std::remove(log.c_str());
+}
+
 TEST_F(Mpi, InvalidInputOnOneRankThrowsOnEveryRank) {
   const bool last = rank() == ranks() - 1;
   const ds::gaussian_mixture prior = prior2();
