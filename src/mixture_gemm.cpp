@@ -601,8 +601,17 @@ void gaussian_mixture::prepare_gemm(executor where) const {
       std::lock_guard<std::mutex> lock(storage_->gemm_mutex);
       ready = storage_->gemm_device_ready;
     }
-    // The first time: before anything is issued (tables made once, on the legacy default stream).
-    if (!ready) detail::refuse_legacy_capture("prepare_gemm(executor::cuda), the first time for a mixture,", "call it");
+    // Whatever is still to be made, before anything is issued: the mixture's tables (made once, on the legacy default
+    // stream), and the current device's handle of the operator products (once per device and process: a mixture
+    // whose tables a gemm-path evaluate() made, or another device current, still needs it).
+    if (!ready)
+      detail::refuse_legacy_capture("prepare_gemm(executor::cuda), the first time for a mixture,", "call it");
+    else if (!detail::operator_gemm_ready())
+      detail::refuse_capture_unrecordable(
+          cudaStreamLegacy, "a blocking stream of the current device",
+          "prepare_gemm(executor::cuda), the first time on a device, creates the guided operator products' cuBLAS "
+          "handle of that device (cublasCreate, which allocates outside any stream)",
+          "call it before the capture begins");
   }
   (void)detail::gemm_tables_for(*storage_, where);
   // guided_sample()'s operator products take one cuBLAS handle per device: made here too, so that this call is the

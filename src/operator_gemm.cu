@@ -29,17 +29,27 @@ std::size_t u_bytes(std::int64_t rows, std::int64_t dy) {
   return (sizeof(float) * std::size_t(rows * dy) + align_bytes - 1) / align_bytes * align_bytes;
 }
 
+// The operator products' handles (operator_handle()) and their mutex.
+std::mutex& handles_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+// The handles by device, guarded by handles_mutex().
+std::map<int, cublasHandle_t>& handles_by_device() {
+  static std::map<int, cublasHandle_t> handles;
+  return handles;
+}
+
 // One cuBLAS handle per device for the operator products, made ahead of a run's first launch
 // (operator_gemm_prepare(); cublasCreate allocates; once per device and process) and kept: destroying one
 // synchronises the device. Calls hold `lock` while they use it. With `capture_check`, a handle still to be made while
 // that stream captures is refused (cublasCreate allocates outside any stream: a capture cannot record it).
 cublasHandle_t operator_handle(std::unique_lock<std::mutex>& lock, const cudaStream_t* capture_check = nullptr) {
-  static std::mutex mutex;
-  static std::map<int, cublasHandle_t> handles;
   int device = 0;
   DIFFSAMPLE_CUDA_TRY(cudaGetDevice(&device));
-  lock = std::unique_lock<std::mutex>(mutex);
-  cublasHandle_t& h = handles[device];
+  lock = std::unique_lock<std::mutex>(handles_mutex());
+  cublasHandle_t& h = handles_by_device()[device];
   if (h == nullptr) {
     DIFFSAMPLE_EXPECTS(capture_check == nullptr || !stream_capturing(*capture_check),
                        "exec.stream: is being captured into a CUDA graph, and this first run of the operator's "
@@ -64,6 +74,15 @@ std::size_t baseline_guidance_gemm_cuda_only_bytes() { return cublas_workspace_b
 void operator_gemm_prepare(const cudaStream_t* capture_check) {
   std::unique_lock<std::mutex> lock;
   (void)operator_handle(lock, capture_check);
+}
+
+bool operator_gemm_ready() {
+  int device = 0;
+  DIFFSAMPLE_CUDA_TRY(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(handles_mutex());
+  const auto& handles = handles_by_device();
+  const auto h = handles.find(device);
+  return h != handles.end() && h->second != nullptr;
 }
 
 void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels::baseline_settings& g,

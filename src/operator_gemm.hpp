@@ -82,6 +82,10 @@ std::size_t baseline_guidance_gemm_cuda_only_bytes();
 /// capture cannot record cublasCreate.
 void operator_gemm_prepare(const cudaStream_t* capture_check);
 
+/// Whether the current device's cuBLAS handle of baseline_guidance_gemm_cuda() exists (operator_gemm_prepare() has
+/// nothing to make there). Once true it stays true (the handles are kept for the process).
+bool operator_gemm_ready();
+
 /// baseline_guidance_gemm() on the CUDA executor (src/operator_gemm.cu): the products through cuBLAS (FP32, no
 /// TF32) on one handle per device kept for the process, the work between them as one functor, all enqueued on
 /// `stream` (nothing synchronises). Particles row-major (coordinate_stride 0); every pointer, the tables of `p` and

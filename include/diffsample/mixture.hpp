@@ -194,9 +194,10 @@ class DIFFSAMPLE_API gaussian_mixture {
   /// synchronises; thread-safe; idempotent. Call it before capturing gemm-path calls in a CUDA graph: none of this
   /// can be captured, and a first gemm-path call of the mixture on the CUDA executor under stream capture is refused
   /// (invalid_argument naming this call). guided_sample() itself is refused under capture on any path.
-  /// @throws invalid_argument for where = cuda without a GPU, and when the CUDA tables are still to be made while a
-  ///         blocking stream of the current device is being captured (the work on the legacy default stream would
-  ///         join that capture), before anything is issued
+  /// @throws invalid_argument for where = cuda without a GPU, and when the CUDA tables or the current device's
+  ///         operator-products handle are still to be made while a blocking stream of the current device is being
+  ///         captured (the work on the legacy default stream would join that capture; cublasCreate allocates outside
+  ///         any stream), before anything is issued. Once both exist the call makes nothing and is accepted.
   void prepare_gemm(executor where) const;
 
   /// The empirical distribution of n points in dimension d smoothed by an isotropic Gaussian of variance

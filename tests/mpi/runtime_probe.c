@@ -7,7 +7,8 @@
  * the allocation by cudaPointerGetAttributes) and copies are memcpy, so a gaussian_mixture's tables and a run's
  * buffers can be made; kernels are not launched by the stand-in (the real runtime, which finds no driver here,
  * refuses them, and the run then fails on every rank). $RUNTIME_PROBE_SYNC_ERROR makes cudaStreamSynchronize fail
- * and $RUNTIME_PROBE_CAPTURING makes cudaStreamIsCapturing report a capture (below). */
+ * and $RUNTIME_PROBE_CAPTURING makes cudaStreamIsCapturing report a capture (below). The cuBLAS calls the library
+ * makes are stood in for too (at the end). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,4 +173,45 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attr, const v
       attr->devicePointer = (void*)ptr;
     }
   return 0;
+}
+
+/* cuBLAS, which the library calls beside the runtime: a handle is made (cublasCreate allocates on the current device:
+ * "rank R touch cublasCreate D") only while $RUNTIME_PROBE_CUBLAS (read at each call) is nonzero, so that a test can
+ * reach the set-up that follows it; otherwise it fails as cuBLAS does without a driver (CUBLAS_STATUS_NOT_INITIALIZED,
+ * 1). A stand-in handle configures (stream, workspace, math mode) but computes nothing: cublasSgemm fails
+ * (CUBLAS_STATUS_EXECUTION_FAILED, 13), as the stand-in's kernels are not launched. */
+typedef int cublasStatus_t;
+static char stand_in_handle;
+
+cublasStatus_t cublasCreate_v2(void** handle) {
+  record("touch cublasCreate", current);
+  const char* allowed = getenv("RUNTIME_PROBE_CUBLAS");
+  if (allowed == NULL || atoi(allowed) == 0) return 1;
+  *handle = &stand_in_handle;
+  return 0;
+}
+
+cublasStatus_t cublasDestroy_v2(void* handle) { return handle == &stand_in_handle ? 0 : 1; }
+
+cublasStatus_t cublasSetStream_v2(void* handle, cudaStream_t stream) {
+  (void)stream;
+  return handle == &stand_in_handle ? 0 : 1;
+}
+
+cublasStatus_t cublasSetWorkspace_v2(void* handle, void* workspace, size_t bytes) {
+  (void)workspace, (void)bytes;
+  return handle == &stand_in_handle ? 0 : 1;
+}
+
+cublasStatus_t cublasSetMathMode(void* handle, int mode) {
+  (void)mode;
+  return handle == &stand_in_handle ? 0 : 1;
+}
+
+cublasStatus_t cublasSgemm_v2(void* handle, int ta, int tb, int m, int n, int k, const float* alpha, const float* a,
+                              int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
+  (void)handle, (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
+  (void)beta, (void)c, (void)ldc;
+  record("touch cublasSgemm", current);
+  return 13;
 }

@@ -1358,6 +1358,60 @@ TEST_F(Mpi, StandInSetUpUnderCaptureIsRefusedBeforeAnythingIsIssued) {
   std::remove(log.c_str());
 }
 
+// Under the stand-in runtime, with its cuBLAS making handles (RUNTIME_PROBE_CUBLAS=1): prepare_gemm(executor::cuda)
+// makes the mixture's tables once and the guided operator products' cuBLAS handle once per device. Once the tables
+// exist it still creates the handle of a device that has none (here device 1, the mixture prepared on device 0),
+// which a capture cannot record (cublasCreate allocates outside any stream): under a capture it is refused with
+// invalid_argument naming the call and the handle, before anything reaches the device. With the tables and device
+// 0's handle made, the call has nothing to make and returns under a capture, issuing nothing. Each rank on its own
+// (no collective). Seen failing before the check: the call went on to cublasCreate under the capture (the tables'
+// readiness alone was checked). Device 1 never gets a handle, so the test can be repeated in one process.
+TEST_F(Mpi, StandInPrepareGemmRefusesUnderCaptureTheHandleOfANewDevice) {
+  if (std::getenv("RUNTIME_PROBE_DEVICES") == nullptr)
+    GTEST_SKIP() << "runs under the stand-in runtime (ctest test_mpi_stand_in_np2, _np3)";
+  int device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  const std::string log = ::testing::TempDir() + "probe_prepare_gemm_" + std::to_string(::getpid()) + ".log";
+  setenv("RUNTIME_PROBE_CUBLAS", "1", 1);
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  const ds::gaussian_mixture prior = prior2();
+  prior.prepare_gemm(ds::executor::cuda);  // the tables and device 0's handle, outside the capture
+  // What the call issued under a capture on device `on`, and how it ended.
+  auto under_capture = [&](int on, std::string& ended) {
+    EXPECT_EQ(cudaSetDevice(on), cudaSuccess);
+    std::remove(log.c_str());
+    setenv("RUNTIME_PROBE_LOG", log.c_str(), 1);
+    setenv("RUNTIME_PROBE_CAPTURING", "1", 1);
+    ended = "returned";
+    try {
+      prior.prepare_gemm(ds::executor::cuda);
+    } catch (const ds::invalid_argument& e) {
+      ended = std::string("invalid_argument: ") + e.what();
+    } catch (const std::exception& e) {
+      ended = std::string("another error: ") + e.what();
+    }
+    unsetenv("RUNTIME_PROBE_CAPTURING");
+    unsetenv("RUNTIME_PROBE_LOG");
+    std::ifstream in(log);
+    bool touched = false;
+    for (std::string line; std::getline(in, line);) touched = touched || line.find(" touch ") != std::string::npos;
+    return touched;
+  };
+  std::string ended;
+  EXPECT_FALSE(under_capture(1, ended)) << "device 1: " << ended;
+  EXPECT_EQ(ended.rfind("invalid_argument: a blocking stream of the current device: is being captured into a CUDA "
+                        "graph, and prepare_gemm(executor::cuda), the first time on a device, creates the guided "
+                        "operator products' cuBLAS handle",
+                        0),
+            0u)
+      << ended;
+  EXPECT_FALSE(under_capture(0, ended)) << "device 0: " << ended;
+  EXPECT_EQ(ended, "returned");
+  unsetenv("RUNTIME_PROBE_CUBLAS");
+  std::remove(log.c_str());
+  EXPECT_EQ(cudaSetDevice(device), cudaSuccess);
+}
+
 // On CUDA ranks (a real device; skips without one): a mixture built after mpi::rank_execution runs on every rank, and
 // on a node of two or more devices one built on another device than the rank's is refused on every rank with rank
 // 0's message. The stand-in test above checks the same without a GPU.
