@@ -74,7 +74,7 @@ DS_API ds_status ds_mpi_resample(MPI_Comm comm, const float* log_weights, int64_
 /** How ds_mpi_guided_sample() spreads an SMC filter over the ranks (diffsample::mpi::smc_mode). */
 typedef enum ds_mpi_smc_mode {
   DS_MPI_SMC_GLOBAL = 0,  /**< one filter of N particles, global exact resampling (bit for bit one process's) */
-  DS_MPI_SMC_ISLANDS = 1  /**< independent filters per rank, log Z combined (biased: README "Island mode") */
+  DS_MPI_SMC_ISLANDS = 1  /**< independent filters per rank, log Z combined (biased: README "Island mode"); smc only */
 } ds_mpi_smc_mode;
 
 /** A rank's communication in a distributed call (diffsample::mpi::comm_stats). */
@@ -98,7 +98,9 @@ typedef struct ds_mpi_guided_result {
  * ds_guided_sample() over the ranks of @p comm (diffsample::mpi::guided_sample): smc (linear, moment or twisted potentials;
  * CPU executor, or CUDA ranks whose resamplings are staged through the host) as one filter of N = options->particles particles spread as ds_mpi_shard(N) with global
  * exact resampling, or as islands (@p mode); dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd run this rank's
- * share on their single-process random streams with no communication (@p mode ignored; either executor).
+ * share on their single-process random streams with no communication (either executor) under DS_MPI_SMC_GLOBAL;
+ * DS_MPI_SMC_ISLANDS (independent SMC filters) is for smc alone and is refused for them with DS_INVALID_ARGUMENT
+ * on every rank, naming mode and the sampler.
  * @p outputs holds this rank's buffers: particles and samples B x count x d_x (rows
  * [first, first + count) of each problem of the single-process outputs, bit for bit on the CPU executor),
  * log_weights B x count; log_normaliser, ess_trace and resample_count global, the same on every rank. @p result (may be NULL) receives this rank's share and

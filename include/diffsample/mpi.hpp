@@ -200,7 +200,8 @@ enum class smc_mode : int {
   /// the ancestors' rows moved with MPI_Alltoallv. Particles, samples, ESS and log Z are those of a single-process
   /// guided_sample() (particles and samples bit for bit on the CPU executor, whatever P).
   global = 0,
-  /// Independent filters (islands): rank r runs guided_sample() with its count of the N particles and the seed
+  /// Independent filters (islands; guided_sampler::smc only, another sampler is refused): rank r runs
+  /// guided_sample() with its count of the N particles and the seed
   /// guided_run_seed(options.seed, r) (rank 0 keeps options.seed); log Z is the particle-weighted mean of the islands' Z_r, in log
   /// space (unbiased for Z); samples are the union of the islands' equally weighted samples. Biased against one
   /// filter of N: each island carries the O(1 / (N / P)) bias of a filter of N / P particles, and the union weighs
@@ -230,7 +231,9 @@ struct guided_result {
 /// rank, nothing issued).
 /// dps, pigdm, diffpir, ddrm, dcps, skrock and tmpd, whose particles never interact, run this rank's share on their
 /// single-process Philox streams with no communication, on either executor: outputs.samples and outputs.particles
-/// hold this rank's rows, equal to the single-process rows on the same executor bit for bit; @p mode is ignored.
+/// hold this rank's rows, equal to the single-process rows on the same executor bit for bit. That is what
+/// smc_mode::global (the default) asks of them; smc_mode::islands (independent SMC filters) is for smc alone, and
+/// is refused for them (invalid_argument on every rank naming mode and options.sampler, before any rank runs).
 DIFFSAMPLE_API guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided_outputs outputs,
                                            const guided_problems& problems, const guided_options& options,
                                            smc_mode mode = smc_mode::global, execution exec = {});

@@ -810,8 +810,14 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
     collectively(comm, res.comm, [&] {
       detail::check_tables_device(prior, exec, "prior");
       res.particles = shard_of(options.particles, comm);
+      // Islands are independent SMC filters (their own resampling, seeds and log Z): a sampler whose particles never
+      // interact has nothing of that to run, and the default mode already runs its single-process rows. Refused, not
+      // ignored, so that a caller who asked for islands is told.
       DIFFSAMPLE_EXPECTS(options.sampler == guided_sampler::smc,
-                         "options.sampler: island mode runs smc only, got " << to_string(options.sampler));
+                         "mode: islands runs independent SMC filters, options.sampler smc only, got options.sampler = "
+                             << to_string(options.sampler)
+                             << " (its particles never interact: smc_mode::global, the default, runs this rank's "
+                                "share of the single-process run)");
       DIFFSAMPLE_EXPECTS(res.particles.count >= 1, "options.particles: island mode needs at least one particle per "
                                                    "rank, got " << options.particles << " over " << size_of(comm)
                                                                 << " ranks");

@@ -1823,6 +1823,38 @@ TEST_F(Mpi, GuidedBadOutputsOnOneRankLeaveEveryRanksOutputsAsTheyWere) {
   }
 }
 
+// Island mode is independent SMC filters (their own resampling, seeds and log Z): for the samplers whose particles
+// never interact it has nothing to run, and the global mode (the default) already runs their single-process rows.
+// Asked for islands, each of them is refused on every rank, naming mode and the sampler, before any rank writes its
+// outputs (the headers said the mode was ignored for them). Seen failing with the earlier message, which named
+// options.sampler alone ("options.sampler: island mode runs smc only, got dps").
+TEST_F(Mpi, IslandModeIsRefusedForSamplersWithoutInteraction) {
+  const ds::gaussian_mixture prior = prior2();
+  const ds::guided_problems pr = problems2();
+  const std::int64_t N = 12, d = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  const std::size_t values = static_cast<std::size_t>(pr.problems * s.count * d);
+  for (const ds::guided_sampler sampler :
+       {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::skrock,
+        ds::guided_sampler::tmpd, ds::guided_sampler::ddrm, ds::guided_sampler::dcps}) {
+    SCOPED_TRACE(ds::to_string(sampler));
+    ds::guided_options o;
+    o.sampler = sampler;
+    o.particles = N;
+    o.steps = 4;
+    std::vector<float> particles(values, 0.25f);
+    ds::guided_outputs out{};
+    out.particles = particles.data();
+    const std::string needle = std::string("mode: islands runs independent SMC filters, options.sampler smc only, "
+                                           "got options.sampler = ") +
+                               ds::to_string(sampler) + " (its particles never interact: smc_mode::global";
+    expect_same_failure_everywhere<ds::invalid_argument>(
+        [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::islands, cpu()); }, 0,
+        needle.c_str());
+    EXPECT_EQ(particles, std::vector<float>(values, 0.25f)) << "particles written by a refused call";
+  }
+}
+
 // gather_rows() formed count x width before bounding width: 4 rows of width 2^62 + 1 wrapped to 4 values, gathered
 // as such with no error; row_moments() bounded neither count x dim, and read x at indices that overflow. Both are
 // refused on every rank, naming the size.
