@@ -112,6 +112,15 @@ struct gemm_chunk_bound {
   float inv_c, norm, log_norm;
 };
 
+/// The expanded logit floored as component_logit() floors the centred one (q_k = |x - a mu_k|^2 / c_k at most
+/// max_mahalanobis, so l_k >= log_norm_k - max / 2): a point far from every component gets the direct path's finite
+/// logits, where |x'|^2 beyond FLT_MAX made them -inf (and -inf + inf NaN), so that the softmax's maximum was -inf and
+/// every output NaN, and a |x'|^2 just below it gave logits beyond the direct path's floor.
+DS_HD_INLINE float gemm_floored(const gemm_component& g, float l) {
+  const float lowest = g.log_norm - 0.5f * max_mahalanobis<float>();
+  return l >= lowest ? l : lowest;  // NaN too (the direct path maps a NaN q to the floor as well)
+}
+
 /// The logits of one point for a chunk of `count` components starting at k0, from row = G_i (count floats,
 /// overwritten with the logits): the expanded form, then the correction (centred form from xc_i and the centred
 /// means) of those the bound flags against the running maximum run_max. Returns the new maximum.
@@ -127,14 +136,14 @@ DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_compone
     e_max = cb->inv_c * (a * gamma * xn * cb->norm + 2.f * u * span * span) + 2.f * u * cb->log_norm;
     for (int kk = 0; kk < count; ++kk) {
       const gemm_component g = comp[k0 + kk];
-      const float l = (g.bias - g.half_inv_c * xx) + g.cross * row[kk];
+      const float l = gemm_floored(g, (g.bias - g.half_inv_c * xx) + g.cross * row[kk]);
       row[kk] = l;
       chunk_max = l > chunk_max ? l : chunk_max;
     }
   } else {
     for (int kk = 0; kk < count; ++kk) {
       const gemm_component g = comp[k0 + kk];
-      const float l = (g.bias - g.half_inv_c * xx) + g.cross * row[kk];
+      const float l = gemm_floored(g, (g.bias - g.half_inv_c * xx) + g.cross * row[kk]);
       const float span = xn + a * g.norm;
       const float e = g.inv_c * (a * gamma * xn * g.norm + 2.f * u * span * span) + 2.f * u * fabsf(g.log_norm);
       row[kk] = l;

@@ -380,6 +380,50 @@ TEST(GemmPath, ChunkingInvariance) {
   }
 }
 
+// Points far from every component: the direct path floors each logit at log_norm_k - max_mahalanobis / 2 (finite
+// values at any x, README "Gaussian mixtures"); the gemm path's expanded form did not, so from |x'|^2 beyond FLT_MAX
+// (a coordinate of 2e19) every logit was -inf and every output NaN, and just below it the logits passed the floor
+// (x = 1e19: denoiser 4.4e18 against the direct path's and the FP64 reference's 3.4e18). Both paths now agree there,
+// the JVP too (where J v fits in FP32; beyond it both give the same infinity); a near point beside them is
+// unchanged.
+TEST(GemmPath, PointsFarFromEveryComponentGetTheDirectPathsFiniteValues) {
+  const int d = 3;
+  const gaussian_mixture m(d, {0.3, 0.7}, {-2.0, 0.0, 1.0, 1.5, 1.0, -0.5}, {0.3, 0.8});
+  const std::vector<float> x = {1e19f, 0.5f, 0.0f,  1e20f,  0.5f, 0.0f, -3e30f, 2.0f,  1.0f,
+                                0.5f,  1e25f, 0.0f, 0.25f, -0.5f, 1.0f};
+  const int n = int(x.size()) / d;
+  std::vector<float> v(x.size());
+  for (std::size_t e = 0; e < v.size(); ++e) v[e] = 0.5f + 0.25f * float(e % 3);
+  evaluate_options gemm_opt, direct_opt;
+  gemm_opt.path = mixture_path::gemm;
+  direct_opt.path = mixture_path::direct;
+  for (const channel ch : {channel{1.0, 1.0}, channel{0.8, 0.3}}) {
+    for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
+      const std::size_t width = q == quantity::log_density ? 1 : std::size_t(d);
+      std::vector<float> gemm(n * width), direct(n * width);
+      ASSERT_EQ(m.evaluate(gemm.data(), n, x.data(), ch, q, gemm_opt, {executor::cpu}).path, mixture_path::gemm);
+      ASSERT_EQ(m.evaluate(direct.data(), n, x.data(), ch, q, direct_opt, {executor::cpu}).path, mixture_path::direct);
+      for (std::size_t e = 0; e < gemm.size(); ++e) {
+        ASSERT_TRUE(std::isfinite(gemm[e])) << "quantity " << int(q) << " a " << ch.a << " entry " << e;
+        EXPECT_NEAR(gemm[e], direct[e], 1e-5 * (std::abs(direct[e]) + 1))
+            << "quantity " << int(q) << " a " << ch.a << " entry " << e;
+      }
+    }
+    std::vector<float> gemm(x.size()), direct(x.size());
+    ASSERT_EQ(m.denoiser_jvp(gemm.data(), n, x.data(), v.data(), ch, gemm_opt, {executor::cpu}).path,
+              mixture_path::gemm);
+    m.denoiser_jvp(direct.data(), n, x.data(), v.data(), ch, {executor::cpu});
+    for (std::size_t e = 0; e < gemm.size(); ++e) {
+      if (!std::isfinite(direct[e])) {  // J v beyond FLT_MAX (5e58 at x = -3e30): the same infinity on both paths
+        EXPECT_EQ(gemm[e], direct[e]) << "jvp a " << ch.a << " entry " << e;
+        continue;
+      }
+      ASSERT_TRUE(std::isfinite(gemm[e])) << "jvp a " << ch.a << " entry " << e;
+      EXPECT_NEAR(gemm[e], direct[e], 1e-5 * (std::abs(direct[e]) + 1)) << "jvp a " << ch.a << " entry " << e;
+    }
+  }
+}
+
 // One point against many components splits the components across tasks (partial states merged): same result as
 // a single block within the same rounding bound.
 TEST(GemmPath, SplitComponentsMerge) {
