@@ -151,30 +151,35 @@ DS_HD_INLINE float gemm_logits(float* row, int count, int k0, const gemm_compone
       e_max = e > e_max ? e : e_max;
     }
   }
-  float top = run_max > chunk_max ? run_max : chunk_max;
-  const float threshold = top - (gemm_window_nats + 2.f * e_max);
+  const float threshold = (run_max > chunk_max ? run_max : chunk_max) - (gemm_window_nats + 2.f * e_max);
   // Correction: recompute, in the centred form, the logits that could carry weight and whose expanded form may have
-  // lost more than a few times the centred form's own accuracy.
+  // lost more than a few times the centred form's own accuracy. The maximum returned is that of the logits as
+  // corrected: a correction may lower the logit that set the expanded maximum by more than the softmax's range (the
+  // expanded form's error grows as |x'|^2 / c: 1e16 nats at c = 1e-24), and weights taken relative to that stale
+  // maximum all underflowed to 0 (a log-density of -inf, NaN scores and denoisers).
+  float top = run_max;
   for (int kk = 0; kk < count; ++kk) {
-    const float l = row[kk];
-    if (!(l >= threshold)) continue;
-    const gemm_component g = comp[k0 + kk];
-    const float span = xn + a * g.norm;
-    const float e = g.inv_c * (a * gamma * xn * g.norm + 2.f * u * span * span) + 2.f * u * fabsf(g.log_norm);
-    const float q_est = 2.f * (g.log_norm - l);  // estimate of |x - a mu_k|^2 / c_k
-    const float centred_bound = 0.5f * gamma_d * (q_est > 0.f ? q_est : 0.f);
-    if (!(e > gemm_correct_factor * centred_bound + gemm_correct_floor)) continue;
-    const float* mu = means + std::int64_t(k0 + kk) * d;
-    float q = 0.f;
-    for (int j = 0; j < d; ++j) {
-      const float diff = xc[j] - a * mu[j];
-      q += diff * diff;
+    float l = row[kk];
+    if (l >= threshold) {
+      const gemm_component g = comp[k0 + kk];
+      const float span = xn + a * g.norm;
+      const float e = g.inv_c * (a * gamma * xn * g.norm + 2.f * u * span * span) + 2.f * u * fabsf(g.log_norm);
+      const float q_est = 2.f * (g.log_norm - l);  // estimate of |x - a mu_k|^2 / c_k
+      const float centred_bound = 0.5f * gamma_d * (q_est > 0.f ? q_est : 0.f);
+      if (e > gemm_correct_factor * centred_bound + gemm_correct_floor) {
+        const float* mu = means + std::int64_t(k0 + kk) * d;
+        float q = 0.f;
+        for (int j = 0; j < d; ++j) {
+          const float diff = xc[j] - a * mu[j];
+          q += diff * diff;
+        }
+        q *= g.inv_c;
+        q = q < max_mahalanobis<float>() ? q : max_mahalanobis<float>();
+        l = g.log_norm - 0.5f * q;
+        row[kk] = l;
+      }
     }
-    q *= g.inv_c;
-    q = q < max_mahalanobis<float>() ? q : max_mahalanobis<float>();
-    const float exact = g.log_norm - 0.5f * q;
-    row[kk] = exact;
-    top = exact > top ? exact : top;
+    top = l > top ? l : top;
   }
   return top;
 }
