@@ -1031,7 +1031,23 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
       // log N(.; ., S) over log g_k: -1/2 log det S - d_y/2 log 2 pi + d_y/2 log(2 pi var_k).
       if (!twisted) constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
     }
-    constants[b] = constant + (reduced.active ? reduced.log_constant[b] : 0.0);
+    // The rows outside the reduction's span leave the tables; their part of the last potential joins the constant:
+    // log N(a_K U_perp^T y; 0, var_K I) = -(d_y - r)/2 log(2 pi var_K) - a_K^2 |U_perp^T y|^2 / (2 var_K) at the
+    // grid's last point (a_K, s_K), which is the likelihood's log N(U_perp^T y; 0, sigma_y^2 I) (log_constant) at
+    // a = 1, s = 0. On a grid that stops at s_K > 0 (linear potentials) the likelihood's part would leave log Z-hat
+    // an estimate of neither quantity: the unreduced run estimates the last potential's normaliser.
+    double outside_part = 0;
+    if (reduced.active) {
+      const schedule_point& last = pts[K];
+      if (last.a == 1.0 && last.s == 0.0) {
+        outside_part = reduced.log_constant[b];
+      } else {
+        const double rows_out = double(reduced.spread_rows - dy);
+        outside_part = -0.5 * rows_out * (log_two_pi + std::log(var[K])) -
+                       last.a * last.a * reduced.outside[b] / (2 * var[K]);
+      }
+    }
+    constants[b] = constant + outside_part;
   }
   if (final_moves_run(o)) {
     // W_b = (lambda_0 sigma_{y,b}^2 I + A_b A_b^T)^-1, lambda_0 the prior's curvature at a = 1 (at the channel

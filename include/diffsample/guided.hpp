@@ -324,7 +324,10 @@ struct guided_outputs {
                                      ///< (needs final_resample), the other samplers their particles. smc's rows come in
                                      ///< an order permuted by a permutation keyed by the seed (the same on both
                                      ///< executors), so that any block of rows is a random subset of the samples
-  double* log_normaliser = nullptr;  ///< B estimates of log p(y_b) (smc)
+  /// B estimates of log p(y_b) (smc) on a grid ending at a = 1, s = 0; on a grid whose last point (a, s) has s > 0,
+  /// of the last potential's normaliser, log E[N(a y_b; A x_t, v I)] over the prior's x_t there (README, "Guided
+  /// posterior sampling")
+  double* log_normaliser = nullptr;
   float* ess_trace = nullptr;        ///< B x (steps + 1): ESS at the start and after each transition (smc)
   std::int32_t* resample_count = nullptr;  ///< B: resamplings per problem, final resample excluded (smc)
 };
