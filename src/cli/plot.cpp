@@ -44,14 +44,17 @@ std::vector<component_2d> marginals(const gaussian_mixture& m) {
   return c;
 }
 
-std::vector<component_2d> marginals(const mixture_posterior& p) {
+std::vector<component_2d> marginals(const mixture_posterior& p) { return marginals(p, channel{}); }
+
+std::vector<component_2d> marginals(const mixture_posterior& p, channel ch) {
   const std::int64_t d = p.dim(), cy = d >= 2 ? 1 : 0;
+  const double a = ch.a, a2 = ch.a * ch.a, s2 = ch.s * ch.s;
   std::vector<component_2d> c;
   for (std::int64_t k = 0; k < p.components(); ++k) {
     if (p.weights()[k] < 1e-3) continue;
     const double* S = p.covariances().data() + k * d * d;
     const double* m = p.means().data() + k * d;
-    c.push_back({m[0], m[cy], S[0], S[cy], S[cy * d + cy]});
+    c.push_back({a * m[0], a * m[cy], a2 * S[0] + s2, a2 * S[cy] + (d >= 2 ? 0.0 : s2), a2 * S[cy * d + cy] + s2});
   }
   return c;
 }

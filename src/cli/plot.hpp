@@ -20,6 +20,8 @@ struct component_2d {
 std::vector<component_2d> marginals(const gaussian_mixture& m);
 /// The 2-D marginals of the posterior components whose weight is at least 1e-3.
 std::vector<component_2d> marginals(const mixture_posterior& p);
+/// The same noised to the channel (a, s): means a m'_k, covariances a^2 S'_k + s^2 I.
+std::vector<component_2d> marginals(const mixture_posterior& p, channel ch);
 
 /// An SVG scatter plot of the first two coordinates of n x d samples @p x (blue) over n_ref reference points
 /// @p ref (grey; none when null), with the 1- and 2-standard-deviation ellipses of @p components (red), in a

@@ -231,17 +231,36 @@ int sample_main(sample_plan& p, const char* command) {
   // Rank 0 holds the samples: it scores, prints and stages them while the others check their own standard output;
   // a failure on any process stops every process with its error before rank 0 commits the outputs (on_root).
   return distributed::on_root(spread, [&]() -> int {
+    // The channel the samples are at: a diffusion sampler's output is the state at its grid's last point,
+    // x_t = a x0 + s z, unless it ends with the denoiser (--final-denoise; stochastic_localization always), whose
+    // output estimates x0 as the Langevin, walk-jump and SMS samples do. At a = 1, s = 0 (t = 0 of every schedule but
+    // stochastic_localization's) that is the prior itself; elsewhere the reference is the prior noised to the
+    // channel, the mixture of means a mu_k and variances a^2 v_k + s^2 (math.md section 1).
+    channel end;
+    double t_end = NAN;
+    if (!langevin && !jump && s.sampler != "stochastic_localization" && !s.final_denoise) {
+      const diffusion_options dopt = diffusion_settings(s);
+      const schedule_point last = dopt.schedule.points(dopt.steps).back();
+      end = {last.a, last.s};
+      t_end = last.t;
+    }
+    const bool noised = !at_data(end);
+    std::optional<gaussian_mixture> noised_prior;
+    if (noised) noised_prior.emplace(noised_mixture(target, end));
+    const gaussian_mixture& reference = noised ? *noised_prior : target;
     // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
     const std::int64_t m = scored_samples(n);
     std::vector<float> exact_a(std::size_t(m * d)), exact_b(std::size_t(m * d));
-    target.sample(exact_a.data(), m, {}, s.seed + 2000, nullptr, 0, {executor::cpu});
-    target.sample(exact_b.data(), m, {}, s.seed + 3000, nullptr, 0, {executor::cpu});
+    target.sample(exact_a.data(), m, end, s.seed + 2000, nullptr, 0, {executor::cpu});
+    target.sample(exact_b.data(), m, end, s.seed + 3000, nullptr, 0, {executor::cpu});
     const sliced_score score = score_sliced(r.samples, exact_a, exact_b, m, d, s.seed);
     const std::int64_t non_finite = score.non_finite;
     const double sw = score.w1, floor = score.floor;
     share_result shares;  // of non-finite samples: not computed, reported as null
-    if (non_finite == 0) shares = component_shares(target, r.samples.data(), m);
-    const share_result shares_exact = component_shares(target, exact_b.data(), m);
+    if (non_finite == 0) shares = component_shares(reference, r.samples.data(), m);
+    const share_result shares_exact = component_shares(reference, exact_b.data(), m);
+    const std::string reference_text = noised ? "exact samples of the prior noised to " + channel_text(t_end, end)
+                                              : std::string("exact samples");
     const double rate = r.seconds > 0 ? double(n) * double(r.total_steps) / r.seconds : 0.0;
 
     if (!quiet) {
@@ -258,8 +277,8 @@ int sample_main(sample_plan& p, const char* command) {
         std::printf("non-finite values in the samples: %lld (the sampler diverged; try a smaller step)\n",
                     static_cast<long long>(non_finite));
       else
-        std::printf("sliced W1 to exact samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
-                    floor, static_cast<long long>(m), sliced_directions);
+        std::printf("sliced W1 to %s: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n",
+                    reference_text.c_str(), sw, floor, static_cast<long long>(m), sliced_directions);
       if (non_finite == 0)
         std::printf("component shares (average responsibility): max error %.2f standard errors (component %lld; "
                     "exact samples: %.2f)\n",
@@ -271,9 +290,11 @@ int sample_main(sample_plan& p, const char* command) {
     check_stdout();
     if (o.has("--out")) stage_npy(outputs, "--out", r.samples.data(), n, d);
     if (o.has("--plot"))
-      stage_text(outputs, "--plot", svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description,
-                                             exact_a.data(), m, r.samples.data(), n, d, marginals(target),
-                                             (s.sampler + " samples").c_str(), "exact samples"));
+      stage_text(outputs, "--plot",
+                 svg_plot(s.sampler + ": " + std::to_string(n) + " chains, " + prior.description +
+                              (noised ? " noised to " + channel_text(t_end, end) : std::string()),
+                          exact_a.data(), m, r.samples.data(), n, d, marginals(reference),
+                          (s.sampler + " samples").c_str(), noised ? "exact noised samples" : "exact samples"));
     if (o.has("--report")) {
       json j = report_head(command);
       j["prior"] = prior_json(prior, source);
@@ -309,6 +330,10 @@ int sample_main(sample_plan& p, const char* command) {
       }
       json acc;
       acc["samples_compared"] = m;
+      acc["reference"] = {{"of", noised ? "noised_prior" : "prior"},
+                          {"t", std::isnan(t_end) ? json(nullptr) : json(t_end)},
+                          {"a", end.a},
+                          {"s", end.s}};
       acc["non_finite_values"] = non_finite;
       acc["sliced_w1"] = non_finite == 0 ? json(sw) : json(nullptr);
       acc["sliced_w1_floor"] = floor;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <random>
 
 #include <diffsample/diffsample.hpp>
 #include <diffsample/metrics.hpp>
@@ -41,6 +43,28 @@ sliced_score score_sliced(const std::vector<float>& samples, const std::vector<f
              : NAN;
   s.floor = sliced_wasserstein(m, m, d, second.data(), reference.data(), sliced_directions, seed);
   return s;
+}
+
+gaussian_mixture noised_mixture(const gaussian_mixture& m, channel ch) {
+  std::vector<double> means = m.means(), variances = m.variances();
+  for (double& mu : means) mu *= ch.a;
+  for (double& v : variances) v = ch.a * ch.a * v + ch.s * ch.s;
+  return gaussian_mixture(m.dim(), m.weights(), std::move(means), std::move(variances));
+}
+
+void noise_to(std::vector<float>& x, channel ch, std::uint64_t seed) {
+  std::mt19937_64 bits(seed);
+  std::normal_distribution<double> z;
+  for (float& v : x) v = float(ch.a * double(v) + ch.s * z(bits));
+}
+
+std::string channel_text(double t, channel ch) {
+  char text[160];
+  if (std::isnan(t))
+    std::snprintf(text, sizeof text, "a = %.4g, s = %.4g", ch.a, ch.s);
+  else
+    std::snprintf(text, sizeof text, "t = %g (a = %.4g, s = %.4g)", t, ch.a, ch.s);
+  return text;
 }
 
 json prior_json(const prior_spec& p, const std::string& source) {

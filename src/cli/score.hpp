@@ -50,6 +50,20 @@ struct sliced_score {
 sliced_score score_sliced(const std::vector<float>& samples, const std::vector<float>& reference,
                           const std::vector<float>& second, std::int64_t m, std::int64_t d, std::uint64_t seed);
 
+/// Whether the channel (a, s) is the data's own, a = 1 and s = 0: samples there are compared with the prior or the
+/// posterior itself, elsewhere with their law noised to the channel (x_t = a x0 + s z, math.md section 1).
+inline bool at_data(channel ch) { return ch.a == 1.0 && ch.s == 0.0; }
+
+/// The mixture @p m noised to the channel (a, s): weights w_k, means a mu_k, variances a^2 v_k + s^2 (the law of
+/// a x0 + s z for x0 ~ m), isotropic when m is.
+gaussian_mixture noised_mixture(const gaussian_mixture& m, channel ch);
+
+/// @p x (exact draws of x0, rows of d) moved to the channel (a, s): a x + s z, z ~ N(0, I) drawn from @p seed.
+void noise_to(std::vector<float>& x, channel ch, std::uint64_t seed);
+
+/// "t = 0.3 (a = 0.9, s = 0.4)": a channel in the program's words (t omitted when NaN).
+std::string channel_text(double t, channel ch);
+
 /// The report's "prior" object: source, description, dim, components, isotropic.
 json prior_json(const prior_spec& p, const std::string& source);
 

@@ -523,12 +523,54 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   // a failure on any process stops every process with its error before rank 0 commits the outputs (on_root).
   return distributed::on_root(spread, [&]() -> int {
 
+    // The channel the samples are at: every diffusion grid ends at the schedule's t_end, where the samplers output
+    // the last point's x, x_t = a x0 + s z (a = 1, s = 0 at t = 0 of every schedule); skrock's samples are x0.
+    double t_end = NAN;
+    ds::channel end;
+    if (g.sampler != ds::guided_sampler::skrock) {
+      const ds::schedule_point last =
+          g.grid == ds::guided_grid::schedule ? g.schedule.points(g.steps).back() : g.schedule.at(g.schedule.t_end);
+      t_end = last.t;
+      end = {last.a, last.s};
+    }
+    const bool noised = !at_data(end);
     // Accuracy: sliced W1 (sliced_directions) against as many exact posterior samples, beside the floor of two
-    // independent exact sets of that size.
+    // independent exact sets of that size; at a noised end, exact samples of the posterior noised to that channel,
+    // a x0 + s z with x0 ~ p(x0 | y) (the law of x_t given y; math.md section 5).
     const std::int64_t m = scored_samples(n);
     std::vector<float> ref(std::size_t(m * d)), ref2(std::size_t(m * d));
     post.sample(ref.data(), m, seed + 1000);
     post.sample(ref2.data(), m, seed + 2000);
+    if (noised) {
+      noise_to(ref, end, seed + 1001);
+      noise_to(ref2, end, seed + 2001);
+    }
+    // SMC's log-normaliser estimates log of the integral of p_t(x) g_K(x) over x, g_K the last potential at the
+    // grid's end (a, s): N(a y; A x, v I) with v = a^2 sigma_y^2 + s^2 c (the linear potentials', c the spread; only
+    // they run on a grid whose end has s > 0). That is log p(y) at a = 1, s = 0 only; elsewhere its exact value is
+    // the evidence of the prior noised to (a, s) (weights w_k, means a mu_k, variances a^2 v_k + s^2) for the
+    // observation a y = A x + sqrt(v) z.
+    double potential_variance = obs.sigma_y * obs.sigma_y;
+    std::optional<double> normaliser_exact;
+    if (g.sampler == ds::guided_sampler::smc) {
+      if (!noised) {
+        normaliser_exact = post.log_evidence();
+      } else {
+        double trace = 0;
+        for (double a : obs.A) trace += a * a;
+        const double spread =
+            g.potential_spread > 0 ? g.potential_spread : ds::default_potential_scale * trace / double(obs.d_y);
+        potential_variance = end.a * end.a * obs.sigma_y * obs.sigma_y + end.s * end.s * spread;
+        try {
+          ds::linear_observation last = obs;
+          last.sigma_y = std::sqrt(potential_variance);
+          for (double& v : last.y) v *= end.a;
+          normaliser_exact = ds::mixture_posterior(noised_mixture(mixture, end), last).log_evidence();
+        } catch (const ds::invalid_argument&) {
+          // A channel whose noised prior the library refuses (variances beyond its range): no exact value.
+        }
+      }
+    }
     const sliced_score score = score_sliced(x, ref, ref2, m, d, seed);
     const std::int64_t non_finite = score.non_finite;
     const std::int64_t diverged_at = non_finite > 0 ? divergence_step(mixture, problems, g, where) : 0;
@@ -546,7 +588,17 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       if (g.sampler == ds::guided_sampler::smc) {
         std::printf("potentials: %s\n", potentials_text(g.potentials, ran).c_str());
         std::printf("final moves: %s\n", final_moves_text(g.final_moves, ran).c_str());
-        std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
+        if (!noised) {
+          std::printf("log p(y): SMC estimate %.5f, exact %.5f\n", log_z, post.log_evidence());
+        } else {
+          char exact[64] = "not computed";
+          if (normaliser_exact) std::snprintf(exact, sizeof exact, "%.5f", *normaliser_exact);
+          std::printf("log normaliser: SMC estimate %.5f, exact %s (the last potential's: log E[N(a y; A x_t, v I)] "
+                      "over the prior's x_t at the grid's end %s, v = %.4g)\n",
+                      log_z, exact, channel_text(t_end, end).c_str(), potential_variance);
+          std::printf("log p(y): exact %.5f (not estimated: only a grid ending at a = 1, s = 0 estimates it)\n",
+                      post.log_evidence());
+        }
         std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
       }
       for (std::size_t k = 0; k < ranks.size(); ++k)
@@ -565,16 +617,18 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                     method.c_str(), static_cast<long long>(non_finite));
       else
         std::printf(
-            "sliced W1 to exact posterior samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n", sw,
-            floor, static_cast<long long>(m), sliced_directions);
+            "sliced W1 to exact %s samples: %.4f (exact-vs-exact floor %.4f; %lld samples, %d directions)\n",
+            noised ? ("posterior noised to " + channel_text(t_end, end)).c_str() : "posterior", sw, floor,
+            static_cast<long long>(m), sliced_directions);
     }
     check_stdout();
     if (o.has("--out")) stage_npy(outputs, "--out", x.data(), n, d);
     if (o.has("--plot"))
-      stage_text(outputs, "--plot", svg_plot(method + ": " + std::to_string(n) + " particles over exact posterior samples",
-                                             ref.data(), m, x.data(), n, d, marginals(post),
-                                             (method + " samples").c_str(),
-                                             "exact posterior samples"));
+      stage_text(outputs, "--plot",
+                 svg_plot(method + ": " + std::to_string(n) + " particles over exact posterior samples" +
+                              (noised ? " noised to " + channel_text(t_end, end) : std::string()),
+                          ref.data(), m, x.data(), n, d, marginals(post, end), (method + " samples").c_str(),
+                          noised ? "exact noised posterior samples" : "exact posterior samples"));
     if (o.has("--ess-plot"))
       stage_text(outputs, "--ess-plot",
                    svg_ess_plot(method + ": effective sample size of " + std::to_string(n) + " particles, " +
@@ -642,9 +696,20 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                         {"floor", floor},
                         {"samples", m},
                         {"directions", sliced_directions}};
+      // What the samples were scored against: the posterior, or at a noised end the posterior noised to it.
+      j["reference"] = {{"of", noised ? "noised_posterior" : "posterior"},
+                        {"t", std::isnan(t_end) ? json(nullptr) : json(t_end)},
+                        {"a", end.a},
+                        {"s", end.s}};
       j["log_evidence_exact"] = post.log_evidence();
       if (g.sampler == ds::guided_sampler::smc) {
-        j["log_evidence_estimate"] = std::isfinite(log_z) ? json(log_z) : json(nullptr);
+        // An estimate of log p(y) only where the grid ends at a = 1, s = 0; log_normaliser says what it estimates.
+        j["log_evidence_estimate"] = !noised && std::isfinite(log_z) ? json(log_z) : json(nullptr);
+        json ln = {{"of", noised ? "last_potential" : "log_evidence"},
+                   {"estimate", std::isfinite(log_z) ? json(log_z) : json(nullptr)},
+                   {"exact", normaliser_exact ? json(*normaliser_exact) : json(nullptr)}};
+        if (noised) ln["potential_variance"] = potential_variance;
+        j["log_normaliser"] = ln;
         j["ess_trace"] = ess;
         j["resamplings"] = resamplings;
       }
