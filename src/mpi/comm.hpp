@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstddef>
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
@@ -76,10 +77,36 @@ common_value same_enum(std::string name, E v) {
 /// A 64-bit digest of the bits of @p count 8-byte values (FNV-1a over words: a change to any one value changes it).
 std::int64_t digest(const void* values, std::size_t count, std::int64_t seed = 0);
 
-/// Collective, first in a call: every rank's values gathered (one MPI_Allgather of 8 bytes per value, at P > 1);
-/// when a rank's differ from rank 0's, every rank throws the same invalid_argument naming the lowest such rank and
-/// the first such value ("rank r of P: NAME: v here, v0 on rank 0 (every rank must pass the same)").
-void same_everywhere(MPI_Comm comm, comm_stats& stats, const std::vector<common_value>& values);
+/// same_everywhere()'s collective part: @p failure (an error building the list or its buffers on this rank) agreed
+/// on first (every rank throws the lowest failing rank's error: agree()), then the values gathered into @p all
+/// (sized values.size() x P by the caller) and compared with rank 0's.
+void compare_everywhere(MPI_Comm comm, comm_stats& stats, std::exception_ptr failure,
+                        const std::vector<common_value>& values, const std::vector<std::int64_t>& mine,
+                        std::vector<std::int64_t>& all);
+
+/// Collective, first in a call: the list @p build returns, on every rank, gathered (one MPI_Allreduce of 4 bytes,
+/// then one MPI_Allgather of 8 bytes per value, at P > 1); when a rank's values differ from rank 0's, every rank
+/// throws the same invalid_argument naming the lowest such rank and the first such value ("rank r of P: NAME: v
+/// here, v0 on rank 0 (every rank must pass the same)"). Building the list and its buffers allocates: a rank where
+/// that fails (std::bad_alloc, or any error) makes every rank throw its error (out_of_memory "rank r of P: host
+/// allocation failed ...") instead of leaving the others waiting in the gather. At P = 1 nothing is built.
+template <class Build>
+void same_everywhere(MPI_Comm comm, comm_stats& stats, Build&& build) {
+  const int ranks = size_of(comm);
+  if (ranks == 1) return;
+  std::vector<common_value> values;
+  std::vector<std::int64_t> mine, all;
+  std::exception_ptr failure;
+  try {
+    values = build();
+    mine.reserve(values.size());
+    for (const common_value& c : values) mine.push_back(c.value);
+    all.resize(values.size() * static_cast<std::size_t>(ranks));
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  compare_everywhere(comm, stats, failure, values, mine, all);
+}
 
 /// What every rank must pass alike, one list per call, each covering every field that changes a result (an
 /// array by its size and a digest of its values):
@@ -109,11 +136,11 @@ void check_tables_device(const gaussian_mixture& mixture, execution exec, const 
 /// with another value throws the same invalid_argument on every rank.
 inline void same_chain_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture, std::int64_t n,
                                  const langevin_options& o) {
-  same_everywhere(comm, stats, langevin_arguments(mixture, n, o));
+  same_everywhere(comm, stats, [&] { return langevin_arguments(mixture, n, o); });
 }
 inline void same_chain_arguments(MPI_Comm comm, comm_stats& stats, const gaussian_mixture& mixture, std::int64_t n,
                                  const diffusion_options& o) {
-  same_everywhere(comm, stats, diffusion_arguments(mixture, n, o));
+  same_everywhere(comm, stats, [&] { return diffusion_arguments(mixture, n, o); });
 }
 
 }  // namespace diffsample::mpi::detail

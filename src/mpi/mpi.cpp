@@ -310,16 +310,13 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
   return v;
 }
 
-// Collective, first in a call: every rank's values gathered (one MPI_Allgather of 8 bytes per value); when a rank's
-// differ from rank 0's, every rank throws the same invalid_argument naming the lowest such rank and the first such
-// value. Each rank's own checks cannot see this, and ranks whose sizes, steps or keys differ would issue unmatched
-// exchanges (or, for the chains, silently give other rows).
-void same_everywhere(MPI_Comm comm, comm_stats& stats, const std::vector<common_value>& values) {
+// same_everywhere()'s collective part (comm.hpp): a rank that failed to build its list throws on every rank first.
+void compare_everywhere(MPI_Comm comm, comm_stats& stats, std::exception_ptr failure,
+                        const std::vector<common_value>& values, const std::vector<std::int64_t>& mine,
+                        std::vector<std::int64_t>& all) {
+  agree_counted(comm, stats, failure);
   const int ranks = size_of(comm);
-  if (ranks == 1) return;
   const std::size_t k = values.size();
-  std::vector<std::int64_t> mine, all(k * static_cast<std::size_t>(ranks));
-  for (const common_value& c : values) mine.push_back(c.value);
   {
     detail::timed clock(stats);
     MPI_Allgather(mine.data(), int(k), MPI_INT64_T, all.data(), int(k), MPI_INT64_T, comm);
@@ -651,11 +648,12 @@ std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t w
 comm_stats resample(MPI_Comm comm, particle_outputs outputs, std::int64_t problems, std::int64_t particles,
                     const float* log_weights, const resampling_options& options) {
   comm_stats stats;
-  same_everywhere(comm, stats,
-                  {same("problems", problems), same("particles", particles),
+  same_everywhere(comm, stats, [&] {
+    return std::vector<detail::common_value>{same("problems", problems), same("particles", particles),
                    same_enum("options.scheme", options.scheme), same("options.ess_threshold", options.ess_threshold),
                    same("options.seed", std::int64_t(options.seed)), same("options.step", std::int64_t(options.step)),
-                   same("options.metropolis_steps", std::int64_t(options.metropolis_steps))});
+                   same("options.metropolis_steps", std::int64_t(options.metropolis_steps))};
+  });
   // Every rank reaches this point (the comparison above throws on every rank alike): the resampler's duplicate of
   // comm (collective) is made here, on the stack, before anything that could fail on one rank alone.
   detail::resampler rs(comm, particles, stats);
@@ -803,7 +801,7 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   guided_result res;
   const double t0 = now();
   const int rank = rank_of(comm);
-  same_everywhere(comm, res.comm, detail::guided_arguments(mode, prior, problems, options, outputs));
+  same_everywhere(comm, res.comm, [&] { return detail::guided_arguments(mode, prior, problems, options, outputs); });
   if (mode == smc_mode::islands) {
     std::vector<double> mine, all;
     guided_options o = options;

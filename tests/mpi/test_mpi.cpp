@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <new>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -2464,6 +2466,78 @@ TEST_F(Mpi, GuidedSmcWhoseLastRankRunsOutOfMemoryAnywhereFailsEveryRank) {
   EXPECT_GT(failed, 0) << "run's peak " << need << " bytes";
 }
 
+// The n-th allocation through operator new from now on (n >= 1) throws std::bad_alloc; 0: none fails. This test
+// program's operator new replaces the standard one for the libraries it links too (ELF interposition), so a test
+// can make one rank's library fail an allocation at a chosen point.
+std::atomic<long> failing_allocation{0};
+
+// Each call's first work is building the list of what every rank must pass alike (allocations): a rank whose
+// allocation fails there must make every rank throw its out_of_memory (seen failing: the rank threw std::bad_alloc
+// before the comparison's MPI_Allgather, the others waited in it, and the watchdog ended the job at P = 2).
+TEST_F(Mpi, AnAllocationFailingWhileTheArgumentsAreBuiltFailsEveryRank) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  const bool last = rank() == ranks() - 1;
+  const ds::gaussian_mixture prior = prior2();
+  const std::int64_t n = 8;
+  std::vector<float> x(static_cast<std::size_t>(n * 2), 0.25f);
+  const std::vector<float> before = x;
+  const char* needle = "host allocation failed";
+  {
+    watchdog guard("mpi::langevin", 60);
+    ds::langevin_options o;
+    o.steps = 2;
+    expect_same_failure_everywhere<ds::out_of_memory>(
+        [&] {
+          if (last) failing_allocation = 1;
+          ds::mpi::langevin(MPI_COMM_WORLD, prior, x.data(), {}, n, o, cpu());
+        },
+        ranks() - 1, needle);
+    failing_allocation = 0;
+  }
+  {
+    watchdog guard("mpi::diffusion", 60);
+    ds::diffusion_options o;
+    o.steps = 2;
+    expect_same_failure_everywhere<ds::out_of_memory>(
+        [&] {
+          if (last) failing_allocation = 1;
+          ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), {}, n, o, cpu());
+        },
+        ranks() - 1, needle);
+    failing_allocation = 0;
+  }
+  {
+    watchdog guard("mpi::resample", 60);
+    std::vector<float> lw(static_cast<std::size_t>(ds::mpi::shard_of(n, MPI_COMM_WORLD).count), 0.f);
+    expect_same_failure_everywhere<ds::out_of_memory>(
+        [&] {
+          if (last) failing_allocation = 1;
+          ds::mpi::resample(MPI_COMM_WORLD, {}, 1, n, lw.data(), ds::resampling_options{});
+        },
+        ranks() - 1, needle);
+    failing_allocation = 0;
+  }
+  {
+    watchdog guard("mpi::guided_sample", 60);
+    const ds::guided_problems pr = problems2();
+    ds::guided_options o;
+    o.particles = n;
+    o.steps = 2;
+    const ds::mpi::shard s = ds::mpi::shard_of(o.particles, MPI_COMM_WORLD);
+    std::vector<float> particles(static_cast<std::size_t>(pr.problems * s.count * 2));
+    ds::guided_outputs out{};
+    out.particles = particles.data();
+    expect_same_failure_everywhere<ds::out_of_memory>(
+        [&] {
+          if (last) failing_allocation = 1;
+          ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, cpu());
+        },
+        ranks() - 1, needle);
+    failing_allocation = 0;
+  }
+  EXPECT_TRUE(same_bits(x.data(), before.data(), n * 2)) << "rank " << rank();
+}
+
 // Island mode combines the islands' log Z over the ranks that passed outputs.log_normaliser: a rank passing none
 // where the others pass one must fail every rank (seen failing: the ranks with the buffer waited in the combination's
 // MPI_Allgather, the watchdog ended the job at P = 2).
@@ -2610,3 +2684,16 @@ int main(int argc, char** argv) {
   MPI_Finalize();
   return worst;
 }
+
+// See failing_allocation above. (The pair is malloc / free, which GCC cannot see through the replacement.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void* operator new(std::size_t bytes) {
+  if (failing_allocation.load(std::memory_order_relaxed) > 0 && failing_allocation.fetch_sub(1) == 1)
+    throw std::bad_alloc();
+  if (void* p = std::malloc(bytes ? bytes : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
