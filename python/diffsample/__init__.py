@@ -1435,7 +1435,8 @@ class SamplingPlan:
         Args:
             n: chains (rows of the state).
             d: dimension of a chain.
-            output: what the caller's model answers: 'denoiser', 'score' or 'eps'.
+            output: what the caller's model answers: 'denoiser', 'score', 'eps' or 'velocity' (velocity only for
+                samplers with a schedule); converted to the denoiser per ask.
             device: 'cpu' or 'cuda' (or 'auto'): the plan's executor; its buffers live there. None (default):
                 like's (a CUDA like: 'cuda', the plan made on like's device; a CPU like: 'cpu'), else 'cpu'. A
                 device that contradicts like ('cpu' with a CUDA like, 'cuda' with a CPU one) is refused; 'auto'
