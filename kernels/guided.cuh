@@ -1302,16 +1302,44 @@ struct final_move_params {
   int moves;
 };
 
+/// r = a y_b - A_b v (d_y values) for the final moves, with the products and their sum in FP64 and r rounded to
+/// float once. Near the posterior r is of order sigma_y while its terms are of order |A| |v|: formed in FP32
+/// (guided_residual) each partial sum was rounded by up to 2^-24 of its size, |r| off by up to d 2^-24 sum_j
+/// |A_oj v_j| (about 1e-7 of the coordinates, a quarter of the posterior's width along a row at sigma_y = 1e-6).
+/// Here every product of two floats is exact in FP64 (48 significant bits), the sum of d + 1 of them is off by at
+/// most d 2^-53 (|a y_o| + sum_j |A_oj v_j|), and the result is off by that plus 2^-24 |r_o|: relative to
+/// sigma_y, 2^-24 plus 1e-9 at d = 1e3, |A| |v| = 10, sigma_y = 1e-7. A product is exact, so a fused multiply-add
+/// rounds as the separate multiply and add do: both executors give the same floats. Cost: d d_y FP64 multiply-adds
+/// per residual, two residuals per move (half the FP32 rate on H100 / H200, against the prior's K d per evaluation).
+template <class V, class R>
+DS_HD_INLINE void final_move_residual(const guided_params& p, std::int64_t b, float a, const V& v, R& r) {
+  const float* A = p.A + b * p.A_stride;
+  const float* y = p.y + b * p.d_y;
+  if (p.mask != nullptr) {
+    const std::int32_t* index = p.mask + b * p.A_stride;
+    for (int o = 0; o < p.d_y; ++o)
+      r[o] = static_cast<float>(double(a) * double(y[o]) - double(A[o]) * double(v[index[o]]));
+    return;
+  }
+  for (int o = 0; o < p.d_y; ++o) {
+    double acc = double(a) * double(y[o]);
+    for (int j = 0; j < p.d; ++j) acc -= double(A[static_cast<std::int64_t>(o) * p.d + j]) * double(v[j]);
+    r[o] = static_cast<float>(acc);
+  }
+}
+
 /// log pi(v) (up to the constant of the likelihood); grad = the prior's score g_p(v) (the likelihood's part of the
 /// gradient is A^T r inv_s2, kept as r); r = a y - A v (d_y).
 template <class V, class G, class R>
 DS_HD_INLINE float final_move_target(const guided_params& p, const final_move_params& q, std::int64_t b,
                                      float inv_s2, const V& v, G& grad, R& r) {
   const float log_prior = channel_score<float>(q.channel, v, grad);
-  guided_residual(p, b, q.a, v, r);  // a y - A v
-  float sq = 0.f;
-  for (int o = 0; o < p.d_y; ++o) sq += r[o] * r[o];
-  return log_prior - 0.5f * sq * inv_s2;
+  final_move_residual(p, b, q.a, v, r);  // a y - A v
+  // |r|^2 in FP64 (products of floats exact): the log-likelihood, of order d_y near the posterior, is then off by
+  // about 2^-24 of itself, not d_y 2^-24 (log pi' - log pi must be right to well below 1).
+  double sq = 0.0;
+  for (int o = 0; o < p.d_y; ++o) sq += double(r[o]) * double(r[o]);
+  return log_prior - static_cast<float>(0.5 * sq * double(inv_s2));
 }
 
 /// e = A u_p - lambda mu~ into e (from -A u_p, which e may hold on entry), and e^T W e; with `into` (d_y values, not
