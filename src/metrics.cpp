@@ -149,6 +149,15 @@ void forward_solve(const double* L, std::int64_t d, const T* v, double* z) {
   }
 }
 
+// z = L^-T v by back substitution (z may not alias v).
+void backward_solve(const double* L, std::int64_t d, const double* v, double* z) {
+  for (std::int64_t i = d - 1; i >= 0; --i) {
+    double s = v[i];
+    for (std::int64_t m = i + 1; m < d; ++m) s -= L[m * d + i] * z[m];
+    z[i] = s / L[i * d + i];
+  }
+}
+
 }  // namespace
 
 std::vector<double> component_weights(const mixture_posterior& reference, std::int64_t n, const float* x) {
@@ -209,16 +218,56 @@ std::vector<double> component_weights(const mixture_posterior& reference, std::i
       lg[r] = 0;
     });
   }
-  return average_responsibility(K, d, x, n, std::size_t(2 * d), [&](const float* xi, double* lg, double* work) {
+  // Distinct covariances: the most likely component r from the whole forms q_k = |L_k^-1 (x - m_k)|^2, then each
+  // other log-weight relative to r's from differences that do not cancel. With e = x - m_r, delta = m_r - m_k and
+  // P_k = S_k^-1,
+  //   q_k - q_r = delta^T P_k (2 e + delta) + e^T (P_k - P_r) e
+  //             = 2 delta . p_k + |L_k^-1 delta|^2 + p_k^T (S_r - S_k) p_r,   p_k = P_k e, p_r = P_r e,
+  // since P_k - P_r = P_k (S_r - S_k) P_r (the covariances' difference entry by entry, as the diagonal mixture's
+  // form below takes 1 / v_k - 1 / v_r). The whole forms are of order |e|^2 / S and round by 2^-53 (q_k + q_r): for
+  // a sample 1e8 deviations out they are near 1e16, and their rounding was of the order of the differences the
+  // softmax takes. Here the means' part is exact to rounding and the covariances' part rounds by about
+  // 2^-53 |p_k| |S_r - S_k| |p_r|: smaller by the covariances' relative difference, not zero (far out the weights
+  // depend on the stored covariances' last bits). Costs three more triangular solves and one d x d product per
+  // component and sample.
+  return average_responsibility(K, d, x, n, std::size_t(6 * d), [&](const float* xi, double* lg, double* work) {
     double* diff = work;
     double* z = work + d;
+    double* pr = work + 2 * d;
+    double* pk = work + 3 * d;
+    double* delta = work + 4 * d;
+    double* ld = work + 5 * d;
+    std::int64_t r = 0;
     for (std::int64_t k = 0; k < K; ++k) {
       for (std::int64_t j = 0; j < d; ++j) diff[j] = double(xi[j]) - m[k * d + j];
       forward_solve(L.data() + k * d * d, d, diff, z);
       double q = 0;
       for (std::int64_t j = 0; j < d; ++j) q += z[j] * z[j];
       lg[k] = logw[k] - 0.5 * q - half_logdet[k];
+      if (lg[k] > lg[r]) r = k;
     }
+    const double* Lr = L.data() + r * d * d;
+    const double* Sr = S.data() + r * d * d;
+    for (std::int64_t j = 0; j < d; ++j) diff[j] = double(xi[j]) - m[r * d + j];  // e
+    forward_solve(Lr, d, diff, z);
+    backward_solve(Lr, d, z, pr);
+    for (std::int64_t k = 0; k < K; ++k) {
+      if (k == r) continue;
+      const double* Lk = L.data() + k * d * d;
+      const double* Sk = S.data() + k * d * d;
+      forward_solve(Lk, d, diff, z);
+      backward_solve(Lk, d, z, pk);
+      for (std::int64_t j = 0; j < d; ++j) delta[j] = m[r * d + j] - m[k * d + j];
+      forward_solve(Lk, d, delta, ld);
+      double dq = 0;
+      for (std::int64_t i = 0; i < d; ++i) {
+        double row = 0;  // row i of (S_r - S_k) p_r
+        for (std::int64_t j = 0; j < d; ++j) row += (Sr[i * d + j] - Sk[i * d + j]) * pr[j];
+        dq += 2 * delta[i] * pk[i] + ld[i] * ld[i] + pk[i] * row;
+      }
+      lg[k] = logw[k] - logw[r] - 0.5 * dq - (half_logdet[k] - half_logdet[r]);
+    }
+    lg[r] = 0;
   });
 }
 

@@ -484,6 +484,64 @@ TEST(ComponentWeights, SamplesFarFromTheMeans) {
   }
 }
 
+// The same far from the means for a posterior whose components have distinct full covariances (the general path):
+// prior components of variances (1, 1) and (1, v), means 2e-8 apart, observed through A = [1 1] with sigma_y = 1,
+// and samples 3e7 to 1e8 away along the first coordinate, where the precisions S_k^-1 = V_k^-1 + A^T A agree. Each
+// whole squared distance is then about 2e16 (ulp 4) while the log-weights' difference is of order 1: the softmax
+// must come from the differences q_k - q_r, formed as 2 delta . p_k + |L_k^-1 delta|^2 + p_k^T (S_r - S_k) p_r.
+// The last term still rounds by about 2^-53 |p_k| |S_r - S_k| |p_r| (the stored covariances are FP64, and the
+// answer depends on their last bits), which is 2e-3 of a log-weight at v = 1.001 and 2e-6 at v = 1 + 1e-6: the
+// tolerances 1e-4 and 1e-7 on the weights (measured 2e-5 and 6e-10). Reference: the whole forms in quadruple
+// precision (__float128 where the compiler has it: rounding 2e16 1e-34) on the same posterior's FP64 means,
+// covariances and weights. Seen failing on the whole forms in FP64: errors 0.34, 1e-2 and 1e-3 at v = 1.001, 4.7e-3,
+// 7e-4 and 1.3e-5 at 1 + 1e-6. (At v = 2 the difference form is no better than the whole forms at x_1 = 3e7,
+// 3e-3 for both: README, "Metrics".)
+TEST(ComponentWeights, SamplesFarFromTheMeansWithDistinctCovariances) {
+#if defined(__SIZEOF_FLOAT128__)
+  using wide = __float128;
+#else
+  using wide = long double;
+#endif
+  struct at {
+    double v, tolerance;
+  };
+  for (const at c : {at{1.001, 1e-4}, at{1.0 + 1e-6, 1e-7}}) {
+    const ds::gaussian_mixture prior(2, {0.3, 0.7}, {0.0, 0.0, 2e-8, 0.0}, {1.0, 1.0, 1.0, c.v});
+    ds::linear_observation o;
+    o.d_y = 1;
+    o.d_x = 2;
+    o.A = {1.0, 1.0};
+    o.sigma_y = 1.0;
+    o.y = {0.0};
+    const ds::mixture_posterior post(prior, o);
+    const auto& S = post.covariances();
+    const auto& m = post.means();
+    ASSERT_NE(S[3], S[7]);
+    ASSERT_NE(S[1], 0.0);  // full covariances
+    const float samples[][2] = {{1e8f, 0.5f}, {-1e8f, -0.25f}, {3e7f, 1.f}};
+    double worst = 0;
+    for (const auto& x : samples) {
+      SCOPED_TRACE("v = " + std::to_string(c.v) + ", x_1 = " + std::to_string(x[0]));
+      // lg_k = log w_k - q_k / 2 - log det(S_k) / 2, q_k = e^T S_k^-1 e by Cramer's rule (2 x 2), all in `wide`.
+      wide lg[2];
+      for (int k = 0; k < 2; ++k) {
+        const wide a = S[4 * k], b = S[4 * k + 1], d = S[4 * k + 3];
+        const wide det = a * d - b * b;
+        const wide e0 = wide(x[0]) - wide(m[2 * k]), e1 = wide(x[1]) - wide(m[2 * k + 1]);
+        const wide q = (d * e0 * e0 - 2 * b * e0 * e1 + a * e1 * e1) / det;
+        lg[k] = wide(post.log_weights()[k]) - q / 2 - wide(0.5L * std::log((long double)det));
+      }
+      const double want = double(1 / (1 + std::exp(-(long double)(lg[1] - lg[0]))));
+      EXPECT_GT(want, 1e-6);  // not saturated: a question the softmax must answer from the differences
+      EXPECT_LT(want, 1 - 1e-6);
+      const double got = ds::component_weights(post, 1, x)[1];
+      EXPECT_NEAR(got, want, c.tolerance);
+      worst = std::max(worst, std::fabs(got - want));
+    }
+    std::printf("v = %.7g: largest error %.3g\n", c.v, worst);
+  }
+}
+
 // Fixed blocks summed in block order: bit-identical results with 1 and 3 threads.
 TEST(ComponentWeights, IndependentOfThreadCount) {
   const ds::gaussian_mixture mix = ds::grid_mixture(2, 3, 1.0, 0.5);
