@@ -56,8 +56,10 @@ struct dcps_params {
   guided_params g;             // mixture, operators, y, sizes, seed (its steps/precision fields are unused)
   const dcps_step* steps;      // K
   const dcps_block* blocks;    // L
-  const float* step_precision;   // K x B x d_y x d_y: P of each step's potential
-  const float* block_precision;  // L x B x d_y x d_y: P of each block's Langevin potential
+  const float* step_precision;   // K x B x d_y x d_y: P of each step's potential, over its scale
+  const float* block_precision;  // L x B x d_y x d_y: P of each block's Langevin potential, over its scale
+  const float* step_inv_scale;   // K x B: 1 / the scale of each step table (dcps_table_scale); nullptr: all 1
+  const float* block_inv_scale;  // L x B: the same for the block tables
   std::int64_t blocks_count, steps_count;
   std::int64_t langevin_steps, gradient_steps;
   float gamma;       // Langevin step
@@ -130,9 +132,25 @@ struct dcps_scratch {
   }
 };
 
+/// The precision tables are stored over a scale S per table (src/guided_dcps.cu, dcps_table_scale): 1 while the
+/// table's largest entry is at most 2^64, else the power of two at or above that entry, so that the stored P / S has
+/// entries of at most 1. The potentials' vectors u = A^T (P / S) r, their gradients and the steps' G are then
+/// carried over S (dcps_potential_vector), and the steps take S back where a sum with an unscaled term or the
+/// taming needs it (dcps_langevin_update, dcps_gradient_update). P = (v A A^T + sigma_y^2 I)^-1 reaches 1e36 at
+/// sigma_y = 1e-18: unscaled, P r overflowed FP32 once |r| passed 3.4e38 / |P| (a residual of 340 at
+/// sigma_y = 1e-18), and the run's samples became NaN. A power of two scales exactly: runs whose tables stay at or
+/// below 2^64 (sigma_y above 2.3e-10 in the default potentials) keep their former arithmetic bit for bit.
+/// 1 / the scale of block l's (step j's) table for problem b (1 without scale tables).
+DS_HD_INLINE float dcps_block_inv_scale(const dcps_params& p, std::int64_t l, std::int64_t b) {
+  return p.block_inv_scale != nullptr ? p.block_inv_scale[l * p.g.problems + b] : 1.f;
+}
+DS_HD_INLINE float dcps_step_inv_scale(const dcps_params& p, std::int64_t j, std::int64_t b) {
+  return p.step_inv_scale != nullptr ? p.step_inv_scale[j * p.g.problems + b] : 1.f;
+}
+
 /// First half of grad log beta(q) for problem b, from the denoiser m(q) (in w.m()): u = A^T P (a_T y - A mu(q))
-/// into w.u() (w.grad(), w.r(), w.t() scratch). The fused functor and the stepwise run (CPU executor, ask/tell plan)
-/// share it.
+/// into w.u() (w.grad(), w.r(), w.t() scratch), over the table's scale (P is the table as stored: dcps_table_scale).
+/// The fused functor and the stepwise run (CPU executor, ask/tell plan) share it.
 template <class Q>
 DS_HD_INLINE void dcps_potential_vector(const dcps_params& p, std::int64_t b, const dcps_potential& pot,
                                         const float* P, const Q& q, const dcps_scratch& w) {
@@ -150,7 +168,7 @@ DS_HD_INLINE void dcps_potential_vector(const dcps_params& p, std::int64_t b, co
 }
 
 /// Second half: grad log beta = cx u + cm J u into w.grad(), J u in w.ju() (read only when pot.cm != 0: the
-/// potential at its block's clean end has cm = 0 and needs no Jacobian).
+/// potential at its block's clean end has cm = 0 and needs no Jacobian); over the table's scale, as u (J is linear).
 DS_HD_INLINE void dcps_potential_finish(const dcps_params& p, const dcps_potential& pot, const dcps_scratch& w) {
   const int d = p.g.d;
   const strided_vec<float> grad = w.grad(), u = w.u();
@@ -219,23 +237,25 @@ DS_HD_INLINE T dcps_scaled_norm(const V& v, int d, T top) {
   return scale * ds_sqrt(sum);
 }
 
-/// The update of a tamed ULA step of block l (stream step dcps_counter_langevin(l, t) of particle `id`), from the
-/// denoiser m(x) in w.m() and grad log beta(x) in w.grad().
+/// The update of a tamed ULA step of block l for problem b (stream step dcps_counter_langevin(l, t) of particle
+/// `id`), from the denoiser m(x) in w.m() and grad log beta(x) in w.grad() (over the table's scale S).
 template <class X>
-DS_HD_INLINE void dcps_langevin_update(const dcps_params& p, std::uint64_t id, std::int64_t l, std::int64_t t, X& x,
-                                       const dcps_scratch& w) {
+DS_HD_INLINE void dcps_langevin_update(const dcps_params& p, std::uint64_t id, std::int64_t b, std::int64_t l,
+                                       std::int64_t t, X& x, const dcps_scratch& w) {
   const int d = p.g.d;
   const dcps_potential pot = p.blocks[l].start;
-  // G = prior score (a m - x) / s^2 + grad log beta.
+  // G / S = prior score (a m - x) / s^2 / S + grad log beta / S; the step gamma G / (1 + gamma |G|) is
+  // gamma (G / S) / (1 / S + gamma |G / S|).
   const strided_vec<float> m = w.m(), grad = w.grad();
-  const float inv_s2 = 1.f / (pot.s * pot.s);
+  const float inv_scale = dcps_block_inv_scale(p, l, b);
+  const float inv_s2 = 1.f / (pot.s * pot.s) * inv_scale;
   float top = 0.f;
   for (int j = 0; j < d; ++j) {
     const float gj = (pot.a * m[j] - x[j]) * inv_s2 + grad[j];
     grad[j] = gj;
     top = ds_max(top, ds_abs(gj));
   }
-  const float step = p.gamma / (1.f + p.gamma * dcps_scaled_norm(grad, d, top));
+  const float step = p.gamma / (inv_scale + p.gamma * dcps_scaled_norm(grad, d, top));
   const float noise = ds_sqrt(2.f * p.gamma);
   philox rng(p.g.seed, id, dcps_counter_langevin(p, l, t));
   rng.normals(d, [&](int j, float z) { x[j] = x[j] + step * grad[j] + noise * z; });
@@ -248,7 +268,7 @@ DS_HD_INLINE void dcps_langevin_step(const dcps_params& p, std::int64_t i, std::
   const dcps_potential pot = p.blocks[l].start;
   dcps_potential_grad(p, b, pot, p.g.channels.at(2 * p.steps_count + l, pot.a, pot.s), dcps_block_precision(p, l, b),
                       x, w);
-  dcps_langevin_update(p, guided_stream(p.g, i, b), l, t, x, w);
+  dcps_langevin_update(p, guided_stream(p.g, i, b), b, l, t, x, w);
 }
 
 /// Start of transition j from the denoiser m(x_j) in w.m(): the unconditional kernel's mean mu_p into x and w.mu(),
@@ -287,13 +307,18 @@ DS_HD_INLINE void dcps_gradient_draw(const dcps_params& p, std::uint64_t id, std
   }
 }
 
-/// The normalised stochastic gradient step on (mu, l) of transition j from grad log beta(q) in w.grad() (x holds
-/// mu_p; w.u() and w.gl() are scratch).
+/// The normalised stochastic gradient step on (mu, l) of transition j for problem b from grad log beta(q) in
+/// w.grad() (over the table's scale S; x holds mu_p; w.u() and w.gl() are scratch). Both gradients are formed over
+/// S, and each step lr g / (1e-30 + |g|) as lr (g / S) / (1e-30 / S + |g / S|); where 1e-30 / S underflows to 0 a
+/// zero gradient takes no step (as before: 0 / 1e-30).
 template <class X>
-DS_HD_INLINE void dcps_gradient_update(const dcps_params& p, std::int64_t j, const X& x, const dcps_scratch& w) {
+DS_HD_INLINE void dcps_gradient_update(const dcps_params& p, std::int64_t b, std::int64_t j, const X& x,
+                                       const dcps_scratch& w) {
   const int d = p.g.d;
   const dcps_step st = p.steps[j];
+  const float inv_scale = dcps_step_inv_scale(p, j, b);
   const float inv_sig2 = 1.f / (st.sig * st.sig);
+  const float inv_sig2_scaled = inv_sig2 * inv_scale;
   const float root_d = ds_sqrt(float(d));
   const float lr_mu = p.absolute_step ? p.rho : p.rho * st.sig * root_d;
   const float lr_l = p.absolute_step ? p.rho : p.rho * root_d;
@@ -301,15 +326,17 @@ DS_HD_INLINE void dcps_gradient_update(const dcps_params& p, std::int64_t j, con
   float top_mu = 0.f, top_l = 0.f;
   for (int c = 0; c < d; ++c) {
     const float sd = ds_exp(l[c]);
-    const float gm = -grad[c] + (mu[c] - x[c]) * inv_sig2;
-    const float gv = -grad[c] * sd * eps[c] + sd * sd * inv_sig2 - 1.f;
+    const float gm = -grad[c] + (mu[c] - x[c]) * inv_sig2_scaled;
+    const float gv = -grad[c] * sd * eps[c] + sd * sd * inv_sig2 * inv_scale - inv_scale;
     u[c] = gm;
     gl[c] = gv;
     top_mu = ds_max(top_mu, ds_abs(gm));
     top_l = ds_max(top_l, ds_abs(gv));
   }
-  const float s_mu = lr_mu / (1e-30f + dcps_scaled_norm(u, d, top_mu));
-  const float s_l = lr_l / (1e-30f + dcps_scaled_norm(gl, d, top_l));
+  const float guard = 1e-30f * inv_scale;
+  const float den_mu = guard + dcps_scaled_norm(u, d, top_mu), den_l = guard + dcps_scaled_norm(gl, d, top_l);
+  const float s_mu = den_mu > 0.f ? lr_mu / den_mu : 0.f;
+  const float s_l = den_l > 0.f ? lr_l / den_l : 0.f;
   for (int c = 0; c < d; ++c) {
     mu[c] -= s_mu * u[c];
     l[c] -= s_l * gl[c];
@@ -331,7 +358,7 @@ DS_HD_INLINE void dcps_transition(const dcps_params& p, std::int64_t i, std::int
   for (std::int64_t g = 0; g < p.gradient_steps; ++g) {
     dcps_gradient_draw(p, id, j, g, x, w);
     dcps_potential_grad(p, b, st.next, next, P, q, w);
-    dcps_gradient_update(p, j, x, w);
+    dcps_gradient_update(p, b, j, x, w);
   }
   dcps_gradient_draw(p, id, j, p.gradient_steps, x, w);
 }

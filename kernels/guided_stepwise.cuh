@@ -88,11 +88,11 @@ struct dcps_stage_functor {
       }
       case dcps_op_langevin_m:
         if (dcps_potential_from_answer(p, b, p.blocks[l].start, dcps_block_precision(p, l, b), x, ux, um, ai, w))
-          dcps_langevin_update(p, id, l, t, x, w);
+          dcps_langevin_update(p, id, b, l, t, x, w);
         return;
       case dcps_op_langevin_ju:
         dcps_potential_finish(p, p.blocks[l].start, w);
-        dcps_langevin_update(p, id, l, t, x, w);
+        dcps_langevin_update(p, id, b, l, t, x, w);
         return;
       case dcps_op_step_m:
         for (int c = 0; c < d; ++c) w.m()[c] = ds_fma(ux, x[c], um * ai[c]);
@@ -100,13 +100,13 @@ struct dcps_stage_functor {
         return;
       case dcps_op_gradient_m:
         if (dcps_potential_from_answer(p, b, p.steps[j].next, dcps_step_precision(p, j, b), q, ux, um, ai, w)) {
-          dcps_gradient_update(p, j, x, w);
+          dcps_gradient_update(p, b, j, x, w);
           dcps_gradient_draw(p, id, j, g + 1, x, w);
         }
         return;
       case dcps_op_gradient_ju:
         dcps_potential_finish(p, p.steps[j].next, w);
-        dcps_gradient_update(p, j, x, w);
+        dcps_gradient_update(p, b, j, x, w);
         dcps_gradient_draw(p, id, j, g + 1, x, w);
         return;
       default: return;

@@ -28,8 +28,8 @@ namespace {
 struct dcps_layout {
   blob_layout blob;
   linear_tables tables;
-  std::size_t steps = 0, blocks = 0, step_precision = 0, block_precision = 0, table_end = 0, channels = 0, x = 0,
-              work = 0;
+  std::size_t steps = 0, blocks = 0, step_precision = 0, block_precision = 0, step_inv_scale = 0,
+              block_inv_scale = 0, table_end = 0, channels = 0, x = 0, work = 0;
 };
 
 // Inverse of a symmetric positive-definite n x n matrix in place (FP64 Cholesky). The matrix is v A A^T + sigma_y^2 I,
@@ -44,6 +44,12 @@ void invert(std::vector<double>& m, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) m[i * n + i] = 1.0;
   kernels::forward_substitute(L.data(), n, m.data(), n);
   kernels::back_substitute_transposed(L.data(), n, m.data(), n);
+}
+
+// The scale a precision table is stored over (kernels::dcps_params::step_inv_scale): 1 while its largest entry is
+// at most 2^64, else the power of two at or above that entry (the stored entries then at most 1 in magnitude).
+double dcps_table_scale(double largest) {
+  return largest <= 0x1p64 ? 1.0 : std::exp2(std::ceil(std::log2(largest)));
 }
 
 // mix: the prior, whose constants at the run's channels (kernels::dcps_channels) the layout holds; nullptr for the
@@ -65,6 +71,8 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
   l.blocks = l.blob.put(L * sizeof(kernels::dcps_block));
   l.step_precision = l.blob.put(K * B * dy * dy * sizeof(float));
   l.block_precision = l.blob.put(L * B * dy * dy * sizeof(float));
+  l.step_inv_scale = l.blob.put(K * B * sizeof(float));
+  l.block_inv_scale = l.blob.put(L * B * sizeof(float));
   l.table_end = l.blob.at;
   l.channels = l.blob.put(
       mix != nullptr ? kernels::mixture_channels::table_floats(*mix, kernels::dcps_channels::count(K, L)) * sizeof(float)
@@ -79,6 +87,8 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
   auto* blocks = reinterpret_cast<kernels::dcps_block*>(base + l.blocks);
   auto* step_precision = reinterpret_cast<float*>(base + l.step_precision);
   auto* block_precision = reinterpret_cast<float*>(base + l.block_precision);
+  auto* step_inv_scale = reinterpret_cast<float*>(base + l.step_inv_scale);
+  auto* block_inv_scale = reinterpret_cast<float*>(base + l.block_inv_scale);
   // A A^T per operator (FP64).
   const std::int64_t operators = l.tables.operators;
   std::vector<double> gram(operators * dy * dy);
@@ -111,15 +121,20 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
   };
   std::vector<double> S(dy * dy);
   // B tables of P = (v A A^T + sigma_y^2 I)^-1; v = 0 unless options.dcps_bridge_variance (the published potential,
-  // the likelihood at the bridge mean, leaves the bridge's variance out).
-  auto fill_precision = [&](double variance, float* out) {
+  // the likelihood at the bridge mean, leaves the bridge's variance out). Each stored over its scale
+  // (dcps_table_scale), whose inverse goes to inv_scale[b].
+  auto fill_precision = [&](double variance, float* out, float* inv_scale) {
     for (std::int64_t b = 0; b < B; ++b) {
       const double* G = gram.data() + (operators == 1 ? 0 : b) * dy * dy;
       const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
       for (std::int64_t i = 0; i < dy * dy; ++i) S[i] = variance * G[i];
       for (std::int64_t i = 0; i < dy; ++i) S[i * dy + i] += sy * sy;
       invert(S, dy);
-      for (std::int64_t i = 0; i < dy * dy; ++i) out[b * dy * dy + i] = float(S[i]);
+      double largest = 0;
+      for (std::int64_t i = 0; i < dy * dy; ++i) largest = std::max(largest, std::abs(S[i]));
+      const double scale = dcps_table_scale(largest);
+      for (std::int64_t i = 0; i < dy * dy; ++i) out[b * dy * dy + i] = float(S[i] / scale);
+      inv_scale[b] = float(1.0 / scale);
     }
   };
   const std::int64_t per_block = K / L;
@@ -129,7 +144,7 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
     blocks[b].first_step = U;
     blocks[b].last_step = T;
     blocks[b].start = potential(U, T, &v);
-    fill_precision(o.dcps_bridge_variance ? v : 0.0, block_precision + b * B * dy * dy);
+    fill_precision(o.dcps_bridge_variance ? v : 0.0, block_precision + b * B * dy * dy, block_inv_scale + b * B);
     for (std::int64_t j = U; j < T; ++j) {
       const kernels::backward_coefficients bk =
           kernels::ddpm_ddim_kernel(pts[j].a, pts[j].s, pts[j + 1].a, pts[j + 1].s, o.ddim, o.eta);
@@ -141,7 +156,7 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
       st.sig = float(bk.sigma);
       st.next = potential(j + 1, T, &v);
       steps[j] = st;
-      fill_precision(o.dcps_bridge_variance ? v : 0.0, step_precision + j * B * dy * dy);
+      fill_precision(o.dcps_bridge_variance ? v : 0.0, step_precision + j * B * dy * dy, step_inv_scale + j * B);
     }
   }
   return l;
@@ -189,6 +204,8 @@ kernels::dcps_params bind_dcps(const dcps_layout& l, kernels::mixture_view<float
   p.blocks = reinterpret_cast<const kernels::dcps_block*>(ws + l.blocks);
   p.step_precision = reinterpret_cast<const float*>(ws + l.step_precision);
   p.block_precision = reinterpret_cast<const float*>(ws + l.block_precision);
+  p.step_inv_scale = reinterpret_cast<const float*>(ws + l.step_inv_scale);
+  p.block_inv_scale = reinterpret_cast<const float*>(ws + l.block_inv_scale);
   p.blocks_count = o.dcps_blocks;
   p.steps_count = o.steps;
   p.langevin_steps = o.dcps_langevin_steps;

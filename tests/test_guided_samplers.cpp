@@ -1550,11 +1550,14 @@ TEST(Dcps, TransitionMatchesFp64Reference) {
 // DCPS's steps at a tiny sigma_y through the whole sampler (the CPU executor's pack code, which the FP64 tests above do
 // not run): once the likelihood's gradient, of order 1 / sigma_y^2, outweighs the prior's score, the tamed Langevin
 // step and the normalised gradient steps follow its direction only (their lengths do not depend on its size), so a
-// run at sigma_y = 1e-12 gives the samples of the run at 1e-7 (same seed and y) up to FP32 rounding. Prior N(m, I_4),
-// a 2 x 4 operator of full rank, 256 particles, 20 steps, 2 blocks of 10 Langevin steps. Checked: the two runs'
-// misfits E|y - A x|^2 within 1% and every coordinate within 1e-3 (1 + |x|) of the other run's. Seen failing before
-// the norms were taken on scaled entries: at 1e-12 the gradients' plain FP32 sums of squares overflowed (entries past
-// 1.8e19), every step had length 0 and the run went unguided (misfit 4.17 against 1.22, coordinates up to 1.4 apart).
+// run at sigma_y = 1e-12 or 1e-18 (the smallest accepted) gives the samples of the run at 1e-7 (same seed and y) up
+// to FP32 rounding. Prior N(m, I_4), a 2 x 4 operator of full rank, 256 particles, 20 steps, 2 blocks of 10 Langevin
+// steps; y near the prior's reach and y = (600, -450) far from it (residuals of several hundred). Checked: the two
+// runs' misfits E|y - A x|^2 within 1% and every coordinate within 1e-3 (1 + |x|) of the other run's. Seen failing
+// before the norms were taken on scaled entries: at 1e-12 the gradients' plain FP32 sums of squares overflowed
+// (entries past 1.8e19), every step had length 0 and the run went unguided (misfit 4.17 against 1.22, coordinates up
+// to 1.4 apart). Seen failing before the precision tables were stored over their scale (dcps_table_scale): at 1e-18
+// with the far y, P r = r / sigma_y^2 passed FP32's largest value and the samples were NaN.
 TEST(Dcps, TinySigmaYRunsAsTheLikelihoodDominatedLimit) {
   const std::int64_t N = 256, d = 4;
   const ds::gaussian_mixture prior(d, {1.0}, {0.5, -1.0, 1.5, 0.0}, {1.0});
@@ -1562,7 +1565,6 @@ TEST(Dcps, TinySigmaYRunsAsTheLikelihoodDominatedLimit) {
   obs.d_y = 2;
   obs.d_x = d;
   obs.A = {0.8, -0.4, 1.1, 0.3, -0.6, 1.2, 0.2, 0.9};
-  obs.y = {1.7, -0.8};
   auto run_at = [&](double sigma_y) {
     obs.sigma_y = sigma_y;
     ds::guided_options o = options(ds::guided_sampler::dcps, N, 20, 29);
@@ -1580,18 +1582,28 @@ TEST(Dcps, TinySigmaYRunsAsTheLikelihoodDominatedLimit) {
       }
     return sum / double(N);
   };
-  const std::vector<float> near = run_at(1e-7), tiny = run_at(1e-12);
-  const double m_near = misfit(near), m_tiny = misfit(tiny);
-  std::int64_t far = 0;
-  double worst = 0;
-  for (std::size_t i = 0; i < near.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(tiny[i])) << "value " << i;
-    worst = std::max(worst, double(std::abs(tiny[i] - near[i])));
-    if (!(std::abs(tiny[i] - near[i]) <= 1e-3 * (1 + std::abs(near[i])))) ++far;
+  for (const std::vector<double>& y : {std::vector<double>{1.7, -0.8}, std::vector<double>{600.0, -450.0}}) {
+    obs.y = y;
+    const std::vector<float> near = run_at(1e-7);
+    const double m_near = misfit(near);
+    for (const double sigma_y : {1e-12, 1e-18}) {
+      SCOPED_TRACE("y_1 = " + std::to_string(y[0]) + ", sigma_y = " + std::to_string(sigma_y));
+      const std::vector<float> tiny = run_at(sigma_y);
+      const double m_tiny = misfit(tiny);
+      std::int64_t far = 0, bad = 0;
+      double worst = 0;
+      for (std::size_t i = 0; i < near.size(); ++i) {
+        bad += !std::isfinite(tiny[i]);
+        worst = std::max(worst, double(std::abs(tiny[i] - near[i])));
+        if (!(std::abs(tiny[i] - near[i]) <= 1e-3 * (1 + std::abs(near[i])))) ++far;
+      }
+      std::printf("dcps at y_1 = %g, sigma_y 1e-7 / %g: misfit %.4f / %.4f, largest difference %.3g\n", y[0],
+                  sigma_y, m_near, m_tiny, worst);
+      EXPECT_EQ(bad, 0) << "non-finite values";
+      EXPECT_NEAR(m_tiny, m_near, 0.01 * m_near);
+      EXPECT_EQ(far, 0);
+    }
   }
-  std::printf("dcps at sigma_y 1e-7 / 1e-12: misfit %.4f / %.4f, largest difference %.3g\n", m_near, m_tiny, worst);
-  EXPECT_NEAR(m_tiny, m_near, 0.01 * m_near);
-  EXPECT_EQ(far, 0);
 }
 
 // options.dcps_absolute_step through the whole sampler (the CPU executor's pack code, which the FP64 test above does

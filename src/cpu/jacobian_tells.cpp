@@ -253,12 +253,13 @@ void potential_finish(const kernels::dcps_params& p, const kernels::dcps_potenti
   }
 }
 
-/// kernels::dcps_langevin_update.
-void langevin_update(const kernels::dcps_params& p, std::uint64_t id, std::int64_t l, std::int64_t t,
+/// kernels::dcps_langevin_update (over the table's scale).
+void langevin_update(const kernels::dcps_params& p, std::uint64_t id, std::int64_t b, std::int64_t l, std::int64_t t,
                      const dcps_packs& w) {
   const int d = p.g.d;
   const kernels::dcps_potential pot = p.blocks[l].start;
-  const fpack inv_s2(1.f / (pot.s * pot.s)), a(pot.a);
+  const float inv_scale = kernels::dcps_block_inv_scale(p, l, b);
+  const fpack inv_s2(1.f / (pot.s * pot.s) * inv_scale), a(pot.a);
   fpack top(0.f);
   for (int j = 0; j < d; ++j) {
     const fpack gj = (a * w.m[j] - w.x[j]) * inv_s2 + w.grad[j];
@@ -266,7 +267,7 @@ void langevin_update(const kernels::dcps_params& p, std::uint64_t id, std::int64
     top = ds_max(top, ds_abs(gj));
   }
   const fpack gamma(p.gamma);
-  const fpack step = gamma / (fpack(1.f) + gamma * kernels::dcps_scaled_norm(w.grad, d, top));
+  const fpack step = gamma / (fpack(inv_scale) + gamma * kernels::dcps_scaled_norm(w.grad, d, top));
   const fpack noise(kernels::ds_sqrt(2.f * p.gamma));
   philox_pack rng(p.g.seed, id, kernels::dcps_counter_langevin(p, l, t));
   rng.normals(d, [&](int j, fpack z) { w.x[j] = w.x[j] + step * w.grad[j] + noise * z; });
@@ -287,26 +288,31 @@ void gradient_draw(const kernels::dcps_params& p, std::uint64_t id, std::int64_t
   }
 }
 
-/// kernels::dcps_gradient_update (x holds mu_p; u and q are scratch).
-void gradient_update(const kernels::dcps_params& p, std::int64_t j, const dcps_packs& w) {
+/// kernels::dcps_gradient_update (over the table's scale; x holds mu_p; u and q are scratch).
+void gradient_update(const kernels::dcps_params& p, std::int64_t b, std::int64_t j, const dcps_packs& w) {
   const int d = p.g.d;
   const kernels::dcps_step st = p.steps[j];
-  const fpack inv_sig2(1.f / (st.sig * st.sig));
+  const float inv_scale_1 = kernels::dcps_step_inv_scale(p, j, b);
+  const fpack inv_scale(inv_scale_1);
+  const fpack inv_sig2(1.f / (st.sig * st.sig)), inv_sig2_scaled(1.f / (st.sig * st.sig) * inv_scale_1);
   const float root_d = kernels::ds_sqrt(float(d));
   const fpack lr_mu(p.absolute_step ? p.rho : p.rho * st.sig * root_d);
   const fpack lr_l(p.absolute_step ? p.rho : p.rho * root_d);
   fpack top_mu(0.f), top_l(0.f);
   for (int c = 0; c < d; ++c) {
     const fpack sd = ds_exp(w.l[c]);
-    const fpack gm = -w.grad[c] + (w.mu[c] - w.x[c]) * inv_sig2;
-    const fpack gv = -w.grad[c] * sd * w.eps[c] + sd * sd * inv_sig2 - fpack(1.f);
+    const fpack gm = -w.grad[c] + (w.mu[c] - w.x[c]) * inv_sig2_scaled;
+    const fpack gv = -w.grad[c] * sd * w.eps[c] + sd * sd * inv_sig2 * inv_scale - inv_scale;
     w.u[c] = gm;
     w.q[c] = gv;
     top_mu = ds_max(top_mu, ds_abs(gm));
     top_l = ds_max(top_l, ds_abs(gv));
   }
-  const fpack s_mu = lr_mu / (fpack(1e-30f) + kernels::dcps_scaled_norm(w.u, d, top_mu));
-  const fpack s_l = lr_l / (fpack(1e-30f) + kernels::dcps_scaled_norm(w.q, d, top_l));
+  const fpack guard(1e-30f * inv_scale_1), zero(0.f);
+  const fpack den_mu = guard + kernels::dcps_scaled_norm(w.u, d, top_mu);
+  const fpack den_l = guard + kernels::dcps_scaled_norm(w.q, d, top_l);
+  const fpack s_mu = ds_select(den_mu > zero, lr_mu / den_mu, zero);
+  const fpack s_l = ds_select(den_l > zero, lr_l / den_l, zero);
   for (int c = 0; c < d; ++c) {
     w.mu[c] = w.mu[c] - s_mu * w.u[c];
     w.l[c] = w.l[c] - s_l * w.q[c];
@@ -315,10 +321,10 @@ void gradient_update(const kernels::dcps_params& p, std::int64_t j, const dcps_p
 
 /// The end of a gradient step (kernels::dcps_stage_functor's gradient ops) on packs: grad log beta from u and J u,
 /// the step on (mu, l) from x (mu_p), l and eps, the next draw (eps and q, or x after the last step).
-void gradient_step(const kernels::dcps_stage_functor& f, std::uint64_t id, const dcps_packs& w) {
+void gradient_step(const kernels::dcps_stage_functor& f, std::int64_t b, std::uint64_t id, const dcps_packs& w) {
   const kernels::dcps_params& p = f.p;
   potential_finish(p, p.steps[f.j].next, w);
-  gradient_update(p, f.j, w);
+  gradient_update(p, b, f.j, w);
   gradient_draw(p, id, f.j, f.g + 1, w);
 }
 
@@ -338,12 +344,12 @@ __attribute__((noinline)) void dcps_tell_packs(const kernels::dcps_stage_functor
       potential_vector(p, b, pot, kernels::dcps_block_precision(p, f.l, b), w.x, w);
       if (pot.cm != 0.f) return;  // J u next: its tell reads m and u
       potential_finish(p, pot, w);
-      langevin_update(p, id, f.l, f.t, w);
+      langevin_update(p, id, b, f.l, f.t, w);
       return;
     }
     case kernels::dcps_op_langevin_ju:
       potential_finish(p, p.blocks[f.l].start, w);
-      langevin_update(p, id, f.l, f.t, w);
+      langevin_update(p, id, b, f.l, f.t, w);
       return;
     case kernels::dcps_op_step_m: {  // kernels::dcps_transition_start, then the first draw
       for (int c = 0; c < d; ++c) w.m[c] = ux * w.x[c] + um * w.m[c];
@@ -363,11 +369,11 @@ __attribute__((noinline)) void dcps_tell_packs(const kernels::dcps_stage_functor
       const kernels::dcps_potential pot = p.steps[f.j].next;
       potential_vector(p, b, pot, kernels::dcps_step_precision(p, f.j, b), w.q, w);
       if (pot.cm != 0.f) return;  // J u next: its tell reads u
-      gradient_step(f, id, w);
+      gradient_step(f, b, id, w);
       return;
     }
     case kernels::dcps_op_gradient_ju:
-      gradient_step(f, id, w);
+      gradient_step(f, b, id, w);
       return;
     default: return;
   }
