@@ -604,7 +604,7 @@ DS_HD_INLINE void moment_put(float (&V)[moment_packed], int o, int c, float valu
 ///                                                        multistep_row's with the multistep kernel)
 /// with ghat_k(x) = N(a_k y; A x, sigma_{y,k}^2 I) the linear potential that steers the exact Gaussian mutation and
 /// Z_k(x) = N(a_{k+1} y; A mu, S_k) its predictive (quadratic parts only; their constants are added on the host).
-/// The weights multiply to p(y | x_0) over the proposal (the last point has s = 0, where g = ghat = the likelihood).
+/// The last transition (to s = 0) runs twisted_finish's fully adapted draw instead (linear_mutation; see there).
 /// Row o of the moment matrix M = (s^2 / a) A J A^T of a particle of problem b from u = J a_o (a_o row o of A):
 /// put(c, M_oc) with M_oc = cov_scale (A u)_c for every row c in order (v: d scratch). Shared by
 /// guided_moment_functor and the stepwise run (moment_stage_functor), whose u is a caller's J^T a_o.
@@ -864,16 +864,33 @@ DS_HD_INLINE void final_transition_draw(const guided_params& p, std::int64_t k, 
 /// weight is g_k(x) itself, already in lw, so the mutation copies mu and adds nothing, and no likelihood follows.
 /// Final = false compiles that branch out: the CUDA executor launches the kernels of the other transitions without
 /// it (its local arrays took guided_twisted_functor from 96 to 128 registers and its frame from 144 to 384 bytes).
+/// linear_mutation: x was drawn by the linear potentials' Gaussian mutation (the moment potentials' last
+/// transition, which runs this fully adapted draw too): the weight is then moment_finish's, lw = log g_0(x) at
+/// k = 0, else lw += log g_k(x) - log ghat_k(x) (quadratic part of ghat_k; its constant is the host's). Read only
+/// when Final (compiled out of the other transitions' kernels: as a runtime flag there it took
+/// guided_twisted_functor<false> from 96 to 128 registers).
 template <bool Final, class X, class M, class U, class MU, class H, class R>
 DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::int64_t i, std::int64_t b, float s2y,
                                  const X& xi,
                                  const M& m, const U& u, std::int64_t u_rows, std::int64_t u_step,
                                  float (&V)[moment_packed], MU& mi, H& hi, R& ri, float& lw, float& lz,
-                                 const multistep_row& ms) {
+                                 const multistep_row& ms, bool linear_mutation = false) {
   const guided_step st = p.steps[k];
   const int dy = p.d_y;
+  const bool hat = Final && linear_mutation;
+  float q_hat = 0;
+  if (hat && k > 0) {  // moment_finish's ghat_k(x)
+    guided_residual(p, b, st.a, xi, ri);
+    for (int o = 0; o < dy; ++o) q_hat += ri[o] * ri[o];
+    q_hat *= p.inv_var[k * p.problems + b];
+  }
   const float log_g = moment_log_potential(p, b, s2y, m, V, ri);
-  lw += log_g;
+  if (!hat)
+    lw += log_g;
+  else if (k == 0)
+    lw = log_g;
+  else
+    lw += log_g + 0.5f * q_hat;
   // w = V^-1 (y - A m) = L^-T (L^-1 r): back substitution in place.
   for (int o = dy - 1; o >= 0; --o) {
     float acc = ri[o];
@@ -912,6 +929,7 @@ DS_HD_INLINE void twisted_finish(const guided_params& p, std::int64_t k, std::in
 /// The twisted weighting of transition k, fused for one particle (the CUDA executor): the denoiser m, the d_y JVPs
 /// J a_o and twisted_finish. Scratch (2 + d_y) d floats: m, a row of A, the d_y JVPs. Final: twisted_finish's
 /// (true for the last transition; false elsewhere, where it changes nothing but the kernel's registers).
+/// linear_mutation: twisted_finish's (the moment potentials' last transition).
 template <bool Final = true>
 struct guided_twisted_functor {
   guided_params p;
@@ -924,6 +942,7 @@ struct guided_twisted_functor {
   float* lz;              // B N
   float* work;            // B N x (2 + d_y) d scratch in global memory (used when the scratch is not in shared memory)
   float* r;               // B N x 2 d_y scratch (the first d_y of each particle's slot)
+  bool linear_mutation = false;
   DS_HD int scratch_floats() const { return (2 + p.d_y) * p.d; }
   DS_HD strided_vec<float> scratch(std::int64_t i) const {
     return guided_slice(p, work, i, scratch_floats(), 0, scratch_floats());
@@ -947,8 +966,8 @@ struct guided_twisted_functor {
       channel_jvp<float>(ch, xi, vi, ui);
       moment_row(p, b, cov_scale, ui, vi, [&](int c, float value) { moment_put(V, o, c, value, s2y); });
     }
-    twisted_finish<Final>(p, k, i, b, s2y, xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, V, mi, hi, ri, lw[i], lz[i],
-                   guided_multistep_row(p, k, i, b));
+    twisted_finish<Final>(p, k, i, b, s2y, xi, m, s.p + 2 * d * s.stride, d * s.stride, s.stride, V, mi, hi, ri, lw[i],
+                          lz[i], guided_multistep_row(p, k, i, b), linear_mutation);
   }
 };
 
@@ -956,6 +975,7 @@ struct guided_twisted_functor {
 /// per answer: stage 0 takes the answer as the denoiser m = ux x + um answer and sets v = a_0; stage 1 (row o) takes
 /// row o's answer J a_o (in u + o rows d) for row o of the moment matrix and sets v = a_{o + 1}, or at the last row
 /// finishes (twisted_finish). As moment_stage_functor, with the answers of every row kept for the gradient.
+/// linear_mutation: twisted_finish's (the moment potentials' last transition).
 struct twisted_stage_functor {
   guided_params p;
   std::int64_t k;
@@ -974,6 +994,7 @@ struct twisted_stage_functor {
   float* lw;               // rows
   float* lz;               // rows
   float* r;                // rows x 2 d_y scratch (the first d_y of each particle's slot)
+  bool linear_mutation = false;
   DS_HD void operator()(std::int64_t i) const { run<true>(i); }
   /// The stage for particle i; Final as twisted_finish's (the CUDA plan's tells of the other transitions: false).
   template <bool Final>
@@ -995,7 +1016,7 @@ struct twisted_stage_functor {
         moment_pack(dy, s2y, Mi, V);
         strided_vec<float> mui{mu + i * d, 1, d}, hi{shift + i * d, 1, d}, ri{r + i * 2 * dy, 1, dy};
         twisted_finish<Final>(p, k, i, b, s2y, xi, mi, u + i * d, plane, 1, V, mui, hi, ri, lw[i], lz[i],
-                       guided_multistep_row(p, k, i, b));
+                              guided_multistep_row(p, k, i, b), linear_mutation);
         return;
       }
     }

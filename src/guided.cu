@@ -123,15 +123,17 @@ void moment_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_
 /// kept for the gradient, over `count` row-major particles; work: (2 + d_y) count d floats (m, v, then the d_y
 /// answers J a_o), M: count d_y^2 floats. On a SIMD target the asks and tells run fused per pack of particles
 /// (src/fused_stepwise.hpp), each pack kept in packs from the denoiser to the last product, the tells the pack code
-/// of the plan's packed ones (cpu::run_twisted_tell).
+/// of the plan's packed ones (cpu::run_twisted_tell). linear_mutation: kernels::twisted_finish's (the moment
+/// potentials' last transition).
 void twisted_weigh_cpu(const detail::mixture_storage& mix, const kernels::guided_params& p, std::int64_t count,
                        std::int64_t k, const float* sigma2, const float* x, float* mu, float* shift, float* lw,
-                       float* lz, float* r, float* work, float* M) {
+                       float* lz, float* r, float* work, float* M, bool linear_mutation = false) {
   const std::int64_t d = p.d;
   float *m = work, *v = work + count * d, *u = work + 2 * count * d;
   const channel ch{p.steps[k].a, p.steps[k].s};
   const execution on{executor::cpu, nullptr};
-  kernels::twisted_stage_functor f{p, k, 0, 0, 0.f, 1.f, count, sigma2, x, m, v, m, u, M, mu, shift, lw, lz, r};
+  kernels::twisted_stage_functor f{p,  k,  0,  0,     0.f, 1.f, count, sigma2, x, m, v, m, u, M, mu, shift, lw,
+                                   lz, r, linear_mutation};
   const auto stage = [&](std::int64_t a) {
     kernels::twisted_stage_functor g = f;
     if (a > 0) {
@@ -627,8 +629,8 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   l.resampling = put(l.resampling_bytes);
   l.lz = put(moment ? B * N * sizeof(float) : 0);
   // guided_moment_functor's scratch outside shared memory (3 d floats per particle), guided_twisted_functor's and the
-  // CPU run's ((2 + d_y) d: m, v and the d_y JVPs).
-  l.work = put(moment ? (twisted ? 2 + dy : 3) * B * N * d * sizeof(float) : 0);
+  // CPU run's ((2 + d_y) d: m, v and the d_y JVPs; the moment potentials' last transition too, which keeps them).
+  l.work = put(moment ? (twisted ? 2 + dy : std::max<std::int64_t>(3, 2 + dy)) * B * N * d * sizeof(float) : 0);
   // The moment matrices of the stepwise moment weighting (the CPU executor and the plan): d_y^2 floats per particle.
   l.moment = put(moment ? B * N * dy * dy * sizeof(float) : 0);
   // DPS and Pi-GDM on the CPU executor run step by step (baseline_stage_functor): B N shifts.
@@ -977,14 +979,16 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     }
     sigma2[b] = float(sy * sy);
     // Linear potentials: log g_0's constant, then per step the predictive's over g_k's. Moment potentials (computed
-    // whole per particle): per step the predictive's constant over that of the next linear potential, except the
-    // last, which the likelihood at s = 0 replaces (the kernels add nothing there): hence its term is taken back.
+    // whole per particle): per step but the last the predictive's constant over that of the next linear potential;
+    // the last transition is fully adapted (kernels::final_transition_draw, weight log g_{K-1} - log ghat_{K-1}
+    // whole but ghat's constant, which the previous step's term holds), so it has no term.
     // Twisted potentials: every weight is a ratio of normalised densities (the kernels compute log g_k whole, and
     // the last transition's weight is log g_{K-1} itself: kernels::final_transition_draw), so no constant at all.
-    double constant = twisted ? 0.0 : -0.5 * double(dy) * (log_two_pi + std::log(var[moment ? K : 0]));
+    double constant = moment ? 0.0 : -0.5 * double(dy) * (log_two_pi + std::log(var[0]));
     const int shift = moment ? 1 : 0;
     for (std::int64_t k = 0; k < K; ++k) {
       const schedule_point& p = pts[k];
+      const bool term = !twisted && !(moment && k + 1 == K);
       if (sh.mask) {  // A A^T and so S are diagonal: store 1 / S_ii
         float* P = precision + (k * B + b) * dy;
         double logdet = 0;
@@ -1004,7 +1008,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
           P[i] = float(1.0 / v);
           logdet += std::log(v);
         }
-        if (!twisted) constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
+        if (term) constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
         continue;
       }
       for (std::int64_t i = 0; i < dy; ++i)
@@ -1029,7 +1033,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
       float* P = precision + (k * B + b) * dy * dy;
       for (std::int64_t i = 0; i < dy * dy; ++i) P[i] = float(S[i]);
       // log N(.; ., S) over log g_k: -1/2 log det S - d_y/2 log 2 pi + d_y/2 log(2 pi var_k).
-      if (!twisted) constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
+      if (term) constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
     }
     // The rows outside the reduction's span leave the tables; their part of the last potential joins the constant:
     // log N(a_K U_perp^T y; 0, var_K I) = -(d_y - r)/2 log(2 pi var_K) - a_K^2 |U_perp^T y|^2 / (2 var_K) at the
@@ -1543,13 +1547,21 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   } else if (o.potentials == guided_potentials::moment) {
     // Point k: weight by g_k (and take back the linear potential that steered the mutation into x), resample, mutate
     // from the ancestors' means (the mutation resets the weights of a resampled problem), then add the ancestors'
-    // pending log Z_k - log g_k.
+    // pending log Z_k - log g_k. The last transition (to s = 0) is fully adapted, as the twisted potentials' (the
+    // twisted weighting with kernels::twisted_finish's linear_mutation): its mean is the particle's draw at s = 0,
+    // which the deterministic mutation copies, and its pending weight 0.
     float* lz = reinterpret_cast<float*>(ws + l.lz);
     float* work = reinterpret_cast<float*>(ws + l.work);
     const auto* sigma2 = reinterpret_cast<const float*>(ws + l.sigma2);
     float* moments = reinterpret_cast<float*>(ws + l.moment);
     for (std::int64_t k = 0; k < K; ++k) {
-      if (where == executor::cpu) {
+      if (k + 1 == K && where == executor::cpu) {
+        twisted_weigh_cpu(prior.storage(), p, BN, k, sigma2, x, mu, mu2, lw, lz, r, work, moments, true);
+        report.launches += 1 + p.d_y;
+      } else if (k + 1 == K) {
+        kernels::for_each_index_scratch<128>(
+            where, BN, kernels::guided_twisted_functor<true>{p, k, sigma2, x, mu, mu2, lw, lz, work, r, true}, stream);
+      } else if (where == executor::cpu) {
         // Step by step as the ask/tell plan runs it: the plan answered by the mixture reproduces this run.
         moment_weigh_cpu(prior.storage(), p, BN, k, sigma2, x, mu, lw, lz, r, work, moments);
         report.launches += 1 + p.d_y;
@@ -2175,9 +2187,15 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
     const float* moved_lz = rows.to_of(lz);  // the ancestors' pending weights, after each exchange
     float* moments = reinterpret_cast<float*>(ws + l.moment);
     for (std::int64_t k = 0; k < K; ++k) {
-      if (where == executor::cuda)
+      // The last transition fully adapted, as guided_sample()'s (its h into mu2, which the exchange overwrites).
+      if (where == executor::cuda && k + 1 == K)
+        kernels::for_each_index_scratch<128>(
+            where, BL, kernels::guided_twisted_functor<true>{p, k, sigma2, x, mu, mu2, lw, lz, work, r, true}, stream);
+      else if (where == executor::cuda)
         kernels::for_each_index_scratch<128>(
             where, BL, kernels::guided_moment_functor{p, k, sigma2, x, mu, lw, lz, work, r}, stream);
+      else if (k + 1 == K)
+        twisted_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, mu2, lw, lz, r, work, moments, true);
       else
         moment_weigh_cpu(prior.storage(), p, BL, k, sigma2, x, mu, lw, lz, r, work, moments);
       ro.step = static_cast<std::uint64_t>(k);
@@ -2377,7 +2395,9 @@ struct smc_plan_storage final : workspace_plan_storage {
     const std::size_t t = static_cast<std::size_t>((k - start_asks) / asks_per_step);
     const std::int64_t j = (k - start_asks) % asks_per_step;
     const bool jvp = j != 0;
-    float* into = twisted && jvp ? u + (j - 1) * rows * d : answer;
+    // Twisted potentials, and the moment potentials' last transition (fully adapted), keep every row's J^T a_o.
+    const bool planes = twisted || (moment && static_cast<std::int64_t>(t) + 1 == K);
+    float* into = planes && jvp ? u + (j - 1) * rows * d : answer;
     return ask(k, x, steps.channels[t], steps.times[t], jvp ? model_output::denoiser : output, into,
                jvp ? v : nullptr);
   }
@@ -2385,14 +2405,17 @@ struct smc_plan_storage final : workspace_plan_storage {
   float um(std::int64_t t) const { return steps.um[static_cast<std::size_t>(t)]; }
   // Moment potentials: the tell of the transitions' ask k (position `next` - 1 of the trajectory); the last ask of
   // transition t also resamples (column t), mutates from the ancestors' means and adds their pending weights, as
-  // guided_sample()'s moment loop, and after the last transition resamples column K.
+  // guided_sample()'s moment loop, and after the last transition resamples column K. The last transition's asks are
+  // told as the twisted potentials' (fully adapted, with kernels::twisted_finish's linear_mutation), as there.
   void tell_moment(std::int64_t k, std::int64_t next, cudaStream_t stream) {
     const std::int64_t BN = rows, t = k / asks_per_step;
     const int j = static_cast<int>(k % asks_per_step);
     const kernels::moment_stage_functor f{p,  t,  j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), sigma2, x, m,
                                           v,  answer, moments, mu, lw, lz, r, &state->step, next};
     const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-    if (target != cpu::simd_target::scalar)
+    if (t + 1 == K)
+      tell_last_moment(j, t, next, stream);
+    else if (target != cpu::simd_target::scalar)
       cpu::run_moment_tell(target, f);  // on packs, as guided_sample()'s fused run
     else if (where == executor::cpu)
       cpu::parallel_for_each(BN, f);
@@ -2403,6 +2426,24 @@ struct smc_plan_storage final : workspace_plan_storage {
     run_mutation(where, BN, kernels::guided_mutate_functor{p, t, mu, ancestors, reports, lw, x, r}, stream);
     kernels::for_each_index(where, BN, kernels::guided_add_weight_functor{lz, ancestors, lw, N}, stream);
     if (t + 1 == K) resample_column(K, stream);
+  }
+  // The moment potentials' last transition: ask j of transition t = K - 1 told by the twisted tell
+  // (kernels::twisted_stage_functor with linear_mutation; its shift h = 0 into the spare rows, unread), as
+  // guided_sample()'s moment loop weighs it (twisted_weigh_cpu, guided_twisted_functor<true>).
+  void tell_last_moment(int j, std::int64_t t, std::int64_t next, cudaStream_t stream) {
+    const twisted_tell_functor<> f{{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), rows, sigma2, x, m, v,
+                                    answer, u, moments, mu, shift, lw, lz, r, true},
+                                   &state->step,
+                                   next};
+    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+    if (target != cpu::simd_target::scalar) {
+      state->step = next;  // on packs, as guided_sample()'s fused run
+      cpu::run_twisted_tell(target, f.stage);
+    } else if (where == executor::cpu) {
+      cpu::parallel_for_each(rows, f);
+    } else {
+      kernels::for_each_index<128>(executor::cuda, rows, f, stream);
+    }
   }
   // Twisted potentials: the tell of the transitions' ask k (kernels::twisted_stage_functor; on a SIMD target on packs,
   // cpu::run_twisted_tell, the pack code of guided_sample()'s fused run); the last ask of transition t also resamples
@@ -2684,10 +2725,10 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
     st->moments = reinterpret_cast<float*>(base + l.moment);
     st->lz = reinterpret_cast<float*>(base + l.lz);
     st->sigma2 = reinterpret_cast<const float*>(base + l.sigma2);
-    if (st->twisted) {
-      st->u = work + 2 * BN * d;  // layout: (2 + d_y) B N d floats of work for the twisted potentials
-      st->shift = st->spare;
-    }
+    // Layout: (2 + d_y) B N d floats of work for the twisted potentials and for the moment potentials' last
+    // transition, which keeps every row's answer too.
+    st->u = work + 2 * BN * d;
+    st->shift = st->spare;
   }
   return st;
 }

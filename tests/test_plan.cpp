@@ -1208,14 +1208,20 @@ TEST(SamplingPlan, GuidedSmcPlanStartCorrectionAsksAtTheNodesAndWeighsByTheQuadr
 }
 
 // Seen failing with the first J^T a_o answer taken as row 1 of the moment matrix (the rows' tells shifted).
-TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactly) {
+class MomentPlanNoise : public ::testing::TestWithParam<bool> {};
+
+TEST_P(MomentPlanNoise, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactly) {
   // Moment-projected potentials: per transition the model's output, then d_y = 2 asks for J^T a_o with the rows
   // a_o of each particle's own A (three problems, three operators). Fed the mixture's denoiser and denoiser_jvp,
   // the plan gives guided_sample()'s six outputs bit for bit (the CPU executor's fused run weights step by step
-  // through the same stage functor); a second trajectory equals guided_sample() with guided_run_seed(seed, 1).
+  // through the same stage functor, and the last transition through the twisted one); a second trajectory equals
+  // guided_sample() with guided_run_seed(seed, 1). The last transition is fully adapted (its draw at s = 0 needs
+  // every row's J^T a_o: each answered into its own buffer there, into the denoiser's before); the small-noise
+  // case (sigma_y 1e-4 .. 1e-5, where that draw carries the result) also.
   const std::int64_t d = 3, N = 37, K = 8;
   const gaussian_mixture mix = test_mixture(d);
-  const guided_problems pr = three_problems();
+  guided_problems pr = three_problems();
+  if (GetParam()) pr.sigma_y = {1e-4, 1e-5, 3e-5};
   guided_options o;
   o.sampler = guided_sampler::smc;
   o.potentials = guided_potentials::moment;
@@ -1230,9 +1236,17 @@ TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactl
     ot.seed = guided_run_seed(o.seed, static_cast<std::uint64_t>(t));
     guided_sample(mix, fused.outputs(), pr, ot, cpu);
     plan.reset();
+    std::vector<const float*> answers;
     while (!plan.done()) {
       const plan_request r = plan.ask();
       const std::int64_t j = r.index % (1 + pr.d_y);
+      answers.push_back(r.answer);
+      if (j == pr.d_y) {  // the transition's answers: one buffer, or at the last transition one per ask
+        const std::size_t first = answers.size() - static_cast<std::size_t>(1 + pr.d_y);
+        const bool last = r.index / (1 + pr.d_y) + 1 == K;
+        EXPECT_EQ(answers[first + 1] != answers[first + 2], last) << r.index;
+        EXPECT_EQ(answers[first] != answers[first + 1], last) << r.index;
+      }
       EXPECT_EQ(r.vector != nullptr, j != 0);
       if (r.vector == nullptr) {
         mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::denoiser, evaluate_options{mixture_path::direct},
@@ -1250,6 +1264,9 @@ TEST(SamplingPlan, GuidedSmcPlanWithMomentPotentialsReproducesGuidedSampleExactl
     expect_same(fused, stepped, "moment, trajectory " + std::to_string(t));
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(SamplingPlan, MomentPlanNoise, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "SmallNoise" : "Moderate"; });
 
 // Seen failing with the plan's weightings reading the particle's own previous denoiser instead of its ancestor's,
 // and with the plan's w_k dropped (the kernel mean back to c0 m + c1 x), each in the plan's path only.
@@ -1292,9 +1309,10 @@ TEST(SamplingPlan, GuidedSmcPlanWithTheMultistepKernelReproducesGuidedSampleExac
       const std::string what = name + ", trajectory " + std::to_string(t);
       expect_same(fused, stepped, what);
       for (float x : stepped.samples) ASSERT_TRUE(std::isfinite(x)) << what;
-      // Every column 0 .. K of the ESS trace resampled; with twisted potentials every column but K, whose weights
-      // stay equal after column K - 1's resampling (the last transition is fully adapted: its weight is g_{K-1}).
-      const std::int32_t columns = std::int32_t(v.potentials == guided_potentials::twisted ? K : K + 1);
+      // Every column 0 .. K of the ESS trace resampled; with moment and twisted potentials every column but K,
+      // whose weights stay equal after column K - 1's resampling (the last transition is fully adapted: its weight
+      // is already in column K - 1's).
+      const std::int32_t columns = std::int32_t(v.potentials == guided_potentials::linear ? K + 1 : K);
       for (std::int32_t c : fused.counts) EXPECT_EQ(c, columns) << what;
       guided_options plain = ot;
       plain.multistep_kernel = false;

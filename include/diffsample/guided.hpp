@@ -104,8 +104,9 @@ enum class guided_potentials : int {
   linear = 0,
   /// g_k(x) = N(y; A m(x), sigma_y^2 I + A Cov(x0 | x) A^T), m the denoiser and Cov(x0 | x) = (s^2 / a) J from d_y
   /// Jacobian-vector products per particle (what a neural prior gives: no closed form of the prior is used); the
-  /// mutation stays the exact Gaussian one of the linear potentials, and the weights correct for it. Needs
-  /// d_y <= 8 and a grid ending at s = 0. About (1 + d_y) denoiser evaluations per particle and step.
+  /// mutation stays the exact Gaussian one of the linear potentials, and the weights correct for it; the last
+  /// transition (to s = 0) is fully adapted as the twisted potentials' below (weight g_{K-1} over the linear
+  /// potential that steered x). Needs d_y <= 8, a grid ending at s = 0; (1 + d_y) denoiser evaluations a step.
   moment = 1,
   /// The moment potentials g_k above with a twisted proposal (the twisted diffusion sampler of Wu et al. 2023): the
   /// particles move along the gradient of their potential, x' ~ N(mu(x) + sig^2 grad log g_k(x), sig^2 I) (mu, sig
@@ -114,8 +115,7 @@ enum class guided_potentials : int {
   /// (g_k(x) q(x' | x)). The last transition (to s = 0) is fully adapted: the particle is drawn from the Gaussian
   /// moment N(m, Cov) of p(x0 | x), restricted to the observed directions, times the likelihood, with weight g_{K-1}
   /// itself, so log Z-hat stays right at small sigma_y (README: "Accuracy at small sigma_y"). The same cost and
-  /// limits as moment (d_y <= 8, a
-  /// grid ending at s = 0); start_correction applies. guided_sample(), the ask/tell plan
+  /// limits as moment (d_y <= 8, a grid ending at s = 0); start_correction applies. guided_sample(), the ask/tell plan
   /// and the MPI shards run it, the plan and the shards bit for bit guided_sample() on the CPU executor (README:
   /// "Moment-projected potentials").
   twisted = 2,

@@ -382,8 +382,24 @@ __attribute__((noinline)) void twisted_finish_packs(const kernels::twisted_stage
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
   const kernels::guided_step st = p.steps[f.k];
+  fpack q_hat(0.f);
+  if (f.linear_mutation && f.k > 0) {  // moment_finish_packs's ghat_k(x)
+    residual(p, b, st.a, xs, r);
+    for (int o = 0; o < dy; ++o) q_hat = q_hat + r[o] * r[o];
+    q_hat = q_hat * fpack(p.inv_var[f.k * p.problems + b]);
+  }
   const fpack log_g = moment_log_potential_packs(p, b, f.sigma2_b[b], ms, M, r);
-  for (int l = 0; l < pk.valid; ++l) f.lw[pk.i0 + l] += log_g.v[l];
+  if (!f.linear_mutation) {
+    for (int l = 0; l < pk.valid; ++l) f.lw[pk.i0 + l] += log_g.v[l];
+  } else {  // kernels::twisted_finish's linear_mutation: moment_finish_packs's weight
+    const fpack add = log_g + fpack(0.5f) * q_hat;
+    for (int l = 0; l < pk.valid; ++l) {
+      if (f.k == 0)
+        f.lw[pk.i0 + l] = log_g.v[l];
+      else
+        f.lw[pk.i0 + l] += add.v[l];
+    }
+  }
   for (int o = dy - 1; o >= 0; --o) {  // w = L^-T (L^-1 r): back substitution in place
     fpack acc = r[o];
     for (int e = o + 1; e < dy; ++e) acc = acc - M[e * dy + o] * r[e];

@@ -504,9 +504,9 @@ def test_smc_plan_with_the_multistep_kernel_equals_the_fused_run(mixture2, poten
     options = dict(sampler="smc", potentials=potentials, particles=30, steps=8, seed=11, start_correction=corrected,
                    multistep_kernel=True, resampling=dict(scheme="multinomial", ess_threshold=1.0))
     fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=names, **options)
-    # Columns 0 .. 8 of the ESS trace; twisted potentials' last transition is fully adapted (its weights all equal),
-    # so their column 8 does not resample.
-    resampled = 8 if potentials == "twisted" else 9
+    # Columns 0 .. 8 of the ESS trace; the moment and twisted potentials' last transition is fully adapted (its
+    # weights all equal), so their column 8 does not resample.
+    resampled = 9 if potentials == "linear" else 8
     np.testing.assert_array_equal(fused["resample_count"], [resampled, resampled])
     plain = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("particles",), **dict(options, multistep_kernel=False))
     assert not np.array_equal(plain["particles"], fused["particles"])
