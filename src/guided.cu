@@ -2431,18 +2431,26 @@ struct smc_plan_storage final : workspace_plan_storage {
   // (kernels::twisted_stage_functor with linear_mutation; its shift h = 0 into the spare rows, unread), as
   // guided_sample()'s moment loop weighs it (twisted_weigh_cpu, guided_twisted_functor<true>).
   void tell_last_moment(int j, std::int64_t t, std::int64_t next, cudaStream_t stream) {
-    const twisted_tell_functor<> f{{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), rows, sigma2, x, m, v,
-                                    answer, u, moments, mu, shift, lw, lz, r, true},
-                                   &state->step,
-                                   next};
+    run_twisted_tell({{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), rows, sigma2, x, m, v, answer, u,
+                       moments, mu, shift, lw, lz, r, true},
+                      &state->step,
+                      next},
+                     true, stream);
+  }
+  // One twisted tell over every row: on a SIMD target on packs (cpu::run_twisted_tell, the pack code of
+  // guided_sample()'s fused run), else per row; on CUDA the last transition's form only where @p last (its registers).
+  void run_twisted_tell(const twisted_tell_functor<>& f, bool last, cudaStream_t stream) {
     const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
     if (target != cpu::simd_target::scalar) {
-      state->step = next;  // on packs, as guided_sample()'s fused run
+      state->step = f.next_position;  // on packs, as guided_sample()'s fused run
       cpu::run_twisted_tell(target, f.stage);
     } else if (where == executor::cpu) {
       cpu::parallel_for_each(rows, f);
-    } else {
+    } else if (last) {
       kernels::for_each_index<128>(executor::cuda, rows, f, stream);
+    } else {
+      kernels::for_each_index<128>(executor::cuda, rows,
+                                   twisted_tell_functor<false>{f.stage, f.position, f.next_position}, stream);
     }
   }
   // Twisted potentials: the tell of the transitions' ask k (kernels::twisted_stage_functor; on a SIMD target on packs,
@@ -2453,22 +2461,11 @@ struct smc_plan_storage final : workspace_plan_storage {
   void tell_twisted(std::int64_t k, std::int64_t next, cudaStream_t stream) {
     const std::int64_t BN = rows, t = k / asks_per_step;
     const int j = static_cast<int>(k % asks_per_step);
-    const twisted_tell_functor<> f{{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), BN, sigma2, x, m, v, answer,
-                                  u, moments, mu, shift, lw, lz, r},
-                                 &state->step,
-                                 next};
-    const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-    if (target != cpu::simd_target::scalar) {
-      state->step = next;  // on packs, as guided_sample()'s fused run
-      cpu::run_twisted_tell(target, f.stage);
-    } else if (where == executor::cpu) {
-      cpu::parallel_for_each(BN, f);
-    } else if (t + 1 == K) {
-      kernels::for_each_index<128>(executor::cuda, BN, f, stream);
-    } else {  // without the last transition's draw (its registers)
-      kernels::for_each_index<128>(executor::cuda, BN, twisted_tell_functor<false>{f.stage, f.position, f.next_position},
-                                   stream);
-    }
+    run_twisted_tell({{p, t, j == 0 ? 0 : 1, j == 0 ? 0 : j - 1, ux(t), um(t), BN, sigma2, x, m, v, answer, u,
+                       moments, mu, shift, lw, lz, r},
+                      &state->step,
+                      next},
+                     t + 1 == K, stream);
     if (j != asks_per_step - 1) return;
     resample_weights(t, stream);
     kernels::for_each_index<128>(where, BN,

@@ -2481,60 +2481,39 @@ TEST_F(Mpi, AnAllocationFailingWhileTheArgumentsAreBuiltFailsEveryRank) {
   const std::int64_t n = 8;
   std::vector<float> x(static_cast<std::size_t>(n * 2), 0.25f);
   const std::vector<float> before = x;
-  const char* needle = "host allocation failed";
-  {
-    watchdog guard("mpi::langevin", 60);
-    ds::langevin_options o;
-    o.steps = 2;
+  // call() with the last rank's first allocation failing: every rank must throw that rank's out_of_memory.
+  const auto fail_first_allocation = [&](const char* what, const auto& call) {
+    watchdog guard(what, 60);
     expect_same_failure_everywhere<ds::out_of_memory>(
         [&] {
           if (last) failing_allocation = 1;
-          ds::mpi::langevin(MPI_COMM_WORLD, prior, x.data(), {}, n, o, cpu());
+          call();
         },
-        ranks() - 1, needle);
+        ranks() - 1, "host allocation failed");
     failing_allocation = 0;
-  }
-  {
-    watchdog guard("mpi::diffusion", 60);
-    ds::diffusion_options o;
-    o.steps = 2;
-    expect_same_failure_everywhere<ds::out_of_memory>(
-        [&] {
-          if (last) failing_allocation = 1;
-          ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), {}, n, o, cpu());
-        },
-        ranks() - 1, needle);
-    failing_allocation = 0;
-  }
-  {
-    watchdog guard("mpi::resample", 60);
-    std::vector<float> lw(static_cast<std::size_t>(ds::mpi::shard_of(n, MPI_COMM_WORLD).count), 0.f);
-    expect_same_failure_everywhere<ds::out_of_memory>(
-        [&] {
-          if (last) failing_allocation = 1;
-          ds::mpi::resample(MPI_COMM_WORLD, {}, 1, n, lw.data(), ds::resampling_options{});
-        },
-        ranks() - 1, needle);
-    failing_allocation = 0;
-  }
-  {
-    watchdog guard("mpi::guided_sample", 60);
-    const ds::guided_problems pr = problems2();
-    ds::guided_options o;
-    o.particles = n;
-    o.steps = 2;
-    const ds::mpi::shard s = ds::mpi::shard_of(o.particles, MPI_COMM_WORLD);
-    std::vector<float> particles(static_cast<std::size_t>(pr.problems * s.count * 2));
-    ds::guided_outputs out{};
-    out.particles = particles.data();
-    expect_same_failure_everywhere<ds::out_of_memory>(
-        [&] {
-          if (last) failing_allocation = 1;
-          ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, cpu());
-        },
-        ranks() - 1, needle);
-    failing_allocation = 0;
-  }
+  };
+  ds::langevin_options lo;
+  lo.steps = 2;
+  fail_first_allocation("mpi::langevin", [&] { ds::mpi::langevin(MPI_COMM_WORLD, prior, x.data(), {}, n, lo, cpu()); });
+  ds::diffusion_options dfo;
+  dfo.steps = 2;
+  fail_first_allocation("mpi::diffusion",
+                        [&] { ds::mpi::diffusion(MPI_COMM_WORLD, prior, x.data(), {}, n, dfo, cpu()); });
+  std::vector<float> lw(static_cast<std::size_t>(ds::mpi::shard_of(n, MPI_COMM_WORLD).count), 0.f);
+  fail_first_allocation("mpi::resample", [&] {
+    ds::mpi::resample(MPI_COMM_WORLD, {}, 1, n, lw.data(), ds::resampling_options{});
+  });
+  const ds::guided_problems pr = problems2();
+  ds::guided_options go;
+  go.particles = n;
+  go.steps = 2;
+  const ds::mpi::shard s = ds::mpi::shard_of(go.particles, MPI_COMM_WORLD);
+  std::vector<float> particles(static_cast<std::size_t>(pr.problems * s.count * 2));
+  ds::guided_outputs out{};
+  out.particles = particles.data();
+  fail_first_allocation("mpi::guided_sample", [&] {
+    ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, go, ds::mpi::smc_mode::global, cpu());
+  });
   EXPECT_TRUE(same_bits(x.data(), before.data(), n * 2)) << "rank " << rank();
 }
 
