@@ -1929,7 +1929,9 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
         sigma_y: the observation noise, a scalar or (B,), each in [1e-18, 1e18].
         sampler: 'smc', 'dps', 'pigdm', 'diffpir', 'skrock', 'tmpd', 'ddrm' or 'dcps'.
         outputs: the arrays to return, by name: 'particles' (B, N, d) float32, 'log_weights' (B, N) float32,
-            'samples' (B, N, d) float32 (SMC's final resampling), 'log_normaliser' (B,) float64, 'ess_trace'
+            'samples' (B, N, d) float32 (SMC's final resampling), 'log_normaliser' (B,) float64 (estimates of
+            log p(y) on a grid ending at t = 0; on a grid whose last point has s > 0, of the last potential's
+            normaliser, log E[N(a y; A x_t, v I)] over the prior's x_t there), 'ess_trace'
             (B, steps + 1) float32, 'resample_count' (B,) int32 (N = particles). 'log_weights', 'log_normaliser',
             'ess_trace' and 'resample_count' are smc's: the other samplers write 'particles' and 'samples' (the same
             equally weighted particles) and refuse the others (InvalidArgument naming outputs).
