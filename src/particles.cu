@@ -272,7 +272,11 @@ std::size_t checked_scan_bytes(std::int64_t tiles, cudaStream_t stream) {
   std::size_t bytes = 0;
   const std::uint64_t* totals = nullptr;
   std::uint64_t* offsets = nullptr;
-  DIFFSAMPLE_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, bytes, totals, offsets, tiles, stream));
+  // Through checked_launch although nothing is launched: CUB's first call on a device reads the runtime's last
+  // error (its per-device attribute queries), and one a caller's failed call left there came back as the query's
+  // own (cudaErrorInvalidDevice after a refused cudaMalloc, seen on an H200).
+  DIFFSAMPLE_CUDA_TRY(kernels::checked_launch(
+      [&] { return cub::DeviceScan::ExclusiveSum(nullptr, bytes, totals, offsets, tiles, stream); }));
   const std::size_t reserved = scan_reserve(tiles);
   DIFFSAMPLE_EXPECTS(bytes <= reserved, "resampling workspace: CUB's scan asks " << bytes << " bytes, "
                                                                                  << reserved << " reserved");

@@ -66,8 +66,12 @@ layout make_layout(std::int64_t na, std::int64_t nb, std::int64_t d, std::int64_
     l.keys1 = take(std::size_t(items) * sizeof(float));
     cub::DoubleBuffer<float> keys(nullptr, nullptr);
     const std::int64_t* no_offsets = nullptr;
-    DIFFSAMPLE_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(nullptr, l.temp_bytes, keys, int(items),
-                                                                int(2 * chunk), no_offsets, no_offsets + 1));
+    // A size query, through checked_launch so that a caller's pending error is not read as CUB's (see
+    // particles.cu's checked_scan_bytes).
+    DIFFSAMPLE_CUDA_TRY(kernels::checked_launch([&] {
+      return cub::DeviceSegmentedRadixSort::SortKeys(nullptr, l.temp_bytes, keys, int(items), int(2 * chunk),
+                                                     no_offsets, no_offsets + 1);
+    }));
     l.temp = take(l.temp_bytes);
   }
   l.total = at + align_bytes;

@@ -508,7 +508,9 @@ TEST(ValidationGpu, PointersMustMatchTheExecutor) {
 // with cudaPeekAtLastError() and threw the stale error as their launch's (out_of_memory); every launch now clears a
 // pending error first and reads and clears its own after it (kernels::checked_launch). An evaluation (the
 // for_each_index launcher), a Langevin run (the chain launcher) and a resampling of two tiles (its passes and CUB's
-// scan) each run after such a failure and leave no error pending. Compiled here; not yet run on a GPU.
+// scan) each run after such a failure and leave no error pending. Seen failing on an H200: CUB's size query of the
+// scan (no launch, so outside checked_launch) returned cudaErrorInvalidDevice after the refused cudaMalloc; its
+// size queries now go through checked_launch too.
 TEST(ValidationGpu, ACallersStaleCudaErrorIsNotALaunchError) {
   DIFFSAMPLE_REQUIRE_GPU();
   const auto leave_an_error = [] {
