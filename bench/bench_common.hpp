@@ -75,6 +75,25 @@ inline double peak_dram_gbs() {
   return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
 }
 
+/// The current device's FP32 peak in FLOP/s: multiprocessors x FP32 lanes per multiprocessor x 2 (a fused
+/// multiply-add) x the largest SM clock; 0 when the runtime does not report them or the architecture is not listed.
+/// Lanes: 64 on sm_60, sm_70 and sm_80; 128 on sm_61, sm_75 (64), sm_86, sm_89, sm_90 and sm_100 and later.
+inline double peak_fp32_flops() {
+  int device = 0, sms = 0, clock_khz = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+    return 0;
+  int lanes = 0;
+  if (major == 6) lanes = minor == 0 ? 64 : 128;
+  else if (major == 7) lanes = 64;
+  else if (major == 8) lanes = minor == 0 ? 64 : 128;
+  else if (major >= 9) lanes = 128;
+  return double(sms) * lanes * 2.0 * clock_khz * 1e3;
+}
+
 /// A device allocation of `bytes` (none when 0), freed on scope exit.
 struct device_memory {
   void* p = nullptr;

@@ -49,8 +49,12 @@ int main(int argc, char** argv) {
   const ds::executor where = args.where;
   std::printf("# bench_langevin: executor %s, %lld chains, %lld steps, 25-component isotropic grid mixture\n",
               ds::to_string(where), static_cast<long long>(n), static_cast<long long>(steps));
-  double peak = 0;  // FLOP/s; on the CPU executor the measured FP32 peak of all threads
-  if (!gpu) {
+  double peak = 0;  // FLOP/s: on the CPU executor the measured FP32 peak of all threads, on CUDA the device's
+  if (gpu) {
+    peak = bench::peak_fp32_flops();
+    std::printf("# device FP32 peak: %.1f GFLOP/s (multiprocessors x FP32 lanes x 2 x the largest SM clock)\n",
+                peak * 1e-9);
+  } else {
     const char* isa = "";
     peak = bench::measure_cpu_fp32_peak(&isa);
     std::printf("# measured FP32 peak: %.1f GFLOP/s (%s, %d threads)\n", peak * 1e-9, isa, omp_get_max_threads());

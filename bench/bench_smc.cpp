@@ -123,7 +123,9 @@ int main(int argc, char** argv) {
     // 4 d_y d) and 5 d per stage; its rate is also given per drift evaluation. Bytes: the state's row-major
     // workspace, x and m (DiffPIR) or X_{j-1}, X_{j-2} and the drift (SKRock) read and written per step.
     for (ds::guided_sampler sampler : {ds::guided_sampler::diffpir, ds::guided_sampler::skrock}) {
-      ds::guided_options b = o;
+      ds::guided_options b;  // SMC's settings (potentials, final_resample) are refused by the other samplers
+      b.steps = o.steps;
+      b.particles = o.particles;
       b.sampler = sampler;
       buffer<float> samples(std::size_t(N * d), gpu);
       ds::guided_outputs bout;
@@ -150,7 +152,9 @@ int main(int argc, char** argv) {
     // rank-r SVD) and DCPS with its defaults (a denoiser plus two denoiser-and-JVP pairs per transition, and
     // L M = 200 tamed ULA steps of a denoiser and a JVP each per trajectory).
     for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::ddrm, ds::guided_sampler::dcps}) {
-      ds::guided_options so = o;
+      ds::guided_options so;
+      so.steps = o.steps;
+      so.particles = o.particles;
       so.sampler = s;
       buffer<float> samples(std::size_t(N * d), gpu);
       ds::guided_outputs sout;
