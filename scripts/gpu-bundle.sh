@@ -33,6 +33,8 @@ gpu_benches=$(sed -n 's/^gpu_benches="\(.*\)"$/\1/p' scripts/gpu-check.sh)
 for name in $gpu_benches; do
   [ -f "$build/bench/$name" ] && [ -x "$build/bench/$name" ] && cp "$build/bench/$name" "$bundle/bench/"
 done
+# The diffsample program: gpu-check.sh runs its main job (the README's demo) on the GPU.
+[ -f "$build/diffsample" ] && [ -x "$build/diffsample" ] && cp "$build/diffsample" "$bundle/"
 git rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"
 # Libraries resolved from the system's folders, less those every Linux with a CUDA toolkit has: in lib/ those of the
 # library and the programs that do not use MPI, in lib/mpi/ those only the MPI programs (test_mpi, test_mpi_c) load
@@ -50,7 +52,8 @@ resolved() {  # resolved FILE...: "name path" of each system library the files l
     done
 }
 plain=() mpi=()
-for f in "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/*; do
+for f in "$bundle"/libdiffsample.so.* "$bundle"/diffsample "$bundle"/tests/* "$bundle"/bench/*; do
+  [ -f "$f" ] || continue
   case "$(ldd "$f" 2>/dev/null || true)" in *libmpi.so*|*libmpi_*) mpi+=("$f") ;; *) plain+=("$f") ;; esac
 done
 resolved "${plain[@]}" | while read -r name path; do cp -L "$path" "$bundle/lib/$name"; done
@@ -62,7 +65,7 @@ if [ ${#mpi[@]} -gt 0 ]; then
 fi
 # Debug sections are not needed to run; strip them to stay inside a carried tree's size limit.
 if command -v strip >/dev/null 2>&1; then
-  strip --strip-debug "$bundle"/libdiffsample.so.* "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/*.so* \
+  strip --strip-debug "$bundle"/libdiffsample.so.* "$bundle"/diffsample "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/*.so* \
     "$bundle"/lib/mpi/*.so* 2>/dev/null || true
 fi
 # Packed from the bundle's parent folder, so that the archive holds gpu-bundle/... (gpu-check.sh looks for tests/

@@ -320,6 +320,20 @@ run_tests() {  # run_tests TITLE FILTER
 }
 passed_tests=0 skipped_tests=0
 run_tests "GPU tests" "$gpu_filter"
+# --- the main job: the diffsample program's demo (README's first command) on the GPU -------------------------------
+section "diffsample demo (the program's main job, CUDA executor)"
+if [ ! -x "$bin/diffsample" ]; then
+  echo "skipped: no $bin/diffsample" >>"$out"
+  summary+=("diffsample demo: SKIPPED (no program in the binaries)")
+elif over_budget; then
+  echo "skipped (time budget spent)" >>"$out"; summary+=("diffsample demo: SKIPPED (time budget spent)"); status=1
+else
+  limit 60 "$bin/diffsample" >>"$out" 2>&1
+  rc=$?
+  if [ $rc = 0 ]; then summary+=("diffsample demo: ran (see the file)"); else
+    echo "FAILED ($rc): diffsample" >>"$out"; summary+=("diffsample demo: FAILED ($rc)"); status=1; fi
+fi
+endsection
 grep -h "^\[  SKIPPED \]\|FAILED\|TIMED OUT" "$out" | head -40
 # --- sanitizers: the GPU tests only, within their own share of the budget -------------------------------------------
 section "compute-sanitizer (memcheck, racecheck, synccheck, initcheck) on the GPU tests"
