@@ -33,8 +33,17 @@ gpu_benches=$(sed -n 's/^gpu_benches="\(.*\)"$/\1/p' scripts/gpu-check.sh)
 for name in $gpu_benches; do
   [ -f "$build/bench/$name" ] && [ -x "$build/bench/$name" ] && cp "$build/bench/$name" "$bundle/bench/"
 done
-# The diffsample program: gpu-check.sh runs its main job (the README's demo) on the GPU.
-[ -f "$build/diffsample" ] && [ -x "$build/diffsample" ] && cp "$build/diffsample" "$bundle/"
+# The diffsample program: gpu-check.sh runs its main job (the README's demo) on the GPU. It loads the MPI layer,
+# libdiffsample_mpi (the file and its soname link), which goes beside libdiffsample.
+if [ -f "$build/diffsample" ] && [ -x "$build/diffsample" ]; then
+  cp "$build/diffsample" "$bundle/"
+  mpi_lib=$(ldd "$build/diffsample" 2>/dev/null | awk '$1 ~ /^libdiffsample_mpi\.so/ && $3 ~ /^\// {print $1, $3}')
+  if [ -n "$mpi_lib" ]; then
+    real_mpi=$(readlink -f "${mpi_lib#* }")
+    cp "$real_mpi" "$bundle/"
+    ln -sf "$(basename "$real_mpi")" "$bundle/${mpi_lib%% *}"
+  fi
+fi
 git rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"
 # Libraries resolved from the system's folders, less those every Linux with a CUDA toolkit has: in lib/ those of the
 # library and the programs that do not use MPI, in lib/mpi/ those only the MPI programs (test_mpi, test_mpi_c) load
@@ -46,13 +55,13 @@ resolved() {  # resolved FILE...: "name path" of each system library the files l
     while read -r name path; do
       case "$name" in
         libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|ld-linux*|libgcc_s.so.*|libstdc++.so.*) continue ;;
-        libcu*|libnv*|libdiffsample.so.*) continue ;;  # the GPU machine's CUDA toolkit has the CUDA libraries
+        libcu*|libnv*|libdiffsample.so.*|libdiffsample_mpi.so.*) continue ;;  # the GPU machine's CUDA toolkit has the CUDA libraries
       esac
       echo "$name $path"
     done
 }
 plain=() mpi=()
-for f in "$bundle"/libdiffsample.so.* "$bundle"/diffsample "$bundle"/tests/* "$bundle"/bench/*; do
+for f in "$bundle"/libdiffsample.so.* "$bundle"/libdiffsample_mpi.so.* "$bundle"/diffsample "$bundle"/tests/* "$bundle"/bench/*; do
   [ -f "$f" ] || continue
   case "$(ldd "$f" 2>/dev/null || true)" in *libmpi.so*|*libmpi_*) mpi+=("$f") ;; *) plain+=("$f") ;; esac
 done
@@ -65,7 +74,7 @@ if [ ${#mpi[@]} -gt 0 ]; then
 fi
 # Debug sections are not needed to run; strip them to stay inside a carried tree's size limit.
 if command -v strip >/dev/null 2>&1; then
-  strip --strip-debug "$bundle"/libdiffsample.so.* "$bundle"/diffsample "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/*.so* \
+  strip --strip-debug "$bundle"/libdiffsample.so.* "$bundle"/libdiffsample_mpi.so.* "$bundle"/diffsample "$bundle"/tests/* "$bundle"/bench/* "$bundle"/lib/*.so* \
     "$bundle"/lib/mpi/*.so* 2>/dev/null || true
 fi
 # Packed from the bundle's parent folder, so that the archive holds gpu-bundle/... (gpu-check.sh looks for tests/

@@ -192,7 +192,7 @@ mpi_libs=""
 # LD_LIBRARY_PATH for a program of the bundle: with lib/mpi/ after the rest for the MPI programs.
 mpi_library_path() {
   case "$(basename "$1")" in
-    test_mpi*|libdiffsample_mpi*) echo "${LD_LIBRARY_PATH:-}${mpi_libs:+:$mpi_libs}" ;;
+    test_mpi*|libdiffsample_mpi*|diffsample) echo "${LD_LIBRARY_PATH:-}${mpi_libs:+:$mpi_libs}" ;;
     *) echo "${LD_LIBRARY_PATH:-}" ;;
   esac
 }
@@ -216,7 +216,8 @@ if [ -n "$prebuilt" ]; then
     for dir in "$root/lib64" "$root/lib" "$root/targets/x86_64-linux/lib"; do add_library_dir "$dir"; done
   done
   library_missing() {
-    for f in "$bin"/libdiffsample.so.* "$bin"/tests/test_* "$bin"/bench/bench_*; do
+    for f in "$bin"/libdiffsample.so.* "$bin"/libdiffsample_mpi.so.* "$bin"/diffsample "$bin"/tests/test_* \
+      "$bin"/bench/bench_*; do
       [ -f "$f" ] && LD_LIBRARY_PATH="$(mpi_library_path "$f")" ldd "$f" 2>/dev/null
     done | grep "not found" | sort -u
   }
@@ -328,7 +329,7 @@ if [ ! -x "$bin/diffsample" ]; then
 elif over_budget; then
   echo "skipped (time budget spent)" >>"$out"; summary+=("diffsample demo: SKIPPED (time budget spent)"); status=1
 else
-  limit 60 "$bin/diffsample" >>"$out" 2>&1
+  LD_LIBRARY_PATH="$(mpi_library_path diffsample)" limit 60 "$bin/diffsample" >>"$out" 2>&1
   rc=$?
   if [ $rc = 0 ]; then summary+=("diffsample demo: ran (see the file)"); else
     echo "FAILED ($rc): diffsample" >>"$out"; summary+=("diffsample demo: FAILED ($rc)"); status=1; fi
@@ -499,17 +500,44 @@ if [ $quick = 0 ]; then
   # pytest-xdist where it is there: the CPU-only tests spread over the machine's cores.
   xdist=()
   python3 -c 'import xdist' >/dev/null 2>&1 && xdist=(-n "$(( $(nproc) < 8 ? $(nproc) : 8 ))")
+  tmp_probe=$(mktemp)
   section "Python package (tests/python, PyTorch CUDA tensors)"
   if over_budget; then
     echo "skipped (time budget spent)" >>"$out"
     summary+=("Python package: skipped (time budget spent)")
   elif [ $have_torch = 1 ] && python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
-    if { limit "$run_timeout" bash scripts/py-dev.sh "$bin" &&
-         limit "$run_timeout" python3 -m pytest -q -rs ${xdist[@]+"${xdist[@]}"} tests/python; } >>"$out" 2>&1; then
-      summary+=("Python package: tests passed (see the file for skips)")
+    if limit "$run_timeout" bash scripts/py-dev.sh "$bin" >>"$out" 2>&1; then
+      # Probes, each in its own process, before the suite: a mixture made (an array read by the extension) alone,
+      # after importing PyTorch, after importing JAX, and both; a crash of the suite's workers (first seen on an
+      # H200: every worker's first array read ended in a segmentation fault) shows here which import brings it.
+      probe='import diffsample as ds; m = ds.GaussianMixture([1.0, 2.0], [[0.0, 1.0], [2.0, 0.5]], [1.0, 0.5]); print(m.dim)'
+      for first in "" "import torch; " "import jax; " "import torch, jax; "; do
+        limit 60 python3 -X faulthandler -c "$first$probe" >/dev/null 2>"$tmp_probe"
+        rc=$?
+        echo "probe (${first:-diffsample alone}): exit $rc$([ $rc != 0 ] && echo ": $(tail -3 "$tmp_probe" | tr '\n' ' ')")" >>"$out"
+      done
+      # And with the bundle's lib/ (this build machine's OpenMP runtime, OpenBLAS) left off the library path, where
+      # the machine has its own copies.
+      LD_LIBRARY_PATH=$(echo ":$LD_LIBRARY_PATH:" | sed "s|:$bin/lib:|:|; s|^:||; s|:$||") limit 60 python3 -X faulthandler \
+        -c "import torch, jax; $probe" >/dev/null 2>"$tmp_probe"
+      rc=$?
+      echo "probe (import torch, jax; without $bin/lib): exit $rc$([ $rc != 0 ] && echo ": $(tail -3 "$tmp_probe" | tr '\n' ' ')")" >>"$out"
+      if limit "$run_timeout" python3 -m pytest -q -rs ${xdist[@]+"${xdist[@]}"} tests/python >>"$out" 2>&1; then
+        summary+=("Python package: tests passed (see the file for skips)")
+      else
+        echo "FAILED: tests/python" >>"$out"; status=1
+        summary+=("Python package: FAILED or timed out")
+        # Where a crash happened in native code: the first test file again in one process under cuda-gdb (it
+        # debugs host code as well), for the native backtrace.
+        if have cuda-gdb && grep -q "Segmentation fault" "$out" && ! over_budget; then
+          echo "### cuda-gdb backtrace of pytest -x tests/python/test_arguments.py (one process)" >>"$out"
+          limit 90 cuda-gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args python3 -m pytest -x -q \
+            -p no:xdist tests/python/test_arguments.py 2>&1 | grep -v "^\[New Thread\|^\[Thread " | tail -120 >>"$out"
+        fi
+      fi
     else
-      echo "FAILED: tests/python" >>"$out"; status=1
-      summary+=("Python package: FAILED or timed out")
+      echo "FAILED: the Python package's build (scripts/py-dev.sh)" >>"$out"; status=1
+      summary+=("Python package: build FAILED")
     fi
   else
     echo "skipped: needs PyTorch with CUDA, nanobind, scikit-build-core and pytest" >>"$out"
