@@ -49,16 +49,7 @@ int main(int argc, char** argv) {
   const ds::executor where = args.where;
   std::printf("# bench_langevin: executor %s, %lld chains, %lld steps, 25-component isotropic grid mixture\n",
               ds::to_string(where), static_cast<long long>(n), static_cast<long long>(steps));
-  double peak = 0;  // FLOP/s: on the CPU executor the measured FP32 peak of all threads, on CUDA the device's
-  if (gpu) {
-    peak = bench::peak_fp32_flops();
-    std::printf("# device FP32 peak: %.1f GFLOP/s (multiprocessors x FP32 lanes x 2 x the largest SM clock)\n",
-                peak * 1e-9);
-  } else {
-    const char* isa = "";
-    peak = bench::measure_cpu_fp32_peak(&isa);
-    std::printf("# measured FP32 peak: %.1f GFLOP/s (%s, %d threads)\n", peak * 1e-9, isa, omp_get_max_threads());
-  }
+  const double peak = bench::announce_fp32_peak(gpu);  // FLOP/s
   std::printf("%-6s %5s %14s %12s %14s %12s %10s %6s %11s\n", "method", "d", "chain-steps/s", "GFLOP/s", "FLOP/step",
               "B/step", "path", "%peak", "per CPU-s");
   for (std::int64_t d : args.dims) {

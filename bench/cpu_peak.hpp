@@ -5,6 +5,9 @@
 
 #include <immintrin.h>
 #include <omp.h>
+#include <cstdio>
+
+#include "bench_common.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -65,6 +68,23 @@ inline double measure_cpu_fp32_peak(const char** isa) {
     best = std::max(best, total / s);
   }
   return best;
+}
+
+
+/// The FP32 peak a chain benchmark states its fraction of, printed as its header's second line: on the CUDA executor
+/// the device's (bench_common.hpp's peak_fp32_flops(): multiprocessors x lanes x 2 x clock), on the CPU the measured
+/// peak of all OpenMP threads. FLOP/s.
+inline double announce_fp32_peak(bool gpu) {
+  if (gpu) {
+    const double peak = peak_fp32_flops();
+    std::printf("# device FP32 peak: %.1f GFLOP/s (multiprocessors x FP32 lanes x 2 x the largest SM clock)\n",
+                peak * 1e-9);
+    return peak;
+  }
+  const char* isa = "";
+  const double peak = measure_cpu_fp32_peak(&isa);
+  std::printf("# measured FP32 peak: %.1f GFLOP/s (%s, %d threads)\n", peak * 1e-9, isa, omp_get_max_threads());
+  return peak;
 }
 
 }  // namespace bench
