@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -189,6 +190,62 @@ void check_unread_options(const diffusion_options& o) {
 #undef DIFFSAMPLE_DIFFUSION_CHECK_
 }
 
+// The walk's step coefficients (build_langevin_table) must exist in FP32: gamma / sigma^2 (cm, and cx = 1 - cm) finite,
+// and the noise level sigma / sqrt(m) of every measurement a normal FP32 number (the chains start at sigma z and the
+// denoiser's channel holds s in FP32). Shared with diffusion_plan, which has no mixture to bound the step by.
+void check_walk_coefficients(const diffusion_options& o) {
+  const std::int64_t M = o.sampler == diffusion_sampler::sequential_measurements ? o.measurements : 1;
+  const double ratio = o.step_size / (o.sigma * o.sigma);
+  DIFFSAMPLE_EXPECTS(ratio <= double(std::numeric_limits<float>::max()),
+                     "options.step_size / options.sigma^2: " << o.step_size << " / " << o.sigma << "^2 = " << ratio
+                         << " is past FP32's largest number (the walk's step coefficients gamma / sigma^2 and 1 - "
+                            "gamma / sigma^2 would be infinite)");
+  const double last = o.sigma / std::sqrt(double(M));
+  DIFFSAMPLE_EXPECTS(last >= double(std::numeric_limits<float>::min()),
+                     "options.sigma: " << o.sigma << (M > 1 ? " / sqrt(options.measurements)" : "") << " = " << last
+                                       << " is below FP32's smallest normal number "
+                                       << std::numeric_limits<float>::min()
+                                       << " (the kernels hold the walk's noise level in FP32)");
+}
+
+// Walk-jump and SMS run ULA on y_m | y_1..m-1 with the update y <- (1 - gamma / sigma^2) y + (gamma / sigma^2) m(ybar_m)
+// + sqrt(2 gamma) xi, ybar_m = (S + y_m) / m. Far from the means one component takes all the weight (in coordinate j
+// the one with the largest variance v there); its denoiser is linear in ybar_m with slope v / (v + sigma^2 / m), so
+// the walk multiplies y_j by 1 - gamma q_m, q_m = ((m - 1) v + sigma^2) / (sigma^2 (m v + sigma^2)) per step: the ULA
+// map of a Gaussian of variance 1 / q_m (sigma^2 plus the posterior variance after m - 1 measurements). At gamma q_m
+// >= 2 that factor is <= -1 and y_j grows without bound (as it did, to inf / NaN). q_m rises with m and falls with v:
+// the binding bound is the last measurement's at the coordinate whose largest variance is smallest,
+// 2 sigma^2 (M v + sigma^2) / ((M - 1) v + sigma^2). Below it every tail pulls the walk back (the step may still be
+// too large for narrower components, which the walk then leaves: README, walk_jump).
+void check_walk_stability(const gaussian_mixture& mixture, const diffusion_options& o) {
+  const std::int64_t M = o.sampler == diffusion_sampler::sequential_measurements ? o.measurements : 1;
+  const std::vector<double>& var = mixture.variances();
+  const std::int64_t d = mixture.dim();
+  const std::int64_t K = static_cast<std::int64_t>(mixture.weights().size());
+  const bool iso = mixture.isotropic();
+  double v = std::numeric_limits<double>::infinity();
+  std::int64_t coordinate = 0;
+  for (std::int64_t j = 0; j < (iso ? 1 : d); ++j) {
+    double widest = 0;
+    for (std::int64_t k = 0; k < K; ++k) widest = std::max(widest, iso ? var[k] : var[k * d + j]);
+    if (widest < v) {
+      v = widest;
+      coordinate = j;
+    }
+  }
+  const double s2 = o.sigma * o.sigma;
+  const double bound = 2 * s2 * (double(M) * v + s2) / (double(M - 1) * v + s2);
+  DIFFSAMPLE_EXPECTS(o.step_size < bound,
+                     "options.step_size: " << o.step_size << " is at or above " << bound
+                         << ", where the walk" << (M > 1 ? " on the last measurement" : "")
+                         << " diverges: the bound 2 sigma^2 (M v + sigma^2) / ((M - 1) v + sigma^2) with options.sigma = "
+                         << o.sigma << ", M = " << M << (M > 1 ? " (options.measurements)" : "") << " and v = " << v
+                         << (iso ? std::string(", the mixture's largest variance")
+                                 : ", the mixture's largest variance in coordinate " + std::to_string(coordinate) +
+                                       " (the coordinate where it is smallest)")
+                         << "; take a smaller step size");
+}
+
 void validate_options(const diffusion_options& o) {
   DIFFSAMPLE_EXPECTS(o.sampler >= diffusion_sampler::ddpm && o.sampler <= diffusion_sampler::sequential_measurements,
                      "options.sampler: invalid value " << static_cast<int>(o.sampler));
@@ -205,6 +262,7 @@ void validate_options(const diffusion_options& o) {
       limits::check("options.measurements", o.measurements, 1, limits::max_inner_steps);
     limits::check("options.steps x measurements", total_steps(o), 1, kernels::philox_max_step - 1,
                   "the random stream's steps");
+    check_walk_coefficients(o);
   }
   // Past the steps no record falls due: the trajectory was taken and never written.
   DIFFSAMPLE_EXPECTS(o.record_every <= total_steps(o),
@@ -215,6 +273,7 @@ void validate_options(const diffusion_options& o) {
 void validate(const gaussian_mixture& mixture, std::int64_t n, const diffusion_options& o) {
   detail::check_count("n", n, mixture.dim());
   validate_options(o);
+  if (!uses_schedule(o.sampler)) check_walk_stability(mixture, o);
 }
 
 using kernels::is_register_dim;
@@ -397,6 +456,7 @@ diffusion_plan::diffusion_plan(std::int64_t n, std::int64_t d, const diffusion_o
   if (!uses_schedule(o.sampler)) {
     detail::check_positive("options.sigma", o.sigma);
     detail::check_positive("options.step_size", o.step_size);
+    check_walk_coefficients(o);
   }
   DIFFSAMPLE_EXPECTS(output != model_output::velocity || uses_schedule(o.sampler),
                      "output: velocity needs a schedule-based sampler, not " << to_string(o.sampler));

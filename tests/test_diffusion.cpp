@@ -525,6 +525,64 @@ TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
   EXPECT_NE(message(o).find("options.steps"), std::string::npos) << message(o);
 }
 
+// Walk-jump and SMS run ULA on y_m | y_1..m-1. Far from the means the widest component takes all the weight, and
+// there the walk multiplies y by 1 - gamma ((m - 1) v + sigma^2) / (sigma^2 (m v + sigma^2)) per step: at or past
+// -1 (step_size >= 2 sigma^2 (M v + sigma^2) / ((M - 1) v + sigma^2) at the last measurement M) it diverges. Such
+// settings ran and returned inf / NaN (sigma = 1, v = 1, M = 1, step_size 4.4: every output non-finite after 600
+// steps); a step_size just inside the bound runs to finite samples, and the narrower component (v = 0.04, whose own
+// bound is far lower) does not restrict it. A sigma whose square underflows, or whose gamma / sigma^2 is past FP32,
+// made the step's coefficients infinite (NaN outputs).
+TEST(Diffusion, WalkStepSizesPastTheStabilityBoundAreRefused) {
+  const std::int64_t d = 2, n = 16;
+  const gaussian_mixture mix(d, {0.5, 0.5}, {-2.0, 0.0, 2.0, 1.0}, {0.04, 1.0});
+  std::vector<float> x(n * d);
+  auto message = [&](const diffusion_options& o) -> std::string {
+    try {
+      diffusion(mix, x.data(), {}, n, o, cpu);
+    } catch (const invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const double v = 1.0, sigma = 1.0, s2 = sigma * sigma;
+  for (std::int64_t M : {1, 4}) {
+    diffusion_options o;
+    o.sampler = M == 1 ? diffusion_sampler::walk_jump : diffusion_sampler::sequential_measurements;
+    if (M > 1) o.measurements = M;
+    o.sigma = sigma;
+    o.steps = 600;
+    o.seed = 5;
+    const double bound = 2 * s2 * (M * v + s2) / ((M - 1) * v + s2);
+    o.step_size = 1.1 * bound;
+    std::string m = message(o);
+    EXPECT_NE(m.find("options.step_size"), std::string::npos) << "M " << M << ": " << m;
+    EXPECT_NE(m.find("options.sigma"), std::string::npos) << m;
+    o.step_size = bound;  // the coefficient is -1 in the tails: no stationary law
+    EXPECT_NE(message(o).find("options.step_size"), std::string::npos) << "M " << M;
+    o.step_size = 0.99 * bound;
+    EXPECT_EQ(message(o), "") << "M " << M;
+    for (float xi : x) ASSERT_TRUE(std::isfinite(xi)) << "M " << M;
+  }
+  // Coefficients past FP32 (gamma / sigma^2) or a sigma whose square underflows in FP64.
+  diffusion_options o;
+  o.sampler = diffusion_sampler::walk_jump;
+  o.step_size = 0.1;
+  o.sigma = 1e-20;  // gamma / sigma^2 = 1e39
+  std::string m = message(o);
+  EXPECT_NE(m.find("options.step_size / options.sigma^2"), std::string::npos) << m;
+  o.sigma = 1e-170;  // sigma^2 = 0 in FP64
+  m = message(o);
+  EXPECT_NE(m.find("options.step_size / options.sigma^2"), std::string::npos) << m;
+  o.step_size = 1e-300;
+  o.sigma = 1e-140;  // gamma / sigma^2 = 1e-20, but sigma itself is 0 in FP32
+  m = message(o);
+  EXPECT_NE(m.find("options.sigma"), std::string::npos) << m;
+  // The plan (no mixture to bound the step by) refuses the infinite coefficients too.
+  o.step_size = 0.1;
+  o.sigma = 1e-20;
+  EXPECT_THROW(diffusion_plan(n, d, o, model_output::denoiser, cpu), invalid_argument);
+}
+
 TEST(Diffusion, NamesRoundTrip) {
   for (int i = 0; i <= static_cast<int>(diffusion_sampler::sequential_measurements); ++i) {
     const auto s = static_cast<diffusion_sampler>(i);
