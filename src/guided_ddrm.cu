@@ -218,29 +218,75 @@ std::int64_t operator_count(const guided_problems& pr, std::int64_t d) {
 
 std::atomic<std::int64_t> factorisations_made{0};
 
-// The thin SVDs of the problems' operators (factor()), from the memo of the last operator sets factored
-// (src/guided_reduction.hpp) when their matrices match bit for bit, else computed and kept. A set with an SVD operator
-// (whose factors are its own, not its matrix's: a cheap copy) is factored per call and not kept.
+// What factor() reads of the problems' operators, as a factorisation_memo's key: the dense rows given (1 shared or B)
+// then their count and 0; or per operator a tag, 1 for an SVD operator (whose factors are its own, copied per call and
+// not part of the key) and 0 followed by the operator's matrix() (d_y x d_x) for any other, then the count of
+// operators and 1 (the tags and the trailing pair fix the layout, so that no two sets share a key).
+std::vector<double> factor_key(const guided_problems& pr, std::int64_t d) {
+  if (pr.operators.empty()) {
+    std::vector<double> key = operator_matrices(pr, d);
+    key.push_back(static_cast<double>(operator_count(pr, d)));
+    key.push_back(0.0);
+    return key;
+  }
+  std::vector<double> key;
+  for (const observation_operator& op : pr.operators) {
+    if (op.kind() == observation_kind::svd) {
+      key.push_back(1.0);
+      continue;
+    }
+    key.push_back(0.0);
+    const std::vector<double> A = op.matrix();
+    key.insert(key.end(), A.begin(), A.end());
+  }
+  key.push_back(static_cast<double>(pr.operators.size()));
+  key.push_back(1.0);
+  return key;
+}
+
+// The thin SVDs of the problems' operators (factor()). An SVD operator's are its own (a cheap copy, per call); the
+// others' come from the memo of the last operator sets factored (src/guided_reduction.hpp) when the set's key
+// (factor_key: their matrices, bit for bit, and where the SVD operators sit) matches, else are computed and kept.
+// A set mixing SVD operators with dense ones or masks is kept too (its SVD operators' entries empty, filled per
+// call): it was factored on every call before, the dense operators' Jacobi included.
 std::shared_ptr<const std::vector<thin_svd>> factor_operators(const guided_problems& pr, std::int64_t d) {
   const std::int64_t dy = pr.d_y, count = operator_count(pr, d);
-  auto f = std::make_shared<std::vector<thin_svd>>(static_cast<std::size_t>(count));
-  const bool own_factors = std::any_of(pr.operators.begin(), pr.operators.end(), [](const observation_operator& op) {
-    return op.kind() == observation_kind::svd;
-  });
-  if (own_factors) {
+  const auto own = [&](std::int64_t c) {
+    return !pr.operators.empty() && pr.operators[c].kind() == observation_kind::svd;
+  };
+  bool all_own = true, any_own = false;
+  for (std::int64_t c = 0; c < count; ++c) {
+    if (own(c))
+      any_own = true;
+    else
+      all_own = false;
+  }
+  // Their own factors where every operator is an SVD: nothing to factor or keep.
+  if (all_own) {
+    auto f = std::make_shared<std::vector<thin_svd>>(static_cast<std::size_t>(count));
     for (std::int64_t c = 0; c < count; ++c) (*f)[c] = factor(&pr.operators[c], nullptr, dy, d);
     return f;
   }
   static factorisation_memo<std::vector<thin_svd>> memo;
-  std::vector<double> key = operator_matrices(pr, d);
-  if (std::shared_ptr<const std::vector<thin_svd>> kept = memo.find(dy, d, key)) return kept;
-  std::size_t values = 0;
-  for (std::int64_t c = 0; c < count; ++c) {
-    (*f)[c] = factor(nullptr, key.data() + c * dy * d, dy, d);
-    values += (*f)[c].U.size() + (*f)[c].S.size() + (*f)[c].V.size();
+  std::vector<double> key = factor_key(pr, d);
+  std::shared_ptr<const std::vector<thin_svd>> kept = memo.find(dy, d, key);
+  if (!kept) {
+    auto f = std::make_shared<std::vector<thin_svd>>(static_cast<std::size_t>(count));
+    std::size_t values = 0;
+    for (std::int64_t c = 0; c < count; ++c) {
+      if (own(c)) continue;
+      (*f)[c] = pr.operators.empty() ? factor(nullptr, pr.A.data() + c * dy * d, dy, d)
+                                     : factor(&pr.operators[c], nullptr, dy, d);
+      values += (*f)[c].U.size() + (*f)[c].S.size() + (*f)[c].V.size();
+    }
+    factorisations_made.fetch_add(1, std::memory_order_relaxed);
+    memo.keep(dy, d, std::move(key), f, values);
+    kept = std::move(f);
   }
-  factorisations_made.fetch_add(1, std::memory_order_relaxed);
-  memo.keep(dy, d, std::move(key), f, values);
+  if (!any_own) return kept;
+  auto f = std::make_shared<std::vector<thin_svd>>(*kept);
+  for (std::int64_t c = 0; c < count; ++c)
+    if (own(c)) (*f)[c] = factor(&pr.operators[c], nullptr, dy, d);
   return f;
 }
 

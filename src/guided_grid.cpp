@@ -61,28 +61,61 @@ std::vector<double> singular_values(const guided_problems& pr, std::int64_t c, s
 
 std::atomic<std::int64_t> spectra_made{0};
 
-// The singular values of the problems' `count` operators (singular_values()), from the memo of the last operator
-// sets (src/guided_reduction.hpp) when their matrices match bit for bit, else computed and kept: dense operators
-// only (an SVD operator's values are its own, a cheap copy; a mask's are not taken from its matrix).
+// The singular values of the problems' `count` operators (singular_values()). A dense operator's (the eigenvalues of
+// its A A^T: seconds for a few hundred rows) come from the memo of the last operator sets (src/guided_reduction.hpp)
+// when the set's key matches, else are computed and kept; an SVD operator's values are its own and a mask's its
+// gains (cheap: taken per call, not part of the key). The key: the dense rows given then their count and 0; or per
+// operator a tag, 0 followed by a dense operator's matrix, 1 for any other, then the count of operators and 1 (the
+// tags and the trailing pair fix the layout, so that no two sets share a key). A set mixing dense operators with
+// SVD operators or masks is kept too: before, it was decomposed on every call, the dense operators included.
 std::shared_ptr<const std::vector<std::vector<double>>> operator_spectra(const guided_problems& pr, std::int64_t count,
                                                                         std::int64_t d) {
-  auto S = std::make_shared<std::vector<std::vector<double>>>(static_cast<std::size_t>(count));
-  const bool dense = std::all_of(pr.operators.begin(), pr.operators.end(),
-                                 [](const observation_operator& op) { return op.kind() == observation_kind::dense; });
-  if (!dense) {
+  const auto cheap = [&](std::int64_t c) {
+    return !pr.operators.empty() && pr.operators[static_cast<std::size_t>(c)].kind() != observation_kind::dense;
+  };
+  bool any_cheap = false, all_cheap = true;
+  for (std::int64_t c = 0; c < count; ++c) {
+    if (cheap(c))
+      any_cheap = true;
+    else
+      all_cheap = false;
+  }
+  if (all_cheap) {
+    auto S = std::make_shared<std::vector<std::vector<double>>>(static_cast<std::size_t>(count));
     for (std::int64_t c = 0; c < count; ++c) (*S)[c] = singular_values(pr, c, d);
     return S;
   }
-  static factorisation_memo<std::vector<std::vector<double>>> memo;
-  std::vector<double> key = operator_matrices(pr, d);
-  if (std::shared_ptr<const std::vector<std::vector<double>>> kept = memo.find(pr.d_y, d, key)) return kept;
-  std::size_t values = 0;
-  for (std::int64_t c = 0; c < count; ++c) {
-    (*S)[c] = singular_values(pr, c, d);
-    values += (*S)[c].size();
+  std::vector<double> key;
+  if (pr.operators.empty()) {
+    key = operator_matrices(pr, d);
+  } else {
+    for (std::int64_t c = 0; c < count; ++c) {
+      key.push_back(cheap(c) ? 1.0 : 0.0);
+      if (cheap(c)) continue;
+      const std::vector<double>& A = pr.operators[static_cast<std::size_t>(c)].dense_matrix();
+      key.insert(key.end(), A.begin(), A.end());
+    }
   }
-  spectra_made.fetch_add(1, std::memory_order_relaxed);
-  memo.keep(pr.d_y, d, std::move(key), S, values);
+  key.push_back(static_cast<double>(count));
+  key.push_back(pr.operators.empty() ? 0.0 : 1.0);
+  static factorisation_memo<std::vector<std::vector<double>>> memo;
+  std::shared_ptr<const std::vector<std::vector<double>>> kept = memo.find(pr.d_y, d, key);
+  if (!kept) {
+    auto S = std::make_shared<std::vector<std::vector<double>>>(static_cast<std::size_t>(count));
+    std::size_t values = 0;
+    for (std::int64_t c = 0; c < count; ++c) {
+      if (cheap(c)) continue;
+      (*S)[c] = singular_values(pr, c, d);
+      values += (*S)[c].size();
+    }
+    spectra_made.fetch_add(1, std::memory_order_relaxed);
+    memo.keep(pr.d_y, d, std::move(key), S, values);
+    kept = std::move(S);
+  }
+  if (!any_cheap) return kept;
+  auto S = std::make_shared<std::vector<std::vector<double>>>(*kept);
+  for (std::int64_t c = 0; c < count; ++c)
+    if (cheap(c)) (*S)[c] = singular_values(pr, c, d);
   return S;
 }
 

@@ -228,6 +228,36 @@ TEST(GuidedGrid, SpectralValuesAreComputedOncePerOperatorSet) {
   EXPECT_EQ(ds::detail::spectral_factorisations() - before, 1) << "an operator one bit apart";
 }
 
+// A set mixing a dense operator with an SVD operator keeps the dense one's singular values as a set of dense
+// operators does (before, any set holding another kind was decomposed per call, the dense operator included: 0
+// decompositions counted where 1 is expected, seen failing so); the SVD operator's values are its own, taken per
+// call: another SVD operator beside the same dense one reuses the dense values only, and the grid holds the new SVD
+// operator's level, not the first one's.
+TEST(GuidedGrid, SpectralValuesOfADenseOperatorBesideAnSvdOneAreKept) {
+  const auto svd = [](double S) {
+    const double r = 1 / std::sqrt(2.0);  // V's column along (e2 + e5) / sqrt 2
+    return ds::observation_operator::svd(2, 6, {1.0, 0.0}, {S}, {0, 0, r, 0, 0, r});
+  };
+  ds::guided_problems pr;
+  pr.problems = 2;
+  pr.d_y = 2;
+  pr.operators = {svd(1.5), ds::observation_operator::dense(2, 6, two_rows(2.25, 0.625))};
+  pr.y = {0.3, -0.2, 0.1, 0.4};
+  pr.sigma_y = {0.05};
+  const ds::guided_options o = grid_options(ds::guided_grid::spectral, 30);
+  std::int64_t before = ds::detail::spectral_factorisations();
+  std::vector<double> t = ds::guided_times(prior(6), pr, o);
+  (void)ds::guided_times(prior(6), pr, o);
+  EXPECT_EQ(ds::detail::spectral_factorisations() - before, 1) << "two calls";
+  for (double S : {1.5, 2.25, 0.625}) EXPECT_EQ(hits(t, spectral_time(S, 0.05)), 1) << S;
+  pr.operators[0] = svd(0.8);
+  before = ds::detail::spectral_factorisations();
+  t = ds::guided_times(prior(6), pr, o);
+  EXPECT_EQ(ds::detail::spectral_factorisations() - before, 0) << "another SVD operator beside the same dense one";
+  for (double S : {0.8, 2.25, 0.625}) EXPECT_EQ(hits(t, spectral_time(S, 0.05)), 1) << S;
+  EXPECT_EQ(hits(t, spectral_time(1.5, 0.05)), 0);
+}
+
 // Schedules without an increasing a, and too few steps for the spectral grid's segments, are refused by name.
 TEST(GuidedGrid, RefusesWhatTheScheduleCannotGive) {
   ds::guided_problems pr;

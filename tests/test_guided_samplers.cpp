@@ -478,6 +478,64 @@ TEST(GuidedSamplers, OneFactorisationServesTheQueryTheRunAndOtherObservations) {
   }
 }
 
+// DDRM on a set mixing an SVD operator with a dense one (B = 2): the SVD operator's factors are its own, the dense
+// one's come from the host factorisation, which is kept as for a set without SVD operators. Before, any set holding
+// an SVD operator skipped the memo, so the dense operator beside it was factored by every workspace query, run and
+// plan (none of it counted; seen failing so: 0 factorisations counted where 1 is expected). The SVD operator is taken
+// as given per call, not from the memo: a set with another SVD operator beside the same dense one reuses the dense
+// one's factors only (a memo that kept the SVD operator's factors under the dense one's key ran the second set with
+// the first set's SVD operator; seen failing so), and each problem's samples are those of its operator alone.
+TEST(Ddrm, KeepsTheDenseFactorsOfASetWithAnSvdOperator) {
+  const ds::gaussian_mixture prior(4, {0.4, 0.6}, {-1.0, 0.5, 0.0, 1.0, 1.5, -0.5, 1.0, 0.5}, {0.7, 1.2});
+  const std::int64_t N = 16, dy = 2, d = 4;
+  const ds::execution cpu{ds::executor::cpu, nullptr};
+  const ds::guided_options o = options(ds::guided_sampler::ddrm, N, 10, 5);
+  const auto run = [&](const ds::guided_problems& g) {
+    std::vector<float> x(static_cast<std::size_t>(g.problems * N * d), NAN);
+    ds::guided_outputs out;
+    out.samples = x.data();
+    const std::size_t bytes = ds::guided_workspace_bytes(prior, g, o, cpu);
+    std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
+    ds::guided_sample(prior, out, g, o, cpu, ws.data(), bytes);
+    return x;
+  };
+  const auto svd = [&](double angle, double s0) {
+    const double c = std::cos(angle), s = std::sin(angle);
+    // U = I, V's columns (c, s, 0, 0) and (0, 0, 1, 0).
+    return ds::observation_operator::svd(dy, d, {1, 0, 0, 1}, {s0, 0.7}, {c, 0, s, 0, 0, 1, 0, 0});
+  };
+  ds::guided_problems g;
+  g.problems = 2;
+  g.d_y = dy;
+  g.operators = {svd(0.3, 2.0), ds::observation_operator::dense(dy, d, {1.0, 0.5, -0.2, 0.0, 0.0, 0.3, 1.1, -0.4})};
+  g.y = {0.5, -0.3, 1.2, 0.4};
+  g.sigma_y = {0.2};
+  std::int64_t before = ds::detail::ddrm_factorisations();
+  const std::vector<float> first = run(g);
+  EXPECT_EQ(ds::detail::ddrm_factorisations() - before, 1) << "the query and the run";
+  ds::guided_problems other = g;
+  other.operators[0] = svd(-0.9, 3.0);
+  other.y = {0.1, 0.2, -0.5, 0.6};
+  before = ds::detail::ddrm_factorisations();
+  const std::vector<float> second = run(other);
+  (void)ds::sampling_plan::guided(d, other, o, ds::model_output::denoiser, cpu);
+  EXPECT_EQ(ds::detail::ddrm_factorisations() - before, 0) << "another SVD operator and y beside the same dense one";
+  EXPECT_EQ(run(g), first) << "the first set again";
+  // Each problem as in a set of its own operator twice (the same streams, the same rank): the SVD problem's samples
+  // from its own factors (a set of SVD operators alone is not kept), the dense one's from a set of dense operators.
+  const auto alone = [&](const ds::guided_problems& set, int which) {
+    ds::guided_problems twice = set;
+    twice.operators = {set.operators[which], set.operators[which]};
+    return run(twice);
+  };
+  for (const ds::guided_problems* set : {&g, &other})
+    for (int which : {0, 1}) {
+      const std::vector<float> ref = alone(*set, which), got = set == &g ? first : second;
+      for (std::int64_t i = which * N * d; i < (which + 1) * N * d; ++i)
+        ASSERT_EQ(got[i], ref[i]) << (set == &g ? "first" : "second") << " set, problem " << which << ", value " << i;
+    }
+}
+
 // Whether a run needs the reduction (A A^T's scaled Cholesky pivots and, for Pi-GDM and DiffPIR, a condition
 // estimate: O(d_y^3) per operator) is checked once per operator set too: guided_workspace_bytes() and the
 // guided_sample() that takes its workspace each computed it (src/guided.cu, rank_reduction_needed), as did every run
