@@ -722,6 +722,30 @@ TEST_F(Cli, SolveWithGuidedSmcIsScoredAgainstTheExactPosterior) {
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler mala").rc, 2);
 }
 
+// The reference of a run ending at a noised channel is the prior noised to it (means a mu_k, variances
+// a^2 v_k + s^2). Where those leave the library's limits (stochastic_localization's schedule ends at a = t_end), the
+// program ran every chain and failed only when it built the reference, after the work (exit status 1, the bare
+// library message). It is now refused before the run, naming the settings, the channel and the library's message:
+// from the command line exit status 2, from the problem file 1; nothing is written and no run is announced.
+TEST_F(Cli, SampleRefusesANoisedReferenceBeyondTheLimitsBeforeTheRun) {
+  result r = run("sample --executor cpu --chains 64 --steps 5 --sampler ddpm --schedule stochastic_localization "
+                 "--t-end 1e18 --out " + path("out.npy"));
+  expect_failure(r, "--schedule/--time-grid/--t-start/--t-end: the prior noised to the grid's end t = 1e+18 (a = "
+                    "1e+18, s = 1e+09) (the samples' reference) is beyond the library's limits: means[0]: -4e+18 is "
+                    "outside [-1e+18, 1e+18]");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_EQ(r.out.find("diffsample sample:"), std::string::npos) << r.out;  // refused before the run's header
+  // Variances past 1e36 (a^2 v = 1e34 x 1e4), the schedule from the file.
+  write("p.json",
+        "{\"prior\": {\"grid\": {\"dim\": 2, \"size\": 2, \"spacing\": 1.0, \"variance\": 1e4}}, \"sampler\": "
+        "{\"name\": \"ddim\", \"schedule\": \"stochastic_localization\", \"t_end\": 1e17, \"steps\": 5}}");
+  r = run("sample --executor cpu --chains 64 --problem " + path("p.json") + " --out " + path("out.npy"));
+  expect_failure(r, "p.json: sampler: the prior noised to the grid's end t = 1e+17 (a = 1e+17, s = 3.162e+08) (the "
+                    "samples' reference) is beyond the library's limits: variances");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.out.find("diffsample sample:"), std::string::npos) << r.out;
+}
+
 // A diffusion sampler's output is the state at its grid's last point, x_t = a x0 + s z: on a grid that stops at
 // t_end > 0, or whose last channel keeps noise (variance_exploding ends at s = sigma_min), the program compared it
 // with the prior. The reference is now the prior noised to that channel (means a mu_k, variances a^2 v_k + s^2),

@@ -201,12 +201,40 @@ int sample_main(sample_plan& p, const char* command) {
   std::exception_ptr refused;
   std::int64_t forced_chunks = 0;
   std::optional<gaussian_mixture> built;  // the run's prior; its tables on the device can fail on one rank alone
+  // The channel the samples are at: a diffusion sampler's output is the state at its grid's last point,
+  // x_t = a x0 + s z, unless it ends with the denoiser (--final-denoise; stochastic_localization always), whose
+  // output estimates x0 as the Langevin, walk-jump and SMS samples do. At a = 1, s = 0 (t = 0 of every schedule but
+  // stochastic_localization's) that is the prior itself; elsewhere the reference is the prior noised to the
+  // channel, the mixture of means a mu_k and variances a^2 v_k + s^2 (math.md section 1).
+  channel end;
+  double t_end = NAN;
+  std::optional<gaussian_mixture> noised_prior;
   try {
     built.emplace(d, prior.weights, prior.means, prior.variances);
     // The schedule from the merged settings, built before the run: a setting the library refuses is reported with
     // where it came from (the problem file's sampler section, exit status 1, or the command line, 2).
     if (!langevin && !jump) (void)checked_schedule(o, file, s, parse_diffusion_sampler(s.sampler), s.steps);
     check_settings(o, &file, sampler_settings, [&] { check_run(*built, s, n); });
+    if (!langevin && !jump && s.sampler != "stochastic_localization" && !s.final_denoise) {
+      const diffusion_options dopt = diffusion_settings(s);
+      const schedule_point last = dopt.schedule.points(dopt.steps).back();
+      end = {last.a, last.s};
+      t_end = last.t;
+    }
+    // The reference, built before the run: a prior the library cannot noise to that channel (means a mu_k or
+    // variances a^2 v_k + s^2 beyond its limits) is refused here with the library's message, not after the work.
+    if (!at_data(end)) {
+      try {
+        noised_prior.emplace(noised_mixture(*built, end));
+      } catch (const diffsample::invalid_argument& e) {
+        const std::string what = "the prior noised to the grid's end " + channel_text(t_end, end) +
+                                 " (the samples' reference) is beyond the library's limits: " + e.what();
+        const bool from_flags =
+            o.has("--schedule") || o.has("--time-grid") || o.has("--t-start") || o.has("--t-end");
+        if (from_flags || file.path.empty()) throw usage_error("--schedule/--time-grid/--t-start/--t-end: " + what);
+        throw input_error(file.path + ": sampler: " + what);
+      }
+    }
     if (const char* forced = std::getenv("DIFFSAMPLE_CHUNKS")) forced_chunks = to_int("DIFFSAMPLE_CHUNKS", forced, 1);
   } catch (...) {
     refused = std::current_exception();
@@ -231,22 +259,8 @@ int sample_main(sample_plan& p, const char* command) {
   // Rank 0 holds the samples: it scores, prints and stages them while the others check their own standard output;
   // a failure on any process stops every process with its error before rank 0 commits the outputs (on_root).
   return distributed::on_root(spread, [&]() -> int {
-    // The channel the samples are at: a diffusion sampler's output is the state at its grid's last point,
-    // x_t = a x0 + s z, unless it ends with the denoiser (--final-denoise; stochastic_localization always), whose
-    // output estimates x0 as the Langevin, walk-jump and SMS samples do. At a = 1, s = 0 (t = 0 of every schedule but
-    // stochastic_localization's) that is the prior itself; elsewhere the reference is the prior noised to the
-    // channel, the mixture of means a mu_k and variances a^2 v_k + s^2 (math.md section 1).
-    channel end;
-    double t_end = NAN;
-    if (!langevin && !jump && s.sampler != "stochastic_localization" && !s.final_denoise) {
-      const diffusion_options dopt = diffusion_settings(s);
-      const schedule_point last = dopt.schedule.points(dopt.steps).back();
-      end = {last.a, last.s};
-      t_end = last.t;
-    }
+    // The channel the samples are at (end) and the prior noised to it, both from before the run.
     const bool noised = !at_data(end);
-    std::optional<gaussian_mixture> noised_prior;
-    if (noised) noised_prior.emplace(noised_mixture(target, end));
     const gaussian_mixture& reference = noised ? *noised_prior : target;
     // Accuracy on up to 2^15 samples against as many exact samples, beside the exact-vs-exact floor.
     const std::int64_t m = scored_samples(n);
