@@ -35,6 +35,8 @@
 #include <nlohmann/json.hpp>
 
 #include "src/cli/output.hpp"
+#include "src/cli/score.hpp"
+#include "kernels/rng.cuh"
 #include "src/cli/problem.hpp"
 
 namespace {
@@ -720,6 +722,37 @@ TEST_F(Cli, SolveWithGuidedSmcIsScoredAgainstTheExactPosterior) {
   // Options that do not apply are refused.
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler exact --steps 10").rc, 2);
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler mala").rc, 2);
+}
+
+// solve's reference at a noised end (t_end > 0) is a x0 + s z over exact posterior draws x0. z came from
+// std::normal_distribution, whose output is implementation-defined (libstdc++ and libc++ differ), so the reference
+// and every score against it changed with the C++ standard library. Row i's normals are now the library's Philox
+// stream (seed, i, 0), drawn as its samplers draw them: equal seeds give equal rows, other seeds others, and the
+// values are the generator's own (one pinned: z_0 of the stream (42, 0, 0), tolerance for the host libm's last bits
+// in Box-Muller's logf / sincosf).
+TEST(CliScore, NoisedReferenceDrawsTheLibrarysPhiloxNormals) {
+  const std::int64_t d = 5, rows = 3;
+  std::vector<float> x0(std::size_t(rows * d));
+  for (std::size_t k = 0; k < x0.size(); ++k) x0[k] = 0.5f * float(k) - 2.f;
+  const diffsample::channel ch{0.6, 0.8};
+  std::vector<float> a = x0, b = x0, c = x0;
+  diffsample::cli::noise_to(a, d, ch, 42);
+  diffsample::cli::noise_to(b, d, ch, 42);
+  diffsample::cli::noise_to(c, d, ch, 43);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  for (std::int64_t i = 0; i < rows; ++i) {
+    diffsample::kernels::philox_stream rng(42, std::uint64_t(i), 0);
+    rng.normals(int(d), [&](int j, float z) {
+      const std::size_t k = std::size_t(i * d + j);
+      EXPECT_EQ(a[k], float(0.6 * double(x0[k]) + 0.8 * double(z))) << "row " << i << ", coordinate " << j;
+    });
+  }
+  diffsample::kernels::philox_stream first(42, 0, 0);
+  float z0 = 0;
+  first.normals(1, [&](int, float z) { z0 = z; });
+  EXPECT_NEAR(z0, 0.194018871, 1e-6);
+  EXPECT_NEAR(a[0], -1.2 + 0.8 * 0.194018871, 1e-6);
 }
 
 // The reference of a run ending at a noised channel is the prior noised to it (means a mu_k, variances

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <random>
 
 #include <diffsample/diffsample.hpp>
 #include <diffsample/metrics.hpp>
@@ -50,12 +49,6 @@ gaussian_mixture noised_mixture(const gaussian_mixture& m, channel ch) {
   for (double& mu : means) mu *= ch.a;
   for (double& v : variances) v = ch.a * ch.a * v + ch.s * ch.s;
   return gaussian_mixture(m.dim(), m.weights(), std::move(means), std::move(variances));
-}
-
-void noise_to(std::vector<float>& x, channel ch, std::uint64_t seed) {
-  std::mt19937_64 bits(seed);
-  std::normal_distribution<double> z;
-  for (float& v : x) v = float(ch.a * double(v) + ch.s * z(bits));
 }
 
 std::string channel_text(double t, channel ch) {

@@ -58,8 +58,10 @@ inline bool at_data(channel ch) { return ch.a == 1.0 && ch.s == 0.0; }
 /// a x0 + s z for x0 ~ m), isotropic when m is.
 gaussian_mixture noised_mixture(const gaussian_mixture& m, channel ch);
 
-/// @p x (exact draws of x0, rows of d) moved to the channel (a, s): a x + s z, z ~ N(0, I) drawn from @p seed.
-void noise_to(std::vector<float>& x, channel ch, std::uint64_t seed);
+/// @p x (exact draws of x0, rows of d) moved to the channel (a, s): a x + s z, z ~ N(0, I). Row i's normals are those
+/// of the library's Philox stream (seed, i, 0), drawn as its samplers draw them (four per block; src/cli/noise.cpp),
+/// so the reference is the same under every C++ standard library.
+void noise_to(std::vector<float>& x, std::int64_t d, channel ch, std::uint64_t seed);
 
 /// "t = 0.3 (a = 0.9, s = 0.4)": a channel in the program's words (t omitted when NaN).
 std::string channel_text(double t, channel ch);

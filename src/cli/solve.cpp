@@ -542,8 +542,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     post.sample(ref.data(), m, seed + 1000);
     post.sample(ref2.data(), m, seed + 2000);
     if (noised) {
-      noise_to(ref, end, seed + 1001);
-      noise_to(ref2, end, seed + 2001);
+      noise_to(ref, d, end, seed + 1001);
+      noise_to(ref2, d, end, seed + 2001);
     }
     // SMC's log-normaliser estimates log of the integral of p_t(x) g_K(x) over x, g_K the last potential at the
     // grid's end (a, s): N(a y; A x, v I) with v = a^2 sigma_y^2 + s^2 c (the linear potentials', c the spread; only
