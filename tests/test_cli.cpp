@@ -2765,7 +2765,7 @@ TEST_F(Cli, NumericSettingsAreCheckedAgainstTheLibraryBeforeTheRun) {
       {"sample --sampler walk_jump --sigma -1" + quick, "--sigma: must be positive and finite, got -1"},
       {"sample --sampler walk_jump --step-size 1e30" + quick, "--step-size: 1e+30 is above 1e+18"},
       {"sample --sampler walk_jump --sigma 1 --step-size 10" + quick, "--step-size: 10 is at or above 2.5, where the walk diverges"},
-      {"sample --sampler sms --sigma 1e-20 --step-size 0.1" + quick, "--step-size / --sigma^2: 0.1 / 1e-20^2 = 1e+39 is past"},
+      {"sample --sampler sms --sigma 1e-20 --step-size 0.1" + quick, "--step-size / --sigma^2: 0.1 / 1e-20^2 = 1e+39 is at or above 2^23"},
       {"sample --sampler sequential_measurements --steps 16777216 --measurements 1000" + quick,
        "--steps x --measurements = 16777216000, the limit is 1073741823 (2^30 - 1)"},
       {"sample --sampler ddim --eta 2" + quick, "--eta: must be in [0, 1], got 2"},

@@ -531,7 +531,7 @@ TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
 // settings ran and returned inf / NaN (sigma = 1, v = 1, M = 1, step_size 4.4: every output non-finite after 600
 // steps); a step_size just inside the bound runs to finite samples, and the narrower component (v = 0.04, whose own
 // bound is far lower) does not restrict it. A sigma whose square underflows, or whose gamma / sigma^2 is past FP32,
-// made the step's coefficients infinite (NaN outputs).
+// made the step's coefficients infinite (NaN outputs); from gamma / sigma^2 = 2^23 on FP32 rounding swamps the step.
 TEST(Diffusion, WalkStepSizesPastTheStabilityBoundAreRefused) {
   const std::int64_t d = 2, n = 16;
   const gaussian_mixture mix(d, {0.5, 0.5}, {-2.0, 0.0, 2.0, 1.0}, {0.04, 1.0});
@@ -563,12 +563,26 @@ TEST(Diffusion, WalkStepSizesPastTheStabilityBoundAreRefused) {
     EXPECT_EQ(message(o), "") << "M " << M;
     for (float xi : x) ASSERT_TRUE(std::isfinite(xi)) << "M " << M;
   }
-  // Coefficients past FP32 (gamma / sigma^2) or a sigma whose square underflows in FP64.
+  // gamma / sigma^2 at 2^23 or more: the FP32 step (1 - R) y + R m moves y by half of itself per rounding of m (on
+  // N(0, 1), step 0.5: the walk's variance 1.179 against 1.333 at 2^23, diverged at 2^24; sigma = 1e-4 here, 5e7,
+  // ran to variance 5e10). Just inside, 2^22, runs finite.
   diffusion_options o;
+  o.sampler = diffusion_sampler::walk_jump;
+  o.steps = 300;
+  o.step_size = 0.5;
+  o.sigma = 1e-4;
+  std::string m = message(o);
+  EXPECT_NE(m.find("options.step_size / options.sigma^2: 0.5 / 0.0001^2 = 5e+07 is at or above 2^23"),
+            std::string::npos) << m;
+  o.sigma = std::sqrt(0.5 / 4194304.0);
+  EXPECT_EQ(message(o), "");
+  for (float xi : x) ASSERT_TRUE(std::isfinite(xi));
+  // Coefficients past FP32 (gamma / sigma^2) or a sigma whose square underflows in FP64.
+  o = diffusion_options{};
   o.sampler = diffusion_sampler::walk_jump;
   o.step_size = 0.1;
   o.sigma = 1e-20;  // gamma / sigma^2 = 1e39
-  std::string m = message(o);
+  m = message(o);
   EXPECT_NE(m.find("options.step_size / options.sigma^2"), std::string::npos) << m;
   o.sigma = 1e-170;  // sigma^2 = 0 in FP64
   m = message(o);
