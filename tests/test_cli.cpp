@@ -755,6 +755,36 @@ TEST(CliScore, NoisedReferenceDrawsTheLibrarysPhiloxNormals) {
   EXPECT_NEAR(a[0], -1.2 + 0.8 * 0.194018871, 1e-6);
 }
 
+// The binary walk-jump's exact reference sums M measurements of exact prior draws, each coordinate flipped with
+// probability p. The flips came from std::bernoulli_distribution over mt19937_64, whose algorithm each standard
+// library chooses; they are now the library's Philox stream (seed, i, r) for row i and measurement r, a 53-bit uniform
+// per coordinate compared with p: equal seeds give equal sums, every flip is the generator's, and the flip rate is
+// p (20000 flips at p = 0.3: within 5 standard errors, 0.016).
+TEST(CliScore, BinaryReferenceFlipsDrawTheLibrarysPhiloxUniforms) {
+  const std::int64_t d = 4, rows = 2500, M = 2;
+  std::vector<float> x(std::size_t(rows * d));
+  for (std::size_t k = 0; k < x.size(); ++k) x[k] = k % 3 == 0 ? -1.f : 1.f;
+  const double p = 0.3;
+  const std::vector<float> a = diffsample::cli::flipped_sums(x, d, p, M, 7);
+  EXPECT_EQ(a, diffsample::cli::flipped_sums(x, d, p, M, 7));
+  EXPECT_NE(a, diffsample::cli::flipped_sums(x, d, p, M, 8));
+  std::int64_t flips = 0;
+  for (std::int64_t i = 0; i < rows; ++i) {
+    std::vector<float> expect(std::size_t(d), 0.f);
+    for (std::int64_t r = 0; r < M; ++r) {
+      diffsample::kernels::philox_stream rng(7, std::uint64_t(i), std::uint64_t(r));
+      for (std::int64_t j = 0; j < d; ++j) {
+        const std::uint64_t hi = rng.bits(), lo = rng.bits();
+        const bool flip = double((hi << 21) | (lo >> 11)) * 0x1p-53 < p;
+        flips += flip;
+        expect[j] += flip ? -x[i * d + j] : x[i * d + j];
+      }
+    }
+    for (std::int64_t j = 0; j < d; ++j) ASSERT_EQ(a[i * d + j], expect[j]) << "row " << i << ", coordinate " << j;
+  }
+  EXPECT_NEAR(double(flips) / double(rows * d * M), p, 5 * std::sqrt(p * (1 - p) / double(rows * d * M)));
+}
+
 // The reference of a run ending at a noised channel is the prior noised to it (means a mu_k, variances
 // a^2 v_k + s^2). Where those leave the library's limits (stochastic_localization's schedule ends at a = t_end), the
 // program ran every chain and failed only when it built the reference, after the work (exit status 1, the bare

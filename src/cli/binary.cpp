@@ -16,7 +16,6 @@
 #include <diffsample/diffsample.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -88,12 +87,11 @@ std::vector<float> exact_reference(const ds::bernoulli_mixture& prior, bool walk
     prior.sample(out.data(), n, alpha, seed, nullptr, 0, {ds::executor::cpu});
     return out;
   }
-  std::vector<float> x(out.size()), u(out.size(), 0.f);
+  std::vector<float> x(out.size());
   prior.sample(x.data(), n, INFINITY, seed, nullptr, 0, {ds::executor::cpu});
-  std::mt19937_64 g(seed);
-  std::bernoulli_distribution flip(1.0 / (1.0 + std::exp(2.0 * alpha)));
-  for (std::int64_t r = 0; r < measurements; ++r)
-    for (std::size_t i = 0; i < x.size(); ++i) u[i] += flip(g) ? -x[i] : x[i];
+  // The flips from the library's Philox streams (score.hpp), not std::bernoulli_distribution, whose algorithm each
+  // standard library chooses; seed + 1, as the prior's draws take the streams (seed, i, 0).
+  const std::vector<float> u = flipped_sums(x, d, 1.0 / (1.0 + std::exp(2.0 * alpha)), measurements, seed + 1);
   prior.evaluate(out.data(), n, u.data(), alpha, ds::quantity::denoiser, {ds::executor::cpu});
   if (!mean)
     for (float& v : out) v = v >= 0.f ? 1.f : -1.f;

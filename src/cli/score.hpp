@@ -63,6 +63,12 @@ gaussian_mixture noised_mixture(const gaussian_mixture& m, channel ch);
 /// so the reference is the same under every C++ standard library.
 void noise_to(std::vector<float>& x, std::int64_t d, channel ch, std::uint64_t seed);
 
+/// Sums over @p measurements independent measurements of @p x (rows of d values in {-1, 1}), each coordinate flipped
+/// with probability @p flip: the binary walk-jump's exact reference. Measurement r of row i takes its uniforms (53
+/// bits from two outputs, one per coordinate) from the library's Philox stream (seed, i, r).
+std::vector<float> flipped_sums(const std::vector<float>& x, std::int64_t d, double flip, std::int64_t measurements,
+                                std::uint64_t seed);
+
 /// "t = 0.3 (a = 0.9, s = 0.4)": a channel in the program's words (t omitted when NaN).
 std::string channel_text(double t, channel ch);
 
