@@ -60,8 +60,14 @@ struct diffusion_options {
   noise_schedule schedule = noise_schedule::vp_linear();  ///< channel and time grid (diffusion samplers)
   std::int64_t steps = 100;   ///< grid steps; Langevin steps (walk_jump) or Langevin steps per measurement (SMS)
   double eta = 0.0;           ///< DDIM stochasticity, in [0, 1]
-  double sigma = 1.0;         ///< walk_jump and SMS: measurement noise sigma in (0, max_abs_value]
-  double step_size = 0.1;     ///< walk_jump and SMS: Langevin step gamma in (0, max_abs_value]
+  /// walk_jump and SMS: measurement noise sigma in (0, max_abs_value], with sigma / sqrt(M) at least FP32's smallest
+  /// normal number
+  double sigma = 1.0;
+  /// walk_jump and SMS: Langevin step gamma in (0, max_abs_value], with gamma / sigma^2 below 2^23 (the FP32 step
+  /// (1 - R) y + R m, R = gamma / sigma^2, loses y to the rounding of m beyond it); diffusion() also refuses gamma at
+  /// or above 2 sigma^2 (M v + sigma^2) / ((M - 1) v + sigma^2), v the mixture's largest variance in the coordinate
+  /// where that is smallest, where the walk diverges (README, "Walk-jump and SMS step sizes")
+  double step_size = 0.1;
   std::int64_t measurements = 4;  ///< SMS: number of measurements M >= 1
   /// Diffusion samplers: after the last step, replace x by the denoiser at the last channel (always done by
   /// stochastic_localization, walk_jump and SMS, whose output is that jump).
