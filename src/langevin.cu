@@ -58,6 +58,7 @@ void validate_options(const langevin_options& o) {
 void validate(const gaussian_mixture& mixture, std::int64_t n, const langevin_options& o) {
   detail::check_count("n", n, mixture.dim());
   validate_options(o);
+  detail::check_mixture_channel(mixture.storage(), "options.target", o.target);
 }
 
 // Whether the chains run on the register path: a listed dimension, and on CUDA a mixture whose parameters and target

@@ -1,5 +1,6 @@
 // Gaussian mixtures: validation and storage, then the launchers of evaluate / denoiser_jvp / sample, each one
 // functor over points (kernels/mixture_points.cuh) run by either executor.
+#include <algorithm>
 #include <cmath>
 #include <new>
 #include <string>
@@ -47,6 +48,26 @@ kernels::mixture_view<float> mixture_storage::view(executor where) const {
 
 const double* mixture_storage::cumulative_for(executor where) const {
   return where == executor::cuda ? reinterpret_cast<const double*>(device + cumulative_offset()) : cumulative.data();
+}
+
+void check_mixture_channel(const mixture_storage& mix, const char* name, channel ch) {
+  // a^2 v + s^2 grows with v: the smallest variance bounds every component's from below. Above, s <= max_abs_value
+  // (check_channel) and a^2 v <= max_variance keep c <= 2 max_variance, whose inverse is a normal FP32 number.
+  const double a2 = ch.a * ch.a, s2 = ch.s * ch.s;
+  const double c_min = a2 * mix.min_variance + s2;
+  DIFFSAMPLE_EXPECTS(c_min >= min_variance,
+                     name << ": a^2 v + s^2 = " << c_min << " at a = " << ch.a << ", s = " << ch.s
+                          << " and the smallest variance v = " << mix.min_variance << " is below min_variance = "
+                          << min_variance
+                          << " (a component's variance at the channel and its inverse must be normal FP32 numbers)");
+  DIFFSAMPLE_EXPECTS(a2 * mix.max_variance <= max_variance,
+                     name << ": a^2 v = " << a2 * mix.max_variance << " at a = " << ch.a
+                          << " and the largest variance v = " << mix.max_variance << " is above max_variance = "
+                          << max_variance << " (the FP32 kernels form a^2 v)");
+  DIFFSAMPLE_EXPECTS(ch.a * mix.max_abs_mean <= max_abs_value,
+                     name << ": a |mu| = " << ch.a * mix.max_abs_mean << " at a = " << ch.a
+                          << " and the largest mean |mu| = " << mix.max_abs_mean << " is above max_abs_value = "
+                          << max_abs_value << " (the FP32 kernels square x - a mu)");
 }
 
 }  // namespace detail
@@ -118,6 +139,9 @@ gaussian_mixture::gaussian_mixture(std::int64_t dim, std::vector<double> weights
   st.components = K;
   st.dim = dim;
   st.isotropic = iso;
+  st.min_variance = *std::min_element(variances.begin(), variances.end());
+  st.max_variance = *std::max_element(variances.begin(), variances.end());
+  for (const double m : means) st.max_abs_mean = std::max(st.max_abs_mean, std::fabs(m));
   st.weights = std::move(weights);
   st.means = std::move(means);
   st.variances = std::move(variances);

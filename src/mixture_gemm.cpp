@@ -529,6 +529,7 @@ evaluate_report gaussian_mixture::evaluate(float* out, std::int64_t n, const flo
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
   detail::check_channel("ch", ch);
+  detail::check_mixture_channel(*storage_, "ch", ch);
   const executor where = detail::resolve_executor(exec.kind, x);
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   detail::check_buffer("out", out, what == quantity::log_density ? n : n * d, sizeof(float), where);
@@ -565,6 +566,7 @@ evaluate_report gaussian_mixture::denoiser_jvp(float* out, std::int64_t n, const
   const std::int64_t d = dim();
   detail::check_count("n", n, d);
   detail::check_channel("ch", ch);
+  detail::check_mixture_channel(*storage_, "ch", ch);
   const executor where = detail::resolve_executor(exec.kind, x);
   detail::check_buffer("x", x, n * d, sizeof(float), where);
   detail::check_buffer("v", v, n * d, sizeof(float), where);

@@ -681,3 +681,62 @@ TEST(Mixture, HostTablesBeyondTheHostAreOutOfMemory) {
               "gaussian_mixture: the FP32 copy of the means \\(K x d floats\\) for K = 1, d = 8388608 could not be "
               "allocated on the host \\(33554432 bytes\\)");
 }
+
+// A channel that takes a component's variance c = a^2 v + s^2 below min_variance, a^2 v above max_variance or a
+// mean's a mu beyond max_abs_value, is refused by the FP32 evaluations (invalid_argument naming the channel and the bound): the
+// kernels divide by c and use 1 / c, which left the FP32 range. Seen failing before the check, where these channels
+// gave NaN or inf scores, log-densities and JVPs while the FP64 reference is finite: v = 1e-36 at a = 1e-3, s = 0
+// (c = 1e-42: score NaN), a = 0 with s = 1e-20 on a unit-variance mixture (c = 1e-40: log-density -5e36, score
+// NaN), a = 1e-18, s = 0 (c = 1e-36 is kept; the JVP there is the next case's), and a^2 v above 1e36.
+TEST(Mixture, ChannelsThatTakeTheVarianceOutOfTheFp32RangeAreRefused) {
+  const int d = 2;
+  struct refused {
+    double v, mu, a, s;
+    const char* says;
+  };
+  for (const refused& r : {refused{1e-36, 1.0, 1e-3, 0.0, "is below min_variance = 1e-36"},
+                           refused{1.0, 1.0, 0.0, 1e-20, "is below min_variance = 1e-36"},
+                           refused{1e-30, 1.0, 1e-4, 1e-19, "is below min_variance = 1e-36"},
+                           refused{1e36, 1.0, 2.0, 0.0, "a^2 v = 4e+36 at a = 2 and the largest variance v = 1e+36 is above max_variance = 1e+36"},
+                           refused{1.0, 1e18, 10.0, 0.0, "is above max_abs_value = 1e+18"}}) {
+    const gaussian_mixture mix(d, {0.4, 0.6}, {r.mu, -r.mu, -0.5 * r.mu, 0.25 * r.mu}, {r.v, r.v});
+    const channel ch{r.a, r.s};
+    // The FP64 reference stays defined there, and finite.
+    const std::vector<double> x64 = {r.a * r.mu, -r.a * r.mu, 0.0, 0.0};
+    std::vector<double> ref(4);
+    mix.evaluate_fp64(ref.data(), 2, x64.data(), ch, quantity::log_density);
+    EXPECT_TRUE(std::isfinite(ref[0]) && std::isfinite(ref[1]));
+    const std::vector<float> x(x64.begin(), x64.end()), v = {0.3f, -0.2f, 1.f, 0.5f};
+    std::vector<float> out(4);
+    char where[96];
+    std::snprintf(where, sizeof where, "v = %g, mu = %g, a = %g, s = %g", r.v, r.mu, r.a, r.s);
+    for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
+      for (mixture_path path : {mixture_path::direct, mixture_path::gemm}) {
+        evaluate_options o;
+        o.path = path;
+        try {
+          mix.evaluate(out.data(), 2, x.data(), ch, q, o, {executor::cpu});
+          ADD_FAILURE() << "accepted " << where << ": " << out[0] << " " << out[1];
+        } catch (const invalid_argument& e) {
+          EXPECT_NE(std::string(e.what()).find("ch: "), std::string::npos) << e.what();
+          EXPECT_NE(std::string(e.what()).find(r.says), std::string::npos) << e.what();
+        }
+      }
+    }
+    EXPECT_THROW(mix.denoiser_jvp(out.data(), 2, x.data(), v.data(), ch, {executor::cpu}), invalid_argument) << where;
+    langevin_options lo;
+    lo.target = ch;
+    lo.steps = 1;
+    EXPECT_THROW(langevin(mix, out.data(), {}, 2, lo, {executor::cpu}), invalid_argument) << where;
+  }
+  // The bounds themselves are accepted: c = 1e-36 exactly (a = 1, s = 0 on the smallest variance), and
+  // a = s = 1e18 on a unit variance (c = 2e36, its inverse a normal float).
+  const gaussian_mixture tiny(1, {1.0}, {0.0}, {min_variance});
+  std::vector<float> x = {1e-18f}, out(1);
+  tiny.evaluate(out.data(), 1, x.data(), {1.0, 0.0}, quantity::score, {executor::cpu});
+  EXPECT_NEAR(out[0], -1e18, 1e12);
+  const gaussian_mixture unit(1, {1.0}, {1.0}, {1.0});
+  x = {1e18f};
+  unit.evaluate(out.data(), 1, x.data(), {1e18, 1e18}, quantity::score, {executor::cpu});
+  EXPECT_TRUE(std::isfinite(out[0]));
+}
