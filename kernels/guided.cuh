@@ -176,7 +176,11 @@ DS_HD_INLINE std::uint64_t guided_stream(const guided_params& p, std::int64_t i,
   return static_cast<std::uint64_t>(i + b * p.stream_skip + p.stream_first);
 }
 
-/// r = scale * y_b - A_b x - noise * z for one particle (d_y values); z is read only when noise != 0.
+/// r = scale * y_b - A_b x - noise * z for one particle (d_y values); z is read only when noise != 0. The products
+/// and their sum are formed in FP64 and r is rounded to float once (as final_move_residual): near the posterior r is
+/// of order sigma_y while its terms are of order |A| |x|, and an FP32 sum was off by up to d 2^-24 sum_j |A_oj x_j|.
+/// A product of two floats is exact in FP64, so a fused multiply-add rounds as the separate operations do and both
+/// executors give the same floats.
 template <class X, class R, class Z = const float*>
 DS_HD_INLINE void guided_residual(const guided_params& p, std::int64_t b, float scale, const X& x, R& r,
                                   float noise = 0.f, Z z = nullptr) {
@@ -185,11 +189,32 @@ DS_HD_INLINE void guided_residual(const guided_params& p, std::int64_t b, float 
   if (p.mask != nullptr) {
     const std::int32_t* index = p.mask + b * p.A_stride;
     for (int o = 0; o < p.d_y; ++o)
-      r[o] = scale * y[o] - (noise != 0.f ? noise * z[o] : 0.f) - A[o] * x[index[o]];
+      r[o] = static_cast<float>(double(scale) * double(y[o]) - (noise != 0.f ? double(noise) * double(z[o]) : 0.0) -
+                                double(A[o]) * double(x[index[o]]));
     return;
   }
   for (int o = 0; o < p.d_y; ++o) {
-    float acc = scale * y[o] - (noise != 0.f ? noise * z[o] : 0.f);
+    double acc = double(scale) * double(y[o]) - (noise != 0.f ? double(noise) * double(z[o]) : 0.0);
+    for (int j = 0; j < p.d; ++j) acc -= double(A[static_cast<std::int64_t>(o) * p.d + j]) * double(x[j]);
+    r[o] = static_cast<float>(acc);
+  }
+}
+
+/// guided_residual with the products and their sum in FP32: for the terms that do not cancel, -A u of a direction u
+/// (scale 0: the final moves' split forms) and the first weight's a_0 y - A x of x = s_0 z drawn from the prior's
+/// scale, independent of y, where |r| is of the order of its terms and FP32 is off by d 2^-24 of it. (FP64 there took
+/// guided_init_functor past its 64 registers on sm_90.)
+template <class X, class R>
+DS_HD_INLINE void guided_residual_float(const guided_params& p, std::int64_t b, float scale, const X& x, R& r) {
+  const float* A = p.A + b * p.A_stride;
+  const float* y = p.y + b * p.d_y;
+  if (p.mask != nullptr) {
+    const std::int32_t* index = p.mask + b * p.A_stride;
+    for (int o = 0; o < p.d_y; ++o) r[o] = scale * y[o] - A[o] * x[index[o]];
+    return;
+  }
+  for (int o = 0; o < p.d_y; ++o) {
+    float acc = scale * y[o];
     for (int j = 0; j < p.d; ++j) acc -= A[static_cast<std::int64_t>(o) * p.d + j] * x[j];
     r[o] = acc;
   }
@@ -302,7 +327,7 @@ struct guided_init_functor {
     philox rng(guided_seed(p), guided_stream(p, i, b), 0);
     const float scale = p.initial_scale;
     rng.normals(p.d, [&](int j, float z) { xi[j] = scale * z; });
-    guided_residual(p, b, p.steps[0].a, xi, ri);
+    guided_residual_float(p, b, p.steps[0].a, xi, ri);
     float q = 0;
     for (int o = 0; o < p.d_y; ++o) q += ri[o] * ri[o];
     lw[i] = -0.5f * q * p.inv_var[b];
@@ -1421,13 +1446,13 @@ struct final_move_functor {
       for (int j = 0; j < d; ++j) nn += ni[j] * ni[j];
       float nu2 = 0.f;
       for (int o = 0; o < dy; ++o) nu2 += nu[o] * nu[o];
-      guided_residual(p, b, 0.f, ni, e);  // -A n_p
+      guided_residual_float(p, b, 0.f, ni, e);  // -A n_p
       const float nmn = nn * inv_lambda + nu2 * inv_s2 - final_move_split(p, q, b, lambda, nu, e, static_cast<strided_vec<float>*>(nullptr)) *
                                                                    inv_lambda;
       // x' = x + M w, w = (h / 2) g + n: w_p = (h / 2) g_p + n_p into x' - x, mu~ = (h / 2) r + mu~ of n (into rp).
       for (int j = 0; j < d; ++j) xpi[j] = half * gi[j] + ni[j];
       for (int o = 0; o < dy; ++o) rp[o] = half * r[o] + nu[o];
-      guided_residual(p, b, 0.f, xpi, e);  // -A w_p
+      guided_residual_float(p, b, 0.f, xpi, e);  // -A w_p
       final_move_split(p, q, b, lambda, rp, e, &rp);  // rp = W e
       for (int o = 0; o < dy; ++o) rp[o] = -rp[o];
       guided_add_rows(p, b, rp, xpi);  // w_p - A^T W e
@@ -1445,7 +1470,7 @@ struct final_move_functor {
         nu[o] += half * (r[o] + rp[o]);
         psi2 += nu[o] * nu[o];
       }
-      guided_residual(p, b, 0.f, ni, e);  // -A v_p
+      guided_residual_float(p, b, 0.f, ni, e);  // -A v_p
       const float vmv = vv * inv_lambda + psi2 * inv_s2 -
                         final_move_split(p, q, b, lambda, nu, e, static_cast<strided_vec<float>*>(nullptr)) * inv_lambda;
       const float log_backward = -vmv * inv_2h;

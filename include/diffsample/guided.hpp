@@ -308,7 +308,10 @@ struct guided_options {
   /// Elsewhere (masks, SVD operators, TMPD on the CUDA executor) the run is direct whatever this says; the other
   /// samplers do not read it and refuse a value other than automatic. guided_report::operator_path says which ran.
   /// A guided sampling_plan runs the path guided_sample() resolves for the same options and problems
-  /// (sampling_plan::report() says which). The paths differ only in the FP32 / FP64 sums' order.
+  /// (sampling_plan::report() says which). The paths differ in the FP32 / FP64 sums' order, and in the residual
+  /// y - A m: the direct path forms it in FP64 and rounds once, the products' path subtracts the FP32 product A m,
+  /// which at a small sigma_y is off by several sigma_y where |y| is large (README: "The observation residual at
+  /// small sigma_y", section "Monte Carlo guided diffusion").
   mixture_path operator_path = mixture_path::automatic;
   std::uint64_t seed = 0;       ///< Philox key; particle j of problem b uses the stream (seed, b N + j, step)
 };

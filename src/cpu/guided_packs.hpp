@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "kernels/guided.cuh"
@@ -71,22 +72,69 @@ inline void multistep_packs(const kernels::guided_params& p, std::int64_t k, con
   }
 }
 
-/// r = scale y_b - A_b x - noise z (d_y packs), as guided_residual.
+/// Half a pack in FP64 (lanes / 2 doubles: one native vector of the target), and a pack's two halves widened or
+/// narrowed (exact one way, one rounding the other). A whole pack of doubles would be two native vectors that GCC
+/// keeps in memory in a loop.
+typedef double dhalf __attribute__((vector_size(lanes * 4)));
+typedef float fhalf __attribute__((vector_size(lanes * 2)));
+DS_SIMD_INLINE void widen(fpack v, dhalf& lo, dhalf& hi) {
+  fhalf a, b;
+  std::memcpy(&a, &v.v, sizeof a);
+  std::memcpy(&b, reinterpret_cast<const char*>(&v.v) + sizeof a, sizeof b);
+  lo = __builtin_convertvector(a, dhalf);
+  hi = __builtin_convertvector(b, dhalf);
+}
+DS_SIMD_INLINE fpack narrow(dhalf lo, dhalf hi) {
+  const fhalf a = __builtin_convertvector(lo, fhalf), b = __builtin_convertvector(hi, fhalf);
+  fpack v;
+  std::memcpy(&v.v, &a, sizeof a);
+  std::memcpy(reinterpret_cast<char*>(&v.v) + sizeof a, &b, sizeof b);
+  return v;
+}
+
+/// r = scale y_b - A_b x - noise z (d_y packs), as guided_residual: the products and their sum in FP64 (exact
+/// products, so the same floats as the kernel's), r rounded to float once. Dense A: x widened once into a per-thread
+/// buffer (2 d half packs), then each row's sum over the coordinates in order, two half-pack accumulators.
 inline void residual(const kernels::guided_params& p, std::int64_t b, float scale, const fpack* x, fpack* r,
                      float noise = 0.f, const fpack* z = nullptr) {
   const float* A = p.A + b * p.A_stride;
   const float* y = p.y + b * p.d_y;
+  const dhalf zero{};
+  auto start = [&](int o, dhalf& lo, dhalf& hi) {
+    lo = hi = zero + double(scale) * double(y[o]);
+    if (noise != 0.f) {
+      dhalf zl, zh;
+      widen(z[o], zl, zh);
+      lo = lo - double(noise) * zl;
+      hi = hi - double(noise) * zh;
+    }
+  };
   if (p.mask != nullptr) {
     const std::int32_t* index = p.mask + b * p.A_stride;
-    for (int o = 0; o < p.d_y; ++o)
-      r[o] = fpack(scale * y[o]) - (noise != 0.f ? fpack(noise) * z[o] : fpack(0.f)) - fpack(A[o]) * x[index[o]];
+    for (int o = 0; o < p.d_y; ++o) {
+      dhalf lo, hi, xl, xh;
+      start(o, lo, hi);
+      widen(x[index[o]], xl, xh);
+      lo = lo - double(A[o]) * xl;
+      hi = hi - double(A[o]) * xh;
+      r[o] = narrow(lo, hi);
+    }
     return;
   }
+  static thread_local std::vector<dhalf> wide;
+  if (static_cast<std::int64_t>(wide.size()) < 2 * std::int64_t(p.d)) wide.resize(2 * std::int64_t(p.d));
+  dhalf* xd = wide.data();
+  for (int j = 0; j < p.d; ++j) widen(x[j], xd[2 * j], xd[2 * j + 1]);
   for (int o = 0; o < p.d_y; ++o) {
-    fpack acc = fpack(scale * y[o]) - (noise != 0.f ? fpack(noise) * z[o] : fpack(0.f));
+    dhalf lo, hi;
+    start(o, lo, hi);
     const float* row = A + static_cast<std::int64_t>(o) * p.d;
-    for (int j = 0; j < p.d; ++j) acc = acc - fpack(row[j]) * x[j];
-    r[o] = acc;
+    for (int j = 0; j < p.d; ++j) {
+      const double a = row[j];
+      lo = lo - a * xd[2 * j];
+      hi = hi - a * xd[2 * j + 1];
+    }
+    r[o] = narrow(lo, hi);
   }
 }
 
