@@ -134,7 +134,8 @@ DS_HD_INLINE T mixture_denoiser(const mixture_view<P>& m, const X& x, T a, T s, 
     sm.push(component_logit(m, k, x, a, s2), rescale, weight);
     for (int j = 0; j < d; ++j) {
       const T v = T(m.variance(k, j));
-      const T mk = (s2 * T(m.mean(k, j)) + a * v * T(x[j])) / (a * a * v + s2);
+      const T inv_c = T(1) / (a * a * v + s2);  // s^2 / c <= 1 and a v / c first: s^2 mu, a v x overflowed FP32
+      const T mk = s2 * inv_c * T(m.mean(k, j)) + a * v * inv_c * T(x[j]);
       out[j] = out[j] * rescale + weight * mk;
     }
   }
@@ -597,7 +598,10 @@ DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
         T acc = moved ? out[j] * rescale : out[j];
         DS_UNROLL
         for (int kk = 0; kk < channel_chunk; ++kk) {
-          const T mk = (T(c.s2 * mu[kk][j]) + T(c.a * v[kk][j]) * xj) * T(ic[kk][j]);
+          // s^2 / c and a v / c first (each at most 1 and 1 / a): s^2 mu and a v x overflowed FP32 at s = 1e18,
+          // |mu| = 1e18 or v = 1e36 where the posterior mean is finite.
+          const float icj = ic[kk][j];
+          const T mk = ds_fma(T(c.a * v[kk][j] * icj), xj, T(c.s2 * icj * mu[kk][j]));
           acc = ds_fma(w[kk], mk, acc);
         }
         out[j] = acc;

@@ -740,3 +740,48 @@ TEST(Mixture, ChannelsThatTakeTheVarianceOutOfTheFp32RangeAreRefused) {
   unit.evaluate(out.data(), 1, x.data(), {1e18, 1e18}, quantity::score, {executor::cpu});
   EXPECT_TRUE(std::isfinite(out[0]));
 }
+
+// The posterior mean of a component, (s^2 mu + a v x) / c, is formed from s^2 / c and a v / c (at most 1 and 1 / a):
+// s^2 mu and a v x overflowed FP32 for admitted values (s = 1e18 with |mu| = 1e18; v = 1e36 with x = 3e17) and gave
+// NaN denoisers where the FP64 reference is of size 1e18. Seen failing before: the CPU executor's diagonal denoiser
+// (channel_denoiser) and the FP32 mixture_denoiser (the CUDA executor's direct path) returned NaN.
+TEST(Mixture, DenoiserStaysFiniteWhereSSquaredMuOrAVXPassFp32) {
+  const int d = 2;
+  struct extreme {
+    double v, mu, a, s;
+  };
+  for (const extreme& e : {extreme{1.0, 1e18, 0.5, 1e18}, extreme{1e36, 1.0, 0.5, 1.0}, extreme{1e36, 1e18, 1.0, 0.0},
+                           extreme{1e-36, 1e18, 1e-3, 1e18}}) {
+    const std::vector<double> means = {e.mu, -e.mu, -0.5 * e.mu, 0.25 * e.mu};
+    const gaussian_mixture diag(d, {0.4, 0.6}, means, std::vector<double>(4, e.v));
+    const gaussian_mixture iso(d, {0.4, 0.6}, means, {e.v, e.v});
+    const double c = e.a * e.a * e.v + e.s * e.s;
+    const std::vector<float> x = {float(e.a * e.mu + 0.3 * std::sqrt(c)), float(-e.a * e.mu - 0.7 * std::sqrt(c)),
+                                  float(-0.5 * e.a * e.mu + std::sqrt(c)), float(0.25 * e.a * e.mu)};
+    const std::vector<double> x64(x.begin(), x.end());
+    char where[96];
+    std::snprintf(where, sizeof where, "v = %g, mu = %g, a = %g, s = %g", e.v, e.mu, e.a, e.s);
+    for (const gaussian_mixture* mix : {&diag, &iso}) {
+      std::vector<double> ref(4);
+      mix->evaluate_fp64(ref.data(), 2, x64.data(), {e.a, e.s}, quantity::denoiser);
+      std::vector<float> got(4);
+      mix->evaluate(got.data(), 2, x.data(), {e.a, e.s}, quantity::denoiser, {executor::cpu});
+      // The FP32 tables as the CUDA executor holds them.
+      std::vector<float> lw, mu32(mix->means().begin(), mix->means().end()),
+          v32(mix->variances().begin(), mix->variances().end());
+      for (double w : mix->weights()) lw.push_back(float(std::log(w)));
+      const kernels::mixture_view<float> view{lw.data(), mu32.data(), v32.data(), 2, d, mix->isotropic()};
+      for (int i = 0; i < 2; ++i) {
+        const kernels::strided_vec<const float> xi{x.data() + i * d, 1, d};
+        float dev[2];
+        kernels::mixture_denoiser(view, xi, float(e.a), float(e.s), dev);
+        for (int j = 0; j < d; ++j) {
+          const double r = ref[i * d + j], tol = 1e-5 * std::abs(r) + 1e-5 * (std::abs(ref[0]) + std::abs(ref[1]));
+          ASSERT_TRUE(std::isfinite(r)) << where;
+          EXPECT_NEAR(got[i * d + j], r, tol) << where << (mix == &iso ? " isotropic" : " diagonal") << " cpu";
+          EXPECT_NEAR(dev[j], r, tol) << where << (mix == &iso ? " isotropic" : " diagonal") << " mixture_denoiser";
+        }
+      }
+    }
+  }
+}
