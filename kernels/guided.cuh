@@ -1348,30 +1348,16 @@ struct final_move_params {
   int moves;
 };
 
-/// r = a y_b - A_b v (d_y values) for the final moves, with the products and their sum in FP64 and r rounded to
-/// float once. Near the posterior r is of order sigma_y while its terms are of order |A| |v|: formed in FP32
-/// (guided_residual) each partial sum was rounded by up to 2^-24 of its size, |r| off by up to d 2^-24 sum_j
-/// |A_oj v_j| (about 1e-7 of the coordinates, a quarter of the posterior's width along a row at sigma_y = 1e-6).
-/// Here every product of two floats is exact in FP64 (48 significant bits), the sum of d + 1 of them is off by at
-/// most d 2^-53 (|a y_o| + sum_j |A_oj v_j|), and the result is off by that plus 2^-24 |r_o|: relative to
-/// sigma_y, 2^-24 plus 1e-9 at d = 1e3, |A| |v| = 10, sigma_y = 1e-7. A product is exact, so a fused multiply-add
-/// rounds as the separate multiply and add do: both executors give the same floats. Cost: d d_y FP64 multiply-adds
-/// per residual, two residuals per move (half the FP32 rate on H100 / H200, against the prior's K d per evaluation).
+/// r = a y_b - A_b v (d_y values) for the final moves: guided_residual's FP64 form without its noise term. Near the
+/// posterior r is of order sigma_y while its terms are of order |A| |v|; in FP32 |r| was off by up to d 2^-24 sum_j
+/// |A_oj v_j| (a quarter of the posterior's width along a row at sigma_y = 1e-6). In FP64 every product of two floats
+/// is exact, the sum of d + 1 of them is off by at most d 2^-53 (|a y_o| + sum_j |A_oj v_j|), and the result by that
+/// plus 2^-24 |r_o|: relative to sigma_y, 2^-24 plus 1e-9 at d = 1e3, |A| |v| = 10, sigma_y = 1e-7. Cost: d d_y FP64
+/// multiply-adds per residual, two residuals per move (half the FP32 rate on H100 / H200, against the prior's K d per
+/// evaluation).
 template <class V, class R>
 DS_HD_INLINE void final_move_residual(const guided_params& p, std::int64_t b, float a, const V& v, R& r) {
-  const float* A = p.A + b * p.A_stride;
-  const float* y = p.y + b * p.d_y;
-  if (p.mask != nullptr) {
-    const std::int32_t* index = p.mask + b * p.A_stride;
-    for (int o = 0; o < p.d_y; ++o)
-      r[o] = static_cast<float>(double(a) * double(y[o]) - double(A[o]) * double(v[index[o]]));
-    return;
-  }
-  for (int o = 0; o < p.d_y; ++o) {
-    double acc = double(a) * double(y[o]);
-    for (int j = 0; j < p.d; ++j) acc -= double(A[static_cast<std::int64_t>(o) * p.d + j]) * double(v[j]);
-    r[o] = static_cast<float>(acc);
-  }
+  guided_residual(p, b, a, v, r);  // its FP64 form, without a noise term
 }
 
 /// log pi(v) (up to the constant of the likelihood); grad = the prior's score g_p(v) (the likelihood's part of the

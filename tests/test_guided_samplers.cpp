@@ -41,6 +41,20 @@ namespace kn = diffsample::kernels;
 
 namespace {
 
+// A run's samples (problems x particles x d, row-major) on a workspace the caller sized with the workspace query,
+// the CPU executor.
+std::vector<float> samples_on_a_workspace(const ds::gaussian_mixture& prior, const ds::guided_problems& g,
+                                          const ds::guided_options& o) {
+  const ds::execution cpu{ds::executor::cpu, nullptr};
+  std::vector<float> x(static_cast<std::size_t>(g.problems * o.particles * prior.dim()), NAN);
+  ds::guided_outputs out;
+  out.samples = x.data();
+  const std::size_t bytes = ds::guided_workspace_bytes(prior, g, o, cpu);
+  std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
+  ds::guided_sample(prior, out, g, o, cpu, ws.data(), bytes);
+  return x;
+}
+
 // A small diagonal mixture as the kernels read it (host arrays, FP32) and in FP64 for the references.
 struct small_mixture {
   int K = 3, d = 4;
@@ -425,15 +439,7 @@ TEST(GuidedSamplers, OneFactorisationServesTheQueryTheRunAndOtherObservations) {
   for (ds::guided_sampler sampler : {ds::guided_sampler::pigdm, ds::guided_sampler::ddrm}) {
     const ds::guided_options o = options(sampler, N, 10, 5);
     // The workspace query, then the run on the caller's workspace.
-    const auto run = [&](const ds::guided_problems& g) {
-      std::vector<float> x(static_cast<std::size_t>(g.problems * N * d), NAN);
-      ds::guided_outputs out;
-      out.samples = x.data();
-      const std::size_t bytes = ds::guided_workspace_bytes(prior, g, o, cpu);
-      std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
-      ds::guided_sample(prior, out, g, o, cpu, ws.data(), bytes);
-      return x;
-    };
+    const auto run = [&](const ds::guided_problems& g) { return samples_on_a_workspace(prior, g, o); };
     const std::string name = ds::to_string(sampler);
     const auto made = [&] {
       return sampler == ds::guided_sampler::ddrm ? ds::detail::ddrm_factorisations()
@@ -491,15 +497,7 @@ TEST(Ddrm, KeepsTheDenseFactorsOfASetWithAnSvdOperator) {
   const std::int64_t N = 16, dy = 2, d = 4;
   const ds::execution cpu{ds::executor::cpu, nullptr};
   const ds::guided_options o = options(ds::guided_sampler::ddrm, N, 10, 5);
-  const auto run = [&](const ds::guided_problems& g) {
-    std::vector<float> x(static_cast<std::size_t>(g.problems * N * d), NAN);
-    ds::guided_outputs out;
-    out.samples = x.data();
-    const std::size_t bytes = ds::guided_workspace_bytes(prior, g, o, cpu);
-    std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
-    ds::guided_sample(prior, out, g, o, cpu, ws.data(), bytes);
-    return x;
-  };
+  const auto run = [&](const ds::guided_problems& g) { return samples_on_a_workspace(prior, g, o); };
   const auto svd = [&](double angle, double s0) {
     const double c = std::cos(angle), s = std::sin(angle);
     // U = I, V's columns (c, s, 0, 0) and (0, 0, 1, 0).
