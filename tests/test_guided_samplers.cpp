@@ -547,15 +547,8 @@ TEST(GuidedSamplers, OneReductionCheckServesTheQueryTheRunAndOtherObservations) 
   const std::int64_t N = 8, d = 4, dy = 2;
   const double c = 0.998, s = std::sqrt(1 - c * c);
   const std::vector<double> A = {0.6, 0.8, 0.0, 0.0, c * 0.6, c * 0.8, s, 0.0};
-  const ds::execution cpu{ds::executor::cpu, nullptr};
   const auto run = [&](const ds::guided_problems& g, const ds::guided_options& o) {
-    std::vector<float> x(static_cast<std::size_t>(g.problems * N * d), NAN);
-    ds::guided_outputs out;
-    out.samples = x.data();
-    const std::size_t bytes = ds::guided_workspace_bytes(prior, g, o, cpu);
-    std::vector<std::max_align_t> ws(bytes / sizeof(std::max_align_t) + 1);
-    ds::guided_sample(prior, out, g, o, cpu, ws.data(), bytes);
-    return x;
+    return samples_on_a_workspace(prior, g, o);
   };
   for (bool operators : {false, true}) {
     ds::guided_problems g;
