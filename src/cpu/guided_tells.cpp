@@ -279,6 +279,28 @@ __attribute__((noinline)) fpack moment_log_potential_packs(const kernels::guided
   return fpack(-0.5f) * (q + logdet + fpack(float(dy) * kernels::log_two_pi<float>()));
 }
 
+/// |a_k y - A x|^2 / v_k at step k > 0 (the exponent of ghat_k(x), the previous transition's Gaussian potential),
+/// lane by lane; r: d_y packs of scratch, left holding a_k y - A x.
+inline fpack moment_q_hat(const kernels::guided_params& p, std::int64_t b, std::int64_t k, float a, const fpack* xs,
+                          fpack* r) {
+  residual(p, b, a, xs, r);
+  fpack q_hat(0.f);
+  for (int o = 0; o < p.d_y; ++o) q_hat = q_hat + r[o] * r[o];
+  return q_hat * fpack(p.inv_var[k * p.problems + b]);
+}
+
+/// The moment potentials' weight into lw (the pack's valid lanes): log g_0 at k = 0, else lw += log g_k - log
+/// ghat_k(x) = log g_k + q_hat / 2.
+inline void add_moment_weight(float* lw, const pack_rows& pk, std::int64_t k, fpack log_g, fpack q_hat) {
+  const fpack add = log_g + fpack(0.5f) * q_hat;
+  for (int l = 0; l < pk.valid; ++l) {
+    if (k == 0)
+      lw[pk.i0 + l] = log_g.v[l];
+    else
+      lw[pk.i0 + l] += add.v[l];
+  }
+}
+
 /// kernels::moment_finish lane by lane from x (xs), the denoiser (ms) and the moment matrix (M, d_y^2 packs,
 /// factorised in place): the d_y x d_y Cholesky, the weight into lw and lz (the pack's valid lanes), the kernel mean
 /// left in ms. r: d_y packs of scratch.
@@ -288,20 +310,9 @@ __attribute__((noinline)) void moment_finish_packs(const kernels::moment_stage_f
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
   const kernels::guided_step st = p.steps[f.k];
-  fpack q_hat(0.f);
-  if (f.k > 0) {
-    residual(p, b, st.a, xs, r);
-    for (int o = 0; o < dy; ++o) q_hat = q_hat + r[o] * r[o];
-    q_hat = q_hat * fpack(p.inv_var[f.k * p.problems + b]);
-  }
+  const fpack q_hat = f.k > 0 ? moment_q_hat(p, b, f.k, st.a, xs, r) : fpack(0.f);
   const fpack log_g = moment_log_potential_packs(p, b, f.sigma2_b[b], ms, M, r);
-  const fpack add = log_g + fpack(0.5f) * q_hat;
-  for (int l = 0; l < pk.valid; ++l) {
-    if (f.k == 0)
-      f.lw[pk.i0 + l] = log_g.v[l];
-    else
-      f.lw[pk.i0 + l] += add.v[l];
-  }
+  add_moment_weight(f.lw, pk, f.k, log_g, q_hat);
   multistep_packs(p, f.k, pk, ms);
   const fpack cx(st.c1), cm(st.c0);  // kernels::transition_update: ds_fma(cm, m, cx x)
   for (int j = 0; j < d; ++j) ms[j] = ds_fma(cm, ms[j], cx * xs[j]);
@@ -382,23 +393,13 @@ __attribute__((noinline)) void twisted_finish_packs(const kernels::twisted_stage
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
   const kernels::guided_step st = p.steps[f.k];
-  fpack q_hat(0.f);
-  if (f.linear_mutation && f.k > 0) {  // moment_finish_packs's ghat_k(x)
-    residual(p, b, st.a, xs, r);
-    for (int o = 0; o < dy; ++o) q_hat = q_hat + r[o] * r[o];
-    q_hat = q_hat * fpack(p.inv_var[f.k * p.problems + b]);
-  }
+  // moment_finish_packs's ghat_k(x) where the mutation is linear
+  const fpack q_hat = f.linear_mutation && f.k > 0 ? moment_q_hat(p, b, f.k, st.a, xs, r) : fpack(0.f);
   const fpack log_g = moment_log_potential_packs(p, b, f.sigma2_b[b], ms, M, r);
   if (!f.linear_mutation) {
     for (int l = 0; l < pk.valid; ++l) f.lw[pk.i0 + l] += log_g.v[l];
   } else {  // kernels::twisted_finish's linear_mutation: moment_finish_packs's weight
-    const fpack add = log_g + fpack(0.5f) * q_hat;
-    for (int l = 0; l < pk.valid; ++l) {
-      if (f.k == 0)
-        f.lw[pk.i0 + l] = log_g.v[l];
-      else
-        f.lw[pk.i0 + l] += add.v[l];
-    }
+    add_moment_weight(f.lw, pk, f.k, log_g, q_hat);
   }
   for (int o = dy - 1; o >= 0; --o) {  // w = L^-T (L^-1 r): back substitution in place
     fpack acc = r[o];
