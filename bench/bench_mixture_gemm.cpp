@@ -27,20 +27,55 @@
 // operator_gemm_worthwhile() inside the samplers. `guided tmpd` does the same for TMPD (its covariances A C A^T) on a
 // smaller grid.
 //
+// With `cuda` as first argument the same on the CUDA executor (without a usable GPU each CUDA mode prints one line,
+// "bench_mixture_gemm: no CUDA device (<reason>)", and exits 0). Points, outputs and workspaces are device memory;
+// every call runs on the legacy default stream and is timed with CUDA events after a warm-up (prepare_gemm(cuda)
+// first); contenders alternate within each round (the order rotating), figures are medians over rounds, and the
+// GPU's name and FP32 / DRAM peaks are printed first. Each mode is sized to end within about 25 s on an H200
+// (`crossover` and `operator` also start no new measurement past 20 s).
+// - `cuda [rounds=5]`: the two cases above, K = 1024 x d = 256 over 262,144 points and K = 50,000 x d = 3,072 over
+//   8,192 (one pass of the path): points/s of the score on the gemm path, the direct path and cuBLAS's sgemm of the
+//   path's two products alone (its passes of 8,192 points x chunks of 512 components, FP32 without TF32, the path's
+//   4 MiB workspace: the ceiling), the gemm path's fraction of that ceiling, TFLOP/s of the 4 K d flops per point, and
+//   the error of both paths against the FP64 reference on 8 points. The direct path is timed only where a call is
+//   predicted to take at most 0.5 s (from a 64-component mixture of the same kind at the same points: its per-point
+//   loop is linear in K); elsewhere its figure is that extrapolation, marked "~".
+// - `cuda crossover`: the direct / gemm time ratio of the score over d in {2, 16, 64, 256, 1024, 3072} x K in {64,
+//   256, 1024, 4096, 16384, 65536} at 65,536 points per call (K d > 2^25 not run; the direct path extrapolated where
+//   a call would exceed 0.1 s), as a table, and last the rule of gemm_crossover()'s form it implies,
+//   "gemm_crossover_rule {min_dim, min_kd}" (the one sending the fewest cells, weighted by |ln ratio|, to the slower
+//   path).
+// - `cuda operator`: observation_operator::apply_batch has no device form (the CPU executor only), and on the CUDA
+//   executor operator_gemm_worthwhile() decides for DPS and Pi-GDM alone; so this is the `guided` mode on the CUDA
+//   executor: whole DPS (both step forms) and Pi-GDM runs with guided_options::operator_path forced either way, over
+//   N in {64, 1024, 16384, 262144} x the same d_y x d_x shapes, median [min, max] of 5 interleaved rounds.
+// bench/torch_mixture_gemm.py is the PyTorch peer of `cuda` (same cases, same line format).
+//
 // Usage: bench_mixture_gemm [rounds=3] | bench_mixture_gemm crossover | bench_mixture_gemm operator |
-//        bench_mixture_gemm samplers | bench_mixture_gemm tmpd | bench_mixture_gemm guided [tmpd]
+//        bench_mixture_gemm samplers | bench_mixture_gemm tmpd | bench_mixture_gemm guided [tmpd] |
+//        bench_mixture_gemm cuda [rounds=5] | bench_mixture_gemm cuda crossover | bench_mixture_gemm cuda operator
 #include <algorithm>
+#include <cctype>
 #include <chrono>
-#include <functional>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <iterator>
+#include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
 #include <diffsample/diffsample.hpp>
+
+#include "bench_common.hpp"
 
 #if defined(BENCH_HAVE_BLAS)
 extern "C" void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
@@ -507,9 +542,585 @@ void guided_operator_crossover(bool tmpd) {
     std::printf("(load average %s at end)\n", load_average().c_str());
   }
 }
+
+// --- The CUDA executor: `cuda [rounds]`, `cuda crossover`, `cuda operator` -------------------------------------------
+// Every call runs on the legacy default stream (execution{cuda, nullptr}; the ceiling's cuBLAS handle is bound to
+// stream 0 too), where the CUDA events are recorded: a timing spans from before a call's first launch to after its
+// last one's end. Points, outputs and workspaces are device memory; nothing is allocated inside a timing.
+
+double since(clock_type::time_point start) {
+  return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+// `cuda crossover` and `cuda operator` start no new measurement past this many seconds from their start (they print
+// "t" where the figure would have been), so that they end within about 25 s whatever the device.
+constexpr double cuda_mode_budget_s = 20.0;
+
+// Without a usable GPU: one line saying why, and the mode exits 0 (as the other benchmarks of the CUDA executor do).
+bool no_cuda_device() {
+  if (cuda_available()) return false;
+  std::printf("bench_mixture_gemm: no CUDA device (%s)\n", cuda_unavailable_reason().c_str());
+  return true;
+}
+
+void cublas_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "%s: cuBLAS error %s\n", what, cublasGetStatusString(s));
+    std::exit(1);
+  }
+}
+
+void expect(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error(what);
+}
+
+// The GPU's name and peaks: the first lines of every CUDA mode.
+void announce_device(const char* mode) {
+  int device = 0, runtime = 0, driver = 0;
+  bench::check(cudaGetDevice(&device), "cudaGetDevice");
+  cudaDeviceProp prop{};
+  bench::check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  bench::check(cudaRuntimeGetVersion(&runtime), "cudaRuntimeGetVersion");
+  bench::check(cudaDriverGetVersion(&driver), "cudaDriverGetVersion");
+  std::printf("# bench_mixture_gemm %s: GPU %s (sm_%d%d, %d multiprocessors, %.1f GiB), CUDA runtime %d, driver %d\n",
+              mode, prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+              double(prop.totalGlobalMem) / double(1 << 30), runtime, driver);
+  std::printf("# FP32 peak %.1f TFLOP/s (multiprocessors x FP32 lanes x 2 x the largest SM clock), DRAM %.0f GB/s\n",
+              bench::peak_fp32_flops() * 1e-12, bench::peak_dram_gbs());
+  std::fflush(stdout);
+}
+
+// CUDA-event timing on the legacy default stream.
+class event_timer {
+ public:
+  event_timer() {
+    bench::check(cudaEventCreate(&t0_), "cudaEventCreate");
+    bench::check(cudaEventCreate(&t1_), "cudaEventCreate");
+  }
+  ~event_timer() {
+    cudaEventDestroy(t0_);
+    cudaEventDestroy(t1_);
+  }
+  event_timer(const event_timer&) = delete;
+  event_timer& operator=(const event_timer&) = delete;
+  /// Seconds from before the first of `reps` calls of f() to after the last one's end on the device.
+  double seconds(const std::function<void()>& f, int reps = 1) {
+    bench::check(cudaEventRecord(t0_, nullptr), "cudaEventRecord");
+    for (int r = 0; r < reps; ++r) f();
+    bench::check(cudaGetLastError(), "a launch of the timed call");
+    bench::check(cudaEventRecord(t1_, nullptr), "cudaEventRecord");
+    bench::check(cudaEventSynchronize(t1_), "cudaEventSynchronize (the timed call)");
+    float ms = 0;
+    bench::check(cudaEventElapsedTime(&ms, t0_, t1_), "cudaEventElapsedTime");
+    return 1e-3 * double(ms);
+  }
+
+ private:
+  cudaEvent_t t0_ = nullptr, t1_ = nullptr;
+};
+
+// count floats of device memory, freed on scope exit.
+struct device_floats {
+  bench::device_memory mem;
+  explicit device_floats(std::int64_t count) : mem(std::size_t(count) * sizeof(float)) {}
+  float* get() const { return static_cast<float*>(mem.p); }
+};
+
+// make_mixture()'s kind of mixture (means 0.5 + N(0, 1), equal weights, variances 0.05) with the normals drawn on
+// every hardware thread (one stream per thread): the K d = 1.5 x 10^8 means of the large case in a fraction of a
+// second instead of several.
+gaussian_mixture make_mixture_fast(std::int64_t K, std::int64_t d, unsigned seed) {
+  std::vector<double> mu(std::size_t(K * d));
+  const int threads = std::max(1, std::min(32, int(std::thread::hardware_concurrency())));
+  const std::size_t per = (mu.size() + std::size_t(threads) - 1) / std::size_t(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&mu, per, seed, t] {
+      std::mt19937_64 gen(std::uint64_t(seed) * 1000003u + std::uint64_t(t));
+      std::normal_distribution<double> z(0, 1);
+      const std::size_t first = std::min(mu.size(), per * std::size_t(t));
+      const std::size_t last = std::min(mu.size(), per * std::size_t(t + 1));
+      for (std::size_t i = first; i < last; ++i) mu[i] = 0.5 + z(gen);
+    });
+  for (auto& th : pool) th.join();
+  return gaussian_mixture(d, std::vector<double>(std::size_t(K), 1.0), std::move(mu),
+                          std::vector<double>(std::size_t(K), 0.05));
+}
+
+// max |out - FP64 reference| / max |reference| of the score over the first m points (copied to the host), NaN when
+// a value is not finite.
+double error_vs_fp64(const gaussian_mixture& mix, const float* x_dev, const float* out_dev, std::int64_t m,
+                     channel ch) {
+  const std::int64_t d = mix.dim();
+  std::vector<float> x32(std::size_t(m * d)), out(std::size_t(m * d));
+  bench::check(cudaMemcpy(x32.data(), x_dev, x32.size() * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy (x)");
+  bench::check(cudaMemcpy(out.data(), out_dev, out.size() * sizeof(float), cudaMemcpyDeviceToHost),
+               "cudaMemcpy (out)");
+  const std::vector<double> x64(x32.begin(), x32.end());
+  std::vector<double> ref(x64.size());
+  mix.evaluate_fp64(ref.data(), m, x64.data(), ch, quantity::score);
+  double err = 0, scale = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(out[i]) || !std::isfinite(ref[i])) return NAN;
+    err = std::max(err, std::abs(double(out[i]) - ref[i]));
+    scale = std::max(scale, std::abs(ref[i]));
+  }
+  return scale > 0 ? err / scale : err;
+}
+
+// The ceiling's cuBLAS handle: stream 0, FP32 without TF32 (the gemm path's default), and the 4 MiB workspace the
+// gemm path gives its own handle.
+struct ceiling_blas {
+  bench::device_memory workspace{std::size_t(4) << 20};
+  cublasHandle_t handle = nullptr;
+  ceiling_blas() {
+    cublas_check(cublasCreate(&handle), "cublasCreate");
+    cublas_check(cublasSetStream(handle, nullptr), "cublasSetStream");
+    cublas_check(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    cublas_check(cublasSetWorkspace(handle, workspace.p, std::size_t(4) << 20), "cublasSetWorkspace");
+  }
+  ~ceiling_blas() { cublasDestroy(handle); }
+  ceiling_blas(const ceiling_blas&) = delete;
+  ceiling_blas& operator=(const ceiling_blas&) = delete;
+};
+
+void print_rate(const char* name, double points_per_s, double flops_per_point, const char* note) {
+  std::printf("  %-26s %14.1f points/s  (%7.2f TFLOP/s)%s\n", name, points_per_s,
+              points_per_s * flops_per_point * 1e-12, note);
+}
+
+// The gemm path of K components in dimension d over n device-resident points (section comment of the file: `cuda`).
+// The direct path is timed when a call of it is predicted to take at most direct_cap_s, from a call of a 64-component
+// mixture of the same kind at the same points (its per-point loop is linear in K); otherwise its figure is that
+// extrapolation, marked as such.
+void cuda_case(std::int64_t K, std::int64_t d, std::int64_t n, int rounds, double direct_cap_s,
+               const ceiling_blas& blas) {
+  const auto setup_start = clock_type::now();
+  const execution on_gpu{executor::cuda, nullptr};
+  const channel ch{0.9, 0.4};
+  const gaussian_mixture m = make_mixture_fast(K, d, 7);
+  evaluate_options direct, gemm;
+  direct.path = mixture_path::direct;
+  gemm.path = mixture_path::gemm;
+  device_floats x(n * d), out_g(n * d), out_d(n * d);
+  m.sample(x.get(), n, ch, 3, nullptr, 0, on_gpu);
+  m.prepare_gemm(executor::cuda);
+  const std::size_t ws_bytes = m.evaluate_workspace_bytes(n, quantity::score, gemm, on_gpu);
+  bench::device_memory ws(ws_bytes);
+  // The ceiling: the gemm path's two products with its shapes (passes of 8192 points, chunks of 512 components) on
+  // buffers of their own, filled with 0.0115 (bytes 0x3c): finite sums whatever the number of calls.
+  const std::int64_t pass = std::min<std::int64_t>(n, 8192), chunk = std::min<std::int64_t>(K, 512);
+  device_floats means(K * d), xc(pass * d), g(pass * chunk), acc(pass * d);
+  const auto fill = [](const device_floats& b, std::int64_t count) {
+    bench::check(cudaMemset(b.get(), 0x3c, std::size_t(count) * sizeof(float)), "cudaMemset");
+  };
+  fill(means, K * d);
+  fill(xc, pass * d);
+  fill(g, pass * chunk);
+  fill(acc, pass * d);
+  bench::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (setup)");
+  const double setup_s = since(setup_start);
+
+  const auto gemm_call = [&] {
+    const evaluate_report r = m.evaluate(out_g.get(), n, x.get(), ch, quantity::score, gemm, on_gpu, ws.p, ws_bytes);
+    expect(r.path == mixture_path::gemm && r.ran == executor::cuda, "the gemm path did not run on the CUDA executor");
+  };
+  const auto direct_of = [&](const gaussian_mixture* mix) {
+    return [&, mix] {
+      const evaluate_report r = mix->evaluate(out_d.get(), n, x.get(), ch, quantity::score, direct, on_gpu);
+      expect(r.path == mixture_path::direct && r.ran == executor::cuda,
+             "the direct path did not run on the CUDA executor");
+    };
+  };
+  const auto ceiling_call = [&] {
+    const float one = 1.f, zero = 0.f;
+    for (std::int64_t first = 0; first < n; first += pass) {
+      const int rows = int(std::min(pass, n - first));
+      for (std::int64_t k0 = 0; k0 < K; k0 += chunk) {
+        const int count = int(std::min(chunk, K - k0));
+        const float* mk = means.get() + k0 * d;
+        cublas_check(cublasSgemm(blas.handle, CUBLAS_OP_T, CUBLAS_OP_N, count, rows, int(d), &one, mk, int(d),
+                                 xc.get(), int(d), &zero, g.get(), count),
+                     "cublasSgemm (logits)");
+        cublas_check(cublasSgemm(blas.handle, CUBLAS_OP_N, CUBLAS_OP_N, int(d), rows, count, &one, mk, int(d), g.get(),
+                                 count, &one, acc.get(), int(d)),
+                     "cublasSgemm (weighted means)");
+      }
+    }
+  };
+  event_timer timer;
+  timer.seconds(gemm_call);  // warm-up: cuBLAS's kernels, the functors' modules
+  timer.seconds(ceiling_call);
+  const std::int64_t K_probe = std::min<std::int64_t>(K, 64);
+  double direct_predicted;
+  if (K_probe < K) {
+    const gaussian_mixture probe = make_mixture_fast(K_probe, d, 11);
+    timer.seconds(direct_of(&probe));  // warm-up
+    direct_predicted = timer.seconds(direct_of(&probe)) * double(K) / double(K_probe);
+  } else {
+    timer.seconds(direct_of(&m));
+    direct_predicted = timer.seconds(direct_of(&m));
+  }
+  const bool direct_timed = direct_predicted <= direct_cap_s;
+
+  // Rounds: the contenders in turn, the order rotating from round to round.
+  const std::function<void()> calls[3] = {direct_of(&m), gemm_call, ceiling_call};
+  std::vector<double> t[3], ratio, fraction;
+  for (int r = 0; r < rounds; ++r) {
+    double s[3] = {NAN, NAN, NAN};
+    for (int i = 0; i < 3; ++i) {
+      const int c = (r + i) % 3;
+      if (c == 0 && !direct_timed) continue;
+      s[c] = timer.seconds(calls[c]);
+      t[c].push_back(s[c]);
+    }
+    if (direct_timed) ratio.push_back(s[0] / s[1]);
+    fraction.push_back(s[2] / s[1]);
+  }
+  const double flops = 4.0 * double(K) * double(d);
+  std::printf("K = %lld, d = %lld, %lld points, %d rounds (setup %.1f s; 4 K d = %.4g flops per point)\n",
+              static_cast<long long>(K), static_cast<long long>(d), static_cast<long long>(n), rounds, setup_s, flops);
+  char note[200];
+  if (direct_timed) {
+    print_rate("direct path", double(n) / median(t[0]), flops, "  (of the 4 K d count)");
+  } else {
+    std::snprintf(note, sizeof note,
+                  "  not timed: ~%.3g s a call, extrapolated from %lld components at the same points (cap %.2g s)",
+                  direct_predicted, static_cast<long long>(K_probe), direct_cap_s);
+    print_rate("direct path (~)", double(n) / direct_predicted, flops, note);
+  }
+  print_rate("gemm path", double(n) / median(t[1]), flops, "");
+  std::snprintf(note, sizeof note, "  the path's two products alone: passes of %lld points x chunks of %lld components",
+                static_cast<long long>(pass), static_cast<long long>(chunk));
+  print_rate("cuBLAS sgemm (ceiling)", double(n) / median(t[2]), flops, note);
+  if (direct_timed)
+    std::printf("  gemm / direct: %.1fx (median of per-round ratios)", median(ratio));
+  else
+    std::printf("  gemm / direct: ~%.0fx (extrapolated)", direct_predicted / median(t[1]));
+  std::printf("; the gemm path reaches %.0f%% of the cuBLAS ceiling (median of per-round fractions)\n",
+              100 * median(fraction));
+  // Accuracy beside the FP64 reference (host) on a few points: a wrong or non-finite result makes the figures moot.
+  const std::int64_t m_check = std::min<std::int64_t>(n, 8);
+  std::printf("  max |error| / max |score| against the FP64 reference, first %lld points: gemm %.2g",
+              static_cast<long long>(m_check), error_vs_fp64(m, x.get(), out_g.get(), m_check, ch));
+  if (direct_timed) std::printf(", direct %.2g", error_vs_fp64(m, x.get(), out_d.get(), m_check, ch));
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+void cuda_headline(int rounds) {
+  const auto start = clock_type::now();
+  announce_device("cuda");
+  std::printf("# score of an isotropic mixture on the CUDA executor, device-resident points and outputs; CUDA-event "
+              "timing on the legacy default stream after a warm-up (prepare_gemm(cuda) first); contenders interleaved "
+              "within each round, medians over rounds\n");
+  const ceiling_blas blas;
+  cuda_case(1024, 256, 262144, rounds, 0.5, blas);
+  cuda_case(50000, 3072, 8192, rounds, 0.5, blas);
+  std::printf("# cuda mode: %.1f s\n", since(start));
+}
+
+// `cuda crossover`: the direct / gemm time ratio of the score over a grid of K and d, n = 65536 points per call.
+void cuda_crossover() {
+  const auto start = clock_type::now();
+  announce_device("cuda crossover");
+  const std::int64_t n = 65536, max_kd = std::int64_t(1) << 25;
+  const int rounds = 3;
+  const double direct_cap_s = 0.1;
+  const std::int64_t dims[] = {2, 16, 64, 256, 1024, 3072};
+  const std::int64_t Ks[] = {64, 256, 1024, 4096, 16384, 65536};
+  constexpr int nd = 6, nk = 6;
+  std::printf("# direct / gemm time ratio of the score (>1: gemm faster), %lld device-resident points per call, "
+              "CUDA events, median of %d interleaved rounds (each timing repeats the call to at least 1 ms). '~': the "
+              "direct path not timed (a call predicted over %.2g s from the K = 64 cell of its d, its per-point loop "
+              "being linear in K), the ratio extrapolated; '-': K d > 2^25 not run (setup time); 't': past the "
+              "mode's time budget\n",
+              static_cast<long long>(n), rounds, direct_cap_s);
+  const execution on_gpu{executor::cuda, nullptr};
+  const channel ch{1.0, 0.5};
+  evaluate_options direct, gemm;
+  direct.path = mixture_path::direct;
+  gemm.path = mixture_path::gemm;
+  double ratio[nk][nd];
+  char mark[nk][nd];  // ' ' measured, '~' extrapolated, '-' not run, 't' out of time
+  event_timer timer;
+  for (int j = 0; j < nd; ++j) {
+    const std::int64_t d = dims[j];
+    device_floats x(n * d), out(n * d);
+    double t64 = NAN;  // the direct path's call at K = 64 for this d
+    for (int i = 0; i < nk; ++i) {
+      const std::int64_t K = Ks[i];
+      ratio[i][j] = NAN;
+      mark[i][j] = ' ';
+      if (K * d > max_kd) {
+        mark[i][j] = '-';
+        continue;
+      }
+      if (since(start) > cuda_mode_budget_s) {
+        mark[i][j] = 't';
+        continue;
+      }
+      const gaussian_mixture m = make_mixture_fast(K, d, 1);
+      m.sample(x.get(), n, ch, 1, nullptr, 0, on_gpu);
+      m.prepare_gemm(executor::cuda);
+      const std::size_t ws_bytes = m.evaluate_workspace_bytes(n, quantity::score, gemm, on_gpu);
+      bench::device_memory ws(ws_bytes);
+      const auto gemm_call = [&] {
+        const evaluate_report r = m.evaluate(out.get(), n, x.get(), ch, quantity::score, gemm, on_gpu, ws.p, ws_bytes);
+        expect(r.path == mixture_path::gemm && r.ran == executor::cuda, "the gemm path did not run on the GPU");
+      };
+      const auto direct_call = [&] {
+        const evaluate_report r = m.evaluate(out.get(), n, x.get(), ch, quantity::score, direct, on_gpu);
+        expect(r.path == mixture_path::direct && r.ran == executor::cuda, "the direct path did not run on the GPU");
+      };
+      timer.seconds(gemm_call);  // warm-up
+      const double g1 = timer.seconds(gemm_call);
+      double d1;
+      if (i == 0) {
+        timer.seconds(direct_call);  // warm-up
+        d1 = t64 = timer.seconds(direct_call);
+      } else {
+        d1 = t64 * double(K) / double(Ks[0]);
+      }
+      if (!std::isfinite(d1)) {  // no K = 64 timing for this d
+        mark[i][j] = 't';
+        continue;
+      }
+      const bool direct_timed = d1 <= direct_cap_s;
+      const int reps_g = int(std::min(100.0, std::max(1.0, std::ceil(1e-3 / std::max(g1, 1e-7))))),
+                reps_d = int(std::min(100.0, std::max(1.0, std::ceil(1e-3 / std::max(d1, 1e-7)))));
+      std::vector<double> r, tg, tdv;
+      for (int round = 0; round < rounds; ++round) {
+        double td = 0, tgr = 0;
+        if (round % 2 == 0) {
+          if (direct_timed) td = timer.seconds(direct_call, reps_d) / reps_d;
+          tgr = timer.seconds(gemm_call, reps_g) / reps_g;
+        } else {
+          tgr = timer.seconds(gemm_call, reps_g) / reps_g;
+          if (direct_timed) td = timer.seconds(direct_call, reps_d) / reps_d;
+        }
+        tg.push_back(tgr);
+        if (direct_timed) {
+          tdv.push_back(td);
+          r.push_back(td / tgr);
+        }
+      }
+      if (direct_timed) {
+        ratio[i][j] = median(r);
+      } else {
+        ratio[i][j] = d1 / median(tg);
+        mark[i][j] = '~';
+      }
+      std::printf("  K = %6lld, d = %4lld: gemm %.4g s, direct %s%.4g s a call, ratio %s%.3g\n",
+                  static_cast<long long>(K), static_cast<long long>(d), median(tg), direct_timed ? "" : "~",
+                  direct_timed ? median(tdv) : d1, direct_timed ? "" : "~", ratio[i][j]);
+      std::fflush(stdout);
+    }
+  }
+  std::printf("%8s", "K \\ d");
+  for (std::int64_t d : dims) std::printf("%9lld", static_cast<long long>(d));
+  std::printf("\n");
+  for (int i = 0; i < nk; ++i) {
+    std::printf("%8lld", static_cast<long long>(Ks[i]));
+    for (int j = 0; j < nd; ++j) {
+      if (mark[i][j] == '-' || mark[i][j] == 't')
+        std::printf("%9c", mark[i][j]);
+      else
+        std::printf("%8.2f%c", ratio[i][j], mark[i][j]);
+    }
+    std::printf("\n");
+  }
+  // The rule of gemm_crossover()'s form (gemm when d >= min_dim and K d >= min_kd) that loses the least over the
+  // cells: each cell it sends to the slower path costs |ln ratio|. Candidates: the grid's d and K d values (and
+  // "never"); ties go to the smaller thresholds.
+  const std::int64_t never = std::numeric_limits<std::int64_t>::max();
+  std::vector<std::int64_t> dim_candidates(std::begin(dims), std::end(dims)), kd_candidates;
+  for (std::int64_t K : Ks)
+    for (std::int64_t d : dims) kd_candidates.push_back(K * d);
+  dim_candidates.push_back(never);
+  kd_candidates.push_back(never);
+  std::sort(kd_candidates.begin(), kd_candidates.end());
+  kd_candidates.erase(std::unique(kd_candidates.begin(), kd_candidates.end()), kd_candidates.end());
+  double best_cost = INFINITY;
+  std::int64_t best_dim = never, best_kd = never;
+  int best_wrong = 0, cells = 0;
+  for (std::int64_t min_dim : dim_candidates)
+    for (std::int64_t min_kd : kd_candidates) {
+      double cost = 0;
+      int wrong = 0, counted = 0;
+      for (int i = 0; i < nk; ++i)
+        for (int j = 0; j < nd; ++j) {
+          if (mark[i][j] == '-' || mark[i][j] == 't' || !(ratio[i][j] > 0)) continue;
+          ++counted;
+          const bool gemm_rule = dims[j] >= min_dim && Ks[i] * dims[j] >= min_kd;
+          const bool gemm_faster = ratio[i][j] > 1;
+          if (gemm_rule != gemm_faster) {
+            cost += std::abs(std::log(ratio[i][j]));
+            ++wrong;
+          }
+        }
+      if (cost < best_cost - 1e-12) {
+        best_cost = cost;
+        best_dim = min_dim;
+        best_kd = min_kd;
+        best_wrong = wrong;
+        cells = counted;
+      }
+    }
+  // Thresholds raised to the smallest d and K d the rule sends to the gemm path among the measured cells (the same
+  // split of the grid): the rule then names values that were measured.
+  if (best_dim != never && best_kd != never) {
+    std::int64_t snap_dim = never, snap_kd = never;
+    for (int i = 0; i < nk; ++i)
+      for (int j = 0; j < nd; ++j)
+        if (mark[i][j] != '-' && mark[i][j] != 't' && ratio[i][j] > 0 && dims[j] >= best_dim &&
+            Ks[i] * dims[j] >= best_kd) {
+          snap_dim = std::min(snap_dim, dims[j]);
+          snap_kd = std::min(snap_kd, Ks[i] * dims[j]);
+        }
+    best_dim = snap_dim;
+    best_kd = snap_kd;
+  }
+  const gemm_crossover_rule now = gemm_crossover(executor::cuda);
+  std::printf("# rule in the library now (not measured on a GPU): gemm_crossover_rule {%lld, %lld}\n",
+              static_cast<long long>(now.min_dim), static_cast<long long>(now.min_kd));
+  std::printf("# cells sent to the slower path by the rule below: %d of %d (sum of |ln ratio| %.3g); "
+              "crossover mode %.1f s\n",
+              best_wrong, cells, best_cost, since(start));
+  if (best_dim == never || best_kd == never)
+    std::printf("gemm_crossover_rule {never}: no rule of this form loses less than the direct path everywhere\n");
+  else
+    std::printf("gemm_crossover_rule {%lld, %lld}\n", static_cast<long long>(best_dim),
+                static_cast<long long>(best_kd));
+}
+
+// `cuda operator`: whole DPS and Pi-GDM runs on the CUDA executor with guided_options::operator_path forced either way
+// (the measurement behind operator_gemm_worthwhile() there: observation_operator::apply_batch has no device form).
+void cuda_operator() {
+  const auto start = clock_type::now();
+  announce_device("cuda operator");
+  const int K = 25, steps = 10, rounds = 5;
+  const int shapes[][2] = {{1, 8}, {4, 16}, {16, 64}, {64, 64}, {32, 256}, {128, 512}};
+  const std::int64_t particles[] = {64, 1024, 16384, 262144};
+  struct form {
+    const char* name;
+    guided_sampler sampler;
+    dps_step_form step;
+  };
+  const form forms[] = {{"dps (likelihood step)", guided_sampler::dps, dps_step_form::likelihood},
+                        {"pigdm", guided_sampler::pigdm, dps_step_form::likelihood},
+                        {"dps (normalised step)", guided_sampler::dps, dps_step_form::normalised}};
+  std::printf("# observation_operator::apply_batch runs on the CPU executor only (no device form yet): on the CUDA "
+              "executor operator_gemm_worthwhile() decides for DPS and Pi-GDM alone (fused kernel against cuBLAS "
+              "products per step), so this times their whole runs with guided_options::operator_path forced either "
+              "way, as the CPU's `guided` mode does\n");
+  std::printf("# direct / gemm whole-run time ratio (>1: gemm faster), median [min, max] of %d interleaved rounds; "
+              "K = %d, %d steps, one problem, y = 0.3, sigma_y = 0.3, A with N(0, 1 / d_x) entries; device-resident "
+              "particles and workspace; CUDA events, each timing repeating the run to at least 2 ms; '!': a run "
+              "reported another path; 't': past the mode's time budget\n",
+              rounds, K, steps);
+  const execution on_gpu{executor::cuda, nullptr};
+  event_timer timer;
+  for (const form& fm : forms) {
+    std::printf("%s\n%8s", fm.name, "N \\ dy x dx");
+    for (const auto& sz : shapes) std::printf("  %20s", (std::to_string(sz[0]) + "x" + std::to_string(sz[1])).c_str());
+    std::printf("\n");
+    for (std::int64_t N : particles) {
+      std::printf("%8lld", static_cast<long long>(N));
+      for (const auto& sz : shapes) {
+        if (since(start) > cuda_mode_budget_s) {
+          std::printf("  %20s", "t");
+          continue;
+        }
+        const int dy = sz[0], dx = sz[1];
+        const gaussian_mixture mix = make_mixture(K, dx, 5);
+        std::mt19937_64 gen(7);
+        std::normal_distribution<double> z;
+        guided_problems pr;
+        pr.problems = 1;
+        pr.d_y = dy;
+        pr.A.resize(std::size_t(dy) * dx);
+        for (double& a : pr.A) a = z(gen) / std::sqrt(double(dx));
+        pr.y.assign(std::size_t(dy), 0.3);
+        pr.sigma_y = {0.3};
+        guided_options o;
+        o.sampler = fm.sampler;
+        o.dps_step = fm.step;
+        o.particles = N;
+        o.steps = steps;
+        o.seed = 3;
+        std::size_t ws_bytes = 0;
+        for (mixture_path p : {mixture_path::direct, mixture_path::gemm}) {
+          o.operator_path = p;
+          ws_bytes = std::max(ws_bytes, guided_workspace_bytes(mix, pr, o, on_gpu));
+        }
+        device_floats samples(N * dx);
+        bench::device_memory ws(ws_bytes);
+        guided_outputs go;
+        go.particles = samples.get();
+        bool paths_ok = true;
+        const auto run = [&](mixture_path path, int reps) {
+          o.operator_path = path;
+          return timer.seconds(
+              [&] {
+                paths_ok = paths_ok && guided_sample(mix, go, pr, o, on_gpu, ws.p, ws_bytes).operator_path == path;
+              },
+              reps);
+        };
+        run(mixture_path::gemm, 1);  // warm-up of each path
+        run(mixture_path::direct, 1);
+        const double one = std::min(run(mixture_path::direct, 1), run(mixture_path::gemm, 1));
+        const int reps = int(std::min(32.0, std::max(1.0, std::ceil(2e-3 / std::max(one, 1e-7)))));
+        std::vector<double> ratio;
+        for (int round = 0; round < rounds; ++round) {
+          double td, tg;
+          if (round % 2 == 0) {
+            td = run(mixture_path::direct, reps);
+            tg = run(mixture_path::gemm, reps);
+          } else {
+            tg = run(mixture_path::gemm, reps);
+            td = run(mixture_path::direct, reps);
+          }
+          ratio.push_back(td / tg);
+        }
+        char cell[64];
+        std::snprintf(cell, sizeof cell, "%.2f [%.2f,%.2f]%s", median(ratio),
+                      *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
+                      paths_ok ? "" : "!");
+        std::printf("  %20s", cell);
+        std::fflush(stdout);
+      }
+      std::printf("\n");
+    }
+  }
+  std::printf("# rule in the library now (measured on the CPU only): operator_gemm_worthwhile(n, d_y, d_x) = n >= 64 "
+              "and d_y d_x >= 1024; cuda operator mode %.1f s\n",
+              since(start));
+}
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "cuda") {
+    if (no_cuda_device()) return 0;
+    try {
+      const std::string sub = argc > 2 ? argv[2] : "";
+      if (sub == "crossover")
+        cuda_crossover();
+      else if (sub == "operator")
+        cuda_operator();
+      else if (sub.empty() || std::isdigit(static_cast<unsigned char>(sub[0])))
+        cuda_headline(sub.empty() ? 5 : std::max(1, std::atoi(sub.c_str())));
+      else {
+        std::fprintf(stderr, "usage: bench_mixture_gemm cuda [rounds=5] | cuda crossover | cuda operator\n");
+        return 2;
+      }
+    } catch (const std::exception& e) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "bench_mixture_gemm cuda: %s\n", e.what());
+      return 1;
+    }
+    return 0;
+  }
   if (argc > 1 && std::string(argv[1]) == "guided") {
     guided_operator_crossover(argc > 2 && std::string(argv[2]) == "tmpd");
     return 0;
