@@ -10,7 +10,7 @@ A = U diag(s) V^T with U, V the singular vectors of a d_y x d_x matrix of N(0, 1
 values (largest first); sigma_y = u max(s), u ~ U[0, 1); y = A x0 + sigma_y z with x0 drawn from the prior.
 
 Every posterior sampler the program offers (`diffsample solve --help`, checked by running each name once on a small
-problem) runs on the CPU executor, --particles particles (the samples) and --steps steps, through a problem file.
+problem) runs on the CPU executor (or --executor cuda), --particles particles (the samples) and --steps steps, through a problem file.
 Scores, all computed here in NumPy against the closed-form posterior (the reference; its component weights are
 checked against the program's `solve --sampler exact` report):
 
@@ -25,7 +25,7 @@ checked against the program's `solve --sampler exact` report):
 usage: python3 bench/posterior_table.py [--build build] [--instances 20] [--dx 10,100] [--dy 1]
            [--samplers smc,dps,...] [--particles 2000] [--steps 100] [--seed 0] [--default-settings] [--time-grid G]
            [--variant LABEL="SOLVE ARGS" ...] [--seeds K --instance I] [--per-instance] [--threads 1]
-           [--limit NAME=N ...] [--worst-seeds K]
+           [--limit NAME=N ...] [--worst-seeds K] [--executor cpu|cuda]
 """
 import argparse
 import json
@@ -37,6 +37,9 @@ import tempfile
 import time
 
 import numpy as np
+
+# solve's default particle count (the samples) per executor (`diffsample solve --help`).
+DEFAULT_PARTICLES = {"cpu": 4096, "cuda": 65536}
 
 # Seed 002, Table 1 (d_y = 1): SW median, SW mean, SW std, dw mean, dw std.
 PUBLISHED = {
@@ -279,6 +282,10 @@ def main():
     ap.add_argument("--limit", action="append", default=[],
                     help="NAME=N: run sampler NAME (a row label) on the first N instances only (repeatable; for "
                          "expensive samplers; the table says so)")
+    ap.add_argument("--executor", choices=["cpu", "cuda"], default="cpu",
+                    help="the executor the samplers run on (default cpu; the exact reference checks run on the CPU). "
+                         "With --default-settings the floor draws as many exact samples as solve's default particle "
+                         "count on that executor (4096 on the CPU, 65536 on a GPU)")
     ap.add_argument("--worst-seeds", type=int, default=0,
                     help="K: after each table, the weight error of the smc rows and the floor over K seeds on the "
                          "instance where smc's weight error was largest (run-to-run spread)")
@@ -297,7 +304,7 @@ def main():
         if args.mala:
             samplers.append("smc+mala")
         print(f"samplers: {', '.join(samplers)}; particles {'default' if args.default_settings else args.particles}, "
-              f"steps {'default' if args.default_settings else args.steps}, CPU executor, instances' seed {args.seed}"
+              f"steps {'default' if args.default_settings else args.steps}, {args.executor.upper()} executor, instances' seed {args.seed}"
               + (f", time grid {args.time_grid}" if args.time_grid else "")
               + "".join(f"; smc[{v.partition('=')[0]}]: {v.partition('=')[2]}" for v in args.variant))
         if "smc" in samplers:
@@ -310,7 +317,7 @@ def main():
 def draw(args, prog, name, inst, path, tmp, seed, srng, state):
     """One sampler's samples on one instance with one seed (None if solve failed is fatal; non-finite are returned)."""
     if name == "exact (floor)":
-        return inst.sample(args.particles if not args.default_settings else 4096, srng)
+        return inst.sample(args.particles if not args.default_settings else DEFAULT_PARTICLES[args.executor], srng)
     if name == "smc+mala":
         k, gamma = args.mala.split(",")
         x, rate = mala_move(inst, state["smc"], int(k), float(gamma), srng)
@@ -319,7 +326,7 @@ def draw(args, prog, name, inst, path, tmp, seed, srng, state):
         return x
     out = os.path.join(tmp, "x.npy")
     sampler_args = solve_args(name, args.variant)
-    cmd = [prog, "solve", "--problem", path, *sampler_args, "--executor", "cpu", "--seed", str(seed), "--quiet",
+    cmd = [prog, "solve", "--problem", path, *sampler_args, "--executor", args.executor, "--seed", str(seed), "--quiet",
            "--out", out]
     if not args.default_settings:
         cmd += ["--particles", str(args.particles), "--steps", str(args.steps)]
@@ -387,7 +394,7 @@ def table(args, prog, tmp, samplers, d_x, d_y):
             common = None
             if args.common_reference:
                 crng = np.random.default_rng([seed, d_x, d_y, 11])
-                common = (inst.sample(args.particles if not args.default_settings else 4096, crng), [seed, d_x, d_y, 13])
+                common = (inst.sample(args.particles if not args.default_settings else DEFAULT_PARTICLES[args.executor], crng), [seed, d_x, d_y, 13])
             for name in names:
                 if i >= limit.get(name, len(instances)):
                     continue
@@ -429,7 +436,7 @@ def table(args, prog, tmp, samplers, d_x, d_y):
             print(f"| {p[0]} (seed 002) | {p[1]:.2f} / {p[2]:.2f} +- {p[3]:.2f} | {p[4]:.2f} +- {p[5]:.2f} | | | |")
     else:
         print("(seed 002 publishes d_y = 1 only: no published rows)")
-    print("seconds per run (CPU executor, this machine's load): "
+    print(f"seconds per run ({args.executor.upper()} executor, this machine's load, process start included): "
           + ", ".join(f"{k} {r['time'] / r['runs']:.2f}" for k, r in rows.items() if r["runs"] and k != "exact (floor)"))
     # Paired changes against smc, or the row --paired-against names (the same instances and seeds): mean +- se of the
     # differences, and on how many runs the row is lower.

@@ -1,4 +1,5 @@
-"""Chain-steps per second of a plan-driven DDPM loop from Python against the fused sampler, CPU executor.
+"""Chain-steps per second of a plan-driven DDPM loop from Python against the fused sampler, on the CPU executor (NumPy
+arrays, PyTorch CPU tensors) or the CUDA executor (PyTorch CUDA tensors: --arrays cuda).
 
     python3 bench/python_plan.py [--rounds 3] [--steps 100] [--dim 2] [--chains 1,1000,100000]
                                  [--arrays numpy,torch]
@@ -13,7 +14,8 @@ Three loops per batch size n, interleaved in each round (the best round is repor
   core+trivial the same through diffsample._core (no stream lookup).
 The overhead per step is the plan+trivial time per step at the smallest n (its work is then negligible).
 --arrays names the arrays the loops run on (the state, the model's buffer, the fused sampler's output): NumPy
-arrays, PyTorch CPU tensors (each crosses by DLPack, read in place), or both, interleaved within each round (the
+arrays, PyTorch CPU tensors (each crosses by DLPack, read in place), PyTorch CUDA tensors ("cuda": the loops run on
+the CUDA executor on PyTorch's current stream, each timed to a torch.cuda.synchronize()), or several, interleaved within each round (the
 same n on both, one after the other). With both, it also prints each loop's torch / numpy time ratio within a round
 (median over the rounds, and their range) and, at the smallest n, the per-step difference: on a shared machine these
 hold better than the absolute times, which move with the load.
@@ -32,15 +34,24 @@ def main():
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--dim", type=int, default=2)
     ap.add_argument("--chains", default="1,1000,100000")
-    ap.add_argument("--arrays", default="numpy", help="numpy, torch or numpy,torch (PyTorch CPU tensors)")
+    ap.add_argument("--arrays", default="numpy",
+                    help="comma-separated: numpy, torch (PyTorch CPU tensors), cuda (PyTorch CUDA tensors)")
     args = ap.parse_args()
     frameworks = args.arrays.split(",")
     torch = None
-    if "torch" in frameworks:
+    if "torch" in frameworks or "cuda" in frameworks:
         import torch
 
     def empty(fw, n, d):
-        return np.empty((n, d), dtype=np.float32) if fw == "numpy" else torch.empty(n, d)
+        if fw == "numpy":
+            return np.empty((n, d), dtype=np.float32)
+        return torch.empty(n, d, device="cuda" if fw == "cuda" else "cpu")
+
+    def now(fw):
+        """The time, after the GPU's queued work where the loop runs on it."""
+        if fw == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     d, steps = args.dim, args.steps
     mix = ds.GaussianMixture.grid(d, 5, 2.0, 0.05)
@@ -60,34 +71,34 @@ def main():
 
             plan = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=steps, seed=1)
             ds.diffusion(mix, out=x, sampler="ddpm", steps=steps, seed=1)  # warm-up
-            t0 = time.perf_counter()
+            t0 = now(fw)
             ds.diffusion(mix, out=x, sampler="ddpm", steps=steps, seed=1)
-            record(("fused", n), time.perf_counter() - t0)
+            record(("fused", n), now(fw) - t0)
 
-            t0 = time.perf_counter()
+            t0 = now(fw)
             plan.reset(x)
             for k in range(steps):
                 a, s = plan.step_channel(k)
                 mix.denoiser(x, a, s, out=model)
                 plan.step(x, model)
-            record(("plan+mixture", n), time.perf_counter() - t0)
+            record(("plan+mixture", n), now(fw) - t0)
 
             model[:] = 0
-            t0 = time.perf_counter()
+            t0 = now(fw)
             plan.reset(x)
             for k in range(steps):
                 plan.step_channel(k)
                 plan.step(x, model)
-            record(("plan+trivial", n), time.perf_counter() - t0)
+            record(("plan+trivial", n), now(fw) - t0)
 
             # The same through the low-level module (no stream lookup, positional arguments).
             core = plan._plan
-            t0 = time.perf_counter()
+            t0 = now(fw)
             core.reset(x, 0)
             for k in range(steps):
                 core.step_channel(k)
                 core.step(x, model, 0)
-            record(("core+trivial", n), time.perf_counter() - t0)
+            record(("core+trivial", n), now(fw) - t0)
 
     loops = ("fused", "plan+mixture", "plan+trivial", "core+trivial")
 
@@ -96,7 +107,9 @@ def main():
         return 1e6 * (np.array(times[a]) - np.array(times[b])) / steps
 
     versions = f"NumPy {np.__version__}" + (f", PyTorch {torch.__version__}" if torch else "")
-    print(f"DDPM, d = {d}, {steps} steps, K = 25 isotropic mixture, CPU executor ({ds.cpu_threads()} threads), "
+    where = ("CUDA executor (cuda arrays), " if "cuda" in frameworks else "") + (
+        f"CPU executor ({ds.cpu_threads()} threads)" if frameworks != ["cuda"] else "")
+    print(f"DDPM, d = {d}, {steps} steps, K = 25 isotropic mixture, {where}, "
           f"best of {args.rounds} interleaved rounds, {versions}")
     print(f"{'arrays':>6} {'chains':>8} {'loop':>13} {'chain-steps/s':>14} {'us/step':>9} {'vs fused':>9}")
     for n in sizes:

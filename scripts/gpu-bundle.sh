@@ -24,12 +24,13 @@ soname=${soname:-$(basename "$real" | sed 's/\.[0-9]*$//')}  # libdiffsample.so.
 ln -s "$(basename "$real")" "$bundle/$soname"
 ln -sf "$soname" "$bundle/libdiffsample.so"
 # Only what gpu-check.sh runs: every test program but test_cli (it drives the diffsample program through this
-# machine's paths, so --prebuilt skips it), and the benchmarks of the CUDA executor it names (gpu_benches).
+# machine's paths, so --prebuilt skips it), and the benchmarks of the CUDA executor it names (gpu_benches, gpu_bench_extra).
 for t in "$build"/tests/test_*; do
   [ -f "$t" ] && [ -x "$t" ] && [ "$(basename "$t")" != test_cli ] && cp "$t" "$bundle/tests/"
 done
 gpu_benches=$(sed -n 's/^gpu_benches="\(.*\)"$/\1/p' scripts/gpu-check.sh)
 [ -n "$gpu_benches" ] || { echo "gpu-bundle: no gpu_benches list in scripts/gpu-check.sh" >&2; exit 1; }
+gpu_benches="$gpu_benches $(sed -n 's/^gpu_bench_extra="\(.*\)"$/\1/p' scripts/gpu-check.sh)"
 for name in $gpu_benches; do
   [ -f "$build/bench/$name" ] && [ -x "$build/bench/$name" ] && cp "$build/bench/$name" "$bundle/bench/"
 done

@@ -4,8 +4,11 @@
 # memcheck on every program, racecheck and synccheck on those that run the block-cooperative kernels, initcheck, then
 # racecheck and synccheck on the rest, within the sanitizers' share of the budget; then the MPI tests of CUDA ranks
 # (tests/mpi/test_mpi's Mpi.*Cuda* under mpiexec -n 2, both ranks sharing the GPU on a machine of one; skipped, and
-# said so, without test_mpi or mpiexec), the Python package's tests, the benchmarks of the CUDA executor and the
-# PyTorch baselines, in that order (correctness before figures: a first run's few minutes go to what a GPU alone can
+# said so, without test_mpi or mpiexec), the Python package's tests, the GEMM path's benchmark on the CUDA executor
+# (bench_mixture_gemm cuda, cuda crossover, cuda operator, and bench/torch_mixture_gemm.py beside it), the scaling
+# of distributed SMC with CUDA ranks (bench_mpi under mpiexec -n 1 and 2 on the one GPU), the posterior accuracy
+# table at solve's defaults on the CUDA executor (bench/posterior_table.py --executor cuda), the benchmarks of the
+# CUDA executor and the PyTorch baselines, in that order (correctness before figures: a first run's few minutes go to what a GPU alone can
 # check), within a time budget, and writes
 # everything to a dated results file, bench/results/<UTC date>-<device>.md (its path and a summary are printed last).
 #
@@ -26,7 +29,10 @@
 # DIFFSAMPLE_RUN_TIMEOUT seconds (default 120), the MPI run DIFFSAMPLE_MPI_TIMEOUT (default 60), each benchmark
 # DIFFSAMPLE_BENCH_TIMEOUT (default 45), each sanitizer run DIFFSAMPLE_SANITIZER_TIMEOUT (default 90), and the
 # sanitizer runs together DIFFSAMPLE_SANITIZER_BUDGET (default 120); DIFFSAMPLE_SANITIZER_ONLY (tool:program globs, e.g.
-# "memcheck:test_guided racecheck:*") keeps only the sanitizer runs it names. The whole check ends within about the budget
+# "memcheck:test_guided racecheck:*") keeps only the sanitizer runs it names; DIFFSAMPLE_CHECK_SKIP (a space-separated
+# list of tests demo sanitizers mpi python gemm mpibench posterior benches baselines) leaves those sections out;
+# DIFFSAMPLE_BENCHES names the benchmarks of the benchmark section (default all; "" none); the posterior table's limit
+# is DIFFSAMPLE_POSTERIOR_TIMEOUT (default 150). The whole check ends within about the budget
 # plus 15 s. Each section of the results file says how long it
 # took. Every tool is looked up first; the results file says which are missing and what was skipped for it. Without
 # a GPU (neither nvidia-smi nor PyTorch sees one) it writes the results file all the same, <UTC time>-no-GPU.md (to
@@ -74,6 +80,14 @@ bench_timeout=${DIFFSAMPLE_BENCH_TIMEOUT:-45}
 mpi_timeout=${DIFFSAMPLE_MPI_TIMEOUT:-60}
 # The benchmarks that time the CUDA executor (the others time the CPU executor or need mpirun).
 gpu_benches="bench_langevin bench_diffusion bench_binary bench_plan bench_smc"
+# Benchmarks run in their own sections with their own arguments (scripts/gpu-bundle.sh carries these too).
+gpu_bench_extra="bench_mixture_gemm bench_mpi"
+# The benchmarks this run times (default all of gpu_benches; e.g. "bench_smc" to rerun one): DIFFSAMPLE_BENCHES.
+run_benches=${DIFFSAMPLE_BENCHES-$gpu_benches}
+# Sections left out of this run (a run's minutes go to what the previous one did not reach), any of: tests demo
+# sanitizers mpi python gemm mpibench posterior benches baselines.
+skip_sections=" ${DIFFSAMPLE_CHECK_SKIP:-} "
+skipping() { case "$skip_sections" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 SECONDS=0
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -192,7 +206,7 @@ mpi_libs=""
 # LD_LIBRARY_PATH for a program of the bundle: with lib/mpi/ after the rest for the MPI programs.
 mpi_library_path() {
   case "$(basename "$1")" in
-    test_mpi*|libdiffsample_mpi*|diffsample) echo "${LD_LIBRARY_PATH:-}${mpi_libs:+:$mpi_libs}" ;;
+    test_mpi*|libdiffsample_mpi*|diffsample|bench_mpi*) echo "${LD_LIBRARY_PATH:-}${mpi_libs:+:$mpi_libs}" ;;
     *) echo "${LD_LIBRARY_PATH:-}" ;;
   esac
 }
@@ -320,8 +334,9 @@ run_tests() {  # run_tests TITLE FILTER
   fi
 }
 passed_tests=0 skipped_tests=0
-run_tests "GPU tests" "$gpu_filter"
+skipping tests || run_tests "GPU tests" "$gpu_filter"
 # --- the main job: the diffsample program's demo (README's first command) on the GPU -------------------------------
+if skipping demo; then :; else
 section "diffsample demo (the program's main job, CUDA executor)"
 if [ ! -x "$bin/diffsample" ]; then
   echo "skipped: no $bin/diffsample" >>"$out"
@@ -335,8 +350,10 @@ else
     echo "FAILED ($rc): diffsample" >>"$out"; summary+=("diffsample demo: FAILED ($rc)"); status=1; fi
 fi
 endsection
+fi
 grep -h "^\[  SKIPPED \]\|FAILED\|TIMED OUT" "$out" | head -40
 # --- sanitizers: the GPU tests only, within their own share of the budget -------------------------------------------
+if skipping sanitizers; then :; else
 section "compute-sanitizer (memcheck, racecheck, synccheck, initcheck) on the GPU tests"
 if [ $have_sanitizer = 1 ]; then
   sanitized=0 sanitizer_failed=0 sanitizer_passed=0 sanitizer_skipped=0 cut=0 unsupported=0
@@ -444,6 +461,7 @@ else
   summary+=("compute-sanitizer: MISSING, skipped")
 fi
 endsection
+fi
 
 if [ $all_tests = 1 ]; then passed_tests=0 skipped_tests=0; run_tests "CPU-only tests" "-$gpu_filter"; fi
 
@@ -451,6 +469,10 @@ if [ $all_tests = 1 ]; then passed_tests=0 skipped_tests=0; run_tests "CPU-only 
 # local rank mod the devices, so both share the GPU of a one-GPU machine) -------------------------------------------
 mpi_title="MPI CUDA-rank tests (mpiexec -n 2)"
 mpi_filter='Mpi.*Cuda*'
+mpi_flags=()
+# Open MPI: more ranks than cores, and root in containers.
+have mpiexec && mpiexec --version 2>/dev/null | grep -q "Open MPI\|OpenRTE" && mpi_flags=(--oversubscribe --allow-run-as-root)
+if skipping mpi; then :; else
 section "$mpi_title"
 if [ ! -x "$bin/tests/test_mpi" ]; then
   echo "skipped: no $bin/tests/test_mpi (built without MPI)" >>"$out"
@@ -468,9 +490,6 @@ elif over_budget; then
   echo "skipped (time budget spent)" >>"$out"
   summary+=("$mpi_title: SKIPPED (time budget spent)"); status=1
 else
-  mpi_flags=()
-  # Open MPI: more ranks than cores, and root in containers.
-  mpiexec --version 2>/dev/null | grep -q "Open MPI\|OpenRTE" && mpi_flags=(--oversubscribe --allow-run-as-root)
   mpi_log=$(mktemp)
   OMP_NUM_THREADS=1 LD_LIBRARY_PATH="$(mpi_library_path test_mpi)" limit "$mpi_timeout" mpiexec \
     ${mpi_flags[@]+"${mpi_flags[@]}"} -n 2 "$bin/tests/test_mpi" \
@@ -494,9 +513,10 @@ else
   esac
 fi
 endsection
+fi
 
 # --- the Python package's tests (before the benchmarks: correctness first; about a minute) ------------------------
-if [ $quick = 0 ]; then
+if [ $quick = 0 ] && ! skipping python; then
   # pytest-xdist where it is there: the CPU-only tests spread over the machine's cores.
   xdist=()
   python3 -c 'import xdist' >/dev/null 2>&1 && xdist=(-n "$(( $(nproc) < 8 ? $(nproc) : 8 ))")
@@ -506,22 +526,49 @@ if [ $quick = 0 ]; then
     echo "skipped (time budget spent)" >>"$out"
     summary+=("Python package: skipped (time budget spent)")
   elif [ $have_torch = 1 ] && python3 -c 'import nanobind, scikit_build_core, pytest' >/dev/null 2>&1; then
-    if limit "$run_timeout" bash scripts/py-dev.sh "$bin" >>"$out" 2>&1; then
-      # Probes, each in its own process, before the suite: a mixture made (an array read by the extension) alone,
-      # after importing PyTorch, after importing JAX, and both; a crash of the suite's workers (first seen on an
-      # H200: every worker's first array read ended in a segmentation fault) shows here which import brings it.
-      probe='import diffsample as ds; m = ds.GaussianMixture([1.0, 2.0], [[0.0, 1.0], [2.0, 0.5]], [1.0, 0.5]); print(m.dim)'
+    python3 -c 'import sys, importlib
+v = []
+for m in ("numpy", "nanobind", "scikit_build_core", "torch", "jax", "jaxlib", "pytest"):
+    try: v.append(m + " " + importlib.import_module(m).__version__)
+    except Exception as e: v.append(m + " (" + type(e).__name__ + ")")
+print("Python " + sys.version.split()[0] + ": " + ", ".join(v))' >>"$out" 2>&1
+    echo "compiler: $(c++ --version 2>/dev/null | head -1)" >>"$out"
+    # Probes, each in its own process: a mixture made (an array read by the extension) alone, after importing
+    # PyTorch, after importing JAX, and both, and with the bundle's lib/ (the build machine's OpenMP runtime and
+    # OpenBLAS) off the library path; a crash of the suite's workers (first seen on an H200: every worker's first
+    # array read ended in a segmentation fault) shows here which import or which build brings it.
+    probe='import diffsample as ds; m = ds.GaussianMixture([1.0, 2.0], [[0.0, 1.0], [2.0, 0.5]], [1.0, 0.5]); print(m.dim)'
+    probes() {
+      local first rc
       for first in "" "import torch; " "import jax; " "import torch, jax; "; do
         limit 60 python3 -X faulthandler -c "$first$probe" >/dev/null 2>"$tmp_probe"
         rc=$?
         echo "probe (${first:-diffsample alone}): exit $rc$([ $rc != 0 ] && echo ": $(tail -3 "$tmp_probe" | tr '\n' ' ')")" >>"$out"
       done
-      # And with the bundle's lib/ (this build machine's OpenMP runtime, OpenBLAS) left off the library path, where
-      # the machine has its own copies.
       LD_LIBRARY_PATH=$(echo ":$LD_LIBRARY_PATH:" | sed "s|:$bin/lib:|:|; s|^:||; s|:$||") limit 60 python3 -X faulthandler \
         -c "import torch, jax; $probe" >/dev/null 2>"$tmp_probe"
       rc=$?
       echo "probe (import torch, jax; without $bin/lib): exit $rc$([ $rc != 0 ] && echo ": $(tail -3 "$tmp_probe" | tr '\n' ' ')")" >>"$out"
+    }
+    # Built with the machine's own nanobind first; where a probe fails and a nanobind wheel was carried in .whl/ (the
+    # version the build machine tests with; `pip install .` takes the newest from PyPI), rebuilt with that one,
+    # installed into a folder of this run first on PYTHONPATH, for the probes again and the suite.
+    built=0
+    echo "### built with the machine's nanobind $(python3 -c 'import nanobind; print(nanobind.__version__)' 2>&1 | tail -1)" >>"$out"
+    if limit "$run_timeout" bash scripts/py-dev.sh "$bin" >>"$out" 2>&1; then built=1; probes; fi
+    if { [ $built = 0 ] || grep -q "^probe (.*): exit [1-9]" "$out"; } && ls .whl/nanobind-*.whl >/dev/null 2>&1 &&
+      ! over_budget; then
+      py_site=$(mktemp -d)
+      if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$py_site" .whl/nanobind-*.whl \
+        >>"$out" 2>&1; then
+        export PYTHONPATH="$py_site${PYTHONPATH:+:$PYTHONPATH}"
+        rm -rf build/python/prebuilt
+        echo "### built with the carried nanobind $(python3 -c 'import nanobind; print(nanobind.__version__)' 2>&1 | tail -1)" >>"$out"
+        built=0
+        if limit "$run_timeout" bash scripts/py-dev.sh "$bin" >>"$out" 2>&1; then built=1; probes; fi
+      fi
+    fi
+    if [ $built = 1 ]; then
       if limit "$run_timeout" python3 -m pytest -q -rs ${xdist[@]+"${xdist[@]}"} tests/python >>"$out" 2>&1; then
         summary+=("Python package: tests passed (see the file for skips)")
       else
@@ -530,10 +577,17 @@ if [ $quick = 0 ]; then
         # Where a crash happened in native code: the first test file again in one process under cuda-gdb (it
         # debugs host code as well), for the native backtrace.
         if have cuda-gdb && grep -q "Segmentation fault" "$out" && ! over_budget; then
-          echo "### cuda-gdb backtrace of pytest -x tests/python/test_arguments.py (one process)" >>"$out"
-          limit 90 cuda-gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args python3 -m pytest -x -q \
-            -p no:xdist tests/python/test_arguments.py 2>&1 | grep -v "^\[New Thread\|^\[Thread " | tail -120 >>"$out"
+          echo "### cuda-gdb backtrace of the probe after import torch, jax (one process)" >>"$out"
+          limit 60 cuda-gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args python3 -c "import torch, jax; $probe" \
+            2>&1 | grep -v "^\[New Thread\|^\[Thread " | tail -120 >>"$out"
         fi
+      fi
+      # The plan's overhead per step from Python on the CUDA executor (PyTorch CUDA tensors) beside the fused sampler.
+      if ! over_budget; then
+        echo "### bench/python_plan.py --arrays cuda" >>"$out"
+        PYTHONUNBUFFERED=1 limit "$bench_timeout" python3 bench/python_plan.py --arrays cuda --chains 1,1000,1000000 \
+          >>"$out" 2>&1 || { echo "FAILED or TIMED OUT: bench/python_plan.py" >>"$out"; status=1
+          summary+=("Python plan benchmark: FAILED or timed out"); }
       fi
     else
       echo "FAILED: the Python package's build (scripts/py-dev.sh)" >>"$out"; status=1
@@ -546,13 +600,90 @@ if [ $quick = 0 ]; then
   endsection
 fi
 
-# --- benchmarks of the CUDA executor (after the tests and the sanitizers: a wrong result makes its figure moot) -------
-# Each benchmark's output is line-buffered (stdbuf) so that a run stopped at its limit keeps what it printed.
+# --- the GEMM path of large mixtures on the CUDA executor: its figures, the crossover against the direct path that
+# gemm_crossover(executor::cuda) follows, the dense operator's products, and PyTorch's softmax(x mu^T) beside them ---
 line_buffered=()
 have stdbuf && line_buffered=(stdbuf -oL -eL)
-if [ $quick = 0 ]; then
+if [ $quick = 0 ] && ! skipping gemm; then
+  section "GEMM path on the CUDA executor (bench_mixture_gemm cuda, cuda crossover, cuda operator; PyTorch peer)"
+  gemm_bad=() gemm_ran=0
+  b="$bin/bench/bench_mixture_gemm"
+  for mode in "cuda" "cuda crossover" "cuda operator"; do
+    if [ ! -x "$b" ]; then echo "missing: $b" >>"$out"; gemm_bad+=("missing"); break; fi
+    if over_budget; then echo "skipped (time budget spent): $mode" >>"$out"; gemm_bad+=("$mode skipped"); continue; fi
+    echo "### bench_mixture_gemm $mode" >>"$out"
+    # shellcheck disable=SC2086  # the mode is two words on purpose
+    limit "$bench_timeout" ${line_buffered[@]+"${line_buffered[@]}"} "$b" $mode >>"$out" 2>&1
+    rc=$?
+    case $rc in
+      0) gemm_ran=$((gemm_ran + 1)) ;;
+      124|137) echo "TIMED OUT: bench_mixture_gemm $mode" >>"$out"; gemm_bad+=("$mode timed out"); status=1 ;;
+      *) echo "FAILED ($rc): bench_mixture_gemm $mode" >>"$out"; gemm_bad+=("$mode failed ($rc)"); status=1 ;;
+    esac
+  done
+  if [ $have_torch = 1 ] && [ -f bench/torch_mixture_gemm.py ] && ! over_budget; then
+    echo "### bench/torch_mixture_gemm.py" >>"$out"
+    PYTHONUNBUFFERED=1 limit "$bench_timeout" python3 bench/torch_mixture_gemm.py >>"$out" 2>&1
+    rc=$?
+    [ $rc = 0 ] && gemm_ran=$((gemm_ran + 1)) || { echo "FAILED or TIMED OUT ($rc): bench/torch_mixture_gemm.py" >>"$out"
+      gemm_bad+=("torch peer ($rc)"); status=1; }
+  fi
+  summary+=("GEMM path: $gemm_ran runs to the end${gemm_bad[0]+ (${gemm_bad[*]})}")
+  endsection
+fi
+
+# --- distributed SMC with CUDA ranks: two ranks sharing the one GPU against one rank (bench_mpi, global resampling,
+# every resampling staged through the host) ------------------------------------------------------------------------
+if [ $quick = 0 ] && ! skipping mpibench; then
+  section "MPI scaling with CUDA ranks on one GPU (bench_mpi N 8 10 2 0.05 0 cuda, P = 1 and 2)"
+  b="$bin/bench/bench_mpi"
+  mpib_bad=() mpib_ran=0
+  if [ ! -x "$b" ]; then
+    echo "missing: $b (built without MPI)" >>"$out"; mpib_bad+=("missing")
+  elif ! have mpiexec; then
+    echo "skipped: mpiexec missing" >>"$out"; mpib_bad+=("no mpiexec")
+  else
+    for n in 65536 1048576 4194304; do
+      for p in 1 2; do
+        if over_budget; then echo "skipped (time budget spent): N = $n, P = $p" >>"$out"; mpib_bad+=("N $n P $p skipped"); continue; fi
+        echo "### mpiexec -n $p bench_mpi $n 8 10 2 0.05 0 cuda" >>"$out"
+        OMP_NUM_THREADS=1 LD_LIBRARY_PATH="$(mpi_library_path bench_mpi)" limit "$mpi_timeout" mpiexec \
+          ${mpi_flags[@]+"${mpi_flags[@]}"} -n "$p" "$b" "$n" 8 10 2 0.05 0 cuda >>"$out" 2>&1
+        rc=$?
+        [ $rc = 0 ] && mpib_ran=$((mpib_ran + 1)) || { echo "FAILED or TIMED OUT ($rc)" >>"$out"; mpib_bad+=("N $n P $p ($rc)"); status=1; }
+      done
+    done
+  fi
+  summary+=("MPI scaling: $mpib_ran runs to the end${mpib_bad[0]+ (${mpib_bad[*]})}")
+  endsection
+fi
+
+# --- posterior accuracy at solve's default settings on the CUDA executor (the CPU rows are README's) --------------
+if [ $quick = 0 ] && ! skipping posterior; then
+  section "posterior accuracy, CUDA executor (posterior_table.py --default-settings --samplers smc --executor cuda)"
+  if [ ! -x "$bin/diffsample" ]; then
+    echo "skipped: no $bin/diffsample" >>"$out"; summary+=("posterior table: SKIPPED (no program)")
+  elif over_budget; then
+    echo "skipped (time budget spent)" >>"$out"; summary+=("posterior table: SKIPPED (time budget spent)")
+  else
+    PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 LD_LIBRARY_PATH="$(mpi_library_path diffsample)" \
+      limit "${DIFFSAMPLE_POSTERIOR_TIMEOUT:-150}" python3 bench/posterior_table.py --build "$bin" --default-settings \
+      --samplers smc --executor cuda --dx 10,100 --dy 1 --worst-seeds 8 >>"$out" 2>&1
+    rc=$?
+    case $rc in
+      0) summary+=("posterior table: ran (see the file)") ;;
+      124|137) echo "TIMED OUT" >>"$out"; summary+=("posterior table: TIMED OUT (the rows printed are in the file)"); status=1 ;;
+      *) echo "FAILED ($rc)" >>"$out"; summary+=("posterior table: FAILED ($rc)"); status=1 ;;
+    esac
+  fi
+  endsection
+fi
+
+# --- benchmarks of the CUDA executor (after the tests and the sanitizers: a wrong result makes its figure moot) -------
+# Each benchmark's output is line-buffered (stdbuf) so that a run stopped at its limit keeps what it printed.
+if [ $quick = 0 ] && ! skipping benches && [ -n "$run_benches" ]; then
   bench_ran=0 bench_bad=()
-  for name in $gpu_benches; do
+  for name in $run_benches; do
     b="$bin/bench/$name"
     args=() title=$name
     # Sizes that end within the per-benchmark limit on an H200 (the programs' GPU defaults, 2^20 chains or
@@ -580,11 +711,11 @@ if [ $quick = 0 ]; then
     fi
     endsection
   done
-  summary+=("benchmarks: $bench_ran of $(echo $gpu_benches | wc -w) ran to the end${bench_bad[0]+ (${bench_bad[*]})}")
+  summary+=("benchmarks: $bench_ran of $(echo $run_benches | wc -w) ran to the end${bench_bad[0]+ (${bench_bad[*]})}")
 fi
 
 # --- baselines ----------------------------------------------------------------------------------------------------
-if [ $quick = 0 ]; then
+if [ $quick = 0 ] && ! skipping baselines; then
   section "PyTorch baselines"
   if [ $have_torch = 1 ]; then
     for p in bench/torch_*.py; do
