@@ -224,6 +224,147 @@ void score(const char* name, const benchmark_problem& p, const std::vector<float
               static_cast<long long>(d), sw, floor, sw / floor, worst);
 }
 
+// DCPS in FP64 from the formulas (README "DCPS"; seed 002, the published posterior_samplers/dcps.py), not from the
+// kernels: a mixture of isotropic Gaussians (its exact denoiser m and J u, J = dm/dx), the library's grid and blocks,
+// mt19937 normals. Per block [U, T]: M tamed ULA steps at U on p_U beta_U, then per transition j -> j + 1 a
+// mean-field Gaussian started at the DDPM kernel N(mu_p, sig^2 I), moved by G normalised stochastic gradient steps on
+// the one-draw KL (mean by rho sig sqrt(d), log-scales by rho sqrt(d)), and a draw from it; a point-mass kernel
+// (sig = 0, the step to s = 0) gives mu_p. Returns n x d samples.
+struct dcps_reference_options {
+  std::int64_t steps = 100, blocks = 4, langevin = 50, gradient_steps = 2;
+  double gamma = 1e-3, rho = 0.1;
+};
+
+std::vector<double> dcps_reference(const ds::gaussian_mixture& prior, const ds::linear_observation& obs,
+                                   const dcps_reference_options& ro, std::int64_t n, std::uint64_t seed) {
+  const std::int64_t d = prior.dim(), dy = obs.d_y, C = static_cast<std::int64_t>(prior.weights().size());
+  const std::vector<double>&w = prior.weights(), &mus = prior.means(), &vs = prior.variances();
+  const std::vector<ds::schedule_point> pts = ds::guided_options{}.schedule.points(ro.steps);
+  const double sy2 = obs.sigma_y * obs.sigma_y, root_d = std::sqrt(double(d));
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> z;
+  std::vector<double> out(n * d), x(d), m(d), ju(d), u(d), grad(d), mean(d), l(d), eps(d), q(d), mu_p(d), gm(d),
+      gl(d), r(C), mk(C * d), gk(C * d);
+  // m(x) at (a, s) into m, the responsibilities and per-component pieces kept for J u.
+  auto denoise = [&](const std::vector<double>& at, double a, double s) {
+    double top = -1e300;
+    for (std::int64_t k = 0; k < C; ++k) {
+      const double v = a * a * vs[k] + s * s;
+      double e = 0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double diff = at[j] - a * mus[k * d + j];
+        e += diff * diff;
+        gk[k * d + j] = -diff / v;
+        mk[k * d + j] = mus[k * d + j] + a * vs[k] * diff / v;
+      }
+      r[k] = std::log(w[k]) - 0.5 * double(d) * std::log(v) - 0.5 * e / v;
+      top = std::max(top, r[k]);
+    }
+    double sum = 0;
+    for (std::int64_t k = 0; k < C; ++k) sum += (r[k] = std::exp(r[k] - top));
+    for (std::int64_t j = 0; j < d; ++j) m[j] = 0;
+    for (std::int64_t k = 0; k < C; ++k) {
+      r[k] /= sum;
+      for (std::int64_t j = 0; j < d; ++j) m[j] += r[k] * mk[k * d + j];
+    }
+  };
+  // J v after denoise(): sum_k r_k (a v_k / (a^2 v_k + s^2)) v + sum_k r_k m_k (g_k - gbar) . v.
+  auto jvp = [&](const std::vector<double>& v, double a, double s) {
+    double gbar_v = 0;
+    std::vector<double> gv(C);
+    for (std::int64_t k = 0; k < C; ++k) {
+      gv[k] = 0;
+      for (std::int64_t j = 0; j < d; ++j) gv[k] += gk[k * d + j] * v[j];
+      gbar_v += r[k] * gv[k];
+    }
+    for (std::int64_t j = 0; j < d; ++j) ju[j] = 0;
+    for (std::int64_t k = 0; k < C; ++k) {
+      const double c = a * vs[k] / (a * a * vs[k] + s * s), f = r[k] * (gv[k] - gbar_v);
+      for (std::int64_t j = 0; j < d; ++j) ju[j] += r[k] * c * v[j] + f * mk[k * d + j];
+    }
+  };
+  // grad log beta at `at` (channel g, bridge to T) into grad; leaves m(at) in m.
+  auto potential = [&](const std::vector<double>& at, std::int64_t g, std::int64_t T) {
+    const double a = pts[g].a, s = pts[g].s, aT = pts[T].a;
+    double cx = 1, cm = 0;
+    if (g != T) {
+      const double ratio = a / aT, v = s * s - ratio * ratio * pts[T].s * pts[T].s;
+      cx = ratio * pts[T].s * pts[T].s / (s * s);
+      cm = aT * std::max(v, 0.0) / (s * s);
+    }
+    denoise(at, a, s);
+    for (std::int64_t j = 0; j < d; ++j) u[j] = 0;
+    for (std::int64_t o = 0; o < dy; ++o) {
+      double res = aT * obs.y[o];
+      for (std::int64_t j = 0; j < d; ++j) res -= obs.A[o * d + j] * (cx * at[j] + cm * m[j]);
+      for (std::int64_t j = 0; j < d; ++j) u[j] += obs.A[o * d + j] * res / sy2;
+    }
+    if (cm != 0) jvp(u, a, s);
+    for (std::int64_t j = 0; j < d; ++j) grad[j] = cx * u[j] + (cm != 0 ? cm * ju[j] : 0.0);
+  };
+  auto norm = [&](const std::vector<double>& v) {
+    double t = 0;
+    for (double e : v) t += e * e;
+    return std::sqrt(t);
+  };
+  const std::int64_t K = ro.steps, per = K / ro.blocks;
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t j = 0; j < d; ++j) x[j] = pts[0].s * z(gen);
+    for (std::int64_t b = 0; b < ro.blocks; ++b) {
+      const std::int64_t U = b * per, T = b + 1 == ro.blocks ? K : (b + 1) * per;
+      for (std::int64_t t = 0; t < ro.langevin; ++t) {
+        potential(x, U, T);
+        for (std::int64_t j = 0; j < d; ++j)
+          grad[j] += (pts[U].a * m[j] - x[j]) / (pts[U].s * pts[U].s);
+        const double step = ro.gamma / (1 + ro.gamma * norm(grad));
+        for (std::int64_t j = 0; j < d; ++j) x[j] += step * grad[j] + std::sqrt(2 * ro.gamma) * z(gen);
+      }
+      for (std::int64_t j0 = U; j0 < T; ++j0) {
+        const double a = pts[j0].a, s = pts[j0].s, an = pts[j0 + 1].a, sn = pts[j0 + 1].s;
+        const double ratio = a / an, v = std::max(s * s - ratio * ratio * sn * sn, 0.0);
+        const double c1 = ratio * sn * sn / (s * s), c0 = an * v / (s * s), sig = std::sqrt(sn * sn * v / (s * s));
+        denoise(x, a, s);
+        for (std::int64_t j = 0; j < d; ++j) mean[j] = mu_p[j] = c0 * m[j] + c1 * x[j];
+        if (sig == 0) {
+          x = mu_p;
+          continue;
+        }
+        for (std::int64_t j = 0; j < d; ++j) l[j] = std::log(sig);
+        for (std::int64_t g = 0; g < ro.gradient_steps; ++g) {
+          for (std::int64_t j = 0; j < d; ++j) q[j] = mean[j] + std::exp(l[j]) * (eps[j] = z(gen));
+          potential(q, j0 + 1, T);
+          for (std::int64_t j = 0; j < d; ++j) {
+            const double sd = std::exp(l[j]);
+            gm[j] = -grad[j] + (mean[j] - mu_p[j]) / (sig * sig);
+            gl[j] = -grad[j] * sd * eps[j] + sd * sd / (sig * sig) - 1;
+          }
+          const double nm = norm(gm), nl = norm(gl);
+          for (std::int64_t j = 0; j < d; ++j) {
+            if (nm > 0) mean[j] -= ro.rho * sig * root_d * gm[j] / nm;
+            if (nl > 0) l[j] -= ro.rho * root_d * gl[j] / nl;
+          }
+        }
+        for (std::int64_t j = 0; j < d; ++j) x[j] = mean[j] + std::exp(l[j]) * z(gen);
+      }
+    }
+    std::copy(x.begin(), x.end(), out.begin() + i * d);
+  }
+  return out;
+}
+
+// |A x - y|^2 of each of the n samples (float or double rows).
+template <class T>
+std::vector<double> data_misfits(const ds::linear_observation& obs, const T* x, std::int64_t n) {
+  std::vector<double> v(n, 0.0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t o = 0; o < obs.d_y; ++o) {
+      double e = -obs.y[o];
+      for (std::int64_t j = 0; j < obs.d_x; ++j) e += obs.A[o * obs.d_x + j] * double(x[i * obs.d_x + j]);
+      v[i] += e * e;
+    }
+  return v;
+}
+
 }  // namespace
 
 // TMPD's A C A^T from d_y Jacobian-vector products against A Cov(x0 | x) A^T from the exact FP64 covariance
@@ -1572,10 +1713,16 @@ TEST(Dcps, BiasAgainstExactPosterior) {
 // gamma = 0.05, 100 steps. DCPS particles are independent (no resampling), so the tolerance follows from N alone:
 // the recovered weight (ds::component_weights, the average responsibility, whose variance is at most the Bernoulli
 // w (1 - w) / N) within 5 sqrt(w'_k (1 - w'_k) / N) + 0.02 of the exact w'_k, the allowance the SMC tests give the
-// 100-step discretisation. The shapes inside the components are not asserted: DCPS stays biased there (the
-// point-mass potentials are overconfident, and two one-draw normalised gradient steps leave the kernel fits
-// short of their optimum); the misfit along A and the sliced distances are printed (README "DCPS").
-// Measured: max weight error 0.008, misfit E|y - A x|^2 0.619 against 0.509, sliced W1 1.8x the exact-vs-exact floor.
+// 100-step discretisation. Inside the components DCPS stays biased (the point-mass potentials are overconfident,
+// the fits are mean-field Gaussians, and two one-draw normalised gradient steps leave them short of their optimum),
+// so the shapes are scored and the bias pinned rather than the exact shapes asserted: the misfit along A against
+// dcps_reference (the algorithm in FP64, 1024 particles) within 5 combined standard errors, and above the exact
+// posterior's by more than 4 se (the SMC tests' check, which DCPS fails: README "DCPS"); the within-component
+// sliced W1 (against exact samples in DCPS's own recovered proportions) is printed. Seen failing with the last
+// block's fits on the CPU packs made to ignore the likelihood (misfit 1.16 against the reference's 0.62, weights
+// off by 0.05).
+// Measured: max weight error 0.008, misfit E|y - A x|^2 0.619 against 0.509 (se 0.012), reference 0.624 (combined
+// se 0.016); sliced W1 1.8x the exact-vs-exact floor, within the components 1.9x.
 // At the published gamma = 1e-3 and M = 50 the weight error is 0.22 (the Langevin moves nothing; the mode shares are
 // those the first block's rough potentials leave). Seen to fail with the potential's gradient dropped from the
 // Langevin drift (max weight error 0.89).
@@ -1625,9 +1772,33 @@ TEST(Dcps, ReachesExactPosteriorWithLangevinMixing) {
   const double se = std::sqrt((ds::testing::variance(mf) + ds::testing::variance(me)) / double(N));
   const double floor = ds::sliced_wasserstein(N, N, d, exact_b.data(), exact_a.data(), 128, 5);
   const double plain = ds::sliced_wasserstein(N, N, d, x.data(), exact_a.data(), 128, 5);
-  std::printf("dcps (M = 200, gamma = 0.05): max weight error %.4f; misfit %.4f against %.4f (se %.4f); SW1 %.4f, "
-              "floor %.4f (%.2fx)\n",
-              worst, ds::testing::mean(mf), ds::testing::mean(me), se, plain, floor, plain / floor);
+  // Within the components: against exact samples in DCPS's own recovered proportions (largest remainders).
+  std::vector<std::int64_t> counts(post.components());
+  std::vector<std::pair<double, std::int64_t>> rest;
+  std::int64_t used = 0;
+  for (std::int64_t k = 0; k < post.components(); ++k) {
+    counts[k] = static_cast<std::int64_t>(std::floor(w[k] * double(N)));
+    used += counts[k];
+    rest.push_back({w[k] * double(N) - double(counts[k]), k});
+  }
+  std::sort(rest.rbegin(), rest.rend());
+  for (std::int64_t i = 0; i < N - used; ++i) counts[rest[static_cast<std::size_t>(i) % rest.size()].second] += 1;
+  const std::vector<float> exact_c = exact_with_counts(post, counts, 300);
+  const double within = ds::sliced_wasserstein(N, N, d, x.data(), exact_c.data(), 128, 5);
+  // The same algorithm in FP64 (dcps_reference), NR particles: the misfit along A is its, not an implementation's.
+  const std::int64_t NR = 1024;
+  dcps_reference_options ro;
+  ro.langevin = 200;
+  ro.gamma = 0.05;
+  const std::vector<double> xr = dcps_reference(prior, obs, ro, NR, 9);
+  const std::vector<double> mr_n = data_misfits(obs, xr.data(), NR);
+  const double se_ref = std::sqrt(ds::testing::variance(mf) / double(N) + ds::testing::variance(mr_n) / double(NR));
+  std::printf("dcps (M = 200, gamma = 0.05): max weight error %.4f; misfit %.4f against %.4f (se %.4f), FP64 "
+              "reference %.4f (se %.4f); SW1 %.4f, floor %.4f (%.2fx), within components %.4f (%.2fx)\n",
+              worst, ds::testing::mean(mf), ds::testing::mean(me), se, ds::testing::mean(mr_n), se_ref, plain, floor,
+              plain / floor, within, within / floor);
+  EXPECT_NEAR(ds::testing::mean(mf), ds::testing::mean(mr_n), 5 * se_ref);
+  EXPECT_GT(ds::testing::mean(mf) - ds::testing::mean(me), 4 * se);
 }
 
 // The potentials' covariance (options.dcps_bridge_variance) against the Langevin target it defines, in closed form
@@ -1840,6 +2011,68 @@ TEST(Dcps, TinySigmaYRunsAsTheLikelihoodDominatedLimit) {
     }
   }
 }
+// DCPS's data misfit at a small sigma_y is the algorithm's, not this implementation's: on the problem of
+// GuidedSamplers.SmallSigmaYResidualKeepsTheDataMisfit (N(mu, I) in d = 32, two rows of positive entries in [1, 2],
+// |y| about 350) at sigma_y = 1e-3, 512 samples, 50 steps, defaults, the mean |A x - y|^2 is about 1.6e6 times the
+// exact posterior's. Against dcps_reference (the same algorithm in FP64 from the formulas, its own normals): the
+// mean misfits within 5 combined standard errors (independent particles), at the default 2 gradient steps and at 16.
+// So neither an FP32 cancellation nor a step of the implementation is behind the misfit: the reference has neither.
+// What bounds it is the fit: G normalised gradient steps move the fit's log-scales by at most G rho sqrt(d) in norm,
+// so the last fitted draw x_{K-1} keeps at least e^{-G rho sqrt(d)} of its kernel's scale sig in every coordinate,
+// and the last step x_K = m(x_{K-1}) = kappa x_{K-1} + const (kappa = a / (a^2 + s^2) at K - 1 on N(mu, I)) gives
+// E|A x - y|^2 >= kappa^2 sig^2 e^{-2 G rho sqrt(d)} |A|_F^2 (the last draw's variance alone), asserted within 5 se:
+// 0.058 at G = 2, 3e4 times the exact misfit (README "DCPS", "At small sigma_y"). Measured: 3.19 against the
+// reference's 3.42 (se 0.33) at G = 2, 0.676 against 0.724 (se 0.058) at G = 16; exact 2.0e-6. Seen failing with the
+// last block's fits on the CPU packs made to ignore the likelihood (misfit 76 against 3.4; the final steps then
+// ignore the data).
+TEST(Dcps, SmallSigmaYMisfitIsTheAlgorithms) {
+  const int d = 32, dy = 2;
+  const std::int64_t N = 512, K = 50;
+  std::mt19937_64 gen(7);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::normal_distribution<double> normal;
+  std::vector<double> mu(d), A(dy * d), y(dy, 0.0);
+  for (double& m : mu) m = std::round(5 + 5 * u(gen));
+  for (double& a : A) a = std::round(8 + 8 * u(gen)) / 8;
+  for (int j = 0; j < d; ++j) {
+    const double x = std::round(4 * (mu[j] + normal(gen))) / 4;
+    for (int o = 0; o < dy; ++o) y[o] += A[o * d + j] * x;
+  }
+  const double sigma_y = 1e-3;
+  const ds::gaussian_mixture prior(d, {1.0}, mu, {1.0});
+  const ds::linear_observation obs{dy, d, A, sigma_y, y};
+  const ds::mixture_posterior post(prior, obs);
+  std::vector<float> exact_x(N * d);
+  post.sample(exact_x.data(), N, 100);
+  const double exact = ds::testing::mean(data_misfits(obs, exact_x.data(), N));
+  double frobenius = 0;
+  for (double a : A) frobenius += a * a;
+  const std::vector<ds::schedule_point> pts = ds::guided_options{}.schedule.points(K);
+  const double a1 = pts[K - 1].a, s1 = pts[K - 1].s, a2 = pts[K - 2].a, s2 = pts[K - 2].s;
+  const double sig2 = s1 * s1 * (s2 * s2 - (a2 / a1) * (a2 / a1) * s1 * s1) / (s2 * s2);  // kernel K - 2 -> K - 1
+  const double kappa = a1 / (a1 * a1 + s1 * s1);                                        // m(x) at K - 1 on N(mu, I)
+  for (std::int64_t G : {2, 16}) {
+    ds::guided_options o = options(ds::guided_sampler::dcps, N, K, 11);
+    o.dcps_gradient_steps = G;
+    const std::vector<float> x = run(prior, replicate(obs, 1), o);
+    dcps_reference_options ro;
+    ro.steps = K;
+    ro.gradient_steps = G;
+    const std::vector<double> xr = dcps_reference(prior, obs, ro, N, 5);
+    const std::vector<double> mf = data_misfits(obs, x.data(), N), mr = data_misfits(obs, xr.data(), N);
+    const double lib = ds::testing::mean(mf), ref = ds::testing::mean(mr);
+    const double se = std::sqrt((ds::testing::variance(mf) + ds::testing::variance(mr)) / double(N));
+    const double bound = kappa * kappa * sig2 * std::exp(-2.0 * double(G) * o.dcps_learning_rate * std::sqrt(double(d))) *
+                         frobenius;
+    std::printf("dcps at sigma_y = %g, %lld gradient steps: misfit %.4g, FP64 reference %.4g (se %.2g); exact %.3g "
+                "(%.3gx); the fit's step bound %.3g\n",
+                sigma_y, static_cast<long long>(G), lib, ref, se, exact, lib / exact, bound);
+    EXPECT_NEAR(lib, ref, 5 * se) << G;
+    const double se_lib = std::sqrt(ds::testing::variance(mf) / double(N));
+    EXPECT_GE(lib + 5 * se_lib, bound) << G;
+  }
+}
+
 
 // options.dcps_absolute_step through the whole sampler (the CPU executor's pack code, which the FP64 test above does
 // not run): prior N(0, I_4), A = e_1, sigma_y = 1, y = 1000, two steps (t = 1, 0.5, 0), one block, no Langevin
