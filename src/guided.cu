@@ -565,12 +565,14 @@ std::int64_t channel_count(const guided_options& o) {
 
 // Whether guided_sample()'s DPS / Pi-GDM run takes its guidance as matrix products over all particles (either
 // executor; src/operator_gemm.hpp) on the problems `pr` it runs: dense rows given as such (an SVD operator's reduced
-// rows, `reduced`, keep the kernels' path) and the path rule.
-bool baseline_products(std::int64_t dim, const guided_problems& pr, const guided_options& o, bool reduced) {
+// rows, `reduced`, keep the kernels' path) and the path rule of the executor `where` (executor::automatic, the
+// workspace query's: true where either executor's rule is, so that the bytes it returns cover a run on either).
+bool baseline_products(std::int64_t dim, const guided_problems& pr, const guided_options& o, bool reduced,
+                       executor where) {
   if (reduced || (o.sampler != guided_sampler::dps && o.sampler != guided_sampler::pigdm)) return false;
   const operator_shape sh = shape_of(pr, dim);
   return detail::baseline_operator_gemm(sh.mask, sh.count == 1, o.particles, pr.problems * o.particles, pr.d_y, dim,
-                                        o.operator_path);
+                                        o.operator_path, where);
 }
 
 // `mix`: the prior, whose constants at the run's channels the layout holds; nullptr for an ask/tell plan or a run
@@ -1179,7 +1181,8 @@ std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& p
   const guided_problems& pr = reduced.active ? reduced.problems : problems;
   const kernels::mixture_view<float> view = prior.storage().view(executor::cpu);
   const layout l =
-      make_layout(prior.dim(), pr, options, &view, baseline_products(prior.dim(), pr, options, reduced.active));
+      make_layout(prior.dim(), pr, options, &view,
+                  baseline_products(prior.dim(), pr, options, reduced.active, executor::automatic));
   *cuda_only = l.cuda_only;
   return l.total;
 }
@@ -1258,7 +1261,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
   const bool smc = o.sampler == guided_sampler::smc;
   const executor where = check_output_buffers(out, o, B, d, exec);
   const kernels::mixture_view<float> shape = prior.storage().view(executor::cpu);  // the table's size
-  const layout l = make_layout(prior.dim(), pr, o, &shape, baseline_products(prior.dim(), pr, o, reduced.active));
+  const layout l = make_layout(prior.dim(), pr, o, &shape, baseline_products(prior.dim(), pr, o, reduced.active, where));
   float initial_scale = 1.f;
   std::vector<schedule_point> grid_points;  // the grid's points and the final moves' lambda_0, from build_tables
   double prior_curvature = 0;
@@ -2821,7 +2824,7 @@ std::unique_ptr<sampling_plan_storage> make_baseline_plan(std::int64_t d, const 
   const std::int64_t B = pr.problems, N = o.particles, dy = pr.d_y, BN = B * N;
   // DPS / Pi-GDM's guidance as products exactly where guided_sample() takes them for these options and problems
   // (dense rows given as such; an SVD operator's reduced rows keep the per-particle path), on either executor.
-  st->gemm = baseline_products(d, pr, o, setup.reduced.active);
+  st->gemm = baseline_products(d, pr, o, setup.reduced.active, plan_executor(exec));
   // The products' cuBLAS handle of this device now, as guided_sample() makes it before its first launch: a first
   // gemm tell inside a CUDA graph capture would otherwise create it there (refused under capture when still to be
   // made, naming prepare_gemm).

@@ -21,6 +21,8 @@ namespace {
 // operator_gemm_worthwhile(): at least this many points and d_y x d_x entries (measured, see there).
 constexpr std::int64_t operator_gemm_min_points = 64;
 constexpr std::int64_t operator_gemm_min_size = 1024;
+// The CUDA executor's (DPS / Pi-GDM's fused kernel against cuBLAS products; see operator_gemm_worthwhile(..., where)).
+constexpr std::int64_t operator_gemm_min_size_cuda = std::int64_t(1) << 17;
 
 void check_dims(std::int64_t d_y, std::int64_t d_x) {
   // Each at most limits::max_operator_values (2^28 doubles, 2 GiB of host memory), so the product cannot overflow.
@@ -247,6 +249,15 @@ bool operator_gemm_worthwhile(std::int64_t n, std::int64_t d_y, std::int64_t d_x
   // 1024 entries the operator is too small a part of the step for either path to gain (0.84 to 1.22). apply_batch's
   // products win at every size measured; it follows the samplers' rule. The CUDA executor uses it unmeasured.
   return n >= operator_gemm_min_points && d_y * d_x >= operator_gemm_min_size;
+}
+
+bool operator_gemm_worthwhile(std::int64_t n, std::int64_t d_y, std::int64_t d_x, executor where) noexcept {
+  const bool cuda = n >= operator_gemm_min_points && d_y * d_x >= operator_gemm_min_size_cuda;
+  switch (where) {
+    case executor::cpu: return operator_gemm_worthwhile(n, d_y, d_x);
+    case executor::cuda: return cuda;
+    default: return cuda || operator_gemm_worthwhile(n, d_y, d_x);
+  }
 }
 
 namespace detail {

@@ -16,11 +16,11 @@
 namespace diffsample::detail {
 
 bool baseline_operator_gemm(bool mask, bool shared, std::int64_t particles, std::int64_t rows, std::int64_t d_y,
-                            std::int64_t d, mixture_path path) {
+                            std::int64_t d, mixture_path path, executor where) {
   // Dense rows (no mask), shared or per problem; the size rule on the rows one product covers unless forced.
   if (mask || path == mixture_path::direct) return false;
   if (path == mixture_path::gemm) return true;
-  return operator_gemm_worthwhile(shared ? rows : particles, d_y, d);
+  return operator_gemm_worthwhile(shared ? rows : particles, d_y, d, where);
 }
 
 bool tmpd_operator_gemm(const kernels::guided_params& p, mixture_path path) {

@@ -36,9 +36,10 @@ void dense_rows_transpose_gemm(const float* A, std::int64_t d_y, std::int64_t d_
 /// (`mask` false; an SVD operator reaches the kernels reduced to dense rows and is excluded by the caller) and, under
 /// mixture_path::automatic, operator_gemm_worthwhile() on the rows of one product (all rows when `shared`, one A for
 /// all problems; else a problem's) (guided_options::operator_path: gemm takes the products for any dense rows,
-/// direct never).
+/// direct never); the rule of the executor `where` (executor::automatic: either's, for a workspace query that does
+/// not name one).
 bool baseline_operator_gemm(bool mask, bool shared, std::int64_t particles, std::int64_t rows, std::int64_t d_y,
-                            std::int64_t d, mixture_path path);
+                            std::int64_t d, mixture_path path, executor where);
 
 /// True when TMPD's CPU run (and its plan) forms the covariances A C A^T of all particles as FP64 products: dense rows
 /// (not a mask) and, under mixture_path::automatic, d_y x d_x >= tmpd_gemm_min_size (gemm forces, direct forbids).

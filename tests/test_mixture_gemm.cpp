@@ -501,6 +501,22 @@ TEST(GemmPath, PathChoice) {
   forced.path = static_cast<mixture_path>(9);
   EXPECT_THROW(large.chosen_path(1, quantity::score, forced, executor::cpu), invalid_argument);
 
+  // The CUDA executor's rule (measured on an H200, gemm_crossover()): gemm from d = 16 and K d = 4096, whatever the
+  // host's BLAS. Seen failing against the CPU rule the CUDA executor followed before ({256, 2^14}: K = 256, d = 16 and
+  // K = 64, d = 64 went direct, 1.24x and 2.7x slower there).
+  const gemm_crossover_rule cuda_rule = gemm_crossover(executor::cuda);
+  EXPECT_EQ(cuda_rule.min_dim, 16);
+  EXPECT_EQ(cuda_rule.min_kd, 4096);
+  const auto cuda_path = [](std::int64_t K, std::int64_t d) {
+    return data_mixture(K, d, 0.1, 3).chosen_path(1000, quantity::score, {}, executor::cuda);
+  };
+  EXPECT_EQ(cuda_path(256, 16), mixture_path::gemm);
+  EXPECT_EQ(cuda_path(64, 64), mixture_path::gemm);
+  EXPECT_EQ(cuda_path(64, 16), mixture_path::direct);
+  EXPECT_EQ(cuda_path(4096, 2), mixture_path::direct);
+  EXPECT_EQ(cuda_path(1024, 8), mixture_path::direct);
+  EXPECT_EQ(diagonal.chosen_path(100, quantity::score, {}, executor::cuda), mixture_path::direct);
+
   // The plain evaluate() follows the automatic choice: bit for bit the explicit call of the chosen path.
   const channel ch{1.0, 0.3};
   const std::vector<float> x = points(large, 7, ch, false, 2);

@@ -204,6 +204,18 @@ TEST(OperatorGemm, PathChoice) {
   EXPECT_FALSE(operator_gemm_worthwhile(1 << 20, 16, 63));
   EXPECT_FALSE(operator_gemm_worthwhile(1, 64, 64));
   EXPECT_FALSE(operator_gemm_worthwhile(1024, 2, 3));
+  // The CUDA executor's rule (DPS / Pi-GDM's fused kernel against cuBLAS products, measured on an H200): the products
+  // from 2^17 entries and 64 points; executor::automatic (a query naming no executor): either rule. Seen failing
+  // against the CPU rule the CUDA executor followed before (64 x 64 and 16 x 64 took the products, 2 to 6x slower).
+  EXPECT_EQ(operator_gemm_worthwhile(1024, 64, 64, executor::cpu), operator_gemm_worthwhile(1024, 64, 64));
+  EXPECT_FALSE(operator_gemm_worthwhile(1024, 64, 64, executor::cuda));
+  EXPECT_FALSE(operator_gemm_worthwhile(1 << 20, 16, 64, executor::cuda));
+  EXPECT_FALSE(operator_gemm_worthwhile(1 << 20, 128, 512, executor::cuda));
+  EXPECT_TRUE(operator_gemm_worthwhile(64, 256, 512, executor::cuda));
+  EXPECT_FALSE(operator_gemm_worthwhile(63, 256, 512, executor::cuda));
+  EXPECT_TRUE(operator_gemm_worthwhile(1024, 64, 64, executor::automatic));
+  EXPECT_TRUE(operator_gemm_worthwhile(64, 256, 512, executor::automatic));
+  EXPECT_FALSE(operator_gemm_worthwhile(16, 64, 64, executor::automatic));
   EXPECT_EQ(big.batch_path(1024), mixture_path::gemm);
   EXPECT_EQ(big.batch_path(64), mixture_path::gemm);
   EXPECT_EQ(big.batch_path(16), mixture_path::direct);
@@ -549,7 +561,9 @@ TEST(OperatorGemmGpu, DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan) {
   const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
   const guided_problems pr = dense_problems(d, dy);
   for (int c = 0; c < 3; ++c) {
-    const guided_options o = baseline_case(c, N);
+    // Forced: the CUDA executor's own rule keeps this shape on the fused kernel (checked below).
+    guided_options o = baseline_case(c, N);
+    o.operator_path = mixture_path::gemm;
     diffsample::testing::device_buffer<float> particles(std::size_t(pr.problems * N * d));
     guided_outputs out;
     out.particles = particles.ptr;
@@ -569,6 +583,10 @@ TEST(OperatorGemmGpu, DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan) {
   guided_outputs out;
   out.particles = particles.ptr;
   EXPECT_EQ(guided_sample(mix, out, masked, o, gpu).operator_path, mixture_path::direct);
+  // Automatic on the CUDA executor: 48 x 64 entries stay on the fused kernel (operator_gemm_worthwhile(.., cuda)).
+  diffsample::testing::device_buffer<float> dense_particles(std::size_t(pr.problems * N * d));
+  out.particles = dense_particles.ptr;
+  EXPECT_EQ(guided_sample(mix, out, pr, o, gpu).operator_path, mixture_path::direct);
 }
 
 // One operator shared by B N = 2^31 particles (128 problems of 2^24, d_x = d_y = 1): BLAS and cuBLAS count a product's

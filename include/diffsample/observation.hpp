@@ -129,5 +129,14 @@ class DIFFSAMPLE_API observation_operator {
 /// one operator, the particles of one problem when each has its own. guided_report::operator_path says which path a
 /// run took.
 DIFFSAMPLE_API bool operator_gemm_worthwhile(std::int64_t n, std::int64_t d_y, std::int64_t d_x) noexcept;
+/// The size rule of the executor @p where (cpu: the rule above; cuda: guided_sample()'s and the plans' DPS / Pi-GDM
+/// on the CUDA executor, whose per-particle path is one fused kernel). On an H200 that kernel beat the cuBLAS
+/// products at every shape up to d_y x d_x = 64 x 64 and 32 x 256 by 2 to 6x (N = 64 to 262144 particles), and at
+/// 128 x 512 the products reached 0.72 to 1.17x, the ratio growing with d_y x d_x (`bench_mixture_gemm cuda operator`,
+/// README "Observation operators as matrix products"): cuda takes the products from d_y x d_x >= 2^17 entries (and
+/// n >= 64), past the largest shape measured, where the trend puts the crossover. executor::automatic: true where
+/// either executor's rule is (a workspace query that does not name its executor sizes for both).
+DIFFSAMPLE_API bool operator_gemm_worthwhile(std::int64_t n, std::int64_t d_y, std::int64_t d_x,
+                                             executor where) noexcept;
 
 }  // namespace diffsample
