@@ -799,6 +799,26 @@ void cuda_case(std::int64_t K, std::int64_t d, std::int64_t n, int rounds, doubl
     std::printf("  gemm / direct: ~%.0fx (extrapolated)", direct_predicted / median(t[1]));
   std::printf("; the gemm path reaches %.0f%% of the cuBLAS ceiling (median of per-round fractions)\n",
               100 * median(fraction));
+  // Larger passes than the default 8192 points (evaluate_options::point_block): the per-point kernels between the
+  // products run one thread per point of a pass, so a pass of 8192 points fills 62 threads per multiprocessor of an
+  // H200. Median of `rounds` calls each, after a warm-up; same points, so the same work.
+  for (const std::int64_t block : {32768, 65536, 131072}) {
+    if (block >= n) break;
+    evaluate_options big = gemm;
+    big.point_block = block;
+    const std::size_t big_bytes = m.evaluate_workspace_bytes(n, quantity::score, big, on_gpu);
+    bench::device_memory big_ws(big_bytes);
+    const auto big_call = [&] {
+      const evaluate_report r = m.evaluate(out_g.get(), n, x.get(), ch, quantity::score, big, on_gpu, big_ws.p, big_bytes);
+      expect(r.path == mixture_path::gemm && r.ran == executor::cuda, "the gemm path did not run on the CUDA executor");
+    };
+    timer.seconds(big_call);
+    std::vector<double> tb;
+    for (int r = 0; r < rounds; ++r) tb.push_back(timer.seconds(big_call));
+    std::snprintf(note, sizeof note, "  point_block %lld (workspace %.0f MiB): %.2fx the default pass's time",
+                  static_cast<long long>(block), double(big_bytes) / 1048576.0, median(tb) / median(t[1]));
+    print_rate("gemm path, larger pass", double(n) / median(tb), flops, note);
+  }
   // Accuracy beside the FP64 reference (host) on a few points: a wrong or non-finite result makes the figures moot.
   const std::int64_t m_check = std::min<std::int64_t>(n, 8);
   std::printf("  max |error| / max |score| against the FP64 reference, first %lld points: gemm %.2g",
