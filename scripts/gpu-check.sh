@@ -31,7 +31,7 @@
 # sanitizer runs together DIFFSAMPLE_SANITIZER_BUDGET (default 120); DIFFSAMPLE_SANITIZER_ONLY (tool:program globs, e.g.
 # "memcheck:test_guided racecheck:*") keeps only the sanitizer runs it names; DIFFSAMPLE_CHECK_SKIP (a space-separated
 # list of tests demo sanitizers mpi python gemm mpibench posterior benches baselines) leaves those sections out;
-# DIFFSAMPLE_BENCHES names the benchmarks of the benchmark section (default all; "" none); the posterior table's limit
+# DIFFSAMPLE_TEST_PROGRAMS (globs) keeps only the test programs it names; DIFFSAMPLE_BENCHES names the benchmarks of the benchmark section (default all; "" none); the posterior table's limit
 # is DIFFSAMPLE_POSTERIOR_TIMEOUT (default 150); DIFFSAMPLE_GEMM_MODES the bench_mixture_gemm modes run, separated by
 # "|" (default "cuda|cuda crossover|cuda operator"). The whole check ends within about the budget
 # plus 15 s. Each section of the results file says how long it
@@ -308,6 +308,15 @@ run_tests() {  # run_tests TITLE FILTER
     if [ -n "$prebuilt" ] && [ "$name" = test_cli ]; then echo "### $name: skipped (paths of the build machine)"; continue; fi
     # The MPI programs run under mpiexec in their own section (alone, MPI_Init may hang where there is no MPI).
     case "$name" in test_mpi*) continue ;; esac
+    # DIFFSAMPLE_TEST_PROGRAMS (space-separated globs): only the programs it names.
+    if [ -n "${DIFFSAMPLE_TEST_PROGRAMS:-}" ]; then
+      local keep=0 pattern
+      for pattern in $DIFFSAMPLE_TEST_PROGRAMS; do
+        # shellcheck disable=SC2053  # a glob on purpose
+        [[ $name == $pattern ]] && keep=1
+      done
+      [ $keep = 1 ] || continue
+    fi
     [ "$(count_tests "$t" "$filter")" = 0 ] && continue
     if over_budget; then echo "### $name: skipped (time budget spent)"; failed=1; continue; fi
     echo "### $name"
