@@ -32,7 +32,13 @@ using kernels::gemm_jvp_second_functor;
 using kernels::gemm_jvp_start_functor;
 
 constexpr std::size_t align_bytes = 256;
-constexpr std::int64_t cuda_default_pass = 8192;
+// The default pass (evaluate_options::point_block = 0): as many points as hold cuda_pass_bytes of per-point buffers
+// (x', the chunk's logits and the accumulator: 2 d + chunk floats a point), within [cuda_pass_min, cuda_pass_max].
+// The functors between the products run one thread per point of a pass: 8192 points put 62 threads on each of an
+// H200's 132 multiprocessors, and the score of 1024 x 256 over 262,144 points ran 2.6x (32,768 points a pass), 2.9x
+// (65,536) and 2.8x (131,072) faster than with 8192 (bench_mixture_gemm cuda, bench/results/2026-12-04T1522).
+constexpr std::int64_t cuda_pass_min = 8192, cuda_pass_max = 65536;
+constexpr std::int64_t cuda_pass_bytes = std::int64_t(256) << 20;
 
 std::size_t round_up(std::size_t b) { return (b + align_bytes - 1) / align_bytes * align_bytes; }
 
@@ -129,21 +135,23 @@ void gemm_release_device(gemm_tables& t) noexcept {
   t.device_norms2 = nullptr;
 }
 
-std::int64_t gemm_cuda_pass_points(std::int64_t n, const evaluate_options& o) {
-  const std::int64_t p = o.point_block > 0 ? o.point_block : cuda_default_pass;
+std::int64_t gemm_cuda_pass_points(std::int64_t n, std::int64_t K, std::int64_t d, const evaluate_options& o) {
+  const std::int64_t per_point = std::int64_t(sizeof(float)) * (2 * d + gemm_chunk(o, K)) + 64;
+  const std::int64_t p = o.point_block > 0 ? o.point_block
+                                           : std::clamp(cuda_pass_bytes / per_point, cuda_pass_min, cuda_pass_max);
   return std::max<std::int64_t>(1, std::min(n, p));
 }
 
 std::size_t gemm_cuda_workspace_bytes(quantity what, std::int64_t n, std::int64_t K, std::int64_t d,
                                       const evaluate_options& o) {
-  return workspace_layout(what, gemm_cuda_pass_points(n, o), K, d, gemm_chunk(o, K)).total;
+  return workspace_layout(what, gemm_cuda_pass_points(n, K, d, o), K, d, gemm_chunk(o, K)).total;
 }
 
 void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantity what, const float* x,
                         std::int64_t n, channel ch, float* out, const evaluate_options& o, cudaStream_t stream,
                         void* workspace, std::size_t workspace_bytes) {
   const std::int64_t K = st.components, d = st.dim;
-  const std::int64_t pass = gemm_cuda_pass_points(n, o), chunk = gemm_chunk(o, K);
+  const std::int64_t pass = gemm_cuda_pass_points(n, K, d, o), chunk = gemm_chunk(o, K);
   const layout l = workspace_layout(what, pass, K, d, chunk);
   DIFFSAMPLE_EXPECTS(workspace == nullptr || workspace_bytes >= l.total,
                      "workspace_bytes: the gemm path needs " << l.total << " bytes, got " << workspace_bytes);
@@ -181,7 +189,7 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
 }
 
 std::size_t gemm_cuda_jvp_workspace_bytes(std::int64_t n, std::int64_t K, std::int64_t d, const evaluate_options& o) {
-  return workspace_layout(quantity::denoiser, gemm_cuda_pass_points(n, o), K, d, gemm_chunk(o, K), true).total;
+  return workspace_layout(quantity::denoiser, gemm_cuda_pass_points(n, K, d, o), K, d, gemm_chunk(o, K), true).total;
 }
 
 void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, const float* x, const float* v,
@@ -189,7 +197,7 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
   // The CPU executor's two passes (src/mixture_gemm.cpp, cpu_task), with cuBLAS products: per chunk G = X' M'^T and
   // H = V M'^T in both passes, and acc += (B / c) M' in the second.
   const std::int64_t K = st.components, d = st.dim;
-  const std::int64_t pass = gemm_cuda_pass_points(n, o), chunk = gemm_chunk(o, K);
+  const std::int64_t pass = gemm_cuda_pass_points(n, K, d, o), chunk = gemm_chunk(o, K);
   const layout l = workspace_layout(quantity::denoiser, pass, K, d, chunk, true);
   scratch own(l.total, executor::cuda, stream);
   char* base = aligned_base(own.data());

@@ -46,7 +46,7 @@ void gemm_prepare_device(const mixture_storage& st, gemm_tables& t);
 void gemm_release_device(gemm_tables& t) noexcept;
 
 /// Points per CUDA pass and components per chunk for the options.
-std::int64_t gemm_cuda_pass_points(std::int64_t n, const evaluate_options& o);
+std::int64_t gemm_cuda_pass_points(std::int64_t n, std::int64_t K, std::int64_t d, const evaluate_options& o);
 std::int64_t gemm_chunk(const evaluate_options& o, std::int64_t K);
 
 /// Bytes of device workspace of the CUDA gemm path.

@@ -591,7 +591,7 @@ typedef struct ds_evaluate_options {
   ds_mixture_path path;   /**< which path (default DS_MIXTURE_PATH_AUTOMATIC) */
   int allow_tf32;         /**< CUDA gemm path: let cuBLAS round the logits' operands to TF32 (default 0) */
   int64_t component_chunk; /**< components per chunk of the gemm path (0: 512) */
-  int64_t point_block;    /**< points per block of the gemm path (0: 128 on the CPU, 8192 per CUDA pass) */
+  int64_t point_block;    /**< points per block of the gemm path (0: 128 on the CPU; per CUDA pass 8192 .. 65536, sized to 256 MiB) */
 } ds_evaluate_options;
 
 /**

@@ -73,7 +73,8 @@ struct evaluate_options {
   bool allow_tf32 = false;
   /// Components per chunk of the gemm path (0: 512). Results do not depend on it beyond rounding.
   std::int64_t component_chunk = 0;
-  /// Points per block of the gemm path (0: 128 on the CPU; on the CUDA executor points per pass, 0: 8192). Memory
+  /// Points per block of the gemm path (0: 128 on the CPU; on the CUDA executor points per pass, 0: as many as hold
+  /// 256 MiB of (2 d + component_chunk) floats a point, between 8192 and 65536). Memory
   /// of a call is about point_block x (2 d + component_chunk) floats per thread (CPU) or per pass (CUDA).
   std::int64_t point_block = 0;
 };
