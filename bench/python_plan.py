@@ -69,7 +69,8 @@ def main():
                 best[(fw,) + key] = min(best.get((fw,) + key, float("inf")), seconds)
                 times.setdefault((fw,) + key, []).append(seconds)
 
-            plan = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=steps, seed=1)
+            plan = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=steps, seed=1,
+                                    device="cuda" if fw == "cuda" else "cpu")
             ds.diffusion(mix, out=x, sampler="ddpm", steps=steps, seed=1)  # warm-up
             t0 = now(fw)
             ds.diffusion(mix, out=x, sampler="ddpm", steps=steps, seed=1)

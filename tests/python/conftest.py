@@ -1,5 +1,13 @@
 """Shared fixtures of the diffsample pytest suite (CPU; GPU tests skip without a CUDA device and PyTorch CUDA)."""
+import os
 import sys
+
+# JAX on a GPU machine puts its arrays on the GPU and takes 75% of the device's memory at its first use: with
+# several test processes sharing one GPU (pytest-xdist) the first took it and the others' CUDA allocations failed,
+# and the suite's JAX cases, which test JAX's CPU arrays, got CUDA ones. Before anything imports JAX: its CPU backend
+# only, and no preallocation (both left as a caller set them).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import threading
 import time
 
