@@ -563,7 +563,8 @@ for m in ("numpy", "nanobind", "scikit_build_core", "torch", "jax", "jaxlib", "p
     try: v.append(m + " " + importlib.import_module(m).__version__)
     except Exception as e: v.append(m + " (" + type(e).__name__ + ")")
 print("Python " + sys.version.split()[0] + ": " + ", ".join(v))' >>"$out" 2>&1
-    echo "compiler: $(c++ --version 2>/dev/null | head -1)" >>"$out"
+    echo "compiler: $(c++ --version 2>/dev/null | head -1); its libstdc++.so: $(c++ -print-file-name=libstdc++.so 2>&1);" \
+      "LDFLAGS='${LDFLAGS:-}' CXXFLAGS='${CXXFLAGS:-}'" >>"$out"
     # Probes, each in its own process: a mixture made (an array read by the extension) alone, after importing
     # PyTorch, after importing JAX, and both, and with the bundle's lib/ (the build machine's OpenMP runtime and
     # OpenBLAS) off the library path; a crash of the suite's workers (first seen on an H200: every worker's first

@@ -1547,7 +1547,8 @@ TEST(GuidedSamplers, RejectsInvalidOptions) {
 }
 
 // The CUDA executor against the CPU on the three samplers (normals may differ in the last bits: compared with a
-// tolerance after 20 steps; at most 1% of the values more than 1e-2 relative apart, finite where the CPU's are).
+// tolerance after 20 steps; at most 1% of the values more than 1e-2 relative apart, finite where the CPU's are;
+// DCPS: at most 2% of the particles holding such values, see there).
 // Settings that run every placement of the coordinate-major scratch (kernels/launch.cuh): d = 10 (shared, 128
 // threads), d = 100 with a mask operator (TMPD's and DCPS's 2 d floats: 32 threads; DDRM's d: 96) and d = 400 (global
 // rows for all three). A particle or coordinate mix-up moves values by the prior's scale (means 8 apart), far outside
@@ -1585,7 +1586,16 @@ TEST(GuidedSamplers, GpuMatchesTheCpu) {
       std::printf("%s, d = %lld: %lld of %zu values far, in %zu of %zu particles; largest difference %.3g\n",
                   ds::to_string(s), static_cast<long long>(d), static_cast<long long>(far), cpu.size(),
                   far_rows.size(), cpu.size() / std::size_t(d), largest);
-      EXPECT_LE(far, std::int64_t(cpu.size() / 100)) << ds::to_string(s) << ", d = " << d;
+      if (s == ds::guided_sampler::dcps) {
+        // DCPS's tamed Langevin moves, between modes 8 apart, amplify the executors' rounding differences into a
+        // different mode for a particle now and then: on an H200, 2 of 128 particles at d = 400 (726 values, the
+        // rest within 1e-4) and 1 of 512 at d = 100. Whole particles, at most 2% of them, may differ; a particle or
+        // coordinate mix-up moves every particle.
+        EXPECT_LE(std::int64_t(far_rows.size()), std::max<std::int64_t>(1, std::int64_t(cpu.size()) / d / 50))
+            << "dcps, d = " << d;
+      } else {
+        EXPECT_LE(far, std::int64_t(cpu.size() / 100)) << ds::to_string(s) << ", d = " << d;
+      }
     }
   }
 }
