@@ -108,6 +108,29 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// A whole-run direct / gemm time ratio cell of the `guided` and `cuda operator` tables: `rounds` rounds of `reps`
+// runs of each path (run(path, reps) returns the seconds), the order alternating from round to round, printed as
+// "median [min,max]" with '!' when a run reported another path than the one forced.
+void print_ratio_cell(const std::function<double(mixture_path, int)>& run, int reps, int rounds, const bool& paths_ok) {
+  std::vector<double> ratio;
+  for (int round = 0; round < rounds; ++round) {
+    double td, tg;
+    if (round % 2 == 0) {
+      td = run(mixture_path::direct, reps);
+      tg = run(mixture_path::gemm, reps);
+    } else {
+      tg = run(mixture_path::gemm, reps);
+      td = run(mixture_path::direct, reps);
+    }
+    ratio.push_back(td / tg);
+  }
+  char cell[64];
+  std::snprintf(cell, sizeof cell, "%.2f [%.2f,%.2f]%s", median(ratio), *std::min_element(ratio.begin(), ratio.end()),
+                *std::max_element(ratio.begin(), ratio.end()), paths_ok ? "" : "!");
+  std::printf("  %20s", cell);
+  std::fflush(stdout);
+}
+
 // The path's two products alone: every thread runs its share of blocks (128 points x chunk of 512 components).
 double blas_seconds(int n, int K, int d) {
 #if defined(BENCH_HAVE_BLAS)
@@ -518,24 +541,7 @@ void guided_operator_crossover(bool tmpd) {
         run(mixture_path::gemm, 1);
         const double one = run(mixture_path::direct, 1);
         const int reps = std::max(1, int(0.1 / std::max(one, 1e-7)));
-        std::vector<double> ratio;
-        for (int round = 0; round < rounds; ++round) {
-          double td, tg;
-          if (round % 2 == 0) {
-            td = run(mixture_path::direct, reps);
-            tg = run(mixture_path::gemm, reps);
-          } else {
-            tg = run(mixture_path::gemm, reps);
-            td = run(mixture_path::direct, reps);
-          }
-          ratio.push_back(td / tg);
-        }
-        char cell[64];
-        std::snprintf(cell, sizeof cell, "%.2f [%.2f,%.2f]%s", median(ratio),
-                      *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
-                      paths_ok ? "" : "!");
-        std::printf("  %20s", cell);
-        std::fflush(stdout);
+        print_ratio_cell(run, reps, rounds, paths_ok);
       }
       std::printf("\n");
     }
@@ -1091,24 +1097,7 @@ void cuda_operator() {
         run(mixture_path::direct, 1);
         const double one = std::min(run(mixture_path::direct, 1), run(mixture_path::gemm, 1));
         const int reps = int(std::min(32.0, std::max(1.0, std::ceil(2e-3 / std::max(one, 1e-7)))));
-        std::vector<double> ratio;
-        for (int round = 0; round < rounds; ++round) {
-          double td, tg;
-          if (round % 2 == 0) {
-            td = run(mixture_path::direct, reps);
-            tg = run(mixture_path::gemm, reps);
-          } else {
-            tg = run(mixture_path::gemm, reps);
-            td = run(mixture_path::direct, reps);
-          }
-          ratio.push_back(td / tg);
-        }
-        char cell[64];
-        std::snprintf(cell, sizeof cell, "%.2f [%.2f,%.2f]%s", median(ratio),
-                      *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
-                      paths_ok ? "" : "!");
-        std::printf("  %20s", cell);
-        std::fflush(stdout);
+        print_ratio_cell(run, reps, rounds, paths_ok);
       }
       std::printf("\n");
     }
