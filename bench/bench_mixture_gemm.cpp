@@ -108,6 +108,21 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// One problem with a dense d_y x d_x operator of N(0, 1 / d_x) entries (seed 7), y = 0.3, sigma_y = 0.3: the `guided`
+// and `cuda operator` tables' problem.
+guided_problems dense_problem(int dy, int dx) {
+  std::mt19937_64 gen(7);
+  std::normal_distribution<double> z;
+  guided_problems pr;
+  pr.problems = 1;
+  pr.d_y = dy;
+  pr.A.resize(std::size_t(dy) * dx);
+  for (double& a : pr.A) a = z(gen) / std::sqrt(double(dx));
+  pr.y.assign(std::size_t(dy), 0.3);
+  pr.sigma_y = {0.3};
+  return pr;
+}
+
 // A whole-run direct / gemm time ratio cell of the `guided` and `cuda operator` tables: `rounds` rounds of `reps`
 // runs of each path (run(path, reps) returns the seconds), the order alternating from round to round, printed as
 // "median [min,max]" with '!' when a run reported another path than the one forced.
@@ -511,15 +526,7 @@ void guided_operator_crossover(bool tmpd) {
           continue;
         }
         const gaussian_mixture mix = make_mixture(K, dx, 5);
-        std::mt19937_64 gen(7);
-        std::normal_distribution<double> z;
-        guided_problems pr;
-        pr.problems = 1;
-        pr.d_y = dy;
-        pr.A.resize(std::size_t(dy) * dx);
-        for (double& a : pr.A) a = z(gen) / std::sqrt(double(dx));
-        pr.y.assign(dy, 0.3);
-        pr.sigma_y = {0.3};
+        const guided_problems pr = dense_problem(dy, dx);
         std::vector<float> particles(std::size_t(N) * dx);
         guided_outputs go;
         go.particles = particles.data();
@@ -1060,15 +1067,7 @@ void cuda_operator() {
         }
         const int dy = sz[0], dx = sz[1];
         const gaussian_mixture mix = make_mixture(K, dx, 5);
-        std::mt19937_64 gen(7);
-        std::normal_distribution<double> z;
-        guided_problems pr;
-        pr.problems = 1;
-        pr.d_y = dy;
-        pr.A.resize(std::size_t(dy) * dx);
-        for (double& a : pr.A) a = z(gen) / std::sqrt(double(dx));
-        pr.y.assign(std::size_t(dy), 0.3);
-        pr.sigma_y = {0.3};
+        const guided_problems pr = dense_problem(dy, dx);
         guided_options o;
         o.sampler = fm.sampler;
         o.dps_step = fm.step;
