@@ -459,15 +459,7 @@ void sampler_products() {
 void tmpd_run() {
   const int d = 64, dy = 64, K = 25, N = 256, steps = 10;
   const gaussian_mixture mix = make_mixture(K, d, 5);
-  std::mt19937_64 gen(7);
-  std::normal_distribution<double> z;
-  guided_problems pr;
-  pr.problems = 1;
-  pr.d_y = dy;
-  pr.A.resize(std::size_t(dy) * d);
-  for (double& a : pr.A) a = z(gen) / 8.0;
-  pr.y.assign(dy, 0.3);
-  pr.sigma_y = {0.3};
+  const guided_problems pr = dense_problem(dy, d);  // entries N(0, 1 / 64)
   std::vector<float> particles(std::size_t(N) * d);
   guided_outputs go;
   go.particles = particles.data();

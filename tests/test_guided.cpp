@@ -272,21 +272,6 @@ TEST(Guided, ReducedObservationLogNormaliserOnAGridEndingAtNoise) {
   EXPECT_LE(err, 4 * se + 0.05);
 }
 
-// Component counts summing to n in the proportions w (largest remainders).
-std::vector<std::int64_t> counts_for(const std::vector<double>& w, std::int64_t n) {
-  std::vector<std::int64_t> c(w.size());
-  std::vector<std::pair<double, std::size_t>> rest;
-  std::int64_t used = 0;
-  for (std::size_t k = 0; k < w.size(); ++k) {
-    c[k] = static_cast<std::int64_t>(std::floor(w[k] * double(n)));
-    used += c[k];
-    rest.push_back({w[k] * double(n) - double(c[k]), k});
-  }
-  std::sort(rest.rbegin(), rest.rend());
-  for (std::int64_t i = 0; i < n - used; ++i) c[rest[static_cast<std::size_t>(i) % rest.size()].second] += 1;
-  return c;
-}
-
 // SMC samples against the exact posterior at d_x = 10. A particle filter's samples are correlated (shared ancestors),
 // so the tolerances come from R = 8 independent replicas of the problem run as 8 problems of one call:
 // - posterior component weights: each replica's weights are recovered by ds::component_weights (the average
@@ -362,7 +347,7 @@ void check_posterior(std::int64_t d, unsigned seed, double sw_bound, ds::executo
               sw / floor, worst);
   // Within the components: the same samples against exact ones whose component counts follow SMC's own pooled
   // weights, so that only the shapes and places of the components are compared.
-  const std::vector<float> exact_c = exact_with_counts(post, counts_for(pooled, R * N), 300 + seed);
+  const std::vector<float> exact_c = exact_with_counts(post, ds::testing::counts_for(pooled, R * N), 300 + seed);
   const double sw_within = ds::sliced_wasserstein(R * N, R * N, d, r.samples.data(), exact_c.data(), 128, 5);
   std::printf("within components: SW1 %.4f (%.2fx the floor)\n", sw_within, sw_within / floor);
   EXPECT_LE(sw_within, sw_bound * floor);

@@ -1793,16 +1793,7 @@ TEST(Dcps, ReachesExactPosteriorWithLangevinMixing) {
   const double floor = ds::sliced_wasserstein(N, N, d, exact_b.data(), exact_a.data(), 128, 5);
   const double plain = ds::sliced_wasserstein(N, N, d, x.data(), exact_a.data(), 128, 5);
   // Within the components: against exact samples in DCPS's own recovered proportions (largest remainders).
-  std::vector<std::int64_t> counts(post.components());
-  std::vector<std::pair<double, std::int64_t>> rest;
-  std::int64_t used = 0;
-  for (std::int64_t k = 0; k < post.components(); ++k) {
-    counts[k] = static_cast<std::int64_t>(std::floor(w[k] * double(N)));
-    used += counts[k];
-    rest.push_back({w[k] * double(N) - double(counts[k]), k});
-  }
-  std::sort(rest.rbegin(), rest.rend());
-  for (std::int64_t i = 0; i < N - used; ++i) counts[rest[static_cast<std::size_t>(i) % rest.size()].second] += 1;
+  const std::vector<std::int64_t> counts = ds::testing::counts_for(w, N);
   const std::vector<float> exact_c = exact_with_counts(post, counts, 300);
   const double within = ds::sliced_wasserstein(N, N, d, x.data(), exact_c.data(), 128, 5);
   // The same algorithm in FP64 (dcps_reference), NR particles: the misfit along A is its, not an implementation's.

@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -66,6 +68,21 @@ inline double variance(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += (x - m) * (x - m);
   return s / (v.size() - 1);
+}
+
+/// Component counts summing to n in the proportions w (largest remainders).
+inline std::vector<std::int64_t> counts_for(const std::vector<double>& w, std::int64_t n) {
+  std::vector<std::int64_t> c(w.size());
+  std::vector<std::pair<double, std::size_t>> rest;
+  std::int64_t used = 0;
+  for (std::size_t k = 0; k < w.size(); ++k) {
+    c[k] = static_cast<std::int64_t>(std::floor(w[k] * double(n)));
+    used += c[k];
+    rest.push_back({w[k] * double(n) - double(c[k]), k});
+  }
+  std::sort(rest.rbegin(), rest.rend());
+  for (std::int64_t i = 0; i < n - used; ++i) c[rest[static_cast<std::size_t>(i) % rest.size()].second] += 1;
+  return c;
 }
 
 /// Coordinate j of an n x d float array as doubles.
