@@ -1407,10 +1407,9 @@ class SamplingPlan:
         if like is not None and _is_cuda(like):
             # Which CUDA device too: the plan's memory is on the device current when it was made (its samples'
             # DLPack device says which), and its views follow like's framework on like's device.
-            here, there = _cuda_index(like), _cuda_index(core_plan.samples())
-            # (None where a view cannot say its device: seen on an H200, where the plan was made on the current
-            # device, like's; refused only where the two are known to differ)
-            if here is not None and there is not None and here != there:
+            # (the plan's own record of its device; its view's DLPack device gave None on an H200)
+            here, there = _cuda_index(like), int(core_plan.device)
+            if here is not None and here != there:
                 raise InvalidArgument(f"like: on cuda:{here}, but core_plan is on cuda:{there} (its memory and "
                                       "kernels are there, and its views follow like's framework on like's device): "
                                       f"pass like on cuda:{there}")

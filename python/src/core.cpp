@@ -1889,6 +1889,10 @@ NB_MODULE(_core, m) {
       .def_prop_ro("rows", &ds::sampling_plan::rows, DS_DOC(sampling_plan, rows))
       .def_prop_ro("dim", &ds::sampling_plan::dim, DS_DOC(sampling_plan, dim))
       .def_prop_ro("executor", &ds::sampling_plan::where, DS_DOC(sampling_plan, where))
+      .def_prop_ro(
+          "device", [](const py_sampling_plan& pl) { return pl.device; },
+          "The CUDA device of the plan's memory and kernels (the device current when it was made: like's, else the "
+          "current one); 0 on the CPU executor.")
       .def_prop_ro("asks", &ds::sampling_plan::asks, DS_DOC(sampling_plan, asks))
       .def_prop_ro("position", &ds::sampling_plan::position, DS_DOC(sampling_plan, position))
       .def_prop_ro("done", &ds::sampling_plan::done, DS_DOC(sampling_plan, done))

@@ -427,9 +427,7 @@ def test_a_wrapped_plan_refuses_a_like_on_another_cuda_device(monkeypatch):
     through a copy whose SamplingPlan is the stand-in's class). Seen failing before the fix: no error."""
     class CorePlan:
         executor = ds._core.Executor.cuda
-
-        def samples(self):
-            return FakeCudaArray((4, 2), 2)
+        device = 2  # the plan's record of its device (its memory's)
 
     core = types.SimpleNamespace(**{k: getattr(ds._core, k) for k in dir(ds._core) if not k.startswith("__")})
     core.SamplingPlan, core.HAS_SAMPLING_PLANS = CorePlan, True
