@@ -2,8 +2,22 @@
 unit-variance components, and the continuous VP schedule with linear beta in [0.1, 20] (as the library's
 vp_linear)."""
 import math
+import os
 
 import torch
+
+
+def compiled_or_none(fn):
+    """torch.compile(fn), or None when DIFFSAMPLE_TORCH_COMPILE=0 (eager only: on an H200 the first compilation of the
+    diffusion loop took past a minute) or compilation is unavailable; says which."""
+    if os.environ.get("DIFFSAMPLE_TORCH_COMPILE", "1") == "0":
+        print("# torch.compile skipped (DIFFSAMPLE_TORCH_COMPILE=0): eager only")
+        return None
+    try:
+        return torch.compile(fn)
+    except Exception as e:  # noqa: BLE001 - report and keep the eager figure
+        print(f"# torch.compile unavailable: {e}")
+        return None
 
 
 def grid_means(d, grid=5, spacing=8.0):

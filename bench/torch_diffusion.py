@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from torch_common import grid_means, denoiser, vp_linear_channel as channel
+from torch_common import compiled_or_none, grid_means, denoiser, vp_linear_channel as channel
 
 
 
@@ -58,11 +58,7 @@ def main():
     dev = torch.device("cuda")
     print(f"# torch_diffusion: {torch.__version__}, {torch.cuda.get_device_name()}, {n} chains, {steps} steps")
     print(f"{'variant':<16} {'sampler':<9} {'d':>5} {'chain-steps/s':>14}")
-    try:
-        compiled = torch.compile(run_loop)
-    except Exception as e:  # noqa: BLE001
-        print(f"# torch.compile unavailable: {e}")
-        compiled = None
+    compiled = compiled_or_none(run_loop)
     for d in (2, 10, 100):
         means = grid_means(d).to(dev)
         log_w = torch.full((25,), -math.log(25.0), device=dev)

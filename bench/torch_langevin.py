@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from torch_common import grid_means
+from torch_common import compiled_or_none, grid_means
 
 
 
@@ -48,11 +48,7 @@ def main():
     dev = torch.device("cuda")
     print(f"# torch_langevin: {torch.__version__}, {torch.cuda.get_device_name()}, {n} chains, {steps} steps")
     print(f"{'variant':<16} {'d':>5} {'chain-steps/s':>14}")
-    compiled = None
-    try:
-        compiled = torch.compile(ula)
-    except Exception as e:  # noqa: BLE001 - report and keep the eager figure
-        print(f"# torch.compile unavailable: {e}")
+    compiled = compiled_or_none(ula)
     for d in (2, 10, 100):
         means = grid_means(d).to(dev)
         log_w = torch.full((25,), -math.log(25.0), device=dev)
