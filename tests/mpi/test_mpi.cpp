@@ -354,6 +354,25 @@ ds::guided_problems problems2() {
   return pr;
 }
 
+// The samplers whose particles never interact, and the options the shard tests run them with (N particles, 8 steps;
+// DCPS with 2 blocks of 5 Langevin steps, which the others refuse).
+const ds::guided_sampler interaction_free[] = {ds::guided_sampler::dps,    ds::guided_sampler::pigdm,
+                                               ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
+                                               ds::guided_sampler::dcps,   ds::guided_sampler::skrock,
+                                               ds::guided_sampler::tmpd};
+ds::guided_options interaction_free_options(ds::guided_sampler sampler, std::int64_t N) {
+  ds::guided_options o;
+  o.sampler = sampler;
+  o.particles = N;
+  o.steps = 8;
+  o.seed = 13;
+  if (sampler == ds::guided_sampler::dcps) {
+    o.dcps_blocks = 2;
+    o.dcps_langevin_steps = 5;
+  }
+  return o;
+}
+
 TEST_F(Mpi, GuidedSmcEqualsOneProcessWhateverTheRanks) {
   // N = 50 splits unevenly over 3 ranks (17, 17, 16). Twisted potentials: the exchanged rows carry the proposal's
   // mean, its shift and the pending weight (seen failing with each particle's own shift in place of its ancestor's:
@@ -1044,18 +1063,8 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 23, d = 2;
   const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
-  for (ds::guided_sampler sampler :
-       {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
-        ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
-    ds::guided_options o;
-    o.sampler = sampler;
-    o.particles = N;
-    o.steps = 8;
-    o.seed = 13;
-    if (sampler == ds::guided_sampler::dcps) {  // the other samplers refuse DCPS's settings
-      o.dcps_blocks = 2;
-      o.dcps_langevin_steps = 5;
-    }
+  for (ds::guided_sampler sampler : interaction_free) {
+    const ds::guided_options o = interaction_free_options(sampler, N);
     std::vector<float> whole(B * N * d);
     ds::guided_outputs out{};
     out.samples = whole.data();
@@ -1086,18 +1095,8 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionOnCudaRanksEqualOneDevice) {
   const ds::guided_problems pr = problems2();
   const std::int64_t B = pr.problems, N = 23, d = 2;
   const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
-  for (ds::guided_sampler sampler :
-       {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::diffpir, ds::guided_sampler::ddrm,
-        ds::guided_sampler::dcps, ds::guided_sampler::skrock, ds::guided_sampler::tmpd}) {
-    ds::guided_options o;
-    o.sampler = sampler;
-    o.particles = N;
-    o.steps = 8;
-    o.seed = 13;
-    if (sampler == ds::guided_sampler::dcps) {  // the other samplers refuse DCPS's settings
-      o.dcps_blocks = 2;
-      o.dcps_langevin_steps = 5;
-    }
+  for (ds::guided_sampler sampler : interaction_free) {
+    const ds::guided_options o = interaction_free_options(sampler, N);
     device_buffer<float> whole(B * N * d), mine(B * s.count * d);
     ds::guided_outputs out{};
     out.samples = whole.ptr;
