@@ -13,8 +13,13 @@
 // observed components' noise is V^T xi, independent of the complement's part of xi. Then x' = a' xt'.
 // The kernels form a' xt' directly (every term above times a', so a' sigma' = s'): the VE quantities sigma = s / a
 // are never formed, since their squares leave FP32 where a is tiny (an OU schedule of horizon 50 starts at
-// a = 2e-22, sigma = 5e21, sigma^2 = 3e43: NaN before). The cases compare s' with a' n_i and the noise of the
-// second is sqrt(s'^2 - (a' n_i eta_b)^2), both below the schedule's bound on s (1e18) squared.
+// a = 2e-22, sigma = 5e21, sigma^2 = 3e43: NaN before). The noise of the second case is sqrt(s'^2 - (a' n_i eta_b)^2),
+// below the schedule's bound on s (1e18) squared.
+// Which case a step takes is decided on the host in FP64, not by comparing s' with a' n_i in FP32: the spectral grid
+// (guided_grid::spectral) puts a point at each level s / a = n_i, where the two sides meet and FP32 rounding picked
+// either. Per problem and component the host stores the first grid point from which the points are less noisy than
+// the observation (ddrm_params::less_noisy_from, ties to the noisier side); grid points' s / a decrease, so one index
+// decides every step's case and the initial state's.
 #pragma once
 
 #include "kernels/config.cuh"
@@ -49,6 +54,11 @@ struct ddrm_params {
   const float* ybar;        // B x r: S^-1 U^T y (0 where S_i = 0)
   const float* noise;       // B x r: n_i = sigma_y / S_i, or a negative value where S_i = 0 (unobserved)
   const float* inv_noise;   // B x r: 1 / n_i (0 where unobserved)
+  /// B x r: the first grid point j (0 .. K + 1) from which every point is less noisy than the component's
+  /// observation, s_j < a_j n_i decided in FP64 with ties (and differences within a few FP32 ulps) counted as not
+  /// less noisy (ddrm_less_noisy_from); K + 1 where unobserved. Step k (to point k + 1) takes the sigma' < n_i case
+  /// when k + 1 >= it; the initial state conditions on y when it is above 0.
+  const std::int32_t* less_noisy_from;
   std::int64_t problems, particles;
   int d, r;
   float eta, eta_b;
@@ -62,6 +72,18 @@ struct ddrm_params {
   /// executor), B N coordinate-major (the CUDA executor).
   std::int64_t coordinate_stride = 0;
 };
+
+/// ddrm_params::less_noisy_from of one observed component with noise level n_i = @p noise (FP64) over the grid's
+/// K + 1 points (a_j, s_j): the first j from which s_j < a_j n_i (1 - 4 FLT_EPSILON), else K + 1. The margin settles
+/// ties (a spectral grid's points at s / a = n_i, FP64 roots of it) on the noisier side, as the update does at
+/// equality. Host code; the grid's s / a decrease, so the points from it on are all less noisy.
+template <class Point>
+inline std::int32_t ddrm_less_noisy_from(const Point* pts, std::int64_t points, double noise) {
+  constexpr double margin = 1.0 - 4 * 1.1920928955078125e-7;
+  std::int64_t j = points;
+  while (j > 0 && pts[j - 1].s < pts[j - 1].a * noise * margin) --j;
+  return static_cast<std::int32_t>(j);
+}
 
 /// The Philox stream id of particle i of problem b of the launch (see guided_stream()).
 DS_HD_INLINE std::uint64_t ddrm_stream(const ddrm_params& p, std::int64_t i, std::int64_t b) {
@@ -138,11 +160,12 @@ DS_HD_INLINE void ddrm_init_stream(const ddrm_params& p, std::uint64_t id, std::
   ddrm_project(p, b, w.xi, w.proj_xi);
   const float* ybar = p.ybar + b * p.r;
   const float* noise = p.noise + b * p.r;
+  const std::int32_t* from = p.less_noisy_from + b * p.r;
   for (int c = 0; c < p.r; ++c) {
     const float an = a0 * noise[c];       // a_0 n_i (-0 where unobserved at a_0 = 0: the sign is noise's)
     const float keep = s0 * w.proj_xi[c];  // the current spectral value
     float target = keep;
-    if (noise[c] >= 0.f && an < s0) target = a0 * ybar[c] + ddrm_sqrt(s0 * s0 - an * an) * w.proj_xi[c];
+    if (noise[c] >= 0.f && from[c] > 0) target = a0 * ybar[c] + ddrm_sqrt(s0 * s0 - an * an) * w.proj_xi[c];
     w.proj_m[c] = target - keep;
   }
   ddrm_lift(p, b, w.proj_m, x);
@@ -175,12 +198,13 @@ DS_HD_INLINE void ddrm_update(const ddrm_params& p, std::uint64_t id, std::int64
   const float* ybar = p.ybar + b * p.r;
   const float* noise = p.noise + b * p.r;
   const float* inv_noise = p.inv_noise + b * p.r;
+  const std::int32_t* from = p.less_noisy_from + b * p.r;
   for (int c = 0; c < p.r; ++c) {
     const float n = an * noise[c];  // a' n_i (negative where unobserved)
     float v = w.proj_u[c];          // unobserved: the DDIM update as it is
     if (n >= 0.f) {
       const float x0 = w.proj_m[c];
-      if (sn < n) {
+      if (k + 1 >= from[c]) {  // s' < a' n_i, decided on the host (less_noisy_from)
         v = an * x0 + sn * keep * (ybar[c] - x0) * inv_noise[c] + spread * w.proj_xi[c];
       } else {
         const float nb = n * p.eta_b;

@@ -206,7 +206,8 @@ thin_svd factor(const observation_operator* op, const double* dense, std::int64_
 struct ddrm_layout {
   blob_layout blob;
   std::int64_t r = 0, operators = 1;
-  std::size_t steps = 0, V = 0, ybar = 0, noise = 0, inv_noise = 0, table_end = 0, channels = 0, x = 0, work = 0;
+  std::size_t steps = 0, V = 0, ybar = 0, noise = 0, inv_noise = 0, less_noisy_from = 0, table_end = 0, channels = 0,
+              x = 0, work = 0;
   std::size_t answer = 0;  // B N x d: the stepwise run's answers (CPU executor, plans)
   float s_start = 1.f, a_start = 1.f;
 };
@@ -305,6 +306,7 @@ ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, cons
   l.ybar = l.blob.put(B * l.r * sizeof(float));
   l.noise = l.blob.put(B * l.r * sizeof(float));
   l.inv_noise = l.blob.put(B * l.r * sizeof(float));
+  l.less_noisy_from = l.blob.put(B * l.r * sizeof(std::int32_t));
   l.table_end = l.blob.at;
   l.channels = l.blob.put(
       prior == nullptr ? 0
@@ -334,6 +336,7 @@ ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, cons
   auto* ybar = reinterpret_cast<float*>(base + l.ybar);
   auto* noise = reinterpret_cast<float*>(base + l.noise);
   auto* inv_noise = reinterpret_cast<float*>(base + l.inv_noise);
+  auto* from = reinterpret_cast<std::int32_t*>(base + l.less_noisy_from);
   for (std::int64_t b = 0; b < B; ++b) {
     const thin_svd& fb = f[l.operators == 1 ? 0 : b];
     const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
@@ -346,6 +349,9 @@ ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, cons
       ybar[b * l.r + i] = observed ? float(uty / fb.S[i]) : 0.f;
       noise[b * l.r + i] = observed ? float(sy / fb.S[i]) : -1.f;
       inv_noise[b * l.r + i] = observed ? float(fb.S[i] / sy) : 0.f;
+      // Which case each step takes, in FP64 from the grid's points (ties to the noisier side).
+      from[b * l.r + i] = observed ? kernels::ddrm_less_noisy_from(pts.data(), K + 1, sy / fb.S[i])
+                                   : static_cast<std::int32_t>(K + 1);
     }
   }
   return l;
@@ -362,6 +368,7 @@ kernels::ddrm_params bind_ddrm(const ddrm_layout& l, unsigned char* ws, std::int
   p.ybar = reinterpret_cast<const float*>(ws + l.ybar);
   p.noise = reinterpret_cast<const float*>(ws + l.noise);
   p.inv_noise = reinterpret_cast<const float*>(ws + l.inv_noise);
+  p.less_noisy_from = reinterpret_cast<const std::int32_t*>(ws + l.less_noisy_from);
   p.problems = pr.problems;
   p.particles = o.particles;
   p.d = int(d);

@@ -73,12 +73,13 @@ __attribute__((noinline)) void ddrm_tell_packs(const kernels::ddrm_stage_functor
   const float* ybar = p.ybar + b * r;
   const float* noise = p.noise + b * r;
   const float* inv_noise = p.inv_noise + b * r;
+  const std::int32_t* from = p.less_noisy_from + b * r;
   for (int c = 0; c < r; ++c) {
     const float n = an * noise[c];  // a' n_i (negative where unobserved)
     fpack v = proj_u[c];            // unobserved: the DDIM update as it is
     if (n >= 0.f) {
       const fpack x0 = proj_m[c];
-      if (sn < n) {
+      if (f.k + 1 >= from[c]) {  // s' < a' n_i, decided on the host (kernels::ddrm_params::less_noisy_from)
         v = a_next * x0 + step * (fpack(ybar[c]) - x0) * fpack(inv_noise[c]) + spread * proj_xi[c];
       } else {
         const float nb = n * p.eta_b;
