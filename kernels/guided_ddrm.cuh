@@ -162,7 +162,9 @@ DS_HD_INLINE void ddrm_init_stream(const ddrm_params& p, std::uint64_t id, std::
   const float* noise = p.noise + b * p.r;
   const std::int32_t* from = p.less_noisy_from + b * p.r;
   for (int c = 0; c < p.r; ++c) {
-    const float an = a0 * noise[c];       // a_0 n_i (-0 where unobserved at a_0 = 0: the sign is noise's)
+    // a_0 n_i; 0 at a_0 = 0, where n_i may be inf in FP32 (sigma_y / S_i past FLT_MAX) and 0 x inf, NaN, made the
+    // square root 0 and collapsed the component instead of keeping s_0 xi.
+    const float an = a0 > 0.f ? a0 * noise[c] : 0.f;
     const float keep = s0 * w.proj_xi[c];  // the current spectral value
     float target = keep;
     if (noise[c] >= 0.f && from[c] > 0) target = a0 * ybar[c] + ddrm_sqrt(s0 * s0 - an * an) * w.proj_xi[c];
