@@ -1463,6 +1463,26 @@ TEST(GuidedSamplers, BiasAgainstExactPosterior) {
   }
 }
 
+// The problem of the small-sigma_y misfit tests (the residual, DDRM and DCPS): N(mu, I) in d dimensions with integer
+// means in [5, 10] (exact in float), d_y rows of multiples of 1/8 in [1, 2], and y = A x of a prior draw rounded to
+// quarters (exact in float; |y| about 350 at d = 32), seed 7.
+struct misfit_problem {
+  std::vector<double> mu, A, y;
+};
+misfit_problem make_misfit_problem(int d, int dy) {
+  std::mt19937_64 gen(7);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::normal_distribution<double> normal;
+  misfit_problem p{std::vector<double>(d), std::vector<double>(std::size_t(dy) * d), std::vector<double>(dy, 0.0)};
+  for (double& m : p.mu) m = std::round(5 + 5 * u(gen));
+  for (double& a : p.A) a = std::round(8 + 8 * u(gen)) / 8;
+  for (int j = 0; j < d; ++j) {
+    const double x = std::round(4 * (p.mu[j] + normal(gen))) / 4;
+    for (int o = 0; o < dy; ++o) p.y[o] += p.A[o * d + j] * x;
+  }
+  return p;
+}
+
 // The observation residual y - A x at small sigma_y: DPS-style guidance, the proximal steps, the moment and twisted
 // potentials all divide it by sigma_y^2 (or project on it), and near the posterior it is of order sigma_y while its
 // terms are of order |A| |x|. Here d_x = 32, two rows of positive entries in [1, 2] (an average of 32 positive
@@ -1476,16 +1496,8 @@ TEST(GuidedSamplers, BiasAgainstExactPosterior) {
 TEST(GuidedSamplers, SmallSigmaYResidualKeepsTheDataMisfit) {
   const int d = 32, dy = 2;
   const std::int64_t N = 512;
-  std::mt19937_64 gen(7);
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  std::normal_distribution<double> normal;
-  std::vector<double> mu(d), A(dy * d), y(dy, 0.0);
-  for (double& m : mu) m = std::round(5 + 5 * u(gen));             // integers: exact in float
-  for (double& a : A) a = std::round(8 + 8 * u(gen)) / 8;          // multiples of 1/8 in [1, 2]
-  for (int j = 0; j < d; ++j) {
-    const double x = std::round(4 * (mu[j] + normal(gen))) / 4;  // a prior draw on quarters: y exact in float
-    for (int o = 0; o < dy; ++o) y[o] += A[o * d + j] * x;
-  }
+  const misfit_problem mp = make_misfit_problem(d, dy);
+  const std::vector<double>&mu = mp.mu, &A = mp.A, &y = mp.y;
   const double sigma_y = 1e-5;
   const ds::gaussian_mixture prior(d, {1.0}, mu, {1.0});
   const ds::linear_observation obs{dy, d, A, sigma_y, y};
@@ -1548,16 +1560,8 @@ TEST(GuidedSamplers, SmallSigmaYResidualKeepsTheDataMisfit) {
 TEST(Ddrm, SmallSigmaYMisfitIsTheMethods) {
   const int d = 32, dy = 2;
   const std::int64_t N = 512, K = 50;
-  std::mt19937_64 gen(7);
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  std::normal_distribution<double> normal;
-  std::vector<double> mu(d), A(dy * d), y(dy, 0.0);
-  for (double& m : mu) m = std::round(5 + 5 * u(gen));
-  for (double& a : A) a = std::round(8 + 8 * u(gen)) / 8;
-  for (int j = 0; j < d; ++j) {
-    const double x = std::round(4 * (mu[j] + normal(gen))) / 4;
-    for (int o = 0; o < dy; ++o) y[o] += A[o * d + j] * x;
-  }
+  const misfit_problem mp = make_misfit_problem(d, dy);
+  const std::vector<double>&mu = mp.mu, &A = mp.A, &y = mp.y;
   // A A^T = U diag(S^2) U^T (2 x 2, closed form), v_i = A^T u_i / S_i, ybar_i = u_i^T y / S_i.
   double g00 = 0, g01 = 0, g11 = 0;
   for (int j = 0; j < d; ++j) {
@@ -2165,16 +2169,8 @@ TEST(Dcps, TinySigmaYRunsAsTheLikelihoodDominatedLimit) {
 TEST(Dcps, SmallSigmaYMisfitIsTheAlgorithms) {
   const int d = 32, dy = 2;
   const std::int64_t N = 512, K = 50;
-  std::mt19937_64 gen(7);
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  std::normal_distribution<double> normal;
-  std::vector<double> mu(d), A(dy * d), y(dy, 0.0);
-  for (double& m : mu) m = std::round(5 + 5 * u(gen));
-  for (double& a : A) a = std::round(8 + 8 * u(gen)) / 8;
-  for (int j = 0; j < d; ++j) {
-    const double x = std::round(4 * (mu[j] + normal(gen))) / 4;
-    for (int o = 0; o < dy; ++o) y[o] += A[o * d + j] * x;
-  }
+  const misfit_problem mp = make_misfit_problem(d, dy);
+  const std::vector<double>&mu = mp.mu, &A = mp.A, &y = mp.y;
   const double sigma_y = 1e-3;
   const ds::gaussian_mixture prior(d, {1.0}, mu, {1.0});
   const ds::linear_observation obs{dy, d, A, sigma_y, y};
