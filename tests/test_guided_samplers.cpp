@@ -1463,6 +1463,21 @@ TEST(GuidedSamplers, BiasAgainstExactPosterior) {
   }
 }
 
+// E |A x - y|^2 under the posterior post (d_y x d rows A): |A m - y|^2 + tr(A C A^T).
+double exact_misfit(const ds::mixture_posterior& post, const std::vector<double>& A, const std::vector<double>& y,
+                    int d, int dy) {
+  const std::vector<double> m = post.mean(), C = post.covariance();
+  double exact = 0;
+  for (int o = 0; o < dy; ++o) {
+    double e = -y[o];
+    for (int j = 0; j < d; ++j) e += A[o * d + j] * m[j];
+    exact += e * e;
+    for (int j = 0; j < d; ++j)
+      for (int l = 0; l < d; ++l) exact += A[o * d + j] * C[j * d + l] * A[o * d + l];
+  }
+  return exact;
+}
+
 // The problem of the small-sigma_y misfit tests (the residual, DDRM and DCPS): N(mu, I) in d dimensions with integer
 // means in [5, 10] (exact in float), d_y rows of multiples of 1/8 in [1, 2], and y = A x of a prior draw rounded to
 // quarters (exact in float; |y| about 350 at d = 32), seed 7.
@@ -1502,15 +1517,7 @@ TEST(GuidedSamplers, SmallSigmaYResidualKeepsTheDataMisfit) {
   const ds::gaussian_mixture prior(d, {1.0}, mu, {1.0});
   const ds::linear_observation obs{dy, d, A, sigma_y, y};
   const ds::mixture_posterior post(prior, obs);
-  const std::vector<double> m = post.mean(), C = post.covariance();
-  double exact = 0;  // E |A x - y|^2 under the posterior
-  for (int o = 0; o < dy; ++o) {
-    double e = -y[o];
-    for (int j = 0; j < d; ++j) e += A[o * d + j] * m[j];
-    exact += e * e;
-    for (int j = 0; j < d; ++j)
-      for (int l = 0; l < d; ++l) exact += A[o * d + j] * C[j * d + l] * A[o * d + l];
-  }
+  const double exact = exact_misfit(post, A, y, d, dy);  // E |A x - y|^2 under the posterior
   struct run_case {
     const char* name;
     ds::guided_sampler sampler;
@@ -1585,15 +1592,7 @@ TEST(Ddrm, SmallSigmaYMisfitIsTheMethods) {
       SCOPED_TRACE(std::string(ds::to_string(grid)) + " grid, sigma_y " + std::to_string(sigma_y));
       const ds::linear_observation obs{dy, d, A, sigma_y, y};
       const ds::mixture_posterior post(prior, obs);
-      const std::vector<double> pm = post.mean(), pC = post.covariance();
-      double exact = 0;  // E |A x - y|^2 under the posterior: |A m - y|^2 + tr(A C A^T)
-      for (int o = 0; o < dy; ++o) {
-        double e = -y[o];
-        for (int j = 0; j < d; ++j) e += A[o * d + j] * pm[j];
-        exact += e * e;
-        for (int j = 0; j < d; ++j)
-          for (int l = 0; l < d; ++l) exact += A[o * d + j] * pC[j * d + l] * A[o * d + l];
-      }
+      const double exact = exact_misfit(post, A, y, d, dy);  // E |A x - y|^2 under the posterior
       ds::guided_options o = options(ds::guided_sampler::ddrm, N, K, 11);
       o.grid = grid;
       const double eta = o.ddrm_eta, eta_b = o.ddrm_eta_b, keep = std::sqrt(1 - eta * eta);
