@@ -108,6 +108,31 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// The operator shapes d_y x d_x of the `guided` and `cuda operator` tables, and a sampler form of their rows: the
+// options of a whole run of N particles over `steps` steps (seed 3).
+const int operator_shapes[][2] = {{1, 8}, {4, 16}, {16, 64}, {64, 64}, {32, 256}, {128, 512}};
+struct form {
+  const char* name;
+  guided_sampler sampler;
+  dps_step_form step;
+  guided_options options(std::int64_t N, int steps) const {
+    guided_options o;
+    o.sampler = sampler;
+    o.dps_step = step;
+    o.particles = N;
+    o.steps = steps;
+    o.seed = 3;
+    return o;
+  }
+};
+
+// The tables' column heads, one per operator shape, and the end of the line.
+void print_shape_columns() {
+  for (const auto& sz : operator_shapes)
+    std::printf("  %20s", (std::to_string(sz[0]) + "x" + std::to_string(sz[1])).c_str());
+  std::printf("\n");
+}
+
 // One problem with a dense d_y x d_x operator of N(0, 1 / d_x) entries (seed 7), y = 0.3, sigma_y = 0.3: the `guided`
 // and `cuda operator` tables' problem.
 guided_problems dense_problem(int dy, int dx) {
@@ -490,12 +515,6 @@ std::string load_average() {
 // 10 steps (TMPD: 3), one problem, y = 0.3, sigma_y = 0.3, A with N(0, 1 / d_x) entries.
 void guided_operator_crossover(bool tmpd) {
   const int K = 25, steps = tmpd ? 3 : 10, rounds = 7;
-  const int shapes[][2] = {{1, 8}, {4, 16}, {16, 64}, {64, 64}, {32, 256}, {128, 512}};
-  struct form {
-    const char* name;
-    guided_sampler sampler;
-    dps_step_form step;
-  };
   const std::vector<form> forms =
       tmpd ? std::vector<form>{{"tmpd", guided_sampler::tmpd, dps_step_form::likelihood}}
            : std::vector<form>{{"dps (likelihood step)", guided_sampler::dps, dps_step_form::likelihood},
@@ -506,11 +525,10 @@ void guided_operator_crossover(bool tmpd) {
               rounds, K, steps, cpu_threads(), cpu_blas_name().c_str());
   for (const form& fm : forms) {
     std::printf("%s (load average %s at start)\n%8s", fm.name, load_average().c_str(), "N \\ dy x dx");
-    for (const auto& sz : shapes) std::printf("  %20s", (std::to_string(sz[0]) + "x" + std::to_string(sz[1])).c_str());
-    std::printf("\n");
+    print_shape_columns();
     for (int N : {4, 16, 64, 256, 2048}) {
       std::printf("%8d", N);
-      for (const auto& sz : shapes) {
+      for (const auto& sz : operator_shapes) {
         const int dy = sz[0], dx = sz[1];
         // TMPD runs d_y JVPs per particle and step: its grid stops where a run would take seconds.
         if (tmpd && double(N) * dy * dx > 3e6) {
@@ -522,12 +540,7 @@ void guided_operator_crossover(bool tmpd) {
         std::vector<float> particles(std::size_t(N) * dx);
         guided_outputs go;
         go.particles = particles.data();
-        guided_options o;
-        o.sampler = fm.sampler;
-        o.dps_step = fm.step;
-        o.particles = N;
-        o.steps = steps;
-        o.seed = 3;
+        guided_options o = fm.options(N, steps);
         bool paths_ok = true;
         auto run = [&](mixture_path path, int reps) {
           o.operator_path = path;
@@ -1025,13 +1038,7 @@ void cuda_operator() {
   const auto start = clock_type::now();
   announce_device("cuda operator");
   const int K = 25, steps = 10, rounds = 5;
-  const int shapes[][2] = {{1, 8}, {4, 16}, {16, 64}, {64, 64}, {32, 256}, {128, 512}};
   const std::int64_t particles[] = {64, 1024, 16384, 262144};
-  struct form {
-    const char* name;
-    guided_sampler sampler;
-    dps_step_form step;
-  };
   const form forms[] = {{"dps (likelihood step)", guided_sampler::dps, dps_step_form::likelihood},
                         {"pigdm", guided_sampler::pigdm, dps_step_form::likelihood},
                         {"dps (normalised step)", guided_sampler::dps, dps_step_form::normalised}};
@@ -1048,11 +1055,10 @@ void cuda_operator() {
   event_timer timer;
   for (const form& fm : forms) {
     std::printf("%s\n%8s", fm.name, "N \\ dy x dx");
-    for (const auto& sz : shapes) std::printf("  %20s", (std::to_string(sz[0]) + "x" + std::to_string(sz[1])).c_str());
-    std::printf("\n");
+    print_shape_columns();
     for (std::int64_t N : particles) {
       std::printf("%8lld", static_cast<long long>(N));
-      for (const auto& sz : shapes) {
+      for (const auto& sz : operator_shapes) {
         if (since(start) > cuda_mode_budget_s) {
           std::printf("  %20s", "t");
           continue;
@@ -1060,12 +1066,7 @@ void cuda_operator() {
         const int dy = sz[0], dx = sz[1];
         const gaussian_mixture mix = make_mixture(K, dx, 5);
         const guided_problems pr = dense_problem(dy, dx);
-        guided_options o;
-        o.sampler = fm.sampler;
-        o.dps_step = fm.step;
-        o.particles = N;
-        o.steps = steps;
-        o.seed = 3;
+        guided_options o = fm.options(N, steps);
         std::size_t ws_bytes = 0;
         for (mixture_path p : {mixture_path::direct, mixture_path::gemm}) {
           o.operator_path = p;
