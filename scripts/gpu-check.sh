@@ -582,9 +582,7 @@ print("Python " + sys.version.split()[0] + ": " + ", ".join(v))' >>"$out" 2>&1
       rc=$?
       echo "probe (import torch, jax; without $bin/lib): exit $rc$([ $rc != 0 ] && echo ": $(tail -3 "$tmp_probe" | tr '\n' ' ')")" >>"$out"
     }
-    # Built with the machine's own nanobind first; where a probe fails and a nanobind wheel was carried in .whl/ (the
-    # version the build machine tests with; `pip install .` takes the newest from PyPI), rebuilt with that one,
-    # installed into a folder of this run first on PYTHONPATH, for the probes again and the suite.
+    # Built against the bundle with the machine's nanobind (line tables kept for a backtrace).
     built=0
     echo "### built with the machine's nanobind $(python3 -c 'import nanobind; print(nanobind.__version__)' 2>&1 | tail -1)" >>"$out"
     if DIFFSAMPLE_PY_BUILD_TYPE=${DIFFSAMPLE_PY_BUILD_TYPE:-RelWithDebInfo} limit "$run_timeout" bash scripts/py-dev.sh "$bin" \
@@ -609,18 +607,6 @@ print("Python " + sys.version.split()[0] + ": " + ", ".join(v))' >>"$out" 2>&1
           echo "(the suite runs with the carried wheel)" >>"$out"
           built=2
         fi
-      fi
-    fi
-    if [ $built != 2 ] && { [ $built = 0 ] || grep -q "^probe (.*): exit [1-9]" "$out"; } && ls .whl/nanobind-*.whl >/dev/null 2>&1 &&
-      ! over_budget; then
-      py_site=$(mktemp -d)
-      if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$py_site" .whl/nanobind-*.whl \
-        >>"$out" 2>&1; then
-        export PYTHONPATH="$py_site${PYTHONPATH:+:$PYTHONPATH}"
-        rm -rf build/python/prebuilt
-        echo "### built with the carried nanobind $(python3 -c 'import nanobind; print(nanobind.__version__)' 2>&1 | tail -1)" >>"$out"
-        built=0
-        if limit "$run_timeout" bash scripts/py-dev.sh "$bin" >>"$out" 2>&1; then built=1; probes; fi
       fi
     fi
     # The suite with an extension whose probes all passed (a crashing one would crash every test's process).
