@@ -628,6 +628,19 @@ print("Python " + sys.version.split()[0] + ": " + ", ".join(v))' >>"$out" 2>&1
         # debugs host code as well), for the native backtrace.
         # (a native crash's backtrace: the probe's, above)
       fi
+      # nanobind's leak report at exit (seen in every worker of the suite on an H200, not on the build machine): which
+      # step of a CUDA session leaves the extension's objects alive at shutdown, each in its own process.
+      if ! over_budget; then
+        echo "### nanobind leak report at exit, by what the process did" >>"$out"
+        for leak_case in "import torch, diffsample as ds" \
+          "import torch, diffsample as ds; torch.zeros(1, device='cuda')" \
+          "import torch, diffsample as ds; m = ds.GaussianMixture.grid(2, 5, 8.0, 1.0); m.score(torch.randn(64, 2, device='cuda'), 1.0, 0.5); torch.cuda.synchronize()" \
+          "import torch, diffsample as ds; s = ds.NoiseSchedule.vp_linear(); p = ds.SamplingPlan.diffusion(64, 2, sampler='ddpm', steps=3, seed=5, device='cuda', like=torch.zeros(1, device='cuda')); print(p.samples().device)" \
+          "import torch, diffsample as ds; s = ds.NoiseSchedule.vp_linear(); import pytest"; do
+          limit 60 python3 -c "$leak_case" >/dev/null 2>"$tmp_probe"
+          echo "exit $?, $(grep -c "leaked" "$tmp_probe") leak lines: $leak_case" >>"$out"
+        done
+      fi
       # The plan's overhead per step from Python on the CUDA executor (PyTorch CUDA tensors) beside the fused sampler.
       if ! over_budget; then
         echo "### bench/python_plan.py --arrays cuda" >>"$out"
