@@ -329,7 +329,9 @@ def draw(args, prog, name, inst, path, tmp, seed, srng, state):
     cmd = [prog, "solve", "--problem", path, *sampler_args, "--executor", args.executor, "--seed", str(seed), "--quiet",
            "--out", out]
     if not args.default_settings:
-        cmd += ["--particles", str(args.particles), "--steps", str(args.steps)]
+        # a variant's own --particles or --steps stands in for the table's
+        cmd += [arg for flag, value in (("--particles", args.particles), ("--steps", args.steps))
+                if flag not in sampler_args for arg in (flag, str(value))]
     if (args.time_grid and "--time-grid" not in sampler_args
             and sampler_args[sampler_args.index("--sampler") + 1] != "skrock"):
         cmd += ["--time-grid", args.time_grid]
