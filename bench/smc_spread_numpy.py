@@ -171,7 +171,7 @@ def moment_parts(inst, x, a, s):
     return m, a_cov_a, cov_a
 
 
-def twisted_smc(inst, n, steps, rng, start="gauss", order=1, defensive=None, info=None):
+def twisted_smc(inst, n, steps, rng, start="gauss", order=1, defensive=None, info=None, ess_threshold=0.5):
     """The twisted filter of --twisted. order 2: the kernel mean c0 m + c1 x takes the second-order multistep
     extrapolation of bench/smc_kernel_numpy.py (m_k + (m_k - m_{k-1}) / (2 r_k), the particle's previous denoiser
     output carried with its ancestor through resampling; the first and the last step order 1) in the prior kernel p
@@ -180,8 +180,9 @@ def twisted_smc(inst, n, steps, rng, start="gauss", order=1, defensive=None, inf
     inflated to sigma_y^2 + kappa A Cov A^T (kind "inflate"), or the linear potential N(y; A x / a, (sigma_y^2 +
     s^2 c / a^2) I), c = 4 trace(A A^T) / d_y (kind "linear"); both components are the likelihood at s = 0, so the
     target stays exact; the twisted shift follows the mixture's gradient (each component's, weighted by its share of
-    the mixture at x). info: None, or a dict that receives the lowest ESS ("min_ess"). Returns the equally weighted
-    samples and the resamplings."""
+    the mixture at x). info: None, or a dict that receives the lowest ESS ("min_ess"). ess_threshold: resample before
+    a move when the ESS is below it times n (0: only the final resampling). Returns the equally weighted samples and
+    the resamplings."""
     A, y, sy = inst.A, inst.y, inst.sigma_y
     dy = A.shape[0]
     pts = [vp_linear(t) for t in np.linspace(1, 0, steps + 1)]
@@ -227,7 +228,7 @@ def twisted_smc(inst, n, steps, rng, start="gauss", order=1, defensive=None, inf
         c0, c1, sig2 = kernel(pts, k)
         mu = c0 * extrapolate(pts, k, m, m_prev, order) + c1 * x
         lowest = min(lowest, ess(lw))
-        if ess(lw) < 0.5 * n:
+        if ess(lw) < ess_threshold * n:
             idx = systematic(lw, rng)
             x, lg, grad, mu, m, lw = x[idx], lg[idx], grad[idx], mu[idx], m[idx], np.zeros(n)
             resamplings += 1

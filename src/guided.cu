@@ -803,8 +803,10 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
                      "options.skrock_lipschitz: must be finite, >= 0 (0: from the prior) and <= 1e30, got "
                          << o.skrock_lipschitz);
   // Everything resample() would check per transition is checked here once (the run calls the unchecked layer).
-  DIFFSAMPLE_EXPECTS(std::isfinite(o.resampling.ess_threshold) && o.resampling.ess_threshold >= 0,
-                     "options.resampling.ess_threshold: must be finite and >= 0, got " << o.resampling.ess_threshold);
+  DIFFSAMPLE_EXPECTS(o.resampling.ess_threshold == -1.0 ||
+                         (std::isfinite(o.resampling.ess_threshold) && o.resampling.ess_threshold >= 0),
+                     "options.resampling.ess_threshold: must be finite and >= 0, or -1 (automatic), got "
+                         << o.resampling.ess_threshold);
   DIFFSAMPLE_EXPECTS(o.resampling.scheme >= resampling_scheme::multinomial &&
                          o.resampling.scheme <= resampling_scheme::rejection,
                      "options.resampling.scheme: invalid value " << static_cast<int>(o.resampling.scheme));

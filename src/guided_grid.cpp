@@ -268,6 +268,9 @@ guided_options resolve_options(std::int64_t d, const guided_problems& pr, const 
   // final_moves = -1 (automatic): none unless the automatic potentials resolve to twisted below.
   const bool automatic_moves = o.final_moves < 0;
   if (automatic_moves) o.final_moves = 0;
+  // resampling.ess_threshold = -1 (automatic, smc): 0.5 unless the automatic potentials resolve to twisted below.
+  const bool automatic_threshold = o.sampler == guided_sampler::smc && o.resampling.ess_threshold == -1.0;
+  if (automatic_threshold) o.resampling.ess_threshold = resampling_options{}.ess_threshold;
   if (o.potentials != guided_potentials::automatic) return o;
   o.potentials = guided_potentials::linear;
   // The plan's model is the caller's (it may not answer Jacobian products); the other samplers have no potentials.
@@ -282,6 +285,7 @@ guided_options resolve_options(std::int64_t d, const guided_problems& pr, const 
   // The final moves need the prior's log-density at the grid's last point (a run or a shard of the global distributed
   // filter, which moves its own rows of the samples; not a plan) and the final resampling's samples.
   if (automatic_moves && o.final_resample) o.final_moves = automatic_final_moves;
+  if (automatic_threshold) o.resampling.ess_threshold = automatic_twisted_ess_threshold;
   return o;
 }
 

@@ -411,7 +411,8 @@ TEST_F(Cli, SolveDefaultPotentials) {
   const std::string d10 = base + " --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json";
   ASSERT_EQ(run(d10 + " --report " + path("r.json") + " --out " + path("default.npy")).rc, 0);
   EXPECT_EQ(nlohmann::json::parse(slurp(path("r.json")))["potentials"], "automatic");
-  ASSERT_EQ(run(d10 + " --potentials twisted --start-correction --multistep-kernel --out " + path("explicit.npy")).rc,
+  ASSERT_EQ(run(d10 + " --potentials twisted --start-correction --multistep-kernel --ess-threshold 0.2 --out " +
+                path("explicit.npy")).rc,
             0);
   ASSERT_EQ(run(d10 + " --potentials automatic --out " + path("automatic.npy")).rc, 0);
   ASSERT_EQ(run(d10 + " --potentials auto --out " + path("auto.npy")).rc, 0);
@@ -459,8 +460,8 @@ TEST_F(Cli, SolveDefaultFinalMoves) {
   nlohmann::json j = nlohmann::json::parse(slurp(path("r.json")));
   EXPECT_EQ(j["final_moves"], "automatic");
   EXPECT_EQ(j["final_moves_ran"], 4);
-  ASSERT_EQ(run(d10 + " --quiet --potentials twisted --start-correction --multistep-kernel --final-moves 4 --out " +
-                path("explicit.npy")).rc,
+  ASSERT_EQ(run(d10 + " --quiet --potentials twisted --start-correction --multistep-kernel --final-moves 4 "
+                      "--ess-threshold 0.2 --out " + path("explicit.npy")).rc,
             0);
   const std::string dflt = slurp(path("default.npy"));
   ASSERT_FALSE(dflt.empty());
@@ -1079,7 +1080,9 @@ TEST_F(Cli, SolveDrawsTheEssTrace) {
   EXPECT_EQ(occurrences(svg, "<g"), occurrences(svg, "</g>"));
   EXPECT_EQ(occurrences(svg, "<polyline"), 1u);
   EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos);  // the threshold
-  EXPECT_NE(svg.find("resampling threshold 0.5"), std::string::npos);
+  // the threshold that ran: the automatic one, 0.2 with the automatic potentials' twisted (0.5 with linear ones)
+  EXPECT_NE(svg.find("resampling threshold 0.2"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(slurp(path("r.json")))["ess_threshold_ran"], 0.2);
   EXPECT_NE(svg.find(">step</text>"), std::string::npos);
   EXPECT_NE(svg.find("ESS / N (N = 1024)"), std::string::npos);
   // The points: one per ESS value, x increasing across the plot, y inside it (top 40, bottom 328).

@@ -1428,7 +1428,7 @@ TEST(Guided, DefaultPotentialsResolvePerRun) {
     EXPECT_EQ(ds::guided_workspace_bytes(p.prior, g, o), ds::guided_workspace_bytes(p.prior, g, linear));
     ds::guided_options dps = o, dps_linear = linear;
     dps.sampler = dps_linear.sampler = ds::guided_sampler::dps;
-    dps.resampling = dps_linear.resampling = {};  // the SMC's setting: DPS refuses another value
+    dps.resampling = dps_linear.resampling = ds::guided_options{}.resampling;  // DPS refuses another value
     EXPECT_TRUE(run_all(p.prior, g, dps) == run_all(p.prior, g, dps_linear)) << "dps ignores the potentials";
   }
   {
@@ -1523,6 +1523,50 @@ TEST(Guided, DefaultFinalMovesResolvePerRun) {
     EXPECT_TRUE(run_all(p.prior, g, above) == run_all(p.prior, g, above_linear))
         << "grid ending above s = 0: not the linear run without moves";
     EXPECT_EQ(report(g, above, true), 0);
+  }
+}
+
+// resampling.ess_threshold = -1 (the default) resolves per run, as final_moves' -1: automatic_twisted_ess_threshold
+// where the automatic potentials resolve to twisted (d_y = 3), 0.5 where they resolve to linear (d_y = 9) and with
+// explicit potentials; a value >= 0 is taken as given; -2 and NaN are refused. Seen failing with -1 resolved to 0.5
+// everywhere (the d_y = 3 run equal to the 0.5 run, not to the 0.2 one).
+TEST(Guided, DefaultEssThresholdResolvesPerRun) {
+  const benchmark_problem p = make_problem(4, 5);
+  ds::guided_options o;
+  ASSERT_EQ(o.resampling.ess_threshold, -1.0);
+  ASSERT_EQ(ds::automatic_twisted_ess_threshold, 0.2);
+  ASSERT_EQ(ds::resampling_options{}.ess_threshold, 0.5);
+  o.particles = 64;
+  o.steps = 16;
+  o.seed = 31;
+  const auto with = [&](double threshold, ds::guided_potentials potentials = ds::guided_potentials::automatic) {
+    ds::guided_options e = o;
+    e.resampling.ess_threshold = threshold;
+    e.potentials = potentials;
+    return e;
+  };
+  {
+    const ds::guided_problems g = random_problems(p.prior, 3, 7);
+    const all_outputs automatic = run_all(p.prior, g, o), half = run_all(p.prior, g, with(0.5));
+    EXPECT_TRUE(automatic == run_all(p.prior, g, with(0.2))) << "d_y = 3: not the run at 0.2";
+    EXPECT_FALSE(automatic == half) << "d_y = 3: the thresholds 0.2 and 0.5 must give different runs here";
+    EXPECT_GT(half.counts[0], 0) << "the run at 0.5 must resample";
+    // Explicit twisted potentials keep resampling_options' 0.5.
+    EXPECT_TRUE(run_all(p.prior, g, with(-1, ds::guided_potentials::twisted)) ==
+                run_all(p.prior, g, with(0.5, ds::guided_potentials::twisted)));
+    for (double bad : {-2.0, -0.5, std::nan("")}) {
+      try {
+        run_all(p.prior, g, with(bad));
+        ADD_FAILURE() << "ess_threshold = " << bad << " accepted";
+      } catch (const ds::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("options.resampling.ess_threshold"), std::string::npos) << e.what();
+      }
+    }
+  }
+  {
+    const ds::guided_problems g = random_problems(p.prior, 9, 8);
+    EXPECT_TRUE(run_all(p.prior, g, o) == run_all(p.prior, g, with(0.5))) << "d_y = 9 (linear): not the run at 0.5";
+    EXPECT_FALSE(run_all(p.prior, g, o) == run_all(p.prior, g, with(0.2))) << "d_y = 9: 0.2 must differ here";
   }
 }
 

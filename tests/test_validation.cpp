@@ -607,7 +607,7 @@ TEST(Validation, LimitMessagesNameTheArgumentAndTheLimit) {
   o.resampling.metropolis_steps = (1 << 20) + 1;
   expect_error([&] { guided_sample(mix, outputs, g, o, cpu); },
                {"options.resampling.metropolis_steps = 1048577, the limit is 1048576 (2^20)"});
-  o.resampling = {};
+  o.resampling = guided_options{}.resampling;
   o.skrock_stages = guided_options{}.skrock_stages;
   o.sampler = guided_sampler::dcps;
   o.steps = 1024;

@@ -374,7 +374,9 @@ typedef struct ds_guided_options {
   double eta;                /**< DDIM stochasticity in [0, 1] (default 1) */
   int64_t particles;         /**< N per problem, 1..2^24 (diffsample::limits::max_particles) (default 1024) */
   double potential_spread;   /**< SMC: c of the intermediate potentials; 0 uses 4 trace(A A^T) / d_y (default 0) */
-  ds_resampling_options resampling; /**< SMC: scheme and ESS threshold; its seed and step are set by the sampler */
+  ds_resampling_options resampling; /**< SMC: scheme and ESS threshold (default -1, automatic: 0.2 where the automatic
+                                         potentials resolve to twisted, else 0.5); its seed and step are set by the
+                                         sampler */
   int final_resample;        /**< SMC: nonzero draws equally weighted samples after the last step (default 1) */
   double guidance_scale;     /**< dps, pigdm and tmpd: multiplier of the guidance term, >= 0 (default 1) */
   uint64_t seed;             /**< Philox key (default 0) */

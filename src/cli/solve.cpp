@@ -86,7 +86,8 @@ const char* solve_usage =
     "  --potential-scale X     intermediate potentials' spread c = X trace(A A^T) / d_y (default 4; linear and\n"
     "                          moment potentials)\n"
     "  --resampling NAME       systematic (default), stratified, residual, multinomial, metropolis, rejection\n"
-    "  --ess-threshold T       resample when ESS < T N (default 0.5)\n"
+    "  --ess-threshold T|auto  resample when ESS < T N; auto (default): 0.2 where the automatic potentials run\n"
+    "                          twisted, else 0.5\n"
     "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
     "  --potentials NAME       automatic (default), linear, moment or twisted: automatic is twisted with\n"
     "                          --start-correction and --multistep-kernel when d_y <= 8 and the grid ends at t = 0\n"
@@ -132,6 +133,15 @@ std::string potentials_text(ds::guided_potentials given, const ds::guided_report
 
 /// The final moves of an SMC run: as given, then, for automatic (-1), what the run resolved them to
 /// ("automatic -> 4", "0").
+/// The ESS threshold an smc run took: as given, or -1 (automatic) resolved as the library resolves it
+/// (ds::automatic_twisted_ess_threshold where the automatic potentials ran twisted, else resampling_options' 0.5).
+double ess_threshold_ran(const ds::guided_options& given, const ds::guided_report& ran) {
+  if (given.resampling.ess_threshold >= 0) return given.resampling.ess_threshold;
+  return given.potentials == ds::guided_potentials::automatic && ran.potentials == ds::guided_potentials::twisted
+             ? ds::automatic_twisted_ess_threshold
+             : ds::resampling_options{}.ess_threshold;
+}
+
 std::string final_moves_text(std::int64_t given, const ds::guided_report& ran) {
   const std::string text = std::to_string(ran.final_moves) + " per sample";
   return given < 0 ? std::string("automatic -> ") + text : text;
@@ -389,7 +399,15 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     if (o.has("--resampling"))
       g.resampling.scheme = parse_flag("--resampling", o.get("--resampling"), ds::parse_resampling_scheme);
     if (o.has("--ess-threshold")) {
-      g.resampling.ess_threshold = to_double("--ess-threshold", o.get("--ess-threshold"));
+      // T >= 0 as given, or auto (the library's -1: 0.2 where the automatic potentials run twisted, else 0.5)
+      const std::string t = o.get("--ess-threshold");
+      if (t == "auto" || t == "automatic") {
+        g.resampling.ess_threshold = -1;
+      } else {
+        g.resampling.ess_threshold = to_double("--ess-threshold", t);
+        if (!(std::isfinite(g.resampling.ess_threshold) && g.resampling.ess_threshold >= 0))
+          throw usage_error("--ess-threshold: must be finite and >= 0, got " + t);
+      }
     }
     // The schedule of every sampler with a diffusion grid (skrock has none, and leaves the file's keys to the samplers
     // that read them, as it leaves dps_step): the problem file's sampler.schedule, alpha_bar, t_start, t_end and
@@ -599,7 +617,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
           std::printf("log p(y): exact %.5f (not estimated: only a grid ending at a = 1, s = 0 estimates it)\n",
                       post.log_evidence());
         }
-        std::printf("ESS: minimum %.1f of %lld; resamplings: %d\n", ess_min, static_cast<long long>(n), resamplings);
+        std::printf("ESS: minimum %.1f of %lld; resamplings: %d (threshold %g N)\n", ess_min, static_cast<long long>(n),
+                    resamplings, ess_threshold_ran(g, ran));
       }
       for (std::size_t k = 0; k < ranks.size(); ++k)
         std::printf("rank %zu: %lld particles, %.4g particle-steps/s, %.3f s in the filter of which %.3f s in MPI "
@@ -633,7 +652,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       stage_text(outputs, "--ess-plot",
                    svg_ess_plot(method + ": effective sample size of " + std::to_string(n) + " particles, " +
                                     std::to_string(resamplings) + " resamplings in " + std::to_string(g.steps) + " steps",
-                                ess, problems.problems, g.steps, n, g.resampling.ess_threshold));
+                                ess, problems.problems, g.steps, n, ess_threshold_ran(g, ran)));
     if (o.has("--report")) {
       json j = report_head("solve", {{"method", method}});
       j["executor"] = ds::to_string(where);
@@ -688,6 +707,8 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
         j["multistep_kernel_ran"] = ran.multistep_kernel;
         j["final_moves"] = g.final_moves < 0 ? json("automatic") : json(g.final_moves);
         j["final_moves_ran"] = ran.final_moves;
+        j["ess_threshold"] = g.resampling.ess_threshold < 0 ? json("automatic") : json(g.resampling.ess_threshold);
+        j["ess_threshold_ran"] = ess_threshold_ran(g, ran);
       }
   #undef DS_ECHO
       j["non_finite_values"] = non_finite;

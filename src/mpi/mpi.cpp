@@ -906,7 +906,11 @@ guided_result guided_sample(MPI_Comm comm, const gaussian_mixture& prior, guided
   // collective, and no allocation of one rank alone may precede it.
   mpi_shard filter(comm, options.particles, res.comm);
   try {
-    filter.resampler().check(problems.problems, options.resampling, "options.resampling");
+    // ess_threshold -1 (automatic) resolves per run to 0.5 or automatic_twisted_ess_threshold (guided_smc_shard):
+    // both pass the resampler's check, which sees the value the run will take at most.
+    resampling_options checked = options.resampling;
+    if (checked.ess_threshold == -1.0) checked.ess_threshold = resampling_options{}.ess_threshold;
+    filter.resampler().check(problems.problems, checked, "options.resampling");
   } catch (...) {
     filter.fail(std::current_exception());
   }

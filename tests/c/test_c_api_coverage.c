@@ -200,6 +200,7 @@ static void test_guided_svd(ds_mixture* m) {
     twisted.start_correction = 1;
     twisted.multistep_kernel = 1;
     twisted.final_moves = 4;
+    twisted.resampling.ess_threshold = 0.2; /* the automatic threshold with the automatic potentials' twisted */
     out.samples = s_default;
     out.log_normaliser = &z_default;
     CHECK_OK(ds_guided_sample(m, &gp, &dflt, &out, cpu, NULL, 0, NULL));
@@ -210,6 +211,7 @@ static void test_guided_svd(ds_mixture* m) {
     twisted.start_correction = 0;
     twisted.multistep_kernel = 0;
     twisted.final_moves = -1;
+    twisted.resampling.ess_threshold = -1;
     out.samples = s_linear;
     out.log_normaliser = &z_linear;
     CHECK_OK(ds_guided_sample(m, &gp, &twisted, &out, cpu, NULL, 0, NULL));

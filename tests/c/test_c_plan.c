@@ -442,7 +442,7 @@ int main(void) {
       o.start_correction = 0;
       o.potentials = DS_POTENTIALS_AUTOMATIC;
       o.resampling.scheme = DS_RESAMPLING_SYSTEMATIC;
-      o.resampling.ess_threshold = 0.5;
+      o.resampling.ess_threshold = -1; /* automatic, the default */
       o.sampler = DS_GUIDED_DPS;
       plan = NULL;
       EXPECT_ERROR(ds_sampling_plan_create_guided(d, &pr, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
@@ -450,7 +450,7 @@ int main(void) {
       o.sampler = DS_GUIDED_SMC;
       o.multistep_kernel = 0;
       o.resampling.scheme = DS_RESAMPLING_SYSTEMATIC;
-      o.resampling.ess_threshold = 0.5;
+      o.resampling.ess_threshold = -1;
     }
   }
 

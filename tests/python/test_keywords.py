@@ -34,7 +34,9 @@ GUIDED = [
     ("eta", {"ddim": True}, 0.5),
     ("potential_spread", {"potentials": "linear"}, 2.0), ("potentials", {}, "moment"), ("grid", {}, "sqrt_alpha_bar"),
     ("start_correction", {"potentials": "linear"}, True), ("schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
-    ("resampling", {}, {"scheme": "multinomial"}), ("resampling", {}, {"ess_threshold": 1.0}),
+    # (the scheme shows where the run resamples: the default threshold, 0.2 with the twisted potentials, does not here)
+    ("resampling", {"resampling": {"ess_threshold": 1.0}}, {"scheme": "multinomial", "ess_threshold": 1.0}),
+    ("resampling", {}, {"ess_threshold": 1.0}),
     ("resampling", {"resampling": {"scheme": "metropolis", "ess_threshold": 1.0}},
      {"scheme": "metropolis", "ess_threshold": 1.0, "metropolis_steps": 2}),
     ("guidance_scale", {"sampler": "dps"}, 0.5), ("guidance_scale", {"sampler": "pigdm"}, 0.5),

@@ -231,7 +231,7 @@ def test_guided_final_moves_reach_the_library():
 def test_guided_final_moves_default_to_automatic():
     # final_moves=-1 (the default) or 'auto' / 'automatic', as potentials='automatic': with the default potentials
     # (twisted here: d_y = 1, a grid ending at s = 0) the run is, bit for bit, the explicit twisted one with both
-    # corrections and 4 moves, and the report says 4 moves ran; final_moves=0 runs none; with linear potentials -1
+    # corrections, 4 moves and the automatic ESS threshold 0.2, and the report says 4 moves ran; final_moves=0 runs none; with linear potentials -1
     # runs none; an unknown name or -2 is refused, naming final_moves. Seen failing with the binding's default left
     # at 0 (the default run had no moves) and with 'auto' refused (an int setting).
     prior, A, sy, y = posterior_case()
@@ -240,7 +240,7 @@ def test_guided_final_moves_default_to_automatic():
     default = ds.guided_sample(prior, A, y, sy, **kw)
     assert default["report"]["final_moves"] == 4 and default["report"]["potentials"] == "twisted"
     explicit = ds.guided_sample(prior, A, y, sy, potentials="twisted", start_correction=True, multistep_kernel=True,
-                                final_moves=4, **kw)
+                                final_moves=4, resampling={"ess_threshold": 0.2}, **kw)
     np.testing.assert_array_equal(default["samples"], explicit["samples"])
     for name in ("auto", "automatic", -1):
         again = ds.guided_sample(prior, A, y, sy, final_moves=name, **kw)
@@ -290,7 +290,8 @@ def test_guided_multistep_kernel_reaches_the_library():
 def test_guided_default_potentials_reach_the_library():
     # The default potentials ('automatic', GuidedOptions' default) pass through the Python route: a run without the
     # keyword equals, bit for bit, twisted potentials with the start correction and the multistep kernel (d_y = 1, a
-    # grid ending at t = 0), as do potentials='automatic' and 'auto', and not the linear run; its report names the
+    # grid ending at t = 0) and the ESS threshold 0.2, as do potentials='automatic' and 'auto', and not the linear run
+    # nor the explicit twisted run at its threshold 0.5; its report names the
     # twisted potentials and both corrections. Seen failing with the resolution leaving the start correction off, and
     # (the report) before the report carried the potentials (KeyError).
     prior, A, sy, y = posterior_case()
@@ -299,7 +300,11 @@ def test_guided_default_potentials_reach_the_library():
     kw = dict(sampler="smc", particles=64, steps=12, seed=8, outputs=("samples", "log_normaliser"), final_moves=0)
     plain = ds.guided_sample(prior, A, y, sy, **kw)
     twisted = ds.guided_sample(prior, A, y, sy, potentials="twisted", start_correction=True, multistep_kernel=True,
-                               **kw)
+                               resampling={"ess_threshold": 0.2}, **kw)
+    # the automatic ESS threshold (GuidedOptions' -1) is 0.2 with the twisted potentials, 0.5 with explicit ones
+    assert ds.GuidedOptions().resampling.ess_threshold == -1
+    assert not np.array_equal(plain["samples"], ds.guided_sample(
+        prior, A, y, sy, potentials="twisted", start_correction=True, multistep_kernel=True, **kw)["samples"])
     for name in ("samples", "log_normaliser"):
         np.testing.assert_array_equal(plain[name], twisted[name], err_msg=name)
         for given in ("automatic", "auto"):
