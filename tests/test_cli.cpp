@@ -423,6 +423,11 @@ TEST_F(Cli, SolveDefaultPotentials) {
   EXPECT_TRUE(dflt == slurp(path("automatic.npy"))) << "--potentials automatic";
   EXPECT_TRUE(dflt == slurp(path("auto.npy"))) << "--potentials auto";
   EXPECT_TRUE(dflt != slurp(path("linear.npy"))) << "the default run is the linear one";
+  // --ess-threshold auto is the default threshold (0.2 here); the explicit twisted run at 0.5 differs.
+  ASSERT_EQ(run(d10 + " --ess-threshold auto --out " + path("ess_auto.npy")).rc, 0);
+  EXPECT_TRUE(dflt == slurp(path("ess_auto.npy"))) << "--ess-threshold auto";
+  ASSERT_EQ(run(d10 + " --potentials twisted --start-correction --multistep-kernel --out " + path("half.npy")).rc, 0);
+  EXPECT_TRUE(dflt != slurp(path("half.npy"))) << "the explicit twisted run took the automatic threshold";
   // The problem file's key: posterior_d10's problem with sampler.potentials set.
   nlohmann::json file = nlohmann::json::parse(slurp(DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json"));
   file["sampler"]["potentials"] = "linear";
