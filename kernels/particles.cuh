@@ -209,6 +209,28 @@ DS_HD_INLINE std::int64_t first_above(const std::uint64_t* q, std::int64_t n, st
   return a;
 }
 
+/// first_above() through the problem's tile offsets (offsets[t] - offsets[0]: the exclusive prefix of q before tile
+/// t of `tile` particles, per tiles; the statistics passes' scan): the last tile whose offset is at most x by binary
+/// search, then the scan within it. The same particle as first_above() (the tile found holds the first inclusive
+/// prefix above x, a later tile's offset being above x), in O(log per + tile) reads instead of O(n): a GPU thread's
+/// one-by-one scan of n = 2^24 weights took seconds.
+DS_HD_INLINE std::int64_t first_above_tiled(const std::uint64_t* q, std::int64_t n, std::uint64_t x,
+                                            const std::uint64_t* offsets, std::int64_t tile, std::int64_t per) {
+  const std::uint64_t base = offsets[0];
+  std::int64_t lo = 0, hi = per - 1;  // the last t with offsets[t] - base <= x (t = 0 always qualifies)
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo + 1) / 2;
+    if (offsets[mid] - base <= x)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  std::uint64_t below = offsets[lo] - base;
+  std::int64_t a = lo * tile;
+  while (a + 1 < n && below + q[a] <= x) below += q[a++];
+  return a;
+}
+
 /// The stratified and systematic slots of a resampled problem b: slot j sits at key x_j = floor((j T + v_j) / N)
 /// in [0, T), v_j uniform in [0, T) (one v for the whole problem when systematic, keyed by the problem's first
 /// particle; one per slot when stratified, keyed by the slot's particle). Every unit of [0, T) is hit N / T times in
@@ -270,6 +292,14 @@ struct select_ancestor_functor {
   /// When not null, the Philox seed is read from here (device memory on the CUDA executor) instead of `seed`, so
   /// that a captured launch draws with the key its sampler has advanced on the device since (an ask/tell plan).
   const std::uint64_t* seed_at = nullptr;
+  /// When not null, the statistics passes' flat exclusive scan of the tile totals (tiles of `tile` particles, `per`
+  /// per problem): the Metropolis and rejection fallbacks search it (first_above_tiled) instead of scanning n weights.
+  const std::uint64_t* tile_offsets = nullptr;
+  std::int64_t tile = 0, per = 0;
+  DS_HD std::int64_t fallback(std::int64_t b, const std::uint64_t* u, std::uint64_t x) const {
+    return tile_offsets != nullptr ? first_above_tiled(u, n, x, tile_offsets + b * per, tile, per)
+                                   : first_above(u, n, x);
+  }
 
   DS_HD void operator()(std::int64_t g) const {
     const std::uint64_t key = seed_at != nullptr ? *seed_at : seed;
@@ -335,7 +365,7 @@ struct select_ancestor_functor {
           // The chain started on a zero weight and never proposed a weighted particle: a zero-weight particle is
           // never an ancestor, so draw this one exactly from q / T by one pass over the problem's weights (as the
           // rejection scheme's fallback). Runs with probability (1 - share of weighted particles)^steps.
-          a = first_above(u, n, uniform_below(rng, T));
+          a = fallback(b, u, uniform_below(rng, T));
         }
         break;
       }
@@ -351,7 +381,7 @@ struct select_ancestor_functor {
         int trials = 1;
         while (!(uniform_below(rng, envelope) < u[a])) {
           if (trials++ == rejection_trials) {
-            a = first_above(u, n, uniform_below(rng, T));
+            a = fallback(b, u, uniform_below(rng, T));
             break;
           }
           a = static_cast<std::int64_t>(uniform_below(rng, N));

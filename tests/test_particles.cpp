@@ -354,6 +354,45 @@ TEST(Particles, BoundedRejectionKeepsOffspringCountsUnbiased) {
   }
 }
 
+// The Metropolis and rejection fallbacks' search through the tile offsets (kernels::first_above_tiled, used where a
+// problem spans several tiles) finds the particle of the one-by-one scan (kernels::first_above) for every x in
+// [0, T): tiles of 7 weights, some tiles and weights zero, x at every prefix boundary, one below it, and random x.
+// Seen failing (outside the build) with the search taking a tile whose offset is at most x + 1 (a start one tile
+// past the answer when x is a tile's last unit); a start before the right tile is only slower.
+TEST(Particles, TiledFallbackSearchFindsTheScansParticle) {
+  namespace k = ds::kernels;
+  std::mt19937_64 gen(5);
+  for (const std::int64_t n : {1, 6, 7, 8, 50, 700}) {
+    const std::int64_t tile = 7, per = (n + tile - 1) / tile;
+    std::vector<std::uint64_t> q(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+      const bool zero_tile = (i / tile) % 3 == 1, zero = gen() % 4 == 0;
+      q[i] = zero_tile || zero ? 0 : 1 + gen() % 1000;
+    }
+    if (n > 0 && q[0] == 0 && per == 1) q[0] = 5;
+    std::vector<std::uint64_t> offsets(static_cast<std::size_t>(per + 1), 0);
+    offsets[0] = 123456789;  // a problem's offsets start anywhere in the flat scan
+    for (std::int64_t t = 0; t < per; ++t) {
+      std::uint64_t sum = 0;
+      for (std::int64_t i = t * tile; i < std::min(n, (t + 1) * tile); ++i) sum += q[i];
+      offsets[t + 1] = offsets[t] + sum;
+    }
+    const std::uint64_t T = offsets[per] - offsets[0];
+    if (T == 0) continue;
+    std::vector<std::uint64_t> xs;
+    std::uint64_t prefix = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      prefix += q[i];
+      if (prefix < T) xs.push_back(prefix);
+      if (prefix > 0) xs.push_back(prefix - 1);
+    }
+    for (int r = 0; r < 200; ++r) xs.push_back(gen() % T);
+    for (const std::uint64_t x : xs)
+      ASSERT_EQ(k::first_above_tiled(q.data(), n, x, offsets.data(), tile, per), k::first_above(q.data(), n, x))
+          << "n = " << n << ", x = " << x << " of T = " << T;
+  }
+}
+
 // Seen failing with a multinomial stream keyed by particle + OpenMP thread number.
 TEST(Particles, SameAncestorsAcrossRunsThreadCountsAndIndexTypes) {
   const int b = 5, n = 3000;
