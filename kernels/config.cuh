@@ -9,9 +9,12 @@
 #if defined(__CUDACC__)
 #define DS_HD __host__ __device__
 #define DS_HD_INLINE __host__ __device__ __forceinline__
+// A rare path kept out of its caller, so that the caller's registers do not pay for it (a call on the device).
+#define DS_HD_NOINLINE inline __host__ __device__ __noinline__
 #else
 #define DS_HD
 #define DS_HD_INLINE inline
+#define DS_HD_NOINLINE inline
 #endif
 
 namespace diffsample::kernels {

@@ -231,6 +231,14 @@ DS_HD_INLINE std::int64_t first_above_tiled(const std::uint64_t* q, std::int64_t
   return a;
 }
 
+/// The Metropolis and rejection fallbacks' exact draw: first_above_tiled() through a problem's tile offsets, or
+/// first_above() without them (nullptr). Out of line on the device, by value: a rare path whose registers the
+/// selection's common path does not pay for (inlined, the int64 selection spilled).
+DS_HD_NOINLINE std::int64_t exact_draw(const std::uint64_t* q, std::int64_t n, std::uint64_t x,
+                                       const std::uint64_t* offsets, std::int64_t tile, std::int64_t per) {
+  return offsets != nullptr ? first_above_tiled(q, n, x, offsets, tile, per) : first_above(q, n, x);
+}
+
 /// The stratified and systematic slots of a resampled problem b: slot j sits at key x_j = floor((j T + v_j) / N)
 /// in [0, T), v_j uniform in [0, T) (one v for the whole problem when systematic, keyed by the problem's first
 /// particle; one per slot when stratified, keyed by the slot's particle). Every unit of [0, T) is hit N / T times in
@@ -296,9 +304,8 @@ struct select_ancestor_functor {
   /// per problem): the Metropolis and rejection fallbacks search it (first_above_tiled) instead of scanning n weights.
   const std::uint64_t* tile_offsets = nullptr;
   std::int64_t tile = 0, per = 0;
-  DS_HD std::int64_t fallback(std::int64_t b, const std::uint64_t* u, std::uint64_t x) const {
-    return tile_offsets != nullptr ? first_above_tiled(u, n, x, tile_offsets + b * per, tile, per)
-                                   : first_above(u, n, x);
+  DS_HD_INLINE std::int64_t fallback(std::int64_t b, const std::uint64_t* u, std::uint64_t x) const {
+    return exact_draw(u, n, x, tile_offsets != nullptr ? tile_offsets + b * per : nullptr, tile, per);
   }
 
   DS_HD void operator()(std::int64_t g) const {
@@ -314,6 +321,8 @@ struct select_ancestor_functor {
     const std::uint64_t T = st.total;
     const std::uint64_t N = static_cast<std::uint64_t>(n);
     std::int64_t a = j;
+    bool exact = false;  // Metropolis and rejection: draw exactly from q / T at `at` (after the switch)
+    std::uint64_t at = 0;
     switch (scheme) {
       case resampling_scheme::multinomial: {
         philox rng(key, g, step);
@@ -365,7 +374,8 @@ struct select_ancestor_functor {
           // The chain started on a zero weight and never proposed a weighted particle: a zero-weight particle is
           // never an ancestor, so draw this one exactly from q / T by one pass over the problem's weights (as the
           // rejection scheme's fallback). Runs with probability (1 - share of weighted particles)^steps.
-          a = fallback(b, u, uniform_below(rng, T));
+          exact = true;
+          at = uniform_below(rng, T);
         }
         break;
       }
@@ -381,7 +391,8 @@ struct select_ancestor_functor {
         int trials = 1;
         while (!(uniform_below(rng, envelope) < u[a])) {
           if (trials++ == rejection_trials) {
-            a = fallback(b, u, uniform_below(rng, T));
+            exact = true;
+            at = uniform_below(rng, T);
             break;
           }
           a = static_cast<std::int64_t>(uniform_below(rng, N));
@@ -389,6 +400,8 @@ struct select_ancestor_functor {
         break;
       }
     }
+    // The Metropolis and rejection schemes' exact draw from q / T (one site: its search inlined once).
+    if (exact) a = fallback(b, u, at);
     ancestors[g] = static_cast<Index>(a);
   }
 };
