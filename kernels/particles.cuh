@@ -301,12 +301,10 @@ struct select_ancestor_functor {
   /// that a captured launch draws with the key its sampler has advanced on the device since (an ask/tell plan).
   const std::uint64_t* seed_at = nullptr;
   /// When not null, the statistics passes' flat exclusive scan of the tile totals (tiles of `tile` particles, `per`
-  /// per problem): the Metropolis and rejection fallbacks search it (first_above_tiled) instead of scanning n weights.
+  /// = ceil(n / tile) per problem, kept rather than divided out: the division took the int32 selection from 48 to 50
+  /// registers): the Metropolis and rejection fallbacks search it (first_above_tiled) instead of scanning n weights.
   const std::uint64_t* tile_offsets = nullptr;
   std::int64_t tile = 0, per = 0;
-  DS_HD_INLINE std::int64_t fallback(std::int64_t b, const std::uint64_t* u, std::uint64_t x) const {
-    return exact_draw(u, n, x, tile_offsets != nullptr ? tile_offsets + b * per : nullptr, tile, per);
-  }
 
   DS_HD void operator()(std::int64_t g) const {
     const std::uint64_t key = seed_at != nullptr ? *seed_at : seed;
@@ -401,7 +399,7 @@ struct select_ancestor_functor {
       }
     }
     // The Metropolis and rejection schemes' exact draw from q / T (one site: its search inlined once).
-    if (exact) a = fallback(b, u, at);
+    if (exact) a = exact_draw(u, n, at, tile_offsets != nullptr ? tile_offsets + b * per : nullptr, tile, per);
     ancestors[g] = static_cast<Index>(a);
   }
 };

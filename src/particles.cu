@@ -313,18 +313,25 @@ void statistics_cuda(const pass_params& p, std::int64_t problems, void* scan_tem
   kernels::for_each_index(executor::cuda, problems, copies_total_functor{p}, stream);
 }
 
+// The per-particle selection over the statistics passes' arrays; where a problem spans more than one tile its exact
+// fallback draws search the tile offsets (else one tile's scan).
 template <class Index>
-void select_ancestors(executor where, const pass_params& p, const resampling_options& o, std::int64_t count,
-                      Index* ancestors, cudaStream_t stream, const std::uint64_t* seed_at) {
+kernels::select_ancestor_functor<Index> selection(const pass_params& p, const resampling_options& o, Index* ancestors,
+                                                  const std::uint64_t* seed_at) {
   kernels::select_ancestor_functor<Index> f{p.states, p.units, p.prefix, p.n,    p.bits,
                                             o.scheme, o.metropolis_steps, o.seed, o.step, ancestors, seed_at};
-  // The fallbacks' search through the tile offsets where a problem has more than one tile (else one tile's scan).
   if (p.per > 1) {
     f.tile_offsets = p.offsets;
     f.tile = p.tile;
     f.per = p.per;
   }
-  kernels::for_each_index(where, count, f, stream);
+  return f;
+}
+
+template <class Index>
+void select_ancestors(executor where, const pass_params& p, const resampling_options& o, std::int64_t count,
+                      Index* ancestors, cudaStream_t stream, const std::uint64_t* seed_at) {
+  kernels::for_each_index(where, count, selection(p, o, ancestors, seed_at), stream);
 }
 
 template <class Index>
@@ -453,14 +460,7 @@ kernels::select_ancestor_functor<std::int32_t> detail::resample_statistics_cpu(
   const pass_params p = make_params(log_weights, problems, particles, o, out, executor::cpu, workspace);
   // The selection of every scheme runs per particle here, stratified and systematic by their search.
   passes_cpu(p, problems, o, out, false, seed_at, true);  // the caller selects with the functor returned
-  kernels::select_ancestor_functor<std::int32_t> f{p.states, p.units, p.prefix, p.n,       p.bits,       o.scheme,
-                                                  o.metropolis_steps, o.seed, o.step, out.ancestors, seed_at};
-  if (p.per > 1) {  // the fallbacks' search through the tile offsets, as select_ancestors()
-    f.tile_offsets = p.offsets;
-    f.tile = p.tile;
-    f.per = p.per;
-  }
-  return f;
+  return selection(p, o, out.ancestors, seed_at);
 }
 
 void detail::check_resampling_scan(std::int64_t problems, std::int64_t particles, cudaStream_t stream) {

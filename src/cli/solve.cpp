@@ -133,15 +133,6 @@ std::string potentials_text(ds::guided_potentials given, const ds::guided_report
 
 /// The final moves of an SMC run: as given, then, for automatic (-1), what the run resolved them to
 /// ("automatic -> 4", "0").
-/// The ESS threshold an smc run took: as given, or -1 (automatic) resolved as the library resolves it
-/// (ds::automatic_twisted_ess_threshold where the automatic potentials ran twisted, else resampling_options' 0.5).
-double ess_threshold_ran(const ds::guided_options& given, const ds::guided_report& ran) {
-  if (given.resampling.ess_threshold >= 0) return given.resampling.ess_threshold;
-  return given.potentials == ds::guided_potentials::automatic && ran.potentials == ds::guided_potentials::twisted
-             ? ds::automatic_twisted_ess_threshold
-             : ds::resampling_options{}.ess_threshold;
-}
-
 std::string final_moves_text(std::int64_t given, const ds::guided_report& ran) {
   const std::string text = std::to_string(ran.final_moves) + " per sample";
   return given < 0 ? std::string("automatic -> ") + text : text;
@@ -537,6 +528,11 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   line.finish();
+  // The ESS threshold the run took: -1 (automatic) resolved by the library's own rule, as the run resolved it.
+  const double threshold_ran =
+      g.sampler == ds::guided_sampler::smc
+          ? ds::detail::resolved_guided_options(mixture, problems, g, spread).resampling.ess_threshold
+          : g.resampling.ess_threshold;
   // Rank 0 holds the samples: it scores, prints and stages them while the others check their own standard output;
   // a failure on any process stops every process with its error before rank 0 commits the outputs (on_root).
   return distributed::on_root(spread, [&]() -> int {
@@ -618,7 +614,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
                       post.log_evidence());
         }
         std::printf("ESS: minimum %.1f of %lld; resamplings: %d (threshold %g N)\n", ess_min, static_cast<long long>(n),
-                    resamplings, ess_threshold_ran(g, ran));
+                    resamplings, threshold_ran);
       }
       for (std::size_t k = 0; k < ranks.size(); ++k)
         std::printf("rank %zu: %lld particles, %.4g particle-steps/s, %.3f s in the filter of which %.3f s in MPI "
@@ -652,7 +648,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
       stage_text(outputs, "--ess-plot",
                    svg_ess_plot(method + ": effective sample size of " + std::to_string(n) + " particles, " +
                                     std::to_string(resamplings) + " resamplings in " + std::to_string(g.steps) + " steps",
-                                ess, problems.problems, g.steps, n, ess_threshold_ran(g, ran)));
+                                ess, problems.problems, g.steps, n, threshold_ran));
     if (o.has("--report")) {
       json j = report_head("solve", {{"method", method}});
       j["executor"] = ds::to_string(where);
@@ -708,7 +704,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
         j["final_moves"] = g.final_moves < 0 ? json("automatic") : json(g.final_moves);
         j["final_moves_ran"] = ran.final_moves;
         j["ess_threshold"] = g.resampling.ess_threshold < 0 ? json("automatic") : json(g.resampling.ess_threshold);
-        j["ess_threshold_ran"] = ess_threshold_ran(g, ran);
+        j["ess_threshold_ran"] = threshold_ran;
       }
   #undef DS_ECHO
       j["non_finite_values"] = non_finite;
