@@ -32,7 +32,7 @@
 # "memcheck:test_guided racecheck:*") keeps only the sanitizer runs it names; DIFFSAMPLE_CHECK_SKIP (a space-separated
 # list of tests demo sanitizers mpi python gemm mpibench posterior benches baselines) leaves those sections out;
 # DIFFSAMPLE_TEST_PROGRAMS (globs) keeps only the test programs it names; DIFFSAMPLE_BENCHES names the benchmarks of the benchmark section (default all; "" none); the posterior table's limit
-# is DIFFSAMPLE_POSTERIOR_TIMEOUT (default 150), its d_x values DIFFSAMPLE_POSTERIOR_DX (default 10,100); DIFFSAMPLE_GEMM_MODES the bench_mixture_gemm modes run, separated by
+# is DIFFSAMPLE_POSTERIOR_TIMEOUT (default 150), its d_x values DIFFSAMPLE_POSTERIOR_DX (default 10,100), its seeds per instance DIFFSAMPLE_POSTERIOR_SEEDS (default 1); DIFFSAMPLE_GEMM_MODES the bench_mixture_gemm modes run, separated by
 # "|" (default "cuda|cuda crossover|cuda operator"). The whole check ends within about the budget
 # plus 15 s. Each section of the results file says how long it
 # took. Every tool is looked up first; the results file says which are missing and what was skipped for it. Without
@@ -535,7 +535,8 @@ if [ $quick = 0 ] && ! skipping posterior; then
   else
     PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 LD_LIBRARY_PATH="$(mpi_library_path diffsample)" \
       limit "${DIFFSAMPLE_POSTERIOR_TIMEOUT:-150}" python3 bench/posterior_table.py --build "$bin" --default-settings \
-      --samplers smc --executor cuda --dx "${DIFFSAMPLE_POSTERIOR_DX:-10,100}" --dy 1 --worst-seeds 8 >>"$out" 2>&1
+      --samplers smc --executor cuda --dx "${DIFFSAMPLE_POSTERIOR_DX:-10,100}" --dy 1 \
+      --seeds "${DIFFSAMPLE_POSTERIOR_SEEDS:-1}" --worst-seeds 8 >>"$out" 2>&1
     rc=$?
     case $rc in
       0) summary+=("posterior table: ran (see the file)") ;;
