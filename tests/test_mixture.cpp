@@ -255,6 +255,29 @@ TEST(Mixture, DenoiserJvpMatchesFiniteDifferencesAndFp32) {
   }
 }
 
+// The CPU executor's J v at channels where a component's c = a^2 v + s^2 is tiny but inside the accepted range (near
+// point masses, v = 1e-24, at s = 1e-12 and 1e-10): J v is finite (6.2e22 and 2.5e19 at the two means' midpoint) while
+// the sum of r_k f_k (f_k . v) before its scale a s^2, each f_k about |x - a mu_k| / c, passed FP32's range. Both
+// variance forms, against the FP64 JVP at the same float inputs. Seen failing (inf at the first point, both forms)
+// with the scale applied after the sum.
+TEST(Mixture, DenoiserJvpIsFiniteAtTinyComponentVariances) {
+  const int d = 4;
+  for (bool iso : {true, false}) {
+    const std::vector<double> w{0.5, 0.5}, mu{0, 0, 0, 0, 1, 0, 0, 0};
+    const gaussian_mixture mix(d, w, mu, std::vector<double>(iso ? 2 : 2 * d, 1e-24));
+    const std::vector<float> x{0.5f, 0.1f, 0.f, 0.f, 0.3f, 0.f, 0.2f, 0.f}, v{1.f, 0.f, 0.f, 0.f, 0.5f, 1.f, 0.f, 0.f};
+    const std::vector<double> xr(x.begin(), x.end()), vr(v.begin(), v.end());
+    for (double s : {1e-12, 1e-10}) {
+      std::vector<float> got(x.size());
+      std::vector<double> ref(x.size());
+      mix.denoiser_jvp(got.data(), 2, x.data(), v.data(), {1.0, s}, {executor::cpu});
+      mix.denoiser_jvp_fp64(ref.data(), 2, xr.data(), vr.data(), {1.0, s});
+      for (std::size_t i = 0; i < ref.size(); ++i) ASSERT_TRUE(std::isfinite(ref[i])) << "reference entry " << i;
+      expect_close(got, ref, 5e-3, iso ? "isotropic" : "diagonal");
+    }
+  }
+}
+
 // kernels::channel_jvp (the CUDA guided samplers' J v from a channel's constants: no division per component and
 // coordinate) against the FP64 JVP at the float-rounded inputs, both variance forms and three channels (the
 // constants rounded to float once per channel; same tolerance as the FP32 JVP above, 5e-3 relative to the entry

@@ -20,6 +20,7 @@
 // twice, f . v, the sum).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/mixture.cuh"
@@ -118,7 +119,10 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
   }
   const T inv_sum = T(1.f) / run_sum;
   for (int j = 0; j < d; ++j) s1[j] = s1[j] * inv_sum;  // nbar
-  // Pass 2: sum_k r_k f_k (f_k . v_q), r_k = w_k exp(chunk max - final max) / sum.
+  // Pass 2: sum_k r_k g_k (g_k . v_q), g_k = sqrt(a s^2) f_k, r_k = w_k exp(chunk max - final max) / sum. The scale
+  // goes into each factor before the products: summed unscaled, f_k (f_k . v) (about |x - a mu| / c squared)
+  // overflowed FP32 at c below about 1e-19 (v = 1e-24, s = 1e-10) where J v itself is finite.
+  const T gs(static_cast<float>(std::sqrt(static_cast<double>(c.a) * static_cast<double>(c.s2))));
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(count) * d; ++i) out[i] = T(0.f);
   for (int ci = 0; ci < chunks; ++ci) {
     const int k0 = ci * C;
@@ -129,7 +133,7 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       T dk[C];
       deltas(j, dk);
       const T sj = s1[j];
-      for (int kk = 0; kk < C; ++kk) dk[kk] = dk[kk] - sj;
+      for (int kk = 0; kk < C; ++kk) dk[kk] = (dk[kk] - sj) * gs;
       for (int q = 0; q < count; ++q) {
         const T vq = v[static_cast<std::int64_t>(q) * d + j];
         for (int kk = 0; kk < C; ++kk) dv[kk * count + q] = ds_fma(dk[kk], vq, dv[kk * count + q]);
@@ -143,7 +147,7 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       T dk[C];
       deltas(j, dk);
       const T sj = s1[j];
-      for (int kk = 0; kk < C; ++kk) dk[kk] = dk[kk] - sj;
+      for (int kk = 0; kk < C; ++kk) dk[kk] = (dk[kk] - sj) * gs;
       for (int q = 0; q < count; ++q) {
         T& o = out[static_cast<std::int64_t>(q) * d + j];
         T acc = o;
@@ -152,13 +156,13 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       }
     }
   }
-  const T ratio(c.a * c.s2);  // a = 0: J v = 0 (x_scale, a v_k / c_k, is 0 too)
+  // a = 0: J v = 0 (gs is 0, and x_scale, a v_k / c_k, is 0 too)
   for (int q = 0; q < count; ++q) {
     const T* vq = v + static_cast<std::int64_t>(q) * d;
     T* oq = out + static_cast<std::int64_t>(q) * d;
     for (int j = 0; j < d; ++j) {
       const T coeff = c.isotropic ? xs_iso * inv_sum : xpart[j] * inv_sum;
-      oq[j] = ds_fma(coeff, vq[j], ratio * oq[j]);
+      oq[j] = ds_fma(coeff, vq[j], oq[j]);
     }
   }
 }
