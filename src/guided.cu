@@ -1128,13 +1128,15 @@ void finish_problems(executor where, std::int64_t B, const double* log_z, const 
       stream);
 }
 
-/// The potentials, start correction and multistep kernel of a run, from its resolved options (smc only).
+/// The potentials, start correction, multistep kernel, final moves and ESS threshold of a run, from its resolved
+/// options (smc only).
 void report_resolved(guided_report& report, const guided_options& resolved) {
   if (resolved.sampler != guided_sampler::smc) return;
   report.potentials = resolved.potentials;
   report.start_correction = resolved.start_correction;
   report.multistep_kernel = resolved.multistep_kernel;
   report.final_moves = resolved.final_moves;
+  report.ess_threshold = resolved.resampling.ess_threshold;
 }
 
 std::size_t guided_query(const gaussian_mixture& prior, const guided_problems& problems, const guided_options& given,

@@ -1528,8 +1528,9 @@ TEST(Guided, DefaultFinalMovesResolvePerRun) {
 
 // resampling.ess_threshold = -1 (the default) resolves per run, as final_moves' -1: automatic_twisted_ess_threshold
 // where the automatic potentials resolve to twisted (d_y = 3), 0.5 where they resolve to linear (d_y = 9) and with
-// explicit potentials; a value >= 0 is taken as given; -2 and NaN are refused. Seen failing with -1 resolved to 0.5
-// everywhere (the d_y = 3 run equal to the 0.5 run, not to the 0.2 one).
+// explicit potentials; a value >= 0 is taken as given; -2 and NaN are refused; guided_report::ess_threshold gives the
+// value that ran. Seen failing with -1 resolved to 0.5 everywhere (the d_y = 3 run equal to the 0.5 run, not to the
+// 0.2 one).
 TEST(Guided, DefaultEssThresholdResolvesPerRun) {
   const benchmark_problem p = make_problem(4, 5);
   ds::guided_options o;
@@ -1545,12 +1546,22 @@ TEST(Guided, DefaultEssThresholdResolvesPerRun) {
     e.potentials = potentials;
     return e;
   };
+  const auto threshold_ran = [&](const ds::guided_problems& g, const ds::guided_options& e) {
+    std::vector<float> x(static_cast<std::size_t>(g.problems * e.particles * p.prior.dim()));
+    ds::guided_outputs out;
+    out.particles = x.data();
+    return ds::guided_sample(p.prior, out, g, e, cpu()).ess_threshold;
+  };
   {
     const ds::guided_problems g = random_problems(p.prior, 3, 7);
     const all_outputs automatic = run_all(p.prior, g, o), half = run_all(p.prior, g, with(0.5));
     EXPECT_TRUE(automatic == run_all(p.prior, g, with(0.2))) << "d_y = 3: not the run at 0.2";
     EXPECT_FALSE(automatic == half) << "d_y = 3: the thresholds 0.2 and 0.5 must give different runs here";
     EXPECT_GT(half.counts[0], 0) << "the run at 0.5 must resample";
+    // guided_report gives the threshold that ran, -1 resolved.
+    EXPECT_EQ(threshold_ran(g, o), 0.2) << "d_y = 3, automatic";
+    EXPECT_EQ(threshold_ran(g, with(-1, ds::guided_potentials::twisted)), 0.5) << "d_y = 3, explicit twisted";
+    EXPECT_EQ(threshold_ran(g, with(0.7)), 0.7) << "d_y = 3, as given";
     // Explicit twisted potentials keep resampling_options' 0.5.
     EXPECT_TRUE(run_all(p.prior, g, with(-1, ds::guided_potentials::twisted)) ==
                 run_all(p.prior, g, with(0.5, ds::guided_potentials::twisted)));
@@ -1566,6 +1577,7 @@ TEST(Guided, DefaultEssThresholdResolvesPerRun) {
   {
     const ds::guided_problems g = random_problems(p.prior, 9, 8);
     EXPECT_TRUE(run_all(p.prior, g, o) == run_all(p.prior, g, with(0.5))) << "d_y = 9 (linear): not the run at 0.5";
+    EXPECT_EQ(threshold_ran(g, o), 0.5) << "d_y = 9, automatic";
     EXPECT_FALSE(run_all(p.prior, g, o) == run_all(p.prior, g, with(0.2))) << "d_y = 9: 0.2 must differ here";
   }
 }

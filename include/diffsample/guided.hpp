@@ -365,6 +365,9 @@ struct guided_report {
   /// smc: the final moves that ran per sample (guided_options::final_moves with -1 resolved: automatic_final_moves
   /// or 0); 0 for the other samplers.
   std::int64_t final_moves = 0;
+  /// smc: the ESS threshold that ran (guided_options::resampling.ess_threshold with -1 resolved:
+  /// automatic_twisted_ess_threshold or 0.5); 0 for the other samplers, which do not resample.
+  double ess_threshold = 0;
 };
 
 /// Bytes of workspace guided_sample() needs on either executor (state buffers, the per-step tables and the

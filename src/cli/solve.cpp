@@ -528,11 +528,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   line.finish();
-  // The ESS threshold the run took: -1 (automatic) resolved by the library's own rule, as the run resolved it.
-  const double threshold_ran =
-      g.sampler == ds::guided_sampler::smc
-          ? ds::detail::resolved_guided_options(mixture, problems, g, spread).resampling.ess_threshold
-          : g.resampling.ess_threshold;
+  const double threshold_ran = ran.ess_threshold;  // smc: the ESS threshold the run took, -1 (automatic) resolved
   // Rank 0 holds the samples: it scores, prints and stages them while the others check their own standard output;
   // a failure on any process stops every process with its error before rank 0 commits the outputs (on_root).
   return distributed::on_root(spread, [&]() -> int {
