@@ -20,7 +20,6 @@
 // twice, f . v, the sum).
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "kernels/mixture.cuh"
@@ -119,10 +118,11 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
   }
   const T inv_sum = T(1.f) / run_sum;
   for (int j = 0; j < d; ++j) s1[j] = s1[j] * inv_sum;  // nbar
-  // Pass 2: sum_k r_k g_k (g_k . v_q), g_k = sqrt(a s^2) f_k, r_k = w_k exp(chunk max - final max) / sum. The scale
-  // goes into each factor before the products: summed unscaled, f_k (f_k . v) (about |x - a mu| / c squared)
-  // overflowed FP32 at c below about 1e-19 (v = 1e-24, s = 1e-10) where J v itself is finite.
-  const T gs(static_cast<float>(std::sqrt(static_cast<double>(c.a) * static_cast<double>(c.s2))));
+  // Pass 2: a s^2 sum_k r_k f_k (f_k . v_q), r_k = w_k exp(chunk max - final max) / sum. The scale a s^2 goes into
+  // each (f_k . v_q) r_k before it multiplies f_k again (no extra multiply: r_k's own): with the scale applied after
+  // the sum, f_k (f_k . v) (about |x - a mu| / c squared) overflowed FP32 at c below about 1e-19 (v = 1e-24,
+  // s = 1e-10) where J v itself is finite. a = 0: J v = 0 (the scale is 0, and x_scale, a v_k / c_k, is 0 too).
+  const T ratio(c.a * c.s2);
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(count) * d; ++i) out[i] = T(0.f);
   for (int ci = 0; ci < chunks; ++ci) {
     const int k0 = ci * C;
@@ -133,21 +133,21 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       T dk[C];
       deltas(j, dk);
       const T sj = s1[j];
-      for (int kk = 0; kk < C; ++kk) dk[kk] = (dk[kk] - sj) * gs;
+      for (int kk = 0; kk < C; ++kk) dk[kk] = dk[kk] - sj;
       for (int q = 0; q < count; ++q) {
         const T vq = v[static_cast<std::int64_t>(q) * d + j];
         for (int kk = 0; kk < C; ++kk) dv[kk * count + q] = ds_fma(dk[kk], vq, dv[kk * count + q]);
       }
     }
     for (int kk = 0; kk < C; ++kk) {
-      const T r = wts[ci * C + kk] * f;
+      const T r = wts[ci * C + kk] * f * ratio;
       for (int q = 0; q < count; ++q) dv[kk * count + q] = dv[kk * count + q] * r;
     }
     for (int j = 0; j < d; ++j) {  // f_kj again (recomputed: 8 d stored packs would leave L1 at large d)
       T dk[C];
       deltas(j, dk);
       const T sj = s1[j];
-      for (int kk = 0; kk < C; ++kk) dk[kk] = (dk[kk] - sj) * gs;
+      for (int kk = 0; kk < C; ++kk) dk[kk] = dk[kk] - sj;
       for (int q = 0; q < count; ++q) {
         T& o = out[static_cast<std::int64_t>(q) * d + j];
         T acc = o;
@@ -156,7 +156,6 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       }
     }
   }
-  // a = 0: J v = 0 (gs is 0, and x_scale, a v_k / c_k, is 0 too)
   for (int q = 0; q < count; ++q) {
     const T* vq = v + static_cast<std::int64_t>(q) * d;
     T* oq = out + static_cast<std::int64_t>(q) * d;
