@@ -81,6 +81,12 @@ struct guided_params {
   /// With `multistep`: B N ancestors (indices within the problem) of the resampling between transitions k - 1 and
   /// k (the identity where a problem was not resampled), through which a particle finds its ancestor's m_{k-1}.
   const std::int32_t* ancestors = nullptr;
+  /// SMC with linear potentials on a grid that ends at s = 0: the last transition's kernel N(c0 m, v_f P_A) (P_A the
+  /// projector on the rows of A) drawn times the likelihood by linear_final_draw(). Per problem the lower Cholesky
+  /// factor D of Cov(delta) = n^2 I + n^4 / v_f (A A^T)^-1 (d_y x d_y, row-major; masks: its diagonal, d_y) and v_f
+  /// (final_var, B values). nullptr: the deterministic last step (x = c0 m).
+  const float* final_noise = nullptr;
+  const float* final_var = nullptr;
 };
 
 /// The channels of a guided run's constant table (guided_params::channels): channel c is step c's (a, s), or
@@ -549,6 +555,47 @@ struct guided_weight_answer_functor {
   }
 };
 
+/// The deterministic DDPM / DDIM step to s = 0 (x' = c0 m: no noise, and no c1 x term, which only that step lacks;
+/// check_grid() puts s > 0 at the start of every step): the grid's last step, which the moment and twisted potentials
+/// replace by final_transition_draw() and the linear ones by linear_final_draw().
+DS_HD_INLINE bool final_transition(const guided_step& st) { return st.sig == 0.f && st.c1 == 0.f; }
+
+/// The linear potentials' last transition (guided_params::final_noise), from the kernel mean x = mu = c0 m to s = 0:
+/// the kernel N(mu, v_f P_A) in the directions the observation sees (P_A the projector on the rows of A; the other
+/// directions keep the deterministic step's x = mu), v_f = final_var[b] = c (a_K s / a)^2: the flat-prior
+/// Cov(x_0 | x) = s^2 / a^2 of the last noisy point (a, s) at the grid's last scale a_K, times the spread c that the
+/// linear potentials give A x_0 per unit of squared row norm (src/guided.cu build_tables; 4 by default). Drawn times
+/// the likelihood N(a_K y; A x, n^2 I) (n = a_K sigma_y) exactly by the perturbation form with M = v_f A A^T and
+/// V = n^2 I + M:
+///   x = mu + v_f A^T V^-1 (a_K y - A mu - delta),  delta ~ N(0, n^2 I + n^4 M^-1) = D zeta,
+/// so that A x - A mu ~ N(M V^-1 (a_K y - A mu), n^2 M V^-1), the exact conditional of the observed part (as
+/// final_transition_draw, with C = v_f I). V^-1 is the precision table of transition k, built with v_f as the
+/// kernel's variance, so that the weighting's predictive N(a_K y; A mu, V) is the transition's weight whatever the
+/// draw (fully adapted; the deterministic step's likelihood at one point per particle degenerates once sigma_y is far
+/// below the spread s |A| / a of A m). In: zy the d_y normals zeta; t d_y scratch. Costs the Gaussian mutation's
+/// O(d d_y + d_y^2) per particle (O(d_y) with masks).
+template <class X, class Z, class T>
+DS_HD_INLINE void linear_final_draw(const guided_params& p, std::int64_t k, std::int64_t b, X& xi, Z& zy, T& t) {
+  const int dy = p.d_y;
+  const bool diagonal = p.mask != nullptr;
+  const float* D = p.final_noise + b * (diagonal ? dy : static_cast<std::int64_t>(dy) * dy);
+  // delta = D zeta in place: row o of the lower factor reads zeta_0 .. zeta_o, so the rows go in descending order.
+  for (int o = dy - 1; o >= 0; --o) {
+    if (diagonal) {
+      zy[o] = D[o] * zy[o];
+      continue;
+    }
+    float acc = 0;
+    for (int e = 0; e <= o; ++e) acc += D[o * dy + e] * zy[e];
+    zy[o] = acc;
+  }
+  guided_residual(p, b, p.steps[k].a_next, xi, t, 1.f, zy);  // t = a_K y - A mu - delta
+  const float* P = guided_precision(p, k, b);
+  const float vf = p.final_var[b];
+  for (int o = 0; o < dy; ++o) zy[o] = vf * guided_precision_row(p, P, o, t);
+  guided_add_rows(p, b, zy, xi);
+}
+
 /// Mutation of transition k from the (resampled) kernel means mu: an exact draw of
 /// N(x; mu, sig^2 I) g_{k+1}(x) / Z by the perturbation (Matheron) form of the Kalman update:
 ///   x' = mu + sig z,  t = a_next y - A x' - sigma_{y,k+1} z_y,  x = x' + sig^2 A^T S^-1 t,
@@ -584,7 +631,10 @@ struct guided_mutate_functor {
       else
         zy[j - p.d] = z;
     });
-    if (sig == 0.f) return;  // a deterministic kernel: x = mu exactly
+    if (sig == 0.f) {  // a deterministic kernel: x = mu exactly, but for the linear potentials' last transition
+      if (p.final_noise != nullptr && final_transition(st)) linear_final_draw(p, k, b, xi, zy, t);
+      return;
+    }
     // t = a_next y - A x' - noise z_y, u = sig^2 S^-1 t (into z_y's slots, spent), then x = x' + A^T u.
     guided_residual(p, b, st.a_next, xi, t, noise, zy);
     const float* P = guided_precision(p, k, b);
@@ -803,10 +853,6 @@ struct moment_stage_functor {
     guided_add_row(p, b, next, 1.f, vi);
   }
 };
-
-/// The deterministic DDPM / DDIM step to s = 0 (x' = c0 m: no noise, and no c1 x term, which only that step lacks;
-/// check_grid() puts s > 0 at the start of every step), the grid's last step with moment or twisted potentials.
-DS_HD_INLINE bool final_transition(const guided_step& st) { return st.sig == 0.f && st.c1 == 0.f; }
 
 /// The twisted SMC's last transition, from x at the last noisy point (a, s) to s = 0, as the Gaussian moment of
 /// p(x_0 | x) conditioned on y: the kernel N(m, C_r), C_r = C A^T M^-1 A C the part of C = Cov(x_0 | x) = (s^2 / a) J

@@ -100,7 +100,11 @@ struct guided_problems {
 /// The intermediate potentials of guided_sampler::smc (README: "Moment-projected potentials").
 enum class guided_potentials : int {
   /// g_k(x) = N(a_k y; A x, sigma_{y,k}^2 I) with sigma_{y,k}^2 = a_k^2 sigma_y^2 + s_k^2 c (guided_options::
-  /// potential_spread): weights by their exact predictive, exact Gaussian mutation.
+  /// potential_spread): weights by their exact predictive, exact Gaussian mutation. On a grid ending at s = 0 the
+  /// last transition is fully adapted without JVPs: the kernel N(m, v_f P_A) in the observed directions (P_A the
+  /// projector on the rows of A, v_f = c (a_K s / a)^2 at the last noisy point (a, s), c the spread per unit of
+  /// squared row norm) drawn times the likelihood, weight its predictive, so log Z-hat and the samples stay right at
+  /// small sigma_y (README: "Accuracy at small sigma_y").
   linear = 0,
   /// g_k(x) = N(y; A m(x), sigma_y^2 I + A Cov(x0 | x) A^T), m the denoiser and Cov(x0 | x) = (s^2 / a) J from d_y
   /// Jacobian-vector products per particle (what a neural prior gives: no closed form of the prior is used); the

@@ -57,6 +57,25 @@ void mutate_pack(const kernels::guided_mutate_functor& m, const pack_rows& pk, f
       const fpack value = sig2 * precision_row(p, P, o, t);
       add_operator_row(p, b, o, value, xs);
     }
+  } else if (p.final_noise != nullptr && kernels::final_transition(st)) {
+    // kernels::linear_final_draw: delta = D zeta in place (rows in descending order), t = a_K y - A mu - delta,
+    // x = mu + A^T (v_f V^-1 t).
+    const bool diagonal = p.mask != nullptr;
+    const float* D = p.final_noise + b * (diagonal ? dy : static_cast<std::int64_t>(dy) * dy);
+    for (int o = dy - 1; o >= 0; --o) {
+      if (diagonal) {
+        zy[o] = fpack(D[o]) * zy[o];
+        continue;
+      }
+      fpack acc(0.f);
+      for (int e = 0; e <= o; ++e) acc = acc + fpack(D[o * dy + e]) * zy[e];
+      zy[o] = acc;
+    }
+    residual(p, b, st.a_next, xs, t, 1.f, zy);
+    const float* P = kernels::guided_precision(p, m.k, b);
+    const fpack v(p.final_var[b]);
+    for (int o = 0; o < dy; ++o) zy[o] = v * precision_row(p, P, o, t);
+    for (int o = 0; o < dy; ++o) add_operator_row(p, b, o, zy[o], xs);
   }
   pk.store(xs, m.x, d);
 }

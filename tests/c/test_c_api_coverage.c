@@ -557,7 +557,11 @@ G_ROW(dcps_absolute_step, o->sampler = DS_GUIDED_DCPS; o->dcps_blocks = 2; o->dc
       o->dcps_absolute_step = 1)
 G_ROW(potentials, , o->potentials = DS_POTENTIALS_MOMENT)
 G_ROW(grid, , o->grid = DS_GUIDED_GRID_SQRT_ALPHA_BAR)
-G_ROW(start_correction, o->potentials = DS_POTENTIALS_LINEAR, o->start_correction = 1)
+/* start_correction changes the first weights only, and little where the grid starts near pure noise: from t = 0.3 and
+ * resampling at every step the particles show it. */
+G_ROW(start_correction,
+      o->potentials = DS_POTENTIALS_LINEAR; o->schedule.t_start = 0.3; o->resampling.ess_threshold = 1,
+      o->start_correction = 1)
 G_ROW(multistep_kernel, o->potentials = DS_POTENTIALS_LINEAR, o->multistep_kernel = 1)
 G_ROW(operator_path, o->sampler = DS_GUIDED_DPS; o->operator_path = DS_MIXTURE_PATH_DIRECT,
       o->operator_path = DS_MIXTURE_PATH_GEMM)
