@@ -489,6 +489,10 @@ typedef struct ds_guided_report2 {
   int multistep_kernel; /**< smc: 1 when the multistep backward kernel ran (likewise), else 0; 0 for the others */
   int64_t final_moves;  /**< smc: the final MALA moves that ran per sample (options.final_moves with -1 resolved; 0
                              without outputs.samples); 0 for the other samplers */
+  /** smc: the ESS threshold that ran (options.resampling.ess_threshold with -1 resolved: 0.2 with the automatic
+   *  potentials resolved to twisted, else 0.5; diffsample::guided_report::ess_threshold); 0 for the other samplers.
+   *  Second layout: a caller of the first (sizeof up to final_moves) gets the fields before it. */
+  double ess_threshold;
 } ds_guided_report2;
 
 /** Opaque exact posterior mixture of a mixture prior under a dense linear-Gaussian observation. */

@@ -1646,9 +1646,10 @@ class SamplingPlan:
     def report(self) -> dict:
         """A guided plan's report: the settings it runs, as guided_sample()'s 'report' gives them (the same keys:
         'executor', 'launches', 'operator_path', 'potentials', 'start_correction', 'multistep_kernel',
-        'final_moves'), so that a caller driving the plan with its own model sees what the automatic settings
-        resolved to. Set when the plan is made (host-only): for smc, potentials='automatic' resolves to 'linear' in a
-        plan (guided_sample() may run 'twisted' ones); final_moves is 0 (a plan runs none); operator_path is 'gemm'
+        'final_moves', 'ess_threshold'), so that a caller driving the plan with its own model sees what the automatic
+        settings resolved to. Set when the plan is made (host-only): for smc, potentials='automatic' resolves to
+        'linear' in a plan (guided_sample() may run 'twisted' ones), and the automatic ESS threshold (-1) to 0.5 with
+        them; final_moves is 0 (a plan runs none); operator_path is 'gemm'
         where the tells apply a dense operator as matrix products, else 'direct': the path guided_sample() resolves
         for the same options (dps and pigdm; tmpd on the CPU), which the plan runs; launches is 0
         (a plan's launches are its tells'). Fed the mixture's own model, a plan that runs what guided_sample() runs
@@ -1952,11 +1953,12 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
     refused, naming the argument.
 
     Returns a dict of the named outputs (new arrays) plus 'report' ({'executor', 'launches', 'operator_path',
-    'potentials', 'start_correction', 'multistep_kernel', 'final_moves'}: the executor that ran, the launches, 'gemm'
-    or 'direct', the path the operator's products took, and for smc the potentials that ran ('automatic' resolved:
-    'twisted' or 'linear'), whether the start correction and the multistep kernel ran and the final moves per sample
-    (final_moves=-1 or 'auto', the default, resolved: 4 with the twisted potentials, else 0); the other samplers:
-    'linear', False, False, 0). Asynchronous on
+    'potentials', 'start_correction', 'multistep_kernel', 'final_moves', 'ess_threshold'}: the executor that ran, the
+    launches, 'gemm' or 'direct', the path the operator's products took, and for smc the potentials that ran
+    ('automatic' resolved: 'twisted' or 'linear'), whether the start correction and the multistep kernel ran, the
+    final moves per sample (final_moves=-1 or 'auto', the default, resolved: 4 with the twisted potentials, else 0)
+    and the ESS threshold (-1, the default, resolved: 0.2 with the twisted potentials, else 0.5); the other samplers:
+    'linear', False, False, 0, 0.0). Asynchronous on
     CUDA (read the outputs after the stream); on the CPU it returns when done. Raises InvalidArgument for
     inconsistent sizes, non-finite values, a non-positive sigma_y, an invalid schedule or options, before anything
     runs.

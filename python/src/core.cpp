@@ -1139,6 +1139,7 @@ nb::dict guided_report_dict(const ds::guided_report& r) {
   dct["start_correction"] = r.start_correction;
   dct["multistep_kernel"] = r.multistep_kernel;
   dct["final_moves"] = r.final_moves;
+  dct["ess_threshold"] = r.ess_threshold;
   return dct;
 }
 

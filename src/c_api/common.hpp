@@ -383,7 +383,8 @@ DS_LAYOUT(ds_resampling_options)
 DS_LAYOUT(ds_guided_outputs)
 DS_LAYOUT(ds_discrete_options)
 DS_LAYOUT(ds_evaluate_options)
-DS_LAYOUT(ds_guided_report2)
+// ds_guided_report2: the first layout ended with final_moves; the second appends ess_threshold.
+DS_LAYOUT(ds_guided_report2, offsetof(ds_guided_report2, ess_threshold), )
 // ds_guided_problems: the first layout ended with mask_gains; the second appends the SVD operators.
 DS_LAYOUT(ds_guided_problems, offsetof(ds_guided_problems, svd_count), )
 // ds_guided_options: the first layout ended with seed; the second appends dps_step and the diffpir and skrock

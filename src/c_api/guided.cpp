@@ -174,6 +174,7 @@ ds_guided_report2 to_c_report(const ds::guided_report& r) {
   c.start_correction = r.start_correction ? 1 : 0;
   c.multistep_kernel = r.multistep_kernel ? 1 : 0;
   c.final_moves = r.final_moves;
+  c.ess_threshold = r.ess_threshold;
   return c;
 }
 

@@ -295,9 +295,12 @@ static void test_guided_report2(ds_mixture* m) {
   CHECK_OK(ds_guided_report2_init(&r2, sizeof r2));
   CHECK(r2.struct_size == sizeof r2 && r2.ran == DS_EXECUTOR_AUTOMATIC && r2.launches == 0 &&
         r2.operator_path == DS_MIXTURE_PATH_DIRECT && r2.potentials == DS_POTENTIALS_LINEAR &&
-        r2.start_correction == 0 && r2.multistep_kernel == 0 && r2.final_moves == 0);
+        r2.start_correction == 0 && r2.multistep_kernel == 0 && r2.final_moves == 0 && r2.ess_threshold == 0);
   EXPECT_INVALID(ds_guided_report2_init(NULL, sizeof r2), "ds_guided_report2");
-  EXPECT_INVALID(ds_guided_report2_init(&r2, sizeof r2 - 8), "ds_guided_report2");
+  /* sizeof r2 - 8 is the first layout's (up to final_moves), which is known; 4 bytes less is no layout. */
+  CHECK_OK(ds_guided_report2_init(&r2, offsetof(ds_guided_report2, ess_threshold)));
+  EXPECT_INVALID(ds_guided_report2_init(&r2, sizeof r2 - 4), "ds_guided_report2");
+  CHECK_OK(ds_guided_report2_init(&r2, sizeof r2));
   CHECK(r2.struct_size == sizeof r2);
 
   /* Automatic (the defaults), d_y = 1: twisted, both corrections, 4 moves; the same run as ds_guided_sample. */
@@ -311,7 +314,7 @@ static void test_guided_report2(ds_mixture* m) {
   CHECK(memcmp(s1, s2, sizeof s1) == 0 && z1 == z2);
   CHECK(r2.struct_size == sizeof r2 && r2.ran == r1.ran && r2.ran == DS_EXECUTOR_CPU && r2.launches == r1.launches);
   CHECK(r2.potentials == DS_POTENTIALS_TWISTED && r2.start_correction == 1 && r2.multistep_kernel == 1 &&
-        r2.final_moves == 4 && r2.operator_path == DS_MIXTURE_PATH_DIRECT);
+        r2.final_moves == 4 && r2.operator_path == DS_MIXTURE_PATH_DIRECT && r2.ess_threshold == 0.2);
   /* Without outputs.samples the moves do not run. */
   out.samples = NULL;
   CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
@@ -324,7 +327,7 @@ static void test_guided_report2(ds_mixture* m) {
   go.final_moves = 2;
   CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
   CHECK(r2.potentials == DS_POTENTIALS_LINEAR && r2.start_correction == 1 && r2.multistep_kernel == 0 &&
-        r2.final_moves == 2);
+        r2.final_moves == 2 && r2.ess_threshold == 0.5);
   go.potentials = DS_POTENTIALS_TWISTED;
   go.start_correction = 0;
   go.final_moves = 0;

@@ -33,7 +33,10 @@ GUIDED = [
     ("sampler", {}, "dps"), ("steps", {}, 6), ("seed", {}, 7), ("ddim", {}, True),
     ("eta", {"ddim": True}, 0.5),
     ("potential_spread", {"potentials": "linear"}, 2.0), ("potentials", {}, "moment"), ("grid", {}, "sqrt_alpha_bar"),
-    ("start_correction", {"potentials": "linear"}, True), ("schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
+    # (the start correction changes the first weights only, little from t = 1: from t = 0.3, resampling every step)
+    ("start_correction", {"potentials": "linear", "resampling": {"ess_threshold": 1.0},
+                          "schedule": ds.NoiseSchedule.vp_linear().with_grid("uniform", 0.3, 0.0)}, True),
+    ("schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
     # (the scheme shows where the run resamples: the default threshold, 0.2 with the twisted potentials, does not here)
     ("resampling", {"resampling": {"ess_threshold": 1.0}}, {"scheme": "multinomial", "ess_threshold": 1.0}),
     ("resampling", {}, {"ess_threshold": 1.0}),
@@ -100,7 +103,8 @@ PLANS = [  # (constructor, keyword, base settings, changed value)
     ("diffusion", "eta", {"sampler": "ddim"}, 0.5),
     ("diffusion_plan", "schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
     ("diffusion_plan", "sampler", {}, "ddim"),
-    ("guided", "resampling", {}, {"scheme": "multinomial"}),
+    # (the scheme shows where the plan resamples: at threshold 1, every step)
+    ("guided", "resampling", {"resampling": {"ess_threshold": 1.0}}, {"scheme": "multinomial", "ess_threshold": 1.0}),
     ("guided", "schedule", {}, ds.NoiseSchedule.vp_linear(0.2, 15.0)),
     ("guided", "diffpir_zeta", {"sampler": "diffpir"}, 0.3),
 ]

@@ -213,9 +213,10 @@ def test_guided_plan_reports_the_settings_it_runs(mixture2):
     plan = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **opts)
     made = plan.report()
     assert made == {"executor": "cpu", "launches": 0, "operator_path": "direct", "potentials": "linear",
-                    "start_correction": False, "multistep_kernel": False, "final_moves": 0}
+                    "start_correction": False, "multistep_kernel": False, "final_moves": 0, "ess_threshold": 0.5}
     automatic = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=("samples",), **opts)["report"]
-    assert (automatic["potentials"], automatic["start_correction"], automatic["final_moves"]) == ("twisted", True, 4)
+    assert (automatic["potentials"], automatic["start_correction"], automatic["final_moves"],
+            automatic["ess_threshold"]) == ("twisted", True, 4, 0.2)
     explicit = dict(opts, potentials=made["potentials"], start_correction=made["start_correction"],
                     multistep_kernel=made["multistep_kernel"], final_moves=made["final_moves"])
     fused = ds.guided_sample(mixture2, A2, Y2, SIGMA2, outputs=names, **explicit)

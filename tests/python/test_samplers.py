@@ -239,6 +239,7 @@ def test_guided_final_moves_default_to_automatic():
     assert ds.GuidedOptions().final_moves == -1
     default = ds.guided_sample(prior, A, y, sy, **kw)
     assert default["report"]["final_moves"] == 4 and default["report"]["potentials"] == "twisted"
+    assert default["report"]["ess_threshold"] == 0.2
     explicit = ds.guided_sample(prior, A, y, sy, potentials="twisted", start_correction=True, multistep_kernel=True,
                                 final_moves=4, resampling={"ess_threshold": 0.2}, **kw)
     np.testing.assert_array_equal(default["samples"], explicit["samples"])
@@ -253,7 +254,9 @@ def test_guided_final_moves_default_to_automatic():
     off = ds.guided_sample(prior, A, y, sy, final_moves=0, **kw)
     assert off["report"]["final_moves"] == 0
     assert not np.array_equal(default["samples"], off["samples"])
-    assert ds.guided_sample(prior, A, y, sy, potentials="linear", **kw)["report"]["final_moves"] == 0
+    linear = ds.guided_sample(prior, A, y, sy, potentials="linear", **kw)["report"]
+    assert linear["final_moves"] == 0 and linear["ess_threshold"] == 0.5
+    assert ds.guided_sample(prior, A, y, sy, sampler="dps", particles=16, steps=4)["report"]["ess_threshold"] == 0.0
     for bad in ("often", -2):
         with pytest.raises(ds.InvalidArgument, match="final_moves"):
             ds.guided_sample(prior, A, y, sy, final_moves=bad, **kw)
