@@ -191,7 +191,8 @@ TEST(Guided, TwistedPotentialsLogNormaliser) {
 // for every replica and coordinate the samples' mean within 0.5 posterior sd of the exact mean (4 standard errors at
 // an effective sample size of N / 4 = 64) and their sd within a factor 1 +- 0.35 of the exact sd (4 relative
 // standard errors 1 / sqrt(2 x 64)).
-void check_small_noise(const ds::guided_options& given, const char* name) {
+void check_small_noise(const ds::guided_options& given, const char* name,
+                       ds::executor where = ds::executor::cpu) {
   const std::int64_t d = 2, dy = 2, B = 8, N = 256, K = 100;
   benchmark_problem p{ds::gaussian_mixture(d, {0.3, 0.7}, {-2.0, -1.7, 2.0, 1.8}, {1.0, 1.0, 1.0, 1.0}), {}};
   const std::vector<double> A = {1.0, 0.3, -0.4, 0.9};
@@ -205,7 +206,7 @@ void check_small_noise(const ds::guided_options& given, const char* name) {
   o.steps = K;
   o.seed = 21;
   o.final_moves = 0;
-  const smc_result r = run(p, replicate(p.observation, B), o);
+  const smc_result r = run(p, replicate(p.observation, B), o, where);
   std::vector<double> lz(r.log_z.begin(), r.log_z.end());
   for (double v : lz) ASSERT_TRUE(std::isfinite(v)) << name;
   const double err = std::abs(ds::testing::mean(lz) - exact), se = std::sqrt(ds::testing::variance(lz) / double(B));
@@ -246,6 +247,14 @@ TEST(Guided, LinearLogNormaliserAndSamplesAtSmallNoise) {
   ds::guided_options o;
   o.potentials = ds::guided_potentials::linear;
   check_small_noise(o, "linear potentials");
+}
+
+// The same on the CUDA executor (kernels::linear_final_draw in guided_mutate_functor, coordinate-major).
+TEST(Guided, GpuLinearLogNormaliserAndSamplesAtSmallNoise) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  ds::guided_options o;
+  o.potentials = ds::guided_potentials::linear;
+  check_small_noise(o, "linear potentials, cuda", ds::executor::cuda);
 }
 
 // The same at d_y > 8, where the default (automatic) potentials are the linear ones, with a mask operator (the
