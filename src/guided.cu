@@ -1168,6 +1168,17 @@ void run_mutation(executor where, std::int64_t count, const kernels::guided_muta
   }
 }
 
+/// The final resample-move over `count` samples: on packs of samples on a SIMD CPU target (cpu::run_final_moves),
+/// else the functor per sample.
+void run_final_moves(executor where, std::int64_t count, const kernels::final_move_functor& moves,
+                     cudaStream_t stream) {
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar)
+    cpu::run_final_moves(target, moves);
+  else
+    kernels::for_each_index<128>(where, count, moves, stream);
+}
+
 /// The options of an SMC run's final resampling, the samples' draw: every problem with a positive weight resamples,
 /// at step K + 1 of the particles' streams.
 resampling_options final_resampling(resampling_options ro, std::int64_t K) {
@@ -1747,8 +1758,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       kernels::final_move_params q = final_move_settings(l, ws, a, prior_curvature, o, K, d);
       q.channel = p.channels.at(K, float(a), 0.f);
       float* moves = reinterpret_cast<float*>(ws + l.moves);
-      kernels::for_each_index<128>(
-          where, BN, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BN * d}, stream);
+      run_final_moves(where, BN, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BN * d},
+                      stream);
       ++report.launches;
     }
   }
@@ -2344,8 +2355,8 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
         q.channel = one.at(0, float(a), 0.f);
       }
       float* moves = reinterpret_cast<float*>(ws + l.moves);
-      kernels::for_each_index<128>(
-          where, BL, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BL * d}, stream);
+      run_final_moves(where, BL, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BL * d},
+                      stream);
       ++report.launches;
     }
   }

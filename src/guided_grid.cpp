@@ -275,9 +275,14 @@ guided_options resolve_options(std::int64_t d, const guided_problems& pr, const 
   o.potentials = guided_potentials::linear;
   // The plan's model is the caller's (it may not answer Jacobian products); the other samplers have no potentials.
   if (route == resolve_route::plan || o.sampler != guided_sampler::smc) return o;
-  if (pr.d_y > kernels::moment_potential_max_dy) return o;
   const std::vector<schedule_point> pts = o.schedule.points(o.steps);
   if (!(pts.back().s == 0.0)) return o;
+  if (pr.d_y > kernels::moment_potential_max_dy) {
+    // Linear potentials on a grid ending at s = 0 (d_y above the twisted potentials' limit): the final moves, as
+    // below, with automatic_linear_final_moves.
+    if (automatic_moves && o.final_resample) o.final_moves = automatic_linear_final_moves;
+    return o;
+  }
   o.potentials = guided_potentials::twisted;
   o.start_correction = true;
   double h_prev = 0, h = 0;

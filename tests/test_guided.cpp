@@ -260,13 +260,14 @@ TEST(Guided, GpuLinearLogNormaliserAndSamplesAtSmallNoise) {
 // The same at d_y > 8, where the default (automatic) potentials are the linear ones, with a mask operator (the
 // diagonal branch of linear_final_draw; gains 0.5 .. 1.4): d = 12, 10 observed coordinates, sigma_y = 1e-3, a
 // two-mode prior 0.4 N(-1.5 1, 0.8 I) + 0.6 N(1.5 1, 0.6 I), y from a point of the second mode. B = 8 replicas of
-// N = 1024, 100 steps. Asserted: log Z-hat within 4 se + 0.5 of log p(y) (0.5: the linear filter's own bias at this
-// d_y, whose ESS falls to about 130 of 1024 at the last noisy points; measured error -0.38, se 0.25), and for every
-// replica and observed coordinate the samples' mean within 0.5 posterior sd and their sd within 1 +- 0.35 of the
-// exact sd (measured: 0.08 sd and 0.06 at most). The two unobserved coordinates are printed, not asserted: the
-// linear filter's ancestry at d_y = 10 leaves them off by up to 1.1 sd (sd ratio 0.3) whatever its last step.
-// Seen failing with the deterministic last step: log Z-hat -8876 against -6.35, final ESS 1, the observed
-// coordinates' means 97 sd off.
+// N = 1024, 100 steps, the default options (linear potentials, automatic_linear_final_moves = 10 final moves).
+// Asserted: log Z-hat within 4 se + 0.5 of log p(y) (0.5: the linear filter's own bias at this d_y, whose ESS falls
+// to about 130 of 1024 at the last noisy points; measured error -0.38, se 0.25), and for every replica and
+// coordinate the samples' mean within 0.5 posterior sd and their sd within 1 +- 0.35 of the exact sd (measured: 0.09
+// sd and 0.06 at most over the observed coordinates, 0.08 sd and 0.05 over the two unobserved ones). Seen failing
+// with the deterministic last step: log Z-hat -8876 against -6.35, final ESS 1, the observed coordinates' means 97 sd
+// off; and without the final moves: the unobserved coordinates 1.14 sd off, sd ratio 0.30 (the linear filter's
+// ancestry at d_y = 10, which its last step does not change).
 TEST(Guided, DefaultPotentialsAtSmallNoiseWithAMaskOfTenRows) {
   const std::int64_t d = 12, dy = 10, B = 8, N = 1024, K = 100;
   std::vector<double> mu(2 * d), v(2 * d);
@@ -323,7 +324,6 @@ TEST(Guided, DefaultPotentialsAtSmallNoiseWithAMaskOfTenRows) {
       double* w = worst[observed[j] ? 1 : 0];
       w[0] = std::max(w[0], std::abs(m - mean[j]) / sd);
       w[1] = std::max(w[1], std::abs(s / sd - 1.0));
-      if (!observed[j]) continue;
       EXPECT_LE(std::abs(m - mean[j]), 0.5 * sd) << "replica " << b << ", coordinate " << j;
       EXPECT_NEAR(s / sd, 1.0, 0.35) << "replica " << b << ", coordinate " << j;
     }
@@ -1547,11 +1547,13 @@ TEST(Guided, DefaultPotentialsResolvePerRun) {
 // automatic potentials resolve to twisted (d_y = 3, a grid ending at s = 0) the default run is, bit for bit, the run
 // with twisted potentials, both corrections and automatic_final_moves = 4 final moves given explicitly (and not the
 // one without moves, nor with 3 or 5), and needs its workspace; explicit final_moves = 0 is that run without moves.
-// Where they resolve to linear (d_y = 9; a grid ending at t = 0.05, where explicit moves are refused) it is the run
-// without moves, refused nowhere; with potentials given explicitly (twisted) too. The report names the moves that ran
-// (none without outputs.samples). -2 is refused, naming options.final_moves. Seen failing with the resolution giving
-// 0 moves (the d_y = 3 default run was the run without moves), with it giving 4 whatever the potentials resolved to
-// (d_y = 9 and t_end = 0.05 refused: the moves need a grid ending at s = 0 / ran at d_y = 9), and with -2 accepted as
+// Where they resolve to linear on a grid ending at s = 0 (d_y = 9) it is the linear run with
+// automatic_linear_final_moves = 10 moves (not 0, not 4); on a grid ending at t = 0.05, where explicit moves are
+// refused, the run without moves, refused nowhere; with potentials given explicitly (twisted or linear) the run
+// without moves. The report names the moves that ran (none without outputs.samples). -2 is refused, naming
+// options.final_moves. Seen failing with the resolution giving 0 moves (the d_y = 3 default run was the run without
+// moves), with it giving 4 whatever the potentials resolved to (t_end = 0.05 refused: the moves need a grid ending at
+// s = 0), with the linear resolution giving none (d_y = 9: the run without moves), and with -2 accepted as
 // automatic.
 TEST(Guided, DefaultFinalMovesResolvePerRun) {
   const benchmark_problem p = make_problem(4, 5);
@@ -1604,10 +1606,16 @@ TEST(Guided, DefaultFinalMovesResolvePerRun) {
     }
   }
   {
+    ASSERT_EQ(ds::automatic_linear_final_moves, 10);
     const ds::guided_problems g = random_problems(p.prior, 9, 8);
-    EXPECT_TRUE(run_all(p.prior, g, o) == run_all(p.prior, g, explicit_run(ds::guided_potentials::linear, false, 0)))
-        << "d_y = 9: not the linear run without moves";
-    EXPECT_EQ(report(g, o, true), 0);
+    const all_outputs automatic = run_all(p.prior, g, o);
+    EXPECT_TRUE(automatic == run_all(p.prior, g, explicit_run(ds::guided_potentials::linear, false, 10)))
+        << "d_y = 9: not the linear run with 10 final moves";
+    EXPECT_FALSE(automatic == run_all(p.prior, g, explicit_run(ds::guided_potentials::linear, false, 0)));
+    EXPECT_FALSE(automatic == run_all(p.prior, g, explicit_run(ds::guided_potentials::linear, false, 4)));
+    EXPECT_EQ(report(g, o, true), 10);
+    EXPECT_EQ(report(g, o, false), 0) << "d_y = 9: no samples, no moves";
+    EXPECT_EQ(report(g, explicit_run(ds::guided_potentials::linear, false, -1), true), 0) << "explicit linear";
   }
   {
     const ds::guided_problems g = random_problems(p.prior, 3, 9);

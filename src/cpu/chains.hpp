@@ -152,6 +152,12 @@ struct guided_pass {
 };
 void run_guided_pass(simd_target t, const guided_pass& pass);
 
+/// The SMC's final resample-move (kernels::final_move_functor) over every sample, on packs of samples of one problem:
+/// the functor's arithmetic lane by lane (the prior's score by the chain samplers' channel_score), the normals and
+/// uniforms from the packs' Philox streams, the state kept in per-thread packs (the functor's scratch rows unused).
+/// Results depend on the target, not on the thread count or on which pack a sample falls in.
+void run_final_moves(simd_target t, const kernels::final_move_functor& f);
+
 /// One DPS / Pi-GDM stage (kernels::baseline_stage_functor: 0 the initial draw, 1 the guidance from the answer,
 /// 2 the update from J^T v) over every particle, on packs of particles of one problem: the functor's arithmetic lane
 /// by lane, the normals from the packs' Philox streams (the same guarantees as guided_pass).
@@ -189,6 +195,7 @@ void run_posterior_sample(simd_target t, const posterior_sample_args& a, double*
   void run_projection_keys(const double* u, int count, const float* x, std::int64_t n, std::int64_t d,          \
                            float* out, std::int64_t stride);                                                   \
   void run_guided_pass(const guided_pass& pass);                                                               \
+  void run_final_moves(const kernels::final_move_functor& f);                                                  \
   void run_plan_tell(const kernels::plan_tell_functor& f, std::int64_t n);                                     \
   void run_posterior_sample(const posterior_sample_args& a, float* out);                                        \
   void run_baseline_stage(const kernels::baseline_stage_functor& f);                                           \

@@ -63,6 +63,7 @@ void run_projection(simd_target, const double*, int, const float*, std::int64_t,
 void run_projection_keys(simd_target, const double*, int, const float*, std::int64_t, std::int64_t, float*,
                          std::int64_t) {}
 void run_guided_pass(simd_target, const guided_pass&) {}
+void run_final_moves(simd_target, const kernels::final_move_functor&) {}
 void run_plan_tell(simd_target, const kernels::plan_tell_functor&, std::int64_t) {}
 void run_denoiser_jvp(simd_target, const kernels::channel_view&, const float*, const float*, std::int64_t,
                       std::int64_t, float*) {}
@@ -96,6 +97,9 @@ void run_projection_keys(simd_target t, const double* u, int count, const float*
   DIFFSAMPLE_SIMD_DISPATCH(run_projection_keys(u, count, x, n, d, out, stride))
 }
 void run_guided_pass(simd_target t, const guided_pass& pass) { DIFFSAMPLE_SIMD_DISPATCH(run_guided_pass(pass)) }
+void run_final_moves(simd_target t, const kernels::final_move_functor& f) {
+  DIFFSAMPLE_SIMD_DISPATCH(run_final_moves(f))
+}
 
 void run_denoiser_jvp(simd_target t, const kernels::channel_view& c, const float* x, const float* v, std::int64_t n,
                       std::int64_t d, float* out) {

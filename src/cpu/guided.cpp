@@ -161,6 +161,129 @@ void diffpir_tell_pack(const kernels::diffpir_stage_functor& f, const pack_rows&
   pk.store(ms, f.m, d);
 }
 
+/// e = -A_b v (d_y packs; kernels::guided_residual_float with scale 0), the products and their sum in FP32.
+void negated_operator(const kernels::guided_params& p, std::int64_t b, const fpack* v, fpack* e) {
+  const float* A = p.A + b * p.A_stride;
+  if (p.mask != nullptr) {
+    const std::int32_t* index = p.mask + b * p.A_stride;
+    for (int o = 0; o < p.d_y; ++o) e[o] = fpack(0.f) - fpack(A[o]) * v[index[o]];
+    return;
+  }
+  for (int o = 0; o < p.d_y; ++o) {
+    const float* row = A + static_cast<std::int64_t>(o) * p.d;
+    fpack acc(0.f);
+    for (int j = 0; j < p.d; ++j) acc = acc - fpack(row[j]) * v[j];
+    e[o] = acc;
+  }
+}
+
+/// kernels::final_move_split on packs: e = -e - lambda mu (e held -A u_p), returns e^T W e, and W e into `into` when
+/// given (it may be mu: mu is read whole before).
+fpack final_move_split_packs(const kernels::guided_params& p, const kernels::final_move_params& q, std::int64_t b,
+                             float lambda, const fpack* mu, fpack* e, fpack* into) {
+  const int dy = p.d_y;
+  const fpack lam(lambda);
+  for (int o = 0; o < dy; ++o) e[o] = fpack(0.f) - e[o] - lam * mu[o];
+  fpack ewe(0.f);
+  if (p.mask != nullptr) {
+    const float* W = q.W + b * dy;
+    for (int o = 0; o < dy; ++o) {
+      const fpack we = fpack(W[o]) * e[o];
+      ewe = ewe + e[o] * we;
+      if (into != nullptr) into[o] = we;
+    }
+    return ewe;
+  }
+  const float* W = q.W + b * static_cast<std::int64_t>(dy) * dy;
+  for (int o = 0; o < dy; ++o) {
+    fpack we(0.f);
+    for (int c = 0; c < dy; ++c) we = we + fpack(W[o * dy + c]) * e[c];
+    ewe = ewe + e[o] * we;
+    if (into != nullptr) into[o] = we;
+  }
+  return ewe;
+}
+
+/// kernels::final_move_target on packs: log pi(v) (the prior's log-density at the channel (a_K, 0) less
+/// |r|^2 inv_s2 / 2, |r|^2 in FP64 per lane), grad = the prior's score, r = a y - A v (FP64 sums).
+fpack final_move_target_packs(const kernels::guided_params& p, const kernels::final_move_params& q, std::int64_t b,
+                              float inv_s2, fpack* v, fpack* grad, fpack* r) {
+  const span vs{v, p.d};
+  span gs{grad, p.d};
+  const fpack log_prior = kernels::channel_score<fpack>(q.channel, vs, gs);
+  residual(p, b, q.a, v, r);
+  dhalf lo{}, hi{};
+  for (int o = 0; o < p.d_y; ++o) {
+    dhalf rl, rh;
+    widen(r[o], rl, rh);
+    lo = lo + rl * rl;
+    hi = hi + rh * rh;
+  }
+  const double scale = 0.5 * double(inv_s2);
+  return log_prior - narrow(lo * scale, hi * scale);
+}
+
+/// kernels::final_move_functor on a pack of samples (rows of f.x), lane by lane: the same proposal, densities and
+/// Metropolis test, the normals and uniforms of the lanes' Philox streams (stream steps first_step + m); the state
+/// (x, its score and residual, log pi) stays in the thread's packs between moves, so that no scratch row is written.
+/// Scratch: 5 d + 4 d_y packs.
+void final_move_pack(const kernels::final_move_functor& f, const pack_rows& pk, fpack* scratch) {
+  const kernels::guided_params& p = f.p;
+  const kernels::final_move_params& q = f.q;
+  const int d = p.d, dy = p.d_y;
+  const std::int64_t b = pk.b;
+  fpack *xs = scratch, *gs = xs + d, *xps = gs + d, *gps = xps + d, *ns = gps + d;
+  fpack *r = ns + d, *rp = r + dy, *nu = rp + dy, *e = nu + dy;
+  pk.load(xs, f.x, d);
+  const float inv_s2 = p.inv_var[q.last * p.problems + b];
+  const float h = q.step, lambda = q.curvature;
+  const fpack half(0.5f * h), noise_x(ds_sqrt(h * lambda)), noise_y(ds_sqrt(h / inv_s2));
+  const fpack inv_lambda(1.f / lambda), inv_2h(1.f / (2.f * h)), inv_s2p(inv_s2);
+  fpack log_pi = final_move_target_packs(p, q, b, inv_s2, xs, gs, r);
+  for (int m = 0; m < q.moves; ++m) {
+    philox_pack rng(kernels::guided_seed(p), kernels::guided_stream(p, pk.i0, b),
+                    q.first_step + static_cast<std::uint64_t>(m));
+    rng.normals(d, [&](int j, fpack z) { ns[j] = noise_x * z; });   // n_p
+    rng.normals(dy, [&](int o, fpack z) { nu[o] = noise_y * z; });  // mu~ of n
+    fpack nn(0.f), nu2(0.f);
+    for (int j = 0; j < d; ++j) nn = nn + ns[j] * ns[j];
+    for (int o = 0; o < dy; ++o) nu2 = nu2 + nu[o] * nu[o];
+    negated_operator(p, b, ns, e);
+    const fpack nmn =
+        nn * inv_lambda + nu2 * inv_s2p - final_move_split_packs(p, q, b, lambda, nu, e, nullptr) * inv_lambda;
+    for (int j = 0; j < d; ++j) xps[j] = half * gs[j] + ns[j];
+    for (int o = 0; o < dy; ++o) rp[o] = half * r[o] + nu[o];
+    negated_operator(p, b, xps, e);
+    final_move_split_packs(p, q, b, lambda, rp, e, rp);  // rp = W e
+    for (int o = 0; o < dy; ++o) add_operator_row(p, b, o, fpack(0.f) - rp[o], xps);  // w_p - A^T W e
+    for (int j = 0; j < d; ++j) xps[j] = xs[j] + xps[j] * inv_lambda;
+    const fpack log_forward = fpack(0.f) - nmn * inv_2h;
+    const fpack log_pi_new = final_move_target_packs(p, q, b, inv_s2, xps, gps, rp);
+    fpack vv(0.f), psi2(0.f);
+    for (int j = 0; j < d; ++j) {
+      ns[j] = ns[j] + half * (gs[j] + gps[j]);
+      vv = vv + ns[j] * ns[j];
+    }
+    for (int o = 0; o < dy; ++o) {
+      nu[o] = nu[o] + half * (r[o] + rp[o]);
+      psi2 = psi2 + nu[o] * nu[o];
+    }
+    negated_operator(p, b, ns, e);
+    const fpack vmv =
+        vv * inv_lambda + psi2 * inv_s2p - final_move_split_packs(p, q, b, lambda, nu, e, nullptr) * inv_lambda;
+    const fpack log_backward = fpack(0.f) - vmv * inv_2h;
+    const fpack log_alpha = log_pi_new - log_pi + log_backward - log_forward;
+    const mpack accept = ds_log(rng.uniform()) < log_alpha;  // NaN: rejected
+    for (int j = 0; j < d; ++j) {
+      xs[j] = ds_select(accept, xps[j], xs[j]);
+      gs[j] = ds_select(accept, gps[j], gs[j]);
+    }
+    for (int o = 0; o < dy; ++o) r[o] = ds_select(accept, rp[o], r[o]);
+    log_pi = ds_select(accept, log_pi_new, log_pi);
+  }
+  pk.store(xs, f.x, d);
+}
+
 }  // namespace
 
 void run_guided_pass(const guided_pass& g) {
@@ -182,6 +305,12 @@ void run_guided_pass(const guided_pass& g) {
       weight_answer_pack(*g.weight_answer, pk, xs, ms, t);
     }
   });
+}
+
+void run_final_moves(const kernels::final_move_functor& f) {
+  const int d = f.p.d, dy = f.p.d_y;
+  for_each_particle_pack(f.p, 5 * static_cast<std::int64_t>(d) + 4 * dy,
+                         [&](const pack_rows& pk, fpack* scratch) { final_move_pack(f, pk, scratch); });
 }
 
 std::int64_t jvp_scratch_packs(int d, const kernels::channel_view& c) {
