@@ -448,7 +448,7 @@ TEST_F(Cli, SolveDefaultPotentials) {
 // (d_y = 3, the automatic potentials twisted) the default run gives, byte for byte, the run with --potentials twisted
 // --start-correction --multistep-kernel --final-moves 4, as do --final-moves auto, automatic and -1, and not the run
 // with --final-moves 0; the summary prints "final moves: automatic -> 4 per sample" and the report echoes the
-// setting as given and the moves that ran; on a problem with d_y = 9 (linear potentials) 10 run
+// setting as given and the moves that ran; on a problem with d_y = 9 (linear potentials) 20 run
 // (automatic_linear_final_moves); -2 and a bad
 // name are refused naming --final-moves (exit status 2). Seen failing with the library resolving -1 to 0 (the
 // default file was the --final-moves 0 one) and with the CLI's default left at 0.
@@ -496,7 +496,7 @@ TEST_F(Cli, SolveDefaultFinalMoves) {
   std::ofstream(path("dy9.json")) << file.dump();
   r = run(base + " --problem " + path("dy9.json"));
   ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_EQ(line(r), "final moves: automatic -> 10 per sample") << r.out;  // linear at d_y = 9
+  EXPECT_EQ(line(r), "final moves: automatic -> 20 per sample") << r.out;  // linear at d_y = 9
   for (const char* bad : {"-2", "several"}) {
     r = run(d10 + " --final-moves " + bad);
     EXPECT_EQ(r.rc, 2) << bad;

@@ -432,7 +432,7 @@ typedef struct ds_guided_options {
   /* Appended in the eleventh layout (a caller of an earlier one gets the defaults). */
   int64_t final_moves;       /**< SMC: preconditioned MALA steps per sample on p(x) p(y | x) after the final resampling,
                                   0..2^20, or -1 (default, automatic): 4 where DS_POTENTIALS_AUTOMATIC resolves to
-                                  twisted, 10 where it resolves to linear on a grid ending at s = 0 (d_y > 8), and the
+                                  twisted, 20 where it resolves to linear on a grid ending at s = 0 (d_y > 8), and the
                                   moves run (ds_guided_sample with final_resample, the distributed runs), else 0
                                   (diffsample::guided_options::final_moves; K > 0 not in a plan, where -1 resolves
                                   to 0) */

@@ -1956,7 +1956,7 @@ def guided_sample(prior: GaussianMixture, A: Operators, y: ProblemData, sigma_y:
     'potentials', 'start_correction', 'multistep_kernel', 'final_moves', 'ess_threshold'}: the executor that ran, the
     launches, 'gemm' or 'direct', the path the operator's products took, and for smc the potentials that ran
     ('automatic' resolved: 'twisted' or 'linear'), whether the start correction and the multistep kernel ran, the
-    final moves per sample (final_moves=-1 or 'auto', the default, resolved: 4 with the twisted potentials, 10 with
+    final moves per sample (final_moves=-1 or 'auto', the default, resolved: 4 with the twisted potentials, 20 with
     the automatic linear ones on a grid ending at s = 0 (d_y > 8), else 0)
     and the ESS threshold (-1, the default, resolved: 0.2 with the twisted potentials, else 0.5); the other samplers:
     'linear', False, False, 0, 0.0). Asynchronous on

@@ -100,7 +100,7 @@ const char* solve_usage =
     "                          particle; linear or twisted potentials; on with the automatic potentials' twisted)\n"
     "  --final-moves K|auto    after the final resampling, K preconditioned MALA steps per sample on p(x) p(y | x) at\n"
     "                          the grid's last point (one prior score per sample and step); auto (default, or -1):\n"
-    "                          4 where the automatic potentials run twisted, 10 where they run linear on a grid\n"
+    "                          4 where the automatic potentials run twisted, 20 where they run linear on a grid\n"
     "                          ending at t = 0 (d_y > 8), else 0 (the summary's final moves: line)\n"
     "  --final-move-step H     their step in the preconditioner's units (default 2 d^(-1/3))\n"
     "  --multistep-kernel      second-order multistep backward kernel: the kernel mean takes m_k + (m_k - m_{k-1}) /\n"

@@ -334,7 +334,7 @@ static void test_guided_report2(ds_mixture* m) {
   CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
   CHECK(r2.potentials == DS_POTENTIALS_TWISTED && r2.start_correction == 0 && r2.multistep_kernel == 0 &&
         r2.final_moves == 0);
-  /* Automatic at d_y = 9: linear, with the caller's multistep kernel and 10 moves (automatic_linear_final_moves). */
+  /* Automatic at d_y = 9: linear, with the caller's multistep kernel and 20 moves (automatic_linear_final_moves). */
   go.potentials = DS_POTENTIALS_AUTOMATIC;
   go.final_moves = -1;
   go.multistep_kernel = 1;
@@ -344,7 +344,7 @@ static void test_guided_report2(ds_mixture* m) {
   gp.y = y9;
   CHECK_OK(ds_guided_sample2(m, &gp, &go, &out, cpu, NULL, 0, &r2));
   CHECK(r2.potentials == DS_POTENTIALS_LINEAR && r2.start_correction == 0 && r2.multistep_kernel == 1 &&
-        r2.final_moves == 10);
+        r2.final_moves == 20);
   /* Another sampler: no potentials, nothing SMC's; the operator path it took (forced GEMM for DPS). SMC's outputs
      are refused for it (they were left unwritten), naming the output, and the samples stay as they were. */
   go.sampler = DS_GUIDED_DPS;
