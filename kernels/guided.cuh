@@ -83,8 +83,9 @@ struct guided_params {
   const std::int32_t* ancestors = nullptr;
   /// SMC with linear potentials on a grid that ends at s = 0: the last transition's kernel N(c0 m, v_f P_A) (P_A the
   /// projector on the rows of A) drawn times the likelihood by linear_final_draw(). Per problem the lower Cholesky
-  /// factor D of Cov(delta) = n^2 I + n^4 / v_f (A A^T)^-1 (d_y x d_y, row-major; masks: its diagonal, d_y) and v_f
-  /// (final_var, B values). nullptr: the deterministic last step (x = c0 m).
+  /// factor D of Cov(delta) = n^2 I + n^4 / v_f (A A^T + eps I)^-1 (eps = 1e-6 of A A^T's largest eigenvalue; d_y x
+  /// d_y, row-major; masks: its diagonal, d_y) and v_f (final_var, B values). nullptr: the deterministic last step
+  /// (x = c0 m).
   const float* final_noise = nullptr;
   const float* final_var = nullptr;
 };
