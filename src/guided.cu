@@ -999,6 +999,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   const double log_two_pi = kernels::log_two_pi<double>();
   std::vector<double> S(dy * dy), var(K + 1);
   std::vector<std::vector<double>> gram_inverse(static_cast<std::size_t>(sh.count));  // (A A^T + eps I)^-1, on demand
+  double first_constant = 0;  // problem 0's constant (before the reduction's outside part)
   for (std::int64_t b = 0; b < B; ++b) {
     const double* AAt = gram.data() + (sh.count == 1 ? 0 : b) * dy * dy;
     const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
@@ -1032,7 +1033,10 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     // the last transition's weight is log g_{K-1} itself: kernels::final_transition_draw), so no constant at all.
     double constant = moment ? 0.0 : -0.5 * double(dy) * (log_two_pi + std::log(var[0]));
     const int shift = moment ? 1 : 0;
-    for (std::int64_t k = 0; k < K; ++k) {
+    // One operator and one sigma_y: every problem's tables and constant are problem 0's (copied below), so the K
+    // factorisations of O(d_y^3) run once, not B times.
+    const bool as_first = b > 0 && sh.count == 1 && pr.sigma_y.size() == 1;
+    for (std::int64_t k = 0; k < K && !as_first; ++k) {
       const schedule_point& p = pts[k];
       const bool term = !twisted && !(moment && k + 1 == K);
       if (sh.mask) {  // A A^T and so S are diagonal: store 1 / S_ii
@@ -1081,6 +1085,14 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
       // log N(.; ., S) over log g_k: -1/2 log det S - d_y/2 log 2 pi + d_y/2 log(2 pi var_k).
       if (term) constant += -0.5 * logdet + 0.5 * double(dy) * std::log(var[k + shift]);
     }
+    if (as_first) {
+      const std::int64_t table = sh.mask ? dy : dy * dy;
+      for (std::int64_t k = 0; k < K; ++k)
+        std::copy(precision + k * B * table, precision + (k * B + 1) * table, precision + (k * B + b) * table);
+      constant = first_constant;
+    } else if (b == 0) {
+      first_constant = constant;
+    }
     // The rows outside the reduction's span leave the tables; their part of the last potential joins the constant:
     // log N(a_K U_perp^T y; 0, var_K I) = -(d_y - r)/2 log(2 pi var_K) - a_K^2 |U_perp^T y|^2 / (2 var_K) at the
     // grid's last point (a_K, s_K), which is the likelihood's log N(U_perp^T y; 0, sigma_y^2 I) (log_constant) at
@@ -1103,10 +1115,13 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
       // variance at the grid's last point; eps = 1e-6 of the largest eigenvalue of A A^T). eps only matters in the
       // directions A^T maps to (nearly) zero, where delta's spread is arbitrary: their columns of A^T are below 1e-3
       // of the largest, so their share of x is at most 1e-3 of the observed spread.
-      float* D = reinterpret_cast<float*>(blob.data() + l.final_noise) + b * dy * (sh.mask ? 1 : dy);
+      const std::int64_t per = dy * (sh.mask ? 1 : dy);
+      float* D = reinterpret_cast<float*>(blob.data() + l.final_noise) + b * per;
       const double n2 = var[K];
       const std::int64_t c = sh.count == 1 ? 0 : b;
-      if (sh.mask) {
+      if (as_first) {
+        std::copy(D - b * per, D - b * per + per, D);
+      } else if (sh.mask) {
         double largest = 0;
         for (std::int64_t i = 0; i < dy; ++i) largest = std::max(largest, AAt[i * dy + i]);
         const double eps = 1e-6 * largest;
