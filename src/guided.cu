@@ -658,9 +658,9 @@ layout make_layout(std::int64_t dim, const guided_problems& pr, const guided_opt
   // DPS and Pi-GDM on the CPU executor run step by step (baseline_stage_functor): B N shifts.
   const bool baseline = o.sampler == guided_sampler::dps || o.sampler == guided_sampler::pigdm;
   l.shift = put(baseline ? B * N * sizeof(float) : 0);
-  // The final moves' proposal noise (d floats per particle) and their d_y products (4 d_y); the gradients and the
-  // proposal reuse x, mu and mu2.
-  l.moves = put(moves ? B * N * (d + 4 * dy) * sizeof(float) : 0);
+  // The final moves' proposal noise (d floats per particle, then the midpoint of Simpson's rule), the prior's score
+  // at the midpoint (d) and their d_y products (4 d_y); the gradients and the proposal reuse x, mu and mu2.
+  l.moves = put(moves ? B * N * (2 * d + 4 * dy) * sizeof(float) : 0);
   // The multistep kernel's denoiser outputs of two consecutive transitions (guided_params::multistep_m).
   l.multistep_m = put(multistep ? 2 * B * N * d * sizeof(float) : 0);
   // The products' buffer (u = P r, and on the CUDA executor cuBLAS's workspace) after 256 bytes of slack, in which
@@ -1773,7 +1773,9 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       kernels::final_move_params q = final_move_settings(l, ws, a, prior_curvature, o, K, d);
       q.channel = p.channels.at(K, float(a), 0.f);
       float* moves = reinterpret_cast<float*>(ws + l.moves);
-      run_final_moves(where, BN, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BN * d},
+      run_final_moves(where, BN,
+                      kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BN * d,
+                                                  moves + 2 * BN * d},
                       stream);
       ++report.launches;
     }
@@ -2370,7 +2372,9 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
         q.channel = one.at(0, float(a), 0.f);
       }
       float* moves = reinterpret_cast<float*>(ws + l.moves);
-      run_final_moves(where, BL, kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BL * d},
+      run_final_moves(where, BL,
+                      kernels::final_move_functor{p, q, out.samples, mu, x, mu2, moves, moves + BL * d,
+                                                  moves + 2 * BL * d},
                       stream);
       ++report.launches;
     }
@@ -2986,13 +2990,13 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
   validate(d, given, options);
-  // The final moves need the prior's log-density (guided_sample() runs them on its mixture): a plan, whose prior is
-  // the caller's model, reads neither field (final_moves = 0, none, passes). operator_path is read as
+  // The final moves run in guided_sample() only (the plan has no stage for them, though they read nothing but the
+  // prior's score): a plan reads neither field (final_moves = 0, none, passes). operator_path is read as
   // guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample() resolves.
   const guided_options defaults;
   const std::string plan = std::string("a guided plan (sampler ") + to_string(options.sampler) + ")";
   detail::check_unread("options.final_moves", options.final_moves == defaults.final_moves || options.final_moves == 0,
-                       plan + ": the moves need the prior's log-density, and guided_sample() runs them on its mixture",
+                       plan + ": the moves run in guided_sample() only",
                        std::to_string(options.final_moves), "-1 (or 0, none)");
   detail::check_unread("options.final_move_step", options.final_move_step, defaults.final_move_step, plan);
   const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);

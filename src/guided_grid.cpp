@@ -287,8 +287,8 @@ guided_options resolve_options(std::int64_t d, const guided_problems& pr, const 
   o.start_correction = true;
   double h_prev = 0, h = 0;
   o.multistep_kernel = o.multistep_kernel || multistep_weights(pts, nullptr, &h_prev, &h) < 0;
-  // The final moves need the prior's log-density at the grid's last point (a run or a shard of the global distributed
-  // filter, which moves its own rows of the samples; not a plan) and the final resampling's samples.
+  // The final moves run where the prior's table reaches the grid's last point (a run or a shard of the global
+  // distributed filter, which moves its own rows of the samples; not a plan) on the final resampling's samples.
   if (automatic_moves && o.final_resample) o.final_moves = automatic_final_moves;
   if (automatic_threshold) o.resampling.ess_threshold = automatic_twisted_ess_threshold;
   return o;

@@ -167,7 +167,7 @@ TEST(UnreadOptions, GuidedSamplersRefuseTheFieldsTheyDoNotRead) {
   }
 }
 
-// A plan reads neither final-move field (the moves need the prior's log-density), while guided_sample() reads both.
+// A plan reads neither final-move field (it runs no final moves), while guided_sample() reads both.
 // A DPS or Pi-GDM plan reads operator_path as guided_sample() does (it runs the path guided_sample() resolves:
 // SamplingPlan.GuidedPlansRunTheOperatorPathGuidedSampleRuns).
 TEST(UnreadOptions, GuidedPlansRefuseTheFieldsOnlyTheFusedRunReads) {

@@ -253,11 +253,12 @@ struct guided_options {
   /// SMC: a final resample-move. After the final resampling each sample (outputs.samples) runs final_moves
   /// preconditioned MALA steps on p_a(x) N(a y; A x, a^2 sigma_y^2 I) at the grid's last point (a, 0), the exact
   /// posterior when the grid ends at t = 0 (a = 1), so that the samples carry no duplicated rows. The drift is the
-  /// prior's score at (a, 0) plus the likelihood's gradient; the Metropolis test takes log p_a(x) from the same
-  /// evaluation of the mixture (a model with no density has no exact test: README "Final resample-move"). The
+  /// prior's score at (a, 0) plus the likelihood's gradient; the Metropolis test reads the prior only through its
+  /// score, as a model gives it: log p_a(x') - log p_a(x) by Simpson's rule along the move (exact for a Gaussian
+  /// prior; README "Final resample-move"), the likelihood's part exactly. The
   /// preconditioner is M = (lambda I + A^T A / (a sigma_y)^2)^-1, lambda = max_k 1 / min_j v_kj / a^2 the prior's
-  /// largest curvature: within a mode of equal variances M is its exact posterior covariance. One evaluation of the
-  /// prior's score per sample and move. 0 .. limits::max_inner_steps; needs a grid ending at s = 0 and
+  /// largest curvature: within a mode of equal variances M is its exact posterior covariance. Two evaluations of the
+  /// prior's score per sample and move (the proposal and the midpoint). 0 .. limits::max_inner_steps; needs a grid ending at s = 0 and
   /// final_resample; not in an ask/tell plan (mpi::guided_sample runs them on each island, and in the global
   /// filter on each rank's rows of the samples, bit for bit one process's). -1 (default, automatic):
   /// automatic_final_moves where the automatic potentials resolve to twisted (potentials automatic, d_y <= 8, a grid

@@ -204,13 +204,13 @@ fpack final_move_split_packs(const kernels::guided_params& p, const kernels::fin
   return ewe;
 }
 
-/// kernels::final_move_target on packs: log pi(v) (the prior's log-density at the channel (a_K, 0) less
-/// |r|^2 inv_s2 / 2, |r|^2 in FP64 per lane), grad = the prior's score, r = a y - A v (FP64 sums).
+/// kernels::final_move_target on packs: the likelihood's part of log pi(v), -|r|^2 inv_s2 / 2 (|r|^2 in FP64 per
+/// lane), grad = the prior's score at the channel (a_K, 0), r = a y - A v (FP64 sums).
 fpack final_move_target_packs(const kernels::guided_params& p, const kernels::final_move_params& q, std::int64_t b,
                               float inv_s2, fpack* v, fpack* grad, fpack* r) {
   const span vs{v, p.d};
   span gs{grad, p.d};
-  const fpack log_prior = kernels::channel_score<fpack>(q.channel, vs, gs);
+  kernels::channel_score<fpack>(q.channel, vs, gs);  // its log-density is not read
   residual(p, b, q.a, v, r);
   dhalf lo{}, hi{};
   for (int o = 0; o < p.d_y; ++o) {
@@ -220,26 +220,26 @@ fpack final_move_target_packs(const kernels::guided_params& p, const kernels::fi
     hi = hi + rh * rh;
   }
   const double scale = 0.5 * double(inv_s2);
-  return log_prior - narrow(lo * scale, hi * scale);
+  return fpack(0.f) - narrow(lo * scale, hi * scale);
 }
 
 /// kernels::final_move_functor on a pack of samples (rows of f.x), lane by lane: the same proposal, densities and
-/// Metropolis test, the normals and uniforms of the lanes' Philox streams (stream steps first_step + m); the state
-/// (x, its score and residual, log pi) stays in the thread's packs between moves, so that no scratch row is written.
-/// Scratch: 5 d + 4 d_y packs.
+/// Metropolis test (the prior's part by Simpson's rule on its score), the normals and uniforms of the lanes' Philox
+/// streams (stream steps first_step + m); the state (x, its score and residual, the log-likelihood) stays in the
+/// thread's packs between moves, so that no scratch row is written. Scratch: 6 d + 4 d_y packs.
 void final_move_pack(const kernels::final_move_functor& f, const pack_rows& pk, fpack* scratch) {
   const kernels::guided_params& p = f.p;
   const kernels::final_move_params& q = f.q;
   const int d = p.d, dy = p.d_y;
   const std::int64_t b = pk.b;
-  fpack *xs = scratch, *gs = xs + d, *xps = gs + d, *gps = xps + d, *ns = gps + d;
-  fpack *r = ns + d, *rp = r + dy, *nu = rp + dy, *e = nu + dy;
+  fpack *xs = scratch, *gs = xs + d, *xps = gs + d, *gps = xps + d, *ns = gps + d, *gms = ns + d;
+  fpack *r = gms + d, *rp = r + dy, *nu = rp + dy, *e = nu + dy;
   pk.load(xs, f.x, d);
   const float inv_s2 = p.inv_var[q.last * p.problems + b];
   const float h = q.step, lambda = q.curvature;
   const fpack half(0.5f * h), noise_x(ds_sqrt(h * lambda)), noise_y(ds_sqrt(h / inv_s2));
   const fpack inv_lambda(1.f / lambda), inv_2h(1.f / (2.f * h)), inv_s2p(inv_s2);
-  fpack log_pi = final_move_target_packs(p, q, b, inv_s2, xs, gs, r);
+  fpack log_lik = final_move_target_packs(p, q, b, inv_s2, xs, gs, r);
   for (int m = 0; m < q.moves; ++m) {
     philox_pack rng(kernels::guided_seed(p), kernels::guided_stream(p, pk.i0, b),
                     q.first_step + static_cast<std::uint64_t>(m));
@@ -258,7 +258,7 @@ void final_move_pack(const kernels::final_move_functor& f, const pack_rows& pk, 
     for (int o = 0; o < dy; ++o) add_operator_row(p, b, o, fpack(0.f) - rp[o], xps);  // w_p - A^T W e
     for (int j = 0; j < d; ++j) xps[j] = xs[j] + xps[j] * inv_lambda;
     const fpack log_forward = fpack(0.f) - nmn * inv_2h;
-    const fpack log_pi_new = final_move_target_packs(p, q, b, inv_s2, xps, gps, rp);
+    const fpack log_lik_new = final_move_target_packs(p, q, b, inv_s2, xps, gps, rp);
     fpack vv(0.f), psi2(0.f);
     for (int j = 0; j < d; ++j) {
       ns[j] = ns[j] + half * (gs[j] + gps[j]);
@@ -272,14 +272,25 @@ void final_move_pack(const kernels::final_move_functor& f, const pack_rows& pk, 
     const fpack vmv =
         vv * inv_lambda + psi2 * inv_s2p - final_move_split_packs(p, q, b, lambda, nu, e, nullptr) * inv_lambda;
     const fpack log_backward = fpack(0.f) - vmv * inv_2h;
-    const fpack log_alpha = log_pi_new - log_pi + log_backward - log_forward;
+    const fpack rest = (log_lik_new - log_lik) + log_backward - log_forward;  // the test but the prior's part
+    // log p_a(x') - log p_a(x) by Simpson's rule on the score (ns, read, holds the midpoint now).
+    const fpack one_half(0.5f), four(4.f);
+    for (int j = 0; j < d; ++j) ns[j] = one_half * (xs[j] + xps[j]);
+    {
+      const span ms{ns, d};
+      span gm{gms, d};
+      kernels::channel_score<fpack>(q.channel, ms, gm);
+    }
+    fpack simpson(0.f);
+    for (int j = 0; j < d; ++j) simpson = simpson + (xps[j] - xs[j]) * (gs[j] + four * gms[j] + gps[j]);
+    const fpack log_alpha = simpson * fpack(1.f / 6.f) + rest;
     const mpack accept = ds_log(rng.uniform()) < log_alpha;  // NaN: rejected
     for (int j = 0; j < d; ++j) {
       xs[j] = ds_select(accept, xps[j], xs[j]);
       gs[j] = ds_select(accept, gps[j], gs[j]);
     }
     for (int o = 0; o < dy; ++o) r[o] = ds_select(accept, rp[o], r[o]);
-    log_pi = ds_select(accept, log_pi_new, log_pi);
+    log_lik = ds_select(accept, log_lik_new, log_lik);
   }
   pk.store(xs, f.x, d);
 }
@@ -309,7 +320,7 @@ void run_guided_pass(const guided_pass& g) {
 
 void run_final_moves(const kernels::final_move_functor& f) {
   const int d = f.p.d, dy = f.p.d_y;
-  for_each_particle_pack(f.p, 5 * static_cast<std::int64_t>(d) + 4 * dy,
+  for_each_particle_pack(f.p, 6 * static_cast<std::int64_t>(d) + 4 * dy,
                          [&](const pack_rows& pk, fpack* scratch) { final_move_pack(f, pk, scratch); });
 }
 
