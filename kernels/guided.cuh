@@ -1415,12 +1415,10 @@ DS_HD_INLINE void final_move_residual(const guided_params& p, std::int64_t b, fl
 }
 
 /// The likelihood's part of log pi(v), -|r|^2 inv_s2 / 2 (the prior's part enters the test by quadrature of its
-/// score); grad = the prior's score g_p(v) (the likelihood's part of the gradient is A^T r inv_s2, kept as r);
-/// r = a y - A v (d_y).
-template <class V, class G, class R>
-DS_HD_INLINE float final_move_target(const guided_params& p, const final_move_params& q, std::int64_t b,
-                                     float inv_s2, const V& v, G& grad, R& r) {
-  channel_score<float>(q.channel, v, grad);  // its log-density is not read
+/// score), with r = a y - A v (d_y) into r.
+template <class V, class R>
+DS_HD_INLINE float final_move_log_likelihood(const guided_params& p, const final_move_params& q, std::int64_t b,
+                                             float inv_s2, const V& v, R& r) {
   final_move_residual(p, b, q.a, v, r);  // a y - A v
   // |r|^2 in FP64 (products of floats exact): the log-likelihood, of order d_y near the posterior, is then off by
   // about 2^-24 of itself, not d_y 2^-24 (log pi' - log pi must be right to well below 1).
@@ -1456,6 +1454,119 @@ DS_HD_INLINE float final_move_split(const guided_params& p, const final_move_par
   return ewe;
 }
 
+/// One sample's rows of the final moves' buffers (final_move_functor's layout): the sample x, the prior's score g at
+/// x, the proposal x', its score g', the noise n (then v, then the midpoint), the score gm at the midpoint, and the
+/// d_y-vectors r(x), r(x'), mu~ and e.
+struct final_move_row {
+  strided_vec<float> x, g, xp, gp, n, gm, r, rp, nu, e;
+};
+
+/// A move's scalars between its stages: the log-likelihood at x and at x', log q(x' | x), log u, and the test's
+/// part other than the prior's.
+struct final_move_scalars {
+  float log_lik, log_lik_new, log_forward, log_u, rest;
+};
+
+/// The final moves' per-problem constants (final_move_functor's doc).
+struct final_move_constants {
+  float inv_s2, h, lambda, half, noise_x, noise_y, inv_lambda, inv_2h;
+  DS_HD_INLINE final_move_constants(const guided_params& p, const final_move_params& q, std::int64_t b)
+      : inv_s2(p.inv_var[q.last * p.problems + b]), h(q.step), lambda(q.curvature), half(0.5f * h),
+        noise_x(ds_sqrt(h * lambda)), noise_y(ds_sqrt(h / inv_s2)), inv_lambda(1.f / lambda), inv_2h(1.f / (2.f * h)) {}
+};
+
+/// The moves' stages, so that guided_sample() (final_move_functor, the prior's score from its table between them)
+/// and the ask/tell plan (its caller's model answering each score) run the same operations. Every stage reads the
+/// prior's score it needs from the row's buffer.
+/// Start: r = a y - A x and the log-likelihood at x (g holds the score at x).
+DS_HD_INLINE void final_move_start(const guided_params& p, const final_move_params& q, std::int64_t b,
+                                   const final_move_constants& c, final_move_row& w, final_move_scalars& v) {
+  v.log_lik = final_move_log_likelihood(p, q, b, c.inv_s2, w.x, w.r);
+}
+
+/// Propose (move m): the noise, log q(x' | x), x' and the move's uniform (its stream's draws: z_1, z_2, u).
+DS_HD_INLINE void final_move_propose(const guided_params& p, const final_move_params& q, std::int64_t i,
+                                     std::int64_t b, int m, const final_move_constants& c, final_move_row& w,
+                                     final_move_scalars& v) {
+  const int d = p.d, dy = p.d_y;
+  philox rng(guided_seed(p), guided_stream(p, i, b), q.first_step + static_cast<std::uint64_t>(m));
+  rng.normals(d, [&](int j, float z) { w.n[j] = c.noise_x * z; });  // n_p
+  rng.normals(dy, [&](int o, float z) { w.nu[o] = c.noise_y * z; });  // mu~ of n
+  v.log_u = ds_log(rng.uniform());
+  // n^T M n: e = A n_p - lambda mu~.
+  float nn = 0.f;
+  for (int j = 0; j < d; ++j) nn += w.n[j] * w.n[j];
+  float nu2 = 0.f;
+  for (int o = 0; o < dy; ++o) nu2 += w.nu[o] * w.nu[o];
+  guided_residual_float(p, b, 0.f, w.n, w.e);  // -A n_p
+  const float nmn = nn * c.inv_lambda + nu2 * c.inv_s2 -
+                    final_move_split(p, q, b, c.lambda, w.nu, w.e, static_cast<strided_vec<float>*>(nullptr)) *
+                        c.inv_lambda;
+  // x' = x + M w, w = (h / 2) g + n: w_p = (h / 2) g_p + n_p into x' - x, mu~ = (h / 2) r + mu~ of n (into rp).
+  for (int j = 0; j < d; ++j) w.xp[j] = c.half * w.g[j] + w.n[j];
+  for (int o = 0; o < dy; ++o) w.rp[o] = c.half * w.r[o] + w.nu[o];
+  guided_residual_float(p, b, 0.f, w.xp, w.e);  // -A w_p
+  final_move_split(p, q, b, c.lambda, w.rp, w.e, &w.rp);  // rp = W e
+  for (int o = 0; o < dy; ++o) w.rp[o] = -w.rp[o];
+  guided_add_rows(p, b, w.rp, w.xp);  // w_p - A^T W e
+  for (int j = 0; j < d; ++j) w.xp[j] = w.x[j] + w.xp[j] * c.inv_lambda;
+  v.log_forward = -nmn * c.inv_2h;
+}
+
+/// Weigh (gp holds the score at x'): r' and the log-likelihood at x', log q(x | x'), the test but the prior's part,
+/// and the midpoint (x + x') / 2 into n (v_p is read by then).
+DS_HD_INLINE void final_move_weigh(const guided_params& p, const final_move_params& q, std::int64_t b,
+                                   const final_move_constants& c, final_move_row& w, final_move_scalars& v) {
+  const int d = p.d, dy = p.d_y;
+  v.log_lik_new = final_move_log_likelihood(p, q, b, c.inv_s2, w.xp, w.rp);
+  // v = n + (h / 2) (g + g'): v_p = n_p + (h / 2) (g_p + g_p'), mu~ = mu~ of n + (h / 2) (r + r').
+  float vv = 0.f;
+  for (int j = 0; j < d; ++j) {
+    w.n[j] += c.half * (w.g[j] + w.gp[j]);
+    vv += w.n[j] * w.n[j];
+  }
+  float psi2 = 0.f;
+  for (int o = 0; o < dy; ++o) {
+    w.nu[o] += c.half * (w.r[o] + w.rp[o]);
+    psi2 += w.nu[o] * w.nu[o];
+  }
+  guided_residual_float(p, b, 0.f, w.n, w.e);  // -A v_p
+  const float vmv = vv * c.inv_lambda + psi2 * c.inv_s2 -
+                    final_move_split(p, q, b, c.lambda, w.nu, w.e, static_cast<strided_vec<float>*>(nullptr)) *
+                        c.inv_lambda;
+  const float log_backward = -vmv * c.inv_2h;
+  v.rest = (v.log_lik_new - v.log_lik) + log_backward - v.log_forward;
+  for (int j = 0; j < d; ++j) w.n[j] = 0.5f * (w.x[j] + w.xp[j]);
+}
+
+/// Accept (gm holds the score at the midpoint): log p_a(x') - log p_a(x) by Simpson's rule on the score, and the
+/// Metropolis test; on acceptance x, g, r and the log-likelihood take the proposal's.
+DS_HD_INLINE void final_move_accept(const guided_params& p, final_move_row& w, final_move_scalars& v) {
+  const int d = p.d, dy = p.d_y;
+  float simpson = 0.f;
+  for (int j = 0; j < d; ++j) simpson += (w.xp[j] - w.x[j]) * (w.g[j] + 4.f * w.gm[j] + w.gp[j]);
+  const float log_alpha = simpson * (1.f / 6.f) + v.rest;
+  if (v.log_u < log_alpha) {  // NaN: rejected
+    for (int j = 0; j < d; ++j) {
+      w.x[j] = w.xp[j];
+      w.g[j] = w.gp[j];
+    }
+    for (int o = 0; o < dy; ++o) w.r[o] = w.rp[o];
+    v.log_lik = v.log_lik_new;
+  }
+}
+
+/// The rows of sample i in the moves' buffers: x row-major (the samples), the others in the run's layout.
+DS_HD_INLINE final_move_row final_move_slices(const guided_params& p, float* x, float* g, float* xp, float* gp,
+                                              float* n, float* gm, float* t, std::int64_t i) {
+  const int d = p.d, dy = p.d_y;
+  return {particle_slice(0, x, i, d, 0, d),       guided_slice(p, g, i, d, 0, d),
+          guided_slice(p, xp, i, d, 0, d),        guided_slice(p, gp, i, d, 0, d),
+          guided_slice(p, n, i, d, 0, d),         guided_slice(p, gm, i, d, 0, d),
+          guided_slice(p, t, i, 4 * dy, 0, dy),   guided_slice(p, t, i, 4 * dy, dy, dy),
+          guided_slice(p, t, i, 4 * dy, 2 * dy, dy), guided_slice(p, t, i, 4 * dy, 3 * dy, dy)};
+}
+
 struct final_move_functor {
   guided_params p;
   final_move_params q;
@@ -1468,71 +1579,49 @@ struct final_move_functor {
   float* t;    // B N x 4 d_y scratch: the residuals r(x) and r(x'), mu~ of n (then of v), and e
   DS_HD void operator()(std::int64_t i) const {
     const std::int64_t b = i / p.particles;
-    const int d = p.d, dy = p.d_y;
-    strided_vec<float> xi = particle_slice(0, x, i, d, 0, d), gi = guided_slice(p, g, i, d, 0, d),
-                       xpi = guided_slice(p, xp, i, d, 0, d), gpi = guided_slice(p, gp, i, d, 0, d),
-                       ni = guided_slice(p, n, i, d, 0, d), gmi = guided_slice(p, gm, i, d, 0, d);
-    strided_vec<float> r = guided_slice(p, t, i, 4 * dy, 0, dy), rp = guided_slice(p, t, i, 4 * dy, dy, dy),
-                       nu = guided_slice(p, t, i, 4 * dy, 2 * dy, dy), e = guided_slice(p, t, i, 4 * dy, 3 * dy, dy);
-    const float inv_s2 = p.inv_var[q.last * p.problems + b];
-    const float h = q.step, lambda = q.curvature, half = 0.5f * h;
-    const float noise_x = ds_sqrt(h * lambda), noise_y = ds_sqrt(h / inv_s2);
-    const float inv_lambda = 1.f / lambda, inv_2h = 1.f / (2.f * h);
-    float log_lik = final_move_target(p, q, b, inv_s2, xi, gi, r);
+    final_move_row w = final_move_slices(p, x, g, xp, gp, n, gm, t, i);
+    const final_move_constants c(p, q, b);
+    final_move_scalars v{};
+    channel_score<float>(q.channel, w.x, w.g);  // its log-density is not read
+    final_move_start(p, q, b, c, w, v);
     for (int m = 0; m < q.moves; ++m) {
-      philox rng(guided_seed(p), guided_stream(p, i, b), q.first_step + static_cast<std::uint64_t>(m));
-      rng.normals(d, [&](int j, float z) { ni[j] = noise_x * z; });  // n_p
-      rng.normals(dy, [&](int o, float z) { nu[o] = noise_y * z; });  // mu~ of n
-      // n^T M n: e = A n_p - lambda mu~.
-      float nn = 0.f;
-      for (int j = 0; j < d; ++j) nn += ni[j] * ni[j];
-      float nu2 = 0.f;
-      for (int o = 0; o < dy; ++o) nu2 += nu[o] * nu[o];
-      guided_residual_float(p, b, 0.f, ni, e);  // -A n_p
-      const float nmn = nn * inv_lambda + nu2 * inv_s2 - final_move_split(p, q, b, lambda, nu, e, static_cast<strided_vec<float>*>(nullptr)) *
-                                                                   inv_lambda;
-      // x' = x + M w, w = (h / 2) g + n: w_p = (h / 2) g_p + n_p into x' - x, mu~ = (h / 2) r + mu~ of n (into rp).
-      for (int j = 0; j < d; ++j) xpi[j] = half * gi[j] + ni[j];
-      for (int o = 0; o < dy; ++o) rp[o] = half * r[o] + nu[o];
-      guided_residual_float(p, b, 0.f, xpi, e);  // -A w_p
-      final_move_split(p, q, b, lambda, rp, e, &rp);  // rp = W e
-      for (int o = 0; o < dy; ++o) rp[o] = -rp[o];
-      guided_add_rows(p, b, rp, xpi);  // w_p - A^T W e
-      for (int j = 0; j < d; ++j) xpi[j] = xi[j] + xpi[j] * inv_lambda;
-      const float log_forward = -nmn * inv_2h;
-      const float log_lik_new = final_move_target(p, q, b, inv_s2, xpi, gpi, rp);
-      // v = n + (h / 2) (g + g'): v_p = n_p + (h / 2) (g_p + g_p'), mu~ = mu~ of n + (h / 2) (r + r').
-      float vv = 0.f;
-      for (int j = 0; j < d; ++j) {
-        ni[j] += half * (gi[j] + gpi[j]);
-        vv += ni[j] * ni[j];
-      }
-      float psi2 = 0.f;
-      for (int o = 0; o < dy; ++o) {
-        nu[o] += half * (r[o] + rp[o]);
-        psi2 += nu[o] * nu[o];
-      }
-      guided_residual_float(p, b, 0.f, ni, e);  // -A v_p
-      const float vmv = vv * inv_lambda + psi2 * inv_s2 -
-                        final_move_split(p, q, b, lambda, nu, e, static_cast<strided_vec<float>*>(nullptr)) * inv_lambda;
-      const float log_backward = -vmv * inv_2h;
-      const float rest = (log_lik_new - log_lik) + log_backward - log_forward;  // the test but the prior's part
-      // log p_a(x') - log p_a(x) by Simpson's rule on the score (v_p is read; n holds the midpoint now).
-      for (int j = 0; j < d; ++j) ni[j] = 0.5f * (xi[j] + xpi[j]);
-      channel_score<float>(q.channel, ni, gmi);
-      float simpson = 0.f;
-      for (int j = 0; j < d; ++j) simpson += (xpi[j] - xi[j]) * (gi[j] + 4.f * gmi[j] + gpi[j]);
-      const float log_alpha = simpson * (1.f / 6.f) + rest;
-      const float u = rng.uniform();
-      if (ds_log(u) < log_alpha) {  // NaN: rejected
-        for (int j = 0; j < d; ++j) {
-          xi[j] = xpi[j];
-          gi[j] = gpi[j];
-        }
-        for (int o = 0; o < dy; ++o) r[o] = rp[o];
-        log_lik = log_lik_new;
-      }
+      final_move_propose(p, q, i, b, m, c, w, v);
+      channel_score<float>(q.channel, w.xp, w.gp);
+      final_move_weigh(p, q, b, c, w, v);
+      channel_score<float>(q.channel, w.n, w.gm);
+      final_move_accept(p, w, v);
     }
+  }
+};
+
+/// The ask/tell plan's tells of the final moves (model_output::score answers at the channel (a_K, 0), written into
+/// the row's buffer the stage reads): stage 0 after the score at the samples (start, then propose move 0), stage
+/// 1 + 2 m after the score at x' (weigh move m), stage 2 + 2 m after the score at the midpoint (accept move m, then
+/// propose move m + 1). `s` holds each row's final_move_scalars between tells. Thread 0 stores next_position.
+struct final_move_stage_functor {
+  final_move_functor f;
+  final_move_scalars* s;  // B N
+  std::int64_t stage;
+  std::int64_t* position;
+  std::int64_t next_position;
+  DS_HD void operator()(std::int64_t i) const {
+    if (position != nullptr && i == 0) *position = next_position;
+    const guided_params& p = f.p;
+    const std::int64_t b = i / p.particles;
+    final_move_row w = final_move_slices(p, f.x, f.g, f.xp, f.gp, f.n, f.gm, f.t, i);
+    const final_move_constants c(p, f.q, b);
+    final_move_scalars v = s[i];
+    if (stage == 0) {
+      final_move_start(p, f.q, b, c, w, v);
+      final_move_propose(p, f.q, i, b, 0, c, w, v);
+    } else if (stage % 2 == 1) {
+      final_move_weigh(p, f.q, b, c, w, v);
+    } else {
+      const int m = static_cast<int>((stage - 2) / 2);
+      final_move_accept(p, w, v);
+      if (m + 1 < f.q.moves) final_move_propose(p, f.q, i, b, m + 1, c, w, v);
+    }
+    s[i] = v;
   }
 };
 

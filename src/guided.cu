@@ -794,6 +794,10 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(std::isfinite(o.final_move_step) && o.final_move_step >= 0,
                      "options.final_move_step: must be finite and >= 0 (0: 2 d_x^(-1/3)), got " << o.final_move_step);
   detail::check_at_most_max_abs("options.final_move_step", o.final_move_step);
+  DIFFSAMPLE_EXPECTS(std::isfinite(o.final_move_curvature) && o.final_move_curvature >= 0 &&
+                         o.final_move_curvature <= 1e30,
+                     "options.final_move_curvature: must be finite, >= 0 (0: from the prior) and <= 1e30, got "
+                         << o.final_move_curvature);
   DIFFSAMPLE_EXPECTS(!o.start_correction || o.potentials != guided_potentials::moment,
                      "options.start_correction: needs linear or twisted potentials, got " << to_string(o.potentials));
   // automatic takes linear potentials past d_y = 8 (detail::resolve_options).
@@ -1149,7 +1153,9 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     // W_b = (lambda_0 sigma_{y,b}^2 I + A_b A_b^T)^-1, lambda_0 the prior's curvature at a = 1 (at the channel
     // (a, 0) the curvature is lambda_0 / a^2 and the noise a sigma_y: the a^2 cancel). check_grid() checked s = 0 at
     // the last point.
-    const double lambda0 = largest_prior_curvature(prior_variances);
+    // options.final_move_curvature, when given, stands for max_k 1 / min_j v_kj (a plan's prior has no variances).
+    const double lambda0 =
+        o.final_move_curvature > 0 ? o.final_move_curvature : largest_prior_curvature(prior_variances);
     if (prior_curvature != nullptr) *prior_curvature = lambda0;
     auto* W = reinterpret_cast<float*>(blob.data() + l.move_precision);
     for (std::int64_t b = 0; b < B; ++b) {
@@ -2499,8 +2505,23 @@ struct smc_plan_storage final : workspace_plan_storage {
   const double* constants = nullptr;
   void* resampling_ws = nullptr;
   smc_plan_keys* keys = nullptr;
+  // options.final_moves > 0 (a model answering scores): after the transitions' asks, the final resampling's samples
+  // (moves.x, permuted as write_outputs() gathers them) run the moves of guided_sample() stage by stage
+  // (kernels::final_move_stage_functor), 1 + 2 final_moves asks of the prior's score at (a_K, 0): at the samples,
+  // then per move at the proposal x' and at the midpoint of the test's Simpson rule.
+  std::int64_t final_moves = 0, moves_begin = 0;
+  kernels::final_move_functor moves{};
+  kernels::final_move_scalars* move_scalars = nullptr;
+  channel moves_at{};
+  double moves_time = 0;
   double log_n() const { return std::log(double(N)); }
   plan_request request(std::int64_t k) const override {
+    if (final_moves > 0 && k >= moves_begin) {
+      const std::int64_t j = k - moves_begin;
+      const float* points = j == 0 ? moves.x : j % 2 == 1 ? moves.xp : moves.n;
+      float* into = j == 0 ? moves.g : j % 2 == 1 ? moves.gp : moves.gm;
+      return ask(k, points, moves_at, moves_time, model_output::score, into);
+    }
     if (k < start_asks) return ask(k, spare, steps.channels[0], steps.times[0], output, answer);
     const std::size_t t = static_cast<std::size_t>((k - start_asks) / asks_per_step);
     const std::int64_t j = (k - start_asks) % asks_per_step;
@@ -2614,7 +2635,29 @@ struct smc_plan_storage final : workspace_plan_storage {
     if (twisted) kernels::for_each_index(where, rows, kernels::twisted_start_functor{p, mu, lw, true}, stream);
     if (!moment) resample_column(0, stream);
   }
+  // The samples of write_outputs() (the final resampling at step K + 1 of the streams, every problem with a positive
+  // weight, the rows in the trajectory's permuted order) into `into`.
+  void draw_samples(float* into, cudaStream_t stream) {
+    resample_unchecked(lw, B, N, final_resampling(ro, K), po, where, stream, resampling_ws, &keys->resampling);
+    kernels::for_each_index(where, rows * d,
+                            permuted_gather_functor{x, ancestors, into, N, d, 0,
+                                                    index_permutation(0, static_cast<std::uint64_t>(N)), 0,
+                                                    &keys->order},
+                            stream);
+  }
   void tell(std::int64_t position, cudaStream_t stream) override {
+    if (final_moves > 0 && position >= moves_begin) {
+      kernels::for_each_index<128>(
+          where, rows,
+          kernels::final_move_stage_functor{moves, move_scalars, position - moves_begin, &state->step, position + 1},
+          stream);
+      return;
+    }
+    tell_transitions(position, stream);
+    // After the last transition the samples the moves start from (guided_sample()'s final draw).
+    if (final_moves > 0 && position + 1 == moves_begin) draw_samples(moves.x, stream);
+  }
+  void tell_transitions(std::int64_t position, cudaStream_t stream) {
     if (position < start_asks) {
       tell_start(position, stream);
       return;
@@ -2717,13 +2760,12 @@ struct smc_plan_storage final : workspace_plan_storage {
     if (out.ess_trace != nullptr)
       kernels::for_each_index(where, B * (K + 1), kernels::guided_copy_functor{ess, out.ess_trace}, stream);
     if (out.samples != nullptr) {
-      // guided_sample()'s final draw: every problem with a positive weight resampled, in a permuted order.
-      resample_unchecked(lw, B, N, final_resampling(ro, K), po, where, stream, resampling_ws, &keys->resampling);
-      kernels::for_each_index(where, BN * d,
-                              permuted_gather_functor{x, ancestors, out.samples, N, d, 0,
-                                                      index_permutation(0, static_cast<std::uint64_t>(N)), 0,
-                                                      &keys->order},
-                              stream);
+      // guided_sample()'s final draw: every problem with a positive weight resampled, in a permuted order (drawn
+      // after the last transition and moved since, with final moves).
+      if (final_moves > 0)
+        kernels::for_each_index(where, BN * d, kernels::guided_copy_functor{moves.x, out.samples}, stream);
+      else
+        draw_samples(out.samples, stream);
     }
     finish_problems(where, B, log_z, constants, counts, out, stream);
   }
@@ -2797,7 +2839,13 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   const std::size_t at_answer = align_up(l.total);
   const std::size_t at_ess = at_answer + rows_bytes;
   const std::size_t at_keys = at_ess + align_up(static_cast<std::size_t>(B * (K + 1)) * sizeof(float));
-  unsigned char* base = st->allocate(setup.tables, at_keys + sizeof(smc_plan_keys), exec.stream);
+  // The final moves (explicit counts only: make_guided_plan checked them): the samples, the scores at them and at
+  // the proposals, the proposals, and each row's scalars between tells; their other scratch is the layout's.
+  const bool with_moves = o.final_moves > 0;
+  const std::size_t at_moves = align_up(at_keys + sizeof(smc_plan_keys));
+  const std::size_t move_bytes =
+      with_moves ? 4 * rows_bytes + static_cast<std::size_t>(BN) * sizeof(kernels::final_move_scalars) : 0;
+  unsigned char* base = st->allocate(setup.tables, at_moves + move_bytes, exec.stream);
   st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
   st->x = reinterpret_cast<float*>(base + l.x);
   st->mu = reinterpret_cast<float*>(base + l.mu);
@@ -2836,6 +2884,25 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
     // transition, which keeps every row's answer too.
     st->u = work + 2 * BN * d;
     st->shift = st->spare;
+  }
+  if (with_moves) {
+    // After the start correction's and the transitions' asks: 1 + 2 final_moves asks at the grid's last point.
+    st->final_moves = o.final_moves;
+    st->moves_begin = st->asks;
+    st->asks += 1 + 2 * o.final_moves;
+    const double a = reinterpret_cast<const guided_step*>(setup.tables.data())[K - 1].a_next;
+    st->moves_at = channel{a, 0.0};
+    st->moves_time = o.schedule.points(o.steps).back().t;
+    const std::size_t row = rows_bytes / sizeof(float);
+    float* own = reinterpret_cast<float*>(base + at_moves);
+    float* scratch = reinterpret_cast<float*>(base + l.moves);
+    st->moves = kernels::final_move_functor{
+        st->p,          final_move_settings(l, base, a, o.final_move_curvature, o, K, d),
+        own,            own + row,
+        own + 2 * row,  own + 3 * row,
+        scratch,        scratch + BN * d,
+        scratch + 2 * BN * d};
+    st->move_scalars = reinterpret_cast<kernels::final_move_scalars*>(own + 4 * row);
   }
   return st;
 }
@@ -2989,16 +3056,30 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                      "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps, tmpd, ddrm or skrock, got "
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
+  if (options.sampler == guided_sampler::smc && options.final_moves <= 0) {
+    // -1 (automatic) resolves to none in a plan, so neither setting of the moves is read.
+    const guided_options defaults;
+    const std::string plan = "a guided plan (sampler smc) without final moves (options.final_moves " +
+                             std::to_string(options.final_moves) + ")";
+    detail::check_unread("options.final_move_step", options.final_move_step, defaults.final_move_step, plan);
+    detail::check_unread("options.final_move_curvature", options.final_move_curvature,
+                         defaults.final_move_curvature, plan);
+  }
   validate(d, given, options);
-  // The final moves run in guided_sample() only (the plan has no stage for them, though they read nothing but the
-  // prior's score): a plan reads neither field (final_moves = 0, none, passes). operator_path is read as
-  // guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample() resolves.
-  const guided_options defaults;
-  const std::string plan = std::string("a guided plan (sampler ") + to_string(options.sampler) + ")";
-  detail::check_unread("options.final_moves", options.final_moves == defaults.final_moves || options.final_moves == 0,
-                       plan + ": the moves run in guided_sample() only",
-                       std::to_string(options.final_moves), "-1 (or 0, none)");
-  detail::check_unread("options.final_move_step", options.final_move_step, defaults.final_move_step, plan);
+  // An SMC plan runs explicit final moves (-1, automatic, resolves to none in a plan) with a model that answers
+  // scores: the moves ask for the prior's score at the grid's last point (a_K, 0), where a denoiser gives x0 = x / a
+  // and an eps model nothing. Its prior is the caller's model, so the preconditioner's curvature is the caller's
+  // too. operator_path is read as guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample()
+  // resolves.
+  if (options.sampler == guided_sampler::smc && options.final_moves > 0) {
+    DIFFSAMPLE_EXPECTS(output == model_output::score,
+                       "options.final_moves: a plan's final moves ask the model for the prior's score at s = 0, which a "
+                           << to_string(output) << " model does not give; answer scores (output = score), or set 0");
+    DIFFSAMPLE_EXPECTS(options.final_move_curvature > 0,
+                       "options.final_move_curvature: a plan's final moves need the caller's bound of the prior's "
+                       "curvature (the largest eigenvalue of -Hessian log p_0; its model is the prior), got "
+                           << options.final_move_curvature);
+  }
   const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
                      "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));

@@ -106,6 +106,7 @@ inline constexpr method_set dcps = methods(s::dcps);
   X(final_resample, smc, always, unset)                                    \
   X(final_moves, smc, always, std::int64_t{0})                             \
   X(final_move_step, smc, final_moves, unset)                              \
+  X(final_move_curvature, smc, final_moves, unset)                         \
   X(guidance_scale, guidance, always, unset)                               \
   X(dps_step, dps, always, unset)                                          \
   X(diffpir_zeta, diffpir, always, unset)                                  \

@@ -102,6 +102,7 @@ std::vector<field_row<guided_options>> guided_rows() {
       {"options.final_resample", [](o_t o) { o.final_resample = false; }, {"smc"}},
       {"options.final_moves", [](o_t o) { o.final_moves = 2; }, {"smc"}},  // 0 (none) passes
       {"options.final_move_step", [](o_t o) { o.final_move_step = 0.5; }, {"smc"}},
+      {"options.final_move_curvature", [](o_t o) { o.final_move_curvature = 2.0; }, {"smc"}},
       {"options.guidance_scale", [](o_t o) { o.guidance_scale = 0.5; }, guided},
       {"options.operator_path", [](o_t o) { o.operator_path = mixture_path::direct; }, guided},
       {"options.dps_step", [](o_t o) { o.dps_step = dps_step_form::normalised; }, {"dps"}},
@@ -167,27 +168,40 @@ TEST(UnreadOptions, GuidedSamplersRefuseTheFieldsTheyDoNotRead) {
   }
 }
 
-// A plan reads neither final-move field (it runs no final moves), while guided_sample() reads both.
-// A DPS or Pi-GDM plan reads operator_path as guided_sample() does (it runs the path guided_sample() resolves:
-// SamplingPlan.GuidedPlansRunTheOperatorPathGuidedSampleRuns).
+// A plan without final moves (-1, automatic, resolves to none there) reads neither setting of the moves, while
+// guided_sample() reads both; a plan with moves needs a model answering scores (a denoiser model's plan refuses
+// final_moves, naming it). A DPS or Pi-GDM plan reads operator_path as guided_sample() does (it runs the path
+// guided_sample() resolves: SamplingPlan.GuidedPlansRunTheOperatorPathGuidedSampleRuns).
 TEST(UnreadOptions, GuidedPlansRefuseTheFieldsOnlyTheFusedRunReads) {
   const gaussian_mixture m = prior();
   const guided_problems pr = problems();
   struct plan_row {
-    guided_sampler sampler;
     std::string field;
     std::function<void(guided_options&)> set;
   };
   const std::vector<plan_row> rows = {
-      {guided_sampler::smc, "options.final_moves", [](guided_options& o) { o.final_moves = 3; }},
-      {guided_sampler::smc, "options.final_move_step", [](guided_options& o) { o.final_move_step = 0.5; }},
+      {"options.final_move_step", [](guided_options& o) { o.final_move_step = 0.5; }},
+      {"options.final_move_curvature", [](guided_options& o) { o.final_move_curvature = 2.0; }},
   };
-  for (const plan_row& r : rows) {
-    guided_options o = guided_base(r.sampler);
-    r.set(o);
-    expect_unread([&] { (void)sampling_plan::guided(2, pr, o, model_output::denoiser, cpu); }, r.field,
-                  std::string("a guided plan (sampler ") + to_string(r.sampler) + ")");
-    expect_read([&] { (void)guided_workspace_bytes(m, pr, o); }, r.field, to_string(r.sampler));
+  for (const plan_row& r : rows)
+    for (const std::int64_t moves : {std::int64_t(-1), std::int64_t(0)}) {
+      guided_options o = guided_base(guided_sampler::smc);
+      o.final_moves = moves;
+      r.set(o);
+      expect_unread([&] { (void)sampling_plan::guided(2, pr, o, model_output::score, cpu); }, r.field,
+                    "a guided plan (sampler smc) without final moves");
+      if (moves < 0) expect_read([&] { (void)guided_workspace_bytes(m, pr, o); }, r.field, "smc");
+    }
+  guided_options moved = guided_base(guided_sampler::smc);
+  moved.final_moves = 3;
+  moved.final_move_step = 0.5;
+  moved.final_move_curvature = 2.0;
+  EXPECT_NO_THROW((void)sampling_plan::guided(2, pr, moved, model_output::score, cpu));
+  try {
+    (void)sampling_plan::guided(2, pr, moved, model_output::denoiser, cpu);
+    ADD_FAILURE() << "a denoiser plan with final moves accepted";
+  } catch (const invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("options.final_moves: ", 0), 0u) << e.what();
   }
   // The values a run reports for a field it does not read pass: a plan's final_moves = 0, another sampler's linear
   // potentials and final_moves = 0.

@@ -434,8 +434,8 @@ typedef struct ds_guided_options {
                                   0..2^20, or -1 (default, automatic): 4 where DS_POTENTIALS_AUTOMATIC resolves to
                                   twisted, 20 where it resolves to linear on a grid ending at s = 0 (d_y > 8), and the
                                   moves run (ds_guided_sample with final_resample, the distributed runs), else 0
-                                  (diffsample::guided_options::final_moves; K > 0 not in a plan, where -1 resolves
-                                  to 0) */
+                                  (diffsample::guided_options::final_moves; in a plan -1 resolves to 0, and K > 0
+                                  needs output DS_MODEL_SCORE and final_move_curvature > 0: 1 + 2 K more asks) */
   double final_move_step;    /**< SMC: their step in the preconditioner's units, >= 0; 0 takes 2 d_x^(-1/3)
                                   (diffsample::guided_options::final_move_step; default 0) */
   /* Appended in the twelfth layout (a caller of an earlier one gets the default). */
@@ -443,6 +443,11 @@ typedef struct ds_guided_options {
                                   the denoiser from the particle's previous output
                                   (diffsample::guided_options::multistep_kernel; also in a plan and a distributed
                                   run; default 0) */
+  /* Appended in the thirteenth layout (a caller of an earlier one gets the default). */
+  double final_move_curvature; /**< SMC: lambda of the final moves' preconditioner, the prior's largest curvature,
+                                    finite, >= 0 and <= 1e30; 0 takes the mixture's max_k 1 / min_j v_kj; a plan with
+                                    final moves needs it > 0 (diffsample::guided_options::final_move_curvature;
+                                    default 0) */
 } ds_guided_options;
 
 /**
@@ -956,7 +961,9 @@ DS_API ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const 
  * DS_GUIDED_DCPS and DS_GUIDED_TMPD (diffsample::sampling_plan::guided): rows = problems x particles; SMC one ask per
  * transition (the tell weights, resamples and mutates; its outputs from ds_sampling_plan_write_outputs(); moment
  * potentials add d_y asks for J^T a_o per transition, request.vector a row of the particle's A; twisted potentials
- * the same asks, each J^T a_o written into its own request.answer), DPS and Pi-GDM two
+ * the same asks, each J^T a_o written into its own request.answer; final_moves = K > 0, with DS_MODEL_SCORE and
+ * final_move_curvature > 0, adds 1 + 2 K asks of the score at the grid's last point (a_K, 0): at the final
+ * resampling's samples, then per move at the proposal and at the midpoint), DPS and Pi-GDM two
  * asks per step (the model's output, then J^T v with request.vector set), DiffPIR one ask per step (the model's
  * output; the tell takes the data step and re-noises); DCPS asks at the particles for its Langevin steps and
  * transitions and at its variational fits' draws (request.points) for their gradient steps, each ask whose
@@ -1042,7 +1049,7 @@ DS_API ds_status ds_sampling_plan_accepted(const ds_sampling_plan* plan, const i
  * A guided plan's report (diffsample::sampling_plan::report), in the ::ds_guided_report2 of ds_guided_sample2():
  * the settings the plan runs, set when it was made (host-only, the same at every position and trajectory). ran is
  * the plan's executor; for DS_GUIDED_SMC the potentials (DS_POTENTIALS_AUTOMATIC resolved as a plan resolves it:
- * DS_POTENTIALS_LINEAR), start_correction and multistep_kernel; final_moves 0 (a plan runs none);
+ * DS_POTENTIALS_LINEAR), start_correction and multistep_kernel; final_moves as given (-1 resolves to 0);
  * operator_path DS_MIXTURE_PATH_GEMM where the tells apply a dense operator as matrix products (the path
  * ds_guided_sample2() resolves for the same options and problems: DPS and Pi-GDM on either executor, TMPD on the CPU
  * executor), else DS_MIXTURE_PATH_DIRECT; launches 0 (a plan's launches are its tells'). Fed the mixture's own

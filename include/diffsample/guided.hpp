@@ -257,22 +257,32 @@ struct guided_options {
   /// score, as a model gives it: log p_a(x') - log p_a(x) by Simpson's rule along the move (exact for a Gaussian
   /// prior; README "Final resample-move"), the likelihood's part exactly. The
   /// preconditioner is M = (lambda I + A^T A / (a sigma_y)^2)^-1, lambda = max_k 1 / min_j v_kj / a^2 the prior's
-  /// largest curvature: within a mode of equal variances M is its exact posterior covariance. Two evaluations of the
-  /// prior's score per sample and move (the proposal and the midpoint). 0 .. limits::max_inner_steps; needs a grid ending at s = 0 and
-  /// final_resample; not in an ask/tell plan (mpi::guided_sample runs them on each island, and in the global
-  /// filter on each rank's rows of the samples, bit for bit one process's). -1 (default, automatic):
+  /// largest curvature (final_move_curvature / a^2 when given): within a mode of equal variances M is its exact
+  /// posterior covariance. Two evaluations of the prior's score per sample and move (the proposal and the
+  /// midpoint). 0 .. limits::max_inner_steps; needs a grid ending at s = 0 and final_resample (mpi::guided_sample
+  /// runs them on each island, and in the global filter on each rank's rows of the samples, bit for bit one
+  /// process's). -1 (default, automatic):
   /// automatic_final_moves where the automatic potentials resolve to twisted (potentials automatic, d_y <= 8, a grid
   /// ending at s = 0), automatic_linear_final_moves where they resolve to linear on a grid ending at s = 0 (d_y > 8),
   /// where the moves run (guided_sample() and mpi::guided_sample() with final_resample), else 0: none on a grid
   /// ending above s = 0, none in an ask/tell plan, and none with potentials given explicitly (README "Default
   /// potentials").
-  /// guided_report::final_moves says what ran. An ask/tell plan reads neither this nor final_move_step: it refuses
-  /// final_moves other than -1 and 0 (none), as the samplers other than smc do, and a final_move_step other than 0.
+  /// guided_report::final_moves says what ran. An ask/tell plan runs K > 0 moves with a model answering scores and
+  /// final_move_curvature > 0 (1 + 2 K more asks of the score at the grid's last point; README "Final moves in the
+  /// plan"); -1 resolves to none there, and a plan without moves refuses final_move_step and final_move_curvature
+  /// other than their defaults.
   std::int64_t final_moves = -1;
   /// SMC: the MALA step h of the final moves in the preconditioner's units (x' = x + (h / 2) M g + sqrt(h) M^1/2 z),
   /// finite, >= 0 and <= max_abs_value. 0 (default): h = 2 d_x^(-1/3), whose acceptance on a Gaussian the
   /// preconditioner matches exactly is 0.72 at every d_x from 10 to 4096 (MALA's optimal scaling is d^(-1/3)).
   double final_move_step = 0.0;
+  /// SMC: lambda of the final moves' preconditioner M = (lambda I + A^T A / sigma_y^2)^-1, the prior's largest
+  /// curvature (an upper bound of the eigenvalues of -Hessian log p_0 over x, at a = 1), finite, >= 0 and <= 1e30.
+  /// 0 (default): the mixture's max_k 1 / min_j v_kj in guided_sample() and the distributed runs. An ask/tell plan
+  /// with final moves needs it > 0 (its prior is the caller's model). Any lambda > 0 leaves the moves' target
+  /// exact; a lambda far from the prior's curvature only slows them (smaller accepted steps where it is too large,
+  /// more rejections where it is too small).
+  double final_move_curvature = 0.0;
   double guidance_scale = 1.0;  ///< dps, pigdm and tmpd: multiplier of the guidance term (zeta of the normalised DPS
                                 ///< step), in [0, max_abs_value]
   dps_step_form dps_step = dps_step_form::likelihood;  ///< dps: the guidance step's form

@@ -1507,6 +1507,10 @@ class SamplingPlan:
         tell()). SKRock (output='score' only, skrock_lipschitz > 0 a Lipschitz bound of the prior's score): one ask
         per drift evaluation (skrock_stages per iteration) for the prior's score at (a, s) = (1, 0) at the stage's
         point (ask()['points'] is not the state); reset()/run() need the initial particles (draws of the prior).
+        smc with final_moves=K > 0 (output='score' and final_move_curvature > 0, a bound of the prior's curvature):
+        1 + 2 K more asks after the transitions', for the prior's score at the grid's last point (a_K, 0): at the
+        final resampling's samples, then per move at the proposal and at the midpoint of the Metropolis test's
+        Simpson rule (ask()['points'] is not the state); outputs()['samples'] are the moved samples.
 
         Args:
             d: dimension of the state x.
@@ -1649,7 +1653,7 @@ class SamplingPlan:
         'final_moves', 'ess_threshold'), so that a caller driving the plan with its own model sees what the automatic
         settings resolved to. Set when the plan is made (host-only): for smc, potentials='automatic' resolves to
         'linear' in a plan (guided_sample() may run 'twisted' ones), and the automatic ESS threshold (-1) to 0.5 with
-        them; final_moves is 0 (a plan runs none); operator_path is 'gemm'
+        them; final_moves as given (-1 resolves to 0 in a plan); operator_path is 'gemm'
         where the tells apply a dense operator as matrix products, else 'direct': the path guided_sample() resolves
         for the same options (dps and pigdm; tmpd on the CPU), which the plan runs; launches is 0
         (a plan's launches are its tells'). Fed the mixture's own model, a plan that runs what guided_sample() runs

@@ -2333,6 +2333,8 @@ NB_MODULE(_core, m) {
       nb::for_setter(nb::sig("def final_moves(self, arg: int | str, /) -> None")), DS_DOC(guided_options, final_moves));
   def_setting(cls_guided_options, "final_move_step", &ds::guided_options::final_move_step,
               DS_DOC(guided_options, final_move_step));
+  def_setting(cls_guided_options, "final_move_curvature", &ds::guided_options::final_move_curvature,
+              DS_DOC(guided_options, final_move_curvature));
   def_setting(cls_guided_options, "guidance_scale", &ds::guided_options::guidance_scale,
               DS_DOC(guided_options, guidance_scale));
   def_setting(cls_guided_options, "operator_path", &ds::guided_options::operator_path,

@@ -394,12 +394,12 @@ DS_LAYOUT(ds_guided_problems, offsetof(ds_guided_problems, svd_count), )
 // eighth dcps_bridge_variance. The ninth (dcps_absolute_step) sits in the eighth's tail padding, so its size is the
 // eighth's (checked below), as the fifth's is the fourth's. The tenth appends operator_path after the ninth's last
 // byte, the eleventh final_moves and final_move_step after the tenth's, the twelfth multistep_kernel after the
-// eleventh's.
+// eleventh's, the thirteenth final_move_curvature after the twelfth's.
 DS_LAYOUT(ds_guided_options, offsetof(ds_guided_options, dps_step), offsetof(ds_guided_options, ddrm_eta),
           offsetof(ds_guided_options, potentials), offsetof(ds_guided_options, start_correction),
           offsetof(ds_guided_options, skrock_lipschitz), offsetof(ds_guided_options, dcps_bridge_variance),
           offsetof(ds_guided_options, operator_path), offsetof(ds_guided_options, final_moves),
-          offsetof(ds_guided_options, multistep_kernel), )
+          offsetof(ds_guided_options, multistep_kernel), offsetof(ds_guided_options, final_move_curvature), )
 #undef DS_LAYOUT
 static_assert(offsetof(ds_guided_options, grid) == offsetof(ds_guided_options, potentials) + sizeof(int) &&
                   offsetof(ds_guided_options, start_correction) ==

@@ -13,7 +13,7 @@ namespace diffsample::c_api {
   X(steps) X(eta) X(particles) X(potential_spread) X(guidance_scale) X(seed) X(diffpir_zeta) X(diffpir_lambda) \
   X(skrock_stages) X(skrock_eta) X(skrock_step_fraction) X(ddrm_eta) X(ddrm_eta_b) X(dcps_blocks)             \
   X(dcps_langevin_steps) X(dcps_langevin_step) X(dcps_gradient_steps) X(dcps_learning_rate) X(skrock_lipschitz) \
-  X(final_moves) X(final_move_step)
+  X(final_moves) X(final_move_step) X(final_move_curvature)
 #define DS_GUIDED_FLAGS(X) \
   X(ddim) X(final_resample) X(start_correction) X(dcps_bridge_variance) X(dcps_absolute_step) X(multistep_kernel)
 

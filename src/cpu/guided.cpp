@@ -204,7 +204,7 @@ fpack final_move_split_packs(const kernels::guided_params& p, const kernels::fin
   return ewe;
 }
 
-/// kernels::final_move_target on packs: the likelihood's part of log pi(v), -|r|^2 inv_s2 / 2 (|r|^2 in FP64 per
+/// kernels::final_move_log_likelihood on packs with the prior's score: the likelihood's part of log pi(v), -|r|^2 inv_s2 / 2 (|r|^2 in FP64 per
 /// lane), grad = the prior's score at the channel (a_K, 0), r = a y - A v (FP64 sums).
 fpack final_move_target_packs(const kernels::guided_params& p, const kernels::final_move_params& q, std::int64_t b,
                               float inv_s2, fpack* v, fpack* grad, fpack* r) {

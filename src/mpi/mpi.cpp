@@ -272,6 +272,7 @@ std::vector<common_value> guided_arguments(smc_mode mode, const gaussian_mixture
             same_flag("options.multistep_kernel", o.multistep_kernel),
             same_flag("options.final_resample", o.final_resample),
             same("options.final_moves", o.final_moves), same("options.final_move_step", o.final_move_step),
+            same("options.final_move_curvature", o.final_move_curvature),
             same("options.guidance_scale", o.guidance_scale), same_enum("options.dps_step", o.dps_step),
             same("options.diffpir_zeta", o.diffpir_zeta), same("options.diffpir_lambda", o.diffpir_lambda),
             same("options.skrock_stages", o.skrock_stages), same("options.skrock_eta", o.skrock_eta),

@@ -1366,6 +1366,73 @@ static void test_multistep_kernel(void) {
   ds_mixture_destroy(prior);
 }
 
+/* The thirteenth layout's final_move_curvature reaches the sampler: 0 after init; final moves with another lambda
+ * give other samples; a caller of the twelfth layout never has it read (its run is the default's bit for bit);
+ * a negative value is refused, naming the field; a plan with final moves answering scores takes it (1 + 2 K more
+ * asks) and refuses 0. Seen failing with the field left out of the C-to-C++ copy (the runs bit for bit equal). */
+static void test_final_move_curvature(void) {
+  enum { N = 16, d = 3, K = 2, M = 3, steps = 10 };
+  const double w[K] = {0.4, 0.6}, mu[K * d] = {2, -1, 0.5, -2, 1, 0}, var[K] = {0.5, 0.7}, A[d] = {1, 0.5, -0.2};
+  const double y = 0.7, sigma_y = 0.4;
+  const ds_execution cpu = {DS_EXECUTOR_CPU, NULL};
+  ds_mixture* prior = NULL;
+  ds_guided_problems gp;
+  ds_guided_options go, twelfth;
+  ds_guided_outputs out;
+  ds_sampling_plan* plan = NULL;
+  int64_t asks = 0;
+  float x_default[N * d], x_other[N * d], x_twelfth[N * d];
+  CHECK_OK(ds_mixture_create(d, K, w, mu, var, K, &prior));
+  if (prior == NULL) return;
+  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
+  gp.problems = 1;
+  gp.d_y = 1;
+  gp.A = A;
+  gp.A_count = d;
+  gp.y = &y;
+  gp.sigma_y = &sigma_y;
+  gp.sigma_y_count = 1;
+  CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
+  CHECK_OK(ds_guided_options_init(&go, sizeof go));
+  CHECK(go.final_move_curvature == 0.0);
+  go.potentials = DS_POTENTIALS_LINEAR;
+  go.particles = N;
+  go.steps = steps;
+  go.seed = 7;
+  go.final_moves = M;
+  out.samples = x_default;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  twelfth = go;
+  twelfth.struct_size = offsetof(ds_guided_options, final_move_curvature);
+  twelfth.final_move_curvature = 40.0; /* past the twelfth layout's end: never read */
+  out.samples = x_twelfth;
+  CHECK_OK(ds_guided_sample(prior, &gp, &twelfth, &out, cpu, NULL, 0, NULL));
+  CHECK(memcmp(x_default, x_twelfth, sizeof x_default) == 0);
+  go.final_move_curvature = 40.0; /* 20x the mixture's max 1 / v = 2: much smaller steps */
+  out.samples = x_other;
+  CHECK_OK(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL));
+  if (memcmp(x_default, x_other, sizeof x_default) == 0) {
+    fprintf(stderr, "final_move_curvature: bit for bit the default run (the field did not reach the sampler)\n");
+    ++failures;
+  }
+  go.final_move_curvature = -1.0;
+  EXPECT_ERROR(ds_guided_sample(prior, &gp, &go, &out, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+               "final_move_curvature");
+  go.final_move_curvature = 2.0;
+  CHECK_OK(ds_sampling_plan_create_guided(d, &gp, &go, DS_MODEL_SCORE, cpu, &plan));
+  CHECK_OK(ds_sampling_plan_get_info(plan, &asks, NULL, NULL));
+  CHECK(asks == steps + 1 + 2 * M);
+  ds_sampling_plan_destroy(plan);
+  plan = NULL;
+  go.final_move_curvature = 0.0;
+  EXPECT_ERROR(ds_sampling_plan_create_guided(d, &gp, &go, DS_MODEL_SCORE, cpu, &plan), DS_INVALID_ARGUMENT,
+               "final_move_curvature");
+  go.final_move_curvature = 2.0;
+  EXPECT_ERROR(ds_sampling_plan_create_guided(d, &gp, &go, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
+               "final_moves");
+  ds_mixture_destroy(prior);
+}
+
 static void test_guided_mask(void) {
   enum { B = 16, N = 1024, d = 2 };
   const double w[3] = {0.2, 0.5, 0.3};
@@ -1979,6 +2046,7 @@ int main(void) {
   test_operator_path();
   test_final_moves();
   test_multistep_kernel();
+  test_final_move_curvature();
   test_binary();
   if (failures) {
     fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);

@@ -2087,12 +2087,14 @@ TEST_F(Mpi, EveryArgumentThatChangesTheResultMustBeAlikeOnEveryRank) {
   const std::vector<std::pair<std::string, gfield>> island_cases = {
       {"options.final_moves", [](ds::guided_options& o, ds::guided_problems&) { o.final_moves = 2; }},
       {"options.final_move_step", [](ds::guided_options& o, ds::guided_problems&) { o.final_move_step = 0.5; }},
+      {"options.final_move_curvature",
+       [](ds::guided_options& o, ds::guided_problems&) { o.final_move_curvature = 2.0; }},
   };
   for (const auto& [name, change] : island_cases) {
     ds::guided_options o;
     o.particles = N;
     o.steps = 5;
-    o.final_moves = name == "options.final_move_step" ? 1 : 0;
+    o.final_moves = name == "options.final_moves" ? 0 : 1;
     ds::guided_problems pr = problems2();
     if (last) change(o, pr);
     ds::guided_outputs out{};
