@@ -1166,6 +1166,10 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
         for (std::int64_t i = 0; i < dy; ++i) W[b * dy + i] = float(1.0 / (tau + AAt[i * dy + i]));
         continue;
       }
+      if (b > 0 && sh.count == 1 && pr.sigma_y.size() == 1) {  // problem 0's W: the same operator and sigma_y
+        std::copy(W, W + dy * dy, W + b * dy * dy);
+        continue;
+      }
       for (std::int64_t i = 0; i < dy; ++i)
         for (std::int64_t j = 0; j < dy; ++j) S[i * dy + j] = AAt[i * dy + j] + (i == j ? tau : 0.0);
       invert_spd(S, int(dy), "options.final_moves: lambda sigma_y^2 I + A A^T");

@@ -852,7 +852,8 @@ TEST(SamplingPlan, GuidedSmcPlanRunsFinalMovesOnTheModelsScores) {
 // after 100 moves of 4000 samples each coordinate's mean and variance are the exact posterior's within k = 4.5
 // standard errors of n iid draws, whatever the filter's own error (10 steps). Seen failing with the midpoint's ask
 // made at the proposal instead (its Simpson rule then weighs the wrong score: the variances 4.8 to 6.1 se low).
-TEST(SamplingPlan, GuidedSmcPlanFinalMovesReachTheExactPosterior) {
+// The CUDA plan (answered by the CUDA evaluate(): the stage functor's kernel, the device buffers) the same.
+static void check_plan_final_moves(const execution& where) {
   const std::int64_t d = 3, N = 4000;
   const std::vector<double> mean = {0.5, -1.0, 0.2}, var = {1.0, 0.6, 1.5};
   const gaussian_mixture prior(d, {1.0}, mean, var);
@@ -869,17 +870,24 @@ TEST(SamplingPlan, GuidedSmcPlanFinalMovesReachTheExactPosterior) {
   o.seed = 37;
   o.final_moves = 100;
   o.final_move_curvature = 1.0 / 0.6;  // max_j 1 / v_j
-  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::score, cpu);
-  plan.reset();
+  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::score, where);
+  plan.reset(nullptr, where);
   while (!plan.done()) {
     const plan_request r = plan.ask();
-    prior.evaluate(r.answer, r.rows, r.points, r.at, quantity::score, evaluate_options{mixture_path::direct}, cpu);
-    plan.tell();
+    prior.evaluate(r.answer, r.rows, r.points, r.at, quantity::score, evaluate_options{mixture_path::direct}, where);
+    plan.tell(where);
   }
   std::vector<float> x(N * d);
   guided_outputs out;
-  out.samples = x.data();
-  plan.write_outputs(out, cpu);
+  if (where.kind == executor::cuda) {
+    diffsample::testing::device_buffer<float> dev(N * d);
+    out.samples = dev.ptr;
+    plan.write_outputs(out, where);
+    x = dev.download();
+  } else {
+    out.samples = x.data();
+    plan.write_outputs(out, where);
+  }
   const mixture_posterior post(prior, linear_observation{2, d, pr.A, 0.3, pr.y});
   const std::vector<double> m = post.mean(), C = post.covariance();
   int failed = 0;
@@ -896,6 +904,13 @@ TEST(SamplingPlan, GuidedSmcPlanFinalMovesReachTheExactPosterior) {
     failed += std::fabs(mean_err) > 4.5 || std::fabs(var_err) > 4.5;
   }
   EXPECT_EQ(failed, 0);
+}
+
+TEST(SamplingPlan, GuidedSmcPlanFinalMovesReachTheExactPosterior) { check_plan_final_moves(cpu); }
+
+TEST(SamplingPlan, GpuSmcPlanFinalMovesReachTheExactPosterior) {
+  DIFFSAMPLE_REQUIRE_GPU();
+  check_plan_final_moves(execution{executor::cuda, nullptr});
 }
 
 namespace {
