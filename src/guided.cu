@@ -2843,12 +2843,13 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   const std::size_t at_answer = align_up(l.total);
   const std::size_t at_ess = at_answer + rows_bytes;
   const std::size_t at_keys = at_ess + align_up(static_cast<std::size_t>(B * (K + 1)) * sizeof(float));
-  // The final moves (explicit counts only: make_guided_plan checked them): the samples, the scores at them and at
-  // the proposals, the proposals, and each row's scalars between tells; their other scratch is the layout's.
+  // The final moves (explicit counts only: make_guided_plan checked them): the scores at the proposals and each
+  // row's scalars between tells; the samples, the scores at them and the proposals take the answer, mu and spare
+  // rows (free once the transitions are told), the rest of their scratch is the layout's.
   const bool with_moves = o.final_moves > 0;
   const std::size_t at_moves = align_up(at_keys + sizeof(smc_plan_keys));
   const std::size_t move_bytes =
-      with_moves ? 4 * rows_bytes + static_cast<std::size_t>(BN) * sizeof(kernels::final_move_scalars) : 0;
+      with_moves ? rows_bytes + static_cast<std::size_t>(BN) * sizeof(kernels::final_move_scalars) : 0;
   unsigned char* base = st->allocate(setup.tables, at_moves + move_bytes, exec.stream);
   st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
   st->x = reinterpret_cast<float*>(base + l.x);
@@ -2900,13 +2901,14 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
     const std::size_t row = rows_bytes / sizeof(float);
     float* own = reinterpret_cast<float*>(base + at_moves);
     float* scratch = reinterpret_cast<float*>(base + l.moves);
+    // x: the samples (the answer rows), g: the scores there (mu), x' (the spare rows), g' (the plan's own rows).
     st->moves = kernels::final_move_functor{
-        st->p,          final_move_settings(l, base, a, o.final_move_curvature, o, K, d),
-        own,            own + row,
-        own + 2 * row,  own + 3 * row,
-        scratch,        scratch + BN * d,
+        st->p,     final_move_settings(l, base, a, o.final_move_curvature, o, K, d),
+        st->answer, st->mu,
+        st->spare, own,
+        scratch,   scratch + BN * d,
         scratch + 2 * BN * d};
-    st->move_scalars = reinterpret_cast<kernels::final_move_scalars*>(own + 4 * row);
+    st->move_scalars = reinterpret_cast<kernels::final_move_scalars*>(own + row);
   }
   return st;
 }
@@ -3077,8 +3079,9 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   // resolves.
   if (options.sampler == guided_sampler::smc && options.final_moves > 0) {
     DIFFSAMPLE_EXPECTS(output == model_output::score,
-                       "options.final_moves: a plan's final moves ask the model for the prior's score at s = 0, which a "
-                           << to_string(output) << " model does not give; answer scores (output = score), or set 0");
+                       "options.final_moves: a plan's final moves ask the model for the prior's score at s = 0, which "
+                       "a model answering "
+                           << to_string(output) << " does not give; answer scores (output = score), or set 0");
     DIFFSAMPLE_EXPECTS(options.final_move_curvature > 0,
                        "options.final_move_curvature: a plan's final moves need the caller's bound of the prior's "
                        "curvature (the largest eigenvalue of -Hessian log p_0; its model is the prior), got "

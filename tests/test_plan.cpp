@@ -769,70 +769,84 @@ TEST(SamplingPlan, GuidedSmcPlanTakesLinearPotentialsByDefault) {
 // after the transitions', all at the grid's last point (a_K, 0) and for scores: the first at the samples that
 // write_outputs() gives without the moves, then per move at the proposal and at the midpoint of the test's Simpson
 // rule. The particles, log-weights, ESS trace, log-normaliser and resampling counts are the plan's without moves bit
-// for bit; the samples moved, and none is repeated any more (the final resampling repeats rows). Refused: a
-// denoiser model (naming options.final_moves) and a plan without the curvature (naming options.final_move_curvature).
+// for bit; the samples moved, and none is repeated any more (the final resampling repeats rows). With linear
+// potentials, and with twisted ones with both corrections (the J^T a_o asks, the start correction's, and the moves'
+// samples, scores and proposals in rows the transitions used before). Refused: a denoiser or eps model (naming
+// options.final_moves) and a plan without the curvature (naming options.final_move_curvature).
 TEST(SamplingPlan, GuidedSmcPlanRunsFinalMovesOnTheModelsScores) {
   const std::int64_t d = 3, N = 37, K = 10, M = 6;
   const gaussian_mixture mix = test_mixture(d);
   const guided_problems pr = three_problems();
-  guided_options o;
-  o.potentials = guided_potentials::linear;
-  o.particles = N;
-  o.steps = K;
-  o.seed = 31;
-  o.final_moves = 0;
-  guided_options moved = o;
-  moved.final_moves = M;
-  moved.final_move_curvature = 1.0;  // the components' unit variances
-  sampling_plan plain = sampling_plan::guided(d, pr, o, model_output::score, cpu);
-  sampling_plan plan = sampling_plan::guided(d, pr, moved, model_output::score, cpu);
-  EXPECT_EQ(plain.asks(), K);
-  EXPECT_EQ(plan.asks(), K + 1 + 2 * M);
-  EXPECT_EQ(plan.report().final_moves, M);
   const std::int64_t BN = pr.problems * N;
-  smc_outputs a(pr.problems, N, d, K), b(pr.problems, N, d, K);
-  plain.reset();
-  while (!plain.done()) {
-    const plan_request r = plain.ask();
-    mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::score, evaluate_options{mixture_path::direct}, cpu);
-    plain.tell();
-  }
-  plain.write_outputs(a.outputs(), cpu);
-  plan.reset();
-  int move_asks = 0;
-  while (!plan.done()) {
-    const plan_request r = plan.ask();
-    EXPECT_EQ(r.output, model_output::score) << r.index;
-    if (r.index >= K) {
-      ++move_asks;
-      EXPECT_EQ(r.at.s, 0.0) << r.index;
-      EXPECT_GT(r.at.a, 0.0) << r.index;
-      EXPECT_EQ(r.vector, nullptr) << r.index;
-      if (r.index == K) {
-        EXPECT_EQ(std::vector<float>(r.points, r.points + BN * d), a.samples) << "the moves start from the samples";
-      }
-    }
-    mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::score, evaluate_options{mixture_path::direct}, cpu);
-    plan.tell();
-  }
-  EXPECT_EQ(move_asks, 1 + 2 * M);
-  plan.write_outputs(b.outputs(), cpu);
-  EXPECT_EQ(a.particles, b.particles);
-  EXPECT_EQ(a.log_weights, b.log_weights);
-  EXPECT_EQ(a.ess, b.ess);
-  EXPECT_EQ(a.log_z, b.log_z);
-  EXPECT_EQ(a.counts, b.counts);
+  const auto answer = [&](const plan_request& r) {
+    if (r.vector == nullptr)
+      mix.evaluate(r.answer, r.rows, r.points, r.at, quantity::score, evaluate_options{mixture_path::direct}, cpu);
+    else
+      mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
+  };
   const auto distinct = [&](const std::vector<float>& x) {
     std::vector<std::vector<float>> rows;
     for (std::int64_t i = 0; i < BN; ++i) rows.emplace_back(x.begin() + i * d, x.begin() + (i + 1) * d);
     std::sort(rows.begin(), rows.end());
     return static_cast<std::int64_t>(std::unique(rows.begin(), rows.end()) - rows.begin());
   };
-  const std::int64_t before = distinct(a.samples), after = distinct(b.samples);
-  std::printf("distinct sample rows: %lld without moves, %lld with %lld\n", static_cast<long long>(before),
-              static_cast<long long>(after), static_cast<long long>(M));
-  EXPECT_LT(before, BN) << "the final resampling should repeat rows (else this check says nothing)";
-  EXPECT_EQ(after, BN);
+  guided_options moved;
+  for (const bool twisted : {false, true}) {
+    const std::string what = twisted ? "twisted, both corrections" : "linear";
+    guided_options o;
+    o.potentials = twisted ? guided_potentials::twisted : guided_potentials::linear;
+    o.start_correction = o.multistep_kernel = twisted;
+    o.particles = N;
+    o.steps = K;
+    o.seed = 31;
+    o.final_moves = 0;
+    moved = o;
+    moved.final_moves = M;
+    moved.final_move_curvature = 1.0;  // the components' unit variances
+    sampling_plan plain = sampling_plan::guided(d, pr, o, model_output::score, cpu);
+    sampling_plan plan = sampling_plan::guided(d, pr, moved, model_output::score, cpu);
+    const std::int64_t before_moves = plain.asks();
+    EXPECT_EQ(before_moves, twisted ? 4 + K * (1 + pr.d_y) : K) << what;
+    EXPECT_EQ(plan.asks(), before_moves + 1 + 2 * M) << what;
+    EXPECT_EQ(plan.report().final_moves, M) << what;
+    smc_outputs a(pr.problems, N, d, K), b(pr.problems, N, d, K);
+    plain.reset();
+    while (!plain.done()) {
+      answer(plain.ask());
+      plain.tell();
+    }
+    plain.write_outputs(a.outputs(), cpu);
+    plan.reset();
+    int move_asks = 0;
+    while (!plan.done()) {
+      const plan_request r = plan.ask();
+      if (r.index >= before_moves) {
+        ++move_asks;
+        EXPECT_EQ(r.output, model_output::score) << what << ", ask " << r.index;
+        EXPECT_EQ(r.at.s, 0.0) << what << ", ask " << r.index;
+        EXPECT_GT(r.at.a, 0.0) << what << ", ask " << r.index;
+        EXPECT_EQ(r.vector, nullptr) << what << ", ask " << r.index;
+        if (r.index == before_moves) {
+          EXPECT_EQ(std::vector<float>(r.points, r.points + BN * d), a.samples)
+              << what << ": the moves start from the samples";
+        }
+      }
+      answer(r);
+      plan.tell();
+    }
+    EXPECT_EQ(move_asks, 1 + 2 * M) << what;
+    plan.write_outputs(b.outputs(), cpu);
+    EXPECT_EQ(a.particles, b.particles) << what;
+    EXPECT_EQ(a.log_weights, b.log_weights) << what;
+    EXPECT_EQ(a.ess, b.ess) << what;
+    EXPECT_EQ(a.log_z, b.log_z) << what;
+    EXPECT_EQ(a.counts, b.counts) << what;
+    const std::int64_t before = distinct(a.samples), after = distinct(b.samples);
+    std::printf("%s: distinct sample rows: %lld without moves, %lld with %lld\n", what.c_str(),
+                static_cast<long long>(before), static_cast<long long>(after), static_cast<long long>(M));
+    EXPECT_LT(before, BN) << what << ": the final resampling should repeat rows (else this check says nothing)";
+    EXPECT_EQ(after, BN) << what;
+  }
   const auto refused = [&](const guided_options& bad, model_output out, const std::string& name) {
     try {
       (void)sampling_plan::guided(d, pr, bad, out, cpu);
