@@ -176,14 +176,14 @@ constexpr double default_potential_scale = 4.0;
 
 /// The final moves (guided_options::final_moves) that the automatic default takes where the automatic potentials
 /// resolve to twisted and the moves run: at d_y = 2, d_x = 10 they bring the median sliced W1 from 1.72x to 1.09x the
-/// exact floor at ~4 prior evaluations per sample (README "The final resample-move at d_y = 2").
+/// exact floor at ~8 prior evaluations per sample (two per move; README "The final resample-move at d_y = 2").
 inline constexpr std::int64_t automatic_final_moves = 4;
 
 /// The final moves that the automatic default takes where the automatic potentials resolve to linear on a grid ending
 /// at s = 0 (d_y above the twisted potentials' limit of 8) and the moves run: at d_x = 100 and d_y = 16, 32, 64 they
 /// bring the median sliced W1 from 2.3x, 2.0x and 7.4x the exact floor to 1.03x, 1.03x and 1.03x (10 moves: 1.07x,
-/// 1.08x, 1.41x) at about 11% of a 100-step run's time on the CPU executor (README "Final moves with the linear
-/// potentials").
+/// 1.08x, 1.41x) at about 19% of a 100-step run's time on the CPU executor (two prior evaluations per move;
+/// README "Final moves with the linear potentials").
 inline constexpr std::int64_t automatic_linear_final_moves = 20;
 
 /// The ESS threshold (guided_options::resampling.ess_threshold = -1, the default) that the automatic default takes
