@@ -302,6 +302,8 @@ void fuzz_guided(stream& in, const ds_mixture* prior, std::int64_t d_x, ds_execu
   if (set & 32) fuzz_schedule(in, &o.schedule, steps, times, alpha_bar);
   if (set & 64) o.struct_size = struct_size(in, sizeof o, offsetof(ds_guided_options, multistep_kernel));
   o.seed = in.u32();
+  // Read after the others, so that a kept input without this bit parses as before.
+  if (set & 128) o.final_move_curvature = in.number();
   // Fewer steps than DCPS's default blocks would only be refused: keep them within the steps most of the time.
   int sampler = 0;
   std::memcpy(&sampler, &o.sampler, sizeof sampler);  // any 32-bit value: never loaded through the enum type here
