@@ -1594,16 +1594,21 @@ struct final_move_functor {
   }
 };
 
-/// The ask/tell plan's tells of the final moves (model_output::score answers at the channel (a_K, 0), written into
-/// the row's buffer the stage reads): stage 0 after the score at the samples (start, then propose move 0), stage
-/// 1 + 2 m after the score at x' (weigh move m), stage 2 + 2 m after the score at the midpoint (accept move m, then
-/// propose move m + 1). `s` holds each row's final_move_scalars between tells. Thread 0 stores next_position.
+/// The ask/tell plan's tells of the final moves (the model's answers written into the row's buffer the stage
+/// reads): stage 0 after the answer at the samples (start, then propose move 0), stage 1 + 2 m after the answer at
+/// x' (weigh move m), stage 2 + 2 m after the answer at the midpoint (accept move m, then propose move m + 1). `s`
+/// holds each row's final_move_scalars between tells. Thread 0 stores next_position.
+/// A model answering scores is asked at (a_K, 0) and its answers are the scores. Any other (`points` set) is asked at
+/// another channel, at the points `scale` v: the stage first turns the answer r at v into the score cx v + cr r
+/// (the prior smoothed to that channel's noise: make_smc_plan), and last writes the next ask's points scale v.
 struct final_move_stage_functor {
   final_move_functor f;
   final_move_scalars* s;  // B N
   std::int64_t stage;
   std::int64_t* position;
   std::int64_t next_position;
+  float* points = nullptr;  // B N x d, row-major: the next ask's points, or nullptr (a model answering scores)
+  float scale = 1.f, cx = 0.f, cr = 1.f;
   DS_HD void operator()(std::int64_t i) const {
     if (position != nullptr && i == 0) *position = next_position;
     const guided_params& p = f.p;
@@ -1611,18 +1616,49 @@ struct final_move_stage_functor {
     final_move_row w = final_move_slices(p, f.x, f.g, f.xp, f.gp, f.n, f.gm, f.t, i);
     const final_move_constants c(p, f.q, b);
     final_move_scalars v = s[i];
+    const int d = p.d;
+    // (Each case names its own rows: a row chosen at run time would put w in local memory.)
+    const auto to_score = [&](const strided_vec<float>& at, strided_vec<float>& r) {
+      for (int j = 0; j < d; ++j) r[j] = cx * at[j] + cr * r[j];
+    };
+    if (points != nullptr) {  // the answer just given, at the points of this stage, into the score there
+      if (stage == 0)
+        to_score(w.x, w.g);
+      else if (stage % 2 == 1)
+        to_score(w.xp, w.gp);
+      else
+        to_score(w.n, w.gm);
+    }
+    bool proposed = false;
     if (stage == 0) {
       final_move_start(p, f.q, b, c, w, v);
       final_move_propose(p, f.q, i, b, 0, c, w, v);
+      proposed = true;
     } else if (stage % 2 == 1) {
       final_move_weigh(p, f.q, b, c, w, v);
     } else {
       const int m = static_cast<int>((stage - 2) / 2);
       final_move_accept(p, w, v);
-      if (m + 1 < f.q.moves) final_move_propose(p, f.q, i, b, m + 1, c, w, v);
+      proposed = m + 1 < f.q.moves;
+      if (proposed) final_move_propose(p, f.q, i, b, m + 1, c, w, v);
     }
     s[i] = v;
+    if (points != nullptr && (proposed || stage % 2 == 1)) {  // the next ask's points: x', or the midpoint
+      strided_vec<float> next = guided_slice(p, points, i, d, 0, d);
+      if (proposed)
+        for (int j = 0; j < d; ++j) next[j] = scale * w.xp[j];
+      else
+        for (int j = 0; j < d; ++j) next[j] = scale * w.n[j];
+    }
   }
+};
+
+/// to[e] = scale from[e]: the first points of the plan's final moves for a model asked at another channel.
+struct scaled_copy_functor {
+  const float* from;
+  float* to;
+  float scale;
+  DS_HD void operator()(std::int64_t e) const { to[e] = scale * from[e]; }
 };
 
 /// Starts the per-problem accumulators.

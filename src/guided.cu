@@ -2509,22 +2509,26 @@ struct smc_plan_storage final : workspace_plan_storage {
   const double* constants = nullptr;
   void* resampling_ws = nullptr;
   smc_plan_keys* keys = nullptr;
-  // options.final_moves > 0 (a model answering scores): after the transitions' asks, the final resampling's samples
-  // (moves.x, permuted as write_outputs() gathers them) run the moves of guided_sample() stage by stage
-  // (kernels::final_move_stage_functor), 1 + 2 final_moves asks of the prior's score at (a_K, 0): at the samples,
-  // then per move at the proposal x' and at the midpoint of the test's Simpson rule.
+  // options.final_moves > 0: after the transitions' asks, the final resampling's samples (moves.x, permuted as
+  // write_outputs() gathers them) run the moves of guided_sample() stage by stage (kernels::final_move_stage_functor),
+  // 1 + 2 final_moves asks: at the samples, then per move at the proposal x' and at the midpoint of the test's
+  // Simpson rule. A model answering scores is asked for the prior's score at (a_K, 0); any other at the last
+  // transition's channel, at the points move_scale v (move_points), its answers turned into the score of the prior
+  // smoothed to that channel's noise (move_cx v + move_cr r).
   std::int64_t final_moves = 0, moves_begin = 0;
   kernels::final_move_functor moves{};
   kernels::final_move_scalars* move_scalars = nullptr;
   channel moves_at{};
   double moves_time = 0;
+  float* move_points = nullptr;
+  float move_scale = 1.f, move_cx = 0.f, move_cr = 1.f;
   double log_n() const { return std::log(double(N)); }
   plan_request request(std::int64_t k) const override {
     if (final_moves > 0 && k >= moves_begin) {
       const std::int64_t j = k - moves_begin;
-      const float* points = j == 0 ? moves.x : j % 2 == 1 ? moves.xp : moves.n;
+      const float* points = move_points != nullptr ? move_points : j == 0 ? moves.x : j % 2 == 1 ? moves.xp : moves.n;
       float* into = j == 0 ? moves.g : j % 2 == 1 ? moves.gp : moves.gm;
-      return ask(k, points, moves_at, moves_time, model_output::score, into);
+      return ask(k, points, moves_at, moves_time, move_points != nullptr ? output : model_output::score, into);
     }
     if (k < start_asks) return ask(k, spare, steps.channels[0], steps.times[0], output, answer);
     const std::size_t t = static_cast<std::size_t>((k - start_asks) / asks_per_step);
@@ -2651,15 +2655,21 @@ struct smc_plan_storage final : workspace_plan_storage {
   }
   void tell(std::int64_t position, cudaStream_t stream) override {
     if (final_moves > 0 && position >= moves_begin) {
-      kernels::for_each_index<128>(
-          where, rows,
-          kernels::final_move_stage_functor{moves, move_scalars, position - moves_begin, &state->step, position + 1},
-          stream);
+      kernels::for_each_index<128>(where, rows,
+                                   kernels::final_move_stage_functor{moves, move_scalars, position - moves_begin,
+                                                                     &state->step, position + 1, move_points,
+                                                                     move_scale, move_cx, move_cr},
+                                   stream);
       return;
     }
     tell_transitions(position, stream);
-    // After the last transition the samples the moves start from (guided_sample()'s final draw).
-    if (final_moves > 0 && position + 1 == moves_begin) draw_samples(moves.x, stream);
+    if (final_moves > 0 && position + 1 == moves_begin) {
+      // After the last transition the samples the moves start from (guided_sample()'s final draw).
+      draw_samples(moves.x, stream);
+      if (move_points != nullptr)
+        kernels::for_each_index(where, rows * d, kernels::scaled_copy_functor{moves.x, move_points, move_scale},
+                                stream);
+    }
   }
   void tell_transitions(std::int64_t position, cudaStream_t stream) {
     if (position < start_asks) {
@@ -2846,10 +2856,11 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
   // The final moves (explicit counts only: make_guided_plan checked them): the scores at the proposals and each
   // row's scalars between tells; the samples, the scores at them and the proposals take the answer, mu and spare
   // rows (free once the transitions are told), the rest of their scratch is the layout's.
-  const bool with_moves = o.final_moves > 0;
+  // A model that does not answer scores asks at points of their own (another rows x d).
+  const bool with_moves = o.final_moves > 0, converted = with_moves && output != model_output::score;
   const std::size_t at_moves = align_up(at_keys + sizeof(smc_plan_keys));
-  const std::size_t move_bytes =
-      with_moves ? rows_bytes + static_cast<std::size_t>(BN) * sizeof(kernels::final_move_scalars) : 0;
+  const std::size_t scalar_bytes = align_up(static_cast<std::size_t>(BN) * sizeof(kernels::final_move_scalars));
+  const std::size_t move_bytes = with_moves ? rows_bytes + scalar_bytes + (converted ? rows_bytes : 0) : 0;
   unsigned char* base = st->allocate(setup.tables, at_moves + move_bytes, exec.stream);
   st->p = bind_tables(l, base, kernels::mixture_view<float>{}, B, N, d, dy, o.seed, initial_scale);
   st->x = reinterpret_cast<float*>(base + l.x);
@@ -2895,10 +2906,25 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
     st->final_moves = o.final_moves;
     st->moves_begin = st->asks;
     st->asks += 1 + 2 * o.final_moves;
-    const double a = reinterpret_cast<const guided_step*>(setup.tables.data())[K - 1].a_next;
+    const guided_step& last = reinterpret_cast<const guided_step*>(setup.tables.data())[K - 1];
+    const double a = last.a_next;
     st->moves_at = channel{a, 0.0};
     st->moves_time = o.schedule.points(o.steps).back().t;
     const std::size_t row = rows_bytes / sizeof(float);
+    if (converted) {
+      // A denoiser or eps model has no score at s = 0: it is asked at the last transition's channel (a_m, s_m) (and
+      // time), where its answer r at the point c x (c = a_m / a_K) gives x0 = ux c x + um r (denoiser_form), and so
+      // the score of the prior smoothed by N(0, sigma^2), sigma = a_K s_m / a_m in the moves' units:
+      // g = (a_K x0 - x) / sigma^2 = cx x + cr r, cx = (a_K ux c - 1) / sigma^2, cr = a_K um / sigma^2.
+      const double am = last.a, sm = last.s, c = am / a, sigma = a * sm / am;
+      double ux = 0, um = 1;
+      denoiser_form(output, am, sm, nullptr, K - 1, ux, um);
+      st->moves_at = channel{am, sm};
+      st->moves_time = st->steps.times[static_cast<std::size_t>(K - 1)];
+      st->move_scale = float(c);
+      st->move_cx = float((a * ux * c - 1.0) / (sigma * sigma));
+      st->move_cr = float(a * um / (sigma * sigma));
+    }
     float* own = reinterpret_cast<float*>(base + at_moves);
     float* scratch = reinterpret_cast<float*>(base + l.moves);
     // x: the samples (the answer rows), g: the scores there (mu), x' (the spare rows), g' (the plan's own rows).
@@ -2909,6 +2935,7 @@ std::unique_ptr<sampling_plan_storage> make_smc_plan(std::int64_t d, const guide
         scratch,   scratch + BN * d,
         scratch + 2 * BN * d};
     st->move_scalars = reinterpret_cast<kernels::final_move_scalars*>(own + row);
+    if (converted) st->move_points = reinterpret_cast<float*>(base + at_moves + rows_bytes + scalar_bytes);
   }
   return st;
 }
@@ -3078,10 +3105,6 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   // too. operator_path is read as guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample()
   // resolves.
   if (options.sampler == guided_sampler::smc && options.final_moves > 0) {
-    DIFFSAMPLE_EXPECTS(output == model_output::score,
-                       "options.final_moves: a plan's final moves ask the model for the prior's score at s = 0, which "
-                       "a model answering "
-                           << to_string(output) << " does not give; answer scores (output = score), or set 0");
     DIFFSAMPLE_EXPECTS(options.final_move_curvature > 0,
                        "options.final_move_curvature: a plan's final moves need the caller's bound of the prior's "
                        "curvature (the largest eigenvalue of -Hessian log p_0; its model is the prior), got "

@@ -721,7 +721,7 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesGuidedSampleExactly) {
 // d_y = 2, a grid ending at s = 0) differs. Seen failing with the plan resolving automatic as a run does (twisted
 // potentials with the multistep kernel: the plan refused it). The default final_moves = -1 (automatic) resolves to
 // none in the plan, without a refusal (the outputs above are those of guided_sample() without moves), while an
-// explicit count is refused with a denoiser model, naming options.final_moves (the moves ask for scores:
+// explicit count without the caller's curvature is refused, naming options.final_move_curvature (the plan's moves:
 // SamplingPlan.GuidedSmcPlanRunsFinalMovesOnTheModelsScores). Seen failing with the plan refusing any final_moves
 // but 0 (the default plan refused).
 TEST(SamplingPlan, GuidedSmcPlanTakesLinearPotentialsByDefault) {
@@ -758,9 +758,9 @@ TEST(SamplingPlan, GuidedSmcPlanTakesLinearPotentialsByDefault) {
     moved.final_moves = 2;
     try {
       (void)sampling_plan::guided(d, pr, moved, model_output::denoiser, cpu);
-      ADD_FAILURE() << what << ": a plan with final_moves = 2 accepted";
+      ADD_FAILURE() << what << ": a plan with final_moves = 2 and no curvature accepted";
     } catch (const invalid_argument& e) {
-      EXPECT_NE(std::string(e.what()).find("options.final_moves"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("options.final_move_curvature"), std::string::npos) << e.what();
     }
   }
 }
@@ -771,8 +771,8 @@ TEST(SamplingPlan, GuidedSmcPlanTakesLinearPotentialsByDefault) {
 // rule. The particles, log-weights, ESS trace, log-normaliser and resampling counts are the plan's without moves bit
 // for bit; the samples moved, and none is repeated any more (the final resampling repeats rows). With linear
 // potentials, and with twisted ones with both corrections (the J^T a_o asks, the start correction's, and the moves'
-// samples, scores and proposals in rows the transitions used before). Refused: a denoiser or eps model (naming
-// options.final_moves) and a plan without the curvature (naming options.final_move_curvature).
+// samples, scores and proposals in rows the transitions used before). Refused: a plan without the curvature (naming
+// options.final_move_curvature). (Denoiser and eps models: SamplingPlan.GuidedSmcPlanFinalMovesReachTheExactPosterior.)
 TEST(SamplingPlan, GuidedSmcPlanRunsFinalMovesOnTheModelsScores) {
   const std::int64_t d = 3, N = 37, K = 10, M = 6;
   const gaussian_mixture mix = test_mixture(d);
@@ -855,8 +855,6 @@ TEST(SamplingPlan, GuidedSmcPlanRunsFinalMovesOnTheModelsScores) {
       EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
     }
   };
-  refused(moved, model_output::denoiser, "options.final_moves");
-  refused(moved, model_output::eps, "options.final_moves");
   guided_options flat = moved;
   flat.final_move_curvature = 0;
   refused(flat, model_output::score, "options.final_move_curvature");
@@ -864,10 +862,16 @@ TEST(SamplingPlan, GuidedSmcPlanRunsFinalMovesOnTheModelsScores) {
 
 // The plan's final moves on the exact posterior of a Gaussian prior (one diagonal component, d = 3, two rows of A):
 // after 100 moves of 4000 samples each coordinate's mean and variance are the exact posterior's within k = 4.5
-// standard errors of n iid draws, whatever the filter's own error (10 steps). Seen failing with the midpoint's ask
-// made at the proposal instead (its Simpson rule then weighs the wrong score: the variances 4.8 to 6.1 se low).
+// standard errors of n iid draws, whatever the filter's own error (10 steps). A model answering scores is asked at
+// (1, 0): the posterior itself. A denoiser or eps model is asked at the last transition's channel (a_m, s_m): the
+// moves then target the posterior of the prior smoothed by N(0, (s_m / a_m)^2 I) (the grid ends at a = 1), whose
+// moments are checked the same way (at these 10 steps (s_m / a_m)^2 = 0.116, 8% to 19% of the prior's variances,
+// which moves the posterior's variances by 4% to 15%; at 100 steps it is 0.0020). Seen failing with the midpoint's
+// ask made at the proposal instead (its Simpson rule then weighs the wrong score: the variances 4.8 to 6.1 se low),
+// and, for a denoiser, with the answer turned into a score with sigma in place of sigma^2 (variances 50 to 85 se
+// high).
 // The CUDA plan (answered by the CUDA evaluate(): the stage functor's kernel, the device buffers) the same.
-static void check_plan_final_moves(const execution& where) {
+static void check_plan_final_moves(const execution& where, model_output output) {
   const std::int64_t d = 3, N = 4000;
   const std::vector<double> mean = {0.5, -1.0, 0.2}, var = {1.0, 0.6, 1.5};
   const gaussian_mixture prior(d, {1.0}, mean, var);
@@ -884,11 +888,18 @@ static void check_plan_final_moves(const execution& where) {
   o.seed = 37;
   o.final_moves = 100;
   o.final_move_curvature = 1.0 / 0.6;  // max_j 1 / v_j
-  sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::score, where);
+  sampling_plan plan = sampling_plan::guided(d, pr, o, output, where);
   plan.reset(nullptr, where);
+  // eps = -s score (CPU only: the answer is scaled on the host).
+  const quantity asked = output == model_output::denoiser ? quantity::denoiser : quantity::score;
+  channel moves_at{};
   while (!plan.done()) {
     const plan_request r = plan.ask();
-    prior.evaluate(r.answer, r.rows, r.points, r.at, quantity::score, evaluate_options{mixture_path::direct}, where);
+    EXPECT_EQ(r.output, output) << r.index;
+    if (r.index >= o.steps) moves_at = r.at;
+    prior.evaluate(r.answer, r.rows, r.points, r.at, asked, evaluate_options{mixture_path::direct}, where);
+    if (output == model_output::eps)
+      for (std::int64_t e = 0; e < r.rows * d; ++e) r.answer[e] = float(-r.at.s * r.answer[e]);
     plan.tell(where);
   }
   std::vector<float> x(N * d);
@@ -902,7 +913,11 @@ static void check_plan_final_moves(const execution& where) {
     out.samples = x.data();
     plan.write_outputs(out, where);
   }
-  const mixture_posterior post(prior, linear_observation{2, d, pr.A, 0.3, pr.y});
+  const double smoothing = moves_at.s / moves_at.a;  // 0 for a model answering scores
+  EXPECT_EQ(smoothing == 0, output == model_output::score);
+  std::vector<double> smoothed = var;
+  for (double& v : smoothed) v += smoothing * smoothing;
+  const mixture_posterior post(gaussian_mixture(d, {1.0}, mean, smoothed), linear_observation{2, d, pr.A, 0.3, pr.y});
   const std::vector<double> m = post.mean(), C = post.covariance();
   int failed = 0;
   for (std::int64_t j = 0; j < d; ++j) {
@@ -913,18 +928,22 @@ static void check_plan_final_moves(const execution& where) {
     const double sv = s2 / double(N - 1), v = C[j * d + j];
     const double mean_err = (sm - m[j]) / std::sqrt(v / double(N));
     const double var_err = (sv - v) / (v * std::sqrt(2.0 / double(N - 1)));
-    std::printf("x_%lld: mean %.5f (exact %.5f, %+.1f se), variance %.5f (exact %.5f, %+.1f se)\n",
-                static_cast<long long>(j + 1), sm, m[j], mean_err, sv, v, var_err);
+    std::printf("%s, x_%lld: mean %.5f (exact %.5f, %+.1f se), variance %.5f (exact %.5f, %+.1f se)\n",
+                to_string(output), static_cast<long long>(j + 1), sm, m[j], mean_err, sv, v, var_err);
     failed += std::fabs(mean_err) > 4.5 || std::fabs(var_err) > 4.5;
   }
-  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(failed, 0) << to_string(output);
 }
 
-TEST(SamplingPlan, GuidedSmcPlanFinalMovesReachTheExactPosterior) { check_plan_final_moves(cpu); }
+TEST(SamplingPlan, GuidedSmcPlanFinalMovesReachTheExactPosterior) {
+  for (const model_output output : {model_output::score, model_output::denoiser, model_output::eps})
+    check_plan_final_moves(cpu, output);
+}
 
 TEST(SamplingPlan, GpuSmcPlanFinalMovesReachTheExactPosterior) {
   DIFFSAMPLE_REQUIRE_GPU();
-  check_plan_final_moves(execution{executor::cuda, nullptr});
+  for (const model_output output : {model_output::score, model_output::denoiser})
+    check_plan_final_moves(execution{executor::cuda, nullptr}, output);
 }
 
 namespace {

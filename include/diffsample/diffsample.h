@@ -435,7 +435,7 @@ typedef struct ds_guided_options {
                                   twisted, 20 where it resolves to linear on a grid ending at s = 0 (d_y > 8), and the
                                   moves run (ds_guided_sample with final_resample, the distributed runs), else 0
                                   (diffsample::guided_options::final_moves; in a plan -1 resolves to 0, and K > 0
-                                  needs output DS_MODEL_SCORE and final_move_curvature > 0: 1 + 2 K more asks) */
+                                  needs final_move_curvature > 0: 1 + 2 K more asks) */
   double final_move_step;    /**< SMC: their step in the preconditioner's units, >= 0; 0 takes 2 d_x^(-1/3)
                                   (diffsample::guided_options::final_move_step; default 0) */
   /* Appended in the twelfth layout (a caller of an earlier one gets the default). */
@@ -961,9 +961,10 @@ DS_API ds_status ds_sampling_plan_create_langevin(int64_t n, int64_t dim, const 
  * DS_GUIDED_DCPS and DS_GUIDED_TMPD (diffsample::sampling_plan::guided): rows = problems x particles; SMC one ask per
  * transition (the tell weights, resamples and mutates; its outputs from ds_sampling_plan_write_outputs(); moment
  * potentials add d_y asks for J^T a_o per transition, request.vector a row of the particle's A; twisted potentials
- * the same asks, each J^T a_o written into its own request.answer; final_moves = K > 0, with DS_MODEL_SCORE and
- * final_move_curvature > 0, adds 1 + 2 K asks of the score at the grid's last point (a_K, 0): at the final
- * resampling's samples, then per move at the proposal and at the midpoint), DPS and Pi-GDM two
+ * the same asks, each J^T a_o written into its own request.answer; final_moves = K > 0, with
+ * final_move_curvature > 0, adds 1 + 2 K asks: at the final resampling's samples, then per move at the proposal
+ * and at the midpoint, a score model's at the grid's last point (a_K, 0), a denoiser or eps model's at the last
+ * transition's channel and the points (a_m / a_K) x), DPS and Pi-GDM two
  * asks per step (the model's output, then J^T v with request.vector set), DiffPIR one ask per step (the model's
  * output; the tell takes the data step and re-noises); DCPS asks at the particles for its Langevin steps and
  * transitions and at its variational fits' draws (request.points) for their gradient steps, each ask whose

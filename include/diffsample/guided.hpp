@@ -267,10 +267,11 @@ struct guided_options {
   /// where the moves run (guided_sample() and mpi::guided_sample() with final_resample), else 0: none on a grid
   /// ending above s = 0, none in an ask/tell plan, and none with potentials given explicitly (README "Default
   /// potentials").
-  /// guided_report::final_moves says what ran. An ask/tell plan runs K > 0 moves with a model answering scores and
-  /// final_move_curvature > 0 (1 + 2 K more asks of the score at the grid's last point; README "Final moves in the
-  /// plan"); -1 resolves to none there, and a plan without moves refuses final_move_step and final_move_curvature
-  /// other than their defaults.
+  /// guided_report::final_moves says what ran. An ask/tell plan runs K > 0 moves with final_move_curvature > 0
+  /// (1 + 2 K more asks: a score model's at the grid's last point (a_K, 0); a denoiser or eps model's at the last
+  /// transition's channel, whose answers give the score of the prior smoothed to that noise; README "Final moves in
+  /// the plan"); -1 resolves to none there, and a plan without moves refuses final_move_step and
+  /// final_move_curvature other than their defaults.
   std::int64_t final_moves = -1;
   /// SMC: the MALA step h of the final moves in the preconditioner's units (x' = x + (h / 2) M g + sqrt(h) M^1/2 z),
   /// finite, >= 0 and <= max_abs_value. 0 (default): h = 2 d_x^(-1/3), whose acceptance on a Gaussian the

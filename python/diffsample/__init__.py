@@ -1507,10 +1507,11 @@ class SamplingPlan:
         tell()). SKRock (output='score' only, skrock_lipschitz > 0 a Lipschitz bound of the prior's score): one ask
         per drift evaluation (skrock_stages per iteration) for the prior's score at (a, s) = (1, 0) at the stage's
         point (ask()['points'] is not the state); reset()/run() need the initial particles (draws of the prior).
-        smc with final_moves=K > 0 (output='score' and final_move_curvature > 0, a bound of the prior's curvature):
-        1 + 2 K more asks after the transitions', for the prior's score at the grid's last point (a_K, 0): at the
-        final resampling's samples, then per move at the proposal and at the midpoint of the Metropolis test's
-        Simpson rule (ask()['points'] is not the state); outputs()['samples'] are the moved samples.
+        smc with final_moves=K > 0 (final_move_curvature > 0, a bound of the prior's curvature): 1 + 2 K more asks
+        after the transitions': at the final resampling's samples, then per move at the proposal and at the midpoint
+        of the Metropolis test's Simpson rule (ask()['points'] is not the state); output='score' is asked at the
+        grid's last point (a_K, 0), 'denoiser' and 'eps' at the last transition's channel (the moves then target
+        the posterior under the prior smoothed to that noise); outputs()['samples'] are the moved samples.
 
         Args:
             d: dimension of the state x.

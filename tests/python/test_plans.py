@@ -206,7 +206,8 @@ def test_guided_smc_plan_runs_final_moves_on_scores(mixture2):
     # final_moves=K with output='score' and final_move_curvature: 1 + 2 K more asks, all at (a_K, 0) = (1, 0), the
     # first at the samples the plan without moves gives; its particles, log-weights and log-normaliser are those of
     # the plan without moves bit for bit, its samples repeat no row (the final resampling does), and its report
-    # says K moves ran. A denoiser model's plan refuses final_moves, a plan without the curvature names it. Seen
+    # says K moves ran. A denoiser model's plan runs them too (at the last transition's channel), a plan without the
+    # curvature names it. Seen
     # failing with the field left out of the binding (unknown keyword).
     opts = dict(sampler="smc", potentials="linear", output="score", particles=61, steps=12, seed=4, final_moves=0)
     names = ("particles", "log_weights", "log_normaliser", "samples")
@@ -225,9 +226,9 @@ def test_guided_smc_plan_runs_final_moves_on_scores(mixture2):
     rows = lambda x: len(np.unique(np.asarray(x).reshape(-1, 2), axis=0))
     assert rows(before["samples"]) < 122 and rows(after["samples"]) == 122
     assert ds.GuidedOptions().final_move_curvature == 0.0
-    with pytest.raises(ds.InvalidArgument, match="final_moves"):
-        ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **dict(opts, output="denoiser", final_moves=4,
-                                                        final_move_curvature=1.0))
+    denoised = ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **dict(opts, output="denoiser", final_moves=4,
+                                                                 final_move_curvature=1.0))
+    assert denoised.asks == 12 + 1 + 2 * 4
     with pytest.raises(ds.InvalidArgument, match="final_move_curvature"):
         ds.SamplingPlan.guided(2, A2, Y2, SIGMA2, **dict(opts, final_moves=4))
 
