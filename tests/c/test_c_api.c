@@ -1320,6 +1320,19 @@ static void test_final_moves(void) {
   ds_mixture_destroy(prior);
 }
 
+/* One problem of one observed row: y = A x + sigma_y z (the arrays stay the caller's). */
+static void one_row_problem(ds_guided_problems* gp, const double* A, int64_t d, const double* y,
+                            const double* sigma_y) {
+  CHECK_OK(ds_guided_problems_init(gp, sizeof *gp));
+  gp->problems = 1;
+  gp->d_y = 1;
+  gp->A = A;
+  gp->A_count = d;
+  gp->y = y;
+  gp->sigma_y = sigma_y;
+  gp->sigma_y_count = 1;
+}
+
 /* The twelfth layout's multistep_kernel reaches the sampler: off after init, an SMC run with it differs from the run
  * without (the same seed; the kernel mean moves from the second step on), and DPS refuses it, naming the field. Seen
  * failing with the field dropped in the C-to-C++ copy (the two runs bit for bit equal). */
@@ -1335,14 +1348,7 @@ static void test_multistep_kernel(void) {
   float x_ddpm[N * d], x_multistep[N * d];
   CHECK_OK(ds_mixture_create(d, K, w, mu, var, K, &prior));
   if (prior == NULL) return;
-  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
-  gp.problems = 1;
-  gp.d_y = 1;
-  gp.A = A;
-  gp.A_count = d;
-  gp.y = &y;
-  gp.sigma_y = &sigma_y;
-  gp.sigma_y_count = 1;
+  one_row_problem(&gp, A, d, &y, &sigma_y);
   CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
   CHECK_OK(ds_guided_options_init(&go, sizeof go));
   CHECK(go.multistep_kernel == 0);
@@ -1384,14 +1390,7 @@ static void test_final_move_curvature(void) {
   float x_default[N * d], x_other[N * d], x_twelfth[N * d];
   CHECK_OK(ds_mixture_create(d, K, w, mu, var, K, &prior));
   if (prior == NULL) return;
-  CHECK_OK(ds_guided_problems_init(&gp, sizeof gp));
-  gp.problems = 1;
-  gp.d_y = 1;
-  gp.A = A;
-  gp.A_count = d;
-  gp.y = &y;
-  gp.sigma_y = &sigma_y;
-  gp.sigma_y_count = 1;
+  one_row_problem(&gp, A, d, &y, &sigma_y);
   CHECK_OK(ds_guided_outputs_init(&out, sizeof out));
   CHECK_OK(ds_guided_options_init(&go, sizeof go));
   CHECK(go.final_move_curvature == 0.0);
