@@ -1003,6 +1003,8 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   const double log_two_pi = kernels::log_two_pi<double>();
   std::vector<double> S(dy * dy), var(K + 1);
   std::vector<std::vector<double>> gram_inverse(static_cast<std::size_t>(sh.count));  // (A A^T + eps I)^-1, on demand
+  // Every problem has problem 0's operator and sigma_y: its tables are copies of problem 0's.
+  const bool shared = sh.count == 1 && pr.sigma_y.size() == 1;
   double first_constant = 0;  // problem 0's constant (before the reduction's outside part)
   for (std::int64_t b = 0; b < B; ++b) {
     const double* AAt = gram.data() + (sh.count == 1 ? 0 : b) * dy * dy;
@@ -1039,7 +1041,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
     const int shift = moment ? 1 : 0;
     // One operator and one sigma_y: every problem's tables and constant are problem 0's (copied below), so the K
     // factorisations of O(d_y^3) run once, not B times.
-    const bool as_first = b > 0 && sh.count == 1 && pr.sigma_y.size() == 1;
+    const bool as_first = b > 0 && shared;
     for (std::int64_t k = 0; k < K && !as_first; ++k) {
       const schedule_point& p = pts[k];
       const bool term = !twisted && !(moment && k + 1 == K);
@@ -1166,7 +1168,7 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
         for (std::int64_t i = 0; i < dy; ++i) W[b * dy + i] = float(1.0 / (tau + AAt[i * dy + i]));
         continue;
       }
-      if (b > 0 && sh.count == 1 && pr.sigma_y.size() == 1) {  // problem 0's W: the same operator and sigma_y
+      if (b > 0 && shared) {  // problem 0's W
         std::copy(W, W + dy * dy, W + b * dy * dy);
         continue;
       }

@@ -510,11 +510,8 @@ TEST(GuidedMoves, ManyMovesReachAnOverlappingMixturePosterior) {
         var += lp[i * G + j] * e * e / mass;
         m4 += lp[i * G + j] * e * e * e * e / mass;
       }
-    double t1 = 0, t2 = 0;
-    for (std::int64_t r = 0; r < n; ++r) t1 += x[r * d + c];
-    const double sample_mean = t1 / double(n);
-    for (std::int64_t r = 0; r < n; ++r) t2 += (x[r * d + c] - sample_mean) * (x[r * d + c] - sample_mean);
-    const double sample_var = t2 / double(n - 1);
+    const std::vector<double> xc = ds::testing::column(x, d, c);
+    const double sample_mean = ds::testing::mean(xc), sample_var = ds::testing::variance(xc);
     const double mean_err = (sample_mean - mean) / std::sqrt(var / double(n));
     const double var_err = (sample_var - var) / std::sqrt((m4 - var * var) / double(n));
     std::printf("x_%d: mean %.5f (exact %.5f, %+.1f se), variance %.5f (exact %.5f, %+.1f se)\n", c + 1, sample_mean,

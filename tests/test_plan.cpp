@@ -921,11 +921,8 @@ static void check_plan_final_moves(const execution& where, model_output output) 
   const std::vector<double> m = post.mean(), C = post.covariance();
   int failed = 0;
   for (std::int64_t j = 0; j < d; ++j) {
-    double s1 = 0, s2 = 0;
-    for (std::int64_t i = 0; i < N; ++i) s1 += x[i * d + j];
-    const double sm = s1 / double(N);
-    for (std::int64_t i = 0; i < N; ++i) s2 += (x[i * d + j] - sm) * (x[i * d + j] - sm);
-    const double sv = s2 / double(N - 1), v = C[j * d + j];
+    const std::vector<double> xj = diffsample::testing::column(x, d, j);
+    const double sm = diffsample::testing::mean(xj), sv = diffsample::testing::variance(xj), v = C[j * d + j];
     const double mean_err = (sm - m[j]) / std::sqrt(v / double(N));
     const double var_err = (sv - v) / (v * std::sqrt(2.0 / double(N - 1)));
     std::printf("%s, x_%lld: mean %.5f (exact %.5f, %+.1f se), variance %.5f (exact %.5f, %+.1f se)\n",

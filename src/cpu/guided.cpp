@@ -204,8 +204,9 @@ fpack final_move_split_packs(const kernels::guided_params& p, const kernels::fin
   return ewe;
 }
 
-/// kernels::final_move_log_likelihood on packs with the prior's score: the likelihood's part of log pi(v), -|r|^2 inv_s2 / 2 (|r|^2 in FP64 per
-/// lane), grad = the prior's score at the channel (a_K, 0), r = a y - A v (FP64 sums).
+/// The prior's score and kernels::final_move_log_likelihood on packs: grad = the prior's score at the channel
+/// (a_K, 0), r = a y - A v (FP64 sums), returns the likelihood's part of log pi(v), -|r|^2 inv_s2 / 2 (|r|^2 in FP64
+/// per lane).
 fpack final_move_target_packs(const kernels::guided_params& p, const kernels::final_move_params& q, std::int64_t b,
                               float inv_s2, fpack* v, fpack* grad, fpack* r) {
   const span vs{v, p.d};
