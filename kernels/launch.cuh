@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/config.cuh"
+#include "kernels/row_stage.cuh"
 
 namespace diffsample::kernels {
 
@@ -59,9 +60,6 @@ cudaError_t launch_for_each_index(std::int64_t n, const F& f, cudaStream_t strea
   return checked_launch([&] { for_each_index_kernel<Block><<<grid_size(n, Block), Block, 0, stream>>>(n, f); });
 }
 
-/// Dynamic shared memory a kernel may take without opting in (every architecture the library builds for).
-constexpr std::int64_t shared_scratch_bytes = 48 * 1024;
-
 /// Threads per block for a per-thread scratch of `width` floats in shared memory: `block`, or the largest multiple
 /// of 32 below it whose scratch fits in shared_scratch_bytes; 0 when not even one warp's fits (width > 384).
 inline int shared_scratch_block(int block, std::int64_t width) {
@@ -97,6 +95,50 @@ cudaError_t launch_for_each_index_scratch(std::int64_t n, const F& f, cudaStream
   const std::size_t bytes = shared ? static_cast<std::size_t>(threads) * width * sizeof(float) : 0;
   return checked_launch(
       [&] { for_each_index_scratch_kernel<Block><<<grid_size(n, threads), threads, bytes, stream>>>(n, shared, f); });
+}
+
+// for_each_index_kernel for a per-point functor over row-major rows (F: row_width() = d, staged_inputs() = 1 or 2,
+// staged_input(a), staged_output() (row-major d-float rows out, or nullptr when f writes its own outputs), and
+// f(i, x, v, out) on strided views): each block stages its rows' inputs (row_stage), runs f on the staged views
+// (v = x for one input; out staged too when staged_output() is set), then copies the outputs back. Two barriers per
+// block of rows: after the copy in (the compute reads other threads' copies) and after the compute (the copy out
+// reads other threads' results); the next block's copy in writes only the inputs' part, which every thread has
+// finished reading by the second barrier.
+template <int Block, class F>
+static __global__ void __launch_bounds__(Block) for_each_row_staged_kernel(std::int64_t n, F f) {
+  extern __shared__ float staged[];
+  const row_stage st = row_stage::of(static_cast<int>(blockDim.x));
+  const int d = f.row_width(), inputs = f.staged_inputs(), tid = static_cast<int>(threadIdx.x);
+  float* const out_rows = f.staged_output();
+  float* const staged_out = staged + static_cast<std::int64_t>(inputs) * d * st.pitch;
+  for (std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x); first < n;
+       first += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+    const int rows = static_cast<int>(n - first < blockDim.x ? n - first : blockDim.x);
+    for (int a = 0; a < inputs; ++a)
+      st.load(f.staged_input(a) + first * d, rows, d, tid, staged + static_cast<std::int64_t>(a) * d * st.pitch);
+    __syncthreads();
+    if (tid < rows) {
+      const strided_vec<const float> x{staged + tid, st.pitch, d},
+          v{staged + static_cast<std::int64_t>(inputs - 1) * d * st.pitch + tid, st.pitch, d};
+      f(first + tid, x, v, strided_vec<float>{staged_out + tid, st.pitch, d});
+    }
+    __syncthreads();
+    if (out_rows != nullptr) st.store(staged_out, rows, d, tid, out_rows + first * d);
+  }
+}
+
+/// Launches a row functor (for_each_row_staged_kernel's F) for i in [0, n) on `stream` (n > 0): staged with
+/// row_staged_block(Block, ...) rows per block where that is at least one warp, else for_each_index_kernel with f(i)
+/// on the global rows (the same results); returns the launch's error.
+template <int Block, class F>
+cudaError_t launch_for_each_row_staged(std::int64_t n, const F& f, cudaStream_t stream) {
+  const int d = f.row_width();
+  const std::int64_t columns = static_cast<std::int64_t>(f.staged_inputs() + (f.staged_output() != nullptr)) * d;
+  const int threads = row_staged_block(Block, d, columns);
+  if (threads == 0) return launch_for_each_index<Block>(n, f, stream);
+  const std::size_t bytes = static_cast<std::size_t>(row_stage::of(threads).bytes(columns));
+  return checked_launch(
+      [&] { for_each_row_staged_kernel<Block><<<grid_size(n, threads), threads, bytes, stream>>>(n, f); });
 }
 
 }  // namespace diffsample::kernels

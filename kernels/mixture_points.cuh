@@ -11,41 +11,59 @@
 
 namespace diffsample::kernels {
 
-/// evaluate(): the score, denoiser or log-density of point i (row-major x and out) at the channel (a, s).
+/// evaluate(): the score, denoiser or log-density of point i (row-major x and out) at the channel (a, s). On the
+/// CUDA executor the rows are staged through shared memory (launch_for_each_row_staged: the row functor's members
+/// below); f(i) runs the same body on the global rows.
 struct mixture_evaluate_functor {
   mixture_view<float> mix;
   const float* x;
   float* out;
   float a, s;
   quantity what;
+  DS_HD int row_width() const { return mix.dim; }
+  DS_HD int staged_inputs() const { return 1; }
+  DS_HD const float* staged_input(int) const { return x; }
+  DS_HD float* staged_output() const { return what == quantity::log_density ? nullptr : out; }
   DS_HD void operator()(std::int64_t i) const {
     const int d = mix.dim;
     const strided_vec<const float> xi{x + i * d, 1, d};
-    if (what == quantity::log_density) {
+    (*this)(i, xi, xi, strided_vec<float>{out + i * d, 1, d});
+  }
+  /// Point i at x (v unused); the score or denoiser into o, the log-density into out[i].
+  DS_HD void operator()(std::int64_t i, const strided_vec<const float>& xi, const strided_vec<const float>&,
+                        const strided_vec<float>& o) const {
+    strided_vec<float> oi = o;
+    if (what == quantity::log_density)
       out[i] = mixture_log_density(mix, xi, a, s);
-    } else {
-      strided_vec<float> oi{out + i * d, 1, d};
-      if (what == quantity::score)
-        mixture_score(mix, xi, a, s, oi);
-      else
-        mixture_denoiser(mix, xi, a, s, oi);
-    }
+    else if (what == quantity::score)
+      mixture_score(mix, xi, a, s, oi);
+    else
+      mixture_denoiser(mix, xi, a, s, oi);
   }
 };
 
 /// denoiser_jvp(): J v at point i (row-major x, v and out, d floats each) from the mixture's constants at the call's
 /// channel (kernels::channel_jvp: g_k from two parts centred on their weighted means, no division per component or
-/// coordinate). The CUDA executor's public product and the CPU executor's scalar target run this functor; the
-/// constants come from jvp_channel_table below, filled once per call by channel_table_functor.
+/// coordinate). The CUDA executor's public product (rows staged as evaluate()'s) and the CPU executor's scalar
+/// target run this functor; the constants come from jvp_channel_table below, filled once per call by
+/// channel_table_functor.
 struct mixture_jvp_functor {
   channel_view c;
   const float* x;
   const float* v;
   float* out;
   int d;
+  DS_HD int row_width() const { return d; }
+  DS_HD int staged_inputs() const { return 2; }
+  DS_HD const float* staged_input(int k) const { return k == 0 ? x : v; }
+  DS_HD float* staged_output() const { return out; }
   DS_HD void operator()(std::int64_t i) const {
-    const strided_vec<const float> xi{x + i * d, 1, d}, vi{v + i * d, 1, d};
-    strided_vec<float> oi{out + i * d, 1, d};
+    (*this)(i, strided_vec<const float>{x + i * d, 1, d}, strided_vec<const float>{v + i * d, 1, d},
+            strided_vec<float>{out + i * d, 1, d});
+  }
+  DS_HD void operator()(std::int64_t, const strided_vec<const float>& xi, const strided_vec<const float>& vi,
+                        const strided_vec<float>& o) const {
+    strided_vec<float> oi = o;
     if (c.a == 0.f) {  // J = (a / s^2) Cov(x0 | x_t) = 0: x_t carries nothing of x0
       for (int j = 0; j < d; ++j) oi[j] = 0.f;
       return;

@@ -131,7 +131,7 @@ def launch_bounds_from_source():
 def block_size(short, bounds):
     # for_each_index_scratch_kernel: the template's block is the largest; with d > 96 (weighting) or d > 32
     # (moment potentials) the launch takes fewer threads for its shared scratch (kernels/launch.cuh).
-    m = re.match(r"(?:for_each_index(?:_scratch)?_kernel|chain_kernel)<(\d+),", short)
+    m = re.match(r"(?:for_each_index(?:_scratch)?_kernel|for_each_row_staged_kernel|chain_kernel)<(\d+),", short)
     if m:
         return int(m.group(1))
     base = re.match(r"(\w+)", short)

@@ -1550,7 +1550,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
           // J v: on CUDA from the run's table at step k (the constants denoiser_jvp() computes for the call, the
           // same functor), no table per step.
           if (where == executor::cuda)
-            kernels::for_each_index(
+            kernels::for_each_row_staged(
                 where, BN, kernels::mixture_jvp_functor{p.channels.at(k, table[k].a, table[k].s), x, v, jv, int(d)},
                 stream);
           else

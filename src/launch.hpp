@@ -42,4 +42,12 @@ void for_each_index_scratch(executor where, std::int64_t n, const F& f, cudaStre
   on_executor(where, n, f, stream, &launch_for_each_index_scratch<Block, F>);
 }
 
+/// for_each_index for a row functor over row-major rows (kernels/launch.cuh for_each_row_staged_kernel): on CUDA
+/// each block's rows staged through shared memory where 32 of them fit, else f(i) on the global rows; on the CPU
+/// executor f(i).
+template <int Block = default_block, class F>
+void for_each_row_staged(executor where, std::int64_t n, const F& f, cudaStream_t stream) {
+  on_executor(where, n, f, stream, &launch_for_each_row_staged<Block, F>);
+}
+
 }  // namespace diffsample::kernels

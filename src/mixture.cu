@@ -209,7 +209,7 @@ void detail::evaluate_direct_unchecked(const mixture_storage& mix, quantity what
                     });
     return;
   }
-  kernels::for_each_index(
+  kernels::for_each_row_staged(
       where, n, kernels::mixture_evaluate_functor{mix.view(where), x, out, float(ch.a), float(ch.s), what},
       exec.stream);
 }
@@ -249,7 +249,7 @@ void detail::denoiser_jvp_unchecked(const mixture_storage& mix, const float* x, 
   kernels::for_each_index(where, view.components,
                           kernels::channel_table_functor<kernels::langevin_channel>{t, {float(ch.a), float(ch.s)}},
                           exec.stream);
-  kernels::for_each_index(
+  kernels::for_each_row_staged(
       where, n, kernels::mixture_jvp_functor{t.at(0, float(ch.a), float(ch.s)), x, v, out, int(d)}, exec.stream);
 }
 

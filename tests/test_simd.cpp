@@ -12,6 +12,7 @@
 #include "src/cpu/radix_sort.hpp"
 #include "kernels/langevin.cuh"
 #include "kernels/mixture_points.cuh"
+#include "kernels/row_stage.cuh"
 
 #include <omp.h>
 
@@ -639,6 +640,89 @@ TEST(SimdJvp, PublicJvpFunctorOfTheCudaExecutorWithinTheDerivedBound) {
       }
       std::printf("mixture_jvp_functor, %s, a = %.3f: largest error / bound %.3g\n", iso ? "isotropic" : "diagonal",
                   a, worst_ratio);
+    }
+  }
+}
+
+namespace {
+/// for_each_row_staged_kernel's blocks run on the host, thread by thread between its barriers, in block order (each
+/// block's three phases: every thread's copies in, every thread's functor call on the staged views, every thread's
+/// copies out), with the stage's unwritten floats NaN.
+template <class F>
+void run_row_staged_on_host(const F& f, std::int64_t n, int threads) {
+  namespace kn = diffsample::kernels;
+  const kn::row_stage st = kn::row_stage::of(threads);
+  const int d = f.row_width(), inputs = f.staged_inputs();
+  float* const out_rows = f.staged_output();
+  std::vector<float> staged(std::size_t(st.pitch) * d * (inputs + 1), std::nanf(""));
+  float* const staged_out = staged.data() + std::size_t(inputs) * d * st.pitch;
+  for (std::int64_t first = 0; first < n; first += threads) {
+    const int rows = int(std::min<std::int64_t>(threads, n - first));
+    for (int a = 0; a < inputs; ++a)
+      for (int tid = 0; tid < threads; ++tid)
+        st.load(f.staged_input(a) + first * d, rows, d, tid, staged.data() + std::size_t(a) * d * st.pitch);
+    for (int tid = 0; tid < rows; ++tid)
+      f(first + tid, kn::strided_vec<const float>{staged.data() + tid, st.pitch, d},
+        kn::strided_vec<const float>{staged.data() + std::size_t(inputs - 1) * d * st.pitch + tid, st.pitch,
+                                             d},
+        kn::strided_vec<float>{staged_out + tid, st.pitch, d});
+    if (out_rows != nullptr)
+      for (int tid = 0; tid < threads; ++tid) st.store(staged_out, rows, d, tid, out_rows + first * d);
+  }
+}
+}  // namespace
+
+// The CUDA executor's evaluate() and denoiser_jvp() stage each block's rows through shared memory
+// (kernels/row_stage.cuh, for_each_row_staged_kernel): their blocks run on the host as above (the block sizes the
+// launcher picks: 256 rows at d = 8 and 13, 32 at d = 100, where the stage takes 33 x 2 d or 3 d floats; three
+// blocks, the last partial) give the functors' results on the global rows bit for bit, for the score, the
+// denoiser and the log-density (written by the functor, not staged) and the JVP of an isotropic and a diagonal
+// mixture. Seen failing with the stage's pitch one float short (rows overlapping) and with the copy out's rows
+// taken from the next row's.
+TEST(RowStaging, StagedBlocksGiveTheGlobalRowsResultsBitForBit) {
+  namespace kn = diffsample::kernels;
+  std::mt19937 gen(11);
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> unif(0.3, 1.5);
+  EXPECT_EQ(kn::row_staged_block(256, 4, 8), 0);             // narrow rows: the direct kernel
+  EXPECT_EQ(kn::row_staged_block(256, 100, 200), 32);        // 33 x 200 floats = 26,400 bytes
+  EXPECT_EQ(kn::row_staged_block(256, 124, 372), 32);        // 33 x 372 x 4 = 49,104 <= 49,152
+  EXPECT_EQ(kn::row_staged_block(256, 125, 375), 0);         // a warp's stage past 48 KiB: the direct kernel
+  EXPECT_EQ(kn::row_staged_block(256, 10, 20), 256);
+  EXPECT_EQ(kn::row_staged_block(128, 40, 80), 128);         // 129 x 80 x 4 = 41,280
+  EXPECT_EQ(kn::row_staged_block(256, 40, 80), 128);         // 257 x 80 x 4 = 82,240 > 48 KiB; 160 .. 224 too
+  for (const int d : {8, 13, 100}) {
+    for (const bool iso : {true, false}) {
+      const random_jvp_mixture mix(7, d, iso, gen, normal, unif);
+      const kn::mixture_view<float> mf = mix.view_f32();
+      const float a = 0.8f, s = 0.6f;
+      const int threads = kn::row_staged_block(256, d, 2 * d);
+      ASSERT_GE(threads, 32) << d;
+      const std::int64_t n = 2 * threads + 7;
+      std::vector<float> x(n * d), v(n * d);
+      for (float& e : x) e = float(2.5 * normal(gen));
+      for (float& e : v) e = float(normal(gen));
+      for (const quantity q : {quantity::score, quantity::denoiser, quantity::log_density}) {
+        const std::size_t width = q == quantity::log_density ? 1 : d;
+        std::vector<float> direct(n * width, std::nanf("")), staged(n * width, std::nanf(""));
+        const kn::mixture_evaluate_functor fd{mf, x.data(), direct.data(), a, s, q};
+        for (std::int64_t i = 0; i < n; ++i) fd(i);
+        run_row_staged_on_host(kn::mixture_evaluate_functor{mf, x.data(), staged.data(), a, s, q}, n, threads);
+        ASSERT_EQ(std::memcmp(direct.data(), staged.data(), direct.size() * sizeof(float)), 0)
+            << "evaluate " << int(q) << ", d " << d << (iso ? ", isotropic" : ", diagonal");
+      }
+      std::vector<float> table(std::size_t(kn::jvp_table_floats(mf)));
+      const kn::mixture_channels t = kn::jvp_channel_table(mf, table.data());
+      for (int k = 0; k < mix.K; ++k) kn::channel_table_functor<kn::langevin_channel>{t, {a, s}}(k);
+      const int jvp_threads = kn::row_staged_block(256, d, 3 * d);
+      ASSERT_GE(jvp_threads, 32) << d;
+      std::vector<float> direct(n * d, std::nanf("")), staged(n * d, std::nanf(""));
+      const kn::mixture_jvp_functor fd{t.at(0, a, s), x.data(), v.data(), direct.data(), d};
+      for (std::int64_t i = 0; i < n; ++i) fd(i);
+      run_row_staged_on_host(kn::mixture_jvp_functor{t.at(0, a, s), x.data(), v.data(), staged.data(), d}, n,
+                             jvp_threads);
+      ASSERT_EQ(std::memcmp(direct.data(), staged.data(), direct.size() * sizeof(float)), 0)
+          << "jvp, d " << d << (iso ? ", isotropic" : ", diagonal");
     }
   }
 }
