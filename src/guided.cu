@@ -1195,6 +1195,21 @@ void run_mutation(executor where, std::int64_t count, const kernels::guided_muta
   }
 }
 
+/// The twisted SMC's mutation of every particle: on packs of particles on a SIMD CPU target (cpu::run_guided_pass),
+/// else the functor per particle. guided_sample()'s runs and the plan's tells both take this path, so they agree
+/// bit for bit on every target.
+void run_twisted_mutation(executor where, std::int64_t count, const kernels::twisted_mutate_functor& mutate,
+                          cudaStream_t stream) {
+  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
+  if (target != cpu::simd_target::scalar) {
+    cpu::guided_pass pass;
+    pass.twisted_mutate = &mutate;
+    cpu::run_guided_pass(target, pass);
+  } else {
+    kernels::for_each_index<128>(where, count, mutate, stream);
+  }
+}
+
 /// The final resample-move over `count` samples: on packs of samples on a SIMD CPU target (cpu::run_final_moves),
 /// else the functor per sample.
 void run_final_moves(executor where, std::int64_t count, const kernels::final_move_functor& moves,
@@ -1657,8 +1672,8 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
             where, BN, kernels::guided_twisted_functor<false>{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
       }
       resample_and_record(k);
-      kernels::for_each_index<128>(
-          where, BN, kernels::twisted_mutate_functor{p, k, mu, shift, lz, ancestors, reports, lw, x}, stream);
+      run_twisted_mutation(where, BN, kernels::twisted_mutate_functor{p, k, mu, shift, lz, ancestors, reports, lw, x},
+                           stream);
       report.launches += 4;
     }
     resample_step(K, x, mu2);
@@ -2292,7 +2307,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
                               stream);
-      kernels::for_each_index<128>(
+      run_twisted_mutation(
           where, BL, kernels::twisted_mutate_functor{p, k, mu2, moved_shift, moved_lz, ancestors, reports, lw, x},
           stream);
       report.launches += 4;
@@ -2609,9 +2624,8 @@ struct smc_plan_storage final : workspace_plan_storage {
                      t + 1 == K, stream);
     if (j != asks_per_step - 1) return;
     resample_weights(t, stream);
-    kernels::for_each_index<128>(where, BN,
-                                 kernels::twisted_mutate_functor{p, t, mu, shift, lz, ancestors, reports, lw, x},
-                                 stream);
+    run_twisted_mutation(where, BN, kernels::twisted_mutate_functor{p, t, mu, shift, lz, ancestors, reports, lw, x},
+                         stream);
     if (t + 1 != K) return;
     resample_column(K, stream);
   }

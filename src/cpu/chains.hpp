@@ -15,6 +15,7 @@ namespace diffsample::kernels {
 struct ddrm_stage_functor;
 struct skrock_stage_functor;
 struct twisted_stage_functor;
+struct twisted_mutate_functor;
 struct tmpd_stage_functor;
 struct dcps_stage_functor;
 struct dcps_ask;
@@ -145,6 +146,8 @@ void run_projection_keys(simd_target t, const double* u, int count, const float*
 struct guided_pass {
   const kernels::select_ancestor_functor<std::int32_t>* select = nullptr;
   const kernels::guided_mutate_functor* mutate = nullptr;
+  /// The twisted SMC's mutation (kernels::twisted_mutate_functor); alone in a pass.
+  const kernels::twisted_mutate_functor* twisted_mutate = nullptr;
   const kernels::guided_weight_functor* weight = nullptr;
   kernels::channel_view weight_channel{};
   /// The SMC plan's weighting (the denoiser from the model's answer); alone in a pass.

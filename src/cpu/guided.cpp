@@ -80,6 +80,43 @@ void mutate_pack(const kernels::guided_mutate_functor& m, const pack_rows& pk, f
   pk.store(xs, m.x, d);
 }
 
+/// twisted_mutate_functor on a pack: x' = mu_a + sig z from each lane's ancestor a and lw = (0 when its problem was
+/// resampled, else lw) + lz_a - z . h_a / sig, the functor's arithmetic lane by lane with the pack's normals; the
+/// new states' rows written (xs: d packs of scratch).
+void twisted_mutate_pack(const kernels::twisted_mutate_functor& m, const pack_rows& pk, fpack* xs) {
+  const kernels::guided_params& p = m.p;
+  const int d = p.d;
+  const std::int64_t b = pk.b;
+  const float sig = p.steps[m.k].sig;
+  const float* mu_rows[lanes];
+  const float* h_rows[lanes];
+  std::int64_t ancestor[lanes];
+  for (int l = 0; l < lanes; ++l) {
+    ancestor[l] = b * p.particles + static_cast<std::int64_t>(m.ancestors[pk.i0 + (l < pk.valid ? l : 0)]);
+    mu_rows[l] = m.mu + ancestor[l] * d;
+    h_rows[l] = m.shift + ancestor[l] * d;
+  }
+  const fpack sigp(sig);
+  fpack dot(0.f);
+  philox_pack rng(kernels::guided_seed(p), kernels::guided_stream(p, pk.i0, pk.b), static_cast<std::uint64_t>(m.k) + 1);
+  rng.normals(d, [&](int j, fpack z) {
+    fpack mj, hj;
+    for (int l = 0; l < lanes; ++l) {
+      mj.v[l] = mu_rows[l][j];
+      hj.v[l] = h_rows[l][j];
+    }
+    xs[j] = mj + sigp * z;
+    dot = dot + z * hj;
+  });
+  const bool reset = m.reports[b].resampled;
+  for (int l = 0; l < pk.valid; ++l) {
+    const std::int64_t i = pk.i0 + l;
+    const float w = reset ? 0.f : m.lw[i];
+    m.lw[i] = w + m.lz[ancestor[l]] - (sig > 0.f ? dot.v[l] / sig : 0.f);
+  }
+  pk.store(xs, m.x, d);
+}
+
 /// kernels::guided_weight_increment on a pack whose states are in xs and denoisers in ms (the kernel means on
 /// exit, stored into mu): lw += the increment.
 void weight_from_denoiser(const kernels::guided_params& p, std::int64_t k, float* lw, float* mu, const pack_rows& pk,
@@ -299,6 +336,11 @@ void final_move_pack(const kernels::final_move_functor& f, const pack_rows& pk, 
 }  // namespace
 
 void run_guided_pass(const guided_pass& g) {
+  if (g.twisted_mutate != nullptr) {
+    const kernels::twisted_mutate_functor& m = *g.twisted_mutate;
+    for_each_particle_pack(m.p, m.p.d, [&](const pack_rows& pk, fpack* scratch) { twisted_mutate_pack(m, pk, scratch); });
+    return;
+  }
   const kernels::guided_params& p = g.mutate != nullptr ? g.mutate->p
                                     : g.weight != nullptr ? g.weight->p
                                                           : g.weight_answer->p;
