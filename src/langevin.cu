@@ -170,11 +170,12 @@ namespace detail {
 plan_program langevin_program(std::int64_t n, std::int64_t d, const langevin_options& o, model_output output) {
   check_program(n, d, o, validate_options);
   DIFFSAMPLE_EXPECTS(output == model_output::score || output == model_output::denoiser || output == model_output::eps,
-                     "output: a Langevin plan takes score, denoiser or eps, got " << static_cast<int>(output));
+                     "output: a Langevin plan takes score, denoiser or eps, got " << to_string(output));
   // The channel as the fused chain evaluates it (FP32).
   const float a = float(o.target.a), s = float(o.target.s);
   DIFFSAMPLE_EXPECTS(output == model_output::score || s > 0,
-                     "output: a " << to_string(output) << " model needs options.target.s > 0 to give the score");
+                     "output: " << (output == model_output::eps ? "an " : "a ") << to_string(output)
+                                 << " model needs options.target.s > 0 to give the score");
   // The score from the output r at x: score = (a m - x) / s^2 = -eps / s.
   double ux = 0, um = 1;
   if (output == model_output::denoiser) {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "src/enum_tables.hpp"
+#include "src/printable.hpp"
 #include <diffsample/error.hpp>
 
 namespace diffsample {
@@ -31,7 +32,7 @@ E parse_named(const std::string& name, const char* unknown, std::initializer_lis
   if (detail::enum_from_name(name, value)) return value;
   for (const auto& alias : aliases)
     if (name == alias.first) return alias.second;
-  throw invalid_argument(std::string(unknown) + " '" + name + "' (expected " +
+  throw invalid_argument(std::string(unknown) + " '" + detail::printable(name) + "' (expected " +
                          (expected ? std::string(expected) : name_list<E>()) + ")");
 }
 

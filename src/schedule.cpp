@@ -377,6 +377,15 @@ std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
   t.back() = grid == time_grid::custom ? t.back() : t_end;
 
   std::vector<schedule_point> out(t.size());
+  const bool custom = grid == time_grid::custom;
+  for (const bool first : {true, false}) {
+    const double end = first ? t.front() : t.back();
+    DIFFSAMPLE_EXPECTS(std::isfinite(end),
+                       (custom ? (first ? std::string("schedule.times[0]")
+                                        : "schedule.times[" + std::to_string(t.size() - 1) + "]")
+                               : std::string(first ? "schedule.t_start" : "schedule.t_end"))
+                           << ": must be finite, got " << end);
+  }
   const double direction = t.back() - t.front();
   DIFFSAMPLE_EXPECTS(std::isfinite(direction) && direction != 0,
                      "schedule: t_start = " << t.front() << " and t_end = " << t.back() << " must differ");

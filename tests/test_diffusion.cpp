@@ -523,6 +523,15 @@ TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
       << message(o);
   o.steps = 0;
   EXPECT_NE(message(o).find("options.steps"), std::string::npos) << message(o);
+  // A grid end that is not finite is named as such (it was refused as "t_start = nan and t_end = 0 must differ").
+  o = diffusion_options{};
+  o.schedule = noise_schedule::vp_linear().with_grid(time_grid::uniform, std::nan(""), 0.0);
+  EXPECT_EQ(message(o), "schedule.t_start: must be finite, got nan");
+  o.schedule = noise_schedule::vp_linear().with_grid(time_grid::uniform, 1.0, INFINITY);
+  EXPECT_EQ(message(o), "schedule.t_end: must be finite, got inf");
+  o.steps = 3;
+  o.schedule = noise_schedule::vp_linear().with_times({std::nan(""), 0.5, 0.2, 0.0});
+  EXPECT_EQ(message(o), "schedule.times[0]: must be finite, got nan");
 }
 
 // Walk-jump and SMS run ULA on y_m | y_1..m-1. Far from the means the widest component takes all the weight, and

@@ -350,15 +350,15 @@ typedef struct ds_guided_problems {
    *  in [0, d_x) and distinct within a row. Run as a gather/scatter with diagonal tables (default NULL). */
   const int64_t* mask;
   int64_t mask_count;      /**< entries of mask: d_y or B d_y (default 0) */
-  const double* mask_gains; /**< mask_count gains, or NULL for all ones (default NULL) */
+  const double* mask_gains; /**< mask_count gains, or NULL for all ones (default NULL; only with a mask) */
   /* Appended in the second layout (a caller of the first layout gets no SVD operators). */
   /** Instead of A or mask: operators given by their thin SVD A = U diag(S) V^T of rank svd_rank, one shared by
    *  every problem (svd_count 1) or one per problem (svd_count B). The samplers run on the projected
    *  svd_rank-dimensional problem when svd_rank < d_y (diffsample::guided_problems::operators). */
-  int64_t svd_count;       /**< operators: 0 (none, default), 1 or B */
+  int64_t svd_count;       /**< operators: 0 (none, default), 1 or B; with 0 the four fields below keep 0 / NULL */
   int64_t svd_rank;        /**< r, 1 <= r <= min(d_y, d_x) */
   const double* svd_U;     /**< svd_count x d_y x r, orthonormal columns */
-  const double* svd_S;     /**< svd_count x r singular values, > 0 */
+  const double* svd_S;     /**< svd_count x r singular values, >= 0 */
   const double* svd_V;     /**< svd_count x d_x x r, orthonormal columns */
 } ds_guided_problems;
 

@@ -78,6 +78,18 @@ ds::guided_problems to_cpp(const ds_guided_problems* p, std::int64_t d_x) {
                                          }));
     }
   }
+  // The fields of an operator form the problems do not use must keep their defaults (a caller who set the gains or
+  // the factors but not the mask or svd_count would otherwise get another problem than the one described).
+  if (g.mask == nullptr && g.mask_count == 0 && g.mask_gains != nullptr)
+    fail("problems.mask_gains: given without a mask (problems.mask is null, mask_count 0)");
+  if (g.svd_count == 0) {
+    const std::pair<const char*, bool> given[] = {{"problems.svd_rank", g.svd_rank != 0},
+                                                  {"problems.svd_U", g.svd_U != nullptr},
+                                                  {"problems.svd_S", g.svd_S != nullptr},
+                                                  {"problems.svd_V", g.svd_V != nullptr}};
+    for (const auto& [name, set] : given)
+      if (set) fail(std::string(name) + ": given, but problems.svd_count is 0 (no SVD operator)");
+  }
   if (g.svd_count != 0) {
     if (g.A != nullptr || g.mask != nullptr) fail("problems.svd_count: give one of A, mask and the SVD operators");
     if (g.svd_count != 1 && g.svd_count != g.problems)

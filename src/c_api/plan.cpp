@@ -50,8 +50,7 @@ template <class Make>
 ds_status create(ds_sampling_plan** out, Make make) {
   return guard([&] {
     require_out("out", out);
-    *out = nullptr;
-    *out = new ds_sampling_plan{make()};
+    *out = new ds_sampling_plan{make()};  // assigned only once made: on failure *out is left unchanged
   });
 }
 

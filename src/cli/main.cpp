@@ -14,6 +14,7 @@
 #include "cli/distributed.hpp"
 #include "cli/output.hpp"
 #include "cli/problem.hpp"
+#include "printable.hpp"
 
 namespace {
 
@@ -60,9 +61,12 @@ int run(int argc, char** argv) {
 // Prints "diffsample: <prefix><message>" on stderr and returns the exit status. Under mpirun, a failure of this
 // process alone after MPI has started (one the processes did not agree on) ends the job instead, with the message
 // and the status: the other processes may be waiting for this one in a collective (cli/distributed.hpp).
+// The message is one line whatever it quotes (a value from the command line, a name): control characters escaped,
+// at most 16 KiB.
 int failed(int status, const char* message, const char* prefix = "") {
-  cli::distributed::end_job_if_alone(status, std::string(prefix) + message);
-  std::fprintf(stderr, "diffsample: %s%s\n", prefix, message);
+  const std::string line = diffsample::detail::printable(std::string(prefix) + message, 16384);
+  cli::distributed::end_job_if_alone(status, line);
+  std::fprintf(stderr, "diffsample: %s\n", line.c_str());
   return status;
 }
 

@@ -120,6 +120,10 @@ constexpr std::int64_t max_grid_size = 1000;
 /// Largest problem file read (64 MiB): arrays beyond that belong in .npy files.
 constexpr std::int64_t max_problem_bytes = std::int64_t(64) << 20;
 
+/// Deepest nesting of objects and arrays a problem file may have (the format's own is 4 levels; a comment may hold
+/// any JSON, within this).
+constexpr int max_problem_depth = 1000;
+
 /// Throws input_error if @p values has a NaN or infinite entry: "<what>: value 3 is nan".
 void require_finite(const std::vector<double>& values, const std::string& what);
 

@@ -28,6 +28,16 @@ static void test_library(void) {
   EXPECT_ERROR(ds_parse_executor("tpu", &e), DS_INVALID_ARGUMENT, "tpu");
   CHECK(e == DS_EXECUTOR_CUDA); /* outputs unchanged on failure */
   EXPECT_ERROR(ds_parse_executor(NULL, &e), DS_INVALID_ARGUMENT, "name");
+  /* The message is one line: a name's control characters are escaped, a long name cut (seen failing: "cpu\n" split
+   * ds_last_error() in two, and a 100,000-character name was copied whole). */
+  EXPECT_ERROR(ds_parse_executor("cpu\nFAKE", &e), DS_INVALID_ARGUMENT, "'cpu\\x0aFAKE'");
+  CHECK(strchr(ds_last_error(), '\n') == NULL);
+  {
+    static char long_name[100001];
+    memset(long_name, 'a', sizeof long_name - 1);
+    EXPECT_ERROR(ds_parse_executor(long_name, &e), DS_INVALID_ARGUMENT, "aaa...'");
+    CHECK(strlen(ds_last_error()) < 1000);
+  }
 }
 
 /* One isotropic Gaussian N(mu, var I) in d = 3: score (mu - x) / var, denoiser x at the prior, log-density in closed
@@ -1571,13 +1581,23 @@ static void test_binary(void) {
     }
     o.measurements = 2;
     o.mean = 1;
+    /* A field the chosen sampler does not read must keep its default (seen failing: start_uniform passed to
+     * walk-jump, measurements and mean to Langevin, all ignored without a word). */
+    EXPECT_ERROR(ds_discrete_walk_jump(m, x, n, &o, u, NULL, cpu, NULL, 0, &ran), DS_INVALID_ARGUMENT,
+                 "options.start_uniform: not read by discrete_walk_jump; leave it at its default 0, got 1");
+    EXPECT_ERROR(ds_discrete_workspace_bytes(m, n, &o, 1, &bytes), DS_INVALID_ARGUMENT, "options.start_uniform");
+    o.start_uniform = 0;
     CHECK_OK(ds_discrete_walk_jump(m, x, n, &o, u, NULL, cpu, NULL, 0, &ran));
     for (i = 0; i < n * 3; ++i) CHECK(x[i] >= -1.f && x[i] <= 1.f && fabs(u[i]) <= 2.f);
+    EXPECT_ERROR(ds_discrete_langevin(m, y, n, &o, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "options.measurements: not read by discrete_langevin; leave it at its default 1, got 2");
+    o.measurements = 1;
+    EXPECT_ERROR(ds_discrete_langevin(m, y, n, &o, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
+                 "options.mean: not read by discrete_langevin; leave it at its default 0, got 1");
     o.mean = 0;
     CHECK_OK(ds_discrete_walk_jump(m, x, n, &o, NULL, NULL, cpu, NULL, 0, NULL));
     for (i = 0; i < n * 3; ++i) CHECK(x[i] == 1.f || x[i] == -1.f);
     /* A start off {-1,1}^d is refused on the host, naming the entry; with start_uniform it is not read. */
-    o.start_uniform = 0;
     y[4] = 0.f;
     EXPECT_ERROR(ds_discrete_langevin(m, y, n, &o, NULL, cpu, NULL, 0, NULL), DS_INVALID_ARGUMENT,
                  "y: entry 4 (chain 1, coordinate 1) is 0");

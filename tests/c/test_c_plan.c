@@ -575,7 +575,8 @@ int main(void) {
     }
     EXPECT_ERROR(ds_sampling_plan_samples(plan, NULL), DS_INVALID_ARGUMENT, "samples");
     ds_sampling_plan_destroy(plan);
-    plan = NULL;
+    /* A failed create leaves *out as it was (seen failing: it was set to NULL first, losing a caller's live plan). */
+    plan = (ds_sampling_plan*)&o;
     o.record_every = 1;
     EXPECT_ERROR(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_DENOISER, cpu, &plan), DS_INVALID_ARGUMENT,
                  "record_every");
@@ -583,7 +584,16 @@ int main(void) {
     EXPECT_ERROR(ds_sampling_plan_create_diffusion(n, d, &o, (ds_model_output)7, cpu, &plan), DS_INVALID_ARGUMENT,
                  "output");
     EXPECT_ERROR(ds_sampling_plan_create_diffusion(n, d, &o, DS_MODEL_DENOISER, cpu, NULL), DS_INVALID_ARGUMENT, "out");
-    CHECK(plan == NULL);
+    CHECK(plan == (ds_sampling_plan*)&o);
+    {
+      ds_langevin_options lo;
+      CHECK_OK(ds_langevin_options_init(&lo, sizeof lo));
+      lo.steps = -1;
+      EXPECT_ERROR(ds_sampling_plan_create_langevin(n, d, &lo, DS_MODEL_SCORE, cpu, &plan), DS_INVALID_ARGUMENT,
+                   "steps");
+      CHECK(plan == (ds_sampling_plan*)&o);
+    }
+    plan = NULL;
     EXPECT_ERROR(ds_sampling_plan_tell(NULL, cpu), DS_INVALID_ARGUMENT, "plan");
     ds_sampling_plan_destroy(NULL);
   }
