@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -1181,29 +1182,19 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
   return blob;
 }
 
-/// Guided SMC's mutation of every particle: on packs of particles on the CPU executor's SIMD targets
-/// (cpu::run_guided_pass), else the functor per particle.
-void run_mutation(executor where, std::int64_t count, const kernels::guided_mutate_functor& mutate,
-                  cudaStream_t stream) {
+/// Guided SMC's mutation of every particle (kernels::guided_mutate_functor, or the twisted SMC's
+/// kernels::twisted_mutate_functor): on packs of particles on the CPU executor's SIMD targets (cpu::run_guided_pass),
+/// else the functor per particle. guided_sample()'s runs and the plans' tells both take this path, so they agree bit
+/// for bit on every target.
+template <class Mutate>
+void run_mutation(executor where, std::int64_t count, const Mutate& mutate, cudaStream_t stream) {
   const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
   if (target != cpu::simd_target::scalar) {
     cpu::guided_pass pass;
-    pass.mutate = &mutate;
-    cpu::run_guided_pass(target, pass);
-  } else {
-    kernels::for_each_index<128>(where, count, mutate, stream);
-  }
-}
-
-/// The twisted SMC's mutation of every particle: on packs of particles on a SIMD CPU target (cpu::run_guided_pass),
-/// else the functor per particle. guided_sample()'s runs and the plan's tells both take this path, so they agree
-/// bit for bit on every target.
-void run_twisted_mutation(executor where, std::int64_t count, const kernels::twisted_mutate_functor& mutate,
-                          cudaStream_t stream) {
-  const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
-  if (target != cpu::simd_target::scalar) {
-    cpu::guided_pass pass;
-    pass.twisted_mutate = &mutate;
+    if constexpr (std::is_same_v<Mutate, kernels::twisted_mutate_functor>)
+      pass.twisted_mutate = &mutate;
+    else
+      pass.mutate = &mutate;
     cpu::run_guided_pass(target, pass);
   } else {
     kernels::for_each_index<128>(where, count, mutate, stream);
@@ -1672,7 +1663,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
             where, BN, kernels::guided_twisted_functor<false>{p, k, sigma2, x, mu, shift, lw, lz, work, r}, stream);
       }
       resample_and_record(k);
-      run_twisted_mutation(where, BN, kernels::twisted_mutate_functor{p, k, mu, shift, lz, ancestors, reports, lw, x},
+      run_mutation(where, BN, kernels::twisted_mutate_functor{p, k, mu, shift, lz, ancestors, reports, lw, x},
                            stream);
       report.launches += 4;
     }
@@ -2307,7 +2298,7 @@ guided_report guided_smc_shard(const gaussian_mixture& prior, const guided_probl
                               kernels::guided_bookkeeping_functor{reports, log_z, previous_lse, out.ess_trace, counts,
                                                                   K + 1, k, log_n},
                               stream);
-      run_twisted_mutation(
+      run_mutation(
           where, BL, kernels::twisted_mutate_functor{p, k, mu2, moved_shift, moved_lz, ancestors, reports, lw, x},
           stream);
       report.launches += 4;
@@ -2624,7 +2615,7 @@ struct smc_plan_storage final : workspace_plan_storage {
                      t + 1 == K, stream);
     if (j != asks_per_step - 1) return;
     resample_weights(t, stream);
-    run_twisted_mutation(where, BN, kernels::twisted_mutate_functor{p, t, mu, shift, lz, ancestors, reports, lw, x},
+    run_mutation(where, BN, kernels::twisted_mutate_functor{p, t, mu, shift, lz, ancestors, reports, lw, x},
                          stream);
     if (t + 1 != K) return;
     resample_column(K, stream);
