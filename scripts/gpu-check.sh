@@ -8,7 +8,7 @@
 # (bench/posterior_table.py --executor cuda), the Python package's tests, the GEMM path's benchmark on the CUDA
 # executor (bench_mixture_gemm cuda, cuda crossover, cuda operator, and bench/torch_mixture_gemm.py beside it), the
 # scaling of distributed SMC with CUDA ranks (bench_mpi under mpiexec -n 1 and 2 on the one GPU), the benchmarks of
-# the CUDA executor and the PyTorch baselines, in that order (correctness before figures: a first run's few minutes go to what a GPU alone can
+# the CUDA executor, Nsight Compute profiles of four kernels and the PyTorch baselines, in that order (correctness before figures: a first run's few minutes go to what a GPU alone can
 # check), within a time budget, and writes
 # everything to a dated results file, bench/results/<UTC date>-<device>.md (its path and a summary are printed last).
 #
@@ -30,7 +30,7 @@
 # DIFFSAMPLE_BENCH_TIMEOUT (default 45), each sanitizer run DIFFSAMPLE_SANITIZER_TIMEOUT (default 90), and the
 # sanitizer runs together DIFFSAMPLE_SANITIZER_BUDGET (default 120); DIFFSAMPLE_SANITIZER_ONLY (tool:program globs, e.g.
 # "memcheck:test_guided racecheck:*") keeps only the sanitizer runs it names; DIFFSAMPLE_CHECK_SKIP (a space-separated
-# list of tests demo sanitizers mpi python gemm mpibench posterior benches baselines) leaves those sections out;
+# list of tests demo sanitizers mpi python gemm mpibench posterior benches profiles baselines) leaves those sections out;
 # DIFFSAMPLE_TEST_PROGRAMS (globs) keeps only the test programs it names; DIFFSAMPLE_BENCHES names the benchmarks of the benchmark section (default all; "" none); the posterior table's limit
 # is DIFFSAMPLE_POSTERIOR_TIMEOUT (default 150), its d_x values DIFFSAMPLE_POSTERIOR_DX (default 10,100), its seeds per instance DIFFSAMPLE_POSTERIOR_SEEDS (default 1); DIFFSAMPLE_GEMM_MODES the bench_mixture_gemm modes run, separated by
 # "|" (default "cuda|cuda crossover|cuda operator"). The whole check ends within about the budget
@@ -753,6 +753,39 @@ if [ $quick = 0 ] && ! skipping benches && [ -n "$run_benches" ]; then
     endsection
   done
   summary+=("benchmarks: $bench_ran of $(echo $run_benches | wc -w) ran to the end${bench_bad[0]+ (${bench_bad[*]})}")
+fi
+
+# --- kernel profiles ----------------------------------------------------------------------------------------------
+# Nsight Compute on the kernels whose speed the static record could not explain (bench/static_record.md): the SMC's
+# weighting with the linear and with the twisted potentials (the default ran a tenth of the linear filter's rate on
+# an H200, where the CPU executor's scalar target, the same per-particle math, runs it at 3.5x the linear's time),
+# the start correction, and evaluate()'s staged rows (bench_plan's plan+mixture). Two launches of each, past the
+# first; speed of light, occupancy, launch statistics and the memory workload (local memory included).
+if [ $quick = 0 ] && ! skipping profiles; then
+  section "kernel profiles (ncu: SMC weightings, start correction, staged evaluate)"
+  if ! have ncu; then
+    echo "skipped: ncu not found" >>"$out"
+  else
+    profiled=0
+    for spec in "bench_smc|guided_weight_functor|65536 6" "bench_smc|guided_twisted_functor<false>|65536 6" \
+                "bench_smc|guided_init_functor|65536 6" "bench_plan|for_each_row_staged_kernel|65536 4"; do
+      IFS='|' read -r prog kernel args <<<"$spec"
+      if over_budget; then echo "skipped (time budget spent): $kernel" >>"$out"; continue; fi
+      echo "### $prog $args: $kernel" >>"$out"
+      # shellcheck disable=SC2086
+      limit 45 ncu --kernel-name-base demangled --kernel-name "regex:${kernel}" --launch-skip 1 --launch-count 2 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+        "$bin/bench/$prog" $args >>"$out" 2>&1
+      rc=$?
+      case $rc in
+        0) profiled=$((profiled + 1)) ;;
+        124|137) echo "TIMED OUT: ncu on $kernel" >>"$out" ;;
+        *) echo "FAILED ($rc): ncu on $kernel" >>"$out" ;;
+      esac
+    done
+    summary+=("kernel profiles: $profiled of 4")
+  fi
+  endsection
 fi
 
 # --- baselines ----------------------------------------------------------------------------------------------------
