@@ -1100,7 +1100,8 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
             and device when trajectory is given, else NumPy: the CPU executor); given with out, it must be out's
             number of rows.
         out: (n, d) float32 writable, C-contiguous array (NumPy, PyTorch, CuPy; CPU or CUDA: the executor follows
-            it) receiving the samples; with draw_initial=False it holds the initial states on entry.
+            it) receiving the samples; with draw_initial=False it holds the initial states on entry (and is
+            required: a new array would hold none).
         trajectory: None, or a (records, n, d) float32 array on out's device receiving every record_every-th
             state (records = total steps // record_every; sequential_measurements: steps x measurements in all);
             required when record_every > 0, refused when it is 0.
@@ -1118,6 +1119,10 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     o = _diffusion_options(schedule, options)
     m = _mixture(mixture)
     if out is None:
+        if not o.draw_initial:  # (a new array holds no states: the chains started from np.empty's leftovers)
+            raise InvalidArgument("out: None, but draw_initial is False: the chains start from out's values, which a "
+                                  "new array does not hold; pass out=, an (n, d) float32 array holding the initial "
+                                  "states, or leave draw_initial at True")
         # A new out follows the arrays the caller gave (trajectory=): its framework and device.
         _writable(_trajectory(trajectory, o, "total steps"), "trajectory")
         out = _empty(trajectory, (_count(n), m.dim), "float32", "n",
@@ -1268,8 +1273,9 @@ class DiffusionPlan:
             model: a callable model(x, a, s) returning its output (the plan's output kind) at x for the channel
                 (a, s) (floats): an (n, d) float32 array on the plan's device (the buffer may be reused; not x
                 or a view of it, which step() refuses).
-            x: (n, d) float32 writable array on the plan's device holding the state; None: a new NumPy array (CPU
-                plans only).
+            x: (n, d) float32 writable array on the plan's device holding the state (the initial states on entry
+                when the plan's draw_initial is False); None: a new NumPy array (CPU plans that draw their initial
+                states only).
             stream: CUDA stream for CUDA arrays (int handle, torch.cuda.Stream, CuPy stream, or an object with
                 cuda_stream, ptr or __cuda_stream__); None: the framework's current stream. CPU calls: None or 0.
 
@@ -1281,6 +1287,10 @@ class DiffusionPlan:
         if x is None:
             if self._plan.executor != _core.Executor.cpu:
                 raise InvalidArgument("x: a CUDA plan needs x, an (n, d) float32 CUDA array")
+            if not self._options.draw_initial:  # (a new array holds no states: the chains started from np.empty's)
+                raise InvalidArgument("x: None, but the plan's draw_initial is False: the chains start from x's "
+                                      "values, which a new array does not hold; pass x, an (n, d) float32 array "
+                                      "holding the initial states, or make the plan with draw_initial=True")
             x = _empty(None, (self._n, self._d), "float32", "n")
         _writable(x, "x")
         h = _stream(x, stream)

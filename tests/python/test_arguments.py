@@ -203,6 +203,24 @@ def test_boolean_settings_refuse_strings(m):
         ds.diffusion(m, 4, steps=2, draw_initial="no")
 
 
+def test_draw_initial_false_needs_the_initial_states(m):
+    # With draw_initial=False the chains start from the array's values: diffusion() without out= and
+    # DiffusionPlan.run(model) without x started them from a new np.empty array's leftovers (NaN or garbage samples,
+    # different from run to run), where SamplingPlan.reset() refuses the same. Seen failing before the fix: both ran.
+    with pytest.raises(ds.InvalidArgument, match=r"^out: None, but draw_initial is False: the chains start from "
+                                                 r"out's values, which a new array does not hold; pass out=, "):
+        ds.diffusion(m, 4, steps=2, draw_initial=False)
+    plan = ds.DiffusionPlan(4, 2, steps=2, draw_initial=False)
+    model = lambda x, a, s: m.denoiser(x, a, s)  # noqa: E731
+    with pytest.raises(ds.InvalidArgument, match=r"^x: None, but the plan's draw_initial is False: the chains start "
+                                                 r"from x's values, which a new array does not hold; pass x, "):
+        plan.run(model)
+    # Given the states, both run from them, alike.
+    start = np.linspace(-1, 1, 8, dtype=np.float32).reshape(4, 2)
+    np.testing.assert_array_equal(plan.run(model, start.copy()),
+                                  ds.diffusion(m, out=start.copy(), steps=2, draw_initial=False))
+
+
 # ---- sizes of the outputs the package allocates ---------------------------------------------------------------------
 
 
