@@ -634,6 +634,10 @@ def _answer(dst: Any, value: Any, name: str) -> None:
         return
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
         raise InvalidArgument(f"{name}: a {type(value).__name__}, expected a {_shape(dst)} float32 array")
+    # What the package refuses as any input (a masked array, whose masked elements were copied as data; object and
+    # structured dtypes; sparse and meta tensors), but a tensor with the negative bit, read as the values it holds.
+    if _framework(value) != "torch" or not value.is_neg():
+        _array(value, name)
     if _shape(value) != _shape(dst):
         raise InvalidArgument(f"{name}: shape {_shape(value)}, expected {_shape(dst)}")
     dtype = str(value.dtype).replace("torch.", "")

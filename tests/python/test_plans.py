@@ -131,6 +131,38 @@ def test_tell_copies_a_checked_answer(mixture2):
     assert mala.position == 1
 
 
+def test_tell_and_run_refuse_what_every_input_refuses(mixture2):
+    """tell(answer) and run(model)'s outputs were copied into the plan's buffer after checks of shape, dtype and
+    device only: a NumPy masked array's masked elements were copied as data (a fully masked answer gave samples of
+    its hidden 1e30 values), an object array reached NumPy's copy. They are refused as every input of the package is
+    (_array). Seen failing before the fix: the masked answer told, the masked model's samples returned."""
+    n = 4
+    plan = ds.SamplingPlan.diffusion(n, 2, output="denoiser", sampler="ddpm", steps=2, seed=1)
+    plan.reset()
+    r = plan.ask()
+    hidden = np.ma.masked_array(np.full((n, 2), 1e30, np.float32), mask=True)
+    with pytest.raises(ds.InvalidArgument, match=r"^answer: a NumPy masked array; the library ignores the mask"):
+        plan.tell(hidden)
+    with pytest.raises(ds.InvalidArgument, match=r"^answer: dtype object \(NumPy dtype that no DLPack array holds\)"):
+        plan.tell(np.zeros((n, 2), dtype=object))
+    assert plan.position == r["index"]
+    with pytest.raises(ds.InvalidArgument, match=r"^model: a NumPy masked array; the library ignores the mask"):
+        plan.run(lambda x, a, s: hidden)
+    torch = pytest.importorskip("torch")
+    plan.reset()
+    plan.ask()
+    with pytest.raises(ds.InvalidArgument, match=r"^answer: a sparse_coo tensor; the library reads dense"):
+        plan.tell(torch.zeros(n, 2).to_sparse())
+    # A tensor with the negative bit is still read as the values it holds (torch's own copy resolves it).
+    plan = ds.SamplingPlan.diffusion(n, 2, output="denoiser", sampler="ddpm", steps=2, seed=1)
+    plan.reset()
+    while not plan.done:
+        r = plan.ask()
+        good = mixture2.denoiser(np.ascontiguousarray(r["points"]), r["a"], r["s"])
+        plan.tell(torch._neg_view(torch.from_numpy(-good)))
+    np.testing.assert_array_equal(plan.samples(), ds.diffusion(mixture2, n, sampler="ddpm", steps=2, seed=1))
+
+
 def test_plan_refuses_calls_out_of_sequence():
     # Seen failing before the checks: ask() and tell() ran on a plan never reset, and a second tell() after one ask()
     # applied the next ask with the previous answer.
