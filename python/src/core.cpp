@@ -720,6 +720,14 @@ M setting_value(nb::handle h, const std::string& name) {
       else expected = "a " + std::string(nb::type_name(nb::type<M>()).c_str());
       raise_type(name + ": " + setting_got(h) + ", expected " + expected);
     }
+    // A sequence of reals takes finite numbers only, as a real field does (a NaN time or alpha-bar was kept, and
+    // refused where the schedule was used, as a time out of order).
+    if constexpr (std::is_same_v<M, std::vector<double>>) {
+      for (std::size_t k = 0; k < value.size(); ++k)
+        if (!std::isfinite(value[k]))
+          raise_invalid(name + "[" + std::to_string(k) + "]: " + nb::repr(nb::float_(value[k])).c_str() +
+                        ", expected a finite number");
+    }
     return value;
   }
 }
