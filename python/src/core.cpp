@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <cstdint>
@@ -681,7 +682,13 @@ M setting_value(nb::handle h, const std::string& name) {
       } catch (const ds::invalid_argument& e) {
         const std::string what = e.what();
         if (what.rfind(name + ":", 0) == 0) throw;
-        raise_invalid(name + ": " + what);
+        // The parser names what it parses (path: unknown name 'cuda'): that name gives way to the setting's
+        // (operator_path: path: unknown name ... said it twice).
+        const std::size_t colon = what.find(": ");
+        const bool word = colon != std::string::npos && colon > 0 &&
+                          std::all_of(what.begin(), what.begin() + std::ptrdiff_t(colon),
+                                      [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+        raise_invalid(name + ": " + (word ? what.substr(colon + 2) : what));
       }
     }
     nb::handle type = nb::type<M>();

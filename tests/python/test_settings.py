@@ -122,6 +122,19 @@ def test_enum_fields_take_names_and_values_only():
         ds.LangevinOptions().method = 1
 
 
+def test_enum_settings_name_the_setting_once():
+    # The parser of an enum names what it parses ("path: unknown name 'cuda'"), and the setting's name was put
+    # before it: "operator_path: path: unknown name 'cuda'". Seen failing before the fix: that doubled prefix.
+    g = ds.GuidedOptions()
+    with pytest.raises(ds.InvalidArgument, match=r"^operator_path: unknown name 'cuda' \(expected auto, direct or "
+                                                 r"gemm\)$"):
+        g.operator_path = "cuda"
+    with pytest.raises(ds.InvalidArgument, match=r"^kind: unknown kind 'nonsense' \(expected vp_linear, "):
+        ds.NoiseSchedule().kind = "nonsense"
+    with pytest.raises(ds.InvalidArgument, match=r"^sampler: unknown diffusion sampler 'nonsense' "):
+        ds.DiffusionOptions().sampler = "nonsense"
+
+
 def test_object_fields():
     g = ds.GuidedOptions()
     with pytest.raises(TypeError, match=r"^schedule: None, expected a diffsample\._core\.NoiseSchedule$"):
