@@ -366,6 +366,7 @@ struct host_data {
   std::vector<std::int64_t> shape;
   std::string dtype;      // as dtype_string() names it
   bool integral = false;  // an integer dtype
+  std::vector<std::int64_t> indices;  // read_host(..., indices = true): the values as integers (values is empty)
 };
 
 // The 16-bit floating-point formats problem data may come in (NumPy's float16, PyTorch's and JAX's bfloat16, ...):
@@ -396,11 +397,13 @@ struct bfloat16_bits {
 };
 static_assert(sizeof(float16_bits) == 2 && sizeof(bfloat16_bits) == 2);
 
-// Copies a's values in row-major order as doubles. An int64 or uint64 value beyond 2^53 in magnitude has no exact
-// double: refused naming name[k] when exact (it was rounded without a word, though integers are documented to widen
-// exactly), kept rounded otherwise (mask indices, whose range the library checks).
-template <class T>
-void copy_strided(const array& a, std::vector<double>& out, const std::string& name, bool exact) {
+// Copies a's values in row-major order as doubles (Out = double), or as int64 indices (Out = std::int64_t, integer
+// dtypes). An int64 or uint64 value beyond 2^53 in magnitude has no exact double: refused naming name[k] (it was
+// rounded without a word, though integers are documented to widen exactly). Indices are copied as integers, exactly
+// (read through float64, 2^63 - 1 was rounded to 2^63 and refused as at least 2^63); a uint64 index from 2^63 on is
+// no int64 (the conversion would be undefined) and is refused here (every index the library takes is below d_x).
+template <class T, class Out = double>
+void copy_strided(const array& a, std::vector<Out>& out, const std::string& name) {
   const T* base = static_cast<const T*>(a.data());
   const std::size_t nd = a.ndim();
   std::vector<std::int64_t> index(nd, 0);
@@ -408,16 +411,25 @@ void copy_strided(const array& a, std::vector<double>& out, const std::string& n
     std::int64_t offset = 0;
     for (std::size_t j = 0; j < nd; ++j) offset += index[j] * std::int64_t(a.stride(j));
     const T value = base[offset];
-    if constexpr (std::is_integral_v<T> && sizeof(T) == 8) {
-      constexpr T exact_limit = T(1) << 53;
-      bool inexact = value > exact_limit;
-      if constexpr (std::is_signed_v<T>) inexact = inexact || value < -exact_limit;
-      if (exact && inexact)
-        raise_invalid(name + "[" + std::to_string(k) + "]: " + std::to_string(value) +
-                      " is not exact in float64 (the problem keeps float64 values, exact for integers up to 2^53 in "
-                      "magnitude); pass float64 values");
+    if constexpr (std::is_same_v<Out, double>) {
+      if constexpr (std::is_integral_v<T> && sizeof(T) == 8) {
+        constexpr T exact_limit = T(1) << 53;
+        bool inexact = value > exact_limit;
+        if constexpr (std::is_signed_v<T>) inexact = inexact || value < -exact_limit;
+        if (inexact)
+          raise_invalid(name + "[" + std::to_string(k) + "]: " + std::to_string(value) +
+                        " is not exact in float64 (the problem keeps float64 values, exact for integers up to 2^53 in "
+                        "magnitude); pass float64 values");
+      }
+      out[k] = double(value);
+    } else {
+      if constexpr (std::is_same_v<T, std::uint64_t>) {
+        if (value > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
+          raise_invalid(name + ": index " + std::to_string(k) + " is " + std::to_string(value) +
+                        ", outside [0, d_x)");
+      }
+      out[k] = std::int64_t(value);
     }
-    out[k] = double(value);
     for (std::size_t j = nd; j-- > 0;) {  // row-major order
       if (++index[j] < std::int64_t(a.shape(j))) break;
       index[j] = 0;
@@ -883,8 +895,11 @@ void def_init_settings(nb::class_<C>& cls, const char* name) {
       "is a TypeError).");
 }
 
+// indices: the data are integer indices (ObservationOperator.mask's), read as integers into host_data::indices;
+// another dtype than an integer one is refused as such, and an empty sequence of numbers is an empty int64 array
+// (NumPy reads [] as float64).
 host_data read_host(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
-                    const std::string& expected, bool exact = true) {
+                    const std::string& expected, bool indices = false) {
   if (obj.is_none()) raise_invalid(name + ": None, expected " + expected);
   // A NumPy-style dtype that holds no numbers (object, string, datetime, void) is refused before the import, which
   // cannot represent it.
@@ -908,7 +923,10 @@ host_data read_host(nb::handle obj, const std::string& name, const std::vector<s
       raise_invalid(name + ": a " + type + ", expected real numbers");
     nb::object converted;
     try {
-      converted = nb::module_::import_("numpy").attr("asarray")(obj, "order"_a = "C");
+      nb::module_ numpy = nb::module_::import_("numpy");
+      converted = numpy.attr("asarray")(obj, "order"_a = "C");
+      if (indices && nb::cast<std::int64_t>(converted.attr("size")) == 0)
+        converted = numpy.attr("asarray")(obj, "dtype"_a = "int64", "order"_a = "C");
     } catch (nb::python_error&) {
       raise_invalid(name + ": a " + type + ", expected an array or a (nested) sequence of numbers");
     }
@@ -936,8 +954,20 @@ host_data read_host(nb::handle obj, const std::string& name, const std::vector<s
   const nb::dlpack::dtype t = a.dtype();
   h.dtype = dtype_string(t);
   h.integral = t.code == uint8_t(nb::dlpack::dtype_code::Int) || t.code == uint8_t(nb::dlpack::dtype_code::UInt);
-  void (*copy)(const array&, std::vector<double>&, const std::string&, bool) = nullptr;
-  if (t == nb::dtype<double>()) copy = copy_strided<double>;
+  if (indices && !h.integral) raise_invalid(name + ": dtype " + h.dtype + ", expected an integer dtype");
+  void (*copy)(const array&, std::vector<double>&, const std::string&) = nullptr;
+  void (*copy_indices)(const array&, std::vector<std::int64_t>&, const std::string&) = nullptr;
+  if (indices) {
+    if (t == nb::dtype<std::int64_t>()) copy_indices = copy_strided<std::int64_t, std::int64_t>;
+    else if (t == nb::dtype<std::int32_t>()) copy_indices = copy_strided<std::int32_t, std::int64_t>;
+    else if (t == nb::dtype<std::int16_t>()) copy_indices = copy_strided<std::int16_t, std::int64_t>;
+    else if (t == nb::dtype<std::int8_t>()) copy_indices = copy_strided<std::int8_t, std::int64_t>;
+    else if (t == nb::dtype<std::uint64_t>()) copy_indices = copy_strided<std::uint64_t, std::int64_t>;
+    else if (t == nb::dtype<std::uint32_t>()) copy_indices = copy_strided<std::uint32_t, std::int64_t>;
+    else if (t == nb::dtype<std::uint16_t>()) copy_indices = copy_strided<std::uint16_t, std::int64_t>;
+    else if (t == nb::dtype<std::uint8_t>()) copy_indices = copy_strided<std::uint8_t, std::int64_t>;
+    else raise_invalid(name + ": dtype " + h.dtype + ", expected an integer dtype of at most 64 bits");
+  } else if (t == nb::dtype<double>()) copy = copy_strided<double>;
   else if (t == nb::dtype<float>()) copy = copy_strided<float>;
   else if (t == nb::dtype<std::int64_t>()) copy = copy_strided<std::int64_t>;
   else if (t == nb::dtype<std::int32_t>()) copy = copy_strided<std::int32_t>;
@@ -962,19 +992,23 @@ host_data read_host(nb::handle obj, const std::string& name, const std::vector<s
   bool over = false;
   for (std::int64_t extent : h.shape) over = over || __builtin_mul_overflow(count, extent, &count);
   const std::string values = shape_string(h.shape.size(), h.shape.data()) + " values";
+  const std::string copy_type = indices ? "int64" : "float64";
+  static_assert(sizeof(double) == sizeof(std::int64_t));
   if (over || count > ds::limits::max_host_bytes / std::int64_t(sizeof(double)))
     throw ds::out_of_memory(name + ": its " + values + " need " +
                             (over ? std::string("more than 2^63") : std::to_string(count) + " x 8") +
-                            " bytes of host memory for their float64 copy, the limit is " +
+                            " bytes of host memory for their " + copy_type + " copy, the limit is " +
                             ds::limits::spell(ds::limits::max_host_bytes) + " (diffsample.limits.max_host_bytes)");
   try {
-    h.values.resize(std::size_t(count));
+    if (indices) h.indices.resize(std::size_t(count));
+    else h.values.resize(std::size_t(count));
   } catch (const std::bad_alloc&) {
-    throw ds::out_of_memory(name + ": the float64 copy of its " + values + " (" +
+    throw ds::out_of_memory(name + ": the " + copy_type + " copy of its " + values + " (" +
                             std::to_string(count * std::int64_t(sizeof(double))) +
                             " bytes) could not be allocated on the host");
   }
-  copy(a, h.values, name, exact);
+  if (indices) copy_indices(a, h.indices, name);
+  else copy(a, h.values, name);
   return h;
 }
 
@@ -2128,16 +2162,8 @@ NB_MODULE(_core, m) {
           [](nb::args args, nb::kwargs kwargs) {
             call_arguments arguments("ObservationOperator.mask", args, kwargs, {"d_x", "indices", "diagonal"}, 2);
             const std::int64_t d_x = int64_arg(arguments[0], "d_x");
-            host_data i = read_host(arguments[1], "indices", {1}, "(d_y,) integers", false);
-            if (!i.integral) raise_invalid("indices: dtype " + i.dtype + ", expected an integer dtype");
-            std::vector<std::int64_t> idx(i.values.size());
-            for (std::size_t k = 0; k < idx.size(); ++k) {
-              // A uint64 index from 2^63 on is no int64 (the conversion would be undefined): refused here; every
-              // index the library takes (< d_x) is exact in the float64 copy.
-              if (!(i.values[k] >= -0x1p63 && i.values[k] < 0x1p63))
-                raise_invalid("indices: index " + std::to_string(k) + " is at least 2^63, outside [0, d_x)");
-              idx[k] = std::int64_t(i.values[k]);
-            }
+            std::vector<std::int64_t> idx =
+                read_host(arguments[1], "indices", {1}, "(d_y,) integers", true).indices;
             std::vector<double> g;
             if (arguments.given(2) && !arguments[2].is_none())
               g = host_vector(arguments[2], "diagonal", {1}, "(d_y,)");

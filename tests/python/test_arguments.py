@@ -365,10 +365,29 @@ def test_counts_from_options_do_not_overflow_in_the_binding(mixture2):
 def test_mask_indices_beyond_int64_are_refused_by_name():
     # A uint64 index from 2^63 on was converted to int64 (undefined: it read as -2^63, and the library's message
     # named that value). Seen failing before the fix ("index 0 is -9223372036854775808").
-    with pytest.raises(ds.InvalidArgument, match=r"^indices: index 1 is at least 2\^63, outside \[0, d_x\)$"):
+    with pytest.raises(ds.InvalidArgument, match=r"^indices: index 1 is 9223372036854775813, outside \[0, d_x\)$"):
         ds.ObservationOperator.mask(3, np.array([1, 2**63 + 5], dtype=np.uint64))
     np.testing.assert_array_equal(ds.ObservationOperator.mask(3, np.array([2, 0], dtype=np.uint64)).matrix(),
                                   [[0, 0, 1], [1, 0, 0]])
+
+
+def test_mask_indices_are_read_as_integers():
+    # Indices were read through the float64 copy of problem data: 2^63 - 1 rounded to 2^63 and was refused as "at
+    # least 2^63"; an empty list, which NumPy reads as float64, was refused for a dtype the caller never gave; bool
+    # indices were refused as no real numbers. Seen failing before the fix: those three messages.
+    with pytest.raises(ds.InvalidArgument, match=r"^observation\.indices: index 0 is 9223372036854775807, outside "
+                                                 r"\[0, 3\)$"):
+        ds.ObservationOperator.mask(3, np.array([2**63 - 1], np.int64))
+    for empty in ([], (), np.zeros(0, np.int32)):
+        with pytest.raises(ds.InvalidArgument, match=r"^observation\.indices: a mask needs at least one observed "
+                                                     r"coordinate$"):
+            ds.ObservationOperator.mask(3, empty)
+    for bad, dtype in (([True], "bool8?"), (np.array([True, False]), "bool8?"), ([0.0], "float64"),
+                       (np.float16([1]), "float16")):
+        with pytest.raises(ds.InvalidArgument, match=rf"^indices: dtype {dtype}, expected an integer dtype$"):
+            ds.ObservationOperator.mask(3, bad)
+    for good in ([2, 0], np.array([2, 0], np.int8), np.array([2, 0], np.uint16), np.array([2, 0], np.int64)):
+        np.testing.assert_array_equal(ds.ObservationOperator.mask(3, good).matrix(), [[0, 0, 1], [1, 0, 0]])
 
 
 def test_n_given_with_out_must_agree(mixture2):
