@@ -121,7 +121,10 @@ def _is_cuda(x: Any) -> bool:
     if fw == "cupy":
         return True
     if hasattr(x, "__dlpack_device__"):
-        return int(x.__dlpack_device__()[0]) in (2, 13)  # kDLCUDA, kDLCUDAManaged
+        try:
+            return int(x.__dlpack_device__()[0]) in (2, 13)  # kDLCUDA, kDLCUDAManaged
+        except Exception:  # the producer cannot say (its exception reached the caller as it was): the binding's
+            return False   # import reports it, naming the argument (_core._check_array)
     return False
 
 
@@ -201,7 +204,8 @@ def _count_agrees(n: Any, out: Any) -> None:
     """n given with out=: it must be out's number of rows (else it would be ignored without a word)."""
     if n is None:
         return
-    rows = _shape(out)[0] if hasattr(out, "shape") and len(_shape(out)) >= 1 else None
+    shape = _shape(out, "out")
+    rows = shape[0] if len(shape) >= 1 else None
     if _count(n) != rows:
         raise InvalidArgument(f"n: {n}, but out has {rows} rows (out= sets the number of samples; give n or out, or "
                               "the same count)")
@@ -321,18 +325,20 @@ def _allocation_failed(e: BaseException) -> bool:
 
 
 def _empty(like: Any, shape: Sequence[int], dtype: str, name: Optional[str] = None, role: str = "out",
-           instead: Optional[str] = None) -> Any:
+           instead: Optional[str] = None, sized_by: Optional[str] = None) -> Any:
     """A new array of like's framework and device (NumPy when like is None, a NumPy array or a CPU JAX array).
     name: the argument whose value sets the size (n, particles, ...): the size is checked against the library's
-    limits first (_check_size). role: the array's name in the call (out, labels, ancestors, ...). An allocation the
+    limits first (_check_size). sized_by: instead of name, the input array whose shape sets the size (x,
+    log_weights, states): its size is checked as name's, naming it, and a failed allocation names role, as without
+    name. role: the array's name in the call (out, labels, ancestors, ...). An allocation the
     framework fails (host or device memory: NumPy's MemoryError, PyTorch's OutOfMemoryError or its CPU allocator's
     RuntimeError, CuPy's OutOfMemoryError) is OutOfMemory naming name (else role), with the framework's message and
     its exception as the cause. A CUDA like of a framework the package cannot allocate in (JAX, any other DLPack
     array) is InvalidArgument naming role, with instead: what to pass (default: role= itself, a CUDA array)."""
     shape = tuple(int(s) for s in shape)
     fw = _framework(like) if like is not None else "numpy"
-    if name is not None:
-        _check_size(shape, dtype, name, fw not in ("torch", "cupy") or not _is_cuda(like))
+    if name is not None or sized_by is not None:
+        _check_size(shape, dtype, name or sized_by, fw not in ("torch", "cupy") or not _is_cuda(like))
     try:
         return _allocate(like, fw, shape, dtype, role, instead)
     except Exception as e:
@@ -367,13 +373,29 @@ def _allocate(like: Any, fw: str, shape: Tuple[int, ...], dtype: str, role: str,
     return np.empty(shape, dtype=dtype)
 
 
-def _shape(x: Any) -> Tuple[int, ...]:
+def _shape(x: Any, name: str = "x") -> Tuple[int, ...]:
     """An array's shape; a buffer without a shape attribute (bytes, bytearray, array.array), which the binding reads
-    through the buffer protocol, has its buffer's (an AttributeError naming nothing before)."""
+    through the buffer protocol, has its buffer's (an AttributeError naming nothing before), and an array with only
+    the DLPack protocol (__dlpack__, __dlpack_device__) the shape the binding imports (memoryview's TypeError naming
+    nothing before). An object the binding cannot import is InvalidArgument naming name."""
     shape = getattr(x, "shape", None)
     if shape is None:
-        shape = memoryview(x).shape
+        if hasattr(x, "__dlpack__"):
+            return _core._check_array(x, name)
+        try:
+            shape = memoryview(x).shape
+        except TypeError:
+            raise InvalidArgument(f"{name}: a {type(x).__name__}, expected an array (NumPy, PyTorch, JAX, CuPy; any "
+                                  "DLPack array)") from None
     return tuple(int(s) for s in shape)
+
+
+def _input_shape(x: Any, name: str, shape: Sequence[int]) -> Tuple[int, ...]:
+    """The shape of an input whose shape sizes an output the package is about to allocate, after the binding's own
+    checks of its dtype, shape (shape: the extents expected, -1 for any) and C-contiguity, with the binding's
+    messages (x: not C-contiguous ...): the output was allocated first, so a broadcast view of 2^40 rows was an
+    OutOfMemory naming the output rather than x's layout."""
+    return _core._check_array(x, name, "float32", list(shape))
 
 
 def _dtype_name(x: Any) -> str:
@@ -522,6 +544,11 @@ def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = Fa
         if device not in _DLPACK_DEVICES:
             raise InvalidArgument(f"{name}: a {type(a).__name__} on DLPack device type {device}; the library reads "
                                   "arrays on the CPU or a CUDA device only: move it there explicitly")
+    if fw == "other":
+        # An array object of no framework the package knows: imported once here, so that an export that fails (its
+        # __dlpack__() or __dlpack_device__() raising) is refused naming the argument, with the producer's
+        # exception; the binding's own import of it was nanobind's "incompatible function arguments".
+        _core._check_array(a, name)
     return a
 
 
@@ -840,9 +867,9 @@ class GaussianMixture:
 
     def _evaluate(self, what, x, a, s, out, path, stream):
         _array(x, "x", required=True)
-        n = _shape(x)[0] if len(_shape(x)) >= 1 else 0
-        if out is None:
-            out = _empty(x, (n,) if what == _core.Quantity.log_density else (n, self.dim), "float32")
+        if out is None:  # (out given: the binding checks x)
+            n = _input_shape(x, "x", (-1, self.dim))[0]
+            out = _empty(x, (n,) if what == _core.Quantity.log_density else (n, self.dim), "float32", sized_by="x")
         else:
             _writable(out, "out")
         self._m.evaluate(what, x, _real(a, "a"), _real(s, "s"), out, _enum(_core.MixturePath, path, "path"),
@@ -915,7 +942,7 @@ class GaussianMixture:
         """
         _array(x, "x", required=True), _array(v, "v", required=True)
         if out is None:
-            out = _empty(x, _shape(x), "float32")
+            out = _empty(x, _input_shape(x, "x", (-1, self.dim)), "float32", sized_by="x")
         else:
             _writable(out, "out")
         self._m.denoiser_jvp(x, v, _real(a, "a"), _real(s, "s"), out, _stream(x, stream))
@@ -993,7 +1020,7 @@ class GaussianMixture:
         _count_agrees(n, out)
         lab = given if given is None else _writable(given, "labels", "int32")
         if given is None and labels:
-            lab = _empty(out, (_shape(out)[0],), "int32", role="labels")
+            lab = _empty(out, (_shape(out, "out")[0],), "int32", role="labels")
         self._m.sample(out, _real(a, "a"), _real(s, "s"), _integer(seed, "seed", 0, _UINT64_MAX), lab,
                        _integer(first_index, "first_index", 0, _UINT64_MAX), _stream(out, stream))
         return (out, lab) if lab is not None else out
@@ -1763,10 +1790,10 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
     """
     o = _fill(ResamplingOptions(), options)
     _array(log_weights, "log_weights")
-    if log_weights is None or len(_shape(log_weights)) != 2:
-        got = "None" if log_weights is None else f"shape {_shape(log_weights)}"
+    if log_weights is None or len(_shape(log_weights, "log_weights")) != 2:
+        got = "None" if log_weights is None else f"shape {_shape(log_weights, 'log_weights')}"
         raise InvalidArgument(f"log_weights: {got}, expected a (B, N) float32 array")
-    B, N = _shape(log_weights)
+    B, N = _shape(log_weights, "log_weights")
     # The library's checks of the sizes, before the package allocates for them: a (B, 0) array holds nothing, but
     # its reports would take B x PARTICLE_REPORT_BYTES bytes (an OutOfMemory for them, or gigabytes taken, before
     # the library refused N = 0).
@@ -1774,16 +1801,19 @@ def resample(log_weights: Array, *, ancestors: Array = None, normalised_weights:
     if B > 0 and N == 0:
         raise InvalidArgument("particles: must be >= 1 when problems > 0, got 0 (log_weights has shape "
                               f"{(B, N)})")
+    _input_shape(log_weights, "log_weights", (B, N))  # its layout, before the outputs it sizes are allocated
     if ancestors is None:
-        ancestors = _empty(log_weights, (B, N), "int32", role="ancestors")
+        ancestors = _empty(log_weights, (B, N), "int32", role="ancestors", sized_by="log_weights")
     if normalised_weights is None:
-        normalised_weights = _empty(log_weights, (B, N), "float32", role="normalised_weights")
+        normalised_weights = _empty(log_weights, (B, N), "float32", role="normalised_weights",
+                                    sized_by="log_weights")
     _writable(ancestors, "ancestors", None), _writable(normalised_weights, "normalised_weights")
     # The reports: a NumPy record array on the CPU whatever the framework, a device array on CUDA.
     rep = None
     if _flag(reports, "reports"):
         rep = _empty(log_weights if _is_cuda(log_weights) else None, (B, _core.PARTICLE_REPORT_BYTES), "uint8",
-                     role="reports", instead="pass reports=False, or log_weights as a torch or cupy array")
+                     role="reports", instead="pass reports=False, or log_weights as a torch or cupy array",
+                     sized_by="log_weights")
     _core.resample(log_weights, o, ancestors, normalised_weights, rep, _stream(log_weights, stream))
     if rep is not None and isinstance(rep, np.ndarray):
         rep = rep.view(PARTICLE_REPORT_DTYPE).reshape(B)
@@ -1806,7 +1836,7 @@ def gather_particles(states: Array, ancestors: Array, *, out: Array = None, stre
     """
     _array(states, "states", required=True), _array(ancestors, "ancestors", None, required=True)
     if out is None:
-        out = _empty(states, _shape(states), "float32")
+        out = _empty(states, _input_shape(states, "states", (-1, -1, -1)), "float32", sized_by="states")
     _writable(out, "out")
     _core.gather_particles(states, ancestors, out, _stream(states, stream))
     return out
@@ -1912,7 +1942,7 @@ class MixturePosterior:
         if dtype is not None and _dtype_name(out) != dtype:
             raise InvalidArgument(f"dtype: {dtype!r}, but out is {_dtype_name(out)} (out= sets the dtype; give dtype "
                                   "or out, or the same dtype)")
-        lab = (_empty(out, (_shape(out)[0],), "int32", role="labels",
+        lab = (_empty(out, (_shape(out, "out")[0],), "int32", role="labels",
                       instead="pass labels=False, or out= as a torch or cupy array") if _flag(labels, "labels")
                else None)
         self._p.sample(out, _integer(seed, "seed", 0, _UINT64_MAX), lab,

@@ -140,9 +140,10 @@ void locate(const A& a, const char* name, place& p) {
   }
 }
 
-// Checks an array's dtype, shape (-1: any), C-contiguity and device, and records or checks the call's place.
-template <class T, class A>
-T* checked(const A& a, const char* name, std::initializer_list<std::int64_t> shape, place& p) {
+// Checks an array's dtype, shape (-1: any), C-contiguity and device, and records or checks the call's place. The shape
+// is a braced list ({-1, d}), or a vector (_check_array: the shape the package asks for).
+template <class T, class A, class S = std::initializer_list<std::int64_t>>
+T* checked(const A& a, const char* name, const S& shape, place& p) {
   if (a.dtype() != nb::dtype<T>()) {
     std::string message = std::string(name) + ": dtype " + dtype_string(a.dtype()) + ", expected " + dtype_name<T>();
     // An array the call writes takes the library's results in its own dtype, in place: no widening or narrowing
@@ -161,7 +162,7 @@ T* checked(const A& a, const char* name, std::initializer_list<std::int64_t> sha
     ++i;
   }
   if (!ok) {
-    std::vector<std::int64_t> w(shape);
+    std::vector<std::int64_t> w(shape.begin(), shape.end());
     std::ostringstream os;
     os << name << ": shape " << shape_string(got.size(), got.data()) << ", expected (";
     for (std::size_t j = 0; j < w.size(); ++j) {
@@ -1010,6 +1011,25 @@ host_data read_host(nb::handle obj, const std::string& name, const std::vector<s
   if (indices) copy_indices(a, h.indices, name);
   else copy(a, h.values, name);
   return h;
+}
+
+// An object the binding's array parameters cannot import (nanobind's caster returned false, after clearing the
+// exception the producer raised): InvalidArgument naming the argument, with the exception __dlpack_device__() or
+// __dlpack__() raises when called here (it was nanobind's "incompatible function arguments" naming nothing).
+[[noreturn]] void refuse_import(nb::handle a, const std::string& name) {
+  const std::string type = nb::str(a.type().attr("__name__")).c_str();
+  for (const char* method : {"__dlpack_device__", "__dlpack__"}) {
+    if (!nb::hasattr(a, method)) continue;
+    try {
+      a.attr(method)();
+    } catch (nb::python_error& e) {
+      const std::string what = nb::str(e.value()).c_str();
+      raise_invalid(name + ": " + type + "." + method + "() raised " +
+                    nb::str(e.type().attr("__name__")).c_str() + (what.empty() ? "" : ": " + what));
+    }
+  }
+  raise_invalid(name + ": a " + type + " that the library cannot import as an array (it reads arrays through "
+                "DLPack or the buffer protocol)");
 }
 
 std::vector<double> host_vector(nb::handle obj, const std::string& name, const std::vector<std::size_t>& ndims,
@@ -2121,6 +2141,32 @@ NB_MODULE(_core, m) {
       "Raises InvalidArgument with the library's message for a CUDA request where no GPU is usable, naming the "
       "argument name, unless a GPU is usable: the package's check of a CUDA request it answers before the library "
       "sees it.");
+  m.def(
+      "_check_array",
+      [](nb::handle a, const std::string& name, std::optional<std::string> dtype,
+         std::optional<std::vector<std::int64_t>> shape) {
+        array arr;
+        if (!nb::try_cast(a, arr)) refuse_import(a, name);
+        if (dtype) {
+          place p;
+          const std::vector<std::int64_t> want = shape ? *shape : std::vector<std::int64_t>(arr.ndim(), -1);
+          if (*dtype == "float32") checked<float>(arr, name.c_str(), want, p);
+          else if (*dtype == "int32") checked<std::int32_t>(arr, name.c_str(), want, p);
+          else if (*dtype == "int64") checked<std::int64_t>(arr, name.c_str(), want, p);
+          else raise_invalid("dtype: '" + *dtype + "', expected 'float32', 'int32' or 'int64'");
+        }
+        nb::list extents;
+        for (std::size_t i = 0; i < arr.ndim(); ++i) extents.append(std::int64_t(arr.shape(i)));
+        return nb::tuple(extents);
+      },
+      "a"_a.none(), "name"_a, "dtype"_a = nb::none(), "shape"_a = nb::none(),
+      nb::sig("def _check_array(a: object, name: str, dtype: str | None = None, shape: "
+              "collections.abc.Sequence[int] | None = None) -> tuple[int, ...]"),
+      "Imports a as the calls import their arrays (DLPack or the buffer protocol) and returns its shape; with dtype "
+      "('float32', 'int32' or 'int64'), also checks its dtype, shape (-1: any extent; None: any shape) and "
+      "C-contiguity as the calls do, with their messages naming `name`: the package's check of an input whose "
+      "shape sizes an output, before it allocates that output. An object the binding cannot import is an "
+      "InvalidArgument naming `name` (the exception its __dlpack_device__() or __dlpack__() raised, if any).");
   m.def(
       "_read_host",
       [](nb::handle a, const std::string& name, std::vector<std::size_t> ndims, const std::string& expected) {

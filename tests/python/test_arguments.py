@@ -224,6 +224,27 @@ def test_draw_initial_false_needs_the_initial_states(m):
 # ---- sizes of the outputs the package allocates ---------------------------------------------------------------------
 
 
+def test_outputs_sized_by_an_input_are_checked_against_max_host_bytes(m, monkeypatch):
+    # The outputs sized by an input array (score's, log_density's and denoiser_jvp's out, resample's ancestors,
+    # normalised weights and reports, gather_particles' out) skipped the package's limits.max_host_bytes check, which
+    # the outputs sized by n pass (here a limit of 16 bytes, for the check alone). Seen failing before the fix: each
+    # call ran.
+    monkeypatch.setattr(ds.limits, "max_host_bytes", 16)
+    pattern = r"^{}: needs {} bytes of host memory for the {} {} output, the limit is 16 "
+    for call in (m.score, m.denoiser):
+        with pytest.raises(ds.OutOfMemory, match=pattern.format("x", 32, r"\(4, 2\)", "float32")):
+            call(x4())
+    with pytest.raises(ds.OutOfMemory, match=pattern.format("x", 32, r"\(4, 2\)", "float32")):
+        m.denoiser_jvp(x4(), x4())
+    with pytest.raises(ds.OutOfMemory, match=pattern.format("x", 32, r"\(8,\)", "float32")):
+        m.log_density(np.zeros((8, 2), np.float32))
+    with pytest.raises(ds.OutOfMemory, match=pattern.format("log_weights", 32, r"\(2, 4\)", "int32")):
+        ds.resample(np.zeros((2, 4), np.float32))
+    with pytest.raises(ds.OutOfMemory, match=pattern.format("states", 32, r"\(1, 4, 2\)", "float32")):
+        ds.gather_particles(np.zeros((1, 4, 2), np.float32), np.zeros((1, 4), np.int32))
+    m.score(np.zeros((2, 2), np.float32))  # 16 bytes: within the limit
+
+
 def test_huge_n_is_refused_before_allocating(m):
     # 2^45 x 2 float32 = 2^48 bytes: above limits.max_host_bytes (2^46), refused as the library refuses such a request.
     assert 2**45 * 2 * 4 > ds.limits.max_host_bytes

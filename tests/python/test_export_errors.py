@@ -447,3 +447,88 @@ def test_read_only_buffers_as_written_arrays_are_refused_by_name(mixture2):
     out = bytearray(64)
     mixture2.sample(out=memoryview(out).cast("f", (8, 2)), seed=4)
     np.testing.assert_array_equal(np.frombuffer(out, np.float32).reshape(8, 2), mixture2.sample(8, seed=4))
+
+
+class DLPackOnly:
+    """An array object with the DLPack protocol only (__dlpack__, __dlpack_device__): no shape, dtype or buffer."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_dlpack_only_arrays_are_read_through_dlpack(mixture2):
+    """An array with only the DLPack protocol reached the package's own shape() (memoryview of it): a TypeError
+    ("memoryview: a bytes-like object is required, not 'DLPackOnly'") for score, denoiser, log_density (out= given
+    too), denoiser_jvp, resample and gather_particles, and 'out has None rows' for n given with such an out. Its
+    shape is now the one the binding imports. Seen failing before the fix: those TypeErrors."""
+    for call in (mixture2.score, mixture2.denoiser, mixture2.log_density):
+        expected = call(X, 1.0, 0.5)
+        np.testing.assert_array_equal(call(DLPackOnly(X), 1.0, 0.5), expected)
+        out = np.zeros_like(expected)
+        assert call(DLPackOnly(X), 1.0, 0.5, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(mixture2.denoiser_jvp(DLPackOnly(X), DLPackOnly(X), 1.0, 0.5),
+                                  mixture2.denoiser_jvp(X, X, 1.0, 0.5))
+    weights = np.log(np.linspace(0.1, 1.0, 8, dtype=np.float32)).reshape(2, 4)
+    for got, expected in zip(ds.resample(DLPackOnly(weights), seed=3)[:2], ds.resample(weights, seed=3)[:2]):
+        np.testing.assert_array_equal(got, expected)
+    states = X.reshape(2, 4, 2).copy()
+    ancestors = np.array([[3, 2, 1, 0], [0, 0, 1, 1]], np.int32)
+    np.testing.assert_array_equal(ds.gather_particles(DLPackOnly(states), ancestors),
+                                  ds.gather_particles(states, ancestors))
+    # The binding's checks and the package's count check read that shape too.
+    refused(lambda: mixture2.score(DLPackOnly(np.zeros((8, 3), np.float32))), r"^x: shape \(8, 3\), expected \(\*, 2\)")
+    refused(lambda: mixture2.sample(9, out=DLPackOnly(np.zeros((8, 2), np.float32))), r"^n: 9, but out has 8 rows")
+
+
+def test_inputs_are_checked_before_the_outputs_they_size_are_allocated(mixture2):
+    """The package allocated an output sized by x (log_weights, states) before the binding checked x's layout: a
+    broadcast view of 2^40 rows (8 bytes of memory) was an OutOfMemory for an 8 TiB output, naming the output,
+    rather than 'x: not C-contiguous'. Seen failing before the fix: OutOfMemory 'out: the (1099511627776, 2) float32
+    output ... could not be allocated' (ancestors for resample)."""
+    huge = np.broadcast_to(np.float32(0), (2**40, 2))
+    for call in (lambda: mixture2.score(huge), lambda: mixture2.log_density(huge),
+                 lambda: mixture2.denoiser_jvp(huge, huge)):
+        refused(call, r"^x: not C-contiguous \(strides 0, 0 elements for shape \(1099511627776, 2\)\); pass a "
+                      r"contiguous array")
+    refused(lambda: ds.resample(np.broadcast_to(np.float32(0), (2**20, 2**24))), r"^log_weights: not C-contiguous")
+    refused(lambda: ds.gather_particles(np.broadcast_to(np.float32(0), (2**20, 2**20, 2)),
+                                        np.broadcast_to(np.int32(0), (2**20, 2**20))),
+            r"^states: not C-contiguous")
+
+
+class DeviceRaises(DLPackOnly):
+    """A DLPack array whose __dlpack_device__() raises."""
+
+    shape, dtype = (8, 2), "float32"
+
+    def __dlpack_device__(self):
+        raise RuntimeError("no device")
+
+
+class ExportRaises(DLPackOnly):
+    """A DLPack array whose __dlpack__() raises."""
+
+    shape, dtype = (8, 2), "float32"
+
+    def __dlpack__(self, **kwargs):
+        raise RuntimeError("no export")
+
+
+def test_array_objects_whose_protocol_raises_are_refused_by_name(mixture2):
+    """A __dlpack_device__() that raises reached the caller as its RuntimeError from the package's _is_cuda (the
+    binding imports the array without it), and a __dlpack__() that raises was nanobind's 'evaluate(): incompatible
+    function arguments', naming nothing. Seen failing before the fix: RuntimeError('no device') and that
+    TypeError."""
+    np.testing.assert_array_equal(mixture2.score(DeviceRaises(X), 1.0, 0.5), mixture2.score(X, 1.0, 0.5))
+    pattern = r"^{}: ExportRaises\.__dlpack__\(\) raised RuntimeError: no export$"
+    refused(lambda: mixture2.score(ExportRaises(X)), pattern.format("x"))
+    refused(lambda: mixture2.score(ExportRaises(X), out=np.zeros((8, 2), np.float32)), pattern.format("x"))
+    refused(lambda: mixture2.score(X, out=ExportRaises(np.zeros((8, 2), np.float32))), pattern.format("out"))
+    refused(lambda: ds.GaussianMixture(ExportRaises(np.ones(1)), [[0.0, 0.0]], [1.0]), pattern.format("weights"))
