@@ -1688,6 +1688,9 @@ NB_MODULE(_core, m) {
         float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
         std::int64_t n = std::int64_t(x.shape(0));
         ds::langevin_outputs outs;
+        // The trajectory's extent follows from the options: validated first (the library's checks and words), or
+        // record_every > steps asked for a (0, n, d) trajectory, which the library then refused.
+        if (traj) (void)ds::langevin_workspace_bytes(g, n, o);
         std::int64_t records = o.record_every > 0 ? o.steps / o.record_every : 0;
         outs.trajectory = checked_opt<float>(traj, "trajectory", {records, n, g.dim()}, p);
         outs.accepted = checked_opt<std::int64_t>(accepted, "accepted", {n}, p);
@@ -1729,14 +1732,21 @@ NB_MODULE(_core, m) {
               DS_DOC(diffusion_options, record_every));
   m.def(
       "diffusion",
-      [](const ds::gaussian_mixture& g, out_array x, const ds::diffusion_options& o, std::optional<out_array> traj,
+      [](const ds::gaussian_mixture& g, out_array out, const ds::diffusion_options& o, std::optional<out_array> traj,
          py_int stream_h) {
         const std::uintptr_t stream = stream_arg(stream_h);
         place p;
-        float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
-        std::int64_t n = std::int64_t(x.shape(0));
+        // The library's x is the package's out (diffsample.diffusion(out=)): named so here, and its alignment and
+        // its overlap with the trajectory, which the library refused naming x, checked below as the library does.
+        float* xp = checked<float>(out, "out", {-1, g.dim()}, p);
+        std::int64_t n = std::int64_t(out.shape(0));
+        const std::int64_t out_bytes = n * g.dim() * std::int64_t(sizeof(float));
+        std::int64_t traj_bytes = 0;
         ds::diffusion_outputs outs;
         if (traj) {
+          // Its extent follows from the options: validated first (the library's checks and words), or
+          // record_every beyond the steps asked for a (0, n, d) trajectory, which the library then refused.
+          (void)ds::diffusion_workspace_bytes(g, n, o);
           // The trajectory's extent, from options the library has not validated yet: a product beyond int64 (UB,
           // in practice a wrapped count that asked for another shape) is refused here naming both.
           std::int64_t total = o.steps;
@@ -1746,10 +1756,24 @@ NB_MODULE(_core, m) {
                           std::to_string(o.measurements) + " overflow a 64-bit count");
           std::int64_t records = o.record_every > 0 ? total / o.record_every : 0;
           outs.trajectory = checked<float>(*traj, "trajectory", {records, n, g.dim()}, p);
+          traj_bytes = records * out_bytes;
         }
         ds::diffusion_report r;
         run_on on(p, stream);
         expect_tables_on(g, p, "mixture");
+        if (out_bytes > 0 && reinterpret_cast<std::uintptr_t>(xp) % alignof(float) != 0) {
+          std::ostringstream os;
+          os << "out: pointer " << static_cast<const void*>(xp) << " is not aligned to " << alignof(float) << " bytes";
+          raise_invalid(os.str());
+        }
+        const auto first = reinterpret_cast<std::uintptr_t>(xp), other = reinterpret_cast<std::uintptr_t>(outs.trajectory);
+        if (out_bytes > 0 && traj_bytes > 0 && first < other + std::uintptr_t(traj_bytes) &&
+            other < first + std::uintptr_t(out_bytes)) {
+          std::ostringstream os;
+          os << "trajectory: must not overlap out (trajectory " << static_cast<const void*>(outs.trajectory) << ", "
+             << traj_bytes << " bytes; out " << static_cast<const void*>(xp) << ", " << out_bytes << " bytes)";
+          raise_invalid(os.str());
+        }
         {
           nb::gil_scoped_release release;
           r = ds::diffusion(g, xp, outs, n, o, on.exec);
@@ -1759,8 +1783,9 @@ NB_MODULE(_core, m) {
         d["total_steps"] = r.total_steps;
         return d;
       },
-      "mixture"_a, "x"_a, "options"_a, "trajectory"_a = nb::none(), "stream"_a = 0,
-      "Runs the whole reverse-diffusion trajectory of every chain of x (n, d) in one fused launch.");
+      "mixture"_a, "out"_a, "options"_a, "trajectory"_a = nb::none(), "stream"_a = 0,
+      "Runs the whole reverse-diffusion trajectory of every chain of out (n, d) in one fused launch (the C++ "
+      "call's x: the initial states on entry when options.draw_initial is false, the samples on return).");
 
   nb::class_<py_diffusion_plan>(
       m, "DiffusionPlan",

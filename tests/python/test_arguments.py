@@ -221,6 +221,20 @@ def test_draw_initial_false_needs_the_initial_states(m):
                                   ds.diffusion(m, out=start.copy(), steps=2, draw_initial=False))
 
 
+def test_options_are_validated_before_the_trajectory_is_sized(m):
+    # The binding sized the trajectory from options the library had not validated yet: record_every beyond the steps
+    # asked for a (0, n, d) trajectory ("trajectory: shape (1, 4, 2), expected (0, 4, 2)"), which the library then
+    # refused for record_every. Seen failing before the fix: that shape message, for langevin and diffusion.
+    traj = np.zeros((1, 4, 2), np.float32)
+    with pytest.raises(ds.InvalidArgument, match=r"^options\.record_every: 5 is more than options\.steps = 3 "):
+        ds.langevin(m, x4(), trajectory=traj, steps=3, record_every=5, step_size=0.1)
+    with pytest.raises(ds.InvalidArgument, match=r"^options\.record_every: 5 is more than the run's 3 steps "):
+        ds.diffusion(m, out=x4(), trajectory=traj, steps=3, record_every=5)
+    # A shape that is wrong for valid options is still the trajectory's.
+    with pytest.raises(ds.InvalidArgument, match=r"^trajectory: shape \(1, 4, 2\), expected \(3, 4, 2\)$"):
+        ds.langevin(m, x4(), trajectory=traj, steps=3, record_every=1, step_size=0.1)
+
+
 # ---- sizes of the outputs the package allocates ---------------------------------------------------------------------
 
 
@@ -368,13 +382,12 @@ def test_bound_class_arguments_take_numbers():
 
 
 def test_counts_from_options_do_not_overflow_in_the_binding(mixture2):
-    # The binding sizes a sequential-measurements trajectory as steps x measurements before the library validates
-    # the options: 2^40 x 2^40 overflowed int64 (undefined; it wrapped to 0 and the message asked for a (0, 4, 2)
-    # trajectory). Refused naming both; seen failing before the fix ("trajectory: shape (1, 4, 2), expected (0, 4,
-    # 2)").
+    # The binding sizes a sequential-measurements trajectory as steps x measurements: 2^40 x 2^40 overflowed int64
+    # (undefined; it wrapped to 0 and the message asked for a (0, 4, 2) trajectory). Seen failing before the fix
+    # ("trajectory: shape (1, 4, 2), expected (0, 4, 2)"). The binding now has the library validate the options
+    # before it sizes the trajectory, so the steps are refused against their limit first.
     x = np.zeros((4, 2), np.float32)
-    with pytest.raises(ds.InvalidArgument, match=r"^options\.steps x options\.measurements: 1099511627776 x "
-                                                 r"1099511627776 overflow a 64-bit count$"):
+    with pytest.raises(ds.InvalidArgument, match=r"^options\.steps = 1099511627776, the limit is 16777216 "):
         ds.diffusion(mixture2, out=x, sampler="sequential_measurements", steps=2**40, measurements=2**40,
                      record_every=1, trajectory=np.zeros((1, 4, 2), np.float32))
     # The guided ess_trace's steps + 1: the library's limit check runs first.

@@ -47,7 +47,7 @@ DEVICE_CASES = [
     ("denoiser_jvp", lambda m: m.denoiser_jvp(far(4, 2), far(4, 2), out=far(4, 2)), "x"),
     ("sample", lambda m: m.sample(out=far(4, 2)), "out"),
     ("langevin", lambda m: ds.langevin(m, far(4, 2), steps=2, step_size=0.1), "x"),
-    ("diffusion", lambda m: ds.diffusion(m, out=far(4, 2), steps=2), "x"),
+    ("diffusion", lambda m: ds.diffusion(m, out=far(4, 2), steps=2), "out"),  # (the binding named it x, C++'s name)
     ("resample", lambda m: ds.resample(far(2, 4), ancestors=far(2, 4, dtype="int32"),
                                        normalised_weights=far(2, 4), reports=False), "log_weights"),
     ("gather", lambda m: ds.gather_particles(far(1, 4, 2), far(1, 4, dtype="int32"), out=far(1, 4, 2)), "states"),
@@ -481,7 +481,7 @@ def test_new_outputs_follow_the_arrays_the_caller_gave(m, monkeypatch):
     new out, made on it), and a CUDA array of a framework the package cannot allocate in is refused saying to pass
     out=. Seen failing before the fix: the mixed-device message, no CuPy allocation."""
     shaped, made = _fake_cupy_empty(monkeypatch)
-    with pytest.raises(ds.InvalidArgument, match=rf"^x: {UNSEEN}"):
+    with pytest.raises(ds.InvalidArgument, match=rf"^out: {UNSEEN}"):
         ds.diffusion(m, 4, trajectory=shaped((2, 4, 2), FAR), steps=2, record_every=1)
     assert made == [((4, 2), "float32", FAR)]
     with pytest.raises(ds.InvalidArgument, match=rf"^out: {UNSEEN}"):

@@ -532,3 +532,19 @@ def test_array_objects_whose_protocol_raises_are_refused_by_name(mixture2):
     refused(lambda: mixture2.score(ExportRaises(X), out=np.zeros((8, 2), np.float32)), pattern.format("x"))
     refused(lambda: mixture2.score(X, out=ExportRaises(np.zeros((8, 2), np.float32))), pattern.format("out"))
     refused(lambda: ds.GaussianMixture(ExportRaises(np.ones(1)), [[0.0, 0.0]], [1.0]), pattern.format("weights"))
+
+
+def test_diffusion_names_its_state_out(mixture2):
+    """diffsample.diffusion's state is its out= argument, which the binding named x (the C++ parameter): 'x: shape
+    (8, 3), expected (*, 2)', 'outputs.trajectory: must not overlap x', 'x: pointer ... is not aligned'. Seen failing
+    before the fix: each message named x."""
+    refused(lambda: ds.diffusion(mixture2, out=np.zeros((8, 3), np.float32), steps=2),
+            r"^out: shape \(8, 3\), expected \(\*, 2\)$")
+    refused(lambda: ds.diffusion(mixture2, out=np.zeros((2, 8), np.float32).T, steps=2), r"^out: not C-contiguous")
+    out = np.zeros((8, 2), np.float32)
+    refused(lambda: ds.diffusion(mixture2, out=out, trajectory=out.reshape(1, 8, 2), steps=2, record_every=2),
+            r"^trajectory: must not overlap out \(trajectory 0x[0-9a-f]+, 64 bytes; out 0x[0-9a-f]+, 64 bytes\)$")
+    raw = np.zeros(8 * 2 * 4 + 4, np.uint8)
+    off = np.frombuffer(raw.data, np.float32, count=16, offset=1).reshape(8, 2)
+    refused(lambda: ds.diffusion(mixture2, out=off, steps=2), r"^out: pointer 0x[0-9a-f]+ is not aligned to 4 bytes$")
+    assert not out.any() and not raw.any()
