@@ -1188,6 +1188,9 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
 /// for bit on every target.
 template <class Mutate>
 void run_mutation(executor where, std::int64_t count, const Mutate& mutate, cudaStream_t stream) {
+  // The packed pass covers the functor's problems x particles, not `count`: a distributed run's rank without
+  // particles (count 0) keeps buffers of one particle, which it must not mutate.
+  if (count <= 0) return;
   const cpu::simd_target target = where == executor::cpu ? cpu::chain_target() : cpu::simd_target::scalar;
   if (target != cpu::simd_target::scalar) {
     cpu::guided_pass pass;

@@ -137,14 +137,16 @@ diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x, std::int64_t
 }
 
 /// Per-coordinate mean and variance (divisor n) of n rows spread over the ranks (host floats, @p count rows of
-/// dim on this rank), in FP64: per-rank sums added in rank order, so the result is the same on every rank.
+/// dim on this rank), in FP64: per-rank statistics combined in rank order, so the result is the same on every rank.
 struct moments {
   std::vector<double> mean;      ///< dim values
   std::vector<double> variance;  ///< dim values
   std::int64_t n = 0;            ///< rows over all ranks
 };
-/// Collective; see moments. @throws invalid_argument (on every rank) for dim outside 1..limits::max_dim, count < 0,
-/// count x dim above limits::max_items or a null pointer.
+/// Collective; see moments. Each rank's mean and squared deviations are taken about its own mean and combined
+/// pairwise (exact when the mean is far from zero). @throws invalid_argument (on every rank) for dim outside
+/// 1..limits::max_dim, a dim that differs between ranks, count < 0, count x dim above limits::max_items or a null
+/// pointer.
 DIFFSAMPLE_API moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t dim, const float* x);
 /// row_moments() in the argument order before 0.3.0 (the rows before their sizes).
 [[deprecated("sizes first: row_moments(comm, count, dim, x)")]] inline moments row_moments(MPI_Comm comm,
@@ -157,7 +159,7 @@ DIFFSAMPLE_API moments row_moments(MPI_Comm comm, std::int64_t count, std::int64
 /// Gathers the ranks' rows (host floats, @p count rows of @p width on this rank) on @p root in rank order
 /// (MPI_Gatherv); returns them there and an empty vector elsewhere. Collective: a failure on the root (the total
 /// beyond MPI_Gatherv's int counts, its allocation) throws on every rank, as does any rank's invalid argument (width
-/// outside 1..limits::max_int_count, count x width above it).
+/// outside 1..limits::max_int_count, count x width above it) and a width or root that differs between ranks.
 DIFFSAMPLE_API std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t width, const float* x,
                                               int root = 0);
 /// gather_rows() in the argument order before 0.3.0 (the rows before their sizes).

@@ -96,7 +96,6 @@ ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const O
   count = s.count;
   Options o{};
   std::memcpy(static_cast<void*>(&o), static_cast<const void*>(options), full.struct_size);
-  o.first_chain += static_cast<uint64_t>(s.first);
   // This rank's buffers checked as the core call checks them, and agreed on before any rank runs: a bad buffer on one
   // rank must not leave the other ranks' chains run and their x overwritten by a call that fails.
   try {
@@ -105,6 +104,7 @@ ds_status run_shard(MPI_Comm comm, const ds_mixture* mixture, int64_t n, const O
     where.kind = static_cast<diffsample::executor>(exec.kind);
     where.stream = exec.stream;
     diffsample::mpi::detail::check_tables_device(*m, where, "mixture");
+    o.first_chain = diffsample::mpi::detail::shard_first_chain(o.first_chain, s.first, n);
     check(*m, diffsample::c_api::to_cpp(&o), diffsample::c_api::to_cpp(exec));
   } catch (...) {
     status = status_of(std::current_exception(), message);

@@ -64,6 +64,9 @@ struct common_value {
   kind as = kind::integer;
   const char* (*name_of)(std::int64_t) = nullptr;  // kind::named: the value's name ("unknown" outside the enum)
 };
+/// A shard's first chain, first_chain + first_row, refused (invalid_argument naming the caller's first_chain, not the
+/// sum) past limits::max_first_chain.
+std::uint64_t shard_first_chain(std::uint64_t first_chain, std::int64_t first_row, std::int64_t n);
 common_value same(std::string name, std::int64_t v);
 common_value same(std::string name, double v);
 /// A flag every rank must pass alike, shown as true / false in a mismatch message.

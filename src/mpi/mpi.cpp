@@ -122,6 +122,18 @@ private_comm::private_comm(MPI_Comm comm) {
   throw error(std::string("MPI_Comm_dup of the caller's communicator failed: ") + text);
 }
 
+std::uint64_t shard_first_chain(std::uint64_t first_chain, std::int64_t first_row, std::int64_t n) {
+  const auto limit = static_cast<std::uint64_t>(limits::max_first_chain);
+  DIFFSAMPLE_EXPECTS(first_chain <= limit, "options.first_chain = " << first_chain << ", the limit is " << limit
+                                                                    << " (2^62)");
+  DIFFSAMPLE_EXPECTS(static_cast<std::uint64_t>(first_row) <= limit - first_chain,
+                     "options.first_chain = " << first_chain << ": a distributed run gives each rank the chains from "
+                                              "first_chain + its first row, here "
+                                              << first_row << " of n = " << n << ", past the limit " << limit
+                                              << " (2^62); keep first_chain + n - 1 within it");
+  return first_chain + static_cast<std::uint64_t>(first_row);
+}
+
 common_value same(std::string name, std::int64_t v) { return {std::move(name), v, common_value::kind::integer}; }
 common_value same(std::string name, double v) {
   std::int64_t bits = 0;
@@ -471,9 +483,7 @@ Options shard_options(MPI_Comm comm, std::int64_t n, const Options& options, cha
   rep.rows = shard_of(n, comm);
   rep.chains = n;
   Options o = options;
-  o.first_chain = options.first_chain + static_cast<std::uint64_t>(rep.rows.first);
-  DIFFSAMPLE_EXPECTS(o.first_chain >= options.first_chain, "options.first_chain: " << options.first_chain << " + "
-                                                                                   << rep.rows.first << " overflows");
+  o.first_chain = detail::shard_first_chain(options.first_chain, rep.rows.first, n);
   return o;
 }
 
@@ -565,9 +575,11 @@ chain_report diffusion(MPI_Comm comm, const gaussian_mixture& mixture, float* x,
 
 moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t d, const float* x) {
   comm_stats unused;
-  // Per rank: count, sum and sum of squares about the rank's own first row (shifted sums keep the variance exact
-  // when the mean is far from zero), gathered and combined in rank order. Allocated before the agreement, so that a
-  // failed allocation fails every rank.
+  same_everywhere(comm, unused, [&] { return std::vector<detail::common_value>{same("dim", d)}; });
+  // Per rank: its count, and per coordinate its mean and sum of squared deviations from that mean (two passes in
+  // FP64), gathered and combined in rank order by the pairwise update (Chan, Golub and LeVeque): exact where the
+  // mean is far from zero. A single pass's sum2 / n - mean^2 cancelled there (1e8 and 1e8 + 8 alternating gave
+  // variance 0 for 16). Allocated before the agreement, so that a failed allocation fails every rank.
   const int ranks = size_of(comm);
   std::size_t width = 0;
   std::vector<double> mine, all;
@@ -582,37 +594,47 @@ moments row_moments(MPI_Comm comm, std::int64_t count, std::int64_t d, const flo
     all.resize(width * ranks);
   });
   mine[0] = double(count);
+  double* const mean = mine.data() + 1;
+  double* const m2 = mine.data() + 1 + d;
+  for (std::int64_t i = 0; i < count; ++i)
+    for (std::int64_t j = 0; j < d; ++j) mean[j] += x[i * d + j];
+  if (count > 0)
+    for (std::int64_t j = 0; j < d; ++j) mean[j] /= double(count);
   for (std::int64_t i = 0; i < count; ++i)
     for (std::int64_t j = 0; j < d; ++j) {
-      const double v = x[i * d + j];
-      mine[1 + j] += v;
-      mine[1 + d + j] += v * v;
+      const double e = double(x[i * d + j]) - mean[j];
+      m2[j] += e * e;
     }
   MPI_Allgather(mine.data(), int(width), MPI_DOUBLE, all.data(), int(width), MPI_DOUBLE, comm);
   moments m;
   m.mean.assign(static_cast<std::size_t>(d), 0.0);
   m.variance.assign(static_cast<std::size_t>(d), 0.0);
+  std::vector<double> total_m2(static_cast<std::size_t>(d), 0.0);
   double total = 0;
-  std::vector<double> sum(static_cast<std::size_t>(d), 0.0), sum2(static_cast<std::size_t>(d), 0.0);
   for (int r = 0; r < ranks; ++r) {
-    total += all[r * width];
+    const double nb = all[r * width];
+    if (nb == 0) continue;
+    const double n = total + nb;
     for (std::int64_t j = 0; j < d; ++j) {
-      sum[j] += all[r * width + 1 + j];
-      sum2[j] += all[r * width + 1 + d + j];
+      const double mb = all[r * width + 1 + j], delta = mb - m.mean[j];
+      m.mean[j] += delta * (nb / n);
+      total_m2[j] += all[r * width + 1 + d + j] + delta * delta * (total * nb / n);
     }
+    total = n;
   }
   m.n = static_cast<std::int64_t>(total);
   if (total > 0)
-    for (std::int64_t j = 0; j < d; ++j) {
-      m.mean[j] = sum[j] / total;
-      m.variance[j] = std::max(0.0, sum2[j] / total - m.mean[j] * m.mean[j]);
-    }
+    for (std::int64_t j = 0; j < d; ++j) m.variance[j] = total_m2[j] / total;
   return m;
 }
 
 std::vector<float> gather_rows(MPI_Comm comm, std::int64_t count, std::int64_t width, const float* x, int root) {
   const int rank = rank_of(comm), ranks = size_of(comm);
   comm_stats unused;
+  // Every rank names the same width and root (a rank's own root was a hang; its own width mixed rows of two widths).
+  same_everywhere(comm, unused, [&] {
+    return std::vector<detail::common_value>{same("width", width), same("root", std::int64_t(root))};
+  });
   collectively(comm, unused, [&] {
     // Each bounded before their product is formed (a width of 2^62 + 1 times 4 rows wrapped to 4 values).
     limits::check("width", width, 1, limits::max_int_count, "MPI_Gatherv's int counts");

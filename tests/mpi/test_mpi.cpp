@@ -2288,6 +2288,57 @@ TEST_F(Mpi, RowMomentsRefuseADimensionBeyondTheLimit) {
       [&] { ds::mpi::row_moments(MPI_COMM_WORLD, 0, d, nullptr); }, 0, "dim = 1125899906842624, the limit is");
 }
 
+// row_moments combines each rank's mean and squared deviations about its own mean (seen failing: from the sums of x
+// and x^2, rows alternating 1e8 and 1e8 + 8, exact in float, gave variance 0 for the exact 128 / 9 at one process).
+// Rank r holds r + 3 rows (the ranks weigh unequally), the whole set alternating by its global row index.
+TEST_F(Mpi, RowMomentsAreExactFarFromZero) {
+  const std::int64_t r = rank(), P = ranks();
+  const std::int64_t first = r * (r - 1) / 2 + 3 * r, count = r + 3, n = P * (P - 1) / 2 + 3 * P;
+  std::vector<float> x;
+  for (std::int64_t g = first; g < first + count; ++g) {
+    x.push_back(1e8f + 8.f * float(g % 2));
+    x.push_back(1e7f + float(g % 2));
+  }
+  const ds::mpi::moments m = ds::mpi::row_moments(MPI_COMM_WORLD, count, 2, x.data());
+  const double odd = double(n / 2), p = odd / double(n);
+  EXPECT_EQ(m.n, n);
+  EXPECT_NEAR(m.mean[0], 1e8 + 8 * p, 1e-7);
+  EXPECT_NEAR(m.mean[1], 1e7 + p, 1e-8);
+  EXPECT_NEAR(m.variance[0], 64 * p * (1 - p), 1e-6) << "P = " << P;
+  EXPECT_NEAR(m.variance[1], p * (1 - p), 1e-8) << "P = " << P;
+}
+
+// row_moments and gather_rows compare their sizes and root over the ranks as every collective call does (seen
+// failing: a dim of its own on the last rank aborted the job in MPI_Allgather, a root of its own hung, a width of its
+// own concatenated rows of two widths without an error).
+TEST_F(Mpi, RowHelpersRefuseSizesThatDifferBetweenRanks) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  const bool last = rank() == ranks() - 1;
+  const std::vector<float> x(12, 1.f);
+  watchdog guard("row helpers", 60);
+  expect_same_error_everywhere([&] { (void)ds::mpi::row_moments(MPI_COMM_WORLD, 2, last ? 3 : 2, x.data()); },
+                               "dim: 3 here, 2 on rank 0");
+  expect_same_error_everywhere([&] { (void)ds::mpi::gather_rows(MPI_COMM_WORLD, 2, last ? 3 : 2, x.data()); },
+                               "width: 3 here, 2 on rank 0");
+  expect_same_error_everywhere([&] { (void)ds::mpi::gather_rows(MPI_COMM_WORLD, 2, 2, x.data(), last ? 1 : 0); },
+                               "root: 1 here, 0 on rank 0");
+}
+
+// A shard's chains start at first_chain + its first row: past 2^62 the error names the caller's first_chain and the
+// rule (it named the shard's sum, a value the caller never passed), on every rank.
+TEST_F(Mpi, ShardsPastTheFirstChainLimitNameTheCallersValue) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  const std::int64_t n = 4 * ranks();
+  ds::langevin_options o;
+  o.steps = 2;
+  o.first_chain = std::uint64_t(1) << 62;
+  std::vector<float> x(8, 0.f);
+  expect_same_failure_everywhere<ds::invalid_argument>(
+      [&] { (void)ds::mpi::langevin(MPI_COMM_WORLD, prior2(), x.data(), {}, n, o, cpu()); }, 1,
+      "options.first_chain = 4611686018427387904: a distributed run gives each rank the chains from first_chain + "
+      "its first row, here 4 of n = ");
+}
+
 // This process's address space in bytes (/proc/self/statm).
 std::size_t address_space() {
   std::ifstream statm("/proc/self/statm");
