@@ -94,6 +94,9 @@ template <int Block, class F>
 cudaError_t launch_chains(std::int64_t n, const F& f, cudaStream_t stream) {
   using body = decltype(f.chain);
   const bool staged = chain_staging_fits<body>(f.chain.p.mix.mix);
+  // A register-path kernel stages whatever it is told: its launcher checks the fit first, and a table that does not
+  // fit is refused here too rather than staged past the shared memory given.
+  if (F::always_staged && !staged) return cudaErrorInvalidConfiguration;
   const std::size_t bytes = staged ? static_cast<std::size_t>(chain_staged_bytes<body>(f.chain.p.mix.mix)) : 0;
   return checked_launch([&] { chain_kernel<Block><<<grid_size(n, Block), Block, bytes, stream>>>(n, f, staged); });
 }

@@ -1644,7 +1644,7 @@ struct final_move_stage_functor {
     }
     s[i] = v;
     if (points != nullptr && (proposed || stage % 2 == 1)) {  // the next ask's points: x', or the midpoint
-      strided_vec<float> next = guided_slice(p, points, i, d, 0, d);
+      strided_vec<float> next = particle_slice(0, points, i, d, 0, d);  // row-major, as the field says
       if (proposed)
         for (int j = 0; j < d; ++j) next[j] = scale * w.xp[j];
       else

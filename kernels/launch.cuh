@@ -110,7 +110,8 @@ static __global__ void __launch_bounds__(Block) for_each_row_staged_kernel(std::
   const row_stage st = row_stage::of(static_cast<int>(blockDim.x));
   const int d = f.row_width(), inputs = f.staged_inputs(), tid = static_cast<int>(threadIdx.x);
   float* const out_rows = f.staged_output();
-  float* const staged_out = staged + static_cast<std::int64_t>(inputs) * d * st.pitch;
+  // Without staged outputs (the functor writes its own) the stage has no output part: f gets a null view there.
+  float* const staged_out = out_rows != nullptr ? staged + static_cast<std::int64_t>(inputs) * d * st.pitch : nullptr;
   for (std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x); first < n;
        first += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
     const int rows = static_cast<int>(n - first < blockDim.x ? n - first : blockDim.x);
@@ -120,7 +121,7 @@ static __global__ void __launch_bounds__(Block) for_each_row_staged_kernel(std::
     if (tid < rows) {
       const strided_vec<const float> x{staged + tid, st.pitch, d},
           v{staged + static_cast<std::int64_t>(inputs - 1) * d * st.pitch + tid, st.pitch, d};
-      f(first + tid, x, v, strided_vec<float>{staged_out + tid, st.pitch, d});
+      f(first + tid, x, v, strided_vec<float>{staged_out != nullptr ? staged_out + tid : nullptr, st.pitch, d});
     }
     __syncthreads();
     if (out_rows != nullptr) st.store(staged_out, rows, d, tid, out_rows + first * d);

@@ -280,6 +280,9 @@ static __global__ void __launch_bounds__(tile_threads) one_tile_kernel(pass_para
       if (stores_q(p.scheme) && i < len) p.units[b * p.n + i] = wq.q;  // Metropolis, rejection: pass 3's q
     }
     s = reduce_ws(temp.sums).Reduce(s, weight_sums_op{});
+    // Every thread has read shared_state.max above (CUB's reduction has a barrier of its own; this one does not rely on
+    // it) before thread 0 overwrites shared_state.
+    __syncthreads();
     if (threadIdx.x == 0) {
       problem_state st{};
       finish_problem(p, b, max, mc.nan_count, s.total, s.sum_q2, s.sum_w, s.sum_w2, st);

@@ -654,8 +654,9 @@ void run_row_staged_on_host(const F& f, std::int64_t n, int threads) {
   const kn::row_stage st = kn::row_stage::of(threads);
   const int d = f.row_width(), inputs = f.staged_inputs();
   float* const out_rows = f.staged_output();
-  std::vector<float> staged(std::size_t(st.pitch) * d * (inputs + 1), std::nanf(""));
-  float* const staged_out = staged.data() + std::size_t(inputs) * d * st.pitch;
+  // The kernel's stage: the inputs' parts, and the output's only when it is staged (a null view otherwise).
+  std::vector<float> staged(std::size_t(st.pitch) * d * (inputs + (out_rows != nullptr)), std::nanf(""));
+  float* const staged_out = out_rows != nullptr ? staged.data() + std::size_t(inputs) * d * st.pitch : nullptr;
   for (std::int64_t first = 0; first < n; first += threads) {
     const int rows = int(std::min<std::int64_t>(threads, n - first));
     for (int a = 0; a < inputs; ++a)
@@ -665,7 +666,7 @@ void run_row_staged_on_host(const F& f, std::int64_t n, int threads) {
       f(first + tid, kn::strided_vec<const float>{staged.data() + tid, st.pitch, d},
         kn::strided_vec<const float>{staged.data() + std::size_t(inputs - 1) * d * st.pitch + tid, st.pitch,
                                              d},
-        kn::strided_vec<float>{staged_out + tid, st.pitch, d});
+        kn::strided_vec<float>{staged_out != nullptr ? staged_out + tid : nullptr, st.pitch, d});
     if (out_rows != nullptr)
       for (int tid = 0; tid < threads; ++tid) st.store(staged_out, rows, d, tid, out_rows + first * d);
   }
