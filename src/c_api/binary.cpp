@@ -1,7 +1,6 @@
 // The C ABI of binary data: Bernoulli mixtures (evaluation and exact sampling) and the discrete samplers on them
 // (discrete Langevin and discrete walk-jump).
 #include "src/c_api/common.hpp"
-#include "src/validate.hpp"
 
 #include <utility>
 
@@ -47,12 +46,16 @@ T to_discrete(const ds_discrete_options& from) {
 }
 
 // The one options struct of both discrete samplers: a field the chosen one does not read must keep its default
-// (README, "Options a method does not read"), as in every other call.
+// (README, "Options a method does not read"), as in every other call, worded as the library's refusals.
+void check_unread(const char* name, std::int64_t value, std::int64_t fallback, const char* method) {
+  if (value != fallback)
+    fail(std::string(name) + ": not read by " + method + "; leave it at its default " + std::to_string(fallback) +
+         ", got " + std::to_string(value));
+}
+
 ds::discrete_langevin_options to_langevin(const ds_discrete_options& from) {
-  const ds_discrete_options defaults = discrete_defaults();
-  ds::detail::check_unread("options.measurements", from.measurements == defaults.measurements, "discrete_langevin",
-                           std::to_string(from.measurements), std::to_string(defaults.measurements));
-  ds::detail::check_unread("options.mean", from.mean == 0, "discrete_langevin", std::to_string(from.mean), "0");
+  check_unread("options.measurements", from.measurements, discrete_defaults().measurements, "discrete_langevin");
+  check_unread("options.mean", from.mean, 0, "discrete_langevin");
   auto to = to_discrete<ds::discrete_langevin_options>(from);
   DS_COPY_FLAG(start_uniform)
   to.first_step = from.first_step;
@@ -62,8 +65,7 @@ ds::discrete_langevin_options to_langevin(const ds_discrete_options& from) {
 ds::discrete_walk_jump_options to_walk_jump(const ds_discrete_options& from) {
   if (from.first_step != 0)
     fail("options.first_step: walk-jump runs each chain whole in one call, got " + std::to_string(from.first_step));
-  ds::detail::check_unread("options.start_uniform", from.start_uniform == 0, "discrete_walk_jump",
-                           std::to_string(from.start_uniform), "0");
+  check_unread("options.start_uniform", from.start_uniform, 0, "discrete_walk_jump");
   auto to = to_discrete<ds::discrete_walk_jump_options>(from);
   DS_COPY_FLAG(mean)
   to.measurements = from.measurements;
