@@ -25,7 +25,7 @@ namespace {
 struct tmpd_layout {
   blob_layout blob;
   linear_tables tables;
-  std::size_t sigma2 = 0, table_end = 0, channels = 0, x = 0, fwork = 0, dwork = 0, answer = 0;
+  std::size_t sigma2 = 0, table_end = 0, channels = 0, x = 0, fwork = 0, dwork = 0, answer = 0, widened = 0;
 };
 
 // mix: the prior, whose constants at every step's channel the layout holds (guided_params::channels, filled on the
@@ -43,6 +43,12 @@ tmpd_layout make_tmpd_layout(std::int64_t d, const guided_problems& pr, const gu
   l.fwork = l.blob.put(B * N * kernels::tmpd_scratch::floats(int(d), int(dy)) * sizeof(float));
   l.dwork = l.blob.put(B * N * kernels::tmpd_scratch::doubles(int(dy)) * sizeof(double));
   l.answer = l.blob.put(B * N * D * sizeof(float));  // the stepwise run's answers (CPU executor, plans)
+  // The covariances as products (tmpd_covariance_gemm, the CPU executor past the size rule): their FP64 scratch,
+  // reserved whenever the rule may take them (the layout does not know the executor), so that the run allocates
+  // nothing beside a caller's workspace (it grew a vector of up to 2 MiB plus A per call before).
+  const bool products = tmpd_operator_gemm(l.tables.masks, std::int64_t(dy), d, o.operator_path);
+  l.widened = l.blob.put(products ? tmpd_covariance_gemm_values(std::int64_t(dy), d, std::int64_t(B * N)) * sizeof(double)
+                                  : 0);
   if (host != nullptr) {
     host->resize(l.table_end);
     auto* s2 = reinterpret_cast<float*>(host->data() + l.sigma2);
@@ -70,7 +76,7 @@ kernels::tmpd_rows tmpd_stepwise_rows(unsigned char* ws, const tmpd_layout& l, s
 // tmpd_covariance_gemm over all particles, then the updates (the same values as the one tell up to the products'
 // summation order).
 void tmpd_finish_gemm(kernels::tmpd_stage_functor f, const kernels::tmpd_rows& rows, const float* sigma2,
-                      std::int64_t n, std::vector<double>& widened) {
+                      std::int64_t n, double* widened) {
   f.finish = kernels::tmpd_finish_rows;
   kernels::for_each_index<128>(executor::cpu, n, f, nullptr);
   tmpd_covariance_gemm(f.p, rows, f.k, sigma2, n, widened);
@@ -125,7 +131,7 @@ guided_report tmpd_sample(const gaussian_mixture& prior, const guided_problems& 
   // A dense operator's covariances A C A^T as products over all particles when that pays (tmpd_operator_gemm).
   const bool gemm = tmpd_operator_gemm(p, o.operator_path);
   if (gemm) report.operator_path = mixture_path::gemm;
-  std::vector<double> widened(gemm ? tmpd_covariance_gemm_values(p, BN) : 0);
+  double* widened = reinterpret_cast<double*>(rs.ws + l.widened);
   // The covariances as one product over all particles do not fuse per pack.
   const bool fused = !gemm && fused_stepwise_available();
   if (fused) {
@@ -193,7 +199,7 @@ struct tmpd_plan_storage final : workspace_plan_storage {
                                        scale, sigma2, &state->chain_base, &state->step, next};
   }
   bool gemm = false;            // CPU executor: covariances as products (tmpd_finish_gemm), as guided_sample()
-  std::vector<double> widened;  // their FP64 scratch
+  double* widened = nullptr;    // their FP64 scratch (in the plan's copy of guided_sample()'s workspace)
   mixture_path operator_path() const override { return gemm ? mixture_path::gemm : mixture_path::direct; }
   void tell(std::int64_t j, cudaStream_t stream) override {
     const std::int64_t k = j / per_step, o = j % per_step - 1;
@@ -236,7 +242,7 @@ std::unique_ptr<sampling_plan_storage> make_tmpd_plan(std::int64_t d, const guid
   st->answer = reinterpret_cast<float*>(base + l.answer);
   st->sigma2 = reinterpret_cast<const float*>(base + l.sigma2);
   st->gemm = where == executor::cpu && tmpd_operator_gemm(st->p, o.operator_path);
-  if (st->gemm) st->widened.resize(tmpd_covariance_gemm_values(st->p, BN));
+  st->widened = reinterpret_cast<double*>(base + l.widened);
   return st;
 }
 

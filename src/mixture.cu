@@ -81,7 +81,11 @@ using kernels::strided_vec;
 template <class Packed, class PerPoint>
 void on_host_channel(const detail::mixture_storage& mix, channel ch, std::int64_t n, Packed packed, PerPoint per_point) {
   const kernels::mixture_view<float> view = mix.view(executor::cpu);
-  std::vector<float> table(static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1)));
+  // The channel's constants in a per-thread buffer that only grows: the guided samplers' step-by-step CPU runs call
+  // this once per step, and a caller's workspace must leave them nothing to allocate.
+  static thread_local std::vector<float> table;
+  const auto floats = static_cast<std::size_t>(kernels::mixture_channels::table_floats(view, 1));
+  if (table.size() < floats) table.resize(floats);
   const kernels::mixture_channels channels = kernels::mixture_channels::in(view, 1, table.data());
   const kernels::channel_table_functor<kernels::langevin_channel> fill{channels, {float(ch.a), float(ch.s)}};
   for (std::int64_t k = 0; k < view.components; ++k) fill(k);

@@ -23,9 +23,13 @@ bool baseline_operator_gemm(bool mask, bool shared, std::int64_t particles, std:
   return operator_gemm_worthwhile(shared ? rows : particles, d_y, d, where);
 }
 
+bool tmpd_operator_gemm(bool masks, std::int64_t d_y, std::int64_t d, mixture_path path) {
+  if (masks || path == mixture_path::direct) return false;
+  return path == mixture_path::gemm || d_y * d >= tmpd_gemm_min_size;
+}
+
 bool tmpd_operator_gemm(const kernels::guided_params& p, mixture_path path) {
-  if (p.mask != nullptr || path == mixture_path::direct) return false;
-  return path == mixture_path::gemm || std::int64_t(p.d_y) * p.d >= tmpd_gemm_min_size;
+  return tmpd_operator_gemm(p.mask != nullptr, p.d_y, p.d, path);
 }
 
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
@@ -78,18 +82,17 @@ std::int64_t tmpd_chunk(std::int64_t row_values) {
 
 }  // namespace
 
-std::size_t tmpd_covariance_gemm_values(const kernels::guided_params& p, std::int64_t n) {
-  const std::int64_t row_values = std::int64_t(p.d_y) * p.d;
+std::size_t tmpd_covariance_gemm_values(std::int64_t d_y, std::int64_t d, std::int64_t n) {
+  const std::int64_t row_values = d_y * d;
   return std::size_t(row_values + std::min(n, tmpd_chunk(row_values)) * row_values);
 }
 
 void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_rows& rows, std::int64_t k,
-                          const float* sigma2, std::int64_t n, std::vector<double>& widened) {
+                          const float* sigma2, std::int64_t n, double* widened) {
   const int d = p.d, dy = p.d_y;
   const std::int64_t row_values = std::int64_t(dy) * d;
   const std::int64_t chunk = tmpd_chunk(row_values);
-  widened.resize(tmpd_covariance_gemm_values(p, n));
-  double* A64 = widened.data();
+  double* A64 = widened;
   double* J64 = A64 + row_values;
   const kernels::guided_step st = p.steps[k];
   const double ratio = double(st.s) * double(st.s) / double(st.a);

@@ -44,6 +44,8 @@ bool baseline_operator_gemm(bool mask, bool shared, std::int64_t particles, std:
 /// True when TMPD's CPU run (and its plan) forms the covariances A C A^T of all particles as FP64 products: dense rows
 /// (not a mask) and, under mixture_path::automatic, d_y x d_x >= tmpd_gemm_min_size (gemm forces, direct forbids).
 bool tmpd_operator_gemm(const kernels::guided_params& p, mixture_path path);
+/// The same rule from the problems' shape: masks (every operator a mask), d_y and d.
+bool tmpd_operator_gemm(bool masks, std::int64_t d_y, std::int64_t d, mixture_path path);
 
 /// TMPD's size bound (bench_mixture_gemm guided tmpd, whole CPU runs with the path forced either way, K = 25, 3 steps,
 /// 2 threads): with d_y x d_x <= 1024 the fused per-pack direct run won or tied at every N from 4 to 2048 (direct /
@@ -62,13 +64,13 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
 /// TMPD's covariances for all `rows` particles of step k at once, CPU executor: with the d_y rows J a_o of each
 /// particle in rows.jrows, cyy_i = sym((s^2 / a) A_b J_i^T) + sigma_y^2 I into rows.cyy, as kernels::tmpd_covariance
 /// forms it per particle (FP64 sums of the FP32 values' products) but as cpu_dgemm() products over chunks of
-/// particles (values differ in the sums' last bits). `widened` is the caller's FP64 scratch, resized to
-/// tmpd_covariance_gemm_values() (bounded: 2^18 values of the rows at a time plus A; size it ahead to allocate
-/// nothing here).
+/// particles (values differ in the sums' last bits). `widened`: the caller's FP64 scratch of
+/// tmpd_covariance_gemm_values(p.d_y, p.d, n) doubles (bounded: 2^18 values of the rows at a time plus A; a region
+/// of the run's workspace, so that the call allocates nothing).
 void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_rows& rows, std::int64_t k,
-                          const float* sigma2, std::int64_t n, std::vector<double>& widened);
-/// Doubles of tmpd_covariance_gemm()'s scratch for n particles.
-std::size_t tmpd_covariance_gemm_values(const kernels::guided_params& p, std::int64_t n);
+                          const float* sigma2, std::int64_t n, double* widened);
+/// Doubles of tmpd_covariance_gemm()'s scratch for n particles of d_y x d operators.
+std::size_t tmpd_covariance_gemm_values(std::int64_t d_y, std::int64_t d, std::int64_t n);
 
 /// Bytes of workspace of baseline_guidance_gemm() (cpu) or baseline_guidance_gemm_cuda() (cuda) over `rows`
 /// particles: u (rows x d_y floats), and on the CUDA executor cuBLAS's own workspace.

@@ -27,6 +27,9 @@ std::atomic<long> allocations{0};
 // Of those, the ones of exactly `watched_size` bytes.
 std::atomic<std::size_t> watched_size{0};
 std::atomic<long> watched_allocations{0};
+// And those of exactly `second_watched_size` bytes.
+std::atomic<std::size_t> second_watched_size{0};
+std::atomic<long> second_watched_allocations{0};
 }  // namespace
 
 // Out of line, so that the compiler does not pair an inlined malloc with a delete expression's free.
@@ -34,6 +37,8 @@ __attribute__((noinline)) void* operator new(std::size_t size) {
   if (counting.load(std::memory_order_relaxed)) {
     allocations.fetch_add(1, std::memory_order_relaxed);
     if (size == watched_size.load(std::memory_order_relaxed)) watched_allocations.fetch_add(1, std::memory_order_relaxed);
+    if (size == second_watched_size.load(std::memory_order_relaxed))
+      second_watched_allocations.fetch_add(1, std::memory_order_relaxed);
   }
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
@@ -694,6 +699,44 @@ TEST(OperatorGemm, TmpdFormsItsCovariancesAsProductsAndMatchesTheDirectRun) {
     guided_sample(mix, out, pr, o, host);
     EXPECT_EQ(fused, plan_particles(mix, pr, o)) << "shared " << shared;
   }
+}
+
+// TMPD's covariances as products (the CPU executor past the size rule: a shared 64 x 64 operator) take their FP64
+// scratch from the run's workspace, and the step-by-step run's denoiser calls take their channel constants from a
+// per-thread buffer: with a caller's workspace of guided_workspace_bytes() a run allocates neither (it allocated a
+// vector of A and the rows, here (4096 + 48 x 4096) doubles, per call, and the 4 x (4 + 64) floats of a channel table
+// per denoiser call), and gives the bits of the run that allocates its own workspace. (The run's host tables and the
+// thread pool's tasks are small host allocations per call, as in every guided run.)
+TEST(OperatorGemm, TmpdProductsScratchComesFromTheWorkspace) {
+  const std::int64_t d = 64, dy = 64, N = 16;
+  const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
+  const guided_problems pr = dense_problems(d, dy);
+  guided_options o;
+  o.sampler = guided_sampler::tmpd;
+  o.steps = 2;
+  o.particles = N;
+  o.seed = 9;
+  const std::size_t BN = std::size_t(pr.problems * N);
+  std::vector<float> own(BN * d), given(BN * d);
+  guided_outputs out;
+  out.particles = own.data();
+  EXPECT_EQ(guided_sample(mix, out, pr, o, host).operator_path, mixture_path::gemm);
+  const std::size_t bytes = guided_workspace_bytes(mix, pr, o, host);
+  std::vector<unsigned char> workspace(bytes);
+  out.particles = given.data();
+  guided_sample(mix, out, pr, o, host, workspace.data(), bytes);  // the pool's and the per-thread buffers' first use
+  watched_size = std::size_t(dy * d + 48 * dy * d) * sizeof(double);
+  watched_allocations = 0;
+  second_watched_size = std::size_t(mix.components() * (4 + d)) * sizeof(float);
+  second_watched_allocations = 0;
+  counting = true;
+  const guided_report rep = guided_sample(mix, out, pr, o, host, workspace.data(), bytes);
+  counting = false;
+  watched_size = second_watched_size = 0;
+  EXPECT_EQ(rep.operator_path, mixture_path::gemm);
+  EXPECT_EQ(watched_allocations.load(), 0) << "the covariances' scratch was allocated";
+  EXPECT_EQ(second_watched_allocations.load(), 0) << "a channel table was allocated per denoiser call";
+  EXPECT_EQ(given, own);
 }
 
 // The automatic paths of the guided runs on the CPU executor follow the measured bounds: DPS / Pi-GDM take the
