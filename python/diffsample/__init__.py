@@ -716,9 +716,15 @@ def _enum(kind: type, value: Any, name: Optional[str] = None) -> Any:
         try:
             return _PARSERS[kind](value)
         except InvalidArgument as e:
-            if name is None or str(e).startswith(name + ":"):
+            message = str(e)
+            if name is None or message.startswith(name + ":"):
                 raise
-            raise InvalidArgument(f"{name}: {e}") from None
+            # The parser names what it parses ("executor: unknown name 'tpu'"): that name gives way to the
+            # argument's ("device: executor: unknown name ..." said both), as the settings' setters do.
+            label, sep, rest = message.partition(": ")
+            if sep and rest.startswith("unknown name"):
+                message = rest
+            raise InvalidArgument(f"{name}: {message}") from None
     if name is not None and not isinstance(value, kind):
         raise InvalidArgument(f"{name}: {_describe(value)}, expected a name ({', '.join(kind.__members__)}) or a "
                               f"diffsample._core.{kind.__name__}")
