@@ -61,6 +61,10 @@ std::pair<const char*, int> local_rank_variable() {
 std::int64_t launcher_size() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMI_SIZE"})
     if (const char* v = std::getenv(name)) return std::atoll(v);
+  // srun with PMIx sets none of those: a process it starts has PMIX_RANK, and the step's task count is
+  // SLURM_STEP_NUM_TASKS (a batch script's own step has no PMIX_RANK, so it stays one process).
+  if (std::getenv("PMIX_RANK") != nullptr)
+    if (const char* v = std::getenv("SLURM_STEP_NUM_TASKS")) return std::atoll(v);
   return 1;
 }
 

@@ -17,7 +17,8 @@
 namespace diffsample::cli::distributed {
 
 /// True when an MPI launcher started this process among more than one (OMPI_COMM_WORLD_SIZE, MV2_COMM_WORLD_SIZE or
-/// PMI_SIZE > 1); starts MPI if it has not started.
+/// PMI_SIZE > 1, or under srun with PMIx: PMIX_RANK set and SLURM_STEP_NUM_TASKS > 1); starts MPI if it has not
+/// started.
 /// @throws error when so but the program was built without MPI
 bool launched();
 

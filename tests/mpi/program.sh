@@ -206,4 +206,18 @@ if [ "$status" = 0 ] || [ "$status" = 124 ] ||
   cat "$dir/err.txt" >&2
   exit 1
 fi
+# srun with PMIx sets neither OMPI_COMM_WORLD_SIZE nor PMI_SIZE: a process there has PMIX_RANK, and the step's size
+# is SLURM_STEP_NUM_TASKS. Emulated under a launcher that sets PMIX_RANK (Open MPI) with its own size variable
+# removed: one run spread over the processes, the samples of one process. Seen failing before the rule: each process
+# ran every chain and printed its own report.
+if "$@" -np 1 sh -c 'test -n "${PMIX_RANK:-}"' 2>/dev/null; then
+  "$program" sample --sampler mala --chains 1001 --steps 20 --executor cpu --quiet --out "$dir/one.npy"
+  "$@" -np 2 env -u OMPI_COMM_WORLD_SIZE SLURM_STEP_NUM_TASKS=2 "$program" sample --sampler mala --chains 1001 \
+    --steps 20 --executor cpu --out "$dir/many.npy" >"$dir/many.txt"
+  cmp "$dir/one.npy" "$dir/many.npy"
+  test "$(grep -c '^diffsample sample:' "$dir/many.txt")" = 1
+  test "$(grep -c '^rank [0-9]*: ' "$dir/many.txt")" = 2
+else
+  echo "program.sh: the launcher sets no PMIX_RANK; the srun-with-PMIx rule is not exercised here"
+fi
 echo "program.sh: ok"
