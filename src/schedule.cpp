@@ -125,7 +125,13 @@ double vp_table_slope(const noise_schedule& sc, std::size_t n) {
   const double sign = n == 0 ? 1.0 : -1.0;
   const double end = sign * (-3 * f(e) + 4 * f(e1) - f(e2)) * scale / 2;
   const double segment = sign * (f(e1) - f(e)) * scale;
-  return end < 0 ? end : segment;
+  // A zero end slope is a derivative (vp_linear with beta_min = 0 has one at t = 0), and the difference above gives
+  // it within the nodes' rounding (each node's log within 2^-52 of its size and 1, weighed by at most 4 N): such a
+  // slope is taken as 0, and only a clearly wrong-signed one gives way to the segment's (a zero one did too: such a
+  // table's s at t = 0.002 was twice vp_linear's).
+  const double noise = 4 * scale * 0x1p-52 * (std::abs(f(e)) + std::abs(f(e1)) + std::abs(f(e2)) + 1);
+  if (end <= noise) return std::min(end, 0.0);
+  return segment;
 }
 
 // The slope of log alpha-bar at node n that the interpolant between nodes takes (vp_table_slope), limited to 3 times
@@ -276,13 +282,20 @@ schedule_point detail::point_at(const noise_schedule& sc, double t) {
       return vp_point(t, -(sc.beta_min * t + 0.5 * (sc.beta_max - sc.beta_min) * t * t),
                       -(sc.beta_min + (sc.beta_max - sc.beta_min) * t));
     case schedule_kind::vp_cosine: {
+      // a = cos(theta) / cos(theta0), theta = (t + o) scale, theta0 = o scale, scale = (pi / 2) / (1 + o), taken
+      // in forms without cancellation at either end: cos(theta) = sin(pi / 2 - theta) = sin((1 - t) scale) (exact 0
+      // at t = 1, and a's relative accuracy near it), and s^2 = 1 - a^2 = (cos^2 theta0 - cos^2 theta) / cos^2 theta0
+      // = sin(theta - theta0) sin(theta + theta0) / cos^2 theta0 with theta - theta0 = t scale (sqrt(1 - a^2) lost
+      // s's digits as t -> 0: 5.5e-4 relative at t = 1e-7, and s = 0 at t = 1e-9, which made valid grids
+      // refused for a signal-to-noise ratio that did not increase).
       const double scale = half_pi / (1 + sc.cosine_offset);
-      const double theta = (t + sc.cosine_offset) * scale, theta0 = sc.cosine_offset * scale;
-      p.a = std::cos(theta) / std::cos(theta0);
-      if (t == 1) p.a = 0;  // cos(pi/2) is 6e-17 in floating point; alpha-bar(1) = 0 exactly
-      p.da_dt = -std::sin(theta) * scale / std::cos(theta0);
-      p.s = std::sqrt(std::max(0.0, 1 - p.a * p.a));
-      p.ds_dt = p.s > 0 ? -p.a * p.da_dt / p.s : 0.0;
+      const double c0 = std::cos(sc.cosine_offset * scale);
+      const double rest = (1 - t) * scale, u1 = t * scale, u2 = (t + 2 * sc.cosine_offset) * scale;
+      p.a = std::sin(rest) / c0;
+      p.da_dt = -std::cos(rest) * scale / c0;
+      p.s = std::sqrt(std::max(0.0, std::sin(u1) * std::sin(u2))) / c0;
+      // d(s^2)/dt = scale sin(u1 + u2) / c0^2
+      p.ds_dt = p.s > 0 ? 0.5 * scale * std::sin(u1 + u2) / (c0 * c0 * p.s) : 0.0;
       return p;
     }
     case schedule_kind::vp_table: {

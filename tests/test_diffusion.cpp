@@ -647,6 +647,33 @@ TEST(Diffusion, SchedulesMatchTheirClosedForms) {
   const auto tab = noise_schedule::vp_table({0.9, 0.5, 0.1});
   EXPECT_NEAR(tab.at(2.0 / 3.0).a, std::sqrt(0.5), 1e-12);
   EXPECT_NEAR(tab.at(1.0).s, std::sqrt(0.9), 1e-12);
+  // vp_cosine keeps its relative accuracy at both ends: with offset 0, s = sin(t pi / 2) and a = sin((1 - t) pi / 2)
+  // (seen failing: s from sqrt(1 - a^2) was 5.5e-4 off at t = 1e-7 and 0 at t = 1e-9, and a 1e-7 off at 1 - 1e-9),
+  // so a grid down to 1e-9 is accepted as vp_linear's is (it was refused: "signal-to-noise ratio does not increase").
+  const noise_schedule cosine = noise_schedule::vp_cosine(0.0);
+  for (const double t : {1e-9, 1e-7, 1e-3, 0.3, 0.999}) {
+    const double tq = 1 - t, rest = 1 - tq;  // the time near 1 as a double, and its distance to 1 (exact)
+    const schedule_point p = cosine.at(t), q = cosine.at(tq);
+    EXPECT_NEAR(p.s, std::sin(t * M_PI / 2), 1e-14 * std::sin(t * M_PI / 2)) << t;
+    EXPECT_NEAR(q.a, std::sin(rest * M_PI / 2), 1e-14 * std::sin(rest * M_PI / 2)) << tq;
+    EXPECT_NEAR(p.ds_dt, M_PI / 2 * std::cos(t * M_PI / 2), 1e-13) << t;
+  }
+  EXPECT_EQ(cosine.at(1.0).a, 0.0);
+  diffusion_options fine;
+  fine.steps = 3;
+  fine.schedule = noise_schedule::vp_cosine().with_times({1.0, 0.5, 1e-9, 0.0});
+  std::vector<float> x(20);
+  EXPECT_NO_THROW(diffusion(test_mixture(2), x.data(), {}, 10, fine, cpu));
+  // A table sampled from vp_linear(0, 20), whose log alpha-bar has slope 0 at t = 0, keeps that slope (the end's
+  // one-sided difference, exact on a quadratic, was replaced by the first segment's when it was 0, not only when its
+  // sign was wrong: s at t = 0.002 was 0.01296 for vp_linear's 0.00632).
+  std::vector<double> sampled(100);
+  for (int n = 1; n <= 100; ++n) sampled[n - 1] = std::exp(-10.0 * (n / 100.0) * (n / 100.0));
+  const noise_schedule flat_start = noise_schedule::vp_table(sampled), linear0 = noise_schedule::vp_linear(0.0, 20.0);
+  for (const double t : {0.0, 0.002, 0.005, 0.013}) {
+    EXPECT_NEAR(flat_start.at(t).s, linear0.at(t).s, 1e-9 * (1e-3 + linear0.at(t).s)) << t;
+    EXPECT_NEAR(flat_start.at(t).da_dt, linear0.at(t).da_dt, 1e-9) << t;
+  }
 }
 
 // A vp_table's derivative d log alpha-bar / dt (which the ODE and SDE samplers' coefficients take, through da_dt and
