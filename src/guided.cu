@@ -587,8 +587,7 @@ bool baseline_products(std::int64_t dim, const guided_problems& pr, const guided
                        executor where) {
   if (reduced || (o.sampler != guided_sampler::dps && o.sampler != guided_sampler::pigdm)) return false;
   const operator_shape sh = shape_of(pr, dim);
-  return detail::baseline_operator_gemm(sh.mask, sh.count == 1, o.particles, pr.problems * o.particles, pr.d_y, dim,
-                                        o.operator_path, where);
+  return detail::baseline_operator_gemm(sh.mask, o.particles, pr.d_y, dim, o.operator_path, where);
 }
 
 // `mix`: the prior, whose constants at the run's channels the layout holds; nullptr for an ask/tell plan or a run

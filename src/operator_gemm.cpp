@@ -15,12 +15,13 @@
 
 namespace diffsample::detail {
 
-bool baseline_operator_gemm(bool mask, bool shared, std::int64_t particles, std::int64_t rows, std::int64_t d_y,
-                            std::int64_t d, mixture_path path, executor where) {
-  // Dense rows (no mask), shared or per problem; the size rule on the rows one product covers unless forced.
+bool baseline_operator_gemm(bool mask, std::int64_t particles, std::int64_t d_y, std::int64_t d, mixture_path path,
+                            executor where) {
+  // Dense rows (no mask), shared or per problem; the size rule on a problem's particles (one product each) unless
+  // forced: a problem's path and its bits do not depend on the other problems of the call.
   if (mask || path == mixture_path::direct) return false;
   if (path == mixture_path::gemm) return true;
-  return operator_gemm_worthwhile(shared ? rows : particles, d_y, d, where);
+  return operator_gemm_worthwhile(particles, d_y, d, where);
 }
 
 bool tmpd_operator_gemm(bool masks, std::int64_t d_y, std::int64_t d, mixture_path path) {
@@ -40,9 +41,10 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
     cpu::parallel_for_each(rows, [&](std::int64_t i) {
       for (int j = 0; j < d; ++j) m[i * d + j] = kernels::ds_fma(ux, x[i * d + j], um * answer[i * d + j]);
     });
-  // r = A m for every particle: one product when A is shared (per operator_gemm_max_columns particles), one per
-  // problem otherwise.
-  const std::int64_t per = p.A_stride == 0 ? std::min(rows, operator_gemm_max_columns) : p.particles;
+  // r = A m for every particle: one product per problem, whether A is shared or not, so that a problem's products are
+  // the same calls alone as in a batch (one product over a batch's rows took other column counts, and a problem's
+  // path had depended on the batch's size).
+  const std::int64_t per = p.particles;
   for (std::int64_t first = 0; first < rows; first += per)
     dense_rows_forward_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, m + first * d,
                             std::min(per, rows - first), r + first * dy);

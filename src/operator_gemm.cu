@@ -102,9 +102,9 @@ void baseline_guidance_gemm_cuda(const kernels::guided_params& p, const kernels:
   DIFFSAMPLE_CUBLAS_TRY(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // FP32, no TF32
   const float one = 1.f, zero = 0.f;
   // r = A m for every particle (column-major: R^T (d_y x n) = A (stored as A^T, d x d_y: transposed) M^T), one
-  // product when A is shared (per operator_gemm_max_columns particles: cuBLAS counts columns in int), one per problem
-  // otherwise.
-  const std::int64_t per = p.A_stride == 0 ? std::min(rows, operator_gemm_max_columns) : p.particles;
+  // product per problem whether A is shared or not (as the CPU executor's, baseline_guidance_gemm: a problem's
+  // products are the same calls alone as in a batch; at most 2^24 particles, within cuBLAS's int columns).
+  const std::int64_t per = p.particles;
   const auto columns = [&](std::int64_t first) { return int(std::min(per, rows - first)); };
   for (std::int64_t first = 0; first < rows; first += per)
     DIFFSAMPLE_CUBLAS_TRY(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, dy, columns(first), d, &one,

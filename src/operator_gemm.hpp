@@ -19,11 +19,6 @@ struct tmpd_rows;
 
 namespace diffsample::detail {
 
-/// The most particles (columns) one product of the DPS / Pi-GDM guidance takes: BLAS and cuBLAS count a matrix's
-/// columns in int, so a shared operator's product over B N > 2^31 - 1 particles is split (int(B N) wrapped: negative,
-/// which cuBLAS refuses mid-run, or a small count that left the other particles' rows unwritten).
-inline constexpr std::int64_t operator_gemm_max_columns = std::int64_t(1) << 30;
-
 /// Y (n x d_y) = X A^T for X n x d_x: one sgemm (src/mixture_gemm.cpp cpu_sgemm), CPU executor.
 void dense_rows_forward_gemm(const float* A, std::int64_t d_y, std::int64_t d_x, const float* X, std::int64_t n,
                              float* Y);
@@ -31,15 +26,14 @@ void dense_rows_forward_gemm(const float* A, std::int64_t d_y, std::int64_t d_x,
 void dense_rows_transpose_gemm(const float* A, std::int64_t d_y, std::int64_t d_x, const float* U, std::int64_t n,
                                float* V);
 
-/// True when the DPS / Pi-GDM run (stepwise on either executor) applies its operator as matrix products over `rows`
-/// particles (`particles` per problem), from the sizes alone, as guided_workspace_bytes() knows them: dense rows
-/// (`mask` false; an SVD operator reaches the kernels reduced to dense rows and is excluded by the caller) and, under
-/// mixture_path::automatic, operator_gemm_worthwhile() on the rows of one product (all rows when `shared`, one A for
-/// all problems; else a problem's) (guided_options::operator_path: gemm takes the products for any dense rows,
-/// direct never); the rule of the executor `where` (executor::automatic: either's, for a workspace query that does
-/// not name one).
-bool baseline_operator_gemm(bool mask, bool shared, std::int64_t particles, std::int64_t rows, std::int64_t d_y,
-                            std::int64_t d, mixture_path path, executor where);
+/// True when the DPS / Pi-GDM run (stepwise on either executor) applies its operator as matrix products, one per
+/// problem of `particles` particles, from the sizes alone, as guided_workspace_bytes() knows them: dense rows (`mask`
+/// false; an SVD operator reaches the kernels reduced to dense rows and is excluded by the caller) and, under
+/// mixture_path::automatic, operator_gemm_worthwhile() on a problem's particles, whatever the other problems
+/// (guided_options::operator_path: gemm takes the products for any dense rows, direct never); the rule of the
+/// executor `where` (executor::automatic: either's, for a workspace query that does not name one).
+bool baseline_operator_gemm(bool mask, std::int64_t particles, std::int64_t d_y, std::int64_t d, mixture_path path,
+                            executor where);
 
 /// True when TMPD's CPU run (and its plan) forms the covariances A C A^T of all particles as FP64 products: dense rows
 /// (not a mask) and, under mixture_path::automatic, d_y x d_x >= tmpd_gemm_min_size (gemm forces, direct forbids).

@@ -285,7 +285,7 @@ TEST(OperatorGemm, MasksAndSvdKeepTheirForms) {
   }
 }
 
-// DPS (likelihood and normalised steps) and Pi-GDM with a dense 48 x 64 operator and 3 x 40 particles run their
+// DPS (likelihood and normalised steps) and Pi-GDM with a dense 48 x 64 operator and 3 x 64 particles run their
 // guidance as matrix products on the CPU executor (the report says so), bit for bit as the ask/tell plan answered
 // with the mixture's denoiser and J^T v (which takes the same products), and close to the run with operator_path =
 // direct, which applies A and A^T particle by particle. One step is compared: v = A^T P (y - A m) differs from the
@@ -297,7 +297,7 @@ TEST(OperatorGemm, MasksAndSvdKeepTheirForms) {
 // measured). A mask operator keeps the direct path in the report and stays bit for bit the plan's over 10 steps.
 // Seen failing with the Pi-GDM precision row skipped in baseline_guidance_gemm (u = r).
 TEST(OperatorGemm, DpsAndPigdmRunTheirGuidanceAsProductsAndMatchThePlan) {
-  const std::int64_t d = 64, dy = 48, N = 40;
+  const std::int64_t d = 64, dy = 48, N = 64;
   const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
   const guided_problems pr = dense_problems(d, dy);
   for (int c = 0; c < 3; ++c) {
@@ -458,8 +458,8 @@ TEST(OperatorGemm, DpsAndPigdmProductsBufferComesFromTheWorkspace) {
       const std::size_t u_bytes = (BN * dy * sizeof(float) + 255) / 256 * 256;
       o.operator_path = mixture_path::direct;
       const std::size_t direct = guided_workspace_bytes(mix, pr, o);
-      // Shared A: gemm by the size rule (120 rows of 48 x 64); one A per problem (40 rows a product): forced.
-      o.operator_path = pr.operators.empty() ? mixture_path::automatic : mixture_path::gemm;
+      // 40 particles a problem: below the size rule, so the products are forced, shared A or one per problem.
+      o.operator_path = mixture_path::gemm;
       const std::size_t bytes = guided_workspace_bytes(mix, pr, o);
       EXPECT_EQ(bytes - direct, 256 + u_bytes + (std::size_t(4) << 20)) << to_string(o.sampler);
 
@@ -597,7 +597,7 @@ TEST(OperatorGemmGpu, DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan) {
 // One operator shared by B N = 2^31 particles (128 problems of 2^24, d_x = d_y = 1): BLAS and cuBLAS count a product's
 // columns in int, and the DPS guidance took all B N particles as one product, int(2^31) = -2^31 columns, which
 // cuBLAS refuses mid-run (a count wrapped to a small positive one would have left the other particles' rows
-// unwritten). The products now take at most operator_gemm_max_columns particles each; the run must match the direct
+// unwritten). The products now take one problem's particles each (at most 2^24); the run must match the direct
 // (per-particle) run on the first and the last problem within 1e-4 of 1 + |x| (the bound of
 // DpsAndPigdmRunTheirGuidanceThroughCublasAndMatchThePlan). About 70 GB of device memory: skipped with the reason on
 // a smaller device, and under compute-sanitizer.
@@ -701,6 +701,46 @@ TEST(OperatorGemm, TmpdFormsItsCovariancesAsProductsAndMatchesTheDirectRun) {
   }
 }
 
+// A problem's DPS / Pi-GDM run does not depend on the other problems of the call: the automatic path is decided on a
+// problem's own particles and the products are one per problem, shared operator or not, so problem 0 of a batch of
+// 2 or 4 equals the problem alone bit for bit, on the direct path (40 particles) and on the products' (64). Seen
+// failing before: with a shared 32 x 32 operator, 40 particles alone ran direct and in a batch of 2 (80 rows in one
+// product) the products, 1,225 of 1,280 values apart.
+TEST(OperatorGemm, AProblemsRunDoesNotDependOnTheBatch) {
+  const std::int64_t d = 32, dy = 32;
+  const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
+  for (const std::int64_t N : {40, 64})
+    for (int c = 0; c < 3; ++c) {
+      const guided_options o = baseline_case(c, N);
+      std::vector<float> alone;
+      mixture_path alone_path = mixture_path::automatic;
+      for (const std::int64_t B : {1, 2, 4}) {
+        guided_problems pr;
+        pr.problems = B;
+        pr.d_y = dy;
+        pr.A = random_values(dy * d, 5, 1.0 / 8.0);
+        for (std::int64_t i = 0; i < dy; ++i) pr.A[i * d + i] += 4.0;  // well conditioned: Pi-GDM keeps dense rows
+        for (std::int64_t b = 0; b < B; ++b)
+          for (std::int64_t q = 0; q < dy; ++q) pr.y.push_back(0.3 * std::sin(0.7 * q + b));
+        pr.sigma_y = {0.3};
+        std::vector<float> x(std::size_t(B * N * d));
+        guided_outputs out;
+        out.particles = x.data();
+        const guided_report rep = guided_sample(mix, out, pr, o, host);
+        EXPECT_EQ(rep.operator_path, N >= 64 ? mixture_path::gemm : mixture_path::direct)
+            << to_string(o.sampler) << ", " << B << " problems of " << N;
+        const std::vector<float> first(x.begin(), x.begin() + N * d);
+        if (B == 1) {
+          alone = first;
+          alone_path = rep.operator_path;
+        } else {
+          EXPECT_EQ(rep.operator_path, alone_path) << to_string(o.sampler) << ", " << B << " problems of " << N;
+          EXPECT_EQ(first, alone) << to_string(o.sampler) << ", problem 0 of " << B << " against alone, " << N;
+        }
+      }
+    }
+}
+
 // TMPD's covariances as products (the CPU executor past the size rule: a shared 64 x 64 operator) take their FP64
 // scratch from the run's workspace, and the step-by-step run's denoiser calls take their channel constants from a
 // per-thread buffer: with a caller's workspace of guided_workspace_bytes() a run allocates neither (it allocated a
@@ -740,8 +780,9 @@ TEST(OperatorGemm, TmpdProductsScratchComesFromTheWorkspace) {
 }
 
 // The automatic paths of the guided runs on the CPU executor follow the measured bounds: DPS / Pi-GDM take the
-// products from 64 particles per product (a shared 64 x 64 operator: 1 problem of 16 particles direct, 64 gemm;
-// 2 problems of 32 particles sharing it: 64 rows, gemm); TMPD from d_y x d_x = 4096 at any number of particles
+// products from 64 particles per problem (a shared 64 x 64 operator: 1 problem of 16 particles direct, 64 gemm;
+// 2 problems of 32 particles sharing it: direct, each problem's run as alone, OperatorGemm.AProblemsRunDoesNotDepend
+// OnTheBatch; 64 rows of one product took the products before); TMPD from d_y x d_x = 4096 at any number of particles
 // (64 x 64 with 4 particles gemm, 40 x 48 with 64 direct). Seen failing against the former shared rule (16 points and
 // 1024 entries for both).
 TEST(OperatorGemm, GuidedRunsFollowTheMeasuredBounds) {
@@ -752,7 +793,8 @@ TEST(OperatorGemm, GuidedRunsFollowTheMeasuredBounds) {
   };
   for (const run_case c : {run_case{guided_sampler::dps, 64, 64, 1, 16, mixture_path::direct},
                            run_case{guided_sampler::pigdm, 64, 64, 1, 64, mixture_path::gemm},
-                           run_case{guided_sampler::dps, 64, 64, 2, 32, mixture_path::gemm},
+                           run_case{guided_sampler::dps, 64, 64, 2, 32, mixture_path::direct},
+                           run_case{guided_sampler::dps, 64, 64, 2, 64, mixture_path::gemm},
                            run_case{guided_sampler::tmpd, 64, 64, 1, 4, mixture_path::gemm},
                            run_case{guided_sampler::tmpd, 48, 40, 1, 64, mixture_path::direct}}) {
     const gaussian_mixture mix = grid_mixture(c.d, 3, 3.0, 0.5);
