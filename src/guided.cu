@@ -1666,7 +1666,7 @@ guided_report guided_sample(const gaussian_mixture& prior, guided_outputs out, c
       }
       resample_and_record(k);
       run_mutation(where, BN, kernels::twisted_mutate_functor{p, k, mu, shift, lz, ancestors, reports, lw, x},
-                           stream);
+                   stream);
       report.launches += 4;
     }
     resample_step(K, x, mu2);
@@ -2618,7 +2618,7 @@ struct smc_plan_storage final : workspace_plan_storage {
     if (j != asks_per_step - 1) return;
     resample_weights(t, stream);
     run_mutation(where, BN, kernels::twisted_mutate_functor{p, t, mu, shift, lz, ancestors, reports, lw, x},
-                         stream);
+                 stream);
     if (t + 1 != K) return;
     resample_column(K, stream);
   }
@@ -3108,10 +3108,9 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                          defaults.final_move_curvature, plan);
   }
   validate(d, given, options);
-  // An SMC plan runs explicit final moves (-1, automatic, resolves to none in a plan) with a model that answers
-  // scores: the moves ask for the prior's score at the grid's last point (a_K, 0), where a denoiser gives x0 = x / a
-  // and an eps model nothing. Its prior is the caller's model, so the preconditioner's curvature is the caller's
-  // too. operator_path is read as guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample()
+  // An SMC plan runs explicit final moves (-1, automatic, resolves to none in a plan): a score model is asked at the
+  // grid's last point (a_K, 0), a denoiser or eps model at the last transition's channel (make_smc_plan). Its prior
+  // is the caller's model, so the preconditioner's curvature is the caller's too. operator_path is read as guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample()
   // resolves.
   if (options.sampler == guided_sampler::smc && options.final_moves > 0) {
     DIFFSAMPLE_EXPECTS(options.final_move_curvature > 0,
@@ -3121,7 +3120,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   }
   const guided_options o = detail::resolve_options(d, given, options, detail::resolve_route::plan);
   DIFFSAMPLE_EXPECTS(output == model_output::denoiser || output == model_output::score || output == model_output::eps,
-                     "output: a guided plan takes denoiser, score or eps, got " << static_cast<int>(output));
+                     "output: a guided plan takes denoiser, score or eps, got " << to_string(output));
   // Before anything is issued (the operator products' cuBLAS handle, the resamplings' check, the plan's memory).
   if (plan_executor(exec) == executor::cuda) refuse_plan_capture(exec.stream, "sampling_plan::guided()");
   std::unique_ptr<sampling_plan_storage> st = make_resolved_guided_plan(d, given, o, output, exec);

@@ -337,8 +337,9 @@ struct guided_options {
   bool dcps_absolute_step = false;
   /// How a dense operator's A and A^T reach the particles where a run can apply them as matrix products over all
   /// particles per step (DPS / Pi-GDM on either executor, TMPD and its sampling_plan on the CPU executor):
-  /// automatic (default) follows operator_gemm_worthwhile() (TMPD: d_y x d_x >= 4096), gemm forces the products
-  /// there, direct forbids them.
+  /// automatic (default) follows operator_gemm_worthwhile() on a problem's particles (DPS / Pi-GDM take one product
+  /// per problem, so a problem's run is the same alone as in a batch; TMPD: d_y x d_x >= 4096), gemm forces the
+  /// products there, direct forbids them.
   /// Elsewhere (masks, SVD operators, TMPD on the CUDA executor) the run is direct whatever this says; the other
   /// samplers do not read it and refuse a value other than automatic. guided_report::operator_path says which ran.
   /// A guided sampling_plan runs the path guided_sample() resolves for the same options and problems

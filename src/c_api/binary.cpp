@@ -1,6 +1,7 @@
 // The C ABI of binary data: Bernoulli mixtures (evaluation and exact sampling) and the discrete samplers on them
 // (discrete Langevin and discrete walk-jump).
 #include "src/c_api/common.hpp"
+#include "src/option_readers.hpp"
 
 #include <utility>
 
@@ -46,11 +47,10 @@ T to_discrete(const ds_discrete_options& from) {
 }
 
 // The one options struct of both discrete samplers: a field the chosen one does not read must keep its default
-// (README, "Options a method does not read"), as in every other call, worded as the library's refusals.
+// (README, "Options a method does not read"), refused as every call refuses one (detail::refuse_unread, header-only,
+// so that the C sources still link against the public library alone).
 void check_unread(const char* name, std::int64_t value, std::int64_t fallback, const char* method) {
-  if (value != fallback)
-    fail(std::string(name) + ": not read by " + method + "; leave it at its default " + std::to_string(fallback) +
-         ", got " + std::to_string(value));
+  if (value != fallback) ds::detail::refuse_unread(name, method, std::to_string(value), std::to_string(fallback));
 }
 
 ds::discrete_langevin_options to_langevin(const ds_discrete_options& from) {
