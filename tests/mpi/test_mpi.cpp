@@ -6,7 +6,6 @@
 #include <mpi.h>
 
 #include <malloc.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -792,7 +791,6 @@ TEST_F(Mpi, DefaultPotentialsResolveOnEveryRank) {
       ds::guided_options twisted = o, linear = o;
       twisted.potentials = ds::guided_potentials::twisted;
       twisted.start_correction = twisted.multistep_kernel = true;
-      const bool islands = mode == ds::mpi::smc_mode::islands;
       twisted.final_moves = ds::automatic_final_moves;
       linear.potentials = ds::guided_potentials::linear;
       const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
@@ -1351,7 +1349,9 @@ TEST_F(Mpi, StandInSetUpUnderCaptureIsRefusedBeforeAnythingIsIssued) {
       } else {
         EXPECT_FALSE(refused) << where;
         // sliced_wasserstein() stops earlier, at CUB's size query, which the stand-in does not answer.
-        if (name != "sliced_wasserstein()") EXPECT_TRUE(touched) << where;
+        if (name != "sliced_wasserstein()") {
+          EXPECT_TRUE(touched) << where;
+        }
       }
     }
   }
@@ -1549,7 +1549,9 @@ TEST_F(Mpi, StandInDistributedGuidedRefusesACapturingStreamOnEveryRank) {
   std::ifstream in(log);
   bool touched = false;
   for (std::string line; std::getline(in, line);) touched = touched || line.find(" touch ") != std::string::npos;
-  if (last) EXPECT_FALSE(touched) << "the capturing rank reached its device";
+  if (last) {
+    EXPECT_FALSE(touched) << "the capturing rank reached its device";
+  }
   std::remove(log.c_str());
 }
 
@@ -2339,34 +2341,32 @@ TEST_F(Mpi, ShardsPastTheFirstChainLimitNameTheCallersValue) {
       "its first row, here 4 of n = ");
 }
 
-// This process's address space in bytes (/proc/self/statm).
-std::size_t address_space() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t pages = 0;
-  statm >> pages;
-  return pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
+// The large allocations of this process through operator new (requests from large_allocation bytes: the library's
+// per-particle buffers in the tests below), counted by their usable size as they are made and freed; under an
+// allocation_budget, a large request that would take their live total past the budget throws std::bad_alloc, as the
+// allocator's would at the end of memory. Small requests always succeed, and the MPI library's own allocations
+// (malloc, its threads included) are never limited: the tests below make the diffsample library's allocations fail,
+// never MPI's (an RLIMIT_AS limit constrained both, so that MPI's own allocations, which vary with its progress,
+// could fail first).
+constexpr std::size_t large_allocation = 128 * 1024;
+std::atomic<std::size_t> large_live{0};  // usable bytes of the live large allocations
+std::atomic<std::size_t> large_peak{0};  // large_live's highest value since reset_large_peak()
+std::atomic<std::size_t> large_budget{SIZE_MAX};
+void reset_large_peak() { large_peak = large_live.load(); }
 
-// The last rank's address space limited (RLIMIT_AS, soft limit only, restored after) to what it holds now plus
-// @p margin bytes: a large allocation fails there and nowhere else. The allocator returns its free memory first (and
-// maps large blocks on their own, main() below).
-class address_space_limit {
+// The last rank's large allocations limited to what it holds now plus @p margin bytes (restored after): a large
+// allocation fails there and nowhere else.
+class allocation_budget {
  public:
-  explicit address_space_limit(bool here, std::size_t margin) : here_(here) {
-    if (!here_) return;
-    malloc_trim(0);
-    getrlimit(RLIMIT_AS, &saved_);
-    rlimit lowered = saved_;
-    lowered.rlim_cur = address_space() + margin;
-    if (setrlimit(RLIMIT_AS, &lowered) != 0) ADD_FAILURE() << "setrlimit failed";
+  explicit allocation_budget(bool here, std::size_t margin) : here_(here) {
+    if (here_) large_budget = large_live.load() + margin;
   }
-  ~address_space_limit() {
-    if (here_) setrlimit(RLIMIT_AS, &saved_);
+  ~allocation_budget() {
+    if (here_) large_budget = SIZE_MAX;
   }
 
  private:
   bool here_;
-  rlimit saved_{};
 };
 
 // An allocation that fails on one rank only, inside the resampling (its scratch, sized by the rank's particles), after
@@ -2387,13 +2387,13 @@ TEST_F(Mpi, ResamplingScratchThatFailsOnOneRankFailsEveryRank) {
   }
   // The call's per-slot buffers (16 bytes per particle) fit; the resampling's scratch (8 more) does not.
   watchdog guard("mpi::resample", 60);
-  address_space_limit limit(last, static_cast<std::size_t>(20 * L));
+  allocation_budget limit(last, static_cast<std::size_t>(20 * L));
   expect_same_failure_everywhere<ds::out_of_memory>(
       [&] { ds::mpi::resample(MPI_COMM_WORLD, {}, 1, N, lw.data(), o); }, ranks() - 1, "bad_alloc");
 }
 
 // The same after the scratch was agreed on: all the weight on the last rank's particles, so that it alone sends
-// every row (N of them, 20 bytes per row of picks and send buffer), past what its address space allows, while the
+// every row (N of them, 20 bytes per row of picks and send buffer), past what its allocation budget allows, while the
 // scratch sized by its own particles (36 bytes each with the call's per-slot buffers: 28 before the FP64 weights
 // were kept, and the margin of 34 bytes then made this test fail in the scratch instead) fits. Every rank must
 // throw its out_of_memory (seen failing with the row buffers' agreement taken out: the other ranks waited in
@@ -2425,7 +2425,7 @@ TEST_F(Mpi, RowExchangeBuffersThatFailOnOneRankFailEveryRank) {
   }
   {
     watchdog guard("mpi::resample", 60);
-    address_space_limit limit(last, static_cast<std::size_t>(44 * L));
+    allocation_budget limit(last, static_cast<std::size_t>(44 * L));
     expect_same_failure_everywhere<ds::out_of_memory>(
         [&] { ds::mpi::resample(MPI_COMM_WORLD, outputs, 1, N, lw.data(), o); }, ranks() - 1, "bad_alloc");
   }
@@ -2436,28 +2436,7 @@ TEST_F(Mpi, RowExchangeBuffersThatFailOnOneRankFailEveryRank) {
   EXPECT_EQ(std::count(ancestors.begin(), ancestors.end(), -3), L) << "rank " << rank();
 }
 
-// The resident memory this process has held at most since the last reset_peak() (VmHWM, bytes).
-std::size_t peak_resident() {
-  std::ifstream status("/proc/self/status");
-  std::string key;
-  std::size_t kb = 0;
-  while (status >> key) {
-    if (key == "VmHWM:") {
-      status >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
-}
-std::size_t resident() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t pages = 0, rss = 0;
-  statm >> pages >> rss;
-  return rss * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
-void reset_peak() { std::ofstream("/proc/self/clear_refs") << "5"; }
-
-// Distributed SMC with the last rank's address space limited to what it holds plus a margin, for margins from none
+// Distributed SMC with the last rank's large allocations limited to what it holds plus a margin, for margins from none
 // to more than the run needs: whichever allocation fails there (the run's set-up before its agreement, the
 // resampler's scratch, the rows it sends, the filter's own buffers between two exchanges), every rank must throw
 // the same out_of_memory naming the last rank, or every rank must return (seen failing without the agreement at the
@@ -2478,13 +2457,13 @@ TEST_F(Mpi, GuidedSmcWhoseLastRankRunsOutOfMemoryAnywhereFailsEveryRank) {
   out.particles = particles.data();
   const auto run = [&] { ds::mpi::guided_sample(MPI_COMM_WORLD, prior, out, pr, o, ds::mpi::smc_mode::global, cpu()); };
   // What the run holds at most on this rank, beyond what it held before.
-  reset_peak();
-  const std::size_t before = resident();
+  reset_large_peak();
+  const std::size_t before = large_live.load();
   {
     watchdog guard("guided_sample (no limit)", 120);
     EXPECT_NO_THROW(run());
   }
-  std::size_t need = peak_resident() > before ? peak_resident() - before : 0;
+  std::size_t need = large_peak.load() - before;
   MPI_Bcast(&need, sizeof need, MPI_BYTE, ranks() - 1, MPI_COMM_WORLD);
   const int tries = 24;
   int failed = 0;
@@ -2492,7 +2471,7 @@ TEST_F(Mpi, GuidedSmcWhoseLastRankRunsOutOfMemoryAnywhereFailsEveryRank) {
     const std::size_t margin = need * static_cast<std::size_t>(k) / (tries - 4);  // the last four above the need
     SCOPED_TRACE("margin " + std::to_string(margin));
     watchdog guard("guided_sample", 60);
-    address_space_limit limit(last, margin);
+    allocation_budget limit(last, margin);
     bool threw = false;
     std::string message;
     try {
@@ -2702,10 +2681,6 @@ TEST_F(Mpi, CommStatsCountEveryByteSentAtTheMpiCalls) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // One allocator arena, and every block above 128 KiB mapped on its own: under address_space_limit an allocation
-  // needs new address space (no other thread's reserved arena, no freed heap to fall back on).
-  mallopt(M_ARENA_MAX, 1);
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
   const int status = RUN_ALL_TESTS();
@@ -2719,12 +2694,35 @@ int main(int argc, char** argv) {
 // See failing_allocation above. (The pair is malloc / free, which GCC cannot see through the replacement.)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void* operator new(std::size_t bytes) {
+// And the large allocations' count and budget (allocation_budget above), for the aligned forms too.
+namespace {
+void* allocate(std::size_t bytes, std::size_t align) {
   if (failing_allocation.load(std::memory_order_relaxed) > 0 && failing_allocation.fetch_sub(1) == 1)
     throw std::bad_alloc();
-  if (void* p = std::malloc(bytes ? bytes : 1)) return p;
-  throw std::bad_alloc();
+  if (bytes >= large_allocation && large_live.load() + bytes > large_budget.load()) throw std::bad_alloc();
+  if (bytes == 0) bytes = 1;
+  void* p = align == 0 ? std::malloc(bytes) : std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  if (p == nullptr) throw std::bad_alloc();
+  const std::size_t usable = malloc_usable_size(p);
+  if (usable >= large_allocation) {
+    const std::size_t live = large_live.fetch_add(usable) + usable;
+    std::size_t peak = large_peak.load();
+    while (live > peak && !large_peak.compare_exchange_weak(peak, live)) {
+    }
+  }
+  return p;
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void release(void* p) noexcept {
+  if (p == nullptr) return;
+  const std::size_t usable = malloc_usable_size(p);
+  if (usable >= large_allocation) large_live.fetch_sub(usable);
+  std::free(p);
+}
+}  // namespace
+void* operator new(std::size_t bytes) { return allocate(bytes, 0); }
+void* operator new(std::size_t bytes, std::align_val_t align) { return allocate(bytes, std::size_t(align)); }
+void operator delete(void* p) noexcept { release(p); }
+void operator delete(void* p, std::size_t) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(p); }
 #pragma GCC diagnostic pop
