@@ -9,7 +9,10 @@
 
 #include "src/cpu/pool.hpp"
 
+#include <dirent.h>
 #include <omp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -18,6 +21,7 @@
 #include <cstdint>
 #include <mutex>
 #include <set>
+#include <string>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -139,6 +143,44 @@ TEST_F(Pool, ExceptionSkipsTheChunksNotYetClaimed) {
 TEST_F(Pool, RunsOnTheCallingThreadWhenNoThreadCanBeMade) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(loop_where_no_thread_can_be_made(), ::testing::ExitedWithCode(0), "");
+}
+
+// The pool's threads run on the process's CPUs (its affinity when the library was loaded), not on those of the
+// application thread that made them: here a thread pinned to one CPU makes the pool (every test runs in a process
+// of its own under ctest), and afterwards every other thread of the process has the process's CPUs. Seen failing
+// before the pool set its threads' affinity: each pool thread kept the pinned thread's one CPU.
+TEST_F(Pool, ThreadsRunOnTheProcessCpusWhateverThreadMadeThem) {
+  cpu_set_t process;
+  CPU_ZERO(&process);
+  ASSERT_EQ(sched_getaffinity(0, sizeof process, &process), 0);
+  if (CPU_COUNT(&process) < 2) GTEST_SKIP() << "one CPU: a pinned thread's affinity is the process's";
+  int first = 0;
+  while (!CPU_ISSET(first, &process)) ++first;
+  std::size_t helpers = 0;
+  std::thread pinned([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
+    helpers = threads_of_a_loop(200).size() - 1;
+  });
+  pinned.join();
+  ASSERT_GT(helpers, 0u) << "no pool thread took part";
+  int threads = 0;
+  DIR* tasks = opendir("/proc/self/task");
+  ASSERT_NE(tasks, nullptr);
+  while (const dirent* e = readdir(tasks)) {
+    if (e->d_name[0] == '.') continue;
+    const pid_t tid = static_cast<pid_t>(std::stol(e->d_name));
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    ASSERT_EQ(sched_getaffinity(tid, sizeof cpus, &cpus), 0);
+    EXPECT_TRUE(CPU_EQUAL(&cpus, &process)) << "thread " << tid << ": " << CPU_COUNT(&cpus) << " of the process's "
+                                            << CPU_COUNT(&process) << " CPUs";
+    ++threads;
+  }
+  closedir(tasks);
+  EXPECT_GT(threads, 1);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <omp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 
 #include <atomic>
@@ -26,6 +27,20 @@
 
 namespace diffsample::cpu {
 namespace {
+
+// The CPUs the process runs on: the affinity of the thread that loaded the library, read then. The pool's threads
+// take it when they start, rather than the affinity of the application thread that happened to make them (they are
+// made on the first call that needs them, which in a server may come from a worker pinned to one core: every later
+// call's helpers then shared that core). Where the system does not say, the threads keep what they inherit.
+struct load_affinity {
+  cpu_set_t cpus;
+  bool known;
+  load_affinity() {
+    CPU_ZERO(&cpus);
+    known = sched_getaffinity(0, sizeof cpus, &cpus) == 0;
+  }
+};
+const load_affinity process_cpus;
 
 struct job {
   void (*body)(void*, std::int64_t, std::int64_t);
@@ -75,7 +90,10 @@ class pool {
         try {
           while (static_cast<int>(threads_.size()) < helpers) {
             const int index = static_cast<int>(threads_.size());
-            threads_.emplace_back([this, index, seen = generation_] { loop(index, seen); });
+            threads_.emplace_back([this, index, seen = generation_] {
+              if (process_cpus.known) pthread_setaffinity_np(pthread_self(), sizeof process_cpus.cpus, &process_cpus.cpus);
+              loop(index, seen);
+            });
           }
         } catch (...) {
         }
