@@ -111,8 +111,9 @@ dcps_layout make_dcps_layout(std::int64_t d, const guided_problems& pr, const gu
       pot.cm = 0.f;
       *variance = 0.0;
     } else {
+      // The bridge takes the transitions' kernel (options.ddim, eta), as the published code passes one eta to both.
       const kernels::backward_coefficients bk = kernels::ddpm_ddim_kernel(pts[g].a, pts[g].s, pts[T].a, pts[T].s,
-                                                                          false, 1.0);
+                                                                          o.ddim, o.eta);
       pot.cx = float(bk.cx);
       pot.cm = float(bk.cm);
       *variance = bk.variance;

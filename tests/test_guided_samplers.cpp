@@ -1944,17 +1944,19 @@ TEST(Dcps, ReachesExactPosteriorWithLangevinMixing) {
 // The potentials' covariance (options.dcps_bridge_variance) against the Langevin target it defines, in closed form
 // on a Gaussian prior N(0, I_2), A = [1, 0]: one block [U, T] of one step (t = 0.5 to 0.2, so the block's clean end
 // keeps noise and its bridge variance v from U to T is 0.33), M = 1000 tamed ULA steps of gamma = 0.01 at U, then
-// the step as a DDIM point mass (eta = 0: x_T = a_T m + (s_T / s_U)(x - a_U m), linear, k x along the first
-// coordinate). With m(x) = rho x, rho = a_U / (a_U^2 + s_U^2), the bridge mean is mu_U(x) = c x, c = cx + cm rho
+// the DDPM step. With m(x) = rho x, rho = a_U / (a_U^2 + s_U^2), the bridge mean is mu_U(x) = c x, c = cx + cm rho
 // (the DDPM bridge q(x_T | x_0, x_U) written out here), and the Langevin target p_U(x) beta_U(x) is Gaussian along
 // the first coordinate: precision lambda = 1 / (a_U^2 + s_U^2) + c^2 / V, mean (c a_T y / V) / lambda, with
 // V = v + sigma_y^2 (true, the seed's closed form) or sigma_y^2 (false, the published likelihood at the bridge mean).
-// The output's first coordinate then has mean k mu and variance k^2 / lambda. Tolerances: the mean within 5 standard
-// errors (N = 2048 independent particles; the tamed ULA's stationary mean is exact here, its drift symmetric about
-// mu); the variance within 5 sqrt(2 / N) relative plus gamma (lambda / 2 + 3): ULA's variance bias gamma lambda / 2
-// and the taming's, about gamma |G| with |G| near 2 here. Measured (true / false): mean 0.842 / 2.128 against
-// 0.827 / 2.112 (1.0 and 1.4 standard errors), variance 0.512 / 0.288 against 0.483 / 0.267. Seen failing with the
-// option ignored (false giving the closed form's 0.842 against 2.112).
+// The step is the same DDPM kernel as the bridge (the bridge follows the transitions' kernel), x_T = c x + sqrt(v) z,
+// so the output's first coordinate has mean c mu and variance c^2 / lambda + v. Tolerances: the mean within 5
+// standard errors (N = 2048 independent particles; the tamed ULA's stationary mean is exact here, its drift
+// symmetric about mu); the variance within 5 sqrt(2 / N) relative plus gamma (lambda / 2 + 3): ULA's variance bias
+// gamma lambda / 2 and the taming's, about gamma |G| with |G| near 2 here. Measured (true / false): mean 0.371 /
+// 0.936 against 0.363 / 0.928 (0.6 standard errors each), variance 0.435 / 0.390 against 0.420 / 0.378. Seen failing
+// with the option ignored (false gave the closed form's mean, when this test ran a DDIM step with eta = 0: 0.842
+// against 2.112); that DDIM step's bridge has no variance now that the bridge follows the transitions' kernel, so
+// the test runs DDPM.
 TEST(Dcps, BridgeVarianceOptionSetsThePotentialsCovariance) {
   const std::int64_t N = 2048, d = 2;
   const ds::gaussian_mixture prior(d, {1.0}, {0.0, 0.0}, {1.0});
@@ -1968,8 +1970,6 @@ TEST(Dcps, BridgeVarianceOptionSetsThePotentialsCovariance) {
     ds::guided_options o = options(ds::guided_sampler::dcps, N, 1, 17);
     o.schedule.t_start = 0.5;
     o.schedule.t_end = 0.2;
-    o.ddim = true;
-    o.eta = 0.0;
     o.dcps_blocks = 1;
     o.dcps_langevin_steps = 1000;
     o.dcps_langevin_step = 0.01;
@@ -1985,11 +1985,10 @@ TEST(Dcps, BridgeVarianceOptionSetsThePotentialsCovariance) {
     const double V = (bridge ? v : 0.0) + obs.sigma_y * obs.sigma_y;
     const double lambda = 1.0 / (aU * aU + sU * sU) + c * c / V;
     const double mu = (c * aT * obs.y[0] / V) / lambda;
-    const double k = aT * rho + (sT / sU) * (1 - aU * rho);
     std::vector<double> first(N);
     for (std::int64_t i = 0; i < N; ++i) first[i] = x[i * d];
     const double mean = ds::testing::mean(first), var = ds::testing::variance(first);
-    const double want_mean = k * mu, want_var = k * k / lambda;
+    const double want_mean = c * mu, want_var = c * c / lambda + v;
     std::printf("dcps_bridge_variance %d: first coordinate mean %.4f against %.4f, variance %.4f against %.4f\n",
                 int(bridge), mean, want_mean, var, want_var);
     EXPECT_NEAR(mean, want_mean, 5 * std::sqrt(want_var / double(N))) << "bridge variance " << bridge;
