@@ -46,6 +46,9 @@ if [ -f "$build/diffsample" ] && [ -x "$build/diffsample" ]; then
   fi
 fi
 git rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"
+# A build of uncommitted code says so (the results file's commit line reads this file).
+changed=$(git diff --name-only HEAD -- src include kernels bench tests python CMakeLists.txt 2>/dev/null | xargs)
+[ -z "$changed" ] || echo "(built with uncommitted changes to: $changed)" >>"$bundle/COMMIT"
 # Libraries resolved from the system's folders, less those every Linux with a CUDA toolkit has: in lib/ those of the
 # library and the programs that do not use MPI, in lib/mpi/ those only the MPI programs (test_mpi, test_mpi_c) load
 # (Open MPI, hwloc, libevent, zlib, udev ...), which gpu-check.sh gives to those programs alone, so that PyTorch, the
