@@ -145,6 +145,45 @@ TEST_F(Pool, RunsOnTheCallingThreadWhenNoThreadCanBeMade) {
   EXPECT_EXIT(loop_where_no_thread_can_be_made(), ::testing::ExitedWithCode(0), "");
 }
 
+// Loops of two application threads share the pool: a loop started while another thread's loop holds the pool's
+// threads gets them once that loop's chunks are taken (seen failing before the pool ran several loops at once: the
+// second loop ran on its own thread alone, start to end, here 200 ms on one thread of four).
+TEST_F(Pool, ALoopStartedWhileAnotherRunsGetsThePoolsThreads) {
+  std::atomic<bool> first_started{false};
+  std::set<std::thread::id> first, second;
+  std::thread a([&] {
+    std::mutex m;
+    parallel_for_each(
+        40,
+        [&](std::int64_t) {
+          first_started = true;
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          std::lock_guard<std::mutex> lock(m);
+          first.insert(std::this_thread::get_id());
+        },
+        1);
+  });
+  while (!first_started) std::this_thread::yield();
+  std::thread b([&] { second = threads_of_a_loop(200); });
+  a.join();
+  b.join();
+  EXPECT_GT(second.size(), 1u) << "the second loop ran on its caller alone";
+}
+
+// A loop started inside a body runs on that body's thread (its loop already spread over the pool).
+TEST_F(Pool, ALoopInsideABodyRunsOnTheBodysThread) {
+  std::atomic<int> wrong{0};
+  parallel_for_each(
+      8,
+      [&](std::int64_t) {
+        const std::thread::id outer = std::this_thread::get_id();
+        parallel_for_each(
+            16, [&](std::int64_t) { wrong += std::this_thread::get_id() != outer ? 1 : 0; }, 1);
+      },
+      1);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
 // The pool's threads run on the process's CPUs (its affinity when the library was loaded), not on those of the
 // application thread that made them: here a thread pinned to one CPU makes the pool (every test runs in a process
 // of its own under ctest), and afterwards every other thread of the process has the process's CPUs. Seen failing

@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <exception>
@@ -53,6 +54,15 @@ struct job {
   std::exception_ptr error;
 };
 
+// Whether this thread is running a job's chunks: a parallel loop started inside a chunk (a nested loop) runs on its
+// own thread, as the whole loop it belongs to is already spread over the pool.
+thread_local bool in_chunk = false;
+
+// The pool runs every job published by the application's threads at once: each caller works on its own job, and
+// each pool thread takes chunks of the oldest job that still has some and that it may join (its index below the
+// job's helpers). Before, one job ran at a time and a call that found the pool busy ran its whole loop on its own
+// thread: with two callers, the second kept one thread for its whole call, even after the first call's threads had
+// gone idle (on a machine of P cores, about P times the time it needs).
 class pool {
  public:
   ~pool() {
@@ -67,9 +77,7 @@ class pool {
 
   bool try_run(std::int64_t n, std::int64_t chunk, void (*body)(void*, std::int64_t, std::int64_t), void* context,
                int helpers) {
-    auto j = std::make_shared<job>();  // before the pool is marked busy: a failed allocation leaves it free
-    bool expected = false;
-    if (!busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) return false;
+    auto j = std::make_shared<job>();  // before anything is published: a failed allocation leaves the pool as it was
     j->body = body;
     j->context = context;
     j->n = n;
@@ -80,7 +88,7 @@ class pool {
       std::lock_guard<std::mutex> lock(mutex_);
       if (static_cast<int>(threads_.size()) < helpers) {
         // The pool's threads are born with every signal blocked (they inherit the mask of the thread that creates
-        // them), so that signals sent to the process go to the application's own threads, which may be blocking
+        // them), so that signals sent to the process reach the application's own threads, which may be blocking
         // them for a reason (the program blocks its cleanup signals while it registers a temporary file).
         sigset_t all, old;
         sigfillset(&all);
@@ -100,22 +108,22 @@ class pool {
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
         if (static_cast<int>(threads_.size()) < helpers) j->helpers = static_cast<int>(threads_.size());
       }
-      current_ = j;
+      try {
+        jobs_.push_back(j);
+      } catch (...) {
+        return false;  // the caller runs the loop itself
+      }
       ++generation_;
     }
     wake_.notify_all();
     work(*j);
     // Every chunk claimed: wait for those still running elsewhere, spinning briefly, then sleeping.
     for (int spin = 0; spin < 500 && j->remaining.load(std::memory_order_acquire) != 0; ++spin) DS_PAUSE();
-    if (j->remaining.load(std::memory_order_acquire) != 0) {
+    {
       std::unique_lock<std::mutex> lock(mutex_);
       done_.wait(lock, [&] { return j->remaining.load(std::memory_order_acquire) == 0; });
+      jobs_.erase(std::find(jobs_.begin(), jobs_.end(), j));
     }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      current_.reset();
-    }
-    busy_.store(false, std::memory_order_release);
     // Every chunk has finished or was skipped, so nothing uses the caller's context any more: its exception may
     // unwind the caller's frame.
     if (j->failed.load(std::memory_order_acquire)) std::rethrow_exception(j->error);
@@ -123,7 +131,7 @@ class pool {
   }
 
  private:
-  // Counts @p chunks as finished, waking the caller when they were the last.
+  // Counts @p chunks as finished, waking the callers when they were their job's last.
   void finish(job& j, std::int64_t chunks) {
     if (j.remaining.fetch_sub(chunks, std::memory_order_acq_rel) == chunks) {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -135,9 +143,10 @@ class pool {
   // the process from a pool thread nor leave the job unfinished: its first exception is kept for the caller, the
   // chunks not yet claimed are skipped (counted as finished), and those running elsewhere finish first.
   void work(job& j) {
+    in_chunk = true;
     for (;;) {
       const std::int64_t b = j.next.fetch_add(j.chunk, std::memory_order_relaxed);
-      if (b >= j.n) return;
+      if (b >= j.n) break;
       try {
         j.body(j.context, b, b + j.chunk < j.n ? b + j.chunk : j.n);
       } catch (...) {
@@ -150,6 +159,14 @@ class pool {
       }
       finish(j, 1);
     }
+    in_chunk = false;
+  }
+
+  // The oldest job with chunks left that pool thread `index` may join (mutex_ held), or null.
+  std::shared_ptr<job> next_job(int index) const {
+    for (const std::shared_ptr<job>& j : jobs_)
+      if (index < j->helpers && j->next.load(std::memory_order_relaxed) < j->n) return j;
+    return nullptr;
   }
 
   void loop(int index, std::uint64_t seen) {
@@ -157,12 +174,15 @@ class pool {
       std::shared_ptr<job> j;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (stop_) return;
-        j = current_;
+        for (;;) {
+          if (stop_) return;
+          j = next_job(index);
+          if (j) break;
+          wake_.wait(lock, [&] { return generation_ != seen; });
+          seen = generation_;
+        }
       }
-      if (j && index < j->helpers) work(*j);
+      work(*j);
     }
   }
 
@@ -170,8 +190,7 @@ class pool {
   std::condition_variable wake_, done_;
   std::uint64_t generation_ = 0;
   bool stop_ = false;
-  std::atomic<bool> busy_{false};
-  std::shared_ptr<job> current_;
+  std::vector<std::shared_ptr<job>> jobs_;  // published and not yet returned, oldest first
   std::vector<std::thread> threads_;
 };
 
@@ -191,7 +210,7 @@ void parallel_for(std::int64_t n, std::int64_t chunk, void (*body)(void*, std::i
   const std::int64_t chunks = (n + chunk - 1) / chunk;
   const int threads = max_threads();
   const int helpers = static_cast<int>(chunks - 1 < threads - 1 ? chunks - 1 : threads - 1);
-  if (helpers <= 0 || !the_pool().try_run(n, chunk, body, context, helpers)) body(context, 0, n);
+  if (helpers <= 0 || in_chunk || !the_pool().try_run(n, chunk, body, context, helpers)) body(context, 0, n);
 }
 
 }  // namespace diffsample::cpu

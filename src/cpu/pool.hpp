@@ -13,8 +13,9 @@ int max_threads();
 /// The pool's threads block every signal, so that signals sent to the process reach the application's threads.
 ///
 /// Runs body(context, begin, end) over [0, n) in chunks of `chunk` indices claimed dynamically by the calling thread
-/// and up to max_threads() - 1 pool threads; returns when every index has run. A call made while the pool is busy
-/// (from another thread, or nested inside a body) runs serially on its caller.
+/// and up to max_threads() - 1 pool threads; returns when every index has run. Calls from several application
+/// threads at once share the pool: each caller works on its own loop and each pool thread takes chunks of the oldest
+/// loop that has some left. A call nested inside a body runs serially on its caller.
 void parallel_for(std::int64_t n, std::int64_t chunk, void (*body)(void*, std::int64_t, std::int64_t),
                   void* context);
 
