@@ -44,7 +44,9 @@ The low-level module ``diffsample._core`` exposes the C++ API one to one (explic
 from __future__ import annotations
 
 import collections.abc
+import functools
 import sys
+import threading
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -1415,6 +1417,28 @@ def _plan_device(device: Any) -> Any:
     return None if device is None else _enum(_core.Executor, device, "device")
 
 
+def _one_call(name: str):
+    """A SamplingPlan method as one call of its plan: refused while another thread's call of the same plan runs (the
+    core plan refuses overlapping core calls, but tell(answer) and run() are an ask, a copy into the plan's answer
+    buffer and a tell: a second thread's tell(answer) copied its answer into the buffer another thread's tell was
+    reading, then was refused). The same thread may nest calls (tell(answer) asks, run() resets and tells)."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            if not self._call.acquire(blocking=False):
+                raise InvalidArgument(f"{name}: the plan is running a call on another thread (a plan takes one call "
+                                      "at a time; give each thread its own plan, or serialise the calls)")
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._call.release()
+
+        return call
+
+    return wrap
+
+
 class SamplingPlan:
     """An ask/tell plan for every diffusion sampler (Heun and SMS included), for ULA / tamed ULA / MALA, and for every
     guided sampler.
@@ -1439,7 +1463,7 @@ class SamplingPlan:
     """
 
     # No other attributes: one set on the object (plan.eta = 0.5, a misspelt name) would change nothing.
-    __slots__ = ("_plan", "_like", "_on_device", "__weakref__")
+    __slots__ = ("_plan", "_like", "_on_device", "_call", "__weakref__")
 
     def __init__(self, core_plan: Any, like: Any = None):
         if not _core.HAS_SAMPLING_PLANS or not isinstance(core_plan, _core.SamplingPlan):
@@ -1463,6 +1487,7 @@ class SamplingPlan:
         self._plan = core_plan
         self._like = like
         self._on_device = None  # an array of like's framework on the plan's CUDA device, made when first needed
+        self._call = threading.RLock()  # one call at a time (_one_call)
 
     def _stream(self, stream: Stream) -> int:
         """The stream of a call of the plan: the caller's, else (CUDA) the current stream of like's framework on the
@@ -1587,6 +1612,7 @@ class SamplingPlan:
         return cls(_core.SamplingPlan.guided(_int64(d, "d"), pr, o, _enum(_core.ModelOutput, output, "output"),
                                              _plan_device(device), _stream_handle(stream), _plan_like(like)), like)
 
+    @_one_call("outputs")
     def outputs(self, outputs: Sequence[str] = ("samples",), *, stream: Stream = None) -> dict:
         """A done guided SMC trajectory's outputs as guided_sample() returns them.
 
@@ -1620,6 +1646,7 @@ class SamplingPlan:
     done = _forward("_plan", "SamplingPlan", "done")
     executor = _forward("_plan", "SamplingPlan", "executor")
 
+    @_one_call("ask")
     def ask(self, k: int = -1) -> dict:
         """The next ask, or the ask at position k (for setting up a captured loop).
 
@@ -1639,6 +1666,7 @@ class SamplingPlan:
                 r[name] = _framework_view(r[name], self._like)
         return r
 
+    @_one_call("tell")
     def tell(self, answer: Array = None, log_density: Array = None, *, stream: Stream = None) -> None:
         """Applies the current ask's answer and advances to the next ask.
 
@@ -1679,6 +1707,7 @@ class SamplingPlan:
             _answer(r["answer"], answer, "answer")
         self._plan.tell(h)
 
+    @_one_call("reset")
     def reset(self, initial: Array = None, *, stream: Stream = None) -> None:
         """Starts the next trajectory: position 0 and the next trajectory's random key.
 
@@ -1695,6 +1724,7 @@ class SamplingPlan:
         _array(initial, "initial")
         self._plan.reset(initial, _stream(initial, stream) if initial is not None else self._stream(stream))
 
+    @_one_call("report")
     def report(self) -> dict:
         """A guided plan's report: the settings it runs, as guided_sample()'s 'report' gives them (the same keys:
         'executor', 'launches', 'operator_path', 'potentials', 'start_correction', 'multistep_kernel',
@@ -1709,17 +1739,20 @@ class SamplingPlan:
         Raises InvalidArgument for a plan that is not guided."""
         return self._plan.report()
 
+    @_one_call("samples")
     def samples(self) -> Any:
         """The state, a (rows, d) float32 writable view of the plan's memory (the samples once done): NumPy on the
         CPU, like's framework on CUDA. No copy, no synchronisation (on CUDA read it in the plan's stream order)."""
         return _framework_view(self._plan.samples(), self._like)
 
+    @_one_call("accepted")
     def accepted(self) -> Any:
         """MALA plans: the proposals accepted per row in the current trajectory, a (rows,) int64 read-only view of
         the plan's memory; None for other plans."""
         v = self._plan.accepted()
         return None if v is None else _framework_view(v, self._like)
 
+    @_one_call("run")
     def run(self, model: Callable[[Any, float, float], Any], initial: Array = None, *,
             stream: Stream = None) -> Any:
         """One trajectory: reset(initial), then per ask answer[:] = model(points, a, s) and tell().

@@ -1679,9 +1679,12 @@ NB_MODULE(_core, m) {
               DS_DOC(langevin_options, first_step));
   def_setting(cls_langevin_options, "record_every", &ds::langevin_options::record_every,
               DS_DOC(langevin_options, record_every));
+  // The options and problems of the calls below are taken by value: copied under the GIL, so that another thread
+  // setting their fields while a call runs without the GIL changes nothing the call reads (taken by reference, a
+  // `steps` set meanwhile made langevin() write past the trajectory the binding had checked against the old value).
   m.def(
       "langevin",
-      [](const ds::gaussian_mixture& g, out_array x, const ds::langevin_options& o, std::optional<out_array> traj,
+      [](const ds::gaussian_mixture& g, out_array x, ds::langevin_options o, std::optional<out_array> traj,
          std::optional<out_array> accepted, py_int stream_h) {
         const std::uintptr_t stream = stream_arg(stream_h);
         place p;
@@ -1732,7 +1735,7 @@ NB_MODULE(_core, m) {
               DS_DOC(diffusion_options, record_every));
   m.def(
       "diffusion",
-      [](const ds::gaussian_mixture& g, out_array out, const ds::diffusion_options& o, std::optional<out_array> traj,
+      [](const ds::gaussian_mixture& g, out_array out, ds::diffusion_options o, std::optional<out_array> traj,
          py_int stream_h) {
         const std::uintptr_t stream = stream_arg(stream_h);
         place p;
@@ -1793,7 +1796,7 @@ NB_MODULE(_core, m) {
       "output into a buffer, call step(x, model). Nothing allocates or synchronises per step.")
       .def(
           "__init__",
-          [](py_diffusion_plan* self, py_int n_arg, py_int d_arg, const ds::diffusion_options& o,
+          [](py_diffusion_plan* self, py_int n_arg, py_int d_arg, ds::diffusion_options o,
              py_enum<ds::model_output> output, py_enum<ds::executor> executor, py_int stream_h) {
             const std::int64_t n = int_arg<std::int64_t>(n_arg, "n"), d = int_arg<std::int64_t>(d_arg, "d");
             const ds::model_output out = enum_arg(output, "output");
@@ -1875,7 +1878,7 @@ NB_MODULE(_core, m) {
       "model's output into the request's answer buffer, tell() applies the step. The plan owns its state.")
       .def_static(
           "diffusion",
-          [](py_int n_arg, py_int d_arg, const ds::diffusion_options& o, py_enum<ds::model_output> output,
+          [](py_int n_arg, py_int d_arg, ds::diffusion_options o, py_enum<ds::model_output> output,
              std::optional<py_enum<ds::executor>> executor, py_int stream_h, std::optional<array> like) {
             const std::int64_t n = int_arg<std::int64_t>(n_arg, "n"), d = int_arg<std::int64_t>(d_arg, "d");
             const ds::model_output out = enum_arg(output, "output");
@@ -1892,7 +1895,7 @@ NB_MODULE(_core, m) {
           "A plan for any diffusion sampler (Heun and SMS included). " PLAN_PLACE_DOC)
       .def_static(
           "langevin",
-          [](py_int n_arg, py_int d_arg, const ds::langevin_options& o, py_enum<ds::model_output> output,
+          [](py_int n_arg, py_int d_arg, ds::langevin_options o, py_enum<ds::model_output> output,
              std::optional<py_enum<ds::executor>> executor, py_int stream_h, std::optional<array> like) {
             const std::int64_t n = int_arg<std::int64_t>(n_arg, "n"), d = int_arg<std::int64_t>(d_arg, "d");
             const ds::model_output out = enum_arg(output, "output");
@@ -1908,7 +1911,7 @@ NB_MODULE(_core, m) {
           "stream"_a = 0, "like"_a = nb::none(), DS_DOC(sampling_plan, langevin) "\n\n" PLAN_PLACE_DOC)
       .def_static(
           "guided",
-          [](py_int d_arg, const ds::guided_problems& pr, const ds::guided_options& o, py_enum<ds::model_output> output,
+          [](py_int d_arg, ds::guided_problems pr, ds::guided_options o, py_enum<ds::model_output> output,
              std::optional<py_enum<ds::executor>> executor, py_int stream_h, std::optional<array> like) {
             const std::int64_t d = int_arg<std::int64_t>(d_arg, "d");
             const ds::model_output out = enum_arg(output, "output");
@@ -2080,7 +2083,7 @@ NB_MODULE(_core, m) {
   m.attr("PARTICLE_REPORT_BYTES") = sizeof(ds::particle_report);
   m.def(
       "resample",
-      [](array lw, const ds::resampling_options& o, std::optional<out_array> anc, std::optional<out_array> weights,
+      [](array lw, ds::resampling_options o, std::optional<out_array> anc, std::optional<out_array> weights,
          std::optional<out_array> reports, py_int stream_h) {
         const std::uintptr_t stream = stream_arg(stream_h);
         place p;
@@ -2481,7 +2484,7 @@ NB_MODULE(_core, m) {
   def_setting(cls_guided_options, "seed", &ds::guided_options::seed, DS_DOC(guided_options, seed));
   m.def(
       "guided_sample",
-      [](const ds::gaussian_mixture& prior, const ds::guided_problems& pr, const ds::guided_options& o,
+      [](const ds::gaussian_mixture& prior, ds::guided_problems pr, ds::guided_options o,
          std::optional<out_array> particles, std::optional<out_array> log_weights, std::optional<out_array> samples,
          std::optional<out_array> log_normaliser, std::optional<out_array> ess_trace,
          std::optional<out_array> resample_count, py_int stream_h, std::optional<array> device) {

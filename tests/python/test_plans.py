@@ -1,4 +1,6 @@
 """The ask/tell plans from Python: fed the mixture's own outputs they equal the fused samplers bit for bit (CPU)."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -637,6 +639,40 @@ def test_a_plan_takes_one_call_at_a_time():
     sp.reset()
     refused = _contend(lambda: sp.ask(), lambda: (sp.ask(), sp.tell()), 8)
     assert refused and refused[0].startswith("ask: the plan is running a call on another thread")
+
+
+def test_a_refused_tell_changes_nothing_of_the_running_call():
+    """tell(answer) and run() are an ask, a copy into the plan's answer buffer and a tell: a second thread's
+    tell(answer) made while the first thread's run() waited for its model copied its answer into the buffer (and told
+    it) before anything refused it, so the first thread's trajectory carried the second's answer. Such a call is
+    refused whole now, and the running trajectory is the one it gives alone. Seen failing before the fix: the second
+    tell went through and the trajectory differed from its run alone."""
+    n, d = 512, 2
+    mix = ds.GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.5]], [0.3, 0.2])
+
+    def model(x, a, s):
+        return mix.denoiser(x, a, s)
+
+    alone = ds.SamplingPlan.diffusion(n, d, output="denoiser", sampler="ddpm", steps=4, seed=3).run(model)
+    plan = ds.SamplingPlan.diffusion(n, d, output="denoiser", sampler="ddpm", steps=4, seed=3)
+    inside, done = threading.Event(), threading.Event()
+
+    def waiting_model(x, a, s):
+        inside.set()
+        done.wait(10)
+        return model(x, a, s)
+
+    result = {}
+    first = threading.Thread(target=lambda: result.setdefault("x", plan.run(waiting_model)))
+    first.start()
+    assert inside.wait(10)
+    try:
+        with pytest.raises(ds.InvalidArgument, match=r"^tell: the plan is running a call on another thread"):
+            plan.tell(np.full((n, d), 7.0, np.float32))
+    finally:
+        done.set()
+        first.join()
+    np.testing.assert_array_equal(result["x"], alone)
 
 
 def test_plan_resets_release_the_gil():
