@@ -121,6 +121,18 @@ int rank() {
 #endif
 }
 
+std::int64_t smallest_everywhere(std::int64_t mine) {
+#if defined(DIFFSAMPLE_CLI_MPI)
+  int size = 1, me = 0;
+  if (launched_world(size, me)) {
+    std::int64_t least = mine;
+    MPI_Allreduce(&mine, &least, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD);
+    return least;
+  }
+#endif
+  return mine;
+}
+
 void agree(std::exception_ptr failure) {
 #if defined(DIFFSAMPLE_CLI_MPI)
   int size = 1, me = 0;

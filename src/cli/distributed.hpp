@@ -87,6 +87,13 @@ void agree(std::exception_ptr failure);
 /// check's failure or help_request.
 void check_arguments(const std::function<void()>& check);
 
+/// The smallest of every launched process's @p mine: collective over every launched process (each calls it at the
+/// same point); @p mine when not launched. For the defaults that depend on a process's executor (sample's and demo's
+/// chains, solve's particles: 2^20 and 65,536 on a GPU against 16,384 and 4,096 on the CPU): processes on different
+/// executors run one run of the smallest default. Before, each sharded its own default: a CPU rank ran chains 0 ..
+/// 8,191 of 16,384 and a GPU rank 524,288 .. 1,048,575 of 2^20, gathered into one output of neither count.
+std::int64_t smallest_everywhere(std::int64_t mine);
+
 /// Called by sample, demo and solve on every process once their checks of the run's settings are agreed on (so that
 /// a value one process refuses is reported by that check), before the run: under a launcher with more than one
 /// process, every process must run its part of the same run, so each compares its options (@p o, the flags and their values,

@@ -393,6 +393,9 @@ int run_sample(int argc, char** argv, int first) {
                            {"--final-denoise", "--quiet"});
     read_sample(plan, "sample");
   });
+  // Every process (collective): a default chain count, which depends on the executor, is the processes' smallest.
+  const std::int64_t fewest = distributed::smallest_everywhere(plan.n);
+  if (plan.s.chains <= 0) plan.n = fewest;
   if (binary) return run_sample_binary(argc, argv, first);
   return sample_main(plan, "sample");
 }
@@ -412,6 +415,8 @@ int run_demo(int argc, char** argv, int first) {
     }
     read_sample(plan, "demo");
   });
+  const std::int64_t fewest = distributed::smallest_everywhere(plan.n);  // as run_sample()
+  if (plan.s.chains <= 0) plan.n = fewest;
   return sample_main(plan, "demo");
 }
 

@@ -816,6 +816,9 @@ int run_solve(int argc, char** argv, int first) {
   // process alike, exit status 2), before anything collective.
   solve_plan plan;
   distributed::check_arguments([&] { read_solve(plan, argc, argv, first); });
+  // Every process (collective): a default particle count, which depends on the executor, is the processes' smallest.
+  const std::int64_t fewest = distributed::smallest_everywhere(plan.n);
+  if (!count_given(plan.o)) plan.n = fewest;
   const options& o = plan.o;
   const bool quiet = o.has("--quiet");
   const problem& file = plan.file;

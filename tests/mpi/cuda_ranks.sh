@@ -269,6 +269,18 @@ for np in 2 3; do
     fi
   done
 done
+# Ranks on different executors without --chains: one run of the smallest default (the CPU's 16384), not each
+# rank's own. Rank 0 on the stand-in's device (automatic executor: CUDA), rank 1 on the CPU (no device); rank 0
+# prints the run's chain count before the run, which stops at rank 0's first kernel. Seen failing before: rank 0
+# announced and sharded its own 1048576 chains, rank 1 its 16384 (their rows gathered into one output of neither).
+# shellcheck disable=SC2086
+timeout 120 "$@" -np 1 $probed "$program" sample --sampler ula --steps 5 --out "$dir/x.npy" : \
+  -np 1 "$program" sample --sampler ula --steps 5 --out "$dir/x.npy" >"$dir/out.txt" 2>"$dir/err.txt" || true
+if ! grep -q ', 16384 chains$' "$dir/out.txt"; then
+  echo "cuda_ranks.sh: a CUDA and a CPU rank without --chains did not run the smallest default, 16384 chains:" >&2
+  cat "$dir/out.txt" "$dir/err.txt" >&2
+  exit 1
+fi
 # With a real device (no stand-in; skipped, and said so, without one; not run here): sample and solve on 2 CUDA
 # ranks, which share the device on a machine of one, succeed and write one output of every chain's row.
 if "$program" info 2>/dev/null | grep -q '^CUDA executor: device '; then
