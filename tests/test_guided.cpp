@@ -1424,7 +1424,8 @@ struct all_outputs {
   std::vector<std::int32_t> counts;
   bool operator==(const all_outputs& o) const {
     const auto same = [](const auto& a, const auto& b) {
-      return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+      // (empty vectors' data() may be null, which memcmp may not be given even for 0 bytes)
+      return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
     };
     return same(particles, o.particles) && same(log_weights, o.log_weights) && same(samples, o.samples) &&
            same(ess, o.ess) && same(log_z, o.log_z) && same(counts, o.counts);
