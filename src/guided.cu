@@ -3110,8 +3110,8 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
   validate(d, given, options);
   // An SMC plan runs explicit final moves (-1, automatic, resolves to none in a plan): a score model is asked at the
   // grid's last point (a_K, 0), a denoiser or eps model at the last transition's channel (make_smc_plan). Its prior
-  // is the caller's model, so the preconditioner's curvature is the caller's too. operator_path is read as guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample()
-  // resolves.
+  // is the caller's model, so the preconditioner's curvature is the caller's too. operator_path is read as
+  // guided_sample() reads it: a DPS or Pi-GDM plan runs the path guided_sample() resolves.
   if (options.sampler == guided_sampler::smc && options.final_moves > 0) {
     DIFFSAMPLE_EXPECTS(options.final_move_curvature > 0,
                        "options.final_move_curvature: a plan's final moves need the caller's bound of the prior's "

@@ -1427,8 +1427,7 @@ def _one_call(name: str):
         @functools.wraps(method)
         def call(self, *args, **kwargs):
             if not self._call.acquire(blocking=False):
-                raise InvalidArgument(f"{name}: the plan is running a call on another thread (a plan takes one call "
-                                      "at a time; give each thread its own plan, or serialise the calls)")
+                raise InvalidArgument(name + _core._PLAN_BUSY)  # the core plan's refusal, in its words
             try:
                 return method(self, *args, **kwargs)
             finally:

@@ -1087,12 +1087,15 @@ struct plan_lock {
   plan_lock(plan_lock&&) noexcept {}  // a plan moved into its Python object is idle
 };
 
+// What follows the call's name in the refusal (the Python plans' whole-call guard says it too: _PLAN_BUSY).
+constexpr const char* plan_busy =
+    ": the plan is running a call on another thread (a plan takes one call at a time; give each thread its own plan, "
+    "or serialise the calls)";
+
 class exclusive_call {
  public:
   exclusive_call(plan_lock& lock, const char* call) : busy_(lock.busy) {
-    if (busy_.exchange(true))
-      raise_invalid(std::string(call) + ": the plan is running a call on another thread (a plan takes one call at a "
-                                        "time; give each thread its own plan, or serialise the calls)");
+    if (busy_.exchange(true)) raise_invalid(std::string(call) + plan_busy);
   }
   ~exclusive_call() { busy_.store(false); }
   exclusive_call(const exclusive_call&) = delete;
@@ -1868,6 +1871,7 @@ NB_MODULE(_core, m) {
 #ifdef DIFFSAMPLE_PY_PLANS
   // ---- ask/tell plans -------------------------------------------------------------------------------------------
   m.attr("HAS_SAMPLING_PLANS") = true;
+  m.attr("_PLAN_BUSY") = plan_busy;
 #define PLAN_PLACE_DOC                                                                                              \
   "executor: None (like's: CUDA on like's device for a CUDA like, else the CPU), Executor.cpu, Executor.cuda or "  \
   "Executor.automatic (like's when like is given); like: None or an array (any dtype and shape) on the device the " \

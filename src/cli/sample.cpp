@@ -178,6 +178,9 @@ void read_sample(sample_plan& p, const char* command) {
 /// `sample` on a Gaussian-mixture prior, from its plan (read_sample()); @p command is "sample" or "demo" (the header
 /// line).
 int sample_main(sample_plan& p, const char* command) {
+  // Every process (collective): a default chain count, which depends on the executor, is the processes' smallest.
+  const std::int64_t fewest = distributed::smallest_everywhere(p.n);
+  if (p.s.chains <= 0) p.n = fewest;
   const options& o = p.o;
   const bool quiet = o.has("--quiet");
   const problem& file = p.file;
@@ -393,9 +396,6 @@ int run_sample(int argc, char** argv, int first) {
                            {"--final-denoise", "--quiet"});
     read_sample(plan, "sample");
   });
-  // Every process (collective): a default chain count, which depends on the executor, is the processes' smallest.
-  const std::int64_t fewest = distributed::smallest_everywhere(plan.n);
-  if (plan.s.chains <= 0) plan.n = fewest;
   if (binary) return run_sample_binary(argc, argv, first);
   return sample_main(plan, "sample");
 }
@@ -415,8 +415,6 @@ int run_demo(int argc, char** argv, int first) {
     }
     read_sample(plan, "demo");
   });
-  const std::int64_t fewest = distributed::smallest_everywhere(plan.n);  // as run_sample()
-  if (plan.s.chains <= 0) plan.n = fewest;
   return sample_main(plan, "demo");
 }
 
