@@ -44,6 +44,7 @@
 #include <string>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace nb = nanobind;
@@ -332,6 +333,30 @@ void expect_tables_on(int tables, const place& p, const std::string& name, const
 void expect_tables_on(const ds::gaussian_mixture& g, const place& p, const std::string& name) {
   if (p.where == ds::executor::cuda) expect_tables_on(device_of(g.storage().device), p, name, "GaussianMixture");
 }
+
+// The objects whose __init__ is running. nanobind refuses __init__ on an object already made, but it marks the
+// object made only when the constructor returns, and these constructors release the GIL: without this set a second
+// thread's __init__ of the same object (made with __new__) passed nanobind's check and constructed into it too.
+std::mutex constructing_mutex;
+std::unordered_set<const void*> constructing;
+
+// Held over one __init__ (taken before the GIL is released, so its refusal is the second caller's).
+class construction {
+ public:
+  explicit construction(const void* self) : self_(self) {
+    std::lock_guard<std::mutex> lock(constructing_mutex);
+    if (!constructing.insert(self).second) throw nb::type_error("__init__ of this object is running in another thread");
+  }
+  ~construction() {
+    std::lock_guard<std::mutex> lock(constructing_mutex);
+    constructing.erase(self_);
+  }
+  construction(const construction&) = delete;
+  construction& operator=(const construction&) = delete;
+
+ private:
+  const void* self_;
+};
 
 // The device each MixturePosterior made here copied its sampling tables to (the device current when it was made;
 // -1 without one): the C++ class keeps its tables to itself. Every posterior the module makes goes through its
@@ -1461,6 +1486,7 @@ NB_MODULE(_core, m) {
             expect_shape(mh, "means", K, dim, "(K, d) = " + kd + " or K * d values");
             host_data vh = read_host(v, "variances", {1, 2}, "(K,) or (K, d)");
             expect_shape(vh, "variances", K, dim, "(K,) or (K, d) = " + kd);
+            const construction once(self);
             // The tables (and on a GPU their upload and the synchronisation of the legacy default stream, which
             // waits for the device's other work): without the GIL, as every call that runs work.
             nb::gil_scoped_release release;
@@ -1806,6 +1832,7 @@ NB_MODULE(_core, m) {
             const ds::executor where = enum_arg(executor, "executor");
             const std::uintptr_t stream = stream_arg(stream_h);
             check_plan_stream(where, stream);
+            const construction once(self);
             nb::gil_scoped_release release;
             new (self) py_diffusion_plan(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
             self->device = current_device(self->where());
@@ -2291,6 +2318,7 @@ NB_MODULE(_core, m) {
              problem_scalar sigma, problem_data obs) {
             const double sigma_y = host_vector(sigma, "sigma_y", {0}, "a scalar")[0];
             std::vector<double> y = host_vector(obs, "y", {1}, "(d_y,)");
+            const construction once(self);
             {
               nb::gil_scoped_release release;
               new (self) ds::mixture_posterior(prior, A, sigma_y, std::move(y));

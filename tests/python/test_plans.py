@@ -675,6 +675,40 @@ def test_a_refused_tell_changes_nothing_of_the_running_call():
     np.testing.assert_array_equal(result["x"], alone)
 
 
+def test_one_object_is_constructed_once_whatever_threads_call_its_init():
+    """The core classes' constructors release the GIL, and nanobind marks an object made only when its constructor
+    returns: two threads calling __init__ on one object made with __new__ both passed nanobind's check and both
+    constructed into it (the first object's tables leaked, or worse). One of them is refused now, whichever comes
+    second: the one that finds the other running, or nanobind's refusal of an object already made. Seen failing
+    before the fix: both calls returned on a 1000 x 1000 mixture (about 10 ms of construction without the GIL)."""
+    import warnings
+
+    K, d = 1000, 1000
+    w, mu, v = np.full(K, 1.0 / K), np.zeros((K, d)), np.ones(K)
+    for _ in range(3):
+        obj = ds._core.GaussianMixtureCore.__new__(ds._core.GaussianMixtureCore)
+        started, outcome = threading.Event(), {}
+
+        def construct(who):
+            try:
+                obj.__init__(d, w, mu, v)
+                outcome[who] = "made"
+            except TypeError as e:
+                outcome[who] = str(e)
+
+        other = threading.Thread(target=lambda: (started.set(), construct("other")))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nanobind's note on an object already made
+            other.start()
+            started.wait(10)
+            construct("this")
+            other.join()
+        assert list(outcome.values()).count("made") == 1, outcome
+        refused = next(o for o in outcome.values() if o != "made")
+        assert "running in another thread" in refused or "incompatible function arguments" in refused, outcome
+        assert obj.components == K and obj.dim == d
+
+
 def test_plan_resets_release_the_gil():
     """DiffusionPlan.reset() and SamplingPlan.reset() held the GIL for their initial draw (n x d normals, a step's
     work, on the library's threads), where every other call that runs work releases it: no other Python thread ran
