@@ -414,6 +414,31 @@ struct chunk_for<reg_vec<T, D>> {
 };
 #endif
 
+/// Calls f(std::integral_constant<int, N>{}, k0) for the chunks of `components` in order: N = C for the full chunks
+/// and, on the host, 1, 2 or 4 for the last one where that covers what is left (C otherwise). The components past the
+/// end of a chunk weigh exactly 0 (channel_chunk_weights) and add exact zeros to every sum of the callers, so a
+/// narrower last chunk gives the same bits and skips their work: the 25 components of the benchmarks' grid mixture
+/// are 8 + 8 + 8 + 1 on the host rather than 32, one to eight components one chunk of their own size (1, 2, 4 or 8)
+/// rather than 8. The device keeps one width (each width is another copy of the chunk's code in every kernel).
+template <int C, class F>
+DS_HD_INLINE void for_each_chunk(int components, F&& f) {
+#if defined(__CUDA_ARCH__)
+  for (int k0 = 0; k0 < components; k0 += C) f(std::integral_constant<int, C>{}, k0);
+#else
+  int k0 = 0;
+  for (; k0 + C <= components; k0 += C) f(std::integral_constant<int, C>{}, k0);
+  if (k0 >= components) return;
+  const int rest = components - k0;
+  if constexpr (C > 1)
+    if (rest == 1) return f(std::integral_constant<int, 1>{}, k0);
+  if constexpr (C > 2)
+    if (rest <= 2) return f(std::integral_constant<int, 2>{}, k0);
+  if constexpr (C > 4)
+    if (rest <= 4) return f(std::integral_constant<int, 4>{}, k0);
+  f(std::integral_constant<int, C>{}, k0);
+#endif
+}
+
 /// The part of the score / denoiser shared by both: for the chunk of components k0 .. k0 + chunk - 1 (those >= K
 /// get weight 0), computes the weights w relative to the updated running maximum and returns the factor that
 /// rescales earlier sums (exactly 1 when the maximum did not move). Logits use the centred form (x - a mu)^2 / c.
@@ -496,8 +521,8 @@ DS_HD_INLINE T channel_score(const channel_view& c, const X& x, G& score) {
   const int d = x.size();
   T run_max = T(-INFINITY), run_sum = T(0);
   for (int j = 0; j < d; ++j) score[j] = T(0);
-  constexpr int channel_chunk = chunk_for<X>::value;
-  for (int k0 = 0; k0 < c.components; k0 += channel_chunk) {
+  for_each_chunk<chunk_for<X>::value>(c.components, [&](auto width, int k0) {
+    constexpr int channel_chunk = decltype(width)::value;
     T w[channel_chunk];
     const T rescale = channel_chunk_weights<channel_chunk>(c, k0, x, run_max, run_sum, w);
     const bool moved = !ds_none(rescale != T(1));  // x 1 is exact: skipping it changes no lane
@@ -543,7 +568,7 @@ DS_HD_INLINE T channel_score(const channel_view& c, const X& x, G& score) {
         score[j] = acc;
       }
     }
-  }
+  });
   const T inv_sum = T(1) / run_sum;
   for (int j = 0; j < d; ++j) score[j] = score[j] * inv_sum;
   return run_max + ds_log(run_sum);
@@ -557,8 +582,8 @@ DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
   T run_max = T(-INFINITY), run_sum = T(0);
   T x_part = T(0);  // isotropic: sum_k r_k a v_k / c_k, the coefficient of x
   for (int j = 0; j < d; ++j) out[j] = T(0);
-  constexpr int channel_chunk = Chunk > 0 ? Chunk : chunk_for<X>::value;
-  for (int k0 = 0; k0 < c.components; k0 += channel_chunk) {
+  for_each_chunk<(Chunk > 0 ? Chunk : chunk_for<X>::value)>(c.components, [&](auto width, int k0) {
+    constexpr int channel_chunk = decltype(width)::value;
     T w[channel_chunk];
     const T rescale = channel_chunk_weights<channel_chunk>(c, k0, x, run_max, run_sum, w);
     const bool moved = !ds_none(rescale != T(1));
@@ -607,7 +632,7 @@ DS_HD_INLINE T channel_denoiser(const channel_view& c, const X& x, G& out) {
         out[j] = acc;
       }
     }
-  }
+  });
   const T inv_sum = T(1) / run_sum;
   if (c.isotropic) {
     const T xs = x_part * inv_sum;

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/mixture.cuh"
 
@@ -62,8 +63,8 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
   float ic_iso[C], e_iso[C];
   const float* ic0 = c.isotropic ? nullptr : c.inv_c;
   const float* var0 = c.variances;
-  auto set_chunk = [&](int k0) {
-    for (int kk = 0; kk < C; ++kk) {
+  auto set_chunk = [&](int k0, int width) {
+    for (int kk = 0; kk < width; ++kk) {
       const int k = k0 + kk < c.components ? k0 + kk : c.components - 1;
       const std::int64_t off = static_cast<std::int64_t>(k) * d;
       mu[kk] = c.means + off;
@@ -73,49 +74,53 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
       e_iso[kk] = c.isotropic ? c.a * (c.variances[k] - var0[0]) * c.comp[k].inv_c * c.comp[0].inv_c : 0.f;
     }
   };
-  auto deltas = [&](int j, T (&dk)[C]) {  // n_kj
+  auto deltas = [&](int j, auto& dk) {  // n_kj for the chunk's N components
+    constexpr int N = std::extent_v<std::remove_reference_t<decltype(dk)>>;
     const T xj = x[j];
     if (c.isotropic) {
-      for (int kk = 0; kk < C; ++kk) dk[kk] = ds_fma(xj, T(e_iso[kk]), T(mu[kk][j]) * T(ic_iso[kk]));
+      for (int kk = 0; kk < N; ++kk) dk[kk] = ds_fma(xj, T(e_iso[kk]), T(mu[kk][j]) * T(ic_iso[kk]));
       return;
     }
     const float v0 = var0[j], i0 = ic0[j];
-    for (int kk = 0; kk < C; ++kk) {
+    for (int kk = 0; kk < N; ++kk) {
       const float icj = ic[kk][j];
       dk[kk] = ds_fma(xj, T(c.a * (var[kk][j] - v0) * icj * i0), T(mu[kk][j]) * T(icj));
     }
   };
   // Pass 1: weights, the sum of the n_k and the coefficient of v.
   T run_max = T(-INFINITY), run_sum = T(0.f);
-  for (int ci = 0; ci < chunks; ++ci) {
-    const int k0 = ci * C;
+  // The chunks as the denoiser's (kernels::for_each_chunk: the last one 1, 2 or 4 wide where that covers it, each
+  // chunk's weights at wts + its index * C).
+  kernels::for_each_chunk<C>(c.components, [&](auto width, int k0) {
+    constexpr int N = decltype(width)::value;
+    const int ci = k0 / C;
     T* w = wts + ci * C;
-    T wl[C];
-    const T rescale = kernels::channel_chunk_weights<C>(c, k0, xv, run_max, run_sum, wl);
+    T wl[N];
+    const T rescale = kernels::channel_chunk_weights<N>(c, k0, xv, run_max, run_sum, wl);
     const bool moved = !ds_none(rescale != T(1.f));
-    for (int kk = 0; kk < C; ++kk) w[kk] = wl[kk];
+    for (int kk = 0; kk < N; ++kk) w[kk] = wl[kk];
     cmax[ci] = run_max;
-    set_chunk(k0);
+    set_chunk(k0, N);
     if (c.isotropic) {
       if (moved) xs_iso = xs_iso * rescale;
-      for (int kk = 0; kk < C; ++kk) {
+      for (int kk = 0; kk < N; ++kk) {
         const int k = k0 + kk < c.components ? k0 + kk : c.components - 1;
         xs_iso = ds_fma(w[kk], T(c.comp[k].x_scale), xs_iso);
       }
     }
     for (int j = 0; j < d; ++j) {
-      T dk[C];
+      T dk[N];
       deltas(j, dk);
       T a1 = moved ? s1[j] * rescale : s1[j];
-      for (int kk = 0; kk < C; ++kk) a1 = ds_fma(w[kk], dk[kk], a1);
+      for (int kk = 0; kk < N; ++kk) a1 = ds_fma(w[kk], dk[kk], a1);
       s1[j] = a1;
       if (!c.isotropic) {
         T xp = moved ? xpart[j] * rescale : xpart[j];
-        for (int kk = 0; kk < C; ++kk) xp = ds_fma(w[kk], T(c.a * var[kk][j]) * T(ic[kk][j]), xp);
+        for (int kk = 0; kk < N; ++kk) xp = ds_fma(w[kk], T(c.a * var[kk][j]) * T(ic[kk][j]), xp);
         xpart[j] = xp;
       }
     }
-  }
+  });
   const T inv_sum = T(1.f) / run_sum;
   for (int j = 0; j < d; ++j) s1[j] = s1[j] * inv_sum;  // nbar
   // Pass 2: a s^2 sum_k r_k f_k (f_k . v_q), r_k = w_k exp(chunk max - final max) / sum. The scale a s^2 goes into
@@ -124,38 +129,39 @@ void channel_denoiser_jvp(const kernels::channel_view& c, const T* x, int d, con
   // s = 1e-10) where J v itself is finite. a = 0: J v = 0 (the scale is 0, and x_scale, a v_k / c_k, is 0 too).
   const T ratio(c.a * c.s2);
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(count) * d; ++i) out[i] = T(0.f);
-  for (int ci = 0; ci < chunks; ++ci) {
-    const int k0 = ci * C;
-    set_chunk(k0);
+  kernels::for_each_chunk<C>(c.components, [&](auto width, int k0) {
+    constexpr int N = decltype(width)::value;
+    const int ci = k0 / C;
+    set_chunk(k0, N);
     const T f = softmax_exp(cmax[ci] - run_max) * inv_sum;
-    for (int i = 0; i < C * count; ++i) dv[i] = T(0.f);
+    for (int i = 0; i < N * count; ++i) dv[i] = T(0.f);
     for (int j = 0; j < d; ++j) {
-      T dk[C];
+      T dk[N];
       deltas(j, dk);
       const T sj = s1[j];
-      for (int kk = 0; kk < C; ++kk) dk[kk] = dk[kk] - sj;
+      for (int kk = 0; kk < N; ++kk) dk[kk] = dk[kk] - sj;
       for (int q = 0; q < count; ++q) {
         const T vq = v[static_cast<std::int64_t>(q) * d + j];
-        for (int kk = 0; kk < C; ++kk) dv[kk * count + q] = ds_fma(dk[kk], vq, dv[kk * count + q]);
+        for (int kk = 0; kk < N; ++kk) dv[kk * count + q] = ds_fma(dk[kk], vq, dv[kk * count + q]);
       }
     }
-    for (int kk = 0; kk < C; ++kk) {
+    for (int kk = 0; kk < N; ++kk) {
       const T r = wts[ci * C + kk] * f * ratio;
       for (int q = 0; q < count; ++q) dv[kk * count + q] = dv[kk * count + q] * r;
     }
     for (int j = 0; j < d; ++j) {  // f_kj again (recomputed: 8 d stored packs would leave L1 at large d)
-      T dk[C];
+      T dk[N];
       deltas(j, dk);
       const T sj = s1[j];
-      for (int kk = 0; kk < C; ++kk) dk[kk] = dk[kk] - sj;
+      for (int kk = 0; kk < N; ++kk) dk[kk] = dk[kk] - sj;
       for (int q = 0; q < count; ++q) {
         T& o = out[static_cast<std::int64_t>(q) * d + j];
         T acc = o;
-        for (int kk = 0; kk < C; ++kk) acc = ds_fma(dv[kk * count + q], dk[kk], acc);
+        for (int kk = 0; kk < N; ++kk) acc = ds_fma(dv[kk * count + q], dk[kk], acc);
         o = acc;
       }
     }
-  }
+  });
   for (int q = 0; q < count; ++q) {
     const T* vq = v + static_cast<std::int64_t>(q) * d;
     T* oq = out + static_cast<std::int64_t>(q) * d;
