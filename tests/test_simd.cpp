@@ -1366,3 +1366,58 @@ TEST(SimdPosterior, PackedSamplesWithinFp64RoundingOfTheScalarSamplerAndBitIdent
                 d, static_cast<long long>(K), static_cast<long long>(differing / 3), static_cast<long long>(n * d), worst);
   }
 }
+
+// The mixture loops' last chunk of components is 1, 2 or 4 wide where that covers what is left (kernels::
+// for_each_chunk), which is meant to give the bits of the full padded chunk: a padded component weighs exactly 0.
+// A mixture of K components against the same mixture padded to a multiple of 8 with components of weight 1e-300
+// (refused at 0; the FP32 weight of such a component, exp(log 1e-300 - the largest logit), is 0 exactly, as a
+// padded component's is), whose chunks are all full: evaluate (log-density, score, denoiser), J v and the fused Langevin and
+// diffusion samplers, bit for bit, on every target, isotropic and diagonal, at a register dimension and another.
+// Seen failing with a tail chunk that dropped its last component.
+TEST(SimdTargets, ANarrowLastChunkGivesThePaddedChunksBits) {
+  for (int K : {1, 2, 3, 5, 9, 17, 25}) {
+    const int padded = (K + 7) / 8 * 8;
+    for (int d : {10, 7}) {
+      for (bool iso : {true, false}) {
+        std::mt19937_64 gen(100 + K * 7 + d);
+        std::uniform_real_distribution<double> u(0.2, 1.0), m(-3.0, 3.0), v(0.3, 2.0);
+        const std::size_t per = iso ? 1 : std::size_t(d);
+        std::vector<double> w(padded, 1e-300), mu(std::size_t(padded) * d), var(padded * per);
+        for (int k = 0; k < K; ++k) w[k] = u(gen);
+        for (auto& x : mu) x = m(gen);
+        for (auto& x : var) x = v(gen);
+        const gaussian_mixture pad(d, w, mu, var),
+            mix(d, std::vector<double>(w.begin(), w.begin() + K), std::vector<double>(mu.begin(), mu.begin() + K * d),
+                std::vector<double>(var.begin(), var.begin() + K * per));
+        const std::int64_t n = 37;  // not a whole number of packs
+        std::vector<float> x(n * d), dir(n * d);
+        std::normal_distribution<float> z(0.f, 2.f);
+        for (auto& e : x) e = z(gen);
+        for (auto& e : dir) e = z(gen);
+        for (const char* t : targets) {
+          with_target(t, [&] {
+            const std::string where = std::string(t) + " K " + std::to_string(K) + " d " + std::to_string(d) +
+                                      (iso ? " isotropic" : " diagonal");
+            for (channel ch : {channel{0.8, 0.6}, channel{0.1, 1.0}}) {
+              for (quantity q : {quantity::log_density, quantity::score, quantity::denoiser}) {
+                const std::size_t size = q == quantity::log_density ? n : n * d;
+                std::vector<float> a(size), b(size);
+                mix.evaluate(a.data(), n, x.data(), ch, q, {executor::cpu});
+                pad.evaluate(b.data(), n, x.data(), ch, q, {executor::cpu});
+                ASSERT_EQ(0, std::memcmp(a.data(), b.data(), size * sizeof(float))) << where << " quantity " << int(q);
+              }
+              std::vector<float> a(n * d), b(n * d);
+              mix.denoiser_jvp(a.data(), n, x.data(), dir.data(), ch, {executor::cpu});
+              pad.denoiser_jvp(b.data(), n, x.data(), dir.data(), ch, {executor::cpu});
+              ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << where << " J v";
+            }
+            ASSERT_EQ(run_langevin(mix, x, langevin_method::mala, 0, n, 3), run_langevin(pad, x, langevin_method::mala, 0, n, 3))
+                << where << " MALA";
+            ASSERT_EQ(run_diffusion(mix, diffusion_sampler::ddpm, 0, n, 3), run_diffusion(pad, diffusion_sampler::ddpm, 0, n, 3))
+                << where << " DDPM";
+          });
+        }
+      }
+    }
+  }
+}
