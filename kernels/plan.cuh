@@ -113,10 +113,15 @@ struct plan_reset_functor {
   }
 };
 
-/// Advances the step index (one thread), stream-ordered after the step that read it.
+/// Advances the step index (one thread), stream-ordered after the step that read it, up to `last` (a diffusion
+/// plan's steps: a step past the last leaves x and the counter as they are, so that steps minus the counter stays
+/// the steps left and a captured model indexing a per-step table by it stays inside the table).
 struct plan_advance_functor {
   plan_state* state;
-  DS_HD void operator()(std::int64_t) const { state->step += 1; }
+  std::int64_t last = INT64_MAX;
+  DS_HD void operator()(std::int64_t) const {
+    if (state->step < last) state->step += 1;
+  }
 };
 
 /// What the tell of one ask does with the answer (an ask/tell sampling_plan; src/plan.cu builds the list).

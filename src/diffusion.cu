@@ -609,7 +609,8 @@ cudaStream_t apply_update(const detail::plan_storage& st, float* x, const float*
 
 void diffusion_plan::step(float* x, const float* model, execution exec) {
   const cudaStream_t stream = apply_update(live(storage_, "step"), x, model, false, exec);
-  kernels::for_each_index<32>(storage_->where, 1, kernels::plan_advance_functor{storage_->state_ptr}, stream);
+  kernels::for_each_index<32>(storage_->where, 1, kernels::plan_advance_functor{storage_->state_ptr, storage_->steps},
+                              stream);
 }
 
 void diffusion_plan::finish(float* x, const float* model, execution exec) {

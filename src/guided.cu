@@ -1149,6 +1149,15 @@ std::vector<unsigned char> build_tables(std::int64_t d, const std::vector<double
         kernels::psd_factor(C.data(), dy);
         for (std::int64_t i = 0; i < dy * dy; ++i) D[i] = float(C[i]);
       }
+      // The spread of delta grows as 1 / (v_f A A^T): a tiny spread (or a tiny A with the default spread) took it
+      // past FP32, and every particle of the last transition came out NaN with a finite log-normaliser.
+      for (std::int64_t i = 0; i < per; ++i)
+        DIFFSAMPLE_EXPECTS(std::isfinite(D[i]),
+                           (o.potential_spread > 0 ? "options.potential_spread" : "problems.A")
+                               << ": the linear potentials' last transition draws with a spread past FP32 (its factor "
+                               << D[i] << " for problem " << b << ", from the potential spread " << spread
+                               << " and A A^T's trace " << trace
+                               << "): use a larger options.potential_spread (0: the default) or a larger scale of A");
     }
   }
   if (final_moves_run(o)) {

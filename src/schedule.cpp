@@ -319,9 +319,13 @@ schedule_point detail::point_at(const noise_schedule& sc, double t) {
       return vp_point(t, value, slope);
     }
     case schedule_kind::variance_exploding: {
-      const double rate = std::log(sc.sigma_max / sc.sigma_min);
+      // log(sigma_max / sigma_min) and its growth by logs where the ratio or the growth passes the double range
+      // (sigma_min = 1e-300 and sigma_max = 1e10 gave s = inf at every t > 0): the same bits otherwise.
+      const double ratio = sc.sigma_max / sc.sigma_min;
+      const double rate = std::isfinite(ratio) ? std::log(ratio) : std::log(sc.sigma_max) - std::log(sc.sigma_min);
+      const double growth = std::exp(rate * t);
       p.a = 1;
-      p.s = sc.sigma_min * std::exp(rate * t);
+      p.s = std::isfinite(growth) ? sc.sigma_min * growth : std::exp(std::log(sc.sigma_min) + rate * t);
       p.ds_dt = rate * p.s;
       return p;
     }
@@ -404,7 +408,9 @@ std::vector<schedule_point> noise_schedule::points(std::int64_t steps) const {
                      "schedule: t_start = " << t.front() << " and t_end = " << t.back() << " must differ");
   for (std::size_t k = 0; k < t.size(); ++k) {
     if (k > 0)
-      DIFFSAMPLE_EXPECTS((t[k] - t[k - 1]) * direction > 0,
+      // By the sign, not the product (t[k] - t[k - 1]) direction, which underflowed to 0 for times about 1e-162
+      // apart and refused a strictly monotone grid.
+      DIFFSAMPLE_EXPECTS(direction > 0 ? t[k] > t[k - 1] : t[k] < t[k - 1],
                          "schedule.times[" << k << "]: " << t[k] << " after " << t[k - 1]
                                            << " is not strictly monotone from t_start to t_end");
     check_domain(*this, t[k]);

@@ -481,6 +481,32 @@ TEST(Diffusion, TimesWithoutCustomGridAreRefused) {
   EXPECT_EQ(replaced.points(2)[1].t, 0.5);
 }
 
+// Two schedule computations that left the double range for valid parameters. A custom grid's monotonicity was tested
+// by the product (t[k] - t[k-1]) (t_end - t_start), which underflowed to 0 for times about 1e-162 apart (and for
+// ornstein_uhlenbeck(1e-300)'s grid): a strictly decreasing grid was refused as "not strictly monotone".
+// variance_exploding(sigma_min, sigma_max) took log(sigma_max / sigma_min) of a ratio past the double range
+// (1e-300, 1e10): s = inf at every t > 0 and a refusal naming a channel that does not exist; s(t) is now
+// sigma_min^(1 - t) sigma_max^t there, and the ordinary schedules keep their values. Seen failing before the fixes.
+TEST(Diffusion, SchedulesAtTheEndsOfTheDoubleRange) {
+  for (double scale : {1e-150, 1e-162, 1e-300}) {
+    const auto p = noise_schedule::vp_linear().with_times({2 * scale, scale, 0.0}).points(2);
+    EXPECT_EQ(p[1].t, scale);
+    EXPECT_GT(p[0].s, p[1].s);
+  }
+  EXPECT_NO_THROW(noise_schedule::ornstein_uhlenbeck(1e-300).points(4));
+  EXPECT_THROW(noise_schedule::vp_linear().with_times({2e-162, 3e-162, 0.0}).points(2), invalid_argument);
+  const noise_schedule ve = noise_schedule::variance_exploding(1e-300, 1e10);
+  EXPECT_NEAR(ve.at(0.5).s / 1e-145, 1, 1e-12);
+  EXPECT_NEAR(ve.at(1.0).s / 1e10, 1, 1e-12);
+  EXPECT_NEAR(ve.at(0.0).s / 1e-300, 1, 1e-12);
+  EXPECT_NEAR(ve.at(0.5).ds_dt / ((std::log(1e10) - std::log(1e-300)) * 1e-145), 1, 1e-12);
+  EXPECT_NO_THROW(ve.points(10));
+  // An ordinary schedule's formula is unchanged: sigma_min (sigma_max / sigma_min)^t bit for bit.
+  volatile double lo = 0.002, hi = 80.0, t = 0.3;  // computed at run time, as the library computes it
+  const noise_schedule usual = noise_schedule::variance_exploding(lo, hi);
+  EXPECT_EQ(usual.at(t).s, lo * std::exp(std::log(hi / lo) * t));
+}
+
 TEST(Diffusion, RejectsInvalidSchedulesAndOptions) {
   const gaussian_mixture mix = test_mixture(2);
   std::vector<float> x(20);

@@ -2333,6 +2333,33 @@ TEST(SamplingPlan, DiffusionPlanRefusesMisalignedBuffers) {
   EXPECT_EQ(std::memcmp(buffer.data(), before.data(), buffer.size() * sizeof(float)), 0);
 }
 
+// A step() past the last step leaves x unchanged, as documented, but advanced the step counter: with 2 steps a third
+// and fourth call read 3 and 4, so that steps minus the counter (the C API's "steps left") went negative and a model
+// captured in a graph that indexes a per-step table by the counter read past it. The counter stops at steps(); the
+// next trajectory starts from 0. Seen failing before the fix (3, then 4).
+TEST(SamplingPlan, DiffusionPlanCounterStopsAtTheLastStep) {
+  const std::int64_t n = 4, d = 2;
+  const gaussian_mixture mix = test_mixture(d);
+  diffusion_options o;
+  o.steps = 2;
+  diffusion_plan plan(n, d, o, model_output::denoiser, cpu);
+  std::vector<float> x(n * d), model(n * d);
+  plan.reset(x.data(), cpu);
+  const std::int64_t* counter = plan.step_counter();
+  for (int call = 1; call <= 4; ++call) {
+    mix.evaluate(model.data(), n, x.data(), plan.step_channel(std::min<std::int64_t>(*counter, plan.steps())),
+                 quantity::denoiser, cpu);
+    const std::vector<float> before = x;
+    plan.step(x.data(), model.data(), cpu);
+    EXPECT_EQ(*counter, std::min<std::int64_t>(call, plan.steps())) << "call " << call;
+    if (call > plan.steps()) {
+      EXPECT_EQ(x, before) << "call " << call;
+    }
+  }
+  plan.reset(x.data(), cpu);
+  EXPECT_EQ(*counter, 0);
+}
+
 // Seen failing with std::bad_alloc (no diffsample::error) out of the host allocation of the CPU plan's buffers.
 TEST(SamplingPlan, HostBuffersBeyondTheHostAreOutOfMemory) {
   // n = 2^40 rows of d = 3: 2 x 12 TiB of buffers, under limits::max_host_bytes (64 TiB) but beyond any host.

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <diffsample/diffsample.h>
+#include <diffsample/plan.hpp>
 
 #include <cmath>
 #include <future>
+#include <tuple>
 #include <limits>
 #include <string>
 #include <thread>
@@ -785,6 +787,49 @@ TEST(Validation, GuidedSigmaYSquaresToANormalFp32Number) {
     }
     g.sigma_y = {1e-18};
     EXPECT_NO_THROW(guided_sample(mix, outputs, g, o, cpu)) << to_string(s);
+  }
+}
+
+// The linear potentials' last transition draws with a spread that grows as 1 / (v_f A A^T), v_f proportional to
+// options.potential_spread: a spread of 1e-100 (finite and >= 0, so accepted) took its FP32 factor to inf, and every
+// sample and particle came out NaN with a finite log-normaliser, from guided_sample() and the ask/tell plan alike;
+// so did the default spread with an A of 1e-40 (subnormal in FP32). Both are refused now, naming the setting or A,
+// with the outputs untouched; the spreads and scales that fit (1e-14, A = 1e-35) still run to finite samples. Seen
+// failing before the fix: all 8 samples NaN, nothing refused.
+TEST(Validation, ALinearPotentialsSpreadPastFp32IsRefused) {
+  const auto mix = small();
+  const execution cpu{executor::cpu};
+  for (const auto& [spread, scale, named] :
+       {std::tuple{1e-100, 1.0, "options.potential_spread"}, std::tuple{0.0, 1e-40, "problems.A"},
+        std::tuple{1e-14, 1.0, ""}, std::tuple{0.0, 1e-35, ""}}) {
+    guided_problems g;
+    g.d_y = 1;
+    g.A = {scale, 0};
+    g.y = {0.3};
+    g.sigma_y = {0.5};
+    guided_options o;
+    o.potentials = guided_potentials::linear;
+    o.potential_spread = spread;
+    o.particles = 4;
+    o.steps = 3;
+    std::vector<float> samples(8, 42.f), particles(8, 42.f);
+    double log_z = 42;
+    guided_outputs out;
+    out.samples = samples.data();
+    out.particles = particles.data();
+    out.log_normaliser = &log_z;
+    const std::string what = "spread " + std::to_string(spread) + ", A " + std::to_string(scale);
+    if (*named) {
+      expect_error([&] { guided_sample(mix, out, g, o, cpu); }, {named, "past FP32"});
+      EXPECT_EQ(samples, std::vector<float>(8, 42.f)) << what;
+      EXPECT_EQ(particles, std::vector<float>(8, 42.f)) << what;
+      EXPECT_EQ(log_z, 42) << what;
+      expect_error([&] { sampling_plan::guided(2, g, o, model_output::denoiser, cpu); }, {named, "past FP32"});
+    } else {
+      guided_sample(mix, out, g, o, cpu);
+      for (float v : samples) EXPECT_TRUE(std::isfinite(v)) << what;
+      EXPECT_TRUE(std::isfinite(log_z)) << what;
+    }
   }
 }
 

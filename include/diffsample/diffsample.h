@@ -878,7 +878,8 @@ DS_API ds_status ds_diffusion_plan_reset_on(ds_diffusion_plan* plan, float* x, d
 
 /**
  * Applies the update of the current step to x given the model output at x (both n x d, device memory on the CUDA
- * executor, host memory on the CPU one) and advances the step counter; past the last step x is left unchanged.
+ * executor, host memory on the CPU one) and advances the step counter; past the last step x and the counter are left
+ * unchanged (the counter stops at the plan's steps).
  * Asynchronous on the CUDA executor (on exec.stream), no allocation, no validation beyond the host-side checks of
  * the pointers and the executor, so that it can be captured in a CUDA graph. @p x and @p model must not share memory,
  * not even as the same buffer (DS_INVALID_ARGUMENT naming both, nothing advanced; as ds_diffusion_plan_finish_on()).

@@ -203,7 +203,8 @@ class DIFFSAMPLE_API diffusion_plan {
   /// @throws invalid_argument for another executor, or a null x when the plan draws the initial states
   void reset(float* x, execution exec = {});
   /// Applies the update of the current step to x given the model output at x (both n x dim, on the plan's
-  /// executor) and advances the step counter. A call past the last step leaves x unchanged. Asynchronous on
+  /// executor) and advances the step counter. A call past the last step leaves x and the counter unchanged (the
+  /// counter stops at steps()). Asynchronous on
   /// exec.stream; no validation beyond the host-side checks of the pointers and the executor, so that it can be
   /// captured. x and model must not share memory, not even as the same buffer: the update reads the state and the
   /// model's output at it, and a model that wrote its output into x has replaced the state.
