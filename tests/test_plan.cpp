@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -1225,6 +1226,29 @@ void run_smc_plan_with_jacobians(sampling_plan& plan, const gaussian_mixture& mi
   EXPECT_EQ(*plan.position_counter(), plan.asks());
 }
 
+// A mixture of K isotropic components at d with distinct random weights, means and variances, and B problems of a
+// random d_y x d operator each.
+gaussian_mixture random_test_mixture(int K, std::int64_t d, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(0.2, 1.0), m(-2.0, 2.0), v(0.3, 1.5);
+  std::vector<double> w(K), mu(K * d), var(K);
+  for (auto& x : w) x = u(gen);
+  for (auto& x : mu) x = m(gen);
+  for (auto& x : var) x = v(gen);
+  return gaussian_mixture(d, w, mu, var);
+}
+guided_problems random_problems(std::int64_t B, std::int64_t d_y, std::int64_t d, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> z;
+  guided_problems pr;
+  pr.problems = B;
+  pr.d_y = d_y;
+  for (std::int64_t i = 0; i < B * d_y * d; ++i) pr.A.push_back(z(gen));
+  for (std::int64_t i = 0; i < B * d_y; ++i) pr.y.push_back(z(gen));
+  for (std::int64_t b = 0; b < B; ++b) pr.sigma_y.push_back(0.3 + 0.2 * double(b));
+  return pr;
+}
+
 // The Gauss-Legendre nodes on [0, 1] of the start correction, (1 -+ sqrt(3/7 +- 2/7 sqrt(6/5))) / 2, and weights
 // (18 +- sqrt(30)) / 72, from their closed forms.
 double start_node(int n) {
@@ -1253,6 +1277,39 @@ guided_options corrected_smc(guided_potentials potentials, std::int64_t N, std::
 }
 
 }  // namespace
+
+// The fused moment and twisted runs of guided_sample() keep each pack's particles in packs from the denoiser to the
+// J^T a_o products, where the plan's answers come from separate evaluate() and denoiser_jvp() calls: the plan
+// reproduces the run bit for bit at register dimensions (2, 10) and another (5), d_y = 1 and 2, over a mixture of 11
+// components (a full chunk and a narrower last one; the other bit-for-bit tests run d = 3 and 4 components). Seen
+// failing with the fused products reusing the denoiser's softmax weights with a rescaling from the wrong chunk's
+// maximum (a reuse measured at 2% of the run and not kept).
+TEST(SamplingPlan, GuidedSmcPlanReproducesTheFusedMomentAndTwistedRunsAtRegisterDimensions) {
+  const std::int64_t N = 37, K = 5;
+  for (const std::int64_t d : {2, 5, 10}) {
+    const gaussian_mixture mix = random_test_mixture(11, d, 7 + unsigned(d));
+    for (const std::int64_t d_y : {1, 2}) {
+      const guided_problems pr = random_problems(2, d_y, d, 3 + unsigned(d_y));
+      for (guided_potentials potentials : {guided_potentials::moment, guided_potentials::twisted}) {
+        guided_options o;
+        o.sampler = guided_sampler::smc;
+        o.potentials = potentials;
+        o.particles = N;
+        o.steps = K;
+        o.seed = 43;
+        const std::string what = std::string(to_string(potentials)) + ", d " + std::to_string(d) + ", d_y " +
+                                 std::to_string(d_y);
+        smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
+        guided_sample(mix, fused.outputs(), pr, o, cpu);
+        sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
+        run_smc_plan_with_jacobians(plan, mix);
+        plan.write_outputs(stepped.outputs(), cpu);
+        expect_same(fused, stepped, what);
+        for (float v : stepped.samples) ASSERT_TRUE(std::isfinite(v)) << what;
+      }
+    }
+  }
+}
 
 // Seen failing with the start asks at step 1's channel instead of the first grid point's, with column 0 also
 // resampled in reset() (before the log-ratios joined the weights: every output differed), and with guided_sample()
