@@ -47,6 +47,7 @@ import collections.abc
 import functools
 import sys
 import threading
+import weakref
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -416,6 +417,7 @@ def _dtype_name(x: Any) -> str:
 _TORCH_CONVERT = {"float32": "float()", "float64": "double()", "int32": "int()", "int64": "long()", "uint8": "byte()"}
 # The dtypes the library takes, as NumPy's (native byte order) dtype singletons: a comparison by identity.
 _NP_DTYPES = {name: np.dtype(name) for name in ("float32", "float64", "int32", "int64", "uint8")}
+_FLOAT32 = _NP_DTYPES["float32"]
 # DLPack devices the library reads: kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged.
 _DLPACK_DEVICES = (1, 2, 3, 13)
 
@@ -489,7 +491,10 @@ def _array(a: Any, name: str, dtype: Optional[str] = "float32", write: bool = Fa
             native = dtype or d.newbyteorder("=").name
             raise InvalidArgument(f"{name}: dtype {d.str} (big-endian), expected {native} in native byte order; "
                                   f"{_convert_hint(fw, name, native, write)}")
-        if dtype is not None:
+        # Equal to the expected dtype but not the same object (an array through pickle or a process pool, a dtype
+        # with metadata): the same numbers, which DLPack carries as it does the common case's. Compared by
+        # identity alone, these were refused as "dtype float32, expected float32".
+        if dtype is not None and d != _NP_DTYPES[dtype]:
             raise InvalidArgument(f"{name}: dtype {d.name}, expected {dtype}; "
                                   f"{_convert_hint(fw, name, dtype, write)}")
         if in_place and not a.flags.c_contiguous:
@@ -654,13 +659,55 @@ def _memory(a: Any) -> Optional[Tuple[int, int, Tuple[int, ...], Tuple[int, ...]
     return (start + low, start + high + size, shape, strides)
 
 
+def _same_device(value: Any, dst: Any, name: str) -> None:
+    """Refuses a model's output on another device than the plan buffer dst it is copied into."""
+    if _is_cuda(value) != _is_cuda(dst):
+        where, plan = ("cuda", "cpu") if _is_cuda(value) else ("cpu", "cuda")
+        raise InvalidArgument(f"{name}: on {where}, but the plan's buffers are on {plan}")
+    if _is_cuda(value) and _cuda_index(value) != _cuda_index(dst):
+        # (the framework's copy across devices ran without a word, and synchronised them)
+        raise InvalidArgument(f"{name}: on cuda:{_cuda_index(value)}, but the plan's buffers are on "
+                              f"cuda:{_cuda_index(dst)}")
+
+
+def _answers(*pairs: Tuple[Any, Any, str]) -> None:
+    """_answer for each (dst, value, name), every value checked before any is copied: a refused one leaves every
+    buffer as it was (the log-density was copied before its answer was refused)."""
+    sources = [(dst, _answer_source(dst, value, name)) for dst, value, name in pairs]
+    for dst, value in sources:
+        if value is not dst:
+            dst[...] = value
+
+
 def _answer(dst: Any, value: Any, name: str) -> None:
-    """dst[...] = value for a model's output value, refusing what the package refuses everywhere else: another
-    dtype than float32 (no conversion), another shape (no broadcasting), another device, an array that partly
-    overlaps dst (the same memory laid out otherwise: the copy would overwrite what it still reads). A tensor that
-    requires grad is read detached (as the package's functions read it)."""
+    """dst[...] = value for a model's output value (_answer_source's checks)."""
+    value = _answer_source(dst, value, name)
+    if value is not dst:
+        dst[...] = value
+
+
+def _answer_source(dst: Any, value: Any, name: str) -> Any:
+    """What dst[...] = value should copy for a model's output value, refusing what the package refuses everywhere
+    else: another dtype than float32 (no conversion), another shape (no broadcasting), another device, an array that
+    partly overlaps dst (the same memory laid out otherwise: the copy would overwrite what it still reads). A tensor
+    that requires grad is read detached (as the package's functions read it). Returns dst itself for dst."""
     if value is dst:
-        return
+        return dst
+    if _framework(value) == "other" and hasattr(value, "__dlpack__"):
+        # An array of no framework the package knows is read as the binding reads one, through DLPack: its import
+        # checked against dst's shape and float32, then copied from what was imported. Before, its shape and dtype
+        # attributes were checked and NumPy's copy read it through __array__ or float(): a valid array without a
+        # dtype attribute was refused, one whose attributes differed from its export was broadcast or converted.
+        _array(value, name, None)  # its device and export, naming the argument
+        _same_device(value, dst, name)
+        _core._check_array(value, name, "float32", list(_shape(dst)))
+        framework = _framework(dst)
+        if framework in ("numpy", "torch", "cupy"):  # (the plan's views; anything else is a test's stand-in)
+            try:
+                value = (np.from_dlpack(value) if framework == "numpy"
+                         else sys.modules[framework].from_dlpack(value))
+            except Exception as e:
+                raise InvalidArgument(f"{name}: its DLPack export could not be read ({type(e).__name__}: {e})") from e
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
         raise InvalidArgument(f"{name}: a {type(value).__name__}, expected a {_shape(dst)} float32 array")
     # What the package refuses as any input (a masked array, whose masked elements were copied as data; object and
@@ -672,13 +719,7 @@ def _answer(dst: Any, value: Any, name: str) -> None:
     dtype = str(value.dtype).replace("torch.", "")
     if dtype != "float32":
         raise InvalidArgument(f"{name}: dtype {dtype}, expected float32")
-    if _is_cuda(value) != _is_cuda(dst):
-        where, plan = ("cuda", "cpu") if _is_cuda(value) else ("cpu", "cuda")
-        raise InvalidArgument(f"{name}: on {where}, but the plan's buffers are on {plan}")
-    if _is_cuda(value) and _cuda_index(value) != _cuda_index(dst):
-        # (the framework's copy across devices ran without a word, and synchronised them)
-        raise InvalidArgument(f"{name}: on cuda:{_cuda_index(value)}, but the plan's buffers are on "
-                              f"cuda:{_cuda_index(dst)}")
+    _same_device(value, dst, name)
     here, there = _memory(value), _memory(dst)
     if here is not None and there is not None and here[0] < there[1] and there[0] < here[1] and here != there:
         # (PyTorch's copy refused it with its RuntimeError; NumPy's copied through a temporary without a word)
@@ -689,7 +730,7 @@ def _answer(dst: Any, value: Any, name: str) -> None:
         value = value.detach()
         if value.is_neg() and type(dst) is np.ndarray:  # a copy by design: torch's copy resolves the bit, NumPy's
             value = value.resolve_neg()                   # conversion of the tensor refuses it
-    dst[...] = value
+    return value
 
 
 # ---- options --------------------------------------------------------------------------------------------------------
@@ -739,7 +780,8 @@ def _fill(options: Any, settings: dict) -> Any:
     bool for a number, a float for an int), an integer outside the field's C++ type or a real number that is not
     finite an InvalidArgument; names of enum values may be given as strings."""
     for key, value in settings.items():
-        if key.startswith("_") or not hasattr(options, key):
+        # (a key that is no string, from a dict such as resampling={1: 0.5}, was AttributeError out of startswith)
+        if not isinstance(key, str) or key.startswith("_") or not hasattr(options, key):
             raise TypeError(f"{type(options).__name__} has no setting {key!r}")
         setattr(options, key, value)
     return options
@@ -1174,6 +1216,69 @@ def diffusion(mixture: GaussianMixture, n: Optional[int] = None, *, out: Array =
     return out
 
 
+class _PlanCall:
+    """The whole-call guard of one core plan, shared by every wrapper of it (SamplingPlan(core) of a plan another
+    SamplingPlan holds: with a lock per wrapper, the second's reset() ran during the first's run()), and whether a
+    run() of it is inside its model."""
+
+    __slots__ = ("lock", "in_model", "__weakref__")
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.in_model = False
+
+
+_PLAN_CALLS: "weakref.WeakValueDictionary[int, _PlanCall]" = weakref.WeakValueDictionary()
+_PLAN_CALLS_LOCK = threading.Lock()
+
+
+def _plan_call(core_plan: Any) -> _PlanCall:
+    """core_plan's _PlanCall. Keyed by id: the wrappers holding the _PlanCall hold the core plan too, so the id is
+    that plan's while the entry lives."""
+    with _PLAN_CALLS_LOCK:
+        c = _PLAN_CALLS.get(id(core_plan))
+        if c is None:
+            c = _PlanCall()
+            _PLAN_CALLS[id(core_plan)] = c
+        return c
+
+
+def _one_call(name: str, moves: bool = False):
+    """A plan method as one call of its plan: refused while another thread's call of the same core plan runs (the
+    core plan refuses overlapping core calls, but tell(answer) and run() are an ask, a copy into the plan's answer
+    buffer and a tell: a second thread's tell(answer) copied its answer into the buffer another thread's tell was
+    reading, then was refused). The same thread may nest calls (tell(answer) asks, run() resets and tells), but a
+    call that moves the plan (moves: reset, tell, step, finish, run) from inside run()'s model is refused: run() would
+    go on answering the asks of a trajectory the model restarted or advanced (a silently wrong result before)."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            guard = self._call
+            if not guard.lock.acquire(blocking=False):
+                raise InvalidArgument(name + _core._PLAN_BUSY)  # the core plan's refusal, in its words
+            try:
+                if moves and guard.in_model:
+                    raise InvalidArgument(f"{name}: called from inside the model of this plan's run(), which is "
+                                          "answering one of its asks; the model must only compute its output")
+                return method(self, *args, **kwargs)
+            finally:
+                guard.lock.release()
+
+        return call
+
+    return wrap
+
+
+def _model_call(guard: _PlanCall, model: Callable[..., Any], *args: Any) -> Any:
+    """model(*args) inside a run() of the plan guard belongs to (_one_call refuses the plan's moving calls there)."""
+    guard.in_model = True
+    try:
+        return model(*args)
+    finally:
+        guard.in_model = False
+
+
 class DiffusionPlan:
     """Stepwise reverse diffusion driven by the caller's model (a neural network).
 
@@ -1201,7 +1306,7 @@ class DiffusionPlan:
     """
 
     # No other attributes: one set on the object (plan.eta = 0.5, a misspelt name) would change nothing.
-    __slots__ = ("_n", "_d", "_options", "_plan", "__weakref__")
+    __slots__ = ("_n", "_d", "_options", "_plan", "_call", "__weakref__")
 
     def __init__(self, n: int, d: int, *, output: str = "denoiser", device: str = "cpu",
                  schedule: Union[None, str, NoiseSchedule] = None, stream: Stream = None, **options: Any):
@@ -1210,6 +1315,9 @@ class DiffusionPlan:
         self._options = o
         self._plan = _core.DiffusionPlan(self._n, self._d, o, _enum(_core.ModelOutput, output, "output"),
                                          _enum(_core.Executor, device, "device"), _stream_handle(stream))
+        # run() is a Python loop of core calls: without a whole-call guard another thread's reset() between its steps,
+        # or one from inside its model, restarted the trajectory it was running (_one_call).
+        self._call = _plan_call(self._plan)
 
     @property
     def n(self) -> int:
@@ -1251,6 +1359,7 @@ class DiffusionPlan:
         """
         return self._plan.step_time(_int64(k, "k"))
 
+    @_one_call("reset", moves=True)
     def reset(self, x: Array, *, stream: Stream = None) -> Array:
         """Starts the next trajectory: step 0 and the next trajectory's random key; draws x when draw_initial.
 
@@ -1263,12 +1372,15 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        # NumPy's case inline (step() runs this per step): a writable C-contiguous array needs no check here.
-        if type(x) is not np.ndarray or not x.flags.writeable or not x.flags.c_contiguous:
+        # NumPy's case inline (step() runs this per step): a writable C-contiguous float32 array needs no check here
+        # (another dtype reached the binding's argument matching: its raw TypeError, naming no argument).
+        if (type(x) is not np.ndarray or x.dtype is not _FLOAT32 or not x.flags.writeable
+                or not x.flags.c_contiguous):
             _writable(x, "x", required=True)
         self._plan.reset(x, _stream(x, stream))
         return x
 
+    @_one_call("step", moves=True)
     def step(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
         """Applies the current step's update to x in place, given the model's output at x, and advances.
 
@@ -1281,12 +1393,14 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA (no allocation, no synchronisation); on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray or not x.flags.writeable or not x.flags.c_contiguous:
+        if (type(x) is not np.ndarray or x.dtype is not _FLOAT32 or not x.flags.writeable
+                or not x.flags.c_contiguous):
             _writable(x, "x", required=True)
         _model(model)
         self._plan.step(x, model, _stream(x, stream))
         return x
 
+    @_one_call("finish", moves=True)
     def finish(self, x: Array, model: Array, *, stream: Stream = None) -> Array:
         """The final jump x <- E[x0 | x] from the model's output at step_channel(steps) (when needs_final_jump).
 
@@ -1298,12 +1412,14 @@ class DiffusionPlan:
 
         Returns x. Asynchronous on CUDA; on the CPU it returns when done.
         """
-        if type(x) is not np.ndarray or not x.flags.writeable or not x.flags.c_contiguous:
+        if (type(x) is not np.ndarray or x.dtype is not _FLOAT32 or not x.flags.writeable
+                or not x.flags.c_contiguous):
             _writable(x, "x", required=True)
         _model(model)
         self._plan.finish(x, model, _stream(x, stream))
         return x
 
+    @_one_call("run", moves=True)
     def run(self, model: Callable[[Any, float, float], Any], x: Array = None, *, stream: Stream = None) -> Array:
         """One trajectory: reset(x), then per step out = model(x, a, s) and step(x, out), and finish() when
         needs_final_jump.
@@ -1337,10 +1453,10 @@ class DiffusionPlan:
         p.reset(x, h)
         for k in range(p.steps):
             a, s = p.step_channel(k)
-            p.step(x, _model(model(x, a, s)), h)
+            p.step(x, _model(_model_call(self._call, model, x, a, s)), h)
         if p.needs_final_jump:
             a, s = p.step_channel(p.steps)
-            p.finish(x, _model(model(x, a, s)), h)
+            p.finish(x, _model(_model_call(self._call, model, x, a, s)), h)
         return x
 
 
@@ -1417,27 +1533,6 @@ def _plan_device(device: Any) -> Any:
     return None if device is None else _enum(_core.Executor, device, "device")
 
 
-def _one_call(name: str):
-    """A SamplingPlan method as one call of its plan: refused while another thread's call of the same plan runs (the
-    core plan refuses overlapping core calls, but tell(answer) and run() are an ask, a copy into the plan's answer
-    buffer and a tell: a second thread's tell(answer) copied its answer into the buffer another thread's tell was
-    reading, then was refused). The same thread may nest calls (tell(answer) asks, run() resets and tells)."""
-
-    def wrap(method):
-        @functools.wraps(method)
-        def call(self, *args, **kwargs):
-            if not self._call.acquire(blocking=False):
-                raise InvalidArgument(name + _core._PLAN_BUSY)  # the core plan's refusal, in its words
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                self._call.release()
-
-        return call
-
-    return wrap
-
-
 class SamplingPlan:
     """An ask/tell plan for every diffusion sampler (Heun and SMS included), for ULA / tamed ULA / MALA, and for every
     guided sampler.
@@ -1486,7 +1581,7 @@ class SamplingPlan:
         self._plan = core_plan
         self._like = like
         self._on_device = None  # an array of like's framework on the plan's CUDA device, made when first needed
-        self._call = threading.RLock()  # one call at a time (_one_call)
+        self._call = _plan_call(core_plan)  # one call at a time, whatever wrapper makes it (_one_call)
 
     def _stream(self, stream: Stream) -> int:
         """The stream of a call of the plan: the caller's, else (CUDA) the current stream of like's framework on the
@@ -1665,7 +1760,7 @@ class SamplingPlan:
                 r[name] = _framework_view(r[name], self._like)
         return r
 
-    @_one_call("tell")
+    @_one_call("tell", moves=True)
     def tell(self, answer: Array = None, log_density: Array = None, *, stream: Stream = None) -> None:
         """Applies the current ask's answer and advances to the next ask.
 
@@ -1702,11 +1797,12 @@ class SamplingPlan:
                 raise InvalidArgument(f"log_density: ask {r['index']} of this plan asks for the model's log-density "
                                       "too (mala): pass tell(answer, log_density)")
             if log_density is not None:
-                _answer(r["log_density"], log_density, "log_density")
-            _answer(r["answer"], answer, "answer")
+                _answers((r["log_density"], log_density, "log_density"), (r["answer"], answer, "answer"))
+            else:
+                _answer(r["answer"], answer, "answer")
         self._plan.tell(h)
 
-    @_one_call("reset")
+    @_one_call("reset", moves=True)
     def reset(self, initial: Array = None, *, stream: Stream = None) -> None:
         """Starts the next trajectory: position 0 and the next trajectory's random key.
 
@@ -1751,7 +1847,7 @@ class SamplingPlan:
         v = self._plan.accepted()
         return None if v is None else _framework_view(v, self._like)
 
-    @_one_call("run")
+    @_one_call("run", moves=True)
     def run(self, model: Callable[[Any, float, float], Any], initial: Array = None, *,
             stream: Stream = None) -> Any:
         """One trajectory: reset(initial), then per ask answer[:] = model(points, a, s) and tell().
@@ -1783,14 +1879,15 @@ class SamplingPlan:
         h = self._stream(stream)
         while not p.done:
             r = self.ask()
-            out = model(r["points"], r["a"], r["s"])
+            out = _model_call(self._call, model, r["points"], r["a"], r["s"])
             if r["log_density"] is not None:
                 if not isinstance(out, (tuple, list)) or len(out) != 2:
                     raise InvalidArgument("model: this plan asks for the log-density too (mala): return "
                                           "(output, log_density), got " + type(out).__name__)
                 out, log_density = out
-                _answer(r["log_density"], log_density, "log_density")
-            _answer(r["answer"], out, "model")
+                _answers((r["log_density"], log_density, "log_density"), (r["answer"], out, "model"))
+            else:
+                _answer(r["answer"], out, "model")
             p.tell(h)
         v = self.samples()
         return v.clone() if hasattr(v, "clone") else v.copy()

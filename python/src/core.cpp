@@ -1207,6 +1207,9 @@ struct py_sampling_plan : ds::sampling_plan {
     device = current_device(where());
   }
   bool guided = false;
+  // A MALA plan: its asks want the log-density and it counts acceptances, also with 0 rows, where the C++ plan's
+  // pointers to those (empty) buffers are null and the views were None as for the other plans.
+  bool mala = false;
   std::int64_t problems = 0, particles = 0, steps = 0;
   int device = 0;  // the CUDA device of the plan's memory (current when it was made); 0 on the CPU
   mutable plan_lock lock;
@@ -1935,8 +1938,10 @@ NB_MODULE(_core, m) {
             const ds::executor where = plan_executor(enum_arg(executor, "executor"), like, scope);
             check_plan_stream(where, stream);
             nb::gil_scoped_release release;
-            return py_sampling_plan(
+            py_sampling_plan plan(
                 ds::sampling_plan::langevin(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
+            plan.mala = o.method == ds::langevin_method::mala;
+            return plan;
           },
           "n"_a, "d"_a, "options"_a, "output"_a = ds::model_output::score, "executor"_a = nb::none(),
           "stream"_a = 0, "like"_a = nb::none(), DS_DOC(sampling_plan, langevin) "\n\n" PLAN_PLACE_DOC)
@@ -2043,7 +2048,7 @@ NB_MODULE(_core, m) {
             d["vector"] = r.vector != nullptr
                               ? plan_view(self, r.vector, r.rows, r.dim, pl.where(), false)
                               : nb::none();
-            d["log_density"] = r.log_density != nullptr
+            d["log_density"] = r.log_density != nullptr || (pl.mala && r.rows == 0)
                                    ? plan_view(self, r.log_density, r.rows, 0, pl.where(), true)
                                    : nb::none();
             return d;
@@ -2091,7 +2096,7 @@ NB_MODULE(_core, m) {
           "accepted",
           [](nb::handle self) -> array_view {
             const auto& pl = nb::cast<const py_sampling_plan&>(self);
-            if (pl.accepted() == nullptr) return nb::borrow<array_view>(nb::none());
+            if (pl.accepted() == nullptr && !(pl.mala && pl.rows() == 0)) return nb::borrow<array_view>(nb::none());
             return nb::borrow<array_view>(plan_view<std::int64_t>(self, pl.accepted(), pl.rows(), 0, pl.where(), false));
           },
           "MALA plans: the proposals accepted per row in the current trajectory, a (rows,) int64 read-only view of "

@@ -745,3 +745,40 @@ def test_evaluate_fp64_takes_the_quantity_enum(m):
             m.evaluate_fp64(bad, x)
     with pytest.raises(ds.InvalidArgument, match=r"^what: 'scores' is not 'score', 'denoiser' or 'log_density'$"):
         m.evaluate_fp64("scores", x)
+
+
+def test_an_equal_dtype_that_is_another_object_is_taken(m):
+    """An array through pickle (or a process pool) has a dtype equal to float32 but not NumPy's own object: the
+    package compared dtypes by identity and refused it as 'x: dtype float32, expected float32', in every call that
+    reads or writes arrays in place (int32 labels and int64 acceptance counts alike). Seen failing before the fix."""
+    import pickle
+
+    x = pickle.loads(pickle.dumps(np.zeros((4, 2), np.float32)))
+    labels = pickle.loads(pickle.dumps(np.zeros(4, np.int32)))
+    if x.dtype is np.dtype(np.float32):
+        pytest.skip("this NumPy gives the unpickled array its own dtype object")
+    np.testing.assert_array_equal(m.score(x), m.score(np.zeros((4, 2), np.float32)))
+    m.sample(out=x, labels=labels, seed=1)
+    plan = ds.DiffusionPlan(4, 2, sampler="ddpm", steps=2)
+    plan.reset(x)
+
+
+def test_diffusion_plan_calls_name_x_of_another_dtype():
+    """DiffusionPlan.reset / step / finish skipped their check of x for any writable C-contiguous NumPy array, so x of
+    another dtype (big-endian float32, structured, string) reached the binding's argument matching: nanobind's
+    TypeError naming no argument. Refused naming x now. Seen failing before the fix."""
+    plan = ds.DiffusionPlan(4, 2, sampler="ddpm", steps=2)
+    model = np.zeros((4, 2), np.float32)
+    for dtype in (">f4", [("a", "<f4")], "U1", "f8"):
+        x = np.zeros((4, 2) if dtype != [("a", "<f4")] else (4, 2), dtype)
+        for call in (lambda: plan.reset(x), lambda: plan.step(x, model), lambda: plan.finish(x, model)):
+            with pytest.raises(ds.InvalidArgument, match=r"^x: dtype"):
+                call()
+
+
+def test_a_settings_key_that_is_no_string_is_a_type_error():
+    """resampling={1: 0.5} was AttributeError ('int' object has no attribute 'startswith') out of the settings
+    parser; an unknown setting is a TypeError naming it. Seen failing before the fix."""
+    mix = ds.GaussianMixture([1.0], [[0.0, 0.0]], [1.0])
+    with pytest.raises(TypeError, match=r"has no setting 1"):
+        ds.guided_sample(mix, [[1.0, 0.0]], [0.5], 0.5, particles=4, steps=2, resampling={1: 0.5})

@@ -168,7 +168,7 @@ def test_a_cuda_plan_takes_the_current_stream_of_its_own_device(monkeypatch):
     core = types.SimpleNamespace(executor=ds._core.Executor.cuda, samples=lambda: FakeCudaArray((4, 2), 2),
                                  tell=told.append, reset=lambda initial, h: told.append(("reset", h)))
     plan = object.__new__(ds.SamplingPlan)
-    plan._call = threading.RLock()  # (what __init__ sets: one call at a time)
+    plan._call = ds._plan_call(core)  # (what __init__ sets: one call at a time)
     plan._plan, plan._like = core, array_on(0)
     if hasattr(ds.SamplingPlan, "_on_device"):
         plan._on_device = None
@@ -328,7 +328,7 @@ def test_a_cuda_plan_refuses_a_like_of_another_framework(monkeypatch):
     ...' naming nothing."""
     core = types.SimpleNamespace(executor=ds._core.Executor.cuda, samples=lambda: FakeCudaArray((4, 2), 0))
     plan = object.__new__(ds.SamplingPlan)
-    plan._call = threading.RLock()  # (what __init__ sets: one call at a time)
+    plan._call = ds._plan_call(core)  # (what __init__ sets: one call at a time)
     plan._plan, plan._like = core, np.zeros(1, np.float32)
     with pytest.raises(ds.InvalidArgument, match=r"^like: a ndarray \(.*\); a CUDA plan's memory is shown as arrays "
                                                  r"of like's framework, PyTorch or CuPy"):

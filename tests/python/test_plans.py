@@ -749,3 +749,161 @@ def test_an_answer_that_partly_overlaps_the_plans_buffer_is_refused():
     buffer[...] = 0.5
     plan.tell(buffer.view())
     assert plan.position == r["index"] + 1
+
+
+def _den_model(mix):
+    return lambda x, a, s: mix.denoiser(x, a, s)
+
+
+def test_a_plans_run_refuses_calls_that_move_it_from_inside_its_model():
+    """A model that called reset() (or tell(), step()) on the plan whose run() was asking it went through: the same
+    thread's nested call passed the whole-call guard (SamplingPlan) or there was none (DiffusionPlan), and run()
+    went on answering a restarted trajectory's asks, returning samples of no trajectory without a word. Such a call
+    is refused now; the plan stays usable and its next run() is a plain one. Seen failing before the fix: both runs
+    returned, neither equal to a plain run."""
+    n, d = 8, 2
+    mix = ds.GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [0.5, 0.5])
+    den = _den_model(mix)
+    plain_s = ds.SamplingPlan.diffusion(n, d, output="denoiser", sampler="ddpm", steps=6, seed=1).run(den)
+    plain_d = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=6, seed=1).run(den)
+    sp = ds.SamplingPlan.diffusion(n, d, output="denoiser", sampler="ddpm", steps=6, seed=1)
+    dp = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=6, seed=1)
+    restarts = {"sampling": lambda: sp.reset(), "sampling tell": lambda: sp.tell(),
+                "diffusion": lambda: dp.reset(np.zeros((n, d), np.float32))}
+    for name, restart in restarts.items():
+        plan = dp if name == "diffusion" else sp
+        calls = [0]
+
+        def model(x, a, s):
+            calls[0] += 1
+            if calls[0] == 3:
+                restart()
+            return den(x, a, s)
+
+        verb = "tell" if name.endswith("tell") else "reset"
+        with pytest.raises(ds.InvalidArgument, match=rf"^{verb}: called from inside the model of this plan's run\(\)"):
+            plan.run(model)
+        assert calls[0] == 3, name
+    # (a second trajectory's noise: plans keyed by trajectory; compare against fresh plans' second runs)
+    again_s = ds.SamplingPlan.diffusion(n, d, output="denoiser", sampler="ddpm", steps=6, seed=1)
+    again_s.run(den)
+    again_s.run(den)
+    np.testing.assert_array_equal(sp.run(den), again_s.run(den))
+    again_d = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=6, seed=1)
+    again_d.run(den)
+    np.testing.assert_array_equal(dp.run(den), again_d.run(den))
+    assert plain_s.shape == plain_d.shape == (n, d)
+
+
+def test_a_running_plan_is_not_restarted_by_another_wrapper_or_thread():
+    """SamplingPlan's whole-call guard was its wrapper's: a second SamplingPlan(core) of the same core plan reset it
+    during the first's run(); DiffusionPlan had none, so another thread's reset() between the steps of its run() went
+    through; both runs returned samples of no trajectory. The guard is the core plan's now, for both classes: the
+    reset is refused and the run is its plain self. Seen failing before the fix: both resets accepted."""
+    n, d = 8, 2
+    mix = ds.GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [0.5, 0.5])
+    den = _den_model(mix)
+    plain_s = ds.SamplingPlan.diffusion(n, d, output="denoiser", sampler="ddpm", steps=4, seed=2).run(den)
+    plain_d = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=4, seed=2).run(den)
+    first = ds.SamplingPlan.diffusion(n, d, output="denoiser", sampler="ddpm", steps=4, seed=2)
+    second = ds.SamplingPlan(first._plan)
+    dp = ds.DiffusionPlan(n, d, output="denoiser", sampler="ddpm", steps=4, seed=2)
+    cases = [(first, lambda: second.reset(), plain_s),
+             (dp, lambda: dp.reset(np.zeros((n, d), np.float32)), plain_d)]
+    for plan, restart, plain in cases:
+        inside, done = threading.Event(), threading.Event()
+
+        def waiting(x, a, s):
+            inside.set()
+            done.wait(10)
+            return den(x, a, s)
+
+        result = {}
+        runner = threading.Thread(target=lambda: result.setdefault("x", plan.run(waiting)))
+        runner.start()
+        assert inside.wait(10)
+        try:
+            with pytest.raises(ds.InvalidArgument, match=r"^reset: the plan is running a call on another thread"):
+                restart()
+        finally:
+            done.set()
+            runner.join()
+        np.testing.assert_array_equal(result["x"], plain)
+
+
+def test_a_mala_plan_of_no_rows_keeps_the_mala_protocol():
+    """A MALA plan of 0 rows gave None for ask()['log_density'] and accepted(), as a plan that asks for no
+    log-density does, so tell(answer, log_density) and run() with a model returning (output, log_density) were
+    refused where 3 rows run (README: n = 0 runs, no work). Empty views now. Seen failing before the fix."""
+    mix = ds.GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [0.5, 0.5])
+    model = lambda x, a, s: (mix.score(x, a, s), mix.log_density(x, a, s))  # noqa: E731
+    for n in (3, 0):
+        p = ds.SamplingPlan.langevin(n, 2, method="mala", steps=3, step_size=0.1)
+        p.reset(np.zeros((n, 2), np.float32))
+        r = p.ask()
+        assert r["log_density"].shape == (n,) and p.accepted().shape == (n,)
+        p.tell(mix.score(r["points"]), mix.log_density(r["points"]))
+        p = ds.SamplingPlan.langevin(n, 2, method="mala", steps=3, step_size=0.1)
+        assert p.run(model, np.zeros((n, 2), np.float32)).shape == (n, 2)
+    assert ds.SamplingPlan.langevin(3, 2, method="ula", steps=3, step_size=0.1).accepted() is None
+
+
+def test_a_refused_tell_changes_neither_buffer():
+    """tell(answer, log_density) copied log_density into the plan's buffer before the answer was checked: a refused
+    answer (float64) left the plan at its ask but with the new log-density in ask()['log_density']. Both are checked
+    before either is copied now. Seen failing before the fix (7.0 became -1.0)."""
+    n = 4
+    p = ds.SamplingPlan.langevin(n, 2, method="mala", steps=2, step_size=0.1)
+    p.reset(np.zeros((n, 2), np.float32))
+    r = p.ask()
+    r["log_density"][...] = 7.0
+    with pytest.raises(ds.InvalidArgument, match=r"^answer: dtype float64, expected float32"):
+        p.tell(np.zeros((n, 2)), np.full(n, -1.0, np.float32))
+    np.testing.assert_array_equal(p.ask()["log_density"], np.full(n, 7.0, np.float32))
+    assert p.position == 0
+
+
+class _DLPackOnly:
+    """The DLPack protocol and nothing else (no shape, no dtype, no __array__)."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+class _Misleading(_DLPackOnly):
+    """A DLPack export of one array with the shape and dtype attributes, and __array__, of another."""
+
+    def __init__(self, exported, claimed):
+        super().__init__(exported)
+        self._claimed = claimed
+        self.shape, self.dtype = claimed.shape, np.dtype(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        return self._claimed
+
+
+def test_an_answer_of_an_unknown_framework_is_read_as_exported():
+    """tell(answer) checked an answer of no framework the package knows by its shape and dtype attributes and copied
+    it through NumPy (its __array__, or float()): a DLPack-only array was NumPy's TypeError, one whose attributes said
+    (n, d) over a (1, d) export was broadcast into every row, one whose __array__ differed from its export was
+    copied from __array__. The export is what is checked and copied now, as run() and DiffusionPlan.step read it.
+    Seen failing before the fix (TypeError; the broadcast accepted)."""
+    n, d = 8, 2
+    mix = ds.GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [0.5, 0.5])
+    p = ds.SamplingPlan.diffusion(n, d, output="denoiser", sampler="ddpm", steps=2, seed=1)
+    p.reset()
+    r = p.ask()
+    out = mix.denoiser(r["points"], r["a"], r["s"])
+    p.tell(_DLPackOnly(out))
+    p.reset()
+    r = p.ask()
+    with pytest.raises(ds.InvalidArgument, match=r"^answer: shape \(1, 2\), expected \(8, 2\)"):
+        p.tell(_Misleading(out[:1].copy(), out))
+    p.tell(_Misleading(out, np.zeros((1, d))))
+    np.testing.assert_array_equal(r["answer"], out)
