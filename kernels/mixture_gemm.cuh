@@ -48,8 +48,23 @@ struct gemm_component {
   float norm;        // |mu'_k|
   float e;           // a (v_k - v_0) / (c_k c_0): the JVP's coefficient of x' in n_k
   float var_c;       // v_k / c_k: the JVP's coefficient of a v
-  float pad[2];
+  float inv_cs;      // scale / c_k (gemm_weight_scale): the second products' weights, without the FP32 overflow
+  float pad;
 };
+
+/// The power of two by which the second products' weights w_k / c_k are scaled (gemm_component::inv_cs, undone in
+/// gemm_finish_row and gemm_finish_jvp_row), from the channel's smallest c_k = a^2 v_min + s^2: 1 (nothing changes)
+/// for c_min >= 2^-40, else a power of two near 2^40 c_min, so that scale / c_k <= 2^40. Unscaled, 1 / c_k reaches
+/// 1e36 (variances down to 1e-36) and the products sum_k (w_k / c_k) mu'_k and the JVP's (B_k / c_k) mu'_k passed
+/// FP32 at |mu'| of a few hundred, where the results are finite: NaN or inf from the score, the denoiser and J v
+/// (the direct path forms its terms per component and was finite). A power of two scales and unscales without
+/// rounding (but where a weight of a component 1e50 times wider than the narrowest falls below FP32's normal range).
+inline double gemm_weight_scale(double c_min) {
+  if (!(c_min < 0x1p-40)) return 1.0;
+  int e = 0;
+  (void)std::frexp(c_min, &e);         // c_min in [2^(e - 1), 2^e)
+  return std::ldexp(1.0, e - 1 + 40);  // at most 2^40 c_min: scale / c_k <= 2^40
+}
 
 /// Running softmax statistics of one point: max and sum of exp(l - max), and sum_k w_k / c_k, sum_k w_k a v_k / c_k.
 struct gemm_point_state {
@@ -87,6 +102,7 @@ struct gemm_component_functor {
   gemm_component* out;        // K
   int d;
   double a, s;
+  double scale = 1.0;  // gemm_weight_scale
   DS_HD void operator()(std::int64_t k) const {
     const double v = variances[k], c = a * a * v + s * s, v0 = variances[0], c0 = a * a * v0 + s * s;
     const double log_norm = double(log_weights[k]) - 0.5 * d * (log_two_pi<double>() + log(c));
@@ -100,7 +116,8 @@ struct gemm_component_functor {
     g.norm = float(sqrt(norms2[k]));
     g.e = float(a * (v - v0) / (c * c0));
     g.var_c = float(v / c);
-    g.pad[0] = g.pad[1] = 0.f;
+    g.inv_cs = float(scale / c);  // exactly scale times inv_c: scale is a power of two
+    g.pad = 0.f;
     out[k] = g;
   }
 };
@@ -201,9 +218,9 @@ DS_HD_INLINE void gemm_chunk_row(float* row, int count, int k0, const gemm_compo
     const float l = row[kk];
     const float w = softmax_exp(l - top);
     sum += w;
-    inv_c_sum += w * g.inv_c;
+    inv_c_sum += w * g.inv_cs;
     x_sum += w * g.x_scale;
-    row[kk] = w * g.inv_c;
+    row[kk] = w * g.inv_cs;
     if (jvp.h != nullptr) {
       p_sum += w * gemm_jvp_p(g, jvp.h[kk], xv);
       var_sum += w * g.var_c;
@@ -239,7 +256,7 @@ DS_HD_INLINE void gemm_jvp_second_row(float* row, float* h, gemm_jvp_state& js, 
     const gemm_component g = comp[k0 + kk];
     const float w = softmax_exp(row[kk] - final_max);
     const float b = w * (gemm_jvp_p(g, h[kk], js.xv) - pbar);
-    h[kk] = b * g.inv_c;
+    h[kk] = b * g.inv_cs;
     be += b * g.e;
     b_sum += b;
   }
@@ -263,18 +280,20 @@ DS_HD_INLINE void gemm_merge(gemm_point_state& sa, float* acc_a, const gemm_poin
 
 /// Writes the point's result from its final state: what = 0 log-density (one float), 1 score, 2 denoiser (d floats).
 /// acc = sum_k W_k mu'_k; score = (a acc - x' sum_k W_k) / sum; denoiser = (s^2 (acc + m sum_k W_k) + x sum_k w_k
-/// a v_k / c_k) / sum.
+/// a v_k / c_k) / sum, with W_k = w_k scale / c_k and inv_scale = 1 / scale (gemm_weight_scale).
 DS_HD_INLINE void gemm_finish_row(int what, const gemm_point_state& st, const float* acc, const float* xc,
-                                  const float* x, const float* centre, int d, float a, float s2, float* out) {
+                                  const float* x, const float* centre, int d, float a, float s2, float inv_scale,
+                                  float* out) {
   if (what == 0) {
     out[0] = st.max + ds_log(st.sum);
     return;
   }
   const float inv_sum = 1.f / st.sum;
   if (what == 1) {
-    for (int j = 0; j < d; ++j) out[j] = (a * acc[j] - xc[j] * st.inv_c_sum) * inv_sum;
+    for (int j = 0; j < d; ++j) out[j] = ((a * acc[j] - xc[j] * st.inv_c_sum) * inv_sum) * inv_scale;
   } else {
-    for (int j = 0; j < d; ++j) out[j] = (s2 * (acc[j] + centre[j] * st.inv_c_sum) + x[j] * st.x_sum) * inv_sum;
+    const float s2s = s2 * inv_scale;  // at most 2^-39 when scaled (s^2 <= c_min)
+    for (int j = 0; j < d; ++j) out[j] = (s2s * (acc[j] + centre[j] * st.inv_c_sum) + x[j] * st.x_sum) * inv_sum;
   }
 }
 
@@ -282,14 +301,16 @@ DS_HD_INLINE void gemm_finish_row(int what, const gemm_point_state& st, const fl
 /// sum_k (B_k / c_k) mu'_k, the gemm form of a sum_k r_k [(v_k / c_k) v + s^2 (p_k - pbar) (n_k - n_top)]: n_top
 /// (the component of the largest logit, top: its mean mu'_top and constants g_top) is common to every k, and
 /// sum_k B_k = 0 but for rounding; taking it out removes the rounding of pbar times n_top where top dominates (that
-/// rounding, u |p_top| |n_top|, was the largest error there). a multiplies last, in FP64 (a = 0: J v = 0).
+/// rounding, u |p_top| |n_top|, was the largest error there). a multiplies last, in FP64 (a = 0: J v = 0). acc2's
+/// weights are scaled (B_k scale / c_k, gemm_component::inv_cs), and so are bc and be here; s^2 takes inv_scale.
 DS_HD_INLINE void gemm_finish_jvp_row(const gemm_point_state& st, const gemm_jvp_state& js, const float* acc2,
                                       const float* xc, const float* v, const float* mu_top,
-                                      const gemm_component& g_top, int d, double a, float s2, float* out) {
-  const float inv_sum = 1.f / st.sum;
-  const float bc = js.b_sum * g_top.inv_c, be = js.be - js.b_sum * g_top.e;
+                                      const gemm_component& g_top, int d, double a, float s2, float inv_scale,
+                                      float* out) {
+  const float inv_sum = 1.f / st.sum, s2s = s2 * inv_scale, scale = 1.f / inv_scale;
+  const float bc = js.b_sum * g_top.inv_cs, be = (js.be - js.b_sum * g_top.e) * scale;
   for (int j = 0; j < d; ++j)
-    out[j] = float(a * double((v[j] * js.var_sum + s2 * ((acc2[j] - mu_top[j] * bc) + xc[j] * be)) * inv_sum));
+    out[j] = float(a * double((v[j] * js.var_sum + s2s * ((acc2[j] - mu_top[j] * bc) + xc[j] * be)) * inv_sum));
 }
 
 // --- the CUDA executor's per-point functors around the products (src/mixture_gemm.cu launches them) -------------
@@ -352,11 +373,11 @@ struct gemm_finish_functor {
   float* out;
   std::int64_t first;
   int what, d;
-  float a, s2;
+  float a, s2, inv_scale;
   DS_HD void operator()(std::int64_t r) const {
     const std::int64_t i = first + r;
     gemm_finish_row(what, st[r], acc == nullptr ? nullptr : acc + r * d, xc + r * d, x + i * d, centre, d,
-                             a, s2, what == 0 ? out + i : out + i * d);
+                             a, s2, inv_scale, what == 0 ? out + i : out + i * d);
   }
 };
 
@@ -411,12 +432,12 @@ struct gemm_jvp_finish_functor {
   std::int64_t first;
   int d;
   double a;
-  float s2;
+  float s2, inv_scale;
   DS_HD void operator()(std::int64_t r) const {
     const std::int64_t i = first + r;
     const int top = js[r].top;
     gemm_finish_jvp_row(st[r], js[r], acc + r * d, xc + r * d, v + i * d, means + std::int64_t(top) * d, comp[top],
-                        d, a, s2, out + i * d);
+                        d, a, s2, inv_scale, out + i * d);
   }
 };
 

@@ -206,6 +206,7 @@ struct cpu_call {
   float* out;
   std::int64_t n, K, d, block, chunk, blocks, splits, per_split;
   float a, s2, gamma;
+  float inv_scale;                                     // 1 / gemm_weight_scale of the channel
   double a64;                                          // the channel's a, for the JVP's last factor
   int what;                                            // 0 log-density, 1 score, 2 denoiser, 3 denoiser JVP
   const float* v;                                      // JVP: the directions, n x d
@@ -283,7 +284,7 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t i = first + r;
         kernels::gemm_finish_jvp_row(st[r], js[r], acc2.data() + r * d, xc.data() + r * d, c.v + i * d,
-                                     means + std::int64_t(js[r].top) * d, c.comp[js[r].top], int(d), c.a64, c.s2,
+                                     means + std::int64_t(js[r].top) * d, c.comp[js[r].top], int(d), c.a64, c.s2, c.inv_scale,
                                      c.out + i * d);
       }
       continue;
@@ -301,7 +302,7 @@ void cpu_task(void* context, std::int64_t begin, std::int64_t end) {
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t i = first + r;
         kernels::gemm_finish_row(c.what, st[r], with_acc ? acc.data() + r * d : nullptr, xc.data() + r * d,
-                                 c.x + i * d, c.t->centre32.data(), int(d), c.a, c.s2,
+                                 c.x + i * d, c.t->centre32.data(), int(d), c.a, c.s2, c.inv_scale,
                                  c.what == 0 ? c.out + i : c.out + i * d);
       }
     } else {
@@ -331,7 +332,7 @@ void cpu_merge(void* context, std::int64_t begin, std::int64_t end) {
     float xn, xx;
     centre_rows(c, i, 1, xc.data(), &xn, &xx);
     kernels::gemm_finish_row(c.what, s, with_acc ? acc.data() : nullptr, xc.data(), c.x + i * d,
-                             c.t->centre32.data(), int(d), c.a, c.s2, c.what == 0 ? c.out + i : c.out + i * d);
+                             c.t->centre32.data(), int(d), c.a, c.s2, c.inv_scale, c.what == 0 ? c.out + i : c.out + i * d);
   }
 }
 
@@ -340,8 +341,9 @@ void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, int what
   configure_blas_threads();
   const std::int64_t K = st.components, d = st.dim;
   std::vector<kernels::gemm_component> comp(static_cast<std::size_t>(K));
+  const double scale = kernels::gemm_weight_scale(ch.a * ch.a * t.smallest_variance + ch.s * ch.s);
   const kernels::gemm_component_functor fill{st.log_weights32.data(), st.variances32.data(), t.norms2.data(),
-                                             comp.data(), int(d), ch.a, ch.s};
+                                             comp.data(), int(d), ch.a, ch.s, scale};
   for (std::int64_t k = 0; k < K; ++k) fill(k);
   cpu_call c{};
   c.t = &t;
@@ -374,6 +376,7 @@ void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, int what
   c.a = float(ch.a);
   c.a64 = ch.a;
   c.s2 = float(ch.s * ch.s);
+  c.inv_scale = float(1.0 / scale);
   const double u = std::ldexp(1.0, -24);
   c.gamma = float(double(d) * u / (1 - double(d) * u));
   c.what = what;
@@ -416,6 +419,7 @@ const gemm_tables& gemm_tables_for(const mixture_storage& st, executor where) {
       }
       t->norms2[k] = q;
     }
+    t->smallest_variance = double(*std::min_element(st.variances32.begin(), st.variances32.end()));
     st.gemm = std::move(t);
   }
   if (where == executor::cuda && !st.gemm_device_ready) {

@@ -88,6 +88,7 @@ struct cuda_call {
   std::unique_lock<std::mutex> lock;
   cublasHandle_t handle;
   float gamma;
+  float inv_scale;  // 1 / gemm_weight_scale of the channel (comp's inv_cs)
 };
 
 cuda_call start_cuda_call(const mixture_storage& st, const gemm_tables& t, channel ch, const evaluate_options& o,
@@ -96,11 +97,13 @@ cuda_call start_cuda_call(const mixture_storage& st, const gemm_tables& t, chann
   const kernels::mixture_view<float> view = st.view(executor::cuda);
   const double u = 5.9604644775390625e-08;
   const float gamma = float(double(d) * u / (1 - double(d) * u) + (o.allow_tf32 ? 2.0 * 0.00048828125 : 0.0));
+  const double scale = kernels::gemm_weight_scale(ch.a * ch.a * t.smallest_variance + ch.s * ch.s);
   kernels::for_each_index(executor::cuda, K,
                           kernels::gemm_component_functor{view.log_weights, view.variances, t.device_norms2, comp,
-                                                           int(d), ch.a, ch.s},
+                                                           int(d), ch.a, ch.s, scale},
                           stream);
-  cuda_call c{std::unique_lock<std::mutex>(st.gemm_mutex), static_cast<cublasHandle_t>(t.cublas), gamma};
+  cuda_call c{std::unique_lock<std::mutex>(st.gemm_mutex), static_cast<cublasHandle_t>(t.cublas), gamma,
+              float(1.0 / scale)};
   DIFFSAMPLE_CUBLAS_TRY(cublasSetStream(c.handle, stream));
   DIFFSAMPLE_CUBLAS_TRY(cublasSetWorkspace(c.handle, cublas_workspace, cublas_workspace_bytes));
   DIFFSAMPLE_CUBLAS_TRY(
@@ -184,7 +187,8 @@ void gemm_evaluate_cuda(const mixture_storage& st, const gemm_tables& t, quantit
     }
     kernels::for_each_index(
         executor::cuda, rows,
-        gemm_finish_functor{state, acc, xc, x, t.device_centre, out, first, what_code, int(d), a, s2}, stream);
+        gemm_finish_functor{state, acc, xc, x, t.device_centre, out, first, what_code, int(d), a, s2,
+                                                     call.inv_scale}, stream);
   }
 }
 
@@ -235,7 +239,8 @@ void gemm_denoiser_jvp_cuda(const mixture_storage& st, const gemm_tables& t, con
         }
       }
     kernels::for_each_index(executor::cuda, rows,
-                            gemm_jvp_finish_functor{state, js, acc, xc, v, t.device_means, comp, out, first, int(d), ch.a, s2}, stream);
+                            gemm_jvp_finish_functor{state, js, acc, xc, v, t.device_means, comp, out, first, int(d), ch.a, s2,
+                                                    call.inv_scale}, stream);
   }
 }
 

@@ -22,6 +22,7 @@ struct gemm_tables {
   std::vector<float> centre32;     // d
   std::vector<float> means32;      // K x d: mu_k - centre, rounded once from FP64
   std::vector<double> norms2;      // K: |mu_k - centre|^2 in FP64
+  double smallest_variance = 0;    // min_k v_k of the FP32 variances: a channel's smallest c_k (gemm_weight_scale)
   float* device_means = nullptr;   // K x d
   float* device_centre = nullptr;  // d
   double* device_norms2 = nullptr; // K

@@ -459,6 +459,66 @@ TEST(GemmPath, NarrowComponentsKeepTheCorrectedMaximum) {
   }
 }
 
+// Narrow components far from the centre of the means: the second products' weights w_k / c_k (up to 1e36 at the
+// smallest variance) times centred means of a few hundred passed FP32, and the score (inf - inf), the denoiser
+// (s^2 times inf, NaN at s = 0) and J v (its products (B_k / c_k) mu'_k) were NaN or inf where the direct path and
+// FP64 are finite; an empirical prior of data in [0, 2000) at variance 1e-36 went through the automatic path choice to
+// gemm and NaN. The weights are scaled by a power of two now (gemm_weight_scale): the values are FP64's within the
+// gemm path's bound (where FP32 holds them: the score halfway between two components at c = 1e-36 is 5e39), and
+// channels with c_min >= 2^-40 keep their bits (a scale of 1). Seen failing before the fix: NaN and inf.
+TEST(GemmPath, NarrowComponentsFarFromTheCentreStayFinite) {
+  evaluate_options gemm_opt;
+  gemm_opt.path = mixture_path::gemm;
+  struct narrow_case {
+    double mu, variance, s;
+    bool jvp;  // J v at the centre (shared responsibilities); else the score and denoiser at a mean and halfway
+  };
+  for (const narrow_case nc : {narrow_case{1e4, 1e-36, 0.0, false}, narrow_case{1e4, 1e-36, 1e-19, false},
+                               narrow_case{1e3, 1e-36, 0.0, false}, narrow_case{1e9, 1e-30, 1e-16, false},
+                               narrow_case{0.5, 1e-20, 1e-20, true}, narrow_case{0.5, 1e-20, 0.0, true},
+                               narrow_case{100, 1e-18, 1e-9, true}}) {
+    const gaussian_mixture m(1, {1.0, 1.0}, {-nc.mu, nc.mu}, {nc.variance, nc.variance});
+    const channel ch{1.0, nc.s};
+    const std::string what = "mu " + std::to_string(nc.mu) + " variance " + std::to_string(nc.variance) + " s " +
+                             std::to_string(nc.s);
+    const std::vector<float> x = nc.jvp ? std::vector<float>{0.f} : std::vector<float>{float(nc.mu), float(nc.mu / 2)};
+    const int n = int(x.size());
+    const std::vector<double> x64(x.begin(), x.end()), v64(std::size_t(n), 1.0);
+    const std::vector<float> v(std::size_t(n), 1.f);
+    std::vector<float> got(static_cast<std::size_t>(n));
+    std::vector<double> ref(static_cast<std::size_t>(n));
+    if (nc.jvp) {
+      m.denoiser_jvp(got.data(), n, x.data(), v.data(), ch, gemm_opt, {executor::cpu});
+      m.denoiser_jvp_fp64(ref.data(), n, x64.data(), v64.data(), ch);
+      ASSERT_TRUE(std::isfinite(got[0])) << what << " J v";
+      EXPECT_NEAR(got[0], ref[0], 1e-3 * std::abs(ref[0])) << what << " J v";
+      continue;
+    }
+    for (quantity q : {quantity::score, quantity::denoiser}) {
+      ASSERT_EQ(m.evaluate(got.data(), n, x.data(), ch, q, gemm_opt, {executor::cpu}).path, mixture_path::gemm);
+      m.evaluate_fp64(ref.data(), n, x64.data(), ch, q);
+      for (int i = 0; i < n; ++i) {
+        if (std::abs(ref[i]) > 1e38) continue;  // beyond FP32 itself (the score halfway at c = 1e-36: 5e39)
+        ASSERT_TRUE(std::isfinite(got[i])) << what << " quantity " << int(q) << " point " << i;
+        EXPECT_NEAR(got[i], ref[i], 1e-4 * std::abs(ref[i]) + 1e-3) << what << " quantity " << int(q) << " point " << i;
+      }
+    }
+  }
+  // The automatic choice on an empirical prior of data in [0, 2000) at variance 1e-36: gemm, and the data points'
+  // denoiser at (1, 0) the points themselves.
+  const int n = 64, d = 256;
+  std::mt19937_64 gen(5);
+  std::uniform_real_distribution<double> u(0, 2000);
+  std::vector<double> data(std::size_t(n) * d);
+  for (double& e : data) e = u(gen);
+  const gaussian_mixture prior = gaussian_mixture::empirical(n, d, data.data(), 1e-36);
+  const std::vector<float> xf(data.begin(), data.end());
+  std::vector<float> out(xf.size());
+  EXPECT_EQ(prior.evaluate(out.data(), n, xf.data(), channel{1.0, 0.0}, quantity::denoiser, {}, {executor::cpu}).path,
+            mixture_path::gemm);
+  for (std::size_t e = 0; e < out.size(); ++e) ASSERT_NEAR(out[e], xf[e], 1e-3 * std::abs(xf[e])) << "entry " << e;
+}
+
 // One point against many components splits the components across tasks (partial states merged): same result as
 // a single block within the same rounding bound.
 TEST(GemmPath, SplitComponentsMerge) {
