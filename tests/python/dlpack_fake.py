@@ -63,3 +63,16 @@ class FakeCudaArray:
 
     def __dlpack__(self, stream=None, **kwargs):
         return _capsule(ctypes.addressof(self._tensor), b"dltensor", None)
+
+
+class DLPackOnly:
+    """An array object with the DLPack protocol only (__dlpack__, __dlpack_device__): no shape, dtype or buffer."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()

@@ -10,6 +10,7 @@ import pytest
 
 import diffsample as ds
 from conftest import requires_gpu, torch_or_none
+from dlpack_fake import DLPackOnly
 
 torch = torch_or_none()
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
@@ -447,19 +448,6 @@ def test_read_only_buffers_as_written_arrays_are_refused_by_name(mixture2):
     out = bytearray(64)
     mixture2.sample(out=memoryview(out).cast("f", (8, 2)), seed=4)
     np.testing.assert_array_equal(np.frombuffer(out, np.float32).reshape(8, 2), mixture2.sample(8, seed=4))
-
-
-class DLPackOnly:
-    """An array object with the DLPack protocol only (__dlpack__, __dlpack_device__): no shape, dtype or buffer."""
-
-    def __init__(self, a):
-        self._a = a
-
-    def __dlpack__(self, **kwargs):
-        return self._a.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self._a.__dlpack_device__()
 
 
 def test_dlpack_only_arrays_are_read_through_dlpack(mixture2):

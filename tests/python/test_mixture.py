@@ -201,5 +201,9 @@ def test_prepare_gemm_releases_the_gil():
     """prepare_gemm builds tables (and on a GPU uploads them and makes cuBLAS handles, synchronising) without the
     GIL, as the constructors do."""
     K, d = 1024, 128
-    m = ds.GaussianMixture(np.ones(K), np.random.default_rng(0).normal(size=(K, d)), np.ones(K))
-    assert runs_beside(lambda: m.prepare_gemm("cpu"))
+    means = np.random.default_rng(0).normal(size=(K, d))
+    # A fresh mixture per try of runs_beside: a mixture's tables are built once, so a second try on the same one
+    # returned at once and could not be seen running (the test failed whenever the first try came too soon, as on a
+    # loaded machine).
+    fresh = iter([ds.GaussianMixture(np.ones(K), means, np.ones(K)) for _ in range(20)])
+    assert runs_beside(lambda: next(fresh).prepare_gemm("cpu"))
