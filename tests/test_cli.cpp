@@ -1988,6 +1988,29 @@ TEST_F(Cli, CudaExecutorWithoutAGpu) {
   expect_failure(run("sample --executor cuda --chains 64 --out " + path("out.npy")), "no GPU is usable (");
 }
 
+// The Bernoulli-mixture path resolves its executor as the others do, naming where the setting came from: a problem
+// file's sampler.executor of cuda was reported as "--executor cuda", a flag never given. A --sampler that the file's
+// prior cannot run is the command line's conflict (status 2, naming --sampler) both ways round: a discrete sampler over
+// a Gaussian file was an input error (status 1) naming the file's prior. Seen failing before the fixes.
+TEST_F(Cli, TheBernoulliPathNamesWhereItsSettingsCameFrom) {
+  nlohmann::json file = nlohmann::json::parse(slurp(DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json"));
+  file["sampler"]["executor"] = "cuda";
+  std::ofstream(path("bin_cuda.json")) << file.dump();
+  if (!ds::cuda_available()) {
+    const result r = run("sample --problem " + path("bin_cuda.json") + " --chains 16 --steps 2");
+    expect_failure(r, path("bin_cuda.json") + ": sampler.executor: 'cuda': no GPU is usable");
+    EXPECT_EQ(r.err.find("--executor"), std::string::npos) << r.err;
+  }
+  const result discrete = run("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/grid2d_ddpm.json --sampler "
+                              "discrete_langevin --executor cpu --chains 16 --out " + path("out.npy"));
+  expect_failure(discrete, "--sampler discrete_langevin: the discrete samplers need a Bernoulli-mixture prior");
+  EXPECT_EQ(discrete.rc, 2) << discrete.err;
+  const result gaussian = run("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/binary_d8.json --sampler ddpm --executor "
+                              "cpu --chains 16 --out " + path("out.npy"));
+  expect_failure(gaussian, "sampler 'ddpm' does not sample a Bernoulli-mixture prior");
+  EXPECT_EQ(gaussian.rc, 2) << gaussian.err;
+}
+
 TEST_F(Cli, ConflictingOptions) {
   expect_failure(run("sample --problem " DIFFSAMPLE_EXAMPLES_DIR "/grid2d_ddpm.json --dim 3 --out " + path("out.npy")),
                  "conflict");
@@ -2871,9 +2894,14 @@ TEST_F(Cli, NumericSettingsAreCheckedAgainstTheLibraryBeforeTheRun) {
       {d10 + " --final-moves 2 --final-move-step -1", "--final-move-step: must be finite and >= 0"},
       {d10 + " --sampler dps --final-moves 2", "--final-moves: an SMC setting, not one of dps"},
       {d8 + " --eta 1e30", "--eta: 1e+30 is above 1e+18"},
-      {d8 + " --steps 2000000000", "--steps: first_step + steps = 0 + 2000000000, the limit is 1073741823"},
+      {d8 + " --steps 2000000000", "--steps = 2000000000, the limit is 16777216 (2^24)"},
       {d8 + " --sampler discrete_walk_jump --steps 100000 --measurements 100000",
        "--measurements: measurements x steps = 100000 x 100000, the limit is 1073741823"},
+      // The discrete samplers' flags take the limits of the file's keys and the Gaussian path's flags (they were
+      // checked against their product alone: 2^24 + 1 steps of one chain ran; seen failing, exit status 0).
+      {d8 + " --steps 16777217", "--steps = 16777217, the limit is 16777216 (2^24)"},
+      {d8 + " --sampler discrete_walk_jump --steps 1 --measurements 2000000",
+       "--measurements = 2000000, the limit is 1048576 (2^20)"},
       {"bench --executor cpu --chains 1 --dims 1000000",
        "--dims: the grid prior's mean values (components x dimension) = 25 x 1000000, the limit is 16777216"},
       // An empty item is refused wherever it stands (a trailing one was dropped: "2," ran d = 2 alone).

@@ -225,8 +225,14 @@ int run_sample_binary(int argc, char** argv, int first) {
   const bool quiet = has("--quiet");
   if (!has("--problem")) throw usage_error("the discrete samplers need --problem FILE.json with a Bernoulli-mixture prior");
   const problem file = read_problem(o["--problem"]);
-  if (!file.binary_prior)
+  if (!file.binary_prior) {
+    // A --sampler that the file's prior cannot run is the command line's conflict (status 2, as a Gaussian sampler
+    // over a Bernoulli-mixture file is); the file's own discrete sampler.name over a Gaussian prior is the file's.
+    if (has("--sampler"))
+      throw usage_error("--sampler " + o["--sampler"] + ": the discrete samplers need a Bernoulli-mixture prior " +
+                        "(prior.probabilities), and " + file.path + " holds a Gaussian mixture");
     throw input_error(file.path + ": prior: the discrete samplers need a Bernoulli-mixture prior (prior.probabilities)");
+  }
   const binary_prior_spec& spec = *file.binary_prior;
   const sampler_spec& f = file.sampler;
 
@@ -247,9 +253,12 @@ int run_sample_binary(int argc, char** argv, int first) {
   }
   const double alpha = has("--alpha") ? to_double("--alpha", o["--alpha"]) : f.alpha.value_or(1.0);
   const double eta = has("--eta") ? to_double("--eta", o["--eta"]) : f.eta.value_or(1.0);
-  const std::int64_t steps = has("--steps") ? to_int("--steps", o["--steps"], 0) : f.steps.value_or(100);
-  const std::int64_t measurements =
-      has("--measurements") ? to_int("--measurements", o["--measurements"], 1) : f.measurements.value_or(1);
+  // The limits of the file's keys and of the Gaussian path's flags (2^24 steps, 2^20 measurements): the flags here
+  // were checked against their product alone, and a run of 2^24 + 1 steps went through.
+  const std::int64_t steps = has("--steps") ? to_steps(o["--steps"], 0) : f.steps.value_or(100);
+  const std::int64_t measurements = has("--measurements") ? to_int("--measurements", o["--measurements"], 1,
+                                                                   diffsample::limits::max_inner_steps)
+                                                          : f.measurements.value_or(1);
   if (!walk_jump && (has("--measurements") || has("--mean")))
     throw usage_error(std::string(has("--mean") ? "--mean" : "--measurements") + " applies to discrete_walk_jump only");
   const bool mean = has("--mean");
@@ -264,7 +273,7 @@ int run_sample_binary(int argc, char** argv, int first) {
   } catch (const ds::invalid_argument&) {  // the file's value is checked by the reader
     throw usage_error("--executor: unknown name '" + o["--executor"] + "' (expected auto, cuda or cpu)");
   }
-  const ds::executor where = resolve(requested);
+  const ds::executor where = resolve(requested, executor_source(options{o}, file));
   const std::int64_t n = has("--chains") ? to_int("--chains", o["--chains"], 1)
                                          : f.chains.value_or(where == ds::executor::cuda ? (1 << 20) : 16384);
   const std::int64_t d = spec.dim;
