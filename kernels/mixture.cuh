@@ -418,7 +418,7 @@ struct chunk_for<reg_vec<T, D>> {
 /// and, on the host, 1, 2 or 4 for the last one where that covers what is left (C otherwise). The components past the
 /// end of a chunk weigh exactly 0 (channel_chunk_weights) and add exact zeros to every sum of the callers, so a
 /// narrower last chunk gives the same bits and skips their work: the 25 components of the benchmarks' grid mixture
-/// are 8 + 8 + 8 + 1 on the host rather than 32, one to eight components one chunk of their own size (1, 2, 4 or 8)
+/// are 8 + 8 + 8 + 1 on the host rather than 32, and 1 to 8 components one chunk of 1, 2, 4 or 8 (3 components: 4)
 /// rather than 8. The device keeps one width (each width is another copy of the chunk's code in every kernel).
 template <int C, class F>
 DS_HD_INLINE void for_each_chunk(int components, F&& f) {
