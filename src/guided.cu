@@ -583,11 +583,15 @@ std::int64_t channel_count(const guided_options& o) {
 // executor; src/operator_gemm.hpp) on the problems `pr` it runs: dense rows given as such (an SVD operator's reduced
 // rows, `reduced`, keep the kernels' path) and the path rule of the executor `where` (executor::automatic, the
 // workspace query's: true where either executor's rule is, so that the bytes it returns cover a run on either).
+// The rule reads the run's particles per problem: a shard of a larger run (guided_sample_streams, the MPI ranks'
+// share) decides as the whole run does, so that its rows are the whole run's bit for bit (a rank's 32 of 64 particles
+// took the per-particle path where one process took the products: other rounding, 1.2 apart after DPS's steps).
 bool baseline_products(std::int64_t dim, const guided_problems& pr, const guided_options& o, bool reduced,
                        executor where) {
   if (reduced || (o.sampler != guided_sampler::dps && o.sampler != guided_sampler::pigdm)) return false;
   const operator_shape sh = shape_of(pr, dim);
-  return detail::baseline_operator_gemm(sh.mask, o.particles, pr.d_y, dim, o.operator_path, where);
+  const std::int64_t total = detail::current_particle_streams().total;
+  return detail::baseline_operator_gemm(sh.mask, total > 0 ? total : o.particles, pr.d_y, dim, o.operator_path, where);
 }
 
 // `mix`: the prior, whose constants at the run's channels the layout holds; nullptr for an ask/tell plan or a run

@@ -65,8 +65,64 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const observ
 mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear_observation& obs)
     : mixture_posterior(prior, obs, execution{executor::cpu, nullptr}) {}
 
-mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear_observation& obs, execution exec) {
-  validate(prior, obs);
+namespace detail {
+// src/guided_samplers.hpp's (the guided samplers reduce their operators to orthogonal rows with it too).
+std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vector<double>& U, std::vector<double>& S,
+                     std::vector<double>& V);
+}  // namespace detail
+
+namespace {
+// An observation whose A has fewer independent rows than rows (repeated rows, d_y > d_x, A = 0) reduced to A's
+// row space: with A = U diag(S) V^T (detail::row_svd) of numerical rank r, U_r^T y = diag(S_r) V_r^T x + sigma_y
+// U_r^T z keeps everything that depends on x, and U_perp^T y, pure noise, adds the same log N(U_perp^T y; 0,
+// sigma_y^2 I) to every component's log-joint. Left in, that shared term (|U_perp^T y|^2 / 2 sigma_y^2: 5e17 at
+// sigma_y = 1e-9) took the weights' FP64 digits (A = 0 at 1e-9: weights 1 and 1), and the Householder QR's rounding
+// in the dependent rows, at 1e-16 |A D| / sigma_y, outgrew the identity rows below sigma_y of about 1e-15: the
+// unobserved directions' variances collapsed (0.004 for 0.5) and an inconsistent y moved the means along them. rank
+// 0 keeps one zero row with y 0 (everything outside). Returns the shared term; obs is left as it is at full rank.
+double reduce_to_row_space(linear_observation& obs) {
+  if (!(obs.sigma_y > 0)) return 0;  // (sigma_y = 0 needs A of full row rank: refused below as before)
+  const std::int64_t dy = obs.d_y, dx = obs.d_x;
+  // The rank of A's rows each scaled to unit norm: rows on very different scales (units: 1e9 and 1e-9) are
+  // independent however small, and stay (A's own singular values would put the small row below the rank rule).
+  std::vector<double> unit = obs.A, U, S, V;
+  for (std::int64_t i = 0; i < dy; ++i) {
+    double n2 = 0;
+    for (std::int64_t j = 0; j < dx; ++j) n2 += unit[i * dx + j] * unit[i * dx + j];
+    if (n2 > 0)
+      for (std::int64_t j = 0; j < dx; ++j) unit[i * dx + j] /= std::sqrt(n2);
+  }
+  const std::int64_t rank = detail::row_svd(unit.data(), dy, dx, U, S, V);
+  if (rank >= dy) return 0;
+  // A's own SVD, keeping its `rank` largest singular directions (a small independent row's among them: the dependent
+  // rows' singular values are rounding, below it).
+  (void)detail::row_svd(obs.A.data(), dy, dx, U, S, V);
+  const std::int64_t rows = std::max<std::int64_t>(rank, 1);
+  std::vector<double> A(static_cast<std::size_t>(rows * dx), 0.0), y(static_cast<std::size_t>(rows), 0.0);
+  double outside = 0;
+  for (std::int64_t i = 0; i < dy; ++i) {
+    double t = 0;  // (U^T y)_i
+    for (std::int64_t o = 0; o < dy; ++o) t += U[o * dy + i] * obs.y[o];
+    if (i < rank) {
+      y[i] = t;
+      for (std::int64_t j = 0; j < dx; ++j) A[i * dx + j] = S[i] * V[j * dy + i];
+    } else {
+      outside += t * t;
+    }
+  }
+  const double s2 = obs.sigma_y * obs.sigma_y;
+  const double shared = -0.5 * double(dy - rows) * (std::log(2 * 3.141592653589793) + std::log(s2)) - outside / (2 * s2);
+  obs.d_y = rows;
+  obs.A = std::move(A);
+  obs.y = std::move(y);
+  return shared;
+}
+}  // namespace
+
+mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear_observation& given, execution exec) {
+  validate(prior, given);
+  linear_observation obs = given;
+  const double shared = reduce_to_row_space(obs);
   const executor where = detail::resolve_executor(exec.kind, obs.A.data());
   const cudaStream_t stream = exec.stream != nullptr ? exec.stream : cudaStreamLegacy;
   // Before anything is issued: the components computed on the device are read back, and the tables are allocated
@@ -90,7 +146,7 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
   const double top = *std::max_element(c.log_joint.begin(), c.log_joint.end());
   double sum = 0;
   for (std::int64_t k = 0; k < K; ++k) sum += std::exp(c.log_joint[k] - top);
-  log_evidence_ = top + std::log(sum);
+  log_evidence_ = top + std::log(sum) + shared;
   DIFFSAMPLE_EXPECTS(std::isfinite(log_evidence_),
                      "observation: log p(y) is " << log_evidence_
                                                  << ": y is too far from the prior's predictions for sigma_y = "
@@ -98,7 +154,9 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear
   weights_.assign(K, 0);
   log_weights_.assign(K, 0);
   for (std::int64_t k = 0; k < K; ++k) {
-    log_weights_[k] = c.log_joint[k] - log_evidence_;
+    // Relative to the largest log-joint: top + log(sum) rounded back to top where top is large (-5e17: an ulp of
+    // 64), and the weights summed to 2.
+    log_weights_[k] = (c.log_joint[k] - top) - std::log(sum);
     weights_[k] = std::exp(log_weights_[k]);
   }
   tables_ = detail::make_posterior_tables(K, d, weights_, means_, c.factors, stream);

@@ -399,6 +399,34 @@ TEST(PosteriorGpu, DeviceConstructionMatchesTheHost) {
                ds::invalid_argument);
 }
 
+// Dependent rows of A at tiny sigma_y, against closed forms. (a) A = [1 1; 1 1] (a repeated row), prior N(0, I): only
+// x1 + x2 is observed, so x1 - x2 keeps its prior variance and S'_00 -> 0.5; the QR's rounding in the repeated row
+// outgrew the identity rows below sigma_y of about 1e-15 (0.17 at 1e-16, 0.004 at 1e-17), and y = (0, 0.1), outside
+// the rows' span, moved the mean along x1 - x2 (8.46 against 0.025 at 1e-9). (b) A = 0: the posterior is the prior
+// at any sigma_y, weights (0.25, 0.75), and the log evidence that of y under N(0, sigma_y^2) alone; at 1e-9 the
+// weights were (1, 1). The observation is reduced to A's row space now. Seen failing before the fix on each line.
+TEST(Posterior, DependentRowsAtTinyNoiseKeepTheUnobservedDirections) {
+  const ds::gaussian_mixture unit(2, {1.0}, {0.0, 0.0}, {1.0});
+  for (double sy : {1e-9, 1e-16, 1e-17}) {
+    const ds::mixture_posterior post(unit, ds::linear_observation{2, 2, {1, 1, 1, 1}, sy, {0.0, 0.0}});
+    EXPECT_NEAR(post.covariances()[0], 0.5, 1e-9) << sy;
+    EXPECT_NEAR(post.covariances()[1], -0.5, 1e-9) << sy;
+    const ds::mixture_posterior off(unit, ds::linear_observation{2, 2, {1, 1, 1, 1}, sy, {0.0, 0.1}});
+    // x1 + x2 = 0.05 (the mean of the two readings) up to s^2, x1 - x2 at its prior mean 0.
+    EXPECT_NEAR(off.means()[0], 0.025, 1e-9) << sy;
+    EXPECT_NEAR(off.means()[1], 0.025, 1e-9) << sy;
+  }
+  const ds::gaussian_mixture two(1, {0.25, 0.75}, {-1.0, 2.0}, {0.5, 1.5});
+  for (double sy : {1e-3, 1e-9, 1e-18}) {
+    const ds::mixture_posterior post(two, ds::linear_observation{1, 1, {0.0}, sy, {1.0}});
+    EXPECT_NEAR(post.weights()[0], 0.25, 1e-12) << sy;
+    EXPECT_NEAR(post.weights()[1], 0.75, 1e-12) << sy;
+    const double log_n = -0.5 * (std::log(two_pi * sy * sy) + 1.0 / (sy * sy));
+    EXPECT_NEAR(post.log_evidence(), log_n, 1e-12 * std::abs(log_n)) << sy;
+    EXPECT_NEAR(post.means()[1], 2.0, 1e-12) << sy;
+  }
+}
+
 // Rows of A on very different scales (units): A = diag(1e9, 1e-9), sigma_y = 1e-6. S = A Sigma A^T + sigma_y^2 I =
 // diag(1e18, 1e-18 + 1e-12) is diagonal and positive, but the Cholesky test compared every pivot with 1e-13 times the
 // largest diagonal entry (1e5 here), so the posterior was refused as "not positive definite". A pivot is now compared

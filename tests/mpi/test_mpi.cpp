@@ -1079,6 +1079,43 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
   }
 }
 
+// DPS and Pi-GDM decide between the per-particle path and the operator's matrix products by the particles per
+// problem (operator_gemm_worthwhile: 64 or more with d_y x d_x >= 1024): a rank decided by its own share, so one
+// process took the products while ranks of fewer than 64 particles took the per-particle path, and the rows differed
+// (up to 1.2 after DPS's steps). A shard decides as the whole run now: at N = 128 over 2 and 3 ranks the rows are the
+// single-process rows bit for bit (seen failing before the fix on 3 ranks, 43 particles each). (At N = 64 over 2 or 3
+// ranks the products of the shares still round otherwise than the whole's: README.)
+TEST_F(Mpi, GuidedShardsTakeTheWholeRunsOperatorPath) {
+  const std::int64_t d = 32, N = 128, B = 1;
+  std::vector<double> w(3, 1.0), means(3 * d), variances(3, 0.5);
+  for (std::int64_t j = 0; j < 3 * d; ++j) means[j] = std::sin(double(j)) * 2.0;
+  const ds::gaussian_mixture prior(d, w, means, variances);
+  ds::guided_problems pr;
+  pr.problems = B;
+  pr.d_y = d;
+  for (std::int64_t i = 0; i < d * d; ++i) pr.A.push_back(std::cos(0.7 * double(i)) / std::sqrt(double(d)));
+  for (std::int64_t i = 0; i < d; ++i) pr.y.push_back(0.1 * double(i % 5));
+  pr.sigma_y = {0.3};
+  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+  for (ds::guided_sampler sampler : {ds::guided_sampler::dps, ds::guided_sampler::pigdm}) {
+    ds::guided_options o = interaction_free_options(sampler, N);
+    std::vector<float> whole(B * N * d);
+    ds::guided_outputs out{};
+    out.samples = whole.data();
+    const ds::guided_report one = ds::guided_sample(prior, out, pr, o, cpu());
+    if (sampler == ds::guided_sampler::dps)  // (Pi-GDM's rule keeps it on the per-particle path here)
+      ASSERT_EQ(one.operator_path, ds::mixture_path::gemm);
+    std::vector<float> mine(B * s.count * d + 1);
+    ds::guided_outputs mo{};
+    mo.samples = mine.data();
+    const ds::mpi::guided_result res =
+        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o, ds::mpi::smc_mode::global, cpu());
+    EXPECT_EQ(res.local.operator_path, one.operator_path) << ds::to_string(sampler) << " on rank " << rank();
+    EXPECT_TRUE(same_bits(mine.data(), rows_of(whole, B, N, d, s).data(), B * s.count * d))
+        << ds::to_string(sampler) << " on rank " << rank();
+  }
+}
+
 TEST_F(Mpi, GuidedSamplersWithoutInteractionOnCudaRanksEqualOneDevice) {
   // Each rank on its GPU (mpi::rank_execution), every particle on its single-process stream (the device code keys
   // each particle's Philox stream with the shard's offset, kernels::guided_stream, SKRock's and TMPD's included):
