@@ -700,6 +700,17 @@ TEST(Diffusion, SchedulesMatchTheirClosedForms) {
     EXPECT_NEAR(flat_start.at(t).s, linear0.at(t).s, 1e-9 * (1e-3 + linear0.at(t).s)) << t;
     EXPECT_NEAR(flat_start.at(t).da_dt, linear0.at(t).da_dt, 1e-9) << t;
   }
+  // The same at 1000 and 4000 nodes, whose end differences round to -1.4e-14 and -4.4e-14 (within the nodes'
+  // rounding, as 100 nodes' rounds to +): the slope is 0 there too, and s at t = 1e-15 vp_linear's (it was 1.97 and
+  // 3.14 times it, the rounded slope kept). Seen failing before the fix.
+  for (const int N : {1000, 4000}) {
+    std::vector<double> fine_table(static_cast<std::size_t>(N));
+    for (int n = 1; n <= N; ++n) fine_table[n - 1] = std::exp(-10.0 * (double(n) / N) * (double(n) / N));
+    const noise_schedule table = noise_schedule::vp_table(fine_table);
+    EXPECT_EQ(table.at(0.0).da_dt, 0.0) << N;
+    for (const double t : {1e-15, 1e-13})
+      EXPECT_NEAR(table.at(t).s / linear0.at(t).s, 1.0, 1e-3) << N << " nodes, t " << t;
+  }
 }
 
 // A vp_table's derivative d log alpha-bar / dt (which the ODE and SDE samplers' coefficients take, through da_dt and
