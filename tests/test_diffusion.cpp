@@ -685,6 +685,10 @@ TEST(Diffusion, SchedulesMatchTheirClosedForms) {
     EXPECT_NEAR(p.ds_dt, M_PI / 2 * std::cos(t * M_PI / 2), 1e-13) << t;
   }
   EXPECT_EQ(cosine.at(1.0).a, 0.0);
+  // da_dt relative to its own size near t = 0 at offset 0, where it is -sin(t pi/2) pi/2 (it was formed from cos((1 -
+  // t) pi/2), whose rounding of 1e-16 was 2.8% of it at t = 1e-15; seen failing before the fix).
+  for (const double t : {1e-15, 1e-12, 1e-9})
+    EXPECT_NEAR(cosine.at(t).da_dt / (-std::sin(t * M_PI / 2) * M_PI / 2), 1.0, 1e-12) << t;
   diffusion_options fine;
   fine.steps = 3;
   fine.schedule = noise_schedule::vp_cosine().with_times({1.0, 0.5, 1e-9, 0.0});
