@@ -301,10 +301,9 @@ svd_reduction start_reduction(const guided_problems& pr, std::int64_t rank) {
 // not depend on x), and the log-normaliser's part -(d_y - r)/2 (log 2 pi + 2 log sigma_y) - outside / (2 sigma_y^2).
 void finish_reduction(svd_reduction& out, const guided_problems& pr, std::int64_t b, std::int64_t rank,
                       double outside) {
-  const double log_two_pi = kernels::log_two_pi<double>();
   const double sy = pr.sigma_y.size() == 1 ? pr.sigma_y[0] : pr.sigma_y[b];
   out.outside[b] = outside;
-  out.log_constant[b] = -0.5 * double(pr.d_y - rank) * (log_two_pi + 2 * std::log(sy)) - outside / (2 * sy * sy);
+  out.log_constant[b] = detail::outside_log_density(pr.d_y - rank, sy, outside);
 }
 
 // The SVDs A_c = U_c diag(S_c) V_c^T (detail::row_svd) of the `count` operators of a reduce_rank run (1 shared or
@@ -369,21 +368,10 @@ svd_reduction reduce_rank(const guided_problems& pr, std::int64_t d) {
   svd_reduction out = start_reduction(pr, rank);
   guided_problems& r = out.problems;
   r.A.assign(static_cast<std::size_t>(count * rank * d), 0.0);
-  for (std::int64_t c = 0; c < count; ++c)
-    for (std::int64_t i = 0; i < ranks[c]; ++i)
-      for (std::int64_t j = 0; j < d; ++j) r.A[(c * rank + i) * d + j] = S[c][i] * V[c][j * dy + i];
+  for (std::int64_t c = 0; c < count; ++c) detail::row_space_operator(S[c], V[c], dy, d, ranks[c], &r.A[c * rank * d]);
   for (std::int64_t b = 0; b < B; ++b) {
-    const std::vector<double>& Ub = U[count == 1 ? 0 : b];
-    const double* y = pr.y.data() + b * dy;
-    double outside = 0;  // |U_{>r}^T y|^2
-    for (std::int64_t i = 0; i < dy; ++i) {
-      double t = 0;
-      for (std::int64_t o = 0; o < dy; ++o) t += Ub[o * dy + i] * y[o];
-      if (i < rank)
-        r.y[b * rank + i] = t;
-      else
-        outside += t * t;
-    }
+    const double outside =  // |U_{>r}^T y|^2
+        detail::row_space_observation(U[count == 1 ? 0 : b], dy, rank, pr.y.data() + b * dy, &r.y[b * rank]);
     finish_reduction(out, pr, b, rank, outside);
   }
   return out;

@@ -10,6 +10,7 @@
 
 #include "kernels/guided.cuh"
 #include "kernels/guided_skrock.cuh"
+#include "src/row_space.hpp"
 #include <diffsample/execution.hpp>
 #include <diffsample/guided.hpp>
 
@@ -29,22 +30,6 @@ std::vector<double> skrock_coefficients(int stages, double eta);
 
 /// The stability bound l_s = (s - 1/2)^2 (2 - 4 eta / 3) - 3/2 of the s-stage scheme (in units of 1 / L).
 double skrock_stability_bound(int stages, double eta);
-
-/// The largest eigenvalue of a symmetric positive semi-definite n x n matrix (FP64 power iteration to a relative
-/// change below 1e-12, at most 2000 iterations, from the all-ones vector plus a small ramp).
-double largest_eigenvalue(const double* m, std::int64_t n);
-
-/// Eigendecomposition of a symmetric n x n matrix G (row-major) by cyclic Jacobi (FP64): eigenvalues in @p values,
-/// the eigenvectors as the columns of E (row-major n x n). Sweeps until the off-diagonal mass is below 1e-30 of the
-/// total (or 100 sweeps).
-void symmetric_eigen(std::vector<double> G, std::int64_t n, std::vector<double>& values, std::vector<double>& E);
-
-/// The SVD A = U diag(S) V^T of a d_y x d_x row-major matrix by one-sided Jacobi rotations of its rows (FP64; each
-/// singular value to about 1e-16 of the largest, absolute): U (d_y x d_y, row-major, orthogonal), S (d_y values,
-/// non-increasing), V (d_x x d_y, row-major; column i is row i of U^T A over S_i, zero where S_i is). Returns the
-/// numerical rank: the count of S_i above max(d_y, d_x) 2.2e-16 S_0 (numpy's matrix_rank rule).
-std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vector<double>& U, std::vector<double>& S,
-                     std::vector<double>& V);
 
 /// @p options (for priors of dimension @p d) with the grid of options.grid resolved into the schedule's custom times (guided_times()); the options
 /// themselves when options.grid is guided_grid::schedule or the sampler has no grid (skrock). Call after the

@@ -8,6 +8,7 @@
 #include "src/limits.hpp"
 #include "src/cuda_check.hpp"
 #include "src/posterior_tables.hpp"
+#include "src/row_space.hpp"
 #include "src/validate.hpp"
 #include <diffsample/error.hpp>
 #include <diffsample/posterior.hpp>
@@ -65,12 +66,6 @@ mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const observ
 mixture_posterior::mixture_posterior(const gaussian_mixture& prior, const linear_observation& obs)
     : mixture_posterior(prior, obs, execution{executor::cpu, nullptr}) {}
 
-namespace detail {
-// src/guided_samplers.hpp's (the guided samplers reduce their operators to orthogonal rows with it too).
-std::int64_t row_svd(const double* A, std::int64_t dy, std::int64_t dx, std::vector<double>& U, std::vector<double>& S,
-                     std::vector<double>& V);
-}  // namespace detail
-
 namespace {
 // An observation whose A has fewer independent rows than rows (repeated rows, d_y > d_x, A = 0) reduced to A's
 // row space: with A = U diag(S) V^T (detail::row_svd) of numerical rank r, U_r^T y = diag(S_r) V_r^T x + sigma_y
@@ -99,19 +94,9 @@ double reduce_to_row_space(linear_observation& obs) {
   (void)detail::row_svd(obs.A.data(), dy, dx, U, S, V);
   const std::int64_t rows = std::max<std::int64_t>(rank, 1);
   std::vector<double> A(static_cast<std::size_t>(rows * dx), 0.0), y(static_cast<std::size_t>(rows), 0.0);
-  double outside = 0;
-  for (std::int64_t i = 0; i < dy; ++i) {
-    double t = 0;  // (U^T y)_i
-    for (std::int64_t o = 0; o < dy; ++o) t += U[o * dy + i] * obs.y[o];
-    if (i < rank) {
-      y[i] = t;
-      for (std::int64_t j = 0; j < dx; ++j) A[i * dx + j] = S[i] * V[j * dy + i];
-    } else {
-      outside += t * t;
-    }
-  }
-  const double s2 = obs.sigma_y * obs.sigma_y;
-  const double shared = -0.5 * double(dy - rows) * (std::log(2 * 3.141592653589793) + std::log(s2)) - outside / (2 * s2);
+  detail::row_space_operator(S, V, dy, dx, rank, A.data());
+  const double outside = detail::row_space_observation(U, dy, rank, obs.y.data(), y.data());
+  const double shared = detail::outside_log_density(dy - rows, obs.sigma_y, outside);
   obs.d_y = rows;
   obs.A = std::move(A);
   obs.y = std::move(y);
