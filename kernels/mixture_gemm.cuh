@@ -53,13 +53,15 @@ struct gemm_component {
 };
 
 /// The power of two by which the second products' weights w_k / c_k are scaled (gemm_component::inv_cs, undone in
-/// gemm_finish_row and gemm_finish_jvp_row), from the channel's smallest c_k = a^2 v_min + s^2: 1 (nothing changes)
+/// gemm_finish_row and gemm_finish_jvp_row), from the channel (a, s)'s smallest c_k = a^2 v_min + s^2 (v_min the
+/// smallest variance, gemm_tables::smallest_variance): 1 (nothing changes)
 /// for c_min >= 2^-40, else a power of two near 2^40 c_min, so that scale / c_k <= 2^40. Unscaled, 1 / c_k reaches
 /// 1e36 (variances down to 1e-36) and the products sum_k (w_k / c_k) mu'_k and the JVP's (B_k / c_k) mu'_k passed
 /// FP32 at |mu'| of a few hundred, where the results are finite: NaN or inf from the score, the denoiser and J v
 /// (the direct path forms its terms per component and was finite). A power of two scales and unscales without
 /// rounding (but where a weight of a component 1e50 times wider than the narrowest falls below FP32's normal range).
-inline double gemm_weight_scale(double c_min) {
+inline double gemm_weight_scale(double smallest_variance, double a, double s) {
+  const double c_min = a * a * smallest_variance + s * s;  // gemm_component_functor's c of that variance
   if (!(c_min < 0x1p-40)) return 1.0;
   int e = 0;
   (void)std::frexp(c_min, &e);         // c_min in [2^(e - 1), 2^e)

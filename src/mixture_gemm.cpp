@@ -341,7 +341,7 @@ void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, int what
   configure_blas_threads();
   const std::int64_t K = st.components, d = st.dim;
   std::vector<kernels::gemm_component> comp(static_cast<std::size_t>(K));
-  const double scale = kernels::gemm_weight_scale(ch.a * ch.a * t.smallest_variance + ch.s * ch.s);
+  const double scale = kernels::gemm_weight_scale(t.smallest_variance, ch.a, ch.s);
   const kernels::gemm_component_functor fill{st.log_weights32.data(), st.variances32.data(), t.norms2.data(),
                                              comp.data(), int(d), ch.a, ch.s, scale};
   for (std::int64_t k = 0; k < K; ++k) fill(k);

@@ -97,7 +97,7 @@ cuda_call start_cuda_call(const mixture_storage& st, const gemm_tables& t, chann
   const kernels::mixture_view<float> view = st.view(executor::cuda);
   const double u = 5.9604644775390625e-08;
   const float gamma = float(double(d) * u / (1 - double(d) * u) + (o.allow_tf32 ? 2.0 * 0.00048828125 : 0.0));
-  const double scale = kernels::gemm_weight_scale(ch.a * ch.a * t.smallest_variance + ch.s * ch.s);
+  const double scale = kernels::gemm_weight_scale(t.smallest_variance, ch.a, ch.s);
   kernels::for_each_index(executor::cuda, K,
                           kernels::gemm_component_functor{view.log_weights, view.variances, t.device_norms2, comp,
                                                            int(d), ch.a, ch.s, scale},
