@@ -22,7 +22,8 @@ struct layout<ds_plan_request> {
 namespace {
 
 // Writes r into the caller's request in the caller's layout.
-void write_request(const ds::plan_request& r, ds_plan_request* out) {
+// The caller's struct_size, checked against the request @p r it is to receive: returns it.
+std::size_t request_size(const ds::plan_request& r, const ds_plan_request* out) {
   require_out("request", out);
   std::size_t struct_size = 0;
   std::memcpy(&struct_size, static_cast<const void*>(out), sizeof struct_size);
@@ -31,6 +32,11 @@ void write_request(const ds::plan_request& r, ds_plan_request* out) {
     fail("request.struct_size: " + std::to_string(struct_size) + " is the first ds_plan_request layout, which has "
          "no log_density, and this plan asks for the model's log-density (MALA): use sizeof(ds_plan_request) from "
          "a header of the library's version");
+  return struct_size;
+}
+
+void write_request(const ds::plan_request& r, ds_plan_request* out) {
+  const std::size_t struct_size = request_size(r, out);
   ds_plan_request c{};
   c.struct_size = struct_size;
   c.index = r.index;
@@ -101,6 +107,9 @@ ds_status ds_sampling_plan_ask(const ds_sampling_plan* plan, ds_plan_request* re
   return guard([&] {
     const auto& p = get(plan, "plan").plan;
     require_out("request", request);
+    // The struct first: ask() marks its position as asked, and a refused call must leave the plan as it was (the
+    // next tell() after a refused ask() was refused as "not asked").
+    if (!p.done()) (void)request_size(p.request(p.position()), request);
     write_request(p.ask(), request);
   });
 }

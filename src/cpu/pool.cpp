@@ -63,9 +63,16 @@ thread_local bool in_chunk = false;
 // job's helpers). Before, one job ran at a time and a call that found the pool busy ran its whole loop on its own
 // thread: with two callers, the second kept one thread for its whole call, even after the first call's threads had
 // gone idle (on a machine of P cores, about P times the time it needs).
+// Set when the pool is destroyed (at exit or when the library is unloaded): a loop called after that (from an
+// application's static destructor or atexit handler registered before the pool was made, which run after its
+// destructor) runs on its caller, instead of publishing a job into the destroyed pool (a use after free). Constant-
+// initialised and trivially destructible, so it is valid throughout.
+std::atomic<bool> pool_closed{false};
+
 class pool {
  public:
   ~pool() {
+    pool_closed.store(true, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stop_ = true;
@@ -210,7 +217,9 @@ void parallel_for(std::int64_t n, std::int64_t chunk, void (*body)(void*, std::i
   const std::int64_t chunks = (n + chunk - 1) / chunk;
   const int threads = max_threads();
   const int helpers = static_cast<int>(chunks - 1 < threads - 1 ? chunks - 1 : threads - 1);
-  if (helpers <= 0 || in_chunk || !the_pool().try_run(n, chunk, body, context, helpers)) body(context, 0, n);
+  if (helpers <= 0 || in_chunk || pool_closed.load(std::memory_order_acquire) ||
+      !the_pool().try_run(n, chunk, body, context, helpers))
+    body(context, 0, n);
 }
 
 }  // namespace diffsample::cpu

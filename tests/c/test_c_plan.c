@@ -158,6 +158,24 @@ int main(void) {
       memset(&r, 0, sizeof r);
       r.struct_size = offsetof(ds_plan_request, log_density);
       EXPECT_ERROR(ds_sampling_plan_request(plan, 0, &r), DS_INVALID_ARGUMENT, "log_density");
+      {
+        /* A refused ask() leaves the plan as it was: a request(k) / tell loop then runs the whole trajectory (the
+         * refused call had marked ask 0 as asked, and the tell after ask 0's refused the loop as "not asked"). */
+        int64_t asks = 0, k;
+        CHECK_OK(ds_sampling_plan_get_info(plan, &asks, NULL, NULL));
+        CHECK_OK(ds_sampling_plan_reset(plan, initial, cpu));
+        memset(&r, 0, sizeof r);
+        r.struct_size = offsetof(ds_plan_request, log_density);
+        EXPECT_ERROR(ds_sampling_plan_ask(plan, &r), DS_INVALID_ARGUMENT, "log_density");
+        for (k = 0; k < asks; ++k) {
+          memset(&r, 0, sizeof r);
+          r.struct_size = sizeof r;
+          CHECK_OK(ds_sampling_plan_request(plan, k, &r));
+          CHECK_OK(ds_mixture_evaluate(m, DS_SCORE, r.points, r.rows, r.at, r.answer, cpu, NULL));
+          CHECK_OK(ds_mixture_evaluate(m, DS_LOG_DENSITY, r.points, r.rows, r.at, r.log_density, cpu, NULL));
+          CHECK_OK(ds_sampling_plan_tell(plan, cpu));
+        }
+      }
       ds_sampling_plan_destroy(plan);
     }
     o.method = DS_ULA;
