@@ -43,9 +43,9 @@ DS_API ds_status ds_mpi_shard(int64_t n, MPI_Comm comm, int64_t* first, int64_t*
  * chains draw from the streams of chains options->first_chain + first + i, so the union of the ranks' rows is a
  * single-process ds_langevin() of n chains bit for bit (CPU executor). trajectory, accepted and report as in
  * ds_langevin(), for this rank's rows. @p accepted_total (may be NULL) receives the accepted proposals summed over
- * the ranks when every rank passed an @p accepted buffer, else -1. On the CUDA executor, a mixture whose tables are
- * on another device than the rank's (created before the rank selected its device with cudaSetDevice) returns
- * DS_INVALID_ARGUMENT on every rank, before any kernel. Every rank's arguments, its buffers included, are checked and
+ * the ranks when every rank with chains passed an @p accepted buffer (a rank whose share is empty may pass NULL),
+ * else -1. On the CUDA executor, a mixture whose tables are on another device than the rank's (created before the
+ * rank selected its device with cudaSetDevice) returns DS_INVALID_ARGUMENT on every rank, before any kernel. Every rank's arguments, its buffers included, are checked and
  * agreed on before any rank runs a chain: a failure on one rank leaves every rank's x and outputs as they were.
  */
 DS_API ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, int64_t n,

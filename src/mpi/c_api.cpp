@@ -173,8 +173,9 @@ ds_status ds_mpi_langevin(MPI_Comm comm, const ds_mixture* mixture, float* x, in
   if (report != nullptr) *report = rep;
   // Accepted proposals over the ranks, when every rank counted them: summed where they are on the host, copied from a
   // CUDA rank's device in blocks of a fixed host buffer (no allocation, nothing that throws out of this C call); a
-  // failed copy fails every rank (one 4-byte agreement) before the sum.
-  long long mine[2] = {0, accepted != nullptr ? 1 : 0}, all[2] = {0, 0};
+  // failed copy fails every rank (one 4-byte agreement) before the sum. A rank without chains has nothing to count:
+  // it counts as having counted, with or without a buffer.
+  long long mine[2] = {0, accepted != nullptr || count == 0 ? 1 : 0}, all[2] = {0, 0};
   ds_status copied = DS_SUCCESS;
   std::string message;
   if (accepted != nullptr && rep.ran == DS_EXECUTOR_CUDA) {

@@ -151,6 +151,17 @@ int main(int argc, char** argv) {
   int64_t expected = 0;
   for (int64_t i = 0; i < n; ++i) expected += accepted[i];
   CHECK(total == expected, "accepted proposals summed over the ranks");
+  {
+    /* One chain over the ranks: a rank whose share is empty passes no accepted buffer and still counts as counted. */
+    int64_t f1 = -1, c1 = -1, one_accepted = -1, mine_one = -1, total_one = -2;
+    float one[2] = {0.0f, 0.0f}, mine_row[2] = {0.0f, 0.0f};
+    CHECK(ds_mpi_shard(1, MPI_COMM_WORLD, &f1, &c1) == DS_SUCCESS, "ds_mpi_shard of one chain");
+    CHECK(ds_langevin(mix, one, 1, &lo, NULL, &one_accepted, cpu, NULL, 0, NULL) == DS_SUCCESS, "ds_langevin, 1 chain");
+    CHECK(ds_mpi_langevin(MPI_COMM_WORLD, mix, mine_row, 1, &lo, NULL, c1 > 0 ? &mine_one : NULL, cpu, NULL,
+                          &total_one) == DS_SUCCESS,
+          "ds_mpi_langevin of one chain, NULL counts on the empty ranks");
+    CHECK(total_one == one_accepted, "the accepted total of one chain over the ranks");
+  }
 
   /* Diffusion (DDPM). */
   ds_diffusion_options dopt;
