@@ -51,7 +51,10 @@ DS_HD_INLINE double to_double(u128 a) { return double(a.hi) * 184467440737095516
 /// Uniform integer in [0, n) by multiply-shift: each interval of the range gets its exact probability to within
 /// 2^-64 (no modulo bias).
 DS_HD_INLINE std::uint64_t uniform_below(philox& rng, std::uint64_t n) {
-  const std::uint64_t r = (std::uint64_t(rng.bits()) << 32) | rng.bits();
+  // Two statements: the operands of | are unsequenced, so which draw became the high word was the compiler's choice
+  // (every compiler in use took the left first; the CPU, CUDA and MPI bit identity rests on the order).
+  const std::uint64_t hi = rng.bits();
+  const std::uint64_t r = (hi << 32) | rng.bits();
   return mul_hi(r, n);
 }
 

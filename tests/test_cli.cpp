@@ -764,6 +764,35 @@ TEST(CliScore, NoisedReferenceDrawsTheLibrarysPhiloxNormals) {
   EXPECT_NEAR(a[0], -1.2 + 0.8 * 0.194018871, 1e-6);
 }
 
+// The program's accuracy score draws its sliced-W1 directions with a key of its own: with the run's seed, direction c
+// was the stream (seed, c, 0), chain c's first draw, so samples that keep their initial noise (here the chains'
+// initial draws themselves, x_c = z_c of the stream (seed, c, 0), as noise_to draws them: exact samples of N(0, I)
+// whose direction c was x_c / |x_c|) projected onto their own direction at |x_c| ~ sqrt(d) and scored high against
+// the floor (the second exact set, independent of the directions). Over K seeds the paired difference
+// score - floor has mean 0 when the directions are independent of the samples; the bound is 4 standard errors of
+// that mean estimated from the K differences (seen failing with the run's seed as the key).
+TEST(CliScore, SlicedDirectionsAreIndependentOfTheRunsStreams) {
+  const std::int64_t d = 100, m = 256, K = 24;
+  const diffsample::gaussian_mixture standard(d, {1.0}, std::vector<double>(std::size_t(d), 0.0),
+                                              std::vector<double>{1.0});
+  std::vector<float> x(std::size_t(m * d)), ref(x.size()), second(x.size());
+  std::vector<double> diff;
+  for (std::int64_t k = 0; k < K; ++k) {
+    const std::uint64_t seed = 17 + std::uint64_t(k);
+    std::fill(x.begin(), x.end(), 0.f);
+    diffsample::cli::noise_to(x, d, {0.0, 1.0}, seed);
+    standard.sample(ref.data(), m, {1.0, 0.0}, seed + 1000, nullptr, 0, {diffsample::executor::cpu});
+    standard.sample(second.data(), m, {1.0, 0.0}, seed + 2000, nullptr, 0, {diffsample::executor::cpu});
+    const auto s = diffsample::cli::score_sliced(x, ref, second, m, d, seed);
+    diff.push_back(s.w1 - s.floor);
+  }
+  double mean = 0, var = 0;
+  for (double v : diff) mean += v / double(K);
+  for (double v : diff) var += (v - mean) * (v - mean) / double(K - 1);
+  const double se = std::sqrt(var / double(K));
+  EXPECT_LT(std::fabs(mean), 4 * se) << "mean score - floor " << mean << ", standard error " << se;
+}
+
 // The binary walk-jump's exact reference sums M measurements of exact prior draws, each coordinate flipped with
 // probability p. The flips came from std::bernoulli_distribution over mt19937_64, whose algorithm each standard
 // library chooses; they are now the library's Philox stream (seed, i, r) for row i and measurement r, a 53-bit uniform

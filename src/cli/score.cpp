@@ -37,10 +37,14 @@ sliced_score score_sliced(const std::vector<float>& samples, const std::vector<f
                           const std::vector<float>& second, std::int64_t m, std::int64_t d, std::uint64_t seed) {
   sliced_score s;
   s.non_finite = count_non_finite(samples);
+  // The directions' own key: direction c is drawn from the stream (key, c, 0), which under the run's seed is chain
+  // (or particle) c's first draw; the directions were those chains' initial noise, normalised, and samples that
+  // keep their initial noise scored too high against the floor (14% at d = 50 over 256 samples).
+  const std::uint64_t key = seed + 4000;
   s.w1 = s.non_finite == 0
-             ? sliced_wasserstein(m, m, d, samples.data(), reference.data(), sliced_directions, seed)
+             ? sliced_wasserstein(m, m, d, samples.data(), reference.data(), sliced_directions, key)
              : NAN;
-  s.floor = sliced_wasserstein(m, m, d, second.data(), reference.data(), sliced_directions, seed);
+  s.floor = sliced_wasserstein(m, m, d, second.data(), reference.data(), sliced_directions, key);
   return s;
 }
 

@@ -46,7 +46,8 @@ struct sliced_score {
 };
 
 /// The sliced score of @p samples (rows of d; all counted for non_finite, the first m compared) against
-/// @p reference and @p second (m rows each), sliced_directions projections drawn from @p seed.
+/// @p reference and @p second (m rows each), sliced_directions projections drawn with the key @p seed + 4000 (the
+/// run's @p seed keys its chains' streams, whose first draws the directions would otherwise repeat).
 sliced_score score_sliced(const std::vector<float>& samples, const std::vector<float>& reference,
                           const std::vector<float>& second, std::int64_t m, std::int64_t d, std::uint64_t seed);
 
