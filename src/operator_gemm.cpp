@@ -33,6 +33,41 @@ bool tmpd_operator_gemm(const kernels::guided_params& p, mixture_path path) {
   return tmpd_operator_gemm(p.mask != nullptr, p.d_y, p.d, path);
 }
 
+namespace {
+
+// Particles per call of the guidance's products (a multiple of every BLAS's column unroll).
+constexpr std::int64_t guidance_tile = 128;
+
+// out = product(in) over `count` particles of a problem, `in_values` and `out_values` values each, as calls
+// product(in, out, columns) of exactly guidance_tile particles, the tiles aligned to the particles' indices in the
+// whole run (the call's first particle is index `first` there: guided_params::stream_first). A tile the call holds
+// part of runs on zero-padded copies in this thread's scratch. Every call then has one shape and each particle one
+// place in it, so a particle's product does not depend on how many particles the call holds or where its share of
+// the run begins: a BLAS picks its kernel by the product's shape, and with it the order of a column's operations
+// (one call per problem had rounded an MPI rank's share of 64 of 128 particles otherwise than the whole run).
+template <class Product>
+void tiled_guidance_product(const float* in, std::int64_t in_values, float* out, std::int64_t out_values,
+                            std::int64_t count, std::int64_t first, const Product& product) {
+  thread_local std::vector<float> scratch;
+  for (std::int64_t i = 0; i < count;) {
+    const std::int64_t lead = (first + i) % guidance_tile;  // the particle's place in its tile
+    const std::int64_t take = std::min(guidance_tile - lead, count - i);
+    if (take == guidance_tile) {
+      product(in + i * in_values, out + i * out_values, int(guidance_tile));
+    } else {
+      scratch.assign(std::size_t(guidance_tile * (in_values + out_values)), 0.f);
+      float* tile_in = scratch.data();
+      float* tile_out = tile_in + guidance_tile * in_values;
+      std::copy(in + i * in_values, in + (i + take) * in_values, tile_in + lead * in_values);
+      product(tile_in, tile_out, int(guidance_tile));
+      std::copy(tile_out + lead * out_values, tile_out + (lead + take) * out_values, out + i * out_values);
+    }
+    i += take;
+  }
+}
+
+}  // namespace
+
 void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::baseline_settings& g, std::int64_t k,
                             float ux, float um, const float* x, float* m, const float* answer, float* v,
                             float* shift, float* r, std::int64_t rows, void* workspace) {
@@ -41,13 +76,16 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
     cpu::parallel_for_each(rows, [&](std::int64_t i) {
       for (int j = 0; j < d; ++j) m[i * d + j] = kernels::ds_fma(ux, x[i * d + j], um * answer[i * d + j]);
     });
-  // r = A m for every particle: one product per problem, whether A is shared or not, so that a problem's products are
-  // the same calls alone as in a batch (one product over a batch's rows took other column counts, and a problem's
-  // path had depended on the batch's size).
+  // r = A m for every particle: per problem, whether A is shared or not, in tiles of the whole run's particles
+  // (tiled_guidance_product), so that a particle's products are the same calls alone as in a batch, in one process
+  // as in an MPI rank's share (one product over a batch's rows took other column counts, and a problem's path had
+  // depended on the batch's size).
   const std::int64_t per = p.particles;
-  for (std::int64_t first = 0; first < rows; first += per)
-    dense_rows_forward_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, m + first * d,
-                            std::min(per, rows - first), r + first * dy);
+  for (std::int64_t first = 0; first < rows; first += per) {
+    const float* A = p.A + (first / p.particles) * p.A_stride;
+    tiled_guidance_product(m + first * d, d, r + first * dy, dy, std::min(per, rows - first), p.stream_first,
+                           [&](const float* X, float* Y, int n) { dense_rows_forward_gemm(A, dy, d, X, n, Y); });
+  }
   // Per particle: r = y - A m and the step's factor (the normalised step: from |r|^2, and u = r itself).
   float* u = static_cast<float*>(workspace);
   if (g.normalised) {
@@ -64,15 +102,19 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
     for (std::int64_t first = 0; first < rows; first += p.particles) {
       const float* P = kernels::guided_precision(p, k, first / p.particles);
       // Column-major: U^T (d_y x n) = P (P^T as stored: transposed) R^T (d_y x n).
-      const int n = int(std::min<std::int64_t>(p.particles, rows - first));
-      cpu_sgemm('T', 'N', dy, n, dy, 1.f, P, dy, r + first * dy, dy, 0.f, u + first * dy, dy);
+      tiled_guidance_product(r + first * dy, dy, u + first * dy, dy, std::min(per, rows - first), p.stream_first,
+                             [&](const float* R, float* U, int n) {
+                               cpu_sgemm('T', 'N', dy, n, dy, 1.f, P, dy, R, dy, 0.f, U, dy);
+                             });
     }
   }
   const float* from = g.normalised ? r : u;
   // v = A^T u for every particle.
-  for (std::int64_t first = 0; first < rows; first += per)
-    dense_rows_transpose_gemm(p.A + (first / p.particles) * p.A_stride, dy, d, from + first * dy,
-                              std::min(per, rows - first), v + first * d);
+  for (std::int64_t first = 0; first < rows; first += per) {
+    const float* A = p.A + (first / p.particles) * p.A_stride;
+    tiled_guidance_product(from + first * dy, dy, v + first * d, d, std::min(per, rows - first), p.stream_first,
+                           [&](const float* U, float* V, int n) { dense_rows_transpose_gemm(A, dy, d, U, n, V); });
+  }
 }
 
 namespace {

@@ -1082,37 +1082,40 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
 // DPS and Pi-GDM decide between the per-particle path and the operator's matrix products by the particles per
 // problem (operator_gemm_worthwhile: 64 or more with d_y x d_x >= 1024): a rank decided by its own share, so one
 // process took the products while ranks of fewer than 64 particles took the per-particle path, and the rows differed
-// (up to 1.2 after DPS's steps). A shard decides as the whole run now: at N = 128 over 2 and 3 ranks the rows are the
-// single-process rows bit for bit (seen failing before the fix on 3 ranks, 43 particles each). (At N = 64 over 2 or 3
-// ranks the products of the shares still round otherwise than the whole's: README.)
+// (up to 1.2 after DPS's steps). A shard decides as the whole run now (seen failing before on 3 ranks, 43 particles
+// each), and the products run in tiles of the whole run's particles, so a share's products round as the whole's:
+// the rows are the single-process rows bit for bit at N = 64, 100 and 128 over 2 and 3 ranks (a product per share
+// had rounded otherwise at N = 64 on an AVX-512 machine, and at N = 128 on an AVX2 one).
 TEST_F(Mpi, GuidedShardsTakeTheWholeRunsOperatorPath) {
-  const std::int64_t d = 32, N = 128, B = 1;
-  std::vector<double> w(3, 1.0), means(3 * d), variances(3, 0.5);
-  for (std::int64_t j = 0; j < 3 * d; ++j) means[j] = std::sin(double(j)) * 2.0;
-  const ds::gaussian_mixture prior(d, w, means, variances);
-  ds::guided_problems pr;
-  pr.problems = B;
-  pr.d_y = d;
-  for (std::int64_t i = 0; i < d * d; ++i) pr.A.push_back(std::cos(0.7 * double(i)) / std::sqrt(double(d)));
-  for (std::int64_t i = 0; i < d; ++i) pr.y.push_back(0.1 * double(i % 5));
-  pr.sigma_y = {0.3};
-  const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
-  for (ds::guided_sampler sampler : {ds::guided_sampler::dps, ds::guided_sampler::pigdm}) {
-    ds::guided_options o = interaction_free_options(sampler, N);
-    std::vector<float> whole(B * N * d);
-    ds::guided_outputs out{};
-    out.samples = whole.data();
-    const ds::guided_report one = ds::guided_sample(prior, out, pr, o, cpu());
-    if (sampler == ds::guided_sampler::dps)  // (Pi-GDM's rule keeps it on the per-particle path here)
-      ASSERT_EQ(one.operator_path, ds::mixture_path::gemm);
-    std::vector<float> mine(B * s.count * d + 1);
-    ds::guided_outputs mo{};
-    mo.samples = mine.data();
-    const ds::mpi::guided_result res =
-        ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o, ds::mpi::smc_mode::global, cpu());
-    EXPECT_EQ(res.local.operator_path, one.operator_path) << ds::to_string(sampler) << " on rank " << rank();
-    EXPECT_TRUE(same_bits(mine.data(), rows_of(whole, B, N, d, s).data(), B * s.count * d))
-        << ds::to_string(sampler) << " on rank " << rank();
+  for (const std::int64_t N : {64, 100, 128}) {
+    const std::int64_t d = 32, B = 1;
+    std::vector<double> w(3, 1.0), means(3 * d), variances(3, 0.5);
+    for (std::int64_t j = 0; j < 3 * d; ++j) means[j] = std::sin(double(j)) * 2.0;
+    const ds::gaussian_mixture prior(d, w, means, variances);
+    ds::guided_problems pr;
+    pr.problems = B;
+    pr.d_y = d;
+    for (std::int64_t i = 0; i < d * d; ++i) pr.A.push_back(std::cos(0.7 * double(i)) / std::sqrt(double(d)));
+    for (std::int64_t i = 0; i < d; ++i) pr.y.push_back(0.1 * double(i % 5));
+    pr.sigma_y = {0.3};
+    const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
+    for (ds::guided_sampler sampler : {ds::guided_sampler::dps, ds::guided_sampler::pigdm}) {
+      ds::guided_options o = interaction_free_options(sampler, N);
+      std::vector<float> whole(B * N * d);
+      ds::guided_outputs out{};
+      out.samples = whole.data();
+      const ds::guided_report one = ds::guided_sample(prior, out, pr, o, cpu());
+      if (sampler == ds::guided_sampler::dps)  // (Pi-GDM's rule keeps it on the per-particle path here)
+        ASSERT_EQ(one.operator_path, ds::mixture_path::gemm);
+      std::vector<float> mine(B * s.count * d + 1);
+      ds::guided_outputs mo{};
+      mo.samples = mine.data();
+      const ds::mpi::guided_result res =
+          ds::mpi::guided_sample(MPI_COMM_WORLD, prior, mo, pr, o, ds::mpi::smc_mode::global, cpu());
+      EXPECT_EQ(res.local.operator_path, one.operator_path) << ds::to_string(sampler) << " on rank " << rank();
+      EXPECT_TRUE(same_bits(mine.data(), rows_of(whole, B, N, d, s).data(), B * s.count * d))
+          << ds::to_string(sampler) << " on rank " << rank() << ", N = " << N;
+    }
   }
 }
 
