@@ -978,6 +978,21 @@ TEST_F(Cli, SolveSmcSettingsReachTheLibrary) {
   EXPECT_EQ(run("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler dps --potential-scale 2")
                 .rc,
             2);
+  // --ddim-eta reaches every sampler whose library options read it (the DDPM kernel's samplers: dps, pigdm, tmpd and
+  // dcps besides smc; they were refused as "an SMC setting") and is refused by the others.
+  for (const char* sampler : {"dps", "pigdm", "tmpd", "dcps"}) {
+    const std::string other = std::string("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --sampler ") +
+                              sampler + " --executor cpu --particles 64 --steps 8 --seed 5 --quiet --out ";
+    ASSERT_EQ(run(other + path("ddpm.npy")).rc, 0) << sampler;
+    ASSERT_EQ(run(other + path("ddim.npy") + " --ddim-eta 0.5").rc, 0) << sampler;
+    EXPECT_NE(slurp(path("ddim.npy")), slurp(path("ddpm.npy"))) << sampler;
+  }
+  for (const char* sampler : {"ddrm", "diffpir", "skrock", "exact"})
+    EXPECT_EQ(run(std::string("solve --problem " DIFFSAMPLE_EXAMPLES_DIR "/posterior_d10.json --quiet --sampler ") +
+                  sampler + " --ddim-eta 0.5")
+                  .rc,
+              2)
+        << sampler;
   // The time grid applies to every sampler with a diffusion grid (ddrm here), not to skrock.
   const std::string ddrm = "solve --problem " DIFFSAMPLE_EXAMPLES_DIR
                            "/posterior_d10.json --sampler ddrm --executor cpu --particles 256 --steps 20 --seed 5 "

@@ -45,6 +45,8 @@ const char* solve_usage =
     "  --dps-step likelihood|normalised  dps: the likelihood score (default) or the step as published,\n"
     "                          zeta J A^T (y - A m) / |y - A m|\n"
     "  --guidance-scale G      dps, pigdm and tmpd: guidance multiplier, the normalised step's zeta (default 1)\n"
+    "  --ddim-eta E            smc, dps, pigdm, tmpd and dcps: DDIM kernels with stochasticity E in [0, 1]\n"
+    "                          instead of DDPM\n"
     "  --operator-path automatic|gemm|direct  dps, pigdm and tmpd with a dense A: its products over all particles\n"
     "                          per step as matrix products (gemm; tmpd on the CPU executor only) or per particle\n"
     "                          (direct); automatic (default) by the size rule. The paths differ in rounding only\n"
@@ -89,7 +91,6 @@ const char* solve_usage =
     "  --resampling NAME       systematic (default), stratified, residual, multinomial, metropolis, rejection\n"
     "  --ess-threshold T|auto  resample when ESS < T N; auto (default): 0.2 where the automatic potentials run\n"
     "                          twisted, else 0.5\n"
-    "  --ddim-eta E            DDIM kernels with stochasticity E in [0, 1] instead of DDPM\n"
     "  --potentials NAME       automatic (default), linear, moment or twisted: automatic is twisted with\n"
     "                          --start-correction and --multistep-kernel when d_y <= 8 and the grid ends at t = 0\n"
     "                          (about 1 + d_y denoiser evaluations per particle and step), else linear; linear\n"
@@ -187,6 +188,7 @@ struct posterior_flag {
   const char* field;
 };
 const posterior_flag posterior_flags[] = {
+    {"--ddim-eta", "ddim"},
     {"--dps-step", "dps_step"},
     {"--guidance-scale", "guidance_scale"},
     {"--operator-path", "operator_path"},
@@ -548,7 +550,7 @@ int run_guided(const options& o, const problem& file, const ds::gaussian_mixture
     const bool noised = !at_data(end);
     // Accuracy: sliced W1 (sliced_directions) against as many exact posterior samples, beside the floor of two
     // independent exact sets of that size; at a noised end, exact samples of the posterior noised to that channel,
-    // a x0 + s z with x0 ~ p(x0 | y) (the law of x_t given y; math.md section 5).
+    // a x0 + s z with x0 ~ p(x0 | y) (the law of x_t given y).
     const std::int64_t m = scored_samples(n);
     std::vector<float> ref(std::size_t(m * d)), ref2(std::size_t(m * d));
     post.sample(ref.data(), m, seed + 1000);
@@ -782,7 +784,7 @@ void read_solve(solve_plan& p, int argc, char** argv, int first) {
   if (method != "smc" && o.has("--ess-plot"))
     throw usage_error("--ess-plot: only --sampler smc has an effective sample size, not " + method);
   for (const char* f :
-       {"--potential-scale", "--resampling", "--ess-threshold", "--ddim-eta", "--potentials", "--start-correction",
+       {"--potential-scale", "--resampling", "--ess-threshold", "--potentials", "--start-correction",
         "--final-moves", "--final-move-step", "--multistep-kernel"})
     if (method != "smc" && o.has(f)) throw usage_error(std::string(f) + ": an SMC setting, not one of " + method);
   for (const char* f : {"--time-grid", "--schedule", "--t-start", "--t-end"})
