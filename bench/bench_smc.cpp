@@ -71,6 +71,10 @@ int main(int argc, char** argv) {
   const bool gpu = ds::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
   const std::int64_t n_arg = argc > 1 ? std::atoll(argv[1]) : 0;
   const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : (gpu ? 100 : 10);
+  if (steps < 1 || n_arg < 0) {
+    std::fprintf(stderr, "usage: bench_smc [particles] [steps >= 1] [cpu]\n");
+    return 2;
+  }
   const ds::executor where = gpu ? ds::executor::cuda : ds::executor::cpu;
   const ds::execution exec{where, nullptr};
   std::printf("# bench_smc: executor %s, %lld steps, 25-component grid mixture, d_y = 1, one problem\n",
@@ -156,6 +160,8 @@ int main(int argc, char** argv) {
       so.steps = o.steps;
       so.particles = o.particles;
       so.sampler = s;
+      // DCPS's blocks cannot outnumber the steps (bench_smc 256 2 cpu was refused there).
+      so.dcps_blocks = std::min(so.dcps_blocks, decltype(so.dcps_blocks)(steps));
       buffer<float> samples(std::size_t(N * d), gpu);
       ds::guided_outputs sout;
       sout.samples = samples.ptr;

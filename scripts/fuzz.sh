@@ -12,7 +12,7 @@
 #   c_api    fuzz/fuzz_c_api.cpp: the C API's create and sample entry points, schedules with custom times, guided
 #            problems and grid mixtures (src/c_api/*.cpp compiled into the harness with the sanitizers, over
 #            libdiffsample.so found as for problem), from tests/data/fuzz-c-api/.
-#            Crashing inputs are written there, replayed by ctest's test_c_api_fuzz_replay.
+#            Crashing inputs are written there, replayed by ctest's test_c_api_fuzz (CApiFuzzRegressions.*).
 #
 # A crash stops the run of that target: fix the reader, then commit the input next to the others.
 # Environment: CXX_FUZZ (clang++), FUZZ_WORK (build-fuzz).

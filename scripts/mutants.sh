@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation check of the test suite: puts small, plausible bugs into a scratch copy of the tree one at a time,
 # rebuilds the library and the test binaries that cover each bug, runs them, and reports whether the suite caught it.
-# Not part of the default CI run (each mutant costs a partial rebuild); see README, "Testing".
+# Not part of the default CI run (each mutant costs a partial rebuild); see README, "Mutation check".
 #
 #   scripts/mutants.sh [--list] [--jobs N] [--timeout S] [--scratch DIR] [--no-baseline] [--all-tests] [NAME ...]
 #

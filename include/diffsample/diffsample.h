@@ -838,6 +838,7 @@ DS_API DS_DEPRECATED("use ds_diffusion()") ds_status ds_diffusion_sample(
  * mixture's denoiser as the model the result equals ds_diffusion_sample() bit for bit on the CPU executor.
  * Creation validates (options->record_every must be 0: the plan records nothing), builds the coefficient table and
  * allocates device memory once (cudaMalloc and a synchronous copy: it synchronises; nothing afterwards does).
+ * A plan is not thread-safe: one thread at a time may call it (distinct plans are independent).
  * @param n, dim  batch size and dimension of x and of the model buffer (n x dim floats each)
  * @param output  what the model writes
  * @param exec    DS_EXECUTOR_CUDA or DS_EXECUTOR_CPU (automatic picks CUDA when a GPU is present)
@@ -1136,9 +1137,10 @@ DS_API ds_status ds_gather_particles_int64(const float* states, int64_t problems
 DS_API ds_status ds_guided_problems_init(ds_guided_problems* problems, size_t struct_size);
 
 /**
- * Writes the default options (smc on vp_linear, 100 DDPM steps, 1024 particles, systematic resampling at ESS
- * 0.5 N, final resample, guidance scale 1, seed 0) and sets the struct_size of the struct and of its nested
- * schedule and resampling options.
+ * Writes the default options (smc on vp_linear, 100 DDPM steps, 1024 particles, automatic potentials
+ * (DS_POTENTIALS_AUTOMATIC), systematic resampling at the automatic ESS threshold (-1: 0.2 N where the potentials
+ * resolve to twisted, else 0.5 N), final resample, automatic final moves (-1), guidance scale 1, seed 0) and sets the
+ * struct_size of the struct and of its nested schedule and resampling options.
  * @param options      the struct to initialise
  * @param struct_size  sizeof(ds_guided_options) as the caller's header declares it
  */

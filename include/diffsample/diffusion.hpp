@@ -162,7 +162,8 @@ struct plan_storage;
 /// noise each time and equal, bit for bit on the CPU executor with the mixture's denoiser as the model, one
 /// diffusion() call over N n chains from options.first_chain. Before the first reset() the key is that of t = 0.
 /// Work is one thread per four coordinates of a row (one Philox block), so a small batch of large images fills the
-/// GPU.
+/// GPU. A plan is not thread-safe: one thread at a time may call it (step() and reset() advance the host's step
+/// count); distinct plans are independent.
 class DIFFSAMPLE_API diffusion_plan {
  public:
   /// Validates the options, builds the table and allocates device memory once: cudaMalloc, copies on exec.stream,

@@ -208,7 +208,7 @@ int sample_main(sample_plan& p, const char* command) {
   // x_t = a x0 + s z, unless it ends with the denoiser (--final-denoise; stochastic_localization always), whose
   // output estimates x0 as the Langevin, walk-jump and SMS samples do. At a = 1, s = 0 (t = 0 of every schedule but
   // stochastic_localization's) that is the prior itself; elsewhere the reference is the prior noised to the
-  // channel, the mixture of means a mu_k and variances a^2 v_k + s^2 (math.md section 1).
+  // channel, the mixture of means a mu_k and variances a^2 v_k + s^2 (x_t = a x0 + s z of a mixture component).
   channel end;
   double t_end = NAN;
   std::optional<gaussian_mixture> noised_prior;
