@@ -52,7 +52,7 @@ sliced_score score_sliced(const std::vector<float>& samples, const std::vector<f
                           const std::vector<float>& second, std::int64_t m, std::int64_t d, std::uint64_t seed);
 
 /// Whether the channel (a, s) is the data's own, a = 1 and s = 0: samples there are compared with the prior or the
-/// posterior itself, elsewhere with their law noised to the channel (x_t = a x0 + s z, math.md section 1).
+/// posterior itself, elsewhere with their law noised to the channel (x_t = a x0 + s z).
 inline bool at_data(channel ch) { return ch.a == 1.0 && ch.s == 0.0; }
 
 /// The mixture @p m noised to the channel (a, s): weights w_k, means a mu_k, variances a^2 v_k + s^2 (the law of
