@@ -4,9 +4,9 @@
 // the same build), the ratio taken within each round and its median printed last.
 //
 // Guided SMC (bench_smc's problem: 25-component grid mixture, spacing 8, unit variances, d_y = 1, one problem,
-// N particles, `steps` transitions). FLOP per particle-step, as bench_smc counts them: the denoiser, 7 K d + 12 K
+// N particles, `steps` transitions). FLOP per particle-step, as bench_smc counts them: the denoiser, 5 K d + 12 K
 // (25 x d centred differences, squares and weighted sums; per component the weight), the residuals A x and A mu
-// (4 d_y d), the kernel mean (2 d), and the mutation's update (5 (d + d_y) + 1): 2,166 at d = 10, 18,906 at
+// (4 d_y d), the kernel mean (2 d), and the mutation's update (5 (d + d_y) + 1): 1,666 at d = 10, 13,906 at
 // d = 100 (exp, log, Box-Muller and the Philox rounds not counted). Bytes through memory per particle-step: x read
 // and written by the mutation and read by the weighting (12 d), mu read (the ancestor's) and written (8 d), the
 // log-weight 16: 216 at d = 10, all of it in cache at the default N = 4096.
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     row r;
     r.name = "smc d=" + std::to_string(d);
     r.work = double(N) * steps;
-    r.flop = 7 * K * d + 12 * K + 4.0 * d + 2.0 * d + 1 + 5.0 * (d + 1);
+    r.flop = 5 * K * d + 12 * K + 4.0 * d + 2.0 * d + 1 + 5.0 * (d + 1);
     r.run = [&, c, d] {
       ds::guided_options o;
       o.potentials = ds::guided_potentials::linear;  // the packed passes timed here (the default is automatic)
@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
     row q;  // DiffPIR, as bench_smc counts it: the denoiser, A m and A^T P r (4 d_y d), the update (8 d)
     q.name = "diffpir d=" + std::to_string(d);
     q.work = double(N) * steps;
-    q.flop = 7 * K * d + 12 * K + 4.0 * d + 3.0 * d + 5.0 * d;
+    q.flop = 5 * K * d + 12 * K + 4.0 * d + 3.0 * d + 5.0 * d;
     q.run = [&, c, d] {
       ds::guided_options o;
       o.sampler = ds::guided_sampler::diffpir;
@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
     row k;  // SKRock, as bench_smc counts an iteration: 10 stages of the score and the likelihood term, the update
     k.name = "skrock d=" + std::to_string(d);
     k.work = double(N) * steps;
-    k.flop = 10 * (7 * K * d + 12 * K + 4.0 * d + 5.0 * d) + 5.0 * d;
+    k.flop = 10 * (6 * K * d + 12 * K + 4.0 * d + 5.0 * d) + 5.0 * d;
     k.run = [&, c] {
       ds::guided_options o;
       o.sampler = ds::guided_sampler::skrock;
@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
     // The samplers with the denoiser's Jacobian (src/cpu/denoiser_jvp.hpp). One product J v (d_y = 1) as the packed
     // path computes it, an FMA counted as 2: per (component, coordinate) pass 1 the logit (3), delta (2) and the score
     // sum (2), pass 2 delta (2), its centring (1), e . v (2) and the sum (2): 14 K d + 12 K.
-    const double den = 7 * K * d + 12 * K, jvp = 14 * K * d + 12 * K;
+    const double den = 5 * K * d + 12 * K, jvp = 14 * K * d + 12 * K;
     row jv;  // The mixture's public denoiser_jvp at channel (0.3, 0.95) on N points: the product alone
     jv.name = "jvp d=" + std::to_string(d);
     jv.work = double(N) * steps;

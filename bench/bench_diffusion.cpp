@@ -3,10 +3,13 @@
 // chain-step counted below.
 //
 // Each step evaluates the mixture denoiser once (Heun: twice) and applies x <- cx x + cm m + cn xi.
-// FLOPs per denoiser evaluation (K components, dimension d, isotropic): per (k, j) the centred difference and its
-// square (4 FLOP) and the accumulation acc * rescale + w * (s^2 mu + a v x) / c (5 FLOP) -> 9 K d, plus ~12 per
-// component (and one exp). The update costs 3 FMA per coordinate (6 FLOP) plus normals (~5 FLOP per coordinate)
-// for the stochastic samplers.
+// FLOPs per denoiser evaluation (K components, dimension d, isotropic), as the CPU kernel executes them (an FMA is
+// 2): per (k, j) the logit's centred difference and its square (3 FLOP) and the accumulation acc + w mu (an FMA, 2)
+// -> 5 K d (the CUDA kernel forms a mu_k again, 1 FLOP more per pair, not counted), plus ~12 per component (and one
+// exp) and d. The update x <- cx x + cm m + cn xi: DDPM a product and two FMAs per coordinate (5 FLOP) plus its
+// normals (~5 FLOP per coordinate); DDIM at eta = 0 (the default) draws nothing, a product and an FMA (3 FLOP);
+// Heun's step two denoisers, the predictor (3 FLOP) and the corrector (8 FLOP), but its last step, which ends at
+// s = 0, is an Euler step (one denoiser, 3 FLOP per coordinate).
 // Bytes: state in registers (d in the register list) costs 2 d 4 bytes per call; the workspace path reads and
 // writes x and m per step (4 d 4 bytes). The per-step coefficient table (a few floats) comes from L1/L2.
 #include <chrono>
@@ -26,10 +29,12 @@ namespace ds = diffsample;
 
 namespace {
 
-double flops_per_chain_step(ds::diffusion_sampler s, std::int64_t K, std::int64_t d) {
-  const double denoiser = 9.0 * K * d + 12.0 * K + d;
-  const double update = 6.0 * d + (s == ds::diffusion_sampler::ode_heun ? 0.0 : 5.0 * d);
-  return (s == ds::diffusion_sampler::ode_heun ? 2 : 1) * denoiser + update;
+double flops_per_chain_step(ds::diffusion_sampler s, std::int64_t K, std::int64_t d, std::int64_t steps) {
+  const double denoiser = 5.0 * K * d + 12.0 * K + d;
+  if (s == ds::diffusion_sampler::ddpm) return denoiser + 5.0 * d + 5.0 * d;
+  if (s == ds::diffusion_sampler::ddim) return denoiser + 3.0 * d;
+  // ode_heun: steps - 1 Heun steps and a last Euler step, per step on average.
+  return (double(steps - 1) * (2 * denoiser + 11.0 * d) + (denoiser + 3.0 * d)) / double(steps);
 }
 
 
@@ -77,7 +82,7 @@ int main(int argc, char** argv) {
         cpu_seconds = bench::process_cpu_seconds() - cpu0;
       }
       const double rate = double(n) * steps / seconds;
-      const double flops = flops_per_chain_step(sampler, mix.components(), d);
+      const double flops = flops_per_chain_step(sampler, mix.components(), d, steps);
       const double bytes = report.register_path ? 2.0 * d * 4 / double(steps) : 4.0 * d * 4;
       std::printf("%-9s %5lld %14.4g %12.4g %14.0f %12.2f %10s %6.1f %11.4g\n", ds::to_string(sampler),
                   static_cast<long long>(d), rate, rate * flops * 1e-9, flops, bytes,

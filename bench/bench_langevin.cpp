@@ -1,11 +1,14 @@
 // Throughput of the fused Langevin kernels (ULA, MALA) on the 25-component isotropic grid mixture at
 // d = 2, 10, 100: chain-steps per second, with FLOPs and bytes per chain-step counted below.
 //
-// FLOPs per score evaluation (K components, dimension d, isotropic): per (k, j) the centred difference and its
-// square (2 FMA = 4 FLOP) and the accumulation acc = acc * rescale + w * diff * inv_c (3 FLOP) -> 7 K d; per
-// component ~12 FLOP plus one exp (counted as 1 special-function op, not in the FLOP figure); final scaling d.
+// FLOPs per score evaluation (K components, dimension d, isotropic), as the CPU kernel executes them (an FMA is 2):
+// per (k, j) the logit's centred difference and its square (a subtraction and an FMA, 3 FLOP) and the accumulation's
+// centred difference again and acc + w * diff (a subtraction and an FMA, 3 FLOP) -> 6 K d (the CUDA kernel forms
+// a mu_k in each pass, 2 FLOP more per pair, not counted: implementation, not work); per component ~12 FLOP plus
+// one exp (not in the FLOP figure); final scaling d.
 //   ULA  chain-step: 1 score + update (2 FMA per coordinate) + normals (Box-Muller ~ 10 FLOP per pair)
-//   MALA chain-step: 1 score + proposal (2 FMA) + backward residual (3 FLOP per coordinate) + normals
+//   MALA chain-step: 1 score + proposal (2 FMA) + backward residual (3 FLOP per coordinate) + |z|^2 and r . r (4 FLOP
+//   per coordinate) + normals
 // Bytes: chain state stays in registers (d in the register list) or in coordinate-major workspace (other d):
 //   register path: 2 d 4 bytes per *call* (load and store the state), ~0 per step;
 //   workspace path: ULA reads and writes x and g per step (4 d 4 bytes), MALA also x' and g' (8 d 4 bytes).
@@ -28,9 +31,10 @@ namespace ds = diffsample;
 namespace {
 
 double flops_per_chain_step(ds::langevin_method m, std::int64_t K, std::int64_t d) {
-  const double score = 7.0 * K * d + 12.0 * K + d;
+  const double score = 6.0 * K * d + 12.0 * K + d;
   const double normals = 5.0 * d;
-  return m == ds::langevin_method::mala ? score + 2 * 2.0 * d + 3.0 * d + normals + 10 : score + 4.0 * d + normals;
+  return m == ds::langevin_method::mala ? score + 2 * 2.0 * d + 3.0 * d + 4.0 * d + normals + 10
+                                        : score + 4.0 * d + normals;
 }
 
 double dram_bytes_per_chain_step(ds::langevin_method m, std::int64_t d, bool register_path, std::int64_t steps) {

@@ -2,7 +2,7 @@
 // with d_y = 1 at d = 10 and 100 (particle-steps per second; SKRock's steps are its iterations), of the exact posterior's sampler on the same problem (samples per
 // second; its rows reuse the columns), of TMPD, DDRM and DCPS on the same problem (particle-steps per second), and of resampling alone at N = 2^20 and 2^24 (particles per second).
 //
-// Per particle-step the SMC runs one denoiser (K components: ~7 K d + 12 K FLOP, as bench_langevin's score), the
+// Per particle-step the SMC runs one denoiser (K components: ~5 K d + 12 K FLOP, the CPU kernel's operations), the
 // residuals A x and A mu (4 d_y d FLOP), the mutation (d + d_y normals, 2 d_y d + d_y^2 FLOP) and, when the ESS
 // falls below N / 2, a resampling and a gather. Bytes per particle-step through DRAM (the state's workspace rows:
 // row-major on the CPU executor, coordinate-major on CUDA; bench/static_record.md counts the cache-level traffic):
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
     buffer<unsigned char> ws(ws_bytes, gpu);
     const double seconds = timed(gpu, [&] { ds::guided_sample(prior, out, pr, o, exec, ws.ptr, ws_bytes); });
     const double K = 25;
-    const double flop = 7 * K * d + 12 * K + 4.0 * d + 2.0 * d + 1 + 5.0 * (d + 1);
+    const double flop = 5 * K * d + 12 * K + 4.0 * d + 2.0 * d + 1 + 5.0 * (d + 1);
     const double bytes = 16.0 * d + 16;
     const double rate = double(N) * steps / seconds;
     std::printf("%-10s %5lld %10lld %16.3e %12.2f %10.0f\n", "guided", static_cast<long long>(d),
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
 
     // DiffPIR and SKRock on the same problem, interleaved with the SMC run above (one fused launch each). DiffPIR per
     // particle-step: the denoiser, A m and A^T u (4 d_y d), the re-noising (3 d and d normals). SKRock per iteration
-    // (a "step" here) of s = 10 stages: s drift evaluations (the prior's score, 7 K d + 12 K, plus A x and A^T r,
+    // (a "step" here) of s = 10 stages: s drift evaluations (the prior's score, 6 K d + 12 K, plus A x and A^T r,
     // 4 d_y d) and 5 d per stage; its rate is also given per drift evaluation. Bytes: the state's row-major
     // workspace, x and m (DiffPIR) or X_{j-1}, X_{j-2} and the drift (SKRock) read and written per step.
     for (ds::guided_sampler sampler : {ds::guided_sampler::diffpir, ds::guided_sampler::skrock}) {
@@ -140,8 +140,8 @@ int main(int argc, char** argv) {
       const double r = double(N) * steps / t;
       const bool skrock = sampler == ds::guided_sampler::skrock;
       const double stages = double(b.skrock_stages);
-      const double f = skrock ? stages * (7 * K * d + 12 * K + 4.0 * d + 5.0 * d) + 5.0 * d
-                              : 7 * K * d + 12 * K + 4.0 * d + 3.0 * d + 5.0 * d;
+      const double f = skrock ? stages * (6 * K * d + 12 * K + 4.0 * d + 5.0 * d) + 5.0 * d
+                              : 5 * K * d + 12 * K + 4.0 * d + 3.0 * d + 5.0 * d;
       const double by = skrock ? stages * 24.0 * d : 16.0 * d;
       std::printf("%-10s %5lld %10lld %16.3e %12.2f %10.0f\n", ds::to_string(sampler), static_cast<long long>(d),
                   static_cast<long long>(N), r, r * f / 1e9, by);
@@ -160,8 +160,8 @@ int main(int argc, char** argv) {
       so.steps = o.steps;
       so.particles = o.particles;
       so.sampler = s;
-      // DCPS's blocks cannot outnumber the steps (bench_smc 256 2 cpu was refused there).
-      so.dcps_blocks = std::min(so.dcps_blocks, decltype(so.dcps_blocks)(steps));
+      // DCPS's blocks cannot outnumber the steps (bench_smc 256 2 cpu was refused there); the others refuse the field.
+      if (s == ds::guided_sampler::dcps) so.dcps_blocks = std::min(so.dcps_blocks, decltype(so.dcps_blocks)(steps));
       buffer<float> samples(std::size_t(N * d), gpu);
       ds::guided_outputs sout;
       sout.samples = samples.ptr;
