@@ -119,47 +119,57 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
 
 namespace {
 
-// Particles per product of tmpd_covariance_gemm: at most 2^18 widened row values (2 MiB), at least one particle.
-std::int64_t tmpd_chunk(std::int64_t row_values) {
-  return std::max<std::int64_t>(1, (std::int64_t(1) << 18) / row_values);
+// Particles per product of tmpd_covariance_gemm: 16, fewer where 16 particles' widened rows pass 2^18 values (2 MiB),
+// at least one. From the operator's shape alone, so that every process of a run takes the same.
+std::int64_t tmpd_tile(std::int64_t row_values) {
+  return std::max<std::int64_t>(1, std::min<std::int64_t>(16, (std::int64_t(1) << 18) / row_values));
 }
 
 }  // namespace
 
-std::size_t tmpd_covariance_gemm_values(std::int64_t d_y, std::int64_t d, std::int64_t n) {
-  const std::int64_t row_values = d_y * d;
-  return std::size_t(row_values + std::min(n, tmpd_chunk(row_values)) * row_values);
+std::size_t tmpd_covariance_gemm_values(std::int64_t d_y, std::int64_t d, std::int64_t) {
+  const std::int64_t row_values = d_y * d, tile = tmpd_tile(row_values);
+  return std::size_t(row_values + tile * row_values + tile * d_y * d_y);
 }
 
 void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_rows& rows, std::int64_t k,
                           const float* sigma2, std::int64_t n, double* widened) {
   const int d = p.d, dy = p.d_y;
-  const std::int64_t row_values = std::int64_t(dy) * d;
-  const std::int64_t chunk = tmpd_chunk(row_values);
+  const std::int64_t row_values = std::int64_t(dy) * d, tile = tmpd_tile(row_values), cyy_values = std::int64_t(dy) * dy;
   double* A64 = widened;
   double* J64 = A64 + row_values;
+  double* C64 = J64 + tile * row_values;
   const kernels::guided_step st = p.steps[k];
   const double ratio = double(st.s) * double(st.s) / double(st.a);
+  // Per problem, in products of exactly `tile` particles aligned to the particles' indices in the whole run
+  // (guided_params::stream_first), a tile the call holds part of zero-padded: every product has one shape and each
+  // particle one place in it, so its covariance does not depend on how many particles the call holds or where an MPI
+  // rank's share begins (chunks counted from the call's first particle rounded a share otherwise than the whole).
   std::int64_t widened_problem = -1;
-  for (std::int64_t first = 0; first < n;) {
-    // A chunk stays within one problem when each problem has its own A.
-    const std::int64_t b = first / p.particles;
-    const std::int64_t end = p.A_stride == 0 ? n : (b + 1) * p.particles;
-    const std::int64_t count = std::min(chunk, end - first);
+  for (std::int64_t b = 0; b * p.particles < n; ++b) {
     if (widened_problem != (p.A_stride == 0 ? 0 : b)) {
       const float* A = p.A + b * p.A_stride;
       for (std::int64_t e = 0; e < row_values; ++e) A64[e] = A[e];
       widened_problem = p.A_stride == 0 ? 0 : b;
     }
-    const float* J = rows.jrows + first * row_values;
-    cpu::parallel_for_range(count * row_values, [&](std::int64_t e0, std::int64_t e1) {
-      for (std::int64_t e = e0; e < e1; ++e) J64[e] = J[e];
-    });
-    // Column-major: C (d_y x count d_y) = A (stored as A^T, d x d_y: transposed) J^T (d x count d_y); column
-    // i d_y + q of C is row q of particle i's cyy, whose entry o is (A_o . J_q), the transpose of the per-particle
-    // form's entry, which the symmetrisation below makes the same.
-    cpu_dgemm('T', 'N', dy, int(count * dy), d, ratio, A64, d, J64, d, 0.0, rows.cyy + first * dy * dy, dy);
-    first += count;
+    const std::int64_t count = std::min<std::int64_t>(p.particles, n - b * p.particles);
+    for (std::int64_t i = 0; i < count;) {
+      const std::int64_t lead = (p.stream_first + i) % tile, take = std::min(tile - lead, count - i);
+      const std::int64_t first = b * p.particles + i;  // the call's row of the tile's first held particle
+      const float* J = rows.jrows + first * row_values;
+      if (take < tile) std::fill(J64, J64 + tile * row_values, 0.0);
+      double* to = J64 + lead * row_values;
+      cpu::parallel_for_range(take * row_values, [&](std::int64_t e0, std::int64_t e1) {
+        for (std::int64_t e = e0; e < e1; ++e) to[e] = J[e];
+      });
+      // Column-major: C (d_y x tile d_y) = A (stored as A^T, d x d_y: transposed) J^T (d x tile d_y); column
+      // i d_y + q of C is row q of particle i's cyy, whose entry o is (A_o . J_q), the transpose of the per-particle
+      // form's entry, which the symmetrisation below makes the same.
+      double* out = take == tile ? rows.cyy + first * cyy_values : C64;
+      cpu_dgemm('T', 'N', dy, int(tile * dy), d, ratio, A64, d, J64, d, 0.0, out, dy);
+      if (take < tile) std::copy(C64 + lead * cyy_values, C64 + (lead + take) * cyy_values, rows.cyy + first * cyy_values);
+      i += take;
+    }
   }
   cpu::parallel_for_each(n, [&](std::int64_t i) {
     double* c = rows.cyy + i * dy * dy;

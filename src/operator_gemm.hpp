@@ -57,13 +57,14 @@ void baseline_guidance_gemm(const kernels::guided_params& p, const kernels::base
 
 /// TMPD's covariances for all `rows` particles of step k at once, CPU executor: with the d_y rows J a_o of each
 /// particle in rows.jrows, cyy_i = sym((s^2 / a) A_b J_i^T) + sigma_y^2 I into rows.cyy, as kernels::tmpd_covariance
-/// forms it per particle (FP64 sums of the FP32 values' products) but as cpu_dgemm() products over chunks of
-/// particles (values differ in the sums' last bits). `widened`: the caller's FP64 scratch of
-/// tmpd_covariance_gemm_values(p.d_y, p.d, n) doubles (bounded: 2^18 values of the rows at a time plus A; a region
-/// of the run's workspace, so that the call allocates nothing).
+/// forms it per particle (FP64 sums of the FP32 values' products) but as cpu_dgemm() products over tiles of
+/// particles aligned to their indices in the whole run (values differ in the sums' last bits; an MPI rank's share
+/// rounds as the whole). `widened`: the caller's FP64 scratch of tmpd_covariance_gemm_values(p.d_y, p.d, n) doubles
+/// (bounded: A, one tile's rows of at most 2^18 values and its covariances; a region of the run's workspace, so that
+/// the call allocates nothing).
 void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_rows& rows, std::int64_t k,
                           const float* sigma2, std::int64_t n, double* widened);
-/// Doubles of tmpd_covariance_gemm()'s scratch for n particles of d_y x d operators.
+/// Doubles of tmpd_covariance_gemm()'s scratch for d_y x d operators (one tile, whatever the particles n).
 std::size_t tmpd_covariance_gemm_values(std::int64_t d_y, std::int64_t d, std::int64_t n);
 
 /// Bytes of workspace of baseline_guidance_gemm() (cpu) or baseline_guidance_gemm_cuda() (cuda) over `rows`

@@ -1085,7 +1085,8 @@ TEST_F(Mpi, GuidedSamplersWithoutInteractionShardBitForBit) {
 // (up to 1.2 after DPS's steps). A shard decides as the whole run now (seen failing before on 3 ranks, 43 particles
 // each), and the products run in tiles of the whole run's particles, so a share's products round as the whole's:
 // the rows are the single-process rows bit for bit at N = 64, 100 and 128 over 2 and 3 ranks (a product per share
-// had rounded otherwise at N = 64 on an AVX-512 machine, and at N = 128 on an AVX2 one).
+// had rounded otherwise at N = 64 on an AVX-512 machine, and at N = 128 on an AVX2 one). TMPD's covariance products
+// (forced: its size rule takes them from d_y x d_x = 4096) likewise run in tiles of the whole run's particles.
 TEST_F(Mpi, GuidedShardsTakeTheWholeRunsOperatorPath) {
   for (const std::int64_t N : {64, 100, 128}) {
     const std::int64_t d = 32, B = 1;
@@ -1099,13 +1100,15 @@ TEST_F(Mpi, GuidedShardsTakeTheWholeRunsOperatorPath) {
     for (std::int64_t i = 0; i < d; ++i) pr.y.push_back(0.1 * double(i % 5));
     pr.sigma_y = {0.3};
     const ds::mpi::shard s = ds::mpi::shard_of(N, MPI_COMM_WORLD);
-    for (ds::guided_sampler sampler : {ds::guided_sampler::dps, ds::guided_sampler::pigdm}) {
+    for (ds::guided_sampler sampler : {ds::guided_sampler::dps, ds::guided_sampler::pigdm, ds::guided_sampler::tmpd}) {
       ds::guided_options o = interaction_free_options(sampler, N);
+      // TMPD's covariance products (its own size rule: d_y x d_x >= 4096), forced.
+      if (sampler == ds::guided_sampler::tmpd) o.operator_path = ds::mixture_path::gemm;
       std::vector<float> whole(B * N * d);
       ds::guided_outputs out{};
       out.samples = whole.data();
       const ds::guided_report one = ds::guided_sample(prior, out, pr, o, cpu());
-      if (sampler == ds::guided_sampler::dps)  // (Pi-GDM's rule keeps it on the per-particle path here)
+      if (sampler != ds::guided_sampler::pigdm)  // (Pi-GDM's rule keeps it on the per-particle path here)
         ASSERT_EQ(one.operator_path, ds::mixture_path::gemm);
       std::vector<float> mine(B * s.count * d + 1);
       ds::guided_outputs mo{};
