@@ -36,8 +36,8 @@ ds::bernoulli_mixture random_prior(std::int64_t d, int K) {
 int main(int argc, char** argv) {
   // usage: bench_binary [chains] [steps] [cpu]; defaults 2^20 x 100 on a GPU, 2^12 x 10 on the CPU
   const bool gpu = ds::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
-  const std::int64_t n = argc > 1 ? std::atoll(argv[1]) : (gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 12));
-  const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : (gpu ? 100 : 10);
+  const std::int64_t n = bench::count_arg(argc, argv, 1, "chains", gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 12));
+  const std::int64_t steps = bench::count_arg(argc, argv, 2, "steps", gpu ? 100 : 10);
   const ds::executor where = gpu ? ds::executor::cuda : ds::executor::cpu;
   const int K = 20;
   std::printf("# bench_binary: executor %s (%d CPU threads), %lld chains x %lld steps, %d-component Bernoulli mixture\n",

@@ -34,11 +34,25 @@ struct chain_args {
   std::vector<std::int64_t> dims;
 };
 
+/// argv[i] as a count of at least 1 when given (argc > i), else @p fallback; anything else (0, negative, not a
+/// number, trailing characters) exits with status 2, naming the argument: a benchmark does not print rates of
+/// nothing.
+inline std::int64_t count_arg(int argc, char** argv, int i, const char* name, std::int64_t fallback) {
+  if (argc <= i) return fallback;
+  char* end = nullptr;
+  const long long v = std::strtoll(argv[i], &end, 10);
+  if (end == argv[i] || *end != '\0' || v < 1) {
+    std::fprintf(stderr, "%s: expected a positive integer, got '%s'\n", name, argv[i]);
+    std::exit(2);
+  }
+  return v;
+}
+
 inline chain_args parse_chain_args(int argc, char** argv) {
   chain_args a{};
   a.gpu = diffsample::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
-  a.chains = argc > 1 ? std::atoll(argv[1]) : (a.gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 14));
-  a.steps = argc > 2 ? std::atoll(argv[2]) : (a.gpu ? 1000 : 20);
+  a.chains = count_arg(argc, argv, 1, "chains", a.gpu ? (std::int64_t(1) << 20) : (std::int64_t(1) << 14));
+  a.steps = count_arg(argc, argv, 2, "steps", a.gpu ? 1000 : 20);
   a.where = a.gpu ? diffsample::executor::cuda : diffsample::executor::cpu;
   if (argc > 4) {
     for (const char* p = argv[4]; *p != '\0';) {

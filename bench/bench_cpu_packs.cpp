@@ -33,6 +33,8 @@
 #include <diffsample/metrics.hpp>
 #include <diffsample/posterior.hpp>
 
+#include "bench_common.hpp"
+
 namespace ds = diffsample;
 
 namespace {
@@ -71,11 +73,11 @@ struct row {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int rounds = argc > 1 ? std::atoi(argv[1]) : 3;
-  const std::int64_t N = argc > 2 ? std::atoll(argv[2]) : 4096;
-  const std::int64_t steps = argc > 3 ? std::atoll(argv[3]) : 20;
-  const std::int64_t n = argc > 4 ? std::atoll(argv[4]) : 4000;
-  const int dirs = argc > 5 ? std::atoi(argv[5]) : 64;
+  const int rounds = int(bench::count_arg(argc, argv, 1, "rounds", 3));
+  const std::int64_t N = bench::count_arg(argc, argv, 2, "particles", 4096);
+  const std::int64_t steps = bench::count_arg(argc, argv, 3, "steps", 20);
+  const std::int64_t n = bench::count_arg(argc, argv, 4, "points", 4000);
+  const int dirs = int(bench::count_arg(argc, argv, 5, "directions", 64));
   const std::string only = argc > 6 ? argv[6] : "";
   const ds::execution cpu{ds::executor::cpu, nullptr};
   std::vector<row> rows;

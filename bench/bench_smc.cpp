@@ -69,12 +69,8 @@ double timed(bool gpu, F&& f) {
 int main(int argc, char** argv) {
   // usage: bench_smc [particles] [steps] [executor]
   const bool gpu = ds::cuda_available() && !(argc > 3 && std::string(argv[3]) == "cpu");
-  const std::int64_t n_arg = argc > 1 ? std::atoll(argv[1]) : 0;
-  const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : (gpu ? 100 : 10);
-  if (steps < 1 || n_arg < 0) {
-    std::fprintf(stderr, "usage: bench_smc [particles] [steps >= 1] [cpu]\n");
-    return 2;
-  }
+  const std::int64_t n_arg = bench::count_arg(argc, argv, 1, "particles", 0);  // 0: the defaults per d
+  const std::int64_t steps = bench::count_arg(argc, argv, 2, "steps", gpu ? 100 : 10);
   const ds::executor where = gpu ? ds::executor::cuda : ds::executor::cpu;
   const ds::execution exec{where, nullptr};
   std::printf("# bench_smc: executor %s, %lld steps, 25-component grid mixture, d_y = 1, one problem\n",
