@@ -214,7 +214,7 @@ void run_case(int K, int d, int n_gemm, int n_direct, int rounds) {
   };
   eval(gemm, std::min(n_gemm, 64));  // warm-up: tables, pool, BLAS buffers
   eval(direct, 1);
-  std::vector<double> pd, pg, pb, ratio;
+  std::vector<double> pd, pg, pb, ratio, of_blas;
   for (int r = 0; r < rounds; ++r) {
     const double td = eval(direct, n_direct) / n_direct;
     const double tg = eval(gemm, n_gemm) / n_gemm;
@@ -223,6 +223,7 @@ void run_case(int K, int d, int n_gemm, int n_direct, int rounds) {
     pg.push_back(1 / tg);
     pb.push_back(1 / tb);
     ratio.push_back(td / tg);
+    of_blas.push_back(tb / tg);
   }
   const double flops = 4.0 * K * d;
   std::printf("K = %d, d = %d (%d points gemm, %d direct, %d rounds, %d threads)\n", K, d, n_gemm, n_direct, rounds,
@@ -232,8 +233,9 @@ void run_case(int K, int d, int n_gemm, int n_direct, int rounds) {
   std::printf("  gemm path   : %10.1f points/s  (%6.2f GFLOP/s)\n", median(pg), median(pg) * flops / 1e9);
   std::printf("  BLAS sgemm  : %10.1f points/s  (%6.2f GFLOP/s: the two products alone)\n", median(pb),
               median(pb) * flops / 1e9);
-  std::printf("  gemm / direct: %.1fx (median of per-round ratios); gemm reaches %.0f%% of the BLAS's own sgemm\n",
-              median(ratio), 100 * median(pg) / median(pb));
+  std::printf("  gemm / direct: %.1fx (median of per-round ratios); gemm reaches %.0f%% of the BLAS's own sgemm "
+              "(median of per-round ratios)\n",
+              median(ratio), 100 * median(of_blas));
 }
 
 void crossover() {
@@ -1142,9 +1144,16 @@ int main(int argc, char** argv) {
     operator_crossover();
     return 0;
   }
-  const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
+  // A round count, or one of the modes above: anything else (a misspelled mode ran the default cases) is refused.
+  char* end = nullptr;
+  const long rounds = argc > 1 ? std::strtol(argv[1], &end, 10) : 3;
+  if (argc > 1 && (end == argv[1] || *end != '\0' || rounds < 1)) {
+    std::fprintf(stderr, "usage: bench_mixture_gemm [rounds=3] | crossover | operator | guided [tmpd] | tmpd | samplers | "
+                         "cuda [rounds=5] | cuda crossover | cuda operator\n");
+    return 2;
+  }
   std::printf("CPU BLAS: %s\n", cpu_blas_name().c_str());
-  run_case(1024, 256, 4096, 512, rounds);
-  run_case(50000, 3072, 256, 4, rounds);
+  run_case(1024, 256, 4096, 512, int(rounds));
+  run_case(50000, 3072, 256, 4, int(rounds));
   return 0;
 }
