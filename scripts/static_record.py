@@ -405,28 +405,29 @@ def guided_rows():
     rows = []
     K, dy = 25, 1
     for d in (10, 100):
-        # FLOPs as bench/bench_smc.cpp counts them: the denoiser 7 K d + 12 K, the residuals 4 dy d, the mutation's
+        # FLOPs: the device's denoiser 6 K d + 12 K (per pair a subtraction and an FMA for the logit, a mu_k formed
+        # again and an FMA for the sum; bench_smc counts the CPU's 5 K d), the residuals 4 dy d, the mutation's
         # 2 dy d + dy^2 and d + dy normals (~5 each).
-        flops = 7 * K * d + 12 * K + 4 * dy * d + 2 * dy * d + dy * dy + 5 * (d + dy)
+        flops = 6 * K * d + 12 * K + 4 * dy * d + 2 * dy * d + dy * dy + 5 * (d + dy)
         for layout, per in (("row-major, accumulators in global", 32), ("coordinate-major, accumulators in shared", 4)):
             loads, stores, shared = guided_accesses(K, d, dy, layout)
             rows.append(("SMC weighting + mutation, " + layout, K, d, dy, loads, stores, per, (loads + stores) * per,
                          stores * per, shared, flops))
     for d in (10, 100):
-        # FLOPs (approximate): the denoiser 7 K d + 12 K; the JVP's three passes of logits (4 K d + 12 K each), two
+        # FLOPs (approximate): the denoiser 6 K d + 12 K; the JVP's three passes of logits (4 K d + 12 K each), two
         # products delta_k . v (5 K d each) and the accumulation (8 K d); residual and A^T u (4 dy d); the update and
         # d normals (~11 d).
-        flops = 7 * K * d + 12 * K + 3 * (4 * K * d + 12 * K) + 10 * K * d + 8 * K * d + 4 * dy * d + 11 * d
+        flops = 6 * K * d + 12 * K + 3 * (4 * K * d + 12 * K) + 10 * K * d + 8 * K * d + 4 * dy * d + 11 * d
         for layout, per in (("row-major, accumulators in global", 32), ("coordinate-major, accumulators in shared", 4)):
             loads, stores, shared = dps_accesses(K, d, dy, layout)
             rows.append(("DPS / Pi-GDM step, " + layout, K, d, dy, loads, stores, per, (loads + stores) * per,
                          stores * per, shared, flops))
     layouts = (("row-major, accumulators in global", 32), ("coordinate-major, accumulators in shared", 4))
     for d in (10, 100):
-        # TMPD (approximate): the denoiser 7 K d + 12 K; per row of A one JVP (three passes of logits 4 K d + 12 K,
+        # TMPD (approximate): the denoiser 6 K d + 12 K; per row of A one JVP (three passes of logits 4 K d + 12 K,
         # two products 5 K d, accumulation 8 K d); A (J A^T) 2 dy^2 d; the guidance 2 dy d and the update with d
         # normals (~11 d).
-        flops = 7 * K * d + 12 * K + dy * (3 * (4 * K * d + 12 * K) + 18 * K * d) + 2 * dy * dy * d + 2 * dy * d + \
+        flops = 6 * K * d + 12 * K + dy * (3 * (4 * K * d + 12 * K) + 18 * K * d) + 2 * dy * dy * d + 2 * dy * d + \
             11 * d
         for layout, per in layouts:
             loads, stores, shared = tmpd_accesses(K, d, dy, layout)
@@ -442,9 +443,9 @@ def guided_rows():
             rows.append(("DDRM step (rank {}), ".format(r) + layout, K, d, dy, loads, stores, per,
                          (loads + stores) * per, stores * per, shared, flops))
     for d in (10, 100):
-        # DCPS gradient step: the denoiser 7 K d + 12 K, one JVP (30 K d + 36 K), the residual and A^T t (4 dy d),
+        # DCPS gradient step: the denoiser 6 K d + 12 K, one JVP (30 K d + 36 K), the residual and A^T t (4 dy d),
         # the draw, KL gradients and update (~25 d with d normals and d exp twice).
-        flops = 7 * K * d + 12 * K + 30 * K * d + 36 * K + 4 * dy * d + 25 * d
+        flops = 6 * K * d + 12 * K + 30 * K * d + 36 * K + 4 * dy * d + 25 * d
         for layout, per in layouts:
             loads, stores, shared = dcps_accesses(K, d, dy, layout)
             rows.append(("DCPS gradient step, " + layout, K, d, dy, loads, stores, per, (loads + stores) * per,
