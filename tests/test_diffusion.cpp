@@ -685,6 +685,43 @@ TEST(Diffusion, SchedulesMatchTheirClosedForms) {
     EXPECT_NEAR(p.ds_dt, M_PI / 2 * std::cos(t * M_PI / 2), 1e-13) << t;
   }
   EXPECT_EQ(cosine.at(1.0).a, 0.0);
+  // vp_cosine at its default offset (0.008) and at 0.1 against the closed form a = cos(theta) / cos(theta_0),
+  // theta = (t + o) / (1 + o) pi / 2, theta_0 = o / (1 + o) pi / 2 (only offset 0 was compared with a formula: a
+  // dropped offset term, s up to 27% off, passed every test).
+  for (const double o : {0.008, 0.1}) {
+    const noise_schedule c = o == 0.008 ? noise_schedule::vp_cosine() : noise_schedule::vp_cosine(o);
+    const double c0 = std::cos(o / (1 + o) * M_PI / 2);
+    for (const double t : {0.01, 0.3, 0.7, 0.99}) {
+      const double a = std::cos((t + o) / (1 + o) * M_PI / 2) / c0;
+      EXPECT_NEAR(c.at(t).a, a, 1e-13 * a) << "offset " << o << ", t " << t;
+      EXPECT_NEAR(c.at(t).s, std::sqrt(1 - a * a), 1e-12) << "offset " << o << ", t " << t;
+    }
+  }
+  // Every variance-preserving schedule keeps a^2 + s^2 = 1 (no test checked it for any).
+  for (const noise_schedule& vp : {noise_schedule::vp_linear(), noise_schedule::vp_linear(0.0, 20.0),
+                                   noise_schedule::vp_cosine(), noise_schedule::vp_cosine(0.1),
+                                   noise_schedule::vp_table({0.9, 0.5, 0.1})})
+    for (const double t : {1e-6, 0.05, 0.3, 0.5, 0.77, 1.0}) {
+      const schedule_point p = vp.at(t);
+      EXPECT_NEAR(p.a * p.a + p.s * p.s, 1.0, 1e-14) << to_string(vp.kind) << ", t " << t;
+    }
+  // The quadratic grid: t_k = t_end + (t_start - t_end) (1 - k / K)^2, dense at the clean end (the uniform and
+  // geometric grids were pinned elsewhere; a quadratic grid dense at the noisy end passed every test).
+  {
+    noise_schedule q = noise_schedule::vp_linear();
+    q.grid = time_grid::quadratic;
+    q.t_start = 0.9;
+    q.t_end = 0.001;
+    const std::int64_t K = 10;
+    const std::vector<schedule_point> pts = q.points(K);
+    ASSERT_EQ(pts.size(), std::size_t(K + 1));
+    for (std::int64_t k = 0; k <= K; ++k) {
+      const double u = 1 - double(k) / double(K);
+      EXPECT_NEAR(pts[k].t, 0.001 + (0.9 - 0.001) * u * u, 1e-15) << k;
+    }
+    EXPECT_LT(pts[K].t - pts[K - 1].t, 0.0);
+    EXPECT_LT(pts[K - 1].t - pts[K].t, pts[0].t - pts[1].t);
+  }
   // da_dt relative to its own size near t = 0 at offset 0, where it is -sin(t pi/2) pi/2 (it was formed from cos((1 -
   // t) pi/2), whose rounding of 1e-16 was 2.8% of it at t = 1e-15; seen failing before the fix).
   for (const double t : {1e-15, 1e-12, 1e-9})
