@@ -67,24 +67,40 @@ mutant mixture-softmax-no-rescale mixture kernels/mixture.cuh test_mixture \
   'score[j] = score[j] * rescale + weight * (a * T(m.mean(k, j)) - T(x[j])) * inv_c;' \
   'score[j] = score[j] + weight * (a * T(m.mean(k, j)) - T(x[j])) * inv_c;'
 mutant mixture-denoiser-drops-a mixture kernels/mixture.cuh test_mixture \
-  'const T mk = (s2 * T(m.mean(k, j)) + a * v * T(x[j])) / (a * a * v + s2);' \
-  'const T mk = (s2 * T(m.mean(k, j)) + v * T(x[j])) / (a * a * v + s2);'
+  'const T mk = s2 * inv_c * T(m.mean(k, j)) + a * v * inv_c * T(x[j]);' \
+  'const T mk = s2 * inv_c * T(m.mean(k, j)) + v * inv_c * T(x[j]);'
 mutant mixture-jvp-uncentred mixture kernels/mixture.cuh test_mixture \
-  'const T centred = (s2 / a) * (dv - alpha);' \
-  'const T centred = (s2 / a) * dv;'
+  'const T rg = r * scale * ((g.p - p_mean) + (g.q - q_mean));' \
+  'const T rg = r * scale * (g.p + g.q);'
 
 # Langevin (kernels/langevin.cuh)
 mutant ula-noise-sqrt-gamma langevin kernels/langevin.cuh test_langevin \
   'const float noise = ds_sqrt(2.f * gamma);' \
   'const float noise = ds_sqrt(gamma);'
 mutant mala-no-proposal-correction langevin kernels/langevin.cuh test_langevin \
-  'const T log_alpha = (logp_new - logp) - backward * T(1.f / (4.f * gamma)) + T(0.5f) * forward;' \
-  'const T log_alpha = (logp_new - logp);'
+  'return (logp_new - logp) - backward * T(1.f / (4.f * gamma)) + T(0.5f) * forward;' \
+  'return (logp_new - logp);'
 mutant tamed-ula-squared-norm langevin kernels/langevin.cuh test_langevin \
-  'drift = T(gamma) / (T(1) + T(gamma) * ds_sqrt(norm2));' \
-  'drift = T(gamma) / (T(1) + T(gamma) * norm2);'
+  'return T(gamma) / (T(1) + T(gamma) * ds_sqrt(norm2));' \
+  'return T(gamma) / (T(1) + T(gamma) * norm2);'
 # MALA accepting at equality (<= for <) is equivalent (it differs only when two floats are equal) and no longer
 # compiles (the CPU executor's SIMD packs define < and > only; !(a < b) would also accept NaN proposals): not listed.
+
+# Schedules and time grids (src/schedule.cpp)
+mutant schedule-cosine-drops-normaliser schedules src/schedule.cpp test_diffusion:Diffusion.SchedulesMatchTheirClosedForms \
+  'p.a = std::sin(rest) / c0;' \
+  'p.a = std::sin(rest);'
+mutant grid-quadratic-dense-at-noise schedules src/schedule.cpp test_diffusion:Diffusion.SchedulesMatchTheirClosedForms \
+  't[k] = t_end + (t_start - t_end) * u * u;' \
+  't[k] = t_end + (t_start - t_end) * (1 - (1 - u) * (1 - u));'
+# Exact mixture draws (kernels/mixture_points.cuh)
+mutant exact-draw-a-not-a-squared mixture kernels/mixture_points.cuh test_mixture:Mixture.ExactSamples* \
+  'ds_sqrt(a * a * m.variance(k, j) + s2) * z' \
+  'ds_sqrt(a * m.variance(k, j) + s2) * z'
+# DiffPIR's packed tell (src/cpu/guided.cpp): the proximal step's table of step 0 at every step
+mutant diffpir-table-step0 guided src/cpu/guided.cpp test_guided_samplers:*ExactLawOfTheirChains* \
+  'const float* P = kernels::guided_precision(p, f.k, b);' \
+  'const float* P = kernels::guided_precision(p, 0, b);'
 
 # Diffusion step tables (src/diffusion.cu; the DDPM/DDIM backward kernel in kernels/backward.cuh)
 mutant ddim-sigma-variance diffusion kernels/backward.cuh test_diffusion \
@@ -116,13 +132,15 @@ mutant residual-slot-range resampling kernels/particles.cuh test_particles \
 mutant metropolis-proposal-skips-last resampling kernels/particles.cuh test_particles \
   'const std::int64_t prop = static_cast<std::int64_t>(uniform_below(rng, N));' \
   'const std::int64_t prop = static_cast<std::int64_t>(uniform_below(rng, N - 1));'
-mutant ess-without-square resampling src/particles.cu test_particles \
+mutant ess-without-square resampling kernels/particles.cuh test_particles \
   'r.ess = sum_w * sum_w / sum_w2;' \
   'r.ess = sum_w / sum_w2;'
 
 mutant rejection-fallback-first-particle resampling kernels/particles.cuh test_particles:*Rejection* \
-  'while (a + 1 < n && below + q[a] <= x) below += q[a++];' \
-  'while (false) below += q[a++];'
+  'std::int64_t a = 0;
+  while (a + 1 < n && below + q[a] <= x) below += q[a++];' \
+  'std::int64_t a = 0;
+  while (false) below += q[a++];'
 
 # Stepwise plan (kernels/plan.cuh) and sliced Wasserstein (kernels/metrics.cuh)
 mutant plan-reset-keeps-key rng-keys kernels/plan.cuh test_diffusion:DiffusionPlan.* \
@@ -134,8 +152,8 @@ mutant wasserstein-atom-whole-mass metrics kernels/metrics.cuh test_metrics:Slic
 
 # Guided SMC weights (kernels/guided.cuh)
 mutant guided-weight-keeps-potential guided kernels/guided.cuh "$guided_tests" \
-  'lw[i] += -0.5f * q_next + 0.5f * q_now;' \
-  'lw[i] += -0.5f * q_next;'
+  'return -0.5f * q_next + 0.5f * q_now;' \
+  'return -0.5f * q_next;'
 mutant guided-normaliser-after-resampling guided kernels/guided.cuh "$guided_tests" \
   'previous_lse[b] = rep.resampled ? log_n : rep.log_sum_exp;' \
   'previous_lse[b] = rep.log_sum_exp;'
@@ -169,12 +187,12 @@ mutant diffusion-step-key-k rng-keys kernels/diffusion.cuh test_diffusion \
 mutant diffusion-initial-draw-key rng-keys kernels/diffusion.cuh test_diffusion \
   'auto rng = lane.rng(p.seed, p.first_chain, 0);' \
   'auto rng = lane.rng(p.seed, p.first_chain, 1);'
-mutant mixture-sample-local-index rng-keys src/mixture.cu test_mixture \
-  'philox rng(seed, first + static_cast<std::uint64_t>(i), 0);' \
-  'philox rng(seed, static_cast<std::uint64_t>(i), 0);'
-mutant posterior-sample-local-index rng-keys src/posterior_exec.cu test_posterior \
-  'kernels::philox rng(seed, first + static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));' \
-  'kernels::philox rng(seed, static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));'
+mutant mixture-sample-local-index rng-keys kernels/mixture_points.cuh test_mixture \
+  'exact_draw(mix, cumulative, seed, first + static_cast<std::uint64_t>(i), a, s2, o);' \
+  'exact_draw(mix, cumulative, seed, static_cast<std::uint64_t>(i), a, s2, o);'
+mutant posterior-sample-local-index rng-keys kernels/posterior.cuh test_posterior \
+  'philox rng(seed, first + static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));' \
+  'philox rng(seed, static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));'
 
 # --- machinery ----------------------------------------------------------------------------------------------------
 count() {  # occurrences of the literal $2 in file $1 (0 when the file is gone)
