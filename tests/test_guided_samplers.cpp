@@ -1025,6 +1025,7 @@ TEST(GuidedSamplers, DpsPigdmTmpdAndDiffpirFollowTheExactLawOfTheirChainsOnAGaus
         D[j] = a * v[j] / c;
         e[j] = s * s * mu[j] / c;
       }
+      double noise2 = sig2;  // the step's noise variance
       if (sampler == S::diffpir) {
         // x0 = m + A^T G (y - A m), G = (A A^T + (rho / 2) I)^-1, rho = lambda sigma_y^2 a^2 / s^2 (lambda 7, zeta
         // 0.1: the defaults); x' = a' x0 + s' (sqrt(1 - zeta) (x - a x0) / s + sqrt(zeta) z). With P = I - A^T G A:
@@ -1060,59 +1061,40 @@ TEST(GuidedSamplers, DpsPigdmTmpdAndDiffpirFollowTheExactLawOfTheirChainsOnAGaus
           for (int o = 0; o < dy; ++o) x0_const += A[o * d + i] * Gy[o];
           b[i] = kappa * x0_const;
         }
-        const double diffpir_sig2 = sn * sn * zeta;
-        std::vector<double> m2(d, 0.0);
-        for (int i = 0; i < d; ++i) {
-          m2[i] = b[i];
-          for (int j = 0; j < d; ++j) m2[i] += M[i * d + j] * mean[j];
-        }
-        mean = m2;
-        for (int i = 0; i < d; ++i)
-          for (int j = 0; j < d; ++j) {
-            double acc = 0;
-            for (int l = 0; l < d; ++l) acc += M[i * d + l] * cov[l * d + j];
-            t[i * d + j] = acc;
-          }
-        for (int i = 0; i < d; ++i)
-          for (int j = 0; j < d; ++j) {
-            double acc = i == j ? diffpir_sig2 : 0.0;
-            for (int l = 0; l < d; ++l) acc += t[i * d + l] * M[j * d + l];
-            next[i * d + j] = acc;
-          }
-        cov = next;
-        continue;
-      }
-      // W: the likelihood's precision of each sampler (2 x 2, inverted in closed form).
-      double C[4];
-      for (int o = 0; o < dy; ++o)
-        for (int p = 0; p < dy; ++p) {
-          double acc = 0;
-          for (int j = 0; j < d; ++j) {
-            const double cov_x0 = sampler == S::tmpd ? s * s * v[j] / (a * a * v[j] + s * s)
-                                                     : s * s / (a * a + s * s);  // Pi-GDM's r^2
-            acc += A[o * d + j] * A[p * d + j] * cov_x0;
-          }
-          C[o * dy + p] = (sampler == S::dps ? 0.0 : acc) + (o == p ? sy * sy : 0.0);
-        }
-      const double det = C[0] * C[3] - C[1] * C[2];
-      W = {C[3] / det, -C[1] / det, -C[2] / det, C[0] / det};
-      for (int o = 0; o < dy; ++o)
-        for (int j = 0; j < d; ++j) AD[o * d + j] = A[o * d + j] * D[j];
-      std::vector<double> res(dy);  // y - A e
-      for (int o = 0; o < dy; ++o) {
-        res[o] = y[o];
-        for (int j = 0; j < d; ++j) res[o] -= A[o * d + j] * e[j];
-      }
-      for (int i = 0; i < d; ++i) {
-        double shift = 0;
+        noise2 = sn * sn * zeta;
+      } else {
+        // W: the likelihood's precision of each sampler (2 x 2, inverted in closed form).
+        double C[4];
         for (int o = 0; o < dy; ++o)
-          for (int p = 0; p < dy; ++p) shift += AD[o * d + i] * W[o * dy + p] * res[p];
-        b[i] = c0 * e[i] + g * shift;
-        for (int j = 0; j < d; ++j) {
-          double pull = 0;
+          for (int p = 0; p < dy; ++p) {
+            double acc = 0;
+            for (int j = 0; j < d; ++j) {
+              const double cov_x0 = sampler == S::tmpd ? s * s * v[j] / (a * a * v[j] + s * s)
+                                                       : s * s / (a * a + s * s);  // Pi-GDM's r^2
+              acc += A[o * d + j] * A[p * d + j] * cov_x0;
+            }
+            C[o * dy + p] = (sampler == S::dps ? 0.0 : acc) + (o == p ? sy * sy : 0.0);
+          }
+        const double det = C[0] * C[3] - C[1] * C[2];
+        W = {C[3] / det, -C[1] / det, -C[2] / det, C[0] / det};
+        for (int o = 0; o < dy; ++o)
+          for (int j = 0; j < d; ++j) AD[o * d + j] = A[o * d + j] * D[j];
+        std::vector<double> res(dy);  // y - A e
+        for (int o = 0; o < dy; ++o) {
+          res[o] = y[o];
+          for (int j = 0; j < d; ++j) res[o] -= A[o * d + j] * e[j];
+        }
+        for (int i = 0; i < d; ++i) {
+          double shift = 0;
           for (int o = 0; o < dy; ++o)
-            for (int p = 0; p < dy; ++p) pull += AD[o * d + i] * W[o * dy + p] * AD[p * d + j];
-          M[i * d + j] = (i == j ? c0 * D[i] + c1 : 0.0) - g * pull;
+            for (int p = 0; p < dy; ++p) shift += AD[o * d + i] * W[o * dy + p] * res[p];
+          b[i] = c0 * e[i] + g * shift;
+          for (int j = 0; j < d; ++j) {
+            double pull = 0;
+            for (int o = 0; o < dy; ++o)
+              for (int p = 0; p < dy; ++p) pull += AD[o * d + i] * W[o * dy + p] * AD[p * d + j];
+            M[i * d + j] = (i == j ? c0 * D[i] + c1 : 0.0) - g * pull;
+          }
         }
       }
       std::vector<double> m2(d, 0.0);
@@ -1129,7 +1111,7 @@ TEST(GuidedSamplers, DpsPigdmTmpdAndDiffpirFollowTheExactLawOfTheirChainsOnAGaus
         }
       for (int i = 0; i < d; ++i)
         for (int j = 0; j < d; ++j) {
-          double acc = i == j ? sig2 : 0.0;
+          double acc = i == j ? noise2 : 0.0;
           for (int l = 0; l < d; ++l) acc += t[i * d + l] * M[j * d + l];
           next[i * d + j] = acc;
         }
