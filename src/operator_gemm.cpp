@@ -35,6 +35,18 @@ bool tmpd_operator_gemm(const kernels::guided_params& p, mixture_path path) {
 
 namespace {
 
+// The tiles of `tile` particles, aligned to the particles' indices in the whole run, that cover `count` particles of a
+// problem whose first is index `first` there (guided_params::stream_first): f(i, lead, take) for the call's particles
+// i .. i + take - 1, at places lead .. lead + take - 1 of their tile (a tile the call holds part of: take < tile).
+template <class F>
+void for_each_run_tile(std::int64_t count, std::int64_t first, std::int64_t tile, const F& f) {
+  for (std::int64_t i = 0; i < count;) {
+    const std::int64_t lead = (first + i) % tile, take = std::min(tile - lead, count - i);
+    f(i, lead, take);
+    i += take;
+  }
+}
+
 // Particles per call of the guidance's products (a multiple of every BLAS's column unroll).
 constexpr std::int64_t guidance_tile = 128;
 
@@ -49,21 +61,18 @@ template <class Product>
 void tiled_guidance_product(const float* in, std::int64_t in_values, float* out, std::int64_t out_values,
                             std::int64_t count, std::int64_t first, const Product& product) {
   thread_local std::vector<float> scratch;
-  for (std::int64_t i = 0; i < count;) {
-    const std::int64_t lead = (first + i) % guidance_tile;  // the particle's place in its tile
-    const std::int64_t take = std::min(guidance_tile - lead, count - i);
+  for_each_run_tile(count, first, guidance_tile, [&](std::int64_t i, std::int64_t lead, std::int64_t take) {
     if (take == guidance_tile) {
       product(in + i * in_values, out + i * out_values, int(guidance_tile));
-    } else {
-      scratch.assign(std::size_t(guidance_tile * (in_values + out_values)), 0.f);
-      float* tile_in = scratch.data();
-      float* tile_out = tile_in + guidance_tile * in_values;
-      std::copy(in + i * in_values, in + (i + take) * in_values, tile_in + lead * in_values);
-      product(tile_in, tile_out, int(guidance_tile));
-      std::copy(tile_out + lead * out_values, tile_out + (lead + take) * out_values, out + i * out_values);
+      return;
     }
-    i += take;
-  }
+    scratch.assign(std::size_t(guidance_tile * (in_values + out_values)), 0.f);
+    float* tile_in = scratch.data();
+    float* tile_out = tile_in + guidance_tile * in_values;
+    std::copy(in + i * in_values, in + (i + take) * in_values, tile_in + lead * in_values);
+    product(tile_in, tile_out, int(guidance_tile));
+    std::copy(tile_out + lead * out_values, tile_out + (lead + take) * out_values, out + i * out_values);
+  });
 }
 
 }  // namespace
@@ -153,8 +162,7 @@ void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_r
       widened_problem = p.A_stride == 0 ? 0 : b;
     }
     const std::int64_t count = std::min<std::int64_t>(p.particles, n - b * p.particles);
-    for (std::int64_t i = 0; i < count;) {
-      const std::int64_t lead = (p.stream_first + i) % tile, take = std::min(tile - lead, count - i);
+    for_each_run_tile(count, p.stream_first, tile, [&](std::int64_t i, std::int64_t lead, std::int64_t take) {
       const std::int64_t first = b * p.particles + i;  // the call's row of the tile's first held particle
       const float* J = rows.jrows + first * row_values;
       if (take < tile) std::fill(J64, J64 + tile * row_values, 0.0);
@@ -168,8 +176,7 @@ void tmpd_covariance_gemm(const kernels::guided_params& p, const kernels::tmpd_r
       double* out = take == tile ? rows.cyy + first * cyy_values : C64;
       cpu_dgemm('T', 'N', dy, int(tile * dy), d, ratio, A64, d, J64, d, 0.0, out, dy);
       if (take < tile) std::copy(C64 + lead * cyy_values, C64 + (lead + take) * cyy_values, rows.cyy + first * cyy_values);
-      i += take;
-    }
+    });
   }
   cpu::parallel_for_each(n, [&](std::int64_t i) {
     double* c = rows.cyy + i * dy * dy;
