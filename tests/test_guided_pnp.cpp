@@ -1,7 +1,9 @@
 // DiffPIR, SKRock and DPS's published (normalised) step against FP64 hand computations of one step, against the
 // exact posterior of a mixture prior (mixture_posterior), for bit-identity across thread counts and batch splits,
-// and for finiteness where the likelihood form of DPS diverges. DiffPIR and DPS are biased baselines: their distance
-// to the exact posterior is printed (README, "Scores against the exact posterior"), not asserted.
+// and for finiteness where the likelihood form of DPS diverges. DiffPIR, both DPS steps and SKRock at its default
+// step are biased: their distance to the exact posterior is printed (README, "Scores against the exact posterior"),
+// not asserted; what is asserted of their whole runs is that they follow the law of their own algorithms (against
+// FP64 runs of the algorithms from their formulas: ds::testing::expect_same_law).
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -68,10 +70,12 @@ std::int64_t diverged(const std::vector<float>& x) {
 // --- FP64 references of the formulas (isotropic mixtures) --------------------------------------------------------
 
 struct mixture64 {
-  std::vector<double> w, mu, v;  // K, K x d, K
+  std::vector<double> w, mu, v, log_w;  // K, K x d, K, K
   int K, d;
   explicit mixture64(const ds::gaussian_mixture& m)
-      : w(m.weights()), mu(m.means()), v(m.variances()), K(int(m.weights().size())), d(int(m.dim())) {}
+      : w(m.weights()), mu(m.means()), v(m.variances()), K(int(m.weights().size())), d(int(m.dim())) {
+    for (double e : w) log_w.push_back(std::log(e));
+  }
 
   // Responsibilities of the components at x under the channel (a, s): N(x; a mu_k, (a^2 v_k + s^2) I).
   std::vector<double> responsibilities(const std::vector<double>& x, double a, double s) const {
@@ -81,7 +85,7 @@ struct mixture64 {
       const double c = a * a * v[k] + s * s;
       double q = 0;
       for (int j = 0; j < d; ++j) q += (x[j] - a * mu[k * d + j]) * (x[j] - a * mu[k * d + j]);
-      lg[k] = std::log(w[k]) - 0.5 * d * std::log(c) - 0.5 * q / c;
+      lg[k] = log_w[k] - 0.5 * d * std::log(c) - 0.5 * q / c;
       top = std::max(top, lg[k]);
     }
     double sum = 0;
@@ -787,12 +791,177 @@ TEST(GuidedPnp, SkrockAtASmallStepReachesTheExactPosterior) {
   }
 }
 
-// The biased baselines scored against the exact posterior on a seed-002-style instance (the 25-component grid
-// mixture of spacing 8 at d = 10, unit variances, random weights, one random measurement): printed for the README,
-// asserted only finite. SKRock at the default step is printed too (a chain started at a prior draw cannot cross
-// between modes 8 apart, so its component weights stay those of the prior draw's basin).
+namespace {
+
+// The baselines' algorithms in FP64 from their formulas (README "DPS and Pi-GDM", "DiffPIR", "SKRock"), not from the
+// kernels or the host's tables: mixture64's exact denoiser, J u and score; the grid of options.schedule.points; the
+// DDPM kernel, DiffPIR's proximal step (in the d_x-dimensional normal equations) and re-noising in the published
+// form, SKRock's step and Chebyshev coefficients (closed forms, as SkrockIterationMatchesFp64Formula) written out
+// here; mt19937_64 normals and SKRock's component draws. n independent particles; returns n x d values.
+std::vector<double> baseline_reference(const problem& p, const ds::guided_options& o, std::int64_t n,
+                                       std::uint64_t seed) {
+  const mixture64 m(p.prior);
+  const ds::linear_observation& ob = p.observation;
+  const int d = m.d;
+  const std::int64_t K = o.steps;
+  const double sy2 = ob.sigma_y * ob.sigma_y;
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal;
+  std::vector<double> out(static_cast<std::size_t>(n * d)), x(d), z(d);
+  auto draw = [&](std::vector<double>& v) {
+    for (double& e : v) e = normal(gen);
+  };
+  if (o.sampler == ds::guided_sampler::skrock) {
+    const int st = int(o.skrock_stages);
+    const double eta = o.skrock_eta, w0 = 1 + eta / (st * st);
+    auto T = [](int j, double w) { return std::cosh(j * std::acosh(w)); };
+    const double w1 = T(st, w0) / (st * std::sinh(st * std::acosh(w0)) / std::sqrt(w0 * w0 - 1));
+    std::vector<double> mu(st + 1), nu(st + 1), kappa(st + 1);
+    mu[1] = w1 / w0, nu[1] = st * w1 / 2, kappa[1] = st * w1 / w0;
+    for (int j = 2; j <= st; ++j) {
+      mu[j] = 2 * w1 * T(j - 1, w0) / T(j, w0);
+      nu[j] = 2 * w0 * T(j - 1, w0) / T(j, w0);
+      kappa[j] = -T(j - 2, w0) / T(j, w0);
+    }
+    // lambda_max(A^T A) by power iteration from normals; L = max_k 1 / v_k + lambda_max / sigma_y^2.
+    std::vector<double> e(d), ae(ob.d_y);
+    draw(e);
+    double lmax = 0;
+    for (int it = 0; it < 1000; ++it) {
+      double norm = 0;
+      for (double v : e) norm += v * v;
+      for (double& v : e) v /= std::sqrt(norm);
+      for (std::int64_t l = 0; l < ob.d_y; ++l) {
+        ae[l] = 0;
+        for (int j = 0; j < d; ++j) ae[l] += ob.A[l * d + j] * e[j];
+      }
+      const std::vector<double> next = adjoint(ob, ae);  // A^T A e
+      lmax = 0;
+      for (int j = 0; j < d; ++j) lmax += e[j] * next[j];
+      e = next;
+    }
+    double curvature = 0;
+    for (double v : m.v) curvature = std::max(curvature, 1 / v);
+    const double h = o.skrock_step_fraction * ((st - 0.5) * (st - 0.5) * (2 - 4 * eta / 3) - 1.5) /
+                     (curvature + lmax / sy2);
+    const double c = std::sqrt(2 * h);
+    auto drift = [&](const std::vector<double>& at) {
+      std::vector<double> b = m.score(at);
+      const std::vector<double> g = adjoint(ob, residual(ob, at));
+      for (int j = 0; j < d; ++j) b[j] += g[j] / sy2;
+      return b;
+    };
+    std::discrete_distribution<int> pick(m.w.begin(), m.w.end());
+    std::vector<double> old(d), cur(d), point(d);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const int k = pick(gen);
+      draw(z);
+      for (int j = 0; j < d; ++j) x[j] = m.mu[k * d + j] + std::sqrt(m.v[k]) * z[j];
+      for (std::int64_t it = 0; it < K; ++it) {
+        draw(z);  // xi
+        for (int j = 0; j < d; ++j) point[j] = x[j] + nu[1] * c * z[j];
+        std::vector<double> b = drift(point);
+        for (int j = 0; j < d; ++j) cur[j] = x[j] + mu[1] * h * b[j] + kappa[1] * c * z[j];
+        old = x;
+        for (int j = 2; j <= st; ++j) {
+          b = drift(cur);
+          for (int q = 0; q < d; ++q) point[q] = mu[j] * h * b[q] + nu[j] * cur[q] + kappa[j] * old[q];
+          old = cur;
+          cur = point;
+        }
+        x = cur;
+      }
+      std::copy(x.begin(), x.end(), out.begin() + i * d);
+    }
+    return out;
+  }
+  const std::vector<ds::schedule_point> pts = o.schedule.points(K);
+  const bool diffpir = o.sampler == ds::guided_sampler::diffpir;
+  // DiffPIR: per step (A^T A + w_k I)^-1, w_k = lambda sigma_y^2 a^2 / (2 s^2), solved in `wide` column by column
+  // (its condition number is at most 1 + lambda_max(A^T A) / w_0: 4.5e4 on the instance below).
+  std::vector<std::vector<double>> inverse(diffpir ? K : 0);
+  std::vector<double> weight(diffpir ? K : 0);
+  const std::vector<double> aty = adjoint(ob, ob.y);
+  for (std::int64_t k = 0; k < (diffpir ? K : 0); ++k) {
+    const double a = pts[k].a, s = pts[k].s;
+    weight[k] = 0.5 * o.diffpir_lambda * sy2 * a * a / (s * s);
+    std::vector<wide> M(d * d);
+    for (int r = 0; r < d; ++r)
+      for (int q = 0; q < d; ++q) {
+        double v = r == q ? weight[k] : 0.0;
+        for (std::int64_t l = 0; l < ob.d_y; ++l) v += ob.A[l * d + r] * ob.A[l * d + q];
+        M[r * d + q] = wide(v);
+      }
+    inverse[k].resize(d * d);
+    for (int q = 0; q < d; ++q) {
+      std::vector<wide> unit(d, wide(0));
+      unit[q] = wide(1);
+      const std::vector<wide> col = solve_wide(M, unit, d);
+      for (int r = 0; r < d; ++r) inverse[k][r * d + q] = double(col[r]);
+    }
+  }
+  std::vector<double> x0(d), rhs(d);
+  for (std::int64_t i = 0; i < n; ++i) {
+    draw(z);
+    for (int j = 0; j < d; ++j) x[j] = pts[0].s * z[j];
+    for (std::int64_t k = 0; k < K; ++k) {
+      const double a = pts[k].a, s = pts[k].s, a1 = pts[k + 1].a, s1 = pts[k + 1].s;
+      const std::vector<double> mean = m.denoiser(x, a, s);
+      draw(z);
+      if (diffpir) {
+        // x0 = argmin |y - A u|^2 + w_k |u - m|^2, then x' = a' x0 + s' (sqrt(1 - zeta) (x - a x0) / s + sqrt(zeta) z).
+        for (int j = 0; j < d; ++j) rhs[j] = aty[j] + weight[k] * mean[j];
+        for (int r = 0; r < d; ++r) {
+          x0[r] = 0;
+          for (int q = 0; q < d; ++q) x0[r] += inverse[k][r * d + q] * rhs[q];
+        }
+        const double zeta = o.diffpir_zeta;
+        for (int j = 0; j < d; ++j)
+          x[j] = a1 * x0[j] + s1 * (std::sqrt(1 - zeta) * (x[j] - a * x0[j]) / s + std::sqrt(zeta) * z[j]);
+        continue;
+      }
+      // DPS: the DDPM draw c_m m + c_x x + sig z (rho = a / a', v = s^2 - rho^2 s'^2) plus shift J A^T (y - A m),
+      // shift = zeta (c_m s^2 / a) / sigma_y^2 (likelihood) or zeta / |y - A m| (normalised).
+      const double rho = a / a1, v = std::max(s * s - rho * rho * s1 * s1, 0.0);
+      const double cx = rho * s1 * s1 / (s * s), cm = a1 * v / (s * s), sig = std::sqrt(s1 * s1 * v / (s * s));
+      const std::vector<double> r = residual(ob, mean);
+      double shift = o.guidance_scale * cm * s * s / a / sy2;
+      if (o.dps_step == ds::dps_step_form::normalised) {
+        double norm2 = 0;
+        for (double e : r) norm2 += e * e;
+        shift = norm2 > 0 ? o.guidance_scale / std::sqrt(norm2) : 0.0;
+      }
+      const std::vector<double> jv = m.jvp(x, adjoint(ob, r), a, s);
+      for (int j = 0; j < d; ++j) x[j] = cm * mean[j] + cx * x[j] + shift * jv[j] + sig * z[j];
+    }
+    std::copy(x.begin(), x.end(), out.begin() + i * d);
+  }
+  return out;
+}
+
+
+}  // namespace
+
+// The baselines on a seed-002-style instance (the 25-component grid mixture of spacing 8 at d = 10, unit variances,
+// random weights, one random measurement with sigma_y = 1.39): N = 2048 samples of each, 100 steps, default
+// settings. Their scores against the exact posterior are printed for the README, not asserted: all four are biased
+// by design here (weight errors 0.39 to 0.94; SKRock's chains keep the basins of their prior draws, modes 8 apart).
+// Asserted: each run follows the law of its own algorithm. Against baseline_reference (the algorithm in FP64 from
+// its formulas, NR = 2048 particles, mt19937_64 normals), ds::testing::expect_same_law: every component weight
+// recovered under the exact posterior, every coordinate's mean and the mean of log |y - A x|^2 within 5 combined
+// standard errors, the misfit's distribution by a two-sample Kolmogorov-Smirnov test at 1e-6. Those standard errors
+// need independent particles: none of these samplers resamples, and each particle reads only its own Philox stream
+// and the shared tables; the first 256 particles of each run are asserted equal, bit for bit, to a run of 256. At
+// this sigma_y the likelihood form of DPS does not diverge, so it is compared as the others. Measured (largest z of
+// the weights, of the log misfit; scaled KS distance): DiffPIR 2.39, 1.19, 0.94; DPS likelihood 2.71, 0.47, 0.84;
+// DPS normalised 1.74, 1.43, 0.53; SKRock 1.49, 0.99, 1.00. Seen failing with the run's coefficients off the
+// reference's: DPS's guidance_scale at 1.2 or 1.3 for 1 (normalised form: log misfit z 8.7 and 19.4, KS 4.5 and
+// 8.7; the likelihood form fails at 2: z 12.1, KS 6.4, passes at 1.3: z 4.3), DiffPIR's lambda at 1.3 times (z 5.8,
+// KS 3.2; 1.15 times passes at z 3.5), SKRock's likelihood gradient 1.3 and 1.15 times (sigma_y^2 divided so: z 7.5
+// and 4.5, KS 4.4 and 2.8). Not resolved here: SKRock's step fraction (chains that stay in their basins reach
+// nearly the same law at 0.005 and 0.05) and DiffPIR's zeta at 0.2 for 0.1.
 TEST(GuidedPnp, BaselinesScoredAgainstTheExactPosterior) {
-  const std::int64_t d = 10, N = 2048;
+  const std::int64_t d = 10, N = 2048, NR = 2048, few = 256;
   std::mt19937_64 gen(3);
   std::uniform_real_distribution<double> u(0.1, 1.0), us(0.5, 1.5);
   std::normal_distribution<double> z;
@@ -809,11 +978,14 @@ TEST(GuidedPnp, BaselinesScoredAgainstTheExactPosterior) {
   double y = 0;
   for (std::int64_t j = 0; j < d; ++j) y += p.observation.A[j] * (p.prior.means()[k * d + j] + z(gen));
   p.observation.y = {y + p.observation.sigma_y * z(gen)};
+  ASSERT_EQ(p.prior.variances().size(), w.size());  // isotropic components (mixture64's reading)
+  const ds::mixture_posterior post(p.prior, p.observation);
   struct row {
     const char* name;
     ds::guided_sampler s;
     ds::dps_step_form form;
   };
+  std::uint64_t reference_seed = 50;
   for (const row& r : {row{"diffpir", ds::guided_sampler::diffpir, ds::dps_step_form::likelihood},
                        row{"dps likelihood", ds::guided_sampler::dps, ds::dps_step_form::likelihood},
                        row{"dps normalised", ds::guided_sampler::dps, ds::dps_step_form::normalised},
@@ -823,6 +995,15 @@ TEST(GuidedPnp, BaselinesScoredAgainstTheExactPosterior) {
     const std::vector<float> x = run(p.prior, as_problems(p.observation), o);
     ASSERT_EQ(non_finite(x), 0) << r.name;
     print(r.name, score(p, x, N, 300));
+    // No particle reads another: the first `few` particles of the run are, bit for bit, a run of `few`.
+    ds::guided_options o_few = o;
+    o_few.particles = few;
+    const std::vector<float> x_few = run(p.prior, as_problems(p.observation), o_few);
+    EXPECT_TRUE(std::equal(x_few.begin(), x_few.end(), x.begin())) << r.name;
+    // The algorithm in FP64, NR particles of its own.
+    const std::vector<double> ref64 = baseline_reference(p, o, NR, ++reference_seed);
+    for (double v : ref64) ASSERT_TRUE(std::isfinite(v)) << r.name << " reference";
+    ds::testing::expect_same_law(r.name, post, p.observation, x, N, ref64, NR);
   }
 }
 

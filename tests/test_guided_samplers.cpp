@@ -1,8 +1,8 @@
-// The guided samplers TMPD and DDRM against FP64 references of their formulas (one transition from a fixed state,
-// TMPD's covariance from Jacobian-vector products against the mixture's exact Cov(x0 | x_k), DDRM's host
+// The guided samplers TMPD, DDRM and DCPS against FP64 references of their formulas (one transition from a fixed
+// state, TMPD's covariance from Jacobian-vector products against the mixture's exact Cov(x0 | x_k), DDRM's host
 // factorisation against an SVD operator of the same A), their determinism across thread counts and batch splits,
-// and their bias against the exact posterior of seed 002's 25-component mixture, scored and printed (both are biased
-// baselines: no assertion about their distance to the posterior).
+// and their bias on seed 002's 25-component mixture: whole runs against FP64 references of the published algorithms
+// (the bias is the method's), with the distance to the exact posterior printed (all three are biased baselines).
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -353,17 +353,158 @@ std::vector<double> dcps_reference(const ds::gaussian_mixture& prior, const ds::
   return out;
 }
 
-// |A x - y|^2 of each of the n samples (float or double rows).
-template <class T>
-std::vector<double> data_misfits(const ds::linear_observation& obs, const T* x, std::int64_t n) {
-  std::vector<double> v(n, 0.0);
-  for (std::int64_t i = 0; i < n; ++i)
-    for (std::int64_t o = 0; o < obs.d_y; ++o) {
-      double e = -obs.y[o];
-      for (std::int64_t j = 0; j < obs.d_x; ++j) e += obs.A[o * obs.d_x + j] * double(x[i * obs.d_x + j]);
-      v[i] += e * e;
+
+
+// The mixture's exact posterior of x0 at a channel, FP64, for isotropic components (the references' denoiser):
+// responsibilities r_k, the component means m_k = (s^2 mu_k + a v_k x) / (a^2 v_k + s^2), their variances
+// v_k s^2 / (a^2 v_k + s^2), the denoiser m = sum_k r_k m_k, and Cov(x0 | x) v.
+struct iso_posterior64 {
+  const ds::gaussian_mixture& prior;
+  std::int64_t d, C;
+  std::vector<double> r, mk, vk, m;
+  explicit iso_posterior64(const ds::gaussian_mixture& p)
+      : prior(p), d(p.dim()), C(static_cast<std::int64_t>(p.weights().size())), r(C), mk(C * d), vk(C), m(d) {
+    EXPECT_EQ(p.variances().size(), static_cast<std::size_t>(C)) << "isotropic components expected";
+  }
+  void at(const double* x, double a, double s) {
+    const std::vector<double>&w = prior.weights(), &mus = prior.means(), &vs = prior.variances();
+    double top = -1e300;
+    for (std::int64_t k = 0; k < C; ++k) {
+      const double c = a * a * vs[k] + s * s;
+      double e = 0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double diff = x[j] - a * mus[k * d + j];
+        e += diff * diff;
+        mk[k * d + j] = (s * s * mus[k * d + j] + a * vs[k] * x[j]) / c;
+      }
+      vk[k] = vs[k] * s * s / c;
+      r[k] = std::log(w[k]) - 0.5 * double(d) * std::log(c) - 0.5 * e / c;
+      top = std::max(top, r[k]);
     }
-  return v;
+    double sum = 0;
+    for (std::int64_t k = 0; k < C; ++k) sum += (r[k] = std::exp(r[k] - top));
+    std::fill(m.begin(), m.end(), 0.0);
+    for (std::int64_t k = 0; k < C; ++k) {
+      r[k] /= sum;
+      for (std::int64_t j = 0; j < d; ++j) m[j] += r[k] * mk[k * d + j];
+    }
+  }
+  // out = Cov(x0 | x) v after at(): sum_k r_k (v_k' v + m_k (m_k . v)) - m (m . v).
+  void cov_times(const double* v, double* out) const {
+    double mv = 0;
+    for (std::int64_t j = 0; j < d; ++j) mv += m[j] * v[j];
+    for (std::int64_t j = 0; j < d; ++j) out[j] = -m[j] * mv;
+    for (std::int64_t k = 0; k < C; ++k) {
+      double kv = 0;
+      for (std::int64_t j = 0; j < d; ++j) kv += mk[k * d + j] * v[j];
+      for (std::int64_t j = 0; j < d; ++j) out[j] += r[k] * (vk[k] * v[j] + mk[k * d + j] * kv);
+    }
+  }
+};
+
+// The DDPM backward kernel from grid point (a, s) to (an, sn) (DDIM with eta when ddim): x' = cm x0 + cx x + sig z.
+struct ddpm_coefficients {
+  double cm, cx, sig;
+};
+ddpm_coefficients backward64(double a, double s, double an, double sn, bool ddim, double eta) {
+  const double ratio = a / an, v = std::max(s * s - ratio * ratio * sn * sn, 0.0), post = sn * sn * v / (s * s);
+  if (!ddim) return {an * v / (s * s), ratio * sn * sn / (s * s), std::sqrt(post)};
+  const double sig = eta * std::sqrt(post), c = std::sqrt(std::max(sn * sn - sig * sig, 0.0));
+  return {an - c * a / s, c / s, sig};
+}
+
+// TMPD (Boys et al. 2023) in FP64 from its formulas, not from the kernels: x = s_0 z, then per step the DDPM kernel's
+// mean at the exact denoiser plus guidance_scale cm C A^T (A C A^T + sigma_y^2 I)^-1 (y - A m) (C = Cov(x0 | x)
+// exact, the score of the projected likelihood with C held fixed entering the mean through cm s^2 / a, times
+// J = (a / s^2) C), plus the kernel's noise. n x d samples.
+std::vector<double> tmpd_reference(const ds::gaussian_mixture& prior, const ds::linear_observation& obs,
+                                   const ds::guided_options& o, std::int64_t n, std::uint64_t seed) {
+  const std::int64_t d = prior.dim(), dy = obs.d_y;
+  const std::vector<ds::schedule_point> pts = o.schedule.points(o.steps);
+  iso_posterior64 post(prior);
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> z;
+  std::vector<double> out(n * d), x(d), CA(dy * d), M(dy * dy), res(dy);
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (auto& v : x) v = pts[0].s * z(gen);
+    for (std::int64_t k = 0; k < o.steps; ++k) {
+      const double a = pts[k].a, s = pts[k].s;
+      const ddpm_coefficients c = backward64(a, s, pts[k + 1].a, pts[k + 1].s, o.ddim, o.eta);
+      post.at(x.data(), a, s);
+      for (std::int64_t q = 0; q < dy; ++q) post.cov_times(obs.A.data() + q * d, CA.data() + q * d);
+      for (std::int64_t q = 0; q < dy; ++q) {
+        res[q] = obs.y[q];
+        for (std::int64_t j = 0; j < d; ++j) res[q] -= obs.A[q * d + j] * post.m[j];
+        for (std::int64_t l = 0; l < dy; ++l) {
+          double v = q == l ? obs.sigma_y * obs.sigma_y : 0.0;
+          for (std::int64_t j = 0; j < d; ++j) v += obs.A[q * d + j] * CA[l * d + j];
+          M[q * dy + l] = v;
+        }
+      }
+      const std::vector<double> f = solve(M, res, int(dy));
+      for (std::int64_t j = 0; j < d; ++j) {
+        double g = 0;
+        for (std::int64_t q = 0; q < dy; ++q) g += f[q] * CA[q * d + j];
+        x[j] = c.cm * post.m[j] + c.cx * x[j] + o.guidance_scale * c.cm * g + c.sig * z(gen);
+      }
+    }
+    std::copy(x.begin(), x.end(), out.begin() + i * d);
+  }
+  return out;
+}
+
+// DDRM (Kawar et al. 2022, the published efficient_generalized_steps) in FP64 from its formulas for one measurement
+// row a (d_y = 1: V = a / |a|, ybar = y / |a|, n = sigma_y / |a|), in the variance-exploding scaling xt = x / a
+// (sigma = s / a), not from the kernels: xt_T = sigma_T xi with its observed component ybar + sqrt(sigma_T^2 - n^2)
+// (V^T xi) where n < sigma_T; per step the DDIM update u = xbar0 + sigma' (sqrt(1 - eta^2) eps + eta xi), its
+// observed component replaced by xbar0 + sigma' sqrt(1 - eta^2) (ybar - xbar0) / n + eta sigma' (V^T xi) where
+// sigma' < n, else (1 - eta_b) xbar0 + eta_b ybar + sqrt(sigma'^2 - n^2 eta_b^2) (V^T xi); x = a' xt'. n x d samples.
+std::vector<double> ddrm_reference(const ds::gaussian_mixture& prior, const ds::linear_observation& obs,
+                                   const ds::guided_options& o, std::int64_t n, std::uint64_t seed) {
+  const std::int64_t d = prior.dim();
+  EXPECT_EQ(obs.d_y, 1) << "the reference takes one row";
+  const std::vector<ds::schedule_point> pts = o.schedule.points(o.steps);
+  double S = 0;
+  for (std::int64_t j = 0; j < d; ++j) S += obs.A[j] * obs.A[j];
+  S = std::sqrt(S);
+  std::vector<double> V(d);
+  for (std::int64_t j = 0; j < d; ++j) V[j] = obs.A[j] / S;
+  const double ybar = obs.y[0] / S, noise = obs.sigma_y / S, eta = o.ddrm_eta, eta_b = o.ddrm_eta_b;
+  const double keep = std::sqrt(1 - eta * eta);
+  auto dot = [&](const std::vector<double>& v) {
+    double t = 0;
+    for (std::int64_t j = 0; j < d; ++j) t += V[j] * v[j];
+    return t;
+  };
+  iso_posterior64 post(prior);
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> z;
+  std::vector<double> out(n * d), xt(d), xi(d), u(d);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double sigma_T = pts[0].s / pts[0].a;
+    for (std::int64_t j = 0; j < d; ++j) xt[j] = sigma_T * (xi[j] = z(gen));
+    if (noise < sigma_T) {
+      const double pxi = dot(xi), target = ybar + std::sqrt(sigma_T * sigma_T - noise * noise) * pxi;
+      for (std::int64_t j = 0; j < d; ++j) xt[j] += V[j] * (target - sigma_T * pxi);
+    }
+    for (std::int64_t k = 0; k < o.steps; ++k) {
+      const double a = pts[k].a, sigma = pts[k].s / a, sigma_n = pts[k + 1].s / pts[k + 1].a;
+      for (std::int64_t j = 0; j < d; ++j) u[j] = a * xt[j];
+      post.at(u.data(), a, pts[k].s);
+      for (std::int64_t j = 0; j < d; ++j) {
+        xi[j] = z(gen);
+        const double eps = (xt[j] - post.m[j]) / sigma;
+        u[j] = post.m[j] + sigma_n * keep * eps + eta * sigma_n * xi[j];
+      }
+      const double pu = dot(u), pm = dot(post.m), pxi = dot(xi);
+      const double v = sigma_n < noise ? pm + sigma_n * keep * (ybar - pm) / noise + eta * sigma_n * pxi
+                                       : (1 - eta_b) * pm + eta_b * ybar +
+                                             std::sqrt(std::max(sigma_n * sigma_n - noise * noise * eta_b * eta_b, 0.0)) * pxi;
+      for (std::int64_t j = 0; j < d; ++j) xt[j] = u[j] + V[j] * (v - pu);
+    }
+    for (std::int64_t j = 0; j < d; ++j) out[i * d + j] = pts[o.steps].a * xt[j];
+  }
+  return out;
 }
 
 }  // namespace
@@ -1488,20 +1629,27 @@ TEST(Ddrm, DenseOperatorMatchesItsSvd) {
   EXPECT_LE(worst, 1e-3);
 }
 
-// TMPD and DDRM scored against the exact posterior of seed-002-style problems (d_x = 10, d_y = 1, 2048 samples, 100
-// steps): printed, with finite outputs asserted. They are biased (a Gaussian projection of p(x0 | x_k); DDRM's
-// spectral update assumes a Gaussian prior), so no distance is asserted; README "Guided posterior sampling" gives the
-// figures.
-TEST(GuidedSamplers, BiasAgainstExactPosterior) {
-  const std::int64_t N = 2048;
-  for (unsigned seed : {1u}) {
-    const benchmark_problem p = make_problem(10, 1, seed);
-    for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::ddrm}) {
-      ds::guided_options o = options(s, N, 100, 41);
-      const std::vector<float> x = run(p.prior, replicate(p.observation, 1), o);
-      for (float v : x) ASSERT_TRUE(std::isfinite(v)) << ds::to_string(s);
-      score(ds::to_string(s), p, x, N);
-    }
+// TMPD and DDRM on seed-002-style problems follow the law of their own algorithms. Both are biased (TMPD projects
+// p(x0 | x_k) on a Gaussian; DDRM's spectral update assumes a Gaussian prior), so their distance to the exact
+// posterior is printed (README "Guided posterior sampling"), not asserted. What is asserted is that the bias is the
+// method's: the library's run (FP32, Philox) and an FP64 reference of the published algorithm written from its
+// formulas (the mixture's exact denoiser and posterior covariance, mt19937 normals: tmpd_reference, ddrm_reference)
+// are draws of one law (expect_same_law; the particles of both are independent), 4096 particles each. Measured: the
+// largest z 2.2 (TMPD) and 2.2 (DDRM), scaled KS distances 1.25 and 1.10. Seen failing with the run's coefficients
+// off the reference's: TMPD's guidance scaled by 1.05 (z of the log misfit 4.5, KS 2.94) and 1.1 (7.5, 4.53);
+// DDRM's eta_b at 0.8 for 1 (z 6.9, KS 3.94) and eta at 0.8 for 0.85 (KS 3.10); eta_b at 0.9 passes (z 3.8).
+TEST(GuidedSamplers, BiasAgainstExactPosteriorIsTheMethods) {
+  const std::int64_t N = 4096, NR = 4096;
+  const benchmark_problem p = make_problem(10, 1, 1);
+  for (ds::guided_sampler s : {ds::guided_sampler::tmpd, ds::guided_sampler::ddrm}) {
+    const ds::guided_options o = options(s, N, 100, 41);
+    const std::vector<float> x = run(p.prior, replicate(p.observation, 1), o);
+    for (float v : x) ASSERT_TRUE(std::isfinite(v)) << ds::to_string(s);
+    score(ds::to_string(s), p, x, 2048);  // the first 2048 particles: README's figures (each particle its own stream)
+    const std::vector<double> xr = s == ds::guided_sampler::tmpd ? tmpd_reference(p.prior, p.observation, o, NR, 7)
+                                                                 : ddrm_reference(p.prior, p.observation, o, NR, 7);
+    ds::testing::expect_same_law(ds::to_string(s), ds::mixture_posterior(p.prior, p.observation), p.observation, x,
+                                 N, xr, NR);
   }
 }
 
@@ -1679,7 +1827,7 @@ TEST(Ddrm, SmallSigmaYMisfitIsTheMethods) {
         law_var += s4 * (2 * C * C + 4 * C * e2);
       }
       const std::vector<float> x = run(prior, replicate(obs, 1), o);
-      const double lib = ds::testing::mean(data_misfits(obs, x.data(), N));
+      const double lib = ds::testing::mean(ds::testing::misfits(obs, x.data(), N));
       const double se = std::sqrt(law_var / double(N));
       std::printf("ddrm, %s grid, sigma_y = %g: misfit %.4g, DDRM's law (FP64) %.4g (se %.2g, %.2f se away); exact "
                   "posterior %.3g (%.3gx)\n",
@@ -1886,16 +2034,22 @@ TEST(Dcps, LangevinStepMatchesFp64Reference) {
   }
 }
 
-// DCPS against the exact posterior of the seed-002 problem 1 (d = 10, d_y = 1, 1024 samples, 100 steps, L = 4,
-// M = 50): scored and printed, finite outputs asserted. It does not meet the SMC tests' derived checks (its
-// component weights are off by about 0.3, README "DCPS"), so no distance is asserted.
-TEST(Dcps, BiasAgainstExactPosterior) {
-  const std::int64_t N = 1024;
+// DCPS at its published defaults (L = 4, M = 50, gamma = 1e-3, two gradient steps of rho = 0.1) on the seed-002
+// problem 1 (d = 10, d_y = 1, 100 steps): its distance to the exact posterior is printed, not asserted (its component
+// weights are off by about 0.3, README "DCPS"). What is asserted is that the bias is the method's: the run and the
+// algorithm in FP64 (dcps_reference) are draws of one law (expect_same_law), 4096 particles each (measured: the
+// largest z 2.2, scaled KS distance 0.97). Seen failing with the run's learning rate at 0.2 for 0.1 (weights z 5.1,
+// log misfit z 5.9, KS 4.3) and its Langevin step at 1e-2 for 1e-3 (weights z 7.3); not resolved at 4096: rho 0.13
+// or gamma 2e-3 (largest z 3.6).
+TEST(Dcps, BiasAgainstExactPosteriorIsTheMethods) {
+  const std::int64_t N = 4096, NR = 4096;
   const benchmark_problem p = make_problem(10, 1, 1);
   const ds::guided_options o = options(ds::guided_sampler::dcps, N, 100, 41);
   const std::vector<float> x = run(p.prior, replicate(p.observation, 1), o);
   for (float v : x) ASSERT_TRUE(std::isfinite(v));
-  score("dcps", p, x, N);
+  score("dcps", p, x, 1024);  // the first 1024 particles: README's figures (each particle its own stream)
+  ds::testing::expect_same_law("dcps", ds::mixture_posterior(p.prior, p.observation), p.observation, x, N,
+                               dcps_reference(p.prior, p.observation, dcps_reference_options{}, NR, 9), NR);
 }
 
 // DCPS with enough Langevin mixing at each block's start puts the exact posterior's mass on the right components,
@@ -1973,7 +2127,7 @@ TEST(Dcps, ReachesExactPosteriorWithLangevinMixing) {
   ro.langevin = 200;
   ro.gamma = 0.05;
   const std::vector<double> xr = dcps_reference(prior, obs, ro, NR, 9);
-  const std::vector<double> mr_n = data_misfits(obs, xr.data(), NR);
+  const std::vector<double> mr_n = ds::testing::misfits(obs, xr.data(), NR);
   const double se_ref = std::sqrt(ds::testing::variance(mf) / double(N) + ds::testing::variance(mr_n) / double(NR));
   std::printf("dcps (M = 200, gamma = 0.05): max weight error %.4f; misfit %.4f against %.4f (se %.4f), FP64 "
               "reference %.4f (se %.4f); SW1 %.4f, floor %.4f (%.2fx), within components %.4f (%.2fx)\n",
@@ -2217,7 +2371,7 @@ TEST(Dcps, SmallSigmaYMisfitIsTheAlgorithms) {
   const ds::mixture_posterior post(prior, obs);
   std::vector<float> exact_x(N * d);
   post.sample(exact_x.data(), N, 100);
-  const double exact = ds::testing::mean(data_misfits(obs, exact_x.data(), N));
+  const double exact = ds::testing::mean(ds::testing::misfits(obs, exact_x.data(), N));
   double frobenius = 0;
   for (double a : A) frobenius += a * a;
   const std::vector<ds::schedule_point> pts = ds::guided_options{}.schedule.points(K);
@@ -2232,7 +2386,7 @@ TEST(Dcps, SmallSigmaYMisfitIsTheAlgorithms) {
     ro.steps = K;
     ro.gradient_steps = G;
     const std::vector<double> xr = dcps_reference(prior, obs, ro, N, 5);
-    const std::vector<double> mf = data_misfits(obs, x.data(), N), mr = data_misfits(obs, xr.data(), N);
+    const std::vector<double> mf = ds::testing::misfits(obs, x.data(), N), mr = ds::testing::misfits(obs, xr.data(), N);
     const double lib = ds::testing::mean(mf), ref = ds::testing::mean(mr);
     const double se = std::sqrt((ds::testing::variance(mf) + ds::testing::variance(mr)) / double(N));
     const double bound = kappa * kappa * sig2 * std::exp(-2.0 * double(G) * o.dcps_learning_rate * std::sqrt(double(d))) *
