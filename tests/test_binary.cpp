@@ -594,7 +594,10 @@ TEST(BernoulliMixture, DeterministicCoordinatesStayFinite) {
   m.evaluate_fp64(lq.data(), 1, y.data(), 2.0, quantity::log_density);
   m.evaluate_fp64(den.data(), 1, y.data(), 2.0, quantity::denoiser);
   EXPECT_TRUE(std::isfinite(lq[0]));
-  EXPECT_LE(std::fabs(den[0]), 1.0);
+  // Coordinate 0: component 0 gives tanh(-20 + alpha) = -1, component 1 tanh(20 + alpha) = 1 (to 1e-15), weighted by
+  // responsibilities in the ratio cosh(20 + alpha) / cosh(-20 + alpha) = e^(2 alpha) (coordinate 1 alike in both):
+  // r_1 - r_0 = tanh(alpha).
+  EXPECT_NEAR(den[0], std::tanh(2.0), 1e-12);
   EXPECT_NEAR(den[1], (std::tanh(-2.0) + std::tanh(-2.0)) / 2, 1e-12);  // both components: tanh(0 - alpha)
 }
 
