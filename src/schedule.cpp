@@ -280,9 +280,19 @@ schedule_point detail::point_at(const noise_schedule& sc, double t) {
   schedule_point p;
   p.t = t;
   switch (sc.kind) {
-    case schedule_kind::vp_linear:
-      return vp_point(t, -(sc.beta_min * t + 0.5 * (sc.beta_max - sc.beta_min) * t * t),
-                      -(sc.beta_min + (sc.beta_max - sc.beta_min) * t));
+    case schedule_kind::vp_linear: {
+      // -log alpha-bar = t g, g = beta_min + (beta_max - beta_min) t / 2. With beta_min = 0 it is (beta_max / 2) t^2,
+      // which leaves the normal range below t of about 1e-154 and is 0 below 1e-162 (s was 0 there); there s = sqrt(t g)
+      // (-expm1 of a subnormal is itself) is formed as sqrt(t) sqrt(g), both factors representable. Elsewhere the
+      // general form, bit for bit as before.
+      const double g = sc.beta_min + 0.5 * (sc.beta_max - sc.beta_min) * t, L = -(t * g);
+      schedule_point q = vp_point(t, L, -(sc.beta_min + (sc.beta_max - sc.beta_min) * t));
+      if (L > -1e-300 && t > 0 && g > 0) {
+        q.s = std::sqrt(t) * std::sqrt(g);
+        q.ds_dt = -q.a * q.a * -(sc.beta_min + (sc.beta_max - sc.beta_min) * t) / (2 * q.s);
+      }
+      return q;
+    }
     case schedule_kind::vp_cosine: {
       // a = cos(theta) / cos(theta0), theta = (t + o) scale, theta0 = o scale, scale = (pi / 2) / (1 + o), taken
       // in forms without cancellation at either end: cos(theta) = sin(pi / 2 - theta) = sin((1 - t) scale) (exact 0

@@ -705,6 +705,15 @@ TEST(Diffusion, SchedulesMatchTheirClosedForms) {
       const schedule_point p = vp.at(t);
       EXPECT_NEAR(p.a * p.a + p.s * p.s, 1.0, 1e-14) << to_string(vp.kind) << ", t " << t;
     }
+  // vp_linear with beta_min = 0: s = sqrt(1 - exp(-(beta_max / 2) t^2)) = t sqrt(beta_max / 2) to first order, also
+  // where (beta_max / 2) t^2 leaves the normal range (t below 1e-154) or underflows to 0 (below 1e-162): s was 0
+  // there. Relative 1e-15, and ds/dt = sqrt(beta_max / 2) (seen failing before the fix: s = 0 at t = 1e-170).
+  for (const double t : {1e-300, 1e-170, 1e-158, 1e-100, 1e-20}) {
+    const schedule_point p = noise_schedule::vp_linear(0.0, 20.0).at(t);
+    EXPECT_NEAR(p.s, t * std::sqrt(10.0), 1e-15 * t * std::sqrt(10.0)) << t;
+    EXPECT_NEAR(p.ds_dt, std::sqrt(10.0), 1e-14) << t;
+    EXPECT_EQ(p.a, 1.0) << t;
+  }
   // The quadratic grid: t_k = t_end + (t_start - t_end) (1 - k / K)^2, dense at the clean end (the uniform and
   // geometric grids were pinned elsewhere; a quadratic grid dense at the noisy end passed every test).
   {
