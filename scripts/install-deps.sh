@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test libdiffsample: CMake, a C++ compiler, OpenMP,
 # GoogleTest, pkg-config, nlohmann-json (problem files of the diffsample program), Python 3 (the static performance
-# record's check, scripts/static_record.py) with NumPy (bench/posterior_table.py), and Debian's single-threaded
-# OpenBLAS (libopenblas-serial-dev: the CPU gemm path of large mixtures; the library parallelises over its own thread
-# pool and calls the BLAS from each thread, so the BLAS must start no threads of its own). The CUDA toolkit (nvcc,
+# record's check, scripts/static_record.py) with NumPy (bench/posterior_table.py), and Debian's pthreads OpenBLAS
+# (libopenblas-pthread-dev: the CPU gemm path of large mixtures; the library parallelises over its own thread pool,
+# sets the BLAS to one thread and calls it from every pool thread at once, which this build supports and the serial
+# one, libopenblas-serial-dev, does not: under the serial one the library serialises its calls). The CUDA toolkit (nvcc,
 # cudart, cuRAND, cuBLAS, CCCL) must already be
 # installed (/usr/local/cuda); this script adds it to PATH for the caller's session if nvcc is not found.
 # Optional, not installed here (CI does not fuzz): clang (apt-get install clang) for scripts/fuzz.sh, and
@@ -21,7 +22,7 @@ python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
 [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
-dpkg -s libopenblas-serial-dev >/dev/null 2>&1 || need+=(libopenblas-serial-dev)
+dpkg -s libopenblas-pthread-dev >/dev/null 2>&1 || need+=(libopenblas-pthread-dev)
 dpkg -s libopenmpi-dev >/dev/null 2>&1 || need+=(libopenmpi-dev)
 command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 if [ ${#need[@]} -gt 0 ]; then

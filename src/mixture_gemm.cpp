@@ -3,10 +3,11 @@
 // (sgemm) when one was found at build time, or through the library's own loops otherwise, and the per-point work of
 // kernels/mixture_gemm.cuh around them, on the CPU thread pool.
 //
-// BLAS threading: the pool's threads call sgemm on disjoint blocks, one call at a time (a lock: Debian's serial
-// OpenBLAS, libopenblas0-serial, which scripts/install-deps.sh installs, gave wrong values under concurrent calls),
-// each call single-threaded, so the CPU executor uses cpu_threads() threads in all and the BLAS starts none of its
-// own; when a threaded OpenBLAS is selected at run time instead, the library sets its thread count to 1 once.
+// BLAS threading: the pool's threads call sgemm on disjoint blocks, each call single-threaded (a threaded OpenBLAS's
+// thread count is set to 1 once), so the CPU executor uses cpu_threads() threads in all. The calls run concurrently
+// under OpenBLAS's pthreads build (libopenblas-pthread-dev, which scripts/install-deps.sh installs) and one at a time
+// under any other BLAS (a lock: Debian's serial OpenBLAS gave wrong values under concurrent calls); see
+// blas_calls_serialised().
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -85,13 +86,31 @@ namespace detail {
 namespace {
 
 #if defined(DIFFSAMPLE_HAVE_BLAS)
-// Every sgemm call goes through this lock: Debian's serial OpenBLAS (libopenblas0-serial) is not safe for
-// concurrent calls from several threads (GemmPath.ChunkingInvariance gave wrong values in 2 runs of 6 with the
-// pool's two threads calling it at once; 10 of 10 right with the calls serialised). The per-point work around the
-// products still runs on every thread of the pool.
+// Concurrent BLAS calls from the pool's threads. OpenBLAS's pthreads build (openblas_get_parallel() == 1; Debian's
+// libopenblas-pthread-dev, which scripts/install-deps.sh installs) guards its buffers and is called from every
+// thread at once, each call single-threaded (configure_blas_threads). Its serial build is not safe for concurrent
+// callers unless built with USE_LOCKING, which it does not report (Debian's libopenblas0-serial: GemmPath.
+// ChunkingInvariance gave wrong values in 2 runs of 6 with the pool's two threads calling it at once; 10 of 10 right
+// with the calls serialised), so there, under an OpenMP build (not verified here) and with any other BLAS, every
+// call goes through one lock and the products run on one thread at a time while the per-point work around them uses
+// every thread.
 std::mutex& blas_mutex() {
   static std::mutex m;
   return m;
+}
+
+bool blas_calls_serialised() {
+#if defined(DIFFSAMPLE_HAVE_OPENBLAS)
+  static const bool serialised = openblas_get_parallel() != 1;
+  return serialised;
+#else
+  return true;
+#endif
+}
+
+// The lock of one BLAS call: held where blas_calls_serialised(), empty elsewhere.
+std::unique_lock<std::mutex> blas_call_lock() {
+  return blas_calls_serialised() ? std::unique_lock<std::mutex>(blas_mutex()) : std::unique_lock<std::mutex>();
 }
 #endif
 
@@ -109,7 +128,8 @@ void product_logits(int rows, int cols, int d, const float* X, const float* M, f
 #if defined(DIFFSAMPLE_HAVE_BLAS)
   const char ta = 'T', tb = 'N';
   const float one = 1.f, zero = 0.f;
-  const std::lock_guard<std::mutex> lock(blas_mutex());
+  configure_blas_threads();
+  const std::unique_lock<std::mutex> lock = blas_call_lock();
   sgemm_(&ta, &tb, &cols, &rows, &d, &one, M, &d, X, &d, &zero, G, &cols);
 #else
   for (int i = 0; i < rows; ++i)
@@ -128,7 +148,8 @@ void product_means(int rows, int cols, int d, const float* W, const float* M, fl
 #if defined(DIFFSAMPLE_HAVE_BLAS)
   const char ta = 'N', tb = 'N';
   const float one = 1.f;
-  const std::lock_guard<std::mutex> lock(blas_mutex());
+  configure_blas_threads();
+  const std::unique_lock<std::mutex> lock = blas_call_lock();
   sgemm_(&ta, &tb, &d, &rows, &cols, &one, M, &d, W, &cols, &one, A, &d);
 #else
   for (int i = 0; i < rows; ++i) {
@@ -162,13 +183,13 @@ void loops_gemm(char transa, char transb, int m, int n, int k, T alpha, const T*
 }
 #endif
 
-// C = alpha op(A) op(B) + beta C through the BLAS's sgemm / dgemm (one call at a time), or the library's own loops.
+// C = alpha op(A) op(B) + beta C through the BLAS's sgemm / dgemm (under blas_call_lock), or the library's own loops.
 template <class T>
 void blas_gemm(char transa, char transb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
                T* C, int ldc) {
 #if defined(DIFFSAMPLE_HAVE_BLAS)
   configure_blas_threads();
-  const std::lock_guard<std::mutex> lock(blas_mutex());
+  const std::unique_lock<std::mutex> lock = blas_call_lock();
   if constexpr (std::is_same_v<T, float>)
     sgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
   else
