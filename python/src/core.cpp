@@ -34,6 +34,7 @@
 #include <atomic>
 #include <cctype>
 #include <cmath>
+#include <condition_variable>
 #include <limits>
 #include <cstdint>
 #include <cstring>
@@ -61,6 +62,61 @@ PyObject* exc_oom = nullptr;
 PyObject* exc_cuda = nullptr;
 
 [[noreturn]] void raise_invalid(const std::string& message) { throw ds::invalid_argument(message); }
+
+// ---- calls without the GIL, and the interpreter's exit ------------------------------------------------------------
+
+// Every call that runs work releases the GIL (released_gil). A daemon thread still inside such a call when the
+// interpreter exits would take the GIL back during finalisation, where CPython ends the thread from inside that
+// acquisition: an unwind through the C++ frames of the call, which aborted the process ("terminate called without an
+// active exception", exit status 134). So the module's exit hook (registered with atexit at import, run before
+// finalisation) refuses new calls and waits, without the GIL, until every call in flight has taken the GIL back and
+// returned to Python.
+struct call_registry {
+  std::mutex m;
+  std::condition_variable done;
+  std::int64_t in_flight = 0;
+  bool exiting = false;
+};
+
+call_registry& calls() {
+  static call_registry* r = new call_registry;  // never destroyed: the exit hook and late calls use it
+  return *r;
+}
+
+// nb::gil_scoped_release counted in calls(): refused (diffsample.Error) once the interpreter is exiting; the count
+// drops after the GIL is taken back.
+class released_gil {
+ public:
+  released_gil() {
+    {
+      const std::lock_guard<std::mutex> lock(calls().m);
+      if (calls().exiting) throw ds::error("the Python interpreter is exiting: no new library call starts");
+      ++calls().in_flight;
+    }
+    state_ = PyEval_SaveThread();
+  }
+  ~released_gil() {
+    PyEval_RestoreThread(state_);
+    const std::lock_guard<std::mutex> lock(calls().m);
+    if (--calls().in_flight == 0) calls().done.notify_all();
+  }
+  released_gil(const released_gil&) = delete;
+  released_gil& operator=(const released_gil&) = delete;
+
+ private:
+  PyThreadState* state_ = nullptr;
+};
+
+// The exit hook: no new call starts, and the calls in flight finish first.
+void wait_for_calls_at_exit() {
+  {
+    const std::lock_guard<std::mutex> lock(calls().m);
+    calls().exiting = true;
+  }
+  nb::gil_scoped_release release;  // the calls in flight take the GIL back to return
+  std::unique_lock<std::mutex> lock(calls().m);
+  calls().done.wait(lock, [] { return calls().in_flight == 0; });
+}
 
 // ---- arrays -------------------------------------------------------------------------------------------------------
 
@@ -1271,6 +1327,8 @@ NB_MODULE(_core, m) {
   m.attr("InvalidArgument") = nb::handle(exc_invalid);
   m.attr("OutOfMemory") = nb::handle(exc_oom);
   m.attr("CudaError") = nb::handle(exc_cuda);
+  // Calls in flight finish before the interpreter's finalisation (see released_gil).
+  nb::module_::import_("atexit").attr("register")(nb::cpp_function(&wait_for_calls_at_exit));
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
@@ -1492,7 +1550,7 @@ NB_MODULE(_core, m) {
             const construction once(self);
             // The tables (and on a GPU their upload and the synchronisation of the legacy default stream, which
             // waits for the device's other work): without the GIL, as every call that runs work.
-            nb::gil_scoped_release release;
+            released_gil release;
             new (self) ds::gaussian_mixture(dim, std::move(wh.values), std::move(mh.values), std::move(vh.values));
           },
           "dim"_a, "weights"_a, "means"_a, "variances"_a,
@@ -1533,7 +1591,7 @@ NB_MODULE(_core, m) {
             run_on on(p, stream);
             expect_tables_on(g, p, "mixture");
             {
-              nb::gil_scoped_release release;
+              released_gil release;
               r = g.evaluate(op, n, xp, ch, what, o, on.exec);
             }
             auto d = report(r.ran);
@@ -1557,7 +1615,7 @@ NB_MODULE(_core, m) {
             run_on on(p, stream);
             expect_tables_on(g, p, "mixture");
             {
-              nb::gil_scoped_release release;
+              released_gil release;
               ran = g.denoiser_jvp(op, n, xp, vp, ch, on.exec);
             }
             return report(ran);
@@ -1576,7 +1634,7 @@ NB_MODULE(_core, m) {
             double* op = what == ds::quantity::log_density ? checked<double>(out, "out", {n}, p)
                                                              : checked<double>(out, "out", {n, g.dim()}, p);
             if (p.where != ds::executor::cpu) raise_invalid("x: evaluate_fp64 runs on the host; pass CPU arrays");
-            nb::gil_scoped_release release;
+            released_gil release;
             g.evaluate_fp64(op, n, xp, ch, what);
           },
           "what"_a, "x"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of evaluate (float64 CPU arrays).")
@@ -1590,7 +1648,7 @@ NB_MODULE(_core, m) {
             const double* vp = checked<double>(v, "v", {n, g.dim()}, p);
             double* op = checked<double>(out, "out", {n, g.dim()}, p);
             if (p.where != ds::executor::cpu) raise_invalid("x: denoiser_jvp_fp64 runs on the host; pass CPU arrays");
-            nb::gil_scoped_release release;
+            released_gil release;
             g.denoiser_jvp_fp64(op, n, xp, vp, ch);
           },
           "x"_a, "v"_a, "a"_a, "s"_a, "out"_a, "FP64 host reference of denoiser_jvp (float64 CPU arrays).")
@@ -1610,7 +1668,7 @@ NB_MODULE(_core, m) {
             run_on on(p, stream);
             expect_tables_on(g, p, "mixture");
             {
-              nb::gil_scoped_release release;
+              released_gil release;
               ran = g.sample(op, n, ch, seed, lp, first_index, on.exec);
             }
             return report(ran);
@@ -1653,7 +1711,7 @@ NB_MODULE(_core, m) {
               // like, another current device) is refused, as every call's arrays are.
               expect_tables_on(g, p, "mixture");
             }
-            nb::gil_scoped_release release;  // tables, uploads, cuBLAS handles: allocates and synchronises
+            released_gil release;  // tables, uploads, cuBLAS handles: allocates and synchronises
             g.prepare_gemm(where);
           },
           "executor"_a = nb::none(), "like"_a = nb::none(),
@@ -1667,7 +1725,7 @@ NB_MODULE(_core, m) {
           [](problem_data points, py_real variance) {
             host_data p = read_host(points, "points", {2}, "(n, d)");
             const double v = finite_real_arg(variance, "variance");
-            nb::gil_scoped_release release;  // the constructor's tables (and upload and synchronisation)
+            released_gil release;  // the constructor's tables (and upload and synchronisation)
             return ds::gaussian_mixture::empirical(p.shape[0], p.shape[1], p.values.data(), v);
           },
           "points"_a, "variance"_a,
@@ -1681,7 +1739,7 @@ NB_MODULE(_core, m) {
             const double h = finite_real_arg(spacing, "spacing"), v = finite_real_arg(variance, "variance");
             std::vector<double> w;
             if (weights) w = host_vector(*weights, "weights", {1}, "(grid^2,) or empty");
-            nb::gil_scoped_release release;  // the constructor's tables (and upload and synchronisation)
+            released_gil release;  // the constructor's tables (and upload and synchronisation)
             return ds::grid_mixture(dim, grid, h, v, std::move(w));
           },
           "dim"_a, "grid"_a, "spacing"_a, "variance"_a, "weights"_a = nb::none(),
@@ -1733,7 +1791,7 @@ NB_MODULE(_core, m) {
         run_on on(p, stream);
         expect_tables_on(g, p, "mixture");
         {
-          nb::gil_scoped_release release;
+          released_gil release;
           r = ds::langevin(g, xp, outs, n, o, on.exec);
         }
         auto d = report(r.ran);
@@ -1810,7 +1868,7 @@ NB_MODULE(_core, m) {
           raise_invalid(os.str());
         }
         {
-          nb::gil_scoped_release release;
+          released_gil release;
           r = ds::diffusion(g, xp, outs, n, o, on.exec);
         }
         auto d = report(r.ran);
@@ -1836,7 +1894,7 @@ NB_MODULE(_core, m) {
             const std::uintptr_t stream = stream_arg(stream_h);
             check_plan_stream(where, stream);
             const construction once(self);
-            nb::gil_scoped_release release;
+            released_gil release;
             new (self) py_diffusion_plan(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)});
             self->device = current_device(self->where());
           },
@@ -1864,7 +1922,7 @@ NB_MODULE(_core, m) {
             float* xp = checked<float>(x, "x", {pl.n, pl.d}, p);
             expect_plan_place(pl, p);
             plan_run on(pl, stream);
-            nb::gil_scoped_release release;  // the initial draw: n x d normals, a step's work
+            released_gil release;  // the initial draw: n x d normals, a step's work
             pl.reset(xp, on.exec);
           },
           "x"_a, "stream"_a = 0, "Starts the next trajectory (and draws x when options.draw_initial).")
@@ -1878,7 +1936,7 @@ NB_MODULE(_core, m) {
             const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
             expect_plan_place(pl, p);
             plan_run on(pl, stream);
-            nb::gil_scoped_release release;
+            released_gil release;
             pl.step(xp, mp, on.exec);
           },
           "x"_a, "model"_a, "stream"_a = 0, "Applies the current step's update to x given the model output at x.")
@@ -1892,7 +1950,7 @@ NB_MODULE(_core, m) {
             const float* mp = checked<float>(model, "model", {pl.n, pl.d}, p);
             expect_plan_place(pl, p);
             plan_run on(pl, stream);
-            nb::gil_scoped_release release;
+            released_gil release;
             pl.finish(xp, mp, on.exec);
           },
           "x"_a, "model"_a, "stream"_a = 0, "The final jump x <- E[x0 | x] from the model output.");
@@ -1920,7 +1978,7 @@ NB_MODULE(_core, m) {
             device_scope scope;
             const ds::executor where = plan_executor(enum_arg(executor, "executor"), like, scope);
             check_plan_stream(where, stream);
-            nb::gil_scoped_release release;
+            released_gil release;
             return py_sampling_plan(
                 ds::sampling_plan::diffusion(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
           },
@@ -1937,7 +1995,7 @@ NB_MODULE(_core, m) {
             device_scope scope;
             const ds::executor where = plan_executor(enum_arg(executor, "executor"), like, scope);
             check_plan_stream(where, stream);
-            nb::gil_scoped_release release;
+            released_gil release;
             py_sampling_plan plan(
                 ds::sampling_plan::langevin(n, d, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
             plan.mala = o.method == ds::langevin_method::mala;
@@ -1955,7 +2013,7 @@ NB_MODULE(_core, m) {
             device_scope scope;
             const ds::executor where = plan_executor(enum_arg(executor, "executor"), like, scope);
             check_plan_stream(where, stream);
-            nb::gil_scoped_release release;
+            released_gil release;
             py_sampling_plan pl(ds::sampling_plan::guided(d, pr, o, out, {where, reinterpret_cast<cudaStream_t>(stream)}));
             pl.guided = true;
             pl.problems = pr.problems;
@@ -1997,7 +2055,7 @@ NB_MODULE(_core, m) {
             outs.resample_count = checked_opt<std::int32_t>(resample_count, "resample_count", {B}, p);
             expect_plan_place(pl, p);
             plan_run on(pl, stream);
-            nb::gil_scoped_release release;
+            released_gil release;
             pl.write_outputs(outs, on.exec);
           },
           "problems"_a, "particles"_a, "steps"_a, "particles_out"_a = nb::none(), "log_weights"_a = nb::none(),
@@ -2065,7 +2123,7 @@ NB_MODULE(_core, m) {
             const std::uintptr_t stream = stream_arg(stream_h);
             exclusive_call one(pl.lock, "tell");
             plan_run on(pl, stream);
-            nb::gil_scoped_release release;
+            released_gil release;
             pl.tell(on.exec);
           },
           "stream"_a = 0, "Applies the answer written into the current ask's buffer and advances.")
@@ -2081,7 +2139,7 @@ NB_MODULE(_core, m) {
               expect_plan_place(pl, p);
             }
             plan_run on(pl, stream);
-            nb::gil_scoped_release release;  // the initial draw or copy: rows x d values, a step's work
+            released_gil release;  // the initial draw or copy: rows x d values, a step's work
             pl.reset(ip, on.exec);
           },
           "initial"_a = nb::none(), "stream"_a = 0,
@@ -2140,7 +2198,7 @@ NB_MODULE(_core, m) {
         ds::executor ran;
         run_on on(p, stream);
         {
-          nb::gil_scoped_release release;
+          released_gil release;
           ran = ds::resample(outs, B, N, lp, o, on.exec);
         }
         return report(ran);
@@ -2163,12 +2221,12 @@ NB_MODULE(_core, m) {
         if (anc.dtype() == nb::dtype<std::int64_t>()) {
           const std::int64_t* ap = checked<std::int64_t>(anc, "ancestors", {B, N}, p);
           run_on on(p, stream);
-          nb::gil_scoped_release release;
+          released_gil release;
           ran = ds::gather_particles(op, B, N, d, sp, ap, on.exec);
         } else {
           const std::int32_t* ap = checked<std::int32_t>(anc, "ancestors", {B, N}, p);
           run_on on(p, stream);
-          nb::gil_scoped_release release;
+          released_gil release;
           ran = ds::gather_particles(op, B, N, d, sp, ap, on.exec);
         }
         return report(ran);
@@ -2260,7 +2318,7 @@ NB_MODULE(_core, m) {
           [](nb::args args, nb::kwargs kwargs) {
             call_arguments arguments("ObservationOperator.dense", args, kwargs, {"A"}, 1);
             host_data a = read_host(arguments[0], "A", {2}, "(d_y, d_x)");
-            nb::gil_scoped_release release;  // the operator's checks and tables
+            released_gil release;  // the operator's checks and tables
             return ds::observation_operator::dense(a.shape[0], a.shape[1], std::move(a.values));
           },
           sig_to<ds::observation_operator>("def dense(A: ProblemData)"),
@@ -2277,7 +2335,7 @@ NB_MODULE(_core, m) {
             std::vector<double> g;
             if (arguments.given(2) && !arguments[2].is_none())
               g = host_vector(arguments[2], "diagonal", {1}, "(d_y,)");
-            nb::gil_scoped_release release;  // the operator's checks
+            released_gil release;  // the operator's checks
             return ds::observation_operator::mask(d_x, std::move(idx), std::move(g));
           },
           sig_to<ds::observation_operator>(
@@ -2297,7 +2355,7 @@ NB_MODULE(_core, m) {
             expect_shape(u, "U", u.shape[0], r, "(d_y, r)" + rs);
             expect_shape(v, "V", v.shape[0], r, "(d_x, r)" + rs);
             // The factors' orthonormality check: O((d_y + d_x) r^2), seconds for factors of a few thousand.
-            nb::gil_scoped_release release;
+            released_gil release;
             return ds::observation_operator::svd(u.shape[0], v.shape[0], std::move(u.values), std::move(s),
                                                  std::move(v.values));
           },
@@ -2325,7 +2383,7 @@ NB_MODULE(_core, m) {
             std::vector<double> y = host_vector(obs, "y", {1}, "(d_y,)");
             const construction once(self);
             {
-              nb::gil_scoped_release release;
+              released_gil release;
               new (self) ds::mixture_posterior(prior, A, sigma_y, std::move(y));
             }
             // The device its tables were copied to: the current one, when the runtime sees a device.
@@ -2365,7 +2423,7 @@ NB_MODULE(_core, m) {
            [](const ds::mixture_posterior& q) {
              std::vector<double> v;
              {
-               nb::gil_scoped_release release;  // O(K d) on the host
+               released_gil release;  // O(K d) on the host
                v = q.mean();
              }
              return to_numpy(std::move(v), {std::size_t(q.dim())});
@@ -2375,7 +2433,7 @@ NB_MODULE(_core, m) {
            [](const ds::mixture_posterior& q) {
              std::vector<double> c;
              {
-               nb::gil_scoped_release release;  // O(K d^2) on the host: a second for thousands of components
+               released_gil release;  // O(K d^2) on the host: a second for thousands of components
                c = q.covariance();
              }
              return to_numpy(std::move(c), {std::size_t(q.dim()), std::size_t(q.dim())});
@@ -2399,14 +2457,14 @@ NB_MODULE(_core, m) {
               lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
               run_on on(p, stream);
               expect_tables_on(q, p, "posterior");
-              nb::gil_scoped_release release;
+              released_gil release;
               ran = q.sample(op, n, seed, lp, first_index, on.exec);
             } else {
               float* op = checked<float>(out, "out", {-1, q.dim()}, p);
               lp = checked_opt<std::int32_t>(labels, "labels", {n}, p);
               run_on on(p, stream);
               expect_tables_on(q, p, "posterior");
-              nb::gil_scoped_release release;
+              released_gil release;
               ran = q.sample(op, n, seed, lp, first_index, on.exec);
             }
             return report(ran);
@@ -2541,7 +2599,7 @@ NB_MODULE(_core, m) {
         run_on on(p, stream);
         expect_tables_on(prior, p, "prior");
         {
-          nb::gil_scoped_release release;
+          released_gil release;
           r = ds::guided_sample(prior, outs, pr, o, on.exec);
         }
         return guided_report_dict(r);
@@ -2567,7 +2625,7 @@ NB_MODULE(_core, m) {
         const float* ap = checked<float>(a, "a", {-1, -1}, p);
         const float* bp = checked<float>(b, "b", {-1, dim_of(a, 1)}, p);
         run_on on(p, stream);
-        nb::gil_scoped_release release;
+        released_gil release;
         return ds::sliced_wasserstein(dim_of(a, 0), dim_of(b, 0), dim_of(a, 1), ap, bp, directions, seed, pw, on.exec);
       },
       "a"_a, "b"_a, "directions"_a = 256, "seed"_a = 0, "p"_a = 1, "stream"_a = 0,
@@ -2580,7 +2638,7 @@ NB_MODULE(_core, m) {
         if (p.where != ds::executor::cpu) raise_invalid("x: component_weights runs on the host; pass CPU arrays");
         std::vector<double> w;
         {
-          nb::gil_scoped_release release;
+          released_gil release;
           w = ds::component_weights(q, dim_of(x, 0), xp);
         }
         return to_numpy(std::move(w), {std::size_t(q.components())});
@@ -2594,7 +2652,7 @@ NB_MODULE(_core, m) {
         if (p.where != ds::executor::cpu) raise_invalid("x: component_weights runs on the host; pass CPU arrays");
         std::vector<double> w;
         {
-          nb::gil_scoped_release release;
+          released_gil release;
           w = ds::component_weights(g, dim_of(x, 0), xp);
         }
         return to_numpy(std::move(w), {std::size_t(g.components())});
@@ -2606,7 +2664,7 @@ NB_MODULE(_core, m) {
         place p;
         const float* xp = checked<float>(x, "x", {-1, q.dim()}, p);
         if (p.where != ds::executor::cpu) raise_invalid("x: component_weight_error runs on the host; pass CPU arrays");
-        nb::gil_scoped_release release;
+        released_gil release;
         return ds::component_weight_error(q, dim_of(x, 0), xp);
       },
       "reference"_a, "x"_a, "max_k |recovered weight_k - w'_k| (host).");
@@ -2616,7 +2674,7 @@ NB_MODULE(_core, m) {
         place p;
         const float* xp = checked<float>(x, "x", {-1, g.dim()}, p);
         if (p.where != ds::executor::cpu) raise_invalid("x: component_weight_error runs on the host; pass CPU arrays");
-        nb::gil_scoped_release release;
+        released_gil release;
         return ds::component_weight_error(g, dim_of(x, 0), xp);
       },
       "reference"_a, "x"_a, "max_k |recovered weight_k - w_k| (host).");
