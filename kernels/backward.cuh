@@ -14,13 +14,12 @@ struct backward_coefficients {
   double cx, cm, sigma, variance;
 };
 
-/// One step from the channel (a, s) of the current point x to (a_next, s_next), a_next > 0, s > 0. The forward
-/// kernel between them is x = r x' + sqrt(v) z with r = a / a_next and v = s^2 - r^2 s_next^2 (clamped at 0 as the
-/// SNR increases along the grid). DDPM is its posterior q(x' | x, x0 = m): mean (a_next v / s^2) m +
-/// (r s_next^2 / s^2) x, variance s_next^2 v / s^2 (for VP: c0 = sqrt(abar') beta / (1 - abar),
-/// c1 = sqrt(alpha) (1 - abar') / (1 - abar), math.md 4). DDIM with stochasticity eta: x' = a_next m + c eps +
-/// sigma xi with eps = (x - a m) / s, sigma = eta sqrt(s_next^2 v / s^2), c = sqrt(max(0, s_next^2 - sigma^2));
-/// eta = 1 is DDPM up to rounding.
+/// One step from the channel (a, s) of the current point x to (a_next, s_next), a_next > 0, s > 0. The forward kernel
+/// between them is x = r x' + sqrt(v) z with r = a / a_next and v = s^2 - r^2 s_next^2 (clamped at 0 as the SNR
+/// increases along the grid). DDPM is its posterior q(x' | x, x0 = m): mean (a_next v / s^2) m + (r s_next^2 / s^2) x,
+/// variance s_next^2 v / s^2 (for VP: c0 = sqrt(abar') beta / (1 - abar), c1 = sqrt(alpha) (1 - abar') / (1 - abar),
+/// README "Reverse-diffusion samplers"). DDIM with stochasticity eta: x' = a_next m + c eps + sigma xi with eps = (x -
+/// a m) / s, sigma = eta sqrt(s_next^2 v / s^2), c = sqrt(max(0, s_next^2 - sigma^2)); eta = 1 is DDPM up to rounding.
 DS_HD_INLINE backward_coefficients ddpm_ddim_kernel(double a, double s, double a_next, double s_next, bool ddim,
                                                     double eta) {
   const double s2 = s * s;

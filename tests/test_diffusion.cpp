@@ -1217,10 +1217,10 @@ TEST(Diffusion, DdimWithEtaOneIsDdpmBitForBit) {
 }
 
 // The step table of DDPM and of DDIM at eta in {0, 0.5, 1}, read through the stepwise plan: at step k, three chains
-// hold (x, model) = (1, 0), (0, 1) and (0, 0), so that their next states are cx + cn z, cm + cn z and cn z, with z
-// the documented stream (seed, first_chain + i, k + 1). Each is compared with the closed forms of math.md 4 at the
-// first, a middle and the last step. Tolerance: the coefficients are FP32 roundings of FP64 values (6e-8
-// relative) and host normals agree with the generator to 1e-5 (test_rng), so 2e-5 (1 + |want|).
+// hold (x, model) = (1, 0), (0, 1) and (0, 0), so that their next states are cx + cn z, cm + cn z and cn z, with z the
+// documented stream (seed, first_chain + i, k + 1). Each is compared with the closed forms (README "Reverse-diffusion
+// samplers") at the first, a middle and the last step. Tolerance: the coefficients are FP32 roundings of FP64 values
+// (6e-8 relative) and host normals agree with the generator to 1e-5 (test_rng), so 2e-5 (1 + |want|).
 TEST(DiffusionPlan, DdpmAndDdimCoefficientsMatchTheirClosedForms) {
   const std::int64_t N = abar_table.size(), d = 4, n = 3;
   struct probe {
@@ -1270,7 +1270,7 @@ TEST(DiffusionPlan, DdpmAndDdimCoefficientsMatchTheirClosedForms) {
 // The first draws of every sampler. With a single Gaussian prior N(mu, tau^2 I) the denoiser is closed-form,
 // m(x) = (s^2 mu + a tau^2 x) / (a^2 tau^2 + s^2), so the state after the first step is known exactly from the
 // documented stream: x0 = s_0 z0 (or sigma z0) with z0 from step 0 of (seed, first_chain + i), then the sampler's
-// update of math.md 3-4 with z1 from step 1. Tolerance as above, on values of size ~5.
+// update (README "Reverse-diffusion samplers") with z1 from step 1. Tolerance as above, on values of size ~5.
 TEST(Diffusion, FirstStepOfEverySamplerUsesTheDocumentedStream) {
   const double tau2 = 0.6;
   for (std::int64_t d : {2, 3}) {
@@ -1375,7 +1375,7 @@ TEST(Diffusion, FirstStepOfEverySamplerUsesTheDocumentedStream) {
 }
 
 // Every step of every sampler, not only the first: chain i's whole recorded trajectory (and its final jump) rebuilt
-// in FP64 from the documented stream and math.md 3-4, on a three-component diagonal mixture whose denoiser is the
+// in FP64 from the documented stream and the closed forms, on a three-component diagonal mixture whose denoiser is the
 // FP64 reference (evaluate_fp64). The schedule's points are points()'s (SchedulesMatchTheirClosedForms pins them);
 // the updates are written here from the formulas, not from the library's table: DDPM as the posterior of the
 // forward step x = r x' + sqrt(v) z (r = a / a', v = s^2 - r^2 s'^2; mean var (a' m / s'^2 + r x / v), var

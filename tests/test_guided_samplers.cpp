@@ -70,7 +70,7 @@ struct small_mixture {
     for (int i = 0; i < K * d; ++i) var.push_back(float(u(gen)));
   }
   kn::mixture_view<float> view() const { return {log_w.data(), mu.data(), var.data(), K, d, false}; }
-  // E[x0 | x] and Cov(x0 | x) at the channel (a, s), FP64 (math.md section 1).
+  // E[x0 | x] and Cov(x0 | x) at the channel (a, s), FP64 (README "Gaussian mixtures").
   void moments(const std::vector<double>& x, double a, double s, std::vector<double>& m,
                std::vector<double>& C) const {
     std::vector<double> logit(K), r(K);
@@ -509,10 +509,10 @@ std::vector<double> ddrm_reference(const ds::gaussian_mixture& prior, const ds::
 
 }  // namespace
 
-// TMPD's A C A^T from d_y Jacobian-vector products against A Cov(x0 | x) A^T from the exact FP64 covariance
-// (math.md section 1), at three channels and two operators (a random 3 x 4 A, and A = I, where the whole of C is
-// compared). The JVPs run in FP32 with the mixture's own logits: relative tolerance 2e-4 of the largest entry
-// (FP32 rounding of d-term sums, measured under 3e-6). Seen failing with the ratio s^2 / a replaced by s / a.
+// TMPD's A C A^T from d_y Jacobian-vector products against A Cov(x0 | x) A^T from the exact FP64 covariance (C = (s^2 /
+// a) J, README "TMPD"), at three channels and two operators (a random 3 x 4 A, and A = I, where the whole of C is
+// compared). The JVPs run in FP32 with the mixture's own logits: relative tolerance 2e-4 of the largest entry (FP32
+// rounding of d-term sums, measured under 3e-6). Seen failing with the ratio s^2 / a replaced by s / a.
 TEST(Tmpd, CovarianceFromJvpsMatchesExactPosteriorCovariance) {
   const small_mixture mix;
   const int d = mix.d;
@@ -556,7 +556,7 @@ TEST(Tmpd, CovarianceFromJvpsMatchesExactPosteriorCovariance) {
 
 // One TMPD transition from a fixed state against the formula in FP64:
 //   x' = c0 m + c1 x + scale * (c0 s^2 / a) * (a / s^2) C A^T (A C A^T + sigma_y^2 I)^-1 (y - A m)
-// with m and C exact (math.md), the system solved by elimination, and a deterministic kernel (sig = 0). Tolerance
+// with m and C exact, the system solved by elimination, and a deterministic kernel (sig = 0). Tolerance
 // 1e-4 relative to the largest |x'| (FP32 JVPs and Cholesky). Seen failing with the guidance sign flipped.
 // row_scale multiplies row 0 of A and y_0; mix0 > 0 replaces row 1 by row 0 (unscaled) + mix0 x row 1, correlating
 // the rows. Returns the FP64 matrix A C A^T + sigma_y^2 I of the reference.
@@ -1121,7 +1121,7 @@ TEST(GuidedSamplers, EachProblemOfABatchReadsOnlyItsOwnTables) {
 
 // On a Gaussian prior N(mu, diag v) every step of DPS (likelihood form), Pi-GDM and TMPD is affine in the particle
 // plus Gaussian noise, so the law of the whole discrete chain is Gaussian and follows from a mean and covariance
-// recursion in FP64, from the formulas of math.md section 5 (and the README) rather than from the kernels: at the
+// recursion in FP64, from the formulas in the README rather than from the kernels: at the
 // step from (a, s) to (a', s'), with c = a^2 v + s^2 per coordinate,
 //   m = D x + e,  D = diag(a v / c),  e = s^2 mu / c     (the denoiser; J = D, Cov(x0 | x) = (s^2 / a) D),
 //   x' = c0 m + c1 x + g D A^T W (y - A m) + sig z,    g = c0 s^2 / a (guidance_scale 1),
@@ -1921,7 +1921,7 @@ TEST(GuidedSamplers, GpuMatchesTheCpu) {
 
 // DCPS's gradient of the approximate backward function, grad log beta(x) = cx u + cm J u with
 // u = A^T P (a_T y - A (cx x + cm m(x))), against central finite differences of log beta computed in FP64 from the
-// exact denoiser (math.md), on the small mixture with a random 2 x 4 A and a random SPD P. Step 1e-4; the difference
+// exact denoiser, on the small mixture with a random 2 x 4 A and a random SPD P. Step 1e-4; the difference
 // quotient's error is O(h^2) and the FP32 kernel's ~1e-6 relative: tolerance 1e-3 of the largest component.
 // Seen failing with the JVP term dropped (cm J u missing).
 TEST(Dcps, PotentialGradientMatchesFiniteDifferences) {
@@ -2195,7 +2195,7 @@ TEST(Dcps, BridgeVarianceOptionSetsThePotentialsCovariance) {
 
 // One DCPS transition (the variational fit of the twisted kernel, then the draw) against the formula in FP64 with
 // the kernel's own normals: G = 2 normalised gradient steps from (mu_p, log sig), each on one draw
-// q = mu + e^l eps, with grad log beta(q) = cx u + cm (a / s^2) Cov(x0 | q) u in FP64 (math.md), then
+// q = mu + e^l eps, with grad log beta(q) = cx u + cm (a / s^2) Cov(x0 | q) u in FP64, then
 // x' = mu + e^l z. Tolerance 1e-4 relative (FP32 JVPs through two normalised steps). Both step forms: lengths
 // rho sig sqrt(d) and rho sqrt(d) (relative, the default) and rho for both vectors (absolute_step, the published
 // form). Seen failing with the KL's prior term (mu - mu_p) / sig^2 dropped from the mean's gradient, and with

@@ -391,7 +391,8 @@ TEST(LangevinGpu, EveryRegisterDimensionEveryMethodAndTheOutputs) {
 //
 // The target below is a diagonal two-component mixture seen at the channel (a, s) = (0.8, 0.6) (options.target), so
 // that log p_t is not a quadratic and every constant of the channel (c_kj = a^2 v_kj + s^2, the means a mu_kj) enters.
-// The FP64 reference is written from the formulas (shared math.md sections 1 and 2), not from the kernels.
+// The FP64 reference is written from the formulas (README "Gaussian mixtures" and "Langevin samplers"), not from the
+// kernels.
 
 namespace {
 
@@ -534,10 +535,10 @@ TEST_P(LangevinOneStep, MalaAcceptsExactlyByTheMetropolisHastingsRatio) {
   EXPECT_GT(rejects, n / 8) << "too few rejected moves for the test to check them";
 }
 
-// ULA and tamed ULA from points where the score is far from zero, two steps (the second from the state the first
-// left, so the score is recomputed there), against x <- x + gamma g + sqrt(2 gamma) z and
-// x <- x + gamma g / (1 + gamma |g|) + sqrt(2 gamma) z (math.md section 2) in FP64 with the documented normals. At
-// |x| <= 4 the score is at most ~15 in each coordinate, so FP32 keeps 1e-5 relative. accepted counts every step.
+// ULA and tamed ULA from points where the score is far from zero, two steps (the second from the state the first left,
+// so the score is recomputed there), against x <- x + gamma g + sqrt(2 gamma) z and x <- x + gamma g / (1 + gamma |g|)
+// + sqrt(2 gamma) z (README "Langevin samplers") in FP64 with the documented normals. At |x| <= 4 the score is at most
+// ~15 in each coordinate, so FP32 keeps 1e-5 relative. accepted counts every step.
 // Seen failing with the tamed drift gamma / (1 + |g|) and gamma / (1 + gamma |g|^2), and with ULA's drift gamma / 2.
 TEST_P(LangevinOneStep, UlaAndTamedUlaStepsMatchTheirFormulas) {
   const int d = GetParam();

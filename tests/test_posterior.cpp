@@ -541,14 +541,14 @@ TEST(Posterior, ImportanceSamplingFromThePriorAgreesWithTheClosedForm) {
 
 // --- Against an independent FP64 reference: random operators of every shape and kind ------------------------------
 //
-// The reference is the information form of shared math.md section 5, written here without the library's linear
-// algebra: per component S'_k = (Sigma_k^-1 + A^T A / sigma_y^2)^-1 and m'_k = S'_k (A^T y / sigma_y^2 +
-// Sigma_k^-1 mu_k) by Gauss-Jordan elimination with partial pivoting in long double, and
-// w'_k ∝ w_k N(y; A mu_k, sigma_y^2 I + A Sigma_k A^T) with the d_y x d_y covariance's determinant and inverse taken
-// by the same elimination. A is built here from its parts (mask indices and gains, SVD factors), never through
+// The reference is the information form of the exact posterior (README "Exact posterior of a mixture prior"), written
+// here without the library's linear algebra: per component S'_k = (Sigma_k^-1 + A^T A / sigma_y^2)^-1 and m'_k = S'_k
+// (A^T y / sigma_y^2 + Sigma_k^-1 mu_k) by Gauss-Jordan elimination with partial pivoting in long double, and w'_k ∝
+// w_k N(y; A mu_k, sigma_y^2 I + A Sigma_k A^T) with the d_y x d_y covariance's determinant and inverse taken by the
+// same elimination. A is built here from its parts (mask indices and gains, SVD factors), never through
 // observation_operator::matrix(). y is drawn from the model (a prior draw observed with noise), as a real observation
-// is. The library works in the covariance (Kalman) form instead; both are FP64 on matrices whose condition numbers
-// are below 1e4 here, so they agree to ~1e-12, and 1e-9 leaves room without letting any wrong term through.
+// is. The library works in the covariance (Kalman) form instead; both are FP64 on matrices whose condition numbers are
+// below 1e4 here, so they agree to ~1e-12, and 1e-9 leaves room without letting any wrong term through.
 
 namespace {
 
