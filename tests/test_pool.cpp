@@ -14,9 +14,12 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
+#include <cstdlib>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -220,6 +223,38 @@ TEST_F(Pool, ThreadsRunOnTheProcessCpusWhateverThreadMadeThem) {
   }
   closedir(tasks);
   EXPECT_GT(threads, 1);
+}
+
+
+// A child forked after the pool's threads exist (Python's multiprocessing forks by default on Linux): only the forking
+// thread exists there. The child's loops must run (on threads it makes itself) and its exit must not wait for the
+// parent's threads: ~pool joined them, and the child hung at exit. The child runs a loop, then exits through
+// std::exit (static destructors, ~pool among them); the parent waits at most 60 s. Seen failing before the pool
+// forgot the parent's threads in the child (the child still running after 60 s).
+TEST_F(Pool, AForkedChildRunsLoopsAndExits) {
+  ASSERT_GT(threads_of_a_loop(200).size(), 1u);  // the pool's threads exist in the parent
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::vector<std::atomic<int>> runs(500);
+    parallel_for_each(500, [&](std::int64_t i) { runs[static_cast<std::size_t>(i)].fetch_add(1); }, 1);
+    int wrong = 0;
+    for (auto& r : runs) wrong += r.load() != 1;
+    std::exit(wrong == 0 ? 0 : 3);
+  }
+  int status = 0;
+  pid_t done = 0;
+  for (int waited = 0; waited < 600 && done == 0; ++waited) {
+    done = waitpid(child, &status, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (done == 0) {
+    kill(child, SIGKILL);
+    waitpid(child, &status, 0);
+    FAIL() << "the forked child did not exit within 60 s";
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "3: an index of the child's loop did not run exactly once";
 }
 
 }  // namespace

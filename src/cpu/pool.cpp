@@ -16,6 +16,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -71,6 +72,8 @@ std::atomic<bool> pool_closed{false};
 
 class pool {
  public:
+  pool() { pthread_atfork(nullptr, nullptr, &pool::in_forked_child); }
+
   ~pool() {
     pool_closed.store(true, std::memory_order_release);
     {
@@ -193,6 +196,22 @@ class pool {
     }
   }
 
+  // In the child of a fork(): only the forking thread exists there, so the parent's pool threads (and any job they
+  // were running) are gone, and the mutex may have been held by one of them. The threads are dropped unjoined (their
+  // std::thread objects moved into a leaked vector: joining a thread that does not exist hung the child's exit in
+  // ~pool), the jobs likewise, and the mutex and condition variables made afresh; the child's loops make new threads.
+  static void in_forked_child();
+  void forget_the_parents_threads() {
+    new (&mutex_) std::mutex;
+    new (&wake_) std::condition_variable;
+    new (&done_) std::condition_variable;
+    new std::vector<std::thread>(std::move(threads_));
+    threads_.clear();
+    new std::vector<std::shared_ptr<job>>(std::move(jobs_));
+    jobs_.clear();
+    stop_ = false;
+  }
+
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   std::uint64_t generation_ = 0;
@@ -204,6 +223,10 @@ class pool {
 pool& the_pool() {
   static pool p;
   return p;
+}
+
+void pool::in_forked_child() {
+  if (!pool_closed.load(std::memory_order_acquire)) the_pool().forget_the_parents_threads();
 }
 
 }  // namespace
