@@ -30,10 +30,13 @@
 #include "src/mixture_storage.hpp"
 #include "src/validate.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cmath>
+#include <chrono>
 #include <condition_variable>
 #include <limits>
 #include <cstdint>
@@ -43,6 +46,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
@@ -69,13 +73,17 @@ PyObject* exc_cuda = nullptr;
 // interpreter exits would take the GIL back during finalisation, where CPython ends the thread from inside that
 // acquisition: an unwind through the C++ frames of the call, which aborted the process ("terminate called without an
 // active exception", exit status 134). So the module's exit hook (registered with atexit at import, run before
-// finalisation) refuses new calls and waits, without the GIL, until every call in flight has taken the GIL back and
-// returned to Python.
+// finalisation) waits, without the GIL, until every call in flight has taken the GIL back and returned to Python,
+// and from then on refuses new calls from other threads (the thread running the exit hooks is not ended: the hooks
+// registered before the import, which run after this one, may still call the library). The wait answers signals
+// (Ctrl-C raises KeyboardInterrupt in the hook and the exit goes on, as before the hook). A forked child starts with
+// no call in flight (only the forking thread exists there, holding the GIL).
 struct call_registry {
   std::mutex m;
   std::condition_variable done;
   std::int64_t in_flight = 0;
   bool exiting = false;
+  std::thread::id exit_thread;
 };
 
 call_registry& calls() {
@@ -83,14 +91,15 @@ call_registry& calls() {
   return *r;
 }
 
-// nb::gil_scoped_release counted in calls(): refused (diffsample.Error) once the interpreter is exiting; the count
-// drops after the GIL is taken back.
+// nb::gil_scoped_release counted in calls(): refused (diffsample.Error) on a thread other than the exit hooks' once
+// the interpreter is exiting; the count drops after the GIL is taken back.
 class released_gil {
  public:
   released_gil() {
     {
       const std::lock_guard<std::mutex> lock(calls().m);
-      if (calls().exiting) throw ds::error("the Python interpreter is exiting: no new library call starts");
+      if (calls().exiting && std::this_thread::get_id() != calls().exit_thread)
+        throw ds::error("the Python interpreter is exiting: no new library call starts on another thread");
       ++calls().in_flight;
     }
     state_ = PyEval_SaveThread();
@@ -107,16 +116,28 @@ class released_gil {
   PyThreadState* state_ = nullptr;
 };
 
-// The exit hook: no new call starts, and the calls in flight finish first.
+// The exit hook: the calls in flight finish first (checking for signals every 100 ms), then no new call starts on
+// another thread.
 void wait_for_calls_at_exit() {
   {
     const std::lock_guard<std::mutex> lock(calls().m);
     calls().exiting = true;
+    calls().exit_thread = std::this_thread::get_id();
   }
-  nb::gil_scoped_release release;  // the calls in flight take the GIL back to return
-  std::unique_lock<std::mutex> lock(calls().m);
-  calls().done.wait(lock, [] { return calls().in_flight == 0; });
+  for (;;) {
+    bool finished;
+    {
+      nb::gil_scoped_release release;  // the calls in flight take the GIL back to return
+      std::unique_lock<std::mutex> lock(calls().m);
+      finished = calls().done.wait_for(lock, std::chrono::milliseconds(100), [] { return calls().in_flight == 0; });
+    }
+    if (finished) return;
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+  }
 }
+
+// In a forked child: a fresh registry (the parent's mutex may have been held by a thread that does not exist here).
+void reset_calls_in_child() { new (&calls()) call_registry; }
 
 // ---- arrays -------------------------------------------------------------------------------------------------------
 
@@ -1329,6 +1350,7 @@ NB_MODULE(_core, m) {
   m.attr("CudaError") = nb::handle(exc_cuda);
   // Calls in flight finish before the interpreter's finalisation (see released_gil).
   nb::module_::import_("atexit").attr("register")(nb::cpp_function(&wait_for_calls_at_exit));
+  pthread_atfork(nullptr, nullptr, &reset_calls_in_child);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
