@@ -285,8 +285,9 @@ schedule_point detail::point_at(const noise_schedule& sc, double t) {
       // which leaves the normal range below t of about 1e-154 and is 0 below 1e-162 (s was 0 there); there s = sqrt(t g)
       // (-expm1 of a subnormal is itself) is formed as sqrt(t) sqrt(g), both factors representable. Elsewhere the
       // general form, bit for bit as before.
-      const double g = sc.beta_min + 0.5 * (sc.beta_max - sc.beta_min) * t, L = -(t * g);
+      const double L = -(sc.beta_min * t + 0.5 * (sc.beta_max - sc.beta_min) * t * t);
       schedule_point q = vp_point(t, L, -(sc.beta_min + (sc.beta_max - sc.beta_min) * t));
+      const double g = sc.beta_min + 0.5 * (sc.beta_max - sc.beta_min) * t;
       if (L > -1e-300 && t > 0 && g > 0) {
         q.s = std::sqrt(t) * std::sqrt(g);
         q.ds_dt = -q.a * q.a * -(sc.beta_min + (sc.beta_max - sc.beta_min) * t) / (2 * q.s);
