@@ -10,6 +10,7 @@
 // blas_calls_serialised().
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -99,9 +100,21 @@ std::mutex& blas_mutex() {
   return m;
 }
 
+#if defined(DIFFSAMPLE_HAVE_OPENBLAS)
+// OpenBLAS's version from its configuration string ("OpenBLAS 0.3.21 DYNAMIC_ARCH ..."), as major * 10000 + minor *
+// 100 + patch; 0 when it does not parse.
+int openblas_version() {
+  int major = 0, minor = 0, patch = 0;
+  const char* config = openblas_get_config();
+  if (config == nullptr || std::sscanf(config, "OpenBLAS %d.%d.%d", &major, &minor, &patch) != 3) return 0;
+  return major * 10000 + minor * 100 + patch;
+}
+#endif
+
 bool blas_calls_serialised() {
 #if defined(DIFFSAMPLE_HAVE_OPENBLAS)
-  static const bool serialised = openblas_get_parallel() != 1;
+  // Pthreads builds before 0.3.7 still raced in their buffer allocation under concurrent callers.
+  static const bool serialised = openblas_get_parallel() != 1 || openblas_version() < 307;
   return serialised;
 #else
   return true;
