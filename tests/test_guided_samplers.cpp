@@ -225,6 +225,75 @@ void score(const char* name, const benchmark_problem& p, const std::vector<float
               static_cast<long long>(d), sw, floor, sw / floor, worst);
 }
 
+// The mixture's exact posterior of x0 at a channel, FP64, for isotropic components (the references' denoiser):
+// responsibilities r_k, the component means m_k = mu_k + a v_k (x - a mu_k) / (a^2 v_k + s^2), their variances
+// v_k s^2 / (a^2 v_k + s^2), the denoiser m = sum_k r_k m_k, the component scores g_k = (a mu_k - x) / (a^2 v_k + s^2),
+// and from them Cov(x0 | x) v and J v (J = dm/dx = (a / s^2) Cov(x0 | x)).
+struct iso_posterior64 {
+  const ds::gaussian_mixture& prior;
+  std::int64_t d, C;
+  std::vector<double> r, mk, gk, vk, m;
+  double a = 1, s = 0;
+  explicit iso_posterior64(const ds::gaussian_mixture& p)
+      : prior(p), d(p.dim()), C(static_cast<std::int64_t>(p.weights().size())), r(C), mk(C * d), gk(C * d), vk(C),
+        m(d) {
+    EXPECT_EQ(p.variances().size(), static_cast<std::size_t>(C)) << "isotropic components expected";
+  }
+  void at(const double* x, double a_, double s_) {
+    a = a_;
+    s = s_;
+    const std::vector<double>&w = prior.weights(), &mus = prior.means(), &vs = prior.variances();
+    double top = -1e300;
+    for (std::int64_t k = 0; k < C; ++k) {
+      const double c = a * a * vs[k] + s * s;
+      double e = 0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double diff = x[j] - a * mus[k * d + j];
+        e += diff * diff;
+        gk[k * d + j] = -diff / c;
+        mk[k * d + j] = mus[k * d + j] + a * vs[k] * diff / c;
+      }
+      vk[k] = vs[k] * s * s / c;
+      r[k] = std::log(w[k]) - 0.5 * double(d) * std::log(c) - 0.5 * e / c;
+      top = std::max(top, r[k]);
+    }
+    double sum = 0;
+    for (std::int64_t k = 0; k < C; ++k) sum += (r[k] = std::exp(r[k] - top));
+    std::fill(m.begin(), m.end(), 0.0);
+    for (std::int64_t k = 0; k < C; ++k) {
+      r[k] /= sum;
+      for (std::int64_t j = 0; j < d; ++j) m[j] += r[k] * mk[k * d + j];
+    }
+  }
+  // out = Cov(x0 | x) v after at(): sum_k r_k (v_k' v + m_k (m_k . v)) - m (m . v).
+  void cov_times(const double* v, double* out) const {
+    double mv = 0;
+    for (std::int64_t j = 0; j < d; ++j) mv += m[j] * v[j];
+    for (std::int64_t j = 0; j < d; ++j) out[j] = -m[j] * mv;
+    for (std::int64_t k = 0; k < C; ++k) {
+      double kv = 0;
+      for (std::int64_t j = 0; j < d; ++j) kv += mk[k * d + j] * v[j];
+      for (std::int64_t j = 0; j < d; ++j) out[j] += r[k] * (vk[k] * v[j] + mk[k * d + j] * kv);
+    }
+  }
+  // out = J v after at(): sum_k r_k (a v_k / (a^2 v_k + s^2)) v + sum_k r_k m_k (g_k - gbar) . v.
+  void jvp(const double* v, double* out) const {
+    const std::vector<double>& vs = prior.variances();
+    double gbar_v = 0;
+    std::vector<double> gv(C);
+    for (std::int64_t k = 0; k < C; ++k) {
+      gv[k] = 0;
+      for (std::int64_t j = 0; j < d; ++j) gv[k] += gk[k * d + j] * v[j];
+      gbar_v += r[k] * gv[k];
+    }
+    for (std::int64_t j = 0; j < d; ++j) out[j] = 0;
+    for (std::int64_t k = 0; k < C; ++k) {
+      const double c = a * vs[k] / (a * a * vs[k] + s * s), f = r[k] * (gv[k] - gbar_v);
+      for (std::int64_t j = 0; j < d; ++j) out[j] += r[k] * c * v[j] + f * mk[k * d + j];
+    }
+  }
+};
+
 // DCPS in FP64 from the formulas (README "DCPS"; seed 002, the published posterior_samplers/dcps.py), not from the
 // kernels: a mixture of isotropic Gaussians (its exact denoiser m and J u, J = dm/dx), the library's grid and blocks,
 // mt19937 normals. Per block [U, T]: M tamed ULA steps at U on p_U beta_U, then per transition j -> j + 1 a
@@ -238,52 +307,20 @@ struct dcps_reference_options {
 
 std::vector<double> dcps_reference(const ds::gaussian_mixture& prior, const ds::linear_observation& obs,
                                    const dcps_reference_options& ro, std::int64_t n, std::uint64_t seed) {
-  const std::int64_t d = prior.dim(), dy = obs.d_y, C = static_cast<std::int64_t>(prior.weights().size());
-  const std::vector<double>&w = prior.weights(), &mus = prior.means(), &vs = prior.variances();
+  const std::int64_t d = prior.dim(), dy = obs.d_y;
   const std::vector<ds::schedule_point> pts = ds::guided_options{}.schedule.points(ro.steps);
   const double sy2 = obs.sigma_y * obs.sigma_y, root_d = std::sqrt(double(d));
   std::mt19937_64 gen(seed);
   std::normal_distribution<double> z;
   std::vector<double> out(n * d), x(d), m(d), ju(d), u(d), grad(d), mean(d), l(d), eps(d), q(d), mu_p(d), gm(d),
-      gl(d), r(C), mk(C * d), gk(C * d);
-  // m(x) at (a, s) into m, the responsibilities and per-component pieces kept for J u.
+      gl(d);
+  // m(x) at (a, s) into m (the posterior's pieces kept for J u), and J v into ju.
+  iso_posterior64 post(prior);
   auto denoise = [&](const std::vector<double>& at, double a, double s) {
-    double top = -1e300;
-    for (std::int64_t k = 0; k < C; ++k) {
-      const double v = a * a * vs[k] + s * s;
-      double e = 0;
-      for (std::int64_t j = 0; j < d; ++j) {
-        const double diff = at[j] - a * mus[k * d + j];
-        e += diff * diff;
-        gk[k * d + j] = -diff / v;
-        mk[k * d + j] = mus[k * d + j] + a * vs[k] * diff / v;
-      }
-      r[k] = std::log(w[k]) - 0.5 * double(d) * std::log(v) - 0.5 * e / v;
-      top = std::max(top, r[k]);
-    }
-    double sum = 0;
-    for (std::int64_t k = 0; k < C; ++k) sum += (r[k] = std::exp(r[k] - top));
-    for (std::int64_t j = 0; j < d; ++j) m[j] = 0;
-    for (std::int64_t k = 0; k < C; ++k) {
-      r[k] /= sum;
-      for (std::int64_t j = 0; j < d; ++j) m[j] += r[k] * mk[k * d + j];
-    }
+    post.at(at.data(), a, s);
+    m = post.m;
   };
-  // J v after denoise(): sum_k r_k (a v_k / (a^2 v_k + s^2)) v + sum_k r_k m_k (g_k - gbar) . v.
-  auto jvp = [&](const std::vector<double>& v, double a, double s) {
-    double gbar_v = 0;
-    std::vector<double> gv(C);
-    for (std::int64_t k = 0; k < C; ++k) {
-      gv[k] = 0;
-      for (std::int64_t j = 0; j < d; ++j) gv[k] += gk[k * d + j] * v[j];
-      gbar_v += r[k] * gv[k];
-    }
-    for (std::int64_t j = 0; j < d; ++j) ju[j] = 0;
-    for (std::int64_t k = 0; k < C; ++k) {
-      const double c = a * vs[k] / (a * a * vs[k] + s * s), f = r[k] * (gv[k] - gbar_v);
-      for (std::int64_t j = 0; j < d; ++j) ju[j] += r[k] * c * v[j] + f * mk[k * d + j];
-    }
-  };
+  auto jvp = [&](const std::vector<double>& v, double, double) { post.jvp(v.data(), ju.data()); };
   // grad log beta at `at` (channel g, bridge to T) into grad; leaves m(at) in m.
   auto potential = [&](const std::vector<double>& at, std::int64_t g, std::int64_t T) {
     const double a = pts[g].a, s = pts[g].s, aT = pts[T].a;
@@ -354,53 +391,6 @@ std::vector<double> dcps_reference(const ds::gaussian_mixture& prior, const ds::
 }
 
 
-
-// The mixture's exact posterior of x0 at a channel, FP64, for isotropic components (the references' denoiser):
-// responsibilities r_k, the component means m_k = (s^2 mu_k + a v_k x) / (a^2 v_k + s^2), their variances
-// v_k s^2 / (a^2 v_k + s^2), the denoiser m = sum_k r_k m_k, and Cov(x0 | x) v.
-struct iso_posterior64 {
-  const ds::gaussian_mixture& prior;
-  std::int64_t d, C;
-  std::vector<double> r, mk, vk, m;
-  explicit iso_posterior64(const ds::gaussian_mixture& p)
-      : prior(p), d(p.dim()), C(static_cast<std::int64_t>(p.weights().size())), r(C), mk(C * d), vk(C), m(d) {
-    EXPECT_EQ(p.variances().size(), static_cast<std::size_t>(C)) << "isotropic components expected";
-  }
-  void at(const double* x, double a, double s) {
-    const std::vector<double>&w = prior.weights(), &mus = prior.means(), &vs = prior.variances();
-    double top = -1e300;
-    for (std::int64_t k = 0; k < C; ++k) {
-      const double c = a * a * vs[k] + s * s;
-      double e = 0;
-      for (std::int64_t j = 0; j < d; ++j) {
-        const double diff = x[j] - a * mus[k * d + j];
-        e += diff * diff;
-        mk[k * d + j] = (s * s * mus[k * d + j] + a * vs[k] * x[j]) / c;
-      }
-      vk[k] = vs[k] * s * s / c;
-      r[k] = std::log(w[k]) - 0.5 * double(d) * std::log(c) - 0.5 * e / c;
-      top = std::max(top, r[k]);
-    }
-    double sum = 0;
-    for (std::int64_t k = 0; k < C; ++k) sum += (r[k] = std::exp(r[k] - top));
-    std::fill(m.begin(), m.end(), 0.0);
-    for (std::int64_t k = 0; k < C; ++k) {
-      r[k] /= sum;
-      for (std::int64_t j = 0; j < d; ++j) m[j] += r[k] * mk[k * d + j];
-    }
-  }
-  // out = Cov(x0 | x) v after at(): sum_k r_k (v_k' v + m_k (m_k . v)) - m (m . v).
-  void cov_times(const double* v, double* out) const {
-    double mv = 0;
-    for (std::int64_t j = 0; j < d; ++j) mv += m[j] * v[j];
-    for (std::int64_t j = 0; j < d; ++j) out[j] = -m[j] * mv;
-    for (std::int64_t k = 0; k < C; ++k) {
-      double kv = 0;
-      for (std::int64_t j = 0; j < d; ++j) kv += mk[k * d + j] * v[j];
-      for (std::int64_t j = 0; j < d; ++j) out[j] += r[k] * (vk[k] * v[j] + mk[k * d + j] * kv);
-    }
-  }
-};
 
 // The DDPM backward kernel from grid point (a, s) to (an, sn) (DDIM with eta when ddim): x' = cm x0 + cx x + sig z.
 struct ddpm_coefficients {
