@@ -399,6 +399,42 @@ TEST(OperatorGemm, GuidedOptionsForceTheOperatorPath) {
   }
 }
 
+// One dense operator per problem, given both ways (guided_problems::A holding B d_y x d blocks, and B dense
+// observation_operators): DPS (both step forms) and Pi-GDM with the products forced (gemm) against the direct path,
+// every problem's particles within the FP32 bound of the forced-path test above (1e-4 relative). Every other
+// gemm-against-direct comparison used one operator shared by the problems, so a product that read problem 0's
+// operator for every problem passed them all (the forward product A m from p.A without the problem's A_stride:
+// problems 1 and 2 off by 131 and 46 relative for DPS, 19 and 14 for Pi-GDM, after one step); seen failing against it.
+TEST(OperatorGemm, PerProblemOperatorsTakeTheirOwnProducts) {
+  const std::int64_t d = 64, dy = 48, N = 40;
+  const gaussian_mixture mix = grid_mixture(d, 3, 3.0, 0.5);
+  guided_problems stacked = dense_problems(d, dy);
+  stacked.A.clear();
+  guided_problems listed = dense_problems(d, dy);
+  listed.A.clear();
+  for (std::int64_t b = 0; b < stacked.problems; ++b) {
+    const std::vector<double> A = random_values(dy * d, 80 + b, 1.0 / 8.0);
+    stacked.A.insert(stacked.A.end(), A.begin(), A.end());
+    listed.operators.push_back(observation_operator::dense(dy, d, A));
+  }
+  for (const guided_problems* pr : {&stacked, &listed})
+    for (int c = 0; c < 3; ++c) {
+      guided_options o = baseline_case(c, N);
+      std::vector<float> runs[2];
+      for (int w = 0; w < 2; ++w) {
+        o.operator_path = w == 0 ? mixture_path::direct : mixture_path::gemm;
+        runs[w].resize(std::size_t(pr->problems * N * d));
+        guided_outputs out;
+        out.particles = runs[w].data();
+        EXPECT_EQ(guided_sample(mix, out, *pr, o, host).operator_path, o.operator_path) << "case " << c;
+      }
+      for (std::int64_t e = 0; e < pr->problems * N * d; ++e)
+        ASSERT_NEAR(runs[1][e], runs[0][e], 1e-4 * (1 + std::abs(runs[0][e])))
+            << (pr == &stacked ? "stacked A" : "operators") << ", case " << c << ", problem " << e / (N * d)
+            << ", entry " << e;
+    }
+}
+
 // apply_batch's direct path uses the factors rounded to FP32 at construction and allocates nothing in the call
 // beyond the one record the thread pool makes for each loop it runs (src/cpu/pool.cpp, a shared job), for every
 // kind of operator and both directions (the global operator new counts allocations on every thread). Seen failing
