@@ -194,6 +194,77 @@ mutant posterior-sample-local-index rng-keys kernels/posterior.cuh test_posterio
   'philox rng(seed, first + static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));' \
   'philox rng(seed, static_cast<std::uint64_t>(i), 0, 4 * static_cast<std::uint64_t>(slot));'
 
+
+# The CPU executor's SIMD packs (src/cpu/: what a SIMD target runs in place of the kernels/ functors), the GEMM path
+# and the operator products. posterior-search-off-by-one keeps the search's invariant (every label the same).
+mutant store-row-drops-i0 cpu-packs src/cpu/chains.cpp test_langevin \
+  'float* out = records + (r * n + i0 + l) * d;' \
+  'float* out = records + (r * n + l) * d;'
+mutant mala-count-every-step cpu-packs src/cpu/chains.cpp test_langevin \
+  'void add(mpack accepted) { c -= accepted.m; }' \
+  'void add(mpack accepted) { c += 1; (void)accepted; }'
+mutant plan-initial-step1-stream cpu-packs src/cpu/chains.cpp test_diffusion:DiffusionPlan.* \
+  'auto rng = lane.rng(f.seed, chain_base, 0);' \
+  'auto rng = lane.rng(f.seed, chain_base, 1);'
+mutant plan-step-stream-k cpu-packs src/cpu/chains.cpp test_diffusion:DiffusionPlan.* \
+  'auto rng = lane.rng(f.seed, chain_base, static_cast<std::uint64_t>(k) + 1);' \
+  'auto rng = lane.rng(f.seed, chain_base, static_cast<std::uint64_t>(k));'
+mutant posterior-group4-tail cpu-packs src/cpu/posterior.cpp test_posterior \
+  'for (; s + 4 <= e; s += 4) transform_group<4>(a, zb, idx + s, k, i0, out);' \
+  'for (; s + 4 < e; s += 4) transform_group<4>(a, zb, idx + s, k, i0, out);'
+mutant posterior-masked-load-short cpu-packs src/cpu/posterior.cpp test_posterior \
+  'const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(3, 2, 1, 0));' \
+  'const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(4, 3, 2, 1));'
+mutant guided-final-draw-diag cpu-packs src/cpu/guided.cpp test_simd:SimdGuided.* \
+  'for (int e = 0; e <= o; ++e) acc = acc + fpack(D[o * dy + e]) * zy[e];' \
+  'for (int e = 0; e < o; ++e) acc = acc + fpack(D[o * dy + e]) * zy[e];'
+mutant guided-mutate-noise-step-k cpu-packs src/cpu/guided.cpp test_simd:SimdGuided.* \
+  'const float noise = p.noise_std[(m.k + 1) * p.problems + b];' \
+  'const float noise = p.noise_std[m.k * p.problems + b];'
+mutant twisted-lz-own-index cpu-packs src/cpu/guided.cpp test_guided:*Twisted*:*twisted* \
+  'm.lw[i] = w + m.lz[ancestor[l]] - (sig > 0.f ? dot.v[l] / sig : 0.f);' \
+  'm.lw[i] = w + m.lz[i] - (sig > 0.f ? dot.v[l] / sig : 0.f);'
+mutant dps-normalised-no-offset cpu-packs src/cpu/guided.cpp test_guided_pnp:*MaskAndSvd* \
+  'fpack norm2(f.g.norm_offset[pk.b]);' \
+  'fpack norm2(0.f);'
+mutant jvp-iso-no-rescale cpu-packs src/cpu/denoiser_jvp.hpp test_simd:SimdJvp.* \
+  'if (moved) xs_iso = xs_iso * rescale;' \
+  ''
+mutant jvp-pass2-no-rescale cpu-packs src/cpu/denoiser_jvp.hpp test_simd:SimdJvp.* \
+  'const T f = softmax_exp(cmax[ci] - run_max) * inv_sum;' \
+  'const T f = inv_sum;'
+mutant moment-logdet-unfloored cpu-packs src/cpu/guided_tells.cpp test_plan:*FloorTheirPivots* \
+  'logdet = logdet + ds_log(pivot);' \
+  'logdet = logdet + ds_log(acc);'
+mutant skrock-perturb-stream-n1 cpu-packs src/cpu/guided_tells.cpp test_simd:SimdGuided.* \
+  'philox_pack rng(p.seed, key, static_cast<std::uint64_t>(f.n) + 2);' \
+  'philox_pack rng(p.seed, key, static_cast<std::uint64_t>(f.n) + 1);'
+mutant multistep-sign cpu-packs src/cpu/guided_packs.hpp test_guided:*Multistep* \
+  'ms[j] = ms[j] + wk * (ms[j] - mj);' \
+  'ms[j] = ms[j] + wk * (mj - ms[j]);'
+mutant projection-copy-paste cpu-packs src/cpu/projection.cpp test_simd:SimdSlicedWasserstein.* \
+  's3 = s3 + uj * double(x3[j]);' \
+  's3 = s3 + uj * double(x2[j]);'
+mutant gemm-centre-drops-a gemm src/mixture_gemm.cpp test_mixture_gemm \
+  'o[j] = xi[j] - c.a * m[j];' \
+  'o[j] = xi[j] - m[j];'
+mutant gemm-jvp-xv-uncentred gemm src/mixture_gemm.cpp test_mixture_gemm \
+  'for (std::int64_t j = 0; j < d; ++j) q += double(xc[r * d + j]) * c.v[(first + r) * d + j];' \
+  'for (std::int64_t j = 0; j < d; ++j) q += double(c.x[(first + r) * d + j]) * c.v[(first + r) * d + j];'
+mutant gemm-gamma-without-d gemm src/mixture_gemm.cpp test_mixture_gemm:GemmAgainstFp64.* \
+  'c.gamma = float(double(d) * u / (1 - double(d) * u));' \
+  'c.gamma = float(u / (1 - u));'
+mutant opgemm-tmpd-sigma2-problem0 gemm src/operator_gemm.cpp test_operator_gemm:*Tmpd* \
+  'const double s2 = double(sigma2[i / p.particles]);' \
+  'const double s2 = double(sigma2[0]);'
+mutant posterior-search-off-by-one cpu-packs src/cpu/posterior.cpp test_posterior \
+  'base = a.cumulative[base + half - 1] < ul ? base + half : base;' \
+  'base = a.cumulative[base + half] < ul ? base + half : base;' \
+  equivalent
+mutant opgemm-forward-problem0-A gemm src/operator_gemm.cpp test_operator_gemm:*PerProblem* \
+  $'const float* A = p.A + (first / p.particles) * p.A_stride;\n    tiled_guidance_product(m + first * d, d, r + first * dy' \
+  $'const float* A = p.A;\n    tiled_guidance_product(m + first * d, d, r + first * dy'
+
 # --- machinery ----------------------------------------------------------------------------------------------------
 count() {  # occurrences of the literal $2 in file $1 (0 when the file is gone)
   if [ -f "$1" ]; then
