@@ -1212,16 +1212,19 @@ namespace {
 
 // One trajectory of a guided SMC plan, any potentials, with the mixture as the model (direct path): its output
 // where the ask has no vector, else J^T v.
-void run_smc_plan_with_jacobians(sampling_plan& plan, const gaussian_mixture& mix) {
+void run_smc_plan_with_jacobians(sampling_plan& plan, const gaussian_mixture& mix, float jvp_sign = 1.f) {
   plan.reset();
   while (!plan.done()) {
     const plan_request r = plan.ask();
     EXPECT_EQ(*plan.position_counter(), r.index);
-    if (r.vector == nullptr)
+    if (r.vector == nullptr) {
       mix.evaluate(r.answer, r.rows, r.points, r.at, quantity_of(r.output), evaluate_options{mixture_path::direct},
                    cpu);
-    else
+    } else {
       mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
+      if (jvp_sign != 1.f)
+        for (std::int64_t e = 0; e < r.rows * mix.dim(); ++e) r.answer[e] *= jvp_sign;
+    }
     plan.tell();
   }
   EXPECT_EQ(*plan.position_counter(), plan.asks());
@@ -1263,15 +1266,21 @@ double start_weight(int n) {
   return w[n] / 72;
 }
 
-// SMC options with the start correction on a grid that starts at t = 0.75, where the diffused prior still holds
-// a_0 mu_k (|a_0 mu_k| up to 0.4 here, so the log-ratios spread over about a unit).
-guided_options corrected_smc(guided_potentials potentials, std::int64_t N, std::int64_t K, std::uint64_t seed) {
+// SMC options with these potentials, N particles, K steps and the seed, every other setting at its default.
+guided_options plain_smc(guided_potentials potentials, std::int64_t N, std::int64_t K, std::uint64_t seed) {
   guided_options o;
   o.sampler = guided_sampler::smc;
   o.potentials = potentials;
   o.particles = N;
   o.steps = K;
   o.seed = seed;
+  return o;
+}
+
+// SMC options with the start correction on a grid that starts at t = 0.75, where the diffused prior still holds
+// a_0 mu_k (|a_0 mu_k| up to 0.4 here, so the log-ratios spread over about a unit).
+guided_options corrected_smc(guided_potentials potentials, std::int64_t N, std::int64_t K, std::uint64_t seed) {
+  guided_options o = plain_smc(potentials, N, K, seed);
   o.start_correction = true;
   o.schedule.with_grid(time_grid::uniform, 0.75, 0.0);
   return o;
@@ -1292,12 +1301,7 @@ TEST(SamplingPlan, GuidedSmcPlanReproducesTheFusedMomentAndTwistedRunsAtRegister
     for (const std::int64_t d_y : {1, 2}) {
       const guided_problems pr = random_problems(2, d_y, d, 3 + unsigned(d_y));
       for (guided_potentials potentials : {guided_potentials::moment, guided_potentials::twisted}) {
-        guided_options o;
-        o.sampler = guided_sampler::smc;
-        o.potentials = potentials;
-        o.particles = N;
-        o.steps = K;
-        o.seed = 43;
+        const guided_options o = plain_smc(potentials, N, K, 43);
         const std::string what = std::string(to_string(potentials)) + ", d " + std::to_string(d) + ", d_y " +
                                  std::to_string(d_y);
         smc_outputs fused(pr.problems, N, d, K), stepped(pr.problems, N, d, K);
@@ -1324,27 +1328,11 @@ TEST(SamplingPlan, MomentWeightsFloorTheirPivotsOnEveryTarget) {
   const gaussian_mixture mix = random_test_mixture(11, d, 12);
   const guided_problems pr = random_problems(2, 2, d, 5);
   for (guided_potentials potentials : {guided_potentials::moment, guided_potentials::twisted}) {
-    guided_options o;
-    o.sampler = guided_sampler::smc;
-    o.potentials = potentials;
-    o.particles = N;
-    o.steps = K;
-    o.seed = 43;
+    const guided_options o = plain_smc(potentials, N, K, 43);
     auto run = [&] {
       smc_outputs out(pr.problems, N, d, K);
       sampling_plan plan = sampling_plan::guided(d, pr, o, model_output::denoiser, cpu);
-      plan.reset();
-      while (!plan.done()) {
-        const plan_request r = plan.ask();
-        if (r.vector == nullptr) {
-          mix.evaluate(r.answer, r.rows, r.points, r.at, quantity_of(r.output),
-                       evaluate_options{mixture_path::direct}, cpu);
-        } else {
-          mix.denoiser_jvp(r.answer, r.rows, r.points, r.vector, r.at, cpu);
-          for (std::int64_t e = 0; e < r.rows * d; ++e) r.answer[e] = -r.answer[e];
-        }
-        plan.tell();
-      }
+      run_smc_plan_with_jacobians(plan, mix, -1.f);
       plan.write_outputs(out.outputs(), cpu);
       return out;
     };
