@@ -1108,8 +1108,9 @@ TEST_F(Mpi, GuidedShardsTakeTheWholeRunsOperatorPath) {
       ds::guided_outputs out{};
       out.samples = whole.data();
       const ds::guided_report one = ds::guided_sample(prior, out, pr, o, cpu());
-      if (sampler != ds::guided_sampler::pigdm)  // (Pi-GDM's rule keeps it on the per-particle path here)
+      if (sampler != ds::guided_sampler::pigdm) {  // (Pi-GDM's rule keeps it on the per-particle path here)
         ASSERT_EQ(one.operator_path, ds::mixture_path::gemm);
+      }
       std::vector<float> mine(B * s.count * d + 1);
       ds::guided_outputs mo{};
       mo.samples = mine.data();
