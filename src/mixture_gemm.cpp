@@ -121,12 +121,6 @@ bool blas_calls_serialised() {
 #endif
 }
 
-// The lock of one BLAS call: held where blas_calls_serialised(), empty elsewhere.
-std::unique_lock<std::mutex> blas_call_lock() {
-  return blas_calls_serialised() ? std::unique_lock<std::mutex>(blas_mutex()) : std::unique_lock<std::mutex>();
-}
-#endif
-
 void configure_blas_threads() {
 #if defined(DIFFSAMPLE_HAVE_OPENBLAS)
   static std::once_flag once;
@@ -136,12 +130,19 @@ void configure_blas_threads() {
 #endif
 }
 
+// What every BLAS call goes through: the BLAS's threads configured (once), then the lock of the call, held where
+// blas_calls_serialised(), empty elsewhere.
+std::unique_lock<std::mutex> blas_call_lock() {
+  configure_blas_threads();
+  return blas_calls_serialised() ? std::unique_lock<std::mutex>(blas_mutex()) : std::unique_lock<std::mutex>();
+}
+#endif
+
 // G (rows x cols, row-major) = X (rows x d) M^T, M cols x d row-major.
 void product_logits(int rows, int cols, int d, const float* X, const float* M, float* G) {
 #if defined(DIFFSAMPLE_HAVE_BLAS)
   const char ta = 'T', tb = 'N';
   const float one = 1.f, zero = 0.f;
-  configure_blas_threads();
   const std::unique_lock<std::mutex> lock = blas_call_lock();
   sgemm_(&ta, &tb, &cols, &rows, &d, &one, M, &d, X, &d, &zero, G, &cols);
 #else
@@ -161,7 +162,6 @@ void product_means(int rows, int cols, int d, const float* W, const float* M, fl
 #if defined(DIFFSAMPLE_HAVE_BLAS)
   const char ta = 'N', tb = 'N';
   const float one = 1.f;
-  configure_blas_threads();
   const std::unique_lock<std::mutex> lock = blas_call_lock();
   sgemm_(&ta, &tb, &d, &rows, &cols, &one, M, &d, W, &cols, &one, A, &d);
 #else
@@ -201,7 +201,6 @@ template <class T>
 void blas_gemm(char transa, char transb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
                T* C, int ldc) {
 #if defined(DIFFSAMPLE_HAVE_BLAS)
-  configure_blas_threads();
   const std::unique_lock<std::mutex> lock = blas_call_lock();
   if constexpr (std::is_same_v<T, float>)
     sgemm_(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
@@ -372,7 +371,6 @@ void cpu_merge(void* context, std::int64_t begin, std::int64_t end) {
 
 void gemm_evaluate_cpu(const mixture_storage& st, const gemm_tables& t, int what, const float* x, const float* v,
                        std::int64_t n, channel ch, float* out, const evaluate_options& o) {
-  configure_blas_threads();
   const std::int64_t K = st.components, d = st.dim;
   std::vector<kernels::gemm_component> comp(static_cast<std::size_t>(K));
   const double scale = kernels::gemm_weight_scale(t.smallest_variance, ch.a, ch.s);
