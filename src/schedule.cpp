@@ -91,13 +91,14 @@ namespace {
 constexpr double half_pi = 1.5707963267948966192;
 
 // A VP point from log alpha-bar and its time derivative: a = sqrt(abar), s = sqrt(1 - abar).
-schedule_point vp_point(double t, double log_abar, double dlog_abar) {
+schedule_point vp_point(double t, double log_abar, double dlog_abar, double s = NAN) {
   schedule_point p;
   p.t = t;
   p.a = std::exp(0.5 * log_abar);
   // expm1 keeps s accurate when alpha-bar is close to 1; the max makes s = +0 where log alpha-bar is +0 (a vp_table's
-  // node 0), whose -expm1 is -0 and its square root -0.
-  p.s = std::sqrt(std::max(0.0, -std::expm1(log_abar)));
+  // node 0), whose -expm1 is -0 and its square root -0. A caller that forms s itself (where log alpha-bar leaves the
+  // normal range) passes it.
+  p.s = std::isnan(s) ? std::sqrt(std::max(0.0, -std::expm1(log_abar))) : s;
   p.da_dt = 0.5 * p.a * dlog_abar;
   p.ds_dt = p.s > 0 ? -p.a * p.a * dlog_abar / (2 * p.s) : 0.0;
   return p;
@@ -282,17 +283,14 @@ schedule_point detail::point_at(const noise_schedule& sc, double t) {
   switch (sc.kind) {
     case schedule_kind::vp_linear: {
       // -log alpha-bar = t g, g = beta_min + (beta_max - beta_min) t / 2. With beta_min = 0 it is (beta_max / 2) t^2,
-      // which leaves the normal range below t of about 1e-154 and is 0 below 1e-162 (s was 0 there); there s = sqrt(t g)
-      // (-expm1 of a subnormal is itself) is formed as sqrt(t) sqrt(g), both factors representable. Elsewhere the
-      // general form, bit for bit as before.
+      // which leaves the normal range below t of about 1e-154 and is 0 below 1e-162 (s was 0 there); there
+      // s = sqrt(t g) (-expm1 of a subnormal is itself) is formed as sqrt(t) sqrt(g), both factors representable, and
+      // passed to vp_point. Elsewhere the general form, bit for bit as before.
       const double L = -(sc.beta_min * t + 0.5 * (sc.beta_max - sc.beta_min) * t * t);
-      schedule_point q = vp_point(t, L, -(sc.beta_min + (sc.beta_max - sc.beta_min) * t));
       const double g = sc.beta_min + 0.5 * (sc.beta_max - sc.beta_min) * t;
-      if (L > -1e-300 && t > 0 && g > 0) {
-        q.s = std::sqrt(t) * std::sqrt(g);
-        q.ds_dt = -q.a * q.a * -(sc.beta_min + (sc.beta_max - sc.beta_min) * t) / (2 * q.s);
-      }
-      return q;
+      const bool tiny = L > -1e-300 && t > 0 && g > 0;
+      const double slope = -(sc.beta_min + (sc.beta_max - sc.beta_min) * t);
+      return vp_point(t, L, slope, tiny ? std::sqrt(t) * std::sqrt(g) : NAN);
     }
     case schedule_kind::vp_cosine: {
       // a = cos(theta) / cos(theta0), theta = (t + o) scale, theta0 = o scale, scale = (pi / 2) / (1 + o), taken
