@@ -920,10 +920,10 @@ std::vector<double> baseline_reference(const problem& p, const ds::guided_option
           x[j] = a1 * x0[j] + s1 * (std::sqrt(1 - zeta) * (x[j] - a * x0[j]) / s + std::sqrt(zeta) * z[j]);
         continue;
       }
-      // DPS: the DDPM draw c_m m + c_x x + sig z (rho = a / a', v = s^2 - rho^2 s'^2) plus shift J A^T (y - A m),
+      // DPS: the DDPM draw c_m m + c_x x + sig z (backward64) plus shift J A^T (y - A m),
       // shift = zeta (c_m s^2 / a) / sigma_y^2 (likelihood) or zeta / |y - A m| (normalised).
-      const double rho = a / a1, v = std::max(s * s - rho * rho * s1 * s1, 0.0);
-      const double cx = rho * s1 * s1 / (s * s), cm = a1 * v / (s * s), sig = std::sqrt(s1 * s1 * v / (s * s));
+      const ds::testing::ddpm_coefficients c = ds::testing::backward64(a, s, a1, s1, o.ddim, o.eta);
+      const double cx = c.cx, cm = c.cm, sig = c.sig;
       const std::vector<double> r = residual(ob, mean);
       double shift = o.guidance_scale * cm * s * s / a / sy2;
       if (o.dps_step == ds::dps_step_form::normalised) {

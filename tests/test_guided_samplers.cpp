@@ -392,17 +392,6 @@ std::vector<double> dcps_reference(const ds::gaussian_mixture& prior, const ds::
 
 
 
-// The DDPM backward kernel from grid point (a, s) to (an, sn) (DDIM with eta when ddim): x' = cm x0 + cx x + sig z.
-struct ddpm_coefficients {
-  double cm, cx, sig;
-};
-ddpm_coefficients backward64(double a, double s, double an, double sn, bool ddim, double eta) {
-  const double ratio = a / an, v = std::max(s * s - ratio * ratio * sn * sn, 0.0), post = sn * sn * v / (s * s);
-  if (!ddim) return {an * v / (s * s), ratio * sn * sn / (s * s), std::sqrt(post)};
-  const double sig = eta * std::sqrt(post), c = std::sqrt(std::max(sn * sn - sig * sig, 0.0));
-  return {an - c * a / s, c / s, sig};
-}
-
 // TMPD (Boys et al. 2023) in FP64 from its formulas, not from the kernels: x = s_0 z, then per step the DDPM kernel's
 // mean at the exact denoiser plus guidance_scale cm C A^T (A C A^T + sigma_y^2 I)^-1 (y - A m) (C = Cov(x0 | x)
 // exact, the score of the projected likelihood with C held fixed entering the mean through cm s^2 / a, times
@@ -419,7 +408,7 @@ std::vector<double> tmpd_reference(const ds::gaussian_mixture& prior, const ds::
     for (auto& v : x) v = pts[0].s * z(gen);
     for (std::int64_t k = 0; k < o.steps; ++k) {
       const double a = pts[k].a, s = pts[k].s;
-      const ddpm_coefficients c = backward64(a, s, pts[k + 1].a, pts[k + 1].s, o.ddim, o.eta);
+      const ds::testing::ddpm_coefficients c = ds::testing::backward64(a, s, pts[k + 1].a, pts[k + 1].s, o.ddim, o.eta);
       post.at(x.data(), a, s);
       for (std::int64_t q = 0; q < dy; ++q) post.cov_times(obs.A.data() + q * d, CA.data() + q * d);
       for (std::int64_t q = 0; q < dy; ++q) {

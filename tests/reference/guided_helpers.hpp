@@ -78,6 +78,18 @@ inline std::vector<float> exact_with_counts(const mixture_posterior& post, const
 }
 
 
+/// The DDPM backward kernel of the FP64 references from grid point (a, s) to (an, sn) (DDIM with eta when ddim):
+/// x' = cm x0 + cx x + sig z.
+struct ddpm_coefficients {
+  double cm, cx, sig;
+};
+inline ddpm_coefficients backward64(double a, double s, double an, double sn, bool ddim, double eta) {
+  const double ratio = a / an, v = std::max(s * s - ratio * ratio * sn * sn, 0.0), post = sn * sn * v / (s * s);
+  if (!ddim) return {an * v / (s * s), ratio * sn * sn / (s * s), std::sqrt(post)};
+  const double sig = eta * std::sqrt(post), c = std::sqrt(std::max(sn * sn - sig * sig, 0.0));
+  return {an - c * a / s, c / s, sig};
+}
+
 /// The two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b| of two samples, times sqrt(n_a n_b / (n_a + n_b)):
 /// under one continuous law its tail is P(> c) ~ 2 exp(-2 c^2) (2.69 at 1e-6).
 inline double ks_scaled(std::vector<double> a, std::vector<double> b) {
