@@ -69,62 +69,31 @@ std::int64_t diverged(const std::vector<float>& x) {
 
 // --- FP64 references of the formulas (isotropic mixtures) --------------------------------------------------------
 
+// Vector-valued views of ds::testing::iso_posterior64 (tests/reference/guided_helpers.hpp, the FP64 posterior the
+// TMPD, DDRM and DCPS references use too): the denoiser and J u at a channel, the prior's score; and the prior's
+// weights, means (K x d) and variances in FP64.
 struct mixture64 {
-  std::vector<double> w, mu, v, log_w;  // K, K x d, K, K
-  int K, d;
+  mutable ds::testing::iso_posterior64 post;
+  std::vector<double> w, mu, v;
+  int d;
   explicit mixture64(const ds::gaussian_mixture& m)
-      : w(m.weights()), mu(m.means()), v(m.variances()), K(int(m.weights().size())), d(int(m.dim())) {
-    for (double e : w) log_w.push_back(std::log(e));
-  }
+      : post(m), w(m.weights()), mu(m.means()), v(m.variances()), d(int(m.dim())) {}
 
-  // Responsibilities of the components at x under the channel (a, s): N(x; a mu_k, (a^2 v_k + s^2) I).
-  std::vector<double> responsibilities(const std::vector<double>& x, double a, double s) const {
-    std::vector<double> lg(K);
-    double top = -INFINITY;
-    for (int k = 0; k < K; ++k) {
-      const double c = a * a * v[k] + s * s;
-      double q = 0;
-      for (int j = 0; j < d; ++j) q += (x[j] - a * mu[k * d + j]) * (x[j] - a * mu[k * d + j]);
-      lg[k] = log_w[k] - 0.5 * d * std::log(c) - 0.5 * q / c;
-      top = std::max(top, lg[k]);
-    }
-    double sum = 0;
-    for (double& l : lg) sum += (l = std::exp(l - top));
-    for (double& l : lg) l /= sum;
-    return lg;
-  }
-  // m_k = E[x0 | x, k] = (s^2 mu_k + a v_k x) / (a^2 v_k + s^2).
-  double component_mean(int k, int j, const std::vector<double>& x, double a, double s) const {
-    return (s * s * mu[k * d + j] + a * v[k] * x[j]) / (a * a * v[k] + s * s);
-  }
   std::vector<double> denoiser(const std::vector<double>& x, double a, double s) const {
-    const std::vector<double> r = responsibilities(x, a, s);
-    std::vector<double> m(d, 0.0);
-    for (int k = 0; k < K; ++k)
-      for (int j = 0; j < d; ++j) m[j] += r[k] * component_mean(k, j, x, a, s);
-    return m;
+    post.at(x.data(), a, s);
+    return post.m;
   }
-  // J u = (a / s^2) Cov(x0 | x) u, Cov = sum_k r_k (tau_k^2 I + m_k m_k^T) - m m^T, tau_k^2 = v_k s^2 / (a^2 v_k + s^2).
   std::vector<double> jvp(const std::vector<double>& x, const std::vector<double>& u, double a, double s) const {
-    const std::vector<double> r = responsibilities(x, a, s), m = denoiser(x, a, s);
-    std::vector<double> out(d, 0.0);
-    double mu_dot = 0;
-    for (int j = 0; j < d; ++j) mu_dot += m[j] * u[j];
-    for (int k = 0; k < K; ++k) {
-      const double tau2 = v[k] * s * s / (a * a * v[k] + s * s);
-      double dot = 0;
-      for (int j = 0; j < d; ++j) dot += component_mean(k, j, x, a, s) * u[j];
-      for (int j = 0; j < d; ++j) out[j] += r[k] * (tau2 * u[j] + component_mean(k, j, x, a, s) * dot);
-    }
-    for (int j = 0; j < d; ++j) out[j] = (a / (s * s)) * (out[j] - m[j] * mu_dot);
+    post.at(x.data(), a, s);
+    std::vector<double> out(u.size());
+    post.jvp(u.data(), out.data());
     return out;
   }
   // grad log p(x) of the prior itself.
   std::vector<double> score(const std::vector<double>& x) const {
-    const std::vector<double> r = responsibilities(x, 1.0, 0.0);
-    std::vector<double> g(d, 0.0);
-    for (int k = 0; k < K; ++k)
-      for (int j = 0; j < d; ++j) g[j] += r[k] * (mu[k * d + j] - x[j]) / v[k];
+    post.at(x.data(), 1.0, 0.0);
+    std::vector<double> g(x.size());
+    post.score(g.data());
     return g;
   }
 };

@@ -183,4 +183,80 @@ void expect_same_law(const char* name, const mixture_posterior& post, const line
   EXPECT_LE(ks, 2.69) << name;
 }
 
+// The mixture's exact posterior of x0 at a channel, FP64, for isotropic components (the references' denoiser):
+// responsibilities r_k, the component means m_k = mu_k + a v_k (x - a mu_k) / (a^2 v_k + s^2), their variances
+// v_k s^2 / (a^2 v_k + s^2), the denoiser m = sum_k r_k m_k, the component scores g_k = (a mu_k - x) / (a^2 v_k + s^2),
+// and from them Cov(x0 | x) v and J v (J = dm/dx = (a / s^2) Cov(x0 | x)). At (a, s) = (1, 0) the component
+// scores are the prior's: its score is sum_k r_k g_k.
+struct iso_posterior64 {
+  const gaussian_mixture& prior;
+  std::int64_t d, C;
+  std::vector<double> r, mk, gk, vk, m;
+  double a = 1, s = 0;
+  explicit iso_posterior64(const gaussian_mixture& p)
+      : prior(p), d(p.dim()), C(static_cast<std::int64_t>(p.weights().size())), r(C), mk(C * d), gk(C * d), vk(C),
+        m(d) {
+    EXPECT_EQ(p.variances().size(), static_cast<std::size_t>(C)) << "isotropic components expected";
+  }
+  void at(const double* x, double a_, double s_) {
+    a = a_;
+    s = s_;
+    const std::vector<double>&w = prior.weights(), &mus = prior.means(), &vs = prior.variances();
+    double top = -1e300;
+    for (std::int64_t k = 0; k < C; ++k) {
+      const double c = a * a * vs[k] + s * s;
+      double e = 0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double diff = x[j] - a * mus[k * d + j];
+        e += diff * diff;
+        gk[k * d + j] = -diff / c;
+        mk[k * d + j] = mus[k * d + j] + a * vs[k] * diff / c;
+      }
+      vk[k] = vs[k] * s * s / c;
+      r[k] = std::log(w[k]) - 0.5 * double(d) * std::log(c) - 0.5 * e / c;
+      top = std::max(top, r[k]);
+    }
+    double sum = 0;
+    for (std::int64_t k = 0; k < C; ++k) sum += (r[k] = std::exp(r[k] - top));
+    std::fill(m.begin(), m.end(), 0.0);
+    for (std::int64_t k = 0; k < C; ++k) {
+      r[k] /= sum;
+      for (std::int64_t j = 0; j < d; ++j) m[j] += r[k] * mk[k * d + j];
+    }
+  }
+  // out = Cov(x0 | x) v after at(): sum_k r_k (v_k' v + m_k (m_k . v)) - m (m . v).
+  void cov_times(const double* v, double* out) const {
+    double mv = 0;
+    for (std::int64_t j = 0; j < d; ++j) mv += m[j] * v[j];
+    for (std::int64_t j = 0; j < d; ++j) out[j] = -m[j] * mv;
+    for (std::int64_t k = 0; k < C; ++k) {
+      double kv = 0;
+      for (std::int64_t j = 0; j < d; ++j) kv += mk[k * d + j] * v[j];
+      for (std::int64_t j = 0; j < d; ++j) out[j] += r[k] * (vk[k] * v[j] + mk[k * d + j] * kv);
+    }
+  }
+  // out = J v after at(): sum_k r_k (a v_k / (a^2 v_k + s^2)) v + sum_k r_k m_k (g_k - gbar) . v.
+  void jvp(const double* v, double* out) const {
+    const std::vector<double>& vs = prior.variances();
+    double gbar_v = 0;
+    std::vector<double> gv(C);
+    for (std::int64_t k = 0; k < C; ++k) {
+      gv[k] = 0;
+      for (std::int64_t j = 0; j < d; ++j) gv[k] += gk[k * d + j] * v[j];
+      gbar_v += r[k] * gv[k];
+    }
+    for (std::int64_t j = 0; j < d; ++j) out[j] = 0;
+    for (std::int64_t k = 0; k < C; ++k) {
+      const double c = a * vs[k] / (a * a * vs[k] + s * s), f = r[k] * (gv[k] - gbar_v);
+      for (std::int64_t j = 0; j < d; ++j) out[j] += r[k] * c * v[j] + f * mk[k * d + j];
+    }
+  }
+  // out = sum_k r_k g_k after at(): the score of the prior noised to the channel (the prior's own at (1, 0)).
+  void score(double* out) const {
+    for (std::int64_t j = 0; j < d; ++j) out[j] = 0;
+    for (std::int64_t k = 0; k < C; ++k)
+      for (std::int64_t j = 0; j < d; ++j) out[j] += r[k] * gk[k * d + j];
+  }
+};
+
 }  // namespace diffsample::testing
