@@ -1,6 +1,7 @@
 // Binary data: the Bernoulli mixture's storage and validation, its evaluate / sample launchers, then the discrete
 // samplers' launchers (one fused launch running every step of every chain, on either executor).
 #include <cmath>
+#include <iomanip>
 #include <limits>
 #include <utility>
 
@@ -91,7 +92,8 @@ bernoulli_mixture::bernoulli_mixture(std::int64_t dim, std::vector<double> weigh
   detail::check_values("weights", weights, true);
   for (std::size_t i = 0; i < probabilities.size(); ++i)
     DIFFSAMPLE_EXPECTS(probabilities[i] >= 0 && probabilities[i] <= 1,
-                       "probabilities: value " << i << " is " << probabilities[i] << " (must be in [0, 1])");
+                       "probabilities: value " << i << " is " << std::setprecision(17) << probabilities[i]
+                                               << " (must be in [0, 1])");  // 1 + 1e-7 is not "1"
   auto& st = *storage_;
   detail::normalise_weights(weights, st.log_weights, st.cumulative);
   st.components = K;
@@ -227,7 +229,9 @@ void check_langevin(const bernoulli_mixture& prior, std::int64_t n, const discre
 void check_walk_jump(const bernoulli_mixture& prior, std::int64_t n, const discrete_walk_jump_options& o) {
   detail::check_count("n", n, prior.dim());
   check_discrete("options.method", o.method, o.alpha, o.eta, o.steps, o.first_chain);
-  DIFFSAMPLE_EXPECTS(o.measurements >= 1, "options.measurements: must be >= 1, got " << o.measurements);
+  // Whatever the steps (0 too: the jump alone draws the measurements), as diffusion()'s SMS and the program do; the
+  // flips' sum u stays exact in FP32 (up to 2^24) and the lattice table's levels in range.
+  limits::check("options.measurements", o.measurements, 1, limits::max_inner_steps);
   DIFFSAMPLE_EXPECTS(o.steps == 0 || o.measurements <= std::int64_t(max_stream_steps) / o.steps,
                      "options.measurements: measurements x steps = " << o.measurements << " x " << o.steps
                                                                      << ", the limit is "

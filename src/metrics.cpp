@@ -32,13 +32,14 @@ void check_samples_finite(const char* name, const float* x, std::int64_t n, std:
 
 }  // namespace
 
-void detail::check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, int directions, int p) {
+void detail::check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, int directions, int p,
+                                      const char* directions_name) {
   limits::check("dim", d, 1, limits::max_int_count);
   DIFFSAMPLE_EXPECTS(n_a >= 1, "n_a: must be >= 1, got " << n_a);
   DIFFSAMPLE_EXPECTS(n_b >= 1, "n_b: must be >= 1, got " << n_b);
   detail::check_count("n_a", n_a, d);
   detail::check_count("n_b", n_b, d);
-  DIFFSAMPLE_EXPECTS(directions >= 1, "directions: must be >= 1, got " << directions);
+  DIFFSAMPLE_EXPECTS(directions >= 1, directions_name << ": must be >= 1, got " << directions);
   DIFFSAMPLE_EXPECTS(p == 1 || p == 2, "p: must be 1 or 2, got " << p);
 }
 

@@ -205,7 +205,7 @@ void check_apart(const float* a, std::int64_t n_a, const float* b, std::int64_t 
 
 std::size_t sliced_wasserstein_workspace_bytes(std::int64_t n_a, std::int64_t n_b, std::int64_t d,
                                                int directions_per_pass, executor where) {
-  detail::check_sliced_wasserstein(n_a, n_b, d, directions_per_pass, 1);
+  detail::check_sliced_wasserstein(n_a, n_b, d, directions_per_pass, 1, "directions_per_pass");
   const layout l = make_layout(n_a, n_b, d, directions_per_pass, resolve_for_query(where));
   DIFFSAMPLE_EXPECTS(l.total != too_large, "directions_per_pass: " << directions_per_pass << " x (n_a + n_b) = "
                                                                    << directions_per_pass << " x " << n_a + n_b

@@ -122,7 +122,8 @@ void check_range(const char* name, const std::vector<double>& values, double lo,
 
 /// Checks the sizes and settings of a sliced Wasserstein call: n_a, n_b, d, directions >= 1, d < 2^31, p in {1, 2}
 /// (defined in src/metrics.cpp; both executors' entry points share it).
-void check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, int directions, int p);
+void check_sliced_wasserstein(std::int64_t n_a, std::int64_t n_b, std::int64_t d, int directions, int p,
+                              const char* directions_name = "directions");
 
 /// Copies `bytes` of host memory to the device on `stream` and synchronises that stream, so that kernels on any
 /// stream see the data once this returns (a plain cudaMemcpy from pageable memory may return before its DMA lands).

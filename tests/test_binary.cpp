@@ -530,6 +530,12 @@ TEST(BernoulliMixture, RejectsBadParameters) {
   EXPECT_THROW(bernoulli_mixture(2, {-1.0}, {0.5, 0.5}), invalid_argument);       // negative weight
   EXPECT_THROW(bernoulli_mixture(2, {1.0}, {0.5, std::nan("")}), invalid_argument);
   EXPECT_NO_THROW(bernoulli_mixture(2, {1.0}, {0.0, 1.0}));  // deterministic coordinates are allowed
+  try {  // the value as given, not rounded to 6 digits ("1", which looked valid)
+    bernoulli_mixture(2, {1.0}, {1.0000001, 0.5});
+    ADD_FAILURE() << "p = 1.0000001 accepted";
+  } catch (const invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("value 0 is 1.0000001"), std::string::npos) << e.what();
+  }
   const bernoulli_mixture m(2, {1.0}, {0.2, 0.7});
   std::vector<float> y(4, 1.f), out(4);
   EXPECT_THROW(m.evaluate(out.data(), 2, y.data(), 0.0, quantity::score, {executor::cpu}), invalid_argument);
@@ -545,6 +551,21 @@ TEST(BernoulliMixture, RejectsBadParameters) {
   w.measurements = 0;
   EXPECT_THROW(discrete_walk_jump(m, y.data(), {}, 2, w, {executor::cpu}), invalid_argument);
   EXPECT_THROW(parse_discrete_method("gibbs"), invalid_argument);
+  // Measurements past limits::max_inner_steps whatever the steps: with steps = 0 the jump drew every measurement, so
+  // 2^63 - 1 was accepted and did not return, and past 2^24 the FP32 sum of the flips stopped counting them.
+  const std::vector<float> before = y;
+  for (const std::int64_t measurements : {limits::max_inner_steps + 1, std::int64_t(1) << 40, INT64_MAX})
+    for (const std::int64_t steps : {0, 1}) {
+      w.measurements = measurements;
+      w.steps = steps;
+      EXPECT_THROW(discrete_walk_jump_workspace_bytes(m, 2, w), invalid_argument) << measurements << " x " << steps;
+      EXPECT_THROW(discrete_walk_jump(m, y.data(), {}, 2, w, {executor::cpu}), invalid_argument)
+          << measurements << " x " << steps;
+      EXPECT_EQ(y, before);
+    }
+  w.measurements = limits::max_inner_steps;
+  w.steps = 0;
+  EXPECT_NO_THROW(discrete_walk_jump_workspace_bytes(m, 2, w));
 }
 
 // The FP32 evaluation and the discrete samplers take alpha as a float: above FLT_MAX it became +inf, and the log

@@ -314,6 +314,8 @@ TEST(SlicedWasserstein, Validation) {
   expect_invalid([&] { exec(a.data(), huge, b.data(), 12, 2, 4, 1); }, "overflow");
   expect_invalid([&] { ds::sliced_wasserstein_workspace_bytes(1 << 30, 1 << 30, 4, 1 << 30, ds::executor::cpu); },
                  "overflow");
+  expect_invalid([&] { ds::sliced_wasserstein_workspace_bytes(10, 12, 2, 0, ds::executor::cpu); },
+                 "directions_per_pass: must be >= 1, got 0");  // was named "directions"
   double r;
   expect_invalid([&] { ds::sliced_wasserstein_async(nullptr, 10, 12, 2, a.data(), b.data(), 4, 1, 1, cpu()); },
                  "result");

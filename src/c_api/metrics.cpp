@@ -49,7 +49,8 @@ ds_status ds_sliced_wasserstein(const float* a, int64_t n_a, const float* b, int
 ds_status ds_sliced_wasserstein_workspace_bytes(int64_t n_a, int64_t n_b, int64_t dim, int directions_per_pass,
                                                 ds_executor where, size_t* bytes) {
   return write_out("bytes", bytes, [&] {
-    return ds::sliced_wasserstein_workspace_bytes(n_a, n_b, dim, directions_per_pass, to_cpp(where));
+    return ds::sliced_wasserstein_workspace_bytes(n_a, n_b, dim, directions_per_pass,
+                                                  enum_to_cpp<ds::executor>("where", where));
   });
 }
 

@@ -89,6 +89,10 @@ static void test_sliced_wasserstein(void) {
   CHECK(host > 0.1 && fabs(on - host) <= 1e-6 * host && on == async);
   EXPECT_INVALID(ds_sliced_wasserstein_on(a, n, b, n, d, 32, 9, 3, cpu, NULL, 0, &on), "p");
   EXPECT_INVALID(ds_sliced_wasserstein_on(a, n, b, n, d, 32, 9, 1, cpu, NULL, 0, NULL), "out");
+  /* The workspace query names its own arguments (directions_per_pass was named "directions", where "exec.kind"). */
+  EXPECT_INVALID(ds_sliced_wasserstein_workspace_bytes(n, n, d, 0, DS_EXECUTOR_CPU, &bytes),
+                 "directions_per_pass: must be >= 1");
+  EXPECT_INVALID(ds_sliced_wasserstein_workspace_bytes(n, n, d, 32, (ds_executor)9, &bytes), "where: invalid value 9");
 }
 
 /* Component weights of points at the means of two far-apart components (distance 40, unit variances): each point's
