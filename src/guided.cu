@@ -3099,6 +3099,9 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                      "options.sampler: a guided plan runs smc, dps, pigdm, diffpir, dcps, tmpd, ddrm or skrock, got "
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
+  // The count's own range first (validate() checks it again), so that -2 is not named as a move setting left unread.
+  DIFFSAMPLE_EXPECTS(options.final_moves >= -1,
+                     "options.final_moves: must be -1 (automatic) or >= 0, got " << options.final_moves);
   if (options.sampler == guided_sampler::smc && options.final_moves <= 0) {
     // -1 (automatic) resolves to none in a plan, so neither setting of the moves is read.
     const guided_options defaults;

@@ -191,6 +191,20 @@ TEST(UnreadOptions, GuidedPlansRefuseTheFieldsOnlyTheFusedRunReads) {
                     "a guided plan (sampler smc) without final moves");
       if (moves < 0) expect_read([&] { (void)guided_workspace_bytes(m, pr, o); }, r.field, "smc");
     }
+  // A count below -1 is named as such, with or without a move setting beside it (with one it was named as that
+  // setting left unread "without final moves (options.final_moves -2)").
+  for (const plan_row& r : rows) {
+    guided_options o = guided_base(guided_sampler::smc);
+    o.final_moves = -2;
+    r.set(o);
+    try {
+      (void)sampling_plan::guided(2, pr, o, model_output::score, cpu);
+      ADD_FAILURE() << "final_moves = -2 accepted with " << r.field;
+    } catch (const invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("options.final_moves: must be -1 (automatic) or >= 0, got -2", 0), 0u)
+          << e.what();
+    }
+  }
   guided_options moved = guided_base(guided_sampler::smc);
   moved.final_moves = 3;
   moved.final_move_step = 0.5;

@@ -222,8 +222,9 @@ class DIFFSAMPLE_API sampling_plan {
   /// that a caller whose model drives the plan sees what the automatic settings resolved to. Set when the plan is
   /// made (host-only; no launch, no synchronisation; the same at every position and trajectory): ran, the plan's
   /// executor; potentials, start_correction and multistep_kernel for smc, guided_options::potentials automatic
-  /// resolved as a plan resolves it (linear; README "Default potentials"); final_moves, 0 (a plan runs none:
-  /// final_moves = -1 resolves to 0, a count above 0 is refused); operator_path, gemm where the plan's tells apply
+  /// resolved as a plan resolves it (linear; README "Default potentials"); final_moves, the count the plan runs
+  /// (final_moves = -1, automatic, resolves to 0 in a plan; a count above 0 runs that many moves and needs
+  /// options.final_move_curvature); operator_path, gemm where the plan's tells apply
   /// a dense operator as matrix products over all particles, else direct: the path guided_sample() resolves for the
   /// same options and problems, which the plan runs (DPS and Pi-GDM on either executor and TMPD on the CPU executor,
   /// past the size rule or forced by guided_options::operator_path; masks and SVD operators run direct whatever it
