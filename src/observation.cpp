@@ -302,6 +302,13 @@ evaluate_report observation_operator::apply_batch(float* out, std::int64_t n, co
   // Each point's outputs are written while other points (and, in place, its own) are still read.
   detail::check_disjoint({{"x", x, static_cast<std::size_t>(n * in) * sizeof(float)},
                           {"out", out, static_cast<std::size_t>(n * width) * sizeof(float)}});
+  // The FP32 copy of the operator's values, held to the bound problems.A is held to (the FP64 apply() takes any
+  // finite value): a value past FP32 made the products inf or NaN.
+  const std::vector<double>& held = kind_ == observation_kind::dense ? A_ : diagonal_;
+  detail::check_range(kind_ == observation_kind::dense  ? "observation.A"
+                      : kind_ == observation_kind::mask ? "observation.diagonal"
+                                                        : "observation.singular_values",
+                      held, -max_abs_value, max_abs_value, "apply_batch computes in FP32");
   if (n == 0) return {where, chosen};
   if (chosen == mixture_path::gemm) {
     if (transpose)

@@ -424,6 +424,32 @@ TEST(Observation, GuidedHoldsOperatorValuesAndSigmaYToTheFp32Range) {
   }
 }
 
+// apply_batch() runs on the FP32 copy of the operator's values, held to the same bound: a dense entry, a mask gain
+// or a singular value of 1e300 passed, and the products came out NaN or inf (the FP64 apply() gave finite values,
+// and still takes them). A refused call leaves out as it was.
+TEST(Observation, BatchProductsHoldOperatorValuesToTheFp32Range) {
+  const double r = std::sqrt(0.5);
+  const std::vector<std::pair<ds::observation_operator, std::string>> cases = {
+      {ds::observation_operator::dense(1, 2, {1e300, -1e300}), "observation.A[0]: 1e+300"},
+      {ds::observation_operator::mask(2, {0}, {1e300}), "observation.diagonal[0]: 1e+300"},
+      {ds::observation_operator::svd(2, 2, {r, r, r, -r}, {1e300, 1.0}, {1, 0, 0, 1}),
+       "observation.singular_values[0]: 1e+300"}};
+  for (const auto& [op, message] : cases) {
+    std::vector<float> x(std::size_t(3 * op.d_x()), 1.f), out(std::size_t(3 * op.d_y()), 7.f);
+    expect_invalid([&] { op.apply_batch(out.data(), 3, x.data(), false, ds::mixture_path::automatic, {ds::executor::cpu}); },
+                   message);
+    for (float v : out) EXPECT_EQ(v, 7.f) << message;
+    std::vector<double> x64(std::size_t(op.d_x()), 1.0), y64(std::size_t(op.d_y()));
+    op.apply(x64.data(), y64.data());
+    for (double v : y64) EXPECT_TRUE(std::isfinite(v)) << message;
+  }
+  // The bound itself is accepted.
+  const ds::observation_operator edge = ds::observation_operator::mask(2, {0}, {1e18});
+  std::vector<float> x(2, 1.f), out(1);
+  edge.apply_batch(out.data(), 1, x.data(), false, ds::mixture_path::automatic, {ds::executor::cpu});
+  EXPECT_EQ(out[0], 1e18f);
+}
+
 // DPS and Pi-GDM draw no resampling decisions, so with the same seed the mask path and the dense path follow the
 // same trajectories up to float rounding (summation order of A^T u and A x): the final particles agree to 1e-3
 // relative (measured: identical bits, since the dense rows only add exact zeros). Seen to fail with the mask scatter

@@ -97,7 +97,8 @@ class DIFFSAMPLE_API observation_operator {
   /// @return the executor and the path that ran
   /// @throws invalid_argument for an empty operator, n < 0, a null buffer with n > 0, out sharing memory with x (an
   ///         evaluation in place included: each point's outputs are written while other points are still read), a
-  ///         CUDA executor (no device form yet) or a forced gemm on a mask or SVD operator
+  ///         CUDA executor (no device form yet), a forced gemm on a mask or SVD operator, or an operator value (a
+  ///         dense entry, a mask's gain, a singular value) beyond max_abs_value (FP32 products; apply() takes any)
   evaluate_report apply_batch(float* out, std::int64_t n, const float* x, bool transpose,
                               mixture_path path = mixture_path::automatic, execution exec = {}) const;
   /// The path apply_batch() runs for n points under @p path: gemm for a dense operator when forced, or when
