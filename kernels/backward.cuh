@@ -23,6 +23,29 @@ struct backward_coefficients {
 DS_HD_INLINE backward_coefficients ddpm_ddim_kernel(double a, double s, double a_next, double s_next, bool ddim,
                                                     double eta) {
   const double s2 = s * s;
+  if (s2 < 2.2250738585072014e-308) {
+    // s below 1.5e-154 (a grid point a positive s away from the data channel, variance_exploding(1e-300, ...)): s^2
+    // is subnormal or 0 and the quotients above lose every digit or divide by 0 (NaN samples). The same
+    // coefficients in ratios of s_next / s, which the kernel's scale invariance allows; other channels keep the
+    // former form and its bits.
+    const double q = s_next / s, r = a / a_next;
+    const double w_raw = 1.0 - (r * q) * (r * q);  // v / s^2
+    const double w = w_raw > 0.0 ? w_raw : 0.0;
+    backward_coefficients k;
+    if (!ddim) {
+      k.cx = r * q * q;
+      k.cm = a_next * w;
+      k.sigma = s_next * sqrt(w);
+    } else {
+      k.sigma = eta * s_next * sqrt(w);
+      const double keep2 = 1.0 - eta * eta * w;  // (s_next^2 - sigma^2) / s_next^2
+      const double c_over_s = q * sqrt(keep2 > 0.0 ? keep2 : 0.0);
+      k.cx = c_over_s;
+      k.cm = a_next - c_over_s * a;
+    }
+    k.variance = k.sigma * k.sigma;
+    return k;
+  }
   const double r = a / a_next;
   const double v_raw = s2 - r * r * s_next * s_next;
   const double v = v_raw > 0.0 ? v_raw : 0.0;

@@ -94,6 +94,15 @@ table build_schedule_table(const diffusion_options& o) {
         // g^2 = 2, dt = -h) this is y + h (y + 2 score) + sqrt(2 h) xi; on stochastic localization (f = 1/t,
         // g^2 = -1, dt = delta) the drift is delta (x / t + score) = delta m: Z + delta m + sqrt(delta) xi.
         const double f = p.da_dt / p.a;
+        if (s2 < std::numeric_limits<double>::min()) {
+          // s below 1.5e-154: s^2 is subnormal or 0 (NaN samples from g2 / s2); g^2 / s^2 = 2 s' / s - 2 f instead,
+          // as kernels::ddpm_ddim_kernel does there (the other channels keep the form below and its bits).
+          const double g2_s2 = 2 * p.ds_dt / p.s - 2 * f;
+          st.cx = float(1 + dt * f + dt * g2_s2);
+          st.cm = float(-dt * g2_s2 * p.a);
+          st.cn = float(p.s * std::sqrt(std::max(0.0, -g2_s2 * dt)));
+          break;
+        }
         const double g2 = 2 * p.s * p.ds_dt - 2 * f * s2;
         st.cx = float(1 + dt * f + dt * g2 / s2);
         st.cm = float(-dt * g2 * p.a / s2);
