@@ -265,6 +265,92 @@ mutant opgemm-forward-problem0-A gemm src/operator_gemm.cpp test_operator_gemm:*
   $'const float* A = p.A + (first / p.particles) * p.A_stride;\n    tiled_guidance_product(m + first * d, d, r + first * dy' \
   $'const float* A = p.A;\n    tiled_guidance_product(m + first * d, d, r + first * dy'
 
+# A third audit: the guided baselines' functors (kernels/guided_{dcps,ddrm,tmpd,diffpir,skrock,stepwise}.cuh; on an
+# AVX2 or AVX-512 machine the CPU executor runs them on the scalar target, which test_simd's SimdGuided.* compares
+# with the packs, and in the functor-level FP64 tests; what the packs call too (dcps_scaled_norm, the DCPS counters,
+# the stage functors' initial draws, DDRM's initial state) runs on every target), the packs of src/cpu/
+# (jacobian_tells.cpp, guided_tells.cpp, guided.cpp), kernels/linalg.cuh, src/guided_grid.cpp, kernels/metrics.cuh.
+# dcps-counter-step-overlap, dcps-stage-initial-stream and ddrm-initial-from-off-by-one survived the suite before
+# Dcps.EveryDrawOfAParticleReadsItsOwnCounter, Dcps.StepwiseInitialDrawIsTheFusedRunsDraw and
+# Ddrm.OneStepMatchesFp64ReferenceWithALevelBetweenTheFirstTwoPoints were written for them.
+simd_guided='test_simd:SimdGuided.*'
+dcps_samplers='test_guided_samplers:Dcps.*:GuidedSamplers.*'
+mutant dcps-scaled-norm-no-sqrt guided-dcps kernels/guided_dcps.cuh "$dcps_samplers $simd_guided" \
+  'return scale * ds_sqrt(sum);' \
+  'return scale * sum;'
+mutant dcps-counter-step-overlap rng-keys kernels/guided_dcps.cuh "$dcps_samplers $simd_guided" \
+  'return 1 + static_cast<std::uint64_t>(j) * static_cast<std::uint64_t>(p.gradient_steps + 1) +' \
+  'return 1 + static_cast<std::uint64_t>(j) * static_cast<std::uint64_t>(p.gradient_steps) +'
+mutant dcps-langevin-noise-sqrt-gamma guided-dcps kernels/guided_dcps.cuh "$simd_guided test_guided_samplers:Dcps.*" \
+  'const float noise = ds_sqrt(2.f * p.gamma);' \
+  'const float noise = ds_sqrt(p.gamma);'
+mutant dcps-log-scale-gradient-drops-one guided-dcps kernels/guided_dcps.cuh "$simd_guided test_guided_samplers:Dcps.*" \
+  'const float gv = -grad[c] * sd * eps[c] + sd * sd * inv_sig2 * inv_scale - inv_scale;' \
+  'const float gv = -grad[c] * sd * eps[c] + sd * sd * inv_sig2 * inv_scale;'
+mutant dcps-stage-initial-stream rng-keys kernels/guided_stepwise.cuh "$dcps_samplers $simd_guided test_plan" \
+  'philox rng(p.g.seed, id, 0);' \
+  'philox rng(p.g.seed, id, 1);'
+mutant ddrm-initial-noise-plus guided-ddrm kernels/guided_ddrm.cuh 'test_guided_samplers:Ddrm.*:GuidedSamplers.*' \
+  'target = a0 * ybar[c] + ddrm_sqrt(s0 * s0 - an * an) * w.proj_xi[c];' \
+  'target = a0 * ybar[c] + ddrm_sqrt(s0 * s0 + an * an) * w.proj_xi[c];'
+mutant ddrm-update-case-off-by-one guided-ddrm kernels/guided_ddrm.cuh "$simd_guided test_guided_samplers:Ddrm.*" \
+  'if (k + 1 >= from[c]) {  // s'"'"' < a'"'"' n_i, decided on the host (less_noisy_from)' \
+  'if (k >= from[c]) {  // s'"'"' < a'"'"' n_i, decided on the host (less_noisy_from)'
+mutant tmpd-guidance-scale-dropped guided-tmpd kernels/guided_tmpd.cuh "$simd_guided test_guided_samplers:Tmpd.*" \
+  'const float shift = scale * st.guidance;' \
+  'const float shift = st.guidance;'
+mutant tmpd-covariance-ratio-a-squared guided-tmpd kernels/guided_tmpd.cuh "$simd_guided test_guided_samplers:Tmpd.*" \
+  'const double ratio = double(s) * double(s) / double(a);' \
+  'const double ratio = double(s) * double(s) / (double(a) * double(a));'
+mutant diffpir-update-stream-k rng-keys kernels/guided_diffpir.cuh "$simd_guided test_guided_pnp:*Diffpir*" \
+  'philox rng(p.seed, id, static_cast<std::uint64_t>(k) + 1);' \
+  'philox rng(p.seed, id, static_cast<std::uint64_t>(k));'
+mutant skrock-perturb-drops-c guided-skrock kernels/guided_skrock.cuh "$simd_guided test_guided_pnp:*Skrock*" \
+  'rng.normals(p.d, [&](int j, float z) { cur[j] = x[j] + nu1 * c * z; });' \
+  'rng.normals(p.d, [&](int j, float z) { cur[j] = x[j] + nu1 * z; });'
+mutant ddrm-initial-from-off-by-one guided-ddrm kernels/guided_ddrm.cuh 'test_guided_samplers:Ddrm.*:GuidedSamplers.* test_plan' \
+  'if (noise[c] >= 0.f && from[c] > 0) target' \
+  'if (noise[c] >= 0.f && from[c] > 1) target'
+mutant skrock-initial-perturb-stream rng-keys kernels/guided_skrock.cuh "test_guided_pnp:*Skrock* test_plan $simd_guided" \
+  'if (iterations > 0) skrock_perturb(p, q, key(), b, 0, xi, ci);' \
+  'if (iterations > 0) skrock_perturb(p, q, key(), b, 1, xi, ci);'
+mutant diffpir-pack-ignores-trajectory cpu-packs src/cpu/guided.cpp "test_plan $simd_guided test_guided_pnp:*Diffpir*" \
+  'const std::uint64_t id = (f.id_base != nullptr ? *f.id_base : 0) + kernels::guided_stream(p, pk.i0, b);' \
+  'const std::uint64_t id = kernels::guided_stream(p, pk.i0, b);'
+mutant dcps-pack-mu-gradient-sign cpu-packs src/cpu/jacobian_tells.cpp "$simd_guided test_guided_samplers:Dcps.*" \
+  'const fpack gm = -w.grad[c] + (w.mu[c] - w.x[c]) * inv_sig2_scaled;' \
+  'const fpack gm = w.grad[c] + (w.mu[c] - w.x[c]) * inv_sig2_scaled;'
+mutant skrock-pack-stage-swapped cpu-packs src/cpu/guided_tells.cpp "$simd_guided test_guided_pnp:*Skrock*" \
+  'for (int j = 0; j < d; ++j) os[j] = mu * gs[j] + nu * cs[j] + kappa * os[j];' \
+  'for (int j = 0; j < d; ++j) os[j] = mu * gs[j] + nu * os[j] + kappa * cs[j];'
+mutant tmpd-pack-sigma2-problem0 cpu-packs src/cpu/jacobian_tells.cpp "$simd_guided test_guided_samplers" \
+  'c[o * dy + o] += double(f.sigma2[b]);' \
+  'c[o * dy + o] += double(f.sigma2[0]);'
+mutant linalg-forward-substitute-own-row linalg kernels/linalg.cuh 'test_posterior test_guided_samplers' \
+  'for (std::int64_t k = 0; k < i; ++k) s -= L[i * n + k] * b[k * columns + c];' \
+  'for (std::int64_t k = 0; k <= i; ++k) s -= L[i * n + k] * b[k * columns + c];'
+mutant linalg-gram-no-diagonal linalg kernels/linalg.cuh 'test_guided_grid test_posterior test_guided_samplers' \
+  'for (std::int64_t l = 0; l <= i; ++l) {' \
+  'for (std::int64_t l = 0; l < i; ++l) {'
+mutant linalg-back-substitute-reads-upper linalg kernels/linalg.cuh 'test_posterior test_guided_samplers' \
+  'for (std::int64_t k = i + 1; k < n; ++k) s -= L[k * n + i] * b[k * columns + c];' \
+  'for (std::int64_t k = i + 1; k < n; ++k) s -= L[i * n + k] * b[k * columns + c];'
+mutant grid-spectral-squared-singular-values schedules src/guided_grid.cpp test_guided_grid \
+  'if (v > 1e-12 * largest) out.push_back(std::sqrt(v));' \
+  'if (v > 1e-12 * largest) out.push_back(v);'
+mutant grid-noise-ratio-denominator schedules src/guided_grid.cpp "test_guided_grid" \
+  'const double r = std::pow(p0 + (p1 - p0) * double(k) / double(K - 1), rho);' \
+  'const double r = std::pow(p0 + (p1 - p0) * double(k) / double(K), rho);'
+mutant multistep-weight-no-half schedules src/guided_grid.cpp 'test_guided:*Multistep*:Guided.Default*' \
+  'if (w != nullptr) w[k] = float(0.5 * *h / *h_prev);' \
+  'if (w != nullptr) w[k] = float(*h / *h_prev);'
+mutant wasserstein-1d-reset-na metrics kernels/metrics.cuh test_metrics \
+  $'++i;\n      left_a = nb;' \
+  $'++i;\n      left_a = na;'
+mutant sliced-direction-local-index rng-keys kernels/metrics.cuh test_metrics \
+  'philox rng(seed, static_cast<std::uint64_t>(first + c), 0);' \
+  'philox rng(seed, static_cast<std::uint64_t>(c), 0);'
+
 # --- machinery ----------------------------------------------------------------------------------------------------
 count() {  # occurrences of the literal $2 in file $1 (0 when the file is gone)
   if [ -f "$1" ]; then

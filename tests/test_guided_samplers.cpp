@@ -27,6 +27,7 @@
 #include "kernels/guided_dcps.cuh"
 #include "kernels/guided_ddrm.cuh"
 #include "kernels/guided_skrock.cuh"
+#include "kernels/guided_stepwise.cuh"
 #include "kernels/guided_tmpd.cuh"
 #include "kernels/rng.cuh"
 #include "src/guided_reduction.hpp"
@@ -1311,6 +1312,20 @@ void check_ddrm_one_step(double a, double s, double a_next, double s_next, std::
 // eta_b's weight applied to the observed value's complement.
 TEST(Ddrm, OneStepMatchesFp64Reference) { check_ddrm_one_step(0.6, 0.8, 0.8, 0.6, {0.2f, 2.0f}); }
 
+// Component 0's level n = 1 between the two points' (s / a = 1.33 and 0.75; less_noisy_from = 1), component 1's
+// above both (n = 2, less_noisy_from = 0): the initial state conditions component 0 on y (it is noisier than y there)
+// and the step takes the sigma' < n case for both. The cases above have every less_noisy_from at 0 or 2: the initial
+// state's test read at 1 (from > 1 for from > 0, the mutation audit's ddrm-initial-from-off-by-one, left component 0
+// unconditioned) passed every Ddrm.* and GuidedSamplers.* test and test_plan.
+TEST(Ddrm, OneStepMatchesFp64ReferenceWithALevelBetweenTheFirstTwoPoints) {
+  const struct {
+    double a, s;
+  } pts[2] = {{0.6, 0.8}, {0.8, 0.6}};
+  ASSERT_EQ(kn::ddrm_less_noisy_from(pts, 2, 1.0), 1);
+  ASSERT_EQ(kn::ddrm_less_noisy_from(pts, 2, 2.0), 0);
+  check_ddrm_one_step(0.6, 0.8, 0.8, 0.6, {1.0f, 2.0f});
+}
+
 // The same at the start of an Ornstein-Uhlenbeck schedule of horizon 50 (a = e^-50 = 1.9e-22, s = 1; the next
 // point t = 49.5): sigma = s / a = 5e21, whose square leaves FP32. Component 1's noise n = 1e22 keeps it in the
 // sigma' < n case (a' n = 3.3 > s'). Seen failing before the kernels formed a' xt' directly: every coordinate NaN
@@ -1942,6 +1957,70 @@ TEST(Dcps, LangevinStepMatchesFp64Reference) {
     const double ref = x[j] + step * G[j] + std::sqrt(2 * gamma) * xi[j];
     EXPECT_NEAR(xf[j], ref, 1e-5 * (1 + std::abs(ref))) << "coordinate " << j;
   }
+  }
+}
+
+// Every normal draw of a DCPS particle reads its own counter of the particle's Philox stream: the initial draw at 0,
+// transition j's G reparametrised draws and its final draw at dcps_counter_step(j, 0 .. G), block l's Langevin steps
+// at dcps_counter_langevin(l, 0 .. M - 1), on both executors and every CPU target (the packs call these functions).
+// Two draws on one counter reuse the same normals, a correlation that the law tests of whole runs do not resolve:
+// transition j's final draw on transition j + 1's first counter (the mutation audit's dcps-counter-step-overlap)
+// passed the Dcps.* and GuidedSamplers.* tests here and SimdGuided.* of test_simd. Checked over grids with and
+// without gradient and Langevin steps.
+TEST(Dcps, EveryDrawOfAParticleReadsItsOwnCounter) {
+  struct shape {
+    std::int64_t K, G, L, M;
+  };
+  for (const shape c : {shape{10, 2, 1, 5}, shape{7, 0, 3, 4}, shape{100, 1, 4, 50}, shape{5, 64, 5, 0}}) {
+    kn::dcps_params p{};
+    p.steps_count = c.K;
+    p.gradient_steps = c.G;
+    p.blocks_count = c.L;
+    p.langevin_steps = c.M;
+    std::vector<std::uint64_t> counters = {0};  // the initial draw
+    for (std::int64_t j = 0; j < c.K; ++j)
+      for (std::int64_t g = 0; g <= c.G; ++g) counters.push_back(kn::dcps_counter_step(p, j, g));
+    for (std::int64_t l = 0; l < c.L; ++l)
+      for (std::int64_t t = 0; t < c.M; ++t) counters.push_back(kn::dcps_counter_langevin(p, l, t));
+    const std::size_t draws = counters.size();
+    std::sort(counters.begin(), counters.end());
+    EXPECT_EQ(std::unique(counters.begin(), counters.end()) - counters.begin(), static_cast<std::ptrdiff_t>(draws))
+        << "K " << c.K << ", G " << c.G << ", L " << c.L << ", M " << c.M << ": two draws share a counter";
+  }
+}
+
+// The stepwise run's initial draw (kernels::dcps_stage_functor's dcps_op_initial: the CPU executor's guided_sample()
+// on every target, a plan's reset()) is the fused functor's (the CUDA executor's): x = s_0 z, z the normals at
+// counter 0 of the particle's stream (Dcps.EveryDrawOfAParticleReadsItsOwnCounter). No other CPU test compares the
+// two (GuidedSamplers.GpuMatchesTheCpu needs a GPU): an initial draw on counter 1, transition 0's first
+// reparametrised draw (the mutation audit's dcps-stage-initial-stream), passed the Dcps.* and GuidedSamplers.* tests
+// here, SimdGuided.* and test_plan. Two problems of three particles, bit for bit.
+TEST(Dcps, StepwiseInitialDrawIsTheFusedRunsDraw) {
+  const int d = 5, dy = 1;
+  const std::int64_t B = 2, N = 3, n = B * N;
+  kn::dcps_params q{};
+  q.g.d = d;
+  q.g.d_y = dy;
+  q.g.problems = B;
+  q.g.particles = N;
+  q.g.seed = 77;
+  q.initial_scale = 1.3f;  // no blocks: the fused functor draws x and stops
+  std::vector<float> fused(n * d), work(n * kn::dcps_scratch::floats(d, dy));
+  const kn::guided_dcps_functor f{q, fused.data(), work.data()};
+  for (std::int64_t i = 0; i < n; ++i) f(i);
+  // The stepwise rows (x, m, u, grad, mu, l, eps, q, r, t) and the answer.
+  std::vector<std::vector<float>> rows(11, std::vector<float>(n * d, 0.f));
+  kn::dcps_stage_functor s{};
+  s.p = q;
+  s.rows = {rows[0].data(), rows[1].data(), rows[2].data(), rows[3].data(), rows[4].data(),
+            rows[5].data(), rows[6].data(), rows[7].data(), rows[8].data(), rows[9].data()};
+  s.answer = rows[10].data();
+  s.op = kn::dcps_op_initial;
+  for (std::int64_t i = 0; i < n; ++i) s(i);
+  EXPECT_EQ(rows[0], fused);
+  for (std::int64_t i = 0; i < n; ++i) {
+    kn::philox rng(q.g.seed, static_cast<std::uint64_t>(i), 0);
+    rng.normals(d, [&](int j, float z) { EXPECT_EQ(rows[0][i * d + j], q.initial_scale * z) << i << ", " << j; });
   }
 }
 
