@@ -321,6 +321,10 @@ ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, cons
   for (std::int64_t k = 0; k < K; ++k)
     DIFFSAMPLE_EXPECTS(pts[k].s > 0, "options.schedule: s = 0 at t = " << pts[k].t << " (step " << k
                                                                         << "), where DDRM divides by s");
+  for (std::int64_t k = 0; k < K; ++k)  // as detail::check_backward_step() (every point's NaN otherwise)
+    DIFFSAMPLE_EXPECTS(pts[k].s >= 1e-18, "options.schedule: s = " << pts[k].s << " at t = " << pts[k].t << " (step "
+                                                                    << k << ") is below 1e-18: the guided samplers "
+                                                                    << "square s in FP32");
   l.s_start = float(pts[0].s);
   l.a_start = float(pts[0].a);
   if (host == nullptr) return l;

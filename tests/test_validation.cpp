@@ -922,6 +922,41 @@ TEST(Validation, GuidedWorkspaceQueryRefusesWhatTheRunRefuses) {
 // grid_mixture() allocated its K x dim means before any check of dim: dim = 2^40 threw std::bad_alloc (no library
 // error, no name; through the C ABI "host allocation failed"), and dim = 2^24 with a 4096-point grid asked for 2 PiB.
 // dim is checked against limits::max_dim and the means' bytes against the host limit, naming what, before allocating.
+// A grid point with 0 < s < 1e-18: s^2 below min_variance (1e-36) leaves FP32's normal range, and the guided
+// samplers' kernels square s: DCPS gave every particle NaN without a word from variance_exploding(1e-20, 50) down,
+// DDRM from 1e-40, and below 1.5e-154 (s^2 subnormal in FP64) SMC, DPS, Pi-GDM and TMPD too (DiffPIR refused naming a
+// covariance). The fused diffusion samplers run such grids (Diffusion.ChannelsWhoseSquareUnderflowsKeepTheirCoefficients).
+// Every guided sampler that reads the schedule refuses them, its run, its workspace query and its plan alike, naming
+// the channel; outputs untouched. The bound itself runs, every particle finite.
+TEST(Validation, GuidedGridsWithNoiseBelowTheFp32SquaresAreRefused) {
+  const auto mix = small();
+  guided_problems g;
+  g.d_y = 1;
+  g.A = {1, 0.5};
+  g.y = {0.3};
+  g.sigma_y = {0.5};
+  const execution cpu{executor::cpu};
+  for (const guided_sampler s : {guided_sampler::smc, guided_sampler::dps, guided_sampler::pigdm,
+                                 guided_sampler::diffpir, guided_sampler::tmpd, guided_sampler::ddrm,
+                                 guided_sampler::dcps}) {
+    guided_options o;
+    o.sampler = s;
+    o.particles = 16;
+    o.steps = 20;
+    o.schedule = noise_schedule::variance_exploding(1e-20, 50);
+    std::vector<float> x(16 * 2, 7.f);
+    guided_outputs out;
+    out.particles = x.data();
+    expect_error([&] { guided_sample(mix, out, g, o, cpu); }, {"options.schedule: s = ", "below 1e-18"});
+    for (float v : x) ASSERT_EQ(v, 7.f) << to_string(s);
+    expect_error([&] { (void)guided_workspace_bytes(mix, g, o); }, {"below 1e-18"});
+    expect_error([&] { (void)sampling_plan::guided(2, g, o, model_output::denoiser, cpu); }, {"below 1e-18"});
+    o.schedule = noise_schedule::variance_exploding(1e-18, 50);
+    EXPECT_NO_THROW(guided_sample(mix, out, g, o, cpu)) << to_string(s);
+    for (float v : x) ASSERT_TRUE(std::isfinite(v)) << to_string(s);
+  }
+}
+
 TEST(Validation, GridMixtureChecksItsSizeBeforeAllocating) {
   expect_error([] { grid_mixture(std::int64_t(1) << 40, 2, 1.0, 1.0); }, {"dim", "1099511627776", "2^24"});
   expect_error([] { grid_mixture(-1, 2, 1.0, 1.0); }, {"dim", "-1"});
