@@ -316,6 +316,8 @@ TEST(SlicedWasserstein, Validation) {
                  "overflow");
   expect_invalid([&] { ds::sliced_wasserstein_workspace_bytes(10, 12, 2, 0, ds::executor::cpu); },
                  "directions_per_pass: must be >= 1, got 0");  // was named "directions"
+  expect_invalid([&] { ds::sliced_wasserstein_workspace_bytes(10, 12, 2, 4, static_cast<ds::executor>(9)); },
+                 "where: invalid value 9");  // was named "executor"
   double r;
   expect_invalid([&] { ds::sliced_wasserstein_async(nullptr, 10, 12, 2, a.data(), b.data(), 4, 1, 1, cpu()); },
                  "result");
