@@ -60,8 +60,8 @@ struct linear_tables {
   std::vector<schedule_point> points;
 };
 
-/// The schedule's check of step k from point p to the next point q: s >= 1e-18 at p (a DDPM step divides by s^2, FP32 squares s) and
-/// a > 0 at both (@p who: what needs a > 0, for the message).
+/// The schedule's check of step k from point p to the next point q: s >= 1e-18 at p (a DDPM step divides by s^2,
+/// and the kernels square s in FP32) and a > 0 at both (@p who: what needs a > 0, for the message).
 inline void check_backward_step(const schedule_point& p, const schedule_point& q, std::int64_t k, const char* who) {
   DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
                                                                 << "), where a DDPM step divides by s^2");

@@ -436,8 +436,9 @@ TEST(Observation, BatchProductsHoldOperatorValuesToTheFp32Range) {
        "observation.singular_values[0]: 1e+300"}};
   for (const auto& [op, message] : cases) {
     std::vector<float> x(std::size_t(3 * op.d_x()), 1.f), out(std::size_t(3 * op.d_y()), 7.f);
-    expect_invalid([&] { op.apply_batch(out.data(), 3, x.data(), false, ds::mixture_path::automatic, {ds::executor::cpu}); },
-                   message);
+    expect_invalid(
+        [&] { op.apply_batch(out.data(), 3, x.data(), false, ds::mixture_path::automatic, {ds::executor::cpu}); },
+        message);
     for (float v : out) EXPECT_EQ(v, 7.f) << message;
     std::vector<double> x64(std::size_t(op.d_x()), 1.0), y64(std::size_t(op.d_y()));
     op.apply(x64.data(), y64.data());

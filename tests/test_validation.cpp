@@ -924,10 +924,11 @@ TEST(Validation, GuidedWorkspaceQueryRefusesWhatTheRunRefuses) {
 // dim is checked against limits::max_dim and the means' bytes against the host limit, naming what, before allocating.
 // A grid point with 0 < s < 1e-18: s^2 below min_variance (1e-36) leaves FP32's normal range, and the guided
 // samplers' kernels square s: DCPS gave every particle NaN without a word from variance_exploding(1e-20, 50) down,
-// DDRM from 1e-40, and below 1.5e-154 (s^2 subnormal in FP64) SMC, DPS, Pi-GDM and TMPD too (DiffPIR refused naming a
-// covariance). The fused diffusion samplers run such grids (Diffusion.ChannelsWhoseSquareUnderflowsKeepTheirCoefficients).
-// Every guided sampler that reads the schedule refuses them, its run, its workspace query and its plan alike, naming
-// the channel; outputs untouched. The bound itself runs, every particle finite.
+// DDRM from 1e-40, and below 1.5e-154 (s^2 subnormal in FP64) SMC, DPS, Pi-GDM and TMPD too (DiffPIR refused naming
+// a covariance). The fused diffusion samplers run such grids
+// (Diffusion.ChannelsWhoseSquareUnderflowsKeepTheirCoefficients). Every guided sampler that reads the schedule
+// refuses them, its run, its workspace query and its plan alike, naming the channel; outputs untouched. The bound
+// itself runs, every particle finite.
 TEST(Validation, GuidedGridsWithNoiseBelowTheFp32SquaresAreRefused) {
   const auto mix = small();
   guided_problems g;

@@ -181,7 +181,7 @@ struct discrete_walk_jump_options {
   double alpha = 1.0;               ///< flip strength of each measurement, in (0, max_abs_value]
   double eta = 1.0;                 ///< step of the walk, > 0
   std::int64_t steps = 100;         ///< steps per measurement, >= 0
-  std::int64_t measurements = 1;    ///< 1 <= m <= limits::max_inner_steps (2^20), m x steps <= limits::max_stream_steps - 1
+  std::int64_t measurements = 1;    ///< 1 <= m <= limits::max_inner_steps, m x steps <= limits::max_stream_steps - 1
   bool mean = false;                ///< output E[x | y_1..m] instead of its sign (+1 where it is 0)
   std::uint64_t seed = 0;           ///< Philox key
   std::uint64_t first_chain = 0;    ///< id of the call's first chain in the random stream, <= limits::max_first_chain
