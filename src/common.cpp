@@ -83,17 +83,17 @@ std::string no_usable_gpu(const char* argument) {
   return std::string(argument) + ": cuda was requested but no GPU is usable (" + cuda_unavailable_reason() + ")";
 }
 
-executor resolve_executor(executor requested, const void* data) {
+executor resolve_executor(executor requested, const void* data, const char* name) {
   switch (requested) {
     case executor::cpu: return executor::cpu;
     case executor::cuda:
-      DIFFSAMPLE_EXPECTS(cuda_available(), no_usable_gpu("executor"));
+      DIFFSAMPLE_EXPECTS(cuda_available(), no_usable_gpu(name));
       return executor::cuda;
     case executor::automatic:
       if (cuda_available() && pointer_kind(data) != memory_kind::host) return executor::cuda;
       return executor::cpu;
   }
-  DIFFSAMPLE_EXPECTS(false, "executor: invalid value " << static_cast<int>(requested));
+  DIFFSAMPLE_EXPECTS(false, name << ": invalid value " << static_cast<int>(requested));
   return executor::cpu;
 }
 

@@ -722,6 +722,12 @@ void check_unread_options(const guided_options& o) {
 #undef DIFFSAMPLE_GUIDED_CHECK_
 }
 
+// options.final_moves: -1 (automatic) or a count up to limits::max_inner_steps.
+void check_final_moves_count(std::int64_t final_moves) {
+  DIFFSAMPLE_EXPECTS(final_moves >= -1, "options.final_moves: must be -1 (automatic) or >= 0, got " << final_moves);
+  limits::check("options.final_moves", final_moves, -1, limits::max_inner_steps);
+}
+
 void validate(std::int64_t d, const guided_problems& pr, const guided_options& o) {
   DIFFSAMPLE_EXPECTS(std::find(std::begin(known_guided_samplers), std::end(known_guided_samplers), o.sampler) !=
                          std::end(known_guided_samplers),
@@ -749,14 +755,9 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
       DIFFSAMPLE_EXPECTS(op.d_y() == pr.d_y && op.d_x() == d, "problems.operators[" << i << "]: " << op.d_y() << " x "
                                                                 << op.d_x() << ", expected d_y x d_x = " << pr.d_y
                                                                 << " x " << d);
-      // The bound problems.A has, on the values that make up A: a dense matrix's entries, a mask's gains, an SVD's
-      // singular values (|A_ij| <= max_k S_k, as U and V have orthonormal columns).
-      const std::string name = "problems.operators[" + std::to_string(i) + "]" +
-                               (op.kind() == observation_kind::dense  ? ".A"
-                                : op.kind() == observation_kind::mask ? ".diagonal"
-                                                                      : ".singular_values");
-      detail::check_range(name.c_str(), op.kind() == observation_kind::dense ? op.matrix() : op.diagonal(),
-                          -max_abs_value, max_abs_value, "the FP32 samplers square A x");
+      // The bound problems.A has, on the values that make up A.
+      const std::string prefix = "problems.operators[" + std::to_string(i) + "]";
+      detail::check_operator_values(prefix.c_str(), op, "the FP32 samplers square A x");
     }
   }
   DIFFSAMPLE_EXPECTS(pr.y.size() == static_cast<std::size_t>(pr.problems * pr.d_y),
@@ -778,9 +779,7 @@ void validate(std::int64_t d, const guided_problems& pr, const guided_options& o
   DIFFSAMPLE_EXPECTS(o.potentials == guided_potentials::linear || o.potentials == guided_potentials::moment ||
                          o.potentials == guided_potentials::twisted || o.potentials == guided_potentials::automatic,
                      "options.potentials: invalid value " << static_cast<int>(o.potentials));
-  DIFFSAMPLE_EXPECTS(o.final_moves >= -1,
-                     "options.final_moves: must be -1 (automatic) or >= 0, got " << o.final_moves);
-  limits::check("options.final_moves", o.final_moves, -1, limits::max_inner_steps);
+  check_final_moves_count(o.final_moves);
   DIFFSAMPLE_EXPECTS(o.final_moves <= 0 || o.final_resample,
                      "options.final_moves: moves the final resampling's samples, but options.final_resample is false");
   DIFFSAMPLE_EXPECTS(std::isfinite(o.final_move_step) && o.final_move_step >= 0,
@@ -3100,8 +3099,7 @@ std::unique_ptr<sampling_plan_storage> make_guided_plan(std::int64_t d, const gu
                          << to_string(options.sampler));
   limits::check("dim", d, 1, limits::max_dim);
   // The count's own range first (validate() checks it again), so that -2 is not named as a move setting left unread.
-  DIFFSAMPLE_EXPECTS(options.final_moves >= -1,
-                     "options.final_moves: must be -1 (automatic) or >= 0, got " << options.final_moves);
+  check_final_moves_count(options.final_moves);
   if (options.sampler == guided_sampler::smc && options.final_moves <= 0) {
     // -1 (automatic) resolves to none in a plan, so neither setting of the moves is read.
     const guided_options defaults;

@@ -318,13 +318,11 @@ ddrm_layout make_ddrm_layout(std::int64_t d, const gaussian_mixture* prior, cons
   // (kernels/guided_ddrm.cuh), so a = 0 at the first point (the linear interpolant's and vp_cosine's t = 1) runs,
   // starting from x = s_0 xi; the grid's increasing signal-to-noise ratio keeps a > 0 at every later point.
   const std::vector<schedule_point> pts = o.schedule.points(K);
-  for (std::int64_t k = 0; k < K; ++k)
+  for (std::int64_t k = 0; k < K; ++k) {
     DIFFSAMPLE_EXPECTS(pts[k].s > 0, "options.schedule: s = 0 at t = " << pts[k].t << " (step " << k
                                                                         << "), where DDRM divides by s");
-  for (std::int64_t k = 0; k < K; ++k)  // as detail::check_backward_step() (every point's NaN otherwise)
-    DIFFSAMPLE_EXPECTS(pts[k].s >= 1e-18, "options.schedule: s = " << pts[k].s << " at t = " << pts[k].t << " (step "
-                                                                    << k << ") is below 1e-18: the guided samplers "
-                                                                    << "square s in FP32");
+    detail::check_step_noise(pts[k], k);
+  }
   l.s_start = float(pts[0].s);
   l.a_start = float(pts[0].a);
   if (host == nullptr) return l;

@@ -60,18 +60,23 @@ struct linear_tables {
   std::vector<schedule_point> points;
 };
 
-/// The schedule's check of step k from point p to the next point q: s >= 1e-18 at p (a DDPM step divides by s^2,
-/// and the kernels square s in FP32) and a > 0 at both (@p who: what needs a > 0, for the message).
-inline void check_backward_step(const schedule_point& p, const schedule_point& q, std::int64_t k, const char* who) {
-  DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
-                                                                << "), where a DDPM step divides by s^2");
-  // Below 1e-18, s^2 is below min_variance (1e-36) and leaves FP32's normal range, which the guided samplers' kernels
-  // square s in (DCPS gave every particle NaN from s = 1e-20 down, DDRM from 1e-40, every sampler below 1.5e-154 where
-  // s^2 leaves FP64's too); the fused diffusion samplers run such grids.
+/// The noise a guided step k may start from, checked once s > 0 is: s >= 1e-18. Below it s^2 is below min_variance
+/// (1e-36) and leaves FP32's normal range, which the guided samplers' kernels square s in (DCPS gave every particle
+/// NaN from s = 1e-20 down, DDRM from 1e-40, every sampler below 1.5e-154 where s^2 leaves FP64's too); the fused
+/// diffusion samplers run such grids.
+inline void check_step_noise(const schedule_point& p, std::int64_t k) {
   DIFFSAMPLE_EXPECTS(p.s >= 1e-18, "options.schedule: s = " << p.s << " at t = " << p.t << " (step " << k
                                                              << ") is below 1e-18: the guided samplers square s in "
                                                                 "FP32 (a variance_exploding sigma_min that small, for "
                                                                 "one)");
+}
+
+/// The schedule's check of step k from point p to the next point q: s > 0 at p (a DDPM step divides by s^2) and
+/// check_step_noise(), and a > 0 at both (@p who: what needs a > 0, for the message).
+inline void check_backward_step(const schedule_point& p, const schedule_point& q, std::int64_t k, const char* who) {
+  DIFFSAMPLE_EXPECTS(p.s > 0, "options.schedule: s = 0 at t = " << p.t << " (step " << k
+                                                                << "), where a DDPM step divides by s^2");
+  check_step_noise(p, k);
   DIFFSAMPLE_EXPECTS(p.a > 0 && q.a > 0,
                      "options.schedule: a = 0 at t = " << (p.a > 0 ? q.t : p.t) << ": " << who << " need a > 0");
 }

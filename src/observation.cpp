@@ -45,6 +45,18 @@ double orthonormality_error(const std::vector<double>& M, std::int64_t n, std::i
 
 }  // namespace
 
+void detail::check_operator_values(const char* prefix, const observation_operator& op, const char* why) {
+  const bool dense = op.kind() == observation_kind::dense;
+  const std::vector<double>& values = dense ? op.dense_matrix() : op.diagonal();
+  // The name is formed for a refusal only: apply_batch's direct path allocates nothing.
+  if (std::all_of(values.begin(), values.end(), [](double v) { return v >= -max_abs_value && v <= max_abs_value; }))
+    return;
+  const std::string name = std::string(prefix) + (dense                                   ? ".A"
+                                                  : op.kind() == observation_kind::mask ? ".diagonal"
+                                                                                        : ".singular_values");
+  check_range(name.c_str(), values, -max_abs_value, max_abs_value, why);
+}
+
 observation_operator observation_operator::dense(std::int64_t d_y, std::int64_t d_x, std::vector<double> A) {
   check_dims(d_y, d_x);
   DIFFSAMPLE_EXPECTS(static_cast<std::int64_t>(A.size()) == d_y * d_x,
@@ -304,11 +316,7 @@ evaluate_report observation_operator::apply_batch(float* out, std::int64_t n, co
                           {"out", out, static_cast<std::size_t>(n * width) * sizeof(float)}});
   // The FP32 copy of the operator's values, held to the bound problems.A is held to (the FP64 apply() takes any
   // finite value): a value past FP32 made the products inf or NaN.
-  const std::vector<double>& held = kind_ == observation_kind::dense ? A_ : diagonal_;
-  detail::check_range(kind_ == observation_kind::dense  ? "observation.A"
-                      : kind_ == observation_kind::mask ? "observation.diagonal"
-                                                        : "observation.singular_values",
-                      held, -max_abs_value, max_abs_value, "apply_batch computes in FP32");
+  detail::check_operator_values("observation", *this, "apply_batch computes in FP32");
   if (n == 0) return {where, chosen};
   if (chosen == mixture_path::gemm) {
     if (transpose)

@@ -79,10 +79,8 @@ layout make_layout(std::int64_t na, std::int64_t nb, std::int64_t d, std::int64_
 }
 
 executor resolve_for_query(executor where) {
-  DIFFSAMPLE_EXPECTS(where == executor::automatic || where == executor::cuda || where == executor::cpu,
-                     "where: invalid value " << static_cast<int>(where));  // the argument's own name, as in C
   if (where == executor::automatic) return cuda_available() ? executor::cuda : executor::cpu;
-  return detail::resolve_executor(where, nullptr);
+  return detail::resolve_executor(where, nullptr, "where");
 }
 
 // The largest chunk of directions whose layout fits `budget` bytes (0 when not even one direction fits).

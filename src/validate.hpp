@@ -18,6 +18,10 @@
 #include <diffsample/mixture.hpp>
 #include <diffsample/schedule.hpp>
 
+namespace diffsample {
+class observation_operator;
+}
+
 namespace diffsample::detail {
 
 /// Where a pointer's memory lives, as far as the CUDA runtime knows (host when no GPU is present).
@@ -25,8 +29,8 @@ enum class memory_kind { host, device, managed };
 memory_kind pointer_kind(const void* ptr) noexcept;
 
 /// Resolves `automatic` to cuda or cpu: CUDA when a GPU is present and `data` is device-accessible. Forcing cuda
-/// without a GPU is an error.
-executor resolve_executor(executor requested, const void* data);
+/// without a GPU is an error, and so is a value outside the enum; both messages name @p name.
+executor resolve_executor(executor requested, const void* data, const char* name = "executor");
 
 /// The one refusal of a forced CUDA executor where no GPU is usable, naming the argument that asked for it:
 /// "<argument>: cuda was requested but no GPU is usable (<the CUDA runtime's reason>)". Exported for the Python
@@ -119,6 +123,11 @@ void check_mixture_shape(std::int64_t dim, std::int64_t K, const char* name, std
 /// Checks that every entry lies in [lo, hi] (NaN fails); the message names the entry, its value and the range,
 /// and @p why says what the range protects.
 void check_range(const char* name, const std::vector<double>& values, double lo, double hi, const char* why);
+
+/// check_range() of an operator's defining values against +-max_abs_value: a dense matrix's entries, a mask's gains,
+/// an SVD's singular values (|A_ij| <= max_k S_k, as U and V have orthonormal columns), named @p prefix followed by
+/// ".A", ".diagonal" or ".singular_values" (defined in src/observation.cpp).
+void check_operator_values(const char* prefix, const observation_operator& op, const char* why);
 
 /// Checks the sizes and settings of a sliced Wasserstein call: n_a, n_b, d, directions >= 1, d < 2^31, p in {1, 2}
 /// (defined in src/metrics.cpp; both executors' entry points share it).
